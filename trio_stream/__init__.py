@@ -1,0 +1,34 @@
+"""trio_stream: channel-based data streaming on trio.
+
+Writers put values (numpy arrays first among them) into named channels on a server; the
+server fans every frame out to each reader through a buffer whose size, overflow policy and
+rate the reader chose. See README.md and docs/protocol.md.
+"""
+
+from ._client import Client as Client
+from ._client import Publisher as Publisher
+from ._client import Subscription as Subscription
+from ._client import open_client as open_client
+from ._config import ServerConfig as ServerConfig
+from ._exceptions import AuthError as AuthError
+from ._exceptions import ChannelExists as ChannelExists
+from ._exceptions import ChannelNotFound as ChannelNotFound
+from ._exceptions import ConnectionClosed as ConnectionClosed
+from ._exceptions import FrameTooLarge as FrameTooLarge
+from ._exceptions import InvalidArgument as InvalidArgument
+from ._exceptions import LimitExceeded as LimitExceeded
+from ._exceptions import NameInUse as NameInUse
+from ._exceptions import ProtocolError as ProtocolError
+from ._exceptions import RemoteError as RemoteError
+from ._exceptions import RpcError as RpcError
+from ._exceptions import RpcTimeout as RpcTimeout
+from ._exceptions import TrioStreamError as TrioStreamError
+from ._records import ChannelInfo as ChannelInfo
+from ._records import ClientInfo as ClientInfo
+from ._records import Message as Message
+from ._records import ServerStats as ServerStats
+from ._records import SubscriptionInfo as SubscriptionInfo
+from ._server.serve import Server as Server
+from ._server.serve import open_server as open_server
+from ._server.serve import serve as serve
+from ._version import __version__ as __version__

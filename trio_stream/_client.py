@@ -1,0 +1,703 @@
+"""The trio client: ``async with open_client(url, name=...) as client``.
+
+One reader task parses what the server sends and routes it (replies to waiting requests, DATA
+to subscriptions, acknowledgements to publishers); one sender task is the only writer to the
+socket and coalesces whatever is queued into one write, so a publisher that sends many small
+frames costs few syscalls and never a round trip per frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import trio
+
+from ._exceptions import (
+    ConnectionClosed,
+    FrameTooLarge,
+    InvalidArgument,
+    ProtocolError,
+    TrioStreamError,
+    error_from_wire,
+)
+from ._protocol import frames as F
+from ._protocol import messages as M
+from ._protocol.bytes_like import BytesLike
+from ._protocol.codec import decode_payload, encode_payload
+from ._protocol.framing import frame_prefix
+from ._protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION, Limits
+from ._records import ChannelInfo, ClientInfo, Message, ServerStats
+from ._transport.base import FrameTransport
+from ._transport.connect import connect
+from ._util import unwrap_single_exception
+
+log = logging.getLogger(__name__)
+
+POLICIES: Final = ("drop_oldest", "drop_newest", "clear", "unbounded", "block")
+OUTGOING_HIGH_WATER_BYTES: Final = 4 * 2**20  # writers wait while more than this is unsent
+SEND_BATCH_BYTES: Final = 1 * 2**20
+CONNECT_TIMEOUT_S: Final = 10.0
+YIELD_EVERY_BYTES: Final = 64 * 1024  # a publisher yields once this much is queued
+YIELD_EVERY_MESSAGES: Final = 64  # a reader with messages waiting yields this often
+
+T = TypeVar("T")
+
+
+class _Reply:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: TrioStreamError | None = None
+
+
+class Client:
+    """A connection to a trio_stream server. Make one with :func:`open_client`."""
+
+    def __init__(self, transport: FrameTransport, nursery: trio.Nursery | None) -> None:
+        self._transport = transport
+        self._nursery = nursery
+        self.name = ""
+        self.client_id = 0
+        self.server = ""
+        self.limits = Limits()
+        self._ids = itertools.count(1)
+        self._replies: dict[int, _Reply] = {}
+        self._subscriptions: dict[int, Subscription] = {}
+        self._publishers: dict[int, Publisher] = {}
+        self._shared_publishers: dict[str, Publisher] = {}
+        self._out: list[BytesLike] = []
+        self._out_bytes = 0
+        self._out_wake = trio.Event()
+        self._out_space = trio.Event()
+        self._out_space.set()
+        self._closed: ConnectionClosed | None = None
+        self._goodbye: str | None = None
+        self._handlers: dict[type[M.Message], Callable[[Any], None]] = {
+            M.Reply: self._on_reply,
+            M.Error: self._on_error,
+            M.Readers: self._on_readers,
+            M.SubEnd: self._on_sub_end,
+            M.PubEnd: self._on_pub_end,
+            M.Goodbye: self._on_goodbye,
+            M.Pong: lambda msg: None,
+        }
+
+    # -- connection ----------------------------------------------------------------------------
+    async def _handshake(self, name: str | None, token: str | None) -> None:
+        hello = M.encode_message(M.Hello(v=PROTOCOL_VERSION, name=name, token=token))
+        await self._transport.send([frame_prefix(len(hello)), hello])
+        frames = await self._transport.receive_frames()
+        reply = M.decode_message(frames[0])
+        if isinstance(reply, M.Error):
+            raise error_from_wire(reply.type, reply.message)
+        if not isinstance(reply, M.Welcome):
+            raise ProtocolError(f"expected welcome, got {reply.OP}")
+        self.name = reply.name
+        self.client_id = reply.client_id
+        self.server = reply.server
+        self.limits = Limits.from_wire(reply.limits)
+        max_frame = getattr(self._transport, "max_frame_bytes", None)
+        if max_frame is not None:
+            self._transport.max_frame_bytes = self.limits.max_frame_bytes  # type: ignore[attr-defined]
+        for frame in frames[1:]:
+            self._dispatch(frame)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise ConnectionClosed(str(self._closed), self._closed.reason)
+
+    def _fail(self, error: ConnectionClosed) -> None:
+        """The connection is gone: wake everything that waits on it."""
+        if self._closed is not None:
+            return
+        self._closed = error
+        for reply in self._replies.values():
+            reply.error = error
+            reply.done.set()
+        self._replies.clear()
+        for sub in self._subscriptions.values():
+            sub._fail(error)
+        for pub in self._publishers.values():
+            pub._fail(error)
+        self._out_space.set()
+        self._out_wake.set()
+
+    async def aclose(self) -> None:
+        """Say goodbye, flush what is queued (briefly) and close the connection."""
+        if self._closed is None:
+            goodbye = M.encode_message(M.Goodbye(reason="client closing"))
+            self._enqueue([frame_prefix(len(goodbye)), goodbye])
+            with trio.move_on_after(1.0):
+                while self._out and self._closed is None:
+                    self._out_space = trio.Event()
+                    await self._out_space.wait()
+            self._fail(ConnectionClosed("the client closed the connection"))
+        with trio.CancelScope(shield=True):
+            await self._transport.aclose()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # -- outgoing ------------------------------------------------------------------------------
+    def _enqueue(self, pieces: list[BytesLike], nbytes: int | None = None) -> None:
+        self._out.extend(pieces)
+        self._out_bytes += nbytes if nbytes is not None else sum(len(p) for p in pieces)
+        self._out_wake.set()
+        if self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._out_space.is_set():
+            self._out_space = trio.Event()
+
+    async def _wait_out_space(self) -> None:
+        while self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._closed is None:
+            await self._out_space.wait()
+
+    async def _sender(self) -> None:
+        transport = self._transport
+        try:
+            while True:
+                self._out_wake = trio.Event()
+                if not self._out:
+                    if self._closed is not None:
+                        return
+                    await self._out_wake.wait()
+                    continue
+                pieces, self._out = self._out, []
+                self._out_bytes = 0
+                self._out_space.set()
+                await transport.send(pieces)
+        except ConnectionClosed as exc:
+            self._fail(ConnectionClosed(str(exc), self._goodbye))
+
+    def _send_control(self, message: M.Message) -> None:
+        self._check_open()
+        body = M.encode_message(message)
+        self._enqueue([frame_prefix(len(body)), body])
+
+    async def _request(self, cls: type[M.Request], **fields: Any) -> Any:
+        self._check_open()
+        ident = next(self._ids)
+        reply = _Reply()
+        self._replies[ident] = reply
+        self._send_control(cls(id=ident, **fields))
+        try:
+            await reply.done.wait()
+        finally:
+            self._replies.pop(ident, None)
+        if reply.error is not None:
+            raise reply.error
+        return reply.result
+
+    async def _pinger(self) -> None:
+        # The server closes connections that stay silent for idle_timeout_s.
+        interval = self.limits.idle_timeout_s / 3
+        while self._closed is None:
+            await trio.sleep(interval)
+            if self._closed is None:
+                self._send_control(M.Ping(data=None))
+
+    # -- incoming ------------------------------------------------------------------------------
+    async def _reader(self) -> None:
+        transport = self._transport
+        try:
+            while True:
+                for frame in await transport.receive_frames():
+                    self._dispatch(frame)
+        except ConnectionClosed as exc:
+            reason = self._goodbye
+            message = f"the server closed the connection: {reason}" if reason else str(exc)
+            self._fail(ConnectionClosed(message, reason))
+        except TrioStreamError as exc:  # ProtocolError, FrameTooLarge from the server
+            log.error("closing the connection: %s", exc)
+            self._fail(ConnectionClosed(f"protocol error from the server: {exc}"))
+            with trio.CancelScope(shield=True):
+                await transport.aclose()
+
+    def _dispatch(self, frame: bytearray) -> None:
+        kind = frame[0]
+        if kind == F.FrameType.DATA:
+            sub_id = F.parse_data(frame).sub_id
+            sub = self._subscriptions.get(sub_id)
+            if sub is not None:
+                sub._deliver(frame)
+        elif kind == F.FrameType.PUB_ACK:
+            pub_id, count = F.parse_counter(frame)
+            pub = self._publishers.get(pub_id)
+            if pub is not None:
+                pub._acked(count)
+        elif kind == F.FrameType.CONTROL:
+            message = M.decode_message(frame)
+            handler = self._handlers.get(type(message))
+            if handler is None:
+                raise ProtocolError(f"unexpected {message.OP} from the server")
+            handler(message)
+        else:
+            raise ProtocolError(f"frame type {kind:#04x} is not valid from a server")
+
+    def _on_reply(self, msg: M.Reply) -> None:
+        reply = self._replies.get(msg.id)
+        if reply is not None:
+            reply.result = msg.result
+            reply.done.set()
+
+    def _on_error(self, msg: M.Error) -> None:
+        error = error_from_wire(msg.type, msg.message)
+        if msg.id is None:
+            log.error("server error: %s", error)
+            return
+        reply = self._replies.get(msg.id)
+        if reply is not None:
+            reply.error = error
+            reply.done.set()
+
+    def _on_readers(self, msg: M.Readers) -> None:
+        pub = self._publishers.get(msg.pub)
+        if pub is not None:
+            pub._set_readers(msg.readers)
+
+    def _on_sub_end(self, msg: M.SubEnd) -> None:
+        sub = self._subscriptions.pop(msg.sub, None)
+        if sub is not None:
+            error = error_from_wire(msg.error, msg.reason) if msg.error else None
+            sub._end(msg.reason, error)
+
+    def _on_pub_end(self, msg: M.PubEnd) -> None:
+        pub = self._publishers.pop(msg.pub, None)
+        if pub is not None:
+            pub._end(msg.reason)
+            if self._shared_publishers.get(pub.channel) is pub:
+                del self._shared_publishers[pub.channel]
+
+    def _on_goodbye(self, msg: M.Goodbye) -> None:
+        self._goodbye = msg.reason
+        log.info("server says goodbye: %s", msg.reason)
+
+    # -- channels ------------------------------------------------------------------------------
+    async def create_channel(
+        self,
+        channel: str,
+        *,
+        public: bool = True,
+        key: str | None = None,
+        lifetime: float | None = None,
+        history: int = 0,
+        single_writer: bool = False,
+        keep: bool = False,
+    ) -> None:
+        """Create a channel owned by this client.
+
+        Args:
+            public: listed in ``channels()`` and system channels; ``False`` hides it.
+            key: readers and writers (other than the owner) must give this key.
+            lifetime: seconds after which the channel ends by itself.
+            history: frames kept for readers who subscribe later.
+            single_writer: refuse a second writer.
+            keep: survive this client's disconnect (otherwise the channel ends with it).
+
+        Raises:
+            ChannelExists, InvalidArgument, LimitExceeded.
+        """
+        await self._request(
+            M.CreateChannel,
+            channel=channel,
+            public=public,
+            key=key,
+            lifetime=None if lifetime is None else float(lifetime),
+            history=history,
+            single_writer=single_writer,
+            keep=keep,
+        )
+
+    async def delete_channel(self, channel: str, *, key: str | None = None) -> None:
+        """Delete a channel: its readers' iterations end, its writers get ChannelNotFound."""
+        await self._request(M.DeleteChannel, channel=channel, key=key)
+
+    async def channels(self) -> list[ChannelInfo]:
+        """Public channels and this client's own."""
+        return [ChannelInfo.from_wire(c) for c in await self._request(M.ListChannels)]
+
+    async def clients(self) -> list[ClientInfo]:
+        return [ClientInfo.from_wire(c) for c in await self._request(M.ListClients)]
+
+    async def stats(self) -> ServerStats:
+        return ServerStats.from_wire(await self._request(M.GetStats))
+
+    # -- writing -------------------------------------------------------------------------------
+    async def open_publisher(self, channel: str, *, key: str | None = None) -> Publisher:
+        """A publisher for ``channel``; close it with ``aclose()`` (or use :meth:`publisher`)."""
+        result = await self._request(M.OpenPublisher, channel=channel, key=key)
+        pub = Publisher(self, channel, result["pub"], result["readers"])
+        self._publishers[pub.pub_id] = pub
+        return pub
+
+    @asynccontextmanager
+    async def publisher(self, channel: str, *, key: str | None = None) -> AsyncIterator[Publisher]:
+        """``async with client.publisher("ch") as pub: await pub.send(value)``."""
+        pub = await self.open_publisher(channel, key=key)
+        try:
+            yield pub
+        finally:
+            with trio.CancelScope(shield=True):
+                await pub.aclose()
+
+    async def publish(self, channel: str, value: Any, *, key: str | None = None) -> bool:
+        """Send one value to ``channel``; False (nothing sent) while it has no readers.
+
+        The publisher behind it is opened once per channel and kept, so repeated calls are
+        as cheap as ``Publisher.send``.
+        """
+        pub = self._shared_publishers.get(channel)
+        if pub is None or pub._ended is not None:
+            pub = await self.open_publisher(channel, key=key)
+            self._shared_publishers[channel] = pub
+        return await pub.send(value)
+
+    # -- reading -------------------------------------------------------------------------------
+    async def open_subscription(
+        self,
+        channel: str,
+        *,
+        policy: str = "drop_oldest",
+        size: int | None = 100,
+        every: int = 1,
+        max_rate: float | None = None,
+        key: str | None = None,
+        window: int | None = None,
+    ) -> Subscription:
+        """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
+        if policy not in POLICIES:
+            raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+        if policy != "unbounded" and (size is None or size < 1):
+            raise InvalidArgument(f"policy {policy!r} needs size >= 1 (frames)")
+        if every < 1:
+            raise InvalidArgument("every must be 1 or more")
+        if max_rate is not None and not 0 < max_rate < math.inf:
+            raise InvalidArgument("max_rate must be a positive number of frames per second")
+        result = await self._request(
+            M.Subscribe,
+            channel=channel,
+            key=key,
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=None if max_rate is None else float(max_rate),
+            window=window,
+        )
+        sub = Subscription(self, channel, result["sub"], result["window"])
+        self._subscriptions[sub.sub_id] = sub
+        return sub
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        channel: str,
+        *,
+        policy: str = "drop_oldest",
+        size: int | None = 100,
+        every: int = 1,
+        max_rate: float | None = None,
+        key: str | None = None,
+        window: int | None = None,
+    ) -> AsyncIterator[Subscription]:
+        """``async with client.subscribe("ch", policy=..., size=...) as sub: async for msg in sub``.
+
+        Args:
+            policy: what the server does when this reader's buffer of ``size`` frames is full:
+                ``drop_oldest``, ``drop_newest``, ``clear``, ``unbounded`` or ``block``.
+            size: the server-side buffer, in frames (ignored for ``unbounded``).
+            every: keep every Nth frame of the channel.
+            max_rate: deliver at most this many frames per second, always the newest.
+            key: the channel's key, for channels that have one.
+            window: frames in flight to this client (default: the server's, at most ``size``).
+        """
+        sub = await self.open_subscription(
+            channel,
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=max_rate,
+            key=key,
+            window=window,
+        )
+        try:
+            yield sub
+        finally:
+            with trio.CancelScope(shield=True):
+                await sub.aclose()
+
+
+class Publisher:
+    """Sends values into one channel. ``readers`` is kept current by the server."""
+
+    def __init__(self, client: Client, channel: str, pub_id: int, readers: int) -> None:
+        self.channel = channel
+        self.pub_id = pub_id
+        self.readers = readers
+        self._client = client
+        self._unacked: deque[int] = deque()
+        self._unacked_bytes = 0
+        self._acked_event = trio.Event()
+        self._readers_event = trio.Event()
+        self._ended: TrioStreamError | None = None
+        self.sent = 0
+
+    def _set_readers(self, readers: int) -> None:
+        self.readers = readers
+        self._readers_event.set()
+
+    def _acked(self, count: int) -> None:
+        unacked = self._unacked
+        for _ in range(min(count, len(unacked))):
+            self._unacked_bytes -= unacked.popleft()
+        self._acked_event.set()
+
+    def _end(self, reason: str) -> None:
+        from ._exceptions import ChannelNotFound
+
+        self._ended = ChannelNotFound(f"channel {self.channel!r} is gone: {reason}")
+        self._acked_event.set()
+        self._readers_event.set()
+
+    def _fail(self, error: TrioStreamError) -> None:
+        if self._ended is None:
+            self._ended = error
+        self._acked_event.set()
+        self._readers_event.set()
+
+    def _check(self) -> None:
+        if self._ended is not None:
+            raise self._ended
+
+    async def wait_for_readers(self, count: int = 1) -> None:
+        """Wait until the channel has at least ``count`` readers."""
+        while self.readers < count:
+            self._check()
+            self._readers_event = trio.Event()
+            await self._readers_event.wait()
+        self._check()
+
+    async def send(self, value: Any, *, time_s: float | None = None) -> bool:
+        """Send one value; returns False (nothing on the wire) while the channel has no readers.
+
+        Waits only when the writer is a whole window ahead of the server (or the channel has a
+        ``block`` reader whose buffer is full).
+
+        Raises:
+            FrameTooLarge: the encoded value exceeds the server's frame limit (nothing sent).
+            ChannelNotFound: the channel was deleted.
+            TypeError: the value has no wire form.
+        """
+        self._check()
+        client = self._client
+        if self.readers <= 0:
+            await trio.lowlevel.checkpoint()
+            return False
+        pieces = encode_payload(value)
+        size = F.PUBLISH_HEAD.size + sum(len(p) for p in pieces)
+        if size > client.limits.max_frame_bytes:
+            raise FrameTooLarge(
+                f"this value encodes to {size} bytes, over the server's limit of "
+                f"{client.limits.max_frame_bytes} bytes; send it in parts or raise "
+                "max_frame_bytes on the server"
+            )
+        limits = client.limits
+        while self._unacked and (
+            len(self._unacked) >= limits.publish_window_frames
+            or self._unacked_bytes + size > limits.publish_window_bytes
+        ):
+            self._acked_event = trio.Event()
+            await self._acked_event.wait()
+            self._check()
+        if client._out_bytes > OUTGOING_HIGH_WATER_BYTES:
+            await client._wait_out_space()
+            client._check_open()
+        elif client._out_bytes >= YIELD_EVERY_BYTES:
+            await trio.lowlevel.checkpoint()
+        else:
+            # Not a full checkpoint on purpose: yielding after every small frame would write
+            # every frame on its own (one syscall each). Queued bytes and the writer window
+            # bound how long we keep the CPU; cancellation is still honoured here.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self._unacked.append(size)
+        self._unacked_bytes += size
+        head = F.publish_head(self.pub_id, time.time() if time_s is None else time_s)
+        client._enqueue([frame_prefix(size), head, *pieces], size + 4)
+        self.sent += 1
+        return True
+
+    async def wait_acknowledged(self) -> None:
+        """Wait until the server has taken every frame sent so far into its readers' buffers."""
+        while self._unacked:
+            self._check()
+            self._acked_event = trio.Event()
+            await self._acked_event.wait()
+
+    async def aclose(self) -> None:
+        client = self._client
+        if client._publishers.pop(self.pub_id, None) is None or client.closed:
+            return
+        await client._request(M.ClosePublisher, pub=self.pub_id)
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class Subscription:
+    """Messages of one channel, as this reader's server-side buffer releases them."""
+
+    def __init__(self, client: Client, channel: str, sub_id: int, window: int) -> None:
+        self.channel = channel
+        self.sub_id = sub_id
+        self.window = window
+        self.lost = 0  # running total of frames lost to overflow
+        self.received = 0
+        self._client = client
+        self._frames: deque[bytearray] = deque()
+        self._arrived = trio.Event()
+        self._consumed = 0
+        # Return credit once half the window is consumed: few CREDIT frames, and the server
+        # still has half a window of frames in flight to us.
+        self._credit_batch = max(1, window // 2)
+        self._ended = False
+        self._end_error: TrioStreamError | None = None
+        self.end_reason: str | None = None
+
+    def _deliver(self, frame: bytearray) -> None:
+        self._frames.append(frame)
+        self._arrived.set()
+
+    def _end(self, reason: str, error: TrioStreamError | None) -> None:
+        self._ended = True
+        self.end_reason = reason
+        self._end_error = error
+        self._arrived.set()
+
+    def _fail(self, error: TrioStreamError) -> None:
+        if not self._ended:
+            self._end(str(error), error)
+
+    def receive_nowait(self) -> Message:
+        """The next message if one is here already.
+
+        Raises:
+            trio.WouldBlock: nothing yet. trio.EndOfChannel: the channel ended.
+        """
+        if not self._frames:
+            if self._ended:
+                if self._end_error is not None:
+                    raise self._end_error
+                raise trio.EndOfChannel(self.end_reason)
+            raise trio.WouldBlock
+        frame = self._frames.popleft()
+        data = F.parse_data(frame)
+        value = decode_payload(memoryview(frame)[data.payload_offset :])
+        self.received += 1
+        self.lost += data.lost
+        self._consumed += 1
+        if self._consumed >= self._credit_batch and not self._ended:
+            client = self._client
+            if not client.closed:
+                client._enqueue([F.credit_frame(self.sub_id, self._consumed)], 13)
+            self._consumed = 0
+        return Message(value, data.seq, self.channel, data.sender, data.time, data.lost)
+
+    async def receive(self) -> Message:
+        """The next message, waiting for it.
+
+        Raises:
+            trio.EndOfChannel: the channel ended (deleted, expired); ``async for`` just stops.
+            ConnectionClosed: the connection is gone.
+            LimitExceeded: the server ended this subscription at a memory limit.
+        """
+        while True:
+            try:
+                message = self.receive_nowait()
+            except trio.WouldBlock:
+                self._arrived = trio.Event()
+                await self._arrived.wait()
+                continue
+            if self.received % YIELD_EVERY_MESSAGES:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            else:
+                await trio.lowlevel.checkpoint()
+            return message
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        client = self._client
+        if client._subscriptions.pop(self.sub_id, None) is None or client.closed:
+            self._end("unsubscribed", None)
+            return
+        self._end("unsubscribed", None)
+        await client._request(M.Unsubscribe, sub=self.sub_id)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+@asynccontextmanager
+async def open_client(
+    url: str,
+    *,
+    name: str | None = None,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+) -> AsyncIterator[Client]:
+    """Connect to a server (``tcp://host:port`` or ``ws://host:port/ws``).
+
+    Raises:
+        ConnectionClosed: the server cannot be reached or went away during the handshake.
+        AuthError: wrong token. NameInUse: another client has that name.
+    """
+    async with connect(url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=ssl_context) as transport:
+        client = Client(transport, None)
+        try:
+            with trio.fail_after(connect_timeout):
+                await client._handshake(name, token)
+        except trio.TooSlowError:
+            raise ConnectionClosed(f"no welcome from {url} within {connect_timeout} s") from None
+        # The background tasks never raise (they record failures on the client), so an
+        # exception group leaving this nursery carries the caller's own exception: unwrap it
+        # so that `except ts.ChannelNotFound` works around `async with open_client(...)`.
+        with unwrap_single_exception():
+            async with trio.open_nursery() as nursery:
+                client._nursery = nursery
+                nursery.start_soon(client._reader)
+                nursery.start_soon(client._sender)
+                nursery.start_soon(client._pinger)
+                try:
+                    yield client
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await client.aclose()

@@ -1,0 +1,49 @@
+"""ServerConfig: every knob of the server, with safe defaults (loopback only)."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+
+from ._protocol import limits as L
+
+DEFAULT_TCP_PORT = 9870
+DEFAULT_HTTP_PORT = 9871
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to run a server.
+
+    Ports of 0 pick a free port (see ``server.tcp_url``); ``None`` switches that endpoint off.
+    """
+
+    host: str = "127.0.0.1"
+    tcp_port: int | None = DEFAULT_TCP_PORT
+    http_port: int | None = DEFAULT_HTTP_PORT
+    name: str = "trio_stream"
+    token: str | None = None
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    allowed_origins: tuple[str, ...] | None = None
+    max_frame_bytes: int = L.MAX_FRAME_BYTES
+    max_channels_per_client: int = L.MAX_CHANNELS_PER_CLIENT
+    max_subscriptions_per_client: int = L.MAX_SUBSCRIPTIONS_PER_CLIENT
+    max_buffered_bytes: int = L.MAX_BUFFERED_BYTES
+    handshake_timeout_s: float = L.HANDSHAKE_TIMEOUT_S
+    idle_timeout_s: float = L.IDLE_TIMEOUT_S
+    publish_window_frames: int = L.PUBLISH_WINDOW_FRAMES
+    publish_window_bytes: int = L.PUBLISH_WINDOW_BYTES
+    shutdown_grace_s: float = 2.0
+    stats_interval_s: float = 1.0
+
+    def limits(self) -> L.Limits:
+        return L.Limits(
+            max_frame_bytes=self.max_frame_bytes,
+            max_channels_per_client=self.max_channels_per_client,
+            max_subscriptions_per_client=self.max_subscriptions_per_client,
+            max_buffered_bytes=self.max_buffered_bytes,
+            handshake_timeout_s=self.handshake_timeout_s,
+            idle_timeout_s=self.idle_timeout_s,
+            publish_window_frames=self.publish_window_frames,
+            publish_window_bytes=self.publish_window_bytes,
+        )

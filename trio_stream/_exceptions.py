@@ -1,0 +1,93 @@
+"""The error hierarchy: one root, and one class per thing a caller may want to catch."""
+
+from __future__ import annotations
+
+
+class TrioStreamError(Exception):
+    """Root of every error trio_stream raises on purpose."""
+
+
+class ProtocolError(TrioStreamError):
+    """The peer sent bytes that break docs/protocol.md; the connection is closed."""
+
+
+class ConnectionClosed(TrioStreamError):
+    """The connection is gone (closed by us, by the peer, or broken).
+
+    ``reason`` is the peer's stated reason when it gave one.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AuthError(TrioStreamError):
+    """A token or channel key was missing or wrong."""
+
+
+class ChannelNotFound(TrioStreamError):
+    """No channel of that name exists (or it is private and the key did not match)."""
+
+
+class ChannelExists(TrioStreamError):
+    """A channel of that name exists already."""
+
+
+class FrameTooLarge(TrioStreamError):
+    """A frame exceeds the maximum frame size agreed at the handshake."""
+
+
+class LimitExceeded(TrioStreamError):
+    """A server limit (channels, subscriptions, buffered bytes, ...) was reached."""
+
+
+class InvalidArgument(TrioStreamError, ValueError):
+    """An argument the server refused (bad channel name, unknown policy, ...)."""
+
+
+class NameInUse(TrioStreamError):
+    """Another connected client already uses that name."""
+
+
+class RpcError(TrioStreamError):
+    """An RPC call could not be made: unknown provider or method, or the provider left."""
+
+
+class RemoteError(RpcError):
+    """The remote method raised; its type, message and traceback travel with this error."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+
+class RpcTimeout(RpcError):
+    """No answer to an RPC call within its timeout."""
+
+
+#: Error classes the server may name in a CONTROL ``error`` message, by wire name.
+ERRORS_BY_NAME: dict[str, type[TrioStreamError]] = {
+    cls.__name__: cls
+    for cls in (
+        TrioStreamError,
+        ProtocolError,
+        AuthError,
+        ChannelNotFound,
+        ChannelExists,
+        FrameTooLarge,
+        LimitExceeded,
+        InvalidArgument,
+        NameInUse,
+        RpcError,
+        RpcTimeout,
+    )
+}
+
+
+def error_from_wire(type_name: str, message: str) -> TrioStreamError:
+    """Rebuild the error the server reported; unknown names become the root class."""
+    cls = ERRORS_BY_NAME.get(type_name, TrioStreamError)
+    return cls(message)

@@ -1,0 +1,368 @@
+"""CBOR for payloads and control envelopes: the only module that imports cbor2 and numpy.
+
+Payloads are any CBOR-able Python value, numpy arrays first among them. Arrays travel as RFC
+8746 typed arrays (little-endian; tag 40 around ``[shape, typed array]`` when not 1-D), and the
+few dtypes RFC 8746 has no tag for (bool, complex, long double) use the extension tag
+``EXT_ARRAY_TAG`` (docs/protocol.md section 4).
+
+Large arrays are never copied into a CBOR buffer: :func:`encode_payload` returns *pieces*
+(CBOR head bytes, the array's own memory, ...) that the transport writes one after the other.
+The bytes on the wire are standard CBOR all the same. On the way in, :func:`decode_payload`
+wraps the received bytes with ``np.frombuffer`` instead of copying them.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import cbor2
+import numpy as np
+
+from .._exceptions import ProtocolError
+from .bytes_like import BytesLike
+
+#: Arrays at least this large go out as their own piece (no copy); smaller ones are cheaper
+#: to copy into one CBOR buffer than to write separately.
+ZERO_COPY_MIN_BYTES: Final = 4096
+
+#: trio_stream's private tag for arrays whose dtype RFC 8746 cannot express.
+EXT_ARRAY_TAG: Final = 7631617  # 0x747301, "ts" + 1
+NDARRAY_TAG: Final = 40
+
+#: Nesting limits: control envelopes are tiny and shallow; payloads are the user's data.
+CONTROL_MAX_DEPTH: Final = 16
+PAYLOAD_MAX_DEPTH: Final = 64
+
+# RFC 8746 typed-array tags for little-endian element types (numpy dtype.str -> tag).
+_TAG_BY_DTYPE: Final[dict[str, int]] = {
+    "|u1": 64,
+    "<u2": 69,
+    "<u4": 70,
+    "<u8": 71,
+    "|i1": 72,
+    "<i2": 77,
+    "<i4": 78,
+    "<i8": 79,
+    "<f2": 84,
+    "<f4": 85,
+    "<f8": 86,
+}
+# Decoders accept both byte orders (RFC 8746 section 2.1).
+_DTYPE_BY_TAG: Final[dict[int, np.dtype[Any]]] = {
+    64: np.dtype("u1"),
+    65: np.dtype(">u2"),
+    66: np.dtype(">u4"),
+    67: np.dtype(">u8"),
+    68: np.dtype("u1"),  # uint8 clamped: numpy has no clamped type, the bytes are the same
+    69: np.dtype("<u2"),
+    70: np.dtype("<u4"),
+    71: np.dtype("<u8"),
+    72: np.dtype("i1"),
+    73: np.dtype(">i2"),
+    74: np.dtype(">i4"),
+    75: np.dtype(">i8"),
+    77: np.dtype("<i2"),
+    78: np.dtype("<i4"),
+    79: np.dtype("<i8"),
+    80: np.dtype(">f2"),
+    81: np.dtype(">f4"),
+    82: np.dtype(">f8"),
+    84: np.dtype("<f2"),
+    85: np.dtype("<f4"),
+    86: np.dtype("<f8"),
+}
+# dtypes for the extension tag: only plain numeric ones, never object or structured dtypes.
+_EXT_DTYPES: Final = frozenset({"|b1", "<c8", "<c16", "<f16", "<f12"})
+_REFUSED_TAGS: Final = (35, 36)  # regular expressions and MIME messages: never from the wire
+
+_TAG40_HEAD: Final = b"\xd8\x28\x82"  # tag 40, array of 2
+_EXT_HEAD: Final = b"\xda" + struct.pack(">I", EXT_ARRAY_TAG) + b"\x83"
+
+
+def _cbor_head(major: int, value: int) -> bytes:
+    """The head of a CBOR item of major type ``major`` with argument ``value``."""
+    mt = major << 5
+    if value < 24:
+        return bytes((mt | value,))
+    if value < 0x100:
+        return bytes((mt | 24, value))
+    if value < 0x10000:
+        return struct.pack(">BH", mt | 25, value)
+    if value < 0x100000000:
+        return struct.pack(">BI", mt | 26, value)
+    return struct.pack(">BQ", mt | 27, value)
+
+
+def _tag_head(tag: int) -> bytes:
+    return _cbor_head(6, tag)
+
+
+def _shape_cbor(shape: tuple[int, ...]) -> bytes:
+    return _cbor_head(4, len(shape)) + b"".join(_cbor_head(0, n) for n in shape)
+
+
+def _normalize(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """C-contiguous and little-endian: the only layout the wire knows."""
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and not _LITTLE_HOST):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    # not np.ascontiguousarray: it turns 0-d arrays into 1-d ones
+    return array if array.flags.c_contiguous else array.copy(order="C")
+
+
+_LITTLE_HOST: Final = np.little_endian
+
+
+def _array_pieces(array: np.ndarray[Any, Any]) -> list[BytesLike]:
+    """CBOR for one array as pieces: heads as bytes, the elements as the array's own memory."""
+    array = _normalize(array)
+    dtype_str = array.dtype.str
+    body: BytesLike = memoryview(array).cast("B") if array.size else b""  # type: ignore[arg-type]
+    nbytes = array.nbytes
+    tag = _TAG_BY_DTYPE.get(dtype_str)
+    if tag is not None:
+        typed_head = _tag_head(tag) + _cbor_head(2, nbytes)
+        if array.ndim == 1:
+            return [typed_head, body]
+        return [_TAG40_HEAD + _shape_cbor(array.shape) + typed_head, body]
+    if dtype_str in _EXT_DTYPES:
+        head = _EXT_HEAD + cbor2.dumps(dtype_str) + _shape_cbor(array.shape) + _cbor_head(2, nbytes)
+        return [head, body]
+    raise TypeError(
+        f"numpy arrays of dtype {array.dtype} cannot be sent: use a numeric, bool or complex "
+        "dtype (structured, object and string arrays have no wire form)"
+    )
+
+
+def _encode_default(encoder: Any, value: Any) -> None:
+    """cbor2 hook for values it does not know: small arrays and numpy scalars."""
+    if isinstance(value, np.ndarray):
+        encoder.write(b"".join(bytes(p) for p in _array_pieces(value)))
+    elif isinstance(value, np.generic):
+        encoder.encode(value.item())
+    else:
+        raise TypeError(
+            f"values of type {type(value).__name__} cannot be sent: use numbers, str, bytes, "
+            "lists, dicts, None, datetimes or numpy arrays"
+        )
+
+
+def _has_large_array(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.nbytes >= ZERO_COPY_MIN_BYTES
+    if depth >= 8:  # deep structures take the plain path; correctness does not depend on this
+        return False
+    if isinstance(value, dict):
+        return any(_has_large_array(v, depth + 1) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_large_array(v, depth + 1) for v in value)
+    return False
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return cbor2.dumps(value, default=_encode_default)
+    except cbor2.CBOREncodeError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, TypeError | ValueError):
+            raise type(cause)(str(cause)) from exc
+        raise TypeError(str(exc)) from exc
+
+
+def _pieces_of(value: Any, out: list[BytesLike]) -> None:
+    """Append the CBOR of ``value`` to ``out``, large arrays as separate pieces."""
+    if isinstance(value, np.ndarray) and value.nbytes >= ZERO_COPY_MIN_BYTES:
+        out.extend(_array_pieces(value))
+    elif isinstance(value, dict) and _has_large_array(value):
+        out.append(_cbor_head(5, len(value)))
+        for key, item in value.items():
+            out.append(_dumps(key))
+            _pieces_of(item, out)
+    elif isinstance(value, list | tuple) and _has_large_array(value):
+        out.append(_cbor_head(4, len(value)))
+        for item in value:
+            _pieces_of(item, out)
+    else:
+        out.append(_dumps(value))
+
+
+def encode_payload(value: Any) -> list[BytesLike]:
+    """Encode one value as CBOR pieces whose concatenation is the payload.
+
+    Raises:
+        TypeError: the value (or something inside it) has no wire form.
+        ValueError: e.g. a naive datetime (send aware datetimes).
+    """
+    if type(value) is np.ndarray:
+        return _array_pieces(value)
+    if isinstance(value, dict | list | tuple) and _has_large_array(value):
+        out: list[BytesLike] = []
+        _pieces_of(value, out)
+        return out
+    return [_dumps(value)]
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def _refuse_tag(value: Any, immutable: bool) -> Any:
+    raise ValueError("CBOR tags 35 (regex) and 36 (MIME) are refused")
+
+
+def _typed_array(dtype: np.dtype[Any]) -> Callable[[Any, bool], Any]:
+    def decode(value: Any, immutable: bool) -> np.ndarray[Any, Any]:
+        if not isinstance(value, bytes | bytearray):
+            raise ValueError("a typed array tag must wrap a byte string")
+        if len(value) % dtype.itemsize:
+            raise ValueError(f"typed array of {len(value)} bytes is not a whole number of {dtype}")
+        # bytearray: arrays handed to the application are writable, like any other array.
+        return np.frombuffer(bytearray(value), dtype=dtype)
+
+    return decode
+
+
+def _check_shape(shape: Any, count: int) -> tuple[int, ...]:
+    if not isinstance(shape, list | tuple) or not all(type(n) is int and n >= 0 for n in shape):
+        raise ValueError("an array shape must be a list of non-negative integers")
+    if int(np.prod(shape, dtype=np.int64)) != count:
+        raise ValueError(f"shape {list(shape)} does not match {count} elements")
+    return tuple(shape)
+
+
+def _ndarray(value: Any, immutable: bool) -> np.ndarray[Any, Any]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError("tag 40 must wrap [shape, typed array]")
+    shape, flat = value
+    if not isinstance(flat, np.ndarray):
+        raise ValueError("tag 40 must wrap a typed array")
+    return flat.reshape(_check_shape(shape, flat.size))
+
+
+def _ext_array(value: Any, immutable: bool) -> np.ndarray[Any, Any]:
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise ValueError(f"tag {EXT_ARRAY_TAG} must wrap [dtype, shape, bytes]")
+    dtype_str, shape, data = value
+    if dtype_str not in _EXT_DTYPES or not isinstance(data, bytes | bytearray):
+        raise ValueError(f"unsupported extension array dtype {dtype_str!r}")
+    dtype = np.dtype(dtype_str)
+    if len(data) % dtype.itemsize:
+        raise ValueError("extension array bytes are not a whole number of elements")
+    flat = np.frombuffer(bytearray(data), dtype=dtype)
+    return flat.reshape(_check_shape(shape, flat.size))
+
+
+_SEMANTIC_DECODERS: Final[Mapping[int, Callable[[Any, bool], Any]]] = {
+    **{tag: _typed_array(dtype) for tag, dtype in _DTYPE_BY_TAG.items()},
+    NDARRAY_TAG: _ndarray,
+    EXT_ARRAY_TAG: _ext_array,
+    **dict.fromkeys(_REFUSED_TAGS, _refuse_tag),
+}
+
+
+def _loads_exact(data: BytesLike, *, max_depth: int, strict: bool) -> Any:
+    """Decode exactly one CBOR item; trailing bytes are an error (cbor2.loads ignores them)."""
+    view = memoryview(data)
+    stream = io.BytesIO(view)
+    decoder = cbor2.CBORDecoder(
+        stream,
+        max_depth=max_depth,
+        strict_hashable_types=strict,
+        allow_indefinite=not strict,
+        semantic_decoders=_SEMANTIC_DECODERS,
+    )
+    value = decoder.decode()
+    if stream.tell() != view.nbytes:
+        raise ValueError(f"{view.nbytes - stream.tell()} trailing bytes after the CBOR item")
+    return value
+
+
+def _fast_array(data: memoryview) -> np.ndarray[Any, Any] | None:
+    """Zero-copy decode of a payload that is exactly one array in our own canonical form.
+
+    Anything else (or anything odd) returns None and takes the general cbor2 path.
+    """
+    pos = 0
+    shape: tuple[int, ...] | None = None
+    if bytes(data[:3]) == _TAG40_HEAD:
+        pos = 3
+        head = data[pos]
+        if head >> 5 != 4 or head & 0x1F >= 24:
+            return None
+        ndim = head & 0x1F
+        pos += 1
+        dims = []
+        for _ in range(ndim):
+            value, pos = _read_uint(data, pos)
+            if value is None:
+                return None
+            dims.append(value)
+        shape = tuple(dims)
+    if len(data) < pos + 2 or data[pos] != 0xD8:
+        return None
+    dtype = _DTYPE_BY_TAG.get(data[pos + 1])
+    if dtype is None:
+        return None
+    pos += 2
+    if data[pos] >> 5 != 2:
+        return None
+    nbytes, pos = _read_uint(data, pos, major=2)
+    if nbytes is None or pos + nbytes != len(data) or nbytes % dtype.itemsize:
+        return None
+    array = np.frombuffer(data, dtype=dtype, offset=pos, count=nbytes // dtype.itemsize)
+    if not array.flags.aligned:
+        array = array.copy()  # unaligned float math is slow in numpy; one copy is cheaper
+    if shape is not None:
+        if int(np.prod(shape, dtype=np.int64)) != array.size:
+            return None
+        array = array.reshape(shape)
+    return array
+
+
+def _read_uint(data: memoryview, pos: int, major: int = 0) -> tuple[Any, int]:
+    if pos >= len(data) or data[pos] >> 5 != major:
+        return None, pos
+    info = data[pos] & 0x1F
+    if info < 24:
+        return info, pos + 1
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    if width is None or pos + 1 + width > len(data):
+        return None, pos
+    return int.from_bytes(data[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
+
+
+def decode_payload(data: BytesLike) -> Any:
+    """Decode a payload. Arrays are writable numpy arrays; top-level ones share ``data``.
+
+    Raises:
+        ProtocolError: the bytes are not one well-formed payload.
+    """
+    view = memoryview(data)
+    try:
+        array = _fast_array(view)
+        if array is not None:
+            return array
+        return _loads_exact(view, max_depth=PAYLOAD_MAX_DEPTH, strict=False)
+    except (cbor2.CBORDecodeError, ValueError, IndexError) as exc:
+        raise ProtocolError(f"malformed payload: {exc}") from exc
+
+
+def encode_control(message: Mapping[str, Any]) -> bytes:
+    """Encode a control envelope (a map with text keys)."""
+    return _dumps(dict(message))
+
+
+def decode_control(data: BytesLike) -> dict[str, Any]:
+    """Decode an untrusted control envelope with cbor2's hardening switched on.
+
+    Raises:
+        ProtocolError: not exactly one CBOR map with text keys within the limits.
+    """
+    try:
+        value = _loads_exact(data, max_depth=CONTROL_MAX_DEPTH, strict=True)
+    except (cbor2.CBORDecodeError, ValueError) as exc:
+        raise ProtocolError(f"malformed control message: {exc}") from exc
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ProtocolError("a control message must be a CBOR map with text keys")
+    return value

@@ -1,0 +1,121 @@
+"""The binary frame types of docs/protocol.md section 1: layouts, packing and parsing.
+
+CONTROL frames carry a CBOR map (see messages.py); the other types have fixed binary headers so
+that the hot path (publish, fan-out, credit) never touches CBOR on the server.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import Final, NamedTuple
+
+from .._exceptions import ProtocolError
+from .bytes_like import BytesLike
+
+
+class FrameType(IntEnum):
+    CONTROL = 0x01
+    PUBLISH = 0x02
+    DATA = 0x03
+    CREDIT = 0x04
+    PUB_ACK = 0x05
+
+
+CONTROL_TYPE_BYTE: Final = bytes((FrameType.CONTROL,))
+
+# PUBLISH: type, pub_id, time; the payload follows.
+PUBLISH_HEAD: Final = struct.Struct(">BId")
+# DATA, the part that differs per reader: length prefix, type, sub_id, lost.
+DATA_READER_HEAD: Final = struct.Struct(">IBII")
+# DATA, the part shared by every reader of one publish: seq, time, sender name length.
+DATA_SHARED_HEAD: Final = struct.Struct(">QdB")
+# CREDIT and PUB_ACK, with their length prefix: length, type, id, frames.
+COUNTER_FRAME: Final = struct.Struct(">IBII")
+
+DATA_READER_BODY_BYTES: Final = DATA_READER_HEAD.size - 4  # without the length prefix
+MAX_SENDER_NAME_BYTES: Final = 255
+MAX_U32: Final = 0xFFFFFFFF
+
+
+def frame_type(frame: BytesLike) -> int:
+    return frame[0]
+
+
+def publish_head(pub_id: int, time: float) -> bytes:
+    """The PUBLISH body up to the payload."""
+    return PUBLISH_HEAD.pack(FrameType.PUBLISH, pub_id, time)
+
+
+class Publish(NamedTuple):
+    pub_id: int
+    time: float
+    payload_offset: int
+
+
+def parse_publish(frame: BytesLike) -> Publish:
+    if len(frame) < PUBLISH_HEAD.size:
+        raise ProtocolError("truncated PUBLISH frame")
+    _, pub_id, time = PUBLISH_HEAD.unpack_from(frame)
+    return Publish(pub_id, time, PUBLISH_HEAD.size)
+
+
+def sender_field(name: str) -> bytes:
+    """The sender name as DATA frames carry it; built once per publisher."""
+    encoded = name.encode()[:MAX_SENDER_NAME_BYTES]
+    return encoded
+
+
+def data_shared_head(seq: int, time: float, sender: bytes) -> bytes:
+    """The bytes of a DATA frame between the per-reader head and the payload."""
+    return DATA_SHARED_HEAD.pack(seq, time, len(sender)) + sender
+
+
+def data_reader_head(shared_bytes: int, sub_id: int, lost: int) -> bytes:
+    """Length prefix and per-reader head of a DATA frame whose shared part has that size."""
+    return DATA_READER_HEAD.pack(
+        DATA_READER_BODY_BYTES + shared_bytes, FrameType.DATA, sub_id, min(lost, MAX_U32)
+    )
+
+
+class Data(NamedTuple):
+    sub_id: int
+    lost: int
+    seq: int
+    time: float
+    sender: str
+    payload_offset: int
+
+
+def parse_data(frame: BytesLike) -> Data:
+    head = DATA_READER_BODY_BYTES
+    if len(frame) < head + DATA_SHARED_HEAD.size:
+        raise ProtocolError("truncated DATA frame")
+    _, sub_id, lost = struct.unpack_from(">BII", frame)
+    seq, time, name_len = DATA_SHARED_HEAD.unpack_from(frame, head)
+    start = head + DATA_SHARED_HEAD.size
+    if len(frame) < start + name_len:
+        raise ProtocolError("truncated DATA frame")
+    try:
+        sender = bytes(frame[start : start + name_len]).decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("DATA frame sender is not UTF-8") from exc
+    return Data(sub_id, lost, seq, time, sender, start + name_len)
+
+
+def credit_frame(sub_id: int, frames: int) -> bytes:
+    """A whole CREDIT frame, length prefix included."""
+    return COUNTER_FRAME.pack(9, FrameType.CREDIT, sub_id, frames)
+
+
+def pub_ack_frame(pub_id: int, frames: int) -> bytes:
+    """A whole PUB_ACK frame, length prefix included."""
+    return COUNTER_FRAME.pack(9, FrameType.PUB_ACK, pub_id, frames)
+
+
+def parse_counter(frame: BytesLike) -> tuple[int, int]:
+    """(id, frames) of a CREDIT or PUB_ACK frame body."""
+    if len(frame) != 9:
+        raise ProtocolError("a CREDIT or PUB_ACK frame is exactly 9 bytes")
+    _, ident, frames = struct.unpack_from(">BII", frame)
+    return ident, frames

@@ -1,0 +1,54 @@
+"""Protocol limits and their defaults, announced to clients in the welcome message."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Final
+
+from .._exceptions import ProtocolError
+
+PROTOCOL_VERSION: Final = 1
+
+MAX_FRAME_BYTES: Final = 64 * 2**20
+MAX_CHANNELS_PER_CLIENT: Final = 1000
+MAX_SUBSCRIPTIONS_PER_CLIENT: Final = 1000
+MAX_BUFFERED_BYTES: Final = 256 * 2**20  # per connection, every subscription together
+HANDSHAKE_TIMEOUT_S: Final = 10.0
+IDLE_TIMEOUT_S: Final = 60.0
+# Writer credit: enough frames in flight to hide a loopback round trip at full speed, few
+# enough bytes that a blocked channel parks a bounded amount on the server.
+PUBLISH_WINDOW_FRAMES: Final = 1024
+PUBLISH_WINDOW_BYTES: Final = 16 * 2**20
+# Reader credit: frames in flight per subscription (never more than its size) and bytes.
+SUBSCRIBE_WINDOW_FRAMES: Final = 256
+SUBSCRIBE_WINDOW_BYTES: Final = 8 * 2**20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits a server enforces; the welcome message carries them to the client."""
+
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    max_channels_per_client: int = MAX_CHANNELS_PER_CLIENT
+    max_subscriptions_per_client: int = MAX_SUBSCRIPTIONS_PER_CLIENT
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    publish_window_frames: int = PUBLISH_WINDOW_FRAMES
+    publish_window_bytes: int = PUBLISH_WINDOW_BYTES
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Limits:
+        if not isinstance(data, dict):
+            raise ProtocolError("welcome limits must be a map")
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            if field.name in data:
+                value = data[field.name]
+                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                    raise ProtocolError(f"welcome limit {field.name} must be a positive number")
+                values[field.name] = value
+        return cls(**values)

@@ -1,0 +1,279 @@
+"""The closed set of CONTROL messages (docs/protocol.md section 3).
+
+Each message is a frozen dataclass; ``OP`` is its wire name. :func:`encode_message` and
+:func:`decode_message` turn them into CONTROL frame bodies and back, checking every field's
+type against the class's annotations so that the rest of the code can trust what it gets.
+Unknown keys are ignored (a newer peer may add optional fields); a missing key with no default,
+a wrong type or an unknown ``op`` is a :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Union
+
+from .._exceptions import ProtocolError
+from .bytes_like import BytesLike
+from .codec import decode_control, encode_control
+from .frames import CONTROL_TYPE_BYTE
+
+
+@dataclass(frozen=True)
+class Message:
+    OP: ClassVar[str] = ""
+
+
+# --- handshake ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hello(Message):
+    OP: ClassVar[str] = "hello"
+    v: int
+    name: str | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    OP: ClassVar[str] = "welcome"
+    v: int
+    client_id: int
+    name: str
+    server: str
+    limits: dict[str, Any]
+
+
+# --- requests (client -> server), each answered by Reply or Error with the same id ------------
+@dataclass(frozen=True)
+class Request(Message):
+    id: int
+
+
+@dataclass(frozen=True)
+class CreateChannel(Request):
+    OP: ClassVar[str] = "create_channel"
+    channel: str
+    public: bool = True
+    key: str | None = None
+    lifetime: float | None = None
+    history: int = 0
+    single_writer: bool = False
+    keep: bool = False
+
+
+@dataclass(frozen=True)
+class DeleteChannel(Request):
+    OP: ClassVar[str] = "delete_channel"
+    channel: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenPublisher(Request):
+    OP: ClassVar[str] = "open_publisher"
+    channel: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class ClosePublisher(Request):
+    OP: ClassVar[str] = "close_publisher"
+    pub: int
+
+
+@dataclass(frozen=True)
+class Subscribe(Request):
+    OP: ClassVar[str] = "subscribe"
+    channel: str
+    key: str | None = None
+    policy: str = "drop_oldest"
+    size: int | None = 100
+    every: int = 1
+    max_rate: float | None = None
+    window: int | None = None
+
+
+@dataclass(frozen=True)
+class Unsubscribe(Request):
+    OP: ClassVar[str] = "unsubscribe"
+    sub: int
+
+
+@dataclass(frozen=True)
+class ListChannels(Request):
+    OP: ClassVar[str] = "channels"
+
+
+@dataclass(frozen=True)
+class ListClients(Request):
+    OP: ClassVar[str] = "clients"
+
+
+@dataclass(frozen=True)
+class GetStats(Request):
+    OP: ClassVar[str] = "stats"
+
+
+# --- notifications ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ping(Message):
+    OP: ClassVar[str] = "ping"
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class Pong(Message):
+    OP: ClassVar[str] = "pong"
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class Goodbye(Message):
+    OP: ClassVar[str] = "goodbye"
+    reason: str = ""
+
+
+# --- server -> client -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reply(Message):
+    OP: ClassVar[str] = "reply"
+    id: int
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    OP: ClassVar[str] = "error"
+    id: int | None
+    type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Readers(Message):
+    OP: ClassVar[str] = "readers"
+    pub: int
+    readers: int
+
+
+@dataclass(frozen=True)
+class SubEnd(Message):
+    OP: ClassVar[str] = "sub_end"
+    sub: int
+    reason: str = ""
+    error: str | None = None  # an error type name when the end is a failure
+
+
+@dataclass(frozen=True)
+class PubEnd(Message):
+    OP: ClassVar[str] = "pub_end"
+    pub: int
+    reason: str = ""
+
+
+MESSAGE_TYPES: Final[dict[str, type[Message]]] = {}
+
+
+def register(cls: type[Message]) -> type[Message]:
+    """Add a message class to the closed set (used here and by the RPC messages)."""
+    if not cls.OP or cls.OP in MESSAGE_TYPES:
+        raise ValueError(f"message op {cls.OP!r} is empty or taken")
+    MESSAGE_TYPES[cls.OP] = cls
+    _FIELD_TYPES[cls] = {
+        f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)
+    }
+    return cls
+
+
+_FIELD_TYPES: dict[type[Message], dict[str, Any]] = {}
+
+for _cls in (
+    Hello,
+    Welcome,
+    CreateChannel,
+    DeleteChannel,
+    OpenPublisher,
+    ClosePublisher,
+    Subscribe,
+    Unsubscribe,
+    ListChannels,
+    ListClients,
+    GetStats,
+    Ping,
+    Pong,
+    Goodbye,
+    Reply,
+    Error,
+    Readers,
+    SubEnd,
+    PubEnd,
+):
+    register(_cls)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return type(value) is bool
+    if hint is int:
+        return type(value) is int
+    if hint is float:
+        return type(value) in (float, int)
+    if hint is str:
+        return type(value) is str
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if origin is list or hint is list:
+        return isinstance(value, list | tuple)
+    raise TypeError(f"message field type {hint!r} has no wire check")
+
+
+def to_wire(message: Message) -> dict[str, Any]:
+    wire: dict[str, Any] = {"op": message.OP}
+    for field in dataclasses.fields(message):
+        wire[field.name] = getattr(message, field.name)
+    return wire
+
+
+def from_wire(wire: dict[str, Any]) -> Message:
+    op = wire.get("op")
+    cls = MESSAGE_TYPES.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown control message op {op!r}")
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name in wire:
+            value = wire[field.name]
+            hint = _FIELD_TYPES[cls][field.name]
+            if not _matches(value, hint):
+                raise ProtocolError(
+                    f"{op}.{field.name}: expected {hint}, got {type(value).__name__}"
+                )
+            if hint is float or hint == (float | None):
+                value = float(value) if value is not None else None
+            values[field.name] = value
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ProtocolError(f"{op} lacks the field {field.name!r}")
+    return cls(**values)
+
+
+def encode_message(message: Message) -> bytes:
+    """A CONTROL frame body (type byte and CBOR map), without the length prefix."""
+    return CONTROL_TYPE_BYTE + encode_control(to_wire(message))
+
+
+def decode_message(body: BytesLike) -> Message:
+    """Parse a CONTROL frame body (type byte included).
+
+    Raises:
+        ProtocolError: malformed CBOR, unknown op, or a field of the wrong type.
+    """
+    return from_wire(decode_control(memoryview(body)[1:]))

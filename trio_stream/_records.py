@@ -1,0 +1,112 @@
+"""The typed records the client hands to applications: messages and introspection."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+R = TypeVar("R")
+
+
+def _from_wire(cls: type[R], data: Any) -> R:
+    """Build a record from a wire map, ignoring keys a newer server may add."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a map for {cls.__name__}")
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One frame as a reader receives it."""
+
+    data: Any
+    seq: int  # the channel's sequence number, from 1
+    channel: str
+    sender: str  # name of the client that published it
+    time: float  # the writer's clock when it sent the frame (Unix seconds)
+    lost: int  # frames this subscription lost to overflow just before this one
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    name: str
+    owner: str
+    public: bool = True
+    readers: int = 0
+    writers: int = 0
+    seq: int = 0
+    rate_fps: float = 0.0
+    rate_bps: float = 0.0
+    lost: int = 0
+    created: float = 0.0
+    lifetime: float | None = None
+    history: int = 0
+    single_writer: bool = False
+    keep: bool = False
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ChannelInfo:
+        return _from_wire(cls, data)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionInfo:
+    channel: str
+    policy: str
+    size: int | None = None
+    every: int = 1
+    max_rate: float | None = None
+    queued: int = 0
+    lost: int = 0
+    sent: int = 0
+
+    @classmethod
+    def from_wire(cls, data: Any) -> SubscriptionInfo:
+        return _from_wire(cls, data)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    id: int
+    name: str
+    address: str = ""
+    transport: str = ""
+    connected_at: float = 0.0
+    subscriptions: tuple[SubscriptionInfo, ...] = ()
+    publishers: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ClientInfo:
+        record = dict(data)
+        record["subscriptions"] = tuple(
+            SubscriptionInfo.from_wire(s) for s in record.get("subscriptions", ())
+        )
+        record["publishers"] = tuple(record.get("publishers", ()))
+        record["methods"] = tuple(record.get("methods", ()))
+        return _from_wire(cls, record)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    connections: int = 0
+    channels: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    frames_in_per_s: float = 0.0
+    frames_out_per_s: float = 0.0
+    bytes_in_per_s: float = 0.0
+    bytes_out_per_s: float = 0.0
+    frames_lost: int = 0
+    buffered_bytes: int = 0
+    uptime_s: float = 0.0
+    memory_bytes: int = 0
+    cpu_percent: float = 0.0
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ServerStats:
+        return _from_wire(cls, data)

@@ -1,0 +1,436 @@
+"""The broker: channels, publishers, subscriptions and the fan-out. No I/O in here.
+
+The connection layer (session.py) owns sockets and tasks; the broker only moves references to
+frames between data structures and tells sessions (through the small ``SessionPort`` protocol)
+that a subscription has something to send or that a writer is owed an acknowledgement.
+
+One publish builds one :class:`SharedFrame` and offers that same object to every subscription
+of the channel: no per-reader copy, encode, task or checkpoint. A ``block`` reader whose buffer
+is full makes the broker *park* the frame on the channel and withhold the writer's
+acknowledgement (PUB_ACK) until that reader has room; writer credit then stops the writer, and
+nobody else waits.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded
+from .._protocol.bytes_like import BytesLike
+from .._protocol.frames import DATA_READER_HEAD, data_reader_head, data_shared_head
+from .buffers import Policy, PolicyBuffer
+
+MAX_CHANNEL_NAME_CHARS = 200
+MAX_HISTORY_FRAMES = 10_000
+
+
+class SharedFrame:
+    """One published frame as every reader gets it: built once, referenced by all buffers."""
+
+    __slots__ = ("head", "nbytes", "payload", "seq", "shared_bytes")
+
+    def __init__(self, seq: int, head: bytes, payload: BytesLike) -> None:
+        self.seq = seq
+        self.head = head
+        self.payload = payload
+        self.shared_bytes = len(head) + len(payload)
+        self.nbytes = self.shared_bytes + DATA_READER_HEAD.size  # as written to one reader
+
+
+class SessionPort(Protocol):
+    """What the broker needs from a connection (implemented by session.Session)."""
+
+    client_id: int
+    name: str
+    buffered_bytes: int
+
+    def activate(self, sub: Subscription) -> None: ...
+    def schedule_rate(self, sub: Subscription) -> None: ...
+    def ack(self, pub: Publisher) -> None: ...
+    def readers_changed(self, pub: Publisher, readers: int) -> None: ...
+    def subscription_ended(self, sub: Subscription, error: Exception | None) -> None: ...
+    def publisher_ended(self, pub: Publisher, error: Exception) -> None: ...
+
+
+@dataclass(eq=False)
+class Publisher:
+    pub_id: int
+    channel: Channel
+    session: SessionPort
+    sender: bytes
+    acks_due: int = 0
+    frames: int = 0
+
+
+class _Parked:
+    """A frame that some full ``block`` readers still owe room to; its writer waits for it."""
+
+    __slots__ = ("frame", "publisher", "waiting")
+
+    def __init__(self, frame: SharedFrame, publisher: Publisher) -> None:
+        self.frame = frame
+        self.publisher = publisher
+        self.waiting = 0  # block readers that have not taken it yet
+
+    def release(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.publisher.session.ack(self.publisher)
+
+
+class Subscription:
+    """One reader's view of one channel: decimation, its buffer, and its send credit."""
+
+    def __init__(
+        self,
+        sub_id: int,
+        channel: Channel,
+        session: SessionPort,
+        policy: Policy,
+        size: int | None,
+        every: int,
+        max_rate: float | None,
+        window: int,
+        window_bytes: int,
+    ) -> None:
+        self.sub_id = sub_id
+        self.channel = channel
+        self.session = session
+        self.policy = policy
+        self.buffer: PolicyBuffer[SharedFrame] = PolicyBuffer(policy, size)
+        self.every = every
+        self.max_rate = max_rate
+        self.interval = 1.0 / max_rate if max_rate else 0.0
+        self.window = window
+        self.window_bytes = window_bytes
+        self.credit = window
+        self.inflight_bytes = 0
+        self._inflight: deque[int] = deque()
+        self.active = False  # in its session's send rotation
+        self.closed = False
+        self.parked: deque[_Parked] = deque()  # frames waiting for room here (block only)
+        self.seen = 0  # frames of the channel offered since subscribing (for every=N)
+        self.latest: SharedFrame | None = None  # newest frame held back by max_rate
+        self.next_due = 0.0
+        self.lost = 0
+        self.sent = 0
+        self.deficit = 0  # deficit round robin, see fairness.py
+
+    # -- fan-out side ----------------------------------------------------------------------
+    def offer(self, frame: SharedFrame) -> bool:
+        """Called once per publish; False means "block reader full: park it for me"."""
+        if self.every > 1:
+            self.seen += 1
+            if (self.seen - 1) % self.every:
+                return True  # decimation, not loss
+        if self.interval:
+            now = trio.current_time()
+            if now < self.next_due or self.latest is not None:
+                # Hold only the newest; replaced frames are decimation, not loss.
+                self.latest = frame
+                self.session.schedule_rate(self)
+                return True
+            self.next_due = now + self.interval
+            self.admit(frame)
+            return True
+        if self.parked:
+            return False  # earlier frames are parked for us; keep the order
+        return self.admit(frame)
+
+    def admit(self, frame: SharedFrame) -> bool:
+        accepted, lost, dropped = self.buffer.offer(frame)
+        if not accepted:
+            return False
+        session = self.session
+        session.buffered_bytes += frame.nbytes
+        for old in dropped:
+            session.buffered_bytes -= old.nbytes
+        if lost:
+            self.lost += lost
+            self.channel.lost += lost
+        if self.credit > 0 and not self.active:
+            session.activate(self)
+        return True
+
+    def release_rate(self, now: float) -> None:
+        """max_rate: the interval has passed, so the newest held frame goes into the buffer."""
+        frame = self.latest
+        if frame is None:
+            return
+        self.latest = None
+        self.next_due = now + self.interval
+        self.admit(frame)
+
+    # -- sender side -----------------------------------------------------------------------
+    def ready(self) -> bool:
+        return (
+            self.credit > 0
+            and (self.inflight_bytes < self.window_bytes or not self._inflight)
+            and len(self.buffer) > 0
+        )
+
+    def take(self) -> tuple[SharedFrame, int] | None:
+        """The next frame to write and the frames lost before it; spends one credit."""
+        entry = self.buffer.take()
+        if entry is None:
+            return None
+        frame = entry[0]
+        self.session.buffered_bytes -= frame.nbytes
+        self.credit -= 1
+        self.inflight_bytes += frame.nbytes
+        self._inflight.append(frame.nbytes)
+        self.sent += 1
+        if self.parked:
+            self._unpark()
+        return entry
+
+    def _unpark(self) -> None:
+        """Room was made: move parked frames in, in order, releasing their writers."""
+        parked = self.parked
+        while parked and self.admit(parked[0].frame):
+            parked.popleft().release()
+
+    def drop_parked(self) -> None:
+        """This reader is going away: it no longer holds any writer back."""
+        while self.parked:
+            self.parked.popleft().release()
+
+    def header_for(self, frame: SharedFrame, lost: int) -> bytes:
+        return data_reader_head(frame.shared_bytes, self.sub_id, lost)
+
+    def add_credit(self, frames: int) -> None:
+        inflight = self._inflight
+        for _ in range(min(frames, len(inflight))):
+            self.inflight_bytes -= inflight.popleft()
+        self.credit = min(self.credit + frames, self.window)
+        if not self.active and self.ready():
+            self.session.activate(self)
+
+
+@dataclass(eq=False)
+class Channel:
+    name: str
+    broker: Broker
+    owner_id: int | None
+    owner: str
+    public: bool = True
+    key: str | None = None
+    lifetime: float | None = None
+    history: int = 0
+    single_writer: bool = False
+    keep: bool = False
+    created: float = field(default_factory=time.time)
+    expires_at: float | None = None  # trio clock, from lifetime
+    seq: int = 0
+    bytes_in: int = 0
+    lost: int = 0
+    subscriptions: list[Subscription] = field(default_factory=list)
+    publishers: list[Publisher] = field(default_factory=list)
+    recent: deque[SharedFrame] = field(default_factory=deque)
+    rate_fps: float = 0.0
+    rate_bps: float = 0.0
+    _rate_mark: tuple[float, int, int] = (0.0, 0, 0)
+
+    @property
+    def readers(self) -> int:
+        return len(self.subscriptions)
+
+
+def check_channel_name(name: str) -> None:
+    if not 1 <= len(name) <= MAX_CHANNEL_NAME_CHARS or not name.isprintable():
+        raise ValueError(
+            f"channel names are 1 to {MAX_CHANNEL_NAME_CHARS} printable characters, not {name!r}"
+        )
+
+
+class Broker:
+    """The channel registry and the fan-out."""
+
+    def __init__(self, on_event: Callable[[str, Channel], None] | None = None) -> None:
+        """``on_event(kind, channel)`` hears "created", "deleted" and "readers" changes."""
+        self.on_event = on_event
+        self.channels: dict[str, Channel] = {}
+        self.frames_in = 0
+        self.bytes_in = 0
+
+    # -- registry --------------------------------------------------------------------------
+    def create_channel(
+        self,
+        name: str,
+        owner: SessionPort | None,
+        *,
+        public: bool = True,
+        key: str | None = None,
+        lifetime: float | None = None,
+        history: int = 0,
+        single_writer: bool = False,
+        keep: bool = False,
+    ) -> Channel:
+        check_channel_name(name)
+        if name.startswith("$") and owner is not None:
+            raise ValueError("channel names starting with '$' belong to the server")
+        if name in self.channels:
+            raise ChannelExists(f"channel {name!r} exists already; use it, or delete it first")
+        if not 0 <= history <= MAX_HISTORY_FRAMES:
+            raise ValueError(f"history must be between 0 and {MAX_HISTORY_FRAMES} frames")
+        if lifetime is not None and lifetime <= 0:
+            raise ValueError("lifetime must be a positive number of seconds")
+        channel = Channel(
+            name=name,
+            broker=self,
+            owner_id=owner.client_id if owner else None,
+            owner=owner.name if owner else "$server",
+            public=public,
+            key=key,
+            lifetime=lifetime,
+            history=history,
+            single_writer=single_writer,
+            keep=keep,
+            expires_at=None if lifetime is None else trio.current_time() + lifetime,
+        )
+        self.channels[name] = channel
+        self._event("created", channel)
+        return channel
+
+    def lookup(self, name: str, key: str | None, session: SessionPort | None) -> Channel:
+        """The channel, if this caller may use it.
+
+        A private channel whose key does not match looks like a missing one to strangers
+        (no existence leak) and raises AuthError for the caller who named a key.
+        """
+        channel = self.channels.get(name)
+        if channel is None:
+            raise ChannelNotFound(
+                f"no channel named {name!r}; create it with create_channel() first"
+            )
+        if channel.key is not None and not _owner_of(channel, session):
+            if key is None:
+                if channel.public:
+                    raise AuthError(f"channel {name!r} needs a key; pass key=...")
+                raise ChannelNotFound(
+                    f"no channel named {name!r}; create it with create_channel() first"
+                )
+            if not hmac.compare_digest(key.encode(), channel.key.encode()):
+                raise AuthError(f"wrong key for channel {name!r}")
+        return channel
+
+    def delete_channel(self, channel: Channel, reason: str) -> None:
+        if self.channels.get(channel.name) is not channel:
+            return
+        del self.channels[channel.name]
+        for sub in list(channel.subscriptions):
+            self.unsubscribe(sub)
+            sub.session.subscription_ended(sub, None)
+        for pub in list(channel.publishers):
+            channel.publishers.remove(pub)
+            pub.session.publisher_ended(pub, ChannelNotFound(reason))
+        self._event("deleted", channel)
+
+    def _event(self, kind: str, channel: Channel) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, channel)
+
+    # -- writers ---------------------------------------------------------------------------
+    def open_publisher(self, channel: Channel, session: SessionPort, pub_id: int) -> Publisher:
+        if channel.name.startswith("$"):
+            raise AuthError(f"system channel {channel.name!r} is read-only")
+        if channel.single_writer and channel.publishers:
+            raise LimitExceeded(
+                f"channel {channel.name!r} was created with single_writer=True and has a writer"
+            )
+        pub = Publisher(pub_id, channel, session, session.name.encode()[:255])
+        channel.publishers.append(pub)
+        self._event("writers", channel)
+        return pub
+
+    def close_publisher(self, pub: Publisher) -> None:
+        channel = pub.channel
+        if pub in channel.publishers:
+            channel.publishers.remove(pub)
+            self._event("writers", channel)
+
+    def publish(self, pub: Publisher, time_s: float, payload: BytesLike) -> None:
+        """Fan one frame out to every reader of the publisher's channel."""
+        channel = pub.channel
+        seq = channel.seq + 1
+        channel.seq = seq
+        frame = SharedFrame(seq, data_shared_head(seq, time_s, pub.sender), payload)
+        size = len(payload)
+        channel.bytes_in += size
+        self.frames_in += 1
+        self.bytes_in += size
+        pub.frames += 1
+        if channel.history:
+            channel.recent.append(frame)
+            if len(channel.recent) > channel.history:
+                channel.recent.popleft()
+        parked: _Parked | None = None
+        for sub in channel.subscriptions:
+            if not sub.offer(frame):
+                if parked is None:
+                    parked = _Parked(frame, pub)
+                parked.waiting += 1
+                sub.parked.append(parked)
+        if parked is None:
+            pub.session.ack(pub)
+
+    def publish_system(self, channel: Channel, payload: bytes) -> None:
+        """Publish from the server itself ($ channels); block readers never hold it up."""
+        seq = channel.seq + 1
+        channel.seq = seq
+        frame = SharedFrame(seq, data_shared_head(seq, time.time(), b"$server"), payload)
+        channel.bytes_in += len(payload)
+        for sub in channel.subscriptions:
+            if not sub.offer(frame) and sub.policy is Policy.BLOCK:
+                sub.lost += 1  # a stuck reader loses server events rather than stall the server
+                channel.lost += 1
+
+    # -- readers ---------------------------------------------------------------------------
+    def subscribe(self, sub: Subscription) -> None:
+        channel = sub.channel
+        channel.subscriptions.append(sub)
+        for frame in channel.recent:
+            sub.admit(frame)
+        self._readers_changed(channel)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub.closed:
+            return
+        sub.closed = True
+        channel = sub.channel
+        if sub in channel.subscriptions:
+            channel.subscriptions.remove(sub)
+        for old in sub.buffer.clear():
+            sub.session.buffered_bytes -= old.nbytes
+        sub.latest = None
+        sub.drop_parked()
+        self._readers_changed(channel)
+
+    def _readers_changed(self, channel: Channel) -> None:
+        for pub in channel.publishers:
+            pub.session.readers_changed(pub, channel.readers)
+        self._event("readers", channel)
+
+    def owned_by(self, client_id: int) -> Iterator[Channel]:
+        return (c for c in list(self.channels.values()) if c.owner_id == client_id)
+
+    def update_rates(self, now: float) -> None:
+        """Per-channel frames/s and bytes/s since the previous call (called about once a second)."""
+        for channel in self.channels.values():
+            then, seq, nbytes = channel._rate_mark
+            if then:
+                elapsed = max(now - then, 1e-9)
+                channel.rate_fps = (channel.seq - seq) / elapsed
+                channel.rate_bps = (channel.bytes_in - nbytes) / elapsed
+            channel._rate_mark = (now, channel.seq, channel.bytes_in)
+
+
+def _owner_of(channel: Channel, session: SessionPort | None) -> bool:
+    return session is not None and channel.owner_id == session.client_id

@@ -1,0 +1,172 @@
+"""The server: listeners, connections and their lifecycle, housekeeping, graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from .._config import ServerConfig
+from .._transport.tcp import StreamTransport
+from .._util import unwrap_single_exception
+from .session import Session
+from .state import ServerState
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class Server:
+    """A running server, as ``await nursery.start(serve, config)`` returns it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.state = ServerState(config)
+        self.tcp_url: str | None = None
+        self.ws_url: str | None = None
+        self.http_url: str | None = None
+        self._cancel_scope = trio.CancelScope()
+        self._accept_scope = trio.CancelScope()
+        self._sessions: set[Session] = set()
+        self._no_sessions = trio.Event()
+        self._no_sessions.set()
+        self._housekeeping_wake = trio.Event()
+        self.state.on_channel_created = lambda channel: self._housekeeping_wake.set()
+        self._stopped = trio.Event()
+        self._closing = False
+
+    @property
+    def connections(self) -> int:
+        return len(self._sessions)
+
+    async def _run(self, task_status: trio.TaskStatus[Server]) -> None:
+        config = self.config
+        if config.host not in LOOPBACK_HOSTS and config.token is None:
+            log.warning(
+                "!!! trio_stream is listening on %s WITHOUT a token: anyone who can reach this "
+                "address can read and write every public channel. Set a token. !!!",
+                config.host,
+            )
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    await self._start_listeners(nursery)
+                    nursery.start_soon(self._housekeeping)
+                    task_status.started(self)
+        finally:
+            self._stopped.set()
+
+    async def _start_listeners(self, nursery: trio.Nursery) -> None:
+        config = self.config
+        if config.tcp_port is not None:
+            listeners = await trio.open_tcp_listeners(config.tcp_port, host=config.host)
+            port = listeners[0].socket.getsockname()[1]
+            scheme = "tcps" if config.ssl_context else "tcp"
+            self.tcp_url = f"{scheme}://{_url_host(config.host)}:{port}"
+            nursery.start_soon(self._accept, listeners)
+            log.info("listening on %s", self.tcp_url)
+        if config.http_port is not None:
+            from .._transport.http import start_http
+
+            self.http_url, self.ws_url = await start_http(self, nursery)
+            log.info("dashboard on %s, WebSocket on %s", self.http_url, self.ws_url)
+
+    async def _accept(self, listeners: list[trio.SocketListener]) -> None:
+        with self._accept_scope:
+            await trio.serve_listeners(self._handle_tcp, listeners)
+
+    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        transport_stream: trio.abc.Stream = stream
+        if self.config.ssl_context is not None:
+            transport_stream = trio.SSLStream(stream, self.config.ssl_context, server_side=True)
+        transport = StreamTransport(transport_stream, self.state.limits.max_frame_bytes)
+        await self.run_session(Session(self.state, transport))
+
+    async def run_session(self, session: Session) -> None:
+        """Run one connection to its end (used by every transport)."""
+        if self._closing:
+            await session.transport.aclose()
+            return
+        self._sessions.add(session)
+        self._no_sessions = trio.Event()
+        try:
+            await session.run()
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("connection of %r failed", session.name)
+        finally:
+            self._sessions.discard(session)
+            if not self._sessions:
+                self._no_sessions.set()
+
+    async def _housekeeping(self) -> None:
+        """Rates and $stats once per interval; temporary channels end on time."""
+        state = self.state
+        interval = self.config.stats_interval_s
+        next_stats = trio.current_time() + interval
+        while True:
+            now = trio.current_time()
+            if now >= next_stats:
+                state.update_rates()
+                state.publish_stats()
+                next_stats = now + interval
+            deadline = next_stats
+            for channel in list(state.broker.channels.values()):
+                if channel.expires_at is None:
+                    continue
+                if channel.expires_at <= now:
+                    state.broker.delete_channel(
+                        channel, f"temporary channel {channel.name!r} reached its lifetime"
+                    )
+                else:
+                    deadline = min(deadline, channel.expires_at)
+            self._housekeeping_wake = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._housekeeping_wake.wait()
+
+    async def aclose(self) -> None:
+        """Graceful shutdown: stop accepting, tell every client, let buffers drain, close."""
+        if self._closing:
+            await self._stopped.wait()
+            return
+        self._closing = True
+        self.state.closing = True
+        self._accept_scope.cancel()
+        for session in list(self._sessions):
+            session.close("the server is shutting down")
+        with trio.move_on_after(self.config.shutdown_grace_s + 1.0):
+            await self._no_sessions.wait()
+        self._cancel_scope.cancel()
+        await self._stopped.wait()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve(
+    config: ServerConfig | None = None,
+    *,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a server until cancelled or ``server.aclose()``.
+
+    Use as ``server = await nursery.start(serve, ServerConfig(...))``, like trio.serve_tcp.
+    """
+    server = Server(config or ServerConfig())
+    await server._run(task_status)
+
+
+@asynccontextmanager
+async def open_server(config: ServerConfig | None = None) -> AsyncIterator[Server]:
+    """``async with open_server(config) as server:`` runs a server for the block's duration."""
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(serve, config)
+            try:
+                yield server
+            finally:
+                with trio.CancelScope(shield=True):
+                    await server.aclose()

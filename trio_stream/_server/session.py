@@ -1,0 +1,452 @@
+"""One client connection on the server: handshake, a reader task and a sender task.
+
+The reader task parses frames and acts on them at once (requests touch only in-memory state,
+publishes fan out synchronously through the broker). The sender task is the only writer to the
+socket: it drains, in this order, control messages, writer acknowledgements and then the
+subscriptions' buffers through the fair scheduler, coalescing everything ready into one write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import trio
+
+from .._exceptions import (
+    AuthError,
+    ConnectionClosed,
+    FrameTooLarge,
+    InvalidArgument,
+    LimitExceeded,
+    NameInUse,
+    ProtocolError,
+    TrioStreamError,
+)
+from .._protocol import frames as F
+from .._protocol import messages as M
+from .._protocol.bytes_like import BytesLike
+from .._protocol.framing import frame_prefix
+from .._protocol.limits import PROTOCOL_VERSION, SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
+from .._transport.base import FrameTransport
+from .._version import __version__
+from .broker import Channel, Publisher, Subscription
+from .buffers import parse_policy
+from .fairness import DeficitRoundRobin
+from .state import ServerState
+
+log = logging.getLogger(__name__)
+
+SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
+REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
+
+
+def control_frame(message: M.Message) -> bytes:
+    body = M.encode_message(message)
+    return frame_prefix(len(body)) + body
+
+
+class Session:
+    def __init__(self, state: ServerState, transport: FrameTransport) -> None:
+        self.state = state
+        self.transport = transport
+        self.client_id = state.next_client_id()
+        self.name = f"client-{self.client_id}"
+        self.connected_at = time.time()
+        self.buffered_bytes = 0
+        self.subscriptions: dict[int, Subscription] = {}
+        self.publishers: dict[int, Publisher] = {}
+        self.methods: list[str] = []
+        self._next_sub = 1
+        self._next_pub = 1
+        self._control: list[bytes] = []
+        self._acks: dict[int, Publisher] = {}
+        self._rate_limited: set[Subscription] = set()
+        self._scheduler = DeficitRoundRobin()
+        self._wake = trio.Event()
+        self._closing = False
+        self._peer_gone = False
+        self._close_requested = trio.Event()
+        self._drained = trio.Event()
+        self._handlers: dict[type[M.Message], Callable[[Any], Any]] = {
+            M.CreateChannel: self._create_channel,
+            M.DeleteChannel: self._delete_channel,
+            M.OpenPublisher: self._open_publisher,
+            M.ClosePublisher: self._close_publisher,
+            M.Subscribe: self._subscribe,
+            M.Unsubscribe: self._unsubscribe,
+            M.ListChannels: self._list_channels,
+            M.ListClients: self._list_clients,
+            M.GetStats: self._stats,
+        }
+
+    # -- SessionPort (called by the broker) --------------------------------------------------
+    def activate(self, sub: Subscription) -> None:
+        self._scheduler.add(sub)
+        self._wake.set()
+
+    def schedule_rate(self, sub: Subscription) -> None:
+        if sub not in self._rate_limited:
+            self._rate_limited.add(sub)
+            self._wake.set()
+
+    def ack(self, pub: Publisher) -> None:
+        pub.acks_due += 1
+        self._acks[pub.pub_id] = pub
+        self._wake.set()
+
+    def readers_changed(self, pub: Publisher, readers: int) -> None:
+        self.send_control(M.Readers(pub=pub.pub_id, readers=readers))
+
+    def subscription_ended(self, sub: Subscription, error: Exception | None) -> None:
+        self.subscriptions.pop(sub.sub_id, None)
+        self._rate_limited.discard(sub)
+        if error is None:
+            self.send_control(M.SubEnd(sub=sub.sub_id, reason="the channel ended"))
+        else:
+            self.send_control(
+                M.SubEnd(sub=sub.sub_id, reason=str(error), error=type(error).__name__)
+            )
+
+    def publisher_ended(self, pub: Publisher, error: Exception) -> None:
+        self.publishers.pop(pub.pub_id, None)
+        self._acks.pop(pub.pub_id, None)
+        self.send_control(M.PubEnd(pub=pub.pub_id, reason=str(error)))
+
+    def send_control(self, message: M.Message) -> None:
+        self._control.append(control_frame(message))
+        self._wake.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve this connection until it closes; never raises for the peer's faults."""
+        try:
+            with trio.fail_after(self.state.limits.handshake_timeout_s):
+                await self._handshake()
+        except trio.TooSlowError:
+            log.info("%s: no hello within the handshake timeout", self.transport.remote)
+            await self._refuse(ProtocolError("no hello within the handshake timeout"))
+            return
+        except ConnectionClosed:
+            with trio.CancelScope(shield=True):
+                await self.transport.aclose()
+            return
+        except TrioStreamError as exc:
+            log.info("%s: handshake refused: %s", self.transport.remote, exc)
+            await self._refuse(exc)
+            return
+        self.state.register(self)
+        log.info("client %r connected from %s", self.name, self.transport.remote)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender)
+                nursery.start_soon(self._reader)
+                await self._close_requested.wait()
+                if not self._peer_gone:
+                    # Say goodbye and let what is buffered drain, within the grace period.
+                    with trio.move_on_after(self.state.config.shutdown_grace_s):
+                        await self._drained.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._cleanup()
+            with trio.CancelScope(shield=True):
+                await self.transport.aclose()
+            log.info("client %r disconnected", self.name)
+
+    async def _handshake(self) -> None:
+        frames = await self.transport.receive_frames()
+        if len(frames) != 1 or frames[0][0] != F.FrameType.CONTROL:
+            raise ProtocolError("the first frame must be one CONTROL hello")
+        hello = M.decode_message(frames[0])
+        if not isinstance(hello, M.Hello):
+            raise ProtocolError(f"expected hello, got {hello.OP}")
+        if hello.v != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version {hello.v} is not supported (this server speaks "
+                f"{PROTOCOL_VERSION}); upgrade the client"
+            )
+        token = self.state.config.token
+        if token is not None and (
+            hello.token is None or not hmac.compare_digest(hello.token.encode(), token.encode())
+        ):
+            raise AuthError("wrong or missing token; pass token=... to open_client")
+        if hello.name is not None:
+            if not 1 <= len(hello.name) <= 100 or not hello.name.isprintable():
+                raise InvalidArgument("client names are 1 to 100 printable characters")
+            if hello.name.startswith("$"):
+                raise InvalidArgument("client names starting with '$' belong to the server")
+            self.name = hello.name
+        if self.name in self.state.by_name:
+            raise NameInUse(f"a client named {self.name!r} is connected already; pick another name")
+        welcome = M.Welcome(
+            v=PROTOCOL_VERSION,
+            client_id=self.client_id,
+            name=self.name,
+            server=f"{self.state.config.name} trio_stream/{__version__}",
+            limits=self.state.limits.to_wire(),
+        )
+        await self.transport.send([control_frame(welcome)])
+
+    async def _refuse(self, error: TrioStreamError) -> None:
+        with trio.move_on_after(REFUSAL_FLUSH_S):
+            with contextlib.suppress(ConnectionClosed):
+                await self.transport.send(
+                    [control_frame(M.Error(id=None, type=type(error).__name__, message=str(error)))]
+                )
+        with trio.CancelScope(shield=True):
+            await self.transport.aclose()
+
+    def close(self, reason: str) -> None:
+        """Ask the connection to say goodbye, flush what it can and close."""
+        if not self._closing:
+            self._closing = True
+            self.send_control(M.Goodbye(reason=reason))
+            self._close_requested.set()
+
+    def _peer_left(self) -> None:
+        self._peer_gone = True
+        self._closing = True
+        self._close_requested.set()
+
+    def _cleanup(self) -> None:
+        broker = self.state.broker
+        for sub in list(self.subscriptions.values()):
+            broker.unsubscribe(sub)
+        self.subscriptions.clear()
+        for pub in list(self.publishers.values()):
+            broker.close_publisher(pub)
+        self.publishers.clear()
+        for channel in list(broker.owned_by(self.client_id)):
+            if not channel.keep:
+                broker.delete_channel(channel, f"channel {channel.name!r} ended with its owner")
+        self.state.unregister(self)
+
+    # -- reader ------------------------------------------------------------------------------
+    async def _reader(self) -> None:
+        transport = self.transport
+        idle = self.state.limits.idle_timeout_s
+        try:
+            while True:
+                with trio.move_on_after(idle) as idle_scope:
+                    frames = await transport.receive_frames()
+                if idle_scope.cancelled_caught:
+                    self.close(f"idle for {idle:g} s (send ping to stay connected)")
+                    return
+                for frame in frames:
+                    self._dispatch(frame)
+        except ConnectionClosed:
+            self._peer_left()
+        except (ProtocolError, FrameTooLarge) as exc:
+            log.warning("%s (%s): %s", self.name, transport.remote, exc)
+            self.close(f"{type(exc).__name__}: {exc}")
+
+    def _dispatch(self, frame: bytearray) -> None:
+        kind = frame[0]
+        if kind == F.FrameType.PUBLISH:
+            pub_id, time_s, offset = F.parse_publish(frame)
+            pub = self.publishers.get(pub_id)
+            if pub is None:
+                if pub_id >= self._next_pub:
+                    raise ProtocolError(f"PUBLISH for publisher {pub_id}, which was never opened")
+                return  # the channel went away while this frame was in flight
+            self.state.broker.publish(pub, time_s, memoryview(frame)[offset:])
+        elif kind == F.FrameType.CREDIT:
+            sub_id, credit = F.parse_counter(frame)
+            sub = self.subscriptions.get(sub_id)
+            if sub is not None:
+                sub.add_credit(credit)
+        elif kind == F.FrameType.CONTROL:
+            self._on_control(M.decode_message(frame))
+        else:
+            raise ProtocolError(f"frame type {kind:#04x} is not valid from a client")
+
+    def _on_control(self, message: M.Message) -> None:
+        if isinstance(message, M.Ping):
+            self.send_control(M.Pong(data=message.data))
+            return
+        if isinstance(message, M.Goodbye):
+            self._peer_left()
+            return
+        handler = self._handlers.get(type(message))
+        if handler is None or not isinstance(message, M.Request):
+            raise ProtocolError(f"{message.OP} is not a request a client may send")
+        try:
+            result = handler(message)
+        except (TrioStreamError, ValueError) as exc:
+            name = type(exc).__name__
+            if not isinstance(exc, TrioStreamError):
+                name = InvalidArgument.__name__
+            self.send_control(M.Error(id=message.id, type=name, message=str(exc)))
+        else:
+            self.send_control(M.Reply(id=message.id, result=result))
+
+    # -- requests ----------------------------------------------------------------------------
+    def _create_channel(self, msg: M.CreateChannel) -> None:
+        broker = self.state.broker
+        owned = sum(1 for _ in broker.owned_by(self.client_id))
+        if owned >= self.state.limits.max_channels_per_client:
+            raise LimitExceeded(
+                f"this client owns {owned} channels, the limit (max_channels_per_client); "
+                "delete some first"
+            )
+        broker.create_channel(
+            msg.channel,
+            self,
+            public=msg.public,
+            key=msg.key,
+            lifetime=msg.lifetime,
+            history=msg.history,
+            single_writer=msg.single_writer,
+            keep=msg.keep,
+        )
+
+    def _delete_channel(self, msg: M.DeleteChannel) -> None:
+        broker = self.state.broker
+        channel = broker.lookup(msg.channel, msg.key, self)
+        if channel.owner_id != self.client_id and (channel.key is None or msg.key is None):
+            raise AuthError(
+                f"only the owner of {msg.channel!r} ({channel.owner}) or a holder of its key "
+                "may delete it"
+            )
+        broker.delete_channel(channel, f"channel {channel.name!r} was deleted")
+
+    def _open_publisher(self, msg: M.OpenPublisher) -> dict[str, int]:
+        channel = self.state.broker.lookup(msg.channel, msg.key, self)
+        pub_id = self._next_pub
+        pub = self.state.broker.open_publisher(channel, self, pub_id)
+        self._next_pub += 1
+        self.publishers[pub_id] = pub
+        return {"pub": pub_id, "readers": channel.readers}
+
+    def _close_publisher(self, msg: M.ClosePublisher) -> None:
+        pub = self.publishers.pop(msg.pub, None)
+        if pub is not None:
+            self.state.broker.close_publisher(pub)
+            self._acks.pop(pub.pub_id, None)
+
+    def _subscribe(self, msg: M.Subscribe) -> dict[str, int]:
+        limits = self.state.limits
+        if len(self.subscriptions) >= limits.max_subscriptions_per_client:
+            raise LimitExceeded(
+                f"this connection holds {len(self.subscriptions)} subscriptions, the limit "
+                "(max_subscriptions_per_client); unsubscribe some first"
+            )
+        policy, size = parse_policy(msg.policy, msg.size)
+        if msg.every < 1:
+            raise InvalidArgument("every must be 1 or more")
+        if msg.max_rate is not None and not (0 < msg.max_rate < math.inf):
+            raise InvalidArgument("max_rate must be a positive number of frames per second")
+        channel: Channel = self.state.broker.lookup(msg.channel, msg.key, self)
+        window = min(msg.window or SUBSCRIBE_WINDOW_FRAMES, SUBSCRIBE_WINDOW_FRAMES)
+        if size is not None:
+            window = min(window, size)
+        window = max(window, 1)
+        sub = Subscription(
+            self._next_sub,
+            channel,
+            self,
+            policy,
+            size,
+            msg.every,
+            msg.max_rate,
+            window,
+            SUBSCRIBE_WINDOW_BYTES,
+        )
+        self._next_sub += 1
+        self.subscriptions[sub.sub_id] = sub
+        self.state.broker.subscribe(sub)
+        return {"sub": sub.sub_id, "window": window}
+
+    def _unsubscribe(self, msg: M.Unsubscribe) -> None:
+        sub = self.subscriptions.pop(msg.sub, None)
+        if sub is not None:
+            self._rate_limited.discard(sub)
+            self.state.broker.unsubscribe(sub)
+
+    def _list_channels(self, msg: M.ListChannels) -> list[dict[str, Any]]:
+        return self.state.channel_records(self)
+
+    def _list_clients(self, msg: M.ListClients) -> list[dict[str, Any]]:
+        return [s.record() for s in self.state.sessions.values()]
+
+    def _stats(self, msg: M.GetStats) -> dict[str, Any]:
+        return self.state.stats()
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.client_id,
+            "name": self.name,
+            "address": self.transport.remote,
+            "transport": self.transport.kind,
+            "connected_at": self.connected_at,
+            "subscriptions": [
+                {
+                    "channel": s.channel.name,
+                    "policy": s.policy.value,
+                    "size": s.buffer.size,
+                    "every": s.every,
+                    "max_rate": s.max_rate,
+                    "queued": len(s.buffer),
+                    "lost": s.lost,
+                    "sent": s.sent,
+                }
+                for s in self.subscriptions.values()
+                if s.channel.public or s.channel.name.startswith("$")
+            ],
+            "publishers": sorted(
+                {p.channel.name for p in self.publishers.values() if p.channel.public}
+            ),
+            "methods": list(self.methods),
+        }
+
+    # -- sender ------------------------------------------------------------------------------
+    async def _sender(self) -> None:
+        transport = self.transport
+        state = self.state
+        scheduler = self._scheduler
+        try:
+            while True:
+                self._wake = trio.Event()
+                pieces: list[BytesLike] = []
+                if self._control:
+                    pieces.extend(self._control)
+                    self._control = []
+                if self._acks:
+                    for pub in self._acks.values():
+                        pieces.append(F.pub_ack_frame(pub.pub_id, pub.acks_due))
+                        pub.acks_due = 0
+                    self._acks = {}
+                deadline = self._release_rates() if self._rate_limited else math.inf
+                if scheduler:
+                    frames, nbytes = scheduler.fill(pieces, SEND_BATCH_BYTES)
+                    state.frames_out += frames
+                    state.bytes_out += nbytes
+                if pieces:
+                    await transport.send(pieces)
+                    continue
+                if self._closing:
+                    self._drained.set()
+                    deadline = math.inf
+                with trio.move_on_at(deadline):
+                    await self._wake.wait()
+        except ConnectionClosed:
+            self._peer_left()
+
+    def _release_rates(self) -> float:
+        """Move max_rate frames whose time has come into their buffers; next deadline."""
+        now = trio.current_time()
+        deadline = math.inf
+        for sub in list(self._rate_limited):
+            if sub.closed:
+                self._rate_limited.discard(sub)
+            elif sub.next_due <= now:
+                sub.release_rate(now)
+                self._rate_limited.discard(sub)
+            else:
+                deadline = min(deadline, sub.next_due)
+        return deadline

@@ -1,0 +1,168 @@
+"""What every connection of one server shares: config, broker, the client registry, counters."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._config import ServerConfig
+from .._exceptions import NameInUse
+from .._protocol.codec import encode_payload
+from .._protocol.limits import Limits
+from .broker import Broker, Channel
+
+SYSTEM_CHANNELS = ("$clients", "$channels", "$stats")
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class ServerState:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.limits: Limits = config.limits()
+        self.broker = Broker(on_event=self._channel_event)
+        self.sessions: dict[int, Session] = {}
+        self.by_name: dict[str, Session] = {}
+        self.started = time.time()
+        self.closing = False
+        self._next_client_id = 1
+        self.frames_out = 0
+        self.bytes_out = 0
+        self._rate_mark: tuple[float, int, int, int, int] = (0.0, 0, 0, 0, 0)
+        self._cpu_mark: tuple[float, float] = (time.monotonic(), time.process_time())
+        self.rates: dict[str, float] = {}
+        self.on_channel_created: Callable[[Channel], None] | None = None  # wakes housekeeping
+        self.system = {name: self.broker.create_channel(name, None) for name in SYSTEM_CHANNELS}
+
+    def next_client_id(self) -> int:
+        ident = self._next_client_id
+        self._next_client_id += 1
+        return ident
+
+    # -- system channels ---------------------------------------------------------------------
+    def _publish_system(self, name: str, value: dict[str, Any]) -> None:
+        channel = self.system.get(name)
+        if channel is not None and channel.subscriptions:
+            self.broker.publish_system(channel, b"".join(bytes(p) for p in encode_payload(value)))
+
+    def _channel_event(self, kind: str, channel: Channel) -> None:
+        if kind == "created" and self.on_channel_created is not None:
+            self.on_channel_created(channel)
+        if channel.name.startswith("$") or not channel.public:
+            return  # private channels never show up in system channels
+        self._publish_system(
+            "$channels",
+            {
+                "event": kind,
+                "channel": channel.name,
+                "owner": channel.owner,
+                "readers": channel.readers,
+                "writers": len(channel.publishers),
+            },
+        )
+
+    def client_event(self, kind: str, session: Session) -> None:
+        self._publish_system(
+            "$clients",
+            {
+                "event": kind,
+                "id": session.client_id,
+                "name": session.name,
+                "address": session.transport.remote,
+                "transport": session.transport.kind,
+            },
+        )
+
+    def publish_stats(self) -> None:
+        self._publish_system("$stats", self.stats())
+
+    def channel_records(self, session: Session | None) -> list[dict[str, Any]]:
+        """Channels this session may see: public ones and its own private ones."""
+        return [
+            {
+                "name": c.name,
+                "owner": c.owner,
+                "public": c.public,
+                "readers": c.readers,
+                "writers": len(c.publishers),
+                "seq": c.seq,
+                "rate_fps": c.rate_fps,
+                "rate_bps": c.rate_bps,
+                "lost": c.lost,
+                "created": c.created,
+                "lifetime": c.lifetime,
+                "history": c.history,
+                "single_writer": c.single_writer,
+                "keep": c.keep,
+            }
+            for c in self.broker.channels.values()
+            if c.public or (session is not None and c.owner_id == session.client_id)
+        ]
+
+    # -- clients -----------------------------------------------------------------------------
+    def register(self, session: Session) -> None:
+        if session.name in self.by_name:
+            raise NameInUse(
+                f"a client named {session.name!r} is connected already; pick another name"
+            )
+        self.sessions[session.client_id] = session
+        self.by_name[session.name] = session
+        self.client_event("connected", session)
+
+    def unregister(self, session: Session) -> None:
+        if self.sessions.pop(session.client_id, None) is not None:
+            self.client_event("disconnected", session)
+        if self.by_name.get(session.name) is session:
+            del self.by_name[session.name]
+
+    def update_rates(self) -> None:
+        now = time.monotonic()
+        broker = self.broker
+        then, f_in, b_in, f_out, b_out = self._rate_mark
+        if then:
+            dt = max(now - then, 1e-9)
+            self.rates = {
+                "frames_in_per_s": (broker.frames_in - f_in) / dt,
+                "bytes_in_per_s": (broker.bytes_in - b_in) / dt,
+                "frames_out_per_s": (self.frames_out - f_out) / dt,
+                "bytes_out_per_s": (self.bytes_out - b_out) / dt,
+            }
+        self._rate_mark = (now, broker.frames_in, broker.bytes_in, self.frames_out, self.bytes_out)
+        broker.update_rates(now)
+
+    def stats(self) -> dict[str, Any]:
+        broker = self.broker
+        now, cpu = time.monotonic(), time.process_time()
+        then, cpu_then = self._cpu_mark
+        cpu_percent = 100.0 * (cpu - cpu_then) / max(now - then, 1e-9)
+        self._cpu_mark = (now, cpu)
+        return {
+            "connections": len(self.sessions),
+            "channels": len(broker.channels),
+            "frames_in": broker.frames_in,
+            "frames_out": self.frames_out,
+            "bytes_in": broker.bytes_in,
+            "bytes_out": self.bytes_out,
+            "frames_in_per_s": self.rates.get("frames_in_per_s", 0.0),
+            "frames_out_per_s": self.rates.get("frames_out_per_s", 0.0),
+            "bytes_in_per_s": self.rates.get("bytes_in_per_s", 0.0),
+            "bytes_out_per_s": self.rates.get("bytes_out_per_s", 0.0),
+            "frames_lost": sum(c.lost for c in broker.channels.values()),
+            "buffered_bytes": sum(s.buffered_bytes for s in self.sessions.values()),
+            "uptime_s": time.time() - self.started,
+            "memory_bytes": _resident_bytes(),
+            "cpu_percent": cpu_percent,
+        }
+
+
+def _resident_bytes() -> int:
+    """Resident memory of this process (Linux /proc; peak RSS elsewhere)."""
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -1,0 +1,33 @@
+"""The one interface the session and the client need from a transport: frames in, pieces out."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .._protocol.bytes_like import BytesLike
+
+
+class FrameTransport(Protocol):
+    """A connection that carries length-prefixed frames (docs/protocol.md section 1)."""
+
+    kind: str  # "tcp" or "ws"
+    remote: str  # the peer's address, for listings and logs
+
+    async def receive_frames(self) -> list[bytearray]:
+        """At least one whole frame body.
+
+        Raises:
+            ConnectionClosed: the peer closed or the connection broke.
+            FrameTooLarge, ProtocolError: the peer broke the framing.
+        """
+        ...
+
+    async def send(self, pieces: list[BytesLike]) -> None:
+        """Write whole frames given as pieces (length prefixes included), in order.
+
+        Raises:
+            ConnectionClosed: the connection is gone.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
