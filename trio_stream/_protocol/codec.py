@@ -165,10 +165,12 @@ def _dumps(value: Any) -> bytes:
     try:
         return cbor2.dumps(value, default=_encode_default)
     except cbor2.CBOREncodeError as exc:
+        # Surface plain TypeError/ValueError: callers should not need to know about cbor2.
         cause = exc.__cause__
         if isinstance(cause, TypeError | ValueError):
             raise type(cause)(str(cause)) from exc
-        raise TypeError(str(exc)) from exc
+        # e.g. a naive datetime: cbor2's message says what is wrong with the value
+        raise ValueError(f"cannot encode this value: {exc}") from exc
 
 
 def _pieces_of(value: Any, out: list[BytesLike]) -> None:

@@ -1,0 +1,106 @@
+"""Length-prefixed framing and the binary frame layouts, cut at every split point."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trio_stream import FrameTooLarge, ProtocolError
+from trio_stream._protocol import frames as F
+from trio_stream._protocol.framing import FrameDecoder, frame_prefix
+
+
+def wire_of(bodies: list[bytes]) -> bytes:
+    return b"".join(frame_prefix(len(b)) + b for b in bodies)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=6))
+def test_frames_cut_at_every_split_point_come_out_whole(bodies: list[bytes]) -> None:
+    wire = wire_of(bodies)
+    for cut in range(len(wire) + 1):
+        decoder = FrameDecoder(max_frame_bytes=1000)
+        decoder.receive_data(wire[:cut])
+        got = decoder.frames()
+        decoder.receive_data(wire[cut:])
+        got += decoder.frames()
+        assert [bytes(f) for f in got] == bodies
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=20), min_size=1, max_size=5))
+def test_frames_fed_byte_by_byte(bodies: list[bytes]) -> None:
+    decoder = FrameDecoder(max_frame_bytes=1000)
+    got = []
+    for byte in wire_of(bodies):
+        decoder.receive_data(bytes([byte]))
+        got += decoder.frames()
+    assert [bytes(f) for f in got] == bodies
+
+
+def test_oversize_length_is_refused_before_the_body_arrives() -> None:
+    decoder = FrameDecoder(max_frame_bytes=100)
+    decoder.receive_data(frame_prefix(101))  # the prefix alone, no body at all
+    with pytest.raises(FrameTooLarge, match="101 bytes exceeds the limit of 100"):
+        decoder.frames()
+
+
+def test_empty_frame_is_a_protocol_error() -> None:
+    decoder = FrameDecoder(max_frame_bytes=100)
+    decoder.receive_data(frame_prefix(0))
+    with pytest.raises(ProtocolError):
+        decoder.frames()
+
+
+def test_bytes_wanted_hints_the_rest_of_a_large_frame() -> None:
+    decoder = FrameDecoder(max_frame_bytes=10_000)
+    decoder.receive_data(frame_prefix(5000) + b"x" * 1000)
+    assert decoder.frames() == []
+    assert decoder.bytes_wanted() == 4000
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=30),
+    st.binary(max_size=50),
+)
+def test_data_frame_round_trip(
+    sub_id: int, lost: int, seq: int, time: float, sender: str, payload: bytes
+) -> None:
+    name = F.sender_field(sender)
+    shared = F.data_shared_head(seq, time, name) + payload
+    wire = F.data_reader_head(len(shared), sub_id, lost) + shared
+    decoder = FrameDecoder(max_frame_bytes=1000)
+    decoder.receive_data(wire)
+    (frame,) = decoder.frames()
+    data = F.parse_data(frame)
+    assert (data.sub_id, data.lost, data.seq, data.time) == (sub_id, lost, seq, time)
+    assert data.sender == name.decode()
+    assert bytes(frame[data.payload_offset :]) == payload
+
+
+@given(st.integers(0, 2**32 - 1), st.floats(allow_nan=False), st.binary(max_size=50))
+def test_publish_frame_round_trip(pub_id: int, time: float, payload: bytes) -> None:
+    body = F.publish_head(pub_id, time) + payload
+    parsed = F.parse_publish(body)
+    assert (parsed.pub_id, parsed.time) == (pub_id, time)
+    assert body[parsed.payload_offset :] == payload
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+def test_counter_frames_round_trip(ident: int, count: int) -> None:
+    for whole in (F.credit_frame(ident, count), F.pub_ack_frame(ident, count)):
+        assert F.parse_counter(whole[4:]) == (ident, count)
+
+
+def test_truncated_fixed_headers_are_protocol_errors() -> None:
+    with pytest.raises(ProtocolError):
+        F.parse_publish(b"\x02\x00")
+    with pytest.raises(ProtocolError):
+        F.parse_data(b"\x03" + b"\x00" * 10)
+    with pytest.raises(ProtocolError):
+        F.parse_counter(b"\x04\x00\x00")

@@ -1,0 +1,83 @@
+"""Every CONTROL message round-trips; malformed ones are protocol errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trio_stream import ProtocolError
+from trio_stream._protocol import messages as M
+
+scalars = st.none() | st.booleans() | st.integers(-(2**31), 2**31) | st.text(max_size=10)
+any_value = st.recursive(
+    scalars,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=6,
+)
+
+
+def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return any_value
+    if hint is type(None):
+        return st.none()
+    if hint is bool:
+        return st.booleans()
+    if hint is int:
+        return st.integers(0, 2**53)
+    if hint is float:
+        return st.floats(allow_nan=False, allow_infinity=False)
+    if hint is str:
+        return st.text(max_size=20)
+    if origin is dict:
+        return st.dictionaries(st.text(max_size=5), scalars, max_size=3)
+    if origin is list:
+        return st.lists(scalars, max_size=3)
+    args = typing.get_args(hint)
+    if args:
+        return st.one_of(*(strategy_for(a) for a in args))
+    raise AssertionError(f"no strategy for {hint!r}")
+
+
+def message_strategy(cls: type[M.Message]) -> st.SearchStrategy[M.Message]:
+    hints = typing.get_type_hints(cls)
+    return st.builds(
+        cls, **{f.name: strategy_for(hints[f.name]) for f in dataclasses.fields(cls)}
+    )
+
+
+all_messages = st.sampled_from(sorted(M.MESSAGE_TYPES.values(), key=lambda c: c.OP)).flatmap(
+    message_strategy
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(all_messages)
+def test_every_message_round_trips(message: M.Message) -> None:
+    assert M.decode_message(M.encode_message(message)) == message
+
+
+def test_unknown_op_missing_field_and_wrong_type_are_protocol_errors() -> None:
+    def body(wire: dict[str, Any]) -> bytes:
+        return b"\x01" + cbor2.dumps(wire)
+
+    with pytest.raises(ProtocolError, match="unknown control message op"):
+        M.decode_message(body({"op": "launch_missiles"}))
+    with pytest.raises(ProtocolError, match="lacks the field 'channel'"):
+        M.decode_message(body({"op": "subscribe", "id": 1}))
+    with pytest.raises(ProtocolError, match="subscribe.size"):
+        M.decode_message(body({"op": "subscribe", "id": 1, "channel": "x", "size": "big"}))
+    with pytest.raises(ProtocolError):
+        M.decode_message(body({"op": "reply", "id": True}))  # bool is not an id
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    wire = b"\x01" + cbor2.dumps({"op": "ping", "data": 1, "future_field": "x"})
+    assert M.decode_message(wire) == M.Ping(data=1)
