@@ -66,7 +66,7 @@ class Server:
             port = listeners[0].socket.getsockname()[1]
             scheme = "tcps" if config.ssl_context else "tcp"
             self.tcp_url = f"{scheme}://{_url_host(config.host)}:{port}"
-            nursery.start_soon(self._accept, listeners)
+            nursery.start_soon(self._accept, listeners, nursery)
             log.info("listening on %s", self.tcp_url)
         if config.http_port is not None:
             from .._transport.http import start_http
@@ -74,9 +74,11 @@ class Server:
             self.http_url, self.ws_url = await start_http(self, nursery)
             log.info("dashboard on %s, WebSocket on %s", self.http_url, self.ws_url)
 
-    async def _accept(self, listeners: list[trio.SocketListener]) -> None:
+    async def _accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
+        # Connections run in the server's nursery, not under the accept scope: aclose()
+        # cancels accepting, and the open connections must outlive that to say goodbye.
         with self._accept_scope:
-            await trio.serve_listeners(self._handle_tcp, listeners)
+            await trio.serve_listeners(self._handle_tcp, listeners, handler_nursery=nursery)
 
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
         transport_stream: trio.abc.Stream = stream
