@@ -29,7 +29,7 @@ class Server:
         self.ws_url: str | None = None
         self.http_url: str | None = None
         self._cancel_scope = trio.CancelScope()
-        self._accept_scope = trio.CancelScope()
+        self._accept_scopes: list[trio.CancelScope] = []
         self._sessions: set[Session] = set()
         self._no_sessions = trio.Event()
         self._no_sessions.set()
@@ -37,6 +37,14 @@ class Server:
         self.state.on_channel_created = lambda channel: self._housekeeping_wake.set()
         self._stopped = trio.Event()
         self._closing = False
+
+    def accept_scope(self) -> trio.CancelScope:
+        """A cancel scope for one accept loop (TCP, HTTP): aclose() cancels it."""
+        scope = trio.CancelScope()
+        if self._closing:
+            scope.cancel()
+        self._accept_scopes.append(scope)
+        return scope
 
     @property
     def connections(self) -> int:
@@ -77,7 +85,7 @@ class Server:
     async def _accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
         # Connections run in the server's nursery, not under the accept scope: aclose()
         # cancels accepting, and the open connections must outlive that to say goodbye.
-        with self._accept_scope:
+        with self.accept_scope():
             await trio.serve_listeners(self._handle_tcp, listeners, handler_nursery=nursery)
 
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
@@ -135,7 +143,8 @@ class Server:
             return
         self._closing = True
         self.state.closing = True
-        self._accept_scope.cancel()
+        for scope in self._accept_scopes:
+            scope.cancel()
         for session in list(self._sessions):
             session.close("the server is shutting down")
         with trio.move_on_after(self.config.shutdown_grace_s + 1.0):
