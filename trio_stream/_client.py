@@ -53,12 +53,15 @@ T = TypeVar("T")
 
 
 class _Reply:
-    __slots__ = ("done", "error", "result")
+    __slots__ = ("done", "error", "on_result", "result")
 
-    def __init__(self) -> None:
+    def __init__(self, on_result: Callable[[Any], Any] | None = None) -> None:
         self.done = trio.Event()
         self.result: Any = None
         self.error: TrioStreamError | None = None
+        # Runs inside the reader task as the reply is parsed, before any frame after it:
+        # a subscription must exist before its first DATA frame is dispatched.
+        self.on_result = on_result
 
 
 class Client:
@@ -186,10 +189,16 @@ class Client:
         body = M.encode_message(message)
         self._enqueue([frame_prefix(len(body)), body])
 
-    async def _request(self, cls: type[M.Request], **fields: Any) -> Any:
+    async def _request(
+        self,
+        cls: type[M.Request],
+        *,
+        on_result: Callable[[Any], Any] | None = None,
+        **fields: Any,
+    ) -> Any:
         self._check_open()
         ident = next(self._ids)
-        reply = _Reply()
+        reply = _Reply(on_result)
         self._replies[ident] = reply
         self._send_control(cls(id=ident, **fields))
         try:
@@ -249,7 +258,7 @@ class Client:
     def _on_reply(self, msg: M.Reply) -> None:
         reply = self._replies.get(msg.id)
         if reply is not None:
-            reply.result = msg.result
+            reply.result = msg.result if reply.on_result is None else reply.on_result(msg.result)
             reply.done.set()
 
     def _on_error(self, msg: M.Error) -> None:
@@ -337,9 +346,15 @@ class Client:
     # -- writing -------------------------------------------------------------------------------
     async def open_publisher(self, channel: str, *, key: str | None = None) -> Publisher:
         """A publisher for ``channel``; close it with ``aclose()`` (or use :meth:`publisher`)."""
-        result = await self._request(M.OpenPublisher, channel=channel, key=key)
-        pub = Publisher(self, channel, result["pub"], result["readers"])
-        self._publishers[pub.pub_id] = pub
+
+        def register(result: Any) -> Publisher:
+            pub = Publisher(self, channel, result["pub"], result["readers"])
+            self._publishers[pub.pub_id] = pub
+            return pub
+
+        pub: Publisher = await self._request(
+            M.OpenPublisher, on_result=register, channel=channel, key=key
+        )
         return pub
 
     @asynccontextmanager
@@ -385,8 +400,15 @@ class Client:
             raise InvalidArgument("every must be 1 or more")
         if max_rate is not None and not 0 < max_rate < math.inf:
             raise InvalidArgument("max_rate must be a positive number of frames per second")
-        result = await self._request(
+
+        def register(result: Any) -> Subscription:
+            sub = Subscription(self, channel, result["sub"], result["window"])
+            self._subscriptions[sub.sub_id] = sub
+            return sub
+
+        sub: Subscription = await self._request(
             M.Subscribe,
+            on_result=register,
             channel=channel,
             key=key,
             policy=policy,
@@ -395,8 +417,6 @@ class Client:
             max_rate=None if max_rate is None else float(max_rate),
             window=window,
         )
-        sub = Subscription(self, channel, result["sub"], result["window"])
-        self._subscriptions[sub.sub_id] = sub
         return sub
 
     @asynccontextmanager

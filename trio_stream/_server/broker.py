@@ -56,6 +56,7 @@ class SessionPort(Protocol):
     def ack(self, pub: Publisher) -> None: ...
     def readers_changed(self, pub: Publisher, readers: int) -> None: ...
     def subscription_ended(self, sub: Subscription, error: Exception | None) -> None: ...
+    def finish(self, sub: Subscription) -> bytes: ...
     def publisher_ended(self, pub: Publisher, error: Exception) -> None: ...
 
 
@@ -115,6 +116,7 @@ class Subscription:
         self._inflight: deque[int] = deque()
         self.active = False  # in its session's send rotation
         self.closed = False
+        self.ending = False  # channel ended: send what is buffered, then the end
         self.parked: deque[_Parked] = deque()  # frames waiting for room here (block only)
         self.seen = 0  # frames of the channel offered since subscribing (for every=N)
         self.latest: SharedFrame | None = None  # newest frame held back by max_rate
@@ -326,7 +328,9 @@ class Broker:
             return
         del self.channels[channel.name]
         for sub in list(channel.subscriptions):
-            self.unsubscribe(sub)
+            # Detach but keep its buffer: the reader still gets what was published before
+            # the end, then a clean end of its iteration (see Session.subscription_ended).
+            self._detach(sub)
             sub.session.subscription_ended(sub, None)
         for pub in list(channel.publishers):
             channel.publishers.remove(pub)
@@ -401,17 +405,22 @@ class Broker:
         self._readers_changed(channel)
 
     def unsubscribe(self, sub: Subscription) -> None:
+        """The reader is gone: detach it and free its buffer."""
         if sub.closed:
             return
         sub.closed = True
-        channel = sub.channel
-        if sub in channel.subscriptions:
-            channel.subscriptions.remove(sub)
+        self._detach(sub)
         for old in sub.buffer.clear():
             sub.session.buffered_bytes -= old.nbytes
+
+    def _detach(self, sub: Subscription) -> None:
+        """No new frames for this reader; it holds no writer back any more."""
+        channel = sub.channel
         sub.latest = None
         sub.drop_parked()
-        self._readers_changed(channel)
+        if sub in channel.subscriptions:
+            channel.subscriptions.remove(sub)
+            self._readers_changed(channel)
 
     def _readers_changed(self, channel: Channel) -> None:
         for pub in channel.publishers:

@@ -60,9 +60,12 @@ class DeficitRoundRobin:
                 sub.deficit -= frame.nbytes
                 taken += frame.nbytes
                 frames += 1
-            if sub.ready():
+            if sub.ending and not len(sub.buffer):
+                # After its last frame, in the same write: the end of the subscription.
+                pieces.append(sub.session.finish(sub))
+            elif sub.ready():
                 turns.append(sub)
-            else:
-                sub.active = False
-                sub.deficit = 0
+                continue
+            sub.active = False
+            sub.deficit = 0
         return frames, taken

@@ -104,14 +104,26 @@ class Session:
         self.send_control(M.Readers(pub=pub.pub_id, readers=readers))
 
     def subscription_ended(self, sub: Subscription, error: Exception | None) -> None:
-        self.subscriptions.pop(sub.sub_id, None)
+        """The channel ended (error None) or the server ended the subscription (error)."""
         self._rate_limited.discard(sub)
+        if error is None and len(sub.buffer):
+            sub.ending = True  # the scheduler sends the end right after the last frame
+            if not sub.active and sub.ready():
+                self.activate(sub)
+            return
+        self.state.broker.unsubscribe(sub)
+        self._control.append(self.finish(sub, error))
+        self._wake.set()
+
+    def finish(self, sub: Subscription, error: Exception | None = None) -> bytes:
+        """Forget ``sub`` and return its SubEnd frame."""
+        self.subscriptions.pop(sub.sub_id, None)
+        sub.closed = True
         if error is None:
-            self.send_control(M.SubEnd(sub=sub.sub_id, reason="the channel ended"))
-        else:
-            self.send_control(
-                M.SubEnd(sub=sub.sub_id, reason=str(error), error=type(error).__name__)
-            )
+            return control_frame(M.SubEnd(sub=sub.sub_id, reason="the channel ended"))
+        return control_frame(
+            M.SubEnd(sub=sub.sub_id, reason=str(error), error=type(error).__name__)
+        )
 
     def publisher_ended(self, pub: Publisher, error: Exception) -> None:
         self.publishers.pop(pub.pub_id, None)

@@ -1,0 +1,150 @@
+"""Bad input costs only the connection that sent it, with a reason; everyone else carries on."""
+
+from __future__ import annotations
+
+import struct
+
+import cbor2
+import pytest
+import trio
+
+import trio_stream as ts
+from trio_stream._protocol import messages as M
+from trio_stream._protocol.framing import FrameDecoder, frame_prefix
+from trio_stream._protocol.limits import PROTOCOL_VERSION
+
+
+def control(message: M.Message) -> bytes:
+    body = M.encode_message(message)
+    return frame_prefix(len(body)) + body
+
+
+async def raw_session(server: ts.Server) -> trio.SocketStream:
+    """A hand-made client that has completed the handshake."""
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(control(M.Hello(v=PROTOCOL_VERSION, name=None)))
+    welcome = await read_messages(stream, until=M.Welcome)
+    assert isinstance(welcome[-1], M.Welcome)
+    return stream
+
+
+async def read_messages(
+    stream: trio.SocketStream, until: type[M.Message] | None = None
+) -> list[M.Message]:
+    """CONTROL messages until ``until`` arrives or the server closes the connection."""
+    decoder = FrameDecoder(max_frame_bytes=2**20)
+    out: list[M.Message] = []
+    with trio.fail_after(60):  # longer than the server's handshake timeout
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return out
+            decoder.receive_data(data)
+            for frame in decoder.frames():
+                if frame[0] == 0x01:
+                    out.append(M.decode_message(frame))
+                    if until is not None and isinstance(out[-1], until):
+                        return out
+
+
+def framed(body: bytes) -> bytes:
+    return frame_prefix(len(body)) + body
+
+
+BAD_FRAMES = {
+    "unknown frame type": framed(b"\x09ab"),
+    "DATA from a client": framed(b"\x03" + b"\x00" * 29),
+    "garbage CBOR": framed(b"\x01\xff\xff\xff"),
+    "CBOR with trailing bytes": framed(b"\x01" + cbor2.dumps({"op": "ping"}) + b"\x00"),
+    "unknown op": framed(b"\x01" + cbor2.dumps({"op": "nuke"})),
+    "truncated PUBLISH": framed(b"\x02\x00\x00"),
+    "PUBLISH to a publisher never opened": framed(struct.pack(">BId", 2, 7, 0.0) + b"\xf6"),
+    "oversize declared length": struct.pack(">I", 2**31),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_FRAMES), ids=list(BAD_FRAMES))
+async def test_bad_frame_closes_only_that_connection_with_a_reason(
+    server: ts.Server, bad: str
+) -> None:
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="good") as good:
+        await good.create_channel("c")
+        async with good.subscribe("c") as sub, good.publisher("c") as pub:
+            stream = await raw_session(server)
+            await stream.send_all(BAD_FRAMES[bad])
+            messages = await read_messages(stream)  # until the server closes it
+            goodbye = [m for m in messages if isinstance(m, M.Goodbye)]
+            assert goodbye, messages
+            assert "Error" in goodbye[0].reason or "Large" in goodbye[0].reason
+            await stream.aclose()
+            # The other client never noticed.
+            await pub.wait_for_readers()
+            assert await pub.send("still here")
+            with trio.fail_after(10):
+                assert (await sub.receive()).data == "still here"
+
+
+async def test_oversize_frame_is_refused_without_reading_its_body(server: ts.Server) -> None:
+    stream = await raw_session(server)
+    # Declare 1 GiB and send nothing more: the server must answer at once, not wait for it.
+    await stream.send_all(struct.pack(">I", 2**30))
+    messages = await read_messages(stream)
+    assert any(isinstance(m, M.Goodbye) and "FrameTooLarge" in m.reason for m in messages)
+
+
+async def test_handshake_must_come_first_and_in_time(
+    server: ts.Server, autojump_clock: trio.testing.MockClock
+) -> None:
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    silent = await trio.open_tcp_stream("127.0.0.1", port)
+    messages = await read_messages(silent)  # autojump: the handshake timeout passes
+    assert any(isinstance(m, M.Error) and "handshake" in m.message for m in messages)
+
+    rude = await trio.open_tcp_stream("127.0.0.1", port)
+    await rude.send_all(control(M.Ping(data=1)))
+    messages = await read_messages(rude)
+    assert any(isinstance(m, M.Error) and "hello" in m.message for m in messages)
+
+
+async def test_wrong_protocol_version_is_refused_clearly(server: ts.Server) -> None:
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(control(M.Hello(v=99)))
+    messages = await read_messages(stream)
+    assert any(isinstance(m, M.Error) and "upgrade" in m.message for m in messages)
+
+
+async def test_client_names_are_unique(url: str) -> None:
+    async with ts.open_client(url, name="daq"):
+        with pytest.raises(ts.NameInUse, match="pick another name"):
+            async with ts.open_client(url, name="daq"):
+                pass
+
+
+async def test_unreachable_server_is_a_clear_connection_error() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()
+    with pytest.raises(ts.ConnectionClosed, match="cannot connect"):
+        async with ts.open_client(f"tcp://127.0.0.1:{port}"):
+            pass
+    with pytest.raises(ts.InvalidArgument, match="use tcp://host:port"):
+        async with ts.open_client("http://example"):
+            pass
+
+
+async def test_server_shutdown_tells_clients_why(nursery: trio.Nursery) -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as client:
+        await client.create_channel("c")
+        async with client.subscribe("c") as sub:
+            await server.aclose()
+            with pytest.raises(ts.ConnectionClosed, match="shutting down"), trio.fail_after(10):
+                await sub.receive()

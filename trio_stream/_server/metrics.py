@@ -1,0 +1,98 @@
+"""The server's counters in the Prometheus text exposition format (served at /metrics).
+
+Per-channel series cover public channels only (the system channels are public): a private
+channel's name must not leak to whoever can reach the HTTP port. The server-wide totals
+include every channel, as ``$stats`` does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Final
+
+from .broker import Channel
+from .state import ServerState
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX: Final = "trio_stream_"
+
+
+def render_metrics(state: ServerState) -> str:
+    broker = state.broker
+    channels = [c for c in broker.channels.values() if c.public]
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, value: float) -> None:
+        lines.extend(_header(name, kind, help_text))
+        lines.append(f"{PREFIX}{name} {_number(value)}")
+
+    metric("connections", "gauge", "Connected clients.", len(state.sessions))
+    metric("channels", "gauge", "Public channels, system channels included.", len(channels))
+    metric("frames_in_total", "counter", "Frames published by writers.", broker.frames_in)
+    metric("bytes_in_total", "counter", "Payload bytes published by writers.", broker.bytes_in)
+    metric("frames_out_total", "counter", "DATA frames sent to readers.", state.frames_out)
+    metric("bytes_out_total", "counter", "DATA bytes sent to readers.", state.bytes_out)
+    metric(
+        "frames_lost_total",
+        "counter",
+        "Frames readers lost to their buffer policy.",
+        sum(c.lost for c in broker.channels.values()),
+    )
+    metric(
+        "buffered_bytes",
+        "gauge",
+        "Bytes waiting in the server's subscription buffers.",
+        sum(s.buffered_bytes for s in state.sessions.values()),
+    )
+    metric(
+        "uptime_seconds", "gauge", "Seconds since the server started.", time.time() - state.started
+    )
+
+    per_channel = (
+        ("channel_readers", "gauge", "Readers subscribed to the channel.", _readers),
+        ("channel_writers", "gauge", "Open publishers of the channel.", _writers),
+        ("channel_frames_total", "counter", "Frames published to the channel.", _frames),
+        ("channel_bytes_total", "counter", "Payload bytes published to the channel.", _bytes),
+        ("channel_lost_total", "counter", "Frames the channel's readers lost.", _lost),
+    )
+    for name, kind, help_text, value_of in per_channel:
+        lines.extend(_header(name, kind, help_text))
+        lines.extend(
+            f'{PREFIX}{name}{{channel="{escape_label(c.name)}"}} {_number(value_of(c))}'
+            for c in channels
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _readers(channel: Channel) -> int:
+    return channel.readers
+
+
+def _writers(channel: Channel) -> int:
+    return len(channel.publishers)
+
+
+def _frames(channel: Channel) -> int:
+    return channel.seq
+
+
+def _bytes(channel: Channel) -> int:
+    return channel.bytes_in
+
+
+def _lost(channel: Channel) -> int:
+    return channel.lost
+
+
+def _header(name: str, kind: str, help_text: str) -> Iterable[str]:
+    return (f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}")
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def escape_label(value: str) -> str:
+    """A label value as the text format wants it: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
