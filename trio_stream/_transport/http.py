@@ -1,0 +1,329 @@
+"""The HTTP port: the dashboard's files, /metrics, and WebSocket upgrades at /ws, on one port.
+
+Each connection's request head is read with h11, under a size limit and the handshake
+timeout, whatever it turns out to be. A WebSocket upgrade at /ws (from an allowed origin) is
+then handed to trio-websocket: h11 has consumed the head from the socket, so the stream given
+to trio-websocket replays it first (see ``ReplayStream``) and wsproto performs the handshake
+as if it had read the socket itself. Anything else is answered here with h11, keep-alive
+included.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Final
+
+import h11
+import trio
+import trio_websocket
+
+from .._server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .._server.metrics import render_metrics
+from .._server.session import Session
+from .origin import origin_allowed
+from .replay import ReplayStream
+from .tcp import _remote_of
+from .web_files import find_web_file
+from .websocket import (
+    MESSAGE_QUEUE_SIZE,
+    RECEIVE_BUFFER_BYTES,
+    WebSocketTransport,
+    max_message_bytes,
+)
+
+if TYPE_CHECKING:
+    from .._server.serve import Server
+
+log = logging.getLogger(__name__)
+
+WS_PATH: Final = "/ws"
+METRICS_PATH: Final = "/metrics"
+MAX_REQUEST_HEAD_BYTES: Final = 16 * 1024
+RECEIVE_BYTES: Final = 16 * 1024
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self' ws: wss:; img-src 'self' data:"
+)
+SECURITY_HEADERS: Final = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+# The dashboard's files change with the package: browsers keep them but revalidate each time
+# (a 304 against the ETag costs a round trip and no body).
+CACHE_CONTROL: Final = "no-cache"
+TEXT: Final = "text/plain; charset=utf-8"
+
+
+async def start_http(server: Server, nursery: trio.Nursery) -> tuple[str, str]:
+    """Listen on ``config.host:config.http_port`` and serve in ``nursery``.
+
+    Returns:
+        The dashboard's URL and the WebSocket URL, e.g. ("http://h:p/", "ws://h:p/ws").
+    """
+    config = server.config
+    listeners = await trio.open_tcp_listeners(config.http_port or 0, host=config.host)
+    port = listeners[0].socket.getsockname()[1]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    secure = config.ssl_context is not None
+    site = HttpSite(server)
+    nursery.start_soon(site.accept, listeners, nursery)
+    http, ws = ("https", "wss") if secure else ("http", "ws")
+    return f"{http}://{host}:{port}/", f"{ws}://{host}:{port}{WS_PATH}"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    content_type: str = TEXT
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    close: bool = False
+
+
+def text_reply(status: int, text: str, *, close: bool = False) -> Reply:
+    return Reply(status, text.encode() + b"\n", close=close)
+
+
+class HttpSite:
+    """What the HTTP port serves, for one server."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.config = server.config
+
+    async def accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
+        # Connections run in the server's nursery: aclose() stops accepting, and WebSocket
+        # sessions still say goodbye.
+        with self.server.accept_scope():
+            await trio.serve_listeners(self.handle, listeners, handler_nursery=nursery)
+
+    async def handle(self, socket_stream: trio.SocketStream) -> None:
+        stream: trio.abc.Stream = socket_stream
+        if self.config.ssl_context is not None:
+            stream = trio.SSLStream(socket_stream, self.config.ssl_context, server_side=True)
+        try:
+            await HttpConnection(self, stream, _remote_of(socket_stream)).run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer went away (or the TLS handshake failed)
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("HTTP connection from %s failed", _remote_of(socket_stream))
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+    def route(self, request: h11.Request, path: str) -> Reply:
+        """The answer to a request that is not a WebSocket upgrade."""
+        if request.method not in (b"GET", b"HEAD"):
+            reply = text_reply(405, "only GET and HEAD are served here", close=True)
+            reply.headers.append(("Allow", "GET, HEAD"))
+            return reply
+        if path == METRICS_PATH:
+            return self.metrics(request)
+        if path == WS_PATH:
+            reply = text_reply(426, "this is the WebSocket endpoint: connect with ws://")
+            reply.headers.append(("Upgrade", "websocket"))
+            return reply
+        web_file = find_web_file(path)
+        if web_file is None:
+            return text_reply(404, "not found")
+        headers = [("ETag", web_file.etag), ("Cache-Control", CACHE_CONTROL)]
+        if web_file.etag in _header_list(request, b"if-none-match") or "*" in _header_list(
+            request, b"if-none-match"
+        ):
+            return Reply(304, headers=headers, content_type="")
+        return Reply(200, web_file.body, web_file.content_type, headers)
+
+    def metrics(self, request: h11.Request) -> Reply:
+        token = self.config.token
+        if token is not None:
+            # Without the token, /metrics would list the public channels to anyone who can
+            # reach the port; Prometheus sends it with `authorization: {credentials: ...}`.
+            given = _header(request, b"authorization") or b""
+            expected = b"Bearer " + token.encode()
+            if not hmac.compare_digest(given, expected):
+                reply = text_reply(401, "send the server's token: Authorization: Bearer <token>")
+                reply.headers.append(("WWW-Authenticate", 'Bearer realm="trio_stream"'))
+                return reply
+        body = render_metrics(self.server.state).encode()
+        return Reply(200, body, METRICS_CONTENT_TYPE, [("Cache-Control", "no-store")])
+
+
+class HttpConnection:
+    """One HTTP/1.1 connection: requests until it closes, or one WebSocket upgrade."""
+
+    def __init__(self, site: HttpSite, stream: trio.abc.Stream, remote: str) -> None:
+        self.site = site
+        self.stream = stream
+        self.remote = remote
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
+
+    async def run(self) -> None:
+        timeout = self.site.config.handshake_timeout_s
+        while True:
+            # The whole request, head and end, must come within the handshake timeout (which
+            # is also how long an idle keep-alive connection stays open): a slow-loris client
+            # holds a connection for that long at most.
+            try:
+                with trio.fail_after(timeout):
+                    request = await self._receive_request()
+            except trio.TooSlowError:
+                if self.conn.their_state is not h11.IDLE or self.conn.trailing_data[0]:
+                    await self._send_raw_error(408, "the request took too long")
+                return
+            except h11.RemoteProtocolError as exc:
+                await self._send_raw_error(exc.error_status_hint, str(exc))
+                return
+            if request is None:
+                return
+            path = request.target.decode("ascii", "replace").partition("?")[0]
+            if _is_websocket_upgrade(request):
+                await self._upgrade(request, path)
+                return
+            await self._send_reply(request, self.site.route(request, path))
+            if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
+                return
+            self.conn.start_next_cycle()
+
+    async def _receive_request(self) -> h11.Request | None:
+        """The next request, read to its end (no bodies are accepted); None at EOF."""
+        request: h11.Request | None = None
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.stream.receive_some(RECEIVE_BYTES)
+                self.conn.receive_data(bytes(data))  # b"" tells h11 about EOF
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                return request
+            elif isinstance(event, h11.Data):
+                raise h11.RemoteProtocolError("request bodies are not accepted here", 400)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    async def _send_reply(self, request: h11.Request, reply: Reply) -> None:
+        headers: list[tuple[str, str]] = [*SECURITY_HEADERS, *reply.headers]
+        if reply.content_type:
+            headers.append(("Content-Type", reply.content_type))
+        if reply.status != 304:
+            headers.append(("Content-Length", str(len(reply.body))))
+        if reply.close:
+            headers.append(("Connection", "close"))
+        conn = self.conn
+        response = h11.Response(
+            status_code=reply.status, headers=headers, reason=_reason(reply.status)
+        )
+        out = [conn.send(response) or b""]
+        if reply.body and request.method != b"HEAD":
+            out.append(conn.send(h11.Data(data=reply.body)) or b"")
+        out.append(conn.send(h11.EndOfMessage()) or b"")
+        await self.stream.send_all(b"".join(out))
+
+    async def _send_raw_error(self, status: int, message: str) -> None:
+        """Answer a request h11 could not parse (it will not send for a request it never saw)."""
+        body = message.encode() + b"\n"
+        head = [
+            f"HTTP/1.1 {status} {_reason(status)}",
+            *(f"{name}: {value}" for name, value in SECURITY_HEADERS),
+            f"Content-Type: {TEXT}",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+        ]
+        with trio.move_on_after(1.0):
+            await self.stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+    # -- WebSocket ---------------------------------------------------------------------------
+    async def _upgrade(self, request: h11.Request, path: str) -> None:
+        refusal = self._check_upgrade(request, path)
+        if refusal is not None:
+            refusal.close = True
+            await self._send_reply(request, refusal)
+            return
+        data, _closed = self.conn.trailing_data
+        stream = ReplayStream(self.stream, _request_head(request) + data)
+        server = self.site.server
+        max_frame = server.state.limits.max_frame_bytes
+        async with trio.open_nursery() as nursery:
+            connection: trio_websocket.WebSocketConnection | None = None
+            # The head is already here, so the handshake takes one write; the timeout only
+            # guards against trio-websocket waiting for a request it refused to parse.
+            with trio.move_on_after(self.site.config.handshake_timeout_s):
+                ws_request = await trio_websocket.wrap_server_stream(
+                    nursery,
+                    stream,
+                    message_queue_size=MESSAGE_QUEUE_SIZE,
+                    max_message_size=max_message_bytes(max_frame),
+                    receive_buffer_size=RECEIVE_BUFFER_BYTES,
+                )
+                connection = await ws_request.accept()
+            try:
+                if connection is None:
+                    log.info("%s: the WebSocket handshake did not complete", self.remote)
+                    return
+                transport = WebSocketTransport(connection, max_frame, self.remote)
+                # run_session returns once the session has closed the transport.
+                await server.run_session(Session(server.state, transport))
+            finally:
+                nursery.cancel_scope.cancel()  # trio-websocket's reader task, if still there
+
+    def _check_upgrade(self, request: h11.Request, path: str) -> Reply | None:
+        if path != WS_PATH:
+            return text_reply(404, f"WebSocket connections go to {WS_PATH}")
+        if request.method != b"GET" or _header(request, b"sec-websocket-key") is None:
+            return text_reply(400, "not a valid WebSocket upgrade request")
+        if _header(request, b"sec-websocket-version") != b"13":
+            reply = text_reply(426, "this server speaks WebSocket version 13")
+            reply.headers.append(("Sec-WebSocket-Version", "13"))
+            return reply
+        origin = _header(request, b"origin")
+        host = _header(request, b"host")
+        if not origin_allowed(
+            origin.decode("latin-1") if origin is not None else None,
+            host.decode("latin-1") if host is not None else None,
+            self.site.config.allowed_origins,
+            secure=self.site.config.ssl_context is not None,
+        ):
+            log.warning("%s: WebSocket from origin %r refused", self.remote, origin)
+            return text_reply(403, "this origin may not connect (see ServerConfig.allowed_origins)")
+        return None
+
+
+def _header(request: h11.Request, name: bytes) -> bytes | None:
+    for key, value in request.headers:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _header_list(request: h11.Request, name: bytes) -> list[str]:
+    """The comma-separated values of every ``name`` header."""
+    values: list[str] = []
+    for key, value in request.headers:
+        if key == name:
+            values.extend(v.strip() for v in value.decode("latin-1").split(","))
+    return values
+
+
+def _is_websocket_upgrade(request: h11.Request) -> bool:
+    upgrade = [v.lower() for v in _header_list(request, b"upgrade")]
+    connection = [v.lower() for v in _header_list(request, b"connection")]
+    return "websocket" in upgrade and "upgrade" in connection
+
+
+def _request_head(request: h11.Request) -> bytes:
+    """The request head as bytes again, for wsproto to parse (h11 has consumed the original)."""
+    lines = [request.method + b" " + request.target + b" HTTP/1.1"]
+    lines.extend(name + b": " + value for name, value in request.headers.raw_items())
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

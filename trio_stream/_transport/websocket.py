@@ -1,0 +1,214 @@
+"""WebSocket messages <-> frames, over a trio-websocket connection (client and server side).
+
+A binary WebSocket message carries one or more whole frames, each length-prefixed exactly as
+on TCP (docs/protocol.md section 1). Messages are what costs here: wsproto spends ~20 µs on
+each, whatever its size, against well under a microsecond per frame for our framing. So
+``send`` turns a whole batch of frames (the session's sender hands over everything ready) into
+ONE message, and the receiving side takes a message apart into its frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import trio
+import trio_websocket
+
+from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError
+from .._protocol.bytes_like import BytesLike
+from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder
+from .base import FrameTransport
+from .connect import split_url
+
+log = logging.getLogger(__name__)
+
+# A sender starts a new message once the current one holds this much (a single frame larger
+# than this travels alone). It bounds what a receiver must accept beyond one frame.
+MESSAGE_BATCH_BYTES: Final = 1 * 2**20
+# Socket reads: big enough that a batch arrives in a few reads (trio-websocket reads 4 KiB
+# by default, which costs one wsproto round per 4 KiB).
+RECEIVE_BUFFER_BYTES: Final = 256 * 1024
+# Messages trio-websocket's reader task may queue ahead of us: a little read-ahead overlaps
+# parsing the next message with handling this one, without an unbounded queue.
+MESSAGE_QUEUE_SIZE: Final = 4
+CLOSE_TIMEOUT_S: Final = 2.0  # how long we wait for the peer's answer to our close frame
+CONNECT_TIMEOUT_S: Final = 10.0
+
+# WebSocket close codes (RFC 6455 section 7.4.1).
+CLOSE_NORMAL: Final = 1000
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_UNSUPPORTED_DATA: Final = 1003
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+MAX_CLOSE_REASON_BYTES: Final = 123  # a close frame's payload is at most 125 bytes
+
+
+def max_message_bytes(max_frame_bytes: int) -> int:
+    """The largest message a receiver accepts: one frame at the limit, or a batch."""
+    return max_frame_bytes + PREFIX_BYTES + MESSAGE_BATCH_BYTES
+
+
+class WebSocketTransport:
+    """Frames over a trio-websocket connection (implements FrameTransport)."""
+
+    kind = "ws"
+
+    def __init__(
+        self, connection: trio_websocket.WebSocketConnection, max_frame_bytes: int, remote: str
+    ) -> None:
+        self.connection = connection
+        self.remote = remote
+        self._max_frame_bytes = max_frame_bytes
+        self._close_code = CLOSE_NORMAL
+        self._close_reason: str | None = None
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._max_frame_bytes
+
+    @max_frame_bytes.setter
+    def max_frame_bytes(self, value: int) -> None:
+        # The client learns the server's limit at the handshake. trio-websocket has no public
+        # setter for its message limit; its attribute is read once per incoming message.
+        self._max_frame_bytes = value
+        self.connection._max_message_size = max_message_bytes(value)
+
+    async def receive_frames(self) -> list[bytearray]:
+        try:
+            message = await self.connection.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise ConnectionClosed(describe_close(exc.reason)) from None
+        if isinstance(message, str):
+            self._fail_with(CLOSE_UNSUPPORTED_DATA, "text message")
+            raise ProtocolError("a text WebSocket message: the protocol uses binary messages only")
+        try:
+            return split_message(message, self._max_frame_bytes)
+        except FrameTooLarge as exc:
+            self._fail_with(CLOSE_MESSAGE_TOO_BIG, str(exc))
+            raise
+        except ProtocolError as exc:
+            self._fail_with(CLOSE_PROTOCOL_ERROR, str(exc))
+            raise
+
+    async def send(self, pieces: list[BytesLike]) -> None:
+        # One join is the one copy we pay: trio-websocket wants a single bytes object.
+        data = b"".join(pieces)
+        try:
+            if len(data) <= MESSAGE_BATCH_BYTES:
+                await self.connection.send_message(data)
+                return
+            for start, end in batch_bounds(data, MESSAGE_BATCH_BYTES):
+                await self.connection.send_message(data[start:end])
+        except trio_websocket.ConnectionClosed as exc:
+            raise ConnectionClosed(describe_close(exc.reason)) from None
+
+    async def aclose(self) -> None:
+        # trio-websocket waits for the peer's close frame without a time limit; a peer that
+        # never answers must not keep us (callers close inside a shielded scope).
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            await self.connection.aclose(self._close_code, self._close_reason)
+
+    def _fail_with(self, code: int, reason: str) -> None:
+        """Remember why we are about to close, for the close frame."""
+        self._close_code = code
+        encoded = reason.encode()[:MAX_CLOSE_REASON_BYTES]
+        self._close_reason = encoded.decode(errors="ignore")
+
+
+def split_message(message: bytes, max_frame_bytes: int) -> list[bytearray]:
+    """The frames of one binary message, which must hold one or more whole frames.
+
+    Raises:
+        FrameTooLarge: a frame's declared length exceeds ``max_frame_bytes``.
+        ProtocolError: an empty message, an empty frame, or a frame cut at the message's end.
+    """
+    decoder = FrameDecoder(max_frame_bytes)
+    decoder.receive_data(message)
+    frames = decoder.frames()
+    used = sum(len(frame) for frame in frames) + PREFIX_BYTES * len(frames)
+    if used != len(message):
+        raise ProtocolError(
+            "a frame spans two WebSocket messages: each binary message must carry whole frames"
+        )
+    if not frames:
+        raise ProtocolError("an empty WebSocket message: each must carry at least one frame")
+    return frames
+
+
+def batch_bounds(data: bytes, limit: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of messages of whole frames of ``data``, each of at most ``limit`` bytes
+    unless a single frame is larger."""
+    start = pos = 0
+    end = len(data)
+    while pos < end:
+        (length,) = LENGTH_PREFIX.unpack_from(data, pos)
+        frame_end = pos + PREFIX_BYTES + length
+        if frame_end - start > limit and pos > start:
+            yield start, pos
+            start = pos
+        pos = frame_end
+    if start < end:
+        yield start, end
+
+
+def describe_close(reason: trio_websocket.CloseReason | None) -> str:
+    if reason is None:
+        return "the WebSocket connection is closed"
+    text = f"the WebSocket connection closed ({reason.code} {reason.name}"
+    return text + (f": {reason.reason})" if reason.reason else ")")
+
+
+@asynccontextmanager
+async def connect_websocket(
+    url: str, *, max_frame_bytes: int, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[FrameTransport]:
+    """Open a WebSocket to a server (``ws://host:port/ws`` or ``wss://...``).
+
+    Raises:
+        ConnectionClosed: the server cannot be reached or refused the upgrade.
+    """
+    scheme, host, port, path = split_url(url)
+    use_ssl: bool | ssl.SSLContext = False
+    if scheme == "wss":
+        use_ssl = ssl_context or ssl.create_default_context()
+    opened = False
+    try:
+        async with trio_websocket.open_websocket(
+            host,
+            port,
+            path,
+            use_ssl=use_ssl,
+            message_queue_size=MESSAGE_QUEUE_SIZE,
+            max_message_size=max_message_bytes(max_frame_bytes),
+            receive_buffer_size=RECEIVE_BUFFER_BYTES,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            disconnect_timeout=CLOSE_TIMEOUT_S,
+        ) as connection:
+            opened = True
+            transport = WebSocketTransport(connection, max_frame_bytes, f"{host}:{port}")
+            try:
+                yield transport
+            finally:
+                with trio.CancelScope(shield=True):
+                    await transport.aclose()
+    except trio_websocket.HandshakeError as exc:
+        if opened:
+            # Only the closing handshake can fail after opening: our aclose() above has
+            # closed the socket already, and the caller's block is over.
+            log.debug("closing %s: %r", url, exc)
+            return
+        raise ConnectionClosed(f"cannot connect to {url}: {describe_handshake_error(exc)}") from exc
+
+
+def describe_handshake_error(exc: trio_websocket.HandshakeError) -> str:
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        body = (exc.body or b"").decode(errors="replace").strip()
+        hint = f" ({body})" if body else ""
+        return f"the server refused the WebSocket upgrade with HTTP {exc.status_code}{hint}"
+    if isinstance(exc, trio_websocket.ConnectionTimeout):
+        return f"no WebSocket handshake within {CONNECT_TIMEOUT_S:g} s"
+    cause = exc.__cause__
+    return str(cause) if cause is not None else repr(exc)
