@@ -646,6 +646,9 @@ class Subscription:
             ConnectionClosed: the connection is gone.
             LimitExceeded: the server ended this subscription at a memory limit.
         """
+        # Cancellation is honoured only *before* a message is taken: a message taken and then
+        # lost to a cancel or a timeout (move_on_after around receive) would be gone for good.
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
                 message = self.receive_nowait()
@@ -653,10 +656,8 @@ class Subscription:
                 self._arrived = trio.Event()
                 await self._arrived.wait()
                 continue
-            if self.received % YIELD_EVERY_MESSAGES:
-                await trio.lowlevel.checkpoint_if_cancelled()
-            else:
-                await trio.lowlevel.checkpoint()
+            if not self.received % YIELD_EVERY_MESSAGES:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return message
 
     def __aiter__(self) -> Subscription:
