@@ -190,6 +190,20 @@ def _pieces_of(value: Any, out: list[BytesLike]) -> None:
         out.append(_dumps(value))
 
 
+class EncodedPayload:
+    """A payload that :func:`encode_payload` produced already: it is sent as it is.
+
+    It lets a value be encoded where it is produced and sent later: the synchronous client
+    encodes in the caller's thread, so that a buffer the caller reuses for the next value
+    cannot change a frame still waiting in its queue.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 def encode_payload(value: Any) -> list[BytesLike]:
     """Encode one value as CBOR pieces whose concatenation is the payload.
 
@@ -199,6 +213,8 @@ def encode_payload(value: Any) -> list[BytesLike]:
     """
     if type(value) is np.ndarray:
         return _array_pieces(value)
+    if type(value) is EncodedPayload:
+        return [value.data]
     if isinstance(value, dict | list | tuple) and _has_large_array(value):
         out: list[BytesLike] = []
         _pieces_of(value, out)

@@ -229,6 +229,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return type(value) in (float, int)
     if hint is str:
         return type(value) is str
+    if hint is bytes:  # payloads nested in control messages (RPC arguments and results)
+        return type(value) is bytes
     if origin is dict or hint is dict:
         return isinstance(value, dict)
     if origin is list or hint is list:
