@@ -9,12 +9,12 @@ import trio
 
 import trio_stream as ts
 
-TRANSPORTS = ["tcp"]
+TRANSPORTS = ["tcp", "ws"]
 
 
 @pytest.fixture
 async def server(nursery: trio.Nursery) -> AsyncIterator[ts.Server]:
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
     server: ts.Server = await nursery.start(ts.serve, config)
     yield server
     await server.aclose()
