@@ -17,7 +17,7 @@ from benchmarks.jobs import (
     SubscriptionResult,
     Timing,
 )
-from benchmarks.payload import PayloadFactory, read_header
+from benchmarks.payload import PayloadFactory, mismatch, read_header
 
 # A flood publisher also stops after this many frames: a bound on every loop even if the
 # clock misbehaves (2 GHz of small frames for a few seconds would not reach it).
@@ -45,6 +45,8 @@ class PublishPlan:
         self._sent = 0
         self._sent_in_window = 0
         self._last_in_window = False
+        self._due_ns = 0
+        self._done = False
         self._notes: list[str] = []
 
     @property
@@ -53,19 +55,23 @@ class PublishPlan:
 
     def next_due_ns(self) -> int | None:
         """0: send now; > 0: send at that monotonic time; None: done."""
-        if self._seq >= MAX_FRAMES:
+        if self._seq >= MAX_FRAMES or self._done:
             return None
+        timing = self._timing
         if self.paced:
-            due = self._timing.go_ns + self._seq * self._period_ns
-            return due if due < self._timing.end_ns else None
+            # After the last slot of the window, one more frame exactly at its end: the
+            # "last" marker, outside the window. A latency reader stops when it arrives,
+            # so it never leaves while the window's flood is still being published.
+            self._due_ns = min(timing.go_ns + self._seq * self._period_ns, timing.end_ns)
+            return self._due_ns
         if self._seq == 0:
-            return self._timing.go_ns
-        return 0 if time.monotonic_ns() < self._timing.end_ns else None
+            return timing.go_ns
+        return 0 if time.monotonic_ns() < timing.end_ns else None
 
     def make(self) -> object:
         now = time.monotonic_ns()
-        next_due = self._timing.go_ns + (self._seq + 1) * self._period_ns
-        last = self.paced and next_due >= self._timing.end_ns
+        last = self.paced and self._due_ns >= self._timing.end_ns
+        self._done = last
         value = self._factory.make(now, self._seq, last)
         self._seq += 1
         self._sent += 1
@@ -77,7 +83,8 @@ class PublishPlan:
         """The system refused the frame made last: it must not count as sent."""
         self._sent -= 1
         self._sent_in_window -= self._last_in_window
-        if why not in self._notes:
+        # Refusals after the window (readers leaving as the case ends) are expected.
+        if self._last_in_window and why not in self._notes:
             self._notes.append(why)
 
     def note(self, text: str) -> None:
@@ -97,7 +104,9 @@ class ReaderSink:
 
     def __init__(self, job: ReadJob, timing: Timing) -> None:
         self._timing = timing
+        self._payload = job.payload
         self._measures = [s.measure for s in job.subscriptions]
+        self._checked = [False for _ in job.subscriptions]
         self._results = [SubscriptionResult() for _ in job.subscriptions]
         self._awaiting_last = self._measures.count(Measure.LATENCY)
         self._notes: list[str] = []
@@ -108,6 +117,10 @@ class ReaderSink:
         now = time.monotonic_ns()
         timing = self._timing
         result = self._results[index]
+        if not self._checked[index]:
+            self._checked[index] = True
+            if problem := mismatch(self._payload, value):
+                self.note(problem)
         if self._measures[index] is Measure.THROUGHPUT:
             if timing.start_ns <= now < timing.end_ns:
                 result.in_window += 1

@@ -104,3 +104,26 @@ def read_header(value: object) -> Header:
     if isinstance(value, list | tuple) and len(value) >= 3:
         return Header(int(value[0]), int(value[1]), bool(value[2]))
     raise TypeError(f"not a small frame: {type(value).__name__}")
+
+
+def mismatch(spec: PayloadSpec, value: object) -> str | None:
+    """Why a received value is not what the publisher sent (None: it is).
+
+    Readers check the first frame of each subscription, so that a system (or an adapter)
+    that hands back something else cannot produce a figure silently.
+    """
+    if spec.kind is PayloadKind.SMALL:
+        try:
+            read_header(value)
+        except (TypeError, struct.error) as exc:
+            return f"unexpected small frame: {exc}"
+        return None
+    if spec.raw:
+        ok = isinstance(value, bytes | bytearray | memoryview) and len(value) == ARRAY_BYTES
+    else:
+        ok = (
+            isinstance(value, np.ndarray)
+            and value.dtype == np.float64
+            and value.nbytes == ARRAY_BYTES
+        )
+    return None if ok else f"unexpected array frame: {type(value).__name__}"

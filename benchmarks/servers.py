@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,11 +48,18 @@ def free_port() -> int:
 
 
 def log_tail(path: Path) -> str:
+    """The end of a server's log; printed to stderr, and its last line returned for notes."""
     try:
-        data = path.read_bytes()[-LOG_TAIL_BYTES:]
+        text = path.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace").strip()
     except OSError:
         return "(no log)"
-    return data.decode(errors="replace").strip() or "(empty log)"
+    if not text:
+        return "(empty log)"
+    print(f"  ! {path.name}:\n    " + text.replace("\n", "\n    "), file=sys.stderr)
+    # The last error line says more than a traceback's closing "+----" of an exception group.
+    lines = [line.strip(" |+-") for line in text.splitlines()]
+    errors = [line for line in lines if "Error" in line or "Exception" in line or "error" in line]
+    return (errors or [line for line in lines if line] or ["?"])[-1]
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -104,7 +112,9 @@ def running_server(system: System, workdir: Path) -> Iterator[RunningServer]:
         except ServerError as exc:
             _stop(process)
             error = exc
-            continue
+            if "address already in use" in log_path.read_text(errors="replace").lower():
+                continue  # lost the race for the port: try another one
+            raise
         try:
             yield RunningServer(system.url(port), process, log_path)
         finally:
