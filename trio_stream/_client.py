@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
@@ -39,6 +39,9 @@ from ._records import ChannelInfo, ClientInfo, Message, ServerStats
 from ._transport.base import FrameTransport
 from ._transport.connect import connect
 from ._util import unwrap_single_exception
+
+if TYPE_CHECKING:
+    from ._rpc import RpcProxy
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,9 @@ class Client:
             M.Goodbye: self._on_goodbye,
             M.Pong: lambda msg: None,
         }
+        from ._rpc import RpcEndpoint  # here, not at the top: _rpc imports this module
+
+        self._rpc = RpcEndpoint(self)
 
     # -- connection ----------------------------------------------------------------------------
     async def _handshake(self, name: str | None, token: str | None) -> None:
@@ -342,6 +348,39 @@ class Client:
 
     async def stats(self) -> ServerStats:
         return ServerStats.from_wire(await self._request(M.GetStats))
+
+    # -- RPC (trio_stream/_rpc.py) ---------------------------------------------------------------
+    def expose(self, obj: object, name: str | None = None, *, thread: bool = False) -> list[str]:
+        """Let other clients call ``obj``'s ``rpc_*`` methods (without the prefix).
+
+        Methods may be sync or async; each call runs in its own task. Sync methods run in the
+        trio thread and should be quick; with ``thread=True`` they run in a worker thread, one
+        call at a time for this object. Exposing again replaces methods of the same name.
+
+        Args:
+            name: expose as a sub-service: ``rpc_move`` becomes ``"name.move"``.
+
+        Returns:
+            The names exposed.
+
+        Raises:
+            InvalidArgument: ``obj`` has no ``rpc_*`` methods, or ``name`` is not dotted
+                identifiers.
+        """
+        return self._rpc.expose(obj, name, thread=thread)
+
+    # `timeout` (not a cancel scope) is the contract: the proxy keeps it as its calls' default.
+    async def rpc(self, provider: str, *, timeout: float | None = 5.0) -> RpcProxy:  # noqa: ASYNC109
+        """A proxy for the methods that the client named ``provider`` exposes.
+
+        Args:
+            timeout: seconds for this look-up and, by default, for each call (None: no limit).
+
+        Raises:
+            RpcError: no such client connected, or it exposes no methods.
+            RpcTimeout: the provider did not answer in time.
+        """
+        return await self._rpc.proxy(provider, timeout)
 
     # -- writing -------------------------------------------------------------------------------
     async def open_publisher(self, channel: str, *, key: str | None = None) -> Publisher:

@@ -83,6 +83,7 @@ class Session:
             M.ListChannels: self._list_channels,
             M.ListClients: self._list_clients,
             M.GetStats: self._stats,
+            **state.rpc.handlers(self),
         }
 
     # -- SessionPort (called by the broker) --------------------------------------------------
@@ -233,6 +234,7 @@ class Session:
         for pub in list(self.publishers.values()):
             broker.close_publisher(pub)
         self.publishers.clear()
+        self.state.rpc.session_closed(self)
         for channel in list(broker.owned_by(self.client_id)):
             if not channel.keep:
                 broker.delete_channel(channel, f"channel {channel.name!r} ended with its owner")
@@ -285,8 +287,11 @@ class Session:
             self._peer_left()
             return
         handler = self._handlers.get(type(message))
-        if handler is None or not isinstance(message, M.Request):
-            raise ProtocolError(f"{message.OP} is not a request a client may send")
+        if handler is None:
+            raise ProtocolError(f"{message.OP} is not a message a client may send")
+        if not isinstance(message, M.Request):
+            handler(message)  # a notification (RPC): its handler answers later, if at all
+            return
         try:
             result = handler(message)
         except (TrioStreamError, ValueError) as exc:

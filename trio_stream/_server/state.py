@@ -13,6 +13,7 @@ from .._exceptions import NameInUse
 from .._protocol.codec import encode_payload
 from .._protocol.limits import Limits
 from .broker import Broker, Channel
+from .rpc import Router
 
 SYSTEM_CHANNELS = ("$clients", "$channels", "$stats")
 
@@ -27,6 +28,7 @@ class ServerState:
         self.broker = Broker(on_event=self._channel_event)
         self.sessions: dict[int, Session] = {}
         self.by_name: dict[str, Session] = {}
+        self.rpc = Router(self.by_name.get)
         self.started = time.time()
         self.closing = False
         self._next_client_id = 1

@@ -1,0 +1,527 @@
+"""RPC on the client: exposing methods (the provider side) and calling them (proxies).
+
+A provider runs each invocation in its own task in the client's nursery, so many calls run at
+once and a slow one never holds up streaming on the same connection. Async methods run in that
+task. Sync methods run right there too, in the trio thread: they are expected to be quick (read
+a cached value, set a parameter). A sync method that blocks (serial I/O, ``time.sleep``) must be
+exposed with ``thread=True``: it then runs in a worker thread, one call at a time per exposed
+object, the way one instrument handles one command at a time.
+
+A caller builds a proxy from the provider's method descriptions (names, parameters, docstrings),
+so arguments are checked against the real signature before anything is sent, and ``help()``
+and tab completion show the remote methods. Cancelling a call (a cancel scope, a timeout) sends
+``cancel``; the server aborts the provider's task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from ._exceptions import (
+    ConnectionClosed,
+    FrameTooLarge,
+    InvalidArgument,
+    LimitExceeded,
+    ProtocolError,
+    RemoteError,
+    RpcError,
+    RpcTimeout,
+)
+from ._protocol import messages as M
+from ._protocol import rpc_messages as R
+from ._protocol.codec import decode_payload, encode_payload
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "rpc_"
+DEFAULT_TIMEOUT_S: Final = 5.0
+# Room for the rest of a call message around its arguments (op, ids, names), in bytes.
+CALL_OVERHEAD_BYTES: Final = 1024
+
+_KINDS: Final[dict[str, inspect._ParameterKind]] = {
+    "positional_only": inspect.Parameter.POSITIONAL_ONLY,
+    "positional_or_keyword": inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    "var_positional": inspect.Parameter.VAR_POSITIONAL,
+    "keyword_only": inspect.Parameter.KEYWORD_ONLY,
+    "var_keyword": inspect.Parameter.VAR_KEYWORD,
+}
+
+
+# -- descriptions --------------------------------------------------------------------------------
+class _Text:
+    """Annotation or default text from a remote description: shown as it is, never evaluated."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _annotation_text(annotation: Any) -> str | None:
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):  # `from __future__ import annotations`
+        return annotation
+    return inspect.formatannotation(annotation)
+
+
+def describe(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
+    """The wire description of one exposed method (docs/protocol.md section 6)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: accept anything
+        signature = inspect.Signature(
+            [
+                inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+                inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+            ]
+        )
+    params = [
+        {
+            "name": p.name,
+            "kind": p.kind.name.lower(),
+            "default": None if p.default is p.empty else _short_repr(p.default),
+            "annotation": _annotation_text(p.annotation),
+        }
+        for p in signature.parameters.values()
+    ]
+    return {
+        "name": name,
+        "params": params,
+        "returns": _annotation_text(signature.return_annotation),
+        "doc": inspect.getdoc(fn),
+        "async": _is_async(fn),
+    }
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with an async __call__
+    )
+
+
+def signature_of(description: dict[str, Any]) -> inspect.Signature:
+    """Rebuild a signature from a description, for checking arguments and for ``help()``.
+
+    Raises:
+        ValueError: the description is malformed.
+    """
+    params = []
+    for p in description.get("params", ()):
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise ValueError("every parameter needs a name")
+        kind = _KINDS.get(p.get("kind"))  # type: ignore[arg-type]
+        if kind is None:
+            raise ValueError(f"unknown parameter kind {p.get('kind')!r}")
+        default, annotation = p.get("default"), p.get("annotation")
+        params.append(
+            inspect.Parameter(
+                p["name"],
+                kind,
+                default=inspect.Parameter.empty if default is None else _Text(str(default)),
+                annotation=inspect.Parameter.empty if annotation is None else _Text(annotation),
+            )
+        )
+    returns = description.get("returns")
+    return inspect.Signature(
+        params,
+        return_annotation=inspect.Signature.empty if returns is None else _Text(str(returns)),
+    )
+
+
+def _encode(value: Any) -> bytes:
+    return b"".join(encode_payload(value))
+
+
+def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    return _encode([list(args), kwargs])
+
+
+def decode_args(data: bytes) -> tuple[list[Any], dict[str, Any]]:
+    value = decode_payload(data)
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], list)
+        or not isinstance(value[1], dict)
+        or not all(isinstance(k, str) for k in value[1])
+    ):
+        raise ProtocolError("arguments must be [list, map with text keys]")
+    return value[0], value[1]
+
+
+# -- provider side -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Exposed:
+    fn: Callable[..., Any]
+    description: dict[str, Any]
+    is_async: bool
+    limiter: trio.CapacityLimiter | None  # set: a sync method that runs in a worker thread
+
+    async def run(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if self.is_async:
+            return await self.fn(*args, **kwargs)
+        if self.limiter is not None:
+            return await trio.to_thread.run_sync(
+                partial(self.fn, *args, **kwargs), limiter=self.limiter
+            )
+        value = self.fn(*args, **kwargs)
+        if inspect.isawaitable(value):  # e.g. a partial or a decorator around an async method
+            value = await value
+        return value
+
+
+def _check_service_name(name: str) -> None:
+    parts = name.split(".")
+    if not name or len(name) > R.MAX_METHOD_NAME // 2 or not all(p.isidentifier() for p in parts):
+        raise InvalidArgument(
+            f"service name {name!r}: use identifiers joined by dots, e.g. 'motor' or 'stage.x'"
+        )
+
+
+class RpcEndpoint:
+    """The RPC half of a :class:`Client`: its exposed methods and the calls it makes."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._methods: dict[str, _Exposed] = {}
+        self._running: dict[int, trio.CancelScope] = {}
+        client._handlers.update(
+            {
+                R.Invoke: self._on_invoke,
+                R.Abort: self._on_abort,
+                R.Introspect: self._on_introspect,
+                R.RpcErrorReply: self._on_rpc_error,
+            }
+        )
+
+    @property
+    def running(self) -> int:
+        """Invocations of this client's methods that are running now."""
+        return len(self._running)
+
+    def expose(self, obj: object, name: str | None, *, thread: bool) -> list[str]:
+        if name is not None:
+            _check_service_name(name)
+        prefix = f"{name}." if name else ""
+        found: dict[str, _Exposed] = {}
+        for attr in dir(obj):
+            if not attr.startswith(PREFIX) or len(attr) == len(PREFIX):
+                continue
+            fn = getattr(obj, attr)
+            if not callable(fn):
+                continue
+            method = prefix + attr[len(PREFIX) :]
+            is_async = _is_async(fn)
+            found[method] = _Exposed(
+                fn,
+                describe(method, fn),
+                is_async,
+                None if is_async or not thread else trio.CapacityLimiter(1),
+            )
+        if not found:
+            raise InvalidArgument(
+                f"{type(obj).__name__} has no {PREFIX}* methods: only methods whose names start "
+                f"with {PREFIX!r} are exposed"
+            )
+        if len(self._methods.keys() | found.keys()) > R.MAX_METHODS:
+            raise LimitExceeded(f"a client may expose at most {R.MAX_METHODS} methods")
+        self._methods.update(found)
+        self._client._send_control(R.Expose(methods=sorted(self._methods)))
+        return sorted(found)
+
+    def _send(self, message: M.Message) -> None:
+        # A closed connection has nobody to answer: the server failed the call for its caller.
+        with contextlib.suppress(ConnectionClosed):
+            self._client._send_control(message)
+
+    def _on_introspect(self, msg: R.Introspect) -> None:
+        self._send(
+            R.Methods(call=msg.call, methods=[e.description for e in self._methods.values()])
+        )
+
+    def _on_invoke(self, msg: R.Invoke) -> None:
+        exposed = self._methods.get(msg.method)
+        nursery = self._client._nursery
+        if exposed is None or nursery is None:
+            self._send(
+                R.Refuse(
+                    call=msg.call,
+                    message=f"{self._client.name!r} exposes no method {msg.method!r}",
+                )
+            )
+            return
+        scope = trio.CancelScope()
+        self._running[msg.call] = scope
+        nursery.start_soon(self._invoke, msg, exposed, scope, name=f"rpc {msg.method}")
+
+    def _on_abort(self, msg: R.Abort) -> None:
+        scope = self._running.get(msg.call)
+        if scope is not None:
+            scope.cancel()
+
+    async def _invoke(self, msg: R.Invoke, exposed: _Exposed, scope: trio.CancelScope) -> None:
+        answer: M.Message | None = None
+        try:
+            with scope:
+                try:
+                    args, kwargs = decode_args(msg.args)
+                except ProtocolError as exc:
+                    answer = R.Refuse(call=msg.call, message=f"malformed arguments: {exc}")
+                else:
+                    answer = await self._run(msg, exposed, args, kwargs)
+        finally:
+            del self._running[msg.call]
+        if answer is not None and not scope.cancelled_caught:
+            self._send(answer)
+
+    async def _run(
+        self, msg: R.Invoke, exposed: _Exposed, args: list[Any], kwargs: dict[str, Any]
+    ) -> M.Message:
+        try:
+            value = await exposed.run(args, kwargs)
+            data = _encode(value)
+            limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
+            if len(data) > limit:
+                raise FrameTooLarge(
+                    f"the result of {msg.method} encodes to {len(data)} bytes, over the "
+                    f"server's limit of {limit}; stream large data through a channel"
+                )
+        except Exception as exc:
+            # The caller gets the exception; the provider's own log stays quiet about it.
+            log.debug("rpc %s from %s raised", msg.method, msg.caller, exc_info=True)
+            return R.Fail(
+                call=msg.call,
+                type=type(exc).__name__,
+                message=str(exc),
+                traceback="".join(traceback.format_exception(exc)),
+            )
+        return R.Result(call=msg.call, value=data)
+
+    # -- caller side -----------------------------------------------------------------------------
+    def _on_rpc_error(self, msg: R.RpcErrorReply) -> None:
+        reply = self._client._replies.get(msg.id)
+        if reply is not None:
+            error = RemoteError(msg.type, msg.message, msg.traceback)
+            if msg.traceback:
+                error.add_note(f"remote traceback:\n{msg.traceback.rstrip()}")
+            reply.error = error
+            reply.done.set()
+
+    async def ask(
+        self, build: Callable[[int], M.Message], timeout_s: float | None, what: str
+    ) -> Any:
+        """Send a call or describe and wait for its answer; cancel it if we stop waiting.
+
+        Raises:
+            RpcTimeout: no answer within ``timeout_s`` seconds (the call is cancelled).
+        """
+        from ._client import _Reply
+
+        client = self._client
+        client._check_open()
+        ident = next(client._ids)
+        reply = _Reply()
+        client._replies[ident] = reply
+        client._send_control(build(ident))
+        try:
+            with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
+                await reply.done.wait()
+        finally:
+            client._replies.pop(ident, None)
+            if not reply.done.is_set() and not client.closed:
+                # Cancelled or timed out: the provider should stop working for nobody.
+                client._send_control(R.Cancel(id=ident))
+        if not reply.done.is_set():
+            raise RpcTimeout(f"no answer to {what} within {timeout_s:g} s")
+        if reply.error is not None:
+            raise reply.error
+        return reply.result
+
+    async def call(
+        self,
+        provider: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout_s: float | None,
+    ) -> Any:
+        data = encode_args(args, kwargs)
+        limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
+        if len(data) > limit:
+            raise FrameTooLarge(
+                f"the arguments of {method} encode to {len(data)} bytes, over the server's "
+                f"limit of {limit}; stream large data through a channel"
+            )
+        result = await self.ask(
+            lambda ident: R.Call(id=ident, provider=provider, method=method, args=data),
+            timeout_s,
+            f"{provider}.{method}()",
+        )
+        if type(result) is not bytes:
+            raise ProtocolError(f"the result of {method} is not a payload")
+        return decode_payload(result)
+
+    async def proxy(self, provider: str, timeout_s: float | None) -> RpcProxy:
+        _check_timeout(timeout_s)
+        descriptions = await self.ask(
+            lambda ident: R.Describe(id=ident, provider=provider),
+            timeout_s,
+            f"describe {provider!r}",
+        )
+        return RpcProxy._build(self, provider, descriptions, timeout_s)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout >= 0:
+        raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+
+
+_DEFAULT: Final[Any] = object()  # "the proxy's timeout"
+
+
+class RemoteMethod:
+    """One method of a provider; calling it (and awaiting) makes the call.
+
+    Its ``__signature__`` and ``__doc__`` are the provider's, so ``help()`` and
+    ``inspect.signature()`` show the remote method.
+    """
+
+    def __init__(self, proxy: RpcProxy, name: str, description: dict[str, Any]) -> None:
+        self._proxy = proxy
+        self.name = name
+        self.__name__ = name.rsplit(".", 1)[-1]
+        self.__qualname__ = name
+        self.__doc__ = description.get("doc") if isinstance(description.get("doc"), str) else None
+        self.__signature__ = signature_of(description)
+
+    def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError, as a local call would, if the arguments do not fit."""
+        try:
+            self.__signature__.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self._proxy.provider}.{self.name}(): {exc}") from None
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.check(args, kwargs)
+        proxy = self._proxy
+        return await proxy._endpoint.call(proxy.provider, self.name, args, kwargs, proxy.timeout)
+
+    def __repr__(self) -> str:
+        return f"<remote method {self._proxy.provider}.{self.name}{self.__signature__}>"
+
+
+class RpcProxy:
+    """The methods a provider exposes, as awaitable methods: ``await daq.read(10)``.
+
+    Sub-services (exposed with ``name=``) are attributes: ``await daq.motor.move(1.0)``.
+    Attributes of the proxy itself (``call``, ``provider``, ``timeout``, ``methods``) hide
+    remote methods of the same name; call those through ``call("name", ...)``.
+    """
+
+    def __init__(
+        self,
+        endpoint: RpcEndpoint,
+        provider: str,
+        methods: dict[str, RemoteMethod],
+        timeout: float | None,
+        prefix: str = "",
+    ) -> None:
+        self._endpoint = endpoint
+        self.provider = provider
+        self.timeout = timeout
+        self.methods = methods  # every method of the provider, by full name
+        self._prefix = prefix
+
+    @classmethod
+    def _build(
+        cls, endpoint: RpcEndpoint, provider: str, descriptions: Any, timeout: float | None
+    ) -> RpcProxy:
+        if not isinstance(descriptions, list):
+            raise ProtocolError(f"the description of {provider!r} is not a list")
+        proxy = cls(endpoint, provider, {}, timeout)
+        for description in descriptions:
+            name = description.get("name") if isinstance(description, dict) else None
+            if not isinstance(name, str):
+                raise RpcError(f"{provider!r} described a method without a name")
+            try:
+                proxy.methods[name] = RemoteMethod(proxy, name, description)
+            except (ValueError, TypeError) as exc:
+                raise RpcError(
+                    f"{provider!r} sent an invalid description of {name}: {exc}"
+                ) from exc
+        return proxy
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle and friends probe dunders: never remote
+            raise AttributeError(name)
+        full = self._prefix + name
+        method = self.methods.get(full)
+        if method is not None:
+            return method
+        if any(m.startswith(full + ".") for m in self.methods):
+            return RpcProxy(self._endpoint, self.provider, self.methods, self.timeout, full + ".")
+        raise AttributeError(
+            f"{self.provider!r} exposes no method {full!r} (it has: "
+            f"{', '.join(sorted(self.methods)) or 'none'})"
+        )
+
+    def __dir__(self) -> list[str]:
+        level = {m[len(self._prefix) :].split(".", 1)[0] for m in self._names_below()}
+        return sorted(level | {"call", "provider", "timeout", "methods"})
+
+    def _names_below(self) -> list[str]:
+        return [m for m in self.methods if m.startswith(self._prefix)]
+
+    # A per-call `timeout` (not a cancel scope) is this method's public contract.
+    async def call(
+        self,
+        method: str,
+        /,
+        *args: Any,
+        timeout: float | None = _DEFAULT,  # noqa: ASYNC109
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``method`` (a full name, relative to this proxy) with a per-call ``timeout``.
+
+        A method the description did not list is sent unchecked: the provider may have
+        exposed it since, and it answers RpcError if not.
+
+        Raises:
+            TypeError: the arguments do not fit the method's signature (nothing sent).
+            RemoteError: the method raised. RpcTimeout: no answer in time.
+            RpcError: no such provider or method, or the provider left during the call.
+        """
+        if timeout is _DEFAULT:
+            timeout = self.timeout
+        _check_timeout(timeout)
+        full = self._prefix + method
+        remote = self.methods.get(full)
+        if remote is not None:
+            remote.check(args, kwargs)
+        return await self._endpoint.call(self.provider, full, args, kwargs, timeout)
+
+    def __repr__(self) -> str:
+        where = f"{self.provider!r}" + (f" {self._prefix[:-1]}" if self._prefix else "")
+        return f"<rpc proxy {where}: {len(self._names_below())} methods>"

@@ -1,0 +1,226 @@
+"""RPC routing: calls from callers to providers and answers back, with no I/O of its own.
+
+The router keeps one record per call in flight: the caller's session and request id on one
+side, the provider's session and the server-chosen call id on the other. Everything it does is
+synchronous bookkeeping plus ``send_control`` on the sessions involved, so a call costs the
+server two small control frames and never blocks anything else.
+
+The provider, not the server, is the authority on what it exposes: ``describe`` and ``call``
+always go to the provider, which answers from its own table. A client's ``expose`` message and
+another client's ``describe`` travel on different connections and may overtake each other;
+asking the provider makes "expose, then call from elsewhere" work every time. The names the
+server keeps (``Session.methods``) serve only the ``clients`` listing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from .._exceptions import LimitExceeded, ProtocolError, RpcError
+from .._protocol import messages as M
+from .._protocol import rpc_messages as R
+
+log = logging.getLogger(__name__)
+
+#: Calls one client may have waiting for answers, and calls one provider may have running.
+MAX_PENDING_CALLS: Final = 10_000
+
+
+class Endpoint(Protocol):
+    """What the router needs from a session."""
+
+    name: str
+    methods: list[str]
+
+    def send_control(self, message: M.Message) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    call: int  # the server's id, as the provider sees it
+    caller: Endpoint
+    caller_id: int  # the caller's request id
+    provider: Endpoint
+    describe: bool  # a describe (answered by `methods`) rather than a call
+
+
+class Router:
+    """Pending calls between callers and providers, and the messages that move them along."""
+
+    def __init__(self, lookup: Callable[[str], Endpoint | None]) -> None:
+        self._lookup = lookup
+        self._next_call = 1
+        self._calls: dict[int, _Pending] = {}
+        self._by_caller: dict[Endpoint, dict[int, _Pending]] = {}
+        self._by_provider: dict[Endpoint, dict[int, _Pending]] = {}
+
+    def pending(self, session: Endpoint | None = None) -> int:
+        """Calls in flight, in total or those that ``session`` made."""
+        if session is None:
+            return len(self._calls)
+        return len(self._by_caller.get(session, ()))
+
+    def handlers(self, session: Endpoint) -> dict[type[M.Message], Callable[[Any], None]]:
+        """The session's handlers for the RPC messages a client may send."""
+        return {
+            R.Expose: lambda msg: self.expose(session, msg),
+            R.Describe: lambda msg: self.describe(session, msg),
+            R.Call: lambda msg: self.call(session, msg),
+            R.Cancel: lambda msg: self.cancel(session, msg),
+            R.Methods: lambda msg: self.methods(session, msg),
+            R.Result: lambda msg: self.result(session, msg),
+            R.Fail: lambda msg: self.fail(session, msg),
+            R.Refuse: lambda msg: self.refuse(session, msg),
+        }
+
+    # -- caller side -------------------------------------------------------------------------
+    def expose(self, session: Endpoint, msg: R.Expose) -> None:
+        names = msg.methods
+        if len(names) > R.MAX_METHODS or not all(
+            type(n) is str and 0 < len(n) <= R.MAX_METHOD_NAME for n in names
+        ):
+            raise ProtocolError(
+                f"expose: at most {R.MAX_METHODS} method names of 1-{R.MAX_METHOD_NAME} characters"
+            )
+        session.methods = sorted(set(names))
+
+    def describe(self, caller: Endpoint, msg: R.Describe) -> None:
+        pending = self._open(caller, msg.id, msg.provider, describe=True)
+        if pending is not None:
+            pending.provider.send_control(R.Introspect(call=pending.call))
+
+    def call(self, caller: Endpoint, msg: R.Call) -> None:
+        if not 0 < len(msg.method) <= R.MAX_METHOD_NAME:
+            self._error(caller, msg.id, RpcError(f"invalid method name {msg.method[:50]!r}"))
+            return
+        pending = self._open(caller, msg.id, msg.provider, describe=False)
+        if pending is not None:
+            pending.provider.send_control(
+                R.Invoke(call=pending.call, method=msg.method, args=msg.args, caller=caller.name)
+            )
+
+    def cancel(self, caller: Endpoint, msg: R.Cancel) -> None:
+        pending = self._by_caller.get(caller, {}).get(msg.id)
+        if pending is not None:  # else answered already: the answer crossed the cancel
+            self._close(pending)
+            pending.provider.send_control(R.Abort(call=pending.call))
+
+    def _open(self, caller: Endpoint, ident: int, name: str, *, describe: bool) -> _Pending | None:
+        calls = self._by_caller.setdefault(caller, {})
+        if ident in calls:
+            raise ProtocolError(f"request id {ident} is in use by a call still in flight")
+        provider = self._lookup(name)
+        if provider is None:
+            self._error(caller, ident, RpcError(f"no client named {name!r} is connected"))
+            return None
+        if len(calls) >= MAX_PENDING_CALLS:
+            self._error(
+                caller,
+                ident,
+                LimitExceeded(f"this client has {len(calls)} calls in flight, the limit"),
+            )
+            return None
+        running = self._by_provider.setdefault(provider, {})
+        if len(running) >= MAX_PENDING_CALLS:
+            self._error(
+                caller,
+                ident,
+                LimitExceeded(f"{name!r} has {len(running)} calls in flight, the limit"),
+            )
+            return None
+        pending = _Pending(self._next_call, caller, ident, provider, describe)
+        self._next_call += 1
+        self._calls[pending.call] = pending
+        calls[ident] = pending
+        running[pending.call] = pending
+        return pending
+
+    def _close(self, pending: _Pending) -> None:
+        del self._calls[pending.call]
+        calls = self._by_caller[pending.caller]
+        del calls[pending.caller_id]
+        if not calls:
+            del self._by_caller[pending.caller]
+        running = self._by_provider[pending.provider]
+        del running[pending.call]
+        if not running:
+            del self._by_provider[pending.provider]
+
+    @staticmethod
+    def _error(caller: Endpoint, ident: int, error: Exception) -> None:
+        caller.send_control(M.Error(id=ident, type=type(error).__name__, message=str(error)))
+
+    # -- provider side -----------------------------------------------------------------------
+    def _answered(self, provider: Endpoint, call: int, *, describe: bool) -> _Pending | None:
+        """The call a provider's answer is for, now closed; None if nobody waits any more."""
+        pending = self._calls.get(call)
+        if pending is None:
+            # Aborted (the caller cancelled or left) while the answer was on its way: expected.
+            if 1 <= call < self._next_call:
+                return None
+            raise ProtocolError(f"answer for call {call}, which was never made")
+        if pending.provider is not provider or pending.describe != describe:
+            raise ProtocolError(f"answer for call {call}, which is not this client's to answer")
+        self._close(pending)
+        return pending
+
+    def methods(self, provider: Endpoint, msg: R.Methods) -> None:
+        names = [
+            m["name"] for m in msg.methods if isinstance(m, dict) and type(m.get("name")) is str
+        ]
+        if len(names) != len(msg.methods):
+            raise ProtocolError("methods: every description must be a map with a text name")
+        self.expose(provider, R.Expose(methods=names))  # fresher than the last expose
+        pending = self._answered(provider, msg.call, describe=True)
+        if pending is None:
+            return
+        if not msg.methods:
+            self._error(
+                pending.caller,
+                pending.caller_id,
+                RpcError(f"{provider.name!r} exposes no methods (yet)"),
+            )
+            return
+        pending.caller.send_control(M.Reply(id=pending.caller_id, result=msg.methods))
+
+    def result(self, provider: Endpoint, msg: R.Result) -> None:
+        pending = self._answered(provider, msg.call, describe=False)
+        if pending is not None:
+            pending.caller.send_control(M.Reply(id=pending.caller_id, result=msg.value))
+
+    def fail(self, provider: Endpoint, msg: R.Fail) -> None:
+        pending = self._answered(provider, msg.call, describe=False)
+        if pending is not None:
+            pending.caller.send_control(
+                R.RpcErrorReply(
+                    id=pending.caller_id,
+                    type=msg.type,
+                    message=msg.message,
+                    traceback=msg.traceback,
+                )
+            )
+
+    def refuse(self, provider: Endpoint, msg: R.Refuse) -> None:
+        pending = self._answered(provider, msg.call, describe=False)
+        if pending is not None:
+            self._error(pending.caller, pending.caller_id, RpcError(msg.message))
+
+    # -- connections ending ------------------------------------------------------------------
+    def session_closed(self, session: Endpoint) -> None:
+        """Fail every call ``session`` was running, abort every call it was waiting for."""
+        for pending in list(self._by_provider.get(session, {}).values()):
+            self._close(pending)
+            if pending.caller is not session:
+                what = "describe" if pending.describe else "call"
+                self._error(
+                    pending.caller,
+                    pending.caller_id,
+                    RpcError(f"{session.name!r} disconnected before answering the {what}"),
+                )
+        for pending in list(self._by_caller.get(session, {}).values()):
+            self._close(pending)
+            pending.provider.send_control(R.Abort(call=pending.call))
+        session.methods = []
