@@ -43,6 +43,8 @@ WS_PATH: Final = "/ws"
 METRICS_PATH: Final = "/metrics"
 MAX_REQUEST_HEAD_BYTES: Final = 16 * 1024
 RECEIVE_BYTES: Final = 16 * 1024
+ERROR_LINGER_S: Final = 1.0  # how long an error answer may take to leave, with the lingering
+ERROR_LINGER_BYTES: Final = 256 * 1024  # what we read and drop after an error answer
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; "
     "connect-src 'self' ws: wss:; img-src 'self' data:"
@@ -194,7 +196,15 @@ class HttpConnection:
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
-                data = await self.stream.receive_some(RECEIVE_BYTES)
+                want = RECEIVE_BYTES
+                if request is None:
+                    # h11 checks its limit only against a head still incomplete, so a head
+                    # arriving whole in one read could pass it: read no further than the limit.
+                    room = MAX_REQUEST_HEAD_BYTES - len(self.conn.trailing_data[0])
+                    if room <= 0:
+                        raise h11.RemoteProtocolError("request head too large", 431)
+                    want = min(want, room)
+                data = await self.stream.receive_some(want)
                 self.conn.receive_data(bytes(data))  # b"" tells h11 about EOF
                 continue
             if isinstance(event, h11.Request):
@@ -234,8 +244,18 @@ class HttpConnection:
             f"Content-Length: {len(body)}",
             "Connection: close",
         ]
-        with trio.move_on_after(1.0):
+        with trio.move_on_after(ERROR_LINGER_S):
             await self.stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+            # Closing with unread bytes makes the kernel send a reset, which can destroy the
+            # answer before the client reads it: stop sending, and read what is left a while.
+            if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                await self.stream.send_eof()
+                discarded = 0
+                while discarded < ERROR_LINGER_BYTES:
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
+                    if not data:
+                        break
+                    discarded += len(data)
 
     # -- WebSocket ---------------------------------------------------------------------------
     async def _upgrade(self, request: h11.Request, path: str) -> None:

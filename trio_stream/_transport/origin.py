@@ -22,15 +22,19 @@ def origin_allowed(
         origin: the Origin header, None when absent.
         host: the Host header of the request.
         allowed: ``ServerConfig.allowed_origins``: None allows the server's own origin (the
-            dashboard) and clients without an Origin header; a tuple allows exactly those
-            origins (e.g. ``("https://lab.example.org",)``), compared case-insensitively.
+            dashboard); a tuple allows exactly those origins (e.g.
+            ``("https://lab.example.org",)``, compared case-insensitively; list the server's
+            own origin too if its dashboard should connect).
         secure: whether this port speaks TLS (the default port of the Host header).
+
+    Requests without an Origin header pass in both cases: they do not come from a browser,
+    any program could send whatever Origin it likes, and the token is what keeps them out.
     """
-    if allowed is not None:
-        wanted = {entry.rstrip("/").lower() for entry in allowed}
-        return origin is not None and origin.rstrip("/").lower() in wanted
     if origin is None:
         return True
+    if allowed is not None:
+        wanted = {entry.rstrip("/").lower() for entry in allowed}
+        return origin.rstrip("/").lower() in wanted
     return host is not None and same_origin(origin, host, secure=secure)
 
 
