@@ -12,6 +12,7 @@ _MODULES = {
     "redis": "benchmarks.systems.redis_pubsub",
     "nats": "benchmarks.systems.nats_pubsub",
     "trio_stream_tcp": "benchmarks.systems.trio_stream_tcp",
+    "trio_stream_ws": "benchmarks.systems.trio_stream_ws",
 }
 
 NAMES = tuple(_MODULES)
