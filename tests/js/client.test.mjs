@@ -1,0 +1,270 @@
+// Tests of trio_stream/web/trio_stream.js against the in-process fake server.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  connect, createClient, AuthError, ChannelNotFound, ChannelExists, ConnectionClosed, FrameTooLarge,
+} from '../../trio_stream/web/trio_stream.js';
+import { FakeServer, CONTROL, PUBLISH, CREDIT, controlFrame, until, tick } from './fake_server.mjs';
+
+const URL = 'ws://fake/ws';
+const fast = { reconnectDelay: 5, maxReconnectDelay: 20 };
+
+async function setup(opts = {}) {
+  const server = new FakeServer();
+  const client = await connect(URL, { WebSocket: server.WebSocket, name: 'test', ...fast, ...opts });
+  return { server, client };
+}
+
+test('handshake: hello then welcome, fields exposed', async () => {
+  const { server, client } = await setup({ token: 't0k' });
+  const [hello] = server.controls('hello');
+  assert.deepStrictEqual(hello, { op: 'hello', v: 1, name: 'test', token: 't0k' });
+  assert.equal(client.state, 'open');
+  assert.equal(client.connected, true);
+  assert.equal(client.serverName, 'fake');
+  assert.equal(client.name, 'test');
+  assert.equal(client.limits.publish_window_frames, 4);
+  await client.close();
+  assert.equal(client.state, 'closed');
+  assert.equal(server.controls('goodbye').length, 1);
+});
+
+test('connect rejects on a wrong token and when the server is down', async () => {
+  const server = new FakeServer();
+  server.token = 'secret';
+  await assert.rejects(connect(URL, { WebSocket: server.WebSocket, token: 'nope' }), AuthError);
+  server.refuse = true;
+  await assert.rejects(connect(URL, { WebSocket: server.WebSocket }), ConnectionClosed);
+});
+
+test('requests: replies, typed errors, pipelining', async () => {
+  const { client } = await setup();
+  const results = await Promise.all([
+    client.createChannel('a'), client.createChannel('b'), client.stats(),
+  ]);
+  assert.deepStrictEqual(results, [null, null, { connections: 1 }]);
+  await assert.rejects(client.createChannel('a'), ChannelExists);
+  await assert.rejects(client.subscribe('nope'), ChannelNotFound);
+  const chans = await client.channels();
+  assert.deepStrictEqual(chans.map((c) => c.name), ['a', 'b']);
+  await client.close();
+});
+
+test('frames queued in the same tick go out as one WebSocket message', async () => {
+  const { server, client } = await setup();
+  const before = server.messages.length;
+  await Promise.all([client.createChannel('x'), client.createChannel('y'), client.stats()]);
+  const batch = server.messages.slice(before)[0];
+  assert.equal(batch.length, 3);
+  assert.deepStrictEqual(batch.map((f) => f.msg.op), ['create_channel', 'create_channel', 'stats']);
+  await client.close();
+});
+
+test('subscribe: async iteration, message fields, CREDIT as consumed', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('ai');
+  server.window = 4;
+  const sub = await client.subscribe('ai', { policy: 'drop_oldest', size: 10, maxRate: 5 });
+  const req = server.controls('subscribe')[0];
+  assert.equal(req.policy, 'drop_oldest');
+  assert.equal(req.size, 10);
+  assert.equal(req.every, 1);
+  assert.equal(req.max_rate, 5);
+  assert.equal(sub.window, 4);
+
+  for (let i = 0; i < 10; i++) server.inject('ai', { i, arr: new Float64Array([i, i + 0.5]) }, { sender: 'daq', time: 100 + i });
+  const got = [];
+  for await (const msg of sub) {
+    got.push(msg);
+    if (got.length === 10) break; // leaving the loop unsubscribes
+  }
+  assert.deepStrictEqual(got.map((m) => m.data.i), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepStrictEqual(got[3], {
+    data: { i: 3, arr: new Float64Array([3, 3.5]) }, seq: 4, channel: 'ai', sender: 'daq', time: 103, lost: 0,
+  });
+  // credit goes back in halves of the window (2 frames at a time)
+  const credits = server.messages.flat().filter((f) => f.type === CREDIT);
+  assert.ok(credits.length >= 3, `credits: ${JSON.stringify(credits)}`);
+  assert.ok(credits.every((c) => c.frames === 2));
+  await until(() => server.controls('unsubscribe').length === 1, 1000, 'unsubscribe');
+  assert.equal(sub.ended, true);
+  await client.close();
+});
+
+test('a reader that does not consume gets only its window; its policy drops on the server', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('fast');
+  server.window = 1;
+  const sub = await client.subscribe('fast', { size: 1 });
+  for (let i = 1; i <= 5; i++) server.inject('fast', i);
+  await tick(); await tick();
+  const first = await sub.next();
+  assert.equal(first.value.data, 1);
+  const second = await sub.next();
+  assert.equal(second.value.data, 5, 'drop_oldest size 1 keeps the newest');
+  assert.equal(second.value.lost, 3);
+  assert.equal(sub.lost, 3);
+  await client.close();
+});
+
+test('callback subscriptions: onMessage is awaited before credit returns', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('cb');
+  server.window = 1;
+  const seen = [];
+  let release;
+  const gate = new Promise((r) => { release = r; });
+  await client.subscribe('cb', {
+    size: 100,
+    onMessage: async (msg) => { seen.push(msg.data); if (msg.data === 1) await gate; },
+  });
+  for (let i = 1; i <= 3; i++) server.inject('cb', i);
+  await until(() => seen.length === 1);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepStrictEqual(seen, [1], 'no credit while the callback is busy, so nothing more arrives');
+  release();
+  await until(() => seen.length === 3);
+  assert.deepStrictEqual(seen, [1, 2, 3]);
+  await client.close();
+});
+
+test('publish: nothing on the wire without readers; PUB_ACK window respected', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('out');
+  assert.equal(await client.publish('out', 1), false);
+  const pub = client.publishers[0];
+  assert.equal(pub.readers, 0);
+  assert.equal(server.messages.flat().filter((f) => f.type === PUBLISH).length, 0);
+
+  // a second client reads the channel: the publisher learns it
+  const reader = await connect(URL, { WebSocket: server.WebSocket, name: 'reader' });
+  const sub = await reader.subscribe('out', { size: 100 });
+  await pub.waitForReaders({ timeout: 1000 });
+  assert.equal(pub.readers, 1);
+
+  server.autoAck = false;
+  const sends = [];
+  for (let i = 0; i < 6; i++) sends.push(client.publish('out', i));
+  await new Promise((r) => setTimeout(r, 20));
+  const published = () => server.messages.flat().filter((f) => f.type === PUBLISH);
+  assert.equal(published().length, 4, 'publish_window_frames = 4');
+  assert.equal(pub.inFlight, 4);
+  const conn = [...server.conns].find((c) => c.name === 'test');
+  conn.ack(pub.id, 2);
+  conn.unacked.splice(0, 2);
+  await until(() => published().length === 6, 1000, 'the rest of the sends');
+  assert.deepStrictEqual(await Promise.all(sends), [true, true, true, true, true, true]);
+  const values = [];
+  for (let i = 0; i < 6; i++) values.push((await sub.next()).value.data);
+  assert.deepStrictEqual(values, [0, 1, 2, 3, 4, 5]);
+  await reader.close();
+  await until(() => pub.readers === 0, 1000, 'readers back to 0');
+  assert.equal(await client.publish('out', 'nobody'), false);
+  await client.close();
+});
+
+test('publish: frame size checked against the server limit before sending', async () => {
+  const { server, client } = await setup();
+  server.limits.max_frame_bytes = 100;
+  await client.close();
+  const c2 = await connect(URL, { WebSocket: server.WebSocket });
+  await c2.createChannel('big');
+  const r = await connect(URL, { WebSocket: server.WebSocket });
+  await r.subscribe('big');
+  const pub = await c2.publisher('big');
+  await pub.waitForReaders();
+  await assert.rejects(pub.send(new Float64Array(100)), FrameTooLarge);
+  assert.equal(await pub.send(1), true);
+  await r.close();
+  await c2.close();
+});
+
+test('reconnect: backoff, state events, resubscription, publishers reopened', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('ch');
+  const states = [];
+  client.on('state', (s) => states.push(s));
+  const sub = await client.subscribe('ch', { size: 10 });
+  const pub = await client.publisher('ch');
+  await pub.waitForReaders();
+  server.inject('ch', 'before');
+  assert.equal((await sub.next()).value.data, 'before');
+
+  server.refuse = true;
+  server.dropAll();
+  await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+  assert.equal(pub.readers, 0);
+  assert.equal(await pub.send('lost'), false, 'nothing is sent while disconnected');
+  await new Promise((r) => setTimeout(r, 60)); // a few failed attempts
+  server.refuse = false;
+  await until(() => client.state === 'open', 2000, 'reopened');
+  await until(() => server.controls('subscribe').length === 2 && pub.readers === 1, 1000, 'resubscribed');
+  assert.deepStrictEqual(states.slice(0, 1), ['reconnecting']);
+  assert.equal(states.at(-1), 'open');
+  server.inject('ch', 'after');
+  assert.equal((await sub.next()).value.data, 'after');
+  assert.equal(await pub.send('again'), true);
+  assert.equal((await sub.next()).value.data, 'again');
+  await client.close();
+});
+
+test('pending requests fail with ConnectionClosed when the connection drops', async () => {
+  const { server, client } = await setup();
+  const conn = [...server.conns][0];
+  conn.onFrame = () => {}; // the server stops answering
+  const p = client.stats();
+  await tick(); await tick();
+  server.dropAll();
+  await assert.rejects(p, ConnectionClosed);
+  await client.close();
+});
+
+test('protocol errors close the connection and reconnect; sub_end ends a subscription', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('z');
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  const sub = await client.subscribe('z');
+  const conn = [...server.conns][0];
+  conn.send(controlFrame({ op: 'sub_end', sub: sub.id, reason: 'channel deleted' }));
+  assert.deepStrictEqual(await sub.next(), { value: undefined, done: true });
+  assert.equal(sub.endReason, 'channel deleted');
+
+  conn.ws._deliver('not binary');
+  await until(() => errors.length === 1, 1000, 'protocol error');
+  assert.match(errors[0].message, /text WebSocket message/);
+  assert.equal(server.controls('goodbye').at(-1).reason, 'protocol error: text WebSocket message');
+  await until(() => client.state === 'open' && server.conns.size === 1, 2000, 'reconnected');
+
+  // a frame that claims more bytes than the message holds
+  const bad = new Uint8Array([0, 0, 0, 9, CONTROL, 0xa0]);
+  [...server.conns][0].ws._deliver(bad.buffer);
+  await until(() => errors.length === 2, 1000, 'second protocol error');
+  assert.match(errors[1].message, /spans/);
+  await client.close();
+});
+
+test('createClient keeps trying until the server shows up', async () => {
+  const server = new FakeServer();
+  server.refuse = true;
+  const client = createClient(URL, { WebSocket: server.WebSocket, ...fast });
+  const opened = new Promise((r) => client.on('open', r));
+  await new Promise((r) => setTimeout(r, 40));
+  assert.equal(client.state, 'reconnecting');
+  server.refuse = false;
+  const info = await opened;
+  assert.equal(info.server, 'fake');
+  assert.equal(info.reconnected, false);
+  assert.equal(typeof await client.ping(), 'number');
+  await client.close();
+});
+
+test('subscription validates options locally', async () => {
+  const { client } = await setup();
+  await client.createChannel('v');
+  await assert.rejects(client.subscribe('v', { policy: 'bogus' }), TypeError);
+  await assert.rejects(client.subscribe('v', { every: 0 }), RangeError);
+  await assert.rejects(client.subscribe('v', { maxRate: -1 }), RangeError);
+  await client.close();
+});

@@ -1,0 +1,1121 @@
+// trio_stream browser client: the wire protocol of docs/protocol.md (version 1) over WebSocket.
+//
+//   import { connect } from './trio_stream.js';
+//   const client = await connect('ws://host:port/ws', { name: 'dash' });
+//   const sub = await client.subscribe('AnalogInput1', { policy: 'drop_oldest', size: 1, maxRate: 10 });
+//   for await (const msg of sub) console.log(msg.seq, msg.data);
+//
+// One WebSocket binary message carries one or more length-prefixed frames; frames queued in the
+// same tick go out as one message. Flow control follows protocol.md section 5: a subscription
+// returns CREDIT as the application consumes messages, a publisher keeps at most the server's
+// window of unacknowledged PUBLISH frames and sends nothing while its channel has no readers.
+// The client reconnects with exponential backoff and resubscribes what was active.
+
+import { encode, decode, CBORError } from './cbor.js';
+
+export const PROTOCOL_VERSION = 1;
+export const POLICIES = Object.freeze(['drop_oldest', 'drop_newest', 'clear', 'unbounded', 'block']);
+
+const CONTROL = 0x01, PUBLISH = 0x02, DATA = 0x03, CREDIT = 0x04, PUB_ACK = 0x05;
+const DATA_HEADER = 1 + 4 + 4 + 8 + 8 + 1; // type, sub_id, lost, seq, time, n
+const DEFAULT_MAX_FRAME = 16 * 1024 * 1024; // until the welcome tells us the server's limit
+const MAX_BATCH_BYTES = 1024 * 1024; // frames per WebSocket message, unless a frame is bigger
+const CONTROL_MAX_DEPTH = 32;
+
+// ------------------------------------------------------------------------------------- errors
+
+export class TrioStreamError extends Error {
+  constructor(message, type) {
+    super(message);
+    this.name = this.constructor.name;
+    this.type = type ?? this.constructor.name; // the protocol's error type name
+  }
+}
+export class ProtocolError extends TrioStreamError {}
+export class ConnectionClosed extends TrioStreamError {}
+export class AuthError extends TrioStreamError {}
+export class ChannelNotFound extends TrioStreamError {}
+export class ChannelExists extends TrioStreamError {}
+export class FrameTooLarge extends TrioStreamError {}
+export class LimitExceeded extends TrioStreamError {}
+export class RequestTimeout extends TrioStreamError {}
+
+const ERROR_CLASSES = {
+  ProtocolError, ConnectionClosed, AuthError, ChannelNotFound, ChannelExists, FrameTooLarge,
+  LimitExceeded, RequestTimeout,
+};
+
+/** The error for a CONTROL `error` message: a known class when we have one. */
+function remoteError(msg) {
+  const type = typeof msg.type === 'string' ? msg.type : 'TrioStreamError';
+  const Cls = ERROR_CLASSES[type] ?? TrioStreamError;
+  return new Cls(typeof msg.message === 'string' ? msg.message : type, type);
+}
+
+// ------------------------------------------------------------------------------------- events
+
+/** A tiny event emitter: `on(type, fn)` returns a function that removes the listener. */
+class Emitter {
+  #listeners = new Map();
+
+  on(type, fn) {
+    if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
+    this.#listeners.get(type).add(fn);
+    return () => this.off(type, fn);
+  }
+
+  off(type, fn) {
+    this.#listeners.get(type)?.delete(fn);
+  }
+
+  listenerCount(type) {
+    return this.#listeners.get(type)?.size ?? 0;
+  }
+
+  emit(type, ...args) {
+    for (const fn of [...(this.#listeners.get(type) ?? [])]) {
+      try {
+        fn(...args);
+      } catch (e) {
+        // A listener's bug must not break the connection's state machine: report it apart.
+        queueMicrotask(() => { throw e; });
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------- helpers
+
+const textDecoder = new TextDecoder('utf-8', { fatal: true });
+const nowSeconds = () => Date.now() / 1000;
+
+function deferred() {
+  let resolve, reject;
+  const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
+  return { promise, resolve, reject };
+}
+
+/** `ws(s)://<host>/ws` of the page that loaded us, or the given URL made absolute. */
+export function defaultUrl(path = '/ws') {
+  const loc = globalThis.location;
+  if (!loc) throw new TypeError('no URL given and no page location to derive one from');
+  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}${path}`;
+}
+
+function resolveUrl(url) {
+  if (!url) return defaultUrl();
+  if (/^wss?:\/\//i.test(url)) return url;
+  if (/^https?:\/\//i.test(url)) return url.replace(/^http/i, 'ws');
+  if (globalThis.location) {
+    const u = new URL(url, globalThis.location.href);
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    return u.href;
+  }
+  throw new TypeError(`not a WebSocket URL: ${url}`);
+}
+
+// Frames are built with their 4-byte length prefix so that batching is a plain concatenation.
+function frame(type, headerBytes, payload) {
+  const bodyLen = 1 + headerBytes + (payload ? payload.length : 0);
+  const buf = new Uint8Array(4 + bodyLen);
+  const dv = new DataView(buf.buffer);
+  dv.setUint32(0, bodyLen);
+  buf[4] = type;
+  if (payload) buf.set(payload, 5 + headerBytes);
+  return { buf, dv };
+}
+
+function u64ToNumber(dv, off) {
+  const big = dv.getBigUint64(off);
+  return big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
+}
+
+// ------------------------------------------------------------------------------------- client
+
+/**
+ * A connection to a trio_stream server. States: 'idle' -> 'connecting' -> 'open'
+ * (-> 'reconnecting' -> 'open' ...) -> 'closed'. Events (client.on(type, fn)):
+ *   'state' (state, previous)   'open' ({server, name, clientId, limits, reconnected})
+ *   'reconnecting' ({attempt, delay})   'goodbye' (reason)   'error' (Error)   'close' (reason)
+ */
+export class Client extends Emitter {
+  state = 'idle';
+  clientId = null;
+  name = null; // as the server knows us (the welcome's name)
+  serverName = null;
+  limits = {};
+  lastError = null;
+
+  #url;
+  #opts;
+  #ws = null;
+  #everOpened = false;
+  #closing = false;
+  #attempt = 0;
+  #reconnectTimer = null;
+  #handshakeTimer = null;
+  #pingTimer = null;
+  #lastReceived = 0;
+  #openWaiters = [];
+  #pending = new Map(); // request id -> {resolve, reject, timer}
+  #nextId = 1;
+  #pings = new Map(); // ping data -> resolve
+  #outQueue = [];
+  #outBytes = 0;
+  #flushScheduled = false;
+  #subs = new Set();
+  #subsById = new Map();
+  #pubs = new Set();
+  #pubsById = new Map();
+  #autoPubs = new Map(); // channel -> Promise<Publisher> for client.publish()
+
+  /**
+   * @param {string} [url] ws(s)://host:port/ws; default: /ws on the page's host
+   * @param {object} [options]
+   * @param {string|null} [options.name] client name (unique on the server)
+   * @param {string|null} [options.token] access token, if the server requires one
+   * @param {boolean} [options.reconnect=true] reconnect after a lost connection
+   * @param {number} [options.reconnectDelay=250] first backoff delay, ms (doubles each time)
+   * @param {number} [options.maxReconnectDelay=10000] backoff ceiling, ms
+   * @param {number} [options.requestTimeout=10000] ms for each request (0: none)
+   * @param {number} [options.connectTimeout=10000] ms for the socket and the handshake
+   * @param {number} [options.pingInterval] ms between pings; default a third of the idle timeout
+   * @param {boolean} [options.retryFirstConnect=true] keep trying when the very first attempt fails
+   * @param {Function} [options.WebSocket] WebSocket constructor (default: the global one)
+   */
+  constructor(url, options = {}) {
+    super();
+    this.#url = resolveUrl(url);
+    this.#opts = {
+      name: null, token: null, reconnect: true, reconnectDelay: 250, maxReconnectDelay: 10000,
+      requestTimeout: 10000, connectTimeout: 10000, pingInterval: null, retryFirstConnect: true,
+      WebSocket: globalThis.WebSocket, ...options,
+    };
+    if (typeof this.#opts.WebSocket !== 'function') throw new TypeError('no WebSocket implementation available');
+  }
+
+  get url() { return this.#url; }
+  get connected() { return this.state === 'open'; }
+  get subscriptions() { return [...this.#subs]; }
+  get publishers() { return [...this.#pubs]; }
+
+  /** Start connecting (does nothing once started). Returns the client. */
+  start() {
+    if (this.state === 'idle') this.#openSocket();
+    return this;
+  }
+
+  /** Resolves when the connection is open (now, or after the next handshake). */
+  ready({ timeout = 0 } = {}) {
+    if (this.state === 'open') return Promise.resolve(this);
+    if (this.state === 'closed') return Promise.reject(new ConnectionClosed(this.#closedReason()));
+    this.start();
+    const d = deferred();
+    this.#openWaiters.push(d);
+    if (!timeout) return d.promise;
+    const timer = setTimeout(() => {
+      this.#openWaiters = this.#openWaiters.filter((w) => w !== d);
+      d.reject(new RequestTimeout(`not connected after ${timeout} ms`));
+    }, timeout);
+    return d.promise.finally(() => clearTimeout(timer));
+  }
+
+  // --- requests ---------------------------------------------------------------------------
+
+  /** Send a request (protocol.md section 3) and resolve with its reply's `result`. */
+  async request(op, fields = {}, { timeout = this.#opts.requestTimeout } = {}) {
+    const deadline = timeout ? Date.now() + timeout : 0;
+    if (this.state !== 'open') await this.ready({ timeout });
+    const id = this.#nextId++;
+    const d = deferred();
+    const left = deadline ? Math.max(1, deadline - Date.now()) : 0;
+    const timer = left ? setTimeout(() => {
+      this.#pending.delete(id);
+      d.reject(new RequestTimeout(`${op}: no reply after ${timeout} ms`));
+    }, left) : null;
+    this.#pending.set(id, { resolve: d.resolve, reject: d.reject, timer });
+    this.#sendControl({ ...fields, op, id });
+    return d.promise;
+  }
+
+  createChannel(channel, { public: isPublic = true, key = null, lifetime = null, history = 0,
+    singleWriter = false, keep = false } = {}) {
+    return this.request('create_channel', {
+      channel, public: isPublic, key, lifetime, history, single_writer: singleWriter, keep,
+    });
+  }
+
+  deleteChannel(channel, { key = null } = {}) {
+    return this.request('delete_channel', { channel, key });
+  }
+
+  /** Channel records: {name, owner, public, readers, writers, seq, rate_fps, rate_bps, lost, created}. */
+  channels() { return this.request('channels'); }
+
+  /** Client records: {id, name, address, transport, connected_at, subscriptions, publishers, methods}. */
+  clients() { return this.request('clients'); }
+
+  /** Server load: {connections, channels, frames_in_per_s, ..., uptime_s, memory_bytes, cpu_percent}. */
+  stats() { return this.request('stats'); }
+
+  /** Round trip time of a ping, in ms. */
+  async ping({ timeout = this.#opts.requestTimeout } = {}) {
+    if (this.state !== 'open') await this.ready({ timeout });
+    const data = this.#nextId++;
+    const t0 = Date.now();
+    const d = deferred();
+    const timer = timeout ? setTimeout(() => {
+      this.#pings.delete(data);
+      d.reject(new RequestTimeout(`no pong after ${timeout} ms`));
+    }, timeout) : null;
+    this.#pings.set(data, () => { clearTimeout(timer); d.resolve(Date.now() - t0); });
+    this.#sendControl({ op: 'ping', data });
+    return d.promise;
+  }
+
+  // --- publish / subscribe ----------------------------------------------------------------
+
+  /** Open a publisher on `channel`. */
+  async publisher(channel, { key = null } = {}) {
+    const pub = new Publisher(this, channel, key);
+    await pub._open();
+    this.#pubs.add(pub);
+    return pub;
+  }
+
+  /**
+   * One-shot send through a publisher the client keeps open per channel.
+   * Resolves true once the frame is on its way, false when the channel has no readers.
+   */
+  async publish(channel, value, { key = null, time } = {}) {
+    let p = this.#autoPubs.get(channel);
+    if (!p) {
+      p = this.publisher(channel, { key });
+      this.#autoPubs.set(channel, p);
+      p.catch(() => { if (this.#autoPubs.get(channel) === p) this.#autoPubs.delete(channel); });
+    }
+    const pub = await p;
+    if (pub.closed && this.state !== 'closed') {
+      // closed meanwhile (e.g. reopening failed after a reconnect): open a fresh one
+      if (this.#autoPubs.get(channel) === p) this.#autoPubs.delete(channel);
+      return this.publish(channel, value, { key, time });
+    }
+    return pub.send(value, { time });
+  }
+
+  /**
+   * Subscribe to `channel`. The returned Subscription is async-iterable, or drives
+   * `onMessage(msg)` (awaited when it returns a promise) when one is given.
+   * @param {object} [o]
+   * @param {string} [o.policy='drop_oldest'] drop_oldest | drop_newest | clear | unbounded | block
+   * @param {number|null} [o.size=100] the server-side buffer, in frames
+   * @param {number} [o.every=1] keep every Nth frame
+   * @param {number|null} [o.maxRate=null] at most this many frames per second (the newest)
+   * @param {number|null} [o.window=null] frames in flight (default: the server's choice)
+   * @param {string|null} [o.key=null] channel key for private channels
+   * @param {(msg) => any} [o.onMessage]
+   */
+  async subscribe(channel, o = {}) {
+    const sub = new Subscription(this, channel, o);
+    this.#subs.add(sub);
+    try {
+      await sub._subscribe();
+    } catch (e) {
+      this.#subs.delete(sub);
+      throw e;
+    }
+    return sub;
+  }
+
+  // --- lifecycle ----------------------------------------------------------------------------
+
+  /** Close for good: say goodbye, close the socket, end subscriptions. */
+  async close(reason = 'client closing') {
+    if (this.state === 'closed') return;
+    this.#closing = true;
+    const ws = this.#ws;
+    if (ws && ws.readyState === 1) {
+      this.#sendControl({ op: 'goodbye', reason });
+      this.#flush();
+    }
+    this.#ws = null; // its late events are ignored from here on
+    const closed = ws ? new Promise((resolve) => {
+      ws.addEventListener('close', () => resolve(), { once: true });
+      setTimeout(resolve, 1000); // never hang on a peer that doesn't answer the close
+    }) : null;
+    this.#teardown(new ConnectionClosed(reason));
+    this.#finish(reason);
+    if (ws) {
+      try { ws.close(1000, reason.slice(0, 100)); } catch { /* already closing */ }
+      await closed;
+    }
+  }
+
+  // --- internals used by Subscription and Publisher -----------------------------------------
+
+  _registerSub(sub, id) {
+    this.#subsById.set(id, sub);
+  }
+
+  _forgetSub(sub) {
+    if (sub.id !== null) this.#subsById.delete(sub.id);
+    this.#subs.delete(sub);
+  }
+
+  _registerPub(pub, id) {
+    this.#pubsById.set(id, pub);
+  }
+
+  _forgetPub(pub) {
+    if (pub.id !== null) this.#pubsById.delete(pub.id);
+    this.#pubs.delete(pub);
+  }
+
+  _sendCredit(subId, frames) {
+    const { buf, dv } = frame(CREDIT, 8);
+    dv.setUint32(5, subId);
+    dv.setUint32(9, frames);
+    this.#enqueue(buf);
+  }
+
+  _checkFrameSize(bodyBytes) {
+    const max = this.limits.max_frame_bytes;
+    if (max && bodyBytes > max) throw new FrameTooLarge(`frame of ${bodyBytes} bytes exceeds the server's limit of ${max}`);
+  }
+
+  _sendPublish(pubId, time, payload) {
+    const { buf, dv } = frame(PUBLISH, 12, payload);
+    dv.setUint32(5, pubId);
+    dv.setFloat64(9, time);
+    this.#enqueue(buf);
+  }
+
+  _reportError(err) {
+    this.lastError = err;
+    this.emit('error', err);
+  }
+
+  // --- socket -----------------------------------------------------------------------------
+
+  #setState(state) {
+    if (state === this.state) return;
+    const prev = this.state;
+    this.state = state;
+    this.emit('state', state, prev);
+  }
+
+  #closedReason() {
+    return this.lastError ? `connection closed: ${this.lastError.message}` : 'connection closed';
+  }
+
+  #openSocket() {
+    this.#setState(this.#everOpened ? 'reconnecting' : 'connecting');
+    let ws;
+    try {
+      ws = new this.#opts.WebSocket(this.#url);
+    } catch (e) {
+      // e.g. a malformed URL or a CSP refusal: nothing to retry
+      this.lastError = e;
+      this.#fail(new ConnectionClosed(`cannot open ${this.#url}: ${e.message}`), true);
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    this.#ws = ws;
+    this.#handshakeTimer = setTimeout(() => {
+      if (this.#ws === ws && this.state !== 'open') {
+        this.lastError = new RequestTimeout(`no welcome within ${this.#opts.connectTimeout} ms`);
+        this.#dropSocket(ws);
+      }
+    }, this.#opts.connectTimeout);
+    ws.onopen = () => {
+      if (this.#ws !== ws) return;
+      this.#sendControl({ op: 'hello', v: PROTOCOL_VERSION, name: this.#opts.name, token: this.#opts.token });
+    };
+    ws.onmessage = (ev) => {
+      if (this.#ws !== ws) return;
+      this.#lastReceived = Date.now();
+      try {
+        this.#onMessage(ws, ev.data);
+      } catch (e) {
+        if (e instanceof ProtocolError) this.#protocolError(ws, e);
+        else throw e;
+      }
+    };
+    ws.onerror = () => {
+      // The close event follows with the details a browser is willing to give.
+      if (this.#ws === ws && !this.lastError) this.lastError = new ConnectionClosed(`WebSocket error on ${this.#url}`);
+    };
+    ws.onclose = (ev) => {
+      if (this.#ws !== ws) return;
+      this.#onSocketClosed(ev);
+    };
+  }
+
+  // Close this socket; the close handling (reconnect, failing pending requests) runs at once.
+  #dropSocket(ws, code = 4000, reason = '') {
+    try { ws.close(code, reason); } catch { /* not open yet or already closing */ }
+    if (this.#ws === ws) this.#onSocketClosed({ code, reason });
+  }
+
+  #onSocketClosed(ev) {
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    clearTimeout(this.#handshakeTimer);
+    clearInterval(this.#pingTimer);
+    const wasOpen = this.state === 'open';
+    const why = ev?.reason || this.lastError?.message || `code ${ev?.code ?? '?'}`;
+    this.#teardown(new ConnectionClosed(`connection lost (${why})`));
+    if (this.#closing) return;
+    if (!this.#opts.reconnect || (!this.#everOpened && !this.#opts.retryFirstConnect)) {
+      this.#fail(new ConnectionClosed(`could not connect to ${this.#url} (${why})`));
+      return;
+    }
+    // Back off exponentially (with jitter, so a restarted server is not hit by every client
+    // at once); a connection that got as far as open starts again from the shortest delay.
+    if (wasOpen) this.#attempt = 0;
+    const base = Math.min(this.#opts.maxReconnectDelay, this.#opts.reconnectDelay * 2 ** this.#attempt);
+    const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
+    this.#attempt++;
+    this.#setState('reconnecting');
+    this.emit('reconnecting', { attempt: this.#attempt, delay });
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      if (!this.#closing) this.#openSocket();
+    }, delay);
+  }
+
+  // Everything that depended on the socket is void: pending requests, in-flight windows.
+  #teardown(err) {
+    this.#outQueue = [];
+    this.#outBytes = 0;
+    for (const { reject, timer } of this.#pending.values()) {
+      clearTimeout(timer);
+      reject(err);
+    }
+    this.#pending.clear();
+    this.#pings.clear();
+    this.#subsById.clear();
+    this.#pubsById.clear();
+    for (const sub of this.#subs) sub._disconnected();
+    for (const pub of this.#pubs) pub._disconnected(err);
+  }
+
+  #fail(err, closeNow = false) {
+    this.lastError = err;
+    this.emit('error', err);
+    if (closeNow && this.#ws) this.#dropSocket(this.#ws);
+    this.#teardown(err);
+    this.#finish(err.message);
+  }
+
+  #finish(reason) {
+    this.#closing = true;
+    clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#handshakeTimer);
+    clearInterval(this.#pingTimer);
+    const err = new ConnectionClosed(reason);
+    for (const w of this.#openWaiters) w.reject(err);
+    this.#openWaiters = [];
+    for (const sub of [...this.#subs]) sub._end(reason);
+    for (const pub of [...this.#pubs]) pub._closed();
+    this.#autoPubs.clear();
+    this.#setState('closed');
+    this.emit('close', reason);
+  }
+
+  #protocolError(ws, err) {
+    this._reportError(err);
+    if (ws.readyState === 1) {
+      this.#sendControl({ op: 'goodbye', reason: `protocol error: ${err.message}` });
+      this.#flush();
+    }
+    this.#dropSocket(ws, 4002, 'protocol error');
+  }
+
+  // --- outgoing ---------------------------------------------------------------------------
+
+  #sendControl(map) {
+    const body = encode(map);
+    const { buf } = frame(CONTROL, 0, body);
+    this.#enqueue(buf);
+  }
+
+  #enqueue(buf) {
+    this.#outQueue.push(buf);
+    this.#outBytes += buf.length;
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  // Everything queued in this tick goes out as few WebSocket messages as possible.
+  #flush() {
+    this.#flushScheduled = false;
+    const ws = this.#ws;
+    const queue = this.#outQueue;
+    this.#outQueue = [];
+    this.#outBytes = 0;
+    if (!ws || ws.readyState !== 1 || queue.length === 0) return;
+    const limit = MAX_BATCH_BYTES;
+    let i = 0;
+    while (i < queue.length) {
+      let j = i, size = 0;
+      while (j < queue.length && (j === i || size + queue[j].length <= limit)) size += queue[j++].length;
+      let msg;
+      if (j - i === 1) msg = queue[i];
+      else {
+        msg = new Uint8Array(size);
+        let off = 0;
+        for (let k = i; k < j; k++) { msg.set(queue[k], off); off += queue[k].length; }
+      }
+      ws.send(msg);
+      i = j;
+    }
+  }
+
+  // --- incoming ---------------------------------------------------------------------------
+
+  #onMessage(ws, data) {
+    if (typeof data === 'string') throw new ProtocolError('text WebSocket message');
+    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data)
+      : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+        : null;
+    if (!bytes) throw new ProtocolError('unsupported WebSocket message type');
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // A DATA frame adds its header and the sender's name to a payload of up to the limit.
+    const maxFrame = (this.limits.max_frame_bytes ?? DEFAULT_MAX_FRAME) + DATA_HEADER + 255;
+    let off = 0;
+    while (off < bytes.length) {
+      if (bytes.length - off < 4) throw new ProtocolError('truncated frame length');
+      const len = dv.getUint32(off);
+      off += 4;
+      if (len === 0) throw new ProtocolError('empty frame');
+      if (len > maxFrame) throw new ProtocolError(`frame of ${len} bytes exceeds the limit of ${maxFrame}`);
+      if (len > bytes.length - off) throw new ProtocolError('frame spans WebSocket messages');
+      this.#onFrame(bytes.subarray(off, off + len));
+      off += len;
+      if (this.#ws !== ws) return; // the frame closed the connection
+    }
+  }
+
+  #onFrame(body) {
+    const type = body[0];
+    const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
+    if (this.state !== 'open' && type !== CONTROL) throw new ProtocolError(`frame type ${type} before the welcome`);
+    switch (type) {
+      case CONTROL: {
+        let msg;
+        try {
+          msg = decode(body.subarray(1), { maxDepth: CONTROL_MAX_DEPTH });
+        } catch (e) {
+          if (e instanceof CBORError) throw new ProtocolError(`bad CONTROL body: ${e.message}`);
+          throw e;
+        }
+        if (msg === null || typeof msg !== 'object' || msg instanceof Map || Array.isArray(msg) || typeof msg.op !== 'string') {
+          throw new ProtocolError('CONTROL body is not a map with an op');
+        }
+        this.#onControl(msg);
+        return;
+      }
+      case DATA: {
+        if (body.length < DATA_HEADER) throw new ProtocolError('truncated DATA header');
+        const n = body[DATA_HEADER - 1];
+        if (body.length < DATA_HEADER + n) throw new ProtocolError('truncated DATA sender');
+        const sub = this.#subsById.get(dv.getUint32(1));
+        if (!sub) return; // unsubscribed while this frame was on its way
+        let sender;
+        try {
+          sender = textDecoder.decode(body.subarray(DATA_HEADER, DATA_HEADER + n));
+        } catch {
+          throw new ProtocolError('DATA sender is not UTF-8');
+        }
+        sub._deliver({
+          lost: dv.getUint32(5),
+          seq: u64ToNumber(dv, 9),
+          time: dv.getFloat64(17),
+          sender,
+          payload: body.subarray(DATA_HEADER + n),
+        });
+        return;
+      }
+      case PUB_ACK: {
+        if (body.length < 9) throw new ProtocolError('truncated PUB_ACK');
+        this.#pubsById.get(dv.getUint32(1))?._ack(dv.getUint32(5));
+        return;
+      }
+      default:
+        throw new ProtocolError(`unexpected frame type ${type}`);
+    }
+  }
+
+  #onControl(msg) {
+    if (this.state !== 'open') {
+      if (msg.op === 'welcome') return this.#onWelcome(msg);
+      if (msg.op === 'error') return this.#onHandshakeError(msg);
+      if (msg.op === 'goodbye') return this.#onGoodbye(msg);
+      throw new ProtocolError(`"${msg.op}" before the welcome`);
+    }
+    switch (msg.op) {
+      case 'reply':
+      case 'error': {
+        const p = this.#pending.get(msg.id);
+        if (!p) {
+          if (msg.op === 'error') this._reportError(remoteError(msg)); // a connection-level error
+          return;
+        }
+        this.#pending.delete(msg.id);
+        clearTimeout(p.timer);
+        if (msg.op === 'reply') p.resolve(msg.result);
+        else p.reject(remoteError(msg));
+        return;
+      }
+      case 'readers':
+        this.#pubsById.get(msg.pub)?._setReaders(msg.readers);
+        return;
+      case 'sub_end': {
+        const sub = this.#subsById.get(msg.sub);
+        if (sub) {
+          this.#subsById.delete(msg.sub);
+          sub._end(typeof msg.reason === 'string' ? msg.reason : 'ended by the server');
+        }
+        return;
+      }
+      case 'pong': {
+        const done = this.#pings.get(msg.data);
+        if (done) { this.#pings.delete(msg.data); done(); }
+        return;
+      }
+      case 'goodbye':
+        return this.#onGoodbye(msg);
+      default:
+        return; // newer servers may add notifications: ignore what we don't know
+    }
+  }
+
+  #onWelcome(msg) {
+    if (msg.v !== PROTOCOL_VERSION) throw new ProtocolError(`server speaks protocol version ${msg.v}`);
+    clearTimeout(this.#handshakeTimer);
+    const reconnected = this.#everOpened;
+    this.#everOpened = true;
+    this.clientId = msg.client_id ?? null;
+    this.name = msg.name ?? null;
+    this.serverName = msg.server ?? null;
+    this.limits = msg.limits && typeof msg.limits === 'object' ? msg.limits : {};
+    this.lastError = null;
+    this.#setState('open');
+    this.#startPings();
+    for (const w of this.#openWaiters) w.resolve(this);
+    this.#openWaiters = [];
+    this.emit('open', { server: this.serverName, name: this.name, clientId: this.clientId, limits: this.limits, reconnected });
+    // Bring back what was active before the connection was lost.
+    for (const pub of this.#pubs) pub._reopen();
+    for (const sub of this.#subs) sub._resubscribe();
+  }
+
+  #onHandshakeError(msg) {
+    const err = remoteError(msg);
+    this.lastError = err;
+    // A wrong token or protocol version won't get better by retrying; "name in use" might
+    // (the server may not have noticed our previous connection is gone yet).
+    if (err instanceof AuthError || (err instanceof ProtocolError && !this.#everOpened)) {
+      this.#closing = true;
+      this.#fail(err, true);
+      return;
+    }
+    this.emit('error', err);
+    this.#dropSocket(this.#ws, 4001, 'handshake refused');
+  }
+
+  #onGoodbye(msg) {
+    const reason = typeof msg.reason === 'string' ? msg.reason : 'server said goodbye';
+    this.lastError = new ConnectionClosed(reason);
+    this.emit('goodbye', reason);
+  }
+
+  #startPings() {
+    clearInterval(this.#pingTimer);
+    const idle = Number(this.limits.idle_timeout_s);
+    const interval = this.#opts.pingInterval ?? (idle > 0 ? Math.min(15000, (idle * 1000) / 3) : 15000);
+    const every = Math.max(200, interval);
+    this.#lastReceived = Date.now();
+    this.#pingTimer = setInterval(() => {
+      const ws = this.#ws;
+      if (!ws || this.state !== 'open') return;
+      // Nothing heard for several intervals, not even a pong: the connection is dead.
+      if (Date.now() - this.#lastReceived > every * 3) {
+        this.lastError = new ConnectionClosed('no answer to pings');
+        this.#dropSocket(ws, 4003, 'ping timeout');
+        return;
+      }
+      this.#sendControl({ op: 'ping', data: null });
+    }, every);
+  }
+}
+
+// ------------------------------------------------------------------------------------- subscription
+
+/**
+ * A subscription: `for await (const msg of sub)`, or `onMessage`. Messages are
+ * `{data, seq, channel, sender, time, lost}` (time: seconds since the epoch, lost: frames this
+ * subscription lost to overflow since its previous message). Leaving a `for await` loop early
+ * (break/return/throw) unsubscribes. Events: 'message' (msg), 'end' (reason), 'error' (Error).
+ */
+export class Subscription extends Emitter {
+  id = null; // the server's sub id on the current connection
+  window = 0;
+  lost = 0; // running total
+  received = 0;
+  ended = false;
+  endReason = null;
+  error = null;
+
+  #client;
+  #queue = []; // [{msg, gen}]
+  #waiters = [];
+  #gen = 0; // bumped on every (re)subscribe: credit for older messages is void
+  #unacked = 0;
+  #onMessage;
+  #pumping = false;
+
+  constructor(client, channel, o) {
+    super();
+    this.#client = client;
+    this.channel = channel;
+    this.policy = o.policy ?? 'drop_oldest';
+    this.size = o.size === undefined ? 100 : o.size;
+    this.every = o.every ?? 1;
+    this.maxRate = o.maxRate ?? o.max_rate ?? null;
+    this.requestedWindow = o.window ?? null;
+    this.key = o.key ?? null;
+    this.#onMessage = o.onMessage ?? null;
+    if (!POLICIES.includes(this.policy)) throw new TypeError(`unknown policy ${JSON.stringify(this.policy)}`);
+    if (!Number.isInteger(this.every) || this.every < 1) throw new RangeError('every must be an integer >= 1');
+    if (this.size !== null && (!Number.isInteger(this.size) || this.size < 1)) throw new RangeError('size must be an integer >= 1 or null');
+    if (this.maxRate !== null && !(this.maxRate > 0)) throw new RangeError('maxRate must be > 0 or null');
+  }
+
+  async _subscribe() {
+    const reply = await this.#client.request('subscribe', {
+      channel: this.channel, key: this.key, policy: this.policy, size: this.size,
+      every: this.every, max_rate: this.maxRate, window: this.requestedWindow,
+    });
+    if (!reply || !Number.isInteger(reply.sub)) throw new ProtocolError('subscribe reply without a sub id');
+    if (this.ended) {
+      // closed while the request was in flight: undo it on the server
+      this.#client.request('unsubscribe', { sub: reply.sub }).catch(() => {});
+      return;
+    }
+    this.id = reply.sub;
+    this.window = Number.isInteger(reply.window) && reply.window > 0 ? reply.window : 1;
+    this.#gen++;
+    this.#unacked = 0;
+    this.#client._registerSub(this, this.id);
+  }
+
+  _resubscribe() {
+    if (this.ended) return;
+    this._subscribe().catch((e) => {
+      if (e instanceof ConnectionClosed) return; // lost again: the next welcome retries
+      this.error = e;
+      this.#client._reportError(e);
+      this._end(`resubscribe failed: ${e.message}`);
+    });
+  }
+
+  _disconnected() {
+    this.id = null;
+  }
+
+  _deliver({ lost, seq, time, sender, payload }) {
+    let data;
+    try {
+      data = decode(payload);
+    } catch (e) {
+      // A writer's bad payload must not cost us the connection: skip it, but say so.
+      const err = new ProtocolError(`${this.channel} seq ${seq}: undecodable payload: ${e.message}`);
+      this.emit('error', err);
+      this.#client._reportError(err);
+      this.#consumed(this.#gen);
+      return;
+    }
+    this.received++;
+    this.lost += lost;
+    const msg = { data, seq, channel: this.channel, sender, time, lost };
+    this.emit('message', msg);
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      this.#consumed(this.#gen);
+      waiter.resolve({ value: msg, done: false });
+      return;
+    }
+    this.#queue.push({ msg, gen: this.#gen });
+    if (this.#onMessage) this.#pump();
+  }
+
+  // Return credit once half the window has been consumed, so the server can keep the
+  // pipe full without ever having more than `window` frames in flight for us.
+  #consumed(gen) {
+    if (gen !== this.#gen || this.id === null || this.ended) return;
+    this.#unacked++;
+    if (this.#unacked >= Math.max(1, Math.ceil(this.window / 2))) {
+      this.#client._sendCredit(this.id, this.#unacked);
+      this.#unacked = 0;
+    }
+  }
+
+  async #pump() {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (this.#queue.length && !this.ended) {
+        const { msg, gen } = this.#queue.shift();
+        try {
+          await this.#onMessage(msg);
+        } catch (e) {
+          this.emit('error', e);
+          if (this.listenerCount('error') === 0) queueMicrotask(() => { throw e; });
+        }
+        this.#consumed(gen);
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** Next message: `{value, done}` as the async iterator protocol wants. */
+  next() {
+    const entry = this.#queue.shift();
+    if (entry) {
+      this.#consumed(entry.gen);
+      return Promise.resolve({ value: entry.msg, done: false });
+    }
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    const d = deferred();
+    this.#waiters.push(d);
+    return d.promise;
+  }
+
+  async return() {
+    await this.close();
+    return { value: undefined, done: true };
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /** Unsubscribe. Messages not yet consumed are dropped. */
+  async close() {
+    if (this.ended) return;
+    const id = this.id;
+    this.#queue = [];
+    this._end('closed');
+    if (id !== null && this.#client.connected) {
+      try {
+        await this.#client.request('unsubscribe', { sub: id });
+      } catch {
+        // The connection went away or the server already ended it: nothing left to undo.
+      }
+    }
+  }
+
+  // Ends the subscription; messages already received stay readable until drained.
+  _end(reason) {
+    if (this.ended) return;
+    this.ended = true;
+    this.endReason = reason;
+    this.#client._forgetSub(this);
+    this.id = null;
+    for (const w of this.#waiters) w.resolve({ value: undefined, done: true });
+    this.#waiters = [];
+    this.emit('end', reason);
+  }
+}
+
+// ------------------------------------------------------------------------------------- publisher
+
+/**
+ * A publisher on one channel. `readers` follows the server's count; `send()` resolves false
+ * without touching the wire while there are none (or while disconnected), true once the
+ * frame is queued for sending. At most the server's publish window is unacknowledged at a time;
+ * sends beyond it wait, in order. Events: 'readers' (count).
+ */
+export class Publisher extends Emitter {
+  id = null;
+  readers = 0;
+  closed = false;
+
+  #client;
+  #inflight = []; // byte sizes of unacknowledged frames, oldest first
+  #inflightBytes = 0;
+  #queue = []; // sends waiting for window room: {payload, time, resolve, reject}
+  #readerWaiters = [];
+
+  constructor(client, channel, key) {
+    super();
+    this.#client = client;
+    this.channel = channel;
+    this.key = key;
+  }
+
+  async _open() {
+    const reply = await this.#client.request('open_publisher', { channel: this.channel, key: this.key });
+    if (!reply || !Number.isInteger(reply.pub)) throw new ProtocolError('open_publisher reply without a pub id');
+    this.id = reply.pub;
+    this.#inflight = [];
+    this.#inflightBytes = 0;
+    this.#client._registerPub(this, this.id);
+    this._setReaders(reply.readers ?? 0);
+  }
+
+  _reopen() {
+    if (this.closed) return;
+    this._open().catch((e) => {
+      if (e instanceof ConnectionClosed) return;
+      this.#client._reportError(e);
+      this._closed(e);
+    });
+  }
+
+  _disconnected(err) {
+    this.id = null;
+    this.#inflight = [];
+    this.#inflightBytes = 0;
+    for (const q of this.#queue) q.reject(err);
+    this.#queue = [];
+    this._setReaders(0); // nobody is known to listen while we are away
+  }
+
+  _closed(err) {
+    if (this.closed) return;
+    this.closed = true;
+    const e = err ?? new ConnectionClosed('publisher closed');
+    for (const q of this.#queue) q.reject(e);
+    this.#queue = [];
+    for (const w of this.#readerWaiters) w.reject(e);
+    this.#readerWaiters = [];
+    this.#client._forgetPub(this);
+  }
+
+  _setReaders(n) {
+    const readers = Number(n) || 0;
+    const changed = readers !== this.readers;
+    this.readers = readers;
+    if (readers > 0) {
+      for (const w of this.#readerWaiters) w.resolve(readers);
+      this.#readerWaiters = [];
+    }
+    if (changed) this.emit('readers', readers);
+    this.#pump();
+  }
+
+  _ack(frames) {
+    for (let i = 0; i < frames && this.#inflight.length; i++) this.#inflightBytes -= this.#inflight.shift();
+    this.#pump();
+  }
+
+  #hasRoom(size) {
+    const lim = this.#client.limits;
+    const maxFrames = lim.publish_window_frames > 0 ? lim.publish_window_frames : 16;
+    const maxBytes = lim.publish_window_bytes > 0 ? lim.publish_window_bytes : Infinity;
+    if (this.#inflight.length >= maxFrames) return false;
+    // The byte window always lets one frame through, however big.
+    return this.#inflight.length === 0 || this.#inflightBytes + size <= maxBytes;
+  }
+
+  #pump() {
+    while (this.#queue.length) {
+      if (this.readers === 0 || this.id === null) {
+        // Readers left while these waited: they are not sent, as if sent to nobody.
+        for (const q of this.#queue) q.resolve(false);
+        this.#queue = [];
+        return;
+      }
+      const q = this.#queue[0];
+      if (!this.#hasRoom(q.payload.length)) return;
+      this.#queue.shift();
+      this.#transmit(q.payload, q.time);
+      q.resolve(true);
+    }
+  }
+
+  #transmit(payload, time) {
+    this.#client._sendPublish(this.id, time, payload);
+    this.#inflight.push(payload.length);
+    this.#inflightBytes += payload.length;
+  }
+
+  /**
+   * Send one value. Resolves true when it is on its way, false when nobody reads the channel
+   * (nothing is encoded or sent then).
+   */
+  async send(value, { time } = {}) {
+    if (this.closed) throw new ConnectionClosed('publisher is closed');
+    if (this.readers === 0 || this.id === null) return false;
+    const payload = encode(value);
+    this.#client._checkFrameSize(1 + 12 + payload.length);
+    const t = time ?? nowSeconds();
+    if (this.#queue.length === 0 && this.#hasRoom(payload.length)) {
+      this.#transmit(payload, t);
+      return true;
+    }
+    const d = deferred();
+    this.#queue.push({ payload, time: t, resolve: d.resolve, reject: d.reject });
+    return d.promise;
+  }
+
+  /** Resolves with the reader count once the channel has at least one reader. */
+  waitForReaders({ timeout = 0 } = {}) {
+    if (this.readers > 0) return Promise.resolve(this.readers);
+    if (this.closed) return Promise.reject(new ConnectionClosed('publisher is closed'));
+    const d = deferred();
+    this.#readerWaiters.push(d);
+    if (!timeout) return d.promise;
+    const timer = setTimeout(() => {
+      this.#readerWaiters = this.#readerWaiters.filter((w) => w !== d);
+      d.reject(new RequestTimeout(`no reader on ${this.channel} after ${timeout} ms`));
+    }, timeout);
+    return d.promise.finally(() => clearTimeout(timer));
+  }
+
+  /** Unacknowledged frames (the server has not placed them in every reader's buffer yet). */
+  get inFlight() {
+    return this.#inflight.length;
+  }
+
+  async close() {
+    if (this.closed) return;
+    const id = this.id;
+    this._closed();
+    if (id !== null && this.#client.connected) {
+      try {
+        await this.#client.request('close_publisher', { pub: id });
+      } catch {
+        // gone with the connection already
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------- entry points
+
+/** A client that starts connecting at once and keeps (re)connecting until closed. */
+export function createClient(url, options = {}) {
+  return new Client(url, options).start();
+}
+
+/**
+ * Connect and resolve once the handshake is done. Rejects if the first attempt fails
+ * (wrong URL, server down, handshake refused); later losses reconnect automatically.
+ */
+export async function connect(url, options = {}) {
+  const client = new Client(url, { retryFirstConnect: false, ...options });
+  try {
+    return await client.start().ready({ timeout: options.connectTimeout ?? 10000 });
+  } catch (e) {
+    await client.close();
+    throw e.message?.startsWith('not connected') ? new ConnectionClosed(e.message) : (client.lastError ?? e);
+  }
+}
