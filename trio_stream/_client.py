@@ -8,6 +8,7 @@ frames costs few syscalls and never a round trip per frame.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -189,6 +190,10 @@ class Client:
                 await transport.send(pieces)
         except ConnectionClosed as exc:
             self._fail(ConnectionClosed(str(exc), self._goodbye))
+        finally:
+            # Cancelled from outside (the nursery around open_client): nothing more will be
+            # sent, so nobody may keep waiting for an answer.
+            self._fail(ConnectionClosed("the client is closed"))
 
     def _send_control(self, message: M.Message) -> None:
         self._check_open()
@@ -239,6 +244,8 @@ class Client:
             self._fail(ConnectionClosed(f"protocol error from the server: {exc}"))
             with trio.CancelScope(shield=True):
                 await transport.aclose()
+        finally:
+            self._fail(ConnectionClosed("the client is closed"))
 
     def _dispatch(self, frame: bytearray) -> None:
         kind = frame[0]
@@ -607,7 +614,8 @@ class Publisher:
         client = self._client
         if client._publishers.pop(self.pub_id, None) is None or client.closed:
             return
-        await client._request(M.ClosePublisher, pub=self.pub_id)
+        with contextlib.suppress(ConnectionClosed):  # a dead connection closed it already
+            await client._request(M.ClosePublisher, pub=self.pub_id)
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -714,7 +722,8 @@ class Subscription:
             self._end("unsubscribed", None)
             return
         self._end("unsubscribed", None)
-        await client._request(M.Unsubscribe, sub=self.sub_id)
+        with contextlib.suppress(ConnectionClosed):  # a dead connection ended it already
+            await client._request(M.Unsubscribe, sub=self.sub_id)
 
     async def __aenter__(self) -> Subscription:
         return self
