@@ -36,6 +36,8 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
         return st.floats(allow_nan=False, allow_infinity=False)
     if hint is str:
         return st.text(max_size=20)
+    if hint is bytes:
+        return st.binary(max_size=20)
     if origin is dict:
         return st.dictionaries(st.text(max_size=5), scalars, max_size=3)
     if origin is list:
