@@ -48,7 +48,8 @@ def test_unbounded_keeps_everything() -> None:
 def test_block_refuses_when_full_and_changes_nothing() -> None:
     buffer: PolicyBuffer[int] = PolicyBuffer(Policy.BLOCK, 2)
     assert buffer.offer(1)[0] and buffer.offer(2)[0]
-    assert buffer.offer(3) == (False, 0, [])
+    accepted, lost, dropped = buffer.offer(3)
+    assert (accepted, lost, list(dropped)) == (False, 0, [])
     assert drain(buffer) == [(1, 0), (2, 0)]
 
 

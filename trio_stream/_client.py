@@ -249,17 +249,16 @@ class Client:
 
     def _dispatch(self, frame: bytearray) -> None:
         kind = frame[0]
-        if kind == F.FrameType.DATA:
-            sub_id = F.parse_data(frame).sub_id
-            sub = self._subscriptions.get(sub_id)
+        if kind == F.DATA:
+            sub = self._subscriptions.get(F.data_sub_id(frame))
             if sub is not None:
                 sub._deliver(frame)
-        elif kind == F.FrameType.PUB_ACK:
+        elif kind == F.PUB_ACK:
             pub_id, count = F.parse_counter(frame)
             pub = self._publishers.get(pub_id)
             if pub is not None:
                 pub._acked(count)
-        elif kind == F.FrameType.CONTROL:
+        elif kind == F.CONTROL:
             message = M.decode_message(frame)
             handler = self._handlers.get(type(message))
             if handler is None:

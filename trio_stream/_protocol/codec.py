@@ -136,9 +136,15 @@ def _array_pieces(array: np.ndarray[Any, Any]) -> list[BytesLike]:
     )
 
 
+class _LargeArray(Exception):
+    """Raised inside cbor2 to abandon a plain encode: the value holds a large array."""
+
+
 def _encode_default(encoder: Any, value: Any) -> None:
     """cbor2 hook for values it does not know: small arrays and numpy scalars."""
     if isinstance(value, np.ndarray):
+        if value.nbytes >= ZERO_COPY_MIN_BYTES:
+            raise _LargeArray
         encoder.write(b"".join(bytes(p) for p in _array_pieces(value)))
     elif isinstance(value, np.generic):
         encoder.encode(value.item())
@@ -167,6 +173,8 @@ def _dumps(value: Any) -> bytes:
     except cbor2.CBOREncodeError as exc:
         # Surface plain TypeError/ValueError: callers should not need to know about cbor2.
         cause = exc.__cause__
+        if isinstance(cause, _LargeArray):
+            raise cause from None
         if isinstance(cause, TypeError | ValueError):
             raise type(cause)(str(cause)) from exc
         # e.g. a naive datetime: cbor2's message says what is wrong with the value
@@ -215,11 +223,14 @@ def encode_payload(value: Any) -> list[BytesLike]:
         return _array_pieces(value)
     if type(value) is EncodedPayload:
         return [value.data]
-    if isinstance(value, dict | list | tuple) and _has_large_array(value):
+    try:
+        # The common case in one cbor2 call; only a large array inside a container makes
+        # the hook give up, and then the value is encoded piece by piece.
+        return [_dumps(value)]
+    except _LargeArray:
         out: list[BytesLike] = []
         _pieces_of(value, out)
         return out
-    return [_dumps(value)]
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -358,10 +369,14 @@ def decode_payload(data: BytesLike) -> Any:
     """
     view = memoryview(data)
     try:
-        array = _fast_array(view)
-        if array is not None:
-            return array
-        return _loads_exact(view, max_depth=PAYLOAD_MAX_DEPTH, strict=False)
+        if view.nbytes and view[0] == 0xD8:  # a tag first: maybe one array, the zero-copy case
+            array = _fast_array(view)
+            if array is not None:
+                return array
+        # Payloads are the writers' data, not envelopes: one cbor2.loads (no trailing-bytes
+        # check, which would cost a decoder object per frame), with the depth limit and the
+        # refused tags all the same.
+        return cbor2.loads(view, max_depth=PAYLOAD_MAX_DEPTH, semantic_decoders=_SEMANTIC_DECODERS)
     except (cbor2.CBORDecodeError, ValueError, IndexError) as exc:
         raise ProtocolError(f"malformed payload: {exc}") from exc
 

@@ -22,6 +22,14 @@ class FrameType(IntEnum):
     PUB_ACK = 0x05
 
 
+# Plain ints for the hot paths: comparing with an IntEnum member costs a method call.
+CONTROL: Final = 0x01
+PUBLISH: Final = 0x02
+DATA: Final = 0x03
+CREDIT: Final = 0x04
+PUB_ACK: Final = 0x05
+
+
 CONTROL_TYPE_BYTE: Final = bytes((FrameType.CONTROL,))
 
 # PUBLISH: type, pub_id, time; the payload follows.
@@ -87,20 +95,41 @@ class Data(NamedTuple):
     payload_offset: int
 
 
+# A whole DATA body head in one unpack: type, sub_id, lost, seq, time, sender name length.
+_DATA_HEAD: Final = struct.Struct(">BIIQdB")
+_SUB_ID: Final = struct.Struct(">I")
+# Readers see the same few sender names over and over; decoding each once saves a bytes
+# copy and a UTF-8 decode per message.
+_sender_names: dict[bytes, str] = {}
+_SENDER_CACHE_MAX: Final = 4096
+
+
+def data_sub_id(frame: BytesLike) -> int:
+    """The subscription a DATA frame is for (enough to route it)."""
+    if len(frame) < 5:
+        raise ProtocolError("truncated DATA frame")
+    return int(_SUB_ID.unpack_from(frame, 1)[0])
+
+
 def parse_data(frame: BytesLike) -> Data:
-    head = DATA_READER_BODY_BYTES
-    if len(frame) < head + DATA_SHARED_HEAD.size:
+    if len(frame) < _DATA_HEAD.size:
         raise ProtocolError("truncated DATA frame")
-    _, sub_id, lost = struct.unpack_from(">BII", frame)
-    seq, time, name_len = DATA_SHARED_HEAD.unpack_from(frame, head)
-    start = head + DATA_SHARED_HEAD.size
-    if len(frame) < start + name_len:
+    _, sub_id, lost, seq, time, name_len = _DATA_HEAD.unpack_from(frame)
+    start = _DATA_HEAD.size
+    end = start + name_len
+    if len(frame) < end:
         raise ProtocolError("truncated DATA frame")
-    try:
-        sender = bytes(frame[start : start + name_len]).decode()
-    except UnicodeDecodeError as exc:
-        raise ProtocolError("DATA frame sender is not UTF-8") from exc
-    return Data(sub_id, lost, seq, time, sender, start + name_len)
+    raw = bytes(frame[start:end])
+    sender = _sender_names.get(raw)
+    if sender is None:
+        try:
+            sender = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("DATA frame sender is not UTF-8") from exc
+        if len(_sender_names) >= _SENDER_CACHE_MAX:
+            _sender_names.clear()
+        _sender_names[raw] = sender
+    return Data(sub_id, lost, seq, time, sender, end)
 
 
 def credit_frame(sub_id: int, frames: int) -> bytes:

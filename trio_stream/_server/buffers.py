@@ -16,12 +16,17 @@ once per reader with ``send_nowait``, never a task, a future or a checkpoint per
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 import trio
 
 T = TypeVar("T")
+
+# The two common outcomes of offer(), allocated once: offer() runs per frame per reader.
+_ACCEPTED: Final[tuple[bool, int, tuple[()]]] = (True, 0, ())
+_REFUSED: Final[tuple[bool, int, tuple[()]]] = (False, 0, ())
 
 
 class Policy(StrEnum):
@@ -71,7 +76,7 @@ class PolicyBuffer(Generic[T]):
     def __len__(self) -> int:
         return self._count
 
-    def offer(self, item: T) -> tuple[bool, int, list[T]]:
+    def offer(self, item: T) -> tuple[bool, int, Sequence[T]]:
         """Put ``item`` in, applying the policy when full.
 
         Returns:
@@ -87,10 +92,10 @@ class PolicyBuffer(Generic[T]):
         else:
             self._skipped = 0
             self._count += 1
-            return True, 0, []
+            return _ACCEPTED
         policy = self.policy
         if policy is Policy.BLOCK:
-            return False, 0, []
+            return _REFUSED
         if policy is Policy.DROP_NEWEST:
             self._skipped += 1
             return True, 1, [item]

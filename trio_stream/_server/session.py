@@ -261,7 +261,7 @@ class Session:
 
     def _dispatch(self, frame: bytearray) -> None:
         kind = frame[0]
-        if kind == F.FrameType.PUBLISH:
+        if kind == F.PUBLISH:
             pub_id, time_s, offset = F.parse_publish(frame)
             pub = self.publishers.get(pub_id)
             if pub is None:
@@ -269,12 +269,12 @@ class Session:
                     raise ProtocolError(f"PUBLISH for publisher {pub_id}, which was never opened")
                 return  # the channel went away while this frame was in flight
             self.state.broker.publish(pub, time_s, memoryview(frame)[offset:])
-        elif kind == F.FrameType.CREDIT:
+        elif kind == F.CREDIT:
             sub_id, credit = F.parse_counter(frame)
             sub = self.subscriptions.get(sub_id)
             if sub is not None:
                 sub.add_credit(credit)
-        elif kind == F.FrameType.CONTROL:
+        elif kind == F.CONTROL:
             self._on_control(M.decode_message(frame))
         else:
             raise ProtocolError(f"frame type {kind:#04x} is not valid from a client")
