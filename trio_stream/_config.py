@@ -22,7 +22,7 @@ class ServerConfig:
     tcp_port: int | None = DEFAULT_TCP_PORT
     http_port: int | None = DEFAULT_HTTP_PORT
     name: str = "trio_stream"
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never in logs or reprs
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
     allowed_origins: tuple[str, ...] | None = None
     max_frame_bytes: int = L.MAX_FRAME_BYTES

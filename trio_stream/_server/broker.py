@@ -50,6 +50,7 @@ class SessionPort(Protocol):
     client_id: int
     name: str
     buffered_bytes: int
+    max_buffered_bytes: int
 
     def activate(self, sub: Subscription) -> None: ...
     def schedule_rate(self, sub: Subscription) -> None: ...
@@ -57,6 +58,7 @@ class SessionPort(Protocol):
     def readers_changed(self, pub: Publisher, readers: int) -> None: ...
     def subscription_ended(self, sub: Subscription, error: Exception | None) -> None: ...
     def finish(self, sub: Subscription) -> bytes: ...
+    def over_limit(self, sub: Subscription) -> None: ...
     def publisher_ended(self, pub: Publisher, error: Exception) -> None: ...
 
 
@@ -117,6 +119,7 @@ class Subscription:
         self.active = False  # in its session's send rotation
         self.closed = False
         self.ending = False  # channel ended: send what is buffered, then the end
+        self.doomed = False  # over the connection's memory limit: ends, takes nothing more
         self.parked: deque[_Parked] = deque()  # frames waiting for room here (block only)
         self.seen = 0  # frames of the channel offered since subscribing (for every=N)
         self.latest: SharedFrame | None = None  # newest frame held back by max_rate
@@ -128,6 +131,8 @@ class Subscription:
     # -- fan-out side ----------------------------------------------------------------------
     def offer(self, frame: SharedFrame) -> bool:
         """Called once per publish; False means "block reader full: park it for me"."""
+        if self.doomed:
+            return True
         if self.every > 1:
             self.seen += 1
             if (self.seen - 1) % self.every:
@@ -154,6 +159,9 @@ class Subscription:
         session.buffered_bytes += frame.nbytes
         for old in dropped:
             session.buffered_bytes -= old.nbytes
+        if session.buffered_bytes > session.max_buffered_bytes:
+            self.doomed = True  # ended by the session's sender (not here: mid fan-out)
+            session.over_limit(self)
         if lost:
             self.lost += lost
             self.channel.lost += lost
@@ -304,8 +312,8 @@ class Broker:
     def lookup(self, name: str, key: str | None, session: SessionPort | None) -> Channel:
         """The channel, if this caller may use it.
 
-        A private channel whose key does not match looks like a missing one to strangers
-        (no existence leak) and raises AuthError for the caller who named a key.
+        A channel with a key needs that key from everyone but its owner (compared in
+        constant time; keys are never logged nor echoed in errors).
         """
         channel = self.channels.get(name)
         if channel is None:
@@ -314,11 +322,7 @@ class Broker:
             )
         if channel.key is not None and not _owner_of(channel, session):
             if key is None:
-                if channel.public:
-                    raise AuthError(f"channel {name!r} needs a key; pass key=...")
-                raise ChannelNotFound(
-                    f"no channel named {name!r}; create it with create_channel() first"
-                )
+                raise AuthError(f"channel {name!r} needs its key: pass key=...")
             if not hmac.compare_digest(key.encode(), channel.key.encode()):
                 raise AuthError(f"wrong key for channel {name!r}")
         return channel

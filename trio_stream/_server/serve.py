@@ -146,7 +146,7 @@ class Server:
         for scope in self._accept_scopes:
             scope.cancel()
         for session in list(self._sessions):
-            session.close("the server is shutting down")
+            session.close("the server is shutting down", drain=True)
         with trio.move_on_after(self.config.shutdown_grace_s + 1.0):
             await self._no_sessions.wait()
         self._cancel_scope.cancel()

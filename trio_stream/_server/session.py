@@ -59,6 +59,8 @@ class Session:
         self.name = f"client-{self.client_id}"
         self.connected_at = time.time()
         self.buffered_bytes = 0
+        self.max_buffered_bytes = state.limits.max_buffered_bytes
+        self._over_limit: list[Subscription] = []
         self.subscriptions: dict[int, Subscription] = {}
         self.publishers: dict[int, Publisher] = {}
         self.methods: list[str] = []
@@ -70,6 +72,7 @@ class Session:
         self._scheduler = DeficitRoundRobin()
         self._wake = trio.Event()
         self._closing = False
+        self._drain = False
         self._peer_gone = False
         self._close_requested = trio.Event()
         self._drained = trio.Event()
@@ -115,6 +118,25 @@ class Session:
         self.state.broker.unsubscribe(sub)
         self._control.append(self.finish(sub, error))
         self._wake.set()
+
+    def over_limit(self, sub: Subscription) -> None:
+        self._over_limit.append(sub)
+        self._wake.set()
+
+    def _end_over_limit(self) -> None:
+        for sub in self._over_limit:
+            if sub.closed:
+                continue
+            self.subscription_ended(
+                sub,
+                LimitExceeded(
+                    f"the server buffers more than max_buffered_bytes "
+                    f"({self.max_buffered_bytes} bytes) for this connection, so the "
+                    f"subscription to {sub.channel.name!r} was ended: read faster, use a "
+                    "bounded policy (drop_oldest, block), or raise max_buffered_bytes"
+                ),
+            )
+        self._over_limit = []
 
     def finish(self, sub: Subscription, error: Exception | None = None) -> bytes:
         """Forget ``sub`` and return its SubEnd frame."""
@@ -214,10 +236,15 @@ class Session:
         with trio.CancelScope(shield=True):
             await self.transport.aclose()
 
-    def close(self, reason: str) -> None:
-        """Ask the connection to say goodbye, flush what it can and close."""
+    def close(self, reason: str, *, drain: bool = False) -> None:
+        """Ask the connection to say goodbye, flush and close.
+
+        With ``drain`` (server shutdown) the reader may first take what is buffered for it,
+        within the server's grace period; otherwise only control messages are flushed.
+        """
         if not self._closing:
             self._closing = True
+            self._drain = drain
             self.send_control(M.Goodbye(reason=reason))
             self._close_requested.set()
 
@@ -429,6 +456,8 @@ class Session:
         try:
             while True:
                 self._wake = trio.Event()
+                if self._over_limit:
+                    self._end_over_limit()
                 pieces: list[BytesLike] = []
                 if self._control:
                     pieces.extend(self._control)
@@ -446,7 +475,9 @@ class Session:
                 if pieces:
                     await transport.send(pieces)
                     continue
-                if self._closing:
+                if self._closing and not (
+                    self._drain and any(len(sub.buffer) for sub in self.subscriptions.values())
+                ):
                     self._drained.set()
                     deadline = math.inf
                 with trio.move_on_at(deadline):

@@ -1,0 +1,130 @@
+"""Access control: private channels, keys, the server token, TLS; nothing leaks."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+import pytest
+import trio
+import trustme
+
+import trio_stream as ts
+
+SECRET = "s3cret-key-4711"
+TOKEN = "server-token-0815"
+
+
+async def test_private_channel_is_invisible_and_needs_its_key(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with (
+        ts.open_client(url, name="owner") as owner,
+        ts.open_client(url, name="stranger") as stranger,
+        ts.open_client(url, name="friend") as friend,
+    ):
+        async with stranger.subscribe("$channels", policy="unbounded") as events:
+            await owner.create_channel("lab/private", public=False, key=SECRET)
+            await owner.create_channel("lab/public")
+            with trio.fail_after(10):
+                event = (await events.receive()).data
+            assert event["channel"] == "lab/public"  # the private one never showed up
+        assert "lab/private" not in {c.name for c in await stranger.channels()}
+        assert "lab/private" in {c.name for c in await owner.channels()}  # its own
+
+        for attempt_key in (None, "wrong"):
+            with pytest.raises(ts.AuthError):
+                async with stranger.subscribe("lab/private", key=attempt_key):
+                    pass
+            with pytest.raises(ts.AuthError):
+                await stranger.publish("lab/private", "intrusion", key=attempt_key)
+            with pytest.raises(ts.AuthError):
+                await stranger.delete_channel("lab/private", key=attempt_key)
+
+        async with (
+            friend.subscribe("lab/private", key=SECRET, policy="unbounded") as sub,
+            owner.publisher("lab/private") as pub,
+        ):
+            await pub.wait_for_readers()
+            await pub.send({"temperature": 21.5})
+            with trio.fail_after(10):
+                assert (await sub.receive()).data == {"temperature": 21.5}
+            # Whoever subscribed to a private channel is not shown with it either.
+            for client in await stranger.clients():
+                assert all(s.channel != "lab/private" for s in client.subscriptions)
+                assert "lab/private" not in client.publishers
+    assert SECRET not in caplog.text
+
+
+async def test_only_the_owner_or_a_key_holder_deletes(url: str) -> None:
+    async with ts.open_client(url, name="owner") as owner, ts.open_client(url, name="o") as other:
+        await owner.create_channel("open")
+        with pytest.raises(ts.AuthError, match="only the owner"):
+            await other.delete_channel("open")
+        await owner.create_channel("keyed", key=SECRET)
+        await other.delete_channel("keyed", key=SECRET)
+        await owner.delete_channel("open")
+        assert not {"open", "keyed"} & {c.name for c in await other.channels()}
+
+
+async def test_system_channels_are_read_only(url: str) -> None:
+    async with ts.open_client(url) as client:
+        with pytest.raises(ts.AuthError, match="read-only"):
+            await client.publish("$stats", {"fake": 1})
+        with pytest.raises(ts.InvalidArgument):
+            await client.create_channel("$mine")
+
+
+async def test_server_token_is_checked_at_the_handshake(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, token=TOKEN)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    for url in (server.tcp_url, server.ws_url):
+        assert url is not None
+        for token in (None, "guess"):
+            with pytest.raises(ts.AuthError, match="token"):
+                async with ts.open_client(url, token=token):
+                    pass
+        async with ts.open_client(url, token=TOKEN) as client:
+            assert await client.stats()
+    assert TOKEN not in caplog.text
+    assert TOKEN not in repr(config)
+
+
+async def test_non_loopback_bind_without_token_warns_loudly(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = ts.ServerConfig(host="0.0.0.0", tcp_port=0, http_port=None)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert "WITHOUT a token" in caplog.text
+    await server.aclose()
+
+
+async def test_tls_over_tcp_with_a_trusted_certificate(nursery: trio.Nursery) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    config = ts.ServerConfig(
+        host="127.0.0.1", tcp_port=0, http_port=None, ssl_context=server_context
+    )
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url is not None and server.tcp_url.startswith("tcps://")
+    async with (
+        ts.open_client(server.tcp_url, ssl_context=client_context) as w,
+        ts.open_client(server.tcp_url, ssl_context=client_context) as r,
+    ):
+        await w.create_channel("secure")
+        async with r.subscribe("secure") as sub, w.publisher("secure") as pub:
+            await pub.wait_for_readers()
+            await pub.send("over TLS")
+            with trio.fail_after(10):
+                assert (await sub.receive()).data == "over TLS"
+    # A client that does not trust the certificate cannot connect.
+    with pytest.raises(ts.ConnectionClosed):
+        async with ts.open_client(server.tcp_url, ssl_context=ssl.create_default_context()):
+            pass

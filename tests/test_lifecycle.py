@@ -1,0 +1,151 @@
+"""Channel lifecycle, system channels, limits, idle timeout and graceful shutdown."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trio
+
+import trio_stream as ts
+
+
+async def test_temporary_channel_ends_by_itself(
+    url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
+        await w.create_channel("experiment", lifetime=30.0)
+        async with r.subscribe("experiment") as sub, w.publisher("experiment") as pub:
+            await pub.wait_for_readers()
+            await pub.send("running")
+            got = [msg.data async for msg in sub]  # ends cleanly after 30 s
+            assert got == ["running"]
+            assert trio.current_time() >= 30.0
+            with pytest.raises(ts.ChannelNotFound, match="lifetime"):
+                for _ in range(100):
+                    await pub.send("late")
+                    await trio.sleep(0.01)
+        assert "experiment" not in {c.name for c in await r.channels()}
+
+
+async def test_single_writer_refuses_a_second_writer(url: str) -> None:
+    async with ts.open_client(url, name="a") as a, ts.open_client(url, name="b") as b:
+        await a.create_channel("solo", single_writer=True)
+        async with a.publisher("solo"):
+            with pytest.raises(ts.LimitExceeded, match="single_writer"):
+                async with b.publisher("solo"):
+                    pass
+        async with b.publisher("solo"):  # the first one left: now b may write
+            pass
+
+
+async def test_system_channels_report_clients_channels_and_load(url: str) -> None:
+    async with ts.open_client(url, name="observer") as observer:
+        async with (
+            observer.subscribe("$clients", policy="unbounded") as clients,
+            observer.subscribe("$channels", policy="unbounded") as channels,
+            observer.subscribe("$stats", policy="drop_oldest", size=1) as stats,
+        ):
+            async with ts.open_client(url, name="visitor") as visitor:
+                await visitor.create_channel("v")
+                async with observer.subscribe("v"):
+                    pass
+            with trio.fail_after(10):
+                connected = (await clients.receive()).data
+                disconnected = (await clients.receive()).data
+                events = [(await channels.receive()).data for _ in range(4)]
+                load = (await stats.receive()).data
+        assert connected["event"] == "connected" and connected["name"] == "visitor"
+        assert {"address", "transport"} <= connected.keys()
+        assert disconnected["event"] == "disconnected"
+        assert [e["event"] for e in events] == ["created", "readers", "readers", "deleted"]
+        assert [e["readers"] for e in events[1:3]] == [1, 0]
+        for key in (
+            "connections",
+            "channels",
+            "frames_in_per_s",
+            "bytes_out_per_s",
+            "frames_lost",
+            "buffered_bytes",
+            "cpu_percent",
+            "memory_bytes",
+        ):
+            assert key in load
+        assert load["memory_bytes"] > 0
+
+
+async def test_introspection_records_describe_subscriptions(url: str) -> None:
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
+        await w.create_channel("c")
+        async with r.subscribe("c", policy="clear", size=7, every=2, max_rate=5.0):
+            (record,) = [c for c in await w.clients() if c.name == "r"]
+            (sub,) = record.subscriptions
+            assert (sub.channel, sub.policy, sub.size, sub.every, sub.max_rate) == (
+                "c",
+                "clear",
+                7,
+                2,
+                5.0,
+            )
+            (channel,) = [c for c in await w.channels() if c.name == "c"]
+            assert channel.owner == "w" and channel.readers == 1
+            stats = await w.stats()
+            assert stats.connections == 2 and stats.channels >= 4
+
+
+async def test_memory_stays_bounded_when_readers_stop_reading(nursery: trio.Nursery) -> None:
+    limit = 4 * 2**20
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_buffered_bytes=limit)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as w, ts.open_client(server.tcp_url) as r:
+        await w.create_channel("flood")
+        async with (
+            r.subscribe("flood", policy="unbounded") as hog,
+            r.subscribe("flood", policy="drop_oldest", size=2) as ring,
+            w.publisher("flood") as pub,
+        ):
+            await pub.wait_for_readers(2)
+            frame = np.zeros(2**17 // 8)  # 128 KiB
+            with trio.fail_after(30):
+                for _ in range(200):  # 25 MiB in all, nobody reads
+                    await pub.send(frame)
+                await pub.wait_acknowledged()
+            stats = await w.stats()
+            assert stats.buffered_bytes <= limit + 2**18
+            # The unbounded reader was told why it ended; the ring simply kept the newest.
+            with pytest.raises(ts.LimitExceeded, match="max_buffered_bytes"), trio.fail_after(10):
+                while True:
+                    await hog.receive()
+            assert ring.window <= 2
+
+
+async def test_idle_connections_are_closed_and_pinging_keeps_them(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, idle_timeout_s=5.0)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as client:  # pings every idle_timeout/3
+        await trio.sleep(60)
+        assert (await client.stats()).connections == 1
+
+
+async def test_graceful_shutdown_drains_buffered_frames(nursery: trio.Nursery) -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as w, ts.open_client(server.tcp_url) as r:
+        await w.create_channel("c", keep=True)  # outlives its owner's own goodbye
+        async with r.subscribe("c", policy="unbounded", window=1) as sub, w.publisher("c") as pub:
+            await pub.wait_for_readers()
+            for i in range(20):
+                await pub.send(i)
+            await pub.wait_acknowledged()
+            async with trio.open_nursery() as tasks:
+                tasks.start_soon(server.aclose)
+                got = []
+                with pytest.raises(ts.ConnectionClosed, match="shutting down"):
+                    with trio.fail_after(10):
+                        while True:
+                            got.append((await sub.receive()).data)
+            assert got == list(range(20))  # everything buffered was delivered first
