@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_system_exit)
     cases = build_cases(args.scenarios, args.quick, args.payload_only)
+    # Other work on the machine moves the figures a lot (2 cores): say so up front.
+    load_before = round(os.getloadavg()[0], 2)
+    if load_before > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load_before} before the run", file=sys.stderr)
     records: dict[tuple[str, str], CaseRecord] = {}
     loaded: list[System] = []
     for name in args.systems:
@@ -131,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                     _progress(system.name, case.name, f"{run}/{args.repeat}", outcome)
     header = environment()
     mode = "raw payload (--payload-only)" if args.payload_only else "cbor2 on both ends"
-    print(f"\n{header['date']}, {mode}, median of {args.repeat}, `{header['command']}`\n")
+    header["load_average_before"] = load_before
+    print(
+        f"\n{header['date']}, {mode}, median of {args.repeat}, `{header['command']}`, "
+        f"load average before the run {load_before}\n"
+    )
     print(markdown_table(args.systems, cases, records))
     if args.json:
         write_json(args.json, {**header, "mode": mode, "repeat": args.repeat}, records)
