@@ -133,9 +133,7 @@ class HttpSite:
         if web_file is None:
             return text_reply(404, "not found")
         headers = [("ETag", web_file.etag), ("Cache-Control", CACHE_CONTROL)]
-        if web_file.etag in _header_list(request, b"if-none-match") or "*" in _header_list(
-            request, b"if-none-match"
-        ):
+        if {web_file.etag, "*"} & set(_header_list(request, b"if-none-match")):
             return Reply(304, headers=headers, content_type="")
         return Reply(200, web_file.body, web_file.content_type, headers)
 
