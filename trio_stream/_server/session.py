@@ -71,6 +71,7 @@ class Session:
         self._rate_limited: set[Subscription] = set()
         self._scheduler = DeficitRoundRobin()
         self._wake = trio.Event()
+        self._early_frames: list[bytearray] = []
         self._closing = False
         self._drain = False
         self._peer_gone = False
@@ -195,8 +196,10 @@ class Session:
 
     async def _handshake(self) -> None:
         frames = await self.transport.receive_frames()
-        if len(frames) != 1 or frames[0][0] != F.FrameType.CONTROL:
-            raise ProtocolError("the first frame must be one CONTROL hello")
+        if frames[0][0] != F.CONTROL:
+            raise ProtocolError("the first frame must be a CONTROL hello")
+        # A client may pipeline requests behind its hello: they wait for the reader task.
+        self._early_frames = frames[1:]
         hello = M.decode_message(frames[0])
         if not isinstance(hello, M.Hello):
             raise ProtocolError(f"expected hello, got {hello.OP}")
@@ -272,6 +275,9 @@ class Session:
         transport = self.transport
         idle = self.state.limits.idle_timeout_s
         try:
+            frames, self._early_frames = self._early_frames, []
+            for frame in frames:
+                self._dispatch(frame)
             while True:
                 with trio.move_on_after(idle) as idle_scope:
                     frames = await transport.receive_frames()
