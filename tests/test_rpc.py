@@ -1,0 +1,588 @@
+"""RPC through the server: exposing, proxies, errors, timeouts, cancellation, provider loss."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+import trio_stream as ts
+from trio_stream._protocol import messages as M
+from trio_stream._protocol import rpc_messages as R
+from trio_stream._protocol.codec import encode_control
+from trio_stream._server.rpc import MAX_PENDING_CALLS, Router
+
+SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
+
+
+class Daq:
+    """A provider with every kind of method the tests need."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.started = trio.Event()
+        self.release = trio.Event()
+        self.cancelled = False
+        self.running = 0
+        self.max_running = 0
+
+    def rpc_my_echo(self, data: Any) -> list[Any]:
+        """Return the data, marked."""
+        self.calls += 1
+        return ["MY ECHO", data]
+
+    async def rpc_read(self, n: int = 10) -> list[float]:
+        """Read n samples."""
+        await trio.lowlevel.checkpoint()
+        return [float(i) for i in range(n)]
+
+    def rpc_boom(self, message: str) -> None:
+        raise ValueError(message)
+
+    async def rpc_wait(self) -> str:
+        """Block until the test releases it; remember whether it was cancelled."""
+        self.started.set()
+        try:
+            await self.release.wait()
+        except trio.Cancelled:
+            self.cancelled = True
+            raise
+        return "released"
+
+    async def rpc_sleepy(self, seconds: float) -> float:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            await trio.sleep(seconds)
+        finally:
+            self.running -= 1
+        return seconds
+
+    def rpc_kinds(self, a: int, /, b: str, *args: Any, c: float = 1.5, **kw: Any) -> dict[str, Any]:
+        return {"a": a, "b": b, "args": list(args), "c": c, "kw": kw}
+
+    def not_exposed(self) -> str:
+        return "private"
+
+
+@asynccontextmanager
+async def pair(url: str, provider: object | None = None) -> AsyncIterator[tuple[ts.Client, Any]]:
+    """A provider named "daq" exposing ``provider`` and a caller's proxy for it."""
+    async with ts.open_client(url, name="daq") as daq, ts.open_client(url, name="ctl") as ctl:
+        daq.expose(provider if provider is not None else Daq())
+        yield daq, await ctl.rpc("daq", timeout=SETTLE_S)
+
+
+async def test_calls_sync_and_async_methods_with_defaults(url: str) -> None:
+    async with pair(url) as (_, daq):
+        assert await daq.my_echo("HALLO") == ["MY ECHO", "HALLO"]
+        assert await daq.read() == [float(i) for i in range(10)]
+        assert await daq.read(3) == [0.0, 1.0, 2.0]
+        assert await daq.read(n=2) == [0.0, 1.0]
+        assert await daq.call("my_echo", "HALLO", timeout=10) == ["MY ECHO", "HALLO"]
+
+
+async def test_every_parameter_kind_survives_the_description(url: str) -> None:
+    async with pair(url) as (_, daq):
+        result = await daq.kinds(1, "b", 2, 3, c=4.0, extra=True)
+        assert result == {"a": 1, "b": "b", "args": [2, 3], "c": 4.0, "kw": {"extra": True}}
+        with pytest.raises(TypeError):
+            await daq.kinds(a=1, b="b")  # `a` is positional-only
+
+
+async def test_argument_mismatch_raises_locally_and_sends_nothing(url: str) -> None:
+    provider = Daq()
+    async with pair(url, provider) as (daq_client, daq):
+        sent_before = daq_client._rpc.running
+        with pytest.raises(TypeError, match="missing a required argument: 'data'"):
+            await daq.my_echo()
+        with pytest.raises(TypeError, match="too many positional arguments"):
+            await daq.my_echo(1, 2)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
+            await daq.call("my_echo", 1, x=2)
+        assert await daq.my_echo(data=5) == ["MY ECHO", 5]
+        assert provider.calls == 1  # only the last, well-formed call reached the provider
+        assert sent_before == 0
+
+
+async def test_remote_exception_comes_back_as_remote_error(url: str) -> None:
+    async with pair(url) as (_, daq):
+        with pytest.raises(ts.RemoteError) as info:
+            await daq.boom("the sensor is on fire")
+        error = info.value
+        assert error.type_name == "ValueError"
+        assert error.message == "the sensor is on fire"
+        assert "rpc_boom" in error.remote_traceback
+        assert "ValueError: the sensor is on fire" in error.remote_traceback
+        assert isinstance(error, ts.RpcError)
+        # the provider is unharmed
+        assert await daq.my_echo(1) == ["MY ECHO", 1]
+
+
+async def test_timeout_raises_rpc_timeout_and_cancels_the_provider(
+    url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    provider = Daq()
+    async with pair(url, provider) as (daq_client, daq):
+        start = trio.current_time()
+        with pytest.raises(ts.RpcTimeout):
+            await daq.call("wait", timeout=30)
+        assert trio.current_time() - start == pytest.approx(30, abs=1)
+        with trio.fail_after(SETTLE_S):
+            while daq_client._rpc.running:  # noqa: ASYNC110 - the abort is on its way
+                await trio.sleep(0.01)
+        assert provider.cancelled
+
+
+async def test_proxy_timeout_is_the_default_for_each_call(
+    url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with (
+        ts.open_client(url, name="daq") as daq_client,
+        ts.open_client(url, name="ctl") as ctl,
+    ):
+        daq_client.expose(Daq())
+        daq = await ctl.rpc("daq", timeout=2.0)
+        start = trio.current_time()
+        with pytest.raises(ts.RpcTimeout):
+            await daq.wait()
+        assert trio.current_time() - start == pytest.approx(2.0, abs=0.5)
+        no_limit = await ctl.rpc("daq", timeout=None)
+        assert await no_limit.sleepy(1000.0) == 1000.0
+
+
+async def test_caller_cancel_scope_cancels_the_provider_task(url: str) -> None:
+    provider = Daq()
+    async with pair(url, provider) as (daq_client, daq):
+        async with trio.open_nursery() as nursery:
+
+            async def caller() -> None:
+                await daq.wait()
+                raise AssertionError("the call should have been cancelled")
+
+            nursery.start_soon(caller)
+            with trio.fail_after(SETTLE_S):
+                await provider.started.wait()
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(SETTLE_S):
+            while not provider.cancelled:  # noqa: ASYNC110 - the abort is on its way
+                await trio.sleep(0.01)
+        assert daq_client._rpc.running == 0
+
+
+async def test_provider_disconnect_mid_call_fails_at_once(url: str, server: ts.Server) -> None:
+    provider = Daq()
+    async with ts.open_client(url, name="ctl") as ctl:
+        async with trio.open_nursery() as nursery:
+            gone = trio.Event()
+
+            async def run_provider() -> None:
+                async with ts.open_client(url, name="daq") as daq_client:
+                    daq_client.expose(provider)
+                    await provider.started.wait()
+                gone.set()
+
+            nursery.start_soon(run_provider)
+            with trio.fail_after(SETTLE_S):
+                while "daq" not in server.state.by_name:  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            daq = await ctl.rpc("daq", timeout=1000)
+            errors: list[Exception] = []
+
+            async def call(method: str, *args: Any) -> None:
+                try:
+                    await daq.call(method, *args)
+                except ts.RpcError as exc:
+                    errors.append(exc)
+
+            # Three calls in flight at once: all fail as soon as the provider leaves, long
+            # before their timeout.
+            with trio.fail_after(SETTLE_S):
+                async with trio.open_nursery() as calls:
+                    calls.start_soon(call, "sleepy", 500.0)
+                    calls.start_soon(call, "sleepy", 600.0)
+                    calls.start_soon(call, "wait")
+            with trio.fail_after(SETTLE_S):
+                await gone.wait()
+            assert len(errors) == 3
+            assert all("'daq' disconnected before answering" in str(e) for e in errors)
+        assert server.state.rpc.pending() == 0
+
+
+async def test_caller_disconnect_aborts_its_calls(url: str, server: ts.Server) -> None:
+    provider = Daq()
+    async with ts.open_client(url, name="daq") as daq_client:
+        daq_client.expose(provider)
+        async with trio.open_nursery() as nursery:
+
+            async def caller() -> None:
+                async with ts.open_client(url, name="ctl") as ctl:
+                    daq = await ctl.rpc("daq")
+                    with pytest.raises(ts.ConnectionClosed):
+                        await daq.wait()
+
+            nursery.start_soon(caller)
+            with trio.fail_after(SETTLE_S):
+                await provider.started.wait()
+            # Kill the caller's connection without a goodbye: the server must notice by itself.
+            ctl_session = server.state.by_name["ctl"]
+            await ctl_session.transport.aclose()
+            with trio.fail_after(SETTLE_S):
+                while not provider.cancelled:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert daq_client._rpc.running == 0
+        assert server.state.rpc.pending() == 0
+
+
+async def test_unknown_provider_or_method_fails_at_once(url: str) -> None:
+    async with (
+        ts.open_client(url, name="daq") as daq_client,
+        ts.open_client(url, name="ctl") as ctl,
+        ts.open_client(url, name="quiet"),
+    ):
+        daq_client.expose(Daq())
+        with trio.fail_after(SETTLE_S):
+            with pytest.raises(ts.RpcError, match="no client named 'nobody'"):
+                await ctl.rpc("nobody", timeout=1000)
+            with pytest.raises(ts.RpcError, match="exposes no methods"):
+                await ctl.rpc("quiet", timeout=1000)
+            daq = await ctl.rpc("daq", timeout=1000)
+            with pytest.raises(ts.RpcError, match="exposes no method 'nope'"):
+                await daq.call("nope")
+            with pytest.raises(ts.RpcError, match="exposes no method 'not_exposed'"):
+                await daq.call("not_exposed")
+            with pytest.raises(AttributeError, match="exposes no method 'nope'"):
+                daq.nope  # noqa: B018
+            assert not isinstance(await daq.call("read", 1), ts.RpcError)
+
+
+async def test_numpy_arguments_and_results_round_trip(url: str) -> None:
+    class Math:
+        def rpc_identity(self, value: Any) -> Any:
+            return value
+
+        def rpc_scale(self, array: np.ndarray[Any, Any], factor: float) -> Any:
+            return array * factor
+
+    async with pair(url, Math()) as (_, math_proxy):
+        rng = np.random.default_rng(1)
+        values: list[Any] = [
+            rng.normal(size=(3, 4)).astype(np.float32),
+            np.arange(6, dtype=np.int16).reshape(2, 3),
+            np.array([1 + 2j, 3 - 4j]),
+            np.array([True, False]),
+            np.zeros(2**18),  # 2 MiB: the zero-copy path
+            {"t": 1.5, "nested": [{"deep": np.arange(3)}], "bytes": b"\x00\x01"},
+        ]
+        for value in values:
+            back = await math_proxy.identity(value)
+            if isinstance(value, np.ndarray):
+                assert back.dtype == value.dtype and back.shape == value.shape
+                np.testing.assert_array_equal(back, value)
+            else:
+                assert back["t"] == 1.5 and back["bytes"] == b"\x00\x01"
+                np.testing.assert_array_equal(back["nested"][0]["deep"], np.arange(3))
+        scaled = await math_proxy.scale(np.arange(4.0), factor=2)
+        np.testing.assert_array_equal(scaled, np.arange(4.0) * 2)
+        # arguments nest deeper than a control message may (16): they travel as a payload
+        deep: Any = "bottom"
+        for _ in range(40):
+            deep = [deep]
+        assert await math_proxy.identity(deep) == deep
+        assert await math_proxy.identity({1: "int keys"}) == {1: "int keys"}
+
+
+async def test_values_without_a_wire_form_fail_clearly(url: str) -> None:
+    class Odd:
+        def rpc_give(self) -> object:
+            return object()
+
+        def rpc_take(self, value: Any) -> None:
+            return None
+
+    async with pair(url, Odd()) as (_, odd):
+        with pytest.raises(ts.RemoteError) as info:
+            await odd.give()
+        assert info.value.type_name == "TypeError"
+        with pytest.raises(TypeError):
+            await odd.take(object())  # refused before anything is sent
+
+
+async def test_sub_services_are_attributes_and_dotted_names(url: str) -> None:
+    class Axis:
+        def __init__(self) -> None:
+            self.position = 0.0
+
+        def rpc_move(self, to: float) -> float:
+            self.position = to
+            return to
+
+        def rpc_where(self) -> float:
+            return self.position
+
+    async with ts.open_client(url, name="daq") as daq_client, ts.open_client(url) as ctl:
+        assert daq_client.expose(Axis(), name="stage.x") == ["stage.x.move", "stage.x.where"]
+        daq_client.expose(Axis(), name="stage.y")
+        daq_client.expose(Daq())
+        daq = await ctl.rpc("daq")
+        assert await daq.stage.x.move(1.5) == 1.5
+        assert await daq.call("stage.y.move", 2.5) == 2.5
+        assert await daq.stage.call("x.where") == 1.5
+        assert await daq.stage.y.where() == 2.5
+        assert await daq.my_echo(0) == ["MY ECHO", 0]
+        assert {"stage", "my_echo", "call"} <= set(dir(daq))
+        assert set(dir(daq.stage)) >= {"x", "y"}
+        with pytest.raises(ts.InvalidArgument):
+            daq_client.expose(Axis(), name="bad name")
+        with pytest.raises(ts.InvalidArgument, match="no rpc_"):
+            daq_client.expose(object())
+
+
+async def test_clients_lists_the_methods_a_provider_exposes(url: str) -> None:
+    async with ts.open_client(url, name="daq") as daq_client, ts.open_client(url) as ctl:
+        daq_client.expose(Daq())
+        await daq_client.clients()  # the expose message is ahead of this on its connection
+        (record,) = [c for c in await ctl.clients() if c.name == "daq"]
+        assert "my_echo" in record.methods and "read" in record.methods
+        assert "not_exposed" not in record.methods
+
+
+async def test_expose_then_call_at_once_from_another_client_never_races(url: str) -> None:
+    # expose() is not awaited, and the caller's describe travels on another connection; the
+    # server asks the provider itself, so the order of arrival cannot matter.
+    async with ts.open_client(url, name="ctl") as ctl:
+        for i in range(10):
+            async with ts.open_client(url, name=f"daq{i}") as daq_client:
+                daq_client.expose(Daq())
+                daq = await ctl.rpc(f"daq{i}")
+                assert await daq.my_echo(i) == ["MY ECHO", i]
+
+
+async def test_many_concurrent_calls_on_one_connection(url: str) -> None:
+    provider = Daq()
+    async with pair(url, provider) as (_, daq):
+        results: dict[int, Any] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await daq.sleepy(0.05 + (i % 7) * 0.01)
+
+        with trio.fail_after(SETTLE_S):
+            async with trio.open_nursery() as nursery:
+                for i in range(200):
+                    nursery.start_soon(one, i)
+        assert results == {i: 0.05 + (i % 7) * 0.01 for i in range(200)}
+        assert provider.max_running > 100  # they really ran at the same time
+
+
+async def test_a_slow_call_does_not_block_streaming(url: str) -> None:
+    provider = Daq()
+    async with pair(url, provider) as (daq_client, daq), ts.open_client(url, name="rec") as rec:
+        await daq_client.create_channel("AnalogInput1")
+        async with (
+            rec.subscribe("AnalogInput1", policy="unbounded") as sub,
+            daq_client.publisher("AnalogInput1") as pub,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(daq.wait)
+            with trio.fail_after(SETTLE_S):
+                await provider.started.wait()
+                await pub.wait_for_readers()
+                for i in range(100):
+                    await pub.send(np.full(16, i))
+                for i in range(100):
+                    assert (await sub.receive()).data[0] == i
+                # and other calls still get through while the slow one runs
+                assert await daq.my_echo("fast") == ["MY ECHO", "fast"]
+            assert not provider.cancelled
+            provider.release.set()
+
+
+async def test_sync_methods_in_the_trio_thread_or_in_a_worker_thread(url: str) -> None:
+    class Instrument:
+        def __init__(self) -> None:
+            self.threads: set[int] = set()
+            self.busy = False
+            self.overlapped = False
+
+        def rpc_where(self) -> int:
+            self.threads.add(threading.get_ident())
+            return threading.get_ident()
+
+        def rpc_command(self) -> None:
+            # A blocking command: one at a time per exposed object.
+            self.overlapped |= self.busy
+            self.busy = True
+            threading.Event().wait(0.02)
+            self.busy = False
+
+    direct, threaded = Instrument(), Instrument()
+    async with ts.open_client(url, name="daq") as daq_client, ts.open_client(url) as ctl:
+        daq_client.expose(direct, name="direct")
+        daq_client.expose(threaded, name="threaded", thread=True)
+        daq = await ctl.rpc("daq")
+        assert await daq.direct.where() == threading.get_ident()
+        assert await daq.threaded.where() != threading.get_ident()
+        with trio.fail_after(SETTLE_S):
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(daq.threaded.command)
+        assert not threaded.overlapped
+
+
+async def test_proxy_shows_the_remote_signature_and_docstring(url: str) -> None:
+    async with pair(url) as (_, daq):
+        assert str(inspect.signature(daq.read)) == "(n: int = 10) -> list[float]"
+        assert daq.read.__doc__ == "Read n samples."
+        assert "my_echo" in repr(daq.my_echo)
+        assert "daq" in repr(daq)
+
+
+async def test_a_client_may_call_its_own_methods(url: str) -> None:
+    async with ts.open_client(url, name="solo") as solo:
+        solo.expose(Daq())
+        me = await solo.rpc("solo")
+        assert await me.read(2) == [0.0, 1.0]
+
+
+async def test_malformed_arguments_are_refused_by_the_provider(url: str) -> None:
+    async with pair(url) as (_, daq):
+        endpoint = daq._endpoint
+        with pytest.raises(ts.RpcError, match="malformed arguments"):
+            await endpoint.ask(
+                lambda ident: R.Call(id=ident, provider="daq", method="my_echo", args=b"\xff"),
+                SETTLE_S,
+                "garbage",
+            )
+        with pytest.raises(ts.RpcError, match="malformed arguments"):
+            await endpoint.ask(
+                lambda ident: R.Call(
+                    id=ident, provider="daq", method="my_echo", args=b"\x82\x01\x02"
+                ),
+                SETTLE_S,
+                "not [list, map]",
+            )
+
+
+async def test_bad_timeouts_are_refused(url: str) -> None:
+    async with pair(url) as (daq_client, daq):
+        with pytest.raises(ValueError, match="timeout"):
+            await daq.call("read", timeout=-1)
+        with pytest.raises(ValueError, match="timeout"):
+            await daq_client.rpc("daq", timeout=float("nan"))
+
+
+# -- the router on its own (sans-io) --------------------------------------------------------------
+class FakeSession:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.methods: list[str] = []
+        self.sent: list[M.Message] = []
+
+    def send_control(self, message: M.Message) -> None:
+        self.sent.append(message)
+
+
+def make_router(*names: str) -> tuple[Router, dict[str, FakeSession]]:
+    sessions = {name: FakeSession(name) for name in names}
+    return Router(sessions.get), sessions
+
+
+def test_router_routes_a_call_and_its_result() -> None:
+    router, s = make_router("caller", "provider")
+    router.call(s["caller"], R.Call(id=7, provider="provider", method="m", args=b"\x80"))
+    (invoke,) = s["provider"].sent
+    assert isinstance(invoke, R.Invoke) and invoke.caller == "caller" and invoke.args == b"\x80"
+    router.result(s["provider"], R.Result(call=invoke.call, value=b"\x01"))
+    assert s["caller"].sent == [M.Reply(id=7, result=b"\x01")]
+    assert router.pending() == 0
+
+
+def test_router_answers_for_aborted_calls_are_dropped_but_forged_ones_refused() -> None:
+    router, s = make_router("caller", "provider", "other")
+    router.call(s["caller"], R.Call(id=1, provider="provider", method="m", args=b""))
+    (invoke,) = s["provider"].sent
+    assert isinstance(invoke, R.Invoke)
+    router.cancel(s["caller"], R.Cancel(id=1))
+    assert s["provider"].sent[-1] == R.Abort(call=invoke.call)
+    router.result(s["provider"], R.Result(call=invoke.call, value=b""))  # crossed the abort
+    assert s["caller"].sent == []
+    with pytest.raises(ts.ProtocolError, match="never made"):
+        router.result(s["provider"], R.Result(call=999, value=b""))
+    router.call(s["caller"], R.Call(id=2, provider="provider", method="m", args=b""))
+    invoke = s["provider"].sent[-1]
+    assert isinstance(invoke, R.Invoke)
+    with pytest.raises(ts.ProtocolError, match="not this client's"):
+        router.result(s["other"], R.Result(call=invoke.call, value=b""))
+    with pytest.raises(ts.ProtocolError, match="in use"):
+        router.call(s["caller"], R.Call(id=2, provider="provider", method="m", args=b""))
+
+
+def test_router_fails_or_aborts_everything_when_a_session_ends() -> None:
+    router, s = make_router("a", "b", "provider")
+    router.call(s["a"], R.Call(id=1, provider="provider", method="m", args=b""))
+    router.call(s["b"], R.Call(id=1, provider="provider", method="m", args=b""))
+    router.describe(s["a"], R.Describe(id=2, provider="provider"))
+    router.call(s["provider"], R.Call(id=5, provider="a", method="m", args=b""))
+    router.session_closed(s["provider"])
+    for name, ids in (("a", {1, 2}), ("b", {1})):
+        errors = [m for m in s[name].sent if isinstance(m, M.Error)]
+        assert {e.id for e in errors} == ids
+        assert all(e.type == "RpcError" for e in errors)
+    # the provider's own call on "a" was aborted there
+    assert any(isinstance(m, R.Abort) for m in s["a"].sent)
+    assert router.pending() == 0
+
+
+def test_router_limits_calls_in_flight() -> None:
+    router, s = make_router("caller", "provider")
+    for i in range(MAX_PENDING_CALLS):
+        router.call(s["caller"], R.Call(id=i, provider="provider", method="m", args=b""))
+    router.call(s["caller"], R.Call(id=-1, provider="provider", method="m", args=b""))
+    error = s["caller"].sent[-1]
+    assert isinstance(error, M.Error) and error.type == "LimitExceeded"
+    assert router.pending(s["caller"]) == MAX_PENDING_CALLS
+
+
+def test_router_describe_and_expose_keep_the_listing_current() -> None:
+    router, s = make_router("caller", "provider")
+    router.expose(s["provider"], R.Expose(methods=["b", "a"]))
+    assert s["provider"].methods == ["a", "b"]
+    router.describe(s["caller"], R.Describe(id=3, provider="provider"))
+    (introspect,) = s["provider"].sent
+    assert isinstance(introspect, R.Introspect)
+    router.methods(s["provider"], R.Methods(call=introspect.call, methods=[{"name": "c"}]))
+    assert s["caller"].sent == [M.Reply(id=3, result=[{"name": "c"}])]
+    assert s["provider"].methods == ["c"]
+    with pytest.raises(ts.ProtocolError):
+        router.expose(s["provider"], R.Expose(methods=[""]))
+
+
+def test_rpc_messages_round_trip_through_the_codec() -> None:
+    messages: list[M.Message] = [
+        R.Describe(id=1, provider="daq"),
+        R.Call(id=2, provider="daq", method="read", args=b"\x82\x80\xa0"),
+        R.Cancel(id=2),
+        R.Expose(methods=["read"]),
+        R.Methods(call=3, methods=[{"name": "read", "params": []}]),
+        R.Result(call=3, value=b"\x01"),
+        R.Fail(call=3, type="ValueError", message="bad", traceback="Traceback ..."),
+        R.Refuse(call=3, message="no such method"),
+        R.Introspect(call=4),
+        R.Invoke(call=4, method="read", args=b"\x82\x80\xa0", caller="ctl"),
+        R.Abort(call=4),
+        R.RpcErrorReply(id=2, type="ValueError", message="bad", traceback=""),
+    ]
+    for message in messages:
+        assert M.decode_message(M.encode_message(message)) == message
+    wire = {"op": "call", "id": 1, "provider": "daq", "method": "m", "args": "not bytes"}
+    with pytest.raises(ts.ProtocolError, match="args"):
+        M.decode_message(b"\x01" + encode_control(wire))
