@@ -1,0 +1,388 @@
+"""Shared command-line options and the value parsers behind them (sizes, ports, JSON values)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import ssl
+import textwrap
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, TypeAlias
+
+import trio
+
+import trio_stream as ts
+
+from ._run import CliError
+
+# The object add_subparsers() returns (generic for type checkers only).
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+TOKEN_ENV: Final = "TRIO_STREAM_TOKEN"
+POLICIES: Final = ("drop_oldest", "drop_newest", "clear", "unbounded", "block")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+# Binary multiples for the single letters and the IEC names, decimal for kB/MB/GB: the
+# usual reading of each (``16M`` and ``16MiB`` are the same, ``16MB`` is 16 000 000).
+_BYTE_UNITS: Final = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kib": 2**10,
+    "kb": 10**3,
+    "m": 2**20,
+    "mib": 2**20,
+    "mb": 10**6,
+    "g": 2**30,
+    "gib": 2**30,
+    "gb": 10**9,
+}
+_OFF_WORDS: Final = ("off", "none", "no", "disabled")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Fills prose paragraphs to the terminal's width, keeps indented lines (examples) as is."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out: list[str] = []
+        prose: list[str] = []
+        for line in [*text.splitlines(), ""]:
+            if line and not line[0].isspace():
+                prose.append(line)
+                continue
+            if prose:
+                out.append(
+                    textwrap.fill(
+                        " ".join(prose), width, initial_indent=indent, subsequent_indent=indent
+                    )
+                )
+                prose = []
+            out.append(indent + line if line else "")
+        return "\n".join(out).rstrip("\n")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: options may come between positionals, in any order.
+
+    Plain argparse gives an optional positional its default as soon as it has seen the
+    required ones, so ``pub URL CH --create 5`` would reject ``5``; intermixed parsing
+    reads every option first and fills the positionals from what is left.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+# -- value parsers (argparse ``type=`` callables: ValueError -> a usage error) -----------------
+def byte_size(text: str) -> int:
+    """``1048576``, ``64KiB``, ``16M``, ``1.5GB`` -> bytes."""
+    value = text.strip().lower().replace("_", "")
+    number = value.rstrip("kmgib")
+    unit = value[len(number) :]
+    if unit not in _BYTE_UNITS or not number:
+        raise ValueError(f"not a size: {text!r}")
+    size = float(number) * _BYTE_UNITS[unit]
+    if size < 1 or size != int(size):
+        raise ValueError(f"not a whole positive number of bytes: {text!r}")
+    return int(size)
+
+
+def port_or_off(text: str) -> int | None:
+    """A TCP port (0 picks a free one) or ``off`` to switch the endpoint off."""
+    if text.strip().lower() in _OFF_WORDS:
+        return None
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"not a port: {text!r}")
+    return port
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be 1 or more: {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"must be a positive number: {text!r}")
+    return value
+
+
+# argparse names the type in its error message ("invalid byte_size value: 'x'").
+byte_size.__name__ = "size"
+port_or_off.__name__ = "port"
+positive_int.__name__ = "positive integer"
+non_negative_int.__name__ = "non-negative integer"
+positive_float.__name__ = "positive number"
+
+
+def json_or_text(text: str) -> Any:
+    """A JSON value, or the text itself when it is not JSON (so ``pub url ch hello`` works)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# -- option groups -----------------------------------------------------------------------------
+def add_log_level(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    # The subcommands repeat the option with a suppressed default so that it works on either
+    # side of the command name without the subcommand's default overwriting the main one.
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=argparse.SUPPRESS if default is None else default,
+        help="how much to log on stderr (default: warning)",
+    )
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, url: bool = True) -> None:
+    if url:
+        parser.add_argument("url", metavar="URL", help="server URL: tcp://host:port or ws://...")
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--name", help="this client's name on the server (default: trio-stream-COMMAND-PID)"
+    )
+    group.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"the server's access token (default: ${TOKEN_ENV})",
+    )
+    group.add_argument(
+        "--tls-ca", metavar="FILE", help="trust this CA bundle for tcps:// and wss:// servers"
+    )
+
+
+def add_channel_key(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument("--key", help="the channel's key, for channels created with one")
+
+
+def add_subscription_options(
+    parser: argparse.ArgumentParser, *, policy: str = "drop_oldest", size: int = 100
+) -> None:
+    group = parser.add_argument_group("subscription (applied on the server)")
+    group.add_argument(
+        "--policy",
+        choices=POLICIES,
+        default=policy,
+        help="what happens when this reader's buffer is full (default: %(default)s)",
+    )
+    group.add_argument(
+        "--size",
+        type=positive_int,
+        default=size,
+        help="the reader's buffer on the server, in frames (default: %(default)s)",
+    )
+    group.add_argument(
+        "--every", type=positive_int, default=1, metavar="N", help="keep every Nth frame"
+    )
+    group.add_argument(
+        "--max-rate",
+        type=positive_float,
+        metavar="HZ",
+        help="at most HZ frames per second, always the newest",
+    )
+    group.add_argument(
+        "--window", type=positive_int, metavar="FRAMES", help="frames in flight to this client"
+    )
+    add_channel_key(group)
+    group.add_argument(
+        "--wait-channel",
+        action="store_true",
+        help="wait for the channel to be created instead of failing",
+    )
+
+
+def subscription_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "policy": args.policy,
+        "size": None if args.policy == "unbounded" else args.size,
+        "every": args.every,
+        "max_rate": args.max_rate,
+        "key": args.key,
+        "window": args.window,
+    }
+
+
+def add_create_options(parser: argparse.ArgumentParser, *, what: str) -> None:
+    group = parser.add_argument_group("creating the channel")
+    group.add_argument("--create", action="store_true", help=f"create {what} if it does not exist")
+    group.add_argument(
+        "--private", action="store_true", help="created channels are not listed to others"
+    )
+    group.add_argument("--keep", action="store_true", help="created channels outlive this client")
+    group.add_argument(
+        "--history",
+        type=non_negative_int,
+        default=0,
+        metavar="FRAMES",
+        help="created channels keep this many frames for late readers",
+    )
+    group.add_argument(
+        "--lifetime",
+        type=positive_float,
+        metavar="SECONDS",
+        help="created channels end by themselves after this long",
+    )
+    group.add_argument("--create-key", metavar="KEY", help="created channels need this key")
+
+
+async def ensure_channel(client: ts.Client, channel: str, args: argparse.Namespace) -> bool:
+    """Create ``channel`` as the ``--create`` options say; False if it existed already."""
+    try:
+        await client.create_channel(
+            channel,
+            public=not args.private,
+            key=args.create_key,
+            lifetime=args.lifetime,
+            history=args.history,
+            keep=args.keep,
+        )
+    except ts.ChannelExists:
+        return False
+    return True
+
+
+CHANNEL_POLL_S: Final = 1.0  # private channels are not announced: look again this often
+
+
+async def _open_subscription(
+    client: ts.Client, channel: str, args: argparse.Namespace
+) -> ts.Subscription:
+    kwargs = subscription_kwargs(args)
+    if not args.wait_channel:
+        try:
+            return await client.open_subscription(channel, **kwargs)
+        except ts.ChannelNotFound:
+            raise CliError(f"no channel named {channel!r} (--wait-channel waits for it)") from None
+    # Listen for creations before the first attempt, so that one in between is not missed.
+    async with client.subscribe("$channels", policy="unbounded") as events:
+        while True:
+            try:
+                return await client.open_subscription(channel, **kwargs)
+            except ts.ChannelNotFound:
+                pass
+            with trio.move_on_after(CHANNEL_POLL_S):
+                async for event in events:
+                    if isinstance(event.data, dict) and event.data.get("channel") == channel:
+                        break
+
+
+@asynccontextmanager
+async def subscription(
+    client: ts.Client, channel: str, args: argparse.Namespace
+) -> AsyncIterator[ts.Subscription]:
+    """Subscribe with the subscription options (waiting for the channel with --wait-channel).
+
+    Raises:
+        CliError: no such channel (and no --wait-channel).
+    """
+    sub = await _open_subscription(client, channel, args)
+    try:
+        yield sub
+    finally:
+        with trio.CancelScope(shield=True):
+            await sub.aclose()
+
+
+@asynccontextmanager
+async def publisher(
+    client: ts.Client, channel: str, args: argparse.Namespace, *, key: str | None
+) -> AsyncIterator[ts.Publisher]:
+    """A publisher, creating the channel first with --create.
+
+    Raises:
+        CliError: no such channel (and no --create).
+    """
+    if args.create:
+        await ensure_channel(client, channel, args)
+    try:
+        pub = await client.open_publisher(channel, key=key)
+    except ts.ChannelNotFound:
+        raise CliError(f"no channel named {channel!r} (--create creates it)") from None
+    try:
+        yield pub
+    finally:
+        with trio.CancelScope(shield=True):
+            await pub.aclose()
+
+
+def add_reader_wait_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("readers")
+    group.add_argument(
+        "--wait-readers", action="store_true", help="first wait until the channel has a reader"
+    )
+    group.add_argument(
+        "--min-readers",
+        type=positive_int,
+        metavar="N",
+        help="first wait until the channel has N readers",
+    )
+    group.add_argument(
+        "--wait-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="give up waiting for readers after this long (exit 1)",
+    )
+
+
+async def wait_for_readers(pub: ts.Publisher, args: argparse.Namespace) -> None:
+    """Wait as --wait-readers/--min-readers say.
+
+    Raises:
+        CliError: not enough readers within --wait-timeout.
+    """
+    wanted = args.min_readers or (1 if args.wait_readers else 0)
+    if not wanted:
+        return
+    with trio.move_on_after(args.wait_timeout or math.inf):
+        await pub.wait_for_readers(wanted)
+        return
+    raise CliError(
+        f"channel {pub.channel!r} has {pub.readers} reader(s), not {wanted}, "
+        f"after {args.wait_timeout} s"
+    )
+
+
+# -- connecting --------------------------------------------------------------------------------
+def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_ca is None:
+        return None
+    return ssl.create_default_context(cafile=args.tls_ca)
+
+
+@asynccontextmanager
+async def connect(args: argparse.Namespace, url: str | None = None) -> AsyncIterator[ts.Client]:
+    """A client for ``url`` (default ``args.url``) with the connection options."""
+    name = args.name or f"trio-stream-{args.command}-{os.getpid()}"
+    async with ts.open_client(
+        url or args.url, name=name, token=args.token, ssl_context=client_ssl_context(args)
+    ) as client:
+        yield client

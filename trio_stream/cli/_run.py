@@ -1,0 +1,124 @@
+"""Running one command: trio.run, exit codes, one-line errors, and a graceful stop on signals.
+
+Exit codes: 0 success, 1 an error worth one line on stderr (a TrioStreamError, an OSError, a
+:class:`CliError`), 2 a usage error (argparse's convention), 130 interrupted by Ctrl-C.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Final
+
+import trio
+
+import trio_stream as ts
+
+from .._util import unwrap_single_exception
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+Command = Callable[[argparse.Namespace], Awaitable[int | None]]
+
+
+class CliError(Exception):
+    """A failure the user can act on, reported as one line on stderr."""
+
+    exit_code = EXIT_ERROR
+
+
+class UsageError(CliError):
+    """The invocation itself is wrong (a bad option value, a bad config file)."""
+
+    exit_code = EXIT_USAGE
+
+
+def configure_logging(level: str) -> None:
+    # The library only logs; choosing where and how much is the application's job (here).
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, ts.TrioStreamError) and not isinstance(exc, ts.ConnectionClosed):
+        return f"{type(exc).__name__}: {text}"
+    return text
+
+
+def run(command: Command, args: argparse.Namespace) -> int:
+    """Run ``command(args)`` under trio and turn its outcome into an exit code."""
+    prog = f"trio-stream {args.command}"
+    try:
+        return trio.run(command, args) or EXIT_OK
+    except BaseException as exc:
+        leaves = _leaves(exc)
+        # Ctrl-C usually arrives while tasks are running in nurseries, wrapped in exception
+        # groups next to the Cancelled siblings it caused; the user only pressed a key.
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            print(file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if any(isinstance(leaf, BrokenPipeError) for leaf in leaves):
+            # `trio-stream sub ... | head`: the reader has what it wanted. Point stdout at
+            # /dev/null so that the interpreter's final flush does not complain again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_OK
+        for leaf in leaves:
+            if isinstance(leaf, CliError):
+                print(f"{prog}: error: {_one_line(leaf)}", file=sys.stderr)
+                return leaf.exit_code
+            if isinstance(leaf, ts.TrioStreamError | OSError):
+                print(f"{prog}: error: {_one_line(leaf)}", file=sys.stderr)
+                return EXIT_ERROR
+        raise
+
+
+async def _cancel_on_signal(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for _ in signals:
+            scope.cancel()
+            # Leaving the receiver restores trio's own SIGINT handling, so a second Ctrl-C
+            # interrupts a shutdown that hangs (exit 130) instead of being swallowed.
+            return
+
+
+@asynccontextmanager
+async def stop_on_signal() -> AsyncIterator[trio.CancelScope]:
+    """Run the block in a cancel scope that SIGINT or SIGTERM cancels.
+
+    For commands whose normal end is Ctrl-C (serve, dump): the block stops, the code after
+    it cleans up (closes the server, flushes the file) and the command exits 0.
+    ``scope.cancelled_caught`` says whether a signal stopped it.
+    """
+    scope = trio.CancelScope()
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_cancel_on_signal, scope)
+            try:
+                with scope:
+                    yield scope
+            finally:
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,216 @@
+"""``serve``/``demo`` options: every ServerConfig field as a flag and as a TOML key.
+
+The flags are generated from the ServerConfig dataclass, so a field added to it is a flag
+here without touching this module (helps for the known ones live in ``_HELP``). Precedence:
+flags, then ``$TRIO_STREAM_TOKEN`` (token only), then the ``--config`` file, then the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import ssl
+import tomllib
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import trio_stream as ts
+
+from ._options import TOKEN_ENV, byte_size, port_or_off
+from ._output import human_bytes
+from ._run import UsageError
+
+_DEST_PREFIX: Final = "server_"
+
+_HELP: Final = {
+    "host": "address to listen on (a non-loopback one needs --token)",
+    "tcp_port": "raw TCP port (0: any free port, off: no TCP endpoint)",
+    "http_port": "WebSocket + dashboard port (0: any free port, off: none)",
+    "name": "the server's name, shown to clients",
+    "token": f"clients must present this token (also ${TOKEN_ENV})",
+    "allowed_origins": "a browser origin allowed on the WebSocket (repeatable)",
+    "max_frame_bytes": "largest frame, e.g. 64MiB",
+    "max_channels_per_client": "channels one client may own",
+    "max_subscriptions_per_client": "subscriptions one connection may hold",
+    "max_buffered_bytes": "bytes buffered for one connection, every subscription together",
+    "handshake_timeout_s": "seconds a new connection has to say hello",
+    "idle_timeout_s": "seconds of silence after which a connection is closed",
+    "publish_window_frames": "frames a writer may have in flight",
+    "publish_window_bytes": "bytes a writer may have in flight",
+    "shutdown_grace_s": "seconds clients get to drain on shutdown",
+    "stats_interval_s": "seconds between $stats updates and rate measurements",
+}
+
+
+def _flag(field: str) -> str:
+    if field == "allowed_origins":
+        return "--allowed-origin"
+    return "--" + field.removesuffix("_s").replace("_", "-")
+
+
+def _scalar(tp: Any) -> Any:
+    """The type inside ``X | None`` (every optional field also takes its off value)."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _parser_for(field: str, tp: Any) -> Callable[[str], Any] | None:
+    """The argparse ``type=`` for one field, or None when it has no command-line form."""
+    inner = _scalar(tp)
+    if field.endswith("_port"):
+        return port_or_off
+    if inner is int:
+        return byte_size if field.endswith("_bytes") else int
+    if inner is float:
+        return float
+    if inner is str or typing.get_origin(inner) is tuple:
+        return str
+    return None
+
+
+def _metavar(name: str, convert: Callable[[str], Any]) -> str:
+    if convert is port_or_off:
+        return "PORT"
+    if convert is byte_size:
+        return "BYTES"
+    if convert is float:
+        return "SECONDS" if name.endswith("_s") else "X"
+    return "N" if convert is int else name.split("_")[-1].upper()
+
+
+def _fields() -> dict[str, Any]:
+    """ServerConfig's fields: name -> type."""
+    hints = typing.get_type_hints(ts.ServerConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(ts.ServerConfig) if f.init}
+
+
+def _add_field_option(group: argparse._ArgumentGroup, name: str, tp: Any, default: Any) -> None:
+    inner = _scalar(tp)
+    convert = _parser_for(name, tp)
+    if name == "ssl_context" or (convert is None and inner is not bool):
+        return  # TLS has its own flags; a field of another type has no command-line form
+    help_text = _HELP.get(name, f"ServerConfig.{name}")
+    if name != "token" and default not in (None, ()):
+        shown = human_bytes(default) if convert is byte_size else default
+        help_text += f" (default: {shown})".replace("%", "%%")
+    common: dict[str, Any] = {"dest": _DEST_PREFIX + name, "default": argparse.SUPPRESS}
+    if inner is bool:
+        group.add_argument(
+            _flag(name), action=argparse.BooleanOptionalAction, help=help_text, **common
+        )
+    elif typing.get_origin(inner) is tuple:
+        group.add_argument(_flag(name), action="append", metavar="VALUE", help=help_text, **common)
+    else:
+        assert convert is not None
+        metavar = _metavar(name, convert)
+        group.add_argument(_flag(name), type=convert, metavar=metavar, help=help_text, **common)
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    defaults = ts.ServerConfig()
+    group = parser.add_argument_group("server (flags override --config)")
+    group.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        type=Path,
+        help="read these settings from a TOML file (keys: the long option names)",
+    )
+    for name, tp in _fields().items():
+        _add_field_option(group, name, tp, getattr(defaults, name))
+    for port in ("tcp", "http"):
+        if hasattr(defaults, f"{port}_port"):
+            group.add_argument(
+                f"--no-{port}",
+                dest=f"{_DEST_PREFIX}{port}_port",
+                action="store_const",
+                const=None,
+                default=argparse.SUPPRESS,
+                help=f"same as --{port}-port off",
+            )
+    group.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
+    group.add_argument(
+        "--tls-key", metavar="FILE", help="the certificate's private key (if not in --tls-cert)"
+    )
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file, keyed by ServerConfig field (tls_cert/tls_key besides)."""
+    try:
+        with path.open("rb") as f:
+            document = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    known = _fields()
+    settings: dict[str, Any] = {}
+    for raw_key, value in document.items():
+        key = raw_key.replace("-", "_")
+        if key in ("tls_cert", "tls_key"):
+            # Relative paths are relative to the file, so a config directory can be moved.
+            settings[key] = str(path.parent / str(value))
+            continue
+        if key not in known and key + "_s" in known:
+            key += "_s"  # the file may use the flag's spelling, e.g. idle-timeout
+        if key not in known or key == "ssl_context":
+            raise UsageError(f"{path}: unknown setting {raw_key!r}")
+        settings[key] = _convert(path, key, known[key], value)
+    return settings
+
+
+def _convert(path: Path, key: str, tp: Any, value: Any) -> Any:
+    """A TOML value checked against the field's type (strings go through the flag parser)."""
+    inner = _scalar(tp)
+    try:
+        if key.endswith("_port") and (value is False or isinstance(value, str)):
+            return None if value is False else port_or_off(value)
+        if typing.get_origin(inner) is tuple:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("expected a list of strings")
+            return tuple(value)
+        if isinstance(value, str) and inner is not str:
+            convert = _parser_for(key, tp)
+            if convert is None:
+                raise ValueError("expected a value, not text")
+            return convert(value)
+        if inner is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, inner):
+            return value
+        raise ValueError(f"expected {getattr(inner, '__name__', inner)}")
+    except ValueError as exc:
+        raise UsageError(f"{path}: setting {key!r}: {exc}") from None
+
+
+def _ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if cert is None:
+        if key is not None:
+            raise UsageError("--tls-key needs --tls-cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load the TLS certificate {cert}: {exc}") from None
+    return context
+
+
+def server_config(args: argparse.Namespace, **overrides: Any) -> ts.ServerConfig:
+    """The ServerConfig the flags, the environment and the --config file describe."""
+    settings = _from_file(args.config) if args.config is not None else {}
+    if os.environ.get(TOKEN_ENV):
+        settings["token"] = os.environ[TOKEN_ENV]
+    for name, value in vars(args).items():
+        if name.startswith(_DEST_PREFIX):
+            settings[name.removeprefix(_DEST_PREFIX)] = value
+    cert = args.tls_cert or settings.pop("tls_cert", None)
+    key = args.tls_key or settings.pop("tls_key", None)
+    settings.pop("tls_cert", None)
+    settings.pop("tls_key", None)
+    settings["ssl_context"] = _ssl_context(cert, key)
+    settings.update(overrides)
+    return ts.ServerConfig(**settings)

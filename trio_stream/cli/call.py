@@ -1,0 +1,101 @@
+"""``call``: call a method another client exposes, print the result as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import trio_stream as ts
+
+from ._options import (
+    HelpFormatter,
+    Subparsers,
+    add_connection_options,
+    add_log_level,
+    connect,
+    json_or_text,
+    positive_float,
+)
+from ._output import json_line, jsonable
+from ._run import UsageError
+
+EPILOG = """\
+Arguments are JSON (text that is not JSON is passed as a string); the result is printed as
+JSON, numpy arrays as nested lists.
+
+examples:
+  trio-stream call tcp://127.0.0.1:9870 daq                 # list daq's methods
+  trio-stream call tcp://127.0.0.1:9870 daq my_echo HALLO
+  trio-stream call tcp://127.0.0.1:9870 daq read 100 --timeout 30
+  trio-stream call tcp://127.0.0.1:9870 daq configure --kw gain=2.5 --kw 'channels=[1, 2]'
+"""
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "call",
+        help="call a method another client exposes",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+        description="Call METHOD of the client named CLIENT (RPC through the server).",
+    )
+    add_log_level(parser, default=None)
+    add_connection_options(parser)
+    parser.add_argument("client", metavar="CLIENT", help="the name of the client to call")
+    parser.add_argument(
+        "method",
+        metavar="METHOD",
+        nargs="?",
+        help="e.g. my_echo, or service.method (none: list CLIENT's methods)",
+    )
+    parser.add_argument("args", metavar="ARG", nargs="*", type=json_or_text, help="JSON values")
+    parser.add_argument(
+        "--kw",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a keyword argument (repeatable)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the result (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", help="print the remote traceback when it raises"
+    )
+    parser.set_defaults(run=run_call)
+
+
+def _keywords(pairs: list[str]) -> dict[str, Any]:
+    keywords: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--kw takes NAME=JSON, not {pair!r}")
+        keywords[name] = json_or_text(value)
+    return keywords
+
+
+async def run_call(args: argparse.Namespace) -> int:
+    keywords = _keywords(args.kw)
+    async with connect(args) as client:
+        proxy = await client.rpc(args.client, timeout=args.timeout)
+        if args.method is None:
+            for name, method in sorted(proxy.methods.items()):
+                doc = (method.__doc__ or "").strip().split("\n", 1)[0]
+                print(f"{name}{method.__signature__}" + (f"  # {doc}" if doc else ""))
+            return 0
+        try:
+            result = await proxy.call(args.method, *args.args, timeout=args.timeout, **keywords)
+        except TypeError as exc:  # the arguments do not fit the signature: nothing was sent
+            raise UsageError(str(exc)) from None
+        except ts.RemoteError as exc:
+            if args.traceback and exc.remote_traceback:
+                print(exc.remote_traceback.rstrip(), file=sys.stderr)
+            raise
+    print(json_line(jsonable(result, full=True)))
+    return 0

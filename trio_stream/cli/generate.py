@@ -1,0 +1,204 @@
+"""``generate``: synthetic load, numpy arrays at a chosen size and rate, with a live display."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import trio
+from rich.live import Live
+from rich.text import Text
+
+import trio_stream as ts
+
+from ._options import (
+    HelpFormatter,
+    Subparsers,
+    add_channel_key,
+    add_connection_options,
+    add_create_options,
+    add_log_level,
+    add_reader_wait_options,
+    byte_size,
+    connect,
+    positive_float,
+    positive_int,
+    publisher,
+)
+from ._output import human_bytes, human_rate, stderr_console
+from ._run import UsageError
+
+EPILOG = """\
+examples:
+  trio-stream generate tcp://127.0.0.1:9870 load --create --size 1MiB --rate 100
+  trio-stream generate tcp://127.0.0.1:9870 load --create --shape 64x64 --dtype uint16
+  trio-stream generate tcp://127.0.0.1:9870 load --count 10000     # as fast as possible
+
+Without --rate, frames go out as fast as the readers take them (and not at all while there
+are none); with --rate, frames that find no reader are counted as skipped.
+"""
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="send synthetic load to a channel",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+        description="Send numpy arrays of a given size or shape to a channel, at a fixed rate "
+        "or as fast as possible, with a live display of the rate achieved.",
+    )
+    add_log_level(parser, default=None)
+    add_connection_options(parser)
+    parser.add_argument("channel", metavar="CHANNEL")
+    what = parser.add_argument_group("frames")
+    what.add_argument(
+        "--size",
+        type=byte_size,
+        metavar="BYTES",
+        help="frames of BYTES bytes (a uint8 array), e.g. 1000, 64KiB, 1MiB",
+    )
+    what.add_argument(
+        "--shape",
+        type=_shape,
+        metavar="SHAPE",
+        help="frames of this array shape, e.g. 1000 or 64x64 (default: 1000)",
+    )
+    what.add_argument(
+        "--dtype",
+        type=np.dtype,
+        metavar="DTYPE",
+        help="array element type with --shape (default: float64)",
+    )
+    what.add_argument(
+        "--rate", type=positive_float, metavar="HZ", help="frames per second (default: max)"
+    )
+    what.add_argument("--count", type=positive_int, metavar="N", help="stop after N frames")
+    what.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS", help="stop after this long"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no live display or summary")
+    add_reader_wait_options(parser)
+    add_channel_key(parser)
+    add_create_options(parser, what="CHANNEL")
+    parser.set_defaults(run=run_generate)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    dims = tuple(int(n) for n in text.lower().replace(",", "x").split("x") if n.strip())
+    if not dims or any(n < 0 for n in dims):
+        raise ValueError(f"not a shape: {text!r}")
+    return dims
+
+
+_shape.__name__ = "shape"
+
+
+def make_frame(args: argparse.Namespace) -> np.ndarray[Any, Any]:
+    if args.size is not None:
+        if args.shape is not None or args.dtype is not None:
+            raise UsageError("give either --size or --shape/--dtype, not both")
+        noise: np.ndarray[Any, Any] = np.random.default_rng(0).integers(
+            0, 256, args.size, dtype=np.uint8
+        )
+        return noise
+    dtype = args.dtype if args.dtype is not None else np.dtype("float64")
+    if dtype.kind not in "biufc":
+        raise UsageError(f"--dtype {dtype} has no wire form; use a numeric or bool dtype")
+    shape = args.shape or (1000,)
+    # One array for the whole run: it is never modified, so it is safe to send it again
+    # while earlier sends still reference its memory in the outgoing queue.
+    frame: np.ndarray[Any, Any] = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    return frame
+
+
+class _Counts:
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.sent = 0
+        self.skipped = 0
+        self.started = time.monotonic()
+        self._mark = (self.started, 0)
+        self.rate = 0.0
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        then, sent = self._mark
+        if now - then >= 0.5:
+            self.rate = (self.sent - sent) / (now - then)
+            self._mark = (now, self.sent)
+
+    def text(self, channel: str) -> Text:
+        return Text(
+            f"{channel}: {self.sent} frames sent, {self.skipped} skipped (no readers)  "
+            f"{human_rate(self.rate)}  {human_bytes(self.rate * self.nbytes, 'B/s')}"
+        )
+
+
+async def run_generate(args: argparse.Namespace) -> int:
+    frame = make_frame(args)
+    counts = _Counts(frame.nbytes)
+    console = stderr_console()
+    async with (
+        connect(args) as client,
+        publisher(client, args.channel, args, key=args.key or args.create_key) as pub,
+    ):
+        show = not args.quiet and console.is_terminal
+        with (
+            Live(counts.text(args.channel), console=console, refresh_per_second=4)
+            if show
+            else _NoLive() as live
+        ):
+            with trio.move_on_after(args.duration or math.inf):
+                await _send_frames(args, pub, frame, counts, live)
+        await pub.wait_acknowledged()
+    if not args.quiet:
+        elapsed = time.monotonic() - counts.started
+        print(
+            f"generated {counts.sent + counts.skipped} frames of {human_bytes(frame.nbytes)} in "
+            f"{elapsed:.1f} s: {counts.sent} sent, {counts.skipped} skipped (no readers), "
+            f"{human_rate(counts.sent / elapsed if elapsed else 0.0)}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+class _NoLive:
+    def __enter__(self) -> _NoLive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, renderable: Any) -> None:
+        return None
+
+
+async def _send_frames(
+    args: argparse.Namespace,
+    pub: ts.Publisher,
+    frame: np.ndarray[Any, Any],
+    counts: _Counts,
+    live: Live | _NoLive,
+) -> None:
+    period = 1 / args.rate if args.rate else 0.0
+    next_at = trio.current_time()
+    n = 0
+    while args.count is None or n < args.count:
+        if not period and pub.readers == 0:
+            await pub.wait_for_readers()  # flat out into an empty channel would just spin
+        if await pub.send(frame):
+            counts.sent += 1
+        else:
+            counts.skipped += 1
+        n += 1
+        counts.sample()
+        if n % 64 == 0 or period:
+            live.update(counts.text(args.channel))
+        if period:
+            next_at += period
+            await trio.sleep_until(next_at)

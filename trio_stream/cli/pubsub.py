@@ -1,0 +1,204 @@
+"""``pub`` and ``sub``: send values from the command line, print a channel as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import trio
+
+import trio_stream as ts
+
+from ._options import (
+    HelpFormatter,
+    Subparsers,
+    add_channel_key,
+    add_connection_options,
+    add_create_options,
+    add_log_level,
+    add_reader_wait_options,
+    add_subscription_options,
+    connect,
+    json_or_text,
+    positive_float,
+    positive_int,
+    publisher,
+    subscription,
+    wait_for_readers,
+)
+from ._output import json_line, jsonable
+from ._run import UsageError
+
+PUB_EPILOG = """\
+examples:
+  trio-stream pub tcp://127.0.0.1:9870 setpoint 21.5
+  trio-stream pub tcp://127.0.0.1:9870 config '{"gain": 2, "mode": "fast"}'
+  trio-stream pub tcp://127.0.0.1:9870 waveform '[0, 1, 2, 3]' --dtype float32
+  seq 100 | trio-stream pub tcp://127.0.0.1:9870 numbers - --create --wait-readers
+"""
+
+SUB_EPILOG = """\
+Each message is one JSON line: {"seq", "time", "sender", "lost", "data"}. numpy arrays are
+summarized as {"dtype", "shape", "min", "max", "mean"} unless --full; bytes are base64 (or
+hex); NaN and infinities are the strings "nan", "inf", "-inf".
+
+examples:
+  trio-stream sub tcp://127.0.0.1:9870 demo/counter --count 5
+  trio-stream sub tcp://127.0.0.1:9870 demo/sine --max-rate 1 --data-only
+  trio-stream sub tcp://127.0.0.1:9870 demo/image --policy drop_oldest --size 1 --full
+"""
+
+
+def register(subparsers: Subparsers) -> None:
+    pub = subparsers.add_parser(
+        "pub",
+        help="send values to a channel",
+        epilog=PUB_EPILOG,
+        formatter_class=HelpFormatter,
+        description="Send one value, or one value per line of stdin, to a channel. Values are "
+        "JSON (text that is not JSON is sent as a string). Like every trio_stream writer, "
+        "nothing is sent while the channel has no readers (see --wait-readers).",
+    )
+    add_log_level(pub, default=None)
+    add_connection_options(pub)
+    pub.add_argument("channel", metavar="CHANNEL")
+    pub.add_argument(
+        "value",
+        metavar="VALUE",
+        nargs="?",
+        default="-",
+        help="a JSON value, or - (the default) for one JSON value per line of stdin",
+    )
+    pub.add_argument("--raw", action="store_true", help="send VALUE (or each line) as a string")
+    pub.add_argument(
+        "--dtype",
+        metavar="DTYPE",
+        type=np.dtype,
+        help="send each value as a numpy array of this dtype (e.g. float64, uint8)",
+    )
+    add_reader_wait_options(pub)
+    add_channel_key(pub)
+    add_create_options(pub, what="CHANNEL")
+    pub.set_defaults(run=run_pub)
+
+    sub = subparsers.add_parser(
+        "sub",
+        help="print a channel's messages as JSON lines",
+        epilog=SUB_EPILOG,
+        formatter_class=HelpFormatter,
+        description="Subscribe to a channel and print each message as one JSON line.",
+    )
+    add_log_level(sub, default=None)
+    add_connection_options(sub)
+    sub.add_argument("channel", metavar="CHANNEL")
+    add_subscription_options(sub)
+    out = sub.add_argument_group("output")
+    out.add_argument("--count", type=positive_int, metavar="N", help="stop after N messages")
+    out.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS", help="stop after this long"
+    )
+    out.add_argument("--full", action="store_true", help="print arrays in full, as nested lists")
+    out.add_argument(
+        "--bytes",
+        dest="bytes_format",
+        choices=("base64", "hex"),
+        default="base64",
+        help="how to print byte strings (default: base64)",
+    )
+    out.add_argument("--data-only", action="store_true", help="print only each message's data")
+    sub.set_defaults(run=run_sub)
+
+
+# -- pub ---------------------------------------------------------------------------------------
+def _value(text: str, args: argparse.Namespace) -> Any:
+    value = text if args.raw else json_or_text(text)
+    if args.dtype is not None:
+        try:
+            return np.asarray(value, dtype=args.dtype)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"cannot make a {args.dtype} array of {text!r}: {exc}") from None
+    return value
+
+
+async def _values(args: argparse.Namespace) -> AsyncIterator[Any]:
+    if args.value != "-":
+        yield _value(args.value, args)
+        return
+    async for line in trio.wrap_file(sys.stdin):
+        if line.strip():
+            yield _value(line.rstrip("\r\n"), args)
+
+
+async def run_pub(args: argparse.Namespace) -> int:
+    sent = unsent = 0
+    async with (
+        connect(args) as client,
+        publisher(client, args.channel, args, key=args.key or args.create_key) as pub,
+    ):
+        await wait_for_readers(pub, args)
+        async for value in _values(args):
+            if await pub.send(value):
+                sent += 1
+            else:
+                unsent += 1
+        # Readers got everything once the server has taken it into their buffers.
+        await pub.wait_acknowledged()
+    if unsent:
+        print(
+            f"trio-stream pub: {unsent} of {sent + unsent} value(s) not sent: channel "
+            f"{args.channel!r} had no readers (see --wait-readers)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# -- sub ---------------------------------------------------------------------------------------
+def message_record(msg: ts.Message, args: argparse.Namespace) -> Any:
+    data = jsonable(msg.data, full=args.full, bytes_format=args.bytes_format)
+    if args.data_only:
+        return data
+    return {"seq": msg.seq, "time": msg.time, "sender": msg.sender, "lost": msg.lost, "data": data}
+
+
+async def _receive(sub: ts.Subscription, flush: Callable[[], object]) -> ts.Message:
+    """The next message; flushes the output first when none is waiting yet.
+
+    Output stays live (nothing sits in a buffer while we wait) and is still written in one
+    go per burst of messages rather than one write per line.
+
+    Raises:
+        trio.EndOfChannel: the channel ended.
+    """
+    try:
+        return sub.receive_nowait()
+    except trio.WouldBlock:
+        flush()
+        return await sub.receive()
+
+
+async def run_sub(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    received = 0
+    async with (
+        connect(args) as client,
+        subscription(client, args.channel, args) as sub,
+    ):
+        with trio.move_on_after(args.duration or math.inf):
+            try:
+                while args.count is None or received < args.count:
+                    msg = await _receive(sub, out.flush)
+                    out.write(json_line(message_record(msg, args)) + "\n")
+                    received += 1
+                    if received % 64 == 0:  # receive_nowait() does not yield
+                        await trio.lowlevel.checkpoint()
+            except trio.EndOfChannel:
+                print(
+                    f"trio-stream sub: channel {args.channel!r} ended: {sub.end_reason}",
+                    file=sys.stderr,
+                )
+    out.flush()
+    return 0

@@ -1,0 +1,320 @@
+"""``dump`` and ``replay``: record a channel to a file (see ``dumpfile``) and play it back."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Final
+
+import trio
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+import trio_stream as ts
+
+from .._protocol.bytes_like import BytesLike
+from . import dumpfile as dumpfile
+from ._options import (
+    HelpFormatter,
+    Subparsers,
+    add_channel_key,
+    add_connection_options,
+    add_create_options,
+    add_log_level,
+    add_reader_wait_options,
+    add_subscription_options,
+    connect,
+    positive_float,
+    positive_int,
+    publisher,
+    subscription,
+    wait_for_readers,
+)
+from ._output import human_bytes, stderr_console
+from ._run import CliError, stop_on_signal
+
+FLUSH_BYTES: Final = 4 * 2**20  # write to disk once this much is encoded...
+FLUSH_INTERVAL_S: Final = 0.5  # ...or this long after the previous write
+
+DUMP_EPILOG = """\
+The file is a CBOR sequence (RFC 8742): a header map, then one map per frame with its
+receive time "t", writer "time", "seq", "sender", "lost" and "data" (numpy arrays as RFC
+8746 typed arrays). docs/dump-format.md shows how to read it with a few lines of Python.
+
+examples:
+  trio-stream dump tcp://127.0.0.1:9870 AnalogInput1 run42.tsdump          # until Ctrl-C
+  trio-stream dump tcp://127.0.0.1:9870 demo/sine sine.tsdump --duration 10
+  trio-stream replay sine.tsdump tcp://127.0.0.1:9870 sine/replayed --create --speed 2
+"""
+
+
+def register(subparsers: Subparsers) -> None:
+    dump = subparsers.add_parser(
+        "dump",
+        help="record a channel to a file",
+        epilog=DUMP_EPILOG,
+        formatter_class=HelpFormatter,
+        description="Record a channel's frames with their timestamps to FILE until Ctrl-C "
+        "(or --count/--duration). The default subscription is lossless (policy block: the "
+        "channel's writers wait for the recorder rather than frames being dropped).",
+    )
+    add_log_level(dump, default=None)
+    add_connection_options(dump)
+    dump.add_argument("channel", metavar="CHANNEL")
+    dump.add_argument("file", metavar="FILE", type=Path)
+    dump.add_argument("--count", type=positive_int, metavar="N", help="stop after N frames")
+    dump.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS", help="stop after this long"
+    )
+    dump.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    dump.add_argument("--quiet", action="store_true", help="no progress display or summary")
+    add_subscription_options(dump, policy="block", size=1000)
+    dump.set_defaults(run=run_dump)
+
+    replay = subparsers.add_parser(
+        "replay",
+        help="play a recorded file into a channel",
+        formatter_class=HelpFormatter,
+        description="Send the frames of a dump file to CHANNEL (default: the channel it was "
+        "recorded from) with their original timing, scaled by --speed.",
+    )
+    add_log_level(replay, default=None)
+    replay.add_argument("file", metavar="FILE", type=Path)
+    add_connection_options(replay)
+    replay.add_argument("channel", metavar="CHANNEL", nargs="?")
+    timing = replay.add_argument_group("timing")
+    timing.add_argument(
+        "--speed",
+        type=positive_float,
+        default=1.0,
+        metavar="X",
+        help="play X times faster (default: 1, the original timing)",
+    )
+    timing.add_argument("--fast", action="store_true", help="no waiting: as fast as possible")
+    timing.add_argument("--loop", action="store_true", help="play the file again and again")
+    timing.add_argument(
+        "--repeat", type=positive_int, default=1, metavar="N", help="play the file N times"
+    )
+    timing.add_argument(
+        "--original-time",
+        action="store_true",
+        help="stamp frames with their recorded writer time instead of now",
+    )
+    add_reader_wait_options(replay)
+    replay.add_argument("--quiet", action="store_true", help="no progress display or summary")
+    add_channel_key(replay)
+    add_create_options(replay, what="the channel")
+    replay.set_defaults(run=run_replay)
+
+
+@contextmanager
+def _progress(show: bool, *columns: Any) -> Iterator[Progress | None]:
+    """A rich progress display on stderr, only on a terminal (logs get the summary line)."""
+    if not show:
+        yield None
+        return
+    with Progress(
+        SpinnerColumn(), *columns, TimeElapsedColumn(), console=stderr_console(), transient=False
+    ) as progress:
+        yield progress
+
+
+# -- dump --------------------------------------------------------------------------------------
+class _BatchWriter:
+    """Encodes items at once and writes them in batches from a worker thread.
+
+    One write per batch keeps the event loop free while the disk is busy, and a batch of
+    many frames costs one thread hop instead of one per frame.
+    """
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._pieces: list[BytesLike] = []
+        self.pending = 0
+        self.written = 0
+        self._last_flush = time.monotonic()
+
+    def add(self, item: dict[str, Any]) -> None:
+        pieces = dumpfile.encode_item(item)
+        self._pieces.extend(pieces)
+        self.pending += sum(len(p) for p in pieces)
+
+    def due(self) -> bool:
+        return self.pending >= FLUSH_BYTES or (
+            self.pending > 0 and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
+        )
+
+    async def flush(self) -> None:
+        pieces, self._pieces = self._pieces, []
+        written, self.pending = self.pending, 0
+        self._last_flush = time.monotonic()
+        if pieces:
+            await trio.to_thread.run_sync(self._write, pieces)
+        self.written += written
+
+    def _write(self, pieces: list[BytesLike]) -> None:
+        self._file.writelines(pieces)
+        self._file.flush()
+
+
+async def run_dump(args: argparse.Namespace) -> int:
+    if args.file.exists() and not args.force:
+        raise CliError(f"{args.file} exists; pass --force to overwrite it")
+    console = stderr_console()
+    async with connect(args) as client, subscription(client, args.channel, args) as sub:
+        # The file is made only once the subscription stands: a typo in the channel name
+        # leaves no empty recording behind.
+        with args.file.open("wb") as file:
+            writer = _BatchWriter(file)
+            writer.add(dumpfile.header(args.channel, source=args.url, policy=args.policy))
+            with _progress(
+                not args.quiet and console.is_terminal,
+                TextColumn(f"recording [bold]{args.channel}[/] to {args.file}"),
+                BarColumn() if args.count else TextColumn(""),
+                TextColumn(
+                    "{task.completed} frames  {task.fields[size]}  lost {task.fields[lost]}"
+                ),
+            ) as progress:
+                started = time.monotonic()
+                frames, lost = await _record(args, sub, writer, progress)
+                await writer.flush()
+    if not args.quiet:
+        print(
+            f"dumped {frames} frames ({human_bytes(writer.written)}) of {args.channel!r} to "
+            f"{args.file} in {time.monotonic() - started:.1f} s; lost {lost}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def _record(
+    args: argparse.Namespace,
+    sub: ts.Subscription,
+    writer: _BatchWriter,
+    progress: Progress | None,
+) -> tuple[int, int]:
+    """Write frames until --count, --duration, the channel's end or Ctrl-C: (frames, lost)."""
+    frames = lost = 0
+    task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
+    async with stop_on_signal():
+        with trio.move_on_after(args.duration or math.inf):
+            async for msg in sub:
+                writer.add(dumpfile.frame_record(msg, time.time()))
+                frames += 1
+                lost += msg.lost
+                if writer.due():
+                    await writer.flush()
+                if progress is not None and task is not None:
+                    size = human_bytes(writer.written + writer.pending)
+                    progress.update(task, completed=frames, size=size, lost=lost)
+                if frames == args.count:
+                    break
+    return frames, lost
+
+
+# -- replay ------------------------------------------------------------------------------------
+def _open_dump(path: Path) -> tuple[IO[bytes], dumpfile.DumpReader]:
+    file = path.open("rb")
+    try:
+        return file, dumpfile.DumpReader(file)
+    except dumpfile.DumpFormatError as exc:
+        file.close()
+        raise CliError(f"{path}: {exc}") from None
+
+
+async def run_replay(args: argparse.Namespace) -> int:
+    file, reader = _open_dump(args.file)
+    file.close()
+    channel = args.channel or reader.header.get("channel")
+    if not isinstance(channel, str):
+        raise CliError(f"{args.file} names no channel; give CHANNEL")
+    size = args.file.stat().st_size
+    console = stderr_console()
+    stats = _ReplayStats()
+    async with (
+        connect(args) as client,
+        publisher(client, channel, args, key=args.key or args.create_key) as pub,
+    ):
+        await wait_for_readers(pub, args)
+        with _progress(
+            not args.quiet and console.is_terminal,
+            TextColumn(f"replaying {args.file} to [bold]{channel}[/]"),
+            BarColumn(),
+            TextColumn("{task.fields[sent]} sent  {task.fields[unsent]} without readers"),
+        ) as progress:
+            total = None if args.loop else size * args.repeat
+            task = progress.add_task("", total=total, sent=0, unsent=0) if progress else None
+            rounds = 0
+            while args.loop or rounds < args.repeat:
+                await _play_once(args, pub, stats, progress, task, rounds * size)
+                rounds += 1
+        await pub.wait_acknowledged()
+    if reader.truncated or stats.truncated:
+        print(
+            f"trio-stream replay: {args.file} ends inside a frame (an interrupted "
+            "recording); the frames before it were played",
+            file=sys.stderr,
+        )
+    if not args.quiet:
+        print(
+            f"replayed {stats.sent + stats.unsent} frames to {channel!r}: {stats.sent} sent, "
+            f"{stats.unsent} dropped for want of readers",
+            file=sys.stderr,
+        )
+    return 0
+
+
+class _ReplayStats:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.unsent = 0
+        self.truncated = False
+        self.interval = 0.0  # mean gap between frames: the pause between two rounds
+
+
+async def _play_once(
+    args: argparse.Namespace,
+    pub: ts.Publisher,
+    stats: _ReplayStats,
+    progress: Progress | None,
+    task: TaskID | None,
+    offset: int,
+) -> None:
+    file, reader = _open_dump(args.file)
+    with file:
+        start = trio.current_time() + stats.interval
+        first_t: float | None = None
+        last_t = 0.0
+        count = 0
+        # Reading is synchronous: a chunk of a local file comes from the page cache in far
+        # less time than the gaps between frames we wait for anyway.
+        for record in reader:
+            t = float(record["t"])
+            if first_t is None:
+                first_t = t
+            if not args.fast:
+                await trio.sleep_until(start + (t - first_t) / args.speed)
+            time_s = float(record["time"]) if args.original_time else None
+            if await pub.send(record["data"], time_s=time_s):
+                stats.sent += 1
+            else:
+                stats.unsent += 1
+            last_t, count = t, count + 1
+            if progress is not None and task is not None:
+                progress.update(
+                    task, completed=offset + reader.position, sent=stats.sent, unsent=stats.unsent
+                )
+        if first_t is not None and count > 1:
+            stats.interval = (last_t - first_t) / (count - 1) / args.speed
+        stats.truncated = stats.truncated or reader.truncated

@@ -1,0 +1,101 @@
+"""``serve`` and ``demo``: run a server (and demo writers) until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import trio
+
+import trio_stream as ts
+
+from ._demo import DEMO_CHANNELS, demo_channel_names, run_demo_writers
+from ._options import HelpFormatter, Subparsers, add_log_level
+from ._run import UsageError, stop_on_signal
+from ._server_options import add_server_options, server_config
+
+SERVE_EPILOG = """\
+examples:
+  trio-stream serve                                  # loopback, TCP 9870, dashboard 9871
+  trio-stream serve --host 0.0.0.0 --token s3cret    # reachable from the network
+  trio-stream serve --config server.toml --tcp-port 0
+  trio-stream serve --http-port off --tls-cert cert.pem --tls-key key.pem
+
+A TOML file takes the same settings as the flags, named like them (or like ServerConfig's
+fields): host = "0.0.0.0", tcp_port = 9870, http_port = false, max_frame_bytes = "64MiB",
+allowed_origins = ["https://lab.example"], tls_cert = "cert.pem" (relative to the file).
+"""
+
+
+def register(subparsers: Subparsers) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run a server",
+        description="Run a trio_stream server until Ctrl-C "
+        "or SIGTERM, then shut down gracefully (clients are told, buffers drain).",
+        epilog=SERVE_EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    add_log_level(serve, default=None)
+    add_server_options(serve)
+    serve.set_defaults(run=run_serve)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="run a server with demo channels",
+        description="Run a server with demo writers in the same process: "
+        + ", ".join(f"PREFIX/{name} ({rate:g} Hz)" for name, rate, _ in DEMO_CHANNELS)
+        + ". The writers only work while a channel has readers. Open the dashboard URL it "
+        "prints, or tap a channel with `trio-stream sub URL demo/counter`.",
+        formatter_class=HelpFormatter,
+    )
+    add_log_level(demo, default=None)
+    demo.add_argument("--prefix", default="demo", help="channel name prefix (default: demo)")
+    add_server_options(demo)
+    demo.set_defaults(run=run_demo)
+
+
+def _print_urls(server: ts.Server) -> None:
+    print(f'trio_stream {ts.__version__}: server "{server.config.name}" is running')
+    for label, url in (
+        ("TCP", server.tcp_url),
+        ("WebSocket", server.ws_url),
+        ("dashboard", server.http_url),
+    ):
+        if url is not None:
+            print(f"  {label + ':':<11}{url}")
+
+
+async def _run_server(config: ts.ServerConfig, prefix: str | None) -> None:
+    async with trio.open_nursery() as nursery:
+        server: ts.Server = await nursery.start(ts.serve, config)
+        _print_urls(server)
+        client_url = server.tcp_url or server.ws_url
+        if prefix is not None and client_url is not None:
+            print(f"  channels:  {', '.join(demo_channel_names(prefix))}")
+            print(f"try: trio-stream sub {client_url} {prefix}/counter")
+        print("Press Ctrl-C to stop.", flush=True)
+        async with stop_on_signal():
+            if prefix is not None and client_url is not None:
+                await run_demo_writers(
+                    client_url,
+                    prefix,
+                    token=config.token,
+                    tls=config.ssl_context is not None,
+                )
+            await trio.sleep_forever()
+        print("stopping...", file=sys.stderr, flush=True)
+        await server.aclose()
+
+
+async def run_serve(args: argparse.Namespace) -> int:
+    await _run_server(server_config(args), None)
+    return 0
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    config = server_config(args)
+    if config.tcp_port is None and config.http_port is None:
+        raise UsageError("the demo needs an endpoint for its writers: do not switch both off")
+    await _run_server(config, args.prefix)
+    return 0
