@@ -545,12 +545,23 @@ class Publisher:
         if self._ended is not None:
             raise self._ended
 
+    def _next_event(self, attr: str) -> trio.Event:
+        """The event the next ack (or readers change) sets, shared by every task waiting.
+
+        A waiter that replaced an event another task still waits on would strand that task
+        (send() and wait_acknowledged() run at once, e.g. under the SyncClient's flush()).
+        """
+        event: trio.Event = getattr(self, attr)
+        if event.is_set():
+            event = trio.Event()
+            setattr(self, attr, event)
+        return event
+
     async def wait_for_readers(self, count: int = 1) -> None:
         """Wait until the channel has at least ``count`` readers."""
         while self.readers < count:
             self._check()
-            self._readers_event = trio.Event()
-            await self._readers_event.wait()
+            await self._next_event("_readers_event").wait()
         self._check()
 
     async def send(self, value: Any, *, time_s: float | None = None) -> bool:
@@ -582,8 +593,7 @@ class Publisher:
             len(self._unacked) >= limits.publish_window_frames
             or self._unacked_bytes + size > limits.publish_window_bytes
         ):
-            self._acked_event = trio.Event()
-            await self._acked_event.wait()
+            await self._next_event("_acked_event").wait()
             self._check()
         if client._out_bytes > OUTGOING_HIGH_WATER_BYTES:
             await client._wait_out_space()
@@ -606,8 +616,7 @@ class Publisher:
         """Wait until the server has taken every frame sent so far into its readers' buffers."""
         while self._unacked:
             self._check()
-            self._acked_event = trio.Event()
-            await self._acked_event.wait()
+            await self._next_event("_acked_event").wait()
 
     async def aclose(self) -> None:
         client = self._client
