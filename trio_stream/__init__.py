@@ -32,3 +32,4 @@ from ._server.serve import Server as Server
 from ._server.serve import open_server as open_server
 from ._server.serve import serve as serve
 from ._version import __version__ as __version__
+from .sync import SyncClient as SyncClient

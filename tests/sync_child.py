@@ -1,0 +1,71 @@
+"""Run by tests/test_sync.py in a subprocess: block in a SyncClient call until Ctrl-C (SIGINT).
+
+Usage: python sync_child.py URL MODE [catch|raw]
+
+MODE is where the main thread blocks: ``get`` (a subscription with nothing to read),
+``publish`` (a full publish queue behind a ``block`` reader that never reads), ``rpc`` (a call
+that never returns) or ``noclose`` (``get`` on a client that is never closed: atexit must end
+it). With ``catch`` the script catches KeyboardInterrupt after the ``with`` block and reports
+how many SyncClient threads are still alive; with ``raw`` the interrupt ends the script.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import trio
+
+import trio_stream as ts
+
+
+class Waiter:
+    async def rpc_wait(self) -> None:
+        await trio.sleep_forever()
+
+
+def sync_threads() -> int:
+    return sum(t.name.startswith("trio_stream SyncClient") for t in threading.enumerate())
+
+
+def block(url: str, mode: str) -> None:
+    if mode == "noclose":
+        client = ts.SyncClient(url, name="child-noclose")
+        client.create_channel("child")
+        with client.subscribe("child") as sub:
+            print("ready", flush=True)
+            sub.get()
+        return
+    with ts.SyncClient(url, name=f"child-{mode}", queue_frames=4) as client:
+        client.create_channel("child")
+        if mode == "get":
+            with client.subscribe("child") as sub:
+                print("ready", flush=True)
+                sub.get()
+        elif mode == "publish":
+            with client.subscribe("child", policy="block", size=1):
+                print("ready", flush=True)
+                while True:
+                    client.publish("child", b"x" * 100)
+        elif mode == "rpc":
+            client.expose(Waiter())
+            proxy = client.rpc(client.name, timeout=None)
+            print("ready", flush=True)
+            proxy.wait()
+
+
+def main() -> int:
+    url, mode, how = sys.argv[1], sys.argv[2], sys.argv[3]
+    if how == "raw":
+        block(url, mode)
+        return 1
+    try:
+        block(url, mode)
+    except KeyboardInterrupt:
+        print("interrupted; SyncClient threads alive:", sync_threads(), flush=True)
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

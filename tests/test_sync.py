@@ -1,0 +1,398 @@
+"""SyncClient: the blocking client over one trio thread.
+
+The server runs in the test's trio loop; each scenario runs the SyncClient in worker threads
+(``in_thread``), as a synchronous program would, bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import trio
+
+import trio_stream as ts
+from trio_stream.sync import SyncClient
+
+T = TypeVar("T")
+
+DEADLINE_S = 60.0  # a whole scenario; each blocking step has its own, shorter bound
+STEP_S = 10.0
+CHILD = Path(__file__).with_name("sync_child.py")
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """Run a synchronous scenario in a worker thread while the server keeps serving."""
+    with trio.fail_after(DEADLINE_S):
+        return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+def sync_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("trio_stream SyncClient")]
+
+
+async def test_every_operation_as_a_blocking_call(url: str) -> None:
+    def scenario() -> None:
+        with SyncClient(url, name="script") as c, SyncClient(url, name="rec") as rec:
+            assert c.name == "script" and c.client_id > 0
+            c.create_channel("AnalogInput1", public=True)
+            assert "AnalogInput1" in [ch.name for ch in c.channels()]
+            assert {"script", "rec"} <= {cl.name for cl in rec.clients()}
+            assert c.stats().connections >= 2
+            with rec.subscribe("AnalogInput1", policy="unbounded") as sub:
+                with c.publisher("AnalogInput1") as pub:
+                    pub.wait_for_readers(timeout=STEP_S)
+                    assert pub.readers == 1
+                    arrays = [np.random.default_rng(i).normal(size=(2, 50)) for i in range(5)]
+                    for array in arrays:
+                        assert pub.send(array)
+                # leaving the publisher flushed it: everything is at the server
+                for array in arrays:
+                    msg = sub.get(timeout=STEP_S)
+                    np.testing.assert_array_equal(msg.data, array)
+                    assert msg.channel == "AnalogInput1" and msg.sender == "script"
+                assert c.publish("AnalogInput1", {"t": 1.5})
+                c.flush(timeout=STEP_S)
+                assert sub.get(timeout=STEP_S).data == {"t": 1.5}
+                with pytest.raises(TimeoutError):
+                    sub.get(timeout=0.05)
+                c.delete_channel("AnalogInput1")
+                assert list(sub) == []  # the channel ended: iteration stops
+            with pytest.raises(ts.ChannelNotFound):
+                c.publish("AnalogInput1", 1)
+
+    await in_thread(scenario)
+
+
+async def test_publish_takes_a_snapshot_of_reused_buffers(url: str) -> None:
+    def scenario() -> None:
+        with SyncClient(url, name="w") as c, SyncClient(url, name="r") as r:
+            c.create_channel("ch")
+            with r.subscribe("ch", policy="unbounded") as sub:
+                c.publish("ch", 0)  # opens the publisher
+                c.flush()
+                sub.get(timeout=STEP_S)
+                buffer = np.zeros(8)
+                record: dict[str, Any] = {}
+                for i in range(50):
+                    buffer[:] = i  # reused at once, while the value may still be queued
+                    record["i"] = i
+                    c.publish("ch", buffer)
+                    c.publish("ch", record)
+                c.flush(timeout=STEP_S)
+                for i in range(50):
+                    assert sub.get(timeout=STEP_S).data[0] == i
+                    assert sub.get(timeout=STEP_S).data == {"i": i}
+
+    await in_thread(scenario)
+
+
+async def test_publish_batches_without_a_crossing_per_value(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = 20_000
+
+    def scenario() -> None:
+        with SyncClient(url, name="w") as c, SyncClient(url, name="r") as r:
+            c.create_channel("ch")
+            with r.subscribe("ch", policy="unbounded") as sub:
+                c.publish("ch", -1)  # the first publish opens the publisher (one crossing)
+                crossings = wakeups = 0
+                original_call, original_wake = c._call, c._wake_drainer
+
+                def counting_call(fn: Callable[[], Any]) -> Any:
+                    nonlocal crossings
+                    crossings += 1
+                    return original_call(fn)
+
+                def counting_wake() -> None:
+                    nonlocal wakeups
+                    wakeups += 1
+                    original_wake()
+
+                monkeypatch.setattr(c, "_call", counting_call)
+                monkeypatch.setattr(c, "_wake_drainer", counting_wake)
+                for i in range(count):
+                    c.publish("ch", i)
+                assert crossings == 0
+                assert wakeups < count / 10  # woken only when the trio side was idle
+                c.flush(timeout=STEP_S)
+                assert crossings == 1
+                values = [sub.get(timeout=STEP_S).data for _ in range(count + 1)]
+                assert values == list(range(-1, count))
+                assert sub.lost == 0
+
+    await in_thread(scenario)
+
+
+async def test_a_full_queue_blocks_the_writer_and_loses_nothing(url: str) -> None:
+    # More than the reader's buffer, the server's writer window (1024 frames) and the queue.
+    count = 3000
+
+    def scenario() -> None:
+        with SyncClient(url, name="w", queue_frames=8) as c, SyncClient(url, name="r") as r:
+            c.create_channel("ch")
+            with r.subscribe("ch", policy="block", size=4) as sub:
+                c.publish("ch", 0)
+                done = threading.Event()
+
+                def writer() -> None:
+                    for i in range(1, count):
+                        c.publish("ch", i)
+                    done.set()
+
+                thread = threading.Thread(target=writer)
+                thread.start()
+                # The reader reads nothing yet: block holds the writer back, the queue fills,
+                # and publish() waits instead of dropping.
+                assert not done.wait(0.5)
+                assert c._queued_frames <= 8
+                values = [sub.get(timeout=STEP_S).data for _ in range(count)]
+                thread.join(STEP_S)
+                assert done.is_set()
+                assert values == list(range(count))
+                assert sub.lost == 0
+
+    await in_thread(scenario)
+
+
+async def test_safe_from_several_threads(url: str) -> None:
+    threads, per_thread = 8, 300
+
+    class Counter:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def rpc_add(self, k: int) -> int:
+            self.n += k
+            return self.n
+
+    def scenario() -> None:
+        with SyncClient(url, name="shared") as c, SyncClient(url, name="rec") as rec:
+            c.create_channel("ch")
+            rec.expose(Counter())
+            with rec.subscribe("ch", policy="unbounded") as sub:
+                c.publish("ch", [-1, -1])
+                errors: list[BaseException] = []
+
+                def worker(t: int) -> None:
+                    try:
+                        counter = c.rpc("rec")
+                        for i in range(per_thread):
+                            c.publish("ch", [t, i])
+                            if i % 50 == 0:
+                                counter.add(1)
+                                c.channels()
+                        c.flush(timeout=STEP_S)
+                    except BaseException as exc:
+                        errors.append(exc)
+
+                workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join(DEADLINE_S / 2)
+                assert not errors
+                assert sub.get(timeout=STEP_S).data == [-1, -1]
+                seen: dict[int, list[int]] = {t: [] for t in range(threads)}
+                for _ in range(threads * per_thread):
+                    t, i = sub.get(timeout=STEP_S).data
+                    seen[t].append(i)
+                # every value arrived, and each thread's values in the order it sent them
+                assert all(seen[t] == list(range(per_thread)) for t in range(threads))
+                assert c.rpc("rec").add(0) == threads * per_thread // 50
+
+    await in_thread(scenario)
+
+
+async def test_blocking_rpc_both_ways(url: str) -> None:
+    class Instrument:
+        def __init__(self) -> None:
+            self.rate = 1.0
+
+        def rpc_read_temperature(self) -> float:
+            """Degrees Celsius."""
+            time.sleep(0.01)  # blocking I/O: fine, sync methods run in a worker thread here
+            return 21.5
+
+        def rpc_set_rate(self, hz: float) -> float:
+            if hz <= 0:
+                raise ValueError("the rate must be positive")
+            self.rate = hz
+            return hz
+
+        async def rpc_hang(self) -> None:
+            await trio.sleep_forever()
+
+        def rpc_frame(self, shape: list[int]) -> Any:
+            return np.ones(shape, dtype=np.float32)
+
+    def scenario() -> None:
+        with SyncClient(url, name="instrument") as inst, SyncClient(url, name="ctl") as ctl:
+            assert inst.expose(Instrument()) == [
+                "frame",
+                "hang",
+                "read_temperature",
+                "set_rate",
+            ]
+            inst.expose(Instrument(), name="spare")
+            proxy = ctl.rpc("instrument", timeout=STEP_S)
+            assert proxy.read_temperature() == 21.5
+            assert proxy.read_temperature.__doc__ == "Degrees Celsius."
+            assert proxy.set_rate(10) == 10
+            assert proxy.spare.set_rate(hz=5) == 5
+            assert proxy.call("spare.read_temperature", timeout=STEP_S) == 21.5
+            assert proxy.frame([2, 3]).shape == (2, 3)
+            with pytest.raises(TypeError):
+                proxy.set_rate()
+            with pytest.raises(ts.RemoteError) as info:
+                proxy.set_rate(-1)
+            assert info.value.type_name == "ValueError"
+            with pytest.raises(ts.RpcTimeout):
+                proxy.call("hang", timeout=0.2)
+            with pytest.raises(ts.RpcError):
+                ctl.rpc("nobody")
+
+    await in_thread(scenario)
+
+
+async def test_a_trio_client_and_a_sync_client_call_each_other(url: str) -> None:
+    class Echo:
+        async def rpc_echo(self, value: Any) -> Any:
+            return value
+
+    async with ts.open_client(url, name="async-side") as client:
+        client.expose(Echo())
+
+        def scenario() -> None:
+            with SyncClient(url, name="sync-side") as c:
+                c.expose(Echo())
+                assert c.rpc("async-side").echo([1, "two"]) == [1, "two"]
+
+        await in_thread(scenario)
+        # the sync client is gone now; calling it fails at once
+        with pytest.raises(ts.RpcError):
+            await client.rpc("sync-side")
+
+
+async def test_blocking_calls_refused_in_a_thread_that_runs_trio(url: str) -> None:
+    with pytest.raises(RuntimeError, match="runs trio"):
+        SyncClient(url)
+
+    class Reentrant:
+        def __init__(self) -> None:
+            self.client: SyncClient | None = None
+
+        def rpc_channels(self) -> int:
+            # Runs in the SyncClient's own trio thread (thread=False): a blocking call here
+            # would deadlock, so it is refused.
+            assert self.client is not None
+            return len(self.client.channels())
+
+    def scenario() -> None:
+        provider = Reentrant()
+        with SyncClient(url, name="p") as c:
+            provider.client = c
+            c.expose(provider, thread=False)
+            with pytest.raises(ts.RemoteError) as info:
+                c.rpc("p").channels()
+            assert info.value.type_name == "RuntimeError"
+            assert "runs trio" in info.value.message
+
+    await in_thread(scenario)
+
+
+async def test_close_is_idempotent_flushes_and_ends_the_thread(url: str) -> None:
+    def scenario() -> None:
+        with SyncClient(url, name="r") as r:
+            c = SyncClient(url, name="w")
+            c.create_channel("ch", keep=True)
+            with r.subscribe("ch", policy="unbounded") as sub:
+                c.publish("ch", 0)
+                for i in range(1, 1000):
+                    c.publish("ch", i)
+                c.close()  # sends what is queued first
+                c.close()
+                assert c.closed
+                assert not [t for t in sync_threads() if t.name.endswith(" w")]
+                assert [sub.get(timeout=STEP_S).data for _ in range(1000)] == list(range(1000))
+            with pytest.raises(ts.ConnectionClosed):
+                c.channels()
+            with pytest.raises(ts.ConnectionClosed):
+                c.publish("ch", 1)
+
+    await in_thread(scenario)
+
+
+async def test_connection_errors_are_raised_by_the_constructor(url: str) -> None:
+    def scenario() -> None:
+        with SyncClient(url, name="taken"), pytest.raises(ts.NameInUse):
+            SyncClient(url, name="taken")
+        with pytest.raises(ts.ConnectionClosed):
+            SyncClient("tcp://127.0.0.1:1", name="nowhere")
+        assert not [t for t in sync_threads() if t.name.endswith((" taken", " nowhere"))]
+
+    await in_thread(scenario)
+
+
+async def test_works_under_a_running_asyncio_loop(url: str) -> None:
+    # Jupyter runs cells inside an asyncio loop in the main thread: nothing here may care.
+    async def cell() -> list[str]:
+        with SyncClient(url, name="notebook") as c:
+            c.create_channel("nb")
+            with c.subscribe("nb", policy="unbounded") as sub:
+                c.publish("nb", "hello")
+                c.flush()
+                assert sub.get(timeout=STEP_S).data == "hello"
+            return [ch.name for ch in c.channels()]
+
+    names = await in_thread(lambda: asyncio.run(cell()))
+    assert "nb" in names
+
+
+@pytest.mark.parametrize(
+    ("mode", "how"),
+    [("get", "catch"), ("publish", "catch"), ("rpc", "catch"), ("get", "raw"), ("noclose", "raw")],
+)
+async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
+    server: ts.Server, mode: str, how: str
+) -> None:
+    assert server.tcp_url is not None
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(CHILD), server.tcp_url, mode, how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        output = b""
+        with trio.fail_after(30):
+            while b"ready" not in output:
+                chunk = await process.stdout.receive_some()
+                assert chunk, "the child ended before it was ready"
+                output += chunk
+        await trio.sleep(0.2)  # let it settle into the blocking call
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(15):  # well under the time any hang would take
+            await process.wait()
+            while chunk := await process.stdout.receive_some():
+                output += chunk
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = output.decode()
+    if how == "catch":
+        assert process.returncode == 0, text
+        assert "interrupted; SyncClient threads alive: 0" in text
+    else:
+        assert process.returncode != 0  # ended by KeyboardInterrupt, not hanging

@@ -1,0 +1,766 @@
+"""SyncClient: the trio client for synchronous code (scripts, instrument loops, Jupyter).
+
+One daemon thread runs ``trio.run`` with the real :class:`~trio_stream.Client` inside (there is
+no second implementation); every blocking method hands an async operation to that thread with
+the run's trio token and waits for its outcome, like anyio's blocking portal. Nothing relies on
+the calling thread's signal handling or event loop, so it works the same under Jupyter's
+asyncio loop, in worker threads and in plain scripts.
+
+A crossing between threads costs ~100 µs, far more than sending a small frame, so ``publish``
+does not cross per value: it encodes in the caller's thread (a snapshot: the caller may reuse
+its buffer at once), appends to a bounded queue, and wakes the trio side only when that side is
+idle. A trio task takes the queue in batches and feeds the real publishers. A writer that gets
+too far ahead blocks until there is room; nothing is dropped silently (an error in the
+background, such as a deleted channel, is raised by the next ``publish``, ``flush`` or
+``close``). ``flush()`` returns once the server has taken everything queued so far.
+
+Calling a blocking method from a thread that runs trio (including the client's own thread, as
+an exposed method would) raises RuntimeError: it would block that event loop, or deadlock.
+Ctrl-C (KeyboardInterrupt) during a blocking call cancels the operation in the trio thread and
+propagates at once; ``close()`` is idempotent and the thread is a daemon, so an interrupted
+script neither hangs nor leaves the thread behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import math
+import ssl
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import trio
+
+from ._client import Client, Publisher, Subscription, open_client
+from ._exceptions import ConnectionClosed, FrameTooLarge, TrioStreamError
+from ._protocol.codec import EncodedPayload, encode_payload
+from ._protocol.frames import PUBLISH_HEAD
+from ._protocol.limits import Limits
+from ._records import ChannelInfo, ClientInfo, Message, ServerStats
+from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
+
+__all__ = ["SyncClient", "SyncPublisher", "SyncRpcProxy", "SyncSubscription"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The publish queue: values the caller may be ahead of the connection, and their bytes.
+QUEUE_FRAMES: Final = 10_000
+QUEUE_BYTES: Final = 64 * 2**20
+#: The trio side hands finished values back (freeing queue room) in chunks of this many.
+RELEASE_EVERY: Final = 256
+#: close(): how long queued values may take to reach the server, then the thread's exit.
+CLOSE_FLUSH_S: Final = 10.0
+CLOSE_JOIN_S: Final = 5.0
+
+
+def _refuse_trio_thread(what: str) -> None:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"{what} blocks, and this thread runs trio (it would block its event loop, or deadlock "
+        "in the SyncClient's own thread): use `async with trio_stream.open_client(...)` there, "
+        "or call it from another thread (trio.to_thread.run_sync)"
+    )
+
+
+class _Call:
+    """One blocking call on its way through the trio thread and back."""
+
+    __slots__ = ("cancelled", "done", "error", "scope", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.scope: trio.CancelScope | None = None
+        self.cancelled = False
+
+
+class SyncClient:
+    """A blocking client: ``with SyncClient("tcp://host:9870", name="script") as c: ...``.
+
+    It connects in the constructor and offers every operation of the trio client as a blocking
+    method. Safe to use from several threads at once.
+
+    Raises:
+        RuntimeError: created in a thread that runs trio (use ``open_client`` there).
+        ConnectionClosed, AuthError, NameInUse: as ``open_client``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+        queue_frames: int = QUEUE_FRAMES,
+        queue_bytes: int = QUEUE_BYTES,
+    ) -> None:
+        _refuse_trio_thread("SyncClient")
+        if queue_frames < 1 or queue_bytes < 1:
+            raise ValueError("queue_frames and queue_bytes must be at least 1")
+        self.url = url
+        self._connect = partial(
+            open_client,
+            url,
+            name=name,
+            token=token,
+            ssl_context=ssl_context,
+            connect_timeout=connect_timeout,
+        )
+        self._client: Client | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._stop: trio.Event | None = None
+        self._flush_on_stop = True
+        # The publish queue (guarded by _cond): values waiting for the trio side.
+        self._cond = threading.Condition()
+        self._queue: list[tuple[Publisher, EncodedPayload, int]] = []
+        self._queued_frames = 0  # queued or taken by the trio side and not sent yet
+        self._queued_bytes = 0
+        self._max_frames = queue_frames
+        self._max_bytes = queue_bytes
+        self._drainer_idle = False  # True: the trio side sleeps and must be woken
+        self._dead = False  # the trio thread has ended
+        self._publish_error: BaseException | None = None
+        self._shared: dict[str, Publisher] = {}  # one publisher per channel for publish()
+        self._shared_lock = threading.Lock()
+        self._wake = trio.Event()  # trio side: the queue has something
+        self._drained = trio.Event()  # trio side: the queue was emptied
+        self._used: set[Publisher] = set()  # trio side: publishers that flush() waits for
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"trio_stream SyncClient {name or url}", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._ready.wait()
+        except BaseException:  # Ctrl-C while connecting: the thread must not linger
+            self._closed = True
+            self._request_stop()
+            raise
+        if self._startup_error is not None:
+            self._thread.join(CLOSE_JOIN_S)
+            error, self._startup_error = self._startup_error, None
+            raise error
+        _OPEN.add(self)
+
+    # -- the trio thread ---------------------------------------------------------------------
+    def _thread_main(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:
+            if not self._ready.is_set():
+                self._startup_error = exc
+            else:  # a bug in this module: say so, and fail whatever still waits
+                log.exception("the SyncClient's trio thread failed")
+        finally:
+            self._nursery = None
+            with self._cond:
+                self._dead = True
+                self._cond.notify_all()
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._stop = trio.Event()
+        try:
+            async with self._connect() as client, trio.open_nursery() as nursery:
+                self._client = client
+                self._nursery = nursery
+                self._token = trio.lowlevel.current_trio_token()
+                nursery.start_soon(self._drain)
+                if self._closed:  # Ctrl-C in the constructor while we were connecting
+                    self._stop.set()
+                self._ready.set()
+                await self._stop.wait()
+                if self._flush_on_stop:
+                    with trio.move_on_after(CLOSE_FLUSH_S):
+                        await self._flush()
+                nursery.cancel_scope.cancel()
+        except Exception as exc:
+            if self._ready.is_set():
+                raise
+            self._startup_error = exc
+
+    def _request_stop(self, flush: bool = True) -> None:
+        """Ask the trio thread to finish (from any thread; harmless once it has)."""
+        self._flush_on_stop = flush
+        token = self._token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._stop_in_trio)
+
+    def _stop_in_trio(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- the portal --------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn()`` in the trio thread and wait for its outcome."""
+        _refuse_trio_thread("this SyncClient method")
+        token = self._token
+        if self._closed or token is None:
+            raise ConnectionClosed("this SyncClient is closed")
+        call = _Call()
+        try:
+            token.run_sync_soon(self._start_call, call, fn)
+        except trio.RunFinishedError:
+            raise ConnectionClosed("this SyncClient is closed") from None
+        try:
+            call.done.wait()
+        except BaseException:
+            # Ctrl-C while waiting: stop the operation in the trio thread as well, so that it
+            # does not go on behind the caller's back (say, take a message nobody will read).
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._cancel_call, call)
+            raise
+        if call.error is not None:
+            error, call.error = call.error, None  # no reference cycle through the traceback
+            raise error
+        return call.value  # type: ignore[no-any-return]
+
+    def _start_call(self, call: _Call, fn: Callable[[], Awaitable[Any]]) -> None:
+        nursery = self._nursery
+        if nursery is None:
+            call.error = ConnectionClosed("this SyncClient is closed")
+            call.done.set()
+        else:
+            nursery.start_soon(self._run_call, call, fn)
+
+    @staticmethod
+    def _cancel_call(call: _Call) -> None:
+        call.cancelled = True
+        if call.scope is not None:
+            call.scope.cancel()
+
+    @staticmethod
+    async def _run_call(call: _Call, fn: Callable[[], Awaitable[Any]]) -> None:
+        finished = False
+        try:
+            with trio.CancelScope() as call.scope:
+                if call.cancelled:
+                    call.scope.cancel()
+                try:
+                    call.value = await fn()
+                except Exception as exc:
+                    call.error = exc
+                finished = True
+        finally:
+            if not finished:  # cancelled: by Ctrl-C in the caller, or the client is closing
+                call.error = ConnectionClosed("the call was cancelled: the SyncClient is closing")
+            call.done.set()
+
+    def _run_sync(self, fn: Callable[[], T]) -> T:
+        """Run the plain function ``fn()`` in the trio thread (client state lives there)."""
+
+        async def run() -> T:
+            return fn()
+
+        return self._call(run)
+
+    @property
+    def _trio_client(self) -> Client:
+        client = self._client
+        if client is None:
+            raise ConnectionClosed("this SyncClient is closed")
+        return client
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """This client's name as the server knows it."""
+        return self._trio_client.name
+
+    @property
+    def client_id(self) -> int:
+        return self._trio_client.client_id
+
+    @property
+    def limits(self) -> Limits:
+        return self._trio_client.limits
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._dead or self._trio_client.closed
+
+    def close(self, *, flush: bool = True) -> None:
+        """Send what is queued (with ``flush``), say goodbye, and end the thread. Idempotent.
+
+        Raises:
+            TrioStreamError: a background publish failed, or queued values could not be sent
+                within 10 s; the connection is closed all the same.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        _OPEN.discard(self)
+        self._request_stop(flush)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(CLOSE_JOIN_S + (CLOSE_FLUSH_S if flush else 0.0))
+        with self._cond:
+            error, self._publish_error = self._publish_error, None
+            unsent = self._queued_frames
+        if unsent:
+            message = f"{unsent} published values were not sent before the SyncClient closed"
+            if flush and error is None:
+                error = ConnectionClosed(message)
+            else:
+                log.warning("%s", message)
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Leaving on an exception (Ctrl-C above all): close at once, do not wait to flush.
+        self.close(flush=t is None)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<SyncClient {self.url} {state}>"
+
+    # -- channels and introspection ----------------------------------------------------------
+    def create_channel(
+        self,
+        channel: str,
+        *,
+        public: bool = True,
+        key: str | None = None,
+        lifetime: float | None = None,
+        history: int = 0,
+        single_writer: bool = False,
+        keep: bool = False,
+    ) -> None:
+        """Create a channel owned by this client (see ``Client.create_channel``)."""
+        self._call(
+            partial(
+                self._trio_client.create_channel,
+                channel,
+                public=public,
+                key=key,
+                lifetime=lifetime,
+                history=history,
+                single_writer=single_writer,
+                keep=keep,
+            )
+        )
+
+    def delete_channel(self, channel: str, *, key: str | None = None) -> None:
+        self._call(partial(self._trio_client.delete_channel, channel, key=key))
+
+    def channels(self) -> list[ChannelInfo]:
+        return self._call(self._trio_client.channels)
+
+    def clients(self) -> list[ClientInfo]:
+        return self._call(self._trio_client.clients)
+
+    def stats(self) -> ServerStats:
+        return self._call(self._trio_client.stats)
+
+    # -- writing -----------------------------------------------------------------------------
+    def publish(self, channel: str, value: Any, *, key: str | None = None) -> bool:
+        """Queue one value for ``channel``; False (nothing queued) while it has no readers.
+
+        Returns at once unless the queue is full (then it waits for room). The value is
+        encoded here, so the caller may change or reuse it right away. The first publish to a
+        channel opens its publisher and waits for the server (so that a missing channel raises
+        ChannelNotFound here); later ones do not wait.
+
+        Raises:
+            FrameTooLarge, TypeError: as ``Publisher.send`` (nothing queued).
+            TrioStreamError: an earlier queued value could not be sent (raised once).
+        """
+        pub = self._shared.get(channel)
+        if pub is None or pub._ended is not None:
+            with self._shared_lock:
+                pub = self._shared.get(channel)
+                if pub is None or pub._ended is not None:
+                    pub = self._call(partial(self._trio_client.open_publisher, channel, key=key))
+                    self._shared[channel] = pub
+        return self._enqueue(pub, value)
+
+    def _enqueue(self, pub: Publisher, value: Any) -> bool:
+        if pub.readers <= 0:  # the trio publisher would drop it: spare the encoding
+            self._raise_publish_error()
+            return False
+        data = b"".join(encode_payload(value))
+        size = len(data)
+        limit = self._trio_client.limits.max_frame_bytes
+        if size + PUBLISH_HEAD.size > limit:
+            raise FrameTooLarge(
+                f"this value encodes to {size} bytes, over the server's limit of {limit} "
+                "bytes; send it in parts or raise max_frame_bytes on the server"
+            )
+        item = (pub, EncodedPayload(data), size)
+        with self._cond:
+            self._raise_publish_error()
+            if self._queued_frames and (
+                self._queued_frames >= self._max_frames
+                or self._queued_bytes + size > self._max_bytes
+            ):
+                _refuse_trio_thread("publish() with a full queue")
+                while (
+                    self._queued_frames
+                    and not self._dead
+                    and (
+                        self._queued_frames >= self._max_frames
+                        or self._queued_bytes + size > self._max_bytes
+                    )
+                ):
+                    self._cond.wait()
+                self._raise_publish_error()
+            if self._dead or self._closed:
+                raise ConnectionClosed("this SyncClient is closed")
+            self._queue.append(item)
+            self._queued_frames += 1
+            self._queued_bytes += size
+            wake = self._drainer_idle
+            self._drainer_idle = False
+        if wake:
+            token = self._token
+            assert token is not None
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._wake_drainer)
+        return True
+
+    def _raise_publish_error(self) -> None:
+        """Raise (once) what went wrong in the background; the caller holds _cond or not."""
+        error = self._publish_error
+        if error is not None:
+            self._publish_error = None
+            raise error
+
+    def _wake_drainer(self) -> None:
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        """The trio side of the publish queue: take it in batches, feed the publishers."""
+        cond = self._cond
+        while True:
+            # A new event before announcing idleness: a wake-up scheduled from now on sets it.
+            self._wake = trio.Event()
+            with cond:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._drainer_idle = True
+                    cond.notify_all()
+            if not batch:
+                self._drained.set()
+                await self._wake.wait()
+                continue
+            frames = nbytes = 0
+            for pub, payload, size in batch:
+                try:
+                    await pub.send(payload)
+                    self._used.add(pub)
+                except TrioStreamError as exc:
+                    self._publish_failed(exc, pub)
+                frames += 1
+                nbytes += size
+                if frames == RELEASE_EVERY:
+                    self._release(frames, nbytes)
+                    frames = nbytes = 0
+            self._release(frames, nbytes)
+
+    def _release(self, frames: int, nbytes: int) -> None:
+        with self._cond:
+            self._queued_frames -= frames
+            self._queued_bytes -= nbytes
+            self._cond.notify_all()
+
+    def _publish_failed(self, error: TrioStreamError, pub: Publisher) -> None:
+        with self._cond:
+            if self._publish_error is None:
+                error.add_note(f"(a value queued by publish() for {pub.channel!r} was not sent)")
+                self._publish_error = error
+
+    async def _flush(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queued_frames:
+                    break
+            # Shared by every flush waiting (several threads may flush at once): replaced
+            # only once set, so that no waiter is left holding an event nobody will set.
+            if self._drained.is_set():
+                self._drained = trio.Event()
+            await self._drained.wait()
+        for pub in list(self._used):
+            try:
+                await pub.wait_acknowledged()
+            except TrioStreamError as exc:
+                self._publish_failed(exc, pub)
+            if pub._ended is not None:
+                self._used.discard(pub)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the server has taken every value published so far.
+
+        Raises:
+            TimeoutError: not within ``timeout`` seconds (the values stay queued).
+            TrioStreamError: a queued value could not be sent (raised once).
+        """
+        self._call(partial(_with_timeout, timeout, self._flush))
+        with self._cond:
+            self._raise_publish_error()
+
+    @contextlib.contextmanager
+    def publisher(self, channel: str, *, key: str | None = None) -> Iterator[SyncPublisher]:
+        """``with c.publisher("ch") as pub: pub.send(value)``; flushes and closes at the end."""
+        pub = self._call(partial(self._trio_client.open_publisher, channel, key=key))
+        sync_pub = SyncPublisher(self, pub)
+        try:
+            yield sync_pub
+        except BaseException:
+            with contextlib.suppress(TrioStreamError):
+                self._call(partial(self._close_publisher, pub))
+            raise
+        else:
+            try:
+                self.flush()
+            finally:
+                self._call(partial(self._close_publisher, pub))
+
+    async def _close_publisher(self, pub: Publisher) -> None:
+        self._used.discard(pub)  # a closed publisher gets no more acknowledgements
+        await pub.aclose()
+
+    # -- reading -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def subscribe(
+        self,
+        channel: str,
+        *,
+        policy: str = "drop_oldest",
+        size: int | None = 100,
+        every: int = 1,
+        max_rate: float | None = None,
+        key: str | None = None,
+        window: int | None = None,
+    ) -> Iterator[SyncSubscription]:
+        """``with c.subscribe("ch", policy=..., size=...) as sub: for msg in sub: ...``.
+
+        Arguments as ``Client.subscribe``. ``sub.get(timeout=...)`` takes one message.
+        """
+        sub = self._call(
+            partial(
+                self._trio_client.open_subscription,
+                channel,
+                policy=policy,
+                size=size,
+                every=every,
+                max_rate=max_rate,
+                key=key,
+                window=window,
+            )
+        )
+        try:
+            yield SyncSubscription(self, sub)
+        finally:
+            if not self.closed:
+                with contextlib.suppress(ConnectionClosed):
+                    self._call(sub.aclose)
+
+    # -- RPC ---------------------------------------------------------------------------------
+    def expose(self, obj: object, name: str | None = None, *, thread: bool = True) -> list[str]:
+        """Let other clients call ``obj``'s ``rpc_*`` methods (see ``Client.expose``).
+
+        Sync methods run in a worker thread by default here (one call at a time for this
+        object), because sync code tends to block; with ``thread=False`` they run in the
+        client's trio thread and must be quick. Async methods run in the trio thread.
+        """
+        client = self._trio_client
+        return self._run_sync(partial(client.expose, obj, name, thread=thread))
+
+    def rpc(self, provider: str, *, timeout: float | None = 5.0) -> SyncRpcProxy:
+        """A proxy whose methods block: ``c.rpc("daq").read(10)``.
+
+        Raises:
+            RpcError: no such client connected, or it exposes no methods.
+            RpcTimeout: the provider did not answer in time.
+        """
+        proxy = self._call(partial(self._trio_client.rpc, provider, timeout=timeout))
+        return SyncRpcProxy(self, proxy)
+
+
+async def _with_timeout(timeout_s: float | None, fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        with trio.fail_after(math.inf if timeout_s is None else timeout_s):
+            return await fn()
+    except trio.TooSlowError:
+        raise TimeoutError(f"not done within {timeout_s:g} s") from None
+
+
+class SyncPublisher:
+    """A publisher with blocking methods, from :meth:`SyncClient.publisher`."""
+
+    def __init__(self, client: SyncClient, pub: Publisher) -> None:
+        self._client = client
+        self._pub = pub
+        self.channel = pub.channel
+
+    @property
+    def readers(self) -> int:
+        """The channel's reader count, kept current by the server."""
+        return self._pub.readers
+
+    def send(self, value: Any) -> bool:
+        """Queue one value (as :meth:`SyncClient.publish`); False while there are no readers."""
+        if self._pub._ended is not None:
+            raise self._pub._ended
+        return self._client._enqueue(self._pub, value)
+
+    def wait_for_readers(self, count: int = 1, timeout: float | None = None) -> None:
+        """Block until the channel has at least ``count`` readers.
+
+        Raises:
+            TimeoutError: not within ``timeout`` seconds.
+        """
+        self._client._call(
+            partial(_with_timeout, timeout, partial(self._pub.wait_for_readers, count))
+        )
+
+
+class SyncSubscription:
+    """Messages of one channel, with blocking reads: ``for msg in sub`` or ``sub.get()``."""
+
+    def __init__(self, client: SyncClient, sub: Subscription) -> None:
+        self._client = client
+        self._sub = sub
+        self.channel = sub.channel
+        # Messages taken from the trio side in one crossing: at most one window's worth, so
+        # the client still holds a bounded number of frames (docs/protocol.md section 5).
+        self._local: list[Message] = []
+        self._lock = threading.Lock()
+
+    @property
+    def lost(self) -> int:
+        """Frames this subscription lost to overflow, in total."""
+        return self._sub.lost
+
+    def get(self, timeout: float | None = None) -> Message:
+        """The next message, waiting up to ``timeout`` seconds (None: as long as it takes).
+
+        Raises:
+            TimeoutError: nothing within ``timeout``.
+            trio.EndOfChannel: the channel ended (``for msg in sub`` just stops).
+            ConnectionClosed: the connection is gone.
+        """
+        with self._lock:
+            if not self._local:
+                batch = self._client._call(partial(self._take, timeout))
+                batch.reverse()
+                self._local = batch
+            return self._local.pop()
+
+    async def _take(self, timeout_s: float | None) -> list[Message]:
+        sub = self._sub
+        with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
+            batch = [await sub.receive()]
+            while len(batch) < sub.window:
+                try:
+                    batch.append(sub.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, TrioStreamError):
+                    break  # an end or an error shows on the next get()
+            return batch
+        raise TimeoutError(f"no message on {sub.channel!r} within {timeout_s:g} s")
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            try:
+                yield self.get()
+            except trio.EndOfChannel:
+                return
+
+
+class SyncRemoteMethod:
+    """A remote method that blocks: ``proxy.read(10)``."""
+
+    def __init__(self, client: SyncClient, method: RemoteMethod) -> None:
+        self._client = client
+        self._method = method
+        self.__name__ = method.__name__
+        self.__qualname__ = method.__qualname__
+        self.__doc__ = method.__doc__
+        self.__signature__ = method.__signature__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._method.check(args, kwargs)  # TypeError here, before any crossing
+        return self._client._call(partial(self._method, *args, **kwargs))
+
+    def __repr__(self) -> str:
+        return repr(self._method).replace("<remote", "<blocking remote", 1)
+
+
+class SyncRpcProxy:
+    """The methods a provider exposes, as blocking methods (see ``RpcProxy``)."""
+
+    def __init__(self, client: SyncClient, proxy: RpcProxy) -> None:
+        self._client = client
+        self._proxy = proxy
+        self.provider = proxy.provider
+        self.timeout = proxy.timeout
+        self.methods = proxy.methods
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        found = getattr(self._proxy, name)
+        if isinstance(found, RpcProxy):
+            return SyncRpcProxy(self._client, found)
+        if isinstance(found, RemoteMethod):
+            return SyncRemoteMethod(self._client, found)
+        raise AttributeError(name)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._proxy)
+
+    # A per-call `timeout` is this method's public contract, as on RpcProxy.call.
+    def call(
+        self,
+        method: str,
+        /,
+        *args: Any,
+        timeout: float | None = _DEFAULT,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``method`` by name with a per-call ``timeout`` (see ``RpcProxy.call``)."""
+        return self._client._call(
+            partial(self._proxy.call, method, *args, timeout=timeout, **kwargs)
+        )
+
+    def __repr__(self) -> str:
+        return repr(self._proxy).replace("<rpc proxy", "<blocking rpc proxy", 1)
+
+
+# Clients still open when the interpreter exits are closed (and flushed) first: atexit runs
+# before daemon threads are stopped, and a script that ends without close() must not lose what
+# it published last.
+_OPEN: weakref.WeakSet[SyncClient] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for client in list(_OPEN):
+        try:
+            client.close()
+        except Exception:
+            log.exception("closing %r at exit", client)
