@@ -361,18 +361,20 @@ def _read_uint(data: memoryview, pos: int, major: int = 0) -> tuple[Any, int]:
     return int.from_bytes(data[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
 
 
-def decode_payload(data: BytesLike) -> Any:
+def decode_payload(data: BytesLike, offset: int = 0) -> Any:
     """Decode a payload. Arrays are writable numpy arrays; top-level ones share ``data``.
 
     Raises:
         ProtocolError: the bytes are not one well-formed payload.
     """
-    view = memoryview(data)
     try:
-        if view.nbytes and view[0] == 0xD8:  # a tag first: maybe one array, the zero-copy case
-            array = _fast_array(view)
+        size = len(data) - offset
+        if size > 0 and data[offset] == 0xD8:  # a tag first: maybe one array, zero-copy
+            array = _fast_array(memoryview(data)[offset:])
             if array is not None:
                 return array
+        # A small payload is cheaper to slice (copy) than to view.
+        view = data[offset:] if size < ZERO_COPY_MIN_BYTES else memoryview(data)[offset:]
         # Payloads are the writers' data, not envelopes: one cbor2.loads (no trailing-bytes
         # check, which would cost a decoder object per frame), with the depth limit and the
         # refused tags all the same.

@@ -55,6 +55,15 @@ def publish_head(pub_id: int, time: float) -> bytes:
     return PUBLISH_HEAD.pack(FrameType.PUBLISH, pub_id, time)
 
 
+# A whole PUBLISH frame up to the payload, length prefix included: one pack per send.
+PUBLISH_WIRE_HEAD: Final = struct.Struct(">IBId")
+
+
+def publish_wire_head(body_bytes: int, pub_id: int, time: float) -> bytes:
+    """Length prefix and PUBLISH head for a frame body of ``body_bytes`` bytes."""
+    return PUBLISH_WIRE_HEAD.pack(body_bytes, PUBLISH, pub_id, time)
+
+
 class Publish(NamedTuple):
     pub_id: int
     time: float
@@ -115,11 +124,15 @@ def parse_data(frame: BytesLike) -> Data:
     if len(frame) < _DATA_HEAD.size:
         raise ProtocolError("truncated DATA frame")
     _, sub_id, lost, seq, time, name_len = _DATA_HEAD.unpack_from(frame)
-    start = _DATA_HEAD.size
-    end = start + name_len
+    end = _DATA_HEAD.size + name_len
+    return Data(sub_id, lost, seq, time, sender_at(frame, end), end)
+
+
+def sender_at(frame: BytesLike, end: int) -> str:
+    """The sender name of a DATA frame whose name ends at ``end``."""
     if len(frame) < end:
         raise ProtocolError("truncated DATA frame")
-    raw = bytes(frame[start:end])
+    raw = bytes(frame[_DATA_HEAD.size : end])
     sender = _sender_names.get(raw)
     if sender is None:
         try:
@@ -129,7 +142,10 @@ def parse_data(frame: BytesLike) -> Data:
         if len(_sender_names) >= _SENDER_CACHE_MAX:
             _sender_names.clear()
         _sender_names[raw] = sender
-    return Data(sub_id, lost, seq, time, sender, end)
+    return sender
+
+
+DATA_HEAD: Final = _DATA_HEAD  # for the client's inlined fast path
 
 
 def credit_frame(sub_id: int, frames: int) -> bytes:

@@ -28,6 +28,7 @@ from .._protocol.frames import DATA_READER_HEAD, data_reader_head, data_shared_h
 from .buffers import Policy, PolicyBuffer
 
 MAX_CHANNEL_NAME_CHARS = 200
+SMALL_PAYLOAD_BYTES = 4096
 MAX_HISTORY_FRAMES = 10_000
 
 
@@ -38,10 +39,16 @@ class SharedFrame:
 
     def __init__(self, seq: int, head: bytes, payload: BytesLike) -> None:
         self.seq = seq
-        self.head = head
-        self.payload = payload
-        self.shared_bytes = len(head) + len(payload)
+        size = len(payload)
+        self.shared_bytes = len(head) + size
         self.nbytes = self.shared_bytes + DATA_READER_HEAD.size  # as written to one reader
+        if size < SMALL_PAYLOAD_BYTES:
+            # Join once here rather than hand every reader's writer two pieces to copy.
+            self.head = head + payload
+            self.payload: BytesLike = b""
+        else:
+            self.head = head
+            self.payload = payload  # the publisher's bytes, never copied
 
 
 class SessionPort(Protocol):

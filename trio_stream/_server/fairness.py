@@ -56,7 +56,8 @@ class DeficitRoundRobin:
                 frame, lost = entry
                 pieces.append(sub.header_for(frame, lost))
                 pieces.append(frame.head)
-                pieces.append(frame.payload)
+                if frame.payload:
+                    pieces.append(frame.payload)
                 sub.deficit -= frame.nbytes
                 taken += frame.nbytes
                 frames += 1
