@@ -34,7 +34,7 @@ Reading a dump needs nothing but cbor2 (and numpy for the arrays)::
     TYPED = {64: "u1", 72: "i1", 69: "<u2", 70: "<u4", 71: "<u8", 77: "<i2", 78: "<i4",
              79: "<i8", 84: "<f2", 85: "<f4", 86: "<f8"}
 
-    def tag_hook(decoder, tag):
+    def tag_hook(tag, immutable):  # cbor2 >= 6; cbor2 5 passes (decoder, tag)
         if tag.tag in TYPED:
             return np.frombuffer(tag.value, dtype=TYPED[tag.tag])
         if tag.tag == 40:  # [shape, flat array]

@@ -69,20 +69,18 @@ def _print_urls(server: ts.Server) -> None:
 async def _run_server(config: ts.ServerConfig, prefix: str | None) -> None:
     async with trio.open_nursery() as nursery:
         server: ts.Server = await nursery.start(ts.serve, config)
-        _print_urls(server)
         client_url = server.tcp_url or server.ws_url
-        if prefix is not None and client_url is not None:
-            print(f"  channels:  {', '.join(demo_channel_names(prefix))}")
-            print(f"try: trio-stream sub {client_url} {prefix}/counter")
-        print("Press Ctrl-C to stop.", flush=True)
         async with stop_on_signal():
+            # Printed once the signal handler is in place: whoever waits for these lines
+            # (a person, a script, a test) may press Ctrl-C right after them.
+            _print_urls(server)
             if prefix is not None and client_url is not None:
-                await run_demo_writers(
-                    client_url,
-                    prefix,
-                    token=config.token,
-                    tls=config.ssl_context is not None,
-                )
+                print(f"  channels:  {', '.join(demo_channel_names(prefix))}")
+                print(f"try: trio-stream sub {client_url} {prefix}/counter")
+            print("Press Ctrl-C to stop.", flush=True)
+            if prefix is not None and client_url is not None:
+                tls = config.ssl_context is not None
+                await run_demo_writers(client_url, prefix, token=config.token, tls=tls)
             await trio.sleep_forever()
         print("stopping...", file=sys.stderr, flush=True)
         await server.aclose()

@@ -1,0 +1,564 @@
+"""The command line, run as subprocesses (``python -m trio_stream``) against real servers.
+
+The servers mostly run in the test's own trio loop (the ``server`` fixture); the CLI is a
+separate process, so the test awaits it (trio.run_process) while the loop serves it. Every
+subprocess has a timeout and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import numpy as np
+import pytest
+import trio
+
+import trio_stream as ts
+from trio_stream.cli import build_parser, dumpfile
+from trio_stream.cli._options import byte_size
+from trio_stream.cli._output import jsonable
+from trio_stream.cli._run import UsageError
+from trio_stream.cli._server_options import server_config
+
+CLI = [sys.executable, "-m", "trio_stream"]
+COMMANDS = [
+    "serve",
+    "demo",
+    "channels",
+    "clients",
+    "stats",
+    "pub",
+    "sub",
+    "dump",
+    "replay",
+    "generate",
+    "bridge",
+    "call",
+]
+RUN_TIMEOUT_S = 20.0  # one command, start to end
+WAIT_S = 10.0  # any one wait inside a test
+# The subprocess must not inherit a token from the developer's shell.
+ENV = {k: v for k, v in os.environ.items() if k != "TRIO_STREAM_TOKEN"}
+
+
+async def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """Run one command to its end and return what it printed and its exit code."""
+    with trio.fail_after(RUN_TIMEOUT_S):
+        return await trio.run_process(
+            [*CLI, *args],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=ENV,
+        )
+
+
+class Running:
+    """A command running in the background, with its stdout readable line by line."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self._buffer = bytearray()
+
+    async def readline(self) -> str:
+        assert self.process.stdout is not None
+        with trio.fail_after(WAIT_S):
+            while b"\n" not in self._buffer:
+                chunk = await self.process.stdout.receive_some()
+                if not chunk:
+                    raise EOFError(f"no more output; so far: {bytes(self._buffer)!r}")
+                self._buffer += chunk
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer[:] = rest
+        return line.decode()
+
+    async def read_until(self, marker: str) -> list[str]:
+        lines: list[str] = []
+        with trio.fail_after(WAIT_S):
+            while not lines or marker not in lines[-1]:
+                lines.append(await self.readline())
+        return lines
+
+    async def finish(self) -> tuple[int, str, str]:
+        """Wait for the exit: (exit code, rest of stdout, stderr)."""
+        assert self.process.stdout is not None and self.process.stderr is not None
+        out, err = bytearray(self._buffer), bytearray()
+
+        async def drain(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
+            while chunk := await stream.receive_some():
+                into += chunk
+
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain, self.process.stdout, out)
+                nursery.start_soon(drain, self.process.stderr, err)
+            code = await self.process.wait()
+        return code, out.decode(), err.decode()
+
+
+@asynccontextmanager
+async def running(*args: str) -> AsyncIterator[Running]:
+    process = await trio.lowlevel.open_process(
+        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    )
+    try:
+        yield Running(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.move_on_after(WAIT_S):
+            await process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                await stream.aclose()
+
+
+async def wait_for_channel(client: ts.Client, channel: str, readers: int = 0) -> None:
+    """Poll until ``channel`` exists with at least ``readers`` readers (a CLI does its part)."""
+    with trio.fail_after(WAIT_S):
+        while True:
+            infos = {c.name: c for c in await client.channels()}
+            if channel in infos and infos[channel].readers >= readers:
+                return
+            await trio.sleep(0.05)
+
+
+def json_lines(text: str) -> list[Any]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# -- parsing, help and usage errors ------------------------------------------------------------
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: trio-stream {command}" in capsys.readouterr().out
+
+
+async def test_main_help_lists_every_command() -> None:
+    result = await cli("--help")
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout.decode()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sub", "tcp://127.0.0.1:1"],  # CHANNEL missing
+        ["sub", "tcp://127.0.0.1:1", "ch", "--policy", "bogus"],
+        ["sub", "tcp://127.0.0.1:1", "ch", "--every", "0"],
+        ["serve", "--tcp-port", "seventy"],
+        ["serve", "--max-frame-bytes", "12 parsecs"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_arguments_are_usage_errors(args: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(args)
+    assert exit_info.value.code == 2
+
+
+async def test_bad_arguments_exit_2_with_usage() -> None:
+    result = await cli("sub", "tcp://127.0.0.1:1", "ch", "--size", "-3")
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert "usage: trio-stream sub" in stderr and "--size" in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_options_may_come_between_positionals() -> None:
+    args = build_parser().parse_args(["pub", "tcp://h:1", "ch", "--create", "--keep", "42"])
+    assert (args.channel, args.value, args.create, args.keep) == ("ch", "42", True, True)
+
+
+# -- errors ------------------------------------------------------------------------------------
+async def test_unknown_channel_is_one_line_and_exit_1(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    result = await cli("sub", server.tcp_url, "no/such/channel")
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "no/such/channel" in lines[0] and lines[0].startswith("trio-stream sub: error:")
+
+
+async def test_unreachable_server_is_one_line_and_exit_1() -> None:
+    result = await cli("channels", "tcp://127.0.0.1:1")
+    assert result.returncode == 1
+    assert len(result.stderr.decode().strip().splitlines()) == 1
+
+
+# -- serve and demo ----------------------------------------------------------------------------
+async def test_serve_prints_urls_and_stops_on_sigint() -> None:
+    async with running("serve", "--tcp-port", "0", "--http-port", "0", "--name", "cli-test") as p:
+        lines = await p.read_until("Ctrl-C")
+        urls = {line.split()[0].rstrip(":"): line.split()[-1] for line in lines[1:-1]}
+        assert urls["TCP"].startswith("tcp://127.0.0.1:")
+        assert urls["WebSocket"].startswith("ws://127.0.0.1:")
+        assert urls["dashboard"].startswith("http://127.0.0.1:")
+        async with ts.open_client(urls["TCP"]) as client:
+            assert client.server  # it answers
+        p.process.send_signal(signal.SIGINT)
+        code, _, stderr = await p.finish()
+    assert code == 0
+    assert "Traceback" not in stderr and "Error" not in stderr
+
+
+async def test_demo_writes_its_channels_and_stops_on_sigterm() -> None:
+    async with running("demo", "--tcp-port", "0", "--http-port", "off") as demo:
+        lines = await demo.read_until("Ctrl-C")
+        tcp_url = next(line.split()[-1] for line in lines if line.strip().startswith("TCP:"))
+        result = await cli("sub", tcp_url, "demo/sine", "--count", "2", "--wait-channel")
+        assert result.returncode == 0, result.stderr
+        messages = json_lines(result.stdout.decode())
+        assert [m["data"]["shape"] for m in messages] == [[1000], [1000]]
+        assert messages[0]["data"]["dtype"] == "float64"
+        async with ts.open_client(tcp_url) as client:
+            names = {c.name for c in await client.channels()}
+            assert {"demo/sine", "demo/image", "demo/counter"} <= names
+            async with client.subscribe("demo/image") as sub:
+                with trio.fail_after(WAIT_S):
+                    image = (await sub.receive()).data
+            assert image.shape == (64, 64)
+        demo.process.send_signal(signal.SIGTERM)
+        code, _, stderr = await demo.finish()
+    assert code == 0
+    assert "Traceback" not in stderr
+
+
+def test_server_config_from_toml_and_flags(tmp_path: Path) -> None:
+    config_file = tmp_path / "server.toml"
+    config_file.write_text(
+        'name = "lab"\ntcp_port = 0\nhttp-port = false\nmax_frame_bytes = "1MiB"\n'
+        'idle-timeout = 30\nallowed_origins = ["https://lab.example"]\n'
+    )
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--config",
+            str(config_file),
+            "--name",
+            "flag-wins",
+            "--max-buffered-bytes",
+            "2M",
+            "--no-tcp",
+        ]
+    )
+    config = server_config(args)
+    assert config.name == "flag-wins"
+    assert config.tcp_port is None and config.http_port is None
+    assert config.max_frame_bytes == 2**20 and config.max_buffered_bytes == 2 * 2**20
+    assert config.idle_timeout_s == 30.0
+    assert config.allowed_origins == ("https://lab.example",)
+
+
+def test_server_config_refuses_unknown_settings(tmp_path: Path) -> None:
+    config_file = tmp_path / "server.toml"
+    config_file.write_text("tcp_prot = 1\n")
+    args = build_parser().parse_args(["serve", "--config", str(config_file)])
+    with pytest.raises(UsageError, match="tcp_prot"):
+        server_config(args)
+
+
+def test_byte_sizes() -> None:
+    assert byte_size("1000") == 1000
+    assert byte_size("64KiB") == byte_size("64k") == 64 * 1024
+    assert byte_size("1.5MB") == 1_500_000
+    with pytest.raises(ValueError):
+        byte_size("0.5")
+
+
+# -- pub and sub -------------------------------------------------------------------------------
+async def test_pub_sub_round_trip(server: ts.Server, url: str) -> None:
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("roundtrip")
+        async with running("sub", url, "roundtrip", "--count", "4", "--policy", "block") as sub:
+            await wait_for_channel(owner, "roundtrip", readers=1)
+            values = [1, "two", {"three": [3, 3.5]}]
+            stdin = "".join(json.dumps(v) + "\n" for v in values).encode()
+            result = await cli("pub", url, "roundtrip", "-", stdin=stdin)
+            assert result.returncode == 0, result.stderr
+            await owner.publish("roundtrip", np.arange(10.0))
+            code, stdout, stderr = await sub.finish()
+    assert code == 0, stderr
+    messages = json_lines(stdout)
+    assert [m["data"] for m in messages[:3]] == values
+    assert messages[3]["data"] == {
+        "dtype": "float64",
+        "shape": [10],
+        "min": 0.0,
+        "max": 9.0,
+        "mean": 4.5,
+    }
+    assert [m["seq"] for m in messages] == [1, 2, 3, 4]
+    assert all(set(m) == {"seq", "time", "sender", "lost", "data"} for m in messages)
+    assert messages[3]["sender"] == "owner" and messages[0]["sender"].startswith("trio-stream")
+
+
+async def test_pub_creates_and_waits_for_readers(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with (
+        running(
+            "pub", url, "made", "[1, 2, 3]", "--create", "--wait-readers", "--dtype", "int16"
+        ) as pub,
+        ts.open_client(url) as client,
+    ):
+        await wait_for_channel(client, "made")
+        async with client.subscribe("made") as sub:
+            with trio.fail_after(WAIT_S):
+                msg = await sub.receive()
+        code, _, stderr = await pub.finish()
+    assert code == 0, stderr
+    assert msg.data.dtype == np.int16 and msg.data.tolist() == [1, 2, 3]
+
+
+def test_values_print_as_json() -> None:
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    assert jsonable(image, full=True) == [[0, 1, 2], [3, 4, 5]]
+    assert jsonable(image)["shape"] == [2, 3]
+    assert jsonable(b"\x01\xff", bytes_format="hex") == "01ff"
+    assert jsonable(b"\x01\xff") == "Af8="
+    assert jsonable([math.nan, -math.inf, np.float32(1.5)]) == ["nan", "-inf", 1.5]
+    assert jsonable(np.zeros(0))["min"] is None
+
+
+# -- dump and replay ---------------------------------------------------------------------------
+RECORDED = [
+    np.arange(8, dtype=np.float32) * i if i % 2 else {"i": i, "image": np.eye(3) * i}
+    for i in range(8)
+]
+RECORD_INTERVAL_S = 0.05
+
+
+def assert_same(a: Any, b: Any) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b
+
+
+async def test_dump_then_replay(server: ts.Server, tmp_path: Path) -> None:
+    assert server.tcp_url is not None
+    url, path = server.tcp_url, tmp_path / "rec.tsdump"
+    async with ts.open_client(url, name="daq") as daq:
+        await daq.create_channel("live")
+        async with running("dump", url, "live", str(path), "--count", str(len(RECORDED))) as dump:
+            await wait_for_channel(daq, "live", readers=1)
+            async with daq.publisher("live") as pub:
+                for value in RECORDED:
+                    assert await pub.send(value)
+                    await trio.sleep(RECORD_INTERVAL_S)
+            code, _, stderr = await dump.finish()
+        assert code == 0, stderr
+        assert f"dumped {len(RECORDED)} frames" in stderr
+
+        with path.open("rb") as f:
+            reader = dumpfile.DumpReader(f)
+            frames = list(reader)
+        assert reader.header["channel"] == "live" and reader.header["version"] == 1
+        assert [f["seq"] for f in frames] == list(range(1, len(RECORDED) + 1))
+        assert all(f["sender"] == "daq" and f["lost"] == 0 for f in frames)
+        for recorded, frame in zip(RECORDED, frames, strict=True):
+            assert_same(recorded, frame["data"])
+
+        await daq.create_channel("again")
+        received: list[tuple[float, Any]] = []
+        async with daq.subscribe("again", policy="block", size=100) as sub:
+
+            async def collect() -> None:
+                with trio.fail_after(WAIT_S):
+                    while len(received) < len(RECORDED):
+                        msg = await sub.receive()
+                        received.append((trio.current_time(), msg.data))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(collect)
+                result = await cli("replay", str(path), url, "again", "--speed", "2")
+                assert result.returncode == 0, result.stderr
+    for recorded, (_, replayed) in zip(RECORDED, received, strict=True):
+        assert_same(recorded, replayed)
+    recorded_span = frames[-1]["t"] - frames[0]["t"]
+    assert recorded_span >= (len(RECORDED) - 1) * RECORD_INTERVAL_S * 0.9
+    # The replay cannot be early (it sleeps until each frame's time); it may be a little late.
+    # Frames arrive in bursts on the receiving side, so only the whole span is compared.
+    replay_span = received[-1][0] - received[0][0]
+    assert recorded_span / 2 * 0.7 <= replay_span <= recorded_span / 2 + 1.0
+
+
+async def test_replay_refuses_a_file_that_is_not_a_dump(server: ts.Server, tmp_path: Path) -> None:
+    assert server.tcp_url is not None
+    path = tmp_path / "not-a-dump"
+    path.write_bytes(cbor2.dumps({"hello": 1}))
+    result = await cli("replay", str(path), server.tcp_url, "x")
+    assert result.returncode == 1
+    assert "not a trio_stream dump" in result.stderr.decode()
+
+
+def _dump_bytes(values: Sequence[Any]) -> bytes:
+    items = [dumpfile.header("ch")] + [
+        {"t": float(i), "time": float(i), "seq": i + 1, "sender": "w", "lost": 0, "data": v}
+        for i, v in enumerate(values)
+    ]
+    return b"".join(bytes(p) for item in items for p in dumpfile.encode_item(item))
+
+
+def test_dump_file_reads_with_cbor2_alone_as_documented(tmp_path: Path) -> None:
+    """The reader in dumpfile's docstring (and docs/dump-format.md) works as printed."""
+    path = tmp_path / "recording.tsdump"
+    path.write_bytes(_dump_bytes([np.arange(3.0), np.ones((2, 2), np.uint8), {"k": "v"}]))
+    doc = dumpfile.__doc__ or ""
+    snippet = textwrap.dedent(doc[doc.index("    import cbor2") :])
+    snippet = snippet.replace('"recording.tsdump"', repr(str(path)))
+    snippet = snippet.replace(
+        'print(frame["t"], frame["seq"], frame["data"])', "frames.append(frame)"
+    )
+    namespace: dict[str, Any] = {"frames": []}
+    exec(snippet, namespace)
+    frames = namespace["frames"]
+    assert namespace["header"]["format"] == "trio_stream-dump"
+    assert frames[0]["data"].tolist() == [0.0, 1.0, 2.0]
+    assert frames[1]["data"].shape == (2, 2) and frames[1]["data"].dtype == np.uint8
+    assert frames[2]["data"] == {"k": "v"}
+
+
+def test_an_interrupted_dump_reads_up_to_its_last_whole_frame() -> None:
+    data = _dump_bytes([np.arange(1000.0), 2, 3])
+    cut = data[: len(data) - 3]
+
+    class Chunks:  # hands out a few bytes at a time, like a slow file
+        def __init__(self) -> None:
+            self.pos = 0
+
+        def read(self, n: int) -> bytes:
+            chunk = cut[self.pos : self.pos + 100]
+            self.pos += len(chunk)
+            return chunk
+
+    reader = dumpfile.DumpReader(Chunks())  # type: ignore[arg-type]
+    assert [f["seq"] for f in reader] == [1, 2]
+    assert reader.truncated
+
+
+# -- bridge ------------------------------------------------------------------------------------
+async def test_bridge_between_two_servers(server: ts.Server, nursery: trio.Nursery) -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, name="second")
+    second: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url is not None and second.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as daq,
+        ts.open_client(second.tcp_url, name="viewer") as viewer,
+    ):
+        await daq.create_channel("src")
+        async with running(
+            "bridge",
+            server.tcp_url,
+            second.tcp_url,
+            "src",
+            "--rename",
+            "src=copy",
+            "--every",
+            "2",
+            "--policy",
+            "block",
+        ) as bridge:
+            await wait_for_channel(viewer, "copy")
+            async with viewer.subscribe("copy", policy="block", size=100) as sub:
+                # The bridge reads the source only while the copy has readers.
+                await wait_for_channel(daq, "src", readers=1)
+                async with daq.publisher("src") as pub:
+                    for i in range(10):
+                        assert await pub.send(i)
+                with trio.fail_after(WAIT_S):
+                    got = [(await sub.receive()).data for _ in range(5)]
+            bridge.process.send_signal(signal.SIGINT)
+            code, _, stderr = await bridge.finish()
+    assert got in ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9])
+    assert code == 130 and "Traceback" not in stderr
+
+
+# -- channels, clients, stats ------------------------------------------------------------------
+async def test_channels_clients_and_stats(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="watcher") as client:
+        await client.create_channel("visible/one")
+        table = await cli("channels", url)
+        assert table.returncode == 0 and "visible/one" in table.stdout.decode()
+        channels = json.loads((await cli("channels", url, "--json")).stdout)
+        assert [c["name"] for c in channels] == ["visible/one"]
+        assert channels[0]["owner"] == "watcher"
+        clients = json.loads((await cli("clients", url, "--json")).stdout)
+        assert "watcher" in {c["name"] for c in clients}
+        stats = json.loads((await cli("stats", url, "--json")).stdout)
+        assert stats["stats"]["channels"] >= 1 and stats["channels"][0]["name"] == "visible/one"
+        watch = await cli("stats", url, "--watch", "--count", "2", "--interval", "0.2", "--json")
+        assert watch.returncode == 0
+        assert len(json_lines(watch.stdout.decode())) == 2
+        live = await cli("stats", url, "--watch", "--count", "1")
+        assert live.returncode == 0 and "visible/one" in live.stdout.decode()
+
+
+# -- generate ----------------------------------------------------------------------------------
+async def test_generate_count(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url) as client:
+        await client.create_channel("load")
+        async with client.subscribe("load", policy="block", size=100) as sub:
+            result = await cli(
+                "generate", url, "load", "--count", "20", "--shape", "8", "--dtype", "float32"
+            )
+            assert result.returncode == 0, result.stderr
+            with trio.fail_after(WAIT_S):
+                frames = [(await sub.receive()).data for _ in range(20)]
+    assert all(f.shape == (8,) and f.dtype == np.float32 for f in frames)
+    assert "20 sent" in result.stderr.decode()
+
+
+# -- call --------------------------------------------------------------------------------------
+class Daq:
+    def rpc_my_echo(self, data: Any) -> list[Any]:
+        return ["MY ECHO", data]
+
+    async def rpc_read(self, n: int = 10) -> np.ndarray[Any, Any]:
+        return np.arange(float(n))
+
+    def rpc_fail(self) -> None:
+        raise ValueError("the probe is unplugged")
+
+
+async def test_call(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="daq") as daq:
+        daq.expose(Daq())
+        echo = await cli("call", url, "daq", "my_echo", "HALLO")
+        assert echo.returncode == 0, echo.stderr
+        assert json.loads(echo.stdout) == ["MY ECHO", "HALLO"]
+        read = await cli("call", url, "daq", "read", "--kw", "n=3")
+        assert json.loads(read.stdout) == [0.0, 1.0, 2.0]
+        fail = await cli("call", url, "daq", "fail")
+        assert fail.returncode == 1
+        assert "ValueError: the probe is unplugged" in fail.stderr.decode()
+        assert len(fail.stderr.decode().strip().splitlines()) == 1
+        wrong = await cli("call", url, "daq", "my_echo", "1", "2")
+        assert wrong.returncode == 2 and "Traceback" not in wrong.stderr.decode()
