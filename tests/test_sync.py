@@ -165,6 +165,40 @@ async def test_a_full_queue_blocks_the_writer_and_loses_nothing(url: str) -> Non
     await in_thread(scenario)
 
 
+async def test_errors_in_the_background_are_raised_once_never_swallowed(url: str) -> None:
+    def scenario() -> None:
+        with (
+            SyncClient(url, name="owner") as owner,
+            SyncClient(url, name="w") as w,
+            SyncClient(url, name="r") as r,
+        ):
+            owner.create_channel("ch")
+            with r.subscribe("ch", policy="block", size=1):
+                # The reader never reads: the values wait in the queue behind `block`...
+                for i in range(1500):
+                    assert w.publish("ch", i)
+                time.sleep(0.2)
+                assert w._queued_frames > 0
+                owner.delete_channel("ch")  # ...when the channel goes away under them
+                with pytest.raises(ts.ChannelNotFound) as info:
+                    w.flush(timeout=STEP_S)
+                assert "were not sent" in str(info.value.__notes__)
+                w.flush(timeout=STEP_S)  # reported once
+                with pytest.raises(ts.ChannelNotFound):
+                    w.publish("ch", 0)  # reopening the publisher fails at once
+            owner.create_channel("other")
+            with r.subscribe("other"), w.publisher("other") as pub:
+                owner.delete_channel("other")
+                with pytest.raises(ts.ChannelNotFound):
+                    for _ in range(1000):  # until the server's word arrives
+                        pub.send(1)
+                        time.sleep(0.01)
+            with pytest.raises(trio.ClosedResourceError):
+                pub.send(1)
+
+    await in_thread(scenario)
+
+
 async def test_safe_from_several_threads(url: str) -> None:
     threads, per_thread = 8, 300
 

@@ -467,19 +467,29 @@ class SyncClient:
                 self._drained.set()
                 await self._wake.wait()
                 continue
-            frames = nbytes = 0
+            frames = nbytes = dropped = 0
+            publishers = self._trio_client._publishers
             for pub, payload, size in batch:
-                try:
-                    await pub.send(payload)
-                    self._used.add(pub)
-                except TrioStreamError as exc:
-                    self._publish_failed(exc, pub)
+                if pub._ended is not None:  # the channel was deleted, the connection lost
+                    self._publish_failed(pub._ended, pub)
+                elif publishers.get(pub.pub_id) is not pub:
+                    # Closed while this value waited (its `with` block ended on an exception):
+                    # a frame with its stale id would never be acknowledged.
+                    dropped += 1
+                else:
+                    try:
+                        await pub.send(payload)
+                        self._used.add(pub)
+                    except TrioStreamError as exc:
+                        self._publish_failed(exc, pub)
                 frames += 1
                 nbytes += size
                 if frames == RELEASE_EVERY:
                     self._release(frames, nbytes)
                     frames = nbytes = 0
             self._release(frames, nbytes)
+            if dropped:
+                log.warning("%d queued values for closed publishers were not sent", dropped)
 
     def _release(self, frames: int, nbytes: int) -> None:
         with self._cond:
@@ -490,8 +500,13 @@ class SyncClient:
     def _publish_failed(self, error: TrioStreamError, pub: Publisher) -> None:
         with self._cond:
             if self._publish_error is None:
-                error.add_note(f"(a value queued by publish() for {pub.channel!r} was not sent)")
-                self._publish_error = error
+                # A fresh exception: the same one (a publisher's end) may be reported again.
+                try:
+                    fresh = type(error)(str(error))
+                except TypeError:
+                    fresh = TrioStreamError(str(error))
+                fresh.add_note(f"(values queued by publish() for {pub.channel!r} were not sent)")
+                self._publish_error = fresh
 
     async def _flush(self) -> None:
         while True:
@@ -503,12 +518,14 @@ class SyncClient:
             if self._drained.is_set():
                 self._drained = trio.Event()
             await self._drained.wait()
+        publishers = self._trio_client._publishers
         for pub in list(self._used):
-            try:
-                await pub.wait_acknowledged()
-            except TrioStreamError as exc:
-                self._publish_failed(exc, pub)
-            if pub._ended is not None:
+            if publishers.get(pub.pub_id) is pub:
+                try:
+                    await pub.wait_acknowledged()
+                except TrioStreamError as exc:
+                    self._publish_failed(exc, pub)
+            if pub._ended is not None or publishers.get(pub.pub_id) is not pub:
                 self._used.discard(pub)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -530,6 +547,7 @@ class SyncClient:
         try:
             yield sync_pub
         except BaseException:
+            sync_pub._closed = True
             with contextlib.suppress(TrioStreamError):
                 self._call(partial(self._close_publisher, pub))
             raise
@@ -537,6 +555,7 @@ class SyncClient:
             try:
                 self.flush()
             finally:
+                sync_pub._closed = True
                 self._call(partial(self._close_publisher, pub))
 
     async def _close_publisher(self, pub: Publisher) -> None:
@@ -615,6 +634,7 @@ class SyncPublisher:
     def __init__(self, client: SyncClient, pub: Publisher) -> None:
         self._client = client
         self._pub = pub
+        self._closed = False
         self.channel = pub.channel
 
     @property
@@ -623,7 +643,13 @@ class SyncPublisher:
         return self._pub.readers
 
     def send(self, value: Any) -> bool:
-        """Queue one value (as :meth:`SyncClient.publish`); False while there are no readers."""
+        """Queue one value (as :meth:`SyncClient.publish`); False while there are no readers.
+
+        Raises:
+            trio.ClosedResourceError: after the ``with`` block of this publisher ended.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError(f"the publisher of {self.channel!r} is closed")
         if self._pub._ended is not None:
             raise self._pub._ended
         return self._client._enqueue(self._pub, value)
