@@ -440,6 +440,13 @@ def test_dump_file_reads_with_cbor2_alone_as_documented(tmp_path: Path) -> None:
     assert frames[2]["data"] == {"k": "v"}
 
 
+def test_dump_format_page_shows_the_tested_reader() -> None:
+    doc = dumpfile.__doc__ or ""
+    snippet = textwrap.dedent(doc[doc.index("    import cbor2") :]).strip()
+    page = (Path(__file__).parent.parent / "docs" / "dump-format.md").read_text()
+    assert snippet in page
+
+
 def test_an_interrupted_dump_reads_up_to_its_last_whole_frame() -> None:
     data = _dump_bytes([np.arange(1000.0), 2, 3])
     cut = data[: len(data) - 3]

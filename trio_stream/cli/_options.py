@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import ssl
 import textwrap
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any, Final, TypeAlias
-
-import trio
-
-import trio_stream as ts
-
-from ._run import CliError
 
 # The object add_subparsers() returns (generic for type checkers only).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -254,86 +245,6 @@ def add_create_options(parser: argparse.ArgumentParser, *, what: str) -> None:
     group.add_argument("--create-key", metavar="KEY", help="created channels need this key")
 
 
-async def ensure_channel(client: ts.Client, channel: str, args: argparse.Namespace) -> bool:
-    """Create ``channel`` as the ``--create`` options say; False if it existed already."""
-    try:
-        await client.create_channel(
-            channel,
-            public=not args.private,
-            key=args.create_key,
-            lifetime=args.lifetime,
-            history=args.history,
-            keep=args.keep,
-        )
-    except ts.ChannelExists:
-        return False
-    return True
-
-
-CHANNEL_POLL_S: Final = 1.0  # private channels are not announced: look again this often
-
-
-async def _open_subscription(
-    client: ts.Client, channel: str, args: argparse.Namespace
-) -> ts.Subscription:
-    kwargs = subscription_kwargs(args)
-    if not args.wait_channel:
-        try:
-            return await client.open_subscription(channel, **kwargs)
-        except ts.ChannelNotFound:
-            raise CliError(f"no channel named {channel!r} (--wait-channel waits for it)") from None
-    # Listen for creations before the first attempt, so that one in between is not missed.
-    async with client.subscribe("$channels", policy="unbounded") as events:
-        while True:
-            try:
-                return await client.open_subscription(channel, **kwargs)
-            except ts.ChannelNotFound:
-                pass
-            with trio.move_on_after(CHANNEL_POLL_S):
-                async for event in events:
-                    if isinstance(event.data, dict) and event.data.get("channel") == channel:
-                        break
-
-
-@asynccontextmanager
-async def subscription(
-    client: ts.Client, channel: str, args: argparse.Namespace
-) -> AsyncIterator[ts.Subscription]:
-    """Subscribe with the subscription options (waiting for the channel with --wait-channel).
-
-    Raises:
-        CliError: no such channel (and no --wait-channel).
-    """
-    sub = await _open_subscription(client, channel, args)
-    try:
-        yield sub
-    finally:
-        with trio.CancelScope(shield=True):
-            await sub.aclose()
-
-
-@asynccontextmanager
-async def publisher(
-    client: ts.Client, channel: str, args: argparse.Namespace, *, key: str | None
-) -> AsyncIterator[ts.Publisher]:
-    """A publisher, creating the channel first with --create.
-
-    Raises:
-        CliError: no such channel (and no --create).
-    """
-    if args.create:
-        await ensure_channel(client, channel, args)
-    try:
-        pub = await client.open_publisher(channel, key=key)
-    except ts.ChannelNotFound:
-        raise CliError(f"no channel named {channel!r} (--create creates it)") from None
-    try:
-        yield pub
-    finally:
-        with trio.CancelScope(shield=True):
-            await pub.aclose()
-
-
 def add_reader_wait_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("readers")
     group.add_argument(
@@ -351,38 +262,3 @@ def add_reader_wait_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="give up waiting for readers after this long (exit 1)",
     )
-
-
-async def wait_for_readers(pub: ts.Publisher, args: argparse.Namespace) -> None:
-    """Wait as --wait-readers/--min-readers say.
-
-    Raises:
-        CliError: not enough readers within --wait-timeout.
-    """
-    wanted = args.min_readers or (1 if args.wait_readers else 0)
-    if not wanted:
-        return
-    with trio.move_on_after(args.wait_timeout or math.inf):
-        await pub.wait_for_readers(wanted)
-        return
-    raise CliError(
-        f"channel {pub.channel!r} has {pub.readers} reader(s), not {wanted}, "
-        f"after {args.wait_timeout} s"
-    )
-
-
-# -- connecting --------------------------------------------------------------------------------
-def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    if args.tls_ca is None:
-        return None
-    return ssl.create_default_context(cafile=args.tls_ca)
-
-
-@asynccontextmanager
-async def connect(args: argparse.Namespace, url: str | None = None) -> AsyncIterator[ts.Client]:
-    """A client for ``url`` (default ``args.url``) with the connection options."""
-    name = args.name or f"trio-stream-{args.command}-{os.getpid()}"
-    async with ts.open_client(
-        url or args.url, name=name, token=args.token, ssl_context=client_ssl_context(args)
-    ) as client:
-        yield client

@@ -69,14 +69,14 @@ def json_line(value: Any) -> str:
 
 
 def human_bytes(count: float, suffix: str = "B") -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    for prefix in _BINARY_PREFIXES:
-        if abs(count) < 1024 or prefix == _BINARY_PREFIXES[-1]:
-            return (
-                f"{count:.0f} {prefix}{suffix}" if not prefix else f"{count:.1f} {prefix}{suffix}"
-            )
+    """``1536`` -> ``"1.5 KiB"``; ``human_bytes(rate, "B/s")`` for rates."""
+    if abs(count) < 1024:
+        return f"{count:.0f} {suffix}"
+    for prefix in _BINARY_PREFIXES[1:]:
         count /= 1024
-    raise AssertionError("unreachable")
+        if abs(count) < 1024 or prefix == _BINARY_PREFIXES[-1]:
+            break
+    return f"{count:.1f} {prefix}{suffix}"
 
 
 def human_rate(per_s: float) -> str:

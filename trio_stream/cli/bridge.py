@@ -10,6 +10,7 @@ import trio
 
 import trio_stream as ts
 
+from ._channels import connect, publisher, subscription
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -17,9 +18,6 @@ from ._options import (
     add_create_options,
     add_log_level,
     add_subscription_options,
-    connect,
-    publisher,
-    subscription,
 )
 from ._run import UsageError
 

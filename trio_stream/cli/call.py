@@ -8,12 +8,12 @@ from typing import Any
 
 import trio_stream as ts
 
+from ._channels import connect
 from ._options import (
     HelpFormatter,
     Subparsers,
     add_connection_options,
     add_log_level,
-    connect,
     json_or_text,
     positive_float,
 )

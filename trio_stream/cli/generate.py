@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -15,6 +16,7 @@ from rich.text import Text
 
 import trio_stream as ts
 
+from ._channels import connect, publisher, wait_for_readers
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -24,10 +26,8 @@ from ._options import (
     add_log_level,
     add_reader_wait_options,
     byte_size,
-    connect,
     positive_float,
     positive_int,
-    publisher,
 )
 from ._output import human_bytes, human_rate, stderr_console
 from ._run import UsageError
@@ -121,8 +121,11 @@ class _Counts:
         self.nbytes = nbytes
         self.sent = 0
         self.skipped = 0
+        self.restart()
+
+    def restart(self) -> None:
         self.started = time.monotonic()
-        self._mark = (self.started, 0)
+        self._mark = (self.started, self.sent)
         self.rate = 0.0
 
     def sample(self) -> None:
@@ -147,14 +150,14 @@ async def run_generate(args: argparse.Namespace) -> int:
         connect(args) as client,
         publisher(client, args.channel, args, key=args.key or args.create_key) as pub,
     ):
+        await wait_for_readers(pub, args)
         show = not args.quiet and console.is_terminal
+        live = Live(counts.text(args.channel), console=console, refresh_per_second=4)
         with (
-            Live(counts.text(args.channel), console=console, refresh_per_second=4)
-            if show
-            else _NoLive() as live
+            live if show else contextlib.nullcontext(),
+            trio.move_on_after(args.duration or math.inf),
         ):
-            with trio.move_on_after(args.duration or math.inf):
-                await _send_frames(args, pub, frame, counts, live)
+            await _send_frames(args, pub, frame, counts, live if show else None)
         await pub.wait_acknowledged()
     if not args.quiet:
         elapsed = time.monotonic() - counts.started
@@ -167,25 +170,15 @@ async def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-class _NoLive:
-    def __enter__(self) -> _NoLive:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, renderable: Any) -> None:
-        return None
-
-
 async def _send_frames(
     args: argparse.Namespace,
     pub: ts.Publisher,
     frame: np.ndarray[Any, Any],
     counts: _Counts,
-    live: Live | _NoLive,
+    live: Live | None,
 ) -> None:
     period = 1 / args.rate if args.rate else 0.0
+    counts.restart()
     next_at = trio.current_time()
     n = 0
     while args.count is None or n < args.count:
@@ -197,8 +190,9 @@ async def _send_frames(
             counts.skipped += 1
         n += 1
         counts.sample()
-        if n % 64 == 0 or period:
+        if live is not None and (period or n % 64 == 0):
             live.update(counts.text(args.channel))
         if period:
+            # Deadlines from the start, not sleeps in a row: the rate does not drift.
             next_at += period
             await trio.sleep_until(next_at)

@@ -16,12 +16,12 @@ from rich.text import Text
 
 import trio_stream as ts
 
+from ._channels import connect
 from ._options import (
     HelpFormatter,
     Subparsers,
     add_connection_options,
     add_log_level,
-    connect,
     positive_float,
     positive_int,
 )

@@ -13,6 +13,7 @@ import trio
 
 import trio_stream as ts
 
+from ._channels import connect, publisher, subscription, wait_for_readers
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -22,13 +23,9 @@ from ._options import (
     add_log_level,
     add_reader_wait_options,
     add_subscription_options,
-    connect,
     json_or_text,
     positive_float,
     positive_int,
-    publisher,
-    subscription,
-    wait_for_readers,
 )
 from ._output import json_line, jsonable
 from ._run import UsageError

@@ -25,6 +25,7 @@ import trio_stream as ts
 
 from .._protocol.bytes_like import BytesLike
 from . import dumpfile as dumpfile
+from ._channels import connect, publisher, subscription, wait_for_readers
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -34,12 +35,8 @@ from ._options import (
     add_log_level,
     add_reader_wait_options,
     add_subscription_options,
-    connect,
     positive_float,
     positive_int,
-    publisher,
-    subscription,
-    wait_for_readers,
 )
 from ._output import human_bytes, stderr_console
 from ._run import CliError, stop_on_signal

@@ -1,0 +1,134 @@
+"""Connecting and opening channels the way the commands' options say."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import trio
+
+import trio_stream as ts
+
+from ._options import subscription_kwargs
+from ._run import CliError
+
+
+# -- connecting --------------------------------------------------------------------------------
+def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_ca is None:
+        return None
+    return ssl.create_default_context(cafile=args.tls_ca)
+
+
+@asynccontextmanager
+async def connect(args: argparse.Namespace, url: str | None = None) -> AsyncIterator[ts.Client]:
+    """A client for ``url`` (default ``args.url``) with the connection options."""
+    name = args.name or f"trio-stream-{args.command}-{os.getpid()}"
+    async with ts.open_client(
+        url or args.url, name=name, token=args.token, ssl_context=client_ssl_context(args)
+    ) as client:
+        yield client
+
+
+# -- channels --------------------------------------------------------------------------------------
+async def ensure_channel(client: ts.Client, channel: str, args: argparse.Namespace) -> bool:
+    """Create ``channel`` as the ``--create`` options say; False if it existed already."""
+    try:
+        await client.create_channel(
+            channel,
+            public=not args.private,
+            key=args.create_key,
+            lifetime=args.lifetime,
+            history=args.history,
+            keep=args.keep,
+        )
+    except ts.ChannelExists:
+        return False
+    return True
+
+
+CHANNEL_POLL_S: Final = 1.0  # private channels are not announced: look again this often
+
+
+async def _open_subscription(
+    client: ts.Client, channel: str, args: argparse.Namespace
+) -> ts.Subscription:
+    kwargs = subscription_kwargs(args)
+    if not args.wait_channel:
+        try:
+            return await client.open_subscription(channel, **kwargs)
+        except ts.ChannelNotFound:
+            raise CliError(f"no channel named {channel!r} (--wait-channel waits for it)") from None
+    # Listen for creations before the first attempt, so that one in between is not missed.
+    async with client.subscribe("$channels", policy="unbounded") as events:
+        while True:
+            try:
+                return await client.open_subscription(channel, **kwargs)
+            except ts.ChannelNotFound:
+                pass
+            with trio.move_on_after(CHANNEL_POLL_S):
+                async for event in events:
+                    if isinstance(event.data, dict) and event.data.get("channel") == channel:
+                        break
+
+
+@asynccontextmanager
+async def subscription(
+    client: ts.Client, channel: str, args: argparse.Namespace
+) -> AsyncIterator[ts.Subscription]:
+    """Subscribe with the subscription options (waiting for the channel with --wait-channel).
+
+    Raises:
+        CliError: no such channel (and no --wait-channel).
+    """
+    sub = await _open_subscription(client, channel, args)
+    try:
+        yield sub
+    finally:
+        with trio.CancelScope(shield=True):
+            await sub.aclose()
+
+
+@asynccontextmanager
+async def publisher(
+    client: ts.Client, channel: str, args: argparse.Namespace, *, key: str | None
+) -> AsyncIterator[ts.Publisher]:
+    """A publisher, creating the channel first with --create.
+
+    Raises:
+        CliError: no such channel (and no --create).
+    """
+    if args.create:
+        await ensure_channel(client, channel, args)
+    try:
+        pub = await client.open_publisher(channel, key=key)
+    except ts.ChannelNotFound:
+        raise CliError(f"no channel named {channel!r} (--create creates it)") from None
+    try:
+        yield pub
+    finally:
+        with trio.CancelScope(shield=True):
+            await pub.aclose()
+
+
+async def wait_for_readers(pub: ts.Publisher, args: argparse.Namespace) -> None:
+    """Wait as --wait-readers/--min-readers say.
+
+    Raises:
+        CliError: not enough readers within --wait-timeout.
+    """
+    wanted = args.min_readers or (1 if args.wait_readers else 0)
+    if not wanted:
+        return
+    with trio.move_on_after(args.wait_timeout or math.inf):
+        await pub.wait_for_readers(wanted)
+        return
+    raise CliError(
+        f"channel {pub.channel!r} has {pub.readers} reader(s), not {wanted}, "
+        f"after {args.wait_timeout} s"
+    )
