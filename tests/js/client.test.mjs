@@ -108,6 +108,20 @@ test('a reader that does not consume gets only its window; its policy drops on t
   await client.close();
 });
 
+test('DATA in the same WebSocket message as the subscribe reply is not lost', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('h');
+  server.window = 1;
+  server.history.set('h', 'latest');
+  const sub = await client.subscribe('h', { size: 1 });
+  const batches = server.messages.length;
+  assert.equal((await sub.next()).value.data, 'latest');
+  await until(() => server.messages.length > batches, 1000, 'credit');
+  server.inject('h', 'next');
+  assert.equal((await sub.next()).value.data, 'next', 'credit for the first frame went back');
+  await client.close();
+});
+
 test('callback subscriptions: onMessage is awaited before credit returns', async () => {
   const { server, client } = await setup();
   await client.createChannel('cb');
@@ -234,7 +248,8 @@ test('protocol errors close the connection and reconnect; sub_end ends a subscri
   conn.ws._deliver('not binary');
   await until(() => errors.length === 1, 1000, 'protocol error');
   assert.match(errors[0].message, /text WebSocket message/);
-  assert.equal(server.controls('goodbye').at(-1).reason, 'protocol error: text WebSocket message');
+  await until(() => server.controls('goodbye').length === 1, 1000, 'goodbye');
+  assert.equal(server.controls('goodbye')[0].reason, 'protocol error: text WebSocket message');
   await until(() => client.state === 'open' && server.conns.size === 1, 2000, 'reconnected');
 
   // a frame that claims more bytes than the message holds
@@ -250,8 +265,11 @@ test('createClient keeps trying until the server shows up', async () => {
   server.refuse = true;
   const client = createClient(URL, { WebSocket: server.WebSocket, ...fast });
   const opened = new Promise((r) => client.on('open', r));
+  const retries = [];
+  client.on('reconnecting', (r) => retries.push(r));
   await new Promise((r) => setTimeout(r, 40));
-  assert.equal(client.state, 'reconnecting');
+  assert.equal(client.state, 'connecting', "'connecting' until the first welcome");
+  assert.ok(retries.length >= 1);
   server.refuse = false;
   const info = await opened;
   assert.equal(info.server, 'fake');
@@ -266,5 +284,26 @@ test('subscription validates options locally', async () => {
   await assert.rejects(client.subscribe('v', { policy: 'bogus' }), TypeError);
   await assert.rejects(client.subscribe('v', { every: 0 }), RangeError);
   await assert.rejects(client.subscribe('v', { maxRate: -1 }), RangeError);
+  await client.close();
+});
+
+test('no double subscribe: subscriptions made in an open listener or while reconnecting', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('once');
+  const made = [];
+  client.on('open', () => { client.subscribe('once').then((s) => made.push(s)); });
+  server.dropAll();
+  await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+  // made while reconnecting: waits for the connection, then subscribes exactly once
+  const during = client.subscribe('once');
+  const pubDuring = client.publisher('once');
+  await until(() => client.state === 'open', 2000, 'reopened');
+  await during;
+  await pubDuring;
+  await until(() => made.length === 1, 1000, 'subscription from the open listener');
+  await new Promise((r) => setTimeout(r, 30));
+  const conn = [...server.conns][0];
+  assert.equal(conn.subs.size, 2, 'two subscriptions on the server, no duplicates');
+  assert.equal(conn.pubs.size, 1, 'one publisher on the server');
   await client.close();
 });

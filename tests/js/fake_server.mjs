@@ -43,6 +43,7 @@ export class FakeServer {
   autoAck = true; // PUB_ACK every PUBLISH at once
   window = 2; // subscribe window granted
   conns = new Set();
+  history = new Map(); // channel -> value sent to every new subscriber right after the reply
   channels = new Map(); // name -> {subs: Set, pubs: Set}
   messages = []; // every client->server WebSocket message, as frame lists [{type, ...}]
   nextId = 1;
@@ -95,12 +96,21 @@ class Conn {
     this.ws = ws;
   }
 
+  // Like the real server, frames produced in one go leave as one WebSocket message.
   send(...frames) {
-    const total = frames.reduce((n, f) => n + f.length, 0);
-    const msg = new Uint8Array(total);
-    let off = 0;
-    for (const f of frames) { msg.set(f, off); off += f.length; }
-    this.ws._deliver(msg.buffer);
+    if (!this.outbox) {
+      this.outbox = [];
+      queueMicrotask(() => {
+        const out = this.outbox;
+        this.outbox = null;
+        const total = out.reduce((n, f) => n + f.length, 0);
+        const msg = new Uint8Array(total);
+        let off = 0;
+        for (const f of out) { msg.set(f, off); off += f.length; }
+        this.ws._deliver(msg.buffer);
+      });
+    }
+    this.outbox.push(...frames);
   }
 
   reply(id, result) { this.send(controlFrame({ op: 'reply', id, result })); }
@@ -174,6 +184,8 @@ class Conn {
         this.subs.set(sub.id, sub);
         s.channel(m.channel).subs.add(sub);
         this.reply(m.id, { sub: sub.id, window });
+        // history: the channel's latest value follows the reply in the same message
+        if (s.history.has(m.channel)) this.offer(sub, encode(s.history.get(m.channel)), 0, 'history', 1);
         return s.readersChanged(m.channel);
       }
       case 'unsubscribe': {
@@ -289,7 +301,8 @@ export class FakeWebSocket {
   _peerClose(code, reason) {
     if (this.readyState >= 2 || this.conn?.gone) return;
     this.conn.gone = true;
-    setTimeout(() => this._fireClose(code, reason), 0);
+    // after the frames the server queued before closing (they leave in a microtask)
+    queueMicrotask(() => setTimeout(() => this._fireClose(code, reason), 0));
   }
 
   _fireClose(code, reason) {

@@ -133,10 +133,10 @@ function u64ToNumber(dv, off) {
 // ------------------------------------------------------------------------------------- client
 
 /**
- * A connection to a trio_stream server. States: 'idle' -> 'connecting' -> 'open'
- * (-> 'reconnecting' -> 'open' ...) -> 'closed'. Events (client.on(type, fn)):
+ * A connection to a trio_stream server. States: 'idle' -> 'connecting' (retrying until the
+ * first welcome) -> 'open' (-> 'reconnecting' -> 'open' ...) -> 'closed'. Events (client.on(type, fn)):
  *   'state' (state, previous)   'open' ({server, name, clientId, limits, reconnected})
- *   'reconnecting' ({attempt, delay})   'goodbye' (reason)   'error' (Error)   'close' (reason)
+ *   'reconnecting' ({attempt, delay}: a retry is scheduled)   'goodbye' (reason)   'error' (Error)   'close' (reason)
  */
 export class Client extends Emitter {
   state = 'idle';
@@ -223,7 +223,7 @@ export class Client extends Emitter {
   // --- requests ---------------------------------------------------------------------------
 
   /** Send a request (protocol.md section 3) and resolve with its reply's `result`. */
-  async request(op, fields = {}, { timeout = this.#opts.requestTimeout } = {}) {
+  async request(op, fields = {}, { timeout = this.#opts.requestTimeout, onReply } = {}) {
     const deadline = timeout ? Date.now() + timeout : 0;
     if (this.state !== 'open') await this.ready({ timeout });
     const id = this.#nextId++;
@@ -233,7 +233,9 @@ export class Client extends Emitter {
       this.#pending.delete(id);
       d.reject(new RequestTimeout(`${op}: no reply after ${timeout} ms`));
     }, left) : null;
-    this.#pending.set(id, { resolve: d.resolve, reject: d.reject, timer });
+    // onReply runs synchronously with the reply, before any frame that follows it in the
+    // same WebSocket message (e.g. the first DATA of a new subscription).
+    this.#pending.set(id, { resolve: d.resolve, reject: d.reject, timer, onReply });
     this.#sendControl({ ...fields, op, id });
     return d.promise;
   }
@@ -477,7 +479,8 @@ export class Client extends Emitter {
     const base = Math.min(this.#opts.maxReconnectDelay, this.#opts.reconnectDelay * 2 ** this.#attempt);
     const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
     this.#attempt++;
-    this.#setState('reconnecting');
+    // 'connecting' until the first welcome, 'reconnecting' after a connection was lost
+    this.#setState(this.#everOpened ? 'reconnecting' : 'connecting');
     this.emit('reconnecting', { attempt: this.#attempt, delay });
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = null;
@@ -667,8 +670,16 @@ export class Client extends Emitter {
         }
         this.#pending.delete(msg.id);
         clearTimeout(p.timer);
-        if (msg.op === 'reply') p.resolve(msg.result);
-        else p.reject(remoteError(msg));
+        if (msg.op !== 'reply') {
+          p.reject(remoteError(msg));
+          return;
+        }
+        try {
+          p.onReply?.(msg.result);
+          p.resolve(msg.result);
+        } catch (e) {
+          p.reject(e);
+        }
         return;
       }
       case 'readers':
@@ -708,10 +719,11 @@ export class Client extends Emitter {
     this.#startPings();
     for (const w of this.#openWaiters) w.resolve(this);
     this.#openWaiters = [];
-    this.emit('open', { server: this.serverName, name: this.name, clientId: this.clientId, limits: this.limits, reconnected });
-    // Bring back what was active before the connection was lost.
+    // Bring back what was active before the connection was lost (those whose request is
+    // in flight already, e.g. made while reconnecting or from an 'open' listener, go their way).
     for (const pub of this.#pubs) pub._reopen();
     for (const sub of this.#subs) sub._resubscribe();
+    this.emit('open', { server: this.serverName, name: this.name, clientId: this.clientId, limits: this.limits, reconnected });
   }
 
   #onHandshakeError(msg) {
@@ -778,6 +790,7 @@ export class Subscription extends Emitter {
   #unacked = 0;
   #onMessage;
   #pumping = false;
+  #requesting = false; // a subscribe request is in flight
 
   constructor(client, channel, o) {
     super();
@@ -797,10 +810,18 @@ export class Subscription extends Emitter {
   }
 
   async _subscribe() {
-    const reply = await this.#client.request('subscribe', {
-      channel: this.channel, key: this.key, policy: this.policy, size: this.size,
-      every: this.every, max_rate: this.maxRate, window: this.requestedWindow,
-    });
+    this.#requesting = true;
+    try {
+      await this.#client.request('subscribe', {
+        channel: this.channel, key: this.key, policy: this.policy, size: this.size,
+        every: this.every, max_rate: this.maxRate, window: this.requestedWindow,
+      }, { onReply: (reply) => this.#attach(reply) });
+    } finally {
+      this.#requesting = false;
+    }
+  }
+
+  #attach(reply) {
     if (!reply || !Number.isInteger(reply.sub)) throw new ProtocolError('subscribe reply without a sub id');
     if (this.ended) {
       // closed while the request was in flight: undo it on the server
@@ -815,7 +836,7 @@ export class Subscription extends Emitter {
   }
 
   _resubscribe() {
-    if (this.ended) return;
+    if (this.ended || this.#requesting || this.id !== null) return;
     this._subscribe().catch((e) => {
       if (e instanceof ConnectionClosed) return; // lost again: the next welcome retries
       this.error = e;
@@ -952,6 +973,7 @@ export class Publisher extends Emitter {
   #inflightBytes = 0;
   #queue = []; // sends waiting for window room: {payload, time, resolve, reject}
   #readerWaiters = [];
+  #requesting = false; // an open_publisher request is in flight
 
   constructor(client, channel, key) {
     super();
@@ -961,17 +983,33 @@ export class Publisher extends Emitter {
   }
 
   async _open() {
-    const reply = await this.#client.request('open_publisher', { channel: this.channel, key: this.key });
-    if (!reply || !Number.isInteger(reply.pub)) throw new ProtocolError('open_publisher reply without a pub id');
-    this.id = reply.pub;
-    this.#inflight = [];
-    this.#inflightBytes = 0;
-    this.#client._registerPub(this, this.id);
-    this._setReaders(reply.readers ?? 0);
+    this.#requesting = true;
+    try {
+      await this.#request();
+    } finally {
+      this.#requesting = false;
+    }
+  }
+
+  #request() {
+    return this.#client.request('open_publisher', { channel: this.channel, key: this.key }, {
+      onReply: (reply) => {
+        if (!reply || !Number.isInteger(reply.pub)) throw new ProtocolError('open_publisher reply without a pub id');
+        if (this.closed) {
+          this.#client.request('close_publisher', { pub: reply.pub }).catch(() => {});
+          return;
+        }
+        this.id = reply.pub;
+        this.#inflight = [];
+        this.#inflightBytes = 0;
+        this.#client._registerPub(this, this.id);
+        this._setReaders(reply.readers ?? 0);
+      },
+    });
   }
 
   _reopen() {
-    if (this.closed) return;
+    if (this.closed || this.#requesting || this.id !== null) return;
     this._open().catch((e) => {
       if (e instanceof ConnectionClosed) return;
       this.#client._reportError(e);

@@ -1,0 +1,90 @@
+// Tests of the dashboard's pure parts: how payloads are classified for plotting, and formatting.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { classify, niceTicks, finiteRange, numericArray } from '../../trio_stream/web/plot.js';
+import * as fmt from '../../trio_stream/web/format.js';
+import { NDArray, decode, encode } from '../../trio_stream/web/cbor.js';
+
+test('scalars: numbers, bigints, booleans, 0-d arrays, a dict\'s first numeric field', () => {
+  assert.deepStrictEqual(classify(3.5), { kind: 'scalar', value: 3.5, label: null });
+  assert.deepStrictEqual(classify(2n ** 60n), { kind: 'scalar', value: 2 ** 60, label: null });
+  assert.deepStrictEqual(classify(true), { kind: 'scalar', value: 1, label: null });
+  assert.equal(classify(new NDArray([], new Float64Array([4.25]))).value, 4.25);
+  assert.deepStrictEqual(classify({ name: 'x', t: 1.5, v: 2 }), { kind: 'scalar', value: 1.5, label: 't' });
+});
+
+test('1-D: typed arrays, numeric arrays, 1-D tag 40, int64 converted', () => {
+  const f = new Float32Array([1, 2, 3]);
+  assert.equal(classify(f).kind, 'line');
+  assert.equal(classify(f).values, f, 'no copy');
+  assert.deepStrictEqual(classify([1, 2, 3]).values, new Float64Array([1, 2, 3]));
+  assert.deepStrictEqual(classify(new BigInt64Array([1n, -2n])).values, new Float64Array([1, -2]));
+  assert.equal(classify(new NDArray([4], new Int16Array(4))).kind, 'line');
+  assert.equal(classify(new NDArray([1, 1, 4], new Int16Array(4))).kind, 'line', 'squeezed');
+});
+
+test('2-D: images, colour images, complex magnitude', () => {
+  const img = decode(encode(new NDArray([2, 3], new Uint16Array(6))));
+  assert.deepStrictEqual(
+    { ...classify(img), values: null },
+    { kind: 'image', height: 2, width: 3, channels: 1, values: null, label: null },
+  );
+  const rgb = classify(new NDArray([2, 2, 3], new Uint8Array(12)));
+  assert.equal(rgb.kind, 'image');
+  assert.equal(rgb.channels, 3);
+  const z = classify(new NDArray([2], new Float64Array([3, 4, 0, 1]), '<c16'));
+  assert.equal(z.kind, 'line');
+  assert.deepStrictEqual(z.values, new Float64Array([5, 1]));
+});
+
+test('everything else is text', () => {
+  for (const v of ['hello', null, undefined, [], ['a', 1], { a: 'x' }, new Map([[1, 2]]), new Date(0),
+    new NDArray([2, 2, 2, 2], new Float64Array(16)), new Uint8Array(0).buffer]) {
+    const view = classify(v);
+    assert.equal(view.kind, 'text', String(v));
+    assert.equal(typeof view.text, 'string');
+  }
+  assert.match(classify({ a: new Float64Array([1, 2]), b: 'x' }).text, /Float64Array\(2\) \[1, 2\]/);
+});
+
+test('numericArray, finiteRange, niceTicks', () => {
+  assert.equal(numericArray(['1']), null);
+  assert.equal(numericArray(new DataView(new ArrayBuffer(2))), null);
+  assert.deepStrictEqual(finiteRange([3, NaN, -1, Infinity, 2]), [-1, 3]);
+  assert.equal(finiteRange([NaN]), null);
+  assert.deepStrictEqual(niceTicks(0, 10, 5), [0, 2, 4, 6, 8, 10]);
+  assert.deepStrictEqual(niceTicks(-0.95, 0.95, 4), [-0.5, 0, 0.5]);
+  assert.deepStrictEqual(niceTicks(-60, 0, 6), [-60, -50, -40, -30, -20, -10, 0]);
+  assert.deepStrictEqual(niceTicks(1, 1), [1]);
+});
+
+test('formatting: missing values are a dash', () => {
+  for (const f of [fmt.compact, fmt.bytes, fmt.rate, fmt.byteRate, fmt.count, fmt.percent, fmt.duration, fmt.clock]) {
+    assert.equal(f(undefined), '–');
+    assert.equal(f(null), '–');
+    assert.equal(f('12'), '–');
+    assert.equal(f(NaN), '–');
+  }
+});
+
+test('formatting: numbers', () => {
+  assert.equal(fmt.compact(0), '0');
+  assert.equal(fmt.compact(9.994), '9.99');
+  assert.equal(fmt.compact(1234.5), '1.23k');
+  assert.equal(fmt.compact(999.9), '1k');
+  assert.equal(fmt.compact(2.5e6), '2.5M');
+  assert.equal(fmt.bytes(512), '512 B');
+  assert.equal(fmt.bytes(1536), '1.5 KiB');
+  assert.equal(fmt.bytes(49631232), '47.3 MiB');
+  assert.equal(fmt.byteRate(2048), '2 KiB/s');
+  assert.equal(fmt.count(1234567), '1,234,567');
+  assert.equal(fmt.count(5n), '5');
+  assert.equal(fmt.percent(1.77), '1.8 %');
+  assert.equal(fmt.duration(5.9), '5s');
+  assert.equal(fmt.duration(65), '1m 05s');
+  assert.equal(fmt.duration(3 * 3600 + 5 * 60), '3h 05m');
+  assert.equal(fmt.duration(2 * 86400 + 3600), '2d 1h');
+  assert.equal(fmt.tick(0.5), '0.5');
+  assert.equal(fmt.tick(123456), '1.2e+5');
+});

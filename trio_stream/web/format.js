@@ -1,0 +1,102 @@
+// Number and value formatting for the dashboard. Missing or non-numeric values show as "–".
+
+export const DASH = '–';
+
+const isNum = (x) => (typeof x === 'number' && Number.isFinite(x)) || typeof x === 'bigint';
+
+/** 1234.5 -> "1.23k", 0.5 -> "0.5", 12 -> "12": three significant digits, SI suffixes. */
+export function compact(x) {
+  if (!isNum(x)) return DASH;
+  const v = Number(x);
+  const a = Math.abs(v);
+  if (a === 0) return '0';
+  const units = [[1e12, 'T'], [1e9, 'G'], [1e6, 'M'], [1e3, 'k']];
+  for (const [scale, suffix] of units) if (a >= scale * 0.9995) return `${trim(v / scale)}${suffix}`;
+  if (a < 0.001) return v.toExponential(1);
+  return trim(v);
+}
+
+function trim(v) {
+  const a = Math.abs(v);
+  const digits = a >= 100 ? 0 : a >= 10 ? 1 : 2;
+  return String(Number(v.toFixed(digits)));
+}
+
+/** Bytes with binary units: 1536 -> "1.5 KiB". */
+export function bytes(x) {
+  if (!isNum(x)) return DASH;
+  let v = Number(x);
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i === 0 ? `${Math.round(v)} B` : `${trim(v)} ${units[i]}`;
+}
+
+export const rate = (x) => (isNum(x) ? compact(x) : DASH);
+export const byteRate = (x) => (isNum(x) ? `${bytes(x)}/s` : DASH);
+
+/** Whole numbers with thousands separators (counts). */
+export function count(x) {
+  if (!isNum(x)) return DASH;
+  return typeof x === 'bigint' ? x.toLocaleString('en-US') : Math.round(x).toLocaleString('en-US');
+}
+
+export function percent(x) {
+  return isNum(x) ? `${Number(x).toFixed(Number(x) < 10 ? 1 : 0)} %` : DASH;
+}
+
+/** Seconds -> "3d 4h", "2h 05m", "4m 07s", "12s". */
+export function duration(s) {
+  if (!isNum(s) || Number(s) < 0) return DASH;
+  let t = Math.floor(Number(s));
+  const d = Math.floor(t / 86400); t -= d * 86400;
+  const h = Math.floor(t / 3600); t -= h * 3600;
+  const m = Math.floor(t / 60); t -= m * 60;
+  const p2 = (n) => String(n).padStart(2, '0');
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${p2(m)}m`;
+  if (m) return `${m}m ${p2(t)}s`;
+  return `${t}s`;
+}
+
+/** Epoch seconds -> local "HH:MM:SS.mmm". */
+export function clock(epochSeconds) {
+  if (!isNum(epochSeconds)) return DASH;
+  const d = new Date(Number(epochSeconds) * 1000);
+  const p = (n, w = 2) => String(n).padStart(w, '0');
+  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+}
+
+/** A plot axis label: short, exact enough to tell ticks apart. */
+export function tick(v) {
+  const a = Math.abs(v);
+  if (a === 0) return '0';
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(1);
+  return String(Number(v.toPrecision(4)));
+}
+
+/** Any decoded payload as readable text (JSON-like, typed arrays summarised), bounded. */
+export function valueText(value, maxChars = 20000) {
+  const seen = new Set();
+  const text = JSON.stringify(value, (_key, v) => {
+    if (typeof v === 'bigint') return `${v}n`;
+    if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
+    if (v === undefined) return 'undefined';
+    if (v instanceof Date) return v.toISOString();
+    if (v instanceof Uint8Array && v.constructor === Uint8Array && v.length > 64) {
+      return `<${v.length} bytes>`;
+    }
+    if (ArrayBuffer.isView(v) && !(v instanceof DataView)) {
+      const head = Array.from(v.subarray(0, 32), (x) => (typeof x === 'bigint' ? `${x}n` : x));
+      return `${v.constructor.name}(${v.length}) [${head.join(', ')}${v.length > 32 ? ', …' : ''}]`;
+    }
+    if (v instanceof Map) return Object.fromEntries([...v].map(([k, x]) => [String(k), x]));
+    if (v && typeof v === 'object') {
+      if (seen.has(v)) return '[cycle]';
+      seen.add(v);
+    }
+    return v;
+  }, 2);
+  const s = text ?? String(value);
+  return s.length > maxChars ? `${s.slice(0, maxChars)}\n…` : s;
+}
