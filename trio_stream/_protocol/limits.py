@@ -20,7 +20,9 @@ IDLE_TIMEOUT_S: Final = 60.0
 PUBLISH_WINDOW_FRAMES: Final = 1024
 PUBLISH_WINDOW_BYTES: Final = 16 * 2**20
 # Reader credit: frames in flight per subscription (never more than its size) and bytes.
-SUBSCRIBE_WINDOW_FRAMES: Final = 256
+# 1024 small frames (~100 KiB) cover a few milliseconds of round trip at full speed; the byte
+# bound keeps large frames to a few in flight.
+SUBSCRIBE_WINDOW_FRAMES: Final = 1024
 SUBSCRIBE_WINDOW_BYTES: Final = 8 * 2**20
 
 
