@@ -26,11 +26,16 @@ def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 @asynccontextmanager
-async def connect(args: argparse.Namespace, url: str | None = None) -> AsyncIterator[ts.Client]:
+async def connect(
+    args: argparse.Namespace, url: str | None = None, *, token: str | None = None
+) -> AsyncIterator[ts.Client]:
     """A client for ``url`` (default ``args.url``) with the connection options."""
     name = args.name or f"trio-stream-{args.command}-{os.getpid()}"
     async with ts.open_client(
-        url or args.url, name=name, token=args.token, ssl_context=client_ssl_context(args)
+        url or args.url,
+        name=name,
+        token=token or args.token,
+        ssl_context=client_ssl_context(args),
     ) as client:
         yield client
 

@@ -222,9 +222,15 @@ def subscription_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def add_create_options(parser: argparse.ArgumentParser, *, what: str) -> None:
+def add_create_options(parser: argparse.ArgumentParser, *, what: str | None) -> None:
+    """The options of channels a command creates; ``what=None``: it always creates them."""
     group = parser.add_argument_group("creating the channel")
-    group.add_argument("--create", action="store_true", help=f"create {what} if it does not exist")
+    if what is None:
+        parser.set_defaults(create=True)
+    else:
+        group.add_argument(
+            "--create", action="store_true", help=f"create {what} if it does not exist"
+        )
     group.add_argument(
         "--private", action="store_true", help="created channels are not listed to others"
     )

@@ -56,9 +56,12 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no status lines on stderr")
     add_connection_options(parser, url=False)
+    parser.add_argument(
+        "--dst-token", metavar="TOKEN", help="the destination's token, if not --token's"
+    )
     add_subscription_options(parser)
-    add_create_options(parser, what="the destination channels")
-    parser.set_defaults(run=run_bridge, create=True)
+    add_create_options(parser, what=None)  # missing destination channels are always made
+    parser.set_defaults(run=run_bridge)
 
 
 def _routes(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -98,7 +101,7 @@ async def run_bridge(args: argparse.Namespace) -> int:
     routes = _routes(args)
     async with (
         connect(args, args.src_url) as src,
-        connect(args, args.dst_url) as dst,
+        connect(args, args.dst_url, token=args.dst_token) as dst,
         trio.open_nursery() as nursery,
     ):
         for src_name, dst_name in routes:

@@ -54,6 +54,7 @@ Reading a dump needs nothing but cbor2 (and numpy for the arrays)::
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import IO, Any, Final
@@ -171,7 +172,13 @@ class DumpReader:
         self._start = 0
         self.position = 0
         self.truncated = False
-        first = next(self._items(), None)
+        # The header is small: if the first chunk does not hold a whole item, this is not a
+        # dump, and reading on (perhaps gigabytes) to find out would help nobody.
+        self._buffer += file.read(READ_CHUNK_BYTES)
+        try:
+            first = next(self._items(), None) if item_end(self._buffer, 0) is not None else None
+        except DumpFormatError:
+            first = None
         if not isinstance(first, dict) or first.get("format") != FORMAT:
             raise DumpFormatError("not a trio_stream dump (no trio_stream-dump header)")
         version = first.get("version")
@@ -194,16 +201,27 @@ class DumpReader:
                 self._buffer += more
                 continue
             item = bytes(self._buffer[self._start : end])
-            self.position += end - self._start
-            self._start = end
             try:
                 value = decode_payload(item)
             except ProtocolError as exc:
                 raise DumpFormatError(f"a damaged item at byte {self.position}: {exc}") from None
+            self.position += end - self._start
+            self._start = end
             yield value
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The frames, each checked to have a numeric ``t`` and a ``data``.
+
+        Raises:
+            DumpFormatError: an item is damaged or is not a frame map.
+        """
         for item in self._items():
-            if not isinstance(item, dict) or "t" not in item or "data" not in item:
-                raise DumpFormatError("a frame item must be a map with 't' and 'data'")
+            if not (isinstance(item, dict) and "data" in item and _is_time(item.get("t"))):
+                raise DumpFormatError("a frame must be a map with a numeric 't' and a 'data'")
+            if not _is_time(item.get("time")):
+                item["time"] = item["t"]  # optional for writers other than ours
             yield item
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -81,7 +81,9 @@ def channels_table(
     table = Table(title="channels", title_justify="left", expand=False)
     for column in ("channel", "owner", "readers", "writers", "frames/s", "bytes/s", "seq"):
         table.add_column(column, justify="left" if column in ("channel", "owner") else "right")
-    table.add_column("lost/s" if lost_per_s is not None else "lost", justify="right")
+    table.add_column("lost", justify="right")
+    if lost_per_s is not None:
+        table.add_column("lost/s", justify="right")
     table.add_column("flags")
     now = time.time()
     for c in channels:
@@ -98,7 +100,9 @@ def channels_table(
             flags.append(f"history={c.history}")
         if c.lifetime is not None:
             flags.append(f"ends in {human_duration(c.created + c.lifetime - now)}")
-        lost = f"{lost_per_s.get(c.name, 0.0):.1f}" if lost_per_s is not None else str(c.lost)
+        lost = [str(c.lost)]
+        if lost_per_s is not None:
+            lost.append(f"{lost_per_s.get(c.name, 0.0):.1f}")
         table.add_row(
             c.name,
             c.owner,
@@ -107,7 +111,7 @@ def channels_table(
             human_rate(c.rate_fps),
             human_bytes(c.rate_bps, "B/s"),
             str(c.seq),
-            lost,
+            *lost,
             " ".join(flags),
         )
     return table

@@ -254,10 +254,11 @@ async def run_replay(args: argparse.Namespace) -> int:
             task = progress.add_task("", total=total, sent=0, unsent=0) if progress else None
             rounds = 0
             while args.loop or rounds < args.repeat:
-                await _play_once(args, pub, stats, progress, task, rounds * size)
+                if not await _play_once(args, pub, stats, progress, task, rounds * size):
+                    break  # a file without frames: nothing to play again
                 rounds += 1
         await pub.wait_acknowledged()
-    if reader.truncated or stats.truncated:
+    if stats.truncated:
         print(
             f"trio-stream replay: {args.file} ends inside a frame (an interrupted "
             "recording); the frames before it were played",
@@ -287,7 +288,8 @@ async def _play_once(
     progress: Progress | None,
     task: TaskID | None,
     offset: int,
-) -> None:
+) -> int:
+    """Play the file once; returns how many frames it had."""
     file, reader = _open_dump(args.file)
     with file:
         start = trio.current_time() + stats.interval
@@ -296,13 +298,13 @@ async def _play_once(
         count = 0
         # Reading is synchronous: a chunk of a local file comes from the page cache in far
         # less time than the gaps between frames we wait for anyway.
-        for record in reader:
-            t = float(record["t"])
+        for record in _frames(args.file, reader):
+            t = record["t"]
             if first_t is None:
                 first_t = t
             if not args.fast:
                 await trio.sleep_until(start + (t - first_t) / args.speed)
-            time_s = float(record["time"]) if args.original_time else None
+            time_s = record.get("time") if args.original_time else None
             if await pub.send(record["data"], time_s=time_s):
                 stats.sent += 1
             else:
@@ -315,3 +317,11 @@ async def _play_once(
         if first_t is not None and count > 1:
             stats.interval = (last_t - first_t) / (count - 1) / args.speed
         stats.truncated = stats.truncated or reader.truncated
+    return count
+
+
+def _frames(path: Path, reader: dumpfile.DumpReader) -> Iterator[dict[str, Any]]:
+    try:
+        yield from reader
+    except dumpfile.DumpFormatError as exc:
+        raise CliError(f"{path}: {exc}") from None
