@@ -23,6 +23,7 @@ import cbor2
 import numpy as np
 import pytest
 import trio
+import trustme
 
 import trio_stream as ts
 from trio_stream.cli import build_parser, dumpfile
@@ -52,7 +53,9 @@ WAIT_S = 10.0  # any one wait inside a test
 ENV = {k: v for k, v in os.environ.items() if k != "TRIO_STREAM_TOKEN"}
 
 
-async def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+async def cli(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run one command to its end and return what it printed and its exit code."""
     with trio.fail_after(RUN_TIMEOUT_S):
         return await trio.run_process(
@@ -61,7 +64,7 @@ async def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[byt
             capture_stdout=True,
             capture_stderr=True,
             check=False,
-            env=ENV,
+            env={**ENV, **(env or {})},
         )
 
 
@@ -180,7 +183,14 @@ async def test_bad_arguments_exit_2_with_usage() -> None:
     assert "Traceback" not in stderr
 
 
-async def test_options_may_come_between_positionals() -> None:
+def test_log_level_on_either_side_of_the_command() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["channels", "tcp://h:1"]).log_level == "warning"
+    assert parser.parse_args(["--log-level", "info", "channels", "tcp://h:1"]).log_level == "info"
+    assert parser.parse_args(["channels", "tcp://h:1", "--log-level", "DEBUG"]).log_level == "debug"
+
+
+def test_options_may_come_between_positionals() -> None:
     args = build_parser().parse_args(["pub", "tcp://h:1", "ch", "--create", "--keep", "42"])
     assert (args.channel, args.value, args.create, args.keep) == ("ch", "42", True, True)
 
@@ -237,6 +247,37 @@ async def test_demo_writes_its_channels_and_stops_on_sigterm() -> None:
         code, _, stderr = await demo.finish()
     assert code == 0
     assert "Traceback" not in stderr
+
+
+async def test_serve_with_tls_and_a_client_that_trusts_its_ca(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server_pem = tmp_path / "server.pem"  # key and certificate in one file
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    async with running("serve", "--tcp-port", "0", "--no-http", "--tls-cert", str(server_pem)) as p:
+        lines = await p.read_until("Ctrl-C")
+        url = next(line.split()[-1] for line in lines if line.strip().startswith("TCP:"))
+        assert url.startswith("tcps://127.0.0.1:")
+        trusted = await cli("channels", url, "--tls-ca", str(tmp_path / "ca.pem"))
+        assert trusted.returncode == 0, trusted.stderr
+        untrusted = await cli("channels", url)
+        assert untrusted.returncode == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr.decode()  # the cause, not "lost"
+        assert len(untrusted.stderr.decode().strip().splitlines()) == 1
+        p.process.send_signal(signal.SIGINT)
+        code, _, stderr = await p.finish()
+    assert code == 0, stderr
+
+
+async def test_token_from_the_environment(nursery: trio.Nursery) -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, token="s3cret")
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url is not None
+    refused = await cli("channels", server.tcp_url)
+    assert refused.returncode == 1 and "AuthError" in refused.stderr.decode()
+    allowed = await cli("channels", server.tcp_url, env={"TRIO_STREAM_TOKEN": "s3cret"})
+    assert allowed.returncode == 0, allowed.stderr
+    await server.aclose()
 
 
 def test_server_config_from_toml_and_flags(tmp_path: Path) -> None:

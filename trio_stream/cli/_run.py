@@ -58,8 +58,19 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = _squash(str(exc))
+    # A wrapper that ends in ":" left the reason to its cause ("connection lost: " over a
+    # BrokenResourceError over the SSL error that says what went wrong): follow the chain.
+    cause = exc.__cause__
+    while (not text or text.endswith(":")) and cause is not None:
+        text = f"{text} {_squash(str(cause))}".strip()
+        cause = cause.__cause__
+    text = text or type(exc).__name__
     if isinstance(exc, ts.TrioStreamError) and not isinstance(exc, ts.ConnectionClosed):
         return f"{type(exc).__name__}: {text}"
     return text
