@@ -38,18 +38,33 @@ export class ChannelNotFound extends TrioStreamError {}
 export class ChannelExists extends TrioStreamError {}
 export class FrameTooLarge extends TrioStreamError {}
 export class LimitExceeded extends TrioStreamError {}
+export class InvalidArgument extends TrioStreamError {}
+export class NameInUse extends TrioStreamError {}
 export class RequestTimeout extends TrioStreamError {}
+export class RpcError extends TrioStreamError {}
+export class RpcTimeout extends RpcError {}
+/** The remote method raised: `typeName`, `message`, `remoteTraceback` describe it. */
+export class RemoteError extends RpcError {
+  constructor(typeName, message, remoteTraceback = '') {
+    super(`${typeName}: ${message}`, 'RemoteError');
+    this.typeName = typeName;
+    this.remoteMessage = message;
+    this.remoteTraceback = remoteTraceback;
+  }
+}
 
 const ERROR_CLASSES = {
   ProtocolError, ConnectionClosed, AuthError, ChannelNotFound, ChannelExists, FrameTooLarge,
-  LimitExceeded, RequestTimeout,
+  LimitExceeded, InvalidArgument, NameInUse, RequestTimeout, RpcError, RpcTimeout,
 };
 
-/** The error for a CONTROL `error` message: a known class when we have one. */
+/** The error for a CONTROL `error` (or `rpc_error`) message: a known class when we have one. */
 function remoteError(msg) {
-  const type = typeof msg.type === 'string' ? msg.type : 'TrioStreamError';
+  const text = (x) => (typeof x === 'string' ? x : '');
+  if (msg.op === 'rpc_error') return new RemoteError(text(msg.type) || 'Exception', text(msg.message), text(msg.traceback));
+  const type = text(msg.type) || 'TrioStreamError';
   const Cls = ERROR_CLASSES[type] ?? TrioStreamError;
-  return new Cls(typeof msg.message === 'string' ? msg.message : type, type);
+  return new Cls(text(msg.message) || type, type);
 }
 
 // ------------------------------------------------------------------------------------- events
@@ -223,7 +238,8 @@ export class Client extends Emitter {
   // --- requests ---------------------------------------------------------------------------
 
   /** Send a request (protocol.md section 3) and resolve with its reply's `result`. */
-  async request(op, fields = {}, { timeout = this.#opts.requestTimeout, onReply } = {}) {
+  async request(op, fields = {}, { timeout = this.#opts.requestTimeout, onReply, cancelOnTimeout = false,
+    TimeoutError = RequestTimeout } = {}) {
     const deadline = timeout ? Date.now() + timeout : 0;
     if (this.state !== 'open') await this.ready({ timeout });
     const id = this.#nextId++;
@@ -231,7 +247,9 @@ export class Client extends Emitter {
     const left = deadline ? Math.max(1, deadline - Date.now()) : 0;
     const timer = left ? setTimeout(() => {
       this.#pending.delete(id);
-      d.reject(new RequestTimeout(`${op}: no reply after ${timeout} ms`));
+      // RPC: tell the server we stopped waiting, so the provider can stop working
+      if (cancelOnTimeout && this.state === 'open') this.#sendControl({ op: 'cancel', id });
+      d.reject(new TimeoutError(`${op}: no reply after ${timeout} ms`));
     }, left) : null;
     // onReply runs synchronously with the reply, before any frame that follows it in the
     // same WebSocket message (e.g. the first DATA of a new subscription).
@@ -273,6 +291,31 @@ export class Client extends Emitter {
     this.#pings.set(data, () => { clearTimeout(timer); d.resolve(Date.now() - t0); });
     this.#sendControl({ op: 'ping', data });
     return d.promise;
+  }
+
+  // --- RPC (protocol.md section 6) --------------------------------------------------------
+
+  /**
+   * A proxy for the methods the client named `provider` exposes. Resolves after asking the
+   * server for their descriptions (rejects with RpcError if there is no such client).
+   */
+  async rpc(provider, { timeout = this.#opts.requestTimeout } = {}) {
+    const methods = await this.request('describe', { provider }, { timeout });
+    return new RpcProxy(this, provider, Array.isArray(methods) ? methods : [], timeout);
+  }
+
+  /**
+   * Call `method` of the client `provider`: `args` positional, `kwargs` keyword arguments.
+   * Resolves with the decoded return value; rejects with RemoteError when it raised,
+   * RpcTimeout after `timeout` ms (the call is cancelled on the provider).
+   */
+  async call(provider, method, args = [], kwargs = {}, { timeout = this.#opts.requestTimeout } = {}) {
+    const payload = encode([args, kwargs]);
+    const result = await this.request('call', { provider, method, args: payload }, {
+      timeout, cancelOnTimeout: true, TimeoutError: RpcTimeout,
+    });
+    if (!(result instanceof Uint8Array)) throw new ProtocolError('call reply without a payload');
+    return decode(result);
   }
 
   // --- publish / subscribe ----------------------------------------------------------------
@@ -662,7 +705,8 @@ export class Client extends Emitter {
     }
     switch (msg.op) {
       case 'reply':
-      case 'error': {
+      case 'error':
+      case 'rpc_error': {
         const p = this.#pending.get(msg.id);
         if (!p) {
           if (msg.op === 'error') this._reportError(remoteError(msg)); // a connection-level error
@@ -731,7 +775,9 @@ export class Client extends Emitter {
     this.lastError = err;
     // A wrong token or protocol version won't get better by retrying; "name in use" might
     // (the server may not have noticed our previous connection is gone yet).
-    if (err instanceof AuthError || (err instanceof ProtocolError && !this.#everOpened)) {
+    const hopeless = err instanceof AuthError || err instanceof InvalidArgument
+      || (!this.#everOpened && (err instanceof ProtocolError || !this.#opts.retryFirstConnect));
+    if (hopeless) {
       this.#closing = true;
       this.#fail(err, true);
       return;
@@ -1135,6 +1181,55 @@ export class Publisher extends Emitter {
       }
     }
   }
+}
+
+// ------------------------------------------------------------------------------------- rpc
+
+const POSITIONAL = new Set(['positional_only', 'positional_or_keyword']);
+
+/**
+ * The methods of one provider, as described by the server: `proxy.methods` (descriptions),
+ * `proxy.call(name, args, kwargs, {timeout})`. Arguments are checked against the description
+ * before anything is sent (a TypeError, as a Python caller would get).
+ */
+export class RpcProxy {
+  constructor(client, provider, methods, timeout) {
+    this.client = client;
+    this.provider = provider;
+    this.methods = methods;
+    this.timeout = timeout;
+    this.byName = new Map(methods.filter((m) => m && typeof m.name === 'string').map((m) => [m.name, m]));
+  }
+
+  async call(method, args = [], kwargs = {}, { timeout = this.timeout } = {}) {
+    const desc = this.byName.get(method);
+    if (!desc) throw new TypeError(`${this.provider} exposes no method ${JSON.stringify(method)}`);
+    checkArguments(desc, args, kwargs);
+    return this.client.call(this.provider, method, args, kwargs, { timeout });
+  }
+}
+
+function checkArguments(desc, args, kwargs) {
+  const params = Array.isArray(desc.params) ? desc.params : [];
+  const positional = params.filter((p) => POSITIONAL.has(p.kind));
+  const varPos = params.some((p) => p.kind === 'var_positional');
+  const varKw = params.some((p) => p.kind === 'var_keyword');
+  const where = `${desc.name}()`;
+  if (args.length > positional.length && !varPos) {
+    throw new TypeError(`${where} takes ${positional.length} positional argument(s) but ${args.length} were given`);
+  }
+  const names = new Set(params.filter((p) => p.kind !== 'positional_only').map((p) => p.name));
+  for (const k of Object.keys(kwargs)) {
+    if (!names.has(k) && !varKw) throw new TypeError(`${where} got an unexpected keyword argument ${JSON.stringify(k)}`);
+  }
+  params.forEach((p) => {
+    if (p.default !== null && p.default !== undefined) return; // has a default
+    if (p.kind === 'var_positional' || p.kind === 'var_keyword') return;
+    const byPosition = POSITIONAL.has(p.kind) && positional.indexOf(p) < args.length;
+    if (!byPosition && !(p.kind !== 'positional_only' && p.name in kwargs)) {
+      throw new TypeError(`${where} missing required argument ${JSON.stringify(p.name)}`);
+    }
+  });
 }
 
 // ------------------------------------------------------------------------------------- entry points

@@ -1,0 +1,153 @@
+// The browser client against a real trio_stream server (tests/js/live_server.py).
+// Needs a WebSocket in Node: Node >= 22, or Node 20 with --experimental-websocket
+// (`node --experimental-websocket --test tests/js/`). Skipped otherwise, or without Python.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import {
+  connect, ChannelExists, ChannelNotFound, NameInUse, RemoteError, RpcTimeout, RpcError,
+} from '../../trio_stream/web/trio_stream.js';
+import { NDArray } from '../../trio_stream/web/cbor.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+function findPython() {
+  for (const py of [process.env.TS_PYTHON, join(ROOT, '.venv/bin/python'), 'python3'].filter(Boolean)) {
+    try {
+      execFileSync(py, ['-c', 'import trio_stream, numpy'], { cwd: ROOT, stdio: 'ignore' });
+      return py;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+const python = typeof WebSocket === 'function' ? findPython() : null;
+const skip = typeof WebSocket !== 'function'
+  ? 'no WebSocket in this Node (use Node >= 22 or --experimental-websocket)'
+  : !python ? 'no Python with trio_stream' : false;
+
+let server, url, client;
+
+before(async () => {
+  if (skip) return;
+  server = spawn(python, [join(ROOT, 'tests/js/live_server.py')], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  url = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`live server did not start: ${out}`)), 15000);
+    server.stdout.on('data', (chunk) => {
+      out += chunk;
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (line) { clearTimeout(timer); resolve(JSON.parse(line).ws_url); }
+    });
+    server.on('exit', (code) => reject(new Error(`live server exited (${code}): ${out}`)));
+  });
+  client = await connect(url, { name: 'js-live' });
+});
+
+after(async () => {
+  await client?.close();
+  if (server) {
+    server.stdin.end();
+    await Promise.race([new Promise((r) => server.on('exit', r)), new Promise((r) => setTimeout(r, 5000))]);
+    if (server.exitCode === null) server.kill('SIGKILL');
+  }
+});
+
+test('handshake and listings', { skip }, async () => {
+  assert.equal(client.name, 'js-live');
+  assert.match(client.serverName, /live/);
+  assert.ok(client.limits.max_frame_bytes > 0);
+  const names = (await client.channels()).map((c) => c.name);
+  for (const n of ['$stats', '$clients', '$channels']) assert.ok(names.includes(n), n);
+  const clients = await client.clients();
+  const py = clients.find((c) => c.name === 'py');
+  assert.ok(py.methods.includes('echo'));
+  assert.equal(clients.find((c) => c.name === 'js-live').transport, 'ws');
+  const stats = await client.stats();
+  assert.ok(stats.connections >= 2);
+  await assert.rejects(connect(url, { name: 'js-live' }), NameInUse);
+});
+
+test('publish and subscribe between JS clients, lossless', { skip }, async () => {
+  await client.createChannel('js/a');
+  await assert.rejects(client.createChannel('js/a'), ChannelExists);
+  await assert.rejects(client.subscribe('js/none'), ChannelNotFound);
+  assert.equal(await client.publish('js/a', 'nobody listens'), false);
+  const reader = await connect(url, { name: 'js-reader' });
+  const sub = await reader.subscribe('js/a', { policy: 'block', size: 8 });
+  const pub = await client.publisher('js/a');
+  await pub.waitForReaders({ timeout: 2000 });
+  const N = 300;
+  const sending = (async () => {
+    for (let i = 0; i < N; i++) assert.equal(await pub.send({ i, v: new Float32Array([i, -i]) }), true);
+  })();
+  let expect = 0, lastSeq = 0;
+  for await (const msg of sub) {
+    assert.equal(msg.data.i, expect++);
+    assert.deepStrictEqual(msg.data.v, new Float32Array([msg.data.i, -msg.data.i]));
+    assert.ok(msg.seq > lastSeq);
+    assert.equal(msg.lost, 0);
+    assert.equal(msg.sender, 'js-live');
+    lastSeq = msg.seq;
+    if (expect === N) break;
+  }
+  await sending;
+  assert.equal(sub.lost, 0);
+  await pub.close();
+  await reader.close();
+});
+
+test('a slow drop_oldest size-1 reader gets the newest value and counts losses', { skip }, async () => {
+  await client.createChannel('js/burst');
+  const sub = await client.subscribe('js/burst', { policy: 'drop_oldest', size: 1 });
+  const py = await client.rpc('py');
+  assert.equal(await py.call('burst', ['js/burst', 500]), 500);
+  await new Promise((r) => setTimeout(r, 200)); // everything has reached our server-side buffer
+  const seen = [];
+  for (;;) {
+    const next = await Promise.race([sub.next(), new Promise((r) => setTimeout(() => r(null), 300))]);
+    if (!next) break;
+    seen.push(next.value);
+  }
+  assert.equal(seen.at(-1).data, 499, 'the newest value arrives last');
+  assert.ok(seen.length < 500, `received ${seen.length}`);
+  assert.equal(seen.length + sub.lost, 500, 'every frame was either delivered or counted lost');
+  await sub.close();
+});
+
+test('numpy arrays published from Python decode to typed arrays', { skip }, async () => {
+  await client.createChannel('js/np');
+  const sub = await client.subscribe('js/np', { policy: 'unbounded', size: null });
+  const py = await client.rpc('py');
+  const n = await py.call('publish_arrays', ['js/np']);
+  const got = [];
+  for await (const msg of sub) { got.push(msg.data); if (got.length === n) break; }
+  assert.deepStrictEqual(got[0], new NDArray([2, 3], new Float64Array([0, 1, 2, 3, 4, 5])));
+  assert.deepStrictEqual(got[1], new BigInt64Array([1n, -2n, 3n]));
+  assert.deepStrictEqual(got[2], new NDArray([2], new Float32Array([1, 2, -3, -4]), '<c8'));
+  assert.deepStrictEqual(got[3], new NDArray([2, 2], new Uint8Array([1, 0, 0, 1]), '|b1'));
+  assert.deepStrictEqual(got[4], new NDArray([3, 4], Uint8Array.from({ length: 12 }, (_, i) => i)));
+  assert.deepStrictEqual(got[5], new NDArray([], new Float32Array([7.5])));
+  assert.deepStrictEqual(got[6], { t: 1.5, x: new Float64Array([0, 0.25, 0.5, 0.75, 1]) });
+});
+
+test('RPC: calls, keyword arguments, remote errors, timeouts', { skip }, async () => {
+  const py = await client.rpc('py');
+  assert.deepStrictEqual(await py.call('echo', ['HALLO']), 'HALLO');
+  assert.deepStrictEqual(await py.call('echo', [new Float64Array([1, 2])], { twice: true }),
+    [new Float64Array([1, 2]), new Float64Array([1, 2])]);
+  await assert.rejects(py.call('echo'), TypeError, 'checked locally, nothing sent');
+  await assert.rejects(py.call('echo', [1, 2, 3]), TypeError);
+  await assert.rejects(py.call('echo', [1], { bogus: 1 }), TypeError);
+  await assert.rejects(py.call('nope'), TypeError);
+  await assert.rejects(py.call('fail', ['boom']), (e) => e instanceof RemoteError && e.typeName === 'ValueError'
+    && e.remoteMessage === 'boom' && /Traceback/.test(e.remoteTraceback));
+  await assert.rejects(py.call('sleep', [5], {}, { timeout: 200 }), RpcTimeout);
+  assert.equal(await py.call('echo', ['still fine']), 'still fine');
+  await assert.rejects(client.rpc('nobody'), RpcError);
+});

@@ -1,0 +1,70 @@
+"""A real trio_stream server plus a Python client named "py" for tests/js/live.test.mjs.
+
+Prints one JSON line {"ws_url": ..., "tcp_url": ...} once ready, then serves until stdin closes.
+The "py" client exposes methods the JS tests call: echo and failure cases, and publishing numpy
+arrays so that the browser codec is checked against the Python encoder on the real wire.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import trio
+
+import trio_stream as ts
+
+
+class Py:
+    def __init__(self, client: ts.Client) -> None:
+        self.client = client
+
+    def rpc_echo(self, data, twice: bool = False):
+        return [data, data] if twice else data
+
+    def rpc_fail(self, message: str = "nope"):
+        raise ValueError(message)
+
+    async def rpc_sleep(self, seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "slept"
+
+    async def rpc_publish_arrays(self, channel: str) -> int:
+        """Publish one value per dtype/shape case (the JS side knows the list)."""
+        values = [
+            np.arange(6.0).reshape(2, 3),
+            np.array([1, -2, 3], dtype="<i8"),
+            np.array([1 + 2j, -3 - 4j], dtype="<c8"),
+            np.array([[True, False], [False, True]]),
+            np.arange(12, dtype="u1").reshape(3, 4),
+            np.array(7.5, dtype="<f4"),
+            {"t": 1.5, "x": np.linspace(0, 1, 5)},
+        ]
+        async with self.client.publisher(channel) as pub:
+            await pub.wait_for_readers()
+            for v in values:
+                await pub.send(v)
+        return len(values)
+
+    async def rpc_burst(self, channel: str, n: int) -> int:
+        """Send n integers as fast as the publish window allows."""
+        async with self.client.publisher(channel) as pub:
+            await pub.wait_for_readers()
+            for i in range(n):
+                await pub.send(i)
+        return n
+
+
+async def main() -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, name="live")
+    async with ts.open_server(config) as server:
+        async with ts.open_client(server.tcp_url, name="py") as client:
+            client.expose(Py(client))
+            print(json.dumps({"ws_url": server.ws_url, "tcp_url": server.tcp_url}), flush=True)
+            # run until the test closes our stdin
+            await trio.to_thread.run_sync(sys.stdin.read)
+
+
+if __name__ == "__main__":
+    trio.run(main)
