@@ -6,18 +6,21 @@ import inspect
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trio_stream as ts
 from trio_stream._protocol import messages as M
 from trio_stream._protocol import rpc_messages as R
 from trio_stream._protocol.codec import encode_control
+from trio_stream._rpc import RpcEndpoint, RpcProxy, decode_args, encode_args
 from trio_stream._server.rpc import MAX_PENDING_CALLS, Router
 
 SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
@@ -586,3 +589,61 @@ def test_rpc_messages_round_trip_through_the_codec() -> None:
     wire = {"op": "call", "id": 1, "provider": "daq", "method": "m", "args": "not bytes"}
     with pytest.raises(ts.ProtocolError, match="args"):
         M.decode_message(b"\x01" + encode_control(wire))
+
+
+# -- properties of what crosses the wire ----------------------------------------------------------
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.lists(_values, max_size=5), st.dictionaries(st.text(max_size=8), _values, max_size=5))
+@settings(max_examples=200, deadline=None)
+def test_arguments_round_trip(args: list[Any], kwargs: dict[str, Any]) -> None:
+    assert decode_args(encode_args(tuple(args), kwargs)) == (args, kwargs)
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=500, deadline=None)
+def test_malformed_arguments_only_ever_raise_protocol_error(data: bytes) -> None:
+    try:
+        args, kwargs = decode_args(data)
+    except ts.ProtocolError:
+        return
+    assert isinstance(args, list) and isinstance(kwargs, dict)
+
+
+_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.text(max_size=5) | st.integers(),
+        "kind": st.sampled_from(["positional_only", "keyword_only", "var_keyword", "bogus"]),
+        "default": st.none() | st.text(max_size=5) | st.integers(),
+        "annotation": st.none() | st.text(max_size=5),
+    },
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"name": st.text(min_size=1, max_size=5)},
+        optional={"params": st.lists(_params, max_size=4) | st.integers(), "returns": _values},
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_hostile_descriptions_become_rpc_errors(description: dict[str, Any]) -> None:
+    # A proxy is built from what another client sent: anything odd must be a clear RpcError.
+    try:
+        proxy = RpcProxy._build(cast(RpcEndpoint, None), "p", [description], 1.0)
+    except ts.RpcError:
+        return
+    assert description["name"] in proxy.methods
