@@ -2,7 +2,8 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { decode, encode, CBORError, NDArray, Tag, Simple } from '../../trio_stream/web/cbor.js';
 
 const vectors = JSON.parse(
@@ -53,6 +54,20 @@ function plainObject(j) {
   }
   return out;
 }
+
+// The committed vectors must be what the generator writes (when Python with cbor2 is around).
+const venvPython = new URL('../../.venv/bin/python', import.meta.url).pathname;
+const python = process.env.TS_PYTHON ?? (existsSync(venvPython) ? venvPython : 'python3');
+let generatorSkip = false;
+try {
+  execFileSync(python, ['-c', 'import cbor2, numpy'], { stdio: 'ignore' });
+} catch {
+  generatorSkip = 'no Python with cbor2 and numpy';
+}
+test('cbor_vectors.json is up to date with make_vectors.py', { skip: generatorSkip }, () => {
+  const script = new URL('../vectors/make_vectors.py', import.meta.url).pathname;
+  execFileSync(python, [script, '--check'], { stdio: 'inherit' }); // exit 1: regenerate the file
+});
 
 describe('shared vectors: valid', () => {
   for (const v of vectors.valid) {

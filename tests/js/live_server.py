@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import numpy as np
 import trio
@@ -20,10 +21,10 @@ class Py:
     def __init__(self, client: ts.Client) -> None:
         self.client = client
 
-    def rpc_echo(self, data, twice: bool = False):
+    def rpc_echo(self, data: Any, twice: bool = False) -> Any:
         return [data, data] if twice else data
 
-    def rpc_fail(self, message: str = "nope"):
+    def rpc_fail(self, message: str = "nope") -> None:
         raise ValueError(message)
 
     async def rpc_sleep(self, seconds: float) -> str:
@@ -59,6 +60,7 @@ class Py:
 async def main() -> None:
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, name="live")
     async with ts.open_server(config) as server:
+        assert server.tcp_url is not None
         async with ts.open_client(server.tcp_url, name="py") as client:
             client.expose(Py(client))
             print(json.dumps({"ws_url": server.ws_url, "tcp_url": server.tcp_url}), flush=True)
