@@ -131,6 +131,8 @@ def signature_of(description: dict[str, Any]) -> inspect.Signature:
     for p in description.get("params", ()):
         if not isinstance(p, dict) or not isinstance(p.get("name"), str):
             raise ValueError("every parameter needs a name")
+        if not p["name"].isidentifier():  # inspect would fail in odd ways (IndexError on "")
+            raise ValueError(f"parameter name {p['name']!r} is not an identifier")
         kind = _KINDS.get(p.get("kind"))  # type: ignore[arg-type]
         if kind is None:
             raise ValueError(f"unknown parameter kind {p.get('kind')!r}")
