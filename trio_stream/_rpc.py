@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX: Final = "rpc_"
-DEFAULT_TIMEOUT_S: Final = 5.0
 # Room for the rest of a call message around its arguments (op, ids, names), in bytes.
 CALL_OVERHEAD_BYTES: Final = 1024
 
