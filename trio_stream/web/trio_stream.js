@@ -176,7 +176,6 @@ export class Client extends Emitter {
   #nextId = 1;
   #pings = new Map(); // ping data -> resolve
   #outQueue = [];
-  #outBytes = 0;
   #flushScheduled = false;
   #subs = new Set();
   #subsById = new Map();
@@ -323,8 +322,13 @@ export class Client extends Emitter {
   /** Open a publisher on `channel`. */
   async publisher(channel, { key = null } = {}) {
     const pub = new Publisher(this, channel, key);
-    await pub._open();
-    this.#pubs.add(pub);
+    this.#pubs.add(pub); // at once, so that a connection lost meanwhile resets it too
+    try {
+      await pub._open();
+    } catch (e) {
+      this.#pubs.delete(pub);
+      throw e;
+    }
     return pub;
   }
 
@@ -534,7 +538,6 @@ export class Client extends Emitter {
   // Everything that depended on the socket is void: pending requests, in-flight windows.
   #teardown(err) {
     this.#outQueue = [];
-    this.#outBytes = 0;
     for (const { reject, timer } of this.#pending.values()) {
       clearTimeout(timer);
       reject(err);
@@ -589,7 +592,6 @@ export class Client extends Emitter {
 
   #enqueue(buf) {
     this.#outQueue.push(buf);
-    this.#outBytes += buf.length;
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(() => this.#flush());
@@ -602,7 +604,6 @@ export class Client extends Emitter {
     const ws = this.#ws;
     const queue = this.#outQueue;
     this.#outQueue = [];
-    this.#outBytes = 0;
     if (!ws || ws.readyState !== 1 || queue.length === 0) return;
     const limit = MAX_BATCH_BYTES;
     let i = 0;
