@@ -400,7 +400,8 @@ class SyncClient:
 
     def _enqueue(self, pub: Publisher, value: Any) -> bool:
         if pub.readers <= 0:  # the trio publisher would drop it: spare the encoding
-            self._raise_publish_error()
+            with self._cond:
+                self._raise_publish_error()
             return False
         data = b"".join(encode_payload(value))
         size = len(data)
@@ -443,7 +444,7 @@ class SyncClient:
         return True
 
     def _raise_publish_error(self) -> None:
-        """Raise (once) what went wrong in the background; the caller holds _cond or not."""
+        """Raise (once) what went wrong in the background; the caller holds _cond."""
         error = self._publish_error
         if error is not None:
             self._publish_error = None
