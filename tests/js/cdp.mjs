@@ -149,10 +149,17 @@ export class Page {
   /** Poll `expression` until it is truthy; returns its value. */
   async waitFor(expression, { timeout = 10000, what = expression } = {}) {
     const t0 = Date.now();
+    let lastError = null;
     for (;;) {
-      const v = await this.eval(expression);
-      if (v) return v;
-      if (Date.now() - t0 > timeout) throw new Error(`timed out waiting for ${what}`);
+      try {
+        const v = await this.eval(expression);
+        if (v) return v;
+      } catch (e) {
+        lastError = e; // e.g. the page is still loading: try again
+      }
+      if (Date.now() - t0 > timeout) {
+        throw new Error(`timed out waiting for ${what}${lastError ? ` (last error: ${lastError.message})` : ''}`);
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
   }
