@@ -438,3 +438,7 @@ async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
         assert "interrupted; SyncClient threads alive: 0" in text
     else:
         assert process.returncode != 0  # ended by KeyboardInterrupt, not hanging
+
+
+def test_sync_client_is_exported() -> None:
+    assert ts.SyncClient is SyncClient
