@@ -52,7 +52,10 @@ client.on('state', (s) => {
 });
 
 client.on('open', (info) => {
-  setText($('server-name'), str(info.server));
+  // The welcome says "<name> trio_stream/<version>": the name in bold, all of it on hover.
+  const server = str(info.server);
+  setText($('server-name'), /^(.*\S)\s+trio_stream\/\S+$/.exec(server)?.[1] ?? server);
+  $('server-name').title = server;
   setText($('client-name'), str(info.name));
   notice(null);
   if (!statsSub) startStats();
