@@ -6,7 +6,9 @@ Sessions run in the current environment (``scripts/test`` makes it: ``.venv`` wi
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 
 import nox
 
@@ -28,10 +30,23 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     session.run("pytest", "-q", *session.posargs)
-    if shutil.which("node"):
-        session.run("node", "--test", "tests/js/")
-    else:
+    if not shutil.which("node"):
         session.error("node is missing: the JS unit tests need it (apt-get install nodejs)")
+    # The dashboard's CDP test takes $CHROMIUM first: Debian's chromium, as in the pytest
+    # browser test (another Chromium-like binary on the PATH would otherwise win).
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if not chromium:
+        session.error("chromium is missing: the dashboard tests need it (apt-get install chromium)")
+    session.run(*node_test_command(), "tests/js/", env={"CHROMIUM": chromium})
+
+
+def node_test_command() -> list[str]:
+    """``node --test``, with ``--experimental-websocket`` where Node accepts that flag (20.10
+    and later): the live client tests need a global WebSocket, which Node 20 has only behind it.
+    """
+    flag = "--experimental-websocket"
+    probe = subprocess.run(["node", flag, "-e", "0"], capture_output=True, check=False)
+    return ["node", flag, "--test"] if probe.returncode == 0 else ["node", "--test"]
 
 
 @nox.session
