@@ -94,7 +94,7 @@ def frame_record(msg: Message, received: float) -> dict[str, Any]:
     }
 
 
-def encode_item(item: dict[str, Any]) -> list[BytesLike]:
+def encode_item(item: Any) -> list[BytesLike]:
     """One sequence item as pieces to write one after the other (arrays are not copied)."""
     return encode_payload(item)
 

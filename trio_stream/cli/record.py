@@ -292,7 +292,7 @@ async def _play_once(
     """Play the file once; returns how many frames it had."""
     file, reader = _open_dump(args.file)
     with file:
-        start = trio.current_time() + stats.interval
+        start = 0.0
         first_t: float | None = None
         last_t = 0.0
         count = 0
@@ -301,7 +301,11 @@ async def _play_once(
         for record in _frames(args.file, reader):
             t = record["t"]
             if first_t is None:
-                first_t = t
+                # The clock starts with the first frame in hand and encoded once, so neither
+                # reading it nor cbor2's first encode (it imports modules then, 10-25 ms)
+                # makes it late against the frames after it.
+                dumpfile.encode_item(record["data"])
+                first_t, start = t, trio.current_time() + stats.interval
             if not args.fast:
                 await trio.sleep_until(start + (t - first_t) / args.speed)
             time_s = record.get("time") if args.original_time else None
