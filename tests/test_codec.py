@@ -84,14 +84,19 @@ def test_non_contiguous_and_big_endian_arrays_round_trip(
 def test_large_array_is_sent_without_copy_and_decoded_writable() -> None:
     array = np.arange(ZERO_COPY_MIN_BYTES, dtype=np.float64)
     pieces = encode_payload(array)
-    assert any(isinstance(p, memoryview) and p.obj is array for p in pieces)
+    # The array's own memory is one of the pieces: nothing was copied.
+    assert any(getattr(p, "obj", None) is array for p in pieces)
     got = roundtrip(array)
     got[0] = 42.0  # writable: numpy in-place maths works on what a reader receives
     np.testing.assert_array_equal(got[1:], array[1:])
 
 
 def test_large_arrays_inside_containers_are_pieces_and_standard_cbor() -> None:
-    value = {"t": 1.5, "image": np.ones((64, 64)), "pair": [np.arange(1000.0), "x"]}
+    value: dict[str, Any] = {
+        "t": 1.5,
+        "image": np.ones((64, 64)),
+        "pair": [np.arange(1000.0), "x"],
+    }
     pieces = encode_payload(value)
     assert len(pieces) > 1
     wire = b"".join(bytes(p) for p in pieces)
