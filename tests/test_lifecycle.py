@@ -149,3 +149,26 @@ async def test_graceful_shutdown_drains_buffered_frames(nursery: trio.Nursery) -
                         while True:
                             got.append((await sub.receive()).data)
             assert got == list(range(20))  # everything buffered was delivered first
+
+
+async def test_per_client_limits_name_the_limit(nursery: trio.Nursery) -> None:
+    config = ts.ServerConfig(
+        host="127.0.0.1",
+        tcp_port=0,
+        http_port=None,
+        max_channels_per_client=2,
+        max_subscriptions_per_client=2,
+    )
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as client:
+        await client.create_channel("a")
+        await client.create_channel("b")
+        with pytest.raises(ts.LimitExceeded, match="max_channels_per_client"):
+            await client.create_channel("c")
+        async with client.subscribe("a"), client.subscribe("b"):
+            with pytest.raises(ts.LimitExceeded, match="max_subscriptions_per_client"):
+                async with client.subscribe("a"):
+                    pass
+        await client.delete_channel("a")
+        await client.create_channel("c")  # room again

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import trio
 import trio_websocket
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -301,7 +302,6 @@ async def test_wrong_path_is_a_clear_connection_error(server: ts.Server) -> None
 
 
 async def test_wss_with_tls(nursery: trio.Nursery) -> None:
-    trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
