@@ -78,7 +78,8 @@ class RedisPubSub:
 
     def read(self, url: str, job: ReadJob, ctl: WorkerControl) -> ReadResult:
         client = _connect(url)
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
+        # redis-py leaves pubsub() untyped; without redis installed mypy sees Any instead.
+        pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
         try:
             channels = [s.channel for s in job.subscriptions]
             index = {c.encode(): i for i, c in enumerate(channels)}
