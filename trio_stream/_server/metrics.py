@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from .broker import Channel
-from .state import ServerState
+from .state import ServerState, resident_bytes
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX: Final = "trio_stream_"
@@ -37,7 +37,7 @@ def render_metrics(state: ServerState) -> str:
         "frames_lost_total",
         "counter",
         "Frames readers lost to their buffer policy.",
-        sum(c.lost for c in broker.channels.values()),
+        state.frames_lost(),
     )
     metric(
         "buffered_bytes",
@@ -48,6 +48,10 @@ def render_metrics(state: ServerState) -> str:
     metric(
         "uptime_seconds", "gauge", "Seconds since the server started.", time.time() - state.started
     )
+    metric(
+        "resident_memory_bytes", "gauge", "Resident memory of the server process.", resident_bytes()
+    )
+    metric("cpu_seconds_total", "counter", "CPU time the server process used.", time.process_time())
 
     per_channel = (
         ("channel_readers", "gauge", "Readers subscribed to the channel.", _readers),

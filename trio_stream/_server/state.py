@@ -36,7 +36,11 @@ class ServerState:
         self.bytes_out = 0
         self._rate_mark: tuple[float, int, int, int, int] = (0.0, 0, 0, 0, 0)
         self._cpu_mark: tuple[float, float] = (time.monotonic(), time.process_time())
+        self.cpu_percent = 0.0  # over the last stats interval (see update_rates)
         self.rates: dict[str, float] = {}
+        # Frames lost by channels deleted since the start: frames_lost is a running total
+        # (a Prometheus counter), which must not go down when a lossy channel goes away.
+        self.lost_in_deleted_channels = 0
         self.on_channel_created: Callable[[Channel], None] | None = None  # wakes housekeeping
         self.system = {name: self.broker.create_channel(name, None) for name in SYSTEM_CHANNELS}
 
@@ -54,6 +58,8 @@ class ServerState:
     def _channel_event(self, kind: str, channel: Channel) -> None:
         if kind == "created" and self.on_channel_created is not None:
             self.on_channel_created(channel)
+        elif kind == "deleted":
+            self.lost_in_deleted_channels += channel.lost
         if channel.name.startswith("$") or not channel.public:
             return  # private channels never show up in system channels
         self._publish_system(
@@ -135,13 +141,19 @@ class ServerState:
             }
         self._rate_mark = (now, broker.frames_in, broker.bytes_in, self.frames_out, self.bytes_out)
         broker.update_rates(now)
+        # CPU over the same interval: measured here, once per interval, so that clients
+        # asking for stats() in between do not shorten the window the next figure covers.
+        cpu = time.process_time()
+        cpu_then_wall, cpu_then = self._cpu_mark
+        self.cpu_percent = 100.0 * (cpu - cpu_then) / max(now - cpu_then_wall, 1e-9)
+        self._cpu_mark = (now, cpu)
+
+    def frames_lost(self) -> int:
+        """Frames readers lost to their policies since the server started (never goes down)."""
+        return self.lost_in_deleted_channels + sum(c.lost for c in self.broker.channels.values())
 
     def stats(self) -> dict[str, Any]:
         broker = self.broker
-        now, cpu = time.monotonic(), time.process_time()
-        then, cpu_then = self._cpu_mark
-        cpu_percent = 100.0 * (cpu - cpu_then) / max(now - then, 1e-9)
-        self._cpu_mark = (now, cpu)
         return {
             "connections": len(self.sessions),
             "channels": len(broker.channels),
@@ -153,15 +165,15 @@ class ServerState:
             "frames_out_per_s": self.rates.get("frames_out_per_s", 0.0),
             "bytes_in_per_s": self.rates.get("bytes_in_per_s", 0.0),
             "bytes_out_per_s": self.rates.get("bytes_out_per_s", 0.0),
-            "frames_lost": sum(c.lost for c in broker.channels.values()),
+            "frames_lost": self.frames_lost(),
             "buffered_bytes": sum(s.buffered_bytes for s in self.sessions.values()),
             "uptime_s": time.time() - self.started,
-            "memory_bytes": _resident_bytes(),
-            "cpu_percent": cpu_percent,
+            "memory_bytes": resident_bytes(),
+            "cpu_percent": self.cpu_percent,
         }
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
     """Resident memory of this process (Linux /proc; peak RSS elsewhere)."""
     try:
         with open(f"/proc/{os.getpid()}/statm") as f:
