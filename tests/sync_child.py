@@ -4,13 +4,15 @@ Usage: python sync_child.py URL MODE [catch|raw]
 
 MODE is where the main thread blocks: ``get`` (a subscription with nothing to read),
 ``publish`` (a full publish queue behind a ``block`` reader that never reads), ``rpc`` (a call
-that never returns) or ``noclose`` (``get`` on a client that is never closed: atexit must end
-it). With ``catch`` the script catches KeyboardInterrupt after the ``with`` block and reports
-how many SyncClient threads are still alive; with ``raw`` the interrupt ends the script.
+that never returns), ``noclose`` (``get`` on a client that is never closed: atexit must end
+it) or ``connect`` (the constructor, connecting to a server that never answers; URL unused).
+With ``catch`` the script catches KeyboardInterrupt after the ``with`` block and reports how
+many SyncClient threads are still alive; with ``raw`` the interrupt ends the script.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 
@@ -29,6 +31,12 @@ def sync_threads() -> int:
 
 
 def block(url: str, mode: str) -> None:
+    if mode == "connect":
+        with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says hello
+            print("ready", flush=True)
+            port = silent.getsockname()[1]
+            ts.SyncClient(f"tcp://127.0.0.1:{port}", name="child-connect", connect_timeout=60)
+        return
     if mode == "noclose":
         client = ts.SyncClient(url, name="child-noclose")
         client.create_channel("child")

@@ -7,6 +7,7 @@ The server runs in the test's trio loop; each scenario runs the SyncClient in wo
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import subprocess
 import sys
@@ -69,6 +70,87 @@ async def test_every_operation_as_a_blocking_call(url: str) -> None:
                 assert list(sub) == []  # the channel ended: iteration stops
             with pytest.raises(ts.ChannelNotFound):
                 c.publish("AnalogInput1", 1)
+
+    await in_thread(scenario)
+
+
+async def test_get_with_timeout_zero_polls_what_has_arrived(url: str) -> None:
+    # The instrument-loop idiom: take a message if one is there, else carry on at once.
+    def scenario() -> None:
+        with SyncClient(url, name="w") as c, SyncClient(url, name="r") as r:
+            c.create_channel("ch")
+            with r.subscribe("ch", policy="unbounded", window=2) as sub:
+                with pytest.raises(TimeoutError):
+                    sub.get(timeout=0)
+                for i in range(5):
+                    c.publish("ch", i)
+                c.flush(timeout=STEP_S)
+                # Until the frames are at the reader's client, a poll may find nothing yet.
+                deadline = time.monotonic() + STEP_S
+                got: list[int] = []
+                while len(got) < 5 and time.monotonic() < deadline:
+                    try:
+                        got.append(sub.get(timeout=0).data)
+                    except TimeoutError:
+                        time.sleep(0.01)
+                assert got == list(range(5))
+                with pytest.raises(TimeoutError):
+                    sub.get(timeout=0)
+                with pytest.raises(ValueError, match="timeout"):
+                    sub.get(timeout=-1)
+
+    await in_thread(scenario)
+
+
+async def test_a_waiting_get_does_not_stretch_another_threads_timeout(url: str) -> None:
+    def scenario() -> None:
+        with SyncClient(url, name="r") as r:
+            r.create_channel("quiet")
+            with r.subscribe("quiet") as sub:
+
+                def wait() -> None:
+                    with pytest.raises(TimeoutError):
+                        sub.get(timeout=2.0)
+
+                waiter = threading.Thread(target=wait)
+                waiter.start()
+                time.sleep(0.2)  # the other thread now waits in get() on this subscription
+                start = time.monotonic()
+                with pytest.raises(TimeoutError):
+                    sub.get(timeout=0.2)
+                assert time.monotonic() - start < 1.0
+                waiter.join(STEP_S)
+
+    await in_thread(scenario)
+
+
+async def test_subscriptions_and_publishers_outlive_a_cell_without_with(url: str) -> None:
+    # A notebook subscribes in one cell and reads in the next: no `with` block spans them.
+    def scenario() -> None:
+        with SyncClient(url, name="nb") as c:
+            c.create_channel("ch")
+            sub = c.subscribe("ch", policy="unbounded")
+            pub = c.open_publisher("ch")
+            gc.collect()  # nothing but our references keeps them open
+            pub.wait_for_readers(timeout=STEP_S)
+            assert pub.send(np.arange(3)) and pub.send("two")
+            pub.close()  # flushes first
+            assert pub.closed and "closed" in repr(pub)
+            with pytest.raises(trio.ClosedResourceError):
+                pub.send(1)
+            np.testing.assert_array_equal(sub.get(timeout=STEP_S).data, np.arange(3))
+            assert sub.get(timeout=STEP_S).data == "two"
+            sub.close()
+            sub.close()
+            assert sub.closed
+            with pytest.raises(trio.EndOfChannel):
+                sub.get(timeout=STEP_S)
+            (info,) = [ch for ch in c.channels() if ch.name == "ch"]
+            assert info.readers == 0
+            also = c.open_subscription("ch")
+            with also:
+                assert [ch.readers for ch in c.channels() if ch.name == "ch"] == [1]
+            assert also.closed
 
     await in_thread(scenario)
 
@@ -403,7 +485,14 @@ async def test_works_under_a_running_asyncio_loop(url: str) -> None:
 
 @pytest.mark.parametrize(
     ("mode", "how"),
-    [("get", "catch"), ("publish", "catch"), ("rpc", "catch"), ("get", "raw"), ("noclose", "raw")],
+    [
+        ("get", "catch"),
+        ("publish", "catch"),
+        ("rpc", "catch"),
+        ("connect", "catch"),
+        ("get", "raw"),
+        ("noclose", "raw"),
+    ],
 )
 async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
     server: ts.Server, mode: str, how: str

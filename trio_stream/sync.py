@@ -29,6 +29,7 @@ import logging
 import math
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
@@ -129,6 +130,10 @@ class SyncClient:
         self._close_lock = threading.Lock()
         self._stop: trio.Event | None = None
         self._flush_on_stop = True
+        # The trio run and the scope around all of it, set as soon as the thread runs trio:
+        # Ctrl-C in the constructor cancels the connection attempt through them.
+        self._run_token: trio.lowlevel.TrioToken | None = None
+        self._main_scope: trio.CancelScope | None = None
         # The publish queue (guarded by _cond): values waiting for the trio side.
         self._cond = threading.Condition()
         self._queue: list[tuple[Publisher, EncodedPayload, int]] = []
@@ -151,8 +156,7 @@ class SyncClient:
         try:
             self._ready.wait()
         except BaseException:  # Ctrl-C while connecting: the thread must not linger
-            self._closed = True
-            self._request_stop()
+            self._abandon_startup()
             raise
         if self._startup_error is not None:
             self._thread.join(CLOSE_JOIN_S)
@@ -178,24 +182,40 @@ class SyncClient:
 
     async def _main(self) -> None:
         self._stop = trio.Event()
-        try:
-            async with self._connect() as client, trio.open_nursery() as nursery:
-                self._client = client
-                self._nursery = nursery
-                self._token = trio.lowlevel.current_trio_token()
-                nursery.start_soon(self._drain)
-                if self._closed:  # Ctrl-C in the constructor while we were connecting
-                    self._stop.set()
-                self._ready.set()
-                await self._stop.wait()
-                if self._flush_on_stop:
-                    with trio.move_on_after(CLOSE_FLUSH_S):
-                        await self._flush()
-                nursery.cancel_scope.cancel()
-        except Exception as exc:
-            if self._ready.is_set():
-                raise
-            self._startup_error = exc
+        with trio.CancelScope() as self._main_scope:
+            self._run_token = trio.lowlevel.current_trio_token()
+            if self._closed:  # Ctrl-C in the constructor before this thread got here
+                self._main_scope.cancel()
+            try:
+                async with self._connect() as client, trio.open_nursery() as nursery:
+                    self._client = client
+                    self._nursery = nursery
+                    self._token = trio.lowlevel.current_trio_token()
+                    nursery.start_soon(self._drain)
+                    self._ready.set()
+                    await self._stop.wait()
+                    if self._flush_on_stop:
+                        with trio.move_on_after(CLOSE_FLUSH_S):
+                            await self._flush()
+                    nursery.cancel_scope.cancel()
+            except Exception as exc:
+                if self._ready.is_set():
+                    raise
+                self._startup_error = exc
+
+    def _abandon_startup(self) -> None:
+        """Ctrl-C in the constructor: stop connecting (or the connection just made), join."""
+        self._closed = True
+        token = self._run_token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._cancel_main)
+        # Else the thread has not reached trio yet; it sees _closed and cancels by itself.
+        self._thread.join(CLOSE_JOIN_S)
+
+    def _cancel_main(self) -> None:
+        if self._main_scope is not None:
+            self._main_scope.cancel()
 
     def _request_stop(self, flush: bool = True) -> None:
         """Ask the trio thread to finish (from any thread; harmless once it has)."""
@@ -540,31 +560,25 @@ class SyncClient:
         with self._cond:
             self._raise_publish_error()
 
-    @contextlib.contextmanager
-    def publisher(self, channel: str, *, key: str | None = None) -> Iterator[SyncPublisher]:
-        """``with c.publisher("ch") as pub: pub.send(value)``; flushes and closes at the end."""
+    def publisher(self, channel: str, *, key: str | None = None) -> SyncPublisher:
+        """``with c.publisher("ch") as pub: pub.send(value)``; flushes and closes at the end.
+
+        The publisher is open once this returns, so it also works without ``with`` (a
+        notebook cell opens it, later cells send): ``pub.close()`` then flushes and closes.
+
+        Raises:
+            ChannelNotFound: no such channel (or a private one and the wrong key).
+        """
         pub = self._call(partial(self._trio_client.open_publisher, channel, key=key))
-        sync_pub = SyncPublisher(self, pub)
-        try:
-            yield sync_pub
-        except BaseException:
-            sync_pub._closed = True
-            with contextlib.suppress(TrioStreamError):
-                self._call(partial(self._close_publisher, pub))
-            raise
-        else:
-            try:
-                self.flush()
-            finally:
-                sync_pub._closed = True
-                self._call(partial(self._close_publisher, pub))
+        return SyncPublisher(self, pub)
+
+    open_publisher = publisher  # the trio client's name for the form without `with`
 
     async def _close_publisher(self, pub: Publisher) -> None:
         self._used.discard(pub)  # a closed publisher gets no more acknowledgements
         await pub.aclose()
 
     # -- reading -----------------------------------------------------------------------------
-    @contextlib.contextmanager
     def subscribe(
         self,
         channel: str,
@@ -575,10 +589,12 @@ class SyncClient:
         max_rate: float | None = None,
         key: str | None = None,
         window: int | None = None,
-    ) -> Iterator[SyncSubscription]:
+    ) -> SyncSubscription:
         """``with c.subscribe("ch", policy=..., size=...) as sub: for msg in sub: ...``.
 
-        Arguments as ``Client.subscribe``. ``sub.get(timeout=...)`` takes one message.
+        Arguments as ``Client.subscribe``. ``sub.get(timeout=...)`` takes one message. The
+        subscription stands once this returns, so it also works without ``with`` (a notebook
+        cell subscribes, later cells read): ``sub.close()`` then unsubscribes.
         """
         sub = self._call(
             partial(
@@ -592,12 +608,9 @@ class SyncClient:
                 window=window,
             )
         )
-        try:
-            yield SyncSubscription(self, sub)
-        finally:
-            if not self.closed:
-                with contextlib.suppress(ConnectionClosed):
-                    self._call(sub.aclose)
+        return SyncSubscription(self, sub)
+
+    open_subscription = subscribe  # the trio client's name for the form without `with`
 
     # -- RPC ---------------------------------------------------------------------------------
     def expose(self, obj: object, name: str | None = None, *, thread: bool = True) -> list[str]:
@@ -665,6 +678,44 @@ class SyncPublisher:
             partial(_with_timeout, timeout, partial(self._pub.wait_for_readers, count))
         )
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, *, flush: bool = True) -> None:
+        """Wait until the server has what was queued (with ``flush``), then close. Idempotent.
+
+        Raises:
+            TrioStreamError: a queued value could not be sent (see ``SyncClient.flush``).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        client = self._client
+        try:
+            if flush and not client.closed:
+                client.flush()
+        finally:
+            if not client.closed:
+                with contextlib.suppress(ConnectionClosed):
+                    client._call(partial(client._close_publisher, self._pub))
+
+    def __enter__(self) -> SyncPublisher:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if t is None:
+            self.close()
+        else:  # leaving on an error (Ctrl-C above all): close at once, report nothing new
+            with contextlib.suppress(TrioStreamError):
+                self.close(flush=False)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.readers} reader(s)"
+        return f"<SyncPublisher {self.channel!r} {state}>"
+
 
 class SyncSubscription:
     """Messages of one channel, with blocking reads: ``for msg in sub`` or ``sub.get()``."""
@@ -677,6 +728,7 @@ class SyncSubscription:
         # the client still holds a bounded number of frames (docs/protocol.md section 5).
         self._local: list[Message] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def lost(self) -> int:
@@ -686,29 +738,48 @@ class SyncSubscription:
     def get(self, timeout: float | None = None) -> Message:
         """The next message, waiting up to ``timeout`` seconds (None: as long as it takes).
 
+        ``timeout=0`` polls: a message that has arrived already is returned, else
+        TimeoutError at once.
+
         Raises:
             TimeoutError: nothing within ``timeout``.
             trio.EndOfChannel: the channel ended (``for msg in sub`` just stops).
             ConnectionClosed: the connection is gone.
         """
-        with self._lock:
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Another thread may be waiting in get() on this subscription: wait for it no longer
+        # than our own timeout.
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError(f"no message on {self.channel!r} within {timeout:g} s")
+        try:
             if not self._local:
-                batch = self._client._call(partial(self._take, timeout))
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                batch = self._client._call(partial(self._take, left))
                 batch.reverse()
                 self._local = batch
             return self._local.pop()
+        finally:
+            self._lock.release()
 
     async def _take(self, timeout_s: float | None) -> list[Message]:
         sub = self._sub
-        with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
-            batch = [await sub.receive()]
-            while len(batch) < sub.window:
-                try:
-                    batch.append(sub.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel, TrioStreamError):
-                    break  # an end or an error shows on the next get()
-            return batch
-        raise TimeoutError(f"no message on {sub.channel!r} within {timeout_s:g} s")
+        batch: list[Message] = []
+        # What has arrived already is taken even with no time left (a poll, timeout=0).
+        with contextlib.suppress(trio.WouldBlock):
+            batch.append(sub.receive_nowait())
+        if not batch:
+            with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
+                batch.append(await sub.receive())
+            if not batch:
+                raise TimeoutError(f"no message on {sub.channel!r} within {timeout_s:g} s")
+        while len(batch) < sub.window:
+            try:
+                batch.append(sub.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, TrioStreamError):
+                break  # an end or an error shows on the next get()
+        return batch
 
     def __iter__(self) -> Iterator[Message]:
         while True:
@@ -716,6 +787,32 @@ class SyncSubscription:
                 yield self.get()
             except trio.EndOfChannel:
                 return
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Unsubscribe (messages not read yet are dropped). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        client = self._client
+        if not client.closed:
+            with contextlib.suppress(ConnectionClosed):
+                client._call(self._sub.aclose)
+
+    def __enter__(self) -> SyncSubscription:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"lost {self.lost}"
+        return f"<SyncSubscription {self.channel!r} {state}>"
 
 
 class SyncRemoteMethod:
