@@ -227,6 +227,16 @@ async def test_serve_prints_urls_and_stops_on_sigint() -> None:
     assert "Traceback" not in stderr and "Error" not in stderr
 
 
+async def test_serve_on_a_port_in_use_names_it_in_one_line(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    port = server.tcp_url.rsplit(":", 1)[1]
+    result = await cli("serve", "--tcp-port", port, "--http-port", "off")
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"cannot listen on 127.0.0.1 (TCP port {port})" in lines[0]
+
+
 async def test_demo_writes_its_channels_and_stops_on_sigterm() -> None:
     async with running("demo", "--tcp-port", "0", "--http-port", "off") as demo:
         lines = await demo.read_until("Ctrl-C")

@@ -9,9 +9,10 @@ import trio
 
 import trio_stream as ts
 
+from .._util import unwrap_single_exception
 from ._demo import DEMO_CHANNELS, demo_channel_names, run_demo_writers
 from ._options import HelpFormatter, Subparsers, add_log_level
-from ._run import UsageError, stop_on_signal
+from ._run import CliError, UsageError, stop_on_signal
 from ._server_options import add_server_options, server_config
 
 SERVE_EPILOG = """\
@@ -66,9 +67,33 @@ def _print_urls(server: ts.Server) -> None:
             print(f"  {label + ':':<11}{url}")
 
 
+def _endpoints(config: ts.ServerConfig) -> str:
+    ports = [
+        f"{label} port {port}"
+        for label, port in (("TCP", config.tcp_port), ("HTTP", config.http_port))
+        if port is not None
+    ]
+    return f"{config.host} ({', '.join(ports)})"
+
+
+async def _start_server(nursery: trio.Nursery, config: ts.ServerConfig) -> ts.Server:
+    """Start the server; a port in use or an address not ours is one line that names them.
+
+    Raises:
+        CliError: the server could not bind its endpoints.
+    """
+    try:
+        with unwrap_single_exception():
+            server: ts.Server = await nursery.start(ts.serve, config)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CliError(f"cannot listen on {_endpoints(config)}: {reason}") from None
+    return server
+
+
 async def _run_server(config: ts.ServerConfig, prefix: str | None) -> None:
     async with trio.open_nursery() as nursery:
-        server: ts.Server = await nursery.start(ts.serve, config)
+        server = await _start_server(nursery, config)
         client_url = server.tcp_url or server.ws_url
         async with stop_on_signal():
             # Printed once the signal handler is in place: whoever waits for these lines
