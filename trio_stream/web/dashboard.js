@@ -1,7 +1,7 @@
 // The live dashboard served at "/": server load, channels, clients, and a live plot of one
 // channel. Talks to the server through the browser client over ws(s)://<this host>/ws.
 
-import { createClient, ConnectionClosed } from './trio_stream.js';
+import { createClient, ConnectionClosed, AuthError } from './trio_stream.js';
 import { Plotter, describe } from './plot.js';
 import * as fmt from './format.js';
 
@@ -15,7 +15,21 @@ const REFRESH_MS = 1000;
 const STATS_STALE_MS = 2500; // no $stats message for this long: ask with a `stats` request
 const PLOT_RETRY_MS = 3000;
 
-const client = createClient(undefined, { name: null });
+// A server started with a token refuses clients without it, this page included: the page asks
+// for it (see the token form below) and keeps it for this tab only (sessionStorage), never in
+// the URL, where it would end up in the browser's history.
+const TOKEN_KEY = 'trio_stream.token';
+
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null; // storage switched off: ask again after each reload
+  }
+}
+
+const client = createClient(undefined, { name: null, token: storedToken() });
+let tokenRefused = false;
 
 // ------------------------------------------------------------------------------ helpers
 
@@ -63,10 +77,36 @@ client.on('open', (info) => {
 });
 
 client.on('error', (e) => {
-  if (!(e instanceof ConnectionClosed)) notice(e.message);
+  if (e instanceof AuthError) {
+    tokenRefused = true;
+    askForToken();
+  } else if (!(e instanceof ConnectionClosed)) {
+    notice(e.message);
+  }
 });
 client.on('goodbye', (reason) => notice(`server closed the connection: ${reason}`));
-client.on('close', (reason) => notice(`disconnected: ${reason}`));
+client.on('close', (reason) => {
+  if (!tokenRefused) notice(`disconnected: ${reason}`);
+});
+
+function askForToken() {
+  const hadOne = storedToken() !== null;
+  notice(hadOne ? 'The server refused this token.' : null);
+  setText($('token-label'), hadOne ? 'Try another token:' : 'This server needs its token.');
+  $('token-form').hidden = false;
+  $('token-input').focus();
+}
+
+$('token-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  try {
+    sessionStorage.setItem(TOKEN_KEY, $('token-input').value);
+  } catch {
+    notice('this browser keeps no session storage for this page: the token cannot be kept');
+    return;
+  }
+  location.reload(); // a fresh connection with the token (and the channel in the URL, if any)
+});
 
 // ------------------------------------------------------------------------------ server load
 
