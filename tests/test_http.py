@@ -353,7 +353,8 @@ LAB = "https://lab.example.org"
         (None, "null", 403),
         ((LAB,), LAB, 101),
         ((LAB,), LAB.upper(), 101),
-        ((LAB,), SAME, 403),
+        ((LAB,), SAME, 101),  # the dashboard still connects
+        ((LAB,), OTHER_PORT, 403),
         ((LAB,), "https://lab.example.org.evil.example", 403),
         ((LAB,), None, 101),  # not a browser
     ],

@@ -21,10 +21,10 @@ def origin_allowed(
     Args:
         origin: the Origin header, None when absent.
         host: the Host header of the request.
-        allowed: ``ServerConfig.allowed_origins``: None allows the server's own origin (the
-            dashboard); a tuple allows exactly those origins (e.g.
-            ``("https://lab.example.org",)``, compared case-insensitively; list the server's
-            own origin too if its dashboard should connect).
+        allowed: ``ServerConfig.allowed_origins``: other origins allowed besides the
+            server's own (e.g. ``("https://lab.example.org",)``, compared
+            case-insensitively). The server's own origin (its dashboard) is always allowed:
+            letting a page of one's own in must not lock the dashboard out.
         secure: whether this port speaks TLS (the default port of the Host header).
 
     Requests without an Origin header pass in both cases: they do not come from a browser,
@@ -34,7 +34,8 @@ def origin_allowed(
         return True
     if allowed is not None:
         wanted = {entry.rstrip("/").lower() for entry in allowed}
-        return origin.rstrip("/").lower() in wanted
+        if origin.rstrip("/").lower() in wanted:
+            return True
     return host is not None and same_origin(origin, host, secure=secure)
 
 
