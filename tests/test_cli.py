@@ -112,9 +112,9 @@ class Running:
 
 
 @asynccontextmanager
-async def running(*args: str) -> AsyncIterator[Running]:
+async def running(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[Running]:
     process = await trio.lowlevel.open_process(
-        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**ENV, **(env or {})}
     )
     try:
         yield Running(process)
@@ -457,6 +457,54 @@ async def test_dump_then_replay(server: ts.Server, tmp_path: Path) -> None:
     early = [(sent, due) for sent, due in zip(sent_at, due_at, strict=True) if sent < due - 0.005]
     assert not early, (sent_at, due_at)
     assert sent_at[-1] <= due_at[-1] + 1.0
+
+
+async def test_replay_fast_repeat_and_sub_every(server: ts.Server, tmp_path: Path) -> None:
+    assert server.tcp_url is not None
+    url, path = server.tcp_url, tmp_path / "five.tsdump"
+    path.write_bytes(_dump_bytes(list(range(5))))
+    async with running(
+        "sub", url, "copy", "--wait-channel", "--policy", "block", "--every", "3", "--count", "4"
+    ) as sub:
+        result = await cli(
+            "replay", str(path), url, "copy", "--create", "--fast", "--repeat", "3",
+            "--wait-readers",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "replayed 15 frames to 'copy': 15 sent" in result.stderr.decode()
+        code, stdout, stderr = await sub.finish()
+    assert code == 0, stderr
+    # Three rounds of 0..4 in order; the reader keeps every third of them.
+    assert [m["data"] for m in json_lines(stdout)] == [0, 3, 1, 4]
+    assert [m["seq"] for m in json_lines(stdout)] == [1, 4, 7, 10]
+
+
+async def test_dump_replay_generate_show_progress_on_a_terminal(
+    server: ts.Server, tmp_path: Path
+) -> None:
+    # FORCE_COLOR makes rich treat stderr as a terminal; piped, stderr gets the summary only.
+    assert server.tcp_url is not None
+    url, path = server.tcp_url, tmp_path / "progress.tsdump"
+    terminal = {"FORCE_COLOR": "1"}
+    async with ts.open_client(url, name="daq") as daq:
+        await daq.create_channel("live")
+        async with running("dump", url, "live", str(path), "--count", "3", env=terminal) as dump:
+            await wait_for_channel(daq, "live", readers=1)
+            for i in range(3):
+                await daq.publish("live", i)
+            code, _, stderr = await dump.finish()
+        assert code == 0, stderr
+        assert "recording" in stderr and "live" in stderr and "\x1b[" in stderr
+        shown = await cli("replay", str(path), url, "live", env=terminal)
+        assert "replaying" in shown.stderr.decode()
+        piped = await cli("replay", str(path), url, "live")
+        assert piped.returncode == 0 and "\x1b[" not in piped.stderr.decode()
+        assert piped.stderr.decode().startswith("replayed 3 frames")
+        generate = ["generate", url, "load", "--create", "--count", "3", "--rate", "20"]
+        live = await cli(*generate, env=terminal)
+        assert live.returncode == 0, live.stderr
+        assert "load: 0 frames sent, 3 skipped (no readers)" in live.stderr.decode()
+        assert "frames sent" not in (await cli(*generate)).stderr.decode()
 
 
 async def test_replay_refuses_a_file_that_is_not_a_dump(server: ts.Server, tmp_path: Path) -> None:
