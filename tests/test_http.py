@@ -127,7 +127,15 @@ async def test_root_serves_the_dashboard_with_a_strict_csp(server: ts.Server, si
     assert response.body == SITE["index.html"]
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-    assert "script-src 'self'" in response.headers["content-security-policy"]
+    csp = {
+        directive.split()[0]: directive.split()[1:]
+        for directive in response.headers["content-security-policy"].split("; ")
+    }
+    assert csp["script-src"] == ["'self'"]  # no inline script, no eval, nothing from elsewhere
+    assert csp["default-src"] == ["'self'"]
+    assert csp["object-src"] == csp["base-uri"] == csp["form-action"] == ["'none'"]
+    assert csp["frame-ancestors"] == ["'none'"]  # no other site may frame the dashboard
+    assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["cache-control"] == "no-cache"
     assert response.headers["etag"].startswith('"')
