@@ -625,6 +625,8 @@ async def test_channels_clients_and_stats(server: ts.Server) -> None:
         assert len(json_lines(watch.stdout.decode())) == 2
         live = await cli("stats", url, "--watch", "--count", "1")
         assert live.returncode == 0 and "visible/one" in live.stdout.decode()
+        no_watch = await cli("stats", url, "--count", "2")
+        assert no_watch.returncode == 2 and "--watch" in no_watch.stderr.decode()
 
 
 # -- generate ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ._options import (
     positive_int,
 )
 from ._output import human_bytes, human_duration, human_rate, json_line, stdout_console
+from ._run import UsageError
 
 
 def register(subparsers: Subparsers) -> None:
@@ -54,9 +55,8 @@ def register(subparsers: Subparsers) -> None:
             parser.add_argument(
                 "--interval",
                 type=positive_float,
-                default=1.0,
                 metavar="SECONDS",
-                help="seconds between updates with --watch (default: %(default)s)",
+                help="seconds between updates with --watch (default: 1)",
             )
             parser.add_argument(
                 "--count", type=positive_int, metavar="N", help="stop --watch after N updates"
@@ -193,6 +193,8 @@ def stats_text(server: str, stats: ts.ServerStats) -> Text:
 
 
 async def run_stats(args: argparse.Namespace) -> int:
+    if not args.watch and (args.count is not None or args.interval is not None):
+        raise UsageError("--count and --interval go with --watch")
     async with connect(args) as client:
         if args.watch:
             await _watch(client, args)
@@ -244,6 +246,6 @@ async def _watch(client: ts.Client, args: argparse.Namespace) -> None:
                     refresh=True,
                 )
             updates += 1
-            next_at += args.interval
+            next_at += args.interval or 1.0
             if args.count is None or updates < args.count:
                 await trio.sleep_until(next_at)
