@@ -189,6 +189,8 @@ ENCODABLE = [
     and len(v["value"]) == 1
     and next(iter(v["value"])) in ("$typed", "$ndarray", "$ext")
     and BIG_ENDIAN not in json.dumps(v["value"])
+    # numpy has no clamped uint8 (tag 68): Python writes tag 64 for those bytes
+    and "Uint8ClampedArray" not in json.dumps(v["value"])
 ]
 
 
@@ -202,8 +204,6 @@ def test_every_array_kind_is_checked_both_ways() -> None:
 @pytest.mark.parametrize("vector", ENCODABLE, ids=ids(ENCODABLE))
 def test_python_encodes_arrays_to_the_vector_bytes(vector: dict[str, Any]) -> None:
     (array,) = arrays_in(rebuild(vector["value"]))
-    if vector["value"].get("$typed", {}).get("type") == "Uint8ClampedArray":
-        pytest.skip("numpy has no clamped uint8: Python writes tag 64 for it")
     encoded = b"".join(bytes(piece) for piece in encode_payload(array))
     assert encoded.hex() == vector["hex"]
     # ... and large arrays, which go out as their own piece (no copy), give the same bytes.
