@@ -1,17 +1,16 @@
 """Readers of large frames: the flow control must not stall them.
 
 The server stops sending to a subscription once SUBSCRIBE_WINDOW_BYTES (8 MiB) are in flight
-to it, while the client returns credit only after a quarter of the subscription's window *in
-frames*. With frames of 1 MiB and a window of 100 frames (the default size), the client holds
-8 frames, needs 25 before it says anything, and both sides wait for each other for good: the
-README's ``trio-stream generate ... --size 1MiB`` piped into ``trio-stream sub`` shows 8 frames,
-then nothing. The fix belongs to ``_client.py`` (see the marker's reason).
+to it. A client that returned credit only per quarter window *in frames* would hold 8 frames
+of 1 MiB, need 25 before saying anything, and both sides would wait for each other for good
+(``trio-stream generate ... --size 1MiB`` piped into ``trio-stream sub`` showed 8 frames, then
+nothing). The client returns credit per quarter window in frames *or* bytes, and before it
+waits.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import trio
 
 import trio_stream as ts
@@ -21,13 +20,6 @@ FRAMES = 40  # 40 MiB: five times the server's bytes-in-flight window
 STALL_S = 5.0  # loopback moves 40 MiB in well under a second; this long is a stall
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flow-control deadlock: Subscription._message (trio_stream/_client.py) returns "
-    "credit every window//4 frames only, while the server stops at 8 MiB in flight; the client "
-    "must also return credit once the bytes it consumed reach a quarter of "
-    "SUBSCRIBE_WINDOW_BYTES (or before it waits in receive() with credit unreturned)",
-)
 async def test_a_reader_of_large_frames_gets_them_all(url: str) -> None:
     async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
         await w.create_channel("big")

@@ -13,6 +13,7 @@ import itertools
 import logging
 import math
 import ssl
+import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -35,7 +36,12 @@ from ._protocol import messages as M
 from ._protocol.bytes_like import BytesLike
 from ._protocol.codec import decode_payload, encode_payload
 from ._protocol.framing import frame_prefix
-from ._protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION, Limits
+from ._protocol.limits import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    SUBSCRIBE_WINDOW_BYTES,
+    Limits,
+)
 from ._records import ChannelInfo, ClientInfo, Message, ServerStats
 from ._transport.base import FrameTransport
 from ._transport.connect import connect
@@ -53,6 +59,8 @@ CONNECT_TIMEOUT_S: Final = 10.0
 YIELD_EVERY_BYTES: Final = 64 * 1024  # a publisher yields once this much is queued
 YIELD_EVERY_MESSAGES: Final = 64  # a reader with messages waiting yields this often
 _DATA_HEAD_BYTES: Final = F.DATA_HEAD.size
+_SUB_ID: Final = struct.Struct(">I")
+_DATA_HEAD_AT: Final = F.DATA_HEAD.unpack_from
 
 T = TypeVar("T")
 
@@ -232,10 +240,18 @@ class Client:
     # -- incoming ------------------------------------------------------------------------------
     async def _reader(self) -> None:
         transport = self._transport
+        subscriptions = self._subscriptions
+        sub_id_at = _SUB_ID.unpack_from
         try:
             while True:
                 for frame in await transport.receive_frames():
-                    self._dispatch(frame)
+                    # DATA, the bulk of what arrives, routed here without a call per frame.
+                    if frame[0] == F.DATA and len(frame) >= 5:
+                        sub = subscriptions.get(sub_id_at(frame, 1)[0])
+                        if sub is not None:
+                            sub._deliver(frame)
+                    else:
+                        self._dispatch(frame)
         except ConnectionClosed as exc:
             reason = self._goodbye
             message = f"the server closed the connection: {reason}" if reason else str(exc)
@@ -448,7 +464,8 @@ class Client:
             raise InvalidArgument("max_rate must be a positive number of frames per second")
 
         def register(result: Any) -> Subscription:
-            sub = Subscription(self, channel, result["sub"], result["window"])
+            window_bytes = result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES)
+            sub = Subscription(self, channel, result["sub"], result["window"], window_bytes)
             self._subscriptions[sub.sub_id] = sub
             return sub
 
@@ -641,7 +658,14 @@ class Publisher:
 class Subscription:
     """Messages of one channel, as this reader's server-side buffer releases them."""
 
-    def __init__(self, client: Client, channel: str, sub_id: int, window: int) -> None:
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        sub_id: int,
+        window: int,
+        window_bytes: int = SUBSCRIBE_WINDOW_BYTES,
+    ) -> None:
         self.channel = channel
         self.sub_id = sub_id
         self.window = window
@@ -649,26 +673,42 @@ class Subscription:
         self.received = 0
         self._client = client
         self._frames: deque[bytearray] = deque()
-        self._arrived = trio.Event()
+        # Set only while a receiver waits: setting an Event per delivered frame was a
+        # measurable part of a busy reader's cost.
+        self._waiter: trio.Event | None = None
+        self._sender_len = -1  # the last DATA frame's sender name: raw length, bytes, str
+        self._sender_raw = b""
+        self._sender = ""
         self._consumed = 0
-        # Return credit once a quarter of the window is consumed: few CREDIT frames, and the
-        # server still has most of a window in flight to us while the credit travels (on a
-        # busy 2-core machine a round trip takes milliseconds; half-window batches made the
-        # pipeline stall measurably).
+        self._consumed_bytes = 0
+        # Return credit once a quarter of the window is consumed, in frames or in bytes (the
+        # server also stops at ``window_bytes`` in flight: with large frames the byte bound
+        # comes first, and counting frames alone would leave both sides waiting): few CREDIT
+        # frames, and the server still has most of a window in flight to us while the credit
+        # travels (on a busy 2-core machine a round trip takes milliseconds; half-window
+        # batches made the pipeline stall measurably).
         self._credit_batch = max(1, window // 4)
+        self._credit_bytes = max(1, window_bytes // 4)
         self._ended = False
         self._end_error: TrioStreamError | None = None
         self.end_reason: str | None = None
 
     def _deliver(self, frame: bytearray) -> None:
         self._frames.append(frame)
-        self._arrived.set()
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
 
     def _end(self, reason: str, error: TrioStreamError | None) -> None:
         self._ended = True
         self.end_reason = reason
         self._end_error = error
-        self._arrived.set()
+        self._wake()
 
     def _fail(self, error: TrioStreamError) -> None:
         if not self._ended:
@@ -692,20 +732,35 @@ class Subscription:
         # The hot path of every reader: one unpack, the cached sender name, one decode.
         if len(frame) < _DATA_HEAD_BYTES:
             raise ProtocolError("truncated DATA frame")
-        _, _, lost, seq, time_s, name_len = F.DATA_HEAD.unpack_from(frame)
+        _, _, lost, seq, time_s, name_len = _DATA_HEAD_AT(frame)
         offset = _DATA_HEAD_BYTES + name_len
-        sender = F.sender_at(frame, offset)
+        # A channel's frames mostly come from one writer: compare in place with the last
+        # sender's name rather than copy the name out of every frame.
+        if name_len == self._sender_len and frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
+            sender = self._sender
+        else:
+            sender = F.sender_at(frame, offset)
+            self._sender_raw = bytes(frame[_DATA_HEAD_BYTES:offset])
+            self._sender_len = name_len
+            self._sender = sender
         value = decode_payload(frame, offset)
         self.received += 1
         if lost:
             self.lost += lost
         self._consumed += 1
-        if self._consumed >= self._credit_batch and not self._ended:
+        self._consumed_bytes += len(frame)
+        if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
+            self._return_credit()
+        return Message(value, seq, self.channel, sender, time_s, lost)
+
+    def _return_credit(self) -> None:
+        """Tell the server how many messages the application took since the last CREDIT."""
+        if self._consumed and not self._ended:
             client = self._client
             if not client.closed:
                 client._enqueue([F.credit_frame(self.sub_id, self._consumed)], 13)
-            self._consumed = 0
-        return Message(value, seq, self.channel, sender, time_s, lost)
+        self._consumed = 0
+        self._consumed_bytes = 0
 
     async def receive(self) -> Message:
         """The next message, waiting for it.
@@ -722,8 +777,12 @@ class Subscription:
             try:
                 message = self.receive_nowait()
             except trio.WouldBlock:
-                self._arrived = trio.Event()
-                await self._arrived.wait()
+                # About to wait with nothing left here: whatever was consumed goes back as
+                # credit now, so the server never waits on credit while we wait on it.
+                self._return_credit()
+                if self._waiter is None:
+                    self._waiter = trio.Event()
+                await self._waiter.wait()
                 continue
             if not self.received % YIELD_EVERY_MESSAGES:
                 await trio.lowlevel.cancel_shielded_checkpoint()

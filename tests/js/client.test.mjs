@@ -64,14 +64,14 @@ test('frames queued in the same tick go out as one WebSocket message', async () 
 test('subscribe: async iteration, message fields, CREDIT as consumed', async () => {
   const { server, client } = await setup();
   await client.createChannel('ai');
-  server.window = 4;
+  server.window = 8;
   const sub = await client.subscribe('ai', { policy: 'drop_oldest', size: 10, maxRate: 5 });
   const req = server.controls('subscribe')[0];
   assert.equal(req.policy, 'drop_oldest');
   assert.equal(req.size, 10);
   assert.equal(req.every, 1);
   assert.equal(req.max_rate, 5);
-  assert.equal(sub.window, 4);
+  assert.equal(sub.window, 8);
 
   for (let i = 0; i < 10; i++) server.inject('ai', { i, arr: new Float64Array([i, i + 0.5]) }, { sender: 'daq', time: 100 + i });
   const got = [];
@@ -83,12 +83,34 @@ test('subscribe: async iteration, message fields, CREDIT as consumed', async () 
   assert.deepStrictEqual(got[3], {
     data: { i: 3, arr: new Float64Array([3, 3.5]) }, seq: 4, channel: 'ai', sender: 'daq', time: 103, lost: 0,
   });
-  // credit goes back in halves of the window (2 frames at a time)
+  // credit goes back a quarter of the window at a time (2 frames), or sooner when the
+  // reader catches up and waits
   const credits = server.messages.flat().filter((f) => f.type === CREDIT);
-  assert.ok(credits.length >= 3, `credits: ${JSON.stringify(credits)}`);
-  assert.ok(credits.every((c) => c.frames === 2));
+  const credited = credits.reduce((sum, c) => sum + c.frames, 0);
+  assert.ok(credited >= 8, `credits: ${JSON.stringify(credits)}`);
+  assert.ok(credits.every((c) => c.frames >= 1 && c.frames <= 2), JSON.stringify(credits));
   await until(() => server.controls('unsubscribe').length === 1, 1000, 'unsubscribe');
   assert.equal(sub.ended, true);
+  await client.close();
+});
+
+test('credit also goes back by bytes: large frames never wait for a quarter window of frames', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('big');
+  server.window = 100;
+  server.windowBytes = 8000; // a quarter: 2000 bytes, two of these frames
+  const sub = await client.subscribe('big', { policy: 'block', size: 100 });
+  assert.equal(sub.windowBytes, 8000);
+  for (let i = 0; i < 20; i++) server.inject('big', new Uint8Array(1000).fill(i));
+  let got = 0;
+  for await (const msg of sub) {
+    assert.equal(msg.data[0], got);
+    if (++got === 20) break;
+  }
+  const credits = server.messages.flat().filter((f) => f.type === CREDIT);
+  const credited = credits.reduce((sum, c) => sum + c.frames, 0);
+  assert.ok(credited >= 18, `credits: ${JSON.stringify(credits)}`);
+  assert.ok(credits.every((c) => c.frames <= 2), JSON.stringify(credits));
   await client.close();
 });
 

@@ -42,6 +42,7 @@ export class FakeServer {
   refuse = false; // simulate a server that is down
   autoAck = true; // PUB_ACK every PUBLISH at once
   window = 2; // subscribe window granted
+  windowBytes = null; // bytes-in-flight bound announced in the subscribe reply (null: not sent)
   conns = new Set();
   history = new Map(); // channel -> value sent to every new subscriber right after the reply
   channels = new Map(); // name -> {subs: Set, pubs: Set}
@@ -183,7 +184,7 @@ class Conn {
         const sub = { id: s.nextId++, channel: m.channel, conn: this, credit: window, buffer: [], size: m.size, req: m };
         this.subs.set(sub.id, sub);
         s.channel(m.channel).subs.add(sub);
-        this.reply(m.id, { sub: sub.id, window });
+        this.reply(m.id, s.windowBytes === null ? { sub: sub.id, window } : { sub: sub.id, window, window_bytes: s.windowBytes });
         // history: the channel's latest value follows the reply in the same message
         if (s.history.has(m.channel)) this.offer(sub, encode(s.history.get(m.channel)), 0, 'history', 1);
         return s.readersChanged(m.channel);

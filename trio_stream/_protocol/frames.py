@@ -52,7 +52,7 @@ def frame_type(frame: BytesLike) -> int:
 
 def publish_head(pub_id: int, time: float) -> bytes:
     """The PUBLISH body up to the payload."""
-    return PUBLISH_HEAD.pack(FrameType.PUBLISH, pub_id, time)
+    return PUBLISH_HEAD.pack(PUBLISH, pub_id, time)
 
 
 # A whole PUBLISH frame up to the payload, length prefix included: one pack per send.
@@ -91,7 +91,7 @@ def data_shared_head(seq: int, time: float, sender: bytes) -> bytes:
 def data_reader_head(shared_bytes: int, sub_id: int, lost: int) -> bytes:
     """Length prefix and per-reader head of a DATA frame whose shared part has that size."""
     return DATA_READER_HEAD.pack(
-        DATA_READER_BODY_BYTES + shared_bytes, FrameType.DATA, sub_id, min(lost, MAX_U32)
+        DATA_READER_BODY_BYTES + shared_bytes, DATA, sub_id, lost if lost < MAX_U32 else MAX_U32
     )
 
 
@@ -150,12 +150,12 @@ DATA_HEAD: Final = _DATA_HEAD  # for the client's inlined fast path
 
 def credit_frame(sub_id: int, frames: int) -> bytes:
     """A whole CREDIT frame, length prefix included."""
-    return COUNTER_FRAME.pack(9, FrameType.CREDIT, sub_id, frames)
+    return COUNTER_FRAME.pack(9, CREDIT, sub_id, frames)
 
 
 def pub_ack_frame(pub_id: int, frames: int) -> bytes:
     """A whole PUB_ACK frame, length prefix included."""
-    return COUNTER_FRAME.pack(9, FrameType.PUB_ACK, pub_id, frames)
+    return COUNTER_FRAME.pack(9, PUB_ACK, pub_id, frames)
 
 
 def parse_counter(frame: BytesLike) -> tuple[int, int]:

@@ -24,23 +24,31 @@ import trio
 
 from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded
 from .._protocol.bytes_like import BytesLike
-from .._protocol.frames import DATA_READER_HEAD, data_reader_head, data_shared_head
+from .._protocol.frames import (
+    DATA,
+    DATA_READER_BODY_BYTES,
+    DATA_READER_HEAD,
+    MAX_U32,
+    data_shared_head,
+)
 from .buffers import Policy, PolicyBuffer
 
 MAX_CHANNEL_NAME_CHARS = 200
 SMALL_PAYLOAD_BYTES = 4096
 MAX_HISTORY_FRAMES = 10_000
+_READER_HEAD_PACK = DATA_READER_HEAD.pack
 
 
 class SharedFrame:
     """One published frame as every reader gets it: built once, referenced by all buffers."""
 
-    __slots__ = ("head", "nbytes", "payload", "seq", "shared_bytes")
+    __slots__ = ("body_bytes", "head", "nbytes", "payload", "seq", "shared_bytes")
 
     def __init__(self, seq: int, head: bytes, payload: BytesLike) -> None:
         self.seq = seq
         size = len(payload)
         self.shared_bytes = len(head) + size
+        self.body_bytes = DATA_READER_BODY_BYTES + self.shared_bytes  # a reader's length prefix
         self.nbytes = self.shared_bytes + DATA_READER_HEAD.size  # as written to one reader
         if size < SMALL_PAYLOAD_BYTES:
             # Join once here rather than hand every reader's writer two pieces to copy.
@@ -159,20 +167,21 @@ class Subscription:
         return self.admit(frame)
 
     def admit(self, frame: SharedFrame) -> bool:
-        accepted, lost, dropped = self.buffer.offer(frame)
-        if not accepted:
-            return False
+        buffer = self.buffer
         session = self.session
+        if not buffer.put(frame):
+            accepted, lost, dropped = buffer.offer(frame)
+            if not accepted:
+                return False
+            for old in dropped:
+                session.buffered_bytes -= old.nbytes
+            self.lost += lost
+            self.channel.lost += lost
         session.buffered_bytes += frame.nbytes
-        for old in dropped:
-            session.buffered_bytes -= old.nbytes
         if session.buffered_bytes > session.max_buffered_bytes:
             self.doomed = True  # ended by the session's sender (not here: mid fan-out)
             session.over_limit(self)
-        if lost:
-            self.lost += lost
-            self.channel.lost += lost
-        if self.credit > 0 and not self.active:
+        if not self.active and self.credit > 0:
             session.activate(self)
         return True
 
@@ -193,20 +202,49 @@ class Subscription:
             and len(self.buffer) > 0
         )
 
-    def take(self) -> tuple[SharedFrame, int] | None:
-        """The next frame to write and the frames lost before it; spends one credit."""
-        entry = self.buffer.take()
-        if entry is None:
-            return None
-        frame = entry[0]
-        self.session.buffered_bytes -= frame.nbytes
-        self.credit -= 1
-        self.inflight_bytes += frame.nbytes
-        self._inflight.append(frame.nbytes)
-        self.sent += 1
+    def take_into(self, pieces: list[BytesLike], run: list[bytes], quota: int) -> tuple[int, int]:
+        """Write out frames until ``quota`` bytes are taken or credit or the window runs out.
+
+        This is the fan-out's other half, once per frame per reader, hence one loop over
+        locals. Small pieces (heads, small payloads) collect in ``run`` for the caller to
+        join into one piece; a large payload is never copied: ``run`` is joined into
+        ``pieces`` and the payload follows as its own piece.
+
+        Returns:
+            (frames, bytes) taken; each frame spent one credit.
+        """
+        take = self.buffer.take
+        pack = _READER_HEAD_PACK
+        sub_id = self.sub_id
+        inflight = self._inflight
+        inflight_bytes = self.inflight_bytes
+        window_bytes = self.window_bytes
+        credit = self.credit
+        frames = taken = 0
+        while credit > 0 and taken < quota and (inflight_bytes < window_bytes or not inflight):
+            entry = take()
+            if entry is None:
+                break
+            frame, lost = entry
+            run.append(pack(frame.body_bytes, DATA, sub_id, lost if lost < MAX_U32 else MAX_U32))
+            run.append(frame.head)
+            if frame.payload:
+                pieces.append(b"".join(run))
+                run.clear()
+                pieces.append(frame.payload)
+            nbytes = frame.nbytes
+            inflight.append(nbytes)
+            inflight_bytes += nbytes
+            taken += nbytes
+            credit -= 1
+            frames += 1
+        self.credit = credit
+        self.inflight_bytes = inflight_bytes
+        self.sent += frames
+        self.session.buffered_bytes -= taken
         if self.parked:
             self._unpark()
-        return entry
+        return frames, taken
 
     def _unpark(self) -> None:
         """Room was made: move parked frames in, in order, releasing their writers."""
@@ -218,9 +256,6 @@ class Subscription:
         """This reader is going away: it no longer holds any writer back."""
         while self.parked:
             self.parked.popleft().release()
-
-    def header_for(self, frame: SharedFrame, lost: int) -> bytes:
-        return data_reader_head(frame.shared_bytes, self.sub_id, lost)
 
     def add_credit(self, frames: int) -> None:
         inflight = self._inflight

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
+_PUBLISH_HEAD_AT: Final = F.PUBLISH_HEAD.unpack_from
+_PUBLISH_HEAD_BYTES: Final = F.PUBLISH_HEAD.size
 
 
 def control_frame(message: M.Message) -> bytes:
@@ -77,6 +79,7 @@ class Session:
         self._peer_gone = False
         self._close_requested = trio.Event()
         self._drained = trio.Event()
+        self._publish = state.broker.publish
         self._handlers: dict[type[M.Message], Callable[[Any], Any]] = {
             M.CreateChannel: self._create_channel,
             M.DeleteChannel: self._delete_channel,
@@ -295,13 +298,15 @@ class Session:
     def _dispatch(self, frame: bytearray) -> None:
         kind = frame[0]
         if kind == F.PUBLISH:
-            pub_id, time_s, offset = F.parse_publish(frame)
+            if len(frame) < _PUBLISH_HEAD_BYTES:
+                raise ProtocolError("truncated PUBLISH frame")
+            _, pub_id, time_s = _PUBLISH_HEAD_AT(frame)
             pub = self.publishers.get(pub_id)
             if pub is None:
                 if pub_id >= self._next_pub:
                     raise ProtocolError(f"PUBLISH for publisher {pub_id}, which was never opened")
                 return  # the channel went away while this frame was in flight
-            self.state.broker.publish(pub, time_s, memoryview(frame)[offset:])
+            self._publish(pub, time_s, memoryview(frame)[_PUBLISH_HEAD_BYTES:])
         elif kind == F.CREDIT:
             sub_id, credit = F.parse_counter(frame)
             sub = self.subscriptions.get(sub_id)
@@ -410,7 +415,7 @@ class Session:
         self._next_sub += 1
         self.subscriptions[sub.sub_id] = sub
         self.state.broker.subscribe(sub)
-        return {"sub": sub.sub_id, "window": window}
+        return {"sub": sub.sub_id, "window": window, "window_bytes": SUBSCRIBE_WINDOW_BYTES}
 
     def _unsubscribe(self, msg: M.Unsubscribe) -> None:
         sub = self.subscriptions.pop(msg.sub, None)

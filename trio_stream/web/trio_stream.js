@@ -824,6 +824,7 @@ export class Client extends Emitter {
 export class Subscription extends Emitter {
   id = null; // the server's sub id on the current connection
   window = 0;
+  windowBytes = 8 * 2 ** 20; // the server's bytes-in-flight bound (the subscribe reply says)
   lost = 0; // running total
   received = 0;
   ended = false;
@@ -835,6 +836,7 @@ export class Subscription extends Emitter {
   #waiters = [];
   #gen = 0; // bumped on every (re)subscribe: credit for older messages is void
   #unacked = 0;
+  #unackedBytes = 0;
   #onMessage;
   #pumping = false;
   #requesting = false; // a subscribe request is in flight
@@ -877,8 +879,10 @@ export class Subscription extends Emitter {
     }
     this.id = reply.sub;
     this.window = Number.isInteger(reply.window) && reply.window > 0 ? reply.window : 1;
+    if (Number.isInteger(reply.window_bytes) && reply.window_bytes > 0) this.windowBytes = reply.window_bytes;
     this.#gen++;
     this.#unacked = 0;
+    this.#unackedBytes = 0;
     this.#client._registerSub(this, this.id);
   }
 
@@ -897,6 +901,7 @@ export class Subscription extends Emitter {
   }
 
   _deliver({ lost, seq, time, sender, payload }) {
+    const nbytes = payload.byteLength;
     let data;
     try {
       data = decode(payload);
@@ -905,7 +910,7 @@ export class Subscription extends Emitter {
       const err = new ProtocolError(`${this.channel} seq ${seq}: undecodable payload: ${e.message}`);
       this.emit('error', err);
       this.#client._reportError(err);
-      this.#consumed(this.#gen);
+      this.#consumed(this.#gen, nbytes);
       return;
     }
     this.received++;
@@ -914,23 +919,36 @@ export class Subscription extends Emitter {
     this.emit('message', msg);
     const waiter = this.#waiters.shift();
     if (waiter) {
-      this.#consumed(this.#gen);
+      this.#consumed(this.#gen, nbytes);
       waiter.resolve({ value: msg, done: false });
       return;
     }
-    this.#queue.push({ msg, gen: this.#gen });
+    this.#queue.push({ msg, gen: this.#gen, nbytes });
     if (this.#onMessage) this.#pump();
   }
 
-  // Return credit once half the window has been consumed, so the server can keep the
-  // pipe full without ever having more than `window` frames in flight for us.
-  #consumed(gen) {
+  // Return credit once a quarter of the window has been consumed, in frames or in bytes,
+  // so the server can keep the pipe full without ever having more than `window` frames in
+  // flight for us. The server also stops at `windowBytes` in flight: with large frames the
+  // byte bound comes first, and counting frames alone would leave both sides waiting.
+  #consumed(gen, nbytes) {
     if (gen !== this.#gen || this.id === null || this.ended) return;
     this.#unacked++;
-    if (this.#unacked >= Math.max(1, Math.ceil(this.window / 2))) {
-      this.#client._sendCredit(this.id, this.#unacked);
-      this.#unacked = 0;
+    this.#unackedBytes += nbytes;
+    if (
+      this.#unacked >= Math.max(1, Math.ceil(this.window / 4)) ||
+      this.#unackedBytes >= this.windowBytes / 4
+    ) {
+      this.#returnCredit();
     }
+  }
+
+  #returnCredit() {
+    if (this.#unacked > 0 && this.id !== null && !this.ended) {
+      this.#client._sendCredit(this.id, this.#unacked);
+    }
+    this.#unacked = 0;
+    this.#unackedBytes = 0;
   }
 
   async #pump() {
@@ -938,15 +956,16 @@ export class Subscription extends Emitter {
     this.#pumping = true;
     try {
       while (this.#queue.length && !this.ended) {
-        const { msg, gen } = this.#queue.shift();
+        const { msg, gen, nbytes } = this.#queue.shift();
         try {
           await this.#onMessage(msg);
         } catch (e) {
           this.emit('error', e);
           if (this.listenerCount('error') === 0) queueMicrotask(() => { throw e; });
         }
-        this.#consumed(gen);
+        this.#consumed(gen, nbytes);
       }
+      this.#returnCredit(); // caught up: nothing is owed to the server while we wait
     } finally {
       this.#pumping = false;
     }
@@ -956,10 +975,11 @@ export class Subscription extends Emitter {
   next() {
     const entry = this.#queue.shift();
     if (entry) {
-      this.#consumed(entry.gen);
+      this.#consumed(entry.gen, entry.nbytes);
       return Promise.resolve({ value: entry.msg, done: false });
     }
     if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    this.#returnCredit(); // about to wait: the server must not wait for our credit meanwhile
     const d = deferred();
     this.#waiters.push(d);
     return d.promise;
