@@ -104,3 +104,62 @@ def test_truncated_fixed_headers_are_protocol_errors() -> None:
         F.parse_data(b"\x03" + b"\x00" * 10)
     with pytest.raises(ProtocolError):
         F.parse_counter(b"\x04\x00\x00")
+
+
+def feed_like_a_transport(decoder: FrameDecoder, wire: bytes, cuts: list[int]) -> list[bytes]:
+    """Deliver ``wire`` as a TCP transport does: into the large frame's own buffer while one
+    is being received (at most the chunk that arrived), through receive_data otherwise."""
+    got: list[bytes] = []
+    pos = 0
+    bounds = sorted({c % (len(wire) + 1) for c in cuts} | {len(wire)})
+    for bound in bounds:
+        while pos < bound:
+            body = decoder.body_buffer()
+            if body is not None:
+                with body:
+                    n = min(len(body), bound - pos)
+                    body[:n] = wire[pos : pos + n]
+                decoder.body_received(n)
+            else:
+                n = bound - pos
+                decoder.receive_data(wire[pos : pos + n])
+            pos += n
+            got += [bytes(f) for f in decoder.frames()]
+    return got
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=80), min_size=1, max_size=6),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+)
+def test_large_frames_received_in_place_come_out_whole_and_in_order(
+    bodies: list[bytes], cuts: list[int]
+) -> None:
+    decoder = FrameDecoder(max_frame_bytes=1000, direct_min_bytes=16)
+    assert feed_like_a_transport(decoder, wire_of(bodies), cuts) == bodies
+
+
+def test_a_large_frame_is_received_into_its_own_buffer() -> None:
+    decoder = FrameDecoder(max_frame_bytes=10_000, direct_min_bytes=100)
+    decoder.receive_data(frame_prefix(500) + b"a" * 100)
+    assert decoder.frames() == []
+    body = decoder.body_buffer()
+    assert body is not None and len(body) == 400
+    assert decoder.bytes_wanted() == 400
+    with body:
+        body[:] = b"b" * 400
+    decoder.body_received(400)
+    assert decoder.body_buffer() is None
+    (frame,) = decoder.frames()
+    assert frame == b"a" * 100 + b"b" * 400
+    with pytest.raises(ValueError, match="without room"):
+        decoder.body_received(1)
+
+
+def test_bytes_after_a_large_frame_in_one_chunk_follow_it() -> None:
+    decoder = FrameDecoder(max_frame_bytes=10_000, direct_min_bytes=100)
+    decoder.receive_data(frame_prefix(200) + b"a" * 50)
+    assert decoder.frames() == []
+    decoder.receive_data(b"a" * 150 + frame_prefix(3) + b"xyz")
+    assert [bytes(f) for f in decoder.frames()] == [b"a" * 200, b"xyz"]

@@ -3,6 +3,12 @@
 A frame on the wire is a 4-byte big-endian length followed by that many bytes of body. The
 length is checked against the limit as soon as its 4 bytes are in, *before* any of the body is
 buffered, so a peer cannot make us allocate a huge frame.
+
+Large bodies (numpy arrays of megabytes) are received in place: once a large frame's length
+is known, the decoder allocates that frame's own ``bytearray`` and offers the rest of it as
+:meth:`FrameDecoder.body_buffer`, which a transport can ``recv_into`` directly. Without that,
+each byte of an array is copied three times on its way in (the receive, the append to the
+decoder's buffer, the slice that becomes the frame).
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from .bytes_like import BytesLike
 
 LENGTH_PREFIX: Final = struct.Struct(">I")
 PREFIX_BYTES: Final = LENGTH_PREFIX.size
+# Frames at least this large are received in place; smaller ones are cheaper to slice out of
+# a shared buffer than to receive one syscall each.
+DIRECT_BODY_MIN_BYTES: Final = 64 * 1024
 
 
 def frame_prefix(body_bytes: int) -> bytes:
@@ -27,18 +36,57 @@ class FrameDecoder:
 
     Each body is its own ``bytearray`` (writable, so numpy arrays decoded from it are too);
     nothing handed out aliases the decoder's internal buffer.
+
+    Bytes come in through :meth:`receive_data`, or, while a large frame is being received,
+    straight into :meth:`body_buffer` followed by :meth:`body_received`. Either way
+    :meth:`frames` hands out the frames completed so far, in order.
     """
 
-    def __init__(self, max_frame_bytes: int) -> None:
+    def __init__(self, max_frame_bytes: int, direct_min_bytes: int = DIRECT_BODY_MIN_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self._direct_min = direct_min_bytes
         self._buffer = bytearray()
         self._pending_length: int | None = None
+        self._body: bytearray | None = None  # a large frame being received in place
+        self._body_filled = 0
+        self._complete: list[bytearray] = []  # large frames completed, not yet handed out
 
     def receive_data(self, data: BytesLike) -> None:
+        body = self._body
+        if body is not None:
+            # The rest of a large frame first, then whatever follows it.
+            take = min(len(body) - self._body_filled, len(data))
+            body[self._body_filled : self._body_filled + take] = memoryview(data)[:take]
+            self.body_received(take)
+            if take == len(data):
+                return
+            data = memoryview(data)[take:]
         self._buffer += data
+
+    def body_buffer(self) -> memoryview | None:
+        """Where the rest of the large frame being received should go, if one is.
+
+        The caller receives into it (``sock.recv_into``), releases the view, and reports the
+        count with :meth:`body_received`.
+        """
+        if self._body is None:
+            return None
+        return memoryview(self._body)[self._body_filled :]
+
+    def body_received(self, nbytes: int) -> None:
+        """``nbytes`` more bytes of the large frame arrived in :meth:`body_buffer`."""
+        body = self._body
+        if body is None or not 0 <= nbytes <= len(body) - self._body_filled:
+            raise ValueError("body_received() without room for that many bytes")
+        self._body_filled += nbytes
+        if self._body_filled == len(body):
+            self._complete.append(body)
+            self._body = None
 
     def bytes_wanted(self) -> int:
         """How many more bytes would complete the frame being received (a read-size hint)."""
+        if self._body is not None:
+            return len(self._body) - self._body_filled
         if self._pending_length is None:
             return max(PREFIX_BYTES - len(self._buffer), 1)
         return max(PREFIX_BYTES + self._pending_length - len(self._buffer), 1)
@@ -50,8 +98,11 @@ class FrameDecoder:
             FrameTooLarge: a declared length exceeds ``max_frame_bytes``.
             ProtocolError: a declared length of zero (every body starts with a type byte).
         """
+        out = self._complete
+        self._complete = []
+        if self._body is not None:
+            return out  # nothing after a large frame's end has been received yet
         buffer = self._buffer
-        out: list[bytearray] = []
         pos = 0
         end = len(buffer)
         while end - pos >= PREFIX_BYTES:
@@ -63,10 +114,19 @@ class FrameDecoder:
                 )
             if length == 0:
                 raise ProtocolError("empty frame: every frame body starts with a type byte")
-            if end - pos - PREFIX_BYTES < length:
-                self._pending_length = length
-                break
             start = pos + PREFIX_BYTES
+            if end - start < length:
+                if length >= self._direct_min:
+                    # Receive the rest in place: the frame's own buffer, what we have of it.
+                    body = bytearray(length)
+                    body[: end - start] = memoryview(buffer)[start:end]
+                    self._body = body
+                    self._body_filled = end - start
+                    self._pending_length = None
+                    pos = end
+                else:
+                    self._pending_length = length
+                break
             out.append(buffer[start : start + length])
             pos = start + length
         else:

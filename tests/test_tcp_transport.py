@@ -1,0 +1,64 @@
+"""The TCP transport: large frames received in place, small ones sliced, peers that vanish."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+import trio_stream as ts
+from trio_stream._protocol.framing import frame_prefix
+from trio_stream._transport.tcp import RECEIVE_LOW_WATER_MAX_BYTES, StreamTransport
+
+
+async def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Two ends of a real TCP connection on loopback (recv_into and SO_RCVLOWAT need one)."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = trio.socket.socket()
+    await client.connect(listener.getsockname())
+    accepted, _ = await listener.accept()
+    listener.close()
+    return trio.SocketStream(client), trio.SocketStream(accepted)
+
+
+async def test_large_and_small_frames_arrive_whole_and_in_order_across_slow_writes() -> None:
+    writer, reader = await socket_pair()
+    transport = StreamTransport(reader, max_frame_bytes=64 * 2**20)
+    big = bytes(range(256)) * (3 * 2**20 // 256)  # 3 MiB: beyond the low-water cap
+    bodies = [b"\x01small", b"\x03" + big, b"\x01after", b"\x03" + big[:100_000]]
+    wire = b"".join(frame_prefix(len(b)) + b for b in bodies)
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+
+        async def write_in_dribbles() -> None:
+            for start in range(0, len(wire), 700_001):
+                await writer.send_all(wire[start : start + 700_001])
+                await trio.sleep(0.01)
+
+        nursery.start_soon(write_in_dribbles)
+        while len(got) < len(bodies):
+            got += [bytes(f) for f in await transport.receive_frames()]
+    assert got == bodies
+    # Back to waking on every byte once the large frames are complete.
+    assert transport._low_water == 1
+    assert len(big) > RECEIVE_LOW_WATER_MAX_BYTES
+    await writer.aclose()
+    await transport.aclose()
+
+
+async def test_a_peer_that_closes_inside_a_large_frame_is_connection_closed() -> None:
+    writer, reader = await socket_pair()
+    transport = StreamTransport(reader, max_frame_bytes=64 * 2**20)
+
+    async def write_part_then_close() -> None:
+        await writer.send_all(frame_prefix(2**20) + b"\x03" + bytes(300_000))
+        await writer.aclose()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_part_then_close)
+            with pytest.raises(ts.ConnectionClosed, match="closed the connection"):
+                while True:
+                    await transport.receive_frames()
+    await transport.aclose()
