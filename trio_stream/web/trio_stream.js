@@ -965,7 +965,6 @@ export class Subscription extends Emitter {
         }
         this.#consumed(gen, nbytes);
       }
-      this.#returnCredit(); // caught up: nothing is owed to the server while we wait
     } finally {
       this.#pumping = false;
     }
@@ -979,7 +978,6 @@ export class Subscription extends Emitter {
       return Promise.resolve({ value: entry.msg, done: false });
     }
     if (this.ended) return Promise.resolve({ value: undefined, done: true });
-    this.#returnCredit(); // about to wait: the server must not wait for our credit meanwhile
     const d = deferred();
     this.#waiters.push(d);
     return d.promise;
