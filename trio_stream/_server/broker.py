@@ -8,12 +8,15 @@ One publish builds one :class:`SharedFrame` and offers that same object to every
 of the channel: no per-reader copy, encode, task or checkpoint. A ``block`` reader whose buffer
 is full makes the broker *park* the frame on the channel and withhold the writer's
 acknowledgement (PUB_ACK) until that reader has room; writer credit then stops the writer, and
-nobody else waits.
+nobody else waits. "Room" is counted in frames (the reader's ``size``) and in bytes (the
+connection's ``max_buffered_bytes``): a ``block`` reader is never ended for memory, it slows
+its writers instead. ``unbounded`` readers have no such brake, so the byte bound ends them.
 """
 
 from __future__ import annotations
 
 import hmac
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -122,6 +125,8 @@ class Subscription:
         self.channel = channel
         self.session = session
         self.policy = policy
+        # The one policy that refuses frames rather than lose or end: checked once per admit.
+        self.blocks_writers = policy is Policy.BLOCK
         self.buffer: PolicyBuffer[SharedFrame] = PolicyBuffer(policy, size)
         self.every = every
         self.max_rate = max_rate
@@ -167,8 +172,21 @@ class Subscription:
         return self.admit(frame)
 
     def admit(self, frame: SharedFrame) -> bool:
+        """Put ``frame`` in the buffer; False means "block reader without room: park it".
+
+        A ``block`` reader refuses a frame that would take its connection over
+        ``max_buffered_bytes``, unless its buffer is empty: one frame always gets in, so the
+        reader can make progress even when other subscriptions of its connection hold the
+        memory. Other policies take the frame and, over the bound, are ended by the sender.
+        """
         buffer = self.buffer
         session = self.session
+        if (
+            self.blocks_writers
+            and session.buffered_bytes + frame.nbytes > session.max_buffered_bytes
+            and len(buffer)
+        ):
+            return False
         if not buffer.put(frame):
             accepted, lost, dropped = buffer.offer(frame)
             if not accepted:
@@ -178,7 +196,8 @@ class Subscription:
             self.lost += lost
             self.channel.lost += lost
         session.buffered_bytes += frame.nbytes
-        if session.buffered_bytes > session.max_buffered_bytes:
+        if session.buffered_bytes > session.max_buffered_bytes and not self.blocks_writers:
+            # (A block reader gets here only with an empty buffer: one frame over, never more.)
             self.doomed = True  # ended by the session's sender (not here: mid fan-out)
             session.over_limit(self)
         if not self.active and self.credit > 0:
@@ -444,10 +463,20 @@ class Broker:
 
     # -- readers ---------------------------------------------------------------------------
     def subscribe(self, sub: Subscription) -> None:
+        """Attach a new reader; it first gets the channel's history, the newest part that fits.
+
+        History replays the newest frames that fit both the connection's remaining
+        ``max_buffered_bytes`` and, for ``block``, the reader's ``size`` (a ``block`` buffer
+        refuses what does not fit, and history has no writer to hold back). The older frames
+        left out are counted lost on the first frame replayed (``msg.lost``, ``sub.lost``), so
+        the reader sees a gap that ends at the channel's newest frame, never a silent one in
+        the middle. Other policies then apply as to any frame (``drop_oldest`` with a small
+        ``size`` keeps the newest and counts the rest lost, for instance).
+        """
         channel = sub.channel
         channel.subscriptions.append(sub)
-        for frame in channel.recent:
-            sub.admit(frame)
+        if channel.recent:
+            _replay_history(sub, channel.recent)
         self._readers_changed(channel)
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -485,6 +514,26 @@ class Broker:
                 channel.rate_fps = (channel.seq - seq) / elapsed
                 channel.rate_bps = (channel.bytes_in - nbytes) / elapsed
             channel._rate_mark = (now, channel.seq, channel.bytes_in)
+
+
+def _replay_history(sub: Subscription, recent: deque[SharedFrame]) -> None:
+    """Admit the newest frames of ``recent`` that fit ``sub`` (see Broker.subscribe)."""
+    session = sub.session
+    room_bytes = session.max_buffered_bytes - session.buffered_bytes
+    room_frames = sub.buffer.size if sub.blocks_writers else None
+    keep = nbytes = 0
+    for frame in reversed(recent):
+        if keep == room_frames or nbytes + frame.nbytes > room_bytes:
+            break
+        keep += 1
+        nbytes += frame.nbytes
+    left_out = len(recent) - keep
+    if left_out:
+        sub.buffer.skip(left_out)
+        sub.lost += left_out
+        sub.channel.lost += left_out
+    for frame in itertools.islice(recent, left_out, None):
+        sub.admit(frame)
 
 
 def _owner_of(channel: Channel, session: SessionPort | None) -> bool:
