@@ -483,3 +483,33 @@ async def test_history_fills_a_late_block_reader_with_the_newest_frames(url: str
         assert [m.data for m in got] == list(range(41, 51))
         assert [m.lost for m in got] == [40] + [0] * 9
         assert late.lost == 40
+
+
+async def test_history_is_bounded_in_bytes_and_replays_the_newest(nursery: trio.Nursery) -> None:
+    limit = 2**18  # history defaults to the connection bound: 16 frames of 16 KiB
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_buffered_bytes=limit)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url
+    url = server.tcp_url
+    async with ts.open_client(url, name="w") as w:
+        await w.create_channel("c", history=100)
+        async with (
+            ts.open_client(url, name="r") as r,
+            r.subscribe("c", policy="drop_oldest", size=1),
+            w.publisher("c") as pub,
+        ):
+            await pub.wait_for_readers()
+            for i in range(50):
+                await pub.send(np.full(2048, i))
+            await pub.wait_acknowledged()
+        channel = server.state.broker.channels["c"]
+        assert channel.recent_bytes == sum(f.nbytes for f in channel.recent) <= limit
+        assert 10 <= len(channel.recent) < 16
+        # An unbounded reader takes the whole history on a fresh connection, within bounds.
+        async with (
+            ts.open_client(url, name="late") as late,
+            late.subscribe("c", policy="unbounded") as sub,
+        ):
+            got = await read_all(sub, len(channel.recent))
+        assert [int(m.data[0]) for m in got] == list(range(50 - len(got), 50))
+        assert got[0].lost == 0 and sub.lost == 0

@@ -34,6 +34,7 @@ from .._protocol.frames import (
     MAX_U32,
     data_shared_head,
 )
+from .._protocol.limits import MAX_BUFFERED_BYTES
 from .buffers import Policy, PolicyBuffer
 
 MAX_CHANNEL_NAME_CHARS = 200
@@ -304,7 +305,8 @@ class Channel:
     lost: int = 0
     subscriptions: list[Subscription] = field(default_factory=list)
     publishers: list[Publisher] = field(default_factory=list)
-    recent: deque[SharedFrame] = field(default_factory=deque)
+    recent: deque[SharedFrame] = field(default_factory=deque)  # history, oldest first
+    recent_bytes: int = 0  # of ``recent``, as written to a reader (SharedFrame.nbytes)
     rate_fps: float = 0.0
     rate_bps: float = 0.0
     _rate_mark: tuple[float, int, int] = (0.0, 0, 0)
@@ -324,9 +326,23 @@ def check_channel_name(name: str) -> None:
 class Broker:
     """The channel registry and the fan-out."""
 
-    def __init__(self, on_event: Callable[[str, Channel], None] | None = None) -> None:
-        """``on_event(kind, channel)`` hears "created", "deleted" and "readers" changes."""
+    def __init__(
+        self,
+        on_event: Callable[[str, Channel], None] | None = None,
+        *,
+        max_history_bytes: int = MAX_BUFFERED_BYTES,
+    ) -> None:
+        """The registry.
+
+        Args:
+            on_event: ``on_event(kind, channel)`` hears "created", "deleted" and "readers"
+                changes.
+            max_history_bytes: what one channel's history may hold, besides its ``history``
+                frames. The default is the connection bound, ``max_buffered_bytes``: history
+                is replayed into a new reader's buffer, which could never take more at once.
+        """
         self.on_event = on_event
+        self.max_history_bytes = max_history_bytes
         self.channels: dict[str, Channel] = {}
         self.frames_in = 0
         self.bytes_in = 0
@@ -437,9 +453,7 @@ class Broker:
         self.bytes_in += size
         pub.frames += 1
         if channel.history:
-            channel.recent.append(frame)
-            if len(channel.recent) > channel.history:
-                channel.recent.popleft()
+            self._remember(channel, frame)
         parked: _Parked | None = None
         for sub in channel.subscriptions:
             if not sub.offer(frame):
@@ -449,6 +463,18 @@ class Broker:
                 sub.parked.append(parked)
         if parked is None:
             pub.session.ack(pub)
+
+    def _remember(self, channel: Channel, frame: SharedFrame) -> None:
+        """Keep ``frame`` in the channel's history, within its frames and the byte bound.
+
+        A frame larger than ``max_history_bytes`` on its own is not kept at all: the bound
+        is on memory, and history is a convenience for late readers, not a delivery promise.
+        """
+        recent = channel.recent
+        recent.append(frame)
+        channel.recent_bytes += frame.nbytes
+        while len(recent) > channel.history or channel.recent_bytes > self.max_history_bytes:
+            channel.recent_bytes -= recent.popleft().nbytes
 
     def publish_system(self, channel: Channel, payload: bytes) -> None:
         """Publish from the server itself ($ channels); block readers never hold it up."""
