@@ -9,7 +9,9 @@ import pytest
 import trio
 
 import trio_stream as ts
+from trio_stream._client import Client
 from trio_stream._protocol import messages as M
+from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import FrameDecoder, frame_prefix
 from trio_stream._protocol.limits import PROTOCOL_VERSION
 
@@ -220,3 +222,34 @@ async def test_a_client_that_never_reads_its_answers_is_not_read_either(
                     assert (await sub.receive()).data == "still here"
             tasks.cancel_scope.cancel()
         await stream.aclose()
+
+
+class _GoneAfterGoodbye:
+    """A transport whose peer said goodbye and then went: every write fails."""
+
+    kind = "tcp"
+    remote = "127.0.0.1:1"
+
+    async def receive_frames(self) -> list[bytearray]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(self, pieces: list[BytesLike]) -> None:
+        raise ts.ConnectionClosed("connection lost: [Errno 32] Broken pipe")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_write_that_fails_after_the_goodbye_reports_the_servers_reason() -> None:
+    # Which task notices a closed connection first is a race; the error must not depend on it.
+    # Here the sender does (a write fails before the reader sees the end of the stream).
+    client = Client(_GoneAfterGoodbye(), None)
+    client._on_goodbye(M.Goodbye(reason="the server is shutting down"))
+    client._send_control(M.Ping(data=None))
+    with trio.fail_after(10):
+        await client._sender()
+    with pytest.raises(ts.ConnectionClosed) as info:
+        client._check_open()
+    assert str(info.value) == "the server closed the connection: the server is shutting down"
+    assert info.value.reason == "the server is shutting down"

@@ -304,7 +304,7 @@ class Session:
                 with trio.move_on_after(idle) as idle_scope:
                     frames = await transport.receive_frames()
                 if idle_scope.cancelled_caught:
-                    self.close(f"idle for {idle:g} s (send ping to stay connected)")
+                    self.close(f"idle for {idle:g} s (idle_timeout_s): send ping to stay connected")
                     return
                 await self._dispatch_all(frames)
         except ConnectionClosed:
