@@ -53,6 +53,16 @@ def test_block_refuses_when_full_and_changes_nothing() -> None:
     assert drain(buffer) == [(1, 0), (2, 0)]
 
 
+@pytest.mark.parametrize("policy", list(Policy))
+def test_skipped_frames_land_on_the_next_admitted(policy: Policy) -> None:
+    # History that did not fit a late reader: counted on the first frame it does get.
+    buffer: PolicyBuffer[int] = PolicyBuffer(policy, 3)
+    buffer.skip(40)
+    buffer.offer(41)
+    buffer.offer(42)
+    assert drain(buffer) == [(41, 40), (42, 0)]
+
+
 def test_losses_sum_exactly_over_a_long_run() -> None:
     for policy in (Policy.DROP_OLDEST, Policy.DROP_NEWEST, Policy.CLEAR):
         buffer: PolicyBuffer[int] = PolicyBuffer(policy, 4)

@@ -9,9 +9,15 @@ import pytest
 import trio
 
 import trio_stream as ts
+from trio_stream._client import Client
 from trio_stream._protocol import messages as M
+from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import FrameDecoder, frame_prefix
 from trio_stream._protocol.limits import PROTOCOL_VERSION
+
+# What the server may queue for a client that does not read: its high-water mark plus the
+# one answer that crossed it (an answer here is a clients() listing, well under 64 KiB).
+SERVER_CONTROL_BOUND_BYTES = 2**20 + 2**16
 
 
 def control(message: M.Message) -> bytes:
@@ -148,3 +154,102 @@ async def test_server_shutdown_tells_clients_why(nursery: trio.Nursery) -> None:
             await server.aclose()
             with pytest.raises(ts.ConnectionClosed, match="shutting down"), trio.fail_after(10):
                 await sub.receive()
+
+
+async def flooder(server: ts.Server, name: str) -> trio.SocketStream:
+    """A hand-made client with a tiny receive buffer, so that what it does not read backs up
+    on the server quickly instead of in its kernel."""
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(control(M.Hello(v=PROTOCOL_VERSION, name=name)))
+    welcome = await read_messages(stream, until=M.Welcome)
+    assert isinstance(welcome[-1], M.Welcome)
+    return stream
+
+
+def queued_control_bytes(server: ts.Server, name: str) -> int:
+    session = server.state.by_name[name]
+    return sum(len(frame) for frame in session._control)
+
+
+async def test_a_client_that_never_reads_its_answers_is_not_read_either(
+    server: ts.Server,
+) -> None:
+    # Requests whose answers are far larger than they are, sent by a client that never reads:
+    # the server stops reading that client once about 1 MiB of answers wait for it, and
+    # everyone else carries on.
+    requests = 60_000  # ~1.5 MiB of requests asking for ~25 MiB of answers
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="good") as good:
+        await good.create_channel("c")
+        stream = await flooder(server, "flood")
+        await stream.send_all(control(M.OpenPublisher(id=1, channel="c")))
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, queued_control_bytes(server, "flood"))
+                await trio.sleep(0.001)
+
+        async with trio.open_nursery() as tasks:
+            tasks.start_soon(watch)
+            batch = b"".join(control(M.ListClients(id=i)) for i in range(2, 1002))
+            with trio.move_on_after(2):  # the server stops reading us: then our sends stall
+                for _ in range(requests // 1000):
+                    await stream.send_all(batch)
+            await trio.sleep(0.5)  # what the server would still read, it reads now
+            assert peak <= SERVER_CONTROL_BOUND_BYTES, peak
+            assert server.state.by_name["flood"]._control_bytes <= SERVER_CONTROL_BOUND_BYTES
+            # The flooded connection has a writer; readers come and go on its channel: only the
+            # newest count waits for it, not one notice per change.
+            queued = len(server.state.by_name["flood"]._control)
+            for _ in range(200):
+                async with good.subscribe("c"):
+                    pass
+            assert len(server.state.by_name["flood"]._control) <= queued + 1
+            assert server.state.by_name["flood"]._readers == {1: 0}  # the newest count
+            # Meanwhile another client is served as usual.
+            with trio.fail_after(10):
+                assert "flood" in {c.name for c in await good.clients()}
+                async with good.subscribe("c") as sub, good.publisher("c") as pub:
+                    await pub.wait_for_readers()
+                    assert await pub.send("still here")
+                    assert (await sub.receive()).data == "still here"
+            tasks.cancel_scope.cancel()
+        await stream.aclose()
+
+
+class _GoneAfterGoodbye:
+    """A transport whose peer said goodbye and then went: every write fails."""
+
+    kind = "tcp"
+    remote = "127.0.0.1:1"
+
+    async def receive_frames(self) -> list[bytearray]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(self, pieces: list[BytesLike]) -> None:
+        raise ts.ConnectionClosed("connection lost: [Errno 32] Broken pipe")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_write_that_fails_after_the_goodbye_reports_the_servers_reason() -> None:
+    # Which task notices a closed connection first is a race; the error must not depend on it.
+    # Here the sender does (a write fails before the reader sees the end of the stream).
+    client = Client(_GoneAfterGoodbye(), None)
+    client._on_goodbye(M.Goodbye(reason="the server is shutting down"))
+    client._send_control(M.Ping(data=None))
+    with trio.fail_after(10):
+        await client._sender()
+    with pytest.raises(ts.ConnectionClosed) as info:
+        client._check_open()
+    assert str(info.value) == "the server closed the connection: the server is shutting down"
+    assert info.value.reason == "the server is shutting down"

@@ -420,3 +420,96 @@ async def test_owner_disconnect_ends_its_channels_unless_kept(url: str) -> None:
             await w.create_channel("kept", keep=True)
         names = {c.name for c in await r.channels()}
         assert "kept" in names and "temp" not in names
+
+
+# -- block and history against the connection's memory bound ---------------------------------
+async def test_block_reader_over_the_memory_bound_slows_its_writer_and_loses_nothing(
+    nursery: trio.Nursery,
+) -> None:
+    # size x frame = 100 x 16 KiB, far over the connection's 256 KiB: block must hold the
+    # writer back at the byte bound, not end the reader with LimitExceeded.
+    config = ts.ServerConfig(
+        host="127.0.0.1",
+        tcp_port=0,
+        http_port=None,
+        max_buffered_bytes=2**18,
+        publish_window_frames=4,
+    )
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url
+    url = server.tcp_url
+    frames = 300  # of 16 KiB each
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
+        await w.create_channel("c")
+        sent = 0
+
+        async def writer() -> None:
+            nonlocal sent
+            async with w.publisher("c") as pub:
+                await pub.wait_for_readers()
+                for i in range(frames):
+                    await pub.send(np.full(2048, i))
+                    sent += 1
+
+        async with (
+            r.subscribe("c", policy="block", size=100, window=4) as sub,
+            trio.open_nursery() as tasks,
+        ):
+            tasks.start_soon(writer)
+            await trio.sleep(0.5)  # the reader reads nothing yet
+            # Held back: 16 frames fit in 256 KiB, plus the reader's window and the writer's.
+            assert 0 < sent < 40
+            got = []
+            with trio.fail_after(60):
+                for _ in range(frames):
+                    got.append(await sub.receive())
+                    await trio.sleep(0.001)  # a slow reader
+        assert [int(m.data[0]) for m in got] == list(range(frames))
+        assert [m.seq for m in got] == list(range(1, frames + 1))
+        assert sub.lost == 0
+
+
+async def test_history_fills_a_late_block_reader_with_the_newest_frames(url: str) -> None:
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
+        await w.create_channel("c", history=50)
+        async with r.subscribe("c", policy="unbounded"), w.publisher("c") as pub:
+            await pub.wait_for_readers()
+            for i in range(1, 51):
+                await pub.send(i)
+            await pub.wait_acknowledged()
+        async with r.subscribe("c", policy="block", size=10) as late:
+            got = await read_all(late, 10)
+        # The newest ten, in order; the forty older ones that did not fit are counted lost.
+        assert [m.data for m in got] == list(range(41, 51))
+        assert [m.lost for m in got] == [40] + [0] * 9
+        assert late.lost == 40
+
+
+async def test_history_is_bounded_in_bytes_and_replays_the_newest(nursery: trio.Nursery) -> None:
+    limit = 2**18  # history defaults to the connection bound: 16 frames of 16 KiB
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_buffered_bytes=limit)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url
+    url = server.tcp_url
+    async with ts.open_client(url, name="w") as w:
+        await w.create_channel("c", history=100)
+        async with (
+            ts.open_client(url, name="r") as r,
+            r.subscribe("c", policy="drop_oldest", size=1),
+            w.publisher("c") as pub,
+        ):
+            await pub.wait_for_readers()
+            for i in range(50):
+                await pub.send(np.full(2048, i))
+            await pub.wait_acknowledged()
+        channel = server.state.broker.channels["c"]
+        assert channel.recent_bytes == sum(f.nbytes for f in channel.recent) <= limit
+        assert 10 <= len(channel.recent) < 16
+        # An unbounded reader takes the whole history on a fresh connection, within bounds.
+        async with (
+            ts.open_client(url, name="late") as late,
+            late.subscribe("c", policy="unbounded") as sub,
+        ):
+            got = await read_all(sub, len(channel.recent))
+        assert [int(m.data[0]) for m in got] == list(range(50 - len(got), 50))
+        assert got[0].lost == 0 and sub.lost == 0

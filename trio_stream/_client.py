@@ -198,7 +198,9 @@ class Client:
                 self._out_space.set()
                 await transport.send(pieces)
         except ConnectionClosed as exc:
-            self._fail(ConnectionClosed(str(exc), self._goodbye))
+            # The reader usually notices first, but a write can fail before the reader sees
+            # the end of the stream: the error must say the same either way.
+            self._fail(self._closed_by_server(exc))
         finally:
             # Cancelled from outside (the nursery around open_client): nothing more will be
             # sent, so nobody may keep waiting for an answer.
@@ -253,9 +255,7 @@ class Client:
                     else:
                         self._dispatch(frame)
         except ConnectionClosed as exc:
-            reason = self._goodbye
-            message = f"the server closed the connection: {reason}" if reason else str(exc)
-            self._fail(ConnectionClosed(message, reason))
+            self._fail(self._closed_by_server(exc))
         except TrioStreamError as exc:  # ProtocolError, FrameTooLarge from the server
             log.error("closing the connection: %s", exc)
             self._fail(ConnectionClosed(f"protocol error from the server: {exc}"))
@@ -263,6 +263,12 @@ class Client:
                 await transport.aclose()
         finally:
             self._fail(ConnectionClosed("the client is closed"))
+
+    def _closed_by_server(self, exc: ConnectionClosed) -> ConnectionClosed:
+        """The error for a lost connection: the server's goodbye, when it said one."""
+        reason = self._goodbye
+        message = f"the server closed the connection: {reason}" if reason else str(exc)
+        return ConnectionClosed(message, reason)
 
     def _dispatch(self, frame: bytearray) -> None:
         kind = frame[0]

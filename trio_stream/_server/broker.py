@@ -8,12 +8,15 @@ One publish builds one :class:`SharedFrame` and offers that same object to every
 of the channel: no per-reader copy, encode, task or checkpoint. A ``block`` reader whose buffer
 is full makes the broker *park* the frame on the channel and withhold the writer's
 acknowledgement (PUB_ACK) until that reader has room; writer credit then stops the writer, and
-nobody else waits.
+nobody else waits. "Room" is counted in frames (the reader's ``size``) and in bytes (the
+connection's ``max_buffered_bytes``): a ``block`` reader is never ended for memory, it slows
+its writers instead. ``unbounded`` readers have no such brake, so the byte bound ends them.
 """
 
 from __future__ import annotations
 
 import hmac
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -31,6 +34,7 @@ from .._protocol.frames import (
     MAX_U32,
     data_shared_head,
 )
+from .._protocol.limits import MAX_BUFFERED_BYTES
 from .buffers import Policy, PolicyBuffer
 
 MAX_CHANNEL_NAME_CHARS = 200
@@ -122,6 +126,8 @@ class Subscription:
         self.channel = channel
         self.session = session
         self.policy = policy
+        # The one policy that refuses frames rather than lose or end: checked once per admit.
+        self.blocks_writers = policy is Policy.BLOCK
         self.buffer: PolicyBuffer[SharedFrame] = PolicyBuffer(policy, size)
         self.every = every
         self.max_rate = max_rate
@@ -167,8 +173,21 @@ class Subscription:
         return self.admit(frame)
 
     def admit(self, frame: SharedFrame) -> bool:
+        """Put ``frame`` in the buffer; False means "block reader without room: park it".
+
+        A ``block`` reader refuses a frame that would take its connection over
+        ``max_buffered_bytes``, unless its buffer is empty: one frame always gets in, so the
+        reader can make progress even when other subscriptions of its connection hold the
+        memory. Other policies take the frame and, over the bound, are ended by the sender.
+        """
         buffer = self.buffer
         session = self.session
+        if (
+            self.blocks_writers
+            and session.buffered_bytes + frame.nbytes > session.max_buffered_bytes
+            and len(buffer)
+        ):
+            return False
         if not buffer.put(frame):
             accepted, lost, dropped = buffer.offer(frame)
             if not accepted:
@@ -178,7 +197,8 @@ class Subscription:
             self.lost += lost
             self.channel.lost += lost
         session.buffered_bytes += frame.nbytes
-        if session.buffered_bytes > session.max_buffered_bytes:
+        if session.buffered_bytes > session.max_buffered_bytes and not self.blocks_writers:
+            # (A block reader gets here only with an empty buffer: one frame over, never more.)
             self.doomed = True  # ended by the session's sender (not here: mid fan-out)
             session.over_limit(self)
         if not self.active and self.credit > 0:
@@ -285,7 +305,8 @@ class Channel:
     lost: int = 0
     subscriptions: list[Subscription] = field(default_factory=list)
     publishers: list[Publisher] = field(default_factory=list)
-    recent: deque[SharedFrame] = field(default_factory=deque)
+    recent: deque[SharedFrame] = field(default_factory=deque)  # history, oldest first
+    recent_bytes: int = 0  # of ``recent``, as written to a reader (SharedFrame.nbytes)
     rate_fps: float = 0.0
     rate_bps: float = 0.0
     _rate_mark: tuple[float, int, int] = (0.0, 0, 0)
@@ -305,9 +326,23 @@ def check_channel_name(name: str) -> None:
 class Broker:
     """The channel registry and the fan-out."""
 
-    def __init__(self, on_event: Callable[[str, Channel], None] | None = None) -> None:
-        """``on_event(kind, channel)`` hears "created", "deleted" and "readers" changes."""
+    def __init__(
+        self,
+        on_event: Callable[[str, Channel], None] | None = None,
+        *,
+        max_history_bytes: int = MAX_BUFFERED_BYTES,
+    ) -> None:
+        """The registry.
+
+        Args:
+            on_event: ``on_event(kind, channel)`` hears "created", "deleted" and "readers"
+                changes.
+            max_history_bytes: what one channel's history may hold, besides its ``history``
+                frames. The default is the connection bound, ``max_buffered_bytes``: history
+                is replayed into a new reader's buffer, which could never take more at once.
+        """
         self.on_event = on_event
+        self.max_history_bytes = max_history_bytes
         self.channels: dict[str, Channel] = {}
         self.frames_in = 0
         self.bytes_in = 0
@@ -418,9 +453,7 @@ class Broker:
         self.bytes_in += size
         pub.frames += 1
         if channel.history:
-            channel.recent.append(frame)
-            if len(channel.recent) > channel.history:
-                channel.recent.popleft()
+            self._remember(channel, frame)
         parked: _Parked | None = None
         for sub in channel.subscriptions:
             if not sub.offer(frame):
@@ -430,6 +463,18 @@ class Broker:
                 sub.parked.append(parked)
         if parked is None:
             pub.session.ack(pub)
+
+    def _remember(self, channel: Channel, frame: SharedFrame) -> None:
+        """Keep ``frame`` in the channel's history, within its frames and the byte bound.
+
+        A frame larger than ``max_history_bytes`` on its own is not kept at all: the bound
+        is on memory, and history is a convenience for late readers, not a delivery promise.
+        """
+        recent = channel.recent
+        recent.append(frame)
+        channel.recent_bytes += frame.nbytes
+        while len(recent) > channel.history or channel.recent_bytes > self.max_history_bytes:
+            channel.recent_bytes -= recent.popleft().nbytes
 
     def publish_system(self, channel: Channel, payload: bytes) -> None:
         """Publish from the server itself ($ channels); block readers never hold it up."""
@@ -444,10 +489,20 @@ class Broker:
 
     # -- readers ---------------------------------------------------------------------------
     def subscribe(self, sub: Subscription) -> None:
+        """Attach a new reader; it first gets the channel's history, the newest part that fits.
+
+        History replays the newest frames that fit both the connection's remaining
+        ``max_buffered_bytes`` and, for ``block``, the reader's ``size`` (a ``block`` buffer
+        refuses what does not fit, and history has no writer to hold back). The older frames
+        left out are counted lost on the first frame replayed (``msg.lost``, ``sub.lost``), so
+        the reader sees a gap that ends at the channel's newest frame, never a silent one in
+        the middle. Other policies then apply as to any frame (``drop_oldest`` with a small
+        ``size`` keeps the newest and counts the rest lost, for instance).
+        """
         channel = sub.channel
         channel.subscriptions.append(sub)
-        for frame in channel.recent:
-            sub.admit(frame)
+        if channel.recent:
+            _replay_history(sub, channel.recent)
         self._readers_changed(channel)
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -485,6 +540,26 @@ class Broker:
                 channel.rate_fps = (channel.seq - seq) / elapsed
                 channel.rate_bps = (channel.bytes_in - nbytes) / elapsed
             channel._rate_mark = (now, channel.seq, channel.bytes_in)
+
+
+def _replay_history(sub: Subscription, recent: deque[SharedFrame]) -> None:
+    """Admit the newest frames of ``recent`` that fit ``sub`` (see Broker.subscribe)."""
+    session = sub.session
+    room_bytes = session.max_buffered_bytes - session.buffered_bytes
+    room_frames = sub.buffer.size if sub.blocks_writers else None
+    keep = nbytes = 0
+    for frame in reversed(recent):
+        if keep == room_frames or nbytes + frame.nbytes > room_bytes:
+            break
+        keep += 1
+        nbytes += frame.nbytes
+    left_out = len(recent) - keep
+    if left_out:
+        sub.buffer.skip(left_out)
+        sub.lost += left_out
+        sub.channel.lost += left_out
+    for frame in itertools.islice(recent, left_out, None):
+        sub.admit(frame)
 
 
 def _owner_of(channel: Channel, session: SessionPort | None) -> bool:

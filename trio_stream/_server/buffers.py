@@ -127,6 +127,10 @@ class PolicyBuffer(Generic[T]):
         self._skipped = 0
         return True, len(dropped), dropped
 
+    def skip(self, count: int) -> None:
+        """Count ``count`` frames lost just before the next item admitted (e.g. old history)."""
+        self._skipped += count
+
     def take(self) -> tuple[T, int] | None:
         """The oldest item and the frames lost just before it, or None when empty."""
         if not self._items:

@@ -2,8 +2,10 @@
 
 The reader task parses frames and acts on them at once (requests touch only in-memory state,
 publishes fan out synchronously through the broker). The sender task is the only writer to the
-socket: it drains, in this order, control messages, writer acknowledgements and then the
-subscriptions' buffers through the fair scheduler, coalescing everything ready into one write.
+socket: it drains, in this order, control messages, reader counts, writer acknowledgements and
+then the subscriptions' buffers through the fair scheduler, coalescing everything ready into
+one write. Control messages a client does not read make the reader task stop reading that
+client (CONTROL_HIGH_WATER_BYTES), so its requests cannot grow the server's memory.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ from .state import ServerState
 log = logging.getLogger(__name__)
 
 SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
+# Control messages (answers, notices) queued for one client and not yet written: above this,
+# the server stops reading that client until they are written, so a client that sends
+# requests and never reads the answers holds at most this much (plus one answer) here.
+CONTROL_HIGH_WATER_BYTES: Final = 1 * 2**20
 REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
 _PUBLISH_HEAD_AT: Final = F.PUBLISH_HEAD.unpack_from
 _PUBLISH_HEAD_BYTES: Final = F.PUBLISH_HEAD.size
@@ -69,7 +75,10 @@ class Session:
         self._next_sub = 1
         self._next_pub = 1
         self._control: list[bytes] = []
+        self._control_bytes = 0  # queued in _control or being written by the sender
+        self._control_space = trio.Event()  # set by the sender once control bytes are written
         self._acks: dict[int, Publisher] = {}
+        self._readers: dict[int, int] = {}  # pub_id -> the newest reader count to tell it
         self._rate_limited: set[Subscription] = set()
         self._scheduler = DeficitRoundRobin()
         self._wake = trio.Event()
@@ -111,7 +120,10 @@ class Session:
         self._wake.set()
 
     def readers_changed(self, pub: Publisher, readers: int) -> None:
-        self.send_control(M.Readers(pub=pub.pub_id, readers=readers))
+        # A writer needs only the newest count: one pending notice per publisher, however
+        # fast readers come and go, and however slowly this client reads.
+        self._readers[pub.pub_id] = readers
+        self._wake.set()
 
     def subscription_ended(self, sub: Subscription, error: Exception | None) -> None:
         """The channel ended (error None) or the server ended the subscription (error)."""
@@ -122,8 +134,7 @@ class Session:
                 self.activate(sub)
             return
         self.state.broker.unsubscribe(sub)
-        self._control.append(self.finish(sub, error))
-        self._wake.set()
+        self._queue_control(self.finish(sub, error))
 
     def over_limit(self, sub: Subscription) -> None:
         self._over_limit.append(sub)
@@ -156,11 +167,20 @@ class Session:
 
     def publisher_ended(self, pub: Publisher, error: Exception) -> None:
         self.publishers.pop(pub.pub_id, None)
-        self._acks.pop(pub.pub_id, None)
+        self._forget_publisher(pub.pub_id)
         self.send_control(M.PubEnd(pub=pub.pub_id, reason=str(error)))
 
+    def _forget_publisher(self, pub_id: int) -> None:
+        """Nothing more goes to a publisher that has ended: no acks, no reader counts."""
+        self._acks.pop(pub_id, None)
+        self._readers.pop(pub_id, None)
+
     def send_control(self, message: M.Message) -> None:
-        self._control.append(control_frame(message))
+        self._queue_control(control_frame(message))
+
+    def _queue_control(self, frame: bytes) -> None:
+        self._control.append(frame)
+        self._control_bytes += len(frame)
         self._wake.set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -283,13 +303,11 @@ class Session:
         try:
             with self._reader_scope:
                 frames, self._early_frames = self._early_frames, []
-                for frame in frames:
-                    self._dispatch(frame)
+                await self._dispatch_all(frames)
                 while True:
                     frames = await transport.receive_frames()
                     self._last_heard = trio.current_time()
-                    for frame in frames:
-                        self._dispatch(frame)
+                    await self._dispatch_all(frames)
         except ConnectionClosed:
             self._peer_left()
         except (ProtocolError, FrameTooLarge) as exc:
@@ -310,6 +328,24 @@ class Session:
                 self._reader_scope.cancel()  # hear nothing more from it
                 return
             await trio.sleep_until(deadline)
+
+    async def _dispatch_all(self, frames: list[bytearray]) -> None:
+        for frame in frames:
+            self._dispatch(frame)
+            if self._control_bytes > CONTROL_HIGH_WATER_BYTES:
+                await self._wait_for_control_space()
+
+    async def _wait_for_control_space(self) -> None:
+        """Read nothing more from this client until the answers queued for it are written.
+
+        Checked after every frame, not every read: one read can hold thousands of small
+        requests whose answers are far larger. Only this connection waits (its sender keeps
+        writing, the broker and other clients never notice). A client left paused here for
+        idle_timeout_s is closed by the watchdog, like a silent one.
+        """
+        while self._control_bytes > CONTROL_HIGH_WATER_BYTES:
+            self._control_space = trio.Event()
+            await self._control_space.wait()
 
     def _dispatch(self, frame: bytearray) -> None:
         kind = frame[0]
@@ -398,7 +434,7 @@ class Session:
         pub = self.publishers.pop(msg.pub, None)
         if pub is not None:
             self.state.broker.close_publisher(pub)
-            self._acks.pop(pub.pub_id, None)
+            self._forget_publisher(pub.pub_id)
 
     def _subscribe(self, msg: M.Subscribe) -> dict[str, int]:
         limits = self.state.limits
@@ -491,9 +527,12 @@ class Session:
                 if self._over_limit:
                     self._end_over_limit()
                 pieces: list[BytesLike] = []
+                control_bytes = self._control_bytes
                 if self._control:
                     pieces.extend(self._control)
                     self._control = []
+                if self._readers:
+                    pieces.extend(self._readers_frames())
                 deadline = self._release_rates() if self._rate_limited else math.inf
                 if scheduler:
                     frames, nbytes = scheduler.fill(pieces, SEND_BATCH_BYTES)
@@ -506,6 +545,9 @@ class Session:
                     self._acks = {}
                 if pieces:
                     await transport.send(pieces)
+                    if control_bytes:
+                        self._control_bytes -= control_bytes
+                        self._control_space.set()
                     continue
                 if self._closing and not (
                     self._drain and any(len(sub.buffer) for sub in self.subscriptions.values())
@@ -521,6 +563,14 @@ class Session:
                         await self._wake.wait()
         except ConnectionClosed:
             self._peer_left()
+
+    def _readers_frames(self) -> list[bytes]:
+        frames = [
+            control_frame(M.Readers(pub=pub_id, readers=readers))
+            for pub_id, readers in self._readers.items()
+        ]
+        self._readers = {}
+        return frames
 
     def _release_rates(self) -> float:
         """Move max_rate frames whose time has come into their buffers; next deadline."""

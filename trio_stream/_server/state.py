@@ -25,7 +25,9 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.limits: Limits = config.limits()
-        self.broker = Broker(on_event=self._channel_event)
+        self.broker = Broker(
+            on_event=self._channel_event, max_history_bytes=config.max_buffered_bytes
+        )
         self.sessions: dict[int, Session] = {}
         self.by_name: dict[str, Session] = {}
         self.rpc = Router(self.by_name.get)
