@@ -14,13 +14,14 @@ decoder's buffer, the slice that becomes the frame).
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, NoReturn
 
 from .._exceptions import FrameTooLarge, ProtocolError
 from .bytes_like import BytesLike
 
 LENGTH_PREFIX: Final = struct.Struct(">I")
 PREFIX_BYTES: Final = LENGTH_PREFIX.size
+_LENGTH_AT: Final = LENGTH_PREFIX.unpack_from
 # Frames at least this large are received in place; smaller ones are cheaper to slice out of
 # a shared buffer than to receive one syscall each.
 DIRECT_BODY_MIN_BYTES: Final = 64 * 1024
@@ -105,32 +106,41 @@ class FrameDecoder:
         buffer = self._buffer
         pos = 0
         end = len(buffer)
+        # Once per frame on every connection: locals only, one bounds check for both limits.
+        length_at = _LENGTH_AT
+        max_frame = self.max_frame_bytes
+        append = out.append
         while end - pos >= PREFIX_BYTES:
-            (length,) = LENGTH_PREFIX.unpack_from(buffer, pos)
-            if length > self.max_frame_bytes:
-                raise FrameTooLarge(
-                    f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes} bytes;"
-                    " split the value or raise max_frame_bytes on the server"
-                )
-            if length == 0:
-                raise ProtocolError("empty frame: every frame body starts with a type byte")
+            (length,) = length_at(buffer, pos)
+            if not 0 < length <= max_frame:
+                self._refuse_length(length)
             start = pos + PREFIX_BYTES
-            if end - start < length:
-                if length >= self._direct_min:
-                    # Receive the rest in place: the frame's own buffer, what we have of it.
-                    body = bytearray(length)
-                    body[: end - start] = memoryview(buffer)[start:end]
-                    self._body = body
-                    self._body_filled = end - start
-                    self._pending_length = None
-                    pos = end
-                else:
-                    self._pending_length = length
-                break
-            out.append(buffer[start : start + length])
-            pos = start + length
+            stop = start + length
+            if stop <= end:
+                append(buffer[start:stop])
+                pos = stop
+                continue
+            if length >= self._direct_min:
+                # Receive the rest in place: the frame's own buffer, what we have of it.
+                body = bytearray(length)
+                body[: end - start] = memoryview(buffer)[start:end]
+                self._body = body
+                self._body_filled = end - start
+                self._pending_length = None
+                pos = end
+            else:
+                self._pending_length = length
+            break
         else:
             self._pending_length = None
         if pos:
             del buffer[:pos]
         return out
+
+    def _refuse_length(self, length: int) -> NoReturn:
+        if length == 0:
+            raise ProtocolError("empty frame: every frame body starts with a type byte")
+        raise FrameTooLarge(
+            f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes} bytes;"
+            " split the value or raise max_frame_bytes on the server"
+        )
