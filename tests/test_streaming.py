@@ -301,6 +301,31 @@ async def test_max_rate_delivers_the_newest_at_most_hz(
         assert all(m.lost == 0 for _, m in received)  # rate limiting is not loss
 
 
+async def test_max_rate_on_a_full_block_buffer_holds_the_newest_until_there_is_room(
+    url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
+        await w.create_channel("c")
+        async with (
+            r.subscribe("c", policy="block", size=1, max_rate=10.0) as sub,
+            w.publisher("c") as pub,
+        ):
+            await pub.wait_for_readers()
+            for i in range(1, 201):  # 100 Hz for 2 s while the reader reads nothing
+                await pub.send(i)
+                await trio.sleep(0.01)
+            await trio.sleep(1.0)
+            with trio.fail_after(5):
+                got = [await sub.receive() for _ in range(2)]
+                await trio.sleep(1.0)
+                got.append(await sub.receive())
+        # The reader's window and buffer hold the first frames; after that the newest
+        # frame waits for room and is delivered once there is some: never dropped silently.
+        assert got[-1].data == 200
+        assert [m.seq for m in got] == sorted(m.seq for m in got)
+        assert all(m.lost == 0 for m in got)
+
+
 async def test_history_is_replayed_to_late_subscribers(url: str) -> None:
     async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
         await w.create_channel("c", history=3)

@@ -166,7 +166,8 @@ class Subscription:
                 self.session.schedule_rate(self)
                 return True
             self.next_due = now + self.interval
-            self.admit(frame)
+            if not self.admit(frame):
+                self._hold_for_room(frame)
             return True
         if self.parked:
             return False  # earlier frames are parked for us; keep the order
@@ -212,7 +213,14 @@ class Subscription:
             return
         self.latest = None
         self.next_due = now + self.interval
-        self.admit(frame)
+        if not self.admit(frame):
+            self._hold_for_room(frame)
+
+    def _hold_for_room(self, frame: SharedFrame) -> None:
+        """max_rate with a full ``block`` buffer: keep the frame as the newest held one and
+        try again an interval later (a newer frame replaces it meanwhile, as decimation)."""
+        self.latest = frame
+        self.session.schedule_rate(self)
 
     # -- sender side -----------------------------------------------------------------------
     def ready(self) -> bool:

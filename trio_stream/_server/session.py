@@ -580,8 +580,8 @@ class Session:
             if sub.closed:
                 self._rate_limited.discard(sub)
             elif sub.next_due <= now:
-                sub.release_rate(now)
                 self._rate_limited.discard(sub)
+                sub.release_rate(now)  # may schedule itself again (a full block buffer)
             else:
                 deadline = min(deadline, sub.next_due)
         return deadline
