@@ -308,6 +308,10 @@ class Session:
                     frames = await transport.receive_frames()
                     self._last_heard = trio.current_time()
                     await self._dispatch_all(frames)
+                    # Let the senders this batch woke write before we try to read again:
+                    # a read finds nothing at once and re-arms epoll (two syscalls) that
+                    # would otherwise sit between a publish and its delivery.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
         except ConnectionClosed:
             self._peer_left()
         except (ProtocolError, FrameTooLarge) as exc:
