@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import trio_stream as ts
+from trio_stream._protocol.codec import EncodedPayload
 
 SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
 
@@ -301,6 +302,38 @@ async def test_max_rate_delivers_the_newest_at_most_hz(
         assert all(m.lost == 0 for _, m in received)  # rate limiting is not loss
 
 
+async def test_a_lagging_block_reader_leaves_room_for_its_connections_other_subscriptions(
+    nursery: trio.Nursery,
+) -> None:
+    # A recorder (block) that stops reading and a dashboard (drop_oldest, size 1) on one
+    # connection: the recorder's writer is held back, the dashboard keeps getting frames.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_buffered_bytes=2**20)
+    server = await nursery.start(ts.serve, config)
+    async with (
+        ts.open_client(server.tcp_url, name="w") as w,
+        ts.open_client(server.tcp_url, name="r") as r,
+    ):
+        await w.create_channel("recording")
+        await w.create_channel("display")
+        async with (
+            r.subscribe("recording", policy="block", size=1000),  # never read
+            r.subscribe("display", policy="drop_oldest", size=1) as display,
+            w.publisher("recording") as recording,
+            w.publisher("display") as shown,
+        ):
+            await recording.wait_for_readers()
+            await shown.wait_for_readers()
+            with trio.move_on_after(1.0):  # until the recorder's writer is held back
+                for _ in range(400):
+                    await recording.send(bytes(64 * 1024))
+            assert recording.sent < 400
+            with trio.fail_after(5):
+                for i in range(5):
+                    await shown.send(bytes(100_000) + bytes([i]))
+                    msg = await display.receive()
+                    assert msg.data[-1] == i
+
+
 async def test_max_rate_on_a_full_block_buffer_holds_the_newest_until_there_is_room(
     url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -538,3 +571,28 @@ async def test_history_is_bounded_in_bytes_and_replays_the_newest(nursery: trio.
             got = await read_all(sub, len(channel.recent))
         assert [int(m.data[0]) for m in got] == list(range(50 - len(got), 50))
         assert got[0].lost == 0 and sub.lost == 0
+
+
+async def test_undecodable_payloads_raise_for_the_reader_and_never_stall_its_window(
+    url: str,
+) -> None:
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
+        await w.create_channel("c")
+        async with (
+            r.subscribe("c", policy="block", size=4) as sub,
+            w.publisher("c") as pub,
+        ):
+            await pub.wait_for_readers()
+            for _ in range(8):  # a CBOR head with reserved additional info: not a value
+                await pub.send(EncodedPayload(b"\x1c"))
+            for i in range(8):
+                await pub.send(i)
+            errors = 0
+            values: list[int] = []
+            with trio.fail_after(5):
+                while len(values) < 8:
+                    try:
+                        values.append((await sub.receive()).data)
+                    except ts.ProtocolError:
+                        errors += 1
+        assert (errors, values) == (8, list(range(8)))

@@ -62,3 +62,31 @@ async def test_a_peer_that_closes_inside_a_large_frame_is_connection_closed() ->
                 while True:
                     await transport.receive_frames()
     await transport.aclose()
+
+
+async def test_large_frames_arrive_where_the_low_water_mark_cannot_be_set() -> None:
+    # Windows refuses SO_RCVLOWAT: the transport must carry on without it.
+    writer, reader = await socket_pair()
+
+    class RefusingSocket:
+        def __init__(self, inner: trio.socket.SocketType) -> None:
+            self.inner = inner
+
+        def setsockopt(self, *args: object) -> None:
+            raise OSError("SO_RCVLOWAT is not supported here")
+
+        async def recv_into(self, buffer: memoryview) -> int:
+            return await self.inner.recv_into(buffer)
+
+    transport = StreamTransport(reader, max_frame_bytes=64 * 2**20)
+    transport._socket = RefusingSocket(reader.socket)  # type: ignore[assignment]
+    body = b"\x03" + bytes(range(256)) * 4096  # 1 MiB and a byte
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.send_all, frame_prefix(len(body)) + body)
+        with trio.fail_after(5):
+            while not got:
+                got += [bytes(f) for f in await transport.receive_frames()]
+    assert got == [body]
+    await writer.aclose()
+    await transport.aclose()

@@ -754,14 +754,16 @@ class Subscription:
             self._sender_raw = bytes(frame[_DATA_HEAD_BYTES:offset])
             self._sender_len = name_len
             self._sender = sender
-        value = decode_payload(frame, offset)
-        self.received += 1
-        if lost:
-            self.lost += lost
+        # The frame is consumed whether or not its payload decodes: its credit goes back
+        # either way, or a few bad payloads would shrink the window for good.
         self._consumed += 1
         self._consumed_bytes += len(frame)
         if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
             self._return_credit()
+        value = decode_payload(frame, offset)
+        self.received += 1
+        if lost:
+            self.lost += lost
         return Message(value, seq, self.channel, sender, time_s, lost)
 
     def _return_credit(self) -> None:

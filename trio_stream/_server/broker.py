@@ -9,8 +9,9 @@ of the channel: no per-reader copy, encode, task or checkpoint. A ``block`` read
 is full makes the broker *park* the frame on the channel and withhold the writer's
 acknowledgement (PUB_ACK) until that reader has room; writer credit then stops the writer, and
 nobody else waits. "Room" is counted in frames (the reader's ``size``) and in bytes (the
-connection's ``max_buffered_bytes``): a ``block`` reader is never ended for memory, it slows
-its writers instead. ``unbounded`` readers have no such brake, so the byte bound ends them.
+connection's ``max_buffered_bytes``, of which its ``block`` subscriptions together take at
+most half): a ``block`` reader is never ended for memory, it slows its writers instead.
+``unbounded`` readers have no such brake, so the byte bound ends them.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class SessionPort(Protocol):
     name: str
     buffered_bytes: int
     max_buffered_bytes: int
+    block_bytes: int  # the part of buffered_bytes that block subscriptions hold
+    max_block_bytes: int  # their share of max_buffered_bytes
 
     def activate(self, sub: Subscription) -> None: ...
     def schedule_rate(self, sub: Subscription) -> None: ...
@@ -177,16 +180,22 @@ class Subscription:
         """Put ``frame`` in the buffer; False means "block reader without room: park it".
 
         A ``block`` reader refuses a frame that would take its connection over
-        ``max_buffered_bytes``, unless its buffer is empty: one frame always gets in, so the
-        reader can make progress even when other subscriptions of its connection hold the
-        memory. Other policies take the frame and, over the bound, are ended by the sender.
+        ``max_buffered_bytes``, or its connection's ``block`` subscriptions together over
+        half of it (``max_block_bytes``), unless its buffer is empty: one frame always gets
+        in, so the reader can make progress even when other subscriptions of its connection
+        hold the memory. The half share keeps lagging ``block`` readers from starving the
+        connection's other subscriptions (a dashboard's ring of 1 beside a recorder). Other
+        policies take the frame and, over the bound, are ended by the sender.
         """
         buffer = self.buffer
         session = self.session
         if (
             self.blocks_writers
-            and session.buffered_bytes + frame.nbytes > session.max_buffered_bytes
             and len(buffer)
+            and (
+                session.block_bytes + frame.nbytes > session.max_block_bytes
+                or session.buffered_bytes + frame.nbytes > session.max_buffered_bytes
+            )
         ):
             return False
         if not buffer.put(frame):
@@ -198,8 +207,10 @@ class Subscription:
             self.lost += lost
             self.channel.lost += lost
         session.buffered_bytes += frame.nbytes
-        if session.buffered_bytes > session.max_buffered_bytes and not self.blocks_writers:
-            # (A block reader gets here only with an empty buffer: one frame over, never more.)
+        if self.blocks_writers:
+            # Over its share only with an empty buffer: one frame each at most.
+            session.block_bytes += frame.nbytes
+        elif session.buffered_bytes > session.max_buffered_bytes:
             self.doomed = True  # ended by the session's sender (not here: mid fan-out)
             session.over_limit(self)
         if not self.active and self.credit > 0:
@@ -270,6 +281,8 @@ class Subscription:
         self.inflight_bytes = inflight_bytes
         self.sent += frames
         self.session.buffered_bytes -= taken
+        if self.blocks_writers:
+            self.session.block_bytes -= taken
         if self.parked:
             self._unpark()
         return frames, taken
@@ -521,6 +534,8 @@ class Broker:
         self._detach(sub)
         for old in sub.buffer.clear():
             sub.session.buffered_bytes -= old.nbytes
+            if sub.blocks_writers:
+                sub.session.block_bytes -= old.nbytes
 
     def _detach(self, sub: Subscription) -> None:
         """No new frames for this reader; it holds no writer back any more."""
@@ -554,7 +569,10 @@ def _replay_history(sub: Subscription, recent: deque[SharedFrame]) -> None:
     """Admit the newest frames of ``recent`` that fit ``sub`` (see Broker.subscribe)."""
     session = sub.session
     room_bytes = session.max_buffered_bytes - session.buffered_bytes
-    room_frames = sub.buffer.size if sub.blocks_writers else None
+    room_frames = None
+    if sub.blocks_writers:
+        room_bytes = min(room_bytes, session.max_block_bytes - session.block_bytes)
+        room_frames = sub.buffer.size
     keep = nbytes = 0
     for frame in reversed(recent):
         if keep == room_frames or nbytes + frame.nbytes > room_bytes:

@@ -68,6 +68,8 @@ class Session:
         self.connected_at = time.time()
         self.buffered_bytes = 0
         self.max_buffered_bytes = state.limits.max_buffered_bytes
+        self.block_bytes = 0
+        self.max_block_bytes = self.max_buffered_bytes // 2  # see Subscription.admit
         self._over_limit: list[Subscription] = []
         self.subscriptions: dict[int, Subscription] = {}
         self.publishers: dict[int, Publisher] = {}

@@ -38,6 +38,7 @@ class StreamTransport:
             stream.socket if isinstance(stream, trio.SocketStream) else None
         )
         self._low_water = 1  # the socket's SO_RCVLOWAT
+        self._low_water_works = True
 
     @property
     def max_frame_bytes(self) -> int:
@@ -83,9 +84,16 @@ class StreamTransport:
         return received
 
     def _set_low_water(self, socket: trio.socket.SocketType, nbytes: int) -> None:
-        if nbytes != self._low_water:
+        if nbytes == self._low_water or not self._low_water_works:
+            return
+        try:
             socket.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVLOWAT, nbytes)
-            self._low_water = nbytes
+        except OSError:
+            # Not every platform lets us (Windows refuses SO_RCVLOWAT): then every byte
+            # wakes us, as without it, and the frame is still received in place.
+            self._low_water_works = False
+            return
+        self._low_water = nbytes
 
     async def send(self, pieces: list[BytesLike]) -> None:
         stream = self.stream
