@@ -505,7 +505,10 @@ class Broker:
         channel.bytes_in += len(payload)
         for sub in channel.subscriptions:
             if not sub.offer(frame) and sub.policy is Policy.BLOCK:
-                sub.lost += 1  # a stuck reader loses server events rather than stall the server
+                # A stuck reader loses server events rather than stall the server, and hears
+                # of it on its next message like any other loss.
+                sub.buffer.skip(1)
+                sub.lost += 1
                 channel.lost += 1
 
     # -- readers ---------------------------------------------------------------------------
