@@ -1,11 +1,12 @@
-"""One client connection on the server: handshake, a reader task and a sender task.
+"""One client connection on the server: handshake, a reader, a sender and an idle watchdog.
 
 The reader task parses frames and acts on them at once (requests touch only in-memory state,
 publishes fan out synchronously through the broker). The sender task is the only writer to the
-socket: it drains, in this order, control messages, reader counts, writer acknowledgements and
-then the subscriptions' buffers through the fair scheduler, coalescing everything ready into
+socket: it drains, in this order, control messages, reader counts, the subscriptions' buffers
+through the fair scheduler and then writer acknowledgements, coalescing everything ready into
 one write. Control messages a client does not read make the reader task stop reading that
-client (CONTROL_HIGH_WATER_BYTES), so its requests cannot grow the server's memory.
+client (CONTROL_HIGH_WATER_BYTES), so its requests cannot grow the server's memory. The
+watchdog closes a connection that has been silent for idle_timeout_s.
 """
 
 from __future__ import annotations
