@@ -11,8 +11,12 @@ from .._exceptions import ConnectionClosed
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import FrameDecoder
 
-RECEIVE_MIN_BYTES: Final = 256 * 1024
-RECEIVE_MAX_BYTES: Final = 4 * 2**20
+# Plain TCP reads into one buffer of this size, kept for the connection's life. A fresh
+# receive buffer per read is costly at this size: malloc serves 128 KiB and more with mmap,
+# and a recv(262144) cost 8.9 us against 0.9 us for recv(65536) here, for a 150-byte message.
+RECEIVE_BUFFER_BYTES: Final = 256 * 1024
+# TLS reads allocate their result; below malloc's mmap threshold (128 KiB) that is cheap.
+TLS_RECEIVE_BYTES: Final = 64 * 1024
 # Pieces smaller than this are copied into one write; larger ones (array bodies) are written
 # as they are, so a 1 MiB array is never copied on its way out.
 COALESCE_MAX_PIECE: Final = 64 * 1024
@@ -37,6 +41,7 @@ class StreamTransport:
         self._socket: trio.socket.SocketType | None = (
             stream.socket if isinstance(stream, trio.SocketStream) else None
         )
+        self._receive_view = memoryview(bytearray(RECEIVE_BUFFER_BYTES if self._socket else 0))
         self._low_water = 1  # the socket's SO_RCVLOWAT
         self._low_water_works = True
 
@@ -58,9 +63,11 @@ class StreamTransport:
                     with body:
                         received = await self._recv_into(body)
                     decoder.body_received(received)
+                elif self._socket is not None:
+                    received = await self._socket.recv_into(self._receive_view)
+                    decoder.receive_data(self._receive_view[:received])
                 else:
-                    want = min(max(decoder.bytes_wanted(), RECEIVE_MIN_BYTES), RECEIVE_MAX_BYTES)
-                    data = await self.stream.receive_some(want)
+                    data = await self.stream.receive_some(TLS_RECEIVE_BYTES)
                     received = len(data)
                     decoder.receive_data(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
