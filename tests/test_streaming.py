@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +15,19 @@ import trio_stream as ts
 from trio_stream._protocol.codec import EncodedPayload
 
 SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
+
+
+@asynccontextmanager
+async def writer_and_reader(
+    url: str, **subscribe: Any
+) -> AsyncIterator[tuple[ts.Client, ts.Publisher, ts.Subscription]]:
+    """Clients "w" and "r", channel "c", r subscribed with ``subscribe``, w's publisher open
+    and told of the reader: (w, publisher, subscription)."""
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
+        await w.create_channel("c")
+        async with r.subscribe("c", **subscribe) as sub, w.publisher("c") as pub:
+            await pub.wait_for_readers()
+            yield w, pub, sub
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -102,22 +117,16 @@ async def test_drop_oldest_keeps_newest_and_counts_the_gap(url: str) -> None:
 
 
 async def test_drop_newest_keeps_oldest_and_reports_loss_on_next_frame(url: str) -> None:
-    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
-        await w.create_channel("c")
-        async with (
-            r.subscribe("c", policy="drop_newest", size=3, window=1) as sub,
-            w.publisher("c") as pub,
-        ):
-            await pub.wait_for_readers()
-            await pub.send(1)
-            await stalled_with(w, "r", "c", sent=1, queued=0)
-            for value in range(2, 11):
-                await pub.send(value)
-            await pub.wait_acknowledged()
-            got = await read_all(sub, 4)
-            await pub.send(11)
-            got += await read_all(sub, 1)
-        assert [(m.data, m.lost) for m in got] == [(1, 0), (2, 0), (3, 0), (4, 0), (11, 6)]
+    async with writer_and_reader(url, policy="drop_newest", size=3, window=1) as (w, pub, sub):
+        await pub.send(1)
+        await stalled_with(w, "r", "c", sent=1, queued=0)
+        for value in range(2, 11):
+            await pub.send(value)
+        await pub.wait_acknowledged()
+        got = await read_all(sub, 4)
+        await pub.send(11)
+        got += await read_all(sub, 1)
+    assert [(m.data, m.lost) for m in got] == [(1, 0), (2, 0), (3, 0), (4, 0), (11, 6)]
 
 
 async def test_clear_empties_the_buffer_then_keeps_the_new_frame(url: str) -> None:
@@ -258,15 +267,12 @@ async def test_stalled_subscription_does_not_stop_its_connections_other_subscrip
 
 
 async def test_every_keeps_every_nth_frame_without_counting_loss(url: str) -> None:
-    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
-        await w.create_channel("c")
-        async with r.subscribe("c", policy="unbounded", every=3) as sub, w.publisher("c") as pub:
-            await pub.wait_for_readers()
-            for i in range(1, 11):
-                await pub.send(i)
-            got = await read_all(sub, 4)
-        assert [m.seq for m in got] == [1, 4, 7, 10]
-        assert sub.lost == 0
+    async with writer_and_reader(url, policy="unbounded", every=3) as (_, pub, sub):
+        for i in range(1, 11):
+            await pub.send(i)
+        got = await read_all(sub, 4)
+    assert [m.seq for m in got] == [1, 4, 7, 10]
+    assert sub.lost == 0
 
 
 async def test_max_rate_delivers_the_newest_at_most_hz(
@@ -337,26 +343,20 @@ async def test_a_lagging_block_reader_leaves_room_for_its_connections_other_subs
 async def test_max_rate_on_a_full_block_buffer_holds_the_newest_until_there_is_room(
     url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
-        await w.create_channel("c")
-        async with (
-            r.subscribe("c", policy="block", size=1, max_rate=10.0) as sub,
-            w.publisher("c") as pub,
-        ):
-            await pub.wait_for_readers()
-            for i in range(1, 201):  # 100 Hz for 2 s while the reader reads nothing
-                await pub.send(i)
-                await trio.sleep(0.01)
+    async with writer_and_reader(url, policy="block", size=1, max_rate=10.0) as (_, pub, sub):
+        for i in range(1, 201):  # 100 Hz for 2 s while the reader reads nothing
+            await pub.send(i)
+            await trio.sleep(0.01)
+        await trio.sleep(1.0)
+        with trio.fail_after(5):
+            got = [await sub.receive() for _ in range(2)]
             await trio.sleep(1.0)
-            with trio.fail_after(5):
-                got = [await sub.receive() for _ in range(2)]
-                await trio.sleep(1.0)
-                got.append(await sub.receive())
-        # The reader's window and buffer hold the first frames; after that the newest
-        # frame waits for room and is delivered once there is some: never dropped silently.
-        assert got[-1].data == 200
-        assert [m.seq for m in got] == sorted(m.seq for m in got)
-        assert all(m.lost == 0 for m in got)
+            got.append(await sub.receive())
+    # The reader's window and buffer hold the first frames; after that the newest frame
+    # waits for room and is delivered once there is some: never dropped silently.
+    assert got[-1].data == 200
+    assert [m.seq for m in got] == sorted(m.seq for m in got)
+    assert all(m.lost == 0 for m in got)
 
 
 async def test_history_is_replayed_to_late_subscribers(url: str) -> None:
@@ -576,23 +576,17 @@ async def test_history_is_bounded_in_bytes_and_replays_the_newest(nursery: trio.
 async def test_undecodable_payloads_raise_for_the_reader_and_never_stall_its_window(
     url: str,
 ) -> None:
-    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
-        await w.create_channel("c")
-        async with (
-            r.subscribe("c", policy="block", size=4) as sub,
-            w.publisher("c") as pub,
-        ):
-            await pub.wait_for_readers()
-            for _ in range(8):  # a CBOR head with reserved additional info: not a value
-                await pub.send(EncodedPayload(b"\x1c"))
-            for i in range(8):
-                await pub.send(i)
-            errors = 0
-            values: list[int] = []
-            with trio.fail_after(5):
-                while len(values) < 8:
-                    try:
-                        values.append((await sub.receive()).data)
-                    except ts.ProtocolError:
-                        errors += 1
-        assert (errors, values) == (8, list(range(8)))
+    async with writer_and_reader(url, policy="block", size=4) as (_, pub, sub):
+        for _ in range(8):  # a CBOR head with reserved additional info: not a value
+            await pub.send(EncodedPayload(b"\x1c"))
+        for i in range(8):
+            await pub.send(i)
+        errors = 0
+        values: list[int] = []
+        with trio.fail_after(5):
+            while len(values) < 8:
+                try:
+                    values.append((await sub.receive()).data)
+                except ts.ProtocolError:
+                    errors += 1
+    assert (errors, values) == (8, list(range(8)))

@@ -13,7 +13,6 @@ import itertools
 import logging
 import math
 import ssl
-import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -59,7 +58,6 @@ CONNECT_TIMEOUT_S: Final = 10.0
 YIELD_EVERY_BYTES: Final = 64 * 1024  # a publisher yields once this much is queued
 YIELD_EVERY_MESSAGES: Final = 64  # a reader with messages waiting yields this often
 _DATA_HEAD_BYTES: Final = F.DATA_HEAD.size
-_SUB_ID: Final = struct.Struct(">I")
 _DATA_HEAD_AT: Final = F.DATA_HEAD.unpack_from
 
 T = TypeVar("T")
@@ -242,18 +240,11 @@ class Client:
     # -- incoming ------------------------------------------------------------------------------
     async def _reader(self) -> None:
         transport = self._transport
-        subscriptions = self._subscriptions
-        sub_id_at = _SUB_ID.unpack_from
+        dispatch = self._dispatch
         try:
             while True:
                 for frame in await transport.receive_frames():
-                    # DATA, the bulk of what arrives, routed here without a call per frame.
-                    if frame[0] == F.DATA and len(frame) >= 5:
-                        sub = subscriptions.get(sub_id_at(frame, 1)[0])
-                        if sub is not None:
-                            sub._deliver(frame)
-                    else:
-                        self._dispatch(frame)
+                    dispatch(frame)
                 # The readers these frames woke go first: the next read usually finds nothing
                 # and re-arms epoll, two syscalls that need not delay the application.
                 await trio.lowlevel.cancel_shielded_checkpoint()
@@ -706,9 +697,7 @@ class Subscription:
 
     def _deliver(self, frame: bytearray) -> None:
         self._frames.append(frame)
-        if self._waiter is not None:
-            self._waiter.set()
-            self._waiter = None
+        self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None:

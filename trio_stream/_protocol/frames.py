@@ -64,17 +64,18 @@ def publish_wire_head(body_bytes: int, pub_id: int, time: float) -> bytes:
     return PUBLISH_WIRE_HEAD.pack(body_bytes, PUBLISH, pub_id, time)
 
 
-class Publish(NamedTuple):
-    pub_id: int
-    time: float
-    payload_offset: int
+def parse_publish(frame: BytesLike) -> tuple[int, float]:
+    """(pub_id, time) of a PUBLISH frame body; its payload starts at ``PUBLISH_HEAD.size``.
 
-
-def parse_publish(frame: BytesLike) -> Publish:
+    A plain tuple, not a record: this runs once per published frame on the server.
+    """
     if len(frame) < PUBLISH_HEAD.size:
         raise ProtocolError("truncated PUBLISH frame")
-    _, pub_id, time = PUBLISH_HEAD.unpack_from(frame)
-    return Publish(pub_id, time, PUBLISH_HEAD.size)
+    _, pub_id, time = _PUBLISH_HEAD_AT(frame)
+    return pub_id, time
+
+
+_PUBLISH_HEAD_AT: Final = PUBLISH_HEAD.unpack_from
 
 
 def sender_field(name: str) -> bytes:

@@ -51,8 +51,7 @@ SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 # requests and never reads the answers holds at most this much (plus one answer) here.
 CONTROL_HIGH_WATER_BYTES: Final = 1 * 2**20
 REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
-_PUBLISH_HEAD_AT: Final = F.PUBLISH_HEAD.unpack_from
-_PUBLISH_HEAD_BYTES: Final = F.PUBLISH_HEAD.size
+_PUBLISH_HEAD_BYTES: Final = F.PUBLISH_HEAD.size  # where a PUBLISH frame's payload starts
 
 
 def control_frame(message: M.Message) -> bytes:
@@ -357,9 +356,7 @@ class Session:
     def _dispatch(self, frame: bytearray) -> None:
         kind = frame[0]
         if kind == F.PUBLISH:
-            if len(frame) < _PUBLISH_HEAD_BYTES:
-                raise ProtocolError("truncated PUBLISH frame")
-            _, pub_id, time_s = _PUBLISH_HEAD_AT(frame)
+            pub_id, time_s = F.parse_publish(frame)
             pub = self.publishers.get(pub_id)
             if pub is None:
                 if pub_id >= self._next_pub:
