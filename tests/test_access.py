@@ -33,13 +33,21 @@ async def test_private_channel_is_invisible_and_needs_its_key(
         assert "lab/private" not in {c.name for c in await stranger.channels()}
         assert "lab/private" in {c.name for c in await owner.channels()}  # its own
 
+        # Without its key a private channel does not exist for a stranger: the very answer a
+        # name that was never created gets, so guessing names confirms nothing.
+        with pytest.raises(ts.ChannelNotFound) as missing:
+            async with stranger.subscribe("lab/nothing-here"):
+                pass
         for attempt_key in (None, "wrong"):
-            with pytest.raises(ts.AuthError):
+            with pytest.raises(ts.ChannelNotFound) as hidden:
                 async with stranger.subscribe("lab/private", key=attempt_key):
                     pass
-            with pytest.raises(ts.AuthError):
+            expected = str(missing.value).replace("lab/nothing-here", "lab/private")
+            assert str(hidden.value) == expected
+            assert "key=" in str(hidden.value)  # tells a legitimate user what to do
+            with pytest.raises(ts.ChannelNotFound):
                 await stranger.publish("lab/private", "intrusion", key=attempt_key)
-            with pytest.raises(ts.AuthError):
+            with pytest.raises(ts.ChannelNotFound):
                 await stranger.delete_channel("lab/private", key=attempt_key)
 
         async with (
@@ -128,3 +136,65 @@ async def test_tls_over_tcp_with_a_trusted_certificate(nursery: trio.Nursery) ->
     with pytest.raises(ts.ConnectionClosed):
         async with ts.open_client(server.tcp_url, ssl_context=ssl.create_default_context()):
             pass
+
+
+async def test_a_private_channel_without_key_is_its_owners_alone(url: str) -> None:
+    async with ts.open_client(url, name="owner") as owner, ts.open_client(url, name="o") as other:
+        await owner.create_channel("mine", public=False)
+        with pytest.raises(ts.ChannelNotFound, match="that you may use"):
+            async with other.subscribe("mine"):
+                pass
+        with pytest.raises(ts.ChannelNotFound):
+            await other.publish("mine", "intrusion")
+        async with owner.subscribe("mine", policy="unbounded") as sub:
+            await owner.publish("mine", "own use")
+            with trio.fail_after(10):
+                assert (await sub.receive()).data == "own use"
+
+
+async def test_a_taken_name_gets_one_answer_whether_its_channel_is_private_or_not(
+    url: str,
+) -> None:
+    async with ts.open_client(url, name="owner") as owner, ts.open_client(url, name="o") as other:
+        await owner.create_channel("hidden", public=False, key=SECRET)
+        await owner.create_channel("listed")
+        with pytest.raises(ts.ChannelExists) as private:
+            await other.create_channel("hidden")
+        with pytest.raises(ts.ChannelExists) as public:
+            await other.create_channel("listed")
+        assert str(private.value) == str(public.value).replace("listed", "hidden")
+        assert "pick another name" in str(private.value)
+
+
+async def test_stats_and_metrics_count_only_public_channels(nursery: trio.Nursery) -> None:
+    from trio_stream._server.metrics import render_metrics
+
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    async with ts.open_client(server.tcp_url or "", name="owner") as owner:
+        before = (await owner.stats()).channels
+        for i in range(5):
+            await owner.create_channel(f"private-{i}", public=False, key=SECRET)
+        assert (await owner.stats()).channels == before
+        await owner.create_channel("public")
+        assert (await owner.stats()).channels == before + 1
+        gauge = [
+            line
+            for line in render_metrics(server.state).splitlines()
+            if line.startswith("trio_stream_channels ")
+        ]
+        assert gauge == [f"trio_stream_channels {before + 1}"]
+        await owner.delete_channel("private-0")
+        await owner.delete_channel("public")
+        assert (await owner.stats()).channels == before
+    await server.aclose()
+
+
+@pytest.mark.parametrize("lifetime", [float("nan"), float("inf"), -1.0, 0.0])
+async def test_lifetime_must_be_a_positive_finite_number(
+    server: ts.Server, lifetime: float
+) -> None:
+    async with ts.open_client(server.tcp_url or "") as client:
+        with pytest.raises(ts.InvalidArgument, match="lifetime must be a positive, finite"):
+            await client.create_channel("c", lifetime=lifetime)
+        assert "c" not in {c.name for c in await client.channels()}

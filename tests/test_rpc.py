@@ -493,6 +493,9 @@ class FakeSession:
     def send_control(self, message: M.Message) -> None:
         self.sent.append(message)
 
+    def send_control_frame(self, frame: bytes) -> None:
+        self.sent.append(M.decode_message(frame[4:]))
+
 
 def make_router(*names: str) -> tuple[Router, dict[str, FakeSession]]:
     sessions = {name: FakeSession(name) for name in names}

@@ -452,6 +452,7 @@ class Client:
         max_rate: float | None = None,
         key: str | None = None,
         window: int | None = None,
+        block_timeout: float | None = None,
     ) -> Subscription:
         """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
         if policy not in POLICIES:
@@ -462,6 +463,8 @@ class Client:
             raise InvalidArgument("every must be 1 or more")
         if max_rate is not None and not 0 < max_rate < math.inf:
             raise InvalidArgument("max_rate must be a positive number of frames per second")
+        if block_timeout is not None and not 0 < block_timeout < math.inf:
+            raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
 
         def register(result: Any) -> Subscription:
             window_bytes = result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES)
@@ -479,6 +482,7 @@ class Client:
             every=every,
             max_rate=None if max_rate is None else float(max_rate),
             window=window,
+            block_timeout=None if block_timeout is None else float(block_timeout),
         )
         return sub
 
@@ -493,6 +497,7 @@ class Client:
         max_rate: float | None = None,
         key: str | None = None,
         window: int | None = None,
+        block_timeout: float | None = None,
     ) -> AsyncIterator[Subscription]:
         """``async with client.subscribe("ch", policy=..., size=...) as sub: async for msg in sub``.
 
@@ -504,6 +509,9 @@ class Client:
             max_rate: deliver at most this many frames per second, always the newest.
             key: the channel's key, for channels that have one.
             window: frames in flight to this client (default: the server's, at most ``size``).
+            block_timeout: ``block`` only: seconds this reader may hold the channel's writers
+                back (and so its other readers) before the server ends the subscription
+                with ``LimitExceeded`` (default: the server's ``block_timeout_s``).
         """
         sub = await self.open_subscription(
             channel,
@@ -513,6 +521,7 @@ class Client:
             max_rate=max_rate,
             key=key,
             window=window,
+            block_timeout=block_timeout,
         )
         try:
             yield sub

@@ -33,6 +33,9 @@ class ServerConfig:
     idle_timeout_s: float = L.IDLE_TIMEOUT_S
     publish_window_frames: int = L.PUBLISH_WINDOW_FRAMES
     publish_window_bytes: int = L.PUBLISH_WINDOW_BYTES
+    # A block reader that holds its channel's writers back longer than this (s) is ended
+    # with LimitExceeded; None: never. A subscription may choose its own (block_timeout=).
+    block_timeout_s: float | None = None
     shutdown_grace_s: float = 2.0
     stats_interval_s: float = 1.0
 

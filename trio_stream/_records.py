@@ -48,6 +48,8 @@ class ChannelInfo:
     history: int = 0
     single_writer: bool = False
     keep: bool = False
+    # block readers holding the writers back: maps of client (name), sub (id), held_s
+    held_by: list[dict[str, Any]] = dataclasses.field(default_factory=list, compare=False)
 
     @classmethod
     def from_wire(cls, data: Any) -> ChannelInfo:
@@ -105,7 +107,8 @@ class ServerStats:
     bytes_in_per_s: float = 0.0
     bytes_out_per_s: float = 0.0
     frames_lost: int = 0
-    buffered_bytes: int = 0
+    buffered_bytes: int = 0  # parked_bytes included
+    parked_bytes: int = 0  # published frames waiting for block readers' room
     uptime_s: float = 0.0
     memory_bytes: int = 0
     cpu_percent: float = 0.0

@@ -589,6 +589,7 @@ class SyncClient:
         max_rate: float | None = None,
         key: str | None = None,
         window: int | None = None,
+        block_timeout: float | None = None,
     ) -> SyncSubscription:
         """``with c.subscribe("ch", policy=..., size=...) as sub: for msg in sub: ...``.
 
@@ -606,6 +607,7 @@ class SyncClient:
                 max_rate=max_rate,
                 key=key,
                 window=window,
+                block_timeout=block_timeout,
             )
         )
         return SyncSubscription(self, sub)

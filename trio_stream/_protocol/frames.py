@@ -79,9 +79,15 @@ _PUBLISH_HEAD_AT: Final = PUBLISH_HEAD.unpack_from
 
 
 def sender_field(name: str) -> bytes:
-    """The sender name as DATA frames carry it; built once per publisher."""
-    encoded = name.encode()[:MAX_SENDER_NAME_BYTES]
-    return encoded
+    """The sender name as DATA frames carry it (UTF-8, at most 255 bytes); once per publisher.
+
+    The server refuses longer client names at hello; a longer name (a server-side one) is cut
+    at a character boundary, never inside one: a reader must always be able to decode it.
+    """
+    encoded = name.encode()
+    if len(encoded) <= MAX_SENDER_NAME_BYTES:
+        return encoded
+    return encoded[:MAX_SENDER_NAME_BYTES].decode("utf-8", "ignore").encode()
 
 
 def data_shared_head(seq: int, time: float, sender: bytes) -> bytes:

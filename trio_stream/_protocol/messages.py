@@ -93,6 +93,7 @@ class Subscribe(Request):
     every: int = 1
     max_rate: float | None = None
     window: int | None = None
+    block_timeout: float | None = None  # s; block only; None: the server's block_timeout_s
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,26 @@ One publish builds one :class:`SharedFrame` and offers that same object to every
 of the channel: no per-reader copy, encode, task or checkpoint. A ``block`` reader whose buffer
 is full makes the broker *park* the frame on the channel and withhold the writer's
 acknowledgement (PUB_ACK) until that reader has room; writer credit then stops the writer, and
-nobody else waits. "Room" is counted in frames (the reader's ``size``) and in bytes (the
+nobody else waits. The writer's own credit window (``publish_window_frames`` /
+``publish_window_bytes``) bounds what it can have parked: a writer that sends past it is
+refused with ProtocolError, and the parked bytes count against its connection (the session
+stops reading a connection whose writers have parked more than ``max_buffered_bytes``).
+"Room" is counted in frames (the reader's ``size``) and in bytes (the
 connection's ``max_buffered_bytes``, of which its ``block`` subscriptions together take at
 most half): a ``block`` reader is never ended for memory, it slows its writers instead.
 ``unbounded`` readers have no such brake, so the byte bound ends them.
+
+A ``block`` reader holds back its writers and, through them, every other reader of its
+channel. Readers that have done so for ``HOLD_NOTICE_S`` are marked (``held_reported``), so
+that ``channels()`` and ``$channels`` show who holds a channel back; ``block_timeout`` ends
+such a reader (the session's watchdog keeps the time).
 """
 
 from __future__ import annotations
 
 import hmac
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,21 +36,26 @@ from typing import Protocol
 
 import trio
 
-from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded
+from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded, ProtocolError
 from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import (
     DATA,
     DATA_READER_BODY_BYTES,
     DATA_READER_HEAD,
     MAX_U32,
+    PUBLISH_HEAD,
     data_shared_head,
+    sender_field,
 )
-from .._protocol.limits import MAX_BUFFERED_BYTES
+from .._protocol.limits import MAX_BUFFERED_BYTES, PUBLISH_WINDOW_BYTES, PUBLISH_WINDOW_FRAMES
 from .buffers import Policy, PolicyBuffer
 
 MAX_CHANNEL_NAME_CHARS = 200
 SMALL_PAYLOAD_BYTES = 4096
 MAX_HISTORY_FRAMES = 10_000
+# A block reader that has held its channel's writers back this long (seconds) is shown as
+# holding the channel (held_by in channel records and $channels events).
+HOLD_NOTICE_S = 1.0
 _READER_HEAD_PACK = DATA_READER_HEAD.pack
 
 
@@ -73,6 +88,7 @@ class SessionPort(Protocol):
     max_buffered_bytes: int
     block_bytes: int  # the part of buffered_bytes that block subscriptions hold
     max_block_bytes: int  # their share of max_buffered_bytes
+    parked_bytes: int  # frames this connection's writers published that wait for a block reader
 
     def activate(self, sub: Subscription) -> None: ...
     def schedule_rate(self, sub: Subscription) -> None: ...
@@ -82,6 +98,8 @@ class SessionPort(Protocol):
     def finish(self, sub: Subscription) -> bytes: ...
     def over_limit(self, sub: Subscription) -> None: ...
     def publisher_ended(self, pub: Publisher, error: Exception) -> None: ...
+    def unparked(self) -> None: ...
+    def holding(self, sub: Subscription) -> None: ...
 
 
 @dataclass(eq=False)
@@ -92,22 +110,33 @@ class Publisher:
     sender: bytes
     acks_due: int = 0
     frames: int = 0
+    parked_frames: int = 0  # published, waiting for a block reader, so not acknowledged
+    parked_bytes: int = 0  # of those, counted like the client counts its window
 
 
 class _Parked:
     """A frame that some full ``block`` readers still owe room to; its writer waits for it."""
 
-    __slots__ = ("frame", "publisher", "waiting")
+    __slots__ = ("frame", "nbytes", "publisher", "since", "waiting")
 
-    def __init__(self, frame: SharedFrame, publisher: Publisher) -> None:
+    def __init__(self, frame: SharedFrame, publisher: Publisher, nbytes: int, since: float) -> None:
         self.frame = frame
         self.publisher = publisher
+        self.nbytes = nbytes  # the PUBLISH body, as the writer counts its window
+        self.since = since  # trio clock: when it parked (block_timeout counts from here)
         self.waiting = 0  # block readers that have not taken it yet
 
     def release(self) -> None:
         self.waiting -= 1
         if self.waiting == 0:
-            self.publisher.session.ack(self.publisher)
+            pub = self.publisher
+            pub.parked_frames -= 1
+            pub.parked_bytes -= self.nbytes
+            pub.channel.broker.parked_bytes -= self.nbytes
+            session = pub.session
+            session.parked_bytes -= self.nbytes
+            session.ack(pub)
+            session.unparked()
 
 
 class Subscription:
@@ -124,6 +153,7 @@ class Subscription:
         max_rate: float | None,
         window: int,
         window_bytes: int,
+        block_timeout: float | None = None,
     ) -> None:
         self.sub_id = sub_id
         self.channel = channel
@@ -145,6 +175,8 @@ class Subscription:
         self.ending = False  # channel ended: send what is buffered, then the end
         self.doomed = False  # over the connection's memory limit: ends, takes nothing more
         self.parked: deque[_Parked] = deque()  # frames waiting for room here (block only)
+        self.block_timeout = block_timeout  # s a frame may stay parked here; None: no limit
+        self.held_reported = False  # shown in held_by (parked for HOLD_NOTICE_S or more)
         self.seen = 0  # frames of the channel offered since subscribing (for every=N)
         self.latest: SharedFrame | None = None  # newest frame held back by max_rate
         self.next_due = 0.0
@@ -292,11 +324,15 @@ class Subscription:
         parked = self.parked
         while parked and self.admit(parked[0].frame):
             parked.popleft().release()
+        if not parked and self.held_reported:
+            self.channel.broker.hold_ended(self)
 
     def drop_parked(self) -> None:
         """This reader is going away: it no longer holds any writer back."""
         while self.parked:
             self.parked.popleft().release()
+        if self.held_reported:
+            self.channel.broker.hold_ended(self)
 
     def add_credit(self, frames: int) -> None:
         inflight = self._inflight
@@ -336,6 +372,23 @@ class Channel:
     def readers(self) -> int:
         return len(self.subscriptions)
 
+    def held_by(self) -> list[dict[str, object]]:
+        """The block readers that hold this channel's writers back (for HOLD_NOTICE_S or more)."""
+        now = trio.current_time()
+        return [
+            {
+                "client": sub.session.name,
+                "sub": sub.sub_id,
+                "held_s": round(now - sub.parked[0].since, 3),
+            }
+            for sub in self.subscriptions
+            if sub.held_reported and sub.parked
+        ]
+
+    def visible_to(self, session: SessionPort | None) -> bool:
+        """Listed for ``session``: public channels and its own."""
+        return self.public or _owner_of(self, session)
+
 
 def check_channel_name(name: str) -> None:
     if not 1 <= len(name) <= MAX_CHANNEL_NAME_CHARS or not name.isprintable():
@@ -352,6 +405,8 @@ class Broker:
         on_event: Callable[[str, Channel], None] | None = None,
         *,
         max_history_bytes: int = MAX_BUFFERED_BYTES,
+        publish_window_frames: int = PUBLISH_WINDOW_FRAMES,
+        publish_window_bytes: int = PUBLISH_WINDOW_BYTES,
     ) -> None:
         """The registry.
 
@@ -361,12 +416,18 @@ class Broker:
             max_history_bytes: what one channel's history may hold, besides its ``history``
                 frames. The default is the connection bound, ``max_buffered_bytes``: history
                 is replayed into a new reader's buffer, which could never take more at once.
+            publish_window_frames, publish_window_bytes: the writers' credit window (the
+                welcome's limits); a writer with more than that parked is refused.
         """
         self.on_event = on_event
         self.max_history_bytes = max_history_bytes
+        self.publish_window_frames = publish_window_frames
+        self.publish_window_bytes = publish_window_bytes
         self.channels: dict[str, Channel] = {}
+        self.public_channels = 0  # kept here so that stats() need not count
         self.frames_in = 0
         self.bytes_in = 0
+        self.parked_bytes = 0  # every publisher's parked_bytes together
 
     # -- registry --------------------------------------------------------------------------
     def create_channel(
@@ -385,11 +446,18 @@ class Broker:
         if name.startswith("$") and owner is not None:
             raise ValueError("channel names starting with '$' belong to the server")
         if name in self.channels:
-            raise ChannelExists(f"channel {name!r} exists already; use it, or delete it first")
+            # One answer whoever holds the name, public or private: it must not tell a
+            # stranger more than that the name is taken (see docs/protocol.md, Access).
+            raise ChannelExists(
+                f"the channel name {name!r} is taken (a channel by that name exists already); "
+                "use that channel, or pick another name"
+            )
         if not 0 <= history <= MAX_HISTORY_FRAMES:
             raise ValueError(f"history must be between 0 and {MAX_HISTORY_FRAMES} frames")
-        if lifetime is not None and lifetime <= 0:
-            raise ValueError("lifetime must be a positive number of seconds")
+        if lifetime is not None and not 0 < lifetime < math.inf:  # NaN fails both
+            raise ValueError(
+                f"lifetime must be a positive, finite number of seconds (or None), not {lifetime!r}"
+            )
         channel = Channel(
             name=name,
             broker=self,
@@ -404,6 +472,7 @@ class Broker:
             expires_at=None if lifetime is None else trio.current_time() + lifetime,
         )
         self.channels[name] = channel
+        self.public_channels += public
         self._event("created", channel)
         return channel
 
@@ -411,17 +480,23 @@ class Broker:
         """The channel, if this caller may use it.
 
         A channel with a key needs that key from everyone but its owner (compared in
-        constant time; keys are never logged nor echoed in errors).
+        constant time; keys are never logged nor echoed in errors). A private channel is
+        its owner's and its key holders' only: one without a key is its owner's alone. To
+        anyone else it does not exist: they get the very answer a missing channel gets, so
+        that guessing names confirms nothing.
         """
         channel = self.channels.get(name)
-        if channel is None:
+        if channel is None or not (
+            channel.public or _owner_of(channel, session) or _key_matches(channel, key)
+        ):
             raise ChannelNotFound(
-                f"no channel named {name!r}; create it with create_channel() first"
+                f"no channel named {name!r} that you may use; create it with "
+                "create_channel() first (a private channel needs its key: pass key=...)"
             )
         if channel.key is not None and not _owner_of(channel, session):
             if key is None:
                 raise AuthError(f"channel {name!r} needs its key: pass key=...")
-            if not hmac.compare_digest(key.encode(), channel.key.encode()):
+            if not _key_matches(channel, key):
                 raise AuthError(f"wrong key for channel {name!r}")
         return channel
 
@@ -429,6 +504,7 @@ class Broker:
         if self.channels.get(channel.name) is not channel:
             return
         del self.channels[channel.name]
+        self.public_channels -= channel.public
         for sub in list(channel.subscriptions):
             # Detach but keep its buffer: the reader still gets what was published before
             # the end, then a clean end of its iteration (see Session.subscription_ended).
@@ -451,7 +527,7 @@ class Broker:
             raise LimitExceeded(
                 f"channel {channel.name!r} was created with single_writer=True and has a writer"
             )
-        pub = Publisher(pub_id, channel, session, session.name.encode()[:255])
+        pub = Publisher(pub_id, channel, session, sender_field(session.name))
         channel.publishers.append(pub)
         self._event("writers", channel)
         return pub
@@ -463,7 +539,14 @@ class Broker:
             self._event("writers", channel)
 
     def publish(self, pub: Publisher, time_s: float, payload: BytesLike) -> None:
-        """Fan one frame out to every reader of the publisher's channel."""
+        """Fan one frame out to every reader of the publisher's channel.
+
+        Raises:
+            ProtocolError: the writer sent past its credit window (frames parked for a
+                ``block`` reader count against it): its connection is closed.
+        """
+        if pub.parked_frames:  # the only extra check on the hot path; parking is rare
+            self._check_window(pub, len(payload))
         channel = pub.channel
         seq = channel.seq + 1
         channel.seq = seq
@@ -479,11 +562,47 @@ class Broker:
         for sub in channel.subscriptions:
             if not sub.offer(frame):
                 if parked is None:
-                    parked = _Parked(frame, pub)
+                    parked = self._park(frame, pub, size)
                 parked.waiting += 1
+                if not sub.parked:
+                    sub.session.holding(sub)
                 sub.parked.append(parked)
         if parked is None:
             pub.session.ack(pub)
+
+    def _check_window(self, pub: Publisher, size: int) -> None:
+        nbytes = PUBLISH_HEAD.size + size
+        if pub.parked_frames >= self.publish_window_frames:
+            raise ProtocolError(
+                f"publisher {pub.pub_id} sent past its credit window: "
+                f"{pub.parked_frames} frames unacknowledged (publish_window_frames is "
+                f"{self.publish_window_frames}); wait for PUB_ACK before sending more"
+            )
+        if pub.parked_bytes + nbytes > self.publish_window_bytes:
+            raise ProtocolError(
+                f"publisher {pub.pub_id} sent past its credit window: "
+                f"{pub.parked_bytes + nbytes} bytes unacknowledged (publish_window_bytes is "
+                f"{self.publish_window_bytes}); wait for PUB_ACK before sending more"
+            )
+
+    def _park(self, frame: SharedFrame, pub: Publisher, size: int) -> _Parked:
+        """Hold ``frame`` for full block readers; it counts against its writer until taken."""
+        nbytes = PUBLISH_HEAD.size + size
+        pub.parked_frames += 1
+        pub.parked_bytes += nbytes
+        pub.session.parked_bytes += nbytes
+        self.parked_bytes += nbytes
+        return _Parked(frame, pub, nbytes, trio.current_time())
+
+    def hold_noticed(self, sub: Subscription) -> None:
+        """``sub`` has held its writers back for HOLD_NOTICE_S: show it in held_by."""
+        if not sub.held_reported:
+            sub.held_reported = True
+            self._event("held", sub.channel)
+
+    def hold_ended(self, sub: Subscription) -> None:
+        sub.held_reported = False
+        self._event("released", sub.channel)
 
     def _remember(self, channel: Channel, frame: SharedFrame) -> None:
         """Keep ``frame`` in the channel's history, within its frames and the byte bound.
@@ -593,3 +712,12 @@ def _replay_history(sub: Subscription, recent: deque[SharedFrame]) -> None:
 
 def _owner_of(channel: Channel, session: SessionPort | None) -> bool:
     return session is not None and channel.owner_id == session.client_id
+
+
+def _key_matches(channel: Channel, key: str | None) -> bool:
+    """``key`` opens ``channel`` (constant-time compare; a channel without key opens to none)."""
+    return (
+        channel.key is not None
+        and key is not None
+        and hmac.compare_digest(key.encode(), channel.key.encode())
+    )

@@ -42,8 +42,8 @@ def render_metrics(state: ServerState) -> str:
     metric(
         "buffered_bytes",
         "gauge",
-        "Bytes waiting in the server's subscription buffers.",
-        sum(s.buffered_bytes for s in state.sessions.values()),
+        "Bytes waiting in the server's subscription buffers and parked for block readers.",
+        sum(s.buffered_bytes for s in state.sessions.values()) + broker.parked_bytes,
     )
     metric(
         "uptime_seconds", "gauge", "Seconds since the server started.", time.time() - state.started

@@ -10,6 +10,13 @@ always go to the provider, which answers from its own table. A client's ``expose
 another client's ``describe`` travel on different connections and may overtake each other;
 asking the provider makes "expose, then call from elsewhere" work every time. The names the
 server keeps (``Session.methods``) serve only the ``clients`` listing.
+
+A forwarded message is not the message received: ``invoke`` carries the caller's name where
+``call`` had the provider's, ``rpc_error`` has a longer op than ``fail``. A caller sending a
+``call`` at exactly ``max_frame_bytes`` would otherwise make the server send the provider a
+frame over the limit, and the *provider* would be disconnected. So every forwarded message
+is encoded here, once (as sending it would anyway), and one over the limit is not sent: the
+caller gets ``FrameTooLarge`` instead.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from .._exceptions import LimitExceeded, ProtocolError, RpcError
+from .._exceptions import FrameTooLarge, LimitExceeded, ProtocolError, RpcError
 from .._protocol import messages as M
 from .._protocol import rpc_messages as R
+from .._protocol.framing import frame_prefix
+from .._protocol.limits import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ class Endpoint(Protocol):
     methods: list[str]
 
     def send_control(self, message: M.Message) -> None: ...
+    def send_control_frame(self, frame: bytes) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -50,8 +60,11 @@ class _Pending:
 class Router:
     """Pending calls between callers and providers, and the messages that move them along."""
 
-    def __init__(self, lookup: Callable[[str], Endpoint | None]) -> None:
+    def __init__(
+        self, lookup: Callable[[str], Endpoint | None], *, max_frame_bytes: int = MAX_FRAME_BYTES
+    ) -> None:
         self._lookup = lookup
+        self._max_frame_bytes = max_frame_bytes
         self._next_call = 1
         self._calls: dict[int, _Pending] = {}
         self._by_caller: dict[Endpoint, dict[int, _Pending]] = {}
@@ -97,10 +110,15 @@ class Router:
             self._error(caller, msg.id, RpcError(f"invalid method name {msg.method[:50]!r}"))
             return
         pending = self._open(caller, msg.id, msg.provider, describe=False)
-        if pending is not None:
-            pending.provider.send_control(
-                R.Invoke(call=pending.call, method=msg.method, args=msg.args, caller=caller.name)
-            )
+        if pending is None:
+            return
+        invoke = R.Invoke(call=pending.call, method=msg.method, args=msg.args, caller=caller.name)
+        frame = self._encode(invoke)
+        if frame is None:
+            self._close(pending)
+            self._too_large(caller, msg.id, f"the call's invoke to {msg.provider[:100]!r}")
+            return
+        pending.provider.send_control_frame(frame)
 
     def cancel(self, caller: Endpoint, msg: R.Cancel) -> None:
         pending = self._by_caller.get(caller, {}).get(msg.id)
@@ -153,6 +171,32 @@ class Router:
     def _error(caller: Endpoint, ident: int, error: Exception) -> None:
         caller.send_control(M.Error(id=ident, type=type(error).__name__, message=str(error)))
 
+    def _encode(self, message: M.Message) -> bytes | None:
+        """The whole frame for ``message``, or None if its body exceeds max_frame_bytes."""
+        body = M.encode_message(message)
+        if len(body) > self._max_frame_bytes:
+            return None
+        return frame_prefix(len(body)) + body
+
+    def _too_large(self, caller: Endpoint, ident: int, what: str) -> None:
+        self._error(
+            caller,
+            ident,
+            FrameTooLarge(
+                f"{what} would exceed max_frame_bytes ({self._max_frame_bytes} bytes; the "
+                "server adds the caller's name and ids to what it forwards): send less "
+                "per call, or raise max_frame_bytes on the server"
+            ),
+        )
+
+    def _forward(self, caller: Endpoint, ident: int, message: M.Message, what: str) -> None:
+        """Send an answer on to its caller, or FrameTooLarge if it grew over the limit."""
+        frame = self._encode(message)
+        if frame is None:
+            self._too_large(caller, ident, what)
+        else:
+            caller.send_control_frame(frame)
+
     # -- provider side -----------------------------------------------------------------------
     def _answered(self, provider: Endpoint, call: int, *, describe: bool) -> _Pending | None:
         """The call a provider's answer is for, now closed; None if nobody waits any more."""
@@ -189,18 +233,26 @@ class Router:
     def result(self, provider: Endpoint, msg: R.Result) -> None:
         pending = self._answered(provider, msg.call, describe=False)
         if pending is not None:
-            pending.caller.send_control(M.Reply(id=pending.caller_id, result=msg.value))
+            self._forward(
+                pending.caller,
+                pending.caller_id,
+                M.Reply(id=pending.caller_id, result=msg.value),
+                f"the result from {provider.name[:100]!r}",
+            )
 
     def fail(self, provider: Endpoint, msg: R.Fail) -> None:
         pending = self._answered(provider, msg.call, describe=False)
         if pending is not None:
-            pending.caller.send_control(
+            self._forward(
+                pending.caller,
+                pending.caller_id,
                 R.RpcErrorReply(
                     id=pending.caller_id,
                     type=msg.type,
                     message=msg.message,
                     traceback=msg.traceback,
-                )
+                ),
+                f"the error from {provider.name[:100]!r}",
             )
 
     def refuse(self, provider: Endpoint, msg: R.Refuse) -> None:

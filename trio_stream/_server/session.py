@@ -5,8 +5,11 @@ publishes fan out synchronously through the broker). The sender task is the only
 socket: it drains, in this order, control messages, reader counts, the subscriptions' buffers
 through the fair scheduler and then writer acknowledgements, coalescing everything ready into
 one write. Control messages a client does not read make the reader task stop reading that
-client (CONTROL_HIGH_WATER_BYTES), so its requests cannot grow the server's memory. The
-watchdog closes a connection that has been silent for idle_timeout_s.
+client (CONTROL_HIGH_WATER_BYTES), so its requests cannot grow the server's memory; so do
+frames its writers parked for full ``block`` readers beyond max_parked_bytes. The watchdog
+closes a connection that has been silent for idle_timeout_s (silent as far as the server has
+read: a server that was itself stopped reads first), and ends ``block`` readers that have held
+their writers back longer than their block_timeout.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from .._exceptions import (
     FrameTooLarge,
     InvalidArgument,
     LimitExceeded,
-    NameInUse,
     ProtocolError,
     TrioStreamError,
 )
@@ -38,8 +40,8 @@ from .._protocol.framing import frame_prefix
 from .._protocol.limits import PROTOCOL_VERSION, SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
 from .._transport.base import FrameTransport
 from .._version import __version__
-from .broker import Channel, Publisher, Subscription
-from .buffers import parse_policy
+from .broker import HOLD_NOTICE_S, Channel, Publisher, Subscription
+from .buffers import Policy, parse_policy
 from .fairness import DeficitRoundRobin
 from .state import ServerState
 
@@ -52,6 +54,12 @@ SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 CONTROL_HIGH_WATER_BYTES: Final = 1 * 2**20
 REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
 _PUBLISH_HEAD_BYTES: Final = F.PUBLISH_HEAD.size  # where a PUBLISH frame's payload starts
+MAX_CLIENT_NAME_CHARS: Final = 100  # and at most F.MAX_SENDER_NAME_BYTES of UTF-8 (DATA frames)
+# The idle watchdog's allowances for a server that did not run (SIGSTOP, a long CPU stall):
+# woken this much (s) after its deadline, it blames the server, not the client, and starts the
+# client's period again; at a deadline it first lets the reader take what already arrived.
+STALL_S: Final = 1.0
+READ_GRACE_S: Final = 0.25
 
 
 def control_frame(message: M.Message) -> bytes:
@@ -70,6 +78,14 @@ class Session:
         self.max_buffered_bytes = state.limits.max_buffered_bytes
         self.block_bytes = 0
         self.max_block_bytes = self.max_buffered_bytes // 2  # see Subscription.admit
+        self.parked_bytes = 0  # frames our writers sent that wait for block readers (broker)
+        # What this connection's writers may have parked before it is read no more: one whole
+        # writer window always fits, so one held-back channel never stops its other writers.
+        self.max_parked_bytes = max(self.max_buffered_bytes, state.limits.publish_window_bytes)
+        self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
+        self._holding: set[Subscription] = set()  # block subs with frames parked for them
+        self._watch_scope: trio.CancelScope | None = None  # the watchdog's sleep
+        self._name_claimed = False
         self._over_limit: list[Subscription] = []
         self.subscriptions: dict[int, Subscription] = {}
         self.publishers: dict[int, Publisher] = {}
@@ -138,6 +154,20 @@ class Session:
         self.state.broker.unsubscribe(sub)
         self._queue_control(self.finish(sub, error))
 
+    def unparked(self) -> None:
+        if self._parked_space is not None and self.parked_bytes <= self.max_parked_bytes:
+            self._parked_space.set()
+
+    def holding(self, sub: Subscription) -> None:
+        """``sub`` (a block reader) just started holding its writers back: time it."""
+        self._holding.add(sub)
+        scope = self._watch_scope
+        if scope is not None:
+            limit = HOLD_NOTICE_S
+            if sub.block_timeout is not None:
+                limit = min(limit, sub.block_timeout)
+            scope.deadline = min(scope.deadline, trio.current_time() + limit)
+
     def over_limit(self, sub: Subscription) -> None:
         self._over_limit.append(sub)
         self._wake.set()
@@ -180,6 +210,10 @@ class Session:
     def send_control(self, message: M.Message) -> None:
         self._queue_control(control_frame(message))
 
+    def send_control_frame(self, frame: bytes) -> None:
+        """Queue a CONTROL frame encoded already (length prefix included)."""
+        self._queue_control(frame)
+
     def _queue_control(self, frame: bytes) -> None:
         self._control.append(frame)
         self._control_bytes += len(frame)
@@ -192,17 +226,23 @@ class Session:
             with trio.fail_after(self.state.limits.handshake_timeout_s):
                 await self._handshake()
         except trio.TooSlowError:
+            self._release_name()
             log.info("%s: no hello within the handshake timeout", self.transport.remote)
             await self._refuse(ProtocolError("no hello within the handshake timeout"))
             return
         except ConnectionClosed:
+            self._release_name()
             with trio.CancelScope(shield=True):
                 await self.transport.aclose()
             return
         except TrioStreamError as exc:
+            self._release_name()
             log.info("%s: handshake refused: %s", self.transport.remote, exc)
             await self._refuse(exc)
             return
+        except BaseException:
+            self._release_name()
+            raise
         self.state.register(self)
         log.info("client %r connected from %s", self.name, self.transport.remote)
         self._last_heard = trio.current_time()
@@ -243,13 +283,12 @@ class Session:
         ):
             raise AuthError("wrong or missing token; pass token=... to open_client")
         if hello.name is not None:
-            if not 1 <= len(hello.name) <= 100 or not hello.name.isprintable():
-                raise InvalidArgument("client names are 1 to 100 printable characters")
-            if hello.name.startswith("$"):
-                raise InvalidArgument("client names starting with '$' belong to the server")
+            check_client_name(hello.name)
             self.name = hello.name
-        if self.name in self.state.by_name:
-            raise NameInUse(f"a client named {self.name!r} is connected already; pick another name")
+        # Claimed before the first await (the welcome's send): of two hellos with one name,
+        # exactly one gets it, and the other its NameInUse.
+        self.state.claim_name(self)
+        self._name_claimed = True
         welcome = M.Welcome(
             v=PROTOCOL_VERSION,
             client_id=self.client_id,
@@ -258,6 +297,12 @@ class Session:
             limits=self.state.limits.to_wire(),
         )
         await self.transport.send([control_frame(welcome)])
+
+    def _release_name(self) -> None:
+        if self._name_claimed:
+            self._name_claimed = False
+            self.state.release_name(self)
+            self.state.rpc.session_closed(self)  # a call routed to us meanwhile fails now
 
     async def _refuse(self, error: TrioStreamError) -> None:
         with trio.move_on_after(REFUSAL_FLUSH_S):
@@ -321,25 +366,89 @@ class Session:
             self.close(f"{type(exc).__name__}: {exc}")
 
     async def _watchdog(self) -> None:
-        """Close the connection once the client has been silent for idle_timeout_s.
+        """Close the connection once the client has been silent for idle_timeout_s; time the
+        block readers that hold their writers back (held_by, block_timeout).
 
         A task of its own rather than a timeout around each read: a cancel scope per read
         was a measurable part of the server's cost per frame at a thousand frames a second.
+
+        Silence is judged on what the server has read, not on the clock alone. A server that
+        did not run (SIGSTOP, a CPU stall longer than idle_timeout_s) finds every deadline
+        past when it resumes, while its clients' pings wait unread in the sockets: woken
+        more than STALL_S late, the watchdog starts the client's period again; at a deadline
+        it first lets the reader take what has arrived (READ_GRACE_S) before it decides.
         """
         idle = self.state.limits.idle_timeout_s
         while True:
+            now = trio.current_time()
             deadline = self._last_heard + idle
-            if trio.current_time() >= deadline:
+            if now >= deadline:
+                heard = self._last_heard
+                await trio.sleep(READ_GRACE_S)
+                if self._last_heard != heard:
+                    continue
                 self.close(f"idle for {idle:g} s (idle_timeout_s): send ping to stay connected")
                 self._reader_scope.cancel()  # hear nothing more from it
                 return
-            await trio.sleep_until(deadline)
+            if self._holding:
+                deadline = min(deadline, self._check_holds(now))
+            with trio.CancelScope(deadline=deadline) as self._watch_scope:
+                await trio.sleep_forever()
+            self._watch_scope = None
+            now = trio.current_time()
+            if now - deadline > STALL_S:
+                self._last_heard = max(self._last_heard, now)
+
+    def _check_holds(self, now: float) -> float:
+        """Show and end block readers by how long they have held writers; next deadline."""
+        deadline = math.inf
+        for sub in list(self._holding):
+            if sub.closed or not sub.parked:
+                self._holding.discard(sub)
+                continue
+            since = sub.parked[0].since
+            timeout = sub.block_timeout
+            if timeout is not None and now - since >= timeout:
+                self._holding.discard(sub)
+                self.subscription_ended(
+                    sub,
+                    LimitExceeded(
+                        f"this block subscription to {sub.channel.name[:80]!r} held the "
+                        f"channel's writers (and so its other readers) back for {timeout:g} s "
+                        "(block_timeout): read faster, or subscribe with a larger "
+                        "block_timeout (server default: block_timeout_s)"
+                    ),
+                )
+                continue
+            due = math.inf if timeout is None else since + timeout
+            if not sub.held_reported:
+                if now - since >= HOLD_NOTICE_S:
+                    self.state.broker.hold_noticed(sub)
+                else:
+                    due = min(due, since + HOLD_NOTICE_S)
+            if due == math.inf:
+                self._holding.discard(sub)  # shown; parking again re-adds it
+            deadline = min(deadline, due)
+        return deadline
 
     async def _dispatch_all(self, frames: list[bytearray]) -> None:
         for frame in frames:
             self._dispatch(frame)
-            if self._control_bytes > CONTROL_HIGH_WATER_BYTES:
+            if (
+                self._control_bytes > CONTROL_HIGH_WATER_BYTES
+                or self.parked_bytes > self.max_parked_bytes
+            ):
                 await self._wait_for_control_space()
+                await self._wait_for_parked_space()
+
+    async def _wait_for_parked_space(self) -> None:
+        """Read nothing more from this client while its writers have more than
+        max_parked_bytes parked for full block readers (each writer is bounded by its own
+        credit window; this bounds a connection with many held-back writers)."""
+        while self.parked_bytes > self.max_parked_bytes:
+            self._parked_space = trio.Event()
+            await self._parked_space.wait()
+        self._parked_space = None
 
     async def _wait_for_control_space(self) -> None:
         """Read nothing more from this client until the answers queued for it are written.
@@ -452,6 +561,11 @@ class Session:
             raise InvalidArgument("every must be 1 or more")
         if msg.max_rate is not None and not (0 < msg.max_rate < math.inf):
             raise InvalidArgument("max_rate must be a positive number of frames per second")
+        block_timeout = msg.block_timeout
+        if block_timeout is None:
+            block_timeout = self.state.config.block_timeout_s
+        elif not 0 < block_timeout < math.inf:
+            raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
         channel: Channel = self.state.broker.lookup(msg.channel, msg.key, self)
         window = min(msg.window or SUBSCRIBE_WINDOW_FRAMES, SUBSCRIBE_WINDOW_FRAMES)
         if size is not None:
@@ -467,6 +581,7 @@ class Session:
             msg.max_rate,
             window,
             SUBSCRIBE_WINDOW_BYTES,
+            block_timeout if policy is Policy.BLOCK else None,
         )
         self._next_sub += 1
         self.subscriptions[sub.sub_id] = sub
@@ -589,3 +704,21 @@ class Session:
             else:
                 deadline = min(deadline, sub.next_due)
         return deadline
+
+
+def check_client_name(name: str) -> None:
+    """Refuse a client name the wire cannot carry whole (DATA frames: 255 bytes of UTF-8)."""
+    if not 1 <= len(name) <= MAX_CLIENT_NAME_CHARS or not name.isprintable():
+        raise InvalidArgument(
+            f"client names are 1 to {MAX_CLIENT_NAME_CHARS} printable characters "
+            f"(and at most {F.MAX_SENDER_NAME_BYTES} bytes of UTF-8); pick another name"
+        )
+    size = len(name.encode())
+    if size > F.MAX_SENDER_NAME_BYTES:
+        raise InvalidArgument(
+            f"client name of {size} bytes of UTF-8: names are at most "
+            f"{F.MAX_SENDER_NAME_BYTES} bytes (and {MAX_CLIENT_NAME_CHARS} characters); "
+            "pick a shorter name"
+        )
+    if name.startswith("$"):
+        raise InvalidArgument("client names starting with '$' belong to the server")

@@ -26,11 +26,14 @@ class ServerState:
         self.config = config
         self.limits: Limits = config.limits()
         self.broker = Broker(
-            on_event=self._channel_event, max_history_bytes=config.max_buffered_bytes
+            on_event=self._channel_event,
+            max_history_bytes=config.max_buffered_bytes,
+            publish_window_frames=config.publish_window_frames,
+            publish_window_bytes=config.publish_window_bytes,
         )
         self.sessions: dict[int, Session] = {}
-        self.by_name: dict[str, Session] = {}
-        self.rpc = Router(self.by_name.get)
+        self.by_name: dict[str, Session] = {}  # claimed at hello, before the welcome
+        self.rpc = Router(self.by_name.get, max_frame_bytes=config.max_frame_bytes)
         self.started = time.time()
         self.closing = False
         self._next_client_id = 1
@@ -72,6 +75,7 @@ class ServerState:
                 "owner": channel.owner,
                 "readers": channel.readers,
                 "writers": len(channel.publishers),
+                "held_by": channel.held_by(),
             },
         )
 
@@ -108,26 +112,34 @@ class ServerState:
                 "history": c.history,
                 "single_writer": c.single_writer,
                 "keep": c.keep,
+                "held_by": c.held_by(),
             }
             for c in self.broker.channels.values()
-            if c.public or (session is not None and c.owner_id == session.client_id)
+            if c.visible_to(session)
         ]
 
     # -- clients -----------------------------------------------------------------------------
-    def register(self, session: Session) -> None:
+    def claim_name(self, session: Session) -> None:
+        """Reserve ``session.name`` (at hello, before any await: two hellos cannot both win)."""
         if session.name in self.by_name:
             raise NameInUse(
-                f"a client named {session.name!r} is connected already; pick another name"
+                f"a client named {session.name[:100]!r} is connected already; pick another name"
             )
-        self.sessions[session.client_id] = session
         self.by_name[session.name] = session
+
+    def release_name(self, session: Session) -> None:
+        if self.by_name.get(session.name) is session:
+            del self.by_name[session.name]
+
+    def register(self, session: Session) -> None:
+        """The handshake is done (its name is claimed already): the client is connected."""
+        self.sessions[session.client_id] = session
         self.client_event("connected", session)
 
     def unregister(self, session: Session) -> None:
         if self.sessions.pop(session.client_id, None) is not None:
             self.client_event("disconnected", session)
-        if self.by_name.get(session.name) is session:
-            del self.by_name[session.name]
+        self.release_name(session)
 
     def update_rates(self) -> None:
         now = time.monotonic()
@@ -158,7 +170,9 @@ class ServerState:
         broker = self.broker
         return {
             "connections": len(self.sessions),
-            "channels": len(broker.channels),
+            # Public ones only (system channels included): the count must not tell anyone
+            # how many private channels exist.
+            "channels": broker.public_channels,
             "frames_in": broker.frames_in,
             "frames_out": self.frames_out,
             "bytes_in": broker.bytes_in,
@@ -168,7 +182,10 @@ class ServerState:
             "bytes_in_per_s": self.rates.get("bytes_in_per_s", 0.0),
             "bytes_out_per_s": self.rates.get("bytes_out_per_s", 0.0),
             "frames_lost": self.frames_lost(),
-            "buffered_bytes": sum(s.buffered_bytes for s in self.sessions.values()),
+            # Parked frames (waiting for block readers) are held for their writers: counted.
+            "buffered_bytes": sum(s.buffered_bytes for s in self.sessions.values())
+            + broker.parked_bytes,
+            "parked_bytes": broker.parked_bytes,
             "uptime_s": time.time() - self.started,
             "memory_bytes": resident_bytes(),
             "cpu_percent": self.cpu_percent,

@@ -41,6 +41,7 @@ _HELP: Final = {
     "idle_timeout_s": "seconds of silence after which a connection is closed",
     "publish_window_frames": "frames a writer may have in flight",
     "publish_window_bytes": "bytes a writer may have in flight",
+    "block_timeout_s": "seconds a block reader may hold its writers back (default: off)",
     "shutdown_grace_s": "seconds clients get to drain on shutdown",
     "stats_interval_s": "seconds between $stats updates and rate measurements",
 }

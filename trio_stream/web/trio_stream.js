@@ -361,6 +361,8 @@ export class Client extends Emitter {
    * @param {number} [o.every=1] keep every Nth frame
    * @param {number|null} [o.maxRate=null] at most this many frames per second (the newest)
    * @param {number|null} [o.window=null] frames in flight (default: the server's choice)
+   * @param {number|null} [o.blockTimeout=null] block only: seconds this reader may hold the
+   *   channel's writers back before the server ends it (default: the server's block_timeout_s)
    * @param {string|null} [o.key=null] channel key for private channels
    * @param {(msg) => any} [o.onMessage]
    */
@@ -850,6 +852,7 @@ export class Subscription extends Emitter {
     this.every = o.every ?? 1;
     this.maxRate = o.maxRate ?? o.max_rate ?? null;
     this.requestedWindow = o.window ?? null;
+    this.blockTimeout = o.blockTimeout ?? o.block_timeout ?? null;
     this.key = o.key ?? null;
     this.#onMessage = o.onMessage ?? null;
     if (!POLICIES.includes(this.policy)) throw new TypeError(`unknown policy ${JSON.stringify(this.policy)}`);
@@ -864,6 +867,7 @@ export class Subscription extends Emitter {
       await this.#client.request('subscribe', {
         channel: this.channel, key: this.key, policy: this.policy, size: this.size,
         every: this.every, max_rate: this.maxRate, window: this.requestedWindow,
+        block_timeout: this.blockTimeout,
       }, { onReply: (reply) => this.#attach(reply) });
     } finally {
       this.#requesting = false;
