@@ -650,3 +650,68 @@ def test_hostile_descriptions_become_rpc_errors(description: dict[str, Any]) -> 
     except ts.RpcError:
         return
     assert description["name"] in proxy.methods
+
+
+# -- forwarded messages never exceed max_frame_bytes ----------------------------------------------
+class Echo:
+    def rpc_echo(self, data: Any) -> Any:
+        return data
+
+
+async def test_a_call_whose_invoke_would_exceed_the_frame_limit_is_refused_to_the_caller(
+    nursery: trio.Nursery,
+) -> None:
+    """A caller with a long multi-byte name sends a call of exactly max_frame_bytes: the
+    invoke the server would forward is larger (it names the caller). The caller gets
+    FrameTooLarge; the provider, which did nothing wrong, stays connected and serves."""
+    from test_robustness import control, read_messages
+
+    from trio_stream._protocol.framing import frame_prefix
+    from trio_stream._protocol.limits import PROTOCOL_VERSION
+
+    limit = 64 * 1024
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=limit)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    url = server.tcp_url or ""
+    async with ts.open_client(url, name="provider") as provider:
+        provider.expose(Echo())
+        port = int(url.rsplit(":", 1)[1])
+        caller = await trio.open_tcp_stream("127.0.0.1", port)
+        name = "\N{GRINNING FACE}" * 63  # 252 bytes of UTF-8
+        await caller.send_all(control(M.Hello(v=PROTOCOL_VERSION, name=name)))
+        assert isinstance((await read_messages(caller, until=M.Welcome))[-1], M.Welcome)
+
+        def call(ident: int, padding: int) -> bytes:
+            args = encode_args(("x" * padding,), {})
+            return M.encode_message(R.Call(id=ident, provider="provider", method="echo", args=args))
+
+        padding = limit - 200
+        while len(call(1, padding)) < limit:  # a call body of exactly max_frame_bytes
+            padding += 1
+        body = call(1, padding)
+        assert len(body) == limit
+        await caller.send_all(frame_prefix(len(body)) + body)
+        (answer,) = await read_messages(caller, until=M.Error)
+        assert isinstance(answer, M.Error) and answer.id == 1
+        assert answer.type == "FrameTooLarge" and "max_frame_bytes" in answer.message
+        # Nothing was forwarded, and both ends still work.
+        small = call(2, 10)
+        await caller.send_all(frame_prefix(len(small)) + small)
+        (reply,) = await read_messages(caller, until=M.Reply)
+        assert isinstance(reply, M.Reply) and reply.id == 2
+        assert (await provider.stats()).connections == 2
+        await caller.aclose()
+
+
+def test_the_router_refuses_an_invoke_over_the_limit_and_forgets_the_call() -> None:
+    sessions = {name: FakeSession(name) for name in ("caller-" + "\u00e9" * 100, "provider")}
+    caller, provider = sessions.values()
+    router = Router(sessions.get, max_frame_bytes=1000)
+    args = b"\x00" * 900
+    body = M.encode_message(R.Call(id=7, provider="provider", method="m", args=args))
+    assert len(body) <= 1000  # the call itself fits
+    router.call(caller, R.Call(id=7, provider="provider", method="m", args=args))
+    assert provider.sent == []
+    (error,) = caller.sent
+    assert isinstance(error, M.Error) and error.type == "FrameTooLarge"
+    assert router.pending() == 0
