@@ -8,7 +8,6 @@ frames costs few syscalls and never a round trip per frame.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -57,6 +56,15 @@ SEND_BATCH_BYTES: Final = 1 * 2**20
 CONNECT_TIMEOUT_S: Final = 10.0
 YIELD_EVERY_BYTES: Final = 64 * 1024  # a publisher yields once this much is queued
 YIELD_EVERY_MESSAGES: Final = 64  # a reader with messages waiting yields this often
+# Liveness (docs/protocol.md section 2): the client pings at least every HEARTBEAT_S (and every
+# third of the server's idle_timeout_s), and declares the server gone once nothing at all has
+# come from it for SILENT_HEARTBEATS heartbeats (at least MIN_SILENCE_S): 15 s by default.
+HEARTBEAT_S: Final = 5.0
+SILENT_HEARTBEATS: Final = 3
+MIN_SILENCE_S: Final = 2.0
+# Leaving a subscription or publisher waits at most this long for the server's answer: a frozen
+# server gets the request when it wakes up, and nobody is left waiting for it meanwhile.
+LEAVE_TIMEOUT_S: Final = 1.0
 _DATA_HEAD_BYTES: Final = F.DATA_HEAD.size
 _DATA_HEAD_AT: Final = F.DATA_HEAD.unpack_from
 
@@ -78,9 +86,17 @@ class _Reply:
 class Client:
     """A connection to a trio_stream server. Make one with :func:`open_client`."""
 
-    def __init__(self, transport: FrameTransport, nursery: trio.Nursery | None) -> None:
+    def __init__(
+        self,
+        transport: FrameTransport,
+        nursery: trio.Nursery | None,
+        heartbeat: float | None = HEARTBEAT_S,
+    ) -> None:
         self._transport = transport
         self._nursery = nursery
+        self._heartbeat_s = heartbeat
+        self._heard = False  # something arrived since the last heartbeat (set per read batch)
+        self._io_scope = trio.CancelScope()  # the reader, sender and heartbeat tasks
         self.name = ""
         self.client_id = 0
         self.server = ""
@@ -154,6 +170,16 @@ class Client:
         self._out_space.set()
         self._out_wake.set()
 
+    def _lose(self, error: ConnectionClosed) -> None:
+        """The connection is gone: the one place that says so, whatever noticed it.
+
+        The reader (end of stream, a protocol error), the sender (a failed write) and the
+        heartbeat (a silent server) all come here: every waiter fails with ``error`` and the
+        connection's I/O tasks stop. A reconnect loop hooks on here.
+        """
+        self._fail(error)
+        self._io_scope.cancel()
+
     async def aclose(self) -> None:
         """Say goodbye, flush what is queued (briefly) and close the connection."""
         if self._closed is None:
@@ -198,7 +224,7 @@ class Client:
         except ConnectionClosed as exc:
             # The reader usually notices first, but a write can fail before the reader sees
             # the end of the stream: the error must say the same either way.
-            self._fail(self._closed_by_server(exc))
+            self._lose(self._closed_by_server(exc))
         finally:
             # Cancelled from outside (the nursery around open_client): nothing more will be
             # sent, so nobody may keep waiting for an answer.
@@ -209,6 +235,20 @@ class Client:
         body = M.encode_message(message)
         self._enqueue([frame_prefix(len(body)), body])
 
+    def _send_request(
+        self,
+        cls: type[M.Request],
+        on_result: Callable[[Any], Any] | None = None,
+        **fields: Any,
+    ) -> tuple[int, _Reply]:
+        """Send a request without waiting: its id and the reply to wait on."""
+        self._check_open()
+        ident = next(self._ids)
+        reply = _Reply(on_result)
+        self._replies[ident] = reply
+        self._send_control(cls(id=ident, **fields))
+        return ident, reply
+
     async def _request(
         self,
         cls: type[M.Request],
@@ -216,11 +256,7 @@ class Client:
         on_result: Callable[[Any], Any] | None = None,
         **fields: Any,
     ) -> Any:
-        self._check_open()
-        ident = next(self._ids)
-        reply = _Reply(on_result)
-        self._replies[ident] = reply
-        self._send_control(cls(id=ident, **fields))
+        ident, reply = self._send_request(cls, on_result, **fields)
         try:
             await reply.done.wait()
         finally:
@@ -229,13 +265,84 @@ class Client:
             raise reply.error
         return reply.result
 
-    async def _pinger(self) -> None:
-        # The server closes connections that stay silent for idle_timeout_s.
-        interval = self.limits.idle_timeout_s / 3
+    def _forget(self, request: tuple[int, _Reply]) -> None:
+        """Nobody waits for this request's answer: it is ignored when it comes."""
+        self._replies.pop(request[0], None)
+
+    async def _leave(self, cls: type[M.Request], **fields: Any) -> None:
+        """Close a subscription or publisher on the server, waiting for it only briefly.
+
+        The request goes out at once; its answer is awaited at most LEAVE_TIMEOUT_S, shielded
+        (a cancel does not lose the answer of a server that is merely slow), and not at all
+        once the connection is gone. A late answer is ignored.
+        """
+        if self._closed is not None:
+            return
+        ident, reply = self._send_request(cls, **fields)
+        try:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + LEAVE_TIMEOUT_S
+                await reply.done.wait()
+        finally:
+            self._replies.pop(ident, None)
+        if reply.error is not None and not isinstance(reply.error, ConnectionClosed):
+            raise reply.error
+
+    def _heartbeat_times(self) -> tuple[float, float | None]:
+        """(seconds between pings, seconds of silence after which the server is gone).
+
+        The second is None with ``heartbeat=None``: the client then pings only to keep the
+        server's idle timeout at bay and never gives up on a silent server by itself.
+        """
+        idle_interval = self.limits.idle_timeout_s / 3  # the server's idle timeout comes first
+        if self._heartbeat_s is None:
+            return idle_interval, None
+        interval = min(self._heartbeat_s, idle_interval)
+        return interval, max(SILENT_HEARTBEATS * interval, MIN_SILENCE_S)
+
+    async def _heartbeat(self) -> None:
+        """Ping the server; declare it gone when nothing at all comes back for too long.
+
+        Silence is counted in heartbeats, not in wall time: each one adds at most one interval.
+        If this process itself stalled (a long computation holding the trio thread, a suspended
+        laptop), the late wake-up is not the server's silence; the reader gets its turn first
+        and finds whatever the server sent meanwhile.
+        """
+        interval, dead_after = self._heartbeat_times()
+        silent_s = 0.0
+        last = trio.current_time()
         while self._closed is None:
             await trio.sleep(interval)
+            now = trio.current_time()
+            if self._heard:
+                self._heard = False
+                silent_s = 0.0
+            else:
+                silent_s += min(now - last, interval)
+            last = now
+            if dead_after is not None and silent_s >= dead_after:
+                self._lose(
+                    ConnectionClosed(
+                        f"the server was silent for {silent_s:.1f} s (nothing, not even an "
+                        f"answer to a ping; pings every {interval:g} s): it is frozen, "
+                        "overloaded or unreachable. Connect again; raise heartbeat= of "
+                        "open_client if the server is slow on purpose",
+                        "server silent",
+                    )
+                )
+                with trio.CancelScope(shield=True):
+                    await self._transport.aclose()
+                return
             if self._closed is None:
                 self._send_control(M.Ping(data=None))
+
+    async def _run_io(self) -> None:
+        """The connection's tasks: the reader, the sender and the heartbeat."""
+        with self._io_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._sender)
+                nursery.start_soon(self._heartbeat)
 
     # -- incoming ------------------------------------------------------------------------------
     async def _reader(self) -> None:
@@ -245,14 +352,15 @@ class Client:
             while True:
                 for frame in await transport.receive_frames():
                     dispatch(frame)
+                self._heard = True  # per batch, not per frame: the heartbeat only needs "some"
                 # The readers these frames woke go first: the next read usually finds nothing
                 # and re-arms epoll, two syscalls that need not delay the application.
                 await trio.lowlevel.cancel_shielded_checkpoint()
         except ConnectionClosed as exc:
-            self._fail(self._closed_by_server(exc))
+            self._lose(self._closed_by_server(exc))
         except TrioStreamError as exc:  # ProtocolError, FrameTooLarge from the server
             log.error("closing the connection: %s", exc)
-            self._fail(ConnectionClosed(f"protocol error from the server: {exc}"))
+            self._lose(ConnectionClosed(f"protocol error from the server: {exc}"))
             with trio.CancelScope(shield=True):
                 await transport.aclose()
         finally:
@@ -425,9 +533,10 @@ class Client:
         pub = await self.open_publisher(channel, key=key)
         try:
             yield pub
-        finally:
-            with trio.CancelScope(shield=True):
-                await pub.aclose()
+        except BaseException:
+            pub._close_nowait()  # leaving on an error or a cancel: do not wait for the server
+            raise
+        await pub.aclose()
 
     async def publish(self, channel: str, value: Any, *, key: str | None = None) -> bool:
         """Send one value to ``channel``; False (nothing sent) while it has no readers.
@@ -525,9 +634,10 @@ class Client:
         )
         try:
             yield sub
-        finally:
-            with trio.CancelScope(shield=True):
-                await sub.aclose()
+        except BaseException:
+            sub._close_nowait()  # leaving on an error or a cancel: do not wait for the server
+            raise
+        await sub.aclose()
 
 
 class Publisher:
@@ -649,11 +759,16 @@ class Publisher:
             await self._next_event("_acked_event").wait()
 
     async def aclose(self) -> None:
+        """Close the publisher; waits for the server's answer at most LEAVE_TIMEOUT_S."""
         client = self._client
-        if client._publishers.pop(self.pub_id, None) is None or client.closed:
-            return
-        with contextlib.suppress(ConnectionClosed):  # a dead connection closed it already
-            await client._request(M.ClosePublisher, pub=self.pub_id)
+        if client._publishers.pop(self.pub_id, None) is not None:
+            await client._leave(M.ClosePublisher, pub=self.pub_id)
+
+    def _close_nowait(self) -> None:
+        """Close the publisher without waiting for the server's answer."""
+        client = self._client
+        if client._publishers.pop(self.pub_id, None) is not None and not client.closed:
+            client._forget(client._send_request(M.ClosePublisher, pub=self.pub_id))
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -662,6 +777,20 @@ class Publisher:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _sender_name(frame: bytearray, end: int) -> str:
+    """The sender name of a DATA frame; a name that is not UTF-8 still names someone.
+
+    An older server cut long names at 255 bytes, possibly mid-character: the message is
+    delivered all the same, the broken character shown as U+FFFD.
+    """
+    try:
+        return F.sender_at(frame, end)
+    except ProtocolError:
+        if len(frame) < end:  # truncated: the frame is bad, not only its name
+            raise
+        return bytes(frame[_DATA_HEAD_BYTES:end]).decode(errors="replace")
 
 
 class Subscription:
@@ -739,29 +868,30 @@ class Subscription:
 
     def _message(self, frame: bytearray) -> Message:
         # The hot path of every reader: one unpack, the cached sender name, one decode.
+        # The frame is consumed whether or not it decodes: its credit goes back first, or a
+        # few bad frames would shrink the window for good (and a reader that got only bad
+        # frames would never receive anything again, from any writer).
+        self._consumed += 1
+        self._consumed_bytes += len(frame)
+        if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
+            self._return_credit()
         if len(frame) < _DATA_HEAD_BYTES:
             raise ProtocolError("truncated DATA frame")
         _, _, lost, seq, time_s, name_len = _DATA_HEAD_AT(frame)
+        if lost:
+            self.lost += lost
         offset = _DATA_HEAD_BYTES + name_len
         # A channel's frames mostly come from one writer: compare in place with the last
         # sender's name rather than copy the name out of every frame.
         if name_len == self._sender_len and frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
             sender = self._sender
         else:
-            sender = F.sender_at(frame, offset)
+            sender = _sender_name(frame, offset)
             self._sender_raw = bytes(frame[_DATA_HEAD_BYTES:offset])
             self._sender_len = name_len
             self._sender = sender
-        # The frame is consumed whether or not its payload decodes: its credit goes back
-        # either way, or a few bad payloads would shrink the window for good.
-        self._consumed += 1
-        self._consumed_bytes += len(frame)
-        if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
-            self._return_credit()
         value = decode_payload(frame, offset)
         self.received += 1
-        if lost:
-            self.lost += lost
         return Message(value, seq, self.channel, sender, time_s, lost)
 
     def _return_credit(self) -> None:
@@ -812,13 +942,22 @@ class Subscription:
             raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
+        """Unsubscribe (messages not taken yet are dropped).
+
+        Waits for the server's answer at most LEAVE_TIMEOUT_S, and not at all once the
+        connection is gone.
+        """
         client = self._client
-        if client._subscriptions.pop(self.sub_id, None) is None or client.closed:
-            self._end("unsubscribed", None)
-            return
         self._end("unsubscribed", None)
-        with contextlib.suppress(ConnectionClosed):  # a dead connection ended it already
-            await client._request(M.Unsubscribe, sub=self.sub_id)
+        if client._subscriptions.pop(self.sub_id, None) is not None:
+            await client._leave(M.Unsubscribe, sub=self.sub_id)
+
+    def _close_nowait(self) -> None:
+        """Unsubscribe without waiting for the server's answer."""
+        client = self._client
+        self._end("unsubscribed", None)
+        if client._subscriptions.pop(self.sub_id, None) is not None and not client.closed:
+            client._forget(client._send_request(M.Unsubscribe, sub=self.sub_id))
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -837,15 +976,26 @@ async def open_client(
     token: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = CONNECT_TIMEOUT_S,
+    heartbeat: float | None = HEARTBEAT_S,
 ) -> AsyncIterator[Client]:
     """Connect to a server (``tcp://host:port`` or ``ws://host:port/ws``).
+
+    Args:
+        heartbeat: seconds between pings (at most a third of the server's idle timeout).
+            When nothing at all comes from the server for three of them (at least 2 s), the
+            server is gone: every waiting call, iteration and send fails with
+            ConnectionClosed. None: never give up on a silent server.
 
     Raises:
         ConnectionClosed: the server cannot be reached or went away during the handshake.
         AuthError: wrong token. NameInUse: another client has that name.
     """
+    if heartbeat is not None and not 0 < heartbeat < math.inf:
+        raise InvalidArgument(
+            f"heartbeat must be a positive number of seconds or None, not {heartbeat!r:.40}"
+        )
     async with connect(url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=ssl_context) as transport:
-        client = Client(transport, None)
+        client = Client(transport, None, heartbeat)
         try:
             with trio.fail_after(connect_timeout):
                 await client._handshake(name, token)
@@ -857,9 +1007,7 @@ async def open_client(
         with unwrap_single_exception():
             async with trio.open_nursery() as nursery:
                 client._nursery = nursery
-                nursery.start_soon(client._reader)
-                nursery.start_soon(client._sender)
-                nursery.start_soon(client._pinger)
+                nursery.start_soon(client._run_io)
                 try:
                     yield client
                 finally:

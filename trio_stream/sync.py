@@ -38,7 +38,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from ._client import Client, Publisher, Subscription, open_client
+from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
 from ._exceptions import ConnectionClosed, FrameTooLarge, TrioStreamError
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.frames import PUBLISH_HEAD
@@ -108,6 +108,7 @@ class SyncClient:
         connect_timeout: float = 10.0,
         queue_frames: int = QUEUE_FRAMES,
         queue_bytes: int = QUEUE_BYTES,
+        heartbeat: float | None = HEARTBEAT_S,
     ) -> None:
         _refuse_trio_thread("SyncClient")
         if queue_frames < 1 or queue_bytes < 1:
@@ -120,6 +121,7 @@ class SyncClient:
             token=token,
             ssl_context=ssl_context,
             connect_timeout=connect_timeout,
+            heartbeat=heartbeat,
         )
         self._client: Client | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -578,6 +580,10 @@ class SyncClient:
         self._used.discard(pub)  # a closed publisher gets no more acknowledgements
         await pub.aclose()
 
+    def _close_publisher_nowait(self, pub: Publisher) -> None:
+        self._used.discard(pub)
+        pub._close_nowait()
+
     # -- reading -----------------------------------------------------------------------------
     def subscribe(
         self,
@@ -687,6 +693,8 @@ class SyncPublisher:
     def close(self, *, flush: bool = True) -> None:
         """Wait until the server has what was queued (with ``flush``), then close. Idempotent.
 
+        Without ``flush`` it does not wait for the server at all.
+
         Raises:
             TrioStreamError: a queued value could not be sent (see ``SyncClient.flush``).
         """
@@ -700,7 +708,10 @@ class SyncPublisher:
         finally:
             if not client.closed:
                 with contextlib.suppress(ConnectionClosed):
-                    client._call(partial(client._close_publisher, self._pub))
+                    if flush:
+                        client._call(partial(client._close_publisher, self._pub))
+                    else:
+                        client._run_sync(partial(client._close_publisher_nowait, self._pub))
 
     def __enter__(self) -> SyncPublisher:
         return self
@@ -729,6 +740,9 @@ class SyncSubscription:
         # Messages taken from the trio side in one crossing: at most one window's worth, so
         # the client still holds a bounded number of frames (docs/protocol.md section 5).
         self._local: list[Message] = []
+        # An error met after the messages of a batch (a frame that did not decode): raised by
+        # the get() that comes after them, so that it is neither lost nor raised too early.
+        self._error: TrioStreamError | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -757,6 +771,9 @@ class SyncSubscription:
             raise TimeoutError(f"no message on {self.channel!r} within {timeout:g} s")
         try:
             if not self._local:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 batch = self._client._call(partial(self._take, left))
                 batch.reverse()
@@ -779,8 +796,12 @@ class SyncSubscription:
         while len(batch) < sub.window:
             try:
                 batch.append(sub.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, TrioStreamError):
-                break  # an end or an error shows on the next get()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break  # an end shows on the next get()
+            except TrioStreamError as exc:
+                # This frame is gone (its credit returned): the error is its one report.
+                self._error = exc
+                break
         return batch
 
     def __iter__(self) -> Iterator[Message]:
@@ -794,15 +815,21 @@ class SyncSubscription:
     def closed(self) -> bool:
         return self._closed
 
-    def close(self) -> None:
-        """Unsubscribe (messages not read yet are dropped). Idempotent."""
+    def close(self, *, wait: bool = True) -> None:
+        """Unsubscribe (messages not read yet are dropped). Idempotent.
+
+        Waits for the server's answer at most about a second, or not at all without ``wait``.
+        """
         if self._closed:
             return
         self._closed = True
         client = self._client
         if not client.closed:
             with contextlib.suppress(ConnectionClosed):
-                client._call(self._sub.aclose)
+                if wait:
+                    client._call(self._sub.aclose)
+                else:
+                    client._run_sync(self._sub._close_nowait)
 
     def __enter__(self) -> SyncSubscription:
         return self
@@ -810,7 +837,8 @@ class SyncSubscription:
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        # Leaving on an exception (Ctrl-C above all): do not wait for the server's answer.
+        self.close(wait=t is None)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"lost {self.lost}"
