@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import trio
+from proxy import open_proxy
 
 import trio_stream as ts
 from trio_stream.sync import SyncClient
@@ -483,6 +484,43 @@ async def test_works_under_a_running_asyncio_loop(url: str) -> None:
     assert "nb" in names
 
 
+async def interrupt_child(
+    url: str, mode: str, how: str, before: Callable[[], None] = lambda: None
+) -> tuple[int, str, float]:
+    """Run tests/sync_child.py until it blocks, call ``before()``, then send it SIGINT.
+
+    Returns its exit code, its output and the seconds from SIGINT to its exit.
+    """
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(CHILD), url, mode, how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        output = b""
+        with trio.fail_after(30):
+            while b"ready" not in output:
+                chunk = await process.stdout.receive_some()
+                assert chunk, "the child ended before it was ready"
+                output += chunk
+        await trio.sleep(0.2)  # let it settle into the blocking call
+        before()
+        process.send_signal(signal.SIGINT)
+        interrupted = trio.current_time()
+        with trio.fail_after(15):  # well under the time any hang would take
+            await process.wait()
+            exited = trio.current_time()
+            while chunk := await process.stdout.receive_some():
+                output += chunk
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, output.decode(), exited - interrupted
+
+
 @pytest.mark.parametrize(
     ("mode", "how"),
     [
@@ -498,35 +536,27 @@ async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
     server: ts.Server, mode: str, how: str
 ) -> None:
     assert server.tcp_url is not None
-    process = await trio.lowlevel.open_process(
-        [sys.executable, str(CHILD), server.tcp_url, mode, how],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    try:
-        output = b""
-        with trio.fail_after(30):
-            while b"ready" not in output:
-                chunk = await process.stdout.receive_some()
-                assert chunk, "the child ended before it was ready"
-                output += chunk
-        await trio.sleep(0.2)  # let it settle into the blocking call
-        process.send_signal(signal.SIGINT)
-        with trio.fail_after(15):  # well under the time any hang would take
-            await process.wait()
-            while chunk := await process.stdout.receive_some():
-                output += chunk
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = output.decode()
+    returncode, text, _ = await interrupt_child(server.tcp_url, mode, how)
     if how == "catch":
-        assert process.returncode == 0, text
+        assert returncode == 0, text
         assert "interrupted; SyncClient threads alive: 0" in text
     else:
-        assert process.returncode != 0  # ended by KeyboardInterrupt, not hanging
+        assert returncode != 0  # ended by KeyboardInterrupt, not hanging
+
+
+@pytest.mark.parametrize("mode", ["get", "publish", "rpc"])
+async def test_ctrl_c_returns_promptly_even_from_a_frozen_server(
+    server: ts.Server, mode: str
+) -> None:
+    # The child reaches the server through a proxy that stops forwarding just before the
+    # interrupt: the server's answers to unsubscribe, close and goodbye never come. Leaving
+    # `with c.subscribe()` used to wait for them with no limit.
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+        returncode, text, took_s = await interrupt_child(proxy.url, mode, "catch", proxy.hold)
+    assert returncode == 0, text
+    assert "interrupted; SyncClient threads alive: 0" in text
+    assert took_s < 2.0, text
 
 
 def test_sync_client_is_exported() -> None:

@@ -1,0 +1,126 @@
+"""A TCP proxy for fault injection in tests: forward, hold, cut, reset.
+
+``async with open_proxy(server.tcp_url) as proxy:`` listens on a loopback port and forwards
+every connection to the target. Faults are injected for real, on sockets:
+
+- ``hold()``: stop forwarding, both ways (a frozen peer, a black hole: the connections stay
+  open and nothing arrives); ``release()`` forwards again, losing nothing.
+- ``cut()``: close every connection both ways (FIN: an orderly end of stream).
+- ``reset()``: abort every connection both ways (RST: "connection reset by peer").
+
+New connections are accepted while held (and then held too), so a client that reconnects
+finds the proxy where it left it.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+
+CHUNK_BYTES = 64 * 1024
+
+
+class _Link:
+    """One proxied connection: the client's stream, the target's, and the scope of both pumps."""
+
+    def __init__(self, client: trio.SocketStream, target: trio.SocketStream) -> None:
+        self.client = client
+        self.target = target
+        self.scope = trio.CancelScope()
+        self.abort = False
+
+
+class TcpProxy:
+    def __init__(self, target_url: str, port: int) -> None:
+        parts = urlsplit(target_url)
+        assert parts.hostname is not None and parts.port is not None
+        self.target = (parts.hostname, parts.port)
+        self.port = port
+        self.url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+        self.links: set[_Link] = set()
+        self.accepted = 0
+        self._flowing = trio.Event()
+        self._flowing.set()
+
+    @property
+    def held(self) -> bool:
+        return not self._flowing.is_set()
+
+    def hold(self) -> None:
+        """Stop forwarding in both directions (at most one read per direction stays here)."""
+        if not self.held:
+            self._flowing = trio.Event()
+
+    def release(self) -> None:
+        """Forward again, what was held first."""
+        self._flowing.set()
+
+    def cut(self) -> None:
+        """Close every connection, both ways, with an orderly FIN."""
+        for link in self.links:
+            link.scope.cancel()
+
+    def reset(self) -> None:
+        """Abort every connection, both ways, with an RST."""
+        for link in self.links:
+            link.abort = True
+            link.scope.cancel()
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        self.accepted += 1
+        try:
+            target = await trio.open_tcp_stream(*self.target)
+        except OSError:
+            await trio.aclose_forcefully(client)
+            return
+        link = _Link(client, target)
+        self.links.add(link)
+        try:
+            with link.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump, client, target, nursery.cancel_scope)
+                    nursery.start_soon(self._pump, target, client, nursery.cancel_scope)
+        finally:
+            self.links.discard(link)
+            for stream in (client, target):
+                if link.abort:
+                    # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+                    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await trio.aclose_forcefully(stream)
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
+    ) -> None:
+        try:
+            while True:
+                await self._flowing.wait()
+                data = await source.receive_some(CHUNK_BYTES)
+                if not data:
+                    break
+                await self._flowing.wait()  # held meanwhile: this chunk waits with the rest
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        # One side ended: the connection ends both ways, as a real peer's close would.
+        both.cancel()
+
+
+@asynccontextmanager
+async def open_proxy(target_url: str) -> AsyncIterator[TcpProxy]:
+    """A proxy in front of ``target_url`` (tcp:// or ws://); ``proxy.url`` is the same URL
+    with the proxy's address."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    proxy = TcpProxy(target_url, port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, proxy._handle, listeners)
+        try:
+            yield proxy
+        finally:
+            proxy.release()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,285 @@
+"""The clients notice a silent server, and leaving never waits unboundedly.
+
+Faults are real: a server in a child process stopped with SIGSTOP, and a TCP proxy
+(tests/proxy.py) that stops forwarding. Times are real too, with small settings (a 2 s silence
+bound), because what is measured is how the client reacts to sockets going quiet.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+from conftest import TRANSPORTS
+from proxy import open_proxy
+
+import trio_stream as ts
+from trio_stream._client import LEAVE_TIMEOUT_S, MIN_SILENCE_S
+
+WAIT_S = 20.0  # nothing here should take near this long; a hang fails instead of blocking
+SLACK_S = 1.5  # scheduling delays on a busy machine, on top of each bound
+
+
+@pytest.fixture
+async def quiet_server(nursery: trio.Nursery) -> AsyncIterator[ts.Server]:
+    """A server with a long idle timeout: the client's own heartbeat setting decides."""
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, idle_timeout_s=30.0)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    yield server
+    await server.aclose()
+
+
+def url_of(server: ts.Server, transport: str) -> str:
+    url = {"tcp": server.tcp_url, "ws": server.ws_url}[transport]
+    assert url is not None
+    return url
+
+
+@asynccontextmanager
+async def server_process(idle_timeout_s: float) -> AsyncIterator[tuple[trio.Process, str]]:
+    """``trio-stream serve`` in a child process (so that it can be stopped), and its TCP URL."""
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "trio_stream",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--tcp-port",
+            "0",
+            "--http-port",
+            "0",
+            "--idle-timeout",
+            str(idle_timeout_s),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    try:
+        output = b""
+        with trio.fail_after(WAIT_S):
+            while (found := re.search(rb"tcp://127\.0\.0\.1:\d+", output)) is None:
+                chunk = await process.stdout.receive_some()
+                assert chunk, "the server process ended before it listened"
+                output += chunk
+        yield process, found.group().decode()
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGCONT)  # a stopped process does not die of SIGKILL late
+            process.kill()
+        with trio.move_on_after(WAIT_S):
+            await process.wait()
+        await process.stdout.aclose()
+
+
+async def failure_of(
+    fn: Callable[[], Awaitable[object]], record: dict[str, tuple[BaseException, float]], key: str
+) -> None:
+    """Run ``fn()`` until it raises; record the exception and when it came."""
+    try:
+        await fn()
+    except BaseException as exc:
+        record[key] = (exc, trio.current_time())
+        if not isinstance(exc, ts.TrioStreamError):
+            raise
+
+
+async def test_a_frozen_server_process_fails_every_waiter_within_the_silence_bound() -> None:
+    async with (
+        server_process(idle_timeout_s=2.0) as (process, url),
+        ts.open_client(url, name="watcher") as client,
+    ):
+        interval, dead_after = client._heartbeat_times()
+        assert dead_after is not None
+        # Pings every third of the server's idle timeout; gone after three silent ones.
+        assert interval == pytest.approx(2.0 / 3)
+        assert dead_after == pytest.approx(2.0)
+        await client.create_channel("frozen")
+        async with client.publisher("frozen") as pub, client.subscribe("frozen") as sub:
+            await pub.wait_for_readers()
+            await pub.send(1)
+            assert (await sub.receive()).data == 1
+
+            async def iterate() -> None:
+                async for _ in sub:
+                    pass
+
+            async def send_forever() -> None:
+                while True:
+                    await pub.send(b"x" * 1000)
+                    await trio.sleep(0.05)
+
+            failures: dict[str, tuple[BaseException, float]] = {}
+            process.send_signal(signal.SIGSTOP)
+            stopped = trio.current_time()
+            with trio.fail_after(WAIT_S):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(failure_of, client.stats, failures, "request")
+                    nursery.start_soon(failure_of, iterate, failures, "iteration")
+                    nursery.start_soon(failure_of, send_forever, failures, "send")
+            assert failures.keys() == {"request", "iteration", "send"}
+            for what, (error, when) in failures.items():
+                assert isinstance(error, ts.ConnectionClosed), (what, error)
+                assert "the server was silent for" in str(error), (what, error)
+                assert error.reason == "server silent"
+                # Not before the bound (less what was already quiet before the stop) and
+                # not long after it.
+                assert dead_after - interval <= when - stopped <= dead_after + interval + SLACK_S
+            assert client.closed
+            left = trio.current_time()
+        # Leaving the subscription and publisher of a gone server is prompt as well.
+        assert trio.current_time() - left < LEAVE_TIMEOUT_S + SLACK_S
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_proxy_that_stops_forwarding_is_noticed(
+    quiet_server: ts.Server, transport: str
+) -> None:
+    async with (
+        open_proxy(url_of(quiet_server, transport)) as proxy,
+        ts.open_client(proxy.url, name="behind", heartbeat=0.5) as client,
+    ):
+        interval, dead_after = client._heartbeat_times()
+        assert dead_after is not None
+        assert (interval, dead_after) == (0.5, MIN_SILENCE_S)  # 3 x 0.5 s is below the floor
+        await client.create_channel("held")
+        async with client.subscribe("held") as sub:
+            proxy.hold()
+            held = trio.current_time()
+            with trio.fail_after(WAIT_S), pytest.raises(ts.ConnectionClosed) as caught:
+                await sub.receive()
+            assert trio.current_time() - held <= dead_after + interval + SLACK_S
+            assert "the server was silent for" in str(caught.value)
+            with pytest.raises(ts.ConnectionClosed, match="silent"):
+                await client.channels()
+            left = trio.current_time()
+        assert trio.current_time() - left < LEAVE_TIMEOUT_S + SLACK_S
+
+
+async def test_a_quiet_healthy_server_is_never_declared_gone(quiet_server: ts.Server) -> None:
+    assert quiet_server.tcp_url is not None
+    async with ts.open_client(quiet_server.tcp_url, name="patient", heartbeat=0.2) as client:
+        _, dead_after = client._heartbeat_times()
+        assert dead_after is not None
+        await trio.sleep(dead_after * 1.5)  # nothing but pings and pongs meanwhile
+        assert not client.closed
+        assert [c.name for c in await client.clients()] == ["patient"]
+
+
+async def test_a_stall_of_the_client_itself_is_not_the_servers_silence(
+    quiet_server: ts.Server,
+) -> None:
+    assert quiet_server.tcp_url is not None
+    async with ts.open_client(quiet_server.tcp_url, name="stalled", heartbeat=0.2) as client:
+        _, dead_after = client._heartbeat_times()
+        assert dead_after is not None
+        # The application hogs the trio thread for longer than the silence bound: the
+        # heartbeat wakes up late, and must not count that as the server's silence.
+        time.sleep(dead_after * 1.5)  # noqa: ASYNC251 - the stall is the point
+        await trio.sleep(0.5)  # a few heartbeats after the stall
+        assert not client.closed
+        await client.stats()
+
+
+async def test_without_heartbeat_a_held_connection_waits_and_then_resumes(
+    quiet_server: ts.Server,
+) -> None:
+    assert quiet_server.tcp_url is not None
+    async with (
+        open_proxy(quiet_server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="no-heartbeat", heartbeat=None) as client,
+    ):
+        assert client._heartbeat_times() == (10.0, None)  # idle_timeout_s / 3, no bound
+        proxy.hold()
+        with trio.move_on_after(MIN_SILENCE_S + 0.5):
+            await client.stats()
+            pytest.fail("an answer came through a held proxy")
+        assert not client.closed
+        proxy.release()
+        with trio.fail_after(WAIT_S):
+            await client.stats()
+
+
+@pytest.mark.parametrize("heartbeat", [0, -1.0, math.nan, math.inf])
+async def test_a_heartbeat_that_is_not_a_positive_time_is_refused(
+    quiet_server: ts.Server, heartbeat: float
+) -> None:
+    assert quiet_server.tcp_url is not None
+    with pytest.raises(ts.InvalidArgument, match="heartbeat"):
+        async with ts.open_client(quiet_server.tcp_url, heartbeat=heartbeat):
+            pass
+
+
+# -- leaving never waits unboundedly -------------------------------------------------------------
+async def readers_of(client: ts.Client, channel: str) -> int:
+    return next(c.readers for c in await client.channels() if c.name == channel)
+
+
+async def test_leaving_a_subscription_of_a_frozen_server_takes_at_most_the_leave_bound(
+    quiet_server: ts.Server,
+) -> None:
+    assert quiet_server.tcp_url is not None
+    async with (
+        open_proxy(quiet_server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="leaver") as client,
+    ):
+        await client.create_channel("ch")
+        async with client.subscribe("ch"):
+            assert await readers_of(client, "ch") == 1
+            proxy.hold()
+            start = trio.current_time()
+        assert LEAVE_TIMEOUT_S <= trio.current_time() - start < LEAVE_TIMEOUT_S + SLACK_S
+        # The unsubscribe was not lost: it reached the server once the proxy let it.
+        proxy.release()
+        with trio.fail_after(WAIT_S):
+            assert await readers_of(client, "ch") == 0
+
+
+async def test_a_cancel_leaves_a_subscription_or_publisher_at_once(
+    quiet_server: ts.Server,
+) -> None:
+    assert quiet_server.tcp_url is not None
+    async with (
+        open_proxy(quiet_server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="canceller") as client,
+    ):
+        await client.create_channel("ch")
+        start = trio.current_time()
+        with trio.move_on_after(0.3) as scope:
+            async with client.subscribe("ch") as sub, client.publisher("ch") as pub:
+                await pub.wait_for_readers()
+                proxy.hold()
+                await sub.receive()  # nothing comes through a held proxy
+        assert scope.cancelled_caught
+        # Before: the shielded exit waited for the server's answers with no limit.
+        assert trio.current_time() - start < 0.3 + SLACK_S
+        proxy.release()
+        with trio.fail_after(WAIT_S):
+            assert await readers_of(client, "ch") == 0
+            infos = {c.name: c for c in await client.channels()}
+            assert infos["ch"].writers == 0
+
+
+async def test_leaving_a_publisher_of_a_frozen_server_takes_at_most_the_leave_bound(
+    quiet_server: ts.Server,
+) -> None:
+    assert quiet_server.tcp_url is not None
+    async with (
+        open_proxy(quiet_server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="writer") as client,
+    ):
+        await client.create_channel("ch")
+        async with client.publisher("ch"):
+            proxy.hold()
+            start = trio.current_time()
+        assert trio.current_time() - start < LEAVE_TIMEOUT_S + SLACK_S
