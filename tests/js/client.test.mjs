@@ -329,3 +329,47 @@ test('no double subscribe: subscriptions made in an open listener or while recon
   assert.equal(conn.pubs.size, 1, 'one publisher on the server');
   await client.close();
 });
+
+// --- liveness: a silent server is noticed, a stall of our own is not ----------------------------
+
+// A stopped server (SIGSTOP): the connection stays open, nothing comes in or goes out.
+function freeze(conn) {
+  conn.onMessage = () => {};
+  conn.ws._deliver = () => {};
+}
+
+test('a server that goes silent is dropped after three pings (at least 2 s) and reconnected', async () => {
+  const { server, client } = await setup({ pingInterval: 200 });
+  const first = [...server.conns][0];
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(client.state, 'open', 'a server that answers pings is alive');
+  const pings = server.controls('ping').length;
+  assert.ok(pings >= 2, `pings sent: ${pings}`);
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  const pending = client.stats();
+  const frozenAt = Date.now();
+  freeze(first);
+  await assert.rejects(pending, ConnectionClosed);
+  const noticed = Date.now() - frozenAt;
+  assert.ok(noticed >= 2000 - 200 && noticed < 2000 + 200 + 1000, `noticed after ${noticed} ms`);
+  assert.match(client.lastError?.message ?? '', /the server was silent for 2\.\d s/);
+  await until(() => client.state === 'open' && server.conns.size >= 1 && ![...server.conns].includes(first),
+    3000, 'reconnected to a live server');
+  assert.equal(errors.length, 0);
+  await client.close();
+});
+
+test('a page busy for longer than the silence bound does not drop a live server', async () => {
+  const { server, client } = await setup({ pingInterval: 200 });
+  const states = [];
+  client.on('state', (s) => states.push(s));
+  await new Promise((r) => setTimeout(r, 300));
+  const busyUntil = Date.now() + 2500; // the event loop is blocked: timers fire late
+  while (Date.now() < busyUntil) { /* a long computation */ }
+  await new Promise((r) => setTimeout(r, 700)); // a few pings and pongs after it
+  assert.deepStrictEqual(states, []);
+  assert.equal(client.state, 'open');
+  assert.equal(server.conns.size, 1);
+  await client.close();
+});

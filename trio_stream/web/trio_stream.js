@@ -19,6 +19,9 @@ export const POLICIES = Object.freeze(['drop_oldest', 'drop_newest', 'clear', 'u
 const CONTROL = 0x01, PUBLISH = 0x02, DATA = 0x03, CREDIT = 0x04, PUB_ACK = 0x05;
 const DATA_HEADER = 1 + 4 + 4 + 8 + 8 + 1; // type, sub_id, lost, seq, time, n
 const DEFAULT_MAX_FRAME = 16 * 1024 * 1024; // until the welcome tells us the server's limit
+const HEARTBEAT_MS = 5000; // ping at least this often (and every third of the idle timeout)
+const SILENT_PINGS = 3; // the server is gone after this many pings with nothing from it...
+const MIN_SILENCE_MS = 2000; // ...and at least this long
 const MAX_BATCH_BYTES = 1024 * 1024; // frames per WebSocket message, unless a frame is bigger
 const CONTROL_MAX_DEPTH = 32;
 
@@ -170,7 +173,7 @@ export class Client extends Emitter {
   #reconnectTimer = null;
   #handshakeTimer = null;
   #pingTimer = null;
-  #lastReceived = 0;
+  #messagesIn = 0; // WebSocket messages received: the heartbeat watches it move
   #openWaiters = [];
   #pending = new Map(); // request id -> {resolve, reject, timer}
   #nextId = 1;
@@ -193,7 +196,9 @@ export class Client extends Emitter {
    * @param {number} [options.maxReconnectDelay=10000] backoff ceiling, ms
    * @param {number} [options.requestTimeout=10000] ms for each request (0: none)
    * @param {number} [options.connectTimeout=10000] ms for the socket and the handshake
-   * @param {number} [options.pingInterval] ms between pings; default a third of the idle timeout
+   * @param {number} [options.pingInterval] ms between pings; default a third of the idle timeout, at
+ *   most 5000. Nothing at all from the server for three of them (at least 2 s): the connection
+ *   is dropped as dead (and reconnected, with `reconnect`).
    * @param {boolean} [options.retryFirstConnect=true] keep trying when the very first attempt fails
    * @param {Function} [options.WebSocket] WebSocket constructor (default: the global one)
    */
@@ -484,7 +489,7 @@ export class Client extends Emitter {
     };
     ws.onmessage = (ev) => {
       if (this.#ws !== ws) return;
-      this.#lastReceived = Date.now();
+      this.#messagesIn++;
       try {
         this.#onMessage(ws, ev.data);
       } catch (e) {
@@ -795,19 +800,35 @@ export class Client extends Emitter {
     this.emit('goodbye', reason);
   }
 
+  // Liveness, as the Python client (docs/protocol.md section 2): a ping every `every` ms, and
+  // the server is gone once nothing at all has come from it for SILENT_PINGS of them (at
+  // least MIN_SILENCE_MS). Silence is counted per tick, each adding at most one interval: a
+  // tab whose timers the browser throttled, or a page busy for seconds, wakes up late, and
+  // that is not the server's silence.
   #startPings() {
     clearInterval(this.#pingTimer);
     const idle = Number(this.limits.idle_timeout_s);
-    const interval = this.#opts.pingInterval ?? (idle > 0 ? Math.min(15000, (idle * 1000) / 3) : 15000);
+    const interval = this.#opts.pingInterval ?? (idle > 0 ? Math.min(HEARTBEAT_MS, (idle * 1000) / 3) : HEARTBEAT_MS);
     const every = Math.max(200, interval);
-    this.#lastReceived = Date.now();
+    const deadAfter = Math.max(SILENT_PINGS * every, MIN_SILENCE_MS);
+    let heard = this.#messagesIn;
+    let last = Date.now();
+    let silent = 0;
     this.#pingTimer = setInterval(() => {
       const ws = this.#ws;
       if (!ws || this.state !== 'open') return;
-      // Nothing heard for several intervals, not even a pong: the connection is dead.
-      if (Date.now() - this.#lastReceived > every * 3) {
-        this.lastError = new ConnectionClosed('no answer to pings');
-        this.#dropSocket(ws, 4003, 'ping timeout');
+      const now = Date.now();
+      if (this.#messagesIn !== heard) {
+        heard = this.#messagesIn;
+        silent = 0;
+      } else {
+        silent += Math.min(now - last, every);
+      }
+      last = now;
+      if (silent >= deadAfter) {
+        this.lastError = new ConnectionClosed(`the server was silent for ${(silent / 1000).toFixed(1)} s `
+          + `(nothing, not even an answer to a ping; pings every ${every} ms)`);
+        this.#dropSocket(ws, 4003, 'server silent');
         return;
       }
       this.#sendControl({ op: 'ping', data: null });
