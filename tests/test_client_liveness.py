@@ -283,3 +283,22 @@ async def test_leaving_a_publisher_of_a_frozen_server_takes_at_most_the_leave_bo
             proxy.hold()
             start = trio.current_time()
         assert trio.current_time() - start < LEAVE_TIMEOUT_S + SLACK_S
+
+
+@pytest.mark.parametrize("fault", ["cut", "reset"])
+async def test_a_connection_cut_or_reset_under_the_client_fails_its_waiters_at_once(
+    quiet_server: ts.Server, fault: str
+) -> None:
+    assert quiet_server.tcp_url is not None
+    async with (
+        open_proxy(quiet_server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="cut") as client,
+    ):
+        await client.create_channel("ch")
+        async with client.subscribe("ch") as sub:
+            getattr(proxy, fault)()
+            with trio.fail_after(SLACK_S), pytest.raises(ts.ConnectionClosed) as caught:
+                await sub.receive()
+            assert "silent" not in str(caught.value)  # the end of the stream, not a heartbeat
+        assert client.closed
+        assert proxy.accepted == 1
