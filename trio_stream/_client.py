@@ -441,6 +441,7 @@ class Client:
         history: int = 0,
         single_writer: bool = False,
         keep: bool = False,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         """Create a channel owned by this client.
 
@@ -451,6 +452,9 @@ class Client:
             history: frames kept for readers who subscribe later.
             single_writer: refuse a second writer.
             keep: survive this client's disconnect (otherwise the channel ends with it).
+            meta: what readers should know to show it, e.g. ``{"units": "V", "labels":
+                ["x", "y"], "description": "..."}``: a map with text keys, at most 4 KiB
+                encoded, listed in ``channels()`` and shown by the dashboard and the CLI.
 
         Raises:
             ChannelExists, InvalidArgument, LimitExceeded.
@@ -464,6 +468,7 @@ class Client:
             history=history,
             single_writer=single_writer,
             keep=keep,
+            meta=meta,
         )
 
     async def delete_channel(self, channel: str, *, key: str | None = None) -> None:

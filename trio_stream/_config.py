@@ -23,6 +23,8 @@ class ServerConfig:
     http_port: int | None = DEFAULT_HTTP_PORT
     name: str = "trio_stream"
     token: str | None = field(default=None, repr=False)  # never in logs or reprs
+    # admin actions (publish, delete any channel, disconnect a client): see _server/admin.py
+    admin_token: str | None = field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
     allowed_origins: tuple[str, ...] | None = None
     max_frame_bytes: int = L.MAX_FRAME_BYTES

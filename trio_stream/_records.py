@@ -50,6 +50,7 @@ class ChannelInfo:
     keep: bool = False
     # block readers holding the writers back: maps of client (name), sub (id), held_s
     held_by: list[dict[str, Any]] = dataclasses.field(default_factory=list, compare=False)
+    meta: dict[str, Any] | None = None  # what the writer said about it: units, labels...
 
     @classmethod
     def from_wire(cls, data: Any) -> ChannelInfo:

@@ -371,6 +371,7 @@ class SyncClient:
         history: int = 0,
         single_writer: bool = False,
         keep: bool = False,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         """Create a channel owned by this client (see ``Client.create_channel``)."""
         self._call(
@@ -383,6 +384,7 @@ class SyncClient:
                 history=history,
                 single_writer=single_writer,
                 keep=keep,
+                meta=meta,
             )
         )
 

@@ -61,6 +61,7 @@ class CreateChannel(Request):
     history: int = 0
     single_writer: bool = False
     keep: bool = False
+    meta: dict[str, Any] | None = None  # units, labels, description: shown by readers
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,18 @@ class ListClients(Request):
 @dataclass(frozen=True)
 class GetStats(Request):
     OP: ClassVar[str] = "stats"
+
+
+@dataclass(frozen=True)
+class Admin(Request):
+    """An operator's action, allowed only with the server's admin token (see _server/admin.py)."""
+
+    OP: ClassVar[str] = "admin"
+    token: str
+    action: str  # "check" | "publish" | "delete_channel" | "disconnect"
+    channel: str | None = None
+    client: int | None = None
+    value: Any = None
 
 
 # --- notifications ----------------------------------------------------------------------------
@@ -202,6 +215,7 @@ for _cls in (
     ListChannels,
     ListClients,
     GetStats,
+    Admin,
     Ping,
     Pong,
     Goodbye,

@@ -32,12 +32,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
 from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded, ProtocolError
 from .._protocol.bytes_like import BytesLike
+from .._protocol.codec import encode_control
 from .._protocol.frames import (
     DATA,
     DATA_READER_BODY_BYTES,
@@ -56,6 +57,7 @@ MAX_HISTORY_FRAMES = 10_000
 # A block reader that has held its channel's writers back this long (seconds) is shown as
 # holding the channel (held_by in channel records and $channels events).
 HOLD_NOTICE_S = 1.0
+MAX_CHANNEL_META_BYTES = 4096  # a channel's meta (units, labels...), CBOR-encoded
 _READER_HEAD_PACK = DATA_READER_HEAD.pack
 
 
@@ -355,6 +357,7 @@ class Channel:
     history: int = 0
     single_writer: bool = False
     keep: bool = False
+    meta: dict[str, Any] | None = None
     created: float = field(default_factory=time.time)
     expires_at: float | None = None  # trio clock, from lifetime
     seq: int = 0
@@ -388,6 +391,20 @@ class Channel:
     def visible_to(self, session: SessionPort | None) -> bool:
         """Listed for ``session``: public channels and its own."""
         return self.public or _owner_of(self, session)
+
+
+def check_channel_meta(meta: dict[str, Any] | None) -> None:
+    """A channel's meta is a small map with text keys (its size bounds every listing)."""
+    if meta is None:
+        return
+    if not all(isinstance(k, str) for k in meta):
+        raise ValueError("channel meta keys must be text, e.g. {'units': 'V'}")
+    size = len(encode_control(meta))
+    if size > MAX_CHANNEL_META_BYTES:
+        raise ValueError(
+            f"channel meta takes {size} bytes encoded, more than {MAX_CHANNEL_META_BYTES} "
+            "(MAX_CHANNEL_META_BYTES): keep units, labels and a short description there"
+        )
 
 
 def check_channel_name(name: str) -> None:
@@ -441,8 +458,10 @@ class Broker:
         history: int = 0,
         single_writer: bool = False,
         keep: bool = False,
+        meta: dict[str, Any] | None = None,
     ) -> Channel:
         check_channel_name(name)
+        check_channel_meta(meta)
         if name.startswith("$") and owner is not None:
             raise ValueError("channel names starting with '$' belong to the server")
         if name in self.channels:
@@ -469,6 +488,7 @@ class Broker:
             history=history,
             single_writer=single_writer,
             keep=keep,
+            meta=meta,
             expires_at=None if lifetime is None else trio.current_time() + lifetime,
         )
         self.channels[name] = channel
@@ -616,11 +636,11 @@ class Broker:
         while len(recent) > channel.history or channel.recent_bytes > self.max_history_bytes:
             channel.recent_bytes -= recent.popleft().nbytes
 
-    def publish_system(self, channel: Channel, payload: bytes) -> None:
-        """Publish from the server itself ($ channels); block readers never hold it up."""
+    def publish_system(self, channel: Channel, payload: bytes, sender: bytes = b"$server") -> None:
+        """Publish from the server itself ($ channels, admin); block readers never hold it up."""
         seq = channel.seq + 1
         channel.seq = seq
-        frame = SharedFrame(seq, data_shared_head(seq, time.time(), b"$server"), payload)
+        frame = SharedFrame(seq, data_shared_head(seq, time.time(), sender), payload)
         channel.bytes_in += len(payload)
         for sub in channel.subscriptions:
             if not sub.offer(frame) and sub.policy is Policy.BLOCK:

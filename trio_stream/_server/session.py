@@ -40,6 +40,7 @@ from .._protocol.framing import frame_prefix
 from .._protocol.limits import PROTOCOL_VERSION, SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
 from .._transport.base import FrameTransport
 from .._version import __version__
+from .admin import admin_handlers
 from .broker import HOLD_NOTICE_S, Channel, Publisher, Subscription
 from .buffers import Policy, parse_policy
 from .fairness import DeficitRoundRobin
@@ -120,6 +121,7 @@ class Session:
             M.ListClients: self._list_clients,
             M.GetStats: self._stats,
             **state.rpc.handlers(self),
+            **admin_handlers(self),
         }
 
     # -- SessionPort (called by the broker) --------------------------------------------------
@@ -523,6 +525,7 @@ class Session:
             history=msg.history,
             single_writer=msg.single_writer,
             keep=msg.keep,
+            meta=msg.meta,
         )
 
     def _delete_channel(self, msg: M.DeleteChannel) -> None:

@@ -113,6 +113,7 @@ class ServerState:
                 "single_writer": c.single_writer,
                 "keep": c.keep,
                 "held_by": c.held_by(),
+                "meta": c.meta,
             }
             for c in self.broker.channels.values()
             if c.visible_to(session)

@@ -2,7 +2,8 @@
 
 The flags are generated from the ServerConfig dataclass, so a field added to it is a flag
 here without touching this module (helps for the known ones live in ``_HELP``). Precedence:
-flags, then ``$TRIO_STREAM_TOKEN`` (token only), then the ``--config`` file, then the defaults.
+flags, then ``$TRIO_STREAM_TOKEN`` and ``$TRIO_STREAM_ADMIN_TOKEN``, then the ``--config``
+file, then the defaults.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ._output import human_bytes
 from ._run import UsageError
 
 _DEST_PREFIX: Final = "server_"
+ADMIN_TOKEN_ENV: Final = "TRIO_STREAM_ADMIN_TOKEN"
 
 _HELP: Final = {
     "host": "address to listen on (a non-loopback one needs --token)",
@@ -32,6 +34,8 @@ _HELP: Final = {
     "http_port": "WebSocket + dashboard port (0: any free port, off: none)",
     "name": "the server's name, shown to clients",
     "token": f"clients must present this token (also ${TOKEN_ENV})",
+    "admin_token": "allows admin actions (publish, delete, disconnect) to whoever gives it "
+    f"(also ${ADMIN_TOKEN_ENV})",
     "allowed_origins": "a browser origin allowed on the WebSocket (repeatable)",
     "max_frame_bytes": "largest frame, e.g. 64MiB",
     "max_channels_per_client": "channels one client may own",
@@ -97,7 +101,7 @@ def _add_field_option(group: argparse._ArgumentGroup, name: str, tp: Any, defaul
     if name == "ssl_context" or (convert is None and inner is not bool):
         return  # TLS has its own flags; a field of another type has no command-line form
     help_text = _HELP.get(name, f"ServerConfig.{name}")
-    if name != "token" and default not in (None, ()):
+    if name not in ("token", "admin_token") and default not in (None, ()):
         shown = human_bytes(default) if convert is byte_size else default
         help_text += f" (default: {shown})".replace("%", "%%")
     common: dict[str, Any] = {"dest": _DEST_PREFIX + name, "default": argparse.SUPPRESS}
@@ -205,6 +209,8 @@ def server_config(args: argparse.Namespace, **overrides: Any) -> ts.ServerConfig
     settings = _from_file(args.config) if args.config is not None else {}
     if os.environ.get(TOKEN_ENV):
         settings["token"] = os.environ[TOKEN_ENV]
+    if os.environ.get(ADMIN_TOKEN_ENV):
+        settings["admin_token"] = os.environ[ADMIN_TOKEN_ENV]
     for name, value in vars(args).items():
         if name.startswith(_DEST_PREFIX):
             settings[name.removeprefix(_DEST_PREFIX)] = value

@@ -98,6 +98,8 @@ def channels_table(
         ]
         if c.history:
             flags.append(f"history={c.history}")
+        if c.meta:
+            flags.append(meta_text(c.meta))
         if c.lifetime is not None:
             flags.append(f"ends in {human_duration(c.created + c.lifetime - now)}")
         lost = [str(c.lost)]
@@ -115,6 +117,20 @@ def channels_table(
             " ".join(flags),
         )
     return table
+
+
+def meta_text(meta: dict[str, Any], max_chars: int = 80) -> str:
+    """A channel's meta on one line: ``units=V labels=x,y "description"``, cut to fit."""
+    parts = []
+    for key, value in meta.items():
+        if key == "description":
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{key}={shown}")
+    if meta.get("description"):
+        parts.append(repr(str(meta["description"])))
+    text = " ".join(parts)
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
 async def run_channels(args: argparse.Namespace) -> int:

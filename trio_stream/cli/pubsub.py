@@ -29,6 +29,7 @@ from ._options import (
 )
 from ._output import json_line, jsonable
 from ._run import UsageError
+from .inspect import meta_text
 
 PUB_EPILOG = """\
 examples:
@@ -184,6 +185,9 @@ async def run_sub(args: argparse.Namespace) -> int:
         connect(args) as client,
         subscription(client, args.channel, args) as sub,
     ):
+        meta = next((c.meta for c in await client.channels() if c.name == args.channel), None)
+        if meta:  # units and labels: on stderr, so stdout stays one JSON value a line
+            print(f"trio-stream sub: {args.channel}: {meta_text(meta)}", file=sys.stderr)
         with trio.move_on_after(args.duration or math.inf):
             try:
                 while args.count is None or received < args.count:

@@ -1,0 +1,89 @@
+"""Operator actions guarded by the server's admin token: the `admin` op.
+
+An operator at the dashboard may publish a test value to any channel, delete any channel and
+disconnect any client. These go past the owner and key checks the ordinary ops make, so they
+need a second secret, ``ServerConfig(admin_token=...)``, sent with each request (never kept
+by the session: a page that forgets it loses its rights at once). A server without an admin
+token refuses every admin action. Every action that passes the check is logged at WARNING with
+the client that asked, so an operator's hand on a running system leaves a trace.
+
+The ``check`` action only verifies the token: the page asks it before it shows its forms.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import AuthError, InvalidArgument
+from .._protocol import messages as M
+from .._protocol.codec import encode_payload
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("check", "publish", "delete_channel", "disconnect")
+
+
+def admin_handlers(session: Session) -> dict[type[M.Message], Callable[[Any], Any]]:
+    """The session's handler-table entries for admin requests."""
+    return {M.Admin: lambda msg: handle(session, msg)}
+
+
+def _check_token(session: Session, token: str) -> None:
+    expected = session.state.config.admin_token
+    if expected is None:
+        raise AuthError(
+            "this server allows no admin actions: start it with --admin-token "
+            "(or ServerConfig(admin_token=...)) to allow them"
+        )
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise AuthError("wrong admin token: give the token the server was started with")
+
+
+def handle(session: Session, msg: M.Admin) -> Any:
+    """Run one admin action for ``session``; its result is the reply."""
+    if msg.action not in ACTIONS:
+        raise InvalidArgument(
+            f"unknown admin action {msg.action[:40]!r}; one of {', '.join(ACTIONS)}"
+        )
+    _check_token(session, msg.token)
+    who = f"{session.name} (client {session.client_id}, {session.transport.remote})"
+    if msg.action == "check":
+        return {"admin": True}
+    if msg.action == "disconnect":
+        return _disconnect(session, msg, who)
+    if msg.channel is None:
+        raise InvalidArgument(f"admin {msg.action} needs channel=...")
+    broker = session.state.broker
+    channel = broker.channels.get(msg.channel)
+    if channel is None or channel.name.startswith("$"):
+        raise InvalidArgument(f"no user channel named {msg.channel[:80]!r}")
+    if msg.action == "publish":
+        try:
+            payload = b"".join(bytes(p) for p in encode_payload(msg.value))
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"cannot publish this value: {exc}") from None
+        broker.publish_system(channel, payload, session.name.encode())
+        log.warning("admin: %s published %d bytes to %r", who, len(payload), channel.name)
+        return {"seq": channel.seq, "readers": channel.readers}
+    broker.delete_channel(channel, f"channel {channel.name!r} was deleted by admin {session.name}")
+    log.warning("admin: %s deleted channel %r", who, channel.name)
+    return None
+
+
+def _disconnect(session: Session, msg: M.Admin, who: str) -> dict[str, Any]:
+    if msg.client is None:
+        raise InvalidArgument("admin disconnect needs client=<id> (see clients())")
+    target = session.state.sessions.get(msg.client)
+    if target is None:
+        raise InvalidArgument(f"no client with id {msg.client}; list them with clients()")
+    if target is session:
+        raise InvalidArgument("this is your own connection: close it instead")
+    target.close(f"disconnected by admin {session.name}")
+    log.warning("admin: %s disconnected %s (client %d)", who, target.name, target.client_id)
+    return {"client": target.client_id, "name": target.name}
