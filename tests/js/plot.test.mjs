@@ -11,7 +11,7 @@ test('scalars: numbers, bigints, booleans, 0-d arrays, a dict\'s first numeric f
   assert.deepStrictEqual(classify(2n ** 60n), { kind: 'scalar', value: 2 ** 60, label: null });
   assert.deepStrictEqual(classify(true), { kind: 'scalar', value: 1, label: null });
   assert.equal(classify(new NDArray([], new Float64Array([4.25]))).value, 4.25);
-  assert.deepStrictEqual(classify({ name: 'x', t: 1.5, v: 2 }), { kind: 'scalar', value: 1.5, label: 't' });
+  assert.deepStrictEqual(classify({ name: 'x', t: 1.5, v: 2 }), { kind: 'scalar', value: 1.5, label: 't', fields: [['t', 1.5], ['v', 2]] });
 });
 
 test('1-D: typed arrays, numeric arrays, 1-D tag 40, int64 converted', () => {

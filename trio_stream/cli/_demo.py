@@ -48,12 +48,18 @@ DEMO_CHANNELS: Final[tuple[tuple[str, float, Callable[[int], Any]], ...]] = (
     ("image", IMAGE_RATE_HZ, image_frame),
     ("counter", COUNTER_RATE_HZ, counter_frame),
 )
+# What a reader needs to show each channel (create_channel(meta=...)): units, a description.
+DEMO_META: Final[dict[str, dict[str, Any]]] = {
+    "sine": {"units": "V", "description": "four periods of a drifting sine, 1000 samples"},
+    "image": {"units": "counts", "description": "rings from a circling centre, 64 x 64 uint8"},
+    "counter": {"units": "frames", "description": "counts up at 10 Hz while someone reads"},
+}
 
 
 async def _write(
     client: ts.Client, channel: str, rate_hz: float, make: Callable[[int], Any]
 ) -> None:
-    await client.create_channel(channel)
+    await client.create_channel(channel, meta=DEMO_META[channel.rsplit("/", 1)[-1]])
     async with client.publisher(channel) as pub:
         n = 0
         while True:

@@ -2,13 +2,14 @@
 // channel. Talks to the server through the browser client over ws(s)://<this host>/ws.
 
 import { createClient, ConnectionClosed, AuthError } from './trio_stream.js';
-import { Plotter, describe } from './plot.js';
+import { Panel } from './panels.js';
+import { parseLayout, formatLayout, DEFAULT_RATE_HZ } from './layout.js';
 import * as fmt from './format.js';
 
 const $ = (id) => document.getElementById(id);
 
 // Read by automated browser tests; updated in place.
-const state = { framesPlotted: 0, selected: null, connected: false };
+const state = { framesPlotted: 0, selected: null, connected: false, admin: false, panels: [] };
 window.__tsDashboard = state;
 
 const REFRESH_MS = 1000;
@@ -33,9 +34,7 @@ let tokenRefused = false;
 
 // ------------------------------------------------------------------------------ helpers
 
-function setText(el, text) {
-  if (el && el.textContent !== text) el.textContent = text;
-}
+const { setText } = fmt;
 
 function notice(message) {
   const el = $('notice');
@@ -73,6 +72,7 @@ client.on('open', (info) => {
   setText($('client-name'), str(info.name));
   notice(null);
   if (!statsSub) startStats();
+  if (info.reconnected) for (const p of panels) p.reconnected();
   refresh();
 });
 
@@ -107,45 +107,6 @@ $('token-form').addEventListener('submit', (ev) => {
   }
   location.reload(); // a fresh connection with the token (and the channel in the URL, if any)
 });
-
-// ------------------------------------------------------------------------------ server load
-
-let statsSub = null;
-let statsStarting = false;
-let statsTriedAt = 0;
-let statsAt = 0;
-
-async function startStats() {
-  statsStarting = true;
-  statsTriedAt = Date.now();
-  try {
-    const sub = await client.subscribe('$stats', {
-      policy: 'drop_oldest', size: 1,
-      onMessage: (msg) => { statsAt = Date.now(); renderStats(msg.data); },
-    });
-    statsSub = sub;
-    sub.on('end', () => { if (statsSub === sub) statsSub = null; });
-  } catch {
-    statsSub = null; // no $stats on this server: the refresh loop polls `stats` instead
-  } finally {
-    statsStarting = false;
-  }
-}
-
-function renderStats(s) {
-  const r = isRecord(s) ? s : {};
-  setText($('stat-connections'), fmt.count(r.connections));
-  setText($('stat-channels'), fmt.count(r.channels));
-  setText($('stat-frames-in'), fmt.rate(r.frames_in_per_s));
-  setText($('stat-frames-out'), fmt.rate(r.frames_out_per_s));
-  setText($('stat-bytes-in'), fmt.byteRate(r.bytes_in_per_s));
-  setText($('stat-bytes-out'), fmt.byteRate(r.bytes_out_per_s));
-  setText($('stat-lost'), fmt.count(r.frames_lost));
-  setText($('stat-buffered'), fmt.bytes(r.buffered_bytes));
-  setText($('stat-memory'), fmt.bytes(r.memory_bytes));
-  setText($('stat-cpu'), fmt.percent(r.cpu_percent));
-  setText($('stat-uptime'), fmt.duration(r.uptime_s));
-}
 
 // ------------------------------------------------------------------------------ tables
 
@@ -188,60 +149,209 @@ class KeyedTable {
   }
 }
 
-const channelTable = new KeyedTable($('channels-body'), [
-  { cls: 'name' }, {}, { cls: 'num' }, { cls: 'num' }, { cls: 'num' }, { cls: 'num' }, { cls: 'num lost' },
-], {
-  onCreate(tr, name) {
-    tr.dataset.channel = name;
-    tr.tabIndex = 0;
-    tr.addEventListener('click', () => select(name));
-    tr.addEventListener('keydown', (ev) => {
-      if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); select(name); }
-    });
-    tr.classList.toggle('selected', name === state.selected);
-  },
-});
-
-let channelNames = new Set();
-
-function renderChannels(list) {
-  const chans = (Array.isArray(list) ? list : []).filter((c) => isRecord(c) && typeof c.name === 'string');
-  // the server's own channels ($stats, ...) after the users' ones
-  chans.sort((a, b) => (a.name.startsWith('$') - b.name.startsWith('$')) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  channelNames = new Set(chans.map((c) => c.name));
-  channelTable.update(chans.map((c) => ({
-    key: c.name,
-    cells: [
-      c.name, c.owner === null ? 'server' : str(c.owner), fmt.count(c.readers), fmt.count(c.writers),
-      fmt.rate(c.rate_fps), fmt.byteRate(c.rate_bps), fmt.count(c.lost),
-    ],
-    titles: [
-      `${c.name}${c.public === false ? ' (private)' : ''}${typeof c.seq === 'number' ? ` · seq ${c.seq}` : ''}`,
-    ],
-    classes: { system: c.name.startsWith('$'), lossy: Number(c.lost) > 0, selected: c.name === state.selected },
-  })));
-  $('channels-empty').hidden = chans.length > 0;
-  setText($('channels-count'), chans.length ? `(${chans.length})` : '');
-  // the plotted channel came (back): subscribe again
-  if (state.selected && channelNames.has(state.selected) && !plotSub && !plotSubscribing
-      && Date.now() - plotTriedAt > PLOT_RETRY_MS) {
-    subscribePlot();
-  }
-}
-
-const clientTable = new KeyedTable($('clients-body'), [
-  { cls: 'name' }, { cls: 'num' }, {}, {}, {}, {}, {}, {},
-]);
-
 function listText(items, max = 3) {
   if (!items.length) return fmt.DASH;
   const head = items.slice(0, max).join(', ');
   return items.length > max ? `${head} +${items.length - max}` : head;
 }
 
+// ------------------------------------------------------------------------------ server load
+
+let statsSub = null;
+let statsStarting = false;
+let statsTriedAt = 0;
+let statsAt = 0;
+
+async function startStats() {
+  statsStarting = true;
+  statsTriedAt = Date.now();
+  try {
+    const sub = await client.subscribe('$stats', {
+      policy: 'drop_oldest', size: 1,
+      onMessage: (msg) => { statsAt = Date.now(); renderStats(msg.data); },
+    });
+    statsSub = sub;
+    sub.on('end', () => { if (statsSub === sub) statsSub = null; });
+  } catch {
+    statsSub = null; // no $stats on this server: the refresh loop polls `stats` instead
+  } finally {
+    statsStarting = false;
+  }
+}
+
+// The load of the last minutes, kept here (the server keeps no history): one sample a second.
+const SPARK_SAMPLES = 300;
+const sparkData = new Map(); // $stats key -> number[]
+
+function renderStats(s) {
+  const r = isRecord(s) ? s : {};
+  setText($('stat-connections'), fmt.count(r.connections));
+  setText($('stat-channels'), fmt.count(r.channels));
+  setText($('stat-frames-in'), fmt.rate(r.frames_in_per_s));
+  setText($('stat-frames-out'), fmt.rate(r.frames_out_per_s));
+  setText($('stat-bytes-in'), fmt.byteRate(r.bytes_in_per_s));
+  setText($('stat-bytes-out'), fmt.byteRate(r.bytes_out_per_s));
+  setText($('stat-lost'), fmt.count(r.frames_lost));
+  setText($('stat-buffered'), fmt.bytes(r.buffered_bytes));
+  setText($('stat-memory'), fmt.bytes(r.memory_bytes));
+  setText($('stat-cpu'), fmt.percent(r.cpu_percent));
+  setText($('stat-uptime'), fmt.duration(r.uptime_s));
+  for (const canvas of document.querySelectorAll('canvas.spark')) {
+    const key = canvas.dataset.key;
+    const v = Number(r[key]);
+    if (!Number.isFinite(v)) continue;
+    let data = sparkData.get(key);
+    if (!data) sparkData.set(key, (data = []));
+    data.push(v);
+    if (data.length > SPARK_SAMPLES) data.splice(0, data.length - SPARK_SAMPLES);
+    drawSpark(canvas, data);
+  }
+}
+
+function drawSpark(canvas, data) {
+  const dpr = globalThis.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  if (!w || !h) return;
+  if (canvas.width !== Math.round(w * dpr)) { canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr); }
+  const ctx = canvas.getContext('2d');
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  let lo = Math.min(...data), hi = Math.max(...data);
+  if (hi === lo) { hi += 1; lo -= lo > 0 ? 0 : 1; }
+  const x = (i) => w - (data.length - 1 - i) * (w / (SPARK_SAMPLES - 1));
+  const y = (v) => h - 1 - ((v - lo) / (hi - lo)) * (h - 2);
+  const css = getComputedStyle(document.documentElement);
+  ctx.beginPath();
+  data.forEach((v, i) => (i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
+  ctx.strokeStyle = css.getPropertyValue('--accent').trim() || '#1f6feb';
+  ctx.lineWidth = 1.2;
+  ctx.stroke();
+  ctx.lineTo(x(data.length - 1), h);
+  ctx.lineTo(x(0), h);
+  ctx.fillStyle = css.getPropertyValue('--plot-fill').trim() || 'rgba(31,111,235,.1)';
+  ctx.fill();
+  canvas.title = `last ${Math.round(data.length)} s: ${fmt.compact(Math.min(...data))} – ${fmt.compact(Math.max(...data))}`;
+}
+
+// ------------------------------------------------------------------------------ find: filter, sort
+
+const sorting = { channels: { key: null, dir: 1 }, clients: { key: 'id', dir: 1 } };
+let lastChannels = [];
+let lastClients = [];
+
+function sortBy(list, { key, dir }) {
+  if (!key) return list;
+  return [...list].sort((a, b) => {
+    const x = a[key], y = b[key];
+    const c = typeof x === 'number' && typeof y === 'number' ? x - y : String(x ?? '').localeCompare(String(y ?? ''));
+    return c * dir;
+  });
+}
+
+function wireSorting(tableId, which, rerender) {
+  for (const th of document.querySelectorAll(`#${tableId} th[data-sort]`)) {
+    th.tabIndex = 0;
+    th.classList.add('sortable');
+    const go = () => {
+      const s = sorting[which];
+      s.dir = s.key === th.dataset.sort ? -s.dir : 1;
+      s.key = th.dataset.sort;
+      for (const o of document.querySelectorAll(`#${tableId} th`)) o.removeAttribute('aria-sort');
+      th.setAttribute('aria-sort', s.dir > 0 ? 'ascending' : 'descending');
+      rerender();
+    };
+    th.addEventListener('click', go);
+    th.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') go(); });
+  }
+}
+
+const matches = (filterId, name) => {
+  const f = $(filterId).value.trim().toLowerCase();
+  return !f || String(name).toLowerCase().includes(f);
+};
+
+// ------------------------------------------------------------------------------ channels
+
+const channelTable = new KeyedTable($('channels-body'), [
+  { cls: 'name' }, {}, { cls: 'num' }, { cls: 'num' }, { cls: 'num' }, { cls: 'num' }, { cls: 'num lost' }, { cls: 'units' }, { cls: 'row-actions' },
+], {
+  onCreate(tr, name) {
+    tr.dataset.channel = name;
+    tr.tabIndex = 0;
+    tr.addEventListener('click', () => showInActive(name));
+    tr.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); showInActive(name); }
+    });
+    const add = document.createElement('button');
+    add.type = 'button';
+    add.className = 'overlay';
+    add.textContent = '+';
+    add.title = 'overlay on the active panel';
+    add.addEventListener('click', (ev) => { ev.stopPropagation(); overlayInActive(name); });
+    tr.lastElementChild.append(add);
+  },
+});
+
+let channelNames = new Set();
+const channelMeta = new Map();
+
+function renderChannels(list) {
+  const all = (Array.isArray(list) ? list : []).filter((c) => isRecord(c) && typeof c.name === 'string');
+  lastChannels = all;
+  channelNames = new Set(all.map((c) => c.name));
+  for (const c of all) channelMeta.set(c.name, isRecord(c.meta) ? c.meta : null);
+  let chans = all.filter((c) => matches('channels-filter', c.name));
+  // the server's own channels ($stats, ...) after the users' ones, unless sorted by a column
+  chans.sort((a, b) => (a.name.startsWith('$') - b.name.startsWith('$')) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  chans = sortBy(chans, sorting.channels);
+  const shown = new Set(activePanel()?.channels ?? []);
+  channelTable.update(chans.map((c) => {
+    const meta = isRecord(c.meta) ? c.meta : {};
+    // No readers, no frames: the demo's writers (and good writers) send only when read.
+    const idle = Number(c.readers) === 0 && Number(c.writers) > 0;
+    return {
+      key: c.name,
+      cells: [
+        c.name, c.owner === null ? 'server' : str(c.owner), fmt.count(c.readers), fmt.count(c.writers),
+        idle ? 'idle' : fmt.rate(c.rate_fps), idle ? fmt.DASH : fmt.byteRate(c.rate_bps), fmt.count(c.lost),
+        typeof meta.units === 'string' ? meta.units : '',
+      ], // the last cell holds the overlay button: not text
+      titles: [
+        `${c.name}${c.public === false ? ' (private)' : ''}${typeof c.seq === 'number' ? ` · seq ${c.seq}` : ''}${meta.description ? `\n${String(meta.description).slice(0, 300)}` : ''}`,
+        '', '', '', idle ? 'no readers, so its writers send nothing: plot it to wake it' : '',
+      ],
+      classes: { system: c.name.startsWith('$'), lossy: Number(c.lost) > 0, selected: shown.has(c.name) },
+    };
+  }));
+  $('channels-empty').hidden = chans.length > 0;
+  setText($('channels-count'), all.length ? `(${chans.length === all.length ? all.length : `${chans.length} of ${all.length}`})` : '');
+  for (const p of panels) { p.retry(channelNames); p.applyMeta(); }
+  if (!layoutChosen && panels.length === 0) defaultLayout(all);
+  renderActChannels(all);
+}
+
+// ------------------------------------------------------------------------------ clients
+
+const clientTable = new KeyedTable($('clients-body'), [
+  { cls: 'name' }, { cls: 'num' }, {}, {}, {}, {}, {}, { cls: 'methods' }, { cls: 'row-actions' },
+], {
+  onCreate(tr, key) {
+    tr.dataset.client = key;
+    const kick = document.createElement('button');
+    kick.type = 'button';
+    kick.className = 'disconnect danger';
+    kick.textContent = 'disconnect';
+    kick.addEventListener('click', () => adminDisconnect(Number(key), tr.firstElementChild.textContent));
+    tr.lastElementChild.append(kick);
+  },
+});
+
 function renderClients(list) {
-  const recs = (Array.isArray(list) ? list : []).filter(isRecord);
+  const all = (Array.isArray(list) ? list : []).filter(isRecord);
+  lastClients = all;
+  let recs = all.filter((c) => matches('clients-filter', c.name));
   recs.sort((a, b) => Number(a.id) - Number(b.id));
+  recs = sortBy(recs, sorting.clients);
   const now = Date.now() / 1000;
   clientTable.update(recs.map((c) => {
     const subs = (Array.isArray(c.subscriptions) ? c.subscriptions : []).filter(isRecord);
@@ -253,13 +363,15 @@ function renderClients(list) {
       return `${s.channel} (${opts}) queued ${fmt.count(s.queued)} lost ${fmt.count(s.lost)}`;
     }).join('\n');
     const connected = epochSeconds(c.connected_at);
+    // one name per channel: a page with two panels on $stats holds two subscriptions to it
+    const subNames = [...new Set(subs.map((s) => String(s.channel)))];
     return {
       key: String(c.id ?? c.name),
       cells: [
         str(c.name), str(c.id), str(c.address), str(c.transport),
         Number.isFinite(connected) ? fmt.duration(now - connected) : fmt.DASH,
-        listText(subs.map((s) => String(s.channel))), listText(pubs), listText(methods),
-      ],
+        listText(subNames), listText(pubs), listText(methods),
+      ], // the last cell holds the disconnect button
       titles: [
         '', '', '', '', Number.isFinite(connected) ? new Date(connected * 1000).toLocaleString() : '',
         subTitle, pubs.join('\n'), methods.join('\n'),
@@ -267,8 +379,14 @@ function renderClients(list) {
       classes: { self: c.id === client.clientId },
     };
   }));
-  setText($('clients-count'), recs.length ? `(${recs.length})` : '');
+  setText($('clients-count'), all.length ? `(${recs.length === all.length ? all.length : `${recs.length} of ${all.length}`})` : '');
+  renderRpcProviders(all);
 }
+
+wireSorting('channels-table', 'channels', () => renderChannels(lastChannels));
+wireSorting('clients-table', 'clients', () => renderClients(lastClients));
+$('channels-filter').addEventListener('input', () => renderChannels(lastChannels));
+$('clients-filter').addEventListener('input', () => renderClients(lastClients));
 
 // ------------------------------------------------------------------------------ refresh loop
 
@@ -295,85 +413,278 @@ async function refresh() {
 
 setInterval(refresh, REFRESH_MS);
 
-// ------------------------------------------------------------------------------ plot
+// ------------------------------------------------------------------------------ panels
 
-const plotter = new Plotter($('plot'));
-new ResizeObserver(() => plotter.resize()).observe($('plot-area'));
-matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => {
-  plotter.refreshColors();
-  plotter.draw();
-});
+const panels = [];
+let active = null;
+// The URL names the layout, or the user changed it: no default layout then.
+let layoutChosen = false;
 
-let plotSub = null;
-let plotToken = 0;
-let plotSubscribing = false;
-let plotTriedAt = 0;
+function activePanel() { return active && panels.includes(active) ? active : panels[0] ?? null; }
 
-function select(name) {
-  if (name === state.selected) return;
-  state.selected = name;
-  for (const [n, tr] of channelTable.rows) tr.classList.toggle('selected', n === name);
-  setText($('plot-channel'), name ?? 'no channel selected');
-  history.replaceState(null, '', name ? `#${encodeURIComponent(name)}` : location.pathname + location.search);
-  plotter.reset(name ? 'waiting for data…' : '');
-  showText(null);
-  setText($('plot-info'), name ? 'subscribing…' : 'Select a channel in the table.');
-  subscribePlot();
+function publishState() {
+  state.panels = panels.map((p) => ({ id: p.id, channels: [...p.channels], frames: p.frames, rate: p.rate }));
+  state.selected = activePanel()?.channels[0] ?? null;
+  state.active = activePanel()?.id ?? null;
 }
 
-async function subscribePlot() {
-  const token = ++plotToken;
-  const old = plotSub;
-  plotSub = null;
-  if (old) old.close();
-  const name = state.selected;
-  if (!name) return;
-  plotSubscribing = true;
-  plotTriedAt = Date.now();
-  let sub = null;
-  try {
-    // size 1 with drop_oldest: the server keeps only the newest frame for us, at most maxRate/s
-    sub = await client.subscribe(name, {
-      policy: 'drop_oldest', size: 1, maxRate: Number($('rate').value),
-      onMessage: (msg) => onPlotMessage(token, msg, sub),
-    });
-  } catch (e) {
-    if (token === plotToken) setText($('plot-info'), `cannot subscribe to ${name}: ${e.message}`);
-    return;
-  } finally {
-    if (token === plotToken) plotSubscribing = false;
-  }
-  if (token !== plotToken) {
-    sub.close(); // another channel or rate was picked meanwhile
-    return;
-  }
-  plotSub = sub;
-  sub.on('end', (reason) => {
-    if (plotSub !== sub) return;
-    plotSub = null;
-    setText($('plot-info'), `subscription ended: ${reason}`);
+function saveLayout() {
+  const hash = formatLayout(panels.map((p) => p.spec()));
+  history.replaceState(null, '', hash || location.pathname + location.search);
+  publishState();
+}
+
+function setActive(panel) {
+  active = panel;
+  for (const p of panels) p.root.classList.toggle('active', p === panel);
+  const shown = new Set(panel?.channels ?? []);
+  for (const [n, tr] of channelTable.rows) tr.classList.toggle('selected', shown.has(n));
+  publishState();
+}
+
+function addPanel(spec = { channels: [], rate: DEFAULT_RATE_HZ, y: null }, { start = true } = {}) {
+  const panel = new Panel({
+    client, spec, metaOf: (n) => channelMeta.get(n) ?? null,
+    onFrame: () => {
+      state.framesPlotted++;
+      const entry = state.panels.find((x) => x.id === panel.id);
+      if (entry) entry.frames = panel.frames;
+    },
+    onChange: (p, what) => {
+      const i = panels.indexOf(p);
+      if (what === 'activate') { if (active !== p) setActive(p); return; }
+      layoutChosen = true;
+      if (what === 'remove') {
+        panels.splice(i, 1);
+        p.destroy();
+        if (active === p) active = null;
+        setActive(activePanel());
+      } else if (what === 'left' && i > 0) {
+        [panels[i - 1], panels[i]] = [panels[i], panels[i - 1]];
+      } else if (what === 'right' && i < panels.length - 1) {
+        [panels[i + 1], panels[i]] = [panels[i], panels[i + 1]];
+      }
+      $('plots').replaceChildren(...panels.map((x) => x.root));
+      for (const x of panels) x.plotter.resize();
+      saveLayout();
+    },
   });
+  panels.push(panel);
+  $('plots').append(panel.root);
+  panel.plotter.refreshColors(); // the theme's colours reach the canvas once it is in the page
+  panel.renderTitle();
+  panel.plotter.resize();
+  if (start) panel.start();
+  setActive(panel);
+  saveLayout();
+  return panel;
 }
 
-function onPlotMessage(token, msg, sub) {
-  if (token !== plotToken) return;
-  const view = plotter.push(msg);
-  showText(view.kind === 'text' ? view.text : null);
-  setText($('plot-info'), describe(msg, view, sub));
-  state.framesPlotted++;
+function showInActive(name) {
+  layoutChosen = true;
+  const p = activePanel() ?? addPanel();
+  p.show(name);
+  setActive(p);
+  saveLayout();
 }
 
-function showText(text) {
-  const pre = $('plot-text');
-  pre.hidden = text === null;
-  if (text !== null) setText(pre, text);
+function overlayInActive(name) {
+  layoutChosen = true;
+  const p = activePanel() ?? addPanel();
+  p.add(name);
+  setActive(p);
+  saveLayout();
 }
 
-$('rate').addEventListener('change', () => {
-  if (state.selected) subscribePlot();
+// First visit with no layout in the URL: one panel for each channel someone writes to (up to
+// three), so the page is live at once. Those are real readers: the writers send because of
+// them, and the channel table's rates are the server's measurements of that traffic.
+function defaultLayout(chans) {
+  const live = chans.filter((c) => !c.name.startsWith('$') && Number(c.writers) > 0).slice(0, 3);
+  if (!live.length) return;
+  layoutChosen = true;
+  for (const c of live) addPanel({ channels: [c.name], rate: DEFAULT_RATE_HZ, y: null });
+  setActive(panels[0]);
+}
+
+$('add-panel').addEventListener('click', () => { layoutChosen = true; addPanel(); });
+
+matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => {
+  for (const p of panels) { p.plotter.refreshColors(); p.plotter.draw(); }
 });
 
-// A link like /#AnalogInput1 opens with that channel plotted.
-const initial = decodeURIComponent(location.hash.slice(1));
-if (initial) select(initial);
-plotter.resize();
+// A link like /#AnalogInput1 or /#a,b;c~r=2 opens with those panels.
+for (const spec of parseLayout(location.hash)) { layoutChosen = true; addPanel(spec); }
+
+// ------------------------------------------------------------------------------ act (admin)
+
+// The admin token, like the connection token, stays in this tab's session storage, never in
+// the URL. It goes with each admin request; the server checks it every time.
+const ADMIN_KEY = 'trio_stream.admin_token';
+let adminToken = null;
+try { adminToken = sessionStorage.getItem(ADMIN_KEY); } catch { /* no storage: ask each time */ }
+
+async function admin(action, fields = {}) {
+  if (!adminToken) throw new AuthError('unlock admin actions first (the Admin button)');
+  return client.request('admin', { token: adminToken, action, ...fields });
+}
+
+function actResult(text, bad = false) {
+  const pre = $('act-result');
+  pre.classList.toggle('bad', bad);
+  setText(pre, text);
+}
+
+async function unlock(token) {
+  adminToken = token;
+  try {
+    await admin('check');
+  } catch (e) {
+    adminToken = null;
+    state.admin = false;
+    document.body.classList.remove('admin');
+    $('admin-panel').hidden = true;
+    $('admin-form').hidden = false;
+    setText($('admin-label'), `${e.message}. Admin token:`);
+    return false;
+  }
+  try { sessionStorage.setItem(ADMIN_KEY, token); } catch { /* kept in memory only */ }
+  state.admin = true;
+  document.body.classList.add('admin');
+  $('admin-panel').hidden = false;
+  $('admin-form').hidden = true;
+  setText($('admin-button'), 'Admin ✓');
+  return true;
+}
+
+$('admin-button').addEventListener('click', () => {
+  if (state.admin) {
+    adminToken = null;
+    state.admin = false;
+    try { sessionStorage.removeItem(ADMIN_KEY); } catch { /* nothing kept */ }
+    document.body.classList.remove('admin');
+    $('admin-panel').hidden = true;
+    setText($('admin-button'), 'Admin');
+    return;
+  }
+  $('admin-form').hidden = !$('admin-form').hidden;
+  if (!$('admin-form').hidden) $('admin-input').focus();
+});
+
+$('admin-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  unlock($('admin-input').value);
+});
+
+client.on('open', () => { if (adminToken && !state.admin) unlock(adminToken); });
+
+function renderActChannels(all) {
+  const sel = $('act-channel');
+  const names = all.map((c) => c.name).filter((n) => !n.startsWith('$'));
+  const have = [...sel.options].map((o) => o.value);
+  if (have.join('\n') === names.join('\n')) return;
+  const keep = sel.value;
+  sel.replaceChildren(...names.map((n) => Object.assign(document.createElement('option'), { value: n, textContent: n })));
+  if (names.includes(keep)) sel.value = keep;
+}
+
+/** A JSON value, or failing that a plain number, or the text itself. */
+function parseValue(text) {
+  try { return JSON.parse(text); } catch { /* not JSON */ }
+  const n = Number(text);
+  return text.trim() !== '' && Number.isFinite(n) ? n : text;
+}
+
+$('publish-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const channel = $('act-channel').value;
+  try {
+    const r = await admin('publish', { channel, value: parseValue($('act-value').value) });
+    actResult(`published to ${channel}: seq ${r.seq}, ${r.readers} reader(s)`);
+  } catch (e) { actResult(`publish failed: ${e.message}`, true); }
+});
+
+$('act-delete').addEventListener('click', async () => {
+  const channel = $('act-channel').value;
+  if (!channel || !confirm(`Delete channel ${channel}? Its readers' subscriptions end.`)) return;
+  try {
+    await admin('delete_channel', { channel });
+    actResult(`deleted ${channel}`);
+    refresh();
+  } catch (e) { actResult(`delete failed: ${e.message}`, true); }
+});
+
+async function adminDisconnect(id, name) {
+  if (!confirm(`Disconnect ${name} (client ${id})?`)) return;
+  try {
+    await admin('disconnect', { client: id });
+    actResult(`disconnected ${name} (client ${id})`);
+    refresh();
+  } catch (e) { actResult(`disconnect failed: ${e.message}`, true); }
+}
+
+// RPC: a form generated from the method's signature, as its provider describes it.
+let rpcMethods = [];
+
+function renderRpcProviders(all) {
+  const sel = $('rpc-provider');
+  const names = all.filter((c) => Array.isArray(c.methods) && c.methods.length).map((c) => String(c.name));
+  const have = [...sel.options].map((o) => o.value);
+  if (have.join('\n') === names.join('\n')) return;
+  const keep = sel.value;
+  sel.replaceChildren(...names.map((n) => Object.assign(document.createElement('option'), { value: n, textContent: n })));
+  if (names.includes(keep)) sel.value = keep;
+  if (sel.value !== keep || !rpcMethods.length) describeProvider();
+}
+
+async function describeProvider() {
+  const provider = $('rpc-provider').value;
+  rpcMethods = [];
+  $('rpc-method').replaceChildren();
+  $('rpc-params').replaceChildren();
+  if (!provider) return;
+  try {
+    const methods = await client.request('describe', { provider });
+    rpcMethods = Array.isArray(methods) ? methods.filter(isRecord) : [];
+  } catch (e) { actResult(`cannot describe ${provider}: ${e.message}`, true); return; }
+  $('rpc-method').replaceChildren(...rpcMethods.map((m) => Object.assign(document.createElement('option'), {
+    value: m.name, textContent: m.name, title: String(m.doc ?? ''),
+  })));
+  renderParams();
+}
+
+function renderParams() {
+  const m = rpcMethods.find((x) => x.name === $('rpc-method').value);
+  const params = (m?.params ?? []).filter((p) => isRecord(p) && p.kind !== 'var_keyword' && p.name !== 'self');
+  $('rpc-params').replaceChildren(...params.map((p) => {
+    const label = document.createElement('label');
+    const input = document.createElement('input');
+    input.name = p.name;
+    input.dataset.kind = p.kind;
+    input.placeholder = p.default ?? (p.kind === 'var_positional' ? 'JSON list' : 'required');
+    input.required = p.default == null && p.kind !== 'var_positional';
+    label.append(`${p.name}${p.annotation ? `: ${p.annotation}` : ''} `, input);
+    return label;
+  }));
+  $('rpc-call').title = m ? `${m.name}(${(m.params ?? []).map((p) => p.name).join(', ')})${m.returns ? ` -> ${m.returns}` : ''}\n${m.doc ?? ''}` : '';
+}
+
+$('rpc-provider').addEventListener('change', describeProvider);
+$('rpc-method').addEventListener('change', renderParams);
+
+$('rpc-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const provider = $('rpc-provider').value, method = $('rpc-method').value;
+  const args = [], kwargs = {};
+  for (const input of $('rpc-params').querySelectorAll('input')) {
+    if (input.value === '') continue; // the default applies
+    const v = parseValue(input.value);
+    if (input.dataset.kind === 'var_positional') args.push(...(Array.isArray(v) ? v : [v]));
+    else if (input.dataset.kind === 'positional_only') args.push(v);
+    else kwargs[input.name] = v;
+  }
+  try {
+    const result = await client.call(provider, method, args, kwargs);
+    actResult(`${provider}.${method} → ${fmt.valueText(result, 4000)}`);
+  } catch (e) { actResult(`${provider}.${method} failed: ${e.message}`, true); }
+});

@@ -2,6 +2,11 @@
 
 export const DASH = '–';
 
+/** Set an element's text only when it changed (no layout work for the same text). */
+export function setText(el, text) {
+  if (el && el.textContent !== text) el.textContent = text;
+}
+
 const isNum = (x) => (typeof x === 'number' && Number.isFinite(x)) || typeof x === 'bigint';
 
 /** 1234.5 -> "1.23k", 0.5 -> "0.5", 12 -> "12": three significant digits, SI suffixes. */

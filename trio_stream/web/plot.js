@@ -42,7 +42,8 @@ function fromShape(shape, data, label, dtype) {
 
 /**
  * How to show one payload:
- *   {kind: 'scalar', value, label}            a number (or a dict's first numeric field)
+ *   {kind: 'scalar', value, label, fields?}   a number (or a dict: its first numeric field,
+ *                                             and all of them in `fields`: [[name, value]])
  *   {kind: 'line', values, label}             a 1-D array
  *   {kind: 'image', width, height, channels, values, label}   2-D (or h x w x 3|4 colour)
  *   {kind: 'text', text}                      everything else
@@ -62,9 +63,12 @@ export function classify(data, label = null) {
   if (arr) return { kind: 'line', values: arr, label };
   if (data && typeof data === 'object' && !Array.isArray(data) && !(data instanceof Map) && !(data instanceof Date)
       && !ArrayBuffer.isView(data)) {
+    // every numeric field becomes a series of its own (a $stats record plots all its loads)
+    const fields = [];
     for (const [k, v] of Object.entries(data)) {
-      if ((typeof v === 'number' && !Number.isNaN(v)) || typeof v === 'bigint') return { kind: 'scalar', value: Number(v), label: k };
+      if ((typeof v === 'number' && !Number.isNaN(v)) || typeof v === 'bigint') fields.push([k, Number(v)]);
     }
+    if (fields.length) return { kind: 'scalar', value: fields[0][1], label: fields[0][0], fields };
   }
   return text(data);
 }
@@ -123,11 +127,25 @@ const LUT = (() => {
 // ------------------------------------------------------------------------------------ plotter
 
 const MARGIN = { left: 58, right: 14, top: 12, bottom: 26 };
+// Overlaid series take these in turn (the first is the theme's --plot-line).
+const PALETTE = ['', '#e8590c', '#2f9e44', '#ae3ec9', '#1098ad', '#f59f00', '#d6336c', '#5c7cfa'];
+const MARKER_COLORS = { loss: '#cf222e', reconnect: '#b26a00', gap: '#b26a00' };
+const MAX_MARKERS = 500;
 
+/**
+ * One plot: a time series of one or more numeric channels (overlaid, each its own colour),
+ * or the newest 1-D array (a line) or 2-D array (an image) of one channel.
+ *
+ * Drawing happens at most once per animation frame, however fast messages come: push()
+ * only records and asks for a frame. Tools: pause() freezes what is shown (data keeps being
+ * recorded), setYRange() fixes the y axis, zoomAt()/panBy() move the x window, the cursor
+ * readout follows the pointer, and addMarker() puts a mark on the time axis: 'loss' (with the
+ * count of frames lost), 'reconnect', and later 'gap' (a resumed connection's exact count).
+ */
 export class Plotter {
   /**
    * @param {HTMLCanvasElement} canvas
-   * @param {{historySeconds?: number, maxPoints?: number}} [o] scalar history kept
+   * @param {{historySeconds?: number, maxPoints?: number}} [o] scalar history kept per series
    */
   constructor(canvas, { historySeconds = 60, maxPoints = 10000 } = {}) {
     this.canvas = canvas;
@@ -136,17 +154,27 @@ export class Plotter {
     this.maxPoints = maxPoints;
     this.colors = {};
     this.offscreen = null;
+    this.units = {}; // series or channel name -> units text (from the channel's meta)
+    this.yRange = null; // null: auto; [lo, hi]: fixed
+    this.paused = false;
+    this.zoom = null; // null: follow the data; time series {span, end} (s); line {i0, i1}
+    this.cursor = null; // {x, y} in CSS pixels, or null
+    this.drawn = 0; // frames drawn (for tests and the performance note)
+    this._frame = 0;
+    this._map = null; // the last drawing's pixel mappings, for the cursor readout
     this.refreshColors();
     this.reset();
   }
 
-  /** Forget the history (a new channel was picked). */
+  /** Forget everything shown (the channels changed). */
   reset(placeholder = '') {
-    this.series = []; // scalar history: {t, v}
-    this.seriesLabel = null;
+    this.series = new Map(); // series name -> [{t, v}]
+    this.markers = []; // {kind, t, count}
     this.view = null;
+    this.viewName = null;
     this.placeholder = placeholder;
-    this.draw();
+    this.zoom = null;
+    this.requestDraw();
   }
 
   refreshColors() {
@@ -169,30 +197,140 @@ export class Plotter {
     this.draw();
   }
 
-  /** Show one message. Returns the view (its kind tells the page whether to show text). */
-  push(msg) {
+  /** Draw on the next animation frame (many pushes in one frame cost one drawing). */
+  requestDraw() {
+    if (this._frame || typeof requestAnimationFrame !== 'function') return;
+    this._frame = requestAnimationFrame(() => { this._frame = 0; this.draw(); });
+  }
+
+  /**
+   * Record one message of channel `name`. Returns the view (its kind tells the page whether
+   * to show text). Scalars add to the time series; arrays replace the shown array.
+   */
+  push(msg, name = '') {
     const view = classify(msg.data);
+    const t = typeof msg.time === 'number' && msg.time > 0 ? msg.time : Date.now() / 1000;
+    if (msg.lost > 0) this.addMarker('loss', t, msg.lost);
     if (view.kind === 'scalar') {
-      if (this.view?.kind !== 'scalar' || this.seriesLabel !== view.label) this.series = [];
-      this.seriesLabel = view.label;
-      const t = typeof msg.time === 'number' && msg.time > 0 ? msg.time : Date.now() / 1000;
-      // A sender whose clock jumped back would fold the time axis: restart the history.
-      if (this.series.length && t < this.series[this.series.length - 1].t - 1) this.series = [];
-      this.series.push({ t, v: view.value });
-      const cut = t - this.historySeconds;
-      let drop = 0;
-      while (drop < this.series.length && this.series[drop].t < cut) drop++;
-      if (this.series.length - drop > this.maxPoints) drop = this.series.length - this.maxPoints;
-      if (drop) this.series.splice(0, drop);
+      const fields = view.fields && view.fields.length > 1 ? view.fields : [[view.label, view.value]];
+      for (const [field, value] of fields) {
+        const key = fields.length > 1 || !name ? `${name ? `${name}.` : ''}${field ?? ''}` : name;
+        this._append(key, t, value);
+      }
+      if (this.view && this.view.kind !== 'scalar') this.zoom = null;
+      this.view = { kind: 'scalar' };
+    } else if (!this.paused) {
+      if (!this.view || this.view.kind !== view.kind) this.zoom = null;
+      this.view = view;
+      this.viewName = name;
     }
-    this.view = view;
     this.placeholder = '';
-    this.draw();
+    if (!this.paused) this.requestDraw();
     return view;
+  }
+
+  _append(key, t, v) {
+    let s = this.series.get(key);
+    if (!s) this.series.set(key, (s = []));
+    // A sender whose clock jumped back would fold the time axis: restart that history.
+    if (s.length && t < s[s.length - 1].t - 1) s.length = 0;
+    s.push({ t, v });
+    const cut = t - this.historySeconds;
+    let drop = 0;
+    while (drop < s.length && s[drop].t < cut) drop++;
+    if (s.length - drop > this.maxPoints) drop = s.length - this.maxPoints;
+    if (drop) s.splice(0, drop);
+  }
+
+  /**
+   * A mark on the time axis at `t` (epoch seconds): 'loss' (count: frames lost),
+   * 'reconnect' (the connection came back; what was missed is unknown), 'gap' (a resumed
+   * connection: count = frames missed, exactly). The one call the resume protocol needs.
+   */
+  addMarker(kind, t = Date.now() / 1000, count = null) {
+    this.markers.push({ kind, t, count });
+    if (this.markers.length > MAX_MARKERS) this.markers.splice(0, this.markers.length - MAX_MARKERS);
+    if (!this.paused) this.requestDraw();
+  }
+
+  pause(on = !this.paused) {
+    this.paused = on;
+    if (on) this._frozenAt = this._latestTime();
+    this.requestDraw();
+    return this.paused;
+  }
+
+  /** `null` for an auto-scaled y axis, or `[lo, hi]`. */
+  setYRange(range) {
+    this.yRange = range && range[1] > range[0] ? [range[0], range[1]] : null;
+    this.requestDraw();
+  }
+
+  /** Zoom the x axis around the pointer at CSS x `px` by `factor` (<1 zooms in). */
+  zoomAt(px, factor) {
+    const m = this._map;
+    if (!m) return;
+    const [x0, x1] = m.xr;
+    const at = m.ix(px);
+    const lo = at - (at - x0) * factor, hi = at + (x1 - at) * factor;
+    this._setX(lo, hi);
+  }
+
+  /** Pan the x axis by `dpx` CSS pixels (drag right: look back in time). */
+  panBy(dpx) {
+    const m = this._map;
+    if (!m) return;
+    const [x0, x1] = m.xr;
+    const d = ((x1 - x0) * dpx) / m.area.w;
+    this._setX(x0 - d, x1 - d);
+  }
+
+  _setX(lo, hi) {
+    if (!(hi > lo)) return;
+    if (this.view?.kind === 'scalar') this.zoom = { span: hi - lo, end: hi };
+    else this.zoom = { i0: lo, i1: hi };
+    this.requestDraw();
+  }
+
+  resetZoom() { this.zoom = null; this.requestDraw(); }
+
+  setCursor(pos) { this.cursor = pos; if (this.paused || this.view?.kind !== 'image') this.draw(); else this.requestDraw(); }
+
+  _latestTime() {
+    let end = -Infinity;
+    for (const s of this.series.values()) if (s.length) end = Math.max(end, s[s.length - 1].t);
+    return Number.isFinite(end) ? end : Date.now() / 1000;
+  }
+
+  /** What is plotted now, for export: {kind: 'series', names, rows} or {kind, values, shape}. */
+  snapshot() {
+    const v = this.view;
+    if (v?.kind === 'scalar') {
+      const [t0, t1] = this._timeWindow();
+      const names = [...this.series.keys()];
+      const rows = [];
+      names.forEach((name, k) => {
+        for (const p of this.series.get(name)) if (p.t >= t0 && p.t <= t1) rows.push([p.t, k, p.v]);
+      });
+      return { kind: 'series', names, rows };
+    }
+    if (v?.kind === 'line') {
+      const [i0, i1] = this.zoom ? [Math.max(0, Math.floor(this.zoom.i0)), Math.min(v.values.length, Math.ceil(this.zoom.i1) + 1)] : [0, v.values.length];
+      return { kind: 'line', values: v.values.slice(i0, i1), shape: [i1 - i0], offset: i0 };
+    }
+    if (v?.kind === 'image') return { kind: 'image', values: v.values, shape: v.channels > 1 ? [v.height, v.width, v.channels] : [v.height, v.width] };
+    return null;
+  }
+
+  _timeWindow() {
+    const end = this.zoom?.end ?? (this.paused ? this._frozenAt : this._latestTime());
+    const span = this.zoom?.span ?? this.historySeconds;
+    return [end - span, end];
   }
 
   draw() {
     const { ctx, canvas } = this;
+    this.drawn++;
     const dpr = globalThis.devicePixelRatio || 1;
     const w = canvas.width / dpr, h = canvas.height / dpr;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -200,12 +338,21 @@ export class Plotter {
     ctx.fillRect(0, 0, w, h);
     ctx.font = '11px system-ui, sans-serif';
     const area = { x: MARGIN.left, y: MARGIN.top, w: w - MARGIN.left - MARGIN.right, h: h - MARGIN.top - MARGIN.bottom };
+    this._map = null;
     if (area.w < 20 || area.h < 20) return;
     const v = this.view;
     if (!v || v.kind === 'text') return this.centered(this.placeholder, w, h);
-    if (v.kind === 'scalar') return this.drawSeries(area);
-    if (v.kind === 'line') return this.drawLine(area, v);
-    if (v.kind === 'image') return this.drawImage(area, v, w);
+    if (v.kind === 'scalar') this.drawSeries(area);
+    else if (v.kind === 'line') this.drawLine(area, v);
+    else if (v.kind === 'image') return this.drawImage(area, v, w);
+    this.drawCursor(area);
+    if (this.paused) {
+      ctx.fillStyle = this.colors.text;
+      ctx.textAlign = 'right';
+      ctx.textBaseline = 'top';
+      ctx.font = '600 11px system-ui, sans-serif';
+      ctx.fillText('PAUSED', area.x + area.w - 6, area.y + 6);
+    }
   }
 
   centered(message, w, h) {
@@ -218,11 +365,13 @@ export class Plotter {
     ctx.fillText(message, w / 2, h / 2);
   }
 
-  // Grid and labels; returns value -> pixel mappings.
-  axes(area, [x0, x1], [y0, y1], xLabel) {
+  // Grid and labels; returns value <-> pixel mappings.
+  axes(area, [x0, x1], [y0, y1], xLabel, yUnits = '') {
     const { ctx } = this;
     const sx = (x) => area.x + ((x - x0) / (x1 - x0 || 1)) * area.w;
     const sy = (y) => area.y + area.h - ((y - y0) / (y1 - y0 || 1)) * area.h;
+    const ix = (px) => x0 + ((px - area.x) / area.w) * (x1 - x0);
+    const iy = (py) => y0 + ((area.y + area.h - py) / area.h) * (y1 - y0);
     ctx.lineWidth = 1;
     ctx.strokeStyle = this.colors.grid;
     ctx.fillStyle = this.colors.text;
@@ -246,45 +395,90 @@ export class Plotter {
     ctx.stroke();
     ctx.strokeStyle = this.colors.axis;
     ctx.strokeRect(area.x + 0.5, area.y + 0.5, area.w - 1, area.h - 1);
-    return { sx, sy };
+    if (yUnits) {
+      ctx.save();
+      ctx.translate(11, area.y + area.h / 2);
+      ctx.rotate(-Math.PI / 2);
+      ctx.textBaseline = 'middle';
+      ctx.fillText(yUnits, 0, 0);
+      ctx.restore();
+    }
+    this._map = { area, sx, sy, ix, iy, xr: [x0, x1], yr: [y0, y1] };
+    return this._map;
+  }
+
+  colorOf(k) { return PALETTE[k % PALETTE.length] || this.colors.line; }
+
+  _unitsText(names) {
+    const units = [...new Set(names.map((n) => this.units[n] ?? this.units[n.split('.')[0]]).filter(Boolean))];
+    return units.join(', ');
   }
 
   drawSeries(area) {
-    const { ctx, series } = this;
-    const last = series[series.length - 1];
-    const tEnd = last.t, tStart = tEnd - this.historySeconds;
-    const yr = padRange(finiteRange(series.map((p) => p.v)) ?? [0, 1]);
-    const { sx, sy } = this.axes(area, [tStart - tEnd, 0], yr, (t) => (t === 0 ? 'now' : `${tick(t)} s`));
+    const { ctx } = this;
+    const names = [...this.series.keys()];
+    const [t0, tEnd] = this._timeWindow();
+    const visible = [];
+    for (const s of this.series.values()) for (const p of s) if (p.t >= t0 && p.t <= tEnd) visible.push(p.v);
+    const yr = this.yRange ?? padRange(finiteRange(visible) ?? [0, 1]);
+    const { sx, sy } = this.axes(area, [t0 - tEnd, 0], yr,
+      (t) => (t === 0 && !this.zoom && !this.paused ? 'now' : `${tick(t)} s`), this._unitsText(names));
+    this._tEnd = tEnd;
     ctx.save();
     ctx.beginPath();
     ctx.rect(area.x, area.y, area.w, area.h);
     ctx.clip();
-    ctx.strokeStyle = this.colors.line;
+    this._drawMarkers(area, (t) => sx(t - tEnd), t0, tEnd);
     ctx.lineWidth = 1.6;
     ctx.lineJoin = 'round';
-    ctx.beginPath();
-    let pen = false;
-    for (const p of series) {
-      if (!Number.isFinite(p.v)) { pen = false; continue; }
-      const x = sx(p.t - tEnd), y = sy(p.v);
-      if (pen) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-      pen = true;
-    }
-    ctx.stroke();
-    if (Number.isFinite(last.v)) {
-      ctx.fillStyle = this.colors.line;
+    names.forEach((name, k) => {
+      const series = this.series.get(name);
+      ctx.strokeStyle = this.colorOf(k);
       ctx.beginPath();
-      ctx.arc(sx(0), sy(last.v), 3, 0, 2 * Math.PI);
-      ctx.fill();
-    }
+      let pen = false;
+      for (const p of series) {
+        if (!Number.isFinite(p.v) || p.t < t0 - 1 || p.t > tEnd + 1) { pen = false; continue; }
+        const x = sx(p.t - tEnd), y = sy(p.v);
+        if (pen) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+        pen = true;
+      }
+      ctx.stroke();
+    });
     ctx.restore();
-    // the latest value, large, top left inside the plot
-    ctx.fillStyle = this.colors.text;
+    // legend: each series' newest value, top left inside the plot
     ctx.textAlign = 'left';
     ctx.textBaseline = 'top';
-    ctx.font = '600 15px system-ui, sans-serif';
-    const name = this.seriesLabel ? `${this.seriesLabel} = ` : '';
-    ctx.fillText(`${name}${tick(last.v)}`, area.x + 8, area.y + 6);
+    ctx.font = '600 13px system-ui, sans-serif';
+    let y = area.y + 6;
+    names.slice(0, 8).forEach((name, k) => {
+      const s = this.series.get(name);
+      const last = s[s.length - 1];
+      const units = this.units[name] ?? this.units[name.split('.')[0]] ?? '';
+      ctx.fillStyle = this.colorOf(k);
+      ctx.fillText(`${name || 'value'} = ${last ? tick(last.v) : '–'}${units ? ` ${units}` : ''}`, area.x + 8, y);
+      y += 17;
+    });
+  }
+
+  _drawMarkers(area, px, t0, t1) {
+    const { ctx } = this;
+    ctx.save();
+    ctx.font = '10px system-ui, sans-serif';
+    ctx.textAlign = 'center';
+    ctx.textBaseline = 'bottom';
+    for (const m of this.markers) {
+      if (m.t < t0 || m.t > t1) continue;
+      const x = Math.round(px(m.t)) + 0.5;
+      ctx.strokeStyle = ctx.fillStyle = MARKER_COLORS[m.kind] ?? this.colors.axis;
+      ctx.setLineDash(m.kind === 'loss' ? [] : [4, 3]);
+      ctx.beginPath();
+      ctx.moveTo(x, area.y);
+      ctx.lineTo(x, area.y + area.h);
+      ctx.stroke();
+      const label = m.kind === 'loss' ? `−${m.count}` : m.kind === 'gap' ? `gap ${m.count ?? '?'}` : '↻';
+      ctx.fillText(label, x, area.y + area.h - 2);
+    }
+    ctx.restore();
   }
 
   drawLine(area, v) {
@@ -292,8 +486,10 @@ export class Plotter {
     const vals = v.values;
     const n = vals.length;
     if (n === 0) return this.centered('empty array', area.x * 2 + area.w, area.y * 2 + area.h);
-    const yr = padRange(finiteRange(vals) ?? [0, 1]);
-    const { sx, sy } = this.axes(area, [0, Math.max(1, n - 1)], yr, (t) => tick(t));
+    const i0 = this.zoom?.i0 ?? 0, i1 = this.zoom?.i1 ?? Math.max(1, n - 1);
+    const a = Math.max(0, Math.floor(i0)), b = Math.min(n, Math.ceil(i1) + 1);
+    const yr = this.yRange ?? padRange(finiteRange(vals, a, b) ?? [0, 1]);
+    const { sx, sy } = this.axes(area, [i0, i1], yr, (t) => tick(t), this._unitsText([this.viewName ?? '']));
     ctx.save();
     ctx.beginPath();
     ctx.rect(area.x, area.y, area.w, area.h);
@@ -303,11 +499,12 @@ export class Plotter {
     ctx.lineJoin = 'round';
     ctx.beginPath();
     const cols = Math.floor(area.w);
-    if (n > cols * 2) {
+    const shown = b - a;
+    if (shown > cols * 2) {
       // More points than pixels: one vertical min-max stroke per pixel column.
       for (let c = 0; c < cols; c++) {
-        const i0 = Math.floor((c * n) / cols), i1 = Math.max(i0 + 1, Math.floor(((c + 1) * n) / cols));
-        const r = finiteRange(vals, i0, i1);
+        const j0 = a + Math.floor((c * shown) / cols), j1 = Math.max(j0 + 1, a + Math.floor(((c + 1) * shown) / cols));
+        const r = finiteRange(vals, j0, j1);
         if (!r) continue;
         const x = area.x + c + 0.5;
         if (c === 0) ctx.moveTo(x, sy(r[1])); else ctx.lineTo(x, sy(r[1]));
@@ -315,7 +512,7 @@ export class Plotter {
       }
     } else {
       let pen = false;
-      for (let i = 0; i < n; i++) {
+      for (let i = a; i < b; i++) {
         const y = Number(vals[i]);
         if (!Number.isFinite(y)) { pen = false; continue; }
         if (pen) ctx.lineTo(sx(i), sy(y)); else ctx.moveTo(sx(i), sy(y));
@@ -327,31 +524,91 @@ export class Plotter {
     ctx.restore();
   }
 
+  /** The readout at the pointer: a cross-hair and the values under it. */
+  drawCursor(area) {
+    const m = this._map, c = this.cursor;
+    if (!m || !c || c.x < area.x || c.x > area.x + area.w || c.y < area.y || c.y > area.y + area.h) return;
+    const { ctx } = this;
+    ctx.save();
+    ctx.strokeStyle = this.colors.axis;
+    ctx.setLineDash([2, 3]);
+    ctx.beginPath();
+    ctx.moveTo(Math.round(c.x) + 0.5, area.y);
+    ctx.lineTo(Math.round(c.x) + 0.5, area.y + area.h);
+    ctx.moveTo(area.x, Math.round(c.y) + 0.5);
+    ctx.lineTo(area.x + area.w, Math.round(c.y) + 0.5);
+    ctx.stroke();
+    ctx.restore();
+    const text = this.readout(c.x, c.y);
+    if (!text) return;
+    ctx.font = '11px system-ui, sans-serif';
+    const tw = ctx.measureText(text).width + 10;
+    const bx = Math.min(c.x + 10, area.x + area.w - tw), by = Math.max(area.y, c.y - 22);
+    ctx.fillStyle = this.colors.bg;
+    ctx.globalAlpha = 0.9;
+    ctx.fillRect(bx, by, tw, 18);
+    ctx.globalAlpha = 1;
+    ctx.strokeStyle = this.colors.axis;
+    ctx.strokeRect(bx + 0.5, by + 0.5, tw - 1, 17);
+    ctx.fillStyle = this.colors.text;
+    ctx.textAlign = 'left';
+    ctx.textBaseline = 'middle';
+    ctx.fillText(text, bx + 5, by + 9);
+  }
+
+  /** The cursor readout at CSS pixel (px, py): the x position and the nearest values. */
+  readout(px, py) {
+    const m = this._map;
+    if (!m) return '';
+    const x = m.ix(px);
+    if (this.view?.kind === 'line') {
+      const i = Math.round(x), vals = this.view.values;
+      if (i < 0 || i >= vals.length) return '';
+      return `[${i}] = ${tick(Number(vals[i]))}`;
+    }
+    const t = this._tEnd + x;
+    const parts = [clock(t)];
+    for (const [name, s] of this.series) {
+      let best = null;
+      for (const p of s) if (!best || Math.abs(p.t - t) < Math.abs(best.t - t)) best = p;
+      if (best && Math.abs(best.t - t) < (m.xr[1] - m.xr[0]) / 20) parts.push(`${name || 'value'} ${tick(best.v)}`);
+    }
+    if (parts.length === 1) parts.push(`y ${tick(m.iy(py))}`);
+    return parts.join(' · ');
+  }
+
   drawImage(area, v, canvasWidth) {
     const { ctx } = this;
     const { width, height, channels, values } = v;
     if (!width || !height) return this.centered('empty image', canvasWidth, area.y * 2 + area.h);
     const raw8 = values instanceof Uint8Array || values instanceof Uint8ClampedArray;
-    const range = channels > 1 && raw8 ? [0, 255] : finiteRange(values) ?? [0, 1];
+    const range = this.yRange ?? (channels > 1 && raw8 ? [0, 255] : finiteRange(values) ?? [0, 1]);
     const [lo, hi] = range;
     const scale = hi > lo ? 255 / (hi - lo) : 0;
     // Paint the pixels at their own size off screen, then scale them up without smoothing.
     if (!this.offscreen) this.offscreen = document.createElement('canvas');
     const off = this.offscreen;
-    off.width = width;
-    off.height = height;
+    if (off.width !== width || off.height !== height) {
+      off.width = width;
+      off.height = height;
+      this._img = null;
+    }
     const octx = off.getContext('2d');
-    const img = octx.createImageData(width, height);
+    const img = this._img ?? (this._img = octx.createImageData(width, height));
     const px = img.data;
     const n = width * height;
-    for (let i = 0; i < n; i++) {
-      const o = i * 4;
-      if (channels === 1) {
-        const x = Number(values[i]);
-        if (!Number.isFinite(x)) { px[o + 3] = 0; continue; }
-        const k = Math.max(0, Math.min(255, Math.round((x - lo) * scale))) * 3;
+    if (channels === 1) {
+      for (let i = 0; i < n; i++) {
+        const o = i * 4;
+        const x = values[i];
+        if (x - x !== 0) { px[o + 3] = 0; continue; }
+        let k = ((x - lo) * scale + 0.5) | 0;
+        k = (k < 0 ? 0 : k > 255 ? 255 : k) * 3;
         px[o] = LUT[k]; px[o + 1] = LUT[k + 1]; px[o + 2] = LUT[k + 2]; px[o + 3] = 255;
-      } else {
+      }
+    } else {
+      for (let i = 0; i < n; i++) {
+        const o = i * 4;
         for (let c = 0; c < 3; c++) px[o + c] = raw8 ? values[i * channels + c] : (Number(values[i * channels + c]) - lo) * scale;
         px[o + 3] = channels === 4 ? (raw8 ? values[i * 4 + 3] : 255) : 255;
       }
@@ -369,6 +626,15 @@ export class Plotter {
     ctx.textAlign = 'right';
     ctx.textBaseline = 'top';
     ctx.fillText(`${height} × ${width}`, area.x - 6, area.y);
+    // the cursor readout: the pixel under the pointer
+    const c = this.cursor;
+    if (c && c.x >= dx && c.x < dx + dw && c.y >= dy && c.y < dy + dh) {
+      const col = Math.floor((c.x - dx) / fit), row = Math.floor((c.y - dy) / fit);
+      const at = (row * width + col) * channels;
+      const val = channels === 1 ? tick(Number(values[at])) : Array.from(values.subarray(at, at + channels)).join(', ');
+      ctx.textAlign = 'left';
+      ctx.fillText(`[${row}, ${col}] = ${val}`, area.x, area.y + area.h + 8);
+    }
     if (!barW) return;
     // colour bar at the right edge, the auto-scaled range written beside its ends
     const bw = 12, bx = area.x + area.w - bw, by = area.y, bh = area.h;

@@ -1,0 +1,281 @@
+// Plot panels: each shows one or more channels (overlaid time series, or the newest array of
+// one channel) with its own subscriptions, tools and export. The page keeps a list of them
+// and writes the layout into the URL (layout.js).
+
+import { Plotter, describe } from './plot.js';
+import { toCsv, toNpy, download } from './export.js';
+import { setText } from './format.js';
+
+export const RATES_HZ = [1, 2, 5, 10, 30];
+// Images are big: a panel takes at most this many bytes per second of them, whatever its
+// rate. The server keeps only the newest frame (drop_oldest, size 1) and sends at most
+// max_rate of them, so a 4k camera (8 MiB a frame at 100 Hz) costs one frame a second here.
+export const IMAGE_BYTES_PER_S = 8 * 2 ** 20;
+
+/**
+ * The options a panel subscribes with. One place, so that a server-side array view (a
+ * reduced image) can be asked for here once the server has it.
+ * @param {number} rateHz the panel's rate
+ * @param {number | null} frameBytes the size of the channel's last frame, once known
+ */
+export function subscriptionOptions(rateHz, frameBytes = null) {
+  let maxRate = rateHz;
+  if (frameBytes && frameBytes * rateHz > IMAGE_BYTES_PER_S) maxRate = Math.max(0.1, IMAGE_BYTES_PER_S / frameBytes);
+  return { policy: 'drop_oldest', size: 1, maxRate: Number(maxRate.toPrecision(3)) };
+}
+
+let nextId = 1;
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  Object.assign(e, props);
+  e.append(...children);
+  return e;
+}
+
+export class Panel {
+  /**
+   * @param {object} o
+   * @param {import('./trio_stream.js').Client} o.client
+   * @param {{channels: string[], rate: number, y: number[] | null}} o.spec
+   * @param {(panel: Panel, what: string) => void} o.onChange layout changed, or 'activate', 'remove', 'left', 'right'
+   * @param {(msg: object) => void} o.onFrame a frame was plotted
+   * @param {(name: string) => object | null} o.metaOf a channel's meta
+   */
+  constructor({ client, spec, onChange, onFrame, metaOf }) {
+    this.id = nextId++;
+    this.client = client;
+    this.channels = [...spec.channels];
+    this.rate = spec.rate;
+    this.onChange = onChange;
+    this.onFrame = onFrame;
+    this.metaOf = metaOf;
+    this.subs = new Map(); // channel -> {sub, token, frameBytes, lastTry}
+    this.frames = 0;
+    this.lastMsg = null;
+    this.build();
+    this.plotter = new Plotter(this.canvas);
+    this.plotter.setYRange(spec.y);
+    if (spec.y) { this.yAuto.checked = false; [this.yLo.value, this.yHi.value] = spec.y; }
+    this.syncYInputs();
+    new ResizeObserver(() => this.plotter.resize()).observe(this.area);
+    this.plotter.reset(this.channels.length ? 'waiting for data…' : 'Click a channel in the table to plot it here.');
+    this.renderTitle();
+  }
+
+  build() {
+    const b = (text, title, fn, cls = '') => {
+      const btn = el('button', { type: 'button', textContent: text, title, className: cls });
+      btn.addEventListener('click', (ev) => { ev.stopPropagation(); fn(); });
+      return btn;
+    };
+    this.title = el('h3', { className: 'plot-channel' });
+    this.rateSel = el('select', { title: 'max rate: the server sends at most this many frames per second' });
+    for (const r of RATES_HZ) this.rateSel.append(el('option', { value: String(r), textContent: `${r} Hz` }));
+    this.rateSel.value = String(this.rate);
+    this.rateSel.addEventListener('change', () => { this.rate = Number(this.rateSel.value); this.resubscribeAll(); this.onChange(this, 'layout'); });
+    this.pauseBtn = b('Pause', 'freeze the plot (data keeps coming)', () => this.togglePause(), 'pause');
+    this.yAuto = el('input', { type: 'checkbox', checked: true, title: 'auto-scale the y axis' });
+    this.yLo = el('input', { type: 'number', step: 'any', className: 'y', title: 'y from', placeholder: 'min' });
+    this.yHi = el('input', { type: 'number', step: 'any', className: 'y', title: 'y to', placeholder: 'max' });
+    const applyY = () => {
+      const range = this.yAuto.checked ? null : [Number(this.yLo.value), Number(this.yHi.value)];
+      this.plotter.setYRange(range && Number.isFinite(range[0]) && Number.isFinite(range[1]) ? range : null);
+      this.syncYInputs();
+      this.onChange(this, 'layout');
+    };
+    for (const i of [this.yAuto, this.yLo, this.yHi]) i.addEventListener('change', applyY);
+    this.tools = el('div', { className: 'plot-tools' },
+      el('label', { className: 'rate' }, 'rate ', this.rateSel),
+      this.pauseBtn,
+      b('Reset zoom', 'back to the whole window, following the data', () => this.plotter.resetZoom(), 'reset-zoom'),
+      el('label', { className: 'yauto' }, this.yAuto, ' auto y'), this.yLo, this.yHi,
+      b('CSV', 'save the plotted window as CSV', () => this.export('csv'), 'export-csv'),
+      b('.npy', 'save the plotted array as a NumPy .npy file', () => this.export('npy'), 'export-npy'),
+      b('◀', 'move left', () => this.onChange(this, 'left'), 'move-left'),
+      b('▶', 'move right', () => this.onChange(this, 'right'), 'move-right'),
+      b('✕', 'remove this panel', () => this.onChange(this, 'remove'), 'remove'));
+    this.chips = el('div', { className: 'chips' });
+    this.canvas = el('canvas', { className: 'plot', ariaLabel: 'live plot' });
+    this.text = el('pre', { className: 'plot-text', hidden: true });
+    this.area = el('div', { className: 'plot-area' }, this.canvas, this.text);
+    this.info = el('p', { className: 'plot-info' });
+    this.desc = el('p', { className: 'plot-desc' });
+    this.root = el('div', { className: 'plot-box' }, el('div', { className: 'plot-head' }, this.title, this.tools),
+      this.chips, this.desc, this.area, this.info);
+    this.root.dataset.panel = String(this.id);
+    this.root.addEventListener('pointerdown', () => this.onChange(this, 'activate'));
+    this.wireCanvas();
+  }
+
+  wireCanvas() {
+    const c = this.canvas;
+    let drag = null;
+    const pos = (ev) => { const r = c.getBoundingClientRect(); return { x: ev.clientX - r.left, y: ev.clientY - r.top }; };
+    c.addEventListener('wheel', (ev) => {
+      ev.preventDefault();
+      this.plotter.zoomAt(pos(ev).x, ev.deltaY < 0 ? 0.8 : 1.25);
+    }, { passive: false });
+    c.addEventListener('pointerdown', (ev) => { drag = pos(ev).x; c.setPointerCapture?.(ev.pointerId); });
+    c.addEventListener('pointermove', (ev) => {
+      const p = pos(ev);
+      if (drag !== null && ev.buttons) { this.plotter.panBy(p.x - drag); drag = p.x; }
+      this.plotter.setCursor(p);
+    });
+    c.addEventListener('pointerup', () => { drag = null; });
+    c.addEventListener('pointerleave', () => { drag = null; this.plotter.setCursor(null); });
+    c.addEventListener('dblclick', () => this.plotter.resetZoom());
+  }
+
+  syncYInputs() {
+    this.yLo.disabled = this.yHi.disabled = this.yAuto.checked;
+  }
+
+  spec() {
+    return { channels: [...this.channels], rate: this.rate, y: this.plotter.yRange };
+  }
+
+  togglePause() {
+    const paused = this.plotter.pause();
+    setText(this.pauseBtn, paused ? 'Resume' : 'Pause');
+    this.root.classList.toggle('paused', paused);
+  }
+
+  renderTitle() {
+    setText(this.title, this.channels.length ? this.channels.join(' + ') : 'empty panel');
+    this.chips.replaceChildren(...this.channels.map((name, k) => {
+      const chip = el('span', { className: 'chip' }, el('i', { style: `background:${this.plotter.colorOf(k)}` }), name);
+      const x = el('button', { type: 'button', textContent: '×', title: `take ${name} off this panel` });
+      x.addEventListener('click', (ev) => { ev.stopPropagation(); this.removeChannel(name); });
+      chip.append(x);
+      return chip;
+    }));
+    this.applyMeta();
+  }
+
+  /** Units, labels and descriptions from the channels' meta. */
+  applyMeta() {
+    const descs = [];
+    for (const name of this.channels) {
+      const meta = this.metaOf(name);
+      if (!meta) continue;
+      if (typeof meta.units === 'string') {
+        this.plotter.units[name] = meta.units;
+        if (this.channels.length === 1) this.plotter.units[''] = meta.units; // its series is unnamed
+      }
+      const labels = Array.isArray(meta.labels) ? ` [${meta.labels.slice(0, 8).join(', ')}]` : '';
+      if (meta.description || labels) descs.push(`${name}: ${String(meta.description ?? '').slice(0, 200)}${labels}`);
+    }
+    setText(this.desc, descs.join(' · '));
+  }
+
+  /** Show only `name` (a click in the channel table). */
+  show(name) {
+    this.closeAll();
+    this.channels = [name];
+    this.plotter.reset('waiting for data…');
+    this.renderTitle();
+    this.subscribe(name);
+  }
+
+  /** Overlay `name` on what the panel shows. */
+  add(name) {
+    if (this.channels.includes(name)) return;
+    this.channels.push(name);
+    this.renderTitle();
+    this.subscribe(name);
+  }
+
+  removeChannel(name) {
+    this.channels = this.channels.filter((c) => c !== name);
+    this.subs.get(name)?.sub?.close();
+    this.subs.delete(name);
+    this.plotter.reset(this.channels.length ? 'waiting for data…' : '');
+    this.renderTitle();
+    this.onChange(this, 'layout');
+  }
+
+  start() { for (const name of this.channels) this.subscribe(name); }
+
+  closeAll() {
+    for (const s of this.subs.values()) s.sub?.close();
+    this.subs.clear();
+  }
+
+  resubscribeAll() { for (const name of this.channels) this.subscribe(name); }
+
+  /** Subscribe again to channels whose subscription ended (the channel came back). */
+  retry(existing) {
+    for (const name of this.channels) {
+      const s = this.subs.get(name);
+      if (existing.has(name) && (!s || (!s.sub && !s.pending && Date.now() - s.lastTry > 3000))) this.subscribe(name);
+    }
+  }
+
+  async subscribe(name) {
+    const old = this.subs.get(name);
+    const token = (old?.token ?? 0) + 1;
+    const entry = { sub: null, token, frameBytes: old?.frameBytes ?? null, lastTry: Date.now(), pending: true };
+    this.subs.set(name, entry);
+    old?.sub?.close();
+    const opts = subscriptionOptions(this.rate, entry.frameBytes);
+    entry.maxRate = opts.maxRate;
+    let sub = null;
+    try {
+      sub = await this.client.subscribe(name, { ...opts, onMessage: (msg) => this.onMessage(name, entry, msg, sub) });
+    } catch (e) {
+      if (this.subs.get(name) === entry) setText(this.info, `cannot subscribe to ${name}: ${e.message}`);
+      return;
+    } finally {
+      entry.pending = false;
+    }
+    if (this.subs.get(name) !== entry) { sub.close(); return; }
+    entry.sub = sub;
+    sub.on('end', (reason) => {
+      if (entry.sub !== sub) return;
+      entry.sub = null;
+      setText(this.info, `${name}: subscription ended: ${reason}`);
+    });
+  }
+
+  onMessage(name, entry, msg, sub) {
+    if (this.subs.get(name) !== entry) return;
+    const view = this.plotter.push(msg, this.channels.length > 1 ? name : '');
+    this.frames++;
+    this.lastMsg = msg;
+    // An image bigger than the panel's byte budget at its rate: ask for fewer of them.
+    const bytes = view.values?.byteLength;
+    if (bytes && (view.kind === 'image' || view.kind === 'line')) {
+      entry.frameBytes = bytes;
+      const want = subscriptionOptions(this.rate, bytes).maxRate;
+      if (want < entry.maxRate * 0.9) this.subscribe(name);
+    }
+    if (!this.plotter.paused) {
+      this.text.hidden = view.kind !== 'text';
+      if (view.kind === 'text') setText(this.text, view.text);
+      setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}`);
+    }
+    this.onFrame(msg);
+  }
+
+  /** The connection came back: mark it on the time axis (what was missed is not known yet). */
+  reconnected() { this.plotter.addMarker('reconnect'); }
+
+  export(kind) {
+    const snap = this.plotter.snapshot();
+    if (!snap) { setText(this.info, 'nothing plotted to export'); return; }
+    const base = (this.channels.join('+') || 'plot').replace(/[^\w.+-]+/g, '_');
+    if (kind === 'csv') download(`${base}.csv`, toCsv(snap), 'text/csv');
+    else if (snap.kind === 'series') {
+      // time series as an (n, 3) array of time, series index, value
+      const flat = new Float64Array(snap.rows.length * 3);
+      snap.rows.forEach((r, i) => flat.set(r, i * 3));
+      download(`${base}.npy`, toNpy(flat, [snap.rows.length, 3]), 'application/octet-stream');
+    } else download(`${base}.npy`, toNpy(snap.values, snap.shape), 'application/octet-stream');
+  }
+
+  destroy() {
+    this.closeAll();
+    this.root.remove();
+  }
+}
