@@ -13,6 +13,7 @@ the test rather than skipping it: CI installs Chromium, and a skip would hide a 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from collections.abc import Callable
@@ -67,13 +68,14 @@ def image_frame(n: int) -> np.ndarray[Any, np.dtype[np.float64]]:
 async def write(
     client: ts.Client, channel: str, rate_hz: float, make: Callable[[int], object]
 ) -> None:
-    """Publish ``make(n)`` at ``rate_hz`` forever (nothing goes on the wire without readers)."""
-    async with client.publisher(channel) as pub:
-        n = 0
-        while True:
-            await pub.send(make(n))
-            n += 1
-            await trio.sleep(1 / rate_hz)
+    """Publish ``make(n)`` at ``rate_hz`` until the channel is deleted (an admin may)."""
+    with contextlib.suppress(ts.ChannelNotFound):
+        async with client.publisher(channel) as pub:
+            n = 0
+            while True:
+                await pub.send(make(n))
+                n += 1
+                await trio.sleep(1 / rate_hz)
 
 
 @dataclass
@@ -90,7 +92,7 @@ class BrowserReport:
 # Distinct colours on the plot canvas, sampled on a grid: a blank or cleared canvas has one or
 # two (background, frame), a drawn line or image many more.
 CANVAS_COLOURS_JS: Final = """() => {
-  const c = document.getElementById('plot');
+  const c = document.querySelector('.plot-box.active canvas');
   const ctx = c.getContext('2d');
   const data = ctx.getImageData(0, 0, c.width, c.height).data;
   const seen = new Set();
@@ -214,3 +216,335 @@ async def test_dashboard_plots_live_channels_in_headless_chromium() -> None:
         assert report.colours[channel] > 8, f"{channel}: the plot looks empty {where}"
     for path in shots.values():
         assert path.is_file(), f"no screenshot at {path} {where}"
+
+
+# -- the control-room features, one test each, against a server with an admin token ----------
+
+ADMIN_TOKEN: Final = "ops-4711"
+
+
+def chromium_path() -> str:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Chromium is missing: apt-get install chromium (CI installs it)")
+    return chromium
+
+
+def run_page(url: str, steps: Callable[[Page], object], shot: str) -> tuple[object, list[str]]:
+    """Open ``url`` in headless Chromium, run ``steps``; its result and the page's errors."""
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path(), args=CHROMIUM_ARGS, timeout=STEP_TIMEOUT_MS
+        )
+        try:
+            page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
+            page.set_default_timeout(STEP_TIMEOUT_MS)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_function("() => window.__tsDashboard && window.__tsDashboard.connected")
+            try:
+                result = steps(page)
+            finally:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+        finally:
+            browser.close()
+    return result, errors
+
+
+class Lab:
+    """Provider of an RPC method the page calls through its generated form."""
+
+    def rpc_scale(self, x: float, factor: float = 2.0) -> float:
+        """x times factor."""
+        return x * factor
+
+
+async def with_lab(
+    steps: Callable[[Page], object], shot: str, *, fragment: str = "", admin: bool = True
+) -> tuple[Any, list[str]]:
+    """A server (admin token set unless ``admin`` is False) with the sine, scalar and image
+    writers and an RPC provider; ``steps`` run in the browser against its dashboard."""
+    config = ts.ServerConfig(
+        host="127.0.0.1",
+        tcp_port=0,
+        http_port=0,
+        admin_token=ADMIN_TOKEN if admin else None,
+    )
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with (
+                ts.open_client(server.tcp_url, name="lab-writer") as client,
+                ts.open_client(server.tcp_url, name="victim") as _victim,
+                trio.open_nursery() as writers,
+            ):
+                client.expose(Lab())
+                await client.create_channel(SINE, meta={"units": "V", "description": "probe"})
+                await client.create_channel(SCALAR, meta={"units": "degC"})
+                await client.create_channel(IMAGE)
+                writers.start_soon(write, client, SINE, SINE_RATE_HZ, sine_frame)
+                writers.start_soon(write, client, SCALAR, SCALAR_RATE_HZ, scalar_frame)
+                writers.start_soon(write, client, IMAGE, IMAGE_RATE_HZ, image_frame)
+                result = await trio.to_thread.run_sync(
+                    run_page, server.http_url + fragment, steps, shot
+                )
+                writers.cancel_scope.cancel()
+    return result
+
+
+PANELS_JS: Final = "() => window.__tsDashboard.panels.map((p) => p.channels)"
+THREE_PANELS_LIVE_JS: Final = (
+    "() => window.__tsPanels.length === 3 && window.__tsPanels[2].frames > 3"
+)
+ACT_RESULT_HAS_JS: Final = "s => document.getElementById('act-result').textContent.includes(s)"
+
+
+async def test_panels_come_from_the_url_overlay_and_reorder_and_the_url_follows() -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function("() => window.__tsDashboard.panels.every((p) => p.frames > 2)")
+        seen: dict[str, Any] = {"initial": page.evaluate(PANELS_JS)}
+        # overlay: the scalar's "+" puts it on the active (first) panel
+        page.locator(f'tr[data-channel="{SINE}"]').click()
+        page.locator(f'tr[data-channel="{SCALAR}"] button.overlay').click()
+        page.click("#add-panel")
+        page.locator(f'tr[data-channel="{IMAGE}"]').click()  # the new panel is active
+        page.locator(".plot-box").nth(0).locator("button.move-right").click()
+        seen["reordered"] = page.evaluate(PANELS_JS)
+        page.locator(".plot-box").nth(1).locator("button.remove").click()
+        seen["after_remove"] = page.evaluate(PANELS_JS)
+        seen["hash"] = page.evaluate("() => location.hash")
+        page.reload()
+        page.wait_for_function("() => window.__tsDashboard && window.__tsDashboard.connected")
+        seen["reloaded"] = page.evaluate(PANELS_JS)
+        return seen
+
+    fragment = f"#{SCALAR.replace('/', '%2F')};{IMAGE.replace('/', '%2F')}~r=2"
+    result, errors = await with_lab(steps, "dashboard-panels.png", fragment=fragment)
+    assert not errors
+    assert isinstance(result, dict)
+    assert result["initial"] == [[SCALAR], [IMAGE]]
+    assert result["reordered"] == [[IMAGE], [SINE, SCALAR], [IMAGE]]
+    assert result["after_remove"] == [[IMAGE], [IMAGE]]
+    assert result["reloaded"] == result["after_remove"]
+    assert "~r=2" in result["hash"]
+
+
+async def test_plot_tools_pause_zoom_fixed_y_cursor_and_markers() -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function(
+            "() => window.__tsPanels.length === 3 && window.__tsPanels[2].frames > 5"
+        )
+        box = page.locator(".plot-box").nth(2)  # the scalar: a time series (sorted names)
+        seen: dict[str, Any] = {"channels": page.evaluate("() => window.__tsPanels[2].channels")}
+        box.locator("button.pause").click()
+        seen["paused"] = page.evaluate("() => window.__tsPanels[2].plotter.paused")
+        page.wait_for_timeout(200)  # the one drawing that writes PAUSED
+        drawn = page.evaluate("() => window.__tsPanels[2].plotter.drawn")
+        page.wait_for_timeout(700)
+        seen["drawn_while_paused"] = (
+            page.evaluate("() => window.__tsPanels[2].plotter.drawn") - drawn
+        )
+        box.locator("button.pause").click()
+        canvas = box.locator("canvas")
+        bounds = canvas.bounding_box()
+        assert bounds is not None
+        at = bounds["width"] - 24  # near "now", where the samples are
+        canvas.hover(position={"x": at, "y": 100})
+        page.mouse.wheel(0, -300)
+        seen["zoom"] = page.evaluate("() => window.__tsPanels[2].plotter.zoom")
+        seen["readout"] = page.evaluate("x => window.__tsPanels[2].plotter.readout(x, 100)", at)
+        box.locator("input[type=checkbox]").uncheck()
+        box.locator("input.y").nth(0).fill("20")
+        box.locator("input.y").nth(1).fill("23")
+        box.locator("input.y").nth(1).dispatch_event("change")
+        seen["y"] = page.evaluate("() => window.__tsPanels[2].plotter.yRange")
+        seen["hash"] = page.evaluate("() => location.hash")
+        # a counted loss as the client library reports it, through the panel's own path
+        page.evaluate(
+            "() => window.__tsPanels[2].plotter.push({data: 21, time: Date.now() / 1000, lost: 3,"
+            " seq: 1, sender: 'x'})"
+        )
+        page.evaluate("() => window.__tsPanels[2].reconnected()")
+        seen["markers"] = page.evaluate(
+            "() => window.__tsPanels[2].plotter.markers.map((m) => [m.kind, m.count])"
+        )
+        seen["units"] = page.evaluate("() => window.__tsPanels[2].plotter.units['']")
+        return seen
+
+    result, errors = await with_lab(steps, "dashboard-tools.png")
+    assert not errors
+    assert isinstance(result, dict)
+    assert result["channels"] == [SCALAR]
+    assert result["paused"] is True and result["drawn_while_paused"] == 0
+    assert result["zoom"] is not None and result["zoom"]["span"] < 60
+    assert "lab/temperature" not in result["readout"] and "value" in result["readout"]
+    assert result["y"] == [20, 23] and "y=20:23" in result["hash"]
+    assert result["markers"] == [["loss", 3], ["reconnect", None]]
+    assert result["units"] == "degC"
+
+
+async def test_load_cards_draw_sparklines_of_the_last_minutes() -> None:
+    def steps(page: Page) -> Any:
+        page.wait_for_timeout(3500)  # $stats comes once a second
+        return page.evaluate(
+            """() => [...document.querySelectorAll('canvas.spark')].map((c) => {
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let n = 0;
+                for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+                return [c.dataset.key, n, c.title];
+            })"""
+        )
+
+    result, errors = await with_lab(steps, "dashboard-sparklines.png")
+    assert not errors
+    assert isinstance(result, list)
+    painted = {key: n for key, n, _ in result}
+    assert painted["frames_in_per_s"] > 20, result
+    assert all(title.startswith("last ") for _, _, title in result if title), result
+
+
+async def test_filter_and_sort_the_channel_and_client_tables() -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        rows = (
+            "() => [...document.querySelectorAll('#channels-body tr')]"
+            ".map((r) => r.dataset.channel)"
+        )
+        page.wait_for_function(f"() => ({rows})().includes('{IMAGE}')")
+        seen: dict[str, Any] = {}
+        page.fill("#channels-filter", "cam")
+        seen["filtered"] = page.evaluate(rows)
+        page.fill("#channels-filter", "lab/")
+        page.click("#channels-table th[data-sort=name]")
+        page.click("#channels-table th[data-sort=name]")  # descending
+        seen["sorted"] = page.evaluate(rows)
+        page.fill("#clients-filter", "vic")
+        seen["clients"] = page.evaluate(
+            "() => [...document.querySelectorAll('#clients-body tr')].map((r) => "
+            "r.firstElementChild.textContent)"
+        )
+        return seen
+
+    result, errors = await with_lab(steps, "dashboard-find.png")
+    assert not errors
+    assert isinstance(result, dict)
+    assert result["filtered"] == [IMAGE]
+    assert result["sorted"] == sorted([SINE, SCALAR, IMAGE], reverse=True)
+    assert result["clients"] == ["victim"]
+
+
+async def test_admin_actions_are_refused_without_the_admin_token() -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        page.click("#admin-button")
+        page.fill("#admin-input", "guess")
+        page.click("#admin-form button")
+        page.wait_for_function(
+            "() => document.getElementById('admin-label').textContent.includes('admin')"
+        )
+        seen["label"] = page.text_content("#admin-label")
+        seen["panel_hidden"] = page.evaluate("() => document.getElementById('admin-panel').hidden")
+        # the raw op, as a script on the page would send it, is refused by the server too
+        seen["raw"] = page.evaluate(
+            """async () => {
+                const c = window.__tsPanels[0].client;
+                try { await c.request('admin', {token: 'guess', action: 'delete_channel',
+                                                  channel: 'lab/sine'}); return 'done'; }
+                catch (e) { return e.constructor.name + ': ' + e.message; }
+            }"""
+        )
+        return seen
+
+    result, errors = await with_lab(steps, "dashboard-admin-refused.png")
+    assert isinstance(result, dict)
+    assert "wrong admin token" in result["label"]
+    assert result["panel_hidden"] is True
+    assert result["raw"].startswith("AuthError: wrong admin token")
+    assert all("admin" in e or "401" in e for e in errors), errors
+
+    result, _ = await with_lab(steps, "dashboard-admin-off.png", admin=False)
+    assert isinstance(result, dict)
+    assert "--admin-token" in result["label"]
+
+
+async def test_admin_publishes_deletes_disconnects_and_calls_rpc_with_the_token() -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        page.on("dialog", lambda d: d.accept())
+        page.click("#admin-button")
+        page.fill("#admin-input", ADMIN_TOKEN)
+        page.click("#admin-form button")
+        page.wait_for_function("() => window.__tsDashboard.admin")
+        result = page.locator("#act-result")
+        page.select_option("#act-channel", SCALAR)
+        page.fill("#act-value", "42.5")
+        page.click("#act-publish")
+        page.wait_for_function(
+            "() => document.getElementById('act-result').textContent.includes('seq')"
+        )
+        seen["publish"] = result.text_content()
+        # RPC: the form generated from Lab.rpc_scale's signature
+        page.wait_for_function("() => document.querySelector('#rpc-params input[name=x]')")
+        seen["params"] = page.evaluate(
+            "() => [...document.querySelectorAll('#rpc-params input')].map((i) => [i.name,"
+            " i.placeholder])"
+        )
+        page.fill("#rpc-params input[name=x]", "21")
+        page.click("#rpc-call")
+        page.wait_for_function(
+            "() => document.getElementById('act-result').textContent.includes('→')"
+        )
+        seen["rpc"] = result.text_content()
+        page.select_option("#act-channel", IMAGE)
+        page.click("#act-delete")
+        page.wait_for_function(f"() => !document.querySelector('tr[data-channel=\"{IMAGE}\"]')")
+        seen["deleted"] = result.text_content()
+        page.locator("#clients-body tr", has_text="victim").locator("button.disconnect").click()
+        page.wait_for_function(
+            "() => ![...document.querySelectorAll('#clients-body tr')].some((r) => "
+            "r.firstElementChild.textContent === 'victim')"
+        )
+        seen["disconnected"] = result.text_content()
+        return seen
+
+    result, errors = await with_lab(steps, "dashboard-admin.png")
+    assert not [e for e in errors if "admin" not in e], errors
+    assert isinstance(result, dict)
+    assert result["publish"].startswith(f"published to {SCALAR}")
+    assert result["params"] == [["x", "required"], ["factor", "2.0"]]
+    assert result["rpc"].endswith("→ 42")
+    assert result["deleted"] == f"deleted {IMAGE}"
+    assert result["disconnected"].startswith("disconnected victim")
+
+
+async def test_export_saves_the_plotted_window_as_csv_and_npy(tmp_path: Path) -> None:
+    def steps(page: Page) -> dict[str, str]:
+        page.wait_for_function(
+            "() => window.__tsPanels.length === 3 && window.__tsPanels[2].frames > 3"
+        )
+        saved: dict[str, str] = {}
+        for index, button, name in (
+            (2, "export-csv", "scalar.csv"),
+            (1, "export-npy", "sine.npy"),
+            (0, "export-npy", "image.npy"),
+        ):
+            with page.expect_download() as info:
+                page.locator(".plot-box").nth(index).locator(f"button.{button}").click()
+            path = tmp_path / name
+            info.value.save_as(path)
+            saved[name] = str(path)
+        return saved
+
+    result, errors = await with_lab(steps, "dashboard-export.png")
+    assert not errors
+    assert isinstance(result, dict)
+    lines = (await trio.Path(result["scalar.csv"]).read_text()).splitlines()
+    assert lines[0] == "time,value" and len(lines) > 3
+    assert 21.0 <= float(lines[-1].split(",")[1]) <= 22.0
+    sine = np.load(result["sine.npy"])
+    assert sine.shape == (SINE_SAMPLES,) and sine.dtype == np.float64
+    assert np.allclose(sine, sine_frame(0)) or -1.01 <= sine.min() < 0 < sine.max() <= 1.01
+    image = np.load(result["image.npy"])
+    assert image.shape == IMAGE_SHAPE and image.dtype == np.float64

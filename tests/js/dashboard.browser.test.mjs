@@ -83,7 +83,8 @@ async function shot(name) {
 
 test('connects, shows load, channels and clients', { skip }, async () => {
   await page.waitFor('window.__tsDashboard && window.__tsDashboard.connected', { what: 'connected' });
-  assert.deepStrictEqual(await page.eval('({...window.__tsDashboard})'), { framesPlotted: 0, selected: null, connected: true });
+  // the first visit plots every channel someone writes to: the demo's three
+  await page.waitFor('window.__tsDashboard.panels.length === 3', { what: 'default panels' });
   await page.waitFor(`document.querySelector('[data-channel="demo/sine"]')`, { what: 'channel rows' });
   await page.waitFor(`document.getElementById('stat-connections').textContent !== '–'`, { what: 'stats' });
   const names = await page.eval(`[...document.querySelectorAll('#channels-body tr')].map((tr) => tr.dataset.channel)`);
@@ -100,10 +101,10 @@ for (const [channel, kind] of [['demo/sine', 'line'], ['demo/image', 'image'], [
     assert.equal(await page.eval('window.__tsDashboard.selected'), channel);
     await page.waitFor(`window.__tsDashboard.framesPlotted >= ${before + 5}`, { what: `frames of ${channel}` });
     assert.equal(await page.eval(`document.querySelector('[data-channel="${channel}"]').classList.contains('selected')`), true);
-    assert.equal(await page.eval(`document.getElementById('plot-text').hidden`), true, 'drawn, not shown as text');
+    assert.equal(await page.eval(`document.querySelector('.plot-box.active .plot-text').hidden`), true, 'drawn, not shown as text');
     // something other than the background was drawn
     const painted = await page.eval(`(() => {
-      const c = document.getElementById('plot');
+      const c = document.querySelector('.plot-box.active canvas');
       const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
       const bg = [d[0], d[1], d[2]];
       let n = 0;
@@ -116,11 +117,12 @@ for (const [channel, kind] of [['demo/sine', 'line'], ['demo/image', 'image'], [
 }
 
 test('the rate select limits frames per second', { skip }, async () => {
-  await page.eval(`(() => { const s = document.getElementById('rate'); s.value = '2'; s.dispatchEvent(new Event('change')); })()`);
+  await page.eval(`(() => { const s = document.querySelector('.plot-box.active select'); s.value = '2'; s.dispatchEvent(new Event('change')); })()`);
   await new Promise((r) => setTimeout(r, 600)); // let the new subscription settle
-  const a = await page.eval('window.__tsDashboard.framesPlotted');
+  const frames = 'window.__tsPanels.find((p) => p.id === window.__tsDashboard.active).frames';
+  const a = await page.eval(frames);
   await new Promise((r) => setTimeout(r, 2000));
-  const b = await page.eval('window.__tsDashboard.framesPlotted');
+  const b = await page.eval(frames);
   assert.ok(b - a >= 2 && b - a <= 6, `frames in 2 s at 2 Hz: ${b - a}`);
 });
 

@@ -416,6 +416,7 @@ setInterval(refresh, REFRESH_MS);
 // ------------------------------------------------------------------------------ panels
 
 const panels = [];
+window.__tsPanels = panels; // read by automated browser tests
 let active = null;
 // The URL names the layout, or the user changed it: no default layout then.
 let layoutChosen = false;
@@ -500,7 +501,8 @@ function overlayInActive(name) {
 // three), so the page is live at once. Those are real readers: the writers send because of
 // them, and the channel table's rates are the server's measurements of that traffic.
 function defaultLayout(chans) {
-  const live = chans.filter((c) => !c.name.startsWith('$') && Number(c.writers) > 0).slice(0, 3);
+  const live = chans.filter((c) => !c.name.startsWith('$') && Number(c.writers) > 0)
+    .sort((a, b) => (a.name < b.name ? -1 : 1)).slice(0, 3);
   if (!live.length) return;
   layoutChosen = true;
   for (const c of live) addPanel({ channels: [c.name], rate: DEFAULT_RATE_HZ, y: null });
@@ -515,6 +517,7 @@ matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => {
 
 // A link like /#AnalogInput1 or /#a,b;c~r=2 opens with those panels.
 for (const spec of parseLayout(location.hash)) { layoutChosen = true; addPanel(spec); }
+if (panels.length) setActive(panels[0]);
 
 // ------------------------------------------------------------------------------ act (admin)
 

@@ -287,7 +287,8 @@ export class Plotter {
 
   _setX(lo, hi) {
     if (!(hi > lo)) return;
-    if (this.view?.kind === 'scalar') this.zoom = { span: hi - lo, end: hi };
+    // the time axis is drawn relative to its end (seconds before it): back to epoch seconds
+    if (this.view?.kind === 'scalar') this.zoom = { span: hi - lo, end: this._tEnd + hi };
     else this.zoom = { i0: lo, i1: hi };
     this.requestDraw();
   }
@@ -571,7 +572,7 @@ export class Plotter {
     for (const [name, s] of this.series) {
       let best = null;
       for (const p of s) if (!best || Math.abs(p.t - t) < Math.abs(best.t - t)) best = p;
-      if (best && Math.abs(best.t - t) < (m.xr[1] - m.xr[0]) / 20) parts.push(`${name || 'value'} ${tick(best.v)}`);
+      if (best && Math.abs(best.t - t) < (m.xr[1] - m.xr[0]) / 4) parts.push(`${name || 'value'} ${tick(best.v)}`);
     }
     if (parts.length === 1) parts.push(`y ${tick(m.iy(py))}`);
     return parts.join(' · ');
