@@ -548,3 +548,84 @@ async def test_export_saves_the_plotted_window_as_csv_and_npy(tmp_path: Path) ->
     assert np.allclose(sine, sine_frame(0)) or -1.01 <= sine.min() < 0 < sine.max() <= 1.01
     image = np.load(result["image.npy"])
     assert image.shape == IMAGE_SHAPE and image.dtype == np.float64
+
+
+# -- rendering smoothness: dropped animation frames while plotting ----------------------------
+
+PERF_LINE: Final = "perf/line"
+PERF_IMAGE: Final = "perf/image"
+PERF_LINE_HZ: Final = 30.0
+PERF_IMAGE_HZ: Final = 10.0
+PERF_SECONDS: Final = 8.0
+
+# Times every animation frame for a while; a frame "dropped" is an interval longer than 1.5
+# display frames (the median interval is the display's frame time).
+RAF_JS: Final = """ms => new Promise((resolve) => {
+  const times = [];
+  const start = performance.now();
+  const tick = (t) => {
+    times.push(t);
+    if (t - start < ms) requestAnimationFrame(tick);
+    else {
+      const gaps = times.slice(1).map((x, i) => x - times[i]).sort((a, b) => a - b);
+      const median = gaps[Math.floor(gaps.length / 2)];
+      const dropped = gaps.filter((g) => g > 1.5 * median)
+        .reduce((n, g) => n + Math.round(g / median) - 1, 0);
+      resolve({frames: gaps.length, median, dropped, worst: gaps[gaps.length - 1],
+               drawn: window.__tsPanels.map((p) => p.plotter.drawn)});
+    }
+  };
+  requestAnimationFrame(tick);
+})"""
+
+
+def perf_line(n: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.sin(np.linspace(0.0, 20 * math.pi, 1000) + 0.2 * n)
+
+
+def perf_image(n: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    y, x = np.mgrid[0:512, 0:512]
+    image: np.ndarray[Any, np.dtype[np.uint8]] = ((x + y + 8 * n) % 256).astype(np.uint8)
+    return image
+
+
+async def test_rendering_a_30_hz_line_and_a_10_hz_image_drops_few_animation_frames() -> None:
+    """Measures (and prints) dropped animation frames; see benchmarks/README.md.
+
+    The bound is loose on purpose: the machine is shared, and the figure is what matters.
+    """
+
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function(
+            "() => window.__tsPanels.length === 2 && window.__tsPanels.every((p) => p.frames > 5)"
+        )
+        frames_before = page.evaluate("() => window.__tsPanels.map((p) => p.frames)")
+        result: dict[str, Any] = page.evaluate(RAF_JS, PERF_SECONDS * 1000)
+        frames_after = page.evaluate("() => window.__tsPanels.map((p) => p.frames)")
+        result["messages_per_s"] = [
+            round((b - a) / PERF_SECONDS, 1) for a, b in zip(frames_before, frames_after)
+        ]
+        return result
+
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    fragment = f"#{PERF_LINE.replace('/', '%2F')}~r=30;{PERF_IMAGE.replace('/', '%2F')}"
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with (
+                ts.open_client(server.tcp_url, name="perf-writer") as client,
+                trio.open_nursery() as writers,
+            ):
+                for channel in (PERF_LINE, PERF_IMAGE):
+                    await client.create_channel(channel)
+                writers.start_soon(write, client, PERF_LINE, PERF_LINE_HZ, perf_line)
+                writers.start_soon(write, client, PERF_IMAGE, PERF_IMAGE_HZ, perf_image)
+                result, errors = await trio.to_thread.run_sync(
+                    run_page, server.http_url + fragment, steps, "dashboard-perf.png"
+                )
+                writers.cancel_scope.cancel()
+    print(f"dashboard smoothness: {result}")
+    assert not errors
+    line_rate, image_rate = result["messages_per_s"]
+    assert line_rate > PERF_LINE_HZ / 3 and image_rate > PERF_IMAGE_HZ / 3, result
+    assert result["dropped"] <= result["frames"] / 4, result
