@@ -603,7 +603,8 @@ async def test_rendering_a_30_hz_line_and_a_10_hz_image_drops_few_animation_fram
         result: dict[str, Any] = page.evaluate(RAF_JS, PERF_SECONDS * 1000)
         frames_after = page.evaluate("() => window.__tsPanels.map((p) => p.frames)")
         result["messages_per_s"] = [
-            round((b - a) / PERF_SECONDS, 1) for a, b in zip(frames_before, frames_after)
+            round((b - a) / PERF_SECONDS, 1)
+            for a, b in zip(frames_before, frames_after, strict=True)
         ]
         return result
 
