@@ -230,7 +230,7 @@ def chromium_path() -> str:
     return chromium
 
 
-def run_page(url: str, steps: Callable[[Page], object], shot: str) -> tuple[object, list[str]]:
+def run_page(url: str, steps: Callable[[Page], object], shot: str) -> tuple[Any, list[str]]:
     """Open ``url`` in headless Chromium, run ``steps``; its result and the page's errors."""
     errors: list[str] = []
     with sync_playwright() as pw:
