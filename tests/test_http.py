@@ -233,7 +233,7 @@ async def test_nothing_outside_web_is_reachable(server: ts.Server, site: Path, t
 
 
 async def test_request_head_over_the_limit_is_refused(server: ts.Server, site: Path) -> None:
-    start = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+    start = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: "
     fits = start + b"a" * (MAX_REQUEST_HEAD_BYTES - len(start) - 4) + b"\r\n\r\n"
     assert len(fits) == MAX_REQUEST_HEAD_BYTES
     assert (await raw_exchange(server, fits.replace(b"HTTP/1.1", b"HTTP/1.0"))).startswith(
@@ -258,7 +258,7 @@ async def test_slow_request_head_is_cut_off_at_the_handshake_timeout(
         stream = await trio.open_tcp_stream("127.0.0.1", port_of(server))
         async with stream:
             start = trio.current_time()
-            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ... and nothing more
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")  # ... and nothing more
             answer = b""
             with trio.fail_after(60):
                 while chunk := await stream.receive_some(65536):
@@ -388,7 +388,7 @@ async def test_websocket_origin_check(
 )
 async def test_malformed_upgrades_are_refused(server: ts.Server, extra: str, status: int) -> None:
     head = (
-        f"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{extra}\r\n"
+        f"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{extra}\r\n"
     )
     answer = await raw_exchange(server, head.encode())
     assert answer.startswith(f"HTTP/1.1 {status} ".encode())

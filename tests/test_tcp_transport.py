@@ -75,6 +75,9 @@ async def test_large_frames_arrive_where_the_low_water_mark_cannot_be_set() -> N
         def setsockopt(self, *args: object) -> None:
             raise OSError("SO_RCVLOWAT is not supported here")
 
+        def fileno(self) -> int:
+            return self.inner.fileno()
+
         async def recv_into(self, buffer: memoryview) -> int:
             return await self.inner.recv_into(buffer)
 

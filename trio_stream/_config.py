@@ -27,6 +27,9 @@ class ServerConfig:
     admin_token: str | None = field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
     allowed_origins: tuple[str, ...] | None = None
+    # Host names the HTTP port answers to (None: loopback names on a loopback server, any
+    # name otherwise; "*": any name). See _transport/origin.py, host_allowed.
+    allowed_hosts: tuple[str, ...] | None = None
     max_frame_bytes: int = L.MAX_FRAME_BYTES
     max_channels_per_client: int = L.MAX_CHANNELS_PER_CLIENT
     max_subscriptions_per_client: int = L.MAX_SUBSCRIPTIONS_PER_CLIENT
@@ -38,6 +41,11 @@ class ServerConfig:
     # A block reader that holds its channel's writers back longer than this (s) is ended
     # with LimitExceeded; None: never. A subscription may choose its own (block_timeout=).
     block_timeout_s: float | None = None
+    max_connections: int = L.MAX_CONNECTIONS
+    max_connections_per_address: int = L.MAX_CONNECTIONS_PER_ADDRESS
+    http_keepalive_timeout_s: float = L.HTTP_KEEPALIVE_TIMEOUT_S
+    http_max_requests: int = L.HTTP_MAX_REQUESTS
+    http_write_timeout_s: float = L.HTTP_WRITE_TIMEOUT_S
     shutdown_grace_s: float = 2.0
     stats_interval_s: float = 1.0
 

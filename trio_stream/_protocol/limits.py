@@ -25,6 +25,21 @@ PUBLISH_WINDOW_BYTES: Final = 16 * 2**20
 SUBSCRIBE_WINDOW_FRAMES: Final = 1024
 SUBSCRIBE_WINDOW_BYTES: Final = 8 * 2**20
 
+# Connections the server holds at once, before and after the handshake, TCP and HTTP (each
+# WebSocket is one) together. An idle connection costs the server ~15-20 KiB (see
+# benchmarks/README.md, "Idle connections"), so the total bounds that memory to ~200 MB;
+# one address may take a tenth of it, so a single misbehaving host (or a loop in a script)
+# cannot lock every other client out. Loopback clients all share one address: a lab machine
+# running more than a thousand local clients raises it.
+MAX_CONNECTIONS: Final = 10_000
+MAX_CONNECTIONS_PER_ADDRESS: Final = 1_000
+# The HTTP port: an idle keep-alive connection is closed after this long (a Prometheus
+# scraping every 15 s keeps its connection); a connection serves at most this many requests;
+# a reply that the peer does not read within the write timeout closes the connection.
+HTTP_KEEPALIVE_TIMEOUT_S: Final = 30.0
+HTTP_MAX_REQUESTS: Final = 1000
+HTTP_WRITE_TIMEOUT_S: Final = 10.0
+
 
 @dataclass(frozen=True)
 class Limits:

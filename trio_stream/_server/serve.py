@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,9 +11,12 @@ from contextlib import asynccontextmanager
 import trio
 
 from .._config import ServerConfig
-from .._transport.tcp import StreamTransport
+from .._exceptions import LimitExceeded
+from .._protocol import messages as M
+from .._transport.tcp import StreamTransport, peer_address
 from .._util import unwrap_single_exception
-from .session import Session
+from .admission import ConnectionCounter
+from .session import REFUSAL_FLUSH_S, Session, control_frame
 from .state import ServerState
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,9 @@ class Server:
         self.state.on_channel_created = lambda channel: self._housekeeping_wake.set()
         self._stopped = trio.Event()
         self._closing = False
+        self.admission = ConnectionCounter(
+            config.max_connections, config.max_connections_per_address
+        )
 
     def accept_scope(self) -> trio.CancelScope:
         """A cancel scope for one accept loop (TCP, HTTP): aclose() cancels it."""
@@ -63,6 +71,7 @@ class Server:
                 async with trio.open_nursery() as nursery:
                     await self._start_listeners(nursery)
                     nursery.start_soon(self._housekeeping)
+                    _freeze_startup_objects()
                     task_status.started(self)
         finally:
             self._stopped.set()
@@ -92,8 +101,16 @@ class Server:
         transport_stream: trio.abc.Stream = stream
         if self.config.ssl_context is not None:
             transport_stream = trio.SSLStream(stream, self.config.ssl_context, server_side=True)
-        transport = StreamTransport(transport_stream, self.state.limits.max_frame_bytes)
-        await self.run_session(Session(self.state, transport))
+        address = peer_address(stream)
+        refusal = self.admission.admit(address)
+        if refusal is not None:
+            await _refuse_connection(transport_stream, refusal)
+            return
+        try:
+            transport = StreamTransport(transport_stream, self.state.limits.max_frame_bytes)
+            await self.run_session(Session(self.state, transport))
+        finally:
+            self.admission.release(address)
 
     async def run_session(self, session: Session) -> None:
         """Run one connection to its end (used by every transport)."""
@@ -151,6 +168,34 @@ class Server:
             await self._no_sessions.wait()
         self._cancel_scope.cancel()
         await self._stopped.wait()
+
+
+async def _refuse_connection(stream: trio.abc.Stream, reason: str) -> None:
+    """Tell a connection over a limit why (an ``error`` frame, as a refused hello gets), close."""
+    log.info("connection refused: %s", reason)
+    error = M.Error(id=None, type=LimitExceeded.__name__, message=reason)
+    with trio.move_on_after(REFUSAL_FLUSH_S):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(control_frame(error))
+    await trio.aclose_forcefully(stream)
+
+
+_startup_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Move what exists once the first server of the process has started out of the GC's way.
+
+    A full collection visits every container object; modules, classes and functions from
+    start-up (a few hundred thousand with numpy and cbor2) never become garbage, yet each full
+    collection walked them again, which made the pauses while clients connect longer. Once per
+    process: freezing again later would also freeze sessions, whose cycles could then never be
+    collected after they close.
+    """
+    global _startup_frozen
+    if not _startup_frozen:
+        _startup_frozen = True
+        gc.freeze()
 
 
 def _url_host(host: str) -> str:

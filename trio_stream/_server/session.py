@@ -69,6 +69,45 @@ def control_frame(message: M.Message) -> bytes:
 
 
 class Session:
+    # Slots: with more than 30 attributes an instance __dict__ stops sharing its keys and
+    # costs ~1.5 KiB per connection. "__dict__" stays, so an attribute added later works.
+    __slots__ = (
+        "__dict__",
+        "_acks",
+        "_close_requested",
+        "_closing",
+        "_control",
+        "_control_bytes",
+        "_control_space",
+        "_drain",
+        "_drained",
+        "_early_frames",
+        "_handlers",
+        "_last_heard",
+        "_next_pub",
+        "_next_sub",
+        "_over_limit",
+        "_peer_gone",
+        "_publish",
+        "_rate_limited",
+        "_reader_scope",
+        "_readers",
+        "_scheduler",
+        "_wake",
+        "block_bytes",
+        "buffered_bytes",
+        "client_id",
+        "connected_at",
+        "max_block_bytes",
+        "max_buffered_bytes",
+        "methods",
+        "name",
+        "publishers",
+        "state",
+        "subscriptions",
+        "transport",
+    )
+
     def __init__(self, state: ServerState, transport: FrameTransport) -> None:
         self.state = state
         self.transport = transport
@@ -110,7 +149,13 @@ class Session:
         self._close_requested = trio.Event()
         self._drained = trio.Event()
         self._publish = state.broker.publish
-        self._handlers: dict[type[M.Message], Callable[[Any], Any]] = {
+        # Built on the first request: a connection that only pings (most idle clients) never
+        # needs it, and it is ~3 KiB of bound methods and closures per connection.
+        self._handlers: dict[type[M.Message], Callable[[Any], Any]] | None = None
+
+    def _handler_table(self) -> dict[type[M.Message], Callable[[Any], Any]]:
+        state = self.state
+        self._handlers = {
             M.CreateChannel: self._create_channel,
             M.DeleteChannel: self._delete_channel,
             M.OpenPublisher: self._open_publisher,
@@ -123,6 +168,7 @@ class Session:
             **state.rpc.handlers(self),
             **admin_handlers(self),
         }
+        return self._handlers
 
     # -- SessionPort (called by the broker) --------------------------------------------------
     def activate(self, sub: Subscription) -> None:
@@ -491,7 +537,7 @@ class Session:
         if isinstance(message, M.Goodbye):
             self._peer_left()
             return
-        handler = self._handlers.get(type(message))
+        handler = (self._handlers or self._handler_table()).get(type(message))
         if handler is None:
             raise ProtocolError(f"{message.OP} is not a message a client may send")
         if not isinstance(message, M.Request):

@@ -23,9 +23,9 @@ import trio_websocket
 from .._server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .._server.metrics import render_metrics
 from .._server.session import Session
-from .origin import origin_allowed
+from .origin import host_allowed, host_refusal, origin_allowed
 from .replay import ReplayStream
-from .tcp import _remote_of
+from .tcp import _remote_of, peer_address
 from .web_files import find_web_file
 from .websocket import (
     MESSAGE_QUEUE_SIZE,
@@ -112,13 +112,23 @@ class HttpSite:
         stream: trio.abc.Stream = socket_stream
         if self.config.ssl_context is not None:
             stream = trio.SSLStream(socket_stream, self.config.ssl_context, server_side=True)
+        admission = self.server.admission
+        address = peer_address(socket_stream)
+        refusal = admission.admit(address)
         try:
-            await HttpConnection(self, stream, _remote_of(socket_stream)).run()
+            connection = HttpConnection(self, stream, _remote_of(socket_stream))
+            if refusal is not None:
+                log.info("HTTP connection refused: %s", refusal)
+                await connection.send_raw_error(503, refusal)
+            else:
+                await connection.run()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away (or the TLS handshake failed)
         except Exception:  # a bug must cost one connection, never the server
             log.exception("HTTP connection from %s failed", _remote_of(socket_stream))
         finally:
+            if refusal is None:
+                admission.release(address)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
@@ -147,9 +157,11 @@ class HttpSite:
         if token is not None:
             # Without the token, /metrics would list the public channels to anyone who can
             # reach the port; Prometheus sends it with `authorization: {credentials: ...}`.
-            given = _header(request, b"authorization") or b""
-            expected = b"Bearer " + token.encode()
-            if not hmac.compare_digest(given, expected):
+            # The scheme is case-insensitive (RFC 7235): "bearer" and "BEARER" count.
+            scheme, _, given = (_header(request, b"authorization") or b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(
+                given.strip(b" "), token.encode()
+            ):
                 reply = text_reply(401, "send the server's token: Authorization: Bearer <token>")
                 reply.headers.append(("WWW-Authenticate", 'Bearer realm="trio_stream"'))
                 return reply
@@ -167,31 +179,48 @@ class HttpConnection:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
 
     async def run(self) -> None:
-        timeout = self.site.config.handshake_timeout_s
-        while True:
-            # The whole request, head and end, must come within the handshake timeout (which
-            # is also how long an idle keep-alive connection stays open): a slow-loris client
-            # holds a connection for that long at most.
+        config = self.site.config
+        # The first request, head and end, must come within the handshake timeout, each
+        # later one within the keep-alive timeout: a slow-loris client holds a connection
+        # for that long at most, and an idle keep-alive connection no longer.
+        timeout = config.handshake_timeout_s
+        for served in range(1, config.http_max_requests + 1):
             try:
                 with trio.fail_after(timeout):
                     request = await self._receive_request()
             except trio.TooSlowError:
                 if self.conn.their_state is not h11.IDLE or self.conn.trailing_data[0]:
-                    await self._send_raw_error(408, "the request took too long")
+                    await self.send_raw_error(408, "the request took too long")
                 return
             except h11.RemoteProtocolError as exc:
-                await self._send_raw_error(exc.error_status_hint, str(exc))
+                await self.send_raw_error(exc.error_status_hint, str(exc))
                 return
             if request is None:
+                return
+            host = _header(request, b"host")
+            if not host_allowed(
+                host.decode("latin-1") if host is not None else None,
+                config.allowed_hosts,
+                bound_to=config.host,
+            ):
+                log.warning("%s: request for host %r refused", self.remote, host)
+                await self._send_reply(
+                    request, text_reply(403, host_refusal(host, bound_to=config.host), close=True)
+                )
                 return
             path = request.target.decode("ascii", "replace").partition("?")[0]
             if _is_websocket_upgrade(request):
                 await self._upgrade(request, path)
                 return
-            await self._send_reply(request, self.site.route(request, path))
+            reply = self.site.route(request, path)
+            if served == config.http_max_requests:
+                reply.close = True  # the client opens a new connection for more
+            if not await self._send_reply(request, reply):
+                return
             if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
                 return
             self.conn.start_next_cycle()
+            timeout = config.http_keepalive_timeout_s
 
     async def _receive_request(self) -> h11.Request | None:
         """The next request, read to its end (no bodies are accepted); None at EOF."""
@@ -219,7 +248,8 @@ class HttpConnection:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
-    async def _send_reply(self, request: h11.Request, reply: Reply) -> None:
+    async def _send_reply(self, request: h11.Request, reply: Reply) -> bool:
+        """Send ``reply``; False when the peer did not take it within the write timeout."""
         headers: list[tuple[str, str]] = [*SECURITY_HEADERS, *reply.headers]
         if reply.content_type:
             headers.append(("Content-Type", reply.content_type))
@@ -235,9 +265,19 @@ class HttpConnection:
         if reply.body and request.method != b"HEAD":
             out.append(conn.send(h11.Data(data=reply.body)) or b"")
         out.append(conn.send(h11.EndOfMessage()) or b"")
-        await self.stream.send_all(b"".join(out))
+        # A peer that sends requests and never reads the answers (1000 pipelined GETs) would
+        # otherwise hold the connection, and its unsent answers, forever.
+        with trio.move_on_after(self.site.config.http_write_timeout_s):
+            await self.stream.send_all(b"".join(out))
+            return True
+        log.info(
+            "%s: the reply was not read within %g s (http_write_timeout_s): closing",
+            self.remote,
+            self.site.config.http_write_timeout_s,
+        )
+        return False
 
-    async def _send_raw_error(self, status: int, message: str) -> None:
+    async def send_raw_error(self, status: int, message: str) -> None:
         """Answer a request h11 could not parse (it will not send for a request it never saw)."""
         body = message.encode() + b"\n"
         head = [

@@ -37,6 +37,13 @@ _HELP: Final = {
     "admin_token": "allows admin actions (publish, delete, disconnect) to whoever gives it "
     f"(also ${ADMIN_TOKEN_ENV})",
     "allowed_origins": "a browser origin allowed on the WebSocket (repeatable)",
+    "allowed_hosts": "a Host name the HTTP port answers to besides loopback ones (repeatable;"
+    " '*': any)",
+    "max_connections": "connections the server holds at once (TCP and HTTP together)",
+    "max_connections_per_address": "connections one peer address may hold",
+    "http_keepalive_timeout_s": "seconds an idle HTTP keep-alive connection stays open",
+    "http_max_requests": "requests one HTTP connection may make",
+    "http_write_timeout_s": "seconds a peer has to read an HTTP reply",
     "max_frame_bytes": "largest frame, e.g. 64MiB",
     "max_channels_per_client": "channels one client may own",
     "max_subscriptions_per_client": "subscriptions one connection may hold",
@@ -52,8 +59,8 @@ _HELP: Final = {
 
 
 def _flag(field: str) -> str:
-    if field == "allowed_origins":
-        return "--allowed-origin"
+    if field in ("allowed_origins", "allowed_hosts"):
+        return "--" + field.removesuffix("s").replace("_", "-")
     return "--" + field.removesuffix("_s").replace("_", "-")
 
 
