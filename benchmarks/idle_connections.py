@@ -75,7 +75,7 @@ def run_child(capacity: int) -> None:
     import trio_stream as ts
 
     timer = GcTimer()
-    wanted = {
+    wanted: dict[str, Any] = {
         "host": "127.0.0.1",
         "tcp_port": 0,
         "http_port": None,

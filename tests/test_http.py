@@ -332,6 +332,19 @@ async def test_metrics_want_the_token_when_the_server_has_one() -> None:
         assert ok.status == 200 and b"trio_stream_connections" in ok.body
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+async def test_metrics_take_the_bearer_scheme_in_any_case(scheme: str) -> None:
+    # RFC 7235: the auth scheme is case-insensitive; some scrapers send "bearer".
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=None, http_port=0, token="s3cret")
+    async with ts.open_server(config) as server:
+        ok = await get(server, "/metrics", headers=(("Authorization", f"{scheme} s3cret"),))
+        assert ok.status == 200
+        wrong = await get(server, "/metrics", headers=(("Authorization", f"{scheme} s3cre"),))
+        assert wrong.status == 401
+        basic = await get(server, "/metrics", headers=(("Authorization", "Basic s3cret"),))
+        assert basic.status == 401
+
+
 # -- WebSocket upgrades ---------------------------------------------------------------------------
 async def upgrade_status(server: ts.Server, origin: str | None) -> int:
     """101 when the upgrade is accepted, else the refusal's status."""
@@ -388,7 +401,8 @@ async def test_websocket_origin_check(
 )
 async def test_malformed_upgrades_are_refused(server: ts.Server, extra: str, status: int) -> None:
     head = (
-        f"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{extra}\r\n"
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\n"
+        f"Connection: Upgrade\r\nUpgrade: websocket\r\n{extra}\r\n"
     )
     answer = await raw_exchange(server, head.encode())
     assert answer.startswith(f"HTTP/1.1 {status} ".encode())

@@ -220,7 +220,10 @@ def server_config(args: argparse.Namespace, **overrides: Any) -> ts.ServerConfig
         settings["admin_token"] = os.environ[ADMIN_TOKEN_ENV]
     for name, value in vars(args).items():
         if name.startswith(_DEST_PREFIX):
-            settings[name.removeprefix(_DEST_PREFIX)] = value
+            # Repeated flags arrive as a list; the settings are tuples (ServerConfig is frozen).
+            settings[name.removeprefix(_DEST_PREFIX)] = (
+                tuple(value) if isinstance(value, list) else value
+            )
     cert = args.tls_cert or settings.pop("tls_cert", None)
     key = args.tls_key or settings.pop("tls_key", None)
     settings.pop("tls_cert", None)
