@@ -296,9 +296,10 @@ class Session:
         self._last_heard = trio.current_time()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._sender)
-                nursery.start_soon(self._reader)
-                nursery.start_soon(self._watchdog)
+                # Constant names: trio would format one string per task and connection.
+                nursery.start_soon(self._sender, name="trio_stream session sender")
+                nursery.start_soon(self._reader, name="trio_stream session reader")
+                nursery.start_soon(self._watchdog, name="trio_stream session watchdog")
                 await self._close_requested.wait()
                 if not self._peer_gone:
                     # Say goodbye and let what is buffered drain, within the grace period.
