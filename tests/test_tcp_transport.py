@@ -93,3 +93,35 @@ async def test_large_frames_arrive_where_the_low_water_mark_cannot_be_set() -> N
     assert got == [body]
     await writer.aclose()
     await transport.aclose()
+
+
+async def test_connections_sharing_the_receive_buffer_each_get_their_own_bytes() -> None:
+    # Every plain TCP connection of a thread reads into one shared buffer: interleaved reads
+    # of partial frames on many connections must never mix their bytes.
+    pairs = [await socket_pair() for _ in range(4)]
+    transports = [StreamTransport(reader, max_frame_bytes=2**20) for _, reader in pairs]
+    expected = {
+        i: [bytes([1, i]) + bytes([i]) * size for size in (10, 3000, 70_000, 5)]
+        for i in range(len(pairs))
+    }
+    got: dict[int, list[bytes]] = {i: [] for i in expected}
+
+    async def write(i: int, writer: trio.SocketStream) -> None:
+        wire = b"".join(frame_prefix(len(b)) + b for b in expected[i])
+        for start in range(0, len(wire), 997):  # pieces that cut frames anywhere
+            await writer.send_all(wire[start : start + 997])
+            await trio.lowlevel.checkpoint()
+
+    async def read(i: int) -> None:
+        while len(got[i]) < len(expected[i]):
+            got[i] += [bytes(f) for f in await transports[i].receive_frames()]
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for i, (writer, _) in enumerate(pairs):
+                nursery.start_soon(write, i, writer)
+                nursery.start_soon(read, i)
+    assert got == expected
+    for (writer, _), transport in zip(pairs, transports, strict=True):
+        await writer.aclose()
+        await transport.aclose()
