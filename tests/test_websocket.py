@@ -218,6 +218,13 @@ async def test_text_message_closes_only_that_connection_with_a_reason(server: ts
 
 BAD_MESSAGES = {
     "frame cut at the message end": (control(M.Ping())[:-1], 1002),
+    # Whole frames whose content breaks the protocol: the session, not the framing, sees it.
+    "control frame of malformed CBOR": (framed(b"\x01\xa1\x63op"), 1002),
+    "control frame with a bignum op": (
+        framed(b"\x01\xa1bop\xc2\x59\x0f\x00" + b"\xff" * 3840),
+        1002,
+    ),
+    "unknown frame type": (framed(b"\x09"), 1002),
     "empty message": (b"", 1002),
     "empty frame": (struct.pack(">I", 0), 1002),
     "declared length over the limit": (struct.pack(">I", 5000) + b"\x01" * 4999, 1009),
@@ -238,6 +245,21 @@ async def test_bad_message_closes_that_connection_with_goodbye_and_close_code(ba
             assert isinstance(goodbye, M.Goodbye)
             assert goodbye.reason.startswith(("ProtocolError", "FrameTooLarge"))
             assert (await ws.close_reason()).code == code
+
+
+async def test_malformed_hello_is_refused_with_an_error_and_close_code_1002(
+    server: ts.Server,
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with raw_websocket(server.ws_url or "") as ws:
+            await ws.send(framed(b"\x01\xa2bop\xc2\x59\x10\x00" + b"\xff" * 4096 + b"av\x01"))
+            error = await ws.control_until(M.Error)
+            assert isinstance(error, M.Error)
+            assert error.type == "ProtocolError"
+            assert "tag 2 is not allowed" in error.message
+            reason = await ws.close_reason()
+            assert reason.code == 1002
+            assert reason.reason and reason.reason.startswith("ProtocolError: ")
 
 
 async def test_message_over_the_websocket_limit_is_refused() -> None:

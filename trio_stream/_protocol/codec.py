@@ -16,13 +16,17 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, Final
 
 import cbor2
 import numpy as np
 
 from .._exceptions import ProtocolError
+from .brief import brief, cut
 from .bytes_like import BytesLike
+from .cbor_scan import check_key_collisions
+from .limits import DEFAULT_PAYLOAD_LIMITS, PayloadLimits, PayloadRefused
 
 #: Arrays at least this large go out as their own piece (no copy); smaller ones are cheaper
 #: to copy into one CBOR buffer than to write separately.
@@ -32,9 +36,8 @@ ZERO_COPY_MIN_BYTES: Final = 4096
 EXT_ARRAY_TAG: Final = 7631617  # 0x747301, "ts" + 1
 NDARRAY_TAG: Final = 40
 
-#: Nesting limits: control envelopes are tiny and shallow; payloads are the user's data.
+#: Nesting limit of control envelopes: they are tiny and shallow (payloads: PayloadLimits).
 CONTROL_MAX_DEPTH: Final = 16
-PAYLOAD_MAX_DEPTH: Final = 64
 
 # RFC 8746 typed-array tags for little-endian element types (numpy dtype.str -> tag).
 _TAG_BY_DTYPE: Final[dict[str, int]] = {
@@ -289,22 +292,140 @@ _SEMANTIC_DECODERS: Final[Mapping[int, Callable[[Any, bool], Any]]] = {
     **dict.fromkeys(_REFUSED_TAGS, _refuse_tag),
 }
 
+# --- the cost guards ----------------------------------------------------------------------------
+# cbor2 turns a bignum's bytes into an int in linear time, but a decimal fraction or bigfloat
+# (tags 4/5) converts its mantissa to decimal digits in quadratic time: one 1 MiB CONTROL frame
+# held the server for ~90 s. The tags 2-5 are therefore decoded by our own hooks, which look at
+# the size of what they were given before converting anything.
+_RAISE_HINT: Final = "raise it with open_client(..., payload_limits=PayloadLimits({}=...))"
 
-def _loads_exact(data: BytesLike, *, max_depth: int, strict: bool) -> Any:
+
+def _bignum(negative: bool, max_bytes: int) -> Callable[[Any, bool], Any]:
+    def decode(value: Any, immutable: bool) -> int:
+        if type(value) is not bytes:
+            raise ValueError("a bignum tag must wrap a byte string")
+        if len(value) > max_bytes:
+            raise PayloadRefused(
+                f"payload refused: an integer of {len(value)} bytes exceeds "
+                f"PayloadLimits.max_bignum_bytes ({max_bytes}); "
+                + _RAISE_HINT.format("max_bignum_bytes")
+            )
+        number = int.from_bytes(value, "big")
+        return -1 - number if negative else number
+
+    return decode
+
+
+def _decimal(binary: bool, max_bytes: int) -> Callable[[Any, bool], Any]:
+    """Tag 4 (decimal fraction, ``m * 10**e``) or 5 (bigfloat, ``m * 2**e``) as cbor2 does."""
+
+    def decode(value: Any, immutable: bool) -> Decimal:
+        if (
+            not isinstance(value, list | tuple)
+            or len(value) != 2
+            or type(value[0]) is not int
+            or type(value[1]) is not int
+        ):
+            raise ValueError(f"tag {5 if binary else 4} must wrap [exponent, mantissa] integers")
+        exponent, mantissa = value
+        if mantissa.bit_length() > 8 * max_bytes:
+            raise PayloadRefused(
+                f"payload refused: a decimal of {(mantissa.bit_length() + 7) // 8} bytes of "
+                f"mantissa exceeds PayloadLimits.max_decimal_bytes ({max_bytes}); "
+                + _RAISE_HINT.format("max_decimal_bytes")
+            )
+        try:
+            if binary:
+                return Decimal(mantissa) * (2 ** Decimal(exponent))
+            sign, digits, _ = Decimal(mantissa).as_tuple()
+            return Decimal((sign, digits, exponent))
+        except (ArithmeticError, ValueError) as exc:  # exponents out of Decimal's range
+            raise ValueError(f"unusable decimal exponent {brief(exponent)}") from exc
+
+    return decode
+
+
+def _payload_decoders(limits: PayloadLimits) -> Mapping[int, Callable[[Any, bool], Any]]:
+    decoders = _DECODERS_BY_LIMITS.get(limits)
+    if decoders is None:
+        decoders = {
+            **_SEMANTIC_DECODERS,
+            2: _bignum(False, limits.max_bignum_bytes),
+            3: _bignum(True, limits.max_bignum_bytes),
+            4: _decimal(False, limits.max_decimal_bytes),
+            5: _decimal(True, limits.max_decimal_bytes),
+        }
+        if len(_DECODERS_BY_LIMITS) >= 64:  # a program makes a few limits objects, not many
+            _DECODERS_BY_LIMITS.clear()
+        _DECODERS_BY_LIMITS[limits] = decoders
+    return decoders
+
+
+_DECODERS_BY_LIMITS: dict[PayloadLimits, Mapping[int, Callable[[Any, bool], Any]]] = {}
+_DEFAULT_DECODERS: Final = _payload_decoders(DEFAULT_PAYLOAD_LIMITS)
+
+
+def _refusal(exc: BaseException) -> PayloadRefused | None:
+    """The PayloadRefused a hook raised, which cbor2 wraps (once per enclosing tag)."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 100:
+        if isinstance(cause, PayloadRefused):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return None
+
+
+# Control envelopes carry no tags at all (payloads inside them are byte strings): every tag
+# is refused, cbor2's built-in ones (which includes 2-5: bignums, decimals, bigfloats, and
+# 28/29: shared values, which turn an echoed ping into an exponential re-encode) through
+# semantic decoders, the others through the tag hook. Refused at the tag, in linear time.
+CBOR2_BUILTIN_TAGS: Final = (
+    *(0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100),
+    *(256, 258, 260, 261, 1004, 43000, 55799),
+)
+
+
+def _refuse_in_control(tag: int) -> Callable[[Any, bool], Any]:
+    def refuse(value: Any, immutable: bool) -> Any:
+        raise ValueError(f"CBOR tag {tag} is not allowed in a control message")
+
+    return refuse
+
+
+def _refuse_unknown_in_control(tag: cbor2.CBORTag, immutable: bool) -> Any:
+    raise ValueError(f"CBOR tag {brief(tag.tag)} is not allowed in a control message")
+
+
+_CONTROL_DECODERS: Final = {tag: _refuse_in_control(tag) for tag in CBOR2_BUILTIN_TAGS}
+
+
+def _loads_control(data: BytesLike) -> Any:
     """Decode exactly one CBOR item; trailing bytes are an error (cbor2.loads ignores them)."""
     view = memoryview(data)
     stream = io.BytesIO(view)
     decoder = cbor2.CBORDecoder(
         stream,
-        max_depth=max_depth,
-        strict_hashable_types=strict,
-        allow_indefinite=not strict,
-        semantic_decoders=_SEMANTIC_DECODERS,
+        max_depth=CONTROL_MAX_DEPTH,
+        strict_hashable_types=True,
+        allow_indefinite=False,
+        semantic_decoders=_CONTROL_DECODERS,
+        tag_hook=_refuse_unknown_in_control,
     )
     value = decoder.decode()
     if stream.tell() != view.nbytes:
         raise ValueError(f"{view.nbytes - stream.tell()} trailing bytes after the CBOR item")
     return value
+
+
+def _reason(exc: BaseException) -> str:
+    """cbor2's message with the one our hook gave, cut for an error message."""
+    text = str(exc)
+    cause = exc.__cause__
+    if isinstance(cause, ValueError) and not isinstance(cause, cbor2.CBORError):
+        text = f"{text}: {cause}"
+    return cut(text)
 
 
 def _fast_array(data: memoryview) -> np.ndarray[Any, Any] | None:
@@ -361,10 +482,13 @@ def _read_uint(data: memoryview, pos: int, major: int = 0) -> tuple[Any, int]:
     return int.from_bytes(data[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
 
 
-def decode_payload(data: BytesLike, offset: int = 0) -> Any:
+def decode_payload(
+    data: BytesLike, offset: int = 0, limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS
+) -> Any:
     """Decode a payload. Arrays are writable numpy arrays; top-level ones share ``data``.
 
     Raises:
+        PayloadRefused: the payload is beyond ``limits`` (the message names the limit).
         ProtocolError: the bytes are not one well-formed payload.
     """
     try:
@@ -375,12 +499,41 @@ def decode_payload(data: BytesLike, offset: int = 0) -> Any:
                 return array
         # A small payload is cheaper to slice (copy) than to view.
         view = data[offset:] if size < ZERO_COPY_MIN_BYTES else memoryview(data)[offset:]
+        decoders = (
+            _DEFAULT_DECODERS if limits is DEFAULT_PAYLOAD_LIMITS else _payload_decoders(limits)
+        )
         # Payloads are the writers' data, not envelopes: one cbor2.loads (no trailing-bytes
-        # check, which would cost a decoder object per frame), with the depth limit and the
-        # refused tags all the same.
-        return cbor2.loads(view, max_depth=PAYLOAD_MAX_DEPTH, semantic_decoders=_SEMANTIC_DECODERS)
+        # check, which would cost a decoder object per frame). Map keys other than text and
+        # bytes are refused in this first try: see cbor_scan for why and what follows.
+        try:
+            return cbor2.loads(
+                view,
+                max_depth=limits.max_depth,
+                semantic_decoders=decoders,
+                strict_hashable_types=True,
+            )
+        except cbor2.CBORDecodeError as exc:
+            refused = _refusal(exc)
+            if refused is not None:
+                raise refused from None
+
+        def decode_key(key: memoryview) -> Any:
+            return cbor2.loads(
+                key, max_depth=limits.max_depth, semantic_decoders=decoders, immutable=True
+            )
+
+        check_key_collisions(
+            memoryview(view),
+            max_collisions=limits.max_key_collisions,
+            max_depth=limits.max_depth + 1,
+            decode_key=decode_key,
+        )
+        return cbor2.loads(view, max_depth=limits.max_depth, semantic_decoders=decoders)
     except (cbor2.CBORDecodeError, ValueError, IndexError) as exc:
-        raise ProtocolError(f"malformed payload: {exc}") from exc
+        refused = _refusal(exc)
+        if refused is not None:
+            raise refused from None
+        raise ProtocolError(f"malformed payload: {_reason(exc)}") from exc
 
 
 def encode_control(message: Mapping[str, Any]) -> bytes:
@@ -395,9 +548,9 @@ def decode_control(data: BytesLike) -> dict[str, Any]:
         ProtocolError: not exactly one CBOR map with text keys within the limits.
     """
     try:
-        value = _loads_exact(data, max_depth=CONTROL_MAX_DEPTH, strict=True)
+        value = _loads_control(data)
     except (cbor2.CBORDecodeError, ValueError) as exc:
-        raise ProtocolError(f"malformed control message: {exc}") from exc
+        raise ProtocolError(f"malformed control message: {_reason(exc)}") from exc
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise ProtocolError("a control message must be a CBOR map with text keys")
     return value

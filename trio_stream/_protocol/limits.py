@@ -69,3 +69,61 @@ class Limits:
                     raise ProtocolError(f"welcome limit {field.name} must be a positive number")
                 values[field.name] = value
         return cls(**values)
+
+
+# --- payload decoding ---------------------------------------------------------------------------
+# What a reader's decoder accepts from a writer it does not control. Every limit bounds a cost
+# that is not linear in the payload's size (decoding within the limits is):
+# - an integer beyond 64 bits (tags 2/3) decodes in linear time, but it is refused above a size
+#   no real value needs;
+# - a decimal fraction or bigfloat (tags 4/5) converts its mantissa to decimal digits in time
+#   quadratic in its size (64 KiB: 0.34 s), so mantissas are kept short (64 bytes: 0.5 us);
+# - map keys (and set elements) whose hashes collide cost time quadratic in their number
+#   (20,000 int keys i * (2**61 - 1): 1.6 s), so one map may hold only a few keys of one hash;
+#   text and byte-string keys are hashed with a per-process secret and never counted;
+# - nesting is bounded so that nothing recurses without end.
+PAYLOAD_MAX_BIGNUM_BYTES: Final = 1024
+PAYLOAD_MAX_DECIMAL_BYTES: Final = 64
+PAYLOAD_MAX_KEY_COLLISIONS: Final = 32
+PAYLOAD_MAX_DEPTH: Final = 64
+_PAYLOAD_DEPTH_CEILING: Final = 500  # below Python's recursion limit, with room to spare
+
+
+class PayloadRefused(ProtocolError):
+    """A payload beyond the reader's :class:`PayloadLimits`; the message names the limit.
+
+    Only that one message is lost: the subscription goes on with the next.
+    """
+
+
+@dataclass(frozen=True)
+class PayloadLimits:
+    """What the client's payload decoder accepts; a payload beyond them is a ProtocolError.
+
+    The defaults let any value trio_stream's own encoder produces from ordinary data through;
+    raise one with ``open_client(..., payload_limits=PayloadLimits(max_depth=200))`` (or the
+    same argument of ``SyncClient``) when your writers send more.
+
+    Attributes:
+        max_bignum_bytes: bytes of one integer beyond 64 bits (CBOR tags 2/3).
+        max_decimal_bytes: bytes of the mantissa of one decimal fraction or bigfloat
+            (CBOR tags 4/5, decoded as ``decimal.Decimal``).
+        max_key_collisions: keys of one map (or elements of one set) with the same hash.
+        max_depth: nesting of arrays, maps and tags.
+    """
+
+    max_bignum_bytes: int = PAYLOAD_MAX_BIGNUM_BYTES
+    max_decimal_bytes: int = PAYLOAD_MAX_DECIMAL_BYTES
+    max_key_collisions: int = PAYLOAD_MAX_KEY_COLLISIONS
+    max_depth: int = PAYLOAD_MAX_DEPTH
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"PayloadLimits.{field.name} must be an int >= 1, not {value!r}")
+        if self.max_depth > _PAYLOAD_DEPTH_CEILING:
+            raise ValueError(f"PayloadLimits.max_depth is at most {_PAYLOAD_DEPTH_CEILING}")
+
+
+DEFAULT_PAYLOAD_LIMITS: Final = PayloadLimits()

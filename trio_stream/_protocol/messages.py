@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Union
 
 from .._exceptions import ProtocolError
+from .brief import brief
 from .bytes_like import BytesLike
 from .codec import decode_control, encode_control
 from .frames import CONTROL_TYPE_BYTE
@@ -264,7 +265,7 @@ def from_wire(wire: dict[str, Any]) -> Message:
     op = wire.get("op")
     cls = MESSAGE_TYPES.get(op) if isinstance(op, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown control message op {op!r}")
+        raise ProtocolError(f"unknown control message op {brief(op)}")
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if field.name in wire:

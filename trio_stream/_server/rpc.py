@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol
 from .._exceptions import FrameTooLarge, LimitExceeded, ProtocolError, RpcError
 from .._protocol import messages as M
 from .._protocol import rpc_messages as R
+from .._protocol.brief import brief
 from .._protocol.framing import frame_prefix
 from .._protocol.limits import MAX_FRAME_BYTES
 
@@ -132,7 +133,7 @@ class Router:
             raise ProtocolError(f"request id {ident} is in use by a call still in flight")
         provider = self._lookup(name)
         if provider is None:
-            self._error(caller, ident, RpcError(f"no client named {name!r} is connected"))
+            self._error(caller, ident, RpcError(f"no client named {brief(name)} is connected"))
             return None
         if len(calls) >= MAX_PENDING_CALLS:
             self._error(

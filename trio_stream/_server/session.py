@@ -360,6 +360,7 @@ class Session:
             self.state.rpc.session_closed(self)  # a call routed to us meanwhile fails now
 
     async def _refuse(self, error: TrioStreamError) -> None:
+        self._closing_for(error)
         with trio.move_on_after(REFUSAL_FLUSH_S):
             with contextlib.suppress(ConnectionClosed):
                 await self.transport.send(
@@ -367,6 +368,12 @@ class Session:
                 )
         with trio.CancelScope(shield=True):
             await self.transport.aclose()
+
+    def _closing_for(self, error: TrioStreamError) -> None:
+        # Only a WebSocket has a close code and reason to set (1002 for a protocol error).
+        closing_for = getattr(self.transport, "closing_for", None)
+        if closing_for is not None:
+            closing_for(error)
 
     def close(self, reason: str, *, drain: bool = False) -> None:
         """Ask the connection to say goodbye, flush and close.
@@ -418,6 +425,7 @@ class Session:
             self._peer_left()
         except (ProtocolError, FrameTooLarge) as exc:
             log.warning("%s (%s): %s", self.name, transport.remote, exc)
+            self._closing_for(exc)
             self.close(f"{type(exc).__name__}: {exc}")
 
     async def _watchdog(self) -> None:

@@ -111,6 +111,23 @@ class WebSocketTransport:
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             await self.connection.aclose(self._close_code, self._close_reason)
 
+    def closing_for(self, error: Exception) -> None:
+        """The session is about to close because of ``error``: the close frame says why.
+
+        1002 for a protocol error, 1009 for a frame too large, 1000 otherwise (a refused
+        handshake), with the error as the reason; a code that receive_frames chose already
+        (1003, 1009, 1002 for broken framing) stays.
+        """
+        if self._close_code != CLOSE_NORMAL:
+            return
+        if isinstance(error, FrameTooLarge):
+            code = CLOSE_MESSAGE_TOO_BIG
+        elif isinstance(error, ProtocolError):
+            code = CLOSE_PROTOCOL_ERROR
+        else:
+            code = CLOSE_NORMAL
+        self._fail_with(code, f"{type(error).__name__}: {error}")
+
     def _fail_with(self, code: int, reason: str) -> None:
         """Remember why we are about to close, for the close frame."""
         self._close_code = code
