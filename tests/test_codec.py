@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import decimal
+import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -13,8 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from trio_stream import ProtocolError
+from trio_stream import PayloadLimits, PayloadRefused, ProtocolError
+from trio_stream._protocol.cbor_scan import check_key_collisions
 from trio_stream._protocol.codec import (
+    CBOR2_BUILTIN_TAGS,
     ZERO_COPY_MIN_BYTES,
     decode_control,
     decode_payload,
@@ -195,3 +201,211 @@ def test_control_decoder_is_hardened() -> None:
     ):
         with pytest.raises(ProtocolError):
             decode_control(bad)
+
+
+# -- cost guards: every decode of untrusted bytes is bounded in time ------------------------------
+def cbor_head(major: int, value: int) -> bytes:
+    if value < 24:
+        return bytes((major << 5 | value,))
+    return struct.pack(">BQ", major << 5 | 27, value)
+
+
+def decimal_bomb(mantissa_bytes: int, tag: int = 4) -> bytes:
+    """A decimal fraction (tag 4) or bigfloat (5) with a huge bignum mantissa."""
+    return (
+        bytes((0xC0 | tag, 0x82, 0x00))
+        + b"\xc2"
+        + cbor_head(2, mantissa_bytes)
+        + b"\xff" * (mantissa_bytes)
+    )
+
+
+def colliding_keys(count: int) -> bytes:
+    """A map of ``count`` int keys that all hash alike (i * (2**61 - 1))."""
+    return cbor_head(5, count) + b"".join(
+        cbor2.dumps(i * (2**61 - 1)) + b"\x00" for i in range(1, count + 1)
+    )
+
+
+def elapsed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    with contextlib.suppress(ProtocolError):
+        fn()
+    return time.perf_counter() - start
+
+
+# The repro of the pre-authentication freeze: a 1 MiB CONTROL body (89 s of CPU before).
+FREEZE_REPRO = b"\xa2bopdpingddata" + decimal_bomb(2**20)
+
+
+def test_control_envelope_with_a_huge_decimal_is_refused_in_linear_time() -> None:
+    with pytest.raises(ProtocolError, match=r"tag [24] is not allowed in a control message"):
+        decode_control(FREEZE_REPRO)
+    assert elapsed(lambda: decode_control(FREEZE_REPRO)) < 0.05
+
+
+@pytest.mark.parametrize("tag", (*CBOR2_BUILTIN_TAGS, 40, 86, 7631617, 99999, 2**64 - 1))
+def test_control_envelopes_refuse_every_tag(tag: int) -> None:
+    wire = b"\xa2bopdpingddata" + cbor_head(6, tag) + b"\x01"
+    with pytest.raises(ProtocolError, match=f"tag {tag} is not allowed"):
+        decode_control(wire)
+
+
+def test_control_envelopes_refuse_integers_beyond_64_bits() -> None:
+    for number in (2**64, -(2**64) - 1, 2**70, 10**5000):
+        with pytest.raises(ProtocolError, match=r"tag [23] is not allowed"):
+            decode_control(cbor2.dumps({"op": "reply", "id": number}))
+    assert decode_control(cbor2.dumps({"id": 2**64 - 1}))["id"] == 2**64 - 1
+
+
+def test_control_envelopes_refuse_shared_values_that_would_re_encode_exponentially() -> None:
+    shared = b"\xa2bopdpingddata\x82\xd8\x1c\x80\xd8\x1d\x00"  # [shareable([]), ref(0)]
+    with pytest.raises(ProtocolError, match="tag 28"):
+        decode_control(shared)
+
+
+@pytest.mark.parametrize("tag", [4, 5])
+def test_payload_decimal_with_a_huge_mantissa_is_refused_quickly(tag: int) -> None:
+    bomb = decimal_bomb(64 * 1024, tag)  # 0.34 s before
+    with pytest.raises(PayloadRefused, match=r"max_bignum_bytes \(1024\)"):
+        decode_payload(bomb)
+    medium = decimal_bomb(1000, tag)  # within max_bignum_bytes, beyond max_decimal_bytes
+    with pytest.raises(PayloadRefused, match=r"PayloadLimits.max_decimal_bytes \(64\).*raise it"):
+        decode_payload(medium)
+    assert elapsed(lambda: decode_payload(bomb)) < 0.01
+    raised = PayloadLimits(max_decimal_bytes=1000)
+    assert isinstance(decode_payload(medium, limits=raised), decimal.Decimal)
+
+
+def test_payload_bignum_over_the_limit_is_refused_and_can_be_allowed() -> None:
+    wire = cbor2.dumps(2**20000)
+    with pytest.raises(PayloadRefused, match=r"integer of 2501 bytes exceeds PayloadLimits"):
+        decode_payload(wire)
+    assert decode_payload(wire, limits=PayloadLimits(max_bignum_bytes=4096)) == 2**20000
+
+
+def test_payload_map_of_colliding_keys_is_refused_quickly_and_can_be_allowed() -> None:
+    bomb = colliding_keys(20_000)  # 1.6 s per decode before
+    with pytest.raises(PayloadRefused, match=r"max_key_collisions.*raise it"):
+        decode_payload(bomb)
+    assert elapsed(lambda: decode_payload(bomb)) < 0.05
+    small = colliding_keys(100)
+    assert len(decode_payload(small, limits=PayloadLimits(max_key_collisions=100))) == 100
+
+
+def test_colliding_set_elements_and_nested_maps_are_caught_too() -> None:
+    as_set = (
+        b"\xd9\x01\x02"
+        + cbor_head(4, 100)
+        + b"".join(cbor2.dumps(i * (2**61 - 1)) for i in range(1, 101))
+    )
+    with pytest.raises(PayloadRefused):
+        decode_payload(as_set)
+    deep = b"\xa1at\x82\x01\xa1\x01" + colliding_keys(100)  # {"t": [1, {1: bomb}]}
+    with pytest.raises(PayloadRefused):
+        decode_payload(deep)
+
+
+def test_payload_depth_limit_is_enforced_and_can_be_raised() -> None:
+    wire = cbor2.dumps(nested(100))
+    with pytest.raises(ProtocolError):
+        decode_payload(wire)
+    assert decode_payload(wire, limits=PayloadLimits(max_depth=200)) == nested(100)
+
+
+def test_payload_limits_must_be_positive_ints() -> None:
+    for bad in ({"max_depth": 0}, {"max_bignum_bytes": 1.5}, {"max_depth": 10_000}):
+        with pytest.raises(ValueError, match="PayloadLimits"):
+            PayloadLimits(**bad)
+
+
+hashable_keys = (
+    st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=5)
+    | st.binary(max_size=5)
+    | st.tuples(st.integers(), st.text(max_size=3))
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(hashable_keys, st.integers() | st.text(max_size=3), max_size=20)
+    | st.frozensets(st.integers() | st.text(max_size=3), max_size=10)
+    | st.lists(st.dictionaries(st.integers(), st.none(), max_size=5), max_size=3)
+    | st.decimals(allow_nan=False, allow_infinity=False, places=5)
+)
+def test_values_with_any_keys_and_decimals_decode_as_cbor2_does(value: Any) -> None:
+    wire = cbor2.dumps(value)
+    assert decode_payload(wire) == cbor2.loads(wire)
+
+
+def test_typed_array_payloads_take_no_per_element_scan() -> None:
+    array = np.arange(2**17, dtype=np.float64)  # 1 MiB
+    wire = bytearray(b"".join(bytes(p) for p in encode_payload({"a": array, 1: 2})))
+    decoded = decode_payload(wire)  # the int key sends it through the key walk
+    np.testing.assert_array_equal(decoded["a"], array)
+    assert elapsed(lambda: decode_payload(wire)) < 0.05
+
+
+# -- the key walk (cbor_scan): a parser of untrusted bytes --------------------------------------
+def walk(data: bytes) -> None:
+    check_key_collisions(
+        memoryview(data), max_collisions=4, max_depth=64, decode_key=lambda b: cbor2.loads(b)
+    )
+
+
+cbor_values = st.recursive(
+    st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=5)
+    | st.binary(max_size=5)
+    | st.none()
+    | st.booleans(),
+    lambda c: (
+        st.lists(c, max_size=4)
+        | st.dictionaries(st.integers(0, 3) | st.text(max_size=2), c, max_size=4)
+        | st.builds(cbor2.CBORTag, st.sampled_from([1, 2, 100, 258, 1000]), c)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cbor_values)
+def test_key_walk_accepts_well_formed_cbor_and_every_cut_is_an_error(value: Any) -> None:
+    wire = cbor2.dumps(value)
+    walk(wire)  # well-formed: no error (at most 4 keys per map, so no collision refusal)
+    for cut in range(len(wire)):
+        with pytest.raises((ValueError, ProtocolError)):
+            walk(wire[:cut])
+        with pytest.raises(ProtocolError):
+            decode_payload(wire[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_key_walk_raises_only_value_error_on_arbitrary_bytes(data: bytes) -> None:
+    with contextlib.suppress(ValueError, ProtocolError):
+        walk(data)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: b"\x9f" * 60 + b"\x80" * n,  # many items, shallow
+        lambda n: cbor_head(5, n) + b"\x01\x00" * n,  # int keys (distinct hashes)
+        lambda n: b"\x5f" + b"\x41a" * n + b"\xff",  # indefinite string of many chunks
+        lambda n: cbor_head(4, n) + b"\xf6" * n,  # nulls
+    ],
+    ids=["shallow", "int keys", "chunks", "nulls"],
+)
+def test_decode_time_is_linear_in_the_input(make: Callable[[int], bytes]) -> None:
+    small, large = make(20_000), make(160_000)
+    times = []
+    for wire in (small, large):
+        times.append(min(elapsed(lambda w=wire: decode_payload(w)) for _ in range(3)))
+    # 8x the input: linear is ~8x; quadratic would be ~64x. Generous for a loaded machine.
+    assert times[1] < 24 * times[0] + 0.01

@@ -23,6 +23,8 @@ from ._exceptions import RemoteError as RemoteError
 from ._exceptions import RpcError as RpcError
 from ._exceptions import RpcTimeout as RpcTimeout
 from ._exceptions import TrioStreamError as TrioStreamError
+from ._protocol.limits import PayloadLimits as PayloadLimits
+from ._protocol.limits import PayloadRefused as PayloadRefused
 from ._records import ChannelInfo as ChannelInfo
 from ._records import ClientInfo as ClientInfo
 from ._records import Message as Message

@@ -35,10 +35,12 @@ from ._protocol.bytes_like import BytesLike
 from ._protocol.codec import decode_payload, encode_payload
 from ._protocol.framing import frame_prefix
 from ._protocol.limits import (
+    DEFAULT_PAYLOAD_LIMITS,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     SUBSCRIBE_WINDOW_BYTES,
     Limits,
+    PayloadLimits,
 )
 from ._records import ChannelInfo, ClientInfo, Message, ServerStats
 from ._transport.base import FrameTransport
@@ -91,8 +93,10 @@ class Client:
         transport: FrameTransport,
         nursery: trio.Nursery | None,
         heartbeat: float | None = HEARTBEAT_S,
+        payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS,
     ) -> None:
         self._transport = transport
+        self.payload_limits = payload_limits  # what this client's payload decoder accepts
         self._nursery = nursery
         self._heartbeat_s = heartbeat
         self._heard = False  # something arrived since the last heartbeat (set per read batch)
@@ -815,6 +819,7 @@ class Subscription:
         self.lost = 0  # running total of frames lost to overflow
         self.received = 0
         self._client = client
+        self._payload_limits = client.payload_limits
         self._frames: deque[bytearray] = deque()
         # Set only while a receiver waits: setting an Event per delivered frame was a
         # measurable part of a busy reader's cost.
@@ -895,7 +900,7 @@ class Subscription:
             self._sender_raw = bytes(frame[_DATA_HEAD_BYTES:offset])
             self._sender_len = name_len
             self._sender = sender
-        value = decode_payload(frame, offset)
+        value = decode_payload(frame, offset, self._payload_limits)
         self.received += 1
         return Message(value, seq, self.channel, sender, time_s, lost)
 
@@ -982,6 +987,7 @@ async def open_client(
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     heartbeat: float | None = HEARTBEAT_S,
+    payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS,
 ) -> AsyncIterator[Client]:
     """Connect to a server (``tcp://host:port`` or ``ws://host:port/ws``).
 
@@ -990,6 +996,8 @@ async def open_client(
             When nothing at all comes from the server for three of them (at least 2 s), the
             server is gone: every waiting call, iteration and send fails with
             ConnectionClosed. None: never give up on a silent server.
+        payload_limits: what the payload decoder accepts from writers (a payload beyond it
+            raises PayloadRefused from that one receive; the subscription goes on).
 
     Raises:
         ConnectionClosed: the server cannot be reached or went away during the handshake.
@@ -1000,7 +1008,7 @@ async def open_client(
             f"heartbeat must be a positive number of seconds or None, not {heartbeat!r:.40}"
         )
     async with connect(url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=ssl_context) as transport:
-        client = Client(transport, None, heartbeat)
+        client = Client(transport, None, heartbeat, payload_limits)
         try:
             with trio.fail_after(connect_timeout):
                 await client._handshake(name, token)

@@ -42,7 +42,7 @@ from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
 from ._exceptions import ConnectionClosed, FrameTooLarge, TrioStreamError
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.frames import PUBLISH_HEAD
-from ._protocol.limits import Limits
+from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, Limits, PayloadLimits
 from ._records import ChannelInfo, ClientInfo, Message, ServerStats
 from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
 
@@ -109,6 +109,7 @@ class SyncClient:
         queue_frames: int = QUEUE_FRAMES,
         queue_bytes: int = QUEUE_BYTES,
         heartbeat: float | None = HEARTBEAT_S,
+        payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS,
     ) -> None:
         _refuse_trio_thread("SyncClient")
         if queue_frames < 1 or queue_bytes < 1:
@@ -122,6 +123,7 @@ class SyncClient:
             ssl_context=ssl_context,
             connect_timeout=connect_timeout,
             heartbeat=heartbeat,
+            payload_limits=payload_limits,
         )
         self._client: Client | None = None
         self._token: trio.lowlevel.TrioToken | None = None
