@@ -81,3 +81,15 @@ def test_unknown_op_missing_field_and_wrong_type_are_protocol_errors() -> None:
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     wire = b"\x01" + cbor2.dumps({"op": "ping", "data": 1, "future_field": "x"})
     assert M.decode_message(wire) == M.Ping(data=1)
+
+
+def test_error_messages_quote_wire_values_briefly() -> None:
+    from trio_stream._protocol.brief import brief
+
+    for op in ("x" * 2**20, b"\x00" * 2**16, [list(range(1000))] * 1000, 10**5000):
+        text = brief(op)
+        assert len(text) <= 80
+    assert brief(10**5000) == "<int of 16610 bits>"
+    with pytest.raises(ProtocolError, match="unknown control message op") as info:
+        M.decode_message(b"\x01" + cbor2.dumps({"op": "x" * 2**20}))
+    assert len(str(info.value)) < 200
