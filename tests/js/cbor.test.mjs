@@ -246,3 +246,69 @@ describe('encoder behaviour', () => {
     assert.deepStrictEqual(decode(encode({ big, s })), { big, s });
   });
 });
+
+describe('limits on what a writer may make us do', () => {
+  const head = (major, n) => {
+    const b = Buffer.alloc(5);
+    b[0] = (major << 5) | 26;
+    b.writeUInt32BE(n, 1);
+    return b;
+  };
+  const bignum = (nbytes) => Buffer.concat([Buffer.from([0xc2]), head(2, nbytes), Buffer.alloc(nbytes, 0xff)]);
+  const elapsed = (fn) => {
+    const t = performance.now();
+    try { fn(); } catch (e) { if (!(e instanceof CBORError)) throw e; }
+    return performance.now() - t;
+  };
+
+  test('a huge bignum is refused before it is read, naming the limit', () => {
+    const wire = bignum(1 << 20);
+    assert.throws(() => decode(wire), /bignum of 1048576 bytes exceeds maxBignumBytes \(1024\)/);
+    assert.ok(elapsed(() => decode(wire)) < 50);
+  });
+
+  test('a decimal or bigfloat with a huge mantissa is refused too', () => {
+    for (const tag of [0xc4, 0xc5]) {
+      const wire = Buffer.concat([Buffer.from([tag, 0x82, 0x00]), bignum(64 * 1024)]);
+      assert.throws(() => decode(wire), /maxBignumBytes/);
+    }
+  });
+
+  test('an indefinite-length bignum is measured after it is read', () => {
+    const wire = Buffer.concat([Buffer.from([0xc2, 0x5f]), head(2, 2000), Buffer.alloc(2000), Buffer.from([0xff])]);
+    assert.throws(() => decode(wire), /maxBignumBytes/);
+  });
+
+  test('bignums within the limit decode exactly, and the limit can be raised', () => {
+    assert.equal(decode(bignum(16)), (1n << 128n) - 1n);
+    assert.equal(decode(Buffer.from([0xc3, 0x42, 0x01, 0x00])), -257n);
+    assert.equal(decode(bignum(4096), { maxBignumBytes: 4096 }), (1n << 32768n) - 1n);
+  });
+
+  test('item count is bounded and can be raised', () => {
+    const wire = Buffer.concat([head(4, 100000), Buffer.alloc(100000, 0xf6)]);
+    assert.throws(() => decode(wire, { maxItems: 1000 }), /maxItems \(1000\)/);
+    assert.equal(decode(wire).length, 100000);
+  });
+
+  test('a typed array counts as one item, whatever its length', () => {
+    const data = Buffer.alloc(8 * 100000);
+    const wire = Buffer.concat([Buffer.from([0xd8, 86]), head(2, data.length), data]);
+    assert.equal(decode(wire, { maxItems: 2 }).length, 100000);
+  });
+
+  test('nesting is bounded and can be raised', () => {
+    const wire = Buffer.concat([Buffer.alloc(100, 0x81), Buffer.from([0x01])]);
+    assert.throws(() => decode(wire), /nesting exceeds maxDepth \(64\)/);
+    let v = decode(wire, { maxDepth: 200 });
+    for (let i = 0; i < 100; i++) v = v[0];
+    assert.equal(v, 1);
+  });
+
+  test('cut at every offset, a value is a CBORError, never anything else', () => {
+    const wire = encode({ a: [1, 2n ** 100n, 'x', new Float64Array([1, 2])], b: new Map([[1, 2]]) });
+    for (let cut = 0; cut < wire.length; cut++) {
+      assert.throws(() => decode(wire.subarray(0, cut)), CBORError);
+    }
+  });
+});

@@ -133,7 +133,8 @@ function bytesToTyped(bytes, ctor, size, little) {
   if (size === 1) return new ctor(bytes.buffer, bytes.byteOffset, n);
   if (little === LITTLE_ENDIAN_HOST) {
     if (bytes.byteOffset % size === 0) return new ctor(bytes.buffer, bytes.byteOffset, n);
-    return new ctor(bytes.slice().buffer); // slice() copies into an aligned, offset-0 buffer
+    // A copy into an aligned, offset-0 buffer (Uint8Array slice: a Node Buffer's slice is a view)
+    return new ctor(Uint8Array.prototype.slice.call(bytes).buffer);
   }
   // Foreign byte order: swap each element into a copy.
   const copy = new Uint8Array(bytes.byteLength);
@@ -157,11 +158,21 @@ const BREAK = Symbol('break');
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 class Decoder {
-  constructor(bytes, maxDepth) {
+  constructor(bytes, limits) {
     this.bytes = bytes;
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.pos = 0;
-    this.maxDepth = maxDepth;
+    this.maxDepth = limits.maxDepth;
+    this.maxBignumBytes = limits.maxBignumBytes;
+    this.maxItems = limits.maxItems;
+    this.itemsLeft = limits.maxItems;
+  }
+
+  // A limit of decode()'s options was exceeded: say which, and how to raise it.
+  refuse(what, option, limit) {
+    throw new CBORError(
+      `CBOR: ${what} exceeds ${option} (${limit}); pass a larger ${option} in the decode options ` +
+      `(payloadLimits of the client) if your writers mean it (at byte ${this.pos})`);
   }
 
   fail(msg) {
@@ -205,7 +216,8 @@ class Decoder {
   }
 
   item(depth) {
-    if (depth > this.maxDepth) this.fail(`nesting deeper than ${this.maxDepth}`);
+    if (depth > this.maxDepth) this.refuse('nesting', 'maxDepth', this.maxDepth);
+    if (--this.itemsLeft < 0) this.refuse('the number of items', 'maxItems', this.maxItems);
     this.need(1);
     const ib = this.bytes[this.pos++];
     const major = ib >> 5, ai = ib & 31;
@@ -369,7 +381,18 @@ class Decoder {
     // Refuse before looking at the content (protocol.md section 4)
     if (tag === 35 || tag === 36) this.fail(`tag ${tag} (${tag === 35 ? 'regular expression' : 'MIME message'}) is refused`);
     const start = this.pos;
+    if ((tag === 2 || tag === 3) && this.pos < this.bytes.length && this.bytes[this.pos] >> 5 === 2) {
+      // Look at a bignum's size before reading it (tags 4/5 wrap bignums as their mantissa).
+      const save = this.pos;
+      const head = this.bytes[this.pos++];
+      const n = this.argument(head & 31);
+      this.pos = save;
+      if (n !== -1 && n > this.maxBignumBytes) this.refuse(`a bignum of ${n} bytes`, 'maxBignumBytes', this.maxBignumBytes);
+    }
     const value = this.item(depth + 1);
+    if ((tag === 2 || tag === 3) && value instanceof Uint8Array && value.length > this.maxBignumBytes) {
+      this.refuse(`a bignum of ${value.length} bytes`, 'maxBignumBytes', this.maxBignumBytes); // indefinite length
+    }
     try {
       return decodeTag(tag, value);
     } catch (e) {
@@ -405,8 +428,10 @@ function decodeTag(tag, value) {
     case 2:
     case 3: {
       if (!(value instanceof Uint8Array)) throw new CBORError('bignum content must be a byte string');
-      let n = 0n;
-      for (const b of value) n = (n << 8n) | BigInt(b);
+      // Through hex: linear, where shifting a BigInt byte by byte is quadratic.
+      let hex = '0x0';
+      for (const b of value) hex += (b < 16 ? '0' : '') + b.toString(16);
+      const n = BigInt(hex);
       return tag === 2 ? n : -1n - n;
     }
     case TAG_NDARRAY: {
@@ -448,15 +473,21 @@ function decodeExtArray(value) {
   return new NDArray(shape, bytesToTyped(bytes, ctor, elemSize, little), dtype);
 }
 
+export const DEFAULT_LIMITS = Object.freeze({ maxDepth: 64, maxBignumBytes: 1024, maxItems: 4194304 });
+
 /**
  * Decode exactly one CBOR data item.
  * @param {Uint8Array|ArrayBuffer|ArrayBufferView} input
- * @param {{maxDepth?: number}} [options] maxDepth bounds nesting of arrays, maps and tags.
+ * @param {{maxDepth?: number, maxBignumBytes?: number, maxItems?: number}} [options]
+ *   limits on what a writer may make us do (protocol.md section 4): `maxDepth` bounds nesting
+ *   of arrays, maps and tags (64), `maxBignumBytes` the bytes of one integer beyond 64 bits,
+ *   tags 2/3, also as the mantissa of a decimal or bigfloat (1024), `maxItems` the data items
+ *   in one value, a typed array counting as one (4,194,304). Beyond one: a CBORError naming it.
  * Byte strings and aligned little-endian typed arrays are views into `input` (no copy).
  */
-export function decode(input, { maxDepth = 64 } = {}) {
+export function decode(input, options = {}) {
   const bytes = toUint8Array(input);
-  const d = new Decoder(bytes, maxDepth);
+  const d = new Decoder(bytes, { ...DEFAULT_LIMITS, ...options });
   const value = d.item(0);
   if (d.pos !== bytes.length) d.fail(`${bytes.length - d.pos} trailing byte(s) after the data item`);
   return value;

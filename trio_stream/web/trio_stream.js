@@ -201,6 +201,9 @@ export class Client extends Emitter {
  *   is dropped as dead (and reconnected, with `reconnect`).
    * @param {boolean} [options.retryFirstConnect=true] keep trying when the very first attempt fails
    * @param {Function} [options.WebSocket] WebSocket constructor (default: the global one)
+   * @param {object} [options.payloadLimits] decode limits for payloads, e.g. `{maxItems: 1e7}`
+   *   (cbor.js DEFAULT_LIMITS: maxDepth, maxBignumBytes, maxItems); a payload beyond them is
+   *   skipped with an 'error' event naming the limit
    */
   constructor(url, options = {}) {
     super();
@@ -208,12 +211,13 @@ export class Client extends Emitter {
     this.#opts = {
       name: null, token: null, reconnect: true, reconnectDelay: 250, maxReconnectDelay: 10000,
       requestTimeout: 10000, connectTimeout: 10000, pingInterval: null, retryFirstConnect: true,
-      WebSocket: globalThis.WebSocket, ...options,
+      WebSocket: globalThis.WebSocket, payloadLimits: {}, ...options,
     };
     if (typeof this.#opts.WebSocket !== 'function') throw new TypeError('no WebSocket implementation available');
   }
 
   get url() { return this.#url; }
+  get payloadLimits() { return this.#opts.payloadLimits; }
   get connected() { return this.state === 'open'; }
   get subscriptions() { return [...this.#subs]; }
   get publishers() { return [...this.#pubs]; }
@@ -929,7 +933,7 @@ export class Subscription extends Emitter {
     const nbytes = payload.byteLength;
     let data;
     try {
-      data = decode(payload);
+      data = decode(payload, this.#client.payloadLimits);
     } catch (e) {
       // A writer's bad payload must not cost us the connection: skip it, but say so.
       const err = new ProtocolError(`${this.channel} seq ${seq}: undecodable payload: ${e.message}`);
