@@ -43,6 +43,7 @@ from ._protocol.limits import (
     PayloadLimits,
 )
 from ._records import ChannelInfo, ClientInfo, Message, ServerStats
+from ._transport import sniff
 from ._transport.base import FrameTransport
 from ._transport.connect import connect
 from ._util import unwrap_single_exception
@@ -134,6 +135,10 @@ class Client:
     async def _handshake(self, name: str | None, token: str | None) -> None:
         hello = M.encode_message(M.Hello(v=PROTOCOL_VERSION, name=name, token=token))
         await self._transport.send([frame_prefix(len(hello)), hello])
+        # tcp:// on an HTTP port gets "HTTP/1.1 400 ...": name the port, not a huge frame.
+        first = await sniff.peek(getattr(self._transport, "stream", None))
+        if first and (wrong := sniff.describe_http_reply(f"tcp://{self._transport.remote}", first)):
+            raise ConnectionClosed(wrong)
         frames = await self._transport.receive_frames()
         reply = M.decode_message(frames[0])
         if isinstance(reply, M.Error):

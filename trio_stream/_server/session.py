@@ -38,6 +38,7 @@ from .._protocol import messages as M
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import frame_prefix
 from .._protocol.limits import PROTOCOL_VERSION, SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
+from .._transport import sniff
 from .._transport.base import FrameTransport
 from .._version import __version__
 from .admin import admin_handlers
@@ -319,6 +320,10 @@ class Session:
             log.info("client %r disconnected", self.name)
 
     async def _handshake(self) -> None:
+        # A WebSocket client or a browser on the TCP port learns which port this is (sniff).
+        stream = getattr(self.transport, "stream", None)
+        if await sniff.answer_http_on_tcp_port(stream, self.state.config.http_port):
+            raise ConnectionClosed("an HTTP request on the TCP port (answered with a 400)")
         frames = await self.transport.receive_frames()
         if frames[0][0] != F.CONTROL:
             raise ProtocolError("the first frame must be a CONTROL hello")

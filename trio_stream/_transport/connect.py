@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import trio
 
 from .._exceptions import ConnectionClosed, InvalidArgument
+from . import sniff
 from .base import FrameTransport
 from .tcp import StreamTransport
 
@@ -27,6 +28,45 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, parts.port, parts.path or "/ws"
 
 
+async def tls_handshake(
+    url: str, stream: trio.SocketStream, host: str, ssl_context: ssl.SSLContext | None
+) -> trio.SSLStream[trio.SocketStream]:
+    """TLS over ``stream``, handshake done: a plain server is named in one line here.
+
+    Raises:
+        ConnectionClosed: the handshake failed (closing ``stream``).
+    """
+    context = ssl_context or ssl.create_default_context()
+    tls = trio.SSLStream(stream, context, server_hostname=host)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(tls)
+        reason = sniff.describe_tls_failure(url, exc)
+        raise ConnectionClosed(
+            reason or f"cannot connect to {url}: {exc.__cause__ or exc}"
+        ) from exc
+    return tls
+
+
+async def check_tls(url: str, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+    """A TLS handshake and nothing else, before a ``wss://`` connection.
+
+    trio-websocket meets a plain server's answer to its ClientHello in its background writer
+    and then waits out its connect timeout (10 s) without a word; this costs one more
+    handshake per wss:// connection (setup only) and turns that wait into one prompt line.
+
+    Raises:
+        ConnectionClosed: unreachable, or the handshake failed.
+    """
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise ConnectionClosed(f"cannot connect to {url}: {exc.strerror or exc}") from exc
+    tls = await tls_handshake(url, stream, host, ssl_context)
+    await trio.aclose_forcefully(tls)
+
+
 @asynccontextmanager
 async def connect(
     url: str, *, max_frame_bytes: int, ssl_context: ssl.SSLContext | None = None
@@ -35,18 +75,21 @@ async def connect(
     if scheme in ("ws", "wss"):
         from .websocket import connect_websocket
 
+        if scheme == "wss":
+            await check_tls(url, host, port, ssl_context)
+
         async with connect_websocket(
             url, max_frame_bytes=max_frame_bytes, ssl_context=ssl_context
         ) as transport:
             yield transport
         return
     try:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        socket_stream = await trio.open_tcp_stream(host, port)
     except OSError as exc:
         raise ConnectionClosed(f"cannot connect to {url}: {exc.strerror or exc}") from exc
+    stream: trio.abc.Stream = socket_stream
     if scheme == "tcps":
-        context = ssl_context or ssl.create_default_context()
-        stream = trio.SSLStream(stream, context, server_hostname=host)
+        stream = await tls_handshake(url, socket_stream, host, ssl_context)
     transport = StreamTransport(stream, max_frame_bytes)
     try:
         yield transport

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 import h11
 import trio
@@ -23,6 +24,7 @@ import trio_websocket
 from .._server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .._server.metrics import render_metrics
 from .._server.session import Session
+from . import sniff
 from .origin import host_allowed, host_refusal, origin_allowed
 from .replay import ReplayStream
 from .tcp import _remote_of, peer_address
@@ -237,6 +239,16 @@ class HttpConnection:
                         raise h11.RemoteProtocolError("request head too large", 431)
                     want = min(want, room)
                 data = await self.stream.receive_some(want)
+                if (
+                    request is None
+                    and not self.conn.trailing_data[0]
+                    and sniff.cannot_start_http_request(data)
+                ):
+                    # A trio_stream or TLS client on this port: say so now (see sniff).
+                    server = self.site.server
+                    address = urlsplit(server.http_url or "").netloc or "HOST:PORT"
+                    text = sniff.http_port_explanation(bytes(data), address, server.tcp_url)
+                    raise h11.RemoteProtocolError(text, 400)
                 self.conn.receive_data(bytes(data))  # b"" tells h11 about EOF
                 continue
             if isinstance(event, h11.Request):

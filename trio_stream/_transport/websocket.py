@@ -21,6 +21,7 @@ import trio_websocket
 from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder
+from . import sniff
 from .base import FrameTransport
 from .connect import split_url
 
@@ -222,7 +223,9 @@ async def connect_websocket(
 
 def describe_handshake_error(exc: trio_websocket.HandshakeError) -> str:
     if isinstance(exc, trio_websocket.ConnectionRejected):
-        body = (exc.body or b"").decode(errors="replace").strip()
+        body = (exc.body or b"").decode(errors="replace").strip()[:300]
+        if body.startswith(sniff.TCP_PORT_MARK):
+            return body  # ws:// on the TCP port: the server said which port this is
         hint = f" ({body})" if body else ""
         return f"the server refused the WebSocket upgrade with HTTP {exc.status_code}{hint}"
     if isinstance(exc, trio_websocket.ConnectionTimeout):

@@ -1,0 +1,148 @@
+"""Wrong port, wrong scheme: recognised from the first bytes and named in one line.
+
+The pure checks on bytes, then each mistake for real against a server on loopback.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trio
+import trustme
+from hypothesis import given
+from hypothesis import strategies as st
+
+import trio_stream as ts
+from trio_stream._protocol import messages as M
+from trio_stream._protocol.framing import frame_prefix
+from trio_stream._protocol.limits import PROTOCOL_VERSION
+from trio_stream._transport import sniff
+
+TLS_CLIENT_HELLO_START = b"\x16\x03\x01\x02\x00\x01"
+
+
+def test_http_requests_and_answers_are_recognised() -> None:
+    assert sniff.is_http_request(b"GET /ws HTTP/1.1\r\n")
+    assert sniff.is_http_request(b"POST / HTTP/1.1\r\n")
+    assert not sniff.is_http_request(b"\x00\x00\x00\x1d\x01")
+    assert sniff.is_http_response(b"HTTP/1.1 400 Bad Request\r\n")
+    assert not sniff.is_http_response(b"\x00\x00\x00\x40\x01")
+
+
+def test_tls_client_hello_is_recognised() -> None:
+    assert sniff.is_tls_hello(TLS_CLIENT_HELLO_START)
+    assert not sniff.is_tls_hello(b"GET ")
+    assert not sniff.is_tls_hello(b"\x16")
+
+
+def test_a_trio_stream_hello_cannot_start_an_http_request() -> None:
+    hello = M.encode_message(M.Hello(v=PROTOCOL_VERSION, name="x", token=None))
+    assert sniff.cannot_start_http_request(bytes(frame_prefix(len(hello))) + hello)
+    assert sniff.cannot_start_http_request(TLS_CLIENT_HELLO_START)
+    for request in (b"GET / HTTP/1.1\r\n", b"\r\nGET / HTTP/1.1", b"get /"):
+        assert not sniff.cannot_start_http_request(request)
+    assert not sniff.cannot_start_http_request(b"")  # nothing yet: no verdict
+
+
+@given(st.binary(min_size=1, max_size=64))
+def test_bytes_starting_with_a_letter_may_be_http(data: bytes) -> None:
+    assert sniff.cannot_start_http_request(data) == (
+        not (chr(data[0]).isascii() and chr(data[0]).isalpha()) and data[0] not in b"\r\n"
+    )
+
+
+def test_explanations_name_the_right_urls() -> None:
+    text = sniff.tcp_port_explanation("127.0.0.1:9870", 9871)
+    assert text.startswith(sniff.TCP_PORT_MARK)
+    assert "tcp://127.0.0.1:9870" in text and "ws://127.0.0.1:9871/ws" in text
+    assert "no HTTP port" in sniff.tcp_port_explanation("127.0.0.1:9870", None)
+    text = sniff.http_port_explanation(b"\x00\x00", "127.0.0.1:9871", "tcp://127.0.0.1:9870")
+    assert "ws://127.0.0.1:9871/ws" in text and "tcp://127.0.0.1:9870" in text
+    tls = sniff.http_port_explanation(TLS_CLIENT_HELLO_START, "127.0.0.1:9871", None)
+    assert "does not use TLS" in tls
+
+
+def test_an_http_answer_becomes_one_line_for_the_client() -> None:
+    body = sniff.http_port_explanation(b"\x00", "h:1", "tcp://h:2")
+    answer = sniff.http_answer(400, "Bad Request", body)
+    assert sniff.describe_http_reply("tcp://h:1", answer) == f"tcp://h:1: {body}"
+    other = sniff.describe_http_reply("tcp://h:1", b"HTTP/1.1 404 Not Found\r\n\r\nnope")
+    assert other is not None and "HTTP port" in other
+    assert sniff.describe_http_reply("tcp://h:1", b"\x00\x00\x00\x10") is None
+
+
+def test_only_a_plain_answer_to_tls_is_named() -> None:
+    plain = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    plain.reason = "WRONG_VERSION_NUMBER"
+    wrapped = trio.BrokenResourceError("x")
+    wrapped.__cause__ = plain
+    text = sniff.describe_tls_failure("tcps://h:1", wrapped)
+    assert text is not None and "use tcp://h:1" in text
+    other = ssl.SSLError(1, "certificate verify failed")
+    other.reason = "CERTIFICATE_VERIFY_FAILED"
+    assert sniff.describe_tls_failure("wss://h:1/ws", other) is None
+
+
+# -- the mistakes, for real -------------------------------------------------------------------
+async def one_line_error(url: str) -> str:
+    with trio.fail_after(5):  # promptly: no handshake timeout is waited out
+        with pytest.raises(ts.ConnectionClosed) as info:
+            async with ts.open_client(url):
+                pass
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def port_of(url: str | None) -> str:
+    assert url is not None
+    return url.split("//")[1].split("/")[0]
+
+
+async def test_ws_scheme_on_the_tcp_port_is_named(server: ts.Server) -> None:
+    text = await one_line_error(f"ws://{port_of(server.tcp_url)}/ws")
+    assert sniff.TCP_PORT_MARK in text
+    assert f"use {server.tcp_url}" in text
+
+
+async def test_tcp_scheme_on_the_http_port_is_named(server: ts.Server) -> None:
+    text = await one_line_error(f"tcp://{port_of(server.ws_url)}")
+    assert sniff.HTTP_PORT_MARK in text
+    assert server.ws_url is not None and server.ws_url in text
+    assert f"({server.tcp_url})" in text
+
+
+@pytest.mark.parametrize("port", ["tcp", "http"])
+async def test_tls_schemes_against_a_plain_server_are_named(server: ts.Server, port: str) -> None:
+    address = port_of(server.tcp_url if port == "tcp" else server.ws_url)
+    for scheme in ("tcps", "wss"):
+        text = await one_line_error(f"{scheme}://{address}/ws")
+        assert "the server answered without TLS" in text, text
+
+
+async def test_the_tcp_port_answers_a_browser_with_a_400(server: ts.Server) -> None:
+    host, port = port_of(server.tcp_url).split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    with trio.fail_after(5):
+        while chunk := await stream.receive_some():
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert sniff.TCP_PORT_MARK.encode() in answer
+
+
+async def test_a_tls_server_still_serves_tls_clients(nursery: trio.Nursery) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, ssl_context=server_context)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    for url in (server.tcp_url, server.ws_url):
+        assert url is not None
+        async with ts.open_client(url, ssl_context=client_context) as client:
+            assert "trio_stream" in client.server
+    await server.aclose()
