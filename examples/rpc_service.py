@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import math
 import random
+import sys
 import time
 from typing import Any
 
@@ -144,10 +145,24 @@ async def main(url: str | None, role: str) -> None:
         await demo(url)
 
 
+def first_error(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: what a nursery wrapped."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", nargs="?", help="server URL (default: start a server here)")
     parser.add_argument("--role", choices=["both", "instrument", "control"], default="both")
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how the instrument role ends
-        trio.run(main, args.url, args.role)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how the instrument role ends
+            trio.run(main, args.url, args.role)
+    except BaseException as exc:
+        error = first_error(exc)
+        if not isinstance(error, ts.TrioStreamError):
+            raise
+        # e.g. NameInUse: another "thermo" is connected already. One line, not a traceback.
+        sys.exit(f"rpc_service: {type(error).__name__}: {error}")

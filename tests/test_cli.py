@@ -259,6 +259,35 @@ async def test_demo_writes_its_channels_and_stops_on_sigterm() -> None:
     assert "Traceback" not in stderr
 
 
+async def test_demo_suggests_a_command_that_works_as_typed(tmp_path: Path) -> None:
+    # Right after the README's first command, trio-stream is .venv/bin/trio-stream and not on
+    # PATH: the demo's "try:" line must be what the user can type.
+    script = Path(sys.executable).parent / "trio-stream"
+    env = {**ENV, "PATH": "/usr/bin:/bin"}
+    process = await trio.lowlevel.open_process(
+        [str(script), "demo", "--tcp-port", "0", "--http-port", "off"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        lines = await Running(process).read_until("Ctrl-C")
+        suggested = next(line for line in lines if line.startswith("try: "))[5:]
+        assert suggested.startswith(f"{script} sub tcp://127.0.0.1:")
+        with trio.fail_after(RUN_TIMEOUT_S):
+            done = await trio.run_process(
+                suggested.split(), capture_stdout=True, capture_stderr=True, env=env, check=False
+            )
+        assert done.returncode == 0, done.stderr
+        assert len(json_lines(done.stdout.decode())) == 5
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(WAIT_S):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+
+
 async def test_serve_with_tls_and_a_client_that_trusts_its_ca(tmp_path: Path) -> None:
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
@@ -471,7 +500,7 @@ async def test_replay_fast_repeat_and_sub_every(server: ts.Server, tmp_path: Pat
             "--wait-readers",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        assert "replayed 15 frames to 'copy': 15 sent" in result.stderr.decode()
+        assert "replayed 15 frames to 'copy'" in result.stderr.decode()
         code, stdout, stderr = await sub.finish()
     assert code == 0, stderr
     # Three rounds of 0..4 in order; the reader keeps every third of them.
@@ -495,11 +524,18 @@ async def test_dump_replay_generate_show_progress_on_a_terminal(
             code, _, stderr = await dump.finish()
         assert code == 0, stderr
         assert "recording" in stderr and "live" in stderr and "\x1b[" in stderr
-        shown = await cli("replay", str(path), url, "live", env=terminal)
+        shown = await cli("replay", str(path), url, "live", "--no-wait", env=terminal)
         assert "replaying" in shown.stderr.decode()
-        piped = await cli("replay", str(path), url, "live")
-        assert piped.returncode == 0 and "\x1b[" not in piped.stderr.decode()
-        assert piped.stderr.decode().startswith("replayed 3 frames")
+        piped = await cli("replay", str(path), url, "live", "--no-wait")
+        assert piped.returncode == 3 and "\x1b[" not in piped.stderr.decode()
+        assert (
+            piped.stderr.decode()
+            .strip()
+            .endswith(
+                "replayed 3 frames to 'live': 0 sent, 3 not sent for want of readers (start a "
+                "reader first; without --no-wait replay waits for one)"
+            )
+        )
         generate = ["generate", url, "load", "--create", "--count", "3", "--rate", "20"]
         live = await cli(*generate, env=terminal)
         assert live.returncode == 0, live.stderr
@@ -674,3 +710,130 @@ async def test_call(server: ts.Server) -> None:
         assert len(fail.stderr.decode().strip().splitlines()) == 1
         wrong = await cli("call", url, "daq", "my_echo", "1", "2")
         assert wrong.returncode == 2 and "Traceback" not in wrong.stderr.decode()
+
+
+# -- the first hour: what a new user meets -------------------------------------------------------
+async def test_pub_waits_for_a_reader_and_says_so(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with running("pub", url, "setpoint", "21.5", "--create") as pub:
+        assert pub.process.stderr is not None
+        with trio.fail_after(WAIT_S):
+            said = (await pub.process.stderr.receive_some()).decode()
+        assert "waiting for a reader of 'setpoint' (Ctrl-C to stop" in said
+        sub = await cli("sub", url, "setpoint", "--count", "1")
+        assert sub.returncode == 0, sub.stderr
+        assert json_lines(sub.stdout.decode())[0]["data"] == 21.5
+        code, _, _ = await pub.finish()
+    assert code == 0
+
+
+async def test_pub_without_readers_exits_3_in_one_line(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    for extra in (["--no-wait"], ["--wait-timeout", "0.2"]):
+        result = await cli("pub", server.tcp_url, "empty", "1", "--create", *extra)
+        assert result.returncode == 3, result.stderr
+        lines = result.stderr.decode().strip().splitlines()
+        assert "start a reader first" in lines[-1] and lines[-1].startswith("trio-stream pub: ")
+    missing = await cli("pub", server.tcp_url, "no-such", "1")
+    assert missing.returncode == 1
+    assert (
+        missing.stderr.decode().strip().endswith("no channel named 'no-such' (--create creates it)")
+    )
+
+
+async def test_a_bad_stdin_line_is_named_by_its_number(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    result = await cli(
+        "pub", server.tcp_url, "nums", "--create", "--no-wait", "--dtype", "float32",
+        stdin=b"1\n2\nabc\n4\n",
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "stdin line 3: cannot make a float32 array of 'abc'" in lines[0]
+
+
+async def test_replay_waits_for_a_reader_by_default(server: ts.Server, tmp_path: Path) -> None:
+    assert server.tcp_url is not None
+    url, path = server.tcp_url, tmp_path / "r.tsdump"
+    async with ts.open_client(url, name="daq") as daq:
+        await daq.create_channel("src")
+        async with running("dump", url, "src", str(path), "--count", "2") as dump:
+            await wait_for_channel(daq, "src", readers=1)
+            for i in range(2):
+                await daq.publish("src", i)
+            assert (await dump.finish())[0] == 0
+    timed_out = await cli("replay", str(path), url, "dst", "--create", "--wait-timeout", "0.3")
+    assert timed_out.returncode == 3
+    assert "waiting for a reader of 'dst'" in timed_out.stderr.decode()
+    async with running("replay", str(path), url, "dst", "--create", "--fast") as replay:
+        sub = await cli("sub", url, "dst", "--count", "2", "--wait-channel")
+        assert [m["data"] for m in json_lines(sub.stdout.decode())] == [0, 1]
+        code, _, stderr = await replay.finish()
+    assert code == 0, stderr
+
+
+def test_tables_fit_80_columns_and_keep_the_ends_of_names() -> None:
+    import io
+    import time
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from trio_stream.cli.inspect import channels_table, clients_table
+
+    channel = ts.ChannelInfo(
+        name="lab/detector-7/temperature-channel-0001", owner="acquisition-box-west-42",
+        public=False, readers=3, writers=1, seq=123456789, rate_fps=12345.0,
+        rate_bps=123456789.0, lost=987654, created=time.time(), lifetime=60.0, history=10,
+        single_writer=True, keep=True,
+    )  # fmt: skip
+    client = ts.ClientInfo(
+        id=4242, name="trio-stream-clients-with-a-long-name-xyz", address="127.0.0.1:48334",
+        transport="tcp", connected_at=time.time(), subscriptions=(),
+        publishers=("lab/detector-7/temperature-channel-0001",), methods=("read_temperature",),
+    )  # fmt: skip
+    for table, name, column, next_column in (
+        (channels_table([channel], {channel.name: 1.5}), channel.name, "channel", "owner"),
+        (channels_table([channel]), channel.owner, "owner", "/writers"),
+        (clients_table([client]), client.name, "name", "address"),
+    ):
+        out = io.StringIO()
+        Console(file=out, width=80, color_system=None).print(table)
+        lines = out.getvalue().splitlines()
+        assert max(cell_len(line) for line in lines) <= 80
+        assert "…" not in out.getvalue()
+        header = next(line for line in lines if f" {next_column}" in line)
+        start, end = header.index(column), header.index(f" {next_column}")
+        body = lines[lines.index(next(x for x in lines if x.startswith("─"))) + 1 :]
+        # Wrapped, never cut: the column's lines put together are the whole name.
+        assert "".join(line[start:end].strip() for line in body) == name
+
+
+async def test_stats_watch_piped_prints_lines_at_once_and_a_last_line_on_sigterm(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url is not None
+    async with running("stats", server.tcp_url, "--watch", "--interval", "0.2") as watch:
+        first = await watch.readline()  # not held back until the end
+        assert " server " in first and "connections=" in first
+        watch.process.send_signal(signal.SIGTERM)
+        code, _, stderr = await watch.finish()
+    assert code == 0
+    assert stderr.strip().splitlines()[-1].startswith("trio-stream stats: stopped after")
+
+
+async def test_rpc_example_with_its_name_taken_is_one_line(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    script = Path(__file__).parent.parent / "examples" / "rpc_service.py"
+    async with ts.open_client(server.tcp_url, name="thermo"):
+        with trio.fail_after(RUN_TIMEOUT_S):
+            done = await trio.run_process(
+                [sys.executable, str(script), server.tcp_url, "--role", "instrument"],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.decode().strip().splitlines()
+    assert lines == [
+        "rpc_service: NameInUse: a client named 'thermo' is connected already; pick another name"
+    ]

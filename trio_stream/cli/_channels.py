@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
@@ -15,7 +16,7 @@ import trio
 import trio_stream as ts
 
 from ._options import subscription_kwargs
-from ._run import CliError
+from ._run import CliError, NoReaders
 
 
 # -- connecting --------------------------------------------------------------------------------
@@ -128,12 +129,23 @@ async def wait_for_readers(pub: ts.Publisher, args: argparse.Namespace) -> None:
         CliError: not enough readers within --wait-timeout.
     """
     wanted = args.min_readers or (1 if args.wait_readers else 0)
-    if not wanted:
+    if not wanted or pub.readers >= wanted:
         return
+    what = "a reader" if wanted == 1 else f"{wanted} readers"
+    print(
+        f"{prog(args)}: waiting for {what} of {pub.channel!r} (Ctrl-C to stop; --no-wait "
+        "sends only to readers already there)",
+        file=sys.stderr,
+        flush=True,
+    )
     with trio.move_on_after(args.wait_timeout or math.inf):
         await pub.wait_for_readers(wanted)
         return
-    raise CliError(
-        f"channel {pub.channel!r} has {pub.readers} reader(s), not {wanted}, "
-        f"after {args.wait_timeout} s"
+    raise NoReaders(
+        f"channel {pub.channel!r} has {pub.readers} reader(s), not {wanted}, after "
+        f"{args.wait_timeout:g} s (--wait-timeout): nothing was sent; start a reader first"
     )
+
+
+def prog(args: argparse.Namespace) -> str:
+    return f"trio-stream {args.command}"

@@ -251,11 +251,22 @@ def add_create_options(parser: argparse.ArgumentParser, *, what: str | None) -> 
     group.add_argument("--create-key", metavar="KEY", help="created channels need this key")
 
 
-def add_reader_wait_options(parser: argparse.ArgumentParser) -> None:
+def add_reader_wait_options(parser: argparse.ArgumentParser, *, wait: bool = False) -> None:
+    """``wait``: wait for a reader by default (a writer sends nothing to an empty channel)."""
     group = parser.add_argument_group("readers")
     group.add_argument(
-        "--wait-readers", action="store_true", help="first wait until the channel has a reader"
+        "--wait-readers",
+        action="store_true",
+        default=wait,
+        help="first wait until the channel has a reader" + (" (the default)" if wait else ""),
     )
+    if wait:
+        group.add_argument(
+            "--no-wait",
+            dest="wait_readers",
+            action="store_false",
+            help="do not wait: values go only to readers already there (exit 3 if some found none)",
+        )
     group.add_argument(
         "--min-readers",
         type=positive_int,
@@ -266,5 +277,5 @@ def add_reader_wait_options(parser: argparse.ArgumentParser) -> None:
         "--wait-timeout",
         type=positive_float,
         metavar="SECONDS",
-        help="give up waiting for readers after this long (exit 1)",
+        help="give up waiting for readers after this long (exit 3)",
     )

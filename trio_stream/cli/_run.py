@@ -1,8 +1,9 @@
 """Running one command: trio.run, exit codes, one-line errors, and a graceful stop on signals.
 
 Exit codes: 0 success, 1 an error worth one line on stderr (a TrioStreamError, an OSError, a
-:class:`CliError`), 2 a usage error (argparse's convention), 130 interrupted by Ctrl-C.
-Anything else is a bug and keeps its traceback.
+:class:`CliError`), 2 a usage error (argparse's convention), 3 values not sent for want of
+readers (:class:`NoReaders`), 130 interrupted by Ctrl-C. Anything else is a bug and keeps its
+traceback. The README's "Command line" section lists them too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +28,7 @@ from .._util import unwrap_single_exception
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_NO_READERS: Final = 3  # a writer sent nothing (or not everything): nobody was reading
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 Command = Callable[[argparse.Namespace], Awaitable[int | None]]
@@ -40,6 +44,29 @@ class UsageError(CliError):
     """The invocation itself is wrong (a bad option value, a bad config file)."""
 
     exit_code = EXIT_USAGE
+
+
+class NoReaders(CliError):
+    """Values were not sent because the channel had no readers (a writer never sends blind)."""
+
+    exit_code = EXIT_NO_READERS
+
+
+def typed_command() -> str:
+    """How the user can type this program again: ``trio-stream`` if that is on PATH, else
+    the path they ran (``.venv/bin/trio-stream`` right after the README's first command),
+    else ``python -m trio_stream`` with this interpreter."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "trio-stream"
+    name = os.path.basename(argv0)
+    if name == "__main__.py" or not os.path.exists(argv0):
+        python = os.path.relpath(sys.executable) if sys.executable else "python3"
+        if python.startswith(".."):
+            python = sys.executable
+        return f"{shlex.quote(python)} -m trio_stream"
+    on_path = shutil.which(name)
+    if on_path is not None and os.path.samefile(on_path, argv0):
+        return name
+    return shlex.quote(argv0)
 
 
 def configure_logging(level: str) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import sys
 import time
 from typing import Any
 
 import trio
+from rich import box
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -26,7 +28,7 @@ from ._options import (
     positive_int,
 )
 from ._output import human_bytes, human_duration, human_rate, json_line, stdout_console
-from ._run import UsageError
+from ._run import UsageError, stop_on_signal
 
 
 def register(subparsers: Subparsers) -> None:
@@ -64,6 +66,34 @@ def register(subparsers: Subparsers) -> None:
         parser.set_defaults(run=run)
 
 
+NAME_MIN_WIDTH = 12  # columns a name keeps when the table must shrink to fit the terminal
+OWNER_MIN_WIDTH = 8
+
+
+def _table(title: str) -> Table:
+    # No vertical rules and one space between columns: every column of channels and clients
+    # fits 80 columns (rich crops a table whose columns cannot shrink enough, and the last
+    # columns simply vanish).
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+
+
+def _add_text_column(table: Table, header: str) -> None:
+    # Text wraps onto more lines rather than losing its end ("demo/c…"): the end is often
+    # what tells two names apart, and numbers never wrap (they stay right-aligned).
+    min_width = {"channel": NAME_MIN_WIDTH, "name": NAME_MIN_WIDTH, "owner": OWNER_MIN_WIDTH}.get(
+        header
+    )
+    table.add_column(header, overflow="fold", min_width=min_width)
+
+
 def _visible(channels: list[ts.ChannelInfo], system: bool) -> list[ts.ChannelInfo]:
     return sorted(
         (c for c in channels if system or not c.name.startswith("$")), key=lambda c: c.name
@@ -78,13 +108,16 @@ def _records(items: list[Any]) -> list[dict[str, Any]]:
 def channels_table(
     channels: list[ts.ChannelInfo], lost_per_s: dict[str, float] | None = None
 ) -> Table:
-    table = Table(title="channels", title_justify="left", expand=False)
-    for column in ("channel", "owner", "readers", "writers", "frames/s", "bytes/s", "seq"):
-        table.add_column(column, justify="left" if column in ("channel", "owner") else "right")
-    table.add_column("lost", justify="right")
+    table = _table("channels")
+    for column in ("channel", "owner"):
+        _add_text_column(table, column)
+    # One "rate" column (frames/s, then bytes/s, wrapping between them) leaves room for the
+    # names: a table of the demo's channels with lost/s and flags fits 80 columns.
+    for column in ("readers\n/writers", "rate", "seq", "lost"):
+        table.add_column(column, justify="right")
     if lost_per_s is not None:
         table.add_column("lost/s", justify="right")
-    table.add_column("flags")
+    _add_text_column(table, "flags")
     now = time.time()
     for c in channels:
         flags = [
@@ -108,10 +141,8 @@ def channels_table(
         table.add_row(
             c.name,
             c.owner,
-            str(c.readers),
-            str(c.writers),
-            human_rate(c.rate_fps),
-            human_bytes(c.rate_bps, "B/s"),
+            f"{c.readers}/{c.writers}",
+            f"{human_rate(c.rate_fps)} {human_bytes(c.rate_bps, 'B/s')}",
             str(c.seq),
             *lost,
             " ".join(flags),
@@ -147,7 +178,7 @@ async def run_channels(args: argparse.Namespace) -> int:
 
 # -- clients -----------------------------------------------------------------------------------
 def clients_table(clients: list[ts.ClientInfo]) -> Table:
-    table = Table(title="clients", title_justify="left")
+    table = _table("clients")
     for column in (
         "id",
         "name",
@@ -158,7 +189,10 @@ def clients_table(clients: list[ts.ClientInfo]) -> Table:
         "publishing",
         "methods",
     ):
-        table.add_column(column, justify="right" if column == "id" else "left")
+        if column == "id":
+            table.add_column(column, justify="right")
+        else:
+            _add_text_column(table, column)
     now = time.time()
     for c in sorted(clients, key=lambda c: c.id):
         subs = ", ".join(
@@ -227,13 +261,43 @@ async def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def plain_lines(server: str, stats: ts.ServerStats, channels: list[ts.ChannelInfo]) -> list[str]:
+    """One update of ``stats --watch`` off a terminal: a line for the server, one per channel."""
+    s = stats
+    stamp = time.strftime("%H:%M:%S")
+    lines = [
+        f"{stamp} server {server} connections={s.connections} channels={s.channels} "
+        f"in={s.frames_in_per_s:.1f}fps/{human_bytes(s.bytes_in_per_s, 'B/s')} "
+        f"out={s.frames_out_per_s:.1f}fps/{human_bytes(s.bytes_out_per_s, 'B/s')} "
+        f"lost={s.frames_lost} buffered={human_bytes(s.buffered_bytes)}"
+    ]
+    lines.extend(
+        f"{stamp} channel {c.name} readers={c.readers} writers={c.writers} "
+        f"fps={c.rate_fps:.1f} bytes/s={c.rate_bps:.0f} seq={c.seq} lost={c.lost}"
+        for c in channels
+    )
+    return lines
+
+
 async def _watch(client: ts.Client, args: argparse.Namespace) -> None:
-    """Refresh once per interval, like mflow's m_stats; lost/s from successive samples."""
+    """Refresh once per interval until --count or a signal (a last line says which)."""
+    updates = 0
+    async with stop_on_signal() as scope:
+        updates = await _watch_updates(client, args)
+    if scope.cancelled_caught:
+        print(f"trio-stream stats: stopped after {updates} update(s)", file=sys.stderr, flush=True)
+
+
+async def _watch_updates(client: ts.Client, args: argparse.Namespace) -> int:
+    """Like mflow's m_stats; lost/s from successive samples. Returns the updates shown."""
     console = stdout_console()
     previous: dict[str, tuple[float, int]] = {}
     updates = 0
-    # JSON lines go straight to stdout; only the table view needs the live display.
-    live = Live(console=console, auto_refresh=False) if not args.json else None
+    # JSON lines go straight to stdout; the table view needs the live display, and off a
+    # terminal (a pipe, a log file) each update is plain lines, flushed at once.
+    live = None
+    if not args.json and console.is_terminal:
+        live = Live(console=console, auto_refresh=False)
     with live if live is not None else contextlib.nullcontext():
         next_at = trio.current_time()
         while args.count is None or updates < args.count:
@@ -261,7 +325,10 @@ async def _watch(client: ts.Client, args: argparse.Namespace) -> None:
                     Group(stats_text(client.server, stats), channels_table(channels, lost_per_s)),
                     refresh=True,
                 )
+            else:
+                print("\n".join(plain_lines(client.server, stats, channels)), flush=True)
             updates += 1
             next_at += args.interval or 1.0
             if args.count is None or updates < args.count:
                 await trio.sleep_until(next_at)
+    return updates

@@ -28,15 +28,21 @@ from ._options import (
     positive_int,
 )
 from ._output import json_line, jsonable
-from ._run import UsageError
+from ._run import CliError, NoReaders, UsageError
 from .inspect import meta_text
 
 PUB_EPILOG = """\
-examples:
-  trio-stream pub tcp://127.0.0.1:9870 setpoint 21.5
-  trio-stream pub tcp://127.0.0.1:9870 config '{"gain": 2, "mode": "fast"}'
-  trio-stream pub tcp://127.0.0.1:9870 waveform '[0, 1, 2, 3]' --dtype float32
-  seq 100 | trio-stream pub tcp://127.0.0.1:9870 numbers - --create --wait-readers
+A writer sends nothing to a channel without readers, so pub first waits for a reader (it
+says so on stderr); --no-wait sends at once to the readers already there, and exits 3 if
+a value found none. Exit codes: 0 sent, 1 an error (one line on stderr), 2 a usage error,
+3 not sent for want of readers.
+
+examples (start a reader first, e.g. `trio-stream sub tcp://127.0.0.1:9870 setpoint
+--wait-channel`):
+  trio-stream pub tcp://127.0.0.1:9870 setpoint 21.5 --create
+  trio-stream pub tcp://127.0.0.1:9870 config '{"gain": 2, "mode": "fast"}' --create
+  trio-stream pub tcp://127.0.0.1:9870 waveform '[0, 1, 2, 3]' --dtype float32 --create
+  seq 100 | trio-stream pub tcp://127.0.0.1:9870 numbers - --create
 """
 
 SUB_EPILOG = """\
@@ -58,8 +64,7 @@ def register(subparsers: Subparsers) -> None:
         epilog=PUB_EPILOG,
         formatter_class=HelpFormatter,
         description="Send one value, or one value per line of stdin, to a channel. Values are "
-        "JSON (text that is not JSON is sent as a string). Like every trio_stream writer, "
-        "nothing is sent while the channel has no readers (see --wait-readers).",
+        "JSON (text that is not JSON is sent as a string).",
     )
     add_log_level(pub, default=None)
     add_connection_options(pub)
@@ -78,7 +83,7 @@ def register(subparsers: Subparsers) -> None:
         type=np.dtype,
         help="send each value as a numpy array of this dtype (e.g. float64, uint8)",
     )
-    add_reader_wait_options(pub)
+    add_reader_wait_options(pub, wait=True)
     add_channel_key(pub)
     add_create_options(pub, what="CHANNEL")
     pub.set_defaults(run=run_pub)
@@ -112,13 +117,23 @@ def register(subparsers: Subparsers) -> None:
 
 
 # -- pub ---------------------------------------------------------------------------------------
-def _value(text: str, args: argparse.Namespace) -> Any:
+def _value(text: str, args: argparse.Namespace, line: int | None = None) -> Any:
+    """The value ``text`` stands for.
+
+    Raises:
+        UsageError: VALUE cannot become a --dtype array. CliError: line ``line`` of stdin.
+    """
     value = text if args.raw else json_or_text(text)
     if args.dtype is not None:
         try:
             return np.asarray(value, dtype=args.dtype)
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"cannot make a {args.dtype} array of {text!r}: {exc}") from None
+            what = f"cannot make a {args.dtype} array of {text[:80]!r} ({str(exc)[:80]})"
+            if line is None:
+                raise UsageError(what) from None
+            raise CliError(
+                f"stdin line {line}: {what}; nothing from this line on was sent"
+            ) from None
     return value
 
 
@@ -126,9 +141,18 @@ async def _values(args: argparse.Namespace) -> AsyncIterator[Any]:
     if args.value != "-":
         yield _value(args.value, args)
         return
+    if sys.stdin.isatty():
+        # Without this, `pub URL CH` on a terminal would seem to hang.
+        print(
+            "trio-stream pub: reading values from stdin, one per line (Ctrl-D to end)",
+            file=sys.stderr,
+            flush=True,
+        )
+    number = 0
     async for line in trio.wrap_file(sys.stdin):
+        number += 1
         if line.strip():
-            yield _value(line.rstrip("\r\n"), args)
+            yield _value(line.rstrip("\r\n"), args, number)
 
 
 async def run_pub(args: argparse.Namespace) -> int:
@@ -146,10 +170,9 @@ async def run_pub(args: argparse.Namespace) -> int:
         # Readers got everything once the server has taken it into their buffers.
         await pub.wait_acknowledged()
     if unsent:
-        print(
-            f"trio-stream pub: {unsent} of {sent + unsent} value(s) not sent: channel "
-            f"{args.channel!r} had no readers (see --wait-readers)",
-            file=sys.stderr,
+        raise NoReaders(
+            f"{unsent} of {sent + unsent} value(s) not sent: channel {args.channel!r} had no "
+            "readers then (start a reader first; without --no-wait pub waits for one)"
         )
     return 0
 

@@ -39,7 +39,7 @@ from ._options import (
     positive_int,
 )
 from ._output import human_bytes, stderr_console
-from ._run import CliError, stop_on_signal
+from ._run import CliError, NoReaders, stop_on_signal
 
 FLUSH_BYTES: Final = 4 * 2**20  # write to disk once this much is encoded...
 FLUSH_INTERVAL_S: Final = 0.5  # ...or this long after the previous write
@@ -84,7 +84,9 @@ def register(subparsers: Subparsers) -> None:
         help="play a recorded file into a channel",
         formatter_class=HelpFormatter,
         description="Send the frames of a dump file to CHANNEL (default: the channel it was "
-        "recorded from) with their original timing, scaled by --speed.",
+        "recorded from) with their original timing, scaled by --speed. It first waits for a "
+        "reader (a writer sends nothing to an empty channel); with --no-wait, frames that "
+        "found no reader make it exit 3.",
     )
     add_log_level(replay, default=None)
     replay.add_argument("file", metavar="FILE", type=Path)
@@ -108,7 +110,7 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="stamp frames with their recorded writer time instead of now",
     )
-    add_reader_wait_options(replay)
+    add_reader_wait_options(replay, wait=True)
     replay.add_argument("--quiet", action="store_true", help="no progress display or summary")
     add_channel_key(replay)
     add_create_options(replay, what="the channel")
@@ -264,12 +266,14 @@ async def run_replay(args: argparse.Namespace) -> int:
             "recording); the frames before it were played",
             file=sys.stderr,
         )
-    if not args.quiet:
-        print(
+    if stats.unsent:
+        raise NoReaders(
             f"replayed {stats.sent + stats.unsent} frames to {channel!r}: {stats.sent} sent, "
-            f"{stats.unsent} dropped for want of readers",
-            file=sys.stderr,
+            f"{stats.unsent} not sent for want of readers (start a reader first; without "
+            "--no-wait replay waits for one)"
         )
+    if not args.quiet:
+        print(f"replayed {stats.sent} frames to {channel!r}", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ import trio_stream as ts
 from .._util import unwrap_single_exception
 from ._demo import DEMO_CHANNELS, demo_channel_names, run_demo_writers
 from ._options import HelpFormatter, Subparsers, add_log_level
-from ._run import CliError, UsageError, stop_on_signal
+from ._run import CliError, UsageError, stop_on_signal, typed_command
 from ._server_options import add_server_options, server_config
 
 SERVE_EPILOG = """\
@@ -101,7 +101,7 @@ async def _run_server(config: ts.ServerConfig, prefix: str | None) -> None:
             _print_urls(server)
             if prefix is not None and client_url is not None:
                 print(f"  channels:  {', '.join(demo_channel_names(prefix))}")
-                print(f"try: trio-stream sub {client_url} {prefix}/counter")
+                print(f"try: {typed_command()} sub {client_url} {prefix}/counter --count 5")
             print("Press Ctrl-C to stop.", flush=True)
             if prefix is not None and client_url is not None:
                 tls = config.ssl_context is not None
