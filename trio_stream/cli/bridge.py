@@ -28,9 +28,11 @@ A channel is read from SRC_URL only while its copy on DST_URL has readers, like 
 trio_stream writer: an unwatched bridge costs nothing. Frames keep their writer's time.
 
 examples:
-  trio-stream bridge tcp://daq:9870 tcp://127.0.0.1:9870 AnalogInput1 AnalogInput2
-  trio-stream bridge tcp://daq:9870 tcp://web:9870 camera --every 10 --rename camera=preview
-  trio-stream bridge tcp://a:9870 tcp://b:9870 fast --policy drop_oldest --size 1 --max-rate 2
+  trio-stream bridge tcp://daq.lab:9870 tcp://web.lab:9870 demo/sine demo/counter
+  trio-stream bridge tcp://daq.lab:9870 tcp://web.lab:9870 demo/image --every 10 \
+      --rename demo/image=preview
+  trio-stream bridge tcp://daq.lab:9870 tcp://web.lab:9870 demo/sine --policy drop_oldest \
+      --size 1 --max-rate 2
 """
 
 

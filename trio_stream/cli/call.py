@@ -24,11 +24,12 @@ EPILOG = """\
 Arguments are JSON (text that is not JSON is passed as a string); the result is printed as
 JSON, numpy arrays as nested lists.
 
-examples:
-  trio-stream call tcp://127.0.0.1:9870 daq                 # list daq's methods
-  trio-stream call tcp://127.0.0.1:9870 daq my_echo HALLO
-  trio-stream call tcp://127.0.0.1:9870 daq read 100 --timeout 30
-  trio-stream call tcp://127.0.0.1:9870 daq configure --kw gain=2.5 --kw 'channels=[1, 2]'
+examples (with `python examples/rpc_service.py tcp://127.0.0.1:9870 --role instrument`
+running, a client named thermo):
+  trio-stream call tcp://127.0.0.1:9870 thermo                  # list thermo's methods
+  trio-stream call tcp://127.0.0.1:9870 thermo read_temperature
+  trio-stream call tcp://127.0.0.1:9870 thermo set_rate 5 --timeout 30
+  trio-stream call tcp://127.0.0.1:9870 thermo calibrate --kw seconds=0.5
 """
 
 

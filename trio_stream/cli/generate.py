@@ -36,7 +36,7 @@ EPILOG = """\
 examples:
   trio-stream generate tcp://127.0.0.1:9870 load --create --size 1MiB --rate 100
   trio-stream generate tcp://127.0.0.1:9870 load --create --shape 64x64 --dtype uint16
-  trio-stream generate tcp://127.0.0.1:9870 load --count 10000     # as fast as possible
+  trio-stream generate tcp://127.0.0.1:9870 load --create --count 10000  # as fast as possible
 
 Without --rate, frames go out as fast as the readers take them (and not at all while there
 are none); with --rate, frames that find no reader are counted as skipped.

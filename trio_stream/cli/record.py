@@ -50,8 +50,8 @@ receive time "t", writer "time", "seq", "sender", "lost" and "data" (numpy array
 8746 typed arrays). docs/dump-format.md shows how to read it with a few lines of Python.
 
 examples:
-  trio-stream dump tcp://127.0.0.1:9870 AnalogInput1 run42.tsdump          # until Ctrl-C
-  trio-stream dump tcp://127.0.0.1:9870 demo/sine sine.tsdump --duration 10
+  trio-stream dump tcp://127.0.0.1:9870 demo/counter run42.tsdump          # until Ctrl-C
+  trio-stream dump tcp://127.0.0.1:9870 demo/sine sine.tsdump --duration 2
   trio-stream replay sine.tsdump tcp://127.0.0.1:9870 sine/replayed --create --speed 2
 """
 

@@ -1,0 +1,497 @@
+"""Every code block and command of README.md, and every example of the ``--help`` texts, run
+against live servers, verbatim but for the substitutions below, and checked against what
+they say they print.
+
+What is not re-run here, and why:
+- the README's first block (the install + demo command and ``bash scripts/test``): they are
+  what installs the project and runs this test;
+- the ``html``/``js`` blocks: tests/test_web_pages_browser.py runs them in Chromium, taking
+  them from README.md by their first line (checked below).
+
+Substitutions (the only changes made to the text before it runs):
+- ports: the documented ``127.0.0.1:9870``/``:9871`` become the ports of the demo server this
+  test starts (free ports picked at start, not the defaults, which a developer's own server
+  may hold); ``daq.lab:9870`` is that demo server too, ``web.lab:9870`` a second server;
+- ``--host 0.0.0.0`` becomes ``--host 127.0.0.1`` (tests stay on loopback), and ``serve`` or
+  ``demo`` without port flags get ``--tcp-port 0 --http-port 0``;
+- ``trio-stream`` runs from this interpreter's ``bin`` directory, put first on PATH as
+  ``. .venv/bin/activate`` does (the README says to do that).
+
+Commands that run until stopped (demo, serve, dump without a bound, bridge, sub without
+--count, generate without --count) run for a few seconds and are stopped with SIGINT, their
+Ctrl-C; they must then exit 0 (or 130) without a traceback. A command that needs a reader
+(pub, replay) gets one started first, as the README says to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trustme
+
+from trio_stream.cli import build_parser
+
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+BIN = Path(sys.executable).parent
+ENV = {
+    **{k: v for k, v in os.environ.items() if k != "TRIO_STREAM_TOKEN"},
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "COLUMNS": "80",
+}
+RUN_S = 20.0  # a command that ends by itself, start to end
+LONG_RUNNING_S = 1.8  # how long a command that runs until Ctrl-C is left running
+START_S = 15.0  # a server's start, up to its "Press Ctrl-C" line
+
+
+# -- the README's blocks ---------------------------------------------------------------------------
+@dataclass
+class Block:
+    lang: str
+    text: str
+    line: int  # where it starts in README.md, for messages
+
+    @property
+    def first(self) -> str:
+        return self.text.splitlines()[0]
+
+
+def readme_blocks() -> list[Block]:
+    blocks: list[Block] = []
+    lines = README.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("```") and len(lines[i]) > 3:
+            start, lang, body = i, lines[i][3:].strip(), []
+            i += 1
+            while not lines[i].startswith("```"):
+                body.append(lines[i])
+                i += 1
+            blocks.append(Block(lang, "\n".join(body) + "\n", start + 1))
+        elif lines[i].startswith("```"):
+            raise AssertionError(f"README.md:{i + 1}: a code block without a language")
+        i += 1
+    return blocks
+
+
+def commands_of(text: str) -> list[tuple[str, str]]:
+    """(command, its comment) for each line of a shell block or an epilog example."""
+    out: list[tuple[str, str]] = []
+    joined = re.sub(r"\\\n\s*", "", text)  # continuation lines
+    for raw in joined.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        command, _, comment = line.partition("  #")
+        out.append((command.strip(), comment.strip()))
+    return out
+
+
+# -- live servers ----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Servers:
+    tcp: int
+    http: int
+    web_tcp: int  # the second server, "web.lab"
+    cwd: Path
+    demo_lines: list[str] = field(default_factory=list)  # what the demo printed first
+
+    def substitute(self, text: str) -> str:
+        text = text.replace("daq.lab:9870", f"127.0.0.1:{self.tcp}")
+        text = text.replace("web.lab:9870", f"127.0.0.1:{self.web_tcp}")
+        text = text.replace("127.0.0.1:9870", f"127.0.0.1:{self.tcp}")
+        text = text.replace("127.0.0.1:9871", f"127.0.0.1:{self.http}")
+        return text.replace("--host 0.0.0.0", "--host 127.0.0.1")
+
+
+class Process:
+    def __init__(self, command: str, cwd: Path, *, stdin: bytes | None = None) -> None:
+        self.command = command
+        # Only a pipeline needs a shell; anything else runs as itself, so that Ctrl-C (SIGINT
+        # to the process group) reaches the command and its exit code is the command's own.
+        pipeline = "|" in command
+        self.popen = subprocess.Popen(
+            command if pipeline else shlex.split(command),
+            shell=pipeline,
+            cwd=cwd,
+            env=ENV,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # SIGINT to its group: the shell's pipeline too
+        )
+
+    def wait_for_line(self, marker: str, timeout: float = START_S) -> list[str]:
+        assert self.popen.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.popen.stdout.readline().decode()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+            if marker in line:
+                return lines
+        raise AssertionError(f"{self.command!r}: no {marker!r} in {lines}")
+
+    def finish(self, timeout: float = RUN_S) -> tuple[int, str, str]:
+        try:
+            out, err = self.popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            out, err = self.popen.communicate()
+            raise AssertionError(f"{self.command!r} did not end within {timeout} s") from None
+        return self.popen.returncode, out.decode(), err.decode()
+
+    def interrupt(self) -> tuple[int, str, str]:
+        """Ctrl-C, as a user would press it; then what it printed."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGINT)
+        return self.finish()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+
+def run(command: str, cwd: Path, *, timeout: float = RUN_S) -> tuple[int, str, str]:
+    return Process(command, cwd).finish(timeout)
+
+
+def run_bounded(command: str, cwd: Path) -> tuple[int, str, str]:
+    """Run a command; if it is still running after LONG_RUNNING_S, press Ctrl-C."""
+    process = Process(command, cwd)
+    # Still running after it: as commands that run until Ctrl-C do. (What these print in
+    # that time fits a pipe's buffer.)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.popen.wait(LONG_RUNNING_S)
+    return process.interrupt()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    cwd = tmp_path_factory.mktemp("readme")
+    found = Servers(free_port(), free_port(), free_port(), cwd)
+    demo_command = next(
+        command
+        for block in readme_blocks()
+        if block.lang == "bash"
+        for command, _ in commands_of(block.text)
+        if command == "trio-stream demo"
+    )
+    demo = Process(f"{demo_command} --tcp-port {found.tcp} --http-port {found.http}", cwd)
+    web = Process(f"trio-stream serve --tcp-port {found.web_tcp} --http-port off", cwd)
+    instrument: Process | None = None
+    try:
+        found.demo_lines = demo.wait_for_line("Ctrl-C")
+        web.wait_for_line("Ctrl-C")
+        instrument = Process(
+            f"{sys.executable} {ROOT}/examples/rpc_service.py "
+            f"tcp://127.0.0.1:{found.tcp} --role instrument",
+            cwd,
+        )
+        instrument.wait_for_line("instrument: exposing")
+        yield found
+    finally:
+        for process in (instrument, web, demo):
+            if process is not None:
+                _, _, err = process.interrupt()
+                assert "Traceback" not in err, err
+
+
+def assert_clean(command: str, code: int, err: str, ok: tuple[int, ...] = (0,)) -> None:
+    assert code in ok, f"{command!r} exited {code}: {err}"
+    assert "Traceback" not in err, f"{command!r}: {err}"
+
+
+# -- the tests -------------------------------------------------------------------------------------
+def test_the_demo_prints_what_the_readme_says(servers: Servers) -> None:
+    lines = servers.demo_lines
+    text = "\n".join(lines)
+    # "... dashboard: http://127.0.0.1:9871/" (README, Dashboard section)
+    assert f"dashboard: http://127.0.0.1:{servers.http}/" in text
+    assert f"TCP:       tcp://127.0.0.1:{servers.tcp}" in text
+    # The line it suggests works as typed.
+    suggested = next(line for line in lines if line.startswith("try: "))[5:]
+    code, out, err = run(suggested, servers.cwd)
+    assert_clean(suggested, code, err)
+    assert len(out.splitlines()) == 5
+
+
+def test_every_block_has_a_runner() -> None:
+    # A new block must be added to the runs below, not skipped silently.
+    known = {"python", "bash", "html", "js"}
+    assert {b.lang for b in readme_blocks()} <= known
+
+
+def test_html_and_js_blocks_are_run_by_the_browser_test() -> None:
+    browser_test = (ROOT / "tests" / "test_web_pages_browser.py").read_text()
+    for block in readme_blocks():
+        if block.lang in ("html", "js"):
+            assert repr(block.first) in browser_test or block.first in browser_test, block.first
+
+
+def python_blocks() -> list[Block]:
+    return [b for b in readme_blocks() if b.lang == "python"]
+
+
+def claimed_output(text: str) -> list[str]:
+    """What ``print(...)  # claimed`` lines say they print."""
+    return [
+        line.partition("  # ")[2].strip()
+        for line in text.splitlines()
+        if line.strip().startswith("print(") and "  # " in line
+    ]
+
+
+# The blocks that are fragments of a program (they use names defined elsewhere) run inside
+# this harness, statement by statement, with top-level await; the names they assume are made
+# here. A statement whose comment is a literal must evaluate to it (ports aside); one whose
+# comment starts with an exception name must raise it.
+FRAGMENT_RUNNER = r"""
+import ast, re, sys, trio, numpy as np, trio_stream as ts
+
+SOURCE = sys.stdin.read()
+URL = sys.argv[1]
+ENDLESS_S = 1.0  # a statement that loops over a live subscription runs this long
+
+def claim(segment):
+    comment = segment.partition("  # ")[2].strip()
+    match = re.match(r'(\[.*?\]|"[^"]*"|[A-Z][A-Za-z]+Error)', comment)
+    return match.group(1) if match else None
+
+def ports(text):
+    return re.sub(r":\d+", ":PORT", text)
+
+async def main():
+    lines = SOURCE.splitlines()
+    async with (
+        trio.open_nursery() as nursery,
+        ts.open_client(URL, name="daq") as daq_client,
+        ts.open_client(URL, name="other") as other,
+    ):
+        client = daq_client
+        await client.create_channel("AnalogInput1")
+
+        async def feed():
+            async with client.publisher("AnalogInput1") as pub:
+                while True:
+                    await pub.wait_for_readers()
+                    await pub.send(np.arange(4.0))
+                    await trio.sleep(0.05)
+
+        nursery.start_soon(feed)
+        namespace = {"ts": ts, "np": np, "trio": trio, "nursery": nursery,
+                     "client": client, "daq_client": daq_client, "other": other}
+        checked = 0
+        for node in ast.parse(SOURCE).body:
+            segment = "\n".join(lines[node.lineno - 1 : node.end_lineno])
+            claimed = claim(lines[node.end_lineno - 1])
+            is_expression = isinstance(node, ast.Expr)
+            code = compile(
+                ast.Expression(node.value) if is_expression else ast.Module([node], []),
+                "<README>", "eval" if is_expression else "exec",
+                flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+            )
+            try:
+                with trio.move_on_after(ENDLESS_S) as scope:
+                    value = eval(code, namespace)
+                    if hasattr(value, "__await__"):
+                        value = await value
+                if scope.cancelled_caught:
+                    assert isinstance(node, ast.AsyncWith), f"{segment!r} did not finish"
+                    print("ran until stopped:", segment.splitlines()[0])
+                    continue
+            except Exception as exc:
+                if claimed and type(exc).__name__ == claimed:
+                    print("raised as claimed:", claimed)
+                    checked += 1
+                    continue
+                raise
+            if claimed and is_expression and not claimed.endswith("Error"):
+                expected = ast.literal_eval(claimed)
+                shown = value if not isinstance(value, str) else ports(value)
+                assert shown == (ports(expected) if isinstance(expected, str) else expected), (
+                    segment, value, expected)
+                checked += 1
+        print("checked", checked)
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_python_block(servers: Servers, index: int) -> None:
+    block = python_blocks()[index]
+    source = servers.substitute(block.text)
+    complete = "trio.run(" in source or "with ts.SyncClient(" in source
+    if complete:
+        command = [sys.executable, "-c", source]
+        stdin = None
+    else:
+        url = f"tcp://127.0.0.1:{servers.tcp}"
+        command = [sys.executable, "-c", FRAGMENT_RUNNER, url]
+        stdin = source.encode()
+    done = subprocess.run(
+        command, input=stdin, capture_output=True, timeout=RUN_S, env=ENV, cwd=servers.cwd
+    )
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, f"README.md:{block.line}: {err}"
+    if complete:
+        for claimed in claimed_output(block.text):
+            assert claimed in out, f"README.md:{block.line}: {claimed!r} not in {out!r}"
+    elif any("  # " in line for line in source.splitlines()):
+        assert "checked" in out, out
+
+
+def cli_block() -> Block:
+    return next(b for b in readme_blocks() if b.lang == "bash" and "trio-stream serve" in b.text)
+
+
+def test_the_command_line_block(servers: Servers) -> None:
+    cwd = servers.cwd
+    done: list[str] = []
+    reader: Process | None = None
+    for raw, comment in commands_of(cli_block().text):
+        command = servers.substitute(raw)
+        words = shlex.split(command.partition("|")[2] or command)
+        verb = words[1] if words[0] == "trio-stream" else words[0]
+        if verb == "demo":
+            continue  # the demo this test started: test_the_demo_prints_what_the_readme_says
+        if verb == "serve":
+            command += " --tcp-port 0 --http-port 0"
+            process = Process(command, cwd)
+            process.wait_for_line("Ctrl-C")
+            assert_clean(command, *process.interrupt()[::2])
+        elif verb == "sub" and "--wait-channel" in words:
+            reader = Process(command, cwd)  # "a reader, then:" the next line publishes
+            time.sleep(1.0)
+        elif verb == "pub" and reader is not None:
+            code, _, err = run(command, cwd)
+            assert_clean(command, code, err)
+            rc, out, rerr = reader.finish()
+            assert_clean("sub", rc, rerr)
+            assert '"data":21.5' in out  # "it prints 21.5"
+            reader = None
+        elif verb == "pub" or verb == "replay":
+            # "waits for a reader": give it one that takes everything.
+            channel = words[4] if verb == "replay" else words[3]
+            url = f"tcp://127.0.0.1:{servers.tcp}"
+            taker = Process(f"trio-stream sub {url} {channel} --wait-channel", cwd)
+            code, _, err = run(command, cwd)
+            assert_clean(command, code, err)
+            time.sleep(0.5)  # what the reader took is on its way to its stdout
+            rc, out, _ = taker.interrupt()
+            assert out.count('"seq"') >= (100 if verb == "pub" else 1), out[-300:]
+        elif verb == "sub" or verb == "channels":
+            code, out, err = run(command, cwd)
+            assert_clean(command, code, err)
+            assert out.strip()
+        elif verb == "dump":
+            assert "until Ctrl-C" in comment
+            dump = Process(command, cwd)
+            time.sleep(LONG_RUNNING_S)
+            assert_clean(command, *dump.interrupt()[::2])
+            assert (cwd / "run42.tsdump").stat().st_size > 100
+        elif verb == "generate":
+            code, _, err = run(command, cwd)
+            assert_clean(command, code, err)
+        elif verb == "bridge":
+            bridge = Process(command, cwd)
+            copy = f"tcp://127.0.0.1:{servers.web_tcp}"
+            code, out, err = run(f"trio-stream sub {copy} preview --wait-channel --count 2", cwd)
+            assert_clean("sub preview", code, err)
+            assert_clean(command, *bridge.interrupt()[::2], ok=(0, 130))  # README: 130
+        elif verb == "python":
+            continue  # the instrument: the fixture runs exactly this command
+        elif verb == "call":
+            code, out, err = run(command, cwd)
+            assert_clean(command, code, err)
+            assert 15.0 < float(out) < 30.0  # a temperature, as JSON
+        else:
+            raise AssertionError(f"no runner for README command {raw!r}")
+        done.append(verb)
+    assert reader is None
+    assert {"serve", "sub", "pub", "dump", "replay", "generate", "bridge", "call"} <= set(done)
+
+
+def help_examples() -> list[tuple[str, str]]:
+    parser = build_parser()
+    texts = [parser.epilog or ""]
+    subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    assert isinstance(subparsers.choices, dict)
+    texts += [sub.epilog or "" for sub in subparsers.choices.values()]
+    examples: list[tuple[str, str]] = []
+    for text in texts:
+        block = re.sub(r"\\\n\s*", "", text)
+        examples += [
+            (line.strip(), text)
+            for line in block.splitlines()
+            if line.startswith("  ") and line.strip().split()[0] in ("trio-stream", "seq")
+        ]
+    return examples
+
+
+def make_files(cwd: Path) -> None:
+    """What the serve examples name: a server.toml and a certificate with its key."""
+    (cwd / "server.toml").write_text('host = "127.0.0.1"\nhttp_port = false\n')
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(cwd / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(cwd / "cert.pem"))
+    assert ssl.PEM_cert_to_DER_cert((cwd / "cert.pem").read_text())
+
+
+def test_help_examples(servers: Servers) -> None:
+    cwd = servers.cwd / "help"
+    cwd.mkdir(exist_ok=True)
+    make_files(cwd)
+    url = f"tcp://127.0.0.1:{servers.tcp}"
+    for raw, _ in help_examples():
+        command = servers.substitute(raw.partition("  #")[0].strip())
+        words = shlex.split(command.partition("|")[2] or command)
+        verb = words[1]
+        if verb in ("serve", "demo") and "--tcp-port" not in words:
+            command += (
+                " --tcp-port 0 --http-port 0" if "--http-port" not in words else (" --tcp-port 0")
+            )
+        elif verb in ("serve", "demo"):
+            command += " --http-port 0" if "--http-port" not in words else ""
+        taker = None
+        if verb in ("pub", "replay"):
+            channel = words[3] if verb == "pub" else words[4]
+            taker = Process(f"trio-stream sub {url} {channel} --wait-channel", cwd)
+        code, _, err = run_bounded(command, cwd)
+        assert_clean(command, code, err, ok=(0, 130))
+        if taker is not None:
+            time.sleep(0.5)
+            _, out, _ = taker.interrupt()
+            assert '"seq"' in out, (command, out)
+
+
+def test_help_texts_show_examples_that_this_test_runs() -> None:
+    assert len(help_examples()) >= 20
+    text = textwrap.dedent(build_parser().epilog or "")
+    assert "trio-stream demo" in text
