@@ -74,6 +74,7 @@ class Session:
     # costs ~1.5 KiB per connection. "__dict__" stays, so an attribute added later works.
     __slots__ = (
         "__dict__",
+        "__weakref__",
         "_acks",
         "_close_requested",
         "_closing",
@@ -410,6 +411,19 @@ class Session:
             if not channel.keep:
                 broker.delete_channel(channel, f"channel {channel.name!r} ended with its owner")
         self.state.unregister(self)
+        self._break_cycles()
+
+    def _break_cycles(self) -> None:
+        """Drop every reference that leads back here, so that reference counting alone frees
+        this session once its tasks end: the server freezes long-lived objects out of the
+        garbage collector's sight (gc_policy.py), and a frozen cycle is never collected."""
+        self._handlers = None  # bound methods of this session
+        self._acks = {}  # publishers, which refer to their session
+        self._readers = {}
+        self._rate_limited = set()  # subscriptions, likewise
+        self._holding = set()
+        self._over_limit = []
+        self._scheduler = DeficitRoundRobin()
 
     # -- reader ------------------------------------------------------------------------------
     async def _reader(self) -> None:
