@@ -238,9 +238,11 @@ class Subscription:
                 return False
             for old in dropped:
                 session.buffered_bytes -= old.nbytes
+                self.channel.broker.buffered_bytes -= old.nbytes
             self.lost += lost
             self.channel.lost += lost
         session.buffered_bytes += frame.nbytes
+        self.channel.broker.buffered_bytes += frame.nbytes
         if self.blocks_writers:
             # Over its share only with an empty buffer: one frame each at most.
             session.block_bytes += frame.nbytes
@@ -315,6 +317,7 @@ class Subscription:
         self.inflight_bytes = inflight_bytes
         self.sent += frames
         self.session.buffered_bytes -= taken
+        self.channel.broker.buffered_bytes -= taken
         if self.blocks_writers:
             self.session.block_bytes -= taken
         if self.parked:
@@ -445,6 +448,7 @@ class Broker:
         self.frames_in = 0
         self.bytes_in = 0
         self.parked_bytes = 0  # every publisher's parked_bytes together
+        self.buffered_bytes = 0  # every session's buffered_bytes together (kept for stats())
 
     # -- registry --------------------------------------------------------------------------
     def create_channel(
@@ -676,6 +680,7 @@ class Broker:
         self._detach(sub)
         for old in sub.buffer.clear():
             sub.session.buffered_bytes -= old.nbytes
+            self.buffered_bytes -= old.nbytes
             if sub.blocks_writers:
                 sub.session.block_bytes -= old.nbytes
 

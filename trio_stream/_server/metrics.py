@@ -43,7 +43,7 @@ def render_metrics(state: ServerState) -> str:
         "buffered_bytes",
         "gauge",
         "Bytes waiting in the server's subscription buffers and parked for block readers.",
-        sum(s.buffered_bytes for s in state.sessions.values()) + broker.parked_bytes,
+        state.buffered_bytes(),
     )
     metric(
         "uptime_seconds", "gauge", "Seconds since the server started.", time.time() - state.started

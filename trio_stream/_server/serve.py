@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from .._protocol import messages as M
 from .._transport.tcp import StreamTransport, peer_address
 from .._util import unwrap_single_exception
 from .admission import ConnectionCounter
+from .gc_policy import FreezePolicy, freeze_startup_objects
 from .session import REFUSAL_FLUSH_S, Session, control_frame
 from .state import ServerState
 
@@ -45,6 +45,7 @@ class Server:
         self.admission = ConnectionCounter(
             config.max_connections, config.max_connections_per_address
         )
+        self.freezer = FreezePolicy()
 
     def accept_scope(self) -> trio.CancelScope:
         """A cancel scope for one accept loop (TCP, HTTP): aclose() cancels it."""
@@ -71,7 +72,8 @@ class Server:
                 async with trio.open_nursery() as nursery:
                     await self._start_listeners(nursery)
                     nursery.start_soon(self._housekeeping)
-                    _freeze_startup_objects()
+                    nursery.start_soon(self.state.watchdog.run, name="trio_stream watchdog")
+                    freeze_startup_objects()
                     task_status.started(self)
         finally:
             self._stopped.set()
@@ -119,6 +121,7 @@ class Server:
             return
         self._sessions.add(session)
         self._no_sessions = trio.Event()
+        self.freezer.connection_opened(len(self._sessions))
         try:
             await session.run()
         except Exception:  # a bug must cost one connection, never the server
@@ -178,24 +181,6 @@ async def _refuse_connection(stream: trio.abc.Stream, reason: str) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(control_frame(error))
     await trio.aclose_forcefully(stream)
-
-
-_startup_frozen = False
-
-
-def _freeze_startup_objects() -> None:
-    """Move what exists once the first server of the process has started out of the GC's way.
-
-    A full collection visits every container object; modules, classes and functions from
-    start-up (a few hundred thousand with numpy and cbor2) never become garbage, yet each full
-    collection walked them again, which made the pauses while clients connect longer. Once per
-    process: freezing again later would also freeze sessions, whose cycles could then never be
-    collected after they close.
-    """
-    global _startup_frozen
-    if not _startup_frozen:
-        _startup_frozen = True
-        gc.freeze()
 
 
 def _url_host(host: str) -> str:

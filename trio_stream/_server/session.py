@@ -1,4 +1,4 @@
-"""One client connection on the server: handshake, a reader, a sender and an idle watchdog.
+"""One client connection on the server: handshake, a reader task and a sender task.
 
 The reader task parses frames and acts on them at once (requests touch only in-memory state,
 publishes fan out synchronously through the broker). The sender task is the only writer to the
@@ -6,10 +6,10 @@ socket: it drains, in this order, control messages, reader counts, the subscript
 through the fair scheduler and then writer acknowledgements, coalescing everything ready into
 one write. Control messages a client does not read make the reader task stop reading that
 client (CONTROL_HIGH_WATER_BYTES), so its requests cannot grow the server's memory; so do
-frames its writers parked for full ``block`` readers beyond max_parked_bytes. The watchdog
-closes a connection that has been silent for idle_timeout_s (silent as far as the server has
-read: a server that was itself stopped reads first), and ends ``block`` readers that have held
-their writers back longer than their block_timeout.
+frames its writers parked for full ``block`` readers beyond max_parked_bytes. The server's
+watchdog (idle.py) closes a connection that has been silent for idle_timeout_s, and has the
+session end ``block`` readers that have held their writers back longer than their
+block_timeout (check_holds).
 """
 
 from __future__ import annotations
@@ -57,11 +57,6 @@ CONTROL_HIGH_WATER_BYTES: Final = 1 * 2**20
 REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
 _PUBLISH_HEAD_BYTES: Final = F.PUBLISH_HEAD.size  # where a PUBLISH frame's payload starts
 MAX_CLIENT_NAME_CHARS: Final = 100  # and at most F.MAX_SENDER_NAME_BYTES of UTF-8 (DATA frames)
-# The idle watchdog's allowances for a server that did not run (SIGSTOP, a long CPU stall):
-# woken this much (s) after its deadline, it blames the server, not the client, and starts the
-# client's period again; at a deadline it first lets the reader take what already arrived.
-STALL_S: Final = 1.0
-READ_GRACE_S: Final = 0.25
 
 
 def control_frame(message: M.Message) -> bytes:
@@ -99,7 +94,6 @@ class Session:
         "_readers",
         "_scheduler",
         "_wake",
-        "_watch_scope",
         "block_bytes",
         "buffered_bytes",
         "client_id",
@@ -131,8 +125,9 @@ class Session:
         # writer window always fits, so one held-back channel never stops its other writers.
         self.max_parked_bytes = max(self.max_buffered_bytes, state.limits.publish_window_bytes)
         self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
-        self._holding: set[Subscription] = set()  # block subs with frames parked for them
-        self._watch_scope: trio.CancelScope | None = None  # the watchdog's sleep
+        # Block subs with frames parked for them; made on first use, like the events below:
+        # an idle connection should hold nothing it may never need.
+        self._holding: set[Subscription] | None = None
         self._name_claimed = False
         self._over_limit: list[Subscription] = []
         self.subscriptions: dict[int, Subscription] = {}
@@ -142,7 +137,7 @@ class Session:
         self._next_pub = 1
         self._control: list[bytes] = []
         self._control_bytes = 0  # queued in _control or being written by the sender
-        self._control_space = trio.Event()  # set by the sender once control bytes are written
+        self._control_space: trio.Event | None = None  # the reader waits for control to go
         self._acks: dict[int, Publisher] = {}
         self._readers: dict[int, int] = {}  # pub_id -> the newest reader count to tell it
         self._rate_limited: set[Subscription] = set()
@@ -155,7 +150,7 @@ class Session:
         self._drain = False
         self._peer_gone = False
         self._close_requested = trio.Event()
-        self._drained = trio.Event()
+        self._drained: trio.Event | None = None  # made when closing begins
         self._publish = state.broker.publish
         # Built on the first request: a connection that only pings (most idle clients) never
         # needs it, and it is ~3 KiB of bound methods and closures per connection.
@@ -216,13 +211,13 @@ class Session:
 
     def holding(self, sub: Subscription) -> None:
         """``sub`` (a block reader) just started holding its writers back: time it."""
+        if self._holding is None:
+            self._holding = set()
         self._holding.add(sub)
-        scope = self._watch_scope
-        if scope is not None:
-            limit = HOLD_NOTICE_S
-            if sub.block_timeout is not None:
-                limit = min(limit, sub.block_timeout)
-            scope.deadline = min(scope.deadline, trio.current_time() + limit)
+        limit = HOLD_NOTICE_S
+        if sub.block_timeout is not None:
+            limit = min(limit, sub.block_timeout)
+        self.state.watchdog.wake_at(self.client_id, trio.current_time() + limit)
 
     def over_limit(self, sub: Subscription) -> None:
         self._over_limit.append(sub)
@@ -307,12 +302,11 @@ class Session:
                 # Constant names: trio would format one string per task and connection.
                 nursery.start_soon(self._sender, name="trio_stream session sender")
                 nursery.start_soon(self._reader, name="trio_stream session reader")
-                nursery.start_soon(self._watchdog, name="trio_stream session watchdog")
                 await self._close_requested.wait()
                 if not self._peer_gone:
                     # Say goodbye and let what is buffered drain, within the grace period.
                     with trio.move_on_after(self.state.config.shutdown_grace_s):
-                        await self._drained.wait()
+                        await self._drained_event().wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._cleanup()
@@ -393,6 +387,11 @@ class Session:
             self.send_control(M.Goodbye(reason=reason))
             self._close_requested.set()
 
+    def _drained_event(self) -> trio.Event:
+        if self._drained is None:
+            self._drained = trio.Event()
+        return self._drained
+
     def _peer_left(self) -> None:
         self._peer_gone = True
         self._closing = True
@@ -421,7 +420,7 @@ class Session:
         self._acks = {}  # publishers, which refer to their session
         self._readers = {}
         self._rate_limited = set()  # subscriptions, likewise
-        self._holding = set()
+        self._holding = None
         self._over_limit = []
         self._scheduler = DeficitRoundRobin()
 
@@ -447,43 +446,20 @@ class Session:
             self._closing_for(exc)
             self.close(f"{type(exc).__name__}: {exc}")
 
-    async def _watchdog(self) -> None:
-        """Close the connection once the client has been silent for idle_timeout_s; time the
-        block readers that hold their writers back (held_by, block_timeout).
+    # -- called by the server's watchdog (idle.py) -------------------------------------------
+    def heard_at(self) -> float:
+        """When the server last read anything from this client (trio clock)."""
+        return self._last_heard
 
-        A task of its own rather than a timeout around each read: a cancel scope per read
-        was a measurable part of the server's cost per frame at a thousand frames a second.
+    def close_idle(self, idle_s: float) -> None:
+        self.close(f"idle for {idle_s:g} s (idle_timeout_s): send ping to stay connected")
+        self._reader_scope.cancel()  # hear nothing more from it
 
-        Silence is judged on what the server has read, not on the clock alone. A server that
-        did not run (SIGSTOP, a CPU stall longer than idle_timeout_s) finds every deadline
-        past when it resumes, while its clients' pings wait unread in the sockets: woken
-        more than STALL_S late, the watchdog starts the client's period again; at a deadline
-        it first lets the reader take what has arrived (READ_GRACE_S) before it decides.
-        """
-        idle = self.state.limits.idle_timeout_s
-        while True:
-            now = trio.current_time()
-            deadline = self._last_heard + idle
-            if now >= deadline:
-                heard = self._last_heard
-                await trio.sleep(READ_GRACE_S)
-                if self._last_heard != heard:
-                    continue
-                self.close(f"idle for {idle:g} s (idle_timeout_s): send ping to stay connected")
-                self._reader_scope.cancel()  # hear nothing more from it
-                return
-            if self._holding:
-                deadline = min(deadline, self._check_holds(now))
-            with trio.CancelScope(deadline=deadline) as self._watch_scope:
-                await trio.sleep_forever()
-            self._watch_scope = None
-            now = trio.current_time()
-            if now - deadline > STALL_S:
-                self._last_heard = max(self._last_heard, now)
-
-    def _check_holds(self, now: float) -> float:
+    def check_holds(self, now: float) -> float:
         """Show and end block readers by how long they have held writers; next deadline."""
         deadline = math.inf
+        if not self._holding:
+            return deadline
         for sub in list(self._holding):
             if sub.closed or not sub.parked:
                 self._holding.discard(sub)
@@ -543,6 +519,7 @@ class Session:
         while self._control_bytes > CONTROL_HIGH_WATER_BYTES:
             self._control_space = trio.Event()
             await self._control_space.wait()
+        self._control_space = None
 
     def _dispatch(self, frame: bytearray) -> None:
         kind = frame[0]
@@ -749,12 +726,13 @@ class Session:
                     await transport.send(pieces)
                     if control_bytes:
                         self._control_bytes -= control_bytes
-                        self._control_space.set()
+                        if self._control_space is not None:
+                            self._control_space.set()
                     continue
                 if self._closing and not (
                     self._drain and any(len(sub.buffer) for sub in self.subscriptions.values())
                 ):
-                    self._drained.set()
+                    self._drained_event().set()
                     deadline = math.inf
                 if deadline == math.inf:
                     await self._wake.wait()

@@ -13,6 +13,7 @@ from .._exceptions import NameInUse
 from .._protocol.codec import encode_payload
 from .._protocol.limits import Limits
 from .broker import Broker, Channel
+from .idle import Watchdog
 from .rpc import Router
 
 SYSTEM_CHANNELS = ("$clients", "$channels", "$stats")
@@ -34,6 +35,7 @@ class ServerState:
         self.sessions: dict[int, Session] = {}
         self.by_name: dict[str, Session] = {}  # claimed at hello, before the welcome
         self.rpc = Router(self.by_name.get, max_frame_bytes=config.max_frame_bytes)
+        self.watchdog = Watchdog(self.limits.idle_timeout_s, self.sessions.get)
         self.started = time.time()
         self.closing = False
         self._next_client_id = 1
@@ -135,6 +137,7 @@ class ServerState:
     def register(self, session: Session) -> None:
         """The handshake is done (its name is claimed already): the client is connected."""
         self.sessions[session.client_id] = session
+        self.watchdog.start(session.client_id)
         self.client_event("connected", session)
 
     def unregister(self, session: Session) -> None:
@@ -167,6 +170,12 @@ class ServerState:
         """Frames readers lost to their policies since the server started (never goes down)."""
         return self.lost_in_deleted_channels + sum(c.lost for c in self.broker.channels.values())
 
+    def buffered_bytes(self) -> int:
+        """Bytes held for readers (their buffers) and for writers (frames parked for block
+        readers): running totals the broker keeps, so that stats() never walks the sessions
+        (with 10,000 connected, a sum over them took ~0.3 ms per request)."""
+        return self.broker.buffered_bytes + self.broker.parked_bytes
+
     def stats(self) -> dict[str, Any]:
         broker = self.broker
         return {
@@ -183,9 +192,7 @@ class ServerState:
             "bytes_in_per_s": self.rates.get("bytes_in_per_s", 0.0),
             "bytes_out_per_s": self.rates.get("bytes_out_per_s", 0.0),
             "frames_lost": self.frames_lost(),
-            # Parked frames (waiting for block readers) are held for their writers: counted.
-            "buffered_bytes": sum(s.buffered_bytes for s in self.sessions.values())
-            + broker.parked_bytes,
+            "buffered_bytes": self.buffered_bytes(),
             "parked_bytes": broker.parked_bytes,
             "uptime_s": time.time() - self.started,
             "memory_bytes": resident_bytes(),
