@@ -442,7 +442,9 @@ class Session:
         except ConnectionClosed:
             self._peer_left()
         except (ProtocolError, FrameTooLarge) as exc:
-            log.warning("%s (%s): %s", self.name, transport.remote, exc)
+            # str(exc): a buffered log record must not keep the traceback, and through its
+            # frames this session, alive.
+            log.warning("%s (%s): %s", self.name, transport.remote, str(exc))
             self._closing_for(exc)
             self.close(f"{type(exc).__name__}: {exc}")
 
