@@ -74,6 +74,7 @@ async def test_closed_sessions_are_freed_by_reference_counting_alone(
     server may freeze them (gc.freeze) while they live without leaking them."""
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
     server: Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url is not None
     refs: list[weakref.ref[object]] = []
     with collector_disabled():
         for i in range(CONNECTIONS_PER_KIND):
@@ -126,6 +127,7 @@ async def test_stats_buffered_bytes_is_the_sum_over_connections(nursery: trio.Nu
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
     server: Server = await nursery.start(ts.serve, config)
     state = server.state
+    assert server.tcp_url is not None
 
     def check() -> int:
         total = sum(s.buffered_bytes for s in state.sessions.values())
