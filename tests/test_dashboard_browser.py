@@ -519,6 +519,39 @@ async def test_admin_publishes_deletes_disconnects_and_calls_rpc_with_the_token(
     assert result["disconnected"].startswith("disconnected victim")
 
 
+async def test_the_channel_table_shows_which_block_reader_holds_a_channel_back() -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        row = 'tr[data-channel="lab/held"]'
+        page.wait_for_function(
+            f"() => document.querySelector('{row} td:nth-child(3)')?.textContent.includes('⏸')"
+        )
+        cell = page.locator(f"{row} td:nth-child(3)")
+        return {"text": cell.text_content(), "title": cell.get_attribute("title")}
+
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with (
+                ts.open_client(server.tcp_url, name="lab-writer") as writer,
+                ts.open_client(server.tcp_url, name="recorder") as recorder,
+            ):
+                await writer.create_channel("lab/held")
+                async with (
+                    recorder.subscribe("lab/held", policy="block", size=1),  # never read
+                    writer.publisher("lab/held") as pub,
+                ):
+                    await pub.wait_for_readers()
+                    for i in range(3):  # one in the reader's buffer, the rest held back
+                        await pub.send(i)
+                    result, errors = await trio.to_thread.run_sync(
+                        run_page, server.http_url, steps, "dashboard-held.png"
+                    )
+    assert not errors
+    assert result["text"] == "1 ⏸"
+    assert "held back by recorder (sub 1)" in result["title"]
+
+
 async def test_export_saves_the_plotted_window_as_csv_and_npy(tmp_path: Path) -> None:
     def steps(page: Page) -> dict[str, str]:
         page.wait_for_function(

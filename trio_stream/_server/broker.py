@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import trio
 
 from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded, ProtocolError
+from .._protocol.brief import brief
 from .._protocol.bytes_like import BytesLike
 from .._protocol.codec import encode_control
 from .._protocol.frames import (
@@ -413,7 +414,8 @@ def check_channel_meta(meta: dict[str, Any] | None) -> None:
 def check_channel_name(name: str) -> None:
     if not 1 <= len(name) <= MAX_CHANNEL_NAME_CHARS or not name.isprintable():
         raise ValueError(
-            f"channel names are 1 to {MAX_CHANNEL_NAME_CHARS} printable characters, not {name!r}"
+            f"channel names are 1 to {MAX_CHANNEL_NAME_CHARS} printable characters, "
+            f"not {brief(name)}"
         )
 
 

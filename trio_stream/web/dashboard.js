@@ -309,18 +309,23 @@ function renderChannels(list) {
     const meta = isRecord(c.meta) ? c.meta : {};
     // No readers, no frames: the demo's writers (and good writers) send only when read.
     const idle = Number(c.readers) === 0 && Number(c.writers) > 0;
+    // block readers that hold this channel's writers (and so its other readers) back
+    const held = Array.isArray(c.held_by) ? c.held_by.filter(isRecord) : [];
+    const heldText = held.map((h) => `${str(h.client)} (sub ${str(h.sub)}) for ${Number(h.held_s).toFixed(1)} s`).join(', ');
     return {
       key: c.name,
       cells: [
-        c.name, c.owner === null ? 'server' : str(c.owner), fmt.count(c.readers), fmt.count(c.writers),
+        c.name, c.owner === null ? 'server' : str(c.owner),
+        held.length ? `${fmt.count(c.readers)} ⏸` : fmt.count(c.readers), fmt.count(c.writers),
         idle ? 'idle' : fmt.rate(c.rate_fps), idle ? fmt.DASH : fmt.byteRate(c.rate_bps), fmt.count(c.lost),
         typeof meta.units === 'string' ? meta.units : '',
       ], // the last cell holds the overlay button: not text
       titles: [
         `${c.name}${c.public === false ? ' (private)' : ''}${typeof c.seq === 'number' ? ` · seq ${c.seq}` : ''}${meta.description ? `\n${String(meta.description).slice(0, 300)}` : ''}`,
-        '', '', '', idle ? 'no readers, so its writers send nothing: plot it to wake it' : '',
+        '', held.length ? `held back by ${heldText}: a block reader that does not read stops the writers` : '',
+        '', idle ? 'no readers, so its writers send nothing: plot it to wake it' : '',
       ],
-      classes: { system: c.name.startsWith('$'), lossy: Number(c.lost) > 0, selected: shown.has(c.name) },
+      classes: { system: c.name.startsWith('$'), lossy: Number(c.lost) > 0, held: held.length > 0, selected: shown.has(c.name) },
     };
   }));
   $('channels-empty').hidden = chans.length > 0;
