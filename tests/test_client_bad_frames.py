@@ -8,6 +8,7 @@ credit of a bad frame would receive nothing ever again.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -18,6 +19,7 @@ import trio
 import trio_stream as ts
 from trio_stream._protocol import frames as F
 from trio_stream._protocol import messages as M
+from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.codec import encode_payload
 from trio_stream._protocol.framing import FrameDecoder, frame_prefix
 from trio_stream._protocol.limits import Limits
@@ -30,8 +32,21 @@ CUT_EURO = "€".encode()[:2]  # a name cut mid-character, as an older server di
 
 def data_frame(seq: int, sender: bytes, payload: bytes | None = None, value: Any = None) -> bytes:
     body = payload if payload is not None else b"".join(encode_payload(value))
-    shared = F.data_shared_head(seq, 1.5, sender) + body
-    return F.data_reader_head(len(shared), SUB_ID, 0) + shared
+    pieces: list[BytesLike] = []
+    run: list[bytes] = []
+    entries = deque([(F.SharedData(seq, 1.5, sender, body), 0)])
+    F.write_data(
+        lambda: entries.popleft() if entries else None,
+        entries.appendleft,
+        SUB_ID,
+        1,
+        1 << 62,
+        1 << 62,
+        deque(),
+        pieces,
+        run,
+    )
+    return b"".join(bytes(p) for p in pieces) + b"".join(run)
 
 
 class FakeServer:

@@ -14,8 +14,8 @@ import trio.testing
 import trio_websocket
 
 import trio_stream as ts
+from trio_stream._server.http import CONTENT_SECURITY_POLICY, MAX_REQUEST_HEAD_BYTES
 from trio_stream._transport import web_files
-from trio_stream._transport.http import CONTENT_SECURITY_POLICY, MAX_REQUEST_HEAD_BYTES
 from trio_stream._transport.origin import origin_allowed
 
 TIMEOUT_S = 10.0

@@ -47,8 +47,9 @@ def track(server: Server, name: str, refs: list[weakref.ref[object]]) -> None:
     """Weak references to the connected session called ``name`` and what it holds."""
     session = server.state.by_name[name]  # claimed before the welcome is sent
     refs.append(weakref.ref(session))
-    refs.extend(weakref.ref(sub) for sub in session.subscriptions.values())
-    refs.extend(weakref.ref(pub) for pub in session.publishers.values())
+    refs.append(weakref.ref(session.outbox))
+    refs.extend(weakref.ref(sub) for sub in session.outbox.readers.values())
+    refs.extend(weakref.ref(pub) for pub in session.writers.values())
 
 
 async def raw_hello(server: Server, name: str) -> trio.SocketStream:
@@ -130,8 +131,8 @@ async def test_stats_buffered_bytes_is_the_sum_over_connections(nursery: trio.Nu
     assert server.tcp_url is not None
 
     def check() -> int:
-        total = sum(s.buffered_bytes for s in state.sessions.values())
-        assert state.broker.buffered_bytes == total
+        total = sum(s.outbox.buffered_bytes for s in state.sessions.values())
+        assert state.buffer_totals.buffered_bytes == total
         assert state.stats()["buffered_bytes"] == total + state.broker.parked_bytes
         return total
 

@@ -173,7 +173,7 @@ async def flooder(server: ts.Server, name: str) -> trio.SocketStream:
 
 def queued_control_bytes(server: ts.Server, name: str) -> int:
     session = server.state.by_name[name]
-    return sum(len(frame) for frame in session._control)
+    return sum(len(frame) for frame in session.outbox._control)
 
 
 async def test_a_client_that_never_reads_its_answers_is_not_read_either(
@@ -204,15 +204,15 @@ async def test_a_client_that_never_reads_its_answers_is_not_read_either(
                     await stream.send_all(batch)
             await trio.sleep(0.5)  # what the server would still read, it reads now
             assert peak <= SERVER_CONTROL_BOUND_BYTES, peak
-            assert server.state.by_name["flood"]._control_bytes <= SERVER_CONTROL_BOUND_BYTES
+            assert server.state.by_name["flood"].outbox.control_bytes <= SERVER_CONTROL_BOUND_BYTES
             # The flooded connection has a writer; readers come and go on its channel: only the
             # newest count waits for it, not one notice per change.
-            queued = len(server.state.by_name["flood"]._control)
+            queued = len(server.state.by_name["flood"].outbox._control)
             for _ in range(200):
                 async with good.subscribe("c"):
                     pass
-            assert len(server.state.by_name["flood"]._control) <= queued + 1
-            assert server.state.by_name["flood"]._readers == {1: 0}  # the newest count
+            assert len(server.state.by_name["flood"].outbox._control) <= queued + 1
+            assert server.state.by_name["flood"].outbox._reader_counts == {1: 0}  # the newest count
             # Meanwhile another client is served as usual.
             with trio.fail_after(10):
                 assert "flood" in {c.name for c in await good.clients()}

@@ -190,9 +190,9 @@ async def test_many_frames_travel_in_few_messages_both_ways(server: ts.Server) -
             while len(values) < count:
                 for frame in await ws.receive():
                     if frame[0] == F.FrameType.DATA:
-                        data = F.parse_data(frame)
-                        assert data.sub_id == sub_id
-                        values.append(decode_payload(frame[data.payload_offset :]))
+                        assert F.data_sub_id(frame) == sub_id
+                        offset = F.DataParser().parse(frame)[-1]
+                        values.append(decode_payload(frame[offset:]))
             assert values == list(range(count))
             assert ws.messages_received - before <= 2
 

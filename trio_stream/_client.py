@@ -68,8 +68,6 @@ MIN_SILENCE_S: Final = 2.0
 # Leaving a subscription or publisher waits at most this long for the server's answer: a frozen
 # server gets the request when it wakes up, and nobody is left waiting for it meanwhile.
 LEAVE_TIMEOUT_S: Final = 1.0
-_DATA_HEAD_BYTES: Final = F.DATA_HEAD.size
-_DATA_HEAD_AT: Final = F.DATA_HEAD.unpack_from
 
 T = TypeVar("T")
 
@@ -118,11 +116,19 @@ class Client:
         self._out_space.set()
         self._closed: ConnectionClosed | None = None
         self._goodbye: str | None = None
+        # One dispatch shape with the server's Session: frame type -> handler, and for CONTROL
+        # messages, message type -> handler.
+        self._frame_handlers: dict[int, Callable[[bytearray], None]] = {
+            F.DATA: self._on_data,
+            F.PUB_ACK: self._on_pub_ack,
+            F.CONTROL: self._on_control,
+        }
         self._handlers: dict[type[M.Message], Callable[[Any], None]] = {
             M.Reply: self._on_reply,
             M.Error: self._on_error,
             M.Readers: self._on_readers,
             M.SubEnd: self._on_sub_end,
+            M.Lost: self._on_lost,
             M.PubEnd: self._on_pub_end,
             M.Goodbye: self._on_goodbye,
             M.Pong: lambda msg: None,
@@ -356,11 +362,16 @@ class Client:
     # -- incoming ------------------------------------------------------------------------------
     async def _reader(self) -> None:
         transport = self._transport
-        dispatch = self._dispatch
+        handlers = self._frame_handlers
         try:
             while True:
                 for frame in await transport.receive_frames():
-                    dispatch(frame)
+                    handler = handlers.get(frame[0])
+                    if handler is None:
+                        raise ProtocolError(
+                            f"frame type {frame[0]:#04x} is not valid from a server"
+                        )
+                    handler(frame)
                 self._heard = True  # per batch, not per frame: the heartbeat only needs "some"
                 # The readers these frames woke go first: the next read usually finds nothing
                 # and re-arms epoll, two syscalls that need not delay the application.
@@ -382,24 +393,31 @@ class Client:
         return ConnectionClosed(message, reason)
 
     def _dispatch(self, frame: bytearray) -> None:
-        kind = frame[0]
-        if kind == F.DATA:
-            sub = self._subscriptions.get(F.data_sub_id(frame))
-            if sub is not None:
-                sub._deliver(frame)
-        elif kind == F.PUB_ACK:
-            pub_id, count = F.parse_counter(frame)
-            pub = self._publishers.get(pub_id)
-            if pub is not None:
-                pub._acked(count)
-        elif kind == F.CONTROL:
+        handler = self._frame_handlers.get(frame[0])
+        if handler is None:
+            raise ProtocolError(f"frame type {frame[0]:#04x} is not valid from a server")
+        handler(frame)
+
+    def _on_data(self, frame: bytearray) -> None:
+        sub = self._subscriptions.get(F.data_sub_id(frame))
+        if sub is not None:
+            sub._deliver(frame)
+
+    def _on_pub_ack(self, frame: bytearray) -> None:
+        pub_id, count = F.parse_counter(frame)
+        pub = self._publishers.get(pub_id)
+        if pub is not None:
+            pub._acked(count)
+
+    def _on_control(self, frame: bytearray) -> None:
+        try:
             message = M.decode_message(frame)
-            handler = self._handlers.get(type(message))
-            if handler is None:
-                raise ProtocolError(f"unexpected {message.OP} from the server")
-            handler(message)
-        else:
-            raise ProtocolError(f"frame type {kind:#04x} is not valid from a server")
+        except M.UnknownOp:
+            return  # a newer server's notice: nothing this client must act on
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise ProtocolError(f"unexpected {message.OP} from the server")
+        handler(message)
 
     def _on_reply(self, msg: M.Reply) -> None:
         reply = self._replies.get(msg.id)
@@ -427,6 +445,12 @@ class Client:
         if sub is not None:
             error = error_from_wire(msg.error, msg.reason) if msg.error else None
             sub._end(msg.reason, error)
+
+    def _on_lost(self, msg: M.Lost) -> None:
+        # Frames dropped at the end of a burst, that no message will carry: count them.
+        sub = self._subscriptions.get(msg.sub)
+        if sub is not None:
+            sub._lost_notice(msg.lost)
 
     def _on_pub_end(self, msg: M.PubEnd) -> None:
         pub = self._publishers.pop(msg.pub, None)
@@ -793,20 +817,6 @@ class Publisher:
         await self.aclose()
 
 
-def _sender_name(frame: bytearray, end: int) -> str:
-    """The sender name of a DATA frame; a name that is not UTF-8 still names someone.
-
-    An older server cut long names at 255 bytes, possibly mid-character: the message is
-    delivered all the same, the broken character shown as U+FFFD.
-    """
-    try:
-        return F.sender_at(frame, end)
-    except ProtocolError:
-        if len(frame) < end:  # truncated: the frame is bad, not only its name
-            raise
-        return bytes(frame[_DATA_HEAD_BYTES:end]).decode(errors="replace")
-
-
 class Subscription:
     """Messages of one channel, as this reader's server-side buffer releases them."""
 
@@ -829,9 +839,11 @@ class Subscription:
         # Set only while a receiver waits: setting an Event per delivered frame was a
         # measurable part of a busy reader's cost.
         self._waiter: trio.Event | None = None
-        self._sender_len = -1  # the last DATA frame's sender name: raw length, bytes, str
-        self._sender_raw = b""
-        self._sender = ""
+        self._parse = F.DataParser().parse  # the wire format's owner, one per subscription
+        # Losses the server reported in a `lost` notice (no DATA frame to carry them), as
+        # [position, count, counted]: counted in ``lost`` once the application has read every
+        # message before them, and carried to the message at ``position`` as its ``lost``.
+        self._carried: deque[list[int]] = deque()
         self._consumed = 0
         self._consumed_bytes = 0
         # Return credit once a quarter of the window is consumed, in frames or in bytes (the
@@ -882,7 +894,7 @@ class Subscription:
         return self._message(self._frames.popleft())
 
     def _message(self, frame: bytearray) -> Message:
-        # The hot path of every reader: one unpack, the cached sender name, one decode.
+        # The hot path of every reader: one parse (the sender name cached), one decode.
         # The frame is consumed whether or not it decodes: its credit goes back first, or a
         # few bad frames would shrink the window for good (and a reader that got only bad
         # frames would never receive anything again, from any writer).
@@ -890,31 +902,49 @@ class Subscription:
         self._consumed_bytes += len(frame)
         if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
             self._return_credit()
-        if len(frame) < _DATA_HEAD_BYTES:
-            raise ProtocolError("truncated DATA frame")
-        _, _, lost, seq, time_s, name_len = _DATA_HEAD_AT(frame)
+        lost, seq, time_s, sender, offset = self._parse(frame)
         if lost:
             self.lost += lost
-        offset = _DATA_HEAD_BYTES + name_len
-        # A channel's frames mostly come from one writer: compare in place with the last
-        # sender's name rather than copy the name out of every frame.
-        if name_len == self._sender_len and frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
-            sender = self._sender
-        else:
-            sender = _sender_name(frame, offset)
-            self._sender_raw = bytes(frame[_DATA_HEAD_BYTES:offset])
-            self._sender_len = name_len
-            self._sender = sender
         value = decode_payload(frame, offset, self._payload_limits)
+        if self._carried:
+            lost = self._carry_loss(lost)
         self.received += 1
         return Message(value, seq, self.channel, sender, time_s, lost)
+
+    def _lost_notice(self, count: int) -> None:
+        """The server dropped ``count`` frames after the last one it sent (a `lost` notice)."""
+        position = self.received + len(self._frames)  # the message after those here now
+        carried = self._carried
+        if carried and carried[-1][0] == position:
+            carried[-1][1] += count
+        else:
+            carried.append([position, count, 0])
+        if position == self.received:  # the application has read up to the gap
+            self._count_carried()
+
+    def _carry_loss(self, lost: int) -> int:
+        """``lost`` for the message being read, with a notice's loss that lands on it."""
+        carried = self._carried
+        if carried[0][0] == self.received:
+            lost += carried.popleft()[1]
+        if carried and carried[0][0] == self.received + 1:
+            self._count_carried()
+        return lost
+
+    def _count_carried(self) -> None:
+        head = self._carried[0]
+        if not head[2]:
+            head[2] = 1
+            self.lost += head[1]
 
     def _return_credit(self) -> None:
         """Tell the server how many messages the application took since the last CREDIT."""
         if self._consumed and not self._ended:
             client = self._client
             if not client.closed:
-                client._enqueue([F.credit_frame(self.sub_id, self._consumed)], 13)
+                client._enqueue(
+                    [F.credit_frame(self.sub_id, self._consumed)], F.COUNTER_FRAME_BYTES
+                )
         self._consumed = 0
         self._consumed_bytes = 0
 

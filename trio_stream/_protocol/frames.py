@@ -1,17 +1,24 @@
 """The binary frame types of docs/protocol.md section 1: layouts, packing and parsing.
 
-CONTROL frames carry a CBOR map (see messages.py); the other types have fixed binary headers so
-that the hot path (publish, fan-out, credit) never touches CBOR on the server.
+This module is the one owner of every binary layout on the wire: the server's fan-out packs
+DATA heads with :func:`write_data`, the server's reader parses PUBLISH with
+:func:`parse_publish`, the client parses DATA with :class:`DataParser`, and the tests exercise
+those same functions. CONTROL frames carry a CBOR map (see messages.py); the other types have
+fixed binary headers so that the hot path (publish, fan-out, credit) never touches CBOR on
+the server. Sans-io: bytes in, values out; no sockets, no event loop (a test guards that).
 """
 
 from __future__ import annotations
 
 import struct
+from collections import deque
+from collections.abc import Callable
 from enum import IntEnum
-from typing import Final, NamedTuple
+from typing import Final
 
 from .._exceptions import ProtocolError
 from .bytes_like import BytesLike
+from .framing import PREFIX_BYTES
 
 
 class FrameType(IntEnum):
@@ -38,20 +45,24 @@ PUBLISH_HEAD: Final = struct.Struct(">BId")
 DATA_READER_HEAD: Final = struct.Struct(">IBII")
 # DATA, the part shared by every reader of one publish: seq, time, sender name length.
 DATA_SHARED_HEAD: Final = struct.Struct(">QdB")
+# A whole DATA body head as a reader sees it: type, sub_id, lost, seq, time, name length.
+DATA_HEAD: Final = struct.Struct(">BIIQdB")
 # CREDIT and PUB_ACK, with their length prefix: length, type, id, frames.
 COUNTER_FRAME: Final = struct.Struct(">IBII")
 
-DATA_READER_BODY_BYTES: Final = DATA_READER_HEAD.size - 4  # without the length prefix
-MAX_SENDER_NAME_BYTES: Final = 255
-MAX_U32: Final = 0xFFFFFFFF
+DATA_READER_BODY_BYTES: Final = DATA_READER_HEAD.size - PREFIX_BYTES  # type, sub_id, lost
+COUNTER_FRAME_BYTES: Final = COUNTER_FRAME.size  # a whole CREDIT or PUB_ACK frame: 13
+COUNTER_BODY_BYTES: Final = COUNTER_FRAME_BYTES - PREFIX_BYTES  # its body: 9
+MAX_SENDER_NAME_BYTES: Final = 255  # the u8 length of the DATA sender field
+MAX_U32: Final = 0xFFFFFFFF  # a DATA frame's lost saturates here
+# Payloads below this are joined to their DATA head once, when published, rather than handed
+# to every reader's write as a second piece; larger ones are never copied.
+SMALL_PAYLOAD_BYTES: Final = 4096
 
 
-def frame_type(frame: BytesLike) -> int:
-    return frame[0]
-
-
+# -- PUBLISH ---------------------------------------------------------------------------------
 def publish_head(pub_id: int, time: float) -> bytes:
-    """The PUBLISH body up to the payload."""
+    """The PUBLISH body up to the payload (a raw client's frame; see publish_wire_head)."""
     return PUBLISH_HEAD.pack(PUBLISH, pub_id, time)
 
 
@@ -78,6 +89,7 @@ def parse_publish(frame: BytesLike) -> tuple[int, float]:
 _PUBLISH_HEAD_AT: Final = PUBLISH_HEAD.unpack_from
 
 
+# -- DATA, server side -----------------------------------------------------------------------
 def sender_field(name: str) -> bytes:
     """The sender name as DATA frames carry it (UTF-8, at most 255 bytes); once per publisher.
 
@@ -90,30 +102,90 @@ def sender_field(name: str) -> bytes:
     return encoded[:MAX_SENDER_NAME_BYTES].decode("utf-8", "ignore").encode()
 
 
-def data_shared_head(seq: int, time: float, sender: bytes) -> bytes:
-    """The bytes of a DATA frame between the per-reader head and the payload."""
-    return DATA_SHARED_HEAD.pack(seq, time, len(sender)) + sender
+class SharedData:
+    """One published frame as every reader gets it: built once, referenced by all buffers.
+
+    ``head`` is the DATA body after the per-reader part (seq, time, sender), joined with the
+    payload when that is small; a large ``payload`` stays the publisher's bytes, never copied.
+    """
+
+    __slots__ = ("body_bytes", "head", "nbytes", "payload", "seq")
+
+    def __init__(self, seq: int, time: float, sender: bytes, payload: BytesLike) -> None:
+        self.seq = seq
+        head = _SHARED_PACK(seq, time, len(sender)) + sender
+        size = len(payload)
+        shared_bytes = len(head) + size
+        self.body_bytes = DATA_READER_BODY_BYTES + shared_bytes  # a reader's length prefix
+        self.nbytes = DATA_READER_HEAD.size + shared_bytes  # the whole frame, prefix included
+        if size < SMALL_PAYLOAD_BYTES:
+            # Join once here rather than hand every reader's writer two pieces to copy.
+            self.head = head + payload
+            self.payload: BytesLike = b""
+        else:
+            self.head = head
+            self.payload = payload
 
 
-def data_reader_head(shared_bytes: int, sub_id: int, lost: int) -> bytes:
-    """Length prefix and per-reader head of a DATA frame whose shared part has that size."""
-    return DATA_READER_HEAD.pack(
-        DATA_READER_BODY_BYTES + shared_bytes, DATA, sub_id, lost if lost < MAX_U32 else MAX_U32
-    )
+_SHARED_PACK: Final = DATA_SHARED_HEAD.pack
+_READER_PACK: Final = DATA_READER_HEAD.pack
 
 
-class Data(NamedTuple):
-    sub_id: int
-    lost: int
-    seq: int
-    time: float
-    sender: str
-    payload_offset: int
+def write_data(
+    take: Callable[[], tuple[SharedData, int] | None],
+    untake: Callable[[tuple[SharedData, int]], None],
+    sub_id: int,
+    max_frames: int,
+    quota: int,
+    room: int,
+    sizes: deque[int],
+    pieces: list[BytesLike],
+    run: list[bytes],
+) -> tuple[int, int]:
+    """Write one reader's DATA frames from ``take`` (which gives (frame, lost before it)).
+
+    Stops after ``max_frames`` frames, once ``quota`` bytes are written, or before a frame
+    that does not fit ``room`` bytes (it goes back with ``untake``) unless ``sizes`` is empty:
+    a single frame larger than the room goes alone. Each frame's size, as written, is appended
+    to ``sizes`` (the reader's frames in flight).
+
+    The per-reader head is packed here, once per frame per reader, in one loop over locals.
+    Small pieces (heads, small payloads) collect in ``run`` for the caller to join into one
+    piece; a large payload is never copied: ``run`` is joined into ``pieces`` and the payload
+    follows as its own piece.
+
+    Returns:
+        (frames, bytes) written.
+    """
+    pack = _READER_PACK
+    append_size = sizes.append
+    frames = taken = 0
+    while frames < max_frames and taken < quota:
+        entry = take()
+        if entry is None:
+            break
+        frame, lost = entry
+        nbytes = frame.nbytes
+        if nbytes > room and sizes:
+            untake(entry)
+            break
+        room -= nbytes
+        run.append(pack(frame.body_bytes, DATA, sub_id, lost if lost < MAX_U32 else MAX_U32))
+        run.append(frame.head)
+        if frame.payload:
+            pieces.append(b"".join(run))
+            run.clear()
+            pieces.append(frame.payload)
+        append_size(nbytes)
+        taken += nbytes
+        frames += 1
+    return frames, taken
 
 
-# A whole DATA body head in one unpack: type, sub_id, lost, seq, time, sender name length.
-_DATA_HEAD: Final = struct.Struct(">BIIQdB")
+# -- DATA, client side -----------------------------------------------------------------------
 _SUB_ID: Final = struct.Struct(">I")
+_DATA_HEAD_BYTES: Final = DATA_HEAD.size
+_DATA_HEAD_AT: Final = DATA_HEAD.unpack_from
 # Readers see the same few sender names over and over; decoding each once saves a bytes
 # copy and a UTF-8 decode per message.
 _sender_names: dict[bytes, str] = {}
@@ -122,52 +194,71 @@ _SENDER_CACHE_MAX: Final = 4096
 
 def data_sub_id(frame: BytesLike) -> int:
     """The subscription a DATA frame is for (enough to route it)."""
-    if len(frame) < 5:
+    if len(frame) < 1 + _SUB_ID.size:
         raise ProtocolError("truncated DATA frame")
     return int(_SUB_ID.unpack_from(frame, 1)[0])
 
 
-def parse_data(frame: BytesLike) -> Data:
-    if len(frame) < _DATA_HEAD.size:
-        raise ProtocolError("truncated DATA frame")
-    _, sub_id, lost, seq, time, name_len = _DATA_HEAD.unpack_from(frame)
-    end = _DATA_HEAD.size + name_len
-    return Data(sub_id, lost, seq, time, sender_at(frame, end), end)
+class DataParser:
+    """Parses one subscription's DATA frame bodies; remembers the last sender's name.
+
+    A channel's frames mostly come from one writer: the name is compared in place with the
+    last one rather than copied out of every frame and decoded.
+    """
+
+    __slots__ = ("_len", "_raw", "_sender")
+
+    def __init__(self) -> None:
+        self._raw = b""
+        self._len = -1
+        self._sender = ""
+
+    def parse(self, frame: bytearray | bytes) -> tuple[int, int, float, str, int]:
+        """(lost, seq, time, sender, payload offset) of a DATA frame body.
+
+        Raises:
+            ProtocolError: a truncated frame.
+        """
+        if len(frame) < _DATA_HEAD_BYTES:
+            raise ProtocolError("truncated DATA frame")
+        _, _, lost, seq, time, name_len = _DATA_HEAD_AT(frame)
+        offset = _DATA_HEAD_BYTES + name_len
+        if name_len == self._len and frame.startswith(self._raw, _DATA_HEAD_BYTES):
+            return lost, seq, time, self._sender, offset
+        if len(frame) < offset:
+            raise ProtocolError("truncated DATA frame")
+        raw = bytes(frame[_DATA_HEAD_BYTES:offset])
+        sender = _sender_names.get(raw)
+        if sender is None:
+            # A name that is not UTF-8 still names someone: an older server cut long names
+            # at 255 bytes, possibly mid-character; the broken character shows as U+FFFD.
+            sender = raw.decode(errors="replace")
+            if len(_sender_names) >= _SENDER_CACHE_MAX:
+                _sender_names.clear()
+            _sender_names[raw] = sender
+        self._raw = raw
+        self._len = name_len
+        self._sender = sender
+        return lost, seq, time, sender, offset
 
 
-def sender_at(frame: BytesLike, end: int) -> str:
-    """The sender name of a DATA frame whose name ends at ``end``."""
-    if len(frame) < end:
-        raise ProtocolError("truncated DATA frame")
-    raw = bytes(frame[_DATA_HEAD.size : end])
-    sender = _sender_names.get(raw)
-    if sender is None:
-        try:
-            sender = raw.decode()
-        except UnicodeDecodeError as exc:
-            raise ProtocolError("DATA frame sender is not UTF-8") from exc
-        if len(_sender_names) >= _SENDER_CACHE_MAX:
-            _sender_names.clear()
-        _sender_names[raw] = sender
-    return sender
-
-
-DATA_HEAD: Final = _DATA_HEAD  # for the client's inlined fast path
-
-
+# -- CREDIT and PUB_ACK ----------------------------------------------------------------------
 def credit_frame(sub_id: int, frames: int) -> bytes:
     """A whole CREDIT frame, length prefix included."""
-    return COUNTER_FRAME.pack(9, CREDIT, sub_id, frames)
+    return COUNTER_FRAME.pack(COUNTER_BODY_BYTES, CREDIT, sub_id, frames)
 
 
 def pub_ack_frame(pub_id: int, frames: int) -> bytes:
     """A whole PUB_ACK frame, length prefix included."""
-    return COUNTER_FRAME.pack(9, PUB_ACK, pub_id, frames)
+    return COUNTER_FRAME.pack(COUNTER_BODY_BYTES, PUB_ACK, pub_id, frames)
+
+
+_COUNTER_BODY_AT: Final = struct.Struct(">BII").unpack_from
 
 
 def parse_counter(frame: BytesLike) -> tuple[int, int]:
     """(id, frames) of a CREDIT or PUB_ACK frame body."""
-    if len(frame) != 9:
-        raise ProtocolError("a CREDIT or PUB_ACK frame is exactly 9 bytes")
-    _, ident, frames = struct.unpack_from(">BII", frame)
+    if len(frame) != COUNTER_BODY_BYTES:
+        raise ProtocolError(f"a CREDIT or PUB_ACK frame body is exactly {COUNTER_BODY_BYTES} bytes")
+    _, ident, frames = _COUNTER_BODY_AT(frame)
     return ident, frames

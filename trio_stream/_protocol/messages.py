@@ -25,6 +25,8 @@ from .frames import CONTROL_TYPE_BYTE
 @dataclass(frozen=True)
 class Message:
     OP: ClassVar[str] = ""
+    # Fields left out of the wire map when they are None (docs/protocol.md says "absent").
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset()
 
 
 # --- handshake ------------------------------------------------------------------------------
@@ -176,9 +178,20 @@ class Readers(Message):
 @dataclass(frozen=True)
 class SubEnd(Message):
     OP: ClassVar[str] = "sub_end"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"error"})
     sub: int
     reason: str = ""
-    error: str | None = None  # an error type name when the end is a failure
+    error: str | None = None  # an error type name when the end is a failure; else absent
+
+
+@dataclass(frozen=True)
+class Lost(Message):
+    """Frames a subscription lost to its policy that no DATA frame will report: sent once its
+    server-side buffer is empty (after its last DATA frame) while such a loss is owed."""
+
+    OP: ClassVar[str] = "lost"
+    sub: int
+    lost: int
 
 
 @dataclass(frozen=True)
@@ -224,6 +237,7 @@ for _cls in (
     Error,
     Readers,
     SubEnd,
+    Lost,
     PubEnd,
 ):
     register(_cls)
@@ -256,16 +270,34 @@ def _matches(value: Any, hint: Any) -> bool:
 
 def to_wire(message: Message) -> dict[str, Any]:
     wire: dict[str, Any] = {"op": message.OP}
+    omit = message.OMIT_NONE
     for field in dataclasses.fields(message):
-        wire[field.name] = getattr(message, field.name)
+        value = getattr(message, field.name)
+        if value is None and field.name in omit:
+            continue
+        wire[field.name] = value
     return wire
+
+
+class UnknownOp(ProtocolError):
+    """A CONTROL message whose ``op`` this side does not know (a newer peer's, perhaps).
+
+    ``id`` is the message's request id when it carried an integer one: the server answers
+    that request with an ``error`` and keeps the connection.
+    """
+
+    def __init__(self, op: object, ident: int | None) -> None:
+        super().__init__(f"unknown control message op {brief(op)}")
+        self.op = op
+        self.id = ident
 
 
 def from_wire(wire: dict[str, Any]) -> Message:
     op = wire.get("op")
     cls = MESSAGE_TYPES.get(op) if isinstance(op, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown control message op {brief(op)}")
+        ident = wire.get("id")
+        raise UnknownOp(op, ident if type(ident) is int else None)
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if field.name in wire:

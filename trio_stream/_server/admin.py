@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import AuthError, InvalidArgument
-from .._protocol import messages as M
 from .._protocol.codec import encode_payload
+from .._protocol.messages import Admin
 
 if TYPE_CHECKING:
     from .session import Session
@@ -27,11 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTIONS = ("check", "publish", "delete_channel", "disconnect")
-
-
-def admin_handlers(session: Session) -> dict[type[M.Message], Callable[[Any], Any]]:
-    """The session's handler-table entries for admin requests."""
-    return {M.Admin: lambda msg: handle(session, msg)}
 
 
 def _check_token(session: Session, token: str) -> None:
@@ -45,7 +39,7 @@ def _check_token(session: Session, token: str) -> None:
         raise AuthError("wrong admin token: give the token the server was started with")
 
 
-def handle(session: Session, msg: M.Admin) -> Any:
+def handle(session: Session, msg: Admin) -> Any:
     """Run one admin action for ``session``; its result is the reply."""
     if msg.action not in ACTIONS:
         raise InvalidArgument(
@@ -76,7 +70,7 @@ def handle(session: Session, msg: M.Admin) -> Any:
     return None
 
 
-def _disconnect(session: Session, msg: M.Admin, who: str) -> dict[str, Any]:
+def _disconnect(session: Session, msg: Admin, who: str) -> dict[str, Any]:
     if msg.client is None:
         raise InvalidArgument("admin disconnect needs client=<id> (see clients())")
     target = session.state.sessions.get(msg.client)

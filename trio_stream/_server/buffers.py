@@ -141,6 +141,21 @@ class PolicyBuffer(Generic[T]):
             self._carry = 0
         return entry
 
+    def peek(self) -> T | None:
+        """The oldest item, left in place (None when empty)."""
+        return self._items[0][0] if self._items else None
+
+    def untake(self, entry: tuple[T, int]) -> None:
+        """Put back the entry :meth:`take` just returned (it did not fit the reader's window)."""
+        self._items.appendleft(entry)
+
+    def take_skipped(self) -> int:
+        """Frames lost since the last item admitted, that no buffered item will report: they
+        are reported now (a ``lost`` notice) and not again on the next item admitted."""
+        skipped = self._skipped
+        self._skipped = 0
+        return skipped
+
     def clear(self) -> list[T]:
         """Empty the buffer (the subscription is going away); returns what was in it."""
         out = [item for item, _ in self._items]

@@ -27,11 +27,26 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from .._exceptions import FrameTooLarge, LimitExceeded, ProtocolError, RpcError
-from .._protocol import messages as M
-from .._protocol import rpc_messages as R
 from .._protocol.brief import brief
 from .._protocol.framing import frame_prefix
 from .._protocol.limits import MAX_FRAME_BYTES
+from .._protocol.messages import Error, Message, Reply, encode_message
+from .._protocol.rpc_messages import (
+    MAX_METHOD_NAME,
+    MAX_METHODS,
+    Abort,
+    Call,
+    Cancel,
+    Describe,
+    Expose,
+    Fail,
+    Introspect,
+    Invoke,
+    Methods,
+    Refuse,
+    Result,
+    RpcErrorReply,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +60,7 @@ class Endpoint(Protocol):
     name: str
     methods: list[str]
 
-    def send_control(self, message: M.Message) -> None: ...
+    def send_control(self, message: Message) -> None: ...
     def send_control_frame(self, frame: bytes) -> None: ...
 
 
@@ -77,43 +92,43 @@ class Router:
             return len(self._calls)
         return len(self._by_caller.get(session, ()))
 
-    def handlers(self, session: Endpoint) -> dict[type[M.Message], Callable[[Any], None]]:
+    def handlers(self, session: Endpoint) -> dict[type[Message], Callable[[Any], None]]:
         """The session's handlers for the RPC messages a client may send."""
         return {
-            R.Expose: lambda msg: self.expose(session, msg),
-            R.Describe: lambda msg: self.describe(session, msg),
-            R.Call: lambda msg: self.call(session, msg),
-            R.Cancel: lambda msg: self.cancel(session, msg),
-            R.Methods: lambda msg: self.methods(session, msg),
-            R.Result: lambda msg: self.result(session, msg),
-            R.Fail: lambda msg: self.fail(session, msg),
-            R.Refuse: lambda msg: self.refuse(session, msg),
+            Expose: lambda msg: self.expose(session, msg),
+            Describe: lambda msg: self.describe(session, msg),
+            Call: lambda msg: self.call(session, msg),
+            Cancel: lambda msg: self.cancel(session, msg),
+            Methods: lambda msg: self.methods(session, msg),
+            Result: lambda msg: self.result(session, msg),
+            Fail: lambda msg: self.fail(session, msg),
+            Refuse: lambda msg: self.refuse(session, msg),
         }
 
     # -- caller side -------------------------------------------------------------------------
-    def expose(self, session: Endpoint, msg: R.Expose) -> None:
+    def expose(self, session: Endpoint, msg: Expose) -> None:
         names = msg.methods
-        if len(names) > R.MAX_METHODS or not all(
-            type(n) is str and 0 < len(n) <= R.MAX_METHOD_NAME for n in names
+        if len(names) > MAX_METHODS or not all(
+            type(n) is str and 0 < len(n) <= MAX_METHOD_NAME for n in names
         ):
             raise ProtocolError(
-                f"expose: at most {R.MAX_METHODS} method names of 1-{R.MAX_METHOD_NAME} characters"
+                f"expose: at most {MAX_METHODS} method names of 1-{MAX_METHOD_NAME} characters"
             )
         session.methods = sorted(set(names))
 
-    def describe(self, caller: Endpoint, msg: R.Describe) -> None:
+    def describe(self, caller: Endpoint, msg: Describe) -> None:
         pending = self._open(caller, msg.id, msg.provider, describe=True)
         if pending is not None:
-            pending.provider.send_control(R.Introspect(call=pending.call))
+            pending.provider.send_control(Introspect(call=pending.call))
 
-    def call(self, caller: Endpoint, msg: R.Call) -> None:
-        if not 0 < len(msg.method) <= R.MAX_METHOD_NAME:
+    def call(self, caller: Endpoint, msg: Call) -> None:
+        if not 0 < len(msg.method) <= MAX_METHOD_NAME:
             self._error(caller, msg.id, RpcError(f"invalid method name {msg.method[:50]!r}"))
             return
         pending = self._open(caller, msg.id, msg.provider, describe=False)
         if pending is None:
             return
-        invoke = R.Invoke(call=pending.call, method=msg.method, args=msg.args, caller=caller.name)
+        invoke = Invoke(call=pending.call, method=msg.method, args=msg.args, caller=caller.name)
         frame = self._encode(invoke)
         if frame is None:
             self._close(pending)
@@ -121,11 +136,11 @@ class Router:
             return
         pending.provider.send_control_frame(frame)
 
-    def cancel(self, caller: Endpoint, msg: R.Cancel) -> None:
+    def cancel(self, caller: Endpoint, msg: Cancel) -> None:
         pending = self._by_caller.get(caller, {}).get(msg.id)
         if pending is not None:  # else answered already: the answer crossed the cancel
             self._close(pending)
-            pending.provider.send_control(R.Abort(call=pending.call))
+            pending.provider.send_control(Abort(call=pending.call))
 
     def _open(self, caller: Endpoint, ident: int, name: str, *, describe: bool) -> _Pending | None:
         calls = self._by_caller.setdefault(caller, {})
@@ -170,11 +185,11 @@ class Router:
 
     @staticmethod
     def _error(caller: Endpoint, ident: int, error: Exception) -> None:
-        caller.send_control(M.Error(id=ident, type=type(error).__name__, message=str(error)))
+        caller.send_control(Error(id=ident, type=type(error).__name__, message=str(error)))
 
-    def _encode(self, message: M.Message) -> bytes | None:
+    def _encode(self, message: Message) -> bytes | None:
         """The whole frame for ``message``, or None if its body exceeds max_frame_bytes."""
-        body = M.encode_message(message)
+        body = encode_message(message)
         if len(body) > self._max_frame_bytes:
             return None
         return frame_prefix(len(body)) + body
@@ -190,7 +205,7 @@ class Router:
             ),
         )
 
-    def _forward(self, caller: Endpoint, ident: int, message: M.Message, what: str) -> None:
+    def _forward(self, caller: Endpoint, ident: int, message: Message, what: str) -> None:
         """Send an answer on to its caller, or FrameTooLarge if it grew over the limit."""
         frame = self._encode(message)
         if frame is None:
@@ -212,13 +227,13 @@ class Router:
         self._close(pending)
         return pending
 
-    def methods(self, provider: Endpoint, msg: R.Methods) -> None:
+    def methods(self, provider: Endpoint, msg: Methods) -> None:
         names = [
             m["name"] for m in msg.methods if isinstance(m, dict) and type(m.get("name")) is str
         ]
         if len(names) != len(msg.methods):
             raise ProtocolError("methods: every description must be a map with a text name")
-        self.expose(provider, R.Expose(methods=names))  # fresher than the last expose
+        self.expose(provider, Expose(methods=names))  # fresher than the last expose
         pending = self._answered(provider, msg.call, describe=True)
         if pending is None:
             return
@@ -229,25 +244,25 @@ class Router:
                 RpcError(f"{provider.name!r} exposes no methods (yet)"),
             )
             return
-        pending.caller.send_control(M.Reply(id=pending.caller_id, result=msg.methods))
+        pending.caller.send_control(Reply(id=pending.caller_id, result=msg.methods))
 
-    def result(self, provider: Endpoint, msg: R.Result) -> None:
+    def result(self, provider: Endpoint, msg: Result) -> None:
         pending = self._answered(provider, msg.call, describe=False)
         if pending is not None:
             self._forward(
                 pending.caller,
                 pending.caller_id,
-                M.Reply(id=pending.caller_id, result=msg.value),
+                Reply(id=pending.caller_id, result=msg.value),
                 f"the result from {provider.name[:100]!r}",
             )
 
-    def fail(self, provider: Endpoint, msg: R.Fail) -> None:
+    def fail(self, provider: Endpoint, msg: Fail) -> None:
         pending = self._answered(provider, msg.call, describe=False)
         if pending is not None:
             self._forward(
                 pending.caller,
                 pending.caller_id,
-                R.RpcErrorReply(
+                RpcErrorReply(
                     id=pending.caller_id,
                     type=msg.type,
                     message=msg.message,
@@ -256,7 +271,7 @@ class Router:
                 f"the error from {provider.name[:100]!r}",
             )
 
-    def refuse(self, provider: Endpoint, msg: R.Refuse) -> None:
+    def refuse(self, provider: Endpoint, msg: Refuse) -> None:
         pending = self._answered(provider, msg.call, describe=False)
         if pending is not None:
             self._error(pending.caller, pending.caller_id, RpcError(msg.message))
@@ -275,5 +290,5 @@ class Router:
                 )
         for pending in list(self._by_caller.get(session, {}).values()):
             self._close(pending)
-            pending.provider.send_control(R.Abort(call=pending.call))
+            pending.provider.send_control(Abort(call=pending.call))
         session.methods = []

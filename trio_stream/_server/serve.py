@@ -11,12 +11,14 @@ import trio
 
 from .._config import ServerConfig
 from .._exceptions import LimitExceeded
-from .._protocol import messages as M
+from .._protocol.messages import Error
 from .._transport.tcp import StreamTransport, peer_address
 from .._util import unwrap_single_exception
 from .admission import ConnectionCounter
 from .gc_policy import FreezePolicy, freeze_startup_objects
-from .session import REFUSAL_FLUSH_S, Session, control_frame
+from .handshake import REFUSAL_FLUSH_S
+from .outbox import control_frame
+from .session import Session
 from .state import ServerState
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ class Server:
             nursery.start_soon(self._accept, listeners, nursery)
             log.info("listening on %s", self.tcp_url)
         if config.http_port is not None:
-            from .._transport.http import start_http
+            from .http import start_http
 
             self.http_url, self.ws_url = await start_http(self, nursery)
             log.info("dashboard on %s, WebSocket on %s", self.http_url, self.ws_url)
@@ -176,7 +178,7 @@ class Server:
 async def _refuse_connection(stream: trio.abc.Stream, reason: str) -> None:
     """Tell a connection over a limit why (an ``error`` frame, as a refused hello gets), close."""
     log.info("connection refused: %s", reason)
-    error = M.Error(id=None, type=LimitExceeded.__name__, message=reason)
+    error = Error(id=None, type=LimitExceeded.__name__, message=reason)
     with trio.move_on_after(REFUSAL_FLUSH_S):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(control_frame(error))

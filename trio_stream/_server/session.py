@@ -1,21 +1,20 @@
-"""One client connection on the server: handshake, a reader task and a sender task.
+"""One client connection on the server: a thin driver of its tasks.
 
-The reader task parses frames and acts on them at once (requests touch only in-memory state,
-publishes fan out synchronously through the broker). The sender task is the only writer to the
-socket: it drains, in this order, control messages, reader counts, the subscriptions' buffers
-through the fair scheduler and then writer acknowledgements, coalescing everything ready into
-one write. Control messages a client does not read make the reader task stop reading that
-client (CONTROL_HIGH_WATER_BYTES), so its requests cannot grow the server's memory; so do
-frames its writers parked for full ``block`` readers beyond max_parked_bytes. The server's
-watchdog (idle.py) closes a connection that has been silent for idle_timeout_s, and has the
-session end ``block`` readers that have held their writers back longer than their
-block_timeout (check_holds).
+After the handshake (handshake.py), two tasks run: the reader parses frames and acts on them
+at once through two tables (frame type -> handler; for CONTROL, message type -> handler, see
+requests.py and the RPC router), and the sender writes what the connection's :class:`Outbox`
+batches (control messages, reader counts, DATA through the fair scheduler, writer
+acknowledgements, coalesced into one write). The server's watchdog (idle.py) closes a
+connection that has been silent for idle_timeout_s and has the outbox end ``block`` readers
+that have held their writers back longer than their block_timeout (check_holds).
+
+Control messages a client does not read make the reader task stop reading that client
+(CONTROL_HIGH_WATER_BYTES), so its requests cannot grow the server's memory; so do frames its
+writers parked for full ``block`` readers beyond max_parked_bytes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hmac
 import logging
 import math
 import time
@@ -25,89 +24,71 @@ from typing import Any, Final
 import trio
 
 from .._exceptions import (
-    AuthError,
     ConnectionClosed,
     FrameTooLarge,
     InvalidArgument,
-    LimitExceeded,
     ProtocolError,
     TrioStreamError,
 )
-from .._protocol import frames as F
-from .._protocol import messages as M
 from .._protocol.bytes_like import BytesLike
-from .._protocol.framing import frame_prefix
-from .._protocol.limits import PROTOCOL_VERSION, SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
-from .._transport import sniff
+from .._protocol.frames import CONTROL, CREDIT, PUBLISH, PUBLISH_HEAD, parse_counter, parse_publish
+from .._protocol.messages import (
+    Error,
+    Goodbye,
+    Message,
+    Ping,
+    Pong,
+    Reply,
+    Request,
+    UnknownOp,
+    decode_message,
+)
 from .._transport.base import FrameTransport
-from .._version import __version__
-from .admin import admin_handlers
-from .broker import HOLD_NOTICE_S, Channel, Publisher, Subscription
-from .buffers import Policy, parse_policy
-from .fairness import DeficitRoundRobin
+from .broker import Channel, Writer
+from .handshake import closing_for, handshake, refuse
+from .outbox import Outbox
+from .requests import REQUEST_HANDLERS
 from .state import ServerState
 
 log = logging.getLogger(__name__)
 
-SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 # Control messages (answers, notices) queued for one client and not yet written: above this,
 # the server stops reading that client until they are written, so a client that sends
 # requests and never reads the answers holds at most this much (plus one answer) here.
 CONTROL_HIGH_WATER_BYTES: Final = 1 * 2**20
-REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
-_PUBLISH_HEAD_BYTES: Final = F.PUBLISH_HEAD.size  # where a PUBLISH frame's payload starts
-MAX_CLIENT_NAME_CHARS: Final = 100  # and at most F.MAX_SENDER_NAME_BYTES of UTF-8 (DATA frames)
-
-
-def control_frame(message: M.Message) -> bytes:
-    body = M.encode_message(message)
-    return frame_prefix(len(body)) + body
+_PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # where a PUBLISH frame's payload starts
 
 
 class Session:
-    # Slots: with more than 30 attributes an instance __dict__ stops sharing its keys and
-    # costs ~1.5 KiB per connection. "__dict__" stays, so an attribute added later works.
+    # Slots: with many attributes an instance __dict__ stops sharing its keys and costs
+    # ~1.5 KiB per connection. "__dict__" stays, so an attribute added later works.
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_acks",
         "_close_requested",
         "_closing",
-        "_control",
-        "_control_bytes",
         "_control_space",
         "_drain",
         "_drained",
         "_early_frames",
+        "_frame_handlers",
         "_handlers",
-        "_holding",
         "_last_heard",
         "_name_claimed",
         "_next_pub",
-        "_next_sub",
-        "_over_limit",
         "_parked_space",
         "_peer_gone",
         "_publish",
-        "_rate_limited",
         "_reader_scope",
-        "_readers",
-        "_scheduler",
         "_wake",
-        "block_bytes",
-        "buffered_bytes",
         "client_id",
         "connected_at",
-        "max_block_bytes",
-        "max_buffered_bytes",
-        "max_parked_bytes",
         "methods",
         "name",
-        "parked_bytes",
-        "publishers",
+        "outbox",
         "state",
-        "subscriptions",
         "transport",
+        "writers",
     )
 
     def __init__(self, state: ServerState, transport: FrameTransport) -> None:
@@ -116,33 +97,26 @@ class Session:
         self.client_id = state.next_client_id()
         self.name = f"client-{self.client_id}"
         self.connected_at = time.time()
-        self.buffered_bytes = 0
-        self.max_buffered_bytes = state.limits.max_buffered_bytes
-        self.block_bytes = 0
-        self.max_block_bytes = self.max_buffered_bytes // 2  # see Subscription.admit
-        self.parked_bytes = 0  # frames our writers sent that wait for block readers (broker)
-        # What this connection's writers may have parked before it is read no more: one whole
-        # writer window always fits, so one held-back channel never stops its other writers.
-        self.max_parked_bytes = max(self.max_buffered_bytes, state.limits.publish_window_bytes)
-        self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
-        # Block subs with frames parked for them; made on first use, like the events below:
-        # an idle connection should hold nothing it may never need.
-        self._holding: set[Subscription] | None = None
-        self._name_claimed = False
-        self._over_limit: list[Subscription] = []
-        self.subscriptions: dict[int, Subscription] = {}
-        self.publishers: dict[int, Publisher] = {}
-        self.methods: list[str] = []
-        self._next_sub = 1
+        limits = state.limits
+        self.outbox = Outbox(
+            self,
+            max_buffered_bytes=limits.max_buffered_bytes,
+            # What this connection's writers may have parked before it is read no more: one
+            # whole writer window always fits, so one held-back channel never stops its
+            # other writers.
+            max_parked_bytes=max(limits.max_buffered_bytes, limits.publish_window_bytes),
+            clock=trio.current_time,
+            detach=state.broker.unsubscribe,
+            totals=state.buffer_totals,
+        )
+        self.writers: dict[int, Writer] = {}
+        self.methods: list[str] = []  # RPC names, kept by the router
         self._next_pub = 1
-        self._control: list[bytes] = []
-        self._control_bytes = 0  # queued in _control or being written by the sender
-        self._control_space: trio.Event | None = None  # the reader waits for control to go
-        self._acks: dict[int, Publisher] = {}
-        self._readers: dict[int, int] = {}  # pub_id -> the newest reader count to tell it
-        self._rate_limited: set[Subscription] = set()
-        self._scheduler = DeficitRoundRobin()
+        self._name_claimed = False
         self._wake = trio.Event()
+        # Made on first use: an idle connection should hold nothing it may never need.
+        self._control_space: trio.Event | None = None  # the reader waits for control to go
+        self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
         self._early_frames: list[bytearray] = []
         self._reader_scope = trio.CancelScope()
         self._last_heard = trio.current_time()  # when the client last sent anything
@@ -152,134 +126,97 @@ class Session:
         self._close_requested = trio.Event()
         self._drained: trio.Event | None = None  # made when closing begins
         self._publish = state.broker.publish
+        # The one dispatch shape, as in the client: frame type -> handler, and for CONTROL
+        # messages, message type -> handler.
+        self._frame_handlers: dict[int, Callable[[bytearray], None]] = {
+            PUBLISH: self._on_publish,
+            CREDIT: self._on_credit,
+            CONTROL: self._on_control,
+        }
         # Built on the first request: a connection that only pings (most idle clients) never
         # needs it, and it is ~3 KiB of bound methods and closures per connection.
-        self._handlers: dict[type[M.Message], Callable[[Any], Any]] | None = None
+        self._handlers: dict[type[Message], Callable[[Any], Any]] | None = None
 
-    def _handler_table(self) -> dict[type[M.Message], Callable[[Any], Any]]:
-        state = self.state
+    def _handler_table(self) -> dict[type[Message], Callable[[Any], Any]]:
         self._handlers = {
-            M.CreateChannel: self._create_channel,
-            M.DeleteChannel: self._delete_channel,
-            M.OpenPublisher: self._open_publisher,
-            M.ClosePublisher: self._close_publisher,
-            M.Subscribe: self._subscribe,
-            M.Unsubscribe: self._unsubscribe,
-            M.ListChannels: self._list_channels,
-            M.ListClients: self._list_clients,
-            M.GetStats: self._stats,
-            **state.rpc.handlers(self),
-            **admin_handlers(self),
+            **{kind: self._request(handler) for kind, handler in REQUEST_HANDLERS.items()},
+            **self.state.rpc.handlers(self),
         }
         return self._handlers
 
-    # -- SessionPort (called by the broker) --------------------------------------------------
-    def activate(self, sub: Subscription) -> None:
-        self._scheduler.add(sub)
+    # -- OutboxOwner ---------------------------------------------------------------------------
+    def wake_sender(self) -> None:
         self._wake.set()
 
-    def schedule_rate(self, sub: Subscription) -> None:
-        if sub not in self._rate_limited:
-            self._rate_limited.add(sub)
-            self._wake.set()
-
-    def ack(self, pub: Publisher) -> None:
-        pub.acks_due += 1
-        self._acks[pub.pub_id] = pub
-        self._wake.set()
-
-    def readers_changed(self, pub: Publisher, readers: int) -> None:
-        # A writer needs only the newest count: one pending notice per publisher, however
-        # fast readers come and go, and however slowly this client reads.
-        self._readers[pub.pub_id] = readers
-        self._wake.set()
-
-    def subscription_ended(self, sub: Subscription, error: Exception | None) -> None:
-        """The channel ended (error None) or the server ended the subscription (error)."""
-        self._rate_limited.discard(sub)
-        if error is None and len(sub.buffer):
-            sub.ending = True  # the scheduler sends the end right after the last frame
-            if not sub.active and sub.ready():
-                self.activate(sub)
-            return
-        self.state.broker.unsubscribe(sub)
-        self._queue_control(self.finish(sub, error))
-
-    def unparked(self) -> None:
-        if self._parked_space is not None and self.parked_bytes <= self.max_parked_bytes:
+    def parked_room(self) -> None:
+        if self._parked_space is not None:
             self._parked_space.set()
 
-    def holding(self, sub: Subscription) -> None:
-        """``sub`` (a block reader) just started holding its writers back: time it."""
-        if self._holding is None:
-            self._holding = set()
-        self._holding.add(sub)
-        limit = HOLD_NOTICE_S
-        if sub.block_timeout is not None:
-            limit = min(limit, sub.block_timeout)
-        self.state.watchdog.wake_at(self.client_id, trio.current_time() + limit)
+    def hold_started(self, deadline: float) -> None:
+        self.state.watchdog.wake_at(self.client_id, deadline)
 
-    def over_limit(self, sub: Subscription) -> None:
-        self._over_limit.append(sub)
-        self._wake.set()
+    def writer_ended(self, pub_id: int) -> None:
+        self.writers.pop(pub_id, None)
 
-    def _end_over_limit(self) -> None:
-        for sub in self._over_limit:
-            if sub.closed:
-                continue
-            self.subscription_ended(
-                sub,
-                LimitExceeded(
-                    f"the server buffers more than max_buffered_bytes "
-                    f"({self.max_buffered_bytes} bytes) for this connection, so the "
-                    f"subscription to {sub.channel.name!r} was ended: read faster, use a "
-                    "bounded policy (drop_oldest, block), or raise max_buffered_bytes"
-                ),
-            )
-        self._over_limit = []
-
-    def finish(self, sub: Subscription, error: Exception | None = None) -> bytes:
-        """Forget ``sub`` and return its SubEnd frame."""
-        self.subscriptions.pop(sub.sub_id, None)
-        sub.closed = True
-        if error is None:
-            return control_frame(M.SubEnd(sub=sub.sub_id, reason="the channel ended"))
-        return control_frame(
-            M.SubEnd(sub=sub.sub_id, reason=str(error), error=type(error).__name__)
-        )
-
-    def publisher_ended(self, pub: Publisher, error: Exception) -> None:
-        self.publishers.pop(pub.pub_id, None)
-        self._forget_publisher(pub.pub_id)
-        self.send_control(M.PubEnd(pub=pub.pub_id, reason=str(error)))
-
-    def _forget_publisher(self, pub_id: int) -> None:
-        """Nothing more goes to a publisher that has ended: no acks, no reader counts."""
-        self._acks.pop(pub_id, None)
-        self._readers.pop(pub_id, None)
-
-    def send_control(self, message: M.Message) -> None:
-        self._queue_control(control_frame(message))
+    # -- what the requests and the RPC router use --------------------------------------------
+    def send_control(self, message: Message) -> None:
+        self.outbox.send(message)
 
     def send_control_frame(self, frame: bytes) -> None:
         """Queue a CONTROL frame encoded already (length prefix included)."""
-        self._queue_control(frame)
+        self.outbox.queue_control(frame)
 
-    def _queue_control(self, frame: bytes) -> None:
-        self._control.append(frame)
-        self._control_bytes += len(frame)
-        self._wake.set()
+    def open_writer(self, channel: Channel) -> Writer:
+        writer = self.state.broker.open_publisher(channel, self, self.outbox, self._next_pub)
+        self._next_pub += 1
+        self.writers[writer.pub_id] = writer
+        return writer
+
+    def close_writer(self, pub_id: int) -> None:
+        writer = self.writers.pop(pub_id, None)
+        if writer is not None:
+            self.state.broker.close_publisher(writer)
+            self.outbox.forget_writer(pub_id)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.client_id,
+            "name": self.name,
+            "address": self.transport.remote,
+            "transport": self.transport.kind,
+            "connected_at": self.connected_at,
+            "subscriptions": [
+                {
+                    "channel": s.channel.name,
+                    "policy": s.policy.value,
+                    "size": s.buffer.size,
+                    "every": s.every,
+                    "max_rate": s.max_rate,
+                    "queued": len(s.buffer),
+                    "lost": s.lost,
+                    "sent": s.sent,
+                }
+                for s in self.outbox.readers.values()
+                if s.channel.public or s.channel.name.startswith("$")
+            ],
+            "publishers": sorted(
+                {w.channel.name for w in self.writers.values() if w.channel.public}
+            ),
+            "methods": list(self.methods),
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         """Serve this connection until it closes; never raises for the peer's faults."""
         try:
             with trio.fail_after(self.state.limits.handshake_timeout_s):
-                await self._handshake()
+                self._early_frames = await handshake(
+                    self.state, self.transport, self.client_id, self._claim_name
+                )
         except trio.TooSlowError:
             self._release_name()
             log.info("%s: no hello within the handshake timeout", self.transport.remote)
-            await self._refuse(ProtocolError("no hello within the handshake timeout"))
+            await refuse(self.transport, ProtocolError("no hello within the handshake timeout"))
             return
         except ConnectionClosed:
             self._release_name()
@@ -289,7 +226,7 @@ class Session:
         except TrioStreamError as exc:
             self._release_name()
             log.info("%s: handshake refused: %s", self.transport.remote, exc)
-            await self._refuse(exc)
+            await refuse(self.transport, exc)
             return
         except BaseException:
             self._release_name()
@@ -314,66 +251,20 @@ class Session:
                 await self.transport.aclose()
             log.info("client %r disconnected", self.name)
 
-    async def _handshake(self) -> None:
-        # A WebSocket client or a browser on the TCP port learns which port this is (sniff).
-        stream = getattr(self.transport, "stream", None)
-        if await sniff.answer_http_on_tcp_port(stream, self.state.config.http_port):
-            raise ConnectionClosed("an HTTP request on the TCP port (answered with a 400)")
-        frames = await self.transport.receive_frames()
-        if frames[0][0] != F.CONTROL:
-            raise ProtocolError("the first frame must be a CONTROL hello")
-        # A client may pipeline requests behind its hello: they wait for the reader task.
-        self._early_frames = frames[1:]
-        hello = M.decode_message(frames[0])
-        if not isinstance(hello, M.Hello):
-            raise ProtocolError(f"expected hello, got {hello.OP}")
-        if hello.v != PROTOCOL_VERSION:
-            raise ProtocolError(
-                f"protocol version {hello.v} is not supported (this server speaks "
-                f"{PROTOCOL_VERSION}); upgrade the client"
-            )
-        token = self.state.config.token
-        if token is not None and (
-            hello.token is None or not hmac.compare_digest(hello.token.encode(), token.encode())
-        ):
-            raise AuthError("wrong or missing token; pass token=... to open_client")
-        if hello.name is not None:
-            check_client_name(hello.name)
-            self.name = hello.name
+    def _claim_name(self, name: str | None) -> str:
+        if name is not None:
+            self.name = name
         # Claimed before the first await (the welcome's send): of two hellos with one name,
         # exactly one gets it, and the other its NameInUse.
         self.state.claim_name(self)
         self._name_claimed = True
-        welcome = M.Welcome(
-            v=PROTOCOL_VERSION,
-            client_id=self.client_id,
-            name=self.name,
-            server=f"{self.state.config.name} trio_stream/{__version__}",
-            limits=self.state.limits.to_wire(),
-        )
-        await self.transport.send([control_frame(welcome)])
+        return self.name
 
     def _release_name(self) -> None:
         if self._name_claimed:
             self._name_claimed = False
             self.state.release_name(self)
             self.state.rpc.session_closed(self)  # a call routed to us meanwhile fails now
-
-    async def _refuse(self, error: TrioStreamError) -> None:
-        self._closing_for(error)
-        with trio.move_on_after(REFUSAL_FLUSH_S):
-            with contextlib.suppress(ConnectionClosed):
-                await self.transport.send(
-                    [control_frame(M.Error(id=None, type=type(error).__name__, message=str(error)))]
-                )
-        with trio.CancelScope(shield=True):
-            await self.transport.aclose()
-
-    def _closing_for(self, error: TrioStreamError) -> None:
-        # Only a WebSocket has a close code and reason to set (1002 for a protocol error).
-        closing_for = getattr(self.transport, "closing_for", None)
-        if closing_for is not None:
-            closing_for(error)
 
     def close(self, reason: str, *, drain: bool = False) -> None:
         """Ask the connection to say goodbye, flush and close.
@@ -384,7 +275,7 @@ class Session:
         if not self._closing:
             self._closing = True
             self._drain = drain
-            self.send_control(M.Goodbye(reason=reason))
+            self.send_control(Goodbye(reason=reason))
             self._close_requested.set()
 
     def _drained_event(self) -> trio.Event:
@@ -399,12 +290,11 @@ class Session:
 
     def _cleanup(self) -> None:
         broker = self.state.broker
-        for sub in list(self.subscriptions.values()):
-            broker.unsubscribe(sub)
-        self.subscriptions.clear()
-        for pub in list(self.publishers.values()):
-            broker.close_publisher(pub)
-        self.publishers.clear()
+        for reader in list(self.outbox.readers.values()):
+            broker.unsubscribe(reader)
+        for writer in list(self.writers.values()):
+            broker.close_publisher(writer)
+        self.writers.clear()
         self.state.rpc.session_closed(self)
         for channel in list(broker.owned_by(self.client_id)):
             if not channel.keep:
@@ -417,12 +307,8 @@ class Session:
         this session once its tasks end: the server freezes long-lived objects out of the
         garbage collector's sight (gc_policy.py), and a frozen cycle is never collected."""
         self._handlers = None  # bound methods of this session
-        self._acks = {}  # publishers, which refer to their session
-        self._readers = {}
-        self._rate_limited = set()  # subscriptions, likewise
-        self._holding = None
-        self._over_limit = []
-        self._scheduler = DeficitRoundRobin()
+        self._frame_handlers = {}
+        self.outbox.close()  # it refers to us (its owner), and its readers to it
 
     # -- reader ------------------------------------------------------------------------------
     async def _reader(self) -> None:
@@ -445,58 +331,20 @@ class Session:
             # str(exc): a buffered log record must not keep the traceback, and through its
             # frames this session, alive.
             log.warning("%s (%s): %s", self.name, transport.remote, str(exc))
-            self._closing_for(exc)
+            closing_for(transport, exc)
             self.close(f"{type(exc).__name__}: {exc}")
 
-    # -- called by the server's watchdog (idle.py) -------------------------------------------
-    def heard_at(self) -> float:
-        """When the server last read anything from this client (trio clock)."""
-        return self._last_heard
-
-    def close_idle(self, idle_s: float) -> None:
-        self.close(f"idle for {idle_s:g} s (idle_timeout_s): send ping to stay connected")
-        self._reader_scope.cancel()  # hear nothing more from it
-
-    def check_holds(self, now: float) -> float:
-        """Show and end block readers by how long they have held writers; next deadline."""
-        deadline = math.inf
-        if not self._holding:
-            return deadline
-        for sub in list(self._holding):
-            if sub.closed or not sub.parked:
-                self._holding.discard(sub)
-                continue
-            since = sub.parked[0].since
-            timeout = sub.block_timeout
-            if timeout is not None and now - since >= timeout:
-                self._holding.discard(sub)
-                self.subscription_ended(
-                    sub,
-                    LimitExceeded(
-                        f"this block subscription to {sub.channel.name[:80]!r} held the "
-                        f"channel's writers (and so its other readers) back for {timeout:g} s "
-                        "(block_timeout): read faster, or subscribe with a larger "
-                        "block_timeout (server default: block_timeout_s)"
-                    ),
-                )
-                continue
-            due = math.inf if timeout is None else since + timeout
-            if not sub.held_reported:
-                if now - since >= HOLD_NOTICE_S:
-                    self.state.broker.hold_noticed(sub)
-                else:
-                    due = min(due, since + HOLD_NOTICE_S)
-            if due == math.inf:
-                self._holding.discard(sub)  # shown; parking again re-adds it
-            deadline = min(deadline, due)
-        return deadline
-
     async def _dispatch_all(self, frames: list[bytearray]) -> None:
+        handlers = self._frame_handlers
+        outbox = self.outbox
         for frame in frames:
-            self._dispatch(frame)
+            handler = handlers.get(frame[0])
+            if handler is None:
+                raise ProtocolError(f"frame type {frame[0]:#04x} is not valid from a client")
+            handler(frame)
             if (
-                self._control_bytes > CONTROL_HIGH_WATER_BYTES
-                or self.parked_bytes > self.max_parked_bytes
+                outbox.control_bytes > CONTROL_HIGH_WATER_BYTES
+                or outbox.parked_bytes > outbox.max_parked_bytes
             ):
                 await self._wait_for_control_space()
                 await self._wait_for_parked_space()
@@ -505,7 +353,7 @@ class Session:
         """Read nothing more from this client while its writers have more than
         max_parked_bytes parked for full block readers (each writer is bounded by its own
         credit window; this bounds a connection with many held-back writers)."""
-        while self.parked_bytes > self.max_parked_bytes:
+        while self.outbox.parked_bytes > self.outbox.max_parked_bytes:
             self._parked_space = trio.Event()
             await self._parked_space.wait()
         self._parked_space = None
@@ -518,222 +366,105 @@ class Session:
         writing, the broker and other clients never notice). A client left paused here for
         idle_timeout_s is closed by the watchdog, like a silent one.
         """
-        while self._control_bytes > CONTROL_HIGH_WATER_BYTES:
+        while self.outbox.control_bytes > CONTROL_HIGH_WATER_BYTES:
             self._control_space = trio.Event()
             await self._control_space.wait()
         self._control_space = None
 
-    def _dispatch(self, frame: bytearray) -> None:
-        kind = frame[0]
-        if kind == F.PUBLISH:
-            pub_id, time_s = F.parse_publish(frame)
-            pub = self.publishers.get(pub_id)
-            if pub is None:
-                if pub_id >= self._next_pub:
-                    raise ProtocolError(f"PUBLISH for publisher {pub_id}, which was never opened")
-                return  # the channel went away while this frame was in flight
-            self._publish(pub, time_s, memoryview(frame)[_PUBLISH_HEAD_BYTES:])
-        elif kind == F.CREDIT:
-            sub_id, credit = F.parse_counter(frame)
-            sub = self.subscriptions.get(sub_id)
-            if sub is not None:
-                sub.add_credit(credit)
-        elif kind == F.CONTROL:
-            self._on_control(M.decode_message(frame))
-        else:
-            raise ProtocolError(f"frame type {kind:#04x} is not valid from a client")
+    def _on_publish(self, frame: bytearray) -> None:
+        pub_id, time_s = parse_publish(frame)
+        writer = self.writers.get(pub_id)
+        if writer is None:
+            if not 0 < pub_id < self._next_pub:
+                raise ProtocolError(f"PUBLISH for publisher {pub_id}, which was never opened")
+            return  # the channel went away while this frame was in flight
+        self._publish(writer, time_s, memoryview(frame)[_PUBLISH_HEAD_BYTES:])
 
-    def _on_control(self, message: M.Message) -> None:
-        if isinstance(message, M.Ping):
-            self.send_control(M.Pong(data=message.data))
+    def _on_credit(self, frame: bytearray) -> None:
+        self.outbox.credit(*parse_counter(frame))
+
+    def _on_control(self, frame: bytearray) -> None:
+        try:
+            message = decode_message(frame)
+        except UnknownOp as exc:
+            # A newer client may probe for ops this server lacks: a request (an integer id)
+            # is answered and the connection stays; anything else is a protocol error.
+            if exc.id is None:
+                raise ProtocolError(str(exc)) from None
+            self.send_control(
+                Error(
+                    id=exc.id,
+                    type=InvalidArgument.__name__,
+                    message=f"{exc}: this server does not know it (protocol version 1)",
+                )
+            )
             return
-        if isinstance(message, M.Goodbye):
+        if type(message) is Ping:
+            self.send_control(Pong(data=message.data))
+            return
+        if type(message) is Goodbye:
             self._peer_left()
             return
         handler = (self._handlers or self._handler_table()).get(type(message))
         if handler is None:
             raise ProtocolError(f"{message.OP} is not a message a client may send")
-        if not isinstance(message, M.Request):
-            handler(message)  # a notification (RPC): its handler answers later, if at all
-            return
-        try:
-            result = handler(message)
-        except (TrioStreamError, ValueError) as exc:
-            name = type(exc).__name__
-            if not isinstance(exc, TrioStreamError):
-                name = InvalidArgument.__name__
-            self.send_control(M.Error(id=message.id, type=name, message=str(exc)))
-        else:
-            self.send_control(M.Reply(id=message.id, result=result))
+        handler(message)
 
-    # -- requests ----------------------------------------------------------------------------
-    def _create_channel(self, msg: M.CreateChannel) -> None:
-        broker = self.state.broker
-        owned = sum(1 for _ in broker.owned_by(self.client_id))
-        if owned >= self.state.limits.max_channels_per_client:
-            raise LimitExceeded(
-                f"this client owns {owned} channels, the limit (max_channels_per_client); "
-                "delete some first"
-            )
-        broker.create_channel(
-            msg.channel,
-            self,
-            public=msg.public,
-            key=msg.key,
-            lifetime=msg.lifetime,
-            history=msg.history,
-            single_writer=msg.single_writer,
-            keep=msg.keep,
-            meta=msg.meta,
-        )
+    def _request(self, handler: Callable[[Session, Any], Any]) -> Callable[[Request], None]:
+        """``handler`` as a message handler that answers with a reply or an error."""
 
-    def _delete_channel(self, msg: M.DeleteChannel) -> None:
-        broker = self.state.broker
-        channel = broker.lookup(msg.channel, msg.key, self)
-        if channel.owner_id != self.client_id and (channel.key is None or msg.key is None):
-            raise AuthError(
-                f"only the owner of {msg.channel!r} ({channel.owner}) or a holder of its key "
-                "may delete it"
-            )
-        broker.delete_channel(channel, f"channel {channel.name!r} was deleted")
+        def answer(message: Request) -> None:
+            try:
+                result = handler(self, message)
+            except (TrioStreamError, ValueError) as exc:
+                name = type(exc).__name__
+                if not isinstance(exc, TrioStreamError):
+                    name = InvalidArgument.__name__
+                self.send_control(Error(id=message.id, type=name, message=str(exc)))
+            else:
+                self.send_control(Reply(id=message.id, result=result))
 
-    def _open_publisher(self, msg: M.OpenPublisher) -> dict[str, int]:
-        channel = self.state.broker.lookup(msg.channel, msg.key, self)
-        pub_id = self._next_pub
-        pub = self.state.broker.open_publisher(channel, self, pub_id)
-        self._next_pub += 1
-        self.publishers[pub_id] = pub
-        return {"pub": pub_id, "readers": channel.readers}
+        return answer
 
-    def _close_publisher(self, msg: M.ClosePublisher) -> None:
-        pub = self.publishers.pop(msg.pub, None)
-        if pub is not None:
-            self.state.broker.close_publisher(pub)
-            self._forget_publisher(pub.pub_id)
+    # -- called by the server's watchdog (idle.py) -------------------------------------------
+    def heard_at(self) -> float:
+        """When the server last read anything from this client (trio clock)."""
+        return self._last_heard
 
-    def _subscribe(self, msg: M.Subscribe) -> dict[str, int]:
-        limits = self.state.limits
-        if len(self.subscriptions) >= limits.max_subscriptions_per_client:
-            raise LimitExceeded(
-                f"this connection holds {len(self.subscriptions)} subscriptions, the limit "
-                "(max_subscriptions_per_client); unsubscribe some first"
-            )
-        policy, size = parse_policy(msg.policy, msg.size)
-        if msg.every < 1:
-            raise InvalidArgument("every must be 1 or more")
-        if msg.max_rate is not None and not (0 < msg.max_rate < math.inf):
-            raise InvalidArgument("max_rate must be a positive number of frames per second")
-        block_timeout = msg.block_timeout
-        if block_timeout is None:
-            block_timeout = self.state.config.block_timeout_s
-        elif not 0 < block_timeout < math.inf:
-            raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
-        channel: Channel = self.state.broker.lookup(msg.channel, msg.key, self)
-        window = min(msg.window or SUBSCRIBE_WINDOW_FRAMES, SUBSCRIBE_WINDOW_FRAMES)
-        if size is not None:
-            window = min(window, size)
-        window = max(window, 1)
-        sub = Subscription(
-            self._next_sub,
-            channel,
-            self,
-            policy,
-            size,
-            msg.every,
-            msg.max_rate,
-            window,
-            SUBSCRIBE_WINDOW_BYTES,
-            block_timeout if policy is Policy.BLOCK else None,
-        )
-        self._next_sub += 1
-        self.subscriptions[sub.sub_id] = sub
-        self.state.broker.subscribe(sub)
-        return {"sub": sub.sub_id, "window": window, "window_bytes": SUBSCRIBE_WINDOW_BYTES}
+    def close_idle(self, idle_s: float) -> None:
+        self.close(f"idle for {idle_s:g} s (idle_timeout_s): send ping to stay connected")
+        self._reader_scope.cancel()  # hear nothing more from it
 
-    def _unsubscribe(self, msg: M.Unsubscribe) -> None:
-        sub = self.subscriptions.pop(msg.sub, None)
-        if sub is not None:
-            self._rate_limited.discard(sub)
-            self.state.broker.unsubscribe(sub)
-
-    def _list_channels(self, msg: M.ListChannels) -> list[dict[str, Any]]:
-        return self.state.channel_records(self)
-
-    def _list_clients(self, msg: M.ListClients) -> list[dict[str, Any]]:
-        return [s.record() for s in self.state.sessions.values()]
-
-    def _stats(self, msg: M.GetStats) -> dict[str, Any]:
-        return self.state.stats()
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "id": self.client_id,
-            "name": self.name,
-            "address": self.transport.remote,
-            "transport": self.transport.kind,
-            "connected_at": self.connected_at,
-            "subscriptions": [
-                {
-                    "channel": s.channel.name,
-                    "policy": s.policy.value,
-                    "size": s.buffer.size,
-                    "every": s.every,
-                    "max_rate": s.max_rate,
-                    "queued": len(s.buffer),
-                    "lost": s.lost,
-                    "sent": s.sent,
-                }
-                for s in self.subscriptions.values()
-                if s.channel.public or s.channel.name.startswith("$")
-            ],
-            "publishers": sorted(
-                {p.channel.name for p in self.publishers.values() if p.channel.public}
-            ),
-            "methods": list(self.methods),
-        }
+    def check_holds(self, now: float) -> float:
+        """Show and end block readers by how long they have held writers; next deadline."""
+        return self.outbox.check_holds(now)
 
     # -- sender ------------------------------------------------------------------------------
     async def _sender(self) -> None:
         transport = self.transport
         state = self.state
-        scheduler = self._scheduler
+        outbox = self.outbox
         try:
             while True:
-                if self._acks and not self._control and not scheduler:
+                if outbox.only_acks():
                     # Acknowledgements alone can wait one scheduler turn, so that the DATA
                     # that the same publish woke on readers' connections is written first:
                     # a PUB_ACK syscall ahead of it showed in publish-to-receive latency.
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 self._wake = trio.Event()
-                if self._over_limit:
-                    self._end_over_limit()
-                pieces: list[BytesLike] = []
-                control_bytes = self._control_bytes
-                if self._control:
-                    pieces.extend(self._control)
-                    self._control = []
-                if self._readers:
-                    pieces.extend(self._readers_frames())
-                deadline = self._release_rates() if self._rate_limited else math.inf
-                if scheduler:
-                    frames, nbytes = scheduler.fill(pieces, SEND_BATCH_BYTES)
-                    state.frames_out += frames
-                    state.bytes_out += nbytes
-                if self._acks:
-                    for pub in self._acks.values():
-                        pieces.append(F.pub_ack_frame(pub.pub_id, pub.acks_due))
-                        pub.acks_due = 0
-                    self._acks = {}
+                batch = outbox.next_batch()
+                pieces: list[BytesLike] = batch.pieces
                 if pieces:
+                    state.frames_out += batch.frames
+                    state.bytes_out += batch.data_bytes
                     await transport.send(pieces)
-                    if control_bytes:
-                        self._control_bytes -= control_bytes
+                    if batch.control_bytes:
+                        outbox.written(batch)
                         if self._control_space is not None:
                             self._control_space.set()
                     continue
-                if self._closing and not (
-                    self._drain and any(len(sub.buffer) for sub in self.subscriptions.values())
-                ):
+                deadline = batch.deadline
+                if self._closing and not (self._drain and outbox.has_buffered()):
                     self._drained_event().set()
                     deadline = math.inf
                 if deadline == math.inf:
@@ -745,43 +476,3 @@ class Session:
                         await self._wake.wait()
         except ConnectionClosed:
             self._peer_left()
-
-    def _readers_frames(self) -> list[bytes]:
-        frames = [
-            control_frame(M.Readers(pub=pub_id, readers=readers))
-            for pub_id, readers in self._readers.items()
-        ]
-        self._readers = {}
-        return frames
-
-    def _release_rates(self) -> float:
-        """Move max_rate frames whose time has come into their buffers; next deadline."""
-        now = trio.current_time()
-        deadline = math.inf
-        for sub in list(self._rate_limited):
-            if sub.closed:
-                self._rate_limited.discard(sub)
-            elif sub.next_due <= now:
-                self._rate_limited.discard(sub)
-                sub.release_rate(now)  # may schedule itself again (a full block buffer)
-            else:
-                deadline = min(deadline, sub.next_due)
-        return deadline
-
-
-def check_client_name(name: str) -> None:
-    """Refuse a client name the wire cannot carry whole (DATA frames: 255 bytes of UTF-8)."""
-    if not 1 <= len(name) <= MAX_CLIENT_NAME_CHARS or not name.isprintable():
-        raise InvalidArgument(
-            f"client names are 1 to {MAX_CLIENT_NAME_CHARS} printable characters "
-            f"(and at most {F.MAX_SENDER_NAME_BYTES} bytes of UTF-8); pick another name"
-        )
-    size = len(name.encode())
-    if size > F.MAX_SENDER_NAME_BYTES:
-        raise InvalidArgument(
-            f"client name of {size} bytes of UTF-8: names are at most "
-            f"{F.MAX_SENDER_NAME_BYTES} bytes (and {MAX_CLIENT_NAME_CHARS} characters); "
-            "pick a shorter name"
-        )
-    if name.startswith("$"):
-        raise InvalidArgument("client names starting with '$' belong to the server")

@@ -5,27 +5,15 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 
 import trio
 
-from .._exceptions import ConnectionClosed, InvalidArgument
+from .._exceptions import ConnectionClosed
 from . import sniff
 from .base import FrameTransport
 from .tcp import StreamTransport
-
-SCHEMES = ("tcp", "tcps", "ws", "wss")
-
-
-def split_url(url: str) -> tuple[str, str, int, str]:
-    """(scheme, host, port, path) of a server URL, with a clear error for anything else."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES or not parts.hostname or parts.port is None:
-        raise InvalidArgument(
-            f"cannot connect to {url!r}: use tcp://host:port or ws://host:port/ws "
-            "(tcps:// and wss:// for TLS)"
-        )
-    return parts.scheme, parts.hostname, parts.port, parts.path or "/ws"
+from .urls import SCHEMES as SCHEMES  # importable from here too
+from .urls import split_url as split_url
 
 
 async def tls_handshake(

@@ -69,7 +69,7 @@ class StreamTransport:
     def __init__(self, stream: trio.abc.Stream, max_frame_bytes: int, kind: str = "tcp") -> None:
         self.stream = stream
         self.kind = kind
-        self.remote = _remote_of(stream)
+        self.remote = remote_of(stream)
         self._decoder = FrameDecoder(max_frame_bytes)
         # A plain TCP stream lets large frames be received in place (recv_into); TLS
         # decrypts into its own buffers anyway, so it takes the ordinary path.
@@ -189,7 +189,7 @@ def peer_address(stream: trio.SocketStream) -> str:
         return "?"
 
 
-def _remote_of(stream: trio.abc.Stream) -> str:
+def remote_of(stream: trio.abc.Stream) -> str:
     inner = getattr(stream, "transport_stream", stream)  # SSLStream wraps a SocketStream
     socket = getattr(inner, "socket", None)
     if socket is None:

@@ -23,7 +23,7 @@ from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder
 from . import sniff
 from .base import FrameTransport
-from .connect import split_url
+from .urls import split_url
 
 log = logging.getLogger(__name__)
 

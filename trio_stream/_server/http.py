@@ -21,23 +21,23 @@ import h11
 import trio
 import trio_websocket
 
-from .._server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .._server.metrics import render_metrics
-from .._server.session import Session
-from . import sniff
-from .origin import host_allowed, host_refusal, origin_allowed
-from .replay import ReplayStream
-from .tcp import _remote_of, peer_address
-from .web_files import find_web_file
-from .websocket import (
+from .._transport import sniff
+from .._transport.origin import host_allowed, host_refusal, origin_allowed
+from .._transport.replay import ReplayStream
+from .._transport.tcp import peer_address, remote_of
+from .._transport.web_files import find_web_file
+from .._transport.websocket import (
     MESSAGE_QUEUE_SIZE,
     RECEIVE_BUFFER_BYTES,
     WebSocketTransport,
     max_message_bytes,
 )
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import render_metrics
+from .session import Session
 
 if TYPE_CHECKING:
-    from .._server.serve import Server
+    from .serve import Server
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class HttpSite:
         address = peer_address(socket_stream)
         refusal = admission.admit(address)
         try:
-            connection = HttpConnection(self, stream, _remote_of(socket_stream))
+            connection = HttpConnection(self, stream, remote_of(socket_stream))
             if refusal is not None:
                 log.info("HTTP connection refused: %s", refusal)
                 await connection.send_raw_error(503, refusal)
@@ -127,7 +127,7 @@ class HttpSite:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away (or the TLS handshake failed)
         except Exception:  # a bug must cost one connection, never the server
-            log.exception("HTTP connection from %s failed", _remote_of(socket_stream))
+            log.exception("HTTP connection from %s failed", remote_of(socket_stream))
         finally:
             if refusal is None:
                 admission.release(address)

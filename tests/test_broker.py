@@ -1,0 +1,116 @@
+"""The broker (channels, writers, fan-out, parking) with fake connections and a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from server_parts import World, decode, payload
+
+from trio_stream import ProtocolError
+from trio_stream._protocol import messages as M
+from trio_stream._server.buffers import Policy
+from trio_stream._server.outbox import HOLD_NOTICE_S
+
+
+def test_one_publish_reaches_every_reader_as_one_shared_frame() -> None:
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    boxes = [world.connection()[1] for _ in range(4)]
+    readers = [world.reader(box, channel) for box in boxes]
+    world.broker.publish(writer, 1.0, payload(1))
+    frames = [reader.buffer.peek() for reader in readers]
+    assert frames[0] is not None and all(frame is frames[0] for frame in frames)
+    for box, reader in zip(boxes, readers, strict=True):
+        assert decode(box.next_batch()).data == [(reader.sub_id, 0, 1, payload(1))]
+
+
+def test_every_n_keeps_the_first_frame_offered_then_every_nth() -> None:
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    world.reader(box, channel, every=2)
+    for i in range(6):
+        world.broker.publish(writer, 1.0, payload(i))
+    assert [(seq, lost) for _, lost, seq, _ in decode(box.next_batch()).data] == [
+        (1, 0),
+        (3, 0),
+        (5, 0),
+    ]
+
+
+def test_a_full_block_reader_parks_the_frame_and_holds_the_writers_ack() -> None:
+    world = World()
+    channel = world.channel()
+    writer_box, writer = world.writer(channel)
+    _, box = world.connection()
+    world.reader(box, channel, Policy.BLOCK, 1, window=1)
+    world.broker.publish(writer, 1.0, payload(1))  # buffered
+    world.broker.publish(writer, 1.0, payload(2))  # parked: the buffer holds one
+    assert decode(writer_box.next_batch()).acks == [(1, 1)]
+    assert writer.parked_frames == 1 and writer_box.parked_bytes > 0
+    assert world.broker.parked_bytes == writer_box.parked_bytes
+    decode(box.next_batch())  # frame 1 goes out, frame 2 moves into the buffer
+    assert writer.parked_frames == 0 and writer_box.parked_bytes == 0
+    assert decode(writer_box.next_batch()).acks == [(1, 1)]
+
+
+def test_a_writer_past_its_window_while_parked_is_refused() -> None:
+    world = World(publish_window_frames=2)
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    world.reader(box, channel, Policy.BLOCK, 1, window=1)
+    for i in range(3):  # one buffered, two parked: the window
+        world.broker.publish(writer, 1.0, payload(i))
+    with pytest.raises(ProtocolError, match="publish_window_frames"):
+        world.broker.publish(writer, 1.0, payload(4))
+
+
+def test_a_block_reader_is_shown_holding_then_ended_by_its_block_timeout() -> None:
+    world = World()
+    events: list[str] = []
+    world.broker.on_event = lambda kind, channel: events.append(kind)
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    owner, box = world.connection()
+    reader = world.reader(box, channel, Policy.BLOCK, 1, window=1, block_timeout=5.0)
+    world.broker.publish(writer, 1.0, payload(1))
+    world.broker.publish(writer, 1.0, payload(2))  # parked now
+    assert owner.hold_deadlines == [world.clock.now + HOLD_NOTICE_S]
+    world.clock.now += HOLD_NOTICE_S
+    assert box.check_holds(world.clock.now) == pytest.approx(world.clock.now - 1 + 5.0)
+    assert "held" in events
+    assert channel.held_by() == [{"client": owner.name, "sub": reader.sub_id, "held_s": 1.0}]
+    world.clock.now += 4.0
+    box.check_holds(world.clock.now)
+    sent = decode(box.next_batch())
+    (end,) = [m for m in sent.control if isinstance(m, M.SubEnd)]
+    assert end.error == "LimitExceeded" and "block_timeout" in end.reason
+    assert writer.parked_frames == 0 and channel.readers == 0 and "released" in events
+
+
+def test_history_replays_the_newest_frames_that_fit_and_counts_the_rest_lost() -> None:
+    world = World()
+    channel = world.channel(history=5)
+    _, writer = world.writer(channel)
+    for i in range(8):
+        world.broker.publish(writer, 1.0, payload(i))
+    _, box = world.connection()
+    world.reader(box, channel, Policy.BLOCK, 3)
+    assert [(seq, lost) for _, lost, seq, _ in decode(box.next_batch()).data] == [
+        (6, 2),
+        (7, 0),
+        (8, 0),
+    ]
+
+
+def test_deleting_a_channel_ends_its_writers_with_pub_end() -> None:
+    world = World()
+    channel = world.channel()
+    owner, box = world.connection()
+    writer = world.broker.open_publisher(channel, owner, box, 3)
+    world.broker.delete_channel(channel, "gone")
+    assert owner.ended_writers == [3]
+    assert decode(box.next_batch()).control == [M.PubEnd(pub=3, reason="gone")]
+    assert writer not in channel.publishers

@@ -1,0 +1,216 @@
+"""docs/protocol.md and the server agree: raw frames over a real socket, as a client written
+in another language from the page alone would see them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+import trio_stream as ts
+from trio_stream._protocol import frames as F
+from trio_stream._protocol.codec import decode_control, encode_control
+from trio_stream._protocol.framing import FrameDecoder, frame_prefix
+from trio_stream._protocol.limits import PROTOCOL_VERSION, SUBSCRIBE_WINDOW_BYTES
+
+WAIT_S = 10.0
+MIB = 2**20
+
+
+class RawClient:
+    """Frames in and out by hand; CONTROL bodies kept as the wire maps they are."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.decoder = FrameDecoder(max_frame_bytes=64 * MIB)
+        self.pending: list[bytearray] = []
+        self.next_id = 1
+
+    @classmethod
+    async def connect(cls, server: ts.Server) -> RawClient:
+        assert server.tcp_url
+        port = int(server.tcp_url.rsplit(":", 1)[1])
+        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        await client.send_control({"op": "hello", "v": PROTOCOL_VERSION})
+        assert (await client.control())["op"] == "welcome"
+        return client
+
+    async def send_control(self, wire: dict[str, Any]) -> None:
+        body = F.CONTROL_TYPE_BYTE + encode_control(wire)
+        await self.stream.send_all(frame_prefix(len(body)) + body)
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        ident = self.next_id
+        self.next_id += 1
+        await self.send_control({"op": op, "id": ident, **fields})
+        while True:
+            wire = await self.control()
+            if wire.get("id") == ident:
+                return wire
+
+    async def frame(self) -> bytearray | None:
+        """The next frame, or None once the server has closed the connection."""
+        with trio.fail_after(WAIT_S):
+            while not self.pending:
+                data = await self.stream.receive_some(1 << 20)
+                if not data:
+                    return None
+                self.decoder.receive_data(data)
+                self.pending += self.decoder.frames()
+        return self.pending.pop(0)
+
+    async def control(self) -> dict[str, Any]:
+        while True:
+            frame = await self.frame()
+            assert frame is not None, "the server closed the connection"
+            if frame[0] == F.CONTROL:
+                wire = decode_control(memoryview(frame)[1:])
+                assert isinstance(wire, dict)
+                return wire
+
+    async def frames_for(self, seconds: float) -> list[bytearray]:
+        """Every frame that arrives within ``seconds``."""
+        out: list[bytearray] = []
+        with trio.move_on_after(seconds):
+            while True:
+                frame = await self.frame()
+                if frame is None:
+                    break
+                out.append(frame)
+        return out
+
+
+async def test_sub_end_has_no_error_key_on_a_clean_end(server: ts.Server) -> None:
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="owner") as owner:
+        await owner.create_channel("c")
+        raw = await RawClient.connect(server)
+        sub = (await raw.request("subscribe", channel="c"))["result"]["sub"]
+        await owner.delete_channel("c")
+        end = await raw.control()
+        assert end["op"] == "sub_end" and end["sub"] == sub
+        assert "error" not in end
+
+
+async def test_window_bytes_is_never_exceeded_except_by_a_single_larger_frame(
+    server: ts.Server,
+) -> None:
+    # 3 MiB frames against the 8 MiB window, no credit returned: two frames arrive (6 MiB,
+    # 6 MiB + 2 * 37 bytes counting each whole frame with its length prefix), never a third.
+    assert server.tcp_url
+    raw = await RawClient.connect(server)
+    await raw.request("create_channel", channel="big")
+    reply = await raw.request("subscribe", channel="big", policy="drop_oldest", size=10)
+    assert reply["result"]["window_bytes"] == SUBSCRIBE_WINDOW_BYTES == 8 * MIB
+    async with ts.open_client(server.tcp_url) as writer, writer.publisher("big") as pub:
+        await pub.wait_for_readers()
+        for _ in range(4):
+            await pub.send(bytes(3 * MIB))
+        await pub.wait_acknowledged()
+        data = [f for f in await raw.frames_for(1.0) if f[0] == F.DATA]
+    assert len(data) == 2
+    assert sum(len(f) + 4 for f in data) <= SUBSCRIBE_WINDOW_BYTES
+
+
+async def test_drops_after_the_last_frame_arrive_as_a_lost_notice(server: ts.Server) -> None:
+    assert server.tcp_url
+    raw = await RawClient.connect(server)
+    await raw.request("create_channel", channel="c")
+    reply = await raw.request("subscribe", channel="c", policy="drop_newest", size=1, window=1)
+    sub = reply["result"]["sub"]
+    async with ts.open_client(server.tcp_url) as writer, writer.publisher("c") as pub:
+        await pub.wait_for_readers()
+        for i in range(10):
+            await pub.send(i)
+        await pub.wait_acknowledged()
+        # Then the writer stops. Return credit for each frame as a reader does.
+        got: list[int] = []  # per DATA frame: its lost
+        notices: list[int] = []
+        parser = F.DataParser()
+        while len(got) + sum(got) + sum(notices) < 10:
+            frame = await raw.frame()
+            assert frame is not None
+            if frame[0] == F.DATA:
+                got.append(parser.parse(frame)[0])
+                await raw.stream.send_all(F.credit_frame(sub, 1))
+            elif frame[0] == F.CONTROL:
+                wire = decode_control(memoryview(frame)[1:])
+                assert wire == {"op": "lost", "sub": sub, "lost": wire["lost"]}
+                notices.append(wire["lost"])
+    assert notices and notices[-1] > 0
+
+
+async def test_the_python_reader_learns_of_trailing_drops(server: ts.Server) -> None:
+    assert server.tcp_url
+    async with (
+        ts.open_client(server.tcp_url) as w,
+        ts.open_client(server.tcp_url) as r,
+    ):
+        await w.create_channel("c")
+        async with (
+            r.subscribe("c", policy="drop_newest", size=1, window=1) as sub,
+            w.publisher("c") as pub,
+        ):
+            await pub.wait_for_readers()
+            for i in range(10):
+                await pub.send(i)
+            await pub.wait_acknowledged()
+            received = 0
+            with trio.fail_after(WAIT_S):  # no frame follows the drops: only the notice
+                while received + sub.lost < 10:
+                    await sub.receive()
+                    received += 1
+            assert received < 10 and received + sub.lost == 10
+
+
+async def test_an_unknown_op_with_an_id_is_answered_and_the_connection_stays(
+    server: ts.Server,
+) -> None:
+    raw = await RawClient.connect(server)
+    answer = await raw.request("frobnicate", channel="c")
+    assert answer["op"] == "error" and answer["type"] == "InvalidArgument"
+    assert "frobnicate" in answer["message"]
+    await raw.send_control({"op": "ping", "data": 7})
+    assert await raw.control() == {"op": "pong", "data": 7}
+
+
+async def test_credit_and_publish_for_ids_never_opened_are_protocol_errors(
+    server: ts.Server,
+) -> None:
+    for frame in (F.credit_frame(99, 1), frame_prefix(13) + F.publish_head(99, 0.0)):
+        raw = await RawClient.connect(server)
+        await raw.stream.send_all(frame)
+        goodbye = await raw.control()
+        assert goodbye["op"] == "goodbye" and "never opened" in goodbye["reason"]
+
+
+async def test_credit_and_publish_for_ended_ids_are_ignored(server: ts.Server) -> None:
+    raw = await RawClient.connect(server)
+    await raw.request("create_channel", channel="c")
+    sub = (await raw.request("subscribe", channel="c"))["result"]["sub"]
+    pub = (await raw.request("open_publisher", channel="c"))["result"]["pub"]
+    await raw.request("unsubscribe", sub=sub)
+    await raw.request("close_publisher", pub=pub)
+    await raw.stream.send_all(
+        F.credit_frame(sub, 1) + frame_prefix(14) + F.publish_head(pub, 0.0) + b"\xf6"
+    )
+    assert (await raw.request("stats"))["op"] == "reply"  # still connected
+
+
+async def test_data_for_a_subscription_follows_its_reply(server: ts.Server) -> None:
+    raw = await RawClient.connect(server)
+    await raw.request("create_channel", channel="h", history=3)
+    url = server.tcp_url or ""
+    async with (  # a writer sends only while someone reads
+        ts.open_client(url) as w,
+        ts.open_client(url) as r,
+        r.subscribe("h"),
+        w.publisher("h") as pub,
+    ):
+        await pub.wait_for_readers()
+        for i in range(3):
+            await pub.send(i)
+        await pub.wait_acknowledged()
+    await raw.send_control({"op": "subscribe", "id": 50, "channel": "h"})
+    kinds = [f[0] for f in await raw.frames_for(0.5)]
+    assert kinds[0] == F.CONTROL and kinds[1:] == [F.DATA] * 3

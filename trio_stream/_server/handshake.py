@@ -1,0 +1,123 @@
+"""The server's side of the handshake (docs/protocol.md section 2): hello in, welcome out."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+from .._exceptions import (
+    AuthError,
+    ConnectionClosed,
+    InvalidArgument,
+    ProtocolError,
+    TrioStreamError,
+)
+from .._protocol.frames import CONTROL, MAX_SENDER_NAME_BYTES
+from .._protocol.limits import PROTOCOL_VERSION
+from .._protocol.messages import Error, Hello, UnknownOp, Welcome, decode_message
+from .._transport import sniff
+from .._transport.base import FrameTransport
+from .._version import __version__
+from .outbox import control_frame
+from .state import ServerState
+
+MAX_CLIENT_NAME_CHARS: Final = 100  # and at most MAX_SENDER_NAME_BYTES of UTF-8 (DATA frames)
+REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
+
+
+async def handshake(
+    state: ServerState,
+    transport: FrameTransport,
+    client_id: int,
+    claim: Callable[[str | None], str],
+) -> list[bytearray]:
+    """Read the hello, check it, and send the welcome.
+
+    ``claim(name)`` takes the client's name (None: it sent none) and returns the name it now
+    has; it runs before the first await after the hello, so of two hellos with one name
+    exactly one claims it (the other's ``claim`` raises NameInUse).
+
+    Returns:
+        The frames the client pipelined behind its hello, for the reader task.
+
+    Raises:
+        TrioStreamError: the hello is refused (the caller sends the error, see refuse()).
+        ConnectionClosed: the client left.
+    """
+    # A WebSocket client or a browser on the TCP port learns which port this is (sniff).
+    stream = getattr(transport, "stream", None)
+    if await sniff.answer_http_on_tcp_port(stream, state.config.http_port):
+        raise ConnectionClosed("an HTTP request on the TCP port (answered with a 400)")
+    frames = await transport.receive_frames()
+    if frames[0][0] != CONTROL:
+        raise ProtocolError("the first frame must be a CONTROL hello")
+    try:
+        hello = decode_message(frames[0])
+    except UnknownOp as exc:  # the wire names public error types only
+        raise ProtocolError(str(exc)) from None
+    if not isinstance(hello, Hello):
+        raise ProtocolError(f"expected hello, got {hello.OP}")
+    if hello.v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {hello.v} is not supported (this server speaks "
+            f"{PROTOCOL_VERSION}); upgrade the client"
+        )
+    token = state.config.token
+    if token is not None and (
+        hello.token is None or not hmac.compare_digest(hello.token.encode(), token.encode())
+    ):
+        raise AuthError("wrong or missing token; pass token=... to open_client")
+    if hello.name is not None:
+        check_client_name(hello.name)
+    name = claim(hello.name)
+    welcome = Welcome(
+        v=PROTOCOL_VERSION,
+        client_id=client_id,
+        name=name,
+        server=f"{state.config.name} trio_stream/{__version__}",
+        limits=state.limits.to_wire(),
+    )
+    await transport.send([control_frame(welcome)])
+    return frames[1:]
+
+
+async def refuse(transport: FrameTransport, error: TrioStreamError) -> None:
+    """Tell a client why its handshake failed (within REFUSAL_FLUSH_S) and close."""
+    closing_for(transport, error)
+    with trio.move_on_after(REFUSAL_FLUSH_S):
+        with contextlib.suppress(ConnectionClosed):
+            await transport.send(
+                [control_frame(Error(id=None, type=type(error).__name__, message=str(error)))]
+            )
+    with trio.CancelScope(shield=True):
+        await transport.aclose()
+
+
+def closing_for(transport: FrameTransport, error: TrioStreamError) -> None:
+    """Let the transport close for ``error``: only a WebSocket has a close code and reason
+    to set (1002 for a protocol error)."""
+    set_reason = getattr(transport, "closing_for", None)
+    if set_reason is not None:
+        set_reason(error)
+
+
+def check_client_name(name: str) -> None:
+    """Refuse a client name the wire cannot carry whole (DATA frames: 255 bytes of UTF-8)."""
+    if not 1 <= len(name) <= MAX_CLIENT_NAME_CHARS or not name.isprintable():
+        raise InvalidArgument(
+            f"client names are 1 to {MAX_CLIENT_NAME_CHARS} printable characters "
+            f"(and at most {MAX_SENDER_NAME_BYTES} bytes of UTF-8); pick another name"
+        )
+    size = len(name.encode())
+    if size > MAX_SENDER_NAME_BYTES:
+        raise InvalidArgument(
+            f"client name of {size} bytes of UTF-8: names are at most "
+            f"{MAX_SENDER_NAME_BYTES} bytes (and {MAX_CLIENT_NAME_CHARS} characters); "
+            "pick a shorter name"
+        )
+    if name.startswith("$"):
+        raise InvalidArgument("client names starting with '$' belong to the server")

@@ -1,0 +1,705 @@
+"""The send side of one connection: what waits to be written to it, and in which order.
+
+An :class:`Outbox` owns everything a connection has to send and the bounds on it: its
+subscriptions' buffers (one :class:`Reader` each: decimation, policy buffer, credit window),
+the bytes buffered and the connection's memory bound, the deficit-round-robin turns between
+readers (fairness.py), the frames its writers have parked for full ``block`` readers and the
+acknowledgements they owe, control messages, reader counts, and the coalescing of all of it
+into one batch of pieces per write. A :class:`Reader` is the outbox's per-subscription part:
+the two share this module and its bookkeeping, and nothing outside it writes their fields.
+
+The broker offers a frame to a reader and learns yes or no (no: a full ``block`` reader, park
+it); the connection's sender task asks :meth:`Outbox.next_batch` for the pieces of its next
+write. No I/O, no event loop: the clock is injected and the connection hears what it must
+act on through the small :class:`OutboxOwner` port, so all of this is tested with a fake
+owner and a fake clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Protocol
+
+from .._exceptions import LimitExceeded, ProtocolError
+from .._protocol.bytes_like import BytesLike
+from .._protocol.frames import SharedData, pub_ack_frame, write_data
+from .._protocol.framing import frame_prefix
+from .._protocol.messages import Lost, Message, PubEnd, Readers, SubEnd, encode_message
+from .buffers import Policy, PolicyBuffer
+from .fairness import DeficitRoundRobin
+
+if TYPE_CHECKING:
+    from .broker import Channel, Parked, Writer
+
+SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
+# A block reader that has held its channel's writers back this long (seconds) is shown as
+# holding the channel (held_by in channel records and $channels events).
+HOLD_NOTICE_S: Final = 1.0
+
+
+def control_frame(message: Message) -> bytes:
+    """A whole CONTROL frame, length prefix included."""
+    body = encode_message(message)
+    return frame_prefix(len(body)) + body
+
+
+class BufferTotals:
+    """Bytes buffered by every outbox of a server together: kept as they change, so that
+    stats() never walks the connections (with 10,000 connected, a sum took ~0.3 ms)."""
+
+    __slots__ = ("buffered_bytes",)
+
+    def __init__(self) -> None:
+        self.buffered_bytes = 0
+
+
+class OutboxOwner(Protocol):
+    """What an outbox tells its connection (implemented by session.Session)."""
+
+    client_id: int
+    name: str
+
+    def wake_sender(self) -> None:
+        """Something is ready to write (or a deadline changed)."""
+
+    def parked_room(self) -> None:
+        """The connection's writers have no more than ``max_parked_bytes`` parked now."""
+
+    def hold_started(self, deadline: float) -> None:
+        """A block reader started holding writers back: look at it again by ``deadline``."""
+
+    def writer_ended(self, pub_id: int) -> None:
+        """The broker ended this writer (its channel went away): forget its id."""
+
+
+class _GoneOwner:
+    """The owner of a closed outbox: a late call (a writer's ack) goes nowhere."""
+
+    client_id = 0
+    name = ""
+
+    def wake_sender(self) -> None:
+        pass
+
+    def parked_room(self) -> None:
+        pass
+
+    def hold_started(self, deadline: float) -> None:
+        pass
+
+    def writer_ended(self, pub_id: int) -> None:
+        pass
+
+
+_GONE: Final = _GoneOwner()
+
+
+@dataclass(slots=True)
+class Batch:
+    """The pieces of one write, and what they hold."""
+
+    pieces: list[BytesLike] = field(default_factory=list)
+    frames: int = 0  # DATA frames
+    data_bytes: int = 0  # of DATA frames, as written
+    control_bytes: int = 0  # of queued control messages (the reader's high-water mark)
+    deadline: float = math.inf  # when a max_rate reader next has a frame due
+
+
+class Reader:
+    """One subscription's send side: decimation, its buffer, and its send credit."""
+
+    __slots__ = (
+        "__weakref__",
+        "_inflight",
+        "active",
+        "block_timeout",
+        "blocks_writers",
+        "buffer",
+        "channel",
+        "closed",
+        "credit",
+        "doomed",
+        "ending",
+        "every",
+        "held_reported",
+        "inflight_bytes",
+        "interval",
+        "latest",
+        "lost",
+        "max_rate",
+        "next_due",
+        "outbox",
+        "parked",
+        "policy",
+        "seen",
+        "sent",
+        "sub_id",
+        "window",
+        "window_bytes",
+    )
+
+    def __init__(
+        self,
+        sub_id: int,
+        channel: Channel,
+        outbox: Outbox,
+        policy: Policy,
+        size: int | None,
+        every: int,
+        max_rate: float | None,
+        window: int,
+        window_bytes: int,
+        block_timeout: float | None = None,
+    ) -> None:
+        self.sub_id = sub_id
+        self.channel = channel
+        self.outbox = outbox
+        self.policy = policy
+        # The one policy that refuses frames rather than lose or end: checked once per admit.
+        self.blocks_writers = policy is Policy.BLOCK
+        self.buffer: PolicyBuffer[SharedData] = PolicyBuffer(policy, size)
+        self.every = every
+        self.max_rate = max_rate
+        self.interval = 1.0 / max_rate if max_rate else 0.0
+        self.window = window
+        self.window_bytes = window_bytes
+        self.credit = window
+        self.inflight_bytes = 0
+        self._inflight: deque[int] = deque()  # sizes of the frames sent, not yet credited
+        self.active = False  # in its outbox's send rotation
+        self.closed = False
+        self.ending = False  # channel ended: send what is buffered, then the end
+        self.doomed = False  # over the connection's memory limit: ends, takes nothing more
+        self.parked: deque[Parked] = deque()  # frames waiting for room here (block only)
+        self.block_timeout = block_timeout  # s a frame may stay parked here; None: no limit
+        self.held_reported = False  # shown in held_by (parked for HOLD_NOTICE_S or more)
+        self.seen = 0  # frames of the channel offered since subscribing (for every=N)
+        self.latest: SharedData | None = None  # newest frame held back by max_rate
+        self.next_due = 0.0
+        self.lost = 0
+        self.sent = 0
+
+    # -- fan-out side ----------------------------------------------------------------------
+    def offer(self, frame: SharedData) -> bool:
+        """Called once per publish; False means "block reader full: park it for me"."""
+        if self.doomed:
+            return True
+        if self.every > 1:
+            self.seen += 1
+            if (self.seen - 1) % self.every:
+                return True  # decimation, not loss: keeps the 1st offered, the (N+1)th, ...
+        if self.interval:
+            now = self.outbox.clock()
+            if now < self.next_due or self.latest is not None:
+                # Hold only the newest; replaced frames are decimation, not loss.
+                self.latest = frame
+                self.outbox.schedule_rate(self)
+                return True
+            self.next_due = now + self.interval
+            if not self.admit(frame):
+                self._hold_for_room(frame)
+            return True
+        if self.parked:
+            return False  # earlier frames are parked for us; keep the order
+        return self.admit(frame)
+
+    def admit(self, frame: SharedData) -> bool:
+        """Put ``frame`` in the buffer; False means "block reader without room: park it".
+
+        A ``block`` reader refuses a frame that would take its connection over
+        ``max_buffered_bytes``, or its connection's ``block`` subscriptions together over
+        half of it (``max_block_bytes``), unless its buffer is empty: one frame always gets
+        in, so the reader can make progress even when other subscriptions of its connection
+        hold the memory. The half share keeps lagging ``block`` readers from starving the
+        connection's other subscriptions (a dashboard's ring of 1 beside a recorder). Other
+        policies take the frame and, over the bound, are ended by the sender.
+        """
+        buffer = self.buffer
+        outbox = self.outbox
+        if (
+            self.blocks_writers
+            and len(buffer)
+            and (
+                outbox.block_bytes + frame.nbytes > outbox.max_block_bytes
+                or outbox.buffered_bytes + frame.nbytes > outbox.max_buffered_bytes
+            )
+        ):
+            return False
+        if not buffer.put(frame):
+            accepted, lost, dropped = buffer.offer(frame)
+            if not accepted:
+                return False
+            for old in dropped:
+                outbox.buffered_bytes -= old.nbytes
+                outbox.totals.buffered_bytes -= old.nbytes
+            self.lost += lost
+            self.channel.count_lost(lost)
+        outbox.buffered_bytes += frame.nbytes
+        outbox.totals.buffered_bytes += frame.nbytes
+        if self.blocks_writers:
+            # Over its share only with an empty buffer: one frame each at most.
+            outbox.block_bytes += frame.nbytes
+        elif outbox.buffered_bytes > outbox.max_buffered_bytes:
+            self.doomed = True  # ended by the sender (not here: mid fan-out)
+            outbox.over_limit(self)
+        if not self.active and self.credit > 0:
+            outbox.activate(self)
+        return True
+
+    def skip(self, count: int) -> None:
+        """``count`` frames of the channel are lost to this reader (history left out, a server
+        event a full block buffer could not take): reported with the next frame, or notice."""
+        self.buffer.skip(count)
+        self.lost += count
+        self.channel.count_lost(count)
+
+    def release_rate(self, now: float) -> None:
+        """max_rate: the interval has passed, so the newest held frame goes into the buffer."""
+        frame = self.latest
+        if frame is None:
+            return
+        self.latest = None
+        self.next_due = now + self.interval
+        if not self.admit(frame):
+            self._hold_for_room(frame)
+
+    def _hold_for_room(self, frame: SharedData) -> None:
+        """max_rate with a full ``block`` buffer: keep the frame as the newest held one and
+        try again an interval later (a newer frame replaces it meanwhile, as decimation)."""
+        self.latest = frame
+        self.outbox.schedule_rate(self)
+
+    def park(self, parked: Parked) -> None:
+        """The broker holds ``parked`` until this (block) reader has room for it."""
+        if not self.parked:
+            self.outbox.holding(self)
+        self.parked.append(parked)
+
+    # -- sender side -----------------------------------------------------------------------
+    def ready(self) -> bool:
+        """Something to send, and credit and window room to send it."""
+        if self.credit <= 0:
+            return False
+        head = self.buffer.peek()
+        return head is not None and (
+            not self._inflight or self.inflight_bytes + head.nbytes <= self.window_bytes
+        )
+
+    def take_turn(
+        self, pieces: list[BytesLike], run: list[bytes], quota: int
+    ) -> tuple[int, int, bool]:
+        """Write out frames until ``quota`` bytes are taken or credit or the window runs out.
+
+        The fan-out's other half: the frames of one turn are taken and their reader heads
+        packed in one loop (frames.write_data). A frame is sent only if it fits the byte
+        window beside the frames in flight, unless nothing is in flight (a frame larger than
+        the window travels alone).
+
+        Returns:
+            (frames, bytes) taken, and whether the reader is still ready for another turn.
+        """
+        if self.closed:
+            return 0, 0, False
+        buffer = self.buffer
+        frames, taken = write_data(
+            buffer.take,
+            buffer.untake,
+            self.sub_id,
+            self.credit,
+            quota,
+            self.window_bytes - self.inflight_bytes,
+            self._inflight,
+            pieces,
+            run,
+        )
+        if frames:
+            self.credit -= frames
+            self.inflight_bytes += taken
+            self.sent += frames
+            outbox = self.outbox
+            outbox.buffered_bytes -= taken
+            outbox.totals.buffered_bytes -= taken
+            if self.blocks_writers:
+                outbox.block_bytes -= taken
+            if self.parked:
+                self._unpark()
+        if not len(buffer):
+            if self.ending:
+                # After its last frame, in the same write: the end of the subscription.
+                run.append(self.outbox.finish(self, None))
+                return frames, taken, False
+            skipped = buffer.take_skipped()
+            if skipped:
+                # Nothing buffered will carry this loss: say it now, after the last frame.
+                run.append(control_frame(Lost(sub=self.sub_id, lost=skipped)))
+        return frames, taken, self.ready()
+
+    def left_rotation(self) -> None:
+        self.active = False
+
+    def _unpark(self) -> None:
+        """Room was made: move parked frames in, in order, releasing their writers."""
+        parked = self.parked
+        while parked and self.admit(parked[0].frame):
+            parked.popleft().release()
+        if not parked and self.held_reported:
+            self.held_reported = False
+            self.channel.hold_event("released")
+
+    def notice_hold(self) -> None:
+        """Held its writers back for HOLD_NOTICE_S: show it in held_by."""
+        if not self.held_reported:
+            self.held_reported = True
+            self.channel.hold_event("held")
+
+    def drop_parked(self) -> None:
+        """This reader is going away: it no longer holds any writer back."""
+        self.latest = None
+        while self.parked:
+            self.parked.popleft().release()
+        if self.held_reported:
+            self.held_reported = False
+            self.channel.hold_event("released")
+
+    def add_credit(self, frames: int) -> None:
+        inflight = self._inflight
+        for _ in range(min(frames, len(inflight))):
+            self.inflight_bytes -= inflight.popleft()
+        self.credit = min(self.credit + frames, self.window)
+        if not self.active and self.ready():
+            self.outbox.activate(self)
+
+
+class Outbox:
+    """Everything one connection has to send, the bounds on it, and the order of writing."""
+
+    __slots__ = (
+        "__weakref__",
+        "_acks",
+        "_control",
+        "_detach",
+        "_holding",
+        "_next_sub",
+        "_over_limit",
+        "_rate_limited",
+        "_reader_counts",
+        "_scheduler",
+        "batch_bytes",
+        "block_bytes",
+        "buffered_bytes",
+        "clock",
+        "control_bytes",
+        "max_block_bytes",
+        "max_buffered_bytes",
+        "max_parked_bytes",
+        "owner",
+        "parked_bytes",
+        "readers",
+        "totals",
+    )
+
+    def __init__(
+        self,
+        owner: OutboxOwner,
+        *,
+        max_buffered_bytes: int,
+        max_parked_bytes: int,
+        clock: Callable[[], float],
+        detach: Callable[[Reader], None],
+        totals: BufferTotals | None = None,
+        batch_bytes: int = SEND_BATCH_BYTES,
+    ) -> None:
+        """Args:
+        owner: the connection, told what it must act on.
+        max_buffered_bytes: bound on the readers' buffers together (``block`` ones: half).
+        max_parked_bytes: what this connection's writers may have parked before its
+            reading stops (the session waits on :meth:`parked_room`).
+        clock: seconds, monotonic (the server passes ``trio.current_time``).
+        detach: ends a reader in the broker (no new frames; releases what it holds back).
+        totals: the server's running total of buffered bytes, kept up to date here.
+        batch_bytes: about how much DATA one write takes.
+        """
+        self.owner = owner
+        self.clock = clock
+        self._detach = detach
+        self.totals = totals if totals is not None else BufferTotals()
+        self.batch_bytes = batch_bytes
+        self.buffered_bytes = 0
+        self.max_buffered_bytes = max_buffered_bytes
+        self.block_bytes = 0  # the part of buffered_bytes that block readers hold
+        self.max_block_bytes = max_buffered_bytes // 2  # their share, see Reader.admit
+        self.parked_bytes = 0  # frames our writers sent that wait for block readers
+        self.max_parked_bytes = max_parked_bytes
+        self.readers: dict[int, Reader] = {}
+        self._next_sub = 1
+        self._scheduler = DeficitRoundRobin()
+        self._control: list[bytes] = []
+        self.control_bytes = 0  # queued or being written
+        self._acks: dict[int, int] = {}  # pub_id -> frames to acknowledge
+        self._reader_counts: dict[int, int] = {}  # pub_id -> the newest count to tell it
+        self._rate_limited: set[Reader] = set()
+        self._over_limit: list[Reader] = []
+        self._holding: set[Reader] = set()  # block readers with frames parked for them
+
+    # -- readers -----------------------------------------------------------------------------
+    def open_reader(
+        self,
+        channel: Channel,
+        policy: Policy,
+        size: int | None,
+        every: int,
+        max_rate: float | None,
+        window: int,
+        window_bytes: int,
+        block_timeout: float | None,
+    ) -> Reader:
+        reader = Reader(
+            self._next_sub,
+            channel,
+            self,
+            policy,
+            size,
+            every,
+            max_rate,
+            window,
+            window_bytes,
+            block_timeout,
+        )
+        self._next_sub += 1
+        self.readers[reader.sub_id] = reader
+        return reader
+
+    def credit(self, sub_id: int, frames: int) -> None:
+        """CREDIT from the client.
+
+        Raises:
+            ProtocolError: ``sub_id`` was never a subscription of this connection (one that
+                ended is fine: the credit was in flight).
+        """
+        reader = self.readers.get(sub_id)
+        if reader is not None:
+            reader.add_credit(frames)
+        elif not 0 < sub_id < self._next_sub:
+            raise ProtocolError(f"CREDIT for subscription {sub_id}, which was never opened")
+
+    def discard(self, reader: Reader) -> None:
+        """Forget ``reader`` and free its buffer (the broker has detached it)."""
+        if reader.closed:
+            return
+        reader.closed = True
+        if self.readers.get(reader.sub_id) is reader:
+            del self.readers[reader.sub_id]
+        self._rate_limited.discard(reader)
+        self._holding.discard(reader)
+        freed = sum(frame.nbytes for frame in reader.buffer.clear())
+        self.buffered_bytes -= freed
+        self.totals.buffered_bytes -= freed
+        if reader.blocks_writers:
+            self.block_bytes -= freed
+
+    def end(self, reader: Reader, error: Exception | None) -> None:
+        """The channel ended (``error`` None) or the server ends the reader (``error``).
+
+        A clean end sends what is buffered first, then ``sub_end``; an error ends at once.
+        """
+        if reader.closed:
+            return
+        self._rate_limited.discard(reader)
+        if error is None and len(reader.buffer):
+            reader.ending = True  # take_turn sends the end right after the last frame
+            if not reader.active and reader.ready():
+                self.activate(reader)
+            return
+        self._detach(reader)
+        self.queue_control(self.finish(reader, error))
+
+    def finish(self, reader: Reader, error: Exception | None) -> bytes:
+        """Forget ``reader`` and return its ``sub_end`` frame."""
+        self.discard(reader)
+        if error is None:
+            return control_frame(SubEnd(sub=reader.sub_id, reason="the channel ended"))
+        return control_frame(
+            SubEnd(sub=reader.sub_id, reason=str(error), error=type(error).__name__)
+        )
+
+    def activate(self, reader: Reader) -> None:
+        reader.active = True
+        self._scheduler.add(reader)
+        self.owner.wake_sender()
+
+    def schedule_rate(self, reader: Reader) -> None:
+        if reader not in self._rate_limited:
+            self._rate_limited.add(reader)
+            self.owner.wake_sender()
+
+    def over_limit(self, reader: Reader) -> None:
+        self._over_limit.append(reader)
+        self.owner.wake_sender()
+
+    def has_buffered(self) -> bool:
+        return any(len(reader.buffer) for reader in self.readers.values())
+
+    # -- writers -----------------------------------------------------------------------------
+    def ack(self, pub_id: int) -> None:
+        """One more frame of writer ``pub_id`` is in every reader's buffer."""
+        self._acks[pub_id] = self._acks.get(pub_id, 0) + 1
+        self.owner.wake_sender()
+
+    def parked(self, nbytes: int) -> None:
+        """One of our writers' frames waits for a block reader (``nbytes`` as PUBLISH body)."""
+        self.parked_bytes += nbytes
+
+    def unparked(self, pub_id: int, nbytes: int) -> None:
+        """That frame is in every reader's buffer now: acknowledge it."""
+        self.parked_bytes -= nbytes
+        self.ack(pub_id)
+        if self.parked_bytes <= self.max_parked_bytes:
+            self.owner.parked_room()
+
+    def readers_changed(self, pub_id: int, readers: int) -> None:
+        # A writer needs only the newest count: one pending notice per publisher, however
+        # fast readers come and go, and however slowly this client reads.
+        self._reader_counts[pub_id] = readers
+        self.owner.wake_sender()
+
+    def writer_ended(self, writer: Writer, error: Exception) -> None:
+        self.forget_writer(writer.pub_id)
+        self.owner.writer_ended(writer.pub_id)
+        self.queue_control(control_frame(PubEnd(pub=writer.pub_id, reason=str(error))))
+
+    def forget_writer(self, pub_id: int) -> None:
+        """Nothing more goes to a writer that has ended: no acks, no reader counts."""
+        self._acks.pop(pub_id, None)
+        self._reader_counts.pop(pub_id, None)
+
+    # -- control -----------------------------------------------------------------------------
+    def send(self, message: Message) -> None:
+        self.queue_control(control_frame(message))
+
+    def queue_control(self, frame: bytes) -> None:
+        """Queue a CONTROL frame encoded already (length prefix included)."""
+        self._control.append(frame)
+        self.control_bytes += len(frame)
+        self.owner.wake_sender()
+
+    # -- block readers holding writers back -------------------------------------------------
+    def holding(self, reader: Reader) -> None:
+        """``reader`` (block) just started holding its writers back: time it."""
+        self._holding.add(reader)
+        limit = HOLD_NOTICE_S
+        if reader.block_timeout is not None:
+            limit = min(limit, reader.block_timeout)
+        self.owner.hold_started(self.clock() + limit)
+
+    def check_holds(self, now: float) -> float:
+        """Show and end block readers by how long they have held writers; next deadline."""
+        deadline = math.inf
+        for reader in list(self._holding):
+            if reader.closed or not reader.parked:
+                self._holding.discard(reader)
+                continue
+            since = reader.parked[0].since
+            timeout = reader.block_timeout
+            if timeout is not None and now - since >= timeout:
+                self._holding.discard(reader)
+                self.end(
+                    reader,
+                    LimitExceeded(
+                        f"this block subscription to {reader.channel.name[:80]!r} held the "
+                        f"channel's writers (and so its other readers) back for {timeout:g} s "
+                        "(block_timeout): read faster, or subscribe with a larger "
+                        "block_timeout (server default: block_timeout_s)"
+                    ),
+                )
+                continue
+            due = math.inf if timeout is None else since + timeout
+            if not reader.held_reported:
+                if now - since >= HOLD_NOTICE_S:
+                    reader.notice_hold()
+                else:
+                    due = min(due, since + HOLD_NOTICE_S)
+            if due == math.inf:
+                self._holding.discard(reader)  # shown; parking again re-adds it
+            deadline = min(deadline, due)
+        return deadline
+
+    @property
+    def holds(self) -> bool:
+        return bool(self._holding)
+
+    def close(self) -> None:
+        """The connection is gone: drop what refers back to it (see Session._break_cycles)."""
+        self.owner = _GONE
+        self.readers = {}
+        self._acks = {}
+        self._reader_counts = {}
+        self._rate_limited = set()
+        self._over_limit = []
+        self._holding = set()
+        self._scheduler = DeficitRoundRobin()
+
+    # -- the sender's side -------------------------------------------------------------------
+    def only_acks(self) -> bool:
+        """Nothing but writer acknowledgements to send (they may wait a turn)."""
+        return bool(self._acks) and not self._control and not self._scheduler
+
+    def next_batch(self) -> Batch:
+        """The pieces of the next write, in this order: control messages, reader counts,
+        DATA through the fair scheduler (each reader's end or loss notice right after its
+        last frame), then writer acknowledgements."""
+        if self._over_limit:
+            self._end_over_limit()
+        batch = Batch()
+        pieces = batch.pieces
+        if self._control:
+            pieces.extend(self._control)
+            batch.control_bytes = self.control_bytes
+            self._control = []
+        if self._reader_counts:
+            pieces.extend(
+                control_frame(Readers(pub=pub_id, readers=readers))
+                for pub_id, readers in self._reader_counts.items()
+            )
+            self._reader_counts = {}
+        if self._rate_limited:
+            batch.deadline = self._release_rates()
+        if self._scheduler:
+            batch.frames, batch.data_bytes = self._scheduler.fill(pieces, self.batch_bytes)
+        if self._acks:
+            pieces.extend(pub_ack_frame(pub_id, count) for pub_id, count in self._acks.items())
+            self._acks = {}
+        return batch
+
+    def written(self, batch: Batch) -> None:
+        """``batch`` went out: its control messages no longer count against the client."""
+        self.control_bytes -= batch.control_bytes
+
+    def _end_over_limit(self) -> None:
+        for reader in self._over_limit:
+            self.end(
+                reader,
+                LimitExceeded(
+                    f"the server buffers more than max_buffered_bytes "
+                    f"({self.max_buffered_bytes} bytes) for this connection, so the "
+                    f"subscription to {reader.channel.name[:80]!r} was ended: read faster, use "
+                    "a bounded policy (drop_oldest, block), or raise max_buffered_bytes"
+                ),
+            )
+        self._over_limit = []
+
+    def _release_rates(self) -> float:
+        """Move max_rate frames whose time has come into their buffers; next deadline."""
+        now = self.clock()
+        deadline = math.inf
+        for reader in list(self._rate_limited):
+            if reader.closed:
+                self._rate_limited.discard(reader)
+            elif reader.next_due <= now:
+                self._rate_limited.discard(reader)
+                reader.release_rate(now)  # may schedule itself again (a full block buffer)
+            else:
+                deadline = min(deadline, reader.next_due)
+        return deadline

@@ -1,0 +1,148 @@
+"""The server's request handlers: one function per request a client may send, in one table.
+
+Each handler takes the session and the decoded request and returns the ``result`` of the reply
+(or raises: TrioStreamError and ValueError become an ``error`` reply, see Session). Handlers
+touch only in-memory state (broker, outbox, server state); none awaits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from .._exceptions import AuthError, InvalidArgument, LimitExceeded
+from .._protocol.limits import SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
+from .._protocol.messages import (
+    Admin,
+    ClosePublisher,
+    CreateChannel,
+    DeleteChannel,
+    GetStats,
+    ListChannels,
+    ListClients,
+    Message,
+    OpenPublisher,
+    Subscribe,
+    Unsubscribe,
+)
+from . import admin
+from .buffers import Policy, parse_policy
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+def create_channel(session: Session, msg: CreateChannel) -> None:
+    broker = session.state.broker
+    owned = sum(1 for _ in broker.owned_by(session.client_id))
+    if owned >= session.state.limits.max_channels_per_client:
+        raise LimitExceeded(
+            f"this client owns {owned} channels, the limit (max_channels_per_client); "
+            "delete some first"
+        )
+    broker.create_channel(
+        msg.channel,
+        session,
+        public=msg.public,
+        key=msg.key,
+        lifetime=msg.lifetime,
+        history=msg.history,
+        single_writer=msg.single_writer,
+        keep=msg.keep,
+        meta=msg.meta,
+    )
+
+
+def delete_channel(session: Session, msg: DeleteChannel) -> None:
+    broker = session.state.broker
+    channel = broker.lookup(msg.channel, msg.key, session)
+    if channel.owner_id != session.client_id and (channel.key is None or msg.key is None):
+        raise AuthError(
+            f"only the owner of {msg.channel!r} ({channel.owner}) or a holder of its key "
+            "may delete it"
+        )
+    broker.delete_channel(channel, f"channel {channel.name!r} was deleted")
+
+
+def open_publisher(session: Session, msg: OpenPublisher) -> dict[str, int]:
+    channel = session.state.broker.lookup(msg.channel, msg.key, session)
+    writer = session.open_writer(channel)
+    return {"pub": writer.pub_id, "readers": channel.readers}
+
+
+def close_publisher(session: Session, msg: ClosePublisher) -> None:
+    session.close_writer(msg.pub)
+
+
+def subscribe(session: Session, msg: Subscribe) -> dict[str, int]:
+    state = session.state
+    limits = state.limits
+    outbox = session.outbox
+    if len(outbox.readers) >= limits.max_subscriptions_per_client:
+        raise LimitExceeded(
+            f"this connection holds {len(outbox.readers)} subscriptions, the limit "
+            "(max_subscriptions_per_client); unsubscribe some first"
+        )
+    policy, size = parse_policy(msg.policy, msg.size)
+    if msg.every < 1:
+        raise InvalidArgument("every must be 1 or more")
+    if msg.max_rate is not None and not (0 < msg.max_rate < math.inf):
+        raise InvalidArgument("max_rate must be a positive number of frames per second")
+    block_timeout = msg.block_timeout
+    if block_timeout is None:
+        block_timeout = state.config.block_timeout_s
+    elif not 0 < block_timeout < math.inf:
+        raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
+    channel = state.broker.lookup(msg.channel, msg.key, session)
+    window = min(msg.window or SUBSCRIBE_WINDOW_FRAMES, SUBSCRIBE_WINDOW_FRAMES)
+    if size is not None:
+        window = min(window, size)
+    window = max(window, 1)
+    reader = outbox.open_reader(
+        channel,
+        policy,
+        size,
+        msg.every,
+        msg.max_rate,
+        window,
+        SUBSCRIBE_WINDOW_BYTES,
+        block_timeout if policy is Policy.BLOCK else None,
+    )
+    state.broker.subscribe(reader)
+    return {"sub": reader.sub_id, "window": window, "window_bytes": SUBSCRIBE_WINDOW_BYTES}
+
+
+def unsubscribe(session: Session, msg: Unsubscribe) -> None:
+    reader = session.outbox.readers.get(msg.sub)
+    if reader is not None:
+        session.state.broker.unsubscribe(reader)
+
+
+def list_channels(session: Session, msg: ListChannels) -> list[dict[str, Any]]:
+    return session.state.channel_records(session)
+
+
+def list_clients(session: Session, msg: ListClients) -> list[dict[str, Any]]:
+    return [s.record() for s in session.state.sessions.values()]
+
+
+def stats(session: Session, msg: GetStats) -> dict[str, Any]:
+    return session.state.stats()
+
+
+Handler = Callable[["Session", Any], Any]
+
+#: Request type -> handler; what Session dispatches CONTROL requests through.
+REQUEST_HANDLERS: Final[dict[type[Message], Handler]] = {
+    CreateChannel: create_channel,
+    DeleteChannel: delete_channel,
+    OpenPublisher: open_publisher,
+    ClosePublisher: close_publisher,
+    Subscribe: subscribe,
+    Unsubscribe: unsubscribe,
+    ListChannels: list_channels,
+    ListClients: list_clients,
+    GetStats: stats,
+    Admin: admin.handle,
+}
