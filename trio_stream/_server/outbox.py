@@ -440,9 +440,11 @@ class Outbox:
         self.control_bytes = 0  # queued or being written
         self._acks: dict[int, int] = {}  # pub_id -> frames to acknowledge
         self._reader_counts: dict[int, int] = {}  # pub_id -> the newest count to tell it
-        self._rate_limited: set[Reader] = set()
+        # Made on first use, like the scheduler's deque: an idle connection should hold
+        # nothing it may never need (an empty set is ~0.2 KiB).
+        self._rate_limited: set[Reader] | None = None
         self._over_limit: list[Reader] = []
-        self._holding: set[Reader] = set()  # block readers with frames parked for them
+        self._holding: set[Reader] | None = None  # block readers with frames parked for them
 
     # -- readers -----------------------------------------------------------------------------
     def open_reader(
@@ -492,8 +494,10 @@ class Outbox:
         reader.closed = True
         if self.readers.get(reader.sub_id) is reader:
             del self.readers[reader.sub_id]
-        self._rate_limited.discard(reader)
-        self._holding.discard(reader)
+        if self._rate_limited:
+            self._rate_limited.discard(reader)
+        if self._holding:
+            self._holding.discard(reader)
         freed = sum(frame.nbytes for frame in reader.buffer.clear())
         self.buffered_bytes -= freed
         self.totals.buffered_bytes -= freed
@@ -507,7 +511,8 @@ class Outbox:
         """
         if reader.closed:
             return
-        self._rate_limited.discard(reader)
+        if self._rate_limited:
+            self._rate_limited.discard(reader)
         if error is None and len(reader.buffer):
             reader.ending = True  # take_turn sends the end right after the last frame
             if not reader.active and reader.ready():
@@ -531,6 +536,8 @@ class Outbox:
         self.owner.wake_sender()
 
     def schedule_rate(self, reader: Reader) -> None:
+        if self._rate_limited is None:
+            self._rate_limited = set()
         if reader not in self._rate_limited:
             self._rate_limited.add(reader)
             self.owner.wake_sender()
@@ -588,6 +595,8 @@ class Outbox:
     # -- block readers holding writers back -------------------------------------------------
     def holding(self, reader: Reader) -> None:
         """``reader`` (block) just started holding its writers back: time it."""
+        if self._holding is None:
+            self._holding = set()
         self._holding.add(reader)
         limit = HOLD_NOTICE_S
         if reader.block_timeout is not None:
@@ -597,6 +606,8 @@ class Outbox:
     def check_holds(self, now: float) -> float:
         """Show and end block readers by how long they have held writers; next deadline."""
         deadline = math.inf
+        if not self._holding:
+            return deadline
         for reader in list(self._holding):
             if reader.closed or not reader.parked:
                 self._holding.discard(reader)
@@ -636,9 +647,9 @@ class Outbox:
         self.readers = {}
         self._acks = {}
         self._reader_counts = {}
-        self._rate_limited = set()
+        self._rate_limited = None
         self._over_limit = []
-        self._holding = set()
+        self._holding = None
         self._scheduler = DeficitRoundRobin()
 
     # -- the sender's side -------------------------------------------------------------------
@@ -694,6 +705,8 @@ class Outbox:
         """Move max_rate frames whose time has come into their buffers; next deadline."""
         now = self.clock()
         deadline = math.inf
+        if self._rate_limited is None:
+            return deadline
         for reader in list(self._rate_limited):
             if reader.closed:
                 self._rate_limited.discard(reader)
