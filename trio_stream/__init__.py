@@ -23,6 +23,10 @@ from ._exceptions import RemoteError as RemoteError
 from ._exceptions import RpcError as RpcError
 from ._exceptions import RpcTimeout as RpcTimeout
 from ._exceptions import TrioStreamError as TrioStreamError
+from ._merge import Merge as Merge
+from ._merge import SyncMerge as SyncMerge
+from ._merge import merge as merge
+from ._protocol.array_view import View as View
 from ._protocol.limits import PayloadLimits as PayloadLimits
 from ._protocol.limits import PayloadRefused as PayloadRefused
 from ._records import ChannelInfo as ChannelInfo
@@ -33,5 +37,6 @@ from ._records import SubscriptionInfo as SubscriptionInfo
 from ._server.serve import Server as Server
 from ._server.serve import open_server as open_server
 from ._server.serve import serve as serve
+from ._stats import SubscriptionStatistics as SubscriptionStatistics
 from ._version import __version__ as __version__
 from .sync import SyncClient as SyncClient

@@ -32,7 +32,8 @@ from ._exceptions import (
 from ._protocol import frames as F
 from ._protocol import messages as M
 from ._protocol.bytes_like import BytesLike
-from ._protocol.codec import decode_payload, encode_payload
+from ._protocol.codec import EncodedPayload, decode_payload, encode_payload
+from ._protocol.compression import Compressor, compressor
 from ._protocol.framing import frame_prefix
 from ._protocol.limits import (
     DEFAULT_PAYLOAD_LIMITS,
@@ -43,6 +44,7 @@ from ._protocol.limits import (
     PayloadLimits,
 )
 from ._records import ChannelInfo, ClientInfo, Message, ServerStats
+from ._stats import RateMeter, SubscriptionStatistics
 from ._transport import sniff
 from ._transport.base import FrameTransport
 from ._transport.connect import connect
@@ -552,11 +554,18 @@ class Client:
         return await self._rpc.proxy(provider, timeout)
 
     # -- writing -------------------------------------------------------------------------------
-    async def open_publisher(self, channel: str, *, key: str | None = None) -> Publisher:
-        """A publisher for ``channel``; close it with ``aclose()`` (or use :meth:`publisher`)."""
+    async def open_publisher(
+        self, channel: str, *, key: str | None = None, compress: str | None = None
+    ) -> Publisher:
+        """A publisher for ``channel``; close it with ``aclose()`` (or use :meth:`publisher`).
+
+        ``compress="zlib"`` or ``"zstd"`` compresses payloads of 64 KiB or more (see
+        :mod:`trio_stream._protocol.compression`); readers decompress transparently.
+        """
+        compress_fn = compressor(compress)
 
         def register(result: Any) -> Publisher:
-            pub = Publisher(self, channel, result["pub"], result["readers"])
+            pub = Publisher(self, channel, result["pub"], result["readers"], compress_fn)
             self._publishers[pub.pub_id] = pub
             return pub
 
@@ -566,9 +575,14 @@ class Client:
         return pub
 
     @asynccontextmanager
-    async def publisher(self, channel: str, *, key: str | None = None) -> AsyncIterator[Publisher]:
-        """``async with client.publisher("ch") as pub: await pub.send(value)``."""
-        pub = await self.open_publisher(channel, key=key)
+    async def publisher(
+        self, channel: str, *, key: str | None = None, compress: str | None = None
+    ) -> AsyncIterator[Publisher]:
+        """``async with client.publisher("ch") as pub: await pub.send(value)``.
+
+        ``compress``: "zlib" or "zstd" for large compressible values (see open_publisher).
+        """
+        pub = await self.open_publisher(channel, key=key, compress=compress)
         try:
             yield pub
         except BaseException:
@@ -576,12 +590,17 @@ class Client:
             raise
         await pub.aclose()
 
-    async def publish(self, channel: str, value: Any, *, key: str | None = None) -> bool:
+    async def publish(
+        self, channel: str, value: Any, *, key: str | None = None, compress: str | None = None
+    ) -> bool:
         """Send one value to ``channel``; False (nothing sent) while it has no readers.
 
         The publisher behind it is opened once per channel and kept, so repeated calls are
-        as cheap as ``Publisher.send``.
+        as cheap as ``Publisher.send``. ``compress``: as for :meth:`publisher`.
         """
+        compress_fn = compressor(compress)
+        if compress_fn is not None:
+            value = EncodedPayload(b"".join(compress_fn(encode_payload(value))))
         pub = self._shared_publishers.get(channel)
         if pub is None or pub._ended is not None:
             pub = await self.open_publisher(channel, key=key)
@@ -681,8 +700,16 @@ class Client:
 class Publisher:
     """Sends values into one channel. ``readers`` is kept current by the server."""
 
-    def __init__(self, client: Client, channel: str, pub_id: int, readers: int) -> None:
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        pub_id: int,
+        readers: int,
+        compress: Compressor | None = None,
+    ) -> None:
         self.channel = channel
+        self._compress = compress
         self.pub_id = pub_id
         self.readers = readers
         self._client = client
@@ -756,6 +783,8 @@ class Publisher:
             await trio.lowlevel.checkpoint()
             return False
         pieces = encode_payload(value)
+        if self._compress is not None and type(value) is not EncodedPayload:
+            pieces = self._compress(pieces)  # an EncodedPayload is compressed already
         size = F.PUBLISH_HEAD.size + (
             len(pieces[0]) if len(pieces) == 1 else sum(len(p) for p in pieces)
         )
@@ -859,6 +888,7 @@ class Subscription:
         self._ended = False
         self._end_error: TrioStreamError | None = None
         self.end_reason: str | None = None
+        self._meter = RateMeter()
 
     def _deliver(self, frame: bytearray) -> None:
         self._frames.append(frame)
@@ -945,8 +975,31 @@ class Subscription:
                 client._enqueue(
                     [F.credit_frame(self.sub_id, self._consumed)], F.COUNTER_FRAME_BYTES
                 )
+        self._meter.add(self._consumed, self._consumed_bytes)
         self._consumed = 0
         self._consumed_bytes = 0
+
+    def statistics(self) -> SubscriptionStatistics:
+        """Frames, bytes and losses so far, and the rates (see SubscriptionStatistics)."""
+        return self._meter.statistics(
+            self._consumed, self._consumed_bytes, self.lost, len(self._frames)
+        )
+
+    def _wake_with(self, event: trio.Event) -> bool:
+        """Have the next frame (or the end) set ``event``: how ts.merge waits on several.
+
+        False if a task waits in receive() already (replacing its event would strand it).
+        """
+        waiter = self._waiter
+        if waiter is not None and waiter is not event and not waiter.is_set():
+            return False
+        self._waiter = event
+        return True
+
+    def _unwake(self, event: trio.Event) -> None:
+        """Undo :meth:`_wake_with` (a set event left behind would make receive() spin)."""
+        if self._waiter is event:
+            self._waiter = None
 
     async def receive(self) -> Message:
         """The next message, waiting for it.

@@ -41,10 +41,12 @@ import trio
 from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
 from ._exceptions import ConnectionClosed, FrameTooLarge, TrioStreamError
 from ._protocol.codec import EncodedPayload, encode_payload
+from ._protocol.compression import Compressor, compressor
 from ._protocol.frames import PUBLISH_HEAD
 from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, Limits, PayloadLimits
 from ._records import ChannelInfo, ClientInfo, Message, ServerStats
 from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
+from ._stats import SubscriptionStatistics
 
 __all__ = ["SyncClient", "SyncPublisher", "SyncRpcProxy", "SyncSubscription"]
 
@@ -403,7 +405,9 @@ class SyncClient:
         return self._call(self._trio_client.stats)
 
     # -- writing -----------------------------------------------------------------------------
-    def publish(self, channel: str, value: Any, *, key: str | None = None) -> bool:
+    def publish(
+        self, channel: str, value: Any, *, key: str | None = None, compress: str | None = None
+    ) -> bool:
         """Queue one value for ``channel``; False (nothing queued) while it has no readers.
 
         Returns at once unless the queue is full (then it waits for room). The value is
@@ -415,6 +419,7 @@ class SyncClient:
             FrameTooLarge, TypeError: as ``Publisher.send`` (nothing queued).
             TrioStreamError: an earlier queued value could not be sent (raised once).
         """
+        compress_fn = compressor(compress)
         pub = self._shared.get(channel)
         if pub is None or pub._ended is not None:
             with self._shared_lock:
@@ -422,14 +427,18 @@ class SyncClient:
                 if pub is None or pub._ended is not None:
                     pub = self._call(partial(self._trio_client.open_publisher, channel, key=key))
                     self._shared[channel] = pub
-        return self._enqueue(pub, value)
+        return self._enqueue(pub, value, compress_fn)
 
-    def _enqueue(self, pub: Publisher, value: Any) -> bool:
+    def _enqueue(self, pub: Publisher, value: Any, compress: Compressor | None = None) -> bool:
         if pub.readers <= 0:  # the trio publisher would drop it: spare the encoding
             with self._cond:
                 self._raise_publish_error()
             return False
-        data = b"".join(encode_payload(value))
+        pieces = encode_payload(value)
+        compress = compress or pub._compress
+        if compress is not None:  # here, in the caller's thread: zlib and zstd release the GIL
+            pieces = compress(pieces)
+        data = b"".join(pieces)
         size = len(data)
         limit = self._trio_client.limits.max_frame_bytes
         if size + PUBLISH_HEAD.size > limit:
@@ -566,8 +575,13 @@ class SyncClient:
         with self._cond:
             self._raise_publish_error()
 
-    def publisher(self, channel: str, *, key: str | None = None) -> SyncPublisher:
+    def publisher(
+        self, channel: str, *, key: str | None = None, compress: str | None = None
+    ) -> SyncPublisher:
         """``with c.publisher("ch") as pub: pub.send(value)``; flushes and closes at the end.
+
+        ``compress``: "zlib" or "zstd" as ``Client.publisher`` (values are compressed in the
+        sending thread).
 
         The publisher is open once this returns, so it also works without ``with`` (a
         notebook cell opens it, later cells send): ``pub.close()`` then flushes and closes.
@@ -575,7 +589,9 @@ class SyncClient:
         Raises:
             ChannelNotFound: no such channel (or a private one and the wrong key).
         """
-        pub = self._call(partial(self._trio_client.open_publisher, channel, key=key))
+        pub = self._call(
+            partial(self._trio_client.open_publisher, channel, key=key, compress=compress)
+        )
         return SyncPublisher(self, pub)
 
     open_publisher = publisher  # the trio client's name for the form without `with`
@@ -785,6 +801,11 @@ class SyncSubscription:
             return self._local.pop()
         finally:
             self._lock.release()
+
+    def statistics(self) -> SubscriptionStatistics:
+        """As ``Subscription.statistics``; messages of a batch taken into this thread count
+        as received, before ``get`` hands them out."""
+        return self._client._run_sync(self._sub.statistics)
 
     async def _take(self, timeout_s: float | None) -> list[Message]:
         sub = self._sub

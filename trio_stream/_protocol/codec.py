@@ -34,6 +34,9 @@ ZERO_COPY_MIN_BYTES: Final = 4096
 
 #: trio_stream's private tag for arrays whose dtype RFC 8746 cannot express.
 EXT_ARRAY_TAG: Final = 7631617  # 0x747301, "ts" + 1
+#: Private tags around a compressed payload's bytes (compression.py, docs/protocol.md 4.1).
+ZLIB_PAYLOAD_TAG: Final = 7631618  # 0x747302
+ZSTD_PAYLOAD_TAG: Final = 7631619  # 0x747303
 NDARRAY_TAG: Final = 40
 
 #: Nesting limit of control envelopes: they are tiny and shallow (payloads: PayloadLimits).
@@ -285,11 +288,16 @@ def _ext_array(value: Any, immutable: bool) -> np.ndarray[Any, Any]:
     return flat.reshape(_check_shape(shape, flat.size))
 
 
+def _refuse_nested_compression(value: Any, immutable: bool) -> Any:
+    raise ValueError("a compressed payload tag is allowed only around a whole payload, once")
+
+
 _SEMANTIC_DECODERS: Final[Mapping[int, Callable[[Any, bool], Any]]] = {
     **{tag: _typed_array(dtype) for tag, dtype in _DTYPE_BY_TAG.items()},
     NDARRAY_TAG: _ndarray,
     EXT_ARRAY_TAG: _ext_array,
     **dict.fromkeys(_REFUSED_TAGS, _refuse_tag),
+    **dict.fromkeys((ZLIB_PAYLOAD_TAG, ZSTD_PAYLOAD_TAG), _refuse_nested_compression),
 }
 
 # --- the cost guards ----------------------------------------------------------------------------
@@ -482,13 +490,37 @@ def _read_uint(data: memoryview, pos: int, major: int = 0) -> tuple[Any, int]:
     return int.from_bytes(data[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
 
 
+_COMPRESSED_HEADS: Final = {_tag_head(tag): tag for tag in (ZLIB_PAYLOAD_TAG, ZSTD_PAYLOAD_TAG)}
+
+
+def _decompressed(data: BytesLike, offset: int, max_bytes: int) -> bytes | None:
+    """The CBOR inside a compressed payload (at most ``max_bytes``); None if not one."""
+    tag = _COMPRESSED_HEADS.get(bytes(data[offset : offset + 5]))
+    if tag is None:
+        return None
+    view = memoryview(data)[offset + 5 :]
+    nbytes, pos = _read_uint(view, 0, major=2)
+    if nbytes is None or pos + nbytes != len(view):
+        raise ValueError(f"tag {tag} must wrap exactly one byte string")
+    from .compression import decompress  # compression.py imports this module
+
+    inner = decompress(tag, view[pos:], max_bytes)
+    if bytes(inner[:5]) in _COMPRESSED_HEADS:
+        raise ValueError("a payload is compressed once, not twice")
+    return inner
+
+
 def decode_payload(
     data: BytesLike, offset: int = 0, limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS
 ) -> Any:
     """Decode a payload. Arrays are writable numpy arrays; top-level ones share ``data``.
 
+    A compressed payload (docs/protocol.md 4.1) is decompressed first, to at most
+    ``limits.max_decompressed_bytes``.
+
     Raises:
-        PayloadRefused: the payload is beyond ``limits`` (the message names the limit).
+        PayloadRefused: the payload is beyond ``limits`` (the message names the limit), e.g.
+            it decompresses to more than ``limits.max_decompressed_bytes``.
         ProtocolError: the bytes are not one well-formed payload.
     """
     try:
@@ -497,6 +529,10 @@ def decode_payload(
             array = _fast_array(memoryview(data)[offset:])
             if array is not None:
                 return array
+        elif size > 5 and data[offset] == 0xDA:  # a 4-byte tag: maybe a compressed payload
+            inner = _decompressed(data, offset, limits.max_decompressed_bytes)
+            if inner is not None:
+                return decode_payload(inner, 0, limits)
         # A small payload is cheaper to slice (copy) than to view.
         view = data[offset:] if size < ZERO_COPY_MIN_BYTES else memoryview(data)[offset:]
         decoders = (

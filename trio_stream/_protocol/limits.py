@@ -86,6 +86,7 @@ PAYLOAD_MAX_BIGNUM_BYTES: Final = 1024
 PAYLOAD_MAX_DECIMAL_BYTES: Final = 64
 PAYLOAD_MAX_KEY_COLLISIONS: Final = 32
 PAYLOAD_MAX_DEPTH: Final = 64
+PAYLOAD_MAX_DECOMPRESSED_BYTES: Final = 256 * 2**20  # one compressed payload, decompressed
 _PAYLOAD_DEPTH_CEILING: Final = 500  # below Python's recursion limit, with room to spare
 
 
@@ -110,12 +111,15 @@ class PayloadLimits:
             (CBOR tags 4/5, decoded as ``decimal.Decimal``).
         max_key_collisions: keys of one map (or elements of one set) with the same hash.
         max_depth: nesting of arrays, maps and tags.
+        max_decompressed_bytes: bytes of one compressed payload once decompressed
+            (docs/protocol.md 4.1); a "decompression bomb" costs no more than this.
     """
 
     max_bignum_bytes: int = PAYLOAD_MAX_BIGNUM_BYTES
     max_decimal_bytes: int = PAYLOAD_MAX_DECIMAL_BYTES
     max_key_collisions: int = PAYLOAD_MAX_KEY_COLLISIONS
     max_depth: int = PAYLOAD_MAX_DEPTH
+    max_decompressed_bytes: int = PAYLOAD_MAX_DECOMPRESSED_BYTES
 
     def __post_init__(self) -> None:
         for field in fields(self):
