@@ -37,7 +37,7 @@ async def two_channels(
 async def arrived(sub: ts.Subscription, count: int) -> None:
     """Wait until ``count`` frames wait in the client for ``sub`` (none taken)."""
     with trio.fail_after(SETTLE_S):
-        while sub.statistics().buffered < count:
+        while sub.statistics().buffered < count:  # noqa: ASYNC110  (no event to wait on)
             await trio.sleep(0.005)
 
 
@@ -129,13 +129,15 @@ async def test_merge_raises_a_subscription_error(server: ts.Server) -> None:
 
 
 async def test_merge_refuses_a_subscription_another_task_is_reading(url: str) -> None:
-    async with two_channels(url) as (_, _pub_a, _pub_b, sub_a, sub_b):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sub_a.receive)
-            await trio.testing.wait_all_tasks_blocked()
-            with pytest.raises(trio.BusyResourceError, match="only through its merge"):
-                await ts.merge(sub_a, sub_b).receive()
-            nursery.cancel_scope.cancel()
+    async with (
+        two_channels(url) as (_, _pub_a, _pub_b, sub_a, sub_b),
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(sub_a.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError, match="only through its merge"):
+            await ts.merge(sub_a, sub_b).receive()
+        nursery.cancel_scope.cancel()
 
 
 async def test_merge_refuses_bad_arguments(url: str) -> None:
@@ -179,12 +181,16 @@ def sync_merge_scenario(url: str) -> None:
 
 
 async def test_sync_merge_needs_one_sync_client(server: ts.Server) -> None:
-    def scenario(url: str) -> None:
+    def scenario(url: str | None) -> None:
+        assert url is not None
         with ts.SyncClient(url) as c1, ts.SyncClient(url) as c2:
             c1.create_channel("a")
-            with c1.subscribe("a") as s1, c2.subscribe("a") as s2:
-                with pytest.raises(ts.InvalidArgument, match="one SyncClient"):
-                    ts.merge(s1, s2)
+            with (
+                c1.subscribe("a") as s1,
+                c2.subscribe("a") as s2,
+                pytest.raises(ts.InvalidArgument, match="one SyncClient"),
+            ):
+                ts.merge(s1, s2)
 
     with trio.fail_after(60):
         await trio.to_thread.run_sync(scenario, server.tcp_url, abandon_on_cancel=True)
