@@ -45,6 +45,9 @@ export const TAG_DATETIME_STRING = 0;
 export const TAG_DATETIME_EPOCH = 1;
 export const TAG_NDARRAY = 40;
 export const TAG_EXT_ARRAY = 7631617;
+// Compressed payloads (docs/protocol.md 4.1): this client cannot decode them.
+export const TAG_ZLIB_PAYLOAD = 7631618;
+export const TAG_ZSTD_PAYLOAD = 7631619;
 const TAG_SELF_DESCRIBE = 55799;
 
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -445,6 +448,12 @@ function decodeTag(tag, value) {
       return new NDArray(shape, data);
     }
     case TAG_EXT_ARRAY: return decodeExtArray(value);
+    case TAG_ZLIB_PAYLOAD:
+    case TAG_ZSTD_PAYLOAD:
+      throw new CBORError(
+        `this payload is ${tag === TAG_ZLIB_PAYLOAD ? 'zlib' : 'zstd'}-compressed (tag ${tag}), which the ` +
+        'browser client does not decode: publish to channels that browsers read without compress=',
+      );
     case TAG_SELF_DESCRIBE: return value;
     default: return new Tag(tag, value);
   }
