@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -17,10 +18,11 @@ SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
 
 @asynccontextmanager
 async def two_channels(
-    url: str,
+    url: str, **reader: Any
 ) -> AsyncIterator[tuple[ts.Client, ts.Publisher, ts.Publisher, ts.Subscription, ts.Subscription]]:
-    """Writer "w" with publishers on "a" and "b"; reader "r" subscribed to both."""
-    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
+    """Writer "w" with publishers on "a" and "b"; reader "r" (``reader``: open_client
+    options) subscribed to both."""
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r", **reader) as r:
         await w.create_channel("a")
         await w.create_channel("b")
         async with (
@@ -117,15 +119,17 @@ async def test_merge_goes_on_after_one_subscription_ends_and_stops_after_all(url
 
 async def test_merge_raises_a_subscription_error(server: ts.Server) -> None:
     assert server.tcp_url is not None
-    async with two_channels(server.tcp_url) as (w, _pub_a, pub_b, sub_a, sub_b):
-        sub_b.max_decompressed_bytes = 1000
+    limits = ts.PayloadLimits(max_decompressed_bytes=1000)
+    async with two_channels(server.tcp_url, payload_limits=limits) as (w, _, pub_b, sub_a, sub_b):
         await pub_b.send(b"\0" * 200_000)  # not compressed: fine
-        await w.publish("b", b"\0" * 200_000, compress="zlib")
+        await w.publish("b", b"\0" * 200_000, compress="zlib")  # beyond the reader's bound
+        await pub_b.send("after")
         merged = ts.merge(sub_a, sub_b)
         with trio.fail_after(SETTLE_S):
             assert (await merged.receive()).data == b"\0" * 200_000
-            with pytest.raises(ts.ProtocolError, match="more than 1000 bytes"):
+            with pytest.raises(ts.PayloadRefused, match=r"max_decompressed_bytes \(1000;"):
                 await merged.receive()
+            assert (await merged.receive()).data == "after"  # only that message is lost
 
 
 async def test_merge_refuses_a_subscription_another_task_is_reading(url: str) -> None:
