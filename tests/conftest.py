@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
 
 import trio_stream as ts
+from redis_server import RedisServer, running_redis_server
 
 TRANSPORTS = ["tcp", "ws"]
 
@@ -26,3 +27,10 @@ def url(request: pytest.FixtureRequest, server: ts.Server) -> str:
     value = {"tcp": server.tcp_url, "ws": server.ws_url}[request.param]
     assert value is not None
     return value
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port (skips if redis-server is missing)."""
+    with running_redis_server() as server:
+        yield server

@@ -1,0 +1,131 @@
+"""A private redis-server for the tests: its own process on a free loopback port.
+
+Every test run starts its own ``redis-server`` (Debian's package; ``scripts/test`` installs it)
+on a port the kernel hands out, in a temporary directory, without persistence, and stops it by
+its own PID. It never talks to a Redis it did not start: port 6379 is never used, and the
+helpers that kill or restart only ever touch this process. Tests that need Redis take the
+``redis_server`` fixture (tests/conftest.py); without ``redis-server`` on the PATH they are skipped with a message
+saying how to get it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REDIS_START_TIMEOUT_S = 10.0
+REDIS_DEFAULT_PORT = 6379  # somebody else's Redis may live there: never ours
+
+
+def _free_loopback_port() -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port != REDIS_DEFAULT_PORT:
+            return port
+
+
+def _command(sock: socket.socket, *words: str) -> bytes:
+    """Send one inline command and return the first reply line (enough for PING/CLIENT KILL)."""
+    sock.sendall(" ".join(words).encode() + b"\r\n")
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("redis-server closed the connection")
+        reply += chunk
+    return reply.rstrip(b"\r\n")
+
+
+class RedisServer:
+    """One redis-server child process; restartable on the same port."""
+
+    def __init__(self, executable: str, directory: Path) -> None:
+        self.executable = executable
+        self.directory = directory
+        self.port = _free_loopback_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert self.process is None, "already running"
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+            ],  # fmt: skip
+            cwd=self.directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    if _command(sock, "PING") == b"+PONG":
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer PING in {REDIS_START_TIMEOUT_S} s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGKILL our process (no persistence: everything in it is lost)."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        """Kill -9 and start again on the same port: what a crash and a supervisor do."""
+        self.stop()
+        self.start()
+
+    def kill_clients(self) -> int:
+        """Close every normal client connection (``CLIENT KILL TYPE normal``); returns how many."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            reply = _command(sock, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        return int(reply.lstrip(b":"))
+
+    def kill_pubsub_clients(self) -> int:
+        """Close every subscriber connection (``CLIENT KILL TYPE pubsub``); returns how many."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            reply = _command(sock, "CLIENT", "KILL", "TYPE", "pubsub")
+        return int(reply.lstrip(b":"))
+
+
+@contextmanager
+def running_redis_server() -> Iterator[RedisServer]:
+    """A started redis-server, killed on exit (tests/conftest.py's ``redis_server`` fixture)."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server not installed: scripts/test installs it (apt-get redis-server)")
+    with tempfile.TemporaryDirectory(prefix="ts-redis-") as directory:
+        server = RedisServer(executable, Path(directory))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -1,0 +1,66 @@
+"""A small message bus between nodes over Redis pub/sub (control only, never frames).
+
+Each message is a CBOR map ``{"k": kind, "f": from_node, "b": body}`` published on the
+broadcast channel or on one node's own channel. Pub/sub is fire-and-forget: a message sent
+while a node's subscription is reconnecting is lost, so nothing that must not be lost rides
+here alone (reader counts are also resynchronised from Redis by the heartbeat; RPC
+envelopes have their own timeouts). coredis's PubSub reconnects and resubscribes by itself
+(exponential backoff from 0.1 s).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import cbor2
+import coredis
+import trio
+
+from .redis_keys import KeySpace
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[str, Any], None]
+
+
+class ControlBus:
+    def __init__(self, client: coredis.Redis[bytes], keys: KeySpace, node: str) -> None:
+        self._client = client
+        self._keys = keys
+        self.node = node
+        self._handlers: dict[str, list[Handler]] = {}
+
+    def on(self, kind: str, handler: Handler) -> None:
+        """Call ``handler(from_node, body)`` for every message of ``kind`` (in the bus task)."""
+        self._handlers.setdefault(kind, []).append(handler)
+
+    async def publish(self, kind: str, body: Any, *, to: str | None = None) -> int:
+        """Send to every node (``to=None``) or to one; returns how many subscribers got it."""
+        channel = self._keys.control if to is None else self._keys.control_for(to)
+        message = cbor2.dumps({"k": kind, "f": self.node, "b": body})
+        return await self._client.publish(channel, message)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Receive until cancelled; started once the subscriptions are acknowledged."""
+        channels = [self._keys.control, self._keys.control_for(self.node)]
+        async with self._client.pubsub(channels=channels, ignore_subscribe_messages=True) as sub:
+            task_status.started()
+            async for message in sub:
+                if message["type"] != "message":
+                    continue
+                self._dispatch(message["data"])
+
+    def _dispatch(self, data: object) -> None:
+        try:
+            decoded = cbor2.loads(data) if isinstance(data, bytes) else {}
+            kind, sender, body = decoded["k"], decoded["f"], decoded["b"]
+        except Exception:
+            logger.warning("ignored a malformed control message: %r", repr(data)[:80])
+            return
+        for handler in self._handlers.get(kind, ()):
+            try:
+                handler(sender, body)
+            except Exception:
+                logger.exception("control handler for %r failed", kind)

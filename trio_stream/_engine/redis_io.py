@@ -1,0 +1,92 @@
+"""One node's connection to the cluster: the Redis primitives behind one object.
+
+:class:`RedisEngineIO` owns one coredis client and the node's background tasks (frame
+reader, control bus, heartbeat). It knows nothing of the broker: the engine interface calls
+its parts (``registry``, ``writer``, ``reader``, ``presence``, ``bus``) and consumes
+``reader.events`` and ``presence.count_changes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict, Unpack
+
+import coredis
+import trio
+
+from .redis_control import ControlBus
+from .redis_keys import KeySpace
+from .redis_presence import HEARTBEAT_TTL_S, Presence
+from .redis_registry import ChannelRegistry
+from .redis_streams import (
+    DEFAULT_HISTORY_FRAMES,
+    EPOCH_CHECK_INTERVAL_S,
+    READ_BLOCK_MS,
+    FrameWriter,
+    StreamReader,
+)
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+class RedisEngineOptions(TypedDict, total=False):
+    namespace: str
+    history_frames: int
+    heartbeat_ttl_s: float
+    read_block_ms: int
+    epoch_check_interval_s: float
+
+
+class RedisEngineIO:
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        node: str,
+        *,
+        namespace: str = "ts",
+        history_frames: int = DEFAULT_HISTORY_FRAMES,
+        heartbeat_ttl_s: float = HEARTBEAT_TTL_S,
+        read_block_ms: int = READ_BLOCK_MS,
+        epoch_check_interval_s: float = EPOCH_CHECK_INTERVAL_S,
+    ) -> None:
+        if not node or ":" in node:
+            raise ValueError(f"node name {node[:80]!r}: give a non-empty name without ':'")
+        self.node = node
+        self.client = client
+        self.keys = KeySpace(namespace)
+        self.registry = ChannelRegistry(client, self.keys)
+        self.writer = FrameWriter(client, self.keys, history_frames=history_frames)
+        self.reader = StreamReader(
+            client,
+            self.keys,
+            self.registry,
+            node,
+            block_ms=read_block_ms,
+            epoch_check_interval_s=epoch_check_interval_s,
+        )
+        self.bus = ControlBus(client, self.keys, node)
+        self.presence = Presence(client, self.keys, self.bus, node, ttl_s=heartbeat_ttl_s)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        url: str,
+        node: str,
+        **options: Unpack[RedisEngineOptions],
+    ) -> AsyncIterator[RedisEngineIO]:
+        """Connect to the Redis at ``url`` (``redis://host:port/db``); closes on exit."""
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            url, decode_responses=False, connect_timeout=CONNECT_TIMEOUT_S
+        )
+        async with client:
+            yield cls(client, node, **options)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node's tasks until cancelled; started once subscribed and beating."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.bus.run)
+            await nursery.start(self.presence.run)
+            await nursery.start(self.reader.run)
+            task_status.started()

@@ -1,0 +1,60 @@
+"""Where everything lives in Redis: the one place that spells key names.
+
+All keys of one deployment share a namespace prefix (``ts`` by default), so several
+deployments (or tests) can share a Redis database without seeing each other:
+
+- ``{ns}:channels``             set of channel names
+- ``{ns}:ch:{name}``            hash: owner, node, options, epoch, seq, created, key salt and hash
+- ``{ns}:st:{name}:{epoch}``    the channel's frames (a stream; entry id ``{seq}-0``)
+- ``{ns}:wake:{node}``          a one-entry stream that interrupts a node's blocked XREAD
+- ``{ns}:nodes``                sorted set node -> expiry (Redis time, ms) refreshed by heartbeats
+- ``{ns}:clients:{node}``       hash client id -> info (expires with the node's heartbeat)
+- ``{ns}:name:{name}``          string: the node holding a client name (expires likewise)
+- ``{ns}:readers:{node}``       hash channel -> local reader count (expires likewise)
+- ``{ns}:ctl`` / ``{ns}:ctl:{node}``  pub/sub control channels: broadcast / one node
+
+The stream key carries the epoch, so frames written under one epoch can never be read as
+frames of another: after a reset the old key is simply silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    namespace: str = "ts"
+
+    @property
+    def channels(self) -> str:
+        return f"{self.namespace}:channels"
+
+    def channel(self, name: str) -> str:
+        return f"{self.namespace}:ch:{name}"
+
+    def stream(self, name: str, epoch: str) -> str:
+        return f"{self.namespace}:st:{name}:{epoch}"
+
+    def wake(self, node: str) -> str:
+        return f"{self.namespace}:wake:{node}"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.namespace}:nodes"
+
+    def clients(self, node: str) -> str:
+        return f"{self.namespace}:clients:{node}"
+
+    def name(self, client_name: str) -> str:
+        return f"{self.namespace}:name:{client_name}"
+
+    def readers(self, node: str) -> str:
+        return f"{self.namespace}:readers:{node}"
+
+    @property
+    def control(self) -> str:
+        return f"{self.namespace}:ctl"
+
+    def control_for(self, node: str) -> str:
+        return f"{self.namespace}:ctl:{node}"

@@ -1,0 +1,217 @@
+"""Who is alive, who is connected where, and how many read each channel, cluster-wide.
+
+Every node refreshes a heartbeat (a score in ``{ns}:nodes`` = Redis time + TTL, so node
+clocks do not matter) and the TTL of its own keys: its client list, the client names it holds
+and its reader counts. A node that stops (kill -9, network cut) stops refreshing, and all of
+that expires within the TTL: no other node has to clean up after it.
+
+Reader counts must reach writers on other nodes within 200 ms: a change is written to the
+node's hash and announced on the control bus in the same round trip, and every node keeps
+the cluster's counts in memory from those announcements. Pub/sub may drop a message across a
+reconnect, so each heartbeat also rereads the live nodes' hashes (small: one field per
+channel with local readers), which also drops the counts of nodes that died.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import cbor2
+import coredis
+import trio
+
+from .redis_control import ControlBus
+from .redis_keys import KeySpace
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_TTL_S = 3.0
+READERS_KIND = "readers"
+
+# KEYS[1] nodes zset, KEYS[2] clients hash, KEYS[3] readers hash, KEYS[4..] names held;
+# ARGV[1] node, ARGV[2] ttl ms. Returns the live nodes.
+_HEARTBEAT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+for i = 4, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+"""
+
+# KEYS[1] nodes zset. Returns the live nodes.
+_LIVE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+"""
+
+# KEYS[1] name key; ARGV[1] node. Deletes the name only if this node holds it.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _node_set(reply: object) -> frozenset[str]:
+    assert isinstance(reply, list), reply
+    return frozenset(node.decode() for node in reply)
+
+
+class Presence:
+    """One node's side of cluster presence; run :meth:`run` in a nursery."""
+
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        keys: KeySpace,
+        bus: ControlBus,
+        node: str,
+        *,
+        ttl_s: float = HEARTBEAT_TTL_S,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._bus = bus
+        self.node = node
+        self._ttl_ms = max(1, round(ttl_s * 1000))
+        self._interval_s = ttl_s / 3
+        self._names: set[str] = set()
+        self._local_readers: dict[str, int] = {}
+        self._counts: dict[str, dict[str, int]] = {}  # channel -> node -> readers
+        self.live_nodes: frozenset[str] = frozenset()
+        self._heartbeat = client.register_script(_HEARTBEAT_LUA)
+        self._live = client.register_script(_LIVE_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
+        self._send_counts, self.count_changes = trio.open_memory_channel[tuple[str, int]](1000)
+        bus.on(READERS_KIND, self._on_readers)
+
+    # -- heartbeat --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Heartbeat and resynchronise until cancelled (started after the first beat)."""
+        await self.beat()
+        task_status.started()
+        while True:
+            await trio.sleep(self._interval_s)
+            try:
+                await self.beat()
+            except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
+                logger.warning("Redis heartbeat failed (%s): retrying", error)
+
+    async def beat(self) -> None:
+        """One heartbeat: refresh our TTLs, learn the live nodes, resync reader counts."""
+        keys = [self._keys.nodes, self._keys.clients(self.node), self._keys.readers(self.node)]
+        keys += [self._keys.name(name) for name in self._names]
+        live: object = await self._heartbeat(keys=keys, args=[self.node, str(self._ttl_ms)])
+        self.live_nodes = (
+            frozenset(n.decode() for n in live) if isinstance(live, list) else frozenset()
+        )
+        await self._resync()
+
+    async def _resync(self) -> None:
+        nodes = sorted(self.live_nodes)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pending = [pipe.hgetall(self._keys.readers(node)) for node in nodes]
+        counts: dict[str, dict[str, int]] = {}
+        for node, request in zip(nodes, pending, strict=True):
+            for name, count in (await request).items():
+                counts.setdefault(name.decode(), {})[node] = int(count)
+        changed = set(counts) | set(self._counts)
+        before = {channel: self.readers(channel) for channel in changed}
+        self._counts = counts
+        for channel in changed:
+            if self.readers(channel) != before[channel]:
+                self._notify(channel)
+
+    async def live(self) -> frozenset[str]:
+        """The nodes whose heartbeat has not expired, asked of Redis now."""
+        return _node_set(await self._live(keys=[self._keys.nodes]))
+
+    # -- clients and names ------------------------------------------------------------------
+
+    async def add_client(self, client_id: str, info: Mapping[str, Any]) -> None:
+        key = self._keys.clients(self.node)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, {client_id: cbor2.dumps(dict(info))})
+            pipe.pexpire(key, self._ttl_ms)
+
+    async def remove_client(self, client_id: str) -> None:
+        await self._client.hdel(self._keys.clients(self.node), [client_id])
+
+    async def clients(self) -> dict[str, dict[str, Any]]:
+        """Every live node's clients: ``{node: {client_id: info}}``."""
+        nodes = sorted(await self.live())
+        async with self._client.pipeline(transaction=False) as pipe:
+            pending = [pipe.hgetall(self._keys.clients(node)) for node in nodes]
+        return {
+            node: {cid.decode(): cbor2.loads(info) for cid, info in (await request).items()}
+            for node, request in zip(nodes, pending, strict=True)
+        }
+
+    async def claim_name(self, name: str) -> bool:
+        """Take a client name for this node, cluster-wide; False if any node holds it."""
+        taken = await self._client.set(
+            self._keys.name(name), self.node, condition=coredis.PureToken.NX, px=self._ttl_ms
+        )
+        if taken:
+            self._names.add(name)
+        return bool(taken)
+
+    async def release_name(self, name: str) -> None:
+        self._names.discard(name)
+        await self._release(keys=[self._keys.name(name)], args=[self.node])
+
+    async def name_node(self, name: str) -> str | None:
+        """The node holding client ``name`` (where an RPC to it goes), or None."""
+        node = await self._client.get(self._keys.name(name))
+        return node.decode() if node is not None else None
+
+    # -- reader counts ----------------------------------------------------------------------
+
+    async def set_readers(self, channel: str, count: int) -> None:
+        """Publish this node's reader count of ``channel`` (write + announce, one trip)."""
+        key = self._keys.readers(self.node)
+        message = cbor2.dumps({"k": READERS_KIND, "f": self.node, "b": [channel, count]})
+        async with self._client.pipeline(transaction=False) as pipe:
+            if count:
+                pipe.hset(key, {channel: str(count)})
+            else:
+                pipe.hdel(key, [channel])
+            pipe.pexpire(key, self._ttl_ms)
+            pipe.publish(self._keys.control, message)
+        self._local_readers[channel] = count
+        self._set_count(channel, self.node, count)
+
+    def readers(self, channel: str) -> int:
+        """The cluster's reader count of ``channel`` as this node knows it (no I/O)."""
+        return sum(self._counts.get(channel, {}).values())
+
+    def _on_readers(self, node: str, body: Any) -> None:
+        channel, count = body
+        self._set_count(str(channel), str(node), int(count))
+
+    def _set_count(self, channel: str, node: str, count: int) -> None:
+        per_node = self._counts.setdefault(channel, {})
+        if per_node.get(node, 0) == count:
+            return
+        if count:
+            per_node[node] = count
+        else:
+            per_node.pop(node, None)
+            if not per_node:
+                del self._counts[channel]
+        self._notify(channel)
+
+    def _notify(self, channel: str) -> None:
+        try:
+            self._send_counts.send_nowait((channel, self.readers(channel)))
+        except trio.WouldBlock:
+            logger.warning("reader count changes not consumed: dropped one for %r", channel[:80])

@@ -1,0 +1,173 @@
+"""The cluster's channel registry in Redis: create (atomic), get, list, delete.
+
+A channel is one hash (see redis_keys). Creation is a Lua script, so "exists?" and "write
+it" are one atomic step for every node: two nodes creating the same name at once get one
+winner and one :class:`ChannelTaken`. Each creation draws a new random epoch; Redis holds the
+only copy, so a Redis restart without persistence loses it and every node then sees a missing
+or different epoch, which the engine reports as a ``reset`` gap instead of going quiet.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import coredis
+
+from .keyhash import hash_key, verify_key
+from .redis_keys import KeySpace
+
+EPOCH_BYTES = 8
+
+# KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, then field/value pairs.
+_CREATE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, ARGV[2] stream key prefix,
+# ARGV[3] expected epoch ('' = any). Returns the deleted epoch, or false.
+_DELETE_LUA = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return false end
+if ARGV[3] ~= '' and ARGV[3] ~= epoch then return false end
+redis.call('DEL', KEYS[1], ARGV[2] .. epoch)
+redis.call('SREM', KEYS[2], ARGV[1])
+return epoch
+"""
+
+
+class ChannelTaken(Exception):
+    """``create`` found the name already registered (by any node)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRecord:
+    """One channel as Redis knows it (``seq``: the last sequence number assigned)."""
+
+    name: str
+    owner: str
+    node: str
+    options: Mapping[str, Any]
+    epoch: str
+    seq: int
+    created: float
+    key_salt: bytes | None
+    key_digest: bytes | None
+
+    @property
+    def has_key(self) -> bool:
+        return self.key_digest is not None
+
+    async def key_matches(self, key: str | None) -> bool:
+        """Whether ``key`` opens this channel (a channel without a key opens to no key)."""
+        if self.key_salt is None or self.key_digest is None or key is None:
+            return False
+        return await verify_key(key, self.key_salt, self.key_digest)
+
+
+def _record(name: str, fields: Mapping[bytes, bytes]) -> ChannelRecord:
+    return ChannelRecord(
+        name=name,
+        owner=fields[b"owner"].decode(),
+        node=fields[b"node"].decode(),
+        options=cbor2.loads(fields[b"options"]),
+        epoch=fields[b"epoch"].decode(),
+        seq=int(fields.get(b"seq", b"0")),
+        created=float(fields[b"created"]),
+        key_salt=fields.get(b"key_salt"),
+        key_digest=fields.get(b"key_digest"),
+    )
+
+
+class ChannelRegistry:
+    def __init__(self, client: coredis.Redis[bytes], keys: KeySpace) -> None:
+        self._client = client
+        self._keys = keys
+        self._create = client.register_script(_CREATE_LUA)
+        self._delete = client.register_script(_DELETE_LUA)
+
+    async def create(
+        self,
+        name: str,
+        *,
+        owner: str,
+        node: str,
+        options: Mapping[str, Any] | None = None,
+        key: str | None = None,
+    ) -> ChannelRecord:
+        """Register ``name`` with a new epoch; raises :class:`ChannelTaken` if it exists."""
+        epoch = secrets.token_hex(EPOCH_BYTES)
+        created = time.time()
+        fields: dict[str, bytes | str] = {
+            "owner": owner,
+            "node": node,
+            "options": cbor2.dumps(dict(options or {})),
+            "epoch": epoch,
+            "seq": "0",
+            "created": repr(created),
+        }
+        salt = digest = None
+        if key is not None:
+            salt, digest = await hash_key(key)
+            fields["key_salt"] = salt
+            fields["key_digest"] = digest
+        args: list[bytes | str] = [name]
+        for field, value in fields.items():
+            args += [field, value]
+        done: object = await self._create(
+            keys=[self._keys.channel(name), self._keys.channels], args=args
+        )
+        if done != 1:
+            raise ChannelTaken(f"channel {name[:80]!r} exists: pick another name or delete it")
+        return ChannelRecord(
+            name, owner, node, dict(options or {}), epoch, 0, created, salt, digest
+        )
+
+    async def get(self, name: str) -> ChannelRecord | None:
+        fields = await self._client.hgetall(self._keys.channel(name))
+        return _record(name, fields) if fields else None
+
+    async def epochs(self, names: list[str]) -> dict[str, str | None]:
+        """The current epoch of each channel (None: not registered), in one round trip."""
+        if not names:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            pending = [pipe.hget(self._keys.channel(name), "epoch") for name in names]
+        found = [await each for each in pending]
+        return {
+            name: (value.decode() if value is not None else None)
+            for name, value in zip(names, found, strict=True)
+        }
+
+    async def list(self) -> list[ChannelRecord]:
+        names = sorted(
+            member.decode() for member in await self._client.smembers(self._keys.channels)
+        )
+        if not names:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            pending = [pipe.hgetall(self._keys.channel(name)) for name in names]
+        records = []
+        for name, request in zip(names, pending, strict=True):
+            fields = await request
+            if fields:  # deleted between SMEMBERS and HGETALL
+                records.append(_record(name, fields))
+        return records
+
+    async def delete(self, name: str, *, epoch: str | None = None) -> str | None:
+        """Delete ``name`` and its frames; with ``epoch``, only that incarnation.
+
+        Returns the deleted epoch, or None when there was nothing (or another epoch) to delete.
+        """
+        prefix = self._keys.stream(name, "")
+        deleted: object = await self._delete(
+            keys=[self._keys.channel(name), self._keys.channels], args=[name, prefix, epoch or ""]
+        )
+        return deleted.decode() if isinstance(deleted, bytes) else None

@@ -1,0 +1,352 @@
+"""Frames between nodes through Redis Streams: batch append and a per-node reader task.
+
+ESSAY_PLACEHOLDER
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, cast
+
+import coredis
+import coredis.exceptions
+import trio
+from coredis.response.types import StreamEntry
+
+from .redis_keys import KeySpace
+from .redis_registry import ChannelRegistry
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HISTORY_FRAMES = 10_000
+READ_BLOCK_MS = 1_000
+READ_COUNT = 1_000
+EPOCH_CHECK_INTERVAL_S = 1.0
+RECONNECT_DELAY_MIN_S = 0.05
+RECONNECT_DELAY_MAX_S = 1.0
+APPEND_RETRY_S = 5.0
+WAKE_FIELD = b"w"
+
+# Errors after which the reader waits, reconnects and checks epochs (coredis already
+# retried the command twice by then).
+REDIS_DOWN = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
+
+# KEYS[1] channel hash, KEYS[2] stream key; ARGV[1] epoch, ARGV[2] history bound (frames),
+# ARGV[3] sender, ARGV[4] batch token, ARGV[5] n, then n (time, payload) pairs.
+# The sequence numbers come from one HINCRBY, so a batch is contiguous and numbers are per
+# channel across every node; the entry id is ``{seq}-0``, which makes a trimmed range exact to
+# count and a resume a plain XREAD. A writer on a stale epoch is refused (the channel was
+# deleted, recreated or Redis lost it). The batch token makes a retry idempotent: a command
+# whose reply was lost with its connection ran (or not) as a whole, and running it again
+# answers the first seq it got instead of appending the batch twice.
+_APPEND_LUA = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
+local mark = 'b:' .. ARGV[3]
+local done = redis.call('HGET', KEYS[1], mark)
+if done then
+  local token, first = string.match(done, '^(.*) (%d+)$')
+  if token == ARGV[4] then return tonumber(first) end
+end
+local n = tonumber(ARGV[5])
+local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
+local first = last - n + 1
+for i = 0, n - 1 do
+  redis.call('XADD', KEYS[2], string.format('%d-0', first + i),
+             't', ARGV[6 + 2 * i], 's', ARGV[3], 'p', ARGV[7 + 2 * i])
+end
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
+redis.call('HSET', KEYS[1], mark, ARGV[4] .. ' ' .. string.format('%d', first))
+return first
+"""
+
+
+class EpochChanged(Exception):
+    """The channel's epoch in Redis is not the writer's: deleted, recreated or reset."""
+
+    def __init__(self, channel: str, epoch: str | None) -> None:
+        now = f"epoch {epoch}" if epoch else "no such channel"
+        super().__init__(f"channel {channel[:80]!r} changed in Redis ({now}): reopen it")
+        self.channel = channel
+        self.epoch = epoch
+
+
+class Frame(NamedTuple):
+    seq: int
+    time: float
+    sender: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FrameBatch:
+    """Frames of one channel in order; ``lost`` were trimmed from Redis just before them."""
+
+    channel: str
+    epoch: str
+    frames: list[Frame]
+    lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EpochReset:
+    """The channel's epoch changed (``new_epoch``) or it is gone from Redis (None).
+
+    With a new epoch the reader goes on from its first frame; with None it stops following.
+    """
+
+    channel: str
+    old_epoch: str
+    new_epoch: str | None
+
+
+ReaderEvent = FrameBatch | EpochReset
+
+
+class FrameWriter:
+    """Appends batches of payloads to channel streams, one round trip per batch."""
+
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        keys: KeySpace,
+        *,
+        history_frames: int = DEFAULT_HISTORY_FRAMES,
+        retry_s: float = APPEND_RETRY_S,
+    ) -> None:
+        self._keys = keys
+        self._retry_s = retry_s
+        self._history = str(history_frames)
+        self._append = client.register_script(_APPEND_LUA)
+        self._instance = secrets.token_hex(6)
+        self._batches = 0
+
+    async def append(
+        self,
+        channel: str,
+        epoch: str,
+        sender: str,
+        payloads: Sequence[bytes],
+        times: Sequence[float],
+    ) -> int:
+        """Append ``payloads`` (with their ``times``); return the first one's sequence number.
+
+        A broken connection is retried (same batch token, so never appended twice) for up to
+        ``retry_s``.
+
+        Raises:
+            EpochChanged: the channel is not at ``epoch`` in Redis any more.
+            coredis.exceptions.ConnectionError: Redis unreachable for ``retry_s``.
+        """
+        count = len(payloads)
+        if count != len(times):
+            raise ValueError(f"{count} payloads but {len(times)} times: give one time per payload")
+        if count == 0:
+            raise ValueError("append needs at least one payload")
+        # coredis retries a command whose connection broke (twice, same arguments): the
+        # token, unique per call, lets the script recognise the repeat.
+        self._batches += 1
+        token = f"{self._instance}.{self._batches}"
+        args: list[bytes | str] = [epoch, self._history, sender, token, str(count)]
+        for moment, payload in zip(times, payloads, strict=True):
+            args += [repr(moment), payload]
+        keys = [self._keys.channel(channel), self._keys.stream(channel, epoch)]
+        delay = RECONNECT_DELAY_MIN_S
+        deadline = trio.current_time() + self._retry_s
+        while True:
+            try:
+                first: object = await self._append(keys=keys, args=args)
+                break
+            except coredis.exceptions.ResponseError as error:
+                text = str(error)
+                if not text.startswith("EPOCH"):
+                    raise
+                raise EpochChanged(channel, text[len("EPOCH") :].strip() or None) from None
+            except REDIS_DOWN:
+                if trio.current_time() + delay > deadline:
+                    raise
+                await trio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+        assert isinstance(first, int)
+        return first
+
+
+async def read_range(
+    client: coredis.Redis[bytes], keys: KeySpace, channel: str, epoch: str, after: int, count: int
+) -> list[Frame]:
+    """Up to ``count`` frames with seq > ``after`` that the stream still holds (XRANGE).
+
+    For a resume within the same epoch: the first frame's seq minus ``after + 1`` is exactly
+    how many were trimmed before it.
+    """
+    entries = await client.xrange(keys.stream(channel, epoch), f"{after + 1}-0", "+", count=count)
+    return _frames(entries, after)
+
+
+@dataclass(slots=True)
+class _Follow:
+    epoch: str
+    last_seq: int
+
+
+def _frames(entries: Sequence[StreamEntry], after: int) -> list[Frame]:
+    # The client is built with decode_responses=False: every string here is bytes.
+    frames = []
+    for entry in entries:
+        seq = int(cast(bytes, entry.identifier).partition(b"-")[0])
+        if seq <= after:  # from a read issued before a re-follow moved the position
+            continue
+        values = cast("Mapping[bytes, bytes]", entry.field_values)
+        frames.append(Frame(seq, float(values[b"t"]), values[b"s"].decode(), values[b"p"]))
+    return frames
+
+
+class StreamReader:
+    """One node's reader of many channel streams: XREAD BLOCK from the last id of each.
+
+    Each node reads at its own pace: a slow consumer of :attr:`events` stops the reading (the
+    memory channel holds a few batches) and Redis keeps the frames meanwhile, up to the
+    history bound; anything trimmed before it was read comes out as ``FrameBatch.lost``, and
+    a deleted, recreated or lost channel as :class:`EpochReset`. A broken connection is
+    retried with backoff from the same ids, so nothing the stream still holds is lost; after
+    each reconnect (and every ``epoch_check_interval_s``) the epochs are checked.
+    """
+
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        keys: KeySpace,
+        registry: ChannelRegistry,
+        node: str,
+        *,
+        block_ms: int = READ_BLOCK_MS,
+        count: int = READ_COUNT,
+        epoch_check_interval_s: float = EPOCH_CHECK_INTERVAL_S,
+        buffer_batches: int = 16,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._registry = registry
+        self._wake_key = keys.wake(node)
+        self._block_ms = block_ms
+        self._count = count
+        self._epoch_check_interval_s = epoch_check_interval_s
+        self._follows: dict[str, _Follow] = {}
+        self._stream_channel: dict[bytes, str] = {}
+        self._changed = trio.Event()
+        self._wake_last = b"0-0"
+        self._send, self.events = trio.open_memory_channel[ReaderEvent](buffer_batches)
+
+    def position(self, channel: str) -> tuple[str, int] | None:
+        """``(epoch, last seq read)`` of a followed channel."""
+        state = self._follows.get(channel)
+        return (state.epoch, state.last_seq) if state else None
+
+    async def follow(
+        self, channel: str, *, epoch: str | None = None, after: int | None = None
+    ) -> tuple[str, int]:
+        """Start reading ``channel`` after seq ``after`` (None: from now on).
+
+        With ``epoch`` given but no longer current, reading starts at the new epoch's first
+        frame (the caller sees the returned epoch differ: a reset). Returns ``(epoch, after)``.
+
+        Raises:
+            LookupError: the channel is not registered in Redis.
+        """
+        record = await self._registry.get(channel)
+        if record is None:
+            raise LookupError(f"channel {channel[:80]!r} is not in Redis: create it first")
+        if after is None:
+            after = record.seq
+        elif epoch is not None and epoch != record.epoch:
+            after = 0
+        self._follows[channel] = _Follow(record.epoch, after)
+        self._stream_channel[self._keys.stream(channel, record.epoch).encode()] = channel
+        await self._wake()
+        return record.epoch, after
+
+    async def unfollow(self, channel: str) -> None:
+        if self._drop(channel):
+            await self._wake()
+
+    def _drop(self, channel: str) -> bool:
+        state = self._follows.pop(channel, None)
+        if state is None:
+            return False
+        self._stream_channel.pop(self._keys.stream(channel, state.epoch).encode(), None)
+        return True
+
+    async def _wake(self) -> None:
+        # The loop may sit in XREAD BLOCK with the old set of streams: an entry on the
+        # node's wake stream (which every XREAD includes) ends that read at once.
+        self._changed.set()
+        # If Redis is down the reader is reconnecting and rebuilds its read from _follows.
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._client.xadd(
+                self._wake_key,
+                {WAKE_FIELD: b""},
+                trim_strategy=coredis.PureToken.MAXLEN,
+                threshold=1,
+            )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read until cancelled; events go to :attr:`events`."""
+        task_status.started()
+        delay = RECONNECT_DELAY_MIN_S
+        next_check = trio.current_time() + self._epoch_check_interval_s
+        async with self._send:
+            while True:
+                if not self._follows:
+                    await self._changed.wait()
+                self._changed = trio.Event()
+                try:
+                    if trio.current_time() >= next_check:
+                        await self._check_epochs()
+                        next_check = trio.current_time() + self._epoch_check_interval_s
+                    await self._read_once()
+                    delay = RECONNECT_DELAY_MIN_S
+                except REDIS_DOWN as error:
+                    logger.warning("Redis read failed (%s): retrying in %.2f s", error, delay)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+                    next_check = -math.inf  # Redis may have restarted: epochs first
+
+    async def _read_once(self) -> None:
+        streams: dict[bytes | str, bytes | str] = {self._wake_key: self._wake_last}
+        for channel, state in self._follows.items():
+            streams[self._keys.stream(channel, state.epoch)] = f"{state.last_seq}-0"
+        reply = await self._client.xread(streams, count=self._count, block=self._block_ms)
+        if not reply:
+            return
+        for key, entries in reply.items():
+            if key == self._wake_key.encode():
+                self._wake_last = cast(bytes, entries[-1].identifier)
+                continue
+            name = self._stream_channel.get(key)
+            follow = self._follows.get(name) if name is not None else None
+            if follow is None or name is None:
+                continue  # unfollowed while the read was in flight
+            frames = _frames(entries, follow.last_seq)
+            if not frames:
+                continue
+            lost = frames[0].seq - follow.last_seq - 1
+            follow.last_seq = frames[-1].seq
+            await self._send.send(FrameBatch(name, follow.epoch, frames, lost))
+
+    async def _check_epochs(self) -> None:
+        current = await self._registry.epochs(list(self._follows))
+        for channel, epoch in current.items():
+            state = self._follows.get(channel)
+            if state is None or state.epoch == epoch:
+                continue
+            old = state.epoch
+            self._drop(channel)
+            if epoch is not None:
+                self._follows[channel] = _Follow(epoch, 0)
+                self._stream_channel[self._keys.stream(channel, epoch).encode()] = channel
+            await self._send.send(EpochReset(channel, old, epoch))
