@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
+from redis_server import RedisServer, running_redis_server
 
 import trio_stream as ts
-from redis_server import RedisServer, running_redis_server
 
 TRANSPORTS = ["tcp", "ws"]
 

@@ -4,8 +4,8 @@ Every test run starts its own ``redis-server`` (Debian's package; ``scripts/test
 on a port the kernel hands out, in a temporary directory, without persistence, and stops it by
 its own PID. It never talks to a Redis it did not start: port 6379 is never used, and the
 helpers that kill or restart only ever touch this process. Tests that need Redis take the
-``redis_server`` fixture (tests/conftest.py); without ``redis-server`` on the PATH they are skipped with a message
-saying how to get it.
+``redis_server`` fixture (tests/conftest.py); without ``redis-server`` on the PATH they are
+skipped with a message saying how to get it.
 """
 
 from __future__ import annotations
@@ -62,15 +62,13 @@ class RedisServer:
 
     def start(self) -> None:
         assert self.process is None, "already running"
+        options = {"port": str(self.port), "bind": "127.0.0.1", "save": "", "appendonly": "no"}
+        options["daemonize"] = "no"  # we hold its PID and kill it ourselves
+        argv = [self.executable]
+        for name, value in options.items():
+            argv += [f"--{name}", value]
         self.process = subprocess.Popen(
-            [
-                self.executable,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-            ],  # fmt: skip
+            argv,
             cwd=self.directory,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

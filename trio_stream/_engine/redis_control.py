@@ -4,8 +4,7 @@ Each message is a CBOR map ``{"k": kind, "f": from_node, "b": body}`` published 
 broadcast channel or on one node's own channel. Pub/sub is fire-and-forget: a message sent
 while a node's subscription is reconnecting is lost, so nothing that must not be lost rides
 here alone (reader counts are also resynchronised from Redis by the heartbeat; RPC
-envelopes have their own timeouts). coredis's PubSub reconnects and resubscribes by itself
-(exponential backoff from 0.1 s).
+envelopes have their own timeouts). The subscription is reopened whenever it ends.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import cbor2
 import coredis
 import trio
@@ -21,6 +21,9 @@ import trio
 from .redis_keys import KeySpace
 
 logger = logging.getLogger(__name__)
+
+RESUBSCRIBE_DELAY_MIN_S = 0.05
+RESUBSCRIBE_DELAY_MAX_S = 2.0
 
 Handler = Callable[[str, Any], None]
 
@@ -43,14 +46,38 @@ class ControlBus:
         return await self._client.publish(channel, message)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Receive until cancelled; started once the subscriptions are acknowledged."""
+        """Receive until cancelled; started once the first subscription is acknowledged."""
+        delay = RESUBSCRIBE_DELAY_MIN_S
+        while True:
+            try:
+                await self._subscribe_and_dispatch(task_status)
+                reason = "subscription ended"
+                delay = RESUBSCRIBE_DELAY_MIN_S
+            except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
+                reason = str(error)
+            task_status = trio.TASK_STATUS_IGNORED  # started() only the first time
+            logger.warning("control bus: %s; resubscribing in %.2f s", reason[:80], delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, RESUBSCRIBE_DELAY_MAX_S)
+
+    async def _subscribe_and_dispatch(self, task_status: trio.TaskStatus[None]) -> None:
+        # coredis 6.9 reconnects a PubSub by itself, but with more than one channel its
+        # iteration then just ends (measured: CLIENT KILL TYPE pubsub, two channels); so the
+        # subscription is reopened here whenever it ends.
+        # Its cleanup on cancellation sends UNSUBSCRIBE and only expects ConnectionError; on a
+        # connection already closed it raises anyio.ClosedResourceError. Nothing is left to
+        # unsubscribe then: ignore it (the Cancelled in the same group still propagates).
         channels = [self._keys.control, self._keys.control_for(self.node)]
-        async with self._client.pubsub(channels=channels, ignore_subscribe_messages=True) as sub:
-            task_status.started()
-            async for message in sub:
-                if message["type"] != "message":
-                    continue
-                self._dispatch(message["data"])
+        try:
+            async with self._client.pubsub(
+                channels=channels, ignore_subscribe_messages=True
+            ) as sub:
+                task_status.started()
+                async for message in sub:
+                    if message["type"] == "message":
+                        self._dispatch(message["data"])
+        except* anyio.ClosedResourceError:
+            logger.debug("control subscription closed under its cleanup")
 
     def _dispatch(self, data: object) -> None:
         try:

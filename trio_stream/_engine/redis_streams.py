@@ -308,7 +308,9 @@ class StreamReader:
                     if trio.current_time() >= next_check:
                         await self._check_epochs()
                         next_check = trio.current_time() + self._epoch_check_interval_s
-                    await self._read_once()
+                    # wake up in time for the next epoch check, which runs between reads
+                    left_ms = math.ceil((next_check - trio.current_time()) * 1000)
+                    await self._read_once(max(1, min(self._block_ms, left_ms)))
                     delay = RECONNECT_DELAY_MIN_S
                 except REDIS_DOWN as error:
                     logger.warning("Redis read failed (%s): retrying in %.2f s", error, delay)
@@ -316,11 +318,11 @@ class StreamReader:
                     delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
                     next_check = -math.inf  # Redis may have restarted: epochs first
 
-    async def _read_once(self) -> None:
+    async def _read_once(self, block_ms: int) -> None:
         streams: dict[bytes | str, bytes | str] = {self._wake_key: self._wake_last}
         for channel, state in self._follows.items():
             streams[self._keys.stream(channel, state.epoch)] = f"{state.last_seq}-0"
-        reply = await self._client.xread(streams, count=self._count, block=self._block_ms)
+        reply = await self._client.xread(streams, count=self._count, block=block_ms)
         if not reply:
             return
         for key, entries in reply.items():

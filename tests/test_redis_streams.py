@@ -1,0 +1,343 @@
+"""The Redis primitives of the several-nodes engine, against a real private redis-server.
+
+Two "nodes" are two RedisEngineIO objects in this process, each with its own client and
+tasks; faults are real (SIGKILL of our redis-server, CLIENT KILL). Time is real (Redis
+keeps it), so every wait is bounded with fail_after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Unpack
+
+import pytest
+import trio
+from redis_server import RedisServer
+
+from trio_stream._engine.redis_io import RedisEngineIO, RedisEngineOptions
+from trio_stream._engine.redis_registry import ChannelTaken
+from trio_stream._engine.redis_streams import (
+    EpochChanged,
+    EpochReset,
+    Frame,
+    FrameBatch,
+    ReaderEvent,
+    read_range,
+)
+
+WAIT_S = 10.0
+
+
+@asynccontextmanager
+async def running_node(
+    server: RedisServer, name: str, **options: Unpack[RedisEngineOptions]
+) -> AsyncIterator[tuple[RedisEngineIO, trio.CancelScope]]:
+    """A started node; cancelling the scope stops its tasks (a node that went silent)."""
+    async with (
+        RedisEngineIO.open(server.url, name, **options) as io,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(io.run)
+        yield io, nursery.cancel_scope
+        nursery.cancel_scope.cancel()
+
+
+async def collect_frames(io: RedisEngineIO, channel: str, total: int) -> tuple[list[Frame], int]:
+    """Frames of ``channel`` from the node's reader until ``total`` are in; also lost count."""
+    frames: list[Frame] = []
+    lost = 0
+    while len(frames) + lost < total:
+        event = await io.reader.events.receive()
+        assert isinstance(event, FrameBatch), event
+        if event.channel == channel:
+            frames += event.frames
+            lost += event.lost
+    return frames, lost
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = WAIT_S) -> None:
+    """Poll ``check`` (state lives in Redis: there is no event to wait on) until true."""
+    with trio.fail_after(timeout_s):
+        while not await check():  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+
+async def test_frames_from_two_writer_nodes_are_read_in_seq_order_on_a_third(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        running_node(redis_server, "a") as (a, _),
+        running_node(redis_server, "b") as (b, _),
+        running_node(redis_server, "c") as (c, _),
+    ):
+        record = await a.registry.create("AI1", owner="dev", node="a")
+        assert await c.reader.follow("AI1") == (record.epoch, 0)
+        firsts = []
+        for i in range(10):
+            writer, sender = (a, "pa") if i % 2 == 0 else (b, "pb")
+            payloads = [f"{sender}-{i}-{j}".encode() for j in range(3 + i % 2)]
+            firsts.append(
+                await writer.writer.append(
+                    "AI1", record.epoch, sender, payloads, [1000.0 + i] * len(payloads)
+                )
+            )
+        with trio.fail_after(WAIT_S):
+            frames, lost = await collect_frames(c, "AI1", 35)
+    assert lost == 0
+    assert [f.seq for f in frames] == list(range(1, 36))
+    assert firsts == [1, 4, 8, 11, 15, 18, 22, 25, 29, 32]
+    assert frames[3] == Frame(4, 1001.0, "pb", b"pb-1-0")
+    assert {f.sender for f in frames} == {"pa", "pb"}
+
+
+async def test_concurrent_batches_get_disjoint_contiguous_seq_ranges(
+    redis_server: RedisServer,
+) -> None:
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        record = await a.registry.create("c", owner="dev", node="a")
+        ranges: list[range] = []
+
+        async def write(io: RedisEngineIO, size: int) -> None:
+            for _ in range(20):
+                first = await io.writer.append(
+                    "c", record.epoch, io.node, [b"x"] * size, [0.0] * size
+                )
+                ranges.append(range(first, first + size))
+
+        async with trio.open_nursery() as nursery:
+            for io, size in [(a, 1), (a, 7), (b, 13), (b, 100)]:
+                nursery.start_soon(write, io, size)
+        stored = await read_range(a.client, a.keys, "c", record.epoch, 0, 10_000)
+    assigned = sorted(seq for r in ranges for seq in r)
+    assert assigned == list(range(1, 20 * (1 + 7 + 13 + 100) + 1))
+    assert [f.seq for f in stored] == assigned
+
+
+async def test_frames_trimmed_before_reading_are_counted_exactly(
+    redis_server: RedisServer,
+) -> None:
+    total = 2_000
+    async with running_node(redis_server, "a", history_frames=300) as (a, _):
+        record = await a.registry.create("t", owner="dev", node="a")
+        for _ in range(total // 100):
+            await a.writer.append("t", record.epoch, "w", [b"p"] * 100, [0.0] * 100)
+        held = await a.client.xlen(a.keys.stream("t", record.epoch))
+        # MAXLEN ~ trims whole stream nodes: at least the bound is kept, far from everything
+        assert 300 <= held < total
+        await a.reader.follow("t", after=0)
+        with trio.fail_after(WAIT_S):
+            frames, lost = await collect_frames(a, "t", total)
+        # a resume position from the middle of the trimmed range: XRANGE says the same
+        resumed = await read_range(a.client, a.keys, "t", record.epoch, 10, 5)
+    assert lost == total - held
+    assert [f.seq for f in frames] == list(range(lost + 1, total + 1))
+    assert resumed[0].seq == lost + 1
+
+
+async def test_redis_restart_without_persistence_is_an_epoch_reset_not_silence(
+    redis_server: RedisServer,
+) -> None:
+    async with running_node(redis_server, "a", epoch_check_interval_s=0.2) as (a, _):
+        record = await a.registry.create("r", owner="dev", node="a")
+        await a.reader.follow("r")
+        await a.writer.append("r", record.epoch, "w", [b"before"], [1.0])
+        with trio.fail_after(WAIT_S):
+            frames, _ = await collect_frames(a, "r", 1)
+        assert frames[0].payload == b"before"
+
+        await trio.to_thread.run_sync(redis_server.restart)
+        with trio.fail_after(WAIT_S):
+            event: ReaderEvent = await a.reader.events.receive()
+        assert event == EpochReset("r", record.epoch, None)
+        assert a.reader.position("r") is None
+        with pytest.raises(EpochChanged, match="no such channel"):
+            await a.writer.append("r", record.epoch, "w", [b"lost"], [2.0])
+
+        # recreated: a new epoch, seq from 1 again, read from its first frame
+        again = await a.registry.create("r", owner="dev", node="a")
+        assert again.epoch != record.epoch
+        assert await a.reader.follow("r", epoch=record.epoch, after=1) == (again.epoch, 0)
+        await a.writer.append("r", again.epoch, "w", [b"after"], [3.0])
+        with trio.fail_after(WAIT_S):
+            frames, lost = await collect_frames(a, "r", 1)
+        assert (frames[0].seq, frames[0].payload, lost) == (1, b"after", 0)
+
+
+async def test_recreated_channel_is_an_epoch_reset_to_its_readers(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        running_node(redis_server, "a") as (a, _),
+        running_node(redis_server, "b", epoch_check_interval_s=0.1) as (b, _),
+    ):
+        old = await a.registry.create("x", owner="dev", node="a")
+        await b.reader.follow("x")
+        assert await a.registry.delete("x", epoch="not-this-one") is None
+        assert await a.registry.delete("x") == old.epoch
+        new = await a.registry.create("x", owner="dev", node="a")
+        await a.writer.append("x", new.epoch, "w", [b"1", b"2"], [0.0, 0.0])
+        with trio.fail_after(WAIT_S):
+            event = await b.reader.events.receive()
+            assert event == EpochReset("x", old.epoch, new.epoch)
+            frames, lost = await collect_frames(b, "x", 2)
+    assert [f.payload for f in frames] == [b"1", b"2"]
+    assert lost == 0
+
+
+async def test_killed_redis_connections_while_streaming_lose_and_repeat_nothing(
+    redis_server: RedisServer,
+) -> None:
+    batches, size = 100, 20
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        record = await a.registry.create("k", owner="dev", node="a")
+        await b.reader.follow("k")
+        killed = 0
+
+        async def write() -> None:
+            for i in range(batches):
+                payloads = [f"{i}.{j}".encode() for j in range(size)]
+                await a.writer.append("k", record.epoch, "w", payloads, [0.0] * size)
+                await trio.sleep(0.002)
+
+        async def kill() -> None:
+            nonlocal killed
+            for _ in range(5):
+                await trio.sleep(0.05)
+                killed += await trio.to_thread.run_sync(redis_server.kill_clients)
+
+        with trio.fail_after(WAIT_S * 2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write)
+                nursery.start_soon(kill)
+                frames, lost = await collect_frames(b, "k", batches * size)
+    assert killed >= 5
+    assert lost == 0
+    assert [f.seq for f in frames] == list(range(1, batches * size + 1))
+    assert [f.payload for f in frames] == [
+        f"{i}.{j}".encode() for i in range(batches) for j in range(size)
+    ]
+
+
+async def test_channel_creation_is_atomic_across_nodes_and_listed_everywhere(
+    redis_server: RedisServer,
+) -> None:
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        outcomes: list[str] = []
+
+        async def create(io: RedisEngineIO) -> None:
+            try:
+                await io.registry.create("same", owner=io.node, node=io.node, options={"keep": 5})
+                outcomes.append(io.node)
+            except ChannelTaken:
+                outcomes.append("taken")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(create, a)
+                nursery.start_soon(create, b)
+        winners = [o for o in outcomes if o != "taken"]
+        assert len(winners) == 1 and len(outcomes) == 10
+        (listed,) = await b.registry.list()
+        assert (listed.name, listed.owner, listed.node) == ("same", winners[0], winners[0])
+        assert listed.options == {"keep": 5}
+        record = await a.registry.get("same")
+        assert record is not None
+        await a.writer.append("same", record.epoch, "w", [b"x"], [0.0])
+        assert await b.registry.delete("same") == record.epoch
+        assert await a.registry.list() == []
+        assert await a.client.exists([a.keys.stream("same", record.epoch)]) == 0
+
+
+async def test_channel_key_is_never_stored_in_plain_text_and_checks_on_every_node(
+    redis_server: RedisServer,
+) -> None:
+    secret = "correct horse battery staple"
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        await a.registry.create("priv", owner="dev", node="a", key=secret)
+        record = await b.registry.get("priv")
+        assert record is not None and record.has_key
+        assert await record.key_matches(secret)
+        assert not await record.key_matches(secret + " ")
+        assert not await record.key_matches(None)
+        # every byte Redis holds, key by key
+        dump = b""
+        async for key in a.client.scan_iter():
+            dump += key + (await a.client.dump(key) or b"")
+    assert secret.encode() not in dump
+    assert b"priv" in dump  # the scan did see the channel
+
+
+async def test_reader_counts_reach_another_node_within_200_ms(redis_server: RedisServer) -> None:
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        for count in [3, 5, 0]:
+            started = trio.current_time()
+            await a.presence.set_readers("AI1", count)
+            with trio.fail_after(WAIT_S):
+                while True:
+                    channel, total = await b.presence.count_changes.receive()
+                    if (channel, total) == ("AI1", count):
+                        break
+            assert trio.current_time() - started < 0.2
+        await b.presence.set_readers("AI1", 2)
+        await a.presence.set_readers("AI1", 4)
+        await eventually(lambda: _async(b.presence.readers("AI1") == 6))
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_a_silent_node_vanishes_names_clients_and_readers_within_its_ttl(
+    redis_server: RedisServer,
+) -> None:
+    ttl_s = 0.6
+    async with (
+        running_node(redis_server, "a", heartbeat_ttl_s=ttl_s) as (a, a_tasks),
+        running_node(redis_server, "b", heartbeat_ttl_s=ttl_s) as (b, _),
+    ):
+        await a.presence.add_client("c1", {"name": "inst", "transport": "tcp"})
+        assert await a.presence.claim_name("inst")
+        assert not await b.presence.claim_name("inst")  # unique across the cluster
+        assert await b.presence.name_node("inst") == "a"
+        await a.presence.set_readers("AI1", 2)
+        await eventually(lambda: _async(b.presence.readers("AI1") == 2))
+        assert (await b.presence.clients())["a"] == {"c1": {"name": "inst", "transport": "tcp"}}
+        await trio.sleep(ttl_s * 2)  # heartbeats keep it all alive past the TTL
+        assert await b.presence.name_node("inst") == "a"
+        assert b.presence.readers("AI1") == 2
+
+        a_tasks.cancel()  # a stops beating: as if killed
+        stopped = trio.current_time()
+        await eventually(lambda: _async(b.presence.readers("AI1") == 0))
+        await eventually(lambda: b.presence.claim_name("inst"))
+        assert trio.current_time() - stopped < ttl_s * 2.5
+        assert "a" not in await b.presence.clients()
+        assert await b.presence.live() == frozenset({"b"})
+        assert await b.presence.name_node("inst") == "b"
+        await b.presence.release_name("inst")
+        assert await b.presence.name_node("inst") is None
+
+
+async def test_control_messages_reach_nodes_and_survive_a_killed_subscription(
+    redis_server: RedisServer,
+) -> None:
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        got: list[tuple[str, object]] = []
+        b.bus.on("ping", lambda sender, body: got.append((sender, body)))
+        a.bus.on("ping", lambda sender, body: got.append(("a got", body)))
+        assert await a.bus.publish("ping", 1, to="b") == 1  # addressed: only b
+        await eventually(lambda: _async(got == [("a", 1)]))
+        assert await trio.to_thread.run_sync(redis_server.kill_pubsub_clients) >= 2
+        sent = 2
+
+        async def delivered_after_reconnect() -> bool:
+            nonlocal sent
+            if ("a", sent) in got:
+                return True
+            sent += 1
+            await a.bus.publish("ping", sent, to="b")
+            await trio.sleep(0.05)
+            return False
+
+        await eventually(delivered_after_reconnect)
