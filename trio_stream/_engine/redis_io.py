@@ -23,6 +23,7 @@ from .redis_streams import (
     DEFAULT_HISTORY_FRAMES,
     EPOCH_CHECK_INTERVAL_S,
     READ_BLOCK_MS,
+    READ_COUNT,
     FrameWriter,
     StreamReader,
 )
@@ -35,6 +36,7 @@ class RedisEngineOptions(TypedDict, total=False):
     history_frames: int
     heartbeat_ttl_s: float
     read_block_ms: int
+    read_count: int
     epoch_check_interval_s: float
 
 
@@ -48,6 +50,7 @@ class RedisEngineIO:
         history_frames: int = DEFAULT_HISTORY_FRAMES,
         heartbeat_ttl_s: float = HEARTBEAT_TTL_S,
         read_block_ms: int = READ_BLOCK_MS,
+        read_count: int = READ_COUNT,
         epoch_check_interval_s: float = EPOCH_CHECK_INTERVAL_S,
     ) -> None:
         if not node or ":" in node:
@@ -63,6 +66,7 @@ class RedisEngineIO:
             self.registry,
             node,
             block_ms=read_block_ms,
+            count=read_count,
             epoch_check_interval_s=epoch_check_interval_s,
         )
         self.bus = ControlBus(client, self.keys, node)
