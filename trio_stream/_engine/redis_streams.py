@@ -45,8 +45,9 @@ The client: coredis 6.9.0 (anyio 4.16, on trio 0.35; Redis 7.0.15, RESP3 only). 
 
 Figures (benchmarks/redis_engine.py, loopback, 2 shared cores with other jobs running: take
 them as orders of magnitude). Writer and reader in separate processes: ~100-byte frames in
-batches of 100: 126k frames/s through append+XREAD against 156k for redis-py PUBLISH
-(pipelined by 100) to one subscriber; 1 MiB frames: 240 MB/s against 755 MB/s. Alone (no
+batches of 100: 126k-180k frames/s through append+XREAD against 156k-216k for redis-py
+PUBLISH (pipelined by 100) to one subscriber; 1 MiB frames: 240-487 MB/s against 755-908
+MB/s (two runs, load average 3-4). Alone (no
 concurrent reader), append reaches 240k frames/s / 517 MB/s and XREAD 197k frames/s /
 611 MB/s. The per-node figure is what matters: a node reads each frame once from Redis and
 fans it out to its local readers itself, so S1 (153k frames/s summed over 4 readers) needs
