@@ -1,13 +1,17 @@
 """In-process fan-out micro-benchmark: one publish to 4 readers, no sockets, no event loop.
 
-Broker.publish -> each reader's Outbox -> Outbox.next_batch (the pieces of one write), with
-credit returned per batch. Prints microseconds per frame published (best of 5).
+Broker.publish_batch (what the server calls for a read's consecutive PUBLISH frames of one
+writer; ``--per-frame``: Broker.publish per frame, as before issue 9's second pass) -> each
+reader's Outbox -> Outbox.next_batch (the pieces of one write), with credit returned per
+batch. Prints microseconds of CPU per frame published (best of 5).
 
     python benchmarks/fanout.py
+    python benchmarks/fanout.py --per-frame
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 from trio_stream._server.broker import Broker
@@ -60,17 +64,27 @@ def main() -> None:
         reader = box.open_reader(channel, Policy.DROP_OLDEST, 1000, 1, None, 1024, 8 << 20, None)
         broker.subscribe(reader)
         readers.append(reader)
+    per_frame = "--per-frame" in sys.argv or not hasattr(broker, "publish_batch")
+    times = [1.0] * BATCH
+    payloads = [PAYLOAD] * BATCH
     best = float("inf")
     for _ in range(5):
         start = time.process_time()
         for _ in range(FRAMES // BATCH):
-            for _ in range(BATCH):
-                broker.publish(writer, 1.0, PAYLOAD)
+            if per_frame:
+                for _ in range(BATCH):
+                    broker.publish(writer, 1.0, PAYLOAD)
+            else:
+                broker.publish_batch(writer, times, payloads)
             for box, reader in zip(outboxes, readers, strict=True):
                 box.next_batch()
                 box.credit(reader.sub_id, BATCH)
         best = min(best, (time.process_time() - start) / FRAMES * 1e6)
-    print(f"fan-out: {best:.3f} us per frame published to {READERS} readers (best of 5, CPU time)")
+    how = "frame by frame" if per_frame else f"in batches of {BATCH}"
+    print(
+        f"fan-out: {best:.3f} us per frame published to {READERS} readers "
+        f"({how}; best of 5, CPU time)"
+    )
 
 
 if __name__ == "__main__":

@@ -360,6 +360,59 @@ class Broker:
         if parked is None:
             pub.outbox.ack(pub.pub_id)
 
+    def publish_batch(self, pub: Writer, times: list[float], payloads: list[BytesLike]) -> None:
+        """:meth:`publish` for several frames of one writer in a row (one read's worth).
+
+        Each reader takes the whole batch at once (Reader.offer_batch); only frames that a
+        full ``block`` reader refuses are parked one by one, as :meth:`publish` parks them.
+        The outcome is the one of publishing the frames in order.
+
+        Raises:
+            ProtocolError: as :meth:`publish`.
+        """
+        if pub.parked_frames:  # rare: every frame checks the writer's window then
+            for time_s, payload in zip(times, payloads, strict=True):
+                self.publish(pub, time_s, payload)
+            return
+        channel = pub.channel
+        sender = pub.sender
+        seq = channel.seq
+        frames: list[SharedData] = []
+        size = 0
+        for time_s, payload in zip(times, payloads, strict=True):
+            seq += 1
+            frames.append(SharedData(seq, time_s, sender, payload))
+            size += len(payload)
+        channel.seq = seq
+        count = len(frames)
+        channel.bytes_in += size
+        self.frames_in += count
+        self.bytes_in += size
+        pub.frames += count
+        if channel.history:
+            for frame in frames:
+                self._remember(channel, frame)
+        taken_by_all = count
+        refused: list[tuple[Reader, int]] = []
+        for sub in channel.subscriptions:
+            taken = sub.offer_batch(frames)
+            if taken < count:
+                refused.append((sub, taken))
+                taken_by_all = min(taken_by_all, taken)
+        if taken_by_all:
+            pub.outbox.ack(pub.pub_id, taken_by_all)
+        for index in range(taken_by_all, count):
+            # Taken by some readers already; the block readers that refused it (and every
+            # frame after it, to keep the order) hold it parked.
+            nbytes = len(payloads[index])
+            if pub.parked_frames:
+                self._check_window(pub, nbytes)
+            parked = self._park(frames[index], pub, nbytes)
+            for sub, taken in refused:
+                if taken <= index:
+                    parked.waiting += 1
+                    sub.park(parked)
+
     def _check_window(self, pub: Writer, size: int) -> None:
         nbytes = PUBLISH_HEAD.size + size
         if pub.parked_frames >= self.publish_window_frames:

@@ -26,6 +26,7 @@ import sys
 from collections import deque
 from collections.abc import Sequence
 from enum import StrEnum
+from itertools import islice, repeat
 from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
@@ -94,6 +95,21 @@ class PolicyBuffer(Generic[T]):
         else:
             items.append((item, 0))
         return True
+
+    def room(self) -> int:
+        """How many items :meth:`put` would take before the policy applies."""
+        return self._limit - len(self._items)
+
+    def put_many(self, items: list[T], count: int) -> None:
+        """:meth:`put` the first ``count`` of ``items`` (a batch's fast path): the caller
+        checked :meth:`room`."""
+        if not count:
+            return
+        start = 0
+        if self._skipped:
+            self.put(items[0])
+            start = 1
+        self._items.extend(zip(islice(items, start, count), repeat(0)))
 
     def offer(self, item: T) -> tuple[bool, int, Sequence[T]]:
         """Put ``item`` in, applying the policy when full.

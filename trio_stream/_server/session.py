@@ -31,7 +31,15 @@ from .._exceptions import (
     TrioStreamError,
 )
 from .._protocol.bytes_like import BytesLike
-from .._protocol.frames import CONTROL, CREDIT, PUBLISH, PUBLISH_HEAD, parse_counter, parse_publish
+from .._protocol.frames import (
+    CONTROL,
+    CREDIT,
+    PUBLISH,
+    PUBLISH_HEAD,
+    parse_counter,
+    parse_publish,
+    publish_runs,
+)
 from .._protocol.messages import (
     Error,
     Goodbye,
@@ -337,11 +345,23 @@ class Session:
     async def _dispatch_all(self, frames: list[bytearray]) -> None:
         handlers = self._frame_handlers
         outbox = self.outbox
-        for frame in frames:
-            handler = handlers.get(frame[0])
-            if handler is None:
-                raise ProtocolError(f"frame type {frame[0]:#04x} is not valid from a client")
-            handler(frame)
+        index = 0
+        count = len(frames)
+        while index < count:
+            frame = frames[index]
+            kind = frame[0]
+            index += 1
+            if kind == PUBLISH and index < count and frames[index][0] == PUBLISH:
+                # Consecutive PUBLISH frames go to the fan-out as batches (one per writer).
+                start = index - 1
+                while index < count and frames[index][0] == PUBLISH:
+                    index += 1
+                self._on_publishes(frames, start, index)
+            else:
+                handler = handlers.get(kind)
+                if handler is None:
+                    raise ProtocolError(f"frame type {kind:#04x} is not valid from a client")
+                handler(frame)
             if (
                 outbox.control_bytes > CONTROL_HIGH_WATER_BYTES
                 or outbox.parked_bytes > outbox.max_parked_bytes
@@ -379,6 +399,24 @@ class Session:
                 raise ProtocolError(f"PUBLISH for publisher {pub_id}, which was never opened")
             return  # the channel went away while this frame was in flight
         self._publish(writer, time_s, memoryview(frame)[_PUBLISH_HEAD_BYTES:])
+
+    def _on_publishes(self, frames: list[bytearray], start: int, stop: int) -> None:
+        writers = self.writers
+        runs, parsed = publish_runs(frames, start, stop)
+        for run in runs:
+            writer = writers.get(run.pub_id)
+            if writer is None:
+                if not 0 < run.pub_id < self._next_pub:
+                    raise ProtocolError(
+                        f"PUBLISH for publisher {run.pub_id}, which was never opened"
+                    )
+                continue  # the channel went away while these frames were in flight
+            if len(run.times) == 1:
+                self._publish(writer, run.times[0], run.payloads[0])
+            else:
+                self.state.broker.publish_batch(writer, run.times, run.payloads)
+        if parsed < stop:
+            self._on_publish(frames[parsed])  # a truncated frame: refused there
 
     def _on_credit(self, frame: bytearray) -> None:
         self.outbox.credit(*parse_counter(frame))
