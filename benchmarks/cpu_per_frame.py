@@ -337,13 +337,6 @@ def run_case(args: argparse.Namespace, system: str, src: str) -> dict[str, Any]:
     port = _free_port()
     with tempfile.TemporaryDirectory() as workdir:
         command = _server_command(system, port, workdir)
-        if args.profile:
-            # The CPU figures of a profiled run are py-spy's own: read the profile only.
-            out = (
-                Path(args.profile)
-                / f"{system}-{Path(src).name}-{len(os.listdir(args.profile))}.txt"
-            )
-            command = ["py-spy", "record", "-r", "500", "-f", "raw", "-o", str(out), "--", *command]
         server = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -352,9 +345,14 @@ def run_case(args: argparse.Namespace, system: str, src: str) -> dict[str, Any]:
             env=env,
             cwd=src or REPO_ROOT,  # `python -c` puts its working directory first on sys.path
         )
-        children: list[subprocess.Popen[str]] = []
+        children: list[subprocess.Popen[Any]] = []
         try:
             _wait_listening(port, server)
+            if args.profile:
+                # Profiled runs' CPU figures include py-spy's pauses: read the profile only.
+                out = Path(args.profile) / f"{system}-{Path(src or system).resolve().name}.txt"
+                spy = ["py-spy", "record", "-r", "500", "-f", "raw", "-o", str(out)]
+                children.append(subprocess.Popen([*spy, "--pid", str(server.pid)]))
             common = ("--system", system, "--port", str(port))
             if system == "trio_stream":
                 _spawn(args, env, "--role", "setup", *common).wait(START_TIMEOUT_S)
@@ -380,14 +378,15 @@ def run_case(args: argparse.Namespace, system: str, src: str) -> dict[str, Any]:
         finally:
             for process in children:
                 if process.poll() is None:
-                    process.kill()
-                    process.wait()
-            if args.profile:
-                server.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-            else:
-                server.terminate()
+                    process.send_signal(signal.SIGINT)  # py-spy writes its profile then
+                    try:
+                        process.wait(15)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
+            server.terminate()
             try:
-                server.wait(15)
+                server.wait(5)
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
@@ -436,7 +435,7 @@ def main() -> None:
             row["repeat"] = repeat
             rows.append(row)
             print(
-                f"{system:12} {Path(src).name if src else '':12} delivered "
+                f"{system:12} {Path(src).resolve().name if src else '':12} delivered "
                 f"{row['delivered']}/{row['expected']}  server "
                 f"{row['server_s_per_million']:.3f} s/M deliveries  reader "
                 f"{row['reader_us_per_frame']:.2f} us/frame  ({row['wall_s']:.1f} s)",
@@ -454,7 +453,7 @@ def main() -> None:
             statistics.median(r["server_s_per_million"] for r in mine),
             statistics.median(r["reader_us_per_frame"] for r in mine),
         )
-        label = f"{system} {Path(src).name}" if src else system
+        label = f"{system} {Path(src).resolve().name}" if src else system
         server_s, reader_us = medians[(system, src)]
         print(f"  {label:28} server {server_s:.3f} s/M  reader {reader_us:.2f} us/frame")
     relay = medians.get(("relay", ""))
@@ -467,7 +466,7 @@ def main() -> None:
             ratios.append(f"{server_s / relay[0]:.2f}x relay")
         if nats:
             ratios.append(f"{server_s / nats[0]:.2f}x NATS")
-        print(f"  server CPU {Path(src).name if src else ''}: " + ", ".join(ratios))
+        print(f"  server CPU {Path(src).resolve().name if src else ''}: " + ", ".join(ratios))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -36,8 +36,7 @@ def data_frame(seq: int, sender: bytes, payload: bytes | None = None, value: Any
     run: list[bytes] = []
     entries = deque([(F.SharedData(seq, 1.5, sender, body), 0)])
     F.write_data(
-        lambda: entries.popleft() if entries else None,
-        entries.appendleft,
+        entries,
         SUB_ID,
         1,
         1 << 62,

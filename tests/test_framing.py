@@ -81,8 +81,7 @@ def test_data_frame_round_trip(
     run: list[bytes] = []
     entries = deque([(F.SharedData(seq, time, name, payload), lost)])
     F.write_data(
-        lambda: entries.popleft() if entries else None,
-        entries.appendleft,
+        entries,
         sub_id,
         1,
         1 << 62,

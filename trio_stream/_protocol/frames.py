@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable
 from enum import IntEnum
 from typing import Final
 
@@ -174,8 +173,7 @@ _READER_PACK: Final = DATA_READER_HEAD.pack
 
 
 def write_data(
-    take: Callable[[], tuple[SharedData, int] | None],
-    untake: Callable[[tuple[SharedData, int]], None],
+    entries: deque[tuple[SharedData, int]],
     sub_id: int,
     max_frames: int,
     quota: int,
@@ -184,10 +182,11 @@ def write_data(
     pieces: list[BytesLike],
     run: list[bytes],
 ) -> tuple[int, int]:
-    """Write one reader's DATA frames from ``take`` (which gives (frame, lost before it)).
+    """Write one reader's DATA frames from ``entries`` ((frame, lost before it), oldest
+    first; taken from the left: a deque, not a call per frame).
 
     Stops after ``max_frames`` frames, once ``quota`` bytes are written, or before a frame
-    that does not fit ``room`` bytes (it goes back with ``untake``) unless ``sizes`` is empty:
+    that does not fit ``room`` bytes (it stays in ``entries``) unless ``sizes`` is empty:
     a single frame larger than the room goes alone. Each frame's size, as written, is appended
     to ``sizes`` (the reader's frames in flight).
 
@@ -207,15 +206,13 @@ def write_data(
     # then the same bytes, packed once per turn.
     same_body = -1
     same_head = b""
-    while frames < max_frames and taken < quota:
-        entry = take()
-        if entry is None:
-            break
-        frame, lost = entry
+    take = entries.popleft
+    while entries and frames < max_frames and taken < quota:
+        frame, lost = entries[0]
         nbytes = frame.nbytes
         if nbytes > room and sizes:
-            untake(entry)
             break
+        take()
         room -= nbytes
         if lost:
             append(pack(frame.body_bytes, DATA, sub_id, lost if lost < MAX_U32 else MAX_U32))

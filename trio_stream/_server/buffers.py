@@ -157,6 +157,17 @@ class PolicyBuffer(Generic[T]):
             self._carry = 0
         return entry
 
+    def entries(self) -> deque[tuple[T, int]]:
+        """The items as (item, lost before it), oldest first, for a caller that takes many
+        at once: it pops them from the left (and is done with them before the next put).
+        What :meth:`take` would add to the head's loss is settled into it first."""
+        items = self._items
+        if self._carry and items:
+            item, lost = items[0]
+            items[0] = (item, lost + self._carry)
+            self._carry = 0
+        return items
+
     def peek(self) -> T | None:
         """The oldest item, left in place (None when empty)."""
         return self._items[0][0] if self._items else None

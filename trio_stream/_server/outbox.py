@@ -366,8 +366,7 @@ class Reader:
             return 0, 0, False
         buffer = self.buffer
         frames, taken = write_data(
-            buffer.take,
-            buffer.untake,
+            buffer.entries(),
             self.sub_id,
             self.credit,
             quota,
