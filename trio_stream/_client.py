@@ -365,15 +365,32 @@ class Client:
     async def _reader(self) -> None:
         transport = self._transport
         handlers = self._frame_handlers
+        subscriptions = self._subscriptions
+        sub_id_of = F.data_sub_id
+        data = F.DATA
         try:
             while True:
+                # DATA frames go straight to their subscription's queue; each subscription
+                # is woken once per run of its frames, not once per frame.
+                woken: Subscription | None = None
                 for frame in await transport.receive_frames():
+                    if frame[0] == data:
+                        sub = subscriptions.get(sub_id_of(frame))
+                        if sub is not woken:
+                            if woken is not None:
+                                woken._wake()
+                            woken = sub
+                        if sub is not None:
+                            sub._frames.append(frame)
+                        continue
                     handler = handlers.get(frame[0])
                     if handler is None:
                         raise ProtocolError(
                             f"frame type {frame[0]:#04x} is not valid from a server"
                         )
                     handler(frame)
+                if woken is not None:
+                    woken._wake()
                 self._heard = True  # per batch, not per frame: the heartbeat only needs "some"
                 # The readers these frames woke go first: the next read usually finds nothing
                 # and re-arms epoll, two syscalls that need not delay the application.

@@ -510,6 +510,33 @@ def _decompressed(data: BytesLike, offset: int, max_bytes: int) -> bytes | None:
     return inner
 
 
+# One CBOR byte string (major type 2) with its length in the head byte or the 1 or 2 bytes
+# after it: the payload of a writer that sends bytes. Decoded here without cbor2, whose loads()
+# builds a decoder object per call, several times what the slice costs.
+_BYTES_FIRST: Final = 0x40
+_BYTES_INLINE_LAST: Final = 0x57  # lengths 0-23 in the head byte
+_BYTES_U8: Final = 0x58
+_BYTES_LAST: Final = 0x59  # u16 length
+
+
+def _byte_string(data: BytesLike, offset: int, size: int) -> bytes | None:
+    """The payload's bytes if it is exactly one short byte string, else None (cbor2's job)."""
+    first = data[offset]
+    if first <= _BYTES_INLINE_LAST:
+        start, length = 1, first - _BYTES_FIRST
+    elif first == _BYTES_U8:
+        if size < 2:
+            return None
+        start, length = 2, data[offset + 1]
+    else:
+        if size < 3:
+            return None
+        start, length = 3, data[offset + 1] << 8 | data[offset + 2]
+    if start + length != size:
+        return None  # trailing bytes or truncated: cbor2 says what it makes of them
+    return bytes(memoryview(data)[offset + start :])
+
+
 def decode_payload(
     data: BytesLike, offset: int = 0, limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS
 ) -> Any:
@@ -525,6 +552,10 @@ def decode_payload(
     """
     try:
         size = len(data) - offset
+        if size > 0 and _BYTES_FIRST <= data[offset] <= _BYTES_LAST:
+            raw = _byte_string(data, offset, size)
+            if raw is not None:
+                return raw
         if size > 0 and data[offset] == 0xD8:  # a tag first: maybe one array, zero-copy
             array = _fast_array(memoryview(data)[offset:])
             if array is not None:
