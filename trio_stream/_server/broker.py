@@ -31,7 +31,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -360,7 +360,9 @@ class Broker:
         if parked is None:
             pub.outbox.ack(pub.pub_id)
 
-    def publish_batch(self, pub: Writer, times: list[float], payloads: list[BytesLike]) -> None:
+    def publish_batch(
+        self, pub: Writer, times: Sequence[float], payloads: Sequence[BytesLike]
+    ) -> None:
         """:meth:`publish` for several frames of one writer in a row (one read's worth).
 
         Each reader takes the whole batch at once (Reader.offer_batch); only frames that a
