@@ -404,16 +404,23 @@ class Broker:
         if taken_by_all:
             pub.outbox.ack(pub.pub_id, taken_by_all)
         for index in range(taken_by_all, count):
-            # Taken by some readers already; the block readers that refused it (and every
-            # frame after it, to keep the order) hold it parked.
+            # Frame by frame from the first refusal on, as publish() does: a reader that
+            # refused a frame parks it; after that, its offer() parks the rest in order
+            # (or decimates them, every=N). Readers past this frame have it already.
+            frame = frames[index]
             nbytes = len(payloads[index])
             if pub.parked_frames:
                 self._check_window(pub, nbytes)
-            parked = self._park(frames[index], pub, nbytes)
+            parked: Parked | None = None
             for sub, taken in refused:
-                if taken <= index:
-                    parked.waiting += 1
-                    sub.park(parked)
+                if index < taken or (index > taken and sub.offer(frame)):
+                    continue
+                if parked is None:
+                    parked = self._park(frame, pub, nbytes)
+                parked.waiting += 1
+                sub.park(parked)
+            if parked is None:
+                pub.outbox.ack(pub.pub_id)
 
     def _check_window(self, pub: Writer, size: int) -> None:
         nbytes = PUBLISH_HEAD.size + size
