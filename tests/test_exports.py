@@ -15,6 +15,7 @@ EXPORTS = {
     "FrameTooLarge",
     "InvalidArgument",
     "LimitExceeded",
+    "Merge",
     "Message",
     "NameInUse",
     "PayloadLimits",
@@ -29,9 +30,13 @@ EXPORTS = {
     "ServerStats",
     "Subscription",
     "SubscriptionInfo",
+    "SubscriptionStatistics",
+    "SyncMerge",
     "SyncClient",
     "TrioStreamError",
+    "View",
     "__version__",
+    "merge",
     "open_client",
     "open_server",
     "serve",
@@ -45,5 +50,5 @@ def test_the_package_exports_exactly_the_public_names() -> None:
 
 
 def test_public_classes_say_they_are_trio_streams_own() -> None:
-    for name in EXPORTS - {"__version__", "open_client", "open_server", "serve"}:
+    for name in EXPORTS - {"__version__", "merge", "open_client", "open_server", "serve"}:
         assert getattr(ts, name).__module__.startswith("trio_stream."), name
