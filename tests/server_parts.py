@@ -3,6 +3,7 @@ what an outbox tells it, a clock the test moves, and a decoder for the pieces of
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,8 +106,10 @@ class World:
             name, None if name.startswith("$") else FakeOwner(0), **options
         )
 
-    def writer(self, channel: Channel) -> tuple[Outbox, Writer]:
+    def writer(self, channel: Channel, name: str | None = None) -> tuple[Outbox, Writer]:
         owner, outbox = self.connection()
+        if name is not None:
+            owner.name = name
         return outbox, self.broker.open_publisher(channel, owner, outbox, 1)
 
     def reader(
@@ -121,9 +124,21 @@ class World:
         window: int = 1024,
         window_bytes: int = 8 << 20,
         block_timeout: float | None = None,
+        sender: str | None = None,
+        view: Hashable | None = None,
     ) -> Reader:
         reader = outbox.open_reader(
-            channel, policy, size, every, max_rate, window, window_bytes, block_timeout
+            channel,
+            policy,
+            size,
+            every,
+            max_rate,
+            window,
+            window_bytes,
+            block_timeout,
+            sender=None if sender is None else F.sender_field(sender),
+            view=view,
+            window_asked=window,
         )
         self.broker.subscribe(reader)
         return reader

@@ -8,6 +8,7 @@ frames costs few syscalls and never a round trip per frame.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import math
@@ -72,6 +73,12 @@ MIN_SILENCE_S: Final = 2.0
 LEAVE_TIMEOUT_S: Final = 1.0
 
 T = TypeVar("T")
+
+
+class _Keep(enum.Enum):
+    """A keyword left out (where None means something else)."""
+
+    KEEP = 0
 
 
 class _Reply:
@@ -636,6 +643,7 @@ class Client:
         key: str | None = None,
         window: int | None = None,
         block_timeout: float | None = None,
+        sender: str | None = None,
     ) -> Subscription:
         """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
         if policy not in POLICIES:
@@ -666,6 +674,7 @@ class Client:
             max_rate=None if max_rate is None else float(max_rate),
             window=window,
             block_timeout=None if block_timeout is None else float(block_timeout),
+            sender=sender,
         )
         return sub
 
@@ -681,6 +690,7 @@ class Client:
         key: str | None = None,
         window: int | None = None,
         block_timeout: float | None = None,
+        sender: str | None = None,
     ) -> AsyncIterator[Subscription]:
         """``async with client.subscribe("ch", policy=..., size=...) as sub: async for msg in sub``.
 
@@ -695,6 +705,8 @@ class Client:
             block_timeout: ``block`` only: seconds this reader may hold the channel's writers
                 back (and so its other readers) before the server ends the subscription
                 with ``LimitExceeded`` (default: the server's ``block_timeout_s``).
+            sender: only the frames written by the client of this name (filtered on the
+                server; ``every`` and ``max_rate`` then count that writer's frames only).
         """
         sub = await self.open_subscription(
             channel,
@@ -705,6 +717,7 @@ class Client:
             key=key,
             window=window,
             block_timeout=block_timeout,
+            sender=sender,
         )
         try:
             yield sub
@@ -910,6 +923,62 @@ class Subscription:
     def _deliver(self, frame: bytearray) -> None:
         self._frames.append(frame)
         self._wake()
+
+    async def retune(
+        self,
+        *,
+        policy: str | None = None,
+        size: int | None = None,
+        every: int | None = None,
+        max_rate: float | _Keep | None = _Keep.KEEP,
+        block_timeout: float | None = None,
+    ) -> None:
+        """Change this subscription on the server, between two frames: no gap, no duplicate.
+
+        Args left out stay as they are; ``max_rate=None`` removes the rate limit. A smaller
+        ``size`` keeps the newest frames (``drop_newest``: the oldest) and counts the others
+        in ``lost``; leaving ``block`` lets the frames it held back in under the new policy.
+
+        Raises:
+            InvalidArgument: a bad value, or the subscription has ended.
+        """
+        if policy is not None and policy not in POLICIES:
+            raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+        if size is not None and size < 1:
+            raise InvalidArgument("size must be 1 or more (frames)")
+        if every is not None and every < 1:
+            raise InvalidArgument("every must be 1 or more")
+        rate: float | None = None  # absent on the wire: unchanged
+        if max_rate is None:
+            rate = 0.0  # the wire's "no rate limit"
+        elif not isinstance(max_rate, _Keep):
+            if not 0 < max_rate < math.inf:
+                raise InvalidArgument("max_rate must be a positive number of frames per second")
+            rate = float(max_rate)
+        if block_timeout is not None and not 0 < block_timeout < math.inf:
+            raise InvalidArgument("block_timeout must be a positive number of seconds")
+        if self._ended:
+            raise InvalidArgument(f"this subscription has ended ({self.end_reason})")
+        await self._client._request(
+            M.Retune,
+            on_result=self._new_window,
+            sub=self.sub_id,
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=rate,
+            block_timeout=None if block_timeout is None else float(block_timeout),
+        )
+
+    def _new_window(self, result: Any) -> None:
+        """A retune's answer: credit goes back by the new window's quarters from now on."""
+        self.window = result["window"]
+        window_bytes = result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES)
+        self._credit_batch = max(1, self.window // 4)
+        self._credit_bytes = max(1, window_bytes // 4)
+        if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
+            # A smaller window: what was taken under the old quarter must not wait for it.
+            self._return_credit()
 
     def _wake(self) -> None:
         if self._waiter is not None:

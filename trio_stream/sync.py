@@ -616,6 +616,7 @@ class SyncClient:
         key: str | None = None,
         window: int | None = None,
         block_timeout: float | None = None,
+        sender: str | None = None,
     ) -> SyncSubscription:
         """``with c.subscribe("ch", policy=..., size=...) as sub: for msg in sub: ...``.
 
@@ -634,6 +635,7 @@ class SyncClient:
                 key=key,
                 window=window,
                 block_timeout=block_timeout,
+                sender=sender,
             )
         )
         return SyncSubscription(self, sub)
@@ -770,6 +772,10 @@ class SyncSubscription:
     def lost(self) -> int:
         """Frames this subscription lost to overflow, in total."""
         return self._sub.lost
+
+    def retune(self, **changes: Any) -> None:
+        """Change this subscription on the server (arguments as ``Subscription.retune``)."""
+        self._client._call(partial(self._sub.retune, **changes))
 
     def get(self, timeout: float | None = None) -> Message:
         """The next message, waiting up to ``timeout`` seconds (None: as long as it takes).

@@ -170,6 +170,30 @@ class SharedData:
 
 _SHARED_PACK: Final = DATA_SHARED_HEAD.pack
 _READER_PACK: Final = DATA_READER_HEAD.pack
+_SHARED_HEAD_AT: Final = DATA_SHARED_HEAD.unpack_from
+_SHARED_HEAD_BYTES: Final = DATA_SHARED_HEAD.size
+
+
+def shared_sender(frame: SharedData) -> bytes:
+    """The sender field of a built frame (for the rare paths that need it: history replayed
+    to a reader with a sender filter); the fan-out never asks, it knows the writer."""
+    name_len = frame.head[_SHARED_HEAD_BYTES - 1]
+    return frame.head[_SHARED_HEAD_BYTES : _SHARED_HEAD_BYTES + name_len]
+
+
+def shared_payload(frame: SharedData) -> BytesLike:
+    """The payload a built frame carries, without copying it."""
+    if frame.payload:
+        return frame.payload
+    name_len = frame.head[_SHARED_HEAD_BYTES - 1]
+    return memoryview(frame.head)[_SHARED_HEAD_BYTES + name_len :]
+
+
+def with_payload(frame: SharedData, payload: BytesLike) -> SharedData:
+    """The same frame (seq, time, sender) carrying another payload: a reader's view of it."""
+    _, time, name_len = _SHARED_HEAD_AT(frame.head)
+    sender = frame.head[_SHARED_HEAD_BYTES : _SHARED_HEAD_BYTES + name_len]
+    return SharedData(frame.seq, time, sender, payload)
 
 
 def write_data(

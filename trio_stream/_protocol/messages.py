@@ -90,6 +90,7 @@ class ClosePublisher(Request):
 @dataclass(frozen=True)
 class Subscribe(Request):
     OP: ClassVar[str] = "subscribe"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"sender", "view"})
     channel: str
     key: str | None = None
     policy: str = "drop_oldest"
@@ -98,6 +99,25 @@ class Subscribe(Request):
     max_rate: float | None = None
     window: int | None = None
     block_timeout: float | None = None  # s; block only; None: the server's block_timeout_s
+    sender: str | None = None  # only the frames of the writer(s) of this client name
+    view: list[Any] | None = None  # [[start, stop, step], ...] per dimension (array_view.py)
+
+
+@dataclass(frozen=True)
+class Retune(Request):
+    """Change a live subscription; an absent (None) field stays as it is. ``max_rate`` 0
+    removes the rate limit. Answered with the new ``window`` and ``window_bytes``."""
+
+    OP: ClassVar[str] = "retune"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"policy", "size", "every", "max_rate", "block_timeout"}
+    )
+    sub: int
+    policy: str | None = None
+    size: int | None = None
+    every: int | None = None
+    max_rate: float | None = None
+    block_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +245,7 @@ for _cls in (
     OpenPublisher,
     ClosePublisher,
     Subscribe,
+    Retune,
     Unsubscribe,
     ListChannels,
     ListClients,

@@ -31,7 +31,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,10 +39,11 @@ from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceed
 from .._protocol.brief import brief
 from .._protocol.bytes_like import BytesLike
 from .._protocol.codec import encode_control
-from .._protocol.frames import PUBLISH_HEAD, SharedData, sender_field
+from .._protocol.frames import PUBLISH_HEAD, SharedData, sender_field, shared_sender
 from .._protocol.limits import MAX_BUFFERED_BYTES, PUBLISH_WINDOW_BYTES, PUBLISH_WINDOW_FRAMES
 from .buffers import Policy
 from .outbox import Outbox, Reader
+from .selective import Selective
 
 MAX_CHANNEL_NAME_CHARS = 200
 MAX_HISTORY_FRAMES = 10_000
@@ -78,6 +79,21 @@ class Writer:
         self.parked_frames -= 1
         self.parked_bytes -= nbytes
         self.outbox.unparked(self.pub_id, nbytes)
+
+
+class ParkedView:
+    """A parked frame as one reader of a view takes it: its cut, and the shared :class:`Parked`
+    that frees the writer once every block reader has taken its version."""
+
+    __slots__ = ("frame", "parked", "since")
+
+    def __init__(self, parked: Parked, frame: SharedData) -> None:
+        self.parked = parked
+        self.frame = frame
+        self.since = parked.since
+
+    def release(self) -> None:
+        self.parked.release()
 
 
 class Parked:
@@ -121,7 +137,11 @@ class Channel:
     seq: int = 0
     bytes_in: int = 0
     lost: int = 0
-    subscriptions: list[Reader] = field(default_factory=list)
+    subscriptions: list[Reader] = field(default_factory=list)  # every reader
+    # The readers that take every frame whole (the fan-out's plain loop), and the others
+    # (a sender filter or a view: selective.py), made when the first such reader comes.
+    fanout: list[Reader] = field(default_factory=list)
+    selective: Selective | None = None
     publishers: list[Writer] = field(default_factory=list)
     recent: deque[SharedData] = field(default_factory=deque)  # history, oldest first
     recent_bytes: int = 0  # of ``recent``, as written to a reader (SharedData.nbytes)
@@ -351,12 +371,14 @@ class Broker:
         if channel.history:
             self._remember(channel, frame)
         parked: Parked | None = None
-        for sub in channel.subscriptions:
+        for sub in channel.fanout:
             if not sub.offer(frame):
                 if parked is None:
                     parked = self._park(frame, pub, size)
                 parked.waiting += 1
                 sub.park(parked)
+        if channel.selective:  # the one check a channel without selective readers pays
+            parked = self._offer_selective(channel.selective, frame, pub, size, parked)
         if parked is None:
             pub.outbox.ack(pub.pub_id)
 
@@ -372,11 +394,13 @@ class Broker:
         Raises:
             ProtocolError: as :meth:`publish`.
         """
-        if pub.parked_frames:  # rare: every frame checks the writer's window then
+        channel = pub.channel
+        if pub.parked_frames or channel.selective is not None:
+            # Rare: every frame checks the writer's window then; selective readers (a sender
+            # filter, a view) take their frames through publish()'s grouping.
             for time_s, payload in zip(times, payloads, strict=True):
                 self.publish(pub, time_s, payload)
             return
-        channel = pub.channel
         sender = pub.sender
         seq = channel.seq
         frames: list[SharedData] = []
@@ -396,7 +420,7 @@ class Broker:
                 self._remember(channel, frame)
         taken_by_all = count
         refused: list[tuple[Reader, int]] = []
-        for sub in channel.subscriptions:
+        for sub in channel.fanout:
             taken = sub.offer_batch(frames)
             if taken < count:
                 refused.append((sub, taken))
@@ -421,6 +445,27 @@ class Broker:
                 sub.park(parked)
             if parked is None:
                 pub.outbox.ack(pub.pub_id)
+
+    def _offer_selective(
+        self,
+        selective: Selective,
+        frame: SharedData,
+        pub: Writer,
+        size: int,
+        parked: Parked | None,
+    ) -> Parked | None:
+        """Offer ``frame`` to the readers of ``pub``'s frames that select (see publish)."""
+        for sub, shown in selective.targets(frame, pub.sender, self.cut):
+            if not sub.offer(shown):
+                if parked is None:
+                    parked = self._park(frame, pub, size)
+                parked.waiting += 1
+                sub.park(parked if shown is frame else ParkedView(parked, shown))
+        return parked
+
+    def cut(self, frame: SharedData, view: Hashable) -> SharedData:
+        """``frame`` as a reader of ``view`` gets it."""
+        return frame
 
     def _check_window(self, pub: Writer, size: int) -> None:
         nbytes = PUBLISH_HEAD.size + size
@@ -462,8 +507,11 @@ class Broker:
         channel.seq = seq
         frame = SharedData(seq, time.time(), sender, payload)
         channel.bytes_in += len(payload)
-        for sub in channel.subscriptions:
-            if not sub.offer(frame) and sub.policy is Policy.BLOCK:
+        targets: Iterable[tuple[Reader, SharedData]] = ((sub, frame) for sub in channel.fanout)
+        if channel.selective:
+            targets = itertools.chain(targets, channel.selective.targets(frame, sender, self.cut))
+        for sub, shown in targets:
+            if not sub.offer(shown) and sub.policy is Policy.BLOCK:
                 # A stuck reader loses server events rather than stall the server, and hears
                 # of it on its next message like any other loss.
                 sub.skip(1)
@@ -482,9 +530,28 @@ class Broker:
         """
         channel = sub.channel
         channel.subscriptions.append(sub)
+        if sub.sender is None and sub.view is None:
+            channel.fanout.append(sub)
+        else:
+            if channel.selective is None:
+                channel.selective = Selective()
+            channel.selective.add(sub)
         if channel.recent:
-            _replay_history(sub, channel.recent)
+            _replay_history(sub, self._history_for(sub, channel.recent))
         self._readers_changed(channel)
+
+    def _history_for(self, sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:
+        """The channel's history as ``sub`` would have received it: its sender's, its view."""
+        if sub.sender is None and sub.view is None:
+            return recent
+        frames: Iterable[SharedData] = recent
+        if sub.sender is not None:
+            sender = sub.sender
+            frames = (frame for frame in frames if shared_sender(frame) == sender)
+        if sub.view is not None:
+            view = sub.view
+            frames = (self.cut(frame, view) for frame in frames)
+        return deque(frames)
 
     def unsubscribe(self, sub: Reader) -> None:
         """The reader is gone: detach it and free its buffer."""
@@ -497,6 +564,10 @@ class Broker:
         sub.drop_parked()
         if sub in channel.subscriptions:
             channel.subscriptions.remove(sub)
+            if sub in channel.fanout:
+                channel.fanout.remove(sub)
+            elif channel.selective is not None:
+                channel.selective.remove(sub)
             self._readers_changed(channel)
 
     def _readers_changed(self, channel: Channel) -> None:

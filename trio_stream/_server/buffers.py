@@ -143,6 +143,43 @@ class PolicyBuffer(Generic[T]):
         self._skipped = 0
         return True, len(dropped), dropped
 
+    def resize(self, policy: Policy, size: int | None) -> list[T]:
+        """Change the policy and size of a live buffer (a subscription retuned).
+
+        What no longer fits goes as the new policy would have let it go had it been in force:
+        ``drop_newest`` loses the newest frames, ``drop_oldest`` and ``clear`` the oldest (the
+        newest ``size`` stay: a retune must not empty a buffer it merely shrinks). ``block``
+        and ``unbounded`` never lose: a ``block`` buffer over its new size stays over it until
+        the reader drains it (new frames wait for room meanwhile). Losses ride on the next
+        frame out, as any other.
+
+        Returns:
+            The frames dropped (each one lost frame).
+
+        Raises:
+            ValueError: a bounded policy without a size of at least 1.
+        """
+        if policy is Policy.UNBOUNDED:
+            size = None
+        elif size is None or size < 1:
+            raise ValueError(f"policy {policy.value} needs size >= 1 (frames), got {size!r}")
+        self.policy = policy
+        self.size = size
+        self._limit = sys.maxsize if size is None else size
+        items = self._items
+        dropped: list[T] = []
+        if policy is Policy.BLOCK:
+            return dropped
+        while len(items) > self._limit:
+            if policy is Policy.DROP_NEWEST:
+                item, lost_before = items.pop()
+                self._skipped += lost_before + 1  # owed to the next frame admitted
+            else:
+                item, lost_before = items.popleft()
+                self._carry += lost_before + 1  # owed to the next frame out
+            dropped.append(item)
+        return dropped
+
     def skip(self, count: int) -> None:
         """Count ``count`` frames lost just before the next item admitted (e.g. old history)."""
         self._skipped += count
@@ -167,6 +204,10 @@ class PolicyBuffer(Generic[T]):
             items[0] = (item, lost + self._carry)
             self._carry = 0
         return items
+
+    def items(self) -> list[T]:
+        """The frames buffered, oldest first (a copy: for the rare bookkeeping that needs it)."""
+        return [item for item, _ in self._items]
 
     def peek(self) -> T | None:
         """The oldest item, left in place (None when empty)."""

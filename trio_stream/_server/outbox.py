@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -32,7 +32,7 @@ from .buffers import Policy, PolicyBuffer
 from .fairness import DeficitRoundRobin
 
 if TYPE_CHECKING:
-    from .broker import Channel, Parked, Writer
+    from .broker import Channel, Parked, ParkedView, Writer
 
 SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 # A block reader that has held its channel's writers back this long (seconds) is shown as
@@ -135,9 +135,12 @@ class Reader:
         "parked",
         "policy",
         "seen",
+        "sender",
         "sent",
         "sub_id",
+        "view",
         "window",
+        "window_asked",
         "window_bytes",
     )
 
@@ -153,6 +156,10 @@ class Reader:
         window: int,
         window_bytes: int,
         block_timeout: float | None = None,
+        *,
+        sender: bytes | None = None,
+        view: Hashable | None = None,
+        window_asked: int | None = None,
     ) -> None:
         self.sub_id = sub_id
         self.channel = channel
@@ -173,7 +180,9 @@ class Reader:
         self.closed = False
         self.ending = False  # channel ended: send what is buffered, then the end
         self.doomed = False  # over the connection's memory limit: ends, takes nothing more
-        self.parked: deque[Parked] = deque()  # frames waiting for room here (block only)
+        self.parked: deque[Parked | ParkedView] = (
+            deque()
+        )  # frames waiting for room here (block only)
         self.block_timeout = block_timeout  # s a frame may stay parked here; None: no limit
         self.held_reported = False  # shown in held_by (parked for HOLD_NOTICE_S or more)
         self.seen = 0  # frames of the channel offered since subscribing (for every=N)
@@ -181,6 +190,12 @@ class Reader:
         self.next_due = 0.0
         self.lost = 0
         self.sent = 0
+        # Selection (fixed for the subscription's life): only this writer name's frames (the
+        # DATA sender field), and only this view of array frames. The broker keeps readers
+        # that have either apart from the others (see selective.py), so offer() never looks.
+        self.sender = sender
+        self.view = view
+        self.window_asked = window_asked  # what the client asked for (a retune re-derives)
 
     # -- fan-out side ----------------------------------------------------------------------
     def offer(self, frame: SharedData) -> bool:
@@ -333,7 +348,7 @@ class Reader:
         self.latest = frame
         self.outbox.schedule_rate(self)
 
-    def park(self, parked: Parked) -> None:
+    def park(self, parked: Parked | ParkedView) -> None:
         """The broker holds ``parked`` until this (block) reader has room for it."""
         if not self.parked:
             self.outbox.holding(self)
@@ -423,6 +438,65 @@ class Reader:
         if self.held_reported:
             self.held_reported = False
             self.channel.hold_event("released")
+
+    # -- retune ------------------------------------------------------------------------------
+    def retune(
+        self,
+        policy: Policy,
+        size: int | None,
+        every: int,
+        max_rate: float | None,
+        window: int,
+        block_timeout: float | None,
+    ) -> None:
+        """Change this live subscription at once, between two frames: no gap, no duplicate.
+
+        The buffer keeps its frames (what a smaller size no longer holds is lost the way the
+        new policy loses, see PolicyBuffer.resize); frames parked for a reader that leaves
+        ``block`` go into its buffer now, under the new policy, and their writers go on. The
+        newest frame held back by ``max_rate`` stays held until the new interval from the
+        last delivery has passed (at once when the rate limit goes). ``every`` counts afresh:
+        the next frame is kept. The credit window follows: frames in flight keep counting
+        against the new ``window``.
+        """
+        outbox = self.outbox
+        if self.blocks_writers:
+            # The block share is recomputed from what is buffered after the change.
+            outbox.block_bytes -= sum(frame.nbytes for frame in self.buffer.items())
+        dropped = self.buffer.resize(policy, size)
+        self.policy = policy
+        self.blocks_writers = policy is Policy.BLOCK
+        self.block_timeout = block_timeout if self.blocks_writers else None
+        if dropped:
+            freed = sum(frame.nbytes for frame in dropped)
+            outbox.buffered_bytes -= freed
+            outbox.totals.buffered_bytes -= freed
+            self.lost += len(dropped)
+            self.channel.count_lost(len(dropped))
+        if self.blocks_writers:
+            outbox.block_bytes += sum(frame.nbytes for frame in self.buffer.items())
+        if every != self.every:
+            self.every = every
+            self.seen = 0
+        if max_rate != self.max_rate:
+            old_interval = self.interval
+            self.max_rate = max_rate
+            self.interval = 1.0 / max_rate if max_rate else 0.0
+            # Due one new interval after the last delivery (at once without a limit before).
+            self.next_due = self.next_due - old_interval + self.interval if old_interval else 0.0
+            if self.latest is not None:
+                if self.interval:
+                    outbox.owner.wake_sender()  # a new deadline for the held frame
+                else:
+                    self.release_rate(outbox.clock())
+        in_flight = self.window - self.credit
+        self.window = window
+        self.credit = window - in_flight
+        if self.parked:
+            # Leaving block: a lossy policy admits them all; staying: a larger size may fit.
+            self._unpark()
+        if not self.active and self.ready():
+            outbox.activate(self)
 
     def add_credit(self, frames: int) -> None:
         inflight = self._inflight
@@ -524,6 +598,10 @@ class Outbox:
         window: int,
         window_bytes: int,
         block_timeout: float | None,
+        *,
+        sender: bytes | None = None,
+        view: Hashable | None = None,
+        window_asked: int | None = None,
     ) -> Reader:
         reader = Reader(
             self._next_sub,
@@ -536,6 +614,9 @@ class Outbox:
             window,
             window_bytes,
             block_timeout,
+            sender=sender,
+            view=view,
+            window_asked=window_asked,
         )
         self._next_sub += 1
         self.readers[reader.sub_id] = reader

@@ -8,10 +8,12 @@ touch only in-memory state (broker, outbox, server state); none awaits.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import AuthError, InvalidArgument, LimitExceeded
+from .._protocol.brief import brief
+from .._protocol.frames import sender_field
 from .._protocol.limits import SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
 from .._protocol.messages import (
     Admin,
@@ -23,6 +25,7 @@ from .._protocol.messages import (
     ListClients,
     Message,
     OpenPublisher,
+    Retune,
     Subscribe,
     Unsubscribe,
 )
@@ -85,20 +88,13 @@ def subscribe(session: Session, msg: Subscribe) -> dict[str, int]:
             "(max_subscriptions_per_client); unsubscribe some first"
         )
     policy, size = parse_policy(msg.policy, msg.size)
-    if msg.every < 1:
-        raise InvalidArgument("every must be 1 or more")
-    if msg.max_rate is not None and not (0 < msg.max_rate < math.inf):
-        raise InvalidArgument("max_rate must be a positive number of frames per second")
-    block_timeout = msg.block_timeout
-    if block_timeout is None:
-        block_timeout = state.config.block_timeout_s
-    elif not 0 < block_timeout < math.inf:
-        raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
+    _check_every(msg.every)
+    _check_max_rate(msg.max_rate)
+    block_timeout = _block_timeout(session, msg.block_timeout)
+    sender = _sender(msg.sender)
+    view = _view(msg.view)
     channel = state.broker.lookup(msg.channel, msg.key, session)
-    window = min(msg.window or SUBSCRIBE_WINDOW_FRAMES, SUBSCRIBE_WINDOW_FRAMES)
-    if size is not None:
-        window = min(window, size)
-    window = max(window, 1)
+    window = _window(msg.window, size)
     reader = outbox.open_reader(
         channel,
         policy,
@@ -108,9 +104,85 @@ def subscribe(session: Session, msg: Subscribe) -> dict[str, int]:
         window,
         SUBSCRIBE_WINDOW_BYTES,
         block_timeout if policy is Policy.BLOCK else None,
+        sender=sender,
+        view=view,
+        window_asked=msg.window,
     )
     state.broker.subscribe(reader)
     return {"sub": reader.sub_id, "window": window, "window_bytes": SUBSCRIBE_WINDOW_BYTES}
+
+
+def retune(session: Session, msg: Retune) -> dict[str, int]:
+    """Change a live subscription (see Reader.retune); absent fields stay as they are."""
+    reader = session.outbox.readers.get(msg.sub)
+    if reader is None:
+        raise InvalidArgument(
+            f"no subscription {msg.sub} on this connection (it ended or was never opened): "
+            "subscribe again"
+        )
+    policy, size = parse_policy(
+        reader.policy.value if msg.policy is None else msg.policy,
+        reader.buffer.size if msg.size is None else msg.size,
+    )
+    every = reader.every if msg.every is None else msg.every
+    _check_every(every)
+    max_rate = reader.max_rate
+    if msg.max_rate is not None:
+        max_rate = msg.max_rate or None  # 0: no rate limit
+        _check_max_rate(max_rate)
+    if msg.block_timeout is not None:
+        block_timeout = _block_timeout(session, msg.block_timeout)
+    elif reader.block_timeout is not None:
+        block_timeout = reader.block_timeout
+    else:
+        block_timeout = _block_timeout(session, None)
+    window = _window(reader.window_asked, size)
+    reader.retune(policy, size, every, max_rate, window, block_timeout)
+    return {"window": window, "window_bytes": reader.window_bytes}
+
+
+def _check_every(every: int) -> None:
+    if every < 1:
+        raise InvalidArgument("every must be 1 or more")
+
+
+def _check_max_rate(max_rate: float | None) -> None:
+    if max_rate is not None and not (0 < max_rate < math.inf):
+        raise InvalidArgument("max_rate must be a positive number of frames per second")
+
+
+def _block_timeout(session: Session, asked: float | None) -> float | None:
+    """The block_timeout a block reader gets: its own, or the server's block_timeout_s."""
+    if asked is None:
+        return session.state.config.block_timeout_s
+    if not 0 < asked < math.inf:
+        raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
+    return asked
+
+
+def _window(asked: int | None, size: int | None) -> int:
+    """Frames in flight: what the client asked for, within the server's bound and ``size``."""
+    window = min(asked or SUBSCRIBE_WINDOW_FRAMES, SUBSCRIBE_WINDOW_FRAMES)
+    if size is not None:
+        window = min(window, size)
+    return max(window, 1)
+
+
+def _sender(name: str | None) -> bytes | None:
+    """A sender filter as the DATA frames' sender field carries the name."""
+    if name is None:
+        return None
+    if not name or not name.isprintable():
+        raise InvalidArgument(
+            f"sender must be a client's name (printable, not empty), not {brief(name)}"
+        )
+    return sender_field(name)
+
+
+def _view(wire: list[Any] | None) -> Hashable | None:
+    if wire is not None:
+        raise InvalidArgument("this server cuts no array views: subscribe without view=")
+    return None
 
 
 def unsubscribe(session: Session, msg: Unsubscribe) -> None:
@@ -140,6 +212,7 @@ REQUEST_HANDLERS: Final[dict[type[Message], Handler]] = {
     OpenPublisher: open_publisher,
     ClosePublisher: close_publisher,
     Subscribe: subscribe,
+    Retune: retune,
     Unsubscribe: unsubscribe,
     ListChannels: list_channels,
     ListClients: list_clients,
