@@ -170,6 +170,7 @@ async def test_a_sender_filter_must_name_someone(url: str) -> None:
 
 async def test_sync_client_passes_the_sender_filter(server: ts.Server) -> None:
     url = server.tcp_url
+    assert url is not None
 
     def scenario() -> None:
         with (
