@@ -3,12 +3,12 @@ what an outbox tells it, a clock the test moves, and a decoder for the pieces of
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from trio_stream._protocol import frames as F
 from trio_stream._protocol import messages as M
+from trio_stream._protocol.array_view import View
 from trio_stream._protocol.framing import FrameDecoder
 from trio_stream._server.broker import Broker, Channel, Writer
 from trio_stream._server.buffers import Policy
@@ -125,7 +125,7 @@ class World:
         window_bytes: int = 8 << 20,
         block_timeout: float | None = None,
         sender: str | None = None,
-        view: Hashable | None = None,
+        view: View | None = None,
     ) -> Reader:
         reader = outbox.open_reader(
             channel,

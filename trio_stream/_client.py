@@ -32,6 +32,7 @@ from ._exceptions import (
 )
 from ._protocol import frames as F
 from ._protocol import messages as M
+from ._protocol.array_view import View
 from ._protocol.bytes_like import BytesLike
 from ._protocol.codec import EncodedPayload, decode_payload, encode_payload
 from ._protocol.compression import Compressor, compressor
@@ -644,6 +645,7 @@ class Client:
         window: int | None = None,
         block_timeout: float | None = None,
         sender: str | None = None,
+        view: View | None = None,
     ) -> Subscription:
         """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
         if policy not in POLICIES:
@@ -656,6 +658,8 @@ class Client:
             raise InvalidArgument("max_rate must be a positive number of frames per second")
         if block_timeout is not None and not 0 < block_timeout < math.inf:
             raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
+        if view is not None and not isinstance(view, View):
+            raise InvalidArgument(f"view must be a ts.View, not {type(view).__name__}")
 
         def register(result: Any) -> Subscription:
             window_bytes = result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES)
@@ -675,6 +679,7 @@ class Client:
             window=window,
             block_timeout=None if block_timeout is None else float(block_timeout),
             sender=sender,
+            view=None if view is None else view.to_wire(),
         )
         return sub
 
@@ -691,6 +696,7 @@ class Client:
         window: int | None = None,
         block_timeout: float | None = None,
         sender: str | None = None,
+        view: View | None = None,
     ) -> AsyncIterator[Subscription]:
         """``async with client.subscribe("ch", policy=..., size=...) as sub: async for msg in sub``.
 
@@ -707,6 +713,8 @@ class Client:
                 with ``LimitExceeded`` (default: the server's ``block_timeout_s``).
             sender: only the frames written by the client of this name (filtered on the
                 server; ``every`` and ``max_rate`` then count that writer's frames only).
+            view: ``ts.View(slices=...)``: of each numpy frame only this strided sub-array,
+                cut by the server (other frames arrive whole).
         """
         sub = await self.open_subscription(
             channel,
@@ -718,6 +726,7 @@ class Client:
             window=window,
             block_timeout=block_timeout,
             sender=sender,
+            view=view,
         )
         try:
             yield sub

@@ -40,6 +40,7 @@ import trio
 
 from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
 from ._exceptions import ConnectionClosed, FrameTooLarge, TrioStreamError
+from ._protocol.array_view import View
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor, compressor
 from ._protocol.frames import PUBLISH_HEAD
@@ -617,6 +618,7 @@ class SyncClient:
         window: int | None = None,
         block_timeout: float | None = None,
         sender: str | None = None,
+        view: View | None = None,
     ) -> SyncSubscription:
         """``with c.subscribe("ch", policy=..., size=...) as sub: for msg in sub: ...``.
 
@@ -636,6 +638,7 @@ class SyncClient:
                 window=window,
                 block_timeout=block_timeout,
                 sender=sender,
+                view=view,
             )
         )
         return SyncSubscription(self, sub)

@@ -31,15 +31,23 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded, ProtocolError
+from .._protocol.array_view import View, cut_array
 from .._protocol.brief import brief
 from .._protocol.bytes_like import BytesLike
 from .._protocol.codec import encode_control
-from .._protocol.frames import PUBLISH_HEAD, SharedData, sender_field, shared_sender
+from .._protocol.frames import (
+    PUBLISH_HEAD,
+    SharedData,
+    sender_field,
+    shared_payload,
+    shared_sender,
+    with_payload,
+)
 from .._protocol.limits import MAX_BUFFERED_BYTES, PUBLISH_WINDOW_BYTES, PUBLISH_WINDOW_FRAMES
 from .buffers import Policy
 from .outbox import Outbox, Reader
@@ -463,9 +471,12 @@ class Broker:
                 sub.park(parked if shown is frame else ParkedView(parked, shown))
         return parked
 
-    def cut(self, frame: SharedData, view: Hashable) -> SharedData:
-        """``frame`` as a reader of ``view`` gets it."""
-        return frame
+    @staticmethod
+    def cut(frame: SharedData, view: View) -> SharedData:
+        """``frame`` as a reader of ``view`` gets it: the sub-array of an array payload, cut
+        from its bytes (array_view.py); any other payload, ``frame`` itself."""
+        payload = cut_array(shared_payload(frame), view)
+        return frame if payload is None else with_payload(frame, payload)
 
     def _check_window(self, pub: Writer, size: int) -> None:
         nbytes = PUBLISH_HEAD.size + size

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
 from .._exceptions import LimitExceeded, ProtocolError
+from .._protocol.array_view import View
 from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import SharedData, pub_ack_frame, write_data
 from .._protocol.framing import frame_prefix
@@ -158,7 +159,7 @@ class Reader:
         block_timeout: float | None = None,
         *,
         sender: bytes | None = None,
-        view: Hashable | None = None,
+        view: View | None = None,
         window_asked: int | None = None,
     ) -> None:
         self.sub_id = sub_id
@@ -600,7 +601,7 @@ class Outbox:
         block_timeout: float | None,
         *,
         sender: bytes | None = None,
-        view: Hashable | None = None,
+        view: View | None = None,
         window_asked: int | None = None,
     ) -> Reader:
         reader = Reader(

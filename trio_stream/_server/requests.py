@@ -8,10 +8,11 @@ touch only in-memory state (broker, outbox, server state); none awaits.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import AuthError, InvalidArgument, LimitExceeded
+from .._protocol.array_view import View
 from .._protocol.brief import brief
 from .._protocol.frames import sender_field
 from .._protocol.limits import SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
@@ -179,10 +180,13 @@ def _sender(name: str | None) -> bytes | None:
     return sender_field(name)
 
 
-def _view(wire: list[Any] | None) -> Hashable | None:
-    if wire is not None:
-        raise InvalidArgument("this server cuts no array views: subscribe without view=")
-    return None
+def _view(wire: list[Any] | None) -> View | None:
+    """A view as the client sent it (InvalidArgument for a malformed one); none when empty:
+    a view of no slices is the whole frame, and such a reader joins the plain fan-out."""
+    if wire is None:
+        return None
+    view = View.from_wire(wire)
+    return view if view.slices else None
 
 
 def unsubscribe(session: Session, msg: Unsubscribe) -> None:

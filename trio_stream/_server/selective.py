@@ -11,9 +11,10 @@ per publish for all the readers that share it (View is hashable and compares by 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from .._protocol.array_view import View
 from .._protocol.frames import SharedData
 
 if TYPE_CHECKING:
@@ -21,9 +22,9 @@ if TYPE_CHECKING:
 
 #: ``cut(frame, view)``: the frame as a reader of ``view`` gets it (the frame itself when the
 #: view does not apply to it, e.g. a payload that is no array).
-Cut = Callable[[SharedData, Hashable], SharedData]
+Cut = Callable[[SharedData, View], SharedData]
 
-_Groups = dict[Hashable | None, list["Reader"]]
+_Groups = dict[View | None, list["Reader"]]
 
 
 class Selective:
