@@ -136,6 +136,67 @@ test('numpy arrays published from Python decode to typed arrays', { skip }, asyn
   assert.deepStrictEqual(got[6], { t: 1.5, x: new Float64Array([0, 0.25, 0.5, 0.75, 1]) });
 });
 
+test('subscribe sender: only that writer\'s frames, none counted lost', { skip }, async () => {
+  await client.createChannel('js/temps');
+  const other = await connect(url, { name: 'js-sensor-8' });
+  const sub = await client.subscribe('js/temps', { policy: 'block', size: 50, sender: 'js-sensor-8' });
+  const mine = await client.publisher('js/temps');
+  const theirs = await other.publisher('js/temps');
+  await mine.waitForReaders({ timeout: 2000 });
+  await theirs.waitForReaders({ timeout: 2000 });
+  for (let i = 0; i < 10; i++) await (i % 2 ? theirs : mine).send(i);
+  await theirs.send('end');
+  const got = [];
+  for await (const msg of sub) {
+    assert.equal(msg.sender, 'js-sensor-8');
+    assert.equal(msg.lost, 0);
+    if (msg.data === 'end') break;
+    got.push(msg.data);
+  }
+  assert.deepStrictEqual(got, [1, 3, 5, 7, 9]);
+  assert.equal(sub.lost, 0);
+  await mine.close();
+  await other.close();
+});
+
+test('subscribe view: the server cuts numpy frames, other frames pass whole', { skip }, async () => {
+  await client.createChannel('js/view');
+  const sub = await client.subscribe('js/view', { policy: 'unbounded', size: null, view: [[null, null, 2], [null, null, 2]] });
+  const py = await client.rpc('py');
+  const n = await py.call('publish_arrays', ['js/view']);
+  const got = [];
+  for await (const msg of sub) { got.push(msg.data); if (got.length === n) break; }
+  // arange(12, u1).reshape(3, 4)[::2, ::2]
+  assert.deepStrictEqual(got[4], new NDArray([2, 2], new Uint8Array([0, 2, 8, 10])));
+  assert.deepStrictEqual(got[0], new NDArray([1, 2], new Float64Array([0, 2])));
+  assert.deepStrictEqual(got[1], new BigInt64Array([1n, -2n, 3n])); // fewer dimensions than the view: whole
+  assert.deepStrictEqual(got[6], { t: 1.5, x: new Float64Array([0, 0.25, 0.5, 0.75, 1]) }); // no array: whole
+  await assert.rejects(client.subscribe('js/view', { view: [[null, null, 0]] }), RangeError);
+  await assert.rejects(client.subscribe('js/view', { view: [1, 2] }), TypeError);
+  await sub.close();
+});
+
+test('retune: maxRate off delivers the held frame now; size follows', { skip }, async () => {
+  await client.createChannel('js/retune');
+  const sub = await client.subscribe('js/retune', { maxRate: 0.1, size: 10 });
+  const pub = await client.publisher('js/retune');
+  await pub.waitForReaders({ timeout: 2000 });
+  await pub.send(1);
+  assert.equal((await sub.next()).value.data, 1);
+  await pub.send(2); // held for 10 s by maxRate
+  const started = Date.now();
+  await sub.retune({ maxRate: null, size: 3 });
+  assert.equal((await sub.next()).value.data, 2);
+  assert.ok(Date.now() - started < 5000, 'not held for the old interval');
+  assert.equal(sub.maxRate, null);
+  assert.equal(sub.size, 3);
+  assert.equal(sub.window, 3, 'the window follows the new size');
+  await assert.rejects(sub.retune({ policy: 'bogus' }), TypeError);
+  await assert.rejects(client.request('retune', { sub: sub.id, every: 0 }), /every/);
+  await pub.close();
+  await sub.close();
+});
+
 test('RPC: calls, keyword arguments, remote errors, timeouts', { skip }, async () => {
   const py = await client.rpc('py');
   assert.deepStrictEqual(await py.call('echo', ['HALLO']), 'HALLO');

@@ -373,6 +373,11 @@ export class Client extends Emitter {
    * @param {number|null} [o.blockTimeout=null] block only: seconds this reader may hold the
    *   channel's writers back before the server ends it (default: the server's block_timeout_s)
    * @param {string|null} [o.key=null] channel key for private channels
+   * @param {string|null} [o.sender=null] only the frames written by the client of this name
+   *   (filtered on the server; every and maxRate then count that writer's frames only)
+   * @param {Array<Array<number|null>>|null} [o.view=null] of each numpy frame only this
+   *   strided sub-array, cut by the server: one [start, stop, step] per dimension (null for
+   *   none, as in Python slices), e.g. [[null, null, 4], [null, null, 4]]; other frames whole
    * @param {(msg) => any} [o.onMessage]
    */
   async subscribe(channel, o = {}) {
@@ -848,6 +853,22 @@ export class Client extends Emitter {
  * subscription lost to overflow since its previous message). Leaving a `for await` loop early
  * (break/return/throw) unsubscribes. Events: 'message' (msg), 'end' (reason), 'error' (Error).
  */
+function checkTuning(o) {
+  if (!POLICIES.includes(o.policy)) throw new TypeError(`unknown policy ${JSON.stringify(o.policy)}`);
+  if (!Number.isInteger(o.every) || o.every < 1) throw new RangeError('every must be an integer >= 1');
+  if (o.size !== null && (!Number.isInteger(o.size) || o.size < 1)) throw new RangeError('size must be an integer >= 1 or null');
+  if (o.maxRate !== null && !(o.maxRate > 0)) throw new RangeError('maxRate must be > 0 or null');
+}
+
+/** A view as the server takes it: [[start, stop, step], ...], integers or null, step not 0. */
+function checkView(view) {
+  const bound = (x) => x === null || Number.isInteger(x);
+  if (!Array.isArray(view) || !view.every((s) => Array.isArray(s) && s.length === 3 && s.every(bound))) {
+    throw new TypeError('view is a list of [start, stop, step] (null for none), e.g. [[null, null, 4]]');
+  }
+  if (view.some((s) => s[2] === 0)) throw new RangeError('a view slice step cannot be zero');
+}
+
 export class Subscription extends Emitter {
   id = null; // the server's sub id on the current connection
   window = 0;
@@ -879,11 +900,49 @@ export class Subscription extends Emitter {
     this.requestedWindow = o.window ?? null;
     this.blockTimeout = o.blockTimeout ?? o.block_timeout ?? null;
     this.key = o.key ?? null;
+    this.sender = o.sender ?? null;
+    this.view = o.view ?? null;
     this.#onMessage = o.onMessage ?? null;
-    if (!POLICIES.includes(this.policy)) throw new TypeError(`unknown policy ${JSON.stringify(this.policy)}`);
-    if (!Number.isInteger(this.every) || this.every < 1) throw new RangeError('every must be an integer >= 1');
-    if (this.size !== null && (!Number.isInteger(this.size) || this.size < 1)) throw new RangeError('size must be an integer >= 1 or null');
-    if (this.maxRate !== null && !(this.maxRate > 0)) throw new RangeError('maxRate must be > 0 or null');
+    checkTuning(this);
+    if (this.sender !== null && (typeof this.sender !== 'string' || !this.sender)) throw new TypeError('sender must be a client name');
+    if (this.view !== null) checkView(this.view);
+  }
+
+  /**
+   * Change this subscription on the server, between two frames: no gap, no duplicate.
+   * Options left out stay as they are; `maxRate: null` removes the rate limit. A smaller size
+   * keeps the newest frames (drop_newest: the oldest) and counts the others in `lost`.
+   * @param {object} o policy, size, every, maxRate, blockTimeout (as in subscribe)
+   */
+  async retune(o = {}) {
+    if (this.ended) throw new InvalidArgument(`this subscription has ended (${this.endReason})`);
+    if (this.id === null) throw new ConnectionClosed('not connected: retune once resubscribed');
+    const next = {
+      policy: o.policy ?? this.policy,
+      size: o.size === undefined ? this.size : o.size,
+      every: o.every ?? this.every,
+      maxRate: o.maxRate === undefined ? (o.max_rate === undefined ? this.maxRate : o.max_rate) : o.maxRate,
+      blockTimeout: o.blockTimeout ?? o.block_timeout ?? this.blockTimeout,
+    };
+    checkTuning(next);
+    const fields = { sub: this.id };
+    if (o.policy !== undefined) fields.policy = next.policy;
+    if (o.size !== undefined && o.size !== null) fields.size = next.size;
+    if (o.every !== undefined) fields.every = next.every;
+    if (o.maxRate !== undefined || o.max_rate !== undefined) fields.max_rate = next.maxRate ?? 0; // 0: no limit
+    if (o.blockTimeout != null || o.block_timeout != null) fields.block_timeout = next.blockTimeout;
+    const gen = this.#gen;
+    await this.#client.request('retune', fields, {
+      onReply: (reply) => {
+        // In order with the frames around it: credit goes back by the new window from here.
+        if (gen !== this.#gen || !reply) return;
+        if (Number.isInteger(reply.window) && reply.window > 0) this.window = reply.window;
+        if (Number.isInteger(reply.window_bytes) && reply.window_bytes > 0) this.windowBytes = reply.window_bytes;
+        if (this.#unacked >= Math.max(1, Math.ceil(this.window / 4))) this.#returnCredit();
+      },
+    });
+    // A resubscription after a reconnect asks for the retuned subscription.
+    Object.assign(this, next);
   }
 
   async _subscribe() {
@@ -893,6 +952,8 @@ export class Subscription extends Emitter {
         channel: this.channel, key: this.key, policy: this.policy, size: this.size,
         every: this.every, max_rate: this.maxRate, window: this.requestedWindow,
         block_timeout: this.blockTimeout,
+        ...(this.sender !== null && { sender: this.sender }),
+        ...(this.view !== null && { view: this.view }),
       }, { onReply: (reply) => this.#attach(reply) });
     } finally {
       this.#requesting = false;
