@@ -385,7 +385,7 @@ class Broker:
                     parked = self._park(frame, pub, size)
                 parked.waiting += 1
                 sub.park(parked)
-        if channel.selective:  # the one check a channel without selective readers pays
+        if channel.selective is not None:  # the one check a channel without selective readers pays
             parked = self._offer_selective(channel.selective, frame, pub, size, parked)
         if parked is None:
             pub.outbox.ack(pub.pub_id)
@@ -519,7 +519,7 @@ class Broker:
         frame = SharedData(seq, time.time(), sender, payload)
         channel.bytes_in += len(payload)
         targets: Iterable[tuple[Reader, SharedData]] = ((sub, frame) for sub in channel.fanout)
-        if channel.selective:
+        if channel.selective is not None:
             targets = itertools.chain(targets, channel.selective.targets(frame, sender, self.cut))
         for sub, shown in targets:
             if not sub.offer(shown) and sub.policy is Policy.BLOCK:
@@ -579,6 +579,8 @@ class Broker:
                 channel.fanout.remove(sub)
             elif channel.selective is not None:
                 channel.selective.remove(sub)
+                if not channel.selective:
+                    channel.selective = None  # publish checks `is None` again, no __bool__
             self._readers_changed(channel)
 
     def _readers_changed(self, channel: Channel) -> None:
