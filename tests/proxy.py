@@ -7,6 +7,11 @@ every connection to the target. Faults are injected for real, on sockets:
   open and nothing arrives); ``release()`` forwards again, losing nothing.
 - ``cut()``: close every connection both ways (FIN: an orderly end of stream).
 - ``reset()``: abort every connection both ways (RST: "connection reset by peer").
+- ``refuse()``: close new connections at once (a server that is down) until ``accept()``.
+- ``stall()``: the connections open now stop forwarding for good, and stay open (a half-open
+  path: neither end hears of it); new connections flow.
+
+``accept_times`` holds the trio clock of every connection forwarded to the target.
 
 New connections are accepted while held (and then held too), so a client that reconnects
 finds the proxy where it left it.
@@ -33,6 +38,8 @@ class _Link:
         self.target = target
         self.scope = trio.CancelScope()
         self.abort = False
+        self.stalled = trio.Event()  # never set: a stalled link waits on it for good
+        self.is_stalled = False
 
 
 class TcpProxy:
@@ -44,6 +51,8 @@ class TcpProxy:
         self.url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
         self.links: set[_Link] = set()
         self.accepted = 0
+        self.accept_times: list[float] = []
+        self.refusing = False
         self._flowing = trio.Event()
         self._flowing.set()
 
@@ -65,6 +74,18 @@ class TcpProxy:
         for link in self.links:
             link.scope.cancel()
 
+    def refuse(self) -> None:
+        """Close new connections at once, until accept()."""
+        self.refusing = True
+
+    def accept(self) -> None:
+        self.refusing = False
+
+    def stall(self) -> None:
+        """The connections open now forward nothing more and stay open; new ones flow."""
+        for link in self.links:
+            link.is_stalled = True
+
     def reset(self) -> None:
         """Abort every connection, both ways, with an RST."""
         for link in self.links:
@@ -73,18 +94,22 @@ class TcpProxy:
 
     async def _handle(self, client: trio.SocketStream) -> None:
         self.accepted += 1
+        if self.refusing:
+            await trio.aclose_forcefully(client)
+            return
         try:
             target = await trio.open_tcp_stream(*self.target)
         except OSError:
             await trio.aclose_forcefully(client)
             return
         link = _Link(client, target)
+        self.accept_times.append(trio.current_time())
         self.links.add(link)
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pump, client, target, nursery.cancel_scope)
-                    nursery.start_soon(self._pump, target, client, nursery.cancel_scope)
+                    nursery.start_soon(self._pump, link, client, target, nursery.cancel_scope)
+                    nursery.start_soon(self._pump, link, target, client, nursery.cancel_scope)
         finally:
             self.links.discard(link)
             for stream in (client, target):
@@ -94,7 +119,11 @@ class TcpProxy:
                 await trio.aclose_forcefully(stream)
 
     async def _pump(
-        self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
+        self,
+        link: _Link,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        both: trio.CancelScope,
     ) -> None:
         try:
             while True:
@@ -103,6 +132,8 @@ class TcpProxy:
                 if not data:
                     break
                 await self._flowing.wait()  # held meanwhile: this chunk waits with the rest
+                if link.is_stalled:
+                    await link.stalled.wait()
                 await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

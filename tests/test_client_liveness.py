@@ -44,8 +44,11 @@ def url_of(server: ts.Server, transport: str) -> str:
 
 
 @asynccontextmanager
-async def server_process(idle_timeout_s: float) -> AsyncIterator[tuple[trio.Process, str]]:
-    """``trio-stream serve`` in a child process (so that it can be stopped), and its TCP URL."""
+async def server_process(
+    idle_timeout_s: float = 30.0, tcp_port: int = 0
+) -> AsyncIterator[tuple[trio.Process, str]]:
+    """``trio-stream serve`` in a child process (so that it can be stopped or killed), and its
+    TCP URL; ``tcp_port`` to start it again where a killed one listened."""
     process = await trio.lowlevel.open_process(
         [
             sys.executable,
@@ -55,7 +58,7 @@ async def server_process(idle_timeout_s: float) -> AsyncIterator[tuple[trio.Proc
             "--host",
             "127.0.0.1",
             "--tcp-port",
-            "0",
+            str(tcp_port),
             "--http-port",
             "0",
             "--idle-timeout",
@@ -97,7 +100,7 @@ async def failure_of(
 async def test_a_frozen_server_process_fails_every_waiter_within_the_silence_bound() -> None:
     async with (
         server_process(idle_timeout_s=2.0) as (process, url),
-        ts.open_client(url, name="watcher") as client,
+        ts.open_client(url, name="watcher", reconnect=False) as client,
     ):
         interval, dead_after = client._heartbeat_times()
         assert dead_after is not None
@@ -147,7 +150,7 @@ async def test_a_proxy_that_stops_forwarding_is_noticed(
 ) -> None:
     async with (
         open_proxy(url_of(quiet_server, transport)) as proxy,
-        ts.open_client(proxy.url, name="behind", heartbeat=0.5) as client,
+        ts.open_client(proxy.url, name="behind", heartbeat=0.5, reconnect=False) as client,
     ):
         interval, dead_after = client._heartbeat_times()
         assert dead_after is not None
@@ -292,7 +295,7 @@ async def test_a_connection_cut_or_reset_under_the_client_fails_its_waiters_at_o
     assert quiet_server.tcp_url is not None
     async with (
         open_proxy(quiet_server.tcp_url) as proxy,
-        ts.open_client(proxy.url, name="cut") as client,
+        ts.open_client(proxy.url, name="cut", reconnect=False) as client,
     ):
         await client.create_channel("ch")
         async with client.subscribe("ch") as sub:

@@ -134,7 +134,10 @@ async def test_graceful_shutdown_drains_buffered_frames(nursery: trio.Nursery) -
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
     server: ts.Server = await nursery.start(ts.serve, config)
     assert server.tcp_url
-    async with ts.open_client(server.tcp_url) as w, ts.open_client(server.tcp_url) as r:
+    async with (
+        ts.open_client(server.tcp_url) as w,
+        ts.open_client(server.tcp_url, reconnect=False) as r,
+    ):
         await w.create_channel("c", keep=True)  # outlives its owner's own goodbye
         async with r.subscribe("c", policy="unbounded", window=1) as sub, w.publisher("c") as pub:
             await pub.wait_for_readers()

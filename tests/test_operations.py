@@ -196,8 +196,8 @@ async def test_serve_shuts_down_gracefully_on_a_signal_with_clients_connected(
     try:
         urls = await read_urls(process)
         async with (
-            ts.open_client(urls["TCP"], name="writer") as writer,
-            ts.open_client(urls["WebSocket"], name="reader") as reader,
+            ts.open_client(urls["TCP"], name="writer", reconnect=False) as writer,
+            ts.open_client(urls["WebSocket"], name="reader", reconnect=False) as reader,
         ):
             await writer.create_channel("c", keep=True)  # outlives its owner's own goodbye
             async with (

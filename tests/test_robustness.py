@@ -148,7 +148,7 @@ async def test_server_shutdown_tells_clients_why(nursery: trio.Nursery) -> None:
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
     server: ts.Server = await nursery.start(ts.serve, config)
     assert server.tcp_url
-    async with ts.open_client(server.tcp_url) as client:
+    async with ts.open_client(server.tcp_url, reconnect=False) as client:
         await client.create_channel("c")
         async with client.subscribe("c") as sub:
             await server.aclose()
@@ -244,7 +244,9 @@ class _GoneAfterGoodbye:
 async def test_a_write_that_fails_after_the_goodbye_reports_the_servers_reason() -> None:
     # Which task notices a closed connection first is a race; the error must not depend on it.
     # Here the sender does (a write fails before the reader sees the end of the stream).
-    client = Client(_GoneAfterGoodbye(), None)
+    client = Client(["tcp://127.0.0.1:1"], reconnect=None)
+    client._transport = _GoneAfterGoodbye()
+    client._connected = True  # as after the handshake
     client._on_goodbye(M.Goodbye(reason="the server is shutting down"))
     client._send_control(M.Ping(data=None))
     with trio.fail_after(10):

@@ -307,7 +307,7 @@ async def test_large_arrays_cross_in_messages_bigger_than_a_batch() -> None:
 async def test_server_shutdown_says_goodbye_over_websocket(nursery: trio.Nursery) -> None:
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=None, http_port=0)
     server: ts.Server = await nursery.start(ts.serve, config)
-    async with ts.open_client(server.ws_url or "") as client:
+    async with ts.open_client(server.ws_url or "", reconnect=False) as client:
         await client.create_channel("c")
         async with client.subscribe("c") as sub:
             await server.aclose()

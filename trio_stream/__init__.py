@@ -20,6 +20,7 @@ from ._exceptions import LimitExceeded as LimitExceeded
 from ._exceptions import NameInUse as NameInUse
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RemoteError as RemoteError
+from ._exceptions import ResourceClosed as ResourceClosed
 from ._exceptions import RpcError as RpcError
 from ._exceptions import RpcTimeout as RpcTimeout
 from ._exceptions import TrioStreamError as TrioStreamError
@@ -29,9 +30,12 @@ from ._merge import merge as merge
 from ._protocol.array_view import View as View
 from ._protocol.limits import PayloadLimits as PayloadLimits
 from ._protocol.limits import PayloadRefused as PayloadRefused
+from ._reconnect import Reconnect as Reconnect
 from ._records import ChannelInfo as ChannelInfo
 from ._records import ClientInfo as ClientInfo
+from ._records import Gap as Gap
 from ._records import Message as Message
+from ._records import Position as Position
 from ._records import ServerStats as ServerStats
 from ._records import SubscriptionInfo as SubscriptionInfo
 from ._server.serve import Server as Server

@@ -15,18 +15,24 @@ import math
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
+from ._client_port import ClientPort, PendingRequest
 from ._exceptions import (
+    AuthError,
+    ChannelExists,
+    ChannelNotFound,
     ConnectionClosed,
     FrameTooLarge,
     InvalidArgument,
+    NameInUse,
     ProtocolError,
+    ResourceClosed,
     TrioStreamError,
     error_from_wire,
 )
@@ -45,11 +51,12 @@ from ._protocol.limits import (
     Limits,
     PayloadLimits,
 )
-from ._records import ChannelInfo, ClientInfo, Message, ServerStats
+from ._reconnect import STATES, Backoff, Reconnect, State
+from ._records import ChannelInfo, ClientInfo, Gap, Message, Position, ServerStats
 from ._stats import RateMeter, SubscriptionStatistics
 from ._transport import sniff
 from ._transport.base import FrameTransport
-from ._transport.connect import connect
+from ._transport.connect import connect, split_url
 from ._util import unwrap_single_exception
 
 if TYPE_CHECKING:
@@ -72,6 +79,10 @@ MIN_SILENCE_S: Final = 2.0
 # Leaving a subscription or publisher waits at most this long for the server's answer: a frozen
 # server gets the request when it wakes up, and nobody is left waiting for it meanwhile.
 LEAVE_TIMEOUT_S: Final = 1.0
+# A publisher or subscription whose channel is missing after a reconnect (its owner has not
+# re-created it yet) asks again after RETRY_INITIAL_S, doubling up to RETRY_MAX_S.
+RETRY_INITIAL_S: Final = 0.05
+RETRY_MAX_S: Final = 1.0
 
 T = TypeVar("T")
 
@@ -82,42 +93,61 @@ class _Keep(enum.Enum):
     KEEP = 0
 
 
-class _Reply:
-    __slots__ = ("done", "error", "on_result", "result")
-
-    def __init__(self, on_result: Callable[[Any], Any] | None = None) -> None:
-        self.done = trio.Event()
-        self.result: Any = None
-        self.error: TrioStreamError | None = None
-        # Runs inside the reader task as the reply is parsed, before any frame after it:
-        # a subscription must exist before its first DATA frame is dispatched.
-        self.on_result = on_result
-
-
 class Client:
-    """A connection to a trio_stream server. Make one with :func:`open_client`."""
+    """A connection to a trio_stream server. Make one with :func:`open_client`.
+
+    With reconnection on (the default), a lost connection is not the end: the client moves to
+    ``state == "reconnecting"``, tries its URLs again with a jittered backoff, and once back
+    re-creates its channels, reopens its publishers, resumes its subscriptions from their last
+    position and re-exposes its RPC objects, before it is ``"open"`` again (docs/protocol.md,
+    Resume). Requests made meanwhile wait, within their own timeout; requests that were in
+    flight fail with ConnectionClosed (they may have run on the server).
+    """
 
     def __init__(
         self,
-        transport: FrameTransport,
-        nursery: trio.Nursery | None,
+        urls: list[str],
+        *,
+        name: str | None = None,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         heartbeat: float | None = HEARTBEAT_S,
+        reconnect: Reconnect | None = None,
         payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS,
     ) -> None:
-        self._transport = transport
         self.payload_limits = payload_limits  # what this client's payload decoder accepts
-        self._nursery = nursery
+        self._urls = urls
+        self._url_index = 0
+        self._wanted_name = name
+        self._token = token
+        self._ssl_context = ssl_context
+        self._connect_timeout = connect_timeout
+        self._reconnect = reconnect
+        self._transport: FrameTransport | None = None
+        self._nursery: trio.Nursery | None = None
         self._heartbeat_s = heartbeat
         self._heard = False  # something arrived since the last heartbeat (set per read batch)
         self._io_scope = trio.CancelScope()  # the reader, sender and heartbeat tasks
         self.name = ""
         self.client_id = 0
         self.server = ""
+        self.url = urls[0]
         self.limits = Limits()
+        self.reconnects = 0  # connections made after the first
+        self._state: State = "connecting"
+        self._state_changed = trio.Event()
+        self._connected = False  # a transport whose handshake is done and not lost yet
+        self._resume_token: str | None = None
+        self._lost: ConnectionClosed | None = None  # why the last connection ended
+        self._generation = 0  # connections made: a retry belongs to one of them
         self._ids = itertools.count(1)
-        self._replies: dict[int, _Reply] = {}
-        self._subscriptions: dict[int, Subscription] = {}
+        self._replies: dict[int, PendingRequest] = {}
+        self._subscriptions: dict[int, Subscription] = {}  # by the current connection's id
         self._publishers: dict[int, Publisher] = {}
+        self._resuming_subs: set[Subscription] = set()  # waiting for the next connection
+        self._resuming_pubs: set[Publisher] = set()
+        self._owned: dict[str, dict[str, Any]] = {}  # channels we created: their options
         self._shared_publishers: dict[str, Publisher] = {}
         self._out: list[BytesLike] = []
         self._out_bytes = 0
@@ -125,6 +155,7 @@ class Client:
         self._out_space = trio.Event()
         self._out_space.set()
         self._closed: ConnectionClosed | None = None
+        self._closing = False
         self._goodbye: str | None = None
         # One dispatch shape with the server's Session: frame type -> handler, and for CONTROL
         # messages, message type -> handler.
@@ -145,31 +176,48 @@ class Client:
         }
         from ._rpc import RpcEndpoint  # here, not at the top: _rpc imports this module
 
-        self._rpc = RpcEndpoint(self)
+        self._rpc = RpcEndpoint(self._port())
 
-    # -- connection ----------------------------------------------------------------------------
-    async def _handshake(self, name: str | None, token: str | None) -> None:
-        hello = M.encode_message(M.Hello(v=PROTOCOL_VERSION, name=name, token=token))
-        await self._transport.send([frame_prefix(len(hello)), hello])
-        # tcp:// on an HTTP port gets "HTTP/1.1 400 ...": name the port, not a huge frame.
-        first = await sniff.peek(getattr(self._transport, "stream", None))
-        if first and (wrong := sniff.describe_http_reply(f"tcp://{self._transport.remote}", first)):
-            raise ConnectionClosed(wrong)
-        frames = await self._transport.receive_frames()
-        reply = M.decode_message(frames[0])
-        if isinstance(reply, M.Error):
-            raise error_from_wire(reply.type, reply.message)
-        if not isinstance(reply, M.Welcome):
-            raise ProtocolError(f"expected welcome, got {reply.OP}")
-        self.name = reply.name
-        self.client_id = reply.client_id
-        self.server = reply.server
-        self.limits = Limits.from_wire(reply.limits)
-        max_frame = getattr(self._transport, "max_frame_bytes", None)
-        if max_frame is not None:
-            self._transport.max_frame_bytes = self.limits.max_frame_bytes  # type: ignore[attr-defined]
-        for frame in frames[1:]:
-            self._dispatch(frame)
+    def _port(self) -> ClientPort:
+        return _Port(self)
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """``"connecting"``, ``"open"``, ``"reconnecting"`` or ``"closed"``."""
+        return self._state
+
+    def _set_state(self, state: State) -> None:
+        if state != self._state:
+            log.info("client %r: %s -> %s", self.name, self._state, state)
+            self._state = state
+            self._state_changed.set()
+            self._state_changed = trio.Event()
+
+    async def wait_state(self, *states: State) -> State:
+        """Wait until the client is in one of ``states``; returns the state it is in.
+
+        ``await client.wait_state("reconnecting")`` returns when the connection is lost;
+        ``await client.wait_state("open", "closed")`` when it is back (or gave up). To follow
+        every change, loop: ``while True: s = await client.wait_state_change(s)``.
+
+        Raises:
+            InvalidArgument: a name that is not a state.
+        """
+        for state in states:
+            if state not in STATES:
+                raise InvalidArgument(f"unknown state {state!r}; states are {', '.join(STATES)}")
+        while self._state not in states:
+            await self._state_changed.wait()
+        await trio.lowlevel.checkpoint()
+        return self._state
+
+    async def wait_state_change(self, old: State) -> State:
+        """Wait until the state is not ``old`` any more; returns the new state."""
+        while self._state == old:
+            await self._state_changed.wait()
+        await trio.lowlevel.checkpoint()
+        return self._state
 
     @property
     def closed(self) -> bool:
@@ -179,44 +227,289 @@ class Client:
         if self._closed is not None:
             raise ConnectionClosed(str(self._closed), self._closed.reason)
 
+    async def wait_usable(self) -> None:
+        """Return once requests can go out (at once while open; after a reconnect otherwise).
+
+        Raises:
+            ConnectionClosed: the client is closed, or gave up reconnecting.
+        """
+        while self._state != "open":
+            self._check_open()
+            await self._state_changed.wait()
+        self._check_open()
+
+    # -- connection ----------------------------------------------------------------------------
+    async def _handshake(self, transport: FrameTransport) -> None:
+        name = self.name or self._wanted_name
+        hello = M.encode_message(
+            M.Hello(
+                v=PROTOCOL_VERSION,
+                name=name,
+                token=self._token,
+                resume=self._reconnect is not None,
+                resume_token=self._resume_token,
+            )
+        )
+        await transport.send([frame_prefix(len(hello)), hello])
+        # tcp:// on an HTTP port gets "HTTP/1.1 400 ...": name the port, not a huge frame.
+        first = await sniff.peek(getattr(transport, "stream", None))
+        if first and (wrong := sniff.describe_http_reply(f"tcp://{transport.remote}", first)):
+            raise ConnectionClosed(wrong)
+        frames = await transport.receive_frames()
+        reply = M.decode_message(frames[0])
+        if isinstance(reply, M.Error):
+            raise error_from_wire(reply.type, reply.message)
+        if not isinstance(reply, M.Welcome):
+            raise ProtocolError(f"expected welcome, got {reply.OP}")
+        self.name = reply.name
+        self.client_id = reply.client_id
+        self.server = reply.server
+        self._resume_token = reply.resume_token
+        self.limits = Limits.from_wire(reply.limits)
+        max_frame = getattr(transport, "max_frame_bytes", None)
+        if max_frame is not None:
+            transport.max_frame_bytes = self.limits.max_frame_bytes  # type: ignore[attr-defined]
+        self._transport = transport
+        self._goodbye = None
+        self._connected = True
+        self._generation += 1
+        self._heard = True
+        for frame in frames[1:]:
+            self._dispatch(frame)
+
+    async def _connect_once(self, on_open: Callable[[], None]) -> None:
+        """Connect to the next URL, shake hands, call ``on_open`` and run until the loss.
+
+        Raises:
+            ConnectionClosed: no connection or no welcome (within connect_timeout).
+            AuthError, ProtocolError, NameInUse, InvalidArgument: refused at hello.
+        """
+        url = self._urls[self._url_index % len(self._urls)]
+        self._url_index += 1
+        async with connect(
+            url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=self._ssl_context
+        ) as transport:
+            try:
+                with trio.fail_after(self._connect_timeout):
+                    await self._handshake(transport)
+            except trio.TooSlowError:
+                raise ConnectionClosed(
+                    f"no welcome from {url} within {self._connect_timeout} s"
+                ) from None
+            self.url = url
+            self._io_scope = trio.CancelScope()
+            on_open()
+            await self._run_io()
+
+    async def _supervise(self, task_status: trio.TaskStatus[None]) -> None:
+        """The connection's life: the first connection, then reconnections until closed.
+
+        The first connection fails fast (``open_client`` raises, after one try of each URL);
+        after that a lost connection is retried with backoff while ``reconnect`` allows.
+        Authentication and protocol errors are final: trying again would only repeat them.
+        """
+        try:
+            await self._first_connection(task_status)
+            while self._reconnect is not None and not self._closing:
+                if not await self._reconnect_loop(self._reconnect):
+                    break
+            self._fail(self._lost_error())
+        finally:
+            # Cancelled from outside (the nursery around open_client) or done: nothing more
+            # will be sent, so nobody may keep waiting for an answer.
+            self._fail(ConnectionClosed("the client is closed"))
+
+    async def _first_connection(self, task_status: trio.TaskStatus[None]) -> None:
+        errors: list[ConnectionClosed] = []
+
+        def on_open() -> None:
+            self._set_state("open")
+            task_status.started()
+
+        for _ in self._urls:
+            try:
+                await self._connect_once(on_open)
+                return
+            except ConnectionClosed as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConnectionClosed("no server answered: " + "; ".join(str(e) for e in errors))
+
+    def _lost_error(self) -> ConnectionClosed:
+        return self._lost or ConnectionClosed("the connection was lost")
+
+    async def _reconnect_loop(self, policy: Reconnect) -> bool:
+        """Try the URLs in turn until one answers, then restore everything and run it.
+
+        Returns:
+            True once a new connection ran (and was lost again); False: gave up.
+        """
+        backoff = Backoff(policy)
+        started_at = trio.current_time()
+
+        def on_open() -> None:
+            self.reconnects += 1
+            if self._nursery is not None:
+                self._nursery.start_soon(self._restore)
+
+        while not self._closing:
+            self._set_state("reconnecting")
+            wait = backoff.next_wait()
+            if policy.give_up_after is not None:
+                left = started_at + policy.give_up_after - trio.current_time()
+                if left <= 0:
+                    log.warning("client %r gives up reconnecting", self.name)
+                    return False
+                wait = min(wait, left)
+            await trio.sleep(wait)
+            try:
+                await self._connect_once(on_open)
+                return True
+            except (AuthError, ProtocolError, InvalidArgument) as exc:
+                log.error("client %r cannot reconnect: %s", self.name, exc)
+                self._lost = ConnectionClosed(f"reconnecting failed for good: {exc}")
+                return False
+            except (ConnectionClosed, NameInUse) as exc:
+                log.info("client %r: reconnect attempt failed: %s", self.name, exc)
+        return False
+
+    async def _restore(self) -> None:
+        """After a reconnect: channels, RPC, publishers, subscriptions; then "open".
+
+        Channels first (our publishers and readers may need them), publishers before
+        subscriptions. Publishers and subscriptions are restored concurrently, one request
+        each; one whose channel is missing (its owner has not re-created it yet) is retried
+        in the background while the client is already "open".
+        """
+        for channel, options in list(self._owned.items()):
+            try:
+                await self._request_now(M.CreateChannel, channel=channel, **options)
+            except ChannelExists:
+                pass  # ours still (kept through the grace period), or re-created already
+            except ConnectionClosed:
+                return
+            except TrioStreamError as exc:
+                log.warning("client %r could not re-create %r: %s", self.name, channel, exc)
+        try:
+            self._rpc.reexpose()
+        except ConnectionClosed:
+            return
+        attempts: list[tuple[Callable[[], Awaitable[bool]], str]] = [
+            (pub._reopen, f"reopen publisher {pub.channel[:80]}") for pub in self._resuming_pubs
+        ]
+        attempts += [
+            (sub._resubscribe, f"resubscribe {sub.channel[:80]}") for sub in self._resuming_subs
+        ]
+
+        async def first_try(attempt: Callable[[], Awaitable[bool]], what: str) -> None:
+            try:
+                done = await attempt()
+            except ConnectionClosed:
+                return
+            if not done:
+                self._spawn_retry(attempt, what)
+
+        async with trio.open_nursery() as nursery:
+            for attempt, what in attempts:
+                nursery.start_soon(first_try, attempt, what)
+        if self._connected:
+            self._set_state("open")
+
+    def _spawn_retry(self, attempt: Callable[[], Awaitable[bool]], what: str) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._retry, attempt, name=what)
+
+    async def _retry(self, attempt: Callable[[], Awaitable[bool]]) -> None:
+        """Run ``attempt`` until it is done (True), the connection drops or the client closes.
+
+        A channel missing after a reconnect (its owner has not re-created it yet) is awaited
+        this way: polled with a backoff, up to RETRY_MAX_S apart.
+        """
+        delay = RETRY_INITIAL_S
+        generation = self._generation
+        while self._connected and self._generation == generation:
+            try:
+                if await attempt():
+                    return
+            except ConnectionClosed:
+                return
+            with trio.move_on_after(delay):
+                await self.wait_state_change(self._state)
+            delay = min(delay * 2, RETRY_MAX_S)
+
     def _fail(self, error: ConnectionClosed) -> None:
-        """The connection is gone: wake everything that waits on it."""
+        """The client is closed for good: wake everything that waits on it."""
         if self._closed is not None:
             return
         self._closed = error
+        self._connected = False
         for reply in self._replies.values():
-            reply.error = error
-            reply.done.set()
+            reply.fail(error)
         self._replies.clear()
-        for sub in self._subscriptions.values():
+        for sub in [*self._subscriptions.values(), *self._resuming_subs]:
             sub._fail(error)
-        for pub in self._publishers.values():
+        for pub in [*self._publishers.values(), *self._resuming_pubs]:
             pub._fail(error)
+        self._resuming_subs.clear()
+        self._resuming_pubs.clear()
         self._out_space.set()
         self._out_wake.set()
+        self._set_state("closed")
 
     def _lose(self, error: ConnectionClosed) -> None:
         """The connection is gone: the one place that says so, whatever noticed it.
 
         The reader (end of stream, a protocol error), the sender (a failed write) and the
-        heartbeat (a silent server) all come here: every waiter fails with ``error`` and the
-        connection's I/O tasks stop. A reconnect loop hooks on here.
+        heartbeat (a silent server) all come here. Without reconnection every waiter fails
+        with ``error``. With it, requests in flight fail (they may have run) and everything
+        else waits for the next connection: subscriptions and publishers are parked for
+        restoring. The connection's I/O tasks stop either way.
         """
-        self._fail(error)
+        if not self._connected:
+            return
+        self._connected = False
+        self._lost = error
         self._io_scope.cancel()
+        if self._reconnect is None or self._closing:
+            self._fail(error)
+            return
+        interrupted = ConnectionClosed(
+            f"the connection was lost during this request ({error}); it may have been carried "
+            "out (RPC is at most once): check before repeating it",
+            error.reason,
+        )
+        for reply in self._replies.values():
+            reply.fail(interrupted)
+        self._replies.clear()
+        self._out.clear()
+        self._out_bytes = 0
+        self._out_space.set()
+        for sub in self._subscriptions.values():
+            sub._suspend()
+            self._resuming_subs.add(sub)
+        self._subscriptions.clear()
+        for pub in self._publishers.values():
+            pub._suspend()
+            self._resuming_pubs.add(pub)
+        self._publishers.clear()
+        self._set_state("reconnecting")
 
     async def aclose(self) -> None:
         """Say goodbye, flush what is queued (briefly) and close the connection."""
-        if self._closed is None:
+        self._closing = True
+        if self._connected:
             goodbye = M.encode_message(M.Goodbye(reason="client closing"))
             self._enqueue([frame_prefix(len(goodbye)), goodbye])
             with trio.move_on_after(1.0):
-                while self._out and self._closed is None:
+                while self._out and self._connected:
                     self._out_space = trio.Event()
                     await self._out_space.wait()
-            self._fail(ConnectionClosed("the client closed the connection"))
-        with trio.CancelScope(shield=True):
-            await self._transport.aclose()
+        self._fail(ConnectionClosed("the client closed the connection"))
+        transport = self._transport
+        if transport is not None:
+            with trio.CancelScope(shield=True):
+                await transport.aclose()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -229,16 +522,17 @@ class Client:
             self._out_space = trio.Event()
 
     async def _wait_out_space(self) -> None:
-        while self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._closed is None:
+        while self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._connected:
             await self._out_space.wait()
 
     async def _sender(self) -> None:
         transport = self._transport
+        assert transport is not None
         try:
             while True:
                 self._out_wake = trio.Event()
                 if not self._out:
-                    if self._closed is not None:
+                    if not self._connected:
                         return
                     await self._out_wake.wait()
                     continue
@@ -250,29 +544,38 @@ class Client:
             # The reader usually notices first, but a write can fail before the reader sees
             # the end of the stream: the error must say the same either way.
             self._lose(self._closed_by_server(exc))
-        finally:
-            # Cancelled from outside (the nursery around open_client): nothing more will be
-            # sent, so nobody may keep waiting for an answer.
-            self._fail(ConnectionClosed("the client is closed"))
 
     def _send_control(self, message: M.Message) -> None:
-        self._check_open()
+        """Queue a CONTROL message on the current connection.
+
+        Raises:
+            ConnectionClosed: no connection now (closed, or reconnecting).
+        """
+        if not self._connected:
+            self._check_open()
+            raise ConnectionClosed("the connection is lost (reconnecting)")
         body = M.encode_message(message)
         self._enqueue([frame_prefix(len(body)), body])
+
+    def _start_request(
+        self, build: Callable[[int], M.Message], on_result: Callable[[Any], Any] | None = None
+    ) -> PendingRequest:
+        """Send a request without waiting: the pending request to wait on."""
+        if not self._connected:
+            self._check_open()
+            raise ConnectionClosed("the connection is lost (reconnecting)")
+        request = PendingRequest(next(self._ids), on_result)
+        self._replies[request.id] = request
+        self._send_control(build(request.id))
+        return request
 
     def _send_request(
         self,
         cls: type[M.Request],
         on_result: Callable[[Any], Any] | None = None,
         **fields: Any,
-    ) -> tuple[int, _Reply]:
-        """Send a request without waiting: its id and the reply to wait on."""
-        self._check_open()
-        ident = next(self._ids)
-        reply = _Reply(on_result)
-        self._replies[ident] = reply
-        self._send_control(cls(id=ident, **fields))
-        return ident, reply
+    ) -> PendingRequest:
+        return self._start_request(lambda ident: cls(id=ident, **fields), on_result)
 
     async def _request(
         self,
@@ -281,18 +584,30 @@ class Client:
         on_result: Callable[[Any], Any] | None = None,
         **fields: Any,
     ) -> Any:
-        ident, reply = self._send_request(cls, on_result, **fields)
-        try:
-            await reply.done.wait()
-        finally:
-            self._replies.pop(ident, None)
-        if reply.error is not None:
-            raise reply.error
-        return reply.result
+        """Send a request once the client is usable (waiting while it reconnects)."""
+        await self.wait_usable()
+        return await self._request_now(cls, on_result=on_result, **fields)
 
-    def _forget(self, request: tuple[int, _Reply]) -> None:
+    async def _request_now(
+        self,
+        cls: type[M.Request],
+        *,
+        on_result: Callable[[Any], Any] | None = None,
+        **fields: Any,
+    ) -> Any:
+        """Send a request on the current connection (restoring uses it before "open")."""
+        request = self._send_request(cls, on_result, **fields)
+        try:
+            await request.done.wait()
+        finally:
+            self._replies.pop(request.id, None)
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _forget(self, request: PendingRequest) -> None:
         """Nobody waits for this request's answer: it is ignored when it comes."""
-        self._replies.pop(request[0], None)
+        self._replies.pop(request.id, None)
 
     async def _leave(self, cls: type[M.Request], **fields: Any) -> None:
         """Close a subscription or publisher on the server, waiting for it only briefly.
@@ -301,17 +616,17 @@ class Client:
         (a cancel does not lose the answer of a server that is merely slow), and not at all
         once the connection is gone. A late answer is ignored.
         """
-        if self._closed is not None:
+        if not self._connected:
             return
-        ident, reply = self._send_request(cls, **fields)
+        request = self._send_request(cls, **fields)
         try:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + LEAVE_TIMEOUT_S
-                await reply.done.wait()
+                await request.done.wait()
         finally:
-            self._replies.pop(ident, None)
-        if reply.error is not None and not isinstance(reply.error, ConnectionClosed):
-            raise reply.error
+            self._replies.pop(request.id, None)
+        if request.error is not None and not isinstance(request.error, ConnectionClosed):
+            raise request.error
 
     def _heartbeat_times(self) -> tuple[float, float | None]:
         """(seconds between pings, seconds of silence after which the server is gone).
@@ -336,7 +651,7 @@ class Client:
         interval, dead_after = self._heartbeat_times()
         silent_s = 0.0
         last = trio.current_time()
-        while self._closed is None:
+        while self._connected:
             await trio.sleep(interval)
             now = trio.current_time()
             if self._heard:
@@ -346,6 +661,7 @@ class Client:
                 silent_s += min(now - last, interval)
             last = now
             if dead_after is not None and silent_s >= dead_after:
+                transport = self._transport
                 self._lose(
                     ConnectionClosed(
                         f"the server was silent for {silent_s:.1f} s (nothing, not even an "
@@ -355,10 +671,11 @@ class Client:
                         "server silent",
                     )
                 )
-                with trio.CancelScope(shield=True):
-                    await self._transport.aclose()
+                if transport is not None:
+                    with trio.CancelScope(shield=True):
+                        await transport.aclose()
                 return
-            if self._closed is None:
+            if self._connected:
                 self._send_control(M.Ping(data=None))
 
     async def _run_io(self) -> None:
@@ -368,10 +685,13 @@ class Client:
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._sender)
                 nursery.start_soon(self._heartbeat)
+        if self._connected:  # cancelled from outside: open_client's block ended
+            self._lose(ConnectionClosed("the client is closed"))
 
     # -- incoming ------------------------------------------------------------------------------
     async def _reader(self) -> None:
         transport = self._transport
+        assert transport is not None
         handlers = self._frame_handlers
         subscriptions = self._subscriptions
         sub_id_of = F.data_sub_id
@@ -410,8 +730,6 @@ class Client:
             self._lose(ConnectionClosed(f"protocol error from the server: {exc}"))
             with trio.CancelScope(shield=True):
                 await transport.aclose()
-        finally:
-            self._fail(ConnectionClosed("the client is closed"))
 
     def _closed_by_server(self, exc: ConnectionClosed) -> ConnectionClosed:
         """The error for a lost connection: the server's goodbye, when it said one."""
@@ -449,8 +767,7 @@ class Client:
     def _on_reply(self, msg: M.Reply) -> None:
         reply = self._replies.get(msg.id)
         if reply is not None:
-            reply.result = msg.result if reply.on_result is None else reply.on_result(msg.result)
-            reply.done.set()
+            reply.resolve(msg.result)
 
     def _on_error(self, msg: M.Error) -> None:
         error = error_from_wire(msg.type, msg.message)
@@ -459,8 +776,7 @@ class Client:
             return
         reply = self._replies.get(msg.id)
         if reply is not None:
-            reply.error = error
-            reply.done.set()
+            reply.fail(error)
 
     def _on_readers(self, msg: M.Readers) -> None:
         pub = self._publishers.get(msg.pub)
@@ -519,21 +835,23 @@ class Client:
         Raises:
             ChannelExists, InvalidArgument, LimitExceeded.
         """
-        await self._request(
-            M.CreateChannel,
-            channel=channel,
-            public=public,
-            key=key,
-            lifetime=None if lifetime is None else float(lifetime),
-            history=history,
-            single_writer=single_writer,
-            keep=keep,
-            meta=meta,
-        )
+        options: dict[str, Any] = {
+            "public": public,
+            "key": key,
+            "lifetime": None if lifetime is None else float(lifetime),
+            "history": history,
+            "single_writer": single_writer,
+            "keep": keep,
+            "meta": meta,
+        }
+        await self._request(M.CreateChannel, channel=channel, **options)
+        if lifetime is None:  # a temporary channel that ended must not come back
+            self._owned[channel] = options
 
     async def delete_channel(self, channel: str, *, key: str | None = None) -> None:
         """Delete a channel: its readers' iterations end, its writers get ChannelNotFound."""
         await self._request(M.DeleteChannel, channel=channel, key=key)
+        self._owned.pop(channel, None)
 
     async def channels(self) -> list[ChannelInfo]:
         """Public channels and this client's own."""
@@ -590,7 +908,15 @@ class Client:
         compress_fn = compressor(compress)
 
         def register(result: Any) -> Publisher:
-            pub = Publisher(self, channel, result["pub"], result["readers"], compress_fn)
+            pub = Publisher(
+                self,
+                channel,
+                key,
+                result["pub"],
+                result["readers"],
+                result.get("keeps_history", False),
+                compress_fn,
+            )
             self._publishers[pub.pub_id] = pub
             return pub
 
@@ -627,7 +953,7 @@ class Client:
         if compress_fn is not None:
             value = EncodedPayload(b"".join(compress_fn(encode_payload(value))))
         pub = self._shared_publishers.get(channel)
-        if pub is None or pub._ended is not None:
+        if pub is None or not pub.is_open:
             pub = await self.open_publisher(channel, key=key)
             self._shared_publishers[channel] = pub
         return await pub.send(value)
@@ -646,6 +972,7 @@ class Client:
         block_timeout: float | None = None,
         sender: str | None = None,
         view: View | None = None,
+        since: Position | None = None,
     ) -> Subscription:
         """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
         if policy not in POLICIES:
@@ -661,25 +988,31 @@ class Client:
         if view is not None and not isinstance(view, View):
             raise InvalidArgument(f"view must be a ts.View, not {type(view).__name__}")
 
+        if since is not None and not (
+            isinstance(since, tuple) and isinstance(since[0], str) and isinstance(since[1], int)
+        ):
+            raise InvalidArgument(f"since must be a ts.Position (sub.position), not {since!r:.80}")
+        spec = {
+            "channel": channel,
+            "key": key,
+            "policy": policy,
+            "size": size,
+            "every": every,
+            "max_rate": None if max_rate is None else float(max_rate),
+            "window": window,
+            "block_timeout": None if block_timeout is None else float(block_timeout),
+            "sender": sender,
+            "view": None if view is None else view.to_wire(),
+        }
+
         def register(result: Any) -> Subscription:
-            window_bytes = result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES)
-            sub = Subscription(self, channel, result["sub"], result["window"], window_bytes)
+            sub = Subscription(self, spec, result, since)
             self._subscriptions[sub.sub_id] = sub
             return sub
 
+        since_fields = {} if since is None else {"since_epoch": since[0], "since_seq": since[1]}
         sub: Subscription = await self._request(
-            M.Subscribe,
-            on_result=register,
-            channel=channel,
-            key=key,
-            policy=policy,
-            size=size,
-            every=every,
-            max_rate=None if max_rate is None else float(max_rate),
-            window=window,
-            block_timeout=None if block_timeout is None else float(block_timeout),
-            sender=sender,
-            view=None if view is None else view.to_wire(),
+            M.Subscribe, on_result=register, **spec, **since_fields
         )
         return sub
 
@@ -697,6 +1030,7 @@ class Client:
         block_timeout: float | None = None,
         sender: str | None = None,
         view: View | None = None,
+        since: Position | None = None,
     ) -> AsyncIterator[Subscription]:
         """``async with client.subscribe("ch", policy=..., size=...) as sub: async for msg in sub``.
 
@@ -715,6 +1049,9 @@ class Client:
                 server; ``every`` and ``max_rate`` then count that writer's frames only).
             view: ``ts.View(slices=...)``: of each numpy frame only this strided sub-array,
                 cut by the server (other frames arrive whole).
+            since: continue after this position (``sub.position`` of an earlier
+                subscription): the channel's history replays what it still holds after it,
+                through this reader's policy, and the first message carries ``msg.gap``.
         """
         sub = await self.open_subscription(
             channel,
@@ -727,6 +1064,7 @@ class Client:
             block_timeout=block_timeout,
             sender=sender,
             view=view,
+            since=since,
         )
         try:
             yield sub
@@ -737,27 +1075,58 @@ class Client:
 
 
 class Publisher:
-    """Sends values into one channel. ``readers`` is kept current by the server."""
+    """Sends values into one channel. ``readers`` is kept current by the server.
+
+    Frames sent and not yet acknowledged stay in the publisher's window (references to the
+    encoded pieces, no copy) until the server acknowledges them: after a reconnect the server
+    says how many of them it took, and the rest go out again on the new connection, so a
+    blip loses nothing and duplicates nothing. While disconnected, ``send`` keeps filling the
+    window and waits once it is full.
+    """
 
     def __init__(
         self,
         client: Client,
         channel: str,
+        key: str | None,
         pub_id: int,
         readers: int,
+        keeps_history: bool = False,
         compress: Compressor | None = None,
     ) -> None:
         self.channel = channel
         self._compress = compress
         self.pub_id = pub_id
         self.readers = readers
+        # The channel keeps history: frames are wanted even with no reader (a late or
+        # resuming reader gets them from the history).
+        self._keeps_history = keeps_history
         self._client = client
-        self._unacked: deque[int] = deque()
+        self._key = key
+        self._unacked: deque[tuple[int, list[BytesLike]]] = deque()  # (body bytes, pieces)
         self._unacked_bytes = 0
+        self._acked_here = 0  # frames acknowledged under the current pub_id
+        self._live = True  # open on the current connection (pub_id is valid)
         self._acked_event = trio.Event()
         self._readers_event = trio.Event()
         self._ended: TrioStreamError | None = None
+        self._closed = False
         self.sent = 0
+
+    @property
+    def wanted(self) -> bool:
+        """Whether ``send`` puts frames on the wire: the channel has readers or keeps history."""
+        return self.readers > 0 or self._keeps_history
+
+    @property
+    def is_open(self) -> bool:
+        """Not closed and not ended: ``send`` may be called (it may wait while reconnecting)."""
+        return self._ended is None
+
+    @property
+    def failure(self) -> TrioStreamError | None:
+        """What ended this publisher (ResourceClosed once closed, ChannelNotFound...), or None."""
+        return self._ended
 
     def _set_readers(self, readers: int) -> None:
         self.readers = readers
@@ -766,12 +1135,66 @@ class Publisher:
     def _acked(self, count: int) -> None:
         unacked = self._unacked
         for _ in range(min(count, len(unacked))):
-            self._unacked_bytes -= unacked.popleft()
+            self._unacked_bytes -= unacked.popleft()[0]
+        self._acked_here += count
         self._acked_event.set()
 
-    def _end(self, reason: str) -> None:
-        from ._exceptions import ChannelNotFound
+    def _suspend(self) -> None:
+        """The connection is lost: frames wait in the window for the next one."""
+        self._live = False
 
+    async def _reopen(self) -> bool:
+        """Open this publisher again on a new connection; False: the channel is missing.
+
+        The request names our previous publisher id: the server answers how many of its
+        frames it took (``taken``), so exactly the rest is sent again.
+        """
+        if not self.is_open:
+            return True
+        try:
+            await self._client._request_now(
+                M.OpenPublisher,
+                on_result=self._reopened,
+                channel=self.channel,
+                key=self._key,
+                resume_pub=self.pub_id,
+            )
+        except ChannelNotFound:
+            return False
+        except ConnectionClosed:
+            raise
+        except TrioStreamError as exc:
+            self._fail(exc)
+            self._client._resuming_pubs.discard(self)
+        return True
+
+    def _reopened(self, result: Any) -> Publisher:
+        """The reopen's answer (in the reader task, before anything after it)."""
+        client = self._client
+        taken = result.get("taken")
+        if isinstance(taken, int):
+            # Frames the server took whose acknowledgement the lost connection never brought.
+            self._acked(max(0, taken - self._acked_here))
+        self.pub_id = result["pub"]
+        self.readers = result["readers"]
+        self._keeps_history = result.get("keeps_history", False)
+        self._acked_here = 0
+        self._live = True
+        client._resuming_pubs.discard(self)
+        if self._closed:  # closed while the reopen was on its way
+            client._forget(client._send_request(M.ClosePublisher, pub=self.pub_id))
+            return self
+        client._publishers[self.pub_id] = self
+        repack = F.PUBLISH_WIRE_HEAD
+        for size, pieces in self._unacked:
+            time_s = repack.unpack_from(pieces[0])[3]
+            pieces[0] = F.publish_wire_head(size, self.pub_id, time_s)
+            client._enqueue(pieces, size + 4)
+        self._readers_event.set()
+        self._acked_event.set()
+        return self
+
+    def _end(self, reason: str) -> None:
         self._ended = ChannelNotFound(f"channel {self.channel!r} is gone: {reason}")
         self._acked_event.set()
         self._readers_event.set()
@@ -806,7 +1229,12 @@ class Publisher:
         self._check()
 
     async def send(self, value: Any, *, time_s: float | None = None) -> bool:
-        """Send one value; returns False (nothing on the wire) while the channel has no readers.
+        """Send one value; returns False (nothing on the wire) while nobody wants it.
+
+        A channel wants frames while it has readers, and always when it keeps history
+        (``history=N``): the newest values are there for late and resuming readers. While
+        the client reconnects, frames wait in the publisher's window and go out on the new
+        connection (exactly those the server had not taken).
 
         Waits only when the writer is a whole window ahead of the server (or the channel has a
         ``block`` reader whose buffer is full).
@@ -818,7 +1246,7 @@ class Publisher:
         """
         self._check()
         client = self._client
-        if self.readers <= 0:
+        if self.readers <= 0 and not self._keeps_history:
             await trio.lowlevel.checkpoint()
             return False
         pieces = encode_payload(value)
@@ -842,7 +1270,7 @@ class Publisher:
             self._check()
         if client._out_bytes > OUTGOING_HIGH_WATER_BYTES:
             await client._wait_out_space()
-            client._check_open()
+            self._check()
         elif client._out_bytes >= YIELD_EVERY_BYTES:
             await trio.lowlevel.checkpoint()
         else:
@@ -850,11 +1278,12 @@ class Publisher:
             # every frame on its own (one syscall each). Queued bytes and the writer window
             # bound how long we keep the CPU; cancellation is still honoured here.
             await trio.lowlevel.checkpoint_if_cancelled()
-        self._unacked.append(size)
-        self._unacked_bytes += size
         head = F.publish_wire_head(size, self.pub_id, time.time() if time_s is None else time_s)
         pieces.insert(0, head)
-        client._enqueue(pieces, size + 4)
+        self._unacked.append((size, pieces))
+        self._unacked_bytes += size
+        if self._live:  # else it waits in the window and goes out on reconnect
+            client._enqueue(pieces, size + 4)
         self.sent += 1
         return True
 
@@ -864,16 +1293,24 @@ class Publisher:
             self._check()
             await self._next_event("_acked_event").wait()
 
+    def _detach(self) -> bool:
+        """Closed by its user: forget it; True if the server still has it open."""
+        self._closed = True
+        if self._ended is None:
+            self._ended = ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
+        client = self._client
+        client._resuming_pubs.discard(self)
+        return self._live and client._publishers.pop(self.pub_id, None) is not None
+
     async def aclose(self) -> None:
         """Close the publisher; waits for the server's answer at most LEAVE_TIMEOUT_S."""
-        client = self._client
-        if client._publishers.pop(self.pub_id, None) is not None:
-            await client._leave(M.ClosePublisher, pub=self.pub_id)
+        if self._detach():
+            await self._client._leave(M.ClosePublisher, pub=self.pub_id)
 
     def _close_nowait(self) -> None:
         """Close the publisher without waiting for the server's answer."""
         client = self._client
-        if client._publishers.pop(self.pub_id, None) is not None and not client.closed:
+        if self._detach() and client._connected:
             client._forget(client._send_request(M.ClosePublisher, pub=self.pub_id))
 
     async def __aenter__(self) -> Publisher:
@@ -886,23 +1323,32 @@ class Publisher:
 
 
 class Subscription:
-    """Messages of one channel, as this reader's server-side buffer releases them."""
+    """Messages of one channel, as this reader's server-side buffer releases them.
+
+    After a reconnect it resumes by itself from the last frame it received: the server
+    replays what the channel's history still holds after it and counts the rest, and the
+    first message after the gap carries ``msg.gap``. ``position`` is where it stands.
+    """
 
     def __init__(
         self,
         client: Client,
-        channel: str,
-        sub_id: int,
-        window: int,
-        window_bytes: int = SUBSCRIBE_WINDOW_BYTES,
+        spec: dict[str, Any],
+        result: dict[str, Any],
+        since: Position | None = None,
     ) -> None:
-        self.channel = channel
-        self.sub_id = sub_id
-        self.window = window
+        self.channel: str = spec["channel"]
+        self._spec = spec  # the Subscribe fields, for resubscribing
+        self.sub_id: int = result["sub"]
+        self.window: int = result["window"]
+        window_bytes: int = result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES)
         self.lost = 0  # running total of frames lost to overflow
         self.received = 0
         self._client = client
         self._payload_limits = client.payload_limits
+        self._epoch: str = result.get("epoch", "")
+        self._last_seq = 0 if since is None else since[1]  # of the last message taken
+        self._live = True  # subscribed on the current connection (sub_id is valid)
         self._frames: deque[bytearray] = deque()
         # Set only while a receiver waits: setting an Event per delivered frame was a
         # measurable part of a busy reader's cost.
@@ -922,12 +1368,101 @@ class Subscription:
         # batches made the pipeline stall measurably). Not on every wait as well: a reader
         # of a slow channel waits after each message, and a CREDIT per message cost a
         # syscall on both ends (S3 latency), while the quarter rule alone cannot stall.
-        self._credit_batch = max(1, window // 4)
+        self._credit_batch = max(1, self.window // 4)
         self._credit_bytes = max(1, window_bytes // 4)
         self._ended = False
         self._end_error: TrioStreamError | None = None
         self.end_reason: str | None = None
         self._meter = RateMeter()
+        # A gap waiting for the first message after it (see _expect_gap).
+        self._gap_kind = ""
+        self._gap_recovered = 0
+        self._before_gap = 0
+        if "resume" in result:
+            self._expect_gap(result["resume"])
+
+    @property
+    def position(self) -> Position:
+        """The channel's epoch and the seq of the last message taken (0: none yet)."""
+        return Position(self._epoch, self._last_seq)
+
+    # -- resuming ------------------------------------------------------------------------------
+    def _suspend(self) -> None:
+        """The connection is lost: wait for the next one (messages here stay readable)."""
+        self._live = False
+
+    def _received_seq(self) -> int:
+        """The seq of the last frame received (taken or not): a resume continues after it."""
+        if self._frames:
+            return F.data_seq(self._frames[-1])
+        return self._last_seq
+
+    async def _resubscribe(self) -> bool:
+        """Subscribe again after a reconnect, from the last frame received.
+
+        Returns:
+            False while the channel is missing (retried later); True when done.
+        """
+        if self._ended:
+            return True
+        try:
+            await self._client._request_now(
+                M.Subscribe,
+                on_result=self._resumed,
+                **self._spec,
+                since_epoch=self._epoch,
+                since_seq=self._received_seq(),
+            )
+        except ChannelNotFound:
+            return False
+        except ConnectionClosed:
+            raise
+        except TrioStreamError as exc:
+            self._client._resuming_subs.discard(self)
+            self._fail(exc)
+        return True
+
+    def _resumed(self, result: dict[str, Any]) -> Subscription:
+        """The resubscription's answer (in the reader task, before its first DATA frame)."""
+        client = self._client
+        client._resuming_subs.discard(self)
+        self.sub_id = result["sub"]
+        self._live = True
+        if self._ended:  # closed while the request was on its way
+            client._forget(client._send_request(M.Unsubscribe, sub=self.sub_id))
+            return self
+        client._subscriptions[self.sub_id] = self
+        self._epoch = result.get("epoch", "")
+        self._consumed = self._consumed_bytes = 0  # the old connection's credit is void
+        if "resume" in result:
+            self._expect_gap(result["resume"])
+        return self
+
+    def _expect_gap(self, resume: dict[str, Any]) -> None:
+        """Attach a Gap to the first message after the frames already received.
+
+        The method that builds messages is swapped for the one that adds the gap, and
+        swapped back by it: the hot path pays nothing for gaps that are not pending.
+        """
+        kind = resume.get("kind", "reset")
+        if self._gap_kind == "reset":  # a reset not yet reported stays a reset
+            kind = "reset"
+        self._gap_kind = kind
+        self._gap_recovered += int(resume.get("recovered", 0))
+        self._before_gap = len(self._frames)
+        self._message = self._message_after_gap  # type: ignore[method-assign]
+
+    def _message_after_gap(self, frame: bytearray) -> Message:
+        if self._before_gap:
+            self._before_gap -= 1
+            return Subscription._message(self, frame)
+        del self._message  # the class's method again
+        message = Subscription._message(self, frame)
+        lost = message.lost if self._gap_kind == "resumed" else None
+        gap = Gap(self._gap_kind, lost, self._gap_recovered)
+        self._gap_kind = ""
+        self._gap_recovered = 0
+        return message._replace(gap=gap)
 
     def _deliver(self, frame: bytearray) -> None:
         self._frames.append(frame)
@@ -978,6 +1513,11 @@ class Subscription:
             max_rate=rate,
             block_timeout=None if block_timeout is None else float(block_timeout),
         )
+        # A resubscription after a reconnect asks for what the subscription is now.
+        changed = {"policy": policy, "size": size, "every": every, "block_timeout": block_timeout}
+        self._spec.update({k: v for k, v in changed.items() if v is not None})
+        if not isinstance(max_rate, _Keep):
+            self._spec["max_rate"] = None if max_rate is None else float(max_rate)
 
     def _new_window(self, result: Any) -> None:
         """A retune's answer: credit goes back by the new window's quarters from now on."""
@@ -1034,6 +1574,7 @@ class Subscription:
         if self._carried:
             lost = self._carry_loss(lost)
         self.received += 1
+        self._last_seq = seq
         return Message(value, seq, self.channel, sender, time_s, lost)
 
     def _lost_notice(self, count: int) -> None:
@@ -1064,9 +1605,9 @@ class Subscription:
 
     def _return_credit(self) -> None:
         """Tell the server how many messages the application took since the last CREDIT."""
-        if self._consumed and not self._ended:
+        if self._consumed and not self._ended and self._live:
             client = self._client
-            if not client.closed:
+            if client._connected:
                 client._enqueue(
                     [F.credit_frame(self.sub_id, self._consumed)], F.COUNTER_FRAME_BYTES
                 )
@@ -1140,16 +1681,20 @@ class Subscription:
         Waits for the server's answer at most LEAVE_TIMEOUT_S, and not at all once the
         connection is gone.
         """
+        if self._detach():
+            await self._client._leave(M.Unsubscribe, sub=self.sub_id)
+
+    def _detach(self) -> bool:
+        """Closed by its user: forget it; True if the server still has it."""
         client = self._client
         self._end("unsubscribed", None)
-        if client._subscriptions.pop(self.sub_id, None) is not None:
-            await client._leave(M.Unsubscribe, sub=self.sub_id)
+        client._resuming_subs.discard(self)
+        return self._live and client._subscriptions.pop(self.sub_id, None) is not None
 
     def _close_nowait(self) -> None:
         """Unsubscribe without waiting for the server's answer."""
         client = self._client
-        self._end("unsubscribed", None)
-        if client._subscriptions.pop(self.sub_id, None) is not None and not client.closed:
+        if self._detach() and client._connected:
             client._forget(client._send_request(M.Unsubscribe, sub=self.sub_id))
 
     async def __aenter__(self) -> Subscription:
@@ -1163,7 +1708,7 @@ class Subscription:
 
 @asynccontextmanager
 async def open_client(
-    url: str,
+    url: str | Sequence[str],
     *,
     name: str | None = None,
     token: str | None = None,
@@ -1171,16 +1716,23 @@ async def open_client(
     connect_timeout: float = CONNECT_TIMEOUT_S,
     heartbeat: float | None = HEARTBEAT_S,
     payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS,
+    reconnect: bool | Reconnect = True,
 ) -> AsyncIterator[Client]:
     """Connect to a server (``tcp://host:port`` or ``ws://host:port/ws``).
 
     Args:
+        url: a URL, or a list of URLs tried in turn (first connection and reconnections).
         heartbeat: seconds between pings (at most a third of the server's idle timeout).
             When nothing at all comes from the server for three of them (at least 2 s), the
-            server is gone: every waiting call, iteration and send fails with
-            ConnectionClosed. None: never give up on a silent server.
+            server is gone. None: never give up on a silent server.
         payload_limits: what the payload decoder accepts from writers (a payload beyond it
             raises PayloadRefused from that one receive; the subscription goes on).
+        reconnect: True (the default): a lost connection is retried with a jittered backoff
+            (``ts.Reconnect()``: 0.1 s doubling to 5 s, never giving up) and everything comes
+            back by itself; ``ts.Reconnect(initial, maximum, give_up_after)`` to tune it;
+            False: a lost connection is final, and every waiting call, iteration and send
+            fails with ConnectionClosed. The first connection is never retried: if no URL
+            answers, this raises.
 
     Raises:
         ConnectionClosed: the server cannot be reached or went away during the handshake.
@@ -1190,22 +1742,78 @@ async def open_client(
         raise InvalidArgument(
             f"heartbeat must be a positive number of seconds or None, not {heartbeat!r:.40}"
         )
-    async with connect(url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=ssl_context) as transport:
-        client = Client(transport, None, heartbeat, payload_limits)
-        try:
-            with trio.fail_after(connect_timeout):
-                await client._handshake(name, token)
-        except trio.TooSlowError:
-            raise ConnectionClosed(f"no welcome from {url} within {connect_timeout} s") from None
-        # The background tasks never raise (they record failures on the client), so an
-        # exception group leaving this nursery carries the caller's own exception: unwrap it
-        # so that `except ts.ChannelNotFound` works around `async with open_client(...)`.
-        with unwrap_single_exception():
-            async with trio.open_nursery() as nursery:
-                client._nursery = nursery
-                nursery.start_soon(client._run_io)
-                try:
-                    yield client
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await client.aclose()
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise InvalidArgument("open_client needs at least one URL")
+    for one in urls:
+        split_url(one)  # a malformed URL is the caller's error, never retried
+    client = Client(
+        urls,
+        name=name,
+        token=token,
+        ssl_context=ssl_context,
+        connect_timeout=connect_timeout,
+        heartbeat=heartbeat,
+        reconnect=Reconnect.from_argument(reconnect),
+        payload_limits=payload_limits,
+    )
+    # The background tasks never raise (they record failures on the client), so an
+    # exception group leaving this nursery carries the caller's own exception: unwrap it
+    # so that `except ts.ChannelNotFound` works around `async with open_client(...)`.
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            client._nursery = nursery
+            await nursery.start(client._supervise)
+            try:
+                yield client
+            finally:
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+
+
+class _Port:
+    """The client as its RPC endpoint sees it (trio_stream._client_port.ClientPort)."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @property
+    def name(self) -> str:
+        return self._client.name
+
+    @property
+    def limits(self) -> Limits:
+        return self._client.limits
+
+    @property
+    def closed(self) -> bool:
+        return self._client.closed
+
+    def start_request(
+        self, build: Callable[[int], M.Message], on_result: Callable[[Any], Any] | None = None
+    ) -> PendingRequest:
+        return self._client._start_request(build, on_result)
+
+    def forget(self, request: PendingRequest) -> None:
+        self._client._forget(request)
+
+    def pending(self, ident: int) -> PendingRequest | None:
+        return self._client._replies.get(ident)
+
+    def send_control(self, message: M.Message) -> None:
+        self._client._send_control(message)
+
+    def handle(self, message_type: type[M.Message], handler: Callable[[Any], None]) -> None:
+        self._client._handlers[message_type] = handler
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str) -> bool:
+        nursery = self._client._nursery
+        if nursery is None or self._client.closed:
+            return False
+        nursery.start_soon(fn, *args, name=name)
+        return True
+
+    async def wait_usable(self) -> None:
+        await self._client.wait_usable()

@@ -64,8 +64,12 @@ class RemoteError(RpcError):
         self.remote_traceback = remote_traceback
 
 
-class RpcTimeout(RpcError):
-    """No answer to an RPC call within its timeout."""
+class RpcTimeout(RpcError, TimeoutError):
+    """No answer to an RPC call within its timeout (also a built-in ``TimeoutError``)."""
+
+
+class ResourceClosed(TrioStreamError):
+    """This publisher, subscription or client was closed by its user and cannot be used."""
 
 
 #: Error classes the server may name in a CONTROL ``error`` message, by wire name.

@@ -17,6 +17,30 @@ def _from_wire(cls: type[R], data: Any) -> R:
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
+class Gap(NamedTuple):
+    """A reconnection (or a reset) just before a message: what was missed, counted.
+
+    ``kind`` "resumed": the same channel on the same server state; ``lost`` is exactly the
+    frames missed (not replayed, or dropped by the reader's policy on the way), ``recovered``
+    the frames replayed from the channel's history. "reset": the channel's sequence restarted
+    (the server restarted, the channel was re-created); ``lost`` is None (unknowable).
+    """
+
+    kind: str  # "resumed" | "reset"
+    lost: int | None
+    recovered: int
+
+
+class Position(NamedTuple):
+    """Where a reader stands in a channel: its epoch and the seq of the last message taken.
+
+    ``subscribe(channel, since=position)`` continues after it (docs/protocol.md, Resume).
+    """
+
+    epoch: str
+    seq: int
+
+
 class Message(NamedTuple):
     """One frame as a reader receives it.
 
@@ -30,6 +54,7 @@ class Message(NamedTuple):
     sender: str  # name of the client that published it
     time: float  # the writer's clock when it sent the frame (Unix seconds)
     lost: int  # frames this subscription lost to overflow just before this one
+    gap: Gap | None = None  # a reconnection (or reset) happened just before this message
 
 
 @dataclass(frozen=True, slots=True)

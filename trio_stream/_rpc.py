@@ -42,7 +42,7 @@ from ._protocol import rpc_messages as R
 from ._protocol.codec import decode_payload, encode_payload
 
 if TYPE_CHECKING:
-    from ._client import Client
+    from ._client_port import ClientPort
 
 log = logging.getLogger(__name__)
 
@@ -204,18 +204,14 @@ def _check_service_name(name: str) -> None:
 class RpcEndpoint:
     """The RPC half of a :class:`Client`: its exposed methods and the calls it makes."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: ClientPort) -> None:
         self._client = client
         self._methods: dict[str, _Exposed] = {}
         self._running: dict[int, trio.CancelScope] = {}
-        client._handlers.update(
-            {
-                R.Invoke: self._on_invoke,
-                R.Abort: self._on_abort,
-                R.Introspect: self._on_introspect,
-                R.RpcErrorReply: self._on_rpc_error,
-            }
-        )
+        client.handle(R.Invoke, self._on_invoke)
+        client.handle(R.Abort, self._on_abort)
+        client.handle(R.Introspect, self._on_introspect)
+        client.handle(R.RpcErrorReply, self._on_rpc_error)
 
     @property
     def running(self) -> int:
@@ -249,13 +245,20 @@ class RpcEndpoint:
         if len(self._methods.keys() | found.keys()) > R.MAX_METHODS:
             raise LimitExceeded(f"a client may expose at most {R.MAX_METHODS} methods")
         self._methods.update(found)
-        self._client._send_control(R.Expose(methods=sorted(self._methods)))
+        # Exposed while reconnecting: the reconnection exposes them all (reexpose).
+        with contextlib.suppress(ConnectionClosed):
+            self._client.send_control(R.Expose(methods=sorted(self._methods)))
         return sorted(found)
+
+    def reexpose(self) -> None:
+        """After a reconnect: expose every method again, under the same names."""
+        if self._methods:
+            self._client.send_control(R.Expose(methods=sorted(self._methods)))
 
     def _send(self, message: M.Message) -> None:
         # A closed connection has nobody to answer: the server failed the call for its caller.
         with contextlib.suppress(ConnectionClosed):
-            self._client._send_control(message)
+            self._client.send_control(message)
 
     def _on_introspect(self, msg: R.Introspect) -> None:
         self._send(
@@ -264,8 +267,10 @@ class RpcEndpoint:
 
     def _on_invoke(self, msg: R.Invoke) -> None:
         exposed = self._methods.get(msg.method)
-        nursery = self._client._nursery
-        if exposed is None or nursery is None:
+        scope = trio.CancelScope()
+        if exposed is None or not self._client.spawn(
+            self._invoke, msg, exposed, scope, name=f"rpc {msg.method}"
+        ):
             self._send(
                 R.Refuse(
                     call=msg.call,
@@ -273,9 +278,7 @@ class RpcEndpoint:
                 )
             )
             return
-        scope = trio.CancelScope()
         self._running[msg.call] = scope
-        nursery.start_soon(self._invoke, msg, exposed, scope, name=f"rpc {msg.method}")
 
     def _on_abort(self, msg: R.Abort) -> None:
         scope = self._running.get(msg.call)
@@ -322,13 +325,12 @@ class RpcEndpoint:
 
     # -- caller side -----------------------------------------------------------------------------
     def _on_rpc_error(self, msg: R.RpcErrorReply) -> None:
-        reply = self._client._replies.get(msg.id)
-        if reply is not None:
+        request = self._client.pending(msg.id)
+        if request is not None:
             error = RemoteError(msg.type, msg.message, msg.traceback)
             if msg.traceback:
                 error.add_note(f"remote traceback:\n{msg.traceback.rstrip()}")
-            reply.error = error
-            reply.done.set()
+            request.fail(error)
 
     async def ask(
         self, build: Callable[[int], M.Message], timeout_s: float | None, what: str
@@ -338,24 +340,23 @@ class RpcEndpoint:
         Raises:
             RpcTimeout: no answer within ``timeout_s`` seconds (the call is cancelled).
         """
-        from ._client import _Reply
-
         client = self._client
-        client._check_open()
-        ident = next(client._ids)
-        reply = _Reply()
-        client._replies[ident] = reply
-        client._send_control(build(ident))
-        try:
-            with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
-                await reply.done.wait()
-        finally:
-            client._replies.pop(ident, None)
-            if not reply.done.is_set() and not client.closed:
-                # Cancelled or timed out: the provider should stop working for nobody.
-                client._send_control(R.Cancel(id=ident))
-        if not reply.done.is_set():
+        request = None
+        # Waiting for a reconnect counts against the call's own timeout.
+        with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
+            await client.wait_usable()
+            request = client.start_request(build)
+            try:
+                await request.done.wait()
+            finally:
+                client.forget(request)
+                if not request.done.is_set() and not client.closed:
+                    # Cancelled or timed out: the provider should stop working for nobody.
+                    with contextlib.suppress(ConnectionClosed):
+                        client.send_control(R.Cancel(id=request.id))
+        if request is None or not request.done.is_set():
             raise RpcTimeout(f"no answer to {what} within {timeout_s:g} s")
+        reply = request
         if reply.error is not None:
             raise reply.error
         return reply.result

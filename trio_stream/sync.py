@@ -31,7 +31,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -39,13 +39,15 @@ from typing import Any, Final, TypeVar
 import trio
 
 from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
-from ._exceptions import ConnectionClosed, FrameTooLarge, TrioStreamError
+from ._exceptions import ConnectionClosed, FrameTooLarge, ResourceClosed, TrioStreamError
+from ._portal import BlockingPortal, refuse_trio_thread
 from ._protocol.array_view import View
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor, compressor
 from ._protocol.frames import PUBLISH_HEAD
 from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, Limits, PayloadLimits
-from ._records import ChannelInfo, ClientInfo, Message, ServerStats
+from ._reconnect import Reconnect, State
+from ._records import ChannelInfo, ClientInfo, Message, Position, ServerStats
 from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
 from ._stats import SubscriptionStatistics
 
@@ -65,29 +67,7 @@ CLOSE_FLUSH_S: Final = 10.0
 CLOSE_JOIN_S: Final = 5.0
 
 
-def _refuse_trio_thread(what: str) -> None:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return
-    raise RuntimeError(
-        f"{what} blocks, and this thread runs trio (it would block its event loop, or deadlock "
-        "in the SyncClient's own thread): use `async with trio_stream.open_client(...)` there, "
-        "or call it from another thread (trio.to_thread.run_sync)"
-    )
-
-
-class _Call:
-    """One blocking call on its way through the trio thread and back."""
-
-    __slots__ = ("cancelled", "done", "error", "scope", "value")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.scope: trio.CancelScope | None = None
-        self.cancelled = False
+_refuse_trio_thread = refuse_trio_thread
 
 
 class SyncClient:
@@ -103,7 +83,7 @@ class SyncClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         name: str | None = None,
         token: str | None = None,
@@ -113,11 +93,12 @@ class SyncClient:
         queue_bytes: int = QUEUE_BYTES,
         heartbeat: float | None = HEARTBEAT_S,
         payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS,
+        reconnect: bool | Reconnect = True,
     ) -> None:
         _refuse_trio_thread("SyncClient")
         if queue_frames < 1 or queue_bytes < 1:
             raise ValueError("queue_frames and queue_bytes must be at least 1")
-        self.url = url
+        self.url = url if isinstance(url, str) else url[0]
         self._connect = partial(
             open_client,
             url,
@@ -127,10 +108,10 @@ class SyncClient:
             connect_timeout=connect_timeout,
             heartbeat=heartbeat,
             payload_limits=payload_limits,
+            reconnect=reconnect,
         )
         self._client: Client | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._nursery: trio.Nursery | None = None
+        self._portal = BlockingPortal("this SyncClient is closed")
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._closed = False
@@ -157,7 +138,7 @@ class SyncClient:
         self._drained = trio.Event()  # trio side: the queue was emptied
         self._used: set[Publisher] = set()  # trio side: publishers that flush() waits for
         self._thread = threading.Thread(
-            target=self._thread_main, name=f"trio_stream SyncClient {name or url}", daemon=True
+            target=self._thread_main, name=f"trio_stream SyncClient {name or self.url}", daemon=True
         )
         self._thread.start()
         try:
@@ -181,7 +162,7 @@ class SyncClient:
             else:  # a bug in this module: say so, and fail whatever still waits
                 log.exception("the SyncClient's trio thread failed")
         finally:
-            self._nursery = None
+            self._portal.detach()
             with self._cond:
                 self._dead = True
                 self._cond.notify_all()
@@ -196,14 +177,14 @@ class SyncClient:
             try:
                 async with self._connect() as client, trio.open_nursery() as nursery:
                     self._client = client
-                    self._nursery = nursery
-                    self._token = trio.lowlevel.current_trio_token()
+                    self._portal.open(nursery)
                     nursery.start_soon(self._drain)
                     self._ready.set()
                     await self._stop.wait()
                     if self._flush_on_stop:
                         with trio.move_on_after(CLOSE_FLUSH_S):
                             await self._flush()
+                    self._portal.detach()
                     nursery.cancel_scope.cancel()
             except Exception as exc:
                 if self._ready.is_set():
@@ -227,78 +208,20 @@ class SyncClient:
     def _request_stop(self, flush: bool = True) -> None:
         """Ask the trio thread to finish (from any thread; harmless once it has)."""
         self._flush_on_stop = flush
-        token = self._token
-        if token is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._stop_in_trio)
+        self._portal.run_sync_soon(self._stop_in_trio)
 
     def _stop_in_trio(self) -> None:
         if self._stop is not None:
             self._stop.set()
 
-    # -- the portal --------------------------------------------------------------------------
+    # -- the portal (trio_stream/_portal.py) ----------------------------------------------------
     def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn()`` in the trio thread and wait for its outcome."""
-        _refuse_trio_thread("this SyncClient method")
-        token = self._token
-        if self._closed or token is None:
-            raise ConnectionClosed("this SyncClient is closed")
-        call = _Call()
-        try:
-            token.run_sync_soon(self._start_call, call, fn)
-        except trio.RunFinishedError:
-            raise ConnectionClosed("this SyncClient is closed") from None
-        try:
-            call.done.wait()
-        except BaseException:
-            # Ctrl-C while waiting: stop the operation in the trio thread as well, so that it
-            # does not go on behind the caller's back (say, take a message nobody will read).
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._cancel_call, call)
-            raise
-        if call.error is not None:
-            error, call.error = call.error, None  # no reference cycle through the traceback
-            raise error
-        return call.value  # type: ignore[no-any-return]
-
-    def _start_call(self, call: _Call, fn: Callable[[], Awaitable[Any]]) -> None:
-        nursery = self._nursery
-        if nursery is None:
-            call.error = ConnectionClosed("this SyncClient is closed")
-            call.done.set()
-        else:
-            nursery.start_soon(self._run_call, call, fn)
-
-    @staticmethod
-    def _cancel_call(call: _Call) -> None:
-        call.cancelled = True
-        if call.scope is not None:
-            call.scope.cancel()
-
-    @staticmethod
-    async def _run_call(call: _Call, fn: Callable[[], Awaitable[Any]]) -> None:
-        finished = False
-        try:
-            with trio.CancelScope() as call.scope:
-                if call.cancelled:
-                    call.scope.cancel()
-                try:
-                    call.value = await fn()
-                except Exception as exc:
-                    call.error = exc
-                finished = True
-        finally:
-            if not finished:  # cancelled: by Ctrl-C in the caller, or the client is closing
-                call.error = ConnectionClosed("the call was cancelled: the SyncClient is closing")
-            call.done.set()
+        return self._portal.call(fn)
 
     def _run_sync(self, fn: Callable[[], T]) -> T:
         """Run the plain function ``fn()`` in the trio thread (client state lives there)."""
-
-        async def run() -> T:
-            return fn()
-
-        return self._call(run)
+        return self._portal.run_sync(fn)
 
     @property
     def _trio_client(self) -> Client:
@@ -325,6 +248,22 @@ class SyncClient:
     def closed(self) -> bool:
         return self._closed or self._dead or self._trio_client.closed
 
+    @property
+    def state(self) -> State:
+        """``"connecting"``, ``"open"``, ``"reconnecting"`` or ``"closed"`` (see Client.state)."""
+        if self._closed or self._dead or self._client is None:
+            return "closed"
+        return self._client.state
+
+    def wait_state(self, *states: State, timeout: float | None = None) -> State:
+        """Block until the client is in one of ``states``; returns it.
+
+        Raises:
+            TimeoutError: not within ``timeout`` seconds.
+        """
+        client = self._trio_client
+        return self._call(partial(_with_timeout, timeout, partial(client.wait_state, *states)))
+
     def close(self, *, flush: bool = True) -> None:
         """Send what is queued (with ``flush``), say goodbye, and end the thread. Idempotent.
 
@@ -338,6 +277,7 @@ class SyncClient:
             self._closed = True
         _OPEN.discard(self)
         self._request_stop(flush)
+        self._portal.close()
         if threading.current_thread() is not self._thread:
             self._thread.join(CLOSE_JOIN_S + (CLOSE_FLUSH_S if flush else 0.0))
         with self._cond:
@@ -422,16 +362,16 @@ class SyncClient:
         """
         compress_fn = compressor(compress)
         pub = self._shared.get(channel)
-        if pub is None or pub._ended is not None:
+        if pub is None or not pub.is_open:
             with self._shared_lock:
                 pub = self._shared.get(channel)
-                if pub is None or pub._ended is not None:
+                if pub is None or not pub.is_open:
                     pub = self._call(partial(self._trio_client.open_publisher, channel, key=key))
                     self._shared[channel] = pub
         return self._enqueue(pub, value, compress_fn)
 
     def _enqueue(self, pub: Publisher, value: Any, compress: Compressor | None = None) -> bool:
-        if pub.readers <= 0:  # the trio publisher would drop it: spare the encoding
+        if not pub.wanted:  # the trio publisher would drop it: spare the encoding
             with self._cond:
                 self._raise_publish_error()
             return False
@@ -473,10 +413,7 @@ class SyncClient:
             wake = self._drainer_idle
             self._drainer_idle = False
         if wake:
-            token = self._token
-            assert token is not None
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._wake_drainer)
+            self._portal.run_sync_soon(self._wake_drainer)
         return True
 
     def _raise_publish_error(self) -> None:
@@ -505,14 +442,13 @@ class SyncClient:
                 await self._wake.wait()
                 continue
             frames = nbytes = dropped = 0
-            publishers = self._trio_client._publishers
             for pub, payload, size in batch:
-                if pub._ended is not None:  # the channel was deleted, the connection lost
-                    self._publish_failed(pub._ended, pub)
-                elif publishers.get(pub.pub_id) is not pub:
-                    # Closed while this value waited (its `with` block ended on an exception):
-                    # a frame with its stale id would never be acknowledged.
+                failure = pub.failure
+                if isinstance(failure, ResourceClosed):
+                    # Closed while this value waited (its `with` block ended on an exception).
                     dropped += 1
+                elif failure is not None:  # the channel was deleted, the client closed
+                    self._publish_failed(failure, pub)
                 else:
                     try:
                         await pub.send(payload)
@@ -555,14 +491,13 @@ class SyncClient:
             if self._drained.is_set():
                 self._drained = trio.Event()
             await self._drained.wait()
-        publishers = self._trio_client._publishers
         for pub in list(self._used):
-            if publishers.get(pub.pub_id) is pub:
+            if pub.is_open:
                 try:
                     await pub.wait_acknowledged()
                 except TrioStreamError as exc:
                     self._publish_failed(exc, pub)
-            if pub._ended is not None or publishers.get(pub.pub_id) is not pub:
+            if not pub.is_open:
                 self._used.discard(pub)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -619,6 +554,7 @@ class SyncClient:
         block_timeout: float | None = None,
         sender: str | None = None,
         view: View | None = None,
+        since: Position | None = None,
     ) -> SyncSubscription:
         """``with c.subscribe("ch", policy=..., size=...) as sub: for msg in sub: ...``.
 
@@ -639,6 +575,7 @@ class SyncClient:
                 block_timeout=block_timeout,
                 sender=sender,
                 view=view,
+                since=since,
             )
         )
         return SyncSubscription(self, sub)
@@ -693,12 +630,13 @@ class SyncPublisher:
         """Queue one value (as :meth:`SyncClient.publish`); False while there are no readers.
 
         Raises:
-            trio.ClosedResourceError: after the ``with`` block of this publisher ended.
+            ResourceClosed: after the ``with`` block of this publisher ended.
         """
         if self._closed:
-            raise trio.ClosedResourceError(f"the publisher of {self.channel!r} is closed")
-        if self._pub._ended is not None:
-            raise self._pub._ended
+            raise ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
+        failure = self._pub.failure
+        if failure is not None:
+            raise failure
         return self._client._enqueue(self._pub, value)
 
     def wait_for_readers(self, count: int = 1, timeout: float | None = None) -> None:
@@ -770,6 +708,7 @@ class SyncSubscription:
         self._error: TrioStreamError | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._last_seq: int | None = None
 
     @property
     def lost(self) -> int:
@@ -779,6 +718,12 @@ class SyncSubscription:
     def retune(self, **changes: Any) -> None:
         """Change this subscription on the server (arguments as ``Subscription.retune``)."""
         self._client._call(partial(self._sub.retune, **changes))
+
+    @property
+    def position(self) -> Position:
+        """Epoch and seq of the last message ``get()`` returned (see Subscription.position)."""
+        epoch, seq = self._sub.position
+        return Position(epoch, self._last_seq if self._last_seq is not None else seq)
 
     def get(self, timeout: float | None = None) -> Message:
         """The next message, waiting up to ``timeout`` seconds (None: as long as it takes).
@@ -807,7 +752,9 @@ class SyncSubscription:
                 batch = self._client._call(partial(self._take, left))
                 batch.reverse()
                 self._local = batch
-            return self._local.pop()
+            message = self._local.pop()
+            self._last_seq = message.seq
+            return message
         finally:
             self._lock.release()
 

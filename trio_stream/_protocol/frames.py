@@ -274,6 +274,13 @@ def data_sub_id(frame: BytesLike) -> int:
     return int(_SUB_ID.unpack_from(frame, 1)[0])
 
 
+def data_seq(frame: BytesLike) -> int:
+    """The channel seq of a DATA frame (a resuming reader continues after its last one)."""
+    if len(frame) < _DATA_HEAD_BYTES:
+        raise ProtocolError("truncated DATA frame")
+    return int(_DATA_HEAD_AT(frame)[3])
+
+
 class DataParser:
     """Parses one subscription's DATA frame bodies; remembers the last sender's name.
 

@@ -36,6 +36,8 @@ class Hello(Message):
     v: int
     name: str | None = None
     token: str | None = None
+    resume: bool = False  # the client reconnects: issue a resume token in the welcome
+    resume_token: str | None = None  # the previous connection's, to take its place back
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Welcome(Message):
     name: str
     server: str
     limits: dict[str, Any]
+    resume_token: str | None = None  # present it in the next hello (after hello resume=true)
 
 
 # --- requests (client -> server), each answered by Reply or Error with the same id ------------
@@ -79,6 +82,7 @@ class OpenPublisher(Request):
     OP: ClassVar[str] = "open_publisher"
     channel: str
     key: str | None = None
+    resume_pub: int | None = None  # the previous connection's pub id: reply says "taken"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class Subscribe(Request):
     block_timeout: float | None = None  # s; block only; None: the server's block_timeout_s
     sender: str | None = None  # only the frames of the writer(s) of this client name
     view: list[Any] | None = None  # [[start, stop, step], ...] per dimension (array_view.py)
+    since_epoch: str | None = None  # resume after (since_epoch, since_seq): reply has "resume"
+    since_seq: int | None = None
 
 
 @dataclass(frozen=True)

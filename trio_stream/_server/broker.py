@@ -29,6 +29,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import math
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -142,6 +143,8 @@ class Channel:
     meta: dict[str, Any] | None = None
     created: float = field(default_factory=time.time)
     expires_at: float | None = None  # trio clock, from lifetime
+    # New at each creation (resume.py): a reader resuming with another epoch sees a reset.
+    epoch: str = field(default_factory=lambda: secrets.token_hex(8))
     seq: int = 0
     bytes_in: int = 0
     lost: int = 0
@@ -528,7 +531,9 @@ class Broker:
                 sub.skip(1)
 
     # -- readers ---------------------------------------------------------------------------
-    def subscribe(self, sub: Reader) -> None:
+    def subscribe(
+        self, sub: Reader, replay: Callable[[Reader, deque[SharedData]], None] | None = None
+    ) -> None:
         """Attach a new reader; it first gets the channel's history, the newest part that fits.
 
         History replays the newest frames that fit both the connection's remaining
@@ -547,8 +552,10 @@ class Broker:
             if channel.selective is None:
                 channel.selective = Selective()
             channel.selective.add(sub)
-        if channel.recent:
-            _replay_history(sub, self._history_for(sub, channel.recent))
+        if replay is not None:  # a resume (resume.py): from a position, not the whole history
+            replay(sub, self._history_for(sub, channel.recent))
+        elif channel.recent:
+            replay_history(sub, self._history_for(sub, channel.recent))
         self._readers_changed(channel)
 
     def _history_for(self, sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:
@@ -602,7 +609,7 @@ class Broker:
             channel._rate_mark = (now, channel.seq, channel.bytes_in)
 
 
-def _replay_history(sub: Reader, recent: deque[SharedData]) -> None:
+def replay_history(sub: Reader, recent: deque[SharedData]) -> None:
     """Admit the newest frames of ``recent`` that fit ``sub`` (see Broker.subscribe)."""
     outbox = sub.outbox
     room_bytes = outbox.max_buffered_bytes - outbox.buffered_bytes

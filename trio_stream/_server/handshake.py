@@ -33,13 +33,15 @@ async def handshake(
     state: ServerState,
     transport: FrameTransport,
     client_id: int,
-    claim: Callable[[str | None], str],
+    claim: Callable[[Hello], tuple[str, str | None]],
 ) -> list[bytearray]:
     """Read the hello, check it, and send the welcome.
 
-    ``claim(name)`` takes the client's name (None: it sent none) and returns the name it now
-    has; it runs before the first await after the hello, so of two hellos with one name
-    exactly one claims it (the other's ``claim`` raises NameInUse).
+    ``claim(hello)`` takes the client's name (``hello.name``; None: it sent none) and returns
+    the name it now has and its resume token (None unless the hello asked for one; a resume
+    token in the hello takes the previous connection's place back first, see resume.py); it
+    runs before the first await after the hello, so of two hellos with one name exactly one
+    claims it (the other's ``claim`` raises NameInUse).
 
     Returns:
         The frames the client pipelined behind its hello, for the reader task.
@@ -73,13 +75,14 @@ async def handshake(
         raise AuthError("wrong or missing token; pass token=... to open_client")
     if hello.name is not None:
         check_client_name(hello.name)
-    name = claim(hello.name)
+    name, resume_token = claim(hello)
     welcome = Welcome(
         v=PROTOCOL_VERSION,
         client_id=client_id,
         name=name,
         server=f"{state.config.name} trio_stream/{__version__}",
         limits=state.limits.to_wire(),
+        resume_token=resume_token,
     )
     await transport.send([control_frame(welcome)])
     return frames[1:]

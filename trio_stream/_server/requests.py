@@ -32,6 +32,7 @@ from .._protocol.messages import (
 )
 from . import admin
 from .buffers import Policy, parse_policy
+from .resume import subscribe_since
 
 if TYPE_CHECKING:
     from .session import Session
@@ -69,17 +70,28 @@ def delete_channel(session: Session, msg: DeleteChannel) -> None:
     broker.delete_channel(channel, f"channel {channel.name!r} was deleted")
 
 
-def open_publisher(session: Session, msg: OpenPublisher) -> dict[str, int]:
+def open_publisher(session: Session, msg: OpenPublisher) -> dict[str, Any]:
     channel = session.state.broker.lookup(msg.channel, msg.key, session)
     writer = session.open_writer(channel)
-    return {"pub": writer.pub_id, "readers": channel.readers}
+    # keeps_history: the channel wants frames even with no reader (docs/protocol.md 8).
+    result = {
+        "pub": writer.pub_id,
+        "readers": channel.readers,
+        "keeps_history": channel.history > 0,
+    }
+    lease = session.resume_lease
+    if msg.resume_pub is not None and lease is not None:
+        taken = lease.taken.get(msg.resume_pub)  # what its previous publisher had published
+        if taken is not None:
+            result["taken"] = taken
+    return result
 
 
 def close_publisher(session: Session, msg: ClosePublisher) -> None:
     session.close_writer(msg.pub)
 
 
-def subscribe(session: Session, msg: Subscribe) -> dict[str, int]:
+def subscribe(session: Session, msg: Subscribe) -> dict[str, Any]:
     state = session.state
     limits = state.limits
     outbox = session.outbox
@@ -109,8 +121,19 @@ def subscribe(session: Session, msg: Subscribe) -> dict[str, int]:
         view=view,
         window_asked=msg.window,
     )
-    state.broker.subscribe(reader)
-    return {"sub": reader.sub_id, "window": window, "window_bytes": SUBSCRIBE_WINDOW_BYTES}
+    result: dict[str, Any] = {
+        "sub": reader.sub_id,
+        "window": window,
+        "window_bytes": SUBSCRIBE_WINDOW_BYTES,
+        "epoch": channel.epoch,
+    }
+    if msg.since_epoch is None:
+        state.broker.subscribe(reader)
+    else:  # a resume: from a position (resume.py)
+        result["resume"] = subscribe_since(
+            state.broker, reader, msg.since_epoch, msg.since_seq or 0
+        )
+    return result
 
 
 def retune(session: Session, msg: Retune) -> dict[str, int]:

@@ -144,7 +144,7 @@ class Server:
                 state.update_rates()
                 state.publish_stats()
                 next_stats = now + interval
-            deadline = next_stats
+            deadline = min(next_stats, state.resume.expire(now))
             for channel in list(state.broker.channels.values()):
                 if channel.expires_at is None:
                     continue

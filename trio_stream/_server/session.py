@@ -43,6 +43,7 @@ from .._protocol.frames import (
 from .._protocol.messages import (
     Error,
     Goodbye,
+    Hello,
     Message,
     Ping,
     Pong,
@@ -56,6 +57,7 @@ from .broker import Channel, Writer
 from .handshake import closing_for, handshake, refuse
 from .outbox import Outbox
 from .requests import REQUEST_HANDLERS
+from .resume import Lease
 from .state import ServerState
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ class Session:
         "methods",
         "name",
         "outbox",
+        "resume_lease",
+        "resume_token",
         "state",
         "transport",
         "writers",
@@ -121,6 +125,8 @@ class Session:
         self.methods: list[str] = []  # RPC names, kept by the router
         self._next_pub = 1
         self._name_claimed = False
+        self.resume_token: str | None = None  # issued at welcome to a client that resumes
+        self.resume_lease: Lease | None = None  # what its previous connection left
         self._wake = trio.Event()
         # Made on first use: an idle connection should hold nothing it may never need.
         self._control_space: trio.Event | None = None  # the reader waits for control to go
@@ -185,6 +191,10 @@ class Session:
         if writer is not None:
             self.state.broker.close_publisher(writer)
             self.outbox.forget_writer(pub_id)
+
+    def published_frames(self) -> dict[int, int]:
+        """Frames each open publisher has published (a resuming client resends the rest)."""
+        return {pub_id: writer.frames for pub_id, writer in self.writers.items()}
 
     def record(self) -> dict[str, Any]:
         return {
@@ -259,14 +269,19 @@ class Session:
                 await self.transport.aclose()
             log.info("client %r disconnected", self.name)
 
-    def _claim_name(self, name: str | None) -> str:
-        if name is not None:
-            self.name = name
+    def _claim_name(self, hello: Hello) -> tuple[str, str | None]:
+        if hello.name is not None:
+            self.name = hello.name
+        resume = self.state.resume
+        if hello.resume_token is not None:  # a reconnection: its old place comes back
+            self.resume_lease = resume.take_over(hello.resume_token, self, self.state.by_name)
         # Claimed before the first await (the welcome's send): of two hellos with one name,
         # exactly one gets it, and the other its NameInUse.
         self.state.claim_name(self)
         self._name_claimed = True
-        return self.name
+        if hello.resume:
+            self.resume_token = resume.issue(self)
+        return self.name, self.resume_token
 
     def _release_name(self) -> None:
         if self._name_claimed:
@@ -298,15 +313,17 @@ class Session:
 
     def _cleanup(self) -> None:
         broker = self.state.broker
+        published = self.published_frames()
         for reader in list(self.outbox.readers.values()):
             broker.unsubscribe(reader)
         for writer in list(self.writers.values()):
             broker.close_publisher(writer)
         self.writers.clear()
         self.state.rpc.session_closed(self)
-        for channel in list(broker.owned_by(self.client_id)):
-            if not channel.keep:
-                broker.delete_channel(channel, f"channel {channel.name!r} ended with its owner")
+        if not self.state.resume.session_ended(self, published):  # else kept for a while
+            for channel in list(broker.owned_by(self.client_id)):
+                if not channel.keep:
+                    broker.delete_channel(channel, f"channel {channel.name!r} ended with its owner")
         self.state.unregister(self)
         self._break_cycles()
 
@@ -441,6 +458,7 @@ class Session:
             self.send_control(Pong(data=message.data))
             return
         if type(message) is Goodbye:
+            self.state.resume.release(self)  # a client that leaves on purpose is not coming back
             self._peer_left()
             return
         handler = (self._handlers or self._handler_table()).get(type(message))

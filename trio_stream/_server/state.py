@@ -17,6 +17,7 @@ from .._protocol.limits import Limits
 from .broker import Broker, Channel
 from .idle import Watchdog
 from .outbox import BufferTotals
+from .resume import ResumeBook
 from .rpc import Router
 
 SYSTEM_CHANNELS = ("$clients", "$channels", "$stats")
@@ -55,6 +56,12 @@ class ServerState:
         self.lost_in_deleted_channels = 0
         self.on_channel_created: Callable[[Channel], None] | None = None  # wakes housekeeping
         self.system = {name: self.broker.create_channel(name, None) for name in SYSTEM_CHANNELS}
+        self.resume = ResumeBook(self.broker, config.resume_grace_s, self._wake_housekeeping)
+
+    def _wake_housekeeping(self) -> None:
+        """A resume grace period to watch (resume.py): housekeeping recomputes its deadline."""
+        if self.on_channel_created is not None:
+            self.on_channel_created(self.system["$stats"])
 
     def next_client_id(self) -> int:
         ident = self._next_client_id

@@ -62,7 +62,7 @@ from typing import IO, Any, Final
 from .._exceptions import ProtocolError
 from .._protocol.bytes_like import BytesLike
 from .._protocol.codec import decode_payload, encode_payload
-from .._records import Message
+from .._records import Gap, Message
 
 FORMAT: Final = "trio_stream-dump"
 VERSION: Final = 1
@@ -84,7 +84,7 @@ def header(channel: str, **extra: Any) -> dict[str, Any]:
 
 
 def frame_record(msg: Message, received: float) -> dict[str, Any]:
-    return {
+    record = {
         "t": received,
         "time": msg.time,
         "seq": msg.seq,
@@ -92,6 +92,13 @@ def frame_record(msg: Message, received: float) -> dict[str, Any]:
         "lost": msg.lost,
         "data": msg.data,
     }
+    if msg.gap is not None:  # a reconnection just before this frame (docs/dump-format.md)
+        record["gap"] = gap_record(msg.gap)
+    return record
+
+
+def gap_record(gap: Gap) -> dict[str, Any]:
+    return {"kind": gap.kind, "lost": gap.lost, "recovered": gap.recovered}
 
 
 def encode_item(item: Any) -> list[BytesLike]:

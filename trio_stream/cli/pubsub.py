@@ -29,6 +29,7 @@ from ._options import (
 )
 from ._output import json_line, jsonable
 from ._run import CliError, NoReaders, UsageError
+from .dumpfile import gap_record
 from .inspect import meta_text
 
 PUB_EPILOG = """\
@@ -46,7 +47,8 @@ examples (start a reader first, e.g. `trio-stream sub tcp://127.0.0.1:9870 setpo
 """
 
 SUB_EPILOG = """\
-Each message is one JSON line: {"seq", "time", "sender", "lost", "data"}. numpy arrays are
+Each message is one JSON line: {"seq", "time", "sender", "lost", "data"}, with "gap" ({"kind",
+"lost", "recovered"}) on the first message after a reconnection. numpy arrays are
 summarized as {"dtype", "shape", "min", "max", "mean"} unless --full; bytes are base64 (or
 hex); NaN and infinities are the strings "nan", "inf", "-inf".
 
@@ -182,7 +184,11 @@ def message_record(msg: ts.Message, args: argparse.Namespace) -> Any:
     data = jsonable(msg.data, full=args.full, bytes_format=args.bytes_format)
     if args.data_only:
         return data
-    return {"seq": msg.seq, "time": msg.time, "sender": msg.sender, "lost": msg.lost, "data": data}
+    record = {"seq": msg.seq, "time": msg.time, "sender": msg.sender, "lost": msg.lost}
+    if msg.gap is not None:  # the connection came back just before this message
+        record["gap"] = gap_record(msg.gap)
+    record["data"] = data
+    return record
 
 
 async def _receive(sub: ts.Subscription, flush: Callable[[], object]) -> ts.Message:

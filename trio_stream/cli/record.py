@@ -212,6 +212,8 @@ async def _record(
                 writer.add(dumpfile.frame_record(msg, time.time()))
                 frames += 1
                 lost += msg.lost
+                if msg.gap is not None:
+                    print(f"trio-stream dump: {_describe_gap(msg.gap)}", file=sys.stderr)
                 if writer.due():
                     await writer.flush()
                 if progress is not None and task is not None:
@@ -266,6 +268,15 @@ async def run_replay(args: argparse.Namespace) -> int:
             "recording); the frames before it were played",
             file=sys.stderr,
         )
+    if stats.gaps:
+        lost = sum(g.get("lost") or 0 for g in stats.gaps)
+        resets = sum(1 for g in stats.gaps if g.get("kind") == "reset")
+        print(
+            f"trio-stream replay: the recording has {len(stats.gaps)} gap(s) where its "
+            f"recorder reconnected: {lost} frames lost"
+            + (f", {resets} reset(s) (frames lost unknown)" if resets else ""),
+            file=sys.stderr,
+        )
     if stats.unsent:
         raise NoReaders(
             f"replayed {stats.sent + stats.unsent} frames to {channel!r}: {stats.sent} sent, "
@@ -277,10 +288,17 @@ async def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_gap(gap: ts.Gap) -> str:
+    if gap.kind == "reset":
+        return f"the channel was reset (server restart or re-creation); {gap.recovered} replayed"
+    return f"resumed: {gap.lost} frames lost, {gap.recovered} replayed from history"
+
+
 class _ReplayStats:
     def __init__(self) -> None:
         self.sent = 0
         self.unsent = 0
+        self.gaps: list[dict[str, Any]] = []  # of the recording (reconnections of dump)
         self.truncated = False
         self.interval = 0.0  # mean gap between frames: the pause between two rounds
 
@@ -304,6 +322,9 @@ async def _play_once(
         # less time than the gaps between frames we wait for anyway.
         for record in _frames(args.file, reader):
             t = record["t"]
+            gap = record.get("gap")
+            if isinstance(gap, dict) and not offset:
+                stats.gaps.append(gap)
             if first_t is None:
                 # The clock starts with the first frame in hand and encoded once, so neither
                 # reading it nor cbor2's first encode (it imports modules then, 10-25 ms)

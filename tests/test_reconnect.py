@@ -1,0 +1,549 @@
+"""Clients ride through failures: reconnect, restore, resume with an exact gap.
+
+Faults are real: a TCP proxy (tests/proxy.py) that cuts, resets, refuses or stalls
+connections, and a server in a child process killed with SIGKILL and started again on the
+same port. Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+from proxy import TcpProxy, open_proxy
+from test_client_liveness import server_process
+
+import trio_stream as ts
+from trio_stream._reconnect import Backoff
+from trio_stream.sync import SyncClient
+
+WAIT_S = 20.0  # nothing here should take near this long: a hang fails instead of blocking
+
+
+@pytest.fixture
+async def proxy(server: ts.Server) -> AsyncIterator[TcpProxy]:
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+        yield proxy
+
+
+async def read_until(sub: ts.Subscription, last_seq: int, into: list[ts.Message]) -> None:
+    """Take messages until the one with ``last_seq`` (the channel's last frame)."""
+    with trio.fail_after(WAIT_S):
+        async for msg in sub:
+            into.append(msg)
+            if msg.seq >= last_seq:
+                return
+
+
+def assert_exact(messages: list[ts.Message], produced: int) -> None:
+    """Seqs strictly increase, and every frame is delivered or counted lost, exactly."""
+    seqs = [m.seq for m in messages]
+    assert seqs == sorted(set(seqs)), "a frame came twice or out of order"
+    assert len(messages) + sum(m.lost for m in messages) == produced
+
+
+# -- backoff ---------------------------------------------------------------------------------
+def test_backoff_doubles_with_equal_jitter_never_zero_never_in_lock_step() -> None:
+    policy = ts.Reconnect(initial=0.1, maximum=1.0)
+    waits = [Backoff(policy, random.Random(seed)).next_wait() for seed in range(200)]
+    assert all(0.05 <= w <= 0.1 for w in waits)
+    assert len(set(waits)) == 200  # no two clients in step
+    backoff = Backoff(policy, random.Random(1))
+    series = [backoff.next_wait() for _ in range(8)]
+    bounds = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
+    assert all(b / 2 <= w <= b for w, b in zip(series, bounds, strict=True))
+
+
+def test_reconnect_settings_are_checked() -> None:
+    with pytest.raises(ts.InvalidArgument):
+        ts.Reconnect(initial=0.0)
+    with pytest.raises(ts.InvalidArgument):
+        ts.Reconnect(initial=2.0, maximum=1.0)
+    with pytest.raises(ts.InvalidArgument):
+        ts.Reconnect(give_up_after=-1.0)
+
+
+# -- resume through a blip -------------------------------------------------------------------
+@pytest.mark.parametrize("fault", ["cut", "reset"])
+async def test_a_blip_within_history_delivers_every_frame_once_in_order(
+    server: ts.Server, proxy: TcpProxy, fault: str
+) -> None:
+    assert server.tcp_url is not None
+    produced = 300
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="recorder") as reader,
+    ):
+        await writer.create_channel("AI1", history=1000)
+        async with writer.publisher("AI1") as pub, reader.subscribe("AI1", size=1000) as sub:
+            await pub.wait_for_readers()
+            got: list[ts.Message] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_until, sub, produced, got)
+                for i in range(produced):
+                    await pub.send(i)
+                    if i == produced // 2:
+                        getattr(proxy, fault)()
+                    if i % 20 == 0:
+                        await trio.sleep(0.01)
+            assert [m.data for m in got] == list(range(produced))
+            gaps = [m.gap for m in got if m.gap is not None]
+            assert len(gaps) == 1 and gaps[0].kind == "resumed"
+            assert gaps[0].lost == 0
+            assert reader.reconnects == 1 and reader.state == "open"
+            assert sub.position == ts.Position(sub.position.epoch, produced)
+
+
+async def test_a_blip_beyond_history_counts_every_missed_frame_exactly(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    assert server.tcp_url is not None
+    produced = 400
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="recorder", reconnect=ts.Reconnect(initial=0.5)) as reader,
+    ):
+        await writer.create_channel("AI1", history=20)
+        async with writer.publisher("AI1") as pub, reader.subscribe("AI1", size=1000) as sub:
+            await pub.wait_for_readers()
+            got: list[ts.Message] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_until, sub, produced, got)
+                for i in range(100):
+                    await pub.send(i)
+                await pub.wait_acknowledged()
+                with trio.fail_after(WAIT_S):
+                    while len(got) < 100:  # noqa: ASYNC110 - polling a plain list
+                        await trio.sleep(0.01)
+                proxy.cut()
+                await reader.wait_state("reconnecting")
+                for i in range(100, produced):  # 300 frames while the reader is away
+                    await pub.send(i)
+            assert_exact(got, produced)
+            gap = next(m.gap for m in got if m.gap is not None)
+            assert gap.kind == "resumed"
+            assert gap.recovered == 20  # what the history held
+            assert gap.lost == produced - 100 - 20
+
+
+async def test_a_size_one_reader_resumes_with_only_the_newest_frame(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="dashboard", reconnect=ts.Reconnect(initial=0.5)) as reader,
+    ):
+        await writer.create_channel("AI1", history=50)
+        async with (
+            writer.publisher("AI1") as pub,
+            reader.subscribe("AI1", policy="drop_oldest", size=1) as sub,
+        ):
+            await pub.wait_for_readers()
+            await pub.send(0)
+            assert (await sub.receive()).seq == 1
+            proxy.cut()
+            await reader.wait_state("reconnecting")
+            for i in range(1, 31):
+                await pub.send(i)
+            with trio.fail_after(WAIT_S):
+                msg = await sub.receive()
+            assert msg.data == 30 and msg.seq == 31  # only the newest, through size=1
+            assert msg.gap == ts.Gap("resumed", lost=29, recovered=1)
+            assert msg.lost == 29
+
+
+async def test_a_restarted_recorder_continues_from_its_saved_position(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="daq") as writer:
+        await writer.create_channel("AI1", history=100)
+        async with writer.publisher("AI1") as pub:
+            async with (
+                ts.open_client(server.tcp_url, name="recorder") as reader,
+                reader.subscribe("AI1", policy="block", size=100) as sub,
+            ):
+                await pub.wait_for_readers()
+                for i in range(10):
+                    await pub.send(i)
+                got = [await sub.receive() for _ in range(10)]
+                saved = sub.position
+            assert saved.seq == 10 and got[-1].seq == 10
+            for i in range(10, 25):  # while the recorder is down
+                assert await pub.send(i)  # history wants them
+            async with (
+                ts.open_client(server.tcp_url, name="recorder") as reader,
+                reader.subscribe("AI1", policy="block", size=100, since=saved) as sub,
+            ):
+                first = await sub.receive()
+                rest = [await sub.receive() for _ in range(14)]
+            assert first.seq == 11 and first.gap == ts.Gap("resumed", lost=0, recovered=15)
+            assert [m.data for m in [first, *rest]] == list(range(10, 25))
+
+
+async def test_a_position_of_another_epoch_is_a_reset(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="daq") as client:
+        await client.create_channel("AI1", history=5)
+        async with client.publisher("AI1") as pub:
+            for i in range(3):
+                await pub.send(i)
+        stale = ts.Position("0123456789abcdef", 2)
+        async with client.subscribe("AI1", since=stale) as sub:
+            msg = await sub.receive()
+        assert msg.seq == 1 and msg.gap == ts.Gap("reset", lost=None, recovered=3)
+
+
+async def test_a_channel_with_history_wants_frames_without_readers(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="daq") as client:
+        await client.create_channel("setpoint", history=1)
+        await client.create_channel("plain")
+        async with client.publisher("setpoint") as pub, client.publisher("plain") as plain:
+            assert pub.readers == 0 and pub.wanted and not plain.wanted
+            assert await pub.send(1.5) and await pub.send(2.5)
+            assert not await plain.send(1.0)
+            await pub.wait_acknowledged()
+        async with client.subscribe("setpoint") as sub:
+            assert (await sub.receive()).data == 2.5
+
+
+# -- writers, owners, RPC --------------------------------------------------------------------
+async def test_frames_sent_while_disconnected_go_out_on_reconnect_once(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    assert server.tcp_url is not None
+    produced = 200
+    async with (
+        ts.open_client(proxy.url, name="daq") as writer,
+        ts.open_client(server.tcp_url, name="recorder") as reader,
+    ):
+        await writer.create_channel("AI1", history=10)
+        async with (
+            reader.subscribe("AI1", policy="block", size=1000) as sub,
+            writer.publisher("AI1") as pub,
+        ):
+            await pub.wait_for_readers()
+            got: list[ts.Message] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_until, sub, produced, got)
+                for i in range(produced):
+                    if i == 50:
+                        proxy.cut()
+                    await pub.send(i)  # waits once the window is full, never raises
+                await pub.wait_acknowledged()
+        # The owner's channel outlived the blip (grace period): the reader never noticed.
+        assert [m.data for m in got] == list(range(produced))
+        assert all(m.gap is None and m.lost == 0 for m in got)
+        assert writer.reconnects == 1
+
+
+async def test_calls_made_while_reconnecting_wait_for_the_connection(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    assert server.tcp_url is not None
+
+    class Daq:
+        def rpc_echo(self, value: object) -> object:
+            return value
+
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as provider,
+        ts.open_client(proxy.url, name="caller") as caller,
+    ):
+        provider.expose(Daq())
+        daq = await caller.rpc("daq")
+        assert await daq.echo(1) == 1
+        proxy.refuse()
+        proxy.cut()
+        await caller.wait_state("reconnecting")
+        async with trio.open_nursery() as nursery:
+            results: list[object] = []
+
+            async def call_meanwhile() -> None:
+                results.append(await daq.call("echo", 2, timeout=WAIT_S))
+
+            nursery.start_soon(call_meanwhile)
+            await trio.sleep(0.3)
+            assert not results  # it waits for the connection, within its own timeout
+            proxy.accept()
+        assert results == [2]
+        assert caller.reconnects == 1
+
+
+async def test_a_half_open_connection_is_replaced_without_a_name_race(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    async with ts.open_client(proxy.url, name="daq", heartbeat=0.5) as client:
+        await client.create_channel("AI1")
+        proxy.stall()  # the server still believes the old connection alive
+        with trio.fail_after(WAIT_S):
+            await client.wait_state("reconnecting")
+            await client.wait_state("open")
+        assert client.name == "daq"
+        # The stale session was replaced, its channel is ours again (same epoch).
+        channels = {c.name: c for c in await client.channels()}
+        assert channels["AI1"].owner == "daq"
+        names = [c.name for c in await client.clients()]
+        assert names.count("daq") == 1
+
+
+async def test_calls_in_flight_fail_with_a_clear_error_when_the_connection_drops(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    class Slow:
+        async def rpc_wait(self) -> None:
+            await trio.sleep_forever()
+
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="slow") as provider,
+        ts.open_client(proxy.url, name="caller") as caller,
+    ):
+        provider.expose(Slow())
+        slow = await caller.rpc("slow", timeout=None)
+        async with trio.open_nursery() as nursery:
+            errors: list[BaseException] = []
+
+            async def call() -> None:
+                try:
+                    await slow.wait()
+                except ts.ConnectionClosed as exc:
+                    errors.append(exc)
+
+            nursery.start_soon(call)
+            await trio.sleep(0.2)
+            proxy.cut()
+        assert len(errors) == 1 and "at most once" in str(errors[0])
+        await caller.wait_state("open")
+
+
+async def test_reconnect_false_keeps_fail_fast(server: ts.Server, proxy: TcpProxy) -> None:
+    async with ts.open_client(proxy.url, name="once", reconnect=False) as client:
+        await client.create_channel("AI1")
+        async with client.subscribe("AI1") as sub:
+            proxy.cut()
+            with pytest.raises(ts.ConnectionClosed), trio.fail_after(WAIT_S):
+                await sub.receive()
+        assert client.state == "closed" and client.reconnects == 0
+
+
+async def test_a_client_gives_up_after_give_up_after(server: ts.Server, proxy: TcpProxy) -> None:
+    policy = ts.Reconnect(initial=0.05, maximum=0.1, give_up_after=0.5)
+    async with ts.open_client(proxy.url, name="brief", reconnect=policy) as client:
+        async with client.subscribe("$stats") as sub:
+            proxy.refuse()
+            proxy.cut()
+            with pytest.raises(ts.ConnectionClosed), trio.fail_after(WAIT_S):
+                async for _ in sub:
+                    pass
+        assert client.state == "closed"
+
+
+async def test_a_list_of_urls_is_tried_in_turn(server: ts.Server, proxy: TcpProxy) -> None:
+    assert server.tcp_url is not None
+    dead = "tcp://127.0.0.1:1"
+    async with ts.open_client([dead, proxy.url], name="listed") as client:
+        assert client.url == proxy.url
+        proxy.cut()
+        await client.wait_state("reconnecting")
+        with trio.fail_after(WAIT_S):
+            await client.wait_state("open")
+        assert client.url == proxy.url and client.reconnects == 1
+
+
+async def test_an_auth_error_on_reconnect_is_final(nursery: trio.Nursery) -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, token="secret")
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url is not None
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(proxy.url, token="secret") as client,
+    ):
+        client._token = "wrong"  # as if the server's token changed meanwhile
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            assert await client.wait_state("closed") == "closed"
+    await server.aclose()
+
+
+# -- restarts and many clients ---------------------------------------------------------------
+async def test_a_server_restart_is_a_reset_and_everything_comes_back_within_2_s() -> None:
+    class Daq:
+        def rpc_ping(self) -> str:
+            return "pong"
+
+    async with server_process() as (process, url):
+        port = urlsplit(url).port
+        assert port is not None
+        async with (
+            ts.open_client(url, name="daq") as writer,
+            ts.open_client(url, name="recorder") as reader,
+        ):
+            await writer.create_channel("AI1", history=10)
+            writer.expose(Daq())
+            async with writer.publisher("AI1") as pub, reader.subscribe("AI1", size=100) as sub:
+                await pub.wait_for_readers()
+                await pub.send("before")
+                assert (await sub.receive()).data == "before"
+                process.kill()  # SIGKILL: no goodbye, nothing saved
+                await process.wait()
+                await reader.wait_state("reconnecting")
+                async with server_process(tcp_port=port) as (process2, _):
+                    restarted = trio.current_time()
+                    with trio.fail_after(2.0):
+                        await writer.wait_state("open")
+                        await reader.wait_state("open")
+                        await pub.wait_for_readers()
+                        daq = await reader.rpc("daq")
+                        assert await daq.ping() == "pong"
+                    assert await pub.send("after")
+                    with trio.fail_after(2.0):
+                        msg = await sub.receive()
+                    assert trio.current_time() - restarted < 2.0 + 1.0
+                    assert msg.data == "after" and msg.seq == 1
+                    assert msg.gap is not None and msg.gap.kind == "reset"
+                    assert msg.gap.lost is None
+                    process2.send_signal(signal.SIGTERM)
+
+
+async def test_two_hundred_clients_do_not_come_back_in_the_same_200_ms(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    count = 200
+    async with trio.open_nursery() as nursery:
+        opened = trio.Semaphore(0)
+        done = trio.Event()
+        clients: list[ts.Client] = []
+
+        async def one(i: int) -> None:
+            async with ts.open_client(proxy.url, name=f"c{i}", heartbeat=None) as client:
+                clients.append(client)
+                opened.release()
+                await done.wait()
+
+        for i in range(count):
+            nursery.start_soon(one, i)
+        with trio.fail_after(WAIT_S):
+            for _ in range(count):
+                await opened.acquire()
+        before = len(proxy.accept_times)
+        proxy.refuse()  # the server restarts: down for a second
+        proxy.reset()
+        await trio.sleep(1.0)
+        proxy.accept()
+        with trio.fail_after(WAIT_S):
+            for client in clients:
+                await client.wait_state("open")
+        times = sorted(proxy.accept_times[before:])
+        assert len(times) == count
+        busiest = max(
+            sum(1 for t in times if start <= t < start + 0.2) for start in times
+        )  # the most connections any 200 ms window saw
+        assert busiest < count * 0.75, (busiest, times[-1] - times[0])
+        done.set()
+
+
+# -- the property: random cuts, nothing duplicated, everything delivered or counted ----------
+@pytest.mark.parametrize("seed", range(4))
+async def test_random_cuts_keep_the_invariants(
+    server: ts.Server, proxy: TcpProxy, seed: int
+) -> None:
+    rng = random.Random(seed)
+    produced = 300
+    history = rng.choice([0, 10, 1000])
+    policy, size = rng.choice([("block", 1000), ("drop_oldest", 5), ("drop_oldest", 1000)])
+    async with (
+        ts.open_client(proxy.url, name="w", reconnect=ts.Reconnect(initial=0.02)) as writer,
+        ts.open_client(proxy.url, name="r", reconnect=ts.Reconnect(initial=0.02)) as reader,
+    ):
+        await writer.create_channel("AI1", history=history)
+        async with (
+            writer.publisher("AI1") as pub,
+            reader.subscribe("AI1", policy=policy, size=size) as sub,
+        ):
+            await pub.wait_for_readers()
+            got: list[ts.Message] = []
+            cuts = sorted(rng.sample(range(1, produced), 4))
+            sent = 0  # frames that went out (send() True): the channel's seqs
+
+            async def read_all() -> None:
+                async for msg in sub:
+                    got.append(msg)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_all)
+                for i in range(produced):
+                    if cuts and i == cuts[0]:
+                        cuts.pop(0)
+                        rng.choice([proxy.cut, proxy.reset])()
+                    sent += await pub.send(i)  # False: nobody wanted it, no frame was made
+                    if rng.random() < 0.1:
+                        await trio.sleep(rng.random() * 0.02)
+                # A lost frame is counted on the next one delivered: end with a frame that
+                # arrives (bounded: each try waits for the connection first).
+                with trio.fail_after(WAIT_S):
+                    while not got or got[-1].seq < sent:
+                        await reader.wait_state("open")
+                        sent += await pub.send(-1)
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+            # No writer frame is published twice: the channel's seq equals frames sent.
+            assert_exact(got, sent)
+            values = [m.data for m in got if m.data != -1]
+            assert values == sorted(set(values))
+            if policy == "block" and history == 1000:
+                assert values == list(range(produced))
+
+
+async def test_a_frozen_server_is_noticed_within_the_silence_bound_and_left() -> None:
+    async with (
+        server_process(idle_timeout_s=2.0) as (process, url),
+        ts.open_client(url, name="watcher", reconnect=ts.Reconnect(initial=0.2)) as client,
+    ):
+        _, dead_after = client._heartbeat_times()
+        assert dead_after is not None
+        async with client.subscribe("$stats") as sub:
+            process.send_signal(signal.SIGSTOP)
+            stopped = trio.current_time()
+            with trio.fail_after(WAIT_S):
+                await client.wait_state("reconnecting")
+            assert trio.current_time() - stopped <= dead_after + 2.0
+            process.send_signal(signal.SIGCONT)
+            with trio.fail_after(WAIT_S):
+                await client.wait_state("open")
+                await sub.receive()  # the subscription came back by itself
+
+
+async def test_a_sync_client_rides_through_a_blip(server: ts.Server, proxy: TcpProxy) -> None:
+    direct = server.tcp_url
+    assert direct is not None
+    produced = 200
+
+    def scenario() -> list[ts.Message]:
+        with (
+            SyncClient(proxy.url, name="script") as c,
+            SyncClient(direct, name="rec") as rec,
+        ):
+            c.create_channel("AI1", history=10)
+            with (
+                rec.subscribe("AI1", policy="block", size=1000) as sub,
+                c.publisher("AI1") as pub,
+            ):
+                pub.wait_for_readers(timeout=WAIT_S)
+                for i in range(produced):
+                    if i == 100:
+                        trio.from_thread.run_sync(proxy.cut)
+                        assert c.wait_state("reconnecting", timeout=WAIT_S) == "reconnecting"
+                    assert pub.send(i)  # never raises while reconnecting
+                c.flush(timeout=WAIT_S)
+                assert c.state == "open"
+                return [sub.get(timeout=WAIT_S) for _ in range(produced)]
+
+    with trio.fail_after(WAIT_S * 2):
+        got = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
+    assert [m.data for m in got] == list(range(produced))

@@ -1,0 +1,184 @@
+"""Resume on the server: a reconnecting client takes its place back, readers continue.
+
+Three jobs, each small, called from the session at a few points:
+
+- **Leases.** A client that says ``resume`` in its hello gets a resume token in the welcome.
+  When the connection ends, its lease lives on for ``resume_grace_s``: its channels are not
+  deleted at once but orphaned (still readable, still the same epoch and history) and the
+  number of frames each of its publishers had published is noted. A hello that presents the
+  token, with the same name, takes it all back: the channels are its own again, and a session
+  of that name the server still believes alive (a half-open connection not noticed yet) is
+  replaced at once, so the name comes back without a ``NameInUse`` race.
+- **Publisher resume.** ``open_publisher`` with ``resume_pub`` learns how many frames the
+  previous connection's publisher of that id had published (``taken``): the client resends
+  exactly the rest of its window.
+- **Subscription resume.** ``subscribe`` with ``since_epoch``/``since_seq``: within the same
+  epoch the history frames after ``since_seq`` are offered to the new subscription as any
+  frame would be (its policy, size, ``every`` and ``max_rate`` apply) and every frame between
+  ``since_seq`` and the first one the history still holds is counted lost on the next frame
+  the reader gets; a different epoch is a reset (the channel was created anew).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import trio
+
+from .._protocol.frames import SharedData
+from .broker import Broker, Channel, replay_history
+from .outbox import Reader
+
+log = logging.getLogger(__name__)
+
+RESUME_TOKEN_BYTES: Final = 16
+
+
+class Resumable(Protocol):
+    """What a lease needs of a session."""
+
+    client_id: int
+    name: str
+    resume_token: str | None
+
+    def published_frames(self) -> dict[int, int]: ...
+    def close(self, reason: str, *, drain: bool = False) -> None: ...
+
+
+@dataclass(eq=False)
+class Lease:
+    token: str
+    name: str
+    client_id: int
+    session: Resumable | None
+    taken: dict[int, int] = field(default_factory=dict)  # old pub id -> frames published
+    orphans: list[Channel] = field(default_factory=list)
+    ends_at: float | None = None  # trio clock: when the grace period of a gone session ends
+
+
+class ResumeBook:
+    """The leases of one server (see the module docstring)."""
+
+    def __init__(self, broker: Broker, grace_s: float, wake: Callable[[], None]) -> None:
+        self.broker = broker
+        self.grace_s = grace_s
+        self._wake = wake  # housekeeping: a grace period to watch
+        self._leases: dict[str, Lease] = {}
+
+    def issue(self, session: Resumable) -> str:
+        token = secrets.token_hex(RESUME_TOKEN_BYTES)
+        self._leases[token] = Lease(token, session.name, session.client_id, session)
+        return token
+
+    def take_over(self, token: str, session: Resumable, by_name: dict[str, Any]) -> Lease | None:
+        """At hello: ``session`` presents ``token``; give it its predecessor's place.
+
+        Called before the name is claimed. A predecessor still registered under the name is
+        closed and unnamed here, synchronously, so the name claim that follows succeeds.
+        """
+        lease = self._leases.get(token)
+        if lease is None or lease.name != session.name:
+            return None
+        del self._leases[token]
+        old = lease.session
+        if old is not None:  # a half-open connection the server has not noticed yet
+            lease.taken = old.published_frames()
+            old.resume_token = None  # its end must not orphan what we take now
+            name = old.name
+            if by_name.get(name) is old:
+                del by_name[name]
+            old.close("replaced: the same client connected again (resume)")
+            lease.orphans = list(self.broker.owned_by(old.client_id))
+        for channel in lease.orphans:
+            if self.broker.channels.get(channel.name) is channel:
+                channel.owner_id = session.client_id
+        log.info("client %r resumed (%d channels back)", session.name, len(lease.orphans))
+        return lease
+
+    def release(self, session: Resumable) -> None:
+        """The client said goodbye: its channels end with it, as without resume."""
+        token = session.resume_token
+        if token is not None:
+            self._leases.pop(token, None)
+            session.resume_token = None
+
+    def session_ended(self, session: Resumable, published: dict[int, int]) -> bool:
+        """The connection ended; True if its channels are kept for the grace period.
+
+        Args:
+            published: frames each of its publishers had published, by publisher id.
+        """
+        token = session.resume_token
+        lease = self._leases.get(token) if token is not None else None
+        if lease is None or lease.session is not session:
+            return False
+        lease.session = None
+        lease.taken = published
+        lease.orphans = [c for c in self.broker.owned_by(session.client_id) if not c.keep]
+        if self.grace_s <= 0:
+            del self._leases[lease.token]
+            return False
+        lease.ends_at = trio.current_time() + self.grace_s
+        self._wake()
+        return True
+
+    def expire(self, now: float) -> float:
+        """End the channels of leases whose grace period is over; the next deadline."""
+        deadline = float("inf")
+        for token, lease in list(self._leases.items()):
+            if lease.ends_at is None:
+                continue
+            if lease.ends_at > now:
+                deadline = min(deadline, lease.ends_at)
+                continue
+            del self._leases[token]
+            for channel in lease.orphans:
+                if channel.owner_id == lease.client_id:
+                    self.broker.delete_channel(
+                        channel,
+                        f"channel {channel.name!r} ended with its owner (who did not come back "
+                        f"within resume_grace_s, {self.grace_s:g} s)",
+                    )
+        return deadline
+
+
+def subscribe_since(
+    broker: Broker, sub: Reader, since_epoch: str, since_seq: int
+) -> dict[str, Any]:
+    """Attach ``sub`` resuming after ``(since_epoch, since_seq)``; the reply's ``resume``."""
+    outcome: dict[str, Any] = {}
+
+    def replay(sub: Reader, recent: deque[SharedData]) -> None:
+        channel = sub.channel
+        if since_epoch != channel.epoch or not 0 <= since_seq <= channel.seq:
+            replay_history(sub, recent)
+            outcome.update(kind="reset", recovered=_recovered(sub))
+            return
+        # Gone from the channel's history: lost, exactly (with a sender filter the server
+        # cannot tell whose they were, so they count as this reader's loss too).
+        whole = channel.recent
+        first_kept = whole[0].seq if whole else channel.seq + 1
+        missing = max(0, first_kept - since_seq - 1)
+        if missing:
+            sub.skip(missing)
+        for frame in recent:
+            if frame.seq <= since_seq:
+                continue
+            if not sub.offer(frame):
+                # A full block buffer: history has no writer to hold back, so what does not
+                # fit is lost (counted on the next frame) rather than parked.
+                sub.skip(1)
+        outcome.update(kind="resumed", recovered=_recovered(sub))
+
+    broker.subscribe(sub, replay=replay)
+    return outcome
+
+
+def _recovered(sub: Reader) -> int:
+    """Replayed frames the reader will get: in its buffer, or held back by max_rate."""
+    return len(sub.buffer) + (sub.latest is not None)
