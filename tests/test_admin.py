@@ -84,7 +84,7 @@ async def test_admin_deletes_any_channel_and_disconnects_any_client(
     assert admin_server.tcp_url is not None
     caplog.set_level(logging.WARNING, logger="trio_stream._server.admin")
     async with ts.open_client(admin_server.tcp_url, name="ops") as ops:
-        async with ts.open_client(admin_server.tcp_url, name="victim") as victim:
+        async with ts.open_client(admin_server.tcp_url, name="victim", reconnect=False) as victim:
             await victim.create_channel("doomed")
             await admin(ops, "delete_channel", channel="doomed")
             assert "doomed" not in [c.name for c in await ops.channels()]

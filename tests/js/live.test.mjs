@@ -31,7 +31,7 @@ const skip = typeof WebSocket !== 'function'
   ? 'no WebSocket in this Node (use Node >= 22 or --experimental-websocket)'
   : !python ? 'no Python with trio_stream' : false;
 
-let server, url, client;
+let server, url, proxyUrl, client;
 
 before(async () => {
   if (skip) return;
@@ -42,7 +42,12 @@ before(async () => {
     server.stdout.on('data', (chunk) => {
       out += chunk;
       const line = out.split('\n').find((l) => l.startsWith('{'));
-      if (line) { clearTimeout(timer); resolve(JSON.parse(line).ws_url); }
+      if (line) {
+        clearTimeout(timer);
+        const urls = JSON.parse(line);
+        proxyUrl = urls.proxy_url;
+        resolve(urls.ws_url);
+      }
     });
     server.on('exit', (code) => reject(new Error(`live server exited (${code}): ${out}`)));
   });
@@ -211,4 +216,31 @@ test('RPC: calls, keyword arguments, remote errors, timeouts', { skip }, async (
   await assert.rejects(py.call('sleep', [5], {}, { timeout: 200 }), RpcTimeout);
   assert.equal(await py.call('echo', ['still fine']), 'still fine');
   await assert.rejects(client.rpc('nobody'), RpcError);
+});
+
+test('a subscription resumes after a cut: every frame once, the first after it with its gap', { skip }, async () => {
+  const py = await client.rpc('py');
+  await py.call('create', ['resume', 100]);
+  const c2 = await connect(proxyUrl, { name: 'js-resume' });
+  try {
+    const gaps = [];
+    c2.on('gap', (g) => gaps.push(g));
+    const sub = await c2.subscribe('resume', { policy: 'block', size: 1000 });
+    const it = sub[Symbol.asyncIterator]();
+    await py.call('send', ['resume', [0, 1, 2]]);
+    for (let i = 0; i < 3; i++) assert.equal((await it.next()).value.data, i);
+    assert.equal(sub.position.seq, 3);
+    await py.call('cut');
+    await py.call('send', ['resume', [3, 4, 5]]);
+    const got = [];
+    for (let i = 0; i < 3; i++) got.push((await it.next()).value);
+    assert.deepStrictEqual(got.map((m) => [m.seq, m.data]), [[4, 3], [5, 4], [6, 5]]);
+    assert.equal(got[0].gap.kind, 'resumed');
+    assert.equal(got[0].gap.lost, 0);
+    assert.equal(got[1].gap, null);
+    assert.equal(gaps.length, 1);
+    assert.equal(gaps[0].channel, 'resume');
+  } finally {
+    c2.close();
+  }
 });

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,10 +17,28 @@ import trio
 
 import trio_stream as ts
 
+sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/proxy.py
+from proxy import TcpProxy, open_proxy  # noqa: E402
+
 
 class Py:
-    def __init__(self, client: ts.Client) -> None:
+    def __init__(self, client: ts.Client, proxy: TcpProxy) -> None:
         self.client = client
+        self.proxy = proxy
+
+    def rpc_cut(self) -> None:
+        """Cut every connection through the proxy (the JS side reconnects)."""
+        self.proxy.cut()
+
+    async def rpc_create(self, channel: str, history: int = 0) -> None:
+        await self.client.create_channel(channel, history=history)
+
+    async def rpc_send(self, channel: str, values: list[Any]) -> None:
+        """Publish ``values`` (wanted without readers on a channel with history)."""
+        async with self.client.publisher(channel) as pub:
+            for value in values:
+                await pub.send(value)
+            await pub.wait_acknowledged()
 
     def rpc_echo(self, data: Any, twice: bool = False) -> Any:
         return [data, data] if twice else data
@@ -61,9 +80,14 @@ async def main() -> None:
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, name="live")
     async with ts.open_server(config) as server:
         assert server.tcp_url is not None
-        async with ts.open_client(server.tcp_url, name="py") as client:
-            client.expose(Py(client))
-            print(json.dumps({"ws_url": server.ws_url, "tcp_url": server.tcp_url}), flush=True)
+        assert server.ws_url is not None
+        async with (
+            ts.open_client(server.tcp_url, name="py") as client,
+            open_proxy(server.ws_url) as proxy,
+        ):
+            client.expose(Py(client, proxy))
+            urls = {"ws_url": server.ws_url, "tcp_url": server.tcp_url, "proxy_url": proxy.url}
+            print(json.dumps(urls), flush=True)
             # run until the test closes our stdin
             await trio.to_thread.run_sync(sys.stdin.read)
 

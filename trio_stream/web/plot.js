@@ -210,7 +210,8 @@ export class Plotter {
   push(msg, name = '') {
     const view = classify(msg.data);
     const t = typeof msg.time === 'number' && msg.time > 0 ? msg.time : Date.now() / 1000;
-    if (msg.lost > 0) this.addMarker('loss', t, msg.lost);
+    if (msg.gap) this.addMarker('gap', t, msg.gap.lost); // a reconnection: lost, or ? for a reset
+    else if (msg.lost > 0) this.addMarker('loss', t, msg.lost);
     if (view.kind === 'scalar') {
       const fields = view.fields && view.fields.length > 1 ? view.fields : [[view.label, view.value]];
       for (const [field, value] of fields) {

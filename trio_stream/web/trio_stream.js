@@ -171,6 +171,7 @@ export class Client extends Emitter {
   #closing = false;
   #attempt = 0;
   #reconnectTimer = null;
+  #resumeToken = null; // from the last welcome: presented in the next hello
   #handshakeTimer = null;
   #pingTimer = null;
   #messagesIn = 0; // WebSocket messages received: the heartbeat watches it move
@@ -494,7 +495,12 @@ export class Client extends Emitter {
     }, this.#opts.connectTimeout);
     ws.onopen = () => {
       if (this.#ws !== ws) return;
-      this.#sendControl({ op: 'hello', v: PROTOCOL_VERSION, name: this.#opts.name, token: this.#opts.token });
+      // resume: the server issues a token that lets the next connection take our name (and
+      // channels) back at once, even before it noticed this one is gone (docs/protocol.md).
+      this.#sendControl({
+        op: 'hello', v: PROTOCOL_VERSION, name: this.name ?? this.#opts.name, token: this.#opts.token,
+        resume: !!this.#opts.reconnect, resume_token: this.#resumeToken,
+      });
     };
     ws.onmessage = (ev) => {
       if (this.#ws !== ws) return;
@@ -539,8 +545,10 @@ export class Client extends Emitter {
     // Back off exponentially (with jitter, so a restarted server is not hit by every client
     // at once); a connection that got as far as open starts again from the shortest delay.
     if (wasOpen) this.#attempt = 0;
+    // Equal jitter: half the delay plus a random part of the other half, never zero and
+    // never in step with the other clients of a restarted server.
     const base = Math.min(this.#opts.maxReconnectDelay, this.#opts.reconnectDelay * 2 ** this.#attempt);
-    const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
+    const delay = Math.round(base / 2 + (base / 2) * Math.random());
     this.#attempt++;
     // 'connecting' until the first welcome, 'reconnecting' after a connection was lost
     this.#setState(this.#everOpened ? 'reconnecting' : 'connecting');
@@ -775,6 +783,7 @@ export class Client extends Emitter {
     this.name = msg.name ?? null;
     this.serverName = msg.server ?? null;
     this.limits = msg.limits && typeof msg.limits === 'object' ? msg.limits : {};
+    this.#resumeToken = typeof msg.resume_token === 'string' ? msg.resume_token : null;
     this.lastError = null;
     this.#setState('open');
     this.#startPings();
@@ -849,9 +858,13 @@ export class Client extends Emitter {
 
 /**
  * A subscription: `for await (const msg of sub)`, or `onMessage`. Messages are
- * `{data, seq, channel, sender, time, lost}` (time: seconds since the epoch, lost: frames this
- * subscription lost to overflow since its previous message). Leaving a `for await` loop early
- * (break/return/throw) unsubscribes. Events: 'message' (msg), 'end' (reason), 'error' (Error).
+ * `{data, seq, channel, sender, time, lost, gap}` (time: seconds since the epoch, lost: frames
+ * this subscription lost to overflow since its previous message; gap: null, or `{kind, lost,
+ * recovered}` on the first message after a reconnection, as ts.Gap: kind 'resumed' (lost exact)
+ * or 'reset' (lost null)). After a reconnect the subscription resumes from its last frame
+ * (`position`: {epoch, seq}; `since` option to start from a saved one). Leaving a `for await`
+ * loop early (break/return/throw) unsubscribes. Events: 'message' (msg), 'gap' (gap, msg),
+ * 'end' (reason), 'error' (Error); the client also emits 'gap' ({channel, ...gap}).
  */
 function checkTuning(o) {
   if (!POLICIES.includes(o.policy)) throw new TypeError(`unknown policy ${JSON.stringify(o.policy)}`);
@@ -888,6 +901,10 @@ export class Subscription extends Emitter {
   #onMessage;
   #pumping = false;
   #requesting = false; // a subscribe request is in flight
+  #epoch = null; // the channel's epoch (subscribe reply)
+  #lastSeq = 0; // of the last frame received: a resume continues after it
+  #resumeFrom = null; // {epoch, seq} to send with the next subscribe
+  #pendingGap = null; // {kind, recovered} for the next message
 
   constructor(client, channel, o) {
     super();
@@ -903,6 +920,7 @@ export class Subscription extends Emitter {
     this.sender = o.sender ?? null;
     this.view = o.view ?? null;
     this.#onMessage = o.onMessage ?? null;
+    if (o.since) this.#resumeFrom = { epoch: String(o.since.epoch), seq: Number(o.since.seq) };
     checkTuning(this);
     if (this.sender !== null && (typeof this.sender !== 'string' || !this.sender)) throw new TypeError('sender must be a client name');
     if (this.view !== null) checkView(this.view);
@@ -954,6 +972,7 @@ export class Subscription extends Emitter {
         block_timeout: this.blockTimeout,
         ...(this.sender !== null && { sender: this.sender }),
         ...(this.view !== null && { view: this.view }),
+        since_epoch: this.#resumeFrom?.epoch ?? null, since_seq: this.#resumeFrom?.seq ?? null,
       }, { onReply: (reply) => this.#attach(reply) });
     } finally {
       this.#requesting = false;
@@ -973,7 +992,18 @@ export class Subscription extends Emitter {
     this.#gen++;
     this.#unacked = 0;
     this.#unackedBytes = 0;
+    if (typeof reply.epoch === 'string') this.#epoch = reply.epoch;
+    if (reply.resume && typeof reply.resume === 'object') {
+      const kind = this.#pendingGap?.kind === 'reset' ? 'reset' : String(reply.resume.kind);
+      const recovered = (this.#pendingGap?.recovered ?? 0) + (Number(reply.resume.recovered) || 0);
+      this.#pendingGap = { kind, recovered };
+    }
     this.#client._registerSub(this, this.id);
+  }
+
+  /** Where this reader stands: {epoch, seq} of the last frame received. */
+  get position() {
+    return { epoch: this.#epoch, seq: this.#lastSeq };
   }
 
   _resubscribe() {
@@ -988,10 +1018,13 @@ export class Subscription extends Emitter {
 
   _disconnected() {
     this.id = null;
+    // The next subscribe resumes after the last frame received (queued ones included).
+    if (this.#epoch !== null) this.#resumeFrom = { epoch: this.#epoch, seq: this.#lastSeq };
   }
 
   _deliver({ lost, seq, time, sender, payload }) {
     const nbytes = payload.byteLength;
+    this.#lastSeq = seq;
     let data;
     try {
       data = decode(payload, this.#client.payloadLimits);
@@ -1005,7 +1038,17 @@ export class Subscription extends Emitter {
     }
     this.received++;
     this.lost += lost;
-    const msg = { data, seq, channel: this.channel, sender, time, lost };
+    let gap = null;
+    if (this.#pendingGap) {
+      const { kind, recovered } = this.#pendingGap;
+      gap = { kind, lost: kind === 'resumed' ? lost : null, recovered };
+      this.#pendingGap = null;
+    }
+    const msg = { data, seq, channel: this.channel, sender, time, lost, gap };
+    if (gap) {
+      this.emit('gap', gap, msg);
+      this.#client.emit('gap', { channel: this.channel, ...gap });
+    }
     this.emit('message', msg);
     const waiter = this.#waiters.shift();
     if (waiter) {
