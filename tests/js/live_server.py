@@ -18,7 +18,7 @@ import trio
 import trio_stream as ts
 
 sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/proxy.py
-from proxy import TcpProxy, open_proxy  # noqa: E402
+from proxy import TcpProxy, open_proxy
 
 
 class Py:
