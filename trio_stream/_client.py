@@ -8,6 +8,7 @@ frames costs few syscalls and never a round trip per frame.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import logging
@@ -680,13 +681,31 @@ class Client:
 
     async def _run_io(self) -> None:
         """The connection's tasks: the reader, the sender and the heartbeat."""
-        with self._io_scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader)
-                nursery.start_soon(self._sender)
-                nursery.start_soon(self._heartbeat)
-        if self._connected:  # cancelled from outside: open_client's block ended
-            self._lose(ConnectionClosed("the client is closed"))
+        try:
+            with self._io_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader)
+                    nursery.start_soon(self._sender)
+                    nursery.start_soon(self._heartbeat)
+        finally:
+            if self._connected:  # cancelled from outside: the application is done with us
+                self._closing = True
+                self._lose(ConnectionClosed("the client is closed"))
+                await self._say_goodbye()
+
+    async def _say_goodbye(self) -> None:
+        """Tell the server we leave on purpose (our channels end now, no resume grace);
+        the sender is gone, so straight to the transport, shielded and briefly."""
+        transport = self._transport
+        if transport is None:
+            return
+        goodbye = M.encode_message(M.Goodbye(reason="client closing"))
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(LEAVE_TIMEOUT_S),
+            contextlib.suppress(ConnectionClosed, trio.BrokenResourceError),
+        ):
+            await transport.send([frame_prefix(len(goodbye)), goodbye])
 
     # -- incoming ------------------------------------------------------------------------------
     async def _reader(self) -> None:

@@ -19,7 +19,8 @@ async function setup(opts = {}) {
 test('handshake: hello then welcome, fields exposed', async () => {
   const { server, client } = await setup({ token: 't0k' });
   const [hello] = server.controls('hello');
-  assert.deepStrictEqual(hello, { op: 'hello', v: 1, name: 'test', token: 't0k' });
+  // resume: the client reconnects, so it asks for a resume token (none to present yet)
+  assert.deepStrictEqual(hello, { op: 'hello', v: 1, name: 'test', token: 't0k', resume: true, resume_token: null });
   assert.equal(client.state, 'open');
   assert.equal(client.connected, true);
   assert.equal(client.serverName, 'fake');
@@ -81,7 +82,7 @@ test('subscribe: async iteration, message fields, CREDIT as consumed', async () 
   }
   assert.deepStrictEqual(got.map((m) => m.data.i), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
   assert.deepStrictEqual(got[3], {
-    data: { i: 3, arr: new Float64Array([3, 3.5]) }, seq: 4, channel: 'ai', sender: 'daq', time: 103, lost: 0,
+    data: { i: 3, arr: new Float64Array([3, 3.5]) }, seq: 4, channel: 'ai', sender: 'daq', time: 103, lost: 0, gap: null,
   });
   // credit goes back a quarter of the window at a time (2 frames), or sooner when the
   // reader catches up and waits
