@@ -6,6 +6,10 @@ import trio_stream as ts
 
 EXPORTS = {
     "AuthError",
+    "ResourceClosed",
+    "Reconnect",
+    "Position",
+    "Gap",
     "ChannelExists",
     "ChannelInfo",
     "ChannelNotFound",
