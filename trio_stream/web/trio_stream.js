@@ -9,7 +9,9 @@
 // same tick go out as one message. Flow control follows protocol.md section 5: a subscription
 // returns CREDIT as the application consumes messages, a publisher keeps at most the server's
 // window of unacknowledged PUBLISH frames and sends nothing while its channel has no readers.
-// The client reconnects with exponential backoff and resubscribes what was active.
+// The client reconnects with exponential backoff (equal jitter) and resumes what was active:
+// subscriptions continue after the last frame received, and the first message after a
+// reconnection carries `gap` ({kind: 'resumed'|'reset', lost, recovered}; docs/protocol.md 8).
 
 import { encode, decode, CBORError } from './cbor.js';
 
