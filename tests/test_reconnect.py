@@ -390,6 +390,9 @@ async def test_a_server_restart_is_a_reset_and_everything_comes_back_within_2_s(
                 await pub.wait_for_readers()
                 await pub.send("before")
                 assert (await sub.receive()).data == "before"
+                # Acknowledged: never sent again. (An unacknowledged frame would be: the new
+                # server knows nothing of it, and its readers see a reset anyway.)
+                await pub.wait_acknowledged()
                 process.kill()  # SIGKILL: no goodbye, nothing saved
                 await process.wait()
                 await reader.wait_state("reconnecting")
