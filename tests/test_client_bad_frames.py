@@ -57,11 +57,13 @@ class FakeServer:
         self.credit_changed = trio.Event()
         self.subscribed = trio.Event()
         self._decoder = FrameDecoder(2**20)
+        self._sending = trio.Lock()  # replies and test-driven DATA may be sent at once
 
     async def send_control(self, message: M.Message) -> None:
         assert self.stream is not None
         body = M.encode_message(message)
-        await self.stream.send_all(frame_prefix(len(body)) + body)
+        async with self._sending:
+            await self.stream.send_all(frame_prefix(len(body)) + body)
 
     async def send_data(self, frame: bytes) -> None:
         """Send one DATA frame once the client has credit for it, as a real server does."""
@@ -71,7 +73,8 @@ class FakeServer:
                 await self.credit_changed.wait()
         self.credit -= 1
         assert self.stream is not None
-        await self.stream.send_all(frame)
+        async with self._sending:
+            await self.stream.send_all(frame)
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.stream = stream
