@@ -12,6 +12,7 @@ import trio
 
 import trio_stream as ts
 from trio_stream._protocol import messages as M
+from trio_stream._protocol.codec import decode_payload
 from trio_stream._server.broker import MAX_CHANNEL_META_BYTES
 
 ADMIN_TOKEN = "ops-0815"
@@ -52,6 +53,7 @@ async def test_admin_actions_are_refused_with_a_wrong_token(admin_server: ts.Ser
             ("publish", {"channel": "mine", "value": 1}),
             ("delete_channel", {"channel": "mine"}),
             ("disconnect", {"client": 1}),
+            ("call", {"value": {"provider": "owner", "method": "boom"}}),
         ):
             with pytest.raises(ts.AuthError, match="wrong admin token"):
                 await admin(ops, action, token="guess", **fields)
@@ -107,6 +109,75 @@ async def test_admin_deletes_any_channel_and_disconnects_any_client(
             await admin(ops, "reboot")
     logged = " ".join(r.message for r in caplog.records)
     assert "deleted channel 'doomed'" in logged and "disconnected victim" in logged
+
+
+class Lab:
+    """A provider that remembers who called it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, float]] = []
+
+    def rpc_scale(self, x: float, factor: float = 2.0) -> float:
+        self.calls.append((x, factor))
+        return x * factor
+
+    def rpc_fail(self) -> None:
+        raise ValueError("no such range")
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ws"])
+async def test_admin_call_runs_an_rpc_method_for_the_admin_and_logs_who(
+    admin_server: ts.Server, caplog: pytest.LogCaptureFixture, scheme: str
+) -> None:
+    url = admin_server.tcp_url if scheme == "tcp" else admin_server.ws_url
+    assert url is not None and admin_server.tcp_url is not None
+    caplog.set_level(logging.WARNING, logger="trio_stream._server.admin")
+    lab = Lab()
+    async with (
+        ts.open_client(admin_server.tcp_url, name="lab") as provider,
+        ts.open_client(url, name="ops") as ops,
+    ):
+        provider.expose(lab)
+        await ops.rpc("lab")  # the expose has reached the server
+        call = {"provider": "lab", "method": "scale", "args": [21], "kwargs": {"factor": 3}}
+        with trio.fail_after(5):
+            result = await admin(ops, "call", value=call)
+        # the reply is the provider's own, exactly as for an ordinary call: a payload
+        assert decode_payload(result) == 63
+        assert lab.calls == [(21, 3)]
+        with pytest.raises(ts.RemoteError, match="no such range") as info:
+            await admin(ops, "call", value={"provider": "lab", "method": "fail"})
+        assert info.value.type_name == "ValueError"
+        with pytest.raises(ts.RpcError, match="no client named"):
+            await admin(ops, "call", value={"provider": "nobody", "method": "scale"})
+        with pytest.raises(ts.InvalidArgument, match="admin call needs"):
+            await admin(ops, "call", value={"provider": "lab", "args": 5})
+        assert decode_payload(await admin(ops, "call", value=call)) == 63  # still connected
+    logged = [r.message for r in caplog.records]
+    assert sum("ops (client" in m and "called 'lab'.'scale'" in m for m in logged) == 2, logged
+    assert any("called 'lab'.'fail'" in m for m in logged), logged
+
+
+async def test_admin_call_is_refused_without_the_token_and_nothing_is_called(
+    admin_server: ts.Server,
+) -> None:
+    assert admin_server.tcp_url is not None
+    lab = Lab()
+    async with (
+        ts.open_client(admin_server.tcp_url, name="lab") as provider,
+        ts.open_client(admin_server.tcp_url, name="ops") as ops,
+    ):
+        provider.expose(lab)
+        await ops.rpc("lab")
+        with pytest.raises(ts.AuthError, match="wrong admin token"):
+            await admin(
+                ops,
+                "call",
+                token="guess",
+                value={"provider": "lab", "method": "scale", "args": [1]},
+            )
+        assert await (await ops.rpc("lab")).scale(2) == 4  # ordinary calls still work
+    assert lab.calls == [(2, 2.0)]
 
 
 async def test_channel_meta_is_listed_for_every_client(url: str) -> None:

@@ -14,6 +14,7 @@ the test rather than skipping it: CI installs Chromium, and a skip would hide a 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import shutil
 from collections.abc import Callable
@@ -469,7 +470,11 @@ async def test_admin_actions_are_refused_without_the_admin_token() -> None:
     assert "--admin-token" in result["label"]
 
 
-async def test_admin_publishes_deletes_disconnects_and_calls_rpc_with_the_token() -> None:
+async def test_admin_publishes_deletes_disconnects_and_calls_rpc_with_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_stream._server.admin")
+
     def steps(page: Page) -> dict[str, Any]:
         seen: dict[str, Any] = {}
         page.on("dialog", lambda d: d.accept())
@@ -515,6 +520,9 @@ async def test_admin_publishes_deletes_disconnects_and_calls_rpc_with_the_token(
     assert result["publish"].startswith(f"published to {SCALAR}")
     assert result["params"] == [["x", "required"], ["factor", "2.0"]]
     assert result["rpc"].endswith("→ 42")
+    # the RPC went through the admin op: the server logged it with the page's client
+    logged = [r.message for r in caplog.records]
+    assert any("called 'lab-writer'.'scale'" in m for m in logged), logged
     assert result["deleted"] == f"deleted {IMAGE}"
     assert result["disconnected"].startswith("disconnected victim")
 

@@ -8,24 +8,37 @@ token refuses every admin action. Every action that passes the check is logged a
 the client that asked, so an operator's hand on a running system leaves a trace.
 
 The ``check`` action only verifies the token: the page asks it before it shows its forms.
+
+The ``call`` action calls an exposed RPC method on the admin's behalf. It is an ordinary call
+(the provider sees the admin's name as the caller and answers as it would any call), routed by
+the same :class:`~.rpc.Router` with the admin request's id, so the reply, a remote error or a
+cancel on timeout travel exactly as for ``call``; what the admin op adds is the token check and
+the line in the log. Its reply therefore comes later, from the provider: the handler returns
+``ANSWERED_LATER`` and the session sends no reply of its own.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import AuthError, InvalidArgument
+from .._protocol.brief import brief
 from .._protocol.codec import encode_payload
 from .._protocol.messages import Admin
+from .._protocol.rpc_messages import Call
 
 if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("check", "publish", "delete_channel", "disconnect")
+#: A handler's result meaning "no reply now: another party answers this request's id later"
+#: (the admin ``call``, answered by the provider through the RPC router). Session checks it.
+ANSWERED_LATER: Final = object()
+
+ACTIONS = ("check", "publish", "delete_channel", "disconnect", "call")
 
 
 def _check_token(session: Session, token: str) -> None:
@@ -51,6 +64,8 @@ def handle(session: Session, msg: Admin) -> Any:
         return {"admin": True}
     if msg.action == "disconnect":
         return _disconnect(session, msg, who)
+    if msg.action == "call":
+        return _call(session, msg, who)
     if msg.channel is None:
         raise InvalidArgument(f"admin {msg.action} needs channel=...")
     broker = session.state.broker
@@ -81,3 +96,35 @@ def _disconnect(session: Session, msg: Admin, who: str) -> dict[str, Any]:
     target.close(f"disconnected by admin {session.name}")
     log.warning("admin: %s disconnected %s (client %d)", who, target.name, target.client_id)
     return {"client": target.client_id, "name": target.name}
+
+
+def _call(session: Session, msg: Admin, who: str) -> object:
+    call = msg.value
+    if not (
+        isinstance(call, dict)
+        and isinstance(call.get("provider"), str)
+        and isinstance(call.get("method"), str)
+        and isinstance(call.get("args", []), list)
+        and isinstance(call.get("kwargs", {}), dict)
+    ):
+        raise InvalidArgument(
+            "admin call needs value={provider: name, method: name, args: [...], kwargs: {...}}"
+        )
+    provider: str = call["provider"]
+    method: str = call["method"]
+    try:
+        args = b"".join(
+            bytes(p) for p in encode_payload([call.get("args", []), call.get("kwargs", {})])
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"cannot send these arguments: {exc}") from None
+    # Logged before it runs: the provider may act on it even if the answer never comes.
+    log.warning(
+        "admin: %s called %s.%s (%d bytes of arguments)",
+        who,
+        brief(provider),
+        brief(method),
+        len(args),
+    )
+    session.state.rpc.call(session, Call(id=msg.id, provider=provider, method=method, args=args))
+    return ANSWERED_LATER

@@ -1,8 +1,9 @@
 """The server's request handlers: one function per request a client may send, in one table.
 
 Each handler takes the session and the decoded request and returns the ``result`` of the reply
-(or raises: TrioStreamError and ValueError become an ``error`` reply, see Session). Handlers
-touch only in-memory state (broker, outbox, server state); none awaits.
+(or raises: TrioStreamError and ValueError become an ``error`` reply, see Session), or
+``ANSWERED_LATER`` when someone else answers the request's id (an admin ``call``: the provider).
+Handlers touch only in-memory state (broker, outbox, server state); none awaits.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .._protocol.messages import (
     Unsubscribe,
 )
 from . import admin
+from .admin import ANSWERED_LATER as ANSWERED_LATER
 from .buffers import Policy, parse_policy
 from .resume import subscribe_since
 

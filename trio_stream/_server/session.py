@@ -56,7 +56,7 @@ from .._transport.base import FrameTransport
 from .broker import Channel, Writer
 from .handshake import closing_for, handshake, refuse
 from .outbox import Outbox
-from .requests import REQUEST_HANDLERS
+from .requests import ANSWERED_LATER, REQUEST_HANDLERS
 from .resume import Lease
 from .state import ServerState
 
@@ -478,7 +478,8 @@ class Session:
                     name = InvalidArgument.__name__
                 self.send_control(Error(id=message.id, type=name, message=str(exc)))
             else:
-                self.send_control(Reply(id=message.id, result=result))
+                if result is not ANSWERED_LATER:
+                    self.send_control(Reply(id=message.id, result=result))
 
         return answer
 

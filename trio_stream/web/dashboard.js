@@ -1,7 +1,8 @@
 // The live dashboard served at "/": server load, channels, clients, and a live plot of one
 // channel. Talks to the server through the browser client over ws(s)://<this host>/ws.
 
-import { createClient, ConnectionClosed, AuthError } from './trio_stream.js';
+import { createClient, ConnectionClosed, AuthError, RpcTimeout } from './trio_stream.js';
+import { decode } from './cbor.js';
 import { Panel } from './panels.js';
 import { parseLayout, formatLayout, DEFAULT_RATE_HZ } from './layout.js';
 import * as fmt from './format.js';
@@ -532,9 +533,9 @@ const ADMIN_KEY = 'trio_stream.admin_token';
 let adminToken = null;
 try { adminToken = sessionStorage.getItem(ADMIN_KEY); } catch { /* no storage: ask each time */ }
 
-async function admin(action, fields = {}) {
+async function admin(action, fields = {}, opts = {}) {
   if (!adminToken) throw new AuthError('unlock admin actions first (the Admin button)');
-  return client.request('admin', { token: adminToken, action, ...fields });
+  return client.request('admin', { token: adminToken, action, ...fields }, opts);
 }
 
 function actResult(text, bad = false) {
@@ -692,7 +693,12 @@ $('rpc-form').addEventListener('submit', async (ev) => {
     else kwargs[input.name] = v;
   }
   try {
-    const result = await client.call(provider, method, args, kwargs);
+    // Through the admin op, not a plain `call`: the server checks the admin token and logs
+    // the call with this page's client; the provider answers it like any call (a payload).
+    const reply = await admin('call', { value: { provider, method, args, kwargs } },
+      { cancelOnTimeout: true, TimeoutError: RpcTimeout });
+    if (!(reply instanceof Uint8Array)) throw new Error('the call\'s reply carries no payload');
+    const result = decode(reply);
     actResult(`${provider}.${method} → ${fmt.valueText(result, 4000)}`);
   } catch (e) { actResult(`${provider}.${method} failed: ${e.message}`, true); }
 });
