@@ -592,6 +592,63 @@ async def test_export_saves_the_plotted_window_as_csv_and_npy(tmp_path: Path) ->
     assert image.shape == IMAGE_SHAPE and image.dtype == np.float64
 
 
+BIG_CAMERA: Final = "lab/big-camera"
+BIG_SHAPE: Final = (2048, 2048)
+BIG_RATE_HZ: Final = 2.0
+
+
+def big_frame(n: int) -> np.ndarray[Any, np.dtype[np.uint16]]:
+    y, x = np.mgrid[0 : BIG_SHAPE[0], 0 : BIG_SHAPE[1]]
+    frame: np.ndarray[Any, np.dtype[np.uint16]] = ((x + y + 64 * n) % 4096).astype(np.uint16)
+    return frame
+
+
+async def test_a_large_camera_reaches_the_image_panel_decimated_by_the_server(
+    tmp_path: Path,
+) -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        # the first frame comes whole (its shape picks the view), the later ones through it
+        page.wait_for_function(
+            "() => window.__tsPanels[0].frames > 2 && window.__tsPanels[0].lastBytes < 2 ** 20"
+        )
+        seen: dict[str, Any] = page.evaluate(
+            """() => { const p = window.__tsPanels[0];
+                return {shape: p.lastMsg.data.shape, dtype: p.lastMsg.data.data.constructor.name,
+                        bytes: p.lastBytes, info: p.info.textContent}; }"""
+        )
+        with page.expect_download() as info:
+            page.locator(".plot-box").nth(0).locator("button.export-npy").click()
+        seen["file"] = info.value.suggested_filename
+        info.value.save_as(tmp_path / "view.npy")
+        seen["after_export"] = page.text_content(".plot-box .plot-info")
+        return seen
+
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with (
+                ts.open_client(server.tcp_url, name="camera") as client,
+                trio.open_nursery() as writers,
+            ):
+                await client.create_channel(BIG_CAMERA)
+                writers.start_soon(write, client, BIG_CAMERA, BIG_RATE_HZ, big_frame)
+                fragment = "#" + BIG_CAMERA.replace("/", "%2F")
+                result, errors = await trio.to_thread.run_sync(
+                    run_page, server.http_url + fragment, steps, "dashboard-big-camera.png"
+                )
+                writers.cancel_scope.cancel()
+    assert not errors
+    assert result["shape"] == [512, 512] and result["dtype"] == "Uint16Array", result
+    assert result["bytes"] == 512 * 512 * 2  # a sixteenth of the camera's 8 MiB
+    assert "every 4th pixel (server view)" in result["info"], result["info"]
+    assert ".view-4x4." in result["file"] and "decimated view" in result["after_export"], result
+    saved = np.load(tmp_path / "view.npy")
+    assert saved.shape == (512, 512) and saved.dtype == np.uint16
+    # the server's cut: every 4th pixel of some frame n, i.e. (4x + 4y + 64n) % 4096
+    assert int(saved[1, 0]) - int(saved[0, 0]) in (4, 4 - 4096)
+
+
 # -- rendering smoothness: dropped animation frames while plotting ----------------------------
 
 PERF_LINE: Final = "perf/line"

@@ -13,8 +13,8 @@ export const RATES_HZ = [1, 2, 5, 10, 30];
 export const IMAGE_BYTES_PER_S = 8 * 2 ** 20;
 
 /**
- * The options a panel subscribes with. One place, so that a server-side array view (a
- * reduced image) can be asked for here once the server has it.
+ * The rate and buffer a panel subscribes with (a large image also gets a server-side view:
+ * imageView below, chosen from its first frame).
  * @param {number} rateHz the panel's rate
  * @param {number | null} frameBytes the size of the channel's last frame, once known
  */
@@ -22,6 +22,33 @@ export function subscriptionOptions(rateHz, frameBytes = null) {
   let maxRate = rateHz;
   if (frameBytes && frameBytes * rateHz > IMAGE_BYTES_PER_S) maxRate = Math.max(0.1, IMAGE_BYTES_PER_S / frameBytes);
   return { policy: 'drop_oldest', size: 1, maxRate: Number(maxRate.toPrecision(3)) };
+}
+
+// An image panel shows at most this many pixels per side: a larger frame is decimated on the
+// server (the subscription's array view, docs/protocol.md "Array view"), so a 2048x2048 camera
+// costs the browser a 512x512 frame, a sixteenth of the bytes.
+export const MAX_IMAGE_SIDE_PX = 512;
+
+/**
+ * The server-side view that brings an array of `shape` down to MAX_IMAGE_SIDE_PX per side,
+ * or null when it fits. Every dimension gets step ceil(dim / MAX_IMAGE_SIDE_PX): colour
+ * planes (3, 4) and unit dimensions keep step 1.
+ * @param {number[]} shape the frame's full shape
+ */
+export function imageView(shape) {
+  const steps = shape.map((d) => Math.max(1, Math.ceil(d / MAX_IMAGE_SIDE_PX)));
+  return steps.some((s) => s > 1) ? steps.map((s) => [null, null, s]) : null;
+}
+
+/** "every 4th pixel" (or "every 4th row, 2nd column") for a view made by imageView(). */
+export function viewText(view) {
+  const steps = view.map((s) => s[2]).filter((s) => s > 1);
+  const nth = (n) => {
+    const teen = n % 100 > 10 && n % 100 < 14;
+    return `${n}${teen ? 'th' : ['th', 'st', 'nd', 'rd'][n % 10] ?? 'th'}`;
+  };
+  if (steps.every((s) => s === steps[0])) return `every ${nth(steps[0])} pixel`;
+  return `every ${view.map((s) => nth(s[2])).join(' × ')} element`;
 }
 
 let nextId = 1;
@@ -53,6 +80,7 @@ export class Panel {
     this.subs = new Map(); // channel -> {sub, token, frameBytes, lastTry}
     this.frames = 0;
     this.lastMsg = null;
+    this.lastBytes = null; // of the last array plotted: what a frame costs the page
     this.build();
     this.plotter = new Plotter(this.canvas);
     this.plotter.setYRange(spec.y);
@@ -215,14 +243,18 @@ export class Panel {
   async subscribe(name) {
     const old = this.subs.get(name);
     const token = (old?.token ?? 0) + 1;
-    const entry = { sub: null, token, frameBytes: old?.frameBytes ?? null, lastTry: Date.now(), pending: true };
+    const entry = {
+      sub: null, token, frameBytes: old?.frameBytes ?? null, view: old?.view ?? null, lastTry: Date.now(), pending: true,
+    };
     this.subs.set(name, entry);
     old?.sub?.close();
     const opts = subscriptionOptions(this.rate, entry.frameBytes);
     entry.maxRate = opts.maxRate;
     let sub = null;
     try {
-      sub = await this.client.subscribe(name, { ...opts, onMessage: (msg) => this.onMessage(name, entry, msg, sub) });
+      sub = await this.client.subscribe(name, {
+        ...opts, ...(entry.view && { view: entry.view }), onMessage: (msg) => this.onMessage(name, entry, msg, sub),
+      });
     } catch (e) {
       if (this.subs.get(name) === entry) setText(this.info, `cannot subscribe to ${name}: ${e.message}`);
       return;
@@ -243,9 +275,25 @@ export class Panel {
     const view = this.plotter.push(msg, this.channels.length > 1 ? name : '');
     this.frames++;
     this.lastMsg = msg;
+    this.lastBytes = view.values?.byteLength ?? null;
+    // A large image: ask the server for a decimated view of it instead. The shape is known
+    // only now, from this first frame; frames through the view that still exceed the side
+    // (the camera's frame grew) get a new view from their full shape (shape times step).
+    let resubscribed = false;
+    if (view.kind === 'image' && (view.width > MAX_IMAGE_SIDE_PX || view.height > MAX_IMAGE_SIDE_PX)) {
+      const full = msg.data.shape.map((d, i) => d * (entry.view?.[i]?.[2] ?? 1));
+      const cut = imageView(full);
+      if (cut) {
+        const reduction = cut.reduce((n, s) => n * s[2], 1) / (entry.view ?? []).reduce((n, s) => n * s[2], 1);
+        entry.view = cut;
+        entry.frameBytes = Math.ceil(view.values.byteLength / reduction);
+        this.subscribe(name);
+        resubscribed = true;
+      }
+    }
     // An image bigger than the panel's byte budget at its rate: ask for fewer of them.
     const bytes = view.values?.byteLength;
-    if (bytes && (view.kind === 'image' || view.kind === 'line')) {
+    if (bytes && !resubscribed && (view.kind === 'image' || view.kind === 'line')) {
       entry.frameBytes = bytes;
       const want = subscriptionOptions(this.rate, bytes).maxRate;
       if (want < entry.maxRate * 0.9) this.subscribe(name);
@@ -253,7 +301,8 @@ export class Panel {
     if (!this.plotter.paused) {
       this.text.hidden = view.kind !== 'text';
       if (view.kind === 'text') setText(this.text, view.text);
-      setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}`);
+      const cut = entry.view ? ` · ${viewText(entry.view)} (server view)` : '';
+      setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}`);
     }
     this.onFrame(msg);
   }
@@ -264,7 +313,11 @@ export class Panel {
   export(kind) {
     const snap = this.plotter.snapshot();
     if (!snap) { setText(this.info, 'nothing plotted to export'); return; }
-    const base = (this.channels.join('+') || 'plot').replace(/[^\w.+-]+/g, '_');
+    // An image through a server view is the decimated one: the file name says so.
+    const view = snap.kind === 'image' ? this.subs.get(this.channels[0])?.view : null;
+    const cut = view ? `.view-${view.map((v) => v[2]).join('x')}` : '';
+    const base = (this.channels.join('+') || 'plot').replace(/[^\w.+-]+/g, '_') + cut;
+    if (view) setText(this.info, `saved the server's decimated view: ${viewText(view)} of ${this.channels[0]}`);
     if (kind === 'csv') download(`${base}.csv`, toCsv(snap), 'text/csv');
     else if (snap.kind === 'series') {
       // time series as an (n, 3) array of time, series index, value
