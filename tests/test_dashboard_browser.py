@@ -231,7 +231,9 @@ def chromium_path() -> str:
     return chromium
 
 
-def run_page(url: str, steps: Callable[[Page], object], shot: str) -> tuple[Any, list[str]]:
+def run_page(
+    url: str, steps: Callable[[Page], object], shot: str, viewport: ViewportSize = VIEWPORT
+) -> tuple[Any, list[str]]:
     """Open ``url`` in headless Chromium, run ``steps``; its result and the page's errors."""
     errors: list[str] = []
     with sync_playwright() as pw:
@@ -239,7 +241,7 @@ def run_page(url: str, steps: Callable[[Page], object], shot: str) -> tuple[Any,
             executable_path=chromium_path(), args=CHROMIUM_ARGS, timeout=STEP_TIMEOUT_MS
         )
         try:
-            page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
+            page = browser.new_page(viewport=viewport, accept_downloads=True)
             page.set_default_timeout(STEP_TIMEOUT_MS)
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
@@ -264,7 +266,12 @@ class Lab:
 
 
 async def with_lab(
-    steps: Callable[[Page], object], shot: str, *, fragment: str = "", admin: bool = True
+    steps: Callable[[Page], object],
+    shot: str,
+    *,
+    fragment: str = "",
+    admin: bool = True,
+    viewport: ViewportSize = VIEWPORT,
 ) -> tuple[Any, list[str]]:
     """A server (admin token set unless ``admin`` is False) with the sine, scalar and image
     writers and an RPC provider; ``steps`` run in the browser against its dashboard."""
@@ -290,7 +297,7 @@ async def with_lab(
                 writers.start_soon(write, client, SCALAR, SCALAR_RATE_HZ, scalar_frame)
                 writers.start_soon(write, client, IMAGE, IMAGE_RATE_HZ, image_frame)
                 result = await trio.to_thread.run_sync(
-                    run_page, server.http_url + fragment, steps, shot
+                    run_page, server.http_url + fragment, steps, shot, viewport
                 )
                 writers.cancel_scope.cancel()
     return result
@@ -434,6 +441,68 @@ async def test_filter_and_sort_the_channel_and_client_tables() -> None:
     assert result["filtered"] == [IMAGE]
     assert result["sorted"] == sorted([SINE, SCALAR, IMAGE], reverse=True)
     assert result["clients"] == ["victim"]
+
+
+# Every header cell of both tables, and where it ends; also whether a table scrolls sideways.
+HEADERS_JS: Final = """() => [...document.querySelectorAll('#channels-table, #clients-table')]
+  .map((t) => ({id: t.id, scrolls: t.parentElement.scrollWidth > t.parentElement.clientWidth + 1,
+    right: [...t.querySelectorAll('th')].map((th) => [th.textContent,
+      Math.round(th.getBoundingClientRect().right), th.offsetParent !== null])}))"""
+
+
+async def test_both_tables_fit_an_800_px_wide_window_long_names_cut_in_the_middle() -> None:
+    long_name = "facility-east/beamline-7/detector-controller-" + "x" * 40 + "-readout-42"
+
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function(
+            f"() => document.querySelector('#clients-body tr td.methods')?.textContent"
+            f" && document.querySelector('tr[data-channel=\"{long_name}\"]')"
+        )
+        page.click("#admin-button")
+        page.fill("#admin-input", ADMIN_TOKEN)
+        page.click("#admin-form button")  # the disconnect buttons widen the clients table
+        page.wait_for_function("() => window.__tsDashboard.admin")
+        name_cell = page.locator(f'tr[data-channel="{long_name}"] td.name')
+        return {
+            "tables": page.evaluate(HEADERS_JS),
+            "width": page.evaluate("() => document.documentElement.clientWidth"),
+            "page_scrolls": page.evaluate(
+                "() => document.documentElement.scrollWidth > document.documentElement.clientWidth"
+            ),
+            "name": name_cell.text_content(),
+            "name_title": name_cell.get_attribute("title"),
+        }
+
+    async def lab_with_a_long_name(page_steps: Callable[[Page], object]) -> Any:
+        config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, admin_token=ADMIN_TOKEN)
+        with trio.fail_after(TEST_TIMEOUT_S):
+            async with ts.open_server(config) as server:
+                assert server.tcp_url is not None and server.http_url is not None
+                async with ts.open_client(server.tcp_url, name="lab-writer") as client:
+                    client.expose(Lab())
+                    await client.create_channel(long_name)
+                    async with client.publisher(long_name):  # a writer: listed, no frames
+                        return await trio.to_thread.run_sync(
+                            run_page,
+                            server.http_url + "#" + SCALAR.replace("/", "%2F"),
+                            page_steps,
+                            "dashboard-800px.png",
+                            {"width": 800, "height": 900},
+                        )
+
+    result, errors = await lab_with_a_long_name(steps)
+    assert not errors
+    width = result["width"]
+    for table in result["tables"]:
+        outside = [(name, right) for name, right, _ in table["right"] if right > width]
+        hidden = [name for name, _, shown in table["right"] if not shown]
+        assert hidden in ([], ["Transport"]), f"{table['id']}: hidden at 800 px: {hidden}"
+        assert not outside, f"{table['id']}: headers beyond {width} px: {outside}"
+        assert not table["scrolls"], f"{table['id']} scrolls sideways"
+    assert not result["page_scrolls"]
+    # the distinguishing end of the name stays; the whole name is in the title
+    assert result["name"].endswith("-readout-42") and "…" in result["name"], result["name"]
+    assert result["name_title"].startswith(long_name)
 
 
 async def test_admin_actions_are_refused_without_the_admin_token() -> None:

@@ -150,9 +150,22 @@ class KeyedTable {
   }
 }
 
+// Long names are cut in the middle, never at the end: names of a facility share their start
+// ("facility-east/beamline-7/...") and differ at the end, which must stay. The full name goes
+// into the cell's title.
+const NAME_CHARS = 30;
+const LIST_NAME_CHARS = 22;
+
+function middle(name, max = NAME_CHARS) {
+  const s = String(name);
+  if (s.length <= max) return s;
+  const tail = Math.ceil((max - 1) * 0.6);
+  return `${s.slice(0, max - 1 - tail)}…${s.slice(s.length - tail)}`;
+}
+
 function listText(items, max = 3) {
   if (!items.length) return fmt.DASH;
-  const head = items.slice(0, max).join(', ');
+  const head = items.slice(0, max).map((x) => middle(x, LIST_NAME_CHARS)).join(', ');
   return items.length > max ? `${head} +${items.length - max}` : head;
 }
 
@@ -316,14 +329,14 @@ function renderChannels(list) {
     return {
       key: c.name,
       cells: [
-        c.name, c.owner === null ? 'server' : str(c.owner),
+        middle(c.name), c.owner === null ? 'server' : middle(str(c.owner), LIST_NAME_CHARS),
         held.length ? `${fmt.count(c.readers)} ⏸` : fmt.count(c.readers), fmt.count(c.writers),
         idle ? 'idle' : fmt.rate(c.rate_fps), idle ? fmt.DASH : fmt.byteRate(c.rate_bps), fmt.count(c.lost),
         typeof meta.units === 'string' ? meta.units : '',
       ], // the last cell holds the overlay button: not text
       titles: [
         `${c.name}${c.public === false ? ' (private)' : ''}${typeof c.seq === 'number' ? ` · seq ${c.seq}` : ''}${meta.description ? `\n${String(meta.description).slice(0, 300)}` : ''}`,
-        '', held.length ? `held back by ${heldText}: a block reader that does not read stops the writers` : '',
+        c.owner === null ? '' : str(c.owner), held.length ? `held back by ${heldText}: a block reader that does not read stops the writers` : '',
         '', idle ? 'no readers, so its writers send nothing: plot it to wake it' : '',
       ],
       classes: { system: c.name.startsWith('$'), lossy: Number(c.lost) > 0, held: held.length > 0, selected: shown.has(c.name) },
@@ -339,15 +352,18 @@ function renderChannels(list) {
 // ------------------------------------------------------------------------------ clients
 
 const clientTable = new KeyedTable($('clients-body'), [
-  { cls: 'name' }, { cls: 'num' }, {}, {}, {}, {}, {}, { cls: 'methods' }, { cls: 'row-actions' },
+  { cls: 'name' }, { cls: 'num' }, { cls: 'address' }, { cls: 'transport' }, {}, { cls: 'list' }, { cls: 'list' },
+  { cls: 'list methods' }, { cls: 'row-actions' },
 ], {
   onCreate(tr, key) {
     tr.dataset.client = key;
     const kick = document.createElement('button');
     kick.type = 'button';
     kick.className = 'disconnect danger';
-    kick.textContent = 'disconnect';
-    kick.addEventListener('click', () => adminDisconnect(Number(key), tr.firstElementChild.textContent));
+    kick.textContent = '✕';
+    kick.title = 'disconnect this client';
+    kick.ariaLabel = 'disconnect this client';
+    kick.addEventListener('click', () => adminDisconnect(Number(key), tr.firstElementChild.title || tr.firstElementChild.textContent));
     tr.lastElementChild.append(kick);
   },
 });
@@ -374,12 +390,12 @@ function renderClients(list) {
     return {
       key: String(c.id ?? c.name),
       cells: [
-        str(c.name), str(c.id), str(c.address), str(c.transport),
+        middle(str(c.name), LIST_NAME_CHARS), str(c.id), str(c.address), str(c.transport),
         Number.isFinite(connected) ? fmt.duration(now - connected) : fmt.DASH,
         listText(subNames), listText(pubs), listText(methods),
       ], // the last cell holds the disconnect button
       titles: [
-        '', '', '', '', Number.isFinite(connected) ? new Date(connected * 1000).toLocaleString() : '',
+        str(c.name), '', `${str(c.address)} over ${str(c.transport)}`, '', Number.isFinite(connected) ? new Date(connected * 1000).toLocaleString() : '',
         subTitle, pubs.join('\n'), methods.join('\n'),
       ],
       classes: { self: c.id === client.clientId },
