@@ -370,15 +370,6 @@ async def test_plot_tools_pause_zoom_fixed_y_cursor_and_markers() -> None:
         box.locator("input.y").nth(1).dispatch_event("change")
         seen["y"] = page.evaluate("() => window.__tsPanels[2].plotter.yRange")
         seen["hash"] = page.evaluate("() => location.hash")
-        # a counted loss as the client library reports it, through the panel's own path
-        page.evaluate(
-            "() => window.__tsPanels[2].plotter.push({data: 21, time: Date.now() / 1000, lost: 3,"
-            " seq: 1, sender: 'x'})"
-        )
-        page.evaluate("() => window.__tsPanels[2].reconnected()")
-        seen["markers"] = page.evaluate(
-            "() => window.__tsPanels[2].plotter.markers.map((m) => [m.kind, m.count])"
-        )
         seen["units"] = page.evaluate("() => window.__tsPanels[2].plotter.units['']")
         return seen
 
@@ -390,8 +381,45 @@ async def test_plot_tools_pause_zoom_fixed_y_cursor_and_markers() -> None:
     assert result["zoom"] is not None and result["zoom"]["span"] < 60
     assert "lab/temperature" not in result["readout"] and "value" in result["readout"]
     assert result["y"] == [20, 23] and "y=20:23" in result["hash"]
-    assert result["markers"] == [["loss", 3], ["reconnect", None]]
     assert result["units"] == "degC"
+
+
+# Blocks the page's main thread: it reads nothing, so it returns no credit, and the server's
+# drop_oldest buffer of size 1 overflows and counts each frame it drops for this subscription.
+BUSY_JS: Final = "ms => { const end = Date.now() + ms; while (Date.now() < end) {} }"
+LOSS_MARKERS_JS: Final = (
+    "() => window.__tsPanels[0].plotter.markers.filter((m) => m.kind === 'loss')"
+    ".map((m) => [m.count, m.label])"
+)
+# The page's own subscription to the sine as the server lists it (clients request), and the
+# browser client's running total.
+SERVER_LOST_JS: Final = """async (channel) => {
+  const p = window.__tsPanels[0];
+  const me = (await p.client.clients()).find((c) => c.id === p.client.clientId);
+  const sub = me.subscriptions.find((s) => s.channel === channel);
+  return {server: sub.lost, client: p.subs.get(channel).sub.lost};
+}"""
+
+
+async def test_a_loss_the_server_counts_is_marked_with_its_count() -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function("() => window.__tsPanels[0].frames > 3")
+        page.evaluate(BUSY_JS, 1500)  # ~30 frames of the 20 Hz sine come meanwhile
+        page.wait_for_function(f"() => ({LOSS_MARKERS_JS})().length > 0")
+        page.wait_for_timeout(500)  # frames after the loss: no new loss, counts settled
+        return {
+            "markers": page.evaluate(LOSS_MARKERS_JS),
+            "lost": page.evaluate(SERVER_LOST_JS, SINE),
+        }
+
+    # rate 30 Hz over a 20 Hz writer: max_rate drops nothing, only the full buffer does
+    fragment = "#" + SINE.replace("/", "%2F") + "~r=30"
+    result, errors = await with_lab(steps, "dashboard-loss.png", fragment=fragment)
+    print(f"loss markers and counts: {result}")
+    assert not errors
+    counts = [count for count, _ in result["markers"]]
+    assert result["lost"]["server"] == result["lost"]["client"] == sum(counts) > 5, result
+    assert [label for _, label in result["markers"]] == [f"−{n}" for n in counts]
 
 
 async def test_load_cards_draw_sparklines_of_the_last_minutes() -> None:

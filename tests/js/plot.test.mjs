@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classify, niceTicks, finiteRange, numericArray } from '../../trio_stream/web/plot.js';
+import { classify, niceTicks, finiteRange, numericArray, markerLabel } from '../../trio_stream/web/plot.js';
 import * as fmt from '../../trio_stream/web/format.js';
 import { NDArray, decode, encode } from '../../trio_stream/web/cbor.js';
 
@@ -87,4 +87,12 @@ test('formatting: numbers', () => {
   assert.equal(fmt.duration(2 * 86400 + 3600), '2d 1h');
   assert.equal(fmt.tick(0.5), '0.5');
   assert.equal(fmt.tick(123456), '1.2e+5');
+});
+
+test('time-axis markers: a loss and a gap with their counts, a reset without one', () => {
+  assert.equal(markerLabel('loss', 38), '−38');
+  assert.equal(markerLabel('gap', 3), 'gap −3');
+  assert.equal(markerLabel('gap', 0), 'gap −0');
+  assert.equal(markerLabel('gap', null), 'reset');
+  assert.equal(markerLabel('reconnect', null), '↻');
 });

@@ -41,6 +41,17 @@ function fromShape(shape, data, label, dtype) {
 }
 
 /**
+ * A time-axis marker's label: a loss "−k" (k frames the server counted lost), a resumed
+ * connection's gap "gap −k" (k exact, 0 included), a reset (the server could not resume:
+ * what was missed is unknown) "reset", a reconnection of unknown cost "↻".
+ */
+export function markerLabel(kind, count) {
+  if (kind === 'loss') return `−${count}`;
+  if (kind === 'gap') return count === null || count === undefined ? 'reset' : `gap −${count}`;
+  return '↻';
+}
+
+/**
  * How to show one payload:
  *   {kind: 'scalar', value, label, fields?}   a number (or a dict: its first numeric field,
  *                                             and all of them in `fields`: [[name, value]])
@@ -249,7 +260,7 @@ export class Plotter {
    * connection: count = frames missed, exactly). The one call the resume protocol needs.
    */
   addMarker(kind, t = Date.now() / 1000, count = null) {
-    this.markers.push({ kind, t, count });
+    this.markers.push({ kind, t, count, label: markerLabel(kind, count) });
     if (this.markers.length > MAX_MARKERS) this.markers.splice(0, this.markers.length - MAX_MARKERS);
     if (!this.paused) this.requestDraw();
   }
@@ -477,8 +488,7 @@ export class Plotter {
       ctx.moveTo(x, area.y);
       ctx.lineTo(x, area.y + area.h);
       ctx.stroke();
-      const label = m.kind === 'loss' ? `−${m.count}` : m.kind === 'gap' ? `gap ${m.count ?? '?'}` : '↻';
-      ctx.fillText(label, x, area.y + area.h - 2);
+      ctx.fillText(m.label, x, area.y + area.h - 2);
     }
     ctx.restore();
   }
