@@ -352,7 +352,7 @@ function renderChannels(list) {
 // ------------------------------------------------------------------------------ clients
 
 const clientTable = new KeyedTable($('clients-body'), [
-  { cls: 'name' }, { cls: 'num' }, { cls: 'address' }, { cls: 'transport' }, {}, { cls: 'list' }, { cls: 'list' },
+  { cls: 'name' }, { cls: 'num' }, { cls: 'address' }, { cls: 'transport' }, { cls: 'connected' }, { cls: 'list' }, { cls: 'list' },
   { cls: 'list methods' }, { cls: 'row-actions' },
 ], {
   onCreate(tr, key) {
@@ -363,7 +363,7 @@ const clientTable = new KeyedTable($('clients-body'), [
     kick.textContent = '✕';
     kick.title = 'disconnect this client';
     kick.ariaLabel = 'disconnect this client';
-    kick.addEventListener('click', () => adminDisconnect(Number(key), tr.firstElementChild.title || tr.firstElementChild.textContent));
+    kick.addEventListener('click', () => adminDisconnect(Number(key), tr.firstElementChild.title.split('\n')[0] || tr.firstElementChild.textContent));
     tr.lastElementChild.append(kick);
   },
 });
@@ -395,7 +395,7 @@ function renderClients(list) {
         listText(subNames), listText(pubs), listText(methods),
       ], // the last cell holds the disconnect button
       titles: [
-        str(c.name), '', `${str(c.address)} over ${str(c.transport)}`, '', Number.isFinite(connected) ? new Date(connected * 1000).toLocaleString() : '',
+        `${str(c.name)}\n${str(c.address)} over ${str(c.transport)}`, '', '', '', Number.isFinite(connected) ? new Date(connected * 1000).toLocaleString() : '',
         subTitle, pubs.join('\n'), methods.join('\n'),
       ],
       classes: { self: c.id === client.clientId },
