@@ -37,6 +37,7 @@ CHROMIUM_ARGS: Final = [
     "--disable-background-networking",
 ]
 VIEWPORT: Final[ViewportSize] = {"width": 1400, "height": 900}
+NARROW_VIEWPORT: Final[ViewportSize] = {"width": 800, "height": 900}
 STEP_TIMEOUT_MS: Final = 15_000  # each browser step: load, wait for a row, wait for frames
 TEST_TIMEOUT_S: Final = 120.0  # the whole test, browser start included
 FAILURE_SHOT: Final = ARTIFACTS / "dashboard-failure.png"
@@ -515,7 +516,7 @@ async def test_both_tables_fit_an_800_px_wide_window_long_names_cut_in_the_middl
                             server.http_url + "#" + SCALAR.replace("/", "%2F"),
                             page_steps,
                             "dashboard-800px.png",
-                            {"width": 800, "height": 900},
+                            NARROW_VIEWPORT,
                         )
 
     result, errors = await lab_with_a_long_name(steps)
