@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import trio
 from playwright.sync_api import ConsoleMessage, Error, Page, ViewportSize, sync_playwright
+from proxy import open_proxy
 
 import trio_stream as ts
 
@@ -827,3 +828,61 @@ async def test_rendering_a_30_hz_line_and_a_10_hz_image_drops_few_animation_fram
     line_rate, image_rate = result["messages_per_s"]
     assert line_rate > PERF_LINE_HZ / 3 and image_rate > PERF_IMAGE_HZ / 3, result
     assert result["dropped"] <= result["frames"] / 4, result
+
+
+GAP_MARKERS_JS: Final = (
+    "() => window.__tsPanels[0].plotter.markers.filter((m) => m.kind === 'gap')"
+    ".map((m) => [m.count, m.label])"
+)
+
+
+async def test_a_cut_connection_resumes_and_marks_the_exact_gap() -> None:
+    """The page's connection goes through a real TCP proxy: held (frames pile up on the
+    server, whose size-1 buffer counts what it drops), then cut. The page reconnects, its
+    subscription resumes, and the first frame after it is marked with the exact gap."""
+
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function("() => window.__tsPanels[0].frames > 3")
+        page.evaluate(
+            "() => { window.__gaps = []; const s = window.__tsPanels[0].subs.get('lab/sine');"
+            " s.sub.on('gap', (g) => window.__gaps.push(g.lost)); }"
+        )
+        trio.from_thread.run_sync(proxy.hold)
+        page.wait_for_timeout(1000)  # ~20 frames of the 20 Hz sine on the server's side
+        trio.from_thread.run_sync(proxy.cut)
+        trio.from_thread.run_sync(proxy.release)
+        page.wait_for_function(f"() => ({GAP_MARKERS_JS})().length > 0")
+        page.wait_for_function("() => window.__tsDashboard.connected")
+        return {
+            "markers": page.evaluate(GAP_MARKERS_JS),
+            "gaps": page.evaluate("() => window.__gaps"),
+            "reconnects": page.evaluate(
+                "() => window.__tsPanels[0].plotter.markers.filter((m) => m.kind === 'reconnect')"
+                ".length"
+            ),
+            "accepted": proxy.accepted,
+        }
+
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with (
+                ts.open_client(server.tcp_url, name="lab-writer") as client,
+                open_proxy(server.http_url) as proxy,
+                trio.open_nursery() as writers,
+            ):
+                await client.create_channel(SINE)
+                writers.start_soon(write, client, SINE, SINE_RATE_HZ, sine_frame)
+                # the page itself comes through the proxy: its WebSocket then does too
+                url = proxy.url + "#" + SINE.replace("/", "%2F") + "~r=30"
+                result, errors = await trio.to_thread.run_sync(
+                    run_page, url, steps, "dashboard-gap.png"
+                )
+                writers.cancel_scope.cancel()
+    print(f"gap markers: {result}")
+    assert not [e for e in errors if "WebSocket" not in e], errors
+    ((count, label),) = result["markers"]
+    assert result["gaps"] == [count] and count > 5, result  # what the resume reported
+    assert label == f"gap −{count}"
+    assert result["reconnects"] == 0  # the gap marker says it all

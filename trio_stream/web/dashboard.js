@@ -73,7 +73,6 @@ client.on('open', (info) => {
   setText($('client-name'), str(info.name));
   notice(null);
   if (!statsSub) startStats();
-  if (info.reconnected) for (const p of panels) p.reconnected();
   refresh();
 });
 

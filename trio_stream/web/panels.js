@@ -307,8 +307,8 @@ export class Panel {
     this.onFrame(msg);
   }
 
-  /** The connection came back: mark it on the time axis (what was missed is not known yet). */
-  reconnected() { this.plotter.addMarker('reconnect'); }
+  // A reconnection needs no call here: each subscription resumes, and its first frame after
+  // the cut carries the exact gap (msg.gap), which the plotter marks (plot.js push()).
 
   export(kind) {
     const snap = this.plotter.snapshot();

@@ -151,7 +151,7 @@ const MAX_MARKERS = 500;
  * only records and asks for a frame. Tools: pause() freezes what is shown (data keeps being
  * recorded), setYRange() fixes the y axis, zoomAt()/panBy() move the x window, the cursor
  * readout follows the pointer, and addMarker() puts a mark on the time axis: 'loss' (with the
- * count of frames lost), 'reconnect', and later 'gap' (a resumed connection's exact count).
+ * count of frames lost), 'reconnect', and 'gap' (a resumed connection's exact count, or a reset).
  */
 export class Plotter {
   /**
@@ -221,7 +221,8 @@ export class Plotter {
   push(msg, name = '') {
     const view = classify(msg.data);
     const t = typeof msg.time === 'number' && msg.time > 0 ? msg.time : Date.now() / 1000;
-    if (msg.gap) this.addMarker('gap', t, msg.gap.lost); // a reconnection: lost, or ? for a reset
+    // the first frame after a reconnection: the resume's exact count ('gap −k'), or 'reset'
+    if (msg.gap) this.addMarker('gap', t, msg.gap.kind === 'reset' ? null : msg.gap.lost);
     else if (msg.lost > 0) this.addMarker('loss', t, msg.lost);
     if (view.kind === 'scalar') {
       const fields = view.fields && view.fields.length > 1 ? view.fields : [[view.label, view.value]];
