@@ -51,6 +51,11 @@ class ServerConfig:
     # this long (s): still readable, same epoch and history, its own again when it is back.
     resume_grace_s: float = 10.0
     stats_interval_s: float = 1.0
+    # Where channels live: "memory" (this process only) or a Redis URL shared by several
+    # nodes (redis://host:port/db, see README "Several nodes").
+    engine: str = "memory"
+    # This node's name in the cluster (None: hostname-pid); unique among the nodes.
+    node_name: str | None = None
 
     def limits(self) -> L.Limits:
         return L.Limits(

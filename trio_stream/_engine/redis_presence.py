@@ -190,6 +190,17 @@ class Presence:
         self._local_readers[channel] = count
         self._set_count(channel, self.node, count)
 
+    def remote_readers(self, channel: str) -> int:
+        """Readers of ``channel`` on the other nodes (no I/O)."""
+        per_node = self._counts.get(channel, {})
+        return sum(per_node.values()) - per_node.get(self.node, 0)
+
+    async def take_name(self, name: str) -> str | None:
+        """Take a client name over (a resuming client); returns the node that held it."""
+        old = await self._client.set(self._keys.name(name), self.node, px=self._ttl_ms, get=True)
+        self._names.add(name)
+        return old.decode() if isinstance(old, bytes) else None
+
     def readers(self, channel: str) -> int:
         """The cluster's reader count of ``channel`` as this node knows it (no I/O)."""
         return sum(self._counts.get(channel, {}).values())

@@ -290,6 +290,7 @@ class StreamReader:
         self._count = count
         self._epoch_check_interval_s = epoch_check_interval_s
         self._follows: dict[str, _Follow] = {}
+        self._paused: set[str] = set()  # followed, but not read until resumed
         self._stream_channel: dict[bytes, str] = {}
         self._changed = trio.Event()
         self._wake_last = b"0-0"
@@ -323,12 +324,23 @@ class StreamReader:
         await self._wake()
         return record.epoch, after
 
+    def pause(self, channel: str) -> None:
+        """Read no more of ``channel`` (its consumer is full); Redis keeps the frames."""
+        self._paused.add(channel)
+
+    async def resume(self, channel: str) -> None:
+        """Read ``channel`` again from where it stopped."""
+        if channel in self._paused:
+            self._paused.discard(channel)
+            await self._wake()
+
     async def unfollow(self, channel: str) -> None:
         if self._drop(channel):
             await self._wake()
 
     def _drop(self, channel: str) -> bool:
         state = self._follows.pop(channel, None)
+        self._paused.discard(channel)
         if state is None:
             return False
         self._stream_channel.pop(self._keys.stream(channel, state.epoch).encode(), None)
@@ -374,6 +386,8 @@ class StreamReader:
     async def _read_once(self, block_ms: int) -> None:
         streams: dict[bytes | str, bytes | str] = {self._wake_key: self._wake_last}
         for channel, state in self._follows.items():
+            if channel in self._paused:
+                continue
             streams[self._keys.stream(channel, state.epoch)] = f"{state.last_seq}-0"
         reply = await self._client.xread(streams, count=self._count, block=block_ms)
         if not reply:

@@ -128,6 +128,24 @@ class Parked:
             self.writer.unpark(self.nbytes)
 
 
+class RemoteHold(Parked):
+    """Frames from another node (several nodes) that full local ``block`` readers still owe
+    room to: no local writer waits for them, the engine's reader of that channel does
+    (``on_free`` once every one is taken), so Redis keeps what follows meanwhile."""
+
+    __slots__ = ("on_free",)
+
+    def __init__(self, since: float, on_free: Callable[[], None]) -> None:
+        self.since = since
+        self.waiting = 0
+        self.on_free = on_free
+
+    def release(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.on_free()
+
+
 @dataclass(eq=False)
 class Channel:
     name: str
@@ -146,6 +164,7 @@ class Channel:
     # New at each creation (resume.py): a reader resuming with another epoch sees a reset.
     epoch: str = field(default_factory=lambda: secrets.token_hex(8))
     seq: int = 0
+    remote_readers: int = 0  # readers on other nodes (several nodes: the engine sets it)
     bytes_in: int = 0
     lost: int = 0
     subscriptions: list[Reader] = field(default_factory=list)  # every reader
@@ -162,7 +181,7 @@ class Channel:
 
     @property
     def readers(self) -> int:
-        return len(self.subscriptions)
+        return len(self.subscriptions) + self.remote_readers
 
     def count_lost(self, frames: int) -> None:
         self.lost += frames
@@ -260,7 +279,9 @@ class Broker:
         single_writer: bool = False,
         keep: bool = False,
         meta: dict[str, Any] | None = None,
+        epoch: str | None = None,
     ) -> Channel:
+        """A new channel; ``epoch`` is given by an engine that keeps channels elsewhere."""
         check_channel_name(name)
         check_channel_meta(meta)
         if name.startswith("$") and owner is not None:
@@ -292,6 +313,8 @@ class Broker:
             meta=meta,
             expires_at=None if lifetime is None else self.clock() + lifetime,
         )
+        if epoch is not None:
+            channel.epoch = epoch
         self.channels[name] = channel
         self.public_channels += public
         self.event("created", channel)
@@ -456,6 +479,49 @@ class Broker:
                 sub.park(parked)
             if parked is None:
                 pub.outbox.ack(pub.pub_id)
+
+    def deliver_remote(
+        self,
+        channel: Channel,
+        frames: Sequence[tuple[int, float, bytes, BytesLike]],
+        lost: int,
+        on_free: Callable[[], None],
+    ) -> bool:
+        """Fan frames written on another node out to this node's readers (several nodes).
+
+        ``frames`` are ``(seq, time, sender field, payload)`` in order, ``lost`` frames were
+        gone (trimmed from the engine) just before them. As publish_batch: one SharedData per
+        frame for every reader. Frames that full ``block`` readers refuse are parked in one
+        :class:`RemoteHold`; returns True if so (``on_free`` is called once they are taken).
+        """
+        if lost:
+            for sub in channel.subscriptions:
+                sub.skip(lost)
+        shared: list[SharedData] = []
+        size = 0
+        for seq, time_s, sender, payload in frames:
+            shared.append(SharedData(seq, time_s, sender, payload))
+            size += len(payload)
+        channel.seq = frames[-1][0]
+        channel.bytes_in += size
+        if channel.history:
+            for frame in shared:
+                self._remember(channel, frame)
+        hold = RemoteHold(self.clock(), on_free)
+        for sub in channel.fanout:
+            taken = sub.offer_batch(shared)
+            for frame in shared[taken:]:
+                if not sub.offer(frame):
+                    hold.waiting += 1
+                    sub.park(ParkedView(hold, frame))
+        selective = channel.selective
+        if selective is not None:
+            for frame, (_, _, sender, _) in zip(shared, frames, strict=True):
+                for sub, shown in selective.targets(frame, sender, self.cut):
+                    if not sub.offer(shown):
+                        hold.waiting += 1
+                        sub.park(ParkedView(hold, shown))
+        return hold.waiting > 0
 
     def _offer_selective(
         self,

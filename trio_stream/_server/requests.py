@@ -37,6 +37,7 @@ from .buffers import Policy, parse_policy
 from .resume import subscribe_since
 
 if TYPE_CHECKING:
+    from .broker import Channel
     from .session import Session
 
 
@@ -73,7 +74,13 @@ def delete_channel(session: Session, msg: DeleteChannel) -> None:
 
 
 def open_publisher(session: Session, msg: OpenPublisher) -> dict[str, Any]:
-    channel = session.state.broker.lookup(msg.channel, msg.key, session)
+    return open_publisher_on(
+        session, msg, session.state.broker.lookup(msg.channel, msg.key, session)
+    )
+
+
+def open_publisher_on(session: Session, msg: OpenPublisher, channel: Channel) -> dict[str, Any]:
+    """open_publisher on a channel found (and access checked) already."""
     writer = session.open_writer(channel)
     # keeps_history: the channel wants frames even with no reader (docs/protocol.md 8).
     result = {
@@ -94,6 +101,13 @@ def close_publisher(session: Session, msg: ClosePublisher) -> None:
 
 
 def subscribe(session: Session, msg: Subscribe) -> dict[str, Any]:
+    return subscribe_to(
+        session, msg, lambda: session.state.broker.lookup(msg.channel, msg.key, session)
+    )
+
+
+def subscribe_to(session: Session, msg: Subscribe, find: Callable[[], Channel]) -> dict[str, Any]:
+    """subscribe, the channel given by ``find`` (called once the arguments are checked)."""
     state = session.state
     limits = state.limits
     outbox = session.outbox
@@ -108,7 +122,7 @@ def subscribe(session: Session, msg: Subscribe) -> dict[str, Any]:
     block_timeout = _block_timeout(session, msg.block_timeout)
     sender = _sender(msg.sender)
     view = _view(msg.view)
-    channel = state.broker.lookup(msg.channel, msg.key, session)
+    channel = find()
     window = _window(msg.window, size)
     reader = outbox.open_reader(
         channel,

@@ -77,9 +77,16 @@ class Router:
     """Pending calls between callers and providers, and the messages that move them along."""
 
     def __init__(
-        self, lookup: Callable[[str], Endpoint | None], *, max_frame_bytes: int = MAX_FRAME_BYTES
+        self,
+        lookup: Callable[[str], Endpoint | None],
+        *,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        remote: Callable[[Endpoint, Message], bool] | None = None,
     ) -> None:
         self._lookup = lookup
+        # Several nodes: a provider connected elsewhere is reached through the engine, which
+        # answers the caller itself (see _engine/cluster_rpc.py).
+        self._remote = remote
         self._max_frame_bytes = max_frame_bytes
         self._next_call = 1
         self._calls: dict[int, _Pending] = {}
@@ -117,6 +124,12 @@ class Router:
         session.methods = sorted(set(names))
 
     def describe(self, caller: Endpoint, msg: Describe) -> None:
+        if (
+            self._remote is not None
+            and self._lookup(msg.provider) is None
+            and self._remote(caller, msg)
+        ):
+            return
         pending = self._open(caller, msg.id, msg.provider, describe=True)
         if pending is not None:
             pending.provider.send_control(Introspect(call=pending.call))
@@ -124,6 +137,12 @@ class Router:
     def call(self, caller: Endpoint, msg: Call) -> None:
         if not 0 < len(msg.method) <= MAX_METHOD_NAME:
             self._error(caller, msg.id, RpcError(f"invalid method name {msg.method[:50]!r}"))
+            return
+        if (
+            self._remote is not None
+            and self._lookup(msg.provider) is None
+            and self._remote(caller, msg)
+        ):
             return
         pending = self._open(caller, msg.id, msg.provider, describe=False)
         if pending is None:

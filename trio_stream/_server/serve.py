@@ -72,6 +72,7 @@ class Server:
         try:
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(self.state.engine.run)
                     await self._start_listeners(nursery)
                     nursery.start_soon(self._housekeeping)
                     nursery.start_soon(self.state.watchdog.run, name="trio_stream watchdog")

@@ -54,6 +54,7 @@ from .._protocol.messages import (
 )
 from .._transport.base import FrameTransport
 from .broker import Channel, Writer
+from .engine import AsyncHandler
 from .handshake import closing_for, handshake, refuse
 from .outbox import Outbox
 from .requests import ANSWERED_LATER, REQUEST_HANDLERS
@@ -88,6 +89,7 @@ class Session:
         "_next_pub",
         "_parked_space",
         "_peer_gone",
+        "_pending_request",
         "_publish",
         "_reader_scope",
         "_wake",
@@ -139,7 +141,7 @@ class Session:
         self._peer_gone = False
         self._close_requested = trio.Event()
         self._drained: trio.Event | None = None  # made when closing begins
-        self._publish = state.broker.publish
+        self._publish = state.publish  # the broker's, unless several nodes share channels
         # The one dispatch shape, as in the client: frame type -> handler, and for CONTROL
         # messages, message type -> handler.
         self._frame_handlers: dict[int, Callable[[bytearray], None]] = {
@@ -150,13 +152,38 @@ class Session:
         # Built on the first request: a connection that only pings (most idle clients) never
         # needs it, and it is ~3 KiB of bound methods and closures per connection.
         self._handlers: dict[type[Message], Callable[[Any], Any]] | None = None
+        # A request the engine answers with I/O (several nodes): awaited by the reader task
+        # right after the frame that carried it, so requests stay in order.
+        self._pending_request: tuple[AsyncHandler, Request] | None = None
 
     def _handler_table(self) -> dict[type[Message], Callable[[Any], Any]]:
         self._handlers = {
             **{kind: self._request(handler) for kind, handler in REQUEST_HANDLERS.items()},
             **self.state.rpc.handlers(self),
         }
+        for kind, async_handler in self.state.engine.request_handlers().items():
+            self._handlers[kind] = self._defer(async_handler)
         return self._handlers
+
+    def _defer(self, handler: AsyncHandler) -> Callable[[Request], None]:
+        def defer(message: Request) -> None:
+            self._pending_request = (handler, message)
+
+        return defer
+
+    async def _answer_pending(self) -> None:
+        assert self._pending_request is not None
+        handler, message = self._pending_request
+        self._pending_request = None
+        try:
+            result = await handler(self, message)
+        except (TrioStreamError, ValueError) as exc:
+            name = type(exc).__name__
+            if not isinstance(exc, TrioStreamError):
+                name = InvalidArgument.__name__
+            self.send_control(Error(id=message.id, type=name, message=str(exc)))
+        else:
+            self.send_control(Reply(id=message.id, result=result))
 
     # -- OutboxOwner ---------------------------------------------------------------------------
     def wake_sender(self) -> None:
@@ -379,6 +406,8 @@ class Session:
                 if handler is None:
                     raise ProtocolError(f"frame type {kind:#04x} is not valid from a client")
                 handler(frame)
+                if self._pending_request is not None:
+                    await self._answer_pending()
             if (
                 outbox.control_bytes > CONTROL_HIGH_WATER_BYTES
                 or outbox.parked_bytes > outbox.max_parked_bytes
@@ -431,7 +460,7 @@ class Session:
             if len(run.times) == 1:
                 self._publish(writer, run.times[0], run.payloads[0])
             else:
-                self.state.broker.publish_batch(writer, run.times, run.payloads)
+                self.state.publish_batch(writer, run.times, run.payloads)
         if parsed < stop:
             self._on_publish(frames[parsed])  # a truncated frame: refused there
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._config import ServerConfig
 from .._exceptions import NameInUse
+from .._protocol.bytes_like import BytesLike
 from .._protocol.codec import encode_payload
 from .._protocol.limits import Limits
-from .broker import Broker, Channel
+from .broker import Broker, Channel, Writer
+from .engine import make_engine
 from .idle import Watchdog
 from .outbox import BufferTotals
 from .resume import ResumeBook
@@ -37,10 +39,24 @@ class ServerState:
             publish_window_frames=config.publish_window_frames,
             publish_window_bytes=config.publish_window_bytes,
         )
+        # The memory engine leaves the publish path as the broker's own methods (no hop).
+        self.engine = make_engine(self)
+        self.publish: Callable[[Writer, float, BytesLike], None]
+        self.publish_batch: Callable[[Writer, Sequence[float], Sequence[BytesLike]], None]
+        if self.engine.clustered:
+            self.publish = self.engine.publish
+            self.publish_batch = self.engine.publish_batch
+        else:
+            self.publish = self.broker.publish
+            self.publish_batch = self.broker.publish_batch
         self.buffer_totals = BufferTotals()  # every connection's outbox adds to it
         self.sessions: dict[int, Session] = {}
         self.by_name: dict[str, Session] = {}  # claimed at hello, before the welcome
-        self.rpc = Router(self.by_name.get, max_frame_bytes=config.max_frame_bytes)
+        self.rpc = Router(
+            self.by_name.get,
+            max_frame_bytes=config.max_frame_bytes,
+            remote=self.engine.route_call if self.engine.clustered else None,
+        )
         self.watchdog = Watchdog(self.limits.idle_timeout_s, self.sessions.get)
         self.started = time.time()
         self.closing = False
@@ -69,19 +85,21 @@ class ServerState:
         return ident
 
     # -- system channels ---------------------------------------------------------------------
-    def _publish_system(self, name: str, value: dict[str, Any]) -> None:
+    def publish_system(self, name: str, value: dict[str, Any]) -> None:
         channel = self.system.get(name)
         if channel is not None and channel.subscriptions:
             self.broker.publish_system(channel, b"".join(bytes(p) for p in encode_payload(value)))
 
     def _channel_event(self, kind: str, channel: Channel) -> None:
+        if not self.engine.channel_event(kind, channel):
+            return  # several nodes: another node's news, announced there
         if kind == "created" and self.on_channel_created is not None:
             self.on_channel_created(channel)
         elif kind == "deleted":
             self.lost_in_deleted_channels += channel.lost
         if channel.name.startswith("$") or not channel.public:
             return  # private channels never show up in system channels
-        self._publish_system(
+        self.publish_system(
             "$channels",
             {
                 "event": kind,
@@ -94,7 +112,8 @@ class ServerState:
         )
 
     def client_event(self, kind: str, session: Session) -> None:
-        self._publish_system(
+        self.engine.client_event(kind, session)
+        self.publish_system(
             "$clients",
             {
                 "event": kind,
@@ -106,7 +125,7 @@ class ServerState:
         )
 
     def publish_stats(self) -> None:
-        self._publish_system("$stats", self.stats())
+        self.publish_system("$stats", self.stats())
 
     def channel_records(self, session: Session | None) -> list[dict[str, Any]]:
         """Channels this session may see: public ones and its own private ones."""
@@ -145,6 +164,7 @@ class ServerState:
     def release_name(self, session: Session) -> None:
         if self.by_name.get(session.name) is session:
             del self.by_name[session.name]
+            self.engine.release_name(session.name)
 
     def register(self, session: Session) -> None:
         """The handshake is done (its name is claimed already): the client is connected."""

@@ -55,6 +55,9 @@ _HELP: Final = {
     "block_timeout_s": "seconds a block reader may hold its writers back (default: off)",
     "shutdown_grace_s": "seconds clients get to drain on shutdown",
     "stats_interval_s": "seconds between $stats updates and rate measurements",
+    "engine": "where channels live: memory, or a Redis URL shared by several nodes "
+    "(redis://127.0.0.1:6379/0)",
+    "node_name": "this node's name among the nodes of a Redis engine (default: hostname-pid)",
 }
 
 

@@ -1,0 +1,181 @@
+"""Several nodes through Redis: two servers sharing a private redis-server, real sockets.
+
+Nodes run in this process (two ServerConfig with the same Redis URL, different node names)
+or as child processes (``python -m trio_stream serve``) where a node must die by SIGKILL.
+Time is real (Redis keeps it), so every wait is bounded with fail_after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from redis_server import RedisServer
+
+import trio_stream as ts
+
+WAIT_S = 15.0
+
+
+def node_config(redis: RedisServer, node: str, **options: Any) -> ts.ServerConfig:
+    return ts.ServerConfig(
+        host="127.0.0.1",
+        tcp_port=0,
+        http_port=None,
+        engine=redis.url,
+        node_name=node,
+        **options,
+    )
+
+
+@asynccontextmanager
+async def two_nodes(redis: RedisServer, **options: Any) -> AsyncIterator[tuple[str, str]]:
+    """Nodes "a" and "b" in this process; their TCP URLs."""
+    async with (
+        ts.open_server(node_config(redis, "a", **options)) as a,
+        ts.open_server(node_config(redis, "b", **options)) as b,
+    ):
+        assert a.tcp_url is not None and b.tcp_url is not None
+        yield a.tcp_url, b.tcp_url
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = WAIT_S) -> None:
+    with trio.fail_after(timeout_s):
+        while not await check():  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+
+async def test_frames_written_on_one_node_reach_readers_on_another_in_order(
+    redis_server: RedisServer,
+) -> None:
+    total = 5000
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                async with trio.open_nursery() as nursery:
+
+                    async def send() -> None:
+                        for i in range(total):
+                            await pub.send(i)
+
+                    nursery.start_soon(send)
+                    got = [await sub.receive() for _ in range(total)]
+        assert [m.data for m in got] == list(range(total))
+        assert [m.seq for m in got] == list(range(1, total + 1))
+        assert {m.sender for m in got} == {"w"} and sum(m.lost for m in got) == 0
+
+
+async def test_a_drop_oldest_reader_on_another_node_counts_every_frame_it_lost(
+    redis_server: RedisServer,
+) -> None:
+    total = 3000
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with r.subscribe("c", policy="drop_oldest", size=10) as sub, w.publisher("c") as pub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                for i in range(total):
+                    await pub.send(i)
+                delivered = lost = 0
+                last = -1
+                while True:
+                    message = await sub.receive()
+                    delivered += 1
+                    lost += message.lost
+                    assert message.data > last
+                    last = message.data
+                    await trio.sleep(0.0005)  # a slow reader: its buffer overflows
+                    if message.data == total - 1:
+                        break
+        assert delivered + lost == total and lost > 0
+
+
+async def test_one_view_of_channels_clients_stats_and_reader_counts(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c", meta={"units": "V"})
+        await w.create_channel("secret", public=False, key="k3y")
+        assert [c.name for c in await r.channels() if not c.name.startswith("$")] == ["c"]
+        assert "secret" in [c.name for c in await w.channels()]
+        assert {c.name for c in await r.clients()} == {"w", "r"}
+        stats = await r.stats()
+        assert stats.connections == 2 and stats.channels == 4  # c and three $ channels
+        async with w.publisher("c") as pub:
+            async with r.subscribe("c"):
+                started = trio.current_time()
+                with trio.fail_after(WAIT_S):
+                    await pub.wait_for_readers()
+                assert trio.current_time() - started < 0.2
+                info = {c.name: c for c in await w.channels()}["c"]
+                assert info.readers == 1 and info.meta == {"units": "V"}
+            with trio.fail_after(WAIT_S):
+                while pub.readers:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+        # Private keys are checked on every node (Redis holds a salted hash only).
+        with pytest.raises(ts.ChannelNotFound):  # as on one node: it does not exist for them
+            async with r.subscribe("secret", key="wrong"):
+                pass
+        async with r.subscribe("secret", key="k3y") as sub, w.publisher("secret") as secret:
+            await secret.wait_for_readers()
+            await secret.send("hidden")
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == "hidden"
+        # A client name is the cluster's: taken on a, refused on b.
+        with pytest.raises(ts.NameInUse):
+            async with ts.open_client(url_b, name="w"):
+                pass
+
+
+async def test_a_deletion_on_one_node_ends_readers_on_the_other(redis_server: RedisServer) -> None:
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with r.subscribe("c") as sub:
+            await w.delete_channel("c")
+            with trio.fail_after(WAIT_S):
+                async for _ in sub:
+                    pass
+        assert [c.name for c in await r.channels() if not c.name.startswith("$")] == []
+        await r.create_channel("c")  # the name is free again, cluster-wide
+
+
+class Daq:
+    async def rpc_read(self, channel: int) -> float:
+        return channel * 1.5
+
+    async def rpc_hang(self) -> None:
+        await trio.sleep_forever()
+
+
+async def test_a_call_reaches_a_provider_on_another_node(redis_server: RedisServer) -> None:
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="daq") as daq,
+        ts.open_client(url_b, name="ctl") as ctl,
+    ):
+        daq.expose(Daq())
+        proxy = await ctl.rpc("daq", timeout=WAIT_S)
+        assert await proxy.read(4) == 6.0
+        with pytest.raises(ts.RpcError):
+            await ctl.rpc("nobody", timeout=WAIT_S)

@@ -1,0 +1,700 @@
+"""The Redis engine: several nodes share channels, names, clients and frames through Redis.
+
+How a frame travels: a writer's frames are queued by the session (no await on its read
+path) and one task per writer appends them to the channel's Redis stream, a batch per round
+trip (sequence numbers assigned there, see redis_streams). The writer's acknowledgements
+(PUB_ACK) go out once Redis holds the frames. Every node that has readers of a channel,
+the writer's own included, follows its stream with the node's one XREAD loop and hands each
+batch to the broker (``deliver_remote``), which encodes each frame once and fans it out as a
+local publish does. So every reader in the cluster sees one order, at the cost of one more
+round trip to Redis for readers on the writer's node.
+
+A node's local view of a channel is a broker :class:`Channel` (its "mirror") with the
+epoch Redis gave it; the requests that need Redis (create, delete, open, subscribe, the
+listings) are answered here, awaited in order by the session (see _server/engine.py).
+The node where a channel was created keeps its lifetime and its owner's end (as on one
+node: the broker's events), and deletes it in Redis; the other nodes hear of it on the
+control bus.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded, NameInUse
+from .._protocol.bytes_like import BytesLike
+from .._protocol.frames import SharedData, sender_field
+from .._protocol.messages import (
+    CreateChannel,
+    DeleteChannel,
+    GetStats,
+    ListChannels,
+    ListClients,
+    Message,
+    OpenPublisher,
+    Subscribe,
+)
+from .._server import requests
+from .._server.broker import Channel, Writer, check_channel_meta, check_channel_name
+from .._server.engine import AsyncHandler, default_node_name
+from .cluster_rpc import ClusterRpc
+from .redis_io import RedisEngineIO
+from .redis_registry import ChannelRecord, ChannelTaken
+from .redis_streams import REDIS_DOWN, EpochChanged, EpochReset, FrameBatch, read_range
+
+if TYPE_CHECKING:
+    from .._server.session import Session
+    from .._server.state import ServerState
+
+log = logging.getLogger(__name__)
+
+MAX_APPEND_FRAMES: Final = 1000  # frames per append round trip
+MAX_APPEND_BYTES: Final = 8 * 2**20  # bytes per append round trip (one Lua call's arguments)
+APPEND_RETRY_S: Final = 0.2  # Redis down: the writer's frames wait (its window stops it)
+REPLAY_MAX_FRAMES: Final = 1000  # a resume replays at most this many frames from Redis
+REREGISTER_INTERVAL_S: Final = 1.0  # how often a node checks its channels are still in Redis
+DELETED: Final = "deleted"
+CLIENT: Final = "client"
+CHANNEL: Final = "channel"
+NAME_TAKEN: Final = "name_taken"
+
+
+@dataclass(eq=False)
+class _Appender:
+    """One writer's frames on their way to Redis."""
+
+    writer: Writer
+    times: deque[float] = field(default_factory=deque)
+    payloads: deque[bytes] = field(default_factory=deque)
+    wake: trio.Event = field(default_factory=trio.Event)
+
+
+class RedisEngine:
+    clustered = True
+
+    def __init__(self, state: ServerState, url: str) -> None:
+        self.state = state
+        self.url = url
+        self.node = state.config.node_name or default_node_name()
+        self._io: RedisEngineIO | None = None
+        self._nursery: trio.Nursery | None = None
+        self._appenders: dict[Writer, _Appender] = {}
+        self._senders: dict[str, bytes] = {}
+        self._created_here: dict[str, tuple[str, CreateChannel]] = {}  # name -> epoch, request
+        self._dirty_readers: set[str] = set()
+        self._readers_wake = trio.Event()
+        self._holds: dict[str, int] = {}  # channel -> batches parked for local block readers
+        self._follow_lock = trio.Lock()
+        self._send_job, self._jobs = trio.open_memory_channel[Callable[[], Awaitable[None]]](
+            math.inf
+        )
+        self.rpc = ClusterRpc(self)
+
+    @property
+    def io(self) -> RedisEngineIO:
+        if self._io is None:
+            raise RuntimeError("the Redis engine is not running")
+        return self._io
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with RedisEngineIO.open(self.url, self.node) as io:
+            self._io = io
+            bus = io.bus
+            bus.on(DELETED, self._on_deleted)
+            bus.on(CLIENT, self._on_remote_client)
+            bus.on(CHANNEL, self._on_remote_channel)
+            bus.on(NAME_TAKEN, self._on_name_taken)
+            self.rpc.install(bus)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                with trio.fail_after(10):
+                    await nursery.start(io.run)
+                nursery.start_soon(self._consume)
+                nursery.start_soon(self._report_readers)
+                nursery.start_soon(self._count_changes)
+                nursery.start_soon(self._run_jobs)
+                nursery.start_soon(self._keep_registered)
+                nursery.start_soon(self.rpc.watch)
+                log.info("node %r joined the cluster at %s", self.node, _safe_url(self.url))
+                task_status.started()
+
+    def later(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` in the engine's job task, in order (for hooks that cannot await)."""
+        self._send_job.send_nowait(job)
+
+    async def _run_jobs(self) -> None:
+        async for job in self._jobs:
+            try:
+                await job()
+            except REDIS_DOWN as error:
+                log.warning("Redis unreachable, a cluster update was dropped: %s", error)
+            except Exception:
+                log.exception("cluster update failed")
+
+    # -- requests (awaited by the session) ---------------------------------------------------
+    def request_handlers(self) -> dict[type[Message], AsyncHandler]:
+        return {
+            CreateChannel: self._create_channel,
+            DeleteChannel: self._delete_channel,
+            OpenPublisher: self._open_publisher,
+            Subscribe: self._subscribe,
+            ListChannels: self._list_channels,
+            ListClients: self._list_clients,
+            GetStats: self._stats,
+        }
+
+    async def _create_channel(self, session: Session, msg: CreateChannel) -> None:
+        broker = self.state.broker
+        owned = sum(1 for _ in broker.owned_by(session.client_id))
+        if owned >= self.state.limits.max_channels_per_client:
+            raise LimitExceeded(
+                f"this client owns {owned} channels, the limit (max_channels_per_client); "
+                "delete some first"
+            )
+        check_channel_name(msg.channel)
+        check_channel_meta(msg.meta)
+        if msg.channel.startswith("$"):
+            raise ValueError("channel names starting with '$' belong to the server")
+        record = await self._register(msg, session.name)
+        self._drop_stale(msg.channel, record.epoch)
+        broker.create_channel(
+            msg.channel,
+            session,
+            public=msg.public,
+            key=msg.key,
+            lifetime=msg.lifetime,
+            history=msg.history,
+            single_writer=msg.single_writer,
+            keep=msg.keep,
+            meta=msg.meta,
+            epoch=record.epoch,
+        )
+        self._created_here[msg.channel] = (record.epoch, msg)
+
+    async def _register(self, msg: CreateChannel, owner: str) -> ChannelRecord:
+        options = {
+            "public": msg.public,
+            "lifetime": msg.lifetime,
+            "history": msg.history,
+            "single_writer": msg.single_writer,
+            "keep": msg.keep,
+            "meta": msg.meta,
+        }
+        try:
+            return await self.io.registry.create(
+                msg.channel, owner=owner, node=self.node, options=options, key=msg.key
+            )
+        except ChannelTaken:
+            raise ChannelExists(
+                f"the channel name {msg.channel!r} is taken (a channel by that name exists "
+                "already); use that channel, or pick another name"
+            ) from None
+
+    async def _record(self, name: str, key: str | None, session: Session) -> ChannelRecord:
+        """The channel as Redis has it, if ``session`` may use it (as Broker.lookup decides)."""
+        record = await self.io.registry.get(name)
+        owner = record is not None and record.owner == session.name
+        if record is None or not (
+            record.options.get("public", True) or owner or await record.key_matches(key)
+        ):
+            raise ChannelNotFound(
+                f"no channel named {name!r} that you may use; create it with "
+                "create_channel() first (a private channel needs its key: pass key=...)"
+            )
+        if record.has_key and not owner:
+            if key is None:
+                raise AuthError(f"channel {name!r} needs its key: pass key=...")
+            if not await record.key_matches(key):
+                raise AuthError(f"wrong key for channel {name!r}")
+        return record
+
+    def _drop_stale(self, name: str, epoch: str) -> None:
+        """A local channel of another epoch is gone in Redis: end it here."""
+        channel = self.state.broker.channels.get(name)
+        if channel is not None and channel.epoch != epoch:
+            self._created_here.pop(name, None)
+            self.state.broker.delete_channel(
+                channel, f"channel {name!r} was deleted or created anew on another node"
+            )
+
+    def _mirror(self, record: ChannelRecord) -> Channel:
+        """This node's channel for ``record`` (made on first use)."""
+        self._drop_stale(record.name, record.epoch)
+        broker = self.state.broker
+        channel = broker.channels.get(record.name)
+        if channel is None:
+            options = record.options
+            channel = broker.create_channel(
+                record.name,
+                None,
+                public=bool(options.get("public", True)),
+                history=int(options.get("history", 0)),
+                single_writer=bool(options.get("single_writer", False)),
+                keep=bool(options.get("keep", False)),
+                meta=options.get("meta"),
+                epoch=record.epoch,
+            )
+            channel.owner = record.owner
+            channel.created = record.created
+            channel.lifetime = options.get("lifetime")
+            channel.seq = record.seq
+            channel.remote_readers = self.io.presence.remote_readers(record.name)
+        return channel
+
+    async def _delete_channel(self, session: Session, msg: DeleteChannel) -> None:
+        record = await self._record(msg.channel, msg.key, session)
+        if record.owner != session.name and (not record.has_key or msg.key is None):
+            raise AuthError(
+                f"only the owner of {msg.channel!r} ({record.owner}) or a holder of its key "
+                "may delete it"
+            )
+        reason = f"channel {msg.channel!r} was deleted"
+        await self._delete_everywhere(msg.channel, record.epoch, reason)
+
+    async def _delete_everywhere(self, name: str, epoch: str, reason: str) -> None:
+        await self.io.registry.delete(name, epoch=epoch)
+        await self.io.bus.publish(DELETED, [name, epoch, reason])
+        self._on_deleted(self.node, [name, epoch, reason])
+
+    def _on_deleted(self, node: str, body: Any) -> None:
+        name, epoch, reason = body
+        channel = self.state.broker.channels.get(name)
+        if channel is not None and channel.epoch == epoch:
+            self._created_here.pop(name, None)  # deleted in Redis already
+            self.state.broker.delete_channel(channel, str(reason))
+
+    async def _open_publisher(self, session: Session, msg: OpenPublisher) -> dict[str, Any]:
+        record = await self._record(msg.channel, msg.key, session)
+        channel = self._mirror(record)
+        # Across nodes: another node's writer shows in Redis (see _writers_key).
+        if (
+            record.options.get("single_writer")
+            and not channel.publishers
+            and await self.io.client.scard(self._writers_key(channel))
+        ):
+            raise LimitExceeded(
+                f"channel {channel.name!r} was created with single_writer=True and has a writer"
+            )
+        result = requests.open_publisher_on(session, msg, channel)
+        if record.options.get("single_writer"):
+            await self.io.client.sadd(self._writers_key(channel), [self.node])
+        return result
+
+    def _writers_key(self, channel: Channel) -> str:
+        return f"{self.io.keys.namespace}:sw:{channel.name}:{channel.epoch}"
+
+    async def _subscribe(self, session: Session, msg: Subscribe) -> dict[str, Any]:
+        record = await self._record(msg.channel, msg.key, session)
+        channel = self._mirror(record)
+        await self._follow(channel)
+        if msg.since_epoch is None or msg.since_epoch != channel.epoch:
+            return requests.subscribe_to(session, msg, lambda: channel)
+        # A resume within the epoch: the frames after since_seq come from Redis, then live.
+        since = msg.since_seq or 0
+        frames = await self._replay_frames(channel, since, msg.size)
+        if self.state.broker.channels.get(channel.name) is not channel:
+            raise ChannelNotFound(f"channel {channel.name!r} ended meanwhile: subscribe again")
+        saved = channel.recent, channel.recent_bytes
+        channel.recent = deque(f for f in frames if f.seq <= channel.seq)
+        try:
+            return requests.subscribe_to(session, msg, lambda: channel)
+        finally:
+            channel.recent, channel.recent_bytes = saved
+
+    async def _replay_frames(self, channel: Channel, since: int, size: int | None) -> list[Any]:
+        """The frames after ``since`` up to the channel's position here, from Redis."""
+        limit = min(size or REPLAY_MAX_FRAMES, REPLAY_MAX_FRAMES)
+        after = max(since, channel.seq - limit)
+        frames: list[SharedData] = []
+        for _ in range(5):  # the position may move on while we read: catch up, bounded
+            want = channel.seq - after
+            if want <= 0:
+                break
+            got = await read_range(
+                self.io.client, self.io.keys, channel.name, channel.epoch, after, want
+            )
+            if not got:
+                break
+            frames += [SharedData(f.seq, f.time, self._sender(f.sender), f.payload) for f in got]
+            after = got[-1].seq
+        return frames[-limit:]
+
+    async def _follow(self, channel: Channel) -> None:
+        """Read ``channel``'s stream on this node from its position here (first reader)."""
+        reader = self.io.reader
+        async with self._follow_lock:
+            if reader.position(channel.name) is not None:
+                return
+            fresh = not channel.recent
+            await reader.follow(channel.name, epoch=channel.epoch, after=channel.seq)
+            if fresh and channel.history and channel.seq:
+                got = await read_range(
+                    self.io.client,
+                    self.io.keys,
+                    channel.name,
+                    channel.epoch,
+                    max(0, channel.seq - channel.history),
+                    channel.history,
+                )
+                for f in got:
+                    if f.seq <= channel.seq:
+                        self.state.broker._remember(
+                            channel, SharedData(f.seq, f.time, self._sender(f.sender), f.payload)
+                        )
+
+    async def _list_channels(self, session: Session, msg: ListChannels) -> list[dict[str, Any]]:
+        local = self.state.broker.channels
+        records = []
+        for name in ("$clients", "$channels", "$stats"):
+            records += [r for r in self.state.channel_records(session) if r["name"] == name]
+        for record in await self.io.registry.list():
+            options = record.options
+            if not (options.get("public", True) or record.owner == session.name):
+                continue
+            here = local.get(record.name)
+            here = here if here is not None and here.epoch == record.epoch else None
+            records.append(
+                {
+                    "name": record.name,
+                    "owner": record.owner,
+                    "public": bool(options.get("public", True)),
+                    "readers": self.io.presence.readers(record.name)
+                    or (here.readers if here else 0),
+                    "writers": len(here.publishers) if here else 0,
+                    "seq": record.seq,
+                    "rate_fps": here.rate_fps if here else 0.0,
+                    "rate_bps": here.rate_bps if here else 0.0,
+                    "lost": here.lost if here else 0,
+                    "created": record.created,
+                    "lifetime": options.get("lifetime"),
+                    "history": options.get("history", 0),
+                    "single_writer": bool(options.get("single_writer", False)),
+                    "keep": bool(options.get("keep", False)),
+                    "held_by": here.held_by() if here else [],
+                    "meta": options.get("meta"),
+                    "node": record.node,
+                }
+            )
+        return records
+
+    async def _list_clients(self, session: Session, msg: ListClients) -> list[dict[str, Any]]:
+        mine = [s.record() | {"node": self.node} for s in self.state.sessions.values()]
+        others = await self.io.presence.clients()
+        for node, clients in sorted(others.items()):
+            if node == self.node:
+                continue
+            for info in clients.values():
+                mine.append(
+                    {"subscriptions": [], "publishers": [], "methods": []} | info | {"node": node}
+                )
+        return mine
+
+    async def _stats(self, session: Session, msg: GetStats) -> dict[str, Any]:
+        stats = self.state.stats()
+        records = await self.io.registry.list()
+        clients = await self.io.presence.clients()
+        stats["node"] = self.node
+        stats["nodes"] = len(clients)
+        stats["node_connections"] = stats["connections"]
+        stats["connections"] = sum(len(c) for c in clients.values())
+        stats["channels"] = len(self.state.system) + sum(
+            1 for r in records if r.options.get("public", True)
+        )
+        return stats
+
+    # -- names and clients -------------------------------------------------------------------
+    async def claim_name(self, name: str, *, resume: bool) -> None:
+        presence = self.io.presence
+        if resume:
+            old = await presence.take_name(name)
+            if old is not None and old != self.node:
+                await self.io.bus.publish(NAME_TAKEN, name, to=old)
+            return
+        if not await presence.claim_name(name):
+            raise NameInUse(
+                f"a client named {name[:100]!r} is connected already (on another node); "
+                "pick another name"
+            )
+
+    def _on_name_taken(self, node: str, body: Any) -> None:
+        session = self.state.by_name.get(str(body))
+        if session is not None:
+            session.close("replaced: the same client connected again on another node (resume)")
+
+    def release_name(self, name: str) -> None:
+        if self._io is not None:
+            self.later(lambda: self.io.presence.release_name(name))
+
+    def client_event(self, kind: str, session: Session) -> None:
+        if self._io is None:
+            return
+        info = {
+            "id": session.client_id,
+            "name": session.name,
+            "address": session.transport.remote,
+            "transport": session.transport.kind,
+            "connected_at": session.connected_at,
+        }
+        cid = f"{session.client_id}"
+        presence = self.io.presence
+
+        async def job() -> None:
+            if kind == "connected":
+                await presence.add_client(cid, info)
+            else:
+                await presence.remove_client(cid)
+            await self.io.bus.publish(CLIENT, [kind, info])
+
+        self.later(job)
+
+    def _on_remote_client(self, node: str, body: Any) -> None:
+        if node == self.node:
+            return
+        kind, info = body
+        self.state.publish_system("$clients", {"event": kind, **info, "node": node})
+
+    # -- channel events ----------------------------------------------------------------------
+    def channel_event(self, kind: str, channel: Channel) -> bool:
+        name = channel.name
+        if name.startswith("$") or self._io is None:
+            return True
+        if kind == "readers":
+            self._dirty_readers.add(name)
+            self._readers_wake.set()
+            return True
+        if kind == "writers":
+            for writer, appender in list(self._appenders.items()):
+                if writer.channel is channel and writer not in channel.publishers:
+                    appender.wake.set()  # sends what it holds, then ends
+            if channel.single_writer and not channel.publishers:
+                key = self._writers_key(channel)
+                self.later(lambda: self._srem(key))
+            return True
+        here = self._created_here.get(name)
+        if kind == "deleted":
+            self._dirty_readers.add(name)
+            self._readers_wake.set()
+            if here is not None and here[0] == channel.epoch:
+                del self._created_here[name]
+                reason = f"channel {name!r} ended"
+                self.later(lambda: self._delete_everywhere(name, channel.epoch, reason))
+                self._announce(kind, channel)
+                return True
+            return False  # a mirror going away: the origin node announces the deletion
+        # "created": mirrors are made when a node first uses a channel, which is not news.
+        return kind != "created"
+
+    async def _srem(self, key: str) -> None:
+        await self.io.client.srem(key, [self.node])
+
+    def _announce(self, kind: str, channel: Channel) -> None:
+        if not channel.public:
+            return
+        body = {"event": kind, "channel": channel.name, "owner": channel.owner}
+        self.later(lambda: self._publish_bus(CHANNEL, body))
+
+    async def _publish_bus(self, kind: str, body: Any) -> None:
+        await self.io.bus.publish(kind, body)
+
+    def _on_remote_channel(self, node: str, body: Any) -> None:
+        if node != self.node:
+            self.state.publish_system("$channels", {**body, "node": node})
+
+    async def _report_readers(self) -> None:
+        """Local reader counts to Redis (and the stream followed or not), coalesced."""
+        while True:
+            await self._readers_wake.wait()
+            self._readers_wake = trio.Event()
+            dirty, self._dirty_readers = self._dirty_readers, set()
+            for name in dirty:
+                channel = self.state.broker.channels.get(name)
+                count = len(channel.subscriptions) if channel is not None else 0
+                try:
+                    if not count:
+                        await self.io.reader.unfollow(name)
+                    await self.io.presence.set_readers(name, count)
+                except REDIS_DOWN as error:
+                    log.warning("reader count of %r not published: %s", name[:80], error)
+
+    async def _count_changes(self) -> None:
+        """Reader counts of other nodes reach this node's writers."""
+        presence = self.io.presence
+        async for name, _ in presence.count_changes:
+            channel = self.state.broker.channels.get(name)
+            if channel is None:
+                continue
+            remote = presence.remote_readers(name)
+            if remote != channel.remote_readers:
+                channel.remote_readers = remote
+                self.state.broker._readers_changed(channel)
+
+    async def _keep_registered(self) -> None:
+        """Channels created here that Redis lost (a restart without persistence) are
+        registered again, under a new epoch: their readers here end (a reset)."""
+        while True:
+            await trio.sleep(REREGISTER_INTERVAL_S)
+            if not self._created_here:
+                continue
+            try:
+                epochs = await self.io.registry.epochs(list(self._created_here))
+                for name, epoch in epochs.items():
+                    if epoch is None and name in self._created_here:
+                        await self._reregister(name)
+            except REDIS_DOWN as error:
+                log.warning("channel check failed: %s", error)
+
+    async def _reregister(self, name: str) -> None:
+        channel = self.state.broker.channels.get(name)
+        old_epoch, msg = self._created_here[name]
+        if channel is None or channel.epoch != old_epoch:
+            return
+        try:
+            record = await self._register(msg, channel.owner)
+        except ChannelExists:
+            return  # someone else took the name meanwhile
+        if self.state.broker.channels.get(name) is not channel:
+            return
+        log.warning("channel %r was lost in Redis: registered again (a reset)", name[:80])
+        self._created_here[name] = (record.epoch, msg)
+        channel.epoch = record.epoch
+        channel.seq = 0
+        channel.recent.clear()
+        channel.recent_bytes = 0
+        for sub in list(channel.subscriptions):  # their position means nothing now
+            self.state.broker._detach(sub)
+            sub.outbox.end(sub, None)
+        await self.io.reader.unfollow(name)
+
+    # -- frames ------------------------------------------------------------------------------
+    def publish(self, writer: Writer, time_s: float, payload: BytesLike) -> None:
+        self.publish_batch(writer, (time_s,), (payload,))
+
+    def publish_batch(
+        self, writer: Writer, times: Sequence[float], payloads: Sequence[BytesLike]
+    ) -> None:
+        appender = self._appenders.get(writer)
+        if appender is None:
+            appender = self._appenders[writer] = _Appender(writer)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._append_loop, appender)
+        appender.times.extend(times)
+        appender.payloads.extend(bytes(p) for p in payloads)
+        appender.wake.set()
+
+    async def _append_loop(self, appender: _Appender) -> None:
+        writer = appender.writer
+        channel = writer.channel
+        sender = writer.sender.decode()
+        broker = self.state.broker
+        try:
+            while True:
+                if not appender.payloads:
+                    if writer not in channel.publishers:
+                        return
+                    await appender.wake.wait()
+                    appender.wake = trio.Event()
+                    continue
+                times: list[float] = []
+                payloads: list[bytes] = []
+                size = 0
+                while appender.payloads and len(payloads) < MAX_APPEND_FRAMES:
+                    if payloads and size + len(appender.payloads[0]) > MAX_APPEND_BYTES:
+                        break
+                    times.append(appender.times.popleft())
+                    payloads.append(appender.payloads.popleft())
+                    size += len(payloads[-1])
+                while True:
+                    try:
+                        await self.io.writer.append(
+                            channel.name, channel.epoch, sender, payloads, times
+                        )
+                        break
+                    except EpochChanged as error:
+                        if broker.channels.get(channel.name) is channel:
+                            self._created_here.pop(channel.name, None)
+                            broker.delete_channel(channel, str(error))
+                        return
+                    except REDIS_DOWN as error:
+                        log.warning("append to %r waits for Redis: %s", channel.name[:80], error)
+                        await trio.sleep(APPEND_RETRY_S)
+                count = len(payloads)
+                broker.frames_in += count
+                broker.bytes_in += size
+                writer.frames += count
+                if writer in channel.publishers:
+                    writer.outbox.ack(writer.pub_id, count)
+        finally:
+            del self._appenders[writer]
+
+    def _sender(self, name: str) -> bytes:
+        field_ = self._senders.get(name)
+        if field_ is None:
+            if len(self._senders) > 10_000:
+                self._senders.clear()
+            field_ = self._senders[name] = sender_field(name)
+        return field_
+
+    async def _consume(self) -> None:
+        """Frames read from Redis go to this node's readers, channel by channel."""
+        broker = self.state.broker
+        async for event in self.io.reader.events:
+            if isinstance(event, EpochReset):
+                self._on_reset(event)
+                continue
+            assert isinstance(event, FrameBatch)
+            channel = broker.channels.get(event.channel)
+            if channel is None or channel.epoch != event.epoch:
+                continue
+            frames = [
+                (f.seq, f.time, self._sender(f.sender), f.payload)
+                for f in event.frames
+                if f.seq > channel.seq
+            ]
+            if not frames:
+                continue
+            name = channel.name
+            if broker.deliver_remote(
+                channel, frames, event.lost, functools.partial(self._hold_released, name)
+            ):
+                # Full block readers: read no more of this channel until they take these.
+                self._holds[name] = self._holds.get(name, 0) + 1
+                self.io.reader.pause(name)
+
+    def _hold_released(self, name: str) -> None:
+        left = self._holds.get(name, 0) - 1
+        if left > 0:
+            self._holds[name] = left
+            return
+        self._holds.pop(name, None)
+        self.later(lambda: self.io.reader.resume(name))
+
+    def _on_reset(self, event: EpochReset) -> None:
+        channel = self.state.broker.channels.get(event.channel)
+        if channel is None or channel.epoch != event.old_epoch:
+            return
+        if event.channel in self._created_here:
+            return  # this node registers it again (_keep_registered)
+        self.state.broker.delete_channel(
+            channel,
+            f"channel {event.channel!r} is gone from Redis (deleted, created anew, or lost in "
+            "a Redis restart): subscribe again",
+        )
+
+    # -- RPC ---------------------------------------------------------------------------------
+    def route_call(self, caller: Any, message: Message) -> bool:
+        return self.rpc.route(caller, message)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password (logs)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"

@@ -1,0 +1,137 @@
+"""The engine interface: where channels live beyond this process (or not).
+
+The broker stays I/O-free; an engine is what the server consults when channels, names and
+frames are shared with other nodes. Two engines:
+
+- :class:`MemoryEngine` (``ServerConfig(engine="memory")``, the default): one node, nothing
+  shared. Every hook is a no-op and the publish path is the broker's own method, called
+  directly by the session: single-node behaviour and speed are exactly those without engines.
+- ``RedisEngine`` (``engine="redis://host:port/db"``, trio_stream/_engine/redis_engine.py):
+  channels, epochs, sequence numbers, names, clients and reader counts in Redis, frames
+  through Redis Streams.
+
+The session calls :meth:`Engine.publish`/``publish_batch`` only when the engine is
+``clustered``; requests listed in :meth:`Engine.request_handlers` are awaited by the session's
+reader task in order (they need Redis round trips), every other request stays synchronous.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from .._protocol.bytes_like import BytesLike
+from .._protocol.messages import Message
+
+if TYPE_CHECKING:
+    from .broker import Channel, Writer
+    from .session import Session
+    from .state import ServerState
+
+AsyncHandler = Callable[["Session", Any], Awaitable[Any]]
+
+
+def default_node_name() -> str:
+    """``hostname-pid``: unique per process on a machine, readable in listings."""
+    return f"{socket.gethostname()}-{os.getpid()}".replace(":", "-")
+
+
+class Engine(Protocol):
+    clustered: bool
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The engine's background tasks (connections, readers); started once ready."""
+        ...
+
+    def request_handlers(self) -> dict[type[Message], AsyncHandler]:
+        """Requests the engine answers itself, awaited in order by the session."""
+        ...
+
+    def channel_event(self, kind: str, channel: Channel) -> bool:
+        """The broker's "created"/"deleted"/"readers"/"writers" events (no I/O here);
+        False: not this node's news for ``$channels``."""
+        ...
+
+    def client_event(self, kind: str, session: Session) -> None:
+        """A client "connected" or "disconnected" on this node."""
+        ...
+
+    async def claim_name(self, name: str, *, resume: bool) -> None:
+        """Take client ``name`` cluster-wide (NameInUse if another node holds it; a resuming
+        client takes it over)."""
+        ...
+
+    def release_name(self, name: str) -> None: ...
+
+    def publish(self, writer: Writer, time_s: float, payload: BytesLike) -> None: ...
+
+    def publish_batch(
+        self, writer: Writer, times: Sequence[float], payloads: Sequence[BytesLike]
+    ) -> None: ...
+
+    def route_call(self, caller: Any, message: Message) -> bool:
+        """An RPC for a provider not on this node: True if the engine forwards it."""
+        ...
+
+
+class MemoryEngine:
+    """One node, nothing shared: every hook does nothing (see the module docstring)."""
+
+    clustered = False
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    def request_handlers(self) -> dict[type[Message], AsyncHandler]:
+        return {}
+
+    def channel_event(self, kind: str, channel: Channel) -> bool:
+        return True
+
+    def client_event(self, kind: str, session: Session) -> None:
+        pass
+
+    async def claim_name(self, name: str, *, resume: bool) -> None:
+        pass
+
+    def release_name(self, name: str) -> None:
+        pass
+
+    def publish(self, writer: Writer, time_s: float, payload: BytesLike) -> None:
+        self.state.broker.publish(writer, time_s, payload)
+
+    def publish_batch(
+        self, writer: Writer, times: Sequence[float], payloads: Sequence[BytesLike]
+    ) -> None:
+        self.state.broker.publish_batch(writer, times, payloads)
+
+    def route_call(self, caller: Any, message: Message) -> bool:
+        return False
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def make_engine(state: ServerState) -> Engine:
+    """The engine ``state.config.engine`` names: "memory" or a Redis URL."""
+    spec = state.config.engine
+    if spec == "memory":
+        return MemoryEngine(state)
+    if spec.startswith(REDIS_SCHEMES):
+        try:
+            from .._engine.redis_engine import RedisEngine
+        except ImportError as exc:  # coredis is an optional dependency
+            raise ValueError(
+                "engine=redis:// needs the redis extra: pip install 'trio_stream[redis]'"
+            ) from exc
+        return RedisEngine(state, spec)
+    raise ValueError(
+        f"engine {spec[:80]!r}: give 'memory' or a Redis URL such as redis://127.0.0.1:6379/0"
+    )
