@@ -7,6 +7,11 @@ Time is real (Redis keeps it), so every wait is bounded with fail_after.
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -179,3 +184,140 @@ async def test_a_call_reaches_a_provider_on_another_node(redis_server: RedisServ
         assert await proxy.read(4) == 6.0
         with pytest.raises(ts.RpcError):
             await ctl.rpc("nobody", timeout=WAIT_S)
+
+
+async def test_redis_connections_killed_while_streaming_lose_nothing(
+    redis_server: RedisServer,
+) -> None:
+    total = 20_000
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
+            with trio.fail_after(WAIT_S * 2):
+                await pub.wait_for_readers()
+                got: list[ts.Message] = []
+                async with trio.open_nursery() as nursery:
+
+                    async def send() -> None:
+                        for i in range(total):
+                            await pub.send(i)
+
+                    nursery.start_soon(send)
+                    killed = 0
+                    while len(got) < total:
+                        got.append(await sub.receive())
+                        if len(got) % 4000 == 0:
+                            killed += await trio.to_thread.run_sync(redis_server.kill_clients)
+        assert killed > 0
+        assert [m.data for m in got] == list(range(total))
+        assert [m.seq for m in got] == list(range(1, total + 1))
+        assert sum(m.lost for m in got) == 0
+
+
+async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with w.publisher("c") as pub:
+            async with r.subscribe("c", policy="unbounded") as sub:
+                with trio.fail_after(WAIT_S):
+                    await pub.wait_for_readers()
+                    for i in range(10):
+                        await pub.send(i)
+                    for _ in range(10):
+                        await sub.receive()
+                position = sub.position
+                await trio.to_thread.run_sync(redis_server.restart)
+                with trio.fail_after(WAIT_S):
+                    async for _ in sub:  # the channel's old epoch is gone: not silence, an end
+                        pass
+            # The writer's node registers its channel again; a resume sees a reset.
+            with trio.fail_after(WAIT_S):
+                async with r.subscribe("c", policy="unbounded", since=position) as again:
+                    while not await pub.send("after"):  # noqa: ASYNC110
+                        await trio.sleep(0.02)
+                    message = await again.receive()
+        assert message.gap is not None and message.gap.kind == "reset"
+        assert message.data == "after" and message.seq == 1
+
+
+@asynccontextmanager
+async def node_process(redis: RedisServer, node: str) -> AsyncIterator[tuple[str, Any]]:
+    """A node as a child process (``trio-stream serve``); its URL and process."""
+    port = _free_port()
+    argv = [sys.executable, "-m", "trio_stream", "serve", "--engine", redis.url]
+    argv += ["--node-name", node, "--tcp-port", str(port), "--no-http"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    try:
+        url = f"tcp://127.0.0.1:{port}"
+        with trio.fail_after(WAIT_S):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    assert process.poll() is None, f"node {node} exited"
+                    await trio.sleep(0.05)
+                    continue
+                await stream.aclose()
+                break
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def _free_port() -> int:
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_reader_fails_over_to_another_node_after_kill_9_and_resumes_exactly(
+    redis_server: RedisServer,
+) -> None:
+    total = 3000
+    async with (
+        node_process(redis_server, "a") as (url_a, process_a),
+        node_process(redis_server, "b") as (url_b, _),
+        ts.open_client(url_b, name="w") as w,
+        ts.open_client([url_a, url_b], name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
+            got: list[ts.Message] = []
+            with trio.fail_after(WAIT_S * 2):
+                await pub.wait_for_readers()
+                async with trio.open_nursery() as nursery:
+
+                    async def send() -> None:
+                        for i in range(total):
+                            while not await pub.send(i):  # noqa: ASYNC110 (no reader while it moves)
+                                await trio.sleep(0.01)
+                            if i % 50 == 0:
+                                await trio.sleep(0.001)
+
+                    nursery.start_soon(send)
+                    while len(got) < total:
+                        message = await sub.receive()
+                        got.append(message)
+                        if len(got) == total // 3:
+                            os.kill(process_a.pid, signal.SIGKILL)  # r's node dies
+                        if message.data == total - 1:
+                            break
+        gaps = [m.gap for m in got if m.gap is not None]
+        assert [g.kind for g in gaps] == ["resumed"]
+        seqs = [m.seq for m in got]
+        assert seqs == sorted(set(seqs))
+        assert len(got) + sum(m.lost for m in got) == seqs[-1] - seqs[0] + 1
+        assert [m.data for m in got] == [m.seq - 1 for m in got]

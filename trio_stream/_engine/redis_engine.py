@@ -295,7 +295,7 @@ class RedisEngine:
     async def _subscribe(self, session: Session, msg: Subscribe) -> dict[str, Any]:
         record = await self._record(msg.channel, msg.key, session)
         channel = self._mirror(record)
-        await self._follow(channel)
+        await self._follow(channel, record.seq)
         if msg.since_epoch is None or msg.since_epoch != channel.epoch:
             return requests.subscribe_to(session, msg, lambda: channel)
         # A resume within the epoch: the frames after since_seq come from Redis, then live.
@@ -328,12 +328,17 @@ class RedisEngine:
             after = got[-1].seq
         return frames[-limit:]
 
-    async def _follow(self, channel: Channel) -> None:
-        """Read ``channel``'s stream on this node from its position here (first reader)."""
+    async def _follow(self, channel: Channel, seq: int) -> None:
+        """Read ``channel``'s stream on this node from ``seq``, its last sequence number in
+        Redis (first reader here; until then this node's position means nothing)."""
         reader = self.io.reader
         async with self._follow_lock:
             if reader.position(channel.name) is not None:
                 return
+            if seq > channel.seq:
+                channel.seq = seq
+                channel.recent.clear()
+                channel.recent_bytes = 0
             fresh = not channel.recent
             await reader.follow(channel.name, epoch=channel.epoch, after=channel.seq)
             if fresh and channel.history and channel.seq:
@@ -619,6 +624,12 @@ class RedisEngine:
                         )
                         break
                     except EpochChanged as error:
+                        if error.epoch is None and channel.name in self._created_here:
+                            # Redis lost it (a restart without persistence): this node
+                            # registers it again under a new epoch and goes on there.
+                            await self._reregister(channel.name)
+                            if broker.channels.get(channel.name) is channel:
+                                continue
                         if broker.channels.get(channel.name) is channel:
                             self._created_here.pop(channel.name, None)
                             broker.delete_channel(channel, str(error))

@@ -41,7 +41,9 @@ redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
 for i = 4, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ttl) end
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ttl)
+  elseif not holder then redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl) end
 end
 return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 """
@@ -124,6 +126,19 @@ class Presence:
         for node, request in zip(nodes, pending, strict=True):
             for name, count in (await request).items():
                 counts.setdefault(name.decode(), {})[node] = int(count)
+        # Our own counts missing (Redis restarted empty): write them again.
+        lost = {
+            channel: local
+            for channel, local in self._local_readers.items()
+            if local and counts.get(channel, {}).get(self.node) != local
+        }
+        if lost:
+            key = self._keys.readers(self.node)
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hset(key, {channel: str(local) for channel, local in lost.items()})
+                pipe.pexpire(key, self._ttl_ms)
+            for channel, local in lost.items():
+                counts.setdefault(channel, {})[self.node] = local
         changed = set(counts) | set(self._counts)
         before = {channel: self.readers(channel) for channel in changed}
         self._counts = counts
