@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,21 +260,25 @@ async def node_process(redis: RedisServer, node: str) -> AsyncIterator[tuple[str
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
     try:
         url = f"tcp://127.0.0.1:{port}"
-        with trio.fail_after(WAIT_S):
-            while True:
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", port)
-                except OSError:
-                    assert process.poll() is None, f"node {node} exited"
-                    await trio.sleep(0.05)
-                    continue
-                await stream.aclose()
-                break
+        await wait_listening(port, process)
         yield url, process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
+
+
+async def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    with trio.fail_after(WAIT_S):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                assert process.poll() is None, f"node on port {port} exited"
+                await trio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
 
 
 def _free_port() -> int:
@@ -321,3 +326,79 @@ async def test_a_reader_fails_over_to_another_node_after_kill_9_and_resumes_exac
         assert seqs == sorted(set(seqs))
         assert len(got) + sum(m.lost for m in got) == seqs[-1] - seqs[0] + 1
         assert [m.data for m in got] == [m.seq - 1 for m in got]
+
+
+async def test_single_writer_holds_across_nodes(redis_server: RedisServer) -> None:
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="other") as other,
+    ):
+        await w.create_channel("c", single_writer=True)
+        async with w.publisher("c"):
+            with pytest.raises(ts.LimitExceeded):
+                async with other.publisher("c"):
+                    pass
+        async with other.publisher("c"):  # the first writer is gone: the place is free
+            pass
+
+
+async def test_a_call_to_a_provider_whose_node_dies_fails_within_seconds(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        node_process(redis_server, "a") as (url_a, process_a),
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(url_a, name="daq", reconnect=False) as daq,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        daq.expose(Daq())
+        proxy = await ctl.rpc("daq", timeout=WAIT_S)
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as nursery:
+
+                async def kill_soon() -> None:
+                    await trio.sleep(0.3)
+                    os.kill(process_a.pid, signal.SIGKILL)
+
+                nursery.start_soon(kill_soon)
+                started = trio.current_time()
+                with pytest.raises(ts.RpcError):
+                    await proxy.call("hang", timeout=None)
+                assert trio.current_time() - started < 8.0
+
+
+async def test_the_readme_commands_start_two_nodes_sharing_channels(
+    redis_server: RedisServer,
+) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.partition("## Several nodes")[2].partition("```bash\n")[2].partition("```")[0]
+    commands = [line for line in block.splitlines() if line.startswith("trio-stream serve")]
+    assert len(commands) == 2
+    urls = []
+    processes = []
+    try:
+        for command in commands:
+            port = _free_port()
+            words = command.replace("redis://127.0.0.1:6379/0", redis_server.url).split()
+            words[words.index("--tcp-port") + 1] = str(port)
+            argv = [sys.executable, "-m", "trio_stream", *words[1:], "--no-http"]
+            processes.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+            )
+            urls.append(f"tcp://127.0.0.1:{port}")
+            await wait_listening(port, processes[-1])
+        with trio.fail_after(WAIT_S):
+            async with (
+                ts.open_client(urls[0], name="w") as w,
+                ts.open_client(urls[1], name="r") as r,
+            ):
+                await w.create_channel("c")
+                async with r.subscribe("c") as sub, w.publisher("c") as pub:
+                    await pub.wait_for_readers()
+                    await pub.send(21.5)
+                    assert (await sub.receive()).data == 21.5
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)

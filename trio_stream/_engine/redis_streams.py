@@ -77,6 +77,11 @@ from .redis_registry import ChannelRegistry
 logger = logging.getLogger(__name__)
 
 DEFAULT_HISTORY_FRAMES = 10_000
+# A channel's stream also stays within about this many bytes (payloads): 10,000 frames of
+# 1 MiB would be 10 GB of Redis memory. The bound is in frames for XTRIM, from the batch's
+# average payload, never below MIN_HISTORY_FRAMES.
+DEFAULT_HISTORY_BYTES = 256 * 2**20
+MIN_HISTORY_FRAMES = 64
 READ_BLOCK_MS = 1_000
 READ_COUNT = 1_000
 EPOCH_CHECK_INTERVAL_S = 1.0
@@ -170,11 +175,13 @@ class FrameWriter:
         keys: KeySpace,
         *,
         history_frames: int = DEFAULT_HISTORY_FRAMES,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
         retry_s: float = APPEND_RETRY_S,
     ) -> None:
         self._keys = keys
         self._retry_s = retry_s
-        self._history = str(history_frames)
+        self._history_frames = history_frames
+        self._history_bytes = history_bytes
         self._append = client.register_script(_APPEND_LUA)
         self._instance = secrets.token_hex(6)
         self._batches = 0
@@ -205,7 +212,12 @@ class FrameWriter:
         # token, unique per call, lets the script recognise the repeat.
         self._batches += 1
         token = f"{self._instance}.{self._batches}"
-        args: list[bytes | str] = [epoch, self._history, sender, token, str(count)]
+        average = max(1, sum(len(p) for p in payloads) // count)
+        history = min(
+            self._history_frames,
+            max(MIN_HISTORY_FRAMES, self._history_bytes // average),
+        )
+        args: list[bytes | str] = [epoch, str(history), sender, token, str(count)]
         for moment, payload in zip(times, payloads, strict=True):
             args += [repr(moment), payload]
         keys = [self._keys.channel(channel), self._keys.stream(channel, epoch)]

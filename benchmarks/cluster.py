@@ -1,0 +1,214 @@
+"""Several nodes: a writer on node A, 4 readers on node B, beside Redis pub/sub (redis-py).
+
+    python benchmarks/cluster.py [--frames 200000] [--big-frames 400] [--seconds 15]
+
+One fresh redis-server (as benchmarks/run.py starts it), then each case in fresh processes:
+
+- ``cluster``: two ``trio-stream serve --engine redis://...`` nodes; the writer (a client of
+  node A) sends as fast as its credit allows, 4 reader processes (clients of node B,
+  ``unbounded``) count what they get. S1: ~100-byte frames, frames/s summed over the 4
+  readers; S2: 1 MiB payloads, MB/s summed.
+- ``single node``: the same clients, all on one ``engine="memory"`` node (what one node
+  costs without Redis; compare with the same script on main for "unchanged").
+- ``redis pub/sub``: redis-py PUBLISH pipelined by 100 (1 MiB ones one by one), 4 redis-py
+  subscriber processes.
+
+Every case is bounded by a frame count and by ``--seconds``; a reader's figure runs from its
+first frame to its last. Payloads are bytes in every case (no encoding differences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis
+import trio
+
+import trio_stream as ts
+from benchmarks.servers import REPO_ROOT, free_port, running_server
+from benchmarks.systems.redis_pubsub import SYSTEM as REDIS
+
+READERS = 4
+SMALL_BYTES = 100
+BIG_BYTES = 2**20
+PIPELINE = 100
+READY_TIMEOUT_S = 30.0
+CHANNEL = "bench"
+
+
+@contextmanager
+def node(engine: str, name: str) -> Iterator[str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "trio_stream", "serve", "--engine", engine]
+    argv += ["--node-name", name, "--tcp-port", str(port), "--no-http"]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            try:
+                import socket
+
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"node {name} did not start") from None
+                time.sleep(0.05)
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def ts_reader(url: str, index: int, frames: int, seconds: float, out: Any) -> None:
+    async def run() -> tuple[int, float, int]:
+        async with ts.open_client(url, name=f"reader{index}") as client:
+            with trio.fail_after(READY_TIMEOUT_S):
+                while CHANNEL not in [c.name for c in await client.channels()]:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            async with client.subscribe(CHANNEL, policy="unbounded") as sub:
+                received = lost = 0
+                first = last = 0.0
+                with trio.move_on_after(seconds + 20):
+                    async for message in sub:
+                        if message.data == b"":
+                            break
+                        now = time.monotonic()
+                        first = first or now
+                        last = now
+                        received += 1
+                        lost += message.lost
+                        if received + lost >= frames:
+                            break
+                return received, last - first, lost
+
+    out.put(trio.run(run))
+
+
+def ts_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None:
+    async def run() -> None:
+        async with ts.open_client(url, name="writer") as client:
+            await client.create_channel(CHANNEL)
+            async with client.publisher(CHANNEL) as pub:
+                with trio.fail_after(READY_TIMEOUT_S):
+                    await pub.wait_for_readers(READERS)
+                payload = b"x" * payload_bytes
+                deadline = time.monotonic() + seconds
+                for _ in range(frames):
+                    await pub.send(payload)
+                    if time.monotonic() > deadline:
+                        break
+                await pub.send(b"")  # end marker
+                await pub.wait_acknowledged()
+                await trio.sleep(2)
+
+    trio.run(run)
+
+
+def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -> None:
+    client = redis.Redis.from_url(url, protocol=2)
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
+    pubsub.subscribe(CHANNEL)
+    received = 0
+    first = last = 0.0
+    deadline = time.monotonic() + seconds + 20
+    while received < frames and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.1)
+        if message is None or message["type"] != "message":
+            continue
+        if not message["data"]:
+            break
+        now = time.monotonic()
+        first = first or now
+        last = now
+        received += 1
+    out.put((received, last - first, 0))
+
+
+def pubsub_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None:
+    client = redis.Redis.from_url(url, protocol=2)
+    while client.pubsub_numsub(CHANNEL)[0][1] < READERS:  # type: ignore[index]
+        time.sleep(0.05)
+    payload = b"x" * payload_bytes
+    batch = PIPELINE if payload_bytes < 2**20 else 1
+    pipe = client.pipeline(transaction=False)
+    deadline = time.monotonic() + seconds
+    for start in range(0, frames, batch):
+        for _ in range(min(batch, frames - start)):
+            pipe.publish(CHANNEL, payload)
+        pipe.execute()
+        if time.monotonic() > deadline:
+            break
+    client.publish(CHANNEL, b"")
+
+
+def run_case(
+    write_url: str, read_url: str, writer: Any, reader: Any, size: int, frames: int, seconds: float
+) -> tuple[float, float, int]:
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    readers = [
+        context.Process(target=reader, args=(read_url, i, frames, seconds, out))
+        for i in range(READERS)
+    ]
+    for process in readers:
+        process.start()
+    writer_process = context.Process(target=writer, args=(write_url, size, frames, seconds))
+    writer_process.start()
+    results = [out.get(timeout=seconds + 90) for _ in readers]
+    writer_process.join(30)
+    for process in [*readers, writer_process]:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+    rate = sum(received / elapsed for received, elapsed, _ in results if elapsed)
+    lost = sum(lost for _, _, lost in results)
+    return rate, rate * size / 1e6, lost
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=200_000)
+    parser.add_argument("--big-frames", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    cases = [("S1 ~100 B", SMALL_BYTES, args.frames), ("S2 1 MiB", BIG_BYTES, args.big_frames)]
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir, running_server(REDIS, Path(workdir)) as redis_:
+        for name, size, frames in cases:
+            print(f"{name}: cluster ...", file=sys.stderr)
+            redis.Redis.from_url(redis_.url).flushall()
+            with node(redis_.url, "a") as url_a, node(redis_.url, "b") as url_b:
+                result = run_case(url_a, url_b, ts_writer, ts_reader, size, frames, args.seconds)
+            rows.append(("cluster: writer on A, readers on B", name, *result))
+            print(f"{name}: single node ...", file=sys.stderr)
+            with node("memory", "single") as url:
+                result = run_case(url, url, ts_writer, ts_reader, size, frames, args.seconds)
+            rows.append(("single node (memory engine)", name, *result))
+            print(f"{name}: redis pub/sub ...", file=sys.stderr)
+            result = run_case(
+                redis_.url, redis_.url, pubsub_writer, pubsub_reader, size, frames, args.seconds
+            )
+            rows.append(("redis pub/sub (redis-py)", name, *result))
+    print(f"| path | case | frames/s (sum of {READERS} readers) | MB/s | lost |")
+    print("|---|---|---|---|---|")
+    for label, name, rate, mbps, lost in rows:
+        print(f"| {label} | {name} | {rate:,.0f} | {mbps:,.1f} | {lost} |")
+
+
+if __name__ == "__main__":
+    main()
