@@ -121,7 +121,7 @@ def ts_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None
 
 def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -> None:
     client = redis.Redis.from_url(url, protocol=2)
-    pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
+    pubsub = client.pubsub()
     pubsub.subscribe(CHANNEL)
     received = 0
     first = last = 0.0
