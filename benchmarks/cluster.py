@@ -121,7 +121,7 @@ def ts_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None
 
 def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -> None:
     client = redis.Redis.from_url(url, protocol=2)
-    pubsub = client.pubsub()
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
     pubsub.subscribe(CHANNEL)
     received = 0
     first = last = 0.0
@@ -141,7 +141,7 @@ def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -
 
 def pubsub_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None:
     client = redis.Redis.from_url(url, protocol=2)
-    while client.pubsub_numsub(CHANNEL)[0][1] < READERS:  # type: ignore[index]
+    while client.pubsub_numsub(CHANNEL)[0][1] < READERS:  # type: ignore[index,unused-ignore]
         time.sleep(0.05)
     payload = b"x" * payload_bytes
     batch = PIPELINE if payload_bytes < 2**20 else 1
