@@ -22,7 +22,7 @@ from ._protocol.limits import Limits
 class PendingRequest:
     """A request on its way: the id it went out with, and its answer once it comes."""
 
-    __slots__ = ("done", "error", "id", "on_result", "result")
+    __slots__ = ("done", "error", "id", "on_done", "on_result", "result")
 
     def __init__(self, ident: int, on_result: Callable[[Any], Any] | None = None) -> None:
         self.id = ident
@@ -32,14 +32,21 @@ class PendingRequest:
         # Runs inside the reader task as the reply is parsed, before any frame after it:
         # a subscription must exist before its first DATA frame is dispatched.
         self.on_result = on_result
+        # Runs once the request is done either way: a streaming call waits on its values and
+        # on its end together, with one event of its own.
+        self.on_done: Callable[[], None] | None = None
 
     def resolve(self, result: Any) -> None:
         self.result = result if self.on_result is None else self.on_result(result)
         self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
     def fail(self, error: TrioStreamError) -> None:
         self.error = error
         self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
 
 class ClientPort(Protocol):

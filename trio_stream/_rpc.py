@@ -11,6 +11,10 @@ A caller builds a proxy from the provider's method descriptions (names, paramete
 so arguments are checked against the real signature before anything is sent, and ``help()``
 and tab completion show the remote methods. Cancelling a call (a cancel scope, a timeout) sends
 ``cancel``; the server aborts the provider's task.
+
+A method that is a generator (``async def rpc_x(): yield``, or a plain ``def`` with ``yield``)
+streams its values instead: ``async for v in proxy.x()``, with credit-based flow control
+(trio_stream/_rpc_stream.py).
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ from ._exceptions import (
 from ._protocol import messages as M
 from ._protocol import rpc_messages as R
 from ._protocol.codec import decode_payload, encode_payload
+from ._rpc_stream import (
+    DEFAULT_WINDOW,
+    Inbox,
+    Outflow,
+    RemoteStream,
+    check_window,
+    is_done,
+    is_stream,
+    open_generator,
+)
 
 if TYPE_CHECKING:
     from ._client_port import ClientPort
@@ -105,7 +119,8 @@ def describe(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
         "params": params,
         "returns": _annotation_text(signature.return_annotation),
         "doc": inspect.getdoc(fn),
-        "async": _is_async(fn),
+        "async": _is_async(fn) or inspect.isasyncgenfunction(fn),
+        "stream": is_stream(fn),
     }
 
 
@@ -179,6 +194,7 @@ class _Exposed:
     description: dict[str, Any]
     is_async: bool
     limiter: trio.CapacityLimiter | None  # set: a sync method that runs in a worker thread
+    stream: bool = False  # a generator: its values are streamed (``invoke`` with a window)
 
     async def run(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if self.is_async:
@@ -208,8 +224,12 @@ class RpcEndpoint:
         self._client = client
         self._methods: dict[str, _Exposed] = {}
         self._running: dict[int, trio.CancelScope] = {}
+        self._outflows: dict[int, Outflow] = {}  # streaming invocations running here
+        self._streams: dict[int, Inbox] = {}  # streams this client reads, by request id
         client.handle(R.Invoke, self._on_invoke)
         client.handle(R.Abort, self._on_abort)
+        client.handle(R.Demand, self._on_demand)
+        client.handle(R.Item, self._on_item)
         client.handle(R.Introspect, self._on_introspect)
         client.handle(R.RpcErrorReply, self._on_rpc_error)
 
@@ -230,12 +250,13 @@ class RpcEndpoint:
             if not callable(fn):
                 continue
             method = prefix + attr[len(PREFIX) :]
-            is_async = _is_async(fn)
+            is_async = _is_async(fn) or inspect.isasyncgenfunction(fn)
             found[method] = _Exposed(
                 fn,
                 describe(method, fn),
                 is_async,
                 None if is_async or not thread else trio.CapacityLimiter(1),
+                is_stream(fn),
             )
         if not found:
             raise InvalidArgument(
@@ -252,6 +273,12 @@ class RpcEndpoint:
 
     def reexpose(self) -> None:
         """After a reconnect: expose every method again, under the same names."""
+        # Streams of the lost connection wait for credit that will never come: their callers
+        # were told (RPC is at most once), so their generators are closed now.
+        for call in self._outflows:
+            scope = self._running.get(call)
+            if scope is not None:
+                scope.cancel()
         if self._methods:
             self._client.send_control(R.Expose(methods=sorted(self._methods)))
 
@@ -268,6 +295,18 @@ class RpcEndpoint:
     def _on_invoke(self, msg: R.Invoke) -> None:
         exposed = self._methods.get(msg.method)
         scope = trio.CancelScope()
+        if exposed is not None and exposed.stream != (msg.window is not None):
+            self._send(
+                R.Refuse(
+                    call=msg.call,
+                    message=(
+                        f"{msg.method} streams its values: iterate it (async for) instead"
+                        if exposed.stream
+                        else f"{msg.method} returns one result: await it instead of iterating"
+                    ),
+                )
+            )
+            return
         if exposed is None or not self._client.spawn(
             self._invoke, msg, exposed, scope, name=f"rpc {msg.method}"
         ):
@@ -285,6 +324,11 @@ class RpcEndpoint:
         if scope is not None:
             scope.cancel()
 
+    def _on_demand(self, msg: R.Demand) -> None:
+        flow = self._outflows.get(msg.call)
+        if flow is not None:  # else ended while the credit was on its way
+            flow.add(msg.n)
+
     async def _invoke(self, msg: R.Invoke, exposed: _Exposed, scope: trio.CancelScope) -> None:
         answer: M.Message | None = None
         try:
@@ -294,9 +338,13 @@ class RpcEndpoint:
                 except ProtocolError as exc:
                     answer = R.Refuse(call=msg.call, message=f"malformed arguments: {exc}")
                 else:
-                    answer = await self._run(msg, exposed, args, kwargs)
+                    if msg.window is None:
+                        answer = await self._run(msg, exposed, args, kwargs)
+                    else:
+                        answer = await self._stream(msg, exposed, args, kwargs, msg.window)
         finally:
             del self._running[msg.call]
+            self._outflows.pop(msg.call, None)
         if answer is not None and not scope.cancelled_caught:
             self._send(answer)
 
@@ -315,15 +363,47 @@ class RpcEndpoint:
         except Exception as exc:
             # The caller gets the exception; the provider's own log stays quiet about it.
             log.debug("rpc %s from %s raised", msg.method, msg.caller, exc_info=True)
-            return R.Fail(
-                call=msg.call,
-                type=type(exc).__name__,
-                message=str(exc),
-                traceback="".join(traceback.format_exception(exc)),
-            )
+            return _fail(msg.call, exc)
         return R.Result(call=msg.call, value=data)
 
+    async def _stream(
+        self,
+        msg: R.Invoke,
+        exposed: _Exposed,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        window: int,
+    ) -> M.Message | None:
+        """Run a generator for a caller: one ``yield`` per unit of credit, then ``end``."""
+        flow = self._outflows[msg.call] = Outflow(window)
+        limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
+        try:
+            async with open_generator(exposed.fn, args, kwargs, exposed.limiter) as step:
+                while True:
+                    # Credit first: the generator does not run ahead of the caller.
+                    await flow.take()
+                    value = await step()
+                    if is_done(value):
+                        return R.End(call=msg.call)
+                    data = _encode(value)
+                    if len(data) > limit:
+                        raise FrameTooLarge(
+                            f"a value of {msg.method} encodes to {len(data)} bytes, over the "
+                            f"server's limit of {limit}; yield smaller pieces"
+                        )
+                    self._client.send_control(R.Yield(call=msg.call, value=data))
+        except ConnectionClosed:
+            return None  # the server told the caller; the generator is closed already
+        except Exception as exc:
+            log.debug("rpc stream %s from %s raised", msg.method, msg.caller, exc_info=True)
+            return _fail(msg.call, exc)
+
     # -- caller side -----------------------------------------------------------------------------
+    def _on_item(self, msg: R.Item) -> None:
+        stream = self._streams.get(msg.id)
+        if stream is not None:  # else left early: the cancel crossed this value
+            stream.deliver(msg.value)
+
     def _on_rpc_error(self, msg: R.RpcErrorReply) -> None:
         request = self._client.pending(msg.id)
         if request is not None:
@@ -385,6 +465,32 @@ class RpcEndpoint:
             raise ProtocolError(f"the result of {method} is not a payload")
         return decode_payload(result)
 
+    def stream(
+        self,
+        provider: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        window: int,
+    ) -> RemoteStream:
+        check_window(window)
+        data = encode_args(args, kwargs)
+        limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
+        if len(data) > limit:
+            raise FrameTooLarge(
+                f"the arguments of {method} encode to {len(data)} bytes, over the server's "
+                f"limit of {limit}; stream large data through a channel"
+            )
+        return RemoteStream(
+            self._client,
+            self._streams,
+            lambda ident: R.Call(
+                id=ident, provider=provider, method=method, args=data, window=window
+            ),
+            window,
+            f"{provider}.{method}()",
+        )
+
     async def proxy(self, provider: str, timeout_s: float | None) -> RpcProxy:
         _check_timeout(timeout_s)
         descriptions = await self.ask(
@@ -393,6 +499,15 @@ class RpcEndpoint:
             f"describe {provider!r}",
         )
         return RpcProxy._build(self, provider, descriptions, timeout_s)
+
+
+def _fail(call: int, exc: Exception) -> R.Fail:
+    return R.Fail(
+        call=call,
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -406,6 +521,10 @@ _DEFAULT: Final[Any] = object()  # "the proxy's timeout"
 class RemoteMethod:
     """One method of a provider; calling it (and awaiting) makes the call.
 
+    A streaming method (``stream`` is true: the provider's method is a generator) returns a
+    :class:`RemoteStream` instead, to iterate: ``async for v in daq.samples(10)``; streams
+    have no timeout of their own (use a cancel scope around the loop).
+
     Its ``__signature__`` and ``__doc__`` are the provider's, so ``help()`` and
     ``inspect.signature()`` show the remote method.
     """
@@ -417,6 +536,7 @@ class RemoteMethod:
         self.__qualname__ = name
         self.__doc__ = description.get("doc") if isinstance(description.get("doc"), str) else None
         self.__signature__ = signature_of(description)
+        self.stream = description.get("stream") is True
 
     def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise TypeError, as a local call would, if the arguments do not fit."""
@@ -425,20 +545,25 @@ class RemoteMethod:
         except TypeError as exc:
             raise TypeError(f"{self._proxy.provider}.{self.name}(): {exc}") from None
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The call, to await; for a streaming method, the :class:`RemoteStream` to iterate."""
         self.check(args, kwargs)
         proxy = self._proxy
-        return await proxy._endpoint.call(proxy.provider, self.name, args, kwargs, proxy.timeout)
+        if self.stream:
+            return proxy._endpoint.stream(proxy.provider, self.name, args, kwargs, DEFAULT_WINDOW)
+        return proxy._endpoint.call(proxy.provider, self.name, args, kwargs, proxy.timeout)
 
     def __repr__(self) -> str:
-        return f"<remote method {self._proxy.provider}.{self.name}{self.__signature__}>"
+        kind = "remote stream method" if self.stream else "remote method"
+        return f"<{kind} {self._proxy.provider}.{self.name}{self.__signature__}>"
 
 
 class RpcProxy:
     """The methods a provider exposes, as awaitable methods: ``await daq.read(10)``.
 
     Sub-services (exposed with ``name=``) are attributes: ``await daq.motor.move(1.0)``.
-    Attributes of the proxy itself (``call``, ``provider``, ``timeout``, ``methods``) hide
+    Attributes of the proxy itself (``call``, ``stream``, ``provider``, ``timeout``,
+    ``methods``) hide
     remote methods of the same name; call those through ``call("name", ...)``.
     """
 
@@ -491,7 +616,7 @@ class RpcProxy:
 
     def __dir__(self) -> list[str]:
         level = {m[len(self._prefix) :].split(".", 1)[0] for m in self._names_below()}
-        return sorted(level | {"call", "provider", "timeout", "methods"})
+        return sorted(level | {"call", "stream", "provider", "timeout", "methods"})
 
     def _names_below(self) -> list[str]:
         return [m for m in self.methods if m.startswith(self._prefix)]
@@ -522,7 +647,27 @@ class RpcProxy:
         remote = self.methods.get(full)
         if remote is not None:
             remote.check(args, kwargs)
+        if remote is not None and remote.stream:
+            raise TypeError(f"{self.provider}.{full} streams its values: use stream({full!r})")
         return await self._endpoint.call(self.provider, full, args, kwargs, timeout)
+
+    def stream(
+        self, method: str, /, *args: Any, window: int = DEFAULT_WINDOW, **kwargs: Any
+    ) -> RemoteStream:
+        """Iterate streaming ``method`` (a full name, relative to this proxy) with ``window``
+        values in flight: ``async for v in daq.stream("samples", 10, window=64)``.
+
+        Raises:
+            TypeError: the arguments do not fit, or the method returns one result.
+            ValueError: a window outside 1-1024.
+        """
+        full = self._prefix + method
+        remote = self.methods.get(full)
+        if remote is not None:
+            remote.check(args, kwargs)
+            if not remote.stream:
+                raise TypeError(f"{self.provider}.{full} returns one result: use call({full!r})")
+        return self._endpoint.stream(self.provider, full, args, kwargs, window)
 
     def __repr__(self) -> str:
         where = f"{self.provider!r}" + (f" {self._prefix[:-1]}" if self._prefix else "")

@@ -49,9 +49,16 @@ from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, Limits, PayloadLimits
 from ._reconnect import Reconnect, State
 from ._records import ChannelInfo, ClientInfo, Message, Position, ServerStats
 from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
+from ._rpc_stream import DEFAULT_WINDOW, RemoteStream
 from ._stats import SubscriptionStatistics
 
-__all__ = ["SyncClient", "SyncPublisher", "SyncRpcProxy", "SyncSubscription"]
+__all__ = [
+    "SyncClient",
+    "SyncPublisher",
+    "SyncRemoteStream",
+    "SyncRpcProxy",
+    "SyncSubscription",
+]
 
 log = logging.getLogger(__name__)
 
@@ -839,6 +846,10 @@ class SyncRemoteMethod:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self._method.check(args, kwargs)  # TypeError here, before any crossing
+        if self._method.stream:
+            return SyncRemoteStream(
+                self._client, self._client._run_sync(partial(self._method, *args, **kwargs))
+            )
         return self._client._call(partial(self._method, *args, **kwargs))
 
     def __repr__(self) -> str:
@@ -882,8 +893,84 @@ class SyncRpcProxy:
             partial(self._proxy.call, method, *args, timeout=timeout, **kwargs)
         )
 
+    def stream(
+        self, method: str, /, *args: Any, window: int = DEFAULT_WINDOW, **kwargs: Any
+    ) -> SyncRemoteStream:
+        """Iterate streaming ``method`` with ``window`` values in flight (see
+        ``RpcProxy.stream``): ``for v in proxy.stream("samples", 10, window=64)``."""
+        stream = self._client._run_sync(
+            partial(self._proxy.stream, method, *args, window=window, **kwargs)
+        )
+        return SyncRemoteStream(self._client, stream)
+
     def __repr__(self) -> str:
         return repr(self._proxy).replace("<rpc proxy", "<blocking rpc proxy", 1)
+
+
+class SyncRemoteStream:
+    """The values of a streaming call, with blocking iteration: ``for v in proxy.samples(10)``.
+
+    Values that have arrived are taken in one crossing into this thread (at most one window).
+    Leaving the loop early (``break``, an exception) or ``close()`` stops the provider's
+    generator, as in the trio client.
+    """
+
+    def __init__(self, client: SyncClient, stream: RemoteStream) -> None:
+        self._client = client
+        self._stream = stream
+        self._local: list[Any] = []
+        self._ended = False
+
+    async def _take(self) -> list[Any]:
+        stream = self._stream
+        try:
+            batch = [await stream.__anext__()]
+        except StopAsyncIteration:
+            return []
+        while len(batch) < stream.window:
+            try:
+                batch.append(stream.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while True:
+                if not self._local:
+                    if self._ended:
+                        return
+                    batch = self._client._call(self._take)
+                    if not batch:
+                        self._ended = True
+                        return
+                    batch.reverse()
+                    self._local = batch
+                yield self._local.pop()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the stream (the provider's generator is closed). Idempotent."""
+        self._local = []
+        if not self._ended:
+            self._ended = True
+            with contextlib.suppress(ConnectionClosed):  # a closed client stopped it already
+                self._client._call(self._stream.aclose)
+
+    def __enter__(self) -> SyncRemoteStream:
+        return self
+
+    def __exit__(
+        self,
+        t: type[BaseException] | None,
+        e: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self._stream).replace("<remote", "<blocking remote", 1)
 
 
 # Clients still open when the interpreter exits are closed (and flushed) first: atexit runs

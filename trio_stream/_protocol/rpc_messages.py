@@ -7,6 +7,12 @@ routed call are called ``call``. Arguments and results are payloads (section 4) 
 CBOR byte strings, so that the server never decodes them and the control decoder's small depth
 limit never applies to user data.
 
+A *streaming* call (the provider's method is a generator) is a ``call`` with a ``window``: the
+provider sends ``yield`` for each value, at most as many as the caller's credit allows (the
+window, then what ``credit`` adds as the caller consumes), and ``end`` when the generator is
+done; the caller receives ``item`` for each value and finally the ``reply`` (null result) that
+ends the call, or ``rpc_error``/``error``. ``cancel`` and ``abort`` stop it as they stop a call.
+
 These are not :class:`~.messages.Request` subclasses on purpose: a request is answered by the
 session at once, while ``call`` and ``describe`` are answered later, when the provider has.
 """
@@ -21,6 +27,8 @@ from .messages import Message, register
 #: How many methods one client may expose, and how long a method name may be (characters).
 MAX_METHODS: Final = 1000
 MAX_METHOD_NAME: Final = 200
+#: The most values a streaming call may have in flight (its window, and its credit at any time).
+MAX_STREAM_WINDOW: Final = 1024
 
 
 # --- caller -> server -------------------------------------------------------------------------
@@ -41,10 +49,22 @@ class Call(Message):
     """
 
     OP: ClassVar[str] = "call"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"window"})
     id: int
     provider: str
     method: str
     args: bytes
+    window: int | None = None  # set: a streaming call, with this many values of credit
+
+
+@dataclass(frozen=True)
+class Credit(Message):
+    """The caller of streaming call ``id`` consumed ``n`` more values: the provider may send
+    ``n`` more."""
+
+    OP: ClassVar[str] = "credit"
+    id: int
+    n: int
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,23 @@ class Refuse(Message):
     message: str
 
 
+@dataclass(frozen=True)
+class Yield(Message):
+    """One value of streaming call ``call`` (a payload); each takes one unit of credit."""
+
+    OP: ClassVar[str] = "yield"
+    call: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class End(Message):
+    """The generator of streaming call ``call`` is done: no value follows."""
+
+    OP: ClassVar[str] = "end"
+    call: int
+
+
 # --- server -> provider -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Introspect(Message):
@@ -116,10 +153,21 @@ class Invoke(Message):
     """Run ``method`` with ``args`` (a payload ``[positional, keyword]``) for ``caller``."""
 
     OP: ClassVar[str] = "invoke"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"window"})
     call: int
     method: str
     args: bytes
     caller: str
+    window: int | None = None  # set: stream the values, this many before any ``demand``
+
+
+@dataclass(frozen=True)
+class Demand(Message):
+    """The caller of streaming call ``call`` wants ``n`` more values (its ``credit``)."""
+
+    OP: ClassVar[str] = "demand"
+    call: int
+    n: int
 
 
 @dataclass(frozen=True)
@@ -131,6 +179,15 @@ class Abort(Message):
 
 
 # --- server -> caller -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Item(Message):
+    """One value of streaming call ``id`` (a payload), in the order the provider yielded."""
+
+    OP: ClassVar[str] = "item"
+    id: int
+    value: bytes
+
+
 @dataclass(frozen=True)
 class RpcErrorReply(Message):
     """The remote method raised (the caller raises ``RemoteError``)."""
@@ -146,14 +203,19 @@ for _cls in (
     Describe,
     Call,
     Cancel,
+    Credit,
     Expose,
     Methods,
     Result,
     Fail,
     Refuse,
+    Yield,
+    End,
     Introspect,
     Invoke,
+    Demand,
     Abort,
+    Item,
     RpcErrorReply,
 ):
     register(_cls)

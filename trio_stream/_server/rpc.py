@@ -17,6 +17,12 @@ A forwarded message is not the message received: ``invoke`` carries the caller's
 frame over the limit, and the *provider* would be disconnected. So every forwarded message
 is encoded here, once (as sending it would anyway), and one over the limit is not sent: the
 caller gets ``FrameTooLarge`` instead.
+
+A streaming call stays open across many messages: each ``yield`` from the provider is
+forwarded as ``item`` (size-checked like a result), ``end`` closes it with a null ``reply``.
+The router counts the caller's credit per stream and refuses a ``yield`` beyond it as a
+protocol error of the provider: the values queued for a caller that does not read are bounded
+by its window, whatever the provider does.
 """
 
 from __future__ import annotations
@@ -34,18 +40,24 @@ from .._protocol.messages import Error, Message, Reply, encode_message
 from .._protocol.rpc_messages import (
     MAX_METHOD_NAME,
     MAX_METHODS,
+    MAX_STREAM_WINDOW,
     Abort,
     Call,
     Cancel,
+    Credit,
+    Demand,
     Describe,
+    End,
     Expose,
     Fail,
     Introspect,
     Invoke,
+    Item,
     Methods,
     Refuse,
     Result,
     RpcErrorReply,
+    Yield,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +83,8 @@ class _Pending:
     caller_id: int  # the caller's request id
     provider: Endpoint
     describe: bool  # a describe (answered by `methods`) rather than a call
+    stream: bool = False  # a streaming call: `yield`s, then `end`
+    credit: int = 0  # streaming: values the provider may still send
 
 
 class Router:
@@ -106,6 +120,9 @@ class Router:
             Describe: lambda msg: self.describe(session, msg),
             Call: lambda msg: self.call(session, msg),
             Cancel: lambda msg: self.cancel(session, msg),
+            Credit: lambda msg: self.credit(session, msg),
+            Yield: lambda msg: self.yield_(session, msg),
+            End: lambda msg: self.end(session, msg),
             Methods: lambda msg: self.methods(session, msg),
             Result: lambda msg: self.result(session, msg),
             Fail: lambda msg: self.fail(session, msg),
@@ -138,16 +155,41 @@ class Router:
         if not 0 < len(msg.method) <= MAX_METHOD_NAME:
             self._error(caller, msg.id, RpcError(f"invalid method name {msg.method[:50]!r}"))
             return
-        if (
-            self._remote is not None
-            and self._lookup(msg.provider) is None
-            and self._remote(caller, msg)
-        ):
+        if msg.window is not None and not 0 < msg.window <= MAX_STREAM_WINDOW:
+            self._error(
+                caller,
+                msg.id,
+                RpcError(f"a stream's window is 1-{MAX_STREAM_WINDOW} values, not {msg.window}"),
+            )
             return
+        if self._remote is not None and self._lookup(msg.provider) is None:
+            if msg.window is not None:
+                # The control bus carries one answer per call: credit and values do not cross
+                # nodes (yet). Said at once rather than a stream that never moves.
+                self._error(
+                    caller,
+                    msg.id,
+                    RpcError(
+                        f"{brief(msg.provider)} is not connected to this node: streaming calls "
+                        "work between clients of the same node only; connect both to one node"
+                    ),
+                )
+                return
+            if self._remote(caller, msg):
+                return
         pending = self._open(caller, msg.id, msg.provider, describe=False)
         if pending is None:
             return
-        invoke = Invoke(call=pending.call, method=msg.method, args=msg.args, caller=caller.name)
+        if msg.window is not None:
+            pending.stream = True
+            pending.credit = msg.window
+        invoke = Invoke(
+            call=pending.call,
+            method=msg.method,
+            args=msg.args,
+            caller=caller.name,
+            window=msg.window,
+        )
         frame = self._encode(invoke)
         if frame is None:
             self._close(pending)
@@ -160,6 +202,20 @@ class Router:
         if pending is not None:  # else answered already: the answer crossed the cancel
             self._close(pending)
             pending.provider.send_control(Abort(call=pending.call))
+
+    def credit(self, caller: Endpoint, msg: Credit) -> None:
+        pending = self._by_caller.get(caller, {}).get(msg.id)
+        if pending is None:  # the stream ended while the credit was on its way
+            return
+        if not pending.stream:
+            raise ProtocolError(f"credit for request {msg.id}, which is not a streaming call")
+        if not 0 < msg.n <= MAX_STREAM_WINDOW - pending.credit:
+            raise ProtocolError(
+                f"credit {msg.n} for stream {msg.id} would exceed the window limit of "
+                f"{MAX_STREAM_WINDOW} values in flight"
+            )
+        pending.credit += msg.n
+        pending.provider.send_control(Demand(call=pending.call, n=msg.n))
 
     def _open(self, caller: Endpoint, ident: int, name: str, *, describe: bool) -> _Pending | None:
         calls = self._by_caller.setdefault(caller, {})
@@ -246,6 +302,37 @@ class Router:
         self._close(pending)
         return pending
 
+    def yield_(self, provider: Endpoint, msg: Yield) -> None:
+        pending = self._calls.get(msg.call)
+        if pending is None:
+            if 1 <= msg.call < self._next_call:
+                return  # aborted while the value was on its way
+            raise ProtocolError(f"yield for call {msg.call}, which was never made")
+        if pending.provider is not provider or not pending.stream:
+            raise ProtocolError(f"yield for call {msg.call}, which is not this client's stream")
+        if pending.credit <= 0:
+            raise ProtocolError(
+                f"yield for call {msg.call} beyond the caller's credit: wait for demand"
+            )
+        pending.credit -= 1
+        frame = self._encode(Item(id=pending.caller_id, value=msg.value))
+        if frame is None:
+            self._close(pending)
+            provider.send_control(Abort(call=pending.call))
+            self._too_large(
+                pending.caller, pending.caller_id, f"a value from {provider.name[:100]!r}"
+            )
+            return
+        pending.caller.send_control_frame(frame)
+
+    def end(self, provider: Endpoint, msg: End) -> None:
+        pending = self._answered(provider, msg.call, describe=False)
+        if pending is None:
+            return
+        if not pending.stream:
+            raise ProtocolError(f"end for call {msg.call}, which is not a streaming call")
+        pending.caller.send_control(Reply(id=pending.caller_id, result=None))
+
     def methods(self, provider: Endpoint, msg: Methods) -> None:
         names = [
             m["name"] for m in msg.methods if isinstance(m, dict) and type(m.get("name")) is str
@@ -302,6 +389,8 @@ class Router:
             self._close(pending)
             if pending.caller is not session:
                 what = "describe" if pending.describe else "call"
+                if pending.stream:
+                    what = "stream (its generator did not finish)"
                 self._error(
                     pending.caller,
                     pending.caller_id,

@@ -1,0 +1,274 @@
+"""Streaming RPC: an exposed generator streams to the caller's loop, with credit and
+cancellation both ways, over TCP and WebSocket through the real server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+import trio_stream as ts
+from trio_stream._protocol import rpc_messages as R
+from trio_stream._protocol.messages import Message, Reply
+from trio_stream._server.rpc import Router
+
+SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
+
+
+class Sensor:
+    def __init__(self) -> None:
+        self.steps = 0  # values the generators produced
+        self.closed = trio.Event()  # a generator's finally ran
+        self.thread_ids: set[int] = set()
+
+    async def rpc_samples(self, n: int) -> AsyncIterator[int]:
+        """Yield 0..n-1."""
+        for i in range(n):
+            self.steps += 1
+            yield i
+
+    async def rpc_forever(self, start: int = 0) -> AsyncIterator[int]:
+        try:
+            i = start
+            while True:
+                self.steps += 1
+                yield i
+                i += 1
+        finally:
+            self.closed.set()
+
+    async def rpc_fails_after(self, k: int) -> AsyncIterator[int]:
+        for i in range(k):
+            yield i
+        raise ValueError(f"sensor broke after {k}")
+
+    def rpc_counted(self, n: int) -> Iterator[int]:
+        self.thread_ids.add(threading.get_ident())
+        yield from range(n)
+
+    def rpc_plain(self) -> int:
+        return 1
+
+
+@asynccontextmanager
+async def pair(
+    url: str, provider: object, *, thread: bool = False
+) -> AsyncIterator[tuple[ts.Client, ts.Client, Any]]:
+    async with (
+        ts.open_client(url, name="sensor", reconnect=False) as sensor,
+        ts.open_client(url, name="ctl", reconnect=False) as ctl,
+    ):
+        sensor.expose(provider, thread=thread)
+        yield sensor, ctl, await ctl.rpc("sensor", timeout=SETTLE_S)
+
+
+async def wait_until(predicate: Any) -> None:
+    with trio.fail_after(SETTLE_S):
+        while not predicate():  # noqa: ASYNC110 - state of other objects, polled
+            await trio.sleep(0.005)
+
+
+async def test_stream_delivers_every_value_in_order(url: str, server: ts.Server) -> None:
+    async with pair(url, Sensor()) as (_, _, sensor):
+        with trio.fail_after(SETTLE_S):
+            assert [x async for x in sensor.samples(2000)] == list(range(2000))
+            # a window of one: a credit round trip per value, still complete
+            values = [x async for x in sensor.stream("samples", 50, window=1)]
+        assert values == list(range(50))
+        assert await sensor.plain() == 1  # calls and streams share the proxy
+    assert server.state.rpc.pending() == 0
+
+
+async def test_provider_never_runs_ahead_of_the_window(url: str) -> None:
+    provider = Sensor()
+    window = 8
+    async with pair(url, provider) as (_, _, sensor):
+        stream = sensor.stream("forever", window=window)
+        consumed = 0
+        async with stream:
+            for _ in range(3):  # three rounds: read a few, then let the provider try
+                for _ in range(5):
+                    assert await stream.__anext__() == consumed
+                    consumed += 1
+                # It fills the window that the credit allows, then waits.
+                await wait_until(lambda n=consumed: provider.steps >= n + window // 2)
+                await trio.sleep(0.2)
+                assert consumed <= provider.steps <= consumed + window
+
+
+async def test_caller_leaving_the_loop_closes_the_generator(url: str, server: ts.Server) -> None:
+    provider = Sensor()
+    async with pair(url, provider) as (sensor_client, _, sensor):
+        async for x in sensor.forever():
+            if x == 20:
+                break
+        with trio.fail_after(SETTLE_S):
+            await provider.closed.wait()
+        await wait_until(lambda: server.state.rpc.pending() == 0)
+        await wait_until(lambda: sensor_client._rpc.running == 0)
+
+
+async def test_caller_cancel_scope_closes_the_generator(url: str, server: ts.Server) -> None:
+    provider = Sensor()
+    async with pair(url, provider) as (_, ctl, sensor):
+        taken = 0
+        with trio.move_on_after(0.3):
+            async for _ in sensor.forever():
+                taken += 1
+                await trio.sleep(0.01)
+        assert taken > 0
+        with trio.fail_after(SETTLE_S):
+            await provider.closed.wait()
+        await wait_until(lambda: server.state.rpc.pending() == 0)
+        assert not ctl._rpc._streams  # the caller forgot it
+
+
+async def test_provider_raising_ends_the_loop_with_remote_error(url: str) -> None:
+    async with pair(url, Sensor()) as (_, _, sensor):
+        got: list[int] = []
+        with pytest.raises(ts.RemoteError) as info:
+            async for x in sensor.fails_after(5):
+                got.append(x)
+        assert got == [0, 1, 2, 3, 4]
+        assert info.value.type_name == "ValueError"
+        assert info.value.message == "sensor broke after 5"
+        assert "rpc_fails_after" in info.value.remote_traceback
+
+
+async def test_provider_disconnect_ends_the_loop_with_a_clear_error(
+    url: str, server: ts.Server
+) -> None:
+    provider = Sensor()
+    async with pair(url, provider) as (_, _, sensor):
+        got = 0
+        with pytest.raises(ts.RpcError, match=r"'sensor' disconnected .*stream") as info:
+            async for _ in sensor.stream("forever", window=4):
+                got += 1
+                if got == 10:
+                    # Cut the provider's connection from the server's side, no goodbye.
+                    await server.state.by_name["sensor"].transport.aclose()
+        assert not isinstance(info.value, ts.RemoteError)
+    assert server.state.rpc.pending() == 0
+
+
+async def test_caller_disconnect_closes_the_generator(url: str, server: ts.Server) -> None:
+    provider = Sensor()
+    async with ts.open_client(url, name="sensor") as sensor_client:
+        sensor_client.expose(provider)
+        async with ts.open_client(url, name="ctl", reconnect=False) as ctl:
+            sensor = await ctl.rpc("sensor")
+            with pytest.raises(ts.ConnectionClosed):
+                async for x in sensor.forever():
+                    if x == 5:
+                        await server.state.by_name["ctl"].transport.aclose()
+        with trio.fail_after(SETTLE_S):
+            await provider.closed.wait()
+        await wait_until(lambda: sensor_client._rpc.running == 0)
+
+
+async def test_sync_generator_runs_in_a_worker_thread_with_thread_true(url: str) -> None:
+    provider = Sensor()
+    async with pair(url, provider, thread=True) as (_, _, sensor):
+        with trio.fail_after(SETTLE_S):
+            assert [x async for x in sensor.counted(100)] == list(range(100))
+    assert provider.thread_ids and threading.get_ident() not in provider.thread_ids
+
+
+async def test_describe_marks_streams_and_misuse_is_a_type_error(url: str) -> None:
+    async with pair(url, Sensor()) as (_, _, sensor):
+        assert sensor.methods["samples"].stream
+        assert not sensor.methods["plain"].stream
+        assert "stream" in repr(sensor.samples)
+        with pytest.raises(TypeError, match="streams its values"):
+            await sensor.call("samples", 3)
+        with pytest.raises(TypeError, match="returns one result"):
+            sensor.stream("plain")
+        with pytest.raises(TypeError, match="missing a required argument"):
+            sensor.samples()
+        with pytest.raises(ValueError, match="window"):
+            sensor.stream("samples", 3, window=0)
+
+
+async def test_undescribed_method_called_the_wrong_way_is_refused(url: str) -> None:
+    async with pair(url, Sensor()) as (_, ctl, _):
+        proxy = await ctl.rpc("sensor")
+        proxy.methods.clear()  # as if described before the provider exposed them
+        with pytest.raises(ts.RpcError, match="streams its values"):
+            await proxy.call("samples", 3)
+        with pytest.raises(ts.RpcError, match="returns one result"):
+            async for _ in proxy.stream("plain"):
+                pass
+
+
+async def test_sync_client_iterates_a_stream(url: str) -> None:
+    provider = Sensor()
+    async with ts.open_client(url, name="sensor") as sensor_client:
+        sensor_client.expose(provider)
+
+        def script() -> tuple[list[int], list[int]]:
+            with ts.SyncClient(url, name="script") as c:
+                proxy = c.rpc("sensor")
+                everything = list(proxy.samples(300))
+                first: list[int] = []
+                for x in proxy.stream("forever", window=4):
+                    first.append(x)
+                    if len(first) == 7:
+                        break
+                return everything, first
+
+        with trio.fail_after(SETTLE_S * 3):
+            everything, first = await trio.to_thread.run_sync(script)
+        assert everything == list(range(300))
+        assert first == list(range(7))
+        with trio.fail_after(SETTLE_S):
+            await provider.closed.wait()  # leaving the sync loop closed the generator
+
+
+# -- the router alone: credit is enforced on the server -----------------------------------------
+class FakeSession:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.methods: list[str] = []
+        self.sent: list[Message] = []
+        self.frames: list[bytes] = []
+
+    def send_control(self, message: Message) -> None:
+        self.sent.append(message)
+
+    def send_control_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
+def test_router_refuses_a_yield_beyond_the_callers_credit() -> None:
+    caller, provider = FakeSession("ctl"), FakeSession("sensor")
+    router = Router({"sensor": provider}.get)
+    router.call(caller, R.Call(id=7, provider="sensor", method="x", args=b"", window=2))
+    router.yield_(provider, R.Yield(call=1, value=b"a"))
+    router.yield_(provider, R.Yield(call=1, value=b"b"))
+    assert len(caller.frames) == 2  # two items forwarded
+    with pytest.raises(ts.ProtocolError, match="beyond the caller's credit"):
+        router.yield_(provider, R.Yield(call=1, value=b"c"))
+    router.credit(caller, R.Credit(id=7, n=1))
+    assert provider.sent[-1] == R.Demand(call=1, n=1)
+    router.yield_(provider, R.Yield(call=1, value=b"c"))
+    router.end(provider, R.End(call=1))
+    assert caller.sent[-1] == Reply(id=7, result=None)
+    assert router.pending() == 0
+    router.credit(caller, R.Credit(id=7, n=1))  # late credit after the end: ignored
+
+
+def test_router_bounds_credit_and_window() -> None:
+    caller, provider = FakeSession("ctl"), FakeSession("sensor")
+    router = Router({"sensor": provider}.get)
+    router.call(caller, R.Call(id=1, provider="sensor", method="x", args=b"", window=0))
+    assert "window" in getattr(caller.sent[-1], "message", "")
+    router.call(
+        caller,
+        R.Call(id=2, provider="sensor", method="x", args=b"", window=R.MAX_STREAM_WINDOW),
+    )
+    with pytest.raises(ts.ProtocolError, match="window limit"):
+        router.credit(caller, R.Credit(id=2, n=1))
