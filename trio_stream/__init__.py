@@ -24,6 +24,7 @@ from ._exceptions import ResourceClosed as ResourceClosed
 from ._exceptions import RpcError as RpcError
 from ._exceptions import RpcTimeout as RpcTimeout
 from ._exceptions import TrioStreamError as TrioStreamError
+from ._files import FileEvent as FileEvent
 from ._merge import Merge as Merge
 from ._merge import SyncMerge as SyncMerge
 from ._merge import merge as merge
@@ -38,6 +39,7 @@ from ._records import Message as Message
 from ._records import Position as Position
 from ._records import ServerStats as ServerStats
 from ._records import SubscriptionInfo as SubscriptionInfo
+from ._rpc_stream import RemoteStream as RemoteStream
 from ._server.serve import Server as Server
 from ._server.serve import open_server as open_server
 from ._server.serve import serve as serve

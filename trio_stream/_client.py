@@ -13,16 +13,19 @@ import enum
 import itertools
 import logging
 import math
+import os
 import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
+from . import _files
 from ._client_port import ClientPort, PendingRequest
 from ._exceptions import (
     AuthError,
@@ -37,6 +40,7 @@ from ._exceptions import (
     TrioStreamError,
     error_from_wire,
 )
+from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
 from ._protocol import frames as F
 from ._protocol import messages as M
 from ._protocol.array_view import View
@@ -914,6 +918,82 @@ class Client:
             RpcTimeout: the provider did not answer in time.
         """
         return await self._rpc.proxy(provider, timeout)
+
+    # -- files (trio_stream/_files.py) ---------------------------------------------------------
+    def accept_files(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        overwrite: bool = False,
+        share: bool = False,
+        on_event: Callable[[FileEvent], None] | None = None,
+    ) -> FileService:
+        """Receive files that other clients send (``send_file``) into ``directory``.
+
+        Exposes the RPC sub-service ``files``. A file lands under its name only complete and
+        checked (sha256); names are plain file names (never a path outside ``directory``).
+
+        Args:
+            max_bytes: the largest file accepted (refused up front from its declared size).
+            overwrite: replace an existing file of the same name (default: refuse).
+            share: also let other clients list and fetch the files of ``directory``
+                (``fetch_file``).
+            on_event: called with a :class:`FileEvent` as transfers start, progress and end.
+
+        Raises:
+            InvalidArgument: ``directory`` is not a directory.
+        """
+        return _files.accept_files(
+            self,
+            directory,
+            max_bytes=max_bytes,
+            overwrite=overwrite,
+            share=share,
+            on_event=on_event,
+        )
+
+    async def send_file(
+        self,
+        target: str,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> str:
+        """Send the file at ``path`` to the client ``target`` (which called ``accept_files``).
+
+        Chunked through the server with a few chunks in flight, checked with sha256 at the end.
+        Returns the name it was stored under (``name``, default: the file's own name).
+        ``progress(sent_bytes, total_bytes)`` is called as chunks are acknowledged.
+
+        Raises:
+            InvalidArgument: ``name`` is not a plain file name.
+            RemoteError: the receiver refused it (exists, too large, damaged on its way...).
+            RpcError: ``target`` is not connected or does not accept files.
+        """
+        return await _files.send_file(self, target, path, name=name, progress=progress)
+
+    async def fetch_file(
+        self,
+        source: str,
+        name: str,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> Path:
+        """Fetch the file ``name`` from the client ``source`` (``accept_files(share=True)``)
+        into ``dest`` (a file path, or a directory to keep the name); returns the path.
+
+        Raises:
+            FileExistsError: ``dest`` exists and ``overwrite`` is false.
+            RemoteError: the source refused (not shared, no such file).
+            RpcError: the file arrived incomplete or damaged (nothing is left at ``dest``).
+        """
+        return await _files.fetch_file(
+            self, source, name, dest, overwrite=overwrite, progress=progress
+        )
 
     # -- writing -------------------------------------------------------------------------------
     async def open_publisher(

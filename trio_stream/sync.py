@@ -27,12 +27,14 @@ import atexit
 import contextlib
 import logging
 import math
+import os
 import ssl
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -40,6 +42,7 @@ import trio
 
 from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
 from ._exceptions import ConnectionClosed, FrameTooLarge, ResourceClosed, TrioStreamError
+from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
 from ._portal import BlockingPortal, refuse_trio_thread
 from ._protocol.array_view import View
 from ._protocol.codec import EncodedPayload, encode_payload
@@ -609,6 +612,63 @@ class SyncClient:
         """
         proxy = self._call(partial(self._trio_client.rpc, provider, timeout=timeout))
         return SyncRpcProxy(self, proxy)
+
+    # -- files (see Client.accept_files, send_file, fetch_file) ------------------------------
+    def accept_files(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        overwrite: bool = False,
+        share: bool = False,
+        on_event: Callable[[FileEvent], None] | None = None,
+    ) -> FileService:
+        """Receive files into ``directory`` (see ``Client.accept_files``); ``on_event`` is
+        called in the client's trio thread and must be quick."""
+        return self._run_sync(
+            partial(
+                self._trio_client.accept_files,
+                directory,
+                max_bytes=max_bytes,
+                overwrite=overwrite,
+                share=share,
+                on_event=on_event,
+            )
+        )
+
+    def send_file(
+        self,
+        target: str,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> str:
+        """Send a file to ``target`` and wait until it is stored (see ``Client.send_file``)."""
+        return self._call(
+            partial(self._trio_client.send_file, target, path, name=name, progress=progress)
+        )
+
+    def fetch_file(
+        self,
+        source: str,
+        name: str,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> Path:
+        """Fetch ``name`` from ``source`` into ``dest`` (see ``Client.fetch_file``)."""
+        return self._call(
+            partial(
+                self._trio_client.fetch_file,
+                source,
+                name,
+                dest,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        )
 
 
 async def _with_timeout(timeout_s: float | None, fn: Callable[[], Awaitable[T]]) -> T:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .._version import __version__
 from . import bridge as bridge
 from . import call as call
+from . import files as files
 from . import generate as generate
 from . import inspect as inspect
 from . import pubsub as pubsub
@@ -20,7 +21,7 @@ from . import serve as serve
 from ._options import CommandParser, HelpFormatter, add_log_level
 from ._run import configure_logging, run
 
-COMMAND_GROUPS = (serve, inspect, pubsub, record, generate, bridge, call)
+COMMAND_GROUPS = (serve, inspect, pubsub, record, generate, bridge, call, files)
 
 EPILOG = """\
 start here:

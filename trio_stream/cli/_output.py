@@ -7,10 +7,13 @@ import datetime
 import json
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import numpy as np
 from rich.console import Console
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, TimeElapsedColumn
 
 _BINARY_PREFIXES: Final = ("", "Ki", "Mi", "Gi", "Ti", "Pi")
 
@@ -111,3 +114,15 @@ def stdout_console() -> Console:
         # file or a pipe is wanted whole.
         console = Console(file=sys.stdout, highlight=False, width=NOT_A_TERMINAL_WIDTH)
     return console
+
+
+@contextmanager
+def progress_display(show: bool, *columns: str | ProgressColumn) -> Iterator[Progress | None]:
+    """A rich progress display on stderr, only on a terminal (logs get the summary line)."""
+    if not show:
+        yield None
+        return
+    with Progress(
+        SpinnerColumn(), *columns, TimeElapsedColumn(), console=stderr_console(), transient=False
+    ) as progress:
+        yield progress

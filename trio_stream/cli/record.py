@@ -7,7 +7,6 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -15,10 +14,8 @@ import trio
 from rich.progress import (
     BarColumn,
     Progress,
-    SpinnerColumn,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
 )
 
 import trio_stream as ts
@@ -39,6 +36,7 @@ from ._options import (
     positive_int,
 )
 from ._output import human_bytes, stderr_console
+from ._output import progress_display as _progress
 from ._run import CliError, NoReaders, stop_on_signal
 
 FLUSH_BYTES: Final = 4 * 2**20  # write to disk once this much is encoded...
@@ -115,18 +113,6 @@ def register(subparsers: Subparsers) -> None:
     add_channel_key(replay)
     add_create_options(replay, what="the channel")
     replay.set_defaults(run=run_replay)
-
-
-@contextmanager
-def _progress(show: bool, *columns: Any) -> Iterator[Progress | None]:
-    """A rich progress display on stderr, only on a terminal (logs get the summary line)."""
-    if not show:
-        yield None
-        return
-    with Progress(
-        SpinnerColumn(), *columns, TimeElapsedColumn(), console=stderr_console(), transient=False
-    ) as progress:
-        yield progress
 
 
 # -- dump --------------------------------------------------------------------------------------

@@ -1,0 +1,339 @@
+"""File transfer between clients through the real server: round trips checked with sha256,
+names that would leave the directory refused, size limits, no partial file under the final
+name, fetching from a shared directory, the SyncClient and the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import trio_stream as ts
+from trio_stream import _files
+
+SETTLE_S = 20.0
+
+
+def random_file(path: Path, size: int) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+@asynccontextmanager
+async def pair(url: str, directory: Path, **accept: Any) -> AsyncIterator[tuple[Any, ts.Client]]:
+    async with (
+        ts.open_client(url, name="store", reconnect=False) as store,
+        ts.open_client(url, name="daq", reconnect=False) as daq,
+    ):
+        service = store.accept_files(directory, **accept)
+        yield service, daq
+
+
+async def wait_until(predicate: Any) -> None:
+    with trio.fail_after(SETTLE_S):
+        while not predicate():  # noqa: ASYNC110 - the file system, polled
+            await trio.sleep(0.01)
+
+
+async def test_send_file_round_trip_is_byte_exact(url: str, tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    size = 3 * _files.CHUNK_BYTES + 12345  # several chunks and a partial one
+    data = random_file(tmp_path / "run42.h5", size)
+    events: list[ts.FileEvent] = []
+    seen: list[tuple[int, int]] = []
+    async with pair(url, incoming, on_event=events.append) as (_, daq):
+        with trio.fail_after(SETTLE_S):
+            name = await daq.send_file(
+                "store", tmp_path / "run42.h5", progress=lambda s, t: seen.append((s, t))
+            )
+            other = await daq.send_file("store", tmp_path / "run42.h5", name="copy.h5")
+    assert (name, other) == ("run42.h5", "copy.h5")
+    for landed in ("run42.h5", "copy.h5"):
+        got = (incoming / landed).read_bytes()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert leftovers(incoming) == ["copy.h5", "run42.h5"]  # no temporary file left
+    assert seen[-1] == (size, size)
+    assert next(e.kind for e in events if e.name == "run42.h5") == "started"
+    done = [e for e in events if e.kind == "done"]
+    assert [e.path for e in done] == [incoming / "run42.h5", incoming / "copy.h5"]
+
+
+async def test_an_empty_file_arrives(url: str, tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    async with pair(url, incoming) as (_, daq):
+        await daq.send_file("store", tmp_path / "empty")
+    assert (incoming / "empty").read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    "name", ["../evil", "/etc/passwd", "a/b", "..", ".", ".hidden", "a\x00b", "a\\b", "x" * 256]
+)
+def test_names_that_leave_the_directory_are_refused(name: str) -> None:
+    with pytest.raises(ts.InvalidArgument, match="refused"):
+        _files.check_name(name)
+
+
+async def test_receiver_refuses_traversal_even_from_a_raw_caller(url: str, tmp_path: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    async with pair(url, incoming) as (_, daq):
+        proxy = await daq.rpc("store")
+        for name in ("../evil", "/tmp/evil", "sub/evil", "..", "nul\x00"):
+            with pytest.raises(ts.RemoteError, match="refused") as info:
+                await proxy.call("files.begin", name, 10)
+            assert info.value.type_name == "InvalidArgument"
+        # the sender's own check stops it before anything is sent
+        (tmp_path / "ok").write_bytes(b"x")
+        with pytest.raises(ts.InvalidArgument, match="no directories"):
+            await daq.send_file("store", tmp_path / "ok", name="../ok")
+    assert leftovers(incoming) == []
+    assert not (tmp_path / "evil").exists()
+
+
+async def test_size_limit_is_refused_up_front_and_enforced_while_receiving(
+    url: str, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    random_file(tmp_path / "big", 5000)
+    async with pair(url, incoming, max_bytes=4096) as (_, daq):
+        with pytest.raises(ts.RemoteError, match="over this receiver's limit of 4096"):
+            await daq.send_file("store", tmp_path / "big")
+        assert leftovers(incoming) == []
+        # A sender that declares less than it sends is cut off at the declared size.
+        proxy = await daq.rpc("store")
+        transfer = await proxy.call("files.begin", "liar", 10)
+        with pytest.raises(ts.RemoteError, match="more bytes than the declared size"):
+            await proxy.call("files.write", transfer, 0, b"y" * 20)
+        with pytest.raises(ts.RemoteError, match="received 0 bytes of the 10"):
+            await proxy.call("files.finish", transfer, hashlib.sha256(b"").hexdigest())
+    assert leftovers(incoming) == []
+
+
+async def test_a_damaged_file_is_refused_by_its_checksum(url: str, tmp_path: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    async with pair(url, incoming) as (_, daq):
+        proxy = await daq.rpc("store")
+        transfer = await proxy.call("files.begin", "data.bin", 4)
+        await proxy.call("files.write", transfer, 0, b"abcd")
+        with pytest.raises(ts.RemoteError, match="sha256 mismatch"):
+            await proxy.call("files.finish", transfer, hashlib.sha256(b"abce").hexdigest())
+    assert leftovers(incoming) == []
+
+
+async def test_an_existing_file_is_kept_unless_the_receiver_overwrites(
+    url: str, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    (incoming / "run.h5").write_bytes(b"precious")
+    new = random_file(tmp_path / "run.h5", 1000)
+    async with pair(url, incoming) as (_, daq):
+        with pytest.raises(ts.RemoteError, match="exists") as info:
+            await daq.send_file("store", tmp_path / "run.h5")
+        assert info.value.type_name == "FileExistsError"
+    assert (incoming / "run.h5").read_bytes() == b"precious"
+    async with pair(url, incoming, overwrite=True) as (_, daq):
+        await daq.send_file("store", tmp_path / "run.h5")
+    assert (incoming / "run.h5").read_bytes() == new
+
+
+async def test_cancelled_sender_leaves_no_file_at_all(url: str, tmp_path: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    random_file(tmp_path / "big", 40 * _files.CHUNK_BYTES)
+    async with pair(url, incoming) as (_, daq):
+        with trio.move_on_after(SETTLE_S) as scope:
+            half = trio.Event()
+
+            def progress(sent: int, total: int) -> None:
+                if sent > total // 4:
+                    half.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    lambda: daq.send_file("store", tmp_path / "big", progress=progress)
+                )
+                await half.wait()
+                nursery.cancel_scope.cancel()
+        assert not scope.cancelled_caught
+        await wait_until(lambda: leftovers(incoming) == [])  # aborted: temporary file gone
+
+
+async def test_vanished_sender_leaves_no_file_under_the_final_name(
+    url: str, server: ts.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_files, "TRANSFER_IDLE_S", 0.4)
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    random_file(tmp_path / "big", 40 * _files.CHUNK_BYTES)
+    failures: list[ts.FileEvent] = []
+    async with ts.open_client(url, name="store") as store:
+        store.accept_files(
+            incoming, on_event=lambda e: failures.append(e) if e.kind == "failed" else None
+        )
+        async with ts.open_client(url, name="daq", reconnect=False) as daq:
+            cut = trio.Event()
+
+            def progress(sent: int, total: int) -> None:
+                if sent > total // 4:
+                    cut.set()
+
+            errors: list[Exception] = []
+
+            async def send() -> None:
+                try:
+                    await daq.send_file("store", tmp_path / "big", progress=progress)
+                except ts.ConnectionClosed as exc:
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                with trio.fail_after(SETTLE_S):
+                    await cut.wait()
+                # The sender's connection dies without a word (as in a crash).
+                await server.state.by_name["daq"].transport.aclose()
+            assert len(errors) == 1  # one clear error, not one per chunk in flight
+        assert not (incoming / "big").exists()
+        await wait_until(lambda: leftovers(incoming) == [])  # idle: dropped with its temp file
+        assert failures and "idle" in (failures[0].error or "")
+
+
+async def test_fetch_file_from_a_shared_directory(url: str, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    data = random_file(shared / "calib.bin", 2 * _files.CHUNK_BYTES + 7)
+    async with pair(url, shared, share=True) as (_, daq):
+        proxy = await daq.rpc("store")
+        assert await proxy.call("files.list") == [{"name": "calib.bin", "size": len(data)}]
+        with trio.fail_after(SETTLE_S):
+            path = await daq.fetch_file("store", "calib.bin", tmp_path)
+        assert path == tmp_path / "calib.bin"
+        assert path.read_bytes() == data
+        with pytest.raises(FileExistsError):
+            await daq.fetch_file("store", "calib.bin", tmp_path)
+        with pytest.raises(ts.RemoteError, match="no file"):
+            await daq.fetch_file("store", "missing.bin", tmp_path / "m")
+        with pytest.raises(ts.RemoteError, match="refused"):
+            async for _ in proxy.stream("files.read", "../shared/calib.bin"):
+                pass
+    assert not (tmp_path / "m").exists()
+    assert leftovers(tmp_path) == ["calib.bin", "shared"]
+
+
+async def test_fetch_is_refused_unless_the_directory_is_shared(url: str, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_bytes(b"s")
+    async with pair(url, tmp_path) as (_, daq):
+        with pytest.raises(ts.RemoteError, match="does not share") as info:
+            await daq.fetch_file("store", "secret", tmp_path / "copy")
+        assert info.value.type_name == "PermissionError"
+
+
+async def test_sending_to_a_client_that_accepts_no_files_says_so(url: str, tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+
+    class Other:
+        def rpc_ping(self) -> str:
+            return "pong"
+
+    async with (
+        ts.open_client(url, name="other") as other,
+        ts.open_client(url, name="daq") as daq,
+    ):
+        other.expose(Other())
+        with pytest.raises(ts.RpcError, match="does not accept files"):
+            await daq.send_file("other", tmp_path / "f")
+
+
+async def test_sync_client_sends_and_accepts(url: str, tmp_path: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    data = random_file(tmp_path / "scan.npy", 100_000)
+
+    def script() -> str:
+        with ts.SyncClient(url, name="store") as store, ts.SyncClient(url, name="lab") as lab:
+            store.accept_files(incoming)
+            return lab.send_file("store", tmp_path / "scan.npy")
+
+    with trio.fail_after(SETTLE_S):
+        assert await trio.to_thread.run_sync(script) == "scan.npy"
+    assert (incoming / "scan.npy").read_bytes() == data
+
+
+async def test_cli_send_file_and_receive_files_end_to_end(
+    server: ts.Server, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    first = random_file(tmp_path / "a.bin", 600_000)
+    second = random_file(tmp_path / "b.bin", 1000)
+    url = server.tcp_url
+    assert url is not None
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cli = [sys.executable, "-m", "trio_stream"]
+    receiver = await trio.lowlevel.open_process(
+        [*cli, "receive-files", url, str(incoming), "--name", "store"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    out, err = bytearray(), bytearray()
+
+    async def collect(stream: Any, into: bytearray) -> None:
+        async for chunk in stream:
+            into += chunk
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, receiver.stdout, out)
+            nursery.start_soon(collect, receiver.stderr, err)
+            await wait_until(lambda: "store" in server.state.by_name)
+            with trio.fail_after(SETTLE_S * 3):
+                sender = await trio.run_process(
+                    [
+                        *cli,
+                        "send-file",
+                        url,
+                        "store",
+                        str(tmp_path / "a.bin"),
+                        str(tmp_path / "b.bin"),
+                    ],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                    env=env,
+                )
+            assert sender.returncode == 0, sender.stderr.decode()
+            assert b"sent " in sender.stderr and b"MB/s" in sender.stderr
+            assert (incoming / "a.bin").read_bytes() == first
+            assert (incoming / "b.bin").read_bytes() == second
+            receiver.send_signal(signal.SIGINT)
+            with trio.fail_after(SETTLE_S):
+                assert await receiver.wait() == 0, err.decode()
+        assert out.decode().splitlines() == [
+            f"received {incoming / 'a.bin'} (600000 bytes)",
+            f"received {incoming / 'b.bin'} (1000 bytes)",
+        ]
+    finally:
+        if receiver.returncode is None:
+            receiver.kill()
+            with trio.move_on_after(SETTLE_S):
+                await receiver.wait()

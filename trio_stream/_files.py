@@ -1,0 +1,460 @@
+"""File transfer between clients, through the server, on RPC (docs/protocol.md section 6.3).
+
+A receiver exposes the sub-service ``files`` (``client.accept_files(directory)``); a sender
+pushes a file to it with chunked calls, and, when the receiver *shares* its directory, anyone
+may fetch a file from it with a streaming call:
+
+- push (``send_file``): ``files.begin(name, size)`` -> transfer id; ``files.write(id, offset,
+  chunk)`` for each chunk, a few calls in flight (the flow control: a call is answered once its
+  chunk is on disk, so at most WRITES_IN_FLIGHT chunks are buffered anywhere); then
+  ``files.finish(id, sha256)``, which checks the size and the digest and only then renames the
+  temporary file to its name; ``files.abort(id)`` on any failure.
+- pull (``fetch_file``): ``files.read(name)`` streams the file's chunks (byte strings), then one
+  map ``{"size", "sha256"}``; the fetcher checks both and renames its own temporary file.
+
+What the receiver guarantees: a name is one plain file name (no ``/`` or ``\\``, no ``..``, no
+leading dot, no NUL or control characters, at most 255 bytes): nothing is ever written outside
+its directory. A file is written to a hidden temporary name (``.NAME.RANDOM.part``) and appears
+under its name only complete and verified. The declared size is checked against ``max_bytes``
+before anything is written, and every chunk against the declared size. An existing file is
+never replaced unless the receiver said ``overwrite=True``. A transfer idle for
+TRANSFER_IDLE_S (its sender vanished) is dropped with its temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from ._exceptions import InvalidArgument, RpcError
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._rpc import RpcProxy
+
+log = logging.getLogger(__name__)
+
+SERVICE: Final = "files"  # the sub-service name: files.begin, files.write, ...
+CHUNK_BYTES: Final = 256 * 2**10
+WRITES_IN_FLIGHT: Final = 8  # chunks a sender has on their way (2 MiB at 256 KiB)
+READ_WINDOW: Final = 8  # chunks a fetcher has on their way
+DEFAULT_MAX_FILE_BYTES: Final = 16 * 2**30
+MAX_NAME_BYTES: Final = 255  # what most file systems allow for one name
+MAX_TRANSFERS: Final = 64  # transfers a receiver has open at once
+TRANSFER_IDLE_S: Final = 60.0
+CALL_TIMEOUT_S: Final = 60.0  # one chunk's round trip, including its write to disk
+_ROOM_BYTES: Final = 4096  # room in a frame for the call around a chunk
+
+
+def check_name(name: object) -> str:
+    """``name`` if it is one plain file name, else InvalidArgument saying why."""
+    if not isinstance(name, str):
+        raise InvalidArgument(f"a file name is text, not {type(name).__name__}")
+    shown = repr(name)[:80]
+    if not name or name in (".", ".."):
+        raise InvalidArgument(f"file name {shown} is refused: give a plain name like 'run42.h5'")
+    if "/" in name or "\\" in name:
+        raise InvalidArgument(
+            f"file name {shown} is refused: no directories ('/' or '\\'); the receiver "
+            "chooses the directory"
+        )
+    if name.startswith("."):
+        raise InvalidArgument(f"file name {shown} is refused: names may not start with '.'")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidArgument(f"file name {shown} is refused: no NUL or control characters")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise InvalidArgument(f"file name {shown} is refused: longer than {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def chunk_bytes(max_frame_bytes: int) -> int:
+    """The chunk size that fits the server's frames."""
+    return max(1024, min(CHUNK_BYTES, max_frame_bytes - _ROOM_BYTES * 2))
+
+
+@dataclass(frozen=True, slots=True)
+class FileEvent:
+    """What a receiver's ``on_event`` callback hears: ``kind`` is "started", "progress",
+    "done" (``path`` is the final file) or "failed" (``error`` says why)."""
+
+    kind: str
+    name: str
+    size: int
+    received: int
+    sender: str | None = None
+    path: Path | None = None
+    error: str | None = None
+
+
+class _Incoming:
+    """One file being received: its temporary file, digest and expected next offset."""
+
+    def __init__(self, name: str, size: int, temp: Path, fd: int) -> None:
+        self.name = name
+        self.size = size
+        self.temp = temp
+        self.fd = fd
+        self.received = 0
+        self.digest = hashlib.sha256()
+        self.moved = trio.Event()  # set whenever `received` advances
+        self.last_s = trio.current_time()
+        self.lock = trio.Lock()
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        with contextlib.suppress(OSError):
+            self.temp.unlink()
+
+
+def _write(fd: int, digest: Any, data: bytes) -> None:
+    digest.update(data)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class FileService:
+    """The ``files`` sub-service a receiver exposes (``client.accept_files``)."""
+
+    def __init__(
+        self,
+        client: Client,
+        directory: Path,
+        *,
+        max_bytes: int,
+        overwrite: bool,
+        share: bool,
+        on_event: Callable[[FileEvent], None] | None,
+    ) -> None:
+        self._client = client
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.overwrite = overwrite
+        self.share = share
+        self._on_event = on_event
+        self._transfers: dict[int, _Incoming] = {}
+        self._next_id = 1
+        self._janitor = False
+
+    def _emit(self, kind: str, t: _Incoming, **extra: Any) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(FileEvent(kind, t.name, t.size, t.received, **extra))
+            except Exception:
+                log.exception("on_event callback failed")
+
+    def _get(self, transfer: int) -> _Incoming:
+        t = self._transfers.get(transfer)
+        if t is None:
+            raise RpcError(f"no transfer {transfer} open here (finished, aborted or idle too long)")
+        t.last_s = trio.current_time()
+        return t
+
+    async def rpc_begin(self, name: str, size: int) -> int:
+        """Open a transfer of ``size`` bytes to be stored as ``name``; returns its id."""
+        check_name(name)
+        if type(size) is not int or size < 0:
+            raise InvalidArgument(f"size must be a number of bytes >= 0, not {size!r}"[:120])
+        if size > self.max_bytes:
+            raise InvalidArgument(
+                f"{name[:80]!r} is {size} bytes, over this receiver's limit of {self.max_bytes}"
+            )
+        if len(self._transfers) >= MAX_TRANSFERS:
+            raise InvalidArgument(f"{MAX_TRANSFERS} transfers are open here: try again later")
+        final = self.directory / name
+        if not self.overwrite and final.exists():
+            raise FileExistsError(
+                f"{name[:80]!r} exists in the receiver's directory and is not replaced "
+                "(the receiver may accept with overwrite=True)"
+            )
+        temp = self.directory / f".{name[:200]}.{secrets.token_hex(4)}.part"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        t = _Incoming(name, size, temp, fd)
+        ident = self._next_id
+        self._next_id += 1
+        self._transfers[ident] = t
+        self._start_janitor()
+        self._emit("started", t)
+        return ident
+
+    async def rpc_write(self, transfer: int, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` (chunks in order); returns the bytes received so far."""
+        t = self._get(transfer)
+        if type(data) is not bytes:
+            raise InvalidArgument("a chunk is a byte string")
+        # Writes run as separate tasks: each waits for its predecessors, so the digest sees
+        # the bytes in order (a sender has only a few chunks in flight).
+        while t.received < offset and self._transfers.get(transfer) is t:
+            await t.moved.wait()
+        if t.received != offset:
+            raise InvalidArgument(f"chunk at offset {offset}, expected {t.received}")
+        if offset + len(data) > t.size:
+            raise InvalidArgument(f"more bytes than the declared size of {t.size}")
+        async with t.lock:
+            await trio.to_thread.run_sync(_write, t.fd, t.digest, data)
+        t.received += len(data)
+        t.moved.set()
+        t.moved = trio.Event()
+        self._emit("progress", t)
+        return t.received
+
+    async def rpc_finish(self, transfer: int, sha256: str) -> str:
+        """Check the size and the digest, then give the file its name; returns the name."""
+        t = self._get(transfer)
+        del self._transfers[transfer]
+        try:
+            if t.received != t.size:
+                raise InvalidArgument(f"received {t.received} bytes of the {t.size} declared")
+            if t.digest.hexdigest() != sha256:
+                raise InvalidArgument(
+                    f"sha256 mismatch for {t.name[:80]!r}: the file was damaged on its way"
+                )
+            await trio.to_thread.run_sync(os.fsync, t.fd)
+            os.close(t.fd)
+            final = self.directory / t.name
+            if self.overwrite:
+                os.replace(t.temp, final)
+            else:
+                os.link(t.temp, final)  # FileExistsError if it appeared meanwhile: no clobber
+                t.temp.unlink()
+        except BaseException as exc:
+            t.discard()
+            self._emit("failed", t, error=str(exc)[:200])
+            raise
+        self._emit("done", t, path=final)
+        return t.name
+
+    async def rpc_abort(self, transfer: int) -> None:
+        """Drop a transfer and its temporary file."""
+        t = self._transfers.pop(transfer, None)
+        if t is not None:
+            t.moved.set()
+            t.discard()
+            self._emit("failed", t, error="aborted by the sender")
+
+    def _start_janitor(self) -> None:
+        if not self._janitor:
+            self._janitor = self._client._port().spawn(self._sweep, name="files janitor")
+
+    async def _sweep(self) -> None:
+        """Drop transfers idle for TRANSFER_IDLE_S; ends when none is left."""
+        try:
+            while self._transfers:
+                await trio.sleep(TRANSFER_IDLE_S / 4)
+                now = trio.current_time()
+                for ident, t in list(self._transfers.items()):
+                    if now - t.last_s > TRANSFER_IDLE_S:
+                        del self._transfers[ident]
+                        t.moved.set()
+                        t.discard()
+                        self._emit("failed", t, error=f"idle for {TRANSFER_IDLE_S:g} s")
+        finally:
+            self._janitor = False
+            for t in self._transfers.values():  # the client is closing: leave nothing behind
+                t.discard()
+            self._transfers.clear()
+
+    # -- shared directory (share=True) -------------------------------------------------------
+    async def rpc_list(self) -> list[dict[str, Any]]:
+        """The files this receiver shares: names and sizes."""
+        self._check_shared()
+        return [
+            {"name": p.name, "size": p.stat().st_size}
+            for p in sorted(self.directory.iterdir())
+            if p.is_file() and not p.name.startswith(".")
+        ]
+
+    async def rpc_read(self, name: str) -> AsyncIterator[Any]:
+        """Stream the file ``name``: chunks (bytes), then ``{"size": n, "sha256": hex}``."""
+        self._check_shared()
+        check_name(name)
+        path = self.directory / name
+        if not path.is_file():
+            raise FileNotFoundError(f"no file {name[:80]!r} in the shared directory")
+        chunk = chunk_bytes(self._client.limits.max_frame_bytes)
+        digest = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as f:  # noqa: ASYNC230 - reads go through a worker thread
+            while True:
+                data = await trio.to_thread.run_sync(_read_hashed, f, chunk, digest)
+                if not data:
+                    break
+                size += len(data)
+                yield data
+        yield {"size": size, "sha256": digest.hexdigest()}
+
+    def _check_shared(self) -> None:
+        if not self.share:
+            raise PermissionError(
+                "this receiver does not share its directory (accept_files(..., share=True))"
+            )
+
+
+def _read_hashed(f: Any, n: int, digest: Any) -> bytes:
+    data: bytes = f.read(n)
+    digest.update(data)
+    return data
+
+
+def accept_files(
+    client: Client,
+    directory: str | os.PathLike[str],
+    *,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    overwrite: bool = False,
+    share: bool = False,
+    on_event: Callable[[FileEvent], None] | None = None,
+) -> FileService:
+    path = Path(directory)
+    if not path.is_dir():
+        raise InvalidArgument(f"{str(path)[:200]!r} is not a directory: create it first")
+    if type(max_bytes) is not int or max_bytes < 0:
+        raise InvalidArgument(f"max_bytes must be a number of bytes >= 0, not {max_bytes!r}")
+    service = FileService(
+        client,
+        path.resolve(),
+        max_bytes=max_bytes,
+        overwrite=overwrite,
+        share=share,
+        on_event=on_event,
+    )
+    client.expose(service, SERVICE)
+    return service
+
+
+# -- sending and fetching ------------------------------------------------------------------------
+async def _files_proxy(client: Client, target: str) -> RpcProxy:
+    proxy = await client.rpc(target, timeout=CALL_TIMEOUT_S)
+    if f"{SERVICE}.begin" not in proxy.methods:
+        raise RpcError(f"{target[:80]!r} does not accept files (it should call accept_files)")
+    return proxy
+
+
+async def send_file(
+    client: Client,
+    target: str,
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> str:
+    source = Path(path)
+    name = check_name(source.name if name is None else name)
+    with open(source, "rb") as f:  # noqa: ASYNC230 - reads go through a worker thread
+        size = os.fstat(f.fileno()).st_size
+        proxy = await _files_proxy(client, target)
+        transfer = await proxy.call(f"{SERVICE}.begin", name, size, timeout=CALL_TIMEOUT_S)
+        try:
+            digest = hashlib.sha256()
+            chunk = chunk_bytes(client.limits.max_frame_bytes)
+            in_flight = trio.Semaphore(WRITES_IN_FLIGHT)
+            sent = 0
+            failure: list[BaseException] = []  # the first write that failed stops the rest
+
+            async def write(offset: int, data: bytes, scope: trio.CancelScope) -> None:
+                nonlocal sent
+                try:
+                    await proxy.call(
+                        f"{SERVICE}.write", transfer, offset, data, timeout=CALL_TIMEOUT_S
+                    )
+                except Exception as exc:
+                    failure.append(exc)
+                    scope.cancel()
+                    return
+                finally:
+                    in_flight.release()
+                sent += len(data)
+                if progress is not None:
+                    progress(sent, size)
+
+            async with trio.open_nursery() as nursery:
+                offset = 0
+                while offset < size:
+                    await in_flight.acquire()
+                    data = await trio.to_thread.run_sync(_read_hashed, f, chunk, digest)
+                    if not data:
+                        raise OSError(f"{str(source)[:200]!r} shrank while it was being sent")
+                    nursery.start_soon(write, offset, data, nursery.cancel_scope)
+                    offset += len(data)
+            if failure:
+                raise failure[0]
+            if progress is not None and size == 0:
+                progress(0, 0)
+            result: str = await proxy.call(
+                f"{SERVICE}.finish", transfer, digest.hexdigest(), timeout=CALL_TIMEOUT_S
+            )
+        except BaseException:
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(5.0),
+                contextlib.suppress(Exception),
+            ):
+                await proxy.call(f"{SERVICE}.abort", transfer, timeout=5.0)
+            raise
+    return result
+
+
+async def fetch_file(
+    client: Client,
+    source: str,
+    name: str,
+    dest: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    check_name(name)
+    final = Path(dest)
+    if final.is_dir():  # noqa: ASYNC240 - one stat, before anything is sent
+        final = final / name
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{str(final)[:200]!r} exists (overwrite=True replaces it)")
+    proxy = await _files_proxy(client, source)
+    temp = final.parent / f".{final.name[:200]}.{secrets.token_hex(4)}.part"
+    digest = hashlib.sha256()
+    received = 0
+    trailer: Any = None
+    try:
+        with open(temp, "xb") as f:  # noqa: ASYNC230 - writes go through a worker thread
+            async with proxy.stream(f"{SERVICE}.read", name, window=READ_WINDOW) as stream:
+                async for value in stream:
+                    if type(value) is bytes:
+                        if trailer is not None:
+                            raise RpcError(f"{source!r} sent data after the end of {name!r}")
+                        await trio.to_thread.run_sync(f.write, value)
+                        digest.update(value)
+                        received += len(value)
+                        if progress is not None:
+                            progress(received, None)
+                    else:
+                        trailer = value
+            if (
+                not isinstance(trailer, dict)
+                or trailer.get("size") != received
+                or trailer.get("sha256") != digest.hexdigest()
+            ):
+                raise RpcError(
+                    f"{name[:80]!r} from {source[:80]!r} is incomplete or damaged "
+                    f"({received} bytes, check {str(trailer)[:120]})"
+                )
+            await trio.to_thread.run_sync(os.fsync, f.fileno())
+        if overwrite:
+            os.replace(temp, final)
+        else:
+            os.link(temp, final)
+            temp.unlink()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    return final
