@@ -43,6 +43,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+import trio_stream as ts
 from trio_stream.cli import build_parser
 
 ROOT = Path(__file__).parent.parent
@@ -479,6 +480,9 @@ def test_help_examples(servers: Servers) -> None:
             )
         elif verb in ("serve", "demo"):
             command += " --http-port 0" if "--http-port" not in words else ""
+        if verb == "send-file":
+            send_to_a_receiver(command, words, url, cwd)
+            continue
         taker = None
         if verb in ("pub", "replay"):
             channel = words[3] if verb == "pub" else words[4]
@@ -495,6 +499,29 @@ def test_help_examples(servers: Servers) -> None:
             time.sleep(0.5)
             _, out, _ = taker.interrupt()
             assert '"seq"' in out, (command, out)
+
+
+def send_to_a_receiver(command: str, words: list[str], url: str, cwd: Path) -> None:
+    """A send-file example: its files made, a receiver named as it says, what it received."""
+    incoming = cwd / "incoming"
+    incoming.mkdir(exist_ok=True)
+    for name in words[4:]:
+        (cwd / name).write_bytes(os.urandom(1000))
+    receiver = Process(f"trio-stream receive-files {url} {incoming} --name {words[3]}", cwd)
+    try:
+        with ts.SyncClient(url, name="readme-waiter") as waiter:
+            deadline = time.monotonic() + START_S
+            while not any(c.name == words[3] for c in waiter.clients()):
+                assert time.monotonic() < deadline, "the receiver did not connect"
+                time.sleep(0.05)
+        code, _, err = run(command, cwd)
+        assert_clean(command, code, err)
+    finally:
+        rc, out, rerr = receiver.interrupt()
+    assert_clean("receive-files", rc, rerr)
+    for name in words[4:]:
+        assert (incoming / name).read_bytes() == (cwd / name).read_bytes()
+        assert f"received {incoming / name}" in out
 
 
 def test_help_texts_show_examples_that_this_test_runs() -> None:

@@ -29,8 +29,8 @@ The receiver is a client that accepts files (`trio-stream receive-files`, or a p
 called accept_files). Each file is sent in chunks through the server and checked with sha256;
 it appears on the receiver's side only complete.
 
-examples:
-  trio-stream receive-files tcp://127.0.0.1:9870 /data/incoming --name store
+examples (with `trio-stream receive-files tcp://127.0.0.1:9870 incoming --name store`
+running):
   trio-stream send-file tcp://127.0.0.1:9870 store run42.h5 run43.h5
 """
 
@@ -40,7 +40,7 @@ can never write outside DIR. An existing file is kept (the sender gets an error)
 --overwrite.
 
 examples:
-  trio-stream receive-files tcp://127.0.0.1:9870 /data/incoming --name store
+  trio-stream receive-files tcp://127.0.0.1:9870 . --name store
   trio-stream receive-files tcp://127.0.0.1:9870 . --name store --max-bytes 2GiB --share
 """
 
