@@ -388,13 +388,13 @@ class Router:
         for pending in list(self._by_provider.get(session, {}).values()):
             self._close(pending)
             if pending.caller is not session:
-                what = "describe" if pending.describe else "call"
+                what = "answering the describe" if pending.describe else "answering the call"
                 if pending.stream:
-                    what = "stream (its generator did not finish)"
+                    what = "the end of the stream"
                 self._error(
                     pending.caller,
                     pending.caller_id,
-                    RpcError(f"{session.name!r} disconnected before answering the {what}"),
+                    RpcError(f"{session.name!r} disconnected before {what}"),
                 )
         for pending in list(self._by_caller.get(session, {}).values()):
             self._close(pending)
