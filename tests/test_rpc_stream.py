@@ -272,3 +272,20 @@ def test_router_bounds_credit_and_window() -> None:
     )
     with pytest.raises(ts.ProtocolError, match="window limit"):
         router.credit(caller, R.Credit(id=2, n=1))
+
+
+def test_router_refuses_a_stream_to_a_provider_on_another_node() -> None:
+    caller = FakeSession("ctl")
+    routed: list[Message] = []
+
+    def remote(_caller: Any, msg: Message) -> bool:
+        routed.append(msg)
+        return True
+
+    nobody: dict[str, FakeSession] = {}
+    router = Router(nobody.get, remote=remote)
+    router.call(caller, R.Call(id=3, provider="far", method="x", args=b"", window=4))
+    assert routed == []  # not sent across: the bus carries one answer per call
+    assert "same node" in getattr(caller.sent[-1], "message", "")
+    router.call(caller, R.Call(id=4, provider="far", method="x", args=b""))
+    assert len(routed) == 1  # a plain call still crosses
