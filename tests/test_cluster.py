@@ -482,3 +482,99 @@ async def test_every_and_sender_filters_on_every_engine(
                 got_w2 = [await only_w2.receive() for _ in range(10)]
     assert [m.seq for m in got_halves] == list(range(1, 21, 2))
     assert [tuple(m.data) for m in got_w2] == [("w2", i) for i in range(10)]
+
+
+async def test_a_block_reader_on_another_node_holds_the_writer_back_and_loses_nothing(
+    redis_server: RedisServer,
+) -> None:
+    # 100,000 frames: more than ten times what a channel's stream retains (10,000), and the
+    # reader stops for a while on the way, so without the writer held back Redis would trim
+    # frames it has not read.
+    total = 100_000
+    pause_at = 20_000
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with r.subscribe("c", policy="block", size=100) as sub, w.publisher("c") as pub:
+            with trio.fail_after(WAIT_S * 3):
+                await pub.wait_for_readers()
+                ahead_after_pause = 0
+                async with trio.open_nursery() as nursery:
+
+                    async def send() -> None:
+                        for i in range(total):
+                            await pub.send(i)
+
+                    nursery.start_soon(send)
+                    expected = 0
+                    async for message in sub:
+                        assert (message.seq, message.data, message.lost) == (
+                            expected + 1,
+                            expected,
+                            0,
+                        )
+                        expected += 1
+                        if expected == pause_at:
+                            await trio.sleep(1.5)  # the reader stops: the writer must too
+                            ahead_after_pause = pub.sent - expected
+                        if expected == total:
+                            break
+        assert expected == total
+        # Held back by what Redis retains (10,000 frames) plus what is in flight, not 80,000.
+        assert 0 < ahead_after_pause < 20_000, ahead_after_pause
+
+
+async def test_a_stalled_node_holds_the_writer_back_and_a_dead_one_does_not(
+    redis_server: RedisServer,
+) -> None:
+    # Node b (a child process) is stopped with SIGSTOP: while its heartbeat lives, the writer
+    # on node a waits for it rather than letting Redis trim what b has not read; once the
+    # heartbeat expired (3 s), b holds nobody back, and what it missed is counted.
+    total = 60_000
+    async with (
+        node_process(redis_server, "b") as (url_b, process_b),
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
+            got: list[ts.Message] = []
+            with trio.fail_after(WAIT_S * 2):
+                await pub.wait_for_readers()
+                async with trio.open_nursery() as nursery:
+
+                    async def send() -> None:
+                        for i in range(total):
+                            await pub.send(i)
+
+                    nursery.start_soon(send)
+                    while len(got) < 5000:
+                        got.append(await sub.receive())
+                    os.kill(process_b.pid, signal.SIGSTOP)
+                    try:
+                        await trio.sleep(1.5)  # within b's heartbeat TTL
+                        held_at = pub.sent
+                        await trio.sleep(0.5)
+                        assert pub.sent == held_at < 5000 + 20_000  # the writer waits for b
+                    finally:
+                        os.kill(process_b.pid, signal.SIGCONT)
+                    while len(got) < 25_000:
+                        got.append(await sub.receive())
+                    os.kill(process_b.pid, signal.SIGSTOP)
+                    try:
+                        with trio.fail_after(WAIT_S):
+                            while pub.sent < total:  # noqa: ASYNC110
+                                await trio.sleep(0.1)  # b's heartbeat expired: a goes on
+                    finally:
+                        os.kill(process_b.pid, signal.SIGCONT)
+                    while got[-1].data != total - 1:
+                        got.append(await sub.receive())
+        assert [m.seq for m in got[:25_000]] == list(range(1, 25_001))
+        assert sum(m.lost for m in got[:25_000]) == 0
+        assert len(got) + sum(m.lost for m in got) == total
+        assert sum(m.lost for m in got) > 0  # trimmed while b was dead to the cluster: counted
+        assert [m.data for m in got] == [m.seq - 1 for m in got]

@@ -91,7 +91,9 @@ class RedisEngine:
         self._created_here: dict[str, tuple[str, CreateChannel]] = {}  # name -> epoch, request
         self._dirty_readers: set[str] = set()
         self._readers_wake = trio.Event()
-        self._holds: dict[str, int] = {}  # channel -> batches parked for local block readers
+        # channel -> the position before each batch parked for full local block readers
+        self._holds: dict[str, deque[int]] = {}
+        self._taken: dict[str, int] = {}  # channel -> last seq handed to the broker here
         self._follow_lock = trio.Lock()
         self._send_job, self._jobs = trio.open_memory_channel[Callable[[], Awaitable[None]]](
             math.inf
@@ -341,6 +343,8 @@ class RedisEngine:
                 channel.recent_bytes = 0
             fresh = not channel.recent
             await reader.follow(channel.name, epoch=channel.epoch, after=channel.seq)
+            self._taken[channel.name] = channel.seq
+            self.io.positions.update(channel.name, channel.epoch, channel.seq)
             if fresh and channel.history and channel.seq:
                 got = await read_range(
                     self.io.client,
@@ -525,6 +529,7 @@ class RedisEngine:
                 count = len(channel.subscriptions) if channel is not None else 0
                 try:
                     if not count:
+                        self._unfollowed(name)
                         await self.io.reader.unfollow(name)
                     await self.io.presence.set_readers(name, count)
                 except REDIS_DOWN as error:
@@ -577,7 +582,14 @@ class RedisEngine:
         for sub in list(channel.subscriptions):  # their position means nothing now
             self.state.broker._detach(sub)
             sub.outbox.end(sub, None)
+        self._unfollowed(name)
         await self.io.reader.unfollow(name)
+
+    def _unfollowed(self, name: str) -> None:
+        """This node stops reading ``name``: it holds no writer back any more."""
+        self._taken.pop(name, None)
+        self._holds.pop(name, None)
+        self.io.positions.drop(name)
 
     # -- frames ------------------------------------------------------------------------------
     def publish(self, writer: Writer, time_s: float, payload: BytesLike) -> None:
@@ -670,20 +682,29 @@ class RedisEngine:
                 for f in event.frames
                 if f.seq > channel.seq
             ]
-            if not frames:
-                continue
             name = channel.name
-            if broker.deliver_remote(
+            before = self._taken.get(name, event.frames[0].seq - 1)
+            self._taken[name] = event.frames[-1].seq
+            holds = self._holds.get(name)
+            if frames and broker.deliver_remote(
                 channel, frames, event.lost, functools.partial(self._hold_released, name)
             ):
-                # Full block readers: read no more of this channel until they take these.
-                self._holds[name] = self._holds.get(name, 0) + 1
+                # Full block readers: read no more of this channel until they take these;
+                # the position Redis sees stays before them (writers wait on it).
+                if holds is None:
+                    holds = self._holds[name] = deque()
+                holds.append(before)
                 self.io.reader.pause(name)
+            self.io.positions.update(name, channel.epoch, holds[0] if holds else self._taken[name])
 
     def _hold_released(self, name: str) -> None:
-        left = self._holds.get(name, 0) - 1
-        if left > 0:
-            self._holds[name] = left
+        holds = self._holds.get(name)
+        if holds:
+            holds.popleft()
+        channel = self.state.broker.channels.get(name)
+        if channel is not None and name in self._taken:
+            self.io.positions.update(name, channel.epoch, holds[0] if holds else self._taken[name])
+        if holds:
             return
         self._holds.pop(name, None)
         self.later(lambda: self.io.reader.resume(name))

@@ -1,8 +1,9 @@
 """One node's connection to the cluster: the Redis primitives behind one object.
 
 :class:`RedisEngineIO` owns one coredis client and the node's background tasks (frame
-reader, control bus, heartbeat). It knows nothing of the broker: the engine interface calls
-its parts (``registry``, ``writer``, ``reader``, ``presence``, ``bus``) and consumes
+reader, control bus, heartbeat, positions). It knows nothing of the broker: the engine
+interface calls its parts (``registry``, ``writer``, ``reader``, ``presence``, ``bus``,
+``positions``) and consumes
 ``reader.events`` and ``presence.count_changes``.
 """
 
@@ -17,6 +18,7 @@ import trio
 
 from .redis_control import ControlBus
 from .redis_keys import KeySpace
+from .redis_positions import Positions
 from .redis_presence import HEARTBEAT_TTL_S, Presence
 from .redis_registry import ChannelRegistry
 from .redis_streams import (
@@ -71,6 +73,7 @@ class RedisEngineIO:
         )
         self.bus = ControlBus(client, self.keys, node)
         self.presence = Presence(client, self.keys, self.bus, node, ttl_s=heartbeat_ttl_s)
+        self.positions = Positions(client, self.keys, node)
 
     @classmethod
     @asynccontextmanager
@@ -93,4 +96,5 @@ class RedisEngineIO:
             await nursery.start(self.bus.run)
             await nursery.start(self.presence.run)
             await nursery.start(self.reader.run)
+            nursery.start_soon(self.positions.run)
             task_status.started()

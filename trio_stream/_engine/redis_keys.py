@@ -11,6 +11,7 @@ deployments (or tests) can share a Redis database without seeing each other:
 - ``{ns}:clients:{node}``       hash client id -> info (expires with the node's heartbeat)
 - ``{ns}:name:{name}``          string: the node holding a client name (expires likewise)
 - ``{ns}:readers:{node}``       hash channel -> local reader count (expires likewise)
+- ``{ns}:pos:{name}:{epoch}``   hash node -> last seq that node has taken (redis_positions)
 - ``{ns}:ctl`` / ``{ns}:ctl:{node}``  pub/sub control channels: broadcast / one node
 
 The stream key carries the epoch, so frames written under one epoch can never be read as
@@ -51,6 +52,9 @@ class KeySpace:
 
     def readers(self, node: str) -> str:
         return f"{self.namespace}:readers:{node}"
+
+    def positions(self, name: str, epoch: str) -> str:
+        return f"{self.namespace}:pos:{name}:{epoch}"
 
     @property
     def control(self) -> str:

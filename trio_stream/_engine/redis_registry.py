@@ -32,12 +32,13 @@ return 1
 """
 
 # KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, ARGV[2] stream key prefix,
-# ARGV[3] expected epoch ('' = any). Returns the deleted epoch, or false.
+# ARGV[3] expected epoch ('' = any), ARGV[4] positions key prefix. Returns the deleted
+# epoch, or false.
 _DELETE_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return false end
 if ARGV[3] ~= '' and ARGV[3] ~= epoch then return false end
-redis.call('DEL', KEYS[1], ARGV[2] .. epoch)
+redis.call('DEL', KEYS[1], ARGV[2] .. epoch, ARGV[4] .. epoch)
 redis.call('SREM', KEYS[2], ARGV[1])
 return epoch
 """
@@ -167,7 +168,9 @@ class ChannelRegistry:
         Returns the deleted epoch, or None when there was nothing (or another epoch) to delete.
         """
         prefix = self._keys.stream(name, "")
+        positions = self._keys.positions(name, "")
         deleted: object = await self._delete(
-            keys=[self._keys.channel(name), self._keys.channels], args=[name, prefix, epoch or ""]
+            keys=[self._keys.channel(name), self._keys.channels],
+            args=[name, prefix, epoch or "", positions],
         )
         return deleted.decode() if isinstance(deleted, bytes) else None

@@ -89,20 +89,45 @@ RECONNECT_DELAY_MIN_S = 0.05
 RECONNECT_DELAY_MAX_S = 1.0
 APPEND_RETRY_S = 5.0
 WAKE_FIELD = b"w"
+ROOM_POLL_S = 0.01  # a writer waiting for a lagging node asks again this often
 
 # Errors after which the reader waits, reconnects and checks epochs (coredis already
 # retried the command twice by then).
 REDIS_DOWN = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 
-# KEYS[1] channel hash, KEYS[2] stream key; ARGV[1] epoch, ARGV[2] history bound (frames),
-# ARGV[3] sender, ARGV[4] batch token, ARGV[5] n, then n (time, payload) pairs.
+# KEYS[1] channel hash, KEYS[2] stream key, KEYS[3] the nodes' positions in that stream
+# (redis_positions), KEYS[4] the nodes' heartbeat expiries (redis_presence); ARGV[1] epoch,
+# ARGV[2] history bound (frames), ARGV[3] sender, ARGV[4] batch token, ARGV[5] n, then n
+# (time, payload) pairs.
 # The sequence numbers come from one HINCRBY, so a batch is contiguous and numbers are per
 # channel across every node; the entry id is ``{seq}-0``, which makes a trimmed range exact to
 # count and a resume a plain XREAD. A writer on a stale epoch is refused (the channel was
 # deleted, recreated or Redis lost it). The batch token makes a retry idempotent: a command
 # whose reply was lost with its connection ran (or not) as a whole, and running it again
 # answers the first seq it got instead of appending the batch twice.
-_APPEND_LUA = """
+# Room: no live node that follows the channel may be left more than the history bound
+# behind (the trim would drop frames it has not read): then nothing is appended and the
+# answer is 0; the writer waits (ROOM_LUA) and tries again, its acknowledgements held
+# meanwhile. A node whose heartbeat expired does not count (it holds no writer).
+_ROOM = """
+local n = tonumber(ARGV[5])
+local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local room = math.max(tonumber(ARGV[2]), n)
+local positions = redis.call('HGETALL', KEYS[3])
+if #positions > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for i = 1, #positions, 2 do
+    if last + n - tonumber(positions[i + 1]) > room then
+      local expiry = redis.call('ZSCORE', KEYS[4], positions[i])
+      if expiry and tonumber(expiry) > now then return 0 end
+    end
+  end
+end
+"""
+
+_APPEND_LUA = (
+    """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
 local mark = 'b:' .. ARGV[3]
@@ -111,7 +136,9 @@ if done then
   local token, first = string.match(done, '^(.*) (%d+)$')
   if token == ARGV[4] then return tonumber(first) end
 end
-local n = tonumber(ARGV[5])
+"""
+    + _ROOM
+    + """
 local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local first = last - n + 1
 for i = 0, n - 1 do
@@ -122,6 +149,19 @@ redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
 redis.call('HSET', KEYS[1], mark, ARGV[4] .. ' ' .. string.format('%d', first))
 return first
 """
+)
+
+# The same keys and first five arguments as _APPEND_LUA: 1 when the batch would fit now.
+_ROOM_LUA = (
+    """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
+"""
+    + _ROOM
+    + """
+return 1
+"""
+)
 
 
 class EpochChanged(Exception):
@@ -183,6 +223,7 @@ class FrameWriter:
         self._history_frames = history_frames
         self._history_bytes = history_bytes
         self._append = client.register_script(_APPEND_LUA)
+        self._room = client.register_script(_ROOM_LUA)
         self._instance = secrets.token_hex(6)
         self._batches = 0
 
@@ -196,7 +237,9 @@ class FrameWriter:
     ) -> int:
         """Append ``payloads`` (with their ``times``); return the first one's sequence number.
 
-        A broken connection is retried (same batch token, so never appended twice) for up to
+        Waits while a live node that follows the channel is more than the history bound
+        behind (see redis_positions): so nothing is trimmed before every node read it. A
+        broken connection is retried (same batch token, so never appended twice) for up to
         ``retry_s``.
 
         Raises:
@@ -217,15 +260,26 @@ class FrameWriter:
             self._history_frames,
             max(MIN_HISTORY_FRAMES, self._history_bytes // average),
         )
-        args: list[bytes | str] = [epoch, str(history), sender, token, str(count)]
+        head: list[bytes | str] = [epoch, str(history), sender, token, str(count)]
+        args = list(head)
         for moment, payload in zip(times, payloads, strict=True):
             args += [repr(moment), payload]
-        keys = [self._keys.channel(channel), self._keys.stream(channel, epoch)]
+        keys = [
+            self._keys.channel(channel),
+            self._keys.stream(channel, epoch),
+            self._keys.positions(channel, epoch),
+            self._keys.nodes,
+        ]
         delay = RECONNECT_DELAY_MIN_S
         deadline = trio.current_time() + self._retry_s
         while True:
             try:
                 first: object = await self._append(keys=keys, args=args)
+                if first == 0:  # a node lags: wait for room, cheaply, then append
+                    while not await self._room(keys=keys, args=head):  # noqa: ASYNC110 (in Redis)
+                        await trio.sleep(ROOM_POLL_S)
+                    deadline = trio.current_time() + self._retry_s
+                    continue
                 break
             except coredis.exceptions.ResponseError as error:
                 text = str(error)

@@ -1,0 +1,115 @@
+"""Where each node is in each channel's stream: reported to Redis so writers can wait.
+
+A node that follows a channel reports the last sequence number it has *taken*: read from
+Redis and handed to its readers, with no frame of it still parked for a full local ``block``
+reader (a held batch keeps the position where it was until its frames are taken). The
+writer's append script (redis_streams) reads these positions and refuses to append past
+what Redis retains: nothing is trimmed before every following node read it, so a lagging
+node (a slow consumer, a full ``block`` reader) holds the writer back through its credit
+instead of losing frames, as one node's credit does.
+
+One hash per channel incarnation (``{ns}:pos:{name}:{epoch}``, field: the node), deleted
+with the channel. The append script counts only nodes whose heartbeat is alive (it reads
+the nodes' expiries itself), so a dead node holds no writer for longer than its heartbeat
+TTL. Writes are batched: at most one pipeline per ``flush_interval_s`` (changed positions
+only) plus a rewrite of all of them every ``refresh_s``, which also puts them back after a
+Redis restart.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import coredis
+import trio
+
+from .redis_keys import KeySpace
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.05
+REFRESH_INTERVAL_S = 1.0
+# A position hash nobody rewrites (every follower left, or the channel was deleted while a
+# write was on its way) goes away by itself; followers rewrite theirs every second.
+POSITIONS_TTL_MS = 10_000
+
+REDIS_DOWN = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
+
+
+class Positions:
+    """This node's taken positions, written to Redis in batches; run :meth:`run`."""
+
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        keys: KeySpace,
+        node: str,
+        *,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        refresh_s: float = REFRESH_INTERVAL_S,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._node = node
+        self._flush_interval_s = flush_interval_s
+        self._refresh_s = refresh_s
+        self._current: dict[str, tuple[str, int]] = {}  # channel -> (epoch, seq)
+        self._changed: set[str] = set()  # channels
+        self._removed: set[str] = set()  # position keys to leave
+        self._wake = trio.Event()
+
+    def update(self, channel: str, epoch: str, seq: int) -> None:
+        """This node has taken ``channel`` up to ``seq`` (no I/O; written within a flush)."""
+        old = self._current.get(channel)
+        if old == (epoch, seq):
+            return
+        if old is not None and old[0] != epoch:
+            self._removed.add(self._keys.positions(channel, old[0]))
+        self._current[channel] = (epoch, seq)
+        self._changed.add(channel)
+        self._removed.discard(self._keys.positions(channel, epoch))
+        self._wake.set()
+
+    def drop(self, channel: str) -> None:
+        """This node no longer follows ``channel``: it holds no writer back."""
+        old = self._current.pop(channel, None)
+        if old is None:
+            return
+        self._changed.discard(channel)
+        self._removed.add(self._keys.positions(channel, old[0]))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Write changes (batched) and rewrite everything every ``refresh_s``, until cancelled."""
+        next_refresh = trio.current_time() + self._refresh_s
+        while True:
+            with trio.move_on_at(next_refresh):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            refresh = trio.current_time() >= next_refresh
+            changed = set(self._current) if refresh else self._changed
+            removed = self._removed
+            self._changed, self._removed = set(), set()
+            try:
+                await self._write(changed, removed)
+                if refresh:
+                    next_refresh = trio.current_time() + self._refresh_s
+            except REDIS_DOWN as error:
+                logger.warning("positions not written (%s): retrying", error)
+                self._changed |= changed & set(self._current)
+                self._removed |= removed
+            await trio.sleep(self._flush_interval_s)
+
+    async def _write(self, changed: set[str], removed: set[str]) -> None:
+        if not changed and not removed:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for channel in changed:
+                current = self._current.get(channel)
+                if current is not None:
+                    epoch, seq = current
+                    key = self._keys.positions(channel, epoch)
+                    pipe.hset(key, {self._node: str(seq)})
+                    pipe.pexpire(key, POSITIONS_TTL_MS)
+            for key in removed:
+                pipe.hdel(key, [self._node])
