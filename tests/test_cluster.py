@@ -578,3 +578,33 @@ async def test_a_stalled_node_holds_the_writer_back_and_a_dead_one_does_not(
         assert len(got) + sum(m.lost for m in got) == total
         assert sum(m.lost for m in got) > 0  # trimmed while b was dead to the cluster: counted
         assert [m.data for m in got] == [m.seq - 1 for m in got]
+
+
+async def test_a_dead_nodes_channels_end_cluster_wide_after_the_resume_grace(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        node_process(redis_server, "a") as (url_a, process_a),
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=1.0)) as b,
+        ts.open_client(url_a, name="owner", reconnect=False) as owner,
+        ts.open_client(str(b.tcp_url), name="watcher") as watcher,
+    ):
+        await owner.create_channel("c")
+        await owner.create_channel("kept", keep=True)
+        async with watcher.subscribe("$channels", policy="unbounded") as events:
+            async with watcher.subscribe("c") as sub:
+                os.kill(process_a.pid, signal.SIGKILL)
+                killed = trio.current_time()
+                with trio.fail_after(WAIT_S):
+                    async for _ in sub:  # its node died: the channel ends here too
+                        pass
+                # The heartbeat TTL (3 s) then the grace (1 s), not at once.
+                assert 4.0 <= trio.current_time() - killed < 4.0 + 2 * 1.0 + 2.0
+            with trio.fail_after(WAIT_S):
+                while True:
+                    event = (await events.receive()).data
+                    if event.get("event") == "deleted":
+                        break
+        assert event["channel"] == "c" and event["owner"] == "owner"
+        names = {c.name for c in await watcher.channels()}
+        assert "c" not in names and "kept" in names  # keep=True outlives its node

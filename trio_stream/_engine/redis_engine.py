@@ -61,6 +61,7 @@ MAX_APPEND_BYTES: Final = 8 * 2**20  # bytes per append round trip (one Lua call
 APPEND_RETRY_S: Final = 0.2  # Redis down: the writer's frames wait (its window stops it)
 REPLAY_MAX_FRAMES: Final = 1000  # a resume replays at most this many frames from Redis
 REREGISTER_INTERVAL_S: Final = 1.0  # how often a node checks its channels are still in Redis
+REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes that died
 DELETED: Final = "deleted"
 CLIENT: Final = "client"
 CHANNEL: Final = "channel"
@@ -125,6 +126,7 @@ class RedisEngine:
                 nursery.start_soon(self._count_changes)
                 nursery.start_soon(self._run_jobs)
                 nursery.start_soon(self._keep_registered)
+                nursery.start_soon(self._reap_dead_nodes)
                 nursery.start_soon(self.rpc.watch)
                 log.info("node %r joined the cluster at %s", self.node, _safe_url(self.url))
                 task_status.started()
@@ -295,6 +297,8 @@ class RedisEngine:
         return f"{self.io.keys.namespace}:sw:{channel.name}:{channel.epoch}"
 
     async def _subscribe(self, session: Session, msg: Subscribe) -> dict[str, Any]:
+        if msg.channel.startswith("$"):  # the server's own: every node has them, fed locally
+            return requests.subscribe(session, msg)
         record = await self._record(msg.channel, msg.key, session)
         channel = self._mirror(record)
         await self._follow(channel, record.seq)
@@ -561,6 +565,53 @@ class RedisEngine:
                         await self._reregister(name)
             except REDIS_DOWN as error:
                 log.warning("channel check failed: %s", error)
+
+    async def _reap_dead_nodes(self) -> None:
+        """End the channels of nodes that died (heartbeat expired), after the resume grace.
+
+        As on one node when a client goes without coming back: its channels that are not
+        ``keep`` end once ``resume_grace_s`` is over, unless their owner is connected again
+        (on any live node). Every survivor looks; the registry's delete is atomic, so one of
+        them ends each channel and announces it.
+        """
+        missing_since: dict[str, float] = {}
+        grace_s = self.state.config.resume_grace_s
+        while True:
+            await trio.sleep(REAP_INTERVAL_S)
+            try:
+                live = await self.io.presence.live()
+                records = await self.io.registry.list()
+                now = trio.current_time()
+                orphaned = {r.node for r in records if r.node not in live}
+                missing_since = {n: missing_since.get(n, now) for n in orphaned}
+                for record in records:
+                    if (
+                        record.node in live
+                        or record.options.get("keep")
+                        or now - missing_since[record.node] < grace_s
+                    ):
+                        continue
+                    holder = await self.io.presence.name_node(record.owner)
+                    if holder is not None and holder in live:
+                        continue  # its owner came back on another node
+                    await self._reap(record)
+            except REDIS_DOWN as error:
+                log.warning("dead nodes' channels not checked: %s", error)
+
+    async def _reap(self, record: ChannelRecord) -> None:
+        if await self.io.registry.delete(record.name, epoch=record.epoch) is None:
+            return  # another survivor ended it
+        log.info("channel %r ended: its node %r left the cluster", record.name[:80], record.node)
+        reason = (
+            f"channel {record.name!r} ended: its node {record.node!r} left the cluster and its "
+            "owner did not come back within resume_grace_s"
+        )
+        await self.io.bus.publish(DELETED, [record.name, record.epoch, reason])
+        self._on_deleted(self.node, [record.name, record.epoch, reason])
+        if record.options.get("public", True):
+            body = {"event": "deleted", "channel": record.name, "owner": record.owner}
+            self.state.publish_system("$channels", {**body, "node": self.node})
+            await self.io.bus.publish(CHANNEL, body)
 
     async def _reregister(self, name: str) -> None:
         channel = self.state.broker.channels.get(name)
