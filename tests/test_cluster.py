@@ -608,3 +608,46 @@ async def test_a_dead_nodes_channels_end_cluster_wide_after_the_resume_grace(
         assert event["channel"] == "c" and event["owner"] == "owner"
         names = {c.name for c in await watcher.channels()}
         assert "c" not in names and "kept" in names  # keep=True outlives its node
+
+
+class Waiter:
+    def __init__(self) -> None:
+        self.started = trio.Event()
+        self.cancelled = trio.Event()
+
+    async def rpc_wait(self) -> None:
+        self.started.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.cancelled.set()
+
+
+async def test_a_cancelled_call_cancels_the_method_on_the_providers_node(
+    redis_server: RedisServer,
+) -> None:
+    waiter = Waiter()
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="daq") as daq,
+        ts.open_client(url_b, name="ctl") as ctl,
+    ):
+        daq.expose(waiter)
+        proxy = await ctl.rpc("daq", timeout=WAIT_S)
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as nursery:
+
+                async def call() -> None:
+                    await proxy.wait()
+                    raise AssertionError("the call should have been cancelled")
+
+                nursery.start_soon(call)
+                await waiter.started.wait()
+                nursery.cancel_scope.cancel()
+            await waiter.cancelled.wait()  # the cancel crossed to node a
+            assert daq._rpc.running == 0
+            # a timeout is a cancel too
+            waiter.cancelled = trio.Event()
+            with pytest.raises(ts.RpcTimeout):
+                await proxy.call("wait", timeout=0.3)
+            await waiter.cancelled.wait()

@@ -20,7 +20,7 @@ import trio
 from .._exceptions import RpcError
 from .._protocol.brief import brief
 from .._protocol.messages import Error, Message
-from .._protocol.rpc_messages import Call, Describe
+from .._protocol.rpc_messages import Call, Cancel, Describe
 from .._server.outbox import control_frame
 from .redis_control import ControlBus
 from .redis_streams import REDIS_DOWN
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 RPC: Final = "rpc"
 RPC_ANSWER: Final = "rpc_answer"
+RPC_CANCEL: Final = "rpc_cancel"
 WATCH_INTERVAL_S: Final = 0.5
 
 
@@ -66,15 +67,22 @@ class ClusterRpc:
         self._engine = engine
         self._tokens = itertools.count(1)
         self._outgoing: dict[int, _Outgoing] = {}
+        # provider's node: (caller's node, token) -> the stand-in caller and its request id
+        self._incoming: dict[tuple[str, int], tuple[RemoteCaller, int]] = {}
 
     def install(self, bus: ControlBus) -> None:
         bus.on(RPC, self._on_call)
         bus.on(RPC_ANSWER, self._on_answer)
+        bus.on(RPC_CANCEL, self._on_cancel)
 
     # -- caller's node -----------------------------------------------------------------------
     def route(self, caller: Endpoint, message: Message) -> bool:
-        if not isinstance(message, Call | Describe) or isinstance(caller, RemoteCaller):
+        if isinstance(caller, RemoteCaller):
             return False  # a call from another node whose provider left here meanwhile
+        if isinstance(message, Cancel):
+            return self._cancel(caller, message.id)
+        if not isinstance(message, Call | Describe):
+            return False
         token = next(self._tokens)
         out = _Outgoing(caller, message.id, message.provider)
         self._outgoing[token] = out
@@ -99,6 +107,20 @@ class ClusterRpc:
         out.node = node
         if not await io.bus.publish(RPC, body, to=node):
             self._fail(token, f"{out.provider[:100]!r} is on node {node!r}, which is not listening")
+
+    def _cancel(self, caller: Endpoint, ident: int) -> bool:
+        found = [t for t, o in self._outgoing.items() if o.caller is caller and o.ident == ident]
+        if not found:
+            return False  # answered already: the answer crossed the cancel
+        token = found[0]
+        out = self._outgoing.pop(token)  # whatever still comes back is dropped
+
+        async def send() -> None:  # after the call's own job: out.node is known by then
+            if out.node is not None:
+                await self._engine.io.bus.publish(RPC_CANCEL, token, to=out.node)
+
+        self._engine.later(send)
+        return True
 
     def _fail(self, token: int, text: str) -> None:
         out = self._outgoing.pop(token, None)
@@ -137,9 +159,11 @@ class ClusterRpc:
 
     # -- provider's node ---------------------------------------------------------------------
     def _on_call(self, node: str, body: Any) -> None:
-        caller = RemoteCaller(self, node, int(body["t"]), str(body["caller"]))
+        token = int(body["t"])
+        caller = RemoteCaller(self, node, token, str(body["caller"]))
         router = self._engine.state.rpc
         ident = int(body["id"])
+        self._incoming[(node, token)] = (caller, ident)
         if "method" in body:
             call = Call(
                 id=ident, provider=body["provider"], method=body["method"], args=body["args"]
@@ -147,8 +171,23 @@ class ClusterRpc:
             router.call(caller, call)
         else:
             router.describe(caller, Describe(id=ident, provider=body["provider"]))
+        self._settle(node, token)
+
+    def _on_cancel(self, node: str, body: Any) -> None:
+        entry = self._incoming.pop((node, int(body)), None)
+        if entry is not None:
+            caller, ident = entry
+            self._engine.state.rpc.cancel(caller, Cancel(id=ident))
+
+    def _settle(self, node: str, token: int) -> None:
+        """Forget a call from another node once this node's router is done with it."""
+        entry = self._incoming.get((node, token))
+        if entry is not None and not self._engine.state.rpc.pending(entry[0]):
+            del self._incoming[(node, token)]
 
     def answer(self, node: str, token: int, frame: bytes) -> None:
+        self._settle(node, token)
+
         async def send() -> None:
             await self._engine.io.bus.publish(RPC_ANSWER, [token, frame], to=node)
 

@@ -202,6 +202,8 @@ class Router:
         if pending is not None:  # else answered already: the answer crossed the cancel
             self._close(pending)
             pending.provider.send_control(Abort(call=pending.call))
+        elif self._remote is not None:  # or a call to another node: the engine forwards it
+            self._remote(caller, msg)
 
     def credit(self, caller: Endpoint, msg: Credit) -> None:
         pending = self._by_caller.get(caller, {}).get(msg.id)
