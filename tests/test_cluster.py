@@ -651,3 +651,30 @@ async def test_a_cancelled_call_cancels_the_method_on_the_providers_node(
             with pytest.raises(ts.RpcTimeout):
                 await proxy.call("wait", timeout=0.3)
             await waiter.cancelled.wait()
+
+
+async def test_after_a_redis_restart_every_node_lists_its_clients_again(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        assert {c.name for c in await r.clients()} == {"w", "r"}
+        await trio.to_thread.run_sync(redis_server.restart)
+
+        async def both_listed() -> bool:
+            try:
+                return {c.name for c in await r.clients()} == {"w", "r"} and {
+                    c.name for c in await w.clients()
+                } == {"w", "r"}
+            except ts.TrioStreamError:  # a request while the node reconnects to Redis
+                return False
+
+        await eventually(both_listed)
+        stats = await w.stats()
+        assert stats.connections == 2
+        with pytest.raises(ts.NameInUse):  # the names are the cluster's again too
+            async with ts.open_client(url_b, name="w"):
+                pass

@@ -3,7 +3,9 @@
 Every node refreshes a heartbeat (a score in ``{ns}:nodes`` = Redis time + TTL, so node
 clocks do not matter) and the TTL of its own keys: its client list, the client names it holds
 and its reader counts. A node that stops (kill -9, network cut) stops refreshing, and all of
-that expires within the TTL: no other node has to clean up after it.
+that expires within the TTL: no other node has to clean up after it. After a Redis restart
+(empty), each heartbeat puts back what the node holds: its names, reader counts and client
+list.
 
 Reader counts must reach writers on other nodes within 200 ms: a change is written to the
 node's hash and announced on the control bus in the same round trip, and every node keeps
@@ -87,6 +89,7 @@ class Presence:
         self._interval_s = ttl_s / 3
         self._names: set[str] = set()
         self._local_readers: dict[str, int] = {}
+        self._clients: dict[str, bytes] = {}  # client id -> its info (CBOR), as written
         self._counts: dict[str, dict[str, int]] = {}  # channel -> node -> readers
         self.live_nodes: frozenset[str] = frozenset()
         self._heartbeat = client.register_script(_HEARTBEAT_LUA)
@@ -120,8 +123,17 @@ class Presence:
 
     async def _resync(self) -> None:
         nodes = sorted(self.live_nodes)
+        clients_key = self._keys.clients(self.node)
         async with self._client.pipeline(transaction=False) as pipe:
             pending = [pipe.hgetall(self._keys.readers(node)) for node in nodes]
+            listed = pipe.hlen(clients_key)
+        if await listed != len(self._clients):
+            # Our client list is missing or wrong (Redis restarted empty): write it again.
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete([clients_key])
+                if self._clients:
+                    pipe.hset(clients_key, dict(self._clients))
+                    pipe.pexpire(clients_key, self._ttl_ms)
         counts: dict[str, dict[str, int]] = {}
         for node, request in zip(nodes, pending, strict=True):
             for name, count in (await request).items():
@@ -154,11 +166,13 @@ class Presence:
 
     async def add_client(self, client_id: str, info: Mapping[str, Any]) -> None:
         key = self._keys.clients(self.node)
+        encoded = self._clients[client_id] = cbor2.dumps(dict(info))
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, {client_id: cbor2.dumps(dict(info))})
+            pipe.hset(key, {client_id: encoded})
             pipe.pexpire(key, self._ttl_ms)
 
     async def remove_client(self, client_id: str) -> None:
+        self._clients.pop(client_id, None)
         await self._client.hdel(self._keys.clients(self.node), [client_id])
 
     async def clients(self) -> dict[str, dict[str, Any]]:
