@@ -14,7 +14,10 @@ One fresh redis-server (as benchmarks/run.py starts it), then each case in fresh
   subscriber processes.
 
 Every case is bounded by a frame count and by ``--seconds``; a reader's figure runs from its
-first frame to its last. Payloads are bytes in every case (no encoding differences).
+first frame to its last. "lost": frames the trio_stream readers were told they missed
+(``msg.lost``; pub/sub drops silently, so its column says nothing); "ended": readers whose
+subscription the server ended (an ``unbounded`` reader more than ``max_buffered_bytes``
+behind). Payloads are bytes in every case (no encoding differences).
 """
 
 from __future__ import annotations
@@ -75,26 +78,29 @@ def node(engine: str, name: str) -> Iterator[str]:
 
 
 def ts_reader(url: str, index: int, frames: int, seconds: float, out: Any) -> None:
-    async def run() -> tuple[int, float, int]:
+    async def run() -> tuple[int, float, int, int]:
         async with ts.open_client(url, name=f"reader{index}") as client:
             with trio.fail_after(READY_TIMEOUT_S):
                 while CHANNEL not in [c.name for c in await client.channels()]:  # noqa: ASYNC110
                     await trio.sleep(0.05)
             async with client.subscribe(CHANNEL, policy="unbounded") as sub:
-                received = lost = 0
+                received = lost = ended = 0
                 first = last = 0.0
                 with trio.move_on_after(seconds + 20):
-                    async for message in sub:
-                        if message.data == b"":
-                            break
-                        now = time.monotonic()
-                        first = first or now
-                        last = now
-                        received += 1
-                        lost += message.lost
-                        if received + lost >= frames:
-                            break
-                return received, last - first, lost
+                    try:
+                        async for message in sub:
+                            if message.data == b"":
+                                break
+                            now = time.monotonic()
+                            first = first or now
+                            last = now
+                            received += 1
+                            lost += message.lost
+                            if received + lost >= frames:
+                                break
+                    except ts.TrioStreamError:  # ended by the server (too far behind)
+                        ended = 1
+                return received, last - first, lost, ended
 
     out.put(trio.run(run))
 
@@ -136,7 +142,7 @@ def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -
         first = first or now
         last = now
         received += 1
-    out.put((received, last - first, 0))
+    out.put((received, last - first, 0, 0))
 
 
 def pubsub_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None:
@@ -158,7 +164,7 @@ def pubsub_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> 
 
 def run_case(
     write_url: str, read_url: str, writer: Any, reader: Any, size: int, frames: int, seconds: float
-) -> tuple[float, float, int]:
+) -> tuple[float, float, int, int]:
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     readers = [
@@ -175,9 +181,10 @@ def run_case(
         process.join(10)
         if process.is_alive():
             process.kill()
-    rate = sum(received / elapsed for received, elapsed, _ in results if elapsed)
-    lost = sum(lost for _, _, lost in results)
-    return rate, rate * size / 1e6, lost
+    rate = sum(received / elapsed for received, elapsed, _, _ in results if elapsed)
+    lost = sum(lost for _, _, lost, _ in results)
+    ended = sum(ended for _, _, _, ended in results)
+    return rate, rate * size / 1e6, lost, ended
 
 
 def main() -> None:
@@ -204,10 +211,10 @@ def main() -> None:
                 redis_.url, redis_.url, pubsub_writer, pubsub_reader, size, frames, args.seconds
             )
             rows.append(("redis pub/sub (redis-py)", name, *result))
-    print(f"| path | case | frames/s (sum of {READERS} readers) | MB/s | lost |")
-    print("|---|---|---|---|---|")
-    for label, name, rate, mbps, lost in rows:
-        print(f"| {label} | {name} | {rate:,.0f} | {mbps:,.1f} | {lost} |")
+    print(f"| path | case | frames/s (sum of {READERS} readers) | MB/s | lost | ended |")
+    print("|---|---|---|---|---|---|")
+    for label, name, rate, mbps, lost, ended in rows:
+        print(f"| {label} | {name} | {rate:,.0f} | {mbps:,.1f} | {lost} | {ended} |")
 
 
 if __name__ == "__main__":
