@@ -170,19 +170,24 @@ class RedisEngine:
             raise ValueError("channel names starting with '$' belong to the server")
         record = await self._register(msg, session.name)
         self._drop_stale(msg.channel, record.epoch)
-        broker.create_channel(
-            msg.channel,
-            session,
-            public=msg.public,
-            key=msg.key,
-            lifetime=msg.lifetime,
-            history=msg.history,
-            single_writer=msg.single_writer,
-            keep=msg.keep,
-            meta=msg.meta,
-            epoch=record.epoch,
-        )
+        # Known as this node's before the broker's "created" event, which it then announces.
         self._created_here[msg.channel] = (record.epoch, msg)
+        try:
+            broker.create_channel(
+                msg.channel,
+                session,
+                public=msg.public,
+                key=msg.key,
+                lifetime=msg.lifetime,
+                history=msg.history,
+                single_writer=msg.single_writer,
+                keep=msg.keep,
+                meta=msg.meta,
+                epoch=record.epoch,
+            )
+        except BaseException:
+            self._created_here.pop(msg.channel, None)
+            raise
 
     async def _register(self, msg: CreateChannel, owner: str) -> ChannelRecord:
         options = {
@@ -503,6 +508,9 @@ class RedisEngine:
                 self._announce(kind, channel)
                 return True
             return False  # a mirror going away: the origin node announces the deletion
+        if kind == "created" and here is not None and here[0] == channel.epoch:
+            self._announce(kind, channel)
+            return True
         # "created": mirrors are made when a node first uses a channel, which is not news.
         return kind != "created"
 
