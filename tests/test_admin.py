@@ -86,8 +86,10 @@ async def test_admin_deletes_any_channel_and_disconnects_any_client(
     assert admin_server.tcp_url is not None
     caplog.set_level(logging.WARNING, logger="trio_stream._server.admin")
     async with ts.open_client(admin_server.tcp_url, name="ops") as ops:
-        async with ts.open_client(admin_server.tcp_url, name="victim", reconnect=False) as victim:
+        # The victim reconnects by default: the kick's goodbye tells it not to.
+        async with ts.open_client(admin_server.tcp_url, name="victim") as victim:
             await victim.create_channel("doomed")
+            await victim.create_channel("held")  # no resume grace for a kicked client
             await admin(ops, "delete_channel", channel="doomed")
             assert "doomed" not in [c.name for c in await ops.channels()]
             (info,) = [c for c in await ops.clients() if c.name == "victim"]
@@ -99,8 +101,14 @@ async def test_admin_deletes_any_channel_and_disconnects_any_client(
                         if event.data["event"] == "disconnected":
                             assert event.data["name"] == "victim"
                             break
-            with pytest.raises(ts.ConnectionClosed):
+            with trio.fail_after(5):
+                assert await victim.wait_state("closed") == "closed"
+            with pytest.raises(ts.ConnectionClosed, match="disconnected by admin ops"):
                 await victim.channels()
+            await trio.sleep(0.5)  # several reconnect attempts' worth (0.1 s doubling)
+            assert victim.state == "closed" and victim.reconnects == 0
+            assert "victim" not in [c.name for c in await ops.clients()]
+            assert "held" not in [c.name for c in await ops.channels()]
         with pytest.raises(ts.InvalidArgument, match="no client with id"):
             await admin(ops, "disconnect", client=99999)
         with pytest.raises(ts.InvalidArgument, match="no user channel"):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 import trio
 from proxy import TcpProxy, open_proxy
@@ -550,3 +553,189 @@ async def test_a_sync_client_rides_through_a_blip(server: ts.Server, proxy: TcpP
     with trio.fail_after(WAIT_S * 2):
         got = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
     assert [m.data for m in got] == list(range(produced))
+
+
+# -- a crashed client restarted as a new process (no resume token) ----------------------------
+# The first life of "daq": two channels with history, frames acknowledged, then it waits to be
+# killed (SIGKILL: no goodbye, no token left behind for the next process).
+CRASHING_DAQ = """
+import sys, trio, trio_stream as ts
+async def main():
+    async with ts.open_client(sys.argv[1], name="daq") as client:
+        await client.create_channel("AI1", history=10)
+        await client.create_channel("AI2", history=5)
+        async with client.publisher("AI1") as pub:
+            for i in range(5):
+                await pub.send(i)
+            await pub.wait_acknowledged()
+            print("ready", flush=True)
+            await trio.sleep_forever()
+trio.run(main)
+"""
+
+
+async def wait_until_gone(client: ts.Client, name: str) -> None:
+    """Until the server no longer lists a client of that name (it read the end of its socket)."""
+    with trio.fail_after(WAIT_S):
+        while True:
+            if all(c.name != name for c in await client.clients()):
+                return
+            await trio.sleep(0.02)
+
+
+async def test_a_crashed_client_restarted_as_a_new_process_takes_its_channels_back_at_once(
+    nursery: trio.Nursery,
+) -> None:
+    grace_s = 4.0
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, resume_grace_s=grace_s)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    url = server.tcp_url
+    assert url is not None
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", CRASHING_DAQ, url], stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        output = b""
+        with trio.fail_after(WAIT_S):
+            while b"ready" not in output:
+                chunk = await process.stdout.receive_some()
+                assert chunk, "the first daq process ended before it was ready"
+                output += chunk
+        async with (
+            ts.open_client(url, name="recorder") as reader,
+            reader.subscribe("AI1") as sub,
+        ):
+            with trio.fail_after(WAIT_S):
+                assert [(await sub.receive()).data for _ in range(5)] == list(range(5))
+            epoch = sub.position.epoch
+            process.kill()
+            await process.wait()
+            await wait_until_gone(reader, "daq")
+            # Another name cannot take what the gone client holds.
+            async with ts.open_client(url, name="intruder") as intruder:
+                with pytest.raises(ts.ChannelExists, match="is taken"):
+                    await intruder.create_channel("AI1", history=10)
+            # The new process: the name is free at once, and the same create adopts AI1.
+            async with ts.open_client(url, name="daq") as daq:
+                adopted_at = trio.current_time()
+                await daq.create_channel("AI1", history=10)
+                with pytest.raises(ts.ChannelExists, match=r"previous owner of your name.*history"):
+                    await daq.create_channel("AI2", history=6)  # not as it was created
+                assert trio.current_time() - adopted_at < grace_s
+                async with daq.publisher("AI1") as pub:
+                    assert await pub.send(5)
+                    with trio.fail_after(WAIT_S):
+                        msg = await sub.receive()
+                # The same stream goes on: the next seq of the same epoch, no reset.
+                assert (msg.data, msg.seq, msg.gap) == (5, 6, None)
+                assert sub.position == ts.Position(epoch, 6)
+                # When the grace period ends, what the new process did not take ends; AI1 is
+                # its own now and stays.
+                with trio.fail_after(grace_s + WAIT_S):
+                    while True:
+                        if "AI2" not in {c.name for c in await reader.channels()}:
+                            break
+                        await trio.sleep(0.1)
+                owners = {c.name: c.owner for c in await reader.channels()}
+                assert owners.get("AI1") == "daq"
+                await daq.delete_channel("AI1")  # an owner's right
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.move_on_after(WAIT_S):
+            await process.wait()
+        await process.stdout.aclose()
+
+
+async def test_a_resume_token_does_not_take_back_what_a_new_process_of_the_name_holds(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    assert server.tcp_url is not None
+    async with ts.open_client(proxy.url, name="daq") as old:
+        await old.create_channel("AI1", history=10)
+        proxy.refuse()
+        proxy.cut()  # the old connection is gone; its lease and token remain
+        with trio.fail_after(WAIT_S):
+            await old.wait_state("reconnecting")
+        async with ts.open_client(server.tcp_url, name="ops") as ops:
+            await wait_until_gone(ops, "daq")
+            async with ts.open_client(server.tcp_url, name="daq") as new:
+                await new.create_channel("AI1", history=10)  # adopted
+                proxy.accept()
+                # The old one's attempts with its token meet NameInUse and change nothing.
+                with trio.fail_after(WAIT_S):
+                    while True:
+                        if proxy.accepted >= 3:
+                            break
+                        await trio.sleep(0.05)
+                assert old.state == "reconnecting"
+                (info,) = [c for c in await ops.channels() if c.name == "AI1"]
+                assert info.owner == "daq"
+                await new.delete_channel("AI1")  # still the new one's
+            with trio.fail_after(WAIT_S):  # the name is free again: the old one comes back
+                await old.wait_state("open")
+
+
+# -- a resubscription asks for the subscription as it is now -----------------------------------
+async def test_a_resubscription_after_a_cut_keeps_the_retuned_policy_and_the_filters(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    assert server.tcp_url is not None
+    view = ts.View(slices=(slice(None, None, 2),))
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as daq,
+        ts.open_client(server.tcp_url, name="other") as other,
+        ts.open_client(server.tcp_url, name="ops") as ops,
+        ts.open_client(proxy.url, name="dash") as dash,
+    ):
+        await daq.create_channel("img")
+        async with dash.subscribe("img", size=50, sender="daq", view=view) as sub:
+            await sub.retune(policy="drop_newest", size=7, every=2, max_rate=1000.0)
+            proxy.cut()
+            with trio.fail_after(WAIT_S):
+                await dash.wait_state("reconnecting")
+                await dash.wait_state("open")
+                while True:  # the resubscription is restored right after "open"
+                    (info,) = [c for c in await ops.clients() if c.name == "dash"]
+                    if info.subscriptions:
+                        break
+                    await trio.sleep(0.02)
+            assert dash.reconnects == 1
+            (record,) = info.subscriptions
+            assert (record.policy, record.size, record.every, record.max_rate) == (
+                "drop_newest",
+                7,
+                2,
+                1000.0,
+            )
+            async with daq.publisher("img") as ours, other.publisher("img") as theirs:
+                await ours.wait_for_readers()
+                await theirs.wait_for_readers()
+                frame = np.arange(8)
+                for _ in range(4):  # every=2 of daq's own frames: exactly 2 of these 4
+                    assert await theirs.send(frame + 100)  # filtered out by sender=
+                    assert await ours.send(frame)
+                    await trio.sleep(0.01)  # slower than max_rate: nothing held back
+                with trio.fail_after(WAIT_S):
+                    got = [await sub.receive() for _ in range(2)]
+            assert [m.sender for m in got] == ["daq", "daq"]
+            for msg in got:
+                assert np.array_equal(msg.data, frame[::2])  # the view, cut by the server
+
+
+# -- a shutdown's goodbye: a restart is expected ----------------------------------------------
+async def test_a_server_shutdown_lets_clients_reconnect_to_the_restarted_server() -> None:
+    async with server_process() as (process, url):
+        port = urlsplit(url).port
+        assert port is not None
+        async with ts.open_client(url, name="daq") as client:
+            process.send_signal(signal.SIGTERM)  # a graceful shutdown: goodbye to every client
+            with trio.fail_after(WAIT_S):
+                await client.wait_state("reconnecting")
+                await process.wait()
+            async with server_process(tcp_port=port) as (process2, _):
+                with trio.fail_after(WAIT_S):
+                    assert await client.wait_state("open", "closed") == "open"
+                await client.create_channel("back")
+                process2.send_signal(signal.SIGTERM)

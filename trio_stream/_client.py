@@ -827,7 +827,13 @@ class Client:
 
     def _on_goodbye(self, msg: M.Goodbye) -> None:
         self._goodbye = msg.reason
-        log.info("server says goodbye: %s", msg.reason)
+        if msg.reconnect is False:
+            # Told not to come back (an admin's kick): the loss that follows closes the
+            # client as aclose() would, with the server's reason. A shutdown's goodbye has
+            # no flag: a restart is expected, and the client reconnects.
+            self._closing = True
+            self._goodbye = f"{msg.reason} (the server asked this client not to reconnect)"
+        log.info("server says goodbye: %s", self._goodbye)
 
     # -- channels ------------------------------------------------------------------------------
     async def create_channel(
@@ -1036,7 +1042,7 @@ class Client:
         try:
             yield pub
         except BaseException:
-            pub._close_nowait()  # leaving on an error or a cancel: do not wait for the server
+            pub.close_nowait()  # leaving on an error or a cancel: do not wait for the server
             raise
         await pub.aclose()
 
@@ -1168,7 +1174,7 @@ class Client:
         try:
             yield sub
         except BaseException:
-            sub._close_nowait()  # leaving on an error or a cancel: do not wait for the server
+            sub.close_nowait()  # leaving on an error or a cancel: do not wait for the server
             raise
         await sub.aclose()
 
@@ -1211,6 +1217,13 @@ class Publisher:
         self._ended: TrioStreamError | None = None
         self._closed = False
         self.sent = 0
+
+    @property
+    def compressor(self) -> Compressor | None:
+        """What ``send`` applies to each encoded payload (``compress=`` of open_publisher), or
+        None: a caller that encodes values itself (the SyncClient, in its own thread)
+        compresses them the same way and sends an EncodedPayload."""
+        return self._compress
 
     @property
     def wanted(self) -> bool:
@@ -1406,8 +1419,9 @@ class Publisher:
         if self._detach():
             await self._client._leave(M.ClosePublisher, pub=self.pub_id)
 
-    def _close_nowait(self) -> None:
-        """Close the publisher without waiting for the server's answer."""
+    def close_nowait(self) -> None:
+        """Close the publisher without waiting for the server's answer (the request goes
+        out; its answer is ignored): for leaving on an error, a cancel, or from outside trio."""
         client = self._client
         if self._detach() and client._connected:
             client._forget(client._send_request(M.ClosePublisher, pub=self.pub_id))
@@ -1790,8 +1804,9 @@ class Subscription:
         client._resuming_subs.discard(self)
         return self._live and client._subscriptions.pop(self.sub_id, None) is not None
 
-    def _close_nowait(self) -> None:
-        """Unsubscribe without waiting for the server's answer."""
+    def close_nowait(self) -> None:
+        """Unsubscribe without waiting for the server's answer (the request goes out; its
+        answer is ignored): for leaving on an error, a cancel, or from outside trio."""
         client = self._client
         if self._detach() and client._connected:
             client._forget(client._send_request(M.Unsubscribe, sub=self.sub_id))

@@ -386,7 +386,7 @@ class SyncClient:
                 self._raise_publish_error()
             return False
         pieces = encode_payload(value)
-        compress = compress or pub._compress
+        compress = compress or pub.compressor
         if compress is not None:  # here, in the caller's thread: zlib and zstd release the GIL
             pieces = compress(pieces)
         data = b"".join(pieces)
@@ -548,7 +548,7 @@ class SyncClient:
 
     def _close_publisher_nowait(self, pub: Publisher) -> None:
         self._used.discard(pub)
-        pub._close_nowait()
+        pub.close_nowait()
 
     # -- reading -----------------------------------------------------------------------------
     def subscribe(
@@ -877,7 +877,7 @@ class SyncSubscription:
                 if wait:
                     client._call(self._sub.aclose)
                 else:
-                    client._run_sync(self._sub._close_nowait)
+                    client._run_sync(self._sub.close_nowait)
 
     def __enter__(self) -> SyncSubscription:
         return self

@@ -283,6 +283,28 @@ test('protocol errors close the connection and reconnect; sub_end ends a subscri
   await client.close();
 });
 
+test("a goodbye with reconnect: false closes the client; one without it reconnects", async () => {
+  const { server, client } = await setup();
+  const goodbyes = [];
+  client.on('goodbye', (reason) => goodbyes.push(reason));
+  [...server.conns][0].send(controlFrame({ op: 'goodbye', reason: 'server shutting down' }));
+  await until(() => goodbyes.length === 1, 1000, 'goodbye');
+  const reopened = new Promise((r) => client.on('open', r));
+  server.dropAll();
+  assert.equal((await reopened).reconnected, true);
+  const closes = [];
+  client.on('close', (reason) => closes.push(reason));
+  [...server.conns][0].send(controlFrame({ op: 'goodbye', reason: 'disconnected by admin ops', reconnect: false }));
+  await until(() => goodbyes.length === 2, 1000, 'second goodbye');
+  server.dropAll();
+  await until(() => closes.length === 1, 1000, 'closed');
+  assert.match(closes[0], /disconnected by admin ops/);
+  assert.equal(client.state, 'closed');
+  await new Promise((r) => setTimeout(r, 60)); // several reconnect delays' worth
+  assert.equal(server.conns.size, 0);
+  await assert.rejects(client.channels(), ConnectionClosed);
+});
+
 test('createClient keeps trying until the server shows up', async () => {
   const server = new FakeServer();
   server.refuse = true;

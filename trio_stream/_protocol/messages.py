@@ -175,7 +175,11 @@ class Pong(Message):
 @dataclass(frozen=True)
 class Goodbye(Message):
     OP: ClassVar[str] = "goodbye"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"reconnect"})
     reason: str = ""
+    # From the server only: False says "do not come back" (an admin's kick); absent (None)
+    # lets a reconnecting client try again (a shutdown: a restart is expected).
+    reconnect: bool | None = None
 
 
 # --- server -> client -------------------------------------------------------------------------

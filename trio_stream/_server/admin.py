@@ -93,7 +93,10 @@ def _disconnect(session: Session, msg: Admin, who: str) -> dict[str, Any]:
         raise InvalidArgument(f"no client with id {msg.client}; list them with clients()")
     if target is session:
         raise InvalidArgument("this is your own connection: close it instead")
-    target.close(f"disconnected by admin {session.name}")
+    # Kicked out for good: no resume grace (its channels end now) and a goodbye that tells
+    # a reconnecting client not to come back.
+    session.state.resume.release(target)
+    target.close(f"disconnected by admin {session.name}", reconnect=False)
     log.warning("admin: %s disconnected %s (client %d)", who, target.name, target.client_id)
     return {"client": target.client_id, "name": target.name}
 

@@ -34,7 +34,7 @@ from .._protocol.messages import (
 from . import admin
 from .admin import ANSWERED_LATER as ANSWERED_LATER
 from .buffers import Policy, parse_policy
-from .resume import subscribe_since
+from .resume import adopt_channel, subscribe_since
 
 if TYPE_CHECKING:
     from .broker import Channel
@@ -49,6 +49,8 @@ def create_channel(session: Session, msg: CreateChannel) -> None:
             f"this client owns {owned} channels, the limit (max_channels_per_client); "
             "delete some first"
         )
+    if adopt_channel(broker, session.state.sessions, session, msg):
+        return  # a crashed client's new process takes its channel back (resume.py)
     broker.create_channel(
         msg.channel,
         session,

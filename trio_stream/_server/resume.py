@@ -1,6 +1,6 @@
 """Resume on the server: a reconnecting client takes its place back, readers continue.
 
-Three jobs, each small, called from the session at a few points:
+Four jobs, each small, called from the session and its requests at a few points:
 
 - **Leases.** A client that says ``resume`` in its hello gets a resume token in the welcome.
   When the connection ends, its lease lives on for ``resume_grace_s``: its channels are not
@@ -9,6 +9,9 @@ Three jobs, each small, called from the session at a few points:
   token, with the same name, takes it all back: the channels are its own again, and a session
   of that name the server still believes alive (a half-open connection not noticed yet) is
   replaced at once, so the name comes back without a ``NameInUse`` race.
+- **Taking over by name.** A client restarted as a new process has no token; its name is
+  its identity. Creating a channel that a gone client of that name still holds (in its
+  grace period, or ``keep``) with the same options adopts it (``adopt_channel``).
 - **Publisher resume.** ``open_publisher`` with ``resume_pub`` learns how many frames the
   previous connection's publisher of that id had published (``taken``): the client resends
   exactly the rest of its window.
@@ -21,16 +24,19 @@ Three jobs, each small, called from the session at a few points:
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import trio
 
+from .._exceptions import ChannelExists
 from .._protocol.frames import SharedData
+from .._protocol.messages import CreateChannel
 from .broker import Broker, Channel, replay_history
 from .outbox import Reader
 
@@ -84,6 +90,11 @@ class ResumeBook:
         lease = self._leases.get(token)
         if lease is None or lease.name != session.name:
             return None
+        holder = by_name.get(session.name)
+        if holder is not None and holder is not lease.session:
+            # A new process of that name holds it now (see adopt_channel): this hello gets
+            # NameInUse, and the lease stays as it was (its grace runs on).
+            return None
         del self._leases[token]
         old = lease.session
         if old is not None:  # a half-open connection the server has not noticed yet
@@ -95,7 +106,11 @@ class ResumeBook:
             old.close("replaced: the same client connected again (resume)")
             lease.orphans = list(self.broker.owned_by(old.client_id))
         for channel in lease.orphans:
-            if self.broker.channels.get(channel.name) is channel:
+            # Not one that a new process of this name has adopted meanwhile (adopt_channel).
+            if (
+                self.broker.channels.get(channel.name) is channel
+                and channel.owner_id == lease.client_id
+            ):
                 channel.owner_id = session.client_id
         log.info("client %r resumed (%d channels back)", session.name, len(lease.orphans))
         return lease
@@ -145,6 +160,58 @@ class ResumeBook:
                         f"within resume_grace_s, {self.grace_s:g} s)",
                     )
         return deadline
+
+
+# What a create_channel must repeat to adopt a channel (the fields of CreateChannel).
+ADOPTED_OPTIONS: Final = ("public", "key", "lifetime", "history", "single_writer", "keep", "meta")
+
+
+def adopt_channel(
+    broker: Broker, connected: Container[int], session: Resumable, msg: CreateChannel
+) -> bool:
+    """``create_channel`` of a name that exists: True if ``session`` took the channel over.
+
+    The name is the identity (docs/protocol.md section 8, "Taking over by name"): a channel
+    whose owner's connection has ended (kept through the resume grace period, or ``keep``) is
+    adopted by a client of the same name that creates it again with the same options. The
+    create is then a no-op that makes it the owner: the epoch, history, publishers and
+    readers stay, so readers see the stream go on, not a reset. This is how a crashed client
+    restarted as a new process (no resume token) gets its channels back at once.
+
+    Args:
+        connected: the client ids of the server's connected sessions.
+
+    Returns:
+        False when the rule does not apply (no such channel, a connected or server owner,
+        another name): the create goes on and fails with ChannelExists as it always did.
+
+    Raises:
+        ChannelExists: the same owner name, other options (named, values not shown).
+    """
+    channel = broker.channels.get(msg.channel)
+    if (
+        channel is None
+        or channel.owner_id is None
+        or channel.owner_id in connected
+        or channel.owner != session.name
+    ):
+        return False
+    different = [o for o in ADOPTED_OPTIONS if not _same(getattr(channel, o), getattr(msg, o))]
+    if different:
+        raise ChannelExists(
+            f"channel {msg.channel[:80]!r} is held for its previous owner of your name (gone) "
+            f"with another {', '.join(different)}: create it with the options it was created "
+            "with to take it over, or pick another name"
+        )
+    channel.owner_id = session.client_id
+    log.info("client %r took channel %r over by name", session.name, channel.name)
+    return True
+
+
+def _same(held: Any, asked: Any) -> bool:
+    if isinstance(held, str) and isinstance(asked, str):
+        return hmac.compare_digest(held.encode(), asked.encode())  # keys: constant time
+    return bool(held == asked)
 
 
 def subscribe_since(

@@ -316,16 +316,17 @@ class Session:
             self.state.release_name(self)
             self.state.rpc.session_closed(self)  # a call routed to us meanwhile fails now
 
-    def close(self, reason: str, *, drain: bool = False) -> None:
+    def close(self, reason: str, *, drain: bool = False, reconnect: bool = True) -> None:
         """Ask the connection to say goodbye, flush and close.
 
         With ``drain`` (server shutdown) the reader may first take what is buffered for it,
         within the server's grace period; otherwise only control messages are flushed.
+        ``reconnect=False`` tells the client not to come back (the goodbye's flag).
         """
         if not self._closing:
             self._closing = True
             self._drain = drain
-            self.send_control(Goodbye(reason=reason))
+            self.send_control(Goodbye(reason=reason, reconnect=None if reconnect else False))
             self._close_requested.set()
 
     def _drained_event(self) -> trio.Event:

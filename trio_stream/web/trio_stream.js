@@ -157,6 +157,7 @@ function u64ToNumber(dv, off) {
  * first welcome) -> 'open' (-> 'reconnecting' -> 'open' ...) -> 'closed'. Events (client.on(type, fn)):
  *   'state' (state, previous)   'open' ({server, name, clientId, limits, reconnected})
  *   'reconnecting' ({attempt, delay}: a retry is scheduled)   'goodbye' (reason)   'error' (Error)   'close' (reason)
+ * A goodbye with `reconnect: false` (an admin's kick) closes the client instead of reconnecting.
  */
 export class Client extends Emitter {
   state = 'idle';
@@ -174,6 +175,7 @@ export class Client extends Emitter {
   #attempt = 0;
   #reconnectTimer = null;
   #resumeToken = null; // from the last welcome: presented in the next hello
+  #noReturn = null; // the reason of a goodbye that said reconnect: false (an admin's kick)
   #handshakeTimer = null;
   #pingTimer = null;
   #messagesIn = 0; // WebSocket messages received: the heartbeat watches it move
@@ -540,6 +542,10 @@ export class Client extends Emitter {
     const why = ev?.reason || this.lastError?.message || `code ${ev?.code ?? '?'}`;
     this.#teardown(new ConnectionClosed(`connection lost (${why})`));
     if (this.#closing) return;
+    if (this.#noReturn !== null) { // told not to come back: closed, not reconnecting
+      this.#finish(`the server closed the connection: ${this.#noReturn} (the server asked this client not to reconnect)`);
+      return;
+    }
     if (!this.#opts.reconnect || (!this.#everOpened && !this.#opts.retryFirstConnect)) {
       this.#fail(new ConnectionClosed(`could not connect to ${this.#url} (${why})`));
       return;
@@ -817,6 +823,8 @@ export class Client extends Emitter {
   #onGoodbye(msg) {
     const reason = typeof msg.reason === 'string' ? msg.reason : 'server said goodbye';
     this.lastError = new ConnectionClosed(reason);
+    // reconnect: false (an admin's kick) is final; absent (a shutdown) lets us come back.
+    if (msg.reconnect === false) this.#noReturn = reason;
     this.emit('goodbye', reason);
   }
 
