@@ -145,10 +145,11 @@ class Merge:
 
     async def aclose(self) -> None:
         """Stop reading through the merge (the subscriptions stay open). Idempotent."""
-        self._close_nowait()
+        self.close_nowait()
         await trio.lowlevel.checkpoint()
 
-    def _close_nowait(self) -> None:
+    def close_nowait(self) -> None:
+        """Stop reading through the merge, at once (as Subscription.close_nowait)."""
         self._closed = True
 
     async def __aenter__(self) -> Merge:
