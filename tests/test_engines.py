@@ -51,7 +51,7 @@ async def test_drop_policies_count_every_frame_a_slow_reader_missed(
                 await pub.wait_acknowledged()
                 await pub.send("end")  # after the drops: both readers get it
                 for sub in (oldest, newest):
-                    got = []
+                    got: list[ts.Message] = []
                     while not got or got[-1].data != "end":
                         got.append(await sub.receive())
                     seqs = [m.seq for m in got]
