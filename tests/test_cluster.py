@@ -678,3 +678,144 @@ async def test_after_a_redis_restart_every_node_lists_its_clients_again(
         with pytest.raises(ts.NameInUse):  # the names are the cluster's again too
             async with ts.open_client(url_b, name="w"):
                 pass
+
+
+class Sensor:
+    def __init__(self) -> None:
+        self.steps = 0  # values the generators produced
+        self.closed = trio.Event()  # a generator's finally ran
+
+    async def rpc_samples(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            self.steps += 1
+            yield i
+
+    async def rpc_forever(self) -> AsyncIterator[int]:
+        try:
+            i = 0
+            while True:
+                self.steps += 1
+                yield i
+                i += 1
+        finally:
+            self.closed.set()
+
+    async def rpc_fails_after(self, k: int) -> AsyncIterator[int]:
+        for i in range(k):
+            yield i
+        raise ValueError(f"sensor broke after {k}")
+
+
+@asynccontextmanager
+async def sensor_across_nodes(
+    redis: RedisServer, provider: object
+) -> AsyncIterator[tuple[ts.Server, ts.Server, Any]]:
+    """The provider ("sensor") on node a, the caller on node b; the caller's proxy."""
+    async with (
+        ts.open_server(node_config(redis, "a")) as a,
+        ts.open_server(node_config(redis, "b")) as b,
+    ):
+        assert a.tcp_url is not None and b.tcp_url is not None
+        async with (
+            ts.open_client(a.tcp_url, name="sensor") as sensor,
+            ts.open_client(b.tcp_url, name="ctl") as ctl,
+        ):
+            sensor.expose(provider)
+            yield a, b, await ctl.rpc("sensor", timeout=WAIT_S)
+
+
+async def test_a_stream_from_a_provider_on_another_node_arrives_whole_and_in_order(
+    redis_server: RedisServer,
+) -> None:
+    async with sensor_across_nodes(redis_server, Sensor()) as (a, b, sensor):
+        with trio.fail_after(WAIT_S):
+            assert [x async for x in sensor.samples(200)] == list(range(200))
+            # a window of one: a credit round trip across nodes per value, still complete
+            assert [x async for x in sensor.stream("samples", 20, window=1)] == list(range(20))
+        assert a.state.rpc.pending() == 0 and b.state.rpc.pending() == 0
+
+
+async def test_a_provider_on_another_node_never_runs_ahead_of_the_window(
+    redis_server: RedisServer,
+) -> None:
+    provider = Sensor()
+    window = 8
+    async with sensor_across_nodes(redis_server, provider) as (_, _, sensor):
+        stream = sensor.stream("forever", window=window)
+        consumed = 0
+        async with stream:
+            for _ in range(3):  # read a few, then give the provider time to overrun
+                for _ in range(5):
+                    with trio.fail_after(WAIT_S):
+                        assert await stream.__anext__() == consumed
+                    consumed += 1
+                target = consumed + window // 2  # the credit returned so far allows this
+                await eventually(lambda: trio_true(provider.steps >= target))  # noqa: B023
+                await trio.sleep(0.3)
+                assert consumed <= provider.steps <= consumed + window
+
+
+async def trio_true(value: bool) -> bool:
+    return value
+
+
+async def test_leaving_the_loop_closes_the_generator_on_the_providers_node(
+    redis_server: RedisServer,
+) -> None:
+    provider = Sensor()
+    async with sensor_across_nodes(redis_server, provider) as (a, b, sensor):
+        with trio.fail_after(WAIT_S):
+            async for x in sensor.forever():
+                if x == 20:
+                    break
+            await provider.closed.wait()
+        await eventually(lambda: trio_true(a.state.rpc.pending() == b.state.rpc.pending() == 0))
+
+
+async def test_a_generator_raising_on_another_node_ends_the_loop_with_remote_error(
+    redis_server: RedisServer,
+) -> None:
+    async with sensor_across_nodes(redis_server, Sensor()) as (_, _, sensor):
+        got: list[int] = []
+        with trio.fail_after(WAIT_S), pytest.raises(ts.RemoteError) as info:
+            async for x in sensor.fails_after(5):
+                got.append(x)
+        assert got == [0, 1, 2, 3, 4]
+        assert info.value.type_name == "ValueError"
+        assert info.value.message == "sensor broke after 5"
+
+
+async def test_a_caller_leaving_ends_its_stream_on_the_providers_node(
+    redis_server: RedisServer,
+) -> None:
+    provider = Sensor()
+    async with sensor_across_nodes(redis_server, provider) as (a, b, _):
+        assert b.tcp_url is not None
+        async with ts.open_client(b.tcp_url, name="gone", reconnect=False) as gone:
+            proxy = await gone.rpc("sensor", timeout=WAIT_S)
+            stream = proxy.stream("forever", window=4)
+            with trio.fail_after(WAIT_S):
+                assert await stream.__anext__() == 0
+        # No cancel was sent: the caller's node notices the session is gone and tells a.
+        with trio.fail_after(WAIT_S):
+            await provider.closed.wait()
+        await eventually(lambda: trio_true(a.state.rpc.pending() == 0))
+
+
+async def test_fetch_file_from_a_store_on_another_node(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    data = os.urandom(5 * 65536 + 7)
+    (shared / "calib.bin").write_bytes(data)
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="store") as store,
+        ts.open_client(url_b, name="daq") as daq,
+    ):
+        store.accept_files(shared, share=True)
+        await daq.rpc("store", timeout=WAIT_S)
+        with trio.fail_after(WAIT_S):
+            path = await daq.fetch_file("store", "calib.bin", tmp_path)
+        assert path.read_bytes() == data

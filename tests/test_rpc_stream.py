@@ -274,7 +274,7 @@ def test_router_bounds_credit_and_window() -> None:
         router.credit(caller, R.Credit(id=2, n=1))
 
 
-def test_router_refuses_a_stream_to_a_provider_on_another_node() -> None:
+def test_router_hands_a_stream_to_a_provider_on_another_node_to_the_engine() -> None:
     caller = FakeSession("ctl")
     routed: list[Message] = []
 
@@ -284,8 +284,9 @@ def test_router_refuses_a_stream_to_a_provider_on_another_node() -> None:
 
     nobody: dict[str, FakeSession] = {}
     router = Router(nobody.get, remote=remote)
-    router.call(caller, R.Call(id=3, provider="far", method="x", args=b"", window=4))
-    assert routed == []  # not sent across: the bus carries one answer per call
-    assert "same node" in getattr(caller.sent[-1], "message", "")
+    call = R.Call(id=3, provider="far", method="x", args=b"", window=4)
+    router.call(caller, call)
+    router.credit(caller, R.Credit(id=3, n=2))  # not a stream of this node's: the engine's
     router.call(caller, R.Call(id=4, provider="far", method="x", args=b""))
-    assert len(routed) == 1  # a plain call still crosses
+    assert routed == [call, R.Credit(id=3, n=2), R.Call(id=4, provider="far", method="x", args=b"")]
+    assert caller.sent == []

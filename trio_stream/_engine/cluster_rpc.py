@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from .._exceptions import RpcError
+from .._exceptions import ProtocolError, RpcError
 from .._protocol.brief import brief
 from .._protocol.messages import Error, Message
-from .._protocol.rpc_messages import Call, Cancel, Describe
+from .._protocol.rpc_messages import MAX_STREAM_WINDOW, Call, Cancel, Credit, Describe
 from .._server.outbox import control_frame
 from .redis_control import ControlBus
 from .redis_streams import REDIS_DOWN
@@ -34,7 +34,11 @@ log = logging.getLogger(__name__)
 RPC: Final = "rpc"
 RPC_ANSWER: Final = "rpc_answer"
 RPC_CANCEL: Final = "rpc_cancel"
+RPC_CREDIT: Final = "rpc_credit"
 WATCH_INTERVAL_S: Final = 0.5
+#: Answers to one node in one control message: items of a stream come in bursts of up to a
+#: window; a bounded count keeps one message (and the memory Redis holds for it) bounded.
+MAX_ANSWERS_PER_MESSAGE: Final = 32
 
 
 @dataclass(eq=False)
@@ -43,6 +47,8 @@ class _Outgoing:
     ident: int  # the caller's request id
     provider: str
     node: str | None = None  # known once looked up
+    stream: bool = False  # a streaming call: items until the final answer
+    credit: int = 0  # streaming: values the provider may still send, as seen here
 
 
 class RemoteCaller:
@@ -69,11 +75,14 @@ class ClusterRpc:
         self._outgoing: dict[int, _Outgoing] = {}
         # provider's node: (caller's node, token) -> the stand-in caller and its request id
         self._incoming: dict[tuple[str, int], tuple[RemoteCaller, int]] = {}
+        # provider's node: answers not sent yet, by caller's node (sent in order, in batches)
+        self._answers: dict[str, list[list[Any]]] = {}
 
     def install(self, bus: ControlBus) -> None:
         bus.on(RPC, self._on_call)
         bus.on(RPC_ANSWER, self._on_answer)
         bus.on(RPC_CANCEL, self._on_cancel)
+        bus.on(RPC_CREDIT, self._on_credit)
 
     # -- caller's node -----------------------------------------------------------------------
     def route(self, caller: Endpoint, message: Message) -> bool:
@@ -81,10 +90,15 @@ class ClusterRpc:
             return False  # a call from another node whose provider left here meanwhile
         if isinstance(message, Cancel):
             return self._cancel(caller, message.id)
+        if isinstance(message, Credit):
+            return self._credit(caller, message)
         if not isinstance(message, Call | Describe):
             return False
         token = next(self._tokens)
         out = _Outgoing(caller, message.id, message.provider)
+        if isinstance(message, Call) and message.window is not None:
+            out.stream = True
+            out.credit = message.window
         self._outgoing[token] = out
         body: dict[str, Any] = {
             "t": token,
@@ -94,6 +108,8 @@ class ClusterRpc:
         }
         if isinstance(message, Call):
             body |= {"method": message.method, "args": message.args}
+            if message.window is not None:
+                body["window"] = message.window
         self._engine.later(lambda: self._send(token, out, body))
         return True
 
@@ -108,16 +124,44 @@ class ClusterRpc:
         if not await io.bus.publish(RPC, body, to=node):
             self._fail(token, f"{out.provider[:100]!r} is on node {node!r}, which is not listening")
 
-    def _cancel(self, caller: Endpoint, ident: int) -> bool:
-        found = [t for t, o in self._outgoing.items() if o.caller is caller and o.ident == ident]
-        if not found:
-            return False  # answered already: the answer crossed the cancel
-        token = found[0]
-        out = self._outgoing.pop(token)  # whatever still comes back is dropped
+    def _find(self, caller: Endpoint, ident: int) -> int | None:
+        for token, out in self._outgoing.items():
+            if out.caller is caller and out.ident == ident:
+                return token
+        return None
 
+    def _cancel(self, caller: Endpoint, ident: int) -> bool:
+        token = self._find(caller, ident)
+        if token is None:
+            return False  # answered already: the answer crossed the cancel
+        self._send_cancel(token, self._outgoing.pop(token))  # what still comes is dropped
+        return True
+
+    def _send_cancel(self, token: int, out: _Outgoing) -> None:
         async def send() -> None:  # after the call's own job: out.node is known by then
             if out.node is not None:
                 await self._engine.io.bus.publish(RPC_CANCEL, token, to=out.node)
+
+        self._engine.later(send)
+
+    def _credit(self, caller: Endpoint, msg: Credit) -> bool:
+        token = self._find(caller, msg.id)
+        if token is None:
+            return True  # the stream ended while the credit was on its way
+        out = self._outgoing[token]
+        if not out.stream:
+            raise ProtocolError(f"credit for request {msg.id}, which is not a streaming call")
+        if not 0 < msg.n <= MAX_STREAM_WINDOW - out.credit:
+            raise ProtocolError(
+                f"credit {msg.n} for stream {msg.id} would exceed the window limit of "
+                f"{MAX_STREAM_WINDOW} values in flight"
+            )
+        out.credit += msg.n
+        n = msg.n
+
+        async def send() -> None:  # after the call's own job: out.node is known by then
+            if out.node is not None:
+                await self._engine.io.bus.publish(RPC_CREDIT, [token, n], to=out.node)
 
         self._engine.later(send)
         return True
@@ -131,25 +175,36 @@ class ClusterRpc:
             )
 
     def _on_answer(self, node: str, body: Any) -> None:
-        token, frame = body
-        out = self._outgoing.pop(int(token), None)
-        if out is not None and isinstance(frame, bytes):
+        for token, frame, final in body:
+            out = self._outgoing.get(int(token))
+            if out is None or not isinstance(frame, bytes):
+                continue  # cancelled, failed or the caller left meanwhile
+            if final or not out.stream:
+                del self._outgoing[int(token)]
+            else:
+                out.credit -= 1  # an item: the provider's node checked it against the credit
             out.caller.send_control_frame(frame)
 
     async def watch(self) -> None:
-        """Fail calls whose provider's node left the cluster (or whose caller left)."""
+        """Fail calls whose provider's node left the cluster, abort those whose caller left."""
         state = self._engine.state
         while True:
             await trio.sleep(WATCH_INTERVAL_S)
-            if not self._outgoing:
+            if not self._outgoing and not self._incoming:
                 continue
             try:
                 live = await self._engine.io.presence.live()
             except REDIS_DOWN:
                 continue
+            for (node, token), (caller, ident) in list(self._incoming.items()):
+                if node not in live:  # the caller's node died: nobody reads the answer
+                    del self._incoming[(node, token)]
+                    state.rpc.cancel(caller, Cancel(id=ident))
+            sessions = set(state.sessions.values())
             for token, out in list(self._outgoing.items()):
-                if out.caller not in state.sessions.values():
-                    self._outgoing.pop(token, None)
+                if out.caller not in sessions:
+                    del self._outgoing[token]
+                    self._send_cancel(token, out)  # a stream would wait for credit forever
                 elif out.node is not None and out.node not in live:
                     self._fail(
                         token,
@@ -166,7 +221,11 @@ class ClusterRpc:
         self._incoming[(node, token)] = (caller, ident)
         if "method" in body:
             call = Call(
-                id=ident, provider=body["provider"], method=body["method"], args=body["args"]
+                id=ident,
+                provider=body["provider"],
+                method=body["method"],
+                args=body["args"],
+                window=body.get("window"),
             )
             router.call(caller, call)
         else:
@@ -179,16 +238,42 @@ class ClusterRpc:
             caller, ident = entry
             self._engine.state.rpc.cancel(caller, Cancel(id=ident))
 
-    def _settle(self, node: str, token: int) -> None:
-        """Forget a call from another node once this node's router is done with it."""
+    def _on_credit(self, node: str, body: Any) -> None:
+        token, n = body
+        entry = self._incoming.get((node, int(token)))
+        if entry is None:
+            return  # the stream ended while the credit was on its way
+        caller, ident = entry
+        try:
+            self._engine.state.rpc.credit(caller, Credit(id=ident, n=int(n)))
+        except ProtocolError as error:  # the caller's node checked it: a bug, not the caller's
+            log.warning("credit from node %r refused: %s", node[:80], error)
+
+    def _settle(self, node: str, token: int) -> bool:
+        """Forget a call from another node once this node's router is done with it; whether
+        it is done."""
         entry = self._incoming.get((node, token))
-        if entry is not None and not self._engine.state.rpc.pending(entry[0]):
-            del self._incoming[(node, token)]
+        if entry is None:
+            return True
+        if self._engine.state.rpc.pending(entry[0]):
+            return False
+        del self._incoming[(node, token)]
+        return True
 
     def answer(self, node: str, token: int, frame: bytes) -> None:
-        self._settle(node, token)
+        # The router closes a call before sending its last answer: still pending means this
+        # is an item of a stream, with more to come.
+        final = self._settle(node, token)
+        queued = self._answers.get(node)
+        if queued is not None and len(queued) < MAX_ANSWERS_PER_MESSAGE:
+            queued.append([token, frame, final])  # a send to that node is scheduled already
+            return
+        batch = [[token, frame, final]]
+        self._answers[node] = batch
 
         async def send() -> None:
-            await self._engine.io.bus.publish(RPC_ANSWER, [token, frame], to=node)
+            if self._answers.get(node) is batch:
+                del self._answers[node]
+            await self._engine.io.bus.publish(RPC_ANSWER, batch, to=node)
 
         self._engine.later(send)

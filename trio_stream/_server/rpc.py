@@ -162,21 +162,12 @@ class Router:
                 RpcError(f"a stream's window is 1-{MAX_STREAM_WINDOW} values, not {msg.window}"),
             )
             return
-        if self._remote is not None and self._lookup(msg.provider) is None:
-            if msg.window is not None:
-                # The control bus carries one answer per call: credit and values do not cross
-                # nodes (yet). Said at once rather than a stream that never moves.
-                self._error(
-                    caller,
-                    msg.id,
-                    RpcError(
-                        f"{brief(msg.provider)} is not connected to this node: streaming calls "
-                        "work between clients of the same node only; connect both to one node"
-                    ),
-                )
-                return
-            if self._remote(caller, msg):
-                return
+        if (
+            self._remote is not None
+            and self._lookup(msg.provider) is None
+            and self._remote(caller, msg)
+        ):
+            return
         pending = self._open(caller, msg.id, msg.provider, describe=False)
         if pending is None:
             return
@@ -207,7 +198,9 @@ class Router:
 
     def credit(self, caller: Endpoint, msg: Credit) -> None:
         pending = self._by_caller.get(caller, {}).get(msg.id)
-        if pending is None:  # the stream ended while the credit was on its way
+        if pending is None:  # the stream ended while the credit was on its way, or a stream
+            if self._remote is not None:  # from another node: the engine forwards it
+                self._remote(caller, msg)
             return
         if not pending.stream:
             raise ProtocolError(f"credit for request {msg.id}, which is not a streaming call")
