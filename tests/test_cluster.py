@@ -819,3 +819,26 @@ async def test_fetch_file_from_a_store_on_another_node(
         with trio.fail_after(WAIT_S):
             path = await daq.fetch_file("store", "calib.bin", tmp_path)
         assert path.read_bytes() == data
+
+
+async def test_stats_channel_counts_the_whole_cluster_and_names_the_node(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis_server, stats_interval_s=0.1) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+        ts.open_client(url_b, name="r2"),
+    ):
+        await w.create_channel("c")
+        async with r.subscribe("$stats", policy="unbounded") as stats:
+
+            async def cluster_counted() -> bool:
+                value = (await stats.receive()).data
+                return bool(value["nodes"] == 2 and value["connections"] == 3)
+
+            await eventually(cluster_counted)
+            value = (await stats.receive()).data
+        assert value["node"] == "b" and value["node_connections"] == 2
+        assert value["channels"] == 4  # c and the three $ channels, counted from node b
+        assert (await r.stats()).connections == 3

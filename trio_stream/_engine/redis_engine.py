@@ -100,6 +100,8 @@ class RedisEngine:
             math.inf
         )
         self.rpc = ClusterRpc(self)
+        # nodes, connections, channels cluster-wide, as last counted (see stats())
+        self._cluster_counts: dict[str, int] | None = None
 
     @property
     def io(self) -> RedisEngineIO:
@@ -128,6 +130,7 @@ class RedisEngine:
                 nursery.start_soon(self._keep_registered)
                 nursery.start_soon(self._reap_dead_nodes)
                 nursery.start_soon(self.rpc.watch)
+                nursery.start_soon(self._count_for_stats)
                 log.info("node %r joined the cluster at %s", self.node, _safe_url(self.url))
                 task_status.started()
 
@@ -417,17 +420,42 @@ class RedisEngine:
         return mine
 
     async def _stats(self, session: Session, msg: GetStats) -> dict[str, Any]:
-        stats = self.state.stats()
+        await self._count_cluster()
+        return self.stats(self.state.stats())
+
+    async def _count_cluster(self) -> None:
         records = await self.io.registry.list()
         clients = await self.io.presence.clients()
-        stats["node"] = self.node
-        stats["nodes"] = len(clients)
-        stats["node_connections"] = stats["connections"]
-        stats["connections"] = sum(len(c) for c in clients.values())
-        stats["channels"] = len(self.state.system) + sum(
-            1 for r in records if r.options.get("public", True)
-        )
-        return stats
+        self._cluster_counts = {
+            "nodes": len(clients),
+            "connections": sum(len(c) for c in clients.values()),
+            "channels": len(self.state.system)
+            + sum(1 for r in records if r.options.get("public", True)),
+        }
+
+    def stats(self, local: dict[str, Any]) -> dict[str, Any]:
+        """This node's stats with the cluster's counts (those of the last count: see
+        :meth:`_count_for_stats`); the node's own connections as ``node_connections``."""
+        local["node"] = self.node
+        local["node_connections"] = local["connections"]
+        if self._cluster_counts is None:  # not counted yet: this node is all it knows
+            local["nodes"] = 1
+        else:
+            local |= self._cluster_counts
+        return local
+
+    async def _count_for_stats(self) -> None:
+        """Count the cluster once per stats interval while this node's ``$stats`` has
+        readers (it reads every channel record: not worth it for nobody)."""
+        interval = self.state.config.stats_interval_s
+        stats_channel = self.state.system["$stats"]
+        while True:
+            if stats_channel.subscriptions:
+                try:
+                    await self._count_cluster()
+                except REDIS_DOWN as error:
+                    log.debug("cluster counts for $stats not refreshed: %s", error)
+            await trio.sleep(interval)
 
     # -- names and clients -------------------------------------------------------------------
     async def claim_name(self, name: str, *, resume: bool) -> None:
@@ -484,6 +512,8 @@ class RedisEngine:
     def channel_event(self, kind: str, channel: Channel) -> bool:
         name = channel.name
         if name.startswith("$") or self._io is None:
+            if name == "$stats" and kind == "readers" and channel.readers == 1:
+                self.later(self._count_cluster)  # its first reader: before the next $stats
             return True
         if kind == "readers":
             self._dirty_readers.add(name)

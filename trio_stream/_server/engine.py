@@ -77,6 +77,11 @@ class Engine(Protocol):
         """An RPC for a provider not on this node: True if the engine forwards it."""
         ...
 
+    def stats(self, local: dict[str, Any]) -> dict[str, Any]:
+        """``local`` (this node's ``ServerState.stats()``) as ``$stats`` publishes it: with
+        several nodes, the cluster's counts (no I/O here)."""
+        ...
+
 
 class MemoryEngine:
     """One node, nothing shared: every hook does nothing (see the module docstring)."""
@@ -114,6 +119,9 @@ class MemoryEngine:
 
     def route_call(self, caller: Any, message: Message) -> bool:
         return False
+
+    def stats(self, local: dict[str, Any]) -> dict[str, Any]:
+        return local
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

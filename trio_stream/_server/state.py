@@ -125,7 +125,7 @@ class ServerState:
         )
 
     def publish_stats(self) -> None:
-        self.publish_system("$stats", self.stats())
+        self.publish_system("$stats", self.engine.stats(self.stats()))
 
     def channel_records(self, session: Session | None) -> list[dict[str, Any]]:
         """Channels this session may see: public ones and its own private ones."""
