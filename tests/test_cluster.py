@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import trio
 from redis_server import RedisServer
@@ -403,85 +402,6 @@ async def test_the_readme_commands_start_two_nodes_sharing_channels(
         for process in processes:
             process.kill()
             process.wait(10)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def writer_and_reader_urls(
-    request: pytest.FixtureRequest, redis_server: RedisServer
-) -> AsyncIterator[tuple[str, str]]:
-    """The same behaviour tests on one memory node and across two Redis nodes."""
-    if request.param == "memory":
-        config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-        async with ts.open_server(config) as server:
-            assert server.tcp_url is not None
-            yield server.tcp_url, server.tcp_url
-    else:
-        async with two_nodes(redis_server) as urls:
-            yield urls
-
-
-async def test_arrays_arrive_intact_with_seq_and_sender_on_every_engine(
-    writer_and_reader_urls: tuple[str, str],
-) -> None:
-    url_w, url_r = writer_and_reader_urls
-    arrays = [np.random.default_rng(i).normal(size=(3, 100)) for i in range(5)]
-    async with ts.open_client(url_w, name="daq") as daq, ts.open_client(url_r, name="rec") as rec:
-        await daq.create_channel("ai")
-        async with rec.subscribe("ai", policy="unbounded") as sub, daq.publisher("ai") as pub:
-            with trio.fail_after(WAIT_S):
-                await pub.wait_for_readers()
-                for array in arrays:
-                    assert await pub.send(array)
-                got = [await sub.receive() for _ in arrays]
-    for i, (message, array) in enumerate(zip(got, arrays, strict=True)):
-        np.testing.assert_array_equal(message.data, array)
-        assert (message.seq, message.sender, message.lost) == (i + 1, "daq", 0)
-
-
-async def test_a_late_reader_gets_the_history_on_every_engine(
-    writer_and_reader_urls: tuple[str, str],
-) -> None:
-    url_w, url_r = writer_and_reader_urls
-    async with ts.open_client(url_w, name="w") as w, ts.open_client(url_r, name="r") as r:
-        await w.create_channel("h", history=3)
-        async with w.publisher("h") as pub:
-            for i in range(10):
-                assert await pub.send(i)
-            await pub.wait_acknowledged()
-            async with r.subscribe("h") as sub:
-                with trio.fail_after(WAIT_S):
-                    got = [await sub.receive() for _ in range(3)]
-    assert [(m.data, m.seq) for m in got] == [(7, 8), (8, 9), (9, 10)]
-
-
-async def test_every_and_sender_filters_on_every_engine(
-    writer_and_reader_urls: tuple[str, str],
-) -> None:
-    url_w, url_r = writer_and_reader_urls
-    async with (
-        ts.open_client(url_w, name="w1") as w1,
-        ts.open_client(url_w, name="w2") as w2,
-        ts.open_client(url_r, name="r") as r,
-    ):
-        await w1.create_channel("f")
-        async with (
-            r.subscribe("f", policy="unbounded", every=2) as halves,
-            r.subscribe("f", policy="unbounded", sender="w2") as only_w2,
-            w1.publisher("f") as p1,
-            w2.publisher("f") as p2,
-        ):
-            with trio.fail_after(WAIT_S):
-                await p1.wait_for_readers(2)
-                await p2.wait_for_readers(2)
-                for i in range(10):
-                    await p1.send(("w1", i))
-                    await p1.wait_acknowledged()
-                    await p2.send(("w2", i))
-                    await p2.wait_acknowledged()
-                got_halves = [await halves.receive() for _ in range(10)]
-                got_w2 = [await only_w2.receive() for _ in range(10)]
-    assert [m.seq for m in got_halves] == list(range(1, 21, 2))
-    assert [tuple(m.data) for m in got_w2] == [("w2", i) for i in range(10)]
 
 
 async def test_a_block_reader_on_another_node_holds_the_writer_back_and_loses_nothing(

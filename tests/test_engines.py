@@ -1,6 +1,8 @@
 """Channel behaviours on both engines: one memory node, and two Redis nodes (writer on one,
-reader on the other). The same test, the same expectations: several nodes change nothing a
-client can see. Redis tests share tests/test_cluster.py's helpers and private redis-server.
+reader on the other): delivery, drop and block policies, history, every/max_rate/sender/view,
+retune, private keys, reader counts, single_writer, owners, lifetime and keep. The same
+test, the same expectations: several nodes change nothing a client can see. Redis tests
+share tests/test_cluster.py's helpers and private redis-server.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pytest
 import trio
 from redis_server import RedisServer
@@ -117,3 +120,218 @@ async def test_an_owners_channels_end_with_it_unless_keep_and_channels_events_sa
         assert ("deleted", "kept") not in seen
         names = {c.name for c in await watch.channels()}
         assert "kept" in names and "gone" not in names and "short" not in names
+
+
+async def test_arrays_arrive_intact_with_seq_and_sender(
+    engine: tuple[str, str],
+) -> None:
+    url_w, url_r = engine
+    arrays = [np.random.default_rng(i).normal(size=(3, 100)) for i in range(5)]
+    async with ts.open_client(url_w, name="daq") as daq, ts.open_client(url_r, name="rec") as rec:
+        await daq.create_channel("ai")
+        async with rec.subscribe("ai", policy="unbounded") as sub, daq.publisher("ai") as pub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                for array in arrays:
+                    assert await pub.send(array)
+                got = [await sub.receive() for _ in arrays]
+    for i, (message, array) in enumerate(zip(got, arrays, strict=True)):
+        np.testing.assert_array_equal(message.data, array)
+        assert (message.seq, message.sender, message.lost) == (i + 1, "daq", 0)
+
+
+async def test_a_late_reader_gets_the_history(
+    engine: tuple[str, str],
+) -> None:
+    url_w, url_r = engine
+    async with ts.open_client(url_w, name="w") as w, ts.open_client(url_r, name="r") as r:
+        await w.create_channel("h", history=3)
+        async with w.publisher("h") as pub:
+            for i in range(10):
+                assert await pub.send(i)
+            await pub.wait_acknowledged()
+            async with r.subscribe("h") as sub:
+                with trio.fail_after(WAIT_S):
+                    got = [await sub.receive() for _ in range(3)]
+    assert [(m.data, m.seq) for m in got] == [(7, 8), (8, 9), (9, 10)]
+
+
+async def test_every_and_sender_filters(
+    engine: tuple[str, str],
+) -> None:
+    url_w, url_r = engine
+    async with (
+        ts.open_client(url_w, name="w1") as w1,
+        ts.open_client(url_w, name="w2") as w2,
+        ts.open_client(url_r, name="r") as r,
+    ):
+        await w1.create_channel("f")
+        async with (
+            r.subscribe("f", policy="unbounded", every=2) as halves,
+            r.subscribe("f", policy="unbounded", sender="w2") as only_w2,
+            w1.publisher("f") as p1,
+            w2.publisher("f") as p2,
+        ):
+            with trio.fail_after(WAIT_S):
+                await p1.wait_for_readers(2)
+                await p2.wait_for_readers(2)
+                for i in range(10):
+                    await p1.send(("w1", i))
+                    await p1.wait_acknowledged()
+                    await p2.send(("w2", i))
+                    await p2.wait_acknowledged()
+                got_halves = [await halves.receive() for _ in range(10)]
+                got_w2 = [await only_w2.receive() for _ in range(10)]
+    assert [m.seq for m in got_halves] == list(range(1, 21, 2))
+    assert [tuple(m.data) for m in got_w2] == [("w2", i) for i in range(10)]
+
+
+async def test_max_rate_delivers_at_most_the_rate_and_the_newest_last(
+    engine: tuple[str, str],
+) -> None:
+    url_w, url_r = engine
+    rate_hz, total = 10.0, 60
+    async with ts.open_client(url_w, name="w") as w, ts.open_client(url_r, name="r") as r:
+        await w.create_channel("c")
+        async with r.subscribe("c", max_rate=rate_hz) as sub, w.publisher("c") as pub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                started = trio.current_time()
+                for i in range(total):  # about 0.6 s of frames at 100 Hz
+                    await pub.send(i)
+                    await trio.sleep(0.01)
+                got = []
+                while not got or got[-1].data != total - 1:  # the newest arrives in the end
+                    got.append(await sub.receive())
+                elapsed = trio.current_time() - started
+        # One at once, then one per 1/rate at most (real time: a margin of one frame).
+        assert len(got) <= 1 + rate_hz * elapsed + 1
+        assert 2 <= len(got) < total
+        assert [m.seq for m in got] == sorted({m.seq for m in got})
+        assert sum(m.lost for m in got) == 0  # decimation is not loss
+
+
+async def test_a_view_cuts_each_array_for_its_reader(engine: tuple[str, str]) -> None:
+    url_w, url_r = engine
+    samples = np.arange(100 * 8, dtype=np.float32).reshape(100, 8)
+    view = ts.View((slice(None), slice(3, 4)))
+    async with ts.open_client(url_w, name="w") as w, ts.open_client(url_r, name="r") as r:
+        await w.create_channel("ai")
+        async with (
+            r.subscribe("ai", policy="unbounded", view=view) as cut,
+            r.subscribe("ai", policy="unbounded") as whole,
+            w.publisher("ai") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers(2)
+                await pub.send(samples)
+                await pub.send(samples * 2)
+                got_cut = [(await cut.receive()).data for _ in range(2)]
+                got_whole = (await whole.receive()).data
+    np.testing.assert_array_equal(got_cut[0], samples[:, 3:4])
+    np.testing.assert_array_equal(got_cut[1], samples[:, 3:4] * 2)
+    np.testing.assert_array_equal(got_whole, samples)
+
+
+async def test_retune_mid_stream_leaves_no_duplicate_and_no_uncounted_hole(
+    engine: tuple[str, str],
+) -> None:
+    url_w, url_r = engine
+    async with ts.open_client(url_w, name="w") as w, ts.open_client(url_r, name="r") as r:
+        await w.create_channel("c")
+        async with (
+            r.subscribe("c", policy="unbounded") as sub,
+            w.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                for i in range(10):
+                    await pub.send(i)
+                got = [await sub.receive() for _ in range(10)]
+                await sub.retune(every=3)
+                for i in range(10, 40):
+                    await pub.send(i)
+                await pub.wait_acknowledged()
+                await sub.retune(every=1, policy="block", size=50)
+                await pub.send("end")
+                while got[-1].data != "end":
+                    got.append(await sub.receive())
+        seqs = [m.seq for m in got]
+        assert seqs == sorted(set(seqs)), "a duplicate or a frame out of order"
+        assert seqs[:10] == list(range(1, 11)) and seqs[-1] == 41
+        # every=3 counts afresh from the first frame after the retune: 11, 14, ..., 38
+        assert seqs[10:-1] == list(range(11, 41, 3))
+        assert sub.lost == 0
+
+
+async def test_a_block_reader_that_pauses_loses_nothing(
+    engine: tuple[str, str],
+) -> None:
+    url_w, url_r = engine
+    total = 2000
+    async with ts.open_client(url_w, name="w") as w, ts.open_client(url_r, name="r") as r:
+        await w.create_channel("c")
+        async with (
+            r.subscribe("c", policy="block", size=10) as sub,
+            w.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                got: list[int] = []
+                async with trio.open_nursery() as nursery:
+
+                    async def send() -> None:
+                        for i in range(total):
+                            await pub.send(i)
+
+                    nursery.start_soon(send)
+                    for _ in range(total):
+                        message = await sub.receive()
+                        got.append(message.data)
+                        assert message.lost == 0
+                        if len(got) % 500 == 0:
+                            await trio.sleep(0.1)  # a slow reader: the writer waits
+    assert got == list(range(total))
+    assert sub.lost == 0
+
+
+async def test_a_lifetime_ends_the_channel_while_its_owner_stays(
+    engine: tuple[str, str],
+) -> None:
+    url_w, url_r = engine
+    async with ts.open_client(url_w, name="owner") as owner, ts.open_client(url_r, name="r") as r:
+        await owner.create_channel("short", lifetime=0.5)
+        await owner.create_channel("long")
+        started = trio.current_time()
+        async with r.subscribe("short") as sub:
+            with trio.fail_after(WAIT_S):
+                async for _ in sub:
+                    pass  # a clean end of iteration when the lifetime runs out
+        assert trio.current_time() - started >= 0.4
+        names = {c.name for c in await r.channels()}
+        assert "short" not in names and "long" in names
+        assert "short" not in {c.name for c in await owner.channels()}
+
+
+async def test_a_keep_channel_outlives_its_owner_and_takes_new_writers(
+    engine: tuple[str, str],
+) -> None:
+    url_w, url_r = engine
+    async with ts.open_client(url_r, name="r") as r:
+        async with ts.open_client(url_w, name="owner", reconnect=False) as owner:
+            await owner.create_channel("kept", keep=True, history=2)
+            async with owner.publisher("kept") as pub:
+                await pub.send("before")
+                await pub.wait_acknowledged()
+        await trio.sleep(1.0)  # past the resume grace (0.5 s): an owned channel would be gone
+        assert "kept" in {c.name for c in await r.channels()}
+        async with (
+            ts.open_client(url_w, name="next") as successor,
+            r.subscribe("kept", policy="unbounded") as sub,
+        ):
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == "before"  # its history too
+                async with successor.publisher("kept") as pub:
+                    await pub.wait_for_readers()
+                    await pub.send("after")
+                assert (await sub.receive()).data == "after"
