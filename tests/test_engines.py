@@ -200,7 +200,7 @@ async def test_max_rate_delivers_at_most_the_rate_and_the_newest_last(
                 for i in range(total):  # about 0.6 s of frames at 100 Hz
                     await pub.send(i)
                     await trio.sleep(0.01)
-                got = []
+                got: list[ts.Message] = []
                 while not got or got[-1].data != total - 1:  # the newest arrives in the end
                     got.append(await sub.receive())
                 elapsed = trio.current_time() - started
