@@ -762,3 +762,47 @@ async def test_stats_channel_counts_the_whole_cluster_and_names_the_node(
         assert value["node"] == "b" and value["node_connections"] == 2
         assert value["channels"] == 4  # c and the three $ channels, counted from node b
         assert (await r.stats()).connections == 3
+
+
+async def test_a_stream_whose_providers_node_dies_fails_within_seconds(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        node_process(redis_server, "a") as (url_a, process_a),
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(url_a, name="sensor", reconnect=False) as sensor,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        sensor.expose(Sensor())
+        proxy = await ctl.rpc("sensor", timeout=WAIT_S)
+        got = 0
+        with trio.fail_after(WAIT_S), pytest.raises(ts.RpcError, match="left the cluster"):
+            async for _ in proxy.stream("forever", window=4):
+                got += 1
+                if got == 10:
+                    os.kill(process_a.pid, signal.SIGKILL)
+                    killed = trio.current_time()
+        assert trio.current_time() - killed < 8.0  # the heartbeat TTL (3 s) and a check
+        assert b.state.rpc.pending() == 0
+
+
+async def test_a_stream_whose_callers_node_dies_closes_the_generator(
+    redis_server: RedisServer,
+) -> None:
+    provider = Sensor()
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        node_process(redis_server, "b") as (url_b, process_b),
+        ts.open_client(str(a.tcp_url), name="sensor") as sensor,
+        ts.open_client(url_b, name="ctl", reconnect=False) as ctl,
+    ):
+        sensor.expose(provider)
+        proxy = await ctl.rpc("sensor", timeout=WAIT_S)
+        with trio.fail_after(WAIT_S), pytest.raises(ts.ConnectionClosed):
+            async for _ in proxy.stream("forever", window=4):
+                if not provider.closed.is_set() and process_b.poll() is None:
+                    os.kill(process_b.pid, signal.SIGKILL)
+        # Nobody can send credit any more: node a aborts the call once b's heartbeat expires.
+        with trio.fail_after(WAIT_S):
+            await provider.closed.wait()
+        await eventually(lambda: trio_true(a.state.rpc.pending() == 0))
