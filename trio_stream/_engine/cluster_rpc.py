@@ -73,6 +73,8 @@ class ClusterRpc:
         self._engine = engine
         self._tokens = itertools.count(1)
         self._outgoing: dict[int, _Outgoing] = {}
+        # caller's node: (caller, request id) -> token, for its cancel and credit messages
+        self._tokens_of: dict[tuple[Endpoint, int], int] = {}
         # provider's node: (caller's node, token) -> the stand-in caller and its request id
         self._incoming: dict[tuple[str, int], tuple[RemoteCaller, int]] = {}
         # provider's node: answers not sent yet, by caller's node (sent in order, in batches)
@@ -100,6 +102,7 @@ class ClusterRpc:
             out.stream = True
             out.credit = message.window
         self._outgoing[token] = out
+        self._tokens_of[(caller, message.id)] = token
         body: dict[str, Any] = {
             "t": token,
             "id": message.id,
@@ -124,17 +127,19 @@ class ClusterRpc:
         if not await io.bus.publish(RPC, body, to=node):
             self._fail(token, f"{out.provider[:100]!r} is on node {node!r}, which is not listening")
 
-    def _find(self, caller: Endpoint, ident: int) -> int | None:
-        for token, out in self._outgoing.items():
-            if out.caller is caller and out.ident == ident:
-                return token
-        return None
+    def _forget(self, token: int) -> _Outgoing | None:
+        """Stop waiting for call ``token``: what still comes back for it is dropped."""
+        out = self._outgoing.pop(token, None)
+        if out is not None:
+            del self._tokens_of[(out.caller, out.ident)]
+        return out
 
     def _cancel(self, caller: Endpoint, ident: int) -> bool:
-        token = self._find(caller, ident)
-        if token is None:
+        token = self._tokens_of.get((caller, ident))
+        out = None if token is None else self._forget(token)
+        if token is None or out is None:
             return False  # answered already: the answer crossed the cancel
-        self._send_cancel(token, self._outgoing.pop(token))  # what still comes is dropped
+        self._send_cancel(token, out)
         return True
 
     def _send_cancel(self, token: int, out: _Outgoing) -> None:
@@ -145,7 +150,7 @@ class ClusterRpc:
         self._engine.later(send)
 
     def _credit(self, caller: Endpoint, msg: Credit) -> bool:
-        token = self._find(caller, msg.id)
+        token = self._tokens_of.get((caller, msg.id))
         if token is None:
             return True  # the stream ended while the credit was on its way
         out = self._outgoing[token]
@@ -167,7 +172,7 @@ class ClusterRpc:
         return True
 
     def _fail(self, token: int, text: str) -> None:
-        out = self._outgoing.pop(token, None)
+        out = self._forget(token)
         if out is not None:
             error = RpcError(text)
             out.caller.send_control(
@@ -180,7 +185,7 @@ class ClusterRpc:
             if out is None or not isinstance(frame, bytes):
                 continue  # cancelled, failed or the caller left meanwhile
             if final or not out.stream:
-                del self._outgoing[int(token)]
+                self._forget(int(token))
             else:
                 out.credit -= 1  # an item: the provider's node checked it against the credit
             out.caller.send_control_frame(frame)
@@ -203,7 +208,7 @@ class ClusterRpc:
             sessions = set(state.sessions.values())
             for token, out in list(self._outgoing.items()):
                 if out.caller not in sessions:
-                    del self._outgoing[token]
+                    self._forget(token)
                     self._send_cancel(token, out)  # a stream would wait for credit forever
                 elif out.node is not None and out.node not in live:
                     self._fail(
