@@ -1,0 +1,12 @@
+"""Constants shared by the client, its publishers and its subscriptions.
+
+They live here, not in _client.py, so that _publisher.py and _subscription.py can use them
+without importing the client module (which imports them).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+POLICIES: Final = ("drop_oldest", "drop_newest", "clear", "unbounded", "block")
+OUTGOING_HIGH_WATER_BYTES: Final = 4 * 2**20  # writers wait while more than this is unsent

@@ -1,0 +1,285 @@
+"""Publisher: sends values into one channel of a Client."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from ._client_constants import OUTGOING_HIGH_WATER_BYTES
+from ._exceptions import (
+    ChannelNotFound,
+    ConnectionClosed,
+    FrameTooLarge,
+    ResourceClosed,
+    TrioStreamError,
+)
+from ._protocol import frames as F
+from ._protocol import messages as M
+from ._protocol.bytes_like import BytesLike
+from ._protocol.codec import EncodedPayload, encode_payload
+from ._protocol.compression import Compressor
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+YIELD_EVERY_BYTES: Final = 64 * 1024  # a publisher yields once this much is queued
+
+
+class Publisher:
+    """Sends values into one channel. ``readers`` is kept current by the server.
+
+    Frames sent and not yet acknowledged stay in the publisher's window (references to the
+    encoded pieces, no copy) until the server acknowledges them: after a reconnect the server
+    says how many of them it took, and the rest go out again on the new connection, so a
+    blip loses nothing and duplicates nothing. While disconnected, ``send`` keeps filling the
+    window and waits once it is full.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        key: str | None,
+        pub_id: int,
+        readers: int,
+        keeps_history: bool = False,
+        compress: Compressor | None = None,
+    ) -> None:
+        self.channel = channel
+        self._compress = compress
+        self.pub_id = pub_id
+        self.readers = readers
+        # The channel keeps history: frames are wanted even with no reader (a late or
+        # resuming reader gets them from the history).
+        self._keeps_history = keeps_history
+        self._client = client
+        self._key = key
+        self._unacked: deque[tuple[int, list[BytesLike]]] = deque()  # (body bytes, pieces)
+        self._unacked_bytes = 0
+        self._acked_here = 0  # frames acknowledged under the current pub_id
+        self._live = True  # open on the current connection (pub_id is valid)
+        self._acked_event = trio.Event()
+        self._readers_event = trio.Event()
+        self._ended: TrioStreamError | None = None
+        self._closed = False
+        self.sent = 0
+
+    @property
+    def compressor(self) -> Compressor | None:
+        """What ``send`` applies to each encoded payload (``compress=`` of open_publisher), or
+        None: a caller that encodes values itself (the SyncClient, in its own thread)
+        compresses them the same way and sends an EncodedPayload."""
+        return self._compress
+
+    @property
+    def wanted(self) -> bool:
+        """Whether ``send`` puts frames on the wire: the channel has readers or keeps history."""
+        return self.readers > 0 or self._keeps_history
+
+    @property
+    def is_open(self) -> bool:
+        """Not closed and not ended: ``send`` may be called (it may wait while reconnecting)."""
+        return self._ended is None
+
+    @property
+    def failure(self) -> TrioStreamError | None:
+        """What ended this publisher (ResourceClosed once closed, ChannelNotFound...), or None."""
+        return self._ended
+
+    def _set_readers(self, readers: int) -> None:
+        self.readers = readers
+        self._readers_event.set()
+
+    def _acked(self, count: int) -> None:
+        unacked = self._unacked
+        for _ in range(min(count, len(unacked))):
+            self._unacked_bytes -= unacked.popleft()[0]
+        self._acked_here += count
+        self._acked_event.set()
+
+    def _suspend(self) -> None:
+        """The connection is lost: frames wait in the window for the next one."""
+        self._live = False
+
+    async def _reopen(self) -> bool:
+        """Open this publisher again on a new connection; False: the channel is missing.
+
+        The request names our previous publisher id: the server answers how many of its
+        frames it took (``taken``), so exactly the rest is sent again.
+        """
+        if not self.is_open:
+            return True
+        try:
+            await self._client._request_now(
+                M.OpenPublisher,
+                on_result=self._reopened,
+                channel=self.channel,
+                key=self._key,
+                resume_pub=self.pub_id,
+            )
+        except ChannelNotFound:
+            return False
+        except ConnectionClosed:
+            raise
+        except TrioStreamError as exc:
+            self._fail(exc)
+            self._client._resuming_pubs.discard(self)
+        return True
+
+    def _reopened(self, result: Any) -> Publisher:
+        """The reopen's answer (in the reader task, before anything after it)."""
+        client = self._client
+        taken = result.get("taken")
+        if isinstance(taken, int):
+            # Frames the server took whose acknowledgement the lost connection never brought.
+            self._acked(max(0, taken - self._acked_here))
+        self.pub_id = result["pub"]
+        self.readers = result["readers"]
+        self._keeps_history = result.get("keeps_history", False)
+        self._acked_here = 0
+        self._live = True
+        client._resuming_pubs.discard(self)
+        if self._closed:  # closed while the reopen was on its way
+            client._forget(client._send_request(M.ClosePublisher, pub=self.pub_id))
+            return self
+        client._publishers[self.pub_id] = self
+        repack = F.PUBLISH_WIRE_HEAD
+        for size, pieces in self._unacked:
+            time_s = repack.unpack_from(pieces[0])[3]
+            pieces[0] = F.publish_wire_head(size, self.pub_id, time_s)
+            client._enqueue(pieces, size + 4)
+        self._readers_event.set()
+        self._acked_event.set()
+        return self
+
+    def _end(self, reason: str) -> None:
+        self._ended = ChannelNotFound(f"channel {self.channel!r} is gone: {reason}")
+        self._acked_event.set()
+        self._readers_event.set()
+
+    def _fail(self, error: TrioStreamError) -> None:
+        if self._ended is None:
+            self._ended = error
+        self._acked_event.set()
+        self._readers_event.set()
+
+    def _check(self) -> None:
+        if self._ended is not None:
+            raise self._ended
+
+    def _next_event(self, attr: str) -> trio.Event:
+        """The event the next ack (or readers change) sets, shared by every task waiting.
+
+        A waiter that replaced an event another task still waits on would strand that task
+        (send() and wait_acknowledged() run at once, e.g. under the SyncClient's flush()).
+        """
+        event: trio.Event = getattr(self, attr)
+        if event.is_set():
+            event = trio.Event()
+            setattr(self, attr, event)
+        return event
+
+    async def wait_for_readers(self, count: int = 1) -> None:
+        """Wait until the channel has at least ``count`` readers."""
+        while self.readers < count:
+            self._check()
+            await self._next_event("_readers_event").wait()
+        self._check()
+
+    async def send(self, value: Any, *, time_s: float | None = None) -> bool:
+        """Send one value; returns False (nothing on the wire) while nobody wants it.
+
+        A channel wants frames while it has readers, and always when it keeps history
+        (``history=N``): the newest values are there for late and resuming readers. While
+        the client reconnects, frames wait in the publisher's window and go out on the new
+        connection (exactly those the server had not taken).
+
+        Waits only when the writer is a whole window ahead of the server (or the channel has a
+        ``block`` reader whose buffer is full).
+
+        Raises:
+            FrameTooLarge: the encoded value exceeds the server's frame limit (nothing sent).
+            ChannelNotFound: the channel was deleted.
+            TypeError: the value has no wire form.
+        """
+        self._check()
+        client = self._client
+        if self.readers <= 0 and not self._keeps_history:
+            await trio.lowlevel.checkpoint()
+            return False
+        pieces = encode_payload(value)
+        if self._compress is not None and type(value) is not EncodedPayload:
+            pieces = self._compress(pieces)  # an EncodedPayload is compressed already
+        size = F.PUBLISH_HEAD.size + (
+            len(pieces[0]) if len(pieces) == 1 else sum(len(p) for p in pieces)
+        )
+        if size > client.limits.max_frame_bytes:
+            raise FrameTooLarge(
+                f"this value encodes to {size} bytes, over the server's limit of "
+                f"{client.limits.max_frame_bytes} bytes; send it in parts or raise "
+                "max_frame_bytes on the server"
+            )
+        limits = client.limits
+        while self._unacked and (
+            len(self._unacked) >= limits.publish_window_frames
+            or self._unacked_bytes + size > limits.publish_window_bytes
+        ):
+            await self._next_event("_acked_event").wait()
+            self._check()
+        if client._out_bytes > OUTGOING_HIGH_WATER_BYTES:
+            await client._wait_out_space()
+            self._check()
+        elif client._out_bytes >= YIELD_EVERY_BYTES:
+            await trio.lowlevel.checkpoint()
+        else:
+            # Not a full checkpoint on purpose: yielding after every small frame would write
+            # every frame on its own (one syscall each). Queued bytes and the writer window
+            # bound how long we keep the CPU; cancellation is still honoured here.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        head = F.publish_wire_head(size, self.pub_id, time.time() if time_s is None else time_s)
+        pieces.insert(0, head)
+        self._unacked.append((size, pieces))
+        self._unacked_bytes += size
+        if self._live:  # else it waits in the window and goes out on reconnect
+            client._enqueue(pieces, size + 4)
+        self.sent += 1
+        return True
+
+    async def wait_acknowledged(self) -> None:
+        """Wait until the server has taken every frame sent so far into its readers' buffers."""
+        while self._unacked:
+            self._check()
+            await self._next_event("_acked_event").wait()
+
+    def _detach(self) -> bool:
+        """Closed by its user: forget it; True if the server still has it open."""
+        self._closed = True
+        if self._ended is None:
+            self._ended = ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
+        client = self._client
+        client._resuming_pubs.discard(self)
+        return self._live and client._publishers.pop(self.pub_id, None) is not None
+
+    async def aclose(self) -> None:
+        """Close the publisher; waits for the server's answer at most LEAVE_TIMEOUT_S."""
+        if self._detach():
+            await self._client._leave(M.ClosePublisher, pub=self.pub_id)
+
+    def close_nowait(self) -> None:
+        """Close the publisher without waiting for the server's answer (the request goes
+        out; its answer is ignored): for leaving on an error, a cancel, or from outside trio."""
+        client = self._client
+        if self._detach() and client._connected:
+            client._forget(client._send_request(M.ClosePublisher, pub=self.pub_id))
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

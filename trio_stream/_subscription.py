@@ -1,0 +1,421 @@
+"""Subscription: the messages of one channel, as a Client receives them."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from ._client_constants import POLICIES
+from ._exceptions import (
+    ChannelNotFound,
+    ConnectionClosed,
+    InvalidArgument,
+    TrioStreamError,
+)
+from ._protocol import frames as F
+from ._protocol import messages as M
+from ._protocol.codec import decode_payload
+from ._protocol.limits import SUBSCRIBE_WINDOW_BYTES
+from ._records import Gap, Message, Position
+from ._stats import RateMeter, SubscriptionStatistics
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+YIELD_EVERY_MESSAGES: Final = 64  # a reader with messages waiting yields this often
+
+
+class _Keep(enum.Enum):
+    """A keyword left out (where None means something else)."""
+
+    KEEP = 0
+
+
+class Subscription:
+    """Messages of one channel, as this reader's server-side buffer releases them.
+
+    After a reconnect it resumes by itself from the last frame it received: the server
+    replays what the channel's history still holds after it and counts the rest, and the
+    first message after the gap carries ``msg.gap``. ``position`` is where it stands.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        spec: dict[str, Any],
+        result: dict[str, Any],
+        since: Position | None = None,
+    ) -> None:
+        self.channel: str = spec["channel"]
+        self._spec = spec  # the Subscribe fields, for resubscribing
+        self.sub_id: int = result["sub"]
+        self.window: int = result["window"]
+        window_bytes: int = result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES)
+        self.lost = 0  # running total of frames lost to overflow
+        self.received = 0
+        self._client = client
+        self._payload_limits = client.payload_limits
+        self._epoch: str = result.get("epoch", "")
+        self._last_seq = 0 if since is None else since[1]  # of the last message taken
+        self._live = True  # subscribed on the current connection (sub_id is valid)
+        self._frames: deque[bytearray] = deque()
+        # Set only while a receiver waits: setting an Event per delivered frame was a
+        # measurable part of a busy reader's cost.
+        self._waiter: trio.Event | None = None
+        self._parse = F.DataParser().parse  # the wire format's owner, one per subscription
+        # Losses the server reported in a `lost` notice (no DATA frame to carry them), as
+        # [position, count, counted]: counted in ``lost`` once the application has read every
+        # message before them, and carried to the message at ``position`` as its ``lost``.
+        self._carried: deque[list[int]] = deque()
+        self._consumed = 0
+        self._consumed_bytes = 0
+        # Return credit once a quarter of the window is consumed, in frames or in bytes (the
+        # server also stops at ``window_bytes`` in flight: with large frames the byte bound
+        # comes first, and counting frames alone would leave both sides waiting): few CREDIT
+        # frames, and the server still has most of a window in flight to us while the credit
+        # travels (on a busy 2-core machine a round trip takes milliseconds; half-window
+        # batches made the pipeline stall measurably). Not on every wait as well: a reader
+        # of a slow channel waits after each message, and a CREDIT per message cost a
+        # syscall on both ends (S3 latency), while the quarter rule alone cannot stall.
+        self._credit_batch = max(1, self.window // 4)
+        self._credit_bytes = max(1, window_bytes // 4)
+        self._ended = False
+        self._end_error: TrioStreamError | None = None
+        self.end_reason: str | None = None
+        self._meter = RateMeter()
+        # A gap waiting for the first message after it (see _expect_gap).
+        self._gap_kind = ""
+        self._gap_recovered = 0
+        self._before_gap = 0
+        if "resume" in result:
+            self._expect_gap(result["resume"])
+
+    @property
+    def position(self) -> Position:
+        """The channel's epoch and the seq of the last message taken (0: none yet)."""
+        return Position(self._epoch, self._last_seq)
+
+    # -- resuming ------------------------------------------------------------------------------
+    def _suspend(self) -> None:
+        """The connection is lost: wait for the next one (messages here stay readable)."""
+        self._live = False
+
+    def _received_seq(self) -> int:
+        """The seq of the last frame received (taken or not): a resume continues after it."""
+        if self._frames:
+            return F.data_seq(self._frames[-1])
+        return self._last_seq
+
+    async def _resubscribe(self) -> bool:
+        """Subscribe again after a reconnect, from the last frame received.
+
+        Returns:
+            False while the channel is missing (retried later); True when done.
+        """
+        if self._ended:
+            return True
+        try:
+            await self._client._request_now(
+                M.Subscribe,
+                on_result=self._resumed,
+                **self._spec,
+                since_epoch=self._epoch,
+                since_seq=self._received_seq(),
+            )
+        except ChannelNotFound:
+            return False
+        except ConnectionClosed:
+            raise
+        except TrioStreamError as exc:
+            self._client._resuming_subs.discard(self)
+            self._fail(exc)
+        return True
+
+    def _resumed(self, result: dict[str, Any]) -> Subscription:
+        """The resubscription's answer (in the reader task, before its first DATA frame)."""
+        client = self._client
+        client._resuming_subs.discard(self)
+        self.sub_id = result["sub"]
+        self._live = True
+        if self._ended:  # closed while the request was on its way
+            client._forget(client._send_request(M.Unsubscribe, sub=self.sub_id))
+            return self
+        client._subscriptions[self.sub_id] = self
+        self._epoch = result.get("epoch", "")
+        self._consumed = self._consumed_bytes = 0  # the old connection's credit is void
+        if "resume" in result:
+            self._expect_gap(result["resume"])
+        return self
+
+    def _expect_gap(self, resume: dict[str, Any]) -> None:
+        """Attach a Gap to the first message after the frames already received.
+
+        The method that builds messages is swapped for the one that adds the gap, and
+        swapped back by it: the hot path pays nothing for gaps that are not pending.
+        """
+        kind = resume.get("kind", "reset")
+        if self._gap_kind == "reset":  # a reset not yet reported stays a reset
+            kind = "reset"
+        self._gap_kind = kind
+        self._gap_recovered += int(resume.get("recovered", 0))
+        self._before_gap = len(self._frames)
+        self._message = self._message_after_gap  # type: ignore[method-assign]
+
+    def _message_after_gap(self, frame: bytearray) -> Message:
+        if self._before_gap:
+            self._before_gap -= 1
+            return Subscription._message(self, frame)
+        del self._message  # the class's method again
+        message = Subscription._message(self, frame)
+        lost = message.lost if self._gap_kind == "resumed" else None
+        gap = Gap(self._gap_kind, lost, self._gap_recovered)
+        self._gap_kind = ""
+        self._gap_recovered = 0
+        return message._replace(gap=gap)
+
+    def _deliver(self, frame: bytearray) -> None:
+        self._frames.append(frame)
+        self._wake()
+
+    async def retune(
+        self,
+        *,
+        policy: str | None = None,
+        size: int | None = None,
+        every: int | None = None,
+        max_rate: float | _Keep | None = _Keep.KEEP,
+        block_timeout: float | None = None,
+    ) -> None:
+        """Change this subscription on the server, between two frames: no gap, no duplicate.
+
+        Args left out stay as they are; ``max_rate=None`` removes the rate limit. A smaller
+        ``size`` keeps the newest frames (``drop_newest``: the oldest) and counts the others
+        in ``lost``; leaving ``block`` lets the frames it held back in under the new policy.
+
+        Raises:
+            InvalidArgument: a bad value, or the subscription has ended.
+        """
+        if policy is not None and policy not in POLICIES:
+            raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+        if size is not None and size < 1:
+            raise InvalidArgument("size must be 1 or more (frames)")
+        if every is not None and every < 1:
+            raise InvalidArgument("every must be 1 or more")
+        rate: float | None = None  # absent on the wire: unchanged
+        if max_rate is None:
+            rate = 0.0  # the wire's "no rate limit"
+        elif not isinstance(max_rate, _Keep):
+            if not 0 < max_rate < math.inf:
+                raise InvalidArgument("max_rate must be a positive number of frames per second")
+            rate = float(max_rate)
+        if block_timeout is not None and not 0 < block_timeout < math.inf:
+            raise InvalidArgument("block_timeout must be a positive number of seconds")
+        if self._ended:
+            raise InvalidArgument(f"this subscription has ended ({self.end_reason})")
+        await self._client._request(
+            M.Retune,
+            on_result=self._new_window,
+            sub=self.sub_id,
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=rate,
+            block_timeout=None if block_timeout is None else float(block_timeout),
+        )
+        # A resubscription after a reconnect asks for what the subscription is now.
+        changed = {"policy": policy, "size": size, "every": every, "block_timeout": block_timeout}
+        self._spec.update({k: v for k, v in changed.items() if v is not None})
+        if not isinstance(max_rate, _Keep):
+            self._spec["max_rate"] = None if max_rate is None else float(max_rate)
+
+    def _new_window(self, result: Any) -> None:
+        """A retune's answer: credit goes back by the new window's quarters from now on."""
+        self.window = result["window"]
+        window_bytes = result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES)
+        self._credit_batch = max(1, self.window // 4)
+        self._credit_bytes = max(1, window_bytes // 4)
+        if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
+            # A smaller window: what was taken under the old quarter must not wait for it.
+            self._return_credit()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+
+    def _end(self, reason: str, error: TrioStreamError | None) -> None:
+        self._ended = True
+        self.end_reason = reason
+        self._end_error = error
+        self._wake()
+
+    def _fail(self, error: TrioStreamError) -> None:
+        if not self._ended:
+            self._end(str(error), error)
+
+    def receive_nowait(self) -> Message:
+        """The next message if one is here already.
+
+        Raises:
+            trio.WouldBlock: nothing yet. trio.EndOfChannel: the channel ended.
+        """
+        if not self._frames:
+            if self._ended:
+                if self._end_error is not None:
+                    raise self._end_error
+                raise trio.EndOfChannel(self.end_reason)
+            raise trio.WouldBlock
+        return self._message(self._frames.popleft())
+
+    def _message(self, frame: bytearray) -> Message:
+        # The hot path of every reader: one parse (the sender name cached), one decode.
+        # The frame is consumed whether or not it decodes: its credit goes back first, or a
+        # few bad frames would shrink the window for good (and a reader that got only bad
+        # frames would never receive anything again, from any writer).
+        self._consumed += 1
+        self._consumed_bytes += len(frame)
+        if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
+            self._return_credit()
+        lost, seq, time_s, sender, offset = self._parse(frame)
+        if lost:
+            self.lost += lost
+        value = decode_payload(frame, offset, self._payload_limits)
+        if self._carried:
+            lost = self._carry_loss(lost)
+        self.received += 1
+        self._last_seq = seq
+        return Message(value, seq, self.channel, sender, time_s, lost)
+
+    def _lost_notice(self, count: int) -> None:
+        """The server dropped ``count`` frames after the last one it sent (a `lost` notice)."""
+        position = self.received + len(self._frames)  # the message after those here now
+        carried = self._carried
+        if carried and carried[-1][0] == position:
+            carried[-1][1] += count
+        else:
+            carried.append([position, count, 0])
+        if position == self.received:  # the application has read up to the gap
+            self._count_carried()
+
+    def _carry_loss(self, lost: int) -> int:
+        """``lost`` for the message being read, with a notice's loss that lands on it."""
+        carried = self._carried
+        if carried[0][0] == self.received:
+            lost += carried.popleft()[1]
+        if carried and carried[0][0] == self.received + 1:
+            self._count_carried()
+        return lost
+
+    def _count_carried(self) -> None:
+        head = self._carried[0]
+        if not head[2]:
+            head[2] = 1
+            self.lost += head[1]
+
+    def _return_credit(self) -> None:
+        """Tell the server how many messages the application took since the last CREDIT."""
+        if self._consumed and not self._ended and self._live:
+            client = self._client
+            if client._connected:
+                client._enqueue(
+                    [F.credit_frame(self.sub_id, self._consumed)], F.COUNTER_FRAME_BYTES
+                )
+        self._meter.add(self._consumed, self._consumed_bytes)
+        self._consumed = 0
+        self._consumed_bytes = 0
+
+    def statistics(self) -> SubscriptionStatistics:
+        """Frames, bytes and losses so far, and the rates (see SubscriptionStatistics)."""
+        return self._meter.statistics(
+            self._consumed, self._consumed_bytes, self.lost, len(self._frames)
+        )
+
+    def _wake_with(self, event: trio.Event) -> bool:
+        """Have the next frame (or the end) set ``event``: how ts.merge waits on several.
+
+        False if a task waits in receive() already (replacing its event would strand it).
+        """
+        waiter = self._waiter
+        if waiter is not None and waiter is not event and not waiter.is_set():
+            return False
+        self._waiter = event
+        return True
+
+    def _unwake(self, event: trio.Event) -> None:
+        """Undo :meth:`_wake_with` (a set event left behind would make receive() spin)."""
+        if self._waiter is event:
+            self._waiter = None
+
+    async def receive(self) -> Message:
+        """The next message, waiting for it.
+
+        Raises:
+            trio.EndOfChannel: the channel ended (deleted, expired); ``async for`` just stops.
+            ConnectionClosed: the connection is gone.
+            LimitExceeded: the server ended this subscription at a memory limit.
+        """
+        # Cancellation is honoured only *before* a message is taken: a message taken and then
+        # lost to a cancel or a timeout (move_on_after around receive) would be gone for good.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                message = self.receive_nowait()
+            except trio.WouldBlock:
+                if self._waiter is None:
+                    self._waiter = trio.Event()
+                await self._waiter.wait()
+                continue
+            if not self.received % YIELD_EVERY_MESSAGES:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return message
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._frames:  # the common case under load, without receive()'s loop
+            await trio.lowlevel.checkpoint_if_cancelled()
+            message = self._message(self._frames.popleft())
+            if not self.received % YIELD_EVERY_MESSAGES:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return message
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Unsubscribe (messages not taken yet are dropped).
+
+        Waits for the server's answer at most LEAVE_TIMEOUT_S, and not at all once the
+        connection is gone.
+        """
+        if self._detach():
+            await self._client._leave(M.Unsubscribe, sub=self.sub_id)
+
+    def _detach(self) -> bool:
+        """Closed by its user: forget it; True if the server still has it."""
+        client = self._client
+        self._end("unsubscribed", None)
+        client._resuming_subs.discard(self)
+        return self._live and client._subscriptions.pop(self.sub_id, None) is not None
+
+    def close_nowait(self) -> None:
+        """Unsubscribe without waiting for the server's answer (the request goes out; its
+        answer is ignored): for leaving on an error, a cancel, or from outside trio."""
+        client = self._client
+        if self._detach() and client._connected:
+            client._forget(client._send_request(M.Unsubscribe, sub=self.sub_id))
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
