@@ -176,18 +176,7 @@ class RedisEngine:
         # Known as this node's before the broker's "created" event, which it then announces.
         self._created_here[msg.channel] = (record.epoch, msg)
         try:
-            broker.create_channel(
-                msg.channel,
-                session,
-                public=msg.public,
-                key=msg.key,
-                lifetime=msg.lifetime,
-                history=msg.history,
-                single_writer=msg.single_writer,
-                keep=msg.keep,
-                meta=msg.meta,
-                epoch=record.epoch,
-            )
+            requests.create_requested_channel(session, msg, epoch=record.epoch)
         except BaseException:
             self._created_here.pop(msg.channel, None)
             raise

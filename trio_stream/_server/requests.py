@@ -51,7 +51,15 @@ def create_channel(session: Session, msg: CreateChannel) -> None:
         )
     if adopt_channel(broker, session.state.sessions, session, msg):
         return  # a crashed client's new process takes its channel back (resume.py)
-    broker.create_channel(
+    create_requested_channel(session, msg)
+
+
+def create_requested_channel(
+    session: Session, msg: CreateChannel, *, epoch: str | None = None
+) -> Channel:
+    """The broker's channel for a ``create_channel`` request: the one place that maps the
+    request's options onto the broker (the Redis engine passes the epoch Redis gave it)."""
+    return session.state.broker.create_channel(
         msg.channel,
         session,
         public=msg.public,
@@ -61,6 +69,7 @@ def create_channel(session: Session, msg: CreateChannel) -> None:
         single_writer=msg.single_writer,
         keep=msg.keep,
         meta=msg.meta,
+        epoch=epoch,
     )
 
 
