@@ -13,6 +13,7 @@ _MODULES = {
     "nats": "benchmarks.systems.nats_pubsub",
     "trio_stream_tcp": "benchmarks.systems.trio_stream_tcp",
     "trio_stream_ws": "benchmarks.systems.trio_stream_ws",
+    "relay": "benchmarks.systems.trio_relay",
 }
 
 NAMES = tuple(_MODULES)
