@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import trio
 from redis_server import RedisServer
-from test_cluster import WAIT_S, two_nodes
+from test_cluster import WAIT_S, node_config, two_nodes
 
 import trio_stream as ts
 
@@ -335,3 +335,20 @@ async def test_a_keep_channel_outlives_its_owner_and_takes_new_writers(
                     await pub.wait_for_readers()
                     await pub.send("after")
                 assert (await sub.receive()).data == "after"
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_a_client_owns_at_most_max_channels_per_client_on_either_engine(
+    kind: str, redis_server: RedisServer
+) -> None:
+    limits: dict[str, Any] = {"max_channels_per_client": 2}
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, **limits)
+    if kind == "redis":
+        config = node_config(redis_server, "a", **limits)
+    async with ts.open_server(config) as server, ts.open_client(str(server.tcp_url)) as client:
+        await client.create_channel("a")
+        await client.create_channel("b")
+        with pytest.raises(ts.LimitExceeded, match="max_channels_per_client"):
+            await client.create_channel("c")
+        await client.delete_channel("a")
+        await client.create_channel("c")  # room again

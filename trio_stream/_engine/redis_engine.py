@@ -160,13 +160,7 @@ class RedisEngine:
         }
 
     async def _create_channel(self, session: Session, msg: CreateChannel) -> None:
-        broker = self.state.broker
-        owned = sum(1 for _ in broker.owned_by(session.client_id))
-        if owned >= self.state.limits.max_channels_per_client:
-            raise LimitExceeded(
-                f"this client owns {owned} channels, the limit (max_channels_per_client); "
-                "delete some first"
-            )
+        requests.check_channel_quota(session)
         check_channel_name(msg.channel)
         check_channel_meta(msg.meta)
         if msg.channel.startswith("$"):

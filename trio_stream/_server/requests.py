@@ -41,14 +41,19 @@ if TYPE_CHECKING:
     from .session import Session
 
 
-def create_channel(session: Session, msg: CreateChannel) -> None:
-    broker = session.state.broker
-    owned = sum(1 for _ in broker.owned_by(session.client_id))
+def check_channel_quota(session: Session) -> None:
+    """LimitExceeded if ``session`` owns as many channels as it may (every engine's create)."""
+    owned = sum(1 for _ in session.state.broker.owned_by(session.client_id))
     if owned >= session.state.limits.max_channels_per_client:
         raise LimitExceeded(
             f"this client owns {owned} channels, the limit (max_channels_per_client); "
             "delete some first"
         )
+
+
+def create_channel(session: Session, msg: CreateChannel) -> None:
+    broker = session.state.broker
+    check_channel_quota(session)
     if adopt_channel(broker, session.state.sessions, session, msg):
         return  # a crashed client's new process takes its channel back (resume.py)
     create_requested_channel(session, msg)
