@@ -12,13 +12,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 import trio
 from proxy import TcpProxy, open_proxy
+from redis_server import RedisServer
 from test_client_liveness import server_process
+from test_cluster import node_config, two_nodes
 
 import trio_stream as ts
 from trio_stream._reconnect import Backoff
@@ -583,29 +586,63 @@ async def wait_until_gone(client: ts.Client, name: str) -> None:
             await trio.sleep(0.02)
 
 
+@asynccontextmanager
+async def crash_servers(
+    kind: str, request: pytest.FixtureRequest, grace_s: float
+) -> AsyncIterator[tuple[str, str]]:
+    """(URL of the crashed process's server, URL its new process uses): one memory server,
+    one Redis node for both, or Redis nodes "a" then "b" (the take-over crosses nodes)."""
+    if kind == "memory":
+        config = ts.ServerConfig(
+            host="127.0.0.1", tcp_port=0, http_port=None, resume_grace_s=grace_s
+        )
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None
+            yield server.tcp_url, server.tcp_url
+        return
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    if kind == "redis":
+        async with ts.open_server(node_config(redis, "a", resume_grace_s=grace_s)) as node:
+            assert node.tcp_url is not None
+            yield node.tcp_url, node.tcp_url
+        return
+    async with two_nodes(redis, resume_grace_s=grace_s) as urls:
+        yield urls
+
+
+async def open_named(url: str, name: str, stack: AsyncExitStack) -> ts.Client:
+    """A client of that name, once the server has let the gone one's name go (with several
+    nodes the name is released in Redis just after the client leaves the listing)."""
+    for _ in range(200):  # bounded by count: the client must not open inside a fail_after
+        try:
+            return await stack.enter_async_context(ts.open_client(url, name=name))
+        except ts.NameInUse:
+            await trio.sleep(0.05)
+    raise AssertionError(f"the name {name!r} was not released within 10 s")
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis", "redis-other-node"])
 async def test_a_crashed_client_restarted_as_a_new_process_takes_its_channels_back_at_once(
-    nursery: trio.Nursery,
+    kind: str, request: pytest.FixtureRequest
 ) -> None:
     grace_s = 4.0
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, resume_grace_s=grace_s)
-    server: ts.Server = await nursery.start(ts.serve, config)
-    url = server.tcp_url
-    assert url is not None
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-c", CRASHING_DAQ, url], stdout=subprocess.PIPE
-    )
-    assert process.stdout is not None
-    try:
-        output = b""
-        with trio.fail_after(WAIT_S):
-            while b"ready" not in output:
-                chunk = await process.stdout.receive_some()
-                assert chunk, "the first daq process ended before it was ready"
-                output += chunk
-        async with (
-            ts.open_client(url, name="recorder") as reader,
-            reader.subscribe("AI1") as sub,
-        ):
+    async with (
+        crash_servers(kind, request, grace_s) as (url, url_next),
+        AsyncExitStack() as stack,
+    ):
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-c", CRASHING_DAQ, url], stdout=subprocess.PIPE
+        )
+        assert process.stdout is not None
+        try:
+            output = b""
+            with trio.fail_after(WAIT_S):
+                while b"ready" not in output:
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, "the first daq process ended before it was ready"
+                    output += chunk
+            reader = await stack.enter_async_context(ts.open_client(url, name="recorder"))
+            sub = await stack.enter_async_context(reader.subscribe("AI1"))
             with trio.fail_after(WAIT_S):
                 assert [(await sub.receive()).data for _ in range(5)] == list(range(5))
             epoch = sub.position.epoch
@@ -613,39 +650,47 @@ async def test_a_crashed_client_restarted_as_a_new_process_takes_its_channels_ba
             await process.wait()
             await wait_until_gone(reader, "daq")
             # Another name cannot take what the gone client holds.
-            async with ts.open_client(url, name="intruder") as intruder:
+            async with ts.open_client(url_next, name="intruder") as intruder:
                 with pytest.raises(ts.ChannelExists, match="is taken"):
                     await intruder.create_channel("AI1", history=10)
             # The new process: the name is free at once, and the same create adopts AI1.
-            async with ts.open_client(url, name="daq") as daq:
-                adopted_at = trio.current_time()
-                await daq.create_channel("AI1", history=10)
-                with pytest.raises(ts.ChannelExists, match=r"previous owner of your name.*history"):
-                    await daq.create_channel("AI2", history=6)  # not as it was created
-                assert trio.current_time() - adopted_at < grace_s
-                async with daq.publisher("AI1") as pub:
-                    assert await pub.send(5)
-                    with trio.fail_after(WAIT_S):
-                        msg = await sub.receive()
-                # The same stream goes on: the next seq of the same epoch, no reset.
-                assert (msg.data, msg.seq, msg.gap) == (5, 6, None)
-                assert sub.position == ts.Position(epoch, 6)
-                # When the grace period ends, what the new process did not take ends; AI1 is
-                # its own now and stays.
-                with trio.fail_after(grace_s + WAIT_S):
-                    while True:
-                        if "AI2" not in {c.name for c in await reader.channels()}:
-                            break
-                        await trio.sleep(0.1)
-                owners = {c.name: c.owner for c in await reader.channels()}
-                assert owners.get("AI1") == "daq"
-                await daq.delete_channel("AI1")  # an owner's right
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.move_on_after(WAIT_S):
-            await process.wait()
-        await process.stdout.aclose()
+            daq = await open_named(url_next, "daq", stack)
+            adopted_at = trio.current_time()
+            await daq.create_channel("AI1", history=10)
+            with pytest.raises(ts.ChannelExists, match=r"previous owner of your name.*history"):
+                await daq.create_channel("AI2", history=6)  # not as it was created
+            with pytest.raises(ts.ChannelExists, match="is taken"):
+                await daq.create_channel("AI1", history=10)  # its own now: a second create
+            assert trio.current_time() - adopted_at < grace_s
+            async with daq.publisher("AI1") as pub:
+                assert await pub.send(5)
+                with trio.fail_after(WAIT_S):
+                    msg = await sub.receive()
+            # The same stream goes on: the next seq of the same epoch, no reset.
+            assert (msg.data, msg.seq, msg.gap) == (5, 6, None)
+            assert sub.position == ts.Position(epoch, 6)
+            # When the grace period ends, what the new process did not take ends; AI1 is
+            # its own now and stays.
+            with trio.fail_after(grace_s + WAIT_S):
+                while True:
+                    if "AI2" not in {c.name for c in await reader.channels()}:
+                        break
+                    await trio.sleep(0.1)
+            await trio.sleep(0.5)  # the grace is over everywhere: AI1 outlived it
+            owners = {c.name: c.owner for c in await reader.channels()}
+            assert owners.get("AI1") == "daq"
+            async with daq.publisher("AI1") as pub:
+                assert await pub.send(6)
+                with trio.fail_after(WAIT_S):
+                    assert (await sub.receive()).seq == 7  # the reader was never ended
+            await daq.delete_channel("AI1")  # an owner's right
+            assert "AI1" not in {c.name for c in await reader.channels()}
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.move_on_after(WAIT_S):
+                await process.wait()
+            await process.stdout.aclose()
 
 
 async def test_a_resume_token_does_not_take_back_what_a_new_process_of_the_name_holds(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from .._protocol.messages import (
 from .._server import requests
 from .._server.broker import Channel, Writer, check_channel_meta, check_channel_name
 from .._server.engine import AsyncHandler, default_node_name
+from .._server.resume import ADOPTED_OPTIONS, adoption_refused, same_option
 from .cluster_rpc import ClusterRpc
 from .redis_io import RedisEngineIO
 from .redis_registry import ChannelRecord, ChannelTaken
@@ -66,6 +68,7 @@ DELETED: Final = "deleted"
 CLIENT: Final = "client"
 CHANNEL: Final = "channel"
 NAME_TAKEN: Final = "name_taken"
+ADOPTED: Final = "adopted"
 
 
 @dataclass(eq=False)
@@ -118,6 +121,7 @@ class RedisEngine:
             bus.on(CLIENT, self._on_remote_client)
             bus.on(CHANNEL, self._on_remote_channel)
             bus.on(NAME_TAKEN, self._on_name_taken)
+            bus.on(ADOPTED, self._on_adopted)
             self.rpc.install(bus)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -165,7 +169,12 @@ class RedisEngine:
         check_channel_meta(msg.meta)
         if msg.channel.startswith("$"):
             raise ValueError("channel names starting with '$' belong to the server")
-        record = await self._register(msg, session.name)
+        try:
+            record = await self._register(msg, session.name)
+        except ChannelExists:
+            if await self._adopt(session, msg):
+                return  # a crashed client's new process took its channel back
+            raise
         self._drop_stale(msg.channel, record.epoch)
         # Known as this node's before the broker's "created" event, which it then announces.
         self._created_here[msg.channel] = (record.epoch, msg)
@@ -193,6 +202,79 @@ class RedisEngine:
                 f"the channel name {msg.channel!r} is taken (a channel by that name exists "
                 "already); use that channel, or pick another name"
             ) from None
+
+    async def _adopt(self, session: Session, msg: CreateChannel) -> bool:
+        """``create_channel`` of a name that exists: True if ``session`` took it over by name.
+
+        resume.adopt_channel's rule (a client restarted as a new process takes back the
+        channels its gone predecessor of the same name holds, if it asks for the same
+        options), cluster-wide: the channel may be held on another node, alive (for its
+        resume grace) or dead (until the reaper's grace is over). That node is told to let go
+        (ADOPTED), and from now on this node keeps the channel (its owner's end, its
+        lifetime); the epoch, sequence numbers and frames stay, so readers see no reset.
+        """
+        record = await self.io.registry.get(msg.channel)
+        if record is None or record.owner != session.name:
+            return False
+        broker = self.state.broker
+        if record.node == self.node:
+            held = broker.channels.get(record.name)
+            if (
+                held is None
+                or held.epoch != record.epoch
+                or held.owner_id is None
+                or held.owner_id in self.state.sessions  # its owner is still connected
+            ):
+                return False
+        # Otherwise its owner was on another node and is gone: client names are unique in
+        # the cluster and ``session`` holds this one.
+        different = [
+            o
+            for o in ADOPTED_OPTIONS
+            if o != "key" and not same_option(record.options.get(o), getattr(msg, o))
+        ]
+        if (msg.key is None) != (not record.has_key) or (
+            msg.key is not None and not await record.key_matches(msg.key)
+        ):
+            different.append("key")
+        if different:
+            raise adoption_refused(msg.channel, different)
+        if record.node != self.node:
+            old = await self.io.registry.move(
+                record.name, epoch=record.epoch, owner=record.owner, node=self.node
+            )
+            if old is None:
+                return False  # deleted or created anew meanwhile: ChannelExists or try again
+            await self.io.bus.publish(ADOPTED, [record.name, record.epoch], to=old)
+        channel = self._mirror(record)
+        channel.owner_id = session.client_id
+        if record.node != self.node:
+            self._created_here[record.name] = (record.epoch, msg)
+            lifetime = record.options.get("lifetime")
+            if lifetime is not None:  # counted from its creation, as on the node it left
+                left_s = max(0.0, record.created + float(lifetime) - time.time())
+                channel.expires_at = broker.clock() + left_s
+                if self.state.on_channel_created is not None:
+                    self.state.on_channel_created(channel)  # housekeeping: a new deadline
+        log.info(
+            "client %r took channel %r over by name (from node %r)",
+            session.name[:80],
+            record.name[:80],
+            record.node,
+        )
+        return True
+
+    def _on_adopted(self, node: str, body: Any) -> None:
+        """Another node took a channel kept here over (a new process of its owner's name):
+        this node keeps only a mirror, which neither its owner's lease nor its lifetime ends."""
+        name, epoch = body
+        here = self._created_here.get(name)
+        if here is not None and here[0] == epoch:
+            del self._created_here[name]
+        channel = self.state.broker.channels.get(name)
+        if channel is not None and channel.epoch == epoch:
+            channel.owner_id = None
+            channel.expires_at = None
 
     async def _record(self, name: str, key: str | None, session: Session) -> ChannelRecord:
         """The channel as Redis has it, if ``session`` may use it (as Broker.lookup decides)."""
@@ -255,8 +337,13 @@ class RedisEngine:
         reason = f"channel {msg.channel!r} was deleted"
         await self._delete_everywhere(msg.channel, record.epoch, reason)
 
-    async def _delete_everywhere(self, name: str, epoch: str, reason: str) -> None:
-        await self.io.registry.delete(name, epoch=epoch)
+    async def _delete_everywhere(
+        self, name: str, epoch: str, reason: str, *, node: str | None = None
+    ) -> None:
+        """Delete the channel in Redis and on every node; with ``node``, only if that node
+        keeps it (its owner's end must not delete what another node has taken over)."""
+        if await self.io.registry.delete(name, epoch=epoch, node=node) is None and node:
+            return
         await self.io.bus.publish(DELETED, [name, epoch, reason])
         self._on_deleted(self.node, [name, epoch, reason])
 
@@ -517,7 +604,9 @@ class RedisEngine:
             if here is not None and here[0] == channel.epoch:
                 del self._created_here[name]
                 reason = f"channel {name!r} ended"
-                self.later(lambda: self._delete_everywhere(name, channel.epoch, reason))
+                self.later(
+                    lambda: self._delete_everywhere(name, channel.epoch, reason, node=self.node)
+                )
                 self._announce(kind, channel)
                 return True
             return False  # a mirror going away: the origin node announces the deletion

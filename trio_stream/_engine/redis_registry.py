@@ -32,15 +32,26 @@ return 1
 """
 
 # KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, ARGV[2] stream key prefix,
-# ARGV[3] expected epoch ('' = any), ARGV[4] positions key prefix. Returns the deleted
-# epoch, or false.
+# ARGV[3] expected epoch ('' = any), ARGV[4] positions key prefix, ARGV[5] expected node
+# ('' = any). Returns the deleted epoch, or false.
 _DELETE_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return false end
 if ARGV[3] ~= '' and ARGV[3] ~= epoch then return false end
+if ARGV[5] ~= '' and ARGV[5] ~= redis.call('HGET', KEYS[1], 'node') then return false end
 redis.call('DEL', KEYS[1], ARGV[2] .. epoch, ARGV[4] .. epoch)
 redis.call('SREM', KEYS[2], ARGV[1])
 return epoch
+"""
+
+# KEYS[1] channel hash; ARGV[1] expected epoch, ARGV[2] expected owner, ARGV[3] new node.
+# Returns the node that held the channel, or false (another epoch or owner).
+_MOVE_LUA = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return false end
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return false end
+local old = redis.call('HGET', KEYS[1], 'node')
+redis.call('HSET', KEYS[1], 'node', ARGV[3])
+return old
 """
 
 
@@ -93,6 +104,7 @@ class ChannelRegistry:
         self._keys = keys
         self._create = client.register_script(_CREATE_LUA)
         self._delete = client.register_script(_DELETE_LUA)
+        self._move = client.register_script(_MOVE_LUA)
 
     async def create(
         self,
@@ -162,15 +174,28 @@ class ChannelRegistry:
                 records.append(_record(name, fields))
         return records
 
-    async def delete(self, name: str, *, epoch: str | None = None) -> str | None:
-        """Delete ``name`` and its frames; with ``epoch``, only that incarnation.
+    async def delete(
+        self, name: str, *, epoch: str | None = None, node: str | None = None
+    ) -> str | None:
+        """Delete ``name`` and its frames; with ``epoch``, only that incarnation; with
+        ``node``, only if that node keeps it (not if another node took it over meanwhile).
 
-        Returns the deleted epoch, or None when there was nothing (or another epoch) to delete.
+        Returns the deleted epoch, or None when there was nothing (or another epoch or node)
+        to delete.
         """
         prefix = self._keys.stream(name, "")
         positions = self._keys.positions(name, "")
         deleted: object = await self._delete(
             keys=[self._keys.channel(name), self._keys.channels],
-            args=[name, prefix, epoch or "", positions],
+            args=[name, prefix, epoch or "", positions, node or ""],
         )
         return deleted.decode() if isinstance(deleted, bytes) else None
+
+    async def move(self, name: str, *, epoch: str, owner: str, node: str) -> str | None:
+        """Make ``node`` the one that keeps channel ``name`` (its owner's end, its lifetime):
+        a take-over by name. Only that epoch of it, and only if ``owner`` owns it.
+
+        Returns the node that kept it until now, or None (the channel changed meanwhile).
+        """
+        old: object = await self._move(keys=[self._keys.channel(name)], args=[epoch, owner, node])
+        return old.decode() if isinstance(old, bytes) else None

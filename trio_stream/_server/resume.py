@@ -196,19 +196,27 @@ def adopt_channel(
         or channel.owner != session.name
     ):
         return False
-    different = [o for o in ADOPTED_OPTIONS if not _same(getattr(channel, o), getattr(msg, o))]
+    different = [
+        o for o in ADOPTED_OPTIONS if not same_option(getattr(channel, o), getattr(msg, o))
+    ]
     if different:
-        raise ChannelExists(
-            f"channel {msg.channel[:80]!r} is held for its previous owner of your name (gone) "
-            f"with another {', '.join(different)}: create it with the options it was created "
-            "with to take it over, or pick another name"
-        )
+        raise adoption_refused(msg.channel, different)
     channel.owner_id = session.client_id
     log.info("client %r took channel %r over by name", session.name, channel.name)
     return True
 
 
-def _same(held: Any, asked: Any) -> bool:
+def adoption_refused(name: str, different: list[str]) -> ChannelExists:
+    """The error of a take-over by name with other options (named, values not shown)."""
+    return ChannelExists(
+        f"channel {name[:80]!r} is held for its previous owner of your name (gone) "
+        f"with another {', '.join(different)}: create it with the options it was created "
+        "with to take it over, or pick another name"
+    )
+
+
+def same_option(held: Any, asked: Any) -> bool:
+    """Whether a create_channel option asks for what the channel has (keys: constant time)."""
     if isinstance(held, str) and isinstance(asked, str):
         return hmac.compare_digest(held.encode(), asked.encode())  # keys: constant time
     return bool(held == asked)
