@@ -102,6 +102,13 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def flush(self) -> None:
+        """Empty every database (``FLUSHALL``): a fresh cluster for the next test."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            reply = _command(sock, "FLUSHALL")
+        if reply != b"+OK":
+            raise RuntimeError(f"FLUSHALL answered {reply[:80]!r}")
+
     def kill_clients(self) -> int:
         """Close every normal client connection (``CLIENT KILL TYPE normal``); returns how many."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:

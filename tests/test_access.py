@@ -8,8 +8,12 @@ import ssl
 import pytest
 import trio
 import trustme
+from engine_marks import BOTH_ENGINES
 
 import trio_stream as ts
+
+pytestmark = BOTH_ENGINES
+
 
 SECRET = "s3cret-key-4711"
 TOKEN = "server-token-0815"

@@ -2,7 +2,7 @@
 reader on the other): delivery, drop and block policies, history, every/max_rate/sender/view,
 retune, private keys, reader counts, single_writer, owners, lifetime and keep. The same
 test, the same expectations: several nodes change nothing a client can see. Redis tests
-share tests/test_cluster.py's helpers and private redis-server.
+share tests/test_cluster.py's helpers and the session's private redis-server.
 """
 
 from __future__ import annotations
@@ -13,25 +13,30 @@ from typing import Any
 import numpy as np
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES, engine_options
 from redis_server import RedisServer
-from test_cluster import WAIT_S, node_config, two_nodes
+from test_cluster import WAIT_S, two_nodes
 
 import trio_stream as ts
 
+pytestmark = BOTH_ENGINES
 
-@pytest.fixture(params=["memory", "redis"])
+
+@pytest.fixture
 async def engine(
-    request: pytest.FixtureRequest, redis_server: RedisServer
+    engine_kind: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[str, str]]:
     """(writer's URL, reader's URL): the same memory node, or nodes a and b over Redis."""
     options: dict[str, Any] = {"resume_grace_s": 0.5}
-    if request.param == "memory":
+    if engine_kind == "memory":
         config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, **options)
         async with ts.open_server(config) as server:
             assert server.tcp_url is not None
             yield server.tcp_url, server.tcp_url
     else:
-        async with two_nodes(redis_server, **options) as urls:
+        redis: RedisServer = request.getfixturevalue("shared_redis")
+        redis.flush()
+        async with two_nodes(redis, **options) as urls:
             yield urls
 
 
@@ -337,14 +342,13 @@ async def test_a_keep_channel_outlives_its_owner_and_takes_new_writers(
                 assert (await sub.receive()).data == "after"
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
 async def test_a_client_owns_at_most_max_channels_per_client_on_either_engine(
-    kind: str, redis_server: RedisServer
+    engine_kind: str, request: pytest.FixtureRequest
 ) -> None:
-    limits: dict[str, Any] = {"max_channels_per_client": 2}
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, **limits)
-    if kind == "redis":
-        config = node_config(redis_server, "a", **limits)
+    options = engine_options(engine_kind, request)
+    config = ts.ServerConfig(
+        host="127.0.0.1", tcp_port=0, http_port=None, max_channels_per_client=2, **options
+    )
     async with ts.open_server(config) as server, ts.open_client(str(server.tcp_url)) as client:
         await client.create_channel("a")
         await client.create_channel("b")

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 import trio
+from engine_marks import BOTH_ENGINES
 
 import trio_stream as ts
+
+pytestmark = BOTH_ENGINES
+
 
 FRAME_BYTES = 2**20
 FRAMES = 40  # 40 MiB: five times the server's bytes-in-flight window

@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES, VIRTUAL_TIME
 
 import trio_stream as ts
 
+pytestmark = BOTH_ENGINES
 
+
+@VIRTUAL_TIME
 async def test_temporary_channel_ends_by_itself(
     url: str, autojump_clock: trio.testing.MockClock
 ) -> None:

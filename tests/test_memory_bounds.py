@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES, VIRTUAL_TIME, memory_only
 from test_cli import wait_for_channel
 from test_robustness import control, raw_session, read_messages
 
@@ -16,6 +17,8 @@ import trio_stream as ts
 from trio_stream._protocol import frames as F
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.framing import frame_prefix
+
+pytestmark = BOTH_ENGINES
 
 WAIT_S = 30
 
@@ -66,6 +69,7 @@ async def test_a_writer_that_ignores_its_credit_window_is_disconnected_and_memor
     assert 0 < peak_parked <= 8 * len(frame)
 
 
+@memory_only("parking is one node's: across Redis a writer waits on positions (README)")
 async def test_stats_count_frames_parked_for_a_block_reader(server: ts.Server) -> None:
     url = server.tcp_url or ""
     async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
@@ -84,6 +88,7 @@ async def test_stats_count_frames_parked_for_a_block_reader(server: ts.Server) -
         assert (await w.stats()).parked_bytes == 0  # the reader left: nothing parked
 
 
+@VIRTUAL_TIME
 async def test_block_timeout_ends_the_reader_that_holds_its_writers_and_the_rest_go_on(
     server: ts.Server, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -139,6 +144,7 @@ async def test_the_server_default_block_timeout_applies_and_names_the_setting(
                 pass
 
 
+@VIRTUAL_TIME
 async def test_channels_and_channel_events_show_which_reader_holds_a_channel_back(
     server: ts.Server, autojump_clock: trio.testing.MockClock
 ) -> None:

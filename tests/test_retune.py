@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES
 from server_parts import World, decode, payload
 
 import trio_stream as ts
@@ -15,6 +16,9 @@ from trio_stream._protocol import messages as M
 from trio_stream._server.buffers import Policy
 from trio_stream._server.outbox import Outbox
 from trio_stream.sync import SyncClient
+
+pytestmark = BOTH_ENGINES
+
 
 STEP_S = 10.0
 

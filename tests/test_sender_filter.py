@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES
 from server_parts import World, decode, payload
 
 import trio_stream as ts
 from trio_stream._server.buffers import Policy
 from trio_stream._server.outbox import Outbox
 from trio_stream.sync import SyncClient
+
+pytestmark = BOTH_ENGINES
+
 
 STEP_S = 10.0
 POLICIES = ["drop_oldest", "drop_newest", "clear", "unbounded", "block"]

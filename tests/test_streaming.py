@@ -10,9 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES, VIRTUAL_TIME
 
 import trio_stream as ts
 from trio_stream._protocol.codec import EncodedPayload
+
+pytestmark = BOTH_ENGINES
+
 
 SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
 
@@ -275,6 +279,7 @@ async def test_every_keeps_every_nth_frame_without_counting_loss(url: str) -> No
     assert sub.lost == 0
 
 
+@VIRTUAL_TIME
 async def test_max_rate_delivers_the_newest_at_most_hz(
     url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -340,6 +345,7 @@ async def test_a_lagging_block_reader_leaves_room_for_its_connections_other_subs
                     assert msg.data[-1] == i
 
 
+@VIRTUAL_TIME
 async def test_max_rate_on_a_full_block_buffer_holds_the_newest_until_there_is_room(
     url: str, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES
 from server_parts import World, decode
 
 import trio_stream as ts
@@ -18,6 +19,9 @@ from trio_stream._protocol.codec import decode_payload, encode_payload
 from trio_stream._server.buffers import Policy
 from trio_stream._server.outbox import Outbox, Reader
 from trio_stream.sync import SyncClient
+
+pytestmark = BOTH_ENGINES
+
 
 STEP_S = 10.0
 EVERY_4TH = ts.View(slices=(slice(None, None, 4), slice(None, None, 4)))

@@ -180,8 +180,10 @@ class RedisEngine:
         self._created_here[msg.channel] = (record.epoch, msg)
         try:
             requests.create_requested_channel(session, msg, epoch=record.epoch)
-        except BaseException:
+        except BaseException as error:
             self._created_here.pop(msg.channel, None)
+            if isinstance(error, Exception):  # refused (a bad lifetime...): not in Redis either
+                await self.io.registry.delete(msg.channel, epoch=record.epoch)
             raise
 
     async def _register(self, msg: CreateChannel, owner: str) -> ChannelRecord:
@@ -355,6 +357,8 @@ class RedisEngine:
             self.state.broker.delete_channel(channel, str(reason))
 
     async def _open_publisher(self, session: Session, msg: OpenPublisher) -> dict[str, Any]:
+        if msg.channel.startswith("$"):  # the server's own: every node refuses writers alike
+            return requests.open_publisher(session, msg)
         record = await self._record(msg.channel, msg.key, session)
         channel = self._mirror(record)
         # Across nodes: another node's writer shows in Redis (see _writers_key).
@@ -535,11 +539,22 @@ class RedisEngine:
             if old is not None and old != self.node:
                 await self.io.bus.publish(NAME_TAKEN, name, to=old)
             return
-        if not await presence.claim_name(name):
-            raise NameInUse(
-                f"a client named {name[:100]!r} is connected already (on another node); "
-                "pick another name"
-            )
+        for _ in range(2):
+            if await presence.claim_name(name):
+                return
+            holder = await presence.name_node(name)
+            if holder == self.node:
+                # Still this node's: a client of that name left here a moment ago and its
+                # release waits in the job queue (it sees the name in use here and skips).
+                # This node's sessions hold their names uniquely already (state.claim_name).
+                return
+            if holder is not None:
+                break
+            # released between the two calls: claim it again
+        raise NameInUse(
+            f"a client named {name[:100]!r} is connected already (on another node); "
+            "pick another name"
+        )
 
     def _on_name_taken(self, node: str, body: Any) -> None:
         session = self.state.by_name.get(str(body))
@@ -548,7 +563,12 @@ class RedisEngine:
 
     def release_name(self, name: str) -> None:
         if self._io is not None:
-            self.later(lambda: self.io.presence.release_name(name))
+            self.later(lambda: self._release_name(name))
+
+    async def _release_name(self, name: str) -> None:
+        if name in self.state.by_name:
+            return  # claimed again on this node meanwhile (a quick reconnect): still ours
+        await self.io.presence.release_name(name)
 
     def client_event(self, kind: str, session: Session) -> None:
         if self._io is None:

@@ -84,6 +84,11 @@ DEFAULT_HISTORY_BYTES = 256 * 2**20
 MIN_HISTORY_FRAMES = 64
 READ_BLOCK_MS = 1_000
 READ_COUNT = 1_000
+# One XREAD reads up to READ_COUNT entries of every followed stream: 1,000 frames of 128 KiB
+# would be a 128 MiB reply, and every other channel of the node would wait for it (a quiet
+# channel beside a flooded one then lagged by seconds). So the count is cut to about this
+# many bytes of the biggest frames of the last read (as much as a writer appends at once).
+READ_BYTES = 8 * 2**20
 EPOCH_CHECK_INTERVAL_S = 1.0
 RECONNECT_DELAY_MIN_S = 0.05
 RECONNECT_DELAY_MAX_S = 1.0
@@ -354,6 +359,7 @@ class StreamReader:
         self._wake_key = keys.wake(node)
         self._block_ms = block_ms
         self._count = count
+        self._frame_bytes = 1  # the biggest payload of the last read (sets the next count)
         self._epoch_check_interval_s = epoch_check_interval_s
         self._follows: dict[str, _Follow] = {}
         self._paused: set[str] = set()  # followed, but not read until resumed
@@ -455,9 +461,11 @@ class StreamReader:
             if channel in self._paused:
                 continue
             streams[self._keys.stream(channel, state.epoch)] = f"{state.last_seq}-0"
-        reply = await self._client.xread(streams, count=self._count, block=block_ms)
+        count = max(1, min(self._count, READ_BYTES // self._frame_bytes))
+        reply = await self._client.xread(streams, count=count, block=block_ms)
         if not reply:
             return
+        biggest = 0
         for key, entries in reply.items():
             if key == self._wake_key.encode():
                 self._wake_last = cast(bytes, entries[-1].identifier)
@@ -469,9 +477,13 @@ class StreamReader:
             frames = _frames(entries, follow.last_seq)
             if not frames:
                 continue
+            # first and last: a stream's frames are alike in size, and this is per read
+            biggest = max(biggest, len(frames[0].payload), len(frames[-1].payload))
             lost = frames[0].seq - follow.last_seq - 1
             follow.last_seq = frames[-1].seq
             await self._send.send(FrameBatch(name, follow.epoch, frames, lost))
+        if biggest:  # not a read of the wake stream alone
+            self._frame_bytes = biggest
 
     async def _check_epochs(self) -> None:
         current = await self._registry.epochs(list(self._follows))
