@@ -22,7 +22,7 @@ from engine_marks import BOTH_ENGINES
 from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer
 from test_client_liveness import server_process
-from test_cluster import node_config, two_nodes
+from test_cluster import node_config, node_process, two_nodes
 
 import trio_stream as ts
 from trio_stream._reconnect import Backoff
@@ -692,6 +692,57 @@ async def test_a_crashed_client_restarted_as_a_new_process_takes_its_channels_ba
                     assert (await sub.receive()).seq == 7  # the reader was never ended
             await daq.delete_channel("AI1")  # an owner's right
             assert "AI1" not in {c.name for c in await reader.channels()}
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.move_on_after(WAIT_S):
+                await process.wait()
+            await process.stdout.aclose()
+
+
+async def test_a_crashed_client_takes_its_channels_over_on_another_node_when_its_node_died_too(
+    shared_redis: RedisServer,
+) -> None:
+    shared_redis.flush()
+    grace_s = 2.0
+    config_b = node_config(shared_redis, "b", resume_grace_s=grace_s)
+    async with (
+        node_process(shared_redis, "a") as (url_a, node_a),
+        ts.open_server(config_b) as node_b,
+        AsyncExitStack() as stack,
+    ):
+        url_b = str(node_b.tcp_url)
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-c", CRASHING_DAQ, url_a], stdout=subprocess.PIPE
+        )
+        assert process.stdout is not None
+        try:
+            with trio.fail_after(WAIT_S):
+                assert b"ready" in await process.stdout.receive_some()
+            reader = await stack.enter_async_context(ts.open_client(url_b, name="recorder"))
+            sub = await stack.enter_async_context(reader.subscribe("AI1"))
+            with trio.fail_after(WAIT_S):
+                assert [(await sub.receive()).data for _ in range(5)] == list(range(5))
+            epoch = sub.position.epoch
+            process.kill()  # the client, then its node: nobody is left to hand anything over
+            node_a.send_signal(signal.SIGKILL)
+            await process.wait()
+            # Its name comes free when node a's heartbeat expires (3 s): open_named waits.
+            daq = await open_named(url_b, "daq", stack)
+            await daq.create_channel("AI1", history=10)
+            async with daq.publisher("AI1") as pub:
+                assert await pub.send(5)
+                with trio.fail_after(WAIT_S):
+                    msg = await sub.receive()
+            assert (msg.data, msg.seq, msg.gap) == (5, 6, None)
+            assert sub.position == ts.Position(epoch, 6)
+            # Node a's channels end after the grace, cluster-wide: AI2, not AI1 (node b's).
+            with trio.fail_after(WAIT_S):
+                while "AI2" in {c.name for c in await reader.channels()}:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+            await trio.sleep(1.5)  # another round of the survivors' reaper
+            (info,) = [c for c in await reader.channels() if c.name == "AI1"]
+            assert info.owner == "daq"  # node b keeps it now: the reaper left it
         finally:
             if process.returncode is None:
                 process.kill()

@@ -700,9 +700,11 @@ class RedisEngine:
         """End the channels of nodes that died (heartbeat expired), after the resume grace.
 
         As on one node when a client goes without coming back: its channels that are not
-        ``keep`` end once ``resume_grace_s`` is over, unless their owner is connected again
-        (on any live node). Every survivor looks; the registry's delete is atomic, so one of
-        them ends each channel and announces it.
+        ``keep`` end once ``resume_grace_s`` is over, unless a client of their owner's name
+        took them over meanwhile (:meth:`_adopt`: a client that moves to another node
+        creates its channels again, which does it), and then a live node keeps them. Every
+        survivor looks; the registry's delete is atomic, so one of them ends each channel
+        and announces it.
         """
         missing_since: dict[str, float] = {}
         grace_s = self.state.config.resume_grace_s
@@ -721,16 +723,13 @@ class RedisEngine:
                         or now - missing_since[record.node] < grace_s
                     ):
                         continue
-                    holder = await self.io.presence.name_node(record.owner)
-                    if holder is not None and holder in live:
-                        continue  # its owner came back on another node
                     await self._reap(record)
             except REDIS_DOWN as error:
                 log.warning("dead nodes' channels not checked: %s", error)
 
     async def _reap(self, record: ChannelRecord) -> None:
-        if await self.io.registry.delete(record.name, epoch=record.epoch) is None:
-            return  # another survivor ended it
+        if await self.io.registry.delete(record.name, epoch=record.epoch, node=record.node) is None:
+            return  # another survivor ended it, or a live node took it over meanwhile
         log.info("channel %r ended: its node %r left the cluster", record.name[:80], record.node)
         reason = (
             f"channel {record.name!r} ended: its node {record.node!r} left the cluster and its "
