@@ -9,11 +9,14 @@ from typing import Any
 
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES
 
 import trio_stream as ts
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.codec import decode_payload
 from trio_stream._server.broker import MAX_CHANNEL_META_BYTES
+
+pytestmark = BOTH_ENGINES
 
 ADMIN_TOKEN = "ops-0815"
 

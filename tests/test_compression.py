@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import trio
 import zstandard
+from engine_marks import BOTH_ENGINES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,6 +26,8 @@ from trio_stream._protocol.codec import (
     decode_payload,
     encode_payload,
 )
+
+pytestmark = BOTH_ENGINES
 
 SETTLE_S = 10.0
 MiB = 2**20

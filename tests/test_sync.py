@@ -20,10 +20,13 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES, REDIS_BLOCK_SLACK
 from proxy import open_proxy
 
 import trio_stream as ts
 from trio_stream.sync import SyncClient
+
+pytestmark = BOTH_ENGINES
 
 T = TypeVar("T")
 
@@ -217,6 +220,7 @@ async def test_publish_batches_without_a_crossing_per_value(
     await in_thread(scenario)
 
 
+@REDIS_BLOCK_SLACK
 async def test_a_full_queue_blocks_the_writer_and_loses_nothing(url: str) -> None:
     # More than the reader's buffer, the server's writer window (1024 frames) and the queue.
     count = 3000
@@ -248,6 +252,7 @@ async def test_a_full_queue_blocks_the_writer_and_loses_nothing(url: str) -> Non
     await in_thread(scenario)
 
 
+@REDIS_BLOCK_SLACK
 async def test_errors_in_the_background_are_raised_once_never_swallowed(url: str) -> None:
     def scenario() -> None:
         with (
