@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trio_stream._server.buffers import Policy, PolicyBuffer, parse_policy
 
@@ -87,3 +89,67 @@ def test_policy_validation_says_what_to_do() -> None:
     with pytest.raises(ValueError, match="needs size"):
         parse_policy("block", 0)
     assert parse_policy("unbounded", None) == (Policy.UNBOUNDED, None)
+
+
+LOSSY = [Policy.DROP_OLDEST, Policy.DROP_NEWEST, Policy.CLEAR]
+# How a buffer gets its state before the batch: offers, skips (history left out), takes.
+STEP = st.one_of(
+    st.tuples(st.just("offer"), st.integers(0, 3)),
+    st.tuples(st.just("skip"), st.integers(1, 3)),
+    st.tuples(st.just("take"), st.integers(1, 3)),
+)
+
+
+def prepared(policy: Policy, size: int, steps: list[tuple[str, int]]) -> PolicyBuffer[int]:
+    buffer: PolicyBuffer[int] = PolicyBuffer(policy, size)
+    item = 0
+    for kind, count in steps:
+        for _ in range(count):
+            if kind == "offer":
+                item -= 1  # before the batch: negative, so the batch's own are told apart
+                buffer.offer(item)
+            elif kind == "skip":
+                buffer.skip(1)
+            else:
+                buffer.take()
+    while buffer.room():
+        item -= 1
+        buffer.offer(item)
+    return buffer
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(LOSSY),
+    st.integers(1, 6),
+    st.lists(STEP, max_size=8),
+    st.integers(0, 20),
+    st.integers(0, 3),
+)
+def test_overflow_decides_what_offering_the_frames_one_by_one_decides(
+    policy: Policy, size: int, steps: list[tuple[str, int]], arriving: int, start: int
+) -> None:
+    batch = list(range(1, start + arriving + 1))
+    one_by_one = prepared(policy, size, steps)
+    at_once = prepared(policy, size, steps)
+    before = set(one_by_one.items())
+    lost = 0
+    dropped: list[int] = []
+    for item in batch[start:]:
+        accepted, count, gone = one_by_one.offer(item)
+        assert accepted
+        lost += count
+        dropped += gone
+    got_lost, evicted, kept_from = at_once.overflow(batch, start)
+    assert got_lost == lost
+    assert evicted == [item for item in dropped if item in before]
+    assert [item for item in one_by_one.items() if item > 0] == batch[kept_from:]
+    assert drain(at_once) == drain(one_by_one)
+    assert at_once.take_skipped() == one_by_one.take_skipped()
+
+
+@pytest.mark.parametrize("policy", [Policy.BLOCK, Policy.UNBOUNDED, Policy.DROP_OLDEST])
+def test_overflow_refuses_a_buffer_that_is_not_full_or_never_drops(policy: Policy) -> None:
+    buffer = fill(policy, 3, range(2))
+    with pytest.raises(ValueError, match="full lossy buffer"):
+        buffer.overflow([1, 2], 0)

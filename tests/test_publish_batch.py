@@ -4,7 +4,7 @@ frame-by-frame fan-out decides: same frames, losses, parking, acks and memory-bo
 from __future__ import annotations
 
 import cbor2
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from server_parts import World, decode, payload
 
@@ -22,8 +22,9 @@ def run(
     readers: list[tuple[Policy, int, int]],
     batches: list[list[int]],
     batched: bool,
+    max_buffered_bytes: int = 600,
 ) -> list[object]:
-    world = World(max_buffered_bytes=600)
+    world = World(max_buffered_bytes=max_buffered_bytes)
     channel = world.channel()
     writer_box, writer = world.writer(channel)
     boxes = []
@@ -58,6 +59,26 @@ def test_a_batch_fans_out_exactly_as_its_frames_one_by_one(
     readers: list[tuple[Policy, int, int]], batches: list[list[int]]
 ) -> None:
     assert run(readers, batches, batched=True) == run(readers, batches, batched=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(READER, min_size=1, max_size=4),
+    st.lists(st.lists(st.integers(1, 200), min_size=1, max_size=30), min_size=1, max_size=6),
+    st.sampled_from([600, 3000, 1 << 20]),
+)
+# A buffer full of small frames, then large ones: one by one, the newest six large frames
+# take the connection over its bound on the way, and the reader is ended.
+@example([(Policy.DROP_OLDEST, 6, 1)], [[10] * 12, [10] * 4 + [150] * 20], 600)
+@example([(Policy.CLEAR, 6, 1)], [[10] * 12, [10] * 4 + [150] * 20], 600)
+def test_a_batch_at_full_lossy_buffers_drops_exactly_as_its_frames_one_by_one(
+    readers: list[tuple[Policy, int, int]], batches: list[list[int]], max_buffered_bytes: int
+) -> None:
+    # Batches longer than the buffers, under a bound they may or may not come near: the
+    # full-buffer step (PolicyBuffer.overflow) is taken, or refused for the bound's sake.
+    assert run(readers, batches, True, max_buffered_bytes) == run(
+        readers, batches, False, max_buffered_bytes
+    )
 
 
 @given(st.binary(max_size=70_000), st.binary(max_size=3))

@@ -10,7 +10,11 @@ after the gap, in sequence order:
 - ``unbounded`` and ``block`` never lose (``block`` refuses, and the broker parks the frame).
 
 Everything here is synchronous and O(1) per offered frame: the fan-out path calls ``put``
-once per reader, never a task, a future or a checkpoint per frame.
+once per reader, never a task, a future or a checkpoint per frame. A batch of one read's
+frames arriving at a full lossy buffer (a flooded ``drop_oldest`` reader: most frames are
+lost before the reader could ever see them) is settled by :meth:`PolicyBuffer.overflow` in a
+constant number of Python operations, not one ``offer`` per frame: in S4 (a flood at a reader
+of ``size=100``) that per-frame drop was most of the server's work for frames nobody reads.
 
 Why a deque and not a trio memory channel: nothing ever *awaits* these buffers. The fan-out
 puts without waiting (a full ``block`` buffer parks the frame in the broker instead), and
@@ -27,6 +31,7 @@ from collections import deque
 from collections.abc import Sequence
 from enum import StrEnum
 from itertools import islice, repeat
+from operator import itemgetter
 from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
@@ -34,6 +39,8 @@ T = TypeVar("T")
 # The two common outcomes of offer(), allocated once: offer() runs per frame per reader.
 _ACCEPTED: Final[tuple[bool, int, tuple[()]]] = (True, 0, ())
 _REFUSED: Final[tuple[bool, int, tuple[()]]] = (False, 0, ())
+_ITEM: Final = itemgetter(0)
+_LOST: Final = itemgetter(1)
 
 
 class Policy(StrEnum):
@@ -110,6 +117,73 @@ class PolicyBuffer(Generic[T]):
             self.put(items[0])
             start = 1
         self._items.extend(zip(islice(items, start, count), repeat(0)))
+
+    def overflow(self, items: Sequence[T], start: int) -> tuple[int, list[T], int]:
+        """:meth:`offer` each of ``items[start:]``, in order, to this full lossy buffer.
+
+        The outcome (items kept, the loss each carries, what :meth:`take` reports) is the
+        one of offering them one by one, reached without a Python step per item: only the
+        newest ``size`` of buffer and batch can stay, and every loss count is a sum.
+
+        Returns:
+            (lost, evicted, kept_from): ``lost`` counts the frames lost (as the offers'
+            counts summed), ``evicted`` are the items that were buffered before this call
+            and are gone, ``items[kept_from:]`` are the new items now buffered (the others
+            never stay).
+
+        Raises:
+            ValueError: the buffer is not full, or its policy never drops (``block``,
+                ``unbounded``): :meth:`offer` those one by one.
+        """
+        buffered = self._items
+        held = len(buffered)
+        policy = self.policy
+        if held < self._limit or policy is Policy.BLOCK or policy is Policy.UNBOUNDED:
+            raise ValueError(f"overflow() needs a full lossy buffer, not {policy.value} {held}")
+        end = len(items)
+        arriving = end - start
+        if arriving <= 0:
+            return 0, [], end
+        skipped = self._skipped
+        self._skipped = 0
+        if policy is Policy.DROP_NEWEST:
+            # Every one is skipped; the count rides on the next frame admitted.
+            self._skipped = skipped + arriving
+            return arriving, [], end
+        if policy is Policy.DROP_OLDEST:
+            # Each arrival pushes the head out: the buffer keeps its length, the newest stay,
+            # and every entry pushed out owes its loss plus itself to the next frame out.
+            if arriving < held:
+                evicted_entries = list(islice(buffered, arriving))
+                kept = list(islice(buffered, arriving, None))
+                buffered.clear()
+                buffered.extend(kept)
+                self._carry += sum(map(_LOST, evicted_entries)) + arriving
+                buffered.append((items[start], skipped))
+                buffered.extend(zip(islice(items, start + 1, end), repeat(0)))
+                return arriving, list(map(_ITEM, evicted_entries)), start
+            kept_from = end - held
+            # The batch's own frames pushed out: the first of them carried ``skipped``.
+            self._carry += sum(map(_LOST, buffered)) + held + (arriving - held)
+            if kept_from > start:
+                self._carry += skipped
+                skipped = 0
+            evicted = list(map(_ITEM, buffered))
+            buffered.clear()
+            buffered.append((items[kept_from], skipped))
+            buffered.extend(zip(islice(items, kept_from + 1, end), repeat(0)))
+            return arriving, evicted, kept_from
+        # CLEAR: the first arrival empties the buffer, and so does every (size+1)th after it;
+        # each clear moves everything it held (and what that carried) onto the new head.
+        last_group = (arriving - 1) % self._limit + 1
+        kept_from = end - last_group
+        owed = self._carry + sum(map(_LOST, buffered)) + held + skipped + (arriving - last_group)
+        evicted = list(map(_ITEM, buffered))
+        buffered.clear()
+        self._carry = 0
+        buffered.append((items[kept_from], owed))
+        buffered.extend(zip(islice(items, kept_from + 1, end), repeat(0)))
+        return held + arriving - last_group, evicted, kept_from
 
     def offer(self, item: T) -> tuple[bool, int, Sequence[T]]:
         """Put ``item`` in, applying the policy when full.

@@ -21,6 +21,8 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import attrgetter
 from typing import TYPE_CHECKING, Final, Protocol
 
 from .._exceptions import LimitExceeded, ProtocolError
@@ -39,6 +41,7 @@ SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 # A block reader that has held its channel's writers back this long (seconds) is shown as
 # holding the channel (held_by in channel records and $channels events).
 HOLD_NOTICE_S: Final = 1.0
+_NBYTES: Final = attrgetter("nbytes")
 
 
 def control_frame(message: Message) -> bytes:
@@ -278,10 +281,39 @@ class Reader:
                 outbox.over_limit(self)
             if not self.active and self.credit > 0:
                 outbox.activate(self)
+        if fits < count and not self.blocks_writers and self._overflow(frames, fits):
+            return count
         for index in range(fits, count):
             if not self.offer(frames[index]):
                 return index
         return count
+
+    def _overflow(self, frames: list[SharedData], start: int) -> bool:
+        """The rest of a batch, ``frames[start:]``, at this full lossy reader in one step
+        (PolicyBuffer.overflow); False: go frame by frame (the memory bound may apply).
+
+        Frame by frame, each frame dropped or admitted would check the connection's bound
+        (and end an ``unbounded``-like overshoot). The step is taken only when no order of
+        those frames could cross it: what is buffered now, plus ``size`` frames each as
+        large as the batch's largest. Then every check on the way would have passed too.
+        """
+        buffer = self.buffer
+        outbox = self.outbox
+        size = buffer.size
+        if self.doomed or size is None or len(buffer) < size:
+            return False
+        largest = max(map(_NBYTES, islice(frames, start, None)))
+        if outbox.buffered_bytes + size * largest > outbox.max_buffered_bytes:
+            return False
+        lost, evicted, kept_from = buffer.overflow(frames, start)
+        delta = sum(map(_NBYTES, islice(frames, kept_from, None))) - sum(map(_NBYTES, evicted))
+        outbox.buffered_bytes += delta
+        outbox.totals.buffered_bytes += delta
+        self.lost += lost
+        self.channel.count_lost(lost)
+        if not self.active and self.credit > 0:
+            outbox.activate(self)
+        return True
 
     def admit(self, frame: SharedData) -> bool:
         """Put ``frame`` in the buffer; False means "block reader without room: park it".
