@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import socket as socket_module
+import struct
+
 import pytest
 import trio
 
 import trio_stream as ts
+from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import frame_prefix
-from trio_stream._transport.tcp import RECEIVE_LOW_WATER_MAX_BYTES, StreamTransport
+from trio_stream._transport.tcp import (
+    COALESCE_MAX_PIECE,
+    RECEIVE_LOW_WATER_MAX_BYTES,
+    StreamTransport,
+)
 
 
 async def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
@@ -125,3 +133,52 @@ async def test_connections_sharing_the_receive_buffer_each_get_their_own_bytes()
     for (writer, _), transport in zip(pairs, transports, strict=True):
         await writer.aclose()
         await transport.aclose()
+
+
+async def test_send_now_writes_what_the_socket_takes_and_returns_the_rest_in_order() -> None:
+    writer, reader = await socket_pair()
+    writer.socket.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_SNDBUF, 4096)
+    transport = StreamTransport(writer, max_frame_bytes=2**20)
+    pieces: list[BytesLike] = [bytes([i]) * 1000 for i in range(256)]
+    wire = b"".join(pieces)
+    rest = transport.send_now(list(pieces))
+    assert rest, "a 256 KB write cannot fit a 4 KB send buffer and a reader that waits"
+    assert b"".join(rest) == wire[len(wire) - sum(len(p) for p in rest) :]
+    got = bytearray()
+    async with trio.open_nursery() as nursery:
+
+        async def read_all() -> None:
+            while len(got) < len(wire):
+                got.extend(await reader.receive_some(65536))
+
+        nursery.start_soon(read_all)
+        await transport.send(rest)
+    assert got == wire
+    await transport.aclose()
+    await reader.aclose()
+
+
+async def test_send_now_leaves_large_pieces_to_send() -> None:
+    writer, reader = await socket_pair()
+    transport = StreamTransport(writer, max_frame_bytes=2**20)
+    large: list[BytesLike] = [b"head", bytes(COALESCE_MAX_PIECE)]
+    assert transport.send_now(large) == large
+    assert transport.send_now([b"small"]) == []
+    assert await reader.receive_some(100) == b"small"
+    await transport.aclose()
+    await reader.aclose()
+
+
+async def test_send_now_to_a_vanished_peer_is_connection_closed() -> None:
+    writer, reader = await socket_pair()
+    reader.socket.setsockopt(
+        socket_module.SOL_SOCKET, socket_module.SO_LINGER, struct.pack("ii", 1, 0)
+    )
+    await reader.aclose()  # RST, not FIN: the next write fails at once
+    transport = StreamTransport(writer, max_frame_bytes=2**20)
+    await trio.sleep(0.05)
+    with pytest.raises(ts.ConnectionClosed):
+        for _ in range(3):
+            transport.send_now([b"x" * 100])
+            await trio.sleep(0.01)
+    await transport.aclose()

@@ -53,10 +53,11 @@ from .._protocol.messages import (
     decode_message,
 )
 from .._transport.base import FrameTransport
+from .._transport.tcp import StreamTransport
 from .broker import Channel, Writer
 from .engine import AsyncHandler
 from .handshake import closing_for, handshake, refuse
-from .outbox import Outbox
+from .outbox import Batch, Outbox
 from .requests import ANSWERED_LATER, REQUEST_HANDLERS
 from .resume import Lease
 from .state import ServerState
@@ -79,6 +80,7 @@ class Session:
         "_close_requested",
         "_closing",
         "_control_space",
+        "_direct_queued",
         "_drain",
         "_drained",
         "_early_frames",
@@ -92,6 +94,9 @@ class Session:
         "_pending_request",
         "_publish",
         "_reader_scope",
+        "_send_now",
+        "_sender_idle",
+        "_unsent",
         "_wake",
         "client_id",
         "connected_at",
@@ -130,6 +135,12 @@ class Session:
         self.resume_token: str | None = None  # issued at welcome to a client that resumes
         self.resume_lease: Lease | None = None  # what its previous connection left
         self._wake = trio.Event()
+        # Direct writes (write_direct): plain TCP only; the sender waits idle with nothing
+        # left to write; queued once per dispatch; what the socket did not take at once.
+        self._send_now = transport.send_now if isinstance(transport, StreamTransport) else None
+        self._sender_idle = False
+        self._direct_queued = False
+        self._unsent: tuple[list[BytesLike], Batch] | None = None
         # Made on first use: an idle connection should hold nothing it may never need.
         self._control_space: trio.Event | None = None  # the reader waits for control to go
         self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
@@ -187,7 +198,46 @@ class Session:
 
     # -- OutboxOwner ---------------------------------------------------------------------------
     def wake_sender(self) -> None:
+        pending = self.state.direct_writes
+        if pending is not None and self._sender_idle:
+            # A reader task is dispatching what it read: it writes to us itself when done.
+            if not self._direct_queued:
+                self._direct_queued = True
+                pending.append(self)
+            return
         self._wake.set()
+
+    def write_direct(self) -> None:
+        """Write what the outbox holds now, from the task that woke it (no sender hop).
+
+        Called once a reader task has dispatched a read (see _dispatch_all), for connections
+        whose sender waits idle: the frames go out in the same scheduler turn as the read
+        that brought them, not in the sender's next turn (a task switch and an epoll_wait
+        later, on the path of every frame at low rates). The batch is the one the sender
+        would have taken (same scheduler, same order); a busy sender is left to do it, so
+        under load nothing changes. What the socket does not take at once, the sender
+        writes before anything else.
+        """
+        self._direct_queued = False
+        send_now = self._send_now
+        if not self._sender_idle or self._closing or send_now is None:
+            self._wake.set()
+            return
+        batch = self.outbox.next_batch()
+        if batch.deadline != math.inf:
+            self._wake.set()  # a max_rate reader's next frame: the sender keeps the time
+        if not batch.pieces:
+            return
+        try:
+            rest = send_now(batch.pieces)
+        except ConnectionClosed:
+            self._peer_left()
+            return
+        if rest:
+            self._unsent = (rest, batch)
+            self._wake.set()
+            return
+        self._written(batch)
 
     def parked_room(self) -> None:
         if self._parked_space is not None:
@@ -388,6 +438,17 @@ class Session:
             self.close(f"{type(exc).__name__}: {exc}")
 
     async def _dispatch_all(self, frames: list[bytearray]) -> None:
+        # Senders woken on the way are written to at the end (write_direct), and before any
+        # await: the queue exists only while this task runs without yielding.
+        state = self.state
+        state.direct_writes = []
+        try:
+            await self._dispatch_frames(frames)
+        finally:
+            write_woken(state)
+
+    async def _dispatch_frames(self, frames: list[bytearray]) -> None:
+        state = self.state
         handlers = self._frame_handlers
         outbox = self.outbox
         index = 0
@@ -408,13 +469,17 @@ class Session:
                     raise ProtocolError(f"frame type {kind:#04x} is not valid from a client")
                 handler(frame)
                 if self._pending_request is not None:
+                    write_woken(state)
                     await self._answer_pending()
+                    state.direct_writes = []
             if (
                 outbox.control_bytes > CONTROL_HIGH_WATER_BYTES
                 or outbox.parked_bytes > outbox.max_parked_bytes
             ):
+                write_woken(state)
                 await self._wait_for_control_space()
                 await self._wait_for_parked_space()
+                state.direct_writes = []
 
     async def _wait_for_parked_space(self) -> None:
         """Read nothing more from this client while its writers have more than
@@ -529,10 +594,16 @@ class Session:
     # -- sender ------------------------------------------------------------------------------
     async def _sender(self) -> None:
         transport = self.transport
-        state = self.state
         outbox = self.outbox
         try:
             while True:
+                if self._unsent is not None:
+                    # A direct write's rest (write_direct): it goes before anything newer.
+                    pieces, batch = self._unsent
+                    self._unsent = None
+                    await transport.send(pieces)
+                    self._written(batch)
+                    continue
                 if outbox.only_acks():
                     # Acknowledgements alone can wait one scheduler turn, so that the DATA
                     # that the same publish woke on readers' connections is written first:
@@ -540,22 +611,20 @@ class Session:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 self._wake = trio.Event()
                 batch = outbox.next_batch()
-                pieces: list[BytesLike] = batch.pieces
-                if pieces:
-                    state.frames_out += batch.frames
-                    state.bytes_out += batch.data_bytes
-                    await transport.send(pieces)
-                    if batch.control_bytes:
-                        outbox.written(batch)
-                        if self._control_space is not None:
-                            self._control_space.set()
+                if batch.pieces:
+                    await transport.send(batch.pieces)
+                    self._written(batch)
                     continue
                 deadline = batch.deadline
                 if self._closing and not (self._drain and outbox.has_buffered()):
                     self._drained_event().set()
                     deadline = math.inf
                 if deadline == math.inf:
-                    await self._wake.wait()
+                    self._sender_idle = self._send_now is not None
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        self._sender_idle = False
                 else:
                     # Only with a deadline: a cancel scope per wait is not free, and an
                     # expiring one (cancellation delivered by exception) far less so.
@@ -563,3 +632,23 @@ class Session:
                         await self._wake.wait()
         except ConnectionClosed:
             self._peer_left()
+
+    def _written(self, batch: Batch) -> None:
+        """``batch`` went out: count it, and let the reader go on if it waited for room."""
+        state = self.state
+        state.frames_out += batch.frames
+        state.bytes_out += batch.data_bytes
+        if batch.control_bytes:
+            self.outbox.written(batch)
+            if self._control_space is not None:
+                self._control_space.set()
+
+
+def write_woken(state: ServerState) -> None:
+    """End a dispatch: write to the idle senders it woke (Session.write_direct), in the order
+    they were woken (readers' DATA before the writer's PUB_ACK that the same publish owes)."""
+    pending = state.direct_writes
+    state.direct_writes = None
+    if pending:
+        for session in pending:
+            session.write_direct()

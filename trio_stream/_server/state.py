@@ -50,6 +50,8 @@ class ServerState:
             self.publish = self.broker.publish
             self.publish_batch = self.broker.publish_batch
         self.buffer_totals = BufferTotals()  # every connection's outbox adds to it
+        # While a reader task dispatches a read: the idle senders it woke (session.py).
+        self.direct_writes: list[Session] | None = None
         self.sessions: dict[int, Session] = {}
         self.by_name: dict[str, Session] = {}  # claimed at hello, before the welcome
         self.rpc = Router(

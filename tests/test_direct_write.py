@@ -1,0 +1,89 @@
+"""Frames written straight from the task that read them (Session.write_direct) and frames
+written by the connection's sender task reach the reader whole and in order, also when a
+direct write fills the socket and the sender must finish it."""
+
+from __future__ import annotations
+
+import socket as socket_module
+
+import trio
+from test_robustness import control, read_messages
+
+import trio_stream as ts
+from trio_stream._protocol import messages as M
+from trio_stream._protocol.frames import data_seq
+from trio_stream._protocol.framing import FrameDecoder
+from trio_stream._protocol.limits import PROTOCOL_VERSION
+
+FRAMES = 120
+FRAME_BYTES = 30_000  # under the transport's COALESCE_MAX_PIECE: eligible for direct writes
+SMALL_RECEIVE_BUFFER_BYTES = 4096
+WAIT_S = 30
+
+
+async def slow_reader(port: int) -> trio.SocketStream:
+    """A hand-made reader with a tiny receive buffer, subscribed (block) and not reading."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, SMALL_RECEIVE_BUFFER_BYTES)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(control(M.Hello(v=PROTOCOL_VERSION, name="slow")))
+    await read_messages(stream, until=M.Welcome)
+    await stream.send_all(control(M.Subscribe(id=1, channel="direct", policy="block", size=1000)))
+    await read_messages(stream, until=M.Reply)
+    return stream
+
+
+async def test_a_direct_write_that_fills_the_socket_is_finished_by_the_sender_in_order(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    payloads = [bytes([i % 251]) * FRAME_BYTES for i in range(FRAMES)]
+    with trio.fail_after(WAIT_S):
+        async with ts.open_client(server.tcp_url) as client:
+            await client.create_channel("direct")
+            reader = await slow_reader(port)
+            async with client.publisher("direct") as pub:
+                await pub.wait_for_readers()
+                # The reader reads nothing yet: its socket fills during the first writes
+                # (the sender idle, so they are direct), and the sender takes the rest.
+                for payload in payloads:
+                    assert await pub.send(payload)
+                await trio.sleep(0.2)
+                decoder = FrameDecoder(max_frame_bytes=2**20)
+                got: list[bytearray] = []
+                while len(got) < FRAMES:
+                    data = await reader.receive_some(65536)
+                    assert data, "the server closed the connection"
+                    decoder.receive_data(data)
+                    got += [frame for frame in decoder.frames() if frame[0] != 0x01]
+            await reader.aclose()
+    assert [data_seq(frame) for frame in got] == list(range(1, FRAMES + 1))
+    for frame, payload in zip(got, payloads, strict=True):
+        assert bytes(frame).endswith(payload)
+
+
+async def test_frames_at_low_rate_reach_every_reader_in_order_with_their_acks(
+    server: ts.Server,
+) -> None:
+    # One frame at a time, with the senders idle in between: each goes out directly from the
+    # publishing connection's reader task, DATA to both readers, then the writer's PUB_ACK.
+    assert server.tcp_url
+    with trio.fail_after(WAIT_S):
+        async with (
+            ts.open_client(server.tcp_url) as writer,
+            ts.open_client(server.tcp_url) as reader,
+        ):
+            await writer.create_channel("slow")
+            async with (
+                reader.subscribe("slow", policy="drop_oldest", size=10) as lossy,
+                reader.subscribe("slow", policy="block", size=10) as lossless,
+                writer.publisher("slow") as pub,
+            ):
+                await pub.wait_for_readers(2)
+                for value in range(50):
+                    assert await pub.send(value)
+                    assert (await lossy.receive()).data == value
+                    assert (await lossless.receive()).data == value
+                    await pub.wait_acknowledged()
