@@ -14,6 +14,7 @@ from trio_stream._protocol import messages as M
 from trio_stream._protocol.frames import data_seq
 from trio_stream._protocol.framing import FrameDecoder
 from trio_stream._protocol.limits import PROTOCOL_VERSION
+from trio_stream._transport.tcp import StreamTransport
 
 FRAMES = 120
 FRAME_BYTES = 30_000  # under the transport's COALESCE_MAX_PIECE: eligible for direct writes
@@ -87,3 +88,35 @@ async def test_frames_at_low_rate_reach_every_reader_in_order_with_their_acks(
                     assert (await lossy.receive()).data == value
                     assert (await lossless.receive()).data == value
                     await pub.wait_acknowledged()
+
+
+async def test_a_paced_writer_writes_its_frames_itself_and_a_full_socket_loses_nothing(
+    server: ts.Server,
+) -> None:
+    # Publisher.send writes a frame itself when the client's sender waits idle; with a tiny
+    # send buffer the socket takes part of a 60 KB frame and the sender writes the rest.
+    assert server.tcp_url
+    payloads = [bytes([i]) * 60_000 for i in range(40)]
+    with trio.fail_after(WAIT_S):
+        async with (
+            ts.open_client(server.tcp_url) as writer,
+            ts.open_client(server.tcp_url) as reader,
+        ):
+            transport = writer._transport
+            assert isinstance(transport, StreamTransport)
+            assert isinstance(transport.stream, trio.SocketStream)
+            transport.stream.socket.setsockopt(
+                socket_module.SOL_SOCKET, socket_module.SO_SNDBUF, SMALL_RECEIVE_BUFFER_BYTES
+            )
+            await writer.create_channel("paced")
+            async with (
+                reader.subscribe("paced", policy="block", size=100) as sub,
+                writer.publisher("paced") as pub,
+            ):
+                await pub.wait_for_readers()
+                for payload in payloads:
+                    assert await pub.send(payload)
+                    await trio.sleep(0.001)  # the sender idles between frames
+                got = [(await sub.receive()).data for _ in payloads]
+                await pub.wait_acknowledged()
+    assert got == payloads

@@ -59,6 +59,7 @@ from ._subscription import Subscription as Subscription
 from ._transport import sniff
 from ._transport.base import FrameTransport
 from ._transport.connect import connect, split_url
+from ._transport.tcp import StreamTransport
 from ._util import unwrap_single_exception
 
 if TYPE_CHECKING:
@@ -146,6 +147,10 @@ class Client:
         self._out_wake = trio.Event()
         self._out_space = trio.Event()
         self._out_space.set()
+        # Set while the sender waits idle on plain TCP: Publisher.send then writes a frame
+        # itself (no sender-task hop); _direct_at is when it last did.
+        self._write_now: Callable[[list[BytesLike]], list[BytesLike]] | None = None
+        self._direct_at = -math.inf
         self._closed: ConnectionClosed | None = None
         self._closing = False
         self._goodbye: str | None = None
@@ -520,13 +525,18 @@ class Client:
     async def _sender(self) -> None:
         transport = self._transport
         assert transport is not None
+        write_now = transport.send_now if isinstance(transport, StreamTransport) else None
         try:
             while True:
                 self._out_wake = trio.Event()
                 if not self._out:
                     if not self._connected:
                         return
-                    await self._out_wake.wait()
+                    self._write_now = write_now
+                    try:
+                        await self._out_wake.wait()
+                    finally:
+                        self._write_now = None
                     continue
                 pieces, self._out = self._out, []
                 self._out_bytes = 0

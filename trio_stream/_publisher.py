@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
     from ._client import Client
 
 YIELD_EVERY_BYTES: Final = 64 * 1024  # a publisher yields once this much is queued
+# A frame is written by send() itself, not by the client's sender task, when that task waits
+# idle and no frame was written so for this long (s): a paced writer's frames skip a task
+# switch and a scheduler turn each, while a flood (the sender busy, or frames queued) stays
+# batched into large writes, with at most one lone frame per interval.
+DIRECT_WRITE_INTERVAL_S: Final = 200e-6
 
 
 class Publisher:
@@ -245,8 +251,27 @@ class Publisher:
         self._unacked.append((size, pieces))
         self._unacked_bytes += size
         if self._live:  # else it waits in the window and goes out on reconnect
-            client._enqueue(pieces, size + 4)
+            write_now = client._write_now
+            if write_now is None or client._out or not self._write_direct(write_now, pieces):
+                client._enqueue(pieces, size + 4)
         self.sent += 1
+        return True
+
+    def _write_direct(
+        self, write_now: Callable[[list[BytesLike]], list[BytesLike]], pieces: list[BytesLike]
+    ) -> bool:
+        """Write one frame from send() itself (the sender waits idle); False: queue it."""
+        client = self._client
+        now = time.monotonic()
+        if now - client._direct_at < DIRECT_WRITE_INTERVAL_S:
+            return False
+        client._direct_at = now
+        try:
+            rest = write_now(pieces)
+        except ConnectionClosed:
+            return False  # queued: the sender finds the connection gone and says so
+        if rest:
+            client._enqueue(rest)  # the socket is full: the sender writes the rest
         return True
 
     async def wait_acknowledged(self) -> None:
