@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from trio_stream._server.buffers import Policy, PolicyBuffer, parse_policy
@@ -100,7 +100,9 @@ STEP = st.one_of(
 )
 
 
-def prepared(policy: Policy, size: int, steps: list[tuple[str, int]]) -> PolicyBuffer[int]:
+def prepared(
+    policy: Policy, size: int, steps: list[tuple[str, int]], full: bool = True
+) -> PolicyBuffer[int]:
     buffer: PolicyBuffer[int] = PolicyBuffer(policy, size)
     item = 0
     for kind, count in steps:
@@ -112,38 +114,59 @@ def prepared(policy: Policy, size: int, steps: list[tuple[str, int]]) -> PolicyB
                 buffer.skip(1)
             else:
                 buffer.take()
-    while buffer.room():
+    while full and buffer.room():
         item -= 1
         buffer.offer(item)
     return buffer
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
     st.sampled_from(LOSSY),
     st.integers(1, 6),
     st.lists(STEP, max_size=8),
     st.integers(0, 20),
     st.integers(0, 3),
+    st.integers(0, 12),
+    st.booleans(),
 )
+# Frames lost to history (skip) ride on the first arrival, pushed out just past the size.
+@example(Policy.DROP_OLDEST, 2, [("offer", 2), ("skip", 1)], 3, 0, 0, True)
+@example(Policy.DROP_OLDEST, 2, [("offer", 2), ("skip", 1)], 2, 0, 1, True)
+@example(Policy.CLEAR, 2, [("offer", 1), ("skip", 2)], 2, 1, 3, False)
 def test_overflow_decides_what_offering_the_frames_one_by_one_decides(
-    policy: Policy, size: int, steps: list[tuple[str, int]], arriving: int, start: int
+    policy: Policy,
+    size: int,
+    steps: list[tuple[str, int]],
+    arriving: int,
+    start: int,
+    before: int,
+    full: bool,
 ) -> None:
+    # ``before`` frames arrive ahead of the batch without being given (the broker does not
+    # build frames that no reader keeps): offered one by one they are 1001, 1002, ...
     batch = list(range(1, start + arriving + 1))
-    one_by_one = prepared(policy, size, steps)
-    at_once = prepared(policy, size, steps)
-    before = set(one_by_one.items())
+    ahead = list(range(1001, 1001 + before))
+    one_by_one = prepared(policy, size, steps, full)
+    at_once = prepared(policy, size, steps, full)
+    fills_room = 0 if policy is Policy.DROP_NEWEST else before
+    if len(at_once) + fills_room < size or (fills_room and arriving < size):
+        with pytest.raises(ValueError, match="full lossy buffer"):
+            at_once.overflow(batch, start, before)
+        return
+    before_items = set(one_by_one.items())
     lost = 0
     dropped: list[int] = []
-    for item in batch[start:]:
+    for item in ahead + batch[start:]:
         accepted, count, gone = one_by_one.offer(item)
         assert accepted
         lost += count
         dropped += gone
-    got_lost, evicted, kept_from = at_once.overflow(batch, start)
+    assert not set(ahead) & set(one_by_one.items()), "a frame not given must not stay"
+    got_lost, evicted, kept_from = at_once.overflow(batch, start, before)
     assert got_lost == lost
-    assert evicted == [item for item in dropped if item in before]
-    assert [item for item in one_by_one.items() if item > 0] == batch[kept_from:]
+    assert evicted == [item for item in dropped if item in before_items]
+    assert [item for item in one_by_one.items() if 0 < item < 1001] == batch[kept_from:]
     assert drain(at_once) == drain(one_by_one)
     assert at_once.take_skipped() == one_by_one.take_skipped()
 
@@ -153,3 +176,5 @@ def test_overflow_refuses_a_buffer_that_is_not_full_or_never_drops(policy: Polic
     buffer = fill(policy, 3, range(2))
     with pytest.raises(ValueError, match="full lossy buffer"):
         buffer.overflow([1, 2], 0)
+    with pytest.raises(ValueError, match="full lossy buffer"):
+        buffer.overflow([1, 2], 0, before=5)  # two given: the ones not given could stay

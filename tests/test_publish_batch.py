@@ -71,6 +71,13 @@ def test_a_batch_fans_out_exactly_as_its_frames_one_by_one(
 # take the connection over its bound on the way, and the reader is ended.
 @example([(Policy.DROP_OLDEST, 6, 1)], [[10] * 12, [10] * 4 + [150] * 20], 600)
 @example([(Policy.CLEAR, 6, 1)], [[10] * 12, [10] * 4 + [150] * 20], 600)
+# Lossy readers of several sizes and a long batch: the older frames, which none of them can
+# keep, are counted but never built (Broker._publish_newest).
+@example(
+    [(Policy.DROP_OLDEST, 2, 1), (Policy.CLEAR, 5, 1), (Policy.DROP_NEWEST, 1, 1)],
+    [[20] * 3, list(range(1, 31)), [7] * 6],
+    1 << 20,
+)
 def test_a_batch_at_full_lossy_buffers_drops_exactly_as_its_frames_one_by_one(
     readers: list[tuple[Policy, int, int]], batches: list[list[int]], max_buffered_bytes: int
 ) -> None:

@@ -435,6 +435,8 @@ class Broker:
             for time_s, payload in zip(times, payloads, strict=True):
                 self.publish(pub, time_s, payload)
             return
+        if not channel.history and self._publish_newest(pub, times, payloads):
+            return
         sender = pub.sender
         seq = channel.seq
         frames: list[SharedData] = []
@@ -479,6 +481,55 @@ class Broker:
                 sub.park(parked)
             if parked is None:
                 pub.outbox.ack(pub.pub_id)
+
+    def _publish_newest(
+        self, pub: Writer, times: Sequence[float], payloads: Sequence[BytesLike]
+    ) -> bool:
+        """publish_batch when no reader can keep the batch's older frames: those are counted
+        (seq, loss) but never built. False: some reader needs every frame (nothing done).
+
+        A flooded ``drop_oldest`` reader of ``size`` 100 keeps at most the newest 100 of a
+        read of thousands of frames; building a SharedData for each of the others was the
+        largest per-frame cost left on that path. Each reader says how many of the newest
+        it could keep (Reader.newest_kept); the outcome is the one of publishing every frame.
+        """
+        channel = pub.channel
+        readers = channel.fanout
+        count = len(payloads)
+        if not readers or count < 2:
+            return False
+        last_payload = len(payloads[-1])
+        newest = SharedData(channel.seq + count, times[-1], pub.sender, payloads[-1])
+        largest = max(map(len, payloads)) + newest.nbytes - last_payload
+        needed = 1
+        for sub in readers:
+            kept = sub.newest_kept(largest, len(readers))
+            if kept is None:
+                return False
+            needed = max(needed, kept)
+        ahead = count - needed
+        # The frames not built must fill every reader's room, or one of them would stay.
+        if ahead <= 0 or any(sub.buffer.room() > ahead for sub in readers):
+            return False
+        seq = channel.seq + ahead
+        sender = pub.sender
+        frames = [
+            SharedData(seq + index, time_s, sender, payload)
+            for index, (time_s, payload) in enumerate(
+                zip(times[ahead:-1], payloads[ahead:-1], strict=True), 1
+            )
+        ]
+        frames.append(newest)
+        channel.seq += count
+        size = sum(map(len, payloads))
+        channel.bytes_in += size
+        self.frames_in += count
+        self.bytes_in += size
+        pub.frames += count
+        for sub in readers:
+            sub.take_ahead(frames, ahead)
+        pub.outbox.ack(pub.pub_id, count)
+        return True
 
     def deliver_remote(
         self,

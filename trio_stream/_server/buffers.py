@@ -118,12 +118,17 @@ class PolicyBuffer(Generic[T]):
             start = 1
         self._items.extend(zip(islice(items, start, count), repeat(0)))
 
-    def overflow(self, items: Sequence[T], start: int) -> tuple[int, list[T], int]:
+    def overflow(self, items: Sequence[T], start: int, before: int = 0) -> tuple[int, list[T], int]:
         """:meth:`offer` each of ``items[start:]``, in order, to this full lossy buffer.
 
         The outcome (items kept, the loss each carries, what :meth:`take` reports) is the
         one of offering them one by one, reached without a Python step per item: only the
         newest ``size`` of buffer and batch can stay, and every loss count is a sum.
+
+        ``before`` more items arrived just ahead of ``items[start]`` that the caller never
+        built, because they cannot stay: they fill what room the buffer has and are pushed
+        out by the newest ``size`` of ``items[start:]`` (``drop_oldest``, ``clear``), or the
+        buffer is full and skips them (``drop_newest``).
 
         Returns:
             (lost, evicted, kept_from): ``lost`` counts the frames lost (as the offers'
@@ -132,16 +137,28 @@ class PolicyBuffer(Generic[T]):
             never stay).
 
         Raises:
-            ValueError: the buffer is not full, or its policy never drops (``block``,
-                ``unbounded``): :meth:`offer` those one by one.
+            ValueError: the policy never drops (``block``, ``unbounded``), the buffer is not
+                full (with ``before``: has more room than ``before`` fills, or is
+                ``drop_newest``), or ``before`` items could stay (fewer than ``size`` follow
+                them): :meth:`offer` those one by one.
         """
         buffered = self._items
         held = len(buffered)
+        limit = self._limit
         policy = self.policy
-        if held < self._limit or policy is Policy.BLOCK or policy is Policy.UNBOUNDED:
-            raise ValueError(f"overflow() needs a full lossy buffer, not {policy.value} {held}")
         end = len(items)
-        arriving = end - start
+        fills_room = 0 if policy is Policy.DROP_NEWEST else before  # items not given
+        if (
+            policy is Policy.BLOCK
+            or policy is Policy.UNBOUNDED
+            or held + fills_room < limit
+            or (fills_room and end - start < limit)
+        ):
+            raise ValueError(
+                f"overflow() needs a full lossy buffer and items that push out the ones it "
+                f"was not given, not {policy.value} holding {held} with {before} ahead"
+            )
+        arriving = before + end - start
         if arriving <= 0:
             return 0, [], end
         skipped = self._skipped
@@ -150,10 +167,14 @@ class PolicyBuffer(Generic[T]):
             # Every one is skipped; the count rides on the next frame admitted.
             self._skipped = skipped + arriving
             return arriving, [], end
+        # Frame by frame, the first (limit - held) arrivals fill the room; the first of them
+        # carries ``skipped``. Either policy then loses all but the last ``limit`` entries
+        # of buffer and arrivals (drop_oldest) or all but the last, partial group (clear).
+        lost_frames = held + arriving - limit
         if policy is Policy.DROP_OLDEST:
-            # Each arrival pushes the head out: the buffer keeps its length, the newest stay,
-            # and every entry pushed out owes its loss plus itself to the next frame out.
-            if arriving < held:
+            # Each arrival past the room pushes the head out; every entry pushed out owes
+            # its loss plus itself to the next frame out.
+            if arriving < limit:  # the buffer was full (held == limit), nothing given ahead
                 evicted_entries = list(islice(buffered, arriving))
                 kept = list(islice(buffered, arriving, None))
                 buffered.clear()
@@ -162,20 +183,21 @@ class PolicyBuffer(Generic[T]):
                 buffered.append((items[start], skipped))
                 buffered.extend(zip(islice(items, start + 1, end), repeat(0)))
                 return arriving, list(map(_ITEM, evicted_entries)), start
-            kept_from = end - held
-            # The batch's own frames pushed out: the first of them carried ``skipped``.
-            self._carry += sum(map(_LOST, buffered)) + held + (arriving - held)
-            if kept_from > start:
+            kept_from = end - limit
+            self._carry += sum(map(_LOST, buffered)) + lost_frames
+            if arriving > limit:  # the arrival that carried ``skipped`` was pushed out too
                 self._carry += skipped
                 skipped = 0
             evicted = list(map(_ITEM, buffered))
             buffered.clear()
             buffered.append((items[kept_from], skipped))
             buffered.extend(zip(islice(items, kept_from + 1, end), repeat(0)))
-            return arriving, evicted, kept_from
-        # CLEAR: the first arrival empties the buffer, and so does every (size+1)th after it;
-        # each clear moves everything it held (and what that carried) onto the new head.
-        last_group = (arriving - 1) % self._limit + 1
+            return lost_frames, evicted, kept_from
+        # CLEAR: the first arrival past the room empties the buffer, and so does every
+        # (size+1)th after it; each clear moves everything it held (and what that carried)
+        # onto the new head.
+        past_room = arriving - (limit - held)
+        last_group = (past_room - 1) % limit + 1
         kept_from = end - last_group
         owed = self._carry + sum(map(_LOST, buffered)) + held + skipped + (arriving - last_group)
         evicted = list(map(_ITEM, buffered))

@@ -305,7 +305,40 @@ class Reader:
         largest = max(map(_NBYTES, islice(frames, start, None)))
         if outbox.buffered_bytes + size * largest > outbox.max_buffered_bytes:
             return False
-        lost, evicted, kept_from = buffer.overflow(frames, start)
+        self._settle(frames, start, 0)
+        return True
+
+    def newest_kept(self, largest_bytes: int, readers: int) -> int | None:
+        """How many of a batch's newest frames this reader could keep, if the older ones
+        are settled without being built (:meth:`take_ahead`); None: it needs every frame.
+
+        It needs them with a policy that keeps the oldest or all, with decimation or a
+        rate, and when the memory bound is within reach: ``readers`` readers each filling
+        their ``size`` with frames of ``largest_bytes`` must not take the connection over it
+        (frame by frame, some of the frames not built would be buffered on the way).
+        """
+        buffer = self.buffer
+        size = buffer.size
+        if self.doomed or self.every > 1 or self.interval or size is None:
+            return None
+        outbox = self.outbox
+        if outbox.buffered_bytes + readers * size * largest_bytes > outbox.max_buffered_bytes:
+            return None
+        policy = self.policy
+        if policy is Policy.DROP_NEWEST:
+            return 0 if len(buffer) >= size else None  # full: it skips every one
+        if policy is Policy.DROP_OLDEST or policy is Policy.CLEAR:
+            return size
+        return None
+
+    def take_ahead(self, frames: list[SharedData], ahead: int) -> None:
+        """Offer ``ahead`` frames that were never built, then ``frames``, in one step: the
+        broker found (:meth:`newest_kept`) that none of the ``ahead`` could stay here."""
+        self._settle(frames, 0, ahead)
+
+    def _settle(self, frames: list[SharedData], start: int, ahead: int) -> None:
+        outbox = self.outbox
+        lost, evicted, kept_from = self.buffer.overflow(frames, start, ahead)
         delta = sum(map(_NBYTES, islice(frames, kept_from, None))) - sum(map(_NBYTES, evicted))
         outbox.buffered_bytes += delta
         outbox.totals.buffered_bytes += delta
@@ -313,7 +346,6 @@ class Reader:
         self.channel.count_lost(lost)
         if not self.active and self.credit > 0:
             outbox.activate(self)
-        return True
 
     def admit(self, frame: SharedData) -> bool:
         """Put ``frame`` in the buffer; False means "block reader without room: park it".
