@@ -169,6 +169,16 @@ async def test_send_now_leaves_large_pieces_to_send() -> None:
     await reader.aclose()
 
 
+async def test_direct_writes_are_offered_on_plain_tcp_only() -> None:
+    writer, reader = await socket_pair()
+    assert StreamTransport(writer, max_frame_bytes=2**20).direct_writer() is not None
+    # Any stream other than a plain socket (TLS wraps one) writes through send() alone.
+    wrapped = trio.StapledStream(writer, reader)
+    assert StreamTransport(wrapped, max_frame_bytes=2**20).direct_writer() is None
+    await writer.aclose()
+    await reader.aclose()
+
+
 async def test_send_now_to_a_vanished_peer_is_connection_closed() -> None:
     writer, reader = await socket_pair()
     reader.socket.setsockopt(

@@ -525,7 +525,7 @@ class Client:
     async def _sender(self) -> None:
         transport = self._transport
         assert transport is not None
-        write_now = transport.send_now if isinstance(transport, StreamTransport) else None
+        write_now = transport.direct_writer() if isinstance(transport, StreamTransport) else None
         try:
             while True:
                 self._out_wake = trio.Event()

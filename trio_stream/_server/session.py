@@ -137,7 +137,9 @@ class Session:
         self._wake = trio.Event()
         # Direct writes (write_direct): plain TCP only; the sender waits idle with nothing
         # left to write; queued once per dispatch; what the socket did not take at once.
-        self._send_now = transport.send_now if isinstance(transport, StreamTransport) else None
+        self._send_now = (
+            transport.direct_writer() if isinstance(transport, StreamTransport) else None
+        )
         self._sender_idle = False
         self._direct_queued = False
         self._unsent: tuple[list[BytesLike], Batch] | None = None

@@ -177,6 +177,10 @@ class StreamTransport:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionClosed(f"connection lost: {exc}") from exc
 
+    def direct_writer(self) -> Callable[[list[BytesLike]], list[BytesLike]] | None:
+        """:meth:`send_now` on plain TCP; None on TLS, where it could never write."""
+        return self.send_now if self._socket is not None else None
+
     def send_now(self, pieces: list[BytesLike]) -> list[BytesLike]:
         """Write ``pieces`` without waiting, as far as the socket takes them at once.
 
