@@ -22,13 +22,13 @@ SMALL_RECEIVE_BUFFER_BYTES = 4096
 WAIT_S = 30
 
 
-async def slow_reader(port: int) -> trio.SocketStream:
+async def slow_reader(port: int, name: str = "slow") -> trio.SocketStream:
     """A hand-made reader with a tiny receive buffer, subscribed (block) and not reading."""
     sock = trio.socket.socket()
     sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, SMALL_RECEIVE_BUFFER_BYTES)
     await sock.connect(("127.0.0.1", port))
     stream = trio.SocketStream(sock)
-    await stream.send_all(control(M.Hello(v=PROTOCOL_VERSION, name="slow")))
+    await stream.send_all(control(M.Hello(v=PROTOCOL_VERSION, name=name)))
     await read_messages(stream, until=M.Welcome)
     await stream.send_all(control(M.Subscribe(id=1, channel="direct", policy="block", size=1000)))
     await read_messages(stream, until=M.Reply)
@@ -120,3 +120,52 @@ async def test_a_paced_writer_writes_its_frames_itself_and_a_full_socket_loses_n
                 got = [(await sub.receive()).data for _ in payloads]
                 await pub.wait_acknowledged()
     assert got == payloads
+
+
+async def test_direct_writes_never_overtake_the_rest_of_an_earlier_one(server: ts.Server) -> None:
+    # Two writers' reads are dispatched while three readers' sockets are full: a direct
+    # write's rest waits for the sender, and nothing written directly may go out before it.
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    per_writer = 40
+    got: list[list[bytearray]] = [[], [], []]
+
+    async def sip(index: int, stream: trio.SocketStream) -> None:
+        decoder = FrameDecoder(max_frame_bytes=2**20)
+        while len(got[index]) < 2 * per_writer:
+            data = await stream.receive_some(SMALL_RECEIVE_BUFFER_BYTES)
+            assert data, "the server closed the connection"
+            decoder.receive_data(data)
+            got[index] += [frame for frame in decoder.frames() if frame[0] != 0x01]
+            await trio.sleep(0.0005)
+
+    async def write(client: ts.Client, tag: int) -> None:
+        async with client.publisher("direct") as pub:
+            await pub.wait_for_readers(3)
+            for index in range(per_writer):
+                assert await pub.send(bytes([tag, index]) * (FRAME_BYTES // 2))
+                await trio.sleep(0.001)
+            await pub.wait_acknowledged()
+
+    with trio.fail_after(WAIT_S):
+        async with (
+            ts.open_client(server.tcp_url) as first,
+            ts.open_client(server.tcp_url) as second,
+        ):
+            await first.create_channel("direct")
+            readers = [await slow_reader(port, f"slow-{index}") for index in range(3)]
+            async with trio.open_nursery() as nursery:
+                for index, stream in enumerate(readers):
+                    nursery.start_soon(sip, index, stream)
+                nursery.start_soon(write, first, 1)
+                nursery.start_soon(write, second, 2)
+            for stream in readers:
+                await stream.aclose()
+    for frames in got:
+        assert [data_seq(frame) for frame in frames] == list(range(1, 2 * per_writer + 1))
+        sent = {1: 0, 2: 0}
+        for frame in frames:
+            tag, index = frame[-2], frame[-1]
+            assert bytes(frame).endswith(bytes([tag, index]) * (FRAME_BYTES // 2))
+            assert index == sent[tag]
+            sent[tag] += 1

@@ -222,7 +222,16 @@ class Session:
         """
         self._direct_queued = False
         send_now = self._send_now
-        if not self._sender_idle or self._closing or send_now is None:
+        if (
+            not self._sender_idle
+            or self._unsent is not None
+            or self._closing
+            or send_now is None
+            or self.outbox.only_acks()
+        ):
+            # The sender has work of its own (the rest of an earlier direct write, which
+            # must go first), or acknowledgements alone, which it lets wait a turn: a flood
+            # writer's acks then cover several reads, and it is woken less often.
             self._wake.set()
             return
         batch = self.outbox.next_batch()
@@ -237,6 +246,7 @@ class Session:
             return
         if rest:
             self._unsent = (rest, batch)
+            self._sender_idle = False  # busy from now: nothing more is written around it
             self._wake.set()
             return
         self._written(batch)
