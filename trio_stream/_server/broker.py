@@ -498,18 +498,19 @@ class Broker:
         count = len(payloads)
         if not readers or count < 2:
             return False
-        last_payload = len(payloads[-1])
-        newest = SharedData(channel.seq + count, times[-1], pub.sender, payloads[-1])
-        largest = max(map(len, payloads)) + newest.nbytes - last_payload
         needed = 1
         for sub in readers:
-            kept = sub.newest_kept(largest, len(readers))
+            kept = sub.newest_kept()
             if kept is None:
                 return False
             needed = max(needed, kept)
         ahead = count - needed
         # The frames not built must fill every reader's room, or one of them would stay.
         if ahead <= 0 or any(sub.buffer.room() > ahead for sub in readers):
+            return False
+        newest = SharedData(channel.seq + count, times[-1], pub.sender, payloads[-1])
+        largest = max(map(len, payloads)) + newest.nbytes - len(payloads[-1])
+        if not all(sub.far_from_bound(largest, len(readers)) for sub in readers):
             return False
         seq = channel.seq + ahead
         sender = pub.sender

@@ -308,21 +308,13 @@ class Reader:
         self._settle(frames, start, 0)
         return True
 
-    def newest_kept(self, largest_bytes: int, readers: int) -> int | None:
+    def newest_kept(self) -> int | None:
         """How many of a batch's newest frames this reader could keep, if the older ones
-        are settled without being built (:meth:`take_ahead`); None: it needs every frame.
-
-        It needs them with a policy that keeps the oldest or all, with decimation or a
-        rate, and when the memory bound is within reach: ``readers`` readers each filling
-        their ``size`` with frames of ``largest_bytes`` must not take the connection over it
-        (frame by frame, some of the frames not built would be buffered on the way).
-        """
+        are settled without being built (:meth:`take_ahead`); None: it needs every frame
+        (a policy that keeps the oldest or all, decimation, a rate)."""
         buffer = self.buffer
         size = buffer.size
         if self.doomed or self.every > 1 or self.interval or size is None:
-            return None
-        outbox = self.outbox
-        if outbox.buffered_bytes + readers * size * largest_bytes > outbox.max_buffered_bytes:
             return None
         policy = self.policy
         if policy is Policy.DROP_NEWEST:
@@ -330,6 +322,15 @@ class Reader:
         if policy is Policy.DROP_OLDEST or policy is Policy.CLEAR:
             return size
         return None
+
+    def far_from_bound(self, largest_bytes: int, readers: int) -> bool:
+        """Frames not built may be settled here (:meth:`take_ahead`): ``readers`` readers
+        each filling their ``size`` with frames of ``largest_bytes`` would not take the
+        connection over its memory bound (frame by frame, some of the frames not built
+        would be buffered on the way, and each check would pass)."""
+        outbox = self.outbox
+        size = self.buffer.size or 0
+        return outbox.buffered_bytes + readers * size * largest_bytes <= outbox.max_buffered_bytes
 
     def take_ahead(self, frames: list[SharedData], ahead: int) -> None:
         """Offer ``ahead`` frames that were never built, then ``frames``, in one step: the
