@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -148,9 +149,9 @@ class Client:
         self._out_space = trio.Event()
         self._out_space.set()
         # Set while the sender waits idle on plain TCP: Publisher.send then writes a frame
-        # itself (no sender-task hop); _direct_at is when it last did.
+        # itself (no sender-task hop); _wrote_at is when a write last went out either way.
         self._write_now: Callable[[list[BytesLike]], list[BytesLike]] | None = None
-        self._direct_at = -math.inf
+        self._wrote_at = -math.inf
         self._closed: ConnectionClosed | None = None
         self._closing = False
         self._goodbye: str | None = None
@@ -533,6 +534,7 @@ class Client:
                     if not self._connected:
                         return
                     self._write_now = write_now
+                    self._wrote_at = time.monotonic()
                     try:
                         await self._out_wake.wait()
                     finally:

@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 
 YIELD_EVERY_BYTES: Final = 64 * 1024  # a publisher yields once this much is queued
 # A frame is written by send() itself, not by the client's sender task, when that task waits
-# idle and no frame was written so for this long (s): a paced writer's frames skip a task
-# switch and a scheduler turn each, while a flood (the sender busy, or frames queued) stays
-# batched into large writes, with at most one lone frame per interval.
+# idle and the connection wrote nothing for this long (s): a paced writer's frames skip a
+# task switch and a scheduler turn each, while a flood stays batched into large writes (its
+# sender is busy, or has just written, or frames are queued). With a lone frame written
+# whenever the sender idled for a moment, a flood cost the server 7-10 % more CPU per
+# delivery (smaller reads); measured with benchmarks/cpu_per_frame.py.
 DIRECT_WRITE_INTERVAL_S: Final = 200e-6
 
 
@@ -263,9 +265,9 @@ class Publisher:
         """Write one frame from send() itself (the sender waits idle); False: queue it."""
         client = self._client
         now = time.monotonic()
-        if now - client._direct_at < DIRECT_WRITE_INTERVAL_S:
+        if now - client._wrote_at < DIRECT_WRITE_INTERVAL_S:
             return False
-        client._direct_at = now
+        client._wrote_at = now
         try:
             rest = write_now(pieces)
         except ConnectionClosed:
