@@ -232,10 +232,12 @@ class Publisher:
                 "max_frame_bytes on the server"
             )
         limits = client.limits
+        held_back = False  # by the window: a flood, whose frames go out in bulk
         while self._unacked and (
             len(self._unacked) >= limits.publish_window_frames
             or self._unacked_bytes + size > limits.publish_window_bytes
         ):
+            held_back = True
             await self._next_event("_acked_event").wait()
             self._check()
         if client._out_bytes > OUTGOING_HIGH_WATER_BYTES:
@@ -254,7 +256,12 @@ class Publisher:
         self._unacked_bytes += size
         if self._live:  # else it waits in the window and goes out on reconnect
             write_now = client._write_now
-            if write_now is None or client._out or not self._write_direct(write_now, pieces):
+            if (
+                write_now is None
+                or held_back
+                or client._out
+                or not self._write_direct(write_now, pieces)
+            ):
                 client._enqueue(pieces, size + 4)
         self.sent += 1
         return True
