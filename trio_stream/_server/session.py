@@ -658,7 +658,8 @@ class Session:
 
 def write_woken(state: ServerState) -> None:
     """End a dispatch: write to the idle senders it woke (Session.write_direct), in the order
-    they were woken (readers' DATA before the writer's PUB_ACK that the same publish owes)."""
+    they were woken; a writer's acknowledgements alone are left to its sender, which writes
+    them a turn later, after the DATA that the same publish woke."""
     pending = state.direct_writes
     state.direct_writes = None
     if pending:
