@@ -204,6 +204,8 @@ async def test_a_position_of_another_epoch_is_a_reset(server: ts.Server) -> None
         async with client.publisher("AI1") as pub:
             for i in range(3):
                 await pub.send(i)
+            # Published means acknowledged: across Redis, frames are in the stream only then.
+            await pub.wait_acknowledged()
         stale = ts.Position("0123456789abcdef", 2)
         async with client.subscribe("AI1", since=stale) as sub:
             msg = await sub.receive()
