@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import ssl
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -67,6 +68,11 @@ if TYPE_CHECKING:
     from ._rpc import RpcProxy
 
 log = logging.getLogger(__name__)
+
+
+def _drop(frame: bytearray) -> None:
+    """Where a DATA frame for a subscription this client no longer has goes."""
+
 
 SEND_BATCH_BYTES: Final = 1 * 2**20
 CONNECT_TIMEOUT_S: Final = 10.0
@@ -716,22 +722,27 @@ class Client:
         assert transport is not None
         handlers = self._frame_handlers
         subscriptions = self._subscriptions
-        sub_id_of = F.data_sub_id
+        sub_id_at = F.DATA_SUB_ID_AT
+        sub_id_offset = F.DATA_SUB_ID_OFFSET
         data = F.DATA
         try:
             while True:
                 # DATA frames go straight to their subscription's queue; each subscription
                 # is woken once per run of its frames, not once per frame.
                 woken: Subscription | None = None
+                append: Callable[[bytearray], None] = _drop
                 for frame in await transport.receive_frames():
                     if frame[0] == data:
-                        sub = subscriptions.get(sub_id_of(frame))
+                        try:
+                            sub = subscriptions.get(sub_id_at(frame, sub_id_offset)[0])
+                        except struct.error:
+                            raise ProtocolError("truncated DATA frame") from None
                         if sub is not woken:
                             if woken is not None:
                                 woken._wake()
                             woken = sub
-                        if sub is not None:
-                            sub._frames.append(frame)
+                            append = _drop if sub is None else sub._frames.append
+                        append(frame)
                         continue
                     handler = handlers.get(frame[0])
                     if handler is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import struct
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -15,6 +16,7 @@ from ._exceptions import (
     ChannelNotFound,
     ConnectionClosed,
     InvalidArgument,
+    ProtocolError,
     TrioStreamError,
 )
 from ._protocol import frames as F
@@ -28,6 +30,14 @@ if TYPE_CHECKING:
     from ._client import Client
 
 YIELD_EVERY_MESSAGES: Final = 64  # a reader with messages waiting yields this often
+
+# The per-message path looks these up once here, not through two module attributes each time.
+_checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
+_cancel_shielded_checkpoint: Final = trio.lowlevel.cancel_shielded_checkpoint
+_DATA_HEAD_AT: Final = F.DATA_HEAD_AT
+_DATA_HEAD_BYTES: Final = F.DATA_HEAD_BYTES
+# A Message straight from its fields (a C call): the NamedTuple's __new__ is a Python function.
+_new_tuple: Final = tuple.__new__
 
 
 class _Keep(enum.Enum):
@@ -67,7 +77,11 @@ class Subscription:
         # Set only while a receiver waits: setting an Event per delivered frame was a
         # measurable part of a busy reader's cost.
         self._waiter: trio.Event | None = None
-        self._parse = F.DataParser().parse  # the wire format's owner, one per subscription
+        # The last sender's name, raw and decoded: a channel's frames mostly come from one
+        # writer, whose name is compared in place rather than copied out and decoded.
+        self._sender_raw = b""
+        self._sender_len = -1
+        self._sender = ""
         # Losses the server reported in a `lost` notice (no DATA frame to carry them), as
         # [position, count, counted]: counted in ``lost`` once the application has read every
         # message before them, and carried to the message at ``position`` as its ``lost``.
@@ -273,23 +287,32 @@ class Subscription:
         return self._message(self._frames.popleft())
 
     def _message(self, frame: bytearray) -> Message:
-        # The hot path of every reader: one parse (the sender name cached), one decode.
+        # The hot path of every reader: one unpack of the DATA head (frames.DATA_HEAD, the
+        # wire format's owner), the sender name compared in place, one decode.
         # The frame is consumed whether or not it decodes: its credit goes back first, or a
         # few bad frames would shrink the window for good (and a reader that got only bad
         # frames would never receive anything again, from any writer).
-        self._consumed += 1
-        self._consumed_bytes += len(frame)
-        if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
+        consumed = self._consumed + 1
+        consumed_bytes = self._consumed_bytes + len(frame)
+        self._consumed = consumed
+        self._consumed_bytes = consumed_bytes
+        if consumed >= self._credit_batch or consumed_bytes >= self._credit_bytes:
             self._return_credit()
-        lost, seq, time_s, sender, offset = self._parse(frame)
+        try:
+            _, _, lost, seq, time_s, name_len = _DATA_HEAD_AT(frame)
+        except struct.error:
+            raise ProtocolError("truncated DATA frame") from None
+        if name_len != self._sender_len or not frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
+            self._sender_raw, self._sender = F.data_sender(frame, name_len)
+            self._sender_len = name_len
         if lost:
             self.lost += lost
-        value = decode_payload(frame, offset, self._payload_limits)
+        value = decode_payload(frame, _DATA_HEAD_BYTES + name_len, self._payload_limits)
         if self._carried:
             lost = self._carry_loss(lost)
         self.received += 1
         self._last_seq = seq
-        return Message(value, seq, self.channel, sender, time_s, lost)
+        return _new_tuple(Message, (value, seq, self.channel, self._sender, time_s, lost, None))
 
     def _lost_notice(self, count: int) -> None:
         """The server dropped ``count`` frames after the last one it sent (a `lost` notice)."""
@@ -361,7 +384,7 @@ class Subscription:
         """
         # Cancellation is honoured only *before* a message is taken: a message taken and then
         # lost to a cancel or a timeout (move_on_after around receive) would be gone for good.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await _checkpoint_if_cancelled()
         while True:
             try:
                 message = self.receive_nowait()
@@ -371,18 +394,19 @@ class Subscription:
                 await self._waiter.wait()
                 continue
             if not self.received % YIELD_EVERY_MESSAGES:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await _cancel_shielded_checkpoint()
             return message
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Message:
-        if self._frames:  # the common case under load, without receive()'s loop
-            await trio.lowlevel.checkpoint_if_cancelled()
-            message = self._message(self._frames.popleft())
+        frames = self._frames
+        if frames:  # the common case under load, without receive()'s loop
+            await _checkpoint_if_cancelled()
+            message = self._message(frames.popleft())
             if not self.received % YIELD_EVERY_MESSAGES:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await _cancel_shielded_checkpoint()
             return message
         try:
             return await self.receive()

@@ -516,7 +516,9 @@ def _decompressed(data: BytesLike, offset: int, max_bytes: int) -> bytes | None:
 _BYTES_FIRST: Final = 0x40
 _BYTES_INLINE_LAST: Final = 0x57  # lengths 0-23 in the head byte
 _BYTES_U8: Final = 0x58
-_BYTES_LAST: Final = 0x59  # u16 length
+_BYTES_U16: Final = 0x59
+_TAG_U8: Final = 0xD8  # a tag of one byte first: maybe one array (zero-copy)
+_TAG_U32: Final = 0xDA  # a tag of four bytes first: maybe a compressed payload
 
 
 def _byte_string(data: BytesLike, offset: int, size: int) -> bytes | None:
@@ -534,6 +536,8 @@ def _byte_string(data: BytesLike, offset: int, size: int) -> bytes | None:
         start, length = 3, data[offset + 1] << 8 | data[offset + 2]
     if start + length != size:
         return None  # trailing bytes or truncated: cbor2 says what it makes of them
+    if size < ZERO_COPY_MIN_BYTES:
+        return bytes(data[offset + start :])  # two small copies cost less than a view
     return bytes(memoryview(data)[offset + start :])
 
 
@@ -550,25 +554,33 @@ def decode_payload(
             it decompresses to more than ``limits.max_decompressed_bytes``.
         ProtocolError: the bytes are not one well-formed payload.
     """
+    # Every reader calls this once per message: the common payloads (a short byte string,
+    # an array or map for cbor2) are told apart by their first byte, one comparison each.
+    size = len(data) - offset
     try:
-        size = len(data) - offset
-        if size > 0 and _BYTES_FIRST <= data[offset] <= _BYTES_LAST:
-            raw = _byte_string(data, offset, size)
-            if raw is not None:
-                return raw
-        if size > 0 and data[offset] == 0xD8:  # a tag first: maybe one array, zero-copy
+        first = data[offset] if size > 0 else -1
+        if _BYTES_FIRST <= first <= _BYTES_U16:
+            if first == _BYTES_U8:  # the commonest: 24-255 bytes
+                if size >= 2 and data[offset + 1] == size - 2:
+                    return bytes(data[offset + 2 :])
+            else:
+                raw = _byte_string(data, offset, size)
+                if raw is not None:
+                    return raw
+        elif first == _TAG_U8:
             array = _fast_array(memoryview(data)[offset:])
             if array is not None:
                 return array
-        elif size > 5 and data[offset] == 0xDA:  # a 4-byte tag: maybe a compressed payload
+        elif first == _TAG_U32 and size > 5:
             inner = _decompressed(data, offset, limits.max_decompressed_bytes)
             if inner is not None:
                 return decode_payload(inner, 0, limits)
         # A small payload is cheaper to slice (copy) than to view.
         view = data[offset:] if size < ZERO_COPY_MIN_BYTES else memoryview(data)[offset:]
-        decoders = (
-            _DEFAULT_DECODERS if limits is DEFAULT_PAYLOAD_LIMITS else _payload_decoders(limits)
-        )
+        if limits is DEFAULT_PAYLOAD_LIMITS:
+            decoders = _DEFAULT_DECODERS
+        else:
+            decoders = _payload_decoders(limits)
         # Payloads are the writers' data, not envelopes: one cbor2.loads (no trailing-bytes
         # check, which would cost a decoder object per frame). Map keys other than text and
         # bytes are refused in this first try: see cbor_scan for why and what follows.
@@ -583,24 +595,32 @@ def decode_payload(
             refused = _refusal(exc)
             if refused is not None:
                 raise refused from None
-
-        def decode_key(key: memoryview) -> Any:
-            return cbor2.loads(
-                key, max_depth=limits.max_depth, semantic_decoders=decoders, immutable=True
-            )
-
-        check_key_collisions(
-            memoryview(view),
-            max_collisions=limits.max_key_collisions,
-            max_depth=limits.max_depth + 1,
-            decode_key=decode_key,
-        )
-        return cbor2.loads(view, max_depth=limits.max_depth, semantic_decoders=decoders)
+        return _decode_with_keys_checked(view, limits, decoders)
     except (cbor2.CBORDecodeError, ValueError, IndexError) as exc:
         refused = _refusal(exc)
         if refused is not None:
             raise refused from None
         raise ProtocolError(f"malformed payload: {_reason(exc)}") from exc
+
+
+def _decode_with_keys_checked(
+    view: BytesLike, limits: PayloadLimits, decoders: Mapping[int, Callable[[Any, bool], Any]]
+) -> Any:
+    """The second try of decode_payload: a payload with map keys other than text and bytes,
+    decoded once its keys are known not to collide (see cbor_scan)."""
+
+    def decode_key(key: memoryview) -> Any:
+        return cbor2.loads(
+            key, max_depth=limits.max_depth, semantic_decoders=decoders, immutable=True
+        )
+
+    check_key_collisions(
+        memoryview(view),
+        max_collisions=limits.max_key_collisions,
+        max_depth=limits.max_depth + 1,
+        decode_key=decode_key,
+    )
+    return cbor2.loads(view, max_depth=limits.max_depth, semantic_decoders=decoders)
 
 
 def encode_control(message: Mapping[str, Any]) -> bytes:

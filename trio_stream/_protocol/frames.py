@@ -259,8 +259,17 @@ def write_data(
 
 # -- DATA, client side -----------------------------------------------------------------------
 _SUB_ID: Final = struct.Struct(">I")
-_DATA_HEAD_BYTES: Final = DATA_HEAD.size
-_DATA_HEAD_AT: Final = DATA_HEAD.unpack_from
+# The sub id of a DATA frame body, read at DATA_SUB_ID_OFFSET: a reader routes every frame
+# with this one C call (struct.error on a truncated frame: the caller says "truncated").
+DATA_SUB_ID_AT: Final = _SUB_ID.unpack_from
+DATA_SUB_ID_OFFSET: Final = 1
+# (type, sub_id, lost, seq, time, sender name length) of a DATA frame body; the sender name
+# follows at DATA_HEAD_BYTES, the payload after it. A reader's hot path unpacks this itself
+# (one C call) rather than through DataParser.parse: see Subscription._message.
+DATA_HEAD_AT: Final = DATA_HEAD.unpack_from
+DATA_HEAD_BYTES: Final = DATA_HEAD.size
+_DATA_HEAD_BYTES: Final = DATA_HEAD_BYTES
+_DATA_HEAD_AT: Final = DATA_HEAD_AT
 # Readers see the same few sender names over and over; decoding each once saves a bytes
 # copy and a UTF-8 decode per message.
 _sender_names: dict[bytes, str] = {}
@@ -279,6 +288,27 @@ def data_seq(frame: BytesLike) -> int:
     if len(frame) < _DATA_HEAD_BYTES:
         raise ProtocolError("truncated DATA frame")
     return int(_DATA_HEAD_AT(frame)[3])
+
+
+def data_sender(frame: bytearray | bytes, name_len: int) -> tuple[bytes, str]:
+    """The sender field of a DATA frame body whose name is ``name_len`` bytes: (raw, name).
+
+    Raises:
+        ProtocolError: the frame ends inside the name.
+    """
+    end = _DATA_HEAD_BYTES + name_len
+    if len(frame) < end:
+        raise ProtocolError("truncated DATA frame")
+    raw = bytes(frame[_DATA_HEAD_BYTES:end])
+    sender = _sender_names.get(raw)
+    if sender is None:
+        # A name that is not UTF-8 still names someone: an older server cut long names
+        # at 255 bytes, possibly mid-character; the broken character shows as U+FFFD.
+        sender = raw.decode(errors="replace")
+        if len(_sender_names) >= _SENDER_CACHE_MAX:
+            _sender_names.clear()
+        _sender_names[raw] = sender
+    return raw, sender
 
 
 class DataParser:
@@ -307,21 +337,9 @@ class DataParser:
         offset = _DATA_HEAD_BYTES + name_len
         if name_len == self._len and frame.startswith(self._raw, _DATA_HEAD_BYTES):
             return lost, seq, time, self._sender, offset
-        if len(frame) < offset:
-            raise ProtocolError("truncated DATA frame")
-        raw = bytes(frame[_DATA_HEAD_BYTES:offset])
-        sender = _sender_names.get(raw)
-        if sender is None:
-            # A name that is not UTF-8 still names someone: an older server cut long names
-            # at 255 bytes, possibly mid-character; the broken character shows as U+FFFD.
-            sender = raw.decode(errors="replace")
-            if len(_sender_names) >= _SENDER_CACHE_MAX:
-                _sender_names.clear()
-            _sender_names[raw] = sender
-        self._raw = raw
+        self._raw, self._sender = data_sender(frame, name_len)
         self._len = name_len
-        self._sender = sender
-        return lost, seq, time, sender, offset
+        return lost, seq, time, self._sender, offset
 
 
 # -- CREDIT and PUB_ACK ----------------------------------------------------------------------
