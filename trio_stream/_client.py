@@ -724,19 +724,26 @@ class Client:
         subscriptions = self._subscriptions
         sub_id_at = F.DATA_SUB_ID_AT
         sub_id_offset = F.DATA_SUB_ID_OFFSET
+        route_bytes = F.DATA_ROUTE_BYTES
         data = F.DATA
         try:
             while True:
                 # DATA frames go straight to their subscription's queue; each subscription
-                # is woken once per run of its frames, not once per frame.
+                # is woken once per run of its frames, not once per frame. A run's frames
+                # start with the same bytes (type and sub id): one comparison routes each.
                 woken: Subscription | None = None
                 append: Callable[[bytearray], None] = _drop
+                run = b""  # the route bytes of the current run of DATA frames; b"": none
                 for frame in await transport.receive_frames():
+                    if run and frame.startswith(run):
+                        append(frame)
+                        continue
                     if frame[0] == data:
                         try:
                             sub = subscriptions.get(sub_id_at(frame, sub_id_offset)[0])
                         except struct.error:
                             raise ProtocolError("truncated DATA frame") from None
+                        run = bytes(frame[:route_bytes])
                         if sub is not woken:
                             if woken is not None:
                                 woken._wake()
@@ -750,6 +757,7 @@ class Client:
                             f"frame type {frame[0]:#04x} is not valid from a server"
                         )
                     handler(frame)
+                    run = b""  # it may have ended or added a subscription: look up again
                 if woken is not None:
                     woken._wake()
                 self._heard = True  # per batch, not per frame: the heartbeat only needs "some"

@@ -263,6 +263,8 @@ _SUB_ID: Final = struct.Struct(">I")
 # with this one C call (struct.error on a truncated frame: the caller says "truncated").
 DATA_SUB_ID_AT: Final = _SUB_ID.unpack_from
 DATA_SUB_ID_OFFSET: Final = 1
+# The type and sub id: every DATA frame of one subscription starts with these same bytes.
+DATA_ROUTE_BYTES: Final = DATA_SUB_ID_OFFSET + _SUB_ID.size
 # (type, sub_id, lost, seq, time, sender name length) of a DATA frame body; the sender name
 # follows at DATA_HEAD_BYTES, the payload after it. A reader's hot path unpacks this itself
 # (one C call) rather than through DataParser.parse: see Subscription._message.
