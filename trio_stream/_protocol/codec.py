@@ -541,6 +541,26 @@ def _byte_string(data: BytesLike, offset: int, size: int) -> bytes | None:
     return bytes(memoryview(data)[offset + start :])
 
 
+SHORT_PAYLOAD_MAX_BYTES: Final = 64
+
+
+def short_payload_bytes(limits: PayloadLimits) -> int:
+    """Payloads shorter than this cannot reach ``limits.max_depth`` nor
+    ``limits.max_key_collisions``: cbor2 decodes them without those two checks.
+
+    Every CBOR item takes at least one byte, so a payload of n bytes nests at most n deep and
+    holds at most n keys in one map or elements in one set. Small values (a number, a short
+    list of them: what most lab channels carry) skip the checks' cost; the bignum and decimal
+    limits are the semantic decoders' and always apply. At most SHORT_PAYLOAD_MAX_BYTES, far
+    below the depth cbor2 allows by default (400), so its own default never refuses what
+    ``limits.max_depth`` would let through.
+    """
+    return min(limits.max_depth, limits.max_key_collisions + 1, SHORT_PAYLOAD_MAX_BYTES)
+
+
+_DEFAULT_SHORT_PAYLOAD_BYTES: Final = short_payload_bytes(DEFAULT_PAYLOAD_LIMITS)
+
+
 def decode_payload(
     data: BytesLike, offset: int = 0, limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS
 ) -> Any:
@@ -579,8 +599,12 @@ def decode_payload(
         view = data[offset:] if size < ZERO_COPY_MIN_BYTES else memoryview(data)[offset:]
         if limits is DEFAULT_PAYLOAD_LIMITS:
             decoders = _DEFAULT_DECODERS
+            short = size < _DEFAULT_SHORT_PAYLOAD_BYTES
         else:
             decoders = _payload_decoders(limits)
+            short = size < short_payload_bytes(limits)
+        if short:  # no depth or key limit to check: see short_payload_bytes
+            return cbor2.loads(view, semantic_decoders=decoders)
         # Payloads are the writers' data, not envelopes: one cbor2.loads (no trailing-bytes
         # check, which would cost a decoder object per frame). Map keys other than text and
         # bytes are refused in this first try: see cbor_scan for why and what follows.
