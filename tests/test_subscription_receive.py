@@ -1,0 +1,96 @@
+"""Subscription.receive and ``async for``: what taking a message promises, over a real server.
+
+The reader's hot path takes a waiting frame without a scheduling round trip; these pin what
+that shortcut must keep: a cancelled receive takes nothing, a busy reader still lets other
+tasks run every YIELD_EVERY_MESSAGES messages, and every message arrives whole and in order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import trio
+
+import trio_stream as ts
+from trio_stream._subscription import YIELD_EVERY_MESSAGES
+
+WAIT_S = 10.0
+
+
+async def subscription_with_waiting_frames(
+    client: ts.Client, writer: ts.Client, values: list[Any]
+) -> ts.Subscription:
+    """A subscription whose frames for ``values`` have all reached the client, none taken."""
+    await writer.create_channel("c")
+    sub = await client.open_subscription("c", policy="block", size=len(values) + 10)
+    async with writer.publisher("c") as pub:
+        await pub.wait_for_readers()
+        for value in values:
+            await pub.send(value)
+        await pub.wait_acknowledged()
+    with trio.fail_after(WAIT_S):
+        while sub.statistics().buffered < len(values):  # noqa: ASYNC110 - frames in flight
+            await trio.sleep(0.01)
+    return sub
+
+
+@pytest.mark.parametrize("take", ["receive", "anext"])
+async def test_a_cancelled_take_raises_and_leaves_the_message_for_the_next(
+    server: ts.Server, take: str
+) -> None:
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as client, ts.open_client(server.tcp_url) as w:
+        sub = await subscription_with_waiting_frames(client, w, [0, 1, 2])
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            if take == "receive":
+                await sub.receive()
+            else:
+                await sub.__anext__()
+        assert scope.cancelled_caught
+        assert sub.statistics().buffered == 3  # nothing was taken
+        assert sub.position.seq == 0
+        got = [(await sub.receive()).data for _ in range(3)]
+        assert got == [0, 1, 2]
+        assert sub.position.seq == 3
+        await sub.aclose()
+
+
+async def test_a_reader_with_frames_waiting_lets_other_tasks_run(server: ts.Server) -> None:
+    assert server.tcp_url
+    count = 3 * YIELD_EVERY_MESSAGES
+    async with ts.open_client(server.tcp_url) as client, ts.open_client(server.tcp_url) as w:
+        sub = await subscription_with_waiting_frames(client, w, list(range(count)))
+        ticks = 0
+        taken_at_tick: list[int] = []
+        taken = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                taken_at_tick.append(taken)
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await trio.lowlevel.checkpoint()  # the ticker starts
+            async for msg in sub:
+                assert msg.data == taken
+                assert msg.seq == taken + 1
+                taken += 1
+                if taken == count:
+                    break
+            nursery.cancel_scope.cancel()
+        # The ticker ran while the reader took messages: the reader yields after every
+        # YIELD_EVERY_MESSAGES, and trio runs the two in either order within a round, so two
+        # ticks see at most twice that many messages taken between them.
+        gaps = [b - a for a, b in itertools.pairwise(taken_at_tick)]
+        assert ticks >= count // (2 * YIELD_EVERY_MESSAGES)
+        assert max(gaps) <= 2 * YIELD_EVERY_MESSAGES
+        stats = sub.statistics()
+        assert stats.frames == count
+        assert stats.buffered == 0
+        await sub.aclose()
