@@ -317,7 +317,9 @@ class DataParser:
     """Parses one subscription's DATA frame bodies; remembers the last sender's name.
 
     A channel's frames mostly come from one writer: the name is compared in place with the
-    last one rather than copied out of every frame and decoded.
+    last one rather than copied out of every frame and decoded. The client's reader takes
+    the same steps with the same pieces (DATA_HEAD_AT, then data_sender for a new name)
+    inline in Subscription._message, where a call and a result tuple per message showed.
     """
 
     __slots__ = ("_len", "_raw", "_sender")
