@@ -94,3 +94,31 @@ async def test_a_reader_with_frames_waiting_lets_other_tasks_run(server: ts.Serv
         assert stats.frames == count
         assert stats.buffered == 0
         await sub.aclose()
+
+
+async def test_each_message_names_its_writer_when_writers_of_one_name_length_alternate(
+    server: ts.Server,
+) -> None:
+    # The reader compares each frame's sender field with the last one in place: names of the
+    # same length, alternating, must never be taken for each other.
+    assert server.tcp_url
+    url = server.tcp_url
+    async with (
+        ts.open_client(url, name="reader") as client,
+        ts.open_client(url, name="w-a") as a,
+        ts.open_client(url, name="w-b") as b,
+        ts.open_client(url, name="w-long") as c,
+    ):
+        await a.create_channel("c")
+        sub = await client.open_subscription("c", policy="block", size=100)
+        order = ["w-a", "w-b", "w-b", "w-a", "w-long", "w-a", "w-b"]
+        writers = {"w-a": a, "w-b": b, "w-long": c}
+        for index, name in enumerate(order):
+            async with writers[name].publisher("c") as pub:
+                await pub.wait_for_readers()
+                await pub.send(index)
+                await pub.wait_acknowledged()
+        with trio.fail_after(WAIT_S):
+            got = [await sub.receive() for _ in order]
+        assert [(m.data, m.sender) for m in got] == list(enumerate(order))
+        await sub.aclose()
