@@ -62,6 +62,8 @@ import contextlib
 import logging
 import math
 import secrets
+import sys
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, cast
@@ -83,18 +85,27 @@ DEFAULT_HISTORY_FRAMES = 10_000
 DEFAULT_HISTORY_BYTES = 256 * 2**20
 MIN_HISTORY_FRAMES = 64
 READ_BLOCK_MS = 1_000
-READ_COUNT = 1_000
-# One XREAD reads up to READ_COUNT entries of every followed stream: 1,000 frames of 128 KiB
-# would be a 128 MiB reply, and every other channel of the node would wait for it (a quiet
-# channel beside a flooded one then lagged by seconds). So the count is cut to about this
-# many bytes of the biggest frames of the last read (as much as a writer appends at once).
+READ_COUNT = 64  # stream entries per XREAD (an entry holds up to a writer batch of frames)
+# One XREAD reads up to READ_COUNT entries of every followed stream: entries of big frames
+# would make a reply of hundreds of MiB, and every other channel of the node would wait for
+# it (a quiet channel beside a flooded one then lagged by seconds). So the count is cut to
+# about this many bytes of the biggest entries of the last read (as much as a writer appends
+# at once).
 READ_BYTES = 8 * 2**20
+RANGE_COUNT = 16  # stream entries per XRANGE while collecting a range of frames
+# Frames of one batch share a stream entry up to this many payload bytes; a frame this big
+# or bigger has an entry of its own, so its payload goes to Redis as it is, never joined.
+PACK_BYTES = 64 * 2**10
 EPOCH_CHECK_INTERVAL_S = 1.0
 RECONNECT_DELAY_MIN_S = 0.05
 RECONNECT_DELAY_MAX_S = 1.0
 APPEND_RETRY_S = 5.0
 WAKE_FIELD = b"w"
-ROOM_POLL_S = 0.01  # a writer waiting for a lagging node asks again this often
+# A writer waiting for a lagging node asks again after ROOM_POLL_MIN_S, doubling up to
+# ROOM_POLL_MAX_S: a block reader that keeps up frees room within a few ms, a stalled one
+# costs one cheap script call per ROOM_POLL_MAX_S.
+ROOM_POLL_MIN_S = 0.001
+ROOM_POLL_MAX_S = 0.01
 
 # Errors after which the reader waits, reconnects and checks epochs (coredis already
 # retried the command twice by then).
@@ -102,28 +113,37 @@ REDIS_DOWN = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 
 # KEYS[1] channel hash, KEYS[2] stream key, KEYS[3] the nodes' positions in that stream
 # (redis_positions), KEYS[4] the nodes' heartbeat expiries (redis_presence); ARGV[1] epoch,
-# ARGV[2] history bound (frames), ARGV[3] sender, ARGV[4] batch token, ARGV[5] n, then n
-# (time, payload) pairs.
+# ARGV[2] history bound (frames), ARGV[3] sender, ARGV[4] batch token, ARGV[5] n (frames),
+# then per stream entry four values: its frame count, times, sizes and payloads (packed, see
+# pack_entries).
 # The sequence numbers come from one HINCRBY, so a batch is contiguous and numbers are per
-# channel across every node; the entry id is ``{seq}-0``, which makes a trimmed range exact to
-# count and a resume a plain XREAD. A writer on a stale epoch is refused (the channel was
+# channel across every node. A stream entry carries several frames: its id is ``{seq}-0``
+# of its *last* frame, and its count says where the first one is, so every frame's seq is
+# known, a trimmed range is exact to count, and a resume is a plain XREAD from ``{seq}-0``
+# (the entry holding the next frame is the first with a greater id; the frames before it in
+# that entry are skipped by the reader). Trimming is by id (MINID, exact): at least the
+# history bound in frames stays. A writer on a stale epoch is refused (the channel was
 # deleted, recreated or Redis lost it). The batch token makes a retry idempotent: a command
 # whose reply was lost with its connection ran (or not) as a whole, and running it again
 # answers the first seq it got instead of appending the batch twice.
-# Room: no live node that follows the channel may be left more than the history bound
-# behind (the trim would drop frames it has not read): then nothing is appended and the
-# answer is 0; the writer waits (ROOM_LUA) and tries again, its acknowledgements held
-# meanwhile. A node whose heartbeat expired does not count (it holds no writer).
+# Room: no live node that follows the channel may be left more than its room behind: the
+# history bound (the trim would drop frames it has not read), or less where the node has
+# ``block`` readers (it reports "seq room", see redis_positions). Then nothing is appended and
+# the answer is 0; the writer waits (ROOM_LUA) and tries again, its acknowledgements held
+# meanwhile. A batch larger than the room goes once the node has taken everything before it.
+# A node whose heartbeat expired does not count (it holds no writer).
 _ROOM = """
 local n = tonumber(ARGV[5])
 local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-local room = math.max(tonumber(ARGV[2]), n)
+local history = tonumber(ARGV[2])
 local positions = redis.call('HGETALL', KEYS[3])
 if #positions > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   for i = 1, #positions, 2 do
-    if last + n - tonumber(positions[i + 1]) > room then
+    local seq, room = string.match(positions[i + 1], '^(%d+) ?(%d*)$')
+    room = math.max(math.min(tonumber(room) or history, history), n)
+    if seq and last + n - tonumber(seq) > room then
       local expiry = redis.call('ZSCORE', KEYS[4], positions[i])
       if expiry and tonumber(expiry) > now then return 0 end
     end
@@ -144,13 +164,16 @@ end
 """
     + _ROOM
     + """
-local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
-local first = last - n + 1
-for i = 0, n - 1 do
-  redis.call('XADD', KEYS[2], string.format('%d-0', first + i),
-             't', ARGV[6 + 2 * i], 's', ARGV[3], 'p', ARGV[7 + 2 * i])
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', n)
+local first = seq - n + 1
+seq = first - 1
+for i = 6, #ARGV, 4 do
+  seq = seq + tonumber(ARGV[i])
+  redis.call('XADD', KEYS[2], string.format('%d-0', seq),
+             's', ARGV[3], 't', ARGV[i + 1], 'l', ARGV[i + 2], 'p', ARGV[i + 3])
 end
-redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
+local keep = seq - tonumber(ARGV[2]) + 1
+if keep > 1 then redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d-0', keep)) end
 redis.call('HSET', KEYS[1], mark, ARGV[4] .. ' ' .. string.format('%d', first))
 return first
 """
@@ -266,9 +289,7 @@ class FrameWriter:
             max(MIN_HISTORY_FRAMES, self._history_bytes // average),
         )
         head: list[bytes | str] = [epoch, str(history), sender, token, str(count)]
-        args = list(head)
-        for moment, payload in zip(times, payloads, strict=True):
-            args += [repr(moment), payload]
+        args = head + pack_entries(payloads, times)
         keys = [
             self._keys.channel(channel),
             self._keys.stream(channel, epoch),
@@ -281,8 +302,10 @@ class FrameWriter:
             try:
                 first: object = await self._append(keys=keys, args=args)
                 if first == 0:  # a node lags: wait for room, cheaply, then append
-                    while not await self._room(keys=keys, args=head):  # noqa: ASYNC110 (in Redis)
-                        await trio.sleep(ROOM_POLL_S)
+                    poll_s = ROOM_POLL_MIN_S
+                    while not await self._room(keys=keys, args=head):
+                        await trio.sleep(poll_s)
+                        poll_s = min(poll_s * 2, ROOM_POLL_MAX_S)
                     deadline = trio.current_time() + self._retry_s
                     continue
                 break
@@ -308,8 +331,16 @@ async def read_range(
     For a resume within the same epoch: the first frame's seq minus ``after + 1`` is exactly
     how many were trimmed before it.
     """
-    entries = await client.xrange(keys.stream(channel, epoch), f"{after + 1}-0", "+", count=count)
-    return _frames(entries, after)
+    key = keys.stream(channel, epoch)
+    frames: list[Frame] = []
+    while len(frames) < count:
+        # The entry holding frame after + 1 is the first whose id (its last seq) is past it.
+        entries = await client.xrange(key, f"{after + 1}-0", "+", count=RANGE_COUNT)
+        frames += _frames(entries, after)
+        if len(entries) < RANGE_COUNT:
+            break
+        after = _entry_seq(entries[-1])
+    return frames[:count]
 
 
 @dataclass(slots=True)
@@ -318,15 +349,107 @@ class _Follow:
     last_seq: int
 
 
+# Entry fields: sender (s), then per frame its time (t, float64) and payload size (l,
+# uint32), both arrays little-endian, and the payloads one after the other (p). Two array
+# conversions per entry instead of two Redis arguments (and a repr/float) per frame: the
+# writer's node, Redis and the reader's node (coredis builds objects per entry) all do per
+# batch what they did per frame.
+_TIMES_TYPE = "d"
+_SIZES_TYPE = "I"
+assert array(_TIMES_TYPE).itemsize == 8 and array(_SIZES_TYPE).itemsize == 4
+_SWAP = sys.byteorder != "little"
+
+
+def _array_bytes(kind: str, values: Sequence[float] | Sequence[int]) -> bytes:
+    packed = array(kind, values)
+    if _SWAP:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _array_values(kind: str, data: bytes) -> array[float] | array[int]:
+    values: array[float] | array[int] = array(kind)
+    values.frombytes(data)
+    if _SWAP:
+        values.byteswap()
+    return values
+
+
+def pack_entries(payloads: Sequence[bytes], times: Sequence[float]) -> list[bytes | str]:
+    """The append script's per-entry arguments (count, times, sizes, payloads) for a batch.
+
+    Frames are packed into one entry up to :data:`PACK_BYTES` of payloads; a bigger frame
+    gets an entry of its own (its payload is not copied into a joined one).
+    """
+    args: list[bytes | str] = []
+
+    def entry(start: int, end: int) -> None:
+        part = payloads[start:end]
+        body = part[0] if end - start == 1 else b"".join(part)
+        sizes = [len(p) for p in part]
+        args.extend(
+            (
+                str(end - start),
+                _array_bytes(_TIMES_TYPE, times[start:end]),
+                _array_bytes(_SIZES_TYPE, sizes),
+                body,
+            )
+        )
+
+    start = 0
+    size = 0
+    for index, payload in enumerate(payloads):
+        nbytes = len(payload)
+        if nbytes >= PACK_BYTES:
+            if index > start:
+                entry(start, index)
+            entry(index, index + 1)
+            start, size = index + 1, 0
+            continue
+        size += nbytes
+        if size >= PACK_BYTES:
+            entry(start, index + 1)
+            start, size = index + 1, 0
+    if start < len(payloads):
+        entry(start, len(payloads))
+    return args
+
+
+def _entry_seq(entry: StreamEntry) -> int:
+    """The seq of an entry's last frame (its id); bytes: decode_responses=False."""
+    return int(cast(bytes, entry.identifier).partition(b"-")[0])
+
+
+def _entry_bytes(entry: StreamEntry) -> int:
+    """The payload bytes an entry holds."""
+    return len(cast("Mapping[bytes, bytes]", entry.field_values)[b"p"])
+
+
 def _frames(entries: Sequence[StreamEntry], after: int) -> list[Frame]:
-    # The client is built with decode_responses=False: every string here is bytes.
-    frames = []
+    """The frames with seq > ``after`` in ``entries`` (from a read issued before a re-follow
+    moved the position, or the head of the entry that holds ``after + 1``)."""
+    frames: list[Frame] = []
+    append = frames.append
     for entry in entries:
-        seq = int(cast(bytes, entry.identifier).partition(b"-")[0])
-        if seq <= after:  # from a read issued before a re-follow moved the position
+        last = _entry_seq(entry)
+        if last <= after:
             continue
         values = cast("Mapping[bytes, bytes]", entry.field_values)
-        frames.append(Frame(seq, float(values[b"t"]), values[b"s"].decode(), values[b"p"]))
+        sender = values[b"s"].decode()
+        times = _array_values(_TIMES_TYPE, values[b"t"])
+        sizes = _array_values(_SIZES_TYPE, values[b"l"])
+        body = values[b"p"]
+        seq = last - len(sizes)
+        if len(sizes) == 1:
+            append(Frame(last, times[0], sender, body))
+            continue
+        offset = 0
+        for time_s, size in zip(times, sizes, strict=True):
+            seq += 1
+            end = offset + int(size)
+            if seq > after:
+                append(Frame(seq, float(time_s), sender, body[offset:end]))
+            offset = end
     return frames
 
 
@@ -359,7 +482,7 @@ class StreamReader:
         self._wake_key = keys.wake(node)
         self._block_ms = block_ms
         self._count = count
-        self._frame_bytes = 1  # the biggest payload of the last read (sets the next count)
+        self._entry_bytes = 1  # the biggest entry of the last read (sets the next count)
         self._epoch_check_interval_s = epoch_check_interval_s
         self._follows: dict[str, _Follow] = {}
         self._paused: set[str] = set()  # followed, but not read until resumed
@@ -461,7 +584,7 @@ class StreamReader:
             if channel in self._paused:
                 continue
             streams[self._keys.stream(channel, state.epoch)] = f"{state.last_seq}-0"
-        count = max(1, min(self._count, READ_BYTES // self._frame_bytes))
+        count = max(1, min(self._count, READ_BYTES // self._entry_bytes))
         reply = await self._client.xread(streams, count=count, block=block_ms)
         if not reply:
             return
@@ -477,13 +600,13 @@ class StreamReader:
             frames = _frames(entries, follow.last_seq)
             if not frames:
                 continue
-            # first and last: a stream's frames are alike in size, and this is per read
-            biggest = max(biggest, len(frames[0].payload), len(frames[-1].payload))
+            # first and last: a stream's entries are alike in size, and this is per read
+            biggest = max(biggest, _entry_bytes(entries[0]), _entry_bytes(entries[-1]))
             lost = frames[0].seq - follow.last_seq - 1
             follow.last_seq = frames[-1].seq
             await self._send.send(FrameBatch(name, follow.epoch, frames, lost))
         if biggest:  # not a read of the wake stream alone
-            self._frame_bytes = biggest
+            self._entry_bytes = biggest
 
     async def _check_epochs(self) -> None:
         current = await self._registry.epochs(list(self._follows))
