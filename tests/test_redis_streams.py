@@ -7,22 +7,29 @@ keeps it), so every wait is bounded with fail_after.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Unpack
 
 import pytest
 import trio
+from coredis.response.types import StreamEntry
+from hypothesis import given
+from hypothesis import strategies as st
 from redis_server import RedisServer
 
 from trio_stream._engine.redis_io import RedisEngineIO, RedisEngineOptions
 from trio_stream._engine.redis_registry import ChannelTaken
 from trio_stream._engine.redis_streams import (
+    PACK_BYTES,
     EpochChanged,
     EpochReset,
     Frame,
     FrameBatch,
     ReaderEvent,
+    _frames,
+    pack_entries,
     read_range,
 )
 
@@ -51,7 +58,7 @@ async def collect_frames(io: RedisEngineIO, channel: str, total: int) -> tuple[l
         event = await io.reader.events.receive()
         assert isinstance(event, FrameBatch), event
         if event.channel == channel:
-            frames += event.frames
+            frames += [Frame(*frame) for frame in event.frames]
             lost += event.lost
     return frames, lost
 
@@ -61,6 +68,47 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = WA
     with trio.fail_after(timeout_s):
         while not await check():  # noqa: ASYNC110
             await trio.sleep(0.02)
+
+
+def stored_entries(sender: bytes, first: int, args: list[bytes | str]) -> list[StreamEntry]:
+    """What the append script stores for ``pack_entries``' arguments (as XREAD returns it)."""
+    entries = []
+    seq = first - 1
+    for index in range(0, len(args), 4):
+        count, times, sizes, payloads = args[index : index + 4]
+        seq += int(count)
+        fields = {b"s": sender, b"t": times, b"l": sizes, b"p": payloads}
+        entries.append(StreamEntry(f"{seq}-0".encode(), fields))  # type: ignore[arg-type]
+    return entries
+
+
+@given(
+    sizes=st.lists(
+        st.one_of(st.integers(0, 300), st.integers(0, 200_000)), min_size=1, max_size=60
+    ),
+    first=st.integers(1, 2**40),
+    skip=st.integers(0, 70),
+)
+def test_packed_entries_give_back_every_frame_with_its_seq_time_and_payload(
+    sizes: list[int], first: int, skip: int
+) -> None:
+    payloads = [bytes([i % 256]) * size for i, size in enumerate(sizes)]
+    times = [1.5e9 + i / 7 for i in range(len(payloads))]
+    args = pack_entries(payloads, times)
+    entries = stored_entries(b"w", first, args)
+    # small frames share entries; a big one has its own (its payload is stored as it came)
+    counts = [int(args[i]) for i in range(0, len(args), 4)]
+    assert sum(counts) == len(payloads) and len(entries) <= len(payloads)
+    bodies = iter(args[3::4])
+    for count, start in zip(counts, itertools.accumulate([0, *counts]), strict=False):
+        body = next(bodies)
+        if any(size >= PACK_BYTES for size in sizes[start : start + count]):
+            assert count == 1 and body is payloads[start]
+    expected = [
+        (first + i, times[i], b"w", payload) for i, payload in enumerate(payloads) if i >= skip
+    ]
+    # a read from the middle of an entry starts at the next frame: seqs say where it is
+    assert _frames(entries, first - 1 + skip) == expected
 
 
 async def test_frames_from_two_writer_nodes_are_read_in_seq_order_on_a_third(
@@ -87,8 +135,8 @@ async def test_frames_from_two_writer_nodes_are_read_in_seq_order_on_a_third(
     assert lost == 0
     assert [f.seq for f in frames] == list(range(1, 36))
     assert firsts == [1, 4, 8, 11, 15, 18, 22, 25, 29, 32]
-    assert frames[3] == Frame(4, 1001.0, "pb", b"pb-1-0")
-    assert {f.sender for f in frames} == {"pa", "pb"}
+    assert frames[3] == Frame(4, 1001.0, b"pb", b"pb-1-0")
+    assert {f.sender for f in frames} == {b"pa", b"pb"}
 
 
 async def test_concurrent_batches_get_disjoint_contiguous_seq_ranges(

@@ -32,7 +32,7 @@ import trio
 
 from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded, NameInUse
 from .._protocol.bytes_like import BytesLike
-from .._protocol.frames import SharedData, sender_field
+from .._protocol.frames import SharedData
 from .._protocol.messages import (
     CreateChannel,
     DeleteChannel,
@@ -91,7 +91,6 @@ class RedisEngine:
         self._io: RedisEngineIO | None = None
         self._nursery: trio.Nursery | None = None
         self._appenders: dict[Writer, _Appender] = {}
-        self._senders: dict[str, bytes] = {}
         self._created_here: dict[str, tuple[str, CreateChannel]] = {}  # name -> epoch, request
         self._dirty_readers: set[str] = set()
         self._readers_wake = trio.Event()
@@ -412,7 +411,7 @@ class RedisEngine:
             )
             if not got:
                 break
-            frames += [SharedData(f.seq, f.time, self._sender(f.sender), f.payload) for f in got]
+            frames += [SharedData(*f) for f in got]
             after = got[-1].seq
         return frames[-limit:]
 
@@ -442,9 +441,7 @@ class RedisEngine:
                 )
                 for f in got:
                     if f.seq <= channel.seq:
-                        self.state.broker._remember(
-                            channel, SharedData(f.seq, f.time, self._sender(f.sender), f.payload)
-                        )
+                        self.state.broker._remember(channel, SharedData(*f))
 
     async def _list_channels(self, session: Session, msg: ListChannels) -> list[dict[str, Any]]:
         local = self.state.broker.channels
@@ -838,14 +835,6 @@ class RedisEngine:
         finally:
             del self._appenders[writer]
 
-    def _sender(self, name: str) -> bytes:
-        field_ = self._senders.get(name)
-        if field_ is None:
-            if len(self._senders) > 10_000:
-                self._senders.clear()
-            field_ = self._senders[name] = sender_field(name)
-        return field_
-
     async def _consume(self) -> None:
         """Frames read from Redis go to this node's readers, channel by channel."""
         broker = self.state.broker
@@ -857,14 +846,12 @@ class RedisEngine:
             channel = broker.channels.get(event.channel)
             if channel is None or channel.epoch != event.epoch:
                 continue
-            frames = [
-                (f.seq, f.time, self._sender(f.sender), f.payload)
-                for f in event.frames
-                if f.seq > channel.seq
-            ]
+            frames = event.frames
+            if frames[0][0] <= channel.seq:  # a replay or a history read got there first
+                frames = [f for f in frames if f[0] > channel.seq]
             name = channel.name
-            before = self._taken.get(name, event.frames[0].seq - 1)
-            self._taken[name] = event.frames[-1].seq
+            before = self._taken.get(name, event.frames[0][0] - 1)
+            self._taken[name] = event.frames[-1][0]
             holds = self._holds.get(name)
             if frames and broker.deliver_remote(
                 channel, frames, event.lost, functools.partial(self._hold_released, name)

@@ -66,7 +66,7 @@ import sys
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import coredis
 import coredis.exceptions
@@ -205,8 +205,13 @@ class EpochChanged(Exception):
 class Frame(NamedTuple):
     seq: int
     time: float
-    sender: str
+    sender: bytes  # as DATA frames carry it (the writer's sender field, UTF-8)
     payload: bytes
+
+
+# A frame as the reader hands it on: Frame's fields in a plain tuple, which is what
+# Broker.deliver_remote takes (a NamedTuple costs a Python-level __new__ per frame).
+RawFrame = tuple[int, float, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +220,7 @@ class FrameBatch:
 
     channel: str
     epoch: str
-    frames: list[Frame]
+    frames: list[RawFrame]
     lost: int = 0
 
 
@@ -336,7 +341,7 @@ async def read_range(
     while len(frames) < count:
         # The entry holding frame after + 1 is the first whose id (its last seq) is past it.
         entries = await client.xrange(key, f"{after + 1}-0", "+", count=RANGE_COUNT)
-        frames += _frames(entries, after)
+        frames += [Frame(*frame) for frame in _frames(entries, after)]
         if len(entries) < RANGE_COUNT:
             break
         after = _entry_seq(entries[-1])
@@ -367,8 +372,8 @@ def _array_bytes(kind: str, values: Sequence[float] | Sequence[int]) -> bytes:
     return packed.tobytes()
 
 
-def _array_values(kind: str, data: bytes) -> array[float] | array[int]:
-    values: array[float] | array[int] = array(kind)
+def _array_values(kind: str, data: bytes) -> array[Any]:
+    values: array[Any] = array(kind)
     values.frombytes(data)
     if _SWAP:
         values.byteswap()
@@ -425,30 +430,30 @@ def _entry_bytes(entry: StreamEntry) -> int:
     return len(cast("Mapping[bytes, bytes]", entry.field_values)[b"p"])
 
 
-def _frames(entries: Sequence[StreamEntry], after: int) -> list[Frame]:
+def _frames(entries: Sequence[StreamEntry], after: int) -> list[RawFrame]:
     """The frames with seq > ``after`` in ``entries`` (from a read issued before a re-follow
     moved the position, or the head of the entry that holds ``after + 1``)."""
-    frames: list[Frame] = []
+    frames: list[RawFrame] = []
     append = frames.append
     for entry in entries:
         last = _entry_seq(entry)
         if last <= after:
             continue
         values = cast("Mapping[bytes, bytes]", entry.field_values)
-        sender = values[b"s"].decode()
+        sender = values[b"s"]
         times = _array_values(_TIMES_TYPE, values[b"t"])
         sizes = _array_values(_SIZES_TYPE, values[b"l"])
         body = values[b"p"]
         seq = last - len(sizes)
         if len(sizes) == 1:
-            append(Frame(last, times[0], sender, body))
+            append((last, times[0], sender, body))
             continue
         offset = 0
         for time_s, size in zip(times, sizes, strict=True):
             seq += 1
-            end = offset + int(size)
+            end = offset + size
             if seq > after:
-                append(Frame(seq, float(time_s), sender, body[offset:end]))
+                append((seq, time_s, sender, body[offset:end]))
             offset = end
     return frames
 
@@ -602,8 +607,8 @@ class StreamReader:
                 continue
             # first and last: a stream's entries are alike in size, and this is per read
             biggest = max(biggest, _entry_bytes(entries[0]), _entry_bytes(entries[-1]))
-            lost = frames[0].seq - follow.last_seq - 1
-            follow.last_seq = frames[-1].seq
+            lost = frames[0][0] - follow.last_seq - 1
+            follow.last_seq = frames[-1][0]
             await self._send.send(FrameBatch(name, follow.epoch, frames, lost))
         if biggest:  # not a read of the wake stream alone
             self._entry_bytes = biggest
