@@ -17,7 +17,13 @@ Every case is bounded by a frame count and by ``--seconds``; a reader's figure r
 first frame to its last. "lost": frames the trio_stream readers were told they missed
 (``msg.lost``; pub/sub drops silently, so its column says nothing); "ended": readers whose
 subscription the server ended (an ``unbounded`` reader more than ``max_buffered_bytes``
-behind). Payloads are bytes in every case (no encoding differences).
+behind). Payloads are bytes in every case (no encoding differences). "server CPU": CPU time
+of the server side (nodes A and B and Redis; the one node; Redis) over the case, per frame a
+reader received (from Linux /proc): what a frame costs, which holds still when other jobs on
+the machine make the rates jump.
+
+``--tree DIR`` runs the trio_stream of another checkout (servers and clients) with this
+script, for A/B runs in one sitting.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
+# Run as a script: make the repository importable (not ahead of --tree in a spawned child).
+if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
@@ -52,12 +59,21 @@ READY_TIMEOUT_S = 30.0
 CHANNEL = "bench"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (0.0 where /proc is not there)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def node(engine: str, name: str) -> Iterator[str]:
+def node(engine: str, name: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     argv = [sys.executable, "-m", "trio_stream", "serve", "--engine", engine]
     argv += ["--node-name", name, "--tcp-port", str(port), "--no-http"]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ)  # PYTHONPATH: set by main()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -71,7 +87,7 @@ def node(engine: str, name: str) -> Iterator[str]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"node {name} did not start") from None
                 time.sleep(0.05)
-        yield f"tcp://127.0.0.1:{port}"
+        yield f"tcp://127.0.0.1:{port}", process.pid
     finally:
         process.kill()
         process.wait(10)
@@ -163,8 +179,16 @@ def pubsub_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> 
 
 
 def run_case(
-    write_url: str, read_url: str, writer: Any, reader: Any, size: int, frames: int, seconds: float
-) -> tuple[float, float, int, int]:
+    write_url: str,
+    read_url: str,
+    writer: Any,
+    reader: Any,
+    size: int,
+    frames: int,
+    seconds: float,
+    servers: list[int],
+) -> tuple[float, float, int, int, float]:
+    cpu_before = sum(cpu_seconds(pid) for pid in servers)
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     readers = [
@@ -176,6 +200,7 @@ def run_case(
     writer_process = context.Process(target=writer, args=(write_url, size, frames, seconds))
     writer_process.start()
     results = [out.get(timeout=seconds + 90) for _ in readers]
+    cpu = sum(cpu_seconds(pid) for pid in servers) - cpu_before
     writer_process.join(30)
     for process in [*readers, writer_process]:
         process.join(10)
@@ -184,7 +209,8 @@ def run_case(
     rate = sum(received / elapsed for received, elapsed, _, _ in results if elapsed)
     lost = sum(lost for _, _, lost, _ in results)
     ended = sum(ended for _, _, _, ended in results)
-    return rate, rate * size / 1e6, lost, ended
+    received = sum(received for received, _, _, _ in results)
+    return rate, rate * size / 1e6, lost, ended, cpu / max(1, received) * 1e6
 
 
 def main() -> None:
@@ -192,29 +218,49 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200_000)
     parser.add_argument("--big-frames", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--tree", type=Path, help="the checkout whose trio_stream to run")
     args = parser.parse_args()
+    trees = [str(REPO_ROOT)]
+    if args.tree is not None:  # the readers and writers (spawned) and the nodes import it
+        trees.insert(0, str(args.tree.resolve()))
+        sys.path.insert(0, trees[0])
+    os.environ["PYTHONPATH"] = os.pathsep.join(trees)
     cases = [("S1 ~100 B", SMALL_BYTES, args.frames), ("S2 1 MiB", BIG_BYTES, args.big_frames)]
     rows = []
     with tempfile.TemporaryDirectory() as workdir, running_server(REDIS, Path(workdir)) as redis_:
         for name, size, frames in cases:
             print(f"{name}: cluster ...", file=sys.stderr)
             redis.Redis.from_url(redis_.url).flushall()
-            with node(redis_.url, "a") as url_a, node(redis_.url, "b") as url_b:
-                result = run_case(url_a, url_b, ts_writer, ts_reader, size, frames, args.seconds)
+            redis_pid = redis_.process.pid
+            with node(redis_.url, "a") as (url_a, pid_a), node(redis_.url, "b") as (url_b, pid_b):
+                servers = [redis_pid, pid_a, pid_b]
+                result = run_case(
+                    url_a, url_b, ts_writer, ts_reader, size, frames, args.seconds, servers
+                )
             rows.append(("cluster: writer on A, readers on B", name, *result))
             print(f"{name}: single node ...", file=sys.stderr)
-            with node("memory", "single") as url:
-                result = run_case(url, url, ts_writer, ts_reader, size, frames, args.seconds)
+            with node("memory", "single") as (url, pid):
+                result = run_case(url, url, ts_writer, ts_reader, size, frames, args.seconds, [pid])
             rows.append(("single node (memory engine)", name, *result))
             print(f"{name}: redis pub/sub ...", file=sys.stderr)
             result = run_case(
-                redis_.url, redis_.url, pubsub_writer, pubsub_reader, size, frames, args.seconds
+                redis_.url,
+                redis_.url,
+                pubsub_writer,
+                pubsub_reader,
+                size,
+                frames,
+                args.seconds,
+                [redis_pid],
             )
             rows.append(("redis pub/sub (redis-py)", name, *result))
-    print(f"| path | case | frames/s (sum of {READERS} readers) | MB/s | lost | ended |")
-    print("|---|---|---|---|---|---|")
-    for label, name, rate, mbps, lost, ended in rows:
-        print(f"| {label} | {name} | {rate:,.0f} | {mbps:,.1f} | {lost} | {ended} |")
+    print(
+        f"| path | case | frames/s (sum of {READERS} readers) | MB/s | lost | ended "
+        "| server CPU µs/frame received |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, name, rate, mbps, lost, ended, cpu_us in rows:
+        print(f"| {label} | {name} | {rate:,.0f} | {mbps:,.1f} | {lost} | {ended} | {cpu_us:.2f} |")
 
 
 if __name__ == "__main__":
