@@ -71,7 +71,8 @@ def cpu_seconds(pid: int) -> float:
 @contextmanager
 def node(engine: str, name: str) -> Iterator[tuple[str, int]]:
     port = free_port()
-    argv = [sys.executable, "-m", "trio_stream", "serve", "--engine", engine]
+    # -P: the package from PYTHONPATH (this tree or --tree), not from the working directory
+    argv = [sys.executable, "-P", "-m", "trio_stream", "serve", "--engine", engine]
     argv += ["--node-name", name, "--tcp-port", str(port), "--no-http"]
     env = dict(os.environ)  # PYTHONPATH: set by main()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
