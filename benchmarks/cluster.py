@@ -19,7 +19,7 @@ first frame to its last. "lost": frames the trio_stream readers were told they m
 subscription the server ended (an ``unbounded`` reader more than ``max_buffered_bytes``
 behind). Payloads are bytes in every case (no encoding differences). "server CPU": CPU time
 of the server side (nodes A and B and Redis; the one node; Redis) over the case, per frame a
-reader received (from Linux /proc): what a frame costs, which holds still when other jobs on
+reader received (from Linux /proc; the cluster: Redis+A+B): what a frame costs, which holds still when other jobs on
 the machine make the rates jump.
 
 ``--tree DIR`` runs the trio_stream of another checkout (servers and clients) with this
@@ -188,8 +188,8 @@ def run_case(
     frames: int,
     seconds: float,
     servers: list[int],
-) -> tuple[float, float, int, int, float]:
-    cpu_before = sum(cpu_seconds(pid) for pid in servers)
+) -> tuple[float, float, int, int, str]:
+    cpu_before = [cpu_seconds(pid) for pid in servers]
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     readers = [
@@ -201,7 +201,7 @@ def run_case(
     writer_process = context.Process(target=writer, args=(write_url, size, frames, seconds))
     writer_process.start()
     results = [out.get(timeout=seconds + 90) for _ in readers]
-    cpu = sum(cpu_seconds(pid) for pid in servers) - cpu_before
+    cpu = [cpu_seconds(pid) - before for pid, before in zip(servers, cpu_before, strict=True)]
     writer_process.join(30)
     for process in [*readers, writer_process]:
         process.join(10)
@@ -211,7 +211,9 @@ def run_case(
     lost = sum(lost for _, _, lost, _ in results)
     ended = sum(ended for _, _, _, ended in results)
     received = sum(received for received, _, _, _ in results)
-    return rate, rate * size / 1e6, lost, ended, cpu / max(1, received) * 1e6
+    per_frame = [seconds * 1e6 / max(1, received) for seconds in cpu]
+    parts = "+".join(f"{us:.2f}" for us in per_frame) if len(per_frame) > 1 else ""
+    return rate, rate * size / 1e6, lost, ended, f"{sum(per_frame):.2f}" + (parts and f" ({parts})")
 
 
 def main() -> None:
@@ -257,11 +259,11 @@ def main() -> None:
             rows.append(("redis pub/sub (redis-py)", name, *result))
     print(
         f"| path | case | frames/s (sum of {READERS} readers) | MB/s | lost | ended "
-        "| server CPU µs/frame received |"
+        "| server CPU µs/frame received (Redis+A+B) |"
     )
     print("|---|---|---|---|---|---|---|")
     for label, name, rate, mbps, lost, ended, cpu_us in rows:
-        print(f"| {label} | {name} | {rate:,.0f} | {mbps:,.1f} | {lost} | {ended} | {cpu_us:.2f} |")
+        print(f"| {label} | {name} | {rate:,.0f} | {mbps:,.1f} | {lost} | {ended} | {cpu_us} |")
 
 
 if __name__ == "__main__":

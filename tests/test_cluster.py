@@ -447,6 +447,53 @@ async def test_a_block_reader_on_another_node_holds_the_writer_back_and_loses_no
         assert 0 < ahead_after_pause < 20_000, ahead_after_pause
 
 
+async def test_a_block_reader_on_another_node_holds_the_writer_back_at_its_buffer_size(
+    redis_server: RedisServer,
+) -> None:
+    # As on one node: a block reader of size N lets its writer get N frames ahead, plus what
+    # is in flight (the writer's unacknowledged window, the reader's credit window), not
+    # the 10,000 frames the channel's stream retains.
+    size, publish_window, credit = 500, 100, 50
+    total = 20_000
+    async with (
+        two_nodes(redis_server, publish_window_frames=publish_window) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with (
+            r.subscribe("c", policy="block", size=size, window=credit) as sub,
+            w.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S * 2):
+                await pub.wait_for_readers()
+                async with trio.open_nursery() as nursery:
+
+                    async def send() -> None:
+                        for i in range(total):
+                            await pub.send(i)
+
+                    nursery.start_soon(send)
+                    received = 0
+                    async for message in sub:
+                        assert (message.seq, message.data, message.lost) == (
+                            received + 1,
+                            received,
+                            0,
+                        )
+                        received += 1
+                        if received == 2000:  # the reader stops: the writer must wait
+                            await trio.sleep(1.0)
+                            held_at = pub.sent
+                            await trio.sleep(0.5)
+                            ahead = pub.sent - received
+                            assert pub.sent == held_at, "the writer went on"
+                        if received == total:
+                            break
+        assert received == total
+        assert size // 2 < ahead <= size + publish_window + credit + 100, ahead
+
+
 async def test_a_stalled_node_holds_the_writer_back_and_a_dead_one_does_not(
     redis_server: RedisServer,
 ) -> None:

@@ -62,6 +62,9 @@ MAX_APPEND_FRAMES: Final = 1000  # frames per append round trip
 MAX_APPEND_BYTES: Final = 8 * 2**20  # bytes per append round trip (one Lua call's arguments)
 APPEND_RETRY_S: Final = 0.2  # Redis down: the writer's frames wait (its window stops it)
 REPLAY_MAX_FRAMES: Final = 1000  # a resume replays at most this many frames from Redis
+# While this node's block readers hold frames, their position is looked at this often (a
+# writer on another node may wait for it; see _report_position).
+BLOCK_REPORT_INTERVAL_S: Final = 0.002
 REREGISTER_INTERVAL_S: Final = 1.0  # how often a node checks its channels are still in Redis
 REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes that died
 DELETED: Final = "deleted"
@@ -97,6 +100,8 @@ class RedisEngine:
         # channel -> the position before each batch parked for full local block readers
         self._holds: dict[str, deque[int]] = {}
         self._taken: dict[str, int] = {}  # channel -> last seq handed to the broker here
+        self._block_watch: set[str] = set()  # channels whose block readers hold frames
+        self._block_watch_wake = trio.Event()
         self._follow_lock = trio.Lock()
         self._send_job, self._jobs = trio.open_memory_channel[Callable[[], Awaitable[None]]](
             math.inf
@@ -127,6 +132,7 @@ class RedisEngine:
                 with trio.fail_after(10):
                     await nursery.start(io.run)
                 nursery.start_soon(self._consume)
+                nursery.start_soon(self._watch_block_readers)
                 nursery.start_soon(self._report_readers)
                 nursery.start_soon(self._count_changes)
                 nursery.start_soon(self._run_jobs)
@@ -766,6 +772,7 @@ class RedisEngine:
         """This node stops reading ``name``: it holds no writer back any more."""
         self._taken.pop(name, None)
         self._holds.pop(name, None)
+        self._block_watch.discard(name)
         self.io.positions.drop(name)
 
     # -- frames ------------------------------------------------------------------------------
@@ -862,7 +869,58 @@ class RedisEngine:
                     holds = self._holds[name] = deque()
                 holds.append(before)
                 self.io.reader.pause(name)
-            self.io.positions.update(name, channel.epoch, holds[0] if holds else self._taken[name])
+            self._report_position(channel)
+
+    def _report_position(self, channel: Channel) -> None:
+        """Where this node is in ``channel``'s stream, for writers on any node (no I/O).
+
+        Without ``block`` readers: the last seq handed to the broker, or the position before
+        the first batch parked for full block readers. With them: where the slowest of them
+        is (what it has taken out of its buffer), and the room a writer gets past that, their
+        smallest buffer: so a block reader here holds a writer on another node back at its
+        buffer size (redis_positions). Once per batch read; while they hold frames, also
+        every BLOCK_REPORT_INTERVAL_S (_watch_block_readers), as they take them.
+        """
+        name = channel.name
+        taken = self._taken.get(name)
+        if taken is None:
+            self._block_watch.discard(name)
+            return
+        holds = self._holds.get(name)
+        seq = holds[0] if holds else taken
+        room: int | None = None
+        for sub in channel.subscriptions:
+            if sub.blocks_writers:
+                buffer = sub.buffer
+                held = len(buffer) + len(sub.parked)
+                # Frames of a block reader are contiguous up to ``taken`` (one decimated or
+                # selecting holds fewer: it then counts as further on, never as behind).
+                seq = min(seq, taken - held)
+                size = len(buffer) + buffer.room()
+                room = size if room is None else min(room, size)
+        if room is not None and seq < taken:
+            if not self._block_watch:
+                self._block_watch_wake.set()
+            self._block_watch.add(name)
+        else:
+            self._block_watch.discard(name)
+        self.io.positions.update(name, channel.epoch, max(0, seq), room)
+
+    async def _watch_block_readers(self) -> None:
+        """Report the position of channels whose block readers hold frames as they take
+        them: nothing else happens here meanwhile (their writer waits for this)."""
+        broker = self.state.broker
+        while True:
+            if not self._block_watch:
+                await self._block_watch_wake.wait()
+                self._block_watch_wake = trio.Event()
+            await trio.sleep(BLOCK_REPORT_INTERVAL_S)
+            for name in list(self._block_watch):
+                channel = broker.channels.get(name)
+                if channel is None:
+                    self._block_watch.discard(name)
+                else:
+                    self._report_position(channel)
 
     def _hold_released(self, name: str) -> None:
         holds = self._holds.get(name)
@@ -870,7 +928,7 @@ class RedisEngine:
             holds.popleft()
         channel = self.state.broker.channels.get(name)
         if channel is not None and name in self._taken:
-            self.io.positions.update(name, channel.epoch, holds[0] if holds else self._taken[name])
+            self._report_position(channel)
         if holds:
             return
         self._holds.pop(name, None)

@@ -8,12 +8,20 @@ what Redis retains: nothing is trimmed before every following node read it, so a
 node (a slow consumer, a full ``block`` reader) holds the writer back through its credit
 instead of losing frames, as one node's credit does.
 
+A node with ``block`` readers of the channel reports more: their own position (the last
+seq they took out of their buffers, not just what the node handed them) and their room (the
+smallest buffer size), as ``"seq room"``. The append script then keeps the writer within
+that room of them, not of the history bound: a ``block`` reader on another node holds its
+writer back at its buffer size, as on one node (there the writer's unacknowledged frames
+wait in the reader's node; across nodes they wait in the writer's node, unacknowledged).
+
 One hash per channel incarnation (``{ns}:pos:{name}:{epoch}``, field: the node), deleted
 with the channel. The append script counts only nodes whose heartbeat is alive (it reads
 the nodes' expiries itself), so a dead node holds no writer for longer than its heartbeat
 TTL. Writes are batched: at most one pipeline per ``flush_interval_s`` (changed positions
-only) plus a rewrite of all of them every ``refresh_s``, which also puts them back after a
-Redis restart.
+only), right away for a position with a room (a writer may be waiting on it: still one
+pipeline at a time, so at most one write per batch read), plus a rewrite of all of them
+every ``refresh_s``, which also puts them back after a Redis restart.
 """
 
 from __future__ import annotations
@@ -53,19 +61,27 @@ class Positions:
         self._node = node
         self._flush_interval_s = flush_interval_s
         self._refresh_s = refresh_s
-        self._current: dict[str, tuple[str, int]] = {}  # channel -> (epoch, seq)
+        self._current: dict[str, tuple[str, str]] = {}  # channel -> (epoch, "seq[ room]")
         self._changed: set[str] = set()  # channels
+        self._hurry = trio.Event()  # a changed position has a room: write without waiting
         self._removed: set[str] = set()  # position keys to leave
         self._wake = trio.Event()
 
-    def update(self, channel: str, epoch: str, seq: int) -> None:
-        """This node has taken ``channel`` up to ``seq`` (no I/O; written within a flush)."""
+    def update(self, channel: str, epoch: str, seq: int, room: int | None = None) -> None:
+        """This node has taken ``channel`` up to ``seq`` (no I/O; written within a flush).
+
+        ``room``: the writer may be at most this many frames past ``seq`` (this node's
+        ``block`` readers' buffer size); None: the history bound.
+        """
+        value = str(seq) if room is None else f"{seq} {room}"
         old = self._current.get(channel)
-        if old == (epoch, seq):
+        if old == (epoch, value):
             return
+        if room is not None:
+            self._hurry.set()
         if old is not None and old[0] != epoch:
             self._removed.add(self._keys.positions(channel, old[0]))
-        self._current[channel] = (epoch, seq)
+        self._current[channel] = (epoch, value)
         self._changed.add(channel)
         self._removed.discard(self._keys.positions(channel, epoch))
         self._wake.set()
@@ -98,7 +114,9 @@ class Positions:
                 logger.warning("positions not written (%s): retrying", error)
                 self._changed |= changed & set(self._current)
                 self._removed |= removed
-            await trio.sleep(self._flush_interval_s)
+            with trio.move_on_after(self._flush_interval_s):
+                await self._hurry.wait()
+            self._hurry = trio.Event()
 
     async def _write(self, changed: set[str], removed: set[str]) -> None:
         if not changed and not removed:
@@ -107,9 +125,9 @@ class Positions:
             for channel in changed:
                 current = self._current.get(channel)
                 if current is not None:
-                    epoch, seq = current
+                    epoch, value = current
                     key = self._keys.positions(channel, epoch)
-                    pipe.hset(key, {self._node: str(seq)})
+                    pipe.hset(key, {self._node: value})
                     pipe.pexpire(key, POSITIONS_TTL_MS)
             for key in removed:
                 pipe.hdel(key, [self._node])
