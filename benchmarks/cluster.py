@@ -18,9 +18,9 @@ first frame to its last. "lost": frames the trio_stream readers were told they m
 (``msg.lost``; pub/sub drops silently, so its column says nothing); "ended": readers whose
 subscription the server ended (an ``unbounded`` reader more than ``max_buffered_bytes``
 behind). Payloads are bytes in every case (no encoding differences). "server CPU": CPU time
-of the server side (nodes A and B and Redis; the one node; Redis) over the case, per frame a
-reader received (from Linux /proc; the cluster: Redis+A+B): what a frame costs, which holds still when other jobs on
-the machine make the rates jump.
+of the server side (Redis, node A and node B; the one node; Redis) over the case, per frame
+a reader received (from Linux /proc): what a frame costs, which holds still when other jobs
+on the machine make the rates jump.
 
 ``--tree DIR`` runs the trio_stream of another checkout (servers and clients) with this
 script, for A/B runs in one sitting.

@@ -5,13 +5,15 @@ deployments (or tests) can share a Redis database without seeing each other:
 
 - ``{ns}:channels``             set of channel names
 - ``{ns}:ch:{name}``            hash: owner, node, options, epoch, seq, created, key salt and hash
-- ``{ns}:st:{name}:{epoch}``    the channel's frames (a stream; entry id ``{seq}-0``)
+- ``{ns}:st:{name}:{epoch}``    the channel's frames (a stream; one entry per writer batch, id
+                                ``{seq}-0`` of its last frame; redis_streams)
 - ``{ns}:wake:{node}``          a one-entry stream that interrupts a node's blocked XREAD
 - ``{ns}:nodes``                sorted set node -> expiry (Redis time, ms) refreshed by heartbeats
 - ``{ns}:clients:{node}``       hash client id -> info (expires with the node's heartbeat)
 - ``{ns}:name:{name}``          string: the node holding a client name (expires likewise)
 - ``{ns}:readers:{node}``       hash channel -> local reader count (expires likewise)
-- ``{ns}:pos:{name}:{epoch}``   hash node -> last seq that node has taken (redis_positions)
+- ``{ns}:pos:{name}:{epoch}``   hash node -> last seq that node has taken, and the room of
+                                its ``block`` readers if any (redis_positions)
 - ``{ns}:ctl`` / ``{ns}:ctl:{node}``  pub/sub control channels: broadcast / one node
 
 The stream key carries the epoch, so frames written under one epoch can never be read as

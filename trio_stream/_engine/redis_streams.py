@@ -5,8 +5,9 @@ Why Redis Streams, and what the client (coredis) does under trio -- measured, no
 Frames cross nodes through one Redis stream per channel (and epoch): one copy of each payload
 in Redis, each node reading at its own pace from its own last id, so a slow or reconnecting
 node loses nothing the stream still holds, and what was trimmed is counted exactly because
-the entry id *is* the sequence number (``{seq}-0``). Pub/sub would drop frames silently on
-any reconnect or slow consumer; it carries only control messages (redis_control).
+the entry ids *are* sequence numbers: one entry per writer batch, its id ``{seq}-0`` of its
+last frame, its frame count giving the others'. Pub/sub would drop frames silently on any
+reconnect or slow consumer; it carries only control messages (redis_control).
 
 The client: coredis 6.9.0 (anyio 4.16, on trio 0.35; Redis 7.0.15, RESP3 only). Probed here:
 
@@ -19,8 +20,11 @@ The client: coredis 6.9.0 (anyio 4.16, on trio 0.35; Redis 7.0.15, RESP3 only). 
   ``xread({key: id, ...}, count=, block=ms)`` over several streams returns ``{key:
   (StreamEntry(identifier, field_values), ...)}`` or None on timeout; ``xrange(key, start,
   end, count=)``. Replies are bytes with ``decode_responses=False`` (the types say str|bytes:
-  cast). Parsing builds one StreamEntry and one OrderedDict per entry: it is most of the
-  reader's CPU (see the figures below).
+  cast). Parsing builds one StreamEntry and one OrderedDict per entry: with an entry per
+  frame it was most of the reader's CPU, hence an entry per batch (see the figures below).
+  Approximate trimming (``~``) frees whole stream nodes of 100 entries: with an entry per
+  batch that would keep up to 100 batches more than asked, so the append trims exactly, by
+  id (MINID), which costs only the entries it removes.
 - Lua: ``client.register_script(src)`` returns a callable ``await script(keys=, args=)``
   that uses EVALSHA and falls back to EVAL on NOSCRIPT, so a restarted (empty) Redis needs no
   re-registration. ``redis.error_reply`` comes back as ``ResponseError`` with its text.
@@ -43,17 +47,18 @@ The client: coredis 6.9.0 (anyio 4.16, on trio 0.35; Redis 7.0.15, RESP3 only). 
   checks its channels' epochs after each reconnect and every second and reports
   :class:`EpochReset` (a ``reset`` gap); writers on the old epoch get :class:`EpochChanged`.
 
-Figures (benchmarks/redis_engine.py, loopback, 2 shared cores with other jobs running: take
-them as orders of magnitude). Writer and reader in separate processes: ~100-byte frames in
-batches of 100: 126k-180k frames/s through append+XREAD against 156k-216k for redis-py
-PUBLISH (pipelined by 100) to one subscriber; 1 MiB frames: 240-487 MB/s against 755-908
-MB/s (two runs, load average 3-4). Alone (no
-concurrent reader), append reaches 240k frames/s / 517 MB/s and XREAD 197k frames/s /
-611 MB/s. The per-node figure is what matters: a node reads each frame once from Redis and
-fans it out to its local readers itself, so S1 (153k frames/s summed over 4 readers) needs
-~38k frames/s per node and S2 (250 MB/s over 4 readers) ~63 MB/s. What limits: the reader's
-reply parsing in coredis (per-entry objects), and for big frames the copies (client -> Lua
-argument -> stream entry -> reply) all on Redis's one thread.
+Figures (benchmarks/redis_engine.py, loopback, 2 shared cores with other jobs running, load
+average 5-6: take them as orders of magnitude). Writer and reader in separate processes,
+~100-byte frames in batches of 100, append+XREAD: 52k frames/s with an entry per frame,
+208k with an entry per batch, against 170k-216k for redis-py PUBLISH (pipelined by 100) to
+one subscriber, in the same sitting; 1 MiB frames: 86 and 476 MB/s against 810-846 MB/s.
+The per-node figure is what matters: a node reads each frame once from Redis and fans it out
+to its local readers itself. Across nodes (benchmarks/cluster.py, writer on node A, 4 readers
+on node B) the server side then spends ~1.4 us of CPU per frame a reader gets, Redis 0.1, the
+writer's node 0.45, the readers' node 0.85, most of it the fan-out a single node does too
+(0.7 there), where an entry per frame cost ~4.9 us. What limits now: the fan-out to the
+readers on node B (socket writes), and for big frames the copies (client -> Lua argument ->
+stream entry -> reply) all on Redis's one thread.
 """
 
 from __future__ import annotations
@@ -85,7 +90,10 @@ DEFAULT_HISTORY_FRAMES = 10_000
 DEFAULT_HISTORY_BYTES = 256 * 2**20
 MIN_HISTORY_FRAMES = 64
 READ_BLOCK_MS = 1_000
-READ_COUNT = 64  # stream entries per XREAD (an entry holds up to a writer batch of frames)
+# Stream entries per XREAD: an entry holds up to PACK_BYTES (plus one frame) of a writer
+# batch's small frames, or one big frame; 16 keep a reply to ~2 MiB of small frames (about
+# 16k of ~100 bytes) or 16 big ones.
+READ_COUNT = 16
 # One XREAD reads up to READ_COUNT entries of every followed stream: entries of big frames
 # would make a reply of hundreds of MiB, and every other channel of the node would wait for
 # it (a quiet channel beside a flooded one then lagged by seconds). So the count is cut to
