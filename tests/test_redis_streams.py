@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Unpack
+from typing import Any, Unpack, cast
 
 import pytest
 import trio
@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis_server import RedisServer
 
+from trio_stream._engine.redis_engine import MAX_APPEND_BYTES, MAX_APPEND_FRAMES, _Appender
 from trio_stream._engine.redis_io import RedisEngineIO, RedisEngineOptions
 from trio_stream._engine.redis_registry import ChannelTaken
 from trio_stream._engine.redis_streams import (
@@ -84,7 +85,9 @@ def stored_entries(sender: bytes, first: int, args: list[bytes | str]) -> list[S
 
 @given(
     sizes=st.lists(
-        st.one_of(st.integers(0, 300), st.integers(0, 200_000)), min_size=1, max_size=60
+        st.one_of(st.integers(0, 300), st.integers(40_000, 70_000), st.integers(0, 200_000)),
+        min_size=1,
+        max_size=60,
     ),
     first=st.integers(1, 2**40),
     skip=st.integers(0, 70),
@@ -109,6 +112,34 @@ def test_packed_entries_give_back_every_frame_with_its_seq_time_and_payload(
     ]
     # a read from the middle of an entry starts at the next frame: seqs say where it is
     assert _frames(entries, first - 1 + skip) == expected
+
+
+@given(
+    batches=st.lists(
+        st.lists(st.sampled_from([0, 10, 100, 3 * 2**20, 9 * 2**20]), min_size=1, max_size=1500),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_writers_queued_batches_are_taken_in_order_within_the_append_bounds(
+    batches: list[list[int]],
+) -> None:
+    appender = _Appender(cast(Any, None))
+    sent: list[tuple[float, bytes]] = []
+    for sizes in batches:
+        payloads = [b"x" * size for size in sizes]
+        times = [float(len(sent) + i) for i in range(len(sizes))]
+        sent += list(zip(times, payloads, strict=True))
+        appender.put(times, [memoryview(p) for p in payloads])
+    taken = []
+    while appender.queued:
+        times, payloads, size = appender.take()
+        assert payloads and len(times) == len(payloads) <= MAX_APPEND_FRAMES
+        assert size == sum(map(len, payloads))
+        assert size <= MAX_APPEND_BYTES or len(payloads) == 1
+        assert all(type(p) is bytes for p in payloads)
+        taken += list(zip(times, payloads, strict=True))
+    assert taken == sent
 
 
 async def test_frames_from_two_writer_nodes_are_read_in_seq_order_on_a_third(

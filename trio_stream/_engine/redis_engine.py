@@ -19,7 +19,9 @@ control bus.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import logging
 import math
 import time
@@ -76,12 +78,53 @@ ADOPTED: Final = "adopted"
 
 @dataclass(eq=False)
 class _Appender:
-    """One writer's frames on their way to Redis."""
+    """One writer's frames on their way to Redis, as the session handed them over.
+
+    Whole batches (one read of the writer's connection each) are queued and taken, with list
+    slices where one must be cut: no Python-level step per frame on the writer's node.
+    """
 
     writer: Writer
-    times: deque[float] = field(default_factory=deque)
-    payloads: deque[bytes] = field(default_factory=deque)
+    # (times, payloads, payload bytes) per publish_batch call, oldest first
+    queued: deque[tuple[list[float], list[bytes], int]] = field(default_factory=deque)
     wake: trio.Event = field(default_factory=trio.Event)
+
+    def put(self, times: Sequence[float], payloads: Sequence[BytesLike]) -> None:
+        # bytes(): the session's payloads may be views of its receive buffer.
+        copied = list(map(bytes, payloads))
+        self.queued.append((list(times), copied, sum(map(len, copied))))
+        self.wake.set()
+
+    def take(self) -> tuple[list[float], list[bytes], int]:
+        """The next append's frames: up to MAX_APPEND_FRAMES and MAX_APPEND_BYTES (at least
+        one frame), oldest first, and their payload bytes."""
+        times: list[float] = []
+        payloads: list[bytes] = []
+        size = 0
+        queued = self.queued
+        while queued:
+            more_times, more, nbytes = queued[0]
+            room = MAX_APPEND_FRAMES - len(payloads)
+            if len(more) <= room and size + nbytes <= MAX_APPEND_BYTES:
+                queued.popleft()
+                times += more_times
+                payloads += more
+                size += nbytes
+                continue
+            # Cut this batch: as many frames as the bounds let in (one at least, overall).
+            ends = itertools.accumulate(map(len, more[:room]), initial=size)
+            cut = max(bisect.bisect_right(list(ends), MAX_APPEND_BYTES) - 1, 0 if payloads else 1)
+            if cut:
+                taken = sum(map(len, more[:cut]))
+                times += more_times[:cut]
+                payloads += more[:cut]
+                size += taken
+                if cut == len(more):
+                    queued.popleft()
+                else:
+                    queued[0] = (more_times[cut:], more[cut:], nbytes - taken)
+            break
+        return times, payloads, size
 
 
 class RedisEngine:
@@ -787,9 +830,7 @@ class RedisEngine:
             appender = self._appenders[writer] = _Appender(writer)
             assert self._nursery is not None
             self._nursery.start_soon(self._append_loop, appender)
-        appender.times.extend(times)
-        appender.payloads.extend(bytes(p) for p in payloads)
-        appender.wake.set()
+        appender.put(times, payloads)
 
     async def _append_loop(self, appender: _Appender) -> None:
         writer = appender.writer
@@ -798,21 +839,13 @@ class RedisEngine:
         broker = self.state.broker
         try:
             while True:
-                if not appender.payloads:
+                if not appender.queued:
                     if writer not in channel.publishers:
                         return
                     await appender.wake.wait()
                     appender.wake = trio.Event()
                     continue
-                times: list[float] = []
-                payloads: list[bytes] = []
-                size = 0
-                while appender.payloads and len(payloads) < MAX_APPEND_FRAMES:
-                    if payloads and size + len(appender.payloads[0]) > MAX_APPEND_BYTES:
-                        break
-                    times.append(appender.times.popleft())
-                    payloads.append(appender.payloads.popleft())
-                    size += len(payloads[-1])
+                times, payloads, size = appender.take()
                 while True:
                     try:
                         await self.io.writer.append(

@@ -90,9 +90,9 @@ DEFAULT_HISTORY_FRAMES = 10_000
 DEFAULT_HISTORY_BYTES = 256 * 2**20
 MIN_HISTORY_FRAMES = 64
 READ_BLOCK_MS = 1_000
-# Stream entries per XREAD: an entry holds up to PACK_BYTES (plus one frame) of a writer
-# batch's small frames, or one big frame; 16 keep a reply to ~2 MiB of small frames (about
-# 16k of ~100 bytes) or 16 big ones.
+# Stream entries per XREAD: an entry holds up to ENTRY_BYTES (plus one frame) of a writer
+# batch's small frames, or one big frame; 16 keep a reply to ~16k frames of ~100 bytes (16
+# batches), ~16 MiB of small frames or 16 big ones.
 READ_COUNT = 16
 # One XREAD reads up to READ_COUNT entries of every followed stream: entries of big frames
 # would make a reply of hundreds of MiB, and every other channel of the node would wait for
@@ -101,9 +101,11 @@ READ_COUNT = 16
 # at once).
 READ_BYTES = 8 * 2**20
 RANGE_COUNT = 16  # stream entries per XRANGE while collecting a range of frames
-# Frames of one batch share a stream entry up to this many payload bytes; a frame this big
-# or bigger has an entry of its own, so its payload goes to Redis as it is, never joined.
+# Frames of one batch smaller than PACK_BYTES share stream entries of up to ENTRY_BYTES of
+# payloads (one entry for a batch of small frames); a frame of PACK_BYTES or more has an
+# entry of its own, so its payload goes to Redis as it is, never joined.
 PACK_BYTES = 64 * 2**10
+ENTRY_BYTES = 2**20
 EPOCH_CHECK_INTERVAL_S = 1.0
 RECONNECT_DELAY_MIN_S = 0.05
 RECONNECT_DELAY_MAX_S = 1.0
@@ -391,41 +393,40 @@ def _array_values(kind: str, data: bytes) -> array[Any]:
 def pack_entries(payloads: Sequence[bytes], times: Sequence[float]) -> list[bytes | str]:
     """The append script's per-entry arguments (count, times, sizes, payloads) for a batch.
 
-    Frames are packed into one entry up to :data:`PACK_BYTES` of payloads; a bigger frame
-    gets an entry of its own (its payload is not copied into a joined one).
+    Frames smaller than :data:`PACK_BYTES` share entries of up to :data:`ENTRY_BYTES` of
+    payloads; a bigger frame gets an entry of its own (its payload is not copied into a
+    joined one). The common batch of small frames is one entry, built without a Python-level
+    step per frame.
     """
+    sizes = list(map(len, payloads))
+    if max(sizes) < PACK_BYTES and sum(sizes) <= ENTRY_BYTES:
+        return _entry(payloads, times, sizes)
     args: list[bytes | str] = []
-
-    def entry(start: int, end: int) -> None:
-        part = payloads[start:end]
-        body = part[0] if end - start == 1 else b"".join(part)
-        sizes = [len(p) for p in part]
-        args.extend(
-            (
-                str(end - start),
-                _array_bytes(_TIMES_TYPE, times[start:end]),
-                _array_bytes(_SIZES_TYPE, sizes),
-                body,
-            )
-        )
-
     start = 0
     size = 0
-    for index, payload in enumerate(payloads):
-        nbytes = len(payload)
+    for index, nbytes in enumerate(sizes):
         if nbytes >= PACK_BYTES:
             if index > start:
-                entry(start, index)
-            entry(index, index + 1)
+                args += _entry(payloads[start:index], times[start:index], sizes[start:index])
+            args += _entry(payloads[index : index + 1], times[index : index + 1], [nbytes])
             start, size = index + 1, 0
             continue
         size += nbytes
-        if size >= PACK_BYTES:
-            entry(start, index + 1)
-            start, size = index + 1, 0
+        if size >= ENTRY_BYTES:
+            end = index + 1
+            args += _entry(payloads[start:end], times[start:end], sizes[start:end])
+            start, size = end, 0
     if start < len(payloads):
-        entry(start, len(payloads))
+        args += _entry(payloads[start:], times[start:], sizes[start:])
     return args
+
+
+def _entry(
+    payloads: Sequence[bytes], times: Sequence[float], sizes: list[int]
+) -> list[bytes | str]:
+    body = payloads[0] if len(payloads) == 1 else b"".join(payloads)
+    count = str(len(payloads))
+    return [count, _array_bytes(_TIMES_TYPE, times), _array_bytes(_SIZES_TYPE, sizes), body]
 
 
 def _entry_seq(entry: StreamEntry) -> int:
