@@ -17,10 +17,11 @@ Every case is bounded by a frame count and by ``--seconds``; a reader's figure r
 first frame to its last. "lost": frames the trio_stream readers were told they missed
 (``msg.lost``; pub/sub drops silently, so its column says nothing); "ended": readers whose
 subscription the server ended (an ``unbounded`` reader more than ``max_buffered_bytes``
-behind). Payloads are bytes in every case (no encoding differences). "server CPU": CPU time
-of the server side (Redis, node A and node B; the one node; Redis) over the case, per frame
-a reader received (from Linux /proc): what a frame costs, which holds still when other jobs
-on the machine make the rates jump.
+behind; a pub/sub subscriber Redis dropped, over its output buffer limit). Payloads are
+bytes in every case (no encoding differences). "server CPU": CPU time of the server side
+(Redis, node A and node B; the one node; Redis) over the case, per frame a reader received
+(from Linux /proc): what a frame costs, which holds still when other jobs on the machine
+make the rates jump.
 
 ``--tree DIR`` runs the trio_stream of another checkout (servers and clients) with this
 script, for A/B runs in one sitting.
@@ -146,11 +147,16 @@ def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -
     client = redis.Redis.from_url(url, protocol=2)
     pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
     pubsub.subscribe(CHANNEL)
-    received = 0
+    received = ended = 0
     first = last = 0.0
     deadline = time.monotonic() + seconds + 20
     while received < frames and time.monotonic() < deadline:
-        message = pubsub.get_message(timeout=0.1)
+        try:
+            message = pubsub.get_message(timeout=0.1)
+        except redis.exceptions.ConnectionError:
+            # Redis dropped a subscriber too far behind (client-output-buffer-limit pubsub)
+            ended = 1
+            break
         if message is None or message["type"] != "message":
             continue
         if not message["data"]:
@@ -159,7 +165,7 @@ def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -
         first = first or now
         last = now
         received += 1
-    out.put((received, last - first, 0, 0))
+    out.put((received, last - first, 0, ended))
 
 
 def pubsub_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None:
