@@ -21,7 +21,8 @@ behind; a pub/sub subscriber Redis dropped, over its output buffer limit). Paylo
 bytes in every case (no encoding differences). "server CPU": CPU time of the server side
 (Redis, node A and node B; the one node; Redis) over the case, per frame a reader received
 (from Linux /proc): what a frame costs, which holds still when other jobs on the machine
-make the rates jump.
+make the rates jump; "reader CPU": the reader processes' own (their whole life, connecting
+included), per frame they received.
 
 ``--tree DIR`` runs the trio_stream of another checkout (servers and clients) with this
 script, for A/B runs in one sitting.
@@ -120,7 +121,7 @@ def ts_reader(url: str, index: int, frames: int, seconds: float, out: Any) -> No
                         ended = 1
                 return received, last - first, lost, ended
 
-    out.put(trio.run(run))
+    out.put((*trio.run(run), time.process_time()))
 
 
 def ts_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None:
@@ -165,7 +166,7 @@ def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -
         first = first or now
         last = now
         received += 1
-    out.put((received, last - first, 0, ended))
+    out.put((received, last - first, 0, ended, time.process_time()))
 
 
 def pubsub_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None:
@@ -194,7 +195,7 @@ def run_case(
     frames: int,
     seconds: float,
     servers: list[int],
-) -> tuple[float, float, int, int, str]:
+) -> tuple[float, float, int, int, str, float]:
     cpu_before = [cpu_seconds(pid) for pid in servers]
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
@@ -213,13 +214,16 @@ def run_case(
         process.join(10)
         if process.is_alive():
             process.kill()
-    rate = sum(received / elapsed for received, elapsed, _, _ in results if elapsed)
-    lost = sum(lost for _, _, lost, _ in results)
-    ended = sum(ended for _, _, _, ended in results)
-    received = sum(received for received, _, _, _ in results)
+    rate = sum(received / elapsed for received, elapsed, *_ in results if elapsed)
+    lost = sum(lost for _, _, lost, _, _ in results)
+    ended = sum(ended for _, _, _, ended, _ in results)
+    received = sum(received for received, *_ in results)
+    reader_cpu = sum(cpu for *_, cpu in results)
     per_frame = [seconds * 1e6 / max(1, received) for seconds in cpu]
     parts = "+".join(f"{us:.2f}" for us in per_frame) if len(per_frame) > 1 else ""
-    return rate, rate * size / 1e6, lost, ended, f"{sum(per_frame):.2f}" + (parts and f" ({parts})")
+    server = f"{sum(per_frame):.2f}" + (parts and f" ({parts})")
+    readers_us = reader_cpu * 1e6 / max(1, received)
+    return rate, rate * size / 1e6, lost, ended, server, readers_us
 
 
 def main() -> None:
@@ -265,11 +269,12 @@ def main() -> None:
             rows.append(("redis pub/sub (redis-py)", name, *result))
     print(
         f"| path | case | frames/s (sum of {READERS} readers) | MB/s | lost | ended "
-        "| server CPU µs/frame received (Redis+A+B) |"
+        "| server CPU µs/frame received (Redis+A+B) | reader CPU µs/frame |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for label, name, rate, mbps, lost, ended, cpu_us in rows:
-        print(f"| {label} | {name} | {rate:,.0f} | {mbps:,.1f} | {lost} | {ended} | {cpu_us} |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, name, rate, mbps, lost, ended, cpu_us, reader_us in rows:
+        figures = f"{rate:,.0f} | {mbps:,.1f} | {lost} | {ended} | {cpu_us} | {reader_us:.2f}"
+        print(f"| {label} | {name} | {figures} |")
 
 
 if __name__ == "__main__":
