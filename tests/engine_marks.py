@@ -32,9 +32,3 @@ def engine_options(engine_kind: str, request: pytest.FixtureRequest) -> dict[str
     redis: RedisServer = request.getfixturevalue("shared_redis")
     redis.flush()
     return {"engine": redis.url, "node_name": "node-a"}
-
-
-#: Across Redis a block reader holds its writer back only once the writer is the channel's
-#: stream (10,000 frames) ahead of it (README, "Several nodes"): tests that need the writer
-#: stopped within the reader's ``size`` are about one node. test_cluster covers Redis.
-REDIS_BLOCK_SLACK = memory_only("across Redis a writer runs up to the stream ahead of block")

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import trio
-from engine_marks import BOTH_ENGINES, REDIS_BLOCK_SLACK
+from engine_marks import BOTH_ENGINES
 from proxy import open_proxy
 
 import trio_stream as ts
@@ -220,7 +220,6 @@ async def test_publish_batches_without_a_crossing_per_value(
     await in_thread(scenario)
 
 
-@REDIS_BLOCK_SLACK
 async def test_a_full_queue_blocks_the_writer_and_loses_nothing(url: str) -> None:
     # More than the reader's buffer, the server's writer window (1024 frames) and the queue.
     count = 3000
@@ -252,7 +251,6 @@ async def test_a_full_queue_blocks_the_writer_and_loses_nothing(url: str) -> Non
     await in_thread(scenario)
 
 
-@REDIS_BLOCK_SLACK
 async def test_errors_in_the_background_are_raised_once_never_swallowed(url: str) -> None:
     def scenario() -> None:
         with (

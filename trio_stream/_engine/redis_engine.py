@@ -654,6 +654,8 @@ class RedisEngine:
         if kind == "readers":
             self._dirty_readers.add(name)
             self._readers_wake.set()
+            if name in self._taken:  # a block reader came or went: its room goes to Redis now
+                self._report_position(channel)
             return True
         if kind == "writers":
             for writer, appender in list(self._appenders.items()):

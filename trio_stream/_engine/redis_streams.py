@@ -137,28 +137,42 @@ REDIS_DOWN = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 # whose reply was lost with its connection ran (or not) as a whole, and running it again
 # answers the first seq it got instead of appending the batch twice.
 # Room: no live node that follows the channel may be left more than its room behind: the
-# history bound (the trim would drop frames it has not read), or less where the node has
-# ``block`` readers (it reports "seq room", see redis_positions). Then nothing is appended and
-# the answer is 0; the writer waits (ROOM_LUA) and tries again, its acknowledgements held
-# meanwhile. A batch larger than the room goes once the node has taken everything before it.
-# A node whose heartbeat expired does not count (it holds no writer).
+# history bound (the trim would drop frames it has not read; a batch bigger than the bound
+# goes once the node has read everything before it), or its ``block`` readers' room (it
+# reports "seq room", see redis_positions). Without room nothing is appended and the answer
+# is 0: the writer waits (ROOM_LUA) and tries again, its acknowledgements held meanwhile.
+# With room for only k < n frames of a block reader the answer is -k: the writer appends its
+# first k frames, then the rest as room comes (a block reader across nodes holds its writer
+# at its size, as on one node). A node whose heartbeat expired does not count (it holds no
+# writer).
 _ROOM = """
 local n = tonumber(ARGV[5])
 local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local history = tonumber(ARGV[2])
+local fit = n
 local positions = redis.call('HGETALL', KEYS[3])
 if #positions > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   for i = 1, #positions, 2 do
     local seq, room = string.match(positions[i + 1], '^(%d+) ?(%d*)$')
-    room = math.max(math.min(tonumber(room) or history, history), n)
-    if seq and last + n - tonumber(seq) > room then
-      local expiry = redis.call('ZSCORE', KEYS[4], positions[i])
-      if expiry and tonumber(expiry) > now then return 0 end
+    if seq then
+      seq = tonumber(seq)
+      room = tonumber(room)
+      local can = n
+      if room then
+        can = seq + math.min(room, history) - last
+      elseif last + n - seq > math.max(history, n) then
+        can = 0
+      end
+      if can < fit then
+        local expiry = redis.call('ZSCORE', KEYS[4], positions[i])
+        if expiry and tonumber(expiry) > now then fit = math.max(can, 0) end
+      end
     end
   end
 end
+if fit < n then return -fit end
 """
 
 _APPEND_LUA = (
@@ -189,7 +203,8 @@ return first
 """
 )
 
-# The same keys and first five arguments as _APPEND_LUA: 1 when the batch would fit now.
+# The same keys and first five arguments as _APPEND_LUA: 1 when the batch would fit now,
+# -k when k of its frames would, 0 when none would.
 _ROOM_LUA = (
     """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -281,8 +296,10 @@ class FrameWriter:
         """Append ``payloads`` (with their ``times``); return the first one's sequence number.
 
         Waits while a live node that follows the channel is more than the history bound
-        behind (see redis_positions): so nothing is trimmed before every node read it. A
-        broken connection is retried (same batch token, so never appended twice) for up to
+        behind (see redis_positions): so nothing is trimmed before every node read it; and
+        while a node's ``block`` readers have no room, appending what they have room for
+        (so the batch may go in parts, each with contiguous sequence numbers). A broken
+        connection is retried (same batch token, so never appended twice) for up to
         ``retry_s``.
 
         Raises:
@@ -294,23 +311,46 @@ class FrameWriter:
             raise ValueError(f"{count} payloads but {len(times)} times: give one time per payload")
         if count == 0:
             raise ValueError("append needs at least one payload")
-        # coredis retries a command whose connection broke (twice, same arguments): the
-        # token, unique per call, lets the script recognise the repeat.
-        self._batches += 1
-        token = f"{self._instance}.{self._batches}"
         average = max(1, sum(len(p) for p in payloads) // count)
         history = min(
             self._history_frames,
             max(MIN_HISTORY_FRAMES, self._history_bytes // average),
         )
-        head: list[bytes | str] = [epoch, str(history), sender, token, str(count)]
-        args = head + pack_entries(payloads, times)
         keys = [
             self._keys.channel(channel),
             self._keys.stream(channel, epoch),
             self._keys.positions(channel, epoch),
             self._keys.nodes,
         ]
+        first = 0
+        start = 0
+        end = count
+        while start < count:
+            part = await self._append_part(
+                channel, keys, [epoch, str(history), sender], payloads[start:end], times[start:end]
+            )
+            if part < 0:  # room for -part frames only (a block reader's)
+                end = start - part
+                continue
+            first = first or part
+            start, end = end, count
+        return first
+
+    async def _append_part(
+        self,
+        channel: str,
+        keys: list[str],
+        head: list[bytes | str],
+        payloads: Sequence[bytes],
+        times: Sequence[float],
+    ) -> int:
+        """One append script call for these frames (retried, waiting for room): the first
+        seq, or -k when only k of them fit now."""
+        # coredis retries a command whose connection broke (twice, same arguments): the
+        # token, unique per call, lets the script recognise the repeat.
+        self._batches += 1
+        head = [*head, f"{self._instance}.{self._batches}", str(len(payloads))]
+        args = head + pack_entries(payloads, times)
         delay = RECONNECT_DELAY_MIN_S
         deadline = trio.current_time() + self._retry_s
         while True:
@@ -323,7 +363,8 @@ class FrameWriter:
                         poll_s = min(poll_s * 2, ROOM_POLL_MAX_S)
                     deadline = trio.current_time() + self._retry_s
                     continue
-                break
+                assert isinstance(first, int)
+                return first
             except coredis.exceptions.ResponseError as error:
                 text = str(error)
                 if not text.startswith("EPOCH"):
@@ -334,8 +375,6 @@ class FrameWriter:
                     raise
                 await trio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
-        assert isinstance(first, int)
-        return first
 
 
 async def read_range(
