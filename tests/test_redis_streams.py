@@ -215,6 +215,43 @@ async def test_frames_trimmed_before_reading_are_counted_exactly(
     assert resumed[0].seq == lost + 1
 
 
+async def test_a_batch_goes_in_only_as_far_as_a_block_readers_room_then_the_rest(
+    redis_server: RedisServer,
+) -> None:
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        record = await a.registry.create("c", owner="dev", node="a")
+        b.positions.update("c", record.epoch, 0, 5)  # block readers on b: room for 5
+
+        async def stored() -> int:
+            return len(await read_range(a.client, a.keys, "c", record.epoch, 0, 100))
+
+        async def stored_is(count: int) -> bool:
+            return await stored() == count
+
+        await eventually(lambda: a.client.hexists(a.keys.positions("c", record.epoch), "b"))
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as nursery:
+                done = trio.Event()
+
+                async def write() -> None:
+                    await a.writer.append(
+                        "c", record.epoch, "w", [b"%d" % i for i in range(12)], [0.0] * 12
+                    )
+                    done.set()
+
+                nursery.start_soon(write)
+                await eventually(lambda: stored_is(5))
+                await trio.sleep(0.2)
+                assert await stored() == 5 and not done.is_set()  # the rest waits
+                b.positions.update("c", record.epoch, 4, 5)  # they took 4: room up to 9
+                await eventually(lambda: stored_is(9))
+                b.positions.update("c", record.epoch, 9, 5)
+                await done.wait()
+
+        frames = await read_range(a.client, a.keys, "c", record.epoch, 0, 100)
+    assert [(f.seq, f.payload) for f in frames] == [(i + 1, b"%d" % i) for i in range(12)]
+
+
 async def test_redis_restart_without_persistence_is_an_epoch_reset_not_silence(
     redis_server: RedisServer,
 ) -> None:
