@@ -388,10 +388,12 @@ async def read_range(
     key = keys.stream(channel, epoch)
     frames: list[Frame] = []
     while len(frames) < count:
-        # The entry holding frame after + 1 is the first whose id (its last seq) is past it.
-        entries = await client.xrange(key, f"{after + 1}-0", "+", count=RANGE_COUNT)
+        # The entry holding frame after + 1 is the first whose id (its last seq) is past it;
+        # every entry holds a frame at least, so this many entries hold what is missing.
+        want = min(RANGE_COUNT, count - len(frames))
+        entries = await client.xrange(key, f"{after + 1}-0", "+", count=want)
         frames += [Frame(*frame) for frame in _frames(entries, after)]
-        if len(entries) < RANGE_COUNT:
+        if len(entries) < want:
             break
         after = _entry_seq(entries[-1])
     return frames[:count]
