@@ -21,8 +21,8 @@ behind; a pub/sub subscriber Redis dropped, over its output buffer limit). Paylo
 bytes in every case (no encoding differences). "server CPU": CPU time of the server side
 (Redis, node A and node B; the one node; Redis) over the case, per frame a reader received
 (from Linux /proc): what a frame costs, which holds still when other jobs on the machine
-make the rates jump; "reader CPU": the reader processes' own (their whole life, connecting
-included), per frame they received.
+make the rates jump; "reader CPU": the reader processes' own from their first frame to their
+last, per frame they received.
 
 ``--tree DIR`` runs the trio_stream of another checkout (servers and clients) with this
 script, for A/B runs in one sitting.
@@ -97,21 +97,22 @@ def node(engine: str, name: str) -> Iterator[tuple[str, int]]:
 
 
 def ts_reader(url: str, index: int, frames: int, seconds: float, out: Any) -> None:
-    async def run() -> tuple[int, float, int, int]:
+    async def run() -> tuple[int, float, int, int, float]:
         async with ts.open_client(url, name=f"reader{index}") as client:
             with trio.fail_after(READY_TIMEOUT_S):
                 while CHANNEL not in [c.name for c in await client.channels()]:  # noqa: ASYNC110
                     await trio.sleep(0.05)
             async with client.subscribe(CHANNEL, policy="unbounded") as sub:
                 received = lost = ended = 0
-                first = last = 0.0
+                first = last = cpu_first = 0.0
                 with trio.move_on_after(seconds + 20):
                     try:
                         async for message in sub:
                             if message.data == b"":
                                 break
                             now = time.monotonic()
-                            first = first or now
+                            if not first:
+                                first, cpu_first = now, time.process_time()
                             last = now
                             received += 1
                             lost += message.lost
@@ -119,9 +120,10 @@ def ts_reader(url: str, index: int, frames: int, seconds: float, out: Any) -> No
                                 break
                     except ts.TrioStreamError:  # ended by the server (too far behind)
                         ended = 1
-                return received, last - first, lost, ended
+                cpu = time.process_time() - cpu_first if first else 0.0
+                return received, last - first, lost, ended, cpu
 
-    out.put((*trio.run(run), time.process_time()))
+    out.put(trio.run(run))
 
 
 def ts_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None:
@@ -149,7 +151,7 @@ def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -
     pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
     pubsub.subscribe(CHANNEL)
     received = ended = 0
-    first = last = 0.0
+    first = last = cpu_first = 0.0
     deadline = time.monotonic() + seconds + 20
     while received < frames and time.monotonic() < deadline:
         try:
@@ -163,10 +165,12 @@ def pubsub_reader(url: str, index: int, frames: int, seconds: float, out: Any) -
         if not message["data"]:
             break
         now = time.monotonic()
-        first = first or now
+        if not first:
+            first, cpu_first = now, time.process_time()
         last = now
         received += 1
-    out.put((received, last - first, 0, ended, time.process_time()))
+    cpu = time.process_time() - cpu_first if first else 0.0
+    out.put((received, last - first, 0, ended, cpu))
 
 
 def pubsub_writer(url: str, payload_bytes: int, frames: int, seconds: float) -> None:
