@@ -54,10 +54,10 @@ average 5-6: take them as orders of magnitude). Writer and reader in separate pr
 one subscriber, in the same sitting; 1 MiB frames: 86 and 476 MB/s against 810-846 MB/s.
 The per-node figure is what matters: a node reads each frame once from Redis and fans it out
 to its local readers itself. Across nodes (benchmarks/cluster.py, writer on node A, 4 readers
-on node B, several runs) the server side then spends 1.9-2.2 us of CPU per frame a reader
-gets (Redis 0.15, the writer's node 0.5-0.7, the readers' node 1.2-1.3), most of it the
-fan-out to the readers that a single node does too (0.9 there, writer included), where an
-entry per frame cost 3.7-5.2 us (Redis 0.6-0.7). What limits now: that fan-out on node B,
+on node B, 13 runs) the server side then spends 1.4-2.2 us of CPU per frame a reader gets
+(Redis 0.1-0.2, the writer's node 0.4-0.7, the readers' node 0.8-1.3), most of it the
+fan-out to the readers that a single node does too (0.7-0.9 there, writer included), where
+an entry per frame cost 3.7-5.2 us (Redis 0.6-0.7). What limits now: that fan-out on node B,
 and for big frames the copies (client -> Lua argument -> stream entry -> reply) all on
 Redis's one thread.
 """
