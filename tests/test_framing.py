@@ -63,6 +63,41 @@ def test_bytes_wanted_hints_the_rest_of_a_large_frame() -> None:
     assert decoder.bytes_wanted() == 4000
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0, 1, 90, 100, 5000]), st.sampled_from([0, 0, 0, 1, 7])),
+        max_size=40,
+    ),
+    st.integers(0, 50),
+    st.integers(0, 8000),
+    st.integers(-200, 8000),
+    st.booleans(),
+)
+def test_data_written_in_runs_is_what_frame_by_frame_writes(
+    shape: list[tuple[int, int]], max_frames: int, quota: int, room: int, in_flight: bool
+) -> None:
+    # write_data writes runs of lossless same-size frames with one join; what it writes,
+    # leaves, and counts in flight must be what the frame-by-frame loop does with the same
+    # limits (mixed sizes, losses, large payloads, the room and the quota cut anywhere).
+    def entries() -> deque[tuple[F.SharedData, int]]:
+        return deque(
+            (F.SharedData(seq, 1.5, b"w", bytes([seq % 256]) * size), lost)
+            for seq, (size, lost) in enumerate(shape, 1)
+        )
+
+    outcomes = []
+    for write in (F.write_data, F._write_each):
+        left = entries()
+        sizes: deque[int] = deque([7] if in_flight else [])
+        pieces: list[BytesLike] = []
+        run: list[bytes] = []
+        counts = write(left, 5, max_frames, quota, room, sizes, pieces, run)
+        wire = b"".join(bytes(p) for p in pieces) + b"".join(run)
+        outcomes.append((counts, wire, list(sizes), [f.seq for f, _ in left]))
+    assert outcomes[0] == outcomes[1]
+
+
 @given(
     st.integers(0, 2**32 - 1),
     st.integers(0, 2**32 - 1),
