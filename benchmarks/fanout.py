@@ -7,11 +7,12 @@ batch. Prints microseconds of CPU per frame published (best of 5).
 
     python benchmarks/fanout.py
     python benchmarks/fanout.py --per-frame
+    python benchmarks/fanout.py --batch 300 --readers 16   # one read's worth under load
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 from trio_stream._server.broker import Broker
@@ -20,7 +21,7 @@ from trio_stream._server.outbox import Outbox
 
 READERS = 4
 FRAMES = 200_000
-BATCH = 50
+BATCH = 50  # PUBLISH frames per read; a loaded server reads several hundred at once
 PAYLOAD = memoryview(bytes(100))
 
 
@@ -43,6 +44,12 @@ class _Owner:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-frame", action="store_true", help="Broker.publish per frame")
+    parser.add_argument("--readers", type=int, default=READERS)
+    parser.add_argument("--batch", type=int, default=BATCH, help="frames per publish_batch")
+    args = parser.parse_args()
+    batch = args.batch
     clock = time.monotonic
     broker = Broker(clock=clock)
 
@@ -58,31 +65,31 @@ def main() -> None:
     writer_owner = _Owner(0)
     channel = broker.create_channel("c", writer_owner)
     writer = broker.open_publisher(channel, writer_owner, outbox(writer_owner), 1)
-    outboxes = [outbox(_Owner(i + 1)) for i in range(READERS)]
+    outboxes = [outbox(_Owner(i + 1)) for i in range(args.readers)]
     readers = []
     for box in outboxes:
         reader = box.open_reader(channel, Policy.DROP_OLDEST, 1000, 1, None, 1024, 8 << 20, None)
         broker.subscribe(reader)
         readers.append(reader)
-    per_frame = "--per-frame" in sys.argv or not hasattr(broker, "publish_batch")
-    times = [1.0] * BATCH
-    payloads = [PAYLOAD] * BATCH
+    per_frame = args.per_frame or not hasattr(broker, "publish_batch")
+    times = [1.0] * batch
+    payloads = [PAYLOAD] * batch
     best = float("inf")
     for _ in range(5):
         start = time.process_time()
-        for _ in range(FRAMES // BATCH):
+        for _ in range(FRAMES // batch):
             if per_frame:
-                for _ in range(BATCH):
+                for _ in range(batch):
                     broker.publish(writer, 1.0, PAYLOAD)
             else:
                 broker.publish_batch(writer, times, payloads)
             for box, reader in zip(outboxes, readers, strict=True):
                 box.next_batch()
-                box.credit(reader.sub_id, BATCH)
+                box.credit(reader.sub_id, batch)
         best = min(best, (time.process_time() - start) / FRAMES * 1e6)
-    how = "frame by frame" if per_frame else f"in batches of {BATCH}"
+    how = "frame by frame" if per_frame else f"in batches of {batch}"
     print(
-        f"fan-out: {best:.3f} us per frame published to {READERS} readers "
+        f"fan-out: {best:.3f} us per frame published to {args.readers} readers "
         f"({how}; best of 5, CPU time)"
     )
 

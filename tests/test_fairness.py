@@ -68,3 +68,40 @@ def test_a_flow_with_nothing_left_leaves_the_rotation_until_added_again() -> Non
     scheduler.add(flow)
     frames, nbytes = scheduler.fill([], QUANTUM_BYTES)
     assert frames == -(-QUANTUM_BYTES // 100) and nbytes == frames * 100  # the last overdraws
+
+
+class CountingFlow(FakeFlow):
+    def __init__(self, name: str, frame_bytes: int, frames: int) -> None:
+        super().__init__(name, frame_bytes, frames)
+        self.quotas: list[int] = []
+
+    def take_turn(
+        self, pieces: list[BytesLike], run: list[bytes], quota: int
+    ) -> tuple[int, int, bool]:
+        self.quotas.append(quota)
+        return super().take_turn(pieces, run, quota)
+
+
+def test_a_flow_alone_in_the_rotation_takes_the_budget_in_one_turn() -> None:
+    scheduler = DeficitRoundRobin()
+    alone = CountingFlow("alone", 100, 10**6)
+    scheduler.add(alone)
+    budget = 20 * QUANTUM_BYTES
+    frames = -(-budget // 100)  # the last one overdraws
+    assert scheduler.fill([], budget) == (frames, frames * 100)
+    assert alone.quotas == [budget]
+
+
+def test_a_flow_that_was_alone_owes_nothing_when_another_joins() -> None:
+    # Its solo turns spent the budget, not quanta it would have to pay back: the newcomer
+    # still waits behind at most about one quantum of it.
+    scheduler = DeficitRoundRobin()
+    busy = CountingFlow("busy", 100, 10**6)
+    scheduler.add(busy)
+    scheduler.fill([], 1 << 20)
+    scheduler.fill([], 1 << 20)
+    other = CountingFlow("other", 100, 10**6)
+    scheduler.add(other)
+    scheduler.fill([], 8 * QUANTUM_BYTES)
+    assert busy.quotas[2:] and all(q <= QUANTUM_BYTES for q in busy.quotas[2:])
+    assert abs(busy.sent_bytes - 2 * (1 << 20) - other.sent_bytes) <= QUANTUM_BYTES + 100

@@ -163,17 +163,21 @@ class StreamTransport:
     async def send(self, pieces: list[BytesLike]) -> None:
         stream = self.stream
         try:
-            batch = bytearray()
+            if len(pieces) == 1:
+                # The usual write: the outbox joined its frames into one piece already.
+                await stream.send_all(pieces[0])
+                return
+            small: list[BytesLike] = []
             for piece in pieces:
                 if len(piece) < COALESCE_MAX_PIECE:
-                    batch += piece
+                    small.append(piece)
                     continue
-                if batch:
-                    await stream.send_all(batch)
-                    batch = bytearray()
+                if small:
+                    await stream.send_all(b"".join(small))
+                    small = []
                 await stream.send_all(piece)
-            if batch:
-                await stream.send_all(batch)
+            if small:
+                await stream.send_all(b"".join(small))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionClosed(f"connection lost: {exc}") from exc
 
