@@ -8,6 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from server_parts import World, decode, payload
 
+from trio_stream import ProtocolError
 from trio_stream._protocol.codec import decode_payload
 from trio_stream._server.buffers import Policy
 
@@ -23,8 +24,9 @@ def run(
     batches: list[list[int]],
     batched: bool,
     max_buffered_bytes: int = 600,
+    **window: int,
 ) -> list[object]:
-    world = World(max_buffered_bytes=max_buffered_bytes)
+    world = World(max_buffered_bytes=max_buffered_bytes, **window)
     channel = world.channel()
     writer_box, writer = world.writer(channel)
     boxes = []
@@ -35,12 +37,15 @@ def run(
     seen: list[object] = []
     for batch in batches:
         payloads = [payload(i, size) for i, size in enumerate(batch)]
-        if batched:
-            world.broker.publish_batch(writer, [1.0] * len(batch), payloads)
-        else:
-            for item in payloads:
-                world.broker.publish(writer, 1.0, item)
-        seen.append((writer.parked_frames, writer_box.parked_bytes))
+        try:
+            if batched:
+                world.broker.publish_batch(writer, [1.0] * len(batch), payloads)
+            else:
+                for item in payloads:
+                    world.broker.publish(writer, 1.0, item)
+        except ProtocolError as exc:
+            seen.append(str(exc))  # the writer sent past its window: its connection closes
+        seen.append((writer.parked_frames, writer_box.parked_bytes, channel.seq))
         for box in boxes:
             sent = decode(box.next_batch())
             seen.append((sent.data, [type(m).__name__ for m in sent.control], box.buffered_bytes))
@@ -85,6 +90,27 @@ def test_a_batch_at_full_lossy_buffers_drops_exactly_as_its_frames_one_by_one(
     # full-buffer step (PolicyBuffer.overflow) is taken, or refused for the bound's sake.
     assert run(readers, batches, True, max_buffered_bytes) == run(
         readers, batches, False, max_buffered_bytes
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(READER, min_size=1, max_size=4),
+    st.lists(st.lists(st.integers(1, 200), min_size=1, max_size=8), min_size=1, max_size=6),
+    st.integers(1, 12),
+    st.integers(100, 1500),
+)
+def test_a_writer_held_back_past_its_window_is_refused_at_the_same_frame_batched(
+    readers: list[tuple[Policy, int, int]],
+    batches: list[list[int]],
+    window_frames: int,
+    window_bytes: int,
+) -> None:
+    # A writer with frames parked for full block readers still publishes in batches; the
+    # frame its window refuses (frames or bytes) is the one publish() would refuse.
+    window = {"publish_window_frames": window_frames, "publish_window_bytes": window_bytes}
+    assert run(readers, batches, batched=True, **window) == run(
+        readers, batches, batched=False, **window
     )
 
 

@@ -429,24 +429,41 @@ class Broker:
             ProtocolError: as :meth:`publish`.
         """
         channel = pub.channel
-        if pub.parked_frames or channel.selective is not None:
-            # Rare: every frame checks the writer's window then; selective readers (a sender
-            # filter, a view) take their frames through publish()'s grouping.
+        if channel.selective is not None:
+            # Selective readers (a sender filter, a view) take their frames through
+            # publish()'s grouping.
             for time_s, payload in zip(times, payloads, strict=True):
                 self.publish(pub, time_s, payload)
             return
-        if not channel.history and self._publish_newest(pub, times, payloads):
+        count = len(payloads)
+        size = sum(map(len, payloads))
+        if (
+            pub.parked_frames + count > self.publish_window_frames
+            or pub.parked_bytes + count * PUBLISH_HEAD.size + size > self.publish_window_bytes
+        ):
+            # Parking in this batch could take the writer past its window, which publish()
+            # checks before each frame: frame by frame then, to refuse exactly the frame it
+            # refuses. A writer that keeps to its window never comes here, not even while
+            # full block readers hold frames of it back (the steady state of a writer faster
+            # than its slowest block reader): that one publishes in batches too.
+            for time_s, payload in zip(times, payloads, strict=True):
+                self.publish(pub, time_s, payload)
+            return
+        if (
+            not channel.history
+            and not pub.parked_frames  # held back: a block reader needs every frame
+            and self._publish_newest(pub, times, payloads)
+        ):
             return
         sender = pub.sender
         seq = channel.seq
-        frames: list[SharedData] = []
-        size = 0
-        for time_s, payload in zip(times, payloads, strict=True):
-            seq += 1
-            frames.append(SharedData(seq, time_s, sender, payload))
-            size += len(payload)
-        channel.seq = seq
-        count = len(frames)
+        frames = [
+            SharedData(seq, time_s, sender, payload)
+            for seq, time_s, payload in zip(
+                range(seq + 1, seq + count + 1), times, payloads, strict=True
+            )
+        ]
+        channel.seq += count
         channel.bytes_in += size
         self.frames_in += count
         self.bytes_in += size
@@ -468,9 +485,7 @@ class Broker:
             # refused a frame parks it; after that, its offer() parks the rest in order
             # (or decimates them, every=N). Readers past this frame have it already.
             frame = frames[index]
-            nbytes = len(payloads[index])
-            if pub.parked_frames:
-                self._check_window(pub, nbytes)
+            nbytes = len(payloads[index])  # within the window: checked for the whole batch
             parked: Parked | None = None
             for sub, taken in refused:
                 if index < taken or (index > taken and sub.offer(frame)):
