@@ -34,7 +34,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from operator import attrgetter
+from typing import Any, Final, Protocol
 
 from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded, ProtocolError
 from .._protocol.array_view import View, cut_array
@@ -53,6 +54,8 @@ from .._protocol.limits import MAX_BUFFERED_BYTES, PUBLISH_WINDOW_BYTES, PUBLISH
 from .buffers import Policy
 from .outbox import Outbox, Reader
 from .selective import Selective
+
+_NBYTES_OF: Final = attrgetter("nbytes")
 
 MAX_CHANNEL_NAME_CHARS = 200
 MAX_HISTORY_FRAMES = 10_000
@@ -473,13 +476,15 @@ class Broker:
                 self._remember(channel, frame)
         taken_by_all = count
         refused: list[tuple[Reader, int]] = []
+        batch_bytes = sum(map(_NBYTES_OF, frames))  # once, not once per reader
         for sub in channel.fanout:
-            taken = sub.offer_batch(frames)
+            taken = sub.offer_batch(frames, batch_bytes)
             if taken < count:
                 refused.append((sub, taken))
                 taken_by_all = min(taken_by_all, taken)
         if taken_by_all:
             pub.outbox.ack(pub.pub_id, taken_by_all)
+        now = -1.0
         for index in range(taken_by_all, count):
             # Frame by frame from the first refusal on, as publish() does: a reader that
             # refused a frame parks it; after that, its offer() parks the rest in order
@@ -491,7 +496,9 @@ class Broker:
                 if index < taken or (index > taken and sub.offer(frame)):
                     continue
                 if parked is None:
-                    parked = self._park(frame, pub, nbytes)
+                    if now < 0:
+                        now = self.clock()  # once per batch: they all park at this read
+                    parked = self._park(frame, pub, nbytes, now)
                 parked.waiting += 1
                 sub.park(parked)
             if parked is None:
@@ -629,12 +636,13 @@ class Broker:
                 f"{self.publish_window_bytes}); wait for PUB_ACK before sending more"
             )
 
-    def _park(self, frame: SharedData, pub: Writer, size: int) -> Parked:
-        """Hold ``frame`` for full block readers; it counts against its writer until taken."""
+    def _park(self, frame: SharedData, pub: Writer, size: int, now: float = -1.0) -> Parked:
+        """Hold ``frame`` for full block readers; it counts against its writer until taken
+        (``now``: the broker's clock, if the caller has read it)."""
         nbytes = PUBLISH_HEAD.size + size
         pub.park(nbytes)
         self.parked_bytes += nbytes
-        return Parked(self, frame, pub, nbytes, self.clock())
+        return Parked(self, frame, pub, nbytes, now if now >= 0 else self.clock())
 
     def _remember(self, channel: Channel, frame: SharedData) -> None:
         """Keep ``frame`` in the channel's history, within its frames and the byte bound.

@@ -225,9 +225,10 @@ class Reader:
             return False  # earlier frames are parked for us; keep the order
         return self.admit(frame)
 
-    def offer_batch(self, frames: list[SharedData]) -> int:
+    def offer_batch(self, frames: list[SharedData], batch_bytes: int = -1) -> int:
         """:meth:`offer` each of ``frames`` in order; returns how many it took before the
-        first "park it" (``len(frames)``: all of them).
+        first "park it" (``len(frames)``: all of them). ``batch_bytes``, if known, is the
+        frames' ``nbytes`` together: a batch that fits whole skips the loop over sizes.
 
         A batch of one writer's frames (one read's worth) goes into the buffer with one
         extend and one update of the byte counts, where frame by frame each took a call to
@@ -252,6 +253,12 @@ class Reader:
                 outbox.max_block_bytes - outbox.block_bytes,
                 outbox.max_buffered_bytes - outbox.buffered_bytes,
             )
+        else:
+            room_bytes = outbox.max_buffered_bytes - outbox.buffered_bytes
+        if 0 <= batch_bytes <= room_bytes and count <= room:
+            fits = count  # the usual batch: all of it fits, whatever the order of sizes
+            nbytes = batch_bytes
+        elif self.blocks_writers:
             empty = not len(buffer)
             for frame in frames:
                 if fits == room:
@@ -262,7 +269,6 @@ class Reader:
                 nbytes += size
                 fits += 1
         else:
-            room_bytes = outbox.max_buffered_bytes - outbox.buffered_bytes
             for frame in frames:
                 if fits == room:
                     break
