@@ -88,6 +88,9 @@ def parse_publish(frame: BytesLike) -> tuple[int, float]:
 
 _PUBLISH_HEAD_AT: Final = PUBLISH_HEAD.unpack_from
 _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size
+# PUBLISH frames below this hand their payload on as a copy, larger ones as a view: the
+# payload of a small frame is joined to its DATA head (SharedData) whatever it is.
+_COPY_PAYLOAD_BELOW_BYTES: Final = SMALL_PAYLOAD_BYTES
 
 
 class PublishRun:
@@ -98,7 +101,7 @@ class PublishRun:
     def __init__(self, pub_id: int) -> None:
         self.pub_id = pub_id
         self.times: list[float] = []
-        self.payloads: list[memoryview] = []
+        self.payloads: list[BytesLike] = []
 
 
 def publish_runs(frames: list[bytearray], start: int, stop: int) -> tuple[list[PublishRun], int]:
@@ -115,7 +118,7 @@ def publish_runs(frames: list[bytearray], start: int, stop: int) -> tuple[list[P
     head_at = _PUBLISH_HEAD_AT
     run: PublishRun | None = None
     times: list[float] = []
-    payloads: list[memoryview] = []
+    payloads: list[BytesLike] = []
     for index in range(start, stop):
         frame = frames[index]
         if len(frame) < _PUBLISH_HEAD_BYTES:
@@ -127,7 +130,12 @@ def publish_runs(frames: list[bytearray], start: int, stop: int) -> tuple[list[P
             times = run.times
             payloads = run.payloads
         times.append(time)
-        payloads.append(memoryview(frame)[_PUBLISH_HEAD_BYTES:])
+        if len(frame) < _COPY_PAYLOAD_BELOW_BYTES:
+            # A copy of a small payload costs less than a view (two objects): 112 against
+            # 188 ns per frame with publish_runs' loop; SharedData copies it once more anyway.
+            payloads.append(frame[_PUBLISH_HEAD_BYTES:])
+        else:
+            payloads.append(memoryview(frame)[_PUBLISH_HEAD_BYTES:])  # never copied
     return runs, stop
 
 
