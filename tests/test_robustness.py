@@ -255,3 +255,40 @@ async def test_a_write_that_fails_after_the_goodbye_reports_the_servers_reason()
         client._check_open()
     assert str(info.value) == "the server closed the connection: the server is shutting down"
     assert info.value.reason == "the server is shutting down"
+
+
+async def test_publish_runs_in_one_read_are_delivered_up_to_a_bad_frame_among_them(
+    server: ts.Server,
+) -> None:
+    # One write: PUBLISH, PUBLISH, a ping, PUBLISH, PUBLISH, a truncated PUBLISH. The server
+    # batches each run of PUBLISH frames; the ping between them is answered in its place,
+    # every whole frame before the truncated one is delivered in order, and only then is
+    # the writer's connection closed, with a reason.
+    def publish(pub_id: int, value: str) -> bytes:
+        return framed(struct.pack(">BId", 2, pub_id, 1.0) + cbor2.dumps(value))
+
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="reader") as reader:
+        writer = await raw_session(server)
+        await writer.send_all(control(M.CreateChannel(id=1, channel="c")))
+        await read_messages(writer, until=M.Reply)
+        await writer.send_all(control(M.OpenPublisher(id=2, channel="c")))
+        opened = (await read_messages(writer, until=M.Reply))[-1]
+        assert isinstance(opened, M.Reply)
+        pub_id = opened.result["pub"]
+        async with reader.subscribe("c") as sub:
+            await writer.send_all(
+                publish(pub_id, "a")
+                + publish(pub_id, "b")
+                + control(M.Ping(data=7))
+                + publish(pub_id, "c")
+                + publish(pub_id, "d")
+                + framed(b"\x02\x00\x00")
+            )
+            messages = await read_messages(writer)  # until the server closes it
+            assert any(isinstance(m, M.Pong) and m.data == 7 for m in messages)
+            goodbye = [m for m in messages if isinstance(m, M.Goodbye)]
+            assert goodbye and "truncated PUBLISH" in goodbye[0].reason
+            with trio.fail_after(10):
+                assert [(await sub.receive()).data for _ in range(4)] == ["a", "b", "c", "d"]
+    await writer.aclose()

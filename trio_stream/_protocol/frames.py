@@ -105,14 +105,16 @@ class PublishRun:
 
 
 def publish_runs(frames: list[bytearray], start: int, stop: int) -> tuple[list[PublishRun], int]:
-    """``frames[start:stop]`` (PUBLISH bodies) as runs of one publisher each, in order.
+    """The PUBLISH frames from ``frames[start]`` on, before ``stop``, as runs of one
+    publisher each, in order.
 
     One read usually holds many frames of one writer: parsed here in one loop, they reach
     the fan-out as one batch per run instead of one call per frame.
 
     Returns:
-        The runs, and where parsing stopped: ``stop``, or the index of a truncated frame
-        (for :func:`parse_publish` to refuse once the frames before it are published).
+        The runs, and where parsing stopped: ``stop``, the index of the first frame of
+        another type, or that of a truncated frame (for :func:`parse_publish` to refuse
+        once the frames before it are published).
     """
     runs: list[PublishRun] = []
     head_at = _PUBLISH_HEAD_AT
@@ -123,7 +125,9 @@ def publish_runs(frames: list[bytearray], start: int, stop: int) -> tuple[list[P
         frame = frames[index]
         if len(frame) < _PUBLISH_HEAD_BYTES:
             return runs, index
-        _, pub_id, time = head_at(frame)
+        kind, pub_id, time = head_at(frame)
+        if kind != PUBLISH:
+            return runs, index
         if run is None or pub_id != run.pub_id:
             run = PublishRun(pub_id)
             runs.append(run)

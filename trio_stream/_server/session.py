@@ -471,10 +471,7 @@ class Session:
             index += 1
             if kind == PUBLISH and index < count and frames[index][0] == PUBLISH:
                 # Consecutive PUBLISH frames go to the fan-out as batches (one per writer).
-                start = index - 1
-                while index < count and frames[index][0] == PUBLISH:
-                    index += 1
-                self._on_publishes(frames, start, index)
+                index = self._on_publishes(frames, index - 1, count)
             else:
                 handler = handlers.get(kind)
                 if handler is None:
@@ -524,7 +521,9 @@ class Session:
             return  # the channel went away while this frame was in flight
         self._publish(writer, time_s, memoryview(frame)[_PUBLISH_HEAD_BYTES:])
 
-    def _on_publishes(self, frames: list[bytearray], start: int, stop: int) -> None:
+    def _on_publishes(self, frames: list[bytearray], start: int, stop: int) -> int:
+        """Publish the PUBLISH frames from ``frames[start]`` on (one batch per writer's run);
+        returns the index of the first frame after them."""
         writers = self.writers
         runs, parsed = publish_runs(frames, start, stop)
         for run in runs:
@@ -539,8 +538,9 @@ class Session:
                 self._publish(writer, run.times[0], run.payloads[0])
             else:
                 self.state.publish_batch(writer, run.times, run.payloads)
-        if parsed < stop:
+        if parsed < stop and frames[parsed][0] == PUBLISH:
             self._on_publish(frames[parsed])  # a truncated frame: refused there
+        return parsed
 
     def _on_credit(self, frame: bytearray) -> None:
         self.outbox.credit(*parse_counter(frame))
