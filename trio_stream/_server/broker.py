@@ -31,6 +31,7 @@ import itertools
 import math
 import secrets
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -484,25 +485,58 @@ class Broker:
                 taken_by_all = min(taken_by_all, taken)
         if taken_by_all:
             pub.outbox.ack(pub.pub_id, taken_by_all)
-        now = -1.0
-        for index in range(taken_by_all, count):
-            # Frame by frame from the first refusal on, as publish() does: a reader that
-            # refused a frame parks it; after that, its offer() parks the rest in order
-            # (or decimates them, every=N). Readers past this frame have it already.
+        if taken_by_all < count:
+            self._park_refused(pub, frames, payloads, taken_by_all, refused)
+
+    def _park_refused(
+        self,
+        pub: Writer,
+        frames: list[SharedData],
+        payloads: Sequence[BytesLike],
+        start: int,
+        refused: list[tuple[Reader, int]],
+    ) -> None:
+        """publish_batch from ``frames[start]`` on, the first frame a reader refused: frame
+        by frame, as publish() does, a reader that refused a frame parks it and then parks
+        or decimates the rest in order (readers past a frame have it already).
+
+        A plain reader (no every=N, no max_rate, not ending) parks every frame from the one
+        it refused on, since its offer() refuses while frames are parked for it: its frames
+        are parked with one extend, where offer() and park() took a call each per frame.
+        """
+        plain: list[tuple[Reader, int]] = []
+        others: list[tuple[Reader, int]] = []
+        for sub, taken in refused:
+            if sub.doomed or sub.every > 1 or sub.interval:
+                others.append((sub, taken))
+            else:
+                plain.append((sub, taken))
+        plain_from = sorted(taken for _, taken in plain)
+        now = self.clock()  # once: every frame of the batch parks at this read
+        parks: list[Parked] = []
+        for index in range(start, len(frames)):
             frame = frames[index]
             nbytes = len(payloads[index])  # within the window: checked for the whole batch
+            waiting = bisect_right(plain_from, index)  # plain readers that refused it
             parked: Parked | None = None
-            for sub, taken in refused:
+            if waiting:
+                parked = self._park(frame, pub, nbytes, now)
+                parked.waiting = waiting
+                parks.append(parked)
+            for sub, taken in others:
                 if index < taken or (index > taken and sub.offer(frame)):
                     continue
                 if parked is None:
-                    if now < 0:
-                        now = self.clock()  # once per batch: they all park at this read
                     parked = self._park(frame, pub, nbytes, now)
                 parked.waiting += 1
                 sub.park(parked)
             if parked is None:
                 pub.outbox.ack(pub.pub_id)
+        # The plain readers' parked frames: each from its refusal on, in order. Nothing
+        # releases a parked frame before this (only the senders do, later).
+        first = plain_from[0] if plain_from else start
+        for sub, taken in plain:
+            sub.park_all(parks[taken - first :])
 
     def _publish_newest(
         self, pub: Writer, times: Sequence[float], payloads: Sequence[BytesLike]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from operator import attrgetter
@@ -425,6 +425,13 @@ class Reader:
         if not self.parked:
             self.outbox.holding(self)
         self.parked.append(parked)
+
+    def park_all(self, parked: Sequence[Parked]) -> None:
+        """:meth:`park` each of ``parked``, in order (a batch's frames past a refusal)."""
+        if parked:
+            if not self.parked:
+                self.outbox.holding(self)
+            self.parked.extend(parked)
 
     # -- sender side -----------------------------------------------------------------------
     def ready(self) -> bool:
