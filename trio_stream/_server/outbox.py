@@ -580,7 +580,8 @@ class Reader:
     def add_credit(self, frames: int) -> None:
         inflight = self._inflight
         if frames >= len(inflight):
-            self.inflight_bytes -= sum(inflight)  # the usual case: all of them
+            # The usual case: all of them (inflight_bytes is always the sum of inflight).
+            self.inflight_bytes = 0
             inflight.clear()
         else:
             pop = inflight.popleft
