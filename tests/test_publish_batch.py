@@ -3,6 +3,8 @@ frame-by-frame fan-out decides: same frames, losses, parking, acks and memory-bo
 
 from __future__ import annotations
 
+from unittest import mock
+
 import cbor2
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -11,6 +13,7 @@ from server_parts import World, decode, payload
 from trio_stream import ProtocolError
 from trio_stream._protocol.codec import decode_payload
 from trio_stream._server.buffers import Policy
+from trio_stream._server.outbox import Reader
 
 READER = st.tuples(
     st.sampled_from(list(Policy)),
@@ -120,3 +123,27 @@ def test_a_byte_string_payload_decodes_as_cbor2_decodes_it(raw: bytes, tail: byt
     # bytes, longer strings) still goes through cbor2, so both agree on every input.
     encoded = cbor2.dumps(raw) + tail
     assert decode_payload(bytearray(b"xy" + encoded), 2) == cbor2.loads(encoded)
+
+
+BLOCK_READER = st.tuples(
+    st.just(Policy.BLOCK),
+    st.integers(1, 6),  # size
+    st.sampled_from([1, 1, 1, 2]),  # every
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.one_of(BLOCK_READER, READER), min_size=1, max_size=4),
+    st.lists(st.lists(st.integers(1, 200), min_size=1, max_size=8), min_size=1, max_size=6),
+)
+def test_parked_frames_move_in_as_they_would_one_by_one(
+    readers: list[tuple[Policy, int, int]], batches: list[list[int]]
+) -> None:
+    # A block reader that got room takes its parked frames with one extend
+    # (Reader._unpark_block); without it, admit() takes them one by one. Same frames, same
+    # parked bytes, same acks, same buffer bytes after every write.
+    batched = run(readers, batches, batched=True)
+    with mock.patch.object(Reader, "_unpark_block", lambda self: None):
+        one_by_one = run(readers, batches, batched=True)
+    assert batched == one_by_one

@@ -497,11 +497,50 @@ class Reader:
     def _unpark(self) -> None:
         """Room was made: move parked frames in, in order, releasing their writers."""
         parked = self.parked
+        if self.blocks_writers and len(parked) > 1:
+            self._unpark_block()
         while parked and self.admit(parked[0].frame):
             parked.popleft().release()
         if not parked and self.held_reported:
             self.held_reported = False
             self.channel.hold_event("released")
+
+    def _unpark_block(self) -> None:
+        """:meth:`_unpark` for a ``block`` reader: the parked frames that fit go into the
+        buffer with one extend and one update of the byte counts (admit()'s test, with the
+        earlier ones' bytes counted in), where each took an admit() call. A writer faster
+        than its slowest block reader has frames parked all along: this runs once per write
+        to that reader, for every frame the write made room for."""
+        parked = self.parked
+        buffer = self.buffer
+        outbox = self.outbox
+        room = buffer.room()
+        room_bytes = min(
+            outbox.max_block_bytes - outbox.block_bytes,
+            outbox.max_buffered_bytes - outbox.buffered_bytes,
+        )
+        empty = not len(buffer)  # then the first one goes in whatever its size
+        fits = nbytes = 0
+        for held in parked:
+            if fits == room:
+                break
+            size = held.frame.nbytes
+            if nbytes + size > room_bytes and (fits or not empty):
+                break
+            nbytes += size
+            fits += 1
+        if not fits:
+            return
+        take = parked.popleft
+        taken = [take() for _ in range(fits)]
+        buffer.put_many([held.frame for held in taken], fits)
+        outbox.buffered_bytes += nbytes
+        outbox.totals.buffered_bytes += nbytes
+        outbox.block_bytes += nbytes
+        if not self.active and self.credit > 0:
+            outbox.activate(self)
+        for held in taken:
+            held.release()
 
     def notice_hold(self) -> None:
         """Held its writers back for HOLD_NOTICE_S: show it in held_by."""
