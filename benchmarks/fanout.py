@@ -8,6 +8,11 @@ batch. Prints microseconds of CPU per frame published (best of 5).
     python benchmarks/fanout.py
     python benchmarks/fanout.py --per-frame
     python benchmarks/fanout.py --batch 300 --readers 16   # one read's worth under load
+    python benchmarks/fanout.py --batch 300 --held-back    # block readers, writer parked
+
+``--held-back``: the readers are ``block`` subscriptions (size 1000) whose buffers stay
+full, so every frame published is parked for them and moved in once a write makes room
+(the steady state of a writer faster than its block readers, as in cpu_per_frame.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ READERS = 4
 FRAMES = 200_000
 BATCH = 50  # PUBLISH frames per read; a loaded server reads several hundred at once
 PAYLOAD = memoryview(bytes(100))
+BUFFER_FRAMES = 1000  # each reader's buffer size
 
 
 class _Owner:
@@ -48,6 +54,7 @@ def main() -> None:
     parser.add_argument("--per-frame", action="store_true", help="Broker.publish per frame")
     parser.add_argument("--readers", type=int, default=READERS)
     parser.add_argument("--batch", type=int, default=BATCH, help="frames per publish_batch")
+    parser.add_argument("--held-back", action="store_true", help="full block readers")
     args = parser.parse_args()
     batch = args.batch
     clock = time.monotonic
@@ -64,16 +71,23 @@ def main() -> None:
 
     writer_owner = _Owner(0)
     channel = broker.create_channel("c", writer_owner)
-    writer = broker.open_publisher(channel, writer_owner, outbox(writer_owner), 1)
+    writer_box = outbox(writer_owner)
+    writer = broker.open_publisher(channel, writer_owner, writer_box, 1)
     outboxes = [outbox(_Owner(i + 1)) for i in range(args.readers)]
     readers = []
+    policy = Policy.BLOCK if args.held_back else Policy.DROP_OLDEST
+    window = batch if args.held_back else 1024  # held back: a write makes room for a batch
     for box in outboxes:
-        reader = box.open_reader(channel, Policy.DROP_OLDEST, 1000, 1, None, 1024, 8 << 20, None)
+        reader = box.open_reader(channel, policy, BUFFER_FRAMES, 1, None, window, 8 << 20, None)
         broker.subscribe(reader)
         readers.append(reader)
     per_frame = args.per_frame or not hasattr(broker, "publish_batch")
     times = [1.0] * batch
     payloads = [PAYLOAD] * batch
+    if args.held_back:
+        # Fill the buffers and park a batch or so beyond them (within the writer's window).
+        for _ in range(-(-(BUFFER_FRAMES + batch) // batch)):
+            broker.publish_batch(writer, times, payloads)
     best = float("inf")
     for _ in range(5):
         start = time.process_time()
@@ -86,8 +100,11 @@ def main() -> None:
             for box, reader in zip(outboxes, readers, strict=True):
                 box.next_batch()
                 box.credit(reader.sub_id, batch)
+            writer_box.next_batch()  # the writer's acknowledgements
         best = min(best, (time.process_time() - start) / FRAMES * 1e6)
     how = "frame by frame" if per_frame else f"in batches of {batch}"
+    if args.held_back:
+        how += f", every frame parked ({writer.parked_frames} at the end)"
     print(
         f"fan-out: {best:.3f} us per frame published to {args.readers} readers "
         f"({how}; best of 5, CPU time)"
