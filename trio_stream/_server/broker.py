@@ -88,10 +88,10 @@ class Writer:
         self.parked_bytes += nbytes
         self.outbox.parked(nbytes)
 
-    def unpark(self, nbytes: int) -> None:
-        self.parked_frames -= 1
+    def unpark(self, nbytes: int, frames: int = 1) -> None:
+        self.parked_frames -= frames
         self.parked_bytes -= nbytes
-        self.outbox.unparked(self.pub_id, nbytes)
+        self.outbox.unparked(self.pub_id, nbytes, frames)
 
 
 class ParkedView:
@@ -669,6 +669,35 @@ class Broker:
                 f"{pub.parked_bytes + nbytes} bytes unacknowledged (publish_window_bytes is "
                 f"{self.publish_window_bytes}); wait for PUB_ACK before sending more"
             )
+
+    def release_all(self, held: Iterable[Parked | ParkedView]) -> None:
+        """:meth:`Parked.release` each of ``held``, in order (a block reader took them).
+
+        The frames this frees are handed back to their writers per run of one writer, with
+        one acknowledgement each, where each took four calls (release, the writer's unpark,
+        its outbox's unparked and ack): a writer held back by block readers has every frame
+        go through here once per reader."""
+        writer: Writer | None = None
+        frames = nbytes = 0
+        for item in held:
+            parked = item.parked if type(item) is ParkedView else item
+            if type(parked) is not Parked:  # a RemoteHold: its engine waits, not a writer
+                parked.release()
+                continue
+            parked.waiting -= 1
+            if parked.waiting:
+                continue
+            if parked.writer is not writer:
+                if writer is not None:
+                    self.parked_bytes -= nbytes
+                    writer.unpark(nbytes, frames)
+                writer = parked.writer
+                frames = nbytes = 0
+            frames += 1
+            nbytes += parked.nbytes
+        if writer is not None:
+            self.parked_bytes -= nbytes
+            writer.unpark(nbytes, frames)
 
     def _park(self, frame: SharedData, pub: Writer, size: int, now: float = -1.0) -> Parked:
         """Hold ``frame`` for full block readers; it counts against its writer until taken

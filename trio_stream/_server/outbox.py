@@ -539,8 +539,7 @@ class Reader:
         outbox.block_bytes += nbytes
         if not self.active and self.credit > 0:
             outbox.activate(self)
-        for held in taken:
-            held.release()
+        self.channel.broker.release_all(taken)
 
     def notice_hold(self) -> None:
         """Held its writers back for HOLD_NOTICE_S: show it in held_by."""
@@ -826,10 +825,11 @@ class Outbox:
         """One of our writers' frames waits for a block reader (``nbytes`` as PUBLISH body)."""
         self.parked_bytes += nbytes
 
-    def unparked(self, pub_id: int, nbytes: int) -> None:
-        """That frame is in every reader's buffer now: acknowledge it."""
+    def unparked(self, pub_id: int, nbytes: int, frames: int = 1) -> None:
+        """Those frames (``nbytes`` together) are in every reader's buffer now: acknowledge
+        them."""
         self.parked_bytes -= nbytes
-        self.ack(pub_id)
+        self.ack(pub_id, frames)
         if self.parked_bytes <= self.max_parked_bytes:
             self.owner.parked_room()
 
