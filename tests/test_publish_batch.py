@@ -48,7 +48,9 @@ def run(
                     world.broker.publish(writer, 1.0, item)
         except ProtocolError as exc:
             seen.append(str(exc))  # the writer sent past its window: its connection closes
-        seen.append((writer.parked_frames, writer_box.parked_bytes, channel.seq))
+        seen.append(
+            (writer.parked_frames, writer_box.parked_bytes, world.broker.parked_bytes, channel.seq)
+        )
         for box in boxes:
             sent = decode(box.next_batch())
             seen.append((sent.data, [type(m).__name__ for m in sent.control], box.buffered_bytes))

@@ -83,8 +83,8 @@ class Writer:
     parked_frames: int = 0  # published, waiting for a block reader, so not acknowledged
     parked_bytes: int = 0  # of those, counted like the client counts its window
 
-    def park(self, nbytes: int) -> None:
-        self.parked_frames += 1
+    def park(self, nbytes: int, frames: int = 1) -> None:
+        self.parked_frames += frames
         self.parked_bytes += nbytes
         self.outbox.parked(nbytes)
 
@@ -514,15 +514,18 @@ class Broker:
         plain_from = sorted(taken for _, taken in plain)
         now = self.clock()  # once: every frame of the batch parks at this read
         parks: list[Parked] = []
+        parks_bytes = 0  # as the writer counts its window, like _park()
+        head_bytes = PUBLISH_HEAD.size
         for index in range(start, len(frames)):
             frame = frames[index]
             nbytes = len(payloads[index])  # within the window: checked for the whole batch
             waiting = bisect_right(plain_from, index)  # plain readers that refused it
             parked: Parked | None = None
             if waiting:
-                parked = self._park(frame, pub, nbytes, now)
+                parked = Parked(self, frame, pub, head_bytes + nbytes, now)
                 parked.waiting = waiting
                 parks.append(parked)
+                parks_bytes += parked.nbytes
             for sub, taken in others:
                 if index < taken or (index > taken and sub.offer(frame)):
                     continue
@@ -532,6 +535,9 @@ class Broker:
                 sub.park(parked)
             if parked is None:
                 pub.outbox.ack(pub.pub_id)
+        if parks:
+            pub.park(parks_bytes, len(parks))  # what _park() does, once for all of them
+            self.parked_bytes += parks_bytes
         # The plain readers' parked frames: each from its refusal on, in order. Nothing
         # releases a parked frame before this (only the senders do, later).
         first = plain_from[0] if plain_from else start
