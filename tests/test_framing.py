@@ -99,6 +99,32 @@ def test_data_written_in_runs_is_what_frame_by_frame_writes(
 
 
 @given(
+    st.integers(0, 2**40),
+    st.lists(
+        st.tuples(st.floats(allow_nan=False), st.sampled_from([0, 1, 100, 4095, 4096, 5000])),
+        max_size=8,
+    ),
+    st.text(max_size=30),
+)
+def test_a_batch_of_shared_frames_is_what_the_constructor_builds(
+    seq: int, shape: list[tuple[float, int]], name: str
+) -> None:
+    sender = F.sender_field(name)
+    times = [time for time, _ in shape]
+    payloads = [bytes([i % 256]) * size for i, (_, size) in enumerate(shape)]
+    batch = F.shared_frames(seq, times, sender, payloads)
+    one_by_one = [
+        F.SharedData(seq + i, time, sender, payload)
+        for i, (time, payload) in enumerate(zip(times, payloads, strict=True), 1)
+    ]
+
+    def fields(frame: F.SharedData) -> tuple[object, ...]:
+        return (frame.seq, frame.head, bytes(frame.payload), frame.nbytes, frame.body_bytes)
+
+    assert [fields(f) for f in batch] == [fields(f) for f in one_by_one]
+
+
+@given(
     st.integers(0, 2**32 - 1),
     st.integers(0, 2**32 - 1),
     st.integers(1, 2**64 - 1),

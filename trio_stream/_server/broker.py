@@ -47,6 +47,7 @@ from .._protocol.frames import (
     PUBLISH_HEAD,
     SharedData,
     sender_field,
+    shared_frames,
     shared_payload,
     shared_sender,
     with_payload,
@@ -459,14 +460,7 @@ class Broker:
             and self._publish_newest(pub, times, payloads)
         ):
             return
-        sender = pub.sender
-        seq = channel.seq
-        frames = [
-            SharedData(seq, time_s, sender, payload)
-            for seq, time_s, payload in zip(
-                range(seq + 1, seq + count + 1), times, payloads, strict=True
-            )
-        ]
+        frames = shared_frames(channel.seq, times, pub.sender, payloads)
         channel.seq += count
         channel.bytes_in += size
         self.frames_in += count
