@@ -318,7 +318,9 @@ def _write_same_size(
     """
     # Frames go while the bytes before them are under the quota and they fit the room.
     limit = min(max_frames, len(entries), -(-quota // nbytes), max(room // nbytes, 1))
-    heads: list[bytes] = []
+    # Led by an empty piece, so that head.join(heads) starts with a head: the run is one
+    # piece, which the caller's b"".join of a lone piece hands on without copying it.
+    heads: list[bytes] = [b""]
     append = heads.append
     count = 0
     for frame, lost in entries:
@@ -333,7 +335,6 @@ def _write_same_size(
         for _ in range(count):
             take()
     head = _READER_PACK(nbytes - PREFIX_BYTES, DATA, sub_id, 0)
-    run.append(head)
     run.append(head.join(heads))
     sizes.extend(repeat(nbytes, count))
     return count
