@@ -178,3 +178,21 @@ def test_overflow_refuses_a_buffer_that_is_not_full_or_never_drops(policy: Polic
         buffer.overflow([1, 2], 0)
     with pytest.raises(ValueError, match="full lossy buffer"):
         buffer.overflow([1, 2], 0, before=5)  # two given: the ones not given could stay
+
+
+@pytest.mark.parametrize("policy", [Policy.DROP_NEWEST, Policy.CLEAR])
+def test_shared_entries_take_the_loss_owed_like_frames_put_one_by_one(policy: Policy) -> None:
+    # put_entries stores a batch's (frame, 0) pairs as they are (shared between readers);
+    # a loss owed to the next frame admitted still lands on the first of them.
+    def after_a_loss(put: str) -> list[tuple[int, int]]:
+        buffer = fill(policy, 2, range(3))  # one frame lost (drop_newest) or cleared away
+        drain(buffer)
+        entries = [(item, 0) for item in (10, 11, 12)]
+        if put == "entries":
+            buffer.put_entries(entries, 2)
+        else:
+            for item in (10, 11):
+                buffer.put(item)
+        return drain(buffer)
+
+    assert after_a_loss("entries") == after_a_loss("one by one")

@@ -472,8 +472,11 @@ class Broker:
         taken_by_all = count
         refused: list[tuple[Reader, int]] = []
         batch_bytes = sum(map(_NBYTES_OF, frames))  # once, not once per reader
+        # The buffers' (frame, lost) pairs, made once and shared by every reader: a tuple
+        # per frame, not one per frame per reader (each also tracked by the collector).
+        entries = list(zip(frames, itertools.repeat(0)))
         for sub in channel.fanout:
-            taken = sub.offer_batch(frames, batch_bytes)
+            taken = sub.offer_batch(frames, batch_bytes, entries)
             if taken < count:
                 refused.append((sub, taken))
                 taken_by_all = min(taken_by_all, taken)

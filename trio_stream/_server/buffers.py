@@ -207,6 +207,18 @@ class PolicyBuffer(Generic[T]):
         buffered.extend(zip(islice(items, kept_from + 1, end), repeat(0)))
         return held + arriving - last_group, evicted, kept_from
 
+    def put_entries(self, entries: list[tuple[T, int]], count: int) -> None:
+        """:meth:`put_many` for items already paired with no loss, ``(item, 0)``: a batch's
+        pairs, made once by the fan-out and shared by every reader's buffer (a tuple is
+        immutable), where put_many makes one per item per reader."""
+        if not count:
+            return
+        start = 0
+        if self._skipped:
+            self.put(entries[0][0])
+            start = 1
+        self._items.extend(islice(entries, start, count))
+
     def offer(self, item: T) -> tuple[bool, int, Sequence[T]]:
         """Put ``item`` in, applying the policy when full.
 

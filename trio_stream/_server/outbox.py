@@ -225,10 +225,16 @@ class Reader:
             return False  # earlier frames are parked for us; keep the order
         return self.admit(frame)
 
-    def offer_batch(self, frames: list[SharedData], batch_bytes: int = -1) -> int:
+    def offer_batch(
+        self,
+        frames: list[SharedData],
+        batch_bytes: int = -1,
+        entries: list[tuple[SharedData, int]] | None = None,
+    ) -> int:
         """:meth:`offer` each of ``frames`` in order; returns how many it took before the
         first "park it" (``len(frames)``: all of them). ``batch_bytes``, if known, is the
-        frames' ``nbytes`` together: a batch that fits whole skips the loop over sizes.
+        frames' ``nbytes`` together: a batch that fits whole skips the loop over sizes;
+        ``entries``, if given, are the frames paired with no loss, shared by every reader.
 
         A batch of one writer's frames (one read's worth) goes into the buffer with one
         extend and one update of the byte counts, where frame by frame each took a call to
@@ -277,7 +283,10 @@ class Reader:
                 if nbytes > room_bytes:
                     break  # this frame takes the connection over its bound: the last one
         if fits:
-            buffer.put_many(frames, fits)
+            if entries is not None:
+                buffer.put_entries(entries, fits)
+            else:
+                buffer.put_many(frames, fits)
             outbox.buffered_bytes += nbytes
             outbox.totals.buffered_bytes += nbytes
             if self.blocks_writers:
