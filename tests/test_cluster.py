@@ -7,6 +7,7 @@ Time is real (Redis keeps it), so every wait is bounded with fail_after.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -854,3 +855,86 @@ async def test_a_stream_whose_callers_node_dies_closes_the_generator(
         with trio.fail_after(WAIT_S):
             await provider.closed.wait()
         await eventually(lambda: trio_true(a.state.rpc.pending() == 0))
+
+
+async def test_two_block_readers_on_one_node_each_hold_the_writer_at_their_own_size(
+    redis_server: RedisServer,
+) -> None:
+    # x (size 1000) reads nothing, y (size 10) reads: the writer may run until x's buffer
+    # is full. Reporting the smallest position with the smallest size (two different
+    # readers) held it at y's size past x's position: about 20 frames.
+    async with (
+        two_nodes(redis_server, publish_window_frames=100) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="x") as x,
+        ts.open_client(url_b, name="y") as y,
+    ):
+        await w.create_channel("m")
+        async with (
+            w.publisher("m") as pub,
+            x.subscribe("m", policy="block", size=1000, window=10),
+            y.subscribe("m", policy="block", size=10, window=10) as sub_y,
+        ):
+            with trio.fail_after(WAIT_S * 2):
+                await pub.wait_for_readers(2)
+                async with trio.open_nursery() as nursery:
+
+                    async def send() -> None:
+                        for i in range(5000):
+                            await pub.send(i)
+
+                    nursery.start_soon(send)
+                    received = 0
+                    async for _ in sub_y:
+                        received += 1
+                        if received == 800:
+                            break
+                    nursery.cancel_scope.cancel()
+
+
+async def test_unnamed_clients_of_two_nodes_get_names_unique_in_the_cluster(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a) as first,
+        ts.open_client(url_b) as second,
+    ):
+        assert first.name.endswith("@a") and second.name.endswith("@b")
+        names = {c.name for c in await first.clients()}
+        assert {first.name, second.name} <= names
+
+
+async def test_a_single_writer_channel_taken_over_from_a_dead_node_takes_a_new_writer(
+    redis_server: RedisServer,
+) -> None:
+    # The dead node's writer entry is never removed: only live nodes' writers may count.
+    async with (
+        node_process(redis_server, "a") as (url_a, process_a),
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=30)) as b,
+    ):
+        assert b.tcp_url is not None
+        async with trio.open_nursery() as nursery:
+
+            async def doomed_client(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                with contextlib.suppress(ts.TrioStreamError, trio.TooSlowError):
+                    async with ts.open_client(url_a, name="w", reconnect=False) as client:
+                        await client.create_channel("sw", single_writer=True)
+                        async with client.publisher("sw"):
+                            task_status.started()
+                            await trio.sleep_forever()
+
+            await nursery.start(doomed_client)
+            process_a.send_signal(signal.SIGKILL)
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(WAIT_S * 2):
+            while True:
+                try:
+                    async with ts.open_client(b.tcp_url, name="w") as again:
+                        await again.create_channel("sw", single_writer=True)  # takes it over
+                        await trio.sleep(4.0)  # node a's heartbeat has expired by now
+                        async with again.publisher("sw") as pub:
+                            assert pub.channel == "sw"
+                    break
+                except ts.NameInUse:  # node a's claim on the name outlives it briefly
+                    await trio.sleep(0.5)

@@ -175,3 +175,21 @@ def test_control_bytes_count_until_written() -> None:
     assert box.control_bytes == queued  # being written
     box.written(batch)
     assert box.control_bytes == 0
+
+
+def test_a_block_reader_shrunk_below_what_it_holds_takes_no_parked_frame() -> None:
+    # A retune to a smaller size leaves the buffer over its size (room below zero): the
+    # parked frames must stay parked, and their writer held back, until it is under again.
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.BLOCK, 10, window=10)
+    reader.credit = 0
+    for i in range(15):
+        world.broker.publish(writer, 1.0, payload(i))
+    assert (len(reader.buffer), len(reader.parked), writer.parked_frames) == (10, 5, 5)
+    reader.retune(Policy.BLOCK, 2, 1, None, 2, None)
+    assert (len(reader.buffer), len(reader.parked), writer.parked_frames) == (10, 5, 5)
+    world.broker.publish_batch(writer, [1.0] * 3, [payload(i) for i in range(15, 18)])
+    assert (len(reader.buffer), len(reader.parked)) == (10, 8)

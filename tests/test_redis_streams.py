@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Unpack, cast
 
+import coredis.exceptions
 import pytest
 import trio
 from coredis.response.types import StreamEntry
@@ -24,6 +25,7 @@ from trio_stream._engine.redis_io import RedisEngineIO, RedisEngineOptions
 from trio_stream._engine.redis_registry import ChannelTaken
 from trio_stream._engine.redis_streams import (
     PACK_BYTES,
+    AppendInterrupted,
     EpochChanged,
     EpochReset,
     Frame,
@@ -464,3 +466,63 @@ async def test_control_messages_reach_nodes_and_survive_a_killed_subscription(
             return False
 
         await eventually(delivered_after_reconnect)
+
+
+async def test_a_repeated_call_is_recognised_per_writer_even_when_writers_share_a_name(
+    redis_server: RedisServer,
+) -> None:
+    # coredis repeats a call whose connection broke; between the call and its repeat another
+    # writer of the same sender name (a client's second publisher) appended. Its mark must
+    # not replace the first writer's, or the repeat goes in twice.
+    async with running_node(redis_server, "a") as (a, _):
+        record = await a.registry.create("c", owner="dev", node="a")
+        keys = [
+            a.keys.channel("c"),
+            a.keys.stream("c", record.epoch),
+            a.keys.positions("c", record.epoch),
+            a.keys.nodes,
+        ]
+        script = a.writer._append
+
+        def call(token: str, payload: bytes) -> list[bytes | str]:
+            return [record.epoch, "10000", "alice", token, "1", *pack_entries([payload], [1.0])]
+
+        assert await script(keys=keys, args=call("node:w1.1", b"x")) == 1
+        assert await script(keys=keys, args=call("node:w2.2", b"y")) == 2
+        assert await script(keys=keys, args=call("node:w1.1", b"x")) == 1  # the repeat
+        frames = await read_range(a.client, a.keys, "c", record.epoch, 0, 10)
+        assert [(f.seq, f.payload) for f in frames] == [(1, b"x"), (2, b"y")]
+        # A writer that ends forgets its mark (the channel's hash does not grow per writer).
+        await a.writer.append("c", record.epoch, "alice", [b"z"], [1.0], writer="w3")
+        await a.writer.forget("c", "w3")
+        marks = [k for k in await a.client.hkeys(a.keys.channel("c")) if k.startswith(b"b:")]
+        assert len(marks) == 2  # w1's and w2's, written by hand above
+
+
+async def test_a_split_batch_interrupted_by_redis_says_how_much_went_in(
+    redis_server: RedisServer,
+) -> None:
+    # A block reader's room splits a batch; Redis goes away before the second part: the
+    # writer must append only the rest again (the whole batch again doubled the first part).
+    async with running_node(redis_server, "a", history_frames=1000) as (a, _):
+        record = await a.registry.create("k", owner="dev", node="a")
+        positions = a.keys.positions("k", record.epoch)
+        await a.client.hset(positions, {"b": "0 2"})  # node b's block reader: room for 2
+        await a.client.zadd(a.keys.nodes, {"b": 2**62})  # ...and node b is alive
+        writer = a.writer
+        room = writer._room
+        calls = 0
+
+        async def room_then_redis_down(**kwargs: Any) -> object:
+            nonlocal calls
+            calls += 1
+            raise coredis.exceptions.ConnectionError("Redis went away")
+
+        writer._room = room_then_redis_down  # type: ignore[assignment]
+        writer._retry_s = 0.05
+        with pytest.raises(AppendInterrupted) as interrupted:
+            await writer.append("k", record.epoch, "w", [b"1", b"2", b"3", b"4"], [0.0] * 4)
+        writer._room = room
+        assert interrupted.value.written == 2 and calls >= 1
+        frames = await read_range(a.client, a.keys, "k", record.epoch, 0, 10)
+        assert [f.payload for f in frames] == [b"1", b"2"]

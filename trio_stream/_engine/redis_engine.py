@@ -20,6 +20,7 @@ control bus.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import itertools
 import logging
@@ -52,7 +53,14 @@ from .._server.resume import ADOPTED_OPTIONS, adoption_refused, same_option
 from .cluster_rpc import ClusterRpc
 from .redis_io import RedisEngineIO
 from .redis_registry import ChannelRecord, ChannelTaken
-from .redis_streams import REDIS_DOWN, EpochChanged, EpochReset, FrameBatch, read_range
+from .redis_streams import (
+    REDIS_DOWN,
+    AppendInterrupted,
+    EpochChanged,
+    EpochReset,
+    FrameBatch,
+    read_range,
+)
 
 if TYPE_CHECKING:
     from .._server.session import Session
@@ -63,6 +71,8 @@ log = logging.getLogger(__name__)
 MAX_APPEND_FRAMES: Final = 1000  # frames per append round trip
 MAX_APPEND_BYTES: Final = 8 * 2**20  # bytes per append round trip (one Lua call's arguments)
 APPEND_RETRY_S: Final = 0.2  # Redis down: the writer's frames wait (its window stops it)
+# A writer's end removes its duplicate-batch mark from Redis; Redis down, the mark stays.
+FORGET_TIMEOUT_S: Final = 0.5
 REPLAY_MAX_FRAMES: Final = 1000  # a resume replays at most this many frames from Redis
 # While this node's block readers hold frames, their position is looked at this often (a
 # writer on another node may wait for it; see _report_position).
@@ -413,7 +423,7 @@ class RedisEngine:
         if (
             record.options.get("single_writer")
             and not channel.publishers
-            and await self.io.client.scard(self._writers_key(channel))
+            and await self._writer_nodes(channel)
         ):
             raise LimitExceeded(
                 f"channel {channel.name!r} was created with single_writer=True and has a writer"
@@ -422,6 +432,16 @@ class RedisEngine:
         if record.options.get("single_writer"):
             await self.io.client.sadd(self._writers_key(channel), [self.node])
         return result
+
+    async def _writer_nodes(self, channel: Channel) -> set[bytes]:
+        """The live nodes with a writer of this single_writer channel: a node that died with
+        its writer open (its entry never removed) holds nobody back, above all after its
+        client took the channel over elsewhere with the same epoch."""
+        members = await self.io.client.smembers(self._writers_key(channel))
+        if not members:
+            return set()
+        live = await self.io.presence.live()
+        return {m for m in members if m.decode() in live}
 
     def _writers_key(self, channel: Channel) -> str:
         return f"{self.io.keys.namespace}:sw:{channel.name}:{channel.epoch}"
@@ -578,6 +598,11 @@ class RedisEngine:
             await trio.sleep(interval)
 
     # -- names and clients -------------------------------------------------------------------
+    def default_client_name(self, client_id: int) -> str:
+        # Client ids are counted per node: the node's name makes the default unique (two
+        # nodes' first unnamed clients were both "client-1", and the second got NameInUse).
+        return f"client-{client_id}@{self.node}"
+
     async def claim_name(self, name: str, *, resume: bool) -> None:
         presence = self.io.presence
         if resume:
@@ -839,6 +864,7 @@ class RedisEngine:
         channel = writer.channel
         sender = writer.sender.decode()
         broker = self.state.broker
+        mark = f"{id(appender):x}"  # this writer's batches, told apart from its name-mates'
         try:
             while True:
                 if not appender.queued:
@@ -848,12 +874,21 @@ class RedisEngine:
                     appender.wake = trio.Event()
                     continue
                 times, payloads, size = appender.take()
+                count = len(payloads)
                 while True:
                     try:
                         await self.io.writer.append(
-                            channel.name, channel.epoch, sender, payloads, times
+                            channel.name, channel.epoch, sender, payloads, times, writer=mark
                         )
                         break
+                    except AppendInterrupted as interrupted:
+                        # The first parts of a split batch are in Redis: only the rest again.
+                        log.warning(
+                            "append to %r waits for Redis: %s", channel.name[:80], interrupted
+                        )
+                        payloads = payloads[interrupted.written :]
+                        times = times[interrupted.written :]
+                        await trio.sleep(APPEND_RETRY_S)
                     except EpochChanged as error:
                         if error.epoch is None and channel.name in self._created_here:
                             # Redis lost it (a restart without persistence): this node
@@ -868,7 +903,6 @@ class RedisEngine:
                     except REDIS_DOWN as error:
                         log.warning("append to %r waits for Redis: %s", channel.name[:80], error)
                         await trio.sleep(APPEND_RETRY_S)
-                count = len(payloads)
                 broker.frames_in += count
                 broker.bytes_in += size
                 writer.frames += count
@@ -876,6 +910,12 @@ class RedisEngine:
                     writer.outbox.ack(writer.pub_id, count)
         finally:
             del self._appenders[writer]
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(FORGET_TIMEOUT_S),
+                contextlib.suppress(*REDIS_DOWN),
+            ):
+                await self.io.writer.forget(channel.name, mark)
 
     async def _consume(self) -> None:
         """Frames read from Redis go to this node's readers, channel by channel."""
@@ -923,16 +963,19 @@ class RedisEngine:
             return
         holds = self._holds.get(name)
         seq = holds[0] if holds else taken
-        room: int | None = None
+        limit: int | None = None  # the last seq every block reader here has room for
         for sub in channel.subscriptions:
             if sub.blocks_writers:
                 buffer = sub.buffer
-                held = len(buffer) + len(sub.parked)
                 # Frames of a block reader are contiguous up to ``taken`` (one decimated or
                 # selecting holds fewer: it then counts as further on, never as behind).
-                seq = min(seq, taken - held)
-                size = len(buffer) + buffer.room()
-                room = size if room is None else min(room, size)
+                at = taken - len(buffer) - len(sub.parked)
+                seq = min(seq, at)
+                # Each reader's own reach: its position plus its own size (the smallest
+                # position and the smallest size may belong to two different readers).
+                reach = at + len(buffer) + buffer.room()
+                limit = reach if limit is None else min(limit, reach)
+        room = None if limit is None else max(0, limit - seq)
         if room is not None and seq < taken:
             if not self._block_watch:
                 self._block_watch_wake.set()

@@ -180,7 +180,7 @@ _APPEND_LUA = (
     """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
-local mark = 'b:' .. ARGV[3]
+local mark = 'b:' .. string.match(ARGV[4], '^(.*)%.%d+$')
 local done = redis.call('HGET', KEYS[1], mark)
 if done then
   local token, first = string.match(done, '^(.*) (%d+)$')
@@ -226,6 +226,15 @@ class EpochChanged(Exception):
         super().__init__(f"channel {channel[:80]!r} changed in Redis ({now}): reopen it")
         self.channel = channel
         self.epoch = epoch
+
+
+class AppendInterrupted(Exception):
+    """Redis went away in the middle of a batch that went in parts (a block reader's
+    room): the first ``written`` frames are in the stream; append only the rest again."""
+
+    def __init__(self, written: int, cause: BaseException) -> None:
+        super().__init__(f"{written} frames of the batch appended, then: {cause}")
+        self.written = written
 
 
 class Frame(NamedTuple):
@@ -281,6 +290,7 @@ class FrameWriter:
         self._retry_s = retry_s
         self._history_frames = history_frames
         self._history_bytes = history_bytes
+        self._client = client
         self._append = client.register_script(_APPEND_LUA)
         self._room = client.register_script(_ROOM_LUA)
         self._instance = secrets.token_hex(6)
@@ -293,8 +303,14 @@ class FrameWriter:
         sender: str,
         payloads: Sequence[bytes],
         times: Sequence[float],
+        *,
+        writer: str = "",
     ) -> int:
         """Append ``payloads`` (with their ``times``); return the first one's sequence number.
+
+        ``writer`` tells this writer's batches from those of other writers appending through
+        this FrameWriter at the same time (a repeated call is recognised per writer, see
+        _APPEND_LUA); :meth:`forget` removes its mark when the writer ends.
 
         Waits while a live node that follows the channel is more than the history bound
         behind (see redis_positions): so nothing is trimmed before every node read it; and
@@ -305,6 +321,8 @@ class FrameWriter:
 
         Raises:
             EpochChanged: the channel is not at ``epoch`` in Redis any more.
+            AppendInterrupted: Redis unreachable for ``retry_s`` after part of a split batch
+                went in (say how much).
             coredis.exceptions.ConnectionError: Redis unreachable for ``retry_s``.
         """
         count = len(payloads)
@@ -326,10 +344,16 @@ class FrameWriter:
         first = 0
         start = 0
         end = count
+        head: list[bytes | str] = [epoch, str(history), sender]
         while start < count:
-            part = await self._append_part(
-                channel, keys, [epoch, str(history), sender], payloads[start:end], times[start:end]
-            )
+            try:
+                part = await self._append_part(
+                    channel, keys, head, writer, payloads[start:end], times[start:end]
+                )
+            except REDIS_DOWN as error:
+                if start:
+                    raise AppendInterrupted(start, error) from error
+                raise
             if part < 0:  # room for -part frames only (a block reader's)
                 end = start - part
                 continue
@@ -342,6 +366,7 @@ class FrameWriter:
         channel: str,
         keys: list[str],
         head: list[bytes | str],
+        writer: str,
         payloads: Sequence[bytes],
         times: Sequence[float],
     ) -> int:
@@ -350,19 +375,21 @@ class FrameWriter:
         # coredis retries a command whose connection broke (twice, same arguments): the
         # token, unique per call, lets the script recognise the repeat.
         self._batches += 1
-        head = [*head, f"{self._instance}.{self._batches}", str(len(payloads))]
+        # The token's part before its last dot names the writer (the script keeps one mark
+        # per writer: two writers of one name must not overwrite each other's).
+        head = [*head, f"{self._instance}:{writer}.{self._batches}", str(len(payloads))]
         args = head + pack_entries(payloads, times)
         delay = RECONNECT_DELAY_MIN_S
-        deadline = trio.current_time() + self._retry_s
+        failing_since: float | None = None  # Redis unreachable since (retry_s from there)
         while True:
             try:
                 first: object = await self._append(keys=keys, args=args)
+                failing_since = None
                 if first == 0:  # a node lags: wait for room, cheaply, then append
                     poll_s = ROOM_POLL_MIN_S
                     while not await self._room(keys=keys, args=head):
                         await trio.sleep(poll_s)
                         poll_s = min(poll_s * 2, ROOM_POLL_MAX_S)
-                    deadline = trio.current_time() + self._retry_s
                     continue
                 assert isinstance(first, int)
                 return first
@@ -372,10 +399,17 @@ class FrameWriter:
                     raise
                 raise EpochChanged(channel, text[len("EPOCH") :].strip() or None) from None
             except REDIS_DOWN:
-                if trio.current_time() + delay > deadline:
+                now = trio.current_time()
+                if failing_since is None:
+                    failing_since = now
+                if now + delay > failing_since + self._retry_s:
                     raise
                 await trio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+
+    async def forget(self, channel: str, writer: str) -> None:
+        """Remove ``writer``'s duplicate-batch mark (it appends no more)."""
+        await self._client.hdel(self._keys.channel(channel), [f"b:{self._instance}:{writer}"])
 
 
 async def read_range(

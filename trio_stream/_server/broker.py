@@ -428,7 +428,11 @@ class Broker:
 
         Each reader takes the whole batch at once (Reader.offer_batch); only frames that a
         full ``block`` reader refuses are parked one by one, as :meth:`publish` parks them.
-        The outcome is the one of publishing the frames in order.
+        Every reader gets the frames, and counts the losses, that publishing them in order
+        gives, with one exception: when the batch takes a connection past its memory bound
+        (``max_buffered_bytes``), which of that connection's readers is ended for it may
+        differ, as readers fill one after another rather than frame by frame (the bound
+        holds either way, and an ended reader learns why).
 
         Raises:
             ProtocolError: as :meth:`publish`.

@@ -60,6 +60,10 @@ class Engine(Protocol):
         """A client "connected" or "disconnected" on this node."""
         ...
 
+    def default_client_name(self, client_id: int) -> str:
+        """The name of a client that chose none (unique in the cluster)."""
+        ...
+
     async def claim_name(self, name: str, *, resume: bool) -> None:
         """Take client ``name`` cluster-wide (NameInUse if another node holds it; a resuming
         client takes it over)."""
@@ -102,6 +106,9 @@ class MemoryEngine:
 
     def client_event(self, kind: str, session: Session) -> None:
         pass
+
+    def default_client_name(self, client_id: int) -> str:
+        return f"client-{client_id}"
 
     async def claim_name(self, name: str, *, resume: bool) -> None:
         pass

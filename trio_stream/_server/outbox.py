@@ -250,7 +250,8 @@ class Reader:
             return count
         buffer = self.buffer
         outbox = self.outbox
-        room = buffer.room()
+        # Below zero when a retune shrank the buffer under what it holds: nothing fits then.
+        room = max(buffer.room(), 0)
         fits = 0
         nbytes = 0
         if self.blocks_writers:
@@ -523,7 +524,8 @@ class Reader:
         parked = self.parked
         buffer = self.buffer
         outbox = self.outbox
-        room = buffer.room()
+        # Below zero when a retune shrank the buffer under what it holds: nothing fits then.
+        room = max(buffer.room(), 0)
         room_bytes = min(
             outbox.max_block_bytes - outbox.block_bytes,
             outbox.max_buffered_bytes - outbox.buffered_bytes,

@@ -114,7 +114,7 @@ class Session:
         self.state = state
         self.transport = transport
         self.client_id = state.next_client_id()
-        self.name = f"client-{self.client_id}"
+        self.name = state.engine.default_client_name(self.client_id)
         self.connected_at = time.time()
         limits = state.limits
         self.outbox = Outbox(
