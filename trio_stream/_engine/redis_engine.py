@@ -277,9 +277,14 @@ class RedisEngine:
         if record is None or record.owner != session.name:
             return False
         broker = self.state.broker
+        # Registered under this node's name by its previous run (a node restarted under its
+        # name): as gone as a dead node's channel.
+        predecessor = False
         if record.node == self.node:
             held = broker.channels.get(record.name)
-            if (
+            if held is None and record.name not in self._created_here:
+                predecessor = True
+            elif (
                 held is None
                 or held.epoch != record.epoch
                 or held.owner_id is None
@@ -308,7 +313,7 @@ class RedisEngine:
             await self.io.bus.publish(ADOPTED, [record.name, record.epoch], to=old)
         channel = self._mirror(record)
         channel.owner_id = session.client_id
-        if record.node != self.node:
+        if record.node != self.node or predecessor:
             self._created_here[record.name] = (record.epoch, msg)
             lifetime = record.options.get("lifetime")
             if lifetime is not None:  # counted from its creation, as on the node it left
@@ -780,6 +785,9 @@ class RedisEngine:
         and announces it.
         """
         missing_since: dict[str, float] = {}
+        # Channels registered under this node's name by its previous run (a restart under
+        # the same name): their node is as gone as a dead one, by channel since when seen.
+        stale_since: dict[str, float] = {}
         grace_s = self.state.config.resume_grace_s
         while True:
             await trio.sleep(REAP_INTERVAL_S)
@@ -789,12 +797,20 @@ class RedisEngine:
                 now = trio.current_time()
                 orphaned = {r.node for r in records if r.node not in live}
                 missing_since = {n: missing_since.get(n, now) for n in orphaned}
+                stale = {
+                    r.name
+                    for r in records
+                    if r.node == self.node and r.name not in self._created_here
+                }
+                stale_since = {n: stale_since.get(n, now) for n in stale}
                 for record in records:
-                    if (
-                        record.node in live
-                        or record.options.get("keep")
-                        or now - missing_since[record.node] < grace_s
-                    ):
+                    if record.options.get("keep"):
+                        continue
+                    if record.name in stale_since:
+                        if now - stale_since[record.name] >= grace_s:
+                            await self._reap(record)
+                        continue
+                    if record.node in live or now - missing_since[record.node] < grace_s:
                         continue
                     await self._reap(record)
             except REDIS_DOWN as error:
