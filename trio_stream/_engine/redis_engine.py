@@ -885,6 +885,10 @@ class RedisEngine:
             while True:
                 if not appender.queued:
                     if writer not in channel.publishers:
+                        # Its mark goes with it (else the channel's hash grows per writer);
+                        # a node stopped or cut from Redis leaves its writers' marks behind.
+                        with trio.move_on_after(FORGET_TIMEOUT_S), contextlib.suppress(*REDIS_DOWN):
+                            await self.io.writer.forget(channel.name, mark)
                         return
                     await appender.wake.wait()
                     appender.wake = trio.Event()
@@ -926,12 +930,6 @@ class RedisEngine:
                     writer.outbox.ack(writer.pub_id, count)
         finally:
             del self._appenders[writer]
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(FORGET_TIMEOUT_S),
-                contextlib.suppress(*REDIS_DOWN),
-            ):
-                await self.io.writer.forget(channel.name, mark)
 
     async def _consume(self) -> None:
         """Frames read from Redis go to this node's readers, channel by channel."""
