@@ -55,6 +55,33 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = WA
             await trio.sleep(0.02)
 
 
+async def read_in_order_while_sending(
+    pub: ts.Publisher,
+    sub: ts.Subscription,
+    total: int,
+    pause_at: int,
+    on_pause: Callable[[int], Awaitable[None]],
+) -> None:
+    """Send 0 .. total - 1 from a task while reading them: every one, in order, none lost;
+    ``on_pause(read so far)`` runs once ``pause_at`` are read (the reader stops meanwhile)."""
+    received = 0
+    async with trio.open_nursery() as nursery:
+
+        async def send() -> None:
+            for i in range(total):
+                await pub.send(i)
+
+        nursery.start_soon(send)
+        async for message in sub:
+            assert (message.seq, message.data, message.lost) == (received + 1, received, 0)
+            received += 1
+            if received == pause_at:
+                await on_pause(received)
+            if received == total:
+                break
+    assert received == total
+
+
 async def test_frames_written_on_one_node_reach_readers_on_another_in_order(
     redis_server: RedisServer,
 ) -> None:
@@ -422,30 +449,15 @@ async def test_a_block_reader_on_another_node_holds_the_writer_back_and_loses_no
         async with r.subscribe("c", policy="block", size=100) as sub, w.publisher("c") as pub:
             with trio.fail_after(WAIT_S * 3):
                 await pub.wait_for_readers()
-                ahead_after_pause = 0
-                async with trio.open_nursery() as nursery:
+                ahead: list[int] = []
 
-                    async def send() -> None:
-                        for i in range(total):
-                            await pub.send(i)
+                async def pause(received: int) -> None:
+                    await trio.sleep(1.5)  # the reader stops: the writer must too
+                    ahead.append(pub.sent - received)
 
-                    nursery.start_soon(send)
-                    expected = 0
-                    async for message in sub:
-                        assert (message.seq, message.data, message.lost) == (
-                            expected + 1,
-                            expected,
-                            0,
-                        )
-                        expected += 1
-                        if expected == pause_at:
-                            await trio.sleep(1.5)  # the reader stops: the writer must too
-                            ahead_after_pause = pub.sent - expected
-                        if expected == total:
-                            break
-        assert expected == total
-        # Held back by what Redis retains (10,000 frames) plus what is in flight, not 80,000.
-        assert 0 < ahead_after_pause < 20_000, ahead_after_pause
+                await read_in_order_while_sending(pub, sub, total, pause_at, pause)
+        # Held back by the reader's size plus what is in flight, not 80,000 frames ahead.
+        assert 0 < ahead[0] < 20_000, ahead
 
 
 async def test_a_block_reader_on_another_node_holds_the_writer_back_at_its_buffer_size(
@@ -468,31 +480,17 @@ async def test_a_block_reader_on_another_node_holds_the_writer_back_at_its_buffe
         ):
             with trio.fail_after(WAIT_S * 2):
                 await pub.wait_for_readers()
-                async with trio.open_nursery() as nursery:
+                ahead: list[int] = []
 
-                    async def send() -> None:
-                        for i in range(total):
-                            await pub.send(i)
+                async def pause(received: int) -> None:  # the reader stops: the writer waits
+                    await trio.sleep(1.0)
+                    held_at = pub.sent
+                    await trio.sleep(0.5)
+                    assert pub.sent == held_at, "the writer went on"
+                    ahead.append(pub.sent - received)
 
-                    nursery.start_soon(send)
-                    received = 0
-                    async for message in sub:
-                        assert (message.seq, message.data, message.lost) == (
-                            received + 1,
-                            received,
-                            0,
-                        )
-                        received += 1
-                        if received == 2000:  # the reader stops: the writer must wait
-                            await trio.sleep(1.0)
-                            held_at = pub.sent
-                            await trio.sleep(0.5)
-                            ahead = pub.sent - received
-                            assert pub.sent == held_at, "the writer went on"
-                        if received == total:
-                            break
-        assert received == total
-        assert size // 2 < ahead <= size + publish_window + credit + 100, ahead
+                await read_in_order_while_sending(pub, sub, total, 2000, pause)
+        assert size // 2 < ahead[0] <= size + publish_window + credit + 100, ahead
 
 
 async def test_a_stalled_node_holds_the_writer_back_and_a_dead_one_does_not(
