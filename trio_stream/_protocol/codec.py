@@ -5,10 +5,11 @@ Payloads are any CBOR-able Python value, numpy arrays first among them. Arrays t
 few dtypes RFC 8746 has no tag for (bool, complex, long double) use the extension tag
 ``EXT_ARRAY_TAG`` (docs/protocol.md section 4).
 
-Large arrays are never copied into a CBOR buffer: :func:`encode_payload` returns *pieces*
-(CBOR head bytes, the array's own memory, ...) that the transport writes one after the other.
-The bytes on the wire are standard CBOR all the same. On the way in, :func:`decode_payload`
-wraps the received bytes with ``np.frombuffer`` instead of copying them.
+Large arrays and byte strings are never copied into a CBOR buffer: :func:`encode_payload`
+returns *pieces* (CBOR head bytes, the value's own memory, ...) that the transport writes one
+after the other. The bytes on the wire are standard CBOR all the same. On the way in,
+:func:`decode_payload` wraps the received bytes with ``np.frombuffer`` instead of copying them,
+and copies a byte string once into the ``bytes`` it returns.
 """
 
 from __future__ import annotations
@@ -191,6 +192,8 @@ def _pieces_of(value: Any, out: list[BytesLike]) -> None:
     """Append the CBOR of ``value`` to ``out``, large arrays as separate pieces."""
     if isinstance(value, np.ndarray) and value.nbytes >= ZERO_COPY_MIN_BYTES:
         out.extend(_array_pieces(value))
+    elif type(value) is bytes:
+        out.extend(_bytes_pieces(value))
     elif isinstance(value, dict) and _has_large_array(value):
         out.append(_cbor_head(5, len(value)))
         for key, item in value.items():
@@ -202,6 +205,48 @@ def _pieces_of(value: Any, out: list[BytesLike]) -> None:
             _pieces_of(item, out)
     else:
         out.append(_dumps(value))
+
+
+# A payload of bytes is its CBOR head and the bytes: built here, not by cbor2, whose dumps()
+# costs a call per value and, for a large byte string, far more than a copy (1 MiB: ~0.7 ms
+# against ~20 us for a copy, measured with cbor2 6.3).
+_SHORT_BYTES_HEADS: Final = tuple(_cbor_head(2, n) for n in range(0x100))
+# memoryview formats whose items are single bytes: such a view is a byte string. Any other
+# view is left to cbor2, which sends it as an array of its items.
+_BYTE_FORMATS: Final = frozenset({"B", "b", "c"})
+
+
+def _bytes_pieces(value: bytes) -> list[BytesLike]:
+    """CBOR for a byte string; a large one is its own piece (immutable: never copied)."""
+    size = len(value)
+    if size < 0x100:
+        return [_SHORT_BYTES_HEADS[size] + value]
+    if size < ZERO_COPY_MIN_BYTES:
+        return [_cbor_head(2, size) + value]
+    return [_cbor_head(2, size), value]
+
+
+def _buffer_pieces(value: bytearray | memoryview) -> list[BytesLike]:
+    """CBOR for a bytearray or a memoryview of bytes, as a byte string.
+
+    The caller may change the buffer as soon as send() returns, while the frame can still
+    wait in the publisher's window (until the server acknowledges it): so its bytes are
+    copied once, here. Only a view of a ``bytes`` object, which nothing can change, goes out
+    as it is.
+    """
+    if type(value) is memoryview:
+        if value.format not in _BYTE_FORMATS:
+            return [_dumps(value)]  # cbor2's own encoding: an array of the items
+        if not value.c_contiguous:
+            return _bytes_pieces(value.tobytes())
+        immutable = type(value.obj) is bytes
+        value = value.cast("B")  # flat, and our own: the caller may release() theirs
+        if immutable and len(value) >= ZERO_COPY_MIN_BYTES:
+            return [_cbor_head(2, len(value)), value]
+    size = len(value)
+    if size < ZERO_COPY_MIN_BYTES:
+        return [_cbor_head(2, size) + value]
+    return [_cbor_head(2, size), bytes(value)]
 
 
 class EncodedPayload:
@@ -225,10 +270,15 @@ def encode_payload(value: Any) -> list[BytesLike]:
         TypeError: the value (or something inside it) has no wire form.
         ValueError: e.g. a naive datetime (send aware datetimes).
     """
-    if type(value) is np.ndarray:
+    kind = type(value)
+    if kind is np.ndarray:
         return _array_pieces(value)
-    if type(value) is EncodedPayload:
+    if kind is bytes:
+        return _bytes_pieces(value)
+    if kind is EncodedPayload:
         return [value.data]
+    if kind is bytearray or kind is memoryview:
+        return _buffer_pieces(value)
     try:
         # The common case in one cbor2 call; only a large array inside a container makes
         # the hook give up, and then the value is encoded piece by piece.
@@ -510,34 +560,32 @@ def _decompressed(data: BytesLike, offset: int, max_bytes: int) -> bytes | None:
     return inner
 
 
-# One CBOR byte string (major type 2) with its length in the head byte or the 1 or 2 bytes
-# after it: the payload of a writer that sends bytes. Decoded here without cbor2, whose loads()
-# builds a decoder object per call, several times what the slice costs.
+# One CBOR byte string (major type 2): the payload of a writer that sends bytes. Decoded here
+# without cbor2, whose loads() builds a decoder object per call (several times what a short
+# slice costs) and copies a long string more than once (1 MiB: ~65 us, against ~20 us here).
 _BYTES_FIRST: Final = 0x40
 _BYTES_INLINE_LAST: Final = 0x57  # lengths 0-23 in the head byte
 _BYTES_U8: Final = 0x58
-_BYTES_U16: Final = 0x59
+_BYTES_U64: Final = 0x5B  # the widest definite length; 0x5F (indefinite) is cbor2's job
 _TAG_U8: Final = 0xD8  # a tag of one byte first: maybe one array (zero-copy)
 _TAG_U32: Final = 0xDA  # a tag of four bytes first: maybe a compressed payload
 
 
 def _byte_string(data: BytesLike, offset: int, size: int) -> bytes | None:
-    """The payload's bytes if it is exactly one short byte string, else None (cbor2's job)."""
+    """The payload's bytes if it is exactly one byte string, else None (cbor2's job)."""
     first = data[offset]
     if first <= _BYTES_INLINE_LAST:
         start, length = 1, first - _BYTES_FIRST
-    elif first == _BYTES_U8:
-        if size < 2:
-            return None
-        start, length = 2, data[offset + 1]
     else:
-        if size < 3:
+        start = 1 + (1 << (first - _BYTES_U8))  # the length follows in 1, 2, 4 or 8 bytes
+        if size < start:
             return None
-        start, length = 3, data[offset + 1] << 8 | data[offset + 2]
+        length = int.from_bytes(data[offset + 1 : offset + start], "big")
     if start + length != size:
         return None  # trailing bytes or truncated: cbor2 says what it makes of them
     if size < ZERO_COPY_MIN_BYTES:
         return bytes(data[offset + start :])  # two small copies cost less than a view
+    # The one copy the API promises (a value of type bytes), straight from the frame.
     return bytes(memoryview(data)[offset + start :])
 
 
@@ -574,12 +622,12 @@ def decode_payload(
             it decompresses to more than ``limits.max_decompressed_bytes``.
         ProtocolError: the bytes are not one well-formed payload.
     """
-    # Every reader calls this once per message: the common payloads (a short byte string,
+    # Every reader calls this once per message: the common payloads (a byte string,
     # an array or map for cbor2) are told apart by their first byte, one comparison each.
     size = len(data) - offset
     try:
         first = data[offset] if size > 0 else -1
-        if _BYTES_FIRST <= first <= _BYTES_U16:
+        if _BYTES_FIRST <= first <= _BYTES_U64:
             if first == _BYTES_U8:  # the commonest: 24-255 bytes
                 if size >= 2 and data[offset + 1] == size - 2:
                     return bytes(data[offset + 2 :])
