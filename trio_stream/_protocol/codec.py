@@ -568,6 +568,8 @@ def _decompressed(data: BytesLike, offset: int, max_bytes: int) -> bytes | None:
 _BYTES_FIRST: Final = 0x40
 _BYTES_INLINE_LAST: Final = 0x57  # lengths 0-23 in the head byte
 _BYTES_U8: Final = 0x58
+_BYTES_U16: Final = 0x59
+_BYTES_U32: Final = 0x5A
 _BYTES_U64: Final = 0x5B  # the widest definite length; 0x5F (indefinite) is cbor2's job
 _TAG_U8: Final = 0xD8  # a tag of one byte first: maybe one array (zero-copy)
 _TAG_U32: Final = 0xDA  # a tag of four bytes first: maybe a compressed payload
@@ -578,8 +580,16 @@ def _byte_string(data: BytesLike, offset: int, size: int) -> bytes | None:
     first = data[offset]
     if first <= _BYTES_INLINE_LAST:
         start, length = 1, first - _BYTES_FIRST
-    else:
-        start = 1 + (1 << (first - _BYTES_U8))  # the length follows in 1, 2, 4 or 8 bytes
+    elif first == _BYTES_U16:
+        if size < 3:
+            return None
+        start, length = 3, data[offset + 1] << 8 | data[offset + 2]
+    elif first == _BYTES_U8:
+        if size < 2:
+            return None
+        start, length = 2, data[offset + 1]
+    else:  # the length in the next 4 or 8 bytes
+        start = 5 if first == _BYTES_U32 else 9
         if size < start:
             return None
         length = int.from_bytes(data[offset + 1 : offset + start], "big")
