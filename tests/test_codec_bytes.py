@@ -8,6 +8,7 @@ cbor2 writes for the same bytes, and decoding gives what cbor2.loads gives.
 
 from __future__ import annotations
 
+import ctypes
 import random
 from typing import Any
 
@@ -169,6 +170,49 @@ def test_a_memoryview_of_other_items_keeps_cbor2s_encoding() -> None:
     view = memoryview(np.arange(3.0))  # type: ignore[arg-type]
     assert wire_of(view) == cbor2.dumps(view)
     assert decode_payload(bytearray(wire_of(view))) == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        memoryview((ctypes.c_ubyte * 3)(1, 2, 3)),  # format "<B"
+        memoryview((ctypes.c_char * 3)(b"\x01", b"\x02", b"\x03")),  # format "<c"
+        # (the last: 2-D and not contiguous)
+        memoryview(np.array([[1, 2], [3, 0]], np.uint8)[:, :1]),  # type: ignore[arg-type]
+    ],
+    ids=["ctypes c_ubyte", "ctypes c_char", "2-D strided"],
+)
+def test_a_view_of_single_bytes_in_any_format_or_shape_is_a_flat_byte_string(
+    view: memoryview,
+) -> None:
+    assert wire_of(view) == cbor2.dumps(bytes(view.tobytes()))
+
+
+def test_an_empty_two_dimensional_byte_view_is_an_empty_byte_string() -> None:
+    assert wire_of(memoryview(np.zeros((0, 3), np.uint8))) == cbor2.dumps(b"")  # type: ignore[arg-type]
+
+
+def test_a_view_with_no_wire_form_is_a_type_error_that_says_what_to_send() -> None:
+    # Several dimensions of floats: cbor2 has no encoding (it raised NotImplementedError).
+    with pytest.raises(TypeError, match=r"np\.asarray"):
+        encode_payload(memoryview(np.zeros((2, 2))))  # type: ignore[arg-type]
+
+
+def test_a_memoryview_inside_a_container_arrives_as_its_items() -> None:
+    # What the README says: inside a list or dict, send bytes (a view is cbor2's list).
+    assert decode_payload(bytearray(wire_of({"raw": memoryview(b"ab")}))) == {"raw": [97, 98]}
+    assert decode_payload(bytearray(wire_of({"raw": b"ab"}))) == {"raw": b"ab"}
+
+
+def test_a_large_array_nested_deeper_than_the_piece_scan_is_encoded_whole() -> None:
+    array = np.arange(1000.0)  # 8000 bytes: large enough to go out as a piece
+    value: Any = array
+    for _ in range(10):
+        value = [value]
+    decoded = decode_payload(bytearray(wire_of(value)))
+    for _ in range(10):
+        decoded = decoded[0]
+    np.testing.assert_array_equal(decoded, array)
 
 
 # Byte strings whose length is written in 0, 1, 2, 4 or 8 bytes (a longer head than needed is

@@ -5,7 +5,7 @@ Payloads are any CBOR-able Python value, numpy arrays first among them. Arrays t
 few dtypes RFC 8746 has no tag for (bool, complex, long double) use the extension tag
 ``EXT_ARRAY_TAG`` (docs/protocol.md section 4).
 
-Large arrays and byte strings are never copied into a CBOR buffer: :func:`encode_payload`
+Large arrays and a payload of bytes are never copied into a CBOR buffer: :func:`encode_payload`
 returns *pieces* (CBOR head bytes, the value's own memory, ...) that the transport writes one
 after the other. The bytes on the wire are standard CBOR all the same. On the way in,
 :func:`decode_payload` wraps the received bytes with ``np.frombuffer`` instead of copying them,
@@ -162,10 +162,19 @@ def _encode_default(encoder: Any, value: Any) -> None:
         )
 
 
+def _encode_copying(encoder: Any, value: Any) -> None:
+    """cbor2 hook below the depth :func:`_has_large_array` looks to: a large array nested
+    that deep is copied into the encoding (rare; the alternative is no wire form at all)."""
+    if isinstance(value, np.ndarray):
+        encoder.write(b"".join(bytes(p) for p in _array_pieces(value)))
+    else:
+        _encode_default(encoder, value)
+
+
 def _has_large_array(value: Any, depth: int = 0) -> bool:
     if isinstance(value, np.ndarray):
         return value.nbytes >= ZERO_COPY_MIN_BYTES
-    if depth >= 8:  # deep structures take the plain path; correctness does not depend on this
+    if depth >= 8:  # deeper structures are encoded whole, their arrays copied (_encode_copying)
         return False
     if isinstance(value, dict):
         return any(_has_large_array(v, depth + 1) for v in value.values())
@@ -174,9 +183,9 @@ def _has_large_array(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def _dumps(value: Any) -> bytes:
+def _dumps(value: Any, default: Callable[[Any, Any], None] = _encode_default) -> bytes:
     try:
-        return cbor2.dumps(value, default=_encode_default)
+        return cbor2.dumps(value, default=default)
     except cbor2.CBOREncodeError as exc:
         # Surface plain TypeError/ValueError: callers should not need to know about cbor2.
         cause = exc.__cause__
@@ -204,7 +213,7 @@ def _pieces_of(value: Any, out: list[BytesLike]) -> None:
         for item in value:
             _pieces_of(item, out)
     else:
-        out.append(_dumps(value))
+        out.append(_dumps(value, _encode_copying))
 
 
 # A payload of bytes is its CBOR head and the bytes: built here, not by cbor2. Its dumps()
@@ -213,9 +222,11 @@ def _pieces_of(value: Any, out: list[BytesLike]) -> None:
 # glibc serves from pages it has just given back (1 MiB: ~480 page faults, ~0.7 ms on this
 # machine with cbor2 6.3). Sent as its own piece, a large bytes value costs nothing here.
 _SHORT_BYTES_HEADS: Final = tuple(_cbor_head(2, n) for n in range(0x100))
-# memoryview formats whose items are single bytes: such a view is a byte string. Any other
-# view is left to cbor2, which sends it as an array of its items.
+# memoryview formats whose items are single bytes (after any byte-order prefix, as ctypes
+# writes them: "<B"): such a view is a byte string. A flat view of another plain format is
+# left to cbor2, which sends it as an array of its items; anything else has no wire form.
 _BYTE_FORMATS: Final = frozenset({"B", "b", "c"})
+_BYTE_ORDER_PREFIXES: Final = "@=<>!"
 
 
 def _bytes_pieces(value: bytes) -> list[BytesLike]:
@@ -237,10 +248,15 @@ def _buffer_pieces(value: bytearray | memoryview) -> list[BytesLike]:
     as it is.
     """
     if type(value) is memoryview:
-        if value.format not in _BYTE_FORMATS:
-            return [_dumps(value)]  # cbor2's own encoding: an array of the items
-        if not value.c_contiguous:
-            return _bytes_pieces(value.tobytes())
+        if value.itemsize != 1 or value.format.lstrip(_BYTE_ORDER_PREFIXES) not in _BYTE_FORMATS:
+            if value.ndim == 1 and value.format.isalpha():
+                return [_dumps(value)]  # cbor2's own encoding: an array of the items
+            raise TypeError(
+                f"a memoryview of format {value.format[:20]!r} with {value.ndim} dimension(s) "
+                "cannot be sent: send np.asarray(view) for typed data or bytes(view) for raw bytes"
+            )
+        if not value.c_contiguous or value.ndim != 1:
+            return _bytes_pieces(value.tobytes())  # flat, in C order (also an empty 2-D view)
         immutable = type(value.obj) is bytes
         value = value.cast("B")  # flat, and our own: the caller may release() theirs
         if immutable and len(value) >= ZERO_COPY_MIN_BYTES:
