@@ -120,7 +120,7 @@ def prepared(
     return buffer
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(
     st.sampled_from(LOSSY),
     st.integers(1, 6),
@@ -129,11 +129,18 @@ def prepared(
     st.integers(0, 3),
     st.integers(0, 12),
     st.booleans(),
+    st.integers(0, 8),
 )
 # Frames lost to history (skip) ride on the first arrival, pushed out just past the size.
-@example(Policy.DROP_OLDEST, 2, [("offer", 2), ("skip", 1)], 3, 0, 0, True)
-@example(Policy.DROP_OLDEST, 2, [("offer", 2), ("skip", 1)], 2, 0, 1, True)
-@example(Policy.CLEAR, 2, [("offer", 1), ("skip", 2)], 2, 1, 3, False)
+@example(Policy.DROP_OLDEST, 2, [("offer", 2), ("skip", 1)], 3, 0, 0, True, 0)
+@example(Policy.DROP_OLDEST, 2, [("offer", 2), ("skip", 1)], 2, 0, 1, True, 0)
+@example(Policy.CLEAR, 2, [("offer", 1), ("skip", 2)], 2, 1, 3, False, 0)
+# Frames not given that do not fill the room: the size given after them pushes them out.
+@example(Policy.DROP_OLDEST, 3, [], 3, 0, 1, False, 0)
+@example(Policy.CLEAR, 3, [("offer", 1)], 4, 0, 1, False, 0)
+# Exempt frames ahead: the policy acts behind them, the loss lands on the first after them.
+@example(Policy.DROP_OLDEST, 2, [("offer", 3), ("skip", 1)], 3, 0, 0, True, 2)
+@example(Policy.CLEAR, 2, [("offer", 4)], 5, 0, 2, True, 3)
 def test_overflow_decides_what_offering_the_frames_one_by_one_decides(
     policy: Policy,
     size: int,
@@ -142,33 +149,68 @@ def test_overflow_decides_what_offering_the_frames_one_by_one_decides(
     start: int,
     before: int,
     full: bool,
+    exempt: int,
 ) -> None:
     # ``before`` frames arrive ahead of the batch without being given (the broker does not
     # build frames that no reader keeps): offered one by one they are 1001, 1002, ...
+    # The buffer's oldest ``ahead`` frames are exempt (the sender takes them at once): one by
+    # one, the reference takes them out first and offers the rest to what stays.
     batch = list(range(1, start + arriving + 1))
-    ahead = list(range(1001, 1001 + before))
-    one_by_one = prepared(policy, size, steps, full)
+    not_given = list(range(1001, 1001 + before))
     at_once = prepared(policy, size, steps, full)
+    ahead = min(exempt, len(at_once))
+    reference = prepared(policy, size, steps, full)
+    head = [entry for _ in range(ahead) if (entry := reference.take()) is not None]
+    one_by_one = prepared(policy, size, steps, full)
     fills_room = 0 if policy is Policy.DROP_NEWEST else before
-    if len(at_once) + fills_room < size or (fills_room and arriving < size):
+    if (not fills_room and len(reference) < size) or (fills_room and arriving < size):
         with pytest.raises(ValueError, match="full lossy buffer"):
-            at_once.overflow(batch, start, before)
+            at_once.overflow(batch, start, before, ahead)
         return
-    before_items = set(one_by_one.items())
+    before_items = set(reference.items())
     lost = 0
     dropped: list[int] = []
-    for item in ahead + batch[start:]:
-        accepted, count, gone = one_by_one.offer(item)
+    for item in not_given + batch[start:]:
+        accepted, count, gone = reference.offer(item)
         assert accepted
         lost += count
         dropped += gone
-    assert not set(ahead) & set(one_by_one.items()), "a frame not given must not stay"
-    got_lost, evicted, kept_from = at_once.overflow(batch, start, before)
+        assert one_by_one.offer(item, ahead) == (accepted, count, gone)
+    assert not set(not_given) & set(reference.items()), "a frame not given must not stay"
+    got_lost, evicted, kept_from = at_once.overflow(batch, start, before, ahead)
     assert got_lost == lost
     assert evicted == [item for item in dropped if item in before_items]
-    assert [item for item in one_by_one.items() if 0 < item < 1001] == batch[kept_from:]
-    assert drain(at_once) == drain(one_by_one)
-    assert at_once.take_skipped() == one_by_one.take_skipped()
+    assert [item for item in reference.items() if 0 < item < 1001] == batch[kept_from:]
+    expected = head + drain(reference)
+    assert drain(at_once) == expected
+    assert drain(one_by_one) == expected
+    assert at_once.take_skipped() == one_by_one.take_skipped() == reference.take_skipped()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(LOSSY),
+    st.integers(1, 6),
+    st.lists(STEP, max_size=8),
+    st.integers(0, 8),
+    st.sampled_from(LOSSY),
+    st.integers(1, 6),
+)
+def test_resize_keeps_the_exempt_frames_and_shrinks_what_follows_them(
+    policy: Policy,
+    size: int,
+    steps: list[tuple[str, int]],
+    exempt: int,
+    new_policy: Policy,
+    new_size: int,
+) -> None:
+    resized = prepared(policy, size, steps)
+    ahead = min(exempt, len(resized))
+    reference = prepared(policy, size, steps)
+    head = [entry for _ in range(ahead) if (entry := reference.take()) is not None]
+    assert resized.resize(new_policy, new_size, ahead) == reference.resize(new_policy, new_size)
+    assert drain(resized) == head + drain(reference)
+    assert resized.take_skipped() == reference.take_skipped()
 
 
 @pytest.mark.parametrize("policy", [Policy.BLOCK, Policy.UNBOUNDED, Policy.DROP_OLDEST])

@@ -548,50 +548,71 @@ class Broker:
     def _publish_newest(
         self, pub: Writer, times: Sequence[float], payloads: Sequence[BytesLike]
     ) -> bool:
-        """publish_batch when no reader can keep the batch's older frames: those are counted
-        (seq, loss) but never built. False: some reader needs every frame (nothing done).
+        """publish_batch when no reader can keep the middle of the batch: those frames are
+        counted (seq, loss) but never built. False: some reader needs every frame (nothing
+        done).
 
-        A flooded ``drop_oldest`` reader of ``size`` 100 keeps at most the newest 100 of a
-        read of thousands of frames; building a SharedData for each of the others was the
-        largest per-frame cost left on that path. Each reader says how many of the newest
-        it could keep (Reader.newest_kept); the outcome is the one of publishing every frame.
+        A flooded ``drop_oldest`` reader of ``size`` 100 keeps the oldest frames its unused
+        credit lets the sender write at once (Reader.going_in) and the newest 100 of a read
+        of thousands of frames; building a SharedData for each of the others was the
+        largest per-frame cost left on that path. Each reader says how many of the newest it
+        could keep (Reader.newest_kept) and how many of the oldest go out at once; the
+        outcome is the one of publishing every frame.
         """
         channel = pub.channel
         readers = channel.fanout
         count = len(payloads)
         if not readers or count < 2:
             return False
-        needed = 1
+        newest_kept = 1
         for sub in readers:
             kept = sub.newest_kept()
             if kept is None:
                 return False
-            needed = max(needed, kept)
-        ahead = count - needed
-        # The frames not built must fill every reader's room, or one of them would stay.
-        if ahead <= 0 or any(sub.buffer.room() > ahead for sub in readers):
+            newest_kept = max(newest_kept, kept)
+        if count <= newest_kept:
             return False
         newest = SharedData(channel.seq + count, times[-1], pub.sender, payloads[-1])
-        largest = max(map(len, payloads)) + newest.nbytes - len(payloads[-1])
-        if not all(sub.far_from_bound(largest, len(readers)) for sub in readers):
+        overhead = newest.nbytes - len(payloads[-1])  # of every frame of this writer
+        size = sum(map(len, payloads))
+        batch_bytes = size + count * overhead
+        going: list[int] = []
+        built = 0  # the oldest frames built: what some reader's sender writes at once
+        for sub in readers:
+            sizes = map(overhead.__add__, map(len, payloads))
+            frames_going = sub.going_in(count, batch_bytes, sizes)[0]
+            going.append(frames_going)
+            built = max(built, frames_going)
+        gap = count - built - newest_kept
+        if gap <= 0:
             return False
-        seq = channel.seq + ahead
+        largest = max(map(len, payloads)) + overhead
+        if not all(sub.far_from_bound(largest, len(readers), built) for sub in readers):
+            return False
+        seq = channel.seq
         sender = pub.sender
         frames = [
             SharedData(seq + index, time_s, sender, payload)
             for index, (time_s, payload) in enumerate(
-                zip(times[ahead:-1], payloads[ahead:-1], strict=True), 1
+                zip(times[:built], payloads[:built], strict=True), 1
             )
         ]
+        oldest_kept = count - newest_kept
+        frames.extend(
+            SharedData(seq + index, time_s, sender, payload)
+            for index, (time_s, payload) in enumerate(
+                zip(times[oldest_kept:-1], payloads[oldest_kept:-1], strict=True),
+                oldest_kept + 1,
+            )
+        )
         frames.append(newest)
         channel.seq += count
-        size = sum(map(len, payloads))
         channel.bytes_in += size
         self.frames_in += count
         self.bytes_in += size
         pub.frames += count
-        for sub in readers:
-            sub.take_ahead(frames, ahead)
+        for sub, frames_going in zip(readers, going, strict=True):
+            sub.take_ahead(frames, frames_going, built, gap)
         pub.outbox.ack(pub.pub_id, count)
         return True
 

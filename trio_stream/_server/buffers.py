@@ -9,6 +9,14 @@ after the gap, in sequence order:
 - ``clear`` empties the buffer; everything it held rides on the new frame;
 - ``unbounded`` and ``block`` never lose (``block`` refuses, and the broker parks the frame).
 
+A lossy buffer's ``size`` counts only the frames its sender will not write at once: the
+reader (outbox.Reader) passes ``ahead``, how many of the oldest buffered frames its unused
+credit lets out with the next write, and those are never dropped nor counted in ``size``.
+The policy acts on the frames behind them (``drop_oldest`` drops the oldest of those, and the
+loss rides on the first frame after the ``ahead`` ones). So a read of 600 frames fanned out at
+once keeps what a fan-out frame by frame, with the sender writing between frames, would have
+sent, where it used to keep only the newest ``size``.
+
 Everything here is synchronous and O(1) per offered frame: the fan-out path calls ``put``
 once per reader, never a task, a future or a checkpoint per frame. A batch of one read's
 frames arriving at a full lossy buffer (a flooded ``drop_oldest`` reader: most frames are
@@ -103,9 +111,10 @@ class PolicyBuffer(Generic[T]):
             items.append((item, 0))
         return True
 
-    def room(self) -> int:
-        """How many items :meth:`put` would take before the policy applies."""
-        return self._limit - len(self._items)
+    def room(self, ahead: int = 0) -> int:
+        """How many items :meth:`put` would take before the policy applies (with ``ahead``
+        of the buffered items exempt from ``size``, see :meth:`offer`)."""
+        return self._limit + ahead - len(self._items)
 
     def put_many(self, items: list[T], count: int) -> None:
         """:meth:`put` the first ``count`` of ``items`` (a batch's fast path): the caller
@@ -114,11 +123,15 @@ class PolicyBuffer(Generic[T]):
             return
         start = 0
         if self._skipped:
-            self.put(items[0])
+            # Not put(): the caller's room may count frames exempt from ``size``.
+            self._items.append((items[0], self._skipped))
+            self._skipped = 0
             start = 1
         self._items.extend(zip(islice(items, start, count), repeat(0)))
 
-    def overflow(self, items: Sequence[T], start: int, before: int = 0) -> tuple[int, list[T], int]:
+    def overflow(
+        self, items: Sequence[T], start: int, before: int = 0, ahead: int = 0
+    ) -> tuple[int, list[T], int]:
         """:meth:`offer` each of ``items[start:]``, in order, to this full lossy buffer.
 
         The outcome (items kept, the loss each carries, what :meth:`take` reports) is the
@@ -126,9 +139,12 @@ class PolicyBuffer(Generic[T]):
         newest ``size`` of buffer and batch can stay, and every loss count is a sum.
 
         ``before`` more items arrived just ahead of ``items[start]`` that the caller never
-        built, because they cannot stay: they fill what room the buffer has and are pushed
-        out by the newest ``size`` of ``items[start:]`` (``drop_oldest``, ``clear``), or the
-        buffer is full and skips them (``drop_newest``).
+        built, because they cannot stay: ``size`` or more of ``items[start:]`` follow them
+        (``drop_oldest``, ``clear``), or the buffer is full and skips them (``drop_newest``).
+
+        ``ahead``: the oldest ``ahead`` buffered items are exempt from ``size`` (the sender
+        takes them with its next write, see :meth:`offer`): they stay, and "full" and "the
+        newest ``size``" count the items behind them.
 
         Returns:
             (lost, evicted, kept_from): ``lost`` counts the frames lost (as the offers'
@@ -138,11 +154,41 @@ class PolicyBuffer(Generic[T]):
 
         Raises:
             ValueError: the policy never drops (``block``, ``unbounded``), the buffer is not
-                full (with ``before``: has more room than ``before`` fills, or is
-                ``drop_newest``), or ``before`` items could stay (fewer than ``size`` follow
-                them): :meth:`offer` those one by one.
+                full (nothing ``before``: holds fewer than ``size`` past its ``ahead``
+                items; ``drop_newest`` always), or ``before`` items could stay (fewer than
+                ``size`` follow them): :meth:`offer` those one by one.
         """
+        if not ahead:
+            return self._overflow(self._items, items, start, before)
+        # The items behind the exempt ones, settled as a buffer of their own; a loss owed to
+        # "the next item out" is owed to the first of them, not to the head (which carries
+        # what it carried).
         buffered = self._items
+        rest = deque(islice(buffered, ahead, None))
+        carry = self._carry
+        self._carry = 0
+        try:
+            outcome = self._overflow(rest, items, start, before)
+        finally:
+            owed = self._carry
+            self._carry = carry
+        if owed:
+            if rest:
+                first, lost = rest[0]
+                rest[0] = (first, lost + owed)
+            else:
+                self._skipped += owed
+        head = list(islice(buffered, ahead))
+        buffered.clear()
+        buffered.extend(head)
+        buffered.extend(rest)
+        return outcome
+
+    def _overflow(
+        self, buffered: deque[tuple[T, int]], items: Sequence[T], start: int, before: int
+    ) -> tuple[int, list[T], int]:
+        """:meth:`overflow` for ``buffered`` with nothing exempt (``self._carry`` is owed
+        to its head)."""
         held = len(buffered)
         limit = self._limit
         policy = self.policy
@@ -151,7 +197,7 @@ class PolicyBuffer(Generic[T]):
         if (
             policy is Policy.BLOCK
             or policy is Policy.UNBOUNDED
-            or held + fills_room < limit
+            or (not fills_room and held < limit)
             or (fills_room and end - start < limit)
         ):
             raise ValueError(
@@ -215,19 +261,32 @@ class PolicyBuffer(Generic[T]):
             return
         start = 0
         if self._skipped:
-            self.put(entries[0][0])
+            self._items.append((entries[0][0], self._skipped))
+            self._skipped = 0
             start = 1
         self._items.extend(islice(entries, start, count))
 
-    def offer(self, item: T) -> tuple[bool, int, Sequence[T]]:
+    def offer(self, item: T, ahead: int = 0) -> tuple[bool, int, Sequence[T]]:
         """Put ``item`` in, applying the policy when full.
+
+        ``ahead``: how many of the oldest buffered items the reader's sender takes with its
+        next write, whatever arrives (its unused credit and byte window let them out). A
+        lossy policy holds ``size`` items *behind* those: they neither count as full nor are
+        dropped, and a loss lands on the first item after them. ``block`` and ``unbounded``
+        pass 0.
 
         Returns:
             (accepted, lost, dropped): ``accepted`` is False only for a full ``block`` buffer
             (nothing changed then); ``lost`` counts frames this call lost; ``dropped`` are the
             items evicted to make room (so the caller can release their accounting).
         """
-        if self.put(item):
+        items = self._items
+        if len(items) < self._limit + ahead:
+            if self._skipped:
+                items.append((item, self._skipped))
+                self._skipped = 0
+            else:
+                items.append((item, 0))
             return _ACCEPTED
         lost_before = self._skipped
         policy = self.policy
@@ -237,21 +296,40 @@ class PolicyBuffer(Generic[T]):
             self._skipped += 1
             return True, 1, [item]
         if policy is Policy.DROP_OLDEST:
-            old, old_lost = self._items.popleft()
-            self._carry += old_lost + 1
-            self._items.append((item, lost_before))
             self._skipped = 0
+            if not ahead:
+                old, old_lost = items.popleft()
+                self._carry += old_lost + 1
+                items.append((item, lost_before))
+                return True, 1, [old]
+            # The oldest behind the exempt ones goes; its debt moves to the next one out.
+            old, old_lost = items[ahead]
+            del items[ahead]
+            owed = old_lost + 1
+            if ahead < len(items):
+                after, after_lost = items[ahead]
+                items[ahead] = (after, after_lost + owed)
+                items.append((item, lost_before))
+            else:
+                items.append((item, lost_before + owed))
             return True, 1, [old]
-        # CLEAR: everything buffered (and what it carried) becomes the new frame's loss.
-        dropped = [old for old, _ in self._items]
-        owed = self._carry + sum(old_lost + 1 for _, old_lost in self._items)
-        self._items.clear()
-        self._carry = 0
-        self._items.append((item, lost_before + owed))
+        # CLEAR: everything buffered behind the exempt ones (and what it carried) becomes the
+        # new frame's loss; what the head carries stays with the head.
+        if ahead:
+            cleared = list(islice(items, ahead, None))
+            for _ in cleared:
+                items.pop()
+            owed = sum(map(_LOST, cleared)) + len(cleared)
+        else:
+            cleared = list(items)
+            items.clear()
+            owed = self._carry + sum(map(_LOST, cleared)) + len(cleared)
+            self._carry = 0
+        items.append((item, lost_before + owed))
         self._skipped = 0
-        return True, len(dropped), dropped
+        return True, len(cleared), list(map(_ITEM, cleared))
 
-    def resize(self, policy: Policy, size: int | None) -> list[T]:
+    def resize(self, policy: Policy, size: int | None, ahead: int = 0) -> list[T]:
         """Change the policy and size of a live buffer (a subscription retuned).
 
         What no longer fits goes as the new policy would have let it go had it been in force:
@@ -259,7 +337,8 @@ class PolicyBuffer(Generic[T]):
         newest ``size`` stay: a retune must not empty a buffer it merely shrinks). ``block``
         and ``unbounded`` never lose: a ``block`` buffer over its new size stays over it until
         the reader drains it (new frames wait for room meanwhile). Losses ride on the next
-        frame out, as any other.
+        frame out, as any other. ``ahead`` of the oldest items are exempt, as in :meth:`offer`
+        (a lossy policy keeps them and ``size`` behind them).
 
         Returns:
             The frames dropped (each one lost frame).
@@ -278,14 +357,28 @@ class PolicyBuffer(Generic[T]):
         dropped: list[T] = []
         if policy is Policy.BLOCK:
             return dropped
-        while len(items) > self._limit:
-            if policy is Policy.DROP_NEWEST:
+        excess = len(items) - self._limit - ahead
+        if excess <= 0:
+            return dropped
+        if policy is Policy.DROP_NEWEST:
+            for _ in range(excess):
                 item, lost_before = items.pop()
                 self._skipped += lost_before + 1  # owed to the next frame admitted
-            else:
-                item, lost_before = items.popleft()
-                self._carry += lost_before + 1  # owed to the next frame out
+                dropped.append(item)
+            return dropped
+        # The oldest behind the exempt ones go; what they owe rides on the next one out.
+        head = [items.popleft() for _ in range(ahead)]
+        owed = 0
+        for _ in range(excess):
+            item, lost_before = items.popleft()
+            owed += lost_before + 1
             dropped.append(item)
+        if head:
+            first, lost = items[0]  # one at least stays: size >= 1
+            items[0] = (first, lost + owed)
+            items.extendleft(reversed(head))
+        else:
+            self._carry += owed
         return dropped
 
     def skip(self, count: int) -> None:

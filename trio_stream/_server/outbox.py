@@ -18,10 +18,11 @@ owner and a fake clock.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import accumulate, islice
 from operator import attrgetter
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -117,6 +118,8 @@ class Reader:
 
     __slots__ = (
         "__weakref__",
+        "_going",
+        "_going_bytes",
         "_inflight",
         "active",
         "block_timeout",
@@ -180,6 +183,10 @@ class Reader:
         self.credit = window
         self.inflight_bytes = 0
         self._inflight: deque[int] = deque()  # sizes of the frames sent, not yet credited
+        # How many of the buffer's oldest frames (and their bytes) the sender writes at once,
+        # as last counted (see going()): never more than that, often fewer (counted lazily).
+        self._going = 0
+        self._going_bytes = 0
         self.active = False  # in its outbox's send rotation
         self.closed = False
         self.ending = False  # channel ended: send what is buffered, then the end
@@ -252,6 +259,12 @@ class Reader:
         outbox = self.outbox
         # Below zero when a retune shrank the buffer under what it holds: nothing fits then.
         room = max(buffer.room(), 0)
+        going = going_bytes = 0
+        if count > room and not self.blocks_writers:
+            # A lossy reader holds ``size`` frames beyond those its sender writes at once:
+            # the buffered ones, and then the batch's oldest that the credit left takes.
+            going, going_bytes = self.going_in(count, batch_bytes, map(_NBYTES, frames))
+            room = max(buffer.room(self.going()), 0) + going
         fits = 0
         nbytes = 0
         if self.blocks_writers:
@@ -288,6 +301,9 @@ class Reader:
                 buffer.put_entries(entries, fits)
             else:
                 buffer.put_many(frames, fits)
+            if going and fits >= going:  # counted already (else: counted when needed)
+                self._going += going
+                self._going_bytes += going_bytes
             outbox.buffered_bytes += nbytes
             outbox.totals.buffered_bytes += nbytes
             if self.blocks_writers:
@@ -316,46 +332,66 @@ class Reader:
         buffer = self.buffer
         outbox = self.outbox
         size = buffer.size
-        if self.doomed or size is None or len(buffer) < size:
+        if self.doomed or size is None:
+            return False
+        ahead = self.going()
+        if len(buffer) - ahead < size:
             return False
         largest = max(map(_NBYTES, islice(frames, start, None)))
         if outbox.buffered_bytes + size * largest > outbox.max_buffered_bytes:
             return False
-        self._settle(frames, start, 0)
+        self._settle(frames, start, 0, ahead)
         return True
 
     def newest_kept(self) -> int | None:
         """How many of a batch's newest frames this reader could keep, if the older ones
-        are settled without being built (:meth:`take_ahead`); None: it needs every frame
-        (a policy that keeps the oldest or all, decimation, a rate)."""
+        (but the oldest :meth:`going_in` counts) are settled without being built
+        (:meth:`take_ahead`); None: it needs every frame (a policy that keeps the oldest or
+        all, decimation, a rate)."""
         buffer = self.buffer
         size = buffer.size
         if self.doomed or self.every > 1 or self.interval or size is None:
             return None
         policy = self.policy
         if policy is Policy.DROP_NEWEST:
-            return 0 if len(buffer) >= size else None  # full: it skips every one
+            # Full (behind the frames going out): it skips every one.
+            return 0 if len(buffer) - self.going() >= size else None
         if policy is Policy.DROP_OLDEST or policy is Policy.CLEAR:
             return size
         return None
 
-    def far_from_bound(self, largest_bytes: int, readers: int) -> bool:
+    def far_from_bound(self, largest_bytes: int, readers: int, going: int = 0) -> bool:
         """Frames not built may be settled here (:meth:`take_ahead`): ``readers`` readers
-        each filling their ``size`` with frames of ``largest_bytes`` would not take the
-        connection over its memory bound (frame by frame, some of the frames not built
-        would be buffered on the way, and each check would pass)."""
+        each taking ``going`` frames for the sender and filling their ``size`` with frames
+        of ``largest_bytes`` would not take the connection over its memory bound (frame by
+        frame, some of the frames not built would be buffered on the way, and each check
+        would pass)."""
         outbox = self.outbox
         size = self.buffer.size or 0
-        return outbox.buffered_bytes + readers * size * largest_bytes <= outbox.max_buffered_bytes
+        return (
+            outbox.buffered_bytes + readers * (size + going) * largest_bytes
+            <= outbox.max_buffered_bytes
+        )
 
-    def take_ahead(self, frames: list[SharedData], ahead: int) -> None:
-        """Offer ``ahead`` frames that were never built, then ``frames``, in one step: the
-        broker found (:meth:`newest_kept`) that none of the ``ahead`` could stay here."""
-        self._settle(frames, 0, ahead)
+    def take_ahead(self, frames: list[SharedData], going: int, built: int, gap: int) -> None:
+        """Offer a batch of which only ``frames`` were built, in one step: its oldest
+        ``built`` (``frames[:built]``), then ``gap`` frames never built, then the newest
+        (``frames[built:]``). The broker found that this reader keeps none of the ``gap``:
+        it keeps the oldest ``going`` (:meth:`going_in`: the sender writes them at once) and
+        at most :meth:`newest_kept` of the newest."""
+        if going:
+            nbytes = sum(map(_NBYTES, islice(frames, going)))
+            self.buffer.put_many(frames, going)
+            self._going += going  # every frame buffered before them is going too
+            self._going_bytes += nbytes
+            outbox = self.outbox
+            outbox.buffered_bytes += nbytes
+            outbox.totals.buffered_bytes += nbytes
+        self._settle(frames, built, built - going + gap, self.going())
 
-    def _settle(self, frames: list[SharedData], start: int, ahead: int) -> None:
+    def _settle(self, frames: list[SharedData], start: int, before: int, ahead: int) -> None:
         outbox = self.outbox
-        lost, evicted, kept_from = self.buffer.overflow(frames, start, ahead)
+        lost, evicted, kept_from = self.buffer.overflow(frames, start, before, ahead)
         delta = sum(map(_NBYTES, islice(frames, kept_from, None))) - sum(map(_NBYTES, evicted))
         outbox.buffered_bytes += delta
         outbox.totals.buffered_bytes += delta
@@ -387,7 +423,10 @@ class Reader:
         ):
             return False
         if not buffer.put(frame):
-            accepted, lost, dropped = buffer.offer(frame)
+            # Full for ``size``: the frames the sender writes at once do not count (a lossy
+            # policy keeps them and ``size`` behind them); block refuses as before.
+            ahead = 0 if self.blocks_writers else self.going()
+            accepted, lost, dropped = buffer.offer(frame, ahead)
             if not accepted:
                 return False
             for old in dropped:
@@ -453,6 +492,60 @@ class Reader:
             not self._inflight or self.inflight_bytes + head.nbytes <= self.window_bytes
         )
 
+    def going(self) -> int:
+        """How many of the buffered frames, oldest first, the sender writes next whatever
+        else arrives: within the credit left, and each beside the bytes in flight within
+        ``window_bytes`` (one larger than the window goes alone when nothing is in flight),
+        as take_turn takes them. A lossy policy holds ``size`` frames behind these
+        (PolicyBuffer.offer's ``ahead``): with credit unused, a read of many frames fanned
+        out at once keeps what the sender would have written had it run between them.
+
+        Counted on from the last count, not afresh: frames counted stay going (only the
+        sender takes them, and take_turn takes them off the count), and credit only adds
+        (a retune, which may take it away, counts afresh). So a flooded reader pays for
+        each frame once, when it is counted, not per offer.
+        """
+        count = self._going
+        entries = self.buffer.entries()
+        end = min(self.credit, len(entries))
+        if count >= end:
+            return count
+        room = self.window_bytes - self.inflight_bytes - self._going_bytes
+        alone = not count and not self._inflight
+        total = self._going_bytes
+        while count < end:
+            nbytes = entries[count][0].nbytes
+            if nbytes > room and not alone:
+                break
+            alone = False
+            room -= nbytes
+            total += nbytes
+            count += 1
+        self._going = count
+        self._going_bytes = total
+        return count
+
+    def going_in(self, count: int, batch_bytes: int, sizes: Iterable[int]) -> tuple[int, int]:
+        """How many of a batch's oldest frames, and their bytes, would be :meth:`going`
+        were the batch buffered now: none while some buffered frame is not going, else
+        those the credit and byte window left take. ``sizes`` are the frames' ``nbytes``
+        in order (read no further than the credit left), ``batch_bytes`` their sum if known
+        (else -1)."""
+        going = self.going()
+        credit = self.credit - going
+        if credit <= 0 or going < len(self.buffer) or count <= 0:
+            return 0, 0
+        room = self.window_bytes - self.inflight_bytes - self._going_bytes
+        if count <= credit and 0 <= batch_bytes <= room:
+            return count, batch_bytes
+        sums = list(accumulate(islice(sizes, min(count, credit))))
+        taken = bisect_right(sums, room)
+        if taken:
+            return taken, sums[taken - 1]
+        if not going and not self._inflight:
+            return 1, sums[0]  # larger than the window: it goes alone
+        return 0, 0
+
     def take_turn(
         self, pieces: list[BytesLike], run: list[bytes], quota: int
     ) -> tuple[int, int, bool]:
@@ -483,6 +576,12 @@ class Reader:
             self.credit -= frames
             self.inflight_bytes += taken
             self.sent += frames
+            # The oldest frames went: those of them that were counted as going (see going()).
+            if frames < self._going:
+                self._going -= frames
+                self._going_bytes -= taken
+            else:
+                self._going = self._going_bytes = 0
             outbox = self.outbox
             outbox.buffered_bytes -= taken
             outbox.totals.buffered_bytes -= taken
@@ -588,10 +687,17 @@ class Reader:
         against the new ``window``.
         """
         outbox = self.outbox
+        # The credit follows the window first: what a lossy buffer keeps beyond ``size`` is
+        # what the sender writes at once with the new credit, counted afresh.
+        in_flight = self.window - self.credit
+        self.window = window
+        self.credit = window - in_flight
+        self._going = self._going_bytes = 0
         if self.blocks_writers:
             # The block share is recomputed from what is buffered after the change.
             outbox.block_bytes -= sum(frame.nbytes for frame in self.buffer.items())
-        dropped = self.buffer.resize(policy, size)
+        lossy = policy is not Policy.BLOCK and policy is not Policy.UNBOUNDED
+        dropped = self.buffer.resize(policy, size, self.going() if lossy else 0)
         self.policy = policy
         self.blocks_writers = policy is Policy.BLOCK
         self.block_timeout = block_timeout if self.blocks_writers else None
@@ -617,9 +723,6 @@ class Reader:
                     outbox.owner.wake_sender()  # a new deadline for the held frame
                 else:
                     self.release_rate(outbox.clock())
-        in_flight = self.window - self.credit
-        self.window = window
-        self.credit = window - in_flight
         if self.parked:
             # Leaving block: a lossy policy admits them all; staying: a larger size may fit.
             self._unpark()
@@ -776,6 +879,7 @@ class Outbox:
         if self._holding:
             self._holding.discard(reader)
         freed = sum(frame.nbytes for frame in reader.buffer.clear())
+        reader._going = reader._going_bytes = 0
         self.buffered_bytes -= freed
         self.totals.buffered_bytes -= freed
         if reader.blocks_writers:
