@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from server_parts import World, decode, payload
 
 from trio_stream import ProtocolError
 from trio_stream._protocol import messages as M
+from trio_stream._protocol.frames import SharedData, sender_field
+from trio_stream._server.broker import Channel, Writer
 from trio_stream._server.buffers import Policy
-from trio_stream._server.outbox import Outbox
+from trio_stream._server.outbox import Outbox, Reader
 
 MIB = 2**20
 
@@ -193,3 +197,304 @@ def test_a_block_reader_shrunk_below_what_it_holds_takes_no_parked_frame() -> No
     assert (len(reader.buffer), len(reader.parked), writer.parked_frames) == (10, 5, 5)
     world.broker.publish_batch(writer, [1.0] * 3, [payload(i) for i in range(15, 18)])
     assert (len(reader.buffer), len(reader.parked)) == (10, 8)
+
+
+# -- lossy readers: ``size`` counts only the frames the sender does not write at once --------
+FRAME_BYTES = SharedData(1, 1.0, sender_field("client-1"), payload(0, 100)).nbytes
+
+
+def flood(world: World, channel: Channel, count: int, start: int = 0) -> Writer:
+    """One read's worth of 100-byte frames from one writer, fanned out at once."""
+    writers = channel.publishers
+    writer = writers[0] if writers else world.writer(channel)[1]
+    payloads = [payload(start + i, 100) for i in range(count)]
+    world.broker.publish_batch(writer, [1.0] * count, payloads)
+    return writer
+
+
+def sent_of(box: Outbox) -> tuple[list[tuple[int, int]], list[int]]:
+    """(seq, lost) of every DATA frame the outbox writes until it has nothing more, and the
+    counts of its ``lost`` notices."""
+    data: list[tuple[int, int]] = []
+    notices: list[int] = []
+    while (batch := box.next_batch()).pieces:
+        sent = decode(batch)
+        data += [(seq, lost) for _, lost, seq, _ in sent.data]
+        notices += [m.lost for m in sent.control if isinstance(m, M.Lost)]
+    return data, notices
+
+
+def test_a_read_within_unused_credit_is_kept_whole_for_the_sender() -> None:
+    # 600 frames at once at drop_oldest size=100 with 1024 frames of credit: a fan-out frame
+    # by frame, its sender running between frames, would have written every one of them.
+    world = World(max_buffered_bytes=64 * MIB)
+    channel = world.channel()
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.DROP_OLDEST, 100, window=1024)
+    flood(world, channel, 600)
+    assert len(reader.buffer) == 600 and reader.going() == 600
+    data, notices = sent_of(box)
+    assert data == [(seq, 0) for seq in range(1, 601)] and notices == []
+    assert (reader.lost, channel.lost, box.buffered_bytes) == (0, 0, 0)
+
+
+def test_a_read_without_credit_keeps_the_newest_size_and_counts_the_rest_lost() -> None:
+    world = World(max_buffered_bytes=64 * MIB)
+    channel = world.channel()
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.DROP_OLDEST, 100, window=1024)
+    flood(world, channel, 1024)
+    assert len(sent_of(box)[0]) == 1024 and reader.credit == 0
+    flood(world, channel, 600, start=1024)
+    assert [frame.seq for frame in reader.buffer.items()] == list(range(1525, 1625))
+    assert (reader.lost, channel.lost) == (500, 500)
+    assert sent_of(box) == ([], [])
+    box.credit(reader.sub_id, 1024)
+    data, _ = sent_of(box)
+    assert data == [(1525, 500)] + [(seq, 0) for seq in range(1526, 1625)]
+
+
+def test_the_byte_window_bounds_what_is_kept_beyond_size() -> None:
+    # Ten frames fit the byte window: those ten go at once, and 100 stay behind them.
+    world = World(max_buffered_bytes=64 * MIB)
+    channel = world.channel()
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.DROP_OLDEST, 100, window_bytes=10 * FRAME_BYTES)
+    flood(world, channel, 600)
+    assert reader.going() == 10 and len(reader.buffer) == 110
+    assert reader.lost == 490
+    data, _ = sent_of(box)
+    assert data == [(seq, 0) for seq in range(1, 11)]
+    box.credit(reader.sub_id, 10)
+    data, _ = sent_of(box)
+    assert data == [(501, 490)] + [(seq, 0) for seq in range(502, 511)]
+
+
+def test_a_frame_larger_than_the_byte_window_is_kept_for_the_sender_alone() -> None:
+    world = World(max_buffered_bytes=64 * MIB)
+    channel = world.channel()
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.DROP_OLDEST, 1, window_bytes=FRAME_BYTES // 2)
+    flood(world, channel, 5)
+    assert reader.going() == 1
+    assert [frame.seq for frame in reader.buffer.items()] == [1, 5] and reader.lost == 3
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept", "lost_on_first_after"),
+    [
+        # 50 go at once; of the other 550: the newest 100 (drop_oldest), the oldest 100
+        # (drop_newest, whose loss rides on the next frame admitted), or the last part of
+        # a clear every 101st frame (clear: 550 - 100 = 450 past the room, 50 left).
+        (Policy.DROP_OLDEST, list(range(1, 51)) + list(range(501, 601)), 450),
+        (Policy.DROP_NEWEST, list(range(1, 151)), 0),
+        (Policy.CLEAR, list(range(1, 51)) + list(range(551, 601)), 500),
+    ],
+)
+def test_each_lossy_policy_applies_behind_the_frames_its_credit_lets_out(
+    policy: Policy, kept: list[int], lost_on_first_after: int
+) -> None:
+    world = World(max_buffered_bytes=64 * MIB)
+    channel = world.channel()
+    _, box = world.connection()
+    reader = world.reader(box, channel, policy, 100, window=50)
+    flood(world, channel, 600)
+    assert [frame.seq for frame in reader.buffer.items()] == kept
+    assert reader.lost == channel.lost == 600 - len(kept)
+    data, _ = sent_of(box)
+    assert data == [(seq, 0) for seq in range(1, 51)]
+    box.credit(reader.sub_id, 50)
+    data, notices = sent_of(box)
+    assert data[0] == (kept[50], lost_on_first_after)
+    box.credit(reader.sub_id, 50)
+    data, notices = sent_of(box)
+    # Every frame lost is reported once: on a frame, or in a notice once nothing carries it.
+    assert notices == ([450] if policy is Policy.DROP_NEWEST else [])
+
+
+def test_a_retune_keeps_the_frames_going_and_shrinks_what_follows_them() -> None:
+    world = World(max_buffered_bytes=64 * MIB)
+    channel = world.channel()
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.DROP_OLDEST, 100, window=1024)
+    flood(world, channel, 600)
+    reader.retune(Policy.DROP_OLDEST, 10, 1, None, 1024, None)  # all 600 still go
+    assert len(reader.buffer) == 600 and reader.lost == 0
+    reader.retune(Policy.DROP_OLDEST, 10, 1, None, 20, None)  # 20 go now; 10 behind them
+    assert [frame.seq for frame in reader.buffer.items()] == list(range(1, 21)) + list(
+        range(591, 601)
+    )
+    assert reader.lost == channel.lost == 570
+    assert box.buffered_bytes == 30 * FRAME_BYTES
+    data, _ = sent_of(box)
+    assert data == [(seq, 0) for seq in range(1, 21)]
+    box.credit(reader.sub_id, 20)
+    assert sent_of(box)[0][0] == (591, 570)
+
+
+def test_frames_going_count_toward_the_memory_bound() -> None:
+    # What the sender has not written yet is memory: past max_buffered_bytes, a lossy reader
+    # is ended as before, and nothing over the bound stays buffered.
+    world = World(max_buffered_bytes=50 * FRAME_BYTES)
+    channel = world.channel()
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.DROP_OLDEST, 10, window=1024)
+    flood(world, channel, 40)
+    assert len(reader.buffer) == 40 and not reader.doomed
+    flood(world, channel, 40, start=40)
+    sent = decode(box.next_batch())
+    (end,) = [m for m in sent.control if isinstance(m, M.SubEnd)]
+    assert (end.sub, end.error) == (reader.sub_id, "LimitExceeded")
+    assert box.buffered_bytes == 0 and channel.readers == 0
+
+
+class Model:
+    """A lossy reader as the rule says, frame by frame: each frame is offered to a buffer of
+    ``size`` (the policy applies when full), then the sender writes what the credit and the
+    byte window allow (a frame larger than the window alone, when nothing is in flight)."""
+
+    def __init__(self, policy: Policy, size: int, every: int, window: int, window_bytes: int):
+        self.policy, self.size, self.every = policy, size, every
+        self.window, self.window_bytes = window, window_bytes
+        self.credit = window
+        self.inflight: list[int] = []
+        self.buffer: list[list[int]] = []  # [seq, nbytes, lost before it]
+        self.skipped = 0  # drop_newest: lost, owed to the next frame admitted
+        self.seen = 0
+        self.sent: list[tuple[int, int]] = []
+        self.notices: list[int] = []
+        self.lost = 0
+
+    def offer(self, seq: int, nbytes: int) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.every:
+            return  # decimation, not loss
+        if len(self.buffer) < self.size:
+            self.buffer.append([seq, nbytes, self.skipped])
+            self.skipped = 0
+        elif self.policy is Policy.DROP_NEWEST:
+            self.skipped += 1
+            self.lost += 1
+        elif self.policy is Policy.DROP_OLDEST:
+            old = self.buffer.pop(0)
+            self.lost += 1
+            if self.buffer:
+                self.buffer[0][2] += old[2] + 1
+                self.buffer.append([seq, nbytes, self.skipped])
+            else:
+                self.buffer.append([seq, nbytes, self.skipped + old[2] + 1])
+            self.skipped = 0
+        else:  # clear
+            owed = sum(entry[2] + 1 for entry in self.buffer)
+            self.lost += len(self.buffer)
+            self.buffer = [[seq, nbytes, self.skipped + owed]]
+            self.skipped = 0
+        self.send()
+
+    def send(self) -> None:
+        taken = 0
+        while self.buffer and self.credit > 0:
+            seq, nbytes, lost = self.buffer[0]
+            if self.inflight and sum(self.inflight) + nbytes > self.window_bytes:
+                break
+            self.buffer.pop(0)
+            self.sent.append((seq, lost))
+            self.inflight.append(nbytes)
+            self.credit -= 1
+            taken += 1
+        if taken and not self.buffer and self.skipped:
+            self.notices.append(self.skipped)
+            self.skipped = 0
+
+    def add_credit(self, frames: int) -> None:
+        del self.inflight[:frames]
+        self.credit = min(self.credit + frames, self.window)
+        self.send()
+
+
+LOSSY_READER = st.tuples(
+    st.sampled_from([Policy.DROP_OLDEST, Policy.DROP_NEWEST, Policy.CLEAR]),
+    st.integers(1, 8),  # size
+    st.sampled_from([1, 1, 1, 2]),  # every
+    st.integers(1, 12),  # window (frames)
+    st.sampled_from([60, 150, 400, 8 * MIB]),  # window_bytes
+    st.booleans(),  # selects by sender (the fan-out's per-frame path)
+)
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("read"), st.lists(st.integers(1, 120), min_size=1, max_size=40)),
+        st.tuples(st.just("credit"), st.integers(1, 12)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LOSSY_READER, min_size=1, max_size=3), STEPS)
+@example([(Policy.DROP_OLDEST, 3, 1, 5, 8 * MIB, False)], [("read", [10] * 30)])
+@example([(Policy.CLEAR, 2, 1, 4, 150, False)], [("read", [10] * 20), ("credit", 2)])
+def test_batched_fan_out_keeps_what_the_frame_by_frame_model_keeps(
+    readers: list[tuple[Policy, int, int, int, int, bool]],
+    steps: list[tuple[str, object]],
+) -> None:
+    world = World(max_buffered_bytes=64 * MIB)
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    overhead = SharedData(1, 1.0, writer.sender, b"").nbytes
+    boxes: list[tuple[Outbox, Reader, Model]] = []
+    for policy, size, every, window, window_bytes, selects in readers:
+        _, box = world.connection()
+        reader = world.reader(
+            box,
+            channel,
+            policy,
+            size,
+            every=every,
+            window=window,
+            window_bytes=window_bytes,
+            sender="client-1" if selects else None,
+        )
+        boxes.append((box, reader, Model(policy, size, every, window, window_bytes)))
+    offered = 0
+    delivered = [0] * len(boxes)
+    reported = [0] * len(boxes)
+    for kind, arg in steps:
+        if kind == "read":
+            sizes = arg
+            assert isinstance(sizes, list)
+            seqs = range(channel.seq + 1, channel.seq + 1 + len(sizes))
+            world.broker.publish_batch(writer, [1.0] * len(sizes), [bytes(n) for n in sizes])
+            offered += len(sizes)
+            for _, _, model in boxes:
+                for seq, n in zip(seqs, sizes, strict=True):
+                    model.offer(seq, overhead + n)
+        for index, (box, reader, model) in enumerate(boxes):
+            if kind == "credit":
+                frames = min(int(str(arg)), len(model.inflight))
+                box.credit(reader.sub_id, frames)
+                model.add_credit(frames)
+            data, notices = sent_of(box)
+            delivered[index] += len(data)
+            reported[index] += sum(lost for _, lost in data) + sum(notices)
+            model_sent = model.sent
+            model.sent = []
+            assert data == model_sent
+            assert notices == model.notices
+            model.notices = []
+            assert [frame.seq for frame in reader.buffer.items()] == [e[0] for e in model.buffer]
+            assert reader.lost == model.lost
+    # Nothing is lost without being counted, nor counted twice: give every reader all the
+    # credit it needs, and every frame offered was delivered, decimated or reported lost.
+    for index, (box, reader, _) in enumerate(boxes):
+        while True:
+            box.credit(reader.sub_id, reader.window)
+            data, notices = sent_of(box)
+            if not data:
+                break
+            delivered[index] += len(data)
+            reported[index] += sum(lost for _, lost in data) + sum(notices)
+        decimated = offered - (offered + reader.every - 1) // reader.every
+        assert reader.lost + delivered[index] + len(reader.buffer) + decimated == offered
+        assert reported[index] == reader.lost
+    assert channel.lost == sum(reader.lost for _, reader, _ in boxes)

@@ -579,8 +579,10 @@ class Broker:
         going: list[int] = []
         built = 0  # the oldest frames built: what some reader's sender writes at once
         for sub in readers:
-            sizes = map(overhead.__add__, map(len, payloads))
-            frames_going = sub.going_in(count, batch_bytes, sizes)[0]
+            counted = sub.going_in(count, batch_bytes, map(overhead.__add__, map(len, payloads)))
+            if counted is None:
+                return False
+            frames_going = counted[0]
             going.append(frames_going)
             built = max(built, frames_going)
         gap = count - built - newest_kept

@@ -263,7 +263,13 @@ class Reader:
         if count > room and not self.blocks_writers:
             # A lossy reader holds ``size`` frames beyond those its sender writes at once:
             # the buffered ones, and then the batch's oldest that the credit left takes.
-            going, going_bytes = self.going_in(count, batch_bytes, map(_NBYTES, frames))
+            counted = self.going_in(count, batch_bytes, map(_NBYTES, frames))
+            if counted is None:
+                for index, frame in enumerate(frames):
+                    if not self.offer(frame):
+                        return index
+                return count
+            going, going_bytes = counted
             room = max(buffer.room(self.going()), 0) + going
         fits = 0
         nbytes = 0
@@ -335,7 +341,7 @@ class Reader:
         if self.doomed or size is None:
             return False
         ahead = self.going()
-        if len(buffer) - ahead < size:
+        if len(buffer) - ahead < size or not self._going_fixed():
             return False
         largest = max(map(_NBYTES, islice(frames, start, None)))
         if outbox.buffered_bytes + size * largest > outbox.max_buffered_bytes:
@@ -351,6 +357,8 @@ class Reader:
         buffer = self.buffer
         size = buffer.size
         if self.doomed or self.every > 1 or self.interval or size is None:
+            return None
+        if not self.blocks_writers and not self._going_fixed():
             return None
         policy = self.policy
         if policy is Policy.DROP_NEWEST:
@@ -525,26 +533,48 @@ class Reader:
         self._going_bytes = total
         return count
 
-    def going_in(self, count: int, batch_bytes: int, sizes: Iterable[int]) -> tuple[int, int]:
+    def going_in(
+        self, count: int, batch_bytes: int, sizes: Iterable[int]
+    ) -> tuple[int, int] | None:
         """How many of a batch's oldest frames, and their bytes, would be :meth:`going`
         were the batch buffered now: none while some buffered frame is not going, else
         those the credit and byte window left take. ``sizes`` are the frames' ``nbytes``
         in order (read no further than the credit left), ``batch_bytes`` their sum if known
-        (else -1)."""
+        (else -1).
+
+        None: the byte window, not the credit, stops the frames going, with room left in
+        it. Frame by frame, a frame the policy drops there could let a smaller one behind
+        it go, so the batch must be offered frame by frame (large frames: few per read).
+        """
         going = self.going()
         credit = self.credit - going
-        if credit <= 0 or going < len(self.buffer) or count <= 0:
+        if count <= 0 or credit <= 0:
             return 0, 0
         room = self.window_bytes - self.inflight_bytes - self._going_bytes
+        if going < len(self.buffer):
+            return None if room > 0 else (0, 0)
         if count <= credit and 0 <= batch_bytes <= room:
             return count, batch_bytes
         sums = list(accumulate(islice(sizes, min(count, credit))))
         taken = bisect_right(sums, room)
-        if taken:
-            return taken, sums[taken - 1]
-        if not going and not self._inflight:
-            return 1, sums[0]  # larger than the window: it goes alone
-        return 0, 0
+        if taken == len(sums):  # the credit (or the batch) ends first
+            return taken, sums[-1]
+        if not taken and not going and not self._inflight:
+            return 1, sums[0]  # larger than the window: it goes alone, and nothing after it
+        room_left = room - sums[taken - 1] if taken else room
+        if room_left > 0:
+            return None
+        return taken, sums[taken - 1] if taken else 0
+
+    def _going_fixed(self) -> bool:
+        """No frame the policy drops can let another one go: the frames going end at the
+        buffer's end or the credit's, or the byte window is full (see :meth:`going_in`)."""
+        going = self.going()
+        return (
+            going >= len(self.buffer)
+            or going >= self.credit
+            or self.window_bytes - self.inflight_bytes - self._going_bytes <= 0
+        )
 
     def take_turn(
         self, pieces: list[BytesLike], run: list[bytes], quota: int
