@@ -484,6 +484,9 @@ def test_batched_fan_out_keeps_what_the_frame_by_frame_model_keeps(
             model.notices = []
             assert [frame.seq for frame in reader.buffer.items()] == [e[0] for e in model.buffer]
             assert reader.lost == model.lost
+            # The outbox's byte counters follow every path (batch, overflow, turn).
+            assert box.buffered_bytes == sum(frame.nbytes for frame in reader.buffer.items())
+            assert box.totals.buffered_bytes == box.buffered_bytes and box.block_bytes == 0
     # Nothing is lost without being counted, nor counted twice: give every reader all the
     # credit it needs, and every frame offered was delivered, decimated or reported lost.
     for index, (box, reader, _) in enumerate(boxes):
@@ -498,3 +501,21 @@ def test_batched_fan_out_keeps_what_the_frame_by_frame_model_keeps(
         assert reader.lost + delivered[index] + len(reader.buffer) + decimated == offered
         assert reported[index] == reader.lost
     assert channel.lost == sum(reader.lost for _, reader, _ in boxes)
+
+
+def test_a_retune_into_and_out_of_block_moves_the_buffered_bytes_between_shares() -> None:
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.DROP_OLDEST, 10, window=1)
+    for i in range(6):
+        world.broker.publish(writer, 1.0, payload(i, 100))
+    held = sum(frame.nbytes for frame in reader.buffer.items())
+    assert (box.buffered_bytes, box.block_bytes) == (held, 0)
+    reader.retune(Policy.BLOCK, 10, 1, None, 1, None)
+    assert (box.buffered_bytes, box.block_bytes) == (held, held)
+    reader.retune(Policy.DROP_NEWEST, 2, 1, None, 1, None)  # keeps the oldest 2 (+1 going)
+    held = sum(frame.nbytes for frame in reader.buffer.items())
+    assert len(reader.buffer) == 3
+    assert (box.buffered_bytes, box.block_bytes, box.totals.buffered_bytes) == (held, 0, held)

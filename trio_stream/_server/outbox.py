@@ -310,11 +310,8 @@ class Reader:
             if going and fits >= going:  # counted already (else: counted when needed)
                 self._going += going
                 self._going_bytes += going_bytes
-            outbox.buffered_bytes += nbytes
-            outbox.totals.buffered_bytes += nbytes
-            if self.blocks_writers:
-                outbox.block_bytes += nbytes
-            elif outbox.buffered_bytes > outbox.max_buffered_bytes:
+            outbox.buffered(nbytes, self.blocks_writers)
+            if not self.blocks_writers and outbox.buffered_bytes > outbox.max_buffered_bytes:
                 self.doomed = True  # ended by the sender (not here: mid fan-out)
                 outbox.over_limit(self)
             if not self.active and self.credit > 0:
@@ -392,17 +389,14 @@ class Reader:
             self.buffer.put_many(frames, going)
             self._going += going  # every frame buffered before them is going too
             self._going_bytes += nbytes
-            outbox = self.outbox
-            outbox.buffered_bytes += nbytes
-            outbox.totals.buffered_bytes += nbytes
+            self.outbox.buffered(nbytes)
         self._settle(frames, built, built - going + gap, self.going())
 
     def _settle(self, frames: list[SharedData], start: int, before: int, ahead: int) -> None:
         outbox = self.outbox
         lost, evicted, kept_from = self.buffer.overflow(frames, start, before, ahead)
         delta = sum(map(_NBYTES, islice(frames, kept_from, None))) - sum(map(_NBYTES, evicted))
-        outbox.buffered_bytes += delta
-        outbox.totals.buffered_bytes += delta
+        outbox.buffered(delta)
         self.lost += lost
         self.channel.count_lost(lost)
         if not self.active and self.credit > 0:
@@ -430,6 +424,7 @@ class Reader:
             )
         ):
             return False
+        nbytes = frame.nbytes
         if not buffer.put(frame):
             # Full for ``size``: the frames the sender writes at once do not count (a lossy
             # policy keeps them and ``size`` behind them); block refuses as before.
@@ -437,17 +432,12 @@ class Reader:
             accepted, lost, dropped = buffer.offer(frame, ahead)
             if not accepted:
                 return False
-            for old in dropped:
-                outbox.buffered_bytes -= old.nbytes
-                outbox.totals.buffered_bytes -= old.nbytes
+            nbytes -= sum(map(_NBYTES, dropped))
             self.lost += lost
             self.channel.count_lost(lost)
-        outbox.buffered_bytes += frame.nbytes
-        outbox.totals.buffered_bytes += frame.nbytes
-        if self.blocks_writers:
-            # Over its share only with an empty buffer: one frame each at most.
-            outbox.block_bytes += frame.nbytes
-        elif outbox.buffered_bytes > outbox.max_buffered_bytes:
+        # block: over its share only with an empty buffer, one frame each at most.
+        outbox.buffered(nbytes, self.blocks_writers)
+        if not self.blocks_writers and outbox.buffered_bytes > outbox.max_buffered_bytes:
             self.doomed = True  # ended by the sender (not here: mid fan-out)
             outbox.over_limit(self)
         if not self.active and self.credit > 0:
@@ -612,11 +602,7 @@ class Reader:
                 self._going_bytes -= taken
             else:
                 self._going = self._going_bytes = 0
-            outbox = self.outbox
-            outbox.buffered_bytes -= taken
-            outbox.totals.buffered_bytes -= taken
-            if self.blocks_writers:
-                outbox.block_bytes -= taken
+            self.outbox.buffered(-taken, self.blocks_writers)
             if self.parked:
                 self._unpark()
         if not len(buffer):
@@ -674,9 +660,7 @@ class Reader:
         take = parked.popleft
         taken = [take() for _ in range(fits)]
         buffer.put_many([held.frame for held in taken], fits)
-        outbox.buffered_bytes += nbytes
-        outbox.totals.buffered_bytes += nbytes
-        outbox.block_bytes += nbytes
+        outbox.buffered(nbytes, True)
         if not self.active and self.credit > 0:
             outbox.activate(self)
         self.channel.broker.release_all(taken)
@@ -723,22 +707,22 @@ class Reader:
         self.window = window
         self.credit = window - in_flight
         self._going = self._going_bytes = 0
-        if self.blocks_writers:
-            # The block share is recomputed from what is buffered after the change.
-            outbox.block_bytes -= sum(frame.nbytes for frame in self.buffer.items())
+        # The block share is recomputed from what is buffered after the change.
+        share = sum(map(_NBYTES, self.buffer.items())) if self.blocks_writers else 0
         lossy = policy is not Policy.BLOCK and policy is not Policy.UNBOUNDED
         dropped = self.buffer.resize(policy, size, self.going() if lossy else 0)
         self.policy = policy
         self.blocks_writers = policy is Policy.BLOCK
         self.block_timeout = block_timeout if self.blocks_writers else None
         if dropped:
-            freed = sum(frame.nbytes for frame in dropped)
-            outbox.buffered_bytes -= freed
-            outbox.totals.buffered_bytes -= freed
+            # Only a lossy policy drops: none of these counts in the block share.
+            outbox.buffered(-sum(map(_NBYTES, dropped)))
             self.lost += len(dropped)
             self.channel.count_lost(len(dropped))
         if self.blocks_writers:
-            outbox.block_bytes += sum(frame.nbytes for frame in self.buffer.items())
+            share -= sum(map(_NBYTES, self.buffer.items()))
+        if share:
+            outbox.block_share(-share)
         if every != self.every:
             self.every = every
             self.seen = 0
@@ -910,10 +894,7 @@ class Outbox:
             self._holding.discard(reader)
         freed = sum(frame.nbytes for frame in reader.buffer.clear())
         reader._going = reader._going_bytes = 0
-        self.buffered_bytes -= freed
-        self.totals.buffered_bytes -= freed
-        if reader.blocks_writers:
-            self.block_bytes -= freed
+        self.buffered(-freed, reader.blocks_writers)
 
     def end(self, reader: Reader, error: Exception | None) -> None:
         """The channel ended (``error`` None) or the server ends the reader (``error``).
@@ -956,6 +937,23 @@ class Outbox:
     def over_limit(self, reader: Reader) -> None:
         self._over_limit.append(reader)
         self.owner.wake_sender()
+
+    def buffered(self, nbytes: int, block: bool = False) -> None:
+        """A reader of this connection buffers ``nbytes`` more (fewer, if negative);
+        ``block``: a ``block`` reader, whose bytes also count toward ``max_block_bytes``.
+
+        The only writer of the byte counters (and of the server's total): readers call it
+        once per batch fanned out and once per sender turn, not once per frame (but admit(),
+        which takes one frame)."""
+        self.buffered_bytes += nbytes
+        self.totals.buffered_bytes += nbytes
+        if block:
+            self.block_bytes += nbytes
+
+    def block_share(self, nbytes: int) -> None:
+        """``nbytes`` already buffered move into the ``block`` readers' share (out of it, if
+        negative): a retune into or out of ``block``."""
+        self.block_bytes += nbytes
 
     def has_buffered(self) -> bool:
         return any(len(reader.buffer) for reader in self.readers.values())
