@@ -310,8 +310,8 @@ class Reader:
             if going and fits >= going:  # counted already (else: counted when needed)
                 self._going += going
                 self._going_bytes += going_bytes
-            outbox.buffered(nbytes, self.blocks_writers)
-            if not self.blocks_writers and outbox.buffered_bytes > outbox.max_buffered_bytes:
+            blocks = self.blocks_writers
+            if outbox.buffered(nbytes, blocks) and not blocks:
                 self.doomed = True  # ended by the sender (not here: mid fan-out)
                 outbox.over_limit(self)
             if not self.active and self.credit > 0:
@@ -355,8 +355,8 @@ class Reader:
         size = buffer.size
         if self.doomed or self.every > 1 or self.interval or size is None:
             return None
-        if not self.blocks_writers and not self._going_fixed():
-            return None
+        # (Where the byte window stops the frames going short of the buffer's end, going_in
+        # says None: the broker asks it before settling anything.)
         policy = self.policy
         if policy is Policy.DROP_NEWEST:
             # Full (behind the frames going out): it skips every one.
@@ -436,8 +436,8 @@ class Reader:
             self.lost += lost
             self.channel.count_lost(lost)
         # block: over its share only with an empty buffer, one frame each at most.
-        outbox.buffered(nbytes, self.blocks_writers)
-        if not self.blocks_writers and outbox.buffered_bytes > outbox.max_buffered_bytes:
+        blocks = self.blocks_writers
+        if outbox.buffered(nbytes, blocks) and not blocks:
             self.doomed = True  # ended by the sender (not here: mid fan-out)
             outbox.over_limit(self)
         if not self.active and self.credit > 0:
@@ -938,17 +938,22 @@ class Outbox:
         self._over_limit.append(reader)
         self.owner.wake_sender()
 
-    def buffered(self, nbytes: int, block: bool = False) -> None:
+    def buffered(self, nbytes: int, block: bool = False) -> bool:
         """A reader of this connection buffers ``nbytes`` more (fewer, if negative);
         ``block``: a ``block`` reader, whose bytes also count toward ``max_block_bytes``.
 
         The only writer of the byte counters (and of the server's total): readers call it
         once per batch fanned out and once per sender turn, not once per frame (but admit(),
-        which takes one frame)."""
-        self.buffered_bytes += nbytes
+        which takes one frame).
+
+        Returns:
+            Whether the connection is over ``max_buffered_bytes`` now.
+        """
+        self.buffered_bytes = total = self.buffered_bytes + nbytes
         self.totals.buffered_bytes += nbytes
         if block:
             self.block_bytes += nbytes
+        return total > self.max_buffered_bytes
 
     def block_share(self, nbytes: int) -> None:
         """``nbytes`` already buffered move into the ``block`` readers' share (out of it, if
