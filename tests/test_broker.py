@@ -105,6 +105,27 @@ def test_history_replays_the_newest_frames_that_fit_and_counts_the_rest_lost() -
     ]
 
 
+@pytest.mark.parametrize(
+    ("policy", "kept"),
+    [(Policy.DROP_OLDEST, [(10, 9)]), (Policy.DROP_NEWEST, [(1, 0)]), (Policy.CLEAR, [(10, 9)])],
+)
+def test_history_replayed_to_a_lossy_reader_is_kept_as_its_policy_keeps_it(
+    policy: Policy, kept: list[tuple[int, int]]
+) -> None:
+    # History comes from no writer's read: the policy applies to all of it, though the new
+    # reader's credit could take more (a size=1 dashboard gets the newest frame only). Frames
+    # published after it do count the frames its credit lets out.
+    world = World()
+    channel = world.channel(history=10)
+    _, writer = world.writer(channel)
+    for i in range(10):
+        world.broker.publish(writer, 1.0, payload(i))
+    _, box = world.connection()
+    reader = world.reader(box, channel, policy, 1, window=4)
+    assert [(frame.seq, reader.lost) for frame in reader.buffer.items()] == [(kept[0][0], 9)]
+    assert [(seq, lost) for _, lost, seq, _ in decode(box.next_batch()).data] == kept
+
+
 def test_deleting_a_channel_ends_its_writers_with_pub_end() -> None:
     world = World()
     channel = world.channel()

@@ -786,10 +786,11 @@ class Broker:
             if channel.selective is None:
                 channel.selective = Selective()
             channel.selective.add(sub)
-        if replay is not None:  # a resume (resume.py): from a position, not the whole history
-            replay(sub, self._history_for(sub, channel.recent))
-        elif channel.recent:
-            replay_history(sub, self._history_for(sub, channel.recent))
+        with sub.replaying():
+            if replay is not None:  # a resume (resume.py): from a position, not all history
+                replay(sub, self._history_for(sub, channel.recent))
+            elif channel.recent:
+                replay_history(sub, self._history_for(sub, channel.recent))
         self._readers_changed(channel)
 
     def _history_for(self, sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:

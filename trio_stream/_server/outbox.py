@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate, islice
 from operator import attrgetter
@@ -121,6 +122,7 @@ class Reader:
         "_going",
         "_going_bytes",
         "_inflight",
+        "_replaying",
         "active",
         "block_timeout",
         "blocks_writers",
@@ -187,6 +189,7 @@ class Reader:
         # as last counted (see going()): never more than that, often fewer (counted lazily).
         self._going = 0
         self._going_bytes = 0
+        self._replaying = False  # history replayed at subscribe: nothing is going (replaying())
         self.active = False  # in its outbox's send rotation
         self.closed = False
         self.ending = False  # channel ended: send what is buffered, then the end
@@ -503,6 +506,8 @@ class Reader:
         (a retune, which may take it away, counts afresh). So a flooded reader pays for
         each frame once, when it is counted, not per offer.
         """
+        if self._replaying:
+            return 0
         count = self._going
         entries = self.buffer.entries()
         end = min(self.credit, len(entries))
@@ -522,6 +527,19 @@ class Reader:
         self._going = count
         self._going_bytes = total
         return count
+
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Frames admitted meanwhile are history replayed at subscribe (or resume): the
+        policy applies to them all, none counts as going. They come from no writer's read
+        but from what the channel kept, and the subscriber asked for the part its policy
+        keeps (the newest that fit; a ``drop_oldest, size=1`` reader resumes with the
+        newest frame only), not for the oldest its credit could take."""
+        self._replaying = True
+        try:
+            yield
+        finally:
+            self._replaying = False
 
     def going_in(
         self, count: int, batch_bytes: int, sizes: Iterable[int]
