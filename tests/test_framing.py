@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from trio_stream import FrameTooLarge, ProtocolError
 from trio_stream._protocol import frames as F
 from trio_stream._protocol.bytes_like import BytesLike
-from trio_stream._protocol.framing import FrameDecoder, frame_prefix
+from trio_stream._protocol.framing import PREFIX_BYTES, FrameDecoder, frame_prefix
 
 
 def wire_of(bodies: list[bytes]) -> bytes:
@@ -184,9 +184,36 @@ def test_truncated_fixed_headers_are_protocol_errors() -> None:
         F.parse_counter(b"\x04\x00\x00")
 
 
-def feed_like_a_transport(decoder: FrameDecoder, wire: bytes, cuts: list[int]) -> list[bytes]:
+def take_odd_runs(
+    buffer: bytearray, pos: int, end: int, max_frame_bytes: int
+) -> tuple[list[list[bytes]], int]:
+    """A ``take_runs`` for the tests: takes the whole frames whose body starts with an odd
+    byte, as runs (lists of bodies), and stops where FrameDecoder.frames_and_runs says it must."""
+    runs: list[list[bytes]] = []
+    while end - pos >= PREFIX_BYTES:
+        length = int.from_bytes(buffer[pos : pos + PREFIX_BYTES], "big")
+        stop = pos + PREFIX_BYTES + length
+        if not 0 < length <= max_frame_bytes or stop > end or not buffer[pos + PREFIX_BYTES] % 2:
+            break
+        runs.append([bytes(buffer[pos + PREFIX_BYTES : stop])])
+        pos = stop
+    return runs, pos
+
+
+def flatten(items: list[bytearray | list[bytes]]) -> list[bytes]:
+    """The frames of what frames_and_runs handed out (runs of take_odd_runs), in order."""
+    out: list[bytes] = []
+    for item in items:
+        out += item if isinstance(item, list) else [bytes(item)]
+    return out
+
+
+def feed_like_a_transport(
+    decoder: FrameDecoder, wire: bytes, cuts: list[int], *, with_runs: bool = False
+) -> list[bytes]:
     """Deliver ``wire`` as a TCP transport does: into the large frame's own buffer while one
-    is being received (at most the chunk that arrived), through receive_data otherwise."""
+    is being received (at most the chunk that arrived), through receive_data otherwise; the
+    frames taken by frames_and_runs(take_odd_runs) if ``with_runs``, else by frames()."""
     got: list[bytes] = []
     pos = 0
     bounds = sorted({c % (len(wire) + 1) for c in cuts} | {len(wire)})
@@ -202,7 +229,10 @@ def feed_like_a_transport(decoder: FrameDecoder, wire: bytes, cuts: list[int]) -
                 n = bound - pos
                 decoder.receive_data(wire[pos : pos + n])
             pos += n
-            got += [bytes(f) for f in decoder.frames()]
+            if with_runs:
+                got += flatten(decoder.frames_and_runs(take_odd_runs))
+            else:
+                got += [bytes(f) for f in decoder.frames()]
     return got
 
 
@@ -216,6 +246,64 @@ def test_large_frames_received_in_place_come_out_whole_and_in_order(
 ) -> None:
     decoder = FrameDecoder(max_frame_bytes=1000, direct_min_bytes=16)
     assert feed_like_a_transport(decoder, wire_of(bodies), cuts) == bodies
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=80), min_size=1, max_size=8),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    st.sampled_from([16, 64, 10_000]),
+)
+def test_frames_and_runs_hand_out_the_frames_of_frames_at_any_split_points(
+    bodies: list[bytes], cuts: list[int], direct_min_bytes: int
+) -> None:
+    # The runs a reader's parser takes and the frames it leaves, fed the same chunks as
+    # frames(): the same frames in the same order, large ones received in place included.
+    wire = wire_of(bodies)
+    outcomes = []
+    for with_runs in (False, True):
+        decoder = FrameDecoder(max_frame_bytes=1000, direct_min_bytes=direct_min_bytes)
+        outcomes.append(feed_like_a_transport(decoder, wire, cuts, with_runs=with_runs))
+        assert decoder.partial_bytes == 0  # everything came out
+    assert outcomes[0] == outcomes[1] == bodies
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=20), min_size=1, max_size=5))
+def test_frames_and_runs_fed_byte_by_byte(bodies: list[bytes]) -> None:
+    decoder = FrameDecoder(max_frame_bytes=1000)
+    got = []
+    for byte in wire_of(bodies):
+        decoder.receive_data(bytes([byte]))
+        got += flatten(decoder.frames_and_runs(take_odd_runs))
+    assert got == bodies
+
+
+@pytest.mark.parametrize(
+    ("length", "error", "match"),
+    [(101, FrameTooLarge, "101 bytes exceeds the limit of 100"), (0, ProtocolError, "empty")],
+)
+def test_frames_and_runs_refuse_what_frames_refuses(
+    length: int, error: type[Exception], match: str
+) -> None:
+    decoder = FrameDecoder(max_frame_bytes=100)
+    decoder.receive_data(wire_of([b"\x01ab", b"\x02cd"]) + frame_prefix(length))
+    with pytest.raises(error, match=match):
+        decoder.frames_and_runs(take_odd_runs)
+
+
+def test_partial_bytes_counts_what_no_frame_handed_out_holds_yet() -> None:
+    decoder = FrameDecoder(max_frame_bytes=10_000, direct_min_bytes=100)
+    decoder.receive_data(wire_of([b"ab"]) + frame_prefix(5)[:3])
+    assert [bytes(f) for f in decoder.frames()] == [b"ab"]
+    assert decoder.partial_bytes == 3
+    decoder.receive_data(frame_prefix(5)[3:] + b"xy")
+    assert decoder.frames() == [] and decoder.partial_bytes == 6
+    decoder.receive_data(b"z" * 3 + frame_prefix(500))  # a large frame's prefix alone
+    assert [bytes(f) for f in decoder.frames()] == [b"xyzzz"]
+    assert decoder.partial_bytes == PREFIX_BYTES
+    decoder.receive_data(b"q" * 10)
+    assert decoder.partial_bytes == PREFIX_BYTES + 10
 
 
 def test_a_large_frame_is_received_into_its_own_buffer() -> None:

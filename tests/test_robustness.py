@@ -12,7 +12,7 @@ import trio_stream as ts
 from trio_stream._client import Client
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.bytes_like import BytesLike
-from trio_stream._protocol.framing import FrameDecoder, frame_prefix
+from trio_stream._protocol.framing import FrameDecoder, RunTaker, T, frame_prefix
 from trio_stream._protocol.limits import PROTOCOL_VERSION
 
 # What the server may queue for a client that does not read: its high-water mark plus the
@@ -231,6 +231,10 @@ class _GoneAfterGoodbye:
     remote = "127.0.0.1:1"
 
     async def receive_frames(self) -> list[bytearray]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def receive_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 

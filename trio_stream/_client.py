@@ -14,9 +14,8 @@ import logging
 import math
 import os
 import ssl
-import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -68,10 +67,6 @@ if TYPE_CHECKING:
     from ._rpc import RpcProxy
 
 log = logging.getLogger(__name__)
-
-
-def _drop(frame: bytearray) -> None:
-    """Where a DATA frame for a subscription this client no longer has goes."""
 
 
 SEND_BATCH_BYTES: Final = 1 * 2**20
@@ -278,8 +273,7 @@ class Client:
         self._connected = True
         self._generation += 1
         self._heard = True
-        for frame in frames[1:]:
-            self._dispatch(frame)
+        self._take(frames[1:])
 
     async def _connect_once(self, on_open: Callable[[], None]) -> None:
         """Connect to the next URL, shake hands, call ``on_open`` and run until the loss.
@@ -720,46 +714,11 @@ class Client:
     async def _reader(self) -> None:
         transport = self._transport
         assert transport is not None
-        handlers = self._frame_handlers
-        subscriptions = self._subscriptions
-        sub_id_at = F.DATA_SUB_ID_AT
-        sub_id_offset = F.DATA_SUB_ID_OFFSET
-        route_bytes = F.DATA_ROUTE_BYTES
-        data = F.DATA
+        take_runs = F.take_data_runs
         try:
             while True:
-                # DATA frames go straight to their subscription's queue; each subscription
-                # is woken once per run of its frames, not once per frame. A run's frames
-                # start with the same bytes (type and sub id): one comparison routes each.
-                woken: Subscription | None = None
-                append: Callable[[bytearray], None] = _drop
-                run = b""  # the route bytes of the current run of DATA frames; b"": none
-                for frame in await transport.receive_frames():
-                    if run and frame.startswith(run):
-                        append(frame)
-                        continue
-                    if frame[0] == data:
-                        try:
-                            sub = subscriptions.get(sub_id_at(frame, sub_id_offset)[0])
-                        except struct.error:
-                            raise ProtocolError("truncated DATA frame") from None
-                        run = bytes(frame[:route_bytes])
-                        if sub is not woken:
-                            if woken is not None:
-                                woken._wake()
-                            woken = sub
-                            append = _drop if sub is None else sub._frames.append
-                        append(frame)
-                        continue
-                    handler = handlers.get(frame[0])
-                    if handler is None:
-                        raise ProtocolError(
-                            f"frame type {frame[0]:#04x} is not valid from a server"
-                        )
-                    handler(frame)
-                    run = b""  # it may have ended or added a subscription: look up again
-                if woken is not None:
-                    woken._wake()
+                items = await transport.receive_runs(take_runs)
+                self._take(items)
                 self._heard = True  # per batch, not per frame: the heartbeat only needs "some"
                 # The readers these frames woke go first: the next read usually finds nothing
                 # and re-arms epoll, two syscalls that need not delay the application.
@@ -772,22 +731,38 @@ class Client:
             with trio.CancelScope(shield=True):
                 await transport.aclose()
 
+    def _take(self, items: Iterable[bytearray | F.DataRun]) -> None:
+        """Hand on what one read brought, in order.
+
+        DATA frames come in runs of one subscription's frames, routed by the pass that found
+        them in the read (frames.take_data_runs): a run goes to its subscription's queue at
+        once, which is woken once for it. Other frames (and the DATA frames the runs leave:
+        large, truncated) come alone.
+        """
+        handlers = self._frame_handlers
+        subscriptions = self._subscriptions
+        for item in items:
+            if not isinstance(item, bytearray):
+                sub = subscriptions.get(item[0])
+                if sub is not None:
+                    sub._deliver(item[1])
+                continue
+            handler = handlers.get(item[0])
+            if handler is None:
+                raise ProtocolError(f"frame type {item[0]:#04x} is not valid from a server")
+            handler(item)
+
     def _closed_by_server(self, exc: ConnectionClosed) -> ConnectionClosed:
         """The error for a lost connection: the server's goodbye, when it said one."""
         reason = self._goodbye
         message = f"the server closed the connection: {reason}" if reason else str(exc)
         return ConnectionClosed(message, reason)
 
-    def _dispatch(self, frame: bytearray) -> None:
-        handler = self._frame_handlers.get(frame[0])
-        if handler is None:
-            raise ProtocolError(f"frame type {frame[0]:#04x} is not valid from a server")
-        handler(frame)
-
     def _on_data(self, frame: bytearray) -> None:
+        """A DATA frame that came alone, not in a run (large, truncated, over WebSocket)."""
         sub = self._subscriptions.get(F.data_sub_id(frame))
         if sub is not None:
-            sub._deliver(frame)
+            sub._deliver([frame])
 
     def _on_pub_ack(self, frame: bytearray) -> None:
         pub_id, count = F.parse_counter(frame)

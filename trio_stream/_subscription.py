@@ -192,8 +192,9 @@ class Subscription:
         self._gap_recovered = 0
         return message._replace(gap=gap)
 
-    def _deliver(self, frame: bytearray) -> None:
-        self._frames.append(frame)
+    def _deliver(self, frames: list[bytearray]) -> None:
+        """DATA frame bodies for this subscription, in order (a run of one read's)."""
+        self._frames.extend(frames)
         self._wake()
 
     async def retune(

@@ -9,12 +9,17 @@ is known, the decoder allocates that frame's own ``bytearray`` and offers the re
 :meth:`FrameDecoder.body_buffer`, which a transport can ``recv_into`` directly. Without that,
 each byte of an array is copied three times on its way in (the receive, the append to the
 decoder's buffer, the slice that becomes the frame).
+
+A reader can also parse frames while they are found (:meth:`FrameDecoder.frames_and_runs`):
+a function that knows a frame type takes every well-formed frame of it in the same pass that
+finds them, so a frame's length prefix and its head are unpacked by one C call, not two.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Final, NoReturn
+from collections.abc import Callable
+from typing import Final, NoReturn, TypeAlias, TypeVar
 
 from .._exceptions import FrameTooLarge, ProtocolError
 from .bytes_like import BytesLike
@@ -25,6 +30,11 @@ _LENGTH_AT: Final = LENGTH_PREFIX.unpack_from
 # Frames at least this large are received in place; smaller ones are cheaper to slice out of
 # a shared buffer than to receive one syscall each.
 DIRECT_BODY_MIN_BYTES: Final = 64 * 1024
+
+
+T = TypeVar("T")
+# take_runs(buffer, pos, end, max_frame_bytes) -> (runs, where it stopped): see frames_and_runs.
+RunTaker: TypeAlias = Callable[[bytearray, int, int, int], tuple[list[T], int]]
 
 
 def frame_prefix(body_bytes: int) -> bytes:
@@ -84,6 +94,14 @@ class FrameDecoder:
             self._complete.append(body)
             self._body = None
 
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes received of a frame not complete yet, its length prefix included (0 when
+        only whole frames came)."""
+        if self._body is not None:
+            return PREFIX_BYTES + self._body_filled
+        return len(self._buffer)
+
     def bytes_wanted(self) -> int:
         """How many more bytes would complete the frame being received (a read-size hint)."""
         if self._body is not None:
@@ -91,6 +109,46 @@ class FrameDecoder:
         if self._pending_length is None:
             return max(PREFIX_BYTES - len(self._buffer), 1)
         return max(PREFIX_BYTES + self._pending_length - len(self._buffer), 1)
+
+    def frames_and_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
+        """:meth:`frames`, with ``take_runs`` parsing the frames it knows as they are found.
+
+        ``take_runs(buffer, pos, end, max_frame_bytes)`` takes whole frames from
+        ``buffer[pos:end]`` on, as many as it can, and returns what it made of them (runs) and
+        the position after them. It stops, at the latest, before the first frame that is not
+        whole in ``buffer[:end]`` or whose length is beyond ``max_frame_bytes``; that frame and
+        the frames it does not know come out as :meth:`frames` hands them out, in order
+        between the runs, with the same checks and errors.
+        """
+        out: list[bytearray | T] = list(self._complete)
+        self._complete = []
+        if self._body is not None:
+            return out  # nothing after a large frame's end has been received yet
+        buffer = self._buffer
+        end = len(buffer)
+        max_frame = self.max_frame_bytes
+        self._pending_length = None
+        pos = 0
+        while True:
+            runs, pos = take_runs(buffer, pos, end, max_frame)
+            out += runs
+            if end - pos < PREFIX_BYTES:
+                break
+            # A frame that take_runs left: what frames() does with it.
+            (length,) = _LENGTH_AT(buffer, pos)
+            if not 0 < length <= max_frame:
+                self._refuse_length(length)
+            start = pos + PREFIX_BYTES
+            stop = start + length
+            if stop > end:
+                if self._wait_for(length, start, end):
+                    pos = end
+                break
+            out.append(buffer[start:stop])
+            pos = stop
+        if pos:
+            del buffer[:pos]
+        return out
 
     def frames(self) -> list[bytearray]:
         """Every complete frame received so far, in order.
@@ -120,22 +178,31 @@ class FrameDecoder:
                 append(buffer[start:stop])
                 pos = stop
                 continue
-            if length >= self._direct_min:
-                # Receive the rest in place: the frame's own buffer, what we have of it.
-                body = bytearray(length)
-                body[: end - start] = memoryview(buffer)[start:end]
-                self._body = body
-                self._body_filled = end - start
-                self._pending_length = None
+            if self._wait_for(length, start, end):
                 pos = end
-            else:
-                self._pending_length = length
             break
         else:
             self._pending_length = None
         if pos:
             del buffer[:pos]
         return out
+
+    def _wait_for(self, length: int, start: int, end: int) -> bool:
+        """A frame of ``length`` bytes starts at ``start``; the buffer ends at ``end``, before it.
+
+        Returns:
+            True if the frame is large: it is received in place from now on, into its own
+            buffer, which holds what there is of it already (the caller drops that part).
+        """
+        if length < self._direct_min:
+            self._pending_length = length
+            return False
+        body = bytearray(length)
+        body[: end - start] = memoryview(self._buffer)[start:end]
+        self._body = body
+        self._body_filled = end - start
+        self._pending_length = None
+        return True
 
     def _refuse_length(self, length: int) -> NoReturn:
         if length == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from .._protocol.bytes_like import BytesLike
+from .._protocol.framing import RunTaker, T
 
 
 class FrameTransport(Protocol):
@@ -19,6 +20,15 @@ class FrameTransport(Protocol):
         Raises:
             ConnectionClosed: the peer closed or the connection broke.
             FrameTooLarge, ProtocolError: the peer broke the framing.
+        """
+        ...
+
+    async def receive_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
+        """:meth:`receive_frames`, with ``take_runs`` parsing the frames it knows in the same
+        pass (FrameDecoder.frames_and_runs): what the client reads DATA frames with.
+
+        Raises:
+            As :meth:`receive_frames`.
         """
         ...
 

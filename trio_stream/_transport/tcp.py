@@ -12,7 +12,7 @@ import trio
 
 from .._exceptions import ConnectionClosed
 from .._protocol.bytes_like import BytesLike
-from .._protocol.framing import FrameDecoder
+from .._protocol.framing import FrameDecoder, RunTaker, T
 
 # Plain TCP reads into one buffer of this size, kept for the thread's life and shared by every
 # connection of the thread. A fresh receive buffer per read is costly at this size: malloc
@@ -90,28 +90,41 @@ class StreamTransport:
     async def receive_frames(self) -> list[bytearray]:
         decoder = self._decoder
         while True:
-            try:
-                body = decoder.body_buffer() if self._socket is not None else None
-                if body is not None:
-                    # A large frame: straight into its own buffer, no intermediate copies.
-                    with body:
-                        received = await self._recv_into(body)
-                    decoder.body_received(received)
-                elif self._socket is not None and _READV is not None:
-                    received = await self._receive_shared(self._socket)
-                else:
-                    # TLS, or no readv (Windows): a fresh buffer per read, below malloc's
-                    # mmap threshold.
-                    data = await self.stream.receive_some(TLS_RECEIVE_BYTES)
-                    received = len(data)
-                    decoder.receive_data(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise ConnectionClosed(f"connection lost: {exc}") from exc
-            if not received:
-                raise ConnectionClosed("the peer closed the connection")
+            await self._receive()
             frames = decoder.frames()
             if frames:
                 return frames
+
+    async def receive_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
+        decoder = self._decoder
+        while True:
+            await self._receive()
+            frames = decoder.frames_and_runs(take_runs)
+            if frames:
+                return frames
+
+    async def _receive(self) -> None:
+        """One read into the decoder."""
+        decoder = self._decoder
+        try:
+            body = decoder.body_buffer() if self._socket is not None else None
+            if body is not None:
+                # A large frame: straight into its own buffer, no intermediate copies.
+                with body:
+                    received = await self._recv_into(body)
+                decoder.body_received(received)
+            elif self._socket is not None and _READV is not None:
+                received = await self._receive_shared(self._socket)
+            else:
+                # TLS, or no readv (Windows): a fresh buffer per read, below malloc's
+                # mmap threshold.
+                data = await self.stream.receive_some(TLS_RECEIVE_BYTES)
+                received = len(data)
+                decoder.receive_data(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionClosed(f"connection lost: {exc}") from exc
+        if not received:
+            raise ConnectionClosed("the peer closed the connection")
 
     async def _receive_shared(self, socket: trio.socket.SocketType) -> int:
         """Read what has arrived into the thread's shared buffer; the decoder copies it out.

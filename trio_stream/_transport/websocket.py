@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Final
 
 import trio
@@ -20,7 +20,7 @@ import trio_websocket
 
 from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError
 from .._protocol.bytes_like import BytesLike
-from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder
+from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder, RunTaker, T
 from . import sniff
 from .base import FrameTransport
 from .urls import split_url
@@ -78,6 +78,16 @@ class WebSocketTransport:
         self.connection._max_message_size = max_message_bytes(value)
 
     async def receive_frames(self) -> list[bytearray]:
+        message = await self._binary_message()
+        with self._closing_on_bad_framing():
+            return split_message(message, self._max_frame_bytes)
+
+    async def receive_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
+        message = await self._binary_message()
+        with self._closing_on_bad_framing():
+            return split_message_runs(message, self._max_frame_bytes, take_runs)
+
+    async def _binary_message(self) -> bytes:
         try:
             message = await self.connection.get_message()
         except trio_websocket.ConnectionClosed as exc:
@@ -85,8 +95,13 @@ class WebSocketTransport:
         if isinstance(message, str):
             self._fail_with(CLOSE_UNSUPPORTED_DATA, "text message")
             raise ProtocolError("a text WebSocket message: the protocol uses binary messages only")
+        return message
+
+    @contextmanager
+    def _closing_on_bad_framing(self) -> Iterator[None]:
+        """A message that breaks the framing closes with the code that says how."""
         try:
-            return split_message(message, self._max_frame_bytes)
+            yield
         except FrameTooLarge as exc:
             self._fail_with(CLOSE_MESSAGE_TOO_BIG, str(exc))
             raise
@@ -146,14 +161,29 @@ def split_message(message: bytes, max_frame_bytes: int) -> list[bytearray]:
     decoder = FrameDecoder(max_frame_bytes)
     decoder.receive_data(message)
     frames = decoder.frames()
-    used = sum(len(frame) for frame in frames) + PREFIX_BYTES * len(frames)
-    if used != len(message):
+    _check_whole(decoder, len(frames))
+    return frames
+
+
+def split_message_runs(
+    message: bytes, max_frame_bytes: int, take_runs: RunTaker[T]
+) -> list[bytearray | T]:
+    """:func:`split_message` with ``take_runs`` (FrameDecoder.frames_and_runs): a reader's."""
+    decoder = FrameDecoder(max_frame_bytes)
+    decoder.receive_data(message)
+    items = decoder.frames_and_runs(take_runs)
+    _check_whole(decoder, len(items))
+    return items
+
+
+def _check_whole(decoder: FrameDecoder, items: int) -> None:
+    """Raise unless the message held ``items`` (at least one) whole frames or runs, no more."""
+    if decoder.partial_bytes:
         raise ProtocolError(
             "a frame spans two WebSocket messages: each binary message must carry whole frames"
         )
-    if not frames:
+    if not items:
         raise ProtocolError("an empty WebSocket message: each must carry at least one frame")
-    return frames
 
 
 def batch_bounds(data: bytes, limit: int) -> Iterator[tuple[int, int]]:

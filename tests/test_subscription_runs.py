@@ -1,0 +1,208 @@
+"""A reader routes the DATA frames of a read in the pass that finds them, and decides exactly
+what routing frame by frame decides.
+
+The client reads with FrameDecoder.frames_and_runs(frames.take_data_runs): whole well-formed
+DATA frames come out in runs of one subscription's frames, which Client._take hands to the
+subscription at once; every other frame (and a DATA frame too short for its head and name)
+comes alone and goes through the frame handlers, as every frame did before. These tests feed
+the same bytes, cut anywhere, through both paths into real Subscription objects and compare
+every outcome: values, fields, errors, losses, order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trio_stream import FrameTooLarge, PayloadRefused, ProtocolError
+from trio_stream._client import Client
+from trio_stream._protocol import frames as F
+from trio_stream._protocol.codec import encode_payload
+from trio_stream._protocol.framing import FrameDecoder, frame_prefix
+from trio_stream._subscription import Subscription
+
+SUB_IDS = (1, 2)
+UNKNOWN_SUB_ID = 9  # no subscription has it: its frames are dropped
+WINDOW_FRAMES = 10_000
+MAX_FRAME_BYTES = 2**20
+
+
+def data_body(sub_id: int, lost: int, seq: int, sender: bytes, payload: bytes) -> bytes:
+    head = F.DATA_HEAD.pack(F.DATA, sub_id, lost, seq, 1.25 * seq, len(sender))
+    return head + sender + payload
+
+
+values = (
+    st.binary(max_size=300)
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=20)
+    | st.lists(st.integers(0, 1000), max_size=5)
+    | st.tuples(
+        st.lists(st.integers(0, 100), min_size=1, max_size=40),
+        st.sampled_from(["uint8", "int16", "float32", "int64"]),
+    ).map(lambda a: np.array(a[0], dtype=a[1]))
+)
+payloads = values.map(lambda value: b"".join(encode_payload(value))) | st.binary(max_size=40)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    """A frame body a server may send a reader: DATA (whole, or cut in its sub id, head or
+    name, for one of two subscriptions or one the client does not have) or PUB_ACK."""
+    if draw(st.integers(0, 9)) == 0:
+        return F.pub_ack_frame(draw(st.integers(100, 200)), 1)[4:]  # no such publisher
+    body = data_body(
+        draw(st.sampled_from((*SUB_IDS, UNKNOWN_SUB_ID))),
+        draw(st.sampled_from([0, 0, 0, 3])),
+        draw(st.integers(1, 2**40)),
+        draw(st.sampled_from([b"w", b"w", b"other", b"", b"\xe2\x82"])),
+        draw(payloads),
+    )
+    cut = draw(st.sampled_from([None, None, None, None, 3, 5, 21, 26, 28]))
+    return body if cut is None else body[:cut]
+
+
+def outcome(take: Any) -> tuple[Any, ...]:
+    """What reading one message gives: its fields (an array as its dtype and values, and
+    whether it is writable), or the error's type."""
+    try:
+        message = take()
+    except (ProtocolError, PayloadRefused) as exc:
+        return ("error", type(exc).__name__)
+    value = message.data
+    if isinstance(value, np.ndarray):
+        value = ("array", value.dtype.str, value.tolist(), value.flags.writeable)
+    return ("message", repr(value), message[1:])
+
+
+def take_all(sub: Subscription) -> list[tuple[Any, ...]]:
+    out = []
+    while sub.statistics().buffered:
+        out.append(outcome(sub.receive_nowait))
+    return out
+
+
+def reader() -> tuple[Client, dict[int, Subscription]]:
+    """A client that is not connected, with a subscription for each of SUB_IDS."""
+    client = Client(["tcp://127.0.0.1:1"], reconnect=None)
+    subs = {}
+    for sub_id in SUB_IDS:
+        sub = Subscription(client, {"channel": "c"}, {"sub": sub_id, "window": WINDOW_FRAMES})
+        client._subscriptions[sub_id] = sub
+        subs[sub_id] = sub
+    return client, subs
+
+
+def read(wire: bytes, cuts: list[int], *, runs: bool) -> dict[int, list[tuple[Any, ...]]]:
+    """Feed ``wire`` to a reader in chunks cut at ``cuts``, taking messages after odd cuts
+    (and all at the end, after the reader stopped if a frame made it stop): with runs, as
+    the client reads, or frame by frame."""
+    client, subs = reader()
+    decoder = FrameDecoder(MAX_FRAME_BYTES)
+    got: dict[int, list[tuple[Any, ...]]] = {sub_id: [] for sub_id in SUB_IDS}
+    pos = 0
+    for bound in sorted({c % (len(wire) + 1) for c in cuts} | {len(wire)}):
+        decoder.receive_data(wire[pos:bound])
+        pos = bound
+        try:
+            if runs:
+                items = decoder.frames_and_runs(F.take_data_runs)
+                client._take(items)
+            else:
+                client._take(decoder.frames())
+        except ProtocolError as exc:  # a DATA frame without its sub id: the reader stops
+            got[SUB_IDS[0]].append(("connection closed", str(exc)))
+            break
+        if bound % 2:  # take now, or let several reads' runs queue up
+            for sub_id, sub in subs.items():
+                got[sub_id] += take_all(sub)
+    for sub_id, sub in subs.items():
+        got[sub_id] += take_all(sub)
+        got[sub_id].append(("lost", sub.lost, "received", sub.received))
+    return got
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(bodies(), min_size=1, max_size=25),
+    st.lists(st.integers(0, 20_000), max_size=6),
+)
+async def test_frames_routed_in_runs_decide_as_frame_by_frame(
+    frames: list[bytes], cuts: list[int]
+) -> None:
+    wire = b"".join(frame_prefix(len(body)) + body for body in frames)
+    assert read(wire, cuts, runs=True) == read(wire, cuts, runs=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(bodies(), min_size=1, max_size=25))
+def test_runs_hold_every_routable_data_frame_and_only_those(frames: list[bytes]) -> None:
+    wire = b"".join(frame_prefix(len(body)) + body for body in frames)
+    decoder = FrameDecoder(MAX_FRAME_BYTES)
+    decoder.receive_data(wire)
+    items = decoder.frames_and_runs(F.take_data_runs)
+    out: list[bytes] = []
+    for item in items:
+        if isinstance(item, bytearray):
+            # Left alone: another type, or a DATA frame without a whole sub id.
+            assert item[0] != F.DATA or len(item) < F.DATA_ROUTE_BYTES
+            out.append(bytes(item))
+            continue
+        sub_id, run = item
+        assert run
+        for body in run:
+            assert isinstance(body, bytearray)  # writable, as frames() hands them out
+            assert F.data_sub_id(body) == sub_id
+        out += [bytes(body) for body in run]
+    assert out == frames
+    # Consecutive runs are for different subscriptions, unless a frame came between them.
+    for a, b in itertools.pairwise(items):
+        if not isinstance(a, bytearray) and not isinstance(b, bytearray):
+            assert a[0] != b[0]
+
+
+def test_a_data_frame_beyond_the_frame_limit_is_left_to_the_decoder() -> None:
+    body = data_body(1, 0, 1, b"w", bytes(100))
+    decoder = FrameDecoder(max_frame_bytes=50)
+    decoder.receive_data(frame_prefix(len(body)) + body)
+    with pytest.raises(FrameTooLarge, match="exceeds the limit of 50"):
+        decoder.frames_and_runs(F.take_data_runs)
+
+
+async def test_a_data_frame_too_short_to_route_closes_the_connection() -> None:
+    # As before: a DATA frame without a whole sub id cannot go anywhere.
+    client, _ = reader()
+    decoder = FrameDecoder(max_frame_bytes=1000)
+    decoder.receive_data(frame_prefix(4) + bytes([F.DATA, 0, 0, 0]))
+    items = decoder.frames_and_runs(F.take_data_runs)
+    with pytest.raises(ProtocolError, match="truncated DATA frame"):
+        client._take(items)
+
+
+async def test_a_run_wakes_its_reader_once_with_every_frame_there() -> None:
+    client, subs = reader()
+    wire = b"".join(
+        frame_prefix(len(b)) + b
+        for b in (data_body(1, 0, seq, b"w", b"".join(encode_payload(seq))) for seq in (1, 2, 3))
+    )
+    decoder = FrameDecoder(max_frame_bytes=1000)
+    decoder.receive_data(wire)
+    got = []
+    async with trio.open_nursery() as nursery:
+
+        async def receive() -> None:
+            got.append((await subs[1].receive()).data)
+            got.append(subs[1].statistics().buffered)
+
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        items = decoder.frames_and_runs(F.take_data_runs)
+        client._take(items)
+    assert got == [1, 2]
