@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Final, TypeVar
 
 import trio
 import trio_websocket
@@ -26,6 +26,7 @@ from .base import FrameTransport
 from .urls import split_url
 
 log = logging.getLogger(__name__)
+S = TypeVar("S")
 
 # A sender starts a new message once the current one holds this much (a single frame larger
 # than this travels alone). It bounds what a receiver must accept beyond one frame.
@@ -79,13 +80,14 @@ class WebSocketTransport:
 
     async def receive_frames(self) -> list[bytearray]:
         message = await self._binary_message()
-        with self._closing_on_bad_framing():
-            return split_message(message, self._max_frame_bytes)
+        return self._closing_on_bad_framing(lambda: split_message(message, self._max_frame_bytes))
 
     async def receive_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
         message = await self._binary_message()
-        with self._closing_on_bad_framing():
-            return split_message_runs(message, self._max_frame_bytes, take_runs)
+        max_frame = self._max_frame_bytes
+        return self._closing_on_bad_framing(
+            lambda: split_message_runs(message, max_frame, take_runs)
+        )
 
     async def _binary_message(self) -> bytes:
         try:
@@ -97,11 +99,13 @@ class WebSocketTransport:
             raise ProtocolError("a text WebSocket message: the protocol uses binary messages only")
         return message
 
-    @contextmanager
-    def _closing_on_bad_framing(self) -> Iterator[None]:
-        """A message that breaks the framing closes with the code that says how."""
+    def _closing_on_bad_framing(self, split: Callable[[], S]) -> S:
+        """``split()``; a message that breaks the framing closes with the code that says how.
+
+        A call, not a context manager: this runs once per message on every connection.
+        """
         try:
-            yield
+            return split()
         except FrameTooLarge as exc:
             self._fail_with(CLOSE_MESSAGE_TOO_BIG, str(exc))
             raise
