@@ -160,6 +160,12 @@ def test_data_frame_round_trip(
     assert (got_lost, got_seq, got_time) == (min(lost, F.MAX_U32), seq, time)
     assert got_sender == name.decode()
     assert bytes(frame[offset:]) == payload
+    # The reader's hot path reads the same fields with its shorter unpack.
+    assert F.DATA_FIELDS_AT(frame) == (min(lost, F.MAX_U32), seq, time, len(name))
+    # And its pass over the read routes the frame, as one run of one frame.
+    decoder.receive_data(wire)
+    items = decoder.frames_and_runs(F.take_data_runs)
+    assert items == [(sub_id, [frame])]
 
 
 @given(st.integers(0, 2**32 - 1), st.floats(allow_nan=False), st.binary(max_size=50))

@@ -34,7 +34,7 @@ YIELD_EVERY_MESSAGES: Final = 64  # a reader with messages waiting yields this o
 # The per-message path looks these up once here, not through two module attributes each time.
 _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint: Final = trio.lowlevel.cancel_shielded_checkpoint
-_DATA_HEAD_AT: Final = F.DATA_HEAD_AT
+_DATA_FIELDS_AT: Final = F.DATA_FIELDS_AT
 _DATA_HEAD_BYTES: Final = F.DATA_HEAD_BYTES
 # A Message straight from its fields (a C call): the NamedTuple's __new__ is a Python function.
 _new_tuple: Final = tuple.__new__
@@ -300,7 +300,7 @@ class Subscription:
         if consumed >= self._credit_batch or consumed_bytes >= self._credit_bytes:
             self._return_credit()
         try:
-            _, _, lost, seq, time_s, name_len = _DATA_HEAD_AT(frame)
+            lost, seq, time_s, name_len = _DATA_FIELDS_AT(frame)
         except struct.error:
             raise ProtocolError("truncated DATA frame") from None
         if name_len != self._sender_len or not frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):

@@ -395,6 +395,10 @@ DATA_ROUTE_BYTES: Final = 1 + _SUB_ID.size
 # (one C call) rather than through DataParser.parse: see Subscription._message.
 DATA_HEAD_AT: Final = DATA_HEAD.unpack_from
 DATA_HEAD_BYTES: Final = DATA_HEAD.size
+# (lost, seq, time, sender name length) of a DATA frame body: what a message needs of the
+# head once the frame is routed. The reader's hot path unpacks this (one C call, a shorter
+# tuple than DATA_HEAD_AT's: about 10 ns a message).
+DATA_FIELDS_AT: Final = struct.Struct(">5xIQdB").unpack_from  # DATA_HEAD, type and sub_id skipped
 _DATA_HEAD_BYTES: Final = DATA_HEAD_BYTES
 _DATA_HEAD_AT: Final = DATA_HEAD_AT
 # Readers see the same few sender names over and over; decoding each once saves a bytes
