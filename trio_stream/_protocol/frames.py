@@ -2,10 +2,11 @@
 
 This module is the one owner of every binary layout on the wire: the server's fan-out packs
 DATA heads with :func:`write_data`, the server's reader parses PUBLISH with
-:func:`parse_publish`, the client parses DATA with :class:`DataParser`, and the tests exercise
-those same functions. CONTROL frames carry a CBOR map (see messages.py); the other types have
-fixed binary headers so that the hot path (publish, fan-out, credit) never touches CBOR on
-the server. Sans-io: bytes in, values out; no sockets, no event loop (a test guards that).
+:func:`parse_publish`, the client routes DATA with :func:`take_data_runs` and reads each
+message's fields with ``DATA_FIELDS_AT``, and the tests exercise those same functions.
+CONTROL frames carry a CBOR map (see messages.py); the other types have fixed binary headers
+so that the hot path (publish, fan-out, credit) never touches CBOR on the server. Sans-io:
+bytes in, values out; no sockets, no event loop (a test guards that).
 """
 
 from __future__ import annotations
