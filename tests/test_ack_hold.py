@@ -21,7 +21,7 @@ from trio_stream._protocol import frames as F
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.codec import encode_payload
 from trio_stream._protocol.framing import FrameDecoder
-from trio_stream._server.session import ACK_HOLD_S, ACK_HOLD_WINDOW_SHARE
+from trio_stream._server.session import ACK_HOLD_S, ACK_HOLD_WINDOW_SHARE, ACK_QUIET_MIN_S
 
 CHANNEL = "paced"
 Items = list[tuple[str, object]]
@@ -146,14 +146,29 @@ async def test_a_paced_writers_acks_are_held_and_go_with_the_next_write(
     assert isinstance(items[0][1], M.Pong)  # they came with the answer to the ping
 
 
-async def test_held_acks_go_by_themselves_once_due(
+async def test_held_acks_go_with_the_first_frame_after_the_hold(
+    server: ts.Server, mock_clock: trio.testing.MockClock
+) -> None:
+    writer = await open_writer(server)
+    period_s = 0.001
+    frames = round(ACK_HOLD_S / period_s) + 1
+    async with ts.open_client(tcp_url(server)) as client, client.subscribe(CHANNEL) as sub:
+        await writer.read_until(readers_notice)
+        for _ in range(frames):  # a writer at 1 kHz: each frame comes before the quiet time
+            mock_clock.jump(period_s)
+            await paced_frames(writer, sub, 1)
+        items = await writer.read_until(acked(frames))
+    assert acks(items) == [frames]
+
+
+async def test_held_acks_go_by_themselves_when_the_writer_pauses(
     server: ts.Server, mock_clock: trio.testing.MockClock
 ) -> None:
     writer = await open_writer(server)
     async with ts.open_client(tcp_url(server)) as client, client.subscribe(CHANNEL) as sub:
         await writer.read_until(readers_notice)
         await paced_frames(writer, sub, 2)
-        mock_clock.jump(ACK_HOLD_S)
+        mock_clock.jump(ACK_QUIET_MIN_S)
         items = await writer.read_until(acked(2))
     assert acks(items) == [2]
 

@@ -68,17 +68,22 @@ log = logging.getLogger(__name__)
 # the server stops reading that client until they are written, so a client that sends
 # requests and never reads the answers holds at most this much (plus one answer) here.
 CONTROL_HIGH_WATER_BYTES: Final = 1 * 2**20
-# A paced writer's acknowledgements wait this long (s) after the first frame they acknowledge
-# when they are all its connection has to write: one PUB_ACK then covers several frames, and
-# it is not written (waking the writer's process) in the same moment as the DATA that its
-# frame woke. Measured on S3 (1 writer at 1 kHz, 1 reader, three processes on two cores):
-# with an ack per frame the writer's process woke for each one just as the reader woke for
-# its DATA, and the reader waited for a core behind it and the server (wake-ups of the
-# reader slower than 100 us: 150-450 per 4,000 frames, 20-35 with the acks held); the
-# writer spent ~25 us of CPU per frame on them. Any other write to the connection carries
-# the held acks, a writer that waits for them says so (a ping: Publisher.wait_acknowledged),
-# and a flood never waits (ACK_HOLD_WINDOW_SHARE, and frames read several at a time).
+# A paced writer's acknowledgements are held while they are all its connection has to write,
+# and go with its first frame read ACK_HOLD_S or more after the first one held (a turn after
+# that frame's DATA, as every ack went before): one PUB_ACK covers several frames, and the
+# writer's process is not woken, for an ack, just as the reader wakes for most frames' DATA.
+# A writer that pauses has them half its last gap after its last frame (ACK_QUIET_MIN_S to
+# ACK_QUIET_MAX_S): between two of its frames, not on top of the next one. Measured on S3
+# (1 writer at 1 kHz, 1 reader, three processes on two cores): with an ack per frame the
+# writer's process woke for each one just as the reader woke for its DATA, and the writer
+# spent ~25 us of CPU per frame on them; acks written by a timer of their own (5 ms) landed
+# on the next frame for one frame in ten, and that frame took 50 us longer (p50). Any other
+# write to the connection carries the held acks, a writer that waits for them says so (a
+# ping: Publisher.wait_acknowledged), and a flood never waits (ACK_HOLD_WINDOW_SHARE, and
+# frames read several at a time are acknowledged at once).
 ACK_HOLD_S: Final = 0.005
+ACK_QUIET_MIN_S: Final = 0.003
+ACK_QUIET_MAX_S: Final = 0.05
 # Held acknowledgements go at once when the frames they cover reach this share (1/N) of the
 # writer window, in frames or bytes: a writer is never held back by its window meanwhile.
 ACK_HOLD_WINDOW_SHARE: Final = 8
@@ -95,6 +100,7 @@ class Session:
         "__dict__",
         "__weakref__",
         "_ack_due",
+        "_ack_quiet_at",
         "_close_requested",
         "_closing",
         "_control_space",
@@ -113,6 +119,7 @@ class Session:
         "_parked_space",
         "_peer_gone",
         "_pending_request",
+        "_prev_lone_at",
         "_publish",
         "_reader_scope",
         "_send_now",
@@ -167,6 +174,8 @@ class Session:
         # Acknowledgements held for a paced writer (ACK_HOLD_S): when they are due, and the
         # PUBLISH frames and bytes they cover (since the connection's last write).
         self._ack_due = _NO_HOLD
+        self._ack_quiet_at = math.inf  # held acks go then if no frame comes meanwhile
+        self._prev_lone_at = -math.inf  # when the previous lone PUBLISH frame was read
         self._held_frames = 0
         self._held_bytes = 0
         self._unsent: tuple[list[BytesLike], Batch] | None = None
@@ -257,8 +266,9 @@ class Session:
         if self.outbox.only_acks():
             # Acknowledgements alone: the sender lets them wait a turn (a flood writer's
             # acks then cover several reads, and it is woken less often), or holds them for
-            # a paced writer until they are due (ACK_HOLD_S), unless it waits for that already.
-            if not 0.0 < self._ack_due == self._idle_until:
+            # a paced writer (ACK_HOLD_S), unless it waits for them with a deadline no later
+            # than theirs already (it looks again then).
+            if not (self._ack_due > 0.0 and self._idle_until <= self._ack_quiet_at):
                 self._wake.set()
             return
         batch = self.outbox.next_batch()
@@ -550,10 +560,17 @@ class Session:
         self._publish(writer, time_s, memoryview(frame)[_PUBLISH_HEAD_BYTES:])
 
     def _hold_acks(self, nbytes: int) -> None:
-        """A PUBLISH frame read alone (a paced writer): its acknowledgement may wait until
-        ACK_HOLD_S after the first one held, within ACK_HOLD_WINDOW_SHARE of the window."""
-        if self._ack_due == _NO_HOLD:
-            self._ack_due = self._last_heard + ACK_HOLD_S
+        """A PUBLISH frame read alone (a paced writer): hold its acknowledgement (ACK_HOLD_S),
+        or let the held ones go after this frame's DATA if they have waited long enough."""
+        now = self._last_heard
+        gap = now - self._prev_lone_at
+        self._prev_lone_at = now
+        self._ack_quiet_at = now + min(max(gap / 2, ACK_QUIET_MIN_S), ACK_QUIET_MAX_S)
+        due = self._ack_due
+        if due == _NO_HOLD:
+            self._ack_due = now + ACK_HOLD_S
+        elif now >= due:
+            self._ack_due = _ACK_NOW
         self._held_frames += 1
         self._held_bytes += nbytes
         limits = self.state.limits
@@ -661,9 +678,9 @@ class Session:
                     continue
                 self._wake = trio.Event()
                 if outbox.only_acks():
-                    due = self._ack_due
-                    if due > 0.0 and not self._closing and trio.current_time() < due:
-                        await self._wait_idle(due)  # held for a paced writer (ACK_HOLD_S)
+                    quiet_at = self._ack_quiet_at
+                    if self._ack_due > 0.0 and not self._closing and trio.current_time() < quiet_at:
+                        await self._wait_idle(quiet_at)  # held for a paced writer (ACK_HOLD_S)
                         continue
                     # Acknowledgements alone can wait one scheduler turn, so that the DATA
                     # that the same publish woke on readers' connections is written first:
