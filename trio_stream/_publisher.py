@@ -285,12 +285,6 @@ class Publisher:
 
     async def wait_acknowledged(self) -> None:
         """Wait until the server has taken every frame sent so far into its readers' buffers."""
-        client = self._client
-        if self._unacked and self._live and client._connected:
-            # The server holds a paced writer's acknowledgements for a few ms (ACK_HOLD_S in
-            # _server/session.py) and writes them with anything else it writes to us: the
-            # answer to a ping brings them now.
-            client._send_control(M.Ping(data=None))
         while self._unacked:
             self._check()
             await self._next_event("_acked_event").wait()

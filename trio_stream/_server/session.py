@@ -68,28 +68,6 @@ log = logging.getLogger(__name__)
 # the server stops reading that client until they are written, so a client that sends
 # requests and never reads the answers holds at most this much (plus one answer) here.
 CONTROL_HIGH_WATER_BYTES: Final = 1 * 2**20
-# A paced writer's acknowledgements are held while they are all its connection has to write,
-# and go with its first frame read ACK_HOLD_S or more after the first one held (a turn after
-# that frame's DATA, as every ack went before): one PUB_ACK covers several frames, and the
-# writer's process is not woken, for an ack, just as the reader wakes for most frames' DATA.
-# A writer that pauses has them half its last gap after its last frame (ACK_QUIET_MIN_S to
-# ACK_QUIET_MAX_S): between two of its frames, not on top of the next one. Measured on S3
-# (1 writer at 1 kHz, 1 reader, three processes on two cores): with an ack per frame the
-# writer's process woke for each one just as the reader woke for its DATA, and the writer
-# spent ~25 us of CPU per frame on them; acks written by a timer of their own (5 ms) landed
-# on the next frame for one frame in ten, and that frame took 50 us longer (p50). Any other
-# write to the connection carries the held acks, a writer that waits for them says so (a
-# ping: Publisher.wait_acknowledged), and a flood never waits (ACK_HOLD_WINDOW_SHARE, and
-# frames read several at a time are acknowledged at once).
-ACK_HOLD_S: Final = 0.005
-ACK_QUIET_MIN_S: Final = 0.003
-ACK_QUIET_MAX_S: Final = 0.05
-# Held acknowledgements go at once when the frames they cover reach this share (1/N) of the
-# writer window, in frames or bytes: a writer is never held back by its window meanwhile.
-ACK_HOLD_WINDOW_SHARE: Final = 8
-# _ack_due values besides a deadline (trio time, > 0): nothing held; acks go at once.
-_NO_HOLD: Final = -1.0
-_ACK_NOW: Final = 0.0
 _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # where a PUBLISH frame's payload starts
 
 
@@ -99,8 +77,6 @@ class Session:
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_ack_due",
-        "_ack_quiet_at",
         "_close_requested",
         "_closing",
         "_control_space",
@@ -110,16 +86,12 @@ class Session:
         "_early_frames",
         "_frame_handlers",
         "_handlers",
-        "_held_bytes",
-        "_held_frames",
-        "_idle_until",
         "_last_heard",
         "_name_claimed",
         "_next_pub",
         "_parked_space",
         "_peer_gone",
         "_pending_request",
-        "_prev_lone_at",
         "_publish",
         "_reader_scope",
         "_send_now",
@@ -169,15 +141,7 @@ class Session:
             transport.direct_writer() if isinstance(transport, StreamTransport) else None
         )
         self._sender_idle = False
-        self._idle_until = math.inf  # while idle: when the sender wakes by itself
         self._direct_queued = False
-        # Acknowledgements held for a paced writer (ACK_HOLD_S): when they are due, and the
-        # PUBLISH frames and bytes they cover (since the connection's last write).
-        self._ack_due = _NO_HOLD
-        self._ack_quiet_at = math.inf  # held acks go then if no frame comes meanwhile
-        self._prev_lone_at = -math.inf  # when the previous lone PUBLISH frame was read
-        self._held_frames = 0
-        self._held_bytes = 0
         self._unsent: tuple[list[BytesLike], Batch] | None = None
         # Made on first use: an idle connection should hold nothing it may never need.
         self._control_space: trio.Event | None = None  # the reader waits for control to go
@@ -258,18 +222,17 @@ class Session:
         """
         self._direct_queued = False
         send_now = self._send_now
-        if not self._sender_idle or self._unsent is not None or self._closing or send_now is None:
+        if (
+            not self._sender_idle
+            or self._unsent is not None
+            or self._closing
+            or send_now is None
+            or self.outbox.only_acks()
+        ):
             # The sender has work of its own (the rest of an earlier direct write, which
-            # must go first).
+            # must go first), or acknowledgements alone, which it lets wait a turn: a flood
+            # writer's acks then cover several reads, and it is woken less often.
             self._wake.set()
-            return
-        if self.outbox.only_acks():
-            # Acknowledgements alone: the sender lets them wait a turn (a flood writer's
-            # acks then cover several reads, and it is woken less often), or holds them for
-            # a paced writer (ACK_HOLD_S), unless it waits for them with a deadline no later
-            # than theirs already (it looks again then).
-            if not (self._ack_due > 0.0 and self._idle_until <= self._ack_quiet_at):
-                self._wake.set()
             return
         batch = self.outbox.next_batch()
         if batch.deadline != math.inf:
@@ -556,35 +519,12 @@ class Session:
             if not 0 < pub_id < self._next_pub:
                 raise ProtocolError(f"PUBLISH for publisher {pub_id}, which was never opened")
             return  # the channel went away while this frame was in flight
-        self._hold_acks(len(frame))
         self._publish(writer, time_s, memoryview(frame)[_PUBLISH_HEAD_BYTES:])
-
-    def _hold_acks(self, nbytes: int) -> None:
-        """A PUBLISH frame read alone (a paced writer): hold its acknowledgement (ACK_HOLD_S),
-        or let the held ones go after this frame's DATA if they have waited long enough."""
-        now = self._last_heard
-        gap = now - self._prev_lone_at
-        self._prev_lone_at = now
-        self._ack_quiet_at = now + min(max(gap / 2, ACK_QUIET_MIN_S), ACK_QUIET_MAX_S)
-        due = self._ack_due
-        if due == _NO_HOLD:
-            self._ack_due = now + ACK_HOLD_S
-        elif now >= due:
-            self._ack_due = _ACK_NOW
-        self._held_frames += 1
-        self._held_bytes += nbytes
-        limits = self.state.limits
-        if (
-            self._held_frames * ACK_HOLD_WINDOW_SHARE > limits.publish_window_frames
-            or self._held_bytes * ACK_HOLD_WINDOW_SHARE > limits.publish_window_bytes
-        ):
-            self._ack_due = _ACK_NOW
 
     def _on_publishes(self, frames: list[bytearray], start: int, stop: int) -> int:
         """Publish the PUBLISH frames from ``frames[start]`` on (one batch per writer's run);
         returns the index of the first frame after them."""
         writers = self.writers
-        self._ack_due = _ACK_NOW  # frames read several at a time: a flood, acked at once
         runs, parsed = publish_runs(frames, start, stop)
         for run in runs:
             writer = writers.get(run.pub_id)
@@ -676,17 +616,12 @@ class Session:
                     await transport.send(pieces)
                     self._written(batch)
                     continue
-                self._wake = trio.Event()
                 if outbox.only_acks():
-                    quiet_at = self._ack_quiet_at
-                    if self._ack_due > 0.0 and not self._closing and trio.current_time() < quiet_at:
-                        await self._wait_idle(quiet_at)  # held for a paced writer (ACK_HOLD_S)
-                        continue
                     # Acknowledgements alone can wait one scheduler turn, so that the DATA
                     # that the same publish woke on readers' connections is written first:
                     # a PUB_ACK syscall ahead of it showed in publish-to-receive latency.
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                    self._wake = trio.Event()
+                self._wake = trio.Event()
                 batch = outbox.next_batch()
                 if batch.pieces:
                     await transport.send(batch.pieces)
@@ -697,7 +632,11 @@ class Session:
                     self._drained_event().set()
                     deadline = math.inf
                 if deadline == math.inf:
-                    await self._wait_idle(deadline)
+                    self._sender_idle = self._send_now is not None
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        self._sender_idle = False
                 else:
                     # Only with a deadline: a cancel scope per wait is not free, and an
                     # expiring one (cancellation delivered by exception) far less so.
@@ -706,28 +645,11 @@ class Session:
         except ConnectionClosed:
             self._peer_left()
 
-    async def _wait_idle(self, until: float) -> None:
-        """Wait for a wake-up (or ``until``) with nothing to write but held acks, if any:
-        meanwhile the task that queues frames writes them itself (write_direct)."""
-        self._sender_idle = self._send_now is not None
-        self._idle_until = until
-        try:
-            if until == math.inf:
-                await self._wake.wait()
-            else:
-                with trio.move_on_at(until):
-                    await self._wake.wait()
-        finally:
-            self._sender_idle = False
-            self._idle_until = math.inf
-
     def _written(self, batch: Batch) -> None:
         """``batch`` went out: count it, and let the reader go on if it waited for room."""
         state = self.state
         state.frames_out += batch.frames
         state.bytes_out += batch.data_bytes
-        self._ack_due = _NO_HOLD  # every write carries the acknowledgements owed so far
-        self._held_frames = self._held_bytes = 0
         if batch.control_bytes:
             self.outbox.written(batch)
             if self._control_space is not None:
