@@ -17,8 +17,10 @@ loss rides on the first frame after the ``ahead`` ones). So a read of 600 frames
 once keeps what a fan-out frame by frame, with the sender writing between frames, would have
 sent, where it used to keep only the newest ``size``.
 
-Everything here is synchronous and O(1) per offered frame: the fan-out path calls ``put``
-once per reader, never a task, a future or a checkpoint per frame. A batch of one read's
+Everything here is synchronous and O(1) per offered frame (but for a frame offered one by one
+to a full lossy buffer with ``ahead`` going frames: the deque is cut in the middle, which costs
+in proportion to the shorter side): the fan-out path calls ``put`` once per reader, never a
+task, a future or a checkpoint per frame. A batch of one read's
 frames arriving at a full lossy buffer (a flooded ``drop_oldest`` reader: most frames are
 lost before the reader could ever see them) is settled by :meth:`PolicyBuffer.overflow` in a
 constant number of Python operations, not one ``offer`` per frame: in S4 (a flood at a reader
