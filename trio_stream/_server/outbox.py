@@ -453,9 +453,6 @@ class Reader:
         self.buffer.skip(count)
         self.lost += count
         self.channel.count_lost(count)
-        if not self.active and self.credit > 0:
-            # Nothing buffered may follow to carry it: a turn writes the loss notice then.
-            self.outbox.activate(self)
 
     def release_rate(self, now: float) -> None:
         """max_rate: the interval has passed, so the newest held frame goes into the buffer."""
