@@ -519,3 +519,28 @@ def test_a_retune_into_and_out_of_block_moves_the_buffered_bytes_between_shares(
     held = sum(frame.nbytes for frame in reader.buffer.items())
     assert len(reader.buffer) == 3
     assert (box.buffered_bytes, box.block_bytes, box.totals.buffered_bytes) == (held, 0, held)
+
+
+def test_history_left_out_for_want_of_room_is_reported_though_nothing_follows() -> None:
+    # The connection is over its bound when a second reader subscribes: its history cannot
+    # be replayed and is counted lost; with no later frame to carry the count, a loss
+    # notice must still reach the client (it used to wait for a frame that never came).
+    world = World(max_buffered_bytes=3000)
+    channel = world.channel(history=5)
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    world.reader(box, channel, Policy.UNBOUNDED, None, window=1)
+    world.broker.publish_batch(writer, [1.0] * 30, [bytes(120)] * 30)
+    late = world.reader(box, channel, Policy.DROP_OLDEST, 1, window=1)
+    assert late.lost > 0
+    reported = 0
+    for _ in range(10):
+        batch = box.next_batch()
+        if not batch.pieces:
+            break
+        sent = decode(batch)
+        reported += sum(lost for sub, lost, _, _ in sent.data if sub == late.sub_id)
+        reported += sum(
+            m.lost for m in sent.control if isinstance(m, M.Lost) and m.sub == late.sub_id
+        )
+    assert reported == late.lost

@@ -791,6 +791,8 @@ class Broker:
                 replay(sub, self._history_for(sub, channel.recent))
             elif channel.recent:
                 replay_history(sub, self._history_for(sub, channel.recent))
+                if sub.lost:  # history left out for want of room: say so, frame or not
+                    sub.report_skipped()
         self._readers_changed(channel)
 
     def _history_for(self, sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:

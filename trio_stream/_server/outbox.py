@@ -454,6 +454,13 @@ class Reader:
         self.lost += count
         self.channel.count_lost(count)
 
+    def report_skipped(self) -> None:
+        """A fresh subscription whose history was all left out: nothing buffered will carry
+        the loss, so a turn says it in a loss notice (after the subscribe reply, which is
+        queued first). Not for a resume: clients take its gap from the first frame."""
+        if not len(self.buffer) and not self.active and self.credit > 0:
+            self.outbox.activate(self)
+
     def release_rate(self, now: float) -> None:
         """max_rate: the interval has passed, so the newest held frame goes into the buffer."""
         frame = self.latest
