@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from trio_stream import FrameTooLarge, PayloadRefused, ProtocolError
 from trio_stream._client import Client
 from trio_stream._protocol import frames as F
+from trio_stream._protocol import messages as M
 from trio_stream._protocol.codec import encode_payload
 from trio_stream._protocol.framing import FrameDecoder, frame_prefix
 from trio_stream._subscription import Subscription
@@ -206,3 +207,39 @@ async def test_a_run_wakes_its_reader_once_with_every_frame_there() -> None:
         items = decoder.frames_and_runs(F.take_data_runs)
         client._take(items)
     assert got == [1, 2]
+
+
+async def test_a_loss_notice_lands_on_its_message_after_a_frame_that_failed_to_decode() -> None:
+    # DATA 1 (not CBOR), DATA 2, a notice of 3 frames lost after 2, DATA 6, DATA 7: the loss
+    # is on 6. The frame that failed is still a position in the stream (it used to be
+    # skipped in the count, so the loss landed on 7).
+    client = Client(["tcp://127.0.0.1:1"], reconnect=None)
+    sub = Subscription(client, {"channel": "c"}, {"sub": 1, "window": WINDOW_FRAMES})
+    client._subscriptions[1] = sub
+    notice = M.encode_message(M.Lost(sub=1, lost=3))
+
+    def data_frame(seq: int, payload: bytes) -> bytes:
+        body = data_body(1, 0, seq, b"w", payload)
+        return frame_prefix(len(body)) + body
+
+    decoder = FrameDecoder(MAX_FRAME_BYTES)
+    decoder.receive_data(
+        data_frame(1, b"\xff\xfe")
+        + data_frame(2, b"\x02")
+        + frame_prefix(len(notice))
+        + notice
+        + data_frame(6, b"\x06")
+        + data_frame(7, b"\x07")
+    )
+    items = decoder.frames_and_runs(F.take_data_runs)
+    client._take(items)
+    got: list[Any] = []
+    while sub.statistics().buffered:
+        try:
+            message = sub.receive_nowait()
+        except ProtocolError:
+            got.append("error")
+        else:
+            got.append((message.seq, message.lost))
+    assert got == ["error", (2, 0), (6, 3), (7, 0)]
+    assert sub.lost == 3 and sub.received == 4

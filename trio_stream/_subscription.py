@@ -299,20 +299,26 @@ class Subscription:
         self._consumed_bytes = consumed_bytes
         if consumed >= self._credit_batch or consumed_bytes >= self._credit_bytes:
             self._return_credit()
+        # The frame is also counted as received (and a loss notice due on it is taken) before
+        # its payload is decoded: a frame that fails to decode is still this position in the
+        # stream, or every later notice would land one message late.
         try:
             lost, seq, time_s, name_len = _DATA_FIELDS_AT(frame)
         except struct.error:
+            if self._carried:
+                self._carry_loss(0)
+            self.received += 1
             raise ProtocolError("truncated DATA frame") from None
-        if name_len != self._sender_len or not frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
-            self._sender_raw, self._sender = F.data_sender(frame, name_len)
-            self._sender_len = name_len
         if lost:
             self.lost += lost
-        value = decode_payload(frame, _DATA_HEAD_BYTES + name_len, self._payload_limits)
         if self._carried:
             lost = self._carry_loss(lost)
         self.received += 1
         self._last_seq = seq
+        if name_len != self._sender_len or not frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
+            self._sender_raw, self._sender = F.data_sender(frame, name_len)
+            self._sender_len = name_len
+        value = decode_payload(frame, _DATA_HEAD_BYTES + name_len, self._payload_limits)
         return _new_tuple(Message, (value, seq, self.channel, self._sender, time_s, lost, None))
 
     def _lost_notice(self, count: int) -> None:
