@@ -88,6 +88,10 @@ class Subscription:
         self._carried: deque[list[int]] = deque()
         self._consumed = 0
         self._consumed_bytes = 0
+        # Frames still queued from a previous connection when this subscription resumed: the
+        # new one never sent them, so taking them returns no credit to it (which would let
+        # the server put more than its window in flight).
+        self._stale = 0
         # Return credit once a quarter of the window is consumed, in frames or in bytes (the
         # server also stops at ``window_bytes`` in flight: with large frames the byte bound
         # comes first, and counting frames alone would leave both sides waiting): few CREDIT
@@ -162,6 +166,7 @@ class Subscription:
         client._subscriptions[self.sub_id] = self
         self._epoch = result.get("epoch", "")
         self._consumed = self._consumed_bytes = 0  # the old connection's credit is void
+        self._stale = len(self._frames)
         if "resume" in result:
             self._expect_gap(result["resume"])
         return self
@@ -293,12 +298,16 @@ class Subscription:
         # The frame is consumed whether or not it decodes: its credit goes back first, or a
         # few bad frames would shrink the window for good (and a reader that got only bad
         # frames would never receive anything again, from any writer).
-        consumed = self._consumed + 1
-        consumed_bytes = self._consumed_bytes + len(frame)
-        self._consumed = consumed
-        self._consumed_bytes = consumed_bytes
-        if consumed >= self._credit_batch or consumed_bytes >= self._credit_bytes:
-            self._return_credit()
+        if self._stale:
+            self._stale -= 1
+            self._meter.add(1, len(frame))  # counted in the statistics, not credited
+        else:
+            consumed = self._consumed + 1
+            consumed_bytes = self._consumed_bytes + len(frame)
+            self._consumed = consumed
+            self._consumed_bytes = consumed_bytes
+            if consumed >= self._credit_batch or consumed_bytes >= self._credit_bytes:
+                self._return_credit()
         # The frame is also counted as received (and a loss notice due on it is taken) before
         # its payload is decoded: a frame that fails to decode is still this position in the
         # stream, or every later notice would land one message late.
