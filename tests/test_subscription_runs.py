@@ -243,3 +243,22 @@ async def test_a_loss_notice_lands_on_its_message_after_a_frame_that_failed_to_d
             got.append((message.seq, message.lost))
     assert got == ["error", (2, 0), (6, 3), (7, 0)]
     assert sub.lost == 3 and sub.received == 4
+
+
+async def test_two_loss_notices_in_a_row_are_both_counted_in_sub_lost() -> None:
+    # The application has read everything when two notices come with no DATA between them:
+    # the next message carries both in msg.lost, and sub.lost counts both (the second, merged
+    # into a count already taken, used to be left out of sub.lost).
+    client = Client(["tcp://127.0.0.1:1"], reconnect=None)
+    sub = Subscription(client, {"channel": "c"}, {"sub": 1, "window": WINDOW_FRAMES})
+    client._subscriptions[1] = sub
+    notices = [M.encode_message(M.Lost(sub=1, lost=count)) for count in (2, 3)]
+    body = data_body(1, 0, 9, b"w", b"\x09")
+    decoder = FrameDecoder(MAX_FRAME_BYTES)
+    decoder.receive_data(
+        b"".join(frame_prefix(len(n)) + n for n in notices) + frame_prefix(len(body)) + body
+    )
+    items = decoder.frames_and_runs(F.take_data_runs)
+    client._take(items)
+    message = sub.receive_nowait()
+    assert (message.seq, message.lost, sub.lost) == (9, 5, 5)

@@ -335,7 +335,10 @@ class Subscription:
         position = self.received + len(self._frames)  # the message after those here now
         carried = self._carried
         if carried and carried[-1][0] == position:
-            carried[-1][1] += count
+            entry = carried[-1]
+            entry[1] += count
+            if entry[2]:  # counted in ``lost`` already: so is what this notice adds
+                self.lost += count
         else:
             carried.append([position, count, 0])
         if position == self.received:  # the application has read up to the gap
