@@ -17,6 +17,17 @@ from trio_stream._server.outbox import Outbox, Reader
 MIB = 2**20
 
 
+def lone_reader(
+    policy: Policy, size: int | None, *, window: int = 1024, window_bytes: int = 8 * MIB
+) -> tuple[World, Channel, Outbox, Reader]:
+    """One reader alone on its connection, with room to spare under the memory bound."""
+    world = World(max_buffered_bytes=64 * MIB)
+    channel = world.channel()
+    _, box = world.connection()
+    reader = world.reader(box, channel, policy, size, window=window, window_bytes=window_bytes)
+    return world, channel, box, reader
+
+
 def test_a_batch_holds_control_then_data_then_acks() -> None:
     world = World()
     channel = world.channel()
@@ -227,10 +238,7 @@ def sent_of(box: Outbox) -> tuple[list[tuple[int, int]], list[int]]:
 def test_a_read_within_unused_credit_is_kept_whole_for_the_sender() -> None:
     # 600 frames at once at drop_oldest size=100 with 1024 frames of credit: a fan-out frame
     # by frame, its sender running between frames, would have written every one of them.
-    world = World(max_buffered_bytes=64 * MIB)
-    channel = world.channel()
-    _, box = world.connection()
-    reader = world.reader(box, channel, Policy.DROP_OLDEST, 100, window=1024)
+    world, channel, box, reader = lone_reader(Policy.DROP_OLDEST, 100, window=1024)
     flood(world, channel, 600)
     assert len(reader.buffer) == 600 and reader.going() == 600
     data, notices = sent_of(box)
@@ -239,10 +247,7 @@ def test_a_read_within_unused_credit_is_kept_whole_for_the_sender() -> None:
 
 
 def test_a_read_without_credit_keeps_the_newest_size_and_counts_the_rest_lost() -> None:
-    world = World(max_buffered_bytes=64 * MIB)
-    channel = world.channel()
-    _, box = world.connection()
-    reader = world.reader(box, channel, Policy.DROP_OLDEST, 100, window=1024)
+    world, channel, box, reader = lone_reader(Policy.DROP_OLDEST, 100, window=1024)
     flood(world, channel, 1024)
     assert len(sent_of(box)[0]) == 1024 and reader.credit == 0
     flood(world, channel, 600, start=1024)
@@ -256,10 +261,9 @@ def test_a_read_without_credit_keeps_the_newest_size_and_counts_the_rest_lost() 
 
 def test_the_byte_window_bounds_what_is_kept_beyond_size() -> None:
     # Ten frames fit the byte window: those ten go at once, and 100 stay behind them.
-    world = World(max_buffered_bytes=64 * MIB)
-    channel = world.channel()
-    _, box = world.connection()
-    reader = world.reader(box, channel, Policy.DROP_OLDEST, 100, window_bytes=10 * FRAME_BYTES)
+    world, channel, box, reader = lone_reader(
+        Policy.DROP_OLDEST, 100, window_bytes=10 * FRAME_BYTES
+    )
     flood(world, channel, 600)
     assert reader.going() == 10 and len(reader.buffer) == 110
     assert reader.lost == 490
@@ -271,10 +275,7 @@ def test_the_byte_window_bounds_what_is_kept_beyond_size() -> None:
 
 
 def test_a_frame_larger_than_the_byte_window_is_kept_for_the_sender_alone() -> None:
-    world = World(max_buffered_bytes=64 * MIB)
-    channel = world.channel()
-    _, box = world.connection()
-    reader = world.reader(box, channel, Policy.DROP_OLDEST, 1, window_bytes=FRAME_BYTES // 2)
+    world, channel, _, reader = lone_reader(Policy.DROP_OLDEST, 1, window_bytes=FRAME_BYTES // 2)
     flood(world, channel, 5)
     assert reader.going() == 1
     assert [frame.seq for frame in reader.buffer.items()] == [1, 5] and reader.lost == 3
@@ -294,10 +295,7 @@ def test_a_frame_larger_than_the_byte_window_is_kept_for_the_sender_alone() -> N
 def test_each_lossy_policy_applies_behind_the_frames_its_credit_lets_out(
     policy: Policy, kept: list[int], lost_on_first_after: int
 ) -> None:
-    world = World(max_buffered_bytes=64 * MIB)
-    channel = world.channel()
-    _, box = world.connection()
-    reader = world.reader(box, channel, policy, 100, window=50)
+    world, channel, box, reader = lone_reader(policy, 100, window=50)
     flood(world, channel, 600)
     assert [frame.seq for frame in reader.buffer.items()] == kept
     assert reader.lost == channel.lost == 600 - len(kept)
@@ -313,10 +311,7 @@ def test_each_lossy_policy_applies_behind_the_frames_its_credit_lets_out(
 
 
 def test_a_retune_keeps_the_frames_going_and_shrinks_what_follows_them() -> None:
-    world = World(max_buffered_bytes=64 * MIB)
-    channel = world.channel()
-    _, box = world.connection()
-    reader = world.reader(box, channel, Policy.DROP_OLDEST, 100, window=1024)
+    world, channel, box, reader = lone_reader(Policy.DROP_OLDEST, 100, window=1024)
     flood(world, channel, 600)
     reader.retune(Policy.DROP_OLDEST, 10, 1, None, 1024, None)  # all 600 still go
     assert len(reader.buffer) == 600 and reader.lost == 0
