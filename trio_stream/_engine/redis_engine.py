@@ -79,6 +79,9 @@ REPLAY_MAX_FRAMES: Final = 1000  # a resume replays at most this many frames fro
 BLOCK_REPORT_INTERVAL_S: Final = 0.002
 REREGISTER_INTERVAL_S: Final = 1.0  # how often a node checks its channels are still in Redis
 REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes that died
+# A create_channel looks again when the name changed hands under it (deleted, taken over
+# meanwhile: see _adopt); each look is a few round trips.
+CREATE_ATTEMPTS: Final = 3
 DELETED: Final = "deleted"
 CLIENT: Final = "client"
 CHANNEL: Final = "channel"
@@ -148,6 +151,9 @@ class RedisEngine:
         self._nursery: trio.Nursery | None = None
         self._appenders: dict[Writer, _Appender] = {}
         self._created_here: dict[str, tuple[str, CreateChannel]] = {}  # name -> epoch, request
+        # Channels this node is ending in Redis (a gone owner's, a dead run's): set when done.
+        # A take-over by name on this node waits for the outcome (see _adopt).
+        self._ending: dict[str, trio.Event] = {}
         self._dirty_readers: set[str] = set()
         self._readers_wake = trio.Event()
         # channel -> the position before each batch parked for full local block readers
@@ -227,12 +233,26 @@ class RedisEngine:
         check_channel_meta(msg.meta)
         if msg.channel.startswith("$"):
             raise ValueError("channel names starting with '$' belong to the server")
-        try:
-            record = await self._register(msg, session.name)
-        except ChannelExists:
-            if await self._adopt(session, msg):
-                return  # a crashed client's new process took its channel back
-            raise
+        for _ in range(CREATE_ATTEMPTS):
+            ending = self._ending.get(msg.channel)
+            if ending is not None:
+                await ending.wait()  # ended, or taken over elsewhere: then create or adopt
+            try:
+                record = await self._register(msg, session.name)
+                break
+            except ChannelExists:
+                adopted = await self._adopt(session, msg)
+                if adopted:
+                    return  # a crashed client's new process took its channel back
+                if adopted is not None:
+                    raise
+                # The channel changed hands meanwhile (the reaper or its old node ended it,
+                # another take-over moved it): the name may be free now. Look again.
+        else:
+            raise ChannelExists(
+                f"the channel {msg.channel[:80]!r} changed hands {CREATE_ATTEMPTS} times while "
+                "you created it (ended or taken over meanwhile): create it again"
+            )
         self._drop_stale(msg.channel, record.epoch)
         # Known as this node's before the broker's "created" event, which it then announces.
         self._created_here[msg.channel] = (record.epoch, msg)
@@ -263,8 +283,9 @@ class RedisEngine:
                 "already); use that channel, or pick another name"
             ) from None
 
-    async def _adopt(self, session: Session, msg: CreateChannel) -> bool:
-        """``create_channel`` of a name that exists: True if ``session`` took it over by name.
+    async def _adopt(self, session: Session, msg: CreateChannel) -> bool | None:
+        """``create_channel`` of a name that exists: True if ``session`` took it over by name;
+        None if the channel changed meanwhile (look again: the name may be free).
 
         resume.adopt_channel's rule (a client restarted as a new process takes back the
         channels its gone predecessor of the same name holds, if it asks for the same
@@ -272,9 +293,17 @@ class RedisEngine:
         resume grace) or dead (until the reaper's grace is over). That node is told to let go
         (ADOPTED), and from now on this node keeps the channel (its owner's end, its
         lifetime); the epoch, sequence numbers and frames stay, so readers see no reset.
+
+        Whatever ends a gone owner's channel meanwhile (the reaper of a dead node's channels,
+        the old node at its owner's grace end) deletes it in Redis only if the node that
+        keeps it is still the one it saw, and the move here only if it is still there:
+        atomic steps in Redis, so exactly one of them wins. On this node the two are ordered
+        by ``_ending`` instead (the node's name does not change).
         """
         record = await self.io.registry.get(msg.channel)
-        if record is None or record.owner != session.name:
+        if record is None:
+            return None  # deleted since the create found it
+        if record.owner != session.name:
             return False
         broker = self.state.broker
         # Registered under this node's name by its previous run (a node restarted under its
@@ -304,13 +333,17 @@ class RedisEngine:
             different.append("key")
         if different:
             raise adoption_refused(msg.channel, different)
+        old = None
         if record.node != self.node:
             old = await self.io.registry.move(
                 record.name, epoch=record.epoch, owner=record.owner, node=self.node
             )
             if old is None:
-                return False  # deleted or created anew meanwhile: ChannelExists or try again
-            await self.io.bus.publish(ADOPTED, [record.name, record.epoch], to=old)
+                return None  # deleted or created anew since the look-up
+        elif record.name in self._ending:
+            return None  # this node is ending it (its owner's grace, the reaper): wait
+        # No await from the move (or the check) to here: in Redis the channel is this node's
+        # now, and this node's reaper must find it kept here (not a previous run's).
         channel = self._mirror(record)
         channel.owner_id = session.client_id
         if record.node != self.node or predecessor:
@@ -327,6 +360,15 @@ class RedisEngine:
             record.name[:80],
             record.node,
         )
+        if old is not None:
+            # Lets the old node's owner and lifetime go now; lost, it learns it from Redis
+            # at its owner's grace end (end_orphan).
+            try:
+                await self.io.bus.publish(ADOPTED, [record.name, record.epoch], to=old)
+            except REDIS_DOWN as error:
+                log.warning(
+                    "node %r not told of the take-over of %r: %s", old, record.name[:80], error
+                )
         return True
 
     def _on_adopted(self, node: str, body: Any) -> None:
@@ -340,6 +382,53 @@ class RedisEngine:
         if channel is not None and channel.epoch == epoch:
             channel.owner_id = None
             channel.expires_at = None
+
+    def end_orphan(self, channel: Channel, reason: str) -> None:
+        """The resume grace of ``channel``'s gone owner is over (ResumeBook.expire).
+
+        A channel this node keeps ends only once Redis agrees that this node still keeps it:
+        the delete there is conditional on the node, atomic against a take-over by name on
+        another node (a move conditional on the channel still being there). The take-over's
+        ADOPTED message reaches this node a moment later, or never (pub/sub, a bus that was
+        reconnecting): ending the channel here first ended its readers on this node while it
+        lived on elsewhere. So the readers stay until Redis has answered; if the channel
+        moved, this node keeps a mirror of it, as if ADOPTED had come in time.
+        """
+        name = channel.name
+        here = self._created_here.get(name)
+        if self._io is None or here is None or here[0] != channel.epoch or name in self._ending:
+            self.state.broker.delete_channel(channel, reason)
+            return
+        done = self._ending[name] = trio.Event()
+        self.later(functools.partial(self._end_orphan, channel, reason, done))
+
+    async def _end_orphan(self, channel: Channel, reason: str, done: trio.Event) -> None:
+        name, epoch = channel.name, channel.epoch
+        try:
+            try:
+                deleted = await self.io.registry.delete(name, epoch=epoch, node=self.node)
+            except REDIS_DOWN as error:
+                # Nobody can take it over while Redis is down: it ends here, as it always
+                # did (Redis's copy, now of this node but not kept here, goes after the
+                # grace: _reap_dead_nodes).
+                log.warning("channel %r ended here, not in Redis: %s", name[:80], error)
+                self.state.broker.delete_channel(channel, reason)
+                return
+            if deleted is None:
+                record = await self.io.registry.get(name)
+                if record is not None and record.epoch == epoch:
+                    # Taken over by name on another node first: it lives on there.
+                    self._on_adopted(record.node, [name, epoch])
+                    log.info("channel %r lives on at node %r", name[:80], record.node)
+                    return
+            # Ended in Redis, by us or (deleted, lost in a restart) before: here too, and
+            # on the nodes that read it.
+            self.state.broker.delete_channel(channel, reason)
+            if deleted is not None:
+                await self.io.bus.publish(DELETED, [name, epoch, reason])
+        finally:
+            del self._ending[name]
+            done.set()
 
     async def _record(self, name: str, key: str | None, session: Session) -> ChannelRecord:
         """The channel as Redis has it, if ``session`` may use it (as Broker.lookup decides)."""
@@ -701,10 +790,11 @@ class RedisEngine:
             self._readers_wake.set()
             if here is not None and here[0] == channel.epoch:
                 del self._created_here[name]
-                reason = f"channel {name!r} ended"
-                self.later(
-                    lambda: self._delete_everywhere(name, channel.epoch, reason, node=self.node)
-                )
+                if name not in self._ending:  # else deleted in Redis already (_end_orphan)
+                    reason = f"channel {name!r} ended"
+                    self.later(
+                        lambda: self._delete_everywhere(name, channel.epoch, reason, node=self.node)
+                    )
                 self._announce(kind, channel)
                 return True
             return False  # a mirror going away: the origin node announces the deletion
@@ -769,7 +859,8 @@ class RedisEngine:
             try:
                 epochs = await self.io.registry.epochs(list(self._created_here))
                 for name, epoch in epochs.items():
-                    if epoch is None and name in self._created_here:
+                    # Not one this node is ending in Redis (its owner's grace is over).
+                    if epoch is None and name in self._created_here and name not in self._ending:
                         await self._reregister(name)
             except REDIS_DOWN as error:
                 log.warning("channel check failed: %s", error)
@@ -817,7 +908,22 @@ class RedisEngine:
                 log.warning("dead nodes' channels not checked: %s", error)
 
     async def _reap(self, record: ChannelRecord) -> None:
-        if await self.io.registry.delete(record.name, epoch=record.epoch, node=record.node) is None:
+        name = record.name
+        if record.node != self.node:
+            # Atomic against a take-over (a move): the delete needs the dead node there.
+            deleted = await self.io.registry.delete(name, epoch=record.epoch, node=record.node)
+        elif name in self._created_here or name in self._ending:
+            return  # its owner took it back here since the look (_adopt)
+        else:
+            # This node's previous run's: a take-over here does not move it, so _adopt
+            # waits for this delete's outcome (_ending) instead.
+            done = self._ending[name] = trio.Event()
+            try:
+                deleted = await self.io.registry.delete(name, epoch=record.epoch, node=self.node)
+            finally:
+                del self._ending[name]
+                done.set()
+        if deleted is None:
             return  # another survivor ended it, or a live node took it over meanwhile
         log.info("channel %r ended: its node %r left the cluster", record.name[:80], record.node)
         reason = (

@@ -60,6 +60,11 @@ class Engine(Protocol):
         """A client "connected" or "disconnected" on this node."""
         ...
 
+    def end_orphan(self, channel: Channel, reason: str) -> None:
+        """End a channel whose gone owner's resume grace is over (no I/O here; with several
+        nodes it may end later, or live on where a take-over by name moved it)."""
+        ...
+
     def default_client_name(self, client_id: int) -> str:
         """The name of a client that chose none (unique in the cluster)."""
         ...
@@ -106,6 +111,9 @@ class MemoryEngine:
 
     def client_event(self, kind: str, session: Session) -> None:
         pass
+
+    def end_orphan(self, channel: Channel, reason: str) -> None:
+        self.state.broker.delete_channel(channel, reason)
 
     def default_client_name(self, client_id: int) -> str:
         return f"client-{client_id}"

@@ -70,10 +70,19 @@ class Lease:
 class ResumeBook:
     """The leases of one server (see the module docstring)."""
 
-    def __init__(self, broker: Broker, grace_s: float, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        grace_s: float,
+        wake: Callable[[], None],
+        end: Callable[[Channel, str], None] | None = None,
+    ) -> None:
         self.broker = broker
         self.grace_s = grace_s
         self._wake = wake  # housekeeping: a grace period to watch
+        # How a channel whose owner's grace ended ends (with several nodes, the engine's:
+        # another node may have taken it over meanwhile).
+        self._end = broker.delete_channel if end is None else end
         self._leases: dict[str, Lease] = {}
 
     def issue(self, session: Resumable) -> str:
@@ -154,7 +163,7 @@ class ResumeBook:
             del self._leases[token]
             for channel in lease.orphans:
                 if channel.owner_id == lease.client_id:
-                    self.broker.delete_channel(
+                    self._end(
                         channel,
                         f"channel {channel.name!r} ended with its owner (who did not come back "
                         f"within resume_grace_s, {self.grace_s:g} s)",

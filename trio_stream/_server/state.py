@@ -74,7 +74,9 @@ class ServerState:
         self.lost_in_deleted_channels = 0
         self.on_channel_created: Callable[[Channel], None] | None = None  # wakes housekeeping
         self.system = {name: self.broker.create_channel(name, None) for name in SYSTEM_CHANNELS}
-        self.resume = ResumeBook(self.broker, config.resume_grace_s, self._wake_housekeeping)
+        self.resume = ResumeBook(
+            self.broker, config.resume_grace_s, self._wake_housekeeping, self.engine.end_orphan
+        )
 
     def _wake_housekeeping(self) -> None:
         """A resume grace period to watch (resume.py): housekeeping recomputes its deadline."""

@@ -1,0 +1,165 @@
+"""Races of a take-over by name across nodes, each forced into its bad interleaving.
+
+A take-over (a crashed client's new process creating its channel again on another node)
+races with the two things that end a gone owner's channel: the old node's resume grace, and
+the survivors' reaper of a dead node's channels. Each test puts the other step exactly
+between the take-over's two halves: with a TCP proxy between a node and Redis that the test
+holds (the node hears nothing meanwhile), or with a hook on the real registry call that waits
+for the real reaper. Redis, the nodes and the clients are real, on loopback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+import trio
+from proxy import open_proxy
+from redis_server import RedisServer
+from test_cluster import WAIT_S, node_config
+from test_reconnect import open_named
+
+import trio_stream as ts
+
+
+def node_via(redis_url: str, node: str, **options: Any) -> ts.ServerConfig:
+    """A node reaching Redis at ``redis_url`` (a proxy's address)."""
+    return ts.ServerConfig(
+        host="127.0.0.1", tcp_port=0, http_port=None, engine=redis_url, node_name=node, **options
+    )
+
+
+async def test_a_take_over_heard_after_the_old_nodes_grace_ended_keeps_its_readers_there(
+    redis_server: RedisServer,
+) -> None:
+    # The old node's grace ends after the new node moved the channel in Redis but before the
+    # old node heard of it (ADOPTED held in the proxy): the channel lives on, so its readers
+    # on the old node must too.
+    grace_s = 1.0
+    async with (
+        open_proxy(redis_server.url) as a_to_redis,
+        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_s)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=grace_s)) as b,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        sub = await stack.enter_async_context(recorder.subscribe("c"))
+        await daq.publish("c", 1)
+        with trio.fail_after(WAIT_S):
+            first = await sub.receive()
+        assert (first.data, first.seq) == (1, 1)
+        daq_to_a.refuse()
+        daq_to_a.cut()  # the daq process is gone: node a keeps its channel for the grace
+        cut_at = trio.current_time()
+        daq_again = await open_named(str(b.tcp_url), "daq", stack)
+        a_to_redis.hold()  # node a hears nothing from Redis from now on
+        await daq_again.create_channel("c")  # taken over: node b keeps it now
+        assert trio.current_time() - cut_at < grace_s, "the take-over came after the grace"
+        await trio.sleep(cut_at + grace_s + 0.3 - trio.current_time())  # a's grace ends
+        a_to_redis.release()  # now node a hears of the take-over
+        await daq_again.publish("c", 2)
+        with trio.fail_after(WAIT_S):
+            second = await sub.receive()
+        assert (second.data, second.seq, second.gap) == (2, 2, None)
+        assert {c.name: c.owner for c in await recorder.channels()}.get("c") == "daq"
+
+
+def move_after(registry: Any, step: Callable[[str], Awaitable[None]], moves: list[str]) -> Any:
+    """``registry.move`` that first lets ``step(name)`` happen (it returns once done), then
+    moves for real; each call is noted in ``moves``."""
+    real_move: Callable[..., Awaitable[str | None]] = registry.move
+
+    async def move(name: str, **options: Any) -> str | None:
+        moves.append(name)
+        await step(name)
+        return await real_move(name, **options)
+
+    return move
+
+
+async def test_a_take_over_that_loses_the_race_to_the_old_nodes_grace_creates_it_afresh(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The other order of the first test: node a's grace ends (and a deletes the channel in
+    # Redis) between the take-over's look-up and its move. The name is free: the create
+    # succeeds with a new channel, and a's readers of the old one see it end.
+    grace_s = 1.0
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=grace_s)) as b,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        old = await stack.enter_async_context(recorder.subscribe("c"))
+        daq_to_a.refuse()
+        daq_to_a.cut()
+        daq_again = await open_named(str(b.tcp_url), "daq", stack)
+        registry = b.state.engine.io.registry  # type: ignore[attr-defined]
+        moves: list[str] = []
+
+        async def grace_ended(name: str) -> None:
+            with trio.fail_after(grace_s + WAIT_S):
+                while await registry.get(name) is not None:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+
+        monkeypatch.setattr(registry, "move", move_after(registry, grace_ended, moves))
+        await daq_again.create_channel("c")
+        assert moves == ["c"], "the take-over did not race the grace"
+        with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+            await old.receive()
+        (info,) = [c for c in await recorder.channels() if c.name == "c"]
+        assert (info.owner, info.seq) == ("daq", 0)
+        async with recorder.subscribe("c") as sub:
+            await daq_again.publish("c", "fresh")
+            with trio.fail_after(WAIT_S):
+                message = await sub.receive()
+        assert (message.data, message.seq) == ("fresh", 1)
+
+
+async def test_a_take_over_that_loses_the_race_to_the_reaper_creates_the_channel_afresh(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reaper of node b ends dead node a's channel between the take-over's look-up of the
+    # channel and its move: the name is free by then, so the create must succeed.
+    async with (
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=1.0)) as b,
+        AsyncExitStack() as stack,
+    ):
+        async with (
+            ts.open_server(node_config(redis_server, "a", resume_grace_s=60.0)) as a,
+            open_proxy(str(a.tcp_url)) as daq_to_a,
+            ts.open_client(daq_to_a.url, name="daq") as daq,
+        ):
+            await daq.create_channel("c")
+            for value in range(3):
+                await daq.publish("c", value)
+            daq_to_a.refuse()
+            daq_to_a.cut()  # the daq process is gone; then node a stops, its channel left
+        registry = b.state.engine.io.registry  # type: ignore[attr-defined]
+        moves: list[str] = []
+
+        async def reaped(name: str) -> None:
+            with trio.fail_after(WAIT_S):  # node b's reaper ends it: a is dead, grace over
+                while await registry.get(name) is not None:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+
+        monkeypatch.setattr(registry, "move", move_after(registry, reaped, moves))
+        # The name comes free when node a's heartbeat expires (3 s): open_named waits.
+        daq_again = await open_named(str(b.tcp_url), "daq", stack)
+        await daq_again.create_channel("c")
+        assert moves == ["c"], "the take-over did not race the reaper"
+        (info,) = [c for c in await daq_again.channels() if c.name == "c"]
+        assert (info.owner, info.seq) == ("daq", 0)  # created afresh, on node b
+        async with daq_again.subscribe("c") as sub:
+            await daq_again.publish("c", "fresh")
+            with trio.fail_after(WAIT_S):
+                message = await sub.receive()
+        assert (message.data, message.seq) == ("fresh", 1)
