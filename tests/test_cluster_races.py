@@ -163,3 +163,40 @@ async def test_a_take_over_that_loses_the_race_to_the_reaper_creates_the_channel
             with trio.fail_after(WAIT_S):
                 message = await sub.receive()
         assert (message.data, message.seq) == ("fresh", 1)
+
+
+async def test_a_take_over_on_the_node_ending_the_channel_waits_and_creates_it_afresh(
+    redis_server: RedisServer,
+) -> None:
+    # On one node the take-over moves nothing in Redis: it is ordered after the node's own
+    # end of the channel (its owner's grace), which waits on Redis here (held).
+    grace_s = 0.5
+    async with (
+        open_proxy(redis_server.url) as a_to_redis,
+        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_s)) as a,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        old = await stack.enter_async_context(recorder.subscribe("c"))
+        daq_to_a.refuse()
+        daq_to_a.cut()
+        cut_at = trio.current_time()
+        daq_again = await open_named(str(a.tcp_url), "daq", stack)
+        a_to_redis.hold()
+        await trio.sleep(cut_at + grace_s + 0.3 - trio.current_time())  # the grace ends
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(daq_again.create_channel, "c")
+            await trio.sleep(0.2)
+            a_to_redis.release()
+        with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+            await old.receive()
+        (info,) = [c for c in await recorder.channels() if c.name == "c"]
+        assert (info.owner, info.seq) == ("daq", 0)
+        async with recorder.subscribe("c") as sub:
+            await daq_again.publish("c", "fresh")
+            with trio.fail_after(WAIT_S):
+                message = await sub.receive()
+        assert (message.data, message.seq, message.gap) == ("fresh", 1, None)

@@ -405,22 +405,22 @@ class RedisEngine:
     async def _end_orphan(self, channel: Channel, reason: str, done: trio.Event) -> None:
         name, epoch = channel.name, channel.epoch
         try:
+            deleted = moved_to = None
             try:
                 deleted = await self.io.registry.delete(name, epoch=epoch, node=self.node)
+                if deleted is None:
+                    record = await self.io.registry.get(name)
+                    if record is not None and record.epoch == epoch and record.node != self.node:
+                        moved_to = record.node  # taken over by name on another node first
             except REDIS_DOWN as error:
                 # Nobody can take it over while Redis is down: it ends here, as it always
                 # did (Redis's copy, now of this node but not kept here, goes after the
                 # grace: _reap_dead_nodes).
                 log.warning("channel %r ended here, not in Redis: %s", name[:80], error)
-                self.state.broker.delete_channel(channel, reason)
+            if moved_to is not None:
+                self._on_adopted(moved_to, [name, epoch])
+                log.info("channel %r lives on at node %r", name[:80], moved_to)
                 return
-            if deleted is None:
-                record = await self.io.registry.get(name)
-                if record is not None and record.epoch == epoch:
-                    # Taken over by name on another node first: it lives on there.
-                    self._on_adopted(record.node, [name, epoch])
-                    log.info("channel %r lives on at node %r", name[:80], record.node)
-                    return
             # Ended in Redis, by us or (deleted, lost in a restart) before: here too, and
             # on the nodes that read it.
             self.state.broker.delete_channel(channel, reason)
