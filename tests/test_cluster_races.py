@@ -10,6 +10,7 @@ for the real reaper. Redis, the nodes and the clients are real, on loopback.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -32,12 +33,13 @@ def node_via(redis_url: str, node: str, **options: Any) -> ts.ServerConfig:
 
 
 async def test_a_take_over_heard_after_the_old_nodes_grace_ended_keeps_its_readers_there(
-    redis_server: RedisServer,
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The old node's grace ends after the new node moved the channel in Redis but before the
     # old node heard of it (ADOPTED held in the proxy): the channel lives on, so its readers
     # on the old node must too.
     grace_s = 1.0
+    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
     async with (
         open_proxy(redis_server.url) as a_to_redis,
         ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_s)) as a,
@@ -67,6 +69,8 @@ async def test_a_take_over_heard_after_the_old_nodes_grace_ended_keeps_its_reade
             second = await sub.receive()
         assert (second.data, second.seq, second.gap) == (2, 2, None)
         assert {c.name: c.owner for c in await recorder.channels()}.get("c") == "daq"
+    # Not by luck: node a's grace did end first, and Redis told it the channel had moved.
+    assert "channel 'c' lives on at node 'b'" in caplog.text
 
 
 def move_after(registry: Any, step: Callable[[str], Awaitable[None]], moves: list[str]) -> Any:
@@ -200,3 +204,29 @@ async def test_a_take_over_on_the_node_ending_the_channel_waits_and_creates_it_a
             with trio.fail_after(WAIT_S):
                 message = await sub.receive()
         assert (message.data, message.seq, message.gap) == ("fresh", 1, None)
+
+
+async def test_a_new_process_never_finds_the_channel_of_an_owner_that_left_without_a_lease(
+    redis_server: RedisServer,
+) -> None:
+    # Pins the ordering that rules a race out: without a lease (no resume) the old node
+    # deletes the owner's channels in Redis before it releases the owner's name, and the new
+    # process needs the name before it can create: it always creates afresh.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+    ):
+        for round_ in range(3):
+            async with ts.open_client(daq_to_a.url, name=f"daq{round_}", reconnect=False) as daq:
+                await daq.create_channel("c")
+                await daq.publish("c", round_)
+                daq_to_a.cut()  # gone without a goodbye, and without a lease
+                with trio.fail_after(WAIT_S):
+                    await daq.wait_state("closed")
+            async with AsyncExitStack() as stack:
+                daq_again = await open_named(str(b.tcp_url), f"daq{round_}", stack)
+                await daq_again.create_channel("c")  # never ChannelExists
+                (info,) = [c for c in await daq_again.channels() if c.name == "c"]
+                assert (info.owner, info.seq) == (f"daq{round_}", 0)
+                await daq_again.delete_channel("c")

@@ -791,6 +791,10 @@ class RedisEngine:
             if here is not None and here[0] == channel.epoch:
                 del self._created_here[name]
                 if name not in self._ending:  # else deleted in Redis already (_end_orphan)
+                    # No race with a take-over by name here: an owner that leaves without a
+                    # lease has its channels ended before its name is released (the session
+                    # ends them, then unregisters), and the jobs run in order; the new
+                    # process needs the name first, so it finds the channel gone in Redis.
                     reason = f"channel {name!r} ended"
                     self.later(
                         lambda: self._delete_everywhere(name, channel.epoch, reason, node=self.node)
