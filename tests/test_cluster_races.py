@@ -230,3 +230,43 @@ async def test_a_new_process_never_finds_the_channel_of_an_owner_that_left_witho
                 (info,) = [c for c in await daq_again.channels() if c.name == "c"]
                 assert (info.owner, info.seq) == (f"daq{round_}", 0)
                 await daq_again.delete_channel("c")
+
+
+async def test_a_take_over_racing_the_reaper_of_the_nodes_previous_run_creates_afresh(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node restarted under its name reaps its previous run's channels after the grace; a
+    # take-over by name on that node moves nothing in Redis, so it must wait for the
+    # reaper's delete under way (here held by the test) instead of adopting what goes.
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=60.0)) as a,
+        ts.open_client(str(a.tcp_url), name="w") as w,
+    ):
+        await w.create_channel("x")
+        await w.publish("x", "old")
+    async with ts.open_server(node_config(redis_server, "a", resume_grace_s=0.5)) as a:
+        registry = a.state.engine.io.registry  # type: ignore[attr-defined]
+        real_delete: Callable[..., Awaitable[str | None]] = registry.delete
+        deleting, go = trio.Event(), trio.Event()
+
+        async def held_delete(name: str, **options: Any) -> str | None:
+            if name == "x":
+                deleting.set()
+                await go.wait()
+            return await real_delete(name, **options)
+
+        monkeypatch.setattr(registry, "delete", held_delete)
+        async with ts.open_client(str(a.tcp_url), name="w") as w:
+            with trio.fail_after(WAIT_S):
+                await deleting.wait()  # the reaper ends the previous run's "x" now
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(w.create_channel, "x")
+                await trio.sleep(0.3)  # the create waits for the reaper, or adopts on 6146ceb
+                go.set()
+            (info,) = [c for c in await w.channels() if c.name == "x"]
+            assert (info.owner, info.seq) == ("w", 0)  # created afresh
+            async with w.subscribe("x") as sub:
+                await w.publish("x", "new")
+                with trio.fail_after(WAIT_S):
+                    message = await sub.receive()
+            assert (message.data, message.seq) == ("new", 1)
