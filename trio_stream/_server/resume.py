@@ -75,14 +75,14 @@ class ResumeBook:
         broker: Broker,
         grace_s: float,
         wake: Callable[[], None],
-        end: Callable[[Channel, str], None] | None = None,
+        end: Callable[[Channel, str], None],
     ) -> None:
         self.broker = broker
         self.grace_s = grace_s
         self._wake = wake  # housekeeping: a grace period to watch
-        # How a channel whose owner's grace ended ends (with several nodes, the engine's:
-        # another node may have taken it over meanwhile).
-        self._end = broker.delete_channel if end is None else end
+        # Ends a channel whose owner's grace is over: the engine's (Engine.end_orphan), as
+        # with several nodes another node may have taken it over meanwhile.
+        self._end = end
         self._leases: dict[str, Lease] = {}
 
     def issue(self, session: Resumable) -> str:
