@@ -5,7 +5,9 @@ races with the two things that end a gone owner's channel: the old node's resume
 the survivors' reaper of a dead node's channels. Each test puts the other step exactly
 between the take-over's two halves: with a TCP proxy between a node and Redis that the test
 holds (the node hears nothing meanwhile), or with a hook on the real registry call that waits
-for the real reaper. Redis, the nodes and the clients are real, on loopback.
+for the real deleter. The same races on one node (a take-over there moves nothing in Redis)
+are ordered on the node itself. One test pins the ordering that rules out a race for an
+owner that leaves without a lease. Redis, the nodes and the clients are real, on loopback.
 """
 
 from __future__ import annotations
