@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import trio
 
@@ -55,6 +55,7 @@ from .redis_io import RedisEngineIO
 from .redis_registry import ChannelRecord, ChannelTaken
 from .redis_streams import (
     REDIS_DOWN,
+    REDIS_ERRORS,
     AppendInterrupted,
     EpochChanged,
     EpochReset,
@@ -82,11 +83,26 @@ REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes tha
 # A create_channel looks again when the name changed hands under it (deleted, taken over
 # meanwhile: see _adopt); each look is a few round trips.
 CREATE_ATTEMPTS: Final = 3
+# A gone owner's channel ends once Redis agrees (see end_orphan). Redis down or refusing
+# (NOPERM, READONLY...): the node asks again this often, for this long at most, then ends
+# the channel here anyway (its readers must not wait for a gone owner for good).
+ORPHAN_END_RETRY_S: Final = 0.5
+ORPHAN_END_GIVE_UP_S: Final = 30.0
 DELETED: Final = "deleted"
 CLIENT: Final = "client"
 CHANNEL: Final = "channel"
 NAME_TAKEN: Final = "name_taken"
 ADOPTED: Final = "adopted"
+
+
+class _Kept(NamedTuple):
+    """A channel this node keeps (its owner's end, its lifetime): under which epoch, with
+    which holder token (redis_registry: rewritten by each take-over), created by which
+    request."""
+
+    epoch: str
+    holder: str
+    request: CreateChannel
 
 
 @dataclass(eq=False)
@@ -150,7 +166,7 @@ class RedisEngine:
         self._io: RedisEngineIO | None = None
         self._nursery: trio.Nursery | None = None
         self._appenders: dict[Writer, _Appender] = {}
-        self._created_here: dict[str, tuple[str, CreateChannel]] = {}  # name -> epoch, request
+        self._created_here: dict[str, _Kept] = {}
         # Channels this node is ending in Redis (a gone owner's, a dead run's): set when done.
         # A take-over by name on this node waits for the outcome (see _adopt).
         self._ending: dict[str, trio.Event] = {}
@@ -255,7 +271,7 @@ class RedisEngine:
             )
         self._drop_stale(msg.channel, record.epoch)
         # Known as this node's before the broker's "created" event, which it then announces.
-        self._created_here[msg.channel] = (record.epoch, msg)
+        self._created_here[msg.channel] = _Kept(record.epoch, record.holder, msg)
         try:
             requests.create_requested_channel(session, msg, epoch=record.epoch)
         except BaseException as error:
@@ -295,10 +311,11 @@ class RedisEngine:
         lifetime); the epoch, sequence numbers and frames stay, so readers see no reset.
 
         Whatever ends a gone owner's channel meanwhile (the reaper of a dead node's channels,
-        the old node at its owner's grace end) deletes it in Redis only if the node that
-        keeps it is still the one it saw, and the move here only if it is still there:
-        atomic steps in Redis, so exactly one of them wins. On this node the two are ordered
-        by ``_ending`` instead (the node's name does not change).
+        the old node at its owner's end) deletes it in Redis only if its holder token is
+        still the one it saw, and the move (which writes a new holder) only if the channel is
+        still there: atomic steps in Redis, so exactly one of them wins, even for a move back
+        onto the node that is ending it. A take-over on the node that is ending the channel
+        waits for that end (``_ending``) instead: the end was decided first.
         """
         record = await self.io.registry.get(msg.channel)
         if record is None:
@@ -333,21 +350,24 @@ class RedisEngine:
             different.append("key")
         if different:
             raise adoption_refused(msg.channel, different)
-        old = None
+        if record.name in self._ending:
+            # This node is ending it (its owner's end, the reaper), kept here or not (its
+            # owner may have been taken over elsewhere unheard): wait for the outcome.
+            return None
+        moved = None
         if record.node != self.node:
-            old = await self.io.registry.move(
+            moved = await self.io.registry.move(
                 record.name, epoch=record.epoch, owner=record.owner, node=self.node
             )
-            if old is None:
+            if moved is None:
                 return None  # deleted or created anew since the look-up
-        elif record.name in self._ending:
-            return None  # this node is ending it (its owner's grace, the reaper): wait
         # No await from the move (or the check) to here: in Redis the channel is this node's
         # now, and this node's reaper must find it kept here (not a previous run's).
         channel = self._mirror(record)
         channel.owner_id = session.client_id
-        if record.node != self.node or predecessor:
-            self._created_here[record.name] = (record.epoch, msg)
+        if moved is not None or predecessor:
+            holder = record.holder if moved is None else moved.new_holder
+            self._created_here[record.name] = _Kept(record.epoch, holder, msg)
             lifetime = record.options.get("lifetime")
             if lifetime is not None:  # counted from its creation, as on the node it left
                 left_s = max(0.0, record.created + float(lifetime) - time.time())
@@ -360,75 +380,145 @@ class RedisEngine:
             record.name[:80],
             record.node,
         )
-        if old is not None:
+        if moved is not None:
             # Lets the old node's owner and lifetime go now; lost, it learns it from Redis
-            # at its owner's grace end (end_orphan).
+            # at its owner's end (end_orphan).
+            body = [record.name, record.epoch, moved.holder]
             try:
-                await self.io.bus.publish(ADOPTED, [record.name, record.epoch], to=old)
+                await self.io.bus.publish(ADOPTED, body, to=moved.node)
             except REDIS_DOWN as error:
                 log.warning(
-                    "node %r not told of the take-over of %r: %s", old, record.name[:80], error
+                    "node %r not told of the take-over of %r: %s",
+                    moved.node,
+                    record.name[:80],
+                    error,
                 )
         return True
 
     def _on_adopted(self, node: str, body: Any) -> None:
-        """Another node took a channel kept here over (a new process of its owner's name):
-        this node keeps only a mirror, which neither its owner's lease nor its lifetime ends."""
-        name, epoch = body
+        """Another node took a channel kept here over (a new process of its owner's name)."""
+        name, epoch, holder = body
+        self._let_go(name, epoch, holder)
+
+    def _let_go(self, name: str, epoch: str, holder: str) -> None:
+        """A take-over moved the channel this node kept as ``holder`` away: this node keeps
+        only a mirror, which neither its owner's lease nor its lifetime ends. Not if this
+        node has taken it back since (a newer holder: the news came late)."""
         here = self._created_here.get(name)
-        if here is not None and here[0] == epoch:
-            del self._created_here[name]
+        if here is None or here.epoch != epoch or here.holder != holder:
+            return
+        del self._created_here[name]
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
             channel.owner_id = None
             channel.expires_at = None
 
     def end_orphan(self, channel: Channel, reason: str) -> None:
-        """The resume grace of ``channel``'s gone owner is over (ResumeBook.expire).
+        """``channel``'s owner is gone for good: it left without a lease, or its resume grace
+        is over (ResumeBook.expire).
 
         A channel this node keeps ends only once Redis agrees that this node still keeps it:
-        the delete there is conditional on the node, atomic against a take-over by name on
-        another node (a move conditional on the channel still being there). The take-over's
-        ADOPTED message reaches this node a moment later, or never (pub/sub, a bus that was
-        reconnecting): ending the channel here first ended its readers on this node while it
-        lived on elsewhere. So the readers stay until Redis has answered; if the channel
-        moved, this node keeps a mirror of it, as if ADOPTED had come in time.
+        the delete there is conditional on its holder token, atomic against a take-over by
+        name (a move, which writes a new holder: on another node, or back onto this one).
+        The take-over's ADOPTED message reaches this node a moment later, or never (pub/sub,
+        a bus that was reconnecting): ending the channel here first ended its readers on this
+        node while it lived on elsewhere. So the readers stay until Redis has answered; if
+        the channel moved, this node keeps a mirror of it, as if ADOPTED had come in time.
         """
         name = channel.name
         here = self._created_here.get(name)
-        if self._io is None or here is None or here[0] != channel.epoch or name in self._ending:
+        if self._io is None or here is None or here.epoch != channel.epoch or name in self._ending:
             self.state.broker.delete_channel(channel, reason)
             return
         done = self._ending[name] = trio.Event()
-        self.later(functools.partial(self._end_orphan, channel, reason, done))
+        self.later(functools.partial(self._end_orphan, channel, reason, here.holder, done))
 
-    async def _end_orphan(self, channel: Channel, reason: str, done: trio.Event) -> None:
+    async def _end_orphan(
+        self, channel: Channel, reason: str, holder: str, done: trio.Event
+    ) -> None:
+        """The first try, in the job order: an owner without a lease releases its name in a
+        later job, so a new process of that name (no resume token: it needs the name free)
+        finds the channel ended. If Redis fails, the tries go on in a task of their own
+        (:meth:`_retry_end_orphan`), not to hold up the node's other jobs."""
+        handed_over = False
+        try:
+            if not await self._try_end_orphan(channel, reason, holder):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._retry_end_orphan, channel, reason, holder, done)
+                handed_over = True
+        except Exception:
+            # Not Redis (a bug): its readers must not wait for a gone owner for good.
+            self._end_here(channel, reason)
+            raise
+        finally:
+            if not handed_over:
+                del self._ending[channel.name]
+                done.set()
+
+    async def _retry_end_orphan(
+        self, channel: Channel, reason: str, holder: str, done: trio.Event
+    ) -> None:
+        """Ask Redis again every ORPHAN_END_RETRY_S; after ORPHAN_END_GIVE_UP_S, end the
+        channel here without Redis's word (its copy there, this node's, goes with the reaper
+        of this node's channels it no longer keeps; if a take-over elsewhere came first, the
+        readers here see the channel end and may subscribe again)."""
+        give_up_at = trio.current_time() + ORPHAN_END_GIVE_UP_S
+        try:
+            while trio.current_time() < give_up_at:
+                await trio.sleep(ORPHAN_END_RETRY_S)
+                if await self._try_end_orphan(channel, reason, holder):
+                    return
+            log.warning(
+                "channel %r ended here without Redis's word (no answer for %g s, "
+                "ORPHAN_END_GIVE_UP_S)",
+                channel.name[:80],
+                ORPHAN_END_GIVE_UP_S,
+            )
+            self._end_here(channel, reason)
+        except Exception:
+            self._end_here(channel, reason)
+            raise
+        finally:
+            del self._ending[channel.name]
+            done.set()
+
+    async def _try_end_orphan(self, channel: Channel, reason: str, holder: str) -> bool:
+        """End the gone owner's ``channel`` in Redis, then here; or, if a take-over by name
+        came first, let it live on. False if Redis did not answer (or refused): not decided."""
         name, epoch = channel.name, channel.epoch
         try:
-            deleted = moved_to = None
-            try:
-                deleted = await self.io.registry.delete(name, epoch=epoch, node=self.node)
-                if deleted is None:
-                    record = await self.io.registry.get(name)
-                    if record is not None and record.epoch == epoch and record.node != self.node:
-                        moved_to = record.node  # taken over by name on another node first
-            except REDIS_DOWN as error:
-                # Nobody can take it over while Redis is down: it ends here, as it always
-                # did (Redis's copy, now of this node but not kept here, goes after the
-                # grace: _reap_dead_nodes).
-                log.warning("channel %r ended here, not in Redis: %s", name[:80], error)
-            if moved_to is not None:
-                self._on_adopted(moved_to, [name, epoch])
-                log.info("channel %r lives on at node %r", name[:80], moved_to)
-                return
-            # Ended in Redis, by us or (deleted, lost in a restart) before: here too, and
-            # on the nodes that read it.
+            deleted = await self.io.registry.delete(
+                name, epoch=epoch, node=self.node, holder=holder or None
+            )
+            record = None if deleted is not None else await self.io.registry.get(name)
+        except REDIS_ERRORS as error:
+            log.warning(
+                "channel %r (its owner gone) not ended yet, Redis failed: %s; asking again "
+                "every %g s for up to %g s",
+                name[:80],
+                repr(error)[:200],
+                ORPHAN_END_RETRY_S,
+                ORPHAN_END_GIVE_UP_S,
+            )
+            return False
+        if record is not None and record.epoch == epoch:
+            # Taken over by name first: it lives on, where the take-over moved it.
+            if record.node != self.node:
+                self._let_go(name, epoch, holder)
+            log.info("channel %r lives on at node %r", name[:80], record.node)
+            return True
+        # Ended in Redis, by us or (deleted, lost in a restart) before: here too, and on the
+        # nodes that read it (again, if another node told them: harmless, by epoch).
+        self._end_here(channel, reason)
+        try:
+            await self.io.bus.publish(DELETED, [name, epoch, reason])
+        except REDIS_DOWN as error:
+            log.warning("end of channel %r not announced: %s", name[:80], error)
+        return True
+
+    def _end_here(self, channel: Channel, reason: str) -> None:
+        if self.state.broker.channels.get(channel.name) is channel:
             self.state.broker.delete_channel(channel, reason)
-            if deleted is not None:
-                await self.io.bus.publish(DELETED, [name, epoch, reason])
-        finally:
-            del self._ending[name]
-            done.set()
 
     async def _record(self, name: str, key: str | None, session: Session) -> ChannelRecord:
         """The channel as Redis has it, if ``session`` may use it (as Broker.lookup decides)."""
@@ -492,11 +582,13 @@ class RedisEngine:
         await self._delete_everywhere(msg.channel, record.epoch, reason)
 
     async def _delete_everywhere(
-        self, name: str, epoch: str, reason: str, *, node: str | None = None
+        self, name: str, epoch: str, reason: str, *, node: str | None = None, holder: str = ""
     ) -> None:
-        """Delete the channel in Redis and on every node; with ``node``, only if that node
-        keeps it (its owner's end must not delete what another node has taken over)."""
-        if await self.io.registry.delete(name, epoch=epoch, node=node) is None and node:
+        """Delete the channel in Redis and on every node; with ``node`` (and ``holder``),
+        only if that node keeps it (this node's end of it must not delete what a take-over
+        by name has moved since)."""
+        deleted = await self.io.registry.delete(name, epoch=epoch, node=node, holder=holder or None)
+        if deleted is None and node:
             return
         await self.io.bus.publish(DELETED, [name, epoch, reason])
         self._on_deleted(self.node, [name, epoch, reason])
@@ -788,21 +880,26 @@ class RedisEngine:
         if kind == "deleted":
             self._dirty_readers.add(name)
             self._readers_wake.set()
-            if here is not None and here[0] == channel.epoch:
+            if here is not None and here.epoch == channel.epoch:
                 del self._created_here[name]
-                if name not in self._ending:  # else deleted in Redis already (_end_orphan)
-                    # No race with a take-over by name here: an owner that leaves without a
-                    # lease has its channels ended before its name is released (the session
-                    # ends them, then unregisters), and the jobs run in order; the new
-                    # process needs the name first, so it finds the channel gone in Redis.
+                if name not in self._ending:  # else decided in Redis already (_end_orphan)
+                    # Ended here by its lifetime or an admin (its owner's end goes through
+                    # end_orphan): in Redis too, unless a take-over moved it meanwhile.
                     reason = f"channel {name!r} ended"
                     self.later(
-                        lambda: self._delete_everywhere(name, channel.epoch, reason, node=self.node)
+                        functools.partial(
+                            self._delete_everywhere,
+                            name,
+                            channel.epoch,
+                            reason,
+                            node=self.node,
+                            holder=here.holder,
+                        )
                     )
                 self._announce(kind, channel)
                 return True
             return False  # a mirror going away: the origin node announces the deletion
-        if kind == "created" and here is not None and here[0] == channel.epoch:
+        if kind == "created" and here is not None and here.epoch == channel.epoch:
             self._announce(kind, channel)
             return True
         # "created": mirrors are made when a node first uses a channel, which is not news.
@@ -915,7 +1012,9 @@ class RedisEngine:
         name = record.name
         if record.node != self.node:
             # Atomic against a take-over (a move): the delete needs the dead node there.
-            deleted = await self.io.registry.delete(name, epoch=record.epoch, node=record.node)
+            deleted = await self.io.registry.delete(
+                name, epoch=record.epoch, node=record.node, holder=record.holder or None
+            )
         elif name in self._created_here or name in self._ending:
             return  # its owner took it back here since the look (_adopt)
         else:
@@ -923,7 +1022,9 @@ class RedisEngine:
             # waits for this delete's outcome (_ending) instead.
             done = self._ending[name] = trio.Event()
             try:
-                deleted = await self.io.registry.delete(name, epoch=record.epoch, node=self.node)
+                deleted = await self.io.registry.delete(
+                    name, epoch=record.epoch, node=self.node, holder=record.holder or None
+                )
             finally:
                 del self._ending[name]
                 done.set()
@@ -943,17 +1044,17 @@ class RedisEngine:
 
     async def _reregister(self, name: str) -> None:
         channel = self.state.broker.channels.get(name)
-        old_epoch, msg = self._created_here[name]
-        if channel is None or channel.epoch != old_epoch:
+        kept = self._created_here[name]
+        if channel is None or channel.epoch != kept.epoch:
             return
         try:
-            record = await self._register(msg, channel.owner)
+            record = await self._register(kept.request, channel.owner)
         except ChannelExists:
             return  # someone else took the name meanwhile
         if self.state.broker.channels.get(name) is not channel:
             return
         log.warning("channel %r was lost in Redis: registered again (a reset)", name[:80])
-        self._created_here[name] = (record.epoch, msg)
+        self._created_here[name] = _Kept(record.epoch, record.holder, kept.request)
         channel.epoch = record.epoch
         channel.seq = 0
         channel.recent.clear()

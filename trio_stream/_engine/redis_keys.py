@@ -4,7 +4,8 @@ All keys of one deployment share a namespace prefix (``ts`` by default), so seve
 deployments (or tests) can share a Redis database without seeing each other:
 
 - ``{ns}:channels``             set of channel names
-- ``{ns}:ch:{name}``            hash: owner, node, options, epoch, seq, created, key salt and hash
+- ``{ns}:ch:{name}``            hash: owner, node, holder, options, epoch, seq, created, key salt
+                                and hash
 - ``{ns}:st:{name}:{epoch}``    the channel's frames (a stream; one entry per writer batch, id
                                 ``{seq}-0`` of its last frame; redis_streams)
 - ``{ns}:wake:{node}``          a one-entry stream that interrupts a node's blocked XREAD

@@ -5,6 +5,12 @@ it" are one atomic step for every node: two nodes creating the same name at once
 winner and one :class:`ChannelTaken`. Each creation draws a new random epoch; Redis holds the
 only copy, so a Redis restart without persistence loses it and every node then sees a missing
 or different epoch, which the engine reports as a ``reset`` gap instead of going quiet.
+
+Each creation and each take-over by name (:meth:`ChannelRegistry.move`) also draws a new
+random ``holder`` token: who keeps the channel *this time*. The node's name alone does not
+say it: a channel can move away from a node and back (a take-over back onto the old node),
+and a step that node decided before the move back (its gone owner's end) must then not
+match. A delete conditional on the holder it saw is atomic against every move.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from .keyhash import hash_key, verify_key
 from .redis_keys import KeySpace
 
 EPOCH_BYTES = 8
+HOLDER_BYTES = 8
 
 # KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, then field/value pairs.
 _CREATE_LUA = """
@@ -33,30 +40,44 @@ return 1
 
 # KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, ARGV[2] stream key prefix,
 # ARGV[3] expected epoch ('' = any), ARGV[4] positions key prefix, ARGV[5] expected node
-# ('' = any). Returns the deleted epoch, or false.
+# ('' = any), ARGV[6] expected holder ('' = any). Returns the deleted epoch, or false.
 _DELETE_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return false end
 if ARGV[3] ~= '' and ARGV[3] ~= epoch then return false end
 if ARGV[5] ~= '' and ARGV[5] ~= redis.call('HGET', KEYS[1], 'node') then return false end
+if ARGV[6] ~= '' and ARGV[6] ~= (redis.call('HGET', KEYS[1], 'holder') or '') then
+  return false
+end
 redis.call('DEL', KEYS[1], ARGV[2] .. epoch, ARGV[4] .. epoch)
 redis.call('SREM', KEYS[2], ARGV[1])
 return epoch
 """
 
-# KEYS[1] channel hash; ARGV[1] expected epoch, ARGV[2] expected owner, ARGV[3] new node.
-# Returns the node that held the channel, or false (another epoch or owner).
+# KEYS[1] channel hash; ARGV[1] expected epoch, ARGV[2] expected owner, ARGV[3] new node,
+# ARGV[4] new holder. Returns {node, holder} that kept the channel, or false (another epoch
+# or owner).
 _MOVE_LUA = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return false end
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return false end
-local old = redis.call('HGET', KEYS[1], 'node')
-redis.call('HSET', KEYS[1], 'node', ARGV[3])
-return old
+local old = redis.call('HMGET', KEYS[1], 'node', 'holder')
+redis.call('HSET', KEYS[1], 'node', ARGV[3], 'holder', ARGV[4])
+return {old[1], old[2] or ''}
 """
 
 
 class ChannelTaken(Exception):
     """``create`` found the name already registered (by any node)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A take-over by name done in Redis: who kept the channel until now, and the new
+    holder token (see the module docstring)."""
+
+    node: str
+    holder: str
+    new_holder: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +93,7 @@ class ChannelRecord:
     created: float
     key_salt: bytes | None
     key_digest: bytes | None
+    holder: str = ""  # who keeps it this time ("": a record from before holder tokens)
 
     @property
     def has_key(self) -> bool:
@@ -95,6 +117,7 @@ def _record(name: str, fields: Mapping[bytes, bytes]) -> ChannelRecord:
         created=float(fields[b"created"]),
         key_salt=fields.get(b"key_salt"),
         key_digest=fields.get(b"key_digest"),
+        holder=fields.get(b"holder", b"").decode(),
     )
 
 
@@ -117,6 +140,7 @@ class ChannelRegistry:
     ) -> ChannelRecord:
         """Register ``name`` with a new epoch; raises :class:`ChannelTaken` if it exists."""
         epoch = secrets.token_hex(EPOCH_BYTES)
+        holder = secrets.token_hex(HOLDER_BYTES)
         created = time.time()
         fields: dict[str, bytes | str] = {
             "owner": owner,
@@ -125,6 +149,7 @@ class ChannelRegistry:
             "epoch": epoch,
             "seq": "0",
             "created": repr(created),
+            "holder": holder,
         }
         salt = digest = None
         if key is not None:
@@ -140,7 +165,7 @@ class ChannelRegistry:
         if done != 1:
             raise ChannelTaken(f"channel {name[:80]!r} exists: pick another name or delete it")
         return ChannelRecord(
-            name, owner, node, dict(options or {}), epoch, 0, created, salt, digest
+            name, owner, node, dict(options or {}), epoch, 0, created, salt, digest, holder
         )
 
     async def get(self, name: str) -> ChannelRecord | None:
@@ -175,10 +200,17 @@ class ChannelRegistry:
         return records
 
     async def delete(
-        self, name: str, *, epoch: str | None = None, node: str | None = None
+        self,
+        name: str,
+        *,
+        epoch: str | None = None,
+        node: str | None = None,
+        holder: str | None = None,
     ) -> str | None:
         """Delete ``name`` and its frames; with ``epoch``, only that incarnation; with
-        ``node``, only if that node keeps it (not if another node took it over meanwhile).
+        ``node``, only if that node keeps it (not if another node took it over meanwhile);
+        with ``holder``, only if nobody took it over since that holder got it (not even back
+        onto the same node).
 
         Returns the deleted epoch, or None when there was nothing (or another epoch or node)
         to delete.
@@ -187,15 +219,22 @@ class ChannelRegistry:
         positions = self._keys.positions(name, "")
         deleted: object = await self._delete(
             keys=[self._keys.channel(name), self._keys.channels],
-            args=[name, prefix, epoch or "", positions, node or ""],
+            args=[name, prefix, epoch or "", positions, node or "", holder or ""],
         )
         return deleted.decode() if isinstance(deleted, bytes) else None
 
-    async def move(self, name: str, *, epoch: str, owner: str, node: str) -> str | None:
+    async def move(self, name: str, *, epoch: str, owner: str, node: str) -> Moved | None:
         """Make ``node`` the one that keeps channel ``name`` (its owner's end, its lifetime):
-        a take-over by name. Only that epoch of it, and only if ``owner`` owns it.
+        a take-over by name, under a new holder token. Only that epoch of it, and only if
+        ``owner`` owns it.
 
-        Returns the node that kept it until now, or None (the channel changed meanwhile).
+        Returns who kept it until now, or None (the channel changed meanwhile).
         """
-        old: object = await self._move(keys=[self._keys.channel(name)], args=[epoch, owner, node])
-        return old.decode() if isinstance(old, bytes) else None
+        holder = secrets.token_hex(HOLDER_BYTES)
+        old: object = await self._move(
+            keys=[self._keys.channel(name)], args=[epoch, owner, node, holder]
+        )
+        if not isinstance(old, list):
+            return None
+        old_node, old_holder = (v.decode() if isinstance(v, bytes) else str(v) for v in old)
+        return Moved(old_node, old_holder, holder)

@@ -121,6 +121,8 @@ ROOM_POLL_MAX_S = 0.01
 # Errors after which the reader waits, reconnects and checks epochs (coredis already
 # retried the command twice by then).
 REDIS_DOWN = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
+# Down, or up and refusing (NOPERM from an ACL, READONLY after a fail-over, a script error).
+REDIS_ERRORS = (*REDIS_DOWN, coredis.exceptions.RedisError)
 
 # KEYS[1] channel hash, KEYS[2] stream key, KEYS[3] the nodes' positions in that stream
 # (redis_positions), KEYS[4] the nodes' heartbeat expiries (redis_presence); ARGV[1] epoch,

@@ -61,8 +61,9 @@ class Engine(Protocol):
         ...
 
     def end_orphan(self, channel: Channel, reason: str) -> None:
-        """End a channel whose gone owner's resume grace is over (no I/O here; with several
-        nodes it may end later, or live on where a take-over by name moved it)."""
+        """End a channel whose owner is gone for good (it left without a lease, or its resume
+        grace is over); no I/O here: with several nodes it may end later, or live on where a
+        take-over by name moved it."""
         ...
 
     def default_client_name(self, client_id: int) -> str:

@@ -412,8 +412,10 @@ class Session:
         self.state.rpc.session_closed(self)
         if not self.state.resume.session_ended(self, published):  # else kept for a while
             for channel in list(broker.owned_by(self.client_id)):
-                if not channel.keep:
-                    broker.delete_channel(channel, f"channel {channel.name!r} ended with its owner")
+                if not channel.keep:  # the engine's: a take-over elsewhere may have come first
+                    self.state.engine.end_orphan(
+                        channel, f"channel {channel.name!r} ended with its owner"
+                    )
         self.state.unregister(self)
         self._break_cycles()
 
