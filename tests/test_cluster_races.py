@@ -1,13 +1,16 @@
 """Races of a take-over by name across nodes, each forced into its bad interleaving.
 
 A take-over (a crashed client's new process creating its channel again on another node)
-races with the two things that end a gone owner's channel: the old node's resume grace, and
-the survivors' reaper of a dead node's channels. Each test puts the other step exactly
-between the take-over's two halves: with a TCP proxy between a node and Redis that the test
-holds (the node hears nothing meanwhile), or with a hook on the real registry call that waits
-for the real deleter. The same races on one node (a take-over there moves nothing in Redis)
-are ordered on the node itself. One test pins the ordering that rules out a race for an
-owner that leaves without a lease. Redis, the nodes and the clients are real, on loopback.
+races with the two things that end a gone owner's channel: the old node's end of it (its
+owner left without a lease, or its resume grace ran out), and the survivors' reaper of a
+dead node's channels. Each test puts the other step exactly between the take-over's two
+halves: with a TCP proxy between a node and Redis that the test holds (the node hears
+nothing meanwhile), or with a hook on the real registry call that waits for the real
+deleter; a test moves on when the engine's own state shows the race is set (the end under
+way, the take-over waiting for it), not after a fixed sleep. The same races on one node (a
+take-over there moves nothing in Redis) are ordered on the node itself. Faults at the end
+itself (Redis down, or refusing through an ACL) are retried, and bounded. Redis, the nodes
+and the clients are real, on loopback.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -25,6 +29,53 @@ from test_cluster import WAIT_S, node_config
 from test_reconnect import open_named
 
 import trio_stream as ts
+from trio_stream._engine import redis_engine
+
+# Every key the nodes write during a test, except the channel hashes ({ns}:ch:{name}, see
+# redis_keys): with these as the only writable keys, Redis refuses (NOPERM) exactly the
+# registry's conditional delete of a channel, and nothing else the nodes do meanwhile.
+WRITABLE_BUT_CHANNELS = (
+    "%R~*",
+    "~ts:channels",
+    "~ts:st:*",
+    "~ts:wake:*",
+    "~ts:nodes",
+    "~ts:clients:*",
+    "~ts:name:*",
+    "~ts:readers:*",
+    "~ts:pos:*",
+)
+
+
+async def acl_keys(redis: RedisServer, *patterns: str) -> None:
+    """Set the default user's key patterns of the test's own redis-server (redis-cli)."""
+    argv = ["redis-cli", "-p", str(redis.port), "ACL", "SETUSER", "default", "resetkeys"]
+    result = await trio.run_process([*argv, *patterns], capture_stdout=True)
+    assert result.stdout.strip() == b"OK", result.stdout
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Wait (bounded) until ``check()``: a state of the engine, looked at every 10 ms."""
+    with trio.fail_after(WAIT_S):
+        while not check():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+def ending(server: ts.Server, name: str) -> bool:
+    """Whether ``server``'s node is ending channel ``name`` (its Redis step under way)."""
+    return name in server.state.engine._ending  # type: ignore[attr-defined]
+
+
+def waits_for_the_end(server: ts.Server, name: str) -> bool:
+    """Whether a create_channel on ``server`` waits for its node's end of ``name``."""
+    done = server.state.engine._ending.get(name)  # type: ignore[attr-defined]
+    return done is not None and done.statistics().tasks_waiting > 0
+
+
+async def kept_at(server: ts.Server, name: str) -> str | None:
+    """The node that keeps channel ``name``, as Redis says (None: no such channel)."""
+    record = await server.state.engine.io.registry.get(name)  # type: ignore[attr-defined]
+    return None if record is None else str(record.node)
 
 
 def node_via(redis_url: str, node: str, **options: Any) -> ts.ServerConfig:
@@ -64,14 +115,14 @@ async def test_a_take_over_heard_after_the_old_nodes_grace_ended_keeps_its_reade
         a_to_redis.hold()  # node a hears nothing from Redis from now on
         await daq_again.create_channel("c")  # taken over: node b keeps it now
         assert trio.current_time() - cut_at < grace_s, "the take-over came after the grace"
-        await trio.sleep(cut_at + grace_s + 0.3 - trio.current_time())  # a's grace ends
+        await until(lambda: ending(a, "c"))  # a's grace ends, its delete held in the proxy
         a_to_redis.release()  # now node a hears of the take-over
         await daq_again.publish("c", 2)
         with trio.fail_after(WAIT_S):
             second = await sub.receive()
         assert (second.data, second.seq, second.gap) == (2, 2, None)
         assert {c.name: c.owner for c in await recorder.channels()}.get("c") == "daq"
-    # Not by luck: node a's grace did end first, and Redis told it the channel had moved.
+    # Not by luck: Redis told node a the channel had moved.
     assert "channel 'c' lives on at node 'b'" in caplog.text
 
 
@@ -171,15 +222,32 @@ async def test_a_take_over_that_loses_the_race_to_the_reaper_creates_the_channel
         assert (message.data, message.seq) == ("fresh", 1)
 
 
+def held_delete(
+    registry: Any, name: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[trio.Event, trio.Event]:
+    """Hold ``registry.delete`` of channel ``name``: returns (deleting, go); the first is set
+    when a delete of it starts, which then waits for the second."""
+    real_delete: Callable[..., Awaitable[str | None]] = registry.delete
+    deleting, go = trio.Event(), trio.Event()
+
+    async def delete(channel: str, **options: Any) -> str | None:
+        if channel == name:
+            deleting.set()
+            await go.wait()
+        return await real_delete(channel, **options)
+
+    monkeypatch.setattr(registry, "delete", delete)
+    return deleting, go
+
+
 async def test_a_take_over_on_the_node_ending_the_channel_waits_and_creates_it_afresh(
-    redis_server: RedisServer,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # On one node the take-over moves nothing in Redis: it is ordered after the node's own
-    # end of the channel (its owner's grace), which waits on Redis here (held).
+    # end of the channel (its owner's grace), whose delete the test holds.
     grace_s = 0.5
     async with (
-        open_proxy(redis_server.url) as a_to_redis,
-        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_s)) as a,
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
         open_proxy(str(a.tcp_url)) as daq_to_a,
         ts.open_client(str(a.tcp_url), name="recorder") as recorder,
         AsyncExitStack() as stack,
@@ -187,16 +255,17 @@ async def test_a_take_over_on_the_node_ending_the_channel_waits_and_creates_it_a
         daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
         await daq.create_channel("c")
         old = await stack.enter_async_context(recorder.subscribe("c"))
+        registry = a.state.engine.io.registry  # type: ignore[attr-defined]
+        deleting, go = held_delete(registry, "c", monkeypatch)
         daq_to_a.refuse()
         daq_to_a.cut()
-        cut_at = trio.current_time()
         daq_again = await open_named(str(a.tcp_url), "daq", stack)
-        a_to_redis.hold()
-        await trio.sleep(cut_at + grace_s + 0.3 - trio.current_time())  # the grace ends
+        with trio.fail_after(grace_s + WAIT_S):
+            await deleting.wait()  # the grace has ended: its delete waits for the test
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daq_again.create_channel, "c")
-            await trio.sleep(0.2)
-            a_to_redis.release()
+            await until(lambda: waits_for_the_end(a, "c"))  # the race is set
+            go.set()
         with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
             await old.receive()
         (info,) = [c for c in await recorder.channels() if c.name == "c"]
@@ -211,9 +280,12 @@ async def test_a_take_over_on_the_node_ending_the_channel_waits_and_creates_it_a
 async def test_a_new_process_never_finds_the_channel_of_an_owner_that_left_without_a_lease(
     redis_server: RedisServer,
 ) -> None:
-    # Pins the ordering that rules a race out: without a lease (no resume) the old node
-    # deletes the owner's channels in Redis before it releases the owner's name, and the new
-    # process needs the name before it can create: it always creates afresh.
+    # Pins the ordering that rules a race out for a new process (no resume token): without
+    # a lease the old node's first try to end the owner's channels in Redis runs before its
+    # release of the owner's name (the node's jobs run in order), and the new process needs
+    # the name free before it can create: it always creates afresh. (A reconnect with a
+    # resume token takes the name at once: that race is decided in Redis, see
+    # test_an_owner_without_a_lease_back_on_another_node_first_keeps_its_channel.)
     async with (
         ts.open_server(node_config(redis_server, "a")) as a,
         ts.open_server(node_config(redis_server, "b")) as b,
@@ -248,22 +320,13 @@ async def test_a_take_over_racing_the_reaper_of_the_nodes_previous_run_creates_a
         await w.publish("x", "old")
     async with ts.open_server(node_config(redis_server, "a", resume_grace_s=0.5)) as a:
         registry = a.state.engine.io.registry  # type: ignore[attr-defined]
-        real_delete: Callable[..., Awaitable[str | None]] = registry.delete
-        deleting, go = trio.Event(), trio.Event()
-
-        async def held_delete(name: str, **options: Any) -> str | None:
-            if name == "x":
-                deleting.set()
-                await go.wait()
-            return await real_delete(name, **options)
-
-        monkeypatch.setattr(registry, "delete", held_delete)
+        deleting, go = held_delete(registry, "x", monkeypatch)
         async with ts.open_client(str(a.tcp_url), name="w") as w:
             with trio.fail_after(WAIT_S):
                 await deleting.wait()  # the reaper ends the previous run's "x" now
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(w.create_channel, "x")
-                await trio.sleep(0.3)  # the create waits for the reaper, or adopts on 6146ceb
+                await until(lambda: waits_for_the_end(a, "x"))  # adopted on 6146ceb
                 go.set()
             (info,) = [c for c in await w.channels() if c.name == "x"]
             assert (info.owner, info.seq) == ("w", 0)  # created afresh
@@ -272,3 +335,280 @@ async def test_a_take_over_racing_the_reaper_of_the_nodes_previous_run_creates_a
                 with trio.fail_after(WAIT_S):
                     message = await sub.receive()
             assert (message.data, message.seq) == ("new", 1)
+
+
+async def test_a_redis_error_at_the_grace_end_is_retried_and_the_channel_still_ends(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis up but refusing the grace end's delete (NOPERM through an ACL here; READONLY
+    # after a fail-over, a script error alike): the node asks again until Redis agrees, then
+    # ends the channel; its readers never wait for a gone owner for good.
+    grace_s = 0.5
+    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        old = await stack.enter_async_context(recorder.subscribe("c"))
+        # No writer: a writer's end removes its mark from the channel's hash, and that
+        # NOPERM would end the channel by another path (_append_loop).
+        await acl_keys(redis_server, *WRITABLE_BUT_CHANNELS)
+        try:
+            daq_to_a.refuse()
+            daq_to_a.cut()  # the daq process is gone: its grace runs on node a
+            with trio.fail_after(grace_s + WAIT_S):  # the grace ends; Redis refuses twice
+                while caplog.text.count("not ended yet, Redis failed") < 2:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            assert "no permissions to access" in caplog.text
+            assert ending(a, "c"), "the channel ended without Redis's word"
+        finally:
+            await acl_keys(redis_server, "~*")  # Redis is healthy again from here on
+        with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+            await old.receive()
+        assert "c" not in [c.name for c in await recorder.channels()]
+
+
+async def test_a_grace_end_redis_keeps_refusing_ends_the_channel_here_after_the_bound(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis refuses for longer than ORPHAN_END_GIVE_UP_S: the channel ends on its node
+    # anyway (its readers see it end), and its copy in Redis goes with the reaper of the
+    # channels this node no longer keeps, once Redis lets it.
+    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 1.0)
+    grace_s = 0.5
+    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        old = await stack.enter_async_context(recorder.subscribe("c"))
+        await acl_keys(redis_server, *WRITABLE_BUT_CHANNELS)
+        try:
+            daq_to_a.refuse()
+            daq_to_a.cut()
+            with trio.fail_after(grace_s + WAIT_S), pytest.raises(trio.EndOfChannel):
+                await old.receive()
+            assert "ended here without Redis's word" in caplog.text
+            assert not ending(a, "c")
+        finally:
+            await acl_keys(redis_server, "~*")
+        # Redis lets it now: the stale copy goes after the grace (the node's reaper).
+        with trio.fail_after(WAIT_S):
+            while "c" in [c.name for c in await recorder.channels()]:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+
+
+async def test_a_take_over_before_the_old_node_loses_redis_keeps_its_readers(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The take-over is done in Redis, its ADOPTED lost to node a, and node a's link to Redis
+    # drops (half a second, well under the heartbeat TTL) just as its grace ends: the end is
+    # retried until Redis answers, which says the channel moved. Its readers on a go on.
+    grace_s = 1.0
+    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    async with (
+        open_proxy(redis_server.url) as a_to_redis,
+        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_s)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=grace_s)) as b,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        sub = await stack.enter_async_context(recorder.subscribe("c"))
+        await daq.publish("c", 1)
+        with trio.fail_after(WAIT_S):
+            first = await sub.receive()
+        assert (first.data, first.seq) == (1, 1)
+        daq_to_a.refuse()
+        daq_to_a.cut()
+        cut_at = trio.current_time()
+        daq_again = await open_named(str(b.tcp_url), "daq", stack)
+        a_to_redis.hold()  # node a hears nothing from Redis from now on (ADOPTED held)
+        await daq_again.create_channel("c")  # taken over in Redis: node b keeps it now
+        assert trio.current_time() - cut_at < grace_s, "the take-over came after the grace"
+        await until(lambda: ending(a, "c"))  # a's grace has ended; its delete is held
+        a_to_redis.refuse()
+        a_to_redis.cut()  # node a's link to Redis drops...
+        a_to_redis.release()
+        with trio.fail_after(WAIT_S):  # ...and its end of the channel fails for it
+            while "not ended yet, Redis failed" not in caplog.text:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        a_to_redis.accept()  # ...for a moment
+        await until(lambda: not ending(a, "c"))  # asked again: Redis says it moved
+        await daq_again.publish("c", 2)
+        with trio.fail_after(WAIT_S):
+            second = await sub.receive()
+        assert (second.data, second.seq, second.gap) == (2, 2, None)
+    assert "channel 'c' lives on at node 'b'" in caplog.text
+
+
+async def taken_over_unheard(
+    a: ts.Server, a_to_redis: Any, url: str, stack: AsyncExitStack
+) -> ts.Client:
+    """A new process of "daq" takes channel "c" over at ``url`` while node ``a``'s link to
+    Redis is down (its ADOPTED is lost: node a still thinks it keeps "c")."""
+    client = await open_named(url, "daq", stack)
+    a_to_redis.refuse()
+    a_to_redis.cut()
+    await client.create_channel("c")
+    await trio.sleep(0.3)  # the ADOPTED to node a is gone with the link (no need: a guess)
+    a_to_redis.accept()
+    return client
+
+
+async def test_a_take_over_back_onto_the_old_node_during_its_grace_end_survives_it(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "c" held on node a, its first process gone; the second takes it over on node b (a
+    # never hears) and goes too; the third takes it back onto node a while a's grace for
+    # the first ends. The move lands in Redis first (the hooks fix that order), then a's
+    # delete: conditional on the holder a saw, which the move rewrote, it must not match.
+    grace_a_s = 3.0
+    async with (
+        open_proxy(redis_server.url) as a_to_redis,
+        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_a_s)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=60.0)) as b,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        open_proxy(str(b.tcp_url)) as daq_to_b,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        sub = await stack.enter_async_context(recorder.subscribe("c"))
+        daq_to_a.refuse()
+        daq_to_a.cut()  # the first process is gone: node a keeps "c" for grace_a_s
+        cut_at = trio.current_time()
+        await taken_over_unheard(a, a_to_redis, daq_to_b.url, stack)
+        daq_to_b.refuse()
+        daq_to_b.cut()  # the second process is gone too (node b keeps "c" for 60 s)
+        daq3 = await open_named(str(a.tcp_url), "daq", stack)
+        assert trio.current_time() - cut_at < grace_a_s, "too slow: a's grace ended already"
+        registry = a.state.engine.io.registry  # type: ignore[attr-defined]
+        real_move = registry.move
+        real_delete = registry.delete
+        moved = trio.Event()
+        calls: list[str] = []
+
+        async def move(name: str, **options: Any) -> Any:
+            with trio.fail_after(grace_a_s + WAIT_S):  # until node a's grace has ended
+                while not ending(a, name):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            calls.append("move")
+            try:
+                return await real_move(name, **options)
+            finally:
+                moved.set()
+
+        async def delete(name: str, **options: Any) -> str | None:
+            if name == "c":
+                await moved.wait()
+                calls.append("delete")
+            return await real_delete(name, **options)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(registry, "move", move)
+        monkeypatch.setattr(registry, "delete", delete)
+        await daq3.create_channel("c")  # the take-over back onto node a
+        await until(lambda: not ending(a, "c"))  # node a's grace end is decided
+        assert calls == ["move", "delete"]
+        await daq3.publish("c", "still here")
+        with trio.fail_after(WAIT_S):
+            message = await sub.receive()
+        assert (message.data, message.gap) == ("still here", None)
+        (info,) = [c for c in await recorder.channels() if c.name == "c"]
+        assert (info.owner, await kept_at(b, "c")) == ("daq", "a")
+
+
+async def test_a_take_over_onto_the_node_ending_the_channel_it_lost_waits_then_moves_it(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As above, but the take-over back onto node a starts while a's grace end is under way
+    # (its delete held): it waits for that end, which finds the channel kept on node b (a
+    # mirror stays on a), then moves the channel back from b. Nothing ends.
+    grace_a_s = 1.0
+    async with (
+        open_proxy(redis_server.url) as a_to_redis,
+        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_a_s)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=60.0)) as b,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        open_proxy(str(b.tcp_url)) as daq_to_b,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        (before,) = [c for c in await recorder.channels() if c.name == "c"]
+        sub = await stack.enter_async_context(recorder.subscribe("c"))
+        registry = a.state.engine.io.registry  # type: ignore[attr-defined]
+        deleting, go = held_delete(registry, "c", monkeypatch)
+        daq_to_a.refuse()
+        daq_to_a.cut()
+        await taken_over_unheard(a, a_to_redis, daq_to_b.url, stack)
+        daq_to_b.refuse()
+        daq_to_b.cut()
+        daq3 = await open_named(str(a.tcp_url), "daq", stack)
+        with trio.fail_after(grace_a_s + WAIT_S):
+            await deleting.wait()  # a's grace has ended: its delete waits for the test
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(daq3.create_channel, "c")
+            await until(lambda: waits_for_the_end(a, "c"))  # the race is set
+            go.set()
+        await daq3.publish("c", "moved back")
+        with trio.fail_after(WAIT_S):
+            message = await sub.receive()
+        assert (message.data, message.seq, message.gap) == ("moved back", 1, None)
+        (info,) = [c for c in await recorder.channels() if c.name == "c"]
+        assert (info.owner, info.created) == ("daq", before.created)
+        assert await kept_at(b, "c") == "a"
+
+
+async def test_an_owner_without_a_lease_back_on_another_node_first_keeps_its_channel(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No lease (resume_grace_s=0): the owner's channel ends with it, once Redis agrees. A
+    # reconnect with a resume token takes the name at once on any node, so its create there
+    # may reach Redis before the old node's delete (held here): then the take-over came
+    # first, the channel lives on (same epoch), and its readers on the old node go on.
+    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    async with (
+        open_proxy(redis_server.url) as a_to_redis,
+        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=0)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=0)) as b,
+        open_proxy(str(a.tcp_url)) as daq_link,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_link.url, name="daq"))
+        await daq.create_channel("c")
+        (before,) = [c for c in await recorder.channels() if c.name == "c"]
+        sub = await stack.enter_async_context(recorder.subscribe("c"))
+        a_to_redis.hold()  # node a's Redis calls wait (its delete of daq's channel too)
+        port = urlsplit(str(b.tcp_url)).port
+        assert port is not None
+        daq_link.target = ("127.0.0.1", port)  # daq's next connection reaches node b
+        daq_link.cut()  # no lease on node a: "c" ends there once Redis agrees
+        await until(lambda: ending(a, "c"))
+        with trio.fail_after(WAIT_S):
+            await daq.wait_state("reconnecting")
+            await daq.wait_state("open")  # back on node b, "c" created again there
+        assert "took channel 'c' over by name (from node 'a')" in caplog.text
+        a_to_redis.release()
+        await until(lambda: not ending(a, "c"))  # node a's delete did not match
+        await daq.publish("c", "on b")
+        with trio.fail_after(WAIT_S):
+            message = await sub.receive()
+        assert (message.data, message.seq, message.gap) == ("on b", 1, None)
+        (info,) = [c for c in await recorder.channels() if c.name == "c"]
+        assert (info.owner, info.created) == ("daq", before.created)
+        assert await kept_at(b, "c") == "b"
+    assert "channel 'c' lives on at node 'b'" in caplog.text
