@@ -532,10 +532,12 @@ async def test_a_take_over_back_onto_the_old_node_during_its_grace_end_survives_
 async def test_a_take_over_onto_the_node_ending_the_channel_it_lost_waits_then_moves_it(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # As above, but the take-over back onto node a starts while a's grace end is under way
-    # (its delete held): it waits for that end, which finds the channel kept on node b (a
-    # mirror stays on a), then moves the channel back from b. Nothing ends.
-    grace_a_s = 1.0
+    # As above, but node a's grace end starts between the take-over's create (the name is
+    # taken) and its look at the channel (its delete then held): the take-over must wait
+    # for that end (which finds the channel kept on node b: a mirror stays on a), then move
+    # the channel back from b. On main before this fix it moved the channel at once, and
+    # the grace end's delete (node == a again) deleted it.
+    grace_a_s = 2.0
     async with (
         open_proxy(redis_server.url) as a_to_redis,
         ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_a_s)) as a,
@@ -553,16 +555,28 @@ async def test_a_take_over_onto_the_node_ending_the_channel_it_lost_waits_then_m
         deleting, go = held_delete(registry, "c", monkeypatch)
         daq_to_a.refuse()
         daq_to_a.cut()
+        cut_at = trio.current_time()
         await taken_over_unheard(a, a_to_redis, daq_to_b.url, stack)
         daq_to_b.refuse()
         daq_to_b.cut()
         daq3 = await open_named(str(a.tcp_url), "daq", stack)
-        with trio.fail_after(grace_a_s + WAIT_S):
-            await deleting.wait()  # a's grace has ended: its delete waits for the test
+        assert trio.current_time() - cut_at < grace_a_s, "too slow: a's grace ended already"
+        real_create = registry.create
+        creates: list[bool] = []  # per create of "c": did node a's grace end come first
+
+        async def create(name: str, **options: Any) -> Any:
+            if name == "c" and not creates:
+                with trio.fail_after(grace_a_s + WAIT_S):
+                    await deleting.wait()  # a's grace ends now
+            creates.append(ending(a, name))
+            return await real_create(name, **options)
+
+        monkeypatch.setattr(registry, "create", create)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daq3.create_channel, "c")
             await until(lambda: waits_for_the_end(a, "c"))  # the race is set
             go.set()
+        assert creates[0], "the grace end did not come between the create and its look"
         await daq3.publish("c", "moved back")
         with trio.fail_after(WAIT_S):
             message = await sub.receive()
