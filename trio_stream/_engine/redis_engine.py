@@ -512,7 +512,7 @@ class RedisEngine:
         self._end_here(channel, reason)
         try:
             await self.io.bus.publish(DELETED, [name, epoch, reason])
-        except REDIS_DOWN as error:
+        except REDIS_ERRORS as error:  # the readers elsewhere see its stream go (a reset)
             log.warning("end of channel %r not announced: %s", name[:80], error)
         return True
 
