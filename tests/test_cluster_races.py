@@ -30,6 +30,7 @@ from test_reconnect import open_named
 
 import trio_stream as ts
 from trio_stream._engine import redis_engine
+from trio_stream._engine.redis_io import RedisEngineIO
 
 # Every key the nodes write during a test, except the channel hashes ({ns}:ch:{name}, see
 # redis_keys): with these as the only writable keys, Redis refuses (NOPERM) exactly the
@@ -626,3 +627,26 @@ async def test_an_owner_without_a_lease_back_on_another_node_first_keeps_its_cha
         assert (info.owner, info.created) == ("daq", before.created)
         assert await kept_at(b, "c") == "b"
     assert "channel 'c' lives on at node 'b'" in caplog.text
+
+
+async def test_a_delete_by_holder_misses_a_channel_moved_away_and_back_to_its_node(
+    redis_server: RedisServer,
+) -> None:
+    # The registry's part of the races above: a take-over writes a new holder token, so a
+    # delete conditional on the holder a node saw fails once the channel has moved, even
+    # back onto that node (the node condition alone would match again).
+    async with RedisEngineIO.open(redis_server.url, "a") as io:
+        registry = io.registry
+        record = await registry.create("c", owner="daq", node="a")
+        assert record.holder and (await registry.get("c")) == record
+        to_b = await registry.move("c", epoch=record.epoch, owner="daq", node="b")
+        assert to_b is not None and (to_b.node, to_b.holder) == ("a", record.holder)
+        back = await registry.move("c", epoch=record.epoch, owner="daq", node="a")
+        assert back is not None and (back.node, back.holder) == ("b", to_b.new_holder)
+        assert await registry.move("c", epoch=record.epoch, owner="other", node="a") is None
+        assert await registry.delete("c", node="a", holder=record.holder) is None
+        assert await registry.delete("c", node="a", holder=to_b.new_holder) is None
+        now = await registry.get("c")
+        assert now is not None and (now.node, now.holder) == ("a", back.new_holder)
+        assert await registry.delete("c", node="a", holder=back.new_holder) == record.epoch
+        assert await registry.get("c") is None
