@@ -461,9 +461,9 @@ async def taken_over_unheard(
     client = await open_named(url, "daq", stack)
     a_to_redis.refuse()
     a_to_redis.cut()
-    await client.create_channel("c")
-    await trio.sleep(0.3)  # the ADOPTED to node a is gone with the link (no need: a guess)
+    await client.create_channel("c")  # returns once ADOPTED is published (to nobody)
     a_to_redis.accept()
+    assert "c" in a.state.engine._created_here, "node a heard of the take-over"  # type: ignore[attr-defined]
     return client
 
 
