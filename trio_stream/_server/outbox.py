@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import accumulate, islice
+from itertools import accumulate, islice, repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -44,6 +44,8 @@ SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 # holding the channel (held_by in channel records and $channels events).
 HOLD_NOTICE_S: Final = 1.0
 _NBYTES: Final = attrgetter("nbytes")
+_FRAME: Final = attrgetter("frame")
+_POPLEFT: Final = deque.popleft
 
 
 def control_frame(message: Message) -> bytes:
@@ -621,12 +623,15 @@ class Reader:
             self.credit -= frames
             self.inflight_bytes += taken
             self.sent += frames
-            # The oldest frames went: those of them that were counted as going (see going()).
-            if frames < self._going:
-                self._going -= frames
-                self._going_bytes -= taken
-            else:
-                self._going = self._going_bytes = 0
+            # The oldest frames went: those of them that were counted as going (see going();
+            # never counted for block readers).
+            going = self._going
+            if going:
+                if frames < going:
+                    self._going = going - frames
+                    self._going_bytes -= taken
+                else:
+                    self._going = self._going_bytes = 0
             self.outbox.buffered(-taken, self.blocks_writers)
             if self.parked:
                 self._unpark()
@@ -670,21 +675,26 @@ class Reader:
             outbox.max_block_bytes - outbox.block_bytes,
             outbox.max_buffered_bytes - outbox.buffered_bytes,
         )
-        empty = not len(buffer)  # then the first one goes in whatever its size
-        fits = nbytes = 0
-        for held in parked:
-            if fits == room:
-                break
-            size = held.frame.nbytes
-            if nbytes + size > room_bytes and (fits or not empty):
-                break
-            nbytes += size
-            fits += 1
+        # The usual case, all the frames the room takes fit its bytes too, is found with
+        # C-level passes (map) rather than a Python step per frame: with a writer held back,
+        # every frame comes through here once per block reader.
+        fits = min(room, len(parked))
+        frames = list(map(_FRAME, islice(parked, fits)))
+        nbytes = sum(map(_NBYTES, frames))
+        if nbytes > room_bytes:
+            empty = not len(buffer)  # then the first one goes in whatever its size
+            fits = nbytes = 0
+            for frame in frames:
+                size = frame.nbytes
+                if nbytes + size > room_bytes and (fits or not empty):
+                    break
+                nbytes += size
+                fits += 1
+            del frames[fits:]
         if not fits:
             return
-        take = parked.popleft
-        taken = [take() for _ in range(fits)]
-        buffer.put_many([held.frame for held in taken], fits)
+        taken = list(map(_POPLEFT, repeat(parked, fits)))
+        buffer.put_many(frames, fits)
         outbox.buffered(nbytes, True)
         if not self.active and self.credit > 0:
             outbox.activate(self)
