@@ -19,8 +19,7 @@ IDLE_TIMEOUT_S: Final = 60.0
 # enough bytes that a blocked channel parks a bounded amount on the server.
 PUBLISH_WINDOW_FRAMES: Final = 1024
 PUBLISH_WINDOW_BYTES: Final = 16 * 2**20
-# Reader credit: frames in flight per subscription (never more than its size, twice its size
-# for a lossy policy: _server/requests.py) and bytes.
+# Reader credit: frames in flight per subscription (never more than its size) and bytes.
 # 1024 small frames (~100 KiB) cover a few milliseconds of round trip at full speed; the byte
 # bound keeps large frames to a few in flight.
 SUBSCRIBE_WINDOW_FRAMES: Final = 1024

@@ -62,8 +62,6 @@ class Policy(StrEnum):
 
 
 POLICY_NAMES = tuple(p.value for p in Policy)
-# The policies that drop frames rather than hold writers back or grow without bound.
-LOSSY_POLICIES: Final = frozenset((Policy.DROP_OLDEST, Policy.DROP_NEWEST, Policy.CLEAR))
 
 
 def parse_policy(name: str, size: int | None) -> tuple[Policy, int | None]:

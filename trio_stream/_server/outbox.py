@@ -33,7 +33,7 @@ from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import SharedData, pub_ack_frame, write_data
 from .._protocol.framing import frame_prefix
 from .._protocol.messages import Lost, Message, PubEnd, Readers, SubEnd, encode_message
-from .buffers import LOSSY_POLICIES, Policy, PolicyBuffer
+from .buffers import Policy, PolicyBuffer
 from .fairness import DeficitRoundRobin
 
 if TYPE_CHECKING:
@@ -744,7 +744,7 @@ class Reader:
         self._going = self._going_bytes = 0
         # The block share is recomputed from what is buffered after the change.
         share = sum(map(_NBYTES, self.buffer.items())) if self.blocks_writers else 0
-        lossy = policy in LOSSY_POLICIES
+        lossy = policy is not Policy.BLOCK and policy is not Policy.UNBOUNDED
         dropped = self.buffer.resize(policy, size, self.going() if lossy else 0)
         self.policy = policy
         self.blocks_writers = policy is Policy.BLOCK

@@ -33,25 +33,12 @@ from .._protocol.messages import (
 )
 from . import admin
 from .admin import ANSWERED_LATER as ANSWERED_LATER
-from .buffers import LOSSY_POLICIES, Policy, parse_policy
+from .buffers import Policy, parse_policy
 from .resume import adopt_channel, subscribe_since
 
 if TYPE_CHECKING:
     from .broker import Channel
     from .session import Session
-
-
-# The window of a lossy reader (frames in flight) is at most this many times its size; other
-# policies' at most their size. Why two: a flood arrives in reads of ~600 frames, and of each
-# the reader keeps what its credit lets out at once (the going frames) and ``size`` behind
-# them, so the window is what a reader that keeps up gets beyond ``size`` per read. S4
-# (drop_oldest, size=100, a flood read in bursts of ~600-800 frames): a window of 100
-# delivered 107-125k frames/s, 200 delivered 166k, 400 173k (the reader's CPU was the
-# bound there), medians of runs on a loaded 2-core machine, raw payloads. A reader asked
-# for freshness: a small size must still mean a fresh reader, and with the window at twice
-# the size a reader is at most three sizes behind the newest frame (size=1: 3 frames, where
-# the server's 1,024 would put a dashboard a thousand frames behind).
-LOSSY_WINDOW_PER_SIZE: Final = 2
 
 
 def check_channel_quota(session: Session) -> None:
@@ -152,7 +139,7 @@ def subscribe_to(session: Session, msg: Subscribe, find: Callable[[], Channel]) 
     sender = _sender(msg.sender)
     view = _view(msg.view)
     channel = find()
-    window = _window(msg.window, size, policy)
+    window = _window(msg.window, size)
     reader = outbox.open_reader(
         channel,
         policy,
@@ -205,7 +192,7 @@ def retune(session: Session, msg: Retune) -> dict[str, int]:
         block_timeout = reader.block_timeout
     else:
         block_timeout = _block_timeout(session, None)
-    window = _window(reader.window_asked, size, policy)
+    window = _window(reader.window_asked, size)
     reader.retune(policy, size, every, max_rate, window, block_timeout)
     return {"window": window, "window_bytes": reader.window_bytes}
 
@@ -229,12 +216,11 @@ def _block_timeout(session: Session, asked: float | None) -> float | None:
     return asked
 
 
-def _window(asked: int | None, size: int | None, policy: Policy) -> int:
-    """Frames in flight: what the client asked for, within the server's bound and ``size``
-    (a lossy policy's: LOSSY_WINDOW_PER_SIZE times ``size``)."""
+def _window(asked: int | None, size: int | None) -> int:
+    """Frames in flight: what the client asked for, within the server's bound and ``size``."""
     window = min(asked or SUBSCRIBE_WINDOW_FRAMES, SUBSCRIBE_WINDOW_FRAMES)
     if size is not None:
-        window = min(window, size * LOSSY_WINDOW_PER_SIZE if policy in LOSSY_POLICIES else size)
+        window = min(window, size)
     return max(window, 1)
 
 
