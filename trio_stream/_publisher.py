@@ -36,6 +36,13 @@ YIELD_EVERY_BYTES: Final = 64 * 1024  # a publisher yields once this much is que
 # delivery (smaller reads); measured with benchmarks/cpu_per_frame.py.
 DIRECT_WRITE_INTERVAL_S: Final = 200e-6
 
+# send() looks these up once here, not through module attributes for every frame.
+_checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
+_wall_clock: Final = time.time
+_wire_head: Final = F.PUBLISH_WIRE_HEAD.pack  # (body bytes, PUBLISH, pub_id, time)
+_PUBLISH: Final = F.PUBLISH
+_PUBLISH_HEAD_BYTES: Final = F.PUBLISH_HEAD.size
+
 
 class Publisher:
     """Sends values into one channel. ``readers`` is kept current by the server.
@@ -104,8 +111,15 @@ class Publisher:
 
     def _acked(self, count: int) -> None:
         unacked = self._unacked
-        for _ in range(min(count, len(unacked))):
-            self._unacked_bytes -= unacked.popleft()[0]
+        if count >= len(unacked):  # a flood's ack often covers the whole window
+            unacked.clear()
+            self._unacked_bytes = 0
+        else:
+            popleft = unacked.popleft
+            freed = 0
+            for _ in range(count):
+                freed += popleft()[0]
+            self._unacked_bytes -= freed
         self._acked_here += count
         self._acked_event.set()
 
@@ -214,7 +228,10 @@ class Publisher:
             ChannelNotFound: the channel was deleted.
             TypeError: the value has no wire form.
         """
-        self._check()
+        # The writer's hot path (once per frame): the window's state and the module's names
+        # are read once into locals, the wire head is one pack (frames.PUBLISH_WIRE_HEAD).
+        if self._ended is not None:
+            raise self._ended
         client = self._client
         if self.readers <= 0 and not self._keeps_history:
             await trio.lowlevel.checkpoint()
@@ -222,37 +239,40 @@ class Publisher:
         pieces = encode_payload(value)
         if self._compress is not None and type(value) is not EncodedPayload:
             pieces = self._compress(pieces)  # an EncodedPayload is compressed already
-        size = F.PUBLISH_HEAD.size + (
+        size = _PUBLISH_HEAD_BYTES + (
             len(pieces[0]) if len(pieces) == 1 else sum(len(p) for p in pieces)
         )
-        if size > client.limits.max_frame_bytes:
+        limits = client.limits
+        if size > limits.max_frame_bytes:
             raise FrameTooLarge(
                 f"this value encodes to {size} bytes, over the server's limit of "
-                f"{client.limits.max_frame_bytes} bytes; send it in parts or raise "
+                f"{limits.max_frame_bytes} bytes; send it in parts or raise "
                 "max_frame_bytes on the server"
             )
-        limits = client.limits
+        unacked = self._unacked
         held_back = False  # by the window: a flood, whose frames go out in bulk
-        while self._unacked and (
-            len(self._unacked) >= limits.publish_window_frames
+        while unacked and (
+            len(unacked) >= limits.publish_window_frames
             or self._unacked_bytes + size > limits.publish_window_bytes
         ):
             held_back = True
             await self._next_event("_acked_event").wait()
             self._check()
-        if client._out_bytes > OUTGOING_HIGH_WATER_BYTES:
+        out_bytes = client._out_bytes
+        if out_bytes > OUTGOING_HIGH_WATER_BYTES:
             await client._wait_out_space()
             self._check()
-        elif client._out_bytes >= YIELD_EVERY_BYTES:
+        elif out_bytes >= YIELD_EVERY_BYTES:
             await trio.lowlevel.checkpoint()
         else:
             # Not a full checkpoint on purpose: yielding after every small frame would write
             # every frame on its own (one syscall each). Queued bytes and the writer window
             # bound how long we keep the CPU; cancellation is still honoured here.
-            await trio.lowlevel.checkpoint_if_cancelled()
-        head = F.publish_wire_head(size, self.pub_id, time.time() if time_s is None else time_s)
-        pieces.insert(0, head)
-        self._unacked.append((size, pieces))
+            await _checkpoint_if_cancelled()
+        pieces.insert(
+            0, _wire_head(size, _PUBLISH, self.pub_id, _wall_clock() if time_s is None else time_s)
+        )
+        unacked.append((size, pieces))
         self._unacked_bytes += size
         if self._live:  # else it waits in the window and goes out on reconnect
             write_now = client._write_now
