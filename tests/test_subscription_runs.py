@@ -70,6 +70,43 @@ def bodies(draw: st.DrawFn) -> bytes:
     return body if cut is None else body[:cut]
 
 
+# Sub ids that differ from SUB_IDS[0] in one high byte only: a flood's bulk path compares
+# each route byte on its own (frames._take_alike), so each byte must be able to break a run.
+HIGH_BYTE_SUB_IDS = (SUB_IDS[0] + 2**8, SUB_IDS[0] + 2**16, SUB_IDS[0] + 2**24)
+
+
+@st.composite
+def floods(draw: st.DrawFn) -> list[bytes]:
+    """Bodies as a flood brings them: runs of DATA frames of one length for one subscription
+    (the route bytes repeat frame after frame), each broken by a frame that differs in one
+    route byte (another sub id, a length 1 or 256 bytes off, another type) or is cut."""
+    payload = draw(payloads)
+    sender = draw(st.sampled_from([b"w", b"other"]))
+    out: list[bytes] = []
+    seq = 1
+    for _ in range(draw(st.integers(1, 4))):
+        sub_id = draw(st.sampled_from(SUB_IDS))
+        for _ in range(draw(st.integers(1, 30))):
+            out.append(data_body(sub_id, draw(st.sampled_from([0, 0, 0, 2])), seq, sender, payload))
+            seq += 1
+        odd = draw(st.sampled_from(["sub", "high sub", "+1", "+256", "type", "cut", "none"]))
+        if odd == "sub":
+            other = draw(st.sampled_from((*SUB_IDS, UNKNOWN_SUB_ID)))
+            out.append(data_body(other, 0, seq, sender, payload))
+        elif odd == "high sub":
+            other = draw(st.sampled_from(HIGH_BYTE_SUB_IDS))
+            out.append(data_body(other, 0, seq, sender, payload))
+        elif odd in ("+1", "+256"):
+            padded = b"".join(encode_payload(bytes(int(odd))))
+            out.append(data_body(sub_id, 0, seq, sender, padded))
+        elif odd == "type":
+            out.append(F.pub_ack_frame(150, 1)[4:])
+        elif odd == "cut":
+            out.append(data_body(sub_id, 0, seq, sender, payload)[: draw(st.integers(3, 28))])
+        seq += 1
+    return out
+
+
 def outcome(take: Any) -> tuple[Any, ...]:
     """What reading one message gives: its fields (an array as its dtype and values, and
     whether it is writable), or the error's type."""
@@ -167,6 +204,52 @@ def test_runs_hold_every_routable_data_frame_and_only_those(frames: list[bytes])
     for a, b in itertools.pairwise(items):
         if not isinstance(a, bytearray) and not isinstance(b, bytearray):
             assert a[0] != b[0]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(floods(), st.lists(st.integers(0, 20_000), max_size=6))
+async def test_a_flood_taken_in_bulk_decides_as_frame_by_frame(
+    frames: list[bytes], cuts: list[int]
+) -> None:
+    wire = b"".join(frame_prefix(len(body)) + body for body in frames)
+    assert read(wire, cuts, runs=True) == read(wire, cuts, runs=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(floods())
+def test_a_flood_taken_in_bulk_holds_every_routable_frame_in_order(frames: list[bytes]) -> None:
+    wire = b"".join(frame_prefix(len(body)) + body for body in frames)
+    decoder = FrameDecoder(MAX_FRAME_BYTES)
+    decoder.receive_data(wire)
+    items = decoder.frames_and_runs(F.take_data_runs)
+    out: list[bytes] = []
+    for item in items:
+        if isinstance(item, bytearray):
+            assert item[0] != F.DATA or len(item) < F.DATA_ROUTE_BYTES
+            out.append(bytes(item))
+            continue
+        sub_id, run = item
+        for body in run:
+            assert isinstance(body, bytearray)
+            assert F.data_sub_id(body) == sub_id
+        out += [bytes(body) for body in run]
+    assert out == frames
+
+
+def test_a_flood_of_one_size_is_taken_whole_and_stops_at_the_first_unlike_frame() -> None:
+    # 300 alike frames (the bulk path's case), then one for another sub id that differs only
+    # in its high byte, then more alike frames: three runs, every frame once, in order.
+    alike = [data_body(1, 0, seq, b"w", bytes(100)) for seq in range(1, 301)]
+    odd = data_body(HIGH_BYTE_SUB_IDS[2], 0, 301, b"w", bytes(100))
+    more = [data_body(1, 0, seq, b"w", bytes(100)) for seq in range(302, 310)]
+    wire = bytearray(b"".join(frame_prefix(len(b)) + b for b in (*alike, odd, *more)))
+    runs, pos = F.take_data_runs(wire, 0, len(wire), MAX_FRAME_BYTES)
+    assert pos == len(wire)
+    assert [(sub_id, [bytes(b) for b in run]) for sub_id, run in runs] == [
+        (1, alike),
+        (HIGH_BYTE_SUB_IDS[2], [odd]),
+        (1, more),
+    ]
 
 
 def test_a_data_frame_beyond_the_frame_limit_is_left_to_the_decoder() -> None:
