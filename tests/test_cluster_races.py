@@ -407,6 +407,39 @@ async def test_a_grace_end_redis_keeps_refusing_ends_the_channel_here_after_the_
                 await trio.sleep(0.1)
 
 
+async def test_a_grace_end_whose_redis_call_hangs_is_bounded_and_the_channel_still_ends(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Redis that stops answering (stopped, a link that holds bytes) raises nothing: each
+    # try at the end is bounded (ORPHAN_END_TRY_TIMEOUT_S), the tries go on in a task of
+    # their own, and the channel ends here after ORPHAN_END_GIVE_UP_S. Without the bound the
+    # first try held the node's job queue and the readers waited for a gone owner for good.
+    monkeypatch.setattr(redis_engine, "ORPHAN_END_TRY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 1.0)
+    grace_s = 0.5
+    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        old = await stack.enter_async_context(recorder.subscribe("c"))
+        registry = a.state.engine.io.registry  # type: ignore[attr-defined]
+        deleting, _never = held_delete(registry, "c", monkeypatch)  # every try hangs
+        daq_to_a.refuse()
+        daq_to_a.cut()
+        with trio.fail_after(grace_s + WAIT_S):
+            await deleting.wait()
+        with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+            await old.receive()
+        assert "TooSlowError" in caplog.text
+        assert "ended here without Redis's word" in caplog.text
+        assert not ending(a, "c")
+
+
 async def test_a_take_over_before_the_old_node_loses_redis_keeps_its_readers(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

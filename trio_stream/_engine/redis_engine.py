@@ -88,6 +88,9 @@ CREATE_ATTEMPTS: Final = 3
 # the channel here anyway (its readers must not wait for a gone owner for good).
 ORPHAN_END_RETRY_S: Final = 0.5
 ORPHAN_END_GIVE_UP_S: Final = 30.0
+# One try's bound: a Redis that hangs (stopped, a link that holds bytes) raises nothing, and
+# the first try runs in the node's job order, where it would hold up every later job.
+ORPHAN_END_TRY_TIMEOUT_S: Final = 2.0
 DELETED: Final = "deleted"
 CLIENT: Final = "client"
 CHANNEL: Final = "channel"
@@ -487,11 +490,12 @@ class RedisEngine:
         came first, let it live on. False if Redis did not answer (or refused): not decided."""
         name, epoch = channel.name, channel.epoch
         try:
-            deleted = await self.io.registry.delete(
-                name, epoch=epoch, node=self.node, holder=holder or None
-            )
-            record = None if deleted is not None else await self.io.registry.get(name)
-        except REDIS_ERRORS as error:
+            with trio.fail_after(ORPHAN_END_TRY_TIMEOUT_S):
+                deleted = await self.io.registry.delete(
+                    name, epoch=epoch, node=self.node, holder=holder or None
+                )
+                record = None if deleted is not None else await self.io.registry.get(name)
+        except (*REDIS_ERRORS, trio.TooSlowError) as error:
             log.warning(
                 "channel %r (its owner gone) not ended yet, Redis failed: %s; asking again "
                 "every %g s for up to %g s",
