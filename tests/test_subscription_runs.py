@@ -167,25 +167,15 @@ def read(wire: bytes, cuts: list[int], *, runs: bool) -> dict[int, list[tuple[An
     return got
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(bodies(), min_size=1, max_size=25),
-    st.lists(st.integers(0, 20_000), max_size=6),
-)
-async def test_frames_routed_in_runs_decide_as_frame_by_frame(
-    frames: list[bytes], cuts: list[int]
-) -> None:
-    wire = b"".join(frame_prefix(len(body)) + body for body in frames)
-    assert read(wire, cuts, runs=True) == read(wire, cuts, runs=False)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(bodies(), min_size=1, max_size=25))
-def test_runs_hold_every_routable_data_frame_and_only_those(frames: list[bytes]) -> None:
-    wire = b"".join(frame_prefix(len(body)) + body for body in frames)
+def items_of(frames: list[bytes]) -> list[Any]:
+    """What one read of ``frames`` gives the reader: frames left alone, and runs by sub id."""
     decoder = FrameDecoder(MAX_FRAME_BYTES)
-    decoder.receive_data(wire)
-    items = decoder.frames_and_runs(F.take_data_runs)
+    decoder.receive_data(b"".join(frame_prefix(len(body)) + body for body in frames))
+    return list(decoder.frames_and_runs(F.take_data_runs))
+
+
+def flattened(items: list[Any]) -> list[bytes]:
+    """The frames of ``items`` in order, checking each run holds only its sub id's DATA."""
     out: list[bytes] = []
     for item in items:
         if isinstance(item, bytearray):
@@ -199,16 +189,16 @@ def test_runs_hold_every_routable_data_frame_and_only_those(frames: list[bytes])
             assert isinstance(body, bytearray)  # writable, as frames() hands them out
             assert F.data_sub_id(body) == sub_id
         out += [bytes(body) for body in run]
-    assert out == frames
-    # Consecutive runs are for different subscriptions, unless a frame came between them.
-    for a, b in itertools.pairwise(items):
-        if not isinstance(a, bytearray) and not isinstance(b, bytearray):
-            assert a[0] != b[0]
+    return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(floods(), st.lists(st.integers(0, 20_000), max_size=6))
-async def test_a_flood_taken_in_bulk_decides_as_frame_by_frame(
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    # Mixed frames (runs of a few), and floods of one size (the bulk path, frames._take_alike).
+    st.one_of(st.lists(bodies(), min_size=1, max_size=25), floods()),
+    st.lists(st.integers(0, 20_000), max_size=6),
+)
+async def test_frames_routed_in_runs_decide_as_frame_by_frame(
     frames: list[bytes], cuts: list[int]
 ) -> None:
     wire = b"".join(frame_prefix(len(body)) + body for body in frames)
@@ -216,24 +206,20 @@ async def test_a_flood_taken_in_bulk_decides_as_frame_by_frame(
 
 
 @settings(max_examples=200, deadline=None)
+@given(st.lists(bodies(), min_size=1, max_size=25))
+def test_runs_hold_every_routable_data_frame_and_only_those(frames: list[bytes]) -> None:
+    items = items_of(frames)
+    assert flattened(items) == frames
+    # Consecutive runs are for different subscriptions, unless a frame came between them.
+    for a, b in itertools.pairwise(items):
+        if not isinstance(a, bytearray) and not isinstance(b, bytearray):
+            assert a[0] != b[0]
+
+
+@settings(max_examples=200, deadline=None)
 @given(floods())
 def test_a_flood_taken_in_bulk_holds_every_routable_frame_in_order(frames: list[bytes]) -> None:
-    wire = b"".join(frame_prefix(len(body)) + body for body in frames)
-    decoder = FrameDecoder(MAX_FRAME_BYTES)
-    decoder.receive_data(wire)
-    items = decoder.frames_and_runs(F.take_data_runs)
-    out: list[bytes] = []
-    for item in items:
-        if isinstance(item, bytearray):
-            assert item[0] != F.DATA or len(item) < F.DATA_ROUTE_BYTES
-            out.append(bytes(item))
-            continue
-        sub_id, run = item
-        for body in run:
-            assert isinstance(body, bytearray)
-            assert F.data_sub_id(body) == sub_id
-        out += [bytes(body) for body in run]
-    assert out == frames
+    assert flattened(items_of(frames)) == frames
 
 
 def test_a_flood_of_one_size_is_taken_whole_and_stops_at_the_first_unlike_frame() -> None:
