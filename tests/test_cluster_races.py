@@ -175,9 +175,12 @@ async def test_a_take_over_that_loses_the_race_to_the_old_nodes_grace_creates_it
             await old.receive()
         (info,) = [c for c in await recorder.channels() if c.name == "c"]
         assert (info.owner, info.seq) == ("daq", 0)
-        async with recorder.subscribe("c") as sub:
-            await daq_again.publish("c", "fresh")
+        async with recorder.subscribe("c") as sub, daq_again.publisher("c") as pub:
             with trio.fail_after(WAIT_S):
+                # A reader on node a reaches node b's count a moment later (over Redis): a
+                # send before that is dropped (nobody wants it, as b knows), by design.
+                await pub.wait_for_readers()
+                assert await pub.send("fresh")
                 message = await sub.receive()
         assert (message.data, message.seq) == ("fresh", 1)
 
@@ -683,3 +686,45 @@ async def test_a_delete_by_holder_misses_a_channel_moved_away_and_back_to_its_no
         assert now is not None and (now.node, now.holder) == ("a", back.new_holder)
         assert await registry.delete("c", node="a", holder=back.new_holder) == record.epoch
         assert await registry.get("c") is None
+
+
+async def test_a_nodes_first_reader_gets_the_frames_though_a_reader_joins_elsewhere_meanwhile(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node's first reader of a channel is attached once the node follows the channel's
+    # stream (an await on Redis). A reader coming on another node meanwhile makes the node
+    # count its own readers again: none yet. That count must not stop the node reading the
+    # stream the subscribe has just followed, or the reader waits for frames this node never
+    # reads. (Any count of the channel's readers here meanwhile does it: the end of its
+    # previous incarnation here, as in the grace race above, or a reader elsewhere, here.)
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(b.tcp_url), name="daq") as daq,
+        ts.open_client(str(a.tcp_url), name="reader_a") as reader_a,
+        ts.open_client(str(b.tcp_url), name="reader_b") as reader_b,
+        AsyncExitStack() as stack,
+    ):
+        await daq.create_channel("c")
+        engine: Any = a.state.engine
+        real_follow = engine.io.reader.follow
+        counted: list[int] = []  # node a's readers of "c" when it counted them meanwhile
+
+        async def follow(name: str, **options: Any) -> Any:
+            followed = await real_follow(name, **options)
+            if name == "c" and not counted:
+                mirror = a.state.broker.channels[name]
+                await stack.enter_async_context(reader_b.subscribe("c"))
+                await until(  # node a has heard of it and counted its readers again
+                    lambda: mirror.remote_readers == 1 and name not in engine._dirty_readers
+                )
+                counted.append(len(mirror.subscriptions))
+            return followed
+
+        monkeypatch.setattr(engine.io.reader, "follow", follow)
+        async with reader_a.subscribe("c") as sub:
+            assert counted == [0], "the count did not come during the subscribe"
+            assert await daq.publish("c", "seen")  # node b has a reader: reader_b's
+            with trio.fail_after(WAIT_S):
+                message = await sub.receive()
+        assert message.data == "seen"

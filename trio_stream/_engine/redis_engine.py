@@ -26,8 +26,8 @@ import itertools
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -175,6 +175,8 @@ class RedisEngine:
         self._ending: dict[str, trio.Event] = {}
         self._dirty_readers: set[str] = set()
         self._readers_wake = trio.Event()
+        # channel -> subscribes under way here (following its stream, no reader attached yet)
+        self._joining: Counter[str] = Counter()
         # channel -> the position before each batch parked for full local block readers
         self._holds: dict[str, deque[int]] = {}
         self._taken: dict[str, int] = {}  # channel -> last seq handed to the broker here
@@ -641,20 +643,39 @@ class RedisEngine:
             return requests.subscribe(session, msg)
         record = await self._record(msg.channel, msg.key, session)
         channel = self._mirror(record)
-        await self._follow(channel, record.seq)
-        if msg.since_epoch is None or msg.since_epoch != channel.epoch:
-            return requests.subscribe_to(session, msg, lambda: channel)
-        # A resume within the epoch: the frames after since_seq come from Redis, then live.
-        since = msg.since_seq or 0
-        frames = await self._replay_frames(channel, since, msg.size)
-        if self.state.broker.channels.get(channel.name) is not channel:
-            raise ChannelNotFound(f"channel {channel.name!r} ended meanwhile: subscribe again")
-        saved = channel.recent, channel.recent_bytes
-        channel.recent = deque(f for f in frames if f.seq <= channel.seq)
+        with self._joining_reader(channel.name):
+            await self._follow(channel, record.seq)
+            if msg.since_epoch is None or msg.since_epoch != channel.epoch:
+                return requests.subscribe_to(session, msg, lambda: channel)
+            # A resume within the epoch: the frames after since_seq come from Redis, then live.
+            since = msg.since_seq or 0
+            frames = await self._replay_frames(channel, since, msg.size)
+            if self.state.broker.channels.get(channel.name) is not channel:
+                raise ChannelNotFound(f"channel {channel.name!r} ended meanwhile: subscribe again")
+            saved = channel.recent, channel.recent_bytes
+            channel.recent = deque(f for f in frames if f.seq <= channel.seq)
+            try:
+                return requests.subscribe_to(session, msg, lambda: channel)
+            finally:
+                channel.recent, channel.recent_bytes = saved
+
+    @contextlib.contextmanager
+    def _joining_reader(self, name: str) -> Iterator[None]:
+        """A subscribe to ``name`` under way here: from its first await (the follow) until
+        its reader is attached, the channel has no reader on this node, and a pass of
+        :meth:`_report_readers` meanwhile (a reader coming or going on another node, the
+        end of the channel's previous incarnation here) must not unfollow its stream: the
+        reader would then wait for frames this node never reads."""
+        self._joining[name] += 1
         try:
-            return requests.subscribe_to(session, msg, lambda: channel)
+            yield
         finally:
-            channel.recent, channel.recent_bytes = saved
+            self._joining[name] -= 1
+            if not self._joining[name]:
+                del self._joining[name]
+            # Counted again (a subscribe that failed leaves a stream followed for nobody).
+            self._dirty_readers.add(name)
+            self._readers_wake.set()
 
     async def _replay_frames(self, channel: Channel, since: int, size: int | None) -> list[Any]:
         """The frames after ``since`` up to the channel's position here, from Redis."""
@@ -679,8 +700,14 @@ class RedisEngine:
         Redis (first reader here; until then this node's position means nothing)."""
         reader = self.io.reader
         async with self._follow_lock:
-            if reader.position(channel.name) is not None:
-                return
+            position = reader.position(channel.name)
+            if position is not None:
+                if position[0] == channel.epoch:
+                    return
+                # Still the stream of an incarnation gone from here (its unfollow not done
+                # yet): this one's, from now on.
+                self._unfollowed(channel.name)
+                await reader.unfollow(channel.name)
             if seq > channel.seq:
                 channel.seq = seq
                 channel.recent.clear()
@@ -935,7 +962,7 @@ class RedisEngine:
                 channel = self.state.broker.channels.get(name)
                 count = len(channel.subscriptions) if channel is not None else 0
                 try:
-                    if not count:
+                    if not count and name not in self._joining:
                         self._unfollowed(name)
                         await self.io.reader.unfollow(name)
                     await self.io.presence.set_readers(name, count)
