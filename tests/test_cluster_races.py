@@ -16,9 +16,9 @@ and the clients are real, on loopback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import pytest
@@ -503,14 +503,26 @@ async def taken_over_unheard(
     return client
 
 
-async def test_a_take_over_back_onto_the_old_node_during_its_grace_end_survives_it(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # "c" held on node a, its first process gone; the second takes it over on node b (a
-    # never hears) and goes too; the third takes it back onto node a while a's grace for
-    # the first ends. The move lands in Redis first (the hooks fix that order), then a's
-    # delete: conditional on the holder a saw, which the move rewrote, it must not match.
-    grace_a_s = 3.0
+class TakenBackPending(NamedTuple):
+    """Channel "c" kept on node ``a`` for its grace; taken over on ``b`` unheard by a, and
+    that process gone too; ``daq3``, a third process of "daq", is connected to node a."""
+
+    a: ts.Server
+    b: ts.Server
+    recorder: ts.Client
+    sub: ts.Subscription  # the recorder's, on node a since before the first take-over
+    daq3: ts.Client
+    registry: Any  # node a's (the real one), for the test's hooks
+    created: float  # when "c" was created (a take-over keeps it)
+
+
+@asynccontextmanager
+async def taken_back_pending(
+    redis_server: RedisServer, grace_a_s: float
+) -> AsyncIterator[TakenBackPending]:
+    """The set-up of a take-over back onto node a while a's grace for "c" runs: node a
+    reaches Redis through a proxy (cut to lose the ADOPTED of the take-over on node b), the
+    two gone processes of "daq" through proxies that it cuts."""
     async with (
         open_proxy(redis_server.url) as a_to_redis,
         ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_a_s)) as a,
@@ -522,6 +534,7 @@ async def test_a_take_over_back_onto_the_old_node_during_its_grace_end_survives_
     ):
         daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
         await daq.create_channel("c")
+        (info,) = [c for c in await recorder.channels() if c.name == "c"]
         sub = await stack.enter_async_context(recorder.subscribe("c"))
         daq_to_a.refuse()
         daq_to_a.cut()  # the first process is gone: node a keeps "c" for grace_a_s
@@ -532,14 +545,26 @@ async def test_a_take_over_back_onto_the_old_node_during_its_grace_end_survives_
         daq3 = await open_named(str(a.tcp_url), "daq", stack)
         assert trio.current_time() - cut_at < grace_a_s, "too slow: a's grace ended already"
         registry = a.state.engine.io.registry  # type: ignore[attr-defined]
-        real_move = registry.move
-        real_delete = registry.delete
+        yield TakenBackPending(a, b, recorder, sub, daq3, registry, info.created)
+
+
+async def test_a_take_over_back_onto_the_old_node_during_its_grace_end_survives_it(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "c" held on node a, its first process gone; the second takes it over on node b (a
+    # never hears) and goes too; the third takes it back onto node a while a's grace for
+    # the first ends. The move lands in Redis first (the hooks fix that order), then a's
+    # delete: conditional on the holder a saw, which the move rewrote, it must not match.
+    grace_a_s = 3.0
+    async with taken_back_pending(redis_server, grace_a_s) as it:
+        real_move = it.registry.move
+        real_delete = it.registry.delete
         moved = trio.Event()
         calls: list[str] = []
 
         async def move(name: str, **options: Any) -> Any:
             with trio.fail_after(grace_a_s + WAIT_S):  # until node a's grace has ended
-                while not ending(a, name):  # noqa: ASYNC110
+                while not ending(it.a, name):  # noqa: ASYNC110
                     await trio.sleep(0.01)
             calls.append("move")
             try:
@@ -553,17 +578,17 @@ async def test_a_take_over_back_onto_the_old_node_during_its_grace_end_survives_
                 calls.append("delete")
             return await real_delete(name, **options)  # type: ignore[no-any-return]
 
-        monkeypatch.setattr(registry, "move", move)
-        monkeypatch.setattr(registry, "delete", delete)
-        await daq3.create_channel("c")  # the take-over back onto node a
-        await until(lambda: not ending(a, "c"))  # node a's grace end is decided
+        monkeypatch.setattr(it.registry, "move", move)
+        monkeypatch.setattr(it.registry, "delete", delete)
+        await it.daq3.create_channel("c")  # the take-over back onto node a
+        await until(lambda: not ending(it.a, "c"))  # node a's grace end is decided
         assert calls == ["move", "delete"]
-        await daq3.publish("c", "still here")
+        await it.daq3.publish("c", "still here")
         with trio.fail_after(WAIT_S):
-            message = await sub.receive()
+            message = await it.sub.receive()
         assert (message.data, message.gap) == ("still here", None)
-        (info,) = [c for c in await recorder.channels() if c.name == "c"]
-        assert (info.owner, await kept_at(b, "c")) == ("daq", "a")
+        (info,) = [c for c in await it.recorder.channels() if c.name == "c"]
+        assert (info.owner, await kept_at(it.b, "c")) == ("daq", "a")
 
 
 async def test_a_take_over_onto_the_node_ending_the_channel_it_lost_waits_then_moves_it(
@@ -575,52 +600,32 @@ async def test_a_take_over_onto_the_node_ending_the_channel_it_lost_waits_then_m
     # the channel back from b. On main before this fix it moved the channel at once, and
     # the grace end's delete (node == a again) deleted it.
     grace_a_s = 2.0
-    async with (
-        open_proxy(redis_server.url) as a_to_redis,
-        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_a_s)) as a,
-        ts.open_server(node_config(redis_server, "b", resume_grace_s=60.0)) as b,
-        open_proxy(str(a.tcp_url)) as daq_to_a,
-        open_proxy(str(b.tcp_url)) as daq_to_b,
-        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
-        AsyncExitStack() as stack,
-    ):
-        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
-        await daq.create_channel("c")
-        (before,) = [c for c in await recorder.channels() if c.name == "c"]
-        sub = await stack.enter_async_context(recorder.subscribe("c"))
-        registry = a.state.engine.io.registry  # type: ignore[attr-defined]
-        deleting, go = held_delete(registry, "c", monkeypatch)
-        daq_to_a.refuse()
-        daq_to_a.cut()
-        cut_at = trio.current_time()
-        await taken_over_unheard(a, a_to_redis, daq_to_b.url, stack)
-        daq_to_b.refuse()
-        daq_to_b.cut()
-        daq3 = await open_named(str(a.tcp_url), "daq", stack)
-        assert trio.current_time() - cut_at < grace_a_s, "too slow: a's grace ended already"
-        real_create = registry.create
+    async with taken_back_pending(redis_server, grace_a_s) as it:
+        # Held from before a's grace ends (taken_back_pending checked it has not yet).
+        deleting, go = held_delete(it.registry, "c", monkeypatch)
+        real_create = it.registry.create
         creates: list[bool] = []  # per create of "c": did node a's grace end come first
 
         async def create(name: str, **options: Any) -> Any:
             if name == "c" and not creates:
                 with trio.fail_after(grace_a_s + WAIT_S):
                     await deleting.wait()  # a's grace ends now
-            creates.append(ending(a, name))
+            creates.append(ending(it.a, name))
             return await real_create(name, **options)
 
-        monkeypatch.setattr(registry, "create", create)
+        monkeypatch.setattr(it.registry, "create", create)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(daq3.create_channel, "c")
-            await until(lambda: waits_for_the_end(a, "c"))  # the race is set
+            nursery.start_soon(it.daq3.create_channel, "c")
+            await until(lambda: waits_for_the_end(it.a, "c"))  # the race is set
             go.set()
         assert creates[0], "the grace end did not come between the create and its look"
-        await daq3.publish("c", "moved back")
+        await it.daq3.publish("c", "moved back")
         with trio.fail_after(WAIT_S):
-            message = await sub.receive()
+            message = await it.sub.receive()
         assert (message.data, message.seq, message.gap) == ("moved back", 1, None)
-        (info,) = [c for c in await recorder.channels() if c.name == "c"]
-        assert (info.owner, info.created) == ("daq", before.created)
-        assert await kept_at(b, "c") == "a"
+        (info,) = [c for c in await it.recorder.channels() if c.name == "c"]
+        assert (info.owner, info.created) == ("daq", it.created)
+        assert await kept_at(it.b, "c") == "a"
 
 
 async def test_an_owner_without_a_lease_back_on_another_node_first_keeps_its_channel(
