@@ -48,6 +48,12 @@ WRITABLE_BUT_CHANNELS = (
 )
 
 
+# The hooks of some tests hold a take-over's move in Redis (until a grace ends, a reaper
+# acts: up to WAIT_S and more) longer than the engine's bound on one, which stands for a
+# Redis that hangs (TAKE_OVER_MOVE_TIMEOUT_S): those tests lift the bound.
+HELD_MOVE_S = 3 * WAIT_S
+
+
 async def acl_keys(redis: RedisServer, *patterns: str) -> None:
     """Set the default user's key patterns of the test's own redis-server (redis-cli)."""
     argv = ["redis-cli", "-p", str(redis.port), "ACL", "SETUSER", "default", "resetkeys"]
@@ -169,6 +175,7 @@ async def test_a_take_over_that_loses_the_race_to_the_old_nodes_grace_creates_it
                     await trio.sleep(0.05)
 
         monkeypatch.setattr(registry, "move", move_after(registry, grace_ended, moves))
+        monkeypatch.setattr(redis_engine, "TAKE_OVER_MOVE_TIMEOUT_S", HELD_MOVE_S)
         await daq_again.create_channel("c")
         assert moves == ["c"], "the take-over did not race the grace"
         with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
@@ -213,6 +220,7 @@ async def test_a_take_over_that_loses_the_race_to_the_reaper_creates_the_channel
                     await trio.sleep(0.05)
 
         monkeypatch.setattr(registry, "move", move_after(registry, reaped, moves))
+        monkeypatch.setattr(redis_engine, "TAKE_OVER_MOVE_TIMEOUT_S", HELD_MOVE_S)
         # The name comes free when node a's heartbeat expires (3 s): open_named waits.
         daq_again = await open_named(str(b.tcp_url), "daq", stack)
         await daq_again.create_channel("c")
@@ -580,6 +588,7 @@ async def test_a_take_over_back_onto_the_old_node_during_its_grace_end_survives_
 
         monkeypatch.setattr(it.registry, "move", move)
         monkeypatch.setattr(it.registry, "delete", delete)
+        monkeypatch.setattr(redis_engine, "TAKE_OVER_MOVE_TIMEOUT_S", HELD_MOVE_S)
         await it.daq3.create_channel("c")  # the take-over back onto node a
         await until(lambda: not ending(it.a, "c"))  # node a's grace end is decided
         assert calls == ["move", "delete"]
@@ -733,3 +742,53 @@ async def test_a_nodes_first_reader_gets_the_frames_though_a_reader_joins_elsewh
             with trio.fail_after(WAIT_S):
                 message = await sub.receive()
         assert message.data == "seen"
+
+
+async def test_a_take_over_cancelled_right_after_its_move_in_redis_still_ends_with_its_owner(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The take-over's move is done in Redis, then its request is cancelled for real before
+    # node b notes that it keeps the channel: node b's idle watchdog closes the new process's
+    # connection (its reader waits in the request, so hears nothing). Node b must note it
+    # all the same. The new process had no lease (no reconnect): its channel ends with it,
+    # at once and on every node; unnoted, it lived on with nobody to end it (its readers
+    # waiting until node b's reaper's grace, 60 s here, for channels it does not know).
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=60.0)) as a,
+        ts.open_server(
+            node_config(redis_server, "b", resume_grace_s=60.0, idle_timeout_s=1.0)
+        ) as b,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        sub = await stack.enter_async_context(recorder.subscribe("c"))
+        daq_to_a.refuse()
+        daq_to_a.cut()  # the first process is gone: node a keeps "c" for 60 s
+        registry: Any = b.state.engine.io.registry  # type: ignore[attr-defined]
+        real_move = registry.move
+        moves: list[Any] = []
+
+        async def move(name: str, **options: Any) -> Any:
+            moved = await real_move(name, **options)
+            moves.append(moved)
+            session: Any = b.state.by_name["daq"]
+            await until(lambda: session._reader_scope.cancel_called)  # the watchdog's
+            return moved
+
+        monkeypatch.setattr(registry, "move", move)
+        presence = b.state.engine.io.presence  # type: ignore[attr-defined]
+        with trio.fail_after(WAIT_S):  # node a releases the name of the gone process
+            while await presence.name_node("daq") is not None:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        daq_again = await stack.enter_async_context(
+            ts.open_client(str(b.tcp_url), name="daq", reconnect=False)
+        )
+        with pytest.raises(ts.ConnectionClosed, match="idle"):
+            await daq_again.create_channel("c")
+        assert len(moves) == 1 and moves[0] is not None, "the move was not done in Redis"
+        with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+            await sub.receive()
+        assert await kept_at(a, "c") is None

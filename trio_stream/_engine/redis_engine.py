@@ -52,7 +52,7 @@ from .._server.engine import AsyncHandler, default_node_name
 from .._server.resume import ADOPTED_OPTIONS, adoption_refused, same_option
 from .cluster_rpc import ClusterRpc
 from .redis_io import RedisEngineIO
-from .redis_registry import ChannelRecord, ChannelTaken
+from .redis_registry import ChannelRecord, ChannelTaken, Moved
 from .redis_streams import (
     REDIS_DOWN,
     REDIS_ERRORS,
@@ -91,6 +91,8 @@ ORPHAN_END_GIVE_UP_S: Final = 30.0
 # One try's bound: a Redis that hangs (stopped, a link that holds bytes) raises nothing, and
 # the first try runs in the node's job order, where it would hold up every later job.
 ORPHAN_END_TRY_TIMEOUT_S: Final = 2.0
+# A take-over's move in Redis is shielded from cancellation (see _move_here), this long at most.
+TAKE_OVER_MOVE_TIMEOUT_S: Final = 2.0
 DELETED: Final = "deleted"
 CLIENT: Final = "client"
 CHANNEL: Final = "channel"
@@ -361,13 +363,12 @@ class RedisEngine:
             return None
         moved = None
         if record.node != self.node:
-            moved = await self.io.registry.move(
-                record.name, epoch=record.epoch, owner=record.owner, node=self.node
-            )
+            moved = await self._move_here(record)
             if moved is None:
                 return None  # deleted or created anew since the look-up
         # No await from the move (or the check) to here: in Redis the channel is this node's
-        # now, and this node's reaper must find it kept here (not a previous run's).
+        # now, and this node's reaper must find it kept here (not a previous run's). A
+        # cancellation that came during the move is delivered at the next await, below.
         channel = self._mirror(record)
         channel.owner_id = session.client_id
         if moved is not None or predecessor:
@@ -399,6 +400,30 @@ class RedisEngine:
                     error,
                 )
         return True
+
+    async def _move_here(self, record: ChannelRecord) -> Moved | None:
+        """The take-over's move in Redis (see :meth:`_adopt`), shielded from cancellation.
+
+        Once Redis has moved the channel here, this node must note that it keeps it, with
+        its new owner's session: a request cancelled between the two (its client's
+        connection closed by the idle watchdog, a shutdown) left the channel kept here in
+        Redis while nothing here would end it (neither its owner's end nor its lifetime),
+        its readers on every node waiting for a gone owner until the reaper's grace for
+        channels a node does not know it keeps. Noted, the owner's session's end decides it
+        as any other's (its lease, or its end now). Bounded by TAKE_OVER_MOVE_TIMEOUT_S: a
+        Redis that hangs raises nothing; the outcome is then unknown here (TimeoutError, as
+        for a Redis that is down), and a move done meanwhile is left to that reaper.
+        """
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(TAKE_OVER_MOVE_TIMEOUT_S) as bound:
+                return await self.io.registry.move(
+                    record.name, epoch=record.epoch, owner=record.owner, node=self.node
+                )
+        assert bound.cancelled_caught
+        raise TimeoutError(
+            f"Redis did not answer the take-over of {record.name[:80]!r} within "
+            f"{TAKE_OVER_MOVE_TIMEOUT_S:g} s (TAKE_OVER_MOVE_TIMEOUT_S): create it again"
+        )
 
     def _on_adopted(self, node: str, body: Any) -> None:
         """Another node took a channel kept here over (a new process of its owner's name)."""
