@@ -792,3 +792,32 @@ async def test_a_take_over_cancelled_right_after_its_move_in_redis_still_ends_wi
         with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
             await sub.receive()
         assert await kept_at(a, "c") is None
+
+
+async def test_a_delete_of_a_record_seen_without_a_holder_misses_it_once_it_moved_back(
+    redis_server: RedisServer,
+) -> None:
+    # A record written before holder tokens (no holder field): a delete conditional on the
+    # "" that its node saw matches only while it has none. A take-over away and back (each
+    # move writes a token) must make it miss, as it does for a token (the test above); the
+    # node condition alone would match again.
+    async with RedisEngineIO.open(redis_server.url, "a") as io:
+        registry = io.registry
+        epochs: dict[str, str] = {}
+        for name in ("moved", "still"):
+            await registry.create(name, owner="daq", node="a")
+            await io.client.hdel(io.keys.channel(name), ["holder"])  # as before tokens
+            legacy = await registry.get(name)
+            assert legacy is not None and legacy.holder == ""
+            epochs[name] = legacy.epoch
+        epoch = epochs["moved"]
+        to_b = await registry.move("moved", epoch=epoch, owner="daq", node="b")
+        assert to_b is not None and to_b.holder == ""
+        back = await registry.move("moved", epoch=epoch, owner="daq", node="a")
+        assert back is not None and back.holder == to_b.new_holder
+        assert await registry.delete("moved", node="a", holder="") is None
+        now = await registry.get("moved")
+        assert now is not None and (now.node, now.holder) == ("a", back.new_holder)
+        # Not moved since: the delete that saw it without a holder matches.
+        assert await registry.delete("still", node="a", holder="") == epochs["still"]
+        assert await registry.delete("moved", node="a") == epoch  # no holder condition

@@ -519,7 +519,7 @@ class RedisEngine:
         try:
             with trio.fail_after(ORPHAN_END_TRY_TIMEOUT_S):
                 deleted = await self.io.registry.delete(
-                    name, epoch=epoch, node=self.node, holder=holder or None
+                    name, epoch=epoch, node=self.node, holder=holder
                 )
                 record = None if deleted is not None else await self.io.registry.get(name)
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
@@ -613,12 +613,18 @@ class RedisEngine:
         await self._delete_everywhere(msg.channel, record.epoch, reason)
 
     async def _delete_everywhere(
-        self, name: str, epoch: str, reason: str, *, node: str | None = None, holder: str = ""
+        self,
+        name: str,
+        epoch: str,
+        reason: str,
+        *,
+        node: str | None = None,
+        holder: str | None = None,
     ) -> None:
         """Delete the channel in Redis and on every node; with ``node`` (and ``holder``),
         only if that node keeps it (this node's end of it must not delete what a take-over
         by name has moved since)."""
-        deleted = await self.io.registry.delete(name, epoch=epoch, node=node, holder=holder or None)
+        deleted = await self.io.registry.delete(name, epoch=epoch, node=node, holder=holder)
         if deleted is None and node:
             return
         await self.io.bus.publish(DELETED, [name, epoch, reason])
@@ -1069,7 +1075,7 @@ class RedisEngine:
         if record.node != self.node:
             # Atomic against a take-over (a move): the delete needs the dead node there.
             deleted = await self.io.registry.delete(
-                name, epoch=record.epoch, node=record.node, holder=record.holder or None
+                name, epoch=record.epoch, node=record.node, holder=record.holder
             )
         elif name in self._created_here or name in self._ending:
             return  # its owner took it back here since the look (_adopt)
@@ -1079,7 +1085,7 @@ class RedisEngine:
             done = self._ending[name] = trio.Event()
             try:
                 deleted = await self.io.registry.delete(
-                    name, epoch=record.epoch, node=self.node, holder=record.holder or None
+                    name, epoch=record.epoch, node=self.node, holder=record.holder
                 )
             finally:
                 del self._ending[name]

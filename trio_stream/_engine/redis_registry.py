@@ -11,6 +11,12 @@ random ``holder`` token: who keeps the channel *this time*. The node's name alon
 say it: a channel can move away from a node and back (a take-over back onto the old node),
 and a step that node decided before the move back (its gone owner's end) must then not
 match. A delete conditional on the holder it saw is atomic against every move.
+
+A record written before holder tokens has no ``holder`` field (:attr:`ChannelRecord.holder`
+is ""). A delete conditional on that "" matches only a record still without one: the first
+take-over of it (a move, which writes a token) ends the gap, so such a record has the same
+protection against a move away and back as any other. (Nodes of a version before holder
+tokens move without writing one: the gap closes once every node runs this version.)
 """
 
 from __future__ import annotations
@@ -40,13 +46,14 @@ return 1
 
 # KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, ARGV[2] stream key prefix,
 # ARGV[3] expected epoch ('' = any), ARGV[4] positions key prefix, ARGV[5] expected node
-# ('' = any), ARGV[6] expected holder ('' = any). Returns the deleted epoch, or false.
+# ('' = any), ARGV[6] '=' and the expected holder ('' = any; '=' alone: a record without a
+# holder, from before holder tokens). Returns the deleted epoch, or false.
 _DELETE_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return false end
 if ARGV[3] ~= '' and ARGV[3] ~= epoch then return false end
 if ARGV[5] ~= '' and ARGV[5] ~= redis.call('HGET', KEYS[1], 'node') then return false end
-if ARGV[6] ~= '' and ARGV[6] ~= (redis.call('HGET', KEYS[1], 'holder') or '') then
+if ARGV[6] ~= '' and ARGV[6] ~= '=' .. (redis.call('HGET', KEYS[1], 'holder') or '') then
   return false
 end
 redis.call('DEL', KEYS[1], ARGV[2] .. epoch, ARGV[4] .. epoch)
@@ -93,7 +100,8 @@ class ChannelRecord:
     created: float
     key_salt: bytes | None
     key_digest: bytes | None
-    holder: str = ""  # who keeps it this time ("": a record from before holder tokens)
+    # who keeps it this time ("": a record from before holder tokens; see the module docstring)
+    holder: str = ""
 
     @property
     def has_key(self) -> bool:
@@ -119,6 +127,11 @@ def _record(name: str, fields: Mapping[bytes, bytes]) -> ChannelRecord:
         key_digest=fields.get(b"key_digest"),
         holder=fields.get(b"holder", b"").decode(),
     )
+
+
+def _holder_arg(holder: str | None) -> str:
+    """_DELETE_LUA's ARGV[6]: '' for no condition, else '=' and the holder (maybe "")."""
+    return "" if holder is None else "=" + holder
 
 
 class ChannelRegistry:
@@ -210,7 +223,8 @@ class ChannelRegistry:
         """Delete ``name`` and its frames; with ``epoch``, only that incarnation; with
         ``node``, only if that node keeps it (not if another node took it over meanwhile);
         with ``holder``, only if nobody took it over since that holder got it (not even back
-        onto the same node).
+        onto the same node); ``holder=""`` (a record seen without one, from before holder
+        tokens) matches only a record still without one.
 
         Returns the deleted epoch, or None when there was nothing (or another epoch or node)
         to delete.
@@ -219,7 +233,7 @@ class ChannelRegistry:
         positions = self._keys.positions(name, "")
         deleted: object = await self._delete(
             keys=[self._keys.channel(name), self._keys.channels],
-            args=[name, prefix, epoch or "", positions, node or "", holder or ""],
+            args=[name, prefix, epoch or "", positions, node or "", _holder_arg(holder)],
         )
         return deleted.decode() if isinstance(deleted, bytes) else None
 
