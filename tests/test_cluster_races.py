@@ -146,6 +146,47 @@ def move_after(registry: Any, step: Callable[[str], Awaitable[None]], moves: lis
     return move
 
 
+class OwnerGone(NamedTuple):
+    """Channel "c" kept on node ``a`` for its gone owner "daq" (for its grace), read there
+    by ``recorder`` through ``sub``; ``daq_again``, a new process of "daq" on node ``b``,
+    without a lease (no reconnect: its channels end with its connection); ``registry``,
+    node b's (the real one), for the test's hooks."""
+
+    a: ts.Server
+    b: ts.Server
+    recorder: ts.Client
+    sub: ts.Subscription
+    daq_again: ts.Client
+    registry: Any
+
+
+@asynccontextmanager
+async def owner_gone(
+    redis_server: RedisServer, grace_s: float, **b_options: Any
+) -> AsyncIterator[OwnerGone]:
+    """Nodes a and b with ``grace_s`` (``resume_grace_s``), node b with ``b_options``."""
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=grace_s, **b_options)) as b,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
+        await daq.create_channel("c")
+        sub = await stack.enter_async_context(recorder.subscribe("c"))
+        daq_to_a.refuse()
+        daq_to_a.cut()  # the first process is gone: node a keeps "c" for grace_s
+        engine: Any = b.state.engine
+        with trio.fail_after(WAIT_S):  # node a releases the name of the gone process
+            while await engine.io.presence.name_node("daq") is not None:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        daq_again = await stack.enter_async_context(
+            ts.open_client(str(b.tcp_url), name="daq", reconnect=False)
+        )
+        yield OwnerGone(a, b, recorder, sub, daq_again, engine.io.registry)
+
+
 async def test_a_take_over_that_loses_the_race_to_the_old_nodes_grace_creates_it_afresh(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,20 +194,7 @@ async def test_a_take_over_that_loses_the_race_to_the_old_nodes_grace_creates_it
     # Redis) between the take-over's look-up and its move. The name is free: the create
     # succeeds with a new channel, and a's readers of the old one see it end.
     grace_s = 1.0
-    async with (
-        ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
-        ts.open_server(node_config(redis_server, "b", resume_grace_s=grace_s)) as b,
-        open_proxy(str(a.tcp_url)) as daq_to_a,
-        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
-        AsyncExitStack() as stack,
-    ):
-        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
-        await daq.create_channel("c")
-        old = await stack.enter_async_context(recorder.subscribe("c"))
-        daq_to_a.refuse()
-        daq_to_a.cut()
-        daq_again = await open_named(str(b.tcp_url), "daq", stack)
-        registry = b.state.engine.io.registry  # type: ignore[attr-defined]
+    async with owner_gone(redis_server, grace_s) as (_, _, recorder, old, daq_again, registry):
         moves: list[str] = []
 
         async def grace_ended(name: str) -> None:
@@ -750,48 +778,49 @@ async def test_a_take_over_cancelled_right_after_its_move_in_redis_still_ends_wi
     # The take-over's move is done in Redis, then its request is cancelled for real before
     # node b notes that it keeps the channel: node b's idle watchdog closes the new process's
     # connection (its reader waits in the request, so hears nothing). Node b must note it
-    # all the same. The new process had no lease (no reconnect): its channel ends with it,
-    # at once and on every node; unnoted, it lived on with nobody to end it (its readers
-    # waiting until node b's reaper's grace, 60 s here, for channels it does not know).
-    async with (
-        ts.open_server(node_config(redis_server, "a", resume_grace_s=60.0)) as a,
-        ts.open_server(
-            node_config(redis_server, "b", resume_grace_s=60.0, idle_timeout_s=1.0)
-        ) as b,
-        open_proxy(str(a.tcp_url)) as daq_to_a,
-        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
-        AsyncExitStack() as stack,
-    ):
-        daq = await stack.enter_async_context(ts.open_client(daq_to_a.url, name="daq"))
-        await daq.create_channel("c")
-        sub = await stack.enter_async_context(recorder.subscribe("c"))
-        daq_to_a.refuse()
-        daq_to_a.cut()  # the first process is gone: node a keeps "c" for 60 s
-        registry: Any = b.state.engine.io.registry  # type: ignore[attr-defined]
-        real_move = registry.move
+    # all the same. The new process had no lease: its channel ends with it, at once and on
+    # every node; unnoted, it lived on with nobody to end it (its readers waiting until
+    # node b's reaper's grace, 60 s here, for channels it does not know).
+    async with owner_gone(redis_server, 60.0, idle_timeout_s=1.0) as it:
+        real_move = it.registry.move
         moves: list[Any] = []
 
         async def move(name: str, **options: Any) -> Any:
             moved = await real_move(name, **options)
             moves.append(moved)
-            session: Any = b.state.by_name["daq"]
+            session: Any = it.b.state.by_name["daq"]
             await until(lambda: session._reader_scope.cancel_called)  # the watchdog's
             return moved
 
-        monkeypatch.setattr(registry, "move", move)
-        presence = b.state.engine.io.presence  # type: ignore[attr-defined]
-        with trio.fail_after(WAIT_S):  # node a releases the name of the gone process
-            while await presence.name_node("daq") is not None:  # noqa: ASYNC110
-                await trio.sleep(0.05)
-        daq_again = await stack.enter_async_context(
-            ts.open_client(str(b.tcp_url), name="daq", reconnect=False)
-        )
+        monkeypatch.setattr(it.registry, "move", move)
         with pytest.raises(ts.ConnectionClosed, match="idle"):
-            await daq_again.create_channel("c")
+            await it.daq_again.create_channel("c")
         assert len(moves) == 1 and moves[0] is not None, "the move was not done in Redis"
         with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
-            await sub.receive()
-        assert await kept_at(a, "c") is None
+            await it.sub.receive()
+        assert await kept_at(it.a, "c") is None
+
+
+async def test_a_take_over_whose_move_redis_never_answers_gives_up_after_its_bound(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The move is shielded from cancellation (the test above), so a Redis that never
+    # answers it (a hook that never returns) must not hold the request, and the connection,
+    # for good: TAKE_OVER_MOVE_TIMEOUT_S ends the wait, as Redis down would (the connection
+    # fails). Nothing moved: node a keeps the channel, its readers read on.
+    monkeypatch.setattr(redis_engine, "TAKE_OVER_MOVE_TIMEOUT_S", 0.5)
+    async with owner_gone(redis_server, 60.0) as it:
+
+        async def move(name: str, **options: Any) -> Any:
+            await trio.sleep_forever()
+
+        monkeypatch.setattr(it.registry, "move", move)
+        with trio.fail_after(WAIT_S), pytest.raises(ts.ConnectionClosed):
+            await it.daq_again.create_channel("c")
+        assert await kept_at(it.a, "c") == "a"
+        with trio.move_on_after(0.5):
+            await it.sub.receive()
+            raise AssertionError("the channel ended or moved")
 
 
 async def test_a_delete_of_a_record_seen_without_a_holder_misses_it_once_it_moved_back(
