@@ -406,13 +406,14 @@ class RedisEngine:
 
         Once Redis has moved the channel here, this node must note that it keeps it, with
         its new owner's session: a request cancelled between the two (its client's
-        connection closed by the idle watchdog, a shutdown) left the channel kept here in
-        Redis while nothing here would end it (neither its owner's end nor its lifetime),
-        its readers on every node waiting for a gone owner until the reaper's grace for
-        channels a node does not know it keeps. Noted, the owner's session's end decides it
-        as any other's (its lease, or its end now). Bounded by TAKE_OVER_MOVE_TIMEOUT_S: a
-        Redis that hangs raises nothing; the outcome is then unknown here (TimeoutError, as
-        for a Redis that is down), and a move done meanwhile is left to that reaper.
+        connection closed by the idle watchdog, a shutdown) would leave the channel kept
+        here in Redis with nothing here to end it (neither its owner's end nor its
+        lifetime), its readers on every node waiting for a gone owner until the reaper's
+        grace for channels a node does not know it keeps. Noted, the owner's session's end
+        decides it as any other's (its lease, or its end now). Bounded by
+        TAKE_OVER_MOVE_TIMEOUT_S: a Redis that hangs raises nothing; the outcome is then
+        unknown here (TimeoutError, as for a Redis that is down), and a move done meanwhile
+        is left to that reaper.
         """
         with trio.CancelScope(shield=True):
             with trio.move_on_after(TAKE_OVER_MOVE_TIMEOUT_S) as bound:
