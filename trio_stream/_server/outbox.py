@@ -636,15 +636,22 @@ class Reader:
             if self.parked:
                 self._unpark()
         if not len(buffer):
+            notice = self.skipped_notice()
+            if notice is not None:
+                # Nothing buffered will carry this loss: say it now, after the last frame.
+                run.append(notice)
             if self.ending:
-                # After its last frame, in the same write: the end of the subscription.
+                # After its last frame (and loss), in the same write: the end of the subscription.
                 run.append(self.outbox.finish(self, None))
                 return frames, taken, False
-            skipped = buffer.take_skipped()
-            if skipped:
-                # Nothing buffered will carry this loss: say it now, after the last frame.
-                run.append(control_frame(Lost(sub=self.sub_id, lost=skipped)))
         return frames, taken, self.ready()
+
+    def skipped_notice(self) -> bytes | None:
+        """The ``lost`` notice for drops that no buffered frame will carry (a ``drop_newest``
+        buffer that was full when its writer stopped), or None: due when the buffer runs
+        empty, and before ``sub_end``, or the reader would never learn of them."""
+        skipped = self.buffer.take_skipped()
+        return control_frame(Lost(sub=self.sub_id, lost=skipped)) if skipped else None
 
     def left_rotation(self) -> None:
         self.active = False
@@ -707,8 +714,8 @@ class Reader:
             self.channel.hold_event("held")
 
     def drop_parked(self) -> None:
-        """This reader is going away: it no longer holds any writer back."""
-        self.latest = None
+        """This reader is going away: it no longer holds any writer back. (A frame held by
+        max_rate stays: a clean end delivers it; Outbox.discard frees it.)"""
         while self.parked:
             self.parked.popleft().release()
         if self.held_reported:
@@ -927,6 +934,7 @@ class Outbox:
             self._rate_limited.discard(reader)
         if self._holding:
             self._holding.discard(reader)
+        reader.latest = None
         freed = sum(frame.nbytes for frame in reader.buffer.clear())
         reader._going = reader._going_bytes = 0
         self.buffered(-freed, reader.blocks_writers)
@@ -940,12 +948,20 @@ class Outbox:
             return
         if self._rate_limited:
             self._rate_limited.discard(reader)
+        if error is None and reader.latest is not None:
+            # max_rate's newest frame, held back for its interval: its time comes now, or a
+            # dashboard would never show a channel's last value. (A full block buffer that
+            # refuses it: like a newer frame replacing it, decimation.)
+            frame, reader.latest = reader.latest, None
+            reader.admit(frame)
         if error is None and len(reader.buffer):
             reader.ending = True  # take_turn sends the end right after the last frame
             if not reader.active and reader.ready():
                 self.activate(reader)
             return
         self._detach(reader)
+        if error is None and (notice := reader.skipped_notice()) is not None:
+            self.queue_control(notice)
         self.queue_control(self.finish(reader, error))
 
     def finish(self, reader: Reader, error: Exception | None) -> bytes:

@@ -1,0 +1,51 @@
+"""What a reader gets when its channel ends (Outbox.end, Reader.take_turn): every frame still
+buffered for it, the count of what it lost after the last of them, then the end; over a real
+server and real sockets."""
+
+from __future__ import annotations
+
+import trio
+
+import trio_stream as ts
+
+WAIT_S = 10.0
+
+
+async def test_drops_after_the_last_kept_frame_are_counted_before_the_end(url: str) -> None:
+    # drop_newest, size 2 (window 2): 2 frames go, 2 wait in the buffer, the newest 6 are
+    # dropped and owed to a next kept frame that never comes: the channel is deleted first.
+    published = 10
+    async with ts.open_client(url, name="w") as writer, ts.open_client(url, name="r") as reader:
+        await writer.create_channel("c")
+        async with reader.subscribe("c", policy="drop_newest", size=2) as sub:
+            async with writer.publisher("c") as pub:
+                await pub.wait_for_readers()
+                for value in range(published):
+                    await pub.send(value)
+                await pub.wait_acknowledged()
+            await writer.delete_channel("c")
+            with trio.fail_after(WAIT_S):
+                got = [(msg.data, msg.lost) async for msg in sub]
+            assert got == [(0, 0), (1, 0), (2, 0), (3, 0)]
+            assert sub.lost == published - len(got)  # the 6 newest, told before the end
+
+
+async def test_a_max_rate_readers_held_newest_frame_is_delivered_before_the_end(
+    url: str,
+) -> None:
+    # One frame per 100 s: the first goes at once, the newest of the rest is held for its
+    # interval, which never comes before the channel ends. A dashboard must still show the
+    # channel's last value.
+    async with ts.open_client(url, name="w") as writer, ts.open_client(url, name="r") as reader:
+        await writer.create_channel("c")
+        async with reader.subscribe("c", max_rate=0.01) as sub:
+            async with writer.publisher("c") as pub:
+                await pub.wait_for_readers()
+                for value in range(5):
+                    await pub.send(value)
+                await pub.wait_acknowledged()
+            await writer.delete_channel("c")
+            with trio.fail_after(WAIT_S):
+                got = [(msg.data, msg.seq) async for msg in sub]
+            assert got == [(0, 1), (4, 5)]
+            assert sub.lost == 0  # the frames between were decimation, not loss
