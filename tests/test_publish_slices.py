@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import trio
 from test_cli import wait_for_channel
 from test_memory_bounds import publish_frame
@@ -18,39 +19,73 @@ WAIT_S = 30
 BURST_FRAMES = 1_800  # ~200 KiB in one write: most of it arrives in one read
 
 
-async def test_a_long_read_of_publish_frames_lets_other_tasks_run_between_slices(
-    server: ts.Server,
-) -> None:
+async def fan_out_watched(
+    server: ts.Server, runs: int, run_frames: int, between: bytes = b""
+) -> list[int]:
+    """Write, in one go, ``runs`` runs of ``run_frames`` PUBLISH frames each followed by
+    ``between``, and watch from another task how far the fan-out got each time it ran
+    (as another connection's task would). Returns those counts; checks every frame came."""
+    total = runs * run_frames
     broker = server.state.broker
     writer = await raw_session(server)
     await writer.send_all(control(M.CreateChannel(id=1, channel="flood")))
     async with ts.open_client(server.tcp_url or "", name="reader") as client:
         await wait_for_channel(client, "flood")
-        async with client.subscribe("flood", policy="block", size=BURST_FRAMES) as sub:
+        async with client.subscribe("flood", policy="block", size=total) as sub:
             await writer.send_all(control(M.OpenPublisher(id=2, channel="flood")))
             start = broker.frames_in
             seen: list[int] = []
 
             async def watch() -> None:
-                # A task of this process, as another connection's would be: it runs between
-                # the server's slices, and sees how far the fan-out got each time.
-                while not seen or seen[-1] < start + BURST_FRAMES:
-                    seen.append(broker.frames_in)
+                while not seen or seen[-1] < total:
+                    seen.append(broker.frames_in - start)
                     await trio.lowlevel.checkpoint()
 
+            frames = (publish_frame(1, i.to_bytes(4, "big") + bytes(96)) for i in range(total))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch)
                 await writer.send_all(
                     b"".join(
-                        publish_frame(1, i.to_bytes(4, "big") + bytes(96))
-                        for i in range(BURST_FRAMES)
+                        b"".join(itertools.islice(frames, run_frames)) + between
+                        for _ in range(runs)
                     )
                 )
-            steps = [b - a for a, b in itertools.pairwise(seen)]
-            # The server's reading task runs at most twice between two turns of the watcher
-            # (trio may reverse a batch's order), each time one slice at most.
-            assert max(steps) <= 2 * PUBLISH_SLICE_FRAMES, steps
             with trio.fail_after(WAIT_S):
-                seqs = [(await sub.receive()).seq for _ in range(BURST_FRAMES)]
-            assert seqs == list(range(1, BURST_FRAMES + 1))  # all of it, in order
+                seqs = [(await sub.receive()).seq for _ in range(total)]
+            assert seqs == list(range(1, total + 1))  # all of it, in order
     await writer.aclose()
+    return seen
+
+
+async def test_a_long_read_of_publish_frames_lets_other_tasks_run_between_slices(
+    server: ts.Server,
+) -> None:
+    seen = await fan_out_watched(server, 1, BURST_FRAMES)
+    steps = [b - a for a, b in itertools.pairwise(seen)]
+    # The server's reading task runs at most twice between two turns of the watcher (trio
+    # may reverse a batch's order), each time one slice at most.
+    assert max(steps) <= 2 * PUBLISH_SLICE_FRAMES, steps
+
+
+@pytest.mark.parametrize("run_frames", [1, 10])
+async def test_slices_count_publish_frames_across_the_other_frames_of_a_read(
+    server: ts.Server, run_frames: int
+) -> None:
+    # Runs of PUBLISH frames broken by pings: the slice counts them all, so such a read is
+    # still cut every PUBLISH_SLICE_FRAMES frames (and not after every run: see below).
+    runs = BURST_FRAMES // run_frames
+    seen = await fan_out_watched(server, runs, run_frames, control(M.Ping(data=None)))
+    steps = [b - a for a, b in itertools.pairwise(seen)]
+    assert max(steps) <= 2 * PUBLISH_SLICE_FRAMES, steps
+
+
+async def test_a_short_read_of_publish_runs_and_other_frames_is_fanned_out_in_one_go(
+    server: ts.Server,
+) -> None:
+    # 100 PUBLISH frames in runs of 2, each followed by a ping, fewer than a slice: one read
+    # is dispatched without letting other tasks run in the middle (a yield, an early flush
+    # per run, cost a writer that also sends CREDIT or requests a scheduler pass per run).
+    seen = await fan_out_watched(server, 50, 2, control(M.Ping(data=None)))
+    # The watcher sees the start, the end, and at most a few counts in between if TCP cut
+    # the ~5 KiB write into more than one read.
+    assert len(set(seen)) <= 4, sorted(set(seen))

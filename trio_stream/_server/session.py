@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
@@ -77,7 +77,8 @@ _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # where a PUBLISH frame's payloa
 # readers) -12 % (1,024-frame slices: -7 %); S4's flooded drop_oldest reader +28 % frames
 # (raw payloads); S1 unchanged. S4's quiet channel did not gain: its wait is the processes'
 # run-queue time on two cores, not the fan-out. The cost is one scheduler pass (~5 us) per
-# slice; a read of fewer frames never yields.
+# slice (PUBLISH frames counted across the read, whatever other frames come between them); a
+# read of fewer never yields.
 PUBLISH_SLICE_FRAMES: Final = 256
 
 
@@ -472,42 +473,55 @@ class Session:
             write_woken(state)
 
     async def _dispatch_frames(self, frames: list[bytearray]) -> None:
-        state = self.state
         handlers = self._frame_handlers
         outbox = self.outbox
         index = 0
         count = len(frames)
+        published = 0  # PUBLISH frames fanned out since this task last let the others run
         while index < count:
             frame = frames[index]
             kind = frame[0]
             index += 1
             if kind == PUBLISH and index < count and frames[index][0] == PUBLISH:
                 # Consecutive PUBLISH frames go to the fan-out as batches (one per writer),
-                # a slice of the read at a time, and the other tasks run between slices.
+                # a slice of the read at a time, and the other tasks run between slices
+                # (counted across runs: other frames between them do not end a slice).
+                start = index - 1
                 index = self._on_publishes(
-                    frames, index - 1, min(count, index - 1 + PUBLISH_SLICE_FRAMES)
+                    frames, start, min(count, start + PUBLISH_SLICE_FRAMES - published)
                 )
-                if index < count:
-                    write_woken(state)
-                    await trio.lowlevel.checkpoint()
-                    state.direct_writes = []
+                published += index - start
             else:
                 handler = handlers.get(kind)
                 if handler is None:
                     raise ProtocolError(f"frame type {kind:#04x} is not valid from a client")
                 handler(frame)
+                published += kind == PUBLISH
                 if self._pending_request is not None:
-                    write_woken(state)
-                    await self._answer_pending()
-                    state.direct_writes = []
+                    await self._flush_then(self._answer_pending)
+                    published = 0
+            if published >= PUBLISH_SLICE_FRAMES and index < count:
+                await self._flush_then(trio.lowlevel.checkpoint)
+                published = 0
             if (
                 outbox.control_bytes > CONTROL_HIGH_WATER_BYTES
                 or outbox.parked_bytes > outbox.max_parked_bytes
             ):
-                write_woken(state)
-                await self._wait_for_control_space()
-                await self._wait_for_parked_space()
-                state.direct_writes = []
+                await self._flush_then(self._wait_for_space)
+                published = 0
+
+    async def _flush_then(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Await ``step`` (other tasks run meanwhile), the senders this read woke written to
+        first. ``state.direct_writes`` is a queue only while one dispatch runs without
+        yielding (every session's dispatch uses it), so each await of a dispatch comes here."""
+        state = self.state
+        write_woken(state)
+        await step()
+        state.direct_writes = []
+
+    async def _wait_for_space(self) -> None:
+        await self._wait_for_control_space()
+        await self._wait_for_parked_space()
 
     async def _wait_for_parked_space(self) -> None:
         """Read nothing more from this client while its writers have more than
