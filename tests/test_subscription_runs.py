@@ -26,7 +26,7 @@ from trio_stream._client import Client
 from trio_stream._protocol import frames as F
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.codec import encode_payload
-from trio_stream._protocol.framing import FrameDecoder, frame_prefix
+from trio_stream._protocol.framing import PREFIX_BYTES, FrameDecoder, frame_prefix
 from trio_stream._subscription import Subscription
 
 SUB_IDS = (1, 2)
@@ -331,3 +331,14 @@ async def test_two_loss_notices_in_a_row_are_both_counted_in_sub_lost() -> None:
     client._take(items)
     message = sub.receive_nowait()
     assert (message.seq, message.lost, sub.lost) == (9, 5, 5)
+
+
+def test_bulk_routing_compares_every_route_byte_once_low_bytes_first() -> None:
+    # frames._take_alike compares these offsets across a run of frames: all of the length
+    # prefix, type and sub id, or frames of another length or subscription could pass as
+    # alike (a wire format change must change them too).
+    columns = F._ROUTE_COLUMNS
+    assert sorted(columns) == list(range(F._ROUTE_BYTES_WITH_PREFIX))
+    prefix_low = PREFIX_BYTES - 1
+    sub_id_low = PREFIX_BYTES + F.DATA_ROUTE_BYTES - 1
+    assert columns[:2] == (prefix_low, sub_id_low)

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, cast, overload
+from typing import TYPE_CHECKING, cast, overload
 
 import trio
 
 from ._exceptions import InvalidArgument
 from ._records import Message
+from ._subscription import YIELD_EVERY_MESSAGES  # the same bound as one subscription's
 from .sync import SyncSubscription
 
 if TYPE_CHECKING:
     from ._client import Subscription
-
-#: Like Subscription: with messages waiting, yield to the scheduler once per this many.
-YIELD_EVERY_MESSAGES: Final = 64
 
 
 class Merge:

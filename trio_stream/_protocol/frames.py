@@ -419,6 +419,9 @@ DataRun: TypeAlias = tuple[int, list[bytearray]]
 # The route bytes (length prefix, type, sub id) in the order _take_alike compares them across
 # frames: the bytes that tell frames of other lengths or subscriptions apart (the low bytes)
 # first, so that a read of unlike frames is told so by the first comparison.
+# Offsets from the frame's start (big-endian fields, so a field's low byte is its last): the
+# length prefix is bytes 0-3, the type byte 4, the sub id 5-8 (tests/test_subscription_runs.py
+# checks that these are every route byte, once).
 _ROUTE_COLUMNS: Final = (3, 8, 2, 7, 4, 6, 5, 1, 0)
 # A read's frames are taken in bulk only this many at least: below, the loop is as cheap.
 _ALIKE_MIN_FRAMES: Final = 4
