@@ -16,8 +16,9 @@ and the clients are real, on loopback.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -384,7 +385,8 @@ async def test_a_redis_error_at_the_grace_end_is_retried_and_the_channel_still_e
     # after a fail-over, a script error alike): the node asks again until Redis agrees, then
     # ends the channel; its readers never wait for a gone owner for good.
     grace_s = 0.5
-    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    # The tries after the first log at debug level (one warning per channel).
+    caplog.set_level(logging.DEBUG, logger="trio_stream._engine.redis_engine")
     async with (
         ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
         open_proxy(str(a.tcp_url)) as daq_to_a,
@@ -477,6 +479,111 @@ async def test_a_grace_end_whose_redis_call_hangs_is_bounded_and_the_channel_sti
         assert "TooSlowError" in caplog.text
         assert "ended here without Redis's word" in caplog.text
         assert not ending(a, "c")
+
+
+@contextmanager
+def redis_stopped(redis: RedisServer) -> Iterator[None]:
+    """SIGSTOP the test's own redis-server: it answers nothing and raises nothing (a Redis
+    that hangs), until SIGCONT on the way out."""
+    assert redis.process is not None
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.parametrize(
+    "single_writer, crash",
+    [
+        pytest.param(False, True, id="crashed-owner-grace-end"),
+        pytest.param(True, False, id="single-writer-owner-leaves"),
+        pytest.param(False, False, id="owner-leaves"),
+    ],
+)
+async def test_a_gone_owners_end_is_bounded_while_redis_hangs_whatever_jobs_wait_before_it(
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    single_writer: bool,
+    crash: bool,
+) -> None:
+    # Redis hangs (SIGSTOP) as the owner goes. Its going queues jobs with no bound ahead of
+    # the end (the disconnect's client event; a single_writer channel's writer entry): the
+    # end must not wait behind them, or ORPHAN_END_TRY_TIMEOUT_S / ORPHAN_END_GIVE_UP_S
+    # never apply and the readers wait for a gone owner as long as Redis hangs.
+    monkeypatch.setattr(redis_engine, "ORPHAN_END_TRY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 1.0)
+    grace_s = 0.3
+    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
+        open_proxy(str(a.tcp_url)) as daq_to_a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        async with ts.open_client(daq_to_a.url, name="daq") as daq:
+            await daq.create_channel("c", single_writer=single_writer)
+            sub = await stack.enter_async_context(recorder.subscribe("c"))
+            await daq.publish("c", "x")
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == "x"
+            stack.enter_context(redis_stopped(redis_server))
+            if crash:  # the owner's process dies: its lease runs grace_s
+                daq_to_a.refuse()
+                daq_to_a.cut()
+            # else: leaving the block says goodbye (no lease)
+        # grace + the bounds (0.2 s tries, 1 s in all), with slack for a loaded machine
+        with trio.fail_after(grace_s + WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+            await sub.receive()
+        assert "ended here without Redis's word" in caplog.text
+        assert not ending(a, "c")
+
+
+async def test_many_gone_owners_ends_while_redis_refuses_warn_once_and_ask_once_per_round(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that owned several channels leaves while Redis refuses: one warning per
+    # channel at most (then debug), and one Redis try per round for all of them, the rounds
+    # further apart each time (ORPHAN_END_RETRY_S doubling): not a try per channel every
+    # 0.5 s at a Redis that is failing already. They all end after ORPHAN_END_GIVE_UP_S.
+    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 2.0)
+    names = [f"c{i}" for i in range(5)]
+    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        registry = a.state.engine.io.registry  # type: ignore[attr-defined]
+        real_delete: Callable[..., Awaitable[str | None]] = registry.delete
+        tries: list[str] = []
+
+        async def delete(channel: str, **options: Any) -> str | None:
+            tries.append(channel)
+            return await real_delete(channel, **options)
+
+        monkeypatch.setattr(registry, "delete", delete)
+        async with ts.open_client(str(a.tcp_url), name="daq") as daq:
+            for name in names:
+                await daq.create_channel(name)
+            subs = [await stack.enter_async_context(recorder.subscribe(n)) for n in names]
+            await acl_keys(redis_server, *WRITABLE_BUT_CHANNELS)
+        try:  # daq left without a lease: its channels' ends start now, and Redis refuses
+            with trio.fail_after(WAIT_S):
+                for sub in subs:
+                    with pytest.raises(trio.EndOfChannel, match="ended"):
+                        await sub.receive()
+        finally:
+            await acl_keys(redis_server, "~*")
+        warned = [r for r in caplog.records if "not ended yet" in r.getMessage()]
+        assert all(r.levelno == logging.WARNING for r in warned)
+        assert len(warned) == len({r.getMessage().split("'")[1] for r in warned}) <= len(names)
+        # Rounds at 0, 0.5, 1.5 s (doubling), the give-up at 2 s: a handful of tries in all
+        # (a try per channel per 0.5 s would be 25).
+        assert len(tries) <= 5, tries
+        assert caplog.text.count("ended here without Redis's word") == len(names)
+        assert not any(ending(a, n) for n in names)
 
 
 async def test_a_take_over_before_the_old_node_loses_redis_keeps_its_readers(

@@ -83,13 +83,16 @@ REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes tha
 # A create_channel looks again when the name changed hands under it (deleted, taken over
 # meanwhile: see _adopt); each look is a few round trips.
 CREATE_ATTEMPTS: Final = 3
-# A gone owner's channel ends once Redis agrees (see end_orphan). Redis down or refusing
-# (NOPERM, READONLY...): the node asks again this often, for this long at most, then ends
-# the channel here anyway (its readers must not wait for a gone owner for good).
+# A gone owner's channel ends once Redis agrees (see end_orphan). Redis down, hanging or
+# refusing (NOPERM, READONLY...): the node asks again after ORPHAN_END_RETRY_S, doubling the
+# wait per failed round up to ORPHAN_END_RETRY_MAX_S (one Redis call per round for all the
+# pending ends: Redis is failing already), and ORPHAN_END_GIVE_UP_S after the owner's end it
+# ends the channel here anyway (its readers must not wait for a gone owner for good).
 ORPHAN_END_RETRY_S: Final = 0.5
+ORPHAN_END_RETRY_MAX_S: Final = 4.0
 ORPHAN_END_GIVE_UP_S: Final = 30.0
-# One try's bound: a Redis that hangs (stopped, a link that holds bytes) raises nothing, and
-# the first try runs in the node's job order, where it would hold up every later job.
+# One try's bound (and the bound of its DELETED announcement): a Redis that hangs (stopped, a
+# link that holds bytes) raises nothing. A try never runs past the give-up time.
 ORPHAN_END_TRY_TIMEOUT_S: Final = 2.0
 # A take-over's move in Redis is shielded from cancellation (see _move_here), this long at most.
 TAKE_OVER_MOVE_TIMEOUT_S: Final = 2.0
@@ -108,6 +111,20 @@ class _Kept(NamedTuple):
     epoch: str
     holder: str
     request: CreateChannel
+
+
+@dataclass(eq=False)
+class _Orphan:
+    """A gone owner's channel this node is ending (see RedisEngine.end_orphan)."""
+
+    channel: Channel
+    reason: str
+    holder: str  # the holder token this node keeps it under (the delete's condition)
+    give_up_at: float  # trio time: ended here without Redis's word from then on
+    done: trio.Event = field(default_factory=trio.Event)  # decided (also in ``_ending``)
+    # Its first try is over (decided, or Redis failed): the owner's name may go (_release_name).
+    first_tried: trio.Event = field(default_factory=trio.Event)
+    warned: bool = False  # Redis's failure logged once as a warning, then at debug level
 
 
 @dataclass(eq=False)
@@ -175,6 +192,9 @@ class RedisEngine:
         # Channels this node is ending in Redis (a gone owner's, a dead run's): set when done.
         # A take-over by name on this node waits for the outcome (see _adopt).
         self._ending: dict[str, trio.Event] = {}
+        # Gone owners' channels waiting for Redis's word, oldest first (see _end_orphans).
+        self._orphans: dict[str, _Orphan] = {}
+        self._orphans_wake = trio.Event()
         self._dirty_readers: set[str] = set()
         self._readers_wake = trio.Event()
         # channel -> subscribes under way here (following its stream, no reader attached yet)
@@ -218,6 +238,7 @@ class RedisEngine:
                 nursery.start_soon(self._report_readers)
                 nursery.start_soon(self._count_changes)
                 nursery.start_soon(self._run_jobs)
+                nursery.start_soon(self._end_orphans)
                 nursery.start_soon(self._keep_registered)
                 nursery.start_soon(self._reap_dead_nodes)
                 nursery.start_soon(self.rpc.watch)
@@ -455,83 +476,114 @@ class RedisEngine:
         a bus that was reconnecting): ending the channel here first ended its readers on this
         node while it lived on elsewhere. So the readers stay until Redis has answered; if
         the channel moved, this node keeps a mirror of it, as if ADOPTED had come in time.
+
+        The tries run in a task of their own (:meth:`_end_orphans`), not in the job order:
+        a job waits for Redis without a bound, and behind a Redis that hangs the end would
+        never start. The one ordering the end needs, before its owner's name is released
+        (a new process of that name, without a resume token, must find the channel ended),
+        :meth:`_release_name` keeps by waiting for the first try.
         """
         name = channel.name
         here = self._created_here.get(name)
         if self._io is None or here is None or here.epoch != channel.epoch or name in self._ending:
             self.state.broker.delete_channel(channel, reason)
             return
-        done = self._ending[name] = trio.Event()
-        self.later(functools.partial(self._end_orphan, channel, reason, here.holder, done))
+        orphan = _Orphan(channel, reason, here.holder, trio.current_time() + ORPHAN_END_GIVE_UP_S)
+        self._ending[name] = orphan.done
+        self._orphans[name] = orphan
+        self._orphans_wake.set()
 
-    async def _end_orphan(
-        self, channel: Channel, reason: str, holder: str, done: trio.Event
-    ) -> None:
-        """The first try, in the job order: an owner without a lease releases its name in a
-        later job, so a new process of that name (no resume token: it needs the name free)
-        finds the channel ended. If Redis fails, the tries go on in a task of their own
-        (:meth:`_retry_end_orphan`), not to hold up the node's other jobs."""
-        handed_over = False
-        try:
-            if not await self._try_end_orphan(channel, reason, holder):
-                assert self._nursery is not None
-                self._nursery.start_soon(self._retry_end_orphan, channel, reason, holder, done)
-                handed_over = True
-        except Exception:
-            # Not Redis (a bug): its readers must not wait for a gone owner for good.
-            self._end_here(channel, reason)
-            raise
-        finally:
-            if not handed_over:
-                del self._ending[channel.name]
-                done.set()
+    async def _end_orphans(self) -> None:
+        """End the gone owners' channels (end_orphan), all in this one task.
 
-    async def _retry_end_orphan(
-        self, channel: Channel, reason: str, holder: str, done: trio.Event
-    ) -> None:
-        """Ask Redis again every ORPHAN_END_RETRY_S; after ORPHAN_END_GIVE_UP_S, end the
-        channel here without Redis's word (its copy there, this node's, goes with the reaper
-        of this node's channels it no longer keeps; if a take-over elsewhere came first, the
-        readers here see the channel end and may subscribe again)."""
-        give_up_at = trio.current_time() + ORPHAN_END_GIVE_UP_S
-        try:
-            while trio.current_time() < give_up_at:
-                await trio.sleep(ORPHAN_END_RETRY_S)
-                if await self._try_end_orphan(channel, reason, holder):
-                    return
-            log.warning(
-                "channel %r ended here without Redis's word (no answer for %g s, "
-                "ORPHAN_END_GIVE_UP_S)",
-                channel.name[:80],
-                ORPHAN_END_GIVE_UP_S,
-            )
-            self._end_here(channel, reason)
-        except Exception:
-            self._end_here(channel, reason)
-            raise
-        finally:
-            del self._ending[channel.name]
-            done.set()
+        A new one gets its first try at once. While Redis fails, a round tries only the
+        oldest pending end (the others would fail alike) and the next round comes after a
+        wait that doubles up to ORPHAN_END_RETRY_MAX_S; a channel whose owner went
+        ORPHAN_END_GIVE_UP_S ago ends here without Redis's word (its copy there, this
+        node's, goes with the reaper of this node's channels it no longer keeps; if a
+        take-over elsewhere came first, the readers here see the channel end and may
+        subscribe again)."""
+        delay = ORPHAN_END_RETRY_S
+        retry_at = math.inf
+        while True:
+            with trio.move_on_at(retry_at):
+                await self._orphans_wake.wait()
+            self._orphans_wake = trio.Event()
+            now = trio.current_time()
+            due = now >= retry_at
+            failed = False
+            for orphan in list(self._orphans.values()):
+                if self._orphans.get(orphan.channel.name) is not orphan:
+                    continue
+                if failed or not (due or not orphan.first_tried.is_set()):
+                    orphan.first_tried.set()  # Redis is failing: its name may go meanwhile
+                    continue
+                left_s = orphan.give_up_at - trio.current_time()
+                try:
+                    decided = left_s > 0 and await self._try_end_orphan(
+                        orphan, min(ORPHAN_END_TRY_TIMEOUT_S, left_s)
+                    )
+                except Exception:
+                    # Not Redis (a bug): its readers must not wait for a gone owner for good.
+                    log.exception("end of channel %r failed", orphan.channel.name[:80])
+                    decided = True
+                    self._end_here(orphan.channel, orphan.reason)
+                if decided:
+                    self._orphan_done(orphan)
+                else:
+                    failed = left_s > 0
+                    orphan.first_tried.set()
+            now = trio.current_time()
+            for orphan in list(self._orphans.values()):
+                if now >= orphan.give_up_at:
+                    log.warning(
+                        "channel %r ended here without Redis's word (no answer for %g s, "
+                        "ORPHAN_END_GIVE_UP_S)",
+                        orphan.channel.name[:80],
+                        ORPHAN_END_GIVE_UP_S,
+                    )
+                    self._end_here(orphan.channel, orphan.reason)
+                    self._orphan_done(orphan)
+            if not self._orphans:
+                delay, retry_at = ORPHAN_END_RETRY_S, math.inf
+            elif failed or due or retry_at == math.inf:
+                if failed:
+                    retry_at = now + delay
+                    delay = min(2 * delay, ORPHAN_END_RETRY_MAX_S)
+                else:  # Redis answered: the rest go on at once
+                    delay, retry_at = ORPHAN_END_RETRY_S, now
+                retry_at = min(retry_at, *(o.give_up_at for o in self._orphans.values()))
 
-    async def _try_end_orphan(self, channel: Channel, reason: str, holder: str) -> bool:
-        """End the gone owner's ``channel`` in Redis, then here; or, if a take-over by name
-        came first, let it live on. False if Redis did not answer (or refused): not decided."""
+    def _orphan_done(self, orphan: _Orphan) -> None:
+        name = orphan.channel.name
+        del self._orphans[name]
+        del self._ending[name]
+        orphan.done.set()
+        orphan.first_tried.set()
+
+    async def _try_end_orphan(self, orphan: _Orphan, timeout_s: float) -> bool:
+        """End the gone owner's channel in Redis, then here; or, if a take-over by name came
+        first, let it live on. False if Redis did not answer within ``timeout_s`` (or
+        refused): not decided."""
+        channel, reason, holder = orphan.channel, orphan.reason, orphan.holder
         name, epoch = channel.name, channel.epoch
         try:
-            with trio.fail_after(ORPHAN_END_TRY_TIMEOUT_S):
+            with trio.fail_after(timeout_s):
                 deleted = await self.io.registry.delete(
                     name, epoch=epoch, node=self.node, holder=holder
                 )
                 record = None if deleted is not None else await self.io.registry.get(name)
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
-            log.warning(
+            # Once per channel as a warning: a client that owned many channels leaving
+            # while Redis fails would flood the log, one line per channel per try.
+            (log.debug if orphan.warned else log.warning)(
                 "channel %r (its owner gone) not ended yet, Redis failed: %s; asking again "
-                "every %g s for up to %g s",
+                "for up to %g s (ORPHAN_END_GIVE_UP_S)",
                 name[:80],
                 repr(error)[:200],
-                ORPHAN_END_RETRY_S,
                 ORPHAN_END_GIVE_UP_S,
             )
+            orphan.warned = True
             return False
         if record is not None and record.epoch == epoch:
             # Taken over by name first: it lives on, where the take-over moved it.
@@ -543,9 +595,11 @@ class RedisEngine:
         # nodes that read it (again, if another node told them: harmless, by epoch).
         self._end_here(channel, reason)
         try:
-            await self.io.bus.publish(DELETED, [name, epoch, reason])
-        except REDIS_ERRORS as error:  # the readers elsewhere see its stream go (a reset)
-            log.warning("end of channel %r not announced: %s", name[:80], error)
+            with trio.fail_after(ORPHAN_END_TRY_TIMEOUT_S):
+                await self.io.bus.publish(DELETED, [name, epoch, reason])
+        except (*REDIS_ERRORS, trio.TooSlowError) as error:
+            # The readers elsewhere see its stream go (a reset).
+            log.warning("end of channel %r not announced: %s", name[:80], repr(error)[:200])
         return True
 
     def _end_here(self, channel: Channel, reason: str) -> None:
@@ -886,6 +940,11 @@ class RedisEngine:
             self.later(lambda: self._release_name(name))
 
     async def _release_name(self, name: str) -> None:
+        # After the first try to end its channels (end_orphan, called before this job was
+        # queued): a new process of that name, which needs the name free, finds them ended.
+        for orphan in list(self._orphans.values()):
+            if orphan.channel.owner == name:
+                await orphan.first_tried.wait()
         if name in self.state.by_name:
             return  # claimed again on this node meanwhile (a quick reconnect): still ours
         await self.io.presence.release_name(name)
