@@ -23,6 +23,7 @@ import trio
 from redis_server import RedisServer
 
 import trio_stream as ts
+from trio_stream._engine import redis_engine
 
 WAIT_S = 15.0
 
@@ -977,3 +978,58 @@ async def test_the_channels_of_a_nodes_previous_run_end_after_the_resume_grace(
 
         await eventually(gone, timeout_s=WAIT_S)
         await other.create_channel("x")
+
+
+async def _answered_and_still_connected(client: ts.Client, server: ts.Server) -> str:
+    """create_channel's error while Redis fails, and the connection still there."""
+    with trio.fail_after(WAIT_S), pytest.raises(ts.TrioStreamError) as failed:
+        await client.create_channel("second")
+    assert not isinstance(failed.value, ts.ConnectionClosed), failed.value
+    assert "try again" in str(failed.value)
+    assert client.name in server.state.by_name
+    return str(failed.value)
+
+
+async def test_a_request_while_redis_is_down_gets_an_error_and_the_connection_stays(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis is gone (killed): the request gets an error saying what to do; the client's
+    # connection, its subscriptions and writers stay (before, the Redis exception left the
+    # request handler and closed the connection, logged as a bug).
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+    ):
+        await daq.create_channel("first")
+        async with daq.subscribe("first") as sub:
+            redis_server.stop()
+            message = await _answered_and_still_connected(daq, a)
+            assert "unreachable" in message
+            await _answered_and_still_connected(daq, a)  # again: the same connection answers
+            assert sub.sub_id in a.state.by_name["daq"].outbox.readers
+    assert "connection of" not in caplog.text
+
+
+async def test_a_request_while_redis_hangs_gets_an_error_within_its_bound(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis hangs (SIGSTOP of the test's own redis-server): no answer, no exception. The
+    # request is bounded (REQUEST_REDIS_TIMEOUT_S), the connection stays and works once
+    # Redis answers again.
+    monkeypatch.setattr(redis_engine, "REQUEST_REDIS_TIMEOUT_S", 0.5)
+    assert redis_server.process is not None
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+    ):
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            started = trio.current_time()
+            message = await _answered_and_still_connected(daq, a)
+            assert trio.current_time() - started < WAIT_S
+            assert "no answer within 0.5 s" in message
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        with trio.fail_after(WAIT_S):
+            await daq.create_channel("second")
+        assert "second" in [c.name for c in await daq.channels()]

@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import trio
 
-from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded, NameInUse
+from .._exceptions import (
+    AuthError,
+    ChannelExists,
+    ChannelNotFound,
+    LimitExceeded,
+    NameInUse,
+    TrioStreamError,
+)
 from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import SharedData
 from .._protocol.messages import (
@@ -94,6 +101,10 @@ ORPHAN_END_GIVE_UP_S: Final = 30.0
 # One try's bound (and the bound of its DELETED announcement): a Redis that hangs (stopped, a
 # link that holds bytes) raises nothing. A try never runs past the give-up time.
 ORPHAN_END_TRY_TIMEOUT_S: Final = 2.0
+# A client's request that needs Redis (create, delete, open, subscribe, the listings) gets an
+# error within this long if Redis hangs (all its Redis calls together), as it does at once if
+# Redis is down or refuses: the client's connection stays.
+REQUEST_REDIS_TIMEOUT_S: Final = 10.0
 # A take-over's move in Redis is shielded from cancellation (see _move_here), this long at most.
 TAKE_OVER_MOVE_TIMEOUT_S: Final = 2.0
 DELETED: Final = "deleted"
@@ -261,7 +272,7 @@ class RedisEngine:
 
     # -- requests (awaited by the session) ---------------------------------------------------
     def request_handlers(self) -> dict[type[Message], AsyncHandler]:
-        return {
+        handlers: dict[type[Message], AsyncHandler] = {
             CreateChannel: self._create_channel,
             DeleteChannel: self._delete_channel,
             OpenPublisher: self._open_publisher,
@@ -270,6 +281,7 @@ class RedisEngine:
             ListClients: self._list_clients,
             GetStats: self._stats,
         }
+        return {kind: _redis_failures_answered(handler) for kind, handler in handlers.items()}
 
     async def _create_channel(self, session: Session, msg: CreateChannel) -> None:
         requests.check_channel_quota(session)
@@ -411,9 +423,10 @@ class RedisEngine:
             # Lets the old node's owner and lifetime go now; lost, it learns it from Redis
             # at its owner's end (end_orphan).
             body = [record.name, record.epoch, moved.holder]
-            try:
-                await self.io.bus.publish(ADOPTED, body, to=moved.node)
-            except REDIS_DOWN as error:
+            try:  # the take-over is done: a failure to tell must not fail the create
+                with trio.fail_after(TAKE_OVER_MOVE_TIMEOUT_S):
+                    await self.io.bus.publish(ADOPTED, body, to=moved.node)
+            except (*REDIS_ERRORS, trio.TooSlowError) as error:
                 log.warning(
                     "node %r not told of the take-over of %r: %s",
                     moved.node,
@@ -708,7 +721,11 @@ class RedisEngine:
             )
         result = requests.open_publisher_on(session, msg, channel)
         if record.options.get("single_writer"):
-            await self.io.client.sadd(self._writers_key(channel), [self.node])
+            try:
+                await self.io.client.sadd(self._writers_key(channel), [self.node])
+            except BaseException:  # the client is told it failed: no writer stays open
+                session.close_writer(result["pub"])
+                raise
         return result
 
     async def _writer_nodes(self, channel: Channel) -> set[bytes]:
@@ -1374,6 +1391,28 @@ class RedisEngine:
     # -- RPC ---------------------------------------------------------------------------------
     def route_call(self, caller: Any, message: Message) -> bool:
         return self.rpc.route(caller, message)
+
+
+def _redis_failures_answered(handler: AsyncHandler) -> AsyncHandler:
+    """``handler`` with its Redis failures (down, refusing, or no answer within
+    REQUEST_REDIS_TIMEOUT_S) as an error reply to that request: the session answers a
+    TrioStreamError and the connection goes on (any other exception closes it as a bug)."""
+
+    @functools.wraps(handler)
+    async def answer(session: Session, msg: Any) -> Any:
+        try:
+            with trio.fail_after(REQUEST_REDIS_TIMEOUT_S):
+                return await handler(session, msg)
+        except (*REDIS_ERRORS, trio.TooSlowError) as error:
+            if isinstance(error, trio.TooSlowError):
+                what = f"no answer within {REQUEST_REDIS_TIMEOUT_S:g} s"
+            else:
+                what = repr(error)[:120]
+            raise TrioStreamError(
+                f"the cluster's Redis is unreachable or refused this request ({what}): try again"
+            ) from error
+
+    return answer
 
 
 def _safe_url(url: str) -> str:
