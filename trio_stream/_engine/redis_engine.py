@@ -200,6 +200,10 @@ class RedisEngine:
         self._nursery: trio.Nursery | None = None
         self._appenders: dict[Writer, _Appender] = {}
         self._created_here: dict[str, _Kept] = {}
+        # Names a create_channel here is registering (in Redis before it is kept here): this
+        # node's reaper must not take them for its previous run's (with resume_grace_s=0 it
+        # would end them at first sight).
+        self._creating: Counter[str] = Counter()
         # Channels this node is ending in Redis (a gone owner's, a dead run's): set when done.
         # A take-over by name on this node waits for the outcome (see _adopt).
         self._ending: dict[str, trio.Event] = {}
@@ -289,6 +293,16 @@ class RedisEngine:
         check_channel_meta(msg.meta)
         if msg.channel.startswith("$"):
             raise ValueError("channel names starting with '$' belong to the server")
+        self._creating[msg.channel] += 1
+        try:
+            await self._create_registered(session, msg)
+        finally:
+            self._creating[msg.channel] -= 1
+            if not self._creating[msg.channel]:
+                del self._creating[msg.channel]
+
+    async def _create_registered(self, session: Session, msg: CreateChannel) -> None:
+        """create_channel's steps in Redis and here (marked in ``_creating`` meanwhile)."""
         for _ in range(CREATE_ATTEMPTS):
             ending = self._ending.get(msg.channel)
             if ending is not None:
@@ -1131,7 +1145,9 @@ class RedisEngine:
                 stale = {
                     r.name
                     for r in records
-                    if r.node == self.node and r.name not in self._created_here
+                    if r.node == self.node
+                    and r.name not in self._created_here
+                    and r.name not in self._creating
                 }
                 stale_since = {n: stale_since.get(n, now) for n in stale}
                 for record in records:
@@ -1154,8 +1170,8 @@ class RedisEngine:
             deleted = await self.io.registry.delete(
                 name, epoch=record.epoch, node=record.node, holder=record.holder
             )
-        elif name in self._created_here or name in self._ending:
-            return  # its owner took it back here since the look (_adopt)
+        elif name in self._created_here or name in self._ending or name in self._creating:
+            return  # its owner took it back here since the look (_adopt), or creates it
         else:
             # This node's previous run's: a take-over here does not move it, so _adopt
             # waits for this delete's outcome (_ending) instead.
