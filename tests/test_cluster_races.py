@@ -51,7 +51,8 @@ WRITABLE_BUT_CHANNELS = (
 
 # The hooks of some tests hold a take-over's move in Redis (until a grace ends, a reaper
 # acts: up to WAIT_S and more) longer than the engine's bound on one, which stands for a
-# Redis that hangs (TAKE_OVER_MOVE_TIMEOUT_S): those tests lift the bound.
+# Redis that hangs (TAKE_OVER_MOVE_TIMEOUT_S, and the request's REQUEST_REDIS_TIMEOUT_S):
+# those tests lift the bounds.
 HELD_MOVE_S = 3 * WAIT_S
 
 
@@ -205,6 +206,7 @@ async def test_a_take_over_that_loses_the_race_to_the_old_nodes_grace_creates_it
 
         monkeypatch.setattr(registry, "move", move_after(registry, grace_ended, moves))
         monkeypatch.setattr(redis_engine, "TAKE_OVER_MOVE_TIMEOUT_S", HELD_MOVE_S)
+        monkeypatch.setattr(redis_engine, "REQUEST_REDIS_TIMEOUT_S", HELD_MOVE_S)
         await daq_again.create_channel("c")
         assert moves == ["c"], "the take-over did not race the grace"
         with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
@@ -250,6 +252,7 @@ async def test_a_take_over_that_loses_the_race_to_the_reaper_creates_the_channel
 
         monkeypatch.setattr(registry, "move", move_after(registry, reaped, moves))
         monkeypatch.setattr(redis_engine, "TAKE_OVER_MOVE_TIMEOUT_S", HELD_MOVE_S)
+        monkeypatch.setattr(redis_engine, "REQUEST_REDIS_TIMEOUT_S", HELD_MOVE_S)
         # The name comes free when node a's heartbeat expires (3 s): open_named waits.
         daq_again = await open_named(str(b.tcp_url), "daq", stack)
         await daq_again.create_channel("c")
@@ -642,7 +645,7 @@ async def taken_over_unheard(
     a_to_redis.cut()
     await client.create_channel("c")  # returns once ADOPTED is published (to nobody)
     a_to_redis.accept()
-    assert "c" in a.state.engine._created_here, "node a heard of the take-over"  # type: ignore[attr-defined]
+    assert "c" in a.state.engine._kept, "node a heard of the take-over"  # type: ignore[attr-defined]
     return client
 
 
@@ -724,6 +727,7 @@ async def test_a_take_over_back_onto_the_old_node_during_its_grace_end_survives_
         monkeypatch.setattr(it.registry, "move", move)
         monkeypatch.setattr(it.registry, "delete", delete)
         monkeypatch.setattr(redis_engine, "TAKE_OVER_MOVE_TIMEOUT_S", HELD_MOVE_S)
+        monkeypatch.setattr(redis_engine, "REQUEST_REDIS_TIMEOUT_S", HELD_MOVE_S)
         await it.daq3.create_channel("c")  # the take-over back onto node a
         await until(lambda: not ending(it.a, "c"))  # node a's grace end is decided
         assert calls == ["move", "delete"]

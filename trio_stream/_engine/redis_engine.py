@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import enum
 import functools
 import itertools
 import logging
@@ -114,6 +115,14 @@ NAME_TAKEN: Final = "name_taken"
 ADOPTED: Final = "adopted"
 
 
+class _Adoption(enum.Enum):
+    """What :meth:`RedisEngine._adopt` made of a create_channel of a name that exists."""
+
+    TAKEN = "taken"  # the session took the channel over by name
+    REFUSED = "refused"  # not the session's to take: the create's ChannelExists stands
+    CHANGED = "changed"  # the channel changed hands meanwhile: look again (the name may be free)
+
+
 class _Kept(NamedTuple):
     """A channel this node keeps (its owner's end, its lifetime): under which epoch, with
     which holder token (redis_registry: rewritten by each take-over), created by which
@@ -199,7 +208,9 @@ class RedisEngine:
         self._io: RedisEngineIO | None = None
         self._nursery: trio.Nursery | None = None
         self._appenders: dict[Writer, _Appender] = {}
-        self._created_here: dict[str, _Kept] = {}
+        # The channels this node keeps (their owner's end, their lifetime): created here, or
+        # taken over by name here from another node or from this node's previous run.
+        self._kept: dict[str, _Kept] = {}
         # Names a create_channel here is registering (in Redis before it is kept here): this
         # node's reaper must not take them for its previous run's (with resume_grace_s=0 it
         # would end them at first sight).
@@ -311,10 +322,10 @@ class RedisEngine:
                 record = await self._register(msg, session.name)
                 break
             except ChannelExists:
-                adopted = await self._adopt(session, msg)
-                if adopted:
+                adoption = await self._adopt(session, msg)
+                if adoption is _Adoption.TAKEN:
                     return  # a crashed client's new process took its channel back
-                if adopted is not None:
+                if adoption is _Adoption.REFUSED:
                     raise
                 # The channel changed hands meanwhile (the reaper or its old node ended it,
                 # another take-over moved it): the name may be free now. Look again.
@@ -325,11 +336,11 @@ class RedisEngine:
             )
         self._drop_stale(msg.channel, record.epoch)
         # Known as this node's before the broker's "created" event, which it then announces.
-        self._created_here[msg.channel] = _Kept(record.epoch, record.holder, msg)
+        self._kept[msg.channel] = _Kept(record.epoch, record.holder, msg)
         try:
             requests.create_requested_channel(session, msg, epoch=record.epoch)
         except BaseException as error:
-            self._created_here.pop(msg.channel, None)
+            self._kept.pop(msg.channel, None)
             if isinstance(error, Exception):  # refused (a bad lifetime...): not in Redis either
                 await self.io.registry.delete(msg.channel, epoch=record.epoch)
             raise
@@ -353,9 +364,10 @@ class RedisEngine:
                 "already); use that channel, or pick another name"
             ) from None
 
-    async def _adopt(self, session: Session, msg: CreateChannel) -> bool | None:
-        """``create_channel`` of a name that exists: True if ``session`` took it over by name;
-        None if the channel changed meanwhile (look again: the name may be free).
+    async def _adopt(self, session: Session, msg: CreateChannel) -> _Adoption:
+        """``create_channel`` of a name that exists: TAKEN if ``session`` took it over by
+        name; CHANGED if the channel changed meanwhile (look again: the name may be free);
+        REFUSED if it is not the session's to take.
 
         resume.adopt_channel's rule (a client restarted as a new process takes back the
         channels its gone predecessor of the same name holds, if it asks for the same
@@ -373,16 +385,16 @@ class RedisEngine:
         """
         record = await self.io.registry.get(msg.channel)
         if record is None:
-            return None  # deleted since the create found it
+            return _Adoption.CHANGED  # deleted since the create found it
         if record.owner != session.name:
-            return False
+            return _Adoption.REFUSED
         broker = self.state.broker
         # Registered under this node's name by its previous run (a node restarted under its
         # name): as gone as a dead node's channel.
         predecessor = False
         if record.node == self.node:
             held = broker.channels.get(record.name)
-            if held is None and record.name not in self._created_here:
+            if held is None and record.name not in self._kept:
                 predecessor = True
             elif (
                 held is None
@@ -390,7 +402,7 @@ class RedisEngine:
                 or held.owner_id is None
                 or held.owner_id in self.state.sessions  # its owner is still connected
             ):
-                return False
+                return _Adoption.REFUSED
         # Otherwise its owner was on another node and is gone: client names are unique in
         # the cluster and ``session`` holds this one.
         different = [
@@ -407,12 +419,12 @@ class RedisEngine:
         if record.name in self._ending:
             # This node is ending it (its owner's end, the reaper), kept here or not (its
             # owner may have been taken over elsewhere unheard): wait for the outcome.
-            return None
+            return _Adoption.CHANGED
         moved = None
         if record.node != self.node:
             moved = await self._move_here(record)
             if moved is None:
-                return None  # deleted or created anew since the look-up
+                return _Adoption.CHANGED  # deleted or created anew since the look-up
         # No await from the move (or the check) to here: in Redis the channel is this node's
         # now, and this node's reaper must find it kept here (not a previous run's). A
         # cancellation that came during the move is delivered at the next await, below.
@@ -420,7 +432,7 @@ class RedisEngine:
         channel.owner_id = session.client_id
         if moved is not None or predecessor:
             holder = record.holder if moved is None else moved.new_holder
-            self._created_here[record.name] = _Kept(record.epoch, holder, msg)
+            self._kept[record.name] = _Kept(record.epoch, holder, msg)
             lifetime = record.options.get("lifetime")
             if lifetime is not None:  # counted from its creation, as on the node it left
                 left_s = max(0.0, record.created + float(lifetime) - time.time())
@@ -447,7 +459,7 @@ class RedisEngine:
                     record.name[:80],
                     error,
                 )
-        return True
+        return _Adoption.TAKEN
 
     async def _move_here(self, record: ChannelRecord) -> Moved | None:
         """The take-over's move in Redis (see :meth:`_adopt`), shielded from cancellation.
@@ -483,10 +495,10 @@ class RedisEngine:
         """A take-over moved the channel this node kept as ``holder`` away: this node keeps
         only a mirror, which neither its owner's lease nor its lifetime ends. Not if this
         node has taken it back since (a newer holder: the news came late)."""
-        here = self._created_here.get(name)
+        here = self._kept.get(name)
         if here is None or here.epoch != epoch or here.holder != holder:
             return
-        del self._created_here[name]
+        del self._kept[name]
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
             channel.owner_id = None
@@ -511,7 +523,7 @@ class RedisEngine:
         :meth:`_release_name` keeps by waiting for the first try.
         """
         name = channel.name
-        here = self._created_here.get(name)
+        here = self._kept.get(name)
         if self._io is None or here is None or here.epoch != channel.epoch or name in self._ending:
             self.state.broker.delete_channel(channel, reason)
             return
@@ -655,7 +667,7 @@ class RedisEngine:
         """A local channel of another epoch is gone in Redis: end it here."""
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch != epoch:
-            self._created_here.pop(name, None)
+            self._kept.pop(name, None)
             self.state.broker.delete_channel(
                 channel, f"channel {name!r} was deleted or created anew on another node"
             )
@@ -716,7 +728,7 @@ class RedisEngine:
         name, epoch, reason = body
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
-            self._created_here.pop(name, None)  # deleted in Redis already
+            self._kept.pop(name, None)  # deleted in Redis already
             self.state.broker.delete_channel(channel, str(reason))
 
     async def _open_publisher(self, session: Session, msg: OpenPublisher) -> dict[str, Any]:
@@ -1029,12 +1041,12 @@ class RedisEngine:
                 key = self._writers_key(channel)
                 self.later(lambda: self._srem(key))
             return True
-        here = self._created_here.get(name)
+        here = self._kept.get(name)
         if kind == "deleted":
             self._dirty_readers.add(name)
             self._readers_wake.set()
             if here is not None and here.epoch == channel.epoch:
-                del self._created_here[name]
+                del self._kept[name]
                 if name not in self._ending:  # else decided in Redis already (_end_orphan)
                     # Ended here by its lifetime or an admin (its owner's end goes through
                     # end_orphan): in Redis too, unless a take-over moved it meanwhile.
@@ -1104,17 +1116,17 @@ class RedisEngine:
                 self.state.broker._readers_changed(channel)
 
     async def _keep_registered(self) -> None:
-        """Channels created here that Redis lost (a restart without persistence) are
+        """Channels this node keeps that Redis lost (a restart without persistence) are
         registered again, under a new epoch: their readers here end (a reset)."""
         while True:
             await trio.sleep(REREGISTER_INTERVAL_S)
-            if not self._created_here:
+            if not self._kept:
                 continue
             try:
-                epochs = await self.io.registry.epochs(list(self._created_here))
+                epochs = await self.io.registry.epochs(list(self._kept))
                 for name, epoch in epochs.items():
                     # Not one this node is ending in Redis (its owner's grace is over).
-                    if epoch is None and name in self._created_here and name not in self._ending:
+                    if epoch is None and name in self._kept and name not in self._ending:
                         await self._reregister(name)
             except REDIS_DOWN as error:
                 log.warning("channel check failed: %s", error)
@@ -1146,7 +1158,7 @@ class RedisEngine:
                     r.name
                     for r in records
                     if r.node == self.node
-                    and r.name not in self._created_here
+                    and r.name not in self._kept
                     and r.name not in self._creating
                 }
                 stale_since = {n: stale_since.get(n, now) for n in stale}
@@ -1170,7 +1182,7 @@ class RedisEngine:
             deleted = await self.io.registry.delete(
                 name, epoch=record.epoch, node=record.node, holder=record.holder
             )
-        elif name in self._created_here or name in self._ending or name in self._creating:
+        elif name in self._kept or name in self._ending or name in self._creating:
             return  # its owner took it back here since the look (_adopt), or creates it
         else:
             # This node's previous run's: a take-over here does not move it, so _adopt
@@ -1199,7 +1211,7 @@ class RedisEngine:
 
     async def _reregister(self, name: str) -> None:
         channel = self.state.broker.channels.get(name)
-        kept = self._created_here[name]
+        kept = self._kept[name]
         if channel is None or channel.epoch != kept.epoch:
             return
         try:
@@ -1209,7 +1221,7 @@ class RedisEngine:
         if self.state.broker.channels.get(name) is not channel:
             return
         log.warning("channel %r was lost in Redis: registered again (a reset)", name[:80])
-        self._created_here[name] = _Kept(record.epoch, record.holder, kept.request)
+        self._kept[name] = _Kept(record.epoch, record.holder, kept.request)
         channel.epoch = record.epoch
         channel.seq = 0
         channel.recent.clear()
@@ -1276,14 +1288,14 @@ class RedisEngine:
                         times = times[interrupted.written :]
                         await trio.sleep(APPEND_RETRY_S)
                     except EpochChanged as error:
-                        if error.epoch is None and channel.name in self._created_here:
+                        if error.epoch is None and channel.name in self._kept:
                             # Redis lost it (a restart without persistence): this node
                             # registers it again under a new epoch and goes on there.
                             await self._reregister(channel.name)
                             if broker.channels.get(channel.name) is channel:
                                 continue
                         if broker.channels.get(channel.name) is channel:
-                            self._created_here.pop(channel.name, None)
+                            self._kept.pop(channel.name, None)
                             broker.delete_channel(channel, str(error))
                         return
                     except REDIS_DOWN as error:
@@ -1396,7 +1408,7 @@ class RedisEngine:
         channel = self.state.broker.channels.get(event.channel)
         if channel is None or channel.epoch != event.old_epoch:
             return
-        if event.channel in self._created_here:
+        if event.channel in self._kept:
             return  # this node registers it again (_keep_registered)
         self.state.broker.delete_channel(
             channel,
