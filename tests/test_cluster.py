@@ -982,7 +982,7 @@ async def test_the_channels_of_a_nodes_previous_run_end_after_the_resume_grace(
 
 async def _answered_and_still_connected(client: ts.Client, server: ts.Server) -> str:
     """create_channel's error while Redis fails, and the connection still there."""
-    with trio.fail_after(WAIT_S), pytest.raises(ts.TrioStreamError) as failed:
+    with trio.fail_after(WAIT_S), pytest.raises(ts.ClusterUnavailable) as failed:
         await client.create_channel("second")
     assert not isinstance(failed.value, ts.ConnectionClosed), failed.value
     assert "try again" in str(failed.value)

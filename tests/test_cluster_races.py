@@ -926,7 +926,7 @@ async def test_a_take_over_whose_move_redis_never_answers_gives_up_after_its_bou
             await trio.sleep_forever()
 
         monkeypatch.setattr(it.registry, "move", move)
-        with trio.fail_after(WAIT_S), pytest.raises(ts.TrioStreamError) as failed:
+        with trio.fail_after(WAIT_S), pytest.raises(ts.ClusterUnavailable) as failed:
             await it.daq_again.create_channel("c")
         assert not isinstance(failed.value, ts.ConnectionClosed), failed.value
         assert "TAKE_OVER_MOVE_TIMEOUT_S" in str(failed.value)

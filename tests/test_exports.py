@@ -23,6 +23,7 @@ EXPORTS = {
     "Merge",
     "Message",
     "NameInUse",
+    "ClusterUnavailable",
     "PayloadLimits",
     "PayloadRefused",
     "ProtocolError",

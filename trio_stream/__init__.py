@@ -13,6 +13,7 @@ from ._config import ServerConfig as ServerConfig
 from ._exceptions import AuthError as AuthError
 from ._exceptions import ChannelExists as ChannelExists
 from ._exceptions import ChannelNotFound as ChannelNotFound
+from ._exceptions import ClusterUnavailable as ClusterUnavailable
 from ._exceptions import ConnectionClosed as ConnectionClosed
 from ._exceptions import FrameTooLarge as FrameTooLarge
 from ._exceptions import InvalidArgument as InvalidArgument

@@ -50,6 +50,11 @@ class NameInUse(TrioStreamError):
     """Another connected client already uses that name."""
 
 
+class ClusterUnavailable(TrioStreamError):
+    """A server of several nodes could not reach its Redis for this request (down, refusing,
+    or no answer in time): nothing else is lost, the connection stays; try again."""
+
+
 class RpcError(TrioStreamError):
     """An RPC call could not be made: unknown provider or method, or the provider left."""
 
@@ -85,6 +90,7 @@ ERRORS_BY_NAME: dict[str, type[TrioStreamError]] = {
         LimitExceeded,
         InvalidArgument,
         NameInUse,
+        ClusterUnavailable,
         RpcError,
         RpcTimeout,
     )

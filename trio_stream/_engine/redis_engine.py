@@ -38,9 +38,9 @@ from .._exceptions import (
     AuthError,
     ChannelExists,
     ChannelNotFound,
+    ClusterUnavailable,
     LimitExceeded,
     NameInUse,
-    TrioStreamError,
 )
 from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import SharedData
@@ -1424,7 +1424,7 @@ class RedisEngine:
 def _redis_failures_answered(handler: AsyncHandler) -> AsyncHandler:
     """``handler`` with its Redis failures (down, refusing, or no answer within
     REQUEST_REDIS_TIMEOUT_S) as an error reply to that request: the session answers a
-    TrioStreamError and the connection goes on (any other exception closes it as a bug)."""
+    ClusterUnavailable and the connection goes on (any other exception closes it as a bug)."""
 
     @functools.wraps(handler)
     async def answer(session: Session, msg: Any) -> Any:
@@ -1436,7 +1436,7 @@ def _redis_failures_answered(handler: AsyncHandler) -> AsyncHandler:
                 what = f"no answer within {REQUEST_REDIS_TIMEOUT_S:g} s"
             else:
                 what = repr(error)[:120]
-            raise TrioStreamError(
+            raise ClusterUnavailable(
                 f"the cluster's Redis is unreachable or refused this request ({what}): try again"
             ) from error
 
