@@ -157,7 +157,8 @@ def test_drops_after_the_last_frame_are_reported_in_a_lost_notice() -> None:
     sent = decode(box.next_batch())
     assert [(seq, lost) for _, lost, seq, _ in sent.data] == [(3, 0), (4, 0)]
     assert sent.order == ["data", "data", "control"]
-    assert sent.control == [M.Lost(sub=reader.sub_id, lost=3)]
+    # Accounted up to seq 7, the newest dropped: a resume continues after it (protocol.md 8).
+    assert sent.control == [M.Lost(sub=reader.sub_id, lost=3, seq=7)]
     # Reported once: the next frame kept carries no old loss.
     world.broker.publish(writer, 1.0, payload(8))
     box.credit(reader.sub_id, 2)

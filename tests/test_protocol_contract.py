@@ -135,7 +135,8 @@ async def test_drops_after_the_last_frame_arrive_as_a_lost_notice(server: ts.Ser
                 await raw.stream.send_all(F.credit_frame(sub, 1))
             elif frame[0] == F.CONTROL:
                 wire = decode_control(memoryview(frame)[1:])
-                assert wire == {"op": "lost", "sub": sub, "lost": wire["lost"]}
+                # seq: up to where the subscription is accounted for, the newest dropped.
+                assert wire == {"op": "lost", "sub": sub, "lost": wire["lost"], "seq": 10}
                 notices.append(wire["lost"])
     assert notices and notices[-1] > 0
 

@@ -170,6 +170,130 @@ async def test_a_size_one_reader_resumes_with_only_the_newest_frame(
             assert msg.lost == 29
 
 
+# -- a resume after losses a `lost` notice reported --------------------------------------------
+def assert_lost_is_the_gap(messages: list[ts.Message], produced: int, sub: ts.Subscription) -> None:
+    """Every message's ``lost`` is the seq gap before it (no decimation here), and what was
+    received and what ``sub.lost`` counts make up every frame produced, each once."""
+    assert_exact(messages, produced)
+    previous = 0
+    wrong = []
+    for m in messages:
+        if m.lost != m.seq - previous - 1:
+            wrong.append((previous, m.seq, m.lost, m.gap))
+        previous = m.seq
+    assert not wrong, f"msg.lost is not the seq gap (previous, seq, lost, gap): {wrong[:4]}"
+    assert len(messages) + sub.lost == produced
+
+
+async def cut_and_resume(proxy: TcpProxy, reader: ts.Client, pub: ts.Publisher) -> None:
+    """Cut the reader's connection, wait until the server has dropped its subscription, and
+    let it resume: back when the channel has its reader again."""
+    proxy.refuse()
+    proxy.cut()
+    await reader.wait_state("reconnecting")
+    with trio.fail_after(WAIT_S):
+        while pub.readers:  # noqa: ASYNC110 - the server's count, sent to the writer
+            await trio.sleep(0.01)
+    proxy.accept()
+    with trio.fail_after(WAIT_S):
+        await pub.wait_for_readers()
+
+
+async def test_a_second_resume_does_not_replay_what_a_full_block_buffer_counted_lost(
+    server: ts.Server, proxy: TcpProxy, engine_kind: str
+) -> None:
+    # Resume 1 replays 3..7 into the full block buffer (size 5) and counts 8..30 lost, in a
+    # `lost` notice after 7 (nothing follows). Resume 2 used to ask for the frames after 7,
+    # the last one received: 8..12 came again (counted lost and delivered), 13..30 were
+    # counted lost again, and 8 carried the old notice's 23 although it follows 7.
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="recorder", reconnect=ts.Reconnect(initial=0.05)) as reader,
+    ):
+        await writer.create_channel("AI1", history=1000)
+        async with (
+            writer.publisher("AI1") as pub,
+            reader.subscribe("AI1", policy="block", size=5) as sub,
+        ):
+            await pub.wait_for_readers()
+            got: list[ts.Message] = []
+            for i in range(2):
+                await pub.send(i)
+            await read_until(sub, 2, got)
+            proxy.refuse()
+            proxy.cut()
+            await reader.wait_state("reconnecting")
+            for i in range(2, 30):  # while the reader is away: the history holds them
+                await pub.send(i)
+            await pub.wait_acknowledged()
+            proxy.accept()
+            with trio.fail_after(WAIT_S):
+                for _ in range(5):
+                    got.append(await sub.receive())
+                while sub.lost < 23:  # noqa: ASYNC110 - the notice after the last frame
+                    await trio.sleep(0.01)
+            # Through Redis a resume replays at most `size` frames, the newest (README,
+            # "Several nodes"): 3..25 are counted lost on 26, no notice is needed.
+            first_resume = list(range(3, 8)) if engine_kind == "memory" else list(range(26, 31))
+            assert [m.seq for m in got] == [1, 2, *first_resume]
+            assert sub.lost == 23
+
+            await cut_and_resume(proxy, reader, pub)
+            for i in range(30, 35):
+                await pub.send(i)
+            await read_until(sub, 35, got)
+            assert [m.seq for m in got] == [1, 2, *first_resume, *range(31, 36)]
+            assert_lost_is_the_gap(got, 35, sub)
+            if engine_kind == "memory":  # the notice's 23 lands on 31, the next frame
+                assert got[7].gap == ts.Gap("resumed", lost=23, recovered=0)
+            else:
+                assert got[7].gap == ts.Gap("resumed", lost=0, recovered=0)
+
+
+async def test_a_resume_after_a_drop_newest_loss_notice_neither_replays_nor_recounts(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # drop_newest keeps the oldest frames: the newest ones of a burst are lost with nothing
+    # after them, and a `lost` notice reports them. A resume used to ask for the frames after
+    # the last one received: the history replayed the ones counted lost, and the first of
+    # them carried the notice's count although it directly followed the one before it.
+    assert server.tcp_url is not None
+    produced = 60
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="dashboard", reconnect=ts.Reconnect(initial=0.05)) as reader,
+    ):
+        await writer.create_channel("AI1", history=1000)
+        async with (
+            writer.publisher("AI1") as pub,
+            reader.subscribe("AI1", policy="drop_newest", size=5) as sub,
+        ):
+            await pub.wait_for_readers()
+            for i in range(produced // 2):  # a burst the reader does not read meanwhile
+                await pub.send(i)
+            await pub.wait_acknowledged()
+            got: list[ts.Message] = []
+            with trio.fail_after(WAIT_S):
+                while not sub.lost:  # counted once every message before the notice is read
+                    got.append(await sub.receive())
+            with pytest.raises(trio.WouldBlock):
+                sub.receive_nowait()  # the loss came in a notice, after the last frame
+            assert got[-1].seq < produced // 2
+            assert len(got) + sub.lost == produced // 2
+
+            await cut_and_resume(proxy, reader, pub)
+            for i in range(produced // 2, produced):
+                await pub.send(i)
+                if i % 5 == 0:  # the reader keeps up now: nothing more is lost
+                    await read_until(sub, i + 1, got)
+            await read_until(sub, produced, got)
+            assert_lost_is_the_gap(got, produced, sub)
+            after_resume = next(m for m in got if m.seq > produced // 2)
+            assert after_resume.seq == produced // 2 + 1
+            assert after_resume.gap == ts.Gap("resumed", lost=after_resume.lost, recovered=0)
+
+
 async def test_a_restarted_recorder_continues_from_its_saved_position(server: ts.Server) -> None:
     assert server.tcp_url is not None
     async with ts.open_client(server.tcp_url, name="daq") as writer:

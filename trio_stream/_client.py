@@ -833,7 +833,7 @@ class Client:
         # Frames dropped at the end of a burst, that no message will carry: count them.
         sub = self._subscriptions.get(msg.sub)
         if sub is not None:
-            sub._lost_notice(msg.lost)
+            sub._lost_notice(msg.lost, msg.seq)
 
     def _on_pub_end(self, msg: M.PubEnd) -> None:
         pub = self._publishers.pop(msg.pub, None)

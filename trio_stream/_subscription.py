@@ -56,9 +56,10 @@ class _Keep(enum.Enum):
 class Subscription:
     """Messages of one channel, as this reader's server-side buffer releases them.
 
-    After a reconnect it resumes by itself from the last frame it received: the server
-    replays what the channel's history still holds after it and counts the rest, and the
-    first message after the gap carries ``msg.gap``. ``position`` is where it stands.
+    After a reconnect it resumes by itself after the last frame it accounted for (received,
+    or counted lost in a ``lost`` notice): the server replays what the channel's history
+    still holds after it and counts the rest, and the first message after the gap carries
+    ``msg.gap``. ``position`` is where it stands.
     """
 
     def __init__(
@@ -93,6 +94,9 @@ class Subscription:
         # [position, count, counted]: counted in ``lost`` once the application has read every
         # message before them, and carried to the message at ``position`` as its ``lost``.
         self._carried: deque[list[int]] = deque()
+        # The seq the last `lost` notice accounted for (0: none in this epoch): the frames up
+        # to it were counted lost, so a resume must not ask for them again (see _resume_seq).
+        self._notice_seq = 0
         self._consumed = 0
         self._consumed_bytes = 0
         # Frames still queued from a previous connection when this subscription resumed: the
@@ -130,14 +134,21 @@ class Subscription:
         """The connection is lost: wait for the next one (messages here stay readable)."""
         self._live = False
 
-    def _received_seq(self) -> int:
-        """The seq of the last frame received (taken or not): a resume continues after it."""
-        if self._frames:
-            return F.data_seq(self._frames[-1])
-        return self._last_seq
+    def _resume_seq(self) -> int:
+        """Where a resume continues: after the newest frame accounted for.
+
+        That is the last frame received (taken or not), or the seq a `lost` notice after it
+        accounted for: the frames it counted lost, if the history still holds them, would
+        otherwise be replayed (delivered although counted lost, or counted lost twice) and
+        the notice's count, carried to the first message after the resume, would land on a
+        frame that directly follows the one before it. Notices and DATA frames arrive in
+        the channel's order, so the newer of the two is the position.
+        """
+        seq = F.data_seq(self._frames[-1]) if self._frames else self._last_seq
+        return max(seq, self._notice_seq)
 
     async def _resubscribe(self) -> bool:
-        """Subscribe again after a reconnect, from the last frame received.
+        """Subscribe again after a reconnect, after the newest frame accounted for.
 
         Returns:
             False while the channel is missing (retried later); True when done.
@@ -150,7 +161,7 @@ class Subscription:
                 on_result=self._resumed,
                 **self._spec,
                 since_epoch=self._epoch,
-                since_seq=self._received_seq(),
+                since_seq=self._resume_seq(),
             )
         except ChannelNotFound:
             return False
@@ -171,7 +182,10 @@ class Subscription:
             client._forget(client._send_request(M.Unsubscribe, sub=self.sub_id))
             return self
         client._subscriptions[self.sub_id] = self
-        self._epoch = result.get("epoch", "")
+        epoch = result.get("epoch", "")
+        if epoch != self._epoch:  # a reset: seqs start again, the old notice's means nothing
+            self._notice_seq = 0
+        self._epoch = epoch
         self._consumed = self._consumed_bytes = 0  # the old connection's credit is void
         self._stale = len(self._frames)
         if "resume" in result:
@@ -337,8 +351,12 @@ class Subscription:
         value = decode_payload(frame, _DATA_HEAD_BYTES + name_len, self._payload_limits)
         return _new_tuple(Message, (value, seq, self.channel, self._sender, time_s, lost, None))
 
-    def _lost_notice(self, count: int) -> None:
-        """The server dropped ``count`` frames after the last one it sent (a `lost` notice)."""
+    def _lost_notice(self, count: int, seq: int | None) -> None:
+        """The server dropped ``count`` frames after the last one it sent (a `lost` notice);
+        ``seq``: the channel's seq it accounts this subscription for (None: an older server,
+        and a resume continues after the last frame received, as it then did)."""
+        if seq is not None and seq > self._notice_seq:
+            self._notice_seq = seq
         position = self.received + len(self._frames)  # the message after those here now
         carried = self._carried
         if carried and carried[-1][0] == position:

@@ -220,8 +220,13 @@ class Lost(Message):
     server-side buffer is empty (after its last DATA frame) while such a loss is owed."""
 
     OP: ClassVar[str] = "lost"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"seq"})
     sub: int
     lost: int
+    # The channel's seq up to which this subscription is now accounted for (every frame up to
+    # it was sent, counted lost, or passed over by every, max_rate or a sender filter): where
+    # a resume continues (docs/protocol.md section 8). Absent from older servers.
+    seq: int | None = None
 
 
 @dataclass(frozen=True)

@@ -651,7 +651,19 @@ class Reader:
         buffer that was full when its writer stopped), or None: due when the buffer runs
         empty, and before ``sub_end``, or the reader would never learn of them."""
         skipped = self.buffer.take_skipped()
-        return control_frame(Lost(sub=self.sub_id, lost=skipped)) if skipped else None
+        if not skipped:
+            return None
+        return control_frame(Lost(sub=self.sub_id, lost=skipped, seq=self._accounted_seq()))
+
+    def _accounted_seq(self) -> int:
+        """The seq up to which this reader is accounted for, at a loss notice (its buffer
+        empty): the fan-out offers every frame to every reader as it takes its seq, so every
+        frame up to the channel's newest was sent, lost or passed over, but for one that
+        max_rate holds back (sent later: the frames between the loss and it were replaced
+        in ``latest``, decimation). A resume continues after it: what the notice counted
+        must not be replayed and counted again."""
+        latest = self.latest
+        return self.channel.seq if latest is None else latest.seq - 1
 
     def left_rotation(self) -> None:
         self.active = False
