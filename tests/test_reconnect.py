@@ -294,6 +294,44 @@ async def test_a_resume_after_a_drop_newest_loss_notice_neither_replays_nor_reco
             assert after_resume.gap == ts.Gap("resumed", lost=after_resume.lost, recovered=0)
 
 
+async def test_a_resume_after_a_loss_notice_still_gets_the_frame_max_rate_held_back(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # A `lost` notice accounts the reader up to the frame max_rate holds back, not past it:
+    # that frame comes later (when its interval is over), so a resume must still ask for it.
+    assert server.tcp_url is not None
+    interval_s = 0.5
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="dashboard", reconnect=ts.Reconnect(initial=0.05)) as reader,
+    ):
+        await writer.create_channel("AI1", history=100)
+        async with (
+            writer.publisher("AI1") as pub,
+            reader.subscribe("AI1", policy="drop_newest", size=1, max_rate=1 / interval_s) as sub,
+        ):
+            await pub.wait_for_readers()
+            # Not read yet: 1 goes out (window 1), 2 waits in the buffer (size 1), 3 is lost,
+            # 4 is held back for the next interval.
+            for i in range(3):
+                if i:
+                    await trio.sleep(interval_s * 1.2)  # each one due
+                await pub.send(i)
+                await pub.wait_acknowledged()
+            await pub.send(3)
+            await pub.wait_acknowledged()
+            got = [await sub.receive(), await sub.receive()]  # 1, 2, then the notice
+            with trio.fail_after(interval_s / 2):  # before 4 is released
+                while not sub.lost:  # noqa: ASYNC110 - counted when the notice comes
+                    await trio.sleep(0.005)
+            proxy.cut()
+            await reader.wait_state("reconnecting")
+            with trio.fail_after(WAIT_S):
+                got.append(await sub.receive())
+            assert [(m.seq, m.lost) for m in got] == [(1, 0), (2, 0), (4, 1)]
+            assert got[-1].gap == ts.Gap("resumed", lost=1, recovered=1)
+
+
 async def test_a_restarted_recorder_continues_from_its_saved_position(server: ts.Server) -> None:
     assert server.tcp_url is not None
     async with ts.open_client(server.tcp_url, name="daq") as writer:
