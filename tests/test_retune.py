@@ -68,7 +68,7 @@ def test_shrinking_drop_newest_keeps_the_oldest() -> None:
     sent = decode(box.next_batch())
     assert [(lost, seq) for _, lost, seq, _ in sent.data] == [(0, 1), (0, 2), (0, 3)]
     # Nothing buffered carries the loss: a notice right after the last frame says it.
-    assert sent.control == [M.Lost(sub=reader.sub_id, lost=6)]
+    assert sent.control == [M.Lost(sub=reader.sub_id, lost=6, seq=9)]  # accounted up to 9
     assert reader.lost == 6
 
 
