@@ -255,7 +255,8 @@ def subscribe_since(
                 continue
             if not sub.offer(frame):
                 # A full block buffer: history has no writer to hold back, so what does not
-                # fit is lost (counted on the next frame) rather than parked.
+                # fit is lost (counted on the next frame, or in a `lost` notice whose seq the
+                # client resumes after next time: never replayed and counted again).
                 sub.skip(1)
         outcome.update(kind="resumed", recovered=_recovered(sub))
 
