@@ -172,9 +172,13 @@ async def test_a_stream_across_retunes_has_no_duplicate_and_no_uncounted_hole(
         ):
             await pub.wait_for_readers()
 
+            sent = 0
+
             async def produce() -> None:
+                nonlocal sent
                 for i in range(frames):
                     await pub.send(i)
+                    sent += 1
                     if i % 50 == 0:
                         await trio.sleep(0.001)
 
@@ -187,8 +191,7 @@ async def test_a_stream_across_retunes_has_no_duplicate_and_no_uncounted_hole(
                     await sub.retune(policy="drop_newest", size=200)
                     got += [await sub.receive() for _ in range(20)]
                     await sub.retune(policy=final, size=20)
-                    if final == "block":
-                        lost_before_block = sub.lost
+                    sent_before_block = sent  # every frame sent after this reply is kept
                     got += await read_until(sub, frames - 1)
         seqs = [m.seq for m in got]
         assert seqs == sorted(set(seqs)), "a duplicate or a frame out of order"
@@ -198,7 +201,11 @@ async def test_a_stream_across_retunes_has_no_duplicate_and_no_uncounted_hole(
             previous = msg.seq
         assert len(got) + sub.lost == frames
         if final == "block":
-            assert sub.lost == lost_before_block  # exact from the switch on
+            # Nothing lost from the switch on. Losses from before it may still be reported
+            # after it (on frames the reader had not taken yet, or the next kept frame), so
+            # what counts is which frames were lost: the seqs before each message's gap.
+            lost_seqs = [m.seq - 1 for m in got if m.lost]
+            assert max(lost_seqs, default=0) <= sent_before_block
 
 
 async def test_retune_max_rate_off_delivers_the_held_frame_now(url: str) -> None:
