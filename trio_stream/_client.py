@@ -9,6 +9,7 @@ frames costs few syscalls and never a round trip per frame.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -29,6 +30,7 @@ from ._client_port import ClientPort, PendingRequest
 from ._exceptions import (
     AuthError,
     ChannelExists,
+    ClusterUnavailable,
     ConnectionClosed,
     InvalidArgument,
     NameInUse,
@@ -382,13 +384,11 @@ class Client:
         """
         for channel, options in list(self._owned.items()):
             try:
-                await self._request_now(M.CreateChannel, channel=channel, **options)
-            except ChannelExists:
-                pass  # ours still (kept through the grace period), or re-created already
+                if not await self._recreate(channel, options):
+                    recreate = functools.partial(self._recreate, channel, options)
+                    self._spawn_retry(recreate, f"re-create {channel[:80]}")
             except ConnectionClosed:
                 return
-            except TrioStreamError as exc:
-                log.warning("client %r could not re-create %r: %s", self.name, channel, exc)
         try:
             self._rpc.reexpose()
         except ConnectionClosed:
@@ -413,6 +413,23 @@ class Client:
                 nursery.start_soon(first_try, attempt, what)
         if self._connected:
             self._set_state("open")
+
+    async def _recreate(self, channel: str, options: dict[str, Any]) -> bool:
+        """Create an owned channel again after a reconnect; False: the cluster's Redis failed
+        (a transient error: retried like a resubscribe to a missing channel)."""
+        if channel not in self._owned:
+            return True  # deleted by its owner since
+        try:
+            await self._request_now(M.CreateChannel, channel=channel, **options)
+        except ChannelExists:
+            pass  # ours still (kept through the grace period), or re-created already
+        except ClusterUnavailable:
+            return False
+        except ConnectionClosed:
+            raise
+        except TrioStreamError as exc:
+            log.warning("client %r could not re-create %r: %s", self.name, channel, exc)
+        return True
 
     def _spawn_retry(self, attempt: Callable[[], Awaitable[bool]], what: str) -> None:
         if self._nursery is not None:

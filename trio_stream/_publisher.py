@@ -13,6 +13,7 @@ import trio
 from ._client_constants import OUTGOING_HIGH_WATER_BYTES
 from ._exceptions import (
     ChannelNotFound,
+    ClusterUnavailable,
     ConnectionClosed,
     FrameTooLarge,
     ResourceClosed,
@@ -143,8 +144,8 @@ class Publisher:
                 key=self._key,
                 resume_pub=self.pub_id,
             )
-        except ChannelNotFound:
-            return False
+        except (ChannelNotFound, ClusterUnavailable):
+            return False  # retried later (its owner re-creates it; Redis comes back)
         except ConnectionClosed:
             raise
         except TrioStreamError as exc:

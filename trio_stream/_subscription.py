@@ -14,6 +14,7 @@ import trio
 from ._client_constants import POLICIES
 from ._exceptions import (
     ChannelNotFound,
+    ClusterUnavailable,
     ConnectionClosed,
     InvalidArgument,
     ProtocolError,
@@ -151,7 +152,8 @@ class Subscription:
         """Subscribe again after a reconnect, after the newest frame accounted for.
 
         Returns:
-            False while the channel is missing (retried later); True when done.
+            False while the channel is missing, or the cluster's Redis failed (both retried
+            later); True when done.
         """
         if self._ended:
             return True
@@ -163,7 +165,7 @@ class Subscription:
                 since_epoch=self._epoch,
                 since_seq=self._resume_seq(),
             )
-        except ChannelNotFound:
+        except (ChannelNotFound, ClusterUnavailable):
             return False
         except ConnectionClosed:
             raise

@@ -1,0 +1,97 @@
+"""A client's restore after a reconnect (Client._restore, Subscription._resubscribe,
+Publisher._reopen) meeting a Redis failure on the node: the node answers ClusterUnavailable
+("try again") and keeps the connection, so the client tries again later, as for a channel
+not re-created yet, instead of failing the subscription or the publisher for good. Real
+nodes, a real redis-server, a proxy that cuts the connection; Redis fails once through a hook
+on the node's real registry call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import coredis
+import pytest
+import trio
+from proxy import open_proxy
+from redis_server import RedisServer
+from test_cluster import WAIT_S, node_config
+
+import trio_stream as ts
+
+
+def fail_once_for(registry: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the node's registry.get of ``name`` fail once (a Redis blip); returns the list
+    that notes the failure."""
+    real_get = registry.get
+    failures: list[str] = []
+
+    async def get(channel: str, **options: Any) -> Any:
+        if channel == name and not failures:
+            failures.append(channel)
+            raise coredis.exceptions.ConnectionError("Redis blip (test)")
+        return await real_get(channel, **options)
+
+    monkeypatch.setattr(registry, "get", get)
+    return failures
+
+
+async def reconnected_past(client: ts.Client, failures: list[str]) -> None:
+    with trio.fail_after(WAIT_S):
+        while not failures:  # noqa: ASYNC110 - the blip happens in the node's request
+            await trio.sleep(0.01)
+        await client.wait_state("open")
+
+
+async def test_a_resubscribe_that_meets_a_redis_failure_is_tried_again(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        open_proxy(str(a.tcp_url)) as rec_to_a,
+        ts.open_client(rec_to_a.url, name="rec") as rec,
+    ):
+        await daq.create_channel("c")
+        async with rec.subscribe("c", policy="block") as sub, daq.publisher("c") as pub:
+            await pub.wait_for_readers()
+            await pub.send(1)
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == 1
+            registry = a.state.engine.io.registry  # type: ignore[attr-defined]
+            failures = fail_once_for(registry, "c", monkeypatch)
+            rec_to_a.cut()  # rec reconnects (its resume token) and subscribes again
+            await reconnected_past(rec, failures)
+            with trio.fail_after(WAIT_S):
+                while not pub.readers:  # noqa: ASYNC110 - the retry comes after a backoff
+                    await trio.sleep(0.01)
+            await pub.send(2)
+            with trio.fail_after(WAIT_S):
+                got = await sub.receive()
+            assert (got.data, got.lost) == (2, 0)
+
+
+async def test_a_publisher_reopen_that_meets_a_redis_failure_is_tried_again(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="owner") as owner,
+        ts.open_client(str(a.tcp_url), name="rec") as rec,
+        open_proxy(str(a.tcp_url)) as w_to_a,
+        ts.open_client(w_to_a.url, name="w") as w,
+    ):
+        await owner.create_channel("c")
+        async with rec.subscribe("c", policy="block") as sub, w.publisher("c") as pub:
+            await pub.wait_for_readers()
+            await pub.send(1)
+            await pub.wait_acknowledged()
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == 1
+            registry = a.state.engine.io.registry  # type: ignore[attr-defined]
+            failures = fail_once_for(registry, "c", monkeypatch)
+            w_to_a.cut()
+            await reconnected_past(w, failures)
+            await pub.send(2)  # waits for the reopen (retried), then goes out
+            with trio.fail_after(WAIT_S):
+                got = await sub.receive()
+            assert (got.data, got.lost) == (2, 0)
