@@ -536,25 +536,6 @@ class Client:
         if self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._out_space.is_set():
             self._out_space = trio.Event()
 
-    def _write_or_enqueue(self, pieces: list[BytesLike], nbytes: int) -> None:
-        """Write small pieces at once when the sender task waits idle, else queue them.
-
-        For frames that must not wait for the task that made them to yield (CREDIT: a busy
-        reader takes every buffered message before it yields, so a queued CREDIT left while
-        the server had nothing more to send it, and the window ran dry on every turn).
-        """
-        write_now = self._write_now
-        if write_now is not None and not self._out:
-            try:
-                rest = write_now(pieces)
-            except ConnectionClosed:
-                rest = pieces  # queued: the sender finds the connection gone and says so
-            if not rest:
-                return
-            if rest is not pieces:
-                pieces, nbytes = rest, sum(map(len, rest))
-        self._enqueue(pieces, nbytes)
-
     async def _wait_out_space(self) -> None:
         while self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._connected:
             await self._out_space.wait()

@@ -391,7 +391,7 @@ class Subscription:
         if self._consumed and not self._ended and self._live:
             client = self._client
             if client._connected:
-                client._write_or_enqueue(
+                client._enqueue(
                     [F.credit_frame(self.sub_id, self._consumed)], F.COUNTER_FRAME_BYTES
                 )
         self._meter.add(self._consumed, self._consumed_bytes)
