@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, NamedTuple
@@ -543,13 +544,14 @@ async def test_a_gone_owners_end_is_bounded_while_redis_hangs_whatever_jobs_wait
         assert not ending(a, "c")
 
 
-async def test_many_gone_owners_ends_while_redis_refuses_warn_once_and_ask_once_per_round(
+async def test_many_gone_owners_ends_while_redis_refuses_warn_once_and_back_off_per_round(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A client that owned several channels leaves while Redis refuses: one warning per
-    # channel at most (then debug), and one Redis try per round for all of them, the rounds
+    # A client that owned several channels leaves while Redis refuses their keys: one
+    # warning per channel at most (then debug), and one try per channel per round, the rounds
     # further apart each time (ORPHAN_END_RETRY_S doubling): not a try per channel every
-    # 0.5 s at a Redis that is failing already. They all end after ORPHAN_END_GIVE_UP_S.
+    # 0.5 s. (A refusal is the key's own: each end is tried; a Redis down or hanging makes a
+    # round try one end only.) They all end after ORPHAN_END_GIVE_UP_S.
     monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 2.0)
     names = [f"c{i}" for i in range(5)]
     caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
@@ -582,11 +584,73 @@ async def test_many_gone_owners_ends_while_redis_refuses_warn_once_and_ask_once_
         warned = [r for r in caplog.records if "not ended yet" in r.getMessage()]
         assert all(r.levelno == logging.WARNING for r in warned)
         assert len(warned) == len({r.getMessage().split("'")[1] for r in warned}) <= len(names)
-        # Rounds at 0, 0.5, 1.5 s (doubling), the give-up at 2 s: a handful of tries in all
-        # (a try per channel per 0.5 s would be 25).
-        assert len(tries) <= 5, tries
+        # Rounds at 0, 0.5, 1.5 s (doubling), the give-up at 2 s: 3 tries per channel at most
+        # (a try per channel per 0.5 s would be 5).
+        assert set(tries) == set(names)
+        assert max(Counter(tries).values()) <= 3, tries
         assert caplog.text.count("ended here without Redis's word") == len(names)
         assert not any(ending(a, n) for n in names)
+
+
+async def test_an_end_redis_refuses_for_its_key_alone_holds_no_other_end_of_the_node(
+    redis_server: RedisServer,
+) -> None:
+    # An owner with channels "x" and "c" leaves without a lease; Redis refuses x's key alone
+    # (an ACL: NOPERM), and would end "c" at once. "c" must end now, not at x's give-up
+    # (ORPHAN_END_GIVE_UP_S, 30 s): before, x's failed try skipped every other end of the
+    # round, and each later round tried x (the oldest) first and skipped the rest again.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        async with ts.open_client(str(a.tcp_url), name="daq", reconnect=False) as daq:
+            await daq.create_channel("x")
+            await daq.create_channel("c")
+            sub = await stack.enter_async_context(recorder.subscribe("c"))
+            await acl_keys(redis_server, *WRITABLE_BUT_CHANNELS, "~ts:ch:c")
+        try:  # daq left without a lease: "x" and "c" end now
+            with trio.fail_after(5.0), pytest.raises(trio.EndOfChannel, match="ended"):
+                await sub.receive()
+            assert "c" not in a.state.broker.channels
+            assert ending(a, "x")  # still asking Redis (refused)
+        finally:
+            await acl_keys(redis_server, "~*")
+
+
+async def test_an_owners_name_is_released_only_once_each_of_its_channels_had_its_own_try(
+    redis_server: RedisServer,
+) -> None:
+    # The rule of test_a_new_process_never_finds_the_channel_of_an_owner_that_left_without_a_
+    # lease, with one of the owner's ends refused for its key: the other ("c") still gets
+    # its try before the name goes. Before, x's failure marked c as tried (skipped), the
+    # name was released, and a new process "daq" on node b took the living "c" over.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        async with ts.open_client(str(a.tcp_url), name="daq", reconnect=False) as daq:
+            await daq.create_channel("x")
+            await daq.create_channel("c")
+            sub = await stack.enter_async_context(recorder.subscribe("c"))
+            await acl_keys(redis_server, *WRITABLE_BUT_CHANNELS, "~ts:ch:c")
+        try:  # daq left without a lease
+            engine: Any = b.state.engine
+            with trio.fail_after(WAIT_S):
+                while await engine.io.presence.name_node("daq") is not None:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            daq_again = await stack.enter_async_context(
+                ts.open_client(str(b.tcp_url), name="daq", reconnect=False)
+            )
+            await daq_again.create_channel("c")
+            (info,) = [c for c in await daq_again.channels() if c.name == "c"]
+            assert info.seq == 0  # created afresh, not taken over
+            with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+                await sub.receive()  # the old "c" ended
+        finally:
+            await acl_keys(redis_server, "~*")
 
 
 async def test_a_take_over_before_the_old_node_loses_redis_keeps_its_readers(

@@ -142,9 +142,13 @@ class _Orphan:
     holder: str  # the holder token this node keeps it under (the delete's condition)
     give_up_at: float  # trio time: ended here without Redis's word from then on
     done: trio.Event = field(default_factory=trio.Event)  # decided (also in ``_ending``)
-    # Its first try is over (decided, or Redis failed): the owner's name may go (_release_name).
+    # A try of its own is over (decided, or it failed; not skipped for another end's failure),
+    # or it gave up: the owner's name may go (_release_name).
     first_tried: trio.Event = field(default_factory=trio.Event)
     warned: bool = False  # Redis's failure logged once as a warning, then at debug level
+    # Its last try failed for Redis as a whole (down, or no answer within a full try's
+    # bound), not for this channel alone (its key refused: NOPERM, WRONGTYPE...).
+    redis_failed: bool = False
 
 
 @dataclass(eq=False)
@@ -218,7 +222,8 @@ class RedisEngine:
         # Channels this node is ending in Redis (a gone owner's, a dead run's): set when done.
         # A take-over by name on this node waits for the outcome (see _adopt).
         self._ending: dict[str, trio.Event] = {}
-        # Gone owners' channels waiting for Redis's word, oldest first (see _end_orphans).
+        # Gone owners' channels waiting for Redis's word, in the order of their next try (a
+        # failed try goes last; see _end_orphans).
         self._orphans: dict[str, _Orphan] = {}
         self._orphans_wake = trio.Event()
         self._dirty_readers: set[str] = set()
@@ -535,13 +540,15 @@ class RedisEngine:
     async def _end_orphans(self) -> None:
         """End the gone owners' channels (end_orphan), all in this one task.
 
-        A new one gets its first try at once. While Redis fails, a round tries only the
-        oldest pending end (the others would fail alike) and the next round comes after a
-        wait that doubles up to ORPHAN_END_RETRY_MAX_S; a channel whose owner went
-        ORPHAN_END_GIVE_UP_S ago ends here without Redis's word (its copy there, this
-        node's, goes with the reaper of this node's channels it no longer keeps; if a
-        take-over elsewhere came first, the readers here see the channel end and may
-        subscribe again)."""
+        A new one gets its first try at once. While Redis as a whole fails (down, or no
+        answer within a full try's bound), a round tries one pending end (the others would
+        fail alike), a different one each round (the one tried goes last), and the next round
+        comes after a wait that doubles up to ORPHAN_END_RETRY_MAX_S. A failure of one end's
+        own (Redis refusing its key: NOPERM, WRONGTYPE...) says nothing of the others: the
+        round goes on with them. A channel whose owner went ORPHAN_END_GIVE_UP_S ago ends
+        here without Redis's word (its copy there, this node's, goes with the reaper of this
+        node's channels it no longer keeps; if a take-over elsewhere came first, the readers
+        here see the channel end and may subscribe again)."""
         delay = ORPHAN_END_RETRY_S
         retry_at = math.inf
         while True:
@@ -550,18 +557,20 @@ class RedisEngine:
             self._orphans_wake = trio.Event()
             now = trio.current_time()
             due = now >= retry_at
-            failed = False
+            failed = skip_rest = False
             for orphan in list(self._orphans.values()):
                 if self._orphans.get(orphan.channel.name) is not orphan:
                     continue
-                if failed or not (due or not orphan.first_tried.is_set()):
-                    orphan.first_tried.set()  # Redis is failing: its name may go meanwhile
+                if skip_rest or not (due or not orphan.first_tried.is_set()):
+                    # Skipped, not tried: its owner's name stays (_release_name waits for a
+                    # try of its own, or its give-up). Were it released now, a Redis that
+                    # answers again before its next try would let a new process of that
+                    # name, without a lease, take over a channel that should end.
                     continue
                 left_s = orphan.give_up_at - trio.current_time()
+                timeout_s = min(ORPHAN_END_TRY_TIMEOUT_S, left_s)
                 try:
-                    decided = left_s > 0 and await self._try_end_orphan(
-                        orphan, min(ORPHAN_END_TRY_TIMEOUT_S, left_s)
-                    )
+                    decided = left_s > 0 and await self._try_end_orphan(orphan, timeout_s)
                 except Exception:
                     # Not Redis (a bug): its readers must not wait for a gone owner for good.
                     log.exception("end of channel %r failed", orphan.channel.name[:80])
@@ -569,9 +578,16 @@ class RedisEngine:
                     self._end_here(orphan.channel, orphan.reason)
                 if decided:
                     self._orphan_done(orphan)
-                else:
-                    failed = left_s > 0
+                elif left_s > 0:
                     orphan.first_tried.set()
+                    # Last in the order: the next failed round tries another one first (one
+                    # end Redis keeps refusing must not be the only one ever tried).
+                    name = orphan.channel.name
+                    self._orphans[name] = self._orphans.pop(name)
+                    failed = True
+                    # Only Redis as a whole failing (see _try_end_orphan) makes the others
+                    # skip this round.
+                    skip_rest = orphan.redis_failed
             now = trio.current_time()
             for orphan in list(self._orphans.values()):
                 if now >= orphan.give_up_at:
@@ -613,6 +629,11 @@ class RedisEngine:
                 )
                 record = None if deleted is not None else await self.io.registry.get(name)
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
+            # A try cut short by its own give-up time says nothing of Redis.
+            slow = isinstance(error, trio.TooSlowError)
+            orphan.redis_failed = isinstance(error, REDIS_DOWN) or (
+                slow and timeout_s >= ORPHAN_END_TRY_TIMEOUT_S
+            )
             # Once per channel as a warning: a client that owned many channels leaving
             # while Redis fails would flood the log, one line per channel per try.
             (log.debug if orphan.warned else log.warning)(
