@@ -947,6 +947,29 @@ async def test_a_nodes_first_reader_gets_the_frames_though_a_reader_joins_elsewh
         assert message.data == "seen"
 
 
+async def test_a_take_over_whose_request_bound_passes_during_its_move_is_answered_done(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The request's bound (REQUEST_REDIS_TIMEOUT_S, lowered to 1 s: a slow Redis that took
+    # 8+ s before the move) passes during the take-over's shielded move (held 1.5 s, within
+    # TAKE_OVER_MOVE_TIMEOUT_S). The move is done in Redis: the create must succeed. Before,
+    # the next await (telling node a) was cancelled: "try again", and the retry got
+    # ChannelExists for good (the channel was this very session's already).
+    monkeypatch.setattr(redis_engine, "REQUEST_REDIS_TIMEOUT_S", 1.0)
+    async with owner_gone(redis_server, 60.0) as it:
+        real_move = it.registry.move
+
+        async def move(name: str, **options: Any) -> Any:
+            await trio.sleep(1.5)
+            return await real_move(name, **options)
+
+        monkeypatch.setattr(it.registry, "move", move)
+        with trio.fail_after(WAIT_S):
+            await it.daq_again.create_channel("c")
+        assert await kept_at(it.a, "c") == "b"
+        assert "c" in it.b.state.engine._kept  # type: ignore[attr-defined]
+
+
 async def test_a_take_over_cancelled_right_after_its_move_in_redis_still_ends_with_its_owner(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

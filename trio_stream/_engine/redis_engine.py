@@ -431,8 +431,10 @@ class RedisEngine:
             if moved is None:
                 return _Adoption.CHANGED  # deleted or created anew since the look-up
         # No await from the move (or the check) to here: in Redis the channel is this node's
-        # now, and this node's reaper must find it kept here (not a previous run's). A
-        # cancellation that came during the move is delivered at the next await, below.
+        # now, and this node's reaper must find it kept here (not a previous run's). The
+        # rest is shielded too (the ADOPTED notice, bounded): a cancellation that came during
+        # the move (a closing connection, the request's bound) is not delivered before the
+        # create is answered done.
         channel = self._mirror(record)
         channel.owner_id = session.client_id
         if moved is not None or predecessor:
@@ -455,7 +457,11 @@ class RedisEngine:
             # at its owner's end (end_orphan).
             body = [record.name, record.epoch, moved.holder]
             try:  # the take-over is done: a failure to tell must not fail the create
-                with trio.fail_after(TAKE_OVER_MOVE_TIMEOUT_S):
+                # Shielded (bounded): the request's own bound (REQUEST_REDIS_TIMEOUT_S) may
+                # have passed during the move; cancelled here, the create would answer "try
+                # again" for a take-over that is done, and the retry, finding the channel
+                # this session's, would get ChannelExists for good.
+                with trio.CancelScope(shield=True), trio.fail_after(TAKE_OVER_MOVE_TIMEOUT_S):
                     await self.io.bus.publish(ADOPTED, body, to=moved.node)
             except (*REDIS_ERRORS, trio.TooSlowError) as error:
                 log.warning(
