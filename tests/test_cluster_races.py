@@ -970,6 +970,38 @@ async def test_a_take_over_whose_request_bound_passes_during_its_move_is_answere
         assert "c" in it.b.state.engine._kept  # type: ignore[attr-defined]
 
 
+async def test_a_take_over_whose_move_is_answered_after_its_bound_is_finished_by_a_retry(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis does the move but answers after TAKE_OVER_MOVE_TIMEOUT_S (real value): the
+    # create is told to create it again; the channel is node b's in Redis, not kept by b,
+    # and b has a mirror of it (a reader there). The retry must take it over (and b then
+    # ends it with its owner). Before, the mirror without owner made it ChannelExists.
+    async with (
+        owner_gone(redis_server, 60.0) as it,
+        ts.open_client(str(it.b.tcp_url), name="watcher") as watcher,
+        watcher.subscribe("c") as seen,  # node b has a mirror of "c"
+    ):
+        real_move = it.registry.move
+
+        async def move(name: str, **options: Any) -> Any:
+            moved = await real_move(name, **options)  # done in Redis ...
+            await trio.sleep(redis_engine.TAKE_OVER_MOVE_TIMEOUT_S + 0.5)  # ... answered late
+            return moved
+
+        monkeypatch.setattr(it.registry, "move", move)
+        with trio.fail_after(WAIT_S), pytest.raises(ts.ClusterUnavailable, match="again"):
+            await it.daq_again.create_channel("c")
+        assert await kept_at(it.a, "c") == "b"
+        monkeypatch.setattr(it.registry, "move", real_move)
+        with trio.fail_after(WAIT_S):
+            await it.daq_again.create_channel("c")  # told to create it again
+        assert "c" in it.b.state.engine._kept  # type: ignore[attr-defined]
+        await it.daq_again.aclose()  # no lease: b ends "c" with its owner
+        with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+            await seen.receive()
+
+
 async def test_a_take_over_cancelled_right_after_its_move_in_redis_still_ends_with_its_owner(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

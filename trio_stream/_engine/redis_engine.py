@@ -395,11 +395,16 @@ class RedisEngine:
             return _Adoption.REFUSED
         broker = self.state.broker
         # Registered under this node's name by its previous run (a node restarted under its
-        # name): as gone as a dead node's channel.
+        # name): as gone as a dead node's channel. Or moved here by a take-over whose answer
+        # came after TAKE_OVER_MOVE_TIMEOUT_S (its client was told to create it again): not
+        # kept here, a mirror without owner at most (a reader here). Either way nothing here
+        # would end it with an owner: this create finishes the take-over.
         predecessor = False
         if record.node == self.node:
             held = broker.channels.get(record.name)
-            if held is None and record.name not in self._kept:
+            if record.name not in self._kept and (
+                held is None or (held.epoch == record.epoch and held.owner_id is None)
+            ):
                 predecessor = True
             elif (
                 held is None
