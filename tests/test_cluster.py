@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import coredis
 import pytest
 import trio
 from redis_server import RedisServer
@@ -193,6 +194,40 @@ async def test_a_deletion_on_one_node_ends_readers_on_the_other(redis_server: Re
                     pass
         assert [c.name for c in await r.channels() if not c.name.startswith("$")] == []
         await r.create_channel("c")  # the name is free again, cluster-wide
+
+
+async def test_a_delete_done_in_redis_whose_announcement_fails_stays_done(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The delete is done in Redis, then Redis is lost for its DELETED announcement (once):
+    # the delete is done, so it is answered done, the channel ends on its node at once, and
+    # nothing registers it again. Before, the client was told "try again", the retry got
+    # ChannelNotFound, and the node's check of its kept channels registered it anew.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(a.tcp_url), name="reader") as reader,
+    ):
+        engine: Any = a.state.engine
+        real_publish = engine.io.bus.publish
+        failed: list[str] = []
+
+        async def publish(kind: str, body: Any, **options: Any) -> Any:
+            if kind == redis_engine.DELETED and not failed:
+                failed.append(kind)
+                raise coredis.exceptions.ConnectionError("connection lost (test)")
+            return await real_publish(kind, body, **options)
+
+        monkeypatch.setattr(engine.io.bus, "publish", publish)
+        await daq.create_channel("c")
+        async with reader.subscribe("c") as sub:
+            await daq.delete_channel("c")
+            with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+                await sub.receive()
+        assert failed, "the announcement was not tried"
+        await trio.sleep(2.5 * redis_engine.REREGISTER_INTERVAL_S)  # checks of kept channels
+        assert "c" not in [c.name for c in await daq.channels()]
+        assert await engine.io.registry.get("c") is None
 
 
 class Daq:

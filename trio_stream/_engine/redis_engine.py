@@ -665,13 +665,19 @@ class RedisEngine:
         # Ended in Redis, by us or (deleted, lost in a restart) before: here too, and on the
         # nodes that read it (again, if another node told them: harmless, by epoch).
         self._end_here(channel, reason)
+        await self._tell_deleted(name, epoch, reason)
+        return True
+
+    async def _tell_deleted(self, name: str, epoch: str, reason: str) -> None:
+        """Tell the other nodes that channel ``name`` (``epoch``), ended in Redis and here
+        already, is gone. Bounded (a Redis that hangs raises nothing); a failure is logged,
+        not raised: the end is done whatever the announcement does (the readers elsewhere see
+        its stream go, a reset)."""
         try:
             with trio.fail_after(ORPHAN_END_TRY_TIMEOUT_S):
                 await self.io.bus.publish(DELETED, [name, epoch, reason])
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
-            # The readers elsewhere see its stream go (a reset).
             log.warning("end of channel %r not announced: %s", name[:80], repr(error)[:200])
-        return True
 
     def _end_here(self, channel: Channel, reason: str) -> None:
         if self.state.broker.channels.get(channel.name) is channel:
@@ -753,8 +759,13 @@ class RedisEngine:
         deleted = await self.io.registry.delete(name, epoch=epoch, node=node, holder=holder)
         if deleted is None and node:
             return
-        await self.io.bus.publish(DELETED, [name, epoch, reason])
+        # Deleted in Redis: ended here first, whatever the announcement does. Left kept here
+        # (an announcement failed, the request's bound passed), _keep_registered would find
+        # it missing in Redis and register it again, and a delete told "try again" would get
+        # ChannelNotFound. Shielded (bounded): the delete is done, the client is told so.
         self._on_deleted(self.node, [name, epoch, reason])
+        with trio.CancelScope(shield=True):
+            await self._tell_deleted(name, epoch, reason)
 
     def _on_deleted(self, node: str, body: Any) -> None:
         name, epoch, reason = body
@@ -1234,8 +1245,10 @@ class RedisEngine:
             f"channel {record.name!r} ended: its node {record.node!r} left the cluster and its "
             "owner did not come back within resume_grace_s"
         )
-        await self.io.bus.publish(DELETED, [record.name, record.epoch, reason])
-        self._on_deleted(self.node, [record.name, record.epoch, reason])
+        self._on_deleted(
+            self.node, [record.name, record.epoch, reason]
+        )  # first: see _delete_everywhere
+        await self._tell_deleted(record.name, record.epoch, reason)
         if record.options.get("public", True):
             body = {"event": "deleted", "channel": record.name, "owner": record.owner}
             self.state.publish_system("$channels", {**body, "node": self.node})
