@@ -653,6 +653,38 @@ async def test_an_owners_name_is_released_only_once_each_of_its_channels_had_its
             await acl_keys(redis_server, "~*")
 
 
+async def test_a_new_process_creates_afresh_after_its_lease_less_owners_end_gave_up(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The owner "daq" leaves without a lease while Redis refuses the channels' keys: node a
+    # gives up (ORPHAN_END_GIVE_UP_S, lowered) and ends "c" here; in Redis it is still a's.
+    # Redis well again, a new process "daq" creating "c" on node a must get a new channel
+    # (and node b's reader of the old one sees it end). Before, node a took the record for
+    # its previous run's and handed the old channel (old epoch, frames) to the new process.
+    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 1.0)
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(b.tcp_url), name="recorder") as recorder,
+        AsyncExitStack() as stack,
+    ):
+        async with ts.open_client(str(a.tcp_url), name="daq", reconnect=False) as daq:
+            await daq.create_channel("c")
+            sub = await stack.enter_async_context(recorder.subscribe("c"))
+            old = await a.state.engine.io.registry.get("c")  # type: ignore[attr-defined]
+            await acl_keys(redis_server, *WRITABLE_BUT_CHANNELS)
+        try:  # daq left without a lease: Redis refuses c's end until the give-up
+            await until(lambda: "c" not in a.state.broker.channels)
+        finally:
+            await acl_keys(redis_server, "~*")
+        daq_again = await open_named(str(a.tcp_url), "daq", stack)
+        await daq_again.create_channel("c")
+        new = await a.state.engine.io.registry.get("c")  # type: ignore[attr-defined]
+        assert new.epoch != old.epoch, "the new process got the channel of the owner that left"
+        with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel, match="ended"):
+            await sub.receive()  # node b's reader of the old "c"
+
+
 async def test_a_take_over_before_the_old_node_loses_redis_keeps_its_readers(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

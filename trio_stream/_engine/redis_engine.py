@@ -225,6 +225,10 @@ class RedisEngine:
         # Gone owners' channels waiting for Redis's word, in the order of their next try (a
         # failed try goes last; see _end_orphans).
         self._orphans: dict[str, _Orphan] = {}
+        # Gone owners' channels ended here without Redis's word (the give-up): name -> (epoch,
+        # holder). Still this node's in Redis until the reaper (or a create, see _adopt)
+        # deletes them there: not a previous run's channel that a new process may take over.
+        self._given_up: dict[str, tuple[str, str]] = {}
         self._orphans_wake = trio.Event()
         self._dirty_readers: set[str] = set()
         self._readers_wake = trio.Event()
@@ -401,6 +405,14 @@ class RedisEngine:
         # would end it with an owner: this create finishes the take-over.
         predecessor = False
         if record.node == self.node:
+            if self._given_up.get(record.name) == (record.epoch, record.holder):
+                # Its owner's end gave up waiting for Redis: the end was decided, the name's
+                # new process must not find the channel. End it in Redis now, look again.
+                reason = f"channel {record.name!r} ended: its owner left"
+                await self._delete_everywhere(
+                    record.name, record.epoch, reason, node=self.node, holder=record.holder
+                )
+                return _Adoption.CHANGED
             held = broker.channels.get(record.name)
             if record.name not in self._kept and (
                 held is None or (held.epoch == record.epoch and held.owner_id is None)
@@ -609,6 +621,7 @@ class RedisEngine:
                         ORPHAN_END_GIVE_UP_S,
                     )
                     self._end_here(orphan.channel, orphan.reason)
+                    self._given_up[orphan.channel.name] = (orphan.channel.epoch, orphan.holder)
                     self._orphan_done(orphan)
             if not self._orphans:
                 delay, retry_at = ORPHAN_END_RETRY_S, math.inf
@@ -769,6 +782,8 @@ class RedisEngine:
 
     def _on_deleted(self, node: str, body: Any) -> None:
         name, epoch, reason = body
+        if self._given_up.get(name, ("",))[0] == epoch:
+            del self._given_up[name]  # ended in Redis too now
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
             self._kept.pop(name, None)  # deleted in Redis already
