@@ -93,9 +93,10 @@ REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes tha
 CREATE_ATTEMPTS: Final = 3
 # A gone owner's channel ends once Redis agrees (see end_orphan). Redis down, hanging or
 # refusing (NOPERM, READONLY...): the node asks again after ORPHAN_END_RETRY_S, doubling the
-# wait per failed round up to ORPHAN_END_RETRY_MAX_S (one Redis call per round for all the
-# pending ends: Redis is failing already), and ORPHAN_END_GIVE_UP_S after the owner's end it
-# ends the channel here anyway (its readers must not wait for a gone owner for good).
+# wait per failed round up to ORPHAN_END_RETRY_MAX_S (Redis down or hanging: one Redis call
+# per round for all the pending ends, Redis is failing already), and ORPHAN_END_GIVE_UP_S after
+# the owner's end it ends the channel here anyway (its readers must not wait for a gone owner
+# for good).
 ORPHAN_END_RETRY_S: Final = 0.5
 ORPHAN_END_RETRY_MAX_S: Final = 4.0
 ORPHAN_END_GIVE_UP_S: Final = 30.0
