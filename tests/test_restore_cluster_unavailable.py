@@ -42,43 +42,22 @@ async def reconnected_past(client: ts.Client, failures: list[str]) -> None:
         await client.wait_state("open")
 
 
-async def test_a_resubscribe_that_meets_a_redis_failure_is_tried_again(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param("reader", id="resubscribe"),
+        pytest.param("writer", id="publisher-reopen"),
+    ],
+)
+async def test_a_restore_that_meets_a_redis_failure_is_tried_again(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, cut: str
 ) -> None:
     async with (
         ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_client(str(a.tcp_url), name="daq") as daq,
-        open_proxy(str(a.tcp_url)) as rec_to_a,
-        ts.open_client(rec_to_a.url, name="rec") as rec,
-    ):
-        await daq.create_channel("c")
-        async with rec.subscribe("c", policy="block") as sub, daq.publisher("c") as pub:
-            await pub.wait_for_readers()
-            await pub.send(1)
-            with trio.fail_after(WAIT_S):
-                assert (await sub.receive()).data == 1
-            registry = a.state.engine.io.registry  # type: ignore[attr-defined]
-            failures = fail_once_for(registry, "c", monkeypatch)
-            rec_to_a.cut()  # rec reconnects (its resume token) and subscribes again
-            await reconnected_past(rec, failures)
-            with trio.fail_after(WAIT_S):
-                while not pub.readers:  # noqa: ASYNC110 - the retry comes after a backoff
-                    await trio.sleep(0.01)
-            await pub.send(2)
-            with trio.fail_after(WAIT_S):
-                got = await sub.receive()
-            assert (got.data, got.lost) == (2, 0)
-
-
-async def test_a_publisher_reopen_that_meets_a_redis_failure_is_tried_again(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
+        open_proxy(str(a.tcp_url)) as proxy,
         ts.open_client(str(a.tcp_url), name="owner") as owner,
-        ts.open_client(str(a.tcp_url), name="rec") as rec,
-        open_proxy(str(a.tcp_url)) as w_to_a,
-        ts.open_client(w_to_a.url, name="w") as w,
+        ts.open_client(proxy.url if cut == "reader" else str(a.tcp_url), name="rec") as rec,
+        ts.open_client(proxy.url if cut == "writer" else str(a.tcp_url), name="w") as w,
     ):
         await owner.create_channel("c")
         async with rec.subscribe("c", policy="block") as sub, w.publisher("c") as pub:
@@ -89,9 +68,12 @@ async def test_a_publisher_reopen_that_meets_a_redis_failure_is_tried_again(
                 assert (await sub.receive()).data == 1
             registry = a.state.engine.io.registry  # type: ignore[attr-defined]
             failures = fail_once_for(registry, "c", monkeypatch)
-            w_to_a.cut()
-            await reconnected_past(w, failures)
-            await pub.send(2)  # waits for the reopen (retried), then goes out
+            proxy.cut()  # the cut client reconnects (its resume token) and restores
+            await reconnected_past(rec if cut == "reader" else w, failures)
+            with trio.fail_after(WAIT_S):
+                while not pub.readers:  # noqa: ASYNC110 - the retry comes after a backoff
+                    await trio.sleep(0.01)
+            await pub.send(2)  # a writer's send waits for its reopen (retried) first
             with trio.fail_after(WAIT_S):
                 got = await sub.receive()
             assert (got.data, got.lost) == (2, 0)
