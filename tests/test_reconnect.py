@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -56,6 +57,34 @@ def assert_exact(messages: list[ts.Message], produced: int) -> None:
     assert len(messages) + sum(m.lost for m in messages) == produced
 
 
+@asynccontextmanager
+async def writer_and_proxied_reader(
+    server: ts.Server,
+    proxy: TcpProxy,
+    *,
+    history: int,
+    reader_name: str = "recorder",
+    reconnect: ts.Reconnect | None = None,
+    **subscribe_options: Any,
+) -> AsyncIterator[tuple[ts.Publisher, ts.Subscription, ts.Client]]:
+    """The resume tests' set-up: a writer ("daq") straight to the server, a reader through the
+    proxy (whose connection the test cuts), channel "AI1" with ``history``, the reader
+    subscribed with ``subscribe_options`` and the writer told of it."""
+    assert server.tcp_url is not None
+    reader_options: dict[str, Any] = {} if reconnect is None else {"reconnect": reconnect}
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name=reader_name, **reader_options) as reader,
+    ):
+        await writer.create_channel("AI1", history=history)
+        async with (
+            writer.publisher("AI1") as pub,
+            reader.subscribe("AI1", **subscribe_options) as sub,
+        ):
+            await pub.wait_for_readers()
+            yield pub, sub, reader
+
+
 # -- backoff ---------------------------------------------------------------------------------
 def test_backoff_doubles_with_equal_jitter_never_zero_never_in_lock_step() -> None:
     policy = ts.Reconnect(initial=0.1, maximum=1.0)
@@ -82,92 +111,82 @@ def test_reconnect_settings_are_checked() -> None:
 async def test_a_blip_within_history_delivers_every_frame_once_in_order(
     server: ts.Server, proxy: TcpProxy, fault: str
 ) -> None:
-    assert server.tcp_url is not None
     produced = 300
-    async with (
-        ts.open_client(server.tcp_url, name="daq") as writer,
-        ts.open_client(proxy.url, name="recorder") as reader,
+    async with writer_and_proxied_reader(server, proxy, history=1000, size=1000) as (
+        pub,
+        sub,
+        reader,
     ):
-        await writer.create_channel("AI1", history=1000)
-        async with writer.publisher("AI1") as pub, reader.subscribe("AI1", size=1000) as sub:
-            await pub.wait_for_readers()
-            got: list[ts.Message] = []
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_until, sub, produced, got)
-                for i in range(produced):
-                    await pub.send(i)
-                    if i == produced // 2:
-                        getattr(proxy, fault)()
-                    if i % 20 == 0:
-                        await trio.sleep(0.01)
-            assert [m.data for m in got] == list(range(produced))
-            gaps = [m.gap for m in got if m.gap is not None]
-            assert len(gaps) == 1 and gaps[0].kind == "resumed"
-            assert gaps[0].lost == 0
-            assert reader.reconnects == 1 and reader.state == "open"
-            assert sub.position == ts.Position(sub.position.epoch, produced)
+        got: list[ts.Message] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until, sub, produced, got)
+            for i in range(produced):
+                await pub.send(i)
+                if i == produced // 2:
+                    getattr(proxy, fault)()
+                if i % 20 == 0:
+                    await trio.sleep(0.01)
+        assert [m.data for m in got] == list(range(produced))
+        gaps = [m.gap for m in got if m.gap is not None]
+        assert len(gaps) == 1 and gaps[0].kind == "resumed"
+        assert gaps[0].lost == 0
+        assert reader.reconnects == 1 and reader.state == "open"
+        assert sub.position == ts.Position(sub.position.epoch, produced)
 
 
 async def test_a_blip_beyond_history_counts_every_missed_frame_exactly(
     server: ts.Server, proxy: TcpProxy, engine_kind: str
 ) -> None:
-    assert server.tcp_url is not None
     produced = 400
-    async with (
-        ts.open_client(server.tcp_url, name="daq") as writer,
-        ts.open_client(proxy.url, name="recorder", reconnect=ts.Reconnect(initial=0.5)) as reader,
-    ):
-        await writer.create_channel("AI1", history=20)
-        async with writer.publisher("AI1") as pub, reader.subscribe("AI1", size=1000) as sub:
-            await pub.wait_for_readers()
-            got: list[ts.Message] = []
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_until, sub, produced, got)
-                for i in range(100):
-                    await pub.send(i)
-                await pub.wait_acknowledged()
-                with trio.fail_after(WAIT_S):
-                    while len(got) < 100:  # noqa: ASYNC110 - polling a plain list
-                        await trio.sleep(0.01)
-                proxy.cut()
-                await reader.wait_state("reconnecting")
-                for i in range(100, produced):  # 300 frames while the reader is away
-                    await pub.send(i)
-            assert_exact(got, produced)
-            gap = next(m.gap for m in got if m.gap is not None)
-            assert gap.kind == "resumed"
-            # What the history held; through Redis, what the channel's stream holds (README,
-            # "Several nodes": a resume replays from the stream, up to the reader's size).
-            recovered = 20 if engine_kind == "memory" else produced - 100
-            assert gap.recovered == recovered
-            assert gap.lost == produced - 100 - recovered
+    async with writer_and_proxied_reader(
+        server, proxy, history=20, reconnect=ts.Reconnect(initial=0.5), size=1000
+    ) as (pub, sub, reader):
+        got: list[ts.Message] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until, sub, produced, got)
+            for i in range(100):
+                await pub.send(i)
+            await pub.wait_acknowledged()
+            with trio.fail_after(WAIT_S):
+                while len(got) < 100:  # noqa: ASYNC110 - polling a plain list
+                    await trio.sleep(0.01)
+            proxy.cut()
+            await reader.wait_state("reconnecting")
+            for i in range(100, produced):  # 300 frames while the reader is away
+                await pub.send(i)
+        assert_exact(got, produced)
+        gap = next(m.gap for m in got if m.gap is not None)
+        assert gap.kind == "resumed"
+        # What the history held; through Redis, what the channel's stream holds (README,
+        # "Several nodes": a resume replays from the stream, up to the reader's size).
+        recovered = 20 if engine_kind == "memory" else produced - 100
+        assert gap.recovered == recovered
+        assert gap.lost == produced - 100 - recovered
 
 
 async def test_a_size_one_reader_resumes_with_only_the_newest_frame(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
-    assert server.tcp_url is not None
-    async with (
-        ts.open_client(server.tcp_url, name="daq") as writer,
-        ts.open_client(proxy.url, name="dashboard", reconnect=ts.Reconnect(initial=0.5)) as reader,
-    ):
-        await writer.create_channel("AI1", history=50)
-        async with (
-            writer.publisher("AI1") as pub,
-            reader.subscribe("AI1", policy="drop_oldest", size=1) as sub,
-        ):
-            await pub.wait_for_readers()
-            await pub.send(0)
-            assert (await sub.receive()).seq == 1
-            proxy.cut()
-            await reader.wait_state("reconnecting")
-            for i in range(1, 31):
-                await pub.send(i)
-            with trio.fail_after(WAIT_S):
-                msg = await sub.receive()
-            assert msg.data == 30 and msg.seq == 31  # only the newest, through size=1
-            assert msg.gap == ts.Gap("resumed", lost=29, recovered=1)
-            assert msg.lost == 29
+    async with writer_and_proxied_reader(
+        server,
+        proxy,
+        history=50,
+        reader_name="dashboard",
+        reconnect=ts.Reconnect(initial=0.5),
+        policy="drop_oldest",
+        size=1,
+    ) as (pub, sub, reader):
+        await pub.send(0)
+        assert (await sub.receive()).seq == 1
+        proxy.cut()
+        await reader.wait_state("reconnecting")
+        for i in range(1, 31):
+            await pub.send(i)
+        with trio.fail_after(WAIT_S):
+            msg = await sub.receive()
+        assert msg.data == 30 and msg.seq == 31  # only the newest, through size=1
+        assert msg.gap == ts.Gap("resumed", lost=29, recovered=1)
+        assert msg.lost == 29
 
 
 # -- a resume after losses a `lost` notice reported --------------------------------------------
@@ -206,49 +225,41 @@ async def test_a_second_resume_does_not_replay_what_a_full_block_buffer_counted_
     # `lost` notice after 7 (nothing follows). Resume 2 used to ask for the frames after 7,
     # the last one received: 8..12 came again (counted lost and delivered), 13..30 were
     # counted lost again, and 8 carried the old notice's 23 although it follows 7.
-    assert server.tcp_url is not None
-    async with (
-        ts.open_client(server.tcp_url, name="daq") as writer,
-        ts.open_client(proxy.url, name="recorder", reconnect=ts.Reconnect(initial=0.05)) as reader,
-    ):
-        await writer.create_channel("AI1", history=1000)
-        async with (
-            writer.publisher("AI1") as pub,
-            reader.subscribe("AI1", policy="block", size=5) as sub,
-        ):
-            await pub.wait_for_readers()
-            got: list[ts.Message] = []
-            for i in range(2):
-                await pub.send(i)
-            await read_until(sub, 2, got)
-            proxy.refuse()
-            proxy.cut()
-            await reader.wait_state("reconnecting")
-            for i in range(2, 30):  # while the reader is away: the history holds them
-                await pub.send(i)
-            await pub.wait_acknowledged()
-            proxy.accept()
-            with trio.fail_after(WAIT_S):
-                for _ in range(5):
-                    got.append(await sub.receive())
-                while sub.lost < 23:  # noqa: ASYNC110 - the notice after the last frame
-                    await trio.sleep(0.01)
-            # Through Redis a resume replays at most `size` frames, the newest (README,
-            # "Several nodes"): 3..25 are counted lost on 26, no notice is needed.
-            first_resume = list(range(3, 8)) if engine_kind == "memory" else list(range(26, 31))
-            assert [m.seq for m in got] == [1, 2, *first_resume]
-            assert sub.lost == 23
+    async with writer_and_proxied_reader(
+        server, proxy, history=1000, reconnect=ts.Reconnect(initial=0.05), policy="block", size=5
+    ) as (pub, sub, reader):
+        got: list[ts.Message] = []
+        for i in range(2):
+            await pub.send(i)
+        await read_until(sub, 2, got)
+        proxy.refuse()
+        proxy.cut()
+        await reader.wait_state("reconnecting")
+        for i in range(2, 30):  # while the reader is away: the history holds them
+            await pub.send(i)
+        await pub.wait_acknowledged()
+        proxy.accept()
+        with trio.fail_after(WAIT_S):
+            for _ in range(5):
+                got.append(await sub.receive())
+            while sub.lost < 23:  # noqa: ASYNC110 - the notice after the last frame
+                await trio.sleep(0.01)
+        # Through Redis a resume replays at most `size` frames, the newest (README,
+        # "Several nodes"): 3..25 are counted lost on 26, no notice is needed.
+        first_resume = list(range(3, 8)) if engine_kind == "memory" else list(range(26, 31))
+        assert [m.seq for m in got] == [1, 2, *first_resume]
+        assert sub.lost == 23
 
-            await cut_and_resume(proxy, reader, pub)
-            for i in range(30, 35):
-                await pub.send(i)
-            await read_until(sub, 35, got)
-            assert [m.seq for m in got] == [1, 2, *first_resume, *range(31, 36)]
-            assert_lost_is_the_gap(got, 35, sub)
-            if engine_kind == "memory":  # the notice's 23 lands on 31, the next frame
-                assert got[7].gap == ts.Gap("resumed", lost=23, recovered=0)
-            else:
-                assert got[7].gap == ts.Gap("resumed", lost=0, recovered=0)
+        await cut_and_resume(proxy, reader, pub)
+        for i in range(30, 35):
+            await pub.send(i)
+        await read_until(sub, 35, got)
+        assert [m.seq for m in got] == [1, 2, *first_resume, *range(31, 36)]
+        assert_lost_is_the_gap(got, 35, sub)
+        if engine_kind == "memory":  # the notice's 23 lands on 31, the next frame
+            assert got[7].gap == ts.Gap("resumed", lost=23, recovered=0)
+        else:
+            assert got[7].gap == ts.Gap("resumed", lost=0, recovered=0)
 
 
 async def test_a_resume_after_a_drop_newest_loss_notice_neither_replays_nor_recounts(
@@ -258,40 +269,38 @@ async def test_a_resume_after_a_drop_newest_loss_notice_neither_replays_nor_reco
     # after them, and a `lost` notice reports them. A resume used to ask for the frames after
     # the last one received: the history replayed the ones counted lost, and the first of
     # them carried the notice's count although it directly followed the one before it.
-    assert server.tcp_url is not None
     produced = 60
-    async with (
-        ts.open_client(server.tcp_url, name="daq") as writer,
-        ts.open_client(proxy.url, name="dashboard", reconnect=ts.Reconnect(initial=0.05)) as reader,
-    ):
-        await writer.create_channel("AI1", history=1000)
-        async with (
-            writer.publisher("AI1") as pub,
-            reader.subscribe("AI1", policy="drop_newest", size=5) as sub,
-        ):
-            await pub.wait_for_readers()
-            for i in range(produced // 2):  # a burst the reader does not read meanwhile
-                await pub.send(i)
-            await pub.wait_acknowledged()
-            got: list[ts.Message] = []
-            with trio.fail_after(WAIT_S):
-                while not sub.lost:  # counted once every message before the notice is read
-                    got.append(await sub.receive())
-            with pytest.raises(trio.WouldBlock):
-                sub.receive_nowait()  # the loss came in a notice, after the last frame
-            assert got[-1].seq < produced // 2
-            assert len(got) + sub.lost == produced // 2
+    async with writer_and_proxied_reader(
+        server,
+        proxy,
+        history=1000,
+        reader_name="dashboard",
+        reconnect=ts.Reconnect(initial=0.05),
+        policy="drop_newest",
+        size=5,
+    ) as (pub, sub, reader):
+        for i in range(produced // 2):  # a burst the reader does not read meanwhile
+            await pub.send(i)
+        await pub.wait_acknowledged()
+        got: list[ts.Message] = []
+        with trio.fail_after(WAIT_S):
+            while not sub.lost:  # counted once every message before the notice is read
+                got.append(await sub.receive())
+        with pytest.raises(trio.WouldBlock):
+            sub.receive_nowait()  # the loss came in a notice, after the last frame
+        assert got[-1].seq < produced // 2
+        assert len(got) + sub.lost == produced // 2
 
-            await cut_and_resume(proxy, reader, pub)
-            for i in range(produced // 2, produced):
-                await pub.send(i)
-                if i % 5 == 0:  # the reader keeps up now: nothing more is lost
-                    await read_until(sub, i + 1, got)
-            await read_until(sub, produced, got)
-            assert_lost_is_the_gap(got, produced, sub)
-            after_resume = next(m for m in got if m.seq > produced // 2)
-            assert after_resume.seq == produced // 2 + 1
-            assert after_resume.gap == ts.Gap("resumed", lost=after_resume.lost, recovered=0)
+        await cut_and_resume(proxy, reader, pub)
+        for i in range(produced // 2, produced):
+            await pub.send(i)
+            if i % 5 == 0:  # the reader keeps up now: nothing more is lost
+                await read_until(sub, i + 1, got)
+        await read_until(sub, produced, got)
+        assert_lost_is_the_gap(got, produced, sub)
+        after_resume = next(m for m in got if m.seq > produced // 2)
+        assert after_resume.seq == produced // 2 + 1
+        assert after_resume.gap == ts.Gap("resumed", lost=after_resume.lost, recovered=0)
 
 
 async def test_a_resume_after_a_loss_notice_still_gets_the_frame_max_rate_held_back(
@@ -299,37 +308,36 @@ async def test_a_resume_after_a_loss_notice_still_gets_the_frame_max_rate_held_b
 ) -> None:
     # A `lost` notice accounts the reader up to the frame max_rate holds back, not past it:
     # that frame comes later (when its interval is over), so a resume must still ask for it.
-    assert server.tcp_url is not None
     interval_s = 0.5
-    async with (
-        ts.open_client(server.tcp_url, name="daq") as writer,
-        ts.open_client(proxy.url, name="dashboard", reconnect=ts.Reconnect(initial=0.05)) as reader,
-    ):
-        await writer.create_channel("AI1", history=100)
-        async with (
-            writer.publisher("AI1") as pub,
-            reader.subscribe("AI1", policy="drop_newest", size=1, max_rate=1 / interval_s) as sub,
-        ):
-            await pub.wait_for_readers()
-            # Not read yet: 1 goes out (window 1), 2 waits in the buffer (size 1), 3 is lost,
-            # 4 is held back for the next interval.
-            for i in range(3):
-                if i:
-                    await trio.sleep(interval_s * 1.2)  # each one due
-                await pub.send(i)
-                await pub.wait_acknowledged()
-            await pub.send(3)
+    async with writer_and_proxied_reader(
+        server,
+        proxy,
+        history=100,
+        reader_name="dashboard",
+        reconnect=ts.Reconnect(initial=0.05),
+        policy="drop_newest",
+        size=1,
+        max_rate=1 / interval_s,
+    ) as (pub, sub, reader):
+        # Not read yet: 1 goes out (window 1), 2 waits in the buffer (size 1), 3 is lost,
+        # 4 is held back for the next interval.
+        for i in range(3):
+            if i:
+                await trio.sleep(interval_s * 1.2)  # each one due
+            await pub.send(i)
             await pub.wait_acknowledged()
-            got = [await sub.receive(), await sub.receive()]  # 1, 2, then the notice
-            with trio.fail_after(interval_s / 2):  # before 4 is released
-                while not sub.lost:  # noqa: ASYNC110 - counted when the notice comes
-                    await trio.sleep(0.005)
-            proxy.cut()
-            await reader.wait_state("reconnecting")
-            with trio.fail_after(WAIT_S):
-                got.append(await sub.receive())
-            assert [(m.seq, m.lost) for m in got] == [(1, 0), (2, 0), (4, 1)]
-            assert got[-1].gap == ts.Gap("resumed", lost=1, recovered=1)
+        await pub.send(3)
+        await pub.wait_acknowledged()
+        got = [await sub.receive(), await sub.receive()]  # 1, 2, then the notice
+        with trio.fail_after(interval_s / 2):  # before 4 is released
+            while not sub.lost:  # noqa: ASYNC110 - counted when the notice comes
+                await trio.sleep(0.005)
+        proxy.cut()
+        await reader.wait_state("reconnecting")
+        with trio.fail_after(WAIT_S):
+            got.append(await sub.receive())
+        assert [(m.seq, m.lost) for m in got] == [(1, 0), (2, 0), (4, 1)]
+        assert got[-1].gap == ts.Gap("resumed", lost=1, recovered=1)
 
 
 async def test_a_restarted_recorder_continues_from_its_saved_position(server: ts.Server) -> None:
