@@ -39,12 +39,19 @@ from ._exceptions import (
     error_from_wire,
 )
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
-from ._protocol import frames as F
-from ._protocol import messages as M
 from ._protocol.array_view import View
 from ._protocol.bytes_like import BytesLike
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import compressor
+from ._protocol.frames import (
+    CONTROL,
+    DATA,
+    PUB_ACK,
+    DataRun,
+    data_sub_id,
+    parse_counter,
+    take_data_runs,
+)
 from ._protocol.framing import frame_prefix
 from ._protocol.limits import (
     DEFAULT_PAYLOAD_LIMITS,
@@ -52,6 +59,31 @@ from ._protocol.limits import (
     PROTOCOL_VERSION,
     Limits,
     PayloadLimits,
+)
+from ._protocol.messages import (
+    CreateChannel,
+    DeleteChannel,
+    Error,
+    GetStats,
+    Goodbye,
+    Hello,
+    ListChannels,
+    ListClients,
+    Lost,
+    Message,
+    OpenPublisher,
+    Ping,
+    Pong,
+    PubEnd,
+    Readers,
+    Reply,
+    Request,
+    SubEnd,
+    Subscribe,
+    UnknownOp,
+    Welcome,
+    decode_message,
+    encode_message,
 )
 from ._publisher import YIELD_EVERY_BYTES as YIELD_EVERY_BYTES
 from ._publisher import Publisher as Publisher
@@ -161,19 +193,19 @@ class Client:
         # One dispatch shape with the server's Session: frame type -> handler, and for CONTROL
         # messages, message type -> handler.
         self._frame_handlers: dict[int, Callable[[bytearray], None]] = {
-            F.DATA: self._on_data,
-            F.PUB_ACK: self._on_pub_ack,
-            F.CONTROL: self._on_control,
+            DATA: self._on_data,
+            PUB_ACK: self._on_pub_ack,
+            CONTROL: self._on_control,
         }
-        self._handlers: dict[type[M.Message], Callable[[Any], None]] = {
-            M.Reply: self._on_reply,
-            M.Error: self._on_error,
-            M.Readers: self._on_readers,
-            M.SubEnd: self._on_sub_end,
-            M.Lost: self._on_lost,
-            M.PubEnd: self._on_pub_end,
-            M.Goodbye: self._on_goodbye,
-            M.Pong: lambda msg: None,
+        self._handlers: dict[type[Message], Callable[[Any], None]] = {
+            Reply: self._on_reply,
+            Error: self._on_error,
+            Readers: self._on_readers,
+            SubEnd: self._on_sub_end,
+            Lost: self._on_lost,
+            PubEnd: self._on_pub_end,
+            Goodbye: self._on_goodbye,
+            Pong: lambda msg: None,
         }
         from ._rpc import RpcEndpoint  # here, not at the top: _rpc imports this module
 
@@ -242,8 +274,8 @@ class Client:
     # -- connection ----------------------------------------------------------------------------
     async def _handshake(self, transport: FrameTransport) -> None:
         name = self.name or self._wanted_name
-        hello = M.encode_message(
-            M.Hello(
+        hello = encode_message(
+            Hello(
                 v=PROTOCOL_VERSION,
                 name=name,
                 token=self._token,
@@ -257,10 +289,10 @@ class Client:
         if first and (wrong := sniff.describe_http_reply(f"tcp://{transport.remote}", first)):
             raise ConnectionClosed(wrong)
         frames = await transport.receive_frames()
-        reply = M.decode_message(frames[0])
-        if isinstance(reply, M.Error):
+        reply = decode_message(frames[0])
+        if isinstance(reply, Error):
             raise error_from_wire(reply.type, reply.message)
-        if not isinstance(reply, M.Welcome):
+        if not isinstance(reply, Welcome):
             raise ProtocolError(f"expected welcome, got {reply.OP}")
         self.name = reply.name
         self.client_id = reply.client_id
@@ -420,7 +452,7 @@ class Client:
         if channel not in self._owned:
             return True  # deleted by its owner since
         try:
-            await self._request_now(M.CreateChannel, channel=channel, **options)
+            await self._request_now(CreateChannel, channel=channel, **options)
         except ChannelExists:
             pass  # ours still (kept through the grace period), or re-created already
         except ClusterUnavailable:
@@ -514,7 +546,7 @@ class Client:
         """Say goodbye, flush what is queued (briefly) and close the connection."""
         self._closing = True
         if self._connected:
-            goodbye = M.encode_message(M.Goodbye(reason="client closing"))
+            goodbye = encode_message(Goodbye(reason="client closing"))
             self._enqueue([frame_prefix(len(goodbye)), goodbye])
             with trio.move_on_after(1.0):
                 while self._out and self._connected:
@@ -571,7 +603,7 @@ class Client:
             # the end of the stream: the error must say the same either way.
             self._lose(self._closed_by_server(exc))
 
-    def _send_control(self, message: M.Message) -> None:
+    def _send_control(self, message: Message) -> None:
         """Queue a CONTROL message on the current connection.
 
         Raises:
@@ -580,11 +612,11 @@ class Client:
         if not self._connected:
             self._check_open()
             raise ConnectionClosed("the connection is lost (reconnecting)")
-        body = M.encode_message(message)
+        body = encode_message(message)
         self._enqueue([frame_prefix(len(body)), body])
 
     def _start_request(
-        self, build: Callable[[int], M.Message], on_result: Callable[[Any], Any] | None = None
+        self, build: Callable[[int], Message], on_result: Callable[[Any], Any] | None = None
     ) -> PendingRequest:
         """Send a request without waiting: the pending request to wait on."""
         if not self._connected:
@@ -597,7 +629,7 @@ class Client:
 
     def _send_request(
         self,
-        cls: type[M.Request],
+        cls: type[Request],
         on_result: Callable[[Any], Any] | None = None,
         **fields: Any,
     ) -> PendingRequest:
@@ -605,7 +637,7 @@ class Client:
 
     async def _request(
         self,
-        cls: type[M.Request],
+        cls: type[Request],
         *,
         on_result: Callable[[Any], Any] | None = None,
         **fields: Any,
@@ -616,7 +648,7 @@ class Client:
 
     async def _request_now(
         self,
-        cls: type[M.Request],
+        cls: type[Request],
         *,
         on_result: Callable[[Any], Any] | None = None,
         **fields: Any,
@@ -635,7 +667,7 @@ class Client:
         """Nobody waits for this request's answer: it is ignored when it comes."""
         self._replies.pop(request.id, None)
 
-    async def _leave(self, cls: type[M.Request], **fields: Any) -> None:
+    async def _leave(self, cls: type[Request], **fields: Any) -> None:
         """Close a subscription or publisher on the server, waiting for it only briefly.
 
         The request goes out at once; its answer is awaited at most LEAVE_TIMEOUT_S, shielded
@@ -702,7 +734,7 @@ class Client:
                         await transport.aclose()
                 return
             if self._connected:
-                self._send_control(M.Ping(data=None))
+                self._send_control(Ping(data=None))
 
     async def _run_io(self) -> None:
         """The connection's tasks: the reader, the sender and the heartbeat."""
@@ -724,7 +756,7 @@ class Client:
         transport = self._transport
         if transport is None:
             return
-        goodbye = M.encode_message(M.Goodbye(reason="client closing"))
+        goodbye = encode_message(Goodbye(reason="client closing"))
         with (
             trio.CancelScope(shield=True),
             trio.move_on_after(LEAVE_TIMEOUT_S),
@@ -736,7 +768,7 @@ class Client:
     async def _reader(self) -> None:
         transport = self._transport
         assert transport is not None
-        take_runs = F.take_data_runs
+        take_runs = take_data_runs
         try:
             while True:
                 items = await transport.receive_runs(take_runs)
@@ -753,7 +785,7 @@ class Client:
             with trio.CancelScope(shield=True):
                 await transport.aclose()
 
-    def _take(self, items: Iterable[bytearray | F.DataRun]) -> None:
+    def _take(self, items: Iterable[bytearray | DataRun]) -> None:
         """Hand on what one read brought, in order.
 
         DATA frames come in runs of one subscription's frames, routed by the pass that found
@@ -782,32 +814,32 @@ class Client:
 
     def _on_data(self, frame: bytearray) -> None:
         """A DATA frame that came alone, not in a run (large, truncated, over WebSocket)."""
-        sub = self._subscriptions.get(F.data_sub_id(frame))
+        sub = self._subscriptions.get(data_sub_id(frame))
         if sub is not None:
             sub._deliver([frame])
 
     def _on_pub_ack(self, frame: bytearray) -> None:
-        pub_id, count = F.parse_counter(frame)
+        pub_id, count = parse_counter(frame)
         pub = self._publishers.get(pub_id)
         if pub is not None:
             pub._acked(count)
 
     def _on_control(self, frame: bytearray) -> None:
         try:
-            message = M.decode_message(frame)
-        except M.UnknownOp:
+            message = decode_message(frame)
+        except UnknownOp:
             return  # a newer server's notice: nothing this client must act on
         handler = self._handlers.get(type(message))
         if handler is None:
             raise ProtocolError(f"unexpected {message.OP} from the server")
         handler(message)
 
-    def _on_reply(self, msg: M.Reply) -> None:
+    def _on_reply(self, msg: Reply) -> None:
         reply = self._replies.get(msg.id)
         if reply is not None:
             reply.resolve(msg.result)
 
-    def _on_error(self, msg: M.Error) -> None:
+    def _on_error(self, msg: Error) -> None:
         error = error_from_wire(msg.type, msg.message)
         if msg.id is None:
             log.error("server error: %s", error)
@@ -816,31 +848,31 @@ class Client:
         if reply is not None:
             reply.fail(error)
 
-    def _on_readers(self, msg: M.Readers) -> None:
+    def _on_readers(self, msg: Readers) -> None:
         pub = self._publishers.get(msg.pub)
         if pub is not None:
             pub._set_readers(msg.readers)
 
-    def _on_sub_end(self, msg: M.SubEnd) -> None:
+    def _on_sub_end(self, msg: SubEnd) -> None:
         sub = self._subscriptions.pop(msg.sub, None)
         if sub is not None:
             error = error_from_wire(msg.error, msg.reason) if msg.error else None
             sub._end(msg.reason, error)
 
-    def _on_lost(self, msg: M.Lost) -> None:
+    def _on_lost(self, msg: Lost) -> None:
         # Frames dropped at the end of a burst, that no message will carry: count them.
         sub = self._subscriptions.get(msg.sub)
         if sub is not None:
             sub._lost_notice(msg.lost, msg.seq)
 
-    def _on_pub_end(self, msg: M.PubEnd) -> None:
+    def _on_pub_end(self, msg: PubEnd) -> None:
         pub = self._publishers.pop(msg.pub, None)
         if pub is not None:
             pub._end(msg.reason)
             if self._shared_publishers.get(pub.channel) is pub:
                 del self._shared_publishers[pub.channel]
 
-    def _on_goodbye(self, msg: M.Goodbye) -> None:
+    def _on_goodbye(self, msg: Goodbye) -> None:
         self._goodbye = msg.reason
         if msg.reconnect is False:
             # Told not to come back (an admin's kick): the loss that follows closes the
@@ -888,24 +920,24 @@ class Client:
             "keep": keep,
             "meta": meta,
         }
-        await self._request(M.CreateChannel, channel=channel, **options)
+        await self._request(CreateChannel, channel=channel, **options)
         if lifetime is None:  # a temporary channel that ended must not come back
             self._owned[channel] = options
 
     async def delete_channel(self, channel: str, *, key: str | None = None) -> None:
         """Delete a channel: its readers' iterations end, its writers get ChannelNotFound."""
-        await self._request(M.DeleteChannel, channel=channel, key=key)
+        await self._request(DeleteChannel, channel=channel, key=key)
         self._owned.pop(channel, None)
 
     async def channels(self) -> list[ChannelInfo]:
         """Public channels and this client's own."""
-        return [ChannelInfo.from_wire(c) for c in await self._request(M.ListChannels)]
+        return [ChannelInfo.from_wire(c) for c in await self._request(ListChannels)]
 
     async def clients(self) -> list[ClientInfo]:
-        return [ClientInfo.from_wire(c) for c in await self._request(M.ListClients)]
+        return [ClientInfo.from_wire(c) for c in await self._request(ListClients)]
 
     async def stats(self) -> ServerStats:
-        return ServerStats.from_wire(await self._request(M.GetStats))
+        return ServerStats.from_wire(await self._request(GetStats))
 
     # -- RPC (trio_stream/_rpc.py) ---------------------------------------------------------------
     def expose(self, obj: object, name: str | None = None, *, thread: bool = False) -> list[str]:
@@ -1041,7 +1073,7 @@ class Client:
             return pub
 
         pub: Publisher = await self._request(
-            M.OpenPublisher, on_result=register, channel=channel, key=key
+            OpenPublisher, on_result=register, channel=channel, key=key
         )
         return pub
 
@@ -1132,7 +1164,7 @@ class Client:
 
         since_fields = {} if since is None else {"since_epoch": since[0], "since_seq": since[1]}
         sub: Subscription = await self._request(
-            M.Subscribe, on_result=register, **spec, **since_fields
+            Subscribe, on_result=register, **spec, **since_fields
         )
         return sub
 
@@ -1280,7 +1312,7 @@ class _Port:
         return self._client.closed
 
     def start_request(
-        self, build: Callable[[int], M.Message], on_result: Callable[[Any], Any] | None = None
+        self, build: Callable[[int], Message], on_result: Callable[[Any], Any] | None = None
     ) -> PendingRequest:
         return self._client._start_request(build, on_result)
 
@@ -1290,10 +1322,10 @@ class _Port:
     def pending(self, ident: int) -> PendingRequest | None:
         return self._client._replies.get(ident)
 
-    def send_control(self, message: M.Message) -> None:
+    def send_control(self, message: Message) -> None:
         self._client._send_control(message)
 
-    def handle(self, message_type: type[M.Message], handler: Callable[[Any], None]) -> None:
+    def handle(self, message_type: type[Message], handler: Callable[[Any], None]) -> None:
         self._client._handlers[message_type] = handler
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str) -> bool:

@@ -19,11 +19,11 @@ from ._exceptions import (
     ResourceClosed,
     TrioStreamError,
 )
-from ._protocol import frames as F
-from ._protocol import messages as M
 from ._protocol.bytes_like import BytesLike
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor
+from ._protocol.frames import PUBLISH, PUBLISH_HEAD, PUBLISH_WIRE_HEAD, publish_wire_head
+from ._protocol.messages import ClosePublisher, OpenPublisher
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -40,9 +40,9 @@ DIRECT_WRITE_INTERVAL_S: Final = 200e-6
 # send() looks these up once here, not through module attributes for every frame.
 _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 _wall_clock: Final = time.time
-_wire_head: Final = F.PUBLISH_WIRE_HEAD.pack  # (body bytes, PUBLISH, pub_id, time)
-_PUBLISH: Final = F.PUBLISH
-_PUBLISH_HEAD_BYTES: Final = F.PUBLISH_HEAD.size
+_wire_head: Final = PUBLISH_WIRE_HEAD.pack  # (body bytes, PUBLISH, pub_id, time)
+_PUBLISH: Final = PUBLISH
+_PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size
 
 
 class Publisher:
@@ -138,7 +138,7 @@ class Publisher:
             return True
         try:
             await self._client._request_now(
-                M.OpenPublisher,
+                OpenPublisher,
                 on_result=self._reopened,
                 channel=self.channel,
                 key=self._key,
@@ -167,13 +167,13 @@ class Publisher:
         self._live = True
         client._resuming_pubs.discard(self)
         if self._closed:  # closed while the reopen was on its way
-            client._forget(client._send_request(M.ClosePublisher, pub=self.pub_id))
+            client._forget(client._send_request(ClosePublisher, pub=self.pub_id))
             return self
         client._publishers[self.pub_id] = self
-        repack = F.PUBLISH_WIRE_HEAD
+        repack = PUBLISH_WIRE_HEAD
         for size, pieces in self._unacked:
             time_s = repack.unpack_from(pieces[0])[3]
-            pieces[0] = F.publish_wire_head(size, self.pub_id, time_s)
+            pieces[0] = publish_wire_head(size, self.pub_id, time_s)
             client._enqueue(pieces, size + 4)
         self._readers_event.set()
         self._acked_event.set()
@@ -322,14 +322,14 @@ class Publisher:
     async def aclose(self) -> None:
         """Close the publisher; waits for the server's answer at most LEAVE_TIMEOUT_S."""
         if self._detach():
-            await self._client._leave(M.ClosePublisher, pub=self.pub_id)
+            await self._client._leave(ClosePublisher, pub=self.pub_id)
 
     def close_nowait(self) -> None:
         """Close the publisher without waiting for the server's answer (the request goes
         out; its answer is ignored): for leaving on an error, a cancel, or from outside trio."""
         client = self._client
         if self._detach() and client._connected:
-            client._forget(client._send_request(M.ClosePublisher, pub=self.pub_id))
+            client._forget(client._send_request(ClosePublisher, pub=self.pub_id))
 
     async def __aenter__(self) -> Publisher:
         return self

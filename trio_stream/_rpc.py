@@ -41,9 +41,28 @@ from ._exceptions import (
     RpcError,
     RpcTimeout,
 )
-from ._protocol import messages as M
-from ._protocol import rpc_messages as R
 from ._protocol.codec import decode_payload, encode_payload
+from ._protocol.messages import Message
+from ._protocol.rpc_messages import (
+    MAX_METHOD_NAME,
+    MAX_METHODS,
+    Abort,
+    Call,
+    Cancel,
+    Demand,
+    Describe,
+    End,
+    Expose,
+    Fail,
+    Introspect,
+    Invoke,
+    Item,
+    Methods,
+    Refuse,
+    Result,
+    RpcErrorReply,
+    Yield,
+)
 from ._rpc_stream import (
     DEFAULT_WINDOW,
     Inbox,
@@ -211,7 +230,7 @@ class _Exposed:
 
 def _check_service_name(name: str) -> None:
     parts = name.split(".")
-    if not name or len(name) > R.MAX_METHOD_NAME // 2 or not all(p.isidentifier() for p in parts):
+    if not name or len(name) > MAX_METHOD_NAME // 2 or not all(p.isidentifier() for p in parts):
         raise InvalidArgument(
             f"service name {name!r}: use identifiers joined by dots, e.g. 'motor' or 'stage.x'"
         )
@@ -226,12 +245,12 @@ class RpcEndpoint:
         self._running: dict[int, trio.CancelScope] = {}
         self._outflows: dict[int, Outflow] = {}  # streaming invocations running here
         self._streams: dict[int, Inbox] = {}  # streams this client reads, by request id
-        client.handle(R.Invoke, self._on_invoke)
-        client.handle(R.Abort, self._on_abort)
-        client.handle(R.Demand, self._on_demand)
-        client.handle(R.Item, self._on_item)
-        client.handle(R.Introspect, self._on_introspect)
-        client.handle(R.RpcErrorReply, self._on_rpc_error)
+        client.handle(Invoke, self._on_invoke)
+        client.handle(Abort, self._on_abort)
+        client.handle(Demand, self._on_demand)
+        client.handle(Item, self._on_item)
+        client.handle(Introspect, self._on_introspect)
+        client.handle(RpcErrorReply, self._on_rpc_error)
 
     @property
     def running(self) -> int:
@@ -263,12 +282,12 @@ class RpcEndpoint:
                 f"{type(obj).__name__} has no {PREFIX}* methods: only methods whose names start "
                 f"with {PREFIX!r} are exposed"
             )
-        if len(self._methods.keys() | found.keys()) > R.MAX_METHODS:
-            raise LimitExceeded(f"a client may expose at most {R.MAX_METHODS} methods")
+        if len(self._methods.keys() | found.keys()) > MAX_METHODS:
+            raise LimitExceeded(f"a client may expose at most {MAX_METHODS} methods")
         self._methods.update(found)
         # Exposed while reconnecting: the reconnection exposes them all (reexpose).
         with contextlib.suppress(ConnectionClosed):
-            self._client.send_control(R.Expose(methods=sorted(self._methods)))
+            self._client.send_control(Expose(methods=sorted(self._methods)))
         return sorted(found)
 
     def reexpose(self) -> None:
@@ -280,24 +299,22 @@ class RpcEndpoint:
             if scope is not None:
                 scope.cancel()
         if self._methods:
-            self._client.send_control(R.Expose(methods=sorted(self._methods)))
+            self._client.send_control(Expose(methods=sorted(self._methods)))
 
-    def _send(self, message: M.Message) -> None:
+    def _send(self, message: Message) -> None:
         # A closed connection has nobody to answer: the server failed the call for its caller.
         with contextlib.suppress(ConnectionClosed):
             self._client.send_control(message)
 
-    def _on_introspect(self, msg: R.Introspect) -> None:
-        self._send(
-            R.Methods(call=msg.call, methods=[e.description for e in self._methods.values()])
-        )
+    def _on_introspect(self, msg: Introspect) -> None:
+        self._send(Methods(call=msg.call, methods=[e.description for e in self._methods.values()]))
 
-    def _on_invoke(self, msg: R.Invoke) -> None:
+    def _on_invoke(self, msg: Invoke) -> None:
         exposed = self._methods.get(msg.method)
         scope = trio.CancelScope()
         if exposed is not None and exposed.stream != (msg.window is not None):
             self._send(
-                R.Refuse(
+                Refuse(
                     call=msg.call,
                     message=(
                         f"{msg.method} streams its values: iterate it (async for) instead"
@@ -311,7 +328,7 @@ class RpcEndpoint:
             self._invoke, msg, exposed, scope, name=f"rpc {msg.method}"
         ):
             self._send(
-                R.Refuse(
+                Refuse(
                     call=msg.call,
                     message=f"{self._client.name!r} exposes no method {msg.method!r}",
                 )
@@ -319,24 +336,24 @@ class RpcEndpoint:
             return
         self._running[msg.call] = scope
 
-    def _on_abort(self, msg: R.Abort) -> None:
+    def _on_abort(self, msg: Abort) -> None:
         scope = self._running.get(msg.call)
         if scope is not None:
             scope.cancel()
 
-    def _on_demand(self, msg: R.Demand) -> None:
+    def _on_demand(self, msg: Demand) -> None:
         flow = self._outflows.get(msg.call)
         if flow is not None:  # else ended while the credit was on its way
             flow.add(msg.n)
 
-    async def _invoke(self, msg: R.Invoke, exposed: _Exposed, scope: trio.CancelScope) -> None:
-        answer: M.Message | None = None
+    async def _invoke(self, msg: Invoke, exposed: _Exposed, scope: trio.CancelScope) -> None:
+        answer: Message | None = None
         try:
             with scope:
                 try:
                     args, kwargs = decode_args(msg.args)
                 except ProtocolError as exc:
-                    answer = R.Refuse(call=msg.call, message=f"malformed arguments: {exc}")
+                    answer = Refuse(call=msg.call, message=f"malformed arguments: {exc}")
                 else:
                     if msg.window is None:
                         answer = await self._run(msg, exposed, args, kwargs)
@@ -349,8 +366,8 @@ class RpcEndpoint:
             self._send(answer)
 
     async def _run(
-        self, msg: R.Invoke, exposed: _Exposed, args: list[Any], kwargs: dict[str, Any]
-    ) -> M.Message:
+        self, msg: Invoke, exposed: _Exposed, args: list[Any], kwargs: dict[str, Any]
+    ) -> Message:
         try:
             value = await exposed.run(args, kwargs)
             data = _encode(value)
@@ -364,16 +381,16 @@ class RpcEndpoint:
             # The caller gets the exception; the provider's own log stays quiet about it.
             log.debug("rpc %s from %s raised", msg.method, msg.caller, exc_info=True)
             return _fail(msg.call, exc)
-        return R.Result(call=msg.call, value=data)
+        return Result(call=msg.call, value=data)
 
     async def _stream(
         self,
-        msg: R.Invoke,
+        msg: Invoke,
         exposed: _Exposed,
         args: list[Any],
         kwargs: dict[str, Any],
         window: int,
-    ) -> M.Message | None:
+    ) -> Message | None:
         """Run a generator for a caller: one ``yield`` per unit of credit, then ``end``."""
         flow = self._outflows[msg.call] = Outflow(window)
         limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
@@ -384,14 +401,14 @@ class RpcEndpoint:
                     await flow.take()
                     value = await step()
                     if is_done(value):
-                        return R.End(call=msg.call)
+                        return End(call=msg.call)
                     data = _encode(value)
                     if len(data) > limit:
                         raise FrameTooLarge(
                             f"a value of {msg.method} encodes to {len(data)} bytes, over the "
                             f"server's limit of {limit}; yield smaller pieces"
                         )
-                    self._client.send_control(R.Yield(call=msg.call, value=data))
+                    self._client.send_control(Yield(call=msg.call, value=data))
         except ConnectionClosed:
             return None  # the server told the caller; the generator is closed already
         except Exception as exc:
@@ -399,12 +416,12 @@ class RpcEndpoint:
             return _fail(msg.call, exc)
 
     # -- caller side -----------------------------------------------------------------------------
-    def _on_item(self, msg: R.Item) -> None:
+    def _on_item(self, msg: Item) -> None:
         stream = self._streams.get(msg.id)
         if stream is not None:  # else left early: the cancel crossed this value
             stream.deliver(msg.value)
 
-    def _on_rpc_error(self, msg: R.RpcErrorReply) -> None:
+    def _on_rpc_error(self, msg: RpcErrorReply) -> None:
         request = self._client.pending(msg.id)
         if request is not None:
             error = RemoteError(msg.type, msg.message, msg.traceback)
@@ -412,9 +429,7 @@ class RpcEndpoint:
                 error.add_note(f"remote traceback:\n{msg.traceback.rstrip()}")
             request.fail(error)
 
-    async def ask(
-        self, build: Callable[[int], M.Message], timeout_s: float | None, what: str
-    ) -> Any:
+    async def ask(self, build: Callable[[int], Message], timeout_s: float | None, what: str) -> Any:
         """Send a call or describe and wait for its answer; cancel it if we stop waiting.
 
         Raises:
@@ -433,7 +448,7 @@ class RpcEndpoint:
                 if not request.done.is_set() and not client.closed:
                     # Cancelled or timed out: the provider should stop working for nobody.
                     with contextlib.suppress(ConnectionClosed):
-                        client.send_control(R.Cancel(id=request.id))
+                        client.send_control(Cancel(id=request.id))
         if request is None or not request.done.is_set():
             raise RpcTimeout(f"no answer to {what} within {timeout_s:g} s")
         reply = request
@@ -457,7 +472,7 @@ class RpcEndpoint:
                 f"limit of {limit}; stream large data through a channel"
             )
         result = await self.ask(
-            lambda ident: R.Call(id=ident, provider=provider, method=method, args=data),
+            lambda ident: Call(id=ident, provider=provider, method=method, args=data),
             timeout_s,
             f"{provider}.{method}()",
         )
@@ -484,7 +499,7 @@ class RpcEndpoint:
         return RemoteStream(
             self._client,
             self._streams,
-            lambda ident: R.Call(
+            lambda ident: Call(
                 id=ident, provider=provider, method=method, args=data, window=window
             ),
             window,
@@ -494,15 +509,15 @@ class RpcEndpoint:
     async def proxy(self, provider: str, timeout_s: float | None) -> RpcProxy:
         _check_timeout(timeout_s)
         descriptions = await self.ask(
-            lambda ident: R.Describe(id=ident, provider=provider),
+            lambda ident: Describe(id=ident, provider=provider),
             timeout_s,
             f"describe {provider!r}",
         )
         return RpcProxy._build(self, provider, descriptions, timeout_s)
 
 
-def _fail(call: int, exc: Exception) -> R.Fail:
-    return R.Fail(
+def _fail(call: int, exc: Exception) -> Fail:
+    return Fail(
         call=call,
         type=type(exc).__name__,
         message=str(exc),

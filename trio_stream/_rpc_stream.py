@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ._exceptions import ConnectionClosed, ProtocolError
-from ._protocol import rpc_messages as R
 from ._protocol.codec import decode_payload
+from ._protocol.rpc_messages import MAX_STREAM_WINDOW, Call, Cancel, Credit
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -45,8 +45,8 @@ def is_stream(fn: Callable[..., Any]) -> bool:
 
 
 def check_window(window: int) -> None:
-    if type(window) is not int or not 0 < window <= R.MAX_STREAM_WINDOW:
-        raise ValueError(f"window must be 1-{R.MAX_STREAM_WINDOW} values, not {window!r}")
+    if type(window) is not int or not 0 < window <= MAX_STREAM_WINDOW:
+        raise ValueError(f"window must be 1-{MAX_STREAM_WINDOW} values, not {window!r}")
 
 
 # -- provider side -------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class RemoteStream:
         self,
         port: ClientPort,
         streams: dict[int, Inbox],
-        build: Callable[[int], R.Call],
+        build: Callable[[int], Call],
         window: int,
         what: str,
     ) -> None:
@@ -240,7 +240,7 @@ class RemoteStream:
         if self._consumed * 2 >= self.window and not request.done.is_set():
             n, self._consumed = self._consumed, 0
             with contextlib.suppress(ConnectionClosed):  # the loss fails the request
-                self._port.send_control(R.Credit(id=request.id, n=n))
+                self._port.send_control(Credit(id=request.id, n=n))
         return value
 
     def _finish(self) -> None:
@@ -259,7 +259,7 @@ class RemoteStream:
         self._values.clear()
         if request is not None and not request.done.is_set() and not self._port.closed:
             with contextlib.suppress(ConnectionClosed):
-                self._port.send_control(R.Cancel(id=request.id))
+                self._port.send_control(Cancel(id=request.id))
 
     async def aclose(self) -> None:
         """Stop the stream (the provider's generator is closed). Idempotent."""

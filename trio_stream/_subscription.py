@@ -20,10 +20,17 @@ from ._exceptions import (
     ProtocolError,
     TrioStreamError,
 )
-from ._protocol import frames as F
-from ._protocol import messages as M
 from ._protocol.codec import decode_payload
+from ._protocol.frames import (
+    COUNTER_FRAME_BYTES,
+    DATA_FIELDS_AT,
+    DATA_HEAD_BYTES,
+    credit_frame,
+    data_sender,
+    data_seq,
+)
 from ._protocol.limits import SUBSCRIBE_WINDOW_BYTES
+from ._protocol.messages import Retune, Subscribe, Unsubscribe
 from ._records import Gap, Message, Position
 from ._stats import RateMeter, SubscriptionStatistics
 
@@ -42,8 +49,8 @@ YIELD_EVERY_MESSAGES: Final = 256
 # The per-message path looks these up once here, not through two module attributes each time.
 _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint: Final = trio.lowlevel.cancel_shielded_checkpoint
-_DATA_FIELDS_AT: Final = F.DATA_FIELDS_AT
-_DATA_HEAD_BYTES: Final = F.DATA_HEAD_BYTES
+_DATA_FIELDS_AT: Final = DATA_FIELDS_AT
+_DATA_HEAD_BYTES: Final = DATA_HEAD_BYTES
 # A Message straight from its fields (a C call): the NamedTuple's __new__ is a Python function.
 _new_tuple: Final = tuple.__new__
 
@@ -145,7 +152,7 @@ class Subscription:
         frame that directly follows the one before it. Notices and DATA frames arrive in
         the channel's order, so the newer of the two is the position.
         """
-        seq = F.data_seq(self._frames[-1]) if self._frames else self._last_seq
+        seq = data_seq(self._frames[-1]) if self._frames else self._last_seq
         return max(seq, self._notice_seq)
 
     async def _resubscribe(self) -> bool:
@@ -159,7 +166,7 @@ class Subscription:
             return True
         try:
             await self._client._request_now(
-                M.Subscribe,
+                Subscribe,
                 on_result=self._resumed,
                 **self._spec,
                 since_epoch=self._epoch,
@@ -181,7 +188,7 @@ class Subscription:
         self.sub_id = result["sub"]
         self._live = True
         if self._ended:  # closed while the request was on its way
-            client._forget(client._send_request(M.Unsubscribe, sub=self.sub_id))
+            client._forget(client._send_request(Unsubscribe, sub=self.sub_id))
             return self
         client._subscriptions[self.sub_id] = self
         epoch = result.get("epoch", "")
@@ -261,7 +268,7 @@ class Subscription:
         if self._ended:
             raise InvalidArgument(f"this subscription has ended ({self.end_reason})")
         await self._client._request(
-            M.Retune,
+            Retune,
             on_result=self._new_window,
             sub=self.sub_id,
             policy=policy,
@@ -348,7 +355,7 @@ class Subscription:
         self.received += 1
         self._last_seq = seq
         if name_len != self._sender_len or not frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
-            self._sender_raw, self._sender = F.data_sender(frame, name_len)
+            self._sender_raw, self._sender = data_sender(frame, name_len)
             self._sender_len = name_len
         value = decode_payload(frame, _DATA_HEAD_BYTES + name_len, self._payload_limits)
         return _new_tuple(Message, (value, seq, self.channel, self._sender, time_s, lost, None))
@@ -391,9 +398,7 @@ class Subscription:
         if self._consumed and not self._ended and self._live:
             client = self._client
             if client._connected:
-                client._enqueue(
-                    [F.credit_frame(self.sub_id, self._consumed)], F.COUNTER_FRAME_BYTES
-                )
+                client._enqueue([credit_frame(self.sub_id, self._consumed)], COUNTER_FRAME_BYTES)
         self._meter.add(self._consumed, self._consumed_bytes)
         self._consumed = 0
         self._consumed_bytes = 0
@@ -466,7 +471,7 @@ class Subscription:
         connection is gone.
         """
         if self._detach():
-            await self._client._leave(M.Unsubscribe, sub=self.sub_id)
+            await self._client._leave(Unsubscribe, sub=self.sub_id)
 
     def _detach(self) -> bool:
         """Closed by its user: forget it; True if the server still has it."""
@@ -480,7 +485,7 @@ class Subscription:
         answer is ignored): for leaving on an error, a cancel, or from outside trio."""
         client = self._client
         if self._detach() and client._connected:
-            client._forget(client._send_request(M.Unsubscribe, sub=self.sub_id))
+            client._forget(client._send_request(Unsubscribe, sub=self.sub_id))
 
     async def __aenter__(self) -> Subscription:
         return self
