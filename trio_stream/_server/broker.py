@@ -64,7 +64,7 @@ MAX_HISTORY_FRAMES = 10_000
 MAX_CHANNEL_META_BYTES = 4096  # a channel's meta (units, labels...), CBOR-encoded
 
 
-class Client(Protocol):
+class ClientIdentity(Protocol):
     """Who owns and opens channels (implemented by session.Session)."""
 
     client_id: int
@@ -208,7 +208,7 @@ class Channel:
             if sub.held_reported and sub.parked
         ]
 
-    def visible_to(self, session: Client | None) -> bool:
+    def visible_to(self, session: ClientIdentity | None) -> bool:
         """Listed for ``session``: public channels and its own."""
         return self.public or _owner_of(self, session)
 
@@ -275,7 +275,7 @@ class Broker:
     def create_channel(
         self,
         name: str,
-        owner: Client | None,
+        owner: ClientIdentity | None,
         *,
         public: bool = True,
         key: str | None = None,
@@ -325,7 +325,7 @@ class Broker:
         self.event("created", channel)
         return channel
 
-    def lookup(self, name: str, key: str | None, session: Client | None) -> Channel:
+    def lookup(self, name: str, key: str | None, session: ClientIdentity | None) -> Channel:
         """The channel, if this caller may use it.
 
         A channel with a key needs that key from everyone but its owner (compared in
@@ -370,7 +370,7 @@ class Broker:
 
     # -- writers ---------------------------------------------------------------------------
     def open_publisher(
-        self, channel: Channel, client: Client, outbox: Outbox, pub_id: int
+        self, channel: Channel, client: ClientIdentity, outbox: Outbox, pub_id: int
     ) -> Writer:
         if channel.name.startswith("$"):
             raise AuthError(f"system channel {channel.name!r} is read-only")
@@ -867,7 +867,7 @@ def replay_history(sub: Reader, recent: deque[SharedData]) -> None:
         sub.admit(frame)
 
 
-def _owner_of(channel: Channel, session: Client | None) -> bool:
+def _owner_of(channel: Channel, session: ClientIdentity | None) -> bool:
     return session is not None and channel.owner_id == session.client_id
 
 

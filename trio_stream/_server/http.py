@@ -85,7 +85,7 @@ async def start_http(server: Server, nursery: trio.Nursery) -> tuple[str, str]:
 
 
 @dataclass
-class Reply:
+class HttpResponse:
     status: int
     body: bytes = b""
     content_type: str = TEXT
@@ -93,8 +93,8 @@ class Reply:
     close: bool = False
 
 
-def text_reply(status: int, text: str, *, close: bool = False) -> Reply:
-    return Reply(status, text.encode() + b"\n", close=close)
+def text_response(status: int, text: str, *, close: bool = False) -> HttpResponse:
+    return HttpResponse(status, text.encode() + b"\n", close=close)
 
 
 class HttpSite:
@@ -134,27 +134,27 @@ class HttpSite:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
-    def route(self, request: h11.Request, path: str) -> Reply:
+    def route(self, request: h11.Request, path: str) -> HttpResponse:
         """The answer to a request that is not a WebSocket upgrade."""
         if request.method not in (b"GET", b"HEAD"):
-            reply = text_reply(405, "only GET and HEAD are served here", close=True)
-            reply.headers.append(("Allow", "GET, HEAD"))
-            return reply
+            response = text_response(405, "only GET and HEAD are served here", close=True)
+            response.headers.append(("Allow", "GET, HEAD"))
+            return response
         if path == METRICS_PATH:
             return self.metrics(request)
         if path == WS_PATH:
-            reply = text_reply(426, "this is the WebSocket endpoint: connect with ws://")
-            reply.headers.append(("Upgrade", "websocket"))
-            return reply
+            response = text_response(426, "this is the WebSocket endpoint: connect with ws://")
+            response.headers.append(("Upgrade", "websocket"))
+            return response
         web_file = find_web_file(path)
         if web_file is None:
-            return text_reply(404, "not found")
+            return text_response(404, "not found")
         headers = [("ETag", web_file.etag), ("Cache-Control", CACHE_CONTROL)]
         if {web_file.etag, "*"} & set(_header_list(request, b"if-none-match")):
-            return Reply(304, headers=headers, content_type="")
-        return Reply(200, web_file.body, web_file.content_type, headers)
+            return HttpResponse(304, headers=headers, content_type="")
+        return HttpResponse(200, web_file.body, web_file.content_type, headers)
 
-    def metrics(self, request: h11.Request) -> Reply:
+    def metrics(self, request: h11.Request) -> HttpResponse:
         token = self.config.token
         if token is not None:
             # Without the token, /metrics would list the public channels to anyone who can
@@ -164,11 +164,13 @@ class HttpSite:
             if scheme.lower() != b"bearer" or not hmac.compare_digest(
                 given.strip(b" "), token.encode()
             ):
-                reply = text_reply(401, "send the server's token: Authorization: Bearer <token>")
-                reply.headers.append(("WWW-Authenticate", 'Bearer realm="trio_stream"'))
-                return reply
+                response = text_response(
+                    401, "send the server's token: Authorization: Bearer <token>"
+                )
+                response.headers.append(("WWW-Authenticate", 'Bearer realm="trio_stream"'))
+                return response
         body = render_metrics(self.server.state).encode()
-        return Reply(200, body, METRICS_CONTENT_TYPE, [("Cache-Control", "no-store")])
+        return HttpResponse(200, body, METRICS_CONTENT_TYPE, [("Cache-Control", "no-store")])
 
 
 class HttpConnection:
@@ -206,18 +208,19 @@ class HttpConnection:
                 bound_to=config.host,
             ):
                 log.warning("%s: request for host %r refused", self.remote, host)
-                await self._send_reply(
-                    request, text_reply(403, host_refusal(host, bound_to=config.host), close=True)
+                await self._send_response(
+                    request,
+                    text_response(403, host_refusal(host, bound_to=config.host), close=True),
                 )
                 return
             path = request.target.decode("ascii", "replace").partition("?")[0]
             if _is_websocket_upgrade(request):
                 await self._upgrade(request, path)
                 return
-            reply = self.site.route(request, path)
+            response = self.site.route(request, path)
             if served == config.http_max_requests:
-                reply.close = True  # the client opens a new connection for more
-            if not await self._send_reply(request, reply):
+                response.close = True  # the client opens a new connection for more
+            if not await self._send_response(request, response):
                 return
             if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
                 return
@@ -260,22 +263,22 @@ class HttpConnection:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
-    async def _send_reply(self, request: h11.Request, reply: Reply) -> bool:
-        """Send ``reply``; False when the peer did not take it within the write timeout."""
-        headers: list[tuple[str, str]] = [*SECURITY_HEADERS, *reply.headers]
-        if reply.content_type:
-            headers.append(("Content-Type", reply.content_type))
-        if reply.status != 304:
-            headers.append(("Content-Length", str(len(reply.body))))
-        if reply.close:
+    async def _send_response(self, request: h11.Request, response: HttpResponse) -> bool:
+        """Send ``response``; False when the peer did not take it within the write timeout."""
+        headers: list[tuple[str, str]] = [*SECURITY_HEADERS, *response.headers]
+        if response.content_type:
+            headers.append(("Content-Type", response.content_type))
+        if response.status != 304:
+            headers.append(("Content-Length", str(len(response.body))))
+        if response.close:
             headers.append(("Connection", "close"))
         conn = self.conn
-        response = h11.Response(
-            status_code=reply.status, headers=headers, reason=_reason(reply.status)
+        head = h11.Response(
+            status_code=response.status, headers=headers, reason=_reason(response.status)
         )
-        out = [conn.send(response) or b""]
-        if reply.body and request.method != b"HEAD":
-            out.append(conn.send(h11.Data(data=reply.body)) or b"")
+        out = [conn.send(head) or b""]
+        if response.body and request.method != b"HEAD":
+            out.append(conn.send(h11.Data(data=response.body)) or b"")
         out.append(conn.send(h11.EndOfMessage()) or b"")
         # A peer that sends requests and never reads the answers (1000 pipelined GETs) would
         # otherwise hold the connection, and its unsent answers, forever.
@@ -283,7 +286,7 @@ class HttpConnection:
             await self.stream.send_all(b"".join(out))
             return True
         log.info(
-            "%s: the reply was not read within %g s (http_write_timeout_s): closing",
+            "%s: the response was not read within %g s (http_write_timeout_s): closing",
             self.remote,
             self.site.config.http_write_timeout_s,
         )
@@ -317,7 +320,7 @@ class HttpConnection:
         refusal = self._check_upgrade(request, path)
         if refusal is not None:
             refusal.close = True
-            await self._send_reply(request, refusal)
+            await self._send_response(request, refusal)
             return
         data, _closed = self.conn.trailing_data
         stream = ReplayStream(self.stream, _request_head(request) + data)
@@ -346,15 +349,15 @@ class HttpConnection:
             finally:
                 nursery.cancel_scope.cancel()  # trio-websocket's reader task, if still there
 
-    def _check_upgrade(self, request: h11.Request, path: str) -> Reply | None:
+    def _check_upgrade(self, request: h11.Request, path: str) -> HttpResponse | None:
         if path != WS_PATH:
-            return text_reply(404, f"WebSocket connections go to {WS_PATH}")
+            return text_response(404, f"WebSocket connections go to {WS_PATH}")
         if request.method != b"GET" or _header(request, b"sec-websocket-key") is None:
-            return text_reply(400, "not a valid WebSocket upgrade request")
+            return text_response(400, "not a valid WebSocket upgrade request")
         if _header(request, b"sec-websocket-version") != b"13":
-            reply = text_reply(426, "this server speaks WebSocket version 13")
-            reply.headers.append(("Sec-WebSocket-Version", "13"))
-            return reply
+            response = text_response(426, "this server speaks WebSocket version 13")
+            response.headers.append(("Sec-WebSocket-Version", "13"))
+            return response
         origin = _header(request, b"origin")
         host = _header(request, b"host")
         if not origin_allowed(
@@ -364,7 +367,9 @@ class HttpConnection:
             secure=self.site.config.ssl_context is not None,
         ):
             log.warning("%s: WebSocket from origin %r refused", self.remote, origin)
-            return text_reply(403, "this origin may not connect (see ServerConfig.allowed_origins)")
+            return text_response(
+                403, "this origin may not connect (see ServerConfig.allowed_origins)"
+            )
         return None
 
 
