@@ -56,6 +56,7 @@ from .._protocol.messages import (
 )
 from .._server import requests
 from .._server.broker import Channel, Writer, check_channel_meta, check_channel_name
+from .._server.buffers import Policy
 from .._server.engine import AsyncHandler, default_node_name
 from .._server.resume import ADOPTED_OPTIONS, adoption_refused, same_option
 from .cluster_rpc import ClusterRpc
@@ -837,7 +838,10 @@ class RedisEngine:
                 return requests.subscribe_to(session, msg, lambda: channel)
             # A resume within the epoch: the frames after since_seq come from Redis, then live.
             since = msg.since_seq or 0
-            frames = await self._replay_frames(channel, since, msg.size)
+            # A block reader takes every frame the stream holds (up to REPLAY_MAX_FRAMES),
+            # past its size (Reader.admit_replayed); the others the newest that fit.
+            size = None if msg.policy == Policy.BLOCK.value else msg.size
+            frames = await self._replay_frames(channel, since, size)
             if self.state.broker.channels.get(channel.name) is not channel:
                 raise ChannelNotFound(f"channel {channel.name!r} ended meanwhile: subscribe again")
             saved = channel.recent, channel.recent_bytes

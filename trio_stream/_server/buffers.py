@@ -113,6 +113,13 @@ class PolicyBuffer(Generic[T]):
             items.append((item, 0))
         return True
 
+    def put_past_size(self, item: T) -> None:
+        """Append ``item`` whatever ``size`` says: a ``block`` buffer taking history replayed
+        at a resume. It stays over ``size`` until the reader drains it, as after a retune to
+        a smaller size (new frames wait for room meanwhile)."""
+        self._items.append((item, self._skipped))
+        self._skipped = 0
+
     def room(self, ahead: int = 0) -> int:
         """How many items :meth:`put` would take before the policy applies (with ``ahead``
         of the buffered items exempt from ``size``, see :meth:`offer`)."""

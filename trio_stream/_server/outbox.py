@@ -449,6 +449,34 @@ class Reader:
             outbox.activate(self)
         return True
 
+    def admit_replayed(self, frame: SharedData) -> bool:
+        """A ``block`` reader's resume: take a frame of the channel's history past ``size``.
+
+        Live frames that find a ``block`` buffer full wait for room, holding their writer
+        back; replayed ones have no writer to hold, and the history keeps them only until
+        newer frames push them out. Counting them lost would make a recorder that resumes
+        after a blip lose what the server still holds, so they go into the buffer past its
+        ``size`` (references to the history's frames, no copies), and the writer waits
+        until the reader has drained it below ``size``. The connection's byte bounds still
+        apply (``max_block_bytes``, ``max_buffered_bytes``, as in :meth:`admit`).
+
+        Returns:
+            False when the byte bounds leave no room: the frame is lost to this reader.
+        """
+        buffer = self.buffer
+        outbox = self.outbox
+        nbytes = frame.nbytes
+        if len(buffer) and (
+            outbox.block_bytes + nbytes > outbox.max_block_bytes
+            or outbox.buffered_bytes + nbytes > outbox.max_buffered_bytes
+        ):
+            return False
+        buffer.put_past_size(frame)
+        outbox.buffered(nbytes, True)
+        if not self.active and self.credit > 0:
+            outbox.activate(self)
+        return True
+
     def skip(self, count: int) -> None:
         """``count`` frames of the channel are lost to this reader (history left out, a server
         event a full block buffer could not take): reported with the next frame, or notice."""

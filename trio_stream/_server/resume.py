@@ -17,9 +17,10 @@ Four jobs, each small, called from the session and its requests at a few points:
   exactly the rest of its window.
 - **Subscription resume.** ``subscribe`` with ``since_epoch``/``since_seq``: within the same
   epoch the history frames after ``since_seq`` are offered to the new subscription as any
-  frame would be (its policy, size, ``every`` and ``max_rate`` apply) and every frame between
-  ``since_seq`` and the first one the history still holds is counted lost on the next frame
-  the reader gets; a different epoch is a reset (the channel was created anew).
+  frame would be (its policy, size, ``every`` and ``max_rate`` apply; a full ``block`` buffer
+  takes them past its size, as the history has no writer to hold back) and every frame
+  between ``since_seq`` and the first one the history still holds is counted lost on the
+  next frame the reader gets; a different epoch is a reset (the channel was created anew).
 """
 
 from __future__ import annotations
@@ -253,10 +254,11 @@ def subscribe_since(
         for frame in recent:
             if frame.seq <= since_seq:
                 continue
-            if not sub.offer(frame):
-                # A full block buffer: history has no writer to hold back, so what does not
-                # fit is lost (counted on the next frame, or in a `lost` notice whose seq the
-                # client resumes after next time: never replayed and counted again).
+            if not sub.offer(frame) and not sub.admit_replayed(frame):
+                # A full block buffer takes history past its size (Reader.admit_replayed);
+                # only what the connection's byte bounds leave out is lost (counted on the
+                # next frame, or in a `lost` notice whose seq the client resumes after next
+                # time: never replayed and counted again).
                 sub.skip(1)
         outcome.update(kind="resumed", recovered=_recovered(sub))
 
