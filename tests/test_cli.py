@@ -17,7 +17,8 @@ import textwrap
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import cbor2
 import numpy as np
@@ -31,6 +32,7 @@ from trio_stream.cli._options import byte_size
 from trio_stream.cli._output import jsonable
 from trio_stream.cli._run import UsageError
 from trio_stream.cli._server_options import server_config
+from trio_stream.cli.serve import _print_urls
 
 CLI = [sys.executable, "-m", "trio_stream"]
 COMMANDS = [
@@ -183,6 +185,16 @@ async def test_bad_arguments_exit_2_with_usage() -> None:
     assert "Traceback" not in stderr
 
 
+def test_a_channel_name_where_the_url_goes_is_named_as_such(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["sub", "demo/sine"])  # the URL left out
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "'demo/sine' is not a server URL: the URL comes first" in error
+
+
 def test_log_level_on_either_side_of_the_command() -> None:
     parser = build_parser()
     assert parser.parse_args(["channels", "tcp://h:1"]).log_level == "warning"
@@ -208,7 +220,9 @@ async def test_unknown_channel_is_one_line_and_exit_1(server: ts.Server) -> None
 async def test_unreachable_server_is_one_line_and_exit_1() -> None:
     result = await cli("channels", "tcp://127.0.0.1:1")
     assert result.returncode == 1
-    assert len(result.stderr.decode().strip().splitlines()) == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert "tcp://127.0.0.1:1: Connection refused (no server listens there" in lines[0]
 
 
 # -- serve and demo ----------------------------------------------------------------------------
@@ -227,6 +241,27 @@ async def test_serve_prints_urls_and_stops_on_sigint() -> None:
     assert "Traceback" not in stderr and "Error" not in stderr
 
 
+def test_a_wildcard_host_prints_urls_this_machine_can_use(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The URLs of a server bound to every interface (printed without starting one: tests
+    # listen on loopback only).
+    listening = SimpleNamespace(
+        config=ts.ServerConfig(host="0.0.0.0"),
+        tcp_url="tcp://0.0.0.0:9870",
+        ws_url="ws://0.0.0.0:9871/ws",
+        http_url="http://0.0.0.0:9871/",
+    )
+    _print_urls(cast(ts.Server, listening))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[-1] for line in lines[1:4]] == [
+        "tcp://127.0.0.1:9870",
+        "ws://127.0.0.1:9871/ws",
+        "http://127.0.0.1:9871/",
+    ]
+    assert "from another machine, use this one's name" in lines[4]
+
+
 async def test_serve_on_a_port_in_use_names_it_in_one_line(server: ts.Server) -> None:
     assert server.tcp_url is not None
     port = server.tcp_url.rsplit(":", 1)[1]
@@ -235,6 +270,7 @@ async def test_serve_on_a_port_in_use_names_it_in_one_line(server: ts.Server) ->
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert f"cannot listen on 127.0.0.1 (TCP port {port})" in lines[0]
+    assert "stop it, or pick other ports with --tcp-port/--http-port" in lines[0]
 
 
 async def test_demo_writes_its_channels_and_stops_on_sigterm() -> None:
@@ -771,6 +807,18 @@ async def test_replay_waits_for_a_reader_by_default(server: ts.Server, tmp_path:
         assert [m["data"] for m in json_lines(sub.stdout.decode())] == [0, 1]
         code, _, stderr = await replay.finish()
     assert code == 0, stderr
+    # The reader it waited for leaves during the replay: exit 3, and the advice is not
+    # "start a reader first" (one was there).
+    async with ts.open_client(url, name="brief") as reader:
+        await reader.create_channel("brief", public=True)
+        async with running(
+            "replay", str(path), url, "brief", "--fast", "--repeat", "20000"
+        ) as replay:
+            async with reader.subscribe("brief") as brief_sub:
+                await brief_sub.receive()
+            code, _, stderr = await replay.finish()
+    assert code == 3
+    assert "not sent for want of readers (its reader left during the replay" in stderr
 
 
 def test_tables_fit_80_columns_and_keep_the_ends_of_names() -> None:

@@ -136,9 +136,13 @@ async def test_unreachable_server_is_a_clear_connection_error() -> None:
     listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
     port = listener.socket.getsockname()[1]
     await listener.aclose()
-    with pytest.raises(ts.ConnectionClosed, match="cannot connect"):
-        async with ts.open_client(f"tcp://127.0.0.1:{port}"):
-            pass
+    for url in (f"tcp://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"):
+        # The refusal itself and the next step, not trio's "all attempts to connect failed".
+        with pytest.raises(ts.ConnectionClosed) as refused:
+            async with ts.open_client(url):
+                pass
+        assert str(refused.value).startswith(f"cannot connect to {url}: Connection refused (")
+        assert "start one with 'trio-stream serve'" in str(refused.value)
     with pytest.raises(ts.InvalidArgument, match="use tcp://host:port"):
         async with ts.open_client("http://example"):
             pass

@@ -68,7 +68,7 @@ async def test_every_operation_as_a_blocking_call(url: str) -> None:
                 assert c.publish("AnalogInput1", {"t": 1.5})
                 c.flush(timeout=STEP_S)
                 assert sub.get(timeout=STEP_S).data == {"t": 1.5}
-                with pytest.raises(TimeoutError):
+                with pytest.raises(TimeoutError, match=r"within 0\.05 s$"):  # the time asked
                     sub.get(timeout=0.05)
                 c.delete_channel("AnalogInput1")
                 assert list(sub) == []  # the channel ended: iteration stops

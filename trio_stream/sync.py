@@ -816,7 +816,7 @@ class SyncSubscription:
                     error, self._error = self._error, None
                     raise error
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                batch = self._client._call(partial(self._take, left))
+                batch = self._client._call(partial(self._take, left, timeout))
                 batch.reverse()
                 self._local = batch
             message = self._local.pop()
@@ -830,7 +830,9 @@ class SyncSubscription:
         as received, before ``get`` hands them out."""
         return self._client._run_sync(self._sub.statistics)
 
-    async def _take(self, timeout_s: float | None) -> list[Message]:
+    async def _take(self, timeout_s: float | None, asked_s: float | None = None) -> list[Message]:
+        """A batch of messages, waiting up to ``timeout_s`` for the first; ``asked_s``: the
+        caller's own timeout, which the error names (not the time left of it)."""
         sub = self._sub
         batch: list[Message] = []
         # What has arrived already is taken even with no time left (a poll, timeout=0).
@@ -840,7 +842,8 @@ class SyncSubscription:
             with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
                 batch.append(await sub.receive())
             if not batch:
-                raise TimeoutError(f"no message on {sub.channel!r} within {timeout_s:g} s")
+                asked_s = timeout_s if asked_s is None else asked_s
+                raise TimeoutError(f"no message on {sub.channel!r} within {asked_s:g} s")
         while len(batch) < sub.window:
             try:
                 batch.append(sub.receive_nowait())

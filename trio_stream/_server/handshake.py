@@ -72,7 +72,10 @@ async def handshake(
     if token is not None and (
         hello.token is None or not hmac.compare_digest(hello.token.encode(), token.encode())
     ):
-        raise AuthError("wrong or missing token; pass token=... to open_client")
+        raise AuthError(
+            "wrong or missing token: give the server's token (open_client(url, token=...), "
+            "SyncClient(url, token=...); on the command line --token or $TRIO_STREAM_TOKEN)"
+        )
     if hello.name is not None:
         check_client_name(hello.name)
     name, resume_token = claim(hello)

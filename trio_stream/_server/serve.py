@@ -66,7 +66,8 @@ class Server:
         if config.host not in LOOPBACK_HOSTS and config.token is None:
             log.warning(
                 "!!! trio_stream is listening on %s WITHOUT a token: anyone who can reach this "
-                "address can read and write every public channel. Set a token. !!!",
+                "address can read and write every public channel. Set a token (--token, "
+                "$TRIO_STREAM_TOKEN or ServerConfig(token=...)). !!!",
                 config.host,
             )
         try:

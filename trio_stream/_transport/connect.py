@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,27 @@ from .base import FrameTransport
 from .tcp import StreamTransport
 from .urls import SCHEMES as SCHEMES  # importable from here too
 from .urls import split_url as split_url
+
+
+def cannot_connect(url: str, exc: OSError) -> ConnectionClosed:
+    """The one-line error for a connection that could not be made.
+
+    trio's ``open_tcp_stream`` raises ``OSError("all attempts to connect to H:P failed")``
+    and keeps the real errors (one per address tried) in an exception group as its cause:
+    the first of those says what happened ("Connection refused", "No route to host"), and a
+    refusal gets the usual next step.
+    """
+    cause: BaseException | None = exc.__cause__
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    error = cause if isinstance(cause, OSError) else exc
+    reason = os.strerror(error.errno) if error.errno else error.strerror or str(error)
+    if isinstance(error, ConnectionRefusedError):
+        reason += (
+            " (no server listens there: start one with 'trio-stream serve' or "
+            "'trio-stream demo', or check the host and port)"
+        )
+    return ConnectionClosed(f"cannot connect to {url}: {reason}")
 
 
 async def tls_handshake(
@@ -50,7 +72,7 @@ async def check_tls(url: str, host: str, port: int, ssl_context: ssl.SSLContext 
     try:
         stream = await trio.open_tcp_stream(host, port)
     except OSError as exc:
-        raise ConnectionClosed(f"cannot connect to {url}: {exc.strerror or exc}") from exc
+        raise cannot_connect(url, exc) from exc
     tls = await tls_handshake(url, stream, host, ssl_context)
     await trio.aclose_forcefully(tls)
 
@@ -74,7 +96,7 @@ async def connect(
     try:
         socket_stream = await trio.open_tcp_stream(host, port)
     except OSError as exc:
-        raise ConnectionClosed(f"cannot connect to {url}: {exc.strerror or exc}") from exc
+        raise cannot_connect(url, exc) from exc
     stream: trio.abc.Stream = socket_stream
     if scheme == "tcps":
         stream = await tls_handshake(url, socket_stream, host, ssl_context)

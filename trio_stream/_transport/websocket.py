@@ -23,6 +23,7 @@ from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder, RunTaker, T
 from . import sniff
 from .base import FrameTransport
+from .connect import cannot_connect
 from .urls import split_url
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,8 @@ async def connect_websocket(
             # closed the socket already, and the caller's block is over.
             log.debug("closing %s: %r", url, exc)
             return
+        if isinstance(exc.__cause__, OSError):  # no TCP connection: said as for tcp://
+            raise cannot_connect(url, exc.__cause__) from exc
         raise ConnectionClosed(f"cannot connect to {url}: {describe_handshake_error(exc)}") from exc
 
 

@@ -141,6 +141,17 @@ def json_or_text(text: str) -> Any:
         return text
 
 
+def server_url(text: str) -> str:
+    """The URL argument: a channel name there (the URL left out) is named as such at once,
+    rather than as a missing CHANNEL argument after it."""
+    if "://" not in text:
+        raise argparse.ArgumentTypeError(
+            f"{text[:200]!r} is not a server URL: the URL comes first, e.g. "
+            "tcp://127.0.0.1:9870 (or ws://host:port/ws)"
+        )
+    return text
+
+
 # -- option groups -----------------------------------------------------------------------------
 def add_log_level(parser: argparse.ArgumentParser, *, default: str | None) -> None:
     # The subcommands repeat the option with a suppressed default so that it works on either
@@ -156,7 +167,9 @@ def add_log_level(parser: argparse.ArgumentParser, *, default: str | None) -> No
 
 def add_connection_options(parser: argparse.ArgumentParser, *, url: bool = True) -> None:
     if url:
-        parser.add_argument("url", metavar="URL", help="server URL: tcp://host:port or ws://...")
+        parser.add_argument(
+            "url", metavar="URL", type=server_url, help="server URL: tcp://host:port or ws://..."
+        )
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--name", help="this client's name on the server (default: trio-stream-COMMAND-PID)"

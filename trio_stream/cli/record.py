@@ -264,10 +264,14 @@ async def run_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if stats.unsent:
+        if args.wait_readers or args.min_readers:
+            # It waited for a reader, and the reader(s) left during the replay.
+            advice = "its reader left during the replay: keep a reader for the whole replay"
+        else:
+            advice = "start a reader first; without --no-wait replay waits for one"
         raise NoReaders(
             f"replayed {stats.sent + stats.unsent} frames to {channel!r}: {stats.sent} sent, "
-            f"{stats.unsent} not sent for want of readers (start a reader first; without "
-            "--no-wait replay waits for one)"
+            f"{stats.unsent} not sent for want of readers ({advice})"
         )
     if not args.quiet:
         print(f"replayed {stats.sent} frames to {channel!r}", file=sys.stderr)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
+from typing import Final
 
 import trio
 
@@ -56,15 +59,28 @@ def register(subparsers: Subparsers) -> None:
     demo.set_defaults(run=run_demo)
 
 
+# Hosts that mean "every interface": no client can use them in a URL from another machine.
+WILDCARD_HOSTS: Final = ("0.0.0.0", "::", "")
+
+
 def _print_urls(server: ts.Server) -> None:
     print(f'trio_stream {ts.__version__}: server "{server.config.name}" is running')
+    wildcard = server.config.host in WILDCARD_HOSTS
     for label, url in (
         ("TCP", server.tcp_url),
         ("WebSocket", server.ws_url),
         ("dashboard", server.http_url),
     ):
         if url is not None:
+            if wildcard:  # a URL this machine's browser and clients can use as printed
+                url = url.replace(f"//{server.config.host}:", "//127.0.0.1:", 1)
+                url = url.replace("//[::]:", "//127.0.0.1:", 1)
             print(f"  {label + ':':<11}{url}")
+    if wildcard:
+        print(
+            f"  (listening on every interface: from another machine, use this one's name, "
+            f"{socket.gethostname()}, or its address instead of 127.0.0.1)"
+        )
 
 
 def _endpoints(config: ts.ServerConfig) -> str:
@@ -87,6 +103,11 @@ async def _start_server(nursery: trio.Nursery, config: ts.ServerConfig) -> ts.Se
             server: ts.Server = await nursery.start(ts.serve, config)
     except OSError as exc:
         reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason += (
+                " (another server, the demo perhaps, runs there: stop it, or pick other ports "
+                "with --tcp-port/--http-port; 0 takes any free one)"
+            )
         raise CliError(f"cannot listen on {_endpoints(config)}: {reason}") from None
     return server
 
