@@ -17,13 +17,13 @@ import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
 from . import _files
+from ._async_context import async_context
 from ._client_constants import OUTGOING_HIGH_WATER_BYTES as OUTGOING_HIGH_WATER_BYTES
 from ._client_constants import POLICIES as POLICIES
 from ._client_port import ClientPort, PendingRequest
@@ -1077,7 +1077,10 @@ class Client:
         )
         return pub
 
-    @asynccontextmanager
+    @async_context(
+        'client.publisher() is entered with "async with client.publisher(channel) as pub:" '
+        "(or pub = await client.open_publisher(channel) ... await pub.aclose())"
+    )
     async def publisher(
         self, channel: str, *, key: str | None = None, compress: str | None = None
     ) -> AsyncIterator[Publisher]:
@@ -1168,7 +1171,10 @@ class Client:
         )
         return sub
 
-    @asynccontextmanager
+    @async_context(
+        'client.subscribe() is entered with "async with client.subscribe(channel) as sub:" '
+        "(or sub = await client.open_subscription(channel) ... await sub.aclose())"
+    )
     async def subscribe(
         self,
         channel: str,
@@ -1226,7 +1232,10 @@ class Client:
         await sub.aclose()
 
 
-@asynccontextmanager
+@async_context(
+    'open_client() is entered with "async with ts.open_client(url) as client:" (in a plain '
+    "script or a notebook, without trio: client = ts.SyncClient(url))"
+)
 async def open_client(
     url: str | Sequence[str],
     *,

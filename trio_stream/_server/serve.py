@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import trio
 
+from .._async_context import async_context
 from .._config import ServerConfig
 from .._exceptions import LimitExceeded
 from .._protocol.messages import Error
@@ -204,7 +204,10 @@ async def serve(
     await server._run(task_status)
 
 
-@asynccontextmanager
+@async_context(
+    'open_server() is entered with "async with ts.open_server(config) as server:" (or, in '
+    "a nursery of your own: server = await nursery.start(ts.serve, config))"
+)
 async def open_server(config: ServerConfig | None = None) -> AsyncIterator[Server]:
     """``async with open_server(config) as server:`` runs a server for the block's duration."""
     with unwrap_single_exception():

@@ -1,0 +1,50 @@
+"""Entering open_client, open_server, subscribe and publisher any way but ``async with``
+raises an error that shows the line to write (real server, real connections)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import trio
+
+import trio_stream as ts
+
+
+async def test_a_client_used_without_async_with_says_how_to_enter_it(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    manager = ts.open_client(server.tcp_url)
+    hint = re.escape("async with ts.open_client(url) as client:")
+    with pytest.raises(AttributeError, match=hint):
+        manager.channels  # noqa: B018 - the attribute access is the mistake under test
+    assert not hasattr(manager, "channels")  # still an AttributeError: hasattr works
+    with pytest.raises(TypeError, match=hint):
+        await manager
+    with pytest.raises(TypeError, match=hint), manager:
+        pass
+    async with manager as client:  # and it still works as meant, once
+        assert client.state == "open"
+
+
+async def test_subscribe_and_publisher_without_async_with_say_how_to_enter_them(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="daq") as client:
+        await client.create_channel("AI1")
+        with pytest.raises(TypeError, match=r"async with client\.subscribe\(channel\) as sub:"):
+            async for _ in client.subscribe("AI1"):
+                pass
+        with pytest.raises(AttributeError, match=r"await client\.open_publisher\(channel\)"):
+            await client.publisher("AI1").send(1)
+        async with client.publisher("AI1") as pub, client.subscribe("AI1") as sub:
+            await pub.wait_for_readers()
+            await pub.send(1)
+            with trio.fail_after(5):
+                assert (await sub.receive()).data == 1
+
+
+async def test_open_server_without_async_with_says_how_to_enter_it() -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    with pytest.raises(TypeError, match=r"nursery\.start\(ts\.serve, config\)"):
+        await ts.open_server(config)

@@ -1,0 +1,75 @@
+"""Async context managers that say how to use them when used any other way.
+
+``open_client``, ``Client.subscribe`` and ``Client.publisher`` are entered with ``async
+with``. A user new to trio (or to async Python) writes ``client = ts.open_client(url)``,
+``await ts.open_client(url)``, ``with ...`` or ``async for msg in client.subscribe(...)``,
+and a plain ``contextlib.asynccontextmanager`` answers with Python's internals
+("'_AsyncGeneratorContextManager' object has no attribute 'channels'"). The object here
+behaves exactly like one inside ``async with`` and turns each of those mistakes into an error
+that shows the line to write instead. Nothing changes on any per-frame path.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, Generic, NoReturn, ParamSpec, TypeVar
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class AsyncContext(AbstractAsyncContextManager[T], Generic[T]):
+    """An async context manager (``manager``) whose other uses raise with ``usage``."""
+
+    __slots__ = ("_manager", "_usage")
+
+    def __init__(self, manager: AbstractAsyncContextManager[T], usage: str) -> None:
+        self._manager = manager
+        self._usage = usage
+
+    async def __aenter__(self) -> T:
+        return await self._manager.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return await self._manager.__aexit__(exc_type, exc, traceback)
+
+    def __await__(self) -> Generator[Any, None, NoReturn]:
+        raise TypeError(self._usage)
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(self._usage)
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None  # never reached: __enter__ raised
+
+    def __aiter__(self) -> NoReturn:
+        raise TypeError(self._usage)
+
+    def __getattr__(self, name: str) -> NoReturn:
+        # AttributeError (not TypeError): hasattr() and getattr(x, name, default) still work.
+        raise AttributeError(f"no attribute {name!r} here: {self._usage}")
+
+
+def async_context(
+    usage: str,
+) -> Callable[[Callable[P, AsyncIterator[T]]], Callable[P, AsyncContext[T]]]:
+    """``contextlib.asynccontextmanager``, whose managers say ``usage`` when misused."""
+
+    def decorate(func: Callable[P, AsyncIterator[T]]) -> Callable[P, AsyncContext[T]]:
+        factory = asynccontextmanager(func)
+
+        @functools.wraps(func)
+        def make(*args: P.args, **kwargs: P.kwargs) -> AsyncContext[T]:
+            return AsyncContext(factory(*args, **kwargs), usage)
+
+        return make
+
+    return decorate
