@@ -30,6 +30,7 @@ from ._client_port import ClientPort, PendingRequest
 from ._exceptions import (
     AuthError,
     ChannelExists,
+    ChannelNotFound,
     ClusterUnavailable,
     ConnectionClosed,
     InvalidArgument,
@@ -118,6 +119,9 @@ LEAVE_TIMEOUT_S: Final = 1.0
 # re-created it yet) asks again after RETRY_INITIAL_S, doubling up to RETRY_MAX_S.
 RETRY_INITIAL_S: Final = 0.05
 RETRY_MAX_S: Final = 1.0
+# subscribe(wait_channel=True) looks again this often for a channel $channels does not
+# announce (a private one; on several nodes, one created on another node).
+CHANNEL_POLL_S: Final = 1.0
 
 T = TypeVar("T")
 
@@ -1128,6 +1132,7 @@ class Client:
         sender: str | None = None,
         view: View | None = None,
         since: Position | None = None,
+        wait_channel: bool = False,
     ) -> Subscription:
         """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
         if policy not in POLICIES:
@@ -1166,10 +1171,33 @@ class Client:
             return sub
 
         since_fields = {} if since is None else {"since_epoch": since[0], "since_seq": since[1]}
-        sub: Subscription = await self._request(
-            Subscribe, on_result=register, **spec, **since_fields
-        )
-        return sub
+
+        async def subscribe_once() -> Subscription:
+            sub: Subscription = await self._request(
+                Subscribe, on_result=register, **spec, **since_fields
+            )
+            return sub
+
+        if wait_channel:
+            return await self._when_created(channel, subscribe_once)
+        return await subscribe_once()
+
+    async def _when_created(self, channel: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` until ``channel`` exists (ChannelNotFound: not yet): tried at once,
+        again as soon as ``$channels`` announces a channel of that name, and every
+        CHANNEL_POLL_S (private channels are not announced; nor, on several nodes, are
+        channels created on another node)."""
+        # Listen for creations before the first attempt, so that one in between is not missed.
+        async with self.subscribe("$channels", policy="unbounded") as events:
+            while True:
+                try:
+                    return await attempt()
+                except ChannelNotFound:
+                    pass
+                with trio.move_on_after(CHANNEL_POLL_S):
+                    async for event in events:
+                        if isinstance(event.data, dict) and event.data.get("channel") == channel:
+                            break
 
     @async_context(
         'client.subscribe() is entered with "async with client.subscribe(channel) as sub:" '
@@ -1189,6 +1217,7 @@ class Client:
         sender: str | None = None,
         view: View | None = None,
         since: Position | None = None,
+        wait_channel: bool = False,
     ) -> AsyncIterator[Subscription]:
         """``async with client.subscribe("ch", policy=..., size=...) as sub: async for msg in sub``.
 
@@ -1210,6 +1239,10 @@ class Client:
             since: continue after this position (``sub.position`` of an earlier
                 subscription): the channel's history replays what it still holds after it,
                 through this reader's policy, and the first message carries ``msg.gap``.
+            wait_channel: a channel that does not exist yet is waited for (a reader started
+                before its writer) instead of raising ChannelNotFound. A private channel
+                with a wrong or missing ``key`` looks the same as a missing one, so it is
+                waited for too: bound the wait with a cancel scope if that can happen.
         """
         sub = await self.open_subscription(
             channel,
@@ -1223,6 +1256,7 @@ class Client:
             sender=sender,
             view=view,
             since=since,
+            wait_channel=wait_channel,
         )
         try:
             yield sub

@@ -565,6 +565,7 @@ class SyncClient:
         sender: str | None = None,
         view: View | None = None,
         since: Position | None = None,
+        wait_channel: bool = False,
     ) -> SyncSubscription:
         """``with c.subscribe("ch", policy=..., size=...) as sub: for msg in sub: ...``.
 
@@ -586,6 +587,7 @@ class SyncClient:
                 sender=sender,
                 view=view,
                 since=since,
+                wait_channel=wait_channel,
             )
         )
         return SyncSubscription(self, sub)

@@ -9,7 +9,6 @@ import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final
 
 import trio
 
@@ -58,29 +57,15 @@ async def ensure_channel(client: ts.Client, channel: str, args: argparse.Namespa
     return True
 
 
-CHANNEL_POLL_S: Final = 1.0  # private channels are not announced: look again this often
-
-
 async def _open_subscription(
     client: ts.Client, channel: str, args: argparse.Namespace
 ) -> ts.Subscription:
-    kwargs = subscription_kwargs(args)
-    if not args.wait_channel:
-        try:
-            return await client.open_subscription(channel, **kwargs)
-        except ts.ChannelNotFound:
-            raise CliError(f"no channel named {channel!r} (--wait-channel waits for it)") from None
-    # Listen for creations before the first attempt, so that one in between is not missed.
-    async with client.subscribe("$channels", policy="unbounded") as events:
-        while True:
-            try:
-                return await client.open_subscription(channel, **kwargs)
-            except ts.ChannelNotFound:
-                pass
-            with trio.move_on_after(CHANNEL_POLL_S):
-                async for event in events:
-                    if isinstance(event.data, dict) and event.data.get("channel") == channel:
-                        break
+    try:
+        return await client.open_subscription(
+            channel, **subscription_kwargs(args), wait_channel=args.wait_channel
+        )
+    except ts.ChannelNotFound:
+        raise CliError(f"no channel named {channel!r} (--wait-channel waits for it)") from None
 
 
 @asynccontextmanager
