@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -390,6 +391,22 @@ async def test_websocket_origin_check(
             origin or "", origin
         )
         assert await upgrade_status(server, origin) == status
+
+
+async def test_a_refused_origin_is_logged_with_how_to_let_it_in(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The browser shows its page nothing of a 403 upgrade: the server's log line is the
+    # page author's only clue, so it names the flag that lets the page in.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=None, http_port=0)
+    async with ts.open_server(config) as server:
+        with caplog.at_level(logging.WARNING, logger="trio_stream._server.http"):
+            assert await upgrade_status(server, "http://127.0.0.1:8000") == 403
+    assert (
+        "WebSocket from origin 'http://127.0.0.1:8000' refused (not a page of this server): "
+        "let it in with --allowed-origin http://127.0.0.1:8000 or "
+        "ServerConfig(allowed_origins=(...))" in caplog.text
+    )
 
 
 @pytest.mark.parametrize(

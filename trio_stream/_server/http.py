@@ -366,7 +366,16 @@ class HttpConnection:
             self.site.config.allowed_origins,
             secure=self.site.config.ssl_context is not None,
         ):
-            log.warning("%s: WebSocket from origin %r refused", self.remote, origin)
+            # A browser shows its page nothing of a refused upgrade: this line is where the
+            # page's author learns why, so it says how to let the page in.
+            shown = origin.decode("latin-1")[:200] if origin is not None else "(none)"
+            log.warning(
+                "%s: WebSocket from origin %r refused (not a page of this server): let it in "
+                "with --allowed-origin %s or ServerConfig(allowed_origins=(...))",
+                self.remote,
+                shown,
+                shown,
+            )
             return text_response(
                 403, "this origin may not connect (see ServerConfig.allowed_origins)"
             )

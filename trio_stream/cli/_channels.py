@@ -60,12 +60,22 @@ async def ensure_channel(client: ts.Client, channel: str, args: argparse.Namespa
 async def _open_subscription(
     client: ts.Client, channel: str, args: argparse.Namespace
 ) -> ts.Subscription:
+    kwargs = subscription_kwargs(args)
     try:
-        return await client.open_subscription(
-            channel, **subscription_kwargs(args), wait_channel=args.wait_channel
-        )
+        return await client.open_subscription(channel, **kwargs)
     except ts.ChannelNotFound:
-        raise CliError(f"no channel named {channel!r} (--wait-channel waits for it)") from None
+        if not args.wait_channel:
+            raise CliError(
+                f"no channel named {channel!r} that you may read (--wait-channel waits for "
+                "it; a private channel needs its key: --key)"
+            ) from None
+    print(
+        f"{prog(args)}: waiting for channel {channel!r} (Ctrl-C to stop; a private channel "
+        "also needs its --key)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return await client.open_subscription(channel, **kwargs, wait_channel=True)
 
 
 @asynccontextmanager
@@ -94,12 +104,19 @@ async def publisher(
     Raises:
         CliError: no such channel (and no --create).
     """
-    if args.create:
-        await ensure_channel(client, channel, args)
+    created = args.create and await ensure_channel(client, channel, args)
     try:
         pub = await client.open_publisher(channel, key=key)
     except ts.ChannelNotFound:
-        raise CliError(f"no channel named {channel!r} (--create creates it)") from None
+        if args.create and not created:
+            raise CliError(
+                f"channel {channel!r} exists and is not yours to write: a private channel "
+                "needs its key (--key); --create did not create it (the name is taken)"
+            ) from None
+        raise CliError(
+            f"no channel named {channel!r} that you may write (--create creates it; a "
+            "private channel needs its key: --key)"
+        ) from None
     try:
         yield pub
     finally:

@@ -281,15 +281,18 @@ def plain_lines(server: str, stats: ts.ServerStats, channels: list[ts.ChannelInf
 
 async def _watch(client: ts.Client, args: argparse.Namespace) -> None:
     """Refresh once per interval until --count or a signal (a last line says which)."""
-    updates = 0
+    # Counted here, not returned: the signal cancels _watch_updates, and a return value
+    # would never arrive (the line said "stopped after 0 update(s)" every time).
+    shown = [0]
     async with stop_on_signal() as scope:
-        updates = await _watch_updates(client, args)
+        await _watch_updates(client, args, shown)
     if scope.cancelled_caught:
-        print(f"trio-stream stats: stopped after {updates} update(s)", file=sys.stderr, flush=True)
+        print(f"trio-stream stats: stopped after {shown[0]} update(s)", file=sys.stderr, flush=True)
 
 
-async def _watch_updates(client: ts.Client, args: argparse.Namespace) -> int:
-    """Like mflow's m_stats; lost/s from successive samples. Returns the updates shown."""
+async def _watch_updates(client: ts.Client, args: argparse.Namespace, shown: list[int]) -> None:
+    """Like mflow's m_stats; lost/s from successive samples. ``shown[0]`` counts the
+    updates shown."""
     console = stdout_console()
     previous: dict[str, tuple[float, int]] = {}
     updates = 0
@@ -328,7 +331,7 @@ async def _watch_updates(client: ts.Client, args: argparse.Namespace) -> int:
             else:
                 print("\n".join(plain_lines(client.server, stats, channels)), flush=True)
             updates += 1
+            shown[0] = updates
             next_at += args.interval or 1.0
             if args.count is None or updates < args.count:
                 await trio.sleep_until(next_at)
-    return updates
