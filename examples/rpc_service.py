@@ -43,6 +43,10 @@ class Thermometer:
 
     def rpc_set_rate(self, hz: float) -> float:
         """Stream the temperature ``hz`` times per second (0.1 to 100); returns the new rate."""
+        # Callers send anything (`trio-stream call ... set_rate fast` sends a string): say
+        # what is wrong rather than let the comparison fail with Python's own words.
+        if isinstance(hz, bool) or not isinstance(hz, int | float):
+            raise TypeError(f"hz must be a number of Hz (0.1 to 100), not {hz!r:.40}")
         if not 0.1 <= hz <= 100:
             raise ValueError(f"rate {hz} Hz is out of range (0.1 to 100 Hz)")
         self.rate_hz = float(hz)

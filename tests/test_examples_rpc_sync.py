@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import trio
 
 import trio_stream as ts
@@ -70,6 +71,22 @@ async def test_rpc_service_roles_in_two_processes(server: ts.Server) -> None:
         await instrument.wait()
     assert "control: temperature" in output
     assert "refused: ValueError" in output
+
+
+async def test_rpc_service_refuses_a_rate_that_is_no_number(server: ts.Server) -> None:
+    # What `trio-stream call URL thermo set_rate fast` sends: the string "fast".
+    assert server.tcp_url is not None
+    example = load("rpc_service")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(example.instrument, server.tcp_url)
+        async with ts.open_client(server.tcp_url, name="operator") as client:
+            thermo = await client.rpc(example.INSTRUMENT, timeout=5.0)
+            with pytest.raises(ts.RemoteError) as refused:
+                await thermo.set_rate("fast")
+            assert await thermo.set_rate(5) == 5.0  # the instrument goes on
+        nursery.cancel_scope.cancel()
+    assert refused.value.type_name == "TypeError"
+    assert refused.value.message == "hz must be a number of Hz (0.1 to 100), not 'fast'"
 
 
 async def test_sync_script_against_a_server(url: str) -> None:

@@ -438,6 +438,171 @@ def test_the_command_line_block(servers: Servers) -> None:
     assert {"serve", "sub", "pub", "dump", "replay", "generate", "bridge", "call"} <= set(done)
 
 
+# -- the Troubleshooting tables: each mistake made, each line checked -----------------------------
+@dataclass
+class Row:
+    seen: str  # the first code span of "you see": the line, "..." standing for any text
+    note: str  # the rest of that cell: "(exit 3)", "(not an error)", ...
+
+
+def troubleshooting_tables() -> list[list[Row]]:
+    """The tables of README.md's Troubleshooting section: the command line's, then Python's."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n## Troubleshooting")
+    section = text[start : text.index("\n## ", start + 1)]
+    tables: list[list[Row]] = []
+    for line in section.splitlines():
+        if line.startswith("| you see"):
+            tables.append([])
+        elif line.startswith("| `"):
+            match = re.match(r"`([^`]*)`(.*)", line[2:].split(" | ")[0])
+            assert match, line
+            tables[-1].append(Row(match.group(1), match.group(2)))
+    return tables
+
+
+def seen_pattern(seen: str, ports: dict[str, int]) -> re.Pattern[str]:
+    """The documented line as a pattern: the demo's ports become the ones used, "..." any text."""
+    seen = re.sub(r"\b987[01]\b", lambda m: str(ports[m.group()]), seen)
+    seen = seen.replace("'setpoint'", f"'{TROUBLE_CHANNEL}'")
+    return re.compile(".*".join(re.escape(part) for part in seen.split("...")))
+
+
+@dataclass
+class Mistake:
+    """How to make the mistake a row describes: a command, {placeholders} filled in."""
+
+    command: str
+    dead_port: bool = False  # the documented 9870 stands for a port nobody listens on
+    stdin: bytes | None = None
+    tty: bool = False  # stdin is a terminal, which then gets Ctrl-D
+    bare_path: bool = False  # PATH without the venv: before `. .venv/bin/activate`
+    exit: int | None = None  # when the row's "exit 1 unless said otherwise" is not the CLI's
+
+
+TROUBLE_CHANNEL = "setpoint-nobody-made"
+CLI_MISTAKES = {  # a piece of the row's line -> the mistake
+    "command not found": Mistake("bash -c 'trio-stream --help'", bare_path=True, exit=127),
+    "Address already in use": Mistake("trio-stream serve --tcp-port {tcp} --http-port {http}"),
+    "arguments are required: CHANNEL": Mistake("trio-stream sub demo/sine"),
+    "TCP port, not HTTP": Mistake("trio-stream channels ws://127.0.0.1:{tcp}"),
+    "HTTP port (dashboard": Mistake("trio-stream channels tcp://127.0.0.1:{http}"),
+    "'http://": Mistake("trio-stream channels http://127.0.0.1:{http}/"),
+    "without TLS": Mistake("trio-stream channels tcps://127.0.0.1:{tcp}"),
+    "cannot connect to tcp://": Mistake(
+        "trio-stream channels tcp://127.0.0.1:{tcp}", dead_port=True
+    ),
+    "--create creates it": Mistake("trio-stream pub {url} {channel} 21.5"),
+    "--wait-channel waits": Mistake("trio-stream sub {url} {channel} --count 1"),
+    "waiting for a reader": Mistake("trio-stream pub {url} {channel} 1 --create --wait-timeout 1"),
+    "had no readers then": Mistake("trio-stream pub {url} {channel} 1 --create --no-wait"),
+    "(--wait-timeout)": Mistake("trio-stream pub {url} {channel} 1 --create --wait-timeout 1"),
+    "reading values from stdin": Mistake(
+        "trio-stream pub {url} {channel} --create --no-wait", tty=True
+    ),
+    "stdin line 3": Mistake(
+        "trio-stream pub {url} {channel} - --create --dtype float32 --no-wait",
+        stdin=b"1\n2\nabc\n4\n",
+    ),
+    "NameInUse": Mistake("trio-stream channels {url} --name thermo"),  # the fixture's instrument
+    "AuthError": Mistake("trio-stream channels {token_url}"),
+}
+PYTHON_MISTAKES = {
+    "_AsyncGeneratorContextManager": (
+        "import trio, trio_stream as ts\n"
+        "async def main():\n"
+        "    client = ts.open_client({url!r})\n"
+        "    await client.channels()\n"
+        "trio.run(main)\n"
+    ),
+    "SyncClient blocks": (
+        "import trio, trio_stream as ts\n"
+        "async def main():\n"
+        "    ts.SyncClient({url!r})\n"
+        "trio.run(main)\n"
+    ),
+}
+
+
+def make_mistake(mistake: Mistake, fill: dict[str, object], cwd: Path) -> tuple[int, str]:
+    """Run it as a user would type it; its exit code and stderr."""
+    env = dict(ENV)
+    if mistake.bare_path:
+        path = ENV["PATH"].split(os.pathsep)
+        env["PATH"] = os.pathsep.join(p for p in path if not (Path(p) / "trio-stream").exists())
+    stdin: int | None = subprocess.DEVNULL if mistake.stdin is None else subprocess.PIPE
+    terminal = None
+    if mistake.tty:
+        terminal, stdin = os.openpty()
+    process = subprocess.Popen(
+        shlex.split(mistake.command.format(**fill)),
+        cwd=cwd,
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        if terminal is not None:
+            assert stdin is not None
+            os.close(stdin)
+            time.sleep(1.0)  # it starts up and reads the terminal; then the user types Ctrl-D
+            os.write(terminal, b"\x04")
+        _, err = process.communicate(mistake.stdin, timeout=RUN_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if terminal is not None:
+            os.close(terminal)
+    return process.returncode, err.decode()
+
+
+def test_each_troubleshooting_line_is_what_the_mistake_prints(servers: Servers) -> None:
+    cli_rows, python_rows = troubleshooting_tables()
+    cli_mistakes, python_mistakes = dict(CLI_MISTAKES), dict(PYTHON_MISTAKES)
+    dead = free_port()
+    token_tcp = free_port()
+    token_server = Process(
+        f"trio-stream serve --tcp-port {token_tcp} --http-port off --token s3cret", servers.cwd
+    )
+    try:
+        token_server.wait_for_line("Ctrl-C")
+        for row in cli_rows:
+            keys = [key for key in cli_mistakes if key in row.seen]
+            assert len(keys) == 1, f"README Troubleshooting: no one way to make {row.seen!r}"
+            mistake = cli_mistakes.pop(keys[0])
+            ports = {"9870": dead if mistake.dead_port else servers.tcp, "9871": servers.http}
+            fill = {
+                "tcp": ports["9870"],
+                "http": ports["9871"],
+                "url": f"tcp://127.0.0.1:{servers.tcp}",
+                "token_url": f"tcp://127.0.0.1:{token_tcp}",
+                "channel": TROUBLE_CHANNEL,
+            }
+            code, err = make_mistake(mistake, fill, servers.cwd)
+            pattern = seen_pattern(row.seen, ports)
+            assert any(pattern.search(line) for line in err.splitlines()), (row.seen, err)
+            assert "Traceback" not in err, err
+            if "(not an error)" not in row.note:
+                said = re.search(r"\(exit (\d+)", row.note)
+                expected = mistake.exit or (int(said.group(1)) if said else 1)
+                assert code == expected, (row.seen, code, err)
+    finally:
+        assert_clean("serve --token", *token_server.interrupt()[::2])
+    assert not cli_mistakes, f"rows gone from the README: {list(cli_mistakes)}"
+
+    for row in python_rows:
+        keys = [key for key in python_mistakes if key in row.seen]
+        assert len(keys) == 1, f"README Troubleshooting: no one way to make {row.seen!r}"
+        source = python_mistakes.pop(keys[0]).format(url=f"tcp://127.0.0.1:{servers.tcp}")
+        done = subprocess.run(
+            [sys.executable, "-c", source], capture_output=True, timeout=RUN_S, env=ENV
+        )
+        last = done.stderr.decode().strip().splitlines()[-1]
+        assert done.returncode == 1 and seen_pattern(row.seen, {}).search(last), last
+    assert not python_mistakes, f"rows gone from the README: {list(python_mistakes)}"
+
+
 def help_examples() -> list[tuple[str, str]]:
     parser = build_parser()
     texts = [parser.epilog or ""]
