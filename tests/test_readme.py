@@ -484,7 +484,7 @@ TROUBLE_CHANNEL = "setpoint-nobody-made"
 CLI_MISTAKES = {  # a piece of the row's line -> the mistake
     "command not found": Mistake("bash -c 'trio-stream --help'", bare_path=True, exit=127),
     "Address already in use": Mistake("trio-stream serve --tcp-port {tcp} --http-port {http}"),
-    "arguments are required: CHANNEL": Mistake("trio-stream sub demo/sine"),
+    "is not a server URL": Mistake("trio-stream sub demo/sine"),
     "TCP port, not HTTP": Mistake("trio-stream channels ws://127.0.0.1:{tcp}"),
     "HTTP port (dashboard": Mistake("trio-stream channels tcp://127.0.0.1:{http}"),
     "'http://": Mistake("trio-stream channels http://127.0.0.1:{http}/"),
