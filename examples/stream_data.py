@@ -12,6 +12,7 @@ Run it alone (it starts its own server) or against a running one:
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,4 +122,7 @@ if __name__ == "__main__":
     parser.add_argument("url", nargs="?", help="server URL (default: start a server here)")
     parser.add_argument("--frames", type=int, default=2000)
     args = parser.parse_args()
-    trio.run(main, args.url, args.frames)
+    try:
+        trio.run(main, args.url, args.frames)
+    except ts.TrioStreamError as exc:  # e.g. no server at that URL: one line, not a traceback
+        sys.exit(f"stream_data: {type(exc).__name__}: {exc}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -94,4 +95,7 @@ if __name__ == "__main__":
     parser.add_argument("url", nargs="?", help="server URL (default: start a server here)")
     parser.add_argument("--frames", type=int, default=200)
     args = parser.parse_args()
-    main(args.url, args.frames)
+    try:
+        main(args.url, args.frames)
+    except ts.TrioStreamError as exc:  # e.g. no server at that URL: one line, not a traceback
+        sys.exit(f"sync_script: {type(exc).__name__}: {exc}")

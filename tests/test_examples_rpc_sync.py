@@ -7,6 +7,7 @@ starts its own server), and rpc_service's two roles as two processes against one
 from __future__ import annotations
 
 import importlib.util
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,23 @@ async def test_rpc_service_refuses_a_rate_that_is_no_number(server: ts.Server) -
         nursery.cancel_scope.cancel()
     assert refused.value.type_name == "TypeError"
     assert refused.value.message == "hz must be a number of Hz (0.1 to 100), not 'fast'"
+
+
+@pytest.mark.parametrize("name", ["stream_data", "sync_script", "rpc_service"])
+async def test_an_example_given_a_url_without_a_server_says_so_in_one_line(name: str) -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    with trio.fail_after(SCRIPT_TIMEOUT_S):
+        done = await trio.run_process(
+            [sys.executable, str(EXAMPLES / f"{name}.py"), url],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 1, lines
+    assert len(lines) == 1 and lines[0].startswith(f"{name}: ConnectionClosed: cannot connect")
 
 
 async def test_sync_script_against_a_server(url: str) -> None:
