@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from redis_server import running_redis_server
 
 import trio_stream as ts
 from trio_stream.cli import build_parser
@@ -601,6 +602,35 @@ def test_each_troubleshooting_line_is_what_the_mistake_prints(servers: Servers) 
         last = done.stderr.decode().strip().splitlines()[-1]
         assert done.returncode == 1 and seen_pattern(row.seen, {}).search(last), last
     assert not python_mistakes, f"rows gone from the README: {list(python_mistakes)}"
+
+
+def test_the_several_nodes_block_starts_both_nodes_side_by_side(tmp_path: Path) -> None:
+    # As typed, on one machine: each port the block names, or leaves at its default, is one
+    # free port here, so two nodes on one default port clash here as they would there.
+    # (Their channels flowing between the nodes: tests/test_cluster.py.)
+    block = next(b for b in readme_blocks() if b.lang == "bash" and "--engine redis://" in b.text)
+    serves = [c for c, _ in commands_of(block.text) if c.startswith("trio-stream serve")]
+    assert len(serves) == 2, block.text
+    ports: dict[str, int] = {}
+    nodes: list[Process] = []
+    with running_redis_server() as redis:
+        try:
+            for command in serves:
+                words = shlex.split(command.replace("redis://127.0.0.1:6379/0", redis.url))
+                for flag, default in (("--tcp-port", "9870"), ("--http-port", "9871")):
+                    if flag not in words:
+                        words += [flag, default]
+                    at = words.index(flag) + 1
+                    words[at] = str(ports.setdefault(words[at], free_port()))
+                node = Process(shlex.join(words), tmp_path)
+                nodes.append(node)
+                try:
+                    node.wait_for_line("Ctrl-C")
+                except AssertionError:
+                    raise AssertionError(f"{command!r}: {node.interrupt()[2]}") from None
+        finally:
+            for node in nodes:
+                assert_clean(node.command, *node.interrupt()[::2])
 
 
 def help_examples() -> list[tuple[str, str]]:
