@@ -509,7 +509,7 @@ CLI_MISTAKES = {  # a piece of the row's line -> the mistake
     "AuthError": Mistake("trio-stream channels {token_url}"),
 }
 PYTHON_MISTAKES = {
-    "_AsyncGeneratorContextManager": (
+    "is entered with": (
         "import trio, trio_stream as ts\n"
         "async def main():\n"
         "    client = ts.open_client({url!r})\n"
