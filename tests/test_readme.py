@@ -479,6 +479,7 @@ class Mistake:
     tty: bool = False  # stdin is a terminal, which then gets Ctrl-D
     bare_path: bool = False  # PATH without the venv: before `. .venv/bin/activate`
     exit: int | None = None  # when the row's "exit 1 unless said otherwise" is not the CLI's
+    interrupt_after_s: float | None = None  # it waits until Ctrl-C: pressed after this long
 
 
 TROUBLE_CHANNEL = "setpoint-nobody-made"
@@ -495,6 +496,9 @@ CLI_MISTAKES = {  # a piece of the row's line -> the mistake
     ),
     "--create creates it": Mistake("trio-stream pub {url} {channel} 21.5"),
     "--wait-channel waits": Mistake("trio-stream sub {url} {channel} --count 1"),
+    "waiting for channel": Mistake(
+        "trio-stream sub {url} {channel} --wait-channel", interrupt_after_s=1.5
+    ),
     "waiting for a reader": Mistake("trio-stream pub {url} {channel} 1 --create --wait-timeout 1"),
     "had no readers then": Mistake("trio-stream pub {url} {channel} 1 --create --no-wait"),
     "(--wait-timeout)": Mistake("trio-stream pub {url} {channel} 1 --create --wait-timeout 1"),
@@ -549,6 +553,9 @@ def make_mistake(mistake: Mistake, fill: dict[str, object], cwd: Path) -> tuple[
             os.close(stdin)
             time.sleep(1.0)  # it starts up and reads the terminal; then the user types Ctrl-D
             os.write(terminal, b"\x04")
+        if mistake.interrupt_after_s is not None:
+            time.sleep(mistake.interrupt_after_s)
+            process.send_signal(signal.SIGINT)
         _, err = process.communicate(mistake.stdin, timeout=RUN_S)
     finally:
         if process.poll() is None:
