@@ -162,9 +162,13 @@ class _Appender:
     """
 
     writer: Writer
+    # The appender of an earlier writer of the same client and channel that still has frames
+    # on their way (a reconnect's reopened writer): this one appends after it is done.
+    after: _Appender | None = None
     # (times, payloads, payload bytes) per publish_batch call, oldest first
     queued: deque[tuple[list[float], list[bytes], int]] = field(default_factory=deque)
     wake: trio.Event = field(default_factory=trio.Event)
+    done: trio.Event = field(default_factory=trio.Event)  # everything it held went its way
 
     def put(self, times: Sequence[float], payloads: Sequence[BytesLike]) -> None:
         # bytes(): the session's payloads may be views of its receive buffer.
@@ -1313,10 +1317,33 @@ class RedisEngine:
     ) -> None:
         appender = self._appenders.get(writer)
         if appender is None:
-            appender = self._appenders[writer] = _Appender(writer)
+            appender = self._appenders[writer] = _Appender(writer, self._still_appending(writer))
             assert self._nursery is not None
             self._nursery.start_soon(self._append_loop, appender)
         appender.put(times, payloads)
+        # Counted as the writer's published frames now, not once Redis holds them: they go
+        # to Redis even if the writer's connection ends first (its appender sends what it
+        # holds), and this count is what a reconnecting client is told its publisher's
+        # previous connection took (Session.published_frames, the lease's ``taken``). Counted
+        # at the append, a frame in flight when the connection dropped was published and
+        # then sent again by the client: a duplicate. (A frame whose channel ends before it
+        # reaches Redis counts as taken, as on one node.)
+        writer.frames += len(payloads)
+
+    def _still_appending(self, writer: Writer) -> _Appender | None:
+        """The appender of an ended writer of the same client and channel whose frames are
+        still on their way to Redis: a reconnecting client's publisher reopened (the frames
+        it does not send again are those), or one it closed and opened again. The new
+        writer's frames go after them, in the order the client sent them."""
+        for earlier in reversed(self._appenders.values()):
+            other = earlier.writer
+            if (
+                other.channel is writer.channel
+                and other.sender == writer.sender
+                and other not in writer.channel.publishers
+            ):
+                return earlier
+        return None
 
     async def _append_loop(self, appender: _Appender) -> None:
         writer = appender.writer
@@ -1325,9 +1352,13 @@ class RedisEngine:
         broker = self.state.broker
         mark = f"{id(appender):x}"  # this writer's batches, told apart from its name-mates'
         try:
+            if appender.after is not None:
+                await appender.after.done.wait()
+                appender.after = None
             while True:
                 if not appender.queued:
                     if writer not in channel.publishers:
+                        appender.done.set()  # a reopened writer's frames may go now
                         # Its mark goes with it (else the channel's hash grows per writer);
                         # a node stopped or cut from Redis leaves its writers' marks behind.
                         with trio.move_on_after(FORGET_TIMEOUT_S), contextlib.suppress(*REDIS_DOWN):
@@ -1368,11 +1399,11 @@ class RedisEngine:
                         await trio.sleep(APPEND_RETRY_S)
                 broker.frames_in += count
                 broker.bytes_in += size
-                writer.frames += count
                 if writer in channel.publishers:
                     writer.outbox.ack(writer.pub_id, count)
         finally:
             del self._appenders[writer]
+            appender.done.set()
 
     async def _consume(self) -> None:
         """Frames read from Redis go to this node's readers, channel by channel."""

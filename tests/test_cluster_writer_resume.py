@@ -1,0 +1,162 @@
+"""A writer whose connection drops while its frames are on their way to Redis.
+
+On a Redis node a writer's frames reach Redis after the session handed them over (one append
+task per writer, see redis_engine). A reconnecting client is told how many frames its
+publisher's previous connection took (the lease's ``taken``) and sends exactly the rest
+again: frames still on their way when the connection dropped are published all the same, so
+they must count as taken, and the reopened writer's frames must follow them. Real node, real
+redis-server, a proxy that cuts the writer's connection; Redis hangs for real (SIGSTOP), or
+one append is answered late through a hook on the node's real append call.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import trio
+from proxy import TcpProxy, open_proxy
+from redis_server import RedisServer
+from test_cluster import WAIT_S, node_config
+
+import trio_stream as ts
+
+
+@contextmanager
+def redis_stopped(redis: RedisServer) -> Iterator[None]:
+    """SIGSTOP the test's own redis-server (it answers nothing) until SIGCONT on the way out."""
+    assert redis.process is not None
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+
+
+async def until(check: Any) -> None:
+    with trio.fail_after(WAIT_S):
+        while not check():  # noqa: ASYNC110 - the node's own state, no event to wait on
+            await trio.sleep(0.005)
+
+
+async def cut_writer(server: ts.Server, proxy: TcpProxy) -> None:
+    """Cut the writer's connection and wait until the node has ended its session."""
+    sessions = len(server.state.sessions)
+    proxy.cut()
+    await until(lambda: len(server.state.sessions) < sessions)
+
+
+async def rest_of_the_stream(
+    server: ts.Server, pub: ts.Publisher, sub: ts.Subscription
+) -> list[Any]:
+    """Once the node has no append left but the reopened writer's, send "end": what the
+    reader gets up to it (anything the writer's last connection left on its way is in)."""
+    engine: Any = server.state.engine
+    await until(lambda: len(engine._appenders) == 1)
+    assert await pub.send("end")
+    return await read_until(sub, "end")
+
+
+async def read_until(sub: ts.Subscription, last: Any) -> list[Any]:
+    got: list[Any] = []
+    with trio.fail_after(WAIT_S):
+        while last not in got:
+            got.append((await sub.receive()).data)
+    return got
+
+
+def appends_started(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Note each append the node starts (its real append call, unchanged)."""
+    frame_writer = engine.io.writer
+    real_append = frame_writer.append
+    started: list[int] = []
+
+    async def append(*args: Any, **options: Any) -> Any:
+        started.append(1)
+        return await real_append(*args, **options)
+
+    monkeypatch.setattr(frame_writer, "append", append)
+    return started
+
+
+async def test_a_frame_on_its_way_to_redis_when_the_writer_drops_is_not_sent_twice(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Frame 2 is handed to the node's append task, Redis hangs, the writer's connection
+    # drops, Redis answers again: frame 2 reaches Redis after the session ended. The
+    # reconnecting writer must not send it again. Before, the session counted a frame as
+    # taken only once Redis held it: the client was told 1, sent 2 again, and the reader got
+    # it twice.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        open_proxy(str(a.tcp_url)) as proxy,
+        ts.open_client(str(a.tcp_url), name="owner") as owner,
+        ts.open_client(str(a.tcp_url), name="rec") as rec,
+        ts.open_client(proxy.url, name="w") as w,
+    ):
+        await owner.create_channel("c")
+        started = appends_started(a.state.engine, monkeypatch)
+        async with rec.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                assert await pub.send(1)
+                await pub.wait_acknowledged()
+            assert await read_until(sub, 1) == [1]
+            with redis_stopped(redis_server):
+                assert await pub.send(2)
+                await until(lambda: len(started) == 2)  # frame 2's append waits for Redis
+                await cut_writer(a, proxy)
+            with trio.fail_after(WAIT_S):
+                await w.wait_state("open")
+                assert await pub.send(3)
+            assert await rest_of_the_stream(a, pub, sub) == [2, 3, "end"]
+
+
+async def test_a_reopened_writers_frames_follow_those_its_last_connection_left_on_their_way(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Frame 2's append is answered late (held by a hook on the node's real append call);
+    # meanwhile the writer reconnects at once and sends frame 3 on its reopened publisher.
+    # Frame 2 counts as taken (not sent again), so frame 3 must wait for it: the reader gets
+    # them in the order they were sent.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        open_proxy(str(a.tcp_url)) as proxy,
+        ts.open_client(str(a.tcp_url), name="owner") as owner,
+        ts.open_client(str(a.tcp_url), name="rec") as rec,
+        ts.open_client(proxy.url, name="w") as w,
+    ):
+        await owner.create_channel("c")
+        engine: Any = a.state.engine
+        frame_writer = engine.io.writer
+        real_append = frame_writer.append
+        held: list[int] = []  # appends held so far
+        release = trio.Event()
+
+        async def append(*args: Any, **options: Any) -> Any:
+            if not held:
+                held.append(1)
+                await release.wait()
+            return await real_append(*args, **options)
+
+        async with rec.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                assert await pub.send(1)
+                await pub.wait_acknowledged()
+            assert await read_until(sub, 1) == [1]
+            monkeypatch.setattr(frame_writer, "append", append)
+            assert await pub.send(2)
+            await until(lambda: held)
+            await cut_writer(a, proxy)
+            with trio.fail_after(WAIT_S):
+                await w.wait_state("open")
+                assert await pub.send(3)
+            # Frame 3 is on the node, in the reopened writer's own append task.
+            await until(lambda: len(engine._appenders) == 2)
+            await trio.sleep(0.2)  # time to reach Redis first, were it not held back
+            release.set()
+            assert await rest_of_the_stream(a, pub, sub) == [2, 3, "end"]
