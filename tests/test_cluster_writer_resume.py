@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import coredis
 import pytest
 import trio
 from proxy import TcpProxy, open_proxy
@@ -34,6 +35,24 @@ def redis_stopped(redis: RedisServer) -> Iterator[None]:
         yield
     finally:
         redis.process.send_signal(signal.SIGCONT)
+
+
+def redis_fails_for(
+    registry: Any, name: str, down: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """The node's registry.get of ``name`` fails (Redis down) while ``down[0]``; returns
+    the list of the calls that failed."""
+    failed: list[str] = []
+    real_get = registry.get
+
+    async def get(channel: str, **options: Any) -> Any:
+        if channel == name and down[0]:
+            failed.append(channel)
+            raise coredis.exceptions.ConnectionError("Redis down (test)")
+        return await real_get(channel, **options)
+
+    monkeypatch.setattr(registry, "get", get)
+    return failed
 
 
 async def until(check: Any) -> None:
@@ -80,6 +99,24 @@ def appends_started(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(frame_writer, "append", append)
     return started
+
+
+def hold_next_append(engine: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], trio.Event]:
+    """Hold the node's next append (its real call, answered late) until the event is set;
+    the list notes that it started."""
+    frame_writer = engine.io.writer
+    real_append = frame_writer.append
+    held: list[int] = []
+    release = trio.Event()
+
+    async def append(*args: Any, **options: Any) -> Any:
+        if not held:
+            held.append(1)
+            await release.wait()
+        return await real_append(*args, **options)
+
+    monkeypatch.setattr(frame_writer, "append", append)
+    return held, release
 
 
 async def test_a_frame_on_its_way_to_redis_when_the_writer_drops_is_not_sent_twice(
@@ -131,24 +168,13 @@ async def test_a_reopened_writers_frames_follow_those_its_last_connection_left_o
     ):
         await owner.create_channel("c")
         engine: Any = a.state.engine
-        frame_writer = engine.io.writer
-        real_append = frame_writer.append
-        held: list[int] = []  # appends held so far
-        release = trio.Event()
-
-        async def append(*args: Any, **options: Any) -> Any:
-            if not held:
-                held.append(1)
-                await release.wait()
-            return await real_append(*args, **options)
-
         async with rec.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
             with trio.fail_after(WAIT_S):
                 await pub.wait_for_readers()
                 assert await pub.send(1)
                 await pub.wait_acknowledged()
             assert await read_until(sub, 1) == [1]
-            monkeypatch.setattr(frame_writer, "append", append)
+            held, release = hold_next_append(engine, monkeypatch)
             assert await pub.send(2)
             await until(lambda: held)
             await cut_writer(a, proxy)
@@ -159,4 +185,46 @@ async def test_a_reopened_writers_frames_follow_those_its_last_connection_left_o
             await until(lambda: len(engine._appenders) == 2)
             await trio.sleep(0.2)  # time to reach Redis first, were it not held back
             release.set()
+            assert await rest_of_the_stream(a, pub, sub) == [2, 3, "end"]
+
+
+async def test_a_reopen_cut_short_before_its_retry_is_still_told_what_the_node_took(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Frame 2 is published but its acknowledgement is lost with the writer's connection. The
+    # reconnected writer's reopen meets a Redis failure (ClusterUnavailable: retried later),
+    # and its new connection drops too before the retry. The next connection must still
+    # tell the reopen that frame 2 was taken. Before, the second connection's end noted only
+    # its own publishers (none): the reopen was told nothing, the client sent its whole
+    # window again and the reader got frame 2 twice.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        open_proxy(str(a.tcp_url)) as proxy,
+        ts.open_client(str(a.tcp_url), name="owner") as owner,
+        ts.open_client(str(a.tcp_url), name="rec") as rec,
+        ts.open_client(proxy.url, name="w") as w,
+    ):
+        await owner.create_channel("c")
+        engine: Any = a.state.engine
+        async with rec.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                assert await pub.send(1)
+                await pub.wait_acknowledged()
+            assert await read_until(sub, 1) == [1]
+            held, release = hold_next_append(engine, monkeypatch)
+            assert await pub.send(2)
+            await until(lambda: held)  # no acknowledgement of frame 2 before the cut
+            down = [True]
+            failed = redis_fails_for(engine.io.registry, "c", down, monkeypatch)
+            await cut_writer(a, proxy)
+            release.set()
+            with trio.fail_after(WAIT_S):
+                await w.wait_state("open")  # its reopen failed: retried after a backoff
+            assert failed
+            await cut_writer(a, proxy)
+            down[0] = False  # Redis is well again
+            with trio.fail_after(WAIT_S):
+                await w.wait_state("open")
+                assert await pub.send(3)
             assert await rest_of_the_stream(a, pub, sub) == [2, 3, "end"]

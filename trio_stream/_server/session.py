@@ -80,6 +80,10 @@ _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # where a PUBLISH frame's payloa
 # slice (PUBLISH frames counted across the read, whatever other frames come between them); a
 # read of fewer never yields.
 PUBLISH_SLICE_FRAMES: Final = 256
+# A resumed session carries the publish counts of its predecessor's publishers that its client
+# has not reopened yet (see published_frames), at most this many (the newest: pub ids grow
+# along a client's connections): a bound on what a client that reconnects for ever leaves.
+RESUME_CARRIED_PUBS_MAX: Final = 4096
 
 
 class Session:
@@ -293,8 +297,23 @@ class Session:
             self.outbox.forget_writer(pub_id)
 
     def published_frames(self) -> dict[int, int]:
-        """Frames each open publisher has published (a resuming client resends the rest)."""
-        return {pub_id: writer.frames for pub_id, writer in self.writers.items()}
+        """Frames each publisher has published, by pub id (a resuming client resends the rest).
+
+        This connection's open publishers, and those its predecessors left that the client
+        has not reopened here yet (a reopen waiting for its retry: a channel not re-created
+        yet, Redis failing): the connection may end before it does, and the next one must
+        still tell that publisher what was taken, or the client sends its whole window again
+        and frames published but not acknowledged arrive twice. Pub ids go on from the
+        predecessor's (see _claim_name), so an old publisher's id never names a new one.
+        """
+        lease = self.resume_lease
+        own = {pub_id: writer.frames for pub_id, writer in self.writers.items()}
+        if lease is None or not lease.taken:
+            return own
+        carried = lease.taken
+        if len(carried) > RESUME_CARRIED_PUBS_MAX:
+            carried = dict(sorted(carried.items())[-RESUME_CARRIED_PUBS_MAX:])
+        return carried | own
 
     def record(self) -> dict[str, Any]:
         return {
@@ -375,6 +394,8 @@ class Session:
         resume = self.state.resume
         if hello.resume_token is not None:  # a reconnection: its old place comes back
             self.resume_lease = resume.take_over(hello.resume_token, self, self.state.by_name)
+            if self.resume_lease is not None:  # see published_frames
+                self._next_pub = max(self.resume_lease.taken, default=0) + 1
         # Claimed before the first await (the welcome's send): of two hellos with one name,
         # exactly one gets it, and the other its NameInUse.
         self.state.claim_name(self)
