@@ -91,6 +91,8 @@ class Presence:
         self._local_readers: dict[str, int] = {}
         self._clients: dict[str, bytes] = {}  # client id -> its info (CBOR), as written
         self._counts: dict[str, dict[str, int]] = {}  # channel -> node -> readers
+        # (channel, node) counts set while a resync's read is on its way (see _resync)
+        self._set_meanwhile: set[tuple[str, str]] | None = None
         self.live_nodes: frozenset[str] = frozenset()
         self._heartbeat = client.register_script(_HEARTBEAT_LUA)
         self._live = client.register_script(_LIVE_LUA)
@@ -122,6 +124,38 @@ class Presence:
         await self._resync()
 
     async def _resync(self) -> None:
+        # A count announced (or set here) while the resync is under way is at least as new
+        # as what its read found: a node writes its count and announces it in one round
+        # trip, and announcements arrive in order. The read's answer may be handled after
+        # the announcement (two connections, two tasks); replacing the announced count with
+        # it undid a reader's arrival for a heartbeat (a writer told "no readers" right after
+        # its wait_for_readers returned: its sends put nothing on the wire). So those counts
+        # stay as announced; the read repairs the others (announcements lost to a reconnect,
+        # nodes that died).
+        self._set_meanwhile = set()
+        try:
+            counts = await self._read_counts()
+            for channel, node in self._set_meanwhile:
+                count = self._counts.get(channel, {}).get(node, 0)
+                per_node = counts.setdefault(channel, {})
+                if count:
+                    per_node[node] = count
+                else:
+                    per_node.pop(node, None)
+                    if not per_node:
+                        del counts[channel]
+        finally:
+            self._set_meanwhile = None
+        changed = set(counts) | set(self._counts)
+        before = {channel: self.readers(channel) for channel in changed}
+        self._counts = counts
+        for channel in changed:
+            if self.readers(channel) != before[channel]:
+                self._notify(channel)
+
+    async def _read_counts(self) -> dict[str, dict[str, int]]:
+        """Every live node's reader counts as Redis has them (channel -> node -> readers);
+        this node's client list and counts written again if Redis lost them (a restart)."""
         nodes = sorted(self.live_nodes)
         clients_key = self._keys.clients(self.node)
         async with self._client.pipeline(transaction=False) as pipe:
@@ -151,12 +185,7 @@ class Presence:
                 pipe.pexpire(key, self._ttl_ms)
             for channel, local in lost.items():
                 counts.setdefault(channel, {})[self.node] = local
-        changed = set(counts) | set(self._counts)
-        before = {channel: self.readers(channel) for channel in changed}
-        self._counts = counts
-        for channel in changed:
-            if self.readers(channel) != before[channel]:
-                self._notify(channel)
+        return counts
 
     async def live(self) -> frozenset[str]:
         """The nodes whose heartbeat has not expired, asked of Redis now."""
@@ -239,6 +268,8 @@ class Presence:
         self._set_count(str(channel), str(node), int(count))
 
     def _set_count(self, channel: str, node: str, count: int) -> None:
+        if self._set_meanwhile is not None:
+            self._set_meanwhile.add((channel, node))
         per_node = self._counts.setdefault(channel, {})
         if per_node.get(node, 0) == count:
             return
