@@ -31,7 +31,7 @@ from test_cluster import WAIT_S, node_config
 from test_reconnect import open_named
 
 import trio_stream as ts
-from trio_stream._engine import redis_engine
+from trio_stream._engine import redis_engine, redis_orphans
 from trio_stream._engine.redis_io import RedisEngineIO
 
 # Every key the nodes write during a test, except the channel hashes ({ns}:ch:{name}, see
@@ -102,7 +102,7 @@ async def test_a_take_over_heard_after_the_old_nodes_grace_ended_keeps_its_reade
     # old node heard of it (ADOPTED held in the proxy): the channel lives on, so its readers
     # on the old node must too.
     grace_s = 1.0
-    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    caplog.set_level(logging.INFO, logger="trio_stream._engine")
     async with (
         open_proxy(redis_server.url) as a_to_redis,
         ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_s)) as a,
@@ -390,7 +390,7 @@ async def test_a_redis_error_at_the_grace_end_is_retried_and_the_channel_still_e
     # ends the channel; its readers never wait for a gone owner for good.
     grace_s = 0.5
     # The tries after the first log at debug level (one warning per channel).
-    caplog.set_level(logging.DEBUG, logger="trio_stream._engine.redis_engine")
+    caplog.set_level(logging.DEBUG, logger="trio_stream._engine")
     async with (
         ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
         open_proxy(str(a.tcp_url)) as daq_to_a,
@@ -424,9 +424,9 @@ async def test_a_grace_end_redis_keeps_refusing_ends_the_channel_here_after_the_
     # Redis refuses for longer than ORPHAN_END_GIVE_UP_S: the channel ends on its node
     # anyway (its readers see it end), and its copy in Redis goes with the reaper of the
     # channels this node no longer keeps, once Redis lets it.
-    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 1.0)
+    monkeypatch.setattr(redis_orphans, "ORPHAN_END_GIVE_UP_S", 1.0)
     grace_s = 0.5
-    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    caplog.set_level(logging.INFO, logger="trio_stream._engine")
     async with (
         ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
         open_proxy(str(a.tcp_url)) as daq_to_a,
@@ -459,10 +459,10 @@ async def test_a_grace_end_whose_redis_call_hangs_is_bounded_and_the_channel_sti
     # try at the end is bounded (ORPHAN_END_TRY_TIMEOUT_S), the tries go on in a task of
     # their own, and the channel ends here after ORPHAN_END_GIVE_UP_S. Without the bound the
     # first try held the node's job queue and the readers waited for a gone owner for good.
-    monkeypatch.setattr(redis_engine, "ORPHAN_END_TRY_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 1.0)
+    monkeypatch.setattr(redis_orphans, "ORPHAN_END_TRY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(redis_orphans, "ORPHAN_END_GIVE_UP_S", 1.0)
     grace_s = 0.5
-    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    caplog.set_level(logging.INFO, logger="trio_stream._engine")
     async with (
         ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
         open_proxy(str(a.tcp_url)) as daq_to_a,
@@ -516,10 +516,10 @@ async def test_a_gone_owners_end_is_bounded_while_redis_hangs_whatever_jobs_wait
     # the end (the disconnect's client event; a single_writer channel's writer entry): the
     # end must not wait behind them, or ORPHAN_END_TRY_TIMEOUT_S / ORPHAN_END_GIVE_UP_S
     # never apply and the readers wait for a gone owner as long as Redis hangs.
-    monkeypatch.setattr(redis_engine, "ORPHAN_END_TRY_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 1.0)
+    monkeypatch.setattr(redis_orphans, "ORPHAN_END_TRY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(redis_orphans, "ORPHAN_END_GIVE_UP_S", 1.0)
     grace_s = 0.3
-    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    caplog.set_level(logging.INFO, logger="trio_stream._engine")
     async with (
         ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
         open_proxy(str(a.tcp_url)) as daq_to_a,
@@ -552,9 +552,9 @@ async def test_many_gone_owners_ends_while_redis_refuses_warn_once_and_back_off_
     # further apart each time (ORPHAN_END_RETRY_S doubling): not a try per channel every
     # 0.5 s. (A refusal is the key's own: each end is tried; a Redis down or hanging makes a
     # round try one end only.) They all end after ORPHAN_END_GIVE_UP_S.
-    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 2.0)
+    monkeypatch.setattr(redis_orphans, "ORPHAN_END_GIVE_UP_S", 2.0)
     names = [f"c{i}" for i in range(5)]
-    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    caplog.set_level(logging.INFO, logger="trio_stream._engine")
     async with (
         ts.open_server(node_config(redis_server, "a")) as a,
         ts.open_client(str(a.tcp_url), name="recorder") as recorder,
@@ -661,7 +661,7 @@ async def test_a_new_process_creates_afresh_after_its_lease_less_owners_end_gave
     # Redis well again, a new process "daq" creating "c" on node a must get a new channel
     # (and node b's reader of the old one sees it end). Before, node a took the record for
     # its previous run's and handed the old channel (old epoch, frames) to the new process.
-    monkeypatch.setattr(redis_engine, "ORPHAN_END_GIVE_UP_S", 1.0)
+    monkeypatch.setattr(redis_orphans, "ORPHAN_END_GIVE_UP_S", 1.0)
     async with (
         ts.open_server(node_config(redis_server, "a")) as a,
         ts.open_server(node_config(redis_server, "b")) as b,
@@ -692,7 +692,7 @@ async def test_a_take_over_before_the_old_node_loses_redis_keeps_its_readers(
     # drops (half a second, well under the heartbeat TTL) just as its grace ends: the end is
     # retried until Redis answers, which says the channel moved. Its readers on a go on.
     grace_s = 1.0
-    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    caplog.set_level(logging.INFO, logger="trio_stream._engine")
     async with (
         open_proxy(redis_server.url) as a_to_redis,
         ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=grace_s)) as a,
@@ -879,7 +879,7 @@ async def test_an_owner_without_a_lease_back_on_another_node_first_keeps_its_cha
     # reconnect with a resume token takes the name at once on any node, so its create there
     # may reach Redis before the old node's delete (held here): then the take-over came
     # first, the channel lives on (same epoch), and its readers on the old node go on.
-    caplog.set_level(logging.INFO, logger="trio_stream._engine.redis_engine")
+    caplog.set_level(logging.INFO, logger="trio_stream._engine")
     async with (
         open_proxy(redis_server.url) as a_to_redis,
         ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=0)) as a,

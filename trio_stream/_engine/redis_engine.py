@@ -59,8 +59,10 @@ from .._server.broker import Channel, Writer, check_channel_meta, check_channel_
 from .._server.buffers import Policy
 from .._server.engine import AsyncHandler, default_node_name
 from .._server.resume import ADOPTED_OPTIONS, adoption_refused, same_option
+from . import redis_orphans
 from .cluster_rpc import ClusterRpc
 from .redis_io import RedisEngineIO
+from .redis_orphans import OrphanEnds
 from .redis_registry import ChannelRecord, ChannelTaken, Moved
 from .redis_streams import (
     REDIS_DOWN,
@@ -92,18 +94,6 @@ REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes tha
 # A create_channel looks again when the name changed hands under it (deleted, taken over
 # meanwhile: see _adopt); each look is a few round trips.
 CREATE_ATTEMPTS: Final = 3
-# A gone owner's channel ends once Redis agrees (see end_orphan). Redis down, hanging or
-# refusing (NOPERM, READONLY...): the node asks again after ORPHAN_END_RETRY_S, doubling the
-# wait per failed round up to ORPHAN_END_RETRY_MAX_S (Redis down or hanging: one Redis call
-# per round for all the pending ends, Redis is failing already), and ORPHAN_END_GIVE_UP_S after
-# the owner's end it ends the channel here anyway (its readers must not wait for a gone owner
-# for good).
-ORPHAN_END_RETRY_S: Final = 0.5
-ORPHAN_END_RETRY_MAX_S: Final = 4.0
-ORPHAN_END_GIVE_UP_S: Final = 30.0
-# One try's bound (and the bound of its DELETED announcement): a Redis that hangs (stopped, a
-# link that holds bytes) raises nothing. A try never runs past the give-up time.
-ORPHAN_END_TRY_TIMEOUT_S: Final = 2.0
 # A client's request that needs Redis (create, delete, open, subscribe, the listings) gets an
 # error within this long if Redis hangs (all its Redis calls together), as it does at once if
 # Redis is down or refuses: the client's connection stays.
@@ -133,24 +123,6 @@ class _Kept(NamedTuple):
     epoch: str
     holder: str
     request: CreateChannel
-
-
-@dataclass(eq=False)
-class _Orphan:
-    """A gone owner's channel this node is ending (see RedisEngine.end_orphan)."""
-
-    channel: Channel
-    reason: str
-    holder: str  # the holder token this node keeps it under (the delete's condition)
-    give_up_at: float  # trio time: ended here without Redis's word from then on
-    done: trio.Event = field(default_factory=trio.Event)  # decided (also in ``_ending``)
-    # A try of its own is over (decided, or it failed; not skipped for another end's failure),
-    # or it gave up: the owner's name may go (_release_name).
-    first_tried: trio.Event = field(default_factory=trio.Event)
-    warned: bool = False  # Redis's failure logged once as a warning, then at debug level
-    # Its last try failed for Redis as a whole (down, or no answer within a full try's
-    # bound), not for this channel alone (its key refused: NOPERM, WRONGTYPE...).
-    redis_failed: bool = False
 
 
 @dataclass(eq=False)
@@ -228,14 +200,8 @@ class RedisEngine:
         # Channels this node is ending in Redis (a gone owner's, a dead run's): set when done.
         # A take-over by name on this node waits for the outcome (see _adopt).
         self._ending: dict[str, trio.Event] = {}
-        # Gone owners' channels waiting for Redis's word, in the order of their next try (a
-        # failed try goes last; see _end_orphans).
-        self._orphans: dict[str, _Orphan] = {}
-        # Gone owners' channels ended here without Redis's word (the give-up): name -> (epoch,
-        # holder). Still this node's in Redis until the reaper (or a create, see _adopt)
-        # deletes them there: not a previous run's channel that a new process may take over.
-        self._given_up: dict[str, tuple[str, str]] = {}
-        self._orphans_wake = trio.Event()
+        # Gone owners' channels this node is ending (end_orphan), and those it gave up on.
+        self._orphans = OrphanEnds(self, self._ending)
         self._dirty_readers: set[str] = set()
         self._readers_wake = trio.Event()
         # channel -> subscribes under way here (following its stream, no reader attached yet)
@@ -279,7 +245,7 @@ class RedisEngine:
                 nursery.start_soon(self._report_readers)
                 nursery.start_soon(self._count_changes)
                 nursery.start_soon(self._run_jobs)
-                nursery.start_soon(self._end_orphans)
+                nursery.start_soon(self._orphans.run)
                 nursery.start_soon(self._keep_registered)
                 nursery.start_soon(self._reap_dead_nodes)
                 nursery.start_soon(self.rpc.watch)
@@ -411,7 +377,7 @@ class RedisEngine:
         # would end it with an owner: this create finishes the take-over.
         predecessor = False
         if record.node == self.node:
-            if self._given_up.get(record.name) == (record.epoch, record.holder):
+            if self._orphans.given_up.get(record.name) == (record.epoch, record.holder):
                 # Its owner's end gave up waiting for Redis: the end was decided, the name's
                 # new process must not find the channel. End it in Redis now, look again.
                 reason = f"channel {record.name!r} ended: its owner left"
@@ -523,9 +489,9 @@ class RedisEngine:
     def _on_adopted(self, node: str, body: Any) -> None:
         """Another node took a channel kept here over (a new process of its owner's name)."""
         name, epoch, holder = body
-        self._let_go(name, epoch, holder)
+        self.let_go(name, epoch, holder)
 
-    def _let_go(self, name: str, epoch: str, holder: str) -> None:
+    def let_go(self, name: str, epoch: str, holder: str) -> None:
         """A take-over moved the channel this node kept as ``holder`` away: this node keeps
         only a mirror, which neither its owner's lease nor its lifetime ends. Not if this
         node has taken it back since (a newer holder: the news came late)."""
@@ -550,7 +516,7 @@ class RedisEngine:
         node while it lived on elsewhere. So the readers stay until Redis has answered; if
         the channel moved, this node keeps a mirror of it, as if ADOPTED had come in time.
 
-        The tries run in a task of their own (:meth:`_end_orphans`), not in the job order:
+        The tries run in a task of their own (redis_orphans.OrphanEnds), not in the job order:
         a job waits for Redis without a bound, and behind a Redis that hangs the end would
         never start. The one ordering the end needs, before its owner's name is released
         (a new process of that name, without a resume token, must find the channel ended),
@@ -561,144 +527,20 @@ class RedisEngine:
         if self._io is None or here is None or here.epoch != channel.epoch or name in self._ending:
             self.state.broker.delete_channel(channel, reason)
             return
-        orphan = _Orphan(channel, reason, here.holder, trio.current_time() + ORPHAN_END_GIVE_UP_S)
-        self._ending[name] = orphan.done
-        self._orphans[name] = orphan
-        self._orphans_wake.set()
+        self._orphans.start(channel, reason, here.holder)
 
-    async def _end_orphans(self) -> None:
-        """End the gone owners' channels (end_orphan), all in this one task.
-
-        A new one gets its first try at once. While Redis as a whole fails (down, or no
-        answer within a full try's bound), a round tries one pending end (the others would
-        fail alike), a different one each round (the one tried goes last), and the next round
-        comes after a wait that doubles up to ORPHAN_END_RETRY_MAX_S. A failure of one end's
-        own (Redis refusing its key: NOPERM, WRONGTYPE...) says nothing of the others: the
-        round goes on with them. A channel whose owner went ORPHAN_END_GIVE_UP_S ago ends
-        here without Redis's word (its copy there, this node's, goes with the reaper of this
-        node's channels it no longer keeps; if a take-over elsewhere came first, the readers
-        here see the channel end and may subscribe again)."""
-        delay = ORPHAN_END_RETRY_S
-        retry_at = math.inf
-        while True:
-            with trio.move_on_at(retry_at):
-                await self._orphans_wake.wait()
-            self._orphans_wake = trio.Event()
-            now = trio.current_time()
-            due = now >= retry_at
-            failed = skip_rest = False
-            for orphan in list(self._orphans.values()):
-                if self._orphans.get(orphan.channel.name) is not orphan:
-                    continue
-                if skip_rest or not (due or not orphan.first_tried.is_set()):
-                    # Skipped, not tried: its owner's name stays (_release_name waits for a
-                    # try of its own, or its give-up). Were it released now, a Redis that
-                    # answers again before its next try would let a new process of that
-                    # name, without a lease, take over a channel that should end.
-                    continue
-                left_s = orphan.give_up_at - trio.current_time()
-                timeout_s = min(ORPHAN_END_TRY_TIMEOUT_S, left_s)
-                try:
-                    decided = left_s > 0 and await self._try_end_orphan(orphan, timeout_s)
-                except Exception:
-                    # Not Redis (a bug): its readers must not wait for a gone owner for good.
-                    log.exception("end of channel %r failed", orphan.channel.name[:80])
-                    decided = True
-                    self._end_here(orphan.channel, orphan.reason)
-                if decided:
-                    self._orphan_done(orphan)
-                elif left_s > 0:
-                    orphan.first_tried.set()
-                    # Last in the order: the next failed round tries another one first (one
-                    # end Redis keeps refusing must not be the only one ever tried).
-                    name = orphan.channel.name
-                    self._orphans[name] = self._orphans.pop(name)
-                    failed = True
-                    # Only Redis as a whole failing (see _try_end_orphan) makes the others
-                    # skip this round.
-                    skip_rest = orphan.redis_failed
-            now = trio.current_time()
-            for orphan in list(self._orphans.values()):
-                if now >= orphan.give_up_at:
-                    log.warning(
-                        "channel %r ended here without Redis's word (no answer for %g s, "
-                        "ORPHAN_END_GIVE_UP_S)",
-                        orphan.channel.name[:80],
-                        ORPHAN_END_GIVE_UP_S,
-                    )
-                    self._end_here(orphan.channel, orphan.reason)
-                    self._given_up[orphan.channel.name] = (orphan.channel.epoch, orphan.holder)
-                    self._orphan_done(orphan)
-            if not self._orphans:
-                delay, retry_at = ORPHAN_END_RETRY_S, math.inf
-            elif failed or due or retry_at == math.inf:
-                if failed:
-                    retry_at = now + delay
-                    delay = min(2 * delay, ORPHAN_END_RETRY_MAX_S)
-                else:  # Redis answered: the rest go on at once
-                    delay, retry_at = ORPHAN_END_RETRY_S, now
-                retry_at = min(retry_at, *(o.give_up_at for o in self._orphans.values()))
-
-    def _orphan_done(self, orphan: _Orphan) -> None:
-        name = orphan.channel.name
-        del self._orphans[name]
-        del self._ending[name]
-        orphan.done.set()
-        orphan.first_tried.set()
-
-    async def _try_end_orphan(self, orphan: _Orphan, timeout_s: float) -> bool:
-        """End the gone owner's channel in Redis, then here; or, if a take-over by name came
-        first, let it live on. False if Redis did not answer within ``timeout_s`` (or
-        refused): not decided."""
-        channel, reason, holder = orphan.channel, orphan.reason, orphan.holder
-        name, epoch = channel.name, channel.epoch
-        try:
-            with trio.fail_after(timeout_s):
-                deleted = await self.io.registry.delete(
-                    name, epoch=epoch, node=self.node, holder=holder
-                )
-                record = None if deleted is not None else await self.io.registry.get(name)
-        except (*REDIS_ERRORS, trio.TooSlowError) as error:
-            # A try cut short by its own give-up time says nothing of Redis.
-            slow = isinstance(error, trio.TooSlowError)
-            orphan.redis_failed = isinstance(error, REDIS_DOWN) or (
-                slow and timeout_s >= ORPHAN_END_TRY_TIMEOUT_S
-            )
-            # Once per channel as a warning: a client that owned many channels leaving
-            # while Redis fails would flood the log, one line per channel per try.
-            (log.debug if orphan.warned else log.warning)(
-                "channel %r (its owner gone) not ended yet, Redis failed: %s; asking again "
-                "for up to %g s (ORPHAN_END_GIVE_UP_S)",
-                name[:80],
-                repr(error)[:200],
-                ORPHAN_END_GIVE_UP_S,
-            )
-            orphan.warned = True
-            return False
-        if record is not None and record.epoch == epoch:
-            # Taken over by name first: it lives on, where the take-over moved it.
-            if record.node != self.node:
-                self._let_go(name, epoch, holder)
-            log.info("channel %r lives on at node %r", name[:80], record.node)
-            return True
-        # Ended in Redis, by us or (deleted, lost in a restart) before: here too, and on the
-        # nodes that read it (again, if another node told them: harmless, by epoch).
-        self._end_here(channel, reason)
-        await self._tell_deleted(name, epoch, reason)
-        return True
-
-    async def _tell_deleted(self, name: str, epoch: str, reason: str) -> None:
+    async def tell_deleted(self, name: str, epoch: str, reason: str) -> None:
         """Tell the other nodes that channel ``name`` (``epoch``), ended in Redis and here
         already, is gone. Bounded (a Redis that hangs raises nothing); a failure is logged,
         not raised: the end is done whatever the announcement does (the readers elsewhere see
         its stream go, a reset)."""
         try:
-            with trio.fail_after(ORPHAN_END_TRY_TIMEOUT_S):
+            with trio.fail_after(redis_orphans.ORPHAN_END_TRY_TIMEOUT_S):
                 await self.io.bus.publish(DELETED, [name, epoch, reason])
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
             log.warning("end of channel %r not announced: %s", name[:80], repr(error)[:200])
 
-    def _end_here(self, channel: Channel, reason: str) -> None:
+    def end_here(self, channel: Channel, reason: str) -> None:
         if self.state.broker.channels.get(channel.name) is channel:
             self.state.broker.delete_channel(channel, reason)
 
@@ -784,12 +626,13 @@ class RedisEngine:
         # ChannelNotFound. Shielded (bounded): the delete is done, the client is told so.
         self._on_deleted(self.node, [name, epoch, reason])
         with trio.CancelScope(shield=True):
-            await self._tell_deleted(name, epoch, reason)
+            await self.tell_deleted(name, epoch, reason)
 
     def _on_deleted(self, node: str, body: Any) -> None:
         name, epoch, reason = body
-        if self._given_up.get(name, ("",))[0] == epoch:
-            del self._given_up[name]  # ended in Redis too now
+        given_up = self._orphans.given_up
+        if given_up.get(name, ("",))[0] == epoch:
+            del given_up[name]  # ended in Redis too now
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
             self._kept.pop(name, None)  # deleted in Redis already
@@ -1052,9 +895,8 @@ class RedisEngine:
     async def _release_name(self, name: str) -> None:
         # After the first try to end its channels (end_orphan, called before this job was
         # queued): a new process of that name, which needs the name free, finds them ended.
-        for orphan in list(self._orphans.values()):
-            if orphan.channel.owner == name:
-                await orphan.first_tried.wait()
+        for first_tried in self._orphans.first_tries_of(name):
+            await first_tried.wait()
         if name in self.state.by_name:
             return  # claimed again on this node meanwhile (a quick reconnect): still ours
         await self.io.presence.release_name(name)
@@ -1114,7 +956,7 @@ class RedisEngine:
             self._readers_wake.set()
             if here is not None and here.epoch == channel.epoch:
                 del self._kept[name]
-                if name not in self._ending:  # else decided in Redis already (_end_orphan)
+                if name not in self._ending:  # else decided in Redis already (end_orphan)
                     # Ended here by its lifetime or an admin (its owner's end goes through
                     # end_orphan): in Redis too, unless a take-over moved it meanwhile.
                     reason = f"channel {name!r} ended"
@@ -1272,7 +1114,7 @@ class RedisEngine:
         self._on_deleted(
             self.node, [record.name, record.epoch, reason]
         )  # first: see _delete_everywhere
-        await self._tell_deleted(record.name, record.epoch, reason)
+        await self.tell_deleted(record.name, record.epoch, reason)
         if record.options.get("public", True):
             body = {"event": "deleted", "channel": record.name, "owner": record.owner}
             self.state.publish_system("$channels", {**body, "node": self.node})
