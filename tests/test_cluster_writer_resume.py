@@ -228,3 +228,50 @@ async def test_a_reopen_cut_short_before_its_retry_is_still_told_what_the_node_t
                 await w.wait_state("open")
                 assert await pub.send(3)
             assert await rest_of_the_stream(a, pub, sub) == [2, 3, "end"]
+
+
+async def test_a_publisher_reopened_first_never_takes_the_id_of_one_still_to_reopen(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two publishers, ids 1 (c1) and 2 (c2). After a cut, c2's reopen is answered and c1's
+    # meets a Redis failure (retried later); the connection drops again before the retry.
+    # c1's publisher still presents id 1: the counts the next connection gets must be c1's,
+    # not those of the publisher the dropped connection numbered 1 (c2's reopen there).
+    # Before pub ids went on across connections, c1 was told 0 and sent frame 2 again.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        open_proxy(str(a.tcp_url)) as proxy,
+        ts.open_client(str(a.tcp_url), name="owner") as owner,
+        ts.open_client(str(a.tcp_url), name="rec") as rec,
+        ts.open_client(proxy.url, name="w") as w,
+    ):
+        await owner.create_channel("c1")
+        await owner.create_channel("c2")
+        engine: Any = a.state.engine
+        async with (
+            rec.subscribe("c1", policy="unbounded") as sub,
+            w.publisher("c1") as pub,
+            w.publisher("c2") as other,
+        ):
+            assert (pub.pub_id, other.pub_id) == (1, 2)
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                assert await pub.send(1)
+                await pub.wait_acknowledged()
+            assert await read_until(sub, 1) == [1]
+            held, release = hold_next_append(engine, monkeypatch)
+            assert await pub.send(2)
+            await until(lambda: held)  # no acknowledgement of frame 2 before the cut
+            down = [True]
+            failed = redis_fails_for(engine.io.registry, "c1", down, monkeypatch)
+            await cut_writer(a, proxy)
+            release.set()
+            with trio.fail_after(WAIT_S):
+                await w.wait_state("open")  # c2's publisher reopened, c1's retried later
+            assert failed and other.pub_id != 2
+            await cut_writer(a, proxy)
+            down[0] = False
+            with trio.fail_after(WAIT_S):
+                await w.wait_state("open")
+                assert await pub.send(3)
+            assert await rest_of_the_stream(a, pub, sub) == [2, 3, "end"]
