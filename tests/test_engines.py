@@ -7,7 +7,9 @@ share tests/test_cluster.py's helpers and the session's private redis-server.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ from redis_server import RedisServer
 from test_cluster import WAIT_S, two_nodes
 
 import trio_stream as ts
+from trio_stream._engine import redis_engine
 
 pytestmark = BOTH_ENGINES
 
@@ -364,3 +367,40 @@ async def test_a_client_owns_at_most_max_channels_per_client_on_either_engine(
             await client.create_channel("c")
         await client.delete_channel("a")
         await client.create_channel("c")  # room again
+
+
+# -- start without Redis -------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_a_node_without_its_redis_fails_at_once_in_one_line() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, engine=url)
+    with trio.fail_after(WAIT_S), pytest.raises(ts.ClusterUnavailable) as refused:
+        async with ts.open_server(config):
+            pass
+    assert str(refused.value).startswith(f"cannot reach Redis at {url}: ")
+    assert str(refused.value).endswith("(start redis-server, or check the engine URL: --engine)")
+
+
+async def test_a_redis_that_never_answers_is_named_after_the_start_bound(
+    monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery
+) -> None:
+    monkeypatch.setattr(redis_engine, "STARTUP_TIMEOUT_S", 0.5)
+    listeners = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, engine=url)
+    with trio.fail_after(WAIT_S), pytest.raises(ts.ClusterUnavailable, match="did not answer"):
+        async with ts.open_server(config):
+            pass
+
+
+async def silent(stream: trio.SocketStream) -> None:
+    """A peer that takes the connection and never says a word."""
+    async with stream:
+        await trio.sleep_forever()

@@ -85,6 +85,9 @@ MAX_APPEND_BYTES: Final = 8 * 2**20  # bytes per append round trip (one Lua call
 APPEND_RETRY_S: Final = 0.2  # Redis down: the writer's frames wait (its window stops it)
 # A writer's end removes its duplicate-batch mark from Redis; Redis down, the mark stays.
 FORGET_TIMEOUT_S: Final = 0.5
+# A node waits this long for Redis at start (a PING, then its subscriptions and first
+# heartbeat) before it gives up with ClusterUnavailable.
+STARTUP_TIMEOUT_S: Final = 10.0
 REPLAY_MAX_FRAMES: Final = 1000  # a resume replays at most this many frames from Redis
 # While this node's block readers hold frames, their position is looked at this often (a
 # writer on another node may wait for it; see _report_position).
@@ -238,8 +241,12 @@ class RedisEngine:
             self.rpc.install(bus)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                with trio.fail_after(10):
-                    await nursery.start(io.run)
+                await self._reach(io)
+                try:
+                    with trio.fail_after(STARTUP_TIMEOUT_S):
+                        await nursery.start(io.run)
+                except trio.TooSlowError:
+                    raise ClusterUnavailable(self._no_answer()) from None
                 nursery.start_soon(self._consume)
                 nursery.start_soon(self._watch_block_readers)
                 nursery.start_soon(self._report_readers)
@@ -252,6 +259,31 @@ class RedisEngine:
                 nursery.start_soon(self._count_for_stats)
                 log.info("node %r joined the cluster at %s", self.node, _safe_url(self.url))
                 task_status.started()
+
+    async def _reach(self, io: RedisEngineIO) -> None:
+        """Fail at start, in one line, when Redis is not there (a server started before its
+        Redis, a wrong --engine URL): the engine's tasks would otherwise retry in silence
+        until the start's bound, and the CLI showed a traceback ending in TooSlowError.
+
+        Raises:
+            ClusterUnavailable: Redis refused, could not be reached, or did not answer.
+        """
+        try:
+            with trio.fail_after(STARTUP_TIMEOUT_S):
+                await io.client.ping()
+        except trio.TooSlowError:
+            raise ClusterUnavailable(self._no_answer()) from None
+        except REDIS_DOWN as error:
+            raise ClusterUnavailable(
+                f"cannot reach Redis at {_safe_url(self.url)}: {str(error)[:200]} (start "
+                "redis-server, or check the engine URL: --engine)"
+            ) from None
+
+    def _no_answer(self) -> str:
+        return (
+            f"Redis at {_safe_url(self.url)} did not answer within {STARTUP_TIMEOUT_S:g} s (is "
+            "it a Redis server? is it loaded or paused?)"
+        )
 
     def later(self, job: Callable[[], Awaitable[None]]) -> None:
         """Run ``job`` in the engine's job task, in order (for hooks that cannot await)."""
