@@ -1,4 +1,4 @@
-"""Frames written straight from the task that read them (Session.write_direct) and frames
+"""Frames written straight from the task that read them (Sender.write_direct) and frames
 written by the connection's sender task reach the reader whole and in order, also when a
 direct write fills the socket and the sender must finish it."""
 

@@ -1,4 +1,4 @@
-"""A writer's read of many PUBLISH frames is fanned out a slice at a time (session.py
+"""A writer's read of many PUBLISH frames is fanned out a slice at a time (inbound.py
 PUBLISH_SLICE_FRAMES), with the server's other tasks run between slices, over a real server."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from test_robustness import control, raw_session
 
 import trio_stream as ts
 from trio_stream._protocol import messages as M
-from trio_stream._server.session import PUBLISH_SLICE_FRAMES
+from trio_stream._server.inbound import PUBLISH_SLICE_FRAMES
 
 WAIT_S = 30
 BURST_FRAMES = 1_800  # ~200 KiB in one write: most of it arrives in one read

@@ -65,7 +65,8 @@ class BufferTotals:
 
 
 class OutboxOwner(Protocol):
-    """What an outbox tells its connection (implemented by session.Session)."""
+    """What an outbox tells its connection (implemented by session.Session, whose wake_sender
+    is its sender's wake and parked_room its reader's)."""
 
     client_id: int
     name: str

@@ -25,6 +25,7 @@ from .rpc import Router
 SYSTEM_CHANNELS = ("$clients", "$channels", "$stats")
 
 if TYPE_CHECKING:
+    from .sender import Sender
     from .session import Session
 
 
@@ -50,8 +51,8 @@ class ServerState:
             self.publish = self.broker.publish
             self.publish_batch = self.broker.publish_batch
         self.buffer_totals = BufferTotals()  # every connection's outbox adds to it
-        # While a reader task dispatches a read: the idle senders it woke (session.py).
-        self.direct_writes: list[Session] | None = None
+        # While a reader task dispatches a read: the idle senders it woke (inbound.py, sender.py).
+        self.direct_writes: list[Sender] | None = None
         self.sessions: dict[int, Session] = {}
         self.by_name: dict[str, Session] = {}  # claimed at hello, before the welcome
         self.rpc = Router(

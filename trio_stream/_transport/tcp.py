@@ -202,7 +202,7 @@ class StreamTransport:
         """Write ``pieces`` without waiting, as far as the socket takes them at once.
 
         For a connection whose sender task waits idle: the task that queued the frames
-        writes them itself (Session.write_direct), one task switch and one scheduler turn
+        writes them itself (Sender.write_direct), one task switch and one scheduler turn
         fewer on the way to the reader. Plain TCP only, and small writes only (large pieces
         go out uncopied through :meth:`send`). Never call it while :meth:`send` runs.
 

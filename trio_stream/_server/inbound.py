@@ -1,0 +1,333 @@
+"""A connection's reading: the reader task that parses a client's frames and acts on them at
+once, in order, and stops reading while the client holds too much of the server's memory.
+
+The one dispatch shape, as in the client: frame type -> handler, and for CONTROL messages,
+message type -> handler (requests.py's table, the RPC router's, the engine's). Consecutive
+PUBLISH frames go to the fan-out as batches, a slice of the read at a time. Control messages
+a client does not read make the reader stop reading that client (CONTROL_HIGH_WATER_BYTES),
+so its requests cannot grow the server's memory; so do frames its writers parked for full
+``block`` readers beyond max_parked_bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+import trio
+
+from .._exceptions import InvalidArgument, ProtocolError, TrioStreamError
+from .._protocol.frames import (
+    CONTROL,
+    CREDIT,
+    PUBLISH,
+    PUBLISH_HEAD,
+    parse_counter,
+    parse_publish,
+    publish_runs,
+)
+from .._protocol.messages import (
+    Error,
+    Goodbye,
+    Message,
+    Ping,
+    Pong,
+    Reply,
+    Request,
+    UnknownOp,
+    decode_message,
+)
+from .engine import AsyncHandler
+from .requests import ANSWERED_LATER, REQUEST_HANDLERS
+from .sender import write_woken
+
+if TYPE_CHECKING:
+    from .session import Session
+
+# Control messages (answers, notices) queued for one client and not yet written: above this,
+# the server stops reading that client until they are written, so a client that sends
+# requests and never reads the answers holds at most this much (plus one answer) here.
+CONTROL_HIGH_WATER_BYTES: Final = 1 * 2**20
+_PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # where a PUBLISH frame's payload starts
+# A flood writer's read holds up to RECEIVE_BUFFER_BYTES (256 KiB: ~2,300 frames of 100 bytes,
+# ~2 ms of fan-out), during which no other connection was served. Slices of this many frames,
+# with the senders written to and the other tasks run between them, bound that wait; the
+# readers' CREDIT is heard between slices, so their senders write more of the read and park
+# less. Measured (loaded 2-core machine): server CPU per delivery (cpu_per_frame.py, block
+# readers) -12 % (1,024-frame slices: -7 %); S4's flooded drop_oldest reader +28 % frames
+# (raw payloads); S1 unchanged. S4's quiet channel did not gain: its wait is the processes'
+# run-queue time on two cores, not the fan-out. The cost is one scheduler pass (~5 us) per
+# slice (PUBLISH frames counted across the read, whatever other frames come between them); a
+# read of fewer never yields.
+PUBLISH_SLICE_FRAMES: Final = 256
+
+
+class Inbound:
+    """Reads one client's frames (:meth:`run`) and acts on each, in order."""
+
+    # Slots: one per connection, on the path of every frame read.
+    __slots__ = (
+        "_control_waits",
+        "_frame_handlers",
+        "_handlers",
+        "_outbox",
+        "_parked_space",
+        "_pending_request",
+        "_publish",
+        "_session",
+        "_state",
+        "_transport",
+        "_writers",
+        "last_heard",
+    )
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._state = state = session.state
+        self._transport = session.transport
+        self._outbox = session.outbox
+        self._writers = session.writers  # the session's own dict: it opens and closes them
+        self._control_waits = session.sender.wait_control_written
+        self._publish = state.publish  # the broker's, unless several nodes share channels
+        self._frame_handlers: dict[int, Callable[[bytearray], None]] = {
+            PUBLISH: self._on_publish,
+            CREDIT: self._on_credit,
+            CONTROL: self._on_control,
+        }
+        # Built on the first request: a connection that only pings (most idle clients) never
+        # needs it, and it is ~3 KiB of bound methods and closures per connection.
+        self._handlers: dict[type[Message], Callable[[Any], Any]] | None = None
+        # A request the engine answers with I/O (several nodes): awaited by the reader task
+        # right after the frame that carried it, so requests stay in order.
+        self._pending_request: tuple[AsyncHandler, Request] | None = None
+        # Made on first use: an idle connection should hold nothing it may never need.
+        self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
+        self.last_heard = trio.current_time()  # when the client last sent anything
+
+    async def run(self, early_frames: list[bytearray]) -> NoReturn:
+        """The reader task: dispatch ``early_frames`` (pipelined behind the hello), then every
+        read, until cancelled.
+
+        Raises:
+            ConnectionClosed: the client left.
+            ProtocolError, FrameTooLarge: the client sent what it must not.
+        """
+        transport = self._transport
+        self.last_heard = trio.current_time()
+        await self._dispatch_all(early_frames)
+        while True:
+            frames = await transport.receive_frames()
+            self.last_heard = trio.current_time()
+            await self._dispatch_all(frames)
+            # Let the senders this batch woke write before we try to read again:
+            # a read finds nothing at once and re-arms epoll (two syscalls) that
+            # would otherwise sit between a publish and its delivery.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def parked_room(self) -> None:
+        """The connection's writers have no more than max_parked_bytes parked: read on."""
+        if self._parked_space is not None:
+            self._parked_space.set()
+
+    def close(self) -> None:
+        """Drop every reference that leads back to the session (Session._break_cycles)."""
+        self._handlers = None  # bound methods of the session's handlers
+        self._frame_handlers = {}  # bound methods of this object
+        del self._session
+
+    # -- dispatch ----------------------------------------------------------------------------
+    async def _dispatch_all(self, frames: list[bytearray]) -> None:
+        # Senders woken on the way are written to at the end (write_direct), and before any
+        # await: the queue exists only while this task runs without yielding.
+        state = self._state
+        state.direct_writes = []
+        try:
+            await self._dispatch_frames(frames)
+        finally:
+            write_woken(state)
+
+    async def _dispatch_frames(self, frames: list[bytearray]) -> None:
+        handlers = self._frame_handlers
+        outbox = self._outbox
+        index = 0
+        count = len(frames)
+        published = 0  # PUBLISH frames fanned out since this task last let the others run
+        while index < count:
+            frame = frames[index]
+            kind = frame[0]
+            index += 1
+            if kind == PUBLISH and index < count and frames[index][0] == PUBLISH:
+                # Consecutive PUBLISH frames go to the fan-out as batches (one per writer),
+                # a slice of the read at a time, and the other tasks run between slices
+                # (counted across runs: other frames between them do not end a slice).
+                start = index - 1
+                index = self._on_publishes(
+                    frames, start, min(count, start + PUBLISH_SLICE_FRAMES - published)
+                )
+                published += index - start
+            else:
+                handler = handlers.get(kind)
+                if handler is None:
+                    raise ProtocolError(f"frame type {kind:#04x} is not valid from a client")
+                handler(frame)
+                published += kind == PUBLISH
+                if self._pending_request is not None:
+                    await self._flush_then(self._answer_pending)
+                    published = 0
+            if published >= PUBLISH_SLICE_FRAMES and index < count:
+                await self._flush_then(trio.lowlevel.checkpoint)
+                published = 0
+            if (
+                outbox.control_bytes > CONTROL_HIGH_WATER_BYTES
+                or outbox.parked_bytes > outbox.max_parked_bytes
+            ):
+                await self._flush_then(self._wait_for_space)
+                published = 0
+
+    async def _flush_then(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Await ``step`` (other tasks run meanwhile), the senders this read woke written to
+        first. ``state.direct_writes`` is a queue only while one dispatch runs without
+        yielding (every session's dispatch uses it), so each await of a dispatch comes here."""
+        state = self._state
+        write_woken(state)
+        await step()
+        state.direct_writes = []
+
+    # -- back-pressure -----------------------------------------------------------------------
+    async def _wait_for_space(self) -> None:
+        await self._wait_for_control_space()
+        await self._wait_for_parked_space()
+
+    async def _wait_for_parked_space(self) -> None:
+        """Read nothing more from this client while its writers have more than
+        max_parked_bytes parked for full block readers (each writer is bounded by its own
+        credit window; this bounds a connection with many held-back writers)."""
+        outbox = self._outbox
+        while outbox.parked_bytes > outbox.max_parked_bytes:
+            self._parked_space = trio.Event()
+            await self._parked_space.wait()
+        self._parked_space = None
+
+    async def _wait_for_control_space(self) -> None:
+        """Read nothing more from this client until the answers queued for it are written.
+
+        Checked after every frame, not every read: one read can hold thousands of small
+        requests whose answers are far larger. Only this connection waits (its sender keeps
+        writing, the broker and other clients never notice). A client left paused here for
+        idle_timeout_s is closed by the watchdog, like a silent one.
+        """
+        while self._outbox.control_bytes > CONTROL_HIGH_WATER_BYTES:
+            await self._control_waits()
+
+    # -- frame handlers ----------------------------------------------------------------------
+    def _on_publish(self, frame: bytearray) -> None:
+        pub_id, time_s = parse_publish(frame)
+        writer = self._writers.get(pub_id)
+        if writer is None:
+            if not self._session.was_opened(pub_id):
+                raise ProtocolError(f"PUBLISH for publisher {pub_id}, which was never opened")
+            return  # the channel went away while this frame was in flight
+        self._publish(writer, time_s, memoryview(frame)[_PUBLISH_HEAD_BYTES:])
+
+    def _on_publishes(self, frames: list[bytearray], start: int, stop: int) -> int:
+        """Publish the PUBLISH frames from ``frames[start]`` on (one batch per writer's run);
+        returns the index of the first frame after them."""
+        writers = self._writers
+        runs, parsed = publish_runs(frames, start, stop)
+        for run in runs:
+            writer = writers.get(run.pub_id)
+            if writer is None:
+                if not self._session.was_opened(run.pub_id):
+                    raise ProtocolError(
+                        f"PUBLISH for publisher {run.pub_id}, which was never opened"
+                    )
+                continue  # the channel went away while these frames were in flight
+            if len(run.times) == 1:
+                self._publish(writer, run.times[0], run.payloads[0])
+            else:
+                self._state.publish_batch(writer, run.times, run.payloads)
+        if parsed < stop and frames[parsed][0] == PUBLISH:
+            self._on_publish(frames[parsed])  # a truncated frame: refused there
+        return parsed
+
+    def _on_credit(self, frame: bytearray) -> None:
+        self._outbox.credit(*parse_counter(frame))
+
+    def _on_control(self, frame: bytearray) -> None:
+        try:
+            message = decode_message(frame)
+        except UnknownOp as exc:
+            # A newer client may probe for ops this server lacks: a request (an integer id)
+            # is answered and the connection stays; anything else is a protocol error.
+            if exc.id is None:
+                raise ProtocolError(str(exc)) from None
+            self._outbox.send(
+                Error(
+                    id=exc.id,
+                    type=InvalidArgument.__name__,
+                    message=f"{exc}: this server does not know it (protocol version 1)",
+                )
+            )
+            return
+        if type(message) is Ping:
+            self._outbox.send(Pong(data=message.data))
+            return
+        if type(message) is Goodbye:
+            session = self._session
+            self._state.resume.release(session)  # a client that leaves on purpose won't return
+            session.peer_left()
+            return
+        handler = (self._handlers or self._handler_table()).get(type(message))
+        if handler is None:
+            raise ProtocolError(f"{message.OP} is not a message a client may send")
+        handler(message)
+
+    # -- requests ----------------------------------------------------------------------------
+    def _handler_table(self) -> dict[type[Message], Callable[[Any], Any]]:
+        state = self._state
+        self._handlers = {
+            **{kind: self._request(handler) for kind, handler in REQUEST_HANDLERS.items()},
+            **state.rpc.handlers(self._session),
+        }
+        for kind, async_handler in state.engine.request_handlers().items():
+            self._handlers[kind] = self._defer(async_handler)
+        return self._handlers
+
+    def _request(self, handler: Callable[[Session, Any], Any]) -> Callable[[Request], None]:
+        """``handler`` as a message handler that answers with a reply or an error."""
+
+        def answer(message: Request) -> None:
+            try:
+                result = handler(self._session, message)
+            except (TrioStreamError, ValueError) as exc:
+                self._outbox.send(_error_reply(message.id, exc))
+            else:
+                if result is not ANSWERED_LATER:
+                    self._outbox.send(Reply(id=message.id, result=result))
+
+        return answer
+
+    def _defer(self, handler: AsyncHandler) -> Callable[[Request], None]:
+        """``handler`` (it does I/O) as a message handler: awaited right after its frame."""
+
+        def defer(message: Request) -> None:
+            self._pending_request = (handler, message)
+
+        return defer
+
+    async def _answer_pending(self) -> None:
+        assert self._pending_request is not None
+        handler, message = self._pending_request
+        self._pending_request = None
+        try:
+            result = await handler(self._session, message)
+        except (TrioStreamError, ValueError) as exc:
+            self._outbox.send(_error_reply(message.id, exc))
+        else:
+            self._outbox.send(Reply(id=message.id, result=result))
+
+
+def _error_reply(request_id: int, exc: TrioStreamError | ValueError) -> Error:
+    """The ``error`` answer to a request: its type (a ValueError is an InvalidArgument)."""
+    name = type(exc).__name__ if isinstance(exc, TrioStreamError) else InvalidArgument.__name__
+    return Error(id=request_id, type=name, message=str(exc))
