@@ -1,0 +1,236 @@
+"""A connection's writing (_server/sender.py): the sender task, and the direct writes that the
+task dispatching a read makes itself (write_woken), over a real loopback TCP connection with a real
+outbox; no wall-clock timing (the scheduler's own "everyone is blocked" is the only wait)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+import trio.testing
+
+import trio_stream as ts
+from trio_stream._protocol import frames as F
+from trio_stream._protocol import messages as M
+from trio_stream._protocol.framing import FrameDecoder, frame_prefix
+from trio_stream._server.outbox import Outbox
+from trio_stream._server.sender import Sender, write_woken
+from trio_stream._server.state import ServerState
+from trio_stream._transport.tcp import StreamTransport
+
+SMALL_BUFFER_BYTES = 4096
+BIG_PING_BYTES = 30_000  # a piece under the transport's COALESCE_MAX_PIECE: written directly
+MAX_BUFFERED_BYTES = 1 << 20
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass
+class Connection:
+    """What the outbox sees of a connection; its wake-up is the sender's, as in Session."""
+
+    client_id: int = 1
+    name: str = "peer"
+    wake_sender: Callable[[], None] = _nothing
+    left: list[str] = field(default_factory=list)
+
+    def parked_room(self) -> None:
+        pass
+
+    def hold_started(self, deadline: float) -> None:
+        pass
+
+    def writer_ended(self, pub_id: int) -> None:
+        pass
+
+
+@dataclass
+class Wire:
+    state: ServerState
+    outbox: Outbox
+    sender: Sender
+    connection: Connection
+    peer: socket.socket  # the client's end: non-blocking, read without awaiting
+
+    def read_now(self) -> bytes:
+        """What the socket holds for the client right now (b"" when nothing)."""
+        try:
+            return self.peer.recv(1 << 20)
+        except BlockingIOError:
+            return b""
+
+    async def read_all(self, nbytes: int) -> bytes:
+        data = b""
+        while len(data) < nbytes:
+            await trio.testing.wait_all_tasks_blocked()
+            got = self.read_now()
+            if not got:
+                await trio.lowlevel.wait_readable(self.peer)
+            data += got
+        return data
+
+
+def messages(data: bytes) -> list[tuple[int, object]]:
+    """The frames in ``data``: (type, decoded control message or (pub_id, frames))."""
+    decoder = FrameDecoder(max_frame_bytes=1 << 24)
+    decoder.receive_data(data)
+    out: list[tuple[int, object]] = []
+    for frame in decoder.frames():
+        if frame[0] == F.CONTROL:
+            out.append((F.CONTROL, M.decode_message(frame)))
+        else:
+            out.append((frame[0], F.parse_counter(frame)))
+    return out
+
+
+def ping_bytes(message: M.Message) -> int:
+    return len(frame_prefix(0)) + len(M.encode_message(message))
+
+
+def tcp_pair(buffer_bytes: int | None) -> tuple[socket.socket, socket.socket]:
+    """A loopback TCP connection: (the server's end, the client's end, non-blocking)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        peer = socket.socket()
+        if buffer_bytes is not None:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+        peer.connect(listener.getsockname())
+        ours, _ = listener.accept()
+    if buffer_bytes is not None:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_bytes)
+    peer.setblocking(False)
+    return ours, peer
+
+
+@asynccontextmanager
+async def wire(send_buffer_bytes: int | None = None) -> AsyncIterator[Wire]:
+    """A sender task running over one end of a TCP connection, idle once this yields."""
+    ours, peer = tcp_pair(send_buffer_bytes)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    state = ServerState(ts.ServerConfig())
+    connection = Connection()
+    outbox = Outbox(
+        connection,
+        max_buffered_bytes=MAX_BUFFERED_BYTES,
+        max_parked_bytes=MAX_BUFFERED_BYTES,
+        clock=trio.current_time,
+        detach=lambda reader: None,
+    )
+    sender = Sender(
+        state,
+        StreamTransport(stream, max_frame_bytes=1 << 24),
+        outbox,
+        lambda: connection.left.append("peer left"),
+    )
+    connection.wake_sender = sender.wake
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.run)
+            await trio.testing.wait_all_tasks_blocked()
+            yield Wire(state, outbox, sender, connection, peer)
+            nursery.cancel_scope.cancel()
+    finally:
+        peer.close()
+        await stream.aclose()
+
+
+async def test_frames_woken_during_a_dispatch_are_written_by_the_dispatching_task() -> None:
+    async with wire() as w:
+        w.state.direct_writes = []  # a reader task dispatches a read
+        w.outbox.send(M.Ping(data=1))
+        w.outbox.send(M.Ping(data=2))
+        assert w.state.direct_writes == [w.sender]  # queued once, however often woken
+        assert w.read_now() == b""  # nothing written while the dispatch goes on
+        write_woken(w.state)
+        assert w.state.direct_writes is None
+        # No checkpoint since: the dispatching task wrote them itself, not the sender task.
+        assert messages(w.read_now()) == [
+            (F.CONTROL, M.Ping(data=1)),
+            (F.CONTROL, M.Ping(data=2)),
+        ]
+
+
+async def test_outside_a_dispatch_a_wake_leaves_the_writing_to_the_sender_task() -> None:
+    async with wire() as w:
+        w.outbox.send(M.Ping(data="task"))
+        assert w.read_now() == b""
+        await trio.testing.wait_all_tasks_blocked()
+        assert messages(w.read_now()) == [(F.CONTROL, M.Ping(data="task"))]
+
+
+async def test_acknowledgements_alone_are_left_to_the_sender_task() -> None:
+    # A flood writer's acks then cover several reads, and its client is woken less often.
+    async with wire() as w:
+        w.state.direct_writes = []
+        w.outbox.ack(pub_id=3, frames=2)
+        write_woken(w.state)
+        assert w.read_now() == b""
+        await trio.testing.wait_all_tasks_blocked()
+        assert messages(w.read_now()) == [(F.PUB_ACK, (3, 2))]
+
+
+async def test_the_rest_of_a_direct_write_goes_out_before_anything_newer() -> None:
+    async with wire(send_buffer_bytes=SMALL_BUFFER_BYTES) as w:
+        pings = [M.Ping(data=bytes([i]) * BIG_PING_BYTES) for i in range(6)]
+        total = sum(map(ping_bytes, pings)) + ping_bytes(M.Ping(data="last"))
+        w.state.direct_writes = []
+        for ping in pings:
+            w.outbox.send(ping)
+        write_woken(w.state)
+        first = w.read_now()
+        assert 0 < len(first) < total - ping_bytes(M.Ping(data="last"))  # the socket was full
+        # A second dispatch while the rest waits for the sender: nothing is written around it.
+        w.state.direct_writes = []
+        w.outbox.send(M.Ping(data="last"))
+        write_woken(w.state)
+        data = first + await w.read_all(total - len(first))
+    assert messages(data) == [(F.CONTROL, m) for m in [*pings, M.Ping(data="last")]]
+
+
+async def test_a_direct_write_to_a_peer_that_left_closes_the_connection_without_raising() -> None:
+    async with wire() as w:
+        # Closed with a reset (linger 0): the server's next write fails at once.
+        w.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.peer.close()
+        w.state.direct_writes = []
+        w.outbox.send(M.Ping(data=None))
+        write_woken(w.state)  # the reading task is another client's: it must not raise
+        assert w.connection.left == ["peer left"]
+
+
+async def test_a_closing_sender_writes_nothing_directly_and_reports_drained_once_written() -> None:
+    async with wire() as w:
+        w.sender.finish(drain=False)
+        w.state.direct_writes = []
+        w.outbox.send(M.Goodbye(reason="bye"))
+        write_woken(w.state)
+        assert w.read_now() == b""  # the sender task writes it, then says drained
+        with trio.testing.assert_checkpoints():
+            await w.sender.wait_drained()
+        assert messages(w.read_now()) == [(F.CONTROL, M.Goodbye(reason="bye"))]
+
+
+async def test_a_wait_for_written_control_ends_when_a_control_batch_is_written() -> None:
+    async with wire() as w:
+        done: list[bool] = []
+
+        async def wait() -> None:
+            await w.sender.wait_control_written()
+            done.append(True)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            w.outbox.ack(pub_id=1)  # not control: the waiter stays
+            await trio.testing.wait_all_tasks_blocked()
+            assert done == []
+            w.outbox.send(M.Ping(data=None))
+        assert done == [True]
+        assert [kind for kind, _ in messages(w.read_now())] == [F.PUB_ACK, F.CONTROL]
