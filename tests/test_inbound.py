@@ -1,0 +1,179 @@
+"""A connection's reading (_server/inbound.py): how one read of a client's frames is
+dispatched (PUBLISH slices, requests in order, refused frames) and when the reader stops
+reading (control messages not yet written). A real session and server state over a transport
+that hands the reader a read the test made; no wall-clock timing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+import trio_stream as ts
+from trio_stream._protocol import frames as F
+from trio_stream._protocol import messages as M
+from trio_stream._protocol.bytes_like import BytesLike
+from trio_stream._protocol.framing import FrameDecoder, RunTaker, T, frame_prefix
+from trio_stream._server.inbound import CONTROL_HIGH_WATER_BYTES, PUBLISH_SLICE_FRAMES
+from trio_stream._server.session import Session
+from trio_stream._server.state import ServerState
+
+LONG_READ_FRAMES = 1_000
+SHORT_READ_FRAMES = 100
+BIG_PING_BYTES = 100_000
+WAIT_S = 30  # a bound only: nothing here waits for the clock
+
+
+class ScriptedTransport:
+    """Hands the reader nothing more after the frames it is started with; keeps what the
+    sender writes."""
+
+    kind = "tcp"
+    remote = "127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    async def receive_frames(self) -> list[bytearray]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def receive_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
+        raise AssertionError("the server reads frames, not runs")
+
+    async def send(self, pieces: list[BytesLike]) -> None:
+        for piece in pieces:
+            self.written += piece
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        pass
+
+    def messages(self) -> list[M.Message]:
+        decoder = FrameDecoder(max_frame_bytes=1 << 24)
+        decoder.receive_data(self.written)
+        return [M.decode_message(frame) for frame in decoder.frames()]
+
+
+def control(message: M.Message) -> bytearray:
+    return bytearray(M.encode_message(message))
+
+
+def publish(pub_id: int, index: int) -> bytearray:
+    return bytearray(F.publish_head(pub_id, 0.0) + index.to_bytes(4, "big"))
+
+
+SETUP = [
+    control(M.CreateChannel(id=1, channel="c")),
+    control(M.OpenPublisher(id=2, channel="c")),
+]
+
+
+@asynccontextmanager
+async def connection() -> AsyncIterator[tuple[Session, ScriptedTransport, trio.Nursery]]:
+    transport = ScriptedTransport()
+    session = Session(ServerState(ts.ServerConfig()), transport)
+    with trio.fail_after(WAIT_S):
+        async with trio.open_nursery() as nursery:
+            yield session, transport, nursery
+            nursery.cancel_scope.cancel()
+
+
+async def fan_out_watched(frames: list[bytearray]) -> list[int]:
+    """Dispatch ``frames`` as one read, and note the frames published each time another task
+    runs (as another connection's would) until all are."""
+    total = sum(frame[0] == F.PUBLISH for frame in frames)
+    async with connection() as (session, _transport, nursery):
+        broker = session.state.broker
+        nursery.start_soon(session.inbound.run, SETUP)
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.writers  # the publisher is open
+        nursery.start_soon(session.inbound.run, frames)
+        seen: list[int] = []
+        while not seen or seen[-1] < total:
+            seen.append(broker.frames_in)
+            await trio.lowlevel.checkpoint()
+    return seen
+
+
+async def test_a_long_read_of_publish_frames_is_fanned_out_one_slice_at_a_time() -> None:
+    seen = await fan_out_watched([publish(1, i) for i in range(LONG_READ_FRAMES)])
+    # Other tasks run only between slices, and each slice is whole.
+    assert set(seen) <= {*range(0, LONG_READ_FRAMES, PUBLISH_SLICE_FRAMES), LONG_READ_FRAMES}
+    assert len(set(seen)) > 2, seen
+
+
+@pytest.mark.parametrize("run_frames", [1, 10])
+async def test_a_slice_counts_publish_frames_across_the_other_frames_of_a_read(
+    run_frames: int,
+) -> None:
+    frames: list[bytearray] = []
+    for run in range(LONG_READ_FRAMES // run_frames):
+        frames += [publish(1, run * run_frames + i) for i in range(run_frames)]
+        frames.append(control(M.Ping(data=run)))
+    seen = await fan_out_watched(frames)
+    assert set(seen) <= {*range(0, LONG_READ_FRAMES, PUBLISH_SLICE_FRAMES), LONG_READ_FRAMES}
+    assert len(set(seen)) > 2, seen  # not one go: the pings did not reset the count
+
+
+async def test_a_read_shorter_than_a_slice_is_dispatched_without_letting_others_run() -> None:
+    frames: list[bytearray] = []
+    for run in range(SHORT_READ_FRAMES // 2):
+        frames += [publish(1, 2 * run), publish(1, 2 * run + 1), control(M.Ping(data=run))]
+    seen = await fan_out_watched(frames)
+    assert set(seen) == {0, SHORT_READ_FRAMES}
+
+
+async def test_requests_and_pings_are_answered_in_the_order_they_were_read() -> None:
+    async with connection() as (session, transport, nursery):
+        nursery.start_soon(session.sender.run)
+        nursery.start_soon(
+            session.inbound.run,
+            [
+                control(M.Ping(data="first")),
+                control(M.CreateChannel(id=7, channel="ok")),
+                control(M.CreateChannel(id=8, channel="")),  # refused: the rest goes on
+                control(M.Ping(data="last")),
+            ],
+        )
+        await trio.testing.wait_all_tasks_blocked()
+    got = transport.messages()
+    assert got[0] == M.Pong(data="first")
+    assert isinstance(got[1], M.Reply) and got[1].id == 7
+    assert isinstance(got[2], M.Error) and got[2].id == 8
+    assert got[3] == M.Pong(data="last")
+
+
+async def test_publish_for_a_closed_publisher_is_skipped_and_for_an_unknown_one_refused() -> None:
+    async with connection() as (session, _transport, nursery):
+        nursery.start_soon(session.inbound.run, SETUP)
+        await trio.testing.wait_all_tasks_blocked()
+        session.close_writer(1)
+        # Frames in flight when the publisher closed: skipped, alone and in a run.
+        for frames in ([publish(1, 0)], [publish(1, 1), publish(1, 2)]):
+            with trio.move_on_after(0) as scope:  # run() blocks on the next read
+                await session.inbound.run(frames)
+            assert scope.cancelled_caught
+        for frames in ([publish(2, 0)], [publish(2, 0), publish(2, 1)]):
+            with pytest.raises(ts.ProtocolError, match="publisher 2, which was never opened"):
+                await session.inbound.run(frames)
+        assert session.state.broker.frames_in == 0
+
+
+async def test_the_reader_stops_reading_while_a_megabyte_of_answers_is_unwritten() -> None:
+    pings = [control(M.Ping(data=bytes(BIG_PING_BYTES))) for _ in range(20)]
+    pong_bytes = len(frame_prefix(0)) + len(M.encode_message(M.Pong(data=bytes(BIG_PING_BYTES))))
+    answered_before_stop = CONTROL_HIGH_WATER_BYTES // pong_bytes + 1
+    assert answered_before_stop < len(pings)
+    async with connection() as (session, transport, nursery):
+        nursery.start_soon(session.inbound.run, pings)
+        await trio.testing.wait_all_tasks_blocked()
+        # The sender has not run: the reader answered until over the mark, and waits.
+        assert session.outbox.control_bytes == answered_before_stop * pong_bytes
+        nursery.start_soon(session.sender.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.outbox.control_bytes == 0
+    assert transport.messages() == [M.Pong(data=bytes(BIG_PING_BYTES))] * len(pings)
