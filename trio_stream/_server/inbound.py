@@ -67,13 +67,13 @@ class Inbound:
 
     # Slots: one per connection, on the path of every frame read.
     __slots__ = (
-        "_control_waits",
         "_frame_handlers",
         "_handlers",
         "_outbox",
         "_parked_space",
         "_pending_request",
         "_publish",
+        "_sender",
         "_session",
         "_state",
         "_transport",
@@ -87,7 +87,7 @@ class Inbound:
         self._transport = session.transport
         self._outbox = session.outbox
         self._writers = session.writers  # the session's own dict: it opens and closes them
-        self._control_waits = session.sender.wait_control_written
+        self._sender = session.sender
         self._publish = state.publish  # the broker's, unless several nodes share channels
         self._frame_handlers: dict[int, Callable[[bytearray], None]] = {
             PUBLISH: self._on_publish,
@@ -217,7 +217,7 @@ class Inbound:
         idle_timeout_s is closed by the watchdog, like a silent one.
         """
         while self._outbox.control_bytes > CONTROL_HIGH_WATER_BYTES:
-            await self._control_waits()
+            await self._sender.wait_control_written()
 
     # -- frame handlers ----------------------------------------------------------------------
     def _on_publish(self, frame: bytearray) -> None:
