@@ -1,6 +1,6 @@
 """A connection's reading (_server/inbound.py): how one read of a client's frames is
 dispatched (PUBLISH slices, requests in order, refused frames) and when the reader stops
-reading (control messages not yet written). A real session and server state over a transport
+reading (control messages not yet written, frames parked). A real session and server state over a transport
 that hands the reader a read the test made; no wall-clock timing."""
 
 from __future__ import annotations
@@ -177,3 +177,17 @@ async def test_the_reader_stops_reading_while_a_megabyte_of_answers_is_unwritten
         await trio.testing.wait_all_tasks_blocked()
         assert session.outbox.control_bytes == 0
     assert transport.messages() == [M.Pong(data=bytes(BIG_PING_BYTES))] * len(pings)
+
+
+async def test_the_reader_stops_reading_while_its_writers_have_too_much_parked() -> None:
+    pong_bytes = len(frame_prefix(0)) + len(M.encode_message(M.Pong(data=1)))
+    async with connection() as (session, _transport, nursery):
+        outbox = session.outbox
+        # As the broker does when full block readers hold this connection's frames back.
+        outbox.parked(outbox.max_parked_bytes + 1)
+        nursery.start_soon(session.inbound.run, [control(M.Ping(data=1)), control(M.Ping(data=2))])
+        await trio.testing.wait_all_tasks_blocked()
+        assert outbox.control_bytes == pong_bytes  # the first frame, then no more
+        outbox.unparked(pub_id=1, nbytes=1)  # a reader took one: back at the bound
+        await trio.testing.wait_all_tasks_blocked()
+        assert outbox.control_bytes == 2 * pong_bytes
