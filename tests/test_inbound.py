@@ -1,7 +1,7 @@
 """A connection's reading (_server/inbound.py): how one read of a client's frames is
 dispatched (PUBLISH slices, requests in order, refused frames) and when the reader stops
-reading (control messages not yet written, frames parked). A real session and server state over a transport
-that hands the reader a read the test made; no wall-clock timing."""
+reading (control messages not yet written, frames parked). A real session and server state
+over a transport that hands the reader a read the test made; no wall-clock timing."""
 
 from __future__ import annotations
 
