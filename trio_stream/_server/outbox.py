@@ -66,7 +66,7 @@ class BufferTotals:
 
 class OutboxOwner(Protocol):
     """What an outbox tells its connection (implemented by session.Session, whose wake_sender
-    is its sender's wake and parked_room its reader's)."""
+    is its sender's own wake)."""
 
     client_id: int
     name: str

@@ -58,7 +58,6 @@ class Session:
         "methods",
         "name",
         "outbox",
-        "parked_room",
         "resume_lease",
         "resume_token",
         "sender",
@@ -67,11 +66,10 @@ class Session:
         "wake_sender",
         "writers",
     )
-    # The outbox's two wake-ups (OutboxOwner) are the sender's and the reader's own methods,
-    # not methods here that pass the call on: wake_sender runs for nearly every delivery at
-    # low rates, and a call more per delivery shows in the server's CPU per frame.
+    # The outbox's wake-up (OutboxOwner.wake_sender) is the sender's own method, not a method
+    # here that passes the call on: it runs for nearly every delivery at low rates, and a
+    # call more per delivery shows in the server's CPU per frame.
     wake_sender: Callable[[], None]
-    parked_room: Callable[[], None]
 
     def __init__(self, state: ServerState, transport: FrameTransport) -> None:
         self.state = state
@@ -100,13 +98,15 @@ class Session:
         self.sender = Sender(state, transport, self.outbox, self.peer_left)
         self.inbound = Inbound(self)
         self.wake_sender = self.sender.wake
-        self.parked_room = self.inbound.parked_room
         self._reader_scope = trio.CancelScope()
         self._closing = False
         self._peer_gone = False
         self._close_requested = trio.Event()
 
-    # -- OutboxOwner (with wake_sender and parked_room above) ---------------------------------
+    # -- OutboxOwner (with wake_sender above) ------------------------------------------------
+    def parked_room(self) -> None:
+        self.inbound.parked_room()  # once per batch of frames unparked, at most
+
     def hold_started(self, deadline: float) -> None:
         self.state.watchdog.wake_at(self.client_id, deadline)
 
