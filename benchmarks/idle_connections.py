@@ -154,12 +154,12 @@ class Child:
         self.process.wait()
 
 
-def control(message: M.Message) -> bytes:
+def control(message: M.ControlMessage) -> bytes:
     body = M.encode_message(message)
     return frame_prefix(len(body)) + body
 
 
-def read_message(sock: socket.socket, decoder: FrameDecoder) -> M.Message:
+def read_message(sock: socket.socket, decoder: FrameDecoder) -> M.ControlMessage:
     while True:
         frames = decoder.frames()
         if frames:

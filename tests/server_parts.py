@@ -54,7 +54,7 @@ class Sent:
     """A batch decoded as a client would read it."""
 
     data: list[tuple[int, int, int, bytes]] = field(default_factory=list)  # sub, lost, seq, pay
-    control: list[M.Message] = field(default_factory=list)
+    control: list[M.ControlMessage] = field(default_factory=list)
     acks: list[tuple[int, int]] = field(default_factory=list)
     order: list[str] = field(default_factory=list)  # "data", "control" or "ack" per frame
 

@@ -59,7 +59,7 @@ class FakeServer:
         self._decoder = FrameDecoder(2**20)
         self._sending = trio.Lock()  # replies and test-driven DATA may be sent at once
 
-    async def send_control(self, message: M.Message) -> None:
+    async def send_control(self, message: M.ControlMessage) -> None:
         assert self.stream is not None
         body = M.encode_message(message)
         async with self._sending:

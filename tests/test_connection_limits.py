@@ -43,7 +43,7 @@ async def read_until_closed(stream: trio.SocketStream) -> bytes:
     return received
 
 
-async def hello(server: ts.Server) -> tuple[trio.SocketStream, M.Message]:
+async def hello(server: ts.Server) -> tuple[trio.SocketStream, M.ControlMessage]:
     """A raw TCP connection that says hello; its first answer."""
     stream = await trio.open_tcp_stream(*tcp_address(server))
     body = M.encode_message(M.Hello(v=PROTOCOL_VERSION))

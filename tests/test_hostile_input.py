@@ -47,9 +47,9 @@ async def raw_tcp(url: str) -> AsyncIterator[trio.SocketStream]:
         yield stream
 
 
-async def messages_until_closed(stream: trio.SocketStream) -> list[M.Message]:
+async def messages_until_closed(stream: trio.SocketStream) -> list[M.ControlMessage]:
     decoder = FrameDecoder(2**26)
-    out: list[M.Message] = []
+    out: list[M.ControlMessage] = []
     while data := await stream.receive_some(65536):
         decoder.receive_data(data)
         out.extend(M.decode_message(f) for f in decoder.frames() if f[0] == F.CONTROL)

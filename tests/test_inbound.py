@@ -52,13 +52,13 @@ class ScriptedTransport:
     async def aclose(self) -> None:
         pass
 
-    def messages(self) -> list[M.Message]:
+    def messages(self) -> list[M.ControlMessage]:
         decoder = FrameDecoder(max_frame_bytes=1 << 24)
         decoder.receive_data(self.written)
         return [M.decode_message(frame) for frame in decoder.frames()]
 
 
-def control(message: M.Message) -> bytearray:
+def control(message: M.ControlMessage) -> bytearray:
     return bytearray(M.encode_message(message))
 
 

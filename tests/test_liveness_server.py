@@ -30,7 +30,7 @@ class RawClient:
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self.messages: list[M.Message] = []
+        self.messages: list[M.ControlMessage] = []
         self.closed = trio.Event()
         self.received = trio.Event()  # set (and replaced) on every message
 
@@ -52,7 +52,7 @@ class RawClient:
     def goodbyes(self) -> list[M.Goodbye]:
         return [m for m in self.messages if isinstance(m, M.Goodbye)]
 
-    async def request_stats(self, ident: int) -> M.Message:
+    async def request_stats(self, ident: int) -> M.ControlMessage:
         await self.stream.send_all(control(M.GetStats(id=ident)))
         with trio.fail_after(WAIT_S):
             while True:
@@ -64,10 +64,10 @@ class RawClient:
                 await self.received.wait()
 
 
-async def hello(port: int, name: str | None) -> tuple[trio.SocketStream, M.Message]:
+async def hello(port: int, name: str | None) -> tuple[trio.SocketStream, M.ControlMessage]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     await stream.send_all(control(M.Hello(v=PROTOCOL_VERSION, name=name)))
-    first = await read_messages(stream, until=M.Message)
+    first = await read_messages(stream, until=M.ControlMessage)
     return stream, first[0]
 
 
@@ -162,10 +162,10 @@ async def test_of_simultaneous_hellos_with_one_name_exactly_one_is_welcomed(
             async with trio.open_nursery() as nursery:
                 for stream in streams:
                     nursery.start_soon(stream.send_all, hello_frame)
-            answers: list[list[M.Message]] = [[] for _ in streams]
+            answers: list[list[M.ControlMessage]] = [[] for _ in streams]
 
             async def read(
-                i: int, stream: trio.SocketStream, answers: list[list[M.Message]] = answers
+                i: int, stream: trio.SocketStream, answers: list[list[M.ControlMessage]] = answers
             ) -> None:
                 # Losers: their error, then the end of the stream; the winner: its welcome.
                 answers[i] = await read_messages(stream, until=M.Welcome)

@@ -48,7 +48,7 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
     raise AssertionError(f"no strategy for {hint!r}")
 
 
-def message_strategy(cls: type[M.Message]) -> st.SearchStrategy[M.Message]:
+def message_strategy(cls: type[M.ControlMessage]) -> st.SearchStrategy[M.ControlMessage]:
     hints = typing.get_type_hints(cls)
     return st.builds(cls, **{f.name: strategy_for(hints[f.name]) for f in dataclasses.fields(cls)})
 
@@ -60,7 +60,7 @@ all_messages = st.sampled_from(sorted(M.MESSAGE_TYPES.values(), key=lambda c: c.
 
 @settings(max_examples=500, deadline=None)
 @given(all_messages)
-def test_every_message_round_trips(message: M.Message) -> None:
+def test_every_message_round_trips(message: M.ControlMessage) -> None:
     assert M.decode_message(M.encode_message(message)) == message
 
 

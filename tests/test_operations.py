@@ -24,13 +24,13 @@ from trio_stream._transport.websocket import split_message
 WAIT_S = 10.0
 
 
-def control(message: M.Message) -> bytes:
+def control(message: M.ControlMessage) -> bytes:
     body = M.encode_message(message)
     return frame_prefix(len(body)) + body
 
 
 # -- idle timeout ---------------------------------------------------------------------------------
-async def silent_tcp_client(server: ts.Server) -> list[M.Message]:
+async def silent_tcp_client(server: ts.Server) -> list[M.ControlMessage]:
     """Say hello, then nothing: the CONTROL messages the server sends until it closes."""
     assert server.tcp_url
     port = int(server.tcp_url.rsplit(":", 1)[1])
@@ -38,15 +38,15 @@ async def silent_tcp_client(server: ts.Server) -> list[M.Message]:
     async with stream:
         await stream.send_all(control(M.Hello(v=PROTOCOL_VERSION, name="silent")))
         decoder = FrameDecoder(max_frame_bytes=2**20)
-        out: list[M.Message] = []
+        out: list[M.ControlMessage] = []
         while data := await stream.receive_some(65536):
             decoder.receive_data(data)
             out.extend(M.decode_message(f) for f in decoder.frames() if f[0] == 0x01)
         return out
 
 
-async def silent_ws_client(server: ts.Server) -> list[M.Message]:
-    out: list[M.Message] = []
+async def silent_ws_client(server: ts.Server) -> list[M.ControlMessage]:
+    out: list[M.ControlMessage] = []
     async with trio_websocket.open_websocket_url(server.ws_url or "") as ws:
         await ws.send_message(control(M.Hello(v=PROTOCOL_VERSION, name="silent-ws")))
         try:

@@ -20,7 +20,7 @@ from trio_stream._protocol.limits import PROTOCOL_VERSION
 SERVER_CONTROL_BOUND_BYTES = 2**20 + 2**16
 
 
-def control(message: M.Message) -> bytes:
+def control(message: M.ControlMessage) -> bytes:
     body = M.encode_message(message)
     return frame_prefix(len(body)) + body
 
@@ -37,11 +37,11 @@ async def raw_session(server: ts.Server) -> trio.SocketStream:
 
 
 async def read_messages(
-    stream: trio.SocketStream, until: type[M.Message] | None = None
-) -> list[M.Message]:
+    stream: trio.SocketStream, until: type[M.ControlMessage] | None = None
+) -> list[M.ControlMessage]:
     """CONTROL messages until ``until`` arrives or the server closes the connection."""
     decoder = FrameDecoder(max_frame_bytes=2**20)
-    out: list[M.Message] = []
+    out: list[M.ControlMessage] = []
     with trio.fail_after(60):  # longer than the server's handshake timeout
         while True:
             data = await stream.receive_some(65536)

@@ -488,9 +488,9 @@ class FakeSession:
     def __init__(self, name: str) -> None:
         self.name = name
         self.methods: list[str] = []
-        self.sent: list[M.Message] = []
+        self.sent: list[M.ControlMessage] = []
 
-    def send_control(self, message: M.Message) -> None:
+    def send_control(self, message: M.ControlMessage) -> None:
         self.sent.append(message)
 
     def send_control_frame(self, frame: bytes) -> None:
@@ -573,7 +573,7 @@ def test_router_describe_and_expose_keep_the_listing_current() -> None:
 
 
 def test_rpc_messages_round_trip_through_the_codec() -> None:
-    messages: list[M.Message] = [
+    messages: list[M.ControlMessage] = [
         R.Describe(id=1, provider="daq"),
         R.Call(id=2, provider="daq", method="read", args=b"\x82\x80\xa0"),
         R.Cancel(id=2),

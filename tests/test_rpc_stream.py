@@ -13,7 +13,7 @@ import trio
 
 import trio_stream as ts
 from trio_stream._protocol import rpc_messages as R
-from trio_stream._protocol.messages import Message, Reply
+from trio_stream._protocol.messages import ControlMessage, Reply
 from trio_stream._server.rpc import Router
 
 SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
@@ -233,10 +233,10 @@ class FakeSession:
     def __init__(self, name: str) -> None:
         self.name = name
         self.methods: list[str] = []
-        self.sent: list[Message] = []
+        self.sent: list[ControlMessage] = []
         self.frames: list[bytes] = []
 
-    def send_control(self, message: Message) -> None:
+    def send_control(self, message: ControlMessage) -> None:
         self.sent.append(message)
 
     def send_control_frame(self, frame: bytes) -> None:
@@ -276,9 +276,9 @@ def test_router_bounds_credit_and_window() -> None:
 
 def test_router_hands_a_stream_to_a_provider_on_another_node_to_the_engine() -> None:
     caller = FakeSession("ctl")
-    routed: list[Message] = []
+    routed: list[ControlMessage] = []
 
-    def remote(_caller: Any, msg: Message) -> bool:
+    def remote(_caller: Any, msg: ControlMessage) -> bool:
         routed.append(msg)
         return True
 

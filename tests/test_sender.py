@@ -89,7 +89,7 @@ def messages(data: bytes) -> list[tuple[int, object]]:
     return out
 
 
-def ping_bytes(message: M.Message) -> int:
+def ping_bytes(message: M.ControlMessage) -> int:
     return len(frame_prefix(0)) + len(M.encode_message(message))
 
 

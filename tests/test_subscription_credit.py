@@ -24,7 +24,7 @@ WINDOW_FRAMES = 4
 OLD_SUB, NEW_SUB = 7, 8
 
 
-def control(message: M.Message) -> bytes:
+def control(message: M.ControlMessage) -> bytes:
     body = M.encode_message(message)
     return frame_prefix(len(body)) + body
 

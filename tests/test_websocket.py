@@ -43,7 +43,7 @@ def framed(body: bytes) -> bytes:
     return frame_prefix(len(body)) + body
 
 
-def control(message: M.Message) -> bytes:
+def control(message: M.ControlMessage) -> bytes:
     return framed(M.encode_message(message))
 
 
@@ -75,7 +75,7 @@ class RawWebSocket:
         assert isinstance(welcome, M.Welcome)
         return welcome
 
-    async def control_until(self, cls: type[M.Message]) -> M.Message:
+    async def control_until(self, cls: type[M.ControlMessage]) -> M.ControlMessage:
         """The next CONTROL message of type ``cls``; frames after it in its message wait."""
         while True:
             if not self.pending:

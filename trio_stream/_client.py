@@ -62,6 +62,7 @@ from ._protocol.limits import (
     PayloadLimits,
 )
 from ._protocol.messages import (
+    ControlMessage,
     CreateChannel,
     DeleteChannel,
     Error,
@@ -71,7 +72,6 @@ from ._protocol.messages import (
     ListChannels,
     ListClients,
     Lost,
-    Message,
     OpenPublisher,
     Ping,
     Pong,
@@ -201,7 +201,7 @@ class Client:
             PUB_ACK: self._on_pub_ack,
             CONTROL: self._on_control,
         }
-        self._handlers: dict[type[Message], Callable[[Any], None]] = {
+        self._handlers: dict[type[ControlMessage], Callable[[Any], None]] = {
             Reply: self._on_reply,
             Error: self._on_error,
             Readers: self._on_readers,
@@ -607,7 +607,7 @@ class Client:
             # the end of the stream: the error must say the same either way.
             self._lose(self._closed_by_server(exc))
 
-    def _send_control(self, message: Message) -> None:
+    def _send_control(self, message: ControlMessage) -> None:
         """Queue a CONTROL message on the current connection.
 
         Raises:
@@ -620,7 +620,7 @@ class Client:
         self._enqueue([frame_prefix(len(body)), body])
 
     def _start_request(
-        self, build: Callable[[int], Message], on_result: Callable[[Any], Any] | None = None
+        self, build: Callable[[int], ControlMessage], on_result: Callable[[Any], Any] | None = None
     ) -> PendingRequest:
         """Send a request without waiting: the pending request to wait on."""
         if not self._connected:
@@ -1355,7 +1355,7 @@ class _Port:
         return self._client.closed
 
     def start_request(
-        self, build: Callable[[int], Message], on_result: Callable[[Any], Any] | None = None
+        self, build: Callable[[int], ControlMessage], on_result: Callable[[Any], Any] | None = None
     ) -> PendingRequest:
         return self._client._start_request(build, on_result)
 
@@ -1365,10 +1365,10 @@ class _Port:
     def pending(self, ident: int) -> PendingRequest | None:
         return self._client._replies.get(ident)
 
-    def send_control(self, message: Message) -> None:
+    def send_control(self, message: ControlMessage) -> None:
         self._client._send_control(message)
 
-    def handle(self, message_type: type[Message], handler: Callable[[Any], None]) -> None:
+    def handle(self, message_type: type[ControlMessage], handler: Callable[[Any], None]) -> None:
         self._client._handlers[message_type] = handler
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str) -> bool:

@@ -16,7 +16,7 @@ import trio
 
 from ._exceptions import TrioStreamError
 from ._protocol.limits import Limits
-from ._protocol.messages import Message
+from ._protocol.messages import ControlMessage
 
 
 class PendingRequest:
@@ -60,7 +60,7 @@ class ClientPort(Protocol):
     def closed(self) -> bool: ...
 
     def start_request(
-        self, build: Callable[[int], Message], on_result: Callable[[Any], Any] | None = None
+        self, build: Callable[[int], ControlMessage], on_result: Callable[[Any], Any] | None = None
     ) -> PendingRequest:
         """Send the message ``build(id)`` now; its answer resolves the returned request."""
         ...
@@ -73,11 +73,11 @@ class ClientPort(Protocol):
         """The request waiting for an answer with this id, if any."""
         ...
 
-    def send_control(self, message: Message) -> None:
+    def send_control(self, message: ControlMessage) -> None:
         """Queue a CONTROL message (a notification: no answer is awaited)."""
         ...
 
-    def handle(self, message_type: type[Message], handler: Callable[[Any], None]) -> None:
+    def handle(self, message_type: type[ControlMessage], handler: Callable[[Any], None]) -> None:
         """Call ``handler(message)`` in the reader task for every message of this type."""
         ...
 

@@ -42,7 +42,7 @@ from ._exceptions import (
     RpcTimeout,
 )
 from ._protocol.codec import decode_payload, encode_payload
-from ._protocol.messages import Message
+from ._protocol.messages import ControlMessage
 from ._protocol.rpc_messages import (
     MAX_METHOD_NAME,
     MAX_METHODS,
@@ -301,7 +301,7 @@ class RpcEndpoint:
         if self._methods:
             self._client.send_control(Expose(methods=sorted(self._methods)))
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: ControlMessage) -> None:
         # A closed connection has nobody to answer: the server failed the call for its caller.
         with contextlib.suppress(ConnectionClosed):
             self._client.send_control(message)
@@ -347,7 +347,7 @@ class RpcEndpoint:
             flow.add(msg.n)
 
     async def _invoke(self, msg: Invoke, exposed: _Exposed, scope: trio.CancelScope) -> None:
-        answer: Message | None = None
+        answer: ControlMessage | None = None
         try:
             with scope:
                 try:
@@ -367,7 +367,7 @@ class RpcEndpoint:
 
     async def _run(
         self, msg: Invoke, exposed: _Exposed, args: list[Any], kwargs: dict[str, Any]
-    ) -> Message:
+    ) -> ControlMessage:
         try:
             value = await exposed.run(args, kwargs)
             data = _encode(value)
@@ -390,7 +390,7 @@ class RpcEndpoint:
         args: list[Any],
         kwargs: dict[str, Any],
         window: int,
-    ) -> Message | None:
+    ) -> ControlMessage | None:
         """Run a generator for a caller: one ``yield`` per unit of credit, then ``end``."""
         flow = self._outflows[msg.call] = Outflow(window)
         limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
@@ -429,7 +429,9 @@ class RpcEndpoint:
                 error.add_note(f"remote traceback:\n{msg.traceback.rstrip()}")
             request.fail(error)
 
-    async def ask(self, build: Callable[[int], Message], timeout_s: float | None, what: str) -> Any:
+    async def ask(
+        self, build: Callable[[int], ControlMessage], timeout_s: float | None, what: str
+    ) -> Any:
         """Send a call or describe and wait for its answer; cancel it if we stop waiting.
 
         Raises:

@@ -19,7 +19,7 @@ import trio
 
 from .._exceptions import ProtocolError, RpcError
 from .._protocol.brief import brief
-from .._protocol.messages import Error, Message
+from .._protocol.messages import ControlMessage, Error
 from .._protocol.rpc_messages import MAX_STREAM_WINDOW, Call, Cancel, Credit, Describe
 from .._server.outbox import control_frame
 from .redis_control import ControlBus
@@ -61,7 +61,7 @@ class RemoteCaller:
         self.name = name
         self.methods: list[str] = []
 
-    def send_control(self, message: Message) -> None:
+    def send_control(self, message: ControlMessage) -> None:
         self.send_control_frame(control_frame(message))
 
     def send_control_frame(self, frame: bytes) -> None:
@@ -87,7 +87,7 @@ class ClusterRpc:
         bus.on(RPC_CREDIT, self._on_credit)
 
     # -- caller's node -----------------------------------------------------------------------
-    def route(self, caller: Endpoint, message: Message) -> bool:
+    def route(self, caller: Endpoint, message: ControlMessage) -> bool:
         if isinstance(caller, RemoteCaller):
             return False  # a call from another node whose provider left here meanwhile
         if isinstance(message, Cancel):

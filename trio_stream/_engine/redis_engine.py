@@ -45,12 +45,12 @@ from .._exceptions import (
 from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import SharedData
 from .._protocol.messages import (
+    ControlMessage,
     CreateChannel,
     DeleteChannel,
     GetStats,
     ListChannels,
     ListClients,
-    Message,
     OpenPublisher,
     Subscribe,
 )
@@ -299,8 +299,8 @@ class RedisEngine:
                 log.exception("cluster update failed")
 
     # -- requests (awaited by the session) ---------------------------------------------------
-    def request_handlers(self) -> dict[type[Message], AsyncHandler]:
-        handlers: dict[type[Message], AsyncHandler] = {
+    def request_handlers(self) -> dict[type[ControlMessage], AsyncHandler]:
+        handlers: dict[type[ControlMessage], AsyncHandler] = {
             CreateChannel: self._create_channel,
             DeleteChannel: self._delete_channel,
             OpenPublisher: self._open_publisher,
@@ -1387,7 +1387,7 @@ class RedisEngine:
         )
 
     # -- RPC ---------------------------------------------------------------------------------
-    def route_call(self, caller: Any, message: Message) -> bool:
+    def route_call(self, caller: Any, message: ControlMessage) -> bool:
         return self.rpc.route(caller, message)
 
 

@@ -23,7 +23,10 @@ from .frames import CONTROL_TYPE_BYTE
 
 
 @dataclass(frozen=True)
-class Message:
+class ControlMessage:
+    """One CONTROL frame's message: a request, its reply or error, a notice (not the
+    ``ts.Message`` a reader receives, which is a DATA frame's value)."""
+
     OP: ClassVar[str] = ""
     # Fields left out of the wire map when they are None (docs/protocol.md says "absent").
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset()
@@ -31,7 +34,7 @@ class Message:
 
 # --- handshake ------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Hello(Message):
+class Hello(ControlMessage):
     OP: ClassVar[str] = "hello"
     v: int
     name: str | None = None
@@ -41,7 +44,7 @@ class Hello(Message):
 
 
 @dataclass(frozen=True)
-class Welcome(Message):
+class Welcome(ControlMessage):
     OP: ClassVar[str] = "welcome"
     v: int
     client_id: int
@@ -53,7 +56,7 @@ class Welcome(Message):
 
 # --- requests (client -> server), each answered by Reply or Error with the same id ------------
 @dataclass(frozen=True)
-class Request(Message):
+class Request(ControlMessage):
     id: int
 
 
@@ -161,19 +164,19 @@ class Admin(Request):
 
 # --- notifications ----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Ping(Message):
+class Ping(ControlMessage):
     OP: ClassVar[str] = "ping"
     data: Any = None
 
 
 @dataclass(frozen=True)
-class Pong(Message):
+class Pong(ControlMessage):
     OP: ClassVar[str] = "pong"
     data: Any = None
 
 
 @dataclass(frozen=True)
-class Goodbye(Message):
+class Goodbye(ControlMessage):
     OP: ClassVar[str] = "goodbye"
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"reconnect"})
     reason: str = ""
@@ -184,14 +187,14 @@ class Goodbye(Message):
 
 # --- server -> client -------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Reply(Message):
+class Reply(ControlMessage):
     OP: ClassVar[str] = "reply"
     id: int
     result: Any = None
 
 
 @dataclass(frozen=True)
-class Error(Message):
+class Error(ControlMessage):
     OP: ClassVar[str] = "error"
     id: int | None
     type: str
@@ -199,14 +202,14 @@ class Error(Message):
 
 
 @dataclass(frozen=True)
-class Readers(Message):
+class Readers(ControlMessage):
     OP: ClassVar[str] = "readers"
     pub: int
     readers: int
 
 
 @dataclass(frozen=True)
-class SubEnd(Message):
+class SubEnd(ControlMessage):
     OP: ClassVar[str] = "sub_end"
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"error"})
     sub: int
@@ -215,7 +218,7 @@ class SubEnd(Message):
 
 
 @dataclass(frozen=True)
-class Lost(Message):
+class Lost(ControlMessage):
     """Frames a subscription lost to its policy that no DATA frame will report: sent once its
     server-side buffer is empty (after its last DATA frame) while such a loss is owed."""
 
@@ -230,16 +233,16 @@ class Lost(Message):
 
 
 @dataclass(frozen=True)
-class PubEnd(Message):
+class PubEnd(ControlMessage):
     OP: ClassVar[str] = "pub_end"
     pub: int
     reason: str = ""
 
 
-MESSAGE_TYPES: Final[dict[str, type[Message]]] = {}
+MESSAGE_TYPES: Final[dict[str, type[ControlMessage]]] = {}
 
 
-def register(cls: type[Message]) -> type[Message]:
+def register(cls: type[ControlMessage]) -> type[ControlMessage]:
     """Add a message class to the closed set (used here and by the RPC messages)."""
     if not cls.OP or cls.OP in MESSAGE_TYPES:
         raise ValueError(f"message op {cls.OP!r} is empty or taken")
@@ -250,7 +253,7 @@ def register(cls: type[Message]) -> type[Message]:
     return cls
 
 
-_FIELD_TYPES: dict[type[Message], dict[str, Any]] = {}
+_FIELD_TYPES: dict[type[ControlMessage], dict[str, Any]] = {}
 
 for _cls in (
     Hello,
@@ -304,7 +307,7 @@ def _matches(value: Any, hint: Any) -> bool:
     raise TypeError(f"message field type {hint!r} has no wire check")
 
 
-def to_wire(message: Message) -> dict[str, Any]:
+def to_wire(message: ControlMessage) -> dict[str, Any]:
     wire: dict[str, Any] = {"op": message.OP}
     omit = message.OMIT_NONE
     for field in dataclasses.fields(message):
@@ -328,7 +331,7 @@ class UnknownOp(ProtocolError):
         self.id = ident
 
 
-def from_wire(wire: dict[str, Any]) -> Message:
+def from_wire(wire: dict[str, Any]) -> ControlMessage:
     op = wire.get("op")
     cls = MESSAGE_TYPES.get(op) if isinstance(op, str) else None
     if cls is None:
@@ -351,12 +354,12 @@ def from_wire(wire: dict[str, Any]) -> Message:
     return cls(**values)
 
 
-def encode_message(message: Message) -> bytes:
+def encode_message(message: ControlMessage) -> bytes:
     """A CONTROL frame body (type byte and CBOR map), without the length prefix."""
     return CONTROL_TYPE_BYTE + encode_control(to_wire(message))
 
 
-def decode_message(body: BytesLike) -> Message:
+def decode_message(body: BytesLike) -> ControlMessage:
     """Parse a CONTROL frame body (type byte included).
 
     Raises:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-from .messages import Message, register
+from .messages import ControlMessage, register
 
 #: How many methods one client may expose, and how long a method name may be (characters).
 MAX_METHODS: Final = 1000
@@ -33,7 +33,7 @@ MAX_STREAM_WINDOW: Final = 1024
 
 # --- caller -> server -------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Describe(Message):
+class Describe(ControlMessage):
     """Ask for a provider's method descriptions; answered by ``reply`` or ``error``."""
 
     OP: ClassVar[str] = "describe"
@@ -42,7 +42,7 @@ class Describe(Message):
 
 
 @dataclass(frozen=True)
-class Call(Message):
+class Call(ControlMessage):
     """Call a provider's method; answered by ``reply`` (result), ``error`` or ``rpc_error``.
 
     ``args`` is a payload holding ``[positional arguments, keyword arguments]``.
@@ -58,7 +58,7 @@ class Call(Message):
 
 
 @dataclass(frozen=True)
-class Credit(Message):
+class Credit(ControlMessage):
     """The caller of streaming call ``id`` consumed ``n`` more values: the provider may send
     ``n`` more."""
 
@@ -68,7 +68,7 @@ class Credit(Message):
 
 
 @dataclass(frozen=True)
-class Cancel(Message):
+class Cancel(ControlMessage):
     """The caller stopped waiting for its ``call`` or ``describe`` ``id``; no answer follows."""
 
     OP: ClassVar[str] = "cancel"
@@ -77,7 +77,7 @@ class Cancel(Message):
 
 # --- provider -> server -----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Expose(Message):
+class Expose(ControlMessage):
     """The full list of method names this client exposes now (it replaces the previous one)."""
 
     OP: ClassVar[str] = "expose"
@@ -85,7 +85,7 @@ class Expose(Message):
 
 
 @dataclass(frozen=True)
-class Methods(Message):
+class Methods(ControlMessage):
     """Answer to ``introspect``: the method descriptions (docs/protocol.md section 6)."""
 
     OP: ClassVar[str] = "methods"
@@ -94,7 +94,7 @@ class Methods(Message):
 
 
 @dataclass(frozen=True)
-class Result(Message):
+class Result(ControlMessage):
     """The method returned; ``value`` is a payload."""
 
     OP: ClassVar[str] = "result"
@@ -103,7 +103,7 @@ class Result(Message):
 
 
 @dataclass(frozen=True)
-class Fail(Message):
+class Fail(ControlMessage):
     """The method raised: the exception's type name, message and formatted traceback."""
 
     OP: ClassVar[str] = "fail"
@@ -114,7 +114,7 @@ class Fail(Message):
 
 
 @dataclass(frozen=True)
-class Refuse(Message):
+class Refuse(ControlMessage):
     """The call could not be made (no such method exposed, malformed arguments)."""
 
     OP: ClassVar[str] = "refuse"
@@ -123,7 +123,7 @@ class Refuse(Message):
 
 
 @dataclass(frozen=True)
-class Yield(Message):
+class Yield(ControlMessage):
     """One value of streaming call ``call`` (a payload); each takes one unit of credit."""
 
     OP: ClassVar[str] = "yield"
@@ -132,7 +132,7 @@ class Yield(Message):
 
 
 @dataclass(frozen=True)
-class End(Message):
+class End(ControlMessage):
     """The generator of streaming call ``call`` is done: no value follows."""
 
     OP: ClassVar[str] = "end"
@@ -141,7 +141,7 @@ class End(Message):
 
 # --- server -> provider -----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Introspect(Message):
+class Introspect(ControlMessage):
     """Send your method descriptions (answer with ``methods``)."""
 
     OP: ClassVar[str] = "introspect"
@@ -149,7 +149,7 @@ class Introspect(Message):
 
 
 @dataclass(frozen=True)
-class Invoke(Message):
+class Invoke(ControlMessage):
     """Run ``method`` with ``args`` (a payload ``[positional, keyword]``) for ``caller``."""
 
     OP: ClassVar[str] = "invoke"
@@ -162,7 +162,7 @@ class Invoke(Message):
 
 
 @dataclass(frozen=True)
-class Demand(Message):
+class Demand(ControlMessage):
     """The caller of streaming call ``call`` wants ``n`` more values (its ``credit``)."""
 
     OP: ClassVar[str] = "demand"
@@ -171,7 +171,7 @@ class Demand(Message):
 
 
 @dataclass(frozen=True)
-class Abort(Message):
+class Abort(ControlMessage):
     """Nobody waits for ``call`` any more (the caller cancelled or left): stop running it."""
 
     OP: ClassVar[str] = "abort"
@@ -180,7 +180,7 @@ class Abort(Message):
 
 # --- server -> caller -------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Item(Message):
+class Item(ControlMessage):
     """One value of streaming call ``id`` (a payload), in the order the provider yielded."""
 
     OP: ClassVar[str] = "item"
@@ -189,7 +189,7 @@ class Item(Message):
 
 
 @dataclass(frozen=True)
-class RpcErrorReply(Message):
+class RpcErrorReply(ControlMessage):
     """The remote method raised (the caller raises ``RemoteError``)."""
 
     OP: ClassVar[str] = "rpc_error"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from .._protocol.bytes_like import BytesLike
-from .._protocol.messages import Message
+from .._protocol.messages import ControlMessage
 
 if TYPE_CHECKING:
     from .broker import Channel, Writer
@@ -47,7 +47,7 @@ class Engine(Protocol):
         """The engine's background tasks (connections, readers); started once ready."""
         ...
 
-    def request_handlers(self) -> dict[type[Message], AsyncHandler]:
+    def request_handlers(self) -> dict[type[ControlMessage], AsyncHandler]:
         """Requests the engine answers itself, awaited in order by the session."""
         ...
 
@@ -83,7 +83,7 @@ class Engine(Protocol):
         self, writer: Writer, times: Sequence[float], payloads: Sequence[BytesLike]
     ) -> None: ...
 
-    def route_call(self, caller: Any, message: Message) -> bool:
+    def route_call(self, caller: Any, message: ControlMessage) -> bool:
         """An RPC for a provider not on this node: True if the engine forwards it."""
         ...
 
@@ -104,7 +104,7 @@ class MemoryEngine:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
 
-    def request_handlers(self) -> dict[type[Message], AsyncHandler]:
+    def request_handlers(self) -> dict[type[ControlMessage], AsyncHandler]:
         return {}
 
     def channel_event(self, kind: str, channel: Channel) -> bool:
@@ -133,7 +133,7 @@ class MemoryEngine:
     ) -> None:
         self.state.broker.publish_batch(writer, times, payloads)
 
-    def route_call(self, caller: Any, message: Message) -> bool:
+    def route_call(self, caller: Any, message: ControlMessage) -> bool:
         return False
 
     def stats(self, local: dict[str, Any]) -> dict[str, Any]:

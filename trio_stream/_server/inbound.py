@@ -27,9 +27,9 @@ from .._protocol.frames import (
     publish_runs,
 )
 from .._protocol.messages import (
+    ControlMessage,
     Error,
     Goodbye,
-    Message,
     Ping,
     Pong,
     Reply,
@@ -90,7 +90,7 @@ class Inbound:
         self._publish = state.publish  # the broker's, unless several nodes share channels
         # Built on the first request: a connection that only pings (most idle clients) never
         # needs it, and it is ~3 KiB of bound methods and closures per connection.
-        self._handlers: dict[type[Message], Callable[[Any], Any]] | None = None
+        self._handlers: dict[type[ControlMessage], Callable[[Any], Any]] | None = None
         # A request the engine answers with I/O (several nodes): awaited by the reader task
         # right after the frame that carried it, so requests stay in order.
         self._pending_request: tuple[AsyncHandler, Request] | None = None
@@ -276,7 +276,7 @@ class Inbound:
         handler(message)
 
     # -- requests ----------------------------------------------------------------------------
-    def _handler_table(self) -> dict[type[Message], Callable[[Any], Any]]:
+    def _handler_table(self) -> dict[type[ControlMessage], Callable[[Any], Any]]:
         state = self._state
         self._handlers = {
             **{kind: self._request(handler) for kind, handler in REQUEST_HANDLERS.items()},

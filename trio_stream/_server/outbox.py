@@ -32,7 +32,7 @@ from .._protocol.array_view import View
 from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import SharedData, pub_ack_frame, write_data
 from .._protocol.framing import frame_prefix
-from .._protocol.messages import Lost, Message, PubEnd, Readers, SubEnd, encode_message
+from .._protocol.messages import ControlMessage, Lost, PubEnd, Readers, SubEnd, encode_message
 from .buffers import Policy, PolicyBuffer
 from .fairness import DeficitRoundRobin
 
@@ -48,7 +48,7 @@ _FRAME: Final = attrgetter("frame")
 _POPLEFT: Final = deque.popleft
 
 
-def control_frame(message: Message) -> bytes:
+def control_frame(message: ControlMessage) -> bytes:
     """A whole CONTROL frame, length prefix included."""
     body = encode_message(message)
     return frame_prefix(len(body)) + body
@@ -1090,7 +1090,7 @@ class Outbox:
         self._reader_counts.pop(pub_id, None)
 
     # -- control -----------------------------------------------------------------------------
-    def send(self, message: Message) -> None:
+    def send(self, message: ControlMessage) -> None:
         self.queue_control(control_frame(message))
 
     def queue_control(self, frame: bytes) -> None:

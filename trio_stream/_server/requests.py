@@ -20,12 +20,12 @@ from .._protocol.limits import SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
 from .._protocol.messages import (
     Admin,
     ClosePublisher,
+    ControlMessage,
     CreateChannel,
     DeleteChannel,
     GetStats,
     ListChannels,
     ListClients,
-    Message,
     OpenPublisher,
     Retune,
     Subscribe,
@@ -265,7 +265,7 @@ def stats(session: Session, msg: GetStats) -> dict[str, Any]:
 Handler = Callable[["Session", Any], Any]
 
 #: Request type -> handler; what Session dispatches CONTROL requests through.
-REQUEST_HANDLERS: Final[dict[type[Message], Handler]] = {
+REQUEST_HANDLERS: Final[dict[type[ControlMessage], Handler]] = {
     CreateChannel: create_channel,
     DeleteChannel: delete_channel,
     OpenPublisher: open_publisher,

@@ -36,7 +36,7 @@ from .._exceptions import FrameTooLarge, LimitExceeded, ProtocolError, RpcError
 from .._protocol.brief import brief
 from .._protocol.framing import frame_prefix
 from .._protocol.limits import MAX_FRAME_BYTES
-from .._protocol.messages import Error, Message, Reply, encode_message
+from .._protocol.messages import ControlMessage, Error, Reply, encode_message
 from .._protocol.rpc_messages import (
     MAX_METHOD_NAME,
     MAX_METHODS,
@@ -72,7 +72,7 @@ class Endpoint(Protocol):
     name: str
     methods: list[str]
 
-    def send_control(self, message: Message) -> None: ...
+    def send_control(self, message: ControlMessage) -> None: ...
     def send_control_frame(self, frame: bytes) -> None: ...
 
 
@@ -95,7 +95,7 @@ class Router:
         lookup: Callable[[str], Endpoint | None],
         *,
         max_frame_bytes: int = MAX_FRAME_BYTES,
-        remote: Callable[[Endpoint, Message], bool] | None = None,
+        remote: Callable[[Endpoint, ControlMessage], bool] | None = None,
     ) -> None:
         self._lookup = lookup
         # Several nodes: a provider connected elsewhere is reached through the engine, which
@@ -113,7 +113,7 @@ class Router:
             return len(self._calls)
         return len(self._by_caller.get(session, ()))
 
-    def handlers(self, session: Endpoint) -> dict[type[Message], Callable[[Any], None]]:
+    def handlers(self, session: Endpoint) -> dict[type[ControlMessage], Callable[[Any], None]]:
         """The session's handlers for the RPC messages a client may send."""
         return {
             Expose: lambda msg: self.expose(session, msg),
@@ -257,7 +257,7 @@ class Router:
     def _error(caller: Endpoint, ident: int, error: Exception) -> None:
         caller.send_control(Error(id=ident, type=type(error).__name__, message=str(error)))
 
-    def _encode(self, message: Message) -> bytes | None:
+    def _encode(self, message: ControlMessage) -> bytes | None:
         """The whole frame for ``message``, or None if its body exceeds max_frame_bytes."""
         body = encode_message(message)
         if len(body) > self._max_frame_bytes:
@@ -275,7 +275,7 @@ class Router:
             ),
         )
 
-    def _forward(self, caller: Endpoint, ident: int, message: Message, what: str) -> None:
+    def _forward(self, caller: Endpoint, ident: int, message: ControlMessage, what: str) -> None:
         """Send an answer on to its caller, or FrameTooLarge if it grew over the limit."""
         frame = self._encode(message)
         if frame is None:

@@ -22,7 +22,7 @@ from typing import Any, Final
 import trio
 
 from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError, TrioStreamError
-from .._protocol.messages import Goodbye, Hello, Message
+from .._protocol.messages import ControlMessage, Goodbye, Hello
 from .._transport.base import FrameTransport
 from .broker import Channel, Writer
 from .handshake import closing_for, handshake, refuse
@@ -114,7 +114,7 @@ class Session:
         self.writers.pop(pub_id, None)
 
     # -- what the requests and the RPC router use --------------------------------------------
-    def send_control(self, message: Message) -> None:
+    def send_control(self, message: ControlMessage) -> None:
         self.outbox.send(message)
 
     def send_control_frame(self, frame: bytes) -> None:
