@@ -12,8 +12,8 @@ one append is answered late through a hook on the node's real append call.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import coredis
@@ -119,6 +119,42 @@ def hold_next_append(engine: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[list
     return held, release
 
 
+async def frame_two_held(
+    engine: Any, pub: ts.Publisher, monkeypatch: pytest.MonkeyPatch
+) -> trio.Event:
+    """Frame 2 sent and held on its way to Redis (not acknowledged yet); set the event
+    returned to let it through."""
+    held, release = hold_next_append(engine, monkeypatch)
+    assert await pub.send(2)
+    await until(lambda: held)
+    return release
+
+
+@asynccontextmanager
+async def node_and_proxied_writer(
+    redis: RedisServer,
+) -> AsyncIterator[tuple[ts.Server, TcpProxy, ts.Client, ts.Client, ts.Client]]:
+    """Node "a" on ``redis``, and three clients: the channels' owner and a reader straight
+    to it, a writer ("w") through a proxy whose connection the test cuts."""
+    async with (
+        ts.open_server(node_config(redis, "a")) as a,
+        open_proxy(str(a.tcp_url)) as proxy,
+        ts.open_client(str(a.tcp_url), name="owner") as owner,
+        ts.open_client(str(a.tcp_url), name="rec") as rec,
+        ts.open_client(proxy.url, name="w") as w,
+    ):
+        yield a, proxy, owner, rec, w
+
+
+async def first_frame_through(pub: ts.Publisher, sub: ts.Subscription) -> None:
+    """Frame 1 published, acknowledged and read: the writer's state before the fault."""
+    with trio.fail_after(WAIT_S):
+        await pub.wait_for_readers()
+        assert await pub.send(1)
+        await pub.wait_acknowledged()
+    assert await read_until(sub, 1) == [1]
+
+
 async def test_a_frame_on_its_way_to_redis_when_the_writer_drops_is_not_sent_twice(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,21 +163,11 @@ async def test_a_frame_on_its_way_to_redis_when_the_writer_drops_is_not_sent_twi
     # reconnecting writer must not send it again. Before, the session counted a frame as
     # taken only once Redis held it: the client was told 1, sent 2 again, and the reader got
     # it twice.
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        open_proxy(str(a.tcp_url)) as proxy,
-        ts.open_client(str(a.tcp_url), name="owner") as owner,
-        ts.open_client(str(a.tcp_url), name="rec") as rec,
-        ts.open_client(proxy.url, name="w") as w,
-    ):
+    async with node_and_proxied_writer(redis_server) as (a, proxy, owner, rec, w):
         await owner.create_channel("c")
         started = appends_started(a.state.engine, monkeypatch)
         async with rec.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
-            with trio.fail_after(WAIT_S):
-                await pub.wait_for_readers()
-                assert await pub.send(1)
-                await pub.wait_acknowledged()
-            assert await read_until(sub, 1) == [1]
+            await first_frame_through(pub, sub)
             with redis_stopped(redis_server):
                 assert await pub.send(2)
                 await until(lambda: len(started) == 2)  # frame 2's append waits for Redis
@@ -159,24 +185,12 @@ async def test_a_reopened_writers_frames_follow_those_its_last_connection_left_o
     # meanwhile the writer reconnects at once and sends frame 3 on its reopened publisher.
     # Frame 2 counts as taken (not sent again), so frame 3 must wait for it: the reader gets
     # them in the order they were sent.
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        open_proxy(str(a.tcp_url)) as proxy,
-        ts.open_client(str(a.tcp_url), name="owner") as owner,
-        ts.open_client(str(a.tcp_url), name="rec") as rec,
-        ts.open_client(proxy.url, name="w") as w,
-    ):
+    async with node_and_proxied_writer(redis_server) as (a, proxy, owner, rec, w):
         await owner.create_channel("c")
         engine: Any = a.state.engine
         async with rec.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
-            with trio.fail_after(WAIT_S):
-                await pub.wait_for_readers()
-                assert await pub.send(1)
-                await pub.wait_acknowledged()
-            assert await read_until(sub, 1) == [1]
-            held, release = hold_next_append(engine, monkeypatch)
-            assert await pub.send(2)
-            await until(lambda: held)
+            await first_frame_through(pub, sub)
+            release = await frame_two_held(engine, pub, monkeypatch)
             await cut_writer(a, proxy)
             with trio.fail_after(WAIT_S):
                 await w.wait_state("open")
@@ -197,24 +211,12 @@ async def test_a_reopen_cut_short_before_its_retry_is_still_told_what_the_node_t
     # tell the reopen that frame 2 was taken. Before, the second connection's end noted only
     # its own publishers (none): the reopen was told nothing, the client sent its whole
     # window again and the reader got frame 2 twice.
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        open_proxy(str(a.tcp_url)) as proxy,
-        ts.open_client(str(a.tcp_url), name="owner") as owner,
-        ts.open_client(str(a.tcp_url), name="rec") as rec,
-        ts.open_client(proxy.url, name="w") as w,
-    ):
+    async with node_and_proxied_writer(redis_server) as (a, proxy, owner, rec, w):
         await owner.create_channel("c")
         engine: Any = a.state.engine
         async with rec.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
-            with trio.fail_after(WAIT_S):
-                await pub.wait_for_readers()
-                assert await pub.send(1)
-                await pub.wait_acknowledged()
-            assert await read_until(sub, 1) == [1]
-            held, release = hold_next_append(engine, monkeypatch)
-            assert await pub.send(2)
-            await until(lambda: held)  # no acknowledgement of frame 2 before the cut
+            await first_frame_through(pub, sub)
+            release = await frame_two_held(engine, pub, monkeypatch)
             down = [True]
             failed = redis_fails_for(engine.io.registry, "c", down, monkeypatch)
             await cut_writer(a, proxy)
@@ -238,13 +240,7 @@ async def test_a_publisher_reopened_first_never_takes_the_id_of_one_still_to_reo
     # c1's publisher still presents id 1: the counts the next connection gets must be c1's,
     # not those of the publisher the dropped connection numbered 1 (c2's reopen there).
     # Before pub ids went on across connections, c1 was told 0 and sent frame 2 again.
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        open_proxy(str(a.tcp_url)) as proxy,
-        ts.open_client(str(a.tcp_url), name="owner") as owner,
-        ts.open_client(str(a.tcp_url), name="rec") as rec,
-        ts.open_client(proxy.url, name="w") as w,
-    ):
+    async with node_and_proxied_writer(redis_server) as (a, proxy, owner, rec, w):
         await owner.create_channel("c1")
         await owner.create_channel("c2")
         engine: Any = a.state.engine
@@ -254,14 +250,8 @@ async def test_a_publisher_reopened_first_never_takes_the_id_of_one_still_to_reo
             w.publisher("c2") as other,
         ):
             assert (pub.pub_id, other.pub_id) == (1, 2)
-            with trio.fail_after(WAIT_S):
-                await pub.wait_for_readers()
-                assert await pub.send(1)
-                await pub.wait_acknowledged()
-            assert await read_until(sub, 1) == [1]
-            held, release = hold_next_append(engine, monkeypatch)
-            assert await pub.send(2)
-            await until(lambda: held)  # no acknowledgement of frame 2 before the cut
+            await first_frame_through(pub, sub)
+            release = await frame_two_held(engine, pub, monkeypatch)
             down = [True]
             failed = redis_fails_for(engine.io.registry, "c1", down, monkeypatch)
             await cut_writer(a, proxy)

@@ -8,10 +8,11 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 import trio.testing
+from server_parts import FakeOwner
 
 import trio_stream as ts
 from trio_stream._protocol import frames as F
@@ -27,27 +28,17 @@ BIG_PING_BYTES = 30_000  # a piece under the transport's COALESCE_MAX_PIECE: wri
 MAX_BUFFERED_BYTES = 1 << 20
 
 
-def _nothing() -> None:
-    pass
+class Connection(FakeOwner):
+    """What the outbox sees of a connection; its wake-up is the sender's (set once the
+    sender exists), as in Session."""
 
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.left: list[str] = []
+        self.wake: Callable[[], None] = lambda: None
 
-@dataclass
-class Connection:
-    """What the outbox sees of a connection; its wake-up is the sender's, as in Session."""
-
-    client_id: int = 1
-    name: str = "peer"
-    wake_sender: Callable[[], None] = _nothing
-    left: list[str] = field(default_factory=list)
-
-    def parked_room(self) -> None:
-        pass
-
-    def hold_started(self, deadline: float) -> None:
-        pass
-
-    def writer_ended(self, pub_id: int) -> None:
-        pass
+    def wake_sender(self) -> None:
+        self.wake()
 
 
 @dataclass
@@ -129,7 +120,7 @@ async def wire(send_buffer_bytes: int | None = None) -> AsyncIterator[Wire]:
         outbox,
         lambda: connection.left.append("peer left"),
     )
-    connection.wake_sender = sender.wake
+    connection.wake = sender.wake
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sender.run)
