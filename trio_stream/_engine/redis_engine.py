@@ -85,6 +85,10 @@ MAX_APPEND_BYTES: Final = 8 * 2**20  # bytes per append round trip (one Lua call
 APPEND_RETRY_S: Final = 0.2  # Redis down: the writer's frames wait (its window stops it)
 # A writer's end removes its duplicate-batch mark from Redis; Redis down, the mark stays.
 FORGET_TIMEOUT_S: Final = 0.5
+# A client's delete first lets the frames its node took for the channel reach Redis and this
+# node's readers, waiting at most this long, looking this often.
+DELETE_FLUSH_S: Final = 2.0
+FLUSH_POLL_S: Final = 0.005
 # A node waits this long for Redis at start (a PING, then its subscriptions and first
 # heartbeat) before it gives up with ClusterUnavailable.
 STARTUP_TIMEOUT_S: Final = 10.0
@@ -144,6 +148,7 @@ class _Appender:
     queued: deque[tuple[list[float], list[bytes], int]] = field(default_factory=deque)
     wake: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)  # everything it held went its way
+    appending: bool = False  # an append is on its way to Redis (taken, not yet answered)
 
     def put(self, times: Sequence[float], payloads: Sequence[BytesLike]) -> None:
         # bytes(): the session's payloads may be views of its receive buffer.
@@ -628,14 +633,42 @@ class RedisEngine:
         return channel
 
     async def _delete_channel(self, session: Session, msg: DeleteChannel) -> None:
+        # A client's publish then delete, in that order: the frames this node took before
+        # the delete go to Redis first, and this node's readers get them before the end (on
+        # one node they are in the readers' buffers already). Each wait is bounded.
+        await self._appends_done(msg.channel)
         record = await self._record(msg.channel, msg.key, session)
         if record.owner != session.name and (not record.has_key or msg.key is None):
             raise AuthError(
                 f"only the owner of {msg.channel!r} ({record.owner}) or a holder of its key "
                 "may delete it"
             )
+        await self._read_here_up_to(msg.channel, record.epoch, record.seq)
         reason = f"channel {msg.channel!r} was deleted"
         await self._delete_everywhere(msg.channel, record.epoch, reason)
+
+    async def _appends_done(self, name: str) -> None:
+        """Wait (at most DELETE_FLUSH_S) until this node's writers of ``name`` have nothing
+        on its way to Redis."""
+        with trio.move_on_after(DELETE_FLUSH_S):
+            while any(  # noqa: ASYNC110 - polled: an event per append would cost every frame
+                appender.queued or appender.appending
+                for writer, appender in self._appenders.items()
+                if writer.channel.name == name
+            ):
+                await trio.sleep(FLUSH_POLL_S)
+
+    async def _read_here_up_to(self, name: str, epoch: str, seq: int) -> None:
+        """Wait (at most DELETE_FLUSH_S) until this node's stream reader has handed frame
+        ``seq`` of ``name`` to its readers here (nothing to wait for without one)."""
+        channel = self.state.broker.channels.get(name)
+        position = self.io.reader.position(name)
+        if channel is None or channel.epoch != epoch or position is None or position[0] != epoch:
+            return
+        with trio.move_on_after(DELETE_FLUSH_S):
+            # Polled: the stream reader sets no event per channel and frame.
+            while channel.seq < seq and self.state.broker.channels.get(name) is channel:  # noqa: ASYNC110
+                await trio.sleep(FLUSH_POLL_S)
 
     async def _delete_everywhere(
         self,
@@ -1243,6 +1276,7 @@ class RedisEngine:
                     continue
                 times, payloads, size = appender.take()
                 count = len(payloads)
+                appender.appending = True
                 while True:
                     try:
                         await self.io.writer.append(
@@ -1271,6 +1305,7 @@ class RedisEngine:
                     except REDIS_DOWN as error:
                         log.warning("append to %r waits for Redis: %s", channel.name[:80], error)
                         await trio.sleep(APPEND_RETRY_S)
+                appender.appending = False
                 broker.frames_in += count
                 broker.bytes_in += size
                 if writer in channel.publishers:
