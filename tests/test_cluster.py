@@ -305,9 +305,12 @@ async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
                 with trio.fail_after(WAIT_S):
                     async for _ in sub:  # the channel's old epoch is gone: not silence, an end
                         pass
-            # The writer's node registers its channel again; a resume sees a reset.
+            # The writer's node registers its channel again (when its re-registration pass
+            # comes: the reader waits for the channel); a resume sees a reset.
             with trio.fail_after(WAIT_S):
-                async with r.subscribe("c", policy="unbounded", since=position) as again:
+                async with r.subscribe(
+                    "c", policy="unbounded", since=position, wait_channel=True
+                ) as again:
                     while not await pub.send("after"):  # noqa: ASYNC110
                         await trio.sleep(0.02)
                     message = await again.receive()
