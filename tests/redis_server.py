@@ -123,6 +123,18 @@ class RedisServer:
 
 
 @contextmanager
+def redis_stopped(redis: RedisServer) -> Iterator[None]:
+    """SIGSTOP the test's own redis-server: it answers nothing and raises nothing (a Redis
+    that hangs), until SIGCONT on the way out."""
+    assert redis.process is not None
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+
+
+@contextmanager
 def running_redis_server() -> Iterator[RedisServer]:
     """A started redis-server, killed on exit (tests/conftest.py's ``redis_server`` fixture)."""
     executable = shutil.which("redis-server")

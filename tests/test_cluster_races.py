@@ -16,17 +16,16 @@ and the clients are real, on loopback.
 from __future__ import annotations
 
 import logging
-import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import pytest
 import trio
 from proxy import open_proxy
-from redis_server import RedisServer
+from redis_server import RedisServer, redis_stopped
 from test_cluster import WAIT_S, node_config
 from test_reconnect import open_named
 
@@ -483,18 +482,6 @@ async def test_a_grace_end_whose_redis_call_hangs_is_bounded_and_the_channel_sti
         assert "TooSlowError" in caplog.text
         assert "ended here without Redis's word" in caplog.text
         assert not ending(a, "c")
-
-
-@contextmanager
-def redis_stopped(redis: RedisServer) -> Iterator[None]:
-    """SIGSTOP the test's own redis-server: it answers nothing and raises nothing (a Redis
-    that hangs), until SIGCONT on the way out."""
-    assert redis.process is not None
-    redis.process.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        redis.process.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.parametrize(

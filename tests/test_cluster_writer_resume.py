@@ -11,30 +11,18 @@ one append is answered late through a hook on the node's real append call.
 
 from __future__ import annotations
 
-import signal
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import coredis
 import pytest
 import trio
 from proxy import TcpProxy, open_proxy
-from redis_server import RedisServer
+from redis_server import RedisServer, redis_stopped
 from test_cluster import WAIT_S, node_config
 
 import trio_stream as ts
-
-
-@contextmanager
-def redis_stopped(redis: RedisServer) -> Iterator[None]:
-    """SIGSTOP the test's own redis-server (it answers nothing) until SIGCONT on the way out."""
-    assert redis.process is not None
-    redis.process.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        redis.process.send_signal(signal.SIGCONT)
 
 
 def redis_fails_for(

@@ -751,7 +751,7 @@ class RedisEngine:
             # A resume within the epoch: the frames after since_seq come from Redis, then live.
             since = msg.since_seq or 0
             # A block reader takes every frame the stream holds (up to REPLAY_MAX_FRAMES),
-            # past its size (Reader.admit_replayed); the others the newest that fit.
+            # past its size (Reader.admit, past_size); the others the newest that fit.
             size = None if msg.policy == Policy.BLOCK.value else msg.size
             frames = await self._replay_frames(channel, since, size)
             if self.state.broker.channels.get(channel.name) is not channel:

@@ -408,8 +408,15 @@ class Reader:
         if not self.active and self.credit > 0:
             outbox.activate(self)
 
-    def admit(self, frame: SharedData) -> bool:
+    def admit(self, frame: SharedData, past_size: bool = False) -> bool:
         """Put ``frame`` in the buffer; False means "block reader without room: park it".
+
+        ``past_size`` (a ``block`` reader's resume, resume.py): a frame of the channel's
+        history goes in even when the buffer holds ``size`` frames. Live frames that find a
+        ``block`` buffer full wait for room, holding their writer back; replayed ones have
+        no writer to hold, and counting them lost would make a recorder that resumes after a
+        blip lose what the server still holds. The buffer then stays over ``size`` until the
+        reader drains it (as after a retune to a smaller size); the byte bounds below hold.
 
         A ``block`` reader refuses a frame that would take its connection over
         ``max_buffered_bytes``, or its connection's ``block`` subscriptions together over
@@ -431,7 +438,9 @@ class Reader:
         ):
             return False
         nbytes = frame.nbytes
-        if not buffer.put(frame):
+        if past_size and self.blocks_writers:
+            buffer.put_past_size(frame)
+        elif not buffer.put(frame):
             # Full for ``size``: the frames the sender writes at once do not count (a lossy
             # policy keeps them and ``size`` behind them); block refuses as before.
             ahead = 0 if self.blocks_writers else self.going()
@@ -446,34 +455,6 @@ class Reader:
         if outbox.buffered(nbytes, blocks) and not blocks:
             self.doomed = True  # ended by the sender (not here: mid fan-out)
             outbox.over_limit(self)
-        if not self.active and self.credit > 0:
-            outbox.activate(self)
-        return True
-
-    def admit_replayed(self, frame: SharedData) -> bool:
-        """A ``block`` reader's resume: take a frame of the channel's history past ``size``.
-
-        Live frames that find a ``block`` buffer full wait for room, holding their writer
-        back; replayed ones have no writer to hold, and the history keeps them only until
-        newer frames push them out. Counting them lost would make a recorder that resumes
-        after a blip lose what the server still holds, so they go into the buffer past its
-        ``size`` (references to the history's frames, no copies), and the writer waits
-        until the reader has drained it below ``size``. The connection's byte bounds still
-        apply (``max_block_bytes``, ``max_buffered_bytes``, as in :meth:`admit`).
-
-        Returns:
-            False when the byte bounds leave no room: the frame is lost to this reader.
-        """
-        buffer = self.buffer
-        outbox = self.outbox
-        nbytes = frame.nbytes
-        if len(buffer) and (
-            outbox.block_bytes + nbytes > outbox.max_block_bytes
-            or outbox.buffered_bytes + nbytes > outbox.max_buffered_bytes
-        ):
-            return False
-        buffer.put_past_size(frame)
-        outbox.buffered(nbytes, True)
         if not self.active and self.credit > 0:
             outbox.activate(self)
         return True

@@ -254,8 +254,8 @@ def subscribe_since(
         for frame in recent:
             if frame.seq <= since_seq:
                 continue
-            if not sub.offer(frame) and not sub.admit_replayed(frame):
-                # A full block buffer takes history past its size (Reader.admit_replayed);
+            if not sub.offer(frame) and not sub.admit(frame, past_size=True):
+                # A full block buffer takes history past its size (Reader.admit);
                 # only what the connection's byte bounds leave out is lost (counted on the
                 # next frame, or in a `lost` notice whose seq the client resumes after next
                 # time: never replayed and counted again).
