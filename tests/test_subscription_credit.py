@@ -1,17 +1,23 @@
-"""Credit after a resume: frames still queued from the lost connection return no credit to the
-new subscription (the new one never sent them; crediting them would let the server put more
-than the window in flight).
+"""A subscription's credit: when it goes out, and for which frames.
 
-The server is a raw TCP fake that speaks just enough protocol (as in test_client_bad_frames):
-the first connection sends a window of frames and drops; the second answers the resume and
-sends nothing, and counts the CREDIT it gets per subscription.
+- After a resume, frames still queued from the lost connection return no credit to the new
+  subscription (the new one never sent them; crediting them would let the server put more
+  than the window in flight).
+- Credit for a quarter of the window is written at once, not at the application's next yield.
+
+The server is a raw TCP fake that speaks just enough protocol (as in test_client_bad_frames),
+so the test sees the wire: the first test's first connection sends a window of frames and
+drops, the second answers the resume, sends nothing and counts the CREDIT it gets per
+subscription.
 """
 
 from __future__ import annotations
 
+import select
 from functools import partial
 
 import trio
+import trio.testing
 
 import trio_stream as ts
 from trio_stream._protocol import frames as F
@@ -27,6 +33,20 @@ OLD_SUB, NEW_SUB = 7, 8
 def control(message: M.ControlMessage) -> bytes:
     body = M.encode_message(message)
     return frame_prefix(len(body)) + body
+
+
+def welcome(hello: M.Hello) -> bytes:
+    """The fake server's answer to ``hello``."""
+    return control(
+        M.Welcome(
+            v=hello.v,
+            client_id=1,
+            name="r",
+            server="fake",
+            limits=Limits().to_wire(),
+            resume_token="t",
+        )
+    )
 
 
 def data(seq: int, sub: int) -> bytes:
@@ -57,15 +77,7 @@ async def test_frames_queued_before_a_resume_return_no_credit_to_the_new_subscri
                         continue
                     message = M.decode_message(frame)
                     if isinstance(message, M.Hello):
-                        welcome = M.Welcome(
-                            v=message.v,
-                            client_id=1,
-                            name="r",
-                            server="fake",
-                            limits=Limits().to_wire(),
-                            resume_token="t",
-                        )
-                        await stream.send_all(control(welcome))
+                        await stream.send_all(welcome(message))
                     elif isinstance(message, M.Subscribe):
                         result = {
                             "sub": OLD_SUB if first else NEW_SUB,
@@ -105,3 +117,56 @@ async def test_frames_queued_before_a_resume_return_no_credit_to_the_new_subscri
     assert got == [1, 2, 3, 4]
     assert credit[NEW_SUB] == 0, "CREDIT on the new subscription for frames it never sent"
     assert sub.statistics().frames == WINDOW_FRAMES  # still counted as consumed
+
+
+async def test_credit_is_on_the_wire_before_the_application_yields() -> None:
+    # A reader working through a window of queued messages without yielding: the CREDIT for
+    # the first quarter must reach the server now, so it refills the window while the reader
+    # works, not after the reader's last message (a round trip the reader would idle through).
+    accepted: list[trio.SocketStream] = []
+    window_sent = trio.Event()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        decoder = FrameDecoder(2**20)
+        while not window_sent.is_set():
+            chunk = await stream.receive_some()
+            if not chunk:
+                return
+            decoder.receive_data(chunk)
+            for frame in decoder.frames():
+                if frame[0] != F.CONTROL:
+                    continue
+                message = M.decode_message(frame)
+                if isinstance(message, M.Hello):
+                    await stream.send_all(welcome(message))
+                elif isinstance(message, M.Subscribe):
+                    result = {"sub": NEW_SUB, "window": WINDOW_FRAMES, "window_bytes": 2**20}
+                    await stream.send_all(control(M.Reply(id=message.id, result=result)))
+                    frames = b"".join(data(seq, NEW_SUB) for seq in range(1, 5))
+                    await stream.send_all(frames)
+                    window_sent.set()
+        await trio.sleep_forever()  # reads nothing more: what the client writes stays queued
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), handle, 0)
+        url = f"tcp://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        with trio.fail_after(20):
+            async with (
+                ts.open_client(url, name="r") as client,
+                client.subscribe("ch", size=WINDOW_FRAMES) as sub,
+            ):
+                await window_sent.wait()
+                await trio.testing.wait_all_tasks_blocked()  # the client has read them
+                assert sub.statistics().buffered == WINDOW_FRAMES
+                server_side = accepted[0].socket
+                assert not select.select([server_side.fileno()], [], [], 0)[0]
+                # A quarter of the window (one message here), taken without a checkpoint.
+                assert sub.receive_nowait().seq == 1
+                assert select.select([server_side.fileno()], [], [], 0)[0], (
+                    "the CREDIT waits for the application's next yield"
+                )
+                decoder = FrameDecoder(2**20)
+                decoder.receive_data(await accepted[0].receive_some())
+                assert [F.parse_counter(frame) for frame in decoder.frames()] == [(NEW_SUB, 1)]
+        nursery.cancel_scope.cancel()

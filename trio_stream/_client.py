@@ -572,6 +572,31 @@ class Client:
         if self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._out_space.is_set():
             self._out_space = trio.Event()
 
+    def _send_soon(self, frame: bytes) -> None:
+        """Write a small frame (a CREDIT) now if the sender waits idle with nothing queued,
+        else queue it for the sender.
+
+        Credit written by the sender task goes out only at the application's next yield,
+        which for a reader working through a window of queued messages is after the last of
+        them: the server then refills an empty window, a round trip during which the reader
+        idles. Written at once, it reaches the server while the reader still works through
+        the rest. Measured (S4, a flooded ``drop_oldest`` reader of size 100, with the
+        publisher's 16 KiB yield): 143-161k -> 165-175k frames/s; reader CPU per frame in
+        cpu_per_frame.py 1.61 -> 1.52 us (one sender-task turn fewer per credit).
+        """
+        write_now = self._write_now
+        if write_now is None or self._out:
+            self._enqueue([frame], len(frame))
+            return
+        try:
+            rest = write_now([frame])
+        except ConnectionClosed:
+            rest = [frame]  # queued: the sender finds the connection gone and says so
+        else:
+            self._wrote_at = time.monotonic()
+        if rest:
+            self._enqueue(rest)  # the socket took part of it: the sender writes the rest
+
     async def _wait_out_space(self) -> None:
         while self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._connected:
             await self._out_space.wait()

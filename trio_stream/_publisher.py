@@ -28,7 +28,14 @@ from ._protocol.messages import ClosePublisher, OpenPublisher
 if TYPE_CHECKING:
     from ._client import Client
 
-YIELD_EVERY_BYTES: Final = 64 * 1024  # a publisher yields once this much is queued
+# A flooding publisher yields (and its sender writes) once this much is queued. Frames wait in
+# the client until then, and the server gets them in bursts of this size: at 64 KiB (~500 small
+# frames, ~1.5 ms of a Python writer's work) a flooded ``drop_oldest`` reader of size 100 found
+# the server's buffer empty between bursts and got at most size + window frames per burst
+# (S4's flooded channel: 105-133k frames/s, Redis 148-157k). At 16 KiB: 161-175k, with the
+# server's CPU per delivery in S1 unchanged (cpu_per_frame.py: 0.500 against 0.500 s per M)
+# and S1 within the run-to-run spread. 8 KiB gained nothing more.
+YIELD_EVERY_BYTES: Final = 16 * 1024
 # A frame is written by send() itself, not by the client's sender task, when that task waits
 # idle and the connection wrote nothing for this long (s): a paced writer's frames skip a
 # task switch and a scheduler turn each, while a flood stays batched into large writes (its

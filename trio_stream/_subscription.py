@@ -22,7 +22,6 @@ from ._exceptions import (
 )
 from ._protocol.codec import decode_payload
 from ._protocol.frames import (
-    COUNTER_FRAME_BYTES,
     DATA_FIELDS_AT,
     DATA_HEAD_BYTES,
     credit_frame,
@@ -398,7 +397,7 @@ class Subscription:
         if self._consumed and not self._ended and self._live:
             client = self._client
             if client._connected:
-                client._enqueue([credit_frame(self.sub_id, self._consumed)], COUNTER_FRAME_BYTES)
+                client._send_soon(credit_frame(self.sub_id, self._consumed))
         self._meter.add(self._consumed, self._consumed_bytes)
         self._consumed = 0
         self._consumed_bytes = 0
