@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 # the client until then, and the server gets them in bursts of this size: at 64 KiB (~500 small
 # frames, ~1.5 ms of a Python writer's work) a flooded ``drop_oldest`` reader of size 100 found
 # the server's buffer empty between bursts and got at most size + window frames per burst
-# (S4's flooded channel: 105-133k frames/s, Redis 148-157k). At 16 KiB: 161-175k, with the
-# server's CPU per delivery in S1 unchanged (cpu_per_frame.py: 0.500 against 0.500 s per M)
-# and S1 within the run-to-run spread. 8 KiB gained nothing more.
+# (S4's flooded channel: 105-133k frames/s, Redis 148-157k). At 16 KiB: 146-176k; at 32 KiB
+# 113-141k; 8 KiB gained nothing more. CPU per frame did not move: the writer's 2.2 us
+# (cbor2 values, 200k frames), the server's per delivery (cpu_per_frame.py, 1 and 4
+# readers). Writing each burst from send() itself, yielding every 64 KiB, lost S4's gain.
 YIELD_EVERY_BYTES: Final = 16 * 1024
 # A frame is written by send() itself, not by the client's sender task, when that task waits
 # idle and the connection wrote nothing for this long (s): a paced writer's frames skip a
