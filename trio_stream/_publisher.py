@@ -33,9 +33,13 @@ if TYPE_CHECKING:
 # frames, ~1.5 ms of a Python writer's work) a flooded ``drop_oldest`` reader of size 100 found
 # the server's buffer empty between bursts and got at most size + window frames per burst
 # (S4's flooded channel: 105-133k frames/s, Redis 148-157k). At 16 KiB: 146-176k; at 32 KiB
-# 113-141k; 8 KiB gained nothing more. CPU per frame did not move: the writer's 2.2 us
-# (cbor2 values, 200k frames), the server's per delivery (cpu_per_frame.py, 1 and 4
-# readers). Writing each burst from send() itself, yielding every 64 KiB, lost S4's gain.
+# 113-141k; 8 KiB gained nothing more. The cost is S1's (block readers), 7-12 % fewer frames
+# with cbor2 values (alternating runs against 64 KiB: 1 reader 248k against 274-292k, 4
+# readers 515-538k against 559-580k), though CPU per frame did not move: the writer's 2.2 us
+# (writer_cpu.py), the server's per delivery (cpu_per_frame.py, 1 and 4 readers). Not kept:
+# writing each burst from send() itself and yielding every 64 KiB (S4 134-150k); 64 KiB
+# for a writer its window held back within its last window of frames (S4 117-137k: a
+# flooding writer of lossy readers is held back too).
 YIELD_EVERY_BYTES: Final = 16 * 1024
 # A frame is written by send() itself, not by the client's sender task, when that task waits
 # idle and the connection wrote nothing for this long (s): a paced writer's frames skip a
