@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 
 import pytest
 import trio
+from client_parts import tcp_transport
 
 import trio_stream as ts
 from trio_stream._transport import tcp
-from trio_stream._transport.tcp import StreamTransport
 
 FRAMES = 50
 WAIT_S = 10.0
@@ -41,10 +41,7 @@ async def test_the_application_takes_a_message_before_the_reader_task_reads_agai
             ts.open_client(server.tcp_url) as writer,
             ts.open_client(server.tcp_url) as reader,
         ):
-            transport = reader._transport
-            assert isinstance(transport, StreamTransport)
-            assert isinstance(transport.stream, trio.SocketStream)
-            watched_fd = transport.stream.socket.fileno()
+            watched_fd = tcp_transport(reader)[1].socket.fileno()
             await writer.create_channel("paced")
             async with (
                 reader.subscribe("paced", policy="drop_oldest", size=10) as sub,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket as socket_module
 
 import trio
+from client_parts import tcp_transport
 from test_robustness import control, read_messages
 
 import trio_stream as ts
@@ -14,7 +15,6 @@ from trio_stream._protocol import messages as M
 from trio_stream._protocol.frames import data_seq
 from trio_stream._protocol.framing import FrameDecoder
 from trio_stream._protocol.limits import PROTOCOL_VERSION
-from trio_stream._transport.tcp import StreamTransport
 
 FRAMES = 120
 FRAME_BYTES = 30_000  # under the transport's COALESCE_MAX_PIECE: eligible for direct writes
@@ -102,10 +102,8 @@ async def test_a_paced_writer_writes_its_frames_itself_and_a_full_socket_loses_n
             ts.open_client(server.tcp_url) as writer,
             ts.open_client(server.tcp_url) as reader,
         ):
-            transport = writer._transport
-            assert isinstance(transport, StreamTransport)
-            assert isinstance(transport.stream, trio.SocketStream)
-            transport.stream.socket.setsockopt(
+            _, stream = tcp_transport(writer)
+            stream.socket.setsockopt(
                 socket_module.SOL_SOCKET, socket_module.SO_SNDBUF, SMALL_RECEIVE_BUFFER_BYTES
             )
             await writer.create_channel("paced")

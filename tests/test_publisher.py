@@ -4,12 +4,12 @@ through the real server, and every frame arrives in order."""
 from __future__ import annotations
 
 import trio
+from client_parts import tcp_transport
 
 import trio_stream as ts
 from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import PREFIX_BYTES
 from trio_stream._publisher import YIELD_EVERY_BYTES
-from trio_stream._transport.tcp import StreamTransport
 
 FRAMES = 3_000
 PAYLOAD_BYTES = 100
@@ -24,8 +24,7 @@ async def test_a_flood_leaves_the_client_in_bursts_of_bounded_size(server: ts.Se
             ts.open_client(server.tcp_url) as writer,
             ts.open_client(server.tcp_url) as reader,
         ):
-            transport = writer._transport
-            assert isinstance(transport, StreamTransport)
+            transport, _ = tcp_transport(writer)
             send = transport.send
 
             async def counted_send(pieces: list[BytesLike]) -> None:  # a spy: the real send runs
