@@ -1,13 +1,14 @@
 """CPU time per frame of a flooding trio_stream publisher (``Publisher.send`` in a loop).
 
-A server and one ``drop_oldest`` reader (size 100, as S4's flooded channel) run in child
-processes; this process publishes ``--frames`` small values (``[monotonic_ns, seq, False, 82
-zero bytes]``, cbor2-encoded by the client) as fast as it can and reports its own CPU time
-(``time.process_time``) per frame and the rate. ``--src`` runs the publisher, server and
-reader of another tree (repeatable; runs alternate between trees):
+A server and one reader run in child processes: ``--policy drop_oldest`` (size 100, as S4's
+flooded channel) or ``--policy block`` (size 1000, as S1's readers, which hold the writer
+back by its window). This process publishes ``--frames`` small values (``[monotonic_ns, seq,
+False, 82 zero bytes]``, cbor2-encoded by the client) as fast as it can and reports its own
+CPU time (``time.process_time``) per frame and the rate. ``--src`` runs the publisher, server
+and reader of another tree (repeatable; runs alternate between trees):
 
     python benchmarks/writer_cpu.py
-    python benchmarks/writer_cpu.py --src /tmp/base --src . --repeat 3   # A/B
+    python benchmarks/writer_cpu.py --src /tmp/base --src . --repeat 3 --policy block   # A/B
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 CHANNEL = "bench.writer"
-READER_SIZE = 100
+READER_SIZES = {"drop_oldest": 100, "block": 1000}
 START_WAIT_S = 1.0
 READER_EXTRA_S = 10.0  # the reader stops by itself this long after the publisher's budget
 
@@ -37,7 +38,7 @@ import sys, trio, trio_stream as ts
 async def main():
     async with ts.open_client(sys.argv[1]) as client:
         async with client.subscribe(
-            sys.argv[2], policy="drop_oldest", size=int(sys.argv[3]), wait_channel=True
+            sys.argv[2], policy=sys.argv[5], size=int(sys.argv[3]), wait_channel=True
         ) as sub:
             with trio.move_on_after(float(sys.argv[4])):
                 async for _ in sub:
@@ -68,7 +69,7 @@ def free_port() -> int:
         return port
 
 
-def run_once(src: Path, frames: int) -> tuple[float, float]:
+def run_once(src: Path, frames: int, policy: str) -> tuple[float, float]:
     """One flood from the tree at ``src``: (writer CPU us per frame, frames per second)."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     port = free_port()
@@ -78,8 +79,10 @@ def run_once(src: Path, frames: int) -> tuple[float, float]:
     try:
         time.sleep(START_WAIT_S)
         budget = str(frames / 100_000 + READER_EXTRA_S)
+        size = str(READER_SIZES[policy])
         reader = subprocess.Popen(
-            [sys.executable, "-c", _READER, url, CHANNEL, str(READER_SIZE), budget], env=env
+            [sys.executable, "-c", _READER, url, CHANNEL, size, budget, policy],
+            env=env,
         )
         out = subprocess.run(
             [sys.executable, "-c", _WRITER, url, CHANNEL, str(frames)],
@@ -103,15 +106,16 @@ def main() -> None:
     parser.add_argument("--src", action="append", type=Path, help="tree to run (repeatable)")
     parser.add_argument("--frames", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--policy", choices=sorted(READER_SIZES), default="drop_oldest")
     args = parser.parse_args()
     trees: list[Path] = [path.resolve() for path in args.src or [REPO_ROOT]]
     results: dict[Path, list[tuple[float, float]]] = {tree: [] for tree in trees}
     for _ in range(args.repeat):
         for tree in trees:
-            cpu_us, rate = run_once(tree, args.frames)
+            cpu_us, rate = run_once(tree, args.frames, args.policy)
             results[tree].append((cpu_us, rate))
             print(f"{tree.name:12s} writer {cpu_us:.2f} us/frame CPU, {rate / 1e3:.0f}k frames/s")
-    print(f"\nmedian of {args.repeat}, {args.frames} frames, cbor2 values:")
+    print(f"\nmedian of {args.repeat}, {args.frames} frames, cbor2 values, {args.policy} reader:")
     for tree, runs in results.items():
         cpu_us = statistics.median(run[0] for run in runs)
         rate = statistics.median(run[1] for run in runs)
