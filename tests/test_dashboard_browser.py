@@ -143,7 +143,11 @@ def drive_dashboard(url: str, chromium: str, shots: dict[str, Path]) -> BrowserR
             page.on("pageerror", on_page_error)
             try:
                 page.goto(url)
-                page.wait_for_function("window.__tsDashboard && window.__tsDashboard.connected")
+                # A function, not an expression: playwright polls an expression with eval,
+                # which the page's CSP refuses once the first check finds it false.
+                page.wait_for_function(
+                    "() => window.__tsDashboard && window.__tsDashboard.connected"
+                )
                 for channel, shot in shots.items():
                     row = page.locator(f'tr[data-channel="{channel}"]')
                     row.wait_for(state="visible")
