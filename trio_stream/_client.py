@@ -589,14 +589,22 @@ class Client:
         if write_now is None or self._out:
             self._enqueue([frame], len(frame))
             return
+        self._wrote_at = time.monotonic()
+        self._write_through(write_now, [frame])
+
+    def _write_through(
+        self, write_now: Callable[[list[BytesLike]], list[BytesLike]], pieces: list[BytesLike]
+    ) -> None:
+        """Write ``pieces`` from the calling task while the sender waits idle (``write_now``
+        is its transport's send_now); what the socket does not take, and everything once the
+        connection is gone, is queued for the sender (which then says the connection is
+        gone)."""
         try:
-            rest = write_now([frame])
+            rest = write_now(pieces)
         except ConnectionClosed:
-            rest = [frame]  # queued: the sender finds the connection gone and says so
-        else:
-            self._wrote_at = time.monotonic()
+            rest = pieces
         if rest:
-            self._enqueue(rest)  # the socket took part of it: the sender writes the rest
+            self._enqueue(rest)
 
     async def _wait_out_space(self) -> None:
         while self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._connected:

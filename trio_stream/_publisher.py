@@ -308,12 +308,7 @@ class Publisher:
         if now - client._wrote_at < DIRECT_WRITE_INTERVAL_S:
             return False
         client._wrote_at = now
-        try:
-            rest = write_now(pieces)
-        except ConnectionClosed:
-            return False  # queued: the sender finds the connection gone and says so
-        if rest:
-            client._enqueue(rest)  # the socket is full: the sender writes the rest
+        client._write_through(write_now, pieces)
         return True
 
     async def wait_acknowledged(self) -> None:
