@@ -5,6 +5,8 @@ every connection to the target. Faults are injected for real, on sockets:
 
 - ``hold()``: stop forwarding, both ways (a frozen peer, a black hole: the connections stay
   open and nothing arrives); ``release()`` forwards again, losing nothing.
+- ``hold_replies()``: stop forwarding from the target to the client only (the target gets
+  everything and does its work; its answers wait here) until ``release()``.
 - ``cut()``: close every connection both ways (FIN: an orderly end of stream).
 - ``reset()``: abort every connection both ways (RST: "connection reset by peer").
 - ``refuse()``: close new connections at once (a server that is down) until ``accept()``.
@@ -55,6 +57,8 @@ class TcpProxy:
         self.refusing = False
         self._flowing = trio.Event()
         self._flowing.set()
+        self._replies_flowing = trio.Event()
+        self._replies_flowing.set()
 
     @property
     def held(self) -> bool:
@@ -65,9 +69,15 @@ class TcpProxy:
         if not self.held:
             self._flowing = trio.Event()
 
+    def hold_replies(self) -> None:
+        """Stop forwarding what the target sends; what the client sends still goes."""
+        if self._replies_flowing.is_set():
+            self._replies_flowing = trio.Event()
+
     def release(self) -> None:
         """Forward again, what was held first."""
         self._flowing.set()
+        self._replies_flowing.set()
 
     def cut(self) -> None:
         """Close every connection, both ways, with an orderly FIN."""
@@ -109,7 +119,7 @@ class TcpProxy:
             with link.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, link, client, target, nursery.cancel_scope)
-                    nursery.start_soon(self._pump, link, target, client, nursery.cancel_scope)
+                    nursery.start_soon(self._pump, link, target, client, nursery.cancel_scope, True)
         finally:
             self.links.discard(link)
             for stream in (client, target):
@@ -124,6 +134,7 @@ class TcpProxy:
         source: trio.SocketStream,
         sink: trio.SocketStream,
         both: trio.CancelScope,
+        replies: bool = False,
     ) -> None:
         try:
             while True:
@@ -132,6 +143,8 @@ class TcpProxy:
                 if not data:
                     break
                 await self._flowing.wait()  # held meanwhile: this chunk waits with the rest
+                if replies:
+                    await self._replies_flowing.wait()
                 if link.is_stalled:
                     await link.stalled.wait()
                 await sink.send_all(data)

@@ -215,3 +215,16 @@ async def test_data_for_a_subscription_follows_its_reply(server: ts.Server) -> N
     await raw.send_control({"op": "subscribe", "id": 50, "channel": "h"})
     kinds = [f[0] for f in await raw.frames_for(0.5)]
     assert kinds[0] == F.CONTROL and kinds[1:] == [F.DATA] * 3
+
+
+async def test_open_publisher_takes_a_writer_key_of_1_to_64_bytes(server: ts.Server) -> None:
+    raw = await RawClient.connect(server)
+    await raw.request("create_channel", channel="c")
+    for key in ("k", "é" * 32):
+        answer = await raw.request("open_publisher", channel="c", writer=key)
+        assert answer["op"] == "reply", answer
+    for key in ("", "é" * 32 + "x"):
+        answer = await raw.request("open_publisher", channel="c", writer=key)
+        assert answer["op"] == "error" and answer["type"] == "InvalidArgument", answer
+        assert "writer must be 1 to 64 bytes" in answer["message"]
+    assert (await raw.request("stats"))["op"] == "reply"  # still connected

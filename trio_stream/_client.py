@@ -88,6 +88,7 @@ from ._protocol.messages import (
 )
 from ._publisher import YIELD_EVERY_BYTES as YIELD_EVERY_BYTES
 from ._publisher import Publisher as Publisher
+from ._publisher import new_writer_key
 from ._reconnect import STATES, Backoff, Reconnect, State
 from ._records import ChannelInfo, ClientInfo, Position, ServerStats
 from ._subscription import YIELD_EVERY_MESSAGES as YIELD_EVERY_MESSAGES
@@ -1100,6 +1101,7 @@ class Client:
         :mod:`trio_stream._protocol.compression`); readers decompress transparently.
         """
         compress_fn = compressor(compress)
+        writer_key = new_writer_key()
 
         def register(result: Any) -> Publisher:
             pub = Publisher(
@@ -1110,12 +1112,13 @@ class Client:
                 result["readers"],
                 result.get("keeps_history", False),
                 compress_fn,
+                writer_key,
             )
             self._publishers[pub.pub_id] = pub
             return pub
 
         pub: Publisher = await self._request(
-            OpenPublisher, on_result=register, channel=channel, key=key
+            OpenPublisher, on_result=register, channel=channel, key=key, writer=writer_key
         )
         return pub
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,12 +50,20 @@ YIELD_EVERY_BYTES: Final = 16 * 1024
 # delivery (smaller reads); measured with benchmarks/cpu_per_frame.py.
 DIRECT_WRITE_INTERVAL_S: Final = 200e-6
 
+# A publisher's writer key: 16 random bytes, 32 hex digits (the protocol allows 64 bytes).
+WRITER_KEY_RANDOM_BYTES: Final = 16
 # send() looks these up once here, not through module attributes for every frame.
 _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 _wall_clock: Final = time.time
 _wire_head: Final = PUBLISH_WIRE_HEAD.pack  # (body bytes, PUBLISH, pub_id, time)
 _PUBLISH: Final = PUBLISH
 _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size
+
+
+def new_writer_key() -> str:
+    """A publisher's own name, the same on every connection (open_publisher's ``writer``):
+    random, so that no other publisher, of this process or of another, ever has it."""
+    return secrets.token_hex(WRITER_KEY_RANDOM_BYTES)
 
 
 class Publisher:
@@ -64,7 +73,9 @@ class Publisher:
     encoded pieces, no copy) until the server acknowledges them: after a reconnect the server
     says how many of them it took, and the rest go out again on the new connection, so a
     blip loses nothing and duplicates nothing. While disconnected, ``send`` keeps filling the
-    window and waits once it is full.
+    window and waits once it is full. A publisher keeps one random name (its writer key) on
+    every connection: a node of a cluster that its client moves to learns from Redis how many
+    of its frames the old node had appended.
     """
 
     def __init__(
@@ -76,8 +87,10 @@ class Publisher:
         readers: int,
         keeps_history: bool = False,
         compress: Compressor | None = None,
+        writer_key: str | None = None,
     ) -> None:
         self.channel = channel
+        self._writer_key = writer_key if writer_key is not None else new_writer_key()
         self._compress = compress
         self.pub_id = pub_id
         self.readers = readers
@@ -89,6 +102,7 @@ class Publisher:
         self._unacked: deque[tuple[int, list[BytesLike]]] = deque()  # (body bytes, pieces)
         self._unacked_bytes = 0
         self._acked_here = 0  # frames acknowledged under the current pub_id
+        self._acked_total = 0  # frames acknowledged since it was opened, on every connection
         self._live = True  # open on the current connection (pub_id is valid)
         self._acked_event = trio.Event()
         self._readers_event = trio.Event()
@@ -134,6 +148,7 @@ class Publisher:
                 freed += popleft()[0]
             self._unacked_bytes -= freed
         self._acked_here += count
+        self._acked_total += count
         self._acked_event.set()
 
     def _suspend(self) -> None:
@@ -144,7 +159,9 @@ class Publisher:
         """Open this publisher again on a new connection; False: the channel is missing.
 
         The request names our previous publisher id: the server answers how many of its
-        frames it took (``taken``), so exactly the rest is sent again.
+        frames it took (``taken``), or a node of a cluster that the last connection was not
+        to how many frames of this publisher Redis holds (``published``, all connections
+        together), so exactly the rest is sent again.
         """
         if not self.is_open:
             return True
@@ -155,6 +172,7 @@ class Publisher:
                 channel=self.channel,
                 key=self._key,
                 resume_pub=self.pub_id,
+                writer=self._writer_key,
             )
         except (ChannelNotFound, ClusterUnavailable):
             return False  # retried later (its owner re-creates it; Redis comes back)
@@ -169,9 +187,13 @@ class Publisher:
         """The reopen's answer (in the reader task, before anything after it)."""
         client = self._client
         taken = result.get("taken")
+        published = result.get("published")
         if isinstance(taken, int):
             # Frames the server took whose acknowledgement the lost connection never brought.
             self._acked(max(0, taken - self._acked_here))
+        elif isinstance(published, int):
+            # The same, counted by Redis over every connection (another node took them).
+            self._acked(min(max(0, published - self._acked_total), len(self._unacked)))
         self.pub_id = result["pub"]
         self.readers = result["readers"]
         self._keeps_history = result.get("keeps_history", False)

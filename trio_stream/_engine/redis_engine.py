@@ -71,6 +71,7 @@ from .redis_streams import (
     EpochChanged,
     EpochReset,
     FrameBatch,
+    WriterMoved,
     read_range,
 )
 
@@ -718,12 +719,23 @@ class RedisEngine:
                 f"channel {channel.name!r} was created with single_writer=True and has a writer"
             )
         result = requests.open_publisher_on(session, msg, channel)
-        if record.options.get("single_writer"):
-            try:
+        try:
+            if record.options.get("single_writer"):
                 await self.io.client.sadd(self._writers_key(channel), [self.node])
-            except BaseException:  # the client is told it failed: no writer stays open
-                session.close_writer(result["pub"])
-                raise
+            if msg.writer is not None and msg.resume_pub is not None and "taken" not in result:
+                # A reopen that this node's lease cannot answer (the publisher's last
+                # connection was to another node): Redis counted its frames. From now on
+                # this node is its owner, and a batch of it still on its way from the old
+                # node is refused there, so the count stays exact.
+                result["published"] = await self.io.writer.claim(
+                    channel.name, channel.epoch, msg.writer
+                )
+        except EpochChanged as error:
+            session.close_writer(result["pub"])
+            raise ChannelNotFound(str(error)) from None
+        except BaseException:  # the client is told it failed: no writer stays open
+            session.close_writer(result["pub"])
+            raise
         return result
 
     async def _writer_nodes(self, channel: Channel) -> set[bytes]:
@@ -1268,8 +1280,12 @@ class RedisEngine:
                         appender.done.set()  # a reopened writer's frames may go now
                         # Its mark goes with it (else the channel's hash grows per writer);
                         # a node stopped or cut from Redis leaves its writers' marks behind.
+                        # A writer its client closed is never reopened: its count and
+                        # owner go too (one lost with its connection stays until the
+                        # channel ends, for a reopen on another node).
+                        key = writer.key if writer.closed_by_client else None
                         with trio.move_on_after(FORGET_TIMEOUT_S), contextlib.suppress(*REDIS_DOWN):
-                            await self.io.writer.forget(channel.name, mark)
+                            await self.io.writer.forget(channel.name, mark, key)
                         return
                     await appender.wake.wait()
                     appender.wake = trio.Event()
@@ -1280,7 +1296,13 @@ class RedisEngine:
                 while True:
                     try:
                         await self.io.writer.append(
-                            channel.name, channel.epoch, sender, payloads, times, writer=mark
+                            channel.name,
+                            channel.epoch,
+                            sender,
+                            payloads,
+                            times,
+                            writer=mark,
+                            key=writer.key,
                         )
                         break
                     except AppendInterrupted as interrupted:
@@ -1301,6 +1323,16 @@ class RedisEngine:
                         if broker.channels.get(channel.name) is channel:
                             self._kept.pop(channel.name, None)
                             broker.delete_channel(channel, str(error))
+                        return
+                    except WriterMoved as moved:
+                        # Its client reopened it on another node, which sends these frames
+                        # (Redis told it how many of them it has): nothing more goes from
+                        # here. Were this connection still open, it ends the publisher.
+                        log.info("%s", moved)
+                        appender.queued.clear()
+                        if writer in channel.publishers:
+                            broker.close_publisher(writer)
+                            writer.outbox.writer_ended(writer, moved)
                         return
                     except REDIS_DOWN as error:
                         log.warning("append to %r waits for Redis: %s", channel.name[:80], error)

@@ -127,6 +127,7 @@ REDIS_ERRORS = (*REDIS_DOWN, coredis.exceptions.RedisError)
 # KEYS[1] channel hash, KEYS[2] stream key, KEYS[3] the nodes' positions in that stream
 # (redis_positions), KEYS[4] the nodes' heartbeat expiries (redis_presence); ARGV[1] epoch,
 # ARGV[2] history bound (frames), ARGV[3] sender, ARGV[4] batch token, ARGV[5] n (frames),
+# ARGV[6] the client's key for the writer ('' if it gave none), ARGV[7] this node's instance,
 # then per stream entry four values: its frame count, times, sizes and payloads (packed, see
 # pack_entries).
 # The sequence numbers come from one HINCRBY, so a batch is contiguous and numbers are per
@@ -139,6 +140,13 @@ REDIS_ERRORS = (*REDIS_DOWN, coredis.exceptions.RedisError)
 # deleted, recreated or Redis lost it). The batch token makes a retry idempotent: a command
 # whose reply was lost with its connection ran (or not) as a whole, and running it again
 # answers the first seq it got instead of appending the batch twice.
+# A writer the client named (open_publisher's ``writer``) has its frames counted in the
+# channel's hash ('n:' and the key, across every node and connection) and may have an owner
+# ('o:' and the key): the node its client reopened it on last (CLAIM_LUA). A batch from any
+# other node is refused ('WRITER_MOVED'): the client sends those frames again through the owner,
+# which learnt from the count, in the same step that made it the owner, exactly how many
+# of the writer's frames the stream holds. So a writer that moves to another node (its
+# node died, or its connection to it) neither loses nor repeats a frame.
 # Room: no live node that follows the channel may be left more than its room behind: the
 # history bound (the trim would drop frames it has not read; a batch bigger than the bound
 # goes once the node has read everything before it), or its ``block`` readers' room (it
@@ -188,13 +196,17 @@ if done then
   local token, first = string.match(done, '^(.*) (%d+)$')
   if token == ARGV[4] then return tonumber(first) end
 end
+if ARGV[6] ~= '' then
+  local owner = redis.call('HGET', KEYS[1], 'o:' .. ARGV[6])
+  if owner and owner ~= ARGV[7] then return redis.error_reply('WRITER_MOVED ' .. owner) end
+end
 """
     + _ROOM
     + """
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local first = seq - n + 1
 seq = first - 1
-for i = 6, #ARGV, 4 do
+for i = 8, #ARGV, 4 do
   seq = seq + tonumber(ARGV[i])
   redis.call('XADD', KEYS[2], string.format('%d-0', seq),
              's', ARGV[3], 't', ARGV[i + 1], 'l', ARGV[i + 2], 'p', ARGV[i + 3])
@@ -202,9 +214,20 @@ end
 local keep = seq - tonumber(ARGV[2]) + 1
 if keep > 1 then redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d-0', keep)) end
 redis.call('HSET', KEYS[1], mark, ARGV[4] .. ' ' .. string.format('%d', first))
+if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[1], 'n:' .. ARGV[6], n) end
 return first
 """
 )
+
+# KEYS[1] channel hash; ARGV[1] epoch, ARGV[2] the writer's key, ARGV[3] this node's instance.
+# Makes this node the writer's owner (its other nodes' batches are refused from now on) and
+# answers how many of its frames the stream got, in one atomic step.
+_CLAIM_LUA = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
+redis.call('HSET', KEYS[1], 'o:' .. ARGV[2], ARGV[3])
+return tonumber(redis.call('HGET', KEYS[1], 'n:' .. ARGV[2]) or '0')
+"""
 
 # The same keys and first five arguments as _APPEND_LUA: 1 when the batch would fit now,
 # -k when k of its frames would, 0 when none would.
@@ -228,6 +251,16 @@ class EpochChanged(Exception):
         super().__init__(f"channel {channel[:80]!r} changed in Redis ({now}): reopen it")
         self.channel = channel
         self.epoch = epoch
+
+
+class WriterMoved(Exception):
+    """The writer's client reopened it on another node: this node's batches are refused."""
+
+    def __init__(self, channel: str, owner: str) -> None:
+        super().__init__(
+            f"the writer of {channel[:80]!r} moved to another node ({owner}): its frames go there"
+        )
+        self.channel = channel
 
 
 class AppendInterrupted(Exception):
@@ -295,6 +328,7 @@ class FrameWriter:
         self._client = client
         self._append = client.register_script(_APPEND_LUA)
         self._room = client.register_script(_ROOM_LUA)
+        self._claim = client.register_script(_CLAIM_LUA)
         self._instance = secrets.token_hex(6)
         self._batches = 0
 
@@ -307,12 +341,15 @@ class FrameWriter:
         times: Sequence[float],
         *,
         writer: str = "",
+        key: str | None = None,
     ) -> int:
         """Append ``payloads`` (with their ``times``); return the first one's sequence number.
 
         ``writer`` tells this writer's batches from those of other writers appending through
         this FrameWriter at the same time (a repeated call is recognised per writer, see
-        _APPEND_LUA); :meth:`forget` removes its mark when the writer ends.
+        _APPEND_LUA); :meth:`forget` removes its mark when the writer ends. ``key``, the
+        client's own name for the writer if it gave one, counts its frames in Redis and
+        refuses the batch once another node claimed it (:meth:`claim`).
 
         Waits while a live node that follows the channel is more than the history bound
         behind (see redis_positions): so nothing is trimmed before every node read it; and
@@ -323,6 +360,7 @@ class FrameWriter:
 
         Raises:
             EpochChanged: the channel is not at ``epoch`` in Redis any more.
+            WriterMoved: another node claimed the writer (nothing of this call went in).
             AppendInterrupted: Redis unreachable for ``retry_s`` after part of a split batch
                 went in (say how much).
             coredis.exceptions.ConnectionError: Redis unreachable for ``retry_s``.
@@ -350,7 +388,7 @@ class FrameWriter:
         while start < count:
             try:
                 part = await self._append_part(
-                    channel, keys, head, writer, payloads[start:end], times[start:end]
+                    channel, keys, head, writer, key, payloads[start:end], times[start:end]
                 )
             except REDIS_DOWN as error:
                 if start:
@@ -369,6 +407,7 @@ class FrameWriter:
         keys: list[str],
         head: list[bytes | str],
         writer: str,
+        key: str | None,
         payloads: Sequence[bytes],
         times: Sequence[float],
     ) -> int:
@@ -380,7 +419,7 @@ class FrameWriter:
         # The token's part before its last dot names the writer (the script keeps one mark
         # per writer: two writers of one name must not overwrite each other's).
         head = [*head, f"{self._instance}:{writer}.{self._batches}", str(len(payloads))]
-        args = head + pack_entries(payloads, times)
+        args = [*head, key or "", self._instance, *pack_entries(payloads, times)]
         delay = RECONNECT_DELAY_MIN_S
         failing_since: float | None = None  # Redis unreachable since (retry_s from there)
         while True:
@@ -397,6 +436,8 @@ class FrameWriter:
                 return first
             except coredis.exceptions.ResponseError as error:
                 text = str(error)
+                if text.startswith("WRITER_MOVED"):
+                    raise WriterMoved(channel, text[len("WRITER_MOVED") :].strip()) from None
                 if not text.startswith("EPOCH"):
                     raise
                 raise EpochChanged(channel, text[len("EPOCH") :].strip() or None) from None
@@ -409,9 +450,32 @@ class FrameWriter:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
 
-    async def forget(self, channel: str, writer: str) -> None:
-        """Remove ``writer``'s duplicate-batch mark (it appends no more)."""
-        await self._client.hdel(self._keys.channel(channel), [f"b:{self._instance}:{writer}"])
+    async def forget(self, channel: str, writer: str, key: str | None = None) -> None:
+        """Remove ``writer``'s duplicate-batch mark (it appends no more), and with ``key``
+        the count and owner of a writer its client closed (it is never reopened)."""
+        fields = [f"b:{self._instance}:{writer}"]
+        if key:
+            fields += [f"n:{key}", f"o:{key}"]
+        await self._client.hdel(self._keys.channel(channel), fields)
+
+    async def claim(self, channel: str, epoch: str, key: str) -> int:
+        """Make this node the owner of the writer the client calls ``key`` (batches of it
+        from other nodes are refused from now on); how many of its frames the stream got.
+
+        Raises:
+            EpochChanged: the channel is not at ``epoch`` in Redis any more.
+        """
+        try:
+            count: object = await self._claim(
+                keys=[self._keys.channel(channel)], args=[epoch, key, self._instance]
+            )
+        except coredis.exceptions.ResponseError as error:
+            text = str(error)
+            if not text.startswith("EPOCH"):
+                raise
+            raise EpochChanged(channel, text[len("EPOCH") :].strip() or None) from None
+        assert isinstance(count, int)
+        return count
 
 
 async def read_range(

@@ -83,9 +83,14 @@ class DeleteChannel(Request):
 @dataclass(frozen=True)
 class OpenPublisher(Request):
     OP: ClassVar[str] = "open_publisher"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"writer"})
     channel: str
     key: str | None = None
     resume_pub: int | None = None  # the previous connection's pub id: reply says "taken"
+    # The client's own name for this publisher, the same on every connection (random, at
+    # most WRITER_KEY_MAX_BYTES): a node of a cluster answers a reopen from Redis with it
+    # ("published") when the publisher's last connection was to another node.
+    writer: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,11 @@ from .._exceptions import AuthError, InvalidArgument, LimitExceeded
 from .._protocol.array_view import View
 from .._protocol.brief import brief
 from .._protocol.frames import sender_field
-from .._protocol.limits import SUBSCRIBE_WINDOW_BYTES, SUBSCRIBE_WINDOW_FRAMES
+from .._protocol.limits import (
+    SUBSCRIBE_WINDOW_BYTES,
+    SUBSCRIBE_WINDOW_FRAMES,
+    WRITER_KEY_MAX_BYTES,
+)
 from .._protocol.messages import (
     Admin,
     ClosePublisher,
@@ -97,7 +101,9 @@ def open_publisher(session: Session, msg: OpenPublisher) -> dict[str, Any]:
 
 def open_publisher_on(session: Session, msg: OpenPublisher, channel: Channel) -> dict[str, Any]:
     """open_publisher on a channel found (and access checked) already."""
+    check_writer_key(msg.writer)
     writer = session.open_writer(channel)
+    writer.key = msg.writer
     # keeps_history: the channel wants frames even with no reader (docs/protocol.md 8).
     result = {
         "pub": writer.pub_id,
@@ -112,7 +118,19 @@ def open_publisher_on(session: Session, msg: OpenPublisher, channel: Channel) ->
     return result
 
 
+def check_writer_key(key: str | None) -> None:
+    """open_publisher's ``writer``: absent, or 1 to WRITER_KEY_MAX_BYTES bytes."""
+    if key is not None and not 0 < len(key.encode()) <= WRITER_KEY_MAX_BYTES:
+        raise InvalidArgument(
+            f"writer must be 1 to {WRITER_KEY_MAX_BYTES} bytes (a random name the client "
+            f"keeps for one publisher), not {brief(key)}"
+        )
+
+
 def close_publisher(session: Session, msg: ClosePublisher) -> None:
+    writer = session.writers.get(msg.pub)
+    if writer is not None:
+        writer.closed_by_client = True  # it will not be reopened: a cluster forgets its key
     session.close_writer(msg.pub)
 
 
