@@ -228,3 +228,49 @@ async def test_open_publisher_takes_a_writer_key_of_1_to_64_bytes(server: ts.Ser
         assert answer["op"] == "error" and answer["type"] == "InvalidArgument", answer
         assert "writer must be 1 to 64 bytes" in answer["message"]
     assert (await raw.request("stats"))["op"] == "reply"  # still connected
+
+
+async def test_a_resume_the_server_has_no_lease_of_numbers_publishers_apart(
+    server: ts.Server,
+) -> None:
+    # The client's old publisher ids (which its reopens name) come from another node or an
+    # earlier run: this connection's ids start high and at random, so none of them is
+    # mistaken for one of its own by a later lease; below the start is "never opened".
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    ids: list[int] = []
+    for _ in range(2):
+        raw = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+        await raw.send_control(
+            {"op": "hello", "v": PROTOCOL_VERSION, "resume": True, "resume_token": "unknown"}
+        )
+        assert (await raw.control())["op"] == "welcome"
+        await raw.request("create_channel", channel=f"c{len(ids)}")
+        reply = await raw.request("open_publisher", channel=f"c{len(ids)}")
+        ids.append(reply["result"]["pub"])
+        await raw.stream.send_all(frame_prefix(13) + F.publish_head(1, 0.0))
+        goodbye = await raw.control()
+        assert goodbye["op"] == "goodbye" and "never opened" in goodbye["reason"]
+    assert all(2**24 <= pub < 2**24 + 2**30 for pub in ids)
+    assert ids[0] != ids[1]
+
+
+async def test_a_resumed_connection_numbers_publishers_on_from_its_predecessors(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    token = "unknown"  # the first connection's predecessor was elsewhere: a random start
+    ids: list[int] = []
+    for _ in range(3):
+        raw = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+        hello = {"v": PROTOCOL_VERSION, "name": "w", "resume": True, "resume_token": token}
+        await raw.send_control({"op": "hello", **hello})
+        welcome = await raw.control()
+        token = welcome["resume_token"]
+        if not ids:
+            await raw.request("create_channel", channel="c")
+        ids.append((await raw.request("open_publisher", channel="c"))["result"]["pub"])
+        await raw.request("close_publisher", pub=ids[-1])  # closed: its id is still used up
+        await raw.stream.aclose()  # the connection drops; its lease waits for the token
+    assert ids == [ids[0], ids[0] + 1, ids[0] + 2]

@@ -486,7 +486,7 @@ async def test_a_repeated_call_is_recognised_per_writer_even_when_writers_share_
         script = a.writer._append
 
         def call(token: str, payload: bytes) -> list[bytes | str]:
-            head = [record.epoch, "10000", "alice", token, "1", "", "node"]
+            head = [record.epoch, "10000", "alice", token, "1", "", "", ""]
             return [*head, *pack_entries([payload], [1.0])]
 
         assert await script(keys=keys, args=call("node:w1.1", b"x")) == 1
@@ -530,39 +530,48 @@ async def test_a_split_batch_interrupted_by_redis_says_how_much_went_in(
         assert [f.payload for f in frames] == [b"1", b"2"]
 
 
-async def test_a_writer_claimed_by_another_node_is_refused_on_the_old_one_and_counted_once(
+async def test_a_writer_reopened_elsewhere_is_refused_on_the_old_connection_and_counted_once(
     redis_server: RedisServer,
 ) -> None:
-    # A client moves its publisher from node a to node b: b claims the writer's key and
-    # learns how many of its frames the stream has; a batch still on its way from a is then
-    # refused, so the client's resend through b is the only copy.
+    # A client moves its publisher from node a to node b and back: each reopen claims the
+    # writer with a token of its own and learns how many of its frames the stream has; a
+    # batch still on its way from an earlier connection is then refused, on either node.
     async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
-        record = await a.registry.create("c", owner="dev", node="a")
-        epoch = record.epoch
-        assert await a.writer.append("c", epoch, "w", [b"0", b"1"], [0.0] * 2, key="K") == 1
-        assert await b.writer.claim("c", epoch, "K") == 2
+        epoch = (await a.registry.create("c", owner="dev", node="a")).epoch
+        first = a.writer.named(epoch, "w", "K")  # the publisher's first connection, on a
+        assert await a.writer.append("c", epoch, "w", [b"0", b"1"], [0.0] * 2, named=first) == 1
+        on_b = b.writer.named(epoch, "w", "K")
+        assert await b.writer.claim("c", epoch, on_b) == 2
         with pytest.raises(WriterMoved):
-            await a.writer.append("c", epoch, "w", [b"late"], [0.0], key="K")
-        assert await b.writer.append("c", epoch, "w", [b"2", b"3"], [0.0] * 2, key="K") == 3
-        # Other writers are not held: one without a key, one with another key.
+            await a.writer.append("c", epoch, "w", [b"late"], [0.0], named=first)
+        assert await b.writer.append("c", epoch, "w", [b"2", b"3"], [0.0] * 2, named=on_b) == 3
+        # Other writers are not held: one without a name, one of another name or sender.
         assert await a.writer.append("c", epoch, "v", [b"x"], [0.0]) == 5
-        assert await a.writer.append("c", epoch, "u", [b"y"], [0.0], key="L") == 6
-        assert await a.writer.claim("c", epoch, "K") == 4  # and back to a, counted on
-        assert await a.writer.append("c", epoch, "w", [b"4"], [0.0], key="K") == 7
+        other = a.writer.named(epoch, "w", "L")
+        assert await a.writer.append("c", epoch, "w", [b"y"], [0.0], named=other) == 6
+        assert await a.writer.claim("c", epoch, a.writer.named(epoch, "v", "K")) == 0
+        # Back on a, a new connection: the first connection's batch is still refused there.
+        back = a.writer.named(epoch, "w", "K")
+        assert await a.writer.claim("c", epoch, back) == 4
+        for stale in (first, on_b):
+            with pytest.raises(WriterMoved):
+                await a.writer.append("c", epoch, "w", [b"stale"], [0.0], named=stale)
+        assert await a.writer.append("c", epoch, "w", [b"4"], [0.0], named=back) == 7
         frames = await read_range(a.client, a.keys, "c", epoch, 0, 10)
         assert [f.payload for f in frames] == [b"0", b"1", b"2", b"3", b"x", b"y", b"4"]
         with pytest.raises(EpochChanged):
-            await b.writer.claim("c", "another-epoch", "K")
-        # A writer its client closed is forgotten: count and owner go with its mark.
-        await a.writer.forget("c", "", "K")
-        fields = await a.client.hkeys(a.keys.channel("c"))
-        assert b"n:L" in fields
-        assert not {b"n:K", b"o:K"} & set(fields)
+            await b.writer.claim("c", "another-epoch", on_b)
+        # Closed by its client: its record goes soon, and still refuses a late batch till then.
+        await a.writer.forget("c", "", closed=back)
+        assert 0 < await a.client.pttl(back.record) <= 60_000
+        with pytest.raises(WriterMoved):
+            await b.writer.append("c", epoch, "w", [b"late"], [0.0], named=on_b)
+        assert await a.client.pttl(other.record) > 60_000
 
 
 _claims = itertools.count()
 _writer_steps = st.lists(
-    st.tuples(st.sampled_from(["append", "claim"]), st.sampled_from("ab"), st.integers(1, 4)),
+    st.tuples(st.sampled_from(["append", "reopen"]), st.sampled_from("ab"), st.integers(1, 4)),
     max_size=12,
 )
 
@@ -573,31 +582,33 @@ _writer_steps = st.lists(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=_writer_steps)
-async def test_a_keyed_writers_count_is_exactly_its_frames_and_only_its_owner_appends(
+async def test_a_named_writers_count_is_exactly_its_frames_and_only_its_last_claim_appends(
     redis_server: RedisServer, steps: list[tuple[str, str, int]]
 ) -> None:
-    # The invariant a moving writer relies on, for any order of appends and claims by two
-    # nodes: a claim answers exactly how many of the writer's frames the stream holds, and
-    # once a node claimed the writer, only that node's batches of it go in.
+    # The invariant a moving writer relies on, for any order of appends from the writer's
+    # connections so far (one per reopen, on node a or b) and reopens: a reopen's claim
+    # answers exactly how many of the writer's frames the stream holds, and from then on only
+    # the newest connection's batches go in.
     channel = f"w{next(_claims)}"
     async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
         nodes = {"a": a, "b": b}
         epoch = (await a.registry.create(channel, owner="dev", node="a")).epoch
-        owner: str | None = None
+        connections = [(a, a.writer.named(epoch, "w", "K"))]  # the first one, never claimed
         count = 0
         for action, node, frames in steps:
-            writer = nodes[node].writer
-            if action == "claim":
-                assert await writer.claim(channel, epoch, "K") == count
-                owner = node
-            elif owner not in (None, node):
+            if action == "reopen":
+                io = nodes[node]
+                named = io.writer.named(epoch, "w", "K")
+                assert await io.writer.claim(channel, epoch, named) == count
+                connections.append((io, named))
+                continue
+            payloads, times = [b"x"] * frames, [0.0] * frames
+            for io, named in connections[:-1]:  # every earlier connection is refused
                 with pytest.raises(WriterMoved):
-                    await writer.append(
-                        channel, epoch, "w", [b"x"] * frames, [0.0] * frames, key="K"
-                    )
-            else:
-                await writer.append(channel, epoch, "w", [b"x"] * frames, [0.0] * frames, key="K")
-                count += frames
+                    await io.writer.append(channel, epoch, "w", payloads, times, named=named)
+            io, named = connections[-1]
+            await io.writer.append(channel, epoch, "w", payloads, times, named=named)
+            count += frames
         stored = await read_range(a.client, a.keys, channel, epoch, 0, 100)
         assert len(stored) == count
-        assert await b.writer.claim(channel, epoch, "K") == count
+        assert await b.writer.claim(channel, epoch, b.writer.named(epoch, "w", "K")) == count

@@ -102,7 +102,9 @@ class Publisher:
         self._unacked: deque[tuple[int, list[BytesLike]]] = deque()  # (body bytes, pieces)
         self._unacked_bytes = 0
         self._acked_here = 0  # frames acknowledged under the current pub_id
-        self._acked_total = 0  # frames acknowledged since it was opened, on every connection
+        # Frames let go of since it was opened, on every connection: acknowledged, or taken
+        # by the server as a reopen's answer said (what a cluster's ``published`` counts).
+        self._acked_total = 0
         self._live = True  # open on the current connection (pub_id is valid)
         self._acked_event = trio.Event()
         self._readers_event = trio.Event()
@@ -190,10 +192,14 @@ class Publisher:
         published = result.get("published")
         if isinstance(taken, int):
             # Frames the server took whose acknowledgement the lost connection never brought.
-            self._acked(max(0, taken - self._acked_here))
+            self._acked(min(max(0, taken - self._acked_here), len(self._unacked)))
         elif isinstance(published, int):
-            # The same, counted by Redis over every connection (another node took them).
+            # A cluster's node answers with Redis's count of this publisher's frames, over
+            # every connection and node: those of the window it has are let go, and the
+            # count is ours from now on (it is less than ours only if Redis lost frames it
+            # had acknowledged, with a restart: the channel is then a new epoch anyway).
             self._acked(min(max(0, published - self._acked_total), len(self._unacked)))
+            self._acked_total = published
         self.pub_id = result["pub"]
         self.readers = result["readers"]
         self._keeps_history = result.get("keeps_history", False)

@@ -27,6 +27,7 @@ import itertools
 import logging
 import math
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ from .redis_streams import (
     EpochChanged,
     EpochReset,
     FrameBatch,
+    NamedWriter,
     WriterMoved,
     read_range,
 )
@@ -199,6 +201,9 @@ class RedisEngine:
         self._io: RedisEngineIO | None = None
         self._nursery: trio.Nursery | None = None
         self._appenders: dict[Writer, _Appender] = {}
+        # Writers their clients named (open_publisher's ``writer``), as their connection has
+        # them: gone with the writer (weak), whether it published or not.
+        self._named: weakref.WeakKeyDictionary[Writer, NamedWriter] = weakref.WeakKeyDictionary()
         # The channels this node keeps (their owner's end, their lifetime): created here, or
         # taken over by name here from another node or from this node's previous run.
         self._kept: dict[str, _Kept] = {}
@@ -722,14 +727,20 @@ class RedisEngine:
         try:
             if record.options.get("single_writer"):
                 await self.io.client.sadd(self._writers_key(channel), [self.node])
-            if msg.writer is not None and msg.resume_pub is not None and "taken" not in result:
-                # A reopen that this node's lease cannot answer (the publisher's last
-                # connection was to another node): Redis counted its frames. From now on
-                # this node is its owner, and a batch of it still on its way from the old
-                # node is refused there, so the count stays exact.
-                result["published"] = await self.io.writer.claim(
-                    channel.name, channel.epoch, msg.writer
-                )
+            if msg.writer is not None:
+                writer = session.writers[result["pub"]]
+                named = self.io.writer.named(channel.epoch, writer.sender.decode(), msg.writer)
+                self._named[writer] = named
+                if msg.resume_pub is not None:
+                    # A reopen, on this node or another: Redis's count of the writer's frames
+                    # answers it, not this node's lease (which counts frames still on their
+                    # way here, and knows nothing of another node's). Claimed in the same
+                    # step: a batch an earlier connection still holds, on any node, is
+                    # refused from now on, so the count stays exact (redis_streams).
+                    result.pop("taken", None)
+                    result["published"] = await self.io.writer.claim(
+                        channel.name, channel.epoch, named
+                    )
         except EpochChanged as error:
             session.close_writer(result["pub"])
             raise ChannelNotFound(str(error)) from None
@@ -1270,6 +1281,7 @@ class RedisEngine:
         sender = writer.sender.decode()
         broker = self.state.broker
         mark = f"{id(appender):x}"  # this writer's batches, told apart from its name-mates'
+        named = self._named.get(writer)
         try:
             if appender.after is not None:
                 await appender.after.done.wait()
@@ -1280,12 +1292,11 @@ class RedisEngine:
                         appender.done.set()  # a reopened writer's frames may go now
                         # Its mark goes with it (else the channel's hash grows per writer);
                         # a node stopped or cut from Redis leaves its writers' marks behind.
-                        # A writer its client closed is never reopened: its count and
-                        # owner go too (one lost with its connection stays until the
-                        # channel ends, for a reopen on another node).
-                        key = writer.key if writer.closed_by_client else None
+                        # A writer its client closed is never reopened: its record goes
+                        # soon (one lost with its connection stays for a reopen).
+                        closed = named if writer.closed_by_client else None
                         with trio.move_on_after(FORGET_TIMEOUT_S), contextlib.suppress(*REDIS_DOWN):
-                            await self.io.writer.forget(channel.name, mark, key)
+                            await self.io.writer.forget(channel.name, mark, closed)
                         return
                     await appender.wake.wait()
                     appender.wake = trio.Event()
@@ -1302,7 +1313,7 @@ class RedisEngine:
                             payloads,
                             times,
                             writer=mark,
-                            key=writer.key,
+                            named=named,
                         )
                         break
                     except AppendInterrupted as interrupted:
@@ -1325,14 +1336,17 @@ class RedisEngine:
                             broker.delete_channel(channel, str(error))
                         return
                     except WriterMoved as moved:
-                        # Its client reopened it on another node, which sends these frames
-                        # (Redis told it how many of them it has): nothing more goes from
-                        # here. Were this connection still open, it ends the publisher.
+                        # Its client reopened it (another connection, here or on another
+                        # node), which sends these frames again: Redis told it how many of
+                        # the writer's frames it has. Were this connection still open, the
+                        # publisher ends on it.
                         log.info("%s", moved)
                         appender.queued.clear()
                         if writer in channel.publishers:
                             broker.close_publisher(writer)
                             writer.outbox.writer_ended(writer, moved)
+                        with trio.move_on_after(FORGET_TIMEOUT_S), contextlib.suppress(*REDIS_DOWN):
+                            await self.io.writer.forget(channel.name, mark)
                         return
                     except REDIS_DOWN as error:
                         log.warning("append to %r waits for Redis: %s", channel.name[:80], error)

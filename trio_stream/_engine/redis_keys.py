@@ -15,6 +15,9 @@ deployments (or tests) can share a Redis database without seeing each other:
 - ``{ns}:readers:{node}``       hash channel -> local reader count (expires likewise)
 - ``{ns}:pos:{name}:{epoch}``   hash node -> last seq that node has taken, and the room of
                                 its ``block`` readers if any (redis_positions)
+- ``{ns}:wr:{epoch}:{n}:{sender}:{writer key}``  hash of a writer its client named (``n``: the
+                                sender's length): ``n`` its frames in the stream, ``o`` its
+                                owner's token (redis_streams); expires when the writer idles
 - ``{ns}:ctl`` / ``{ns}:ctl:{node}``  pub/sub control channels: broadcast / one node
 
 The stream key carries the epoch, so frames written under one epoch can never be read as
@@ -58,6 +61,11 @@ class KeySpace:
 
     def positions(self, name: str, epoch: str) -> str:
         return f"{self.namespace}:pos:{name}:{epoch}"
+
+    def writer(self, epoch: str, sender: str, writer_key: str) -> str:
+        # The epoch names one channel's life (random per creation); the sender's length keeps
+        # two (sender, key) pairs from spelling the same key.
+        return f"{self.namespace}:wr:{epoch}:{len(sender)}:{sender}:{writer_key}"
 
     @property
     def control(self) -> str:

@@ -112,6 +112,13 @@ RECONNECT_DELAY_MIN_S = 0.05
 RECONNECT_DELAY_MAX_S = 1.0
 APPEND_RETRY_S = 5.0
 WAKE_FIELD = b"w"
+# A named writer's record (count and owner) lives this long after its last batch or claim:
+# a client moves a writer within seconds of its node's death; a record gone after a longer
+# pause costs nothing then (no frame of it is on its way).
+WRITER_RECORD_TTL_S = 24 * 3600.0
+# ... and this long once its client closed it, refusing a late batch of an old node meanwhile.
+WRITER_CLOSED_TTL_S = 60.0
+CLAIM_TOKEN_BYTES = 8
 # A writer waiting for a lagging node asks again after ROOM_POLL_MIN_S, doubling up to
 # ROOM_POLL_MAX_S: a block reader that keeps up frees room within a few ms, a stalled one
 # costs one cheap script call per ROOM_POLL_MAX_S.
@@ -140,13 +147,16 @@ REDIS_ERRORS = (*REDIS_DOWN, coredis.exceptions.RedisError)
 # deleted, recreated or Redis lost it). The batch token makes a retry idempotent: a command
 # whose reply was lost with its connection ran (or not) as a whole, and running it again
 # answers the first seq it got instead of appending the batch twice.
-# A writer the client named (open_publisher's ``writer``) has its frames counted in the
-# channel's hash ('n:' and the key, across every node and connection) and may have an owner
-# ('o:' and the key): the node its client reopened it on last (CLAIM_LUA). A batch from any
-# other node is refused ('WRITER_MOVED'): the client sends those frames again through the owner,
-# which learnt from the count, in the same step that made it the owner, exactly how many
-# of the writer's frames the stream holds. So a writer that moves to another node (its
-# node died, or its connection to it) neither loses nor repeats a frame.
+# A writer its client named (open_publisher's ``writer``) has a record of its own (KEYS[5],
+# KeySpace.writer): ``n``, how many of its frames the stream got, from every node and
+# connection, and ``o``, the token of the last claim of it (_CLAIM_LUA: a reopen). A batch
+# whose token is not the record's is refused ('WRITER_MOVED'): one that an earlier
+# connection's appender still held when the client reopened the writer, on another node or
+# on this one. The reopen learnt, in the same atomic step that made its token the owner,
+# exactly how many of the writer's frames the stream holds, and the client sends the rest
+# through it: so a writer that moves (its node died, or its connection) neither loses nor
+# repeats a frame. The record lives WRITER_RECORD_TTL_S after the writer's last batch or
+# claim, and WRITER_CLOSED_TTL_S once its client closed it (refusing a late batch meanwhile).
 # Room: no live node that follows the channel may be left more than its room behind: the
 # history bound (the trim would drop frames it has not read; a batch bigger than the bound
 # goes once the node has read everything before it), or its ``block`` readers' room (it
@@ -197,8 +207,8 @@ if done then
   if token == ARGV[4] then return tonumber(first) end
 end
 if ARGV[6] ~= '' then
-  local owner = redis.call('HGET', KEYS[1], 'o:' .. ARGV[6])
-  if owner and owner ~= ARGV[7] then return redis.error_reply('WRITER_MOVED ' .. owner) end
+  local owner = redis.call('HGET', KEYS[5], 'o')
+  if owner and owner ~= ARGV[7] then return redis.error_reply('WRITER_MOVED') end
 end
 """
     + _ROOM
@@ -206,7 +216,7 @@ end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local first = seq - n + 1
 seq = first - 1
-for i = 8, #ARGV, 4 do
+for i = 9, #ARGV, 4 do
   seq = seq + tonumber(ARGV[i])
   redis.call('XADD', KEYS[2], string.format('%d-0', seq),
              's', ARGV[3], 't', ARGV[i + 1], 'l', ARGV[i + 2], 'p', ARGV[i + 3])
@@ -214,19 +224,24 @@ end
 local keep = seq - tonumber(ARGV[2]) + 1
 if keep > 1 then redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d-0', keep)) end
 redis.call('HSET', KEYS[1], mark, ARGV[4] .. ' ' .. string.format('%d', first))
-if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[1], 'n:' .. ARGV[6], n) end
+if ARGV[6] ~= '' then
+  redis.call('HINCRBY', KEYS[5], 'n', n)
+  redis.call('PEXPIRE', KEYS[5], ARGV[8])
+end
 return first
 """
 )
 
-# KEYS[1] channel hash; ARGV[1] epoch, ARGV[2] the writer's key, ARGV[3] this node's instance.
-# Makes this node the writer's owner (its other nodes' batches are refused from now on) and
-# answers how many of its frames the stream got, in one atomic step.
+# KEYS[1] channel hash, KEYS[2] the writer's record; ARGV[1] epoch, ARGV[2] the claim's
+# token, ARGV[3] the record's lifetime (ms). Makes the token the owner (a batch with any other
+# token is refused from now on) and answers how many of the writer's frames the stream got,
+# in one atomic step.
 _CLAIM_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
-redis.call('HSET', KEYS[1], 'o:' .. ARGV[2], ARGV[3])
-return tonumber(redis.call('HGET', KEYS[1], 'n:' .. ARGV[2]) or '0')
+redis.call('HSET', KEYS[2], 'o', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
 """
 
 # The same keys and first five arguments as _APPEND_LUA: 1 when the batch would fit now,
@@ -254,11 +269,12 @@ class EpochChanged(Exception):
 
 
 class WriterMoved(Exception):
-    """The writer's client reopened it on another node: this node's batches are refused."""
+    """The writer's client reopened it (a claim with another token): this batch was refused."""
 
-    def __init__(self, channel: str, owner: str) -> None:
+    def __init__(self, channel: str) -> None:
         super().__init__(
-            f"the writer of {channel[:80]!r} moved to another node ({owner}): its frames go there"
+            f"a writer of {channel[:80]!r} was reopened (on another connection or node): "
+            "its frames go there"
         )
         self.channel = channel
 
@@ -309,6 +325,15 @@ class EpochReset:
 ReaderEvent = FrameBatch | EpochReset
 
 
+@dataclass(frozen=True, slots=True)
+class NamedWriter:
+    """A writer its client named (open_publisher's ``writer``), as one connection has it:
+    its record's Redis key (KeySpace.writer) and the token this connection claims it with."""
+
+    record: str
+    token: str
+
+
 class FrameWriter:
     """Appends batches of payloads to channel streams, one round trip per batch."""
 
@@ -341,15 +366,15 @@ class FrameWriter:
         times: Sequence[float],
         *,
         writer: str = "",
-        key: str | None = None,
+        named: NamedWriter | None = None,
     ) -> int:
         """Append ``payloads`` (with their ``times``); return the first one's sequence number.
 
         ``writer`` tells this writer's batches from those of other writers appending through
         this FrameWriter at the same time (a repeated call is recognised per writer, see
-        _APPEND_LUA); :meth:`forget` removes its mark when the writer ends. ``key``, the
-        client's own name for the writer if it gave one, counts its frames in Redis and
-        refuses the batch once another node claimed it (:meth:`claim`).
+        _APPEND_LUA); :meth:`forget` removes its mark when the writer ends. ``named``, a
+        writer its client named: its record counts its frames, and refuses the batch once
+        the writer was claimed with another token (:meth:`claim`).
 
         Waits while a live node that follows the channel is more than the history bound
         behind (see redis_positions): so nothing is trimmed before every node read it; and
@@ -360,7 +385,8 @@ class FrameWriter:
 
         Raises:
             EpochChanged: the channel is not at ``epoch`` in Redis any more.
-            WriterMoved: another node claimed the writer (nothing of this call went in).
+            WriterMoved: the writer was claimed with another token (nothing of this part went in;
+                the parts before it of a split batch did).
             AppendInterrupted: Redis unreachable for ``retry_s`` after part of a split batch
                 went in (say how much).
             coredis.exceptions.ConnectionError: Redis unreachable for ``retry_s``.
@@ -380,6 +406,7 @@ class FrameWriter:
             self._keys.stream(channel, epoch),
             self._keys.positions(channel, epoch),
             self._keys.nodes,
+            named.record if named is not None else self._keys.channel(channel),  # unused then
         ]
         first = 0
         start = 0
@@ -388,7 +415,7 @@ class FrameWriter:
         while start < count:
             try:
                 part = await self._append_part(
-                    channel, keys, head, writer, key, payloads[start:end], times[start:end]
+                    channel, keys, head, writer, named, payloads[start:end], times[start:end]
                 )
             except REDIS_DOWN as error:
                 if start:
@@ -407,7 +434,7 @@ class FrameWriter:
         keys: list[str],
         head: list[bytes | str],
         writer: str,
-        key: str | None,
+        named: NamedWriter | None,
         payloads: Sequence[bytes],
         times: Sequence[float],
     ) -> int:
@@ -419,7 +446,11 @@ class FrameWriter:
         # The token's part before its last dot names the writer (the script keeps one mark
         # per writer: two writers of one name must not overwrite each other's).
         head = [*head, f"{self._instance}:{writer}.{self._batches}", str(len(payloads))]
-        args = [*head, key or "", self._instance, *pack_entries(payloads, times)]
+        if named is None:
+            args = [*head, "", "", "", *pack_entries(payloads, times)]
+        else:
+            ttl = str(round(WRITER_RECORD_TTL_S * 1000))
+            args = [*head, "1", named.token, ttl, *pack_entries(payloads, times)]
         delay = RECONNECT_DELAY_MIN_S
         failing_since: float | None = None  # Redis unreachable since (retry_s from there)
         while True:
@@ -437,7 +468,7 @@ class FrameWriter:
             except coredis.exceptions.ResponseError as error:
                 text = str(error)
                 if text.startswith("WRITER_MOVED"):
-                    raise WriterMoved(channel, text[len("WRITER_MOVED") :].strip()) from None
+                    raise WriterMoved(channel) from None
                 if not text.startswith("EPOCH"):
                     raise
                 raise EpochChanged(channel, text[len("EPOCH") :].strip() or None) from None
@@ -450,24 +481,32 @@ class FrameWriter:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
 
-    async def forget(self, channel: str, writer: str, key: str | None = None) -> None:
-        """Remove ``writer``'s duplicate-batch mark (it appends no more), and with ``key``
-        the count and owner of a writer its client closed (it is never reopened)."""
-        fields = [f"b:{self._instance}:{writer}"]
-        if key:
-            fields += [f"n:{key}", f"o:{key}"]
-        await self._client.hdel(self._keys.channel(channel), fields)
+    async def forget(self, channel: str, writer: str, closed: NamedWriter | None = None) -> None:
+        """Remove ``writer``'s duplicate-batch mark (it appends no more); ``closed``: a
+        writer its client closed (never reopened), whose record now lives only
+        WRITER_CLOSED_TTL_S (refusing a late batch of an old connection meanwhile)."""
+        await self._client.hdel(self._keys.channel(channel), [f"b:{self._instance}:{writer}"])
+        if closed is not None:
+            await self._client.pexpire(closed.record, round(WRITER_CLOSED_TTL_S * 1000))
 
-    async def claim(self, channel: str, epoch: str, key: str) -> int:
-        """Make this node the owner of the writer the client calls ``key`` (batches of it
-        from other nodes are refused from now on); how many of its frames the stream got.
+    def named(self, epoch: str, sender: str, writer_key: str) -> NamedWriter:
+        """A named writer as a new connection has it: its record, a fresh claim token."""
+        return NamedWriter(
+            self._keys.writer(epoch, sender, writer_key), secrets.token_hex(CLAIM_TOKEN_BYTES)
+        )
+
+    async def claim(self, channel: str, epoch: str, named: NamedWriter) -> int:
+        """Make ``named``'s token the owner of its writer (a batch with any other token, of
+        an earlier connection on any node, is refused from now on); how many of its frames
+        the stream got, from every node, in the same atomic step.
 
         Raises:
             EpochChanged: the channel is not at ``epoch`` in Redis any more.
         """
+        ttl = round(WRITER_RECORD_TTL_S * 1000)
         try:
             count: object = await self._claim(
-                keys=[self._keys.channel(channel)], args=[epoch, key, self._instance]
+                keys=[self._keys.channel(channel), named.record], args=[epoch, named.token, ttl]
             )
         except coredis.exceptions.ResponseError as error:
             text = str(error)

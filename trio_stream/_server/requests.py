@@ -103,7 +103,6 @@ def open_publisher_on(session: Session, msg: OpenPublisher, channel: Channel) ->
     """open_publisher on a channel found (and access checked) already."""
     check_writer_key(msg.writer)
     writer = session.open_writer(channel)
-    writer.key = msg.writer
     # keeps_history: the channel wants frames even with no reader (docs/protocol.md 8).
     result = {
         "pub": writer.pub_id,
@@ -130,7 +129,7 @@ def check_writer_key(key: str | None) -> None:
 def close_publisher(session: Session, msg: ClosePublisher) -> None:
     writer = session.writers.get(msg.pub)
     if writer is not None:
-        writer.closed_by_client = True  # it will not be reopened: a cluster forgets its key
+        writer.closed_by_client = True  # never reopened: a cluster lets its record go
     session.close_writer(msg.pub)
 
 

@@ -54,6 +54,7 @@ class Resumable(Protocol):
     resume_token: str | None
 
     def published_frames(self) -> dict[int, int]: ...
+    def next_pub_id(self) -> int: ...
     def close(self, reason: str, *, drain: bool = False) -> None: ...
 
 
@@ -64,6 +65,7 @@ class Lease:
     client_id: int
     session: Resumable | None
     taken: dict[int, int] = field(default_factory=dict)  # old pub id -> frames published
+    next_pub: int = 1  # the id its session would have given next: its successor goes on there
     orphans: list[Channel] = field(default_factory=list)
     ends_at: float | None = None  # trio clock: when the grace period of a gone session ends
 
@@ -109,6 +111,7 @@ class ResumeBook:
         old = lease.session
         if old is not None:  # a half-open connection the server has not noticed yet
             lease.taken = old.published_frames()
+            lease.next_pub = old.next_pub_id()
             old.resume_token = None  # its end must not orphan what we take now
             name = old.name
             if by_name.get(name) is old:
@@ -144,6 +147,7 @@ class ResumeBook:
             return False
         lease.session = None
         lease.taken = published
+        lease.next_pub = session.next_pub_id()
         lease.orphans = [c for c in self.broker.owned_by(session.client_id) if not c.keep]
         if self.grace_s <= 0:
             del self._leases[lease.token]

@@ -15,6 +15,7 @@ outbox, the broker, the request handlers and the RPC router call on a connection
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 # has not reopened yet (see published_frames), at most this many (the newest: pub ids grow
 # along a client's connections): a bound on what a client that reconnects for ever leaves.
 RESUME_CARRIED_PUBS_MAX: Final = 4096
+# A client that resumes a connection this server has no lease of numbers its publishers from
+# BASE + a random number below SPREAD: pub ids are u32 on the wire (PUBLISH), and a client
+# opens far fewer than 2**31 - BASE publishers on one connection.
+UNKNOWN_PREDECESSOR_PUB_BASE: Final = 2**24
+UNKNOWN_PREDECESSOR_PUB_SPREAD: Final = 2**30
 
 
 class Session:
@@ -48,6 +54,7 @@ class Session:
         "__weakref__",
         "_close_requested",
         "_closing",
+        "_first_pub",
         "_name_claimed",
         "_next_pub",
         "_peer_gone",
@@ -91,7 +98,7 @@ class Session:
         )
         self.writers: dict[int, Writer] = {}
         self.methods: list[str] = []  # RPC names, kept by the router
-        self._next_pub = 1
+        self._next_pub = self._first_pub = 1
         self._name_claimed = False
         self.resume_token: str | None = None  # issued at welcome to a client that resumes
         self.resume_lease: Lease | None = None  # what its previous connection left
@@ -133,9 +140,13 @@ class Session:
             self.state.broker.close_publisher(writer)
             self.outbox.forget_writer(pub_id)
 
+    def next_pub_id(self) -> int:
+        """The id the next publisher of this connection gets (a resumed one goes on there)."""
+        return self._next_pub
+
     def was_opened(self, pub_id: int) -> bool:
         """Whether ``pub_id`` was given to a publisher of this connection (open or closed)."""
-        return 0 < pub_id < self._next_pub
+        return self._first_pub <= pub_id < self._next_pub
 
     def published_frames(self) -> dict[int, int]:
         """Frames each publisher has published, by pub id (a resuming client resends the rest).
@@ -249,7 +260,16 @@ class Session:
         if hello.resume_token is not None:  # a reconnection: its old place comes back
             self.resume_lease = resume.take_over(hello.resume_token, self, self.state.by_name)
             if self.resume_lease is not None:  # see published_frames
-                self._next_pub = max(self.resume_lease.taken, default=0) + 1
+                lease = self.resume_lease
+                self._next_pub = max(max(lease.taken, default=0) + 1, lease.next_pub)
+            else:
+                # Its previous connection was to another node (or this server's previous
+                # run): ids from a random start, so that none of its old publishers' ids,
+                # which its reopens name, ever names one of this connection's (whose counts
+                # a later lease of this node answers them with).
+                self._next_pub = self._first_pub = UNKNOWN_PREDECESSOR_PUB_BASE + (
+                    secrets.randbelow(UNKNOWN_PREDECESSOR_PUB_SPREAD)
+                )
         # Claimed before the first await (the welcome's send): of two hellos with one name,
         # exactly one gets it, and the other its NameInUse.
         self.state.claim_name(self)
