@@ -202,8 +202,11 @@ class RedisEngine:
         self._nursery: trio.Nursery | None = None
         self._appenders: dict[Writer, _Appender] = {}
         # Writers their clients named (open_publisher's ``writer``), as their connection has
-        # them: gone with the writer (weak), whether it published or not.
-        self._named: weakref.WeakKeyDictionary[Writer, NamedWriter] = weakref.WeakKeyDictionary()
+        # them, and how many of their frames the stream had at the open (the client's count
+        # too): gone with the writer (weak), whether it published or not.
+        self._named: weakref.WeakKeyDictionary[Writer, tuple[NamedWriter, int]] = (
+            weakref.WeakKeyDictionary()
+        )
         # The channels this node keeps (their owner's end, their lifetime): created here, or
         # taken over by name here from another node or from this node's previous run.
         self._kept: dict[str, _Kept] = {}
@@ -730,7 +733,7 @@ class RedisEngine:
             if msg.writer is not None:
                 writer = session.writers[result["pub"]]
                 named = self.io.writer.named(channel.epoch, writer.sender.decode(), msg.writer)
-                self._named[writer] = named
+                published = 0
                 if msg.resume_pub is not None:
                     # A reopen, on this node or another: Redis's count of the writer's frames
                     # answers it, not this node's lease (which counts frames still on their
@@ -738,9 +741,9 @@ class RedisEngine:
                     # step: a batch an earlier connection still holds, on any node, is
                     # refused from now on, so the count stays exact (redis_streams).
                     result.pop("taken", None)
-                    result["published"] = await self.io.writer.claim(
-                        channel.name, channel.epoch, named
-                    )
+                    published = await self.io.writer.claim(channel.name, channel.epoch, named)
+                    result["published"] = published
+                self._named[writer] = (named, published)
         except EpochChanged as error:
             session.close_writer(result["pub"])
             raise ChannelNotFound(str(error)) from None
@@ -1257,7 +1260,8 @@ class RedisEngine:
         # previous connection took (Session.published_frames, the lease's ``taken``). Counted
         # at the append, a frame in flight when the connection dropped was published and
         # then sent again by the client: a duplicate. (A frame whose channel ends before it
-        # reaches Redis counts as taken, as on one node.)
+        # reaches Redis counts as taken, as on one node.) A writer its client named is
+        # answered from Redis's count instead (_open_publisher), which every node keeps.
         writer.frames += len(payloads)
 
     def _still_appending(self, writer: Writer) -> _Appender | None:
@@ -1281,7 +1285,9 @@ class RedisEngine:
         sender = writer.sender.decode()
         broker = self.state.broker
         mark = f"{id(appender):x}"  # this writer's batches, told apart from its name-mates'
-        named = self._named.get(writer)
+        # A named writer: its record, and its frames in the stream before the next batch.
+        named, written = self._named.get(writer, (None, 0))
+        batches = 0  # this appender's batches: an append tried again names the same one
         try:
             if appender.after is not None:
                 await appender.after.done.wait()
@@ -1292,11 +1298,8 @@ class RedisEngine:
                         appender.done.set()  # a reopened writer's frames may go now
                         # Its mark goes with it (else the channel's hash grows per writer);
                         # a node stopped or cut from Redis leaves its writers' marks behind.
-                        # A writer its client closed is never reopened: its record goes
-                        # soon (one lost with its connection stays for a reopen).
-                        closed = named if writer.closed_by_client else None
                         with trio.move_on_after(FORGET_TIMEOUT_S), contextlib.suppress(*REDIS_DOWN):
-                            await self.io.writer.forget(channel.name, mark, closed)
+                            await self.io.writer.forget(channel.name, mark)
                         return
                     await appender.wake.wait()
                     appender.wake = trio.Event()
@@ -1304,6 +1307,8 @@ class RedisEngine:
                 times, payloads, size = appender.take()
                 count = len(payloads)
                 appender.appending = True
+                batches += 1
+                offset = 0  # of the batch's frames, those in Redis already
                 while True:
                     try:
                         await self.io.writer.append(
@@ -1314,6 +1319,9 @@ class RedisEngine:
                             times,
                             writer=mark,
                             named=named,
+                            before=written + offset,
+                            batch=str(batches),
+                            offset=offset,
                         )
                         break
                     except AppendInterrupted as interrupted:
@@ -1323,13 +1331,19 @@ class RedisEngine:
                         )
                         payloads = payloads[interrupted.written :]
                         times = times[interrupted.written :]
+                        offset += interrupted.written
                         await trio.sleep(APPEND_RETRY_S)
                     except EpochChanged as error:
                         if error.epoch is None and channel.name in self._kept:
                             # Redis lost it (a restart without persistence): this node
-                            # registers it again under a new epoch and goes on there.
+                            # registers it again under a new epoch and goes on there (a
+                            # named writer's record too: the first batch starts it again).
                             await self._reregister(channel.name)
                             if broker.channels.get(channel.name) is channel:
+                                if named is not None:
+                                    named = self.io.writer.named(
+                                        channel.epoch, sender, named.key, named.token
+                                    )
                                 continue
                         if broker.channels.get(channel.name) is channel:
                             self._kept.pop(channel.name, None)
@@ -1342,6 +1356,7 @@ class RedisEngine:
                         # publisher ends on it.
                         log.info("%s", moved)
                         appender.queued.clear()
+                        appender.done.set()  # the reopened writer's frames may go now
                         if writer in channel.publishers:
                             broker.close_publisher(writer)
                             writer.outbox.writer_ended(writer, moved)
@@ -1352,6 +1367,7 @@ class RedisEngine:
                         log.warning("append to %r waits for Redis: %s", channel.name[:80], error)
                         await trio.sleep(APPEND_RETRY_S)
                 appender.appending = False
+                written += count
                 broker.frames_in += count
                 broker.bytes_in += size
                 if writer in channel.publishers:

@@ -15,9 +15,10 @@ deployments (or tests) can share a Redis database without seeing each other:
 - ``{ns}:readers:{node}``       hash channel -> local reader count (expires likewise)
 - ``{ns}:pos:{name}:{epoch}``   hash node -> last seq that node has taken, and the room of
                                 its ``block`` readers if any (redis_positions)
-- ``{ns}:wr:{epoch}:{n}:{sender}:{writer key}``  hash of a writer its client named (``n``: the
-                                sender's length): ``n`` its frames in the stream, ``o`` its
-                                owner's token (redis_streams); expires when the writer idles
+- ``{ns}:wr:{epoch}:{len}:{sender}:{writer key}``  hash of a writer its client named
+                                (``len``: the sender name's length): ``n`` its frames in the
+                                stream, ``o`` the token of its last claim (redis_streams);
+                                expires a day after its last batch or claim
 - ``{ns}:ctl`` / ``{ns}:ctl:{node}``  pub/sub control channels: broadcast / one node
 
 The stream key carries the epoch, so frames written under one epoch can never be read as

@@ -116,8 +116,6 @@ WAKE_FIELD = b"w"
 # a client moves a writer within seconds of its node's death; a record gone after a longer
 # pause costs nothing then (no frame of it is on its way).
 WRITER_RECORD_TTL_S = 24 * 3600.0
-# ... and this long once its client closed it, refusing a late batch of an old node meanwhile.
-WRITER_CLOSED_TTL_S = 60.0
 CLAIM_TOKEN_BYTES = 8
 # A writer waiting for a lagging node asks again after ROOM_POLL_MIN_S, doubling up to
 # ROOM_POLL_MAX_S: a block reader that keeps up frees room within a few ms, a stalled one
@@ -134,9 +132,11 @@ REDIS_ERRORS = (*REDIS_DOWN, coredis.exceptions.RedisError)
 # KEYS[1] channel hash, KEYS[2] stream key, KEYS[3] the nodes' positions in that stream
 # (redis_positions), KEYS[4] the nodes' heartbeat expiries (redis_presence); ARGV[1] epoch,
 # ARGV[2] history bound (frames), ARGV[3] sender, ARGV[4] batch token, ARGV[5] n (frames),
-# ARGV[6] the client's key for the writer ('' if it gave none), ARGV[7] this node's instance,
-# then per stream entry four values: its frame count, times, sizes and payloads (packed, see
-# pack_entries).
+# ARGV[6] '1' for a writer its client named (KEYS[5] is then its record; '' for none),
+# ARGV[7] the token of that writer's claim, ARGV[8] the record's lifetime (ms), ARGV[9] how
+# many of the writer's frames came before this call's (the record starts there if it is
+# gone: expired, or a new epoch), then per stream entry four values: its frame count, times,
+# sizes and payloads (packed, see pack_entries).
 # The sequence numbers come from one HINCRBY, so a batch is contiguous and numbers are per
 # channel across every node. A stream entry carries several frames: its id is ``{seq}-0``
 # of its *last* frame, and its count says where the first one is, so every frame's seq is
@@ -146,7 +146,10 @@ REDIS_ERRORS = (*REDIS_DOWN, coredis.exceptions.RedisError)
 # history bound in frames stays. A writer on a stale epoch is refused (the channel was
 # deleted, recreated or Redis lost it). The batch token makes a retry idempotent: a command
 # whose reply was lost with its connection ran (or not) as a whole, and running it again
-# answers the first seq it got instead of appending the batch twice.
+# answers {first seq, frames} of what that token appended instead of appending it twice.
+# The token names the writer's batch and the part's place in it, so the engine's own retry
+# of a batch (after retry_s) is recognised too, and a retry with more frames than the part
+# that went in (its room was smaller then) appends only the rest.
 # A writer its client named (open_publisher's ``writer``) has a record of its own (KEYS[5],
 # KeySpace.writer): ``n``, how many of its frames the stream got, from every node and
 # connection, and ``o``, the token of the last claim of it (_CLAIM_LUA: a reopen). A batch
@@ -156,7 +159,8 @@ REDIS_ERRORS = (*REDIS_DOWN, coredis.exceptions.RedisError)
 # exactly how many of the writer's frames the stream holds, and the client sends the rest
 # through it: so a writer that moves (its node died, or its connection) neither loses nor
 # repeats a frame. The record lives WRITER_RECORD_TTL_S after the writer's last batch or
-# claim, and WRITER_CLOSED_TTL_S once its client closed it (refusing a late batch meanwhile).
+# claim; a batch that finds it gone (expired, or a new epoch after Redis lost the channel)
+# starts it again at the count the node knows (ARGV[9]), which is the client's too.
 # Room: no live node that follows the channel may be left more than its room behind: the
 # history bound (the trim would drop frames it has not read; a batch bigger than the bound
 # goes once the node has read everything before it), or its ``block`` readers' room (it
@@ -200,11 +204,11 @@ _APPEND_LUA = (
     """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
-local mark = 'b:' .. string.match(ARGV[4], '^(.*)%.%d+$')
+local mark = 'b:' .. string.match(ARGV[4], '^(.*)%.[%d_]+$')
 local done = redis.call('HGET', KEYS[1], mark)
 if done then
-  local token, first = string.match(done, '^(.*) (%d+)$')
-  if token == ARGV[4] then return tonumber(first) end
+  local token, first, count = string.match(done, '^(.*) (%d+) (%d+)$')
+  if token == ARGV[4] then return {tonumber(first), tonumber(count)} end
 end
 if ARGV[6] ~= '' then
   local owner = redis.call('HGET', KEYS[5], 'o')
@@ -216,15 +220,18 @@ end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local first = seq - n + 1
 seq = first - 1
-for i = 9, #ARGV, 4 do
+for i = 10, #ARGV, 4 do
   seq = seq + tonumber(ARGV[i])
   redis.call('XADD', KEYS[2], string.format('%d-0', seq),
              's', ARGV[3], 't', ARGV[i + 1], 'l', ARGV[i + 2], 'p', ARGV[i + 3])
 end
 local keep = seq - tonumber(ARGV[2]) + 1
 if keep > 1 then redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d-0', keep)) end
-redis.call('HSET', KEYS[1], mark, ARGV[4] .. ' ' .. string.format('%d', first))
+redis.call('HSET', KEYS[1], mark, ARGV[4] .. ' ' .. string.format('%d %d', first, n))
 if ARGV[6] ~= '' then
+  if redis.call('HSETNX', KEYS[5], 'n', ARGV[9]) == 1 then
+    redis.call('HSETNX', KEYS[5], 'o', ARGV[7])
+  end
   redis.call('HINCRBY', KEYS[5], 'n', n)
   redis.call('PEXPIRE', KEYS[5], ARGV[8])
 end
@@ -332,6 +339,7 @@ class NamedWriter:
 
     record: str
     token: str
+    key: str  # the client's name for it
 
 
 class FrameWriter:
@@ -367,14 +375,20 @@ class FrameWriter:
         *,
         writer: str = "",
         named: NamedWriter | None = None,
+        before: int = 0,
+        batch: str | None = None,
+        offset: int = 0,
     ) -> int:
         """Append ``payloads`` (with their ``times``); return the first one's sequence number.
 
         ``writer`` tells this writer's batches from those of other writers appending through
         this FrameWriter at the same time (a repeated call is recognised per writer, see
         _APPEND_LUA); :meth:`forget` removes its mark when the writer ends. ``named``, a
-        writer its client named: its record counts its frames, and refuses the batch once
-        the writer was claimed with another token (:meth:`claim`).
+        writer its client named: its record counts its frames (``before`` of them came
+        before these), and refuses the batch once the writer was claimed with another token
+        (:meth:`claim`). ``batch`` names the caller's batch and ``offset`` the place of
+        ``payloads[0]`` in it: a caller that calls again for the same batch (or its rest,
+        after AppendInterrupted) gives the same, so that what went in already is recognised.
 
         Waits while a live node that follows the channel is more than the history bound
         behind (see redis_positions): so nothing is trimmed before every node read it; and
@@ -408,19 +422,33 @@ class FrameWriter:
             self._keys.nodes,
             named.record if named is not None else self._keys.channel(channel),  # unused then
         ]
+        if batch is None:
+            self._batches += 1
+            batch = str(self._batches)
         first = 0
         start = 0
         end = count
         head: list[bytes | str] = [epoch, str(history), sender]
         while start < count:
+            # The token's part before its last dot names the writer (the script keeps one
+            # mark per writer: two writers of one name must not overwrite each other's).
+            token = f"{self._instance}:{writer}.{batch}_{offset + start}"
+            extra = ["", "", "", ""]
+            if named is not None:
+                ttl = str(round(WRITER_RECORD_TTL_S * 1000))
+                extra = ["1", named.token, ttl, str(before + start)]
             try:
                 part = await self._append_part(
-                    channel, keys, head, writer, named, payloads[start:end], times[start:end]
+                    channel, keys, [*head, token], extra, payloads[start:end], times[start:end]
                 )
             except REDIS_DOWN as error:
                 if start:
                     raise AppendInterrupted(start, error) from error
                 raise
+            if isinstance(part, tuple):  # this token went in before: (first seq, frames)
+                first = first or part[0]
+                start, end = start + part[1], count
+                continue
             if part < 0:  # room for -part frames only (a block reader's)
                 end = start - part
                 continue
@@ -433,24 +461,17 @@ class FrameWriter:
         channel: str,
         keys: list[str],
         head: list[bytes | str],
-        writer: str,
-        named: NamedWriter | None,
+        extra: list[str],
         payloads: Sequence[bytes],
         times: Sequence[float],
-    ) -> int:
+    ) -> int | tuple[int, int]:
         """One append script call for these frames (retried, waiting for room): the first
-        seq, or -k when only k of them fit now."""
+        seq; -k when only k of them fit now; (first seq, frames) when this part's token went
+        in before (its reply was lost, or the caller tries the batch again)."""
         # coredis retries a command whose connection broke (twice, same arguments): the
-        # token, unique per call, lets the script recognise the repeat.
-        self._batches += 1
-        # The token's part before its last dot names the writer (the script keeps one mark
-        # per writer: two writers of one name must not overwrite each other's).
-        head = [*head, f"{self._instance}:{writer}.{self._batches}", str(len(payloads))]
-        if named is None:
-            args = [*head, "", "", "", *pack_entries(payloads, times)]
-        else:
-            ttl = str(round(WRITER_RECORD_TTL_S * 1000))
-            args = [*head, "1", named.token, ttl, *pack_entries(payloads, times)]
+        # token lets the script recognise the repeat.
+        head = [*head, str(len(payloads))]
+        args = [*head, *extra, *pack_entries(payloads, times)]
         delay = RECONNECT_DELAY_MIN_S
         failing_since: float | None = None  # Redis unreachable since (retry_s from there)
         while True:
@@ -463,6 +484,8 @@ class FrameWriter:
                         await trio.sleep(poll_s)
                         poll_s = min(poll_s * 2, ROOM_POLL_MAX_S)
                     continue
+                if isinstance(first, list):
+                    return int(first[0]), int(first[1])
                 assert isinstance(first, int)
                 return first
             except coredis.exceptions.ResponseError as error:
@@ -481,18 +504,19 @@ class FrameWriter:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
 
-    async def forget(self, channel: str, writer: str, closed: NamedWriter | None = None) -> None:
-        """Remove ``writer``'s duplicate-batch mark (it appends no more); ``closed``: a
-        writer its client closed (never reopened), whose record now lives only
-        WRITER_CLOSED_TTL_S (refusing a late batch of an old connection meanwhile)."""
+    async def forget(self, channel: str, writer: str) -> None:
+        """Remove ``writer``'s duplicate-batch mark (it appends no more)."""
         await self._client.hdel(self._keys.channel(channel), [f"b:{self._instance}:{writer}"])
-        if closed is not None:
-            await self._client.pexpire(closed.record, round(WRITER_CLOSED_TTL_S * 1000))
 
-    def named(self, epoch: str, sender: str, writer_key: str) -> NamedWriter:
-        """A named writer as a new connection has it: its record, a fresh claim token."""
+    def named(
+        self, epoch: str, sender: str, writer_key: str, token: str | None = None
+    ) -> NamedWriter:
+        """A named writer as a connection has it: its record under ``epoch``, and ``token``
+        (a fresh one for a new connection)."""
         return NamedWriter(
-            self._keys.writer(epoch, sender, writer_key), secrets.token_hex(CLAIM_TOKEN_BYTES)
+            self._keys.writer(epoch, sender, writer_key),
+            token if token is not None else secrets.token_hex(CLAIM_TOKEN_BYTES),
+            writer_key,
         )
 
     async def claim(self, channel: str, epoch: str, named: NamedWriter) -> int:

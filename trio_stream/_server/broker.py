@@ -83,7 +83,6 @@ class Writer:
     frames: int = 0
     parked_frames: int = 0  # published, waiting for a block reader, so not acknowledged
     parked_bytes: int = 0  # of those, counted like the client counts its window
-    closed_by_client: bool = False  # close_publisher, not a lost connection: never reopened
 
     def park(self, nbytes: int, frames: int = 1) -> None:
         self.parked_frames += frames

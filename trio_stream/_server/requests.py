@@ -127,9 +127,6 @@ def check_writer_key(key: str | None) -> None:
 
 
 def close_publisher(session: Session, msg: ClosePublisher) -> None:
-    writer = session.writers.get(msg.pub)
-    if writer is not None:
-        writer.closed_by_client = True  # never reopened: a cluster lets its record go
     session.close_writer(msg.pub)
 
 
