@@ -447,7 +447,7 @@ class FrameWriter:
                 raise
             if isinstance(part, tuple):  # this token went in before: (first seq, frames)
                 first = first or part[0]
-                start, end = start + part[1], count
+                start, end = min(start + part[1], count), count
                 continue
             if part < 0:  # room for -part frames only (a block reader's)
                 end = start - part
