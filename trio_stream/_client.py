@@ -1112,7 +1112,7 @@ class Client:
                 result["readers"],
                 result.get("keeps_history", False),
                 compress_fn,
-                writer_key,
+                writer_key=writer_key,
             )
             self._publishers[pub.pub_id] = pub
             return pub

@@ -87,10 +87,11 @@ class Publisher:
         readers: int,
         keeps_history: bool = False,
         compress: Compressor | None = None,
-        writer_key: str | None = None,
+        *,
+        writer_key: str,
     ) -> None:
         self.channel = channel
-        self._writer_key = writer_key if writer_key is not None else new_writer_key()
+        self._writer_key = writer_key  # the one open_publisher sent (new_writer_key)
         self._compress = compress
         self.pub_id = pub_id
         self.readers = readers
@@ -161,9 +162,9 @@ class Publisher:
         """Open this publisher again on a new connection; False: the channel is missing.
 
         The request names our previous publisher id: the server answers how many of its
-        frames it took (``taken``), or a node of a cluster that the last connection was not
-        to how many frames of this publisher Redis holds (``published``, all connections
-        together), so exactly the rest is sent again.
+        frames it took (``taken``), or a node of a cluster how many frames of this publisher
+        Redis holds (``published``, all connections and nodes together), so exactly the rest
+        is sent again.
         """
         if not self.is_open:
             return True

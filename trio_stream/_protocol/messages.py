@@ -88,8 +88,8 @@ class OpenPublisher(Request):
     key: str | None = None
     resume_pub: int | None = None  # the previous connection's pub id: reply says "taken"
     # The client's own name for this publisher, the same on every connection (random, at
-    # most WRITER_KEY_MAX_BYTES): a node of a cluster answers a reopen from Redis with it
-    # ("published") when the publisher's last connection was to another node.
+    # most WRITER_KEY_MAX_BYTES): a node of a cluster answers every reopen of it from Redis
+    # ("published", instead of "taken"), wherever its last connection was.
     writer: str | None = None
 
 

@@ -260,8 +260,8 @@ class Session:
         if hello.resume_token is not None:  # a reconnection: its old place comes back
             self.resume_lease = resume.take_over(hello.resume_token, self, self.state.by_name)
             if self.resume_lease is not None:  # see published_frames
-                lease = self.resume_lease
-                self._next_pub = max(max(lease.taken, default=0) + 1, lease.next_pub)
+                # On from the predecessor's ids (those it carried are below them too).
+                self._next_pub = self.resume_lease.next_pub
             else:
                 # Its previous connection was to another node (or this server's previous
                 # run): ids from a random start, so that none of its old publishers' ids,
