@@ -21,7 +21,9 @@ from trio_stream import PayloadLimits, PayloadRefused, ProtocolError
 from trio_stream._protocol.cbor_scan import check_key_collisions
 from trio_stream._protocol.codec import (
     CBOR2_BUILTIN_TAGS,
+    READER_BUFFER_MAX_BYTES,
     ZERO_COPY_MIN_BYTES,
+    PayloadReader,
     decode_control,
     decode_payload,
     encode_control,
@@ -409,3 +411,68 @@ def test_decode_time_is_linear_in_the_input(make: Callable[[int], bytes]) -> Non
     small, large = decode_time(make(20_000)), decode_time(make(160_000))
     # 8x the input: linear is ~8x; quadratic would be ~64x. Generous for a loaded machine.
     assert large < 24 * small + 0.01
+
+
+# -- PayloadReader: one reader's buffer and decoders, the same answers --------------------------
+def outcome(decode: Callable[[], Any]) -> tuple[str, str]:
+    """What a decode gives, comparable across two decoders: the value's repr (NaN, arrays)
+    or the error's type and message."""
+    try:
+        return "value", repr(decode())
+    except (ProtocolError, PayloadRefused) as exc:
+        return type(exc).__name__, str(exc)
+
+
+STRICT_LIMITS = PayloadLimits(max_depth=3, max_key_collisions=2, max_bignum_bytes=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 8),
+            cbor_values.map(cbor2.dumps) | st.binary(max_size=120),
+            st.integers(0, 200),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([PayloadLimits(), STRICT_LIMITS]),
+)
+def test_a_reader_decodes_every_payload_as_decode_payload_does(
+    payloads: list[tuple[int, bytes, int]], limits: PayloadLimits
+) -> None:
+    """One reader across a sequence (so stale bytes of a longer payload are behind a shorter
+    one, and errors come between values): each answer is decode_payload's without it, cut
+    payloads included."""
+    reader = PayloadReader(limits)
+    for head, wire, cut in payloads:
+        data = bytearray(b"\xee" * head) + wire[: max(1, len(wire) - cut % 4)]
+        alone = outcome(lambda: decode_payload(data, head, limits))  # noqa: B023
+        assert outcome(lambda: decode_payload(data, head, limits, reader)) == alone  # noqa: B023
+
+
+def test_a_reader_leaves_large_payloads_and_fast_kinds_to_the_usual_paths() -> None:
+    reader = PayloadReader()
+    large = cbor2.dumps(["x" * READER_BUFFER_MAX_BYTES])
+    assert decode_payload(bytearray(large), 0, PayloadLimits(), reader) == cbor2.loads(large)
+    array = np.arange(4, dtype=np.float64)
+    wire = bytearray(b"".join(bytes(p) for p in encode_payload(array)))
+    got = decode_payload(wire, 0, PayloadLimits(), reader)
+    np.testing.assert_array_equal(got, array)
+    assert decode_payload(bytearray(cbor2.dumps(b"abc")), 0, PayloadLimits(), reader) == b"abc"
+
+
+def test_a_reader_goes_on_after_a_refusal_with_fresh_decoders() -> None:
+    reader = PayloadReader(STRICT_LIMITS)
+    deep = bytearray(cbor2.dumps([[[[[1]]]]]))
+    with pytest.raises(ProtocolError, match="nesting deeper"):
+        decode_payload(deep, 0, STRICT_LIMITS, reader)
+    with pytest.raises(PayloadRefused, match="bignum"):
+        decode_payload(bytearray(cbor2.dumps(2**80)), 0, STRICT_LIMITS, reader)
+    with pytest.raises(ProtocolError):
+        decode_payload(bytearray(b"\x82\x01"), 0, STRICT_LIMITS, reader)  # cut after a longer one
+    assert decode_payload(bytearray(cbor2.dumps([1, {"a": 2}])), 0, STRICT_LIMITS, reader) == [
+        1,
+        {"a": 2},
+    ]

@@ -20,7 +20,7 @@ from ._exceptions import (
     ProtocolError,
     TrioStreamError,
 )
-from ._protocol.codec import decode_payload
+from ._protocol.codec import PayloadReader, decode_payload
 from ._protocol.frames import (
     DATA_FIELDS_AT,
     DATA_HEAD_BYTES,
@@ -84,7 +84,9 @@ class Subscription:
         self.lost = 0  # running total of frames lost to overflow
         self.received = 0
         self._client = client
+        # One decoder and buffer for all this reader's values (codec.PayloadReader).
         self._payload_limits = client.payload_limits
+        self._payload_reader = PayloadReader(client.payload_limits)
         self._epoch: str = result.get("epoch", "")
         self._last_seq = 0 if since is None else since[1]  # of the last message taken
         self._live = True  # subscribed on the current connection (sub_id is valid)
@@ -356,7 +358,9 @@ class Subscription:
         if name_len != self._sender_len or not frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
             self._sender_raw, self._sender = data_sender(frame, name_len)
             self._sender_len = name_len
-        value = decode_payload(frame, _DATA_HEAD_BYTES + name_len, self._payload_limits)
+        value = decode_payload(
+            frame, _DATA_HEAD_BYTES + name_len, self._payload_limits, self._payload_reader
+        )
         return _new_tuple(Message, (value, seq, self.channel, self._sender, time_s, lost, None))
 
     def _lost_notice(self, count: int, seq: int | None) -> None:
