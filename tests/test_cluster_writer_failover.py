@@ -23,6 +23,7 @@ from redis_server import RedisServer, redis_stopped
 from test_cluster import WAIT_S, node_process
 
 import trio_stream as ts
+from trio_stream._engine.redis_io import RedisEngineIO
 
 
 @dataclass
@@ -77,6 +78,11 @@ async def test_a_writer_moves_to_another_node_after_kill_9_and_every_frame_arriv
     assert [m.data for m in got] == list(range(total))
     assert [m.seq for m in got] == list(range(1, total + 1))
     assert sum(m.lost for m in got) == 0
+    # Its one reopen claimed the writer as claim 1: a later reopen's claim must be above it.
+    async with RedisEngineIO.open(redis_server.url, "probe") as io:
+        records = [k async for k in io.client.scan_iter(match=f"{io.keys.namespace}:wr:*")]
+        assert len(records) == 1
+        assert await io.client.hget(records[0], "g") == b"1"
 
 
 async def around_a_fault(

@@ -230,6 +230,23 @@ async def test_open_publisher_takes_a_writer_key_of_1_to_64_bytes(server: ts.Ser
     assert (await raw.request("stats"))["op"] == "reply"  # still connected
 
 
+async def test_open_publisher_takes_a_claim_of_1_to_2_53_with_a_writer_key(
+    server: ts.Server,
+) -> None:
+    raw = await RawClient.connect(server)
+    await raw.request("create_channel", channel="c")
+    for claim in (1, 2**53):
+        answer = await raw.request("open_publisher", channel="c", writer="k", claim=claim)
+        assert answer["op"] == "reply", answer
+    for claim in (0, -1, 2**53 + 1):
+        answer = await raw.request("open_publisher", channel="c", writer="k", claim=claim)
+        assert answer["op"] == "error" and answer["type"] == "InvalidArgument", answer
+        assert f"claim must be 1 to {2**53}" in answer["message"]
+    answer = await raw.request("open_publisher", channel="c", claim=1)
+    assert answer["op"] == "error" and "send it with writer" in answer["message"], answer
+    assert (await raw.request("stats"))["op"] == "reply"  # still connected
+
+
 async def test_a_resume_the_server_has_no_lease_of_numbers_publishers_apart(
     server: ts.Server,
 ) -> None:

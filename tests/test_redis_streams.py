@@ -31,6 +31,7 @@ from trio_stream._engine.redis_streams import (
     Frame,
     FrameBatch,
     ReaderEvent,
+    StaleClaim,
     WriterMoved,
     _frames,
     pack_entries,
@@ -567,6 +568,33 @@ async def test_a_writer_reopened_elsewhere_is_refused_on_the_old_connection_and_
         await a.client.delete([back.record])
         await a.writer.append("c", epoch, "w", [b"5"], [0.0], named=back, before=5)
         assert await b.writer.claim("c", epoch, b.writer.named(epoch, "w", "K")) == 6
+
+
+async def test_a_reopen_that_reaches_redis_after_a_later_one_takes_nothing_away(
+    redis_server: RedisServer,
+) -> None:
+    # The client's reopen 1 went to node a, whose call to Redis was slow; it gave up on it,
+    # reopened on b (claim 2) and writes there. Reopen 1 then reaches Redis: refused, and b
+    # still appends. A claim without a number (another client) is not held back.
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        epoch = (await a.registry.create("c", owner="dev", node="a")).epoch
+        on_b = b.writer.named(epoch, "w", "K")
+        assert await b.writer.claim("c", epoch, on_b, 2) == 0
+        assert await b.writer.append("c", epoch, "w", [b"0"], [0.0], named=on_b) == 1
+        late = a.writer.named(epoch, "w", "K")
+        for number in (1, 2):
+            with pytest.raises(StaleClaim, match=f"claim {number}, the last 2"):
+                await a.writer.claim("c", epoch, late, number)
+        assert await b.writer.append("c", epoch, "w", [b"1"], [0.0], named=on_b) == 2
+        with pytest.raises(WriterMoved):
+            await a.writer.append("c", epoch, "w", [b"late"], [0.0], named=late)
+        assert await a.writer.claim("c", epoch, late, 3) == 2  # a later reopen takes it
+        with pytest.raises(WriterMoved):
+            await b.writer.append("c", epoch, "w", [b"old"], [0.0], named=on_b)
+        other = b.writer.named(epoch, "w", "K")
+        assert await b.writer.claim("c", epoch, other) == 2  # no number: as before
+        frames = await read_range(a.client, a.keys, "c", epoch, 0, 10)
+        assert [f.payload for f in frames] == [b"0", b"1"]
 
 
 async def test_an_append_tried_again_for_the_same_batch_goes_in_once(

@@ -92,6 +92,7 @@ class Publisher:
     ) -> None:
         self.channel = channel
         self._writer_key = writer_key  # the one open_publisher sent (new_writer_key)
+        self._claims = 0  # reopens sent: each names its number (open_publisher's ``claim``)
         self._compress = compress
         self.pub_id = pub_id
         self.readers = readers
@@ -168,6 +169,7 @@ class Publisher:
         """
         if not self.is_open:
             return True
+        self._claims += 1
         try:
             await self._client._request_now(
                 OpenPublisher,
@@ -176,6 +178,7 @@ class Publisher:
                 key=self._key,
                 resume_pub=self.pub_id,
                 writer=self._writer_key,
+                claim=self._claims,
             )
         except (ChannelNotFound, ClusterUnavailable):
             return False  # retried later (its owner re-creates it; Redis comes back)

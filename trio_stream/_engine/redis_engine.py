@@ -40,6 +40,7 @@ from .._exceptions import (
     ChannelExists,
     ChannelNotFound,
     ClusterUnavailable,
+    InvalidArgument,
     LimitExceeded,
     NameInUse,
 )
@@ -73,6 +74,7 @@ from .redis_streams import (
     EpochReset,
     FrameBatch,
     NamedWriter,
+    StaleClaim,
     WriterMoved,
     read_range,
 )
@@ -741,12 +743,17 @@ class RedisEngine:
                     # step: a batch an earlier connection still holds, on any node, is
                     # refused from now on, so the count stays exact (redis_streams).
                     result.pop("taken", None)
-                    published = await self.io.writer.claim(channel.name, channel.epoch, named)
+                    published = await self.io.writer.claim(
+                        channel.name, channel.epoch, named, msg.claim
+                    )
                     result["published"] = published
                 self._named[writer] = (named, published)
         except EpochChanged as error:
             session.close_writer(result["pub"])
             raise ChannelNotFound(str(error)) from None
+        except StaleClaim as error:  # its client went on without it: the error is not read
+            session.close_writer(result["pub"])
+            raise InvalidArgument(str(error)) from None
         except BaseException:  # the client is told it failed: no writer stays open
             session.close_writer(result["pub"])
             raise

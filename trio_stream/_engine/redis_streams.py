@@ -243,9 +243,19 @@ return first
 # token, ARGV[3] the record's lifetime (ms). Makes the token the owner (a batch with any other
 # token is refused from now on) and answers how many of the writer's frames the stream got,
 # in one atomic step.
+# A claim may carry its number (ARGV[4], the client's count of its reopens; '' for none):
+# one not above the record's last (``g``) is refused ('STALE_CLAIM'), so a reopen whose
+# call reached Redis after a later reopen's (its node's connection to Redis was slow, its
+# client gave up on it and went elsewhere) does not take the writer from the live one.
 _CLAIM_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
+local claim = tonumber(ARGV[4])
+if claim then
+  local last = tonumber(redis.call('HGET', KEYS[2], 'g') or '0')
+  if claim <= last then return redis.error_reply('STALE_CLAIM ' .. last) end
+  redis.call('HSET', KEYS[2], 'g', ARGV[4])
+end
 redis.call('HSET', KEYS[2], 'o', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
@@ -284,6 +294,20 @@ class WriterMoved(Exception):
             "its frames go there"
         )
         self.channel = channel
+
+
+class StaleClaim(Exception):
+    """A reopen of a writer whose client reopened it again since (a claim numbered no
+    higher than the last): refused, the writer stays with the later one."""
+
+    def __init__(self, channel: str, claim: int, last: int) -> None:
+        super().__init__(
+            f"a writer of {channel[:80]!r} was reopened again since this reopen (its claim "
+            f"{claim}, the last {last}): it writes there; this reopen is left"
+        )
+        self.channel = channel
+        self.claim = claim
+        self.last = last
 
 
 class AppendInterrupted(Exception):
@@ -519,21 +543,28 @@ class FrameWriter:
             writer_key,
         )
 
-    async def claim(self, channel: str, epoch: str, named: NamedWriter) -> int:
+    async def claim(
+        self, channel: str, epoch: str, named: NamedWriter, number: int | None = None
+    ) -> int:
         """Make ``named``'s token the owner of its writer (a batch with any other token, of
         an earlier connection on any node, is refused from now on); how many of its frames
-        the stream got, from every node, in the same atomic step.
+        the stream got, from every node, in the same atomic step. ``number``: the claim's
+        (the client's count of its reopens), refused unless above the last one.
 
         Raises:
             EpochChanged: the channel is not at ``epoch`` in Redis any more.
+            StaleClaim: a claim numbered ``number`` or more was made already.
         """
         ttl = round(WRITER_RECORD_TTL_S * 1000)
         try:
             count: object = await self._claim(
-                keys=[self._keys.channel(channel), named.record], args=[epoch, named.token, ttl]
+                keys=[self._keys.channel(channel), named.record],
+                args=[epoch, named.token, ttl, "" if number is None else number],
             )
         except coredis.exceptions.ResponseError as error:
             text = str(error)
+            if text.startswith("STALE_CLAIM") and number is not None:
+                raise StaleClaim(channel, number, int(text.split()[-1])) from None
             if not text.startswith("EPOCH"):
                 raise
             raise EpochChanged(channel, text[len("EPOCH") :].strip() or None) from None

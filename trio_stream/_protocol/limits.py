@@ -21,6 +21,9 @@ PUBLISH_WINDOW_FRAMES: Final = 1024
 PUBLISH_WINDOW_BYTES: Final = 16 * 2**20
 # open_publisher's ``writer``: a client's own name for one publisher (docs/protocol.md 3).
 WRITER_KEY_MAX_BYTES: Final = 64
+# open_publisher's ``claim``: the number of a keyed writer's reopen, 1 to this (exact in
+# Redis's Lua numbers, which are doubles).
+WRITER_CLAIM_MAX: Final = 2**53
 # Reader credit: frames in flight per subscription (never more than its size) and bytes.
 # 1024 small frames (~100 KiB) cover a few milliseconds of round trip at full speed; the byte
 # bound keeps large frames to a few in flight.

@@ -83,7 +83,7 @@ class DeleteChannel(Request):
 @dataclass(frozen=True)
 class OpenPublisher(Request):
     OP: ClassVar[str] = "open_publisher"
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"writer"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"writer", "claim"})
     channel: str
     key: str | None = None
     resume_pub: int | None = None  # the previous connection's pub id: reply says "taken"
@@ -91,6 +91,10 @@ class OpenPublisher(Request):
     # most WRITER_KEY_MAX_BYTES): a node of a cluster answers every reopen of it from Redis
     # ("published", instead of "taken"), wherever its last connection was.
     writer: str | None = None
+    # With ``writer`` on a reopen: its number, 1 on the first reopen and one more on each.
+    # A node of a cluster refuses a claim not above the last one Redis saw, so a reopen that
+    # reaches Redis late (its client gave up on it and reopened elsewhere) takes nothing away.
+    claim: int | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .._protocol.frames import sender_field
 from .._protocol.limits import (
     SUBSCRIBE_WINDOW_BYTES,
     SUBSCRIBE_WINDOW_FRAMES,
+    WRITER_CLAIM_MAX,
     WRITER_KEY_MAX_BYTES,
 )
 from .._protocol.messages import (
@@ -102,6 +103,7 @@ def open_publisher(session: Session, msg: OpenPublisher) -> dict[str, Any]:
 def open_publisher_on(session: Session, msg: OpenPublisher, channel: Channel) -> dict[str, Any]:
     """open_publisher on a channel found (and access checked) already."""
     check_writer_key(msg.writer)
+    check_writer_claim(msg)
     writer = session.open_writer(channel)
     # keeps_history: the channel wants frames even with no reader (docs/protocol.md 8).
     result = {
@@ -123,6 +125,19 @@ def check_writer_key(key: str | None) -> None:
         raise InvalidArgument(
             f"writer must be 1 to {WRITER_KEY_MAX_BYTES} bytes (a random name the client "
             f"keeps for one publisher), not {brief(key)}"
+        )
+
+
+def check_writer_claim(msg: OpenPublisher) -> None:
+    """open_publisher's ``claim``: absent, or 1 to WRITER_CLAIM_MAX with a ``writer``."""
+    if msg.claim is None:
+        return
+    if msg.writer is None:
+        raise InvalidArgument("claim numbers the reopens of a writer: send it with writer")
+    if not 0 < msg.claim <= WRITER_CLAIM_MAX:
+        raise InvalidArgument(
+            f"claim must be 1 to {WRITER_CLAIM_MAX} (1 on a writer's first reopen, one more "
+            f"on each), not {msg.claim}"
         )
 
 
