@@ -78,11 +78,12 @@ async def test_a_writer_moves_to_another_node_after_kill_9_and_every_frame_arriv
     assert [m.data for m in got] == list(range(total))
     assert [m.seq for m in got] == list(range(1, total + 1))
     assert sum(m.lost for m in got) == 0
-    # Its one reopen claimed the writer as claim 1: a later reopen's claim must be above it.
+    # Its reopen claimed the writer with its number (1, or more if node b asked it to try
+    # again): a later reopen's claim must be above it.
     async with RedisEngineIO.open(redis_server.url, "probe") as io:
         records = [k async for k in io.client.scan_iter(match=f"{io.keys.namespace}:wr:*")]
         assert len(records) == 1
-        assert await io.client.hget(records[0], "g") == b"1"
+        assert int(await io.client.hget(records[0], "g") or 0) >= 1
 
 
 async def around_a_fault(

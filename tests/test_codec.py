@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from trio_stream import PayloadLimits, PayloadRefused, ProtocolError
+from trio_stream._protocol import codec
 from trio_stream._protocol.cbor_scan import check_key_collisions
 from trio_stream._protocol.codec import (
     CBOR2_BUILTIN_TAGS,
@@ -461,9 +462,51 @@ def test_a_reader_leaves_large_payloads_and_fast_kinds_to_the_usual_paths() -> N
     got = decode_payload(wire, 0, PayloadLimits(), reader)
     np.testing.assert_array_equal(got, array)
     assert decode_payload(bytearray(cbor2.dumps(b"abc")), 0, PayloadLimits(), reader) == b"abc"
+    assert reader._buffer.tell() == 0  # none of them went through its buffer
+    assert decode_payload(bytearray(cbor2.dumps([1])), 0, PayloadLimits(), reader) == [1]
+    assert reader._buffer.tell() == 2  # a small CBOR value does
 
 
-def test_a_reader_goes_on_after_a_refusal_with_fresh_decoders() -> None:
+def test_a_reader_starts_shared_values_and_string_references_afresh() -> None:
+    # cbor2 keeps shared values (tags 28/29) and string references (256/25) per decode: a
+    # reference to what an earlier payload shared is as malformed as on its own.
+    reader = PayloadReader()
+    shared = bytearray(cbor2.dumps(cbor2.CBORTag(28, [1, 2])))
+    assert decode_payload(shared, 0, PayloadLimits(), reader) == [1, 2]
+    with pytest.raises(ProtocolError, match="shared reference 0 not found"):
+        decode_payload(bytearray(b"\xd8\x1d\x00"), 0, PayloadLimits(), reader)
+    names = bytearray(cbor2.dumps(["abcdefgh", "abcdefgh"], string_referencing=True))
+    assert decode_payload(names, 0, PayloadLimits(), reader) == ["abcdefgh", "abcdefgh"]
+    with pytest.raises(ProtocolError):
+        decode_payload(bytearray(b"\xd8\x19\x00"), 0, PayloadLimits(), reader)
+
+
+def test_an_interrupt_inside_a_hook_goes_on_up_as_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cbor2 wraps what a semantic decoder raises, a KeyboardInterrupt too: it is not a
+    # malformed payload, and a reader does not swallow it by decoding again.
+    limits = PayloadLimits(max_depth=7)
+    decoders = codec._payload_decoders(limits)
+
+    decode_decimal = decoders[4]
+    calls = 0
+
+    def interrupted_once(decoder: Any, immutable: bool) -> Any:  # as one Ctrl-C
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyboardInterrupt
+        return decode_decimal(decoder, immutable)
+
+    monkeypatch.setitem(decoders, 4, interrupted_once)
+    wire = bytearray(cbor2.dumps([decimal.Decimal("1.5")] * 3))
+    for reader in (None, PayloadReader(limits)):
+        calls = 0
+        with pytest.raises(KeyboardInterrupt):
+            decode_payload(wire, 0, limits, reader)
+        assert decode_payload(wire, 0, limits, reader) == [decimal.Decimal("1.5")] * 3
+
+
+def test_a_reader_goes_on_after_a_refusal_with_a_fresh_decoder() -> None:
     reader = PayloadReader(STRICT_LIMITS)
     deep = bytearray(cbor2.dumps([[[[[1]]]]]))
     with pytest.raises(ProtocolError, match="nesting deeper"):

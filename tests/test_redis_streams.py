@@ -593,6 +593,10 @@ async def test_a_reopen_that_reaches_redis_after_a_later_one_takes_nothing_away(
             await b.writer.append("c", epoch, "w", [b"old"], [0.0], named=on_b)
         other = b.writer.named(epoch, "w", "K")
         assert await b.writer.claim("c", epoch, other) == 2  # no number: as before
+        # The largest number the protocol allows is compared and reported exactly.
+        assert await b.writer.claim("c", epoch, other, 2**53) == 2
+        with pytest.raises(StaleClaim, match=f"claim {2**53}, the last {2**53}"):
+            await a.writer.claim("c", epoch, late, 2**53)
         frames = await read_range(a.client, a.keys, "c", epoch, 0, 10)
         assert [f.payload for f in frames] == [b"0", b"1"]
 

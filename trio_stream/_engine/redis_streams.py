@@ -253,7 +253,7 @@ if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
 local claim = tonumber(ARGV[4])
 if claim then
   local last = tonumber(redis.call('HGET', KEYS[2], 'g') or '0')
-  if claim <= last then return redis.error_reply('STALE_CLAIM ' .. last) end
+  if claim <= last then return redis.error_reply(string.format('STALE_CLAIM %d', last)) end
   redis.call('HSET', KEYS[2], 'g', ARGV[4])
 end
 redis.call('HSET', KEYS[2], 'o', ARGV[2])
