@@ -247,6 +247,35 @@ async def test_open_publisher_takes_a_claim_of_1_to_2_53_with_a_writer_key(
     assert (await raw.request("stats"))["op"] == "reply"  # still connected
 
 
+async def test_a_writer_is_told_whether_every_reader_is_lossless(server: ts.Server) -> None:
+    # ``lossless``: every reader takes every frame (block, unbounded), so a writer may send
+    # in larger bursts; told in open_publisher's reply and in each ``readers`` notice, also
+    # when a retune changes a reader's policy (the count then stays the same).
+    w = await RawClient.connect(server)
+    r = await RawClient.connect(server)
+    await w.request("create_channel", channel="c")
+    opened = (await w.request("open_publisher", channel="c"))["result"]
+    assert (opened["readers"], opened["lossless"]) == (0, True)
+
+    async def notice() -> tuple[int, bool]:
+        while True:
+            wire = await w.control()
+            if wire["op"] == "readers":
+                assert wire["pub"] == opened["pub"]
+                return wire["readers"], wire["lossless"]
+
+    block = (await r.request("subscribe", channel="c", policy="block", size=10))["result"]
+    assert await notice() == (1, True)
+    lossy = (await r.request("subscribe", channel="c", policy="drop_oldest"))["result"]
+    assert await notice() == (2, False)
+    await r.request("retune", sub=lossy["sub"], policy="unbounded")
+    assert await notice() == (2, True)
+    await r.request("retune", sub=block["sub"], policy="drop_newest", size=10)
+    assert await notice() == (2, False)
+    await r.request("unsubscribe", sub=block["sub"])
+    assert await notice() == (1, True)
+
+
 async def test_a_resume_the_server_has_no_lease_of_numbers_publishers_apart(
     server: ts.Server,
 ) -> None:

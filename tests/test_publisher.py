@@ -1,22 +1,32 @@
-"""A flooding publisher hands its frames to the socket in bursts of about YIELD_EVERY_BYTES,
-through the real server, and every frame arrives in order."""
+"""A flooding publisher hands its frames to the socket in bursts of about YIELD_EVERY_BYTES
+(LOSSLESS_YIELD_EVERY_BYTES while every reader is lossless), through the real server, and
+every frame arrives in order."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 from client_parts import tcp_transport
 
 import trio_stream as ts
 from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import PREFIX_BYTES
-from trio_stream._publisher import YIELD_EVERY_BYTES
+from trio_stream._publisher import LOSSLESS_YIELD_EVERY_BYTES, YIELD_EVERY_BYTES
 
 FRAMES = 3_000
 PAYLOAD_BYTES = 100
 WAIT_S = 30
 
 
-async def test_a_flood_leaves_the_client_in_bursts_of_bounded_size(server: ts.Server) -> None:
+@pytest.mark.parametrize(
+    ("policy", "burst_bytes"),
+    [("block", LOSSLESS_YIELD_EVERY_BYTES), ("drop_oldest", YIELD_EVERY_BYTES)],
+)
+async def test_a_flood_leaves_the_client_in_bursts_of_bounded_size(
+    server: ts.Server, policy: str, burst_bytes: int
+) -> None:
+    # A block reader loses nothing to a burst: the server tells the writer (``lossless``),
+    # which then sends larger ones; a drop_oldest reader would lose frames to them.
     assert server.tcp_url
     writes: list[int] = []
     with trio.fail_after(WAIT_S):
@@ -34,7 +44,7 @@ async def test_a_flood_leaves_the_client_in_bursts_of_bounded_size(server: ts.Se
             transport.send = counted_send  # type: ignore[method-assign]
             await writer.create_channel("flood")
             async with (
-                reader.subscribe("flood", policy="block", size=FRAMES) as sub,
+                reader.subscribe("flood", policy=policy, size=FRAMES) as sub,
                 writer.publisher("flood") as pub,
             ):
                 await pub.wait_for_readers()
@@ -46,6 +56,8 @@ async def test_a_flood_leaves_the_client_in_bursts_of_bounded_size(server: ts.Se
     frame_bytes = PREFIX_BYTES + 128  # a PUBLISH frame of this payload, with room to spare
     # The frame that crossed the mark, and one more when trio runs the publisher before the
     # sender after the yield.
-    assert max(writes) < YIELD_EVERY_BYTES + 2 * frame_bytes
+    assert max(writes) < burst_bytes + 2 * frame_bytes
+    if burst_bytes > YIELD_EVERY_BYTES:  # larger bursts, not merely as small as before
+        assert max(writes) > YIELD_EVERY_BYTES + 2 * frame_bytes
     # The flood went out in bursts, not frame by frame.
     assert len(writes) < FRAMES // 20

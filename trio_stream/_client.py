@@ -894,7 +894,7 @@ class Client:
     def _on_readers(self, msg: Readers) -> None:
         pub = self._publishers.get(msg.pub)
         if pub is not None:
-            pub._set_readers(msg.readers)
+            pub._set_readers(msg.readers, msg.lossless)
 
     def _on_sub_end(self, msg: SubEnd) -> None:
         sub = self._subscriptions.pop(msg.sub, None)
@@ -1113,6 +1113,7 @@ class Client:
                 result.get("keeps_history", False),
                 compress_fn,
                 writer_key=writer_key,
+                lossless=result.get("lossless", False),
             )
             self._publishers[pub.pub_id] = pub
             return pub

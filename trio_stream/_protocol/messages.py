@@ -215,6 +215,9 @@ class Readers(ControlMessage):
     OP: ClassVar[str] = "readers"
     pub: int
     readers: int
+    # Every reader takes every frame (block, unbounded): the writer may send in larger
+    # bursts, which lose nothing then and cost less (absent from an older server: false).
+    lossless: bool = False
 
 
 @dataclass(frozen=True)

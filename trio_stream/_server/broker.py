@@ -188,6 +188,16 @@ class Channel:
     def readers(self) -> int:
         return len(self.subscriptions) + self.remote_readers
 
+    @property
+    def lossless(self) -> bool:
+        """Every reader takes every frame (``block``, ``unbounded``), whatever the bursts its
+        writers send: they may send larger ones (the ``readers`` notice says so). Readers on
+        other nodes are of unknown policy."""
+        return not self.remote_readers and all(
+            sub.policy is Policy.BLOCK or sub.policy is Policy.UNBOUNDED
+            for sub in self.subscriptions
+        )
+
     def count_lost(self, frames: int) -> None:
         self.lost += frames
 
@@ -828,9 +838,15 @@ class Broker:
             self._readers_changed(channel)
 
     def _readers_changed(self, channel: Channel) -> None:
-        for pub in channel.publishers:
-            pub.outbox.readers_changed(pub.pub_id, channel.readers)
+        self.tell_writers(channel)
         self.event("readers", channel)
+
+    def tell_writers(self, channel: Channel) -> None:
+        """The channel's writers get its reader count and whether it is lossless (after a
+        reader came or went, or changed its policy)."""
+        readers, lossless = channel.readers, channel.lossless
+        for pub in channel.publishers:
+            pub.outbox.readers_changed(pub.pub_id, readers, lossless)
 
     def owned_by(self, client_id: int) -> Iterator[Channel]:
         return (c for c in list(self.channels.values()) if c.owner_id == client_id)

@@ -890,7 +890,8 @@ class Outbox:
         self._control: list[bytes] = []
         self.control_bytes = 0  # queued or being written
         self._acks: dict[int, int] = {}  # pub_id -> frames to acknowledge
-        self._reader_counts: dict[int, int] = {}  # pub_id -> the newest count to tell it
+        # pub_id -> the newest reader count (and whether all are lossless) to tell it
+        self._reader_counts: dict[int, tuple[int, bool]] = {}
         # Made on first use, like the scheduler's deque: an idle connection should hold
         # nothing it may never need (an empty set is ~0.2 KiB).
         self._rate_limited: set[Reader] | None = None
@@ -1054,10 +1055,10 @@ class Outbox:
         if self.parked_bytes <= self.max_parked_bytes:
             self.owner.parked_room()
 
-    def readers_changed(self, pub_id: int, readers: int) -> None:
+    def readers_changed(self, pub_id: int, readers: int, lossless: bool) -> None:
         # A writer needs only the newest count: one pending notice per publisher, however
         # fast readers come and go, and however slowly this client reads.
-        self._reader_counts[pub_id] = readers
+        self._reader_counts[pub_id] = (readers, lossless)
         self.owner.wake_sender()
 
     def writer_ended(self, writer: Writer, error: Exception) -> None:
@@ -1159,8 +1160,8 @@ class Outbox:
             self._control = []
         if self._reader_counts:
             pieces.extend(
-                control_frame(Readers(pub=pub_id, readers=readers))
-                for pub_id, readers in self._reader_counts.items()
+                control_frame(Readers(pub=pub_id, readers=readers, lossless=lossless))
+                for pub_id, (readers, lossless) in self._reader_counts.items()
             )
             self._reader_counts = {}
         if self._rate_limited:

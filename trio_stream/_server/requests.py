@@ -109,6 +109,7 @@ def open_publisher_on(session: Session, msg: OpenPublisher, channel: Channel) ->
     result = {
         "pub": writer.pub_id,
         "readers": channel.readers,
+        "lossless": channel.lossless,
         "keeps_history": channel.history > 0,
     }
     lease = session.resume_lease
@@ -222,7 +223,11 @@ def retune(session: Session, msg: Retune) -> dict[str, int]:
     else:
         block_timeout = _block_timeout(session, None)
     window = _window(reader.window_asked, size)
+    channel = reader.channel
+    was_lossless = channel.lossless
     reader.retune(policy, size, every, max_rate, window, block_timeout)
+    if channel.lossless is not was_lossless:  # its writers' bursts may change
+        session.state.broker.tell_writers(channel)
     return {"window": window, "window_bytes": reader.window_bytes}
 
 
