@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from server_parts import World, decode, payload
 
 from trio_stream import ProtocolError
 from trio_stream._protocol import messages as M
-from trio_stream._server.buffers import Policy
-from trio_stream._server.outbox import HOLD_NOTICE_S
+from trio_stream._server.buffers import Policy, drops_when_full
+from trio_stream._server.outbox import HOLD_NOTICE_S, Reader
 
 
 def test_one_publish_reaches_every_reader_as_one_shared_frame() -> None:
@@ -135,3 +137,45 @@ def test_deleting_a_channel_ends_its_writers_with_pub_end() -> None:
     assert owner.ended_writers == [3]
     assert decode(box.next_batch()).control == [M.PubEnd(pub=3, reason="gone")]
     assert writer not in channel.publishers
+
+
+# -- lossless: every reader takes every frame ------------------------------------------------
+_reader_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["subscribe", "unsubscribe", "retune"]),
+        st.sampled_from(list(Policy)),
+        st.integers(0, 7),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_reader_steps)
+def test_a_writer_is_told_whether_every_reader_is_lossless(
+    steps: list[tuple[str, Policy, int]],
+) -> None:
+    # Readers come, go and change policy in any order: the channel's count of readers that
+    # drop when full stays exact, and the writer's newest notice says whether it is lossless.
+    world = World()
+    channel = world.channel()
+    writer_box, _ = world.writer(channel)
+    _, box = world.connection()
+    readers: list[Reader] = []
+    for step, policy, pick in steps:
+        size = None if policy is Policy.UNBOUNDED else 100
+        if step == "subscribe" or not readers:
+            readers.append(world.reader(box, channel, policy, size))
+        elif step == "unsubscribe":
+            world.broker.unsubscribe(readers.pop(pick % len(readers)))
+        else:
+            reader = readers[pick % len(readers)]
+            dropped_when_full = drops_when_full(reader.policy)
+            reader.retune(policy, size, 1, None, 100, None)
+            world.broker.retuned(reader, dropped_when_full)
+        lossy = sum(drops_when_full(r.policy) for r in channel.subscriptions)
+        assert channel.lossy_readers == lossy
+        assert channel.lossless is (lossy == 0)
+        notices = [m for m in decode(writer_box.next_batch()).control if isinstance(m, M.Readers)]
+        if notices:
+            assert (notices[-1].readers, notices[-1].lossless) == (len(readers), lossy == 0)

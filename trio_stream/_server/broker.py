@@ -53,7 +53,7 @@ from .._protocol.frames import (
     with_payload,
 )
 from .._protocol.limits import MAX_BUFFERED_BYTES, PUBLISH_WINDOW_BYTES, PUBLISH_WINDOW_FRAMES
-from .buffers import Policy
+from .buffers import Policy, drops_when_full
 from .outbox import Outbox, Reader
 from .selective import Selective
 
@@ -170,6 +170,7 @@ class Channel:
     epoch: str = field(default_factory=lambda: secrets.token_hex(8))
     seq: int = 0
     remote_readers: int = 0  # readers on other nodes (several nodes: the engine sets it)
+    lossy_readers: int = 0  # of ``subscriptions``, those whose policy drops when full
     bytes_in: int = 0
     lost: int = 0
     subscriptions: list[Reader] = field(default_factory=list)  # every reader
@@ -193,10 +194,7 @@ class Channel:
         """Every reader takes every frame (``block``, ``unbounded``), whatever the bursts its
         writers send: they may send larger ones (the ``readers`` notice says so). Readers on
         other nodes are of unknown policy."""
-        return not self.remote_readers and all(
-            sub.policy is Policy.BLOCK or sub.policy is Policy.UNBOUNDED
-            for sub in self.subscriptions
-        )
+        return not self.remote_readers and not self.lossy_readers
 
     def count_lost(self, frames: int) -> None:
         self.lost += frames
@@ -790,6 +788,8 @@ class Broker:
         """
         channel = sub.channel
         channel.subscriptions.append(sub)
+        if drops_when_full(sub.policy):
+            channel.lossy_readers += 1
         if sub.sender is None and sub.view is None:
             channel.fanout.append(sub)
         else:
@@ -829,6 +829,8 @@ class Broker:
         sub.drop_parked()
         if sub in channel.subscriptions:
             channel.subscriptions.remove(sub)
+            if drops_when_full(sub.policy):
+                channel.lossy_readers -= 1
             if sub in channel.fanout:
                 channel.fanout.remove(sub)
             elif channel.selective is not None:
@@ -840,6 +842,16 @@ class Broker:
     def _readers_changed(self, channel: Channel) -> None:
         self.tell_writers(channel)
         self.event("readers", channel)
+
+    def retuned(self, sub: Reader, dropped_when_full: bool) -> None:
+        """``sub``'s policy changed (a retune; ``dropped_when_full``: the old one's): its
+        writers learn when the channel became lossless, or stopped being so."""
+        channel = sub.channel
+        drops = drops_when_full(sub.policy)
+        if drops is dropped_when_full or sub not in channel.subscriptions:
+            return
+        channel.lossy_readers += 1 if drops else -1
+        self.tell_writers(channel)
 
     def tell_writers(self, channel: Channel) -> None:
         """The channel's writers get its reader count and whether it is lossless (after a

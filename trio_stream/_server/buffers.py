@@ -64,6 +64,11 @@ class Policy(StrEnum):
 POLICY_NAMES = tuple(p.value for p in Policy)
 
 
+def drops_when_full(policy: Policy) -> bool:
+    """A buffer of this policy loses frames when full (``block`` and ``unbounded`` do not)."""
+    return policy is not Policy.BLOCK and policy is not Policy.UNBOUNDED
+
+
 def parse_policy(name: str, size: int | None) -> tuple[Policy, int | None]:
     """Validate a subscription's policy and size as a client sent them."""
     try:

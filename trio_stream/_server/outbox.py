@@ -33,7 +33,7 @@ from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import SharedData, pub_ack_frame, write_data
 from .._protocol.framing import frame_prefix
 from .._protocol.messages import ControlMessage, Lost, PubEnd, Readers, SubEnd, encode_message
-from .buffers import Policy, PolicyBuffer
+from .buffers import Policy, PolicyBuffer, drops_when_full
 from .fairness import DeficitRoundRobin
 
 if TYPE_CHECKING:
@@ -773,8 +773,7 @@ class Reader:
         self._going = self._going_bytes = 0
         # The block share is recomputed from what is buffered after the change.
         share = sum(map(_NBYTES, self.buffer.items())) if self.blocks_writers else 0
-        lossy = policy is not Policy.BLOCK and policy is not Policy.UNBOUNDED
-        dropped = self.buffer.resize(policy, size, self.going() if lossy else 0)
+        dropped = self.buffer.resize(policy, size, self.going() if drops_when_full(policy) else 0)
         self.policy = policy
         self.blocks_writers = policy is Policy.BLOCK
         self.block_timeout = block_timeout if self.blocks_writers else None

@@ -38,7 +38,7 @@ from .._protocol.messages import (
 )
 from . import admin
 from .admin import ANSWERED_LATER as ANSWERED_LATER
-from .buffers import Policy, parse_policy
+from .buffers import Policy, drops_when_full, parse_policy
 from .resume import adopt_channel, subscribe_since
 
 if TYPE_CHECKING:
@@ -223,11 +223,9 @@ def retune(session: Session, msg: Retune) -> dict[str, int]:
     else:
         block_timeout = _block_timeout(session, None)
     window = _window(reader.window_asked, size)
-    channel = reader.channel
-    was_lossless = channel.lossless
+    dropped_when_full = drops_when_full(reader.policy)
     reader.retune(policy, size, every, max_rate, window, block_timeout)
-    if channel.lossless is not was_lossless:  # its writers' bursts may change
-        session.state.broker.tell_writers(channel)
+    session.state.broker.retuned(reader, dropped_when_full)  # its writers' bursts may change
     return {"window": window, "window_bytes": reader.window_bytes}
 
 
