@@ -49,6 +49,13 @@ YIELD_EVERY_BYTES: Final = 16 * 1024
 # 271k and 288k frames/s, 4 readers 671k and 653k against 625k and 613k; S4's flooded
 # drop_oldest channel keeps 16 KiB (at 64 KiB it fell to 132k and 161k against 195k).
 LOSSLESS_YIELD_EVERY_BYTES: Final = 64 * 1024
+
+
+def yield_bytes(lossless: bool) -> int:
+    """Queued bytes after which a flooding send() yields (see the two constants above)."""
+    return LOSSLESS_YIELD_EVERY_BYTES if lossless else YIELD_EVERY_BYTES
+
+
 # A frame is written by send() itself, not by the client's sender task, when that task waits
 # idle and the connection wrote nothing for this long (s): a paced writer's frames skip a
 # task switch and a scheduler turn each, while a flood stays batched into large writes (its
@@ -105,7 +112,7 @@ class Publisher:
         self.pub_id = pub_id
         self.readers = readers
         # Queued bytes after which send() yields: larger while every reader is lossless.
-        self._yield_bytes = LOSSLESS_YIELD_EVERY_BYTES if lossless else YIELD_EVERY_BYTES
+        self._yield_bytes = yield_bytes(lossless)
         # The channel keeps history: frames are wanted even with no reader (a late or
         # resuming reader gets them from the history).
         self._keeps_history = keeps_history
@@ -148,7 +155,7 @@ class Publisher:
 
     def _set_readers(self, readers: int, lossless: bool) -> None:
         self.readers = readers
-        self._yield_bytes = LOSSLESS_YIELD_EVERY_BYTES if lossless else YIELD_EVERY_BYTES
+        self._yield_bytes = yield_bytes(lossless)
         self._readers_event.set()
 
     def _acked(self, count: int) -> None:
@@ -230,8 +237,7 @@ class Publisher:
             time_s = repack.unpack_from(pieces[0])[3]
             pieces[0] = publish_wire_head(size, self.pub_id, time_s)
             client._enqueue(pieces, size + 4)
-        self._readers_event.set()
-        self._acked_event.set()
+        self._acked_event.set()  # (_set_readers above woke the readers' waiters)
         return self
 
     def _end(self, reason: str) -> None:
