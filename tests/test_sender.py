@@ -17,6 +17,7 @@ from server_parts import FakeOwner
 import trio_stream as ts
 from trio_stream._protocol import frames as F
 from trio_stream._protocol import messages as M
+from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import FrameDecoder, frame_prefix
 from trio_stream._server.outbox import Outbox
 from trio_stream._server.sender import Sender, write_woken
@@ -101,11 +102,15 @@ def tcp_pair(buffer_bytes: int | None) -> tuple[socket.socket, socket.socket]:
 
 
 @asynccontextmanager
-async def wire(send_buffer_bytes: int | None = None) -> AsyncIterator[Wire]:
-    """A sender task running over one end of a TCP connection, idle once this yields."""
+async def wire(
+    send_buffer_bytes: int | None = None, state: ServerState | None = None
+) -> AsyncIterator[Wire]:
+    """A sender task running over one end of a TCP connection, idle once this yields;
+    ``state``: the server's, shared with other wires (a new one by default)."""
     ours, peer = tcp_pair(send_buffer_bytes)
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    state = ServerState(ts.ServerConfig())
+    if state is None:
+        state = ServerState(ts.ServerConfig())
     connection = Connection()
     outbox = Outbox(
         connection,
@@ -156,15 +161,34 @@ async def test_outside_a_dispatch_a_wake_leaves_the_writing_to_the_sender_task()
         assert messages(w.read_now()) == [(F.CONTROL, M.Ping(data="task"))]
 
 
-async def test_acknowledgements_alone_are_left_to_the_sender_task() -> None:
-    # A flood writer's acks then cover several reads, and its client is woken less often.
-    async with wire() as w:
-        w.state.direct_writes = []
-        w.outbox.ack(pub_id=3, frames=2)
-        write_woken(w.state)
-        assert w.read_now() == b""
-        await trio.testing.wait_all_tasks_blocked()
-        assert messages(w.read_now()) == [(F.PUB_ACK, (3, 2))]
+async def test_acknowledgements_alone_are_written_directly_after_every_other_woken_write() -> None:
+    # A writer's PUB_ACK, woken first, still goes out after the DATA its publish woke on a
+    # reader's connection, and neither waits for a sender task's turn.
+    state = ServerState(ts.ServerConfig())
+    async with wire(state=state) as writer, wire(state=state) as reader:
+        order: list[str] = []
+        for name, w in (("writer", writer), ("reader", reader)):
+            send_now = w.sender._send_now
+            assert send_now is not None
+
+            def recording(
+                pieces: list[BytesLike],
+                name: str = name,
+                send_now: Callable[[list[BytesLike]], list[BytesLike]] = send_now,
+            ) -> list[BytesLike]:
+                order.append(name)
+                return send_now(pieces)
+
+            w.sender._send_now = recording
+        state.direct_writes = []
+        writer.outbox.ack(pub_id=3, frames=2)
+        reader.outbox.send(M.Ping(data="data"))
+        assert state.direct_writes == [writer.sender, reader.sender]
+        write_woken(state)
+        assert order == ["reader", "writer"]
+        # No checkpoint since: written by the dispatching task itself.
+        assert messages(reader.read_now()) == [(F.CONTROL, M.Ping(data="data"))]
+        assert messages(writer.read_now()) == [(F.PUB_ACK, (3, 2))]
 
 
 async def test_the_rest_of_a_direct_write_goes_out_before_anything_newer() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket as socket_module
 import struct
+from collections.abc import Sequence
 
 import pytest
 import trio
@@ -11,6 +12,7 @@ import trio
 import trio_stream as ts
 from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import frame_prefix
+from trio_stream._transport import tcp
 from trio_stream._transport.tcp import (
     COALESCE_MAX_PIECE,
     RECEIVE_LOW_WATER_MAX_BYTES,
@@ -133,6 +135,66 @@ async def test_connections_sharing_the_receive_buffer_each_get_their_own_bytes()
     for (writer, _), transport in zip(pairs, transports, strict=True):
         await writer.aclose()
         await transport.aclose()
+
+
+async def test_after_a_read_that_empties_the_socket_the_next_waits_instead_of_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A low-rate flow: one frame per read. Every read must find data; a read tried at once
+    # after each frame would find nothing (a failed syscall per frame).
+    reads: list[int] = []
+    readv = tcp._READV
+    assert readv is not None
+
+    def counting_readv(fd: int, buffers: Sequence[memoryview]) -> int:
+        try:
+            received = readv(fd, buffers)
+        except BlockingIOError:
+            reads.append(-1)
+            raise
+        reads.append(received)
+        return received
+
+    monkeypatch.setattr(tcp, "_READV", counting_readv)
+    writer, reader = await socket_pair()
+    transport = StreamTransport(reader, max_frame_bytes=2**20)
+    bodies = [b"\x01" + bytes([i]) * 50 for i in range(20)]
+
+    async def write_slowly() -> None:
+        for body in bodies:
+            await writer.send_all(frame_prefix(len(body)) + body)
+            await trio.sleep(0.001)
+
+    got: list[bytes] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_slowly)
+            while len(got) < len(bodies):
+                got += [bytes(f) for f in await transport.receive_frames()]
+    assert got == bodies
+    assert reads and -1 not in reads
+    assert sum(reads) == sum(len(frame_prefix(len(b)) + b) for b in bodies)
+    await writer.aclose()
+    await transport.aclose()
+
+
+async def test_a_read_that_fills_the_buffer_is_followed_by_one_at_once() -> None:
+    # A burst larger than the shared buffer: the socket was not emptied, so the next read
+    # is tried after a plain yield and finds the rest, whether or not more ever comes.
+    writer, reader = await socket_pair()
+    transport = StreamTransport(reader, max_frame_bytes=2**20)
+    body = b"\x01" + bytes(1000)
+    count = 3 * tcp.RECEIVE_BUFFER_BYTES // len(body)
+    wire = (frame_prefix(len(body)) + body) * count
+    got = 0
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.send_all, wire)
+            while got < count:
+                got += len(await transport.receive_frames())
+    assert got == count
+    await writer.aclose()
+    await transport.aclose()
 
 
 async def test_send_now_writes_what_the_socket_takes_and_returns_the_rest_in_order() -> None:

@@ -812,14 +812,10 @@ class Client:
             while True:
                 items = await transport.receive_runs(take_runs)
                 self._take(items)
-                self._heard = True  # per batch, not per frame: the heartbeat only needs "some"
-                # The readers these frames woke go first: the next read usually finds nothing
-                # and re-arms epoll, two syscalls and a task step (~15 us) that need not delay
-                # the application. trio runs the next batch's tasks in either order, so one
-                # yield put that read first half the time; after two it always comes a batch
-                # after them (S3, read to value in the application: p50 38 -> 28 us).
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                # Per batch, not per frame: the heartbeat only needs "some". The readers these
+                # frames woke run before the next read: the transport yields (or waits for
+                # data) before it reads.
+                self._heard = True
         except ConnectionClosed as exc:
             self._lose(self._closed_by_server(exc))
         except TrioStreamError as exc:  # ProtocolError, FrameTooLarge from the server

@@ -112,11 +112,9 @@ class Inbound:
         while True:
             frames = await transport.receive_frames()
             self.last_heard = trio.current_time()
+            # The senders this batch woke write before the next read: the transport yields
+            # (or waits for data) before it reads.
             await self._dispatch_all(frames)
-            # Let the senders this batch woke write before we try to read again:
-            # a read finds nothing at once and re-arms epoll (two syscalls) that
-            # would otherwise sit between a publish and its delivery.
-            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def parked_room(self) -> None:
         """The connection's writers have no more than max_parked_bytes parked: read on."""

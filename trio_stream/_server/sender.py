@@ -89,7 +89,7 @@ class Sender:
             return
         self._wake.set()
 
-    def write_direct(self) -> None:
+    def write_direct(self, acks: bool = False) -> bool:
         """Write what the outbox holds now, from the task that woke it (no sender hop).
 
         Called once a reader task has dispatched a read (see write_woken), for connections
@@ -99,37 +99,38 @@ class Sender:
         would have taken (same scheduler, same order); a busy sender is left to do it, so
         under load nothing changes. What the socket does not take at once, the sender
         writes before anything else.
+
+        Returns:
+            True if the outbox holds writer acknowledgements alone and ``acks`` is false:
+            they are for a second call with ``acks=True``, once the DATA that the same
+            publishes woke on other connections is written.
         """
         self._queued = False
         send_now = self._send_now
-        if (
-            not self._idle
-            or self._unsent is not None
-            or self._closing
-            or send_now is None
-            or self._outbox.only_acks()
-        ):
+        if not self._idle or self._unsent is not None or self._closing or send_now is None:
             # The sender has work of its own (the rest of an earlier direct write, which
-            # must go first), or acknowledgements alone, which it lets wait a turn: a flood
-            # writer's acks then cover several reads, and it is woken less often.
+            # must go first).
             self._wake.set()
-            return
+            return False
+        if not acks and self._outbox.only_acks():
+            return True
         batch = self._outbox.next_batch()
         if batch.deadline != math.inf:
             self._wake.set()  # a max_rate reader's next frame: the sender keeps the time
         if not batch.pieces:
-            return
+            return False
         try:
             rest = send_now(batch.pieces)
         except ConnectionClosed:
             self._peer_left()
-            return
+            return False
         if rest:
             self._unsent = (rest, batch)
             self._idle = False  # busy from now: nothing more is written around it
             self._wake.set()
-            return
+            return False
         self._written(batch)
+        return False
 
     async def run(self) -> None:
         """The sender task: write batches until cancelled or the connection breaks."""
@@ -215,10 +216,13 @@ class Sender:
 
 def write_woken(state: ServerState) -> None:
     """End a dispatch: write to the idle senders it woke (Sender.write_direct), in the order
-    they were woken; a writer's acknowledgements alone are left to its sender, which writes
-    them a turn later, after the DATA that the same publish woke."""
+    they were woken, then to those that have writer acknowledgements alone: the DATA that a
+    publish woke goes out before its PUB_ACK (an ack's syscall ahead of it showed in
+    publish-to-receive latency), and at a low rate neither waits for a sender task's turn
+    (a task switch and a pass of the run loop each, on the path of every frame)."""
     pending = state.direct_writes
     state.direct_writes = None
     if pending:
-        for sender in pending:
-            sender.write_direct()
+        acks_only = [sender for sender in pending if sender.write_direct()]
+        for sender in acks_only:
+            sender.write_direct(acks=True)

@@ -77,6 +77,7 @@ class StreamTransport:
             stream.socket if isinstance(stream, trio.SocketStream) else None
         )
         self._low_water = 1  # the socket's SO_RCVLOWAT
+        self._drained = True  # the last read emptied the socket: wait before the next one
         self._low_water_works = True
 
     @property
@@ -129,23 +130,31 @@ class StreamTransport:
     async def _receive_shared(self, socket: trio.socket.SocketType) -> int:
         """Read what has arrived into the thread's shared buffer; the decoder copies it out.
 
-        The checkpoints are trio's own for a socket read (``recv_into``): cancellable before
-        the read, and a yield after a read that did not have to wait, so a peer that always
-        has data ready cannot monopolise the run loop. The decoder takes the bytes *before*
-        that yield, while no other task can read into the buffer.
+        Each read comes after a checkpoint, not before one, which does two jobs: the tasks
+        that the last read woke (the application's readers, the senders a publish woke) get
+        to run before the next read, and a peer that always has data ready cannot
+        monopolise the run loop. When the last read emptied the socket (it came back short
+        of the buffer), the checkpoint is a wait for more data: a read at once would almost
+        always find nothing at a low rate (a failed syscall on the path of every frame),
+        and the tasks woken then all run before the read. Else it is a plain yield. Measured
+        at 1,000 frames/s (one writer, one reader, three processes), against a read at once
+        and a yield after it: server CPU 240 -> 155 us per frame, the reading client's
+        160 -> 133, with a write of a writer's acknowledgements from the reading task too
+        (write_woken). The decoder takes the bytes before the next checkpoint, while no
+        other task can read into the buffer.
         """
         view = _shared.view
         readv = _READV
         assert readv is not None
-        await trio.lowlevel.checkpoint_if_cancelled()
-        received = _read_now(readv, socket.fileno(), view)
-        if received >= 0:
-            self._decoder.receive_data(view[:received])
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return received
-        while received < 0:
+        if self._drained:
             await trio.lowlevel.wait_readable(socket)
-            received = _read_now(readv, socket.fileno(), view)  # < 0: a spurious wake-up
+        else:
+            await trio.lowlevel.checkpoint()
+        received = _read_now(readv, socket.fileno(), view)
+        while received < 0:  # nothing after all (the checkpoint only yielded), or spurious
+            await trio.lowlevel.wait_readable(socket)
+            received = _read_now(readv, socket.fileno(), view)
+        self._drained = received < len(view)
         self._decoder.receive_data(view[:received])
         return received
 
