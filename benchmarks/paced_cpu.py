@@ -37,6 +37,7 @@ from benchmarks.cpu_per_frame import (
     LOOPBACK,
     REPO_ROOT,
     _cpu_s,
+    _expect_ready,
     _free_port,
     _server_command,
     _wait_listening,
@@ -113,13 +114,6 @@ def _spawn(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT
     )
-
-
-def _expect_ready(process: subprocess.Popen[str]) -> None:
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if line.strip() != "ready":
-        raise RuntimeError(f"child {process.args!r} failed to start: {line!r}")
 
 
 def run_case(src: str, frames: int, rate: float) -> dict[str, Any]:
