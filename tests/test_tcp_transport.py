@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 import trio
+import trio.testing
 
 import trio_stream as ts
 from trio_stream._protocol.bytes_like import BytesLike
@@ -163,7 +164,7 @@ async def test_after_a_read_that_empties_the_socket_the_next_waits_instead_of_fa
     async def write_slowly() -> None:
         for body in bodies:
             await writer.send_all(frame_prefix(len(body)) + body)
-            await trio.sleep(0.001)
+            await trio.testing.wait_all_tasks_blocked()  # the reader took it and waits again
 
     got: list[bytes] = []
     with trio.fail_after(10):
