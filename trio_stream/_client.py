@@ -813,8 +813,8 @@ class Client:
                 items = await transport.receive_runs(take_runs)
                 self._take(items)
                 # Per batch, not per frame: the heartbeat only needs "some". The readers these
-                # frames woke run before the next read: the transport yields (or waits for
-                # data) before it reads.
+                # frames woke get their turn no later than the next read: the transport
+                # yields (or, once the socket is empty, waits for data) before it reads.
                 self._heard = True
         except ConnectionClosed as exc:
             self._lose(self._closed_by_server(exc))

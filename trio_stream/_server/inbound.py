@@ -112,8 +112,8 @@ class Inbound:
         while True:
             frames = await transport.receive_frames()
             self.last_heard = trio.current_time()
-            # The senders this batch woke write before the next read: the transport yields
-            # (or waits for data) before it reads.
+            # The senders this batch woke get their turn no later than the next read: the
+            # transport yields (or, once the socket is empty, waits for data) before it reads.
             await self._dispatch_all(frames)
 
     def parked_room(self) -> None:
