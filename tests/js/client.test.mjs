@@ -6,6 +6,7 @@ import {
   connect, createClient, AuthError, ChannelNotFound, ChannelExists, ConnectionClosed, FrameTooLarge,
 } from '../../trio_stream/web/trio_stream.js';
 import { FakeServer, CONTROL, PUBLISH, CREDIT, controlFrame, until, tick } from './fake_server.mjs';
+import { decode } from '../../trio_stream/web/cbor.js';
 
 const URL = 'ws://fake/ws';
 const fast = { reconnectDelay: 5, maxReconnectDelay: 20 };
@@ -231,19 +232,74 @@ test('reconnect: backoff, state events, resubscription, publishers reopened', as
   server.refuse = true;
   server.dropAll();
   await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
-  assert.equal(pub.readers, 0);
-  assert.equal(await pub.send('lost'), false, 'nothing is sent while disconnected');
+  assert.equal(pub.readers, 1, 'the last count known, until the reopen says');
+  assert.equal(await pub.send('kept'), true, 'kept in the window while disconnected');
+  assert.equal(pub.inFlight, 1);
   await new Promise((r) => setTimeout(r, 60)); // a few failed attempts
   server.refuse = false;
   await until(() => client.state === 'open', 2000, 'reopened');
   await until(() => server.controls('subscribe').length === 2 && pub.readers === 1, 1000, 'resubscribed');
   assert.deepStrictEqual(states.slice(0, 1), ['reconnecting']);
   assert.equal(states.at(-1), 'open');
+  assert.equal((await sub.next()).value.data, 'kept', 'sent on the new connection');
   server.inject('ch', 'after');
   assert.equal((await sub.next()).value.data, 'after');
   assert.equal(await pub.send('again'), true);
   assert.equal((await sub.next()).value.data, 'again');
   await client.close();
+});
+
+test('publisher resume: the server says what it took, the rest of the window goes again', async () => {
+  const { server, client } = await setup();
+  try {
+    await client.createChannel('w');
+    server.keepsHistory.add('w'); // wanted without readers, as a channel with history
+    const pub = await client.publisher('w');
+    assert.equal(pub.readers, 0);
+    assert.equal(pub.wanted, true);
+    const [open1] = server.controls('open_publisher');
+    assert.match(open1.writer, /^[0-9a-f]{32}$/);
+    assert.equal(open1.resume_pub, undefined);
+    const publishes = () => server.messages.flat().filter((f) => f.type === PUBLISH);
+    const values = (frames) => frames.map((f) => decode(f.payload));
+
+    server.autoAck = false;
+    for (let i = 0; i < 3; i++) assert.equal(await pub.send(i), true);
+    await until(() => publishes().length === 3, 1000, 'three frames');
+    const conn = [...server.conns][0];
+    conn.ack(pub.id, 1); // frame 0 acknowledged; 1 and 2 taken, their acks lost with the connection
+    await until(() => pub.inFlight === 2, 1000, 'one ack');
+    const firstId = pub.id;
+
+    server.refuse = true;
+    server.dropAll();
+    await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+    assert.equal(await pub.send(3), true, 'kept while disconnected');
+    assert.equal(pub.inFlight, 3);
+    server.answerTaken = true;
+    server.refuse = false;
+    await until(() => publishes().length === 4, 2000, 'the frame the server did not take');
+    const open2 = server.controls('open_publisher')[1];
+    assert.deepStrictEqual(
+      [open2.resume_pub, open2.writer, open2.claim], [firstId, open1.writer, 1], 'the reopen names the old id',
+    );
+    assert.notEqual(pub.id, firstId);
+    const resent = publishes().slice(3);
+    assert.deepStrictEqual(values(resent), [3], '1 and 2 were taken: not twice');
+    assert.equal(resent[0].pub, pub.id);
+    assert.equal(pub.inFlight, 1);
+
+    // A server that answers no `taken` (restarted): the whole window goes again, in order.
+    server.answerTaken = false;
+    assert.equal(await pub.send(4), true);
+    await until(() => publishes().length === 5, 1000, 'frame 4');
+    server.dropAll();
+    await until(() => publishes().length === 7, 2000, 'the window again');
+    assert.deepStrictEqual(values(publishes().slice(5)), [3, 4]);
+    assert.equal(server.controls('open_publisher')[2].claim, 2, 'each reopen counts');
+  } finally {
+    await client.close();
+  }
 });
 
 test('pending requests fail with ConnectionClosed when the connection drops', async () => {

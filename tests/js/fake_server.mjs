@@ -48,6 +48,9 @@ export class FakeServer {
   channels = new Map(); // name -> {subs: Set, pubs: Set}
   messages = []; // every client->server WebSocket message, as frame lists [{type, ...}]
   nextId = 1;
+  allPubs = new Map(); // every publisher ever opened, by id (a reopen's resume_pub names one)
+  answerTaken = false; // answer a reopen with `taken` (as a server that kept the lease)
+  keepsHistory = new Set(); // channels whose open_publisher reply says keeps_history
 
   constructor() {
     const server = this;
@@ -140,6 +143,7 @@ class Conn {
     }
     if (f.type === PUBLISH) {
       const pub = this.pubs.get(f.pub);
+      pub.published++;
       const ch = s.channel(pub.channel);
       ch.seq = (ch.seq ?? 0) + 1;
       for (const sub of ch.subs) sub.conn.offer(sub, f.payload, ch.seq, this.name, f.time);
@@ -173,10 +177,16 @@ class Conn {
       case 'stats': return this.reply(m.id, { connections: s.conns.size });
       case 'open_publisher': {
         if (!s.channels.has(m.channel)) return this.error(m.id, 'ChannelNotFound', m.channel);
-        const pub = { id: s.nextId++, channel: m.channel, conn: this };
+        const pub = { id: s.nextId++, channel: m.channel, conn: this, published: 0 };
         this.pubs.set(pub.id, pub);
+        s.allPubs.set(pub.id, pub);
         s.channel(m.channel).pubs.add(pub);
-        return this.reply(m.id, { pub: pub.id, readers: s.channel(m.channel).subs.size });
+        const result = {
+          pub: pub.id, readers: s.channel(m.channel).subs.size, keeps_history: s.keepsHistory.has(m.channel),
+        };
+        const old = s.allPubs.get(m.resume_pub);
+        if (s.answerTaken && old) result.taken = old.published;
+        return this.reply(m.id, result);
       }
       case 'subscribe': {
         if (!s.channels.has(m.channel)) return this.error(m.id, 'ChannelNotFound', m.channel);

@@ -8,10 +8,12 @@
 // One WebSocket binary message carries one or more length-prefixed frames; frames queued in the
 // same tick go out as one message. Flow control follows protocol.md section 5: a subscription
 // returns CREDIT as the application consumes messages, a publisher keeps at most the server's
-// window of unacknowledged PUBLISH frames and sends nothing while its channel has no readers.
-// The client reconnects with exponential backoff (equal jitter) and resumes what was active:
-// subscriptions continue after the last frame received, and the first message after a
-// reconnection carries `gap` ({kind: 'resumed'|'reset', lost, recovered}; docs/protocol.md 8).
+// window of unacknowledged PUBLISH frames and sends nothing while its channel has no readers
+// (unless the channel keeps history). The client reconnects with exponential backoff (equal
+// jitter) and resumes what was active: subscriptions continue after the last frame received,
+// and the first message after a reconnection carries `gap` ({kind: 'resumed'|'reset', lost,
+// recovered}); publishers send again exactly the frames of their window the server had not
+// taken (docs/protocol.md 8).
 
 import { encode, decode, CBORError } from './cbor.js';
 
@@ -108,6 +110,14 @@ class Emitter {
 
 const textDecoder = new TextDecoder('utf-8', { fatal: true });
 const nowSeconds = () => Date.now() / 1000;
+
+/** A publisher's writer key: 32 random hex digits (protocol.md 8). */
+function newWriterKey() {
+  const bytes = new Uint8Array(16);
+  if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
 
 function deferred() {
   let resolve, reject;
@@ -579,7 +589,7 @@ export class Client extends Emitter {
     this.#subsById.clear();
     this.#pubsById.clear();
     for (const sub of this.#subs) sub._disconnected();
-    for (const pub of this.#pubs) pub._disconnected(err);
+    for (const pub of this.#pubs) pub._disconnected();
   }
 
   #fail(err, closeNow = false) {
@@ -1177,8 +1187,16 @@ export class Publisher extends Emitter {
   closed = false;
 
   #client;
-  #inflight = []; // byte sizes of unacknowledged frames, oldest first
-  #inflightBytes = 0;
+  // Frames sent and not yet acknowledged, oldest first ({payload, time}): kept until the server
+  // acknowledges them, so that after a reconnect exactly those it had not taken go out again.
+  #window = [];
+  #windowBytes = 0;
+  #ackedHere = 0; // frames acknowledged under the current id
+  #ackedTotal = 0; // frames let go of since the publisher was opened, on every connection
+  #lastId = null; // the id of the last connection that answered an open (resume_pub)
+  #writerKey = newWriterKey(); // the same on every connection (protocol.md 8)
+  #claims = 0; // reopens sent: each names its number
+  #keepsHistory = false; // the channel keeps history: frames are wanted without readers
   #queue = []; // sends waiting for window room: {payload, time, resolve, reject}
   #readerWaiters = [];
   #requesting = false; // an open_publisher request is in flight
@@ -1188,6 +1206,11 @@ export class Publisher extends Emitter {
     this.#client = client;
     this.channel = channel;
     this.key = key;
+  }
+
+  /** Whether the channel wants frames now: it has readers, or it keeps history. */
+  get wanted() {
+    return this.readers > 0 || this.#keepsHistory;
   }
 
   async _open() {
@@ -1200,20 +1223,50 @@ export class Publisher extends Emitter {
   }
 
   #request() {
-    return this.#client.request('open_publisher', { channel: this.channel, key: this.key }, {
+    const fields = { channel: this.channel, key: this.key, writer: this.#writerKey };
+    const resumePub = this.#lastId;
+    if (resumePub !== null) {
+      fields.resume_pub = resumePub;
+      fields.claim = ++this.#claims;
+    }
+    return this.#client.request('open_publisher', fields, {
       onReply: (reply) => {
         if (!reply || !Number.isInteger(reply.pub)) throw new ProtocolError('open_publisher reply without a pub id');
         if (this.closed) {
           this.#client.request('close_publisher', { pub: reply.pub }).catch(() => {});
           return;
         }
+        if (resumePub !== null) this.#letGoTaken(reply);
         this.id = reply.pub;
-        this.#inflight = [];
-        this.#inflightBytes = 0;
+        this.#lastId = reply.pub;
+        this.#ackedHere = 0;
+        this.#keepsHistory = reply.keeps_history === true;
         this.#client._registerPub(this, this.id);
+        // The frames the server did not take go out again, in order, under the new id
+        // (before anything sent after this reply).
+        for (const f of this.#window) this.#client._sendPublish(this.id, f.time, f.payload);
         this._setReaders(reply.readers ?? 0);
       },
     });
+  }
+
+  // A reopen's answer says how many of the window the server has already (protocol.md 8):
+  // `taken` (this server's count under the previous id) or, on a node of several, `published`
+  // (Redis's count of this writer's frames, every connection and node together).
+  #letGoTaken(reply) {
+    if (Number.isInteger(reply.taken)) {
+      this.#letGo(Math.min(Math.max(0, reply.taken - this.#ackedHere), this.#window.length));
+    } else if (Number.isInteger(reply.published)) {
+      this.#letGo(Math.min(Math.max(0, reply.published - this.#ackedTotal), this.#window.length));
+      this.#ackedTotal = reply.published;
+    }
+    // Neither (a restarted server, an expired lease): the whole window goes out again.
+  }
+
+  #letGo(frames) {
+    for (let i = 0; i < frames && this.#window.length; i++) this.#windowBytes -= this.#window.shift().payload.length;
+    this.#ackedHere += frames;
+    this.#ackedTotal += frames;
   }
 
   _reopen() {
@@ -1225,13 +1278,10 @@ export class Publisher extends Emitter {
     });
   }
 
-  _disconnected(err) {
+  // The connection is lost: the window and the waiting sends stay for the next one (the
+  // client reconnects, or closes and then _closed rejects what waits).
+  _disconnected() {
     this.id = null;
-    this.#inflight = [];
-    this.#inflightBytes = 0;
-    for (const q of this.#queue) q.reject(err);
-    this.#queue = [];
-    this._setReaders(0); // nobody is known to listen while we are away
   }
 
   _closed(err) {
@@ -1258,7 +1308,7 @@ export class Publisher extends Emitter {
   }
 
   _ack(frames) {
-    for (let i = 0; i < frames && this.#inflight.length; i++) this.#inflightBytes -= this.#inflight.shift();
+    this.#letGo(frames);
     this.#pump();
   }
 
@@ -1266,14 +1316,14 @@ export class Publisher extends Emitter {
     const lim = this.#client.limits;
     const maxFrames = lim.publish_window_frames > 0 ? lim.publish_window_frames : 16;
     const maxBytes = lim.publish_window_bytes > 0 ? lim.publish_window_bytes : Infinity;
-    if (this.#inflight.length >= maxFrames) return false;
+    if (this.#window.length >= maxFrames) return false;
     // The byte window always lets one frame through, however big.
-    return this.#inflight.length === 0 || this.#inflightBytes + size <= maxBytes;
+    return this.#window.length === 0 || this.#windowBytes + size <= maxBytes;
   }
 
   #pump() {
     while (this.#queue.length) {
-      if (this.readers === 0 || this.id === null) {
+      if (!this.wanted && this.id !== null) {
         // Readers left while these waited: they are not sent, as if sent to nobody.
         for (const q of this.#queue) q.resolve(false);
         this.#queue = [];
@@ -1287,19 +1337,22 @@ export class Publisher extends Emitter {
     }
   }
 
+  // Into the window, and on the wire if connected (else it goes with the reopen).
   #transmit(payload, time) {
-    this.#client._sendPublish(this.id, time, payload);
-    this.#inflight.push(payload.length);
-    this.#inflightBytes += payload.length;
+    this.#window.push({ payload, time });
+    this.#windowBytes += payload.length;
+    if (this.id !== null) this.#client._sendPublish(this.id, time, payload);
   }
 
   /**
    * Send one value. Resolves true when it is on its way, false when nobody reads the channel
-   * (nothing is encoded or sent then).
+   * and it keeps no history (nothing is encoded or sent then). While the client reconnects,
+   * values wait in the publisher's window and go out on the new connection (exactly those the
+   * server had not taken: nothing lost, nothing twice); once the window is full, send waits.
    */
   async send(value, { time } = {}) {
     if (this.closed) throw new ConnectionClosed('publisher is closed');
-    if (this.readers === 0 || this.id === null) return false;
+    if (!this.wanted) return false;
     const payload = encode(value);
     this.#client._checkFrameSize(1 + 12 + payload.length);
     const t = time ?? nowSeconds();
@@ -1328,7 +1381,7 @@ export class Publisher extends Emitter {
 
   /** Unacknowledged frames (the server has not placed them in every reader's buffer yet). */
   get inFlight() {
-    return this.#inflight.length;
+    return this.#window.length;
   }
 
   async close() {
