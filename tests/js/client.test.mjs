@@ -302,6 +302,34 @@ test('publisher resume: the server says what it took, the rest of the window goe
   }
 });
 
+test('publisher resume: a channel missing after a reconnect is asked for again, the window waits', async () => {
+  const { server, client } = await setup();
+  try {
+    await client.createChannel('gone');
+    server.keepsHistory.add('gone');
+    const errors = [];
+    client.on('error', (e) => errors.push(e));
+    const pub = await client.publisher('gone');
+    const publishes = () => server.messages.flat().filter((f) => f.type === PUBLISH);
+    server.refuse = true;
+    server.dropAll();
+    await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+    server.channels.delete('gone'); // the server restarted; the channel's owner is not back yet
+    assert.equal(await pub.send('waits'), true);
+    server.refuse = false;
+    await until(() => server.controls('open_publisher').length >= 3, 2000, 'reopen asked again');
+    assert.equal(pub.closed, false);
+    assert.equal(publishes().length, 0);
+    server.channel('gone'); // its owner re-created it
+    await until(() => publishes().length === 1, 3000, 'the window after the channel came back');
+    assert.equal(decode(publishes()[0].payload), 'waits');
+    assert.equal(publishes()[0].pub, pub.id);
+    assert.deepStrictEqual(errors.filter((e) => e instanceof ChannelNotFound), [], 'not reported as a failure');
+  } finally {
+    await client.close();
+  }
+});
+
 test('pending requests fail with ConnectionClosed when the connection drops', async () => {
   const { server, client } = await setup();
   const conn = [...server.conns][0];

@@ -1181,6 +1181,11 @@ export class Subscription extends Emitter {
  * frame is queued for sending. At most the server's publish window is unacknowledged at a time;
  * sends beyond it wait, in order. Events: 'readers' (count).
  */
+// A publisher whose channel is missing after a reconnect asks again this long after (ms),
+// doubling up to the maximum (the trio client's RETRY_INITIAL_S and RETRY_MAX_S).
+const REOPEN_RETRY_FIRST_MS = 50;
+const REOPEN_RETRY_MAX_MS = 1000;
+
 export class Publisher extends Emitter {
   id = null;
   readers = 0;
@@ -1200,6 +1205,7 @@ export class Publisher extends Emitter {
   #queue = []; // sends waiting for window room: {payload, time, resolve, reject}
   #readerWaiters = [];
   #requesting = false; // an open_publisher request is in flight
+  #retryTimer = null; // the next reopen of a channel missing after a reconnect
 
   constructor(client, channel, key) {
     super();
@@ -1269,10 +1275,20 @@ export class Publisher extends Emitter {
     this.#ackedTotal += frames;
   }
 
-  _reopen() {
+  _reopen(retryDelay = REOPEN_RETRY_FIRST_MS) {
     if (this.closed || this.#requesting || this.id !== null) return;
     this._open().catch((e) => {
-      if (e instanceof ConnectionClosed) return;
+      if (e instanceof ConnectionClosed) return; // lost again: the next welcome reopens
+      if (e instanceof ChannelNotFound || e.type === 'ClusterUnavailable') {
+        // Its owner has not re-created the channel yet (the server restarted), or the
+        // cluster's Redis failed the request: asked again, further apart each time, while
+        // the window waits (as the trio client does).
+        this.#retryTimer = setTimeout(() => {
+          this.#retryTimer = null;
+          if (this.#client.connected) this._reopen(Math.min(retryDelay * 2, REOPEN_RETRY_MAX_MS));
+        }, retryDelay);
+        return;
+      }
       this.#client._reportError(e);
       this._closed(e);
     });
@@ -1287,6 +1303,7 @@ export class Publisher extends Emitter {
   _closed(err) {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.#retryTimer);
     const e = err ?? new ConnectionClosed('publisher closed');
     for (const q of this.#queue) q.reject(e);
     this.#queue = [];
