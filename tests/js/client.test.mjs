@@ -330,6 +330,29 @@ test('publisher resume: a channel missing after a reconnect is asked for again, 
   }
 });
 
+test('resubscribe: a channel missing after a reconnect is asked for again, then read on', async () => {
+  const { server, client } = await setup();
+  try {
+    await client.createChannel('later');
+    const sub = await client.subscribe('later', { size: 10 });
+    server.inject('later', 'before');
+    assert.equal((await sub.next()).value.data, 'before');
+    server.refuse = true;
+    server.dropAll();
+    await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+    server.channels.delete('later'); // the server restarted; the channel's owner is not back yet
+    server.refuse = false;
+    await until(() => server.controls('subscribe').length >= 3, 2000, 'resubscribe asked again');
+    assert.equal(sub.ended, false);
+    server.channel('later'); // its owner re-created it
+    await until(() => server.channel('later').subs.size === 1, 3000, 'subscribed again');
+    server.inject('later', 'after');
+    assert.equal((await sub.next()).value.data, 'after');
+  } finally {
+    await client.close();
+  }
+});
+
 test('pending requests fail with ConnectionClosed when the connection drops', async () => {
   const { server, client } = await setup();
   const conn = [...server.conns][0];

@@ -893,6 +893,23 @@ function checkTuning(o) {
   if (o.maxRate !== null && !(o.maxRate > 0)) throw new RangeError('maxRate must be > 0 or null');
 }
 
+// A subscription or publisher whose channel is missing after a reconnect asks again this long
+// after (ms), doubling up to the maximum (the trio client's RETRY_INITIAL_S and RETRY_MAX_S).
+const RESTORE_RETRY_FIRST_MS = 50;
+const RESTORE_RETRY_MAX_MS = 1000;
+
+/** A restore that failed for now: the channel is not back yet, or Redis failed the request. */
+function missingForNow(err) {
+  return err instanceof ChannelNotFound || err.type === 'ClusterUnavailable';
+}
+
+/** Call `again(nextDelay)` after `delay` ms if the client is still connected; the timer. */
+function retryRestore(client, delay, again) {
+  return setTimeout(() => {
+    if (client.connected) again(Math.min(delay * 2, RESTORE_RETRY_MAX_MS));
+  }, delay);
+}
+
 /** A view as the server takes it: [[start, stop, step], ...], integers or null, step not 0. */
 function checkView(view) {
   const bound = (x) => x === null || Number.isInteger(x);
@@ -921,6 +938,7 @@ export class Subscription extends Emitter {
   #onMessage;
   #pumping = false;
   #requesting = false; // a subscribe request is in flight
+  #retryTimer = null; // the next resubscribe to a channel missing after a reconnect
   #epoch = null; // the channel's epoch (subscribe reply)
   #lastSeq = 0; // of the last frame received: a resume continues after it
   #resumeFrom = null; // {epoch, seq} to send with the next subscribe
@@ -1026,10 +1044,17 @@ export class Subscription extends Emitter {
     return { epoch: this.#epoch, seq: this.#lastSeq };
   }
 
-  _resubscribe() {
+  _resubscribe(retryDelay = RESTORE_RETRY_FIRST_MS) {
     if (this.ended || this.#requesting || this.id !== null) return;
     this._subscribe().catch((e) => {
       if (e instanceof ConnectionClosed) return; // lost again: the next welcome retries
+      if (missingForNow(e)) {
+        // Its owner has not re-created the channel yet (the server restarted), or the
+        // cluster's Redis failed the request: asked again, further apart each time; the
+        // subscription resumes from where it stood once the channel is back.
+        this.#retryTimer = retryRestore(this.#client, retryDelay, (next) => this._resubscribe(next));
+        return;
+      }
       this.error = e;
       this.#client._reportError(e);
       this._end(`resubscribe failed: ${e.message}`);
@@ -1164,6 +1189,7 @@ export class Subscription extends Emitter {
   _end(reason) {
     if (this.ended) return;
     this.ended = true;
+    clearTimeout(this.#retryTimer);
     this.endReason = reason;
     this.#client._forgetSub(this);
     this.id = null;
@@ -1177,15 +1203,11 @@ export class Subscription extends Emitter {
 
 /**
  * A publisher on one channel. `readers` follows the server's count; `send()` resolves false
- * without touching the wire while there are none (or while disconnected), true once the
- * frame is queued for sending. At most the server's publish window is unacknowledged at a time;
+ * without touching the wire while there are none (and the channel keeps no history), true once
+ * the frame is in the publisher's window: on the wire, or, while the client reconnects, kept
+ * for the new connection. At most the server's publish window is unacknowledged at a time;
  * sends beyond it wait, in order. Events: 'readers' (count).
  */
-// A publisher whose channel is missing after a reconnect asks again this long after (ms),
-// doubling up to the maximum (the trio client's RETRY_INITIAL_S and RETRY_MAX_S).
-const REOPEN_RETRY_FIRST_MS = 50;
-const REOPEN_RETRY_MAX_MS = 1000;
-
 export class Publisher extends Emitter {
   id = null;
   readers = 0;
@@ -1275,18 +1297,13 @@ export class Publisher extends Emitter {
     this.#ackedTotal += frames;
   }
 
-  _reopen(retryDelay = REOPEN_RETRY_FIRST_MS) {
+  _reopen(retryDelay = RESTORE_RETRY_FIRST_MS) {
     if (this.closed || this.#requesting || this.id !== null) return;
     this._open().catch((e) => {
       if (e instanceof ConnectionClosed) return; // lost again: the next welcome reopens
-      if (e instanceof ChannelNotFound || e.type === 'ClusterUnavailable') {
-        // Its owner has not re-created the channel yet (the server restarted), or the
-        // cluster's Redis failed the request: asked again, further apart each time, while
-        // the window waits (as the trio client does).
-        this.#retryTimer = setTimeout(() => {
-          this.#retryTimer = null;
-          if (this.#client.connected) this._reopen(Math.min(retryDelay * 2, REOPEN_RETRY_MAX_MS));
-        }, retryDelay);
+      if (missingForNow(e)) {
+        // As a subscription's: asked again while the window waits (as the trio client does).
+        this.#retryTimer = retryRestore(this.#client, retryDelay, (next) => this._reopen(next));
         return;
       }
       this.#client._reportError(e);
