@@ -305,7 +305,7 @@ test('publisher resume: the server says what it took, the rest of the window goe
 test('publisher resume: a channel missing after a reconnect is asked for again, the window waits', async () => {
   const { server, client } = await setup();
   try {
-    await client.createChannel('gone');
+    server.channel('gone'); // another client's channel
     server.keepsHistory.add('gone');
     const errors = [];
     client.on('error', (e) => errors.push(e));
@@ -333,7 +333,7 @@ test('publisher resume: a channel missing after a reconnect is asked for again, 
 test('resubscribe: a channel missing after a reconnect is asked for again, then read on', async () => {
   const { server, client } = await setup();
   try {
-    await client.createChannel('later');
+    server.channel('later'); // another client's channel
     const sub = await client.subscribe('later', { size: 10 });
     server.inject('later', 'before');
     assert.equal((await sub.next()).value.data, 'before');
@@ -348,6 +348,40 @@ test('resubscribe: a channel missing after a reconnect is asked for again, then 
     await until(() => server.channel('later').subs.size === 1, 3000, 'subscribed again');
     server.inject('later', 'after');
     assert.equal((await sub.next()).value.data, 'after');
+  } finally {
+    await client.close();
+  }
+});
+
+test('reconnect: channels this client created are created again if gone, before its publishers', async () => {
+  const { server, client } = await setup();
+  try {
+    const meta = { units: 'V', labels: ['x'] };
+    await client.createChannel('mine', { history: 3, meta });
+    await client.createChannel('brief', { lifetime: 60 });
+    await client.createChannel('dropped');
+    await client.deleteChannel('dropped');
+    const pub = await client.publisher('mine');
+    server.refuse = true;
+    server.dropAll();
+    await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+    server.channels.clear(); // the server restarted
+    server.refuse = false;
+    await until(() => server.controls('open_publisher').length === 2 && pub.id !== null, 2000, 'reopened');
+    const creates = server.controls('create_channel');
+    assert.deepStrictEqual(creates.map((m) => m.channel), ['mine', 'brief', 'dropped', 'mine']);
+    const again = creates.at(-1);
+    assert.deepStrictEqual([again.history, again.meta, again.public, again.keep], [3, meta, true, false]);
+    const order = server.messages.flat().filter((f) => f.msg).map((f) => f.msg.op);
+    assert.ok(order.lastIndexOf('create_channel') < order.lastIndexOf('open_publisher'), 'created first');
+    assert.equal(pub.closed, false);
+    // Kept through the blip (ChannelExists): quietly nothing to do.
+    const errors = [];
+    client.on('error', (e) => errors.push(e));
+    server.dropAll();
+    await until(() => server.controls('open_publisher').length === 3 && pub.id !== null, 2000, 'reopened again');
+    assert.equal(server.controls('create_channel').length, 5);
+    assert.deepStrictEqual(errors, []);
   } finally {
     await client.close();
   }

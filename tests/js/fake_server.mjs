@@ -172,6 +172,9 @@ class Conn {
         if (s.channels.has(m.channel)) return this.error(m.id, 'ChannelExists', m.channel);
         s.channel(m.channel);
         return this.reply(m.id, null);
+      case 'delete_channel':
+        if (!s.channels.delete(m.channel)) return this.error(m.id, 'ChannelNotFound', m.channel);
+        return this.reply(m.id, null);
       case 'channels':
         return this.reply(m.id, [...s.channels].map(([name, ch]) => ({ name, readers: ch.subs.size })));
       case 'stats': return this.reply(m.id, { connections: s.conns.size });

@@ -277,3 +277,14 @@ test('a publisher resumes after a cut: every frame once, in order', { skip, time
     await sub.close();
   }
 });
+
+test('a channel created with meta lists it', { skip }, async () => {
+  const meta = { units: 'V', labels: ['x', 'y'], description: 'from the browser' };
+  await client.createChannel('withmeta', { meta });
+  try {
+    const record = (await client.channels()).find((c) => c.name === 'withmeta');
+    assert.deepStrictEqual(record.meta, meta);
+  } finally {
+    await client.deleteChannel('withmeta');
+  }
+});

@@ -199,6 +199,7 @@ export class Client extends Emitter {
   #subsById = new Map();
   #pubs = new Set();
   #pubsById = new Map();
+  #owned = new Map(); // channels this client created: their options, to create again
   #autoPubs = new Map(); // channel -> Promise<Publisher> for client.publish()
 
   /**
@@ -281,15 +282,41 @@ export class Client extends Emitter {
     return d.promise;
   }
 
-  createChannel(channel, { public: isPublic = true, key = null, lifetime = null, history = 0,
-    singleWriter = false, keep = false } = {}) {
-    return this.request('create_channel', {
-      channel, public: isPublic, key, lifetime, history, single_writer: singleWriter, keep,
-    });
+  /**
+   * Create a channel owned by this client. After a reconnect the client creates it again with
+   * the same options if it is gone (a server restart), before its publishers and
+   * subscriptions come back; a channel with a `lifetime` is not brought back.
+   * @param {object} [o]
+   * @param {object|null} [o.meta=null] what readers should know to show it, e.g. {units: 'V',
+   *   labels: ['x', 'y'], description: '...'}: text keys, at most 4 KiB encoded
+   */
+  async createChannel(channel, { public: isPublic = true, key = null, lifetime = null, history = 0,
+    singleWriter = false, keep = false, meta = null } = {}) {
+    const options = { public: isPublic, key, lifetime, history, single_writer: singleWriter, keep, meta };
+    const result = await this.request('create_channel', { channel, ...options });
+    if (lifetime === null) this.#owned.set(channel, options); // a temporary one ends for good
+    return result;
   }
 
-  deleteChannel(channel, { key = null } = {}) {
-    return this.request('delete_channel', { channel, key });
+  async deleteChannel(channel, { key = null } = {}) {
+    const result = await this.request('delete_channel', { channel, key });
+    this.#owned.delete(channel);
+    return result;
+  }
+
+  // After a reconnect: the channels this client created, again if they are gone. Sent before
+  // the publishers' and subscriptions' requests, so the server has them first.
+  #recreate(channel, retryDelay = RESTORE_RETRY_FIRST_MS) {
+    const options = this.#owned.get(channel);
+    if (!options) return; // deleted by us since
+    this.request('create_channel', { channel, ...options }).catch((e) => {
+      if (e instanceof ChannelExists || e instanceof ConnectionClosed) return; // still ours, or lost again
+      if (e.type === 'ClusterUnavailable') {
+        retryRestore(this, retryDelay, (next) => this.#recreate(channel, next));
+        return;
+      }
+      this._reportError(e);
+    });
   }
 
   /** Channel records: {name, owner, public, readers, writers, seq, rate_fps, rate_bps, lost, created}. */
@@ -809,6 +836,7 @@ export class Client extends Emitter {
     this.#openWaiters = [];
     // Bring back what was active before the connection was lost (those whose request is
     // in flight already, e.g. made while reconnecting or from an 'open' listener, go their way).
+    for (const channel of this.#owned.keys()) this.#recreate(channel);
     for (const pub of this.#pubs) pub._reopen();
     for (const sub of this.#subs) sub._resubscribe();
     this.emit('open', { server: this.serverName, name: this.name, clientId: this.clientId, limits: this.limits, reconnected });
