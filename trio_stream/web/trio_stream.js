@@ -28,6 +28,7 @@ const SILENT_PINGS = 3; // the server is gone after this many pings with nothing
 const MIN_SILENCE_MS = 2000; // ...and at least this long
 const MAX_BATCH_BYTES = 1024 * 1024; // frames per WebSocket message, unless a frame is bigger
 const CONTROL_MAX_DEPTH = 32;
+const WS_OPEN = 1; // WebSocket.OPEN (a WebSocket given in the options may not have the constant)
 
 // ------------------------------------------------------------------------------------- errors
 
@@ -554,8 +555,12 @@ export class Client extends Emitter {
       }
     };
     ws.onerror = () => {
-      // The close event follows with the details a browser is willing to give.
-      if (this.#ws === ws && !this.lastError) this.lastError = new ConnectionClosed(`WebSocket error on ${this.#url}`);
+      if (this.#ws !== ws) return;
+      if (!this.lastError) this.lastError = new ConnectionClosed(`WebSocket error on ${this.#url}`);
+      // A browser's close event follows with the details it is willing to give. Node 20's
+      // WebSocket fires none for a refused connection: an attempt that never opened is over
+      // now, not at connectTimeout (whichever comes first is handled, the other ignored).
+      if (ws.readyState !== WS_OPEN) setTimeout(() => { if (this.#ws === ws) this.#dropSocket(ws); }, 0);
     };
     ws.onclose = (ev) => {
       if (this.#ws !== ws) return;

@@ -1,0 +1,200 @@
+// The browser client through a real server restart: a trio_stream server (`python -m trio_stream
+// serve`) is killed with SIGKILL and a new one started on the same port. The client reconnects,
+// creates its channel again, resends what its publisher kept and resubscribes (a 'reset' gap:
+// the new server's channel has a new epoch).
+// Needs a WebSocket in Node: Node >= 22, or Node 20 with --experimental-websocket
+// (`node --experimental-websocket --test tests/js/`). Skipped otherwise, or without Python.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createServer, connect as netConnect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { connect } from '../../trio_stream/web/trio_stream.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+function findPython() {
+  for (const py of [process.env.TS_PYTHON, join(ROOT, '.venv/bin/python'), 'python3'].filter(Boolean)) {
+    try {
+      execFileSync(py, ['-c', 'import trio_stream'], { cwd: ROOT, stdio: 'ignore' });
+      return py;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+const python = typeof WebSocket === 'function' ? findPython() : null;
+const skip = typeof WebSocket !== 'function'
+  ? 'no WebSocket in this Node (use Node >= 22 or --experimental-websocket)'
+  : !python ? 'no Python with trio_stream' : false;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** `promise`, or a rejection naming `what` after `ms`. */
+function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Poll `pred` every 20 ms until it holds; fail after `ms`. */
+async function waitFor(pred, ms, what) {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A loopback port free a moment ago (bound to port 0, read, closed). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function tryConnect(port) {
+  return new Promise((resolve) => {
+    const sock = netConnect({ host: '127.0.0.1', port });
+    sock.once('connect', () => { sock.destroy(); resolve(true); });
+    sock.once('error', () => { sock.destroy(); resolve(false); });
+  });
+}
+
+const servers = new Set(); // every child started, until it has exited
+
+/** Start `trio-stream serve` on `httpPort`; resolve once the port accepts connections. */
+async function startServer(httpPort) {
+  const child = spawn(python, ['-m', 'trio_stream', 'serve', '--host', '127.0.0.1', '--tcp-port', '0',
+    '--http-port', String(httpPort), '--name', 'restart'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  servers.add(child);
+  let out = '';
+  child.stdout.on('data', (chunk) => { out += chunk; });
+  child.stderr.on('data', (chunk) => { out += chunk; });
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => {
+    servers.delete(child);
+    resolve({ code, signal });
+  }));
+  child.exited = exited;
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`server exited (${child.exitCode ?? child.signalCode}): ${out}`);
+    }
+    if (await tryConnect(httpPort)) return child;
+    if (Date.now() > deadline) throw new Error(`server did not accept on ${httpPort} within 15 s: ${out}`);
+    await sleep(50);
+  }
+}
+
+async function killServer(child) {
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await within(child.exited, 5000, `server ${child.pid} to exit after SIGKILL`);
+}
+
+after(async () => {
+  for (const child of [...servers]) await killServer(child).catch(() => {});
+});
+
+test('a server killed and started again: the client reconnects, nothing sent meanwhile is lost or doubled',
+  { skip, timeout: 60000 }, async () => {
+    const port = await freePort();
+    let server = await startServer(port);
+    // The default connectTimeout (10 s): an attempt refused while no server listens must end
+    // at its 'error' (Node 20's WebSocket fires no 'close' then), not at that timeout.
+    const client = await connect(`ws://127.0.0.1:${port}/ws`, {
+      name: `js-restart-${process.pid}-${Date.now()}`, reconnectDelay: 100, maxReconnectDelay: 500,
+    });
+    try {
+      const states = [];
+      client.on('state', (s) => states.push(s));
+      const gaps = [];
+      client.on('gap', (g) => gaps.push(g));
+
+      await client.createChannel('restart/ch');
+      const sub = await client.subscribe('restart/ch', { policy: 'block', size: 1000 });
+      const it = sub[Symbol.asyncIterator]();
+      const next = async (what) => {
+        const r = await within(it.next(), 10000, what);
+        assert.equal(r.done, false, `subscription ended while waiting for ${what}`);
+        return r.value;
+      };
+      const pub = await client.publisher('restart/ch');
+      await within(pub.waitForReaders(), 5000, 'the publisher to see its reader');
+
+      // Before the fault: sent, read, and acknowledged (so that none of them is resent).
+      for (let i = 0; i < 3; i++) assert.equal(await pub.send(i), true);
+      for (let i = 0; i < 3; i++) {
+        const msg = await next(`value ${i} before the kill`);
+        assert.equal(msg.data, i);
+        assert.equal(msg.gap, null);
+      }
+      await waitFor(() => pub.inFlight === 0, 5000, 'the first values to be acknowledged');
+
+      // The fault: the server dies without a word.
+      await killServer(server);
+      await waitFor(() => client.state === 'reconnecting', 10000, "client.state === 'reconnecting'");
+
+      // Sent while no server is there: they wait in the publisher's window.
+      const during = [10, 11, 12, 13, 14];
+      for (const v of during) {
+        assert.equal(await within(pub.send(v), 5000, `send(${v}) during the outage`), true);
+      }
+      assert.equal(pub.inFlight, during.length, 'the outage values wait in the window');
+      assert.equal(client.state, 'reconnecting');
+
+      // A new server on the same port: a new channel epoch.
+      server = await startServer(port);
+      await waitFor(() => client.state === 'open', 5000, "client.state === 'open' after the restart");
+
+      const first = await next('the first message after the restart');
+      assert.equal(first.data, during[0]);
+      assert.ok(first.gap, 'the first message after the restart carries a gap');
+      assert.equal(first.gap.kind, 'reset');
+      const got = [first.data];
+      for (let i = 1; i < during.length; i++) {
+        const msg = await next(`outage value ${i}`);
+        assert.equal(msg.gap, null);
+        got.push(msg.data);
+      }
+      assert.deepStrictEqual(got, during, 'the outage values, in order, once each');
+
+      // After the restart: sending works as before.
+      await within(pub.waitForReaders(), 5000, 'the publisher to see its reader again');
+      const afterwards = [20, 21, 22];
+      for (const v of afterwards) assert.equal(await pub.send(v), true);
+      await pub.send('end');
+      const rest = [];
+      for (;;) {
+        const msg = await next('the values sent after the restart');
+        assert.equal(msg.gap, null);
+        if (msg.data === 'end') break;
+        rest.push(msg.data);
+      }
+      assert.deepStrictEqual(rest, afterwards, 'nothing doubled, nothing lost after the restart');
+      await waitFor(() => pub.inFlight === 0, 5000, 'every value to be acknowledged');
+
+      assert.equal(client.state, 'open');
+      assert.ok(states.includes('reconnecting'));
+      assert.equal(gaps.length, 1, 'one gap, for the one restart');
+      assert.equal(gaps[0].channel, 'restart/ch');
+      assert.equal(gaps[0].kind, 'reset');
+      assert.ok((await client.channels()).some((c) => c.name === 'restart/ch'), 'the channel is there again');
+      await pub.close();
+      await sub.close();
+    } finally {
+      await client.close();
+      await killServer(server).catch(() => {});
+    }
+  });
