@@ -4,26 +4,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { Browser, findChromium } from './cdp.mjs';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-
-function findPython() {
-  const candidates = [process.env.TS_PYTHON, join(ROOT, '.venv/bin/python'), 'python3'].filter(Boolean);
-  for (const py of candidates) {
-    try {
-      execFileSync(py, ['-c', 'import trio_stream'], { cwd: ROOT, stdio: 'ignore' });
-      return py;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
+import { ROOT, findPython } from './python.mjs';
 
 const chromium = findChromium();
 const python = findPython();

@@ -4,32 +4,15 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import {
   connect, ChannelExists, ChannelNotFound, NameInUse, RemoteError, RpcTimeout, RpcError,
 } from '../../trio_stream/web/trio_stream.js';
 import { NDArray } from '../../trio_stream/web/cbor.js';
+import { ROOT, liveSetup } from './python.mjs';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-
-function findPython() {
-  for (const py of [process.env.TS_PYTHON, join(ROOT, '.venv/bin/python'), 'python3'].filter(Boolean)) {
-    try {
-      execFileSync(py, ['-c', 'import trio_stream, numpy'], { cwd: ROOT, stdio: 'ignore' });
-      return py;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
-
-const python = typeof WebSocket === 'function' ? findPython() : null;
-const skip = typeof WebSocket !== 'function'
-  ? 'no WebSocket in this Node (use Node >= 22 or --experimental-websocket)'
-  : !python ? 'no Python with trio_stream' : false;
+const { python, skip } = liveSetup('trio_stream, numpy');
 
 let server, url, proxyUrl, client;
 

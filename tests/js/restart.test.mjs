@@ -7,30 +7,12 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createServer, connect as netConnect } from 'node:net';
-import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
 import { connect } from '../../trio_stream/web/trio_stream.js';
+import { ROOT, liveSetup } from './python.mjs';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-
-function findPython() {
-  for (const py of [process.env.TS_PYTHON, join(ROOT, '.venv/bin/python'), 'python3'].filter(Boolean)) {
-    try {
-      execFileSync(py, ['-c', 'import trio_stream'], { cwd: ROOT, stdio: 'ignore' });
-      return py;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
-
-const python = typeof WebSocket === 'function' ? findPython() : null;
-const skip = typeof WebSocket !== 'function'
-  ? 'no WebSocket in this Node (use Node >= 22 or --experimental-websocket)'
-  : !python ? 'no Python with trio_stream' : false;
+const { python, skip } = liveSetup();
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
