@@ -184,8 +184,9 @@ test('publish: nothing on the wire without readers; PUB_ACK window respected', a
   server.autoAck = false;
   const sends = [];
   for (let i = 0; i < 6; i++) sends.push(client.publish('out', i));
-  await new Promise((r) => setTimeout(r, 20));
   const published = () => server.messages.flat().filter((f) => f.type === PUBLISH);
+  await until(() => published().length === 4, 1000, 'the window of sends');
+  await new Promise((r) => setTimeout(r, 20));
   assert.equal(published().length, 4, 'publish_window_frames = 4');
   assert.equal(pub.inFlight, 4);
   const conn = [...server.conns].find((c) => c.name === 'test');
@@ -335,6 +336,8 @@ test('resubscribe: a channel missing after a reconnect is asked for again, then 
   try {
     server.channel('later'); // another client's channel
     const sub = await client.subscribe('later', { size: 10 });
+    const waiting = [];
+    sub.on('waiting', (why) => waiting.push(why));
     server.inject('later', 'before');
     assert.equal((await sub.next()).value.data, 'before');
     server.refuse = true;
@@ -344,6 +347,8 @@ test('resubscribe: a channel missing after a reconnect is asked for again, then 
     server.refuse = false;
     await until(() => server.controls('subscribe').length >= 3, 2000, 'resubscribe asked again');
     assert.equal(sub.ended, false);
+    assert.equal(waiting.length, 1, "one 'waiting' event, however many tries");
+    assert.match(waiting[0], /later/);
     server.channel('later'); // its owner re-created it
     await until(() => server.channel('later').subs.size === 1, 3000, 'subscribed again');
     server.inject('later', 'after');
@@ -382,6 +387,52 @@ test('reconnect: channels this client created are created again if gone, before 
     await until(() => server.controls('open_publisher').length === 3 && pub.id !== null, 2000, 'reopened again');
     assert.equal(server.controls('create_channel').length, 5);
     assert.deepStrictEqual(errors, []);
+  } finally {
+    await client.close();
+  }
+});
+
+test('publish: the byte window counts each frame with its 13-byte head, as the server does', async () => {
+  const { server, client } = await setup();
+  try {
+    server.limits.publish_window_frames = 16;
+    server.limits.publish_window_bytes = 30; // two frames of 'x' (13 + 2 bytes), not fifteen
+    server.dropAll(); // the next welcome brings these limits
+    await until(() => client.state === 'open' && client.limits.publish_window_bytes === 30, 2000, 'new limits');
+    await client.createChannel('bytes');
+    server.keepsHistory.add('bytes');
+    const pub = await client.publisher('bytes');
+    server.autoAck = false;
+    const sends = [];
+    for (let i = 0; i < 3; i++) sends.push(pub.send('x'));
+    await until(() => pub.inFlight === 2, 1000, 'two in flight');
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(pub.inFlight, 2, 'the third waits for room');
+    const conn = [...server.conns].find((c) => c.name === 'test');
+    conn.ack(pub.id, 1);
+    await until(() => pub.inFlight === 2, 1000, 'the third after an ack');
+    assert.deepStrictEqual(await Promise.all(sends), [true, true, true]);
+  } finally {
+    await client.close();
+  }
+});
+
+test('publisher resume: a reopen answered later than requestTimeout still resumes', async () => {
+  const { server, client } = await setup({ requestTimeout: 100 });
+  try {
+    server.channel('slow');
+    server.keepsHistory.add('slow');
+    const pub = await client.publisher('slow');
+    server.autoAck = false;
+    assert.equal(await pub.send('kept'), true);
+    const publishes = () => server.messages.flat().filter((f) => f.type === PUBLISH);
+    await until(() => publishes().length === 1, 1000, 'the first frame on the wire');
+    server.delays.set('open_publisher', 300); // a slow cluster
+    server.dropAll();
+    await until(() => publishes().length === 2, 3000, 'the window after the late answer');
+    assert.equal(pub.closed, false);
+    assert.equal(decode(publishes()[1].payload), 'kept');
+    assert.equal(server.controls('open_publisher').length, 2, 'one reopen, no second one');
   } finally {
     await client.close();
   }

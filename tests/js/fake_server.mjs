@@ -51,6 +51,7 @@ export class FakeServer {
   allPubs = new Map(); // every publisher ever opened, by id (a reopen's resume_pub names one)
   answerTaken = false; // answer a reopen with `taken` (as a server that kept the lease)
   keepsHistory = new Set(); // channels whose open_publisher reply says keeps_history
+  delays = new Map(); // op -> ms: requests of that op are answered this late (a slow server)
 
   constructor() {
     const server = this;
@@ -135,6 +136,16 @@ class Conn {
   }
 
   onFrame(f) {
+    const s = this.server;
+    const delay = f.type === CONTROL ? s.delays.get(f.msg.op) : undefined;
+    if (delay !== undefined) {
+      setTimeout(() => { if (s.conns.has(this)) this.answer(f); }, delay);
+      return;
+    }
+    this.answer(f);
+  }
+
+  answer(f) {
     const s = this.server;
     if (f.type === CREDIT) {
       const sub = this.subs.get(f.sub);

@@ -268,6 +268,9 @@ export class Panel {
       entry.sub = null;
       setText(this.info, `${name}: subscription ended: ${reason}`);
     });
+    sub.on('waiting', (why) => {
+      if (entry.sub === sub) setText(this.info, `${name}: waiting for the channel to come back (${why})`);
+    });
   }
 
   onMessage(name, entry, msg, sub) {

@@ -28,6 +28,7 @@ const SILENT_PINGS = 3; // the server is gone after this many pings with nothing
 const MIN_SILENCE_MS = 2000; // ...and at least this long
 const MAX_BATCH_BYTES = 1024 * 1024; // frames per WebSocket message, unless a frame is bigger
 const CONTROL_MAX_DEPTH = 32;
+const PUBLISH_HEAD_BYTES = 13; // type, pub id, time (protocol.md 4): counted in the byte window
 const WS_OPEN = 1; // WebSocket.OPEN (a WebSocket given in the options may not have the constant)
 
 // ------------------------------------------------------------------------------------- errors
@@ -201,6 +202,7 @@ export class Client extends Emitter {
   #pubs = new Set();
   #pubsById = new Map();
   #owned = new Map(); // channels this client created: their options, to create again
+  #recreateTimers = new Map(); // channel -> the timer of its next try (Redis failed the last)
   #autoPubs = new Map(); // channel -> Promise<Publisher> for client.publish()
 
   /**
@@ -308,12 +310,14 @@ export class Client extends Emitter {
   // After a reconnect: the channels this client created, again if they are gone. Sent before
   // the publishers' and subscriptions' requests, so the server has them first.
   #recreate(channel, retryDelay = RESTORE_RETRY_FIRST_MS) {
+    clearTimeout(this.#recreateTimers.get(channel));
+    this.#recreateTimers.delete(channel);
     const options = this.#owned.get(channel);
     if (!options) return; // deleted by us since
-    this.request('create_channel', { channel, ...options }).catch((e) => {
+    this.request('create_channel', { channel, ...options }, { timeout: 0 }).catch((e) => {
       if (e instanceof ChannelExists || e instanceof ConnectionClosed) return; // still ours, or lost again
       if (e.type === 'ClusterUnavailable') {
-        retryRestore(this, retryDelay, (next) => this.#recreate(channel, next));
+        this.#recreateTimers.set(channel, retryRestore(this, retryDelay, (next) => this.#recreate(channel, next)));
         return;
       }
       this._reportError(e);
@@ -447,10 +451,11 @@ export class Client extends Emitter {
       this.#flush();
     }
     this.#ws = null; // its late events are ignored from here on
+    let fallback = null;
     const closed = ws ? new Promise((resolve) => {
       ws.addEventListener('close', () => resolve(), { once: true });
-      setTimeout(resolve, 1000); // never hang on a peer that doesn't answer the close
-    }) : null;
+      fallback = setTimeout(resolve, 1000); // never hang on a peer that doesn't answer the close
+    }).finally(() => clearTimeout(fallback)) : null;
     this.#teardown(new ConnectionClosed(reason));
     this.#finish(reason);
     if (ws) {
@@ -612,6 +617,8 @@ export class Client extends Emitter {
   // Everything that depended on the socket is void: pending requests, in-flight windows.
   #teardown(err) {
     this.#outQueue = [];
+    for (const timer of this.#recreateTimers.values()) clearTimeout(timer);
+    this.#recreateTimers.clear();
     for (const { reject, timer } of this.#pending.values()) {
       clearTimeout(timer);
       reject(err);
@@ -917,7 +924,8 @@ export class Client extends Emitter {
  * or 'reset' (lost null)). After a reconnect the subscription resumes from its last frame
  * (`position`: {epoch, seq}; `since` option to start from a saved one). Leaving a `for await`
  * loop early (break/return/throw) unsubscribes. Events: 'message' (msg), 'gap' (gap, msg),
- * 'end' (reason), 'error' (Error); the client also emits 'gap' ({channel, ...gap}).
+ * 'end' (reason), 'error' (Error), 'waiting' (why: its channel is missing after a reconnect;
+ * it asks again until the channel is back); the client also emits 'gap' ({channel, ...gap}).
  */
 function checkTuning(o) {
   if (!POLICIES.includes(o.policy)) throw new TypeError(`unknown policy ${JSON.stringify(o.policy)}`);
@@ -938,9 +946,11 @@ function missingForNow(err) {
 
 /** Call `again(nextDelay)` after `delay` ms if the client is still connected; the timer. */
 function retryRestore(client, delay, again) {
-  return setTimeout(() => {
+  const timer = setTimeout(() => {
     if (client.connected) again(Math.min(delay * 2, RESTORE_RETRY_MAX_MS));
   }, delay);
+  timer.unref?.(); // Node: a retry alone does not keep the process alive
+  return timer;
 }
 
 /** A view as the server takes it: [[start, stop, step], ...], integers or null, step not 0. */
@@ -1034,7 +1044,9 @@ export class Subscription extends Emitter {
     Object.assign(this, next);
   }
 
-  async _subscribe() {
+  // `restore`: after a reconnect; such a request waits for its answer however long it takes (as
+  // the trio client's do: a slow cluster must not end it; a dead connection fails it anyway).
+  async _subscribe({ restore = false } = {}) {
     this.#requesting = true;
     try {
       await this.#client.request('subscribe', {
@@ -1044,7 +1056,7 @@ export class Subscription extends Emitter {
         ...(this.sender !== null && { sender: this.sender }),
         ...(this.view !== null && { view: this.view }),
         since_epoch: this.#resumeFrom?.epoch ?? null, since_seq: this.#resumeFrom?.seq ?? null,
-      }, { onReply: (reply) => this.#attach(reply) });
+      }, { onReply: (reply) => this.#attach(reply), ...(restore && { timeout: 0 }) });
     } finally {
       this.#requesting = false;
     }
@@ -1078,14 +1090,16 @@ export class Subscription extends Emitter {
   }
 
   _resubscribe(retryDelay = RESTORE_RETRY_FIRST_MS) {
+    clearTimeout(this.#retryTimer); // one retry loop at most, whoever calls
     if (this.ended || this.#requesting || this.id !== null) return;
-    this._subscribe().catch((e) => {
+    this._subscribe({ restore: true }).catch((e) => {
       if (e instanceof ConnectionClosed) return; // lost again: the next welcome retries
       if (missingForNow(e)) {
         // Its owner has not re-created the channel yet (the server restarted), or the
         // cluster's Redis failed the request: asked again, further apart each time; the
         // subscription resumes from where it stood once the channel is back.
         this.#retryTimer = retryRestore(this.#client, retryDelay, (next) => this._resubscribe(next));
+        if (retryDelay === RESTORE_RETRY_FIRST_MS) this.emit('waiting', e.message); // once per reconnect
         return;
       }
       this.error = e;
@@ -1096,6 +1110,7 @@ export class Subscription extends Emitter {
 
   _disconnected() {
     this.id = null;
+    clearTimeout(this.#retryTimer); // the next welcome resubscribes
     // The next subscribe resumes after the last frame received (queued ones included).
     if (this.#epoch !== null) this.#resumeFrom = { epoch: this.#epoch, seq: this.#lastSeq };
   }
@@ -1291,6 +1306,7 @@ export class Publisher extends Emitter {
       fields.claim = ++this.#claims;
     }
     return this.#client.request('open_publisher', fields, {
+      ...(resumePub !== null && { timeout: 0 }), // a reopen waits, as a resubscribe does
       onReply: (reply) => {
         if (!reply || !Number.isInteger(reply.pub)) throw new ProtocolError('open_publisher reply without a pub id');
         if (this.closed) {
@@ -1325,12 +1341,15 @@ export class Publisher extends Emitter {
   }
 
   #letGo(frames) {
-    for (let i = 0; i < frames && this.#window.length; i++) this.#windowBytes -= this.#window.shift().payload.length;
+    for (let i = 0; i < frames && this.#window.length; i++) {
+      this.#windowBytes -= PUBLISH_HEAD_BYTES + this.#window.shift().payload.length;
+    }
     this.#ackedHere += frames;
     this.#ackedTotal += frames;
   }
 
   _reopen(retryDelay = RESTORE_RETRY_FIRST_MS) {
+    clearTimeout(this.#retryTimer); // one retry loop at most, whoever calls
     if (this.closed || this.#requesting || this.id !== null) return;
     this._open().catch((e) => {
       if (e instanceof ConnectionClosed) return; // lost again: the next welcome reopens
@@ -1348,6 +1367,7 @@ export class Publisher extends Emitter {
   // client reconnects, or closes and then _closed rejects what waits).
   _disconnected() {
     this.id = null;
+    clearTimeout(this.#retryTimer); // the next welcome reopens
   }
 
   _closed(err) {
@@ -1379,6 +1399,7 @@ export class Publisher extends Emitter {
     this.#pump();
   }
 
+  // `size`: the PUBLISH body's bytes, head included, as the server counts the window.
   #hasRoom(size) {
     const lim = this.#client.limits;
     const maxFrames = lim.publish_window_frames > 0 ? lim.publish_window_frames : 16;
@@ -1397,7 +1418,7 @@ export class Publisher extends Emitter {
         return;
       }
       const q = this.#queue[0];
-      if (!this.#hasRoom(q.payload.length)) return;
+      if (!this.#hasRoom(PUBLISH_HEAD_BYTES + q.payload.length)) return;
       this.#queue.shift();
       this.#transmit(q.payload, q.time);
       q.resolve(true);
@@ -1407,7 +1428,7 @@ export class Publisher extends Emitter {
   // Into the window, and on the wire if connected (else it goes with the reopen).
   #transmit(payload, time) {
     this.#window.push({ payload, time });
-    this.#windowBytes += payload.length;
+    this.#windowBytes += PUBLISH_HEAD_BYTES + payload.length;
     if (this.id !== null) this.#client._sendPublish(this.id, time, payload);
   }
 
@@ -1421,9 +1442,9 @@ export class Publisher extends Emitter {
     if (this.closed) throw new ConnectionClosed('publisher is closed');
     if (!this.wanted) return false;
     const payload = encode(value);
-    this.#client._checkFrameSize(1 + 12 + payload.length);
+    this.#client._checkFrameSize(PUBLISH_HEAD_BYTES + payload.length);
     const t = time ?? nowSeconds();
-    if (this.#queue.length === 0 && this.#hasRoom(payload.length)) {
+    if (this.#queue.length === 0 && this.#hasRoom(PUBLISH_HEAD_BYTES + payload.length)) {
       this.#transmit(payload, t);
       return true;
     }
