@@ -230,9 +230,7 @@ test('reconnect: backoff, state events, resubscription, publishers reopened', as
   server.inject('ch', 'before');
   assert.equal((await sub.next()).value.data, 'before');
 
-  server.refuse = true;
-  server.dropAll();
-  await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+  await server.goDown(client);
   assert.equal(pub.readers, 1, 'the last count known, until the reopen says');
   assert.equal(await pub.send('kept'), true, 'kept in the window while disconnected');
   assert.equal(pub.inFlight, 1);
@@ -272,9 +270,7 @@ test('publisher resume: the server says what it took, the rest of the window goe
     await until(() => pub.inFlight === 2, 1000, 'one ack');
     const firstId = pub.id;
 
-    server.refuse = true;
-    server.dropAll();
-    await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+    await server.goDown(client);
     assert.equal(await pub.send(3), true, 'kept while disconnected');
     assert.equal(pub.inFlight, 3);
     server.answerTaken = true;
@@ -312,9 +308,7 @@ test('publisher resume: a channel missing after a reconnect is asked for again, 
     client.on('error', (e) => errors.push(e));
     const pub = await client.publisher('gone');
     const publishes = () => server.messages.flat().filter((f) => f.type === PUBLISH);
-    server.refuse = true;
-    server.dropAll();
-    await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+    await server.goDown(client);
     server.channels.delete('gone'); // the server restarted; the channel's owner is not back yet
     assert.equal(await pub.send('waits'), true);
     server.refuse = false;
@@ -340,9 +334,7 @@ test('resubscribe: a channel missing after a reconnect is asked for again, then 
     sub.on('waiting', (why) => waiting.push(why));
     server.inject('later', 'before');
     assert.equal((await sub.next()).value.data, 'before');
-    server.refuse = true;
-    server.dropAll();
-    await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+    await server.goDown(client);
     server.channels.delete('later'); // the server restarted; the channel's owner is not back yet
     server.refuse = false;
     await until(() => server.controls('subscribe').length >= 3, 2000, 'resubscribe asked again');
@@ -367,9 +359,7 @@ test('reconnect: channels this client created are created again if gone, before 
     await client.createChannel('dropped');
     await client.deleteChannel('dropped');
     const pub = await client.publisher('mine');
-    server.refuse = true;
-    server.dropAll();
-    await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+    await server.goDown(client);
     server.channels.clear(); // the server restarted
     server.refuse = false;
     await until(() => server.controls('open_publisher').length === 2 && pub.id !== null, 2000, 'reopened');

@@ -77,6 +77,14 @@ export class FakeServer {
     for (const c of [...this.conns]) c.ws._peerClose(1006, '');
   }
 
+  /** The server goes down: every connection dropped, new ones refused (until `refuse` is
+   * false again) and `client` seen reconnecting. */
+  async goDown(client) {
+    this.refuse = true;
+    this.dropAll();
+    await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
+  }
+
   /** Publish `value` on `channel` from the server side (as another client would). */
   inject(channel, value, { sender = 'other', time = 1.5 } = {}) {
     const ch = this.channel(channel);
