@@ -6,6 +6,8 @@ import contextlib
 import datetime as dt
 import decimal
 import struct
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -159,6 +161,49 @@ def test_values_without_a_wire_form_are_refused_clearly() -> None:
         encode_payload(np.array(["a", "b"]))
     with pytest.raises(ValueError):
         encode_payload(dt.datetime(2026, 1, 1))  # naive: ambiguous on the other side
+
+
+def test_a_value_that_fails_leaves_the_reused_encoder_as_good_as_new() -> None:
+    # encode_payload reuses one cbor2 encoder per thread (codec._ThreadEncoder).
+    cyclic: list[Any] = [1]
+    cyclic.append(cyclic)
+    failing = [cyclic, object(), {"a": [object()]}, dt.datetime(2026, 1, 1), np.array(["a"])]
+    value = [time.time_ns(), 7, False, {"x": np.float32(1.5), "y": b"q" * 30}]
+    for bad in failing:
+        with pytest.raises((TypeError, ValueError)):
+            encode_payload(bad)
+        assert encode_payload(value) == [cbor2.dumps(value, default=codec._encode_default)]
+    # a large array in a container: the hook gives up, the value goes out in pieces
+    pieces = encode_payload({"big": np.zeros(ZERO_COPY_MIN_BYTES)})
+    assert len(pieces) > 1
+    assert encode_payload(value) == [cbor2.dumps(value, default=codec._encode_default)]
+
+
+def test_threads_encoding_at_once_each_get_their_own_values() -> None:
+    # The default hook (numpy scalars here) runs Python code, so the GIL passes between
+    # threads in the middle of a value: one encoder shared by the threads mixes them up.
+    def values(thread: int) -> list[Any]:
+        return [[thread, i, np.int64(i), "x" * (i % 40), np.float64(i / 3)] for i in range(2000)]
+
+    expected = {
+        t: [cbor2.dumps(v, default=codec._encode_default) for v in values(t)] for t in range(4)
+    }
+    got: dict[int, list[bytes]] = {}
+
+    def encode_all(thread: int) -> None:
+        got[thread] = [b"".join(bytes(p) for p in encode_payload(v)) for v in values(thread)]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        threads = [threading.Thread(target=encode_all, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert got == expected
 
 
 @pytest.mark.parametrize(
