@@ -7,87 +7,17 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer, connect as netConnect } from 'node:net';
 import { connect } from '../../trio_stream/web/trio_stream.js';
-import { ROOT, liveSetup } from './python.mjs';
+import {
+  liveSetup, within, waitFor, freePort, startServer as startPythonServer, killChild, killChildren,
+} from './python.mjs';
 
 const { python, skip } = liveSetup();
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Poll `pred` every 20 ms until it holds; fail after `ms`. */
-async function waitFor(pred, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
-    await sleep(20);
-  }
-}
-
-/** A loopback port free a moment ago (bound to port 0, read, closed). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function tryConnect(port) {
-  return new Promise((resolve) => {
-    const sock = netConnect({ host: '127.0.0.1', port });
-    sock.once('connect', () => { sock.destroy(); resolve(true); });
-    sock.once('error', () => { sock.destroy(); resolve(false); });
-  });
-}
-
-const servers = new Set(); // every child started, until it has exited
-
 /** Start `trio-stream serve` on `httpPort`; resolve once the port accepts connections. */
-async function startServer(httpPort) {
-  const child = spawn(python, ['-m', 'trio_stream', 'serve', '--host', '127.0.0.1', '--tcp-port', '0',
-    '--http-port', String(httpPort), '--name', 'restart'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  servers.add(child);
-  let out = '';
-  child.stdout.on('data', (chunk) => { out += chunk; });
-  child.stderr.on('data', (chunk) => { out += chunk; });
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => {
-    servers.delete(child);
-    resolve({ code, signal });
-  }));
-  child.exited = exited;
-  const deadline = Date.now() + 15000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`server exited (${child.exitCode ?? child.signalCode}): ${out}`);
-    }
-    if (await tryConnect(httpPort)) return child;
-    if (Date.now() > deadline) throw new Error(`server did not accept on ${httpPort} within 15 s: ${out}`);
-    await sleep(50);
-  }
-}
+const startServer = (httpPort) => startPythonServer(python, httpPort, ['--name', 'restart']);
 
-async function killServer(child) {
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  await within(child.exited, 5000, `server ${child.pid} to exit after SIGKILL`);
-}
-
-after(async () => {
-  for (const child of [...servers]) await killServer(child).catch(() => {});
-});
+after(killChildren);
 
 test('a server killed and started again: the client reconnects, nothing sent meanwhile is lost or doubled',
   { skip, timeout: 60000 }, async () => {
@@ -125,7 +55,7 @@ test('a server killed and started again: the client reconnects, nothing sent mea
       await waitFor(() => pub.inFlight === 0, 5000, 'the first values to be acknowledged');
 
       // The fault: the server dies without a word.
-      await killServer(server);
+      await killChild(server);
       await waitFor(() => client.state === 'reconnecting', 10000, "client.state === 'reconnecting'");
 
       // Sent while no server is there: they wait in the publisher's window.
@@ -177,6 +107,6 @@ test('a server killed and started again: the client reconnects, nothing sent mea
       await sub.close();
     } finally {
       await client.close();
-      await killServer(server).catch(() => {});
+      await killChild(server).catch(() => {});
     }
   });
