@@ -3,7 +3,12 @@
 - ``daq`` publishes ``AnalogInput1``: 1000-sample float64 arrays, as fast as it can;
 - ``recorder`` must lose nothing: ``block`` (the writer waits for it if it ever falls behind);
 - ``analysis`` keeps a ring of the 100 newest frames (``drop_oldest``) and is slow on purpose;
-- ``display`` wants a glance: a ring of 1, every 10th frame, at most 20 per second.
+- ``display`` wants a glance: a ring of 1, every 10th frame, at most 20 per second (a
+  dashboard would take 2 per second; this run lasts about a second).
+
+The recorder's and the analysis's counts add up: what each received plus what its buffer
+dropped (``lost``) is every frame the writer sent. The display's ``every`` and ``max_rate``
+thin the stream by its own choice, which is not loss: it counts those frames in neither.
 
 Run it alone (it starts its own server) or against a running one:
 ``python examples/stream_data.py [tcp://127.0.0.1:9870] [--frames 2000]``.
@@ -21,6 +26,7 @@ import trio
 import trio_stream as ts
 
 CHANNEL = "AnalogInput1"
+END_WAIT_S = 10.0  # for the readers' end markers, after the writer's last frame
 
 
 @dataclass
@@ -28,6 +34,7 @@ class Tally:
     frames: int = 0
     lost: int = 0
     seqs: list[int] = field(default_factory=list)
+    ended: bool = False  # the end marker arrived: nothing of the writer's is left to come
 
 
 async def acquire(url: str, frames: int, readers: int) -> None:
@@ -71,10 +78,11 @@ async def read(url: str, reader: Reader, task_status: trio.TaskStatus[None]) -> 
     ):
         task_status.started()
         async for msg in sub:
+            reader.tally.lost += msg.lost
             if msg.data is None:
+                reader.tally.ended = True
                 return
             reader.tally.frames += 1
-            reader.tally.lost += msg.lost
             reader.tally.seqs.append(msg.seq)
             if reader.delay_s:
                 await trio.sleep(reader.delay_s)
@@ -88,21 +96,26 @@ async def run(url: str, frames: int) -> dict[str, Tally]:
             for reader in readers:
                 await nursery.start(read, url, reader)
             await acquire(url, frames, readers=len(readers))
-            # Lossy readers may have dropped the end marker (they keep the newest frames
-            # only); once the lossless recorder is done, give the others a moment and stop.
-            with trio.move_on_after(2.0):
-                # Polling a plain counter: the readers have no event to offer, and this
-                # loop ends within 2 s whatever happens.
-                while readers[0].tally.frames < frames:  # noqa: ASYNC110
+            # A drop_oldest buffer keeps the newest frame, so the end marker reaches the
+            # recorder and the analysis; the display's `every` may skip it (it keeps seqs 1,
+            # 11, 21, ...). Wait for the others' markers, then stop the display.
+            with trio.move_on_after(END_WAIT_S):
+                # Polling plain flags: the readers have no event to offer, and this loop
+                # ends within END_WAIT_S whatever happens.
+                while not all(r.tally.ended for r in readers if r.every == 1):  # noqa: ASYNC110
                     await trio.sleep(0.01)
-            await trio.sleep(0.2)
             nursery.cancel_scope.cancel()
     return {r.name: r.tally for r in readers}
 
 
 def report(tallies: dict[str, Tally], frames: int) -> None:
+    chosen = {r.name: r for r in READERS}
     for name, tally in tallies.items():
-        print(f"{name:9s} received {tally.frames:6d} frames, lost {tally.lost:6d} (of {frames})")
+        reader = chosen[name]
+        of = f"of {frames}"
+        if reader.every > 1 or reader.max_rate is not None:
+            of = f"it asked for every {reader.every}th, at most {reader.max_rate:g} per second"
+        print(f"{name:9s} received {tally.frames:6d} frames, lost {tally.lost:6d} ({of})")
 
 
 async def main(url: str | None, frames: int) -> dict[str, Tally]:

@@ -150,7 +150,9 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
     assert exit_info.value.code == 0
-    assert f"usage: trio-stream {command}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"usage: trio-stream {command}" in out
+    assert "examples" in out and f"\n  trio-stream {command} " in out  # test_readme runs them
 
 
 async def test_main_help_lists_every_command() -> None:
@@ -193,6 +195,21 @@ def test_a_channel_name_where_the_url_goes_is_named_as_such(
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "'demo/sine' is not a server URL: the URL comes first" in error
+
+
+@pytest.mark.parametrize("typo", ["--max-rte", "--max-rat", "--max-rate-hz"])
+async def test_a_mistyped_option_is_the_command_s_usage_error_naming_the_option_meant(
+    typo: str,
+) -> None:
+    # Not the main parser's usage; and no abbreviations (`--max-rat` would break the day a
+    # `--max-ratio` came along).
+    result = await cli("sub", "tcp://127.0.0.1:1", "ch", typo, "2")
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert "usage: trio-stream sub" in stderr and "usage: trio-stream [" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"trio-stream sub: error: unrecognized arguments: {typo} 2 (did you mean --max-rate?)"
+    )
 
 
 def test_log_level_on_either_side_of_the_command() -> None:
@@ -424,6 +441,17 @@ async def test_pub_sub_round_trip(server: ts.Server, url: str) -> None:
     assert messages[3]["sender"] == "owner" and messages[0]["sender"].startswith("trio-stream")
 
 
+async def test_sub_says_in_one_line_that_its_channel_ended(url: str) -> None:
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("short-lived")
+        async with running("sub", url, "short-lived") as sub:
+            await wait_for_channel(owner, "short-lived", readers=1)
+            await owner.delete_channel("short-lived")
+            code, stdout, stderr = await sub.finish()
+    assert code == 0 and stdout == ""
+    assert stderr.strip().splitlines() == ["trio-stream sub: channel 'short-lived' ended"]
+
+
 async def test_pub_creates_and_waits_for_readers(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url
@@ -641,40 +669,62 @@ def test_an_interrupted_dump_reads_up_to_its_last_whole_frame() -> None:
 
 
 # -- bridge ------------------------------------------------------------------------------------
-async def test_bridge_between_two_servers(server: ts.Server, nursery: trio.Nursery) -> None:
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, name="second")
-    second: ts.Server = await nursery.start(ts.serve, config)
-    assert server.tcp_url is not None and second.tcp_url is not None
+async def bridge_src_to_copy(
+    src_url: str, dst_url: str, *options: str, sends: int, takes: int
+) -> tuple[list[Any], set[str]]:
+    """Run ``bridge SRC DST src --rename src=copy OPTIONS``: publish ``sends`` values to
+    ``src``, read ``takes`` from ``copy``, stop it with Ctrl-C (a clean exit, 130).
+    Returns what the copy's reader got and the client names on DST while the bridge ran."""
     async with (
-        ts.open_client(server.tcp_url, name="daq") as daq,
-        ts.open_client(second.tcp_url, name="viewer") as viewer,
+        ts.open_client(src_url, name="daq") as daq,
+        ts.open_client(dst_url, name="viewer") as viewer,
     ):
         await daq.create_channel("src")
         async with running(
-            "bridge",
-            server.tcp_url,
-            second.tcp_url,
-            "src",
-            "--rename",
-            "src=copy",
-            "--every",
-            "2",
-            "--policy",
-            "block",
+            "bridge", src_url, dst_url, "src", "--rename", "src=copy", *options
         ) as bridge:
             await wait_for_channel(viewer, "copy")
+            names = {c.name for c in await viewer.clients()}
             async with viewer.subscribe("copy", policy="block", size=100) as sub:
                 # The bridge reads the source only while the copy has readers.
                 await wait_for_channel(daq, "src", readers=1)
                 async with daq.publisher("src") as pub:
-                    for i in range(10):
+                    for i in range(sends):
                         assert await pub.send(i)
                 with trio.fail_after(WAIT_S):
-                    got = [(await sub.receive()).data for _ in range(5)]
+                    got = [(await sub.receive()).data for _ in range(takes)]
             bridge.process.send_signal(signal.SIGINT)
             code, _, stderr = await bridge.finish()
-    assert got in ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9])
     assert code == 130 and "Traceback" not in stderr
+    return got, names
+
+
+async def test_bridge_between_two_servers(server: ts.Server, nursery: trio.Nursery) -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, name="second")
+    second: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url is not None and second.tcp_url is not None
+    got, _ = await bridge_src_to_copy(
+        server.tcp_url, second.tcp_url, "--every", "2", "--policy", "block", sends=10, takes=5
+    )
+    assert got in ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9])
+
+
+async def test_bridge_within_one_server(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    # Onto itself it would feed a channel its own frames: a usage error, before connecting.
+    loop = await cli("bridge", url, url, "src")
+    assert loop.returncode == 2
+    assert loop.stderr.decode().strip().splitlines() == [
+        "trio-stream bridge: error: 'src' would be bridged onto itself (SRC_URL and DST_URL "
+        "are one server): --rename src=NEW publishes it as another channel"
+    ]
+    # Renamed, it is a copy; its two clients need two names, --name or not.
+    got, names = await bridge_src_to_copy(
+        url, url, "--name", "b", "--policy", "block", sends=5, takes=5
+    )
+    assert got == [0, 1, 2, 3, 4]
+    assert {"b", "b-dst"} <= names
 
 
 # -- channels, clients, stats ------------------------------------------------------------------

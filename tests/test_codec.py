@@ -159,7 +159,7 @@ def test_values_without_a_wire_form_are_refused_clearly() -> None:
         encode_payload(object())
     with pytest.raises(TypeError, match="dtype"):
         encode_payload(np.array(["a", "b"]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"without a timezone .* datetime.now\(timezone.utc\)"):
         encode_payload(dt.datetime(2026, 1, 1))  # naive: ambiguous on the other side
 
 

@@ -194,7 +194,11 @@ def _dumps(value: Any, default: Callable[[Any, Any], None] = _encode_default) ->
             raise cause from None
         if isinstance(cause, TypeError | ValueError):
             raise type(cause)(str(cause)) from exc
-        # e.g. a naive datetime: cbor2's message says what is wrong with the value
+        if "naive datetime" in str(exc):
+            raise ValueError(
+                "a datetime without a timezone cannot be sent (a reader could not tell which "
+                "time it is): give it one, e.g. datetime.now(timezone.utc)"
+            ) from exc
         raise ValueError(f"cannot encode this value: {exc}") from exc
 
 

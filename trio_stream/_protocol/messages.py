@@ -220,6 +220,10 @@ class Readers(ControlMessage):
     lossless: bool = False
 
 
+#: A ``sub_end``'s reason when the channel ended cleanly (deleted, expired, its owner gone).
+CHANNEL_ENDED_REASON: Final = "the channel ended"
+
+
 @dataclass(frozen=True)
 class SubEnd(ControlMessage):
     OP: ClassVar[str] = "sub_end"

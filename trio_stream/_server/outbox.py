@@ -32,7 +32,15 @@ from .._protocol.array_view import View
 from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import SharedData, pub_ack_frame, write_data
 from .._protocol.framing import frame_prefix
-from .._protocol.messages import ControlMessage, Lost, PubEnd, Readers, SubEnd, encode_message
+from .._protocol.messages import (
+    CHANNEL_ENDED_REASON,
+    ControlMessage,
+    Lost,
+    PubEnd,
+    Readers,
+    SubEnd,
+    encode_message,
+)
 from .buffers import Policy, PolicyBuffer, drops_when_full
 from .fairness import DeficitRoundRobin
 
@@ -990,7 +998,7 @@ class Outbox:
         """Forget ``reader`` and return its ``sub_end`` frame."""
         self.discard(reader)
         if error is None:
-            return control_frame(SubEnd(sub=reader.sub_id, reason="the channel ended"))
+            return control_frame(SubEnd(sub=reader.sub_id, reason=CHANNEL_ENDED_REASON))
         return control_frame(
             SubEnd(sub=reader.sub_id, reason=str(error), error=type(error).__name__)
         )

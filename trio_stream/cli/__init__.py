@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run, inspect, tap, record, replay, load and bridge trio_stream servers.",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
+        allow_abbrev=False,  # as the commands' parsers (CommandParser)
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_log_level(parser, default="warning")
@@ -50,8 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """``parser.parse_args``, but arguments that the command does not take are the command's
+    usage error (its usage, and the option meant), not the main parser's."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands = next(
+            action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+        )
+        command = commands.choices.get(args.command)
+        if isinstance(command, CommandParser):
+            command.unrecognized(extras)
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(build_parser(), argv)
     configure_logging(args.log_level)
     return run(args.run, args)

@@ -14,6 +14,7 @@ import trio
 
 import trio_stream as ts
 
+from .._protocol.messages import CHANNEL_ENDED_REASON
 from ._options import subscription_kwargs
 from ._run import CliError, NoReaders
 
@@ -27,10 +28,18 @@ def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 @asynccontextmanager
 async def connect(
-    args: argparse.Namespace, url: str | None = None, *, token: str | None = None
+    args: argparse.Namespace,
+    url: str | None = None,
+    *,
+    token: str | None = None,
+    name_suffix: str = "",
 ) -> AsyncIterator[ts.Client]:
-    """A client for ``url`` (default ``args.url``) with the connection options."""
-    name = args.name or f"trio-stream-{args.command}-{os.getpid()}"
+    """A client for ``url`` (default ``args.url``) with the connection options.
+
+    ``name_suffix``: for a command's second connection, which may reach the same server
+    (a client name is unique per server).
+    """
+    name = (args.name or f"trio-stream-{args.command}-{os.getpid()}") + name_suffix
     async with ts.open_client(
         url or args.url,
         name=name,
@@ -147,6 +156,14 @@ async def wait_for_readers(pub: ts.Publisher, args: argparse.Namespace) -> None:
         f"channel {pub.channel!r} has {pub.readers} reader(s), not {wanted}, after "
         f"{args.wait_timeout:g} s (--wait-timeout): nothing was sent; start a reader first"
     )
+
+
+def ended(channel: str, sub: ts.Subscription) -> str:
+    """The line saying that ``sub``'s channel ended, with the server's reason if it tells more."""
+    reason = sub.end_reason
+    if not reason or reason == CHANNEL_ENDED_REASON:
+        return f"channel {channel!r} ended"
+    return f"channel {channel!r} ended: {reason}"
 
 
 def prog(args: argparse.Namespace) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import textwrap
 from collections.abc import Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NoReturn, TypeAlias
 
 # The object add_subparsers() returns (generic for type checkers only).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -67,6 +68,25 @@ class CommandParser(argparse.ArgumentParser):
     """
 
     _intermixing = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviated options: `--max-rat` would work until a `--max-ratio` came along,
+        # and then break the scripts that used it. A mistyped option gets a suggestion
+        # instead (unrecognized()).
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def unrecognized(self, extras: Sequence[str]) -> NoReturn:
+        """A usage error for arguments this command does not take, with the closest option."""
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        options = [o for action in self._actions for o in action.option_strings]
+        for extra in extras:
+            if extra.startswith("-"):
+                close = difflib.get_close_matches(extra.partition("=")[0], options, n=1)
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+                    break
+        self.error(message)
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None

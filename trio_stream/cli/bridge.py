@@ -10,7 +10,7 @@ import trio
 
 import trio_stream as ts
 
-from ._channels import connect, publisher, subscription
+from ._channels import connect, ended, publisher, subscription
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 EPILOG = """\
 A channel is read from SRC_URL only while its copy on DST_URL has readers, like any
 trio_stream writer: an unwatched bridge costs nothing. Frames keep their writer's time.
+SRC_URL and DST_URL may be one server (a channel then needs a --rename). The bridge is
+two clients: NAME on the source and NAME-dst on the destination.
 
 examples:
   trio-stream bridge tcp://daq.lab:9870 tcp://web.lab:9870 demo/sine demo/counter
-  trio-stream bridge tcp://daq.lab:9870 tcp://web.lab:9870 demo/image --every 10 \
+  trio-stream bridge tcp://daq.lab:9870 tcp://web.lab:9870 demo/image --every 10 \\
       --rename demo/image=preview
-  trio-stream bridge tcp://daq.lab:9870 tcp://web.lab:9870 demo/sine --policy drop_oldest \
+  trio-stream bridge tcp://daq.lab:9870 tcp://web.lab:9870 demo/sine --policy drop_oldest \\
       --size 1 --max-rate 2
 """
 
@@ -75,7 +77,15 @@ def _routes(args: argparse.Namespace) -> list[tuple[str, str]]:
         if src not in args.channels:
             raise UsageError(f"--rename {rule}: {src!r} is not one of the bridged channels")
         renames[src] = dst
-    return [(channel, renames.get(channel, channel)) for channel in dict.fromkeys(args.channels)]
+    routes = [(channel, renames.get(channel, channel)) for channel in dict.fromkeys(args.channels)]
+    if args.src_url == args.dst_url:
+        for src, dst in routes:
+            if src == dst:
+                raise UsageError(
+                    f"{src!r} would be bridged onto itself (SRC_URL and DST_URL are one "
+                    f"server): --rename {src}=NEW publishes it as another channel"
+                )
+    return routes
 
 
 async def _forward(
@@ -94,7 +104,7 @@ async def _forward(
                         break
                 else:
                     if not args.quiet:
-                        print(f"{src_name} ended: {sub.end_reason}", file=sys.stderr, flush=True)
+                        print(ended(src_name, sub), file=sys.stderr, flush=True)
                     return
             log.info("%s has no readers: unsubscribed from %s", dst_name, src_name)
 
@@ -103,7 +113,7 @@ async def run_bridge(args: argparse.Namespace) -> int:
     routes = _routes(args)
     async with (
         connect(args, args.src_url) as src,
-        connect(args, args.dst_url, token=args.dst_token) as dst,
+        connect(args, args.dst_url, token=args.dst_token, name_suffix="-dst") as dst,
         trio.open_nursery() as nursery,
     ):
         for src_name, dst_name in routes:

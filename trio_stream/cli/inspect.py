@@ -30,6 +30,26 @@ from ._options import (
 from ._output import human_bytes, human_duration, human_rate, json_line, stdout_console
 from ._run import UsageError, stop_on_signal
 
+EPILOGS = {
+    "channels": """\
+examples:
+  trio-stream channels tcp://127.0.0.1:9870
+  trio-stream channels ws://127.0.0.1:9871/ws --system      # the server's $ channels too
+  trio-stream channels tcp://127.0.0.1:9870 --json          # one JSON list, for scripts
+""",
+    "clients": """\
+examples:
+  trio-stream clients tcp://127.0.0.1:9870
+  trio-stream clients tcp://127.0.0.1:9870 --json
+""",
+    "stats": """\
+examples:
+  trio-stream stats tcp://127.0.0.1:9870
+  trio-stream stats tcp://127.0.0.1:9870 --watch                        # live, until Ctrl-C
+  trio-stream stats tcp://127.0.0.1:9870 --watch --interval 0.5 --count 4 --json
+""",
+}
+
 
 def register(subparsers: Subparsers) -> None:
     for name, help_text, run in (
@@ -41,6 +61,7 @@ def register(subparsers: Subparsers) -> None:
             name,
             help=help_text,
             description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=EPILOGS[name],
             formatter_class=HelpFormatter,
         )
         add_log_level(parser, default=None)

@@ -13,7 +13,7 @@ import trio
 
 import trio_stream as ts
 
-from ._channels import connect, publisher, subscription, wait_for_readers
+from ._channels import connect, ended, publisher, subscription, wait_for_readers
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -226,9 +226,6 @@ async def run_sub(args: argparse.Namespace) -> int:
                     if received % 64 == 0:  # receive_nowait() does not yield
                         await trio.lowlevel.checkpoint()
             except trio.EndOfChannel:
-                print(
-                    f"trio-stream sub: channel {args.channel!r} ended: {sub.end_reason}",
-                    file=sys.stderr,
-                )
+                print(f"trio-stream sub: {ended(args.channel, sub)}", file=sys.stderr)
     out.flush()
     return 0

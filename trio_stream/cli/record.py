@@ -54,6 +54,14 @@ examples:
 """
 
 
+REPLAY_EPILOG = """\
+examples:
+  trio-stream replay sine.tsdump tcp://127.0.0.1:9870 sine/again --create --fast
+  trio-stream replay run42.tsdump tcp://127.0.0.1:9870 counter/again --create --speed 10 \\
+      --repeat 2
+"""
+
+
 def register(subparsers: Subparsers) -> None:
     dump = subparsers.add_parser(
         "dump",
@@ -80,6 +88,7 @@ def register(subparsers: Subparsers) -> None:
     replay = subparsers.add_parser(
         "replay",
         help="play a recorded file into a channel",
+        epilog=REPLAY_EPILOG,
         formatter_class=HelpFormatter,
         description="Send the frames of a dump file to CHANNEL (default: the channel it was "
         "recorded from) with their original timing, scaled by --speed. It first waits for a "

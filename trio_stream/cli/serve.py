@@ -31,6 +31,14 @@ allowed_origins = ["https://lab.example"], tls_cert = "cert.pem" (relative to th
 """
 
 
+DEMO_EPILOG = """\
+examples:
+  trio-stream demo                                 # TCP 9870, dashboard and WebSocket 9871
+  trio-stream demo --prefix lab                    # channels lab/sine, lab/image, lab/counter
+  trio-stream demo --tcp-port 0 --http-port 0      # free ports, beside another server
+"""
+
+
 def register(subparsers: Subparsers) -> None:
     serve = subparsers.add_parser(
         "serve",
@@ -51,6 +59,7 @@ def register(subparsers: Subparsers) -> None:
         + ", ".join(f"PREFIX/{name} ({rate:g} Hz)" for name, rate, _ in DEMO_CHANNELS)
         + ". The writers only work while a channel has readers. Open the dashboard URL it "
         "prints, or tap a channel with `trio-stream sub URL demo/counter`.",
+        epilog=DEMO_EPILOG,
         formatter_class=HelpFormatter,
     )
     add_log_level(demo, default=None)
