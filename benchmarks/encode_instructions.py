@@ -2,8 +2,9 @@
 
 CPU time on a shared virtual machine moves by 15 % and more from one run to the next, so a
 change of a few per cent in one function cannot be seen in it. An instruction count can:
-valgrind's cachegrind (without its cache model) counts what a process executes, and with a
-fixed hash seed the count repeats to within a few instructions per call. Each tree's loop
+valgrind's cachegrind (without its cache model) counts what a process executes; with a
+fixed hash seed the count per call still moves by up to ~6 % between runs (the address-space
+layout differs), far less than CPU time, and a 10 % change shows in every pair. Each tree's loop
 runs twice, with ``--calls`` and with ``--calls`` plus ``--extra`` calls, and the figure is
 the difference divided by ``--extra``: start-up (the interpreter, numpy, cbor2) cancels out.
 

@@ -112,9 +112,10 @@ def report(tallies: dict[str, Tally], frames: int) -> None:
     chosen = {r.name: r for r in READERS}
     for name, tally in tallies.items():
         reader = chosen[name]
-        of = f"of {frames}"
-        if reader.every > 1 or reader.max_rate is not None:
-            of = f"it asked for every {reader.every}th, at most {reader.max_rate:g} per second"
+        chose = [f"every {reader.every}th"] if reader.every > 1 else []
+        if reader.max_rate is not None:
+            chose.append(f"at most {reader.max_rate:g} per second")
+        of = f"it asked for {', '.join(chose)}" if chose else f"of {frames}"
         print(f"{name:9s} received {tally.frames:6d} frames, lost {tally.lost:6d} ({of})")
 
 

@@ -712,13 +712,32 @@ async def test_bridge_between_two_servers(server: ts.Server, nursery: trio.Nurse
 async def test_bridge_within_one_server(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url
-    # Onto itself it would feed a channel its own frames: a usage error, before connecting.
-    loop = await cli("bridge", url, url, "src")
-    assert loop.returncode == 2
-    assert loop.stderr.decode().strip().splitlines() == [
-        "trio-stream bridge: error: 'src' would be bridged onto itself (SRC_URL and DST_URL "
-        "are one server): --rename src=NEW publishes it as another channel"
-    ]
+    # Onto itself, or round a circle, it would send every frame round for ever: a usage
+    # error, before connecting when the URLs are the same, after when they only name one
+    # server (localhost; tcp:// and ws://).
+    port = url.rsplit(":", 1)[1]
+    async with ts.open_client(url, name="setup") as setup:
+        await setup.create_channel("src")
+        await setup.create_channel("b")
+        for *urls, circle, renames in [
+            (url, url, "'src' -> 'src'", []),
+            (f"tcp://localhost:{port}", url, "'src' -> 'src'", []),
+            (url, url, "'src' -> 'b' -> 'src'", ["b", "--rename", "src=b", "--rename", "b=src"]),
+        ]:
+            loop = await cli("bridge", *urls, "src", *renames)
+            assert loop.returncode == 2, loop.stderr
+            assert loop.stderr.decode().strip().splitlines() == [
+                f"trio-stream bridge: error: {circle} would send every frame round for ever "
+                "(SRC_URL and DST_URL are one server): --rename the copies to channels that "
+                "are not bridged"
+            ]
+        await setup.delete_channel("src")
+    # NAME-dst must be a valid name too.
+    long = await cli("bridge", url, url, "src", "--rename", "src=copy", "--name", "n" * 97)
+    assert long.returncode == 2
+    assert "--name is too long for a bridge: its destination client is NAME-dst" in (
+        long.stderr.decode()
+    )
     # Renamed, it is a copy; its two clients need two names, --name or not.
     got, names = await bridge_src_to_copy(
         url, url, "--name", "b", "--policy", "block", sends=5, takes=5

@@ -73,9 +73,11 @@ export function freePort() {
   });
 }
 
+/** Whether a loopback connection to `port` opens; false after 1 s without an answer too. */
 function tryConnect(port) {
   return new Promise((resolve) => {
     const sock = netConnect({ host: '127.0.0.1', port });
+    sock.setTimeout(1000, () => { sock.destroy(); resolve(false); });
     sock.once('connect', () => { sock.destroy(); resolve(true); });
     sock.once('error', () => { sock.destroy(); resolve(false); });
   });
@@ -84,6 +86,10 @@ function tryConnect(port) {
 // ---------------------------------------------------------------------------------- processes
 
 const children = new Set(); // every child these helpers started, until it has exited
+// A test run that ends without its `after` hooks (an uncaught error, a timeout) must not
+// leave servers or redis-server behind: 'exit' handlers may only do synchronous work, and
+// kill() is.
+process.once('exit', () => { for (const child of children) child.kill('SIGKILL'); });
 
 /** Spawn a child whose output is kept for error messages; `child.exited` resolves on its exit. */
 function spawnChild(command, args, options = {}) {
@@ -92,10 +98,19 @@ function spawnChild(command, args, options = {}) {
   child.output = '';
   child.stdout.on('data', (chunk) => { child.output += chunk; });
   child.stderr.on('data', (chunk) => { child.output += chunk; });
-  child.exited = new Promise((resolve) => child.once('exit', (code, signal) => {
-    children.delete(child);
-    resolve({ code, signal });
-  }));
+  child.exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal });
+    });
+    // A spawn that fails (no such program) emits 'error' and no 'exit'.
+    child.once('error', (error) => {
+      children.delete(child);
+      child.spawnError = error;
+      child.output += `${error.message}\n`;
+      resolve({ code: null, signal: null, error });
+    });
+  });
   return child;
 }
 
@@ -103,7 +118,7 @@ function spawnChild(command, args, options = {}) {
 async function untilReady(child, ready, ms, what) {
   const deadline = Date.now() + ms;
   for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
+    if (child.exitCode !== null || child.signalCode !== null || child.spawnError) {
       throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}): ${child.output}`);
     }
     if (await ready()) return;

@@ -56,6 +56,7 @@ DATA_READER_BODY_BYTES: Final = DATA_READER_HEAD.size - PREFIX_BYTES  # type, su
 COUNTER_FRAME_BYTES: Final = COUNTER_FRAME.size  # a whole CREDIT or PUB_ACK frame: 13
 COUNTER_BODY_BYTES: Final = COUNTER_FRAME_BYTES - PREFIX_BYTES  # its body: 9
 MAX_SENDER_NAME_BYTES: Final = 255  # the u8 length of the DATA sender field
+MAX_CLIENT_NAME_CHARS: Final = 100  # a client's name: also at most MAX_SENDER_NAME_BYTES
 MAX_U32: Final = 0xFFFFFFFF  # a DATA frame's lost saturates here
 # Payloads below this are joined to their DATA head once, when published, rather than handed
 # to every reader's write as a second piece; larger ones are never copied.

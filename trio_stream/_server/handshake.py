@@ -16,7 +16,7 @@ from .._exceptions import (
     ProtocolError,
     TrioStreamError,
 )
-from .._protocol.frames import CONTROL, MAX_SENDER_NAME_BYTES
+from .._protocol.frames import CONTROL, MAX_CLIENT_NAME_CHARS, MAX_SENDER_NAME_BYTES
 from .._protocol.limits import PROTOCOL_VERSION
 from .._protocol.messages import Error, Hello, UnknownOp, Welcome, decode_message
 from .._transport import sniff
@@ -25,7 +25,6 @@ from .._version import __version__
 from .outbox import control_frame
 from .state import ServerState
 
-MAX_CLIENT_NAME_CHARS: Final = 100  # and at most MAX_SENDER_NAME_BYTES of UTF-8 (DATA frames)
 REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
 
 

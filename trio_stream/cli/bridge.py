@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Final
 
 import trio
 
 import trio_stream as ts
 
+from .._protocol.frames import MAX_CLIENT_NAME_CHARS, MAX_SENDER_NAME_BYTES
 from ._channels import connect, ended, publisher, subscription
 from ._options import (
     HelpFormatter,
@@ -23,11 +25,14 @@ from ._run import UsageError
 
 log = logging.getLogger(__name__)
 
+DST_NAME_SUFFIX: Final = "-dst"  # the destination client's name: NAME-dst (one name per server)
+
 EPILOG = """\
 A channel is read from SRC_URL only while its copy on DST_URL has readers, like any
 trio_stream writer: an unwatched bridge costs nothing. Frames keep their writer's time.
-SRC_URL and DST_URL may be one server (a channel then needs a --rename). The bridge is
-two clients: NAME on the source and NAME-dst on the destination.
+SRC_URL and DST_URL may be one server, or two nodes of one cluster, if no channel comes
+back to itself (a --rename makes the copy another channel). The bridge is two clients:
+NAME on the source and NAME-dst on the destination.
 
 examples:
   trio-stream bridge tcp://daq.lab:9870 tcp://web.lab:9870 demo/sine demo/counter
@@ -78,14 +83,35 @@ def _routes(args: argparse.Namespace) -> list[tuple[str, str]]:
             raise UsageError(f"--rename {rule}: {src!r} is not one of the bridged channels")
         renames[src] = dst
     routes = [(channel, renames.get(channel, channel)) for channel in dict.fromkeys(args.channels)]
+    if args.name is not None:
+        dst_name = args.name + DST_NAME_SUFFIX
+        if len(dst_name) > MAX_CLIENT_NAME_CHARS or len(dst_name.encode()) > MAX_SENDER_NAME_BYTES:
+            raise UsageError(
+                f"--name is too long for a bridge: its destination client is NAME"
+                f"{DST_NAME_SUFFIX}, and a client name is at most {MAX_CLIENT_NAME_CHARS} "
+                f"characters ({MAX_SENDER_NAME_BYTES} bytes of UTF-8)"
+            )
     if args.src_url == args.dst_url:
-        for src, dst in routes:
-            if src == dst:
-                raise UsageError(
-                    f"{src!r} would be bridged onto itself (SRC_URL and DST_URL are one "
-                    f"server): --rename {src}=NEW publishes it as another channel"
-                )
+        _refuse_loops(routes)  # before connecting; other URLs of one server: run_bridge
     return routes
+
+
+def _refuse_loops(routes: list[tuple[str, str]]) -> None:
+    """On one server (or cluster), a frame must never come back to a channel it left: a
+    route onto itself, or routes in a circle, would send every frame round for ever."""
+    copy_of = dict(routes)
+    for start, _ in routes:
+        path = [start]
+        while (channel := copy_of.get(path[-1])) is not None:
+            path.append(channel)
+            if channel == start:
+                circle = " -> ".join(repr(c) for c in path)
+                raise UsageError(
+                    f"{circle} would send every frame round for ever (SRC_URL and DST_URL are "
+                    "one server): --rename the copies to channels that are not bridged"
+                )
+            if len(path) > len(routes):
+                break  # a chain into a circle that does not pass through start: found from it
 
 
 async def _forward(
@@ -109,13 +135,21 @@ async def _forward(
             log.info("%s has no readers: unsubscribed from %s", dst_name, src_name)
 
 
+async def _one_server(src: ts.Client, dst: ts.Client) -> bool:
+    """True if both clients reach one server or cluster: the source client is listed on the
+    destination (URLs that differ may still name one server: localhost, tcp:// and ws://)."""
+    return src.name in {client.name for client in await dst.clients()}
+
+
 async def run_bridge(args: argparse.Namespace) -> int:
     routes = _routes(args)
     async with (
         connect(args, args.src_url) as src,
-        connect(args, args.dst_url, token=args.dst_token, name_suffix="-dst") as dst,
+        connect(args, args.dst_url, token=args.dst_token, name_suffix=DST_NAME_SUFFIX) as dst,
         trio.open_nursery() as nursery,
     ):
+        if args.src_url != args.dst_url and await _one_server(src, dst):
+            _refuse_loops(routes)
         for src_name, dst_name in routes:
             nursery.start_soon(_forward, args, src, dst, src_name, dst_name)
     return 0
