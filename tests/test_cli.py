@@ -212,6 +212,17 @@ async def test_a_mistyped_option_is_the_command_s_usage_error_naming_the_option_
     )
 
 
+async def test_a_mistyped_option_before_the_command_names_the_option_meant() -> None:
+    # argparse alone would take "debug" for the command: "invalid choice: 'debug'".
+    result = await cli("--log", "debug", "channels", "tcp://127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines()[-1] == (
+        "trio-stream: error: unrecognized arguments: --log (did you mean --log-level?)"
+    )
+    spelled_out = await cli("--log-level=info", "channels", "tcp://127.0.0.1:1")
+    assert spelled_out.returncode == 1  # parsed: only the server is missing
+
+
 def test_log_level_on_either_side_of_the_command() -> None:
     parser = build_parser()
     assert parser.parse_args(["channels", "tcp://h:1"]).log_level == "warning"

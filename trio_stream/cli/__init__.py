@@ -7,6 +7,8 @@ runs the chosen command. Every command has ``--help``; exit codes are in ``_run`
 from __future__ import annotations
 
 import argparse
+import difflib
+import sys
 from collections.abc import Sequence
 
 from .._version import __version__
@@ -56,6 +58,8 @@ def parse_command_line(
 ) -> argparse.Namespace:
     """``parser.parse_args``, but arguments that the command does not take are the command's
     usage error (its usage, and the option meant), not the main parser's."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _check_main_options(parser, argv)
     args, extras = parser.parse_known_args(argv)
     if extras:
         commands = next(
@@ -66,6 +70,21 @@ def parse_command_line(
             command.unrecognized(extras)
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
+
+
+def _check_main_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """An unknown option before the command, named with the option meant. (argparse would
+    set it aside and take its value for the command: "invalid choice: 'debug'".)"""
+    known = {option: action for action in parser._actions for option in action.option_strings}
+    at = 0
+    while at < len(argv) and argv[at].startswith("-"):
+        option, has_value, _ = argv[at].partition("=")
+        action = known.get(option)
+        if action is None:
+            close = difflib.get_close_matches(option, list(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            parser.error(f"unrecognized arguments: {argv[at]}{hint}")
+        at += 1 if has_value or action.nargs == 0 else 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
