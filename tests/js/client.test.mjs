@@ -308,10 +308,8 @@ test('publisher resume: a channel missing after a reconnect is asked for again, 
     client.on('error', (e) => errors.push(e));
     const pub = await client.publisher('gone');
     const publishes = () => server.messages.flat().filter((f) => f.type === PUBLISH);
-    await server.goDown(client);
-    server.channels.delete('gone'); // the server restarted; the channel's owner is not back yet
+    await server.restart(client, 'gone'); // the channel's owner is not back yet
     assert.equal(await pub.send('waits'), true);
-    server.refuse = false;
     await until(() => server.controls('open_publisher').length >= 3, 2000, 'reopen asked again');
     assert.equal(pub.closed, false);
     assert.equal(publishes().length, 0);
@@ -334,9 +332,7 @@ test('resubscribe: a channel missing after a reconnect is asked for again, then 
     sub.on('waiting', (why) => waiting.push(why));
     server.inject('later', 'before');
     assert.equal((await sub.next()).value.data, 'before');
-    await server.goDown(client);
-    server.channels.delete('later'); // the server restarted; the channel's owner is not back yet
-    server.refuse = false;
+    await server.restart(client, 'later'); // the channel's owner is not back yet
     await until(() => server.controls('subscribe').length >= 3, 2000, 'resubscribe asked again');
     assert.equal(sub.ended, false);
     assert.equal(waiting.length, 1, "one 'waiting' event, however many tries");
@@ -359,9 +355,7 @@ test('reconnect: channels this client created are created again if gone, before 
     await client.createChannel('dropped');
     await client.deleteChannel('dropped');
     const pub = await client.publisher('mine');
-    await server.goDown(client);
-    server.channels.clear(); // the server restarted
-    server.refuse = false;
+    await server.restart(client);
     await until(() => server.controls('open_publisher').length === 2 && pub.id !== null, 2000, 'reopened');
     const creates = server.controls('create_channel');
     assert.deepStrictEqual(creates.map((m) => m.channel), ['mine', 'brief', 'dropped', 'mine']);

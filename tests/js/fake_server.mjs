@@ -85,6 +85,17 @@ export class FakeServer {
     await until(() => client.state === 'reconnecting', 1000, 'reconnecting');
   }
 
+  /**
+   * Go down and come back as a restarted server: without `channels` (their owners are not
+   * back yet; every channel if none are named), accepting connections again.
+   */
+  async restart(client, ...channels) {
+    await this.goDown(client);
+    if (channels.length) for (const name of channels) this.channels.delete(name);
+    else this.channels.clear();
+    this.refuse = false;
+  }
+
   /** Publish `value` on `channel` from the server side (as another client would). */
   inject(channel, value, { sender = 'other', time = 1.5 } = {}) {
     const ch = this.channel(channel);
