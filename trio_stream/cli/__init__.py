@@ -7,7 +7,6 @@ runs the chosen command. Every command has ``--help``; exit codes are in ``_run`
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +19,7 @@ from . import inspect as inspect
 from . import pubsub as pubsub
 from . import record as record
 from . import serve as serve
-from ._options import CommandParser, HelpFormatter, add_log_level
+from ._options import CommandParser, HelpFormatter, add_log_level, did_you_mean
 from ._run import configure_logging, run
 
 COMMAND_GROUPS = (serve, inspect, pubsub, record, generate, bridge, call, files)
@@ -81,9 +80,7 @@ def _check_main_options(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
         option, has_value, _ = argv[at].partition("=")
         action = known.get(option)
         if action is None:
-            close = difflib.get_close_matches(option, list(known), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            parser.error(f"unrecognized arguments: {argv[at]}{hint}")
+            parser.error(f"unrecognized arguments: {argv[at]}{did_you_mean(parser, option)}")
         at += 1 if has_value or action.nargs == 0 else 2
 
 

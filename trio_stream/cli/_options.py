@@ -78,15 +78,8 @@ class CommandParser(argparse.ArgumentParser):
 
     def unrecognized(self, extras: Sequence[str]) -> NoReturn:
         """A usage error for arguments this command does not take, with the closest option."""
-        message = f"unrecognized arguments: {' '.join(extras)}"
-        options = [o for action in self._actions for o in action.option_strings]
-        for extra in extras:
-            if extra.startswith("-"):
-                close = difflib.get_close_matches(extra.partition("=")[0], options, n=1)
-                if close:
-                    message += f" (did you mean {close[0]}?)"
-                    break
-        self.error(message)
+        hints = (did_you_mean(self, extra) for extra in extras if extra.startswith("-"))
+        self.error(f"unrecognized arguments: {' '.join(extras)}{next(filter(None, hints), '')}")
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -98,6 +91,13 @@ class CommandParser(argparse.ArgumentParser):
             return self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+
+
+def did_you_mean(parser: argparse.ArgumentParser, option: str) -> str:
+    """`` (did you mean --max-rate?)`` for a mistyped ``option`` (``--opt=value`` too), or ""."""
+    options = [o for action in parser._actions for o in action.option_strings]
+    close = difflib.get_close_matches(option.partition("=")[0], options, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 # -- value parsers (argparse ``type=`` callables: ValueError -> a usage error) -----------------
