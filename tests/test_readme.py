@@ -182,13 +182,34 @@ def run(command: str, cwd: Path, *, timeout: float = RUN_S) -> tuple[int, str, s
 
 
 def run_bounded(command: str, cwd: Path) -> tuple[int, str, str]:
-    """Run a command; if it is still running after LONG_RUNNING_S, press Ctrl-C."""
+    """Run a command; if it is still running LONG_RUNNING_S after it opened a socket (each
+    of these talks to the network), press Ctrl-C."""
     process = Process(command, cwd)
-    # Still running after it: as commands that run until Ctrl-C do. (What these print in
-    # that time fits a pipe's buffer.)
+    wait_for_a_socket(process)
+    # (What these print in that time fits a pipe's buffer.)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.popen.wait(LONG_RUNNING_S)
     return process.interrupt()
+
+
+def wait_for_a_socket(process: Process) -> None:
+    """Until the command has a socket open (or has ended): a time it is left running counts
+    from there, not from its start. On a loaded machine the imports alone can take seconds,
+    and a Ctrl-C in the middle of them is Python's traceback, not the command's."""
+    deadline = time.monotonic() + START_S
+    while not has_a_socket(process.popen.pid) and process.popen.poll() is None:
+        assert time.monotonic() < deadline, f"{process.command!r}: no socket after {START_S} s"
+        time.sleep(0.02)
+
+
+def has_a_socket(pid: int) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).startswith("socket:"):
+                    return True
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -414,6 +435,7 @@ def test_the_command_line_block(servers: Servers) -> None:
         elif verb == "dump":
             assert "until Ctrl-C" in comment
             dump = Process(command, cwd)
+            wait_for_a_socket(dump)
             time.sleep(LONG_RUNNING_S)
             assert_clean(command, *dump.interrupt()[::2])
             assert (cwd / "run42.tsdump").stat().st_size > 100
