@@ -151,9 +151,11 @@ async def test_one_view_of_channels_clients_stats_and_reader_counts(
         await w.create_channel("secret", public=False, key="k3y")
         assert [c.name for c in await r.channels() if not c.name.startswith("$")] == ["c"]
         assert "secret" in [c.name for c in await w.channels()]
-        assert {c.name for c in await r.clients()} == {"w", "r"}
+        assert {(c.name, c.node) for c in await r.clients()} == {("w", "a"), ("r", "b")}
+        assert {c.name: c.node for c in await r.channels()}["c"] == "a"
         stats = await r.stats()
         assert stats.connections == 2 and stats.channels == 4  # c and three $ channels
+        assert stats.node == "b" and stats.nodes == 2 and stats.node_connections == 1
         async with w.publisher("c") as pub:
             async with r.subscribe("c"):
                 started = trio.current_time()
@@ -316,6 +318,52 @@ async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
                     message = await again.receive()
         assert message.gap is not None and message.gap.kind == "reset"
         assert message.data == "after" and message.seq == 1
+
+
+async def test_a_writers_append_in_flight_across_a_re_registration_goes_on_in_the_new_epoch(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis restarted empty while a batch was on its way: the node's check of its channels
+    # registers the channel again (a new epoch) before that append's answer, which then says
+    # "another epoch". That is this node's own new epoch: the writer goes on there. It used
+    # to end the channel here (the writer got ChannelNotFound) while its new record stayed in
+    # Redis, owned by nobody here, and was ended a resume_grace_s later on a live node.
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=0.5)) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(a.tcp_url), name="reader") as reader,
+    ):
+        engine: Any = a.state.engine
+        real_append = engine.io.writer.append
+        raced: list[str] = []
+
+        async def append(channel: str, epoch: str, *args: Any, **options: Any) -> Any:
+            if not raced and (await engine.io.registry.epochs([channel]))[channel] is None:
+                raced.append(epoch)
+                await engine._reregister(channel)  # the periodic check, first
+            return await real_append(channel, epoch, *args, **options)
+
+        monkeypatch.setattr(engine.io.writer, "append", append)
+        await daq.create_channel("c")
+        async with daq.publisher("c") as pub, reader.subscribe("c", policy="unbounded") as sub:
+            await pub.wait_for_readers()
+            await pub.send(0)
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == 0
+            await trio.to_thread.run_sync(redis_server.restart)
+            await pub.send(1)
+            with trio.fail_after(WAIT_S):
+                await pub.wait_acknowledged()
+            assert raced, "the append did not meet the restarted Redis"
+            with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel):
+                await sub.receive()  # the reset ends the old epoch's readers, as always
+            await trio.sleep(0.5 + 2.5 * redis_engine.REAP_INTERVAL_S)  # past the grace
+            async with reader.subscribe("c", policy="unbounded") as again:
+                await pub.wait_for_readers()
+                await pub.send(2)
+                with trio.fail_after(WAIT_S):
+                    assert (await again.receive()).data == 2
+        assert "c" in [c.name for c in await reader.channels()]
 
 
 @asynccontextmanager

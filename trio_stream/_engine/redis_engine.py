@@ -882,8 +882,10 @@ class RedisEngine:
                     "name": record.name,
                     "owner": record.owner,
                     "public": bool(options.get("public", True)),
-                    "readers": self.io.presence.readers(record.name)
-                    or (here.readers if here else 0),
+                    # This node's own readers from its broker, not from the announcement
+                    # of them (async): a client that just closed a subscription sees it gone.
+                    "readers": self.io.presence.remote_readers(record.name)
+                    + (len(here.subscriptions) if here else 0),
                     "writers": len(here.publishers) if here else 0,
                     "seq": record.seq,
                     "rate_fps": here.rate_fps if here else 0.0,
@@ -1317,10 +1319,11 @@ class RedisEngine:
                 batches += 1
                 offset = 0  # of the batch's frames, those in Redis already
                 while True:
+                    epoch = channel.epoch  # a re-registration may change it meanwhile
                     try:
                         await self.io.writer.append(
                             channel.name,
-                            channel.epoch,
+                            epoch,
                             sender,
                             payloads,
                             times,
@@ -1341,12 +1344,17 @@ class RedisEngine:
                         offset += interrupted.written
                         await trio.sleep(APPEND_RETRY_S)
                     except EpochChanged as error:
-                        if error.epoch is None and channel.name in self._kept:
-                            # Redis lost it (a restart without persistence): this node
-                            # registers it again under a new epoch and goes on there (a
-                            # named writer's record too: the first batch starts it again).
-                            await self._reregister(channel.name)
-                            if broker.channels.get(channel.name) is channel:
+                        if channel.name in self._kept:
+                            if error.epoch is None:
+                                # Redis lost it (a restart without persistence): this node
+                                # registers it again under a new epoch and goes on there (a
+                                # named writer's record too: the first batch starts it again).
+                                await self._reregister(channel.name)
+                            # Also when the epoch Redis has is the one this node registered
+                            # while the append was on its way (_keep_registered came first).
+                            if broker.channels.get(channel.name) is channel and (
+                                error.epoch is None or error.epoch == channel.epoch != epoch
+                            ):
                                 if named is not None:
                                     named = self.io.writer.named(
                                         channel.epoch, sender, named.key, named.token
