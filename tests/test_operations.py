@@ -82,7 +82,9 @@ async def test_a_silent_connection_is_closed_after_the_idle_timeout(
     # ... while a real client (it pings every third of the timeout) stays.
     async with ts.open_client(server.tcp_url or "") as client:
         await trio.sleep(30)
-        assert (await client.stats()).connections == 1
+        stats = await client.stats()
+        assert stats.connections == stats.node_connections == stats.nodes == 1
+        assert stats.node == "" and [c.node for c in await client.clients()] == [""]
     await server.aclose()
 
 

@@ -76,6 +76,7 @@ class ChannelInfo:
     # block readers holding the writers back: maps of client (name), sub (id), held_s
     held_by: list[dict[str, Any]] = dataclasses.field(default_factory=list, compare=False)
     meta: dict[str, Any] | None = None  # what the writer said about it: units, labels...
+    node: str = ""  # several nodes: the node it was created on ("" on one node)
 
     @classmethod
     def from_wire(cls, data: Any) -> ChannelInfo:
@@ -108,6 +109,7 @@ class ClientInfo:
     subscriptions: tuple[SubscriptionInfo, ...] = ()
     publishers: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
+    node: str = ""  # several nodes: the node it is connected to ("" on one node)
 
     @classmethod
     def from_wire(cls, data: Any) -> ClientInfo:
@@ -138,7 +140,13 @@ class ServerStats:
     uptime_s: float = 0.0
     memory_bytes: int = 0
     cpu_percent: float = 0.0
+    nodes: int = 1  # the cluster's live nodes (several nodes)
+    node: str = ""  # several nodes: the node that answered ("" on one node)
+    node_connections: int = 0  # its own share of ``connections`` (all of them on one node)
 
     @classmethod
     def from_wire(cls, data: Any) -> ServerStats:
-        return _from_wire(cls, data)
+        record = dict(data) if isinstance(data, dict) else data
+        if isinstance(record, dict):
+            record.setdefault("node_connections", record.get("connections", 0))
+        return _from_wire(cls, record)
