@@ -128,6 +128,47 @@ def test_history_replayed_to_a_lossy_reader_is_kept_as_its_policy_keeps_it(
     assert [(seq, lost) for _, lost, seq, _ in decode(box.next_batch()).data] == kept
 
 
+@pytest.mark.parametrize("policy", [Policy.BLOCK, Policy.DROP_OLDEST, Policy.UNBOUNDED])
+def test_every_n_keeps_every_nth_history_frame_from_the_oldest_and_counts_on_into_live_ones(
+    policy: Policy,
+) -> None:
+    # docs/protocol.md section 5: "every=N keeps the first frame it is offered after
+    # subscribing (history included) and then every N-th one". History replayed at
+    # subscribe used to go in whole, and the count started at the first live frame.
+    world = World()
+    channel = world.channel(history=5)
+    _, writer = world.writer(channel)
+    for i in range(10):
+        world.broker.publish(writer, 1.0, payload(i))
+    _, box = world.connection()
+    world.reader(box, channel, policy, 100, every=2)
+    for i in range(10, 14):
+        world.broker.publish(writer, 1.0, payload(i))
+    assert [(seq, lost) for _, lost, seq, _ in decode(box.next_batch()).data] == [
+        (6, 0),  # seqs 1-5 are no longer in the history: neither offered nor lost
+        (8, 0),
+        (10, 0),
+        (12, 0),
+        (14, 0),
+    ]
+
+
+def test_max_rate_takes_only_the_newest_history_frame_and_the_next_an_interval_later() -> None:
+    world = World()
+    channel = world.channel(history=5)
+    _, writer = world.writer(channel)
+    for i in range(5):
+        world.broker.publish(writer, 1.0, payload(i))
+    _, box = world.connection()
+    reader = world.reader(box, channel, max_rate=10.0)
+    world.broker.publish(writer, 1.0, payload(5))  # held: due 0.1 s after the subscribe
+    assert [(seq, lost) for _, lost, seq, _ in decode(box.next_batch()).data] == [(5, 0)]
+    assert decode(box.next_batch()).data == []
+    world.clock.now += 0.1
+    assert [(seq, lost) for _, lost, seq, _ in decode(box.next_batch()).data] == [(6, 0)]
+    assert reader.lost == 0
+
+
 def test_deleting_a_channel_ends_its_writers_with_pub_end() -> None:
     world = World()
     channel = world.channel()

@@ -800,7 +800,7 @@ class Broker:
             if replay is not None:  # a resume (resume.py): from a position, not all history
                 replay(sub, self._history_for(sub, channel.recent))
             elif channel.recent:
-                replay_history(sub, self._history_for(sub, channel.recent))
+                replay_history(sub, _decimated(sub, self._history_for(sub, channel.recent)))
                 if sub.lost:  # history left out for want of room: say so, frame or not
                     sub.report_skipped()
         self._readers_changed(channel)
@@ -893,6 +893,21 @@ def replay_history(sub: Reader, recent: deque[SharedData]) -> None:
         sub.skip(left_out)
     for frame in itertools.islice(recent, left_out, None):
         sub.admit(frame)
+
+
+def _decimated(sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:
+    """The history a fresh subscription's ``every`` and ``max_rate`` let through, as they
+    would let live frames through (decimation, not loss): ``every=N`` keeps the oldest frame
+    and every N-th after it, and counts on into the live ones; ``max_rate`` keeps only the
+    newest of those, and the next frame is due an interval later. (A resume offers its
+    history frame by frame instead: resume.subscribe_since.)"""
+    if sub.every > 1:
+        sub.seen = len(recent)
+        recent = deque(itertools.islice(recent, 0, None, sub.every))
+    if sub.interval and recent:
+        sub.next_due = sub.outbox.clock() + sub.interval
+        recent = deque((recent[-1],))
+    return recent
 
 
 def _owner_of(channel: Channel, session: ClientIdentity | None) -> bool:
