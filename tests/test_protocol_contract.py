@@ -9,7 +9,7 @@ import trio
 
 import trio_stream as ts
 from trio_stream._protocol import frames as F
-from trio_stream._protocol.codec import decode_control, encode_control
+from trio_stream._protocol.codec import decode_control, encode_control, encode_payload
 from trio_stream._protocol.framing import FrameDecoder, frame_prefix
 from trio_stream._protocol.limits import PROTOCOL_VERSION, SUBSCRIBE_WINDOW_BYTES
 
@@ -320,3 +320,42 @@ async def test_a_resumed_connection_numbers_publishers_on_from_its_predecessors(
         await raw.request("close_publisher", pub=ids[-1])  # closed: its id is still used up
         await raw.stream.aclose()  # the connection drops; its lease waits for the token
     assert ids == [ids[0], ids[0] + 1, ids[0] + 2]
+
+
+async def test_a_welcome_has_a_resume_token_only_after_a_hello_with_resume(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    for hello, has_token in (({}, False), ({"resume": False}, False), ({"resume": True}, True)):
+        raw = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+        await raw.send_control({"op": "hello", "v": PROTOCOL_VERSION, **hello})
+        welcome = await raw.control()
+        assert ("resume_token" in welcome) is has_token, (hello, welcome)
+        await raw.stream.aclose()
+
+
+async def test_a_data_frame_is_30_bytes_with_its_prefix_plus_the_name_and_the_payload(
+    server: ts.Server,
+) -> None:
+    # docs/protocol.md section 5 counts these bytes toward window_bytes.
+    assert server.tcp_url
+    raw = await RawClient.connect(server)
+    await raw.request("create_channel", channel="c")
+    await raw.request("subscribe", channel="c")
+    async with ts.open_client(server.tcp_url, name="nm") as writer, writer.publisher("c") as pub:
+        await pub.wait_for_readers()
+        await pub.send(b"\x01\x02\x03")
+        data = [f for f in await raw.frames_for(0.5) if f[0] == F.DATA]
+    payload = b"".join(encode_payload(b"\x01\x02\x03"))
+    assert len(data) == 1 and len(data[0]) + 4 == 30 + len("nm") + len(payload)
+
+
+async def test_admin_without_a_token_is_an_auth_error_and_the_connection_stays(
+    server: ts.Server,
+) -> None:
+    raw = await RawClient.connect(server)
+    for fields in ({}, {"token": None}):
+        reply = await raw.request("admin", action="check", **fields)
+        assert reply["op"] == "error" and reply["type"] == "AuthError", reply
+    assert (await raw.request("channels"))["op"] == "reply"

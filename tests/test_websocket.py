@@ -212,6 +212,7 @@ async def test_text_message_closes_only_that_connection_with_a_reason(server: ts
                     assert "text WebSocket message" in goodbye.reason
                     reason = await ws.close_reason()
                     assert reason.code == 1003  # unsupported data
+                    assert reason.reason and reason.reason.startswith("ProtocolError: a text")
                 await bystander.publish("c", "still here")
                 assert (await sub.receive()).data == "still here"
 
@@ -244,7 +245,11 @@ async def test_bad_message_closes_that_connection_with_goodbye_and_close_code(ba
             goodbye = await ws.control_until(M.Goodbye)
             assert isinstance(goodbye, M.Goodbye)
             assert goodbye.reason.startswith(("ProtocolError", "FrameTooLarge"))
-            assert (await ws.close_reason()).code == code
+            closed = await ws.close_reason()
+            assert closed.code == code
+            # docs/protocol.md section 1: the close reason names the error as the goodbye does
+            assert closed.reason
+            assert closed.reason.startswith(("ProtocolError: ", "FrameTooLarge: "))
 
 
 async def test_malformed_hello_is_refused_with_an_error_and_close_code_1002(

@@ -52,6 +52,7 @@ class Welcome(ControlMessage):
     server: str
     limits: dict[str, Any]
     resume_token: str | None = None  # present it in the next hello (after hello resume=true)
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"resume_token"})  # absent without resume
 
 
 # --- requests (client -> server), each answered by Reply or Error with the same id ------------
@@ -164,8 +165,8 @@ class Admin(Request):
     """An operator's action, allowed only with the server's admin token (see _server/admin.py)."""
 
     OP: ClassVar[str] = "admin"
-    token: str
     action: str  # "check" | "publish" | "delete_channel" | "disconnect"
+    token: str | None = None  # absent or null: refused with AuthError, as a wrong one
     channel: str | None = None
     client: int | None = None
     value: Any = None

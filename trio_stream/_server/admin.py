@@ -41,13 +41,15 @@ ANSWERED_LATER: Final = object()
 ACTIONS = ("check", "publish", "delete_channel", "disconnect", "call")
 
 
-def _check_token(session: Session, token: str) -> None:
+def _check_token(session: Session, token: str | None) -> None:
     expected = session.state.config.admin_token
     if expected is None:
         raise AuthError(
             "this server allows no admin actions: start it with --admin-token "
             "(or ServerConfig(admin_token=...)) to allow them"
         )
+    if token is None:
+        raise AuthError("the admin op needs the admin token: send it as 'token'")
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise AuthError("wrong admin token: give the token the server was started with")
 

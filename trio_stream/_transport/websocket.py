@@ -96,8 +96,11 @@ class WebSocketTransport:
         except trio_websocket.ConnectionClosed as exc:
             raise ConnectionClosed(describe_close(exc.reason)) from None
         if isinstance(message, str):
-            self._fail_with(CLOSE_UNSUPPORTED_DATA, "text message")
-            raise ProtocolError("a text WebSocket message: the protocol uses binary messages only")
+            error = ProtocolError(
+                "a text WebSocket message: the protocol uses binary messages only"
+            )
+            self._fail_with(CLOSE_UNSUPPORTED_DATA, _reason(error))
+            raise error
         return message
 
     def _closing_on_bad_framing(self, split: Callable[[], S]) -> S:
@@ -108,10 +111,10 @@ class WebSocketTransport:
         try:
             return split()
         except FrameTooLarge as exc:
-            self._fail_with(CLOSE_MESSAGE_TOO_BIG, str(exc))
+            self._fail_with(CLOSE_MESSAGE_TOO_BIG, _reason(exc))
             raise
         except ProtocolError as exc:
-            self._fail_with(CLOSE_PROTOCOL_ERROR, str(exc))
+            self._fail_with(CLOSE_PROTOCOL_ERROR, _reason(exc))
             raise
 
     async def send(self, pieces: list[BytesLike]) -> None:
@@ -147,13 +150,18 @@ class WebSocketTransport:
             code = CLOSE_PROTOCOL_ERROR
         else:
             code = CLOSE_NORMAL
-        self._fail_with(code, f"{type(error).__name__}: {error}")
+        self._fail_with(code, _reason(error))
 
     def _fail_with(self, code: int, reason: str) -> None:
         """Remember why we are about to close, for the close frame."""
         self._close_code = code
         encoded = reason.encode()[:MAX_CLOSE_REASON_BYTES]
         self._close_reason = encoded.decode(errors="ignore")
+
+
+def _reason(error: Exception) -> str:
+    """A close frame's reason: the error as the goodbye names it (``ProtocolError: ...``)."""
+    return f"{type(error).__name__}: {error}"
 
 
 def split_message(message: bytes, max_frame_bytes: int) -> list[bytearray]:
