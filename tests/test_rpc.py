@@ -548,6 +548,18 @@ def test_router_fails_or_aborts_everything_when_a_session_ends() -> None:
     assert router.pending() == 0
 
 
+def test_router_keeps_no_trace_of_a_caller_whose_calls_were_all_refused() -> None:
+    # A call to nobody used to leave the caller in the router's table (an empty entry), and
+    # with it its whole session, for good, once it disconnected.
+    router, s = make_router("caller")
+    router.call(s["caller"], R.Call(id=1, provider="nobody", method="m", args=b""))
+    router.describe(s["caller"], R.Describe(id=2, provider="nobody"))
+    assert [m.type for m in s["caller"].sent if isinstance(m, M.Error)] == ["RpcError"] * 2
+    assert not router._by_caller and not router._by_provider
+    router.session_closed(s["caller"])
+    assert router.pending() == 0
+
+
 def test_router_limits_calls_in_flight() -> None:
     router, s = make_router("caller", "provider")
     for i in range(MAX_PENDING_CALLS):

@@ -213,7 +213,9 @@ class Router:
         pending.provider.send_control(Demand(call=pending.call, n=msg.n))
 
     def _open(self, caller: Endpoint, ident: int, name: str, *, describe: bool) -> _Pending | None:
-        calls = self._by_caller.setdefault(caller, {})
+        # Looked up, not made: an entry is made only with its first call (below), or a caller
+        # refused here would stay in the table, and its session with it, for good.
+        calls = self._by_caller.get(caller, {})
         if ident in calls:
             raise ProtocolError(f"request id {ident} is in use by a call still in flight")
         provider = self._lookup(name)
@@ -227,7 +229,7 @@ class Router:
                 LimitExceeded(f"this client has {len(calls)} calls in flight, the limit"),
             )
             return None
-        running = self._by_provider.setdefault(provider, {})
+        running = self._by_provider.get(provider, {})
         if len(running) >= MAX_PENDING_CALLS:
             self._error(
                 caller,
@@ -238,8 +240,8 @@ class Router:
         pending = _Pending(self._next_call, caller, ident, provider, describe)
         self._next_call += 1
         self._calls[pending.call] = pending
-        calls[ident] = pending
-        running[pending.call] = pending
+        self._by_caller.setdefault(caller, calls)[ident] = pending
+        self._by_provider.setdefault(provider, running)[pending.call] = pending
         return pending
 
     def _close(self, pending: _Pending) -> None:
