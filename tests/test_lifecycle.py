@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import trio
 from engine_marks import BOTH_ENGINES, VIRTUAL_TIME
+from proxy import TcpProxy, open_proxy
 
 import trio_stream as ts
 
@@ -29,6 +30,31 @@ async def test_temporary_channel_ends_by_itself(
                     await pub.send("late")
                     await trio.sleep(0.01)
         assert "experiment" not in {c.name for c in await r.channels()}
+
+
+async def test_a_closed_client_s_name_and_keep_channels_are_free_when_aclose_returns(
+    server: ts.Server,
+) -> None:
+    # A script run again at once under its name: aclose() waits for the server's end of
+    # the connection, so the name is never still taken (NameInUse) and its keep channel is
+    # taken over by name, not refused (ChannelExists). The first run's goodbye is held on
+    # its way for a moment (a busy server, a slow network), as a proxy holds it here.
+    async with open_proxy(str(server.tcp_url)) as proxy, trio.open_nursery() as nursery:
+        async with ts.open_client(proxy.url, name="script") as client:
+            await client.create_channel("kept", keep=True)
+            proxy.hold()
+            nursery.start_soon(release_later, proxy)
+        for _ in range(3):
+            async with ts.open_client(str(server.tcp_url), name="script") as client:
+                await client.create_channel("kept", keep=True)  # taken over by name
+        async with ts.open_client(str(server.tcp_url), name="script") as client:
+            await client.create_channel("kept", keep=True)
+            await client.delete_channel("kept")
+
+
+async def release_later(proxy: TcpProxy) -> None:
+    await trio.sleep(0.3)
+    proxy.release()
 
 
 async def test_single_writer_refuses_a_second_writer(url: str) -> None:

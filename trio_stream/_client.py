@@ -194,6 +194,7 @@ class Client:
         self._wrote_at = -math.inf
         self._closed: ConnectionClosed | None = None
         self._closing = False
+        self._closed_by_us: ConnectionClosed | None = None  # aclose(): what waiters get
         self._goodbye: str | None = None
         # One dispatch shape with the server's Session: frame type -> handler, and for CONTROL
         # messages, message type -> handler.
@@ -524,7 +525,7 @@ class Client:
         self._lost = error
         self._io_scope.cancel()
         if self._reconnect is None or self._closing:
-            self._fail(error)
+            self._fail(self._closed_by_us or error)
             return
         interrupted = ConnectionClosed(
             f"the connection was lost during this request ({error}); it may have been carried "
@@ -550,6 +551,7 @@ class Client:
     async def aclose(self) -> None:
         """Say goodbye, flush what is queued (briefly) and close the connection."""
         self._closing = True
+        self._closed_by_us = ConnectionClosed("the client closed the connection")
         if self._connected:
             goodbye = encode_message(Goodbye(reason="client closing"))
             self._enqueue([frame_prefix(len(goodbye)), goodbye])
@@ -557,7 +559,12 @@ class Client:
                 while self._out and self._connected:
                     self._out_space = trio.Event()
                     await self._out_space.wait()
-        self._fail(ConnectionClosed("the client closed the connection"))
+                # Then the server's end of it: it frees the name and ends (or keeps) the
+                # channels before it closes the connection, so a process that starts again
+                # at once under this name gets it, and its keep channels, not NameInUse.
+                while self._connected:
+                    await self.wait_state_change(self._state)
+        self._fail(self._closed_by_us)
         transport = self._transport
         if transport is not None:
             with trio.CancelScope(shield=True):
