@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket as _socket
 import threading
@@ -239,7 +240,10 @@ class StreamTransport:
         return [bytes(memoryview(data)[sent:])]  # a copy: the piece may be a reused buffer
 
     async def aclose(self) -> None:
-        await self.stream.aclose()
+        # TLS says close_notify on the way out: on a socket the peer closed already (the
+        # server after our goodbye) that write fails, and closing a closed stream is done.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.stream.aclose()
 
 
 def peer_address(stream: trio.SocketStream) -> str:
