@@ -78,6 +78,7 @@ from .redis_streams import (
     WriterMoved,
     read_range,
 )
+from .retry_log import RetryLog
 
 if TYPE_CHECKING:
     from .._server.session import Session
@@ -1297,6 +1298,7 @@ class RedisEngine:
         # A named writer: its record, and its frames in the stream before the next batch.
         named, written = self._named.get(writer, (None, 0))
         batches = 0  # this appender's batches: an append tried again names the same one
+        retry_log = RetryLog(log, f"appending to {channel.name[:80]!r}")
         try:
             if appender.after is not None:
                 await appender.after.done.wait()
@@ -1333,12 +1335,11 @@ class RedisEngine:
                             batch=str(batches),
                             offset=offset,
                         )
+                        retry_log.succeeded()
                         break
                     except AppendInterrupted as interrupted:
                         # The first parts of a split batch are in Redis: only the rest again.
-                        log.warning(
-                            "append to %r waits for Redis: %s", channel.name[:80], interrupted
-                        )
+                        retry_log.failed(interrupted)
                         payloads = payloads[interrupted.written :]
                         times = times[interrupted.written :]
                         offset += interrupted.written
@@ -1379,7 +1380,7 @@ class RedisEngine:
                             await self.io.writer.forget(channel.name, mark)
                         return
                     except REDIS_DOWN as error:
-                        log.warning("append to %r waits for Redis: %s", channel.name[:80], error)
+                        retry_log.failed(error)
                         await trio.sleep(APPEND_RETRY_S)
                 appender.appending = False
                 written += count

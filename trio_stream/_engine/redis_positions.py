@@ -32,6 +32,7 @@ import coredis
 import trio
 
 from .redis_keys import KeySpace
+from .retry_log import RetryLog
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class Positions:
     async def run(self) -> None:
         """Write changes (batched) and rewrite everything every ``refresh_s``, until cancelled."""
         next_refresh = trio.current_time() + self._refresh_s
+        retry_log = RetryLog(logger, "writing read positions to Redis")
         while True:
             with trio.move_on_at(next_refresh):
                 await self._wake.wait()
@@ -108,10 +110,11 @@ class Positions:
             self._changed, self._removed = set(), set()
             try:
                 await self._write(changed, removed)
+                retry_log.succeeded()
                 if refresh:
                     next_refresh = trio.current_time() + self._refresh_s
             except REDIS_DOWN as error:
-                logger.warning("positions not written (%s): retrying", error)
+                retry_log.failed(error)
                 self._changed |= changed & set(self._current)
                 self._removed |= removed
             with trio.move_on_after(self._flush_interval_s):

@@ -26,6 +26,7 @@ import trio
 
 from .redis_control import ControlBus
 from .redis_keys import KeySpace
+from .retry_log import RetryLog
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +107,14 @@ class Presence:
         """Heartbeat and resynchronise until cancelled (started after the first beat)."""
         await self.beat()
         task_status.started()
+        retry_log = RetryLog(logger, "the Redis heartbeat")
         while True:
             await trio.sleep(self._interval_s)
             try:
                 await self.beat()
+                retry_log.succeeded()
             except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
-                logger.warning("Redis heartbeat failed (%s): retrying", error)
+                retry_log.failed(error)
 
     async def beat(self) -> None:
         """One heartbeat: refresh our TTLs, learn the live nodes, resync reader counts."""

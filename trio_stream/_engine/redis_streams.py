@@ -81,6 +81,7 @@ from coredis.response.types import StreamEntry
 
 from .redis_keys import KeySpace
 from .redis_registry import ChannelRegistry
+from .retry_log import RetryLog
 
 logger = logging.getLogger(__name__)
 
@@ -809,6 +810,7 @@ class StreamReader:
         task_status.started()
         delay = RECONNECT_DELAY_MIN_S
         next_check = trio.current_time() + self._epoch_check_interval_s
+        retry_log = RetryLog(logger, "reading the channels' streams from Redis")
         async with self._send:
             while True:
                 if not self._follows:
@@ -822,8 +824,9 @@ class StreamReader:
                     left_ms = math.ceil((next_check - trio.current_time()) * 1000)
                     await self._read_once(max(1, min(self._block_ms, left_ms)))
                     delay = RECONNECT_DELAY_MIN_S
+                    retry_log.succeeded()
                 except REDIS_DOWN as error:
-                    logger.warning("Redis read failed (%s): retrying in %.2f s", error, delay)
+                    retry_log.failed(error)
                     await trio.sleep(delay)
                     delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
                     next_check = -math.inf  # Redis may have restarted: epochs first

@@ -76,6 +76,11 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level.upper() != "DEBUG":
+        # coredis says at INFO what it handles itself ("Retry attempt 1 due to error: No
+        # matching script", once per script and node; "Connection closed unexpectedly!" with a
+        # stray "NoneType: None"): a node's own lines say what matters about Redis.
+        logging.getLogger("coredis").setLevel(logging.WARNING)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
