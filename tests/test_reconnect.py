@@ -257,6 +257,31 @@ async def test_a_block_reader_resumes_with_every_frame_the_history_holds_past_it
         assert sub.lost == 0
 
 
+async def test_a_block_reader_away_for_thousands_of_frames_gets_every_one_the_history_holds(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # A recorder away for 2,000 frames (a node's fail-over takes ~3 s: 3,000 frames at
+    # 1 kHz). Through Redis a resume replayed the newest 1,000 and counted the rest lost,
+    # though the stream held them all.
+    away = 2000
+    async with writer_and_proxied_reader(
+        server, proxy, history=3000, reconnect=ts.Reconnect(initial=0.05), policy="block", size=50
+    ) as (pub, sub, reader):
+        await pub.send(0)
+        got = [await sub.receive()]
+        proxy.refuse()
+        proxy.cut()
+        await reader.wait_state("reconnecting")
+        for i in range(1, away + 1):
+            await pub.send(i)
+        await pub.wait_acknowledged()
+        proxy.accept()
+        await read_until(sub, away + 1, got)
+        assert [m.data for m in got] == list(range(away + 1))
+        assert got[1].gap == ts.Gap("resumed", lost=0, recovered=away)
+        assert sub.lost == 0
+
+
 async def test_a_resume_after_a_drop_newest_loss_notice_neither_replays_nor_recounts(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

@@ -98,7 +98,8 @@ FLUSH_POLL_S: Final = 0.005
 # A node waits this long for Redis at start (a PING, then its subscriptions and first
 # heartbeat) before it gives up with ClusterUnavailable.
 STARTUP_TIMEOUT_S: Final = 10.0
-REPLAY_MAX_FRAMES: Final = 1000  # a resume replays at most this many frames from Redis
+REPLAY_MAX_FRAMES: Final = 1000  # a lossy reader's resume replays at most this many frames
+REPLAY_PAGE_FRAMES: Final = 1000  # frames read from Redis per call while replaying
 # While this node's block readers hold frames, their position is looked at this often (a
 # writer on another node may wait for it; see _report_position).
 BLOCK_REPORT_INTERVAL_S: Final = 0.002
@@ -784,10 +785,15 @@ class RedisEngine:
                 return requests.subscribe_to(session, msg, lambda: channel)
             # A resume within the epoch: the frames after since_seq come from Redis, then live.
             since = msg.since_seq or 0
-            # A block reader takes every frame the stream holds (up to REPLAY_MAX_FRAMES),
-            # past its size (Reader.admit, past_size); the others the newest that fit.
+            # A block reader takes every frame the stream holds, past its size (Reader.admit,
+            # past_size), as far as its connection's block share of memory goes; the others
+            # the newest that fit (up to REPLAY_MAX_FRAMES).
             size = None if msg.policy == Policy.BLOCK.value else msg.size
-            frames = await self._replay_frames(channel, since, size)
+            outbox = session.outbox
+            room = outbox.max_buffered_bytes - outbox.buffered_bytes
+            if size is None:
+                room = min(room, outbox.max_block_bytes - outbox.block_bytes)
+            frames = await self._replay_frames(channel, since, size, room)
             if self.state.broker.channels.get(channel.name) is not channel:
                 raise ChannelNotFound(f"channel {channel.name!r} ended meanwhile: subscribe again")
             saved = channel.recent, channel.recent_bytes
@@ -815,23 +821,41 @@ class RedisEngine:
             self._dirty_readers.add(name)
             self._readers_wake.set()
 
-    async def _replay_frames(self, channel: Channel, since: int, size: int | None) -> list[Any]:
-        """The frames after ``since`` up to the channel's position here, from Redis."""
-        limit = min(size or REPLAY_MAX_FRAMES, REPLAY_MAX_FRAMES)
+    async def _replay_frames(
+        self, channel: Channel, since: int, size: int | None, room_bytes: int
+    ) -> list[Any]:
+        """The newest frames after ``since`` up to the channel's position here, from Redis:
+        at most ``size`` (``None``: a ``block`` reader, every frame the stream holds) and
+        ``room_bytes`` of them (what the reader's buffer could take; the subscription counts
+        the older ones lost, as those the stream no longer holds)."""
+        limit = min(size, REPLAY_MAX_FRAMES) if size is not None else self.io.history_frames
         after = max(since, channel.seq - limit)
-        frames: list[SharedData] = []
-        for _ in range(5):  # the position may move on while we read: catch up, bounded
+        frames: deque[SharedData] = deque()
+        nbytes = 0
+        # Page by page, so that memory holds the room and a page at most; the position may
+        # move on while we read: catch up, bounded.
+        for _ in range(limit // REPLAY_PAGE_FRAMES + 5):
             want = channel.seq - after
             if want <= 0:
                 break
             got = await read_range(
-                self.io.client, self.io.keys, channel.name, channel.epoch, after, want
+                self.io.client,
+                self.io.keys,
+                channel.name,
+                channel.epoch,
+                after,
+                min(want, REPLAY_PAGE_FRAMES),
             )
             if not got:
                 break
-            frames += [SharedData(*f) for f in got]
+            for f in got:
+                frame = SharedData(*f)
+                frames.append(frame)
+                nbytes += frame.nbytes
+            while len(frames) > limit or (nbytes > room_bytes and len(frames) > 1):
+                nbytes -= frames.popleft().nbytes
             after = got[-1].seq
-        return frames[-limit:]
+        return list(frames)
 
     async def _follow(self, channel: Channel, seq: int) -> None:
         """Read ``channel``'s stream on this node from ``seq``, its last sequence number in

@@ -59,6 +59,7 @@ class RedisEngineIO:
             raise ValueError(f"node name {node[:80]!r}: give a non-empty name without ':'")
         self.node = node
         self.client = client
+        self.history_frames = history_frames  # what each channel's stream keeps at most
         self.keys = KeySpace(namespace)
         self.registry = ChannelRegistry(client, self.keys)
         self.writer = FrameWriter(client, self.keys, history_frames=history_frames)
