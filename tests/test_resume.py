@@ -53,6 +53,21 @@ def test_a_block_reader_takes_every_frame_the_history_holds_past_its_size() -> N
     assert [(seq, lost) for _, lost, seq, _ in sent] == [(seq, 0) for seq in range(3, 31)]
 
 
+def test_frames_newer_than_the_history_given_are_counted_lost_not_skipped_silently() -> None:
+    # Through Redis the history given to a resume is what a replay read, which may end
+    # before the node's newest frame (it reads while the node catches up). Live frames
+    # continue after the channel's seq: the frames in between are lost, and counted.
+    world, channel, _, writer = channel_with(100, 10)
+    channel.recent = type(channel.recent)(f for f in channel.recent if f.seq <= 7)
+    _, box = world.connection()
+    reader, outcome = resume(world, box, channel, 3, Policy.DROP_OLDEST, 100)
+    assert outcome == {"kind": "resumed", "recovered": 4}
+    world.broker.publish(writer, 1.0, payload(10))
+    sent = decode(box.next_batch()).data
+    assert [(seq, lost) for _, lost, seq, _ in sent] == [(4, 0), (5, 0), (6, 0), (7, 0), (11, 3)]
+    assert reader.lost == 3
+
+
 def test_a_block_reader_over_its_size_holds_the_writer_until_it_has_drained() -> None:
     world, channel, writer_box, writer = channel_with(100, 20)
     decode(writer_box.next_batch())

@@ -100,6 +100,7 @@ FLUSH_POLL_S: Final = 0.005
 STARTUP_TIMEOUT_S: Final = 10.0
 REPLAY_MAX_FRAMES: Final = 1000  # a lossy reader's resume replays at most this many frames
 REPLAY_PAGE_FRAMES: Final = 1000  # frames read from Redis per call while replaying
+REPLAY_CATCH_UP_READS: Final = 50  # reads past the pages, while the position moves on
 # While this node's block readers hold frames, their position is looked at this often (a
 # writer on another node may wait for it; see _report_position).
 BLOCK_REPORT_INTERVAL_S: Final = 0.002
@@ -833,8 +834,9 @@ class RedisEngine:
         frames: deque[SharedData] = deque()
         nbytes = 0
         # Page by page, so that memory holds the room and a page at most; the position may
-        # move on while we read: catch up, bounded.
-        for _ in range(limit // REPLAY_PAGE_FRAMES + 5):
+        # move on while we read (a node catching up after a stall reads fast): catch up,
+        # bounded (what this leaves is counted lost: resume.subscribe_since).
+        for _ in range(limit // REPLAY_PAGE_FRAMES + REPLAY_CATCH_UP_READS):
             want = channel.seq - after
             if want <= 0:
                 break

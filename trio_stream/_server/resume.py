@@ -264,6 +264,11 @@ def subscribe_since(
                 # next frame, or in a `lost` notice whose seq the client resumes after next
                 # time: never replayed and counted again).
                 sub.skip(1)
+        # Frames newer than the history given (through Redis, a replay that could not catch
+        # up with a node reading fast): lost, counted, as live frames follow channel.seq.
+        newest = max(whole[-1].seq if whole else channel.seq, since_seq)
+        if channel.seq > newest:
+            sub.skip(channel.seq - newest)
         outcome.update(kind="resumed", recovered=_recovered(sub))
 
     broker.subscribe(sub, replay=replay)
