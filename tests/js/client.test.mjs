@@ -132,6 +132,23 @@ test('a reader that does not consume gets only its window; its policy drops on t
   await client.close();
 });
 
+test('a lost notice counts at once and goes into the next message\'s lost', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('ai');
+  const sub = await client.subscribe('ai', { policy: 'drop_newest', size: 10 });
+  server.inject('ai', 1);
+  assert.equal((await sub.next()).value.lost, 0);
+  const [conn] = server.conns;
+  conn.send(controlFrame({ op: 'lost', sub: sub.id, lost: 4, seq: 5 }));
+  await until(() => sub.lost === 4, 1000, 'the notice counted');
+  server.channel('ai').seq = 5; // the 4 frames the notice reported
+  server.inject('ai', 6);
+  const next = (await sub.next()).value;
+  assert.deepStrictEqual([next.data, next.seq, next.lost], [6, 6, 4]);
+  assert.equal(sub.lost, 4, 'counted once');
+  await client.close();
+});
+
 test('DATA in the same WebSocket message as the subscribe reply is not lost', async () => {
   const { server, client } = await setup();
   await client.createChannel('h');

@@ -108,6 +108,24 @@ test('a slow drop_oldest size-1 reader gets the newest value and counts losses',
   await sub.close();
 });
 
+test('drops no frame will report (drop_newest, the writer stops) arrive as a lost notice', { skip }, async () => {
+  await client.createChannel('js/trailing');
+  const sub = await client.subscribe('js/trailing', { policy: 'drop_newest', size: 1, window: 1 });
+  const py = await client.rpc('py');
+  assert.equal(await py.call('burst', ['js/trailing', 200]), 200);
+  await new Promise((r) => setTimeout(r, 200));
+  const seen = [];
+  for (;;) {
+    const next = await Promise.race([sub.next(), new Promise((r) => setTimeout(() => r(null), 300))]);
+    if (!next) break;
+    seen.push(next.value);
+  }
+  assert.ok(seen.length < 200, `received ${seen.length}`);
+  assert.equal(seen[0].data, 0, 'drop_newest keeps the oldest');
+  assert.equal(seen.length + sub.lost, 200, 'every frame was either delivered or counted lost');
+  await sub.close();
+});
+
 test('numpy arrays published from Python decode to typed arrays', { skip }, async () => {
   await client.createChannel('js/np');
   const sub = await client.subscribe('js/np', { policy: 'unbounded', size: null });

@@ -811,6 +811,9 @@ export class Client extends Emitter {
       case 'readers':
         this.#pubsById.get(msg.pub)?._setReaders(msg.readers);
         return;
+      case 'lost': // frames dropped that no DATA frame will report (docs/protocol.md 5)
+        this.#subsById.get(msg.sub)?._lostNotice(msg.lost, msg.seq);
+        return;
       case 'sub_end': {
         const sub = this.#subsById.get(msg.sub);
         if (sub) {
@@ -986,6 +989,7 @@ export class Subscription extends Emitter {
   #lastSeq = 0; // of the last frame received: a resume continues after it
   #resumeFrom = null; // {epoch, seq} to send with the next subscribe
   #pendingGap = null; // {kind, recovered} for the next message
+  #carried = 0; // lost frames a `lost` notice reported: added to the next message's lost
 
   constructor(client, channel, o) {
     super();
@@ -1115,9 +1119,22 @@ export class Subscription extends Emitter {
     if (this.#epoch !== null) this.#resumeFrom = { epoch: this.#epoch, seq: this.#lastSeq };
   }
 
-  _deliver({ lost, seq, time, sender, payload }) {
+  // A `lost` notice: counted now, and in the next message's `lost`, which says what was
+  // missed since the message before it; a resume continues after the notice's seq (what it
+  // counted must not be replayed, or counted again).
+  _lostNotice(count, seq) {
+    if (!(count > 0)) return;
+    this.lost += count;
+    this.#carried += count;
+    if (typeof seq === 'number' && seq > this.#lastSeq) this.#lastSeq = seq;
+  }
+
+  _deliver({ lost: wireLost, seq, time, sender, payload }) {
     const nbytes = payload.byteLength;
     this.#lastSeq = seq;
+    this.lost += wireLost;
+    const lost = wireLost + this.#carried;
+    this.#carried = 0;
     let data;
     try {
       data = decode(payload, this.#client.payloadLimits);
@@ -1130,7 +1147,6 @@ export class Subscription extends Emitter {
       return;
     }
     this.received++;
-    this.lost += lost;
     let gap = null;
     if (this.#pendingGap) {
       const { kind, recovered } = this.#pendingGap;
