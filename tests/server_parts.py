@@ -146,3 +146,16 @@ class World:
 
 def payload(i: int, size: int = 10) -> bytes:
     return i.to_bytes(4, "big") + bytes(max(size - 4, 0))
+
+
+def channel_with(
+    history: int, produced: int, frame_bytes: int = 10, **world: Any
+) -> tuple[World, Channel, Outbox, Writer]:
+    """A channel keeping ``history`` frames, ``produced`` frames (payloads 0, 1, ...)
+    published on it by one writer: the world, the channel, the writer's outbox and writer."""
+    world_ = World(**world)
+    channel = world_.channel(history=history)
+    writer_box, writer = world_.writer(channel)
+    for i in range(produced):
+        world_.broker.publish(writer, 1.0, payload(i, frame_bytes))
+    return world_, channel, writer_box, writer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from server_parts import World, decode, payload
+from server_parts import World, channel_with, decode, payload
 
 from trio_stream import ProtocolError
 from trio_stream._protocol import messages as M
@@ -93,11 +93,7 @@ def test_a_block_reader_is_shown_holding_then_ended_by_its_block_timeout() -> No
 
 
 def test_history_replays_the_newest_frames_that_fit_and_counts_the_rest_lost() -> None:
-    world = World()
-    channel = world.channel(history=5)
-    _, writer = world.writer(channel)
-    for i in range(8):
-        world.broker.publish(writer, 1.0, payload(i))
+    world, channel, _, _ = channel_with(history=5, produced=8)
     _, box = world.connection()
     world.reader(box, channel, Policy.BLOCK, 3)
     assert [(seq, lost) for _, lost, seq, _ in decode(box.next_batch()).data] == [
@@ -117,11 +113,7 @@ def test_history_replayed_to_a_lossy_reader_is_kept_as_its_policy_keeps_it(
     # History comes from no writer's read: the policy applies to all of it, though the new
     # reader's credit could take more (a size=1 dashboard gets the newest frame only). Frames
     # published after it do count the frames its credit lets out.
-    world = World()
-    channel = world.channel(history=10)
-    _, writer = world.writer(channel)
-    for i in range(10):
-        world.broker.publish(writer, 1.0, payload(i))
+    world, channel, _, _ = channel_with(history=10, produced=10)
     _, box = world.connection()
     reader = world.reader(box, channel, policy, 1, window=4)
     assert [(frame.seq, reader.lost) for frame in reader.buffer.items()] == [(kept[0][0], 9)]
@@ -135,11 +127,7 @@ def test_every_n_keeps_every_nth_history_frame_from_the_oldest_and_counts_on_int
     # docs/protocol.md section 5: "every=N keeps the first frame it is offered after
     # subscribing (history included) and then every N-th one". History replayed at
     # subscribe used to go in whole, and the count started at the first live frame.
-    world = World()
-    channel = world.channel(history=5)
-    _, writer = world.writer(channel)
-    for i in range(10):
-        world.broker.publish(writer, 1.0, payload(i))
+    world, channel, _, writer = channel_with(history=5, produced=10)
     _, box = world.connection()
     world.reader(box, channel, policy, 100, every=2)
     for i in range(10, 14):
@@ -154,11 +142,7 @@ def test_every_n_keeps_every_nth_history_frame_from_the_oldest_and_counts_on_int
 
 
 def test_max_rate_takes_only_the_newest_history_frame_and_the_next_an_interval_later() -> None:
-    world = World()
-    channel = world.channel(history=5)
-    _, writer = world.writer(channel)
-    for i in range(5):
-        world.broker.publish(writer, 1.0, payload(i))
+    world, channel, _, writer = channel_with(history=5, produced=5)
     _, box = world.connection()
     reader = world.reader(box, channel, max_rate=10.0)
     world.broker.publish(writer, 1.0, payload(5))  # held: due 0.1 s after the subscribe

@@ -80,6 +80,29 @@ class RawClient:
         return out
 
 
+async def data_while_publishing(
+    server: ts.Server,
+    raw: RawClient,
+    channel: str,
+    values: list[Any],
+    *,
+    name: str | None = None,
+    seconds: float = 0.5,
+) -> list[bytearray]:
+    """The DATA frames ``raw`` (subscribed to ``channel``) gets within ``seconds`` while a
+    client (named ``name``) publishes ``values`` there."""
+    assert server.tcp_url
+    async with (
+        ts.open_client(server.tcp_url, name=name) as writer,
+        writer.publisher(channel) as pub,
+    ):
+        await pub.wait_for_readers()
+        for value in values:
+            await pub.send(value)
+        await pub.wait_acknowledged()
+        return [f for f in await raw.frames_for(seconds) if f[0] == F.DATA]
+
+
 async def test_sub_end_has_no_error_key_on_a_clean_end(server: ts.Server) -> None:
     assert server.tcp_url
     async with ts.open_client(server.tcp_url, name="owner") as owner:
@@ -102,12 +125,7 @@ async def test_window_bytes_is_never_exceeded_except_by_a_single_larger_frame(
     await raw.request("create_channel", channel="big")
     reply = await raw.request("subscribe", channel="big", policy="drop_oldest", size=10)
     assert reply["result"]["window_bytes"] == SUBSCRIBE_WINDOW_BYTES == 8 * MIB
-    async with ts.open_client(server.tcp_url) as writer, writer.publisher("big") as pub:
-        await pub.wait_for_readers()
-        for _ in range(4):
-            await pub.send(bytes(3 * MIB))
-        await pub.wait_acknowledged()
-        data = [f for f in await raw.frames_for(1.0) if f[0] == F.DATA]
+    data = await data_while_publishing(server, raw, "big", [bytes(3 * MIB)] * 4, seconds=1.0)
     assert len(data) == 2
     assert sum(len(f) + 4 for f in data) <= SUBSCRIBE_WINDOW_BYTES
 
@@ -343,10 +361,7 @@ async def test_a_data_frame_is_30_bytes_with_its_prefix_plus_the_name_and_the_pa
     raw = await RawClient.connect(server)
     await raw.request("create_channel", channel="c")
     await raw.request("subscribe", channel="c")
-    async with ts.open_client(server.tcp_url, name="nm") as writer, writer.publisher("c") as pub:
-        await pub.wait_for_readers()
-        await pub.send(b"\x01\x02\x03")
-        data = [f for f in await raw.frames_for(0.5) if f[0] == F.DATA]
+    data = await data_while_publishing(server, raw, "c", [b"\x01\x02\x03"], name="nm")
     payload = b"".join(encode_payload(b"\x01\x02\x03"))
     assert len(data) == 1 and len(data[0]) + 4 == 30 + len("nm") + len(payload)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from server_parts import World, decode, payload
+from server_parts import World, channel_with, decode, payload
 
-from trio_stream._server.broker import Channel, Writer
+from trio_stream._server.broker import Channel
 from trio_stream._server.buffers import Policy
 from trio_stream._server.outbox import Outbox, Reader
 from trio_stream._server.resume import subscribe_since
@@ -27,18 +27,6 @@ def resume(
         channel, policy, size, 1, None, 1024, 8 << 20, None, window_asked=1024
     )
     return reader, subscribe_since(world.broker, reader, channel.epoch, since_seq)
-
-
-def channel_with(
-    history: int, produced: int, frame_bytes: int = 10, **world: Any
-) -> tuple[World, Channel, Outbox, Writer]:
-    """A channel keeping ``history`` frames, ``produced`` frames published on it."""
-    world_ = World(**world)
-    channel = world_.channel(history=history)
-    writer_box, writer = world_.writer(channel)
-    for i in range(produced):
-        world_.broker.publish(writer, 1.0, payload(i, frame_bytes))
-    return world_, channel, writer_box, writer
 
 
 def test_a_block_reader_takes_every_frame_the_history_holds_past_its_size() -> None:

@@ -146,7 +146,6 @@ class ServerStats:
 
     @classmethod
     def from_wire(cls, data: Any) -> ServerStats:
-        record = dict(data) if isinstance(data, dict) else data
-        if isinstance(record, dict):
-            record.setdefault("node_connections", record.get("connections", 0))
-        return _from_wire(cls, record)
+        if isinstance(data, dict) and "node_connections" not in data:  # one node: all of them
+            data = {**data, "node_connections": data.get("connections", 0)}
+        return _from_wire(cls, data)
