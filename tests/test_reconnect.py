@@ -618,6 +618,86 @@ async def test_a_server_restart_is_a_reset_and_everything_comes_back_within_2_s(
                     process2.send_signal(signal.SIGTERM)
 
 
+async def test_a_writer_back_before_its_readers_after_a_restart_holds_its_frames_for_them() -> None:
+    """The writer's client comes back first and re-creates its channel, its block reader's
+    client only a second later: what the writer sent while the server was down, and what it
+    sends before the reader is back, reach the reader (after the reset), none lost."""
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+    async with server_process() as (process, url):
+        port = urlsplit(url).port
+        assert port is not None
+        async with (
+            open_proxy(url) as proxy,
+            ts.open_client(url, name="daq", reconnect=fast) as writer,
+            ts.open_client(proxy.url, name="recorder", reconnect=fast) as reader,
+        ):
+            await writer.create_channel("AI1")
+            async with (
+                writer.publisher("AI1") as pub,
+                reader.subscribe("AI1", policy="block", size=1000) as sub,
+            ):
+                await pub.wait_for_readers()
+                assert await pub.send(-1)
+                assert (await sub.receive()).data == -1
+                await pub.wait_acknowledged()
+                proxy.refuse()  # the reader's way back opens a second after the server's
+                process.kill()
+                await process.wait()
+                with trio.fail_after(WAIT_S):
+                    await writer.wait_state("reconnecting")
+                sent_while_down = [await pub.send(i) for i in range(100)]
+                async with server_process(tcp_port=port) as (process2, _):
+                    with trio.fail_after(WAIT_S):
+                        await writer.wait_state("open")
+                    assert pub.readers == 0  # the channel is back, its reader not yet
+                    sent_before_reader = [await pub.send(i) for i in range(100, 200)]
+                    await trio.sleep(1.0)
+                    proxy.accept()
+                    got: list[ts.Message] = []
+                    with trio.fail_after(WAIT_S):
+                        while len(got) < 200:
+                            got.append(await sub.receive())
+                    process2.send_signal(signal.SIGTERM)
+    assert all(sent_while_down) and all(sent_before_reader)
+    assert [m.data for m in got] == list(range(200))
+    assert got[0].gap is not None and got[0].gap.kind == "reset"
+    assert sum(m.lost for m in got) == 0
+
+
+async def test_a_writer_holds_its_frames_for_missing_readers_only_for_the_grace(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    """Its reader never comes back: the writer's window goes out (to nobody) once the grace
+    (the reconnect's longest wait and a second) has passed; ``send`` never waits longer."""
+    assert server.tcp_url is not None
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+    async with (
+        open_proxy(server.tcp_url) as reader_proxy,
+        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
+        ts.open_client(reader_proxy.url, name="recorder", reconnect=fast) as reader,
+    ):
+        await writer.create_channel("AI1")
+        async with writer.publisher("AI1") as pub, reader.subscribe("AI1", policy="block"):
+            await pub.wait_for_readers()
+            reader_proxy.refuse()
+            reader_proxy.cut()
+            proxy.cut()
+            with trio.fail_after(WAIT_S):
+                await writer.wait_state("reconnecting")
+                await writer.wait_state("open")
+            assert pub.readers == 0  # the reader's subscription went with its connection
+            reopened = trio.current_time()
+            assert all([await pub.send(i) for i in range(50)])  # held, not dropped
+            with trio.move_on_after(0.5) as grace_lasts:
+                await pub.wait_acknowledged()
+            assert grace_lasts.cancelled_caught, "nothing goes out while the grace lasts"
+            with trio.fail_after(WAIT_S):
+                await pub.wait_acknowledged()
+            held = trio.current_time() - reopened
+            assert 1.0 < held < 1.2 + 1.0, held
+            assert not await pub.send(50)  # no reader: not wanted, as before the cut
+
+
 async def test_two_hundred_clients_do_not_come_back_in_the_same_200_ms(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

@@ -158,6 +158,11 @@ class Client:
         self._ssl_context = ssl_context
         self._connect_timeout = connect_timeout
         self._reconnect = reconnect
+        # How long a publisher's window waits after a reconnect for the readers its channel
+        # had (Publisher._hold_for_readers): a reader's client on the same backoff is back
+        # within the longest wait, and its resubscription finds a re-created channel within
+        # RETRY_MAX_S more.
+        self._readers_grace_s = 0.0 if reconnect is None else reconnect.maximum + RETRY_MAX_S
         self._transport: FrameTransport | None = None
         self._nursery: trio.Nursery | None = None
         self._heartbeat_s = heartbeat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections import deque
@@ -74,6 +75,9 @@ _PUBLISH: Final = PUBLISH
 _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size
 
 
+log = logging.getLogger(__name__)
+
+
 def new_writer_key() -> str:
     """A publisher's own name, the same on every connection (open_publisher's ``writer``):
     random, so that no other publisher, of this process or of another, ever has it."""
@@ -125,6 +129,14 @@ class Publisher:
         # by the server as a reopen's answer said (what a cluster's ``published`` counts).
         self._acked_total = 0
         self._live = True  # open on the current connection (pub_id is valid)
+        # Frames go out as they are sent: open here, and not holding its window back for
+        # readers that have not come back after a reconnect (see _hold_for_readers).
+        self._writing = True
+        # The readers the channel had when the connection was lost: after a reconnect the
+        # window waits (for at most the client's grace) until as many are back.
+        self._readers_at_cut = 0
+        self._holding = False
+        self._holds = 0  # holds begun: a hold's timer ends only its own hold
         self._acked_event = trio.Event()
         self._readers_event = trio.Event()
         self._ended: TrioStreamError | None = None
@@ -157,6 +169,8 @@ class Publisher:
         self.readers = readers
         self._yield_bytes = yield_bytes(lossless)
         self._readers_event.set()
+        if self._holding and readers >= self._readers_at_cut:
+            self._release()
 
     def _acked(self, count: int) -> None:
         unacked = self._unacked
@@ -175,7 +189,11 @@ class Publisher:
 
     def _suspend(self) -> None:
         """The connection is lost: frames wait in the window for the next one."""
+        if not self._holding:  # (a hold keeps the count from before the first cut)
+            self._readers_at_cut = self.readers
+        self._holding = False
         self._live = False
+        self._writing = False
 
     async def _reopen(self) -> bool:
         """Open this publisher again on a new connection; False: the channel is missing.
@@ -236,18 +254,63 @@ class Publisher:
         for size, pieces in self._unacked:
             time_s = repack.unpack_from(pieces[0])[3]
             pieces[0] = publish_wire_head(size, self.pub_id, time_s)
-            client._enqueue(pieces, size + 4)
+        if self.readers < self._readers_at_cut and self._hold_for_readers():
+            return self
+        self._release()
         self._acked_event.set()  # (_set_readers above woke the readers' waiters)
         return self
 
+    def _hold_for_readers(self) -> bool:
+        """Keep the window (and what ``send`` adds to it) from the wire until the readers
+        the channel had before the cut are back, or the client's grace (its reconnect's
+        ``maximum`` and RETRY_MAX_S) has passed; False: no hold (the client is closing).
+
+        After a server restart the writer's client often reconnects before its readers'
+        clients do (or before their resubscriptions find the channel it re-created): frames
+        sent into a channel without readers go nowhere, so the window's frames, handed to
+        ``send`` while disconnected, would be lost without a count, and ``send`` would return
+        False until a reader came back. A ``block`` reader's writer must not lose them.
+        """
+        client = self._client
+        grace = client._readers_grace_s
+        nursery = client._nursery
+        if grace <= 0 or nursery is None or client.closed:
+            return False
+        self._holding = True
+        self._holds += 1
+        nursery.start_soon(self._release_after, grace, self._holds, name="publisher hold")
+        return True
+
+    async def _release_after(self, grace: float, hold: int) -> None:
+        await trio.sleep(grace)
+        if self._holding and self._holds == hold:
+            log.info(
+                "publisher of %r: %d of %d readers came back within %.1f s; sending on",
+                self.channel,
+                self.readers,
+                self._readers_at_cut,
+                grace,
+            )
+            self._release()
+
+    def _release(self) -> None:
+        """The window goes out on the current connection; ``send`` writes again."""
+        self._holding = False
+        self._writing = True
+        client = self._client
+        for size, pieces in self._unacked:
+            client._enqueue(pieces, size + 4)
+
     def _end(self, reason: str) -> None:
         self._ended = ChannelNotFound(f"channel {self.channel!r} is gone: {reason}")
+        self._holding = False
         self._acked_event.set()
         self._readers_event.set()
 
     def _fail(self, error: TrioStreamError) -> None:
         if self._ended is None:
             self._ended = error
+        self._holding = False
         self._acked_event.set()
         self._readers_event.set()
 
@@ -295,7 +358,7 @@ class Publisher:
         if self._ended is not None:
             raise self._ended
         client = self._client
-        if self.readers <= 0 and not self._keeps_history:
+        if self.readers <= 0 and not self._keeps_history and not self._holding:
             await trio.lowlevel.checkpoint()
             return False
         pieces = encode_payload(value)
@@ -336,7 +399,7 @@ class Publisher:
         )
         unacked.append((size, pieces))
         self._unacked_bytes += size
-        if self._live:  # else it waits in the window and goes out on reconnect
+        if self._writing:  # else it waits in the window and goes out on reconnect
             write_now = client._write_now
             if (
                 write_now is None
@@ -373,6 +436,8 @@ class Publisher:
             self._ended = ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
         client = self._client
         client._resuming_pubs.discard(self)
+        if self._holding:  # what was sent goes out before the close (as on a live connection)
+            self._release()
         return self._live and client._publishers.pop(self.pub_id, None) is not None
 
     async def aclose(self) -> None:

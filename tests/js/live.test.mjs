@@ -319,6 +319,40 @@ test('a publisher resumes after a cut: every frame once, in order', { skip, time
   }
 });
 
+test('a publisher back before its readers holds what it sends until they come', { skip, timeout: 30000 }, async () => {
+  const py = await client.rpc('py');
+  const w = await connect(proxyUrl, { name: 'js-hold-writer', reconnectDelay: 50, maxReconnectDelay: 200 });
+  const gone = await connect(proxyUrl, { name: 'js-hold-reader', reconnect: false });
+  let sub = null;
+  try {
+    await w.createChannel('js/hold');
+    const pub = await w.publisher('js/hold');
+    await gone.subscribe('js/hold', { policy: 'block', size: 100 });
+    await pub.waitForReaders({ timeout: 5000 });
+    await py.call('cut'); // the writer comes back, its reader does not (yet)
+    const until = Date.now() + 10000;
+    const waitFor = async (ok) => {
+      while (!ok() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    };
+    await waitFor(() => w.state !== 'open'); // the cut noticed
+    await waitFor(() => w.state === 'open' && pub.id !== null);
+    assert.equal(pub.id !== null, true, 'the publisher reopened');
+    assert.equal(pub.readers, 0);
+    const sent = [];
+    for (let i = 0; i < 20; i++) sent.push(await pub.send(i));
+    assert.deepStrictEqual(sent, Array(20).fill(true), 'held for the reader, not dropped');
+    sub = await client.subscribe('js/hold', { policy: 'block', size: 100 }); // a reader is back
+    const it = sub[Symbol.asyncIterator]();
+    const got = [];
+    for (let i = 0; i < 20; i++) got.push((await it.next()).value.data);
+    assert.deepStrictEqual(got, Array.from({ length: 20 }, (_, i) => i));
+  } finally {
+    await sub?.close();
+    gone.close();
+    w.close();
+  }
+});
+
 test('a channel created with meta lists it', { skip }, async () => {
   const meta = { units: 'V', labels: ['x', 'y'], description: 'from the browser' };
   await client.createChannel('withmeta', { meta });

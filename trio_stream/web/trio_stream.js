@@ -237,6 +237,10 @@ export class Client extends Emitter {
 
   get url() { return this.#url; }
   get payloadLimits() { return this.#opts.payloadLimits; }
+  // How long a publisher's window waits after a reconnect for the readers its channel had
+  // (Publisher.#hold): a reader's client on the same backoff is back within the longest wait,
+  // and its resubscription finds a re-created channel within RESTORE_RETRY_MAX_MS more.
+  get _readersGraceMs() { return this.#opts.reconnect ? this.#opts.maxReconnectDelay + RESTORE_RETRY_MAX_MS : 0; }
   get connected() { return this.state === 'open'; }
   get subscriptions() { return [...this.#subs]; }
   get publishers() { return [...this.#pubs]; }
@@ -1292,6 +1296,9 @@ export class Publisher extends Emitter {
   #readerWaiters = [];
   #requesting = false; // an open_publisher request is in flight
   #retryTimer = null; // the next reopen of a channel missing after a reconnect
+  #readersAtCut = 0; // the channel's readers when the connection was lost
+  #holding = false; // the window waits for those readers after a reconnect (#hold)
+  #holdTimer = null;
 
   constructor(client, channel, key) {
     super();
@@ -1302,7 +1309,7 @@ export class Publisher extends Emitter {
 
   /** Whether the channel wants frames now: it has readers, or it keeps history. */
   get wanted() {
-    return this.readers > 0 || this.#keepsHistory;
+    return this.readers > 0 || this.#keepsHistory || this.#holding;
   }
 
   async _open() {
@@ -1335,10 +1342,10 @@ export class Publisher extends Emitter {
         this.#ackedHere = 0;
         this.#keepsHistory = reply.keeps_history === true;
         this.#client._registerPub(this, this.id);
-        // The frames the server did not take go out again, in order, under the new id
-        // (before anything sent after this reply).
-        for (const f of this.#window) this.#client._sendPublish(this.id, f.time, f.payload);
-        this._setReaders(reply.readers ?? 0);
+        const readers = Number(reply.readers) || 0;
+        if (readers < this.#readersAtCut) this.#hold();
+        else this.#release();
+        this._setReaders(readers);
       },
     });
   }
@@ -1354,6 +1361,28 @@ export class Publisher extends Emitter {
       this.#ackedTotal = reply.published;
     }
     // Neither (a restarted server, an expired lease): the whole window goes out again.
+  }
+
+  // After a server restart a writer's client is often back before its readers' clients (or
+  // before their resubscriptions find the channel it re-created): frames sent into a channel
+  // without readers go nowhere, so the window, filled while disconnected, would be lost
+  // without a count. It waits (and what send adds to it) until the readers the channel had
+  // are back, or the client's grace has passed; as the trio client's publishers do.
+  #hold() {
+    const grace = this.#client._readersGraceMs;
+    if (!(grace > 0)) { this.#release(); return; }
+    this.#holding = true;
+    clearTimeout(this.#holdTimer);
+    this.#holdTimer = setTimeout(() => { if (this.#holding && this.id !== null) this.#release(); }, grace);
+  }
+
+  // The frames the server did not take go out again, in order, under the new id (before
+  // anything sent after them).
+  #release() {
+    this.#holding = false;
+    clearTimeout(this.#holdTimer);
+    for (const f of this.#window) this.#client._sendPublish(this.id, f.time, f.payload);
+    this.#pump();
   }
 
   #letGo(frames) {
@@ -1384,12 +1413,17 @@ export class Publisher extends Emitter {
   _disconnected() {
     this.id = null;
     clearTimeout(this.#retryTimer); // the next welcome reopens
+    if (!this.#holding) this.#readersAtCut = this.readers; // (a hold keeps the first cut's)
+    this.#holding = false;
+    clearTimeout(this.#holdTimer);
   }
 
   _closed(err) {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.#retryTimer);
+    this.#holding = false;
+    clearTimeout(this.#holdTimer);
     const e = err ?? new ConnectionClosed('publisher closed');
     for (const q of this.#queue) q.reject(e);
     this.#queue = [];
@@ -1407,7 +1441,8 @@ export class Publisher extends Emitter {
       this.#readerWaiters = [];
     }
     if (changed) this.emit('readers', readers);
-    this.#pump();
+    if (this.#holding && readers >= this.#readersAtCut) this.#release();
+    else this.#pump();
   }
 
   _ack(frames) {
@@ -1445,7 +1480,7 @@ export class Publisher extends Emitter {
   #transmit(payload, time) {
     this.#window.push({ payload, time });
     this.#windowBytes += PUBLISH_HEAD_BYTES + payload.length;
-    if (this.id !== null) this.#client._sendPublish(this.id, time, payload);
+    if (this.id !== null && !this.#holding) this.#client._sendPublish(this.id, time, payload);
   }
 
   /**
@@ -1491,6 +1526,7 @@ export class Publisher extends Emitter {
   async close() {
     if (this.closed) return;
     const id = this.id;
+    if (this.#holding && id !== null) this.#release(); // what was sent goes before the close
     this._closed();
     if (id !== null && this.#client.connected) {
       try {
