@@ -82,6 +82,18 @@ async def test_an_empty_file_arrives(url: str, tmp_path: Path) -> None:
     assert (incoming / "empty").read_bytes() == b""
 
 
+async def test_a_received_file_gets_the_mode_of_any_file_its_user_writes(
+    url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "run.bin").write_bytes(b"x")
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    async with pair(url, incoming) as (_, daq):
+        await daq.send_file("store", tmp_path / "run.bin")
+    written_here = (tmp_path / "run.bin").stat().st_mode & 0o777  # 0o666 less the umask
+    assert (incoming / "run.bin").stat().st_mode & 0o777 == written_here
+
+
 @pytest.mark.parametrize(
     "name", ["../evil", "/etc/passwd", "a/b", "..", ".", ".hidden", "a\x00b", "a\\b", "x" * 256]
 )

@@ -178,7 +178,10 @@ class FileService:
                 "(the receiver may accept with overwrite=True)"
             )
         temp = self.directory / f".{name[:200]}.{secrets.token_hex(4)}.part"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        # 0o666 less the umask, as any file the receiving user writes (a received file is
+        # theirs to share); O_EXCL: never someone else's file of that name.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(temp, flags, 0o666)
         t = _Incoming(name, size, temp, fd)
         ident = self._next_id
         self._next_id += 1
