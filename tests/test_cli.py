@@ -253,6 +253,19 @@ async def test_unreachable_server_is_one_line_and_exit_1() -> None:
     assert "tcp://127.0.0.1:1: Connection refused (no server listens there" in lines[0]
 
 
+async def test_a_host_that_does_not_resolve_is_one_line_and_exit_1() -> None:
+    # .invalid never resolves (RFC 6761); offline the resolver may answer "try again" rather
+    # than "no such name": both are the one line that names the host, within cli()'s bound.
+    result = await cli("sub", "tcp://nosuchhost.invalid:9870", "demo/sine")
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        "trio-stream sub: error: cannot connect to tcp://nosuchhost.invalid:9870: "
+        "cannot resolve host 'nosuchhost.invalid' "
+    )
+
+
 # -- serve and demo ----------------------------------------------------------------------------
 async def test_serve_prints_urls_and_stops_on_sigint() -> None:
     async with running("serve", "--tcp-port", "0", "--http-port", "0", "--name", "cli-test") as p:
