@@ -197,6 +197,20 @@ def test_a_channel_name_where_the_url_goes_is_named_as_such(
     assert "'demo/sine' is not a server URL: the URL comes first" in error
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:9870", "daq.lab:9870", "[::1]:9870"])
+def test_an_address_without_its_scheme_is_told_the_scheme(
+    address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["sub", address, "demo/counter"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(
+        f"argument URL: {address!r} has no scheme: use tcp://{address} (or ws://host:port/ws "
+        "on the server's HTTP port)"
+    )
+
+
 @pytest.mark.parametrize("typo", ["--max-rte", "--max-rat", "--max-rate-hz"])
 async def test_a_mistyped_option_is_the_command_s_usage_error_naming_the_option_meant(
     typo: str,
