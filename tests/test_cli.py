@@ -639,10 +639,10 @@ async def test_dump_replay_generate_show_progress_on_a_terminal(
             )
         )
         generate = ["generate", url, "load", "--create", "--count", "3", "--rate", "20"]
-        live = await cli(*generate, env=terminal)
-        assert live.returncode == 0, live.stderr
+        live = await cli(*generate, "--no-wait", env=terminal)
+        assert live.returncode == 3, live.stderr
         assert "load: 0 frames sent, 3 skipped (no readers)" in live.stderr.decode()
-        assert "frames sent" not in (await cli(*generate)).stderr.decode()
+        assert "frames sent" not in (await cli(*generate, "--no-wait")).stderr.decode()
 
 
 async def test_replay_refuses_a_file_that_is_not_a_dump(server: ts.Server, tmp_path: Path) -> None:
@@ -823,6 +823,37 @@ async def test_generate_count(server: ts.Server) -> None:
                 frames = [(await sub.receive()).data for _ in range(20)]
     assert all(f.shape == (8,) and f.dtype == np.float32 for f in frames)
     assert "20 sent" in result.stderr.decode()
+
+
+async def test_generate_waits_for_a_reader_and_says_so_as_pub_does(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    for rate in ([], ["--rate", "50"]):
+        # No reader: it says it waits (it used to skip every frame, or wait without a word).
+        timed_out = await cli(
+            "generate", url, "load", "--create", "--count", "5", *rate, "--wait-timeout", "0.3"
+        )
+        assert timed_out.returncode == 3, timed_out.stderr
+        stderr = timed_out.stderr.decode()
+        assert "waiting for a reader of 'load' (Ctrl-C to stop" in stderr
+        assert "nothing was sent; start a reader first" in stderr.strip().splitlines()[-1]
+        no_wait = await cli("generate", url, "load", "--create", "--count", "5", *rate, "--no-wait")
+        assert no_wait.returncode == 3, no_wait.stderr
+        assert (
+            no_wait.stderr.decode()
+            .strip()
+            .splitlines()[-1]
+            .endswith(
+                "not sent: channel 'load' had no readers then (start a reader first; without "
+                "--no-wait generate waits for one)"
+            )
+        )
+    async with running("generate", url, "load", "--create", "--count", "5", "--rate", "50") as gen:
+        sub = await cli("sub", url, "load", "--count", "5", "--wait-channel", "--policy", "block")
+        assert len(json_lines(sub.stdout.decode())) == 5
+        code, _, stderr = await gen.finish()
+    assert code == 0, stderr
+    assert "5 sent, 0 skipped" in stderr
 
 
 # -- call --------------------------------------------------------------------------------------
