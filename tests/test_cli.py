@@ -886,6 +886,46 @@ async def test_call(server: ts.Server) -> None:
         assert wrong.returncode == 2 and "Traceback" not in wrong.stderr.decode()
 
 
+class Motor:
+    async def rpc_scan(self, n: int = 5) -> AsyncIterator[float]:
+        """Step through n positions."""
+        for i in range(n):
+            yield i / 2
+
+    async def rpc_jams(self) -> AsyncIterator[int]:
+        yield 1
+        raise RuntimeError("the motor is jammed")
+
+    def rpc_where(self) -> float:
+        return 1.5
+
+
+async def test_call_prints_a_streaming_method_s_values_one_per_line(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="daq") as daq:
+        daq.expose(Motor(), name="motor")
+        listing = await cli("call", url, "daq")
+        assert listing.returncode == 0, listing.stderr
+        lines = listing.stdout.decode().splitlines()
+        assert (
+            "motor.scan(n: int = 5) -> AsyncIterator[float]  [streams]  # Step through n "
+            "positions." in lines
+        )
+        assert "motor.where() -> float" in lines  # one result: no mark
+        # It used to say "use stream('scan')": Python advice in a shell.
+        scan = await cli("call", url, "daq", "motor.scan", "3")
+        assert scan.returncode == 0, scan.stderr
+        assert scan.stdout.decode().splitlines() == ["0.0", "0.5", "1.0"]
+        jams = await cli("call", url, "daq", "motor.jams")
+        assert jams.returncode == 1 and jams.stdout.decode().splitlines() == ["1"]
+        assert jams.stderr.decode().strip().splitlines() == [
+            "trio-stream call: error: RemoteError: RuntimeError: the motor is jammed"
+        ]
+        wrong = await cli("call", url, "daq", "motor.scan", "1", "2")
+        assert wrong.returncode == 2 and "Traceback" not in wrong.stderr.decode()
+
+
 # -- the first hour: what a new user meets -------------------------------------------------------
 async def test_pub_waits_for_a_reader_and_says_so(server: ts.Server) -> None:
     assert server.tcp_url is not None
