@@ -27,7 +27,7 @@ import trio
 import trustme
 
 import trio_stream as ts
-from trio_stream.cli import build_parser, dumpfile
+from trio_stream.cli import build_parser, dumpfile, parse_command_line
 from trio_stream.cli._options import byte_size
 from trio_stream.cli._output import jsonable
 from trio_stream.cli._run import UsageError
@@ -235,6 +235,26 @@ async def test_a_mistyped_option_before_the_command_names_the_option_meant() -> 
     )
     spelled_out = await cli("--log-level=info", "channels", "tcp://127.0.0.1:1")
     assert spelled_out.returncode == 1  # parsed: only the server is missing
+
+
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["sbu"], "sub"),
+        (["chanels", "tcp://h:1"], "channels"),
+        (["--log-level", "info", "stat"], "stats"),
+    ],
+)
+def test_a_mistyped_command_names_the_command_meant(
+    argv: list[str], meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_command_line(build_parser(), argv)
+    assert exit_info.value.code == 2
+    typo = next(word for word in argv if not word.startswith("-") and word != "info")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"trio-stream: error: argument COMMAND: invalid choice: {typo!r} (did you mean {meant}?)"
+    )
 
 
 def test_log_level_on_either_side_of_the_command() -> None:
