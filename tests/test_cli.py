@@ -464,6 +464,32 @@ def test_server_config_refuses_unknown_settings(tmp_path: Path) -> None:
         server_config(args)
 
 
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("http_prot = 1", "unknown setting 'http_prot' (did you mean 'http_port'?)"),
+        ("idle-timout = 3", "unknown setting 'idle-timout' (did you mean 'idle-timeout'?)"),
+        (
+            'tcp_port = "x"',
+            "setting 'tcp_port' takes a port number (0-65535; 0: any free port) or false "
+            '(off), not "x"',
+        ),
+        ("idle_timeout = true", "setting 'idle_timeout' takes a number of seconds, not true"),
+        (
+            'max_connections = "many"',
+            "setting 'max_connections' takes a whole number, not \"many\"",
+        ),
+    ],
+)
+def test_a_bad_config_setting_says_what_was_meant(tmp_path: Path, line: str, error: str) -> None:
+    config_file = tmp_path / "server.toml"
+    config_file.write_text(line + "\n")
+    args = build_parser().parse_args(["serve", "--config", str(config_file)])
+    with pytest.raises(UsageError) as refused:
+        server_config(args)
+    assert str(refused.value) == f"{config_file}: {error}"
+
+
 def test_byte_sizes() -> None:
     assert byte_size("1000") == 1000
     assert byte_size("64KiB") == byte_size("64k") == 64 * 1024
