@@ -854,6 +854,21 @@ async def test_channels_clients_and_stats(server: ts.Server) -> None:
         assert no_watch.returncode == 2 and "--watch" in no_watch.stderr.decode()
 
 
+async def test_tables_in_a_pipe_have_no_trailing_spaces(server: ts.Server) -> None:
+    # rich pads every line to the table's width (~120 columns with a long flag): in a file
+    # that is trailing whitespace on every line.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="watcher") as client:
+        await client.create_channel("padded", meta={"description": "a long one " * 4})
+        for command in ("channels", "clients", "stats"):
+            result = await cli(command, url)
+            assert result.returncode == 0, result.stderr
+            lines = result.stdout.decode().splitlines()
+            assert any("padded" in line for line in lines) or command == "clients"
+            assert [line for line in lines if line != line.rstrip()] == [], command
+
+
 # -- generate ----------------------------------------------------------------------------------
 async def test_generate_count(server: ts.Server) -> None:
     assert server.tcp_url is not None

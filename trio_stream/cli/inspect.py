@@ -27,7 +27,14 @@ from ._options import (
     positive_float,
     positive_int,
 )
-from ._output import human_bytes, human_duration, human_rate, json_line, stdout_console
+from ._output import (
+    human_bytes,
+    human_duration,
+    human_rate,
+    json_line,
+    print_out,
+    stdout_console,
+)
 from ._run import UsageError, stop_on_signal
 
 EPILOGS = {
@@ -193,7 +200,7 @@ async def run_channels(args: argparse.Namespace) -> int:
     elif not channels:
         print("no channels")
     else:
-        stdout_console().print(channels_table(channels))
+        print_out(stdout_console(), channels_table(channels))
     return 0
 
 
@@ -242,7 +249,7 @@ async def run_clients(args: argparse.Namespace) -> int:
     if args.json:
         print(json_line(_records(clients)))
     else:
-        stdout_console().print(clients_table(clients))
+        print_out(stdout_console(), clients_table(clients))
     return 0
 
 
@@ -275,10 +282,10 @@ async def run_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json_line({"stats": dataclasses.asdict(stats), "channels": _records(channels)}))
     else:
-        console = stdout_console()
-        console.print(stats_text(client.server, stats))
+        shown: list[Any] = [stats_text(client.server, stats)]
         if channels:
-            console.print(channels_table(channels))
+            shown.append(channels_table(channels))
+        print_out(stdout_console(), *shown)
     return 0
 
 
