@@ -337,6 +337,57 @@ def test_a_wildcard_host_prints_urls_this_machine_can_use(
     assert "from another machine, use this one's name" in lines[4]
 
 
+def test_a_cluster_node_s_banner_names_the_engine_and_the_node(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    listening = SimpleNamespace(
+        config=ts.ServerConfig(
+            host="127.0.0.1", engine="redis://:s3cret@redis.lab:6379/0", node_name="node-a"
+        ),
+        tcp_url="tcp://127.0.0.1:9870",
+        ws_url=None,
+        http_url=None,
+    )
+    _print_urls(cast(ts.Server, listening))
+    out = capsys.readouterr().out
+    assert out.splitlines()[2:] == [
+        "  engine:    redis://redis.lab:6379/0",  # not its password
+        "  node:      node-a",
+    ]
+    assert "s3cret" not in out
+    _print_urls(
+        cast(ts.Server, SimpleNamespace(**{**vars(listening), "config": ts.ServerConfig()}))
+    )
+    assert "engine" not in capsys.readouterr().out  # one node: as before
+
+
+def test_clients_and_stats_name_the_node_only_with_several() -> None:
+    import io
+
+    from rich.console import Console
+
+    from trio_stream.cli.inspect import clients_table, plain_lines, stats_text
+
+    def shown(renderable: Any) -> str:
+        console = Console(file=io.StringIO(), width=200)
+        console.print(renderable)
+        return cast(io.StringIO, console.file).getvalue()
+
+    here, there = (
+        ts.ClientInfo(id=1, name="cam", node="node-a"),
+        ts.ClientInfo(id=1, name="ui", node="node-b"),
+    )
+    table = shown(clients_table([here, there]))
+    assert table.splitlines()[1].split()[:3] == ["id", "name", "node"]
+    assert "node-b" in table
+    assert "node" not in shown(clients_table([ts.ClientInfo(id=1, name="cam")]))
+    stats = ts.ServerStats(connections=5, nodes=2, node="node-a", node_connections=3)
+    assert "node node-a (one of 2), holding 3 of the 5 connections" in shown(stats_text("s", stats))
+    assert plain_lines("s", stats, [])[0].endswith(" node=node-a nodes=2")
+    one = ts.ServerStats(connections=5)
+    assert "node" not in shown(stats_text("s", one)) and "node" not in plain_lines("s", one, [])[0]
+
+
 async def test_serve_on_a_port_in_use_names_it_in_one_line(server: ts.Server) -> None:
     assert server.tcp_url is not None
     port = server.tcp_url.rsplit(":", 1)[1]

@@ -207,9 +207,12 @@ async def run_channels(args: argparse.Namespace) -> int:
 # -- clients -----------------------------------------------------------------------------------
 def clients_table(clients: list[ts.ClientInfo]) -> Table:
     table = _table("clients")
+    # With several nodes, which one each client is connected to; one node: no such column.
+    nodes = any(c.node for c in clients)
     for column in (
         "id",
         "name",
+        *(["node"] if nodes else []),
         "address",
         "transport",
         "connected",
@@ -233,6 +236,7 @@ def clients_table(clients: list[ts.ClientInfo]) -> Table:
         table.add_row(
             str(c.id),
             c.name,
+            *([c.node] if nodes else []),
             c.address,
             c.transport,
             human_duration(now - c.connected_at) + " ago" if c.connected_at else "",
@@ -261,6 +265,11 @@ def stats_text(server: str, stats: ts.ServerStats) -> Text:
         (server, "bold"),
         f"  up {human_duration(s.uptime_s)}",
         f"  connections {s.connections}  channels {s.channels}\n",
+        # With several nodes: which one answered (the uptime and memory are its own).
+        f"node {s.node} (one of {s.nodes}), holding {s.node_connections} of the "
+        f"{s.connections} connections\n"
+        if s.node
+        else "",
         f"in  {human_rate(s.frames_in_per_s)} frames  {human_bytes(s.bytes_in_per_s, 'B/s')}"
         f"  (total {s.frames_in} frames, {human_bytes(s.bytes_in)})\n",
         f"out {human_rate(s.frames_out_per_s)} frames  {human_bytes(s.bytes_out_per_s, 'B/s')}"
@@ -298,6 +307,7 @@ def plain_lines(server: str, stats: ts.ServerStats, channels: list[ts.ChannelInf
         f"in={s.frames_in_per_s:.1f}fps/{human_bytes(s.bytes_in_per_s, 'B/s')} "
         f"out={s.frames_out_per_s:.1f}fps/{human_bytes(s.bytes_out_per_s, 'B/s')} "
         f"lost={s.frames_lost} buffered={human_bytes(s.buffered_bytes)}"
+        + (f" node={s.node} nodes={s.nodes}" if s.node else "")
     ]
     lines.extend(
         f"{stamp} channel {c.name} readers={c.readers} writers={c.writers} "
