@@ -27,7 +27,7 @@ import trio
 import trustme
 
 import trio_stream as ts
-from trio_stream.cli import build_parser, dumpfile
+from trio_stream.cli import build_parser, dumpfile, parse_command_line
 from trio_stream.cli._options import byte_size
 from trio_stream.cli._output import jsonable
 from trio_stream.cli._run import UsageError
@@ -197,6 +197,20 @@ def test_a_channel_name_where_the_url_goes_is_named_as_such(
     assert "'demo/sine' is not a server URL: the URL comes first" in error
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:9870", "daq.lab:9870", "[::1]:9870"])
+def test_an_address_without_its_scheme_is_told_the_scheme(
+    address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["sub", address, "demo/counter"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(
+        f"argument URL: {address!r} has no scheme: use tcp://{address} (or ws://host:port/ws "
+        "on the server's HTTP port)"
+    )
+
+
 @pytest.mark.parametrize("typo", ["--max-rte", "--max-rat", "--max-rate-hz"])
 async def test_a_mistyped_option_is_the_command_s_usage_error_naming_the_option_meant(
     typo: str,
@@ -221,6 +235,26 @@ async def test_a_mistyped_option_before_the_command_names_the_option_meant() -> 
     )
     spelled_out = await cli("--log-level=info", "channels", "tcp://127.0.0.1:1")
     assert spelled_out.returncode == 1  # parsed: only the server is missing
+
+
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["sbu"], "sub"),
+        (["chanels", "tcp://h:1"], "channels"),
+        (["--log-level", "info", "stat"], "stats"),
+    ],
+)
+def test_a_mistyped_command_names_the_command_meant(
+    argv: list[str], meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_command_line(build_parser(), argv)
+    assert exit_info.value.code == 2
+    typo = next(word for word in argv if not word.startswith("-") and word != "info")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"trio-stream: error: argument COMMAND: invalid choice: {typo!r} (did you mean {meant}?)"
+    )
 
 
 def test_log_level_on_either_side_of_the_command() -> None:
@@ -251,6 +285,19 @@ async def test_unreachable_server_is_one_line_and_exit_1() -> None:
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1
     assert "tcp://127.0.0.1:1: Connection refused (no server listens there" in lines[0]
+
+
+async def test_a_host_that_does_not_resolve_is_one_line_and_exit_1() -> None:
+    # .invalid never resolves (RFC 6761); offline the resolver may answer "try again" rather
+    # than "no such name": both are the one line that names the host, within cli()'s bound.
+    result = await cli("sub", "tcp://nosuchhost.invalid:9870", "demo/sine")
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        "trio-stream sub: error: cannot connect to tcp://nosuchhost.invalid:9870: "
+        "cannot resolve host 'nosuchhost.invalid' "
+    )
 
 
 # -- serve and demo ----------------------------------------------------------------------------
@@ -288,6 +335,57 @@ def test_a_wildcard_host_prints_urls_this_machine_can_use(
         "http://127.0.0.1:9871/",
     ]
     assert "from another machine, use this one's name" in lines[4]
+
+
+def test_a_cluster_node_s_banner_names_the_engine_and_the_node(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    listening = SimpleNamespace(
+        config=ts.ServerConfig(
+            host="127.0.0.1", engine="redis://:s3cret@redis.lab:6379/0", node_name="node-a"
+        ),
+        tcp_url="tcp://127.0.0.1:9870",
+        ws_url=None,
+        http_url=None,
+    )
+    _print_urls(cast(ts.Server, listening))
+    out = capsys.readouterr().out
+    assert out.splitlines()[2:] == [
+        "  engine:    redis://redis.lab:6379/0",  # not its password
+        "  node:      node-a",
+    ]
+    assert "s3cret" not in out
+    _print_urls(
+        cast(ts.Server, SimpleNamespace(**{**vars(listening), "config": ts.ServerConfig()}))
+    )
+    assert "engine" not in capsys.readouterr().out  # one node: as before
+
+
+def test_clients_and_stats_name_the_node_only_with_several() -> None:
+    import io
+
+    from rich.console import Console
+
+    from trio_stream.cli.inspect import clients_table, plain_lines, stats_text
+
+    def shown(renderable: Any) -> str:
+        console = Console(file=io.StringIO(), width=200)
+        console.print(renderable)
+        return cast(io.StringIO, console.file).getvalue()
+
+    here, there = (
+        ts.ClientInfo(id=1, name="cam", node="node-a"),
+        ts.ClientInfo(id=1, name="ui", node="node-b"),
+    )
+    table = shown(clients_table([here, there]))
+    assert table.splitlines()[1].split()[:3] == ["id", "name", "node"]
+    assert "node-b" in table
+    assert "node" not in shown(clients_table([ts.ClientInfo(id=1, name="cam")]))
+    stats = ts.ServerStats(connections=5, nodes=2, node="node-a", node_connections=3)
+    assert "node node-a (one of 2), holding 3 of the 5 connections" in shown(stats_text("s", stats))
+    assert plain_lines("s", stats, [])[0].endswith(" node=node-a nodes=2")
+    one = ts.ServerStats(connections=5)
+    assert "node" not in shown(stats_text("s", one)) and "node" not in plain_lines("s", one, [])[0]
 
 
 async def test_serve_on_a_port_in_use_names_it_in_one_line(server: ts.Server) -> None:
@@ -415,6 +513,32 @@ def test_server_config_refuses_unknown_settings(tmp_path: Path) -> None:
     args = build_parser().parse_args(["serve", "--config", str(config_file)])
     with pytest.raises(UsageError, match="tcp_prot"):
         server_config(args)
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("http_prot = 1", "unknown setting 'http_prot' (did you mean 'http_port'?)"),
+        ("idle-timout = 3", "unknown setting 'idle-timout' (did you mean 'idle-timeout'?)"),
+        (
+            'tcp_port = "x"',
+            "setting 'tcp_port' takes a port number (0-65535; 0: any free port) or false "
+            '(off), not "x"',
+        ),
+        ("idle_timeout = true", "setting 'idle_timeout' takes a number of seconds, not true"),
+        (
+            'max_connections = "many"',
+            "setting 'max_connections' takes a whole number, not \"many\"",
+        ),
+    ],
+)
+def test_a_bad_config_setting_says_what_was_meant(tmp_path: Path, line: str, error: str) -> None:
+    config_file = tmp_path / "server.toml"
+    config_file.write_text(line + "\n")
+    args = build_parser().parse_args(["serve", "--config", str(config_file)])
+    with pytest.raises(UsageError) as refused:
+        server_config(args)
+    assert str(refused.value) == f"{config_file}: {error}"
 
 
 def test_byte_sizes() -> None:
@@ -612,10 +736,10 @@ async def test_dump_replay_generate_show_progress_on_a_terminal(
             )
         )
         generate = ["generate", url, "load", "--create", "--count", "3", "--rate", "20"]
-        live = await cli(*generate, env=terminal)
-        assert live.returncode == 0, live.stderr
+        live = await cli(*generate, "--no-wait", env=terminal)
+        assert live.returncode == 3, live.stderr
         assert "load: 0 frames sent, 3 skipped (no readers)" in live.stderr.decode()
-        assert "frames sent" not in (await cli(*generate)).stderr.decode()
+        assert "frames sent" not in (await cli(*generate, "--no-wait")).stderr.decode()
 
 
 async def test_replay_refuses_a_file_that_is_not_a_dump(server: ts.Server, tmp_path: Path) -> None:
@@ -781,6 +905,21 @@ async def test_channels_clients_and_stats(server: ts.Server) -> None:
         assert no_watch.returncode == 2 and "--watch" in no_watch.stderr.decode()
 
 
+async def test_tables_in_a_pipe_have_no_trailing_spaces(server: ts.Server) -> None:
+    # rich pads every line to the table's width (~120 columns with a long flag): in a file
+    # that is trailing whitespace on every line.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="watcher") as client:
+        await client.create_channel("padded", meta={"description": "a long one " * 4})
+        for command in ("channels", "clients", "stats"):
+            result = await cli(command, url)
+            assert result.returncode == 0, result.stderr
+            lines = result.stdout.decode().splitlines()
+            assert any("padded" in line for line in lines) or command == "clients"
+            assert [line for line in lines if line != line.rstrip()] == [], command
+
+
 # -- generate ----------------------------------------------------------------------------------
 async def test_generate_count(server: ts.Server) -> None:
     assert server.tcp_url is not None
@@ -796,6 +935,37 @@ async def test_generate_count(server: ts.Server) -> None:
                 frames = [(await sub.receive()).data for _ in range(20)]
     assert all(f.shape == (8,) and f.dtype == np.float32 for f in frames)
     assert "20 sent" in result.stderr.decode()
+
+
+async def test_generate_waits_for_a_reader_and_says_so_as_pub_does(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    for rate in ([], ["--rate", "50"]):
+        # No reader: it says it waits (it used to skip every frame, or wait without a word).
+        timed_out = await cli(
+            "generate", url, "load", "--create", "--count", "5", *rate, "--wait-timeout", "0.3"
+        )
+        assert timed_out.returncode == 3, timed_out.stderr
+        stderr = timed_out.stderr.decode()
+        assert "waiting for a reader of 'load' (Ctrl-C to stop" in stderr
+        assert "nothing was sent; start a reader first" in stderr.strip().splitlines()[-1]
+        no_wait = await cli("generate", url, "load", "--create", "--count", "5", *rate, "--no-wait")
+        assert no_wait.returncode == 3, no_wait.stderr
+        assert (
+            no_wait.stderr.decode()
+            .strip()
+            .splitlines()[-1]
+            .endswith(
+                "not sent: channel 'load' had no readers then (start a reader first; without "
+                "--no-wait generate waits for one)"
+            )
+        )
+    async with running("generate", url, "load", "--create", "--count", "5", "--rate", "50") as gen:
+        sub = await cli("sub", url, "load", "--count", "5", "--wait-channel", "--policy", "block")
+        assert len(json_lines(sub.stdout.decode())) == 5
+        code, _, stderr = await gen.finish()
+    assert code == 0, stderr
+    assert "5 sent, 0 skipped" in stderr
 
 
 # -- call --------------------------------------------------------------------------------------
@@ -825,6 +995,46 @@ async def test_call(server: ts.Server) -> None:
         assert "ValueError: the probe is unplugged" in fail.stderr.decode()
         assert len(fail.stderr.decode().strip().splitlines()) == 1
         wrong = await cli("call", url, "daq", "my_echo", "1", "2")
+        assert wrong.returncode == 2 and "Traceback" not in wrong.stderr.decode()
+
+
+class Motor:
+    async def rpc_scan(self, n: int = 5) -> AsyncIterator[float]:
+        """Step through n positions."""
+        for i in range(n):
+            yield i / 2
+
+    async def rpc_jams(self) -> AsyncIterator[int]:
+        yield 1
+        raise RuntimeError("the motor is jammed")
+
+    def rpc_where(self) -> float:
+        return 1.5
+
+
+async def test_call_prints_a_streaming_method_s_values_one_per_line(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="daq") as daq:
+        daq.expose(Motor(), name="motor")
+        listing = await cli("call", url, "daq")
+        assert listing.returncode == 0, listing.stderr
+        lines = listing.stdout.decode().splitlines()
+        assert (
+            "motor.scan(n: int = 5) -> AsyncIterator[float]  [streams]  # Step through n "
+            "positions." in lines
+        )
+        assert "motor.where() -> float" in lines  # one result: no mark
+        # It used to say "use stream('scan')": Python advice in a shell.
+        scan = await cli("call", url, "daq", "motor.scan", "3")
+        assert scan.returncode == 0, scan.stderr
+        assert scan.stdout.decode().splitlines() == ["0.0", "0.5", "1.0"]
+        jams = await cli("call", url, "daq", "motor.jams")
+        assert jams.returncode == 1 and jams.stdout.decode().splitlines() == ["1"]
+        assert jams.stderr.decode().strip().splitlines() == [
+            "trio-stream call: error: RemoteError: RuntimeError: the motor is jammed"
+        ]
+        wrong = await cli("call", url, "daq", "motor.scan", "1", "2")
         assert wrong.returncode == 2 and "Traceback" not in wrong.stderr.decode()
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import struct
+from typing import Any
 
 import cbor2
 import pytest
@@ -146,6 +148,41 @@ async def test_unreachable_server_is_a_clear_connection_error() -> None:
     with pytest.raises(ts.InvalidArgument, match="use tcp://host:port"):
         async with ts.open_client("http://example"):
             pass
+
+
+class _FailingResolver(trio.abc.HostnameResolver):
+    """getaddrinfo fails with one EAI_* code: no network or name server in the test."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(self.code, "from the test's resolver")
+
+    async def getnameinfo(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (socket.EAI_NONAME, "(check the name)"),
+        (socket.EAI_AGAIN, "now (no answer from the name server: check the network)"),
+    ],
+)
+async def test_a_host_that_does_not_resolve_is_named(code: int, advice: str) -> None:
+    # getaddrinfo's codes are no errno values: this once read "Unknown error -2".
+    previous = trio.socket.set_custom_hostname_resolver(_FailingResolver(code))
+    try:
+        for url in ("tcp://nosuchhost.invalid:9870", "ws://nosuchhost.invalid:9871/ws"):
+            with pytest.raises(ts.ConnectionClosed) as failed, trio.fail_after(10):
+                async with ts.open_client(url):
+                    pass
+            assert str(failed.value) == (
+                f"cannot connect to {url}: cannot resolve host 'nosuchhost.invalid' {advice}"
+            )
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
 
 
 async def test_server_shutdown_tells_clients_why(nursery: trio.Nursery) -> None:

@@ -449,6 +449,22 @@ async def test_proxy_shows_the_remote_signature_and_docstring(url: str) -> None:
         assert "daq" in repr(daq)
 
 
+async def test_a_proxy_s_repr_counts_its_methods_in_words(url: str) -> None:
+    class One:
+        def rpc_home(self) -> None:
+            pass
+
+    async with ts.open_client(url, name="rig") as rig, ts.open_client(url) as ctl:
+        rig.expose(One(), name="motor")
+        proxy = await ctl.rpc("rig")
+        assert repr(proxy) == "<rpc proxy 'rig': 1 method>"
+        assert repr(proxy.motor) == "<rpc proxy 'rig' motor: 1 method>"
+        rig.expose(Daq(), name="daq")
+        many = await ctl.rpc("rig")
+        assert len(many.methods) > 1
+        assert repr(many) == f"<rpc proxy 'rig': {len(many.methods)} methods>"
+
+
 async def test_a_client_may_call_its_own_methods(url: str) -> None:
     async with ts.open_client(url, name="solo") as solo:
         solo.expose(Daq())

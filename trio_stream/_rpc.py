@@ -688,4 +688,5 @@ class RpcProxy:
 
     def __repr__(self) -> str:
         where = f"{self.provider!r}" + (f" {self._prefix[:-1]}" if self._prefix else "")
-        return f"<rpc proxy {where}: {len(self._names_below())} methods>"
+        count = len(self._names_below())
+        return f"<rpc proxy {where}: {count} method{'' if count == 1 else 's'}>"

@@ -60,6 +60,7 @@ from .._server import requests
 from .._server.broker import Channel, Writer, check_channel_meta, check_channel_name
 from .._server.buffers import Policy
 from .._server.engine import AsyncHandler, default_node_name
+from .._server.engine import safe_url as _safe_url
 from .._server.resume import ADOPTED_OPTIONS, adoption_refused, same_option
 from . import redis_orphans
 from .cluster_rpc import ClusterRpc
@@ -1550,9 +1551,3 @@ def _redis_failures_answered(handler: AsyncHandler) -> AsyncHandler:
             ) from error
 
     return answer
-
-
-def _safe_url(url: str) -> str:
-    """The URL without a password (logs)."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"

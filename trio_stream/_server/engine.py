@@ -40,6 +40,12 @@ def default_node_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}".replace(":", "-")
 
 
+def safe_url(url: str) -> str:
+    """An engine URL without its user and password (logs, the serve banner)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
 class Engine(Protocol):
     clustered: bool
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import trio
 
@@ -23,12 +25,15 @@ def cannot_connect(url: str, exc: OSError) -> ConnectionClosed:
     trio's ``open_tcp_stream`` raises ``OSError("all attempts to connect to H:P failed")``
     and keeps the real errors (one per address tried) in an exception group as its cause:
     the first of those says what happened ("Connection refused", "No route to host"), and a
-    refusal gets the usual next step.
+    refusal gets the usual next step. A name that does not resolve is ``socket.gaierror``,
+    raised by getaddrinfo before any attempt.
     """
     cause: BaseException | None = exc.__cause__
     while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
         cause = cause.exceptions[0]
     error = cause if isinstance(cause, OSError) else exc
+    if isinstance(error, socket.gaierror):
+        return ConnectionClosed(f"cannot connect to {url}: {unresolved(url, error)}")
     reason = os.strerror(error.errno) if error.errno else error.strerror or str(error)
     if isinstance(error, ConnectionRefusedError):
         reason += (
@@ -36,6 +41,18 @@ def cannot_connect(url: str, exc: OSError) -> ConnectionClosed:
             "'trio-stream demo', or check the host and port)"
         )
     return ConnectionClosed(f"cannot connect to {url}: {reason}")
+
+
+def unresolved(url: str, error: socket.gaierror) -> str:
+    # getaddrinfo's errors are EAI_* codes, not errno values: os.strerror() turns them into
+    # "Unknown error -2". EAI_AGAIN is the resolver not answering (often: no network), which
+    # a correct name does not cure.
+    host = urlsplit(url).hostname or url
+    if error.errno == socket.EAI_AGAIN:
+        return (
+            f"cannot resolve host {host!r} now (no answer from the name server: check the network)"
+        )
+    return f"cannot resolve host {host!r} (check the name)"
 
 
 async def tls_handshake(

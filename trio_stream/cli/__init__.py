@@ -7,6 +7,7 @@ runs the chosen command. Every command has ``--help``; exit codes are in ``_run`
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 
@@ -73,7 +74,8 @@ def parse_command_line(
 
 def _check_main_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """An unknown option before the command, named with the option meant. (argparse would
-    set it aside and take its value for the command: "invalid choice: 'debug'".)"""
+    set it aside and take its value for the command: "invalid choice: 'debug'".) A mistyped
+    command is named with the command meant, as options are."""
     known = {option: action for action in parser._actions for option in action.option_strings}
     at = 0
     while at < len(argv) and argv[at].startswith("-"):
@@ -82,6 +84,20 @@ def _check_main_options(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
         if action is None:
             parser.error(f"unrecognized arguments: {argv[at]}{did_you_mean(parser, option)}")
         at += 1 if has_value or action.nargs == 0 else 2
+    if at < len(argv):
+        _check_command(parser, argv[at])
+
+
+def _check_command(parser: argparse.ArgumentParser, command: str) -> None:
+    """``sbu``: the usage error names ``sub`` (argparse lists every command instead)."""
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    if command in commands.choices:
+        return
+    close = difflib.get_close_matches(command, list(commands.choices), n=1)
+    if close:
+        parser.error(f"argument COMMAND: invalid choice: {command!r} (did you mean {close[0]}?)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

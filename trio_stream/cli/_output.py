@@ -116,6 +116,22 @@ def stdout_console() -> Console:
     return console
 
 
+def print_out(console: Console, *renderables: Any) -> None:
+    """``console.print``, without the spaces rich pads each line with off a terminal: in a
+    file or a pipe they are trailing spaces up to the table's width (``diff``, ``grep $``
+    and review tools trip over them)."""
+    if console.is_terminal:
+        for renderable in renderables:
+            console.print(renderable)
+        return
+    with console.capture() as captured:
+        for renderable in renderables:
+            console.print(renderable)
+    lines = captured.get().splitlines()
+    console.file.write("".join(line.rstrip() + "\n" for line in lines))
+    console.file.flush()
+
+
 @contextmanager
 def progress_display(show: bool, *columns: str | ProgressColumn) -> Iterator[Progress | None]:
     """A rich progress display on stderr, only on a terminal (logs get the summary line)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import json
 import os
 import ssl
 import tomllib
@@ -172,13 +174,43 @@ def _from_file(path: Path) -> dict[str, Any]:
         if key not in known and key + "_s" in known:
             key += "_s"  # the file may use the flag's spelling, e.g. idle-timeout
         if key not in known or key == "ssl_context":
-            raise UsageError(f"{path}: unknown setting {raw_key!r}")
-        settings[key] = _convert(path, key, known[key], value)
+            raise UsageError(f"{path}: unknown setting {raw_key!r}{_did_you_mean(raw_key)}")
+        settings[key] = _convert(path, key, known[key], value, raw_key)
     return settings
 
 
-def _convert(path: Path, key: str, tp: Any, value: Any) -> Any:
-    """A TOML value checked against the field's type (strings go through the flag parser)."""
+def _did_you_mean(raw_key: str) -> str:
+    """`` (did you mean 'http_port'?)``, spelled with the file's separator, or ""."""
+    names = [name for name in _fields() if name != "ssl_context"] + ["tls_cert", "tls_key"]
+    names += [name.removesuffix("_s") for name in names if name.endswith("_s")]
+    close = difflib.get_close_matches(raw_key.replace("-", "_"), names, n=1)
+    if not close:
+        return ""
+    meant = close[0].replace("_", "-") if "-" in raw_key else close[0]
+    return f" (did you mean {meant!r}?)"
+
+
+def _wanted(key: str, tp: Any) -> str:
+    """What a setting takes, in TOML terms (for the error about a value it does not)."""
+    inner = _scalar(tp)
+    if key.endswith("_port"):
+        return "a port number (0-65535; 0: any free port) or false (off)"
+    if inner is bool:
+        return "true or false"
+    if inner is int and key.endswith("_bytes"):
+        return 'a size in bytes, e.g. 1048576 or "64MiB"'
+    if inner is int:
+        return "a whole number"
+    if inner is float:
+        return "a number of seconds" if key.endswith("_s") else "a number"
+    if typing.get_origin(inner) is tuple:
+        return 'a list of strings, e.g. ["a", "b"]'
+    return "a string, in quotes"
+
+
+def _convert(path: Path, key: str, tp: Any, value: Any, raw_key: str) -> Any:
+    """A TOML value checked against the field's type (strings go through the flag parser);
+    an error names the setting as the file spells it (``raw_key``)."""
     inner = _scalar(tp)
     try:
         if key.endswith("_port") and (value is False or isinstance(value, str)):
@@ -197,8 +229,13 @@ def _convert(path: Path, key: str, tp: Any, value: Any) -> Any:
         if isinstance(value, inner):
             return value
         raise ValueError(f"expected {getattr(inner, '__name__', inner)}")
-    except ValueError as exc:
-        raise UsageError(f"{path}: setting {key!r}: {exc}") from None
+    except ValueError:
+        # The parsers' own words ("invalid literal for int() with base 10") name neither the
+        # setting nor what it takes.
+        shown = json.dumps(value, default=str)[:80]
+        raise UsageError(
+            f"{path}: setting {raw_key!r} takes {_wanted(key, tp)}, not {shown}"
+        ) from None
 
 
 def _ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:

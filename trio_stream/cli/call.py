@@ -8,6 +8,7 @@ from typing import Any
 
 import trio_stream as ts
 
+from .._rpc import RpcProxy
 from ._channels import connect
 from ._options import (
     HelpFormatter,
@@ -22,7 +23,9 @@ from ._run import UsageError
 
 EPILOG = """\
 Arguments are JSON (text that is not JSON is passed as a string); the result is printed as
-JSON, numpy arrays as nested lists.
+JSON, numpy arrays as nested lists. A streaming method (a generator, listed with [streams])
+prints each value as one JSON line as it comes, until it ends or Ctrl-C; --timeout does not
+apply to it.
 
 examples (with `python examples/rpc_service.py tcp://127.0.0.1:9870 --role instrument`
 running, a client named thermo):
@@ -63,7 +66,8 @@ def register(subparsers: Subparsers) -> None:
         type=positive_float,
         default=10.0,
         metavar="SECONDS",
-        help="how long to wait for the result (default: %(default)s)",
+        help="how long to wait for the result, not for a streaming method's values "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--traceback", action="store_true", help="print the remote traceback when it raises"
@@ -88,9 +92,14 @@ async def run_call(args: argparse.Namespace) -> int:
         if args.method is None:
             for name, method in sorted(proxy.methods.items()):
                 doc = (method.__doc__ or "").strip().split("\n", 1)[0]
-                print(f"{name}{method.__signature__}" + (f"  # {doc}" if doc else ""))
+                streams = "  [streams]" if method.stream else ""
+                print(f"{name}{method.__signature__}{streams}" + (f"  # {doc}" if doc else ""))
             return 0
+        remote = proxy.methods.get(args.method)
         try:
+            if remote is not None and remote.stream:
+                await _print_stream(proxy, args.method, args.args, keywords)
+                return 0
             result = await proxy.call(args.method, *args.args, timeout=args.timeout, **keywords)
         except TypeError as exc:  # the arguments do not fit the signature: nothing was sent
             raise UsageError(str(exc)) from None
@@ -100,3 +109,13 @@ async def run_call(args: argparse.Namespace) -> int:
             raise
     print(json_line(jsonable(result, full=True)))
     return 0
+
+
+async def _print_stream(
+    proxy: RpcProxy, method: str, positional: list[Any], keywords: dict[str, Any]
+) -> None:
+    """One JSON line per value of a streaming method, flushed as it comes (a pipe reader
+    sees each value then, not at the end)."""
+    async with proxy.stream(method, *positional, **keywords) as values:
+        async for value in values:
+            print(json_line(jsonable(value, full=True)), flush=True)

@@ -30,7 +30,7 @@ from ._options import (
     positive_int,
 )
 from ._output import human_bytes, human_rate, stderr_console
-from ._run import UsageError
+from ._run import NoReaders, UsageError
 
 EPILOG = """\
 examples:
@@ -38,8 +38,11 @@ examples:
   trio-stream generate tcp://127.0.0.1:9870 load --create --shape 64x64 --dtype uint16
   trio-stream generate tcp://127.0.0.1:9870 load --create --count 10000  # as fast as possible
 
-Without --rate, frames go out as fast as the readers take them (and not at all while there
-are none); with --rate, frames that find no reader are counted as skipped.
+Like pub and replay, generate first waits for a reader (a writer sends nothing to a channel
+without readers) and says so on stderr; --no-wait starts at once. Without --rate, frames go
+out as fast as the readers take them, waiting while there are none (with --no-wait: it stops
+when there are none); with --rate, frames that find no reader are counted as skipped. Exit
+codes: 0 sent, 1 an error, 2 a usage error, 3 frames not sent for want of readers.
 """
 
 
@@ -82,7 +85,7 @@ def register(subparsers: Subparsers) -> None:
         "--duration", type=positive_float, metavar="SECONDS", help="stop after this long"
     )
     parser.add_argument("--quiet", action="store_true", help="no live display or summary")
-    add_reader_wait_options(parser)
+    add_reader_wait_options(parser, wait=True)  # as pub and replay: never blind into a void
     add_channel_key(parser)
     add_create_options(parser, what="CHANNEL")
     parser.set_defaults(run=run_generate)
@@ -167,6 +170,15 @@ async def run_generate(args: argparse.Namespace) -> int:
             f"{human_rate(counts.sent / elapsed if elapsed else 0.0)}",
             file=sys.stderr,
         )
+    if counts.skipped:
+        if args.wait_readers or args.min_readers:
+            advice = "its reader left during the run: keep a reader for the whole run"
+        else:
+            advice = "start a reader first; without --no-wait generate waits for one"
+        raise NoReaders(
+            f"{counts.skipped} of {counts.sent + counts.skipped} frame(s) not sent: channel "
+            f"{args.channel!r} had no readers then ({advice})"
+        )
     return 0
 
 
@@ -180,14 +192,17 @@ async def _send_frames(
     period = 1 / args.rate if args.rate else 0.0
     counts.restart()
     next_at = trio.current_time()
+    waits = args.wait_readers or args.min_readers  # not --no-wait
     n = 0
     while args.count is None or n < args.count:
-        if not period and pub.readers == 0:
+        if not period and pub.readers == 0 and waits:
             await pub.wait_for_readers()  # flat out into an empty channel would just spin
         if await pub.send(frame):
             counts.sent += 1
         else:
             counts.skipped += 1
+            if not period and not waits:
+                break  # --no-wait, flat out, and nobody reads: the rest would be skipped too
         n += 1
         counts.sample()
         if live is not None and (period or n % 64 == 0):

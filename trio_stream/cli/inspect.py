@@ -27,7 +27,14 @@ from ._options import (
     positive_float,
     positive_int,
 )
-from ._output import human_bytes, human_duration, human_rate, json_line, stdout_console
+from ._output import (
+    human_bytes,
+    human_duration,
+    human_rate,
+    json_line,
+    print_out,
+    stdout_console,
+)
 from ._run import UsageError, stop_on_signal
 
 EPILOGS = {
@@ -193,16 +200,19 @@ async def run_channels(args: argparse.Namespace) -> int:
     elif not channels:
         print("no channels")
     else:
-        stdout_console().print(channels_table(channels))
+        print_out(stdout_console(), channels_table(channels))
     return 0
 
 
 # -- clients -----------------------------------------------------------------------------------
 def clients_table(clients: list[ts.ClientInfo]) -> Table:
     table = _table("clients")
+    # With several nodes, which one each client is connected to; one node: no such column.
+    nodes = any(c.node for c in clients)
     for column in (
         "id",
         "name",
+        *(["node"] if nodes else []),
         "address",
         "transport",
         "connected",
@@ -226,6 +236,7 @@ def clients_table(clients: list[ts.ClientInfo]) -> Table:
         table.add_row(
             str(c.id),
             c.name,
+            *([c.node] if nodes else []),
             c.address,
             c.transport,
             human_duration(now - c.connected_at) + " ago" if c.connected_at else "",
@@ -242,7 +253,7 @@ async def run_clients(args: argparse.Namespace) -> int:
     if args.json:
         print(json_line(_records(clients)))
     else:
-        stdout_console().print(clients_table(clients))
+        print_out(stdout_console(), clients_table(clients))
     return 0
 
 
@@ -254,6 +265,11 @@ def stats_text(server: str, stats: ts.ServerStats) -> Text:
         (server, "bold"),
         f"  up {human_duration(s.uptime_s)}",
         f"  connections {s.connections}  channels {s.channels}\n",
+        # With several nodes: which one answered (the uptime and memory are its own).
+        f"node {s.node} (one of {s.nodes}), holding {s.node_connections} of the "
+        f"{s.connections} connections\n"
+        if s.node
+        else "",
         f"in  {human_rate(s.frames_in_per_s)} frames  {human_bytes(s.bytes_in_per_s, 'B/s')}"
         f"  (total {s.frames_in} frames, {human_bytes(s.bytes_in)})\n",
         f"out {human_rate(s.frames_out_per_s)} frames  {human_bytes(s.bytes_out_per_s, 'B/s')}"
@@ -275,10 +291,10 @@ async def run_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json_line({"stats": dataclasses.asdict(stats), "channels": _records(channels)}))
     else:
-        console = stdout_console()
-        console.print(stats_text(client.server, stats))
+        shown: list[Any] = [stats_text(client.server, stats)]
         if channels:
-            console.print(channels_table(channels))
+            shown.append(channels_table(channels))
+        print_out(stdout_console(), *shown)
     return 0
 
 
@@ -291,6 +307,7 @@ def plain_lines(server: str, stats: ts.ServerStats, channels: list[ts.ChannelInf
         f"in={s.frames_in_per_s:.1f}fps/{human_bytes(s.bytes_in_per_s, 'B/s')} "
         f"out={s.frames_out_per_s:.1f}fps/{human_bytes(s.bytes_out_per_s, 'B/s')} "
         f"lost={s.frames_lost} buffered={human_bytes(s.buffered_bytes)}"
+        + (f" node={s.node} nodes={s.nodes}" if s.node else "")
     ]
     lines.extend(
         f"{stamp} channel {c.name} readers={c.readers} writers={c.writers} "

@@ -12,6 +12,7 @@ import trio
 
 import trio_stream as ts
 
+from .._server.engine import default_node_name, safe_url
 from .._util import unwrap_single_exception
 from ._demo import DEMO_CHANNELS, demo_channel_names, run_demo_writers
 from ._options import HelpFormatter, Subparsers, add_log_level
@@ -85,6 +86,11 @@ def _print_urls(server: ts.Server) -> None:
                 url = url.replace(f"//{server.config.host}:", "//127.0.0.1:", 1)
                 url = url.replace("//[::]:", "//127.0.0.1:", 1)
             print(f"  {label + ':':<11}{url}")
+    if server.config.engine != "memory":
+        # Which cluster and which node this is: two nodes' terminals look alike otherwise.
+        # (The node name defaults as the engine's does: hostname-pid of this process.)
+        print(f"  {'engine:':<11}{safe_url(server.config.engine)}")
+        print(f"  {'node:':<11}{server.config.node_name or default_node_name()}")
     if wildcard:
         print(
             f"  (listening on every interface: from another machine, use this one's name, "
