@@ -698,6 +698,98 @@ async def test_a_writer_holds_its_frames_for_missing_readers_only_for_the_grace(
             assert not await pub.send(50)  # no reader: not wanted, as before the cut
 
 
+async def test_a_hold_outlives_a_second_cut_and_a_close_waits_for_the_readers(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    """Cut again while holding: what ``send`` takes meanwhile still waits for the reader
+    (not refused for lack of readers); ``aclose`` during the hold waits for the reader too,
+    so a writer that ends right after a restart does not send its last frames to nobody."""
+    assert server.tcp_url is not None
+    fast = ts.Reconnect(initial=0.05, maximum=2.0)  # grace 3 s: the reader is back well within
+    async with (
+        open_proxy(server.tcp_url) as reader_proxy,
+        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
+        ts.open_client(reader_proxy.url, name="recorder", reconnect=fast) as reader,
+    ):
+        await writer.create_channel("AI1")
+        pub = await writer.open_publisher("AI1")
+        async with reader.subscribe("AI1", policy="block") as sub:
+            await pub.wait_for_readers()
+            reader_proxy.refuse()
+            reader_proxy.cut()
+            with trio.fail_after(WAIT_S):
+                for value in range(20):
+                    if value == 10:  # the first hold has begun: cut the writer again
+                        assert pub.readers == 0
+                        proxy.cut()
+                        await writer.wait_state("reconnecting")
+                    elif value == 0:
+                        proxy.cut()
+                        await writer.wait_state("reconnecting")
+                        await writer.wait_state("open")
+                    assert await pub.send(value), value
+                await writer.wait_state("open")
+            got: list[int] = []
+            closed = trio.Event()
+
+            async def close() -> None:
+                await pub.aclose()
+                closed.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(close)
+                await trio.sleep(0.3)
+                assert not closed.is_set(), "aclose() waits for the hold's end"
+                reader_proxy.accept()
+                with trio.fail_after(WAIT_S):
+                    while len(got) < 20:
+                        got.append((await sub.receive()).data)
+    assert got == list(range(20))
+
+
+async def test_a_sync_client_publisher_holds_its_values_for_a_late_reader(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    assert server.tcp_url is not None
+    fast = ts.Reconnect(initial=0.05, maximum=2.0)
+    async with (
+        open_proxy(server.tcp_url) as reader_proxy,
+        ts.open_client(reader_proxy.url, name="recorder", reconnect=fast) as reader,
+    ):
+
+        def write() -> list[bool]:
+            with SyncClient(proxy.url, name="script", reconnect=fast) as c:
+                c.create_channel("AI1")
+                trio.from_thread.run(sub_ready.wait)
+                with c.publisher("AI1") as pub:
+                    pub.wait_for_readers(timeout=WAIT_S)
+                    trio.from_thread.run_sync(reader_proxy.refuse)
+                    trio.from_thread.run_sync(reader_proxy.cut)
+                    trio.from_thread.run_sync(proxy.cut)
+                    c.wait_state("reconnecting", timeout=WAIT_S)
+                    c.wait_state("open", timeout=WAIT_S)
+                    sent = [pub.send(i) for i in range(30)]  # the reader is not back yet
+                    trio.from_thread.run_sync(reader_proxy.accept)
+                    c.flush(timeout=WAIT_S)
+                    return sent
+
+        sub_ready = trio.Event()
+        got: list[int] = []
+
+        async def read() -> None:
+            async with reader.subscribe("AI1", policy="block", wait_channel=True) as sub:
+                sub_ready.set()
+                with trio.fail_after(WAIT_S):
+                    while len(got) < 30:
+                        got.append((await sub.receive()).data)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            with trio.fail_after(WAIT_S * 2):
+                sent = await trio.to_thread.run_sync(write, abandon_on_cancel=True)
+    assert all(sent) and got == list(range(30))
+
+
 async def test_two_hundred_clients_do_not_come_back_in_the_same_200_ms(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

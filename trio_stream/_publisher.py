@@ -152,8 +152,10 @@ class Publisher:
 
     @property
     def wanted(self) -> bool:
-        """Whether ``send`` puts frames on the wire: the channel has readers or keeps history."""
-        return self.readers > 0 or self._keeps_history
+        """Whether ``send`` takes frames: the channel has readers or keeps history, or it had
+        readers when the connection was lost and they are not all back yet (the frames wait
+        for them: see _hold_for_readers)."""
+        return self.readers > 0 or self._keeps_history or self._awaiting_readers
 
     @property
     def is_open(self) -> bool:
@@ -164,6 +166,12 @@ class Publisher:
     def failure(self) -> TrioStreamError | None:
         """What ended this publisher (ResourceClosed once closed, ChannelNotFound...), or None."""
         return self._ended
+
+    @property
+    def _awaiting_readers(self) -> bool:
+        """Disconnected, or holding the window, with readers before the cut: what ``send``
+        adds waits in the window for them (also over a second cut during a hold)."""
+        return not self._writing and self._readers_at_cut > 0
 
     def _set_readers(self, readers: int, lossless: bool) -> None:
         self.readers = readers
@@ -194,6 +202,7 @@ class Publisher:
         self._holding = False
         self._live = False
         self._writing = False
+        self._acked_event.set()  # wakes aclose(), waiting for a hold's end
 
     async def _reopen(self) -> bool:
         """Open this publisher again on a new connection; False: the channel is missing.
@@ -300,6 +309,7 @@ class Publisher:
         client = self._client
         for size, pieces in self._unacked:
             client._enqueue(pieces, size + 4)
+        self._acked_event.set()  # wakes aclose(), waiting for the hold's end
 
     def _end(self, reason: str) -> None:
         self._ended = ChannelNotFound(f"channel {self.channel!r} is gone: {reason}")
@@ -358,7 +368,7 @@ class Publisher:
         if self._ended is not None:
             raise self._ended
         client = self._client
-        if self.readers <= 0 and not self._keeps_history and not self._holding:
+        if self.readers <= 0 and not self._keeps_history and not self._awaiting_readers:
             await trio.lowlevel.checkpoint()
             return False
         pieces = encode_payload(value)
@@ -436,12 +446,19 @@ class Publisher:
             self._ended = ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
         client = self._client
         client._resuming_pubs.discard(self)
-        if self._holding:  # what was sent goes out before the close (as on a live connection)
+        if self._holding:  # close_nowait: what was sent goes out before the close, now
             self._release()
         return self._live and client._publishers.pop(self.pub_id, None) is not None
 
     async def aclose(self) -> None:
-        """Close the publisher; waits for the server's answer at most LEAVE_TIMEOUT_S."""
+        """Close the publisher; waits for the server's answer at most LEAVE_TIMEOUT_S.
+
+        Holding its window for readers after a reconnect, it first waits for them (at most
+        the rest of the grace): a writer that ends right after a server restart must not
+        send its last frames to a channel its readers have not found again yet.
+        """
+        while self._holding:
+            await self._next_event("_acked_event").wait()
         if self._detach():
             await self._client._leave(ClosePublisher, pub=self.pub_id)
 

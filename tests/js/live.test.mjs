@@ -353,6 +353,48 @@ test('a publisher back before its readers holds what it sends until they come', 
   }
 });
 
+test('a hold outlives a second cut, and close() waits for the readers', { skip, timeout: 30000 }, async () => {
+  const py = await client.rpc('py');
+  const w = await connect(proxyUrl, { name: 'js-hold2-writer', reconnectDelay: 50, maxReconnectDelay: 2000 });
+  const gone = await connect(proxyUrl, { name: 'js-hold2-reader', reconnect: false });
+  let sub = null;
+  try {
+    await w.createChannel('js/hold2');
+    const pub = await w.publisher('js/hold2');
+    await gone.subscribe('js/hold2', { policy: 'block', size: 100 });
+    await pub.waitForReaders({ timeout: 5000 });
+    const until = Date.now() + 15000;
+    const waitFor = async (ok) => {
+      while (!ok() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    };
+    await py.call('cut');
+    await waitFor(() => w.state !== 'open');
+    await waitFor(() => w.state === 'open' && pub.id !== null);
+    assert.equal(pub.readers, 0);
+    const sent = [];
+    for (let i = 0; i < 10; i++) sent.push(await pub.send(i)); // held
+    await py.call('cut'); // again, during the hold
+    await waitFor(() => w.state !== 'open');
+    for (let i = 10; i < 20; i++) sent.push(await pub.send(i)); // while disconnected
+    await waitFor(() => w.state === 'open' && pub.id !== null);
+    assert.deepStrictEqual(sent, Array(20).fill(true));
+    let closed = false;
+    const closing = pub.close().then(() => { closed = true; });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(closed, false, 'close() waits for the hold to end');
+    sub = await client.subscribe('js/hold2', { policy: 'block', size: 100 });
+    const it = sub[Symbol.asyncIterator]();
+    const got = [];
+    for (let i = 0; i < 20; i++) got.push((await it.next()).value.data);
+    assert.deepStrictEqual(got, Array.from({ length: 20 }, (_, i) => i));
+    await closing;
+  } finally {
+    await sub?.close();
+    gone.close();
+    w.close();
+  }
+});
+
 test('a channel created with meta lists it', { skip }, async () => {
   const meta = { units: 'V', labels: ['x', 'y'], description: 'from the browser' };
   await client.createChannel('withmeta', { meta });

@@ -1299,6 +1299,7 @@ export class Publisher extends Emitter {
   #readersAtCut = 0; // the channel's readers when the connection was lost
   #holding = false; // the window waits for those readers after a reconnect (#hold)
   #holdTimer = null;
+  #holdWaiters = []; // close() calls waiting for the hold's end
 
   constructor(client, channel, key) {
     super();
@@ -1309,7 +1310,9 @@ export class Publisher extends Emitter {
 
   /** Whether the channel wants frames now: it has readers, or it keeps history. */
   get wanted() {
-    return this.readers > 0 || this.#keepsHistory || this.#holding;
+    // Disconnected or holding (#hold) with readers before the cut: sends wait for them.
+    const awaitingReaders = (this.id === null || this.#holding) && this.#readersAtCut > 0;
+    return this.readers > 0 || this.#keepsHistory || awaitingReaders;
   }
 
   async _open() {
@@ -1379,10 +1382,16 @@ export class Publisher extends Emitter {
   // The frames the server did not take go out again, in order, under the new id (before
   // anything sent after them).
   #release() {
-    this.#holding = false;
-    clearTimeout(this.#holdTimer);
+    this.#endHold();
     for (const f of this.#window) this.#client._sendPublish(this.id, f.time, f.payload);
     this.#pump();
+  }
+
+  #endHold() {
+    this.#holding = false;
+    clearTimeout(this.#holdTimer);
+    for (const resolve of this.#holdWaiters) resolve();
+    this.#holdWaiters = [];
   }
 
   #letGo(frames) {
@@ -1411,19 +1420,19 @@ export class Publisher extends Emitter {
   // The connection is lost: the window and the waiting sends stay for the next one (the
   // client reconnects, or closes and then _closed rejects what waits).
   _disconnected() {
+    // Only a cut of a live publisher counts its readers: a failed reconnect attempt comes
+    // here too, and a hold keeps the count from before the first cut.
+    if (this.id !== null && !this.#holding) this.#readersAtCut = this.readers;
     this.id = null;
     clearTimeout(this.#retryTimer); // the next welcome reopens
-    if (!this.#holding) this.#readersAtCut = this.readers; // (a hold keeps the first cut's)
-    this.#holding = false;
-    clearTimeout(this.#holdTimer);
+    this.#endHold();
   }
 
   _closed(err) {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.#retryTimer);
-    this.#holding = false;
-    clearTimeout(this.#holdTimer);
+    this.#endHold();
     const e = err ?? new ConnectionClosed('publisher closed');
     for (const q of this.#queue) q.reject(e);
     this.#queue = [];
@@ -1525,8 +1534,11 @@ export class Publisher extends Emitter {
 
   async close() {
     if (this.closed) return;
+    // Holding for readers after a reconnect: wait for them (at most the rest of the grace),
+    // or a writer ending right after a restart would send its last frames to nobody.
+    if (this.#holding) await new Promise((resolve) => this.#holdWaiters.push(resolve));
+    if (this.closed) return;
     const id = this.id;
-    if (this.#holding && id !== null) this.#release(); // what was sent goes before the close
     this._closed();
     if (id !== null && this.#client.connected) {
       try {
