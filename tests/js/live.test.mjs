@@ -319,23 +319,33 @@ test('a publisher resumes after a cut: every frame once, in order', { skip, time
   }
 });
 
+// The hold tests' set-up: a writer through the proxy, with a reader (also through the proxy,
+// without reconnecting) that the next cut takes away for good.
+async function writerLosingItsReader(channel, maxReconnectDelay) {
+  const w = await connect(proxyUrl, { name: `${channel}-writer`, reconnectDelay: 50, maxReconnectDelay });
+  const gone = await connect(proxyUrl, { name: `${channel}-reader`, reconnect: false });
+  await w.createChannel(channel);
+  const pub = await w.publisher(channel);
+  await gone.subscribe(channel, { policy: 'block', size: 100 });
+  await pub.waitForReaders({ timeout: 5000 });
+  const until = Date.now() + 15000;
+  const waitFor = async (ok) => {
+    while (!ok() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  };
+  // A cut, noticed, and the publisher open again.
+  const cutAndBack = async () => {
+    await (await client.rpc('py')).call('cut');
+    await waitFor(() => w.state !== 'open');
+    await waitFor(() => w.state === 'open' && pub.id !== null);
+  };
+  return { w, gone, pub, waitFor, cutAndBack };
+}
+
 test('a publisher back before its readers holds what it sends until they come', { skip, timeout: 30000 }, async () => {
-  const py = await client.rpc('py');
-  const w = await connect(proxyUrl, { name: 'js-hold-writer', reconnectDelay: 50, maxReconnectDelay: 200 });
-  const gone = await connect(proxyUrl, { name: 'js-hold-reader', reconnect: false });
+  const { w, gone, pub, cutAndBack } = await writerLosingItsReader('js/hold', 200);
   let sub = null;
   try {
-    await w.createChannel('js/hold');
-    const pub = await w.publisher('js/hold');
-    await gone.subscribe('js/hold', { policy: 'block', size: 100 });
-    await pub.waitForReaders({ timeout: 5000 });
-    await py.call('cut'); // the writer comes back, its reader does not (yet)
-    const until = Date.now() + 10000;
-    const waitFor = async (ok) => {
-      while (!ok() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-    };
-    await waitFor(() => w.state !== 'open'); // the cut noticed
-    await waitFor(() => w.state === 'open' && pub.id !== null);
+    await cutAndBack(); // the writer comes back, its reader does not (yet)
     assert.equal(pub.id !== null, true, 'the publisher reopened');
     assert.equal(pub.readers, 0);
     const sent = [];
@@ -355,21 +365,10 @@ test('a publisher back before its readers holds what it sends until they come', 
 
 test('a hold outlives a second cut, and close() waits for the readers', { skip, timeout: 30000 }, async () => {
   const py = await client.rpc('py');
-  const w = await connect(proxyUrl, { name: 'js-hold2-writer', reconnectDelay: 50, maxReconnectDelay: 2000 });
-  const gone = await connect(proxyUrl, { name: 'js-hold2-reader', reconnect: false });
+  const { w, gone, pub, waitFor, cutAndBack } = await writerLosingItsReader('js/hold2', 2000);
   let sub = null;
   try {
-    await w.createChannel('js/hold2');
-    const pub = await w.publisher('js/hold2');
-    await gone.subscribe('js/hold2', { policy: 'block', size: 100 });
-    await pub.waitForReaders({ timeout: 5000 });
-    const until = Date.now() + 15000;
-    const waitFor = async (ok) => {
-      while (!ok() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-    };
-    await py.call('cut');
-    await waitFor(() => w.state !== 'open');
-    await waitFor(() => w.state === 'open' && pub.id !== null);
+    await cutAndBack();
     assert.equal(pub.readers, 0);
     const sent = [];
     for (let i = 0; i < 10; i++) sent.push(await pub.send(i)); // held
