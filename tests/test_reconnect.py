@@ -747,6 +747,35 @@ async def test_a_hold_outlives_a_second_cut_and_a_close_waits_for_the_readers(
     assert got == list(range(20))
 
 
+async def test_a_close_cancelled_while_it_waits_for_a_hold_still_closes(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    assert server.tcp_url is not None
+    fast = ts.Reconnect(initial=0.05, maximum=2.0)
+    async with (
+        open_proxy(server.tcp_url) as reader_proxy,
+        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
+        ts.open_client(reader_proxy.url, name="recorder", reconnect=fast) as reader,
+    ):
+        await writer.create_channel("AI1")
+        pub = await writer.open_publisher("AI1")
+        async with reader.subscribe("AI1", policy="block"):
+            await pub.wait_for_readers()
+            reader_proxy.refuse()
+            reader_proxy.cut()
+            proxy.cut()
+            with trio.fail_after(WAIT_S):
+                await writer.wait_state("reconnecting")
+                await writer.wait_state("open")
+            assert await pub.send(1)  # held
+            with trio.move_on_after(0.2) as waited:
+                await pub.aclose()
+            assert waited.cancelled_caught  # it waited for the reader...
+            assert not pub.is_open  # ...and closed all the same
+            # The close went out and was answered (shielded) before aclose() returned.
+            assert [c.writers for c in await writer.channels() if c.name == "AI1"] == [0]
+
+
 async def test_a_sync_client_publisher_holds_its_values_for_a_late_reader(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

@@ -457,10 +457,12 @@ class Publisher:
         the rest of the grace): a writer that ends right after a server restart must not
         send its last frames to a channel its readers have not found again yet.
         """
-        while self._holding:
-            await self._next_event("_acked_event").wait()
-        if self._detach():
-            await self._client._leave(ClosePublisher, pub=self.pub_id)
+        try:
+            while self._holding:
+                await self._next_event("_acked_event").wait()
+        finally:  # cancelled while waiting, it still closes (releasing the window first)
+            if self._detach():
+                await self._client._leave(ClosePublisher, pub=self.pub_id)
 
     def close_nowait(self) -> None:
         """Close the publisher without waiting for the server's answer (the request goes
