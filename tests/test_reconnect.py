@@ -664,48 +664,16 @@ async def test_a_writer_back_before_its_readers_after_a_restart_holds_its_frames
     assert sum(m.lost for m in got) == 0
 
 
-async def test_a_writer_holds_its_frames_for_missing_readers_only_for_the_grace(
-    server: ts.Server, proxy: TcpProxy
-) -> None:
-    """Its reader never comes back: the writer's window goes out (to nobody) once the grace
-    (the reconnect's longest wait and a second) has passed; ``send`` never waits longer."""
+@asynccontextmanager
+async def a_hold(
+    server: ts.Server, proxy: TcpProxy, maximum: float
+) -> AsyncIterator[tuple[ts.Client, ts.Publisher, TcpProxy, ts.Subscription]]:
+    """The hold tests' set-up: a writer (through ``proxy``) and a block reader (through a
+    proxy of its own) on "AI1"; both cut, the reader's way back refused: the writer is back,
+    its publisher holding its window. Yields the writer, its publisher (closed by the test),
+    the reader's proxy (``accept()`` lets the reader back) and the subscription."""
     assert server.tcp_url is not None
-    fast = ts.Reconnect(initial=0.05, maximum=0.2)
-    async with (
-        open_proxy(server.tcp_url) as reader_proxy,
-        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
-        ts.open_client(reader_proxy.url, name="recorder", reconnect=fast) as reader,
-    ):
-        await writer.create_channel("AI1")
-        async with writer.publisher("AI1") as pub, reader.subscribe("AI1", policy="block"):
-            await pub.wait_for_readers()
-            reader_proxy.refuse()
-            reader_proxy.cut()
-            proxy.cut()
-            with trio.fail_after(WAIT_S):
-                await writer.wait_state("reconnecting")
-                await writer.wait_state("open")
-            assert pub.readers == 0  # the reader's subscription went with its connection
-            reopened = trio.current_time()
-            assert all([await pub.send(i) for i in range(50)])  # held, not dropped
-            with trio.move_on_after(0.5) as grace_lasts:
-                await pub.wait_acknowledged()
-            assert grace_lasts.cancelled_caught, "nothing goes out while the grace lasts"
-            with trio.fail_after(WAIT_S):
-                await pub.wait_acknowledged()
-            held = trio.current_time() - reopened
-            assert 1.0 < held < 1.2 + 1.0, held
-            assert not await pub.send(50)  # no reader: not wanted, as before the cut
-
-
-async def test_a_hold_outlives_a_second_cut_and_a_close_waits_for_the_readers(
-    server: ts.Server, proxy: TcpProxy
-) -> None:
-    """Cut again while holding: what ``send`` takes meanwhile still waits for the reader
-    (not refused for lack of readers); ``aclose`` during the hold waits for the reader too,
-    so a writer that ends right after a restart does not send its last frames to nobody."""
-    assert server.tcp_url is not None
-    fast = ts.Reconnect(initial=0.05, maximum=2.0)  # grace 3 s: the reader is back well within
+    fast = ts.Reconnect(initial=0.05, maximum=maximum)
     async with (
         open_proxy(server.tcp_url) as reader_proxy,
         ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
@@ -717,63 +685,77 @@ async def test_a_hold_outlives_a_second_cut_and_a_close_waits_for_the_readers(
             await pub.wait_for_readers()
             reader_proxy.refuse()
             reader_proxy.cut()
+            proxy.cut()
             with trio.fail_after(WAIT_S):
-                for value in range(20):
-                    if value == 10:  # the first hold has begun: cut the writer again
-                        assert pub.readers == 0
-                        proxy.cut()
-                        await writer.wait_state("reconnecting")
-                    elif value == 0:
-                        proxy.cut()
-                        await writer.wait_state("reconnecting")
-                        await writer.wait_state("open")
-                    assert await pub.send(value), value
+                await writer.wait_state("reconnecting")
                 await writer.wait_state("open")
-            got: list[int] = []
-            closed = trio.Event()
+            assert pub.readers == 0  # the reader's subscription went with its connection
+            yield writer, pub, reader_proxy, sub
 
-            async def close() -> None:
-                await pub.aclose()
-                closed.set()
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(close)
-                await trio.sleep(0.3)
-                assert not closed.is_set(), "aclose() waits for the hold's end"
-                reader_proxy.accept()
-                with trio.fail_after(WAIT_S):
-                    while len(got) < 20:
-                        got.append((await sub.receive()).data)
+async def test_a_writer_holds_its_frames_for_missing_readers_only_for_the_grace(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    """Its reader never comes back: the writer's window goes out (to nobody) once the grace
+    (the reconnect's longest wait and a second) has passed; ``send`` never waits longer."""
+    async with a_hold(server, proxy, maximum=0.2) as (_, pub, _, _):
+        reopened = trio.current_time()
+        assert all([await pub.send(i) for i in range(50)])  # held, not dropped
+        with trio.move_on_after(0.5) as grace_lasts:
+            await pub.wait_acknowledged()
+        assert grace_lasts.cancelled_caught, "nothing goes out while the grace lasts"
+        with trio.fail_after(WAIT_S):
+            await pub.wait_acknowledged()
+        held = trio.current_time() - reopened
+        assert 1.0 < held < 1.2 + 1.0, held
+        assert not await pub.send(50)  # no reader: not wanted, as before the cut
+        await pub.aclose()
+
+
+async def test_a_hold_outlives_a_second_cut_and_a_close_waits_for_the_readers(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    """Cut again while holding: what ``send`` takes meanwhile still waits for the reader
+    (not refused for lack of readers); ``aclose`` during the hold waits for the reader too,
+    so a writer that ends right after a restart does not send its last frames to nobody."""
+    # maximum 2 s: a grace of 3 s, the reader back well within it
+    async with a_hold(server, proxy, maximum=2.0) as (writer, pub, reader_proxy, sub):
+        with trio.fail_after(WAIT_S):
+            for value in range(20):
+                if value == 10:  # cut the writer again, during the hold
+                    proxy.cut()
+                    await writer.wait_state("reconnecting")
+                assert await pub.send(value), value
+            await writer.wait_state("open")
+        got: list[int] = []
+        closed = trio.Event()
+
+        async def close() -> None:
+            await pub.aclose()
+            closed.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close)
+            await trio.sleep(0.3)
+            assert not closed.is_set(), "aclose() waits for the hold's end"
+            reader_proxy.accept()
+            with trio.fail_after(WAIT_S):
+                while len(got) < 20:
+                    got.append((await sub.receive()).data)
     assert got == list(range(20))
 
 
 async def test_a_close_cancelled_while_it_waits_for_a_hold_still_closes(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
-    assert server.tcp_url is not None
-    fast = ts.Reconnect(initial=0.05, maximum=2.0)
-    async with (
-        open_proxy(server.tcp_url) as reader_proxy,
-        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
-        ts.open_client(reader_proxy.url, name="recorder", reconnect=fast) as reader,
-    ):
-        await writer.create_channel("AI1")
-        pub = await writer.open_publisher("AI1")
-        async with reader.subscribe("AI1", policy="block"):
-            await pub.wait_for_readers()
-            reader_proxy.refuse()
-            reader_proxy.cut()
-            proxy.cut()
-            with trio.fail_after(WAIT_S):
-                await writer.wait_state("reconnecting")
-                await writer.wait_state("open")
-            assert await pub.send(1)  # held
-            with trio.move_on_after(0.2) as waited:
-                await pub.aclose()
-            assert waited.cancelled_caught  # it waited for the reader...
-            assert not pub.is_open  # ...and closed all the same
-            # The close went out and was answered (shielded) before aclose() returned.
-            assert [c.writers for c in await writer.channels() if c.name == "AI1"] == [0]
+    async with a_hold(server, proxy, maximum=2.0) as (writer, pub, _, _):
+        assert await pub.send(1)  # held
+        with trio.move_on_after(0.2) as waited:
+            await pub.aclose()
+        assert waited.cancelled_caught  # it waited for the reader...
+        assert not pub.is_open  # ...and closed all the same
+        # The close went out and was answered (shielded) before aclose() returned.
+        assert [c.writers for c in await writer.channels() if c.name == "AI1"] == [0]
 
 
 async def test_a_sync_client_publisher_holds_its_values_for_a_late_reader(
