@@ -52,6 +52,15 @@ class NoReaders(CliError):
     exit_code = EXIT_NO_READERS
 
 
+def no_readers_advice(command: str, waited: object, during: str = "run") -> str:
+    """What to do after ``command`` (replay, generate) left values unsent: ``waited`` (its
+    --wait-readers or --min-readers) true, it had a reader at the start that left during
+    the ``during``; else it was told not to wait for one."""
+    if waited:
+        return f"its reader left during the {during}: keep a reader for the whole {during}"
+    return f"start a reader first; without --no-wait {command} waits for one"
+
+
 def typed_command() -> str:
     """How the user can type this program again: ``trio-stream`` if that is on PATH, else
     the path they ran (``.venv/bin/trio-stream`` right after the README's first command),

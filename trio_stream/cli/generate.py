@@ -30,7 +30,7 @@ from ._options import (
     positive_int,
 )
 from ._output import human_bytes, human_rate, stderr_console
-from ._run import NoReaders, UsageError
+from ._run import NoReaders, UsageError, no_readers_advice
 
 EPILOG = """\
 examples:
@@ -171,10 +171,7 @@ async def run_generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if counts.skipped:
-        if args.wait_readers or args.min_readers:
-            advice = "its reader left during the run: keep a reader for the whole run"
-        else:
-            advice = "start a reader first; without --no-wait generate waits for one"
+        advice = no_readers_advice("generate", args.wait_readers or args.min_readers)
         raise NoReaders(
             f"{counts.skipped} of {counts.sent + counts.skipped} frame(s) not sent: channel "
             f"{args.channel!r} had no readers then ({advice})"

@@ -37,7 +37,7 @@ from ._options import (
 )
 from ._output import human_bytes, stderr_console
 from ._output import progress_display as _progress
-from ._run import CliError, NoReaders, stop_on_signal
+from ._run import CliError, NoReaders, no_readers_advice, stop_on_signal
 
 FLUSH_BYTES: Final = 4 * 2**20  # write to disk once this much is encoded...
 FLUSH_INTERVAL_S: Final = 0.5  # ...or this long after the previous write
@@ -273,11 +273,7 @@ async def run_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if stats.unsent:
-        if args.wait_readers or args.min_readers:
-            # It waited for a reader, and the reader(s) left during the replay.
-            advice = "its reader left during the replay: keep a reader for the whole replay"
-        else:
-            advice = "start a reader first; without --no-wait replay waits for one"
+        advice = no_readers_advice("replay", args.wait_readers or args.min_readers, "replay")
         raise NoReaders(
             f"replayed {stats.sent + stats.unsent} frames to {channel!r}: {stats.sent} sent, "
             f"{stats.unsent} not sent for want of readers ({advice})"
