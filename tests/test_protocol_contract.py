@@ -374,3 +374,44 @@ async def test_admin_without_a_token_is_an_auth_error_and_the_connection_stays(
         reply = await raw.request("admin", action="check", **fields)
         assert reply["op"] == "error" and reply["type"] == "AuthError", reply
     assert (await raw.request("channels"))["op"] == "reply"
+
+
+async def test_a_window_below_one_frame_is_refused(server: ts.Server) -> None:
+    # Section 3: window is 1 or more, or null for the server's default.
+    raw = await RawClient.connect(server)
+    await raw.request("create_channel", channel="c")
+    for window in (0, -3):
+        answer = await raw.request("subscribe", channel="c", window=window)
+        assert answer["op"] == "error" and answer["type"] == "InvalidArgument", answer
+        assert "window must be 1 or more" in answer["message"]
+    for window, granted in ((None, 100), (1, 1), (5000, 100)):
+        answer = await raw.request("subscribe", channel="c", window=window)
+        assert answer["op"] == "reply" and answer["result"]["window"] == granted, answer
+
+
+async def test_unsubscribe_of_a_sub_never_held_answers_null(server: ts.Server) -> None:
+    raw = await RawClient.connect(server)
+    answer = await raw.request("unsubscribe", sub=999)
+    assert answer["op"] == "reply" and answer["result"] is None, answer
+    assert (await raw.request("stats"))["op"] == "reply"  # still connected
+
+
+async def test_a_request_before_hello_is_an_error_with_a_null_id_then_a_close(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    raw = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+    await raw.send_control({"op": "channels", "id": 1})
+    answer = await raw.control()
+    assert answer["op"] == "error" and answer["id"] is None, answer
+    assert answer["type"] == "ProtocolError", answer
+    assert await raw.frame() is None  # closed
+
+
+async def test_a_second_hello_is_a_protocol_error(server: ts.Server) -> None:
+    raw = await RawClient.connect(server)
+    await raw.send_control({"op": "hello", "v": PROTOCOL_VERSION})
+    answer = await raw.control()
+    assert answer["op"] == "goodbye" and "hello" in answer["reason"], answer
+    assert await raw.frame() is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -489,10 +490,10 @@ async def test_works_under_a_running_asyncio_loop(url: str) -> None:
 
 async def interrupt_child(
     url: str, mode: str, how: str, before: Callable[[], None] = lambda: None
-) -> tuple[int, str, float]:
+) -> tuple[int, str, float, str]:
     """Run tests/sync_child.py until it blocks, call ``before()``, then send it SIGINT.
 
-    Returns its exit code, its output and the seconds from SIGINT to its exit.
+    Returns its exit code, its output, the seconds from SIGINT to its exit and its stderr.
     """
     process = await trio.lowlevel.open_process(
         [sys.executable, str(CHILD), url, mode, how],
@@ -516,12 +517,15 @@ async def interrupt_child(
             exited = trio.current_time()
             while chunk := await process.stdout.receive_some():
                 output += chunk
+            errors = b""
+            while chunk := await process.stderr.receive_some():
+                errors += chunk
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
     assert process.returncode is not None
-    return process.returncode, output.decode(), exited - interrupted
+    return process.returncode, output.decode(), exited - interrupted, errors.decode()
 
 
 @pytest.mark.parametrize(
@@ -539,12 +543,40 @@ async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
     server: ts.Server, mode: str, how: str
 ) -> None:
     assert server.tcp_url is not None
-    returncode, text, _ = await interrupt_child(server.tcp_url, mode, how)
+    returncode, text, _, _ = await interrupt_child(server.tcp_url, mode, how)
     if how == "catch":
         assert returncode == 0, text
         assert "interrupted; SyncClient threads alive: 0" in text
     else:
         assert returncode != 0  # ended by KeyboardInterrupt, not hanging
+
+
+async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server) -> None:
+    # Python's usual KeyboardInterrupt traceback, but without threading's wait that the
+    # SyncClient's call blocked in: the script's own line and the SyncClient method it called.
+    assert server.tcp_url is not None
+    returncode, _, _, errors = await interrupt_child(server.tcp_url, "get", "raw")
+    assert returncode != 0
+    assert errors.rstrip().endswith("KeyboardInterrupt"), errors
+    assert "threading.py" not in errors and "sync_child.py" in errors, errors
+
+
+async def test_a_refused_connection_is_one_short_traceback() -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    script = f"import trio_stream as ts; ts.SyncClient('tcp://127.0.0.1:{port}')"
+    result = await trio.run_process(
+        [sys.executable, "-c", script], capture_stdout=True, capture_stderr=True, check=False
+    )
+    errors = result.stderr.decode()
+    assert result.returncode == 1
+    last = errors.rstrip().splitlines()[-1]
+    assert last.startswith("trio_stream._exceptions.ConnectionClosed: cannot connect to"), errors
+    assert "Connection refused (no server listens there" in last
+    # Not the chained OSError, trio's exception group and the trio thread's frames (60 lines).
+    assert "ExceptionGroup" not in errors and "direct cause" not in errors, errors
+    assert len(errors.splitlines()) <= 8, errors
 
 
 @pytest.mark.parametrize("mode", ["get", "publish", "rpc"])
@@ -556,7 +588,7 @@ async def test_ctrl_c_returns_promptly_even_from_a_frozen_server(
     # `with c.subscribe()` used to wait for them with no limit.
     assert server.tcp_url is not None
     async with open_proxy(server.tcp_url) as proxy:
-        returncode, text, took_s = await interrupt_child(proxy.url, mode, "catch", proxy.hold)
+        returncode, text, took_s, _ = await interrupt_child(proxy.url, mode, "catch", proxy.hold)
     assert returncode == 0, text
     assert "interrupted; SyncClient threads alive: 0" in text
     assert took_s < 2.0, text

@@ -1278,7 +1278,8 @@ class Client:
             every: keep every Nth frame of the channel.
             max_rate: deliver at most this many frames per second, always the newest.
             key: the channel's key, for channels that have one.
-            window: frames in flight to this client (default: the server's, at most ``size``).
+            window: frames in flight to this client, 1 or more (default: the server's, at most
+                ``size``; 0 or less raises ``InvalidArgument``).
             block_timeout: ``block`` only: seconds this reader may hold the channel's writers
                 back (and so its other readers) before the server ends the subscription
                 with ``LimitExceeded`` (default: the server's ``block_timeout_s``).

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ._exceptions import ConnectionClosed
+from ._exceptions import ConnectionClosed, TrioStreamError
 
 T = TypeVar("T")
 
@@ -31,6 +31,16 @@ def refuse_trio_thread(what: str) -> None:
         "in the SyncClient's own thread): use `async with trio_stream.open_client(...)` there, "
         "or call it from another thread (trio.to_thread.run_sync)"
     )
+
+
+def for_the_caller(error: BaseException) -> BaseException:
+    """``error`` as a blocking caller sees it: a TrioStreamError (its message says what
+    happened and what to do) or Ctrl-C without the frames of the trio thread, or of
+    ``threading``'s wait, that it crossed; those say nothing to a script's author and made a
+    one-line error twenty lines long. Any other exception keeps its whole traceback."""
+    if isinstance(error, TrioStreamError | KeyboardInterrupt):
+        return error.with_traceback(None)
+    return error
 
 
 class _Call:
@@ -94,15 +104,17 @@ class BlockingPortal:
             raise self._closed() from None
         try:
             call.done.wait()
-        except BaseException:
+        except BaseException as exc:
             # Ctrl-C while waiting: stop the operation in the trio thread as well, so that it
             # does not go on behind the caller's back (say, take a message nobody will read).
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._cancel_call, call)
+            if isinstance(exc, KeyboardInterrupt):
+                raise for_the_caller(exc) from None
             raise
         if call.error is not None:
             error, call.error = call.error, None  # no reference cycle through the traceback
-            raise error
+            raise for_the_caller(error)
         return call.value  # type: ignore[no-any-return]
 
     def run_sync(self, fn: Callable[[], T]) -> T:

@@ -43,7 +43,7 @@ import trio
 from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
 from ._exceptions import ConnectionClosed, FrameTooLarge, ResourceClosed, TrioStreamError
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
-from ._portal import BlockingPortal, refuse_trio_thread
+from ._portal import BlockingPortal, for_the_caller, refuse_trio_thread
 from ._protocol.array_view import View
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor, compressor
@@ -153,13 +153,15 @@ class SyncClient:
         self._thread.start()
         try:
             self._ready.wait()
-        except BaseException:  # Ctrl-C while connecting: the thread must not linger
+        except BaseException as exc:  # Ctrl-C while connecting: the thread must not linger
             self._abandon_startup()
+            if isinstance(exc, KeyboardInterrupt):
+                raise for_the_caller(exc) from None
             raise
         if self._startup_error is not None:
             self._thread.join(CLOSE_JOIN_S)
             error, self._startup_error = self._startup_error, None
-            raise error
+            raise for_the_caller(error)
         _OPEN.add(self)
 
     # -- the trio thread ---------------------------------------------------------------------
@@ -300,7 +302,7 @@ class SyncClient:
             else:
                 log.warning("%s", message)
         if error is not None:
-            raise error
+            raise for_the_caller(error)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -431,7 +433,7 @@ class SyncClient:
         error = self._publish_error
         if error is not None:
             self._publish_error = None
-            raise error
+            raise for_the_caller(error)
 
     def _wake_drainer(self) -> None:
         self._wake.set()
@@ -816,7 +818,7 @@ class SyncSubscription:
             if not self._local:
                 if self._error is not None:
                     error, self._error = self._error, None
-                    raise error
+                    raise for_the_caller(error)
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 batch = self._client._call(partial(self._take, left, timeout))
                 batch.reverse()

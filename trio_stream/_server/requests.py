@@ -249,7 +249,16 @@ def _block_timeout(session: Session, asked: float | None) -> float | None:
 
 
 def _window(asked: int | None, size: int | None) -> int:
-    """Frames in flight: what the client asked for, within the server's bound and ``size``."""
+    """Frames in flight: what the client asked for, within the server's bound and ``size``.
+
+    Raises:
+        InvalidArgument: ``asked`` below 1 (null asks for the default).
+    """
+    if asked is not None and asked < 1:
+        raise InvalidArgument(
+            f"window must be 1 or more frames in flight (or null for the server's "
+            f"{SUBSCRIBE_WINDOW_FRAMES}), not {asked}"
+        )
     window = min(asked or SUBSCRIBE_WINDOW_FRAMES, SUBSCRIBE_WINDOW_FRAMES)
     if size is not None:
         window = min(window, size)

@@ -262,7 +262,7 @@ async def connect_websocket(
             log.debug("closing %s: %r", url, exc)
             return
         if isinstance(exc.__cause__, OSError):  # no TCP connection: said as for tcp://
-            raise cannot_connect(url, exc.__cause__) from exc
+            raise cannot_connect(url, exc.__cause__) from None
         raise ConnectionClosed(f"cannot connect to {url}: {describe_handshake_error(exc)}") from exc
 
 
