@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -859,6 +860,7 @@ async def test_a_cut_connection_resumes_and_marks_the_exact_gap() -> None:
         page.wait_for_function("() => window.__tsDashboard.connected")
         return {
             "markers": page.evaluate(GAP_MARKERS_JS),
+            "info": page.evaluate("() => window.__tsPanels[0].info.textContent"),
             "gaps": page.evaluate("() => window.__gaps"),
             "reconnects": page.evaluate(
                 "() => window.__tsPanels[0].plotter.markers.filter((m) => m.kind === 'reconnect')"
@@ -890,3 +892,5 @@ async def test_a_cut_connection_resumes_and_marks_the_exact_gap() -> None:
     assert result["gaps"] == [count] and count > 5, result  # what the resume reported
     assert label == f"gap −{count}"
     assert result["reconnects"] == 0  # the gap marker says it all
+    # The info line keeps saying it (an array's or a text's panel has no axis to mark).
+    assert re.search(rf"reconnected [0-9:.]+: gap −{count}$", result["info"]), result

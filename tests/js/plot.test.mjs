@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classify, niceTicks, finiteRange, numericArray, markerLabel } from '../../trio_stream/web/plot.js';
+import { classify, niceTicks, finiteRange, numericArray, markerLabel, reconnectNote } from '../../trio_stream/web/plot.js';
 import * as fmt from '../../trio_stream/web/format.js';
 import { NDArray, decode, encode } from '../../trio_stream/web/cbor.js';
 
@@ -95,4 +95,14 @@ test('time-axis markers: a loss and a gap with their counts, a reset without one
   assert.equal(markerLabel('gap', 0), 'gap −0');
   assert.equal(markerLabel('gap', null), 'reset');
   assert.equal(markerLabel('reconnect', null), '↻');
+});
+
+test("a panel's note after a reconnection: when, and the gap or the reset", () => {
+  const at = new Date(2026, 0, 2, 13, 4, 5, 6).getTime() / 1000;
+  assert.equal(reconnectNote({ kind: 'resumed', lost: 3 }, at), 'reconnected 13:04:05.006: gap −3');
+  assert.equal(reconnectNote({ kind: 'resumed', lost: 0 }, at), 'reconnected 13:04:05.006: gap −0');
+  assert.equal(
+    reconnectNote({ kind: 'reset', lost: null }, at),
+    'reconnected 13:04:05.006: reset (frames the old server held are lost, count unknown)',
+  );
 });

@@ -2,7 +2,7 @@
 // one channel) with its own subscriptions, tools and export. The page keeps a list of them
 // and writes the layout into the URL (layout.js).
 
-import { Plotter, describe } from './plot.js';
+import { Plotter, describe, reconnectNote } from './plot.js';
 import { toCsv, toNpy, download } from './export.js';
 import { setText } from './format.js';
 
@@ -276,6 +276,7 @@ export class Panel {
   onMessage(name, entry, msg, sub) {
     if (this.subs.get(name) !== entry) return;
     const view = this.plotter.push(msg, this.channels.length > 1 ? name : '');
+    if (msg.gap) entry.reconnected = reconnectNote(msg.gap, Date.now() / 1000);
     this.frames++;
     this.lastMsg = msg;
     this.lastBytes = view.values?.byteLength ?? null;
@@ -305,13 +306,14 @@ export class Panel {
       this.text.hidden = view.kind !== 'text';
       if (view.kind === 'text') setText(this.text, view.text);
       const cut = entry.view ? ` · ${viewText(entry.view)} (server view)` : '';
-      setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}`);
+      setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}${entry.reconnected ? ` · ${entry.reconnected}` : ''}`);
     }
     this.onFrame(msg);
   }
 
   // A reconnection needs no call here: each subscription resumes, and its first frame after
-  // the cut carries the exact gap (msg.gap), which the plotter marks (plot.js push()).
+  // the cut carries the exact gap (msg.gap), which the plotter marks (plot.js push()) and the
+  // info line keeps (reconnectNote).
 
   export(kind) {
     const snap = this.plotter.snapshot();

@@ -52,6 +52,20 @@ export function markerLabel(kind, count) {
 }
 
 /**
+ * What a panel's info line keeps saying after a reconnection: when, and what the resume
+ * reported ("gap −k", or a reset, whose count nobody knows). Every kind of panel shows it:
+ * an array or a text has no time axis to mark, and a series' marker sits at the first frame's
+ * own time, which a long outage puts off the plot.
+ * @param {{kind: string, lost: number | null}} gap the first frame's msg.gap
+ * @param {number} epochSeconds when it came
+ */
+export function reconnectNote(gap, epochSeconds) {
+  const reset = gap.kind === 'reset';
+  const what = markerLabel('gap', reset ? null : gap.lost);
+  return `reconnected ${clock(epochSeconds)}: ${what}${reset ? ' (frames the old server held are lost, count unknown)' : ''}`;
+}
+
+/**
  * How to show one payload:
  *   {kind: 'scalar', value, label, fields?}   a number (or a dict: its first numeric field,
  *                                             and all of them in `fields`: [[name, value]])
