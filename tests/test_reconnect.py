@@ -497,6 +497,53 @@ async def test_a_half_open_connection_is_replaced_without_a_name_race(
         assert names.count("daq") == 1
 
 
+async def test_an_unnamed_client_gets_its_name_back_from_the_same_server(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    async with ts.open_client(proxy.url, heartbeat=0.5) as client:
+        given = client.name
+        assert given.startswith("client-")
+        await client.create_channel("AI1")
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await client.wait_state("reconnecting")
+            await client.wait_state("open")
+        assert client.name == given  # the resume token carried it, not the hello
+        channels = {c.name: c for c in await client.channels()}
+        assert channels["AI1"].owner == given
+        assert [c.name for c in await client.clients()] == [given]
+
+
+async def test_an_unnamed_client_takes_a_new_name_from_a_restarted_server() -> None:
+    """A restarted server counts its unnamed clients from 1 again, so the old client's
+    client-N may be a newcomer's by the time the old client is back: it comes back under a
+    name of the new server's, and neither gets NameInUse."""
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+    async with server_process() as (process, url):
+        port = urlsplit(url).port
+        assert port is not None
+        async with (
+            open_proxy(url) as proxy,
+            ts.open_client(proxy.url, reconnect=fast) as old,
+        ):
+            old_name = old.name
+            proxy.refuse()  # the newcomer reaches the restarted server first
+            process.kill()
+            await process.wait()
+            async with (
+                server_process(tcp_port=port) as (process2, _),
+                ts.open_client(url) as newcomer,
+            ):
+                assert newcomer.name == old_name  # the collision this is about
+                proxy.accept()
+                with trio.fail_after(WAIT_S):
+                    assert await old.wait_state("open", "closed") == "open"
+                assert old.name != old_name and old.name.startswith("client-")
+                names = sorted(c.name for c in await newcomer.clients())
+                assert names == sorted([old_name, old.name])
+                process2.send_signal(signal.SIGTERM)
+
+
 async def test_calls_in_flight_fail_with_a_clear_error_when_the_connection_drops(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

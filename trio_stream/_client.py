@@ -284,11 +284,13 @@ class Client:
 
     # -- connection ----------------------------------------------------------------------------
     async def _handshake(self, transport: FrameTransport) -> None:
-        name = self.name or self._wanted_name
+        # Only a name the user chose: a server-given one ("client-7") is asked back through
+        # the resume token, which only the server that gave it knows; a restarted server
+        # counts its unnamed clients from 1 again and may have given it to another client.
         hello = encode_message(
             Hello(
                 v=PROTOCOL_VERSION,
-                name=name,
+                name=self._wanted_name,
                 token=self._token,
                 resume=self._reconnect is not None,
                 resume_token=self._resume_token,

@@ -110,3 +110,30 @@ test('a server killed and started again: the client reconnects, nothing sent mea
       await killChild(server).catch(() => {});
     }
   });
+
+test('an unnamed client takes a new name from a restarted server, not the one a newcomer has now',
+  { skip, timeout: 60000 }, async () => {
+    const port = await freePort();
+    let server = await startServer(port);
+    // Its way back is slow enough that a newcomer reaches the new server first.
+    const old = await connect(`ws://127.0.0.1:${port}/ws`, { reconnectDelay: 1500, maxReconnectDelay: 1500 });
+    let newcomer = null;
+    try {
+      const oldName = old.name;
+      assert.match(oldName, /^client-\d+$/);
+      await killChild(server);
+      await waitFor(() => old.state === 'reconnecting', 10000, "old.state === 'reconnecting'");
+      server = await startServer(port);
+      newcomer = await connect(`ws://127.0.0.1:${port}/ws`, { reconnect: false });
+      assert.equal(newcomer.name, oldName, 'the new server counts its unnamed clients from 1 again');
+      await waitFor(() => old.state === 'open', 15000, "old.state === 'open' after the restart");
+      assert.notEqual(old.name, oldName);
+      assert.match(old.name, /^client-\d+$/);
+      const names = (await newcomer.clients()).map((c) => c.name).sort();
+      assert.deepStrictEqual(names, [oldName, old.name].sort());
+    } finally {
+      await old.close();
+      await newcomer?.close();
+      await killChild(server).catch(() => {});
+    }
+  });

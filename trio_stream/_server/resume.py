@@ -93,6 +93,16 @@ class ResumeBook:
         self._leases[token] = Lease(token, session.name, session.client_id, session)
         return token
 
+    def name_of(self, token: str) -> str | None:
+        """The name of the client that ``token``'s lease was issued to (None: no such lease).
+
+        A client that never chose a name sends none when it reconnects: this server gives it
+        its old one back, while a new server (whose own unnamed clients are counted from 1
+        again) names it afresh rather than have it claim a name the new server may already
+        have given to another client."""
+        lease = self._leases.get(token)
+        return None if lease is None else lease.name
+
     def take_over(self, token: str, session: Resumable, by_name: dict[str, Any]) -> Lease | None:
         """At hello: ``session`` presents ``token``; give it its predecessor's place.
 

@@ -254,9 +254,11 @@ class Session:
             self.close(f"{type(exc).__name__}: {exc}")
 
     def _claim_name(self, hello: Hello) -> tuple[str, str | None]:
+        resume = self.state.resume
         if hello.name is not None:
             self.name = hello.name
-        resume = self.state.resume
+        elif hello.resume_token is not None:  # a client without a name of its own
+            self.name = resume.name_of(hello.resume_token) or self.name
         if hello.resume_token is not None:  # a reconnection: its old place comes back
             self.resume_lease = resume.take_over(hello.resume_token, self, self.state.by_name)
             if self.resume_lease is not None:  # see published_frames

@@ -548,8 +548,10 @@ export class Client extends Emitter {
       if (this.#ws !== ws) return;
       // resume: the server issues a token that lets the next connection take our name (and
       // channels) back at once, even before it noticed this one is gone (docs/protocol.md).
+      // Only a name of our own is sent: a server-given one comes back through the token from
+      // the server that gave it, and a restarted server may have given it to someone else.
       this.#sendControl({
-        op: 'hello', v: PROTOCOL_VERSION, name: this.name ?? this.#opts.name, token: this.#opts.token,
+        op: 'hello', v: PROTOCOL_VERSION, name: this.#opts.name ?? null, token: this.#opts.token,
         resume: !!this.#opts.reconnect, resume_token: this.#resumeToken,
       });
     };
