@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -26,6 +27,8 @@ from test_client_liveness import server_process
 from test_cluster import node_config, node_process, two_nodes
 
 import trio_stream as ts
+import trio_stream._publisher
+import trio_stream.sync
 from trio_stream._client import RETRY_MAX_S
 from trio_stream._reconnect import Backoff
 from trio_stream.sync import SyncClient
@@ -851,6 +854,109 @@ async def test_a_sync_client_publisher_holds_its_values_for_a_late_reader(
             with trio.fail_after(WAIT_S * 2):
                 sent = await trio.to_thread.run_sync(write, abandon_on_cancel=True)
     assert all(sent) and got == list(range(30))
+
+
+async def test_a_publisher_closed_while_reconnecting_delivers_first(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    """What send() took while the connection was down goes out when it is back, before the
+    close: the close waits for the connection (within CLOSE_DELIVER_S)."""
+    assert server.tcp_url is not None
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+    async with (
+        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
+        ts.open_client(server.tcp_url, name="recorder") as reader,
+    ):
+        await writer.create_channel("AI1")
+        async with reader.subscribe("AI1", policy="block") as sub:
+            pub = await writer.open_publisher("AI1")
+            await pub.wait_for_readers()
+            proxy.refuse()
+            proxy.cut()
+            with trio.fail_after(WAIT_S):
+                await writer.wait_state("reconnecting")
+            assert all([await pub.send(i) for i in range(10)])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pub.aclose)
+                await trio.sleep(0.5)  # the close waits
+                proxy.accept()
+            with trio.fail_after(WAIT_S):
+                got = [(await sub.receive()).data for _ in range(10)]
+    assert got == list(range(10))
+
+
+async def test_a_publisher_closed_while_the_connection_stays_down_says_what_it_drops(
+    server: ts.Server, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trio_stream._publisher, "CLOSE_DELIVER_S", 0.5)
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
+        ts.open_client(server.tcp_url, name="recorder") as reader,
+    ):
+        await writer.create_channel("AI1")
+        pub = await writer.open_publisher("AI1")
+        await reader.open_subscription("AI1", policy="block")
+        await pub.wait_for_readers()
+        proxy.refuse()
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await writer.wait_state("reconnecting")
+        for i in range(7):
+            assert await pub.send(i)  # they wait in the window for the connection
+        started = trio.current_time()
+        with pytest.raises(
+            ts.ConnectionClosed, match=r"^7 values sent to 'AI1' were not delivered"
+        ):
+            await pub.aclose()
+        assert 0.5 <= trio.current_time() - started < 0.5 + 2.0
+        assert not pub.is_open
+
+
+async def test_a_sync_publisher_and_client_closed_while_the_server_is_gone_say_what_they_drop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Leaving a SyncClient publisher, or the SyncClient, while its server is gone for good:
+    each waits its bound, then raises ConnectionClosed with what was not delivered."""
+    monkeypatch.setattr(trio_stream._publisher, "CLOSE_DELIVER_S", 0.5)
+    monkeypatch.setattr(trio_stream.sync, "CLOSE_DELIVER_S", 0.5)
+    monkeypatch.setattr(trio_stream.sync, "CLOSE_FLUSH_S", 0.5)
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+
+    async with server_process() as (process, url):
+
+        async def kill() -> None:
+            process.kill()
+            await process.wait()
+
+        def write() -> tuple[float, str, str]:
+            c = SyncClient(url, name="script", reconnect=fast)
+            c.create_channel("AI1")
+            pub = c.publisher("AI1")
+            other = c.publisher("AI1")  # left open: the SyncClient's close counts its values
+            with SyncClient(url, name="recorder") as reader:
+                reader.subscribe("AI1", policy="block")
+                pub.wait_for_readers(timeout=WAIT_S)
+                trio.from_thread.run(kill)
+            c.wait_state("reconnecting", timeout=WAIT_S)
+            for i in range(5):
+                pub.send(i)
+            started = time.monotonic()
+            with pytest.raises(ts.ConnectionClosed) as closing_pub:
+                pub.close()
+            took = time.monotonic() - started
+            for i in range(3):
+                other.send(i)
+            with pytest.raises(ts.ConnectionClosed) as closing_client:
+                c.close()
+            return took, str(closing_pub.value), str(closing_client.value)
+
+        with trio.fail_after(WAIT_S):
+            took, pub_error, client_error = await trio.to_thread.run_sync(write)
+    assert took < 0.5 * 2 + 2.0, took  # the flush's bound, then the close's
+    assert pub_error.startswith("5 values sent to 'AI1' were not delivered"), pub_error
+    assert client_error.startswith("3 published values were not sent"), client_error
 
 
 async def test_two_hundred_clients_do_not_come_back_in_the_same_200_ms(

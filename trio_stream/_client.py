@@ -559,6 +559,9 @@ class Client:
         """Say goodbye, flush what is queued (briefly) and close the connection."""
         self._closing = True
         self._closed_by_us = ConnectionClosed("the client closed the connection")
+        for pub in [*self._publishers.values(), *self._resuming_pubs]:
+            if pub.undelivered:  # closed while reconnecting: not silently
+                log.warning("%s", pub.undelivered_message(pub.undelivered))
         if self._connected:
             goodbye = encode_message(Goodbye(reason="client closing"))
             self._enqueue([frame_prefix(len(goodbye)), goodbye])

@@ -10,3 +10,6 @@ from typing import Final
 
 POLICIES: Final = ("drop_oldest", "drop_newest", "clear", "unbounded", "block")
 OUTGOING_HIGH_WATER_BYTES: Final = 4 * 2**20  # writers wait while more than this is unsent
+# Closing a publisher while its client reconnects waits this long for the connection, so
+# that what send() took goes out before the close (SyncClient.close's bound on its flush too).
+CLOSE_DELIVER_S: Final = 10.0

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._client_constants import OUTGOING_HIGH_WATER_BYTES
+from ._client_constants import CLOSE_DELIVER_S, OUTGOING_HIGH_WATER_BYTES
 from ._exceptions import (
     ChannelNotFound,
     ClusterUnavailable,
@@ -156,6 +156,12 @@ class Publisher:
         readers when the connection was lost and they are not all back yet (the frames wait
         for them: see _hold_for_readers)."""
         return self.readers > 0 or self._keeps_history or self._awaiting_readers
+
+    @property
+    def undelivered(self) -> int:
+        """Frames ``send`` took that wait for a connection (0 while connected: those in the
+        window are written and wait only for their acknowledgement)."""
+        return 0 if self._writing else len(self._unacked)
 
     @property
     def is_open(self) -> bool:
@@ -455,14 +461,46 @@ class Publisher:
 
         Holding its window for readers after a reconnect, it first waits for them (at most
         the rest of the grace): a writer that ends right after a server restart must not
-        send its last frames to a channel its readers have not found again yet.
+        send its last frames to a channel its readers have not found again yet. While its
+        client reconnects, with frames ``send`` took still in the window, it waits for the
+        connection (at most CLOSE_DELIVER_S) so that they go out before the close.
+
+        Raises:
+            ConnectionClosed: the connection was still down after CLOSE_DELIVER_S; says how
+                many frames were not delivered (closed all the same, they are dropped).
         """
+        undelivered = await self.close_delivering(deliver=True)
+        if undelivered:
+            raise ConnectionClosed(self.undelivered_message(undelivered))
+
+    async def close_delivering(self, *, deliver: bool) -> int:
+        """Close (see aclose), waiting for a lost connection only with ``deliver``; returns
+        how many frames ``send`` took were not delivered (dropped with the close)."""
+        undelivered = 0
         try:
-            while self._holding:
-                await self._next_event("_acked_event").wait()
+            deadline = trio.current_time() + CLOSE_DELIVER_S
+            while self._ended is None:
+                if self._holding:
+                    await self._next_event("_acked_event").wait()
+                elif deliver and self._unacked and not self._writing:
+                    with trio.move_on_at(deadline):
+                        await self._next_event("_acked_event").wait()
+                    if trio.current_time() >= deadline:
+                        break
+                else:
+                    break
+            undelivered = self.undelivered
         finally:  # cancelled while waiting, it still closes (releasing the window first)
             if self._detach():
                 await self._client._leave(ClosePublisher, pub=self.pub_id)
+        return undelivered
+
+    def undelivered_message(self, count: int) -> str:
+        return (
+            f"{count} values sent to {self.channel[:80]!r} were not delivered: the connection "
+            "was lost and did not come back before the publisher closed (a close waits "
+            f"{CLOSE_DELIVER_S:g} s for it); they are dropped"
+        )
 
     def close_nowait(self) -> None:
         """Close the publisher without waiting for the server's answer (the request goes
@@ -477,4 +515,11 @@ class Publisher:
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.aclose()
+        if t is None:
+            await self.aclose()
+            return
+        # Leaving on an exception does not wait for a connection to come back: it logs what
+        # that drops instead.
+        undelivered = await self.close_delivering(deliver=False)
+        if undelivered:
+            log.warning("%s", self.undelivered_message(undelivered))

@@ -41,6 +41,7 @@ from typing import Any, Final, TypeVar
 import trio
 
 from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
+from ._client_constants import CLOSE_DELIVER_S
 from ._exceptions import ConnectionClosed, FrameTooLarge, ResourceClosed, TrioStreamError
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
 from ._portal import BlockingPortal, for_the_caller, refuse_trio_thread
@@ -142,6 +143,7 @@ class SyncClient:
         self._drainer_idle = False  # True: the trio side sleeps and must be woken
         self._dead = False  # the trio thread has ended
         self._publish_error: BaseException | None = None
+        self._undelivered = 0  # set as the thread closes: see close()
         self._shared: dict[str, Publisher] = {}  # one publisher per channel for publish()
         self._shared_lock = threading.Lock()
         self._wake = trio.Event()  # trio side: the queue has something
@@ -196,6 +198,9 @@ class SyncClient:
                     if self._flush_on_stop:
                         with trio.move_on_after(CLOSE_FLUSH_S):
                             await self._flush()
+                        # Taken by send() but waiting for a connection that did not come
+                        # back: close() says so (the queue's count covers the rest).
+                        self._undelivered = sum(pub.undelivered for pub in self._used)
                     self._portal.detach()
                     nursery.cancel_scope.cancel()
             except Exception as exc:
@@ -294,7 +299,7 @@ class SyncClient:
             self._thread.join(CLOSE_JOIN_S + (CLOSE_FLUSH_S if flush else 0.0))
         with self._cond:
             error, self._publish_error = self._publish_error, None
-            unsent = self._queued_frames
+            unsent = self._queued_frames + self._undelivered
         if unsent:
             message = f"{unsent} published values were not sent before the SyncClient closed"
             if flush and error is None:
@@ -544,9 +549,11 @@ class SyncClient:
 
     open_publisher = publisher  # the trio client's name for the form without `with`
 
-    async def _close_publisher(self, pub: Publisher) -> None:
+    async def _close_publisher(self, pub: Publisher, deliver: bool = True) -> int:
+        """Close ``pub``; returns how many values it took were not delivered (see
+        Publisher.close_delivering)."""
         self._used.discard(pub)  # a closed publisher gets no more acknowledgements
-        await pub.aclose()
+        return await pub.close_delivering(deliver=deliver)
 
     def _close_publisher_nowait(self, pub: Publisher) -> None:
         self._used.discard(pub)
@@ -736,16 +743,23 @@ class SyncPublisher:
             return
         self._closed = True
         client = self._client
+        undelivered = 0
         try:
             if flush and not client.closed:
-                client.flush()
+                # Bounded: with the connection down for good it would wait forever.
+                with contextlib.suppress(TimeoutError):
+                    client.flush(timeout=CLOSE_DELIVER_S)
         finally:
             if not client.closed:
                 with contextlib.suppress(ConnectionClosed):
                     if flush:
-                        client._call(partial(client._close_publisher, self._pub))
+                        undelivered = client._call(
+                            partial(client._close_publisher, self._pub, False)
+                        )
                     else:
                         client._run_sync(partial(client._close_publisher_nowait, self._pub))
+        if undelivered:
+            raise ConnectionClosed(self._pub.undelivered_message(undelivered))
 
     def __enter__(self) -> SyncPublisher:
         return self
