@@ -443,6 +443,46 @@ async def test_a_reader_fails_over_to_another_node_after_kill_9_and_resumes_exac
         assert [m.data for m in got] == [m.seq - 1 for m in got]
 
 
+async def test_a_node_restarted_under_its_name_after_its_reader_moved_holds_nobody_back(
+    redis_server: RedisServer,
+) -> None:
+    """A block reader's node dies (SIGKILL), the reader moves to the writer's node, and the
+    dead node starts again under its name: what its previous run reported (a reader count,
+    the block reader's read position in the channel's stream) must not count again once its
+    heartbeat is alive, or the writer waits for that reader's position for good."""
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        node_process(redis_server, "b") as (url_b, process_b),
+        ts.open_client(str(a.tcp_url), name="w") as w,
+        ts.open_client([url_b, str(a.tcp_url)], name="r", reconnect=fast) as r,
+    ):
+        await w.create_channel("c", history=1000)
+        async with (
+            r.subscribe("c", policy="block", size=10) as sub,
+            w.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                for i in range(20):
+                    await pub.send(i)
+                got = [(await sub.receive()).data for _ in range(20)]
+            os.kill(process_b.pid, signal.SIGKILL)
+            process_b.wait(timeout=10)
+            with trio.fail_after(WAIT_S):
+                await r.wait_state("reconnecting")
+                await r.wait_state("open")
+            async with node_process(redis_server, "b"):
+                await trio.sleep(2.0)  # a heartbeat or two of the new run
+                with trio.fail_after(WAIT_S):
+                    for i in range(20, 220):
+                        await pub.send(i)
+                    while len(got) < 220:
+                        got.append((await sub.receive()).data)
+                assert [c.readers for c in await w.channels() if c.name == "c"] == [1]
+    assert got == list(range(220))
+
+
 async def test_single_writer_holds_across_nodes(redis_server: RedisServer) -> None:
     async with (
         two_nodes(redis_server) as (url_a, url_b),

@@ -93,6 +93,10 @@ class RedisEngineIO:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the node's tasks until cancelled; started once subscribed and beating."""
+        # A node restarted under its name after a crash: what its previous run reported
+        # must not count again once its heartbeat is back.
+        await self.presence.forget_previous_run()
+        await self.positions.forget_previous_run()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.bus.run)
             await nursery.start(self.presence.run)

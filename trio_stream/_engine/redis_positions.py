@@ -68,6 +68,17 @@ class Positions:
         self._removed: set[str] = set()  # position keys to leave
         self._wake = trio.Event()
 
+    async def forget_previous_run(self) -> None:
+        """At start: drop the positions this node's name reported in an earlier run (a node
+        restarted under its name, after a crash). Its heartbeat is alive again, so the append
+        scripts would count them, and a ``block`` reader that moved to another node meanwhile
+        would hold its writers at that stale position for good."""
+        keys = [key async for key in self._client.scan_iter(match=self._keys.positions("*", "*"))]
+        if keys:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hdel(key, [self._node])
+
     def update(self, channel: str, epoch: str, seq: int, room: int | None = None) -> None:
         """This node has taken ``channel`` up to ``seq`` (no I/O; written within a flush).
 

@@ -116,6 +116,11 @@ class Presence:
             except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
                 retry_log.failed(error)
 
+    async def forget_previous_run(self) -> None:
+        """At start: this node's reader counts from an earlier run under its name (a crash)
+        are not ours; the other nodes drop them from their sums at their next heartbeat."""
+        await self._client.delete([self._keys.readers(self.node)])
+
     async def beat(self) -> None:
         """One heartbeat: refresh our TTLs, learn the live nodes, resync reader counts."""
         keys = [self._keys.nodes, self._keys.clients(self.node), self._keys.readers(self.node)]
