@@ -380,11 +380,12 @@ async def test_a_window_below_one_frame_is_refused(server: ts.Server) -> None:
     # Section 3: window is 1 or more, or null for the server's default.
     raw = await RawClient.connect(server)
     await raw.request("create_channel", channel="c")
-    for window in (0, -3):
-        answer = await raw.request("subscribe", channel="c", window=window)
+    for refused in (0, -3):
+        answer = await raw.request("subscribe", channel="c", window=refused)
         assert answer["op"] == "error" and answer["type"] == "InvalidArgument", answer
         assert "window must be 1 or more" in answer["message"]
-    for window, granted in ((None, 100), (1, 1), (5000, 100)):
+    asked: list[tuple[int | None, int]] = [(None, 100), (1, 1), (5000, 100)]
+    for window, granted in asked:
         answer = await raw.request("subscribe", channel="c", window=window)
         assert answer["op"] == "reply" and answer["result"]["window"] == granted, answer
 
