@@ -747,6 +747,39 @@ async def test_a_cancelled_call_cancels_the_method_on_the_providers_node(
             await waiter.cancelled.wait()
 
 
+class Slow:
+    async def rpc_answer(self, delay: float) -> int:
+        await trio.sleep(delay)
+        return 42
+
+
+async def test_a_call_across_a_redis_restart_is_not_told_its_provider_left(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis restart empties the set of live nodes until their next heartbeats: a call to
+    a provider whose node never left is answered (it was failed as "left the cluster")."""
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="slow") as provider,
+        ts.open_client(url_b, name="ctl") as ctl,
+    ):
+        provider.expose(Slow())
+        proxy = await ctl.rpc("slow", timeout=WAIT_S)
+        outcome: list[object] = []
+
+        async def call() -> None:
+            try:
+                outcome.append(await proxy.answer(4.0))
+            except ts.TrioStreamError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await trio.sleep(0.5)
+            await trio.to_thread.run_sync(redis_server.restart)
+    assert outcome == [42], outcome
+
+
 async def test_after_a_redis_restart_every_node_lists_its_clients_again(
     redis_server: RedisServer,
 ) -> None:

@@ -36,6 +36,10 @@ RPC_ANSWER: Final = "rpc_answer"
 RPC_CANCEL: Final = "rpc_cancel"
 RPC_CREDIT: Final = "rpc_credit"
 WATCH_INTERVAL_S: Final = 0.5
+# A node missing from the live set counts as gone only after this long: a Redis restart
+# empties the set until every node's next heartbeat (a third of the TTL), and calls to
+# providers on nodes that never left failed with "left the cluster".
+NODE_ABSENT_S: Final = 2.0
 #: Answers to one node in one control message: items of a stream come in bursts of up to a
 #: window; a bounded count keeps one message (and the memory Redis holds for it) bounded.
 MAX_ANSWERS_PER_MESSAGE: Final = 32
@@ -193,6 +197,7 @@ class ClusterRpc:
     async def watch(self) -> None:
         """Fail calls whose provider's node left the cluster, abort those whose caller left."""
         state = self._engine.state
+        absent_since: dict[str, float] = {}
         while True:
             await trio.sleep(WATCH_INTERVAL_S)
             if not self._outgoing and not self._incoming:
@@ -201,8 +206,13 @@ class ClusterRpc:
                 live = await self._engine.io.presence.live()
             except REDIS_DOWN:
                 continue
+            now = trio.current_time()
+            nodes = {node for node, _ in self._incoming}
+            nodes |= {out.node for out in self._outgoing.values() if out.node is not None}
+            absent_since = {n: absent_since.get(n, now) for n in nodes if n not in live}
+            gone = {n for n, since in absent_since.items() if now - since >= NODE_ABSENT_S}
             for (node, token), (caller, ident) in list(self._incoming.items()):
-                if node not in live:  # the caller's node died: nobody reads the answer
+                if node in gone:  # the caller's node died: nobody reads the answer
                     del self._incoming[(node, token)]
                     state.rpc.cancel(caller, Cancel(id=ident))
             sessions = set(state.sessions.values())
@@ -210,7 +220,7 @@ class ClusterRpc:
                 if out.caller not in sessions:
                     self._forget(token)
                     self._send_cancel(token, out)  # a stream would wait for credit forever
-                elif out.node is not None and out.node not in live:
+                elif out.node is not None and out.node in gone:
                     self._fail(
                         token,
                         f"{out.provider[:100]!r} was on node {out.node!r}, which left the "
