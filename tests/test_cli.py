@@ -587,6 +587,18 @@ async def test_sub_says_in_one_line_that_its_channel_ended(url: str) -> None:
     assert stderr.strip().splitlines() == ["trio-stream sub: channel 'short-lived' ended"]
 
 
+async def test_dump_says_in_one_line_that_its_channel_ended(url: str, tmp_path: Path) -> None:
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("short-lived")
+        path = tmp_path / "rec.tsdump"
+        async with running("dump", url, "short-lived", str(path), "--quiet") as dump:
+            await wait_for_channel(owner, "short-lived", readers=1)
+            await owner.delete_channel("short-lived")
+            code, _, stderr = await dump.finish()
+    assert code == 0, stderr
+    assert stderr.strip().splitlines() == ["trio-stream dump: channel 'short-lived' ended"]
+
+
 async def test_pub_creates_and_waits_for_readers(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url

@@ -22,7 +22,7 @@ import trio_stream as ts
 
 from .._protocol.bytes_like import BytesLike
 from . import dumpfile as dumpfile
-from ._channels import connect, publisher, subscription, wait_for_readers
+from ._channels import connect, ended, publisher, subscription, wait_for_readers
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -216,6 +216,8 @@ async def _record(
                     progress.update(task, completed=frames, size=size, lost=lost)
                 if frames == args.count:
                     break
+            else:  # the channel ended (deleted, its lifetime, a cluster's Redis restarted)
+                print(f"trio-stream dump: {ended(args.channel, sub)}", file=sys.stderr)
     return frames, lost
 
 
