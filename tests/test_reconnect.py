@@ -36,6 +36,15 @@ from trio_stream.sync import SyncClient
 pytestmark = BOTH_ENGINES
 
 WAIT_S = 20.0  # nothing here should take near this long: a hang fails instead of blocking
+# Reconnects within 0.2 s: a test that cuts or restarts waits for the faults, not backoff.
+FAST = ts.Reconnect(initial=0.05, maximum=0.2)
+
+
+def port_of(url: str) -> int:
+    """The port of a server process's URL (to start another one where it listened)."""
+    port = urlsplit(url).port
+    assert port is not None
+    return port
 
 
 @pytest.fixture
@@ -521,13 +530,11 @@ async def test_an_unnamed_client_takes_a_new_name_from_a_restarted_server() -> N
     """A restarted server counts its unnamed clients from 1 again, so the old client's
     client-N may be a newcomer's by the time the old client is back: it comes back under a
     name of the new server's, and neither gets NameInUse."""
-    fast = ts.Reconnect(initial=0.05, maximum=0.2)
     async with server_process() as (process, url):
-        port = urlsplit(url).port
-        assert port is not None
+        port = port_of(url)
         async with (
             open_proxy(url) as proxy,
-            ts.open_client(proxy.url, reconnect=fast) as old,
+            ts.open_client(proxy.url, reconnect=FAST) as old,
         ):
             old_name = old.name
             proxy.refuse()  # the newcomer reaches the restarted server first
@@ -633,8 +640,7 @@ async def test_a_server_restart_is_a_reset_and_everything_comes_back_within_2_s(
             return "pong"
 
     async with server_process() as (process, url):
-        port = urlsplit(url).port
-        assert port is not None
+        port = port_of(url)
         async with (
             ts.open_client(url, name="daq") as writer,
             ts.open_client(url, name="recorder") as reader,
@@ -673,14 +679,12 @@ async def test_a_writer_back_before_its_readers_after_a_restart_holds_its_frames
     """The writer's client comes back first and re-creates its channel, its block reader's
     client only a second later: what the writer sent while the server was down, and what it
     sends before the reader is back, reach the reader (after the reset), none lost."""
-    fast = ts.Reconnect(initial=0.05, maximum=0.2)
     async with server_process() as (process, url):
-        port = urlsplit(url).port
-        assert port is not None
+        port = port_of(url)
         async with (
             open_proxy(url) as proxy,
-            ts.open_client(url, name="daq", reconnect=fast) as writer,
-            ts.open_client(proxy.url, name="recorder", reconnect=fast) as reader,
+            ts.open_client(url, name="daq", reconnect=FAST) as writer,
+            ts.open_client(proxy.url, name="recorder", reconnect=FAST) as reader,
         ):
             await writer.create_channel("AI1")
             async with (
@@ -724,11 +728,11 @@ async def a_hold(
     its publisher holding its window. Yields the writer, its publisher (closed by the test),
     the reader's proxy (``accept()`` lets the reader back) and the subscription."""
     assert server.tcp_url is not None
-    fast = ts.Reconnect(initial=0.05, maximum=maximum)
+    backoff = ts.Reconnect(initial=0.05, maximum=maximum)
     async with (
         open_proxy(server.tcp_url) as reader_proxy,
-        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
-        ts.open_client(reader_proxy.url, name="recorder", reconnect=fast) as reader,
+        ts.open_client(proxy.url, name="daq", reconnect=backoff) as writer,
+        ts.open_client(reader_proxy.url, name="recorder", reconnect=backoff) as reader,
     ):
         await writer.create_channel("AI1")
         pub = await writer.open_publisher("AI1")
@@ -817,14 +821,14 @@ async def test_a_sync_client_publisher_holds_its_values_for_a_late_reader(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
     assert server.tcp_url is not None
-    fast = ts.Reconnect(initial=0.05, maximum=2.0)
+    backoff = ts.Reconnect(initial=0.05, maximum=2.0)
     async with (
         open_proxy(server.tcp_url) as reader_proxy,
-        ts.open_client(reader_proxy.url, name="recorder", reconnect=fast) as reader,
+        ts.open_client(reader_proxy.url, name="recorder", reconnect=backoff) as reader,
     ):
 
         def write() -> list[bool]:
-            with SyncClient(proxy.url, name="script", reconnect=fast) as c:
+            with SyncClient(proxy.url, name="script", reconnect=backoff) as c:
                 c.create_channel("AI1")
                 trio.from_thread.run(sub_ready.wait)
                 with c.publisher("AI1") as pub:
@@ -862,9 +866,8 @@ async def test_a_publisher_closed_while_reconnecting_delivers_first(
     """What send() took while the connection was down goes out when it is back, before the
     close: the close waits for the connection (within CLOSE_DELIVER_S)."""
     assert server.tcp_url is not None
-    fast = ts.Reconnect(initial=0.05, maximum=0.2)
     async with (
-        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
+        ts.open_client(proxy.url, name="daq", reconnect=FAST) as writer,
         ts.open_client(server.tcp_url, name="recorder") as reader,
     ):
         await writer.create_channel("AI1")
@@ -889,10 +892,9 @@ async def test_a_publisher_closed_while_the_connection_stays_down_says_what_it_d
     server: ts.Server, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(trio_stream._publisher, "CLOSE_DELIVER_S", 0.5)
-    fast = ts.Reconnect(initial=0.05, maximum=0.2)
     assert server.tcp_url is not None
     async with (
-        ts.open_client(proxy.url, name="daq", reconnect=fast) as writer,
+        ts.open_client(proxy.url, name="daq", reconnect=FAST) as writer,
         ts.open_client(server.tcp_url, name="recorder") as reader,
     ):
         await writer.create_channel("AI1")
@@ -922,7 +924,6 @@ async def test_a_sync_publisher_and_client_closed_while_the_server_is_gone_say_w
     monkeypatch.setattr(trio_stream._publisher, "CLOSE_DELIVER_S", 0.5)
     monkeypatch.setattr(trio_stream.sync, "CLOSE_DELIVER_S", 0.5)
     monkeypatch.setattr(trio_stream.sync, "CLOSE_FLUSH_S", 0.5)
-    fast = ts.Reconnect(initial=0.05, maximum=0.2)
 
     async with server_process() as (process, url):
 
@@ -931,7 +932,7 @@ async def test_a_sync_publisher_and_client_closed_while_the_server_is_gone_say_w
             await process.wait()
 
         def write() -> tuple[float, str, str]:
-            c = SyncClient(url, name="script", reconnect=fast)
+            c = SyncClient(url, name="script", reconnect=FAST)
             c.create_channel("AI1")
             pub = c.publisher("AI1")
             other = c.publisher("AI1")  # left open: the SyncClient's close counts its values
@@ -1363,8 +1364,7 @@ async def test_a_resubscription_after_a_cut_keeps_the_retuned_policy_and_the_fil
 # -- a shutdown's goodbye: a restart is expected ----------------------------------------------
 async def test_a_server_shutdown_lets_clients_reconnect_to_the_restarted_server() -> None:
     async with server_process() as (process, url):
-        port = urlsplit(url).port
-        assert port is not None
+        port = port_of(url)
         async with ts.open_client(url, name="daq") as client:
             process.send_signal(signal.SIGTERM)  # a graceful shutdown: goodbye to every client
             with trio.fail_after(WAIT_S):
