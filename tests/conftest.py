@@ -28,6 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "engines(*kinds): the engines the server fixture runs this test on (default: memory)",
     )
+    config.addinivalue_line(
+        "markers", "server_options(**options): ServerConfig options of the server fixture"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -67,6 +70,9 @@ async def server(
     nursery: trio.Nursery, engine_kind: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[ts.Server]:
     options = engine_options(engine_kind, request)
+    marker = request.node.get_closest_marker("server_options")
+    if marker is not None:
+        options.update(marker.kwargs)
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, **options)
     server: ts.Server = await nursery.start(ts.serve, config)
     yield server

@@ -841,10 +841,16 @@ GAP_MARKERS_JS: Final = (
 )
 
 
-async def test_a_cut_connection_resumes_and_marks_the_exact_gap() -> None:
+@pytest.mark.parametrize("kept", [False, True], ids=["nothing-kept", "subscription-kept"])
+async def test_a_cut_connection_resumes_and_marks_the_exact_gap(kept: bool) -> None:
     """The page's connection goes through a real TCP proxy: held (frames pile up on the
     server, whose size-1 buffer counts what it drops), then cut. The page reconnects, its
-    subscription resumes, and the first frame after it is marked with the exact gap."""
+    subscription resumes, and the first frame after it is marked with the exact gap.
+
+    With nothing kept (resume_grace_s=0), the gap is every frame missed. With the
+    subscription kept for the page (the default), the cut itself loses nothing: the gap is
+    0, and what the size-1 buffer dropped while the connection was held is marked where it
+    was dropped, on the frame after the one that was in flight."""
 
     def steps(page: Page) -> dict[str, Any]:
         page.wait_for_function("() => window.__tsPanels[0].frames > 3")
@@ -867,9 +873,14 @@ async def test_a_cut_connection_resumes_and_marks_the_exact_gap() -> None:
                 ".length"
             ),
             "accepted": proxy.accepted,
+            "losses": page.evaluate(
+                "() => window.__tsPanels[0].plotter.markers.filter((m) => m.kind === 'loss')"
+                ".map((m) => m.count)"
+            ),
         }
 
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    grace: dict[str, Any] = {} if kept else {"resume_grace_s": 0}
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, **grace)
     with trio.fail_after(TEST_TIMEOUT_S):
         async with ts.open_server(config) as server:
             assert server.tcp_url is not None and server.http_url is not None
@@ -889,7 +900,11 @@ async def test_a_cut_connection_resumes_and_marks_the_exact_gap() -> None:
     print(f"gap markers: {result}")
     assert not [e for e in errors if "WebSocket" not in e], errors
     ((count, label),) = result["markers"]
-    assert result["gaps"] == [count] and count > 5, result  # what the resume reported
+    assert result["gaps"] == [count], result  # what the resume reported
+    if kept:
+        assert count == 0 and sum(result["losses"]) > 5, result
+    else:
+        assert count > 5, result
     assert label == f"gap −{count}"
     assert result["reconnects"] == 0  # the gap marker says it all
     # The info line keeps saying it (an array's or a text's panel has no axis to mark).

@@ -79,7 +79,8 @@ def test_data_written_in_runs_is_what_frame_by_frame_writes(
 ) -> None:
     # write_data writes runs of lossless same-size frames with one join; what it writes,
     # leaves, and counts in flight must be what the frame-by-frame loop does with the same
-    # limits (mixed sizes, losses, large payloads, the room and the quota cut anywhere).
+    # limits (mixed sizes, losses, large payloads, the room and the quota cut anywhere);
+    # every entry written moves, as it was, to the reader's frames in flight.
     def entries() -> deque[tuple[F.SharedData, int]]:
         return deque(
             (F.SharedData(seq, 1.5, b"w", bytes([seq % 256]) * size), lost)
@@ -89,12 +90,17 @@ def test_data_written_in_runs_is_what_frame_by_frame_writes(
     outcomes = []
     for write in (F.write_data, F._write_each):
         left = entries()
-        sizes: deque[int] = deque([7] if in_flight else [])
+        before = list(left)
+        earlier = F.SharedData(0, 1.0, b"w", b"x")
+        sent: deque[tuple[F.SharedData, int]] = deque([(earlier, 0)] if in_flight else [])
         pieces: list[BytesLike] = []
         run: list[bytes] = []
-        counts = write(left, 5, max_frames, quota, room, sizes, pieces, run)
+        frames, nbytes = write(left, 5, max_frames, quota, room, sent, pieces, run)
         wire = b"".join(bytes(p) for p in pieces) + b"".join(run)
-        outcomes.append((counts, wire, list(sizes), [f.seq for f, _ in left]))
+        assert list(sent) == ([(earlier, 0)] if in_flight else []) + before[:frames]
+        assert nbytes == sum(frame.nbytes for frame, _ in before[:frames])
+        seqs = [(f.seq, lost) for f, lost in sent]
+        outcomes.append(((frames, nbytes), wire, seqs, [f.seq for f, _ in left]))
     assert outcomes[0] == outcomes[1]
 
 

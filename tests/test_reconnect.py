@@ -38,6 +38,7 @@ pytestmark = BOTH_ENGINES
 WAIT_S = 20.0  # nothing here should take near this long: a hang fails instead of blocking
 # Reconnects within 0.2 s: a test that cuts or restarts waits for the faults, not backoff.
 FAST = ts.Reconnect(initial=0.05, maximum=0.2)
+PRODUCED = 400  # frames of the beyond-the-history tests: 100 read, 300 while away
 
 
 def port_of(url: str) -> int:
@@ -98,6 +99,27 @@ async def writer_and_proxied_reader(
             yield pub, sub, reader
 
 
+async def hundred_read_then_three_hundred_away(
+    pub: ts.Publisher, sub: ts.Subscription, reader: ts.Client, proxy: TcpProxy
+) -> list[ts.Message]:
+    """The beyond-the-history tests: 100 frames read, the reader cut, 300 frames sent while
+    it is away; every message it gets until the last (the 400th)."""
+    got: list[ts.Message] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_until, sub, PRODUCED, got)
+        for i in range(100):
+            await pub.send(i)
+        await pub.wait_acknowledged()
+        with trio.fail_after(WAIT_S):
+            while len(got) < 100:  # noqa: ASYNC110 - polling a plain list
+                await trio.sleep(0.01)
+        proxy.cut()
+        await reader.wait_state("reconnecting")
+        for i in range(100, PRODUCED):
+            await pub.send(i)
+    return got
+
+
 # -- backoff ---------------------------------------------------------------------------------
 def test_backoff_doubles_with_equal_jitter_never_zero_never_in_lock_step() -> None:
     policy = ts.Reconnect(initial=0.1, maximum=1.0)
@@ -147,34 +169,93 @@ async def test_a_blip_within_history_delivers_every_frame_once_in_order(
         assert sub.position == ts.Position(sub.position.epoch, produced)
 
 
-async def test_a_blip_beyond_history_counts_every_missed_frame_exactly(
+async def test_a_blip_beyond_the_buffer_counts_every_missed_frame_exactly(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # The server keeps the reader's subscription while it is away (kept.py): its buffer of
+    # 100 keeps the newest of the 300 frames sent meanwhile (after those already in flight
+    # to the broken connection, up to its window of 100, which it keeps too); the rest are
+    # counted where its policy dropped them.
+    async with writer_and_proxied_reader(
+        server, proxy, history=20, reconnect=ts.Reconnect(initial=0.5), size=100
+    ) as (pub, sub, reader):
+        got = await hundred_read_then_three_hundred_away(pub, sub, reader, proxy)
+        assert_exact(got, PRODUCED)
+        gap = next(m.gap for m in got if m.gap is not None)
+        assert gap.kind == "resumed"
+        assert 100 <= gap.recovered <= 200
+        assert sum(m.lost for m in got) == 300 - (len(got) - 100) >= 100
+        assert [m.data for m in got[-100:]] == list(range(300, PRODUCED))
+
+
+@pytest.mark.server_options(resume_grace_s=0.2)
+async def test_a_blip_beyond_the_grace_and_history_counts_every_missed_frame_exactly(
     server: ts.Server, proxy: TcpProxy, engine_kind: str
 ) -> None:
-    produced = 400
+    # Away longer than resume_grace_s: the subscription kept for it has ended, and the
+    # resume replays what the history holds.
     async with writer_and_proxied_reader(
-        server, proxy, history=20, reconnect=ts.Reconnect(initial=0.5), size=1000
+        server, proxy, history=20, reconnect=ts.Reconnect(initial=1.0, maximum=1.0), size=1000
     ) as (pub, sub, reader):
-        got: list[ts.Message] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_until, sub, produced, got)
-            for i in range(100):
-                await pub.send(i)
-            await pub.wait_acknowledged()
-            with trio.fail_after(WAIT_S):
-                while len(got) < 100:  # noqa: ASYNC110 - polling a plain list
-                    await trio.sleep(0.01)
-            proxy.cut()
-            await reader.wait_state("reconnecting")
-            for i in range(100, produced):  # 300 frames while the reader is away
-                await pub.send(i)
-        assert_exact(got, produced)
+        got = await hundred_read_then_three_hundred_away(pub, sub, reader, proxy)
+        assert_exact(got, PRODUCED)
         gap = next(m.gap for m in got if m.gap is not None)
         assert gap.kind == "resumed"
         # What the history held; through Redis, what the channel's stream holds (README,
         # "Several nodes": a resume replays from the stream, up to the reader's size).
-        recovered = 20 if engine_kind == "memory" else produced - 100
+        recovered = 20 if engine_kind == "memory" else PRODUCED - 100
         assert gap.recovered == recovered
-        assert gap.lost == produced - 100 - recovered
+        assert gap.lost == PRODUCED - 100 - recovered
+
+
+async def test_a_block_reader_cut_without_history_loses_nothing_and_its_writer_never_knows(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # No history: the server keeps the reader's subscription while it is away (kept.py), with
+    # what was in flight to it. Its writer never sees it go: every send is taken.
+    produced = 600
+    async with writer_and_proxied_reader(
+        server, proxy, history=0, reconnect=FAST, policy="block", size=1000
+    ) as (pub, sub, reader):
+        got: list[ts.Message] = []
+        taken: list[bool] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until, sub, produced, got)
+            for i in range(produced):
+                taken.append(await pub.send(i))
+                if i in (150, 300, 450):
+                    with trio.fail_after(WAIT_S):
+                        await reader.wait_state("open")  # back from the cut before
+                    proxy.cut() if i != 300 else proxy.reset()
+                    await reader.wait_state("reconnecting")  # the next sends while away
+                if i % 20 == 0:
+                    await trio.sleep(0.005)
+        assert all(taken)
+        assert [m.data for m in got] == list(range(produced))
+        assert sum(m.lost for m in got) == 0
+        gaps = [m.gap for m in got if m.gap is not None]
+        assert len(gaps) == reader.reconnects == 3
+        assert all(gap.kind == "resumed" and gap.lost == 0 for gap in gaps)
+
+
+@pytest.mark.server_options(resume_grace_s=0.5)
+async def test_a_block_reader_that_never_comes_back_holds_its_writer_only_for_the_grace(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    async with writer_and_proxied_reader(
+        server, proxy, history=0, reconnect=FAST, policy="block", size=5
+    ) as (pub, _, reader):
+        proxy.refuse()
+        proxy.cut()
+        await reader.wait_state("reconnecting")
+        cut_at = trio.current_time()
+        with trio.fail_after(WAIT_S):
+            # The kept subscription takes 5, then holds the writer (its window fills).
+            while await pub.send(0):
+                pass
+        # Real time: a real server and proxy (autojump would jump while they are busy).
+        assert trio.current_time() - cut_at >= 0.5 - 0.05
+        assert pub.readers == 0
 
 
 async def test_a_size_one_reader_resumes_with_only_the_newest_frame(
@@ -719,6 +800,12 @@ async def test_a_writer_back_before_its_readers_after_a_restart_holds_its_frames
     assert sum(m.lost for m in got) == 0
 
 
+# The server keeps nothing of a client whose connection broke (no resume grace): what a
+# restarted server, or one whose grace ran out, has (a reader's subscription kept for it,
+# kept.py, would count as a reader and leave the writer nothing to hold for).
+NOTHING_KEPT = pytest.mark.server_options(resume_grace_s=0)
+
+
 @asynccontextmanager
 async def a_hold(
     server: ts.Server, proxy: TcpProxy, maximum: float
@@ -748,6 +835,7 @@ async def a_hold(
             yield writer, pub, reader_proxy, sub
 
 
+@NOTHING_KEPT
 async def test_a_writer_holds_its_frames_for_missing_readers_only_for_the_grace(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
@@ -771,6 +859,7 @@ async def test_a_writer_holds_its_frames_for_missing_readers_only_for_the_grace(
         await pub.aclose()
 
 
+@NOTHING_KEPT
 async def test_a_hold_outlives_a_second_cut_and_a_close_waits_for_the_readers(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
@@ -804,6 +893,7 @@ async def test_a_hold_outlives_a_second_cut_and_a_close_waits_for_the_readers(
     assert got == list(range(20))
 
 
+@NOTHING_KEPT
 async def test_a_close_cancelled_while_it_waits_for_a_hold_still_closes(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

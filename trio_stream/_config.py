@@ -62,8 +62,9 @@ class ServerConfig:
     http_max_requests: int = HTTP_MAX_REQUESTS
     http_write_timeout_s: float = HTTP_WRITE_TIMEOUT_S
     shutdown_grace_s: float = 2.0
-    # The channels of a client that reconnects (resume) outlive a blip of its connection for
-    # this long (s): still readable, same epoch and history, its own again when it is back.
+    # The channels and subscriptions of a client that reconnects (resume) outlive a blip of
+    # its connection for this long (s): channels still readable, same epoch and history, its
+    # subscriptions still taking frames (kept.py), its own again when it is back.
     resume_grace_s: float = 10.0
     stats_interval_s: float = 1.0
     # Where channels live: "memory" (this process only) or a Redis URL shared by several

@@ -172,6 +172,9 @@ class Subscription:
                 **self._spec,
                 since_epoch=self._epoch,
                 since_seq=self._resume_seq(),
+                # The server may have kept this subscription (the same server, within its
+                # resume grace): it continues under a new id, with nothing lost.
+                resume_sub=self.sub_id,
             )
         except (ChannelNotFound, ClusterUnavailable):
             return False

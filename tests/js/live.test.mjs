@@ -246,6 +246,30 @@ test('a subscription resumes after a cut: every frame once, the first after it w
   }
 });
 
+test('a block reader cut without history loses nothing: the server kept its subscription', { skip }, async () => {
+  const py = await client.rpc('py');
+  await py.call('create', ['kept', 0]);
+  const c2 = await connect(proxyUrl, { name: 'js-kept', reconnectDelay: 500 }); // back after the sends
+  try {
+    const sub = await c2.subscribe('kept', { policy: 'block', size: 1000 });
+    const it = sub[Symbol.asyncIterator]();
+    assert.deepStrictEqual(await py.call('send', ['kept', [0, 1, 2]]), [true, true, true]);
+    for (let i = 0; i < 3; i++) assert.equal((await it.next()).value.data, i);
+    await py.call('cut');
+    // No history: the values reach the subscription the server keeps for the reader.
+    const taken = await py.call('send', ['kept', [3, 4, 5]]);
+    assert.deepStrictEqual(taken, [true, true, true], 'its writer never saw it go');
+    const got = [];
+    for (let i = 0; i < 3; i++) got.push((await it.next()).value);
+    assert.deepStrictEqual(got.map((m) => [m.seq, m.data]), [[4, 3], [5, 4], [6, 5]]);
+    assert.equal(got[0].gap.kind, 'resumed');
+    assert.equal(got[0].gap.lost, 0);
+    assert.equal(got[0].gap.recovered, 3);
+  } finally {
+    c2.close();
+  }
+});
+
 test('a resume after a lost notice continues after the dropped frames, not from the last one read', { skip }, async () => {
   const py = await client.rpc('py');
   await py.call('create', ['noticeresume', 100]); // the history holds the dropped frames too

@@ -33,12 +33,13 @@ class Py:
     async def rpc_create(self, channel: str, history: int = 0) -> None:
         await self.client.create_channel(channel, history=history)
 
-    async def rpc_send(self, channel: str, values: list[Any]) -> None:
-        """Publish ``values`` (wanted without readers on a channel with history)."""
+    async def rpc_send(self, channel: str, values: list[Any]) -> list[bool]:
+        """Publish ``values`` (wanted without readers on a channel with history); what each
+        ``send`` returned (False: the channel had no readers)."""
         async with self.client.publisher(channel) as pub:
-            for value in values:
-                await pub.send(value)
+            taken = [await pub.send(value) for value in values]
             await pub.wait_acknowledged()
+        return taken
 
     def rpc_echo(self, data: Any, twice: bool = False) -> Any:
         return [data, data] if twice else data

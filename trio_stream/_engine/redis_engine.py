@@ -779,6 +779,9 @@ class RedisEngine:
     async def _subscribe(self, session: Session, msg: Subscribe) -> dict[str, Any]:
         if msg.channel.startswith("$"):  # the server's own: every node has them, fed locally
             return requests.subscribe(session, msg)
+        taken = requests.take_back(session, msg)  # kept on this node while it was away
+        if taken is not None:
+            return taken
         record = await self._record(msg.channel, msg.key, session)
         channel = self._mirror(record)
         with self._joining_reader(channel.name):
@@ -1266,7 +1269,7 @@ class RedisEngine:
         channel.recent.clear()
         channel.recent_bytes = 0
         for sub in list(channel.subscriptions):  # their position means nothing now
-            self.state.broker._detach(sub)
+            self.state.broker.detach(sub)
             sub.outbox.end(sub, None)
         self._unfollowed(name)
         await self.io.reader.unfollow(name)

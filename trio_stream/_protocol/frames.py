@@ -15,7 +15,7 @@ import struct
 from collections import deque
 from collections.abc import Sequence
 from enum import IntEnum
-from itertools import repeat
+from itertools import islice
 from typing import Final, TypeAlias
 
 from .._exceptions import ProtocolError
@@ -255,7 +255,7 @@ def write_data(
     max_frames: int,
     quota: int,
     room: int,
-    sizes: deque[int],
+    in_flight: deque[tuple[SharedData, int]],
     pieces: list[BytesLike],
     run: list[bytes],
 ) -> tuple[int, int]:
@@ -263,9 +263,10 @@ def write_data(
     first; taken from the left: a deque, not a call per frame).
 
     Stops after ``max_frames`` frames, once ``quota`` bytes are written, or before a frame
-    that does not fit ``room`` bytes (it stays in ``entries``) unless ``sizes`` is empty:
-    a single frame larger than the room goes alone. Each frame's size, as written, is appended
-    to ``sizes`` (the reader's frames in flight).
+    that does not fit ``room`` bytes (it stays in ``entries``) unless ``in_flight`` is empty:
+    a single frame larger than the room goes alone. Each entry written moves from ``entries``
+    to ``in_flight`` (the reader's frames in flight, kept until the client's credit lets
+    them go: a reader whose connection breaks takes back those it did not get).
 
     Small pieces (heads, small payloads) collect in ``run`` for the caller to join into one
     piece; a large payload is never copied: ``run`` is joined into ``pieces`` and the payload
@@ -279,13 +280,13 @@ def write_data(
     frames = taken = 0
     frame, lost = entries[0]
     nbytes = frame.nbytes
-    if not lost and nbytes < _JOINED_MAX_BYTES and (nbytes <= room or not sizes):
-        frames = _write_same_size(entries, sub_id, nbytes, max_frames, quota, room, sizes, run)
+    if not lost and nbytes < _JOINED_MAX_BYTES and (nbytes <= room or not in_flight):
+        frames = _write_same_size(entries, sub_id, nbytes, max_frames, quota, room, in_flight, run)
         taken = frames * nbytes
         if not entries or frames == max_frames or taken >= quota:
             return frames, taken
     more, more_bytes = _write_each(
-        entries, sub_id, max_frames - frames, quota - taken, room - taken, sizes, pieces, run
+        entries, sub_id, max_frames - frames, quota - taken, room - taken, in_flight, pieces, run
     )
     return frames + more, taken + more_bytes
 
@@ -302,7 +303,7 @@ def _write_same_size(
     max_frames: int,
     quota: int,
     room: int,
-    sizes: deque[int],
+    in_flight: deque[tuple[SharedData, int]],
     run: list[bytes],
 ) -> int:
     """:func:`write_data` for the run of lossless frames of ``nbytes`` bytes (a size below
@@ -331,14 +332,15 @@ def _write_same_size(
         append(frame.head)
         count += 1
     if count == len(entries):
+        in_flight.extend(entries)
         entries.clear()
     else:
+        in_flight.extend(islice(entries, count))
         take = entries.popleft
         for _ in range(count):
             take()
     head = _READER_PACK(nbytes - PREFIX_BYTES, DATA, sub_id, 0)
     run.append(head.join(heads))
-    sizes.extend(repeat(nbytes, count))
     return count
 
 
@@ -348,13 +350,13 @@ def _write_each(
     max_frames: int,
     quota: int,
     room: int,
-    sizes: deque[int],
+    in_flight: deque[tuple[SharedData, int]],
     pieces: list[BytesLike],
     run: list[bytes],
 ) -> tuple[int, int]:
     """:func:`write_data` frame by frame: frames of mixed sizes, with a loss, or large."""
     pack = _READER_PACK
-    append_size = sizes.append
+    going_out = in_flight.append
     append = run.append
     frames = taken = 0
     # A channel's frames are mostly of one size and carry no loss: their reader heads are
@@ -365,9 +367,9 @@ def _write_each(
     while entries and frames < max_frames and taken < quota:
         frame, lost = entries[0]
         nbytes = frame.nbytes
-        if nbytes > room and sizes:
+        if nbytes > room and in_flight:
             break
-        take()
+        going_out(take())
         room -= nbytes
         if lost:
             append(pack(frame.body_bytes, DATA, sub_id, lost if lost < MAX_U32 else MAX_U32))
@@ -382,7 +384,6 @@ def _write_each(
             pieces.append(b"".join(run))
             run.clear()
             pieces.append(frame.payload)
-        append_size(nbytes)
         taken += nbytes
         frames += 1
     return frames, taken

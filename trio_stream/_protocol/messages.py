@@ -107,7 +107,7 @@ class ClosePublisher(Request):
 @dataclass(frozen=True)
 class Subscribe(Request):
     OP: ClassVar[str] = "subscribe"
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"sender", "view"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"sender", "view", "resume_sub"})
     channel: str
     key: str | None = None
     policy: str = "drop_oldest"
@@ -120,6 +120,7 @@ class Subscribe(Request):
     view: list[Any] | None = None  # [[start, stop, step], ...] per dimension (array_view.py)
     since_epoch: str | None = None  # resume after (since_epoch, since_seq): reply has "resume"
     since_seq: int | None = None
+    resume_sub: int | None = None  # with since_*: its id on the broken connection (kept.py)
 
 
 @dataclass(frozen=True)

@@ -365,7 +365,7 @@ class Broker:
         for sub in list(channel.subscriptions):
             # Detach but keep its buffer: the reader still gets what was published before
             # the end, then a clean end of its iteration (see Outbox.end).
-            self._detach(sub)
+            self.detach(sub)
             sub.outbox.end(sub, None)
         for pub in list(channel.publishers):
             channel.publishers.remove(pub)
@@ -820,10 +820,10 @@ class Broker:
 
     def unsubscribe(self, sub: Reader) -> None:
         """The reader is gone: detach it and free its buffer."""
-        self._detach(sub)
+        self.detach(sub)
         sub.outbox.discard(sub)
 
-    def _detach(self, sub: Reader) -> None:
+    def detach(self, sub: Reader) -> None:
         """No new frames for this reader; it holds no writer back any more."""
         channel = sub.channel
         sub.drop_parked()

@@ -432,6 +432,13 @@ class PolicyBuffer(Generic[T]):
         """Put back the entry :meth:`take` just returned (it did not fit the reader's window)."""
         self._items.appendleft(entry)
 
+    def untake_all(self, entries: list[tuple[T, int]]) -> None:
+        """Put ``entries``, taken earlier, back at the front in their order, ``size`` aside:
+        a resumed reader's frames in flight that its client never got (outbox.Reader.
+        resume_after) go out first, with the losses they carried."""
+        self.entries()  # a loss owed to the head stays with the head
+        self._items.extendleft(reversed(entries))
+
     def take_skipped(self) -> int:
         """Frames lost since the last item admitted, that no buffered item will report: they
         are reported now (a ``lost`` notice) and not again on the next item admitted."""

@@ -61,6 +61,15 @@ class DeficitRoundRobin:
             self._turns = deque()
         self._turns.append(_Turn(flow))
 
+    def remove(self, flow: Flow) -> None:
+        """Take ``flow`` out of the rotation (it moves to another connection): O(flows),
+        for a rare move, never on a frame's path."""
+        turns = self._turns
+        if turns:
+            for turn in list(turns):
+                if turn.flow is flow:
+                    turns.remove(turn)
+
     def fill(self, pieces: list[BytesLike], budget: int) -> tuple[int, int]:
         """Append DATA frames to ``pieces`` until about ``budget`` bytes are taken.
 

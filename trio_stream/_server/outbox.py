@@ -141,7 +141,9 @@ class Reader:
         "channel",
         "closed",
         "credit",
+        "credited_seq",
         "doomed",
+        "end_error",
         "ending",
         "every",
         "held_reported",
@@ -195,7 +197,10 @@ class Reader:
         self.window_bytes = window_bytes
         self.credit = window
         self.inflight_bytes = 0
-        self._inflight: deque[int] = deque()  # sizes of the frames sent, not yet credited
+        # The entries sent, not yet credited: kept (references to shared frames, no copies)
+        # so that a reader whose connection breaks gets back those its client never had.
+        self._inflight: deque[tuple[SharedData, int]] = deque()
+        self.credited_seq = 0  # the seq of the newest frame the client's credit let go
         # How many of the buffer's oldest frames (and their bytes) the sender writes at once,
         # as last counted (see going()): never more than that, often fewer (counted lazily).
         self._going = 0
@@ -204,6 +209,7 @@ class Reader:
         self.active = False  # in its outbox's send rotation
         self.closed = False
         self.ending = False  # channel ended: send what is buffered, then the end
+        self.end_error: Exception | None = None  # why it ended while kept (kept.py)
         self.doomed = False  # over the connection's memory limit: ends, takes nothing more
         self.parked: deque[Parked | ParkedView] = (
             deque()
@@ -818,17 +824,57 @@ class Reader:
         inflight = self._inflight
         if frames >= len(inflight):
             # The usual case: all of them (inflight_bytes is always the sum of inflight).
+            if inflight:
+                self.credited_seq = inflight[-1][0].seq
+                inflight.clear()
             self.inflight_bytes = 0
-            inflight.clear()
         else:
             pop = inflight.popleft
             freed = 0
+            frame = None
             for _ in range(frames):
-                freed += pop()
+                frame = pop()[0]
+                freed += frame.nbytes
+            if frame is not None:
+                self.credited_seq = frame.seq
             self.inflight_bytes -= freed
         self.credit = min(self.credit + frames, self.window)
         if not self.active and self.ready():
             self.outbox.activate(self)
+
+    # -- taken back by a reconnected client (kept.py) ----------------------------------------
+    def resumable_after(self, since_seq: int) -> bool:
+        """Whether a client that has every frame up to ``since_seq`` can take this reader
+        back without a gap: it has every frame the reader let go (its credit came back for
+        them), and none past what the reader sent."""
+        return self.credited_seq <= since_seq <= self.channel.seq
+
+    def pause(self) -> None:
+        """Its connection is gone (kept.py): nothing goes out, nothing counts as going (a
+        lossy policy keeps ``size`` frames), until a new connection takes it back."""
+        self.credit = 0
+        self._going = self._going_bytes = 0
+
+    def resume_after(self, since_seq: int, window: int) -> int:
+        """Continue after ``since_seq`` on a new connection, with its whole credit window:
+        the frames in flight that the client never got go back to the buffer's front, in
+        order, ahead of what waited meanwhile (a ``block`` buffer may hold more than
+        ``size`` until the client drains it, as after a history replay). ``window`` is the
+        new connection's credit window for it. Call :meth:`resumable_after` first.
+
+        Returns:
+            How many frames in flight went back to the buffer.
+        """
+        inflight = self._inflight
+        again = [entry for entry in inflight if entry[0].seq > since_seq]
+        inflight.clear()
+        self.inflight_bytes = 0
+        self.window = self.credit = window
+        self._going = self._going_bytes = 0
+        if again:
+            self.buffer.untake_all(again)
+            self.outbox.buffered(sum(entry[0].nbytes for entry in again), self.blocks_writers)
+        return len(again)
 
 
 class Outbox:
@@ -850,6 +896,7 @@ class Outbox:
         "buffered_bytes",
         "clock",
         "control_bytes",
+        "keeps_ended",
         "max_block_bytes",
         "max_buffered_bytes",
         "max_parked_bytes",
@@ -904,6 +951,8 @@ class Outbox:
         self._rate_limited: set[Reader] | None = None
         self._over_limit: list[Reader] = []
         self._holding: set[Reader] | None = None  # block readers with frames parked for them
+        # Readers kept for a client that is away (kept.py): an end waits for its return.
+        self.keeps_ended = False
 
     # -- readers -----------------------------------------------------------------------------
     def open_reader(
@@ -939,6 +988,59 @@ class Outbox:
         self._next_sub += 1
         self.readers[reader.sub_id] = reader
         return reader
+
+    def spare(self, owner: OutboxOwner) -> Outbox:
+        """An empty outbox with this one's bounds and clock, for ``owner``: where a gone
+        connection's readers wait for their client to take them back (kept.py)."""
+        return Outbox(
+            owner,
+            max_buffered_bytes=self.max_buffered_bytes,
+            max_parked_bytes=self.max_parked_bytes,
+            clock=self.clock,
+            detach=self._detach,
+            totals=self.totals,
+            batch_bytes=self.batch_bytes,
+        )
+
+    def adopt(self, reader: Reader) -> None:
+        """Move ``reader`` here from the outbox it is in, under a new sub id, with all it
+        holds: its buffer, the frames in flight (until :meth:`Reader.resume_after`), the
+        frames parked for it and the newest held back by ``max_rate``. It stays attached to
+        its channel throughout: no reader count changes, no frame is offered twice or
+        missed. A doomed reader (over the memory bound) is ended here, and one that ended
+        meanwhile ends here (a clean end after its buffered frames)."""
+        reader.outbox._let_go(reader)
+        reader.outbox = self
+        reader.sub_id = self._next_sub
+        self._next_sub += 1
+        self.readers[reader.sub_id] = reader
+        self.buffered(sum(map(_NBYTES, reader.buffer.items())), reader.blocks_writers)
+        if reader.parked:
+            self.holding(reader)
+        if reader.ending and not self.keeps_ended:  # it ended while its client was away
+            self.end(reader, reader.end_error)
+        elif reader.doomed:
+            self.over_limit(reader)
+        else:
+            if reader.latest is not None:
+                self.schedule_rate(reader)
+            if reader.ready():
+                self.activate(reader)
+
+    def _let_go(self, reader: Reader) -> None:
+        """Forget ``reader`` without ending it: it moves to another outbox (:meth:`adopt`)."""
+        if self.readers.get(reader.sub_id) is reader:
+            del self.readers[reader.sub_id]
+        if reader.active:
+            self._scheduler.remove(reader)
+            reader.active = False
+        if self._rate_limited:
+            self._rate_limited.discard(reader)
+        if self._holding:
+            self._holding.discard(reader)
+        if reader in self._over_limit:
+            self._over_limit.remove(reader)
+        self.buffered(-sum(map(_NBYTES, reader.buffer.items())), reader.blocks_writers)
 
     def credit(self, sub_id: int, frames: int) -> None:
         """CREDIT from the client.
@@ -984,6 +1086,13 @@ class Outbox:
             # refuses it: like a newer frame replacing it, decimation.)
             frame, reader.latest = reader.latest, None
             reader.admit(frame)
+        if self.keeps_ended:
+            # Its client is away: it learns of the end (after the frames buffered before
+            # it, if clean) once it takes the reader back (adopt). No new frames meanwhile.
+            reader.channel.broker.detach(reader)
+            reader.ending = True
+            reader.end_error = error
+            return
         if error is None and len(reader.buffer):
             reader.ending = True  # take_turn sends the end right after the last frame
             if not reader.active and reader.ready():

@@ -1,6 +1,6 @@
 """Resume on the server: a reconnecting client takes its place back, readers continue.
 
-Four jobs, each small, called from the session and its requests at a few points:
+Five jobs, each small, called from the session and its requests at a few points:
 
 - **Leases.** A client that says ``resume`` in its hello gets a resume token in the welcome.
   When the connection ends, its lease lives on for ``resume_grace_s``: its channels are not
@@ -21,6 +21,9 @@ Four jobs, each small, called from the session and its requests at a few points:
   takes them past its size, as the history has no writer to hold back) and every frame
   between ``since_seq`` and the first one the history still holds is counted lost on the
   next frame the reader gets; a different epoch is a reset (the channel was created anew).
+- **Readers kept.** While a lease waits, the gone connection's subscriptions wait with it,
+  attached to their channels (kept.py): the resubscription of each takes its own back, with
+  what arrived meanwhile and what was in flight, so a reader loses nothing to its own cut.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from .._exceptions import ChannelExists
 from .._protocol.frames import SharedData
 from .._protocol.messages import CreateChannel
 from .broker import Broker, Channel, replay_history
-from .outbox import Reader
+from .kept import KeptReaders
+from .outbox import Outbox, Reader
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,8 @@ class Resumable(Protocol):
     client_id: int
     name: str
     resume_token: str | None
+    resume_lease: Lease | None  # the lease this connection took over at hello
+    outbox: Outbox
 
     def published_frames(self) -> dict[int, int]: ...
     def next_pub_id(self) -> int: ...
@@ -68,6 +74,7 @@ class Lease:
     next_pub: int = 1  # the id its session would have given next: its successor goes on there
     orphans: list[Channel] = field(default_factory=list)
     ends_at: float | None = None  # trio clock: when the grace period of a gone session ends
+    kept: KeptReaders | None = None  # its readers, waiting for the resubscriptions
 
 
 class ResumeBook:
@@ -87,6 +94,9 @@ class ResumeBook:
         # with several nodes another node may have taken it over meanwhile.
         self._end = end
         self._leases: dict[str, Lease] = {}
+        # Leases taken over whose kept readers the new connection has not all taken back
+        # yet: those left end ``grace_s`` after the take-over.
+        self._taken: dict[str, Lease] = {}
 
     def issue(self, session: Resumable) -> str:
         token = secrets.token_hex(RESUME_TOKEN_BYTES)
@@ -122,6 +132,7 @@ class ResumeBook:
         if old is not None:  # a half-open connection the server has not noticed yet
             lease.taken = old.published_frames()
             lease.next_pub = old.next_pub_id()
+            lease.kept = self._keep(old)  # its readers, before its end unsubscribes them
             old.resume_token = None  # its end must not orphan what we take now
             name = old.name
             if by_name.get(name) is old:
@@ -135,7 +146,17 @@ class ResumeBook:
                 and channel.owner_id == lease.client_id
             ):
                 channel.owner_id = session.client_id
-        log.info("client %r resumed (%d channels back)", session.name, len(lease.orphans))
+        if lease.kept is not None:
+            # The resubscriptions take them back; those left end a grace period from now.
+            lease.ends_at = trio.current_time() + self.grace_s
+            self._taken[token] = lease
+            self._wake()
+        log.info(
+            "client %r resumed (%d channels, %d subscriptions kept)",
+            session.name,
+            len(lease.orphans),
+            len(lease.kept or ()),
+        )
         return lease
 
     def release(self, session: Resumable) -> None:
@@ -144,6 +165,33 @@ class ResumeBook:
         if token is not None:
             self._leases.pop(token, None)
             session.resume_token = None
+
+    def _keep(self, session: Resumable) -> KeptReaders | None:
+        """Move ``session``'s readers, and those it had not taken back of its own
+        predecessor's, into the keeping of its lease; None: it had none."""
+        kept = KeptReaders(session.outbox, session.client_id, session.name, self._wake)
+        kept.keep_all(session.outbox)
+        previous = session.resume_lease
+        if previous is not None and previous.kept is not None:
+            previous.kept.carry_to(kept)
+            self._end_kept(previous)
+        if not len(kept):
+            kept.end(self.broker)
+            return None
+        return kept
+
+    def _end_kept(self, lease: Lease) -> None:
+        """End the readers ``lease`` still keeps (nobody took them back in time)."""
+        if lease.kept is not None:
+            lease.kept.end(self.broker)
+            lease.kept = None
+        self._taken.pop(lease.token, None)
+
+    def end_kept_of(self, session: Resumable) -> None:
+        """``session`` ended for good (a goodbye, no lease): the readers its predecessor left
+        that it did not take back end with it."""
+        if session.resume_lease is not None:
+            self._end_kept(session.resume_lease)
 
     def session_ended(self, session: Resumable, published: dict[int, int]) -> bool:
         """The connection ended; True if its channels are kept for the grace period.
@@ -155,27 +203,38 @@ class ResumeBook:
         lease = self._leases.get(token) if token is not None else None
         if lease is None or lease.session is not session:
             return False
+        if self.grace_s <= 0:
+            del self._leases[lease.token]
+            return False
         lease.session = None
         lease.taken = published
         lease.next_pub = session.next_pub_id()
         lease.orphans = [c for c in self.broker.owned_by(session.client_id) if not c.keep]
-        if self.grace_s <= 0:
-            del self._leases[lease.token]
-            return False
+        lease.kept = self._keep(session)
         lease.ends_at = trio.current_time() + self.grace_s
         self._wake()
         return True
 
     def expire(self, now: float) -> float:
-        """End the channels of leases whose grace period is over; the next deadline."""
+        """End the channels and kept readers of leases whose grace period is over, time the
+        holds of kept block readers; the next deadline."""
         deadline = float("inf")
+        for lease in list(self._taken.values()):
+            kept = lease.kept
+            if kept is None or not len(kept) or (lease.ends_at or 0.0) <= now:
+                self._end_kept(lease)
+            else:
+                deadline = min(deadline, lease.ends_at or now, kept.check(now))
         for token, lease in list(self._leases.items()):
             if lease.ends_at is None:
                 continue
             if lease.ends_at > now:
                 deadline = min(deadline, lease.ends_at)
+                if lease.kept is not None:
+                    deadline = min(deadline, lease.kept.check(now))
                 continue
             del self._leases[token]
+            self._end_kept(lease)
             for channel in lease.orphans:
                 if channel.owner_id == lease.client_id:
                     self._end(
@@ -256,7 +315,7 @@ def subscribe_since(
         channel = sub.channel
         if since_epoch != channel.epoch or not 0 <= since_seq <= channel.seq:
             replay_history(sub, recent)
-            outcome.update(kind="reset", recovered=_recovered(sub))
+            outcome.update(kind="reset", recovered=recovered(sub))
             return
         # Gone from the channel's history: lost, exactly (with a sender filter the server
         # cannot tell whose they were, so they count as this reader's loss too).
@@ -279,12 +338,12 @@ def subscribe_since(
         newest = max(whole[-1].seq if whole else channel.seq, since_seq)
         if channel.seq > newest:
             sub.skip(channel.seq - newest)
-        outcome.update(kind="resumed", recovered=_recovered(sub))
+        outcome.update(kind="resumed", recovered=recovered(sub))
 
     broker.subscribe(sub, replay=replay)
     return outcome
 
 
-def _recovered(sub: Reader) -> int:
-    """Replayed frames the reader will get: in its buffer, or held back by max_rate."""
+def recovered(sub: Reader) -> int:
+    """Frames a resumed reader will get: in its buffer, or held back by max_rate."""
     return len(sub.buffer) + (sub.latest is not None)

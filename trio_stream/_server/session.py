@@ -308,14 +308,18 @@ class Session:
 
     def _cleanup(self) -> None:
         broker = self.state.broker
-        published = self.published_frames()
-        for reader in list(self.outbox.readers.values()):
-            broker.unsubscribe(reader)
+        resume = self.state.resume
+        # With a lease, its readers stay attached, kept for the client's resume (kept.py).
+        lease_lives = resume.session_ended(self, self.published_frames())
+        if not lease_lives:
+            for reader in list(self.outbox.readers.values()):
+                broker.unsubscribe(reader)
+            resume.end_kept_of(self)
         for writer in list(self.writers.values()):
             broker.close_publisher(writer)
         self.writers.clear()
         self.state.rpc.session_closed(self)
-        if not self.state.resume.session_ended(self, published):  # else kept for a while
+        if not lease_lives:  # else its channels are kept for a while too
             for channel in list(broker.owned_by(self.client_id)):
                 if not channel.keep:  # the engine's: a take-over elsewhere may have come first
                     self.state.engine.end_orphan(

@@ -994,6 +994,7 @@ export class Subscription extends Emitter {
   #epoch = null; // the channel's epoch (subscribe reply)
   #lastSeq = 0; // of the last frame received: a resume continues after it
   #resumeFrom = null; // {epoch, seq} to send with the next subscribe
+  #resumeSub = null; // its id on the connection that broke, sent with the next subscribe
   #pendingGap = null; // {kind, recovered} for the next message
   #carried = 0; // lost frames a `lost` notice reported: added to the next message's lost
 
@@ -1066,6 +1067,7 @@ export class Subscription extends Emitter {
         ...(this.sender !== null && { sender: this.sender }),
         ...(this.view !== null && { view: this.view }),
         since_epoch: this.#resumeFrom?.epoch ?? null, since_seq: this.#resumeFrom?.seq ?? null,
+        ...(this.#resumeFrom !== null && this.#resumeSub !== null && { resume_sub: this.#resumeSub }),
       }, { onReply: (reply) => this.#attach(reply), ...(restore && { timeout: 0 }) });
     } finally {
       this.#requesting = false;
@@ -1119,6 +1121,9 @@ export class Subscription extends Emitter {
   }
 
   _disconnected() {
+    // The server may keep this subscription for the resume (its grace period): the next
+    // subscribe names it, and continues it under a new id with nothing lost.
+    if (this.id !== null) this.#resumeSub = this.id;
     this.id = null;
     clearTimeout(this.#retryTimer); // the next welcome resubscribes
     // The next subscribe resumes after the last frame received (queued ones included).

@@ -1,0 +1,231 @@
+"""Subscriptions kept while their client is away (kept.py), with fake owners and a fake clock:
+a reader loses nothing to its own cut, and what it holds back ends with the grace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from server_parts import World, decode, payload
+
+from trio_stream._protocol import messages as M
+from trio_stream._server.broker import Channel, Writer
+from trio_stream._server.buffers import Policy
+from trio_stream._server.kept import KeptReaders
+from trio_stream._server.outbox import Outbox, Reader
+
+
+def options(reader: Reader) -> tuple[Any, ...]:
+    """What a resubscription asks for: the subscription as it was."""
+    return (reader.policy, reader.buffer.size, reader.every, reader.max_rate, None, None)
+
+
+def away(world: World, box: Outbox) -> KeptReaders:
+    """The connection of ``box`` broke: its readers are kept for its client."""
+    kept = KeptReaders(box, 99, "recorder", lambda: None)
+    kept.keep_all(box)
+    return kept
+
+
+def publish(world: World, writer: Writer, values: range) -> None:
+    for i in values:
+        world.broker.publish(writer, 1.0, payload(i))
+
+
+def sent(box: Outbox) -> tuple[list[int], list[M.ControlMessage]]:
+    """The seqs of the DATA frames and the control messages of the outbox's next write."""
+    batch = decode(box.next_batch())
+    return [seq for _, _, seq, _ in batch.data], batch.control
+
+
+def take_back(
+    world: World, kept: KeptReaders, old: Reader, old_id: int, since_seq: int, window: int = 4
+) -> tuple[Outbox, Reader]:
+    _, box = world.connection()
+    reader = kept.take(old_id, old.channel.name, old.channel.epoch, since_seq, options(old), window)
+    assert reader is old
+    box.adopt(reader)
+    return box, reader
+
+
+def block_reader(world: World, channel: Channel, size: int = 100) -> tuple[Outbox, Reader]:
+    _, box = world.connection()
+    return box, world.reader(box, channel, Policy.BLOCK, size, window=4)
+
+
+def test_a_block_reader_away_loses_nothing_and_gets_again_what_was_in_flight() -> None:
+    world = World()
+    channel = world.channel()
+    writer_box, writer = world.writer(channel)
+    box, reader = block_reader(world, channel)
+    old_id = reader.sub_id
+    publish(world, writer, range(3))
+    assert sent(box)[0] == [1, 2, 3]  # in flight; the client got only the first
+    kept = away(world, box)
+    assert channel.readers == 1  # its writers never see it go
+    publish(world, writer, range(3, 8))
+    assert sum(count for _, count in decode(writer_box.next_batch()).acks) == 8
+    new_box, again = take_back(world, kept, reader, old_id, since_seq=1)
+    got = sent(new_box)[0]
+    new_box.credit(again.sub_id, 4)
+    got += sent(new_box)[0]
+    assert got == [2, 3, 4, 5, 6, 7, 8]
+    assert len(kept) == 0 and channel.readers == 1
+
+
+def test_a_full_kept_block_reader_holds_its_writer_until_the_grace_ends() -> None:
+    world = World()
+    channel = world.channel()
+    writer_box, writer = world.writer(channel)
+    box, _ = block_reader(world, channel, size=2)
+    kept = away(world, box)
+    publish(world, writer, range(5))
+    assert sum(count for _, count in decode(writer_box.next_batch()).acks) == 2  # 3 parked
+    kept.end(world.broker)  # nobody came back within resume_grace_s
+    assert sum(count for _, count in decode(writer_box.next_batch()).acks) == 3
+    assert channel.readers == 0
+
+
+def test_a_kept_block_reader_is_ended_by_its_block_timeout_and_its_client_learns_why() -> None:
+    world = World()
+    channel = world.channel()
+    writer_box, writer = world.writer(channel)
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.BLOCK, 1, window=4, block_timeout=5.0)
+    old_id = reader.sub_id
+    kept = away(world, box)
+    world.broker.publish(writer, 1.0, payload(0))
+    world.broker.publish(writer, 1.0, payload(1))  # parked: the writer is held
+    assert kept.check(world.clock.now) == world.clock.now + 1.0  # shown as holding at 1 s
+    world.clock.now += 5.0
+    kept.check(world.clock.now)
+    assert channel.readers == 0  # its writer goes on
+    assert sum(count for _, count in decode(writer_box.next_batch()).acks) == 2
+    _, new_box = world.connection()
+    taken = kept.take(old_id, "c", channel.epoch, 0, options(reader), 4)
+    assert taken is reader
+    new_box.adopt(taken)
+    _, control = sent(new_box)
+    assert len(control) == 1 and isinstance(control[0], M.SubEnd)
+    assert control[0].error == "LimitExceeded"
+
+
+def test_a_reader_whose_channel_ended_while_kept_gets_its_frames_then_the_end() -> None:
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    box, reader = block_reader(world, channel)
+    old_id = reader.sub_id
+    kept = away(world, box)
+    publish(world, writer, range(3))
+    world.broker.delete_channel(channel, "its owner left")
+    new_box, _ = take_back(world, kept, reader, old_id, since_seq=0)
+    batch = decode(new_box.next_batch())
+    assert [seq for _, _, seq, _ in batch.data] == [1, 2, 3]
+    assert batch.order == ["data", "data", "data", "control"]
+    assert isinstance(batch.control[0], M.SubEnd) and batch.control[0].error is None
+
+
+def test_a_lossy_kept_reader_keeps_its_newest_size_frames_and_counts_the_rest() -> None:
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.DROP_OLDEST, 3, window=3)
+    old_id = reader.sub_id
+    kept = away(world, box)
+    publish(world, writer, range(10))
+    new_box, _ = take_back(world, kept, reader, old_id, since_seq=0, window=3)
+    data = decode(new_box.next_batch()).data
+    assert [(seq, lost) for _, lost, seq, _ in data] == [(8, 7), (9, 0), (10, 0)]
+
+
+def test_a_client_is_not_given_a_reader_it_cannot_continue_without_a_gap() -> None:
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    box, reader = block_reader(world, channel)
+    old_id = reader.sub_id
+    publish(world, writer, range(8))
+    assert sent(box)[0] == [1, 2, 3, 4]
+    box.credit(reader.sub_id, 4)  # the client had 1..4: the reader let them go
+    kept = away(world, box)
+    epoch = channel.epoch
+    # Asks from before what the reader let go, or past the channel's newest: not this one.
+    assert kept.take(old_id, "c", epoch, 2, options(reader), 4) is None
+    assert kept.take(old_id, "c", epoch, 9, options(reader), 4) is None
+    # Another epoch, or other options: a subscription afresh (from the history).
+    assert kept.take(old_id, "c", "other", 4, options(reader), 4) is None
+    other = (Policy.DROP_OLDEST, *options(reader)[1:])
+    assert kept.take(old_id, "c", epoch, 4, other, 4) is None
+    new_box, _ = take_back(world, kept, reader, old_id, since_seq=4)
+    assert sent(new_box)[0] == [5, 6, 7, 8]
+
+
+def test_readers_not_taken_back_by_a_connection_that_broke_again_wait_on_in_the_next() -> None:
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    box, reader = block_reader(world, channel)
+    old_id = reader.sub_id
+    first = away(world, box)
+    world.broker.publish(writer, 1.0, payload(0))
+    second = KeptReaders(box, 99, "recorder", lambda: None)
+    first.carry_to(second)  # the next connection broke before its resubscription
+    world.broker.publish(writer, 1.0, payload(1))
+    new_box, _ = take_back(world, second, reader, old_id, since_seq=0)
+    assert sent(new_box)[0] == [1, 2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["publish", "write", "credit", "cut"]),
+            st.integers(1, 6),
+        ),
+        max_size=60,
+    )
+)
+def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
+    steps: list[tuple[str, int]],
+) -> None:
+    # The client gets a prefix of each write; a cut loses the rest of what was on the wire,
+    # and the resume names the newest frame it got. Whatever the order: each frame once.
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    box, reader = block_reader(world, channel, size=5)
+    got: list[int] = []
+    uncredited = 0
+    wire: list[int] = []  # written, not yet read by the client
+    published = 0
+    for action, n in steps:
+        if action == "publish":
+            for _ in range(n):
+                world.broker.publish(writer, 1.0, payload(published))
+                published += 1
+        elif action == "write":
+            wire += sent(box)[0]
+            got += wire[:n]  # the client reads n of what is on the wire
+            uncredited += len(wire[:n])
+            del wire[:n]
+        elif action == "credit" and uncredited:
+            box.credit(reader.sub_id, uncredited)
+            uncredited = 0
+        elif action == "cut":
+            wire = []  # lost with the connection
+            old_id = reader.sub_id
+            kept = away(world, box)
+            box, _ = take_back(world, kept, reader, old_id, got[-1] if got else 0)
+            uncredited = 0
+    got += wire  # the client reads to the end, crediting all it got
+    uncredited += len(wire)
+    for _ in range(published + 1):
+        if uncredited:
+            box.credit(reader.sub_id, uncredited)
+        written = sent(box)[0]
+        got += written
+        uncredited = len(written)
+    assert got == list(range(1, published + 1))

@@ -1,0 +1,171 @@
+"""Subscriptions kept while their client is away, so that a reader loses nothing to its own cut.
+
+When a connection with a resume lease (resume.py) ends without a goodbye, its subscriptions
+are not ended: they move, whole, into the lease's :class:`KeptReaders`. There each stays
+attached to its channel and takes frames as a reader that stopped reading would: its policy
+applies (a ``block`` reader fills its buffer, then holds the channel's writers back, and
+``block_timeout`` still ends it; a lossy one drops and counts), and it keeps the frames that
+were in flight to the client and not yet credited. The writers see no reader leave, so a
+``block`` reader's writer neither sends into a channel without readers nor loses a frame.
+
+The client's reconnect resubscribes each subscription with ``since_epoch``/``since_seq`` and
+``resume_sub`` (its id on the connection that broke). The kept reader of that id, on that
+channel, takes over on the new connection (:meth:`KeptReaders.take`): the frames in flight
+after ``since_seq`` go back to the front of its buffer and the rest follows: no gap, no
+duplicate. A client that sends no ``resume_sub`` is matched by channel and options.
+Readers nobody takes back end when the lease's grace period does (``resume_grace_s`` after
+the cut, or after the take-over of the lease by a new connection), as a broken connection's
+readers always did.
+
+I/O-free like the outbox: the clock and the housekeeping wake-up are injected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .outbox import Outbox, Reader
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .buffers import Policy
+
+
+class KeptReaders:
+    """A gone connection's readers, waiting for their client (see the module docstring).
+
+    It is the :class:`~.outbox.OutboxOwner` of the outbox that holds them: nothing is
+    written from it, and a block reader's hold is timed by the housekeeping (:meth:`check`).
+    """
+
+    def __init__(
+        self, template: Outbox, client_id: int, name: str, wake: Callable[[], None]
+    ) -> None:
+        """Args:
+        template: the gone connection's outbox (its bounds and clock are kept).
+        wake: asks the housekeeping to call :meth:`check` again (a hold began).
+        """
+        self.client_id = client_id
+        self.name = name
+        self._wake = wake
+        self.outbox = template.spare(self)
+        self.outbox.keeps_ended = True
+        self._by_old_id: dict[int, Reader] = {}  # the sub id its client knows it by
+
+    def __len__(self) -> int:
+        return len(self.outbox.readers)
+
+    def keep(self, reader: Reader, old_id: int | None = None) -> None:
+        """Keep ``reader`` (still attached to its channel) for its client, who knows it as
+        ``old_id`` (default: its sub id now)."""
+        known_as = reader.sub_id if old_id is None else old_id
+        reader.pause()
+        self.outbox.adopt(reader)
+        self._by_old_id[known_as] = reader
+
+    def keep_all(self, outbox: Outbox) -> None:
+        """Keep every reader of ``outbox`` (a connection that ended, or a half-open one that
+        its client replaced)."""
+        for reader in list(outbox.readers.values()):
+            if not reader.closed:
+                self.keep(reader)
+
+    def carry_to(self, other: KeptReaders) -> None:
+        """The connection that took these over ended too, before its client took them all
+        back: the rest wait in ``other``, still known by their old ids."""
+        for old_id, reader in list(self._by_old_id.items()):
+            if not reader.closed and reader.outbox is self.outbox:
+                other.keep(reader, old_id)
+        self._by_old_id.clear()
+
+    def has(self, old_id: int | None, name: str) -> bool:
+        """Whether a reader of channel ``name`` (known as ``old_id``, if given) waits here."""
+        return any(
+            reader.channel.name == name and (old_id is None or known_as == old_id)
+            for known_as, reader in self._by_old_id.items()
+        )
+
+    def take(
+        self,
+        old_id: int | None,
+        name: str,
+        epoch: str,
+        since_seq: int,
+        options: tuple[Policy, int | None, int, float | None, bytes | None, object],
+        window: int,
+    ) -> Reader | None:
+        """The kept reader a resubscription continues, made ready for ``since_seq`` (its
+        frames in flight after it back in its buffer), still in this outbox: the caller's
+        outbox adopts it. None: no kept reader can continue without a gap (the caller
+        subscribes afresh, from the history).
+
+        The reader is found by channel name and epoch, not by the channel the name has now:
+        one whose channel ended while its client was away is taken back too, to deliver
+        what it holds and then its end.
+
+        Args:
+            old_id: the subscription's id on the broken connection (``resume_sub``), if sent.
+            options: (policy, size, every, max_rate, sender, view) as the client asks them.
+            window: the credit window the new connection gives it.
+        """
+        candidates = (
+            [self._by_old_id.get(old_id)]
+            if old_id is not None and old_id in self._by_old_id
+            else list(self._by_old_id.values())
+        )
+        for reader in candidates:
+            if (
+                reader is not None
+                and not reader.closed
+                and reader.outbox is self.outbox
+                and reader.channel.name == name
+                and reader.channel.epoch == epoch
+                and _options(reader) == options
+                and reader.resumable_after(since_seq)
+            ):
+                self._forget(reader)
+                reader.resume_after(since_seq, window)
+                return reader
+        return None
+
+    def _forget(self, reader: Reader) -> None:
+        for old_id, kept in list(self._by_old_id.items()):
+            if kept is reader:
+                del self._by_old_id[old_id]
+
+    def check(self, now: float) -> float:
+        """End block readers that held their writers back for their ``block_timeout``, show
+        the others in ``held_by``; the next time to look (see Outbox.check_holds)."""
+        return self.outbox.check_holds(now)
+
+    def end(self, broker: Broker) -> None:
+        """Nobody took these back in time: they end as a broken connection's readers did."""
+        for reader in list(self.outbox.readers.values()):
+            broker.unsubscribe(reader)
+        self._by_old_id.clear()
+        self.outbox.close()
+
+    # -- OutboxOwner ---------------------------------------------------------------------------
+    def wake_sender(self) -> None:
+        """Nothing is written from here (credit is 0: nothing becomes ready either)."""
+
+    def parked_room(self) -> None:
+        """Kept readers have no writers of their own."""
+
+    def hold_started(self, deadline: float) -> None:
+        self._wake()
+
+    def writer_ended(self, pub_id: int) -> None:
+        """Kept readers have no writers of their own."""
+
+
+def _options(reader: Reader) -> tuple[Policy, int | None, int, float | None, bytes | None, object]:
+    return (
+        reader.policy,
+        reader.buffer.size,
+        reader.every,
+        reader.max_rate,
+        reader.sender,
+        reader.view,
+    )
