@@ -828,15 +828,14 @@ class Reader:
                 self.credited_seq = inflight[-1][0].seq
                 inflight.clear()
             self.inflight_bytes = 0
-        else:
+        elif frames > 0:
+            # A plain loop: measured faster here than C-level map passes over the entries.
             pop = inflight.popleft
             freed = 0
-            frame = None
             for _ in range(frames):
-                frame = pop()[0]
-                freed += frame.nbytes
-            if frame is not None:
-                self.credited_seq = frame.seq
+                entry = pop()
+                freed += entry[0].nbytes
+            self.credited_seq = entry[0].seq
             self.inflight_bytes -= freed
         self.credit = min(self.credit + frames, self.window)
         if not self.active and self.ready():
