@@ -449,10 +449,10 @@ def run_system(name: str, args: argparse.Namespace) -> dict[str, Any]:
     except Exception as exc:  # one system failing must not hide the others' figures
         tally.error = f"{type(exc).__name__}: {exc}"
         print(f"{name}: FAILED: {tally.error}", file=sys.stderr)
-    return summarize(name, tally, time.monotonic() - started)
+    return summarize(name, tally, args.interval, time.monotonic() - started)
 
 
-def summarize(name: str, tally: Tally, seconds: float) -> dict[str, Any]:
+def summarize(name: str, tally: Tally, interval: float, seconds: float) -> dict[str, Any]:
     published = len(tally.sent_at)
     seen: set[int] = set()
     duplicates = out_of_order = 0
@@ -484,13 +484,14 @@ def summarize(name: str, tally: Tally, seconds: float) -> dict[str, Any]:
         stalls.append(found)
     measured = [s for s in stalls if s is not None]
 
-    # Each missing value is charged to the last cut before it was published.
+    # Each missing value is charged to the cut nearest to when it was published (frames in
+    # flight at a cut were published just before it).
     per_cut = [0] * len(tally.cuts)
-    before_first = 0
+    away = 0
     for value in missing:
-        index = bisect.bisect_right(tally.cuts, tally.sent_at[value]) - 1
+        index = bisect.bisect_right(tally.cuts, tally.sent_at[value] + interval / 2) - 1
         if index < 0:
-            before_first += 1
+            away += 1
         else:
             per_cut[index] += 1
     if tally.overflow_lost:
@@ -528,7 +529,7 @@ def summarize(name: str, tally: Tally, seconds: float) -> dict[str, Any]:
                 tally.cuts, tally.links_cut, stalls, per_cut, strict=True
             )
         ],
-        "missing_before_first_cut": before_first,
+        "missing_away_from_cuts": away,
         "missing_values_first": missing[:50],
         "gaps": tally.gaps,
         "overflow_lost": tally.overflow_lost,
