@@ -238,6 +238,41 @@ async def test_a_block_reader_cut_without_history_loses_nothing_and_its_writer_n
         assert all(gap.kind == "resumed" and gap.lost == 0 for gap in gaps)
 
 
+async def test_a_half_open_connection_hands_its_subscription_to_the_client_s_new_one(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # The reader's link stalls: the client hears nothing and reconnects, while the server
+    # still believes the old connection alive (its idle timeout is far off). The new hello
+    # replaces the old connection, whose subscription, with what it had in flight to the
+    # stalled link, the resubscription takes over.
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="recorder", reconnect=FAST, heartbeat=0.5) as reader,
+    ):
+        await writer.create_channel("AI1")
+        async with (
+            writer.publisher("AI1") as pub,
+            reader.subscribe("AI1", policy="block", size=1000) as sub,
+        ):
+            await pub.wait_for_readers()
+            got: list[ts.Message] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_until, sub, 300, got)
+                taken = [await pub.send(i) for i in range(100)]
+                proxy.stall()
+                taken += [await pub.send(i) for i in range(100, 200)]
+                with trio.fail_after(WAIT_S):
+                    await reader.wait_state("reconnecting")
+                    await reader.wait_state("open")
+                taken += [await pub.send(i) for i in range(200, 300)]
+            assert all(taken)
+            assert [m.data for m in got] == list(range(300))
+            assert sum(m.lost for m in got) == 0
+            (gap,) = [m.gap for m in got if m.gap is not None]
+            assert gap.kind == "resumed" and gap.lost == 0
+
+
 @pytest.mark.server_options(resume_grace_s=0.5)
 async def test_a_block_reader_that_never_comes_back_holds_its_writer_only_for_the_grace(
     server: ts.Server, proxy: TcpProxy
