@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import {
-  connect, ChannelExists, ChannelNotFound, NameInUse, RemoteError, RpcTimeout, RpcError,
+  connect, ChannelExists, ChannelNotFound, ConnectionClosed, NameInUse, RemoteError, RpcTimeout, RpcError,
 } from '../../trio_stream/web/trio_stream.js';
 import { NDArray } from '../../trio_stream/web/cbor.js';
 import { ROOT, liveSetup } from './python.mjs';
@@ -339,6 +339,47 @@ test('a publisher resumes after a cut: every frame once, in order', { skip, time
     assert.equal(c2.state, 'open');
   } finally {
     c2.close();
+    await sub.close();
+  }
+});
+
+test('a publisher closed while its client reconnects delivers first, or says what it drops', { skip, timeout: 60000 }, async () => {
+  const py = await client.rpc('py');
+  await py.call('create', ['closing', 0]);
+  const sub = await client.subscribe('closing', { policy: 'block', size: 1000 }); // not cut
+  const it = sub[Symbol.asyncIterator]();
+  const w = await connect(proxyUrl, { name: 'js-closing', reconnectDelay: 50, maxReconnectDelay: 200 });
+  try {
+    // The connection comes back within close()'s wait: the values go out first.
+    let pub = await w.publisher('closing');
+    await pub.waitForReaders({ timeout: 5000 });
+    await py.call('refuse');
+    await py.call('cut');
+    while (w.state === 'open') await new Promise((r) => setTimeout(r, 10));
+    const sent = [];
+    for (let i = 0; i < 5; i++) sent.push(await pub.send(i));
+    assert.deepStrictEqual(sent, Array(5).fill(true), 'taken while disconnected');
+    const closing = pub.close();
+    await new Promise((r) => setTimeout(r, 300));
+    await py.call('accept');
+    await closing;
+    const got = [];
+    for (let i = 0; i < 5; i++) got.push((await it.next()).value.data);
+    assert.deepStrictEqual(got, [0, 1, 2, 3, 4]);
+    // It stays down: close() gives up after its wait and says how many it drops.
+    while (w.state !== 'open') await new Promise((r) => setTimeout(r, 10));
+    pub = await w.publisher('closing');
+    await pub.waitForReaders({ timeout: 5000 });
+    await py.call('refuse');
+    await py.call('cut');
+    while (w.state === 'open') await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 3; i++) assert.equal(await pub.send(i), true);
+    const started = Date.now();
+    await assert.rejects(pub.close(), (e) => e instanceof ConnectionClosed && /^3 values sent to "closing" were not delivered/.test(e.message));
+    assert.ok(Date.now() - started >= 9000, 'it waited for the connection first');
+  } finally {
+    await py.call('accept');
+    w.close();
     await sub.close();
   }
 });

@@ -30,6 +30,14 @@ class Py:
         """Cut every connection through the proxy (the JS side reconnects)."""
         self.proxy.cut()
 
+    def rpc_refuse(self) -> None:
+        """Close new connections through the proxy at once, until accept (the JS side
+        stays away)."""
+        self.proxy.refuse()
+
+    def rpc_accept(self) -> None:
+        self.proxy.accept()
+
     async def rpc_create(self, channel: str, history: int = 0) -> None:
         await self.client.create_channel(channel, history=history)
 

@@ -946,6 +946,9 @@ function checkTuning(o) {
 // A subscription or publisher whose channel is missing after a reconnect asks again this long
 // after (ms), doubling up to the maximum (the trio client's RETRY_INITIAL_S and RETRY_MAX_S).
 const RESTORE_RETRY_FIRST_MS = 50;
+// A publisher closed while its client reconnects waits this long (ms) for the connection, so
+// that what send() took goes out first (as the trio client's CLOSE_DELIVER_S).
+const CLOSE_DELIVER_MS = 10000;
 const RESTORE_RETRY_MAX_MS = 1000;
 
 /** A restore that failed for now: the channel is not back yet, or Redis failed the request. */
@@ -1307,6 +1310,7 @@ export class Publisher extends Emitter {
   #holding = false; // the window waits for those readers after a reconnect (#hold)
   #holdTimer = null;
   #holdWaiters = []; // close() calls waiting for the hold's end
+  #deliverWaiters = []; // close() calls waiting for the window to go out on a new connection
 
   constructor(client, channel, key) {
     super();
@@ -1392,6 +1396,12 @@ export class Publisher extends Emitter {
     this.#endHold();
     for (const f of this.#window) this.#client._sendPublish(this.id, f.time, f.payload);
     this.#pump();
+    this.#delivered();
+  }
+
+  #delivered() {
+    for (const resolve of this.#deliverWaiters) resolve();
+    this.#deliverWaiters = [];
   }
 
   #endHold() {
@@ -1445,6 +1455,7 @@ export class Publisher extends Emitter {
     this.#queue = [];
     for (const w of this.#readerWaiters) w.reject(e);
     this.#readerWaiters = [];
+    this.#delivered();
     this.#client._forgetPub(this);
   }
 
@@ -1539,12 +1550,35 @@ export class Publisher extends Emitter {
     return this.#window.length;
   }
 
+  /**
+   * Close the publisher. While its client reconnects, what send() took waits in the window:
+   * close waits up to 10 s for the connection so that it goes out first; still down then, it
+   * closes and rejects with ConnectionClosed saying how many values it drops.
+   */
   async close() {
     if (this.closed) return;
     // Holding for readers after a reconnect: wait for them (at most the rest of the grace),
     // or a writer ending right after a restart would send its last frames to nobody.
     if (this.#holding) await new Promise((resolve) => this.#holdWaiters.push(resolve));
     if (this.closed) return;
+    if (this.id === null && this.#window.length && this.#client.state !== 'closed') {
+      let timer;
+      await new Promise((resolve) => {
+        this.#deliverWaiters.push(resolve);
+        timer = setTimeout(resolve, CLOSE_DELIVER_MS);
+      });
+      clearTimeout(timer);
+      if (this.#holding) await new Promise((resolve) => this.#holdWaiters.push(resolve));
+      if (this.closed) return;
+      if (this.id === null) {
+        const dropped = this.#window.length;
+        this._closed();
+        throw new ConnectionClosed(
+          `${dropped} values sent to ${JSON.stringify(this.channel)} were not delivered: the ` +
+          `connection was lost and did not come back before the publisher closed (a close waits ` +
+          `${CLOSE_DELIVER_MS / 1000} s for it); they are dropped`);
+      }
+    }
     const id = this.id;
     this._closed();
     if (id !== null && this.#client.connected) {
