@@ -229,3 +229,38 @@ def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
         got += written
         uncredited = len(written)
     assert got == list(range(1, published + 1))
+
+
+def test_a_resubscription_reply_lost_in_a_second_cut_still_finds_each_subscription() -> None:
+    # Two subscriptions (ids 1, 2); the next connection (ids from 3 on) takes b back as 3 but
+    # its reply is lost, and a's resubscription never arrived; that connection breaks too.
+    # The client asks again by the ids it knows, 1 and 2: each gets its own.
+    world = World()
+    a_channel, b_channel = world.channel("a"), world.channel("b")
+    _, a_writer = world.writer(a_channel)
+    _, b_writer = world.writer(b_channel)
+    box, a = block_reader(world, a_channel)
+    b = world.reader(box, b_channel, Policy.BLOCK, 100, window=4)
+    assert (a.sub_id, b.sub_id) == (1, 2)
+    first = away(world, box)
+    _, second_box = world.connection()
+    second_box.number_from(box.next_sub_id)
+    taken = first.take(2, "b", b_channel.epoch, 0, options(b), 4)
+    assert taken is b
+    second_box.adopt(b)
+    assert b.sub_id == 3  # the id the lost reply carried
+    second = away(world, second_box)
+    first.carry_to(second)
+    publish(world, a_writer, range(2))
+    publish(world, b_writer, range(3))
+    _, third_box = world.connection()
+    for known_as, reader, channel, seqs in (
+        (1, a, a_channel, [1, 2]),
+        (2, b, b_channel, [1, 2, 3]),
+    ):
+        again = second.take(known_as, channel.name, channel.epoch, 0, options(reader), 4)
+        assert again is reader
+        third_box.adopt(again)
+        assert sent(third_box)[0] == seqs
+    # Had the reply reached the client, it would ask by 3: the same subscription.
+    assert b.known_as == (2, 3)

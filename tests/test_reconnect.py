@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -271,6 +271,42 @@ async def test_a_half_open_connection_hands_its_subscription_to_the_client_s_new
             assert sum(m.lost for m in got) == 0
             (gap,) = [m.gap for m in got if m.gap is not None]
             assert gap.kind == "resumed" and gap.lost == 0
+
+
+async def test_a_welcome_lost_in_a_second_cut_still_resumes_with_nothing_lost(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # The reader's first reconnect reaches the server (its lease and kept subscription move to
+    # the new connection), but the welcome with the new resume token never reaches the client:
+    # the link is cut first. The client comes back with the old token: it leads to the lease
+    # of the connection it never heard from, and nothing is lost.
+    sessions = server.state.by_name  # the server's connections by client name
+
+    async def until(condition: Callable[[], bool]) -> None:
+        with trio.fail_after(WAIT_S):
+            while not condition():  # noqa: ASYNC110 - polling the server's own state
+                await trio.sleep(0.005)
+
+    async with writer_and_proxied_reader(
+        server, proxy, history=0, reconnect=FAST, policy="block", size=1000
+    ) as (pub, sub, reader):
+        got: list[ts.Message] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until, sub, 300, got)
+            taken = [await pub.send(i) for i in range(100)]
+            first = sessions["recorder"]
+            proxy.hold_replies()  # what the server says next never arrives: the welcome
+            proxy.cut()
+            await until(lambda: sessions.get("recorder") not in (None, first))
+            taken += [await pub.send(i) for i in range(100, 200)]
+            proxy.cut()
+            proxy.release()
+            with trio.fail_after(WAIT_S):
+                await reader.wait_state("open")
+            taken += [await pub.send(i) for i in range(200, 300)]
+        assert all(taken)
+        assert [m.data for m in got] == list(range(300))
+        assert sum(m.lost for m in got) == 0
 
 
 @pytest.mark.server_options(resume_grace_s=0.5)

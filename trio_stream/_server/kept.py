@@ -22,14 +22,18 @@ I/O-free like the outbox: the clock and the housekeeping wake-up are injected.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final
 
 from .outbox import Outbox, Reader
 
 if TYPE_CHECKING:
     from .broker import Broker
     from .buffers import Policy
+
+# Ids a kept subscription is known by at most: its client knows the one of the last reply it
+# had; replies lost in this many cuts in a row are not worth more memory.
+KNOWN_IDS_MAX: Final = 8
 
 
 class KeptReaders:
@@ -56,13 +60,15 @@ class KeptReaders:
     def __len__(self) -> int:
         return len(self.outbox.readers)
 
-    def keep(self, reader: Reader, old_id: int | None = None) -> None:
-        """Keep ``reader`` (still attached to its channel) for its client, who knows it as
-        ``old_id`` (default: its sub id now)."""
-        known_as = reader.sub_id if old_id is None else old_id
+    def keep(self, reader: Reader, known_as: Iterable[int] | None = None) -> None:
+        """Keep ``reader`` (still attached to its channel) for its client, who knows it by
+        one of ``known_as`` (default: its sub id now, or an earlier one whose resubscription
+        reply the client may not have had)."""
+        ids = (reader.sub_id, *reader.known_as) if known_as is None else tuple(known_as)
         reader.pause()
         self.outbox.adopt(reader)
-        self._by_old_id[known_as] = reader
+        for known in ids:
+            self._by_old_id[known] = reader
 
     def keep_all(self, outbox: Outbox) -> None:
         """Keep every reader of ``outbox`` (a connection that ended, or a half-open one that
@@ -74,9 +80,9 @@ class KeptReaders:
     def carry_to(self, other: KeptReaders) -> None:
         """The connection that took these over ended too, before its client took them all
         back: the rest wait in ``other``, still known by their old ids."""
-        for old_id, reader in list(self._by_old_id.items()):
+        for reader in list(dict.fromkeys(self._by_old_id.values())):
             if not reader.closed and reader.outbox is self.outbox:
-                other.keep(reader, old_id)
+                other.keep(reader, self._ids_of(reader))
         self._by_old_id.clear()
 
     def has(self, old_id: int | None, name: str) -> bool:
@@ -124,15 +130,18 @@ class KeptReaders:
                 and _options(reader) == options
                 and reader.resumable_after(since_seq)
             ):
-                self._forget(reader)
+                # The reply may be lost with the new connection too: the client would then
+                # ask by one of these ids again (ids grow along its connections: the newest).
+                ids = self._ids_of(reader)
+                for known in ids:
+                    del self._by_old_id[known]
+                reader.known_as = tuple(sorted(ids)[-KNOWN_IDS_MAX:])
                 reader.resume_after(since_seq, window)
                 return reader
         return None
 
-    def _forget(self, reader: Reader) -> None:
-        for old_id, kept in list(self._by_old_id.items()):
-            if kept is reader:
-                del self._by_old_id[old_id]
+    def _ids_of(self, reader: Reader) -> list[int]:
+        return [known for known, kept in self._by_old_id.items() if kept is reader]
 
     def check(self, now: float) -> float:
         """End block readers that held their writers back for their ``block_timeout``, show

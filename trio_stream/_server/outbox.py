@@ -149,6 +149,7 @@ class Reader:
         "held_reported",
         "inflight_bytes",
         "interval",
+        "known_as",
         "latest",
         "lost",
         "max_rate",
@@ -210,6 +211,10 @@ class Reader:
         self.closed = False
         self.ending = False  # channel ended: send what is buffered, then the end
         self.end_error: Exception | None = None  # why it ended while kept (kept.py)
+        # Earlier ids of this subscription that its client may still know it by: a reply to
+        # its resubscription lost with the connection (kept.py). Unique along the client's
+        # connections: a resumed connection numbers on from its predecessor's.
+        self.known_as: tuple[int, ...] = ()
         self.doomed = False  # over the connection's memory limit: ends, takes nothing more
         self.parked: deque[Parked | ParkedView] = (
             deque()
@@ -1040,6 +1045,17 @@ class Outbox:
         if reader in self._over_limit:
             self._over_limit.remove(reader)
         self.buffered(-sum(map(_NBYTES, reader.buffer.items())), reader.blocks_writers)
+
+    @property
+    def next_sub_id(self) -> int:
+        """The id the next subscription of this connection gets."""
+        return self._next_sub
+
+    def number_from(self, first: int) -> None:
+        """Number this connection's subscriptions from ``first`` on (before any): a resumed
+        connection goes on from its predecessor's ids, so an id names one subscription along
+        the client's connections (kept.py)."""
+        self._next_sub = max(self._next_sub, first)
 
     def credit(self, sub_id: int, frames: int) -> None:
         """CREDIT from the client.

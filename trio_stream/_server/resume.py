@@ -48,6 +48,8 @@ from .outbox import Outbox, Reader
 log = logging.getLogger(__name__)
 
 RESUME_TOKEN_BYTES: Final = 16
+# Welcomes lost in a row that a client's old token still follows (ResumeBook._current).
+RESUME_CHAIN_MAX: Final = 16
 
 
 class Resumable(Protocol):
@@ -72,6 +74,7 @@ class Lease:
     session: Resumable | None
     taken: dict[int, int] = field(default_factory=dict)  # old pub id -> frames published
     next_pub: int = 1  # the id its session would have given next: its successor goes on there
+    next_sub: int = 1  # the same for subscription ids (kept.py: an id names one subscription)
     orphans: list[Channel] = field(default_factory=list)
     ends_at: float | None = None  # trio clock: when the grace period of a gone session ends
     kept: KeptReaders | None = None  # its readers, waiting for the resubscriptions
@@ -97,11 +100,37 @@ class ResumeBook:
         # Leases taken over whose kept readers the new connection has not all taken back
         # yet: those left end ``grace_s`` after the take-over.
         self._taken: dict[str, Lease] = {}
+        # A token whose lease a connection took over -> the token that connection was given,
+        # and back. If that connection ends before its welcome reached the client, the client
+        # comes back with the old token: it takes the newer lease (see _current).
+        self._successor: dict[str, str] = {}
+        self._predecessor: dict[str, str] = {}
 
     def issue(self, session: Resumable) -> str:
         token = secrets.token_hex(RESUME_TOKEN_BYTES)
         self._leases[token] = Lease(token, session.name, session.client_id, session)
+        if session.resume_lease is not None:
+            previous = session.resume_lease.token
+            self._successor[previous] = token
+            self._predecessor[token] = previous
         return token
+
+    def _current(self, token: str) -> str:
+        """``token``, or, if its lease was taken over, the token the connection that took it
+        was given (along a chain of such): a client presents an older token only if it never
+        had that connection's welcome, so that connection is one it has given up on."""
+        for _ in range(RESUME_CHAIN_MAX):
+            if token in self._leases or token not in self._successor:
+                break
+            token = self._successor[token]
+        return token
+
+    def _forget_chain(self, token: str) -> None:
+        """``token``'s lease ended for good: no older token leads to it any more."""
+        while token in self._predecessor:
+            older = self._predecessor.pop(token)
+            self._successor.pop(older, None)
+            token = older
 
     def name_of(self, token: str) -> str | None:
         """The name of the client that ``token``'s lease was issued to (None: no such lease).
@@ -110,7 +139,7 @@ class ResumeBook:
         its old one back, while a new server (whose own unnamed clients are counted from 1
         again) names it afresh rather than have it claim a name the new server may already
         have given to another client."""
-        lease = self._leases.get(token)
+        lease = self._leases.get(self._current(token))
         return None if lease is None else lease.name
 
     def take_over(self, token: str, session: Resumable, by_name: dict[str, Any]) -> Lease | None:
@@ -119,6 +148,7 @@ class ResumeBook:
         Called before the name is claimed. A predecessor still registered under the name is
         closed and unnamed here, synchronously, so the name claim that follows succeeds.
         """
+        token = self._current(token)
         lease = self._leases.get(token)
         if lease is None or lease.name != session.name:
             return None
@@ -132,6 +162,7 @@ class ResumeBook:
         if old is not None:  # a half-open connection the server has not noticed yet
             lease.taken = old.published_frames()
             lease.next_pub = old.next_pub_id()
+            lease.next_sub = old.outbox.next_sub_id
             lease.kept = self._keep(old)  # its readers, before its end unsubscribes them
             old.resume_token = None  # its end must not orphan what we take now
             name = old.name
@@ -164,6 +195,7 @@ class ResumeBook:
         token = session.resume_token
         if token is not None:
             self._leases.pop(token, None)
+            self._forget_chain(token)
             session.resume_token = None
 
     def _keep(self, session: Resumable) -> KeptReaders | None:
@@ -205,10 +237,12 @@ class ResumeBook:
             return False
         if self.grace_s <= 0:
             del self._leases[lease.token]
+            self._forget_chain(lease.token)
             return False
         lease.session = None
         lease.taken = published
         lease.next_pub = session.next_pub_id()
+        lease.next_sub = session.outbox.next_sub_id
         lease.orphans = [c for c in self.broker.owned_by(session.client_id) if not c.keep]
         lease.kept = self._keep(session)
         lease.ends_at = trio.current_time() + self.grace_s
@@ -234,6 +268,7 @@ class ResumeBook:
                     deadline = min(deadline, lease.kept.check(now))
                 continue
             del self._leases[token]
+            self._forget_chain(token)
             self._end_kept(lease)
             for channel in lease.orphans:
                 if channel.owner_id == lease.client_id:

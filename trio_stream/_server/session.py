@@ -264,6 +264,7 @@ class Session:
             if self.resume_lease is not None:  # see published_frames
                 # On from the predecessor's ids (those it carried are below them too).
                 self._next_pub = self.resume_lease.next_pub
+                self.outbox.number_from(self.resume_lease.next_sub)
             else:
                 # Its previous connection was to another node (or this server's previous
                 # run): ids from a random start, so that none of its old publishers' ids,
