@@ -321,9 +321,12 @@ async def test_a_block_reader_that_never_comes_back_holds_its_writer_only_for_th
         await reader.wait_state("reconnecting")
         cut_at = trio.current_time()
         with trio.fail_after(WAIT_S):
+            while not server.state.stats()["kept_subscriptions"]:  # noqa: ASYNC110 - the server's own state
+                await trio.sleep(0.01)  # the server notices the cut
             # The kept subscription takes 5, then holds the writer (its window fills).
             while await pub.send(0):
                 pass
+        assert server.state.stats()["kept_subscriptions"] == 0
         # Real time: a real server and proxy (autojump would jump while they are busy).
         assert trio.current_time() - cut_at >= 0.5 - 0.05
         assert pub.readers == 0

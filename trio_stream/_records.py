@@ -137,6 +137,7 @@ class ServerStats:
     frames_lost: int = 0
     buffered_bytes: int = 0  # parked_bytes included
     parked_bytes: int = 0  # published frames waiting for block readers' room
+    kept_subscriptions: int = 0  # kept for clients whose connection broke, until they resume
     uptime_s: float = 0.0
     memory_bytes: int = 0
     cpu_percent: float = 0.0

@@ -46,6 +46,12 @@ def render_metrics(state: ServerState) -> str:
         state.buffered_bytes(),
     )
     metric(
+        "kept_subscriptions",
+        "gauge",
+        "Subscriptions kept for clients whose connection broke, until they resume.",
+        state.resume.kept_subscriptions(),
+    )
+    metric(
         "uptime_seconds", "gauge", "Seconds since the server started.", time.time() - state.started
     )
     metric(

@@ -198,6 +198,11 @@ class ResumeBook:
             self._forget_chain(token)
             session.resume_token = None
 
+    def kept_subscriptions(self) -> int:
+        """Subscriptions kept for clients that are away (stats, metrics)."""
+        leases = (*self._leases.values(), *self._taken.values())
+        return sum(len(lease.kept) for lease in leases if lease.kept is not None)
+
     def _keep(self, session: Resumable) -> KeptReaders | None:
         """Move ``session``'s readers, and those it had not taken back of its own
         predecessor's, into the keeping of its lease; None: it had none."""

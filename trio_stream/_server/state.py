@@ -231,6 +231,7 @@ class ServerState:
             "frames_lost": self.frames_lost(),
             "buffered_bytes": self.buffered_bytes(),
             "parked_bytes": broker.parked_bytes,
+            "kept_subscriptions": self.resume.kept_subscriptions(),
             "uptime_s": time.time() - self.started,
             "memory_bytes": resident_bytes(),
             "cpu_percent": self.cpu_percent,
