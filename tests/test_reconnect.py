@@ -332,6 +332,29 @@ async def test_a_block_reader_that_never_comes_back_holds_its_writer_only_for_th
         assert pub.readers == 0
 
 
+# One node: through Redis a block reader holds its writers by the stream position it reports,
+# not by frames parked for it, and block_timeout (which times parked frames) does not apply.
+@pytest.mark.engines("memory")
+@pytest.mark.server_options(resume_grace_s=5.0)
+async def test_a_kept_subscription_ended_by_its_block_timeout_tells_its_client_why(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    async with writer_and_proxied_reader(
+        server, proxy, history=0, reconnect=FAST, policy="block", size=2, block_timeout=0.3
+    ) as (pub, sub, reader):
+        proxy.refuse()
+        proxy.cut()
+        await reader.wait_state("reconnecting")
+        with trio.fail_after(WAIT_S):
+            while await pub.send(0):  # held by the kept subscription, then let go
+                pass
+        proxy.accept()
+        with trio.fail_after(WAIT_S):
+            await reader.wait_state("open")
+            with pytest.raises(ts.LimitExceeded, match="block_timeout"):
+                await sub.receive()
+
+
 async def test_a_size_one_reader_resumes_with_only_the_newest_frame(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

@@ -671,7 +671,7 @@ class Reader:
                 run.append(notice)
             if self.ending:
                 # After its last frame (and loss), in the same write: the end of the subscription.
-                run.append(self.outbox.finish(self, None))
+                run.append(self.outbox.finish(self, self.end_error))
                 return frames, taken, False
         return frames, taken, self.ready()
 
@@ -1022,7 +1022,13 @@ class Outbox:
         if reader.parked:
             self.holding(reader)
         if reader.ending and not self.keeps_ended:  # it ended while its client was away
-            self.end(reader, reader.end_error)
+            # Its end goes out on its turn (after its frames, unless an error ended it), so
+            # after the reply that gives its client the new id (control comes first).
+            if reader.end_error is not None:
+                reader.latest = None
+                dropped = sum(map(_NBYTES, reader.buffer.clear()))
+                self.buffered(-dropped, reader.blocks_writers)
+            self.activate(reader)
         elif reader.doomed:
             self.over_limit(reader)
         else:
