@@ -355,6 +355,33 @@ async def test_a_kept_subscription_ended_by_its_block_timeout_tells_its_client_w
                 await sub.receive()
 
 
+@pytest.mark.parametrize("fault", ["cut", "stall"])
+async def test_a_channel_ended_as_its_reader_s_link_broke_still_ends_its_subscription(
+    server: ts.Server, proxy: TcpProxy, fault: str
+) -> None:
+    # The server ends the subscription (its channel is deleted) while it still believes the
+    # reader's connection alive, so the sub_end goes into a connection that is gone. The
+    # resubscription hears it again: the reader's iteration ends, it does not wait for ever.
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="recorder", reconnect=FAST, heartbeat=0.5) as reader,
+    ):
+        await writer.create_channel("AI1")
+        async with reader.subscribe("AI1", policy="block") as sub:
+            if fault == "cut":
+                proxy.refuse()
+                proxy.cut()
+            else:
+                proxy.stall()
+            await writer.delete_channel("AI1")
+            proxy.accept()
+            with trio.fail_after(WAIT_S):
+                async for _ in sub:
+                    pytest.fail("nothing was published")
+            assert reader.reconnects == 1 and sub.end_reason is not None
+
+
 async def test_a_size_one_reader_resumes_with_only_the_newest_frame(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

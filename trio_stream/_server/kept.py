@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
-from .outbox import Outbox, Reader
+from .outbox import EndedReader, Outbox, Reader
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -56,9 +56,17 @@ class KeptReaders:
         self.outbox = template.spare(self)
         self.outbox.keeps_ended = True
         self._by_old_id: dict[int, Reader] = {}  # the sub id its client knows it by
+        # Subscriptions the server ended whose sub_end the client may not have had (the
+        # connection broke right after): told again when it resubscribes (:meth:`ended`).
+        self._ended: dict[int, EndedReader] = {}
 
     def __len__(self) -> int:
         return len(self.outbox.readers)
+
+    @property
+    def waiting(self) -> bool:
+        """Something here waits for the client: a reader, or an end it may not have heard."""
+        return bool(self.outbox.readers or self._ended)
 
     def keep(self, reader: Reader, known_as: Iterable[int] | None = None) -> None:
         """Keep ``reader`` (still attached to its channel) for its client, who knows it by
@@ -72,10 +80,23 @@ class KeptReaders:
 
     def keep_all(self, outbox: Outbox) -> None:
         """Keep every reader of ``outbox`` (a connection that ended, or a half-open one that
-        its client replaced)."""
+        its client replaced), and what it ended last."""
         for reader in list(outbox.readers.values()):
             if not reader.closed:
                 self.keep(reader)
+        if outbox.ended:
+            self._ended.update(outbox.ended)
+
+    def ended(self, old_id: int | None, name: str, epoch: str) -> EndedReader | None:
+        """How the subscription ``old_id`` (of channel ``name``, ``epoch``) ended, if the
+        server ended it lately and its client resubscribes as if it had not heard."""
+        if old_id is None:
+            return None
+        ended = self._ended.get(old_id)
+        if ended is None or (ended.channel, ended.epoch) != (name, epoch):
+            return None
+        del self._ended[old_id]
+        return ended
 
     def carry_to(self, other: KeptReaders) -> None:
         """The connection that took these over ended too, before its client took them all
@@ -84,6 +105,8 @@ class KeptReaders:
             if not reader.closed and reader.outbox is self.outbox:
                 other.keep(reader, self._ids_of(reader))
         self._by_old_id.clear()
+        other._ended.update(self._ended)
+        self._ended.clear()
 
     def has(self, old_id: int | None, name: str) -> bool:
         """Whether a reader of channel ``name`` (known as ``old_id``, if given) waits here."""

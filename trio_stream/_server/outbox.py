@@ -881,6 +881,37 @@ class Reader:
         return len(again)
 
 
+@dataclass(frozen=True, slots=True)
+class EndedReader:
+    """A subscription the server ended (its ``sub_end`` sent, perhaps never received)."""
+
+    channel: str
+    epoch: str
+    end: SubEnd
+
+
+# The subscriptions ended most recently that an outbox remembers (see Outbox.finish).
+ENDED_KEPT_MAX: Final = 64
+
+
+class _EndNotice:
+    """A fair-scheduler flow that writes one ``sub_end`` and leaves (Outbox.end_after_reply)."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+
+    def take_turn(
+        self, pieces: list[BytesLike], run: list[bytes], quota: int
+    ) -> tuple[int, int, bool]:
+        run.append(self.frame)
+        return 0, 0, False
+
+    def left_rotation(self) -> None:
+        pass
+
+
 class Outbox:
     """Everything one connection has to send, the bounds on it, and the order of writing."""
 
@@ -900,6 +931,7 @@ class Outbox:
         "buffered_bytes",
         "clock",
         "control_bytes",
+        "ended",
         "keeps_ended",
         "max_block_bytes",
         "max_buffered_bytes",
@@ -957,6 +989,8 @@ class Outbox:
         self._holding: set[Reader] | None = None  # block readers with frames parked for them
         # Readers kept for a client that is away (kept.py): an end waits for its return.
         self.keeps_ended = False
+        # The subscriptions this outbox ended last, by sub id (see finish): made on first use.
+        self.ended: dict[int, EndedReader] | None = None
 
     # -- readers -----------------------------------------------------------------------------
     def open_reader(
@@ -1052,6 +1086,12 @@ class Outbox:
             self._over_limit.remove(reader)
         self.buffered(-sum(map(_NBYTES, reader.buffer.items())), reader.blocks_writers)
 
+    def open_ended(self) -> int:
+        """A sub id for a subscription that is over as soon as it is answered (kept.py)."""
+        sub_id = self._next_sub
+        self._next_sub += 1
+        return sub_id
+
     @property
     def next_sub_id(self) -> int:
         """The id the next subscription of this connection gets."""
@@ -1128,10 +1168,23 @@ class Outbox:
         """Forget ``reader`` and return its ``sub_end`` frame."""
         self.discard(reader)
         if error is None:
-            return control_frame(SubEnd(sub=reader.sub_id, reason=CHANNEL_ENDED_REASON))
-        return control_frame(
-            SubEnd(sub=reader.sub_id, reason=str(error), error=type(error).__name__)
-        )
+            end = SubEnd(sub=reader.sub_id, reason=CHANNEL_ENDED_REASON)
+        else:
+            end = SubEnd(sub=reader.sub_id, reason=str(error), error=type(error).__name__)
+        # Its client may never get it (its connection breaks first): kept.py tells it again.
+        if self.ended is None:
+            self.ended = {}
+        ended = self.ended
+        ended[reader.sub_id] = EndedReader(reader.channel.name, reader.channel.epoch, end)
+        if len(ended) > ENDED_KEPT_MAX:
+            del ended[next(iter(ended))]
+        return control_frame(end)
+
+    def end_after_reply(self, end: SubEnd) -> None:
+        """Send ``end`` (for a sub id just given in a reply) after that reply: on the sender's
+        next turn through the readers, which comes after the control messages queued now."""
+        self._scheduler.add(_EndNotice(control_frame(end)))
+        self.owner.wake_sender()
 
     def activate(self, reader: Reader) -> None:
         reader.active = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import AuthError, InvalidArgument, LimitExceeded
@@ -212,6 +213,17 @@ def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     lease = session.resume_lease
     if lease is None or lease.kept is None or msg.since_epoch is None:
         return None
+    ended = lease.kept.ended(msg.resume_sub, msg.channel, msg.since_epoch)
+    if ended is not None:  # it ended as its connection broke: its client did not hear
+        sub_id = session.outbox.open_ended()
+        session.outbox.end_after_reply(replace(ended.end, sub=sub_id))
+        return {
+            "sub": sub_id,
+            "window": 1,
+            "window_bytes": SUBSCRIBE_WINDOW_BYTES,
+            "epoch": msg.since_epoch,
+            "resume": {"kind": "resumed", "recovered": 0},
+        }
     if not lease.kept.has(msg.resume_sub, msg.channel):
         return None
     policy, size = parse_policy(msg.policy, msg.size)

@@ -212,7 +212,7 @@ class ResumeBook:
         if previous is not None and previous.kept is not None:
             previous.kept.carry_to(kept)
             self._end_kept(previous)
-        if not len(kept):
+        if not kept.waiting:
             kept.end(self.broker)
             return None
         return kept
@@ -260,7 +260,7 @@ class ResumeBook:
         deadline = float("inf")
         for lease in list(self._taken.values()):
             kept = lease.kept
-            if kept is None or not len(kept) or (lease.ends_at or 0.0) <= now:
+            if kept is None or not kept.waiting or (lease.ends_at or 0.0) <= now:
                 self._end_kept(lease)
             else:
                 deadline = min(deadline, lease.ends_at or now, kept.check(now))
