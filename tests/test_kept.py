@@ -40,7 +40,12 @@ def sent(box: Outbox) -> tuple[list[int], list[M.ControlMessage]]:
 
 
 def take_back(
-    world: World, kept: KeptReaders, old: Reader, old_id: int, since_seq: int, window: int = 4
+    world: World,
+    kept: KeptReaders,
+    old: Reader,
+    old_id: int | None,
+    since_seq: int,
+    window: int = 4,
 ) -> tuple[Outbox, Reader]:
     _, box = world.connection()
     reader = kept.take(old_id, old.channel.name, old.channel.epoch, since_seq, options(old), window)
@@ -146,21 +151,39 @@ def test_a_client_is_not_given_a_reader_it_cannot_continue_without_a_gap() -> No
     channel = world.channel()
     _, writer = world.writer(channel)
     box, reader = block_reader(world, channel)
-    old_id = reader.sub_id
     publish(world, writer, range(8))
     assert sent(box)[0] == [1, 2, 3, 4]
     box.credit(reader.sub_id, 4)  # the client had 1..4: the reader let them go
     kept = away(world, box)
     epoch = channel.epoch
-    # Asks from before what the reader let go, or past the channel's newest: not this one.
-    assert kept.take(old_id, "c", epoch, 2, options(reader), 4) is None
-    assert kept.take(old_id, "c", epoch, 9, options(reader), 4) is None
-    # Another epoch, or other options: a subscription afresh (from the history).
-    assert kept.take(old_id, "c", "other", 4, options(reader), 4) is None
+    # Unnamed (no resume_sub), asking from before what the reader let go, or past the
+    # channel's newest, another epoch, other options: not this one (it waits on).
+    assert kept.take(None, "c", epoch, 2, options(reader), 4) is None
+    assert kept.take(None, "c", epoch, 9, options(reader), 4) is None
+    assert kept.take(None, "c", "other", 4, options(reader), 4) is None
     other = (Policy.DROP_OLDEST, *options(reader)[1:])
-    assert kept.take(old_id, "c", epoch, 4, other, 4) is None
-    new_box, _ = take_back(world, kept, reader, old_id, since_seq=4)
+    assert kept.take(None, "c", epoch, 4, other, 4) is None
+    assert channel.readers == 1
+    new_box, _ = take_back(world, kept, reader, None, since_seq=4)
     assert sent(new_box)[0] == [5, 6, 7, 8]
+
+
+def test_a_kept_reader_its_client_asks_for_by_id_but_cannot_continue_ends_at_once() -> None:
+    world = World()
+    channel = world.channel()
+    writer_box, writer = world.writer(channel)
+    box, reader = block_reader(world, channel, size=2)
+    old_id = reader.sub_id
+    publish(world, writer, range(4))
+    assert sent(box)[0] == [1, 2, 3, 4]
+    box.credit(reader.sub_id, 4)
+    kept = away(world, box)
+    publish(world, writer, range(4, 8))  # 2 buffered, 2 parked: the writer is held
+    assert sum(count for _, count in decode(writer_box.next_batch()).acks) == 6
+    # Its client asks from before what it let go: the new subscription replaces it.
+    assert kept.take(old_id, "c", channel.epoch, 2, options(reader), 4) is None
+    assert channel.readers == 0 and not kept.waiting
+    assert sum(count for _, count in decode(writer_box.next_batch()).acks) == 2
 
 
 def test_readers_not_taken_back_by_a_connection_that_broke_again_wait_on_in_the_next() -> None:

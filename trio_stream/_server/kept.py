@@ -138,11 +138,8 @@ class KeptReaders:
             options: (policy, size, every, max_rate, sender, view) as the client asks them.
             window: the credit window the new connection gives it.
         """
-        candidates = (
-            [self._by_old_id.get(old_id)]
-            if old_id is not None and old_id in self._by_old_id
-            else list(self._by_old_id.values())
-        )
+        named = self._by_old_id.get(old_id) if old_id is not None else None
+        candidates = [named] if named is not None else list(self._by_old_id.values())
         for reader in candidates:
             if (
                 reader is not None
@@ -161,6 +158,12 @@ class KeptReaders:
                 reader.known_as = tuple(sorted(ids)[-KNOWN_IDS_MAX:])
                 reader.resume_after(since_seq, window)
                 return reader
+        if named is not None and not named.closed and named.outbox is self.outbox:
+            # Its client asks for it by its id, from another position or with other options:
+            # the subscription it opens now replaces this one, which holds nobody back then.
+            for known in self._ids_of(named):
+                del self._by_old_id[known]
+            self.outbox.drop(named)
         return None
 
     def _ids_of(self, reader: Reader) -> list[int]:

@@ -1103,6 +1103,10 @@ class Outbox:
         the client's connections (kept.py)."""
         self._next_sub = max(self._next_sub, first)
 
+    def drop(self, reader: Reader) -> None:
+        """End ``reader`` without a word (kept.py: its client has replaced it)."""
+        self._detach(reader)
+
     def credit(self, sub_id: int, frames: int) -> None:
         """CREDIT from the client.
 
