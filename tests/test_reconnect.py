@@ -39,6 +39,11 @@ WAIT_S = 20.0  # nothing here should take near this long: a hang fails instead o
 # Reconnects within 0.2 s: a test that cuts or restarts waits for the faults, not backoff.
 FAST = ts.Reconnect(initial=0.05, maximum=0.2)
 PRODUCED = 400  # frames of the beyond-the-history tests: 100 read, 300 while away
+# The server keeps nothing of a client whose connection broke (no resume grace): what a
+# restarted server, or one whose grace ran out, has. A reader's subscription kept for it
+# (kept.py) would count as a reader: a writer would have nobody to hold frames for, and a
+# resume would not come from the history.
+NOTHING_KEPT = pytest.mark.server_options(resume_grace_s=0)
 
 
 def port_of(url: str) -> int:
@@ -436,6 +441,7 @@ async def cut_and_resume(proxy: TcpProxy, reader: ts.Client, pub: ts.Publisher) 
         await pub.wait_for_readers()
 
 
+@NOTHING_KEPT
 async def test_a_block_reader_resumes_with_every_frame_the_history_holds_past_its_size(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
@@ -475,6 +481,7 @@ async def test_a_block_reader_resumes_with_every_frame_the_history_holds_past_it
         assert sub.lost == 0
 
 
+@NOTHING_KEPT
 async def test_a_block_reader_away_for_thousands_of_frames_gets_every_one_the_history_holds(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
@@ -500,6 +507,7 @@ async def test_a_block_reader_away_for_thousands_of_frames_gets_every_one_the_hi
         assert sub.lost == 0
 
 
+@NOTHING_KEPT
 async def test_a_resume_after_a_drop_newest_loss_notice_neither_replays_nor_recounts(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
@@ -922,12 +930,6 @@ async def test_a_writer_back_before_its_readers_after_a_restart_holds_its_frames
     assert [m.data for m in got] == list(range(200))
     assert got[0].gap is not None and got[0].gap.kind == "reset"
     assert sum(m.lost for m in got) == 0
-
-
-# The server keeps nothing of a client whose connection broke (no resume grace): what a
-# restarted server, or one whose grace ran out, has (a reader's subscription kept for it,
-# kept.py, would count as a reader and leave the writer nothing to hold for).
-NOTHING_KEPT = pytest.mark.server_options(resume_grace_s=0)
 
 
 @asynccontextmanager
