@@ -243,6 +243,21 @@ async def test_a_block_reader_cut_without_history_loses_nothing_and_its_writer_n
         assert all(gap.kind == "resumed" and gap.lost == 0 for gap in gaps)
 
 
+@asynccontextmanager
+async def writer_and_watchful_reader(
+    server: ts.Server, proxy: TcpProxy
+) -> AsyncIterator[tuple[ts.Client, ts.Client]]:
+    """A writer ("daq") straight to the server, channel "AI1" created, and a reader through
+    the proxy that notices a silent link within ~2 s (heartbeat 0.5 s): the half-open tests."""
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="recorder", reconnect=FAST, heartbeat=0.5) as reader,
+    ):
+        await writer.create_channel("AI1")
+        yield writer, reader
+
+
 async def test_a_half_open_connection_hands_its_subscription_to_the_client_s_new_one(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
@@ -250,32 +265,27 @@ async def test_a_half_open_connection_hands_its_subscription_to_the_client_s_new
     # still believes the old connection alive (its idle timeout is far off). The new hello
     # replaces the old connection, whose subscription, with what it had in flight to the
     # stalled link, the resubscription takes over.
-    assert server.tcp_url is not None
     async with (
-        ts.open_client(server.tcp_url, name="daq") as writer,
-        ts.open_client(proxy.url, name="recorder", reconnect=FAST, heartbeat=0.5) as reader,
+        writer_and_watchful_reader(server, proxy) as (writer, reader),
+        writer.publisher("AI1") as pub,
+        reader.subscribe("AI1", policy="block", size=1000) as sub,
     ):
-        await writer.create_channel("AI1")
-        async with (
-            writer.publisher("AI1") as pub,
-            reader.subscribe("AI1", policy="block", size=1000) as sub,
-        ):
-            await pub.wait_for_readers()
-            got: list[ts.Message] = []
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_until, sub, 300, got)
-                taken = [await pub.send(i) for i in range(100)]
-                proxy.stall()
-                taken += [await pub.send(i) for i in range(100, 200)]
-                with trio.fail_after(WAIT_S):
-                    await reader.wait_state("reconnecting")
-                    await reader.wait_state("open")
-                taken += [await pub.send(i) for i in range(200, 300)]
-            assert all(taken)
-            assert [m.data for m in got] == list(range(300))
-            assert sum(m.lost for m in got) == 0
-            (gap,) = [m.gap for m in got if m.gap is not None]
-            assert gap.kind == "resumed" and gap.lost == 0
+        await pub.wait_for_readers()
+        got: list[ts.Message] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until, sub, 300, got)
+            taken = [await pub.send(i) for i in range(100)]
+            proxy.stall()
+            taken += [await pub.send(i) for i in range(100, 200)]
+            with trio.fail_after(WAIT_S):
+                await reader.wait_state("reconnecting")
+                await reader.wait_state("open")
+            taken += [await pub.send(i) for i in range(200, 300)]
+        assert all(taken)
+        assert [m.data for m in got] == list(range(300))
+        assert sum(m.lost for m in got) == 0
+        (gap,) = [m.gap for m in got if m.gap is not None]
+        assert gap.kind == "resumed" and gap.lost == 0
 
 
 async def test_a_welcome_lost_in_a_second_cut_still_resumes_with_nothing_lost(
@@ -367,24 +377,21 @@ async def test_a_channel_ended_as_its_reader_s_link_broke_still_ends_its_subscri
     # The server ends the subscription (its channel is deleted) while it still believes the
     # reader's connection alive, so the sub_end goes into a connection that is gone. The
     # resubscription hears it again: the reader's iteration ends, it does not wait for ever.
-    assert server.tcp_url is not None
     async with (
-        ts.open_client(server.tcp_url, name="daq") as writer,
-        ts.open_client(proxy.url, name="recorder", reconnect=FAST, heartbeat=0.5) as reader,
+        writer_and_watchful_reader(server, proxy) as (writer, reader),
+        reader.subscribe("AI1", policy="block") as sub,
     ):
-        await writer.create_channel("AI1")
-        async with reader.subscribe("AI1", policy="block") as sub:
-            if fault == "cut":
-                proxy.refuse()
-                proxy.cut()
-            else:
-                proxy.stall()
-            await writer.delete_channel("AI1")
-            proxy.accept()
-            with trio.fail_after(WAIT_S):
-                async for _ in sub:
-                    pytest.fail("nothing was published")
-            assert reader.reconnects == 1 and sub.end_reason is not None
+        if fault == "cut":
+            proxy.refuse()
+            proxy.cut()
+        else:
+            proxy.stall()
+        await writer.delete_channel("AI1")
+        proxy.accept()
+        with trio.fail_after(WAIT_S):
+            async for _ in sub:
+                pytest.fail("nothing was published")
+        assert reader.reconnects == 1 and sub.end_reason is not None
 
 
 async def test_a_size_one_reader_resumes_with_only_the_newest_frame(
