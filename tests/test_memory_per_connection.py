@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pytest
 import trio
 import trio.testing
 from test_robustness import control, framed, read_messages
@@ -17,7 +18,8 @@ from test_robustness import control, framed, read_messages
 import trio_stream as ts
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.limits import PROTOCOL_VERSION
-from trio_stream._server.gc_policy import FreezePolicy
+from trio_stream._server import gc_policy
+from trio_stream._server.gc_policy import YOUNG_COLLECTION_THRESHOLD, FreezePolicy
 from trio_stream._server.idle import READ_GRACE_S, Watchdog
 from trio_stream._server.serve import Server
 
@@ -245,3 +247,24 @@ def test_freeze_policy_freezes_after_a_burst_of_connections_only_when_many() -> 
     assert policy.freezes == 1  # the next one after three more
     policy.connection_opened(8)
     assert policy.freezes == 2
+
+
+async def test_a_started_server_collects_young_objects_less_often(server: ts.Server) -> None:
+    # Frames in flight live until their reader credits them: at CPython's default of 700
+    # they were walked and promoted by young collections (gc_policy.py).
+    assert gc.get_threshold()[0] >= YOUNG_COLLECTION_THRESHOLD
+
+
+def test_the_young_threshold_keeps_an_applications_higher_or_disabled_choice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = gc.get_threshold()
+    try:
+        for chosen in (10 * YOUNG_COLLECTION_THRESHOLD, 0, 100):
+            monkeypatch.setattr(gc_policy, "_startup_frozen", False)
+            gc.set_threshold(chosen, 10, 10)
+            gc_policy.freeze_startup_objects()
+            expected = YOUNG_COLLECTION_THRESHOLD if chosen == 100 else chosen
+            assert gc.get_threshold() == (expected, 10, 10)
+    finally:
+        gc.set_threshold(*before)
