@@ -51,6 +51,22 @@ async def two_nodes(redis: RedisServer, **options: Any) -> AsyncIterator[tuple[s
         yield a.tcp_url, b.tcp_url
 
 
+@asynccontextmanager
+async def flooding(pub: ts.Publisher) -> AsyncIterator[None]:
+    """Sends 0, 1, 2, ... through ``pub`` from a task while the block runs."""
+
+    async def flood() -> None:
+        i = 0
+        while True:
+            await pub.send(i)
+            i += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood)
+        yield
+        nursery.cancel_scope.cancel()
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = WAIT_S) -> None:
     with trio.fail_after(timeout_s):
         while not await check():  # noqa: ASYNC110
@@ -618,6 +634,92 @@ async def test_a_block_reader_on_another_node_holds_the_writer_back_at_its_buffe
 
                 await read_in_order_while_sending(pub, sub, total, 2000, pause)
         assert size // 2 < ahead[0] <= size + publish_window + credit + 100, ahead
+
+
+async def test_a_stalled_block_reader_on_another_node_is_ended_by_its_block_timeout(
+    redis_server: RedisServer,
+) -> None:
+    # As on one node (test_memory_bounds): the writer waits for the stalled reader for its
+    # block_timeout, then the reader ends with LimitExceeded, and the writer and the channel's
+    # other reader go on. Here the writer waits in its own node, before the stream, and the
+    # reader's node times that wait through Redis (redis_holds).
+    timeout, still_s = 0.5, 0.1
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_a, name="dashboard") as dashboard,
+        ts.open_client(url_b, name="stalled") as stalled,
+    ):
+        await w.create_channel("c")
+        async with (
+            stalled.subscribe(
+                "c", policy="block", size=5, window=5, block_timeout=timeout
+            ) as stuck,
+            dashboard.subscribe("c", policy="drop_oldest", size=1) as live,
+            w.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers(2)
+            async with flooding(pub):
+                with trio.fail_after(WAIT_S):
+                    sent = -1
+                    while pub.sent != sent:  # until the writer is held
+                        sent = pub.sent
+                        await trio.sleep(still_s)
+                    held_at = trio.current_time() - still_s
+                    while pub.sent == sent:  # noqa: ASYNC110  (until the reader's end lets it go)
+                        await trio.sleep(0.01)
+                held_s = trio.current_time() - held_at
+            assert timeout - still_s <= held_s < timeout + 5.0, held_s
+            with pytest.raises(ts.LimitExceeded, match="block_timeout"), trio.fail_after(WAIT_S):
+                while True:
+                    await stuck.receive()
+            for j in range(3):
+                await pub.send(["after", j])
+            with trio.fail_after(WAIT_S):
+                while (await live.receive()).data != ["after", 2]:
+                    pass
+
+
+async def test_a_block_reader_holding_a_writer_on_another_node_shows_in_held_by(
+    redis_server: RedisServer,
+) -> None:
+    # As on one node (test_memory_bounds): held for HOLD_NOTICE_S, the reader shows in its
+    # node's channel records; once it reads, it no longer does.
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="recorder") as recorder,
+    ):
+        await w.create_channel("c")
+
+        async def held_by() -> list[dict[str, Any]]:
+            (info,) = [c for c in await recorder.channels() if c.name == "c"]
+            return info.held_by
+
+        async def someone_holds() -> bool:
+            return bool(await held_by())
+
+        async def no_one_holds() -> bool:
+            return not await held_by()
+
+        async with (
+            recorder.subscribe("c", policy="block", size=5, window=5) as sub,
+            w.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+            async with flooding(pub):
+                await eventually(someone_holds)
+                [held] = await held_by()
+                assert (held["client"], held["sub"]) == ("recorder", sub.sub_id)
+                assert held["held_s"] >= 1.0
+            while True:  # the recorder reads: the writer is free again
+                with trio.move_on_after(0.5) as idle:
+                    await sub.receive()
+                if idle.cancelled_caught:
+                    break
+            await eventually(no_one_holds)
 
 
 async def test_a_stalled_node_holds_the_writer_back_and_a_dead_one_does_not(

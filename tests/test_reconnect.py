@@ -347,9 +347,7 @@ async def test_a_block_reader_that_never_comes_back_holds_its_writer_only_for_th
         assert pub.readers == 0
 
 
-# One node: through Redis a block reader holds its writers by the stream position it reports,
-# not by frames parked for it, and block_timeout (which times parked frames) does not apply.
-@pytest.mark.engines("memory")
+@pytest.mark.engines("memory", "redis")
 @pytest.mark.server_options(resume_grace_s=5.0)
 async def test_a_kept_subscription_ended_by_its_block_timeout_tells_its_client_why(
     server: ts.Server, proxy: TcpProxy

@@ -61,6 +61,7 @@ from .._server.broker import Channel, Writer, check_channel_meta, check_channel_
 from .._server.buffers import Policy
 from .._server.engine import AsyncHandler, default_node_name
 from .._server.engine import safe_url as _safe_url
+from .._server.outbox import HOLD_NOTICE_S, block_timeout_error
 from .._server.resume import ADOPTED_OPTIONS, adoption_refused, same_option
 from . import redis_orphans
 from .cluster_rpc import ClusterRpc
@@ -82,6 +83,7 @@ from .redis_streams import (
 from .retry_log import RetryLog
 
 if TYPE_CHECKING:
+    from .._server.outbox import Reader
     from .._server.session import Session
     from .._server.state import ServerState
 
@@ -105,6 +107,9 @@ REPLAY_CATCH_UP_READS: Final = 50  # reads past the pages, while the position mo
 # While this node's block readers hold frames, their position is looked at this often (a
 # writer on another node may wait for it; see _report_position).
 BLOCK_REPORT_INTERVAL_S: Final = 0.002
+# While a block reader here has no room left, this node asks Redis this often how long the
+# channel's writers have waited for it (redis_holds): block_timeout ends it within this.
+HELD_CHECK_INTERVAL_S: Final = 0.05
 REREGISTER_INTERVAL_S: Final = 1.0  # how often a node checks its channels are still in Redis
 REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes that died
 # A create_channel looks again when the name changed hands under it (deleted, taken over
@@ -269,6 +274,7 @@ class RedisEngine:
                     raise ClusterUnavailable(self._no_answer()) from None
                 nursery.start_soon(self._consume)
                 nursery.start_soon(self._watch_block_readers)
+                nursery.start_soon(self._time_held_writers)
                 nursery.start_soon(self._report_readers)
                 nursery.start_soon(self._count_changes)
                 nursery.start_soon(self._run_jobs)
@@ -1504,6 +1510,56 @@ class RedisEngine:
                     self._block_watch.discard(name)
                 else:
                     self._report_position(channel)
+
+    async def _time_held_writers(self) -> None:
+        """``block_timeout`` and ``held_by`` through Redis (redis_holds). A block reader here
+        that has no room left, while its channel's writers wait for room, is shown holding
+        them after HOLD_NOTICE_S and ended after its block_timeout, as on one node
+        (Outbox.check_holds): the writers go on."""
+        retry_log = RetryLog(log, "timing the writers that block readers hold back")
+        shown: set[Reader] = set()  # shown holding a writer (Reader.holds_elsewhere)
+        while True:
+            await trio.sleep(HELD_CHECK_INTERVAL_S)
+            full = self._full_block_readers()
+            held: list[float] = []
+            if full:
+                try:
+                    held = await self.io.held.held_s(list(full))
+                    retry_log.succeeded()
+                except REDIS_ERRORS as error:
+                    retry_log.failed(error)
+                    continue
+            now = self.state.broker.clock()
+            holding: set[Reader] = set()
+            for readers, held_s in zip(full.values(), held, strict=True):
+                for reader in readers:
+                    timeout = reader.block_timeout
+                    if reader.closed or not held_s:
+                        continue
+                    if timeout is not None and held_s >= timeout:
+                        reader.outbox.end(reader, block_timeout_error(reader, timeout))
+                    elif held_s >= HOLD_NOTICE_S:
+                        holding.add(reader)
+                        if reader.waited_since is None:
+                            reader.holds_elsewhere(now - held_s)
+            for reader in shown - holding:
+                reader.holds_elsewhere(None)
+            shown = holding
+
+    def _full_block_readers(self) -> dict[str, list[Reader]]:
+        """This node's block readers with no room left, by channel: a writer that waits for
+        room waits for them (their room is what _report_position sends; only a channel in
+        _block_watch can have one)."""
+        full: dict[str, list[Reader]] = {}
+        channels = self.state.broker.channels
+        for name in self._block_watch:
+            channel = channels.get(name)
+            if channel is None:
+                continue
+            for sub in channel.subscriptions:
+                if sub.blocks_writers and sub.buffer.room() <= len(sub.parked):
+                    full.setdefault(name, []).append(sub)
+        return full
 
     def _hold_released(self, name: str) -> None:
         holds = self._holds.get(name)

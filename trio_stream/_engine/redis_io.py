@@ -3,7 +3,7 @@
 :class:`RedisEngineIO` owns one coredis client and the node's background tasks (frame
 reader, control bus, heartbeat, positions). It knows nothing of the broker: the engine
 interface calls its parts (``registry``, ``writer``, ``reader``, ``presence``, ``bus``,
-``positions``) and consumes
+``positions``, ``held``) and consumes
 ``reader.events`` and ``presence.count_changes``.
 """
 
@@ -17,6 +17,7 @@ import coredis
 import trio
 
 from .redis_control import ControlBus
+from .redis_holds import HeldWriters
 from .redis_keys import KeySpace
 from .redis_positions import Positions
 from .redis_presence import HEARTBEAT_TTL_S, Presence
@@ -75,6 +76,7 @@ class RedisEngineIO:
         self.bus = ControlBus(client, self.keys, node)
         self.presence = Presence(client, self.keys, self.bus, node, ttl_s=heartbeat_ttl_s)
         self.positions = Positions(client, self.keys, node)
+        self.held = HeldWriters(client, self.keys)
 
     @classmethod
     @asynccontextmanager

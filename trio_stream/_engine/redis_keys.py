@@ -5,7 +5,8 @@ deployments (or tests) can share a Redis database without seeing each other:
 
 - ``{ns}:channels``             set of channel names
 - ``{ns}:ch:{name}``            hash: owner, node, holder, options, epoch, seq, created, key salt
-                                and hash
+                                and hash, and ``h``: since when its writers wait for room
+                                (redis_holds)
 - ``{ns}:st:{name}:{epoch}``    the channel's frames (a stream; one entry per writer batch, id
                                 ``{seq}-0`` of its last frame; redis_streams)
 - ``{ns}:wake:{node}``          a one-entry stream that interrupts a node's blocked XREAD

@@ -79,6 +79,7 @@ import coredis.exceptions
 import trio
 from coredis.response.types import StreamEntry
 
+from .redis_holds import STAMP_WAIT_LUA
 from .redis_keys import KeySpace
 from .redis_registry import ChannelRegistry
 from .retry_log import RetryLog
@@ -170,7 +171,7 @@ REDIS_ERRORS = (*REDIS_DOWN, coredis.exceptions.RedisError)
 # With room for only k < n frames of a block reader the answer is -k: the writer appends its
 # first k frames, then the rest as room comes (a block reader across nodes holds its writer
 # at its size, as on one node). A node whose heartbeat expired does not count (it holds no
-# writer).
+# writer). _ROOM computes ``fit``, how many of the n frames fit; each script answers with it.
 _ROOM = """
 local n = tonumber(ARGV[5])
 local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
@@ -198,7 +199,6 @@ if #positions > 0 then
     end
   end
 end
-if fit < n then return -fit end
 """
 
 _APPEND_LUA = (
@@ -218,6 +218,7 @@ end
 """
     + _ROOM
     + """
+if fit < n then return -fit end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local first = seq - n + 1
 seq = first - 1
@@ -264,13 +265,19 @@ return tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
 
 # The same keys and first five arguments as _APPEND_LUA: 1 when the batch would fit now,
 # -k when k of its frames would, 0 when none would.
+# The room check of a waiting writer (same KEYS and ARGV[1..5] as _APPEND_LUA): 1 when every
+# frame fits, -k when k fit, 0 when none does; then it stamps the channel with its wait, so
+# that the node of the full block reader can time it (redis_holds: block_timeout).
 _ROOM_LUA = (
     """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
 """
     + _ROOM
-    + """
+    + "if fit == 0 then\n"
+    + STAMP_WAIT_LUA
+    + """end
+if fit < n then return -fit end
 return 1
 """
 )

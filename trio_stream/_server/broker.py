@@ -206,15 +206,14 @@ class Channel:
     def held_by(self) -> list[dict[str, object]]:
         """The block readers that hold this channel's writers back (for HOLD_NOTICE_S or more)."""
         now = self.broker.clock()
-        return [
-            {
-                "client": sub.outbox.owner.name,
-                "sub": sub.sub_id,
-                "held_s": round(now - sub.parked[0].since, 3),
-            }
-            for sub in self.subscriptions
-            if sub.held_reported and sub.parked
-        ]
+        held = []
+        for sub in self.subscriptions:
+            # Frames parked here, or a writer waiting on another node (Reader.holds_elsewhere).
+            since = sub.parked[0].since if sub.parked else sub.waited_since
+            if sub.held_reported and since is not None:
+                held_s = round(now - since, 3)
+                held.append({"client": sub.outbox.owner.name, "sub": sub.sub_id, "held_s": held_s})
+        return held
 
     def visible_to(self, session: ClientIdentity | None) -> bool:
         """Listed for ``session``: public channels and its own."""

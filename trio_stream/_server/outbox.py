@@ -162,6 +162,7 @@ class Reader:
         "sent",
         "sub_id",
         "view",
+        "waited_since",
         "window",
         "window_asked",
         "window_bytes",
@@ -221,6 +222,9 @@ class Reader:
         )  # frames waiting for room here (block only)
         self.block_timeout = block_timeout  # s a frame may stay parked here; None: no limit
         self.held_reported = False  # shown in held_by (parked for HOLD_NOTICE_S or more)
+        # Since when a writer waits for it before the stream on another node (redis_holds):
+        # through Redis nothing is parked here. None: none waits, or not for that long.
+        self.waited_since: float | None = None
         self.seen = 0  # frames of the channel offered since subscribing (for every=N)
         self.latest: SharedData | None = None  # newest frame held back by max_rate
         self.next_due = 0.0
@@ -704,7 +708,7 @@ class Reader:
             self._unpark_block()
         while parked and self.admit(parked[0].frame):
             parked.popleft().release()
-        if not parked and self.held_reported:
+        if not parked and self.held_reported and self.waited_since is None:
             self.held_reported = False
             self.channel.hold_event("released")
 
@@ -753,6 +757,17 @@ class Reader:
         if not self.held_reported:
             self.held_reported = True
             self.channel.hold_event("held")
+
+    def holds_elsewhere(self, since: float | None) -> None:
+        """Through Redis: a writer has waited for this reader's room since ``since`` (broker
+        clock), for HOLD_NOTICE_S or more, shown in held_by as parked frames are; None: no
+        writer waits for it any more (redis_engine, redis_holds)."""
+        self.waited_since = since
+        if since is not None:
+            self.notice_hold()
+        elif self.held_reported and not self.parked:
+            self.held_reported = False
+            self.channel.hold_event("released")
 
     def drop_parked(self) -> None:
         """This reader is going away: it no longer holds any writer back. (A frame held by
@@ -879,6 +894,15 @@ class Reader:
             self.buffer.untake_all(again)
             self.outbox.buffered(sum(entry[0].nbytes for entry in again), self.blocks_writers)
         return len(again)
+
+
+def block_timeout_error(reader: Reader, timeout: float) -> LimitExceeded:
+    """Why ``reader`` (block) ends: it held its writers back for its ``block_timeout``."""
+    return LimitExceeded(
+        f"this block subscription to {reader.channel.name[:80]!r} held the channel's "
+        f"writers (and so its other readers) back for {timeout:g} s (block_timeout): read "
+        "faster, or subscribe with a larger block_timeout (server default: block_timeout_s)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -1299,15 +1323,7 @@ class Outbox:
             timeout = reader.block_timeout
             if timeout is not None and now - since >= timeout:
                 self._holding.discard(reader)
-                self.end(
-                    reader,
-                    LimitExceeded(
-                        f"this block subscription to {reader.channel.name[:80]!r} held the "
-                        f"channel's writers (and so its other readers) back for {timeout:g} s "
-                        "(block_timeout): read faster, or subscribe with a larger "
-                        "block_timeout (server default: block_timeout_s)"
-                    ),
-                )
+                self.end(reader, block_timeout_error(reader, timeout))
                 continue
             due = math.inf if timeout is None else since + timeout
             if not reader.held_reported:
