@@ -263,8 +263,6 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
 """
 
-# The same keys and first five arguments as _APPEND_LUA: 1 when the batch would fit now,
-# -k when k of its frames would, 0 when none would.
 # The room check of a waiting writer (same KEYS and ARGV[1..5] as _APPEND_LUA): 1 when every
 # frame fits, -k when k fit, 0 when none does; then it stamps the channel with its wait, so
 # that the node of the full block reader can time it (redis_holds: block_timeout).
