@@ -681,6 +681,46 @@ async def test_a_stalled_block_reader_on_another_node_is_ended_by_its_block_time
                     pass
 
 
+async def test_a_slow_block_reader_on_another_node_holds_its_writer_until_its_block_timeout(
+    redis_server: RedisServer,
+) -> None:
+    # A reader that takes a frame now and then still holds its writer: it has room for a
+    # moment, and the writer fills it again. As on one node, where its oldest parked frame
+    # keeps ageing, its block_timeout ends it, and its node shows it held once, released
+    # once (when it ends), not once per frame.
+    timeout, pace_s = 1.5, 0.3
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="slow") as slow,
+        ts.open_client(url_b, name="observer") as observer,
+        observer.subscribe("$channels", policy="unbounded") as events,
+    ):
+        await w.create_channel("c")
+        async with (
+            slow.subscribe("c", policy="block", size=2, window=1, block_timeout=timeout) as sub,
+            w.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+            async with flooding(pub):
+                start = trio.current_time()
+                with pytest.raises(ts.LimitExceeded, match="block_timeout"):
+                    with trio.fail_after(WAIT_S):
+                        while True:
+                            await sub.receive()
+                            await trio.sleep(pace_s)
+                ended_s = trio.current_time() - start
+        assert timeout <= ended_s < timeout + 3.0, ended_s
+        kinds: list[str] = []
+        with trio.fail_after(WAIT_S):
+            while "released" not in kinds:
+                event = (await events.receive()).data
+                if event["channel"] == "c" and event["event"] in ("held", "released"):
+                    kinds.append(event["event"])
+        assert kinds == ["held", "released"]
+
+
 async def test_a_block_reader_holding_a_writer_on_another_node_shows_in_held_by(
     redis_server: RedisServer,
 ) -> None:

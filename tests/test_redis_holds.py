@@ -1,12 +1,13 @@
-"""The wait stamp behind block_timeout across nodes (redis_holds), in a real private Redis.
+"""The wait stamps behind block_timeout across nodes (redis_holds), in a real private Redis.
 
-The stamp's Lua runs on its own here (``last`` given as an argument, as the room check has
-it); its reader, HeldWriters, reads what it wrote. Time is Redis's, so the figures are
-bounded, not exact.
+The stamp's Lua runs on its own here (its inputs given as arguments, as the room check sets
+them); HeldWriters reads what it wrote. Time is Redis's (and this process's monotonic clock
+for the writer's side), so the figures are bounded, not exact.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,10 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer
 
-from trio_stream._engine.redis_holds import HELD_FRESH_MS, STAMP_WAIT_LUA, HeldWriters
+from trio_stream._engine.redis_holds import (
+    HELD_FRESH_MS,
+    HELD_RENEW_MS,
+    STAMP_WAIT_LUA,
+    HeldWriters,
+)
 from trio_stream._engine.redis_keys import KeySpace
 
 KEYS = KeySpace("holds-test")
+EPOCH = "e1"
+RENEW_S = HELD_RENEW_MS / 1000
 
 
 @asynccontextmanager
@@ -33,81 +41,135 @@ async def connected(server: RedisServer) -> AsyncIterator[coredis.Redis[bytes]]:
 @pytest.fixture
 async def client(shared_redis: RedisServer) -> AsyncIterator[coredis.Redis[bytes]]:
     async with connected(shared_redis) as redis:
-        yield redis
+        redis_client: coredis.Redis[bytes] = redis
+        await redis_client.delete([KEYS.held(name, EPOCH) for name in "cxyz"])
+        yield redis_client
 
 
-async def stamp_wait(client: coredis.Redis[bytes], channel: str, last: int) -> None:
-    """What a writer's room check does when nothing fits, with the channel's seq at ``last``."""
-    script = client.register_script("local last = tonumber(ARGV[1])\n" + STAMP_WAIT_LUA)
-    await client.hset(KEYS.channel(channel), {"seq": str(last)})
-    await script(keys=[KEYS.channel(channel)], args=[str(last)])
+class Writer:
+    """A writer whose oldest frame arrived at ``arrived`` and waits for room: its room check
+    stamps that (redis_streams._ROOM_LUA)."""
+
+    def __init__(self, client: coredis.Redis[bytes], name: str, channel: str = "c") -> None:
+        self.name = name
+        self.key = KEYS.held(channel, EPOCH)
+        self.arrived = time.monotonic()
+        self._script = client.register_script(
+            "local held_key = KEYS[1]\n"
+            "local who = ARGV[1]\n"
+            "local waited = tonumber(ARGV[2])\n" + STAMP_WAIT_LUA
+        )
+
+    async def still_waiting(self) -> None:
+        waited_ms = round((time.monotonic() - self.arrived) * 1000)
+        await self._script(keys=[self.key], args=[self.name, str(waited_ms)])
 
 
-async def test_a_wait_renewed_by_the_writer_counts_from_its_start(
+async def wait_and_renew(writer: Writer, seconds: float) -> None:
+    """The writer checks for room every 10 ms for ``seconds``, finding none."""
+    end = trio.current_time() + seconds
+    while trio.current_time() < end:
+        await writer.still_waiting()
+        await trio.sleep(0.01)
+
+
+async def test_a_wait_counts_from_the_oldest_frame_however_often_the_writer_checks(
     client: coredis.Redis[bytes],
 ) -> None:
     held = HeldWriters(client, KEYS)
-    await client.delete([KEYS.channel("c")])
-    assert await held.held_s(["c"]) == [0.0]  # no stamp: nobody waits
-    await stamp_wait(client, "c", 7)
-    for _ in range(3):
-        await trio.sleep(0.1)
-        await stamp_wait(client, "c", 7)  # the writer checks again: still the same wait
-    [waited] = await held.held_s(["c"])
-    assert 0.3 <= waited < 0.3 + 2.0, waited
+    assert await held.held_s([("c", EPOCH)]) == [0.0]  # no stamp: nobody waits
+    writer = Writer(client, "w")
+    await wait_and_renew(writer, 0.5)
+    [waited] = await held.held_s([("c", EPOCH)])
+    # Up to the last renewal, at most HELD_RENEW_MS old.
+    assert 0.5 - RENEW_S - 0.05 <= waited <= 0.5 + 0.5, waited
 
 
-async def test_an_append_ends_the_wait_and_the_next_one_starts_afresh(
+async def test_a_wait_that_began_before_the_first_check_counts_from_the_frame(
+    client: coredis.Redis[bytes],
+) -> None:
+    # A slow reader lets a frame in now and then: the writer's room check finds room, its
+    # oldest frame still waiting is older than this check. It counts from that frame.
+    held = HeldWriters(client, KEYS)
+    writer = Writer(client, "w")
+    writer.arrived -= 2.0
+    await writer.still_waiting()
+    [waited] = await held.held_s([("c", EPOCH)])
+    assert 2.0 <= waited < 2.0 + 0.2, waited
+    await trio.sleep(RENEW_S + 0.02)
+    await writer.still_waiting()
+    [waited] = await held.held_s([("c", EPOCH)])
+    assert 2.0 + RENEW_S <= waited < 2.0 + RENEW_S + 0.5, waited
+
+
+async def test_a_wait_its_writer_stopped_renewing_does_not_grow_and_then_is_over(
     client: coredis.Redis[bytes],
 ) -> None:
     held = HeldWriters(client, KEYS)
-    await client.delete([KEYS.channel("c")])
-    await stamp_wait(client, "c", 7)
-    await trio.sleep(0.2)
-    await client.hset(KEYS.channel("c"), {"seq": "8"})  # the writer appended: it got room
-    assert await held.held_s(["c"]) == [0.0]
-    await stamp_wait(client, "c", 8)  # and waits again, from now
-    [waited] = await held.held_s(["c"])
+    writer = Writer(client, "w")
+    await wait_and_renew(writer, 0.3)
+    [at_stop] = await held.held_s([("c", EPOCH)])
+    await trio.sleep(HELD_FRESH_MS / 2000)  # the writer got room, or went away
+    [later] = await held.held_s([("c", EPOCH)])
+    assert later == at_stop  # up to its last renewal, not up to now
+    await trio.sleep(HELD_FRESH_MS / 1000)
+    assert await held.held_s([("c", EPOCH)]) == [0.0]
+    writer.arrived = time.monotonic()  # a new wait: from its own oldest frame
+    await writer.still_waiting()
+    [waited] = await held.held_s([("c", EPOCH)])
     assert waited < 0.2, waited
 
 
-async def test_a_wait_its_writer_stopped_renewing_is_over(client: coredis.Redis[bytes]) -> None:
+async def test_the_longest_wait_of_several_writers_counts_and_channels_answer_apart(
+    client: coredis.Redis[bytes],
+) -> None:
     held = HeldWriters(client, KEYS)
-    await client.delete([KEYS.channel("c")])
-    await stamp_wait(client, "c", 3)
-    await trio.sleep(HELD_FRESH_MS / 1000 + 0.1)  # the writer went away
-    assert await held.held_s(["c"]) == [0.0]
-    await stamp_wait(client, "c", 3)  # a new wait at the same seq starts again
-    [waited] = await held.held_s(["c"])
-    assert waited < 0.2, waited
+    old, new, elsewhere = Writer(client, "old"), Writer(client, "new"), Writer(client, "o", "x")
+    old.arrived -= 1.0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_and_renew, old, 0.3)
+        nursery.start_soon(wait_and_renew, new, 0.3)
+        nursery.start_soon(wait_and_renew, elsewhere, 0.3)
+    c, x, y = await held.held_s([("c", EPOCH), ("x", EPOCH), ("y", EPOCH)])
+    assert 1.0 <= c < 1.0 + 0.3 + 0.5, c
+    assert 0.0 < x < 0.3 + 0.5, x
+    assert y == 0.0
+    assert await held.held_s([("c", "another epoch")]) == [0.0]
+
+
+async def test_a_waiting_writer_renews_its_stamp_a_few_times_a_second_only(
+    client: coredis.Redis[bytes],
+) -> None:
+    writer = Writer(client, "w")
+    stamps: set[bytes] = set()
+    end = trio.current_time() + 0.5
+    while trio.current_time() < end:  # 50 room checks
+        await writer.still_waiting()
+        stamp = await client.hget(writer.key, "w")
+        assert stamp is not None
+        stamps.add(stamp)
+        await trio.sleep(0.01)
+    assert len(stamps) <= 0.5 / RENEW_S + 2, stamps
 
 
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(stamp=st.one_of(st.binary(max_size=40), st.text(max_size=40).map(str.encode)))
-async def test_a_malformed_stamp_counts_as_no_wait(shared_redis: RedisServer, stamp: bytes) -> None:
-    # A stamp is "start last seq" (three decimal numbers); anything else is no wait, and a
+async def test_a_malformed_stamp_counts_as_no_wait_and_is_written_over(
+    shared_redis: RedisServer, stamp: bytes
+) -> None:
+    # A stamp is "start last" (two decimal numbers); anything else counts as no wait, and the
     # writer's next room check writes a sound one over it.
     async with connected(shared_redis) as client:
         held = HeldWriters(client, KEYS)
-        key = KEYS.channel("m")
-        await client.delete([key])
-        await client.hset(key, {"seq": "5", "h": stamp})
-        [waited] = await held.held_s(["m"])
+        writer = Writer(client, "w", "m")
+        await client.delete([writer.key])
+        await client.hset(writer.key, {"w": stamp})
+        [waited] = await held.held_s([("m", EPOCH)])
         parts = stamp.split(b" ")
-        if not (len(parts) == 3 and all(p.isdigit() and p.isascii() for p in parts)):
+        if not (len(parts) == 2 and all(p.isdigit() and p.isascii() for p in parts)):
             assert waited == 0.0
-        await stamp_wait(client, "m", 5)
-        [waited] = await held.held_s(["m"])
+        await writer.still_waiting()
+        [waited] = await held.held_s([("m", EPOCH)])
         assert 0.0 <= waited < 0.2
-
-
-async def test_each_channel_answers_for_itself(client: coredis.Redis[bytes]) -> None:
-    held = HeldWriters(client, KEYS)
-    await client.delete([KEYS.channel("x"), KEYS.channel("y"), KEYS.channel("z")])
-    await stamp_wait(client, "x", 1)
-    await client.hset(KEYS.channel("y"), {"seq": "1"})
-    await trio.sleep(0.1)
-    x, y, z = await held.held_s(["x", "y", "z"])
-    assert x >= 0.1 and y == 0.0 and z == 0.0

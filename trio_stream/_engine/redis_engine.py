@@ -158,8 +158,10 @@ class _Appender:
     # The appender of an earlier writer of the same client and channel that still has frames
     # on their way (a reconnect's reopened writer): this one appends after it is done.
     after: _Appender | None = None
-    # (times, payloads, payload bytes) per publish_batch call, oldest first
-    queued: deque[tuple[list[float], list[bytes], int]] = field(default_factory=deque)
+    # (times, payloads, payload bytes, arrival) per publish_batch call, oldest first; the
+    # arrival (time.monotonic) times a wait for a block reader's room (redis_holds)
+    queued: deque[tuple[list[float], list[bytes], int, float]] = field(default_factory=deque)
+    taken_arrived: float = 0.0  # when the oldest frame of the last take() arrived
     wake: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)  # everything it held went its way
     appending: bool = False  # an append is on its way to Redis (taken, not yet answered)
@@ -167,7 +169,7 @@ class _Appender:
     def put(self, times: Sequence[float], payloads: Sequence[BytesLike]) -> None:
         # bytes(): the session's payloads may be views of its receive buffer.
         copied = list(map(bytes, payloads))
-        self.queued.append((list(times), copied, sum(map(len, copied))))
+        self.queued.append((list(times), copied, sum(map(len, copied)), time.monotonic()))
         self.wake.set()
 
     def take(self) -> tuple[list[float], list[bytes], int]:
@@ -177,8 +179,10 @@ class _Appender:
         payloads: list[bytes] = []
         size = 0
         queued = self.queued
+        if queued:
+            self.taken_arrived = queued[0][3]
         while queued:
-            more_times, more, nbytes = queued[0]
+            more_times, more, nbytes, arrived = queued[0]
             room = MAX_APPEND_FRAMES - len(payloads)
             if len(more) <= room and size + nbytes <= MAX_APPEND_BYTES:
                 queued.popleft()
@@ -197,9 +201,14 @@ class _Appender:
                 if cut == len(more):
                     queued.popleft()
                 else:
-                    queued[0] = (more_times[cut:], more[cut:], nbytes - taken)
+                    queued[0] = (more_times[cut:], more[cut:], nbytes - taken, arrived)
             break
         return times, payloads, size
+
+
+def _full(reader: Reader) -> bool:
+    """A block reader with no room left (what a waiting writer may wait for)."""
+    return reader.blocks_writers and reader.buffer.room() <= len(reader.parked)
 
 
 class RedisEngine:
@@ -1352,6 +1361,7 @@ class RedisEngine:
                     appender.wake = trio.Event()
                     continue
                 times, payloads, size = appender.take()
+                arrived = appender.taken_arrived
                 count = len(payloads)
                 appender.appending = True
                 batches += 1
@@ -1370,6 +1380,7 @@ class RedisEngine:
                             before=written + offset,
                             batch=str(batches),
                             offset=offset,
+                            arrived=arrived,
                         )
                         retry_log.succeeded()
                         break
@@ -1515,50 +1526,76 @@ class RedisEngine:
         """``block_timeout`` and ``held_by`` through Redis (redis_holds). A block reader here
         that has no room left, while its channel's writers wait for room, is shown holding
         them after HOLD_NOTICE_S and ended after its block_timeout, as on one node
-        (Outbox.check_holds): the writers go on."""
+        (Outbox.check_holds): the writers go on.
+
+        A reader holds from when it became full: one that fills up late is not charged with
+        the wait of another. A slow reader that takes a frame now and then still holds: it
+        has room for a moment, and the writer fills it again (on one node its oldest parked
+        frame keeps ageing); one found with room twice in a row reads again, and no longer
+        holds."""
         retry_log = RetryLog(log, "timing the writers that block readers hold back")
+        holders: dict[Reader, float] = {}  # this node's block readers that hold: since when
+        had_room: set[Reader] = set()  # of holders, those with room at the last look
         shown: set[Reader] = set()  # shown holding a writer (Reader.holds_elsewhere)
+        broker = self.state.broker
         while True:
             await trio.sleep(HELD_CHECK_INTERVAL_S)
-            full = self._full_block_readers()
+            now = broker.clock()
+            for reader in self._full_block_readers():
+                holders.setdefault(reader, now)
+            for reader in list(holders):
+                if reader.closed or reader.ending or not reader.blocks_writers:
+                    del holders[reader]
+                elif _full(reader):
+                    had_room.discard(reader)
+                elif reader in had_room:
+                    del holders[reader]
+                else:
+                    had_room.add(reader)
+            had_room.intersection_update(holders)
+            channels = list({(r.channel.name, r.channel.epoch): None for r in holders})
             held: list[float] = []
-            if full:
+            if channels:
                 try:
-                    held = await self.io.held.held_s(list(full))
+                    held = await self.io.held.held_s(channels)
                     retry_log.succeeded()
                 except REDIS_ERRORS as error:
                     retry_log.failed(error)
                     continue
-            now = self.state.broker.clock()
+            held_in = dict(zip(channels, held, strict=True))
+            now = broker.clock()
             holding: set[Reader] = set()
-            for readers, held_s in zip(full.values(), held, strict=True):
-                for reader in readers:
-                    timeout = reader.block_timeout
-                    if reader.closed or not held_s:
-                        continue
-                    if timeout is not None and held_s >= timeout:
-                        reader.outbox.end(reader, block_timeout_error(reader, timeout))
-                    elif held_s >= HOLD_NOTICE_S:
-                        holding.add(reader)
-                        if reader.waited_since is None:
-                            reader.holds_elsewhere(now - held_s)
+            for reader, since in list(holders.items()):
+                # The await above let things happen: still attached?
+                if reader.closed or reader.ending:
+                    continue
+                channel = reader.channel
+                waited = held_in.get((channel.name, channel.epoch), 0.0)
+                if not waited:  # its writers no longer wait
+                    del holders[reader]
+                    continue
+                held_s = min(waited, now - since)
+                timeout = reader.block_timeout
+                if timeout is not None and held_s >= timeout:
+                    reader.outbox.end(reader, block_timeout_error(reader, timeout))
+                elif held_s >= HOLD_NOTICE_S:
+                    holding.add(reader)
+                    if reader.waited_since is None:
+                        reader.holds_elsewhere(now - held_s)
             for reader in shown - holding:
                 reader.holds_elsewhere(None)
             shown = holding
 
-    def _full_block_readers(self) -> dict[str, list[Reader]]:
-        """This node's block readers with no room left, by channel: a writer that waits for
-        room waits for them (their room is what _report_position sends; only a channel in
-        _block_watch can have one)."""
-        full: dict[str, list[Reader]] = {}
+    def _full_block_readers(self) -> list[Reader]:
+        """This node's block readers with no room left: a writer that waits for room waits
+        for them (their room is what _report_position sends; only a channel in _block_watch
+        can have one)."""
+        full: list[Reader] = []
         channels = self.state.broker.channels
         for name in self._block_watch:
             channel = channels.get(name)
-            if channel is None:
-                continue
-            for sub in channel.subscriptions:
-                if sub.blocks_writers and sub.buffer.room() <= len(sub.parked):
-                    full.setdefault(name, []).append(sub)
+            if channel is not None:
+                full += filter(_full, channel.subscriptions)
         return full
 
     def _hold_released(self, name: str) -> None:

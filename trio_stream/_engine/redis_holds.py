@@ -6,15 +6,21 @@ parked: a writer on any node waits *before* the stream, in its own node, until e
 ``block`` readers have room (redis_streams, the append script's room). The node of the full
 reader sees no frame wait, and the writer's node does not know which reader it waits for.
 
-So the wait itself is written down where both can see it: while a writer waits, its room
-check (``_ROOM_LUA``, every few ms) stamps the channel's hash with ``h = "start last seq"``:
-when the wait began and when it was last seen (Redis time, ms), and the channel's last seq.
-The stamp is renewed while the seq stays and a check came within ``HELD_FRESH_MS``; a new
-append moves the seq on, so the next wait starts a new stamp. A node with a full ``block``
-reader asks (:meth:`HeldWriters.held_s`) how long its channels' writers have waited, and
-ends such a reader once that passes its ``block_timeout``, as on one node. A stamp whose
-writer stopped waiting (it went away) is stale after ``HELD_FRESH_MS`` and counts as no
-wait. Times are Redis's own, so the nodes' clocks do not matter.
+So each waiting writer writes down how long its oldest frame has waited, where every node
+can read it: its room check (redis_streams ``_ROOM_LUA``, every few ms while nothing fits)
+stamps ``{ns}:held:{name}:{epoch}`` (a hash, one field per writer) with ``"start last"``:
+when its oldest waiting frame reached its node and when the stamp was last renewed, both in
+Redis time (ms). The writer measures the age of that frame on its own clock and the script
+subtracts it from Redis's time, so the nodes' clocks never meet. A slow reader that lets
+a frame in now and then does not restart the wait, as on one node: the oldest frame still
+waiting is what counts, across a batch's parts and the batches queued behind it.
+
+A node with a full ``block`` reader asks (:meth:`HeldWriters.held_s`) how long its channels'
+writers have waited: the longest ``last - start`` of the stamps renewed within
+``HELD_FRESH_MS`` (a writer that stopped waiting, got room or went away, stops renewing). The
+engine counts a reader only from when it became full itself (a reader that fills up late is
+not charged with an earlier wait), and ends it past its ``block_timeout`` or shows it in
+``held_by`` after HOLD_NOTICE_S, as on one node.
 """
 
 from __future__ import annotations
@@ -25,40 +31,52 @@ import coredis
 
 from .redis_keys import KeySpace
 
-# A writer waiting for room checks again at least every ROOM_POLL_MAX_S (10 ms): a stamp not
-# renewed for this long belongs to a writer that stopped waiting.
-HELD_FRESH_MS: Final = 1000
+# A waiting writer renews its stamp at most this often (its room checks come every 1-10 ms):
+# Redis gets about ten writes a second per waiting writer, not a hundred.
+HELD_RENEW_MS: Final = 100
+# A stamp not renewed for this long belongs to a writer that no longer waits.
+HELD_FRESH_MS: Final = 3 * HELD_RENEW_MS
+# The stamps of a channel nobody waits on go away by themselves (their key has the epoch:
+# a deleted channel's stay only this long).
+HELD_TTL_MS: Final = 10_000
 
-# Lua, run by the room check (redis_streams._ROOM_LUA) when nothing fits: ``last`` is the
-# channel's last seq and KEYS[1] its hash, as there.
+# Lua, run by the room check (redis_streams._ROOM_LUA) when nothing fits. The script that
+# includes it sets ``held_key`` (the channel's stamps), ``who`` (the writer) and ``waited``
+# (ms its oldest waiting frame has waited, on the writer's node).
 STAMP_WAIT_LUA: Final = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local start = now
-local stamp = redis.call('HGET', KEYS[1], 'h')
+local start = now - waited
+local renew = true
+local stamp = redis.call('HGET', held_key, who)
 if stamp then
-  local s, l, q = string.match(stamp, '^(%d+) (%d+) (%d+)$')
-  if s and tonumber(q) == last and now - tonumber(l) <= {HELD_FRESH_MS} then
-    start = tonumber(s)
+  local s, l = string.match(stamp, '^(%d+) (%d+)$')
+  if s and now - tonumber(l) < {HELD_RENEW_MS} and math.abs(tonumber(s) - start) < {HELD_RENEW_MS}
+  then
+    renew = false
   end
 end
-redis.call('HSET', KEYS[1], 'h', string.format('%d %d %d', start, now, last))
+if renew then
+  redis.call('HSET', held_key, who, string.format('%d %d', start, now))
+  redis.call('PEXPIRE', held_key, {HELD_TTL_MS})
+end
 """
 
-# KEYS: channel hashes. Answers, per channel, for how many ms its writers have waited (0:
-# they are not waiting).
+# KEYS: the channels' stamp hashes. Answers, per channel, the ms its writers have waited so
+# far (0: none waits).
 _HELD_LUA: Final = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local held = {{}}
 for i, key in ipairs(KEYS) do
   held[i] = 0
-  local fields = redis.call('HMGET', key, 'h', 'seq')
-  if fields[1] then
-    local s, l, q = string.match(fields[1], '^(%d+) (%d+) (%d+)$')
-    if s and tonumber(q) == tonumber(fields[2] or '0') and now - tonumber(l) <= {HELD_FRESH_MS}
-    then
-      held[i] = now - tonumber(s)
+  local stamps = redis.call('HGETALL', key)
+  for j = 2, #stamps, 2 do
+    local s, l = string.match(stamps[j], '^(%d+) (%d+)$')
+    if s then
+      s = tonumber(s)
+      l = tonumber(l)
+      if now - l <= {HELD_FRESH_MS} and l - s > held[i] then held[i] = l - s end
     end
   end
 end
@@ -73,13 +91,12 @@ class HeldWriters:
         self._keys = keys
         self._held = client.register_script(_HELD_LUA)
 
-    async def held_s(self, channels: list[str]) -> list[float]:
-        """For each of ``channels``, the seconds its writers have waited for room so far
-        (0.0: none waits), in one round trip."""
+    async def held_s(self, channels: list[tuple[str, str]]) -> list[float]:
+        """For each ``(name, epoch)`` of ``channels``, the seconds its writers have waited
+        for room so far (0.0: none waits), in one round trip."""
         if not channels:
             return []
-        answer: object = await self._held(
-            keys=[self._keys.channel(name) for name in channels], args=[]
-        )
+        keys = [self._keys.held(name, epoch) for name, epoch in channels]
+        answer: object = await self._held(keys=keys, args=[])
         assert isinstance(answer, list)
         return [int(ms) / 1000 for ms in answer]

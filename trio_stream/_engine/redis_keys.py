@@ -5,8 +5,7 @@ deployments (or tests) can share a Redis database without seeing each other:
 
 - ``{ns}:channels``             set of channel names
 - ``{ns}:ch:{name}``            hash: owner, node, holder, options, epoch, seq, created, key salt
-                                and hash, and ``h``: since when its writers wait for room
-                                (redis_holds)
+                                and hash
 - ``{ns}:st:{name}:{epoch}``    the channel's frames (a stream; one entry per writer batch, id
                                 ``{seq}-0`` of its last frame; redis_streams)
 - ``{ns}:wake:{node}``          a one-entry stream that interrupts a node's blocked XREAD
@@ -16,6 +15,8 @@ deployments (or tests) can share a Redis database without seeing each other:
 - ``{ns}:readers:{node}``       hash channel -> local reader count (expires likewise)
 - ``{ns}:pos:{name}:{epoch}``   hash node -> last seq that node has taken, and the room of
                                 its ``block`` readers if any (redis_positions)
+- ``{ns}:held:{name}:{epoch}``  hash writer -> "start last": since when its oldest frame
+                                waits for room, and when it said so last (redis_holds)
 - ``{ns}:wr:{epoch}:{len}:{sender}:{writer key}``  hash of a writer its client named
                                 (``len``: the sender name's length): ``n`` its frames in the
                                 stream, ``o`` the token of its last claim (redis_streams);
@@ -63,6 +64,9 @@ class KeySpace:
 
     def positions(self, name: str, epoch: str) -> str:
         return f"{self.namespace}:pos:{name}:{epoch}"
+
+    def held(self, name: str, epoch: str) -> str:
+        return f"{self.namespace}:held:{name}:{epoch}"
 
     def writer(self, epoch: str, sender: str, writer_key: str) -> str:
         # The epoch names one channel's life (random per creation); the sender's length keeps

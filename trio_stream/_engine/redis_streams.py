@@ -69,6 +69,7 @@ import logging
 import math
 import secrets
 import sys
+import time
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -263,22 +264,34 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
 """
 
-# The room check of a waiting writer (same KEYS and ARGV[1..5] as _APPEND_LUA): 1 when every
-# frame fits, -k when k fit, 0 when none does; then it stamps the channel with its wait, so
-# that the node of the full block reader can time it (redis_holds: block_timeout).
+# The room check of a waiting writer (KEYS[1..5] and ARGV[1..5] as _APPEND_LUA): 1 when
+# every frame fits, -k when k fit, 0 when none does. Then it stamps its wait (KEYS[6] the
+# channel's stamps, ARGV[6] the ms its oldest frame has waited), so that the node of the full
+# block reader can time it (redis_holds: block_timeout, held_by).
 _ROOM_LUA = (
     """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. (epoch or '')) end
 """
     + _ROOM
-    + "if fit == 0 then\n"
+    + """
+if fit == 0 then
+  local held_key = KEYS[6]
+  local who = string.match(ARGV[4], '^(.*)%.[%d_]+$') or ARGV[4]
+  local waited = tonumber(ARGV[6])
+"""
     + STAMP_WAIT_LUA
-    + """end
+    + """
+end
 if fit < n then return -fit end
 return 1
 """
 )
+
+
+def _waited_ms(arrived: float) -> str:
+    """How long, in ms, a frame that reached this node at ``arrived`` has waited."""
+    return str(max(0, round((time.monotonic() - arrived) * 1000)))
 
 
 class EpochChanged(Exception):
@@ -408,6 +421,7 @@ class FrameWriter:
         before: int = 0,
         batch: str | None = None,
         offset: int = 0,
+        arrived: float | None = None,
     ) -> int:
         """Append ``payloads`` (with their ``times``); return the first one's sequence number.
 
@@ -419,6 +433,8 @@ class FrameWriter:
         (:meth:`claim`). ``batch`` names the caller's batch and ``offset`` the place of
         ``payloads[0]`` in it: a caller that calls again for the same batch (or its rest,
         after AppendInterrupted) gives the same, so that what went in already is recognised.
+        ``arrived``: when the oldest of these frames reached this node (``time.monotonic``),
+        for the wait a block reader is timed by (redis_holds); None: now.
 
         Waits while a live node that follows the channel is more than the history bound
         behind (see redis_positions): so nothing is trimmed before every node read it; and
@@ -451,7 +467,10 @@ class FrameWriter:
             self._keys.positions(channel, epoch),
             self._keys.nodes,
             named.record if named is not None else self._keys.channel(channel),  # unused then
+            self._keys.held(channel, epoch),  # the room check's only
         ]
+        if arrived is None:
+            arrived = time.monotonic()
         if batch is None:
             self._batches += 1
             batch = str(self._batches)
@@ -469,7 +488,13 @@ class FrameWriter:
                 extra = ["1", named.token, ttl, str(before + start)]
             try:
                 part = await self._append_part(
-                    channel, keys, [*head, token], extra, payloads[start:end], times[start:end]
+                    channel,
+                    keys,
+                    [*head, token],
+                    extra,
+                    payloads[start:end],
+                    times[start:end],
+                    arrived,
                 )
             except REDIS_DOWN as error:
                 if start:
@@ -494,10 +519,12 @@ class FrameWriter:
         extra: list[str],
         payloads: Sequence[bytes],
         times: Sequence[float],
+        arrived: float,
     ) -> int | tuple[int, int]:
         """One append script call for these frames (retried, waiting for room): the first
         seq; -k when only k of them fit now; (first seq, frames) when this part's token went
-        in before (its reply was lost, or the caller tries the batch again)."""
+        in before (its reply was lost, or the caller tries the batch again). ``arrived``:
+        when the oldest frame waiting reached this node (see append)."""
         # coredis retries a command whose connection broke (twice, same arguments): the
         # token lets the script recognise the repeat.
         head = [*head, str(len(payloads))]
@@ -506,11 +533,11 @@ class FrameWriter:
         failing_since: float | None = None  # Redis unreachable since (retry_s from there)
         while True:
             try:
-                first: object = await self._append(keys=keys, args=args)
+                first: object = await self._append(keys=keys[:5], args=args)
                 failing_since = None
                 if first == 0:  # a node lags: wait for room, cheaply, then append
                     poll_s = ROOM_POLL_MIN_S
-                    while not await self._room(keys=keys, args=head):
+                    while not await self._room(keys=keys, args=[*head, _waited_ms(arrived)]):
                         await trio.sleep(poll_s)
                         poll_s = min(poll_s * 2, ROOM_POLL_MAX_S)
                     continue
