@@ -687,7 +687,8 @@ async def test_a_slow_block_reader_on_another_node_holds_its_writer_until_its_bl
     # A reader that takes a frame now and then still holds its writer: it has room for a
     # moment, and the writer fills it again. As on one node, where its oldest parked frame
     # keeps ageing, its block_timeout ends it, and its node shows it held once, released
-    # once (when it ends), not once per frame.
+    # once (when it ends), not once per frame. With a small publish window the writer's
+    # node waits afresh for each of its few frames: still held once.
     timeout, pace_s = 1.5, 0.3
     async with (
         two_nodes(redis_server) as (url_a, url_b),
@@ -712,6 +713,42 @@ async def test_a_slow_block_reader_on_another_node_holds_its_writer_until_its_bl
                             await trio.sleep(pace_s)
                 ended_s = trio.current_time() - start
         assert timeout <= ended_s < timeout + 3.0, ended_s
+        kinds: list[str] = []
+        with trio.fail_after(WAIT_S):
+            while "released" not in kinds:
+                event = (await events.receive()).data
+                if event["channel"] == "c" and event["event"] in ("held", "released"):
+                    kinds.append(event["event"])
+        assert kinds == ["held", "released"]
+
+
+async def test_a_slow_reader_of_a_writer_with_a_small_window_is_shown_held_once(
+    redis_server: RedisServer,
+) -> None:
+    # With a publish window of 8 frames and a reader that takes one every 0.2 s, the
+    # writer's oldest frame waits about 1.6 s, and the writer waits afresh for each of its
+    # few frames. On the memory engine they stay parked; through Redis too, the reader is
+    # shown held once, and released once, when it leaves. (One node: the writer and the
+    # reader meet in Redis all the same.)
+    async with (
+        ts.open_server(node_config(redis_server, "a", publish_window_frames=8)) as node,
+        ts.open_client(node.tcp_url or "", name="w") as w,
+        ts.open_client(node.tcp_url or "", name="slow") as slow,
+        ts.open_client(node.tcp_url or "", name="observer") as observer,
+        observer.subscribe("$channels", policy="unbounded") as events,
+    ):
+        await w.create_channel("c")
+        async with (
+            slow.subscribe("c", policy="block", size=2, window=1) as sub,
+            w.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+            async with flooding(pub):
+                with trio.move_on_after(6.0):
+                    while True:
+                        await sub.receive()
+                        await trio.sleep(0.2)
         kinds: list[str] = []
         with trio.fail_after(WAIT_S):
             while "released" not in kinds:

@@ -33,6 +33,7 @@ from trio_stream._engine.redis_streams import (
     ReaderEvent,
     StaleClaim,
     WriterMoved,
+    _arrival,
     _frames,
     pack_entries,
     read_range,
@@ -134,6 +135,7 @@ def test_a_writers_queued_batches_are_taken_in_order_within_the_append_bounds(
 ) -> None:
     appender = _Appender(cast(Any, None))
     sent: list[tuple[float, bytes]] = []
+    arrived: list[float] = []  # per frame sent: when its batch reached the node
     for sizes in batches:
         # small payloads as views (the session's, copied out), big ones shared bytes objects
         # (bytes() keeps them as they are): memory stays small whatever the batch
@@ -141,13 +143,19 @@ def test_a_writers_queued_batches_are_taken_in_order_within_the_append_bounds(
         times = [float(len(sent) + i) for i in range(len(sizes))]
         sent += list(zip(times, payloads, strict=True))
         appender.put(times, [p if len(p) > 2**20 else memoryview(p) for p in payloads])
-    taken = []
+        arrived += [appender.queued[-1][3]] * len(sizes)
+    taken: list[tuple[float, bytes]] = []
     while appender.queued:
         times, payloads, size = appender.take()
         assert payloads and len(times) == len(payloads) <= MAX_APPEND_FRAMES
         assert size == sum(map(len, payloads))
         assert size <= MAX_APPEND_BYTES or len(payloads) == 1
         assert all(type(p) is bytes for p in payloads)
+        # Each frame is timed by its own batch's arrival (a block reader's wait, redis_holds)
+        arrivals = appender.taken_arrivals
+        assert [_arrival(arrivals, i) for i in range(len(payloads))] == arrived[
+            len(taken) : len(taken) + len(payloads)
+        ]
         taken += list(zip(times, payloads, strict=True))
     assert taken == sent
 

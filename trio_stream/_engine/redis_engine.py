@@ -161,7 +161,9 @@ class _Appender:
     # (times, payloads, payload bytes, arrival) per publish_batch call, oldest first; the
     # arrival (time.monotonic) times a wait for a block reader's room (redis_holds)
     queued: deque[tuple[list[float], list[bytes], int, float]] = field(default_factory=deque)
-    taken_arrived: float = 0.0  # when the oldest frame of the last take() arrived
+    # Of the last take(): where each publish_batch call's frames start in it, and when they
+    # arrived (its frames may come from several, and only the oldest waiting frame counts)
+    taken_arrivals: list[tuple[int, float]] = field(default_factory=list)
     wake: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)  # everything it held went its way
     appending: bool = False  # an append is on its way to Redis (taken, not yet answered)
@@ -179,10 +181,10 @@ class _Appender:
         payloads: list[bytes] = []
         size = 0
         queued = self.queued
-        if queued:
-            self.taken_arrived = queued[0][3]
+        arrivals = self.taken_arrivals = []
         while queued:
             more_times, more, nbytes, arrived = queued[0]
+            arrivals.append((len(payloads), arrived))
             room = MAX_APPEND_FRAMES - len(payloads)
             if len(more) <= room and size + nbytes <= MAX_APPEND_BYTES:
                 queued.popleft()
@@ -1361,7 +1363,7 @@ class RedisEngine:
                     appender.wake = trio.Event()
                     continue
                 times, payloads, size = appender.take()
-                arrived = appender.taken_arrived
+                arrivals = appender.taken_arrivals
                 count = len(payloads)
                 appender.appending = True
                 batches += 1
@@ -1380,7 +1382,7 @@ class RedisEngine:
                             before=written + offset,
                             batch=str(batches),
                             offset=offset,
-                            arrived=arrived,
+                            arrivals=arrivals,
                         )
                         retry_log.succeeded()
                         break
@@ -1554,7 +1556,7 @@ class RedisEngine:
                     had_room.add(reader)
             had_room.intersection_update(holders)
             channels = list({(r.channel.name, r.channel.epoch): None for r in holders})
-            held: list[float] = []
+            held: list[float | None] = []
             if channels:
                 try:
                     held = await self.io.held.held_s(channels)
@@ -1570,15 +1572,17 @@ class RedisEngine:
                 if reader.closed or reader.ending:
                     continue
                 channel = reader.channel
-                waited = held_in.get((channel.name, channel.epoch), 0.0)
-                if not waited:  # its writers no longer wait
+                waited = held_in.get((channel.name, channel.epoch))
+                if waited is None:  # its writers no longer wait
                     del holders[reader]
                     continue
                 held_s = min(waited, now - since)
                 timeout = reader.block_timeout
                 if timeout is not None and held_s >= timeout:
                     reader.outbox.end(reader, block_timeout_error(reader, timeout))
-                elif held_s >= HOLD_NOTICE_S:
+                elif held_s >= HOLD_NOTICE_S or reader in shown:
+                    # Once shown, shown while it holds (a writer with a small window waits
+                    # afresh for each of its batches: on one node its frames stay parked).
                     holding.add(reader)
                     if reader.waited_since is None:
                         reader.holds_elsewhere(now - held_s)

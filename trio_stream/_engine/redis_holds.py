@@ -17,7 +17,8 @@ waiting is what counts, across a batch's parts and the batches queued behind it.
 
 A node with a full ``block`` reader asks (:meth:`HeldWriters.held_s`) how long its channels'
 writers have waited: the longest ``last - start`` of the stamps renewed within
-``HELD_FRESH_MS`` (a writer that stopped waiting, got room or went away, stops renewing). The
+``HELD_FRESH_MS`` (a writer that stopped waiting, got room or went away, stops renewing, and
+the next renewal of another writer's stamp deletes its own). The
 engine counts a reader only from when it became full itself (a reader that fills up late is
 not charged with an earlier wait), and ends it past its ``block_timeout`` or shows it in
 ``held_by`` after HOLD_NOTICE_S, as on one node.
@@ -59,24 +60,33 @@ end
 if renew then
   redis.call('HSET', held_key, who, string.format('%d %d', start, now))
   redis.call('PEXPIRE', held_key, {HELD_TTL_MS})
+  -- The stamps of writers that stopped waiting (got room, or went away) go: the hash holds
+  -- only the writers waiting now, for the reads every 50 ms of every node.
+  local stamps = redis.call('HGETALL', held_key)
+  for j = 2, #stamps, 2 do
+    local l = string.match(stamps[j], '^%d+ (%d+)$')
+    if not l or now - tonumber(l) > {HELD_FRESH_MS} then
+      redis.call('HDEL', held_key, stamps[j - 1])
+    end
+  end
 end
 """
 
 # KEYS: the channels' stamp hashes. Answers, per channel, the ms its writers have waited so
-# far (0: none waits).
+# far (-1: none waits).
 _HELD_LUA: Final = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local held = {{}}
 for i, key in ipairs(KEYS) do
-  held[i] = 0
+  held[i] = -1
   local stamps = redis.call('HGETALL', key)
   for j = 2, #stamps, 2 do
     local s, l = string.match(stamps[j], '^(%d+) (%d+)$')
     if s then
       s = tonumber(s)
       l = tonumber(l)
-      if now - l <= {HELD_FRESH_MS} and l - s > held[i] then held[i] = l - s end
+      if now - l <= {HELD_FRESH_MS} and l - s > held[i] then held[i] = math.max(l - s, 0) end
     end
   end
 end
@@ -91,12 +101,12 @@ class HeldWriters:
         self._keys = keys
         self._held = client.register_script(_HELD_LUA)
 
-    async def held_s(self, channels: list[tuple[str, str]]) -> list[float]:
+    async def held_s(self, channels: list[tuple[str, str]]) -> list[float | None]:
         """For each ``(name, epoch)`` of ``channels``, the seconds its writers have waited
-        for room so far (0.0: none waits), in one round trip."""
+        for room so far (None: none waits), in one round trip."""
         if not channels:
             return []
         keys = [self._keys.held(name, epoch) for name, epoch in channels]
         answer: object = await self._held(keys=keys, args=[])
         assert isinstance(answer, list)
-        return [int(ms) / 1000 for ms in answer]
+        return [None if int(ms) < 0 else int(ms) / 1000 for ms in answer]

@@ -64,6 +64,7 @@ Redis's one thread.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import math
@@ -289,6 +290,12 @@ return 1
 )
 
 
+def _arrival(arrivals: Sequence[tuple[int, float]], place: int) -> float:
+    """When the frame at ``place`` in its batch reached this node (see FrameWriter.append)."""
+    at = bisect.bisect_right(arrivals, place, key=lambda arrival: arrival[0])
+    return arrivals[max(at - 1, 0)][1]
+
+
 def _waited_ms(arrived: float) -> str:
     """How long, in ms, a frame that reached this node at ``arrived`` has waited."""
     return str(max(0, round((time.monotonic() - arrived) * 1000)))
@@ -421,7 +428,7 @@ class FrameWriter:
         before: int = 0,
         batch: str | None = None,
         offset: int = 0,
-        arrived: float | None = None,
+        arrivals: Sequence[tuple[int, float]] = (),
     ) -> int:
         """Append ``payloads`` (with their ``times``); return the first one's sequence number.
 
@@ -433,8 +440,9 @@ class FrameWriter:
         (:meth:`claim`). ``batch`` names the caller's batch and ``offset`` the place of
         ``payloads[0]`` in it: a caller that calls again for the same batch (or its rest,
         after AppendInterrupted) gives the same, so that what went in already is recognised.
-        ``arrived``: when the oldest of these frames reached this node (``time.monotonic``),
-        for the wait a block reader is timed by (redis_holds); None: now.
+        ``arrivals``: ``(place in the batch, time.monotonic)`` where each group of its frames
+        starts and when it reached this node, oldest first: a block reader is timed by the
+        wait of the oldest frame not yet in (redis_holds); none: they arrived now.
 
         Waits while a live node that follows the channel is more than the history bound
         behind (see redis_positions): so nothing is trimmed before every node read it; and
@@ -469,8 +477,8 @@ class FrameWriter:
             named.record if named is not None else self._keys.channel(channel),  # unused then
             self._keys.held(channel, epoch),  # the room check's only
         ]
-        if arrived is None:
-            arrived = time.monotonic()
+        if not arrivals:
+            arrivals = [(0, time.monotonic())]
         if batch is None:
             self._batches += 1
             batch = str(self._batches)
@@ -494,7 +502,7 @@ class FrameWriter:
                     extra,
                     payloads[start:end],
                     times[start:end],
-                    arrived,
+                    _arrival(arrivals, offset + start),
                 )
             except REDIS_DOWN as error:
                 if start:
