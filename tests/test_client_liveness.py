@@ -85,6 +85,16 @@ async def server_process(
         await process.stdout.aclose()
 
 
+async def acknowledged_then_stop(pub: ts.Publisher, process: trio.Process) -> None:
+    """Stop a server process gracefully once ``pub`` knows it took every frame. A reader may
+    have a frame before its writer has the acknowledgement, and the server_process context
+    kills what still runs when it ends: without the wait the publisher's close would wait
+    10 s for a connection to give them to, then raise ConnectionClosed."""
+    with trio.fail_after(WAIT_S):
+        await pub.wait_acknowledged()
+    process.send_signal(signal.SIGTERM)
+
+
 async def failure_of(
     fn: Callable[[], Awaitable[object]], record: dict[str, tuple[BaseException, float]], key: str
 ) -> None:

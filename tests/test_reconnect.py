@@ -23,7 +23,7 @@ import trio
 from engine_marks import BOTH_ENGINES
 from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer
-from test_client_liveness import server_process
+from test_client_liveness import acknowledged_then_stop, server_process
 from test_cluster import node_config, node_process, two_nodes
 
 import trio_stream as ts
@@ -890,7 +890,7 @@ async def test_a_server_restart_is_a_reset_and_everything_comes_back_within_2_s(
                     assert msg.data == "after" and msg.seq == 1
                     assert msg.gap is not None and msg.gap.kind == "reset"
                     assert msg.gap.lost is None
-                    process2.send_signal(signal.SIGTERM)
+                    await acknowledged_then_stop(pub, process2)
 
 
 async def test_a_writer_back_before_its_readers_after_a_restart_holds_its_frames_for_them() -> None:
@@ -930,7 +930,7 @@ async def test_a_writer_back_before_its_readers_after_a_restart_holds_its_frames
                     with trio.fail_after(WAIT_S):
                         while len(got) < 200:
                             got.append(await sub.receive())
-                    process2.send_signal(signal.SIGTERM)
+                    await acknowledged_then_stop(pub, process2)
     assert all(sent_while_down) and all(sent_before_reader)
     assert [m.data for m in got] == list(range(200))
     assert got[0].gap is not None and got[0].gap.kind == "reset"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import trio
 from proxy import open_proxy
 from test_cli import cli, running, wait_for_channel
-from test_client_liveness import server_process
+from test_client_liveness import acknowledged_then_stop, server_process
 
 import trio_stream as ts
 from trio_stream.cli import dumpfile
@@ -43,7 +42,7 @@ async def test_dump_rides_through_a_server_restart_and_records_the_gap(tmp_path:
                         assert await pub.send(i)
                     code, _, stderr = await dump.finish()
                     replayed = await cli("replay", str(path), url, "--fast", "--no-wait")
-                    process2.send_signal(signal.SIGTERM)
+                    await acknowledged_then_stop(pub, process2)
     assert code == 0, stderr
     assert "reset" in stderr
     with path.open("rb") as f:
