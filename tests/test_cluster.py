@@ -67,6 +67,24 @@ async def flooding(pub: ts.Publisher) -> AsyncIterator[None]:
         nursery.cancel_scope.cancel()
 
 
+async def read_slowly(sub: ts.Subscription, pace_s: float) -> None:
+    """Take a frame every ``pace_s``, until the subscription ends (or the caller's bound)."""
+    while True:
+        await sub.receive()
+        await trio.sleep(pace_s)
+
+
+async def hold_events_until_released(events: ts.Subscription, channel: str) -> list[str]:
+    """The ``held``/``released`` events of ``channel`` on ``$channels``, up to a release."""
+    kinds: list[str] = []
+    with trio.fail_after(WAIT_S):
+        while "released" not in kinds:
+            event = (await events.receive()).data
+            if event["channel"] == channel and event["event"] in ("held", "released"):
+                kinds.append(event["event"])
+    return kinds
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = WAIT_S) -> None:
     with trio.fail_after(timeout_s):
         while not await check():  # noqa: ASYNC110
@@ -708,18 +726,10 @@ async def test_a_slow_block_reader_on_another_node_holds_its_writer_until_its_bl
                 start = trio.current_time()
                 with pytest.raises(ts.LimitExceeded, match="block_timeout"):
                     with trio.fail_after(WAIT_S):
-                        while True:
-                            await sub.receive()
-                            await trio.sleep(pace_s)
+                        await read_slowly(sub, pace_s)
                 ended_s = trio.current_time() - start
         assert timeout <= ended_s < timeout + 3.0, ended_s
-        kinds: list[str] = []
-        with trio.fail_after(WAIT_S):
-            while "released" not in kinds:
-                event = (await events.receive()).data
-                if event["channel"] == "c" and event["event"] in ("held", "released"):
-                    kinds.append(event["event"])
-        assert kinds == ["held", "released"]
+        assert await hold_events_until_released(events, "c") == ["held", "released"]
 
 
 async def test_a_slow_reader_of_a_writer_with_a_small_window_is_shown_held_once(
@@ -746,16 +756,8 @@ async def test_a_slow_reader_of_a_writer_with_a_small_window_is_shown_held_once(
                 await pub.wait_for_readers()
             async with flooding(pub):
                 with trio.move_on_after(6.0):
-                    while True:
-                        await sub.receive()
-                        await trio.sleep(0.2)
-        kinds: list[str] = []
-        with trio.fail_after(WAIT_S):
-            while "released" not in kinds:
-                event = (await events.receive()).data
-                if event["channel"] == "c" and event["event"] in ("held", "released"):
-                    kinds.append(event["event"])
-        assert kinds == ["held", "released"]
+                    await read_slowly(sub, 0.2)
+        assert await hold_events_until_released(events, "c") == ["held", "released"]
 
 
 async def test_a_block_reader_holding_a_writer_on_another_node_shows_in_held_by(

@@ -1541,6 +1541,10 @@ class RedisEngine:
         shown: set[Reader] = set()  # shown holding a writer (Reader.holds_elsewhere)
         broker = self.state.broker
         while True:
+            if not self._block_watch and not holders:
+                # No block reader here holds frames (_report_position wakes this): a node
+                # without any sleeps, rather than waking 20 times a second for nothing.
+                await self._block_watch_wake.wait()
             await trio.sleep(HELD_CHECK_INTERVAL_S)
             now = broker.clock()
             for reader in self._full_block_readers():

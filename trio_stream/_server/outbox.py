@@ -1033,7 +1033,7 @@ class Outbox:
         window_asked: int | None = None,
     ) -> Reader:
         reader = Reader(
-            self._next_sub,
+            self.new_sub_id(),
             channel,
             self,
             policy,
@@ -1047,7 +1047,6 @@ class Outbox:
             view=view,
             window_asked=window_asked,
         )
-        self._next_sub += 1
         self.readers[reader.sub_id] = reader
         return reader
 
@@ -1073,8 +1072,7 @@ class Outbox:
         meanwhile ends here (a clean end after its buffered frames)."""
         reader.outbox._let_go(reader)
         reader.outbox = self
-        reader.sub_id = self._next_sub
-        self._next_sub += 1
+        reader.sub_id = self.new_sub_id()
         self.readers[reader.sub_id] = reader
         self.buffered(sum(map(_NBYTES, reader.buffer.items())), reader.blocks_writers)
         if reader.parked:
@@ -1110,8 +1108,9 @@ class Outbox:
             self._over_limit.remove(reader)
         self.buffered(-sum(map(_NBYTES, reader.buffer.items())), reader.blocks_writers)
 
-    def open_ended(self) -> int:
-        """A sub id for a subscription that is over as soon as it is answered (kept.py)."""
+    def new_sub_id(self) -> int:
+        """The next sub id of this connection: a new reader's, an adopted one's, or one for a
+        subscription that is over as soon as it is answered (kept.py)."""
         sub_id = self._next_sub
         self._next_sub += 1
         return sub_id

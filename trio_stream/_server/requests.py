@@ -215,7 +215,7 @@ def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
         return None
     ended = lease.kept.ended(msg.resume_sub, msg.channel, msg.since_epoch)
     if ended is not None:  # it ended as its connection broke: its client did not hear
-        sub_id = session.outbox.open_ended()
+        sub_id = session.outbox.new_sub_id()
         session.outbox.end_after_reply(replace(ended.end, sub=sub_id))
         return {
             "sub": sub_id,
