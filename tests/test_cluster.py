@@ -1231,6 +1231,44 @@ async def test_two_block_readers_on_one_node_each_hold_the_writer_at_their_own_s
                     nursery.cancel_scope.cancel()
 
 
+async def test_a_selecting_block_reader_holds_every_writer_of_its_channel_through_redis(
+    redis_server: RedisServer,
+) -> None:
+    # README, "What does not hold across nodes": a node reads a channel's one stream in order,
+    # and stops reading it while a full block reader has frames parked, so a `sender="x"`
+    # block reader that takes nothing holds writer y back as well once x has filled it (on
+    # one node it holds x only: test_sender_filter). y's frames of its first window are all
+    # it gets out while the reader takes nothing.
+    size, publish_window = 20, 50
+    async with (
+        two_nodes(redis_server, publish_window_frames=publish_window) as (url_a, url_b),
+        ts.open_client(url_a, name="x") as x,
+        ts.open_client(url_a, name="y") as y,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await x.create_channel("m")
+        async with (
+            x.publisher("m") as pub_x,
+            y.publisher("m") as pub_y,
+            r.subscribe("m", policy="block", size=size, window=10, sender="x"),
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub_y.wait_for_readers()
+            async with trio.open_nursery() as nursery:
+
+                async def send_x() -> None:  # x fills the reader's buffer, then waits
+                    for i in range(5000):
+                        await pub_x.send(i)
+
+                nursery.start_soon(send_x)
+                await trio.sleep(1.0)
+                with trio.move_on_after(3.0):
+                    for i in range(5000):
+                        await pub_y.send(i)
+                nursery.cancel_scope.cancel()
+            assert pub_y.sent < 1000, pub_y.sent
+
+
 async def test_unnamed_clients_of_two_nodes_get_names_unique_in_the_cluster(
     redis_server: RedisServer,
 ) -> None:
