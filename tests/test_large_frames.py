@@ -11,10 +11,12 @@ waits.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import trio
 from engine_marks import BOTH_ENGINES
 
 import trio_stream as ts
+from trio_stream._protocol.frames import PUBLISH_HEAD
 
 pytestmark = BOTH_ENGINES
 
@@ -46,3 +48,27 @@ async def test_a_reader_of_large_frames_gets_them_all(url: str) -> None:
                     nursery.cancel_scope.cancel()
                     break
     assert got == FRAMES, f"the reader stalled after {got} of {FRAMES} frames"
+
+
+LIMIT_BYTES = 65_536
+
+
+@pytest.mark.server_options(max_frame_bytes=LIMIT_BYTES)
+async def test_a_frame_at_the_limit_reaches_a_reader_under_a_writer_of_the_longest_name(
+    url: str,
+) -> None:
+    # The PUBLISH body is exactly max_frame_bytes; the DATA frame carrying its payload is
+    # longer (its head, and the writer's name of 255 bytes, the most a name holds).
+    # A reader that held DATA to max_frame_bytes closed, reconnected and met it again, for good.
+    name = "\N{GRINNING FACE}" * 63 + "www"  # 255 bytes of UTF-8
+    payload = bytes(LIMIT_BYTES - PUBLISH_HEAD.size - 3)  # 3: the CBOR byte string's head
+    async with ts.open_client(url, name=name) as w, ts.open_client(url, name="r") as r:
+        await w.create_channel("edge")
+        async with r.subscribe("edge") as sub, w.publisher("edge") as pub:
+            await pub.wait_for_readers()
+            assert await pub.send(payload)
+            with pytest.raises(ts.FrameTooLarge):
+                await pub.send(payload + b"x")
+            with trio.fail_after(STALL_S):
+                msg = await sub.receive()
+    assert msg.data == payload and msg.sender == name and sub.received == 1

@@ -47,6 +47,7 @@ from ._protocol.compression import compressor
 from ._protocol.frames import (
     CONTROL,
     DATA,
+    DATA_OVER_LIMIT_BYTES,
     PUB_ACK,
     DataRun,
     data_sub_id,
@@ -314,7 +315,10 @@ class Client:
         self.limits = Limits.from_wire(reply.limits)
         max_frame = getattr(transport, "max_frame_bytes", None)
         if max_frame is not None:
-            transport.max_frame_bytes = self.limits.max_frame_bytes  # type: ignore[attr-defined]
+            # A DATA frame carries a payload of up to the limit under a longer head.
+            transport.max_frame_bytes = (  # type: ignore[attr-defined]
+                self.limits.max_frame_bytes + DATA_OVER_LIMIT_BYTES
+            )
         self._transport = transport
         self._goodbye = None
         self._connected = True

@@ -404,6 +404,11 @@ DATA_HEAD_BYTES: Final = DATA_HEAD.size
 DATA_FIELDS_AT: Final = struct.Struct(">5xIQdB").unpack_from  # DATA_HEAD, type and sub_id skipped
 _DATA_HEAD_BYTES: Final = DATA_HEAD_BYTES
 _DATA_HEAD_AT: Final = DATA_HEAD_AT
+# How far a DATA frame body may exceed ``max_frame_bytes``: the server forwards a PUBLISH
+# payload (the body minus its shorter head) under the DATA head and the writer's name, so a
+# reader must accept max_frame_bytes + DATA_HEAD_BYTES + MAX_SENDER_NAME_BYTES (a few bytes
+# more than the worst case; docs/protocol.md section 2).
+DATA_OVER_LIMIT_BYTES: Final = DATA_HEAD_BYTES + MAX_SENDER_NAME_BYTES
 # Readers see the same few sender names over and over; decoding each once saves a bytes
 # copy and a UTF-8 decode per message.
 _sender_names: dict[bytes, str] = {}

@@ -33,6 +33,7 @@ async def handshake(
     transport: FrameTransport,
     client_id: int,
     claim: Callable[[Hello], tuple[str, str | None]],
+    admit: Callable[[], None],
 ) -> list[bytearray]:
     """Read the hello, check it, and send the welcome.
 
@@ -40,7 +41,9 @@ async def handshake(
     the name it now has and its resume token (None unless the hello asked for one; a resume
     token in the hello takes the previous connection's place back first, see resume.py); it
     runs before the first await after the hello, so of two hellos with one name exactly one
-    claims it (the other's ``claim`` raises NameInUse).
+    claims it (the other's ``claim`` raises NameInUse). ``admit()`` makes the client one of
+    the server's just before its welcome goes out: a client that has its welcome is listed,
+    and can be named in requests, by every other connection.
 
     Returns:
         The frames the client pipelined behind its hello, for the reader task.
@@ -88,6 +91,7 @@ async def handshake(
         limits=state.limits.to_wire(),
         resume_token=resume_token,
     )
+    admit()
     await transport.send([control_frame(welcome)])
     return frames[1:]
 

@@ -14,6 +14,7 @@ outbox, the broker, the request handlers and the RPC router call on a connection
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
@@ -200,27 +201,30 @@ class Session:
         try:
             with trio.fail_after(self.state.limits.handshake_timeout_s):
                 early_frames = await handshake(
-                    self.state, self.transport, self.client_id, self._claim_name
+                    self.state,
+                    self.transport,
+                    self.client_id,
+                    self._claim_name,
+                    functools.partial(self.state.register, self),
                 )
         except trio.TooSlowError:
-            self._release_name()
+            self._undo_handshake()
             log.info("%s: no hello within the handshake timeout", self.transport.remote)
             await refuse(self.transport, ProtocolError("no hello within the handshake timeout"))
             return
         except ConnectionClosed:
-            self._release_name()
+            self._undo_handshake()
             with trio.CancelScope(shield=True):
                 await self.transport.aclose()
             return
         except TrioStreamError as exc:
-            self._release_name()
+            self._undo_handshake()
             log.info("%s: handshake refused: %s", self.transport.remote, exc)
             await refuse(self.transport, exc)
             return
         except BaseException:
-            self._release_name()
+            self._undo_handshake()
             raise
-        self.state.register(self)
         log.info("client %r connected from %s", self.name, self.transport.remote)
         try:
             async with trio.open_nursery() as nursery:
@@ -280,6 +284,11 @@ class Session:
         if hello.resume:
             self.resume_token = resume.issue(self)
         return self.name, self.resume_token
+
+    def _undo_handshake(self) -> None:
+        """The handshake failed: the client is not connected (if admitted, no longer)."""
+        self.state.unregister(self)
+        self._release_name()
 
     def _release_name(self) -> None:
         if self._name_claimed:

@@ -1,0 +1,75 @@
+"""The server's side of the handshake (_server/handshake.py) as a session runs it: a real
+session and server state over a transport that hands it a hello and keeps what it writes."""
+
+from __future__ import annotations
+
+import trio
+
+import trio_stream as ts
+from trio_stream._protocol import messages as M
+from trio_stream._protocol.bytes_like import BytesLike
+from trio_stream._protocol.framing import RunTaker, T
+from trio_stream._protocol.limits import PROTOCOL_VERSION
+from trio_stream._server.session import Session
+from trio_stream._server.state import ServerState
+
+WAIT_S = 30  # a bound only: nothing here waits for the clock
+
+
+class HelloTransport:
+    """Hands the session one hello; notes, at each write, whether the client was admitted."""
+
+    kind = "tcp"
+    remote = "127.0.0.1:1"
+
+    def __init__(self, state: ServerState, hello: M.Hello) -> None:
+        self.state = state
+        self.hello: M.Hello | None = hello
+        self.admitted_at_write: list[bool] = []
+        self.written: list[M.ControlMessage] = []
+        self.client_id = -1
+
+    async def receive_frames(self) -> list[bytearray]:
+        if self.hello is None:
+            await trio.sleep_forever()
+        frame, self.hello = bytearray(M.encode_message(self.hello)), None
+        return [frame]
+
+    async def receive_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
+        raise AssertionError("the server reads frames, not runs")
+
+    async def send(self, pieces: list[BytesLike]) -> None:
+        self.admitted_at_write.append(self.client_id in self.state.sessions)
+        self.written += [M.decode_message(bytearray(piece)[4:]) for piece in pieces]
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_client_is_admitted_before_its_welcome_goes_out() -> None:
+    # A client that has its welcome may tell another process it is connected at once: the
+    # other's `clients` must list it, its admin `disconnect` find it.
+    state = ServerState(ts.ServerConfig())
+    transport = HelloTransport(state, M.Hello(v=PROTOCOL_VERSION, name="new"))
+    session = Session(state, transport)
+    transport.client_id = session.client_id
+    with trio.fail_after(WAIT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
+            while not transport.written:
+                await trio.lowlevel.checkpoint()
+            nursery.cancel_scope.cancel()
+    assert isinstance(transport.written[0], M.Welcome)
+    assert transport.admitted_at_write[0]
+
+
+async def test_a_refused_hello_leaves_no_client_behind() -> None:
+    state = ServerState(ts.ServerConfig(token="secret"))
+    transport = HelloTransport(state, M.Hello(v=PROTOCOL_VERSION, name="new", token="wrong"))
+    session = Session(state, transport)
+    transport.client_id = session.client_id
+    with trio.fail_after(WAIT_S):
+        await session.run()
+    assert not transport.admitted_at_write[0]
+    assert session.client_id not in state.sessions and "new" not in state.by_name
