@@ -191,3 +191,27 @@ async def test_the_reader_stops_reading_while_its_writers_have_too_much_parked()
         outbox.unparked(pub_id=1, nbytes=1)  # a reader took one: back at the bound
         await trio.testing.wait_all_tasks_blocked()
         assert outbox.control_bytes == 2 * pong_bytes
+
+
+async def test_a_connection_taken_over_mid_read_publishes_nothing_after_the_count() -> None:
+    # A resume counts what the old connection published (the client sends the rest again on
+    # the new one). The old connection's reader may be between two slices of a long read
+    # then (or waiting for its parked frames to go): the rest of that read must not be
+    # published after the count, or those frames reach readers twice.
+    async with connection() as (session, _transport, nursery):
+        state = session.state
+        broker = state.broker
+        state.claim_name(session)
+        session.resume_token = state.resume.issue(session)
+        nursery.start_soon(session.inbound.run, SETUP)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(session.inbound.run, [publish(1, i) for i in range(LONG_READ_FRAMES)])
+        while broker.frames_in == 0:
+            await trio.lowlevel.checkpoint()
+        assert broker.frames_in < LONG_READ_FRAMES  # between two slices
+        successor = Session(state, ScriptedTransport())
+        successor.name = session.name
+        lease = state.resume.take_over(session.resume_token, successor, state.by_name)
+        assert lease is not None
+        await trio.testing.wait_all_tasks_blocked()
+    assert broker.frames_in == lease.taken[1]

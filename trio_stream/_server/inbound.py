@@ -75,6 +75,7 @@ class Inbound:
         "_sender",
         "_session",
         "_state",
+        "_stopped",
         "_transport",
         "_writers",
         "last_heard",
@@ -96,6 +97,7 @@ class Inbound:
         self._pending_request: tuple[AsyncHandler, Request] | None = None
         # Made on first use: an idle connection should hold nothing it may never need.
         self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
+        self._stopped = False  # see stop()
         self.last_heard = trio.current_time()  # when the client last sent anything
 
     async def run(self, early_frames: list[bytearray]) -> NoReturn:
@@ -111,6 +113,8 @@ class Inbound:
         await self._dispatch_all(early_frames)
         while True:
             frames = await transport.receive_frames()
+            if self._stopped:
+                await trio.sleep_forever()  # until the session ends its tasks
             self.last_heard = trio.current_time()
             # The senders this batch woke get their turn no later than the next read: the
             # transport yields (or, once the socket is empty, waits for data) before it reads.
@@ -120,6 +124,19 @@ class Inbound:
         """The connection's writers have no more than max_parked_bytes parked: read on."""
         if self._parked_space is not None:
             self._parked_space.set()
+
+    def stop(self) -> None:
+        """Act on nothing more this client sent: its connection closes without draining
+        (replaced by the client's resume, disconnected, silent).
+
+        At once, whatever await the reader is in: a resume counts what the old connection's
+        writers published, and the client sends the rest again on the new one, so nothing
+        may be published here after that count (those frames would reach readers twice),
+        nor a request acted on that the client may make again there. A slice of PUBLISH
+        frames runs without an await, so none is cut in two.
+        """
+        self._stopped = True
+        self._writers = {}  # a PUBLISH from now on is for a publisher that has ended
 
     def close(self) -> None:
         """Drop every reference that leads back to the session (Session._break_cycles)."""
@@ -178,11 +195,14 @@ class Inbound:
     async def _flush_then(self, step: Callable[[], Awaitable[None]]) -> None:
         """Await ``step`` (other tasks run meanwhile), the senders this read woke written to
         first. ``state.direct_writes`` is a queue only while one dispatch runs without
-        yielding (every session's dispatch uses it), so each await of a dispatch comes here."""
+        yielding (every session's dispatch uses it), so each await of a dispatch comes here;
+        and so does the end of a dispatch that stop() ended meanwhile."""
         state = self._state
         write_woken(state)
         await step()
         state.direct_writes = []
+        if self._stopped:
+            await trio.sleep_forever()  # until the session ends its tasks
 
     # -- back-pressure -----------------------------------------------------------------------
     async def _wait_for_space(self) -> None:

@@ -305,6 +305,8 @@ class Session:
         """
         if not self._closing:
             self._closing = True
+            if not drain:
+                self.inbound.stop()
             self.sender.finish(drain)
             self.send_control(Goodbye(reason=reason, reconnect=None if reconnect else False))
             self._close_requested.set()
