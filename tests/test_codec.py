@@ -163,6 +163,18 @@ def test_values_without_a_wire_form_are_refused_clearly() -> None:
         encode_payload(dt.datetime(2026, 1, 1))  # naive: ambiguous on the other side
 
 
+@pytest.mark.parametrize(
+    "value", [object(), [1, object()], dt.datetime(2026, 1, 1), np.array(["a"])]
+)
+def test_a_value_without_a_wire_form_shows_one_error_not_cbor2_s_before_it(value: Any) -> None:
+    # A traceback that repeats the message, or cbor2's own first, buries what to do.
+    with pytest.raises((TypeError, ValueError)) as caught:
+        encode_payload(value)
+    error = caught.value
+    assert error.__cause__ is None
+    assert error.__context__ is None or error.__suppress_context__
+
+
 def test_a_value_that_fails_leaves_the_reused_encoder_as_good_as_new() -> None:
     # encode_payload reuses one cbor2 encoder per thread (codec._ThreadEncoder).
     cyclic: list[Any] = [1]

@@ -76,3 +76,6 @@ async def test_sub_rides_through_a_cut_and_prints_the_gap(server: ts.Server) -> 
     assert code == 0, stderr
     assert [line["data"] for line in lines] == [1, 2, 3]
     assert lines[0]["gap"] == {"kind": "resumed", "lost": 0, "recovered": 3}
+    # Said as it happens, not only when the next value comes (a stopped server's reader).
+    assert f"the connection to {proxy.url} is lost; reconnecting (Ctrl-C to stop)" in stderr
+    assert f"reconnected to {proxy.url}" in stderr

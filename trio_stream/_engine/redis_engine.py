@@ -57,7 +57,13 @@ from .._protocol.messages import (
     Subscribe,
 )
 from .._server import requests
-from .._server.broker import Channel, Writer, check_channel_meta, check_channel_name
+from .._server.broker import (
+    Channel,
+    Writer,
+    channel_not_found,
+    check_channel_meta,
+    check_channel_name,
+)
 from .._server.buffers import Policy
 from .._server.engine import AsyncHandler, default_node_name
 from .._server.engine import safe_url as _safe_url
@@ -620,10 +626,7 @@ class RedisEngine:
         if record is None or not (
             record.options.get("public", True) or owner or await record.key_matches(key)
         ):
-            raise ChannelNotFound(
-                f"no channel named {name!r} that you may use; create it with "
-                "create_channel() first (a private channel needs its key: pass key=...)"
-            )
+            raise channel_not_found(name)
         if record.has_key and not owner:
             if key is None:
                 raise AuthError(f"channel {name!r} needs its key: pass key=...")

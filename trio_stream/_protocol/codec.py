@@ -159,7 +159,8 @@ def _encode_default(encoder: Any, value: Any) -> None:
     else:
         raise TypeError(
             f"values of type {type(value).__name__} cannot be sent: use numbers, str, bytes, "
-            "lists, dicts, None, datetimes or numpy arrays"
+            "lists, dicts, None, datetimes, numpy arrays or another type cbor2 knows (set, "
+            "Decimal, UUID, ...: README, Values)"
         )
 
 
@@ -192,14 +193,15 @@ def _dumps(value: Any, default: Callable[[Any, Any], None] = _encode_default) ->
         cause = exc.__cause__
         if isinstance(cause, _LargeArray):
             raise cause from None
+        # from None: the message says what to do; cbor2's traceback would only repeat it.
         if isinstance(cause, TypeError | ValueError):
-            raise type(cause)(str(cause)) from exc
+            raise type(cause)(str(cause)) from None
         if "naive datetime" in str(exc):
             raise ValueError(
                 "a datetime without a timezone cannot be sent (a reader could not tell which "
                 "time it is): give it one, e.g. datetime.now(timezone.utc)"
-            ) from exc
-        raise ValueError(f"cannot encode this value: {exc}") from exc
+            ) from None
+        raise ValueError(f"cannot encode this value: {exc}") from None
 
 
 class _ThreadEncoder(threading.local):
@@ -333,8 +335,10 @@ def encode_payload(value: Any) -> list[BytesLike]:
         _pieces_of(value, out)
         return out
     except Exception:
-        # No wire form: _dumps raises the error callers expect (TypeError or ValueError).
-        return [_dumps(value)]
+        pass
+    # No wire form: _dumps raises the error callers expect (TypeError or ValueError), outside
+    # the handler above, so that the user sees that one error, not cbor2's chained to it.
+    return [_dumps(value)]
 
 
 # --- decoding -------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def _zstandard() -> Any:
     except ImportError as exc:
         raise InvalidArgument(
             "compress='zstd' needs the zstandard package: pip install 'trio_stream[zstd]' "
-            "(or use compress='zlib', which needs nothing)"
+            "(in a checkout: pip install -e '.[zstd]'), or use compress='zlib', which needs "
+            "nothing"
         ) from exc
     return zstandard
 
@@ -150,7 +151,7 @@ def _decompress_zstd(data: memoryview, max_bytes: int) -> bytes:
     except InvalidArgument as exc:
         raise ProtocolError(
             "this payload is zstd-compressed and the zstandard package is missing: "
-            "pip install 'trio_stream[zstd]'"
+            "pip install 'trio_stream[zstd]' (in a checkout: pip install -e '.[zstd]')"
         ) from exc
     try:
         declared = zstandard.frame_content_size(data)

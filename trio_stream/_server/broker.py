@@ -234,6 +234,15 @@ def check_channel_meta(meta: dict[str, Any] | None) -> None:
         )
 
 
+def channel_not_found(name: str) -> ChannelNotFound:
+    """The answer to a channel that is missing, or private to others (the same answer)."""
+    return ChannelNotFound(
+        f"no channel named {name!r} that you may use; create it with create_channel() "
+        "first, or let a reader wait for it (subscribe(..., wait_channel=True)); a private "
+        "channel needs its key: pass key=..."
+    )
+
+
 def check_channel_name(name: str) -> None:
     if not 1 <= len(name) <= MAX_CHANNEL_NAME_CHARS or not name.isprintable():
         raise ValueError(
@@ -345,10 +354,7 @@ class Broker:
         if channel is None or not (
             channel.public or _owner_of(channel, session) or _key_matches(channel, key)
         ):
-            raise ChannelNotFound(
-                f"no channel named {name!r} that you may use; create it with "
-                "create_channel() first (a private channel needs its key: pass key=...)"
-            )
+            raise channel_not_found(name)
         if channel.key is not None and not _owner_of(channel, session):
             if key is None:
                 raise AuthError(f"channel {name!r} needs its key: pass key=...")

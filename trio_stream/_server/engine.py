@@ -159,7 +159,8 @@ def make_engine(state: ServerState) -> Engine:
             from .._engine.redis_engine import RedisEngine
         except ImportError as exc:  # coredis is an optional dependency
             raise ValueError(
-                "engine=redis:// needs the redis extra: pip install 'trio_stream[redis]'"
+                "engine=redis:// needs the redis extra: pip install 'trio_stream[redis]' "
+                "(in a checkout: pip install -e '.[redis]')"
             ) from exc
         return RedisEngine(state, spec)
     raise ValueError(

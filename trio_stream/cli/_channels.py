@@ -40,13 +40,36 @@ async def connect(
     (a client name is unique per server).
     """
     name = (args.name or f"trio-stream-{args.command}-{os.getpid()}") + name_suffix
-    async with ts.open_client(
-        url or args.url,
-        name=name,
-        token=token or args.token,
-        ssl_context=client_ssl_context(args),
-    ) as client:
+    async with (
+        ts.open_client(
+            url or args.url,
+            name=name,
+            token=token or args.token,
+            ssl_context=client_ssl_context(args),
+        ) as client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(tell_connection_changes, client, prog(args), url or args.url)
         yield client
+        nursery.cancel_scope.cancel()
+
+
+async def tell_connection_changes(client: ts.Client, prog: str, url: str) -> None:
+    """One stderr line when the connection goes and when it is back: a reader whose server
+    stopped would otherwise just wait, silent (the client logs it at INFO only)."""
+    state = client.state
+    while True:
+        state = await client.wait_state_change(state)
+        if state == "reconnecting":
+            print(
+                f"{prog}: the connection to {url} is lost; reconnecting (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif state == "open":
+            print(f"{prog}: reconnected to {url}", file=sys.stderr, flush=True)
+        else:
+            return
 
 
 # -- channels --------------------------------------------------------------------------------------
