@@ -153,6 +153,7 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert f"usage: trio-stream {command}" in out
     assert "examples" in out and f"\n  trio-stream {command} " in out  # test_readme runs them
+    assert "ServerConfig." not in out  # every server option says what it does
 
 
 async def test_main_help_lists_every_command() -> None:
@@ -208,6 +209,26 @@ def test_an_address_without_its_scheme_is_told_the_scheme(
     assert error.endswith(
         f"argument URL: {address!r} has no scheme: use tcp://{address} (or ws://host:port/ws "
         "on the server's HTTP port)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "meant"),
+    [
+        ("http://127.0.0.1:9871/", "ws://127.0.0.1:9871/ws"),
+        ("https://daq.lab:443/", "wss://daq.lab:443/ws"),
+    ],
+)
+def test_the_dashboard_s_address_is_told_the_client_s(
+    address: str, meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["sub", address, "demo/counter"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(
+        f"argument URL: {address!r} is the dashboard's web address; a client connects to "
+        f"{meant} there (or to the server's tcp:// URL)"
     )
 
 
@@ -512,6 +533,12 @@ def test_server_config_refuses_unknown_settings(tmp_path: Path) -> None:
     config_file.write_text("tcp_prot = 1\n")
     args = build_parser().parse_args(["serve", "--config", str(config_file)])
     with pytest.raises(UsageError, match="tcp_prot"):
+        server_config(args)
+
+
+def test_a_config_file_that_is_not_there_is_a_usage_error(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["serve", "--config", str(tmp_path / "nope.toml")])
+    with pytest.raises(UsageError, match=r"nope.toml: cannot read it: No such file"):
         server_config(args)
 
 

@@ -13,6 +13,13 @@ SCHEMES: Final = ("tcp", "tcps", "ws", "wss")
 def split_url(url: str) -> tuple[str, str, int, str]:
     """(scheme, host, port, path) of a server URL, with a clear error for anything else."""
     parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.hostname and parts.port is not None:
+        # The dashboard's address, copied from the banner or the browser's address bar.
+        ws = "wss" if parts.scheme == "https" else "ws"
+        raise InvalidArgument(
+            f"{url[:200]!r} is the dashboard's web address; a client connects to "
+            f"{ws}://{parts.netloc}/ws there (or to the server's tcp:// URL)"
+        )
     if parts.scheme not in SCHEMES or not parts.hostname or parts.port is None:
         raise InvalidArgument(
             f"cannot connect to {url[:200]!r}: use tcp://host:port or ws://host:port/ws "

@@ -11,6 +11,9 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TypeAlias
 
+from .._exceptions import InvalidArgument
+from .._transport.urls import split_url
+
 # The object add_subparsers() returns (generic for type checkers only).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -180,6 +183,10 @@ def server_url(text: str) -> str:
             f"{text[:200]!r} is not a server URL: the URL comes first, e.g. "
             "tcp://127.0.0.1:9870 (or ws://host:port/ws)"
         )
+    try:
+        split_url(text)
+    except InvalidArgument as exc:  # the dashboard's address, an unknown scheme
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

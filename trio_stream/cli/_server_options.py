@@ -56,6 +56,8 @@ _HELP: Final = {
     "publish_window_bytes": "bytes a writer may have in flight",
     "block_timeout_s": "seconds a block reader may hold its writers back (default: off)",
     "shutdown_grace_s": "seconds clients get to drain on shutdown",
+    "resume_grace_s": "seconds the channels and subscriptions of a client whose connection "
+    "broke wait for it to come back",
     "stats_interval_s": "seconds between $stats updates and rate measurements",
     "engine": "where channels live: memory, or a Redis URL shared by several nodes "
     "(redis://127.0.0.1:6379/0)",
@@ -163,6 +165,8 @@ def _from_file(path: Path) -> dict[str, Any]:
             document = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:  # missing, a directory, unreadable: the option's error like the rest
+        raise UsageError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     known = _fields()
     settings: dict[str, Any] = {}
     for raw_key, value in document.items():
