@@ -175,7 +175,8 @@ class FileService:
         if not self.overwrite and final.exists():
             raise FileExistsError(
                 f"{name[:80]!r} exists in the receiver's directory and is not replaced "
-                "(the receiver may accept with overwrite=True)"
+                "(the receiver may accept it: overwrite=True, or trio-stream receive-files "
+                "--overwrite)"
             )
         temp = self.directory / f".{name[:200]}.{secrets.token_hex(4)}.part"
         # 0o666 less the umask, as any file the receiving user writes (a received file is

@@ -388,7 +388,7 @@ class Publisher:
             raise FrameTooLarge(
                 f"this value encodes to {size} bytes, over the server's limit of "
                 f"{limits.max_frame_bytes} bytes; send it in parts or raise "
-                "max_frame_bytes on the server"
+                "max_frame_bytes on the server (serve --max-frame-bytes)"
             )
         unacked = self._unacked
         held_back = False  # by the window: a flood, whose frames go out in bulk

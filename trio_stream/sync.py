@@ -402,7 +402,8 @@ class SyncClient:
         if size + PUBLISH_HEAD.size > limit:
             raise FrameTooLarge(
                 f"this value encodes to {size} bytes, over the server's limit of {limit} "
-                "bytes; send it in parts or raise max_frame_bytes on the server"
+                "bytes; send it in parts or raise max_frame_bytes on the server "
+                "(serve --max-frame-bytes)"
             )
         item = (pub, EncodedPayload(data), size)
         with self._cond:

@@ -209,5 +209,5 @@ class FrameDecoder:
             raise ProtocolError("empty frame: every frame body starts with a type byte")
         raise FrameTooLarge(
             f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes} bytes;"
-            " split the value or raise max_frame_bytes on the server"
+            " split the value or raise max_frame_bytes on the server (serve --max-frame-bytes)"
         )
