@@ -7,6 +7,8 @@ subprocess has a timeout and every wait is bounded.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.metadata
 import json
 import math
 import os
@@ -1254,3 +1256,23 @@ async def test_rpc_example_with_its_name_taken_is_one_line(server: ts.Server) ->
     assert lines == [
         "rpc_service: NameInUse: a client named 'thermo' is connected already; pick another name"
     ]
+
+
+def test_ctrl_c_while_the_command_still_imports_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Importing the package takes most of a second; the installed command's entry point,
+    # outside the package, catches a Ctrl-C pressed meanwhile. Here the import "is
+    # interrupted" by a finder that raises as Python's SIGINT handler would.
+    (script,) = importlib.metadata.entry_points(group="console_scripts", name="trio-stream")
+    assert script.value == "_trio_stream_entry:main"
+
+    class CtrlC(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *_: object) -> None:
+            if name == "trio_stream.cli":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "trio_stream.cli")
+    monkeypatch.setattr(sys, "meta_path", [CtrlC(), *sys.meta_path])
+    assert script.load()() == 130
+    assert capsys.readouterr().err == "\n"
