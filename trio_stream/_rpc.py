@@ -79,6 +79,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A refused call names the provider's methods, at most this many (a provider may have 1,000).
+MAX_LISTED_METHODS: Final = 50
 PREFIX: Final = "rpc_"
 # Room for the rest of a call message around its arguments (op, ids, names), in bytes.
 CALL_OVERHEAD_BYTES: Final = 1024
@@ -330,7 +332,10 @@ class RpcEndpoint:
             self._send(
                 Refuse(
                     call=msg.call,
-                    message=f"{self._client.name!r} exposes no method {msg.method!r}",
+                    message=(
+                        f"{self._client.name!r} exposes no method {msg.method!r} (it has: "
+                        f"{', '.join(sorted(self._methods)[:MAX_LISTED_METHODS]) or 'none'})"
+                    ),
                 )
             )
             return
