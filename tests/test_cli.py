@@ -544,6 +544,14 @@ def test_a_config_file_that_is_not_there_is_a_usage_error(tmp_path: Path) -> Non
         server_config(args)
 
 
+def test_a_config_file_that_is_not_utf_8_is_a_usage_error(tmp_path: Path) -> None:
+    config_file = tmp_path / "latin1.toml"
+    config_file.write_bytes('name = "Müller"\n'.encode("latin-1"))
+    args = build_parser().parse_args(["serve", "--config", str(config_file)])
+    with pytest.raises(UsageError, match=r"latin1.toml: not valid TOML"):
+        server_config(args)
+
+
 @pytest.mark.parametrize(
     ("line", "error"),
     [

@@ -164,7 +164,14 @@ def test_values_without_a_wire_form_are_refused_clearly() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [object(), [1, object()], dt.datetime(2026, 1, 1), np.array(["a"])]
+    "value",
+    [
+        object(),
+        [1, object()],
+        dt.datetime(2026, 1, 1),
+        np.array(["a"]),
+        [np.zeros(ZERO_COPY_MIN_BYTES), object()],  # refused on the way in pieces
+    ],
 )
 def test_a_value_without_a_wire_form_shows_one_error_not_cbor2_s_before_it(value: Any) -> None:
     # A traceback that repeats the message, or cbor2's own first, buries what to do.

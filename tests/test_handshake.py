@@ -6,6 +6,7 @@ from __future__ import annotations
 import trio
 
 import trio_stream as ts
+from trio_stream._exceptions import ConnectionClosed
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import RunTaker, T
@@ -65,6 +66,7 @@ async def test_a_client_is_admitted_before_its_welcome_goes_out() -> None:
 
 
 async def test_a_refused_hello_leaves_no_client_behind() -> None:
+    # Refused before its name was claimed (the token is checked first): nothing to undo.
     state = ServerState(ts.ServerConfig(token="secret"))
     transport = HelloTransport(state, M.Hello(v=PROTOCOL_VERSION, name="new", token="wrong"))
     session = Session(state, transport)
@@ -73,3 +75,34 @@ async def test_a_refused_hello_leaves_no_client_behind() -> None:
         await session.run()
     assert not transport.admitted_at_write[0]
     assert session.client_id not in state.sessions and "new" not in state.by_name
+
+
+class FailingWelcomeTransport(HelloTransport):
+    """The connection breaks as the welcome goes out."""
+
+    async def send(self, pieces: list[BytesLike]) -> None:
+        await super().send(pieces)
+        raise ConnectionClosed("connection lost: reset by peer")
+
+
+async def test_a_resume_whose_welcome_is_lost_leaves_the_lease_to_its_grace_period() -> None:
+    # The hello took its predecessor's lease over (and with it the channels it owned); the
+    # connection then broke before the welcome went out. The channels must end after the
+    # resume grace, as any broken connection's do, not stay with a client that never was.
+    state = ServerState(ts.ServerConfig(resume_grace_s=5.0))
+    old = Session(state, HelloTransport(state, M.Hello(v=PROTOCOL_VERSION)))
+    old.name = "recorder"
+    state.claim_name(old)
+    old.resume_token = state.resume.issue(old)
+    state.broker.create_channel("c", old)
+    hello = M.Hello(v=PROTOCOL_VERSION, name="recorder", resume=True, resume_token=old.resume_token)
+    transport = FailingWelcomeTransport(state, hello)
+    new = Session(state, transport)
+    transport.client_id = new.client_id
+    with trio.fail_after(WAIT_S):
+        await new.run()
+    assert isinstance(transport.written[0], M.Welcome)
+    assert new.client_id not in state.sessions and "recorder" not in state.by_name
+    assert "c" in state.broker.channels  # kept for the client's next try, within the grace
+    state.resume.expire(trio.current_time() + 10.0)
+    assert "c" not in state.broker.channels

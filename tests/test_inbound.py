@@ -214,4 +214,7 @@ async def test_a_connection_taken_over_mid_read_publishes_nothing_after_the_coun
         lease = state.resume.take_over(session.resume_token, successor, state.by_name)
         assert lease is not None
         await trio.testing.wait_all_tasks_blocked()
+        # The stopped reader sleeps with the server's direct-write queue closed: it is every
+        # connection's, and left open it would take their wake-ups.
+        assert state.direct_writes is None
     assert broker.frames_in == lease.taken[1]

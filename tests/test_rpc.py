@@ -743,3 +743,13 @@ def test_the_router_refuses_an_invoke_over_the_limit_and_forgets_the_call() -> N
     (error,) = caller.sent
     assert isinstance(error, M.Error) and error.type == "FrameTooLarge"
     assert router.pending() == 0
+
+
+async def test_a_refused_call_lists_at_most_fifty_methods_and_counts_the_rest(url: str) -> None:
+    many = type("Many", (), {f"rpc_m{i:02d}": lambda self: None for i in range(60)})
+    async with ts.open_client(url, name="many") as provider, ts.open_client(url) as caller:
+        provider.expose(many())
+        with trio.fail_after(SETTLE_S):
+            proxy = await caller.rpc("many", timeout=1000)
+            with pytest.raises(ts.RpcError, match=r"\(it has: m00, m01, .* m49 and 10 more\)"):
+                await proxy.call("nope")

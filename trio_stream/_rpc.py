@@ -326,18 +326,17 @@ class RpcEndpoint:
                 )
             )
             return
-        if exposed is None or not self._client.spawn(
-            self._invoke, msg, exposed, scope, name=f"rpc {msg.method}"
-        ):
-            self._send(
-                Refuse(
-                    call=msg.call,
-                    message=(
-                        f"{self._client.name!r} exposes no method {msg.method!r} (it has: "
-                        f"{', '.join(sorted(self._methods)[:MAX_LISTED_METHODS]) or 'none'})"
-                    ),
-                )
-            )
+        if exposed is None:
+            names = sorted(self._methods)
+            listed = ", ".join(names[:MAX_LISTED_METHODS]) or "none"
+            if len(names) > MAX_LISTED_METHODS:
+                listed += f" and {len(names) - MAX_LISTED_METHODS} more"
+            message = f"{self._client.name!r} exposes no method {msg.method!r} (it has: {listed})"
+            self._send(Refuse(call=msg.call, message=message))
+            return
+        if not self._client.spawn(self._invoke, msg, exposed, scope, name=f"rpc {msg.method}"):
+            message = f"{self._client.name!r} is closing: {msg.method!r} was not run"
+            self._send(Refuse(call=msg.call, message=message))
             return
         self._running[msg.call] = scope
 

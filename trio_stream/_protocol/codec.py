@@ -326,18 +326,21 @@ def encode_payload(value: Any) -> list[BytesLike]:
         return [value.data]
     if kind is bytearray or kind is memoryview:
         return _buffer_pieces(value)
+    # The errors below are raised outside the handlers, so that the user sees that one
+    # error, not cbor2's (or _LargeArray) chained before it.
     try:
         # The common case in one cbor2 call; only a large array inside a container makes
         # the hook give up, and then the value is encoded piece by piece.
         return [_thread_encoder.encode_to_bytes(value)]
     except _LargeArray:
+        large = True
+    except Exception:
+        large = False
+    if large:
         out: list[BytesLike] = []
         _pieces_of(value, out)
         return out
-    except Exception:
-        pass
-    # No wire form: _dumps raises the error callers expect (TypeError or ValueError), outside
-    # the handler above, so that the user sees that one error, not cbor2's chained to it.
+    # No wire form: _dumps raises the error callers expect (TypeError or ValueError).
     return [_dumps(value)]
 
 

@@ -110,7 +110,8 @@ class Inbound:
         """
         transport = self._transport
         self.last_heard = trio.current_time()
-        await self._dispatch_all(early_frames)
+        if not self._stopped:  # admitted before its welcome, it may be closed already
+            await self._dispatch_all(early_frames)
         while True:
             frames = await transport.receive_frames()
             if self._stopped:
@@ -178,6 +179,8 @@ class Inbound:
                 if handler is None:
                     raise ProtocolError(f"frame type {kind:#04x} is not valid from a client")
                 handler(self, frame)
+                if self._stopped:  # a request of this read closed the connection
+                    return
                 published += kind == PUBLISH
                 if self._pending_request is not None:
                     await self._flush_then(self._answer_pending)
@@ -200,9 +203,11 @@ class Inbound:
         state = self._state
         write_woken(state)
         await step()
-        state.direct_writes = []
         if self._stopped:
+            # Before the queue opens again: it is every connection's, and one left open
+            # here would take other connections' wake-ups while this task sleeps.
             await trio.sleep_forever()  # until the session ends its tasks
+        state.direct_writes = []
 
     # -- back-pressure -----------------------------------------------------------------------
     async def _wait_for_space(self) -> None:

@@ -286,8 +286,10 @@ class Session:
         return self.name, self.resume_token
 
     def _undo_handshake(self) -> None:
-        """The handshake failed: the client is not connected (if admitted, no longer)."""
-        self.state.unregister(self)
+        """The handshake failed: the client is not connected (if admitted, no longer). A
+        lease its hello took over (and the channels with it) ends as a broken connection's:
+        after the resume grace, unless the client comes back for it."""
+        self._cleanup()
         self._release_name()
 
     def _release_name(self) -> None:
@@ -303,10 +305,12 @@ class Session:
         within the server's grace period; otherwise only control messages are flushed.
         ``reconnect=False`` tells the client not to come back (the goodbye's flag).
         """
+        if not drain:
+            # Also when closing already (the sender found the socket gone): a resume may
+            # count what this connection published, and nothing may follow that count.
+            self.inbound.stop()
         if not self._closing:
             self._closing = True
-            if not drain:
-                self.inbound.stop()
             self.sender.finish(drain)
             self.send_control(Goodbye(reason=reason, reconnect=None if reconnect else False))
             self._close_requested.set()

@@ -163,7 +163,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             document = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:  # missing, a directory, unreadable: the option's error like the rest
         raise UsageError(f"{path}: cannot read it: {exc.strerror or exc}") from None

@@ -1,0 +1,45 @@
+"""Server URLs (_transport/urls.py): what the client accepts, and one clear error for the rest."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import trio_stream as ts
+from trio_stream._transport.urls import SCHEMES, split_url
+
+
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [
+        ("tcp://127.0.0.1:9870", ("tcp", "127.0.0.1", 9870, "/ws")),
+        ("ws://daq.lab:9871/ws", ("ws", "daq.lab", 9871, "/ws")),
+        ("wss://[::1]:443/stream", ("wss", "::1", 443, "/stream")),
+    ],
+)
+def test_a_server_url_splits_into_its_parts(url: str, parts: tuple[str, str, int, str]) -> None:
+    assert split_url(url) == parts
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["tcp://h:99999", "tcp://h:abc", "http://h:abc/", "https://h:70000/", "ftp://h:21", "tcp://h"],
+)
+def test_a_url_the_client_cannot_use_is_one_clear_error(url: str) -> None:
+    with pytest.raises(ts.InvalidArgument, match=r"cannot connect to .*: use tcp://host:port"):
+        split_url(url)
+
+
+def test_the_dashboard_s_address_names_the_websocket_url_there() -> None:
+    with pytest.raises(ts.InvalidArgument, match=r"a client connects to ws://h:9871/ws there"):
+        split_url("http://h:9871/")
+
+
+@given(st.text(max_size=60) | st.builds("{}://{}".format, st.sampled_from(SCHEMES), st.text()))
+def test_any_text_is_a_url_or_invalid_argument(text: str) -> None:
+    try:
+        scheme, host, port, path = split_url(text)
+    except ts.InvalidArgument:
+        return
+    assert scheme in SCHEMES and host and 0 <= port <= 65535 and path
