@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import pytest
 import trio
 
 import trio_stream as ts
@@ -177,3 +178,18 @@ async def test_a_sync_reader_gets_one_error_for_a_bad_frame_and_every_message_af
             await server.send_data(data_frame(2, b"w", payload=b"\xff"))
             await server.send_data(data_frame(3, b"w", value="third"))
     assert result == [["first", "ProtocolError", "third"]]
+
+
+async def test_a_frame_the_client_refuses_mid_connection_closes_it_for_good() -> None:
+    # The README: a protocol error is final. Reconnecting would meet the same server, and a
+    # frame it would send again, in a loop (one ERROR line at each try).
+    async with (
+        fake_server() as (server, url),
+        ts.open_client(url, reconnect=ts.Reconnect(initial=0.01, maximum=0.01)) as client,
+    ):
+        assert server.stream is not None
+        await server.stream.send_all(frame_prefix(1) + b"\x7f")  # no such frame type
+        with trio.fail_after(WAIT_S):
+            assert await client.wait_state("closed", "reconnecting") == "closed"
+        with pytest.raises(ts.ConnectionClosed, match="protocol error from the server"):
+            await client.channels()

@@ -841,6 +841,9 @@ class Client:
             self._lose(self._closed_by_server(exc))
         except TrioStreamError as exc:  # ProtocolError, FrameTooLarge from the server
             log.error("closing the connection: %s", exc)
+            # Final, as at the handshake: a new connection would meet the same server, and
+            # the frame it sends again (a resumed subscription's), in a loop.
+            self._closing = True
             self._lose(ConnectionClosed(f"protocol error from the server: {exc}"))
             with trio.CancelScope(shield=True):
                 await transport.aclose()
