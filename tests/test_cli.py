@@ -190,13 +190,18 @@ async def test_bad_arguments_exit_2_with_usage() -> None:
     assert "Traceback" not in stderr
 
 
+def usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The last line of what a command line that is a usage error prints (it exits 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(args)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_a_channel_name_where_the_url_goes_is_named_as_such(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args(["sub", "demo/sine"])  # the URL left out
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
+    error = usage_error(["sub", "demo/sine"], capsys)  # the URL left out
     assert "'demo/sine' is not a server URL: the URL comes first" in error
 
 
@@ -204,10 +209,7 @@ def test_a_channel_name_where_the_url_goes_is_named_as_such(
 def test_an_address_without_its_scheme_is_told_the_scheme(
     address: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args(["sub", address, "demo/counter"])
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
+    error = usage_error(["sub", address, "demo/counter"], capsys)
     assert error.endswith(
         f"argument URL: {address!r} has no scheme: use tcp://{address} (or ws://host:port/ws "
         "on the server's HTTP port)"
@@ -224,10 +226,7 @@ def test_an_address_without_its_scheme_is_told_the_scheme(
 def test_the_dashboard_s_address_is_told_the_client_s(
     address: str, meant: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args(["sub", address, "demo/counter"])
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
+    error = usage_error(["sub", address, "demo/counter"], capsys)
     assert error.endswith(
         f"argument URL: {address!r} is the dashboard's web address; a client connects to "
         f"{meant} there (or to the server's tcp:// URL)"
