@@ -133,11 +133,12 @@ class Inbound:
         At once, whatever await the reader is in: a resume counts what the old connection's
         writers published, and the client sends the rest again on the new one, so nothing
         may be published here after that count (those frames would reach readers twice),
-        nor a request acted on that the client may make again there. A slice of PUBLISH
-        frames runs without an await, so none is cut in two.
+        nor a request acted on that the client may make again there. The reader looks at
+        this after every await of a dispatch (_flush_then), after each read and before the
+        frames that came with the hello; a slice of PUBLISH frames runs without an await,
+        so none is cut in two.
         """
         self._stopped = True
-        self._writers = {}  # a PUBLISH from now on is for a publisher that has ended
 
     def close(self) -> None:
         """Drop every reference that leads back to the session (Session._break_cycles)."""

@@ -56,7 +56,6 @@ class Session:
         "_close_requested",
         "_closing",
         "_first_pub",
-        "_name_claimed",
         "_next_pub",
         "_peer_gone",
         "_reader_scope",
@@ -100,7 +99,6 @@ class Session:
         self.writers: dict[int, Writer] = {}
         self.methods: list[str] = []  # RPC names, kept by the router
         self._next_pub = self._first_pub = 1
-        self._name_claimed = False
         self.resume_token: str | None = None  # issued at welcome to a client that resumes
         self.resume_lease: Lease | None = None  # what its previous connection left
         self.sender = Sender(state, transport, self.outbox, self.peer_left)
@@ -280,23 +278,16 @@ class Session:
         # Claimed before the first await (the welcome's send): of two hellos with one name,
         # exactly one gets it, and the other its NameInUse.
         self.state.claim_name(self)
-        self._name_claimed = True
         if hello.resume:
             self.resume_token = resume.issue(self)
         return self.name, self.resume_token
 
     def _undo_handshake(self) -> None:
-        """The handshake failed: the client is not connected (if admitted, no longer). A
-        lease its hello took over (and the channels with it) ends as a broken connection's:
-        after the resume grace, unless the client comes back for it."""
+        """The handshake failed: the client is not connected (if admitted, no longer). The
+        same end as any connection's: its name is free again, a call routed to it meanwhile
+        fails, and a lease its hello took over (and the channels with it) ends after the
+        resume grace, unless the client comes back for it."""
         self._cleanup()
-        self._release_name()
-
-    def _release_name(self) -> None:
-        if self._name_claimed:
-            self._name_claimed = False
-            self.state.release_name(self)
-            self.state.rpc.session_closed(self)  # a call routed to us meanwhile fails now
 
     def close(self, reason: str, *, drain: bool = False, reconnect: bool = True) -> None:
         """Ask the connection to say goodbye, flush and close.
