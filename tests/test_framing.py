@@ -335,6 +335,26 @@ def test_a_large_frame_is_received_into_its_own_buffer() -> None:
         decoder.body_received(1)
 
 
+def test_a_large_frame_gets_its_own_buffer_only_once_an_eighth_of_it_is_here() -> None:
+    # A peer that announces 64 MiB in 4 bytes must not make the server hold 64 MiB: the frame's
+    # buffer comes once an eighth of it has arrived (at most 8 times what the peer sent).
+    decoder = FrameDecoder(max_frame_bytes=64 * 2**20)
+    decoder.receive_data(frame_prefix(64 * 2**20) + b"a" * 1000)
+    assert decoder.frames() == [] and decoder.body_buffer() is None
+    assert decoder.partial_bytes == PREFIX_BYTES + 1000
+    decoder = FrameDecoder(max_frame_bytes=10_000, direct_min_bytes=100)
+    decoder.receive_data(frame_prefix(800) + b"a" * 99)
+    assert decoder.frames() == [] and decoder.body_buffer() is None
+    decoder.receive_data(b"a")  # 100 of 800: an eighth
+    assert decoder.frames() == []
+    body = decoder.body_buffer()
+    assert body is not None and len(body) == 700
+    with body:
+        body[:] = b"b" * 700
+    decoder.body_received(700)
+    assert [bytes(f) for f in decoder.frames()] == [b"a" * 100 + b"b" * 700]
+
+
 def test_bytes_after_a_large_frame_in_one_chunk_follow_it() -> None:
     decoder = FrameDecoder(max_frame_bytes=10_000, direct_min_bytes=100)
     decoder.receive_data(frame_prefix(200) + b"a" * 50)

@@ -17,13 +17,14 @@ from trio_stream._protocol import frames as F
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import FrameDecoder, RunTaker, T, frame_prefix
+from trio_stream._protocol.limits import PING_FRAME_MAX_BYTES
 from trio_stream._server.inbound import CONTROL_HIGH_WATER_BYTES, PUBLISH_SLICE_FRAMES
 from trio_stream._server.session import Session
 from trio_stream._server.state import ServerState
 
 LONG_READ_FRAMES = 1_000
 SHORT_READ_FRAMES = 100
-BIG_PING_BYTES = 100_000
+BIG_PING_BYTES = 4_000  # within PING_FRAME_MAX_BYTES with its envelope
 WAIT_S = 30  # a bound only: nothing here waits for the clock
 
 
@@ -164,9 +165,9 @@ async def test_publish_for_a_closed_publisher_is_skipped_and_for_an_unknown_one_
 
 
 async def test_the_reader_stops_reading_while_a_megabyte_of_answers_is_unwritten() -> None:
-    pings = [control(M.Ping(data=bytes(BIG_PING_BYTES))) for _ in range(20)]
     pong_bytes = len(frame_prefix(0)) + len(M.encode_message(M.Pong(data=bytes(BIG_PING_BYTES))))
     answered_before_stop = CONTROL_HIGH_WATER_BYTES // pong_bytes + 1
+    pings = [control(M.Ping(data=bytes(BIG_PING_BYTES))) for _ in range(answered_before_stop + 20)]
     assert answered_before_stop < len(pings)
     async with connection() as (session, transport, nursery):
         nursery.start_soon(session.inbound.run, pings)
@@ -177,6 +178,20 @@ async def test_the_reader_stops_reading_while_a_megabyte_of_answers_is_unwritten
         await trio.testing.wait_all_tasks_blocked()
         assert session.outbox.control_bytes == 0
     assert transport.messages() == [M.Pong(data=bytes(BIG_PING_BYTES))] * len(pings)
+
+
+async def test_a_ping_over_its_limit_is_a_protocol_error() -> None:
+    # Its pong would echo the data: a client that never reads would make the server hold
+    # copies of up to max_frame_bytes each.
+    fits = control(M.Ping(data=bytes(BIG_PING_BYTES)))
+    over = control(M.Ping(data=bytes(PING_FRAME_MAX_BYTES)))
+    assert len(fits) <= PING_FRAME_MAX_BYTES < len(over)
+    async with connection() as (session, transport, nursery):
+        with pytest.raises(ts.ProtocolError, match="a ping frame carries at most 4096 bytes"):
+            await session.inbound.run([fits, over])
+        nursery.start_soon(session.sender.run)
+        await trio.testing.wait_all_tasks_blocked()
+    assert transport.messages() == [M.Pong(data=bytes(BIG_PING_BYTES))]
 
 
 async def test_the_reader_stops_reading_while_its_writers_have_too_much_parked() -> None:

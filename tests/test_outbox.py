@@ -101,6 +101,8 @@ def test_unbounded_reader_over_the_memory_bound_is_ended_with_limit_exceeded() -
     sent = decode(box.next_batch())
     (end,) = [m for m in sent.control if isinstance(m, M.SubEnd)]
     assert (end.sub, end.error) == (reader.sub_id, "LimitExceeded")
+    # What the bound dropped is said (ten frames of ~1,000 bytes fill 10,000).
+    assert "and the 10 frames buffered for it were dropped" in end.reason
     assert box.buffered_bytes == 0
     assert reader.sub_id not in box.readers and other.sub_id in box.readers
     assert channel.readers == 0

@@ -2,13 +2,16 @@
 
 A frame on the wire is a 4-byte big-endian length followed by that many bytes of body. The
 length is checked against the limit as soon as its 4 bytes are in, *before* any of the body is
-buffered, so a peer cannot make us allocate a huge frame.
+buffered, so a peer cannot make us allocate a frame over the limit.
 
-Large bodies (numpy arrays of megabytes) are received in place: once a large frame's length
-is known, the decoder allocates that frame's own ``bytearray`` and offers the rest of it as
-:meth:`FrameDecoder.body_buffer`, which a transport can ``recv_into`` directly. Without that,
-each byte of an array is copied three times on its way in (the receive, the append to the
-decoder's buffer, the slice that becomes the frame).
+Large bodies (numpy arrays of megabytes) are received in place: once an eighth of a large
+frame has arrived, the decoder allocates that frame's own ``bytearray`` and offers the rest of
+it as :meth:`FrameDecoder.body_buffer`, which a transport can ``recv_into`` directly. Without
+that, each byte of an array is copied three times on its way in (the receive, the append to
+the decoder's buffer, the slice that becomes the frame). Not before an eighth: a peer that
+announces 64 MiB in 4 bytes and sends nothing more would otherwise make us hold 64 MiB, on
+every connection it opens (even before its hello); now it holds at most eight times what it
+really sent. A frame up to 2 MiB is received in place after the first 256 KiB read, as before.
 
 A reader can also parse frames while they are found (:meth:`FrameDecoder.frames_and_runs`):
 a function that knows a frame type takes every well-formed frame of it in the same pass that
@@ -30,6 +33,8 @@ _LENGTH_AT: Final = LENGTH_PREFIX.unpack_from
 # Frames at least this large are received in place; smaller ones are cheaper to slice out of
 # a shared buffer than to receive one syscall each.
 DIRECT_BODY_MIN_BYTES: Final = 64 * 1024
+# A large frame's own buffer is allocated once 1/this of it has arrived (see above).
+DIRECT_BODY_AMPLIFICATION: Final = 8
 
 
 T = TypeVar("T")
@@ -191,10 +196,11 @@ class FrameDecoder:
         """A frame of ``length`` bytes starts at ``start``; the buffer ends at ``end``, before it.
 
         Returns:
-            True if the frame is large: it is received in place from now on, into its own
-            buffer, which holds what there is of it already (the caller drops that part).
+            True if the frame is large and an eighth of it is here: it is received in place
+            from now on, into its own buffer, which holds what there is of it already (the
+            caller drops that part).
         """
-        if length < self._direct_min:
+        if length < self._direct_min or (end - start) * DIRECT_BODY_AMPLIFICATION < length:
             self._pending_length = length
             return False
         body = bytearray(length)

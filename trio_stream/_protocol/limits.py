@@ -24,6 +24,10 @@ WRITER_KEY_MAX_BYTES: Final = 64
 # open_publisher's ``claim``: the number of a keyed writer's reopen, 1 to this (exact in
 # Redis's Lua numbers, which are doubles).
 WRITER_CLAIM_MAX: Final = 2**53
+# A ping's CONTROL frame, its ``data`` included: the server echoes that data in its pong, so
+# a bigger one would let a client that never reads make the server encode and hold copies of
+# up to max_frame_bytes (docs/protocol.md 3; the clients send null or a counter).
+PING_FRAME_MAX_BYTES: Final = 4096
 # Reader credit: frames in flight per subscription (never more than its size) and bytes.
 # 1024 small frames (~100 KiB) cover a few milliseconds of round trip at full speed; the byte
 # bound keeps large frames to a few in flight.

@@ -26,6 +26,7 @@ from .._protocol.frames import (
     parse_publish,
     publish_runs,
 )
+from .._protocol.limits import PING_FRAME_MAX_BYTES
 from .._protocol.messages import (
     ControlMessage,
     Error,
@@ -287,6 +288,11 @@ class Inbound:
             )
             return
         if type(message) is Ping:
+            if len(frame) > PING_FRAME_MAX_BYTES:
+                raise ProtocolError(
+                    f"a ping of {len(frame)} bytes: a ping frame carries at most "
+                    f"{PING_FRAME_MAX_BYTES} bytes, its data included"
+                )
             self._outbox.send(Pong(data=message.data))
             return
         if type(message) is Goodbye:

@@ -1388,13 +1388,16 @@ class Outbox:
 
     def _end_over_limit(self) -> None:
         for reader in self._over_limit:
+            # Ended with an error, at once: the frames buffered for it go with it (they are
+            # the memory over the bound), and the reader learns how many.
             self.end(
                 reader,
                 LimitExceeded(
                     f"the server buffers more than max_buffered_bytes "
                     f"({self.max_buffered_bytes} bytes) for this connection, so the "
-                    f"subscription to {reader.channel.name[:80]!r} was ended: read faster, use "
-                    "a bounded policy (drop_oldest, block), or raise max_buffered_bytes"
+                    f"subscription to {reader.channel.name[:80]!r} was ended and the "
+                    f"{len(reader.buffer)} frames buffered for it were dropped: read faster, "
+                    "use a bounded policy (drop_oldest, block), or raise max_buffered_bytes"
                 ),
             )
         self._over_limit = []
