@@ -19,14 +19,18 @@ from trio_stream._protocol import frames as F
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import FrameDecoder, frame_prefix
-from trio_stream._server.outbox import Outbox
+from trio_stream._server.buffers import Policy
+from trio_stream._server.outbox import SEND_BATCH_BYTES, Outbox
 from trio_stream._server.sender import Sender, write_woken
 from trio_stream._server.state import ServerState
 from trio_stream._transport.tcp import StreamTransport
 
 SMALL_BUFFER_BYTES = 4096
+BIG_BUFFER_BYTES = 4 << 20
+FRAME_BYTES = 8_000  # a block reader's frame in the case that stalled
 BIG_PING_BYTES = 30_000  # a piece under the transport's COALESCE_MAX_PIECE: written directly
 MAX_BUFFERED_BYTES = 1 << 20
+WAIT_S = 10  # a bound only: nothing here waits for the clock
 
 
 class Connection(FakeOwner):
@@ -57,6 +61,11 @@ class Wire:
         except BlockingIOError:
             return b""
 
+    async def read_some(self) -> bytes:
+        """What the socket holds once it holds something."""
+        await trio.lowlevel.wait_readable(self.peer)
+        return self.read_now()
+
     async def read_all(self, nbytes: int) -> bytes:
         data = b""
         while len(data) < nbytes:
@@ -79,6 +88,13 @@ def messages(data: bytes) -> list[tuple[int, object]]:
         else:
             out.append((frame[0], F.parse_counter(frame)))
     return out
+
+
+def data_frames(data: bytes) -> int:
+    """How many whole DATA frames ``data`` holds."""
+    decoder = FrameDecoder(max_frame_bytes=1 << 24)
+    decoder.receive_data(data)
+    return sum(frame[0] == F.DATA for frame in decoder.frames())
 
 
 def ping_bytes(message: M.ControlMessage) -> int:
@@ -189,6 +205,37 @@ async def test_acknowledgements_alone_are_written_directly_after_every_other_wok
         # No checkpoint since: written by the dispatching task itself.
         assert messages(reader.read_now()) == [(F.CONTROL, M.Ping(data="data"))]
         assert messages(writer.read_now()) == [(F.PUB_ACK, (3, 2))]
+
+
+async def test_frames_past_one_batch_are_left_to_the_sender_task_after_a_direct_write() -> None:
+    # One publish read wakes a reader with more DATA than one write takes (SEND_BATCH_BYTES):
+    # the dispatching task writes a batch, the sender task the rest, with no further read
+    # (a block reader's writer waited for them: 32 frames of 8 KB went out per client ping).
+    frames = 3 * SEND_BATCH_BYTES // FRAME_BYTES
+    async with wire(send_buffer_bytes=BIG_BUFFER_BYTES) as w:  # the batch fits at once
+        broker = w.state.broker
+        channel = broker.create_channel("c", FakeOwner(0))
+        writer_box = Outbox(
+            FakeOwner(2),
+            max_buffered_bytes=MAX_BUFFERED_BYTES,
+            max_parked_bytes=MAX_BUFFERED_BYTES,
+            clock=trio.current_time,
+            detach=broker.unsubscribe,
+        )
+        writer = broker.open_publisher(channel, FakeOwner(2), writer_box, 1)
+        reader = w.outbox.open_reader(
+            channel, Policy.BLOCK, frames, 1, None, frames, 8 << 20, None, window_asked=frames
+        )
+        broker.subscribe(reader)
+        w.state.direct_writes = []
+        broker.publish_batch(writer, [1.0] * frames, [bytes(FRAME_BYTES)] * frames)
+        write_woken(w.state)
+        data = w.read_now()
+        assert 0 < len(data) < frames * FRAME_BYTES  # one batch, written directly
+        with trio.fail_after(WAIT_S):  # a bound only: without the sender, nothing more comes
+            while data_frames(data) < frames:
+                data += await w.read_some()
+    assert data_frames(data) == frames
 
 
 async def test_the_rest_of_a_direct_write_goes_out_before_anything_newer() -> None:

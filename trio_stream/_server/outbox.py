@@ -1355,6 +1355,10 @@ class Outbox:
         """Nothing but writer acknowledgements to send (they may wait a turn)."""
         return bool(self._acks) and not self._control and not self._scheduler
 
+    def data_ready(self) -> bool:
+        """Whether a reader has DATA (or its end) that its credit lets out now."""
+        return bool(self._scheduler)
+
     def next_batch(self) -> Batch:
         """The pieces of the next write, in this order: control messages, reader counts,
         DATA through the fair scheduler (each reader's end or loss notice right after its

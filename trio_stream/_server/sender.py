@@ -130,6 +130,12 @@ class Sender:
             self._wake.set()
             return False
         self._written(batch)
+        if self._outbox.data_ready():
+            # The batch was full (batch_bytes): the rest is the sender's. Nothing else would
+            # wake it, since its readers are active already, so with no further read to
+            # dispatch a block reader's connection stalled after one batch (32 frames of
+            # 8 KB), until the next ping.
+            self._wake.set()
         return False
 
     async def run(self) -> None:
