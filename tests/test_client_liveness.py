@@ -7,6 +7,7 @@ bound), because what is measured is how the client reacts to sockets going quiet
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import signal
@@ -315,3 +316,27 @@ async def test_a_connection_cut_or_reset_under_the_client_fails_its_waiters_at_o
             assert "silent" not in str(caught.value)  # the end of the stream, not a heartbeat
         assert client.closed
         assert proxy.accepted == 1
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ws"])
+async def test_a_peer_that_accepts_and_never_answers_fails_the_connect_within_connect_timeout(
+    nursery: trio.Nursery, scheme: str
+) -> None:
+    # The whole way to the welcome is bounded: over ws:// the WebSocket upgrade too (a peer
+    # that never answered it held the client, and a SyncClient's constructor, for good).
+    held: list[trio.SocketStream] = []
+
+    async def hold(stream: trio.SocketStream) -> None:
+        held.append(stream)
+        await trio.sleep_forever()
+
+    (listener,) = await nursery.start(functools.partial(trio.serve_tcp, host="127.0.0.1"), hold, 0)
+    port = listener.socket.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}" if scheme == "tcp" else f"ws://127.0.0.1:{port}/ws"
+    started = time.monotonic()
+    with pytest.raises(ts.ConnectionClosed, match=r"no welcome from .* within 0\.5 s"):
+        with trio.fail_after(WAIT_S):
+            async with ts.open_client(url, connect_timeout=0.5):
+                pass
+    assert time.monotonic() - started < 0.5 + SLACK_S
+    assert held  # the peer did accept

@@ -390,6 +390,8 @@ async def test_blocking_rpc_both_ways(url: str) -> None:
                 proxy.call("hang", timeout=0.2)
             with pytest.raises(ts.RpcError):
                 ctl.rpc("nobody")
+            with pytest.raises(ts.RpcError, match="exposes no method 'set_rat'"):
+                proxy.set_rat(10)
 
     await in_thread(scenario)
 

@@ -326,8 +326,12 @@ class Client:
         self._heard = True
         self._take(frames[1:])
 
-    async def _connect_once(self, on_open: Callable[[], None]) -> None:
-        """Connect to the next URL, shake hands, call ``on_open`` and run until the loss.
+    async def _connect_once(
+        self, on_open: Callable[[], None], give_up_at: float = math.inf
+    ) -> None:
+        """Connect to the next URL, shake hands, call ``on_open`` and run until the loss;
+        an attempt still without its welcome at ``give_up_at`` (reconnect's give_up_after)
+        ends there.
 
         Raises:
             ConnectionClosed: no connection or no welcome (within connect_timeout).
@@ -335,20 +339,22 @@ class Client:
         """
         url = self._urls[self._url_index % len(self._urls)]
         self._url_index += 1
-        async with connect(
-            url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=self._ssl_context
-        ) as transport:
-            try:
-                with trio.fail_after(self._connect_timeout):
-                    await self._handshake(transport)
-            except trio.TooSlowError:
-                raise ConnectionClosed(
-                    f"no welcome from {url} within {self._connect_timeout} s"
-                ) from None
-            self.url = url
-            self._io_scope = trio.CancelScope()
-            on_open()
-            await self._run_io()
+        # connect_timeout bounds the whole way to the welcome: the TCP connect, a WebSocket's
+        # upgrade (a peer that accepts and never answers it would otherwise hold the client
+        # for good: trio-websocket's own bound did not end its wait) and the hello.
+        deadline = min(trio.current_time() + self._connect_timeout, give_up_at)
+        with trio.CancelScope(deadline=deadline) as opening:
+            async with connect(
+                url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=self._ssl_context
+            ) as transport:
+                await self._handshake(transport)
+                opening.deadline = math.inf
+                self.url = url
+                self._io_scope = trio.CancelScope()
+                on_open()
+                await self._run_io()
+        if opening.cancelled_caught:
+            raise ConnectionClosed(f"no welcome from {url} within {self._connect_timeout} s")
 
     async def _supervise(self, task_status: trio.TaskStatus[None]) -> None:
         """The connection's life: the first connection, then reconnections until closed.
@@ -396,6 +402,9 @@ class Client:
         """
         backoff = Backoff(policy)
         started_at = trio.current_time()
+        give_up_at = math.inf
+        if policy.give_up_after is not None:
+            give_up_at = started_at + policy.give_up_after
 
         def on_open() -> None:
             self.reconnects += 1
@@ -406,14 +415,14 @@ class Client:
             self._set_state("reconnecting")
             wait = backoff.next_wait()
             if policy.give_up_after is not None:
-                left = started_at + policy.give_up_after - trio.current_time()
+                left = give_up_at - trio.current_time()
                 if left <= 0:
                     log.warning("client %r gives up reconnecting", self.name)
                     return False
                 wait = min(wait, left)
             await trio.sleep(wait)
             try:
-                await self._connect_once(on_open)
+                await self._connect_once(on_open, give_up_at)
                 return True
             except (AuthError, ProtocolError, InvalidArgument) as exc:
                 log.error("client %r cannot reconnect: %s", self.name, exc)

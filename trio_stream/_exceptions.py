@@ -69,6 +69,12 @@ class RemoteError(RpcError):
         self.remote_traceback = remote_traceback
 
 
+class UnknownMethod(RpcError, AttributeError):
+    """A proxy was asked for a method its provider does not expose (``proxy.nope``): an
+    RpcError, as the README says, and an AttributeError, as ``getattr`` and ``hasattr``
+    expect of a missing attribute."""
+
+
 class RpcTimeout(RpcError, TimeoutError):
     """No answer to an RPC call within its timeout (also a built-in ``TimeoutError``)."""
 

@@ -40,6 +40,7 @@ from ._exceptions import (
     RemoteError,
     RpcError,
     RpcTimeout,
+    UnknownMethod,
 )
 from ._protocol.codec import decode_payload, encode_payload
 from ._protocol.messages import ControlMessage
@@ -630,7 +631,7 @@ class RpcProxy:
             return method
         if any(m.startswith(full + ".") for m in self.methods):
             return RpcProxy(self._endpoint, self.provider, self.methods, self.timeout, full + ".")
-        raise AttributeError(
+        raise UnknownMethod(
             f"{self.provider!r} exposes no method {full!r} (it has: "
             f"{', '.join(sorted(self.methods)) or 'none'})"
         )
