@@ -148,7 +148,7 @@ async def test_subscriptions_and_publishers_outlive_a_cell_without_with(url: str
             sub.close()
             sub.close()
             assert sub.closed
-            with pytest.raises(trio.EndOfChannel):
+            with pytest.raises(trio.EndOfChannel, match="unsubscribed"):
                 sub.get(timeout=STEP_S)
             (info,) = [ch for ch in c.channels() if ch.name == "ch"]
             assert info.readers == 0

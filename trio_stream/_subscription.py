@@ -316,7 +316,7 @@ class Subscription:
         """The next message if one is here already.
 
         Raises:
-            trio.WouldBlock: nothing yet. trio.EndOfChannel: the channel ended.
+            trio.WouldBlock: nothing yet. trio.EndOfChannel: the channel ended, or this subscription was closed.
         """
         if not self._frames:
             if self._ended:
@@ -435,7 +435,8 @@ class Subscription:
         """The next message, waiting for it.
 
         Raises:
-            trio.EndOfChannel: the channel ended (deleted, expired); ``async for`` just stops.
+            trio.EndOfChannel: the channel ended (deleted, expired), or this subscription was
+                closed (``end_reason`` "unsubscribed"); ``async for`` just stops.
             ConnectionClosed: the connection is gone.
             LimitExceeded: the server ended this subscription at a memory limit.
         """

@@ -819,7 +819,8 @@ class SyncSubscription:
 
         Raises:
             TimeoutError: nothing within ``timeout``.
-            trio.EndOfChannel: the channel ended (``for msg in sub`` just stops).
+            trio.EndOfChannel: the channel ended, or this subscription was closed (its
+                message says "unsubscribed"); ``for msg in sub`` just stops.
             ConnectionClosed: the connection is gone.
         """
         if timeout is not None and not timeout >= 0:
