@@ -985,6 +985,26 @@ async def test_generate_count(server: ts.Server) -> None:
     assert "20 sent" in result.stderr.decode()
 
 
+async def test_generate_stopped_with_ctrl_c_says_what_it_sent(server: ts.Server) -> None:
+    # Without --count it runs until stopped: Ctrl-C still gets the summary line, then 130.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url) as client:
+        await client.create_channel("load")
+        async with (
+            client.subscribe("load", policy="block", size=100) as sub,
+            running("generate", url, "load", "--rate", "200", "--shape", "4") as p,
+        ):
+            with trio.fail_after(WAIT_S):
+                for _ in range(5):
+                    await sub.receive()
+            p.process.send_signal(signal.SIGINT)
+            code, _, stderr = await p.finish()
+    assert code == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("generated ") and last.endswith("(stopped before the end)"), stderr
+
+
 async def test_generate_waits_for_a_reader_and_says_so_as_pub_does(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url

@@ -21,6 +21,7 @@ from typing import Any
 import coredis
 import pytest
 import trio
+from proxy import open_proxy
 from redis_server import RedisServer
 
 import trio_stream as ts
@@ -437,6 +438,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def sent_and_read(pub: ts.Publisher, sub: ts.Subscription, count: int) -> list[Any]:
+    """Frames 0 to ``count - 1`` sent once the reader is there: what it read of them."""
+    with trio.fail_after(WAIT_S):
+        await pub.wait_for_readers()
+        for i in range(count):
+            await pub.send(i)
+        return [(await sub.receive()).data for _ in range(count)]
+
+
 async def test_a_reader_fails_over_to_another_node_after_kill_9_and_resumes_exactly(
     redis_server: RedisServer,
 ) -> None:
@@ -496,11 +506,7 @@ async def test_a_node_restarted_under_its_name_after_its_reader_moved_holds_nobo
             r.subscribe("c", policy="block", size=10) as sub,
             w.publisher("c") as pub,
         ):
-            with trio.fail_after(WAIT_S):
-                await pub.wait_for_readers()
-                for i in range(20):
-                    await pub.send(i)
-                got = [(await sub.receive()).data for _ in range(20)]
+            got = await sent_and_read(pub, sub, 20)
             os.kill(process_b.pid, signal.SIGKILL)
             process_b.wait(timeout=10)
             with trio.fail_after(WAIT_S):
@@ -515,6 +521,45 @@ async def test_a_node_restarted_under_its_name_after_its_reader_moved_holds_nobo
                         got.append((await sub.receive()).data)
                 assert [c.readers for c in await w.channels() if c.name == "c"] == [1]
     assert got == list(range(220))
+
+
+async def test_a_block_reader_cut_from_its_node_and_back_on_another_holds_nobody_back(
+    redis_server: RedisServer,
+) -> None:
+    """The reader's connection to node B breaks and its client resumes on node A at once:
+    B learns the name moved (NAME_TAKEN) and ends the subscription it kept for the client,
+    which would otherwise hold the channel's writers for resume_grace_s."""
+    grace_s = 60.0  # far beyond the bound below: a kept block reader would hold everything
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=grace_s)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=grace_s)) as b,
+        open_proxy(str(b.tcp_url)) as to_b,
+        ts.open_client(str(a.tcp_url), name="w") as w,
+        ts.open_client([to_b.url, str(a.tcp_url)], name="r", reconnect=fast) as r,
+    ):
+        await w.create_channel("c")
+        async with (
+            r.subscribe("c", policy="block", size=10) as sub,
+            w.publisher("c") as pub,
+        ):
+            got = await sent_and_read(pub, sub, 20)
+            to_b.refuse()
+            to_b.reset()  # B sees the connection break; the client goes on to A
+            with trio.fail_after(WAIT_S):
+                await r.wait_state("reconnecting")
+                await r.wait_state("open")
+            with trio.fail_after(WAIT_S):
+                async with trio.open_nursery() as nursery:
+
+                    async def send() -> None:
+                        for i in range(20, 520):
+                            await pub.send(i)
+
+                    nursery.start_soon(send)
+                    while len(got) < 520:
+                        got.append((await sub.receive()).data)
+    assert got == list(range(520))
 
 
 async def test_single_writer_holds_across_nodes(redis_server: RedisServer) -> None:

@@ -316,7 +316,8 @@ class Subscription:
         """The next message if one is here already.
 
         Raises:
-            trio.WouldBlock: nothing yet. trio.EndOfChannel: the channel ended, or this subscription was closed.
+            trio.WouldBlock: nothing yet. trio.EndOfChannel: the channel ended, or this
+                subscription was closed.
         """
         if not self._frames:
             if self._ended:

@@ -1014,8 +1014,11 @@ class RedisEngine:
         presence = self.io.presence
         if resume:
             old = await presence.take_name(name)
-            if old is not None and old != self.node:
-                await self.io.bus.publish(NAME_TAKEN, name, to=old)
+            if old != self.node:
+                # To every node, not only the name's holder: the node this client's last
+                # connection broke on released the name then, and still keeps its readers
+                # for the resume grace; they end there now (ResumeBook.moved_away).
+                await self.io.bus.publish(NAME_TAKEN, name)
             return
         for _ in range(2):
             if await presence.claim_name(name):
@@ -1035,7 +1038,11 @@ class RedisEngine:
         )
 
     def _on_name_taken(self, node: str, body: Any) -> None:
-        session = self.state.by_name.get(str(body))
+        if node == self.node:
+            return  # our own broadcast: the client is here now
+        name = str(body)
+        session = self.state.by_name.get(name)
+        self.state.resume.moved_away(name, closing=session is not None)
         if session is not None:
             session.close("replaced: the same client connected again on another node (resume)")
 

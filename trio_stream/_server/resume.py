@@ -105,8 +105,12 @@ class ResumeBook:
         # comes back with the old token: it takes the newer lease (see _current).
         self._successor: dict[str, str] = {}
         self._predecessor: dict[str, str] = {}
+        # Names whose client resumed on another node while a connection of theirs here was
+        # still closing: its readers end with it instead of being kept (see moved_away).
+        self._moved: set[str] = set()
 
     def issue(self, session: Resumable) -> str:
+        self._moved.discard(session.name)  # back here: its readers are kept again on a cut
         token = secrets.token_hex(RESUME_TOKEN_BYTES)
         self._leases[token] = Lease(token, session.name, session.client_id, session)
         if session.resume_lease is not None:
@@ -198,6 +202,20 @@ class ResumeBook:
             self._forget_chain(token)
             session.resume_token = None
 
+    def moved_away(self, name: str, *, closing: bool) -> None:
+        """The client ``name`` resumed on another node (several nodes): the readers its
+        connections left here will never be taken back here, so they end now. A `block`
+        one kept for ``grace_s`` would hold its channel's writers, cluster-wide, all that
+        time although its client is back. ``closing``: a connection of that name is still
+        here, being closed; its readers end when it does. The channels keep their grace:
+        the other node takes them over by name.
+        """
+        if closing:
+            self._moved.add(name)
+        for lease in list(self._leases.values()):
+            if lease.name == name and lease.session is None:
+                self._end_kept(lease)
+
     def kept_subscriptions(self) -> int:
         """Subscriptions kept for clients that are away (stats, metrics)."""
         leases = (*self._leases.values(), *self._taken.values())
@@ -250,6 +268,9 @@ class ResumeBook:
         lease.next_sub = session.outbox.next_sub_id
         lease.orphans = [c for c in self.broker.owned_by(session.client_id) if not c.keep]
         lease.kept = self._keep(session)
+        if session.name in self._moved:  # its client is on another node already
+            self._moved.discard(session.name)
+            self._end_kept(lease)
         lease.ends_at = trio.current_time() + self.grace_s
         self._wake()
         return True

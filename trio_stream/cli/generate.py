@@ -149,27 +149,34 @@ async def run_generate(args: argparse.Namespace) -> int:
     frame = make_frame(args)
     counts = _Counts(frame.nbytes)
     console = stderr_console()
-    async with (
-        connect(args) as client,
-        publisher(client, args.channel, args, key=args.key or args.create_key) as pub,
-    ):
-        await wait_for_readers(pub, args)
-        show = not args.quiet and console.is_terminal
-        live = Live(counts.text(args.channel), console=console, refresh_per_second=4)
-        with (
-            live if show else contextlib.nullcontext(),
-            trio.move_on_after(args.duration or math.inf),
+    finished = False
+    try:
+        async with (
+            connect(args) as client,
+            publisher(client, args.channel, args, key=args.key or args.create_key) as pub,
         ):
-            await _send_frames(args, pub, frame, counts, live if show else None)
-        await pub.wait_acknowledged()
-    if not args.quiet:
-        elapsed = time.monotonic() - counts.started
-        print(
-            f"generated {counts.sent + counts.skipped} frames of {human_bytes(frame.nbytes)} in "
-            f"{elapsed:.1f} s: {counts.sent} sent, {counts.skipped} skipped (no readers), "
-            f"{human_rate(counts.sent / elapsed if elapsed else 0.0)}",
-            file=sys.stderr,
-        )
+            await wait_for_readers(pub, args)
+            show = not args.quiet and console.is_terminal
+            live = Live(counts.text(args.channel), console=console, refresh_per_second=4)
+            with (
+                live if show else contextlib.nullcontext(),
+                trio.move_on_after(args.duration or math.inf),
+            ):
+                await _send_frames(args, pub, frame, counts, live if show else None)
+            await pub.wait_acknowledged()
+        finished = True
+    finally:
+        # Also when stopped (Ctrl-C without --count, a lost server): what went out so far.
+        if not args.quiet and (finished or counts.sent or counts.skipped):
+            elapsed = time.monotonic() - counts.started
+            print(
+                f"generated {counts.sent + counts.skipped} frames of "
+                f"{human_bytes(frame.nbytes)} in {elapsed:.1f} s: {counts.sent} sent, "
+                f"{counts.skipped} skipped (no readers), "
+                f"{human_rate(counts.sent / elapsed if elapsed else 0.0)}"
+                + ("" if finished else " (stopped before the end)"),
+                file=sys.stderr,
+            )
     if counts.skipped:
         advice = no_readers_advice("generate", args.wait_readers or args.min_readers)
         raise NoReaders(
