@@ -1357,6 +1357,8 @@ async def open_client(
 
     Args:
         url: a URL, or a list of URLs tried in turn (first connection and reconnections).
+        connect_timeout: seconds one URL may take up to the server's welcome (the TCP
+            connect, a WebSocket's upgrade, the hello); then the next URL is tried.
         heartbeat: seconds between pings (at most a third of the server's idle timeout).
             When nothing at all comes from the server for three of them (at least 2 s), the
             server is gone. None: never give up on a silent server.
