@@ -353,6 +353,18 @@ def test_a_large_frame_gets_its_own_buffer_only_once_an_eighth_of_it_is_here() -
         body[:] = b"b" * 700
     decoder.body_received(700)
     assert [bytes(f) for f in decoder.frames()] == [b"a" * 100 + b"b" * 700]
+    # The next frame as large: the connection brought that many bytes already, so its buffer
+    # comes with its length (a writer of large frames pays the slower way once).
+    decoder.receive_data(frame_prefix(800) + b"c")
+    assert decoder.frames() == []
+    body = decoder.body_buffer()
+    assert body is not None and len(body) == 799
+    body.release()
+    # Larger than all the connection brought: an eighth again.
+    decoder = FrameDecoder(max_frame_bytes=10_000, direct_min_bytes=100)
+    decoder.receive_data(frame_prefix(200) + b"d" * 200 + frame_prefix(8000) + b"e" * 500)
+    assert [bytes(f) for f in decoder.frames()] == [b"d" * 200]
+    assert decoder.body_buffer() is None
 
 
 def test_bytes_after_a_large_frame_in_one_chunk_follow_it() -> None:

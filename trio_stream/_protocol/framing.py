@@ -4,14 +4,16 @@ A frame on the wire is a 4-byte big-endian length followed by that many bytes of
 length is checked against the limit as soon as its 4 bytes are in, *before* any of the body is
 buffered, so a peer cannot make us allocate a frame over the limit.
 
-Large bodies (numpy arrays of megabytes) are received in place: once an eighth of a large
-frame has arrived, the decoder allocates that frame's own ``bytearray`` and offers the rest of
-it as :meth:`FrameDecoder.body_buffer`, which a transport can ``recv_into`` directly. Without
-that, each byte of an array is copied three times on its way in (the receive, the append to
-the decoder's buffer, the slice that becomes the frame). Not before an eighth: a peer that
-announces 64 MiB in 4 bytes and sends nothing more would otherwise make us hold 64 MiB, on
-every connection it opens (even before its hello); now it holds at most eight times what it
-really sent. A frame up to 2 MiB is received in place after the first 256 KiB read, as before.
+Large bodies (numpy arrays of megabytes) are received in place: the decoder allocates a
+large frame's own ``bytearray`` and offers the rest of it as :meth:`FrameDecoder.body_buffer`,
+which a transport can ``recv_into`` directly. Without that, each byte of an array is copied
+three times on its way in (the receive, the append to the decoder's buffer, the slice that
+becomes the frame). It allocates once the peer has sent, on this connection, at least as many
+bytes as the frame has, or an eighth of the frame itself: a peer that announces 64 MiB in 4
+bytes and sends nothing more would otherwise make us hold 64 MiB, on every connection it opens
+(even before its hello). A writer of large frames pays the slower way for its first frame
+only (an eighth of it through the shared buffer); frames up to 2 MiB never do, since the first
+256 KiB read brings an eighth of them.
 
 A reader can also parse frames while they are found (:meth:`FrameDecoder.frames_and_runs`):
 a function that knows a frame type takes every well-formed frame of it in the same pass that
@@ -33,7 +35,8 @@ _LENGTH_AT: Final = LENGTH_PREFIX.unpack_from
 # Frames at least this large are received in place; smaller ones are cheaper to slice out of
 # a shared buffer than to receive one syscall each.
 DIRECT_BODY_MIN_BYTES: Final = 64 * 1024
-# A large frame's own buffer is allocated once 1/this of it has arrived (see above).
+# A large frame's own buffer is allocated once 1/this of it has arrived, or as many bytes as
+# it has on the connection so far (see above).
 DIRECT_BODY_AMPLIFICATION: Final = 8
 
 
@@ -66,6 +69,7 @@ class FrameDecoder:
         self._body: bytearray | None = None  # a large frame being received in place
         self._body_filled = 0
         self._complete: list[bytearray] = []  # large frames completed, not yet handed out
+        self._received = 0  # bytes so far on this connection: what a large frame may count on
 
     def receive_data(self, data: BytesLike) -> None:
         body = self._body
@@ -77,6 +81,7 @@ class FrameDecoder:
             if take == len(data):
                 return
             data = memoryview(data)[take:]
+        self._received += len(data)  # (body_received counted the large frame's part)
         self._buffer += data
 
     def body_buffer(self) -> memoryview | None:
@@ -95,6 +100,7 @@ class FrameDecoder:
         if body is None or not 0 <= nbytes <= len(body) - self._body_filled:
             raise ValueError("body_received() without room for that many bytes")
         self._body_filled += nbytes
+        self._received += nbytes
         if self._body_filled == len(body):
             self._complete.append(body)
             self._body = None
@@ -196,11 +202,14 @@ class FrameDecoder:
         """A frame of ``length`` bytes starts at ``start``; the buffer ends at ``end``, before it.
 
         Returns:
-            True if the frame is large and an eighth of it is here: it is received in place
-            from now on, into its own buffer, which holds what there is of it already (the
-            caller drops that part).
+            True if the frame is large and an eighth of it is here (or as many bytes as it
+            has came on this connection before): it is received in place from now on, into
+            its own buffer, which holds what there is of it already (the caller drops that
+            part).
         """
-        if length < self._direct_min or (end - start) * DIRECT_BODY_AMPLIFICATION < length:
+        if length < self._direct_min or (
+            (end - start) * DIRECT_BODY_AMPLIFICATION < length and self._received < length
+        ):
             self._pending_length = length
             return False
         body = bytearray(length)
