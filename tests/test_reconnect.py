@@ -324,6 +324,31 @@ async def test_a_welcome_lost_in_a_second_cut_still_resumes_with_nothing_lost(
         assert sum(m.lost for m in got) == 0
 
 
+@pytest.mark.server_options(resume_grace_s=60.0)
+async def test_readers_kept_for_a_cut_connection_end_when_its_token_moves_elsewhere(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # Several nodes: another node's NAME_MOVED says the client resumed there with the token
+    # of the connection that broke here (ResumeBook.lease_moved). Only that token's lease
+    # ends: a late message naming an older or another connection ends nothing.
+    async with writer_and_proxied_reader(
+        server, proxy, history=0, reconnect=FAST, policy="block", size=5
+    ) as (_, _, reader):
+        token = reader._resume_token
+        assert token is not None
+        proxy.refuse()
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            while not server.state.stats()["kept_subscriptions"]:  # noqa: ASYNC110 - the server's own state
+                await trio.sleep(0.01)  # the server notices the cut
+        resume = server.state.resume
+        resume.lease_moved("recorder", "0" * len(token))  # no such connection
+        resume.lease_moved("someone-else", token)  # the token is not that name's
+        assert server.state.stats()["kept_subscriptions"] == 1
+        resume.lease_moved("recorder", token)
+        assert server.state.stats()["kept_subscriptions"] == 0
+
+
 @pytest.mark.server_options(resume_grace_s=0.5)
 async def test_a_block_reader_that_never_comes_back_holds_its_writer_only_for_the_grace(
     server: ts.Server, proxy: TcpProxy

@@ -284,7 +284,9 @@ class Client:
         self._check_open()
 
     # -- connection ----------------------------------------------------------------------------
-    async def _handshake(self, transport: FrameTransport) -> None:
+    async def _handshake(self, transport: FrameTransport) -> tuple[Welcome, list[bytearray]]:
+        """Send the hello; the welcome and the frames that came behind it (nothing of them
+        taken yet: see _welcomed)."""
         # Only a name the user chose: a server-given one ("client-7") is asked back through
         # the resume token, which only the server that gave it knows; a restarted server
         # counts its unnamed clients from 1 again and may have given it to another client.
@@ -308,6 +310,10 @@ class Client:
             raise error_from_wire(reply.type, reply.message)
         if not isinstance(reply, Welcome):
             raise ProtocolError(f"expected welcome, got {reply.OP}")
+        return reply, frames[1:]
+
+    def _welcomed(self, transport: FrameTransport, reply: Welcome, frames: list[bytearray]) -> None:
+        """Take the connection that ``reply`` welcomed (and the frames behind it)."""
         self.name = reply.name
         self.client_id = reply.client_id
         self.server = reply.server
@@ -324,7 +330,7 @@ class Client:
         self._connected = True
         self._generation += 1
         self._heard = True
-        self._take(frames[1:])
+        self._take(frames)
 
     async def _connect_once(
         self, on_open: Callable[[], None], give_up_at: float = math.inf
@@ -347,8 +353,17 @@ class Client:
             async with connect(
                 url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=self._ssl_context
             ) as transport:
-                await self._handshake(transport)
+                welcome, behind = await self._handshake(transport)
+                if opening.cancel_called:
+                    # The deadline passed in the same turn as the welcome came: a timeout
+                    # all the same, decided before anything of the welcome is taken (the
+                    # scope's cancel cannot be undone, and would hit the connection's first
+                    # checkpoint). The server keeps the lease; the next try resumes it.
+                    raise ConnectionClosed(
+                        f"no welcome from {url} within {self._connect_timeout} s"
+                    )
                 opening.deadline = math.inf
+                self._welcomed(transport, welcome, behind)
                 self.url = url
                 self._io_scope = trio.CancelScope()
                 on_open()

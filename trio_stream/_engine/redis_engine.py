@@ -131,6 +131,7 @@ DELETED: Final = "deleted"
 CLIENT: Final = "client"
 CHANNEL: Final = "channel"
 NAME_TAKEN: Final = "name_taken"
+NAME_MOVED: Final = "name_moved"
 ADOPTED: Final = "adopted"
 
 
@@ -279,6 +280,7 @@ class RedisEngine:
             bus.on(CLIENT, self._on_remote_client)
             bus.on(CHANNEL, self._on_remote_channel)
             bus.on(NAME_TAKEN, self._on_name_taken)
+            bus.on(NAME_MOVED, self._on_name_moved)
             bus.on(ADOPTED, self._on_adopted)
             self.rpc.install(bus)
             async with trio.open_nursery() as nursery:
@@ -1010,15 +1012,18 @@ class RedisEngine:
         # nodes' first unnamed clients were both "client-1", and the second got NameInUse).
         return f"client-{client_id}@{self.node}"
 
-    async def claim_name(self, name: str, *, resume: bool) -> None:
+    async def claim_name(self, name: str, *, resume_token: str | None) -> None:
         presence = self.io.presence
-        if resume:
+        if resume_token is not None:
             old = await presence.take_name(name)
+            if old is not None and old != self.node:
+                await self.io.bus.publish(NAME_TAKEN, name, to=old)
             if old != self.node:
-                # To every node, not only the name's holder: the node this client's last
-                # connection broke on released the name then, and still keeps its readers
-                # for the resume grace; they end there now (ResumeBook.moved_away).
-                await self.io.bus.publish(NAME_TAKEN, name)
+                # To every node: the one this client's last connection broke on released
+                # the name then (so it is not ``old``), and still keeps that connection's
+                # readers for the resume grace; they end there now. The token names that
+                # connection: a late message can end nothing else (ResumeBook.lease_moved).
+                await self.io.bus.publish(NAME_MOVED, [name, resume_token])
             return
         for _ in range(2):
             if await presence.claim_name(name):
@@ -1038,13 +1043,20 @@ class RedisEngine:
         )
 
     def _on_name_taken(self, node: str, body: Any) -> None:
+        session = self.state.by_name.get(str(body))
+        if session is not None:
+            self.state.resume.closing_moved(session.name)  # its readers end with it
+            session.close("replaced: the same client connected again on another node (resume)")
+
+    def _on_name_moved(self, node: str, body: Any) -> None:
         if node == self.node:
             return  # our own broadcast: the client is here now
-        name = str(body)
-        session = self.state.by_name.get(name)
-        self.state.resume.moved_away(name, closing=session is not None)
-        if session is not None:
-            session.close("replaced: the same client connected again on another node (resume)")
+        try:
+            name, token = str(body[0]), str(body[1])
+        except (TypeError, IndexError, KeyError):
+            log.warning("ignored a malformed %s message: %r", NAME_MOVED, repr(body)[:80])
+            return
+        self.state.resume.lease_moved(name, token)
 
     def release_name(self, name: str) -> None:
         if self._io is not None:

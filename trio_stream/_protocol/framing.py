@@ -9,11 +9,12 @@ large frame's own ``bytearray`` and offers the rest of it as :meth:`FrameDecoder
 which a transport can ``recv_into`` directly. Without that, each byte of an array is copied
 three times on its way in (the receive, the append to the decoder's buffer, the slice that
 becomes the frame). It allocates once the peer has sent, on this connection, at least as many
-bytes as the frame has, or an eighth of the frame itself: a peer that announces 64 MiB in 4
-bytes and sends nothing more would otherwise make us hold 64 MiB, on every connection it opens
-(even before its hello). A writer of large frames pays the slower way for its first frame
-only (an eighth of it through the shared buffer); frames up to 2 MiB never do, since the first
-256 KiB read brings an eighth of them.
+bytes as the frame has (this frame's own included), or an eighth of the frame itself: a peer
+that announces 64 MiB in 4 bytes and sends nothing more would otherwise make us hold 64 MiB,
+on every connection it opens (even before its hello). A writer of large frames pays the
+slower way for its first frame only (an eighth of it through the shared buffer); on plain TCP
+a frame up to 2 MiB whose prefix starts a read never does, since that 256 KiB read brings an
+eighth of it.
 
 A reader can also parse frames while they are found (:meth:`FrameDecoder.frames_and_runs`):
 a function that knows a frame type takes every well-formed frame of it in the same pass that
@@ -202,10 +203,10 @@ class FrameDecoder:
         """A frame of ``length`` bytes starts at ``start``; the buffer ends at ``end``, before it.
 
         Returns:
-            True if the frame is large and an eighth of it is here (or as many bytes as it
-            has came on this connection before): it is received in place from now on, into
-            its own buffer, which holds what there is of it already (the caller drops that
-            part).
+            True if the frame is large and an eighth of it is here (or the connection has
+            brought as many bytes as it has, its own included): it is received in place from
+            now on, into its own buffer, which holds what there is of it already (the caller
+            drops that part).
         """
         if length < self._direct_min or (
             (end - start) * DIRECT_BODY_AMPLIFICATION < length and self._received < length

@@ -76,9 +76,9 @@ class Engine(Protocol):
         """The name of a client that chose none (unique in the cluster)."""
         ...
 
-    async def claim_name(self, name: str, *, resume: bool) -> None:
+    async def claim_name(self, name: str, *, resume_token: str | None) -> None:
         """Take client ``name`` cluster-wide (NameInUse if another node holds it; a resuming
-        client takes it over)."""
+        client, which presents ``resume_token``, takes it over)."""
         ...
 
     def release_name(self, name: str) -> None: ...
@@ -125,7 +125,7 @@ class MemoryEngine:
     def default_client_name(self, client_id: int) -> str:
         return f"client-{client_id}"
 
-    async def claim_name(self, name: str, *, resume: bool) -> None:
+    async def claim_name(self, name: str, *, resume_token: str | None) -> None:
         pass
 
     def release_name(self, name: str) -> None:

@@ -82,7 +82,7 @@ async def handshake(
         check_client_name(hello.name)
     name, resume_token = claim(hello)
     # Several nodes: the name must be free on every node too (a round trip to the engine).
-    await state.engine.claim_name(name, resume=hello.resume_token is not None)
+    await state.engine.claim_name(name, resume_token=hello.resume_token)
     welcome = Welcome(
         v=PROTOCOL_VERSION,
         client_id=client_id,

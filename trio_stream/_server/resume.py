@@ -106,7 +106,7 @@ class ResumeBook:
         self._successor: dict[str, str] = {}
         self._predecessor: dict[str, str] = {}
         # Names whose client resumed on another node while a connection of theirs here was
-        # still closing: its readers end with it instead of being kept (see moved_away).
+        # still closing: its readers end with it instead of being kept (see closing_moved).
         self._moved: set[str] = set()
 
     def issue(self, session: Resumable) -> str:
@@ -202,19 +202,20 @@ class ResumeBook:
             self._forget_chain(token)
             session.resume_token = None
 
-    def moved_away(self, name: str, *, closing: bool) -> None:
-        """The client ``name`` resumed on another node (several nodes): the readers its
-        connections left here will never be taken back here, so they end now. A `block`
-        one kept for ``grace_s`` would hold its channel's writers, cluster-wide, all that
-        time although its client is back. ``closing``: a connection of that name is still
-        here, being closed; its readers end when it does. The channels keep their grace:
-        the other node takes them over by name.
-        """
-        if closing:
-            self._moved.add(name)
-        for lease in list(self._leases.values()):
-            if lease.name == name and lease.session is None:
-                self._end_kept(lease)
+    def closing_moved(self, name: str) -> None:
+        """The connection of client ``name`` here is being closed because the client resumed
+        on another node (several nodes): its readers end with it instead of being kept for
+        ``grace_s``, where a `block` one would hold its channel's writers, cluster-wide,
+        although its client is back. Its channels keep their grace: the other node takes
+        them over by name."""
+        self._moved.add(name)
+
+    def lease_moved(self, name: str, token: str) -> None:
+        """Client ``name`` resumed on another node with ``token``: the readers kept here for
+        the connection that token names (gone already) end now, as in closing_moved."""
+        lease = self._leases.get(self._current(token))
+        if lease is not None and lease.name == name and lease.session is None:
+            self._end_kept(lease)
 
     def kept_subscriptions(self) -> int:
         """Subscriptions kept for clients that are away (stats, metrics)."""
@@ -254,6 +255,8 @@ class ResumeBook:
         Args:
             published: frames each of its publishers had published, by publisher id.
         """
+        moved = session.name in self._moved  # (the mark goes whichever way this ends)
+        self._moved.discard(session.name)
         token = session.resume_token
         lease = self._leases.get(token) if token is not None else None
         if lease is None or lease.session is not session:
@@ -268,8 +271,7 @@ class ResumeBook:
         lease.next_sub = session.outbox.next_sub_id
         lease.orphans = [c for c in self.broker.owned_by(session.client_id) if not c.keep]
         lease.kept = self._keep(session)
-        if session.name in self._moved:  # its client is on another node already
-            self._moved.discard(session.name)
+        if moved:  # its client is on another node already
             self._end_kept(lease)
         lease.ends_at = trio.current_time() + self.grace_s
         self._wake()
