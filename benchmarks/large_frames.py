@@ -14,34 +14,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOOPBACK = "127.0.0.1"
-STARTUP_S = 10.0
+if __name__ == "__main__" and not __package__:
+    # As a script, sys.path[0] is benchmarks/. The repository goes last, so that the tree in
+    # PYTHONPATH (each --src, in the children) still comes first for trio_stream.
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("the server exited before it listened")
-        try:
-            with socket.create_connection((LOOPBACK, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"no server on port {port} after {STARTUP_S} s")
+from benchmarks.cpu_per_frame import (
+    LOOPBACK,
+    REPO_ROOT,
+    _free_port,
+    _server_command,
+    _wait_listening,
+)
 
 
 def _measure(port: int, mib: int, frames: int) -> float:
@@ -80,11 +69,7 @@ def run_case(src: str, mib: int, frames: int) -> float:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     port = _free_port()
-    code = (
-        "import trio, trio_stream as ts; trio.run(ts.serve, ts.ServerConfig("
-        f"host={LOOPBACK!r}, tcp_port={port}, http_port=None))"
-    )
-    server = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=src)
+    server = subprocess.Popen(_server_command("trio_stream", port, ""), env=env, cwd=src)
     try:
         _wait_listening(port, server)
         argv = [sys.executable, __file__, "--child", str(port), "--mib", str(mib)]

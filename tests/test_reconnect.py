@@ -104,6 +104,18 @@ async def writer_and_proxied_reader(
             yield pub, sub, reader
 
 
+async def cut_until_kept(server: ts.Server, proxy: TcpProxy) -> float:
+    """Cut the proxied reader off for good (the proxy refuses it back) and wait until the
+    server keeps its subscription for it; when the cut was (trio clock)."""
+    proxy.refuse()
+    proxy.cut()
+    cut_at = trio.current_time()
+    with trio.fail_after(WAIT_S):
+        while not server.state.stats()["kept_subscriptions"]:  # noqa: ASYNC110 - the server's own state
+            await trio.sleep(0.01)  # the server notices the cut
+    return cut_at
+
+
 async def hundred_read_then_three_hundred_away(
     pub: ts.Publisher, sub: ts.Subscription, reader: ts.Client, proxy: TcpProxy
 ) -> list[ts.Message]:
@@ -336,11 +348,7 @@ async def test_readers_kept_for_a_cut_connection_end_when_its_token_moves_elsewh
     ) as (_, _, reader):
         token = reader._resume_token
         assert token is not None
-        proxy.refuse()
-        proxy.cut()
-        with trio.fail_after(WAIT_S):
-            while not server.state.stats()["kept_subscriptions"]:  # noqa: ASYNC110 - the server's own state
-                await trio.sleep(0.01)  # the server notices the cut
+        await cut_until_kept(server, proxy)
         resume = server.state.resume
         resume.lease_moved("recorder", "0" * len(token))  # no such connection
         resume.lease_moved("someone-else", token)  # the token is not that name's
@@ -355,14 +363,9 @@ async def test_a_block_reader_that_never_comes_back_holds_its_writer_only_for_th
 ) -> None:
     async with writer_and_proxied_reader(
         server, proxy, history=0, reconnect=FAST, policy="block", size=5
-    ) as (pub, _, reader):
-        proxy.refuse()
-        proxy.cut()
-        await reader.wait_state("reconnecting")
-        cut_at = trio.current_time()
+    ) as (pub, _, _):
+        cut_at = await cut_until_kept(server, proxy)
         with trio.fail_after(WAIT_S):
-            while not server.state.stats()["kept_subscriptions"]:  # noqa: ASYNC110 - the server's own state
-                await trio.sleep(0.01)  # the server notices the cut
             # The kept subscription takes 5, then holds the writer (its window fills).
             while await pub.send(0):
                 pass

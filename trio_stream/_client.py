@@ -349,6 +349,7 @@ class Client:
         # upgrade (a peer that accepts and never answers it would otherwise hold the client
         # for good: trio-websocket's own bound did not end its wait) and the hello.
         deadline = min(trio.current_time() + self._connect_timeout, give_up_at)
+        too_late = f"no welcome from {url} within {self._connect_timeout} s"
         with trio.CancelScope(deadline=deadline) as opening:
             async with connect(
                 url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=self._ssl_context
@@ -359,9 +360,7 @@ class Client:
                     # all the same, decided before anything of the welcome is taken (the
                     # scope's cancel cannot be undone, and would hit the connection's first
                     # checkpoint). The server keeps the lease; the next try resumes it.
-                    raise ConnectionClosed(
-                        f"no welcome from {url} within {self._connect_timeout} s"
-                    )
+                    raise ConnectionClosed(too_late)
                 opening.deadline = math.inf
                 self._welcomed(transport, welcome, behind)
                 self.url = url
@@ -369,7 +368,7 @@ class Client:
                 on_open()
                 await self._run_io()
         if opening.cancelled_caught:
-            raise ConnectionClosed(f"no welcome from {url} within {self._connect_timeout} s")
+            raise ConnectionClosed(too_late)
 
     async def _supervise(self, task_status: trio.TaskStatus[None]) -> None:
         """The connection's life: the first connection, then reconnections until closed.

@@ -24,7 +24,7 @@ import inspect
 import logging
 import math
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -93,6 +93,15 @@ _KINDS: Final[dict[str, inspect._ParameterKind]] = {
     "keyword_only": inspect.Parameter.KEYWORD_ONLY,
     "var_keyword": inspect.Parameter.VAR_KEYWORD,
 }
+
+
+def no_such_method(provider: str | None, method: str, names: Iterable[str]) -> str:
+    """What a call of a method ``provider`` does not expose is told: the methods it has."""
+    ordered = sorted(names)
+    listed = ", ".join(ordered[:MAX_LISTED_METHODS]) or "none"
+    if len(ordered) > MAX_LISTED_METHODS:
+        listed += f" and {len(ordered) - MAX_LISTED_METHODS} more"
+    return f"{provider!r} exposes no method {method!r} (it has: {listed})"
 
 
 # -- descriptions --------------------------------------------------------------------------------
@@ -328,11 +337,7 @@ class RpcEndpoint:
             )
             return
         if exposed is None:
-            names = sorted(self._methods)
-            listed = ", ".join(names[:MAX_LISTED_METHODS]) or "none"
-            if len(names) > MAX_LISTED_METHODS:
-                listed += f" and {len(names) - MAX_LISTED_METHODS} more"
-            message = f"{self._client.name!r} exposes no method {msg.method!r} (it has: {listed})"
+            message = no_such_method(self._client.name, msg.method, self._methods)
             self._send(Refuse(call=msg.call, message=message))
             return
         if not self._client.spawn(self._invoke, msg, exposed, scope, name=f"rpc {msg.method}"):
@@ -631,10 +636,7 @@ class RpcProxy:
             return method
         if any(m.startswith(full + ".") for m in self.methods):
             return RpcProxy(self._endpoint, self.provider, self.methods, self.timeout, full + ".")
-        raise UnknownMethod(
-            f"{self.provider!r} exposes no method {full!r} (it has: "
-            f"{', '.join(sorted(self.methods)) or 'none'})"
-        )
+        raise UnknownMethod(no_such_method(self.provider, full, self.methods))
 
     def __dir__(self) -> list[str]:
         level = {m[len(self._prefix) :].split(".", 1)[0] for m in self._names_below()}

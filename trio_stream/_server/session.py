@@ -197,32 +197,34 @@ class Session:
     async def run(self) -> None:
         """Serve this connection until it closes; never raises for the peer's faults."""
         try:
-            with trio.fail_after(self.state.limits.handshake_timeout_s):
-                early_frames = await handshake(
-                    self.state,
-                    self.transport,
-                    self.client_id,
-                    self._claim_name,
-                    functools.partial(self.state.register, self),
-                )
+            try:
+                with trio.fail_after(self.state.limits.handshake_timeout_s):
+                    early_frames = await handshake(
+                        self.state,
+                        self.transport,
+                        self.client_id,
+                        self._claim_name,
+                        functools.partial(self.state.register, self),
+                    )
+            except BaseException:
+                # A failed handshake ends as any connection does: the client is not connected
+                # (if admitted, no longer), its name is free again, a call routed to it
+                # meanwhile fails, and a lease its hello took over (with its channels) ends
+                # after the resume grace unless the client comes back for it.
+                self._cleanup()
+                raise
         except trio.TooSlowError:
-            self._undo_handshake()
             log.info("%s: no hello within the handshake timeout", self.transport.remote)
             await refuse(self.transport, ProtocolError("no hello within the handshake timeout"))
             return
         except ConnectionClosed:
-            self._undo_handshake()
             with trio.CancelScope(shield=True):
                 await self.transport.aclose()
             return
         except TrioStreamError as exc:
-            self._undo_handshake()
             log.info("%s: handshake refused: %s", self.transport.remote, exc)
             await refuse(self.transport, exc)
             return
-        except BaseException:
-            self._undo_handshake()
-            raise
         log.info("client %r connected from %s", self.name, self.transport.remote)
         try:
             async with trio.open_nursery() as nursery:
@@ -281,13 +283,6 @@ class Session:
         if hello.resume:
             self.resume_token = resume.issue(self)
         return self.name, self.resume_token
-
-    def _undo_handshake(self) -> None:
-        """The handshake failed: the client is not connected (if admitted, no longer). The
-        same end as any connection's: its name is free again, a call routed to it meanwhile
-        fails, and a lease its hello took over (and the channels with it) ends after the
-        resume grace, unless the client comes back for it."""
-        self._cleanup()
 
     def close(self, reason: str, *, drain: bool = False, reconnect: bool = True) -> None:
         """Ask the connection to say goodbye, flush and close.
