@@ -5,6 +5,7 @@ from __future__ import annotations
 import trio
 
 import trio_stream as ts
+from trio_stream._reconnect import State
 from trio_stream._transport.tcp import StreamTransport
 
 
@@ -14,3 +15,10 @@ def tcp_transport(client: ts.Client) -> tuple[StreamTransport, trio.SocketStream
     assert isinstance(transport, StreamTransport)
     assert isinstance(transport.stream, trio.SocketStream)
     return transport, transport.stream
+
+
+async def wait_for_state(client: ts.Client, wanted: State) -> None:
+    """Until the client's connection state is ``wanted``."""
+    state = client.state
+    while state != wanted:
+        state = await client.wait_state_change(state)

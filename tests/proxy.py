@@ -53,6 +53,7 @@ class TcpProxy:
         self.url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
         self.links: set[_Link] = set()
         self.accepted = 0
+        self._accepted_more = trio.Event()
         self.accept_times: list[float] = []
         self.refusing = False
         self._flowing = trio.Event()
@@ -102,8 +103,15 @@ class TcpProxy:
             link.abort = True
             link.scope.cancel()
 
+    async def wait_accepted(self, count: int) -> None:
+        """Until more than ``count`` connections came (``accepted`` counts them)."""
+        while self.accepted <= count:
+            await self._accepted_more.wait()
+
     async def _handle(self, client: trio.SocketStream) -> None:
         self.accepted += 1
+        self._accepted_more.set()
+        self._accepted_more = trio.Event()
         if self.refusing:
             await trio.aclose_forcefully(client)
             return

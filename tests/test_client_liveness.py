@@ -19,11 +19,13 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from client_parts import wait_for_state
 from conftest import TRANSPORTS
 from proxy import open_proxy
 
 import trio_stream as ts
 from trio_stream._client import LEAVE_TIMEOUT_S, MIN_SILENCE_S
+from trio_stream._transport.websocket import CLOSE_TIMEOUT_S
 
 WAIT_S = 20.0  # nothing here should take near this long; a hang fails instead of blocking
 SLACK_S = 1.5  # scheduling delays on a busy machine, on top of each bound
@@ -340,3 +342,31 @@ async def test_a_peer_that_accepts_and_never_answers_fails_the_connect_within_co
                 pass
     assert time.monotonic() - started < 0.5 + SLACK_S
     assert held  # the peer did accept
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_next_connection_to_a_silent_server_is_tried_at_once(
+    quiet_server: ts.Server, transport: str
+) -> None:
+    # The silent connection is dropped, not closed in order: a WebSocket's close handshake
+    # (or TLS's close_notify) would wait its bound for a peer that answers nothing.
+    async with (
+        open_proxy(url_of(quiet_server, transport)) as proxy,
+        ts.open_client(
+            proxy.url,
+            name="retrying",
+            heartbeat=0.5,
+            reconnect=ts.Reconnect(initial=0.05, maximum=0.05),
+        ) as client,
+    ):
+        accepted = proxy.accepted
+        proxy.hold()
+        with trio.fail_after(WAIT_S):
+            await wait_for_state(client, "reconnecting")
+            declared = trio.current_time()
+            await proxy.wait_accepted(accepted)
+        assert trio.current_time() - declared < CLOSE_TIMEOUT_S - 0.5
+        proxy.release()
+        with trio.fail_after(WAIT_S):
+            await wait_for_state(client, "open")
+        assert [c.name for c in await client.clients()] == ["retrying"]

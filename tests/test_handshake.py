@@ -47,6 +47,9 @@ class HelloTransport:
     async def aclose(self) -> None:
         pass
 
+    async def abort(self) -> None:
+        pass
+
 
 async def test_a_client_is_admitted_before_its_welcome_goes_out() -> None:
     # A client that has its welcome may tell another process it is connected at once: the

@@ -53,6 +53,9 @@ class ScriptedTransport:
     async def aclose(self) -> None:
         pass
 
+    async def abort(self) -> None:
+        pass
+
     def messages(self) -> list[M.ControlMessage]:
         decoder = FrameDecoder(max_frame_bytes=1 << 24)
         decoder.receive_data(self.written)

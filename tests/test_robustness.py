@@ -285,6 +285,9 @@ class _GoneAfterGoodbye:
     async def aclose(self) -> None:
         pass
 
+    async def abort(self) -> None:
+        pass
+
 
 async def test_a_write_that_fails_after_the_goodbye_reports_the_servers_reason() -> None:
     # Which task notices a closed connection first is a race; the error must not depend on it.

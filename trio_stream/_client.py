@@ -813,8 +813,10 @@ class Client:
                     )
                 )
                 if transport is not None:
+                    # Not the close handshake: a silent server would make it wait its bound
+                    # before the next connection could be tried.
                     with trio.CancelScope(shield=True):
-                        await transport.aclose()
+                        await transport.abort()
                 return
             if self._connected:
                 self._send_control(Ping(data=None))

@@ -40,4 +40,12 @@ class FrameTransport(Protocol):
         """
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close in order: a WebSocket's close frame, TLS's close_notify (waits for the peer,
+        at most a couple of seconds)."""
+        ...
+
+    async def abort(self) -> None:
+        """Close at once, without a word to the peer: for a peer that is gone or frozen,
+        which would only make an orderly close wait."""
+        ...

@@ -245,6 +245,10 @@ class StreamTransport:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.stream.aclose()
 
+    async def abort(self) -> None:
+        # TLS's close_notify would wait on a full send buffer for a peer that reads nothing.
+        await trio.aclose_forcefully(self.stream)
+
 
 def peer_address(stream: trio.SocketStream) -> str:
     """The peer's IP address, without the port ("?" once the peer has gone)."""

@@ -135,6 +135,13 @@ class WebSocketTransport:
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             await self.connection.aclose(self._close_code, self._close_reason)
 
+    async def abort(self) -> None:
+        # trio-websocket has no public abort. Its aclose() closes the socket in a finally
+        # when cancelled, and is done for good after that (a later aclose returns at once).
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await self.connection.aclose(self._close_code, self._close_reason)
+
     def closing_for(self, error: Exception) -> None:
         """The session is about to close because of ``error``: the close frame says why.
 
