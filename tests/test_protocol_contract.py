@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cbor2
 import trio
 
 import trio_stream as ts
@@ -416,3 +417,35 @@ async def test_a_second_hello_is_a_protocol_error(server: ts.Server) -> None:
     answer = await raw.control()
     assert answer["op"] == "goodbye" and "hello" in answer["reason"], answer
     assert await raw.frame() is None
+
+
+async def test_errors_quote_what_a_peer_sent_in_at_most_80_characters(server: ts.Server) -> None:
+    raw = await RawClient.connect(server)
+    await raw.request("create_channel", channel="c")
+    sub = (await raw.request("subscribe", channel="c"))["result"]["sub"]
+    for op, fields in [
+        ("subscribe", {"channel": "c", "policy": "P" * 50_000}),
+        ("retune", {"sub": sub, "policy": "P" * 50_000}),
+    ]:
+        answer = await raw.request(op, **fields)
+        assert answer["type"] == "InvalidArgument", answer["message"][:200]
+        assert "unknown policy 'PPP" in answer["message"]
+        assert len(answer["message"]) < 200
+    # A name is quoted whole up to the longest a channel may have (200), no further.
+    longest = "n" * 200
+    answer = await raw.request("subscribe", channel=longest)
+    assert answer["type"] == "ChannelNotFound" and repr(longest) in answer["message"]
+    answer = await raw.request("subscribe", channel="n" * 5_000)
+    assert answer["type"] == "ChannelNotFound" and len(answer["message"]) < 400
+
+
+async def test_a_key_twice_in_a_control_map_is_a_protocol_error(server: ts.Server) -> None:
+    # {"op": "channels", "id": 1, "id": 2} by hand: encoders never write a key twice.
+    pairs = [("op", "channels"), ("id", 1), ("id", 2)]
+    body = bytes([0xA0 + len(pairs)]) + b"".join(
+        cbor2.dumps(key) + cbor2.dumps(value) for key, value in pairs
+    )
+    raw = await RawClient.connect(server)
+    await raw.stream.send_all(frame_prefix(1 + len(body)) + F.CONTROL_TYPE_BYTE + body)
+    goodbye = await raw.control()
+    assert goodbye["op"] == "goodbye" and "a key twice" in goodbye["reason"]

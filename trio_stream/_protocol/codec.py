@@ -883,4 +883,20 @@ def decode_control(data: BytesLike) -> dict[str, Any]:
         raise ProtocolError(f"malformed control message: {_reason(exc)}") from exc
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise ProtocolError("a control message must be a CBOR map with text keys")
+    if len(value) != _declared_pairs(data):
+        # cbor2 keeps the last of two equal keys: a map read one way here and another way by
+        # any intermediary (RFC 8949 section 5.6 calls it not valid). One comparison a message.
+        raise ProtocolError("a control message has a key twice: send each key once")
     return value
+
+
+_LENGTH_FOLLOWS: Final = {24: 1, 25: 2, 26: 4, 27: 8}  # CBOR additional info -> argument bytes
+
+
+def _declared_pairs(data: BytesLike) -> int:
+    """The pair count a definite-length CBOR map's head (at ``data[0]``) declares."""
+    info = data[0] & 0x1F
+    size = _LENGTH_FOLLOWS.get(info)
+    if size is None:
+        return info
+    return int.from_bytes(data[1 : 1 + size], "big")

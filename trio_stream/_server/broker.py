@@ -236,8 +236,10 @@ def check_channel_meta(meta: dict[str, Any] | None) -> None:
 
 def channel_not_found(name: str) -> ChannelNotFound:
     """The answer to a channel that is missing, or private to others (the same answer)."""
+    # Whole up to the longest valid name; a longer one is no name, and is cut as any quote.
+    quoted = repr(name) if len(name) <= MAX_CHANNEL_NAME_CHARS else brief(name)
     return ChannelNotFound(
-        f"no channel named {name!r} that you may use; create it with create_channel() "
+        f"no channel named {quoted} that you may use; create it with create_channel() "
         "first, or let a reader wait for it (subscribe(..., wait_channel=True)); a private "
         "channel needs its key: pass key=..."
     )

@@ -44,6 +44,8 @@ from itertools import islice, repeat
 from operator import itemgetter
 from typing import Final, Generic, TypeVar
 
+from .._protocol.brief import brief
+
 T = TypeVar("T")
 
 # The two common outcomes of offer(), allocated once: offer() runs per frame per reader.
@@ -74,7 +76,9 @@ def parse_policy(name: str, size: int | None) -> tuple[Policy, int | None]:
     try:
         policy = Policy(name)
     except ValueError:
-        raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICY_NAMES)}") from None
+        raise ValueError(
+            f"unknown policy {brief(name)}; use one of {', '.join(POLICY_NAMES)}"
+        ) from None
     if policy is Policy.UNBOUNDED:
         return policy, None
     if size is None or size < 1:
