@@ -248,6 +248,25 @@ async def test_a_mistyped_option_is_the_command_s_usage_error_naming_the_option_
     )
 
 
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--engine", "bogus"], "--engine: engine 'bogus': give 'memory' or a Redis URL"),
+        (["--idle-timeout", "-1"], "--idle-timeout: idle_timeout_s must be a positive number"),
+        (["--tcp-port", "off", "--http-port", "off"], "both off: no client could connect"),
+    ],
+)
+async def test_a_server_setting_it_cannot_run_with_is_one_line_before_it_starts(
+    flags: list[str], error: str
+) -> None:
+    # Before, the engine came out as a 47-line exception group from the running server, and
+    # a negative idle timeout started a server every client then refused to talk to.
+    result = await cli("serve", "--tcp-port", "0", "--http-port", "0", *flags)
+    assert result.returncode == 2
+    (line,) = result.stderr.decode().strip().splitlines()
+    assert line.startswith("trio-stream serve: error: ") and error in line, line
+
+
 async def test_a_mistyped_option_before_the_command_names_the_option_meant() -> None:
     # argparse alone would take "debug" for the command: "invalid choice: 'debug'".
     result = await cli("--log", "debug", "channels", "tcp://127.0.0.1:1")
@@ -519,11 +538,13 @@ def test_server_config_from_toml_and_flags(tmp_path: Path) -> None:
             "--max-buffered-bytes",
             "2M",
             "--no-tcp",
+            "--http-port",
+            "0",
         ]
     )
     config = server_config(args)
     assert config.name == "flag-wins"
-    assert config.tcp_port is None and config.http_port is None
+    assert config.tcp_port is None and config.http_port == 0
     assert config.max_frame_bytes == 2**20 and config.max_buffered_bytes == 2 * 2**20
     assert config.idle_timeout_s == 30.0
     assert config.allowed_origins == ("https://lab.example",)

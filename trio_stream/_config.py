@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import ssl
 from dataclasses import dataclass, field
 
+from ._exceptions import InvalidArgument
 from ._protocol.limits import (
     HANDSHAKE_TIMEOUT_S,
     HTTP_KEEPALIVE_TIMEOUT_S,
@@ -24,6 +26,37 @@ from ._protocol.limits import (
 
 DEFAULT_TCP_PORT = 9870
 DEFAULT_HTTP_PORT = 9871
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # engine= URLs of a Redis engine
+
+# Settings checked when a ServerConfig is made, so that a bad one fails at once with its
+# name, not later inside the running server (or, for idle_timeout_s, in every client).
+_POSITIVE_SECONDS = (
+    "handshake_timeout_s",
+    "idle_timeout_s",
+    "http_keepalive_timeout_s",
+    "http_write_timeout_s",
+    "stats_interval_s",
+)
+_SECONDS = ("shutdown_grace_s", "resume_grace_s")
+_COUNTS = (
+    "max_frame_bytes",
+    "max_channels_per_client",
+    "max_subscriptions_per_client",
+    "max_buffered_bytes",
+    "publish_window_frames",
+    "publish_window_bytes",
+    "max_connections",
+    "max_connections_per_address",
+    "http_max_requests",
+)
+
+
+class InvalidSetting(InvalidArgument):
+    """A ServerConfig field with a value the server cannot run with; ``setting`` names it."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -73,6 +106,46 @@ class ServerConfig:
     # This node's name in the cluster (None: hostname-pid); unique among the nodes.
     node_name: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in _POSITIVE_SECONDS:
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 < value < math.inf):
+                raise InvalidSetting(
+                    name, f"{name} must be a positive number of seconds, not {value!r:.40}"
+                )
+        for name in _SECONDS:
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 <= value < math.inf):
+                raise InvalidSetting(
+                    name, f"{name} must be a number of seconds >= 0, not {value!r:.40}"
+                )
+        block = self.block_timeout_s
+        if block is not None and not (_is_number(block) and 0 < block < math.inf):
+            raise InvalidSetting(
+                "block_timeout_s",
+                f"block_timeout_s must be a positive number of seconds or None, not {block!r:.40}",
+            )
+        for name in _COUNTS:
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise InvalidSetting(name, f"{name} must be an int >= 1, not {value!r:.40}")
+        for name in ("tcp_port", "http_port"):
+            port = getattr(self, name)
+            if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+                raise InvalidSetting(
+                    name, f"{name} must be 0-65535 or None (off), not {port!r:.40}"
+                )
+        if self.tcp_port is None and self.http_port is None:
+            raise InvalidSetting(
+                "tcp_port", "tcp_port and http_port are both off: no client could connect"
+            )
+        if self.engine != "memory" and not self.engine.startswith(REDIS_SCHEMES):
+            raise InvalidSetting(
+                "engine",
+                f"engine {self.engine[:80]!r}: give 'memory' or a Redis URL such as "
+                "redis://127.0.0.1:6379/0",
+            )
+
     def limits(self) -> Limits:
         return Limits(
             max_frame_bytes=self.max_frame_bytes,
@@ -84,3 +157,7 @@ class ServerConfig:
             publish_window_frames=self.publish_window_frames,
             publish_window_bytes=self.publish_window_bytes,
         )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from .._config import REDIS_SCHEMES
 from .._protocol.bytes_like import BytesLike
 from .._protocol.messages import ControlMessage
 
@@ -146,9 +147,6 @@ class MemoryEngine:
         return local
 
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
-
 def make_engine(state: ServerState) -> Engine:
     """The engine ``state.config.engine`` names: "memory" or a Redis URL."""
     spec = state.config.engine
@@ -163,6 +161,4 @@ def make_engine(state: ServerState) -> Engine:
                 "(in a checkout: pip install -e '.[redis]')"
             ) from exc
         return RedisEngine(state, spec)
-    raise ValueError(
-        f"engine {spec[:80]!r}: give 'memory' or a Redis URL such as redis://127.0.0.1:6379/0"
-    )
+    raise AssertionError(f"ServerConfig let engine {spec[:80]!r} through")

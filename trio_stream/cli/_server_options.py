@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import trio_stream as ts
 
+from .._config import InvalidSetting
 from ._options import TOKEN_ENV, byte_size, port_or_off
 from ._output import human_bytes
 from ._run import UsageError
@@ -274,4 +275,7 @@ def server_config(args: argparse.Namespace, **overrides: Any) -> ts.ServerConfig
     settings.pop("tls_key", None)
     settings["ssl_context"] = _ssl_context(cert, key)
     settings.update(overrides)
-    return ts.ServerConfig(**settings)
+    try:
+        return ts.ServerConfig(**settings)
+    except InvalidSetting as exc:
+        raise UsageError(f"{_flag(exc.setting)}: {exc}") from None

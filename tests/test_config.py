@@ -1,0 +1,61 @@
+"""ServerConfig refuses, when it is made, a setting the server cannot run with."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+import trio_stream as ts
+from trio_stream._config import InvalidSetting
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("idle_timeout_s", 0),
+        ("idle_timeout_s", -1.0),
+        ("handshake_timeout_s", math.inf),
+        ("stats_interval_s", math.nan),
+        ("http_write_timeout_s", "5"),
+        ("resume_grace_s", -0.5),
+        ("shutdown_grace_s", math.inf),
+        ("block_timeout_s", 0),
+        ("max_frame_bytes", 0),
+        ("max_buffered_bytes", 1.5),
+        ("max_connections", True),
+        ("publish_window_frames", -3),
+        ("tcp_port", 70_000),
+        ("http_port", -1),
+        ("engine", "bogus"),
+        ("engine", "http://127.0.0.1:6379"),
+    ],
+)
+def test_a_setting_the_server_cannot_run_with_is_refused_by_name(setting: str, value: Any) -> None:
+    with pytest.raises(ts.InvalidArgument) as refused:
+        ts.ServerConfig(**{setting: value})
+    assert isinstance(refused.value, InvalidSetting) and refused.value.setting == setting
+    assert setting.removesuffix("_s") in str(refused.value)
+
+
+def test_a_server_needs_an_endpoint() -> None:
+    with pytest.raises(InvalidSetting, match="both off"):
+        ts.ServerConfig(tcp_port=None, http_port=None)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"tcp_port": None, "http_port": 0},
+        {"tcp_port": 0, "http_port": None},
+        {"resume_grace_s": 0, "shutdown_grace_s": 0.0, "block_timeout_s": None},
+        {"idle_timeout_s": 0.01, "block_timeout_s": 2},
+        {"engine": "redis://127.0.0.1:6379/0"},
+        {"engine": "rediss://example.org:6380"},
+        {"engine": "unix:///run/redis.sock"},
+    ],
+)
+def test_settings_at_the_edges_are_taken(settings: dict[str, Any]) -> None:
+    ts.ServerConfig(**settings)
