@@ -644,6 +644,14 @@ async def test_sub_says_in_one_line_that_its_channel_ended(url: str) -> None:
     assert stderr.strip().splitlines() == ["trio-stream sub: channel 'short-lived' ended"]
 
 
+async def test_sub_duration_includes_waiting_for_the_channel(url: str) -> None:
+    started = trio.current_time()
+    result = await cli("sub", url, "never-created", "--wait-channel", "--duration", "1")
+    assert result.returncode == 0 and result.stdout == b"", result.stderr
+    # Python's start-up and the connection on top of the second; it used to wait for good.
+    assert trio.current_time() - started < RUN_TIMEOUT_S / 2
+
+
 async def test_dump_says_in_one_line_that_its_channel_ended(url: str, tmp_path: Path) -> None:
     async with ts.open_client(url, name="owner") as owner:
         await owner.create_channel("short-lived")

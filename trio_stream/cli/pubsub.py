@@ -104,7 +104,10 @@ def register(subparsers: Subparsers) -> None:
     out = sub.add_argument_group("output")
     out.add_argument("--count", type=positive_int, metavar="N", help="stop after N messages")
     out.add_argument(
-        "--duration", type=positive_float, metavar="SECONDS", help="stop after this long"
+        "--duration",
+        type=positive_float,
+        metavar="SECONDS",
+        help="stop this long after starting (a --wait-channel wait included)",
     )
     out.add_argument("--full", action="store_true", help="print arrays in full, as nested lists")
     out.add_argument(
@@ -210,22 +213,24 @@ async def _receive(sub: ts.Subscription, flush: Callable[[], object]) -> ts.Mess
 async def run_sub(args: argparse.Namespace) -> int:
     out = sys.stdout
     received = 0
-    async with (
-        connect(args) as client,
-        subscription(client, args.channel, args) as sub,
-    ):
-        meta = next((c.meta for c in await client.channels() if c.name == args.channel), None)
-        if meta:  # units and labels: on stderr, so stdout stays one JSON value a line
-            print(f"trio-stream sub: {args.channel}: {meta_text(meta)}", file=sys.stderr)
-        with trio.move_on_after(args.duration or math.inf):
-            try:
-                while args.count is None or received < args.count:
-                    msg = await _receive(sub, out.flush)
-                    out.write(json_line(message_record(msg, args)) + "\n")
-                    received += 1
-                    if received % 64 == 0:  # receive_nowait() does not yield
-                        await trio.lowlevel.checkpoint()
-            except trio.EndOfChannel:
-                print(f"trio-stream sub: {ended(args.channel, sub)}", file=sys.stderr)
+    # --duration counts from the start: a --wait-channel wait for a channel that never comes
+    # is part of it (it used to start once subscribed, so such a wait never ended).
+    deadline = trio.current_time() + (args.duration or math.inf)
+    async with connect(args) as client:
+        with trio.CancelScope(deadline=deadline):
+            async with subscription(client, args.channel, args) as sub:
+                channels = await client.channels()
+                meta = next((c.meta for c in channels if c.name == args.channel), None)
+                if meta:  # units and labels: on stderr, so stdout stays one JSON value a line
+                    print(f"trio-stream sub: {args.channel}: {meta_text(meta)}", file=sys.stderr)
+                try:
+                    while args.count is None or received < args.count:
+                        msg = await _receive(sub, out.flush)
+                        out.write(json_line(message_record(msg, args)) + "\n")
+                        received += 1
+                        if received % 64 == 0:  # receive_nowait() does not yield
+                            await trio.lowlevel.checkpoint()
+                except trio.EndOfChannel:
+                    print(f"trio-stream sub: {ended(args.channel, sub)}", file=sys.stderr)
     out.flush()
     return 0
