@@ -159,6 +159,9 @@ def test_values_without_a_wire_form_are_refused_clearly() -> None:
         encode_payload(object())
     with pytest.raises(TypeError, match="dtype"):
         encode_payload(np.array(["a", "b"]))
+    for dtype in ("datetime64[s]", "timedelta64[ms]"):  # numpy's own buffer error before
+        with pytest.raises(TypeError, match=r"cannot be sent.*\.view\('int64'\)"):
+            encode_payload({"t": np.zeros(3, dtype=dtype)})
     with pytest.raises(ValueError, match=r"without a timezone .* datetime.now\(timezone.utc\)"):
         encode_payload(dt.datetime(2026, 1, 1))  # naive: ambiguous on the other side
 
@@ -573,7 +576,7 @@ def test_an_interrupt_inside_a_hook_goes_on_up_as_itself(monkeypatch: pytest.Mon
 def test_a_reader_goes_on_after_a_refusal_with_a_fresh_decoder() -> None:
     reader = PayloadReader(STRICT_LIMITS)
     deep = bytearray(cbor2.dumps([[[[[1]]]]]))
-    with pytest.raises(ProtocolError, match="nesting deeper"):
+    with pytest.raises(PayloadRefused, match=r"nesting deeper than PayloadLimits\.max_depth"):
         decode_payload(deep, 0, STRICT_LIMITS, reader)
     with pytest.raises(PayloadRefused, match="bignum"):
         decode_payload(bytearray(cbor2.dumps(2**80)), 0, STRICT_LIMITS, reader)
@@ -583,3 +586,27 @@ def test_a_reader_goes_on_after_a_refusal_with_a_fresh_decoder() -> None:
         1,
         {"a": 2},
     ]
+
+
+@pytest.mark.parametrize("with_reader", [False, True])
+def test_nesting_beyond_max_depth_is_refused_as_a_limit_not_as_malformed(
+    with_reader: bool,
+) -> None:
+    limits = PayloadLimits(max_depth=8)
+    reader = PayloadReader(limits) if with_reader else None
+
+    def nested(levels: int) -> bytearray:
+        value: list[object] = []
+        for _ in range(levels - 1):
+            value = [value]
+        return bytearray(cbor2.dumps(value))
+
+    # cbor2's count: max_depth=N takes N + 1 levels. The walk of a payload with an int key
+    # (cbor_scan) and cbor2 itself must agree, whichever refuses.
+    assert decode_payload(nested(9), 0, limits, reader) is not None
+    for levels in (10, 40):
+        with pytest.raises(PayloadRefused, match=r"PayloadLimits.max_depth \(8\)"):
+            decode_payload(nested(levels), 0, limits, reader)
+    keyed = bytearray(cbor2.dumps({1: cbor2.loads(nested(9))}))
+    with pytest.raises(PayloadRefused, match="max_depth"):
+        decode_payload(keyed, 0, limits, reader)

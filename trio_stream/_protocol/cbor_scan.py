@@ -73,8 +73,11 @@ class _Walk:
             return pos
         if major <= 3:
             return self.string(major, arg, pos)
-        if depth >= self.max_depth:
-            raise ValueError(f"nesting deeper than {self.max_depth}")
+        if depth > self.max_depth:  # cbor2's max_depth=N takes N + 1 levels: so do we
+            raise PayloadRefused(
+                f"payload refused: nesting deeper than PayloadLimits.max_depth ({self.max_depth});"
+                " raise it with open_client(..., payload_limits=PayloadLimits(max_depth=...))"
+            )
         if major == 6:
             if arg == _SET_TAG and pos < self.size and self.data[pos] >> 5 == 4:
                 _, _, count, pos = self.head(pos)  # a set: its elements are hashed like keys
@@ -168,7 +171,8 @@ def check_key_collisions(
     """Walk the one CBOR item that ``data`` starts with; refuse colliding keys.
 
     Raises:
-        PayloadRefused: a map or set holds more than ``max_collisions`` keys of one hash.
-        ValueError: the bytes are not well-formed CBOR (or nest deeper than ``max_depth``).
+        PayloadRefused: a map or set holds more than ``max_collisions`` keys of one hash, or
+            the item nests deeper than ``max_depth`` (PayloadLimits.max_depth, as cbor2 counts).
+        ValueError: the bytes are not well-formed CBOR.
     """
     _Walk(data, max_collisions, max_depth, decode_key).item(0, 0)

@@ -127,21 +127,23 @@ def _array_pieces(array: np.ndarray[Any, Any]) -> list[BytesLike]:
     """CBOR for one array as pieces: heads as bytes, the elements as the array's own memory."""
     array = _normalize(array)
     dtype_str = array.dtype.str
+    tag = _TAG_BY_DTYPE.get(dtype_str)
+    if tag is None and dtype_str not in _EXT_DTYPES:
+        # Checked before the memoryview, which refuses some (datetime64) in numpy's words.
+        raise TypeError(
+            f"numpy arrays of dtype {array.dtype} cannot be sent: use a numeric, bool or "
+            "complex dtype (structured, object, string and datetime arrays have no wire form; "
+            "send datetime64 as int64 with .view('int64'))"
+        )
     body: BytesLike = memoryview(array).cast("B") if array.size else b""  # type: ignore[arg-type]
     nbytes = array.nbytes
-    tag = _TAG_BY_DTYPE.get(dtype_str)
     if tag is not None:
         typed_head = _tag_head(tag) + _cbor_head(2, nbytes)
         if array.ndim == 1:
             return [typed_head, body]
         return [_TAG40_HEAD + _shape_cbor(array.shape) + typed_head, body]
-    if dtype_str in _EXT_DTYPES:
-        head = _EXT_HEAD + cbor2.dumps(dtype_str) + _shape_cbor(array.shape) + _cbor_head(2, nbytes)
-        return [head, body]
-    raise TypeError(
-        f"numpy arrays of dtype {array.dtype} cannot be sent: use a numeric, bool or complex "
-        "dtype (structured, object and string arrays have no wire form)"
-    )
+    head = _EXT_HEAD + cbor2.dumps(dtype_str) + _shape_cbor(array.shape) + _cbor_head(2, nbytes)
+    return [head, body]
 
 
 class _LargeArray(Exception):
@@ -860,7 +862,7 @@ def _decode_with_keys_checked(
     check_key_collisions(
         memoryview(view),
         max_collisions=limits.max_key_collisions,
-        max_depth=limits.max_depth + 1,
+        max_depth=limits.max_depth,
         decode_key=decode_key,
     )
     return cbor2.loads(view, max_depth=limits.max_depth, semantic_decoders=decoders)
