@@ -272,6 +272,9 @@ def test_router_bounds_credit_and_window() -> None:
     )
     with pytest.raises(ts.ProtocolError, match="window limit"):
         router.credit(caller, R.Credit(id=2, n=1))
+    for n in (0, -1):  # not "would exceed the window", as it once said
+        with pytest.raises(ts.ProtocolError, match=f"must be n >= 1 values, not {n}"):
+            router.credit(caller, R.Credit(id=2, n=n))
 
 
 def test_router_hands_a_stream_to_a_provider_on_another_node_to_the_engine() -> None:

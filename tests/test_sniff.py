@@ -5,6 +5,7 @@ The pure checks on bytes, then each mistake for real against a server on loopbac
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 import pytest
@@ -131,6 +132,30 @@ async def test_the_tcp_port_answers_a_browser_with_a_400(server: ts.Server) -> N
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert sniff.TCP_PORT_MARK.encode() in answer
+
+
+async def test_the_tcp_port_names_a_tls_client_hello_in_its_refusal(
+    server: ts.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The TLS peer cannot read the refusal, but the server's log and a raw reader can; it
+    # used to be "FrameTooLarge: frame of 369295616 bytes".
+    caplog.set_level(logging.INFO, logger="trio_stream")
+    host, port = port_of(server.tcp_url).split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    client_side = ssl.create_default_context().wrap_bio(
+        ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="localhost"
+    )
+    with pytest.raises(ssl.SSLWantReadError):
+        client_side.do_handshake()
+    await stream.send_all(outgoing.read())
+    answer = b""
+    with trio.fail_after(5):
+        while chunk := await stream.receive_some():
+            answer += chunk
+    error = M.decode_message(bytearray(answer[4:]))
+    assert isinstance(error, M.Error) and error.type == "ProtocolError"
+    assert "a TLS ClientHello on a plain TCP port" in error.message
+    assert "a TLS ClientHello on a plain TCP port" in caplog.text
 
 
 async def test_a_tls_server_still_serves_tls_clients(nursery: trio.Nursery) -> None:

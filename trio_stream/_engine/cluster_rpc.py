@@ -20,8 +20,9 @@ import trio
 from .._exceptions import ProtocolError, RpcError
 from .._protocol.brief import brief
 from .._protocol.messages import ControlMessage, Error
-from .._protocol.rpc_messages import MAX_STREAM_WINDOW, Call, Cancel, Credit, Describe
+from .._protocol.rpc_messages import Call, Cancel, Credit, Describe
 from .._server.outbox import control_frame
+from .._server.rpc import check_credit
 from .redis_control import ControlBus
 from .redis_streams import REDIS_DOWN
 
@@ -160,11 +161,7 @@ class ClusterRpc:
         out = self._outgoing[token]
         if not out.stream:
             raise ProtocolError(f"credit for request {msg.id}, which is not a streaming call")
-        if not 0 < msg.n <= MAX_STREAM_WINDOW - out.credit:
-            raise ProtocolError(
-                f"credit {msg.n} for stream {msg.id} would exceed the window limit of "
-                f"{MAX_STREAM_WINDOW} values in flight"
-            )
+        check_credit(msg, out.credit)
         out.credit += msg.n
         n = msg.n
 

@@ -54,8 +54,19 @@ async def handshake(
     """
     # A WebSocket client or a browser on the TCP port learns which port this is (sniff).
     stream = getattr(transport, "stream", None)
-    if await sniff.answer_http_on_tcp_port(stream, state.config.http_port):
+    first = await sniff.peek(stream)
+    if await sniff.answer_http_on_tcp_port(stream, first, state.config.http_port):
         raise ConnectionClosed("an HTTP request on the TCP port (answered with a 400)")
+    if first is not None and sniff.is_tls_hello(first):
+        # The peer cannot read our answer (it expects TLS), but the log says what happened,
+        # rather than "a frame of 369295616 bytes". What it sent is taken first: closing
+        # with unread bytes would reset the connection before the answer is read.
+        assert isinstance(stream, trio.SocketStream)
+        await stream.receive_some(len(first))
+        raise ProtocolError(
+            "a TLS ClientHello on a plain TCP port: this server has no TLS here (connect "
+            "with tcp://, or give the server a certificate for tcps://)"
+        )
     frames = await transport.receive_frames()
     if frames[0][0] != CONTROL:
         raise ProtocolError("the first frame must be a CONTROL hello")

@@ -204,11 +204,7 @@ class Router:
             return
         if not pending.stream:
             raise ProtocolError(f"credit for request {msg.id}, which is not a streaming call")
-        if not 0 < msg.n <= MAX_STREAM_WINDOW - pending.credit:
-            raise ProtocolError(
-                f"credit {msg.n} for stream {msg.id} would exceed the window limit of "
-                f"{MAX_STREAM_WINDOW} values in flight"
-            )
+        check_credit(msg, pending.credit)
         pending.credit += msg.n
         pending.provider.send_control(Demand(call=pending.call, n=msg.n))
 
@@ -397,3 +393,15 @@ class Router:
             self._close(pending)
             pending.provider.send_control(Abort(call=pending.call))
         session.methods = []
+
+
+def check_credit(msg: Credit, outstanding: int) -> None:
+    """Refuse a caller's ``credit`` that is not a positive count, or that would let more than
+    MAX_STREAM_WINDOW values of its stream be in flight (``outstanding`` are already)."""
+    if msg.n < 1:
+        raise ProtocolError(f"credit for stream {msg.id} must be n >= 1 values, not {msg.n}")
+    if msg.n > MAX_STREAM_WINDOW - outstanding:
+        raise ProtocolError(
+            f"credit {msg.n} for stream {msg.id} would exceed the window limit of "
+            f"{MAX_STREAM_WINDOW} values in flight"
+        )

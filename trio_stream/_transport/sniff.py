@@ -164,9 +164,11 @@ async def answer_and_close(stream: trio.abc.HalfCloseableStream, answer: bytes) 
             pass
 
 
-async def answer_http_on_tcp_port(stream: object, http_port: int | None) -> bool:
-    """On the TCP port: if the peer opened with an HTTP request, explain and return True."""
-    first = await peek(stream)
+async def answer_http_on_tcp_port(
+    stream: object, first: bytes | None, http_port: int | None
+) -> bool:
+    """On the TCP port: if the peer opened with an HTTP request (``first``: what
+    :func:`peek` saw), explain and return True."""
     if first is None or not is_http_request(first):
         return False
     assert isinstance(stream, trio.SocketStream)
