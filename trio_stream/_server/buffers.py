@@ -106,6 +106,11 @@ class PolicyBuffer(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def skipped(self) -> int:
+        """Frames lost since the last item admitted, owed to the next one (or a notice)."""
+        return self._skipped
+
     def put(self, item: T) -> bool:
         """The fan-out's fast path: append ``item`` if there is room.
 
@@ -402,6 +407,17 @@ class PolicyBuffer(Generic[T]):
     def skip(self, count: int) -> None:
         """Count ``count`` frames lost just before the next item admitted (e.g. old history)."""
         self._skipped += count
+
+    def owe_before_head(self, count: int) -> None:
+        """Count ``count`` frames lost just before the oldest item buffered now (or, when
+        empty, the next admitted): a loss notice that never reached the reader (outbox.Reader.
+        resume_after), whose frames came after everything in flight and before these."""
+        items = self.entries()  # a loss owed to the head is settled into it first
+        if items:
+            item, lost = items[0]
+            items[0] = (item, lost + count)
+        else:
+            self._skipped += count
 
     def take(self) -> tuple[T, int] | None:
         """The oldest item and the frames lost just before it, or None when empty."""

@@ -133,6 +133,7 @@ class Reader:
         "_going",
         "_going_bytes",
         "_inflight",
+        "_notices",
         "_replaying",
         "active",
         "block_timeout",
@@ -203,6 +204,9 @@ class Reader:
         # so that a reader whose connection breaks gets back those its client never had.
         self._inflight: deque[tuple[SharedData, int]] = deque()
         self.credited_seq = 0  # the seq of the newest frame the client's credit let go
+        # The loss notices sent after the frames in flight, as (seq accounted for, count):
+        # like those frames, given back to a resume whose client never had them.
+        self._notices: list[tuple[int, int]] = []
         # How many of the buffer's oldest frames (and their bytes) the sender writes at once,
         # as last counted (see going()): never more than that, often fewer (counted lazily).
         self._going = 0
@@ -686,7 +690,9 @@ class Reader:
         skipped = self.buffer.take_skipped()
         if not skipped:
             return None
-        return control_frame(Lost(sub=self.sub_id, lost=skipped, seq=self._accounted_seq()))
+        seq = self._accounted_seq()
+        self._notices.append((seq, skipped))
+        return control_frame(Lost(sub=self.sub_id, lost=skipped, seq=seq))
 
     def _accounted_seq(self) -> int:
         """The seq up to which this reader is accounted for, at a loss notice (its buffer
@@ -858,6 +864,8 @@ class Reader:
             self.credited_seq = entry[0].seq
             self.inflight_bytes -= freed
         self.credit = min(self.credit + frames, self.window)
+        if self._notices:  # rare: only after drops at an empty buffer
+            self._notices = [n for n in self._notices if n[0] > self.credited_seq]
         if not self.active and self.ready():
             self.outbox.activate(self)
 
@@ -890,10 +898,39 @@ class Reader:
         self.inflight_bytes = 0
         self.window = self.credit = window
         self._going = self._going_bytes = 0
+        # A client that had a notice resumes after the seq it accounted for, so one past
+        # ``since_seq`` was lost with the connection: its count goes to the first frame
+        # after it (a drop_newest reader's drops would otherwise be counted nowhere).
+        missed = [notice for notice in self._notices if notice[0] > since_seq]
+        self._notices = []
+        if missed:
+            again = _with_notices(again, missed, self.buffer)
         if again:
             self.buffer.untake_all(again)
             self.outbox.buffered(sum(entry[0].nbytes for entry in again), self.blocks_writers)
         return len(again)
+
+
+def _with_notices(
+    again: list[tuple[SharedData, int]],
+    notices: list[tuple[int, int]],
+    buffer: PolicyBuffer[SharedData],
+) -> list[tuple[SharedData, int]]:
+    """``again`` (frames in flight, oldest first, with the loss each carries) with each of
+    ``notices`` (seq accounted for, count; oldest first) added to the first frame after it;
+    what no frame in flight follows goes to what is buffered (PolicyBuffer.owe_before_head)."""
+    merged: list[tuple[SharedData, int]] = []
+    pending = iter(notices)
+    notice = next(pending, None)
+    for frame, lost in again:
+        while notice is not None and notice[0] < frame.seq:
+            lost += notice[1]
+            notice = next(pending, None)
+        merged.append((frame, lost))
+    rest = 0 if notice is None else notice[1] + sum(count for _, count in pending)
+    if rest:
+        buffer.owe_before_head(rest)
+    return merged
 
 
 def block_timeout_error(reader: Reader, timeout: float) -> LimitExceeded:
@@ -1092,6 +1129,10 @@ class Outbox:
                 self.schedule_rate(reader)
             if reader.ready():
                 self.activate(reader)
+            elif reader.buffer.skipped:
+                # A loss owed with nothing buffered to carry it (a notice the last connection
+                # lost, Reader.resume_after): a turn says it.
+                reader.report_skipped()
 
     def _let_go(self, reader: Reader) -> None:
         """Forget ``reader`` without ending it: it moves to another outbox (:meth:`adopt`)."""
