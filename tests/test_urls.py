@@ -43,3 +43,28 @@ def test_any_text_is_a_url_or_invalid_argument(text: str) -> None:
     except ts.InvalidArgument:
         return
     assert scheme in SCHEMES and host and 0 <= port <= 65535 and path
+
+
+@pytest.mark.parametrize("url", [b"tcp://127.0.0.1:9870", None, 9870])
+def test_a_url_that_is_no_str_is_one_clear_error(url: object) -> None:
+    with pytest.raises(ts.InvalidArgument, match="a server URL is a str"):
+        split_url(url)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"url": []}, "at least one URL"),
+        ({"url": [b"tcp://127.0.0.1:9"]}, "a server URL is a str"),
+        ({"url": "tcp://127.0.0.1:9", "name": 123}, "name must be a str"),
+        ({"url": "tcp://127.0.0.1:9", "connect_timeout": -1}, "connect_timeout must be"),
+    ],
+)
+async def test_open_client_refuses_what_it_cannot_use_before_connecting(
+    arguments: dict[str, object], error: str
+) -> None:
+    # Before: an IndexError, an AttributeError from inside urlsplit, the server's protocol
+    # error for the hello, "no welcome within -1 s".
+    with pytest.raises(ts.InvalidArgument, match=error):
+        async with ts.open_client(**arguments):  # type: ignore[arg-type]
+            pass

@@ -1395,6 +1395,12 @@ async def open_client(
         raise InvalidArgument(
             f"heartbeat must be a positive number of seconds or None, not {heartbeat!r:.40}"
         )
+    if not 0 < connect_timeout < math.inf:
+        raise InvalidArgument(
+            f"connect_timeout must be a positive number of seconds, not {connect_timeout!r:.40}"
+        )
+    if name is not None and not isinstance(name, str):
+        raise InvalidArgument(f"name must be a str or None, not {type(name).__name__}")
     urls = [url] if isinstance(url, str) else list(url)
     if not urls:
         raise InvalidArgument("open_client needs at least one URL")

@@ -12,6 +12,10 @@ SCHEMES: Final = ("tcp", "tcps", "ws", "wss")
 
 def split_url(url: str) -> tuple[str, str, int, str]:
     """(scheme, host, port, path) of a server URL, with a clear error for anything else."""
+    if not isinstance(url, str):  # bytes, None: urlsplit's own errors say nothing useful
+        raise InvalidArgument(
+            f"a server URL is a str such as 'tcp://127.0.0.1:9870', not {type(url).__name__}"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
