@@ -909,3 +909,82 @@ async def test_a_cut_connection_resumes_and_marks_the_exact_gap(kept: bool) -> N
     assert result["reconnects"] == 0  # the gap marker says it all
     # The info line keeps saying it (an array's or a text's panel has no axis to mark).
     assert re.search(rf"reconnected [0-9:.]+: gap −{count}$", result["info"]), result
+
+
+# -- the review of the dashboard: one test per finding -----------------------------------------
+
+
+async def with_writers(
+    steps: Callable[[Page], object],
+    shot: str,
+    writers_by_channel: dict[str, tuple[float, Callable[[int], object]]],
+    fragment: str,
+    *,
+    through_proxy: bool = False,
+    **config: Any,
+) -> tuple[Any, list[str]]:
+    """A server with a writer per channel (``{name: (rate_hz, make)}``); ``steps`` run in the
+    browser against its dashboard, opened at ``fragment`` (through a TCP proxy with
+    ``through_proxy``: ``PROXIES[-1]`` while the steps run)."""
+    server_config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, **config)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(server_config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with (
+                ts.open_client(server.tcp_url, name="lab-writer") as client,
+                open_proxy(server.http_url) as proxy,
+                trio.open_nursery() as writers,
+            ):
+                for channel, (rate_hz, make) in writers_by_channel.items():
+                    await client.create_channel(channel)
+                    writers.start_soon(write, client, channel, rate_hz, make)
+                url = (proxy.url if through_proxy else server.http_url) + fragment
+                PROXIES.append(proxy)
+                try:
+                    result = await trio.to_thread.run_sync(run_page, url, steps, shot)
+                finally:
+                    PROXIES.remove(proxy)
+                writers.cancel_scope.cancel()
+    return result
+
+
+PROXIES: list[Any] = []  # the proxy of the running with_writers (its steps hold it)
+
+WIDE: Final = "lab/wide"
+
+
+def wide_frame(n: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    y, x = np.mgrid[0:256, 0:512]
+    image: np.ndarray[Any, np.dtype[np.uint8]] = ((x + y + n) % 256).astype(np.uint8)
+    return image
+
+
+# Every text the active image panel draws, with its extent on the canvas (CSS pixels).
+DRAWN_TEXTS_JS: Final = """() => {
+  const p = window.__tsPanels[0];
+  const ctx = p.plotter.ctx;
+  const seen = [];
+  const fill = ctx.fillText;
+  ctx.fillText = function (text, x, y) {
+    const w = ctx.measureText(text).width;
+    const left = ctx.textAlign === 'right' ? x - w : ctx.textAlign === 'center' ? x - w / 2 : x;
+    seen.push({text: String(text), left, right: left + w});
+    return fill.call(ctx, text, x, y);
+  };
+  try { p.plotter.draw(); } finally { ctx.fillText = fill; }
+  return {texts: seen, width: p.canvas.clientWidth};
+}"""
+
+
+async def test_an_image_panel_shows_its_whole_size_label() -> None:
+    def steps(page: Page) -> Any:
+        page.wait_for_function("() => window.__tsPanels[0].frames > 1")
+        return page.evaluate(DRAWN_TEXTS_JS)
+
+    fragment = "#" + WIDE.replace("/", "%2F")
+    result, errors = await with_writers(
+        steps, "dashboard-image-label.png", {WIDE: (5.0, wide_frame)}, fragment
+    )
+    assert not errors
+    (label,) = [t for t in result["texts"] if t["text"] == "256 × 512"]
+    assert label["left"] >= 0 and label["right"] <= result["width"], result

@@ -650,9 +650,11 @@ export class Plotter {
     ctx.strokeStyle = this.colors.axis;
     ctx.strokeRect(dx - 0.5, dy - 0.5, dw + 1, dh + 1);
     ctx.fillStyle = this.colors.text;
-    ctx.textAlign = 'right';
     ctx.textBaseline = 'top';
-    ctx.fillText(`${height} × ${width}`, area.x - 6, area.y);
+    // The size under the image's right end, inside the canvas: right-aligned in the left
+    // margin it lost its first digit ("56 × 256") once wider than the margin.
+    ctx.textAlign = 'right';
+    ctx.fillText(`${height} × ${width}`, dx + dw, area.y + area.h + 8);
     // the cursor readout: the pixel under the pointer
     const c = this.cursor;
     if (c && c.x >= dx && c.x < dx + dw && c.y >= dy && c.y < dy + dh) {
