@@ -988,3 +988,29 @@ async def test_an_image_panel_shows_its_whole_size_label() -> None:
     assert not errors
     (label,) = [t for t in result["texts"] if t["text"] == "256 × 512"]
     assert label["left"] >= 0 and label["right"] <= result["width"], result
+
+
+async def test_a_deleted_channels_meta_is_forgotten() -> None:
+    gone = "lab/gone"
+
+    def steps(page: Page) -> Any:
+        meta_js = "n => window.__tsPanels[0].metaOf(n)"
+        page.wait_for_function(f"n => ({meta_js})(n) !== null", arg=gone)
+        before = page.evaluate(meta_js, gone)
+        trio.from_thread.run(client.delete_channel, gone)
+        page.wait_for_function("n => !document.querySelector(`tr[data-channel='${n}']`)", arg=gone)
+        return {"before": before, "after": page.evaluate(meta_js, gone)}
+
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with ts.open_client(server.tcp_url, name="lab-writer") as client:
+                await client.create_channel(SCALAR)
+                await client.create_channel(gone, meta={"units": "V"})
+                fragment = "#" + SCALAR.replace("/", "%2F")
+                result, errors = await trio.to_thread.run_sync(
+                    run_page, server.http_url + fragment, steps, "dashboard-meta.png"
+                )
+    assert not errors
+    assert result == {"before": {"units": "V"}, "after": None}, result

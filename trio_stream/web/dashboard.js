@@ -312,6 +312,9 @@ function renderChannels(list) {
   const all = (Array.isArray(list) ? list : []).filter((c) => isRecord(c) && typeof c.name === 'string');
   lastChannels = all;
   channelNames = new Set(all.map((c) => c.name));
+  // The meta of the channels there are now: a deleted channel's is forgotten (and a channel
+  // created again under its name brings its own).
+  for (const name of channelMeta.keys()) if (!channelNames.has(name)) channelMeta.delete(name);
   for (const c of all) channelMeta.set(c.name, isRecord(c.meta) ? c.meta : null);
   let chans = all.filter((c) => matches('channels-filter', c.name));
   // the server's own channels ($stats, ...) after the users' ones, unless sorted by a column
