@@ -1014,3 +1014,26 @@ async def test_a_deleted_channels_meta_is_forgotten() -> None:
                 )
     assert not errors
     assert result == {"before": {"units": "V"}, "after": None}, result
+
+
+async def test_a_refresh_failure_notice_goes_once_a_refresh_succeeds() -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function("() => window.__tsPanels[0].frames > 1")
+        # One refresh fails as a stopped server's does (no reply in time), then they work.
+        page.evaluate(
+            """() => { const c = window.__tsPanels[0].client; const channels = c.channels;
+              c.channels = () => { c.channels = channels;
+                return Promise.reject(new Error('channels: no reply after 10000 ms')); }; }"""
+        )
+        notice_js = "() => document.getElementById('notice')"
+        page.wait_for_function(f"() => !({notice_js})().hidden")
+        failed = page.evaluate(f"() => ({notice_js})().textContent")
+        page.wait_for_function(f"() => ({notice_js})().hidden")
+        return {"failed": failed, "after": page.evaluate(f"() => ({notice_js})().textContent")}
+
+    fragment = "#" + SCALAR.replace("/", "%2F")
+    result, errors = await with_writers(
+        steps, "dashboard-notice.png", {SCALAR: (SCALAR_RATE_HZ, scalar_frame)}, fragment
+    )
+    assert not errors
+    assert result == {"failed": "refresh failed: channels: no reply after 10000 ms", "after": ""}

@@ -37,10 +37,15 @@ let tokenRefused = false;
 
 const { setText } = fmt;
 
+// What the notice says now, if a failed refresh put it there: the next refresh that succeeds
+// takes it away (any other notice stays until something replaces it).
+let refreshNotice = null;
+
 function notice(message) {
   const el = $('notice');
   el.hidden = !message;
   setText(el, message ?? '');
+  refreshNotice = null;
 }
 
 const isRecord = (x) => x !== null && typeof x === 'object' && !Array.isArray(x) && !(x instanceof Map);
@@ -428,7 +433,12 @@ async function refresh() {
     if (clients.status === 'fulfilled') renderClients(clients.value);
     if (wantStats && stats.status === 'fulfilled') renderStats(stats.value);
     const failed = [chans, clients, stats].find((r) => r.status === 'rejected');
-    if (failed && !(failed.reason instanceof ConnectionClosed)) notice(`refresh failed: ${failed.reason.message}`);
+    if (failed && !(failed.reason instanceof ConnectionClosed)) {
+      notice(`refresh failed: ${failed.reason.message}`);
+      refreshNotice = $('notice').textContent;
+    } else if (!failed && refreshNotice !== null && $('notice').textContent === refreshNotice) {
+      notice(null); // recovered: the failure is over
+    }
     if (!statsSub && !statsStarting && Date.now() - statsTriedAt > 10000) startStats();
   } finally {
     refreshing = false;
