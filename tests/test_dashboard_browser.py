@@ -411,7 +411,9 @@ SERVER_LOST_JS: Final = """async (channel) => {
 async def test_a_loss_the_server_counts_is_marked_with_its_count() -> None:
     def steps(page: Page) -> dict[str, Any]:
         page.wait_for_function("() => window.__tsPanels[0].frames > 3")
-        page.evaluate(BUSY_JS, 1500)  # ~30 frames of the 20 Hz sine come meanwhile
+        # ~60 frames of the 20 Hz sine come meanwhile: more than the panel's half a second
+        # in flight (15 at 30 Hz) and as much buffered on the server
+        page.evaluate(BUSY_JS, 3000)
         page.wait_for_function(f"() => ({LOSS_MARKERS_JS})().length > 0")
         page.wait_for_timeout(500)  # frames after the loss: no new loss, counts settled
         return {
@@ -859,7 +861,9 @@ async def test_a_cut_connection_resumes_and_marks_the_exact_gap(kept: bool) -> N
             " s.sub.on('gap', (g) => window.__gaps.push(g.lost)); }"
         )
         trio.from_thread.run_sync(proxy.hold)
-        page.wait_for_timeout(1000)  # ~20 frames of the 20 Hz sine on the server's side
+        # ~60 frames of the 20 Hz sine on the server's side: more than the panel's 15 in
+        # flight and 15 buffered, so the buffer drops some
+        page.wait_for_timeout(3000)
         trio.from_thread.run_sync(proxy.cut)
         trio.from_thread.run_sync(proxy.release)
         page.wait_for_function(f"() => ({GAP_MARKERS_JS})().length > 0")
@@ -1037,3 +1041,29 @@ async def test_a_refresh_failure_notice_goes_once_a_refresh_succeeds() -> None:
     )
     assert not errors
     assert result == {"failed": "refresh failed: channels: no reply after 10000 ms", "after": ""}
+
+
+async def test_a_panel_that_keeps_up_loses_nothing_when_the_page_is_busy_now_and_then() -> None:
+    """A 30 Hz panel over a 20 Hz writer keeps up, but the page is busy for 250 ms now and
+    then (a redraw, a table refresh, a garbage collection): five frames come meanwhile. The
+    panel's subscription holds half a second of its rate, so the server drops none of them
+    (with size 1, one frame in flight, it dropped and counted some each time)."""
+
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function("() => window.__tsPanels[0].frames > 3")
+        for _ in range(6):
+            page.evaluate(BUSY_JS, 250)
+            page.wait_for_timeout(250)
+        page.wait_for_timeout(500)  # the frames held meanwhile arrive
+        return {
+            "lost": page.evaluate(SERVER_LOST_JS, SINE),
+            "markers": page.evaluate(LOSS_MARKERS_JS),
+            "frames": page.evaluate("() => window.__tsPanels[0].frames"),
+        }
+
+    fragment = "#" + SINE.replace("/", "%2F") + "~r=30"
+    result, errors = await with_writers(
+        steps, "dashboard-busy.png", {SINE: (SINE_RATE_HZ, sine_frame)}, fragment
+    )
+    assert not errors
+    assert result["lost"] == {"server": 0, "client": 0} and not result["markers"], result

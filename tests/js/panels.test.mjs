@@ -1,7 +1,9 @@
 // The image panel's server-side view: which steps a frame's shape gets, and how it is said.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { imageView, viewText, MAX_IMAGE_SIDE_PX } from '../../trio_stream/web/panels.js';
+import {
+  imageView, viewText, subscriptionOptions, MAX_IMAGE_SIDE_PX, IMAGE_BYTES_PER_S, PANEL_DEPTH_S,
+} from '../../trio_stream/web/panels.js';
 
 test('a frame within the side gets no view', () => {
   assert.equal(imageView([MAX_IMAGE_SIDE_PX, 300]), null);
@@ -22,4 +24,23 @@ test('the info line says which pixels the server keeps', () => {
   assert.equal(viewText(imageView([2048, 2048])), 'every 4th pixel');
   assert.equal(viewText(imageView([1024, 1024])), 'every 2nd pixel');
   assert.equal(viewText(imageView([1536, 1024, 3])), 'every 3rd × 2nd × 1st element');
+});
+
+test('a panel subscribes deep enough for half a second of its rate, not one frame', () => {
+  // size 1 made the credit window one frame: a page busy for two intervals lost frames
+  assert.deepEqual(subscriptionOptions(30), { policy: 'drop_oldest', size: 15, maxRate: 30 });
+  assert.equal(subscriptionOptions(10).size, 5);
+  assert.equal(subscriptionOptions(5).size, 3);
+  assert.equal(subscriptionOptions(1).size, 2);
+});
+
+test('an image panel buffers at most half a second of its byte budget', () => {
+  const small = subscriptionOptions(30, 64 * 1024); // 2 MiB/s: its rate decides
+  assert.deepEqual(small, { policy: 'drop_oldest', size: 15, maxRate: 30 });
+  const big = subscriptionOptions(30, 2 * 2 ** 20); // 4 Hz of it fit the budget
+  assert.equal(big.maxRate, 4);
+  assert.equal(big.size, 2);
+  assert.ok(big.size * 2 * 2 ** 20 <= IMAGE_BYTES_PER_S * PANEL_DEPTH_S);
+  const huge = subscriptionOptions(10, 16 * 2 ** 20); // one frame is more than the budget
+  assert.deepEqual(huge, { policy: 'drop_oldest', size: 1, maxRate: 0.5 });
 });

@@ -8,20 +8,33 @@ import { setText } from './format.js';
 
 export const RATES_HZ = [1, 2, 5, 10, 30];
 // Images are big: a panel takes at most this many bytes per second of them, whatever its
-// rate. The server keeps only the newest frame (drop_oldest, size 1) and sends at most
-// max_rate of them, so a 4k camera (8 MiB a frame at 100 Hz) costs one frame a second here.
+// rate. The server sends at most max_rate frames a second (the newest), so a 4k camera
+// (8 MiB a frame at 100 Hz) costs one frame a second here.
 export const IMAGE_BYTES_PER_S = 8 * 2 ** 20;
+// A panel's subscription holds this long of its rate (seconds): the frames in flight (the
+// credit window, which the server makes no larger than `size`) and as many buffered on the
+// server. With size 1 the window was one frame: every frame had to wait for the page's
+// credit for the one before it, so a page busy for two of the rate's intervals (66 ms at
+// 30 Hz: a redraw, a table refresh, a collection) made the server drop a frame and count it
+// lost, although the page kept up with the rate. A page that falls behind by more than this
+// still loses frames, counted and marked as before.
+export const PANEL_DEPTH_S = 0.5;
 
 /**
  * The rate and buffer a panel subscribes with (a large image also gets a server-side view:
- * imageView below, chosen from its first frame).
+ * imageView below, chosen from its first frame). The buffer holds PANEL_DEPTH_S of the rate
+ * (2 frames at least), and of an image no more than that long of IMAGE_BYTES_PER_S (1 frame
+ * at least).
  * @param {number} rateHz the panel's rate
  * @param {number | null} frameBytes the size of the channel's last frame, once known
  */
 export function subscriptionOptions(rateHz, frameBytes = null) {
   let maxRate = rateHz;
   if (frameBytes && frameBytes * rateHz > IMAGE_BYTES_PER_S) maxRate = Math.max(0.1, IMAGE_BYTES_PER_S / frameBytes);
-  return { policy: 'drop_oldest', size: 1, maxRate: Number(maxRate.toPrecision(3)) };
+  maxRate = Number(maxRate.toPrecision(3));
+  let size = Math.max(2, Math.ceil(maxRate * PANEL_DEPTH_S));
+  if (frameBytes) size = Math.max(1, Math.min(size, Math.floor((IMAGE_BYTES_PER_S * PANEL_DEPTH_S) / frameBytes)));
+  return { policy: 'drop_oldest', size, maxRate };
 }
 
 // An image panel shows at most this many pixels per side: a larger frame is decimated on the
