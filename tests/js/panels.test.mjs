@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   imageView, viewText, subscriptionOptions, MAX_IMAGE_SIDE_PX, IMAGE_BYTES_PER_S, PANEL_DEPTH_S,
+  reconnectTally, tallyFrame, tallyNote,
 } from '../../trio_stream/web/panels.js';
 
 test('a frame within the side gets no view', () => {
@@ -43,4 +44,23 @@ test('an image panel buffers at most half a second of its byte budget', () => {
   assert.ok(big.size * 2 * 2 ** 20 <= IMAGE_BYTES_PER_S * PANEL_DEPTH_S);
   const huge = subscriptionOptions(10, 16 * 2 ** 20); // one frame is more than the budget
   assert.deepEqual(huge, { policy: 'drop_oldest', size: 1, maxRate: 0.5 });
+});
+
+test('after a reconnection the info line counts what the frames the server held carried', () => {
+  const at = new Date(2026, 0, 2, 13, 4, 5, 6).getTime() / 1000;
+  // A kept subscription: the frame in flight comes again (nothing lost before it), then the
+  // buffered one with the 246 its size-1 buffer dropped while the page was away.
+  const tally = reconnectTally({ kind: 'resumed', lost: 0, recovered: 2 }, at);
+  assert.equal(tallyNote(tally), 'reconnected 13:04:05.006: gap −0');
+  tallyFrame(tally, { lost: 246 });
+  assert.equal(tallyNote(tally), 'reconnected 13:04:05.006: gap −246');
+  tallyFrame(tally, { lost: 3 }); // live again: a later loss is the plot's, not the outage's
+  assert.equal(tallyNote(tally), 'reconnected 13:04:05.006: gap −246');
+  // Nothing held: the first frame's gap is all of it.
+  const fresh = reconnectTally({ kind: 'resumed', lost: 7, recovered: 0 }, at);
+  tallyFrame(fresh, { lost: 1 });
+  assert.equal(tallyNote(fresh), 'reconnected 13:04:05.006: gap −7');
+  const reset = reconnectTally({ kind: 'reset', lost: null, recovered: 3 }, at);
+  tallyFrame(reset, { lost: 2 });
+  assert.match(tallyNote(reset), /: reset \(frames the old server held are lost, count unknown\)$/);
 });

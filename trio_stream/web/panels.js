@@ -64,6 +64,34 @@ export function viewText(view) {
   return `every ${view.map((s) => nth(s[2])).join(' × ')} element`;
 }
 
+/**
+ * What a reconnection cost a subscription, for its panel's info line: the frames missed
+ * across the outage, counted as they arrive. The resume's gap (the first frame's msg.lost)
+ * is exact, but covers only what came before that frame: when the server kept the
+ * subscription while the page was away, the first frames are the ones it held (in flight,
+ * then buffered), and what its policy dropped meanwhile rides on the msg.lost of those
+ * (docs/protocol.md 8, "Subscriptions kept"). The gap's `recovered` says how many frames
+ * the server held for the page, the first included: their losses are added here.
+ * `missed` stays null after a reset (what the old server held is unknown).
+ * @param {{kind: string, lost: number | null, recovered?: number}} gap the first frame's msg.gap
+ * @param {number} at when it came (epoch seconds)
+ */
+export function reconnectTally(gap, at) {
+  return { gap, at, missed: gap.kind === 'reset' ? null : gap.lost ?? 0, held: Math.max(0, (gap.recovered ?? 0) - 1) };
+}
+
+/** Count a frame after the first one of a reconnection: one the server held adds its loss. */
+export function tallyFrame(tally, msg) {
+  if (tally.held <= 0) return;
+  tally.held--;
+  if (tally.missed !== null) tally.missed += msg.lost ?? 0;
+}
+
+/** The info line's note for a tally: reconnectNote with every frame missed across the outage. */
+export function tallyNote(tally) {
+  return reconnectNote({ ...tally.gap, lost: tally.missed }, tally.at);
+}
+
 let nextId = 1;
 
 function el(tag, props = {}, ...children) {
@@ -289,7 +317,8 @@ export class Panel {
   onMessage(name, entry, msg, sub) {
     if (this.subs.get(name) !== entry) return;
     const view = this.plotter.push(msg, this.channels.length > 1 ? name : '');
-    if (msg.gap) entry.reconnected = reconnectNote(msg.gap, Date.now() / 1000);
+    if (msg.gap) entry.reconnected = reconnectTally(msg.gap, Date.now() / 1000);
+    else if (entry.reconnected) tallyFrame(entry.reconnected, msg);
     this.frames++;
     this.lastMsg = msg;
     this.lastBytes = view.values?.byteLength ?? null;
@@ -319,14 +348,15 @@ export class Panel {
       this.text.hidden = view.kind !== 'text';
       if (view.kind === 'text') setText(this.text, view.text);
       const cut = entry.view ? ` · ${viewText(entry.view)} (server view)` : '';
-      setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}${entry.reconnected ? ` · ${entry.reconnected}` : ''}`);
+      setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}${entry.reconnected ? ` · ${tallyNote(entry.reconnected)}` : ''}`);
     }
     this.onFrame(msg);
   }
 
   // A reconnection needs no call here: each subscription resumes, and its first frame after
-  // the cut carries the exact gap (msg.gap), which the plotter marks (plot.js push()) and the
-  // info line keeps (reconnectNote).
+  // the cut carries the exact gap (msg.gap), which the plotter marks (plot.js push()); the
+  // info line keeps saying it, with what the frames the server held for the page carried
+  // (reconnectTally).
 
   export(kind) {
     const snap = this.plotter.snapshot();
