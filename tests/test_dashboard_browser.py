@@ -1074,3 +1074,50 @@ async def test_a_panel_that_keeps_up_loses_nothing_when_the_page_is_busy_now_and
     )
     assert not errors
     assert result["lost"] == {"server": 0, "client": 0} and not result["markers"], result
+
+
+# Whether the load cards and the channel table are marked as not live.
+STALE_JS: Final = """() => ({
+  cards: document.querySelector('section.cards').classList.contains('stale'),
+  channels: document.getElementById('channels-table').classList.contains('stale'),
+  conn: document.getElementById('conn-text').textContent,
+})"""
+
+
+async def test_rates_are_marked_stale_while_down_or_not_refreshed() -> None:
+    def steps(page: Page) -> dict[str, Any]:
+        proxy = PROXIES[-1]
+        live = f"() => {{ const s = ({STALE_JS})(); return !s.cards && !s.channels; }}"
+        stale = f"() => {{ const s = ({STALE_JS})(); return s.cards && s.channels; }}"
+        page.wait_for_function(live)
+        seen: dict[str, Any] = {"live": page.evaluate(STALE_JS)}
+        # A frozen link: still "connected", but nothing is refreshed any more.
+        trio.from_thread.run_sync(proxy.hold)
+        page.wait_for_function(stale)
+        seen["held"] = page.evaluate(STALE_JS)
+        trio.from_thread.run_sync(proxy.release)
+        page.wait_for_function(live)
+        # Down: stale at once, whatever the numbers' age.
+        trio.from_thread.run_sync(proxy.refuse)
+        trio.from_thread.run_sync(proxy.cut)
+        page.wait_for_function("() => !window.__tsDashboard.connected")
+        seen["down"] = page.evaluate(STALE_JS)
+        trio.from_thread.run_sync(proxy.accept)
+        page.wait_for_function(live)
+        seen["back"] = page.evaluate(STALE_JS)
+        return seen
+
+    fragment = "#" + SCALAR.replace("/", "%2F")
+    result, errors = await with_writers(
+        steps,
+        "dashboard-stale.png",
+        {SCALAR: (SCALAR_RATE_HZ, scalar_frame)},
+        fragment,
+        through_proxy=True,
+    )
+    assert not [e for e in errors if "WebSocket" not in e], errors
+    assert result["live"] == {"cards": False, "channels": False, "conn": "connected"}
+    assert result["held"] == {"cards": True, "channels": True, "conn": "connected"}
+    assert result["down"]["cards"] and result["down"]["channels"], result
+    assert result["down"]["conn"] != "connected", result
+    assert result["back"] == result["live"], result

@@ -68,7 +68,30 @@ client.on('state', (s) => {
   state.connected = s === 'open';
   $('conn').dataset.state = s;
   setText($('conn-text'), STATE_TEXT[s] ?? s);
+  markStale();
 });
+
+// The load cards and the channel table show the server's rates as they were when they came:
+// while the page is not connected, or once they have not been refreshed for STALE_MS (a
+// frozen link, a stopped server), they are dimmed (class "stale") and say since when,
+// rather than pass an old rate off as live.
+const STALE_MS = 3500;
+let statsShownAt = 0; // the cards' numbers came then ($stats or a `stats` request)
+let channelsShownAt = 0; // the channel table's, from a `channels` request
+
+function markStale() {
+  const now = Date.now();
+  staleIf(document.querySelector('section.cards'), statsShownAt, now);
+  staleIf($('channels-table'), channelsShownAt, now);
+}
+
+function staleIf(el, shownAt, now) {
+  const stale = !client.connected || now - shownAt > STALE_MS;
+  el.classList.toggle('stale', stale);
+  const title = !stale ? '' : shownAt
+    ? `not live: these numbers are from ${new Date(shownAt).toLocaleTimeString()}` : 'not live';
+  if (el.title !== title) el.title = title;
+}
 
 client.on('open', (info) => {
   // The welcome says "<name> trio_stream/<version>": the name in bold, all of it on hover.
@@ -186,7 +209,7 @@ async function startStats() {
   try {
     const sub = await client.subscribe('$stats', {
       policy: 'drop_oldest', size: 1,
-      onMessage: (msg) => { statsAt = Date.now(); renderStats(msg.data); },
+      onMessage: (msg) => { statsAt = statsShownAt = Date.now(); renderStats(msg.data); markStale(); },
     });
     statsSub = sub;
     sub.on('end', () => { if (statsSub === sub) statsSub = null; });
@@ -429,9 +452,10 @@ async function refresh() {
     const [chans, clients, stats] = await Promise.allSettled([
       client.channels(), client.clients(), wantStats ? client.stats() : Promise.resolve(null),
     ]);
-    if (chans.status === 'fulfilled') renderChannels(chans.value);
+    if (chans.status === 'fulfilled') { channelsShownAt = Date.now(); renderChannels(chans.value); }
     if (clients.status === 'fulfilled') renderClients(clients.value);
-    if (wantStats && stats.status === 'fulfilled') renderStats(stats.value);
+    if (wantStats && stats.status === 'fulfilled') { statsShownAt = Date.now(); renderStats(stats.value); }
+    markStale();
     const failed = [chans, clients, stats].find((r) => r.status === 'rejected');
     if (failed && !(failed.reason instanceof ConnectionClosed)) {
       notice(`refresh failed: ${failed.reason.message}`);
@@ -445,7 +469,7 @@ async function refresh() {
   }
 }
 
-setInterval(refresh, REFRESH_MS);
+setInterval(() => { markStale(); refresh(); }, REFRESH_MS);
 
 // ------------------------------------------------------------------------------ panels
 
