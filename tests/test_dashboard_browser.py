@@ -1121,3 +1121,45 @@ async def test_rates_are_marked_stale_while_down_or_not_refreshed() -> None:
     assert result["down"]["cards"] and result["down"]["channels"], result
     assert result["down"]["conn"] != "connected", result
     assert result["back"] == result["live"], result
+
+
+async def test_a_panel_goes_on_after_its_link_was_frozen_for_8_s() -> None:
+    """The review's "frozen link": a proxy that forwards nothing, both ways, for 8 s without
+    closing, then forwards again, losing nothing (TCP). The page stays connected (8 s is
+    short of its 15 s of silence), and the panel goes on at once: the frames the server
+    held come, then live ones; its loss count is the server's. (The review's own proxy
+    discarded the first chunk it read after the freeze began, a WebSocket message with one
+    DATA frame: a loss no TCP path makes, which left the panel waiting for that frame's
+    credit for good.)"""
+
+    def steps(page: Page) -> dict[str, Any]:
+        proxy = PROXIES[-1]
+        page.wait_for_function("() => window.__tsPanels[0].frames > 5")
+        accepted = proxy.accepted
+        trio.from_thread.run_sync(proxy.hold)
+        page.wait_for_timeout(8000)
+        frames = page.evaluate("() => window.__tsPanels[0].frames")
+        trio.from_thread.run_sync(proxy.release)
+        # a second's worth of new frames within 3 s of the release
+        page.wait_for_function(
+            "n => window.__tsPanels[0].frames >= n + 10", arg=frames, timeout=3000
+        )
+        return {
+            "reconnected": proxy.accepted != accepted,
+            "connected": page.evaluate("() => window.__tsDashboard.connected"),
+            "lost": page.evaluate(SERVER_LOST_JS, SCALAR),
+        }
+
+    fragment = "#" + SCALAR.replace("/", "%2F")
+    result, errors = await with_writers(
+        steps,
+        "dashboard-frozen.png",
+        {SCALAR: (SCALAR_RATE_HZ, scalar_frame)},
+        fragment,
+        through_proxy=True,
+    )
+    assert not errors
+    assert not result["reconnected"] and result["connected"], result
+    # ~80 frames came during the hold; the panel holds 5 in flight and 5 buffered
+    lost = result["lost"]
+    assert lost["server"] == lost["client"] > 50, result
