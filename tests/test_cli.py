@@ -652,6 +652,17 @@ async def test_sub_duration_includes_waiting_for_the_channel(url: str) -> None:
     assert trio.current_time() - started < RUN_TIMEOUT_S / 2
 
 
+async def test_dump_duration_includes_waiting_for_the_channel(url: str, tmp_path: Path) -> None:
+    started = trio.current_time()
+    path = tmp_path / "rec.tsdump"
+    result = await cli("dump", url, "never-created", str(path), "--wait-channel", "--duration", "1")
+    assert result.returncode == 0, result.stderr
+    assert b"did not come within --duration 1 s; nothing recorded" in result.stderr
+    assert not path.exists()
+    # Python's start-up and the connection on top of the second; it used to wait for good.
+    assert trio.current_time() - started < RUN_TIMEOUT_S / 2
+
+
 async def test_dump_says_in_one_line_that_its_channel_ended(url: str, tmp_path: Path) -> None:
     async with ts.open_client(url, name="owner") as owner:
         await owner.create_channel("short-lived")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import trio
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
@@ -166,30 +167,49 @@ async def run_dump(args: argparse.Namespace) -> int:
     if args.file.exists() and not args.force:
         raise CliError(f"{args.file} exists; pass --force to overwrite it")
     console = stderr_console()
-    async with connect(args) as client, subscription(client, args.channel, args) as sub:
-        # The file is made only once the subscription stands: a typo in the channel name
-        # leaves no empty recording behind.
-        with args.file.open("wb") as file:
-            writer = _BatchWriter(file)
-            writer.add(dumpfile.header(args.channel, source=args.url, policy=args.policy))
-            with _progress(
-                not args.quiet and console.is_terminal,
-                TextColumn(f"recording [bold]{args.channel}[/] to {args.file}"),
-                BarColumn() if args.count else TextColumn(""),
-                TextColumn(
-                    "{task.completed} frames  {task.fields[size]}  lost {task.fields[lost]}"
-                ),
-            ) as progress:
-                started = time.monotonic()
-                frames, lost = await _record(args, sub, writer, progress)
-                await writer.flush()
+    # --duration counts from the start, a --wait-channel wait included (a wait for a channel
+    # that never came never ended); once subscribed, _record keeps the same deadline.
+    deadline = trio.current_time() + (args.duration or math.inf)
+    async with connect(args) as client:
+        with trio.CancelScope(deadline=deadline) as waiting:
+            async with subscription(client, args.channel, args) as sub:
+                waiting.deadline = math.inf
+                frames, lost, written, took = await _record_to_file(args, sub, console, deadline)
+        if waiting.cancelled_caught:
+            print(
+                f"trio-stream dump: channel {args.channel!r} did not come within --duration "
+                f"{args.duration:g} s; nothing recorded",
+                file=sys.stderr,
+            )
+            return 0
     if not args.quiet:
         print(
-            f"dumped {frames} frames ({human_bytes(writer.written)}) of {args.channel!r} to "
-            f"{args.file} in {time.monotonic() - started:.1f} s; lost {lost}",
+            f"dumped {frames} frames ({human_bytes(written)}) of {args.channel!r} to "
+            f"{args.file} in {took:.1f} s; lost {lost}",
             file=sys.stderr,
         )
     return 0
+
+
+async def _record_to_file(
+    args: argparse.Namespace, sub: ts.Subscription, console: Console, deadline: float
+) -> tuple[int, int, int, float]:
+    """Record ``sub`` to --file: (frames, lost, bytes written, seconds taken)."""
+    # The file is made only once the subscription stands: a typo in the channel name
+    # leaves no empty recording behind.
+    with args.file.open("wb") as file:
+        writer = _BatchWriter(file)
+        writer.add(dumpfile.header(args.channel, source=args.url, policy=args.policy))
+        with _progress(
+            not args.quiet and console.is_terminal,
+            TextColumn(f"recording [bold]{args.channel}[/] to {args.file}"),
+            BarColumn() if args.count else TextColumn(""),
+            TextColumn("{task.completed} frames  {task.fields[size]}  lost {task.fields[lost]}"),
+        ) as progress:
+            started = time.monotonic()
+            frames, lost = await _record(args, sub, writer, progress, deadline)
+            await writer.flush()
+    return frames, lost, writer.written, time.monotonic() - started
 
 
 async def _record(
@@ -197,12 +217,13 @@ async def _record(
     sub: ts.Subscription,
     writer: _BatchWriter,
     progress: Progress | None,
+    deadline: float,
 ) -> tuple[int, int]:
     """Write frames until --count, --duration, the channel's end or Ctrl-C: (frames, lost)."""
     frames = lost = 0
     task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
     async with stop_on_signal():
-        with trio.move_on_after(args.duration or math.inf):
+        with trio.CancelScope(deadline=deadline):
             async for msg in sub:
                 writer.add(dumpfile.frame_record(msg, time.time()))
                 frames += 1
