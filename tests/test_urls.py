@@ -58,6 +58,12 @@ def test_a_url_that_is_no_str_is_one_clear_error(url: object) -> None:
         ({"url": [b"tcp://127.0.0.1:9"]}, "a server URL is a str"),
         ({"url": "tcp://127.0.0.1:9", "name": 123}, "name must be a str"),
         ({"url": "tcp://127.0.0.1:9", "connect_timeout": -1}, "connect_timeout must be"),
+        ({"url": "tcp://127.0.0.1:9", "connect_timeout": None}, "connect_timeout must be"),
+        ({"url": "tcp://127.0.0.1:9", "connect_timeout": "5"}, "connect_timeout must be"),
+        ({"url": "tcp://127.0.0.1:9", "heartbeat": "5"}, "heartbeat must be"),
+        ({"url": None}, "url must be a str"),
+        ({"url": 9870}, "url must be a str"),
+        ({"url": b"tcp://127.0.0.1:9"}, "url must be a str"),
     ],
 )
 async def test_open_client_refuses_what_it_cannot_use_before_connecting(

@@ -1354,6 +1354,13 @@ class Client:
         await sub.aclose()
 
 
+def _positive_seconds(value: object) -> bool:
+    """A finite number of seconds above 0 (a bool or a str is none: comparing a str raises
+    TypeError, and True would mean one second)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+    )
+
 @async_context(
     'open_client() is entered with "async with ts.open_client(url) as client:" (in a plain '
     "script or a notebook, without trio: client = ts.SyncClient(url))"
@@ -1391,17 +1398,25 @@ async def open_client(
         ConnectionClosed: the server cannot be reached or went away during the handshake.
         AuthError: wrong token. NameInUse: another client has that name.
     """
-    if heartbeat is not None and not 0 < heartbeat < math.inf:
+    if heartbeat is not None and not _positive_seconds(heartbeat):
         raise InvalidArgument(
             f"heartbeat must be a positive number of seconds or None, not {heartbeat!r:.40}"
         )
-    if not 0 < connect_timeout < math.inf:
+    if not _positive_seconds(connect_timeout):
         raise InvalidArgument(
             f"connect_timeout must be a positive number of seconds, not {connect_timeout!r:.40}"
         )
     if name is not None and not isinstance(name, str):
         raise InvalidArgument(f"name must be a str or None, not {type(name).__name__}")
-    urls = [url] if isinstance(url, str) else list(url)
+    if isinstance(url, str):
+        urls = [url]
+    elif isinstance(url, list | tuple):
+        urls = list(url)
+    else:  # None, a port number, bytes (which list() would turn into ints)
+        raise InvalidArgument(
+            "url must be a str such as 'tcp://127.0.0.1:9870', or a list of them, not "
+            f"{type(url).__name__}"
+        )
     if not urls:
         raise InvalidArgument("open_client needs at least one URL")
     for one in urls:
