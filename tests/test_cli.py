@@ -558,6 +558,21 @@ def test_server_config_refuses_unknown_settings(tmp_path: Path) -> None:
         server_config(args)
 
 
+def test_a_bad_setting_from_the_config_file_is_named_there(tmp_path: Path) -> None:
+    # It named the flag (--idle-timeout) the user never typed.
+    config_file = tmp_path / "server.toml"
+    config_file.write_text("idle-timeout = -1\n")
+    args = build_parser().parse_args(["serve", "--config", str(config_file)])
+    with pytest.raises(UsageError) as refused:
+        server_config(args)
+    assert str(refused.value).startswith(f"{config_file}: idle_timeout_s: idle_timeout_s must")
+    flagged = build_parser().parse_args(
+        ["serve", "--config", str(config_file), "--idle-timeout", "-2"]
+    )
+    with pytest.raises(UsageError, match=r"^--idle-timeout: "):
+        server_config(flagged)
+
+
 def test_a_config_file_that_is_not_there_is_a_usage_error(tmp_path: Path) -> None:
     args = build_parser().parse_args(["serve", "--config", str(tmp_path / "nope.toml")])
     with pytest.raises(UsageError, match=r"nope.toml: cannot read it: No such file"):

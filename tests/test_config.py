@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 from typing import Any
 
 import pytest
@@ -28,7 +29,10 @@ from trio_stream._config import InvalidSetting
         ("publish_window_frames", -3),
         ("tcp_port", 70_000),
         ("http_port", -1),
+        ("max_frame_bytes", 16),  # no hello would fit
+        ("max_frame_bytes", 2**32),  # beyond the 4-byte length prefix
         ("engine", "bogus"),
+        ("engine", None),
         ("engine", "http://127.0.0.1:6379"),
     ],
 )
@@ -55,7 +59,16 @@ def test_a_server_needs_an_endpoint() -> None:
         {"engine": "redis://127.0.0.1:6379/0"},
         {"engine": "rediss://example.org:6380"},
         {"engine": "unix:///run/redis.sock"},
+        {"max_frame_bytes": 4096},
     ],
 )
 def test_settings_at_the_edges_are_taken(settings: dict[str, Any]) -> None:
     ts.ServerConfig(**settings)
+
+
+def test_an_invalid_setting_survives_pickling_with_its_name() -> None:
+    # A process pool or a multiprocessing queue hands exceptions on pickled.
+    with pytest.raises(InvalidSetting) as refused:
+        ts.ServerConfig(idle_timeout_s=-1)
+    copy = pickle.loads(pickle.dumps(refused.value))
+    assert copy.setting == "idle_timeout_s" and str(copy) == str(refused.value)

@@ -1357,9 +1357,8 @@ class Client:
 def _positive_seconds(value: object) -> bool:
     """A finite number of seconds above 0 (a bool or a str is none: comparing a str raises
     TypeError, and True would mean one second)."""
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+
 
 @async_context(
     'open_client() is entered with "async with ts.open_client(url) as client:" (in a plain '

@@ -7,6 +7,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from ._exceptions import InvalidArgument
+from ._protocol.frames import DATA_OVER_LIMIT_BYTES
 from ._protocol.limits import (
     HANDSHAKE_TIMEOUT_S,
     HTTP_KEEPALIVE_TIMEOUT_S,
@@ -27,6 +28,11 @@ from ._protocol.limits import (
 DEFAULT_TCP_PORT = 9870
 DEFAULT_HTTP_PORT = 9871
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # engine= URLs of a Redis engine
+# max_frame_bytes's range: below the floor, a hello with a token or a control reply may not
+# fit and no client could talk to the server; above the ceiling, a DATA frame (which may
+# exceed the limit by its head and the writer's name) would not fit its 4-byte length prefix.
+MIN_FRAME_BYTES_SETTING = 4096
+MAX_FRAME_BYTES_SETTING = 2**32 - 1 - DATA_OVER_LIMIT_BYTES
 
 # Settings checked when a ServerConfig is made, so that a bad one fails at once with its
 # name, not later inside the running server (or, for idle_timeout_s, in every client).
@@ -55,8 +61,11 @@ class InvalidSetting(InvalidArgument):
     """A ServerConfig field with a value the server cannot run with; ``setting`` names it."""
 
     def __init__(self, setting: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(setting, message)
         self.setting = setting
+
+    def __str__(self) -> str:
+        return str(self.args[1])
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,12 @@ class ServerConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise InvalidSetting(name, f"{name} must be an int >= 1, not {value!r:.40}")
+        if not MIN_FRAME_BYTES_SETTING <= self.max_frame_bytes <= MAX_FRAME_BYTES_SETTING:
+            raise InvalidSetting(
+                "max_frame_bytes",
+                f"max_frame_bytes must be {MIN_FRAME_BYTES_SETTING}-{MAX_FRAME_BYTES_SETTING} "
+                f"bytes, not {self.max_frame_bytes}",
+            )
         for name in ("tcp_port", "http_port"):
             port = getattr(self, name)
             if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
@@ -139,10 +154,12 @@ class ServerConfig:
             raise InvalidSetting(
                 "tcp_port", "tcp_port and http_port are both off: no client could connect"
             )
-        if self.engine != "memory" and not self.engine.startswith(REDIS_SCHEMES):
+        if not isinstance(self.engine, str) or (
+            self.engine != "memory" and not self.engine.startswith(REDIS_SCHEMES)
+        ):
             raise InvalidSetting(
                 "engine",
-                f"engine {self.engine[:80]!r}: give 'memory' or a Redis URL such as "
+                f"engine {self.engine!r:.80}: give 'memory' or a Redis URL such as "
                 "redis://127.0.0.1:6379/0",
             )
 

@@ -494,9 +494,10 @@ class Reader:
         self.channel.count_lost(count)
 
     def report_skipped(self) -> None:
-        """A fresh subscription whose history was all left out: nothing buffered will carry
-        the loss, so a turn says it in a loss notice (after the subscribe reply, which is
-        queued first). Not for a resume: clients take its gap from the first frame."""
+        """Losses no buffered frame will carry get a turn of their own, a loss notice (after
+        the subscribe reply, which is queued first): a fresh subscription whose history was
+        all left out, or a kept one that resumes owing losses its cut kept from the client
+        (Outbox.adopt). A resume's own gap is not one: clients take it from the first frame."""
         if not len(self.buffer) and not self.active and self.credit > 0:
             self.outbox.activate(self)
 

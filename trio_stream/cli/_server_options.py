@@ -259,6 +259,7 @@ def _ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 def server_config(args: argparse.Namespace, **overrides: Any) -> ts.ServerConfig:
     """The ServerConfig the flags, the environment and the --config file describe."""
     settings = _from_file(args.config) if args.config is not None else {}
+    from_file = set(settings)  # what a flag does not override is the file's to answer for
     if os.environ.get(TOKEN_ENV):
         settings["token"] = os.environ[TOKEN_ENV]
     if os.environ.get(ADMIN_TOKEN_ENV):
@@ -266,9 +267,9 @@ def server_config(args: argparse.Namespace, **overrides: Any) -> ts.ServerConfig
     for name, value in vars(args).items():
         if name.startswith(_DEST_PREFIX):
             # Repeated flags arrive as a list; the settings are tuples (ServerConfig is frozen).
-            settings[name.removeprefix(_DEST_PREFIX)] = (
-                tuple(value) if isinstance(value, list) else value
-            )
+            setting = name.removeprefix(_DEST_PREFIX)
+            settings[setting] = tuple(value) if isinstance(value, list) else value
+            from_file.discard(setting)
     cert = args.tls_cert or settings.pop("tls_cert", None)
     key = args.tls_key or settings.pop("tls_key", None)
     settings.pop("tls_cert", None)
@@ -278,4 +279,5 @@ def server_config(args: argparse.Namespace, **overrides: Any) -> ts.ServerConfig
     try:
         return ts.ServerConfig(**settings)
     except InvalidSetting as exc:
-        raise UsageError(f"{_flag(exc.setting)}: {exc}") from None
+        where = f"{args.config}: {exc.setting}" if exc.setting in from_file else _flag(exc.setting)
+        raise UsageError(f"{where}: {exc}") from None
