@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import signal
 import socket
 import subprocess
@@ -34,6 +35,7 @@ T = TypeVar("T")
 DEADLINE_S = 60.0  # a whole scenario; each blocking step has its own, shorter bound
 STEP_S = 10.0
 CHILD = Path(__file__).with_name("sync_child.py")
+INTERRUPTED_READER = Path(__file__).with_name("sync_interrupted_reader.py")
 
 
 async def in_thread(fn: Callable[[], T]) -> T:
@@ -594,6 +596,72 @@ async def test_ctrl_c_returns_promptly_even_from_a_frozen_server(
     assert returncode == 0, text
     assert "interrupted; SyncClient threads alive: 0" in text
     assert took_s < 2.0, text
+
+
+async def test_ctrl_c_in_get_loses_no_message(server: ts.Server) -> None:
+    # A Ctrl-C that lands while the trio side has just taken a batch for get() must not drop
+    # it: the child reads numbered values through hundreds of interrupts and must see each
+    # exactly once, in order.
+    assert server.tcp_url is not None
+    count = 20_000
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(INTERRUPTED_READER), server.tcp_url, "numbers", str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    stdout, pending = process.stdout, b""
+
+    async def next_line() -> str:
+        nonlocal pending
+        while b"\n" not in pending:
+            chunk = await stdout.receive_some()
+            if not chunk:
+                return pending.decode()
+            pending += chunk
+        line, pending = pending.split(b"\n", 1)
+        return line.decode()
+
+    interrupts = 0
+    verdict = ""
+    try:
+        async with (
+            ts.open_client(server.tcp_url, name="numbers-writer") as writer,
+            trio.open_nursery() as nursery,
+        ):
+            await writer.create_channel("numbers")
+
+            async def publish() -> None:
+                async with writer.publisher("numbers") as pub:
+                    await pub.wait_for_readers()
+                    for i in range(count):
+                        await pub.send(i)
+
+            with trio.fail_after(DEADLINE_S):
+                while line := await next_line():
+                    if line == "ready":
+                        nursery.start_soon(publish)
+                    elif line != "interrupted":
+                        verdict = line
+                        break
+                    # Ctrl-C at a random moment of the reading, the next only once the
+                    # child has caught this one; then a quiet end, for the child's verdict.
+                    if interrupts < 300:
+                        await trio.sleep(random.uniform(0.001, 0.006))
+                        process.send_signal(signal.SIGINT)
+                        interrupts += 1
+        with trio.fail_after(STEP_S):
+            await process.wait()
+            errors = b""
+            while chunk := await process.stderr.receive_some():
+                errors += chunk
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert verdict.startswith("ok"), (verdict, errors.decode()[-2000:])
+    assert process.returncode == 0
+    assert interrupts >= 100, interrupts  # the reading really was interrupted, often
 
 
 def test_sync_client_is_exported() -> None:

@@ -11,13 +11,19 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import trio
 
 from ._exceptions import ConnectionClosed, TrioStreamError
 
 T = TypeVar("T")
+
+#: Ctrl-C while a call waits: how long the caller then waits for the call's own outcome (s).
+#: The call may just have finished (a batch of messages taken from a subscription): its value
+#: goes to ``keep`` instead of being dropped. The trio thread answers a cancel in microseconds;
+#: this bounds the wait only when it is stuck, so Ctrl-C still returns promptly.
+INTERRUPTED_WAIT_S: Final = 0.5
 
 
 def refuse_trio_thread(what: str) -> None:
@@ -43,16 +49,47 @@ def for_the_caller(error: BaseException) -> BaseException:
     return error
 
 
+class Done:
+    """A one-shot event for one waiting thread that Ctrl-C cannot break.
+
+    Not a ``threading.Event``: its ``wait()`` is Python code around a Condition, and a
+    KeyboardInterrupt raised inside it (just after its lock was taken) can leave that lock
+    held, so that the trio thread's ``set()`` then blocks for good. This is a bare lock,
+    released once by the setter; an interrupt leaves it in a state ``is_set()`` still reads.
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        """From the one thread that sets it; idempotent."""
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set, at most ``timeout`` seconds; True once set."""
+        return self._set or self._lock.acquire(timeout=-1 if timeout is None else timeout)
+
+
 class _Call:
     """One blocking call on its way through the trio thread and back."""
 
-    __slots__ = ("cancelled", "done", "error", "scope", "value")
+    __slots__ = ("cancelled", "done", "error", "scope", "started", "value")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.done = Done()
         self.value: Any = None
         self.error: BaseException | None = None
         self.scope: trio.CancelScope | None = None
+        self.started = False  # its start ran in the trio thread
         self.cancelled = False
 
 
@@ -86,8 +123,12 @@ class BlockingPortal:
     def _closed(self) -> ConnectionClosed:
         return ConnectionClosed(self._closed_message)
 
-    def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    def call(self, fn: Callable[[], Awaitable[T]], keep: Callable[[T], object] | None = None) -> T:
         """Run ``fn()`` in the trio thread and wait for its outcome.
+
+        ``keep``: called with the value when Ctrl-C (any BaseException) interrupted the wait
+        but the call finished all the same, before the interrupt propagates. A call that
+        takes something (messages from a subscription) passes it, so that nothing is lost.
 
         Raises:
             RuntimeError: called from a thread that runs trio.
@@ -100,15 +141,22 @@ class BlockingPortal:
         call = _Call()
         try:
             token.run_sync_soon(self._start_call, call, fn)
+            call.done.wait()
         except trio.RunFinishedError:
             raise self._closed() from None
-        try:
-            call.done.wait()
         except BaseException as exc:
-            # Ctrl-C while waiting: stop the operation in the trio thread as well, so that it
-            # does not go on behind the caller's back (say, take a message nobody will read).
+            # Ctrl-C while the call was handed over or waited for: stop the operation in the
+            # trio thread as well, so that it does not go on behind the caller's back (say,
+            # take a message nobody will read). The cancel runs after the start if that was
+            # queued (the token keeps the order), and finishes the call itself if not.
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._cancel_call, call)
+            # It may have finished already, or finish before the cancel arrives (the
+            # interrupt came just as its value was on its way): then the value is the
+            # caller's, not to be dropped. Waiting also keeps a cancelled call from running
+            # on beside the caller's next one.
+            if call.done.wait(INTERRUPTED_WAIT_S) and call.error is None and keep is not None:
+                keep(call.value)
             if isinstance(exc, KeyboardInterrupt):
                 raise for_the_caller(exc) from None
             raise
@@ -133,6 +181,7 @@ class BlockingPortal:
                 token.run_sync_soon(fn)
 
     def _start_call(self, call: _Call, fn: Callable[[], Awaitable[Any]]) -> None:
+        call.started = True
         nursery = self._nursery
         if nursery is None:
             call.error = self._closed()
@@ -145,19 +194,23 @@ class BlockingPortal:
         call.cancelled = True
         if call.scope is not None:
             call.scope.cancel()
+        elif not call.started:  # interrupted before its start was queued: none will come
+            call.error = ConnectionClosed("the call was cancelled before it started")
+            call.done.set()
 
     @staticmethod
     async def _run_call(call: _Call, fn: Callable[[], Awaitable[Any]]) -> None:
         finished = False
         try:
             with trio.CancelScope() as call.scope:
-                if call.cancelled:
-                    call.scope.cancel()
-                try:
-                    call.value = await fn()
-                except Exception as exc:
-                    call.error = exc
-                finished = True
+                # Cancelled before it ran: not begun at all (fn might take something before
+                # its first checkpoint, for a caller that has gone).
+                if not call.cancelled:
+                    try:
+                        call.value = await fn()
+                    except Exception as exc:
+                        call.error = exc
+                    finished = True
         finally:
             if not finished:  # cancelled: by Ctrl-C in the caller, or the portal is closing
                 call.error = ConnectionClosed("the call was cancelled: the SyncClient is closing")

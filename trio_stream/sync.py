@@ -232,9 +232,10 @@ class SyncClient:
             self._stop.set()
 
     # -- the portal (trio_stream/_portal.py) ----------------------------------------------------
-    def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn()`` in the trio thread and wait for its outcome."""
-        return self._portal.call(fn)
+    def _call(self, fn: Callable[[], Awaitable[T]], keep: Callable[[T], object] | None = None) -> T:
+        """Run ``fn()`` in the trio thread and wait for its outcome (``keep``: see
+        BlockingPortal.call)."""
+        return self._portal.call(fn, keep)
 
     def _run_sync(self, fn: Callable[[], T]) -> T:
         """Run the plain function ``fn()`` in the trio thread (client state lives there)."""
@@ -788,11 +789,17 @@ class SyncSubscription:
         self.channel = sub.channel
         # Messages taken from the trio side in one crossing: at most one window's worth, so
         # the client still holds a bounded number of frames (docs/protocol.md section 5).
+        # get() hands out _local[_next] and moves _next on: an index, not list.pop(), so
+        # that no call comes between taking a message and returning it (see get()).
         self._local: list[Message] = []
+        self._next = 0
         # An error met after the messages of a batch (a frame that did not decode): raised by
         # the get() that comes after them, so that it is neither lost nor raised too early.
         self._error: TrioStreamError | None = None
-        self._lock = threading.Lock()
+        # One get() at a time crosses to the trio side: the one that set _busy (see get()).
+        self._turn_lock = threading.Lock()
+        self._turn = threading.Condition(self._turn_lock)
+        self._busy = False
         self._closed = False
         self._last_seq: int | None = None
 
@@ -826,24 +833,53 @@ class SyncSubscription:
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        # Another thread may be waiting in get() on this subscription: wait for it no longer
-        # than our own timeout.
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise TimeoutError(f"no message on {self.channel!r} within {timeout:g} s")
+        # Ctrl-C must not lose a message, nor leave this subscription stuck. Python raises
+        # KeyboardInterrupt only at a call (or a loop's jump), never inside `with`'s entry:
+        # - the turn is a flag set under a plain Lock taken by `with` (Condition's __enter__
+        #   is Python code, Lock.acquire(timeout) a call), not a lock held across the
+        #   crossing: an interrupt just after an acquire returned would leave it held for good;
+        # - a batch the trio side took as the interrupt came is kept by the portal (keep=);
+        # - from taking a message out of the batch to returning it, the only call is the
+        #   turn's release: its interrupt puts the message back (before any other thread
+        #   runs: the GIL changes hands at those same points, after pending signals).
+        mine = False
+        message: Message | None = None
         try:
-            if not self._local:
+            with self._turn_lock:
+                # Another thread may be in get() on this subscription: wait for it no longer
+                # than our own timeout.
+                while self._busy:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"no message on {self.channel!r} within {timeout:g} s")
+                    self._turn.wait(left)
+                self._busy = mine = True
+            if self._next == len(self._local):
                 if self._error is not None:
                     error, self._error = self._error, None
                     raise for_the_caller(error)
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                batch = self._client._call(partial(self._take, left, timeout))
-                batch.reverse()
-                self._local = batch
-            message = self._local.pop()
-            self._last_seq = message.seq
-            return message
+                self._local = self._client._call(partial(self._take, left, timeout), self._keep)
+                self._next = 0
+            message = self._local[self._next]
+            self._next += 1
         finally:
-            self._lock.release()
+            if mine:
+                try:
+                    with self._turn_lock:
+                        self._busy = False
+                        self._turn.notify_all()  # all: an interrupted wait may hold a notify
+                except BaseException:
+                    if message is not None:
+                        self._next -= 1  # the next get() returns it
+                    raise
+        self._last_seq = message.seq
+        return message
+
+    def _keep(self, batch: list[Message]) -> None:
+        """A batch taken as Ctrl-C interrupted get(): the next get() starts with it."""
+        self._local = batch
+        self._next = 0
 
     def statistics(self) -> SubscriptionStatistics:
         """As ``Subscription.statistics``; messages of a batch taken into this thread count
