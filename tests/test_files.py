@@ -349,3 +349,27 @@ async def test_cli_send_file_and_receive_files_end_to_end(
             receiver.kill()
             with trio.move_on_after(SETTLE_S):
                 await receiver.wait()
+
+
+async def test_a_failing_progress_callback_raises_its_own_error(url: str, tmp_path: Path) -> None:
+    # The caller's own exception, as from any call it made: not an ExceptionGroup of the
+    # chunks in flight, nor a wrapped error; the transfer is aborted and leaves no file.
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    random_file(tmp_path / "big", 20 * _files.CHUNK_BYTES)
+
+    def progress(sent: int, total: int) -> None:
+        if sent > total // 4:
+            raise ValueError("the progress bar broke")
+
+    async with pair(url, incoming) as (_, daq):
+        with trio.fail_after(SETTLE_S), pytest.raises(ValueError, match="progress bar broke"):
+            await daq.send_file("store", tmp_path / "big", progress=progress)
+
+        def send_blocking() -> None:
+            with ts.SyncClient(url, name="script") as script:
+                script.send_file("store", tmp_path / "big", progress=progress)
+
+        with trio.fail_after(SETTLE_S), pytest.raises(ValueError, match="progress bar broke"):
+            await trio.to_thread.run_sync(send_blocking)
+        await wait_until(lambda: leftovers(incoming) == [])

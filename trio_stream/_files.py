@@ -379,7 +379,13 @@ async def send_file(
                     in_flight.release()
                 sent += len(data)
                 if progress is not None:
-                    progress(sent, size)
+                    # The caller's callback: its error is the caller's to see as it is, not
+                    # in the ExceptionGroup of this nursery's tasks.
+                    try:
+                        progress(sent, size)
+                    except Exception as exc:
+                        failure.append(exc)
+                        scope.cancel()
 
             async with trio.open_nursery() as nursery:
                 offset = 0
