@@ -466,6 +466,36 @@ async def test_close_is_idempotent_flushes_and_ends_the_thread(url: str) -> None
     await in_thread(scenario)
 
 
+async def test_repr_says_the_state_and_a_closed_publisher_has_no_readers(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+
+        def scenario() -> None:
+            with (
+                SyncClient(proxy.url, name="w", reconnect=ts.Reconnect(initial=0.2)) as c,
+                SyncClient(server.tcp_url, name="r") as r,
+            ):
+                assert repr(c) == f"<SyncClient {proxy.url} open>"
+                c.create_channel("ch")
+                with r.subscribe("ch"):
+                    pub = c.publisher("ch")
+                    pub.wait_for_readers(timeout=STEP_S)
+                    assert pub.readers == 1
+                    proxy.refuse()
+                    trio.from_thread.run_sync(proxy.cut)
+                    c.wait_state("reconnecting", timeout=STEP_S)
+                    assert repr(c) == f"<SyncClient {proxy.url} reconnecting>"
+                    proxy.accept()
+                    c.wait_state("open", timeout=STEP_S)
+                    pub.close()
+                    assert pub.readers == 0  # not the last count it heard
+            assert repr(c) == f"<SyncClient {proxy.url} closed>"
+
+        await in_thread(scenario)
+
+
 async def test_connection_errors_are_raised_by_the_constructor(url: str) -> None:
     def scenario() -> None:
         with SyncClient(url, name="taken"), pytest.raises(ts.NameInUse):

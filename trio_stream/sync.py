@@ -320,8 +320,7 @@ class SyncClient:
         self.close(flush=t is None)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<SyncClient {self.url} {state}>"
+        return f"<SyncClient {self.url} {self.state}>"
 
     # -- channels and introspection ----------------------------------------------------------
     def create_channel(
@@ -703,8 +702,9 @@ class SyncPublisher:
 
     @property
     def readers(self) -> int:
-        """The channel's reader count, kept current by the server."""
-        return self._pub.readers
+        """The channel's reader count, kept current by the server; 0 once this publisher is
+        closed (it hears no more counts)."""
+        return 0 if self._closed or not self._pub.is_open else self._pub.readers
 
     def send(self, value: Any) -> bool:
         """Queue one value (as :meth:`SyncClient.publish`); False while there are no readers.
