@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import pickle
 import random
 import signal
 import socket
@@ -36,6 +37,7 @@ DEADLINE_S = 60.0  # a whole scenario; each blocking step has its own, shorter b
 STEP_S = 10.0
 CHILD = Path(__file__).with_name("sync_child.py")
 INTERRUPTED_READER = Path(__file__).with_name("sync_interrupted_reader.py")
+FORK_CHILD = Path(__file__).with_name("sync_fork_child.py")
 
 
 async def in_thread(fn: Callable[[], T]) -> T:
@@ -494,6 +496,43 @@ async def test_repr_says_the_state_and_a_closed_publisher_has_no_readers(
             assert repr(c) == f"<SyncClient {proxy.url} closed>"
 
         await in_thread(scenario)
+
+
+async def test_a_forked_child_is_told_to_make_its_own_client(server: ts.Server) -> None:
+    # The child of os.fork has a copy of the SyncClient but not its trio thread: a call must
+    # say so at once (it waited for good), and the parent's client must go on working.
+    assert server.tcp_url is not None
+    with trio.fail_after(DEADLINE_S):
+        result = await trio.run_process(
+            [sys.executable, str(FORK_CHILD), server.tcp_url],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    lines = result.stdout.decode().splitlines()
+    assert result.returncode == 0, (lines, result.stderr.decode()[-2000:])
+    for call in ("channels", "publish", "flush"):
+        line = next(line for line in lines if line.startswith(f"{call} "))
+        assert line.startswith(f"{call} ConnectionClosed: "), line
+        assert "cannot cross a fork" in line and "make a new SyncClient in the child" in line
+    assert "close returned" in lines  # nothing of the parent's to close
+    assert lines[-2:] == ["child exit 0", "parent ok"]
+
+
+async def test_pickling_is_refused_with_a_clear_error(url: str) -> None:
+    def scenario() -> None:
+        with SyncClient(url, name="p") as c:
+            c.create_channel("ch")
+            with c.subscribe("ch") as sub, c.publisher("ch") as pub:
+                for thing, what in (
+                    (c, "SyncClient"),
+                    (sub, "SyncSubscription"),
+                    (pub, "SyncPublisher"),
+                ):
+                    with pytest.raises(TypeError, match=f"a {what} cannot be pickled"):
+                        pickle.dumps(thing)
+
+    await in_thread(scenario)
 
 
 async def test_connection_errors_are_raised_by_the_constructor(url: str) -> None:

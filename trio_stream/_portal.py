@@ -9,6 +9,7 @@ thread waits cancels the call's task too, so the work does not go on behind the 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -24,6 +25,12 @@ T = TypeVar("T")
 #: goes to ``keep`` instead of being dropped. The trio thread answers a cancel in microseconds;
 #: this bounds the wait only when it is stuck, so Ctrl-C still returns promptly.
 INTERRUPTED_WAIT_S: Final = 0.5
+
+#: A portal used in a process forked from the one that made it: its trio thread is not there.
+FORKED_MESSAGE: Final = (
+    "this SyncClient was made in another process: a SyncClient cannot cross a fork (the "
+    "child of os.fork has no trio thread behind it); make a new SyncClient in the child"
+)
 
 
 def refuse_trio_thread(what: str) -> None:
@@ -98,6 +105,7 @@ class BlockingPortal:
 
     def __init__(self, closed_message: str = "the portal is closed") -> None:
         self._closed_message = closed_message
+        self._pid = os.getpid()
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._refusing = False
@@ -118,7 +126,17 @@ class BlockingPortal:
 
     @property
     def is_open(self) -> bool:
-        return self._token is not None and not self._refusing
+        return self._token is not None and not self._refusing and not self.forked
+
+    @property
+    def forked(self) -> bool:
+        """True in a process forked from the one that made this portal."""
+        return os.getpid() != self._pid
+
+    def check_process(self) -> None:
+        """Raise ConnectionClosed (FORKED_MESSAGE) in a forked child: a call would hang."""
+        if self.forked:
+            raise ConnectionClosed(FORKED_MESSAGE)
 
     def _closed(self) -> ConnectionClosed:
         return ConnectionClosed(self._closed_message)
@@ -132,9 +150,10 @@ class BlockingPortal:
 
         Raises:
             RuntimeError: called from a thread that runs trio.
-            ConnectionClosed: the portal is closed.
+            ConnectionClosed: the portal is closed, or this is a forked child.
         """
         refuse_trio_thread("this SyncClient method")
+        self.check_process()
         token = self._token
         if self._refusing or token is None:
             raise self._closed()
@@ -176,7 +195,7 @@ class BlockingPortal:
     def run_sync_soon(self, fn: Callable[[], object]) -> None:
         """Schedule ``fn()`` in the trio thread without waiting (nothing if the run is over)."""
         token = self._token
-        if token is not None:
+        if token is not None and not self.forked:  # (the parent's run: not ours to wake)
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(fn)
 

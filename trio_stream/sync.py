@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import trio
 
@@ -79,6 +79,13 @@ CLOSE_JOIN_S: Final = 5.0
 
 
 _refuse_trio_thread = refuse_trio_thread
+
+
+def _refuse_pickle(what: str) -> NoReturn:
+    raise TypeError(
+        f"a {what} cannot be pickled: it stands for a connection and a trio thread of this "
+        "process; send what it reads or the URL to connect with, and make a SyncClient there"
+    )
 
 
 class SyncClient:
@@ -294,6 +301,8 @@ class SyncClient:
                 return
             self._closed = True
         _OPEN.discard(self)
+        if self._portal.forked:  # the thread and the connection are the parent's, not ours
+            return
         self._request_stop(flush)
         self._portal.close()
         if threading.current_thread() is not self._thread:
@@ -318,6 +327,9 @@ class SyncClient:
     ) -> None:
         # Leaving on an exception (Ctrl-C above all): close at once, do not wait to flush.
         self.close(flush=t is None)
+
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle("SyncClient")
 
     def __repr__(self) -> str:
         return f"<SyncClient {self.url} {self.state}>"
@@ -388,6 +400,7 @@ class SyncClient:
         return self._enqueue(pub, value, compress_fn)
 
     def _enqueue(self, pub: Publisher, value: Any, compress: Compressor | None = None) -> bool:
+        self._portal.check_process()  # a forked child's queue has nobody to send it
         if not pub.wanted:  # the trio publisher would drop it: spare the encoding
             with self._cond:
                 self._raise_publish_error()
@@ -775,6 +788,9 @@ class SyncPublisher:
             with contextlib.suppress(TrioStreamError):
                 self.close(flush=False)
 
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle("SyncPublisher")
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.readers} reader(s)"
         return f"<SyncPublisher {self.channel!r} {state}>"
@@ -946,6 +962,9 @@ class SyncSubscription:
     ) -> None:
         # Leaving on an exception (Ctrl-C above all): do not wait for the server's answer.
         self.close(wait=t is None)
+
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle("SyncSubscription")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"lost {self.lost}"
