@@ -608,6 +608,7 @@ async def interrupt_child(
         ("publish", "catch"),
         ("rpc", "catch"),
         ("connect", "catch"),
+        ("connect", "raw"),
         ("get", "raw"),
         ("noclose", "raw"),
     ],
@@ -616,12 +617,14 @@ async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
     server: ts.Server, mode: str, how: str
 ) -> None:
     assert server.tcp_url is not None
-    returncode, text, _, _ = await interrupt_child(server.tcp_url, mode, how)
+    returncode, text, took_s, errors = await interrupt_child(server.tcp_url, mode, how)
     if how == "catch":
         assert returncode == 0, text
         assert "interrupted; SyncClient threads alive: 0" in text
     else:
         assert returncode != 0  # ended by KeyboardInterrupt, not hanging
+        assert errors.rstrip().endswith("KeyboardInterrupt"), errors
+    assert took_s < 5.0, text  # promptly: not after a join's or a connect's timeout
 
 
 async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server) -> None:

@@ -44,7 +44,7 @@ from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
 from ._client_constants import CLOSE_DELIVER_S
 from ._exceptions import ConnectionClosed, FrameTooLarge, ResourceClosed, TrioStreamError
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
-from ._portal import BlockingPortal, for_the_caller, refuse_trio_thread
+from ._portal import BlockingPortal, Done, for_the_caller, refuse_trio_thread
 from ._protocol.array_view import View
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor, compressor
@@ -130,7 +130,7 @@ class SyncClient:
         )
         self._client: Client | None = None
         self._portal = BlockingPortal("this SyncClient is closed")
-        self._ready = threading.Event()
+        self._ready = Done()  # not threading.Event: Ctrl-C in its wait could break it
         self._startup_error: BaseException | None = None
         self._closed = False
         self._close_lock = threading.Lock()
