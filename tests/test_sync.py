@@ -738,3 +738,33 @@ async def test_ctrl_c_in_get_loses_no_message(server: ts.Server) -> None:
 
 def test_sync_client_is_exported() -> None:
     assert ts.SyncClient is SyncClient
+
+
+async def test_values_a_lost_connection_took_are_counted_by_close(server: ts.Server) -> None:
+    """Without reconnection, values written but never acknowledged when the connection is
+    lost for good are not delivered, as far as anyone can tell: close() says how many (it
+    returned silently: the publisher counted them only while reconnecting)."""
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+
+        def scenario() -> None:
+            c = SyncClient(proxy.url, name="w", reconnect=False)
+            with SyncClient(server.tcp_url, name="r") as r:
+                c.create_channel("ch")
+                with r.subscribe("ch"):
+                    pub = c.publisher("ch")
+                    pub.wait_for_readers(timeout=STEP_S)
+                    for value in range(10):
+                        pub.send(value)
+                    c.flush(timeout=STEP_S)  # these ten are acknowledged
+                    trio.from_thread.run_sync(proxy.hold)
+                    for value in range(50):
+                        pub.send(value)
+                    with pytest.raises(TimeoutError):
+                        c.flush(timeout=0.5)  # written, never acknowledged
+                    trio.from_thread.run_sync(proxy.cut)
+                    c.wait_state("closed", timeout=STEP_S)
+            with pytest.raises(ts.ConnectionClosed, match=r"^50 published values were not sent"):
+                c.close()
+
+        await in_thread(scenario)

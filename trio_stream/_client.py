@@ -559,6 +559,11 @@ class Client:
         self._lost = error
         self._io_scope.cancel()
         if self._reconnect is None or self._closing:
+            if self._closed_by_us is None:
+                # Lost for good: what the server had not acknowledged is undelivered (as it
+                # is while reconnecting), so a close says how many values that was.
+                for pub in self._publishers.values():
+                    pub._suspend()
             self._fail(self._closed_by_us or error)
             return
         interrupted = ConnectionClosed(

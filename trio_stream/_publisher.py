@@ -159,7 +159,8 @@ class Publisher:
 
     @property
     def undelivered(self) -> int:
-        """Frames ``send`` took that wait for a connection (0 while connected: those in the
+        """Frames ``send`` took that wait for a connection, or that the server had not
+        acknowledged when the connection was lost for good (0 while connected: those in the
         window are written and wait only for their acknowledgement)."""
         return 0 if self._writing else len(self._unacked)
 
@@ -496,6 +497,12 @@ class Publisher:
         return undelivered
 
     def undelivered_message(self, count: int) -> str:
+        if isinstance(self._ended, ConnectionClosed):  # lost for good: nothing waited
+            return (
+                f"{count} values sent to {self.channel[:80]!r} were not delivered: the "
+                "server had not acknowledged them when the connection was lost for good "
+                f"({self._ended}); some may have reached readers, none are sent again"
+            )
         return (
             f"{count} values sent to {self.channel[:80]!r} were not delivered: the connection "
             "was lost and did not come back before the publisher closed (a close waits "

@@ -473,25 +473,31 @@ class SyncClient:
                 await self._wake.wait()
                 continue
             frames = nbytes = dropped = 0
-            for pub, payload, size in batch:
-                failure = pub.failure
-                if isinstance(failure, ResourceClosed):
-                    # Closed while this value waited (its `with` block ended on an exception).
-                    dropped += 1
-                elif failure is not None:  # the channel was deleted, the client closed
-                    self._publish_failed(failure, pub)
-                else:
-                    try:
-                        await pub.send(payload)
-                        self._used.add(pub)
-                    except TrioStreamError as exc:
-                        self._publish_failed(exc, pub)
-                frames += 1
-                nbytes += size
-                if frames == RELEASE_EVERY:
-                    self._release(frames, nbytes)
-                    frames = nbytes = 0
-            self._release(frames, nbytes)
+            try:
+                for pub, payload, size in batch:
+                    failure = pub.failure
+                    if isinstance(failure, ResourceClosed):
+                        # Closed while this value waited (its `with` block ended on an
+                        # exception).
+                        dropped += 1
+                    elif failure is not None:  # the channel was deleted, the client closed
+                        self._publish_failed(failure, pub)
+                    else:
+                        try:
+                            await pub.send(payload)
+                            self._used.add(pub)
+                        except TrioStreamError as exc:
+                            self._publish_failed(exc, pub)
+                    frames += 1
+                    nbytes += size
+                    if frames == RELEASE_EVERY:
+                        self._release(frames, nbytes)
+                        frames = nbytes = 0
+            finally:
+                # Also when cancelled (the thread closing while a send waits for the
+                # connection): what send() took is the publisher's to count (undelivered),
+                # so the queue's count must not count it as well.
+                self._release(frames, nbytes)
             if dropped:
                 log.warning("%d queued values for closed publishers were not sent", dropped)
 
@@ -528,7 +534,11 @@ class SyncClient:
                     await pub.wait_acknowledged()
                 except TrioStreamError as exc:
                     self._publish_failed(exc, pub)
-            if not pub.is_open:
+            failure = pub.failure
+            if failure is not None and not isinstance(failure, ConnectionClosed):
+                # Closed by its owner (whose close said what it did not deliver), or its
+                # channel ended. One the connection's loss ended stays, so that close()
+                # counts its undelivered values.
                 self._used.discard(pub)
 
     def flush(self, timeout: float | None = None) -> None:
