@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import trio_stream as ts
 
@@ -22,7 +23,7 @@ CHILD_WAIT_S = 10.0
 
 
 def in_child(client: ts.SyncClient) -> None:
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "channels": client.channels,
         "publish": lambda: client.publish("forked", 1),
         "flush": client.flush,

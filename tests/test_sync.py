@@ -40,6 +40,15 @@ INTERRUPTED_READER = Path(__file__).with_name("sync_interrupted_reader.py")
 FORK_CHILD = Path(__file__).with_name("sync_fork_child.py")
 
 
+async def read_to_end(stream: trio.abc.ReceiveStream | None) -> bytes:
+    """What a child's pipe still holds, up to its end."""
+    assert stream is not None
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
+
+
 async def in_thread(fn: Callable[[], T]) -> T:
     """Run a synchronous scenario in a worker thread while the server keeps serving."""
     with trio.fail_after(DEADLINE_S):
@@ -471,13 +480,14 @@ async def test_close_is_idempotent_flushes_and_ends_the_thread(url: str) -> None
 async def test_repr_says_the_state_and_a_closed_publisher_has_no_readers(
     server: ts.Server,
 ) -> None:
-    assert server.tcp_url is not None
-    async with open_proxy(server.tcp_url) as proxy:
+    url = server.tcp_url
+    assert url is not None
+    async with open_proxy(url) as proxy:
 
         def scenario() -> None:
             with (
                 SyncClient(proxy.url, name="w", reconnect=ts.Reconnect(initial=0.2)) as c,
-                SyncClient(server.tcp_url, name="r") as r,
+                SyncClient(url, name="r") as r,
             ):
                 assert repr(c) == f"<SyncClient {proxy.url} open>"
                 c.create_channel("ch")
@@ -588,11 +598,8 @@ async def interrupt_child(
         with trio.fail_after(15):  # well under the time any hang would take
             await process.wait()
             exited = trio.current_time()
-            while chunk := await process.stdout.receive_some():
-                output += chunk
-            errors = b""
-            while chunk := await process.stderr.receive_some():
-                errors += chunk
+            output += await read_to_end(process.stdout)
+            errors = await read_to_end(process.stderr)
     finally:
         if process.returncode is None:
             process.kill()
@@ -724,9 +731,7 @@ async def test_ctrl_c_in_get_loses_no_message(server: ts.Server) -> None:
                         interrupts += 1
         with trio.fail_after(STEP_S):
             await process.wait()
-            errors = b""
-            while chunk := await process.stderr.receive_some():
-                errors += chunk
+            errors = await read_to_end(process.stderr)
     finally:
         if process.returncode is None:
             process.kill()
@@ -744,12 +749,13 @@ async def test_values_a_lost_connection_took_are_counted_by_close(server: ts.Ser
     """Without reconnection, values written but never acknowledged when the connection is
     lost for good are not delivered, as far as anyone can tell: close() says how many (it
     returned silently: the publisher counted them only while reconnecting)."""
-    assert server.tcp_url is not None
-    async with open_proxy(server.tcp_url) as proxy:
+    url = server.tcp_url
+    assert url is not None
+    async with open_proxy(url) as proxy:
 
         def scenario() -> None:
             c = SyncClient(proxy.url, name="w", reconnect=False)
-            with SyncClient(server.tcp_url, name="r") as r:
+            with SyncClient(url, name="r") as r:
                 c.create_channel("ch")
                 with r.subscribe("ch"):
                     pub = c.publisher("ch")
