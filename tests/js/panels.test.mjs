@@ -27,19 +27,12 @@ test('the info line says which pixels the server keeps', () => {
   assert.equal(viewText(imageView([1536, 1024, 3])), 'every 3rd × 2nd × 1st element');
 });
 
-test('a panel holds half a second of its rate once it knows the frame size, not one frame', () => {
+test('a panel subscribes deep enough for half a second of its rate, not one frame', () => {
   // size 1 made the credit window one frame: a page busy for two intervals lost frames
-  const line = 8 * 1024;
-  assert.deepEqual(subscriptionOptions(30, line), { policy: 'drop_oldest', size: 15, maxRate: 30 });
-  assert.equal(subscriptionOptions(10, line).size, 5);
-  assert.equal(subscriptionOptions(5, line).size, 3);
-  assert.equal(subscriptionOptions(1, line).size, 2);
-});
-
-test('a panel subscribes one frame deep until its first frame tells the frame size', () => {
-  // the frames may be 8 MiB images: 15 of them per panel could exceed max_buffered_bytes
-  for (const rate of [1, 5, 30]) assert.equal(subscriptionOptions(rate).size, 1);
-  assert.equal(subscriptionOptions(30).maxRate, 30);
+  assert.deepEqual(subscriptionOptions(30), { policy: 'drop_oldest', size: 15, maxRate: 30 });
+  assert.equal(subscriptionOptions(10).size, 5);
+  assert.equal(subscriptionOptions(5).size, 3);
+  assert.equal(subscriptionOptions(1).size, 2);
 });
 
 test('an image panel buffers at most half a second of its byte budget', () => {

@@ -22,12 +22,9 @@ export const PANEL_DEPTH_S = 0.5;
 
 /**
  * The rate and buffer a panel subscribes with (a large image also gets a server-side view:
- * imageView below, chosen from its first frame). Once the frame size is known, the buffer
- * holds PANEL_DEPTH_S of the rate (2 frames at least), and of an image no more than that long
- * of IMAGE_BYTES_PER_S (1 frame at least). Before, it is 1: the frames may be 8 MiB camera
- * images, and half a second of them at 30 Hz, in flight and buffered for every panel, could
- * take the page's connection over the server's max_buffered_bytes, which ends its
- * subscriptions. The panel retunes the size at its first frame (Panel.onMessage).
+ * imageView below, chosen from its first frame). The buffer holds PANEL_DEPTH_S of the rate
+ * (2 frames at least), and of an image no more than that long of IMAGE_BYTES_PER_S (1 frame
+ * at least).
  * @param {number} rateHz the panel's rate
  * @param {number | null} frameBytes the size of the channel's last frame, once known
  */
@@ -35,12 +32,9 @@ export function subscriptionOptions(rateHz, frameBytes = null) {
   let maxRate = rateHz;
   if (frameBytes && frameBytes * rateHz > IMAGE_BYTES_PER_S) maxRate = Math.max(0.1, IMAGE_BYTES_PER_S / frameBytes);
   maxRate = Number(maxRate.toPrecision(3));
-  if (!frameBytes) return { policy: 'drop_oldest', size: 1, maxRate };
-  const size = Math.min(
-    Math.max(2, Math.ceil(maxRate * PANEL_DEPTH_S)),
-    Math.floor((IMAGE_BYTES_PER_S * PANEL_DEPTH_S) / frameBytes),
-  );
-  return { policy: 'drop_oldest', size: Math.max(1, size), maxRate };
+  let size = Math.max(2, Math.ceil(maxRate * PANEL_DEPTH_S));
+  if (frameBytes) size = Math.max(1, Math.min(size, Math.floor((IMAGE_BYTES_PER_S * PANEL_DEPTH_S) / frameBytes)));
+  return { policy: 'drop_oldest', size, maxRate };
 }
 
 // An image panel shows at most this many pixels per side: a larger frame is decimated on the
@@ -297,8 +291,6 @@ export class Panel {
     old?.sub?.close();
     const opts = subscriptionOptions(this.rate, entry.frameBytes);
     entry.maxRate = opts.maxRate;
-    entry.size = opts.size;
-    entry.sized = entry.frameBytes !== null;
     let sub = null;
     try {
       sub = await this.client.subscribe(name, {
@@ -320,18 +312,6 @@ export class Panel {
     sub.on('waiting', (why) => {
       if (entry.sub === sub) setText(this.info, `${name}: waiting for the channel to come back (${why})`);
     });
-  }
-
-  // The buffer's size for the frames' size, without a gap: the first frame tells it (the
-  // subscription began with 1), and a frame that grew asks for fewer of them. A failed retune
-  // (the connection is down) is tried again at a later frame.
-  resize(entry, size) {
-    if (!entry.sub || entry.resizing) return;
-    entry.resizing = true;
-    entry.sub.retune({ size }).then(
-      () => { entry.size = size; entry.sized = true; },
-      () => {},
-    ).finally(() => { entry.resizing = false; });
   }
 
   onMessage(name, entry, msg, sub) {
@@ -361,9 +341,8 @@ export class Panel {
     const bytes = view.values?.byteLength;
     if (bytes && !resubscribed && (view.kind === 'image' || view.kind === 'line')) {
       entry.frameBytes = bytes;
-      const want = subscriptionOptions(this.rate, bytes);
-      if (want.maxRate < entry.maxRate * 0.9) this.subscribe(name);
-      else if (want.size !== entry.size && (!entry.sized || want.size < entry.size)) this.resize(entry, want.size);
+      const want = subscriptionOptions(this.rate, bytes).maxRate;
+      if (want < entry.maxRate * 0.9) this.subscribe(name);
     }
     if (!this.plotter.paused) {
       this.text.hidden = view.kind !== 'text';
