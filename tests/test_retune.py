@@ -173,10 +173,16 @@ async def test_a_stream_across_retunes_has_no_duplicate_and_no_uncounted_hole(
             await pub.wait_for_readers()
 
             sent = 0
+            # The last frame goes out only under the final policy, which keeps it: sent
+            # under drop_newest to a full buffer it was dropped, and the read waited for it
+            # for good (a slow run of CI).
+            retuned = trio.Event()
 
             async def produce() -> None:
                 nonlocal sent
                 for i in range(frames):
+                    if i == frames - 1:
+                        await retuned.wait()
                     await pub.send(i)
                     sent += 1
                     if i % 50 == 0:
@@ -192,6 +198,7 @@ async def test_a_stream_across_retunes_has_no_duplicate_and_no_uncounted_hole(
                     got += [await sub.receive() for _ in range(20)]
                     await sub.retune(policy=final, size=20)
                     sent_before_block = sent  # every frame sent after this reply is kept
+                    retuned.set()
                     got += await read_until(sub, frames - 1)
         seqs = [m.seq for m in got]
         assert seqs == sorted(set(seqs)), "a duplicate or a frame out of order"
