@@ -709,6 +709,50 @@ def big_frame(n: int) -> np.ndarray[Any, np.dtype[np.uint16]]:
     return frame
 
 
+async def with_camera(
+    channel: str,
+    rate_hz: float,
+    make: Callable[[int], object],
+    steps: Callable[[Page], object],
+    shot: str,
+    *,
+    open_panel: bool = False,
+    read_too: bool = False,
+) -> tuple[Any, list[str]]:
+    """A server with one writer of ``make(n)`` at ``rate_hz``; ``steps`` run against its
+    dashboard, opened on a panel of ``channel`` (``open_panel``) or on the first visit's
+    layout. ``read_too``: a Python reader takes the channel first, and the page opens once the
+    server has measured its rates."""
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with (
+                ts.open_client(server.tcp_url, name="camera") as client,
+                trio.open_nursery() as writers,
+            ):
+                await client.create_channel(channel)
+                if read_too:
+                    writers.start_soon(read_all, client, channel)
+                writers.start_soon(write, client, channel, rate_hz, make)
+                while read_too and not any(  # noqa: ASYNC110 - rates are polled
+                    c.name == channel and c.rate_fps > 0 for c in await client.channels()
+                ):
+                    await trio.sleep(0.1)
+                fragment = "#" + channel.replace("/", "%2F") if open_panel else ""
+                outcome: tuple[Any, list[str]] = await trio.to_thread.run_sync(
+                    run_page, server.http_url + fragment, steps, shot
+                )
+                writers.cancel_scope.cancel()
+    return outcome
+
+
+async def read_all(client: ts.Client, channel: str) -> None:
+    async with client.subscribe(channel, policy="drop_oldest", size=1) as sub:
+        async for _ in sub:
+            pass
+
+
 async def test_a_large_camera_reaches_the_image_panel_decimated_by_the_server(
     tmp_path: Path,
 ) -> None:
@@ -729,21 +773,9 @@ async def test_a_large_camera_reaches_the_image_panel_decimated_by_the_server(
         seen["after_export"] = page.text_content(".plot-box .plot-info")
         return seen
 
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
-    with trio.fail_after(TEST_TIMEOUT_S):
-        async with ts.open_server(config) as server:
-            assert server.tcp_url is not None and server.http_url is not None
-            async with (
-                ts.open_client(server.tcp_url, name="camera") as client,
-                trio.open_nursery() as writers,
-            ):
-                await client.create_channel(BIG_CAMERA)
-                writers.start_soon(write, client, BIG_CAMERA, BIG_RATE_HZ, big_frame)
-                fragment = "#" + BIG_CAMERA.replace("/", "%2F")
-                result, errors = await trio.to_thread.run_sync(
-                    run_page, server.http_url + fragment, steps, "dashboard-big-camera.png"
-                )
-                writers.cancel_scope.cancel()
+    result, errors = await with_camera(
+        BIG_CAMERA, BIG_RATE_HZ, big_frame, steps, "dashboard-big-camera.png", open_panel=True
+    )
     assert not errors
     assert result["shape"] == [512, 512] and result["dtype"] == "Uint16Array", result
     assert result["bytes"] == 512 * 512 * 2  # a sixteenth of the camera's 8 MiB
@@ -753,6 +785,41 @@ async def test_a_large_camera_reaches_the_image_panel_decimated_by_the_server(
     assert saved.shape == (512, 512) and saved.dtype == np.uint16
     # the server's cut: every 4th pixel of some frame n, i.e. (4x + 4y + 64n) % 4096
     assert int(saved[1, 0]) - int(saved[0, 0]) in (4, 4 - 4096)
+
+
+RATED_CAMERA: Final = "lab/rated-camera"
+RATED_HZ: Final = 20.0  # of 1 MiB frames: 20 MiB/s, over a panel's 8 MiB/s budget
+PANEL_ENTRY_JS: Final = f"""() => {{
+  const e = window.__tsPanels[0].subs.get({RATED_CAMERA!r});
+  return {{token: e.token, maxRate: e.maxRate, frames: window.__tsPanels[0].frames}};
+}}"""
+
+
+def rated_frame(n: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return np.full((512, 512), n % 256, dtype=np.float32)
+
+
+async def test_a_panel_sizes_its_first_subscription_by_the_channels_rates() -> None:
+    """A panel on a live channel of large frames subscribes within its byte budget at once:
+    the channel table's rates tell the frame size. (Blind, it asked for half a second of its
+    rate and retuned at the first frame; meanwhile a camera's frames piled up on the server,
+    and a few such panels could take the page's connection over max_buffered_bytes.)"""
+
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function("() => window.__tsPanels.length === 1")
+        page.wait_for_function("() => window.__tsPanels[0].frames > 3")
+        entry: dict[str, Any] = page.evaluate(PANEL_ENTRY_JS)
+        return entry
+
+    # Someone reads the channel already (a recorder, another page): its writer sends, and
+    # the server measures its rates (no reader, no frames, no rates). No layout in the URL:
+    # the first visit plots the live channel.
+    result, errors = await with_camera(
+        RATED_CAMERA, RATED_HZ, rated_frame, steps, "dashboard-rated-camera.png", read_too=True
+    )
+    assert not errors
+    # 8 MiB/s over 1 MiB frames: 8 Hz from the start, never retuned (token 1)
+    assert result["token"] == 1 and result["maxRate"] == 8, result
 
 
 # -- rendering smoothness: dropped animation frames while plotting ----------------------------

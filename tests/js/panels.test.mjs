@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  imageView, viewText, subscriptionOptions, MAX_IMAGE_SIDE_PX, IMAGE_BYTES_PER_S, PANEL_DEPTH_S,
+  imageView, viewText, subscriptionOptions, frameBytesFromRates, MAX_IMAGE_SIDE_PX, IMAGE_BYTES_PER_S, PANEL_DEPTH_S,
   reconnectTally, tallyFrame, tallyNote,
 } from '../../trio_stream/web/panels.js';
 
@@ -44,6 +44,18 @@ test('an image panel buffers at most half a second of its byte budget', () => {
   assert.ok(big.size * 2 * 2 ** 20 <= IMAGE_BYTES_PER_S * PANEL_DEPTH_S);
   const huge = subscriptionOptions(10, 16 * 2 ** 20); // one frame is more than the budget
   assert.deepEqual(huge, { policy: 'drop_oldest', size: 1, maxRate: 0.5 });
+});
+
+test("before its first frame a panel sizes by the channel's rates", () => {
+  // a camera of 8 MiB frames at 30 Hz: 240 MiB/s in the channel table
+  const camera = { rate_fps: 30, rate_bps: 30 * 8 * 2 ** 20 };
+  assert.equal(frameBytesFromRates(camera), 8 * 2 ** 20);
+  assert.deepEqual(subscriptionOptions(30, frameBytesFromRates(camera)), { policy: 'drop_oldest', size: 1, maxRate: 1 });
+  // nothing flows (or a row without rates): unknown, and the rate alone decides
+  for (const idle of [{ rate_fps: 0, rate_bps: 0 }, {}, { rate_fps: 5, rate_bps: null }, { rate_fps: 'x', rate_bps: 9 }]) {
+    assert.equal(frameBytesFromRates(idle), null, JSON.stringify(idle));
+  }
+  assert.equal(frameBytesFromRates({ rate_fps: 3, rate_bps: 100 }), 34); // rounded up
 });
 
 test('after a reconnection the info line counts what the frames the server held carried', () => {

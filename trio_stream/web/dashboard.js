@@ -3,7 +3,7 @@
 
 import { createClient, ConnectionClosed, AuthError, RpcTimeout } from './trio_stream.js';
 import { decode } from './cbor.js';
-import { Panel } from './panels.js';
+import { Panel, frameBytesFromRates } from './panels.js';
 import { parseLayout, formatLayout, DEFAULT_RATE_HZ } from './layout.js';
 import * as fmt from './format.js';
 
@@ -335,6 +335,7 @@ const channelTable = new KeyedTable($('channels-body'), [
 
 let channelNames = new Set();
 const channelMeta = new Map();
+const channelFrameBytes = new Map(); // name -> bytes a frame, from the server's rates
 
 function renderChannels(list) {
   const all = (Array.isArray(list) ? list : []).filter((c) => isRecord(c) && typeof c.name === 'string');
@@ -344,6 +345,11 @@ function renderChannels(list) {
   // created again under its name brings its own).
   for (const name of channelMeta.keys()) if (!channelNames.has(name)) channelMeta.delete(name);
   for (const c of all) channelMeta.set(c.name, isRecord(c.meta) ? c.meta : null);
+  channelFrameBytes.clear();
+  for (const c of all) {
+    const bytes = frameBytesFromRates(c);
+    if (bytes !== null) channelFrameBytes.set(c.name, bytes);
+  }
   let chans = all.filter((c) => matches('channels-filter', c.name));
   // the server's own channels ($stats, ...) after the users' ones, unless sorted by a column
   chans.sort((a, b) => (a.name.startsWith('$') - b.name.startsWith('$')) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -503,7 +509,7 @@ function setActive(panel) {
 
 function addPanel(spec = { channels: [], rate: DEFAULT_RATE_HZ, y: null }, { start = true } = {}) {
   const panel = new Panel({
-    client, spec, metaOf: (n) => channelMeta.get(n) ?? null,
+    client, spec, metaOf: (n) => channelMeta.get(n) ?? null, frameBytesOf: (n) => channelFrameBytes.get(n) ?? null,
     onFrame: () => {
       state.framesPlotted++;
       const entry = state.panels.find((x) => x.id === panel.id);

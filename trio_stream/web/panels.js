@@ -37,6 +37,16 @@ export function subscriptionOptions(rateHz, frameBytes = null) {
   return { policy: 'drop_oldest', size, maxRate };
 }
 
+/**
+ * A channel's frame size from the server's rates of it (bytes/s over frames/s: the wire's
+ * bytes, a few more than the value's), or null while nothing flows.
+ * @param {{rate_fps?: unknown, rate_bps?: unknown}} c a row of the `channels` list
+ */
+export function frameBytesFromRates(c) {
+  const fps = Number(c.rate_fps), bps = Number(c.rate_bps);
+  return fps > 0 && bps > 0 && Number.isFinite(bps / fps) ? Math.ceil(bps / fps) : null;
+}
+
 // An image panel shows at most this many pixels per side: a larger frame is decimated on the
 // server (the subscription's array view, docs/protocol.md "Array view"), so a 2048x2048 camera
 // costs the browser a 512x512 frame, a sixteenth of the bytes.
@@ -109,8 +119,10 @@ export class Panel {
    * @param {(panel: Panel, what: string) => void} o.onChange layout changed, or 'activate', 'remove', 'left', 'right'
    * @param {(msg: object) => void} o.onFrame a frame was plotted
    * @param {(name: string) => object | null} o.metaOf a channel's meta
+   * @param {(name: string) => number | null} [o.frameBytesOf] a channel's frame size as the
+   *   server's rates tell it (bytes/s over frames/s), before a frame of it came here
    */
-  constructor({ client, spec, onChange, onFrame, metaOf }) {
+  constructor({ client, spec, onChange, onFrame, metaOf, frameBytesOf = () => null }) {
     this.id = nextId++;
     this.client = client;
     this.channels = [...spec.channels];
@@ -118,6 +130,7 @@ export class Panel {
     this.onChange = onChange;
     this.onFrame = onFrame;
     this.metaOf = metaOf;
+    this.frameBytesOf = frameBytesOf;
     this.subs = new Map(); // channel -> {sub, token, frameBytes, lastTry}
     this.frames = 0;
     this.lastMsg = null;
@@ -284,8 +297,13 @@ export class Panel {
   async subscribe(name) {
     const old = this.subs.get(name);
     const token = (old?.token ?? 0) + 1;
+    // Until a frame of it came, the size the channel's rates tell: a panel that subscribed
+    // for half a second of its rate blind (15 frames at 30 Hz) could have a camera's 8 MiB
+    // frames pile up on the server until its first one came, and a few such panels take
+    // the connection over max_buffered_bytes, which ends their subscriptions. The first frame
+    // still retunes to its own size.
     const entry = {
-      sub: null, token, frameBytes: old?.frameBytes ?? null, view: old?.view ?? null, lastTry: Date.now(), pending: true,
+      sub: null, token, frameBytes: old?.frameBytes ?? this.frameBytesOf(name), view: old?.view ?? null, lastTry: Date.now(), pending: true,
     };
     this.subs.set(name, entry);
     old?.sub?.close();
