@@ -103,6 +103,7 @@ def test_unbounded_reader_over_the_memory_bound_is_ended_with_limit_exceeded() -
     assert (end.sub, end.error) == (reader.sub_id, "LimitExceeded")
     # What the bound dropped is said (ten frames of ~1,000 bytes fill 10,000).
     assert "and the 10 frames buffered for it were dropped" in end.reason
+    assert "use a bounded policy" in end.reason and "max_buffered_bytes" in end.reason
     assert box.buffered_bytes == 0
     assert reader.sub_id not in box.readers and other.sub_id in box.readers
     assert channel.readers == 0
@@ -344,6 +345,9 @@ def test_frames_going_count_toward_the_memory_bound() -> None:
     (end,) = [m for m in sent.control if isinstance(m, M.SubEnd)]
     assert (end.sub, end.error) == (reader.sub_id, "LimitExceeded")
     assert box.buffered_bytes == 0 and channel.readers == 0
+    # A ring reader is told to shrink its size, not to take the policy it has.
+    assert "smaller size (size 10 times" in end.reason, end.reason
+    assert "bounded policy" not in end.reason
 
 
 class Model:

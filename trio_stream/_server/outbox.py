@@ -1436,14 +1436,21 @@ class Outbox:
         for reader in self._over_limit:
             # Ended with an error, at once: the frames buffered for it go with it (they are
             # the memory over the bound), and the reader learns how many.
+            if reader.buffer.policy is Policy.UNBOUNDED:
+                remedy = "read faster, use a bounded policy (drop_oldest, block)"
+            else:  # a ring whose size of these frames does not fit beside the others
+                remedy = (
+                    f"subscribe with a smaller size (size {reader.buffer.size} times the "
+                    "frame's bytes, with the connection's other subscriptions, must fit)"
+                )
             self.end(
                 reader,
                 LimitExceeded(
                     f"the server buffers more than max_buffered_bytes "
                     f"({self.max_buffered_bytes} bytes) for this connection, so the "
                     f"subscription to {reader.channel.name[:80]!r} was ended and the "
-                    f"{len(reader.buffer)} frames buffered for it were dropped: read faster, "
-                    "use a bounded policy (drop_oldest, block), or raise max_buffered_bytes"
+                    f"{len(reader.buffer)} frames buffered for it were dropped: {remedy}, "
+                    "or raise max_buffered_bytes"
                 ),
             )
         self._over_limit = []
