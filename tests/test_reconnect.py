@@ -225,6 +225,43 @@ async def test_a_blip_beyond_the_grace_and_history_counts_every_missed_frame_exa
         assert gap.lost == PRODUCED - 100 - recovered
 
 
+@pytest.mark.server_options(resume_grace_s=0.2)
+async def test_an_every_2_reader_back_after_the_grace_keeps_its_step_and_counts_only_its_frames(
+    server: ts.Server, proxy: TcpProxy, engine_kind: str
+) -> None:
+    # every=2 keeps seqs 1, 3, 5, ... whether or not its connection broke, and of the frames
+    # gone from the history only those it would have kept count as lost (it used to count
+    # all of them, twice too many, and to restart its step at the first frame replayed).
+    async with writer_and_proxied_reader(
+        server,
+        proxy,
+        history=20,
+        reconnect=ts.Reconnect(initial=1.0, maximum=1.0),
+        size=1000,
+        every=2,
+    ) as (pub, sub, reader):
+        got: list[ts.Message] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until, sub, PRODUCED - 1, got)
+            for i in range(100):
+                await pub.send(i)
+            await pub.wait_acknowledged()
+            with trio.fail_after(WAIT_S):
+                while len(got) < 50:  # noqa: ASYNC110 - polling a plain list
+                    await trio.sleep(0.01)
+            proxy.cut()
+            await reader.wait_state("reconnecting")
+            for i in range(100, PRODUCED):
+                await pub.send(i)
+        assert [m.data for m in got] == [m.seq - 1 for m in got]
+        assert all(m.seq % 2 for m in got), [m.seq for m in got]
+        assert len(got) + sum(m.lost for m in got) == PRODUCED // 2
+        gap = next(m.gap for m in got if m.gap is not None)
+        assert gap.kind == "resumed" and gap.lost == sum(m.lost for m in got)
+        # Through Redis the channel's stream still holds every frame: nothing is lost.
+        assert (gap.lost > 0) == (engine_kind == "memory")
+
+
 async def test_a_block_reader_cut_without_history_loses_nothing_and_its_writer_never_knows(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

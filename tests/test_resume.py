@@ -20,11 +20,18 @@ from trio_stream._server.resume import subscribe_since
 
 
 def resume(
-    world: World, outbox: Outbox, channel: Channel, since_seq: int, policy: Policy, size: int
+    world: World,
+    outbox: Outbox,
+    channel: Channel,
+    since_seq: int,
+    policy: Policy,
+    size: int,
+    every: int = 1,
+    max_rate: float | None = None,
 ) -> tuple[Reader, dict[str, Any]]:
     """Open a reader on ``outbox`` and attach it resuming after ``since_seq``."""
     reader = outbox.open_reader(
-        channel, policy, size, 1, None, 1024, 8 << 20, None, window_asked=1024
+        channel, policy, size, every, max_rate, 1024, 8 << 20, None, window_asked=1024
     )
     return reader, subscribe_since(world.broker, reader, channel.epoch, since_seq)
 
@@ -106,3 +113,47 @@ def test_a_block_resume_accounts_for_every_frame_after_its_position_exactly(
         range(produced - outcome["recovered"] + 1, produced + 1)
     )
     assert sum(lost for _, lost, _, _ in sent) == reader.lost
+
+
+@given(
+    every=st.integers(2, 5),
+    history=st.integers(1, 30),
+    before=st.integers(1, 12),
+    away=st.integers(0, 40),
+    after=st.integers(0, 12),
+)
+def test_an_every_n_resume_keeps_the_step_and_counts_only_the_frames_it_would_have_kept(
+    every: int, history: int, before: int, away: int, after: int
+) -> None:
+    # A reader of every=N resumes after the last frame it got (a kept one): it gets, and is
+    # told it lost, exactly what it would have been sent had the connection never broken;
+    # the frames between that it would have passed over are decimation, not loss. (It used
+    # to count every frame gone from the history as lost, N times too many, and to restart
+    # its step at the first frame replayed.)
+    world, channel, _, writer = channel_with(history, 0)
+    for i in range(before):
+        world.broker.publish(writer, 1.0, payload(i))
+    since = 1 + (before - 1) // every * every  # its last frame: seq 1, 1 + N, ...
+    for i in range(before, before + away):
+        world.broker.publish(writer, 1.0, payload(i))
+    _, box = world.connection()
+    reader, outcome = resume(world, box, channel, since, Policy.UNBOUNDED, 0, every=every)
+    after += every  # a kept frame comes after the gap: the first one tells it (section 8)
+    for i in range(before + away, before + away + after):
+        world.broker.publish(writer, 1.0, payload(i))
+    last = before + away + after
+    wanted = list(range(since + every, last + 1, every))  # what the uncut reader gets next
+    sent = decode(box.next_batch()).data
+    got = [seq for _, _, seq, _ in sent]
+    assert got == [seq for seq in wanted if seq > before + away - history]  # still held, or live
+    assert reader.lost == sum(lost for _, lost, _, _ in sent) == len(wanted) - len(got)
+    assert outcome["recovered"] == len([seq for seq in got if seq <= before + away])
+
+
+def test_a_max_rate_resume_counts_every_frame_gone_from_the_history() -> None:
+    # Which of them max_rate would have let through is unknowable once they are gone: all
+    # of them count (never fewer than the reader missed).
+    world, channel, _, _ = channel_with(5, 20)
+    _, box = world.connection()
+    reader, _ = resume(world, box, channel, 3, Policy.DROP_OLDEST, 100, max_rate=1000.0)
+    assert reader.lost == 20 - 5 - 3

@@ -20,7 +20,9 @@ Five jobs, each small, called from the session and its requests at a few points:
   frame would be (its policy, size, ``every`` and ``max_rate`` apply; a full ``block`` buffer
   takes them past its size, as the history has no writer to hold back) and every frame
   between ``since_seq`` and the first one the history still holds is counted lost on the
-  next frame the reader gets; a different epoch is a reset (the channel was created anew).
+  next frame the reader gets (of ``every=N``, every N-th: those it would have kept, in step
+  with its frames before the cut); a different epoch is a reset (the channel was created
+  anew).
 - **Readers kept.** While a lease waits, the gone connection's subscriptions wait with it,
   attached to their channels (kept.py): the resubscription of each takes its own back, with
   what arrived meanwhile and what was in flight, so a reader loses nothing to its own cut.
@@ -380,16 +382,19 @@ def subscribe_since(
             replay_history(sub, recent)
             outcome.update(kind="reset", recovered=recovered(sub))
             return
+        phase = _every_phase(sub, since_seq)
         # Gone from the channel's history: lost, exactly (with a sender filter the server
-        # cannot tell whose they were, so they count as this reader's loss too).
+        # cannot tell whose they were, nor with max_rate which of them it would have let
+        # through, so all of them count as this reader's loss then).
         whole = channel.recent
         first_kept = whole[0].seq if whole else channel.seq + 1
-        missing = max(0, first_kept - since_seq - 1)
+        missing = phase.kept_between(since_seq, first_kept - 1)
         if missing:
             sub.skip(missing)
         for frame in recent:
             if frame.seq <= since_seq:
                 continue
+            phase.align(frame.seq)
             if not sub.offer(frame) and not sub.admit(frame, past_size=True):
                 # A full block buffer takes history past its size (Reader.admit);
                 # only what the connection's byte bounds leave out is lost (counted on the
@@ -400,11 +405,44 @@ def subscribe_since(
         # up with a node reading fast): lost, counted, as live frames follow channel.seq.
         newest = max(whole[-1].seq if whole else channel.seq, since_seq)
         if channel.seq > newest:
-            sub.skip(channel.seq - newest)
+            sub.skip(phase.kept_between(newest, channel.seq))
+        phase.align(channel.seq + 1)  # the live frames go on in step
         outcome.update(kind="resumed", recovered=recovered(sub))
 
     broker.subscribe(sub, replay=replay)
     return outcome
+
+
+@dataclass
+class _EveryPhase:
+    """Which seqs a resumed ``every=N`` reader keeps: those N, 2N, ... after ``since_seq``,
+    its last frame, as the subscription that broke would have gone on keeping them. So the
+    frames gone from the history count as lost only where it would have kept one, and the
+    history and live frames after them are kept in the same step (a fresh subscription
+    keeps the first frame it is offered instead). ``every`` 1: every frame."""
+
+    reader: Reader | None  # None: the seqs say nothing (every 1, max_rate, a sender filter)
+    every: int
+    since_seq: int
+
+    def kept_between(self, after: int, upto: int) -> int:
+        """How many of seqs ``after + 1 .. upto`` it keeps (every one of them: a loss that
+        the server cannot tell apart from decimation counts in full)."""
+        if upto <= after:
+            return 0
+        if self.reader is None:
+            return upto - after
+        return (upto - self.since_seq) // self.every - (after - self.since_seq) // self.every
+
+    def align(self, seq: int) -> None:
+        """Set the reader's count so that it keeps ``seq`` if the step does."""
+        if self.reader is not None:
+            self.reader.seen = (seq - self.since_seq) % self.every
+
+
+def _every_phase(sub: Reader, since_seq: int) -> _EveryPhase:
+    in_step = sub.every > 1 and not sub.interval and sub.sender is None
+    return _EveryPhase(sub if in_step else None, sub.every, since_seq)
 
 
 def recovered(sub: Reader) -> int:
