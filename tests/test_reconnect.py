@@ -117,18 +117,19 @@ async def cut_until_kept(server: ts.Server, proxy: TcpProxy) -> float:
 
 
 async def hundred_read_then_three_hundred_away(
-    pub: ts.Publisher, sub: ts.Subscription, reader: ts.Client, proxy: TcpProxy
+    pub: ts.Publisher, sub: ts.Subscription, reader: ts.Client, proxy: TcpProxy, every: int = 1
 ) -> list[ts.Message]:
-    """The beyond-the-history tests: 100 frames read, the reader cut, 300 frames sent while
-    it is away; every message it gets until the last (the 400th)."""
+    """The beyond-the-history tests: 100 frames sent and read (those ``every`` keeps), the
+    reader cut, 300 frames sent while it is away; every message it gets until the last."""
     got: list[ts.Message] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_until, sub, PRODUCED, got)
+        last_kept = 1 + (PRODUCED - 1) // every * every  # every=N keeps seqs 1, 1 + N, ...
+        nursery.start_soon(read_until, sub, last_kept, got)
         for i in range(100):
             await pub.send(i)
         await pub.wait_acknowledged()
         with trio.fail_after(WAIT_S):
-            while len(got) < 100:  # noqa: ASYNC110 - polling a plain list
+            while len(got) < 100 // every:  # noqa: ASYNC110 - polling a plain list
                 await trio.sleep(0.01)
         proxy.cut()
         await reader.wait_state("reconnecting")
@@ -240,19 +241,7 @@ async def test_an_every_2_reader_back_after_the_grace_keeps_its_step_and_counts_
         size=1000,
         every=2,
     ) as (pub, sub, reader):
-        got: list[ts.Message] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_until, sub, PRODUCED - 1, got)
-            for i in range(100):
-                await pub.send(i)
-            await pub.wait_acknowledged()
-            with trio.fail_after(WAIT_S):
-                while len(got) < 50:  # noqa: ASYNC110 - polling a plain list
-                    await trio.sleep(0.01)
-            proxy.cut()
-            await reader.wait_state("reconnecting")
-            for i in range(100, PRODUCED):
-                await pub.send(i)
+        got = await hundred_read_then_three_hundred_away(pub, sub, reader, proxy, every=2)
         assert [m.data for m in got] == [m.seq - 1 for m in got]
         assert all(m.seq % 2 for m in got), [m.seq for m in got]
         assert len(got) + sum(m.lost for m in got) == PRODUCED // 2
