@@ -21,13 +21,15 @@ import trio_websocket
 from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder, RunTaker, T
-from . import sniff
+from . import sniff, ws_fail
 from .base import FrameTransport
 from .connect import cannot_connect
 from .urls import split_url
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
+
+ws_fail.install()  # a frame that breaks RFC 6455 gets a close frame saying so (ws_fail.py)
 
 # A sender starts a new message once the current one holds this much (a single frame larger
 # than this travels alone). It bounds what a receiver must accept beyond one frame.
