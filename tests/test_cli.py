@@ -116,9 +116,15 @@ class Running:
 
 
 @asynccontextmanager
-async def running(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[Running]:
+async def running(
+    *args: str, env: dict[str, str] | None = None, stdin: int | None = None
+) -> AsyncIterator[Running]:
     process = await trio.lowlevel.open_process(
-        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**ENV, **(env or {})}
+        [*CLI, *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**ENV, **(env or {})},
     )
     try:
         yield Running(process)
@@ -984,6 +990,19 @@ async def test_bridge_within_one_server(server: ts.Server) -> None:
     assert {"b", "b-dst"} <= names
 
 
+async def test_bridge_of_a_channel_that_is_not_there_fails_at_once(server: ts.Server) -> None:
+    # It said "bridging" and waited; the error came only when someone read the copy, and
+    # ended that reader's subscription too.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    result = await cli("bridge", url, url, "demo/nope", "--rename", "demo/nope=copy")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.decode().strip().splitlines() == [
+        "trio-stream bridge: error: no channel named 'demo/nope' that you may read "
+        "(--wait-channel waits for it; a private channel needs its key: --key)"
+    ]
+
+
 # -- channels, clients, stats ------------------------------------------------------------------
 async def test_channels_clients_and_stats(server: ts.Server) -> None:
     assert server.tcp_url is not None
@@ -1058,6 +1077,71 @@ async def test_generate_stopped_with_ctrl_c_says_what_it_sent(server: ts.Server)
     assert code == 130, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("generated ") and last.endswith("(stopped before the end)"), stderr
+
+
+async def test_pub_reading_stdin_stops_at_ctrl_c_between_lines(server: ts.Server) -> None:
+    # The line is read in a worker thread: Ctrl-C used to wait for the next Enter (the
+    # thread could not be abandoned), however often it was pressed.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url) as client:
+        await client.create_channel("typed")
+        async with (
+            client.subscribe("typed", policy="block", size=10) as sub,
+            running("pub", url, "typed", stdin=subprocess.PIPE) as p,
+        ):
+            assert p.process.stdin is not None
+            await p.process.stdin.send_all(b"21.5\n")  # and then nothing: the user stops
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == 21.5
+            p.process.send_signal(signal.SIGINT)
+            code, _, stderr = await p.finish()  # within WAIT_S, stdin still open
+    assert code == 130 and "Traceback" not in stderr, stderr
+
+
+async def test_sub_stopped_with_ctrl_c_exits_130_without_a_traceback(server: ts.Server) -> None:
+    # Ctrl-C cancels the command (it used to be a KeyboardInterrupt raised wherever trio was,
+    # which now and then broke a nursery: a long traceback and exit 1).
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url) as client:
+        await client.create_channel("ticks")
+        async with client.publisher("ticks") as pub:
+            for delay in (0.0, 0.05, 0.3):
+                async with running("sub", url, "ticks") as p:
+                    await pub.wait_for_readers()
+                    await pub.send(1)
+                    await p.readline()  # it is reading
+                    await trio.sleep(delay)
+                    p.process.send_signal(signal.SIGINT)
+                    code, _, stderr = await p.finish()
+                assert code == 130 and stderr.strip() == "", (delay, stderr)
+
+
+async def test_pub_and_generate_into_a_channel_with_history_do_not_wait_for_a_reader(
+    server: ts.Server,
+) -> None:
+    # README: history fills without readers (the last value of a setpoint is there for a
+    # late reader). pub used to wait for a reader all the same, and kept nothing.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    result = await cli("pub", url, "setpoint", "21.5", "--create", "--history", "5", "--keep")
+    assert result.returncode == 0, result.stderr
+    assert b"waiting for a reader" not in result.stderr
+    late = await cli("sub", url, "setpoint", "--count", "1", "--data-only")
+    assert late.returncode == 0 and json_lines(late.stdout.decode()) == [21.5], late
+    # generate as fast as it can into history: not a spin waiting for readers either.
+    made = await cli(
+        "generate", url, "recent", "--create", "--history", "3", "--keep", "--count", "20"
+    )
+    assert made.returncode == 0, made.stderr
+    tail = await cli("sub", url, "recent", "--count", "3")
+    assert [m["seq"] for m in json_lines(tail.stdout.decode())] == [18, 19, 20], tail
+    # --min-readers still means readers, history or not.
+    waited = await cli(
+        "pub", url, "setpoint", "22.5", "--min-readers", "1", "--wait-timeout", "0.3"
+    )
+    assert waited.returncode == 3 and b"waiting for a reader" in waited.stderr, waited
 
 
 async def test_generate_waits_for_a_reader_and_says_so_as_pub_does(server: ts.Server) -> None:

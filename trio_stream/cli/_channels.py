@@ -89,6 +89,25 @@ async def ensure_channel(client: ts.Client, channel: str, args: argparse.Namespa
     return True
 
 
+async def check_readable(client: ts.Client, channels: list[str], args: argparse.Namespace) -> None:
+    """Refuse at once channels that are not there (unless --wait-channel, or --key: a
+    private channel is listed to its owner only), as ``sub`` would; for a command that
+    subscribes only later (``bridge``: once its copy has readers).
+
+    Raises:
+        CliError: a channel that is not there.
+    """
+    if args.wait_channel or args.key:
+        return
+    listed = {c.name for c in await client.channels()}
+    for channel in channels:
+        if channel not in listed:
+            raise CliError(
+                f"no channel named {channel!r} that you may read (--wait-channel waits for "
+                "it; a private channel needs its key: --key)"
+            )
+
+
 async def _open_subscription(
     client: ts.Client, channel: str, args: argparse.Namespace
 ) -> ts.Subscription:
@@ -164,6 +183,10 @@ async def wait_for_readers(pub: ts.Publisher, args: argparse.Namespace) -> None:
     """
     wanted = args.min_readers or (1 if args.wait_readers else 0)
     if not wanted or pub.readers >= wanted:
+        return
+    if not args.min_readers and pub.wanted:
+        # The channel keeps history: what is sent now waits there for a late reader (the
+        # last value of a setpoint), so there is no reader to wait for.
         return
     what = "a reader" if wanted == 1 else f"{wanted} readers"
     print(

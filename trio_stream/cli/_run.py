@@ -121,7 +121,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
     """Run ``command(args)`` under trio and turn its outcome into an exit code."""
     prog = f"trio-stream {args.command}"
     try:
-        return trio.run(command, args) or EXIT_OK
+        return trio.run(_until_ctrl_c, command, args) or EXIT_OK
     except BaseException as exc:
         leaves = _leaves(exc)
         # Ctrl-C usually arrives while tasks are running in nurseries, wrapped in exception
@@ -145,10 +145,46 @@ def run(command: Command, args: argparse.Namespace) -> int:
         raise
 
 
+async def _until_ctrl_c(command: Command, args: argparse.Namespace) -> int | None:
+    """``command(args)``, Ctrl-C cancelling it (exit 130 once it has cleaned up) rather than
+    raising KeyboardInterrupt.
+
+    Trio raises KeyboardInterrupt in whichever task runs when the signal comes; one that
+    landed in a nursery's own bookkeeping (a client's) now and then left trio's state broken:
+    a 100-line "Nursery stack corrupted" traceback and exit 1, about once in a hundred
+    Ctrl-Cs of ``sub``. A cancellation unwinds only at checkpoints. Commands whose normal end
+    is Ctrl-C take the first one themselves (stop_on_signal); a second Ctrl-C, once the
+    receivers are gone, is trio's KeyboardInterrupt again, for a cleanup that hangs.
+    """
+    interrupted = trio.CancelScope()
+    result: int | None = EXIT_INTERRUPTED
+    try:
+        with unwrap_single_exception():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(_cancel_on_signal, interrupted, (signal.SIGINT,))
+                try:
+                    with interrupted:
+                        result = await command(args)
+                finally:
+                    nursery.cancel_scope.cancel()
+    except Exception:
+        if not interrupted.cancel_called:
+            raise
+        # Raised by the cleanup that the interrupt started (a connection it cut, say): the
+        # user pressed a key, that is all.
+    if interrupted.cancel_called:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return result
+
+
 async def _cancel_on_signal(
-    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    scope: trio.CancelScope,
+    signals_to_catch: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*signals_to_catch) as signals:
         task_status.started()
         async for _ in signals:
             scope.cancel()

@@ -12,7 +12,7 @@ import trio
 import trio_stream as ts
 
 from .._protocol.frames import MAX_CLIENT_NAME_CHARS, MAX_SENDER_NAME_BYTES
-from ._channels import connect, ended, publisher, subscription
+from ._channels import check_readable, connect, ended, publisher, subscription
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -150,6 +150,8 @@ async def run_bridge(args: argparse.Namespace) -> int:
     ):
         if args.src_url != args.dst_url and await _one_server(src, dst):
             _refuse_loops(routes)
+        # A mistyped channel fails now, not when someone first reads its copy.
+        await check_readable(src, [src_name for src_name, _ in routes], args)
         for src_name, dst_name in routes:
             nursery.start_soon(_forward, args, src, dst, src_name, dst_name)
     return 0

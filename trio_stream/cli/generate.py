@@ -199,8 +199,9 @@ async def _send_frames(
     waits = args.wait_readers or args.min_readers  # not --no-wait
     n = 0
     while args.count is None or n < args.count:
-        if not period and pub.readers == 0 and waits:
-            await pub.wait_for_readers()  # flat out into an empty channel would just spin
+        if not period and not pub.wanted and waits:
+            # Flat out into a channel without readers (nor history) would just spin.
+            await pub.wait_for_readers()
         if await pub.send(frame):
             counts.sent += 1
         else:

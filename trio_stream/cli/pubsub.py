@@ -34,7 +34,8 @@ from .inspect import meta_text
 
 PUB_EPILOG = """\
 A writer sends nothing to a channel without readers, so pub first waits for a reader (it
-says so on stderr); --no-wait sends at once to the readers already there, and exits 3 if
+says so on stderr), unless the channel keeps history (--history: the value waits there for
+a late reader); --no-wait sends at once to the readers already there, and exits 3 if
 a value found none. Exit codes: 0 sent, 1 an error (one line on stderr), 2 a usage error,
 3 not sent for want of readers.
 
@@ -154,7 +155,12 @@ async def _values(args: argparse.Namespace) -> AsyncIterator[Any]:
             flush=True,
         )
     number = 0
-    async for line in trio.wrap_file(sys.stdin):
+    while True:
+        # A worker thread reads each line, abandoned on Ctrl-C (trio.wrap_file's thread could
+        # not be: pub waited for the next Enter however often Ctrl-C was pressed).
+        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not line:
+            return
         number += 1
         if line.strip():
             yield _value(line.rstrip("\r\n"), args, number)
