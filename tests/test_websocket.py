@@ -296,6 +296,43 @@ async def test_a_frame_that_breaks_rfc_6455_gets_a_close_frame_1002_with_the_rea
             assert (await bystander.channels()) is not None  # the server goes on
 
 
+async def test_a_broken_frame_while_the_server_floods_its_reader_ends_quietly(
+    server: ts.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The close frame may be made while the connection's sender is busy: the sender must get
+    # ConnectionClosed. It got wsproto's LocalProtocolError, logged as an ERROR whose message
+    # held the whole batch of frames (megabytes a connection, repeatable by any client).
+    assert server.tcp_url and server.ws_url
+    with trio.fail_after(TIMEOUT_S * 3):
+        async with ts.open_client(server.tcp_url, name="w") as w:
+            await w.create_channel("fast")
+            async with w.publisher("fast") as pub, trio.open_nursery() as nursery:
+
+                async def flood() -> None:
+                    frame = np.zeros(256 * 1024, np.uint8)
+                    while True:
+                        await pub.send(frame)
+
+                for attempt in range(8):
+                    async with (
+                        ts.open_client(server.ws_url, name=f"r{attempt}", reconnect=False) as r,
+                        r.subscribe("fast", policy="drop_oldest", size=50) as sub,
+                    ):
+                        if attempt == 0:
+                            await pub.wait_for_readers()
+                            nursery.start_soon(flood)
+                        await sub.receive()
+                        transport = r._transport
+                        assert isinstance(transport, WebSocketTransport)
+                        await transport.connection._stream.send_all(b"\x82\x03abc")  # unmasked
+                        with pytest.raises(ts.ConnectionClosed):
+                            async for _ in sub:
+                                pass
+                nursery.cancel_scope.cancel()
+    errors = [record.getMessage()[:300] for record in caplog.records if record.levelno >= 40]
+    assert not errors, errors
+
+
 @given(st.text(max_size=200))
 def test_a_close_reason_is_cut_to_whole_characters_within_123_bytes(reason: str) -> None:
     cut = reason_that_fits(reason)

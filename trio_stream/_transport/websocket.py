@@ -17,6 +17,7 @@ from typing import Final, TypeVar
 
 import trio
 import trio_websocket
+from wsproto.utilities import LocalProtocolError
 
 from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError
 from .._protocol.bytes_like import BytesLike
@@ -130,6 +131,10 @@ class WebSocketTransport:
                 await self.connection.send_message(data[start:end])
         except trio_websocket.ConnectionClosed as exc:
             raise ConnectionClosed(describe_close(exc.reason)) from None
+        except LocalProtocolError:
+            # wsproto refuses a message once a close frame is under way (the message would
+            # be in the exception, a whole batch of frames: not repeated here).
+            raise ConnectionClosed("the WebSocket connection is closing") from None
 
     async def aclose(self) -> None:
         # trio-websocket waits for the peer's close frame without a time limit; a peer that

@@ -15,6 +15,7 @@ of its behaviour is what we want. tests/test_websocket.py fails if an upgrade mo
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -23,6 +24,8 @@ import trio_websocket
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError
+
+log = logging.getLogger(__name__)
 
 # The close frame goes through the connection's write lock: a writer stuck on a peer that does
 # not read must not keep the reader from closing.
@@ -40,14 +43,27 @@ def reason_that_fits(reason: str | None) -> str | None:
 
 
 def install() -> None:
-    """Patch trio-websocket's close handling (once; later calls do nothing)."""
+    """Patch trio-websocket's close handling (once; later calls do nothing).
+
+    A trio-websocket without the method leaves things as they are (a log line says so):
+    the close frame is a courtesy to the peer, not worth failing the import over.
+    """
     connection_class: Any = trio_websocket.WebSocketConnection
-    original: _Handler = connection_class._handle_close_connection_event
+    original: _Handler | None = getattr(connection_class, "_handle_close_connection_event", None)
+    if original is None:
+        log.warning("trio-websocket changed: a broken WebSocket frame gets no close frame")
+        return
     if getattr(original, "_sends_close_on_bad_frames", False):
         return
 
     async def handle_close_connection_event(self: Any, event: CloseConnection) -> None:
         if self._wsproto.state == ConnectionState.OPEN:  # a frame wsproto could not parse
+            reason = reason_that_fits(event.reason)
+            # Closed for writers first, as trio-websocket does for a peer's close frame:
+            # wsproto refuses messages from the moment the close frame is made (before the
+            # write lock is taken), and a writer in between must get ConnectionClosed, not
+            # wsproto's LocalProtocolError (a connection's sender busy with a flood did).
+            self._close_reason = trio_websocket.CloseReason(event.code, reason)
             with (
                 trio.move_on_after(FAIL_SEND_TIMEOUT_S),
                 contextlib.suppress(
@@ -57,7 +73,6 @@ def install() -> None:
                     LocalProtocolError,
                 ),
             ):
-                reason = reason_that_fits(event.reason)
                 await self._send(CloseConnection(code=event.code, reason=reason))
         await original(self, event)
 
