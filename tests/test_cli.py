@@ -1137,6 +1137,12 @@ async def test_pub_and_generate_into_a_channel_with_history_do_not_wait_for_a_re
     assert made.returncode == 0, made.stderr
     tail = await cli("sub", url, "recent", "--count", "3")
     assert [m["seq"] for m in json_lines(tail.stdout.decode())] == [18, 19, 20], tail
+    # Without --keep the channel (and its history) ends with the command: it waits, as
+    # without history (it used to exit 0 with the value gone).
+    gone = await cli(
+        "pub", url, "brief", "1.5", "--create", "--history", "5", "--wait-timeout", "0.3"
+    )
+    assert gone.returncode == 3 and b"waiting for a reader" in gone.stderr, gone
     # --min-readers still means readers, history or not.
     waited = await cli(
         "pub", url, "setpoint", "22.5", "--min-readers", "1", "--wait-timeout", "0.3"

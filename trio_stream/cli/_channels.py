@@ -175,19 +175,32 @@ async def publisher(
             await pub.aclose()
 
 
-async def wait_for_readers(pub: ts.Publisher, args: argparse.Namespace) -> None:
-    """Wait as --wait-readers/--min-readers say.
+async def kept_for_later(client: ts.Client, pub: ts.Publisher) -> bool:
+    """Whether what ``pub`` sends now waits in its channel's history for a later reader: the
+    channel keeps history and outlives this command (someone else's, or created with
+    --keep). A channel of ours without --keep ends as we leave, its history with it."""
+    if not pub.wanted:  # no history (wanted: readers, or frames kept for later)
+        return False
+    for info in await client.channels():
+        if info.name == pub.channel:
+            return info.history > 0 and (info.owner != client.name or info.keep)
+    return False  # not listed (a private one of someone else's): wait, as without history
+
+
+async def wait_for_readers(client: ts.Client, pub: ts.Publisher, args: argparse.Namespace) -> bool:
+    """Wait as --wait-readers/--min-readers say; True if the channel keeps what is sent for
+    later readers (kept_for_later), so the default wait for a reader was skipped.
 
     Raises:
         CliError: not enough readers within --wait-timeout.
     """
     wanted = args.min_readers or (1 if args.wait_readers else 0)
     if not wanted or pub.readers >= wanted:
-        return
-    if not args.min_readers and pub.wanted:
-        # The channel keeps history: what is sent now waits there for a late reader (the
-        # last value of a setpoint), so there is no reader to wait for.
-        return
+        return False
+    if not args.min_readers and await kept_for_later(client, pub):
+        # What is sent now waits in the history for a late reader (the last value of a
+        # setpoint): there is no reader to wait for.
+        return True
     what = "a reader" if wanted == 1 else f"{wanted} readers"
     print(
         f"{prog(args)}: waiting for {what} of {pub.channel!r} (Ctrl-C to stop; --no-wait "
@@ -197,7 +210,7 @@ async def wait_for_readers(pub: ts.Publisher, args: argparse.Namespace) -> None:
     )
     with trio.move_on_after(args.wait_timeout or math.inf):
         await pub.wait_for_readers(wanted)
-        return
+        return False
     raise NoReaders(
         f"channel {pub.channel!r} has {pub.readers} reader(s), not {wanted}, after "
         f"{args.wait_timeout:g} s (--wait-timeout): nothing was sent; start a reader first"

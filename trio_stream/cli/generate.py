@@ -155,14 +155,14 @@ async def run_generate(args: argparse.Namespace) -> int:
             connect(args) as client,
             publisher(client, args.channel, args, key=args.key or args.create_key) as pub,
         ):
-            await wait_for_readers(pub, args)
+            for_later = await wait_for_readers(client, pub, args)
             show = not args.quiet and console.is_terminal
             live = Live(counts.text(args.channel), console=console, refresh_per_second=4)
             with (
                 live if show else contextlib.nullcontext(),
                 trio.move_on_after(args.duration or math.inf),
             ):
-                await _send_frames(args, pub, frame, counts, live if show else None)
+                await _send_frames(args, pub, frame, counts, live if show else None, for_later)
             await pub.wait_acknowledged()
         finished = True
     finally:
@@ -192,15 +192,18 @@ async def _send_frames(
     frame: np.ndarray[Any, Any],
     counts: _Counts,
     live: Live | None,
+    for_later: bool,
 ) -> None:
+    """``for_later``: the channel's history keeps the frames for later readers (a flat-out
+    run does not wait for a reader then)."""
     period = 1 / args.rate if args.rate else 0.0
     counts.restart()
     next_at = trio.current_time()
     waits = args.wait_readers or args.min_readers  # not --no-wait
     n = 0
     while args.count is None or n < args.count:
-        if not period and not pub.wanted and waits:
-            # Flat out into a channel without readers (nor history) would just spin.
+        if not period and pub.readers == 0 and waits and not for_later:
+            # Flat out into a channel nobody reads (nor keeps) would just spin.
             await pub.wait_for_readers()
         if await pub.send(frame):
             counts.sent += 1

@@ -34,10 +34,11 @@ from .inspect import meta_text
 
 PUB_EPILOG = """\
 A writer sends nothing to a channel without readers, so pub first waits for a reader (it
-says so on stderr), unless the channel keeps history (--history: the value waits there for
-a late reader); --no-wait sends at once to the readers already there, and exits 3 if
-a value found none. Exit codes: 0 sent, 1 an error (one line on stderr), 2 a usage error,
-3 not sent for want of readers.
+says so on stderr), unless the channel keeps history and outlives pub (--history with
+--keep, or someone else's channel): the value waits there for a late reader. --no-wait
+sends at once to the readers already there, and exits 3 if a value found none. Exit
+codes: 0 sent, 1 an error (one line on stderr), 2 a usage error, 3 not sent for want of
+readers.
 
 examples (start a reader first, e.g. `trio-stream sub tcp://127.0.0.1:9870 setpoint
 --wait-channel`):
@@ -172,7 +173,7 @@ async def run_pub(args: argparse.Namespace) -> int:
         connect(args) as client,
         publisher(client, args.channel, args, key=args.key or args.create_key) as pub,
     ):
-        await wait_for_readers(pub, args)
+        await wait_for_readers(client, pub, args)
         async for value in _values(args):
             if await pub.send(value):
                 sent += 1

@@ -265,7 +265,7 @@ async def run_replay(args: argparse.Namespace) -> int:
         connect(args) as client,
         publisher(client, channel, args, key=args.key or args.create_key) as pub,
     ):
-        await wait_for_readers(pub, args)
+        await wait_for_readers(client, pub, args)
         with _progress(
             not args.quiet and console.is_terminal,
             TextColumn(f"replaying {args.file} to [bold]{channel}[/]"),
