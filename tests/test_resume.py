@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from server_parts import World, channel_with, decode, payload
 
+from trio_stream._protocol import messages as M
 from trio_stream._server.broker import Channel
 from trio_stream._server.buffers import Policy
 from trio_stream._server.outbox import Outbox, Reader
@@ -157,3 +158,31 @@ def test_a_max_rate_resume_counts_every_frame_gone_from_the_history() -> None:
     _, box = world.connection()
     reader, _ = resume(world, box, channel, 3, Policy.DROP_OLDEST, 100, max_rate=1000.0)
     assert reader.lost == 20 - 5 - 3
+
+
+def test_an_every_n_reader_resuming_after_a_loss_notice_keeps_its_step() -> None:
+    # every=2, drop_newest of 2, one frame in flight: of seqs 1-10 it keeps 1, 3, 5, drops
+    # 7 and 9, and passes over the even ones. The loss notice accounts it up to 9, the last
+    # frame its step chose (it said 10, and the resume, anchored there, kept 12, 14, ...).
+    world, channel, _, writer = channel_with(20, 0)
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.DROP_NEWEST, 2, every=2, window=1)
+    for i in range(10):
+        world.broker.publish(writer, 1.0, payload(i))
+    seqs: list[int] = []
+    notices: list[M.Lost] = []
+    while (batch := box.next_batch()).pieces:
+        sent = decode(batch)
+        seqs += [seq for _, _, seq, _ in sent.data]
+        notices += [m for m in sent.control if isinstance(m, M.Lost)]
+        for _ in sent.data:
+            box.credit(reader.sub_id, 1)
+    assert seqs == [1, 3, 5]
+    assert [(n.lost, n.seq) for n in notices] == [(2, 9)]
+    for i in range(10, 20):
+        world.broker.publish(writer, 1.0, payload(i))
+    _, again = world.connection()
+    resumed, _ = resume(world, again, channel, 9, Policy.UNBOUNDED, 0, every=2)
+    replayed = decode(again.next_batch()).data
+    assert [seq for _, _, seq, _ in replayed] == [11, 13, 15, 17, 19]
+    assert resumed.lost == 0

@@ -701,9 +701,20 @@ class Reader:
         frame up to the channel's newest was sent, lost or passed over, but for one that
         max_rate holds back (sent later: the frames between the loss and it were replaced
         in ``latest``, decimation). A resume continues after it: what the notice counted
-        must not be replayed and counted again."""
+        must not be replayed and counted again.
+
+        An ``every=N`` reader (of every writer, without max_rate) is accounted up to the
+        last frame its step chose instead: the ones after it were passed over, and a resume
+        anchors its step on this seq (resume._EveryPhase), which must be one the step kept
+        or the reader would come back on the other phase.
+        """
         latest = self.latest
-        return self.channel.seq if latest is None else latest.seq - 1
+        if latest is not None:
+            return latest.seq - 1
+        seq = self.channel.seq
+        if self.every > 1 and self.seen and not self.interval and self.sender is None:
+            seq -= (self.seen - 1) % self.every  # frames since the step's last choice
+        return seq
 
     def left_rotation(self) -> None:
         self.active = False
