@@ -799,11 +799,13 @@ def rated_frame(n: int) -> np.ndarray[Any, np.dtype[np.float32]]:
     return np.full((512, 512), n % 256, dtype=np.float32)
 
 
-async def test_a_panel_sizes_its_first_subscription_by_the_channels_rates() -> None:
+@pytest.mark.parametrize("opened", ["first-visit", "url-layout"])
+async def test_a_panel_sizes_its_first_subscription_by_the_channels_rates(opened: str) -> None:
     """A panel on a live channel of large frames subscribes within its byte budget at once:
     the channel table's rates tell the frame size. (Blind, it asked for half a second of its
     rate and retuned at the first frame; meanwhile a camera's frames piled up on the server,
-    and a few such panels could take the page's connection over max_buffered_bytes.)"""
+    and a few such panels could take the page's connection over max_buffered_bytes.) Both
+    the first visit's panels and a link's (a reload), which are made before the table."""
 
     def steps(page: Page) -> dict[str, Any]:
         page.wait_for_function("() => window.__tsPanels.length === 1")
@@ -812,10 +814,16 @@ async def test_a_panel_sizes_its_first_subscription_by_the_channels_rates() -> N
         return entry
 
     # Someone reads the channel already (a recorder, another page): its writer sends, and
-    # the server measures its rates (no reader, no frames, no rates). No layout in the URL:
-    # the first visit plots the live channel.
+    # the server measures its rates (no reader, no frames, no rates). Without a layout in
+    # the URL the first visit plots the live channel.
     result, errors = await with_camera(
-        RATED_CAMERA, RATED_HZ, rated_frame, steps, "dashboard-rated-camera.png", read_too=True
+        RATED_CAMERA,
+        RATED_HZ,
+        rated_frame,
+        steps,
+        f"dashboard-rated-camera-{opened}.png",
+        open_panel=opened == "url-layout",
+        read_too=True,
     )
     assert not errors
     # 8 MiB/s over 1 MiB frames: 8 Hz from the start, never retuned (token 1)

@@ -381,6 +381,7 @@ function renderChannels(list) {
   $('channels-empty').hidden = chans.length > 0;
   setText($('channels-count'), all.length ? `(${chans.length === all.length ? all.length : `${chans.length} of ${all.length}`})` : '');
   for (const p of panels) { p.retry(channelNames); p.applyMeta(); }
+  startLayoutPanels();
   if (!layoutChosen && panels.length === 0) defaultLayout(all);
   renderActChannels(all);
 }
@@ -579,9 +580,27 @@ matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => {
   for (const p of panels) { p.plotter.refreshColors(); p.plotter.draw(); }
 });
 
-// A link like /#AnalogInput1 or /#a,b;c~r=2 opens with those panels.
-for (const spec of parseLayout(location.hash)) { layoutChosen = true; addPanel(spec); }
+// A link like /#AnalogInput1 or /#a,b;c~r=2 opens with those panels. They subscribe once the
+// first channel list is in (retry() above takes the channels there are, each sized by its
+// rates: Panel's frameBytesOf), or after LAYOUT_START_MS without one; subscribed at once, a
+// reload of a page of camera panels asked for half a second of their rate blind.
+const LAYOUT_START_MS = 3000;
+let layoutPanels = [];
+for (const spec of parseLayout(location.hash)) {
+  layoutChosen = true;
+  layoutPanels.push(addPanel(spec, { start: false }));
+}
 if (panels.length) setActive(panels[0]);
+setTimeout(startLayoutPanels, LAYOUT_START_MS);
+
+/** The URL's panels subscribe to what retry() left (channels not there: to say so). */
+function startLayoutPanels() {
+  for (const p of layoutPanels) {
+    if (!panels.includes(p)) continue;
+    for (const name of p.channels) if (!p.subs.has(name)) p.subscribe(name);
+  }
+  layoutPanels = [];
+}
 
 // ------------------------------------------------------------------------------ act (admin)
 
