@@ -346,7 +346,7 @@ def test_frames_going_count_toward_the_memory_bound() -> None:
     assert (end.sub, end.error) == (reader.sub_id, "LimitExceeded")
     assert box.buffered_bytes == 0 and channel.readers == 0
     # A ring reader is told to shrink its size, not to take the policy it has.
-    assert "smaller size (size 10 times" in end.reason, end.reason
+    assert "smaller size or window (size 10 of" in end.reason, end.reason
     assert "bounded policy" not in end.reason
 
 

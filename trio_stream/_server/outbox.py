@@ -1451,8 +1451,9 @@ class Outbox:
                 remedy = "read faster, use a bounded policy (drop_oldest, block)"
             else:  # a ring whose size of these frames does not fit beside the others
                 remedy = (
-                    f"subscribe with a smaller size (size {reader.buffer.size} times the "
-                    "frame's bytes, with the connection's other subscriptions, must fit)"
+                    f"subscribe with a smaller size or window (size {reader.buffer.size} of "
+                    "these frames and those in flight, with the connection's other "
+                    "subscriptions, must fit)"
                 )
             self.end(
                 reader,

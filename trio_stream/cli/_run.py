@@ -152,9 +152,10 @@ async def _until_ctrl_c(command: Command, args: argparse.Namespace) -> int | Non
     Trio raises KeyboardInterrupt in whichever task runs when the signal comes; one that
     landed in a nursery's own bookkeeping (a client's) now and then left trio's state broken:
     a 100-line "Nursery stack corrupted" traceback and exit 1, about once in a hundred
-    Ctrl-Cs of ``sub``. A cancellation unwinds only at checkpoints. Commands whose normal end
-    is Ctrl-C take the first one themselves (stop_on_signal); a second Ctrl-C, once the
-    receivers are gone, is trio's KeyboardInterrupt again, for a cleanup that hangs.
+    Ctrl-Cs of ``sub``. A cancellation unwinds only at checkpoints. A second Ctrl-C, for a
+    cleanup that hangs, is trio's KeyboardInterrupt again (this receiver is gone by then).
+    Commands whose normal end is Ctrl-C take the first one themselves (stop_on_signal, exit
+    0); their second one comes here (exit 130).
     """
     interrupted = trio.CancelScope()
     result: int | None = EXIT_INTERRUPTED
