@@ -401,6 +401,67 @@ async def test_a_writers_append_in_flight_across_a_re_registration_goes_on_in_th
         assert "c" in [c.name for c in await reader.channels()]
 
 
+async def test_a_delete_that_the_re_registration_check_sees_first_stays_a_delete(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node's check of its channels reads the record missing because a delete here has
+    # just taken it out of Redis, and runs before that delete ends the channel here. It
+    # registered the channel again (a new epoch), the delete's end of the old epoch then
+    # passed it by, and the deleted channel lived on, here and in Redis: a writer opened it
+    # again (seen once in CI as a SyncClient's publish that did not raise ChannelNotFound).
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+    ):
+        engine: Any = a.state.engine
+        real_delete = engine.io.registry.delete
+        raced: list[str] = []
+
+        async def delete(name: str, **options: Any) -> Any:
+            deleted = await real_delete(name, **options)
+            if not raced:
+                raced.append(name)
+                await engine._reregister(name)  # the periodic check, between the two halves
+            return deleted
+
+        monkeypatch.setattr(engine.io.registry, "delete", delete)
+        await daq.create_channel("c")
+        await daq.delete_channel("c")
+        assert raced == ["c"]
+        assert await engine.io.registry.get("c") is None
+        with pytest.raises(ts.ChannelNotFound):
+            async with daq.publisher("c"):
+                pass
+        assert "c" not in [c.name for c in await daq.channels()]
+
+
+async def test_a_channel_deleted_while_the_check_registers_it_again_leaves_redis_too(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another node deleted the channel in Redis; this node's check found it missing and was
+    # registering it again when that node's announcement ended it here. What the check
+    # registered stayed in Redis, kept by nobody, until the reaper's grace was over.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+    ):
+        engine: Any = a.state.engine
+        await daq.create_channel("c")
+        old_epoch = engine._kept["c"].epoch
+        await engine.io.registry.delete("c", epoch=old_epoch)  # the other node's delete
+        real_register = engine._register
+
+        async def register(*args: Any) -> Any:
+            record = await real_register(*args)
+            engine._on_deleted("b", ["c", old_epoch, "channel 'c' was deleted"])  # its news
+            return record
+
+        monkeypatch.setattr(engine, "_register", register)
+        await engine._reregister("c")
+        assert await engine.io.registry.get("c") is None
+        assert "c" not in [c.name for c in await daq.channels()]
+
+
 @asynccontextmanager
 async def node_process(redis: RedisServer, node: str) -> AsyncIterator[tuple[str, Any]]:
     """A node as a child process (``trio-stream serve``); its URL and process."""

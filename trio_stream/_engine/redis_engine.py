@@ -117,6 +117,9 @@ BLOCK_REPORT_INTERVAL_S: Final = 0.002
 # channel's writers have waited for it (redis_holds): block_timeout ends it within this.
 HELD_CHECK_INTERVAL_S: Final = 0.05
 REREGISTER_INTERVAL_S: Final = 1.0  # how often a node checks its channels are still in Redis
+# A channel registered again just as a delete here ended it is removed from Redis again,
+# waiting at most this long (Redis down: the reaper ends it after the resume grace).
+UNREGISTER_TIMEOUT_S: Final = 2.0
 REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes that died
 # A create_channel looks again when the name changed hands under it (deleted, taken over
 # meanwhile: see _adopt); each look is a few round trips.
@@ -246,6 +249,10 @@ class RedisEngine:
         # Channels this node is ending in Redis (a gone owner's, a dead run's): set when done.
         # A take-over by name on this node waits for the outcome (see _adopt).
         self._ending: dict[str, trio.Event] = {}
+        # Channels a delete here is removing from Redis, until it has ended them here too:
+        # meanwhile their missing record is that delete's doing, not a Redis that lost it, and
+        # registering them again (_reregister) would bring a deleted channel back.
+        self._deleting: Counter[str] = Counter()
         # Gone owners' channels this node is ending (end_orphan), and those it gave up on.
         self._orphans = OrphanEnds(self, self._ending)
         self._dirty_readers: set[str] = set()
@@ -719,14 +726,21 @@ class RedisEngine:
         """Delete the channel in Redis and on every node; with ``node`` (and ``holder``),
         only if that node keeps it (this node's end of it must not delete what a take-over
         by name has moved since)."""
-        deleted = await self.io.registry.delete(name, epoch=epoch, node=node, holder=holder)
-        if deleted is None and node:
-            return
-        # Deleted in Redis: ended here first, whatever the announcement does. Left kept here
-        # (an announcement failed, the request's bound passed), _keep_registered would find
-        # it missing in Redis and register it again, and a delete told "try again" would get
-        # ChannelNotFound. Shielded (bounded): the delete is done, the client is told so.
-        self._on_deleted(self.node, [name, epoch, reason])
+        self._deleting[name] += 1
+        try:
+            deleted = await self.io.registry.delete(name, epoch=epoch, node=node, holder=holder)
+            if deleted is None and node:
+                return
+            # Deleted in Redis: ended here first, whatever the announcement does. Left kept
+            # here (an announcement failed, the request's bound passed), _keep_registered
+            # would find it missing in Redis and register it again, and a delete told "try
+            # again" would get ChannelNotFound.
+            self._on_deleted(self.node, [name, epoch, reason])
+        finally:
+            self._deleting[name] -= 1
+            if not self._deleting[name]:
+                del self._deleting[name]
+        # Shielded (bounded): the delete is done, the client is told so.
         with trio.CancelScope(shield=True):
             await self.tell_deleted(name, epoch, reason)
 
@@ -1292,14 +1306,19 @@ class RedisEngine:
 
     async def _reregister(self, name: str) -> None:
         channel = self.state.broker.channels.get(name)
-        kept = self._kept[name]
-        if channel is None or channel.epoch != kept.epoch:
+        kept = self._kept.get(name)
+        if channel is None or kept is None or channel.epoch != kept.epoch or name in self._deleting:
             return
         try:
             record = await self._register(kept.request, channel.owner)
         except ChannelExists:
             return  # someone else took the name meanwhile
-        if self.state.broker.channels.get(name) is not channel:
+        if self.state.broker.channels.get(name) is not channel or name in self._deleting:
+            # Deleted meanwhile (the check saw it missing because a delete here had just
+            # removed it, and its end came while this registered it): nobody keeps what was
+            # registered, so it goes too; else the deleted channel would be back in Redis.
+            with trio.move_on_after(UNREGISTER_TIMEOUT_S), contextlib.suppress(*REDIS_DOWN):
+                await self.io.registry.delete(name, epoch=record.epoch)
             return
         log.warning("channel %r was lost in Redis: registered again (a reset)", name[:80])
         self._kept[name] = _Kept(record.epoch, record.holder, kept.request)
@@ -1416,6 +1435,8 @@ class RedisEngine:
                         offset += interrupted.written
                         await trio.sleep(APPEND_RETRY_S)
                     except EpochChanged as error:
+                        if channel.name in self._deleting:
+                            return  # a delete here took it out of Redis; it ends it here too
                         if channel.name in self._kept:
                             if error.epoch is None:
                                 # Redis lost it (a restart without persistence): this node
