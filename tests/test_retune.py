@@ -230,6 +230,36 @@ async def test_retune_max_rate_off_delivers_the_held_frame_now(url: str) -> None
                 assert (await sub.receive()).data == 2
 
 
+@pytest.mark.parametrize("first", ["drop_oldest", "block-then-drop_oldest", "retuned"])
+async def test_a_block_timeout_asked_under_another_policy_holds_after_a_retune_to_block(
+    url: str, first: str
+) -> None:
+    # The subscription's block_timeout waits, under a lossy policy, for a retune to block
+    # (docs/protocol.md, subscribe). It was dropped: with no server default, the reader
+    # then held its writers back for good.
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
+        await w.create_channel("c")
+        if first == "retuned":
+            opened = r.subscribe("c", policy="drop_oldest", size=1, window=1)
+        elif first == "drop_oldest":
+            opened = r.subscribe("c", policy="drop_oldest", size=1, window=1, block_timeout=0.5)
+        else:
+            opened = r.subscribe("c", policy="block", size=1, window=1, block_timeout=0.5)
+        async with opened as sub, w.publisher("c") as pub:
+            if first == "retuned":
+                await sub.retune(block_timeout=0.5)
+            elif first == "block-then-drop_oldest":
+                await sub.retune(policy="drop_oldest")
+            await sub.retune(policy="block")
+            await pub.wait_for_readers()
+            for i in range(5):
+                await pub.send(i)
+            await trio.sleep(1.5)  # past the 0.5 s; nothing read meanwhile
+            with pytest.raises(ts.LimitExceeded, match=r"0\.5 s"), trio.fail_after(STEP_S):
+                async for _ in sub:
+                    pass
+
+
 async def test_retune_errors_say_what_is_wrong(url: str) -> None:
     async with ts.open_client(url, name="r") as r:
         await r.create_channel("c")

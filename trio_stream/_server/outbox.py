@@ -137,6 +137,7 @@ class Reader:
         "_replaying",
         "active",
         "block_timeout",
+        "block_timeout_asked",
         "blocks_writers",
         "buffer",
         "channel",
@@ -185,6 +186,7 @@ class Reader:
         sender: bytes | None = None,
         view: View | None = None,
         window_asked: int | None = None,
+        block_timeout_asked: float | None = None,
     ) -> None:
         self.sub_id = sub_id
         self.channel = channel
@@ -225,6 +227,9 @@ class Reader:
             deque()
         )  # frames waiting for room here (block only)
         self.block_timeout = block_timeout  # s a frame may stay parked here; None: no limit
+        # What the client asked for (None: the server's block_timeout_s), kept under every
+        # policy: a retune to block later uses it.
+        self.block_timeout_asked = block_timeout_asked
         self.held_reported = False  # shown in held_by (parked for HOLD_NOTICE_S or more)
         # Since when a writer waits for it before the stream on another node (redis_holds):
         # through Redis nothing is parked here. None: none waits, or not for that long.
@@ -1080,6 +1085,7 @@ class Outbox:
         sender: bytes | None = None,
         view: View | None = None,
         window_asked: int | None = None,
+        block_timeout_asked: float | None = None,
     ) -> Reader:
         reader = Reader(
             self.new_sub_id(),
@@ -1095,6 +1101,7 @@ class Outbox:
             sender=sender,
             view=view,
             window_asked=window_asked,
+            block_timeout_asked=block_timeout_asked,
         )
         self.readers[reader.sub_id] = reader
         return reader

@@ -186,6 +186,7 @@ def subscribe_to(session: Session, msg: Subscribe, find: Callable[[], Channel]) 
         sender=sender,
         view=view,
         window_asked=msg.window,
+        block_timeout_asked=msg.block_timeout,
     )
     result: dict[str, Any] = {
         "sub": reader.sub_id,
@@ -236,8 +237,10 @@ def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     )
     if reader is None:
         return None
+    block_timeout = _block_timeout(session, msg.block_timeout)
+    reader.block_timeout_asked = msg.block_timeout
     if reader.blocks_writers:
-        reader.block_timeout = _block_timeout(session, msg.block_timeout)
+        reader.block_timeout = block_timeout
     session.outbox.adopt(reader)
     return {
         "sub": reader.sub_id,
@@ -266,15 +269,14 @@ def retune(session: Session, msg: Retune) -> dict[str, int]:
     if msg.max_rate is not None:
         max_rate = msg.max_rate or None  # 0: no rate limit
         _check_max_rate(max_rate)
-    if msg.block_timeout is not None:
-        block_timeout = _block_timeout(session, msg.block_timeout)
-    elif reader.block_timeout is not None:
-        block_timeout = reader.block_timeout
-    else:
-        block_timeout = _block_timeout(session, None)
+    # Given here, or the one the subscription asked for before (under any policy: it waits
+    # for a retune to block), else the server's.
+    asked = reader.block_timeout_asked if msg.block_timeout is None else msg.block_timeout
+    block_timeout = _block_timeout(session, asked)
     window = _window(reader.window_asked, size)
     dropped_when_full = drops_when_full(reader.policy)
     reader.retune(policy, size, every, max_rate, window, block_timeout)
+    reader.block_timeout_asked = asked
     session.state.broker.retuned(reader, dropped_when_full)  # its writers' bursts may change
     return {"window": window, "window_bytes": reader.window_bytes}
 
