@@ -156,6 +156,16 @@ async def test_a_private_channel_without_key_is_its_owners_alone(url: str) -> No
                 assert (await sub.receive()).data == "own use"
 
 
+async def test_an_empty_key_is_refused_not_taken_for_a_key_anyone_guesses(url: str) -> None:
+    # "" is what an unset string holds in most languages: as a key it made the channel
+    # private to everyone, and anyone sending "" could delete it (docs/protocol.md, key).
+    async with ts.open_client(url, name="owner") as owner:
+        with pytest.raises(ts.InvalidArgument, match="must not be empty: leave key out"):
+            await owner.create_channel("c", key="")
+        assert "c" not in [c.name for c in await owner.channels()]
+        await owner.create_channel("c")  # the name is still free
+
+
 async def test_a_taken_name_gets_one_answer_whether_its_channel_is_private_or_not(
     url: str,
 ) -> None:

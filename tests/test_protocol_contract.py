@@ -194,6 +194,29 @@ async def test_an_unknown_op_with_an_id_is_answered_and_the_connection_stays(
     assert await raw.control() == {"op": "pong", "data": 7}
 
 
+async def test_a_map_without_a_string_op_counts_as_an_unknown_op(server: ts.Server) -> None:
+    raw = await RawClient.connect(server)
+    for ident, message in ((3, {"id": 3}), (4, {"op": 5, "id": 4})):
+        await raw.send_control(message)
+        answer = await raw.control()
+        assert answer["op"] == "error" and answer["type"] == "InvalidArgument"
+        assert answer["id"] == ident
+    await raw.send_control({"op": "ping", "data": 7})
+    assert await raw.control() == {"op": "pong", "data": 7}  # the connection stays
+
+
+async def test_an_op_only_the_server_sends_is_a_protocol_error_not_an_unknown_op(
+    server: ts.Server,
+) -> None:
+    # Known ops, so no "probe" answer: a client that sends them is broken.
+    for op in ("welcome", "reply", "error", "pong", "item", "invoke"):
+        raw = await RawClient.connect(server)
+        await raw.send_control({"op": op, "id": 9})
+        goodbye = await raw.control()
+        assert goodbye["op"] == "goodbye" and goodbye["reason"].startswith("ProtocolError"), op
+        assert await raw.frame() is None
+
+
 async def test_credit_and_publish_for_ids_never_opened_are_protocol_errors(
     server: ts.Server,
 ) -> None:
@@ -339,6 +362,28 @@ async def test_a_resumed_connection_numbers_publishers_on_from_its_predecessors(
         await raw.request("close_publisher", pub=ids[-1])  # closed: its id is still used up
         await raw.stream.aclose()  # the connection drops; its lease waits for the token
     assert ids == [ids[0], ids[0] + 1, ids[0] + 2]
+
+
+async def test_a_connection_replaced_by_its_resume_is_told_not_to_come_back(
+    server: ts.Server,
+) -> None:
+    # docs/protocol.md section 8: a connection the server still believed alive when its
+    # client resumed on another one is closed with reconnect: false. Without it (absent:
+    # "try again"), a client still reading the old connection would resume in turn, and
+    # the two would take the lease from each other for good.
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    old = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+    await old.send_control({"op": "hello", "v": PROTOCOL_VERSION, "name": "w", "resume": True})
+    token = (await old.control())["resume_token"]
+    new = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+    hello = {"v": PROTOCOL_VERSION, "name": "w", "resume": True, "resume_token": token}
+    await new.send_control({"op": "hello", **hello})
+    assert (await new.control())["op"] == "welcome"
+    goodbye = await old.control()
+    assert goodbye["op"] == "goodbye" and goodbye["reason"].startswith("replaced")
+    assert goodbye["reconnect"] is False
+    assert await old.frame() is None  # then closed
 
 
 async def test_a_welcome_has_a_resume_token_only_after_a_hello_with_resume(

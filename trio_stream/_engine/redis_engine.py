@@ -61,6 +61,7 @@ from .._server.broker import (
     Channel,
     Writer,
     channel_not_found,
+    check_channel_key,
     check_channel_meta,
     check_channel_name,
 )
@@ -367,6 +368,7 @@ class RedisEngine:
         requests.check_channel_quota(session)
         check_channel_name(msg.channel)
         check_channel_meta(msg.meta)
+        check_channel_key(msg.key)
         if msg.channel.startswith("$"):
             raise ValueError("channel names starting with '$' belong to the server")
         self._creating[msg.channel] += 1
@@ -1060,7 +1062,10 @@ class RedisEngine:
         session = self.state.by_name.get(str(body))
         if session is not None:
             self.state.resume.closing_moved(session.name)  # its readers end with it
-            session.close("replaced: the same client connected again on another node (resume)")
+            session.close(
+                "replaced: the same client connected again on another node (resume)",
+                reconnect=False,  # as on one node (resume.py): not to take it back in turn
+            )
 
     def _on_name_moved(self, node: str, body: Any) -> None:
         if node == self.node:

@@ -234,6 +234,15 @@ def check_channel_meta(meta: dict[str, Any] | None) -> None:
         )
 
 
+def check_channel_key(key: str | None) -> None:
+    """A channel's key is a non-empty string, or None for none."""
+    # An empty key would be a real key that anyone guesses: in most languages it is what an
+    # unset string field holds, so a client meaning "no key" would make the channel private
+    # to everyone and deletable by anyone who sends "" as well.
+    if key == "":
+        raise ValueError("a channel key must not be empty: leave key out (None) for no key")
+
+
 def channel_not_found(name: str) -> ChannelNotFound:
     """The answer to a channel that is missing, or private to others (the same answer)."""
     # Whole up to the longest valid name; a longer one is no name, and is cut as any quote.
@@ -307,6 +316,7 @@ class Broker:
         """A new channel; ``epoch`` is given by an engine that keeps channels elsewhere."""
         check_channel_name(name)
         check_channel_meta(meta)
+        check_channel_key(key)
         if name.startswith("$") and owner is not None:
             raise ValueError("channel names starting with '$' belong to the server")
         if name in self.channels:

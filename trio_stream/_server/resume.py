@@ -65,7 +65,7 @@ class Resumable(Protocol):
 
     def published_frames(self) -> dict[int, int]: ...
     def next_pub_id(self) -> int: ...
-    def close(self, reason: str, *, drain: bool = False) -> None: ...
+    def close(self, reason: str, *, drain: bool = False, reconnect: bool = True) -> None: ...
 
 
 @dataclass(eq=False)
@@ -174,7 +174,9 @@ class ResumeBook:
             name = old.name
             if by_name.get(name) is old:
                 del by_name[name]
-            old.close("replaced: the same client connected again (resume)")
+            # Not to come back: a client still reading it would take the lease back in
+            # turn, and the two connections would take it from each other for good.
+            old.close("replaced: the same client connected again (resume)", reconnect=False)
             lease.orphans = list(self.broker.owned_by(old.client_id))
         for channel in lease.orphans:
             # Not one that a new process of this name has adopted meanwhile (adopt_channel).
