@@ -8,6 +8,7 @@ Time is real (Redis keeps it), so every wait is bounded with fail_after.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -460,6 +461,35 @@ async def test_a_channel_deleted_while_the_check_registers_it_again_leaves_redis
         await engine._reregister("c")
         assert await engine.io.registry.get("c") is None
         assert "c" not in [c.name for c in await daq.channels()]
+
+
+async def test_a_client_connecting_while_redis_is_down_is_told_to_try_again_and_retries(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The hello's name claim met the Redis that was down: the connection failed with "the
+    # peer closed the connection" and the node logged a traceback.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        open_proxy(str(a.tcp_url)) as proxy,
+        ts.open_client(proxy.url, name="r", reconnect=ts.Reconnect(0.05, 0.2)) as client,
+    ):
+        await trio.to_thread.run_sync(redis_server.stop)
+        with (
+            caplog.at_level(logging.ERROR),
+            trio.fail_after(WAIT_S),
+            pytest.raises(ts.ClusterUnavailable, match="try again"),
+        ):
+            async with ts.open_client(str(a.tcp_url), name="newcomer"):
+                pass
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        proxy.cut()  # a connected client reconnects, to a node whose Redis is down
+        with trio.fail_after(WAIT_S):
+            await client.wait_state("reconnecting")
+        await trio.sleep(1.0)  # a few attempts, each refused
+        assert client.state == "reconnecting"
+        await trio.to_thread.run_sync(redis_server.start)
+        with trio.fail_after(WAIT_S):
+            await client.wait_state("open")
 
 
 @asynccontextmanager

@@ -341,7 +341,8 @@ class Client:
 
         Raises:
             ConnectionClosed: no connection or no welcome (within connect_timeout).
-            AuthError, ProtocolError, NameInUse, InvalidArgument: refused at hello.
+            AuthError, ProtocolError, NameInUse, InvalidArgument, ClusterUnavailable: refused
+                at hello.
         """
         url = self._urls[self._url_index % len(self._urls)]
         self._url_index += 1
@@ -442,7 +443,8 @@ class Client:
                 log.error("client %r cannot reconnect: %s", self.name, exc)
                 self._lost = ConnectionClosed(f"reconnecting failed for good: {exc}")
                 return False
-            except (ConnectionClosed, NameInUse) as exc:
+            except (ConnectionClosed, NameInUse, ClusterUnavailable) as exc:
+                # ClusterUnavailable: the node's Redis is down; it comes back, so try again.
                 log.info("client %r: reconnect attempt failed: %s", self.name, exc)
         return False
 

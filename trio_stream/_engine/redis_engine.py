@@ -129,6 +129,10 @@ CREATE_ATTEMPTS: Final = 3
 # error within this long if Redis hangs (all its Redis calls together), as it does at once if
 # Redis is down or refuses: the client's connection stays.
 REQUEST_REDIS_TIMEOUT_S: Final = 10.0
+# A connecting client's name claim in Redis is bounded too, below the handshake's own bound
+# (handshake_timeout_s, 10 s by default), so that the client hears why rather than "no hello
+# within the handshake timeout".
+CLAIM_NAME_TIMEOUT_S: Final = 5.0
 # A take-over's move in Redis is shielded from cancellation (see _move_here), this long at most.
 TAKE_OVER_MOVE_TIMEOUT_S: Final = 2.0
 DELETED: Final = "deleted"
@@ -1029,6 +1033,27 @@ class RedisEngine:
         return f"client-{client_id}@{self.node}"
 
     async def claim_name(self, name: str, *, resume_token: str | None) -> None:
+        """Claim a connecting client's name on every node (the handshake's step in Redis).
+
+        Raises:
+            NameInUse: a client of that name is connected to another node.
+            ClusterUnavailable: Redis is down, refuses, or did not answer within
+                CLAIM_NAME_TIMEOUT_S: the client is refused at hello with "try again" (a
+                reconnecting one tries again), as any request that needs Redis is answered.
+        """
+        try:
+            with trio.fail_after(CLAIM_NAME_TIMEOUT_S):
+                await self._claim_name(name, resume_token=resume_token)
+        except (*REDIS_ERRORS, trio.TooSlowError) as error:
+            if isinstance(error, trio.TooSlowError):
+                what = f"no answer within {CLAIM_NAME_TIMEOUT_S:g} s"
+            else:
+                what = repr(error)[:120]
+            raise ClusterUnavailable(
+                f"the cluster's Redis is unreachable or refused this connection ({what}): try again"
+            ) from None
+
+    async def _claim_name(self, name: str, *, resume_token: str | None) -> None:
         presence = self.io.presence
         if resume_token is not None:
             old = await presence.take_name(name)
