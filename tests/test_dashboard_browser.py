@@ -18,6 +18,7 @@ import logging
 import math
 import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1100,6 +1101,47 @@ async def test_a_deleted_channels_meta_is_forgotten() -> None:
                 )
     assert not errors
     assert result == {"before": {"units": "V"}, "after": None}, result
+
+
+async def test_a_reloaded_or_closed_page_says_goodbye_and_leaves_no_subscription_kept() -> None:
+    # The page cannot resume after a reload (its resume token dies with it), yet its
+    # subscriptions were kept for resume_grace_s, dropping frames: every reload added to
+    # the channels' lost counts (+45 on demo/image) that the page then showed in red.
+    def readers() -> int:
+        listed = trio.from_thread.run(client.channels)
+        return next(c.readers for c in listed if c.name == SCALAR)
+
+    def wait_for_readers(count: int, within_s: float) -> None:
+        deadline = time.monotonic() + within_s
+        while readers() != count:
+            assert time.monotonic() < deadline, f"not {count} readers within {within_s} s"
+            time.sleep(0.05)
+
+    def steps(page: Page) -> Any:
+        kept = []
+        wait_for_readers(1, STEP_TIMEOUT_MS / 1000)  # the page's panel has subscribed
+        page.reload()
+        page.wait_for_function("() => window.__tsDashboard?.connected")
+        # Its predecessor said goodbye before this page connected: nothing kept for it.
+        kept.append(server.state.resume.kept_subscriptions())
+        page.goto("about:blank")  # a tab closed or sent elsewhere
+        wait_for_readers(0, 2.0)  # far less than resume_grace_s
+        kept.append(server.state.resume.kept_subscriptions())
+        page.go_back()  # for the screenshot
+        return kept
+
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with ts.open_client(server.tcp_url, name="lab-writer") as client:
+                await client.create_channel(SCALAR)
+                fragment = "#" + SCALAR.replace("/", "%2F")
+                result, errors = await trio.to_thread.run_sync(
+                    run_page, server.http_url + fragment, steps, "dashboard-reloaded.png"
+                )
+    assert not errors
+    assert result == [0, 0], result
 
 
 async def test_a_refresh_failure_notice_goes_once_a_refresh_succeeds() -> None:

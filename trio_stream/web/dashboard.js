@@ -33,6 +33,14 @@ function storedToken() {
 const client = createClient(undefined, { name: null, token: storedToken() });
 let tokenRefused = false;
 
+// A page that goes away (closed, reloaded, sent elsewhere) says goodbye. Its resume token dies
+// with it, so nothing could take its subscriptions back, yet without the goodbye the server
+// would keep them for resume_grace_s, losing frames on their channels' counts: every reload
+// added to the losses this page shows. A page kept for the back button (persisted) stays.
+addEventListener('pagehide', (event) => {
+  if (!event.persisted) client.close('the page was closed');
+});
+
 // ------------------------------------------------------------------------------ helpers
 
 const { setText } = fmt;
