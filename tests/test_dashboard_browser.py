@@ -1144,6 +1144,21 @@ async def test_a_reloaded_or_closed_page_says_goodbye_and_leaves_no_subscription
     assert result == [0, 0], result
 
 
+async def test_an_array_overlaid_with_a_number_says_it_needs_a_panel_of_its_own() -> None:
+    # The README's layout URL overlaid demo/sine (an array) and demo/counter (a number): the
+    # line took the plot each time it came and the number was never seen, without a word.
+    def steps(page: Page) -> Any:
+        info_js = "() => window.__tsPanels[0].info.textContent"
+        page.wait_for_function(f"() => ({info_js})().startsWith('{SINE}:')")
+        return page.evaluate(info_js)
+
+    fragment = "#" + ",".join(name.replace("/", "%2F") for name in (SCALAR, SINE))
+    writers = {SCALAR: (SCALAR_RATE_HZ, scalar_frame), SINE: (SINE_RATE_HZ, sine_frame)}
+    result, errors = await with_writers(steps, "dashboard-mixed-overlay.png", writers, fragment)
+    assert not errors
+    assert f"only numbers share a panel: give {SINE} a panel of its own" in result, result
+
+
 async def test_a_refresh_failure_notice_goes_once_a_refresh_succeeds() -> None:
     def steps(page: Page) -> dict[str, Any]:
         page.wait_for_function("() => window.__tsPanels[0].frames > 1")

@@ -366,7 +366,10 @@ export class Panel {
       this.text.hidden = view.kind !== 'text';
       if (view.kind === 'text') setText(this.text, view.text);
       const cut = entry.view ? ` · ${viewText(entry.view)} (server view)` : '';
-      setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}${entry.reconnected ? ` · ${tallyNote(entry.reconnected)}` : ''}`);
+      // Only numbers share a time axis: an array or a text overlaid with others takes the
+      // plot from them each time it comes, so the panel says where it belongs instead.
+      const alone = this.channels.length > 1 && view.kind !== 'scalar' ? ` · only numbers share a panel: give ${name} a panel of its own (+ panel)` : '';
+      setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}${entry.reconnected ? ` · ${tallyNote(entry.reconnected)}` : ''}${alone}`);
     }
     this.onFrame(msg);
   }
