@@ -349,6 +349,23 @@ async def test_a_peer_that_accepts_and_never_answers_fails_the_connect_within_co
     assert held  # the peer did accept
 
 
+async def test_a_peer_that_closes_before_the_welcome_is_asked_about(nursery: trio.Nursery) -> None:
+    # Another service on the port (it read the hello and hung up): "the peer closed the
+    # connection" alone did not say where to look.
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.receive_some(1024)
+        await stream.aclose()
+
+    (listener,) = await nursery.start(
+        functools.partial(trio.serve_tcp, host="127.0.0.1"), hang_up, 0
+    )
+    port = listener.socket.getsockname()[1]
+    with pytest.raises(ts.ConnectionClosed) as failed, trio.fail_after(WAIT_S):
+        async with ts.open_client(f"tcp://127.0.0.1:{port}"):
+            pass
+    assert f"is 127.0.0.1:{port} a trio_stream server's port?" in str(failed.value)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_the_next_connection_to_a_silent_server_is_tried_at_once(
     quiet_server: ts.Server, transport: str

@@ -304,7 +304,14 @@ class Client:
         first = await sniff.peek(getattr(transport, "stream", None))
         if first and (wrong := sniff.describe_http_reply(f"tcp://{transport.remote}", first)):
             raise ConnectionClosed(wrong)
-        frames = await transport.receive_frames()
+        try:
+            frames = await transport.receive_frames()
+        except ConnectionClosed as exc:
+            # A server refuses with an error first: a peer that just closes is most often
+            # another service on that port (SSH, a web server, a proxy's dead end).
+            raise ConnectionClosed(
+                f"{exc} before any welcome (is {transport.remote} a trio_stream server's port?)"
+            ) from None
         reply = decode_message(frames[0])
         if isinstance(reply, Error):
             raise error_from_wire(reply.type, reply.message)
@@ -350,7 +357,10 @@ class Client:
         # upgrade (a peer that accepts and never answers it would otherwise hold the client
         # for good: trio-websocket's own bound did not end its wait) and the hello.
         deadline = min(trio.current_time() + self._connect_timeout, give_up_at)
-        too_late = f"no welcome from {url} within {self._connect_timeout} s"
+        too_late = (
+            f"no welcome from {url} within {self._connect_timeout} s (is it a trio_stream "
+            "server's port? another service, Redis for one, may accept and never answer)"
+        )
         with trio.CancelScope(deadline=deadline) as opening:
             async with connect(
                 url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=self._ssl_context
