@@ -1153,7 +1153,10 @@ async def test_an_array_overlaid_with_a_number_says_it_needs_a_panel_of_its_own(
         return page.evaluate(info_js)
 
     fragment = "#" + ",".join(name.replace("/", "%2F") for name in (SCALAR, SINE))
-    writers = {SCALAR: (SCALAR_RATE_HZ, scalar_frame), SINE: (SINE_RATE_HZ, sine_frame)}
+    writers: dict[str, tuple[float, Callable[[int], object]]] = {
+        SCALAR: (SCALAR_RATE_HZ, scalar_frame),
+        SINE: (SINE_RATE_HZ, sine_frame),
+    }
     result, errors = await with_writers(steps, "dashboard-mixed-overlay.png", writers, fragment)
     assert not errors
     assert f"only numbers share a panel: give {SINE} a panel of its own" in result, result
