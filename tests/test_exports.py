@@ -41,6 +41,7 @@ EXPORTS = {
     "SyncMerge",
     "SyncClient",
     "TrioStreamError",
+    "UnknownMethod",
     "View",
     "__version__",
     "merge",

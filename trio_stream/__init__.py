@@ -25,6 +25,7 @@ from ._exceptions import ResourceClosed as ResourceClosed
 from ._exceptions import RpcError as RpcError
 from ._exceptions import RpcTimeout as RpcTimeout
 from ._exceptions import TrioStreamError as TrioStreamError
+from ._exceptions import UnknownMethod as UnknownMethod
 from ._files import FileEvent as FileEvent
 from ._merge import Merge as Merge
 from ._merge import SyncMerge as SyncMerge
