@@ -662,6 +662,27 @@ async def test_a_refused_connection_is_one_short_traceback() -> None:
     assert len(errors.splitlines()) <= 8, errors
 
 
+async def test_a_get_that_times_out_is_a_short_traceback(server: ts.Server) -> None:
+    # The script's line and the SyncClient method, not the trio thread's frames it crossed.
+    assert server.tcp_url is not None
+    script = (
+        "import trio_stream as ts\n"
+        f"c = ts.SyncClient({server.tcp_url!r})\n"
+        "c.create_channel('quiet')\n"
+        "with c.subscribe('quiet') as sub:\n"
+        "    sub.get(timeout=0.2)\n"
+    )
+    result = await trio.run_process(
+        [sys.executable, "-c", script], capture_stdout=True, capture_stderr=True, check=False
+    )
+    errors = result.stderr.decode()
+    assert result.returncode == 1
+    assert errors.rstrip().splitlines()[-1] == (
+        "TimeoutError: no message on 'quiet' within 0.2 s"
+    ), errors
+    assert "_run_call" not in errors and "trio/" not in errors, errors
+
+
 @pytest.mark.parametrize("mode", ["get", "publish", "rpc"])
 async def test_ctrl_c_returns_promptly_even_from_a_frozen_server(
     server: ts.Server, mode: str

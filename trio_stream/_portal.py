@@ -50,8 +50,10 @@ def for_the_caller(error: BaseException) -> BaseException:
     """``error`` as a blocking caller sees it: a TrioStreamError (its message says what
     happened and what to do) or Ctrl-C without the frames of the trio thread, or of
     ``threading``'s wait, that it crossed; those say nothing to a script's author and made a
-    one-line error twenty lines long. Any other exception keeps its whole traceback."""
-    if isinstance(error, TrioStreamError | KeyboardInterrupt):
+    one-line error twenty lines long; so is a TimeoutError (a ``get(timeout=...)``, a
+    ``flush(timeout=...)``: the caller's own bound, said in its message). Any other
+    exception keeps its whole traceback."""
+    if isinstance(error, TrioStreamError | KeyboardInterrupt | TimeoutError):
         return error.with_traceback(None)
     return error
 
