@@ -38,7 +38,14 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Final, Protocol
 
-from .._exceptions import AuthError, ChannelExists, ChannelNotFound, LimitExceeded, ProtocolError
+from .._exceptions import (
+    AuthError,
+    ChannelExists,
+    ChannelNotFound,
+    InvalidArgument,
+    LimitExceeded,
+    ProtocolError,
+)
 from .._protocol.array_view import View, cut_array
 from .._protocol.brief import brief
 from .._protocol.bytes_like import BytesLike
@@ -243,10 +250,15 @@ def check_channel_key(key: str | None) -> None:
         raise ValueError("a channel key must not be empty: leave key out (None) for no key")
 
 
-def channel_not_found(name: str) -> ChannelNotFound:
-    """The answer to a channel that is missing, or private to others (the same answer)."""
-    # Whole up to the longest valid name; a longer one is no name, and is cut as any quote.
-    quoted = repr(name) if len(name) <= MAX_CHANNEL_NAME_CHARS else brief(name)
+def channel_not_found(name: str) -> ChannelNotFound | InvalidArgument:
+    """The answer to a channel that is missing, or private to others (the same answer); to
+    a name no channel can have, the naming rule (telling nothing about any channel)."""
+    if not 1 <= len(name) <= MAX_CHANNEL_NAME_CHARS or not name.isprintable():
+        return InvalidArgument(
+            f"no channel can be named {brief(name)}: channel names are 1 to "
+            f"{MAX_CHANNEL_NAME_CHARS} printable characters"
+        )
+    quoted = repr(name)
     return ChannelNotFound(
         f"no channel named {quoted} that you may use; create it with create_channel() "
         "first, or let a reader wait for it (subscribe(..., wait_channel=True)); a private "
