@@ -868,6 +868,39 @@ async def test_a_slow_block_reader_on_another_node_holds_its_writer_until_its_bl
         assert await hold_events_until_released(events, "c") == ["held", "released"]
 
 
+async def test_another_nodes_channel_events_say_why_a_channel_ended(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_b, name="observer") as observer,
+        observer.subscribe("$channels", policy="unbounded") as events,
+    ):
+        # A delete here and on another node, and an owner's end: each was announced by no
+        # node at all when deleted (the node that kept it forgot it first), and said not why.
+        async with (
+            ts.open_client(url_a, name="w") as w,
+            ts.open_client(url_b, name="x") as x,
+        ):
+            await w.create_channel("deleted")
+            await w.create_channel("by-b", key="k")
+            await w.create_channel("left")
+            await w.delete_channel("deleted")
+            await x.delete_channel("by-b", key="k")
+        reasons: dict[str, str] = {}
+        with trio.fail_after(WAIT_S):
+            while len(reasons) < 3:
+                event = (await events.receive()).data
+                if event["event"] == "deleted":
+                    assert event["node"] == "a"  # the node that kept it
+                    reasons[event["channel"]] = event["reason"]
+        assert reasons == {
+            "deleted": "channel 'deleted' was deleted",
+            "by-b": "channel 'by-b' was deleted",
+            "left": "channel 'left' ended with its owner",
+        }
+
+
 async def test_a_slow_reader_of_a_writer_with_a_small_window_is_shown_held_once(
     redis_server: RedisServer,
 ) -> None:

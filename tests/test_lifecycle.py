@@ -89,6 +89,9 @@ async def test_system_channels_report_clients_channels_and_load(url: str) -> Non
         assert disconnected["event"] == "disconnected"
         assert [e["event"] for e in events] == ["created", "readers", "readers", "deleted"]
         assert [e["readers"] for e in events[1:3]] == [1, 0]
+        # Nobody deleted it: it went with its owner, which the event says.
+        assert events[3]["reason"] == "channel 'v' ended with its owner"
+        assert all("reason" not in e for e in events[:3])
         for key in (
             "connections",
             "channels",

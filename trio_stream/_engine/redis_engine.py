@@ -258,6 +258,8 @@ class RedisEngine:
         # meanwhile their missing record is that delete's doing, not a Redis that lost it, and
         # registering them again (_reregister) would bring a deleted channel back.
         self._deleting: Counter[str] = Counter()
+        # Channels ending here because they are gone from Redis already (see _on_deleted).
+        self._gone_from_redis: set[str] = set()
         # Gone owners' channels this node is ending (end_orphan), and those it gave up on.
         self._orphans = OrphanEnds(self, self._ending)
         self._dirty_readers: set[str] = set()
@@ -757,8 +759,14 @@ class RedisEngine:
             del given_up[name]  # ended in Redis too now
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
-            self._kept.pop(name, None)  # deleted in Redis already
-            self.state.broker.delete_channel(channel, str(reason))
+            # Deleted in Redis already: its end here (channel_event) must not delete it there
+            # again, and the node that kept it still announces it ($channels everywhere).
+            self._gone_from_redis.add(name)
+            try:
+                self.state.broker.delete_channel(channel, str(reason))
+            finally:
+                self._gone_from_redis.discard(name)
+            self._kept.pop(name, None)
 
     async def _open_publisher(self, session: Session, msg: OpenPublisher) -> dict[str, Any]:
         if msg.channel.startswith("$"):  # the server's own: every node refuses writers alike
@@ -1170,7 +1178,8 @@ class RedisEngine:
             self._readers_wake.set()
             if here is not None and here.epoch == channel.epoch:
                 del self._kept[name]
-                if name not in self._ending:  # else decided in Redis already (end_orphan)
+                # Not when decided in Redis already (end_orphan, a delete: _on_deleted).
+                if name not in self._ending and name not in self._gone_from_redis:
                     # Ended here by its lifetime or an admin (its owner's end goes through
                     # end_orphan): in Redis too, unless a take-over moved it meanwhile.
                     reason = f"channel {name!r} ended"
@@ -1200,6 +1209,8 @@ class RedisEngine:
         if not channel.public:
             return
         body = {"event": kind, "channel": channel.name, "owner": channel.owner}
+        if kind == "deleted":
+            body["reason"] = channel.end_reason
         self.later(lambda: self._publish_bus(CHANNEL, body))
 
     async def _publish_bus(self, kind: str, body: Any) -> None:
@@ -1330,7 +1341,12 @@ class RedisEngine:
         )  # first: see _delete_everywhere
         await self.tell_deleted(record.name, record.epoch, reason)
         if record.options.get("public", True):
-            body = {"event": "deleted", "channel": record.name, "owner": record.owner}
+            body = {
+                "event": "deleted",
+                "channel": record.name,
+                "owner": record.owner,
+                "reason": reason,
+            }
             self.state.publish_system("$channels", {**body, "node": self.node})
             await self.io.bus.publish(CHANNEL, body)
 

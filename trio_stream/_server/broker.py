@@ -190,6 +190,7 @@ class Channel:
     recent_bytes: int = 0  # of ``recent``, as written to a reader (SharedData.nbytes)
     rate_fps: float = 0.0
     rate_bps: float = 0.0
+    end_reason: str = ""  # why it ended (deleted, expired, its owner gone): $channels says
     _rate_mark: tuple[float, int, int] = (0.0, 0, 0)
 
     @property
@@ -399,6 +400,7 @@ class Broker:
         for pub in list(channel.publishers):
             channel.publishers.remove(pub)
             pub.outbox.writer_ended(pub, ChannelNotFound(reason))
+        channel.end_reason = reason
         self.event("deleted", channel)
 
     def event(self, kind: str, channel: Channel) -> None:

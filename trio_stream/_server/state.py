@@ -104,17 +104,17 @@ class ServerState:
             self.lost_in_deleted_channels += channel.lost
         if channel.name.startswith("$") or not channel.public:
             return  # private channels never show up in system channels
-        self.publish_system(
-            "$channels",
-            {
-                "event": kind,
-                "channel": channel.name,
-                "owner": channel.owner,
-                "readers": channel.readers,
-                "writers": len(channel.publishers),
-                "held_by": channel.held_by(),
-            },
-        )
+        event = {
+            "event": kind,
+            "channel": channel.name,
+            "owner": channel.owner,
+            "readers": channel.readers,
+            "writers": len(channel.publishers),
+            "held_by": channel.held_by(),
+        }
+        if kind == "deleted":  # deleted, expired, or gone with its owner: which one
+            event["reason"] = channel.end_reason
+        self.publish_system("$channels", event)
 
     def client_event(self, kind: str, session: Session) -> None:
         self.engine.client_event(kind, session)
