@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,10 +31,11 @@ import trustme
 
 import trio_stream as ts
 from trio_stream.cli import build_parser, dumpfile, parse_command_line
-from trio_stream.cli._options import byte_size
+from trio_stream.cli._options import SIZE_UNITS, byte_size, subscription_kwargs
 from trio_stream.cli._output import jsonable
 from trio_stream.cli._run import UsageError
 from trio_stream.cli._server_options import server_config
+from trio_stream.cli._table import wrap
 from trio_stream.cli.serve import _print_urls
 
 CLI = [sys.executable, "-m", "trio_stream"]
@@ -442,8 +444,55 @@ async def test_serve_on_a_port_in_use_names_it_in_one_line(server: ts.Server) ->
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
-    assert f"cannot listen on 127.0.0.1 (TCP port {port})" in lines[0]
-    assert "stop it, or pick other ports with --tcp-port/--http-port" in lines[0]
+    assert f"cannot listen on 127.0.0.1 (TCP port {port}): Address already in use" in lines[0]
+    assert (
+        f"runs there: it holds TCP port {port}; stop it, or pick another port with --tcp-port; "
+        "0 takes any free one)" in lines[0]
+    )
+
+
+async def test_serve_with_only_its_http_port_in_use_says_that_one_is(server: ts.Server) -> None:
+    # It named both ports ("TCP port 19872, HTTP port 19871") without saying which was busy.
+    assert server.http_url is not None
+    port = server.http_url.rsplit(":", 1)[1].rstrip("/")
+    result = await cli("serve", "--tcp-port", "0", "--http-port", port)
+    assert result.returncode == 1
+    (line,) = result.stderr.decode().strip().splitlines()
+    assert line.startswith("trio-stream serve: error: cannot listen on 127.0.0.1 (TCP port 0, ")
+    assert line.endswith(
+        f"): Address already in use (another server, the demo perhaps, runs there: it holds "
+        f"HTTP port {port}; stop it, or pick another port with --http-port; 0 takes any free one)"
+    )
+
+
+async def test_a_redis_engine_without_the_redis_extra_is_one_line() -> None:
+    # coredis made unimportable in the child (a None in sys.modules), as if not installed:
+    # it was a 56-line traceback through the server's start, ending in this message.
+    without_coredis = (
+        "import sys; sys.modules['coredis'] = None; "
+        "from trio_stream.cli import main; sys.exit(main())"
+    )
+    argv = ["serve", "--engine", "redis://127.0.0.1:1/0", "--tcp-port", "0", "--http-port", "0"]
+    with trio.fail_after(RUN_TIMEOUT_S):
+        result = await trio.run_process(
+            [sys.executable, "-c", without_coredis, *argv],
+            capture_stdout=True, capture_stderr=True, check=False, env=ENV,
+        )  # fmt: skip
+    assert result.returncode == 2  # as the other settings it cannot run with
+    assert result.stderr.decode().strip().splitlines() == [
+        "trio-stream serve: error: engine=redis:// needs the redis extra: pip install "
+        "'trio_stream[redis]' (in a checkout: pip install -e '.[redis]')"
+    ]
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+async def test_host_help_says_what_a_host_without_a_token_does(command: str) -> None:
+    # It said "a non-loopback one needs --token"; the server runs without one, warning.
+    result = await cli(command, "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.decode().split())
+    assert "needs --token" not in text
+    assert "a non-loopback one without --token warns loudly that whoever reaches it" in text
 
 
 async def test_demo_writes_its_channels_and_stops_on_sigterm() -> None:
@@ -1448,3 +1497,272 @@ def test_ctrl_c_while_the_command_still_imports_exits_130_without_a_traceback(
     monkeypatch.setattr(sys, "meta_path", [CtrlC(), *sys.meta_path])
     assert script.load()() == 130
     assert capsys.readouterr().err == "\n"
+
+
+# -- a new user's walkthrough ------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["pub", "generate", "replay"])
+async def test_create_with_key_gives_the_created_channel_that_key(
+    command: str, server: ts.Server, tmp_path: Path
+) -> None:
+    # `--create --key K` created the channel without a key, silently: anyone could read it.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    path = tmp_path / "one.tsdump"
+    path.write_bytes(_dump_bytes([1]))
+    # --keep --history 1: the value waits in the channel for a reader, so no wait for one.
+    created = ["--create", "--key", "mykey", "--keep", "--history", "1"]
+    argv = {
+        "pub": ["pub", url, "kt", "1"],
+        "generate": ["generate", url, "kt", "--count", "1", "--shape", "1"],
+        "replay": ["replay", str(path), url, "kt", "--fast"],
+    }[command]
+    result = await cli(*argv, *created)
+    assert result.returncode == 0, result.stderr
+    async with ts.open_client(url, name="reader") as reader:
+        with pytest.raises(ts.AuthError):
+            await reader.open_subscription("kt")
+        async with reader.subscribe("kt", key="mykey"):
+            pass
+
+
+async def test_a_private_channel_created_with_key_is_read_with_that_key(server: ts.Server) -> None:
+    # The reader was told the channel needs its key, and the writer waited for ever.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with running("pub", url, "priv1", "7", "--create", "--private", "--key", "s") as pub:
+        assert pub.process.stderr is not None
+        with trio.fail_after(WAIT_S):
+            said = (await pub.process.stderr.receive_some()).decode()
+        assert "waiting for a reader of 'priv1'" in said  # so the channel is there
+        sub = await cli("sub", url, "priv1", "--key", "s", "--count", "1")
+        assert sub.returncode == 0, sub.stderr
+        assert json_lines(sub.stdout.decode())[0]["data"] == 7
+        code, _, stderr = await pub.finish()
+    assert code == 0, stderr
+
+
+async def test_create_key_is_the_created_channel_s_key_when_both_are_given(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    both = ["--create", "--create-key", "made", "--key", "other", "--keep", "--history", "1"]
+    result = await cli("pub", url, "two-keys", "1", *both)
+    assert result.returncode == 0, result.stderr
+    async with ts.open_client(url, name="reader") as reader:
+        async with reader.subscribe("two-keys", key="made"):
+            pass
+        with pytest.raises(ts.AuthError):
+            await reader.open_subscription("two-keys", key="other")
+
+
+async def test_a_key_the_server_refuses_is_named_as_the_option(server: ts.Server) -> None:
+    # It said "AuthError: channel 'keyed' needs its key: pass key=...": Python in a shell.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("keyed", key="k1")
+        for argv, error in (
+            (["sub", url, "keyed"], "channel 'keyed' needs its key: give it with --key"),
+            (["sub", url, "keyed", "--key", "k2"], "wrong key for channel 'keyed': check --key"),
+            (["pub", url, "keyed", "1"], "channel 'keyed' needs its key: give it with --key"),
+        ):
+            result = await cli(*argv)
+            assert result.returncode == 1
+            assert result.stderr.decode().strip().splitlines() == [
+                f"trio-stream {argv[0]}: error: {error}"
+            ]
+
+
+async def test_call_without_client_names_only_client_missing() -> None:
+    # ARG is optional (call URL CLIENT [METHOD [ARG...]]), yet it was named as required too.
+    result = await cli("call", "tcp://127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines()[-1] == (
+        "trio-stream call: error: the following arguments are required: CLIENT"
+    )
+
+
+async def test_replay_of_a_file_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "nonexist.tsdump"
+    result = await cli("replay", str(path), "tcp://127.0.0.1:1", "ch")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines() == [
+        f"trio-stream replay: error: cannot read {path}: no such file or directory"
+    ]
+
+
+async def test_a_bad_size_lists_the_sizes_it_takes() -> None:
+    result = await cli("generate", "tcp://127.0.0.1:1", "ch", "--size", "10XB")
+    assert result.returncode == 2
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert last == f"trio-stream generate: error: argument --size: not a size: '10XB': {SIZE_UNITS}"
+
+
+def test_the_sizes_the_size_error_lists_are_taken() -> None:
+    examples = re.findall(r"\b\d[\w.]*", SIZE_UNITS.split("(")[0])
+    assert examples == ["100", "64KiB", "16M", "1MB", "1.5GB"]
+    assert [byte_size(e) for e in examples] == [100, 64 * 2**10, 16 * 2**20, 10**6, 15 * 10**8]
+    for unit in ("K", "KiB", "M", "MiB", "G", "GiB", "kB", "MB", "GB", "B"):
+        assert unit in re.split(r"[ /,;:()]+", SIZE_UNITS)
+        assert byte_size(f"2{unit}") == byte_size(f"2{unit.lower()}") >= 2
+    for text in ("nan", "inf", "10XB"):
+        with pytest.raises(ValueError, match="not a size"):
+            byte_size(text)
+
+
+async def test_counts_of_one_are_singular(server: ts.Server, tmp_path: Path) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    pub = await cli("pub", url, "empty", "1", "--create", "--no-wait")
+    assert pub.returncode == 3
+    assert "error: 1 of 1 value not sent: channel 'empty'" in pub.stderr.decode()
+    gen = await cli("generate", url, "empty", "--create", "--no-wait", "--count", "1")
+    assert gen.returncode == 3
+    assert "generated 1 frame of " in gen.stderr.decode()
+    assert "error: 1 of 1 frame not sent: channel 'empty'" in gen.stderr.decode()
+    path = tmp_path / "one.tsdump"
+    path.write_bytes(_dump_bytes([1]))
+    replay = await cli("replay", str(path), url, "kept", "--create", "--keep", "--history", "1")
+    assert replay.returncode == 0, replay.stderr
+    assert replay.stderr.decode().strip().splitlines()[-1] == "replayed 1 frame to 'kept'"
+
+
+async def test_no_command_prints_the_commands() -> None:
+    for argv in ([], ["--log-level", "info"]):
+        result = await cli(*argv)
+        assert result.returncode == 2
+        stderr = result.stderr.decode()
+        for command in COMMANDS:
+            assert f"\n    {command} " in stderr
+        assert "start here:" in stderr
+        assert (
+            stderr.strip().splitlines()[-1] == "trio-stream: error: give a COMMAND (listed above)"
+        )
+    assert (await cli("--version")).returncode == 0
+
+
+async def test_stats_counts_the_channels_its_table_shows(server: ts.Server) -> None:
+    # "channels 7" above a table of 4: the system channels were counted, not shown.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="watcher") as client:
+        await client.create_channel("visible/one")
+        await client.create_channel("visible/two")
+        listed = await client.channels()
+        system = sum(c.name.startswith("$") for c in listed)
+        assert system > 0
+        table = await cli("stats", url)
+        assert table.returncode == 0, table.stderr
+        first = table.stdout.decode().splitlines()[0]
+        assert f"  channels 2 (+{system} system)" in first
+        everything = await cli("stats", url, "--system")
+        assert f"  channels {len(listed)}\n" in everything.stdout.decode()
+        watch = await cli("stats", url, "--watch", "--count", "1")  # plain lines in a pipe
+        lines = watch.stdout.decode().splitlines()
+        assert f" channels=2 system={system} " in lines[0]
+        assert len(lines) == 3
+
+
+async def test_sub_takes_sender_and_view(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with (
+        ts.open_client(url, name="w1") as w1,
+        ts.open_client(url, name="w2") as w2,
+    ):
+        await w1.create_channel("mixed")
+        argv = ["sub", url, "mixed", "--sender", "w1", "--view", "::2", "--count", "2", "--full"]
+        async with running(*argv) as sub, w1.publisher("mixed") as p1, w2.publisher("mixed") as p2:
+            await wait_for_channel(w1, "mixed", readers=1)
+            for i in range(2):
+                await p2.send(np.arange(4) + 100)
+                await p1.send(np.arange(5) + 10 * i)
+            code, out, stderr = await sub.finish()
+    assert code == 0, stderr
+    messages = json_lines(out)
+    assert [m["sender"] for m in messages] == ["w1", "w1"]
+    assert [m["data"] for m in messages] == [[0, 2, 4], [10, 12, 14]]
+
+
+def test_subscription_options_reach_the_subscription() -> None:
+    args = parse_command_line(
+        build_parser(),
+        ["dump", "tcp://h:1", "ch", "f", "--sender", "cam", "--block-timeout", "0.5",
+         "--view", "10:20,::-1,1::3"],
+    )  # fmt: skip
+    kwargs = subscription_kwargs(args)
+    assert (kwargs["sender"], kwargs["block_timeout"]) == ("cam", 0.5)
+    assert kwargs["view"] == ts.View(
+        slices=(slice(10, 20), slice(None, None, -1), slice(1, None, 3))
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (
+            ["--block-timeout", "1"],
+            "trio-stream sub: error: --block-timeout goes with --policy block",
+        ),
+        (["--view", "5"], "argument --view: not a view: '5': give slices"),
+        (["--view", "::0"], "argument --view: not a view: '::0': slice step cannot be zero"),
+    ],
+)
+async def test_sub_option_misuse_is_a_usage_error(
+    argv: list[str], error: str, server: ts.Server
+) -> None:
+    assert server.tcp_url is not None
+    result = await cli("sub", server.tcp_url, "ch", *argv)
+    assert result.returncode == 2
+    assert error in result.stderr.decode().strip().splitlines()[-1]
+
+
+def test_tables_at_80_columns_break_no_word_that_fits() -> None:
+    # rich broke words mid-way ("subscript/ions", "publishin/g", "demo/coun/ter") and
+    # cropped the last column while other columns had room.
+    import io
+    import time
+
+    from rich.console import Console
+
+    from trio_stream.cli.inspect import clients_table
+
+    def reading(channel: str) -> tuple[ts.SubscriptionInfo, ...]:
+        return (ts.SubscriptionInfo(channel=channel, policy="drop_oldest", size=100),)
+
+    now = time.time()
+    clients = [
+        ts.ClientInfo(
+            id=1, name="demo-writer", address="127.0.0.1:52192", transport="tcp",
+            connected_at=now - 300, publishers=("demo/counter", "demo/image", "demo/sine"),
+        ),
+        ts.ClientInfo(
+            id=6, name="trio-stream-sub-13469", address="127.0.0.1:43060", transport="ws",
+            connected_at=now - 2, subscriptions=reading("demo/counter"),
+        ),
+        ts.ClientInfo(
+            id=9, name="trio-stream-clients-123456", address="127.0.0.1:43088",
+            transport="tcp", connected_at=now,
+        ),
+    ]  # fmt: skip
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(clients_table(clients))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    words = {word for line in lines for word in line.split()}
+    assert {"id", "name", "address", "via", "connected", "reading", "writing"} <= words
+    assert {"demo/counter,", "demo/image,", "demo/sine", "(drop_oldest", "100)"} <= words
+    assert {"127.0.0.1:52192", "demo-writer"} <= words
+    # Names break only when every column is down to its longest word, and after a "-".
+    assert {"trio-stream-", "sub-13469", "clients-123456"} <= words
+
+
+def test_a_word_that_must_break_breaks_after_a_separator() -> None:
+    assert wrap("lab/detector-7/temperature-channel-0001", 12).splitlines() == [
+        "lab/", "detector-7/", "temperature-", "channel-0001",
+    ]  # fmt: skip
+    assert wrap("demo/counter (drop_oldest 100)", 12).splitlines() == [
+        "demo/counter", "(drop_oldest", "100)",
+    ]  # fmt: skip
+    assert wrap("abcdefghij", 4).splitlines() == ["abcd", "efgh", "ij"]

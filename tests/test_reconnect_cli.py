@@ -53,7 +53,7 @@ async def test_dump_rides_through_a_server_restart_and_records_the_gap(tmp_path:
     gap = frames[3]["gap"]
     assert gap["kind"] == "reset" and gap["lost"] is None  # recovered: whatever history had
     assert replayed.returncode == 0, replayed.stderr
-    assert "1 gap(s) where its recorder reconnected" in replayed.stderr.decode()
+    assert "1 gap where its recorder reconnected" in replayed.stderr.decode()
 
 
 async def test_sub_rides_through_a_cut_and_prints_the_gap(server: ts.Server) -> None:

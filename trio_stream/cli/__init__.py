@@ -10,6 +10,7 @@ import argparse
 import difflib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._version import __version__
 from . import bridge as bridge
@@ -86,6 +87,15 @@ def _check_main_options(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
         at += 1 if has_value or action.nargs == 0 else 2
     if at < len(argv):
         _check_command(parser, argv[at])
+    elif not {"-h", "--help", "--version"} & set(argv):
+        _no_command(parser)
+
+
+def _no_command(parser: argparse.ArgumentParser) -> NoReturn:
+    """No command given (``trio-stream`` alone): the help, which lists the commands and
+    where to start, rather than argparse's bare "required: COMMAND"."""
+    parser.print_help(sys.stderr)
+    parser.exit(2, f"\n{parser.prog}: error: give a COMMAND (listed above)\n")
 
 
 def _check_command(parser: argparse.ArgumentParser, command: str) -> None:

@@ -15,7 +15,8 @@ import trio
 import trio_stream as ts
 
 from .._protocol.messages import CHANNEL_ENDED_REASON
-from ._options import subscription_kwargs
+from ._options import created_channel_key, subscription_kwargs
+from ._output import counted
 from ._run import CliError, NoReaders
 
 
@@ -79,7 +80,7 @@ async def ensure_channel(client: ts.Client, channel: str, args: argparse.Namespa
         await client.create_channel(
             channel,
             public=not args.private,
-            key=args.create_key,
+            key=created_channel_key(args),
             lifetime=args.lifetime,
             history=args.history,
             keep=args.keep,
@@ -108,12 +109,22 @@ async def check_readable(client: ts.Client, channels: list[str], args: argparse.
             )
 
 
+def key_refused(channel: str, key: str | None, option: str = "--key") -> CliError:
+    """The CLI's words for a channel key the server refused (AuthError): the option to
+    give, where the library's message names its keyword (``pass key=...``)."""
+    if key is None:
+        return CliError(f"channel {channel!r} needs its key: give it with {option}")
+    return CliError(f"wrong key for channel {channel!r}: check {option}")
+
+
 async def _open_subscription(
     client: ts.Client, channel: str, args: argparse.Namespace
 ) -> ts.Subscription:
     kwargs = subscription_kwargs(args)
     try:
         return await client.open_subscription(channel, **kwargs)
+    except ts.AuthError:
+        raise key_refused(channel, args.key) from None
     except ts.ChannelNotFound:
         if not args.wait_channel:
             raise CliError(
@@ -126,7 +137,10 @@ async def _open_subscription(
         file=sys.stderr,
         flush=True,
     )
-    return await client.open_subscription(channel, **kwargs, wait_channel=True)
+    try:
+        return await client.open_subscription(channel, **kwargs, wait_channel=True)
+    except ts.AuthError:
+        raise key_refused(channel, args.key) from None
 
 
 @asynccontextmanager
@@ -148,16 +162,25 @@ async def subscription(
 
 @asynccontextmanager
 async def publisher(
-    client: ts.Client, channel: str, args: argparse.Namespace, *, key: str | None
+    client: ts.Client,
+    channel: str,
+    args: argparse.Namespace,
+    *,
+    key: str | None,
+    key_option: str = "--key",
 ) -> AsyncIterator[ts.Publisher]:
     """A publisher, creating the channel first with --create.
 
+    ``key_option``: the option that gave ``key``, for the error if it is refused.
+
     Raises:
-        CliError: no such channel (and no --create).
+        CliError: no such channel (and no --create), or its key missing or wrong.
     """
     created = args.create and await ensure_channel(client, channel, args)
     try:
         pub = await client.open_publisher(channel, key=key)
+    except ts.AuthError:
+        raise key_refused(channel, key, key_option) from None
     except ts.ChannelNotFound:
         if args.create and not created:
             raise CliError(
@@ -212,7 +235,7 @@ async def wait_for_readers(client: ts.Client, pub: ts.Publisher, args: argparse.
         await pub.wait_for_readers(wanted)
         return False
     raise NoReaders(
-        f"channel {pub.channel!r} has {pub.readers} reader(s), not {wanted}, after "
+        f"channel {pub.channel!r} has {counted(pub.readers, 'reader')}, not {wanted}, after "
         f"{args.wait_timeout:g} s (--wait-timeout): nothing was sent; start a reader first"
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import os
 import re
 import textwrap
@@ -12,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TypeAlias
 
 from .._exceptions import InvalidArgument
+from .._protocol.array_view import View
 from .._transport.urls import split_url
+from ._run import UsageError
 
 # The object add_subparsers() returns (generic for type checkers only).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -36,6 +39,11 @@ _BYTE_UNITS: Final = {
     "gib": 2**30,
     "gb": 10**9,
 }
+# What byte_size() takes, for its error message (a test parses every example and unit).
+SIZE_UNITS: Final = (
+    "give bytes, e.g. 100, 64KiB, 16M, 1MB, 1.5GB (K/KiB, M/MiB, G/GiB: powers of 1024; "
+    "kB, MB, GB: of 1000; B: bytes; any letter case)"
+)
 _OFF_WORDS: Final = ("off", "none", "no", "disabled")
 
 
@@ -105,16 +113,25 @@ def did_you_mean(parser: argparse.ArgumentParser, option: str) -> str:
 
 
 # -- value parsers (argparse ``type=`` callables: ValueError -> a usage error) -----------------
+class BadValue(argparse.ArgumentTypeError, ValueError):
+    """A value parser's own words for argparse to print (for a plain ValueError it prints only
+    "invalid size value: '10XB'"); still a ValueError to callers outside argparse (the
+    --config file's settings)."""
+
+
 def byte_size(text: str) -> int:
     """``1048576``, ``64KiB``, ``16M``, ``1.5GB`` -> bytes."""
     value = text.strip().lower().replace("_", "")
     number = value.rstrip("kmgib")
     unit = value[len(number) :]
-    if unit not in _BYTE_UNITS or not number:
-        raise ValueError(f"not a size: {text!r}")
-    size = float(number) * _BYTE_UNITS[unit]
+    try:
+        size = float(number) * _BYTE_UNITS[unit]
+    except (KeyError, ValueError):
+        size = math.nan
+    if not math.isfinite(size):  # "nan" and "inf" are floats, but no size
+        raise BadValue(f"not a size: {text!r}: {SIZE_UNITS}")
     if size < 1 or size != int(size):
-        raise ValueError(f"not a whole positive number of bytes: {text!r}")
+        raise BadValue(f"not a whole positive number of bytes: {text!r}: {SIZE_UNITS}")
     return int(size)
 
 
@@ -147,6 +164,27 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise ValueError(f"must be a positive number: {text!r}")
     return value
+
+
+def array_view(text: str) -> View:
+    """``::4,::4`` -> ``View(slices=(slice(None, None, 4), slice(None, None, 4)))``: numpy's
+    slice syntax, one slice per leading dimension."""
+    slices = []
+    for part in text.split(","):
+        bounds = part.strip().split(":")
+        if not 2 <= len(bounds) <= 3:
+            raise BadValue(
+                f"not a view: {text!r}: give slices, one per dimension, e.g. ::4,::4 or 100:200 "
+                "(an index without a colon is not a slice)"
+            )
+        try:
+            slices.append(slice(*(int(b) if b.strip() else None for b in bounds)))
+        except ValueError:
+            raise BadValue(f"not a view: {text!r}: slice bounds are whole numbers") from None
+    try:
+        return View(slices=tuple(slices))
+    except InvalidArgument as exc:  # a step of 0, too many dimensions
+        raise BadValue(f"not a view: {text!r}: {exc}") from None
 
 
 # argparse names the type in its error message ("invalid byte_size value: 'x'").
@@ -254,6 +292,23 @@ def add_subscription_options(
     group.add_argument(
         "--window", type=positive_int, metavar="FRAMES", help="frames in flight to this client"
     )
+    group.add_argument(
+        "--sender", metavar="NAME", help="only the frames that the client named NAME writes"
+    )
+    group.add_argument(
+        "--view",
+        type=array_view,
+        metavar="SLICES",
+        help="of each array frame only this part, cut on the server: numpy slices, one per "
+        "dimension, e.g. ::4,::4 or 100:200",
+    )
+    group.add_argument(
+        "--block-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="with --policy block: how long this reader may hold the writers back before "
+        "the server ends the subscription (default: the server's)",
+    )
     add_channel_key(group)
     group.add_argument(
         "--wait-channel",
@@ -263,6 +318,15 @@ def add_subscription_options(
 
 
 def subscription_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The subscription options as ``open_subscription`` keywords.
+
+    Raises:
+        UsageError: --block-timeout without --policy block.
+    """
+    if args.block_timeout is not None and args.policy != "block":
+        # Checked here rather than left to the server: under a lossy policy it would be
+        # accepted and do nothing, which is not what the user asked for.
+        raise UsageError("--block-timeout goes with --policy block")
     return {
         "policy": args.policy,
         "size": None if args.policy == "unbounded" else args.size,
@@ -270,11 +334,27 @@ def subscription_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "max_rate": args.max_rate,
         "key": args.key,
         "window": args.window,
+        "sender": args.sender,
+        "view": args.view,
+        "block_timeout": args.block_timeout,
     }
 
 
-def add_create_options(parser: argparse.ArgumentParser, *, what: str | None) -> None:
-    """The options of channels a command creates; ``what=None``: it always creates them."""
+def add_create_options(
+    parser: argparse.ArgumentParser, *, what: str | None, key: bool = False
+) -> None:
+    """The options of channels a command creates; ``what=None``: it always creates them.
+
+    ``key``: also the --key of the channel the command writes, which a channel it creates
+    gets as its key unless --create-key says another (created_channel_key).
+    """
+    if key:
+        parser.set_defaults(key_creates=True)
+        parser.add_argument(
+            "--key",
+            help="the channel's key, for channels created with one; a channel that --create "
+            "creates gets it as its key",
+        )
     group = parser.add_argument_group("creating the channel")
     if what is None:
         parser.set_defaults(create=True)
@@ -299,7 +379,23 @@ def add_create_options(parser: argparse.ArgumentParser, *, what: str | None) -> 
         metavar="SECONDS",
         help="created channels end by themselves after this long",
     )
-    group.add_argument("--create-key", metavar="KEY", help="created channels need this key")
+    group.add_argument(
+        "--create-key",
+        metavar="KEY",
+        help="created channels need this key"
+        + (" (default: --key; with both, --key opens a channel that exists)" if key else ""),
+    )
+
+
+def created_channel_key(args: argparse.Namespace) -> str | None:
+    """The key a channel that --create creates gets: --create-key, else (pub, replay,
+    generate) --key. Someone who gives a channel's key means the channel to have one, and
+    creating it without would leave it open to any reader, silently."""
+    if args.create_key is not None:
+        return str(args.create_key)
+    if getattr(args, "key_creates", False) and args.key is not None:
+        return str(args.key)
+    return None
 
 
 def add_reader_wait_options(parser: argparse.ArgumentParser, *, wait: bool = False) -> None:

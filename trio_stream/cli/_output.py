@@ -82,6 +82,11 @@ def human_bytes(count: float, suffix: str = "B") -> str:
     return f"{count:.1f} {prefix}{suffix}"
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 frame``, ``0 frames``, ``3 frames`` (``noun`` in the singular, plural with -s)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def human_rate(per_s: float) -> str:
     if per_s >= 1000:
         return f"{per_s / 1000:.1f} k/s"

@@ -32,7 +32,8 @@ _DEST_PREFIX: Final = "server_"
 ADMIN_TOKEN_ENV: Final = "TRIO_STREAM_ADMIN_TOKEN"
 
 _HELP: Final = {
-    "host": "address to listen on (a non-loopback one needs --token)",
+    "host": "address to listen on; a non-loopback one without --token warns loudly that "
+    "whoever reaches it may read and write",
     "tcp_port": "raw TCP port (0: any free port, off: no TCP endpoint)",
     "http_port": "WebSocket + dashboard port (0: any free port, off: none)",
     "name": "the server's name, shown to clients",

@@ -117,7 +117,9 @@ def _refuse_loops(routes: list[tuple[str, str]]) -> None:
 async def _forward(
     args: argparse.Namespace, src: ts.Client, dst: ts.Client, src_name: str, dst_name: str
 ) -> None:
-    async with publisher(dst, dst_name, args, key=args.create_key) as pub:
+    async with publisher(
+        dst, dst_name, args, key=args.create_key, key_option="--create-key"
+    ) as pub:
         if not args.quiet:
             print(f"bridging {src_name} -> {dst_name}", file=sys.stderr, flush=True)
         while True:

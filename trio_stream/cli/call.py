@@ -53,7 +53,11 @@ def register(subparsers: Subparsers) -> None:
         nargs="?",
         help="e.g. my_echo, or service.method (none: list CLIENT's methods)",
     )
-    parser.add_argument("args", metavar="ARG", nargs="*", type=json_or_text, help="JSON values")
+    # default=[]: argparse marks a "*" positional without a default as required, and named
+    # ARG among the missing arguments when CLIENT was left out.
+    parser.add_argument(
+        "args", metavar="ARG", nargs="*", default=[], type=json_or_text, help="JSON values"
+    )
     parser.add_argument(
         "--kw",
         action="append",

@@ -20,7 +20,6 @@ from ._channels import connect, publisher, wait_for_readers
 from ._options import (
     HelpFormatter,
     Subparsers,
-    add_channel_key,
     add_connection_options,
     add_create_options,
     add_log_level,
@@ -29,7 +28,7 @@ from ._options import (
     positive_float,
     positive_int,
 )
-from ._output import human_bytes, human_rate, stderr_console
+from ._output import counted, human_bytes, human_rate, stderr_console
 from ._run import NoReaders, UsageError, no_readers_advice
 
 EPILOG = """\
@@ -86,8 +85,7 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no live display or summary")
     add_reader_wait_options(parser, wait=True)  # as pub and replay: never blind into a void
-    add_channel_key(parser)
-    add_create_options(parser, what="CHANNEL")
+    add_create_options(parser, what="CHANNEL", key=True)
     parser.set_defaults(run=run_generate)
 
 
@@ -140,7 +138,7 @@ class _Counts:
 
     def text(self, channel: str) -> Text:
         return Text(
-            f"{channel}: {self.sent} frames sent, {self.skipped} skipped (no readers)  "
+            f"{channel}: {counted(self.sent, 'frame')} sent, {self.skipped} skipped (no readers)  "
             f"{human_rate(self.rate)}  {human_bytes(self.rate * self.nbytes, 'B/s')}"
         )
 
@@ -170,7 +168,7 @@ async def run_generate(args: argparse.Namespace) -> int:
         if not args.quiet and (finished or counts.sent or counts.skipped):
             elapsed = time.monotonic() - counts.started
             print(
-                f"generated {counts.sent + counts.skipped} frames of "
+                f"generated {counted(counts.sent + counts.skipped, 'frame')} of "
                 f"{human_bytes(frame.nbytes)} in {elapsed:.1f} s: {counts.sent} sent, "
                 f"{counts.skipped} skipped (no readers), "
                 f"{human_rate(counts.sent / elapsed if elapsed else 0.0)}"
@@ -180,8 +178,8 @@ async def run_generate(args: argparse.Namespace) -> int:
     if counts.skipped:
         advice = no_readers_advice("generate", args.wait_readers or args.min_readers)
         raise NoReaders(
-            f"{counts.skipped} of {counts.sent + counts.skipped} frame(s) not sent: channel "
-            f"{args.channel!r} had no readers then ({advice})"
+            f"{counts.skipped} of {counted(counts.sent + counts.skipped, 'frame')} not sent: "
+            f"channel {args.channel!r} had no readers then ({advice})"
         )
     return 0
 

@@ -10,10 +10,8 @@ import time
 from typing import Any
 
 import trio
-from rich import box
 from rich.console import Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 import trio_stream as ts
@@ -28,6 +26,7 @@ from ._options import (
     positive_int,
 )
 from ._output import (
+    counted,
     human_bytes,
     human_duration,
     human_rate,
@@ -36,6 +35,7 @@ from ._output import (
     stdout_console,
 )
 from ._run import UsageError, stop_on_signal
+from ._table import Column, FitTable
 
 EPILOGS = {
     "channels": """\
@@ -94,32 +94,19 @@ def register(subparsers: Subparsers) -> None:
         parser.set_defaults(run=run)
 
 
-NAME_MIN_WIDTH = 12  # columns a name keeps when the table must shrink to fit the terminal
-OWNER_MIN_WIDTH = 8
+NAME_MIN_WIDTH = 12  # columns a name keeps when words must break to fit the terminal
+TEXT_MIN_WIDTH = 8  # ... and any other text
 
 
-def _table(title: str) -> Table:
-    # No vertical rules and one space between columns: every column of channels and clients
-    # fits 80 columns (rich crops a table whose columns cannot shrink enough, and the last
-    # columns simply vanish).
-    return Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1),
-        collapse_padding=True,
-    )
-
-
-def _add_text_column(table: Table, header: str) -> None:
+def _text(header: str) -> Column:
     # Text wraps onto more lines rather than losing its end ("demo/c…"): the end is often
-    # what tells two names apart, and numbers never wrap (they stay right-aligned).
-    min_width = {"channel": NAME_MIN_WIDTH, "name": NAME_MIN_WIDTH, "owner": OWNER_MIN_WIDTH}.get(
-        header
-    )
-    table.add_column(header, overflow="fold", min_width=min_width)
+    # what tells two names apart. Numbers (right-aligned) break only as a last resort.
+    floor = NAME_MIN_WIDTH if header in ("channel", "name") else TEXT_MIN_WIDTH
+    return Column(header, floor=floor)
+
+
+def _number(header: str) -> Column:
+    return Column(header, justify="right")
 
 
 def _visible(channels: list[ts.ChannelInfo], system: bool) -> list[ts.ChannelInfo]:
@@ -135,17 +122,16 @@ def _records(items: list[Any]) -> list[dict[str, Any]]:
 # -- channels ----------------------------------------------------------------------------------
 def channels_table(
     channels: list[ts.ChannelInfo], lost_per_s: dict[str, float] | None = None
-) -> Table:
-    table = _table("channels")
-    for column in ("channel", "owner"):
-        _add_text_column(table, column)
+) -> FitTable:
     # One "rate" column (frames/s, then bytes/s, wrapping between them) leaves room for the
     # names: a table of the demo's channels with lost/s and flags fits 80 columns.
-    for column in ("readers\n/writers", "rate", "seq", "lost"):
-        table.add_column(column, justify="right")
+    numbers = ["readers\n/writers", "rate", "seq", "lost"]
     if lost_per_s is not None:
-        table.add_column("lost/s", justify="right")
-    _add_text_column(table, "flags")
+        numbers.append("lost/s")
+    table = FitTable(
+        "channels",
+        [_text("channel"), _text("owner"), *map(_number, numbers), _text("flags")],
+    )
     now = time.time()
     for c in channels:
         flags = [
@@ -205,25 +191,23 @@ async def run_channels(args: argparse.Namespace) -> int:
 
 
 # -- clients -----------------------------------------------------------------------------------
-def clients_table(clients: list[ts.ClientInfo]) -> Table:
-    table = _table("clients")
+def clients_table(clients: list[ts.ClientInfo]) -> FitTable:
     # With several nodes, which one each client is connected to; one node: no such column.
+    # Nor a "methods" column when no client has any: its room goes to the names. Short
+    # headers ("reading": its subscriptions) leave room too.
     nodes = any(c.node for c in clients)
-    for column in (
-        "id",
+    methods = any(c.methods for c in clients)
+    headers = [
         "name",
         *(["node"] if nodes else []),
         "address",
-        "transport",
+        "via",  # its transport: tcp or ws
         "connected",
-        "subscriptions",
-        "publishing",
-        "methods",
-    ):
-        if column == "id":
-            table.add_column(column, justify="right")
-        else:
-            _add_text_column(table, column)
+        "reading",
+        "writing",
+        *(["methods"] if methods else []),
+    ]
+    table = FitTable("clients", [_number("id"), *map(_text, headers)])
     now = time.time()
     for c in sorted(clients, key=lambda c: c.id):
         subs = ", ".join(
@@ -242,7 +226,7 @@ def clients_table(clients: list[ts.ClientInfo]) -> Table:
             human_duration(now - c.connected_at) + " ago" if c.connected_at else "",
             subs,
             ", ".join(c.publishers),
-            ", ".join(c.methods),
+            *([", ".join(c.methods)] if methods else []),
         )
     return table
 
@@ -258,22 +242,32 @@ async def run_clients(args: argparse.Namespace) -> int:
 
 
 # -- stats -------------------------------------------------------------------------------------
-def stats_text(server: str, stats: ts.ServerStats) -> Text:
+def channel_count(shown: int, hidden: int) -> str:
+    """``4 (+3 system)``: the channels a table shows, then the system ones it leaves out.
+
+    Not the server's own count (``stats.channels``): that one counts the system channels
+    and not the private ones a table may list, so it never matched the table's rows.
+    """
+    return f"{shown} (+{hidden} system)" if hidden else str(shown)
+
+
+def stats_text(server: str, stats: ts.ServerStats, channels: str | None = None) -> Text:
+    """``channels``: the channel count to show (channel_count()); default the server's."""
     s = stats
     return Text.assemble(
         ("server ", ""),
         (server, "bold"),
         f"  up {human_duration(s.uptime_s)}",
-        f"  connections {s.connections}  channels {s.channels}\n",
+        f"  connections {s.connections}  channels {s.channels if channels is None else channels}\n",
         # With several nodes: which one answered (the uptime and memory are its own).
         f"node {s.node} (one of {s.nodes}), holding {s.node_connections} of the "
-        f"{s.connections} connections\n"
+        f"{counted(s.connections, 'connection')}\n"
         if s.node
         else "",
         f"in  {human_rate(s.frames_in_per_s)} frames  {human_bytes(s.bytes_in_per_s, 'B/s')}"
-        f"  (total {s.frames_in} frames, {human_bytes(s.bytes_in)})\n",
+        f"  (total {counted(s.frames_in, 'frame')}, {human_bytes(s.bytes_in)})\n",
         f"out {human_rate(s.frames_out_per_s)} frames  {human_bytes(s.bytes_out_per_s, 'B/s')}"
-        f"  (total {s.frames_out} frames, {human_bytes(s.bytes_out)})\n",
+        f"  (total {counted(s.frames_out, 'frame')}, {human_bytes(s.bytes_out)})\n",
         f"lost {s.frames_lost}  buffered {human_bytes(s.buffered_bytes)}"
         f"  memory {human_bytes(s.memory_bytes)}  cpu {s.cpu_percent:.0f}%",
     )
@@ -287,24 +281,30 @@ async def run_stats(args: argparse.Namespace) -> int:
             await _watch(client, args)
             return 0
         stats = await client.stats()
-        channels = _visible(await client.channels(), args.system)
+        listed = await client.channels()
+        channels = _visible(listed, args.system)
     if args.json:
         print(json_line({"stats": dataclasses.asdict(stats), "channels": _records(channels)}))
     else:
-        shown: list[Any] = [stats_text(client.server, stats)]
+        count = channel_count(len(channels), len(listed) - len(channels))
+        shown: list[Any] = [stats_text(client.server, stats, count)]
         if channels:
             shown.append(channels_table(channels))
         print_out(stdout_console(), *shown)
     return 0
 
 
-def plain_lines(server: str, stats: ts.ServerStats, channels: list[ts.ChannelInfo]) -> list[str]:
-    """One update of ``stats --watch`` off a terminal: a line for the server, one per channel."""
+def plain_lines(
+    server: str, stats: ts.ServerStats, channels: list[ts.ChannelInfo], hidden: int = 0
+) -> list[str]:
+    """One update of ``stats --watch`` off a terminal: a line for the server, one per channel
+    (``hidden``: the system channels left out, counted as ``system=``)."""
     s = stats
     stamp = time.strftime("%H:%M:%S")
     lines = [
-        f"{stamp} server {server} connections={s.connections} channels={s.channels} "
-        f"in={s.frames_in_per_s:.1f}fps/{human_bytes(s.bytes_in_per_s, 'B/s')} "
+        f"{stamp} server {server} connections={s.connections} channels={len(channels)} "
+        + (f"system={hidden} " if hidden else "")
+        + f"in={s.frames_in_per_s:.1f}fps/{human_bytes(s.bytes_in_per_s, 'B/s')} "
         f"out={s.frames_out_per_s:.1f}fps/{human_bytes(s.bytes_out_per_s, 'B/s')} "
         f"lost={s.frames_lost} buffered={human_bytes(s.buffered_bytes)}"
         + (f" node={s.node} nodes={s.nodes}" if s.node else "")
@@ -325,7 +325,11 @@ async def _watch(client: ts.Client, args: argparse.Namespace) -> None:
     async with stop_on_signal() as scope:
         await _watch_updates(client, args, shown)
     if scope.cancelled_caught:
-        print(f"trio-stream stats: stopped after {shown[0]} update(s)", file=sys.stderr, flush=True)
+        print(
+            f"trio-stream stats: stopped after {counted(shown[0], 'update')}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 async def _watch_updates(client: ts.Client, args: argparse.Namespace, shown: list[int]) -> None:
@@ -343,7 +347,9 @@ async def _watch_updates(client: ts.Client, args: argparse.Namespace, shown: lis
         next_at = trio.current_time()
         while args.count is None or updates < args.count:
             stats = await client.stats()
-            channels = _visible(await client.channels(), args.system)
+            listed = await client.channels()
+            channels = _visible(listed, args.system)
+            hidden = len(listed) - len(channels)
             now = trio.current_time()
             lost_per_s: dict[str, float] = {}
             for c in channels:
@@ -362,12 +368,11 @@ async def _watch_updates(client: ts.Client, args: argparse.Namespace, shown: lis
                     flush=True,
                 )
             elif live is not None:
-                live.update(
-                    Group(stats_text(client.server, stats), channels_table(channels, lost_per_s)),
-                    refresh=True,
-                )
+                text = stats_text(client.server, stats, channel_count(len(channels), hidden))
+                live.update(Group(text, channels_table(channels, lost_per_s)), refresh=True)
             else:
-                print("\n".join(plain_lines(client.server, stats, channels)), flush=True)
+                lines = plain_lines(client.server, stats, channels, hidden)
+                print("\n".join(lines), flush=True)
             updates += 1
             shown[0] = updates
             next_at += args.interval or 1.0

@@ -17,7 +17,6 @@ from ._channels import connect, ended, publisher, subscription, wait_for_readers
 from ._options import (
     HelpFormatter,
     Subparsers,
-    add_channel_key,
     add_connection_options,
     add_create_options,
     add_log_level,
@@ -27,7 +26,7 @@ from ._options import (
     positive_float,
     positive_int,
 )
-from ._output import json_line, jsonable
+from ._output import counted, json_line, jsonable
 from ._run import CliError, NoReaders, UsageError
 from .dumpfile import gap_record
 from .inspect import meta_text
@@ -88,8 +87,7 @@ def register(subparsers: Subparsers) -> None:
         help="send each value as a numpy array of this dtype (e.g. float64, uint8)",
     )
     add_reader_wait_options(pub, wait=True)
-    add_channel_key(pub)
-    add_create_options(pub, what="CHANNEL")
+    add_create_options(pub, what="CHANNEL", key=True)
     pub.set_defaults(run=run_pub)
 
     sub = subparsers.add_parser(
@@ -183,8 +181,8 @@ async def run_pub(args: argparse.Namespace) -> int:
         await pub.wait_acknowledged()
     if unsent:
         raise NoReaders(
-            f"{unsent} of {sent + unsent} value(s) not sent: channel {args.channel!r} had no "
-            "readers then (start a reader first; without --no-wait pub waits for one)"
+            f"{unsent} of {counted(sent + unsent, 'value')} not sent: channel {args.channel!r} "
+            "had no readers then (start a reader first; without --no-wait pub waits for one)"
         )
     return 0
 

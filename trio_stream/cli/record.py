@@ -27,7 +27,6 @@ from ._channels import connect, ended, publisher, subscription, wait_for_readers
 from ._options import (
     HelpFormatter,
     Subparsers,
-    add_channel_key,
     add_connection_options,
     add_create_options,
     add_log_level,
@@ -36,7 +35,7 @@ from ._options import (
     positive_float,
     positive_int,
 )
-from ._output import human_bytes, stderr_console
+from ._output import counted, human_bytes, stderr_console
 from ._output import progress_display as _progress
 from ._run import CliError, NoReaders, no_readers_advice, stop_on_signal
 
@@ -120,8 +119,7 @@ def register(subparsers: Subparsers) -> None:
     )
     add_reader_wait_options(replay, wait=True)
     replay.add_argument("--quiet", action="store_true", help="no progress display or summary")
-    add_channel_key(replay)
-    add_create_options(replay, what="the channel")
+    add_create_options(replay, what="the channel", key=True)
     replay.set_defaults(run=run_replay)
 
 
@@ -184,7 +182,7 @@ async def run_dump(args: argparse.Namespace) -> int:
             return 0
     if not args.quiet:
         print(
-            f"dumped {frames} frames ({human_bytes(written)}) of {args.channel!r} to "
+            f"dumped {counted(frames, 'frame')} ({human_bytes(written)}) of {args.channel!r} to "
             f"{args.file} in {took:.1f} s; lost {lost}",
             file=sys.stderr,
         )
@@ -244,7 +242,16 @@ async def _record(
 
 # -- replay ------------------------------------------------------------------------------------
 def _open_dump(path: Path) -> tuple[IO[bytes], dumpfile.DumpReader]:
-    file = path.open("rb")
+    """The file and its reader, its header read.
+
+    Raises:
+        CliError: it cannot be opened, or is not a dump.
+    """
+    try:
+        file = path.open("rb")
+    except OSError as exc:  # missing, a directory, not readable: the reason, without errno
+        reason = (exc.strerror or str(exc)).lower()
+        raise CliError(f"cannot read {path}: {reason}") from None
     try:
         return file, dumpfile.DumpReader(file)
     except dumpfile.DumpFormatError as exc:
@@ -290,26 +297,26 @@ async def run_replay(args: argparse.Namespace) -> int:
         lost = sum(g.get("lost") or 0 for g in stats.gaps)
         resets = sum(1 for g in stats.gaps if g.get("kind") == "reset")
         print(
-            f"trio-stream replay: the recording has {len(stats.gaps)} gap(s) where its "
-            f"recorder reconnected: {lost} frames lost"
-            + (f", {resets} reset(s) (frames lost unknown)" if resets else ""),
+            f"trio-stream replay: the recording has {counted(len(stats.gaps), 'gap')} where "
+            f"its recorder reconnected: {counted(lost, 'frame')} lost"
+            + (f", {counted(resets, 'reset')} (frames lost unknown)" if resets else ""),
             file=sys.stderr,
         )
     if stats.unsent:
         advice = no_readers_advice("replay", args.wait_readers or args.min_readers, "replay")
         raise NoReaders(
-            f"replayed {stats.sent + stats.unsent} frames to {channel!r}: {stats.sent} sent, "
-            f"{stats.unsent} not sent for want of readers ({advice})"
+            f"replayed {counted(stats.sent + stats.unsent, 'frame')} to {channel!r}: "
+            f"{stats.sent} sent, {stats.unsent} not sent for want of readers ({advice})"
         )
     if not args.quiet:
-        print(f"replayed {stats.sent} frames to {channel!r}", file=sys.stderr)
+        print(f"replayed {counted(stats.sent, 'frame')} to {channel!r}", file=sys.stderr)
     return 0
 
 
 def _describe_gap(gap: ts.Gap) -> str:
     if gap.kind == "reset":
         return f"the channel was reset (server restart or re-creation); {gap.recovered} replayed"
-    return f"resumed: {gap.lost} frames lost, {gap.recovered} replayed from history"
+    return f"resumed: {counted(gap.lost or 0, 'frame')} lost, {gap.recovered} replayed from history"
 
 
 class _ReplayStats:

@@ -99,12 +99,57 @@ def _print_urls(server: ts.Server) -> None:
 
 
 def _endpoints(config: ts.ServerConfig) -> str:
-    ports = [
-        f"{label} port {port}"
+    return f"{config.host} ({', '.join(f'{label} port {port}' for label, port in _ports(config))})"
+
+
+def _ports(config: ts.ServerConfig) -> list[tuple[str, int]]:
+    """The endpoints' (label, port), switched-off ones left out."""
+    return [
+        (label, port)
         for label, port in (("TCP", config.tcp_port), ("HTTP", config.http_port))
         if port is not None
     ]
-    return f"{config.host} ({', '.join(ports)})"
+
+
+def _in_use(host: str, port: int) -> bool:
+    """Whether binding ``host:port`` now fails with "address in use", as the server's own
+    bind did (SO_REUSEADDR as trio's listeners set it: a port in TIME_WAIT is free)."""
+    if port == 0:
+        return False  # any free port: never the busy one
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return False
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def _address_in_use(config: ts.ServerConfig) -> str:
+    """The reason for "address in use": which port is taken, found by trying each again
+    (the OS error does not say), and what to do about it."""
+    busy = [(label, port) for label, port in _ports(config) if _in_use(config.host, port)]
+    if busy:
+        held = " and ".join(f"{label} port {port}" for label, port in busy)
+        flags = "/".join(f"--{label.lower()}-port" for label, _ in busy)
+        pick = f"another port with {flags}" if len(busy) == 1 else f"others with {flags}"
+        advice = f"it holds {held}; stop it, or pick {pick}"
+    else:  # freed since, or not ours to probe: only what is known
+        advice = "stop it, or pick other ports with --tcp-port/--http-port"
+    return (
+        f"Address already in use (another server, the demo perhaps, runs there: {advice}; "
+        "0 takes any free one)"
+    )
 
 
 async def _start_server(nursery: trio.Nursery, config: ts.ServerConfig) -> ts.Server:
@@ -112,18 +157,25 @@ async def _start_server(nursery: trio.Nursery, config: ts.ServerConfig) -> ts.Se
 
     Raises:
         CliError: the server could not bind its endpoints.
+        UsageError: its settings need a package that is not installed (the redis extra).
     """
     try:
         with unwrap_single_exception():
             server: ts.Server = await nursery.start(ts.serve, config)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
-            reason += (
-                " (another server, the demo perhaps, runs there: stop it, or pick other ports "
-                "with --tcp-port/--http-port; 0 takes any free one)"
-            )
+            # In a thread: the probe resolves the host and binds, both blocking calls.
+            reason = await trio.to_thread.run_sync(_address_in_use, config)
+        else:
+            reason = exc.strerror or str(exc)
         raise CliError(f"cannot listen on {_endpoints(config)}: {reason}") from None
+    except ValueError as exc:
+        if not isinstance(exc.__cause__, ImportError):
+            raise
+        # An optional package its settings need (coredis for a Redis engine): the server's
+        # message says what to install, and a traceback through the server's start would
+        # only hide it.
+        raise UsageError(str(exc)) from None
     return server
 
 
