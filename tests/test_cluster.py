@@ -492,6 +492,37 @@ async def test_a_client_connecting_while_redis_is_down_is_told_to_try_again_and_
             await client.wait_state("open")
 
 
+@pytest.mark.parametrize("where", ["here", "on another node"])
+async def test_a_channel_deleted_as_soon_as_the_check_registered_it_again_ends_here(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # Redis lost the channel; the check registered it again (a new epoch), and before it
+    # took that epoch on here, a client deleted the channel: the delete read the new epoch,
+    # so its end here ended nothing (the channel here still had the old one). The client
+    # was told it was deleted; the channel lived on here and was registered yet again.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str((a if where == "here" else b).tcp_url), name="x") as deleter,
+    ):
+        engine: Any = a.state.engine
+        await daq.create_channel("c", key="k")
+        await engine.io.registry.delete("c", epoch=engine._kept["c"].epoch)  # Redis lost it
+        real_register = engine._register
+
+        async def register(*args: Any) -> Any:
+            record = await real_register(*args)
+            await deleter.delete_channel("c", key="k")  # reads the new epoch, deletes it
+            return record
+
+        monkeypatch.setattr(engine, "_register", register)
+        await engine._reregister("c")
+        assert "c" not in engine.state.broker.channels and "c" not in engine._kept
+        assert await engine.io.registry.get("c") is None
+        assert "c" not in [c.name for c in await daq.channels()]
+
+
 @asynccontextmanager
 async def node_process(redis: RedisServer, node: str) -> AsyncIterator[tuple[str, Any]]:
     """A node as a child process (``trio-stream serve``); its URL and process."""

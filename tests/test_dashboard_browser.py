@@ -1123,10 +1123,10 @@ async def test_a_reloaded_or_closed_page_says_goodbye_and_leaves_no_subscription
         page.reload()
         page.wait_for_function("() => window.__tsDashboard?.connected")
         # Its predecessor said goodbye before this page connected: nothing kept for it.
-        kept.append(server.state.resume.kept_subscriptions())
+        kept.append(trio.from_thread.run_sync(server.state.resume.kept_subscriptions))
         page.goto("about:blank")  # a tab closed or sent elsewhere
         wait_for_readers(0, 2.0)  # far less than resume_grace_s
-        kept.append(server.state.resume.kept_subscriptions())
+        kept.append(trio.from_thread.run_sync(server.state.resume.kept_subscriptions))
         page.go_back()  # for the screenshot
         return kept
 
@@ -1148,9 +1148,13 @@ async def test_an_array_overlaid_with_a_number_says_it_needs_a_panel_of_its_own(
     # The README's layout URL overlaid demo/sine (an array) and demo/counter (a number): the
     # line took the plot each time it came and the number was never seen, without a word.
     def steps(page: Page) -> Any:
-        info_js = "() => window.__tsPanels[0].info.textContent"
-        page.wait_for_function(f"() => ({info_js})().startsWith('{SINE}:')")
-        return page.evaluate(info_js)
+        # The line as it was when it named the array: a number's frame replaces it soon.
+        info = page.wait_for_function(
+            "name => { const t = window.__tsPanels[0].info.textContent;"
+            " return t.startsWith(name + ':') && t; }",
+            arg=SINE,
+        )
+        return info.json_value()
 
     fragment = "#" + ",".join(name.replace("/", "%2F") for name in (SCALAR, SINE))
     writers: dict[str, tuple[float, Callable[[int], object]]] = {

@@ -310,7 +310,8 @@ class Client:
             # A server refuses with an error first: a peer that just closes is most often
             # another service on that port (SSH, a web server, a proxy's dead end).
             raise ConnectionClosed(
-                f"{exc} before any welcome (is {transport.remote} a trio_stream server's port?)"
+                f"{exc} before any welcome (is {transport.remote} a trio_stream server's port? "
+                "one with TLS needs tcps:// or wss://)"
             ) from None
         reply = decode_message(frames[0])
         if isinstance(reply, Error):

@@ -1095,10 +1095,10 @@ class RedisEngine:
         session = self.state.by_name.get(str(body))
         if session is not None:
             self.state.resume.closing_moved(session.name)  # its readers end with it
-            session.close(
-                "replaced: the same client connected again on another node (resume)",
-                reconnect=False,  # as on one node (resume.py): not to take it back in turn
-            )
+            # Without reconnect: false (unlike one node's take-over, resume.py): this news
+            # names the client, not its connection, and may come late, to the connection
+            # the client has moved on to here; that one must come back.
+            session.close("replaced: the same client connected again on another node (resume)")
 
     def _on_name_moved(self, node: str, body: Any) -> None:
         if node == self.node:
@@ -1181,8 +1181,9 @@ class RedisEngine:
                 # Not when decided in Redis already (end_orphan, a delete: _on_deleted).
                 if name not in self._ending and name not in self._gone_from_redis:
                     # Ended here by its lifetime or an admin (its owner's end goes through
-                    # end_orphan): in Redis too, unless a take-over moved it meanwhile.
-                    reason = f"channel {name!r} ended"
+                    # end_orphan): in Redis too, unless a take-over moved it meanwhile. The
+                    # other nodes' readers hear why, as those here did.
+                    reason = channel.end_reason or f"channel {name!r} ended"
                     self.later(
                         functools.partial(
                             self._delete_everywhere,
@@ -1359,12 +1360,28 @@ class RedisEngine:
             record = await self._register(kept.request, channel.owner)
         except ChannelExists:
             return  # someone else took the name meanwhile
-        if self.state.broker.channels.get(name) is not channel or name in self._deleting:
-            # Deleted meanwhile (the check saw it missing because a delete here had just
-            # removed it, and its end came while this registered it): nobody keeps what was
-            # registered, so it goes too; else the deleted channel would be back in Redis.
+        if self.state.broker.channels.get(name) is channel:
+            # Still there? A delete (here or on another node) may have read the new epoch
+            # and removed it before this task ran on; its end, of an epoch not yet known
+            # here, then ended nothing here. Asked after the fact, with no await between the
+            # answer and taking the epoch on: a delete after that ends it as any other.
+            now = (await self.io.registry.epochs([name])).get(name)
+            if now != record.epoch and self.state.broker.channels.get(name) is channel:
+                self._kept.pop(name, None)
+                self._gone_from_redis.add(name)
+                try:
+                    self.state.broker.delete_channel(channel, f"channel {name!r} was deleted")
+                finally:
+                    self._gone_from_redis.discard(name)
+                return
+        if self.state.broker.channels.get(name) is not channel:
+            # Ended here meanwhile (its end announced by another node, say): nobody keeps
+            # what was registered, so it goes too; else the ended channel would be back in
+            # Redis. Only that record, and only while this node holds it.
             with trio.move_on_after(UNREGISTER_TIMEOUT_S), contextlib.suppress(*REDIS_DOWN):
-                await self.io.registry.delete(name, epoch=record.epoch)
+                await self.io.registry.delete(
+                    name, epoch=record.epoch, node=self.node, holder=record.holder
+                )
             return
         log.warning("channel %r was lost in Redis: registered again (a reset)", name[:80])
         self._kept[name] = _Kept(record.epoch, record.holder, kept.request)

@@ -232,12 +232,12 @@ def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     _check_max_rate(msg.max_rate)
     options = (policy, size, msg.every, msg.max_rate, _sender(msg.sender), _view(msg.view))
     window = _window(msg.window, size)
+    block_timeout = _block_timeout(session, msg.block_timeout)  # checked before it is taken
     reader = lease.kept.take(
         msg.resume_sub, msg.channel, msg.since_epoch, msg.since_seq or 0, options, window
     )
     if reader is None:
         return None
-    block_timeout = _block_timeout(session, msg.block_timeout)
     reader.block_timeout_asked = msg.block_timeout
     if reader.blocks_writers:
         reader.block_timeout = block_timeout
