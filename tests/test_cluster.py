@@ -436,12 +436,19 @@ async def test_a_delete_that_the_re_registration_check_sees_first_stays_a_delete
         assert "c" not in [c.name for c in await daq.channels()]
 
 
+async def lost_by_redis(engine: Any, name: str) -> None:
+    """The channel's record gone as a Redis restarted without persistence loses it (no
+    deletion mark: not a delete)."""
+    await engine.io.client.delete([engine.io.keys.channel(name)])
+    await engine.io.client.srem(engine.io.keys.channels, [name])
+
+
 async def test_a_channel_deleted_while_the_check_registers_it_again_leaves_redis_too(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Another node deleted the channel in Redis; this node's check found it missing and was
-    # registering it again when that node's announcement ended it here. What the check
-    # registered stayed in Redis, kept by nobody, until the reaper's grace was over.
+    # Redis lost the channel; this node's check was registering it again when another
+    # node's announcement of its end ended it here. What the check registered stayed in
+    # Redis, kept by nobody, until the reaper's grace was over.
     async with (
         ts.open_server(node_config(redis_server, "a")) as a,
         ts.open_client(str(a.tcp_url), name="daq") as daq,
@@ -449,7 +456,7 @@ async def test_a_channel_deleted_while_the_check_registers_it_again_leaves_redis
         engine: Any = a.state.engine
         await daq.create_channel("c")
         old_epoch = engine._kept["c"].epoch
-        await engine.io.registry.delete("c", epoch=old_epoch)  # the other node's delete
+        await lost_by_redis(engine, "c")
         real_register = engine._register
 
         async def register(*args: Any) -> Any:
@@ -508,7 +515,7 @@ async def test_a_channel_deleted_as_soon_as_the_check_registered_it_again_ends_h
     ):
         engine: Any = a.state.engine
         await daq.create_channel("c", key="k")
-        await engine.io.registry.delete("c", epoch=engine._kept["c"].epoch)  # Redis lost it
+        await lost_by_redis(engine, "c")
         real_register = engine._register
 
         async def register(*args: Any) -> Any:
@@ -521,6 +528,27 @@ async def test_a_channel_deleted_as_soon_as_the_check_registered_it_again_ends_h
         assert "c" not in engine.state.broker.channels and "c" not in engine._kept
         assert await engine.io.registry.get("c") is None
         assert "c" not in [c.name for c in await daq.channels()]
+
+
+async def test_a_channel_deleted_elsewhere_whose_news_never_came_is_not_registered_again(
+    redis_server: RedisServer,
+) -> None:
+    # Another node deleted it in Redis and its announcement was lost (this node's pub/sub
+    # was reconnecting): the check took the missing record for Redis's loss and registered
+    # the deleted channel again, kept here, a reset for its readers.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+    ):
+        engine: Any = a.state.engine
+        await daq.create_channel("c")
+        async with daq.subscribe("c", policy="unbounded") as sub:
+            await engine.io.registry.delete("c", epoch=engine._kept["c"].epoch)  # no news
+            await engine._reregister("c")  # the check's turn
+            assert await engine.io.registry.get("c") is None
+            assert "c" not in engine.state.broker.channels and "c" not in engine._kept
+            with trio.fail_after(WAIT_S), pytest.raises(trio.EndOfChannel):
+                await sub.receive()
 
 
 @asynccontextmanager

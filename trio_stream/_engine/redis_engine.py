@@ -1356,6 +1356,12 @@ class RedisEngine:
         kept = self._kept.get(name)
         if channel is None or kept is None or channel.epoch != kept.epoch or name in self._deleting:
             return
+        if await self.io.registry.was_deleted(name, kept.epoch):
+            # Deleted, on another node, whose news never came (this node's pub/sub was
+            # reconnecting): not lost by Redis. It ends here as the news would have ended it.
+            if self.state.broker.channels.get(name) is channel and channel.epoch == kept.epoch:
+                self._on_deleted(self.node, [name, kept.epoch, f"channel {name!r} was deleted"])
+            return
         try:
             record = await self._register(kept.request, channel.owner)
         except ChannelExists:

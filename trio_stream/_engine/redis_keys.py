@@ -15,6 +15,8 @@ deployments (or tests) can share a Redis database without seeing each other:
 - ``{ns}:readers:{node}``       hash channel -> local reader count (expires likewise)
 - ``{ns}:pos:{name}:{epoch}``   hash node -> last seq that node has taken, and the room of
                                 its ``block`` readers if any (redis_positions)
+- ``{ns}:del:{name}:{epoch}``   string: that epoch of the channel was deleted (expires after an
+                                hour): a node that missed the news does not register it again
 - ``{ns}:held:{name}:{epoch}``  hash writer -> "start last": since when its oldest frame
                                 waits for room, and when it said so last (redis_holds)
 - ``{ns}:wr:{epoch}:{len}:{sender}:{writer key}``  hash of a writer its client named
@@ -64,6 +66,9 @@ class KeySpace:
 
     def positions(self, name: str, epoch: str) -> str:
         return f"{self.namespace}:pos:{name}:{epoch}"
+
+    def deleted(self, name: str, epoch: str) -> str:
+        return f"{self.namespace}:del:{name}:{epoch}"
 
     def held(self, name: str, epoch: str) -> str:
         return f"{self.namespace}:held:{name}:{epoch}"

@@ -35,6 +35,10 @@ from .redis_keys import KeySpace
 
 EPOCH_BYTES = 8
 HOLDER_BYTES = 8
+# A deleted epoch is marked this long (s): a node that kept the channel and missed the news
+# (its pub/sub was reconnecting) finds the mark instead of taking the missing record for
+# Redis's loss and registering the channel again. One small key per delete.
+DELETED_MARK_S = 3600
 
 # KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, then field/value pairs.
 _CREATE_LUA = """
@@ -47,7 +51,8 @@ return 1
 # KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, ARGV[2] stream key prefix,
 # ARGV[3] expected epoch ('' = any), ARGV[4] positions key prefix, ARGV[5] expected node
 # ('' = any), ARGV[6] '=' and the expected holder ('' = any; '=' alone: a record without a
-# holder, from before holder tokens). Returns the deleted epoch, or false.
+# holder, from before holder tokens), ARGV[7] the deletion mark's key prefix, ARGV[8] its
+# lifetime (s). Returns the deleted epoch, or false.
 _DELETE_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return false end
@@ -58,6 +63,7 @@ if ARGV[6] ~= '' and ARGV[6] ~= '=' .. (redis.call('HGET', KEYS[1], 'holder') or
 end
 redis.call('DEL', KEYS[1], ARGV[2] .. epoch, ARGV[4] .. epoch)
 redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SET', ARGV[7] .. epoch, '1', 'EX', ARGV[8])
 return epoch
 """
 
@@ -231,11 +237,26 @@ class ChannelRegistry:
         """
         prefix = self._keys.stream(name, "")
         positions = self._keys.positions(name, "")
+        mark = self._keys.deleted(name, "")
         deleted: object = await self._delete(
             keys=[self._keys.channel(name), self._keys.channels],
-            args=[name, prefix, epoch or "", positions, node or "", _holder_arg(holder)],
+            args=[
+                name,
+                prefix,
+                epoch or "",
+                positions,
+                node or "",
+                _holder_arg(holder),
+                mark,
+                str(DELETED_MARK_S),
+            ],
         )
         return deleted.decode() if isinstance(deleted, bytes) else None
+
+    async def was_deleted(self, name: str, epoch: str) -> bool:
+        """Whether that epoch of ``name`` was deleted (within DELETED_MARK_S), rather than
+        lost by Redis (a restart without persistence loses the mark with the record)."""
+        return bool(await self._client.exists([self._keys.deleted(name, epoch)]))
 
     async def move(self, name: str, *, epoch: str, owner: str, node: str) -> Moved | None:
         """Make ``node`` the one that keeps channel ``name`` (its owner's end, its lifetime):
