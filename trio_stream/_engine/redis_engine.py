@@ -1053,13 +1053,7 @@ class RedisEngine:
             with trio.fail_after(CLAIM_NAME_TIMEOUT_S):
                 await self._claim_name(name, resume_token=resume_token)
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
-            if isinstance(error, trio.TooSlowError):
-                what = f"no answer within {CLAIM_NAME_TIMEOUT_S:g} s"
-            else:
-                what = repr(error)[:120]
-            raise ClusterUnavailable(
-                f"the cluster's Redis is unreachable or refused this connection ({what}): try again"
-            ) from None
+            raise _unavailable(error, CLAIM_NAME_TIMEOUT_S, "this connection") from None
 
     async def _claim_name(self, name: str, *, resume_token: str | None) -> None:
         presence = self.io.presence
@@ -1758,12 +1752,17 @@ def _redis_failures_answered(handler: AsyncHandler) -> AsyncHandler:
             with trio.fail_after(REQUEST_REDIS_TIMEOUT_S):
                 return await handler(session, msg)
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
-            if isinstance(error, trio.TooSlowError):
-                what = f"no answer within {REQUEST_REDIS_TIMEOUT_S:g} s"
-            else:
-                what = repr(error)[:120]
-            raise ClusterUnavailable(
-                f"the cluster's Redis is unreachable or refused this request ({what}): try again"
-            ) from error
+            raise _unavailable(error, REQUEST_REDIS_TIMEOUT_S, "this request") from error
 
     return answer
+
+
+def _unavailable(error: BaseException, bound_s: float, what: str) -> ClusterUnavailable:
+    """A Redis failure, or no answer within ``bound_s``, as what the client is told."""
+    if isinstance(error, trio.TooSlowError):
+        why = f"no answer within {bound_s:g} s"
+    else:
+        why = repr(error)[:120]
+    return ClusterUnavailable(
+        f"the cluster's Redis is unreachable or refused {what} ({why}): try again"
+    )
