@@ -36,9 +36,11 @@ let tokenRefused = false;
 // A page that goes away (closed, reloaded, sent elsewhere) says goodbye. Its resume token dies
 // with it, so nothing could take its subscriptions back, yet without the goodbye the server
 // would keep them for resume_grace_s, losing frames on their channels' counts: every reload
-// added to the losses this page shows. A page kept for the back button (persisted) stays.
-addEventListener('pagehide', (event) => {
-  if (!event.persisted) client.close('the page was closed');
+// added to the losses this page shows. A page the browser keeps for the back button says
+// goodbye too (frozen there, it could not read), and loads afresh when it is shown again.
+addEventListener('pagehide', () => client.close('the page was closed'));
+addEventListener('pageshow', (event) => {
+  if (event.persisted) location.reload();
 });
 
 // ------------------------------------------------------------------------------ helpers
