@@ -402,6 +402,17 @@ async def test_a_writers_append_in_flight_across_a_re_registration_goes_on_in_th
         assert "c" in [c.name for c in await reader.channels()]
 
 
+@asynccontextmanager
+async def node_a_and_daq(redis: RedisServer) -> AsyncIterator[tuple[Any, ts.Client]]:
+    """Node "a" and a client "daq" of it; the node's engine (the race tests drive its
+    check directly) and the client."""
+    async with (
+        ts.open_server(node_config(redis, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+    ):
+        yield a.state.engine, daq
+
+
 async def test_a_delete_that_the_re_registration_check_sees_first_stays_a_delete(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -410,11 +421,7 @@ async def test_a_delete_that_the_re_registration_check_sees_first_stays_a_delete
     # registered the channel again (a new epoch), the delete's end of the old epoch then
     # passed it by, and the deleted channel lived on, here and in Redis: a writer opened it
     # again (seen once in CI as a SyncClient's publish that did not raise ChannelNotFound).
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_client(str(a.tcp_url), name="daq") as daq,
-    ):
-        engine: Any = a.state.engine
+    async with node_a_and_daq(redis_server) as (engine, daq):
         real_delete = engine.io.registry.delete
         raced: list[str] = []
 
@@ -449,11 +456,7 @@ async def test_a_channel_deleted_while_the_check_registers_it_again_leaves_redis
     # Redis lost the channel; this node's check was registering it again when another
     # node's announcement of its end ended it here. What the check registered stayed in
     # Redis, kept by nobody, until the reaper's grace was over.
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_client(str(a.tcp_url), name="daq") as daq,
-    ):
-        engine: Any = a.state.engine
+    async with node_a_and_daq(redis_server) as (engine, daq):
         await daq.create_channel("c")
         old_epoch = engine._kept["c"].epoch
         await lost_by_redis(engine, "c")
@@ -536,11 +539,7 @@ async def test_a_channel_deleted_elsewhere_whose_news_never_came_is_not_register
     # Another node deleted it in Redis and its announcement was lost (this node's pub/sub
     # was reconnecting): the check took the missing record for Redis's loss and registered
     # the deleted channel again, kept here, a reset for its readers.
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_client(str(a.tcp_url), name="daq") as daq,
-    ):
-        engine: Any = a.state.engine
+    async with node_a_and_daq(redis_server) as (engine, daq):
         await daq.create_channel("c")
         async with daq.subscribe("c", policy="unbounded") as sub:
             await engine.io.registry.delete("c", epoch=engine._kept["c"].epoch)  # no news

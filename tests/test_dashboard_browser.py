@@ -19,7 +19,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -1077,6 +1077,17 @@ async def test_an_image_panel_shows_its_whole_size_label() -> None:
     assert label["left"] >= 0 and label["right"] <= result["width"], result
 
 
+@contextlib.asynccontextmanager
+async def quiet_lab() -> AsyncIterator[tuple[ts.Server, ts.Client]]:
+    """A server with the channel SCALAR and no writer, and the client that created it."""
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    async with ts.open_server(config) as server:
+        assert server.tcp_url is not None and server.http_url is not None
+        async with ts.open_client(server.tcp_url, name="lab-writer") as client:
+            await client.create_channel(SCALAR)
+            yield server, client
+
+
 async def test_a_deleted_channels_meta_is_forgotten() -> None:
     gone = "lab/gone"
 
@@ -1088,17 +1099,15 @@ async def test_a_deleted_channels_meta_is_forgotten() -> None:
         page.wait_for_function("n => !document.querySelector(`tr[data-channel='${n}']`)", arg=gone)
         return {"before": before, "after": page.evaluate(meta_js, gone)}
 
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
     with trio.fail_after(TEST_TIMEOUT_S):
-        async with ts.open_server(config) as server:
-            assert server.tcp_url is not None and server.http_url is not None
-            async with ts.open_client(server.tcp_url, name="lab-writer") as client:
-                await client.create_channel(SCALAR)
-                await client.create_channel(gone, meta={"units": "V"})
-                fragment = "#" + SCALAR.replace("/", "%2F")
-                result, errors = await trio.to_thread.run_sync(
-                    run_page, server.http_url + fragment, steps, "dashboard-meta.png"
-                )
+        async with quiet_lab() as (server, client):
+            await client.create_channel(gone, meta={"units": "V"})
+            result, errors = await trio.to_thread.run_sync(
+                run_page,
+                f"{server.http_url}#{SCALAR.replace('/', '%2F')}",
+                steps,
+                "dashboard-meta.png",
+            )
     assert not errors
     assert result == {"before": {"units": "V"}, "after": None}, result
 
@@ -1140,16 +1149,14 @@ async def test_a_reloaded_or_closed_page_says_goodbye_and_leaves_no_subscription
         wait_for_readers(1, STEP_TIMEOUT_MS / 1000)
         return kept
 
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
     with trio.fail_after(TEST_TIMEOUT_S):
-        async with ts.open_server(config) as server:
-            assert server.tcp_url is not None and server.http_url is not None
-            async with ts.open_client(server.tcp_url, name="lab-writer") as client:
-                await client.create_channel(SCALAR)
-                fragment = "#" + SCALAR.replace("/", "%2F")
-                result, errors = await trio.to_thread.run_sync(
-                    run_page, server.http_url + fragment, steps, "dashboard-reloaded.png"
-                )
+        async with quiet_lab() as (server, client):
+            result, errors = await trio.to_thread.run_sync(
+                run_page,
+                f"{server.http_url}#{SCALAR.replace('/', '%2F')}",
+                steps,
+                "dashboard-reloaded.png",
+            )
     assert not errors
     assert result == [0, 0, 0], result
 

@@ -254,7 +254,7 @@ def check_channel_key(key: str | None) -> None:
 def channel_not_found(name: str) -> ChannelNotFound | InvalidArgument:
     """The answer to a channel that is missing, or private to others (the same answer); to
     a name no channel can have, the naming rule (telling nothing about any channel)."""
-    if not 1 <= len(name) <= MAX_CHANNEL_NAME_CHARS or not name.isprintable():
+    if not _is_channel_name(name):
         return InvalidArgument(
             f"no channel can be named {brief(name)}: channel names are 1 to "
             f"{MAX_CHANNEL_NAME_CHARS} printable characters"
@@ -267,8 +267,13 @@ def channel_not_found(name: str) -> ChannelNotFound | InvalidArgument:
     )
 
 
+def _is_channel_name(name: str) -> bool:
+    """The naming rule: 1 to MAX_CHANNEL_NAME_CHARS printable characters."""
+    return 1 <= len(name) <= MAX_CHANNEL_NAME_CHARS and name.isprintable()
+
+
 def check_channel_name(name: str) -> None:
-    if not 1 <= len(name) <= MAX_CHANNEL_NAME_CHARS or not name.isprintable():
+    if not _is_channel_name(name):
         raise ValueError(
             f"channel names are 1 to {MAX_CHANNEL_NAME_CHARS} printable characters, "
             f"not {brief(name)}"
