@@ -46,14 +46,30 @@ def refuse_trio_thread(what: str) -> None:
     )
 
 
+#: The attribute that marks a TimeoutError as the caller's own bound (see caller_timeout).
+#: An attribute, not a subclass: the caller's last line stays ``TimeoutError: ...``.
+_CALLERS_BOUND: Final = "_trio_stream_callers_bound"
+
+
+def caller_timeout(message: str) -> TimeoutError:
+    """The TimeoutError for a blocking call's own ``timeout=`` (a ``get``, a ``flush``): its
+    message says all there is, so ``for_the_caller`` drops the trio frames it crossed. A
+    TimeoutError from anywhere else (an OS timeout, a function given to ``run_sync``) keeps
+    its traceback: its frames are where it came from."""
+    error = TimeoutError(message)
+    setattr(error, _CALLERS_BOUND, True)
+    return error
+
+
 def for_the_caller(error: BaseException) -> BaseException:
     """``error`` as a blocking caller sees it: a TrioStreamError (its message says what
-    happened and what to do) or Ctrl-C without the frames of the trio thread, or of
-    ``threading``'s wait, that it crossed; those say nothing to a script's author and made a
-    one-line error twenty lines long; so is a TimeoutError (a ``get(timeout=...)``, a
-    ``flush(timeout=...)``: the caller's own bound, said in its message). Any other
-    exception keeps its whole traceback."""
-    if isinstance(error, TrioStreamError | KeyboardInterrupt | TimeoutError):
+    happened and what to do), Ctrl-C, or the caller's own timeout (``caller_timeout``)
+    without the frames of the trio thread, or of ``threading``'s wait, that it crossed;
+    those say nothing to a script's author and made a one-line error twenty lines long. Any
+    other exception keeps its whole traceback."""
+    if isinstance(error, TrioStreamError | KeyboardInterrupt) or getattr(
+        error, _CALLERS_BOUND, False
+    ):
         return error.with_traceback(None)
     return error
 

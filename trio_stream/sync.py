@@ -44,7 +44,7 @@ from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
 from ._client_constants import CLOSE_DELIVER_S
 from ._exceptions import ConnectionClosed, FrameTooLarge, ResourceClosed, TrioStreamError
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
-from ._portal import BlockingPortal, Done, for_the_caller, refuse_trio_thread
+from ._portal import BlockingPortal, Done, caller_timeout, for_the_caller, refuse_trio_thread
 from ._protocol.array_view import View
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor, compressor
@@ -711,7 +711,7 @@ async def _with_timeout(timeout_s: float | None, fn: Callable[[], Awaitable[T]])
         with trio.fail_after(math.inf if timeout_s is None else timeout_s):
             return await fn()
     except trio.TooSlowError:
-        raise TimeoutError(f"not done within {timeout_s:g} s") from None
+        raise caller_timeout(f"not done within {timeout_s:g} s") from None
 
 
 class SyncPublisher:
@@ -877,7 +877,7 @@ class SyncSubscription:
                 while self._busy:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
-                        raise TimeoutError(f"no message on {self.channel!r} within {timeout:g} s")
+                        raise caller_timeout(f"no message on {self.channel!r} within {timeout:g} s")
                     self._turn.wait(left)
                 self._busy = mine = True
             if self._next == len(self._local):
@@ -925,7 +925,7 @@ class SyncSubscription:
                 batch.append(await sub.receive())
             if not batch:
                 asked_s = timeout_s if asked_s is None else asked_s
-                raise TimeoutError(f"no message on {sub.channel!r} within {asked_s:g} s")
+                raise caller_timeout(f"no message on {sub.channel!r} within {asked_s:g} s")
         while len(batch) < sub.window:
             try:
                 batch.append(sub.receive_nowait())
