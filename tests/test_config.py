@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 from typing import Any
 
 import pytest
@@ -72,3 +73,14 @@ def test_an_invalid_setting_survives_pickling_with_its_name() -> None:
         ts.ServerConfig(idle_timeout_s=-1)
     copy = pickle.loads(pickle.dumps(refused.value))
     assert copy.setting == "idle_timeout_s" and str(copy) == str(refused.value)
+
+
+def test_a_redis_engine_without_the_redis_extra_is_refused_where_the_config_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It used to pass here and fail only in ts.serve, as a ValueError from the server's start.
+    monkeypatch.setitem(sys.modules, "coredis", None)  # as if not installed: import fails
+    with pytest.raises(InvalidSetting, match=r"needs the redis extra: pip install") as refused:
+        ts.ServerConfig(engine="redis://127.0.0.1:6379/0")
+    assert refused.value.setting == "engine"
+    ts.ServerConfig(engine="memory")  # the default needs nothing

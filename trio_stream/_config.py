@@ -28,6 +28,10 @@ from ._protocol.limits import (
 DEFAULT_TCP_PORT = 9870
 DEFAULT_HTTP_PORT = 9871
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # engine= URLs of a Redis engine
+REDIS_EXTRA_MISSING = (
+    "engine=redis:// needs the redis extra: pip install 'trio_stream[redis]' "
+    "(in a checkout: pip install -e '.[redis]')"
+)
 # max_frame_bytes's range: below the floor, a hello with a token or a control reply may not
 # fit and no client could talk to the server; above the ceiling, a DATA frame (which may
 # exceed the limit by its head and the writer's name) would not fit its 4-byte length prefix.
@@ -162,6 +166,9 @@ class ServerConfig:
                 f"engine {self.engine!r:.80}: give 'memory' or a Redis URL such as "
                 "redis://127.0.0.1:6379/0",
             )
+        if self.engine != "memory" and not _redis_client_installed():
+            # Here, not when the server starts: a script learns it where it made the config.
+            raise InvalidSetting("engine", REDIS_EXTRA_MISSING)
 
     def limits(self) -> Limits:
         return Limits(
@@ -178,3 +185,13 @@ class ServerConfig:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _redis_client_installed() -> bool:
+    """Whether coredis (the redis extra) imports: an import, not a spec lookup, so that a
+    broken install counts as missing too. The engine imports it next anyway."""
+    try:
+        import coredis  # noqa: F401
+    except ImportError:
+        return False
+    return True

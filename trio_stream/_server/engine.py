@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .._config import REDIS_SCHEMES
+from .._config import REDIS_EXTRA_MISSING, REDIS_SCHEMES
 from .._protocol.bytes_like import BytesLike
 from .._protocol.messages import ControlMessage
 
@@ -156,9 +156,6 @@ def make_engine(state: ServerState) -> Engine:
         try:
             from .._engine.redis_engine import RedisEngine
         except ImportError as exc:  # coredis is an optional dependency
-            raise ValueError(
-                "engine=redis:// needs the redis extra: pip install 'trio_stream[redis]' "
-                "(in a checkout: pip install -e '.[redis]')"
-            ) from exc
+            raise ValueError(REDIS_EXTRA_MISSING) from exc
         return RedisEngine(state, spec)
     raise AssertionError(f"ServerConfig let engine {spec[:80]!r} through")
