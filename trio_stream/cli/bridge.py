@@ -21,7 +21,7 @@ from ._options import (
     add_log_level,
     add_subscription_options,
 )
-from ._run import UsageError
+from ._run import UsageError, stop_on_signal
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +148,14 @@ async def run_bridge(args: argparse.Namespace) -> int:
     async with (
         connect(args, args.src_url) as src,
         connect(args, args.dst_url, token=args.dst_token, name_suffix=DST_NAME_SUFFIX) as dst,
-        trio.open_nursery() as nursery,
     ):
         if args.src_url != args.dst_url and await _one_server(src, dst):
             _refuse_loops(routes)
         # A mistyped channel fails now, not when someone first reads its copy.
         await check_readable(src, [src_name for src_name, _ in routes], args)
-        for src_name, dst_name in routes:
-            nursery.start_soon(_forward, args, src, dst, src_name, dst_name)
+        # A bridge runs until it is stopped, as serve and dump do: Ctrl-C or SIGTERM is its
+        # normal end (exit 0), and the two clients then say goodbye to their servers.
+        async with stop_on_signal(), trio.open_nursery() as nursery:
+            for src_name, dst_name in routes:
+                nursery.start_soon(_forward, args, src, dst, src_name, dst_name)
     return 0
