@@ -831,6 +831,34 @@ async def test_a_panel_sizes_its_first_subscription_by_the_channels_rates(opened
     assert result["token"] == 1 and result["maxRate"] == 8, result
 
 
+UNREAD_CAMERA: Final = "lab/unread-camera"
+UNREAD_ENTRY_JS: Final = f"""() => {{
+  const e = window.__tsPanels[0].subs.get({UNREAD_CAMERA!r});
+  return {{token: e.token, maxRate: e.sub.maxRate, size: e.sub.size, window: e.sub.window}};
+}}"""
+
+
+async def test_a_panel_on_a_channel_nobody_reads_asks_for_one_frame_then_tunes() -> None:
+    """Nobody reads the channel, so the table has no rates to tell its frame size: the panel
+    asks for one frame, and that frame tunes the same subscription to the byte budget. (It
+    asked for half a second of its rate blind, 15 frames at 30 Hz of whatever size, then
+    subscribed again.)"""
+
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function("() => window.__tsPanels.length === 1")
+        page.wait_for_function("() => window.__tsPanels[0].frames > 3")
+        entry: dict[str, Any] = page.evaluate(UNREAD_ENTRY_JS)
+        return entry
+
+    result, errors = await with_camera(
+        UNREAD_CAMERA, RATED_HZ, rated_frame, steps, "dashboard-unread-camera.png", open_panel=True
+    )
+    assert not errors
+    # 8 MiB/s over 1 MiB frames: 8 Hz and half a second (4 frames), by a retune of the
+    # one subscription (token 1), which also widened its credit window from 1
+    assert result == {"token": 1, "maxRate": 8, "size": 4, "window": 4}, result
+
+
 # -- rendering smoothness: dropped animation frames while plotting ----------------------------
 
 PERF_LINE: Final = "perf/line"

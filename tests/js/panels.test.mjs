@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  imageView, viewText, subscriptionOptions, frameBytesFromRates, MAX_IMAGE_SIDE_PX, IMAGE_BYTES_PER_S, PANEL_DEPTH_S,
+  imageView, viewText, subscriptionOptions, firstSubscriptionOptions, frameBytesFromRates, MAX_IMAGE_SIDE_PX, IMAGE_BYTES_PER_S, PANEL_DEPTH_S,
   reconnectTally, tallyFrame, tallyNote,
 } from '../../trio_stream/web/panels.js';
 
@@ -75,4 +75,12 @@ test('after a reconnection the info line counts what the frames the server held 
   const reset = reconnectTally({ kind: 'reset', lost: null, recovered: 3 }, at);
   tallyFrame(reset, { lost: 2 });
   assert.match(tallyNote(reset), /: reset \(frames the old server held are lost, count unknown\)$/);
+});
+
+test('a panel on a channel of unknown frame size first asks for one frame', () => {
+  // nobody reads the channel, so the table has no rates: one frame, at the panel's rate
+  assert.deepEqual(firstSubscriptionOptions(30, null), { policy: 'drop_oldest', size: 1, maxRate: 30 });
+  // known: what the panel keeps once tuned
+  assert.deepEqual(firstSubscriptionOptions(30, 8), subscriptionOptions(30, 8));
+  assert.deepEqual(firstSubscriptionOptions(30, 8 * 2 ** 20), { policy: 'drop_oldest', size: 1, maxRate: 1 });
 });

@@ -38,6 +38,22 @@ export function subscriptionOptions(rateHz, frameBytes = null) {
 }
 
 /**
+ * The options of a panel's first subscription to a channel. With the frame size unknown (no
+ * frame of it came here, and the channel table has no rates: nobody reads it, so its
+ * writers send nothing to measure) it asks for one frame: at most one frame of a size
+ * nobody knows waits on the server, whatever the camera, until that frame tells the size
+ * and the panel retunes (Panel.onMessage). Half a second of the rate, blind, was 15 of a
+ * camera's 8 MiB frames at 30 Hz; a few such panels took the page's connection over the
+ * server's max_buffered_bytes, which ended their subscriptions.
+ * @param {number} rateHz the panel's rate
+ * @param {number | null} frameBytes the channel's frame size, if known
+ */
+export function firstSubscriptionOptions(rateHz, frameBytes) {
+  const opts = subscriptionOptions(rateHz, frameBytes);
+  return frameBytes ? opts : { ...opts, size: 1 };
+}
+
+/**
  * A channel's frame size from the server's rates of it (bytes/s over frames/s: the wire's
  * bytes, a few more than the value's), or null while nothing flows.
  * @param {{rate_fps?: unknown, rate_bps?: unknown}} c a row of the `channels` list
@@ -297,18 +313,16 @@ export class Panel {
   async subscribe(name) {
     const old = this.subs.get(name);
     const token = (old?.token ?? 0) + 1;
-    // Until a frame of it came, the size the channel's rates tell: a panel that subscribed
-    // for half a second of its rate blind (15 frames at 30 Hz) could have a camera's 8 MiB
-    // frames pile up on the server until its first one came, and a few such panels take
-    // the connection over max_buffered_bytes, which ends their subscriptions. The first frame
-    // still retunes to its own size.
+    // Until a frame of it came, the size the channel's rates tell, or none: then the first
+    // subscription asks for one frame (firstSubscriptionOptions), and the first frame tunes it.
     const entry = {
       sub: null, token, frameBytes: old?.frameBytes ?? this.frameBytesOf(name), view: old?.view ?? null, lastTry: Date.now(), pending: true,
     };
     this.subs.set(name, entry);
     old?.sub?.close();
-    const opts = subscriptionOptions(this.rate, entry.frameBytes);
+    const opts = firstSubscriptionOptions(this.rate, entry.frameBytes);
     entry.maxRate = opts.maxRate;
+    entry.sizedBlind = !entry.frameBytes;
     let sub = null;
     try {
       sub = await this.client.subscribe(name, {
@@ -322,6 +336,7 @@ export class Panel {
     }
     if (this.subs.get(name) !== entry) { sub.close(); return; }
     entry.sub = sub;
+    if (entry.tuneWhenAttached) this.tune(name, entry, sub);
     sub.on('end', (reason) => {
       if (entry.sub !== sub) return;
       entry.sub = null;
@@ -355,12 +370,17 @@ export class Panel {
         resubscribed = true;
       }
     }
-    // An image bigger than the panel's byte budget at its rate: ask for fewer of them.
+    // The first frame of a channel of unknown size: the panel's own size now. An image
+    // bigger than the panel's byte budget at its rate: ask for fewer of them. A retune: the
+    // same subscription, no gap.
     const bytes = view.values?.byteLength;
-    if (bytes && !resubscribed && (view.kind === 'image' || view.kind === 'line')) {
-      entry.frameBytes = bytes;
-      const want = subscriptionOptions(this.rate, bytes).maxRate;
-      if (want < entry.maxRate * 0.9) this.subscribe(name);
+    const sized = bytes && (view.kind === 'image' || view.kind === 'line');
+    if (sized) entry.frameBytes = bytes;
+    if (!resubscribed && (entry.sizedBlind || (sized && subscriptionOptions(this.rate, bytes).maxRate < entry.maxRate * 0.9))) {
+      // Frames can come before subscribe() has its subscription back (they follow the
+      // reply in the same read): then it tunes as soon as it has.
+      if (sub) this.tune(name, entry, sub);
+      else entry.tuneWhenAttached = true;
     }
     if (!this.plotter.paused) {
       this.text.hidden = view.kind !== 'text';
@@ -372,6 +392,19 @@ export class Panel {
       setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}${entry.reconnected ? ` · ${tallyNote(entry.reconnected)}` : ''}${alone}`);
     }
     this.onFrame(msg);
+  }
+
+  /** Retune `entry`'s subscription to the panel's rate and the frame size it knows now. */
+  tune(name, entry, sub) {
+    entry.sizedBlind = entry.tuneWhenAttached = false;
+    const opts = subscriptionOptions(this.rate, entry.frameBytes);
+    entry.maxRate = opts.maxRate;
+    sub.retune({ size: opts.size, maxRate: opts.maxRate }).catch((e) => {
+      if (this.subs.get(name) !== entry || entry.sub !== sub || sub.ended) return; // its end says why
+      // Cut meanwhile: it resubscribes as it was, and its next frame tunes it again.
+      if (sub.id === null) entry.sizedBlind = true;
+      else setText(this.info, `${name}: cannot retune: ${e.message}`);
+    });
   }
 
   // A reconnection needs no call here: each subscription resumes, and its first frame after
