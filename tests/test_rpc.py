@@ -423,11 +423,14 @@ async def test_sync_methods_in_the_trio_thread_or_in_a_worker_thread(url: str) -
             return threading.get_ident()
 
         def rpc_command(self) -> None:
-            # A blocking command: one at a time per exposed object.
+            # A blocking command: one at a time per exposed object, whichever method it is.
             self.overlapped |= self.busy
             self.busy = True
             threading.Event().wait(0.02)
             self.busy = False
+
+        def rpc_status(self) -> None:
+            self.rpc_command()
 
     direct, threaded = Instrument(), Instrument()
     async with ts.open_client(url, name="daq") as daq_client, ts.open_client(url) as ctl:
@@ -440,6 +443,7 @@ async def test_sync_methods_in_the_trio_thread_or_in_a_worker_thread(url: str) -
             async with trio.open_nursery() as nursery:
                 for _ in range(5):
                     nursery.start_soon(daq.threaded.command)
+                    nursery.start_soon(daq.threaded.status)  # another method, the same object
         assert not threaded.overlapped
 
 

@@ -274,6 +274,10 @@ class RpcEndpoint:
             _check_service_name(name)
         prefix = f"{name}." if name else ""
         found: dict[str, _Exposed] = {}
+        # One limiter for all of the object's methods: its sync methods share its state (a
+        # serial port, a driver), so only one of them runs at a time, whichever it is; a
+        # streaming method takes its turn for each value it makes.
+        one_at_a_time = trio.CapacityLimiter(1)
         for attr in dir(obj):
             if not attr.startswith(PREFIX) or len(attr) == len(PREFIX):
                 continue
@@ -286,7 +290,7 @@ class RpcEndpoint:
                 fn,
                 describe(method, fn),
                 is_async,
-                None if is_async or not thread else trio.CapacityLimiter(1),
+                None if is_async or not thread else one_at_a_time,
                 is_stream(fn),
             )
         if not found:
