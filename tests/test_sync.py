@@ -683,6 +683,26 @@ async def test_a_get_that_times_out_is_a_short_traceback(server: ts.Server) -> N
     assert "_run_call" not in errors and "trio/" not in errors, errors
 
 
+async def test_a_get_at_the_channels_end_is_a_short_traceback(server: ts.Server) -> None:
+    # EndOfChannel crossed with the trio thread's frames (_run_call, _take, receive_nowait).
+    assert server.tcp_url is not None
+    script = (
+        "import trio_stream as ts\n"
+        f"c = ts.SyncClient({server.tcp_url!r})\n"
+        "c.create_channel('brief')\n"
+        "with c.subscribe('brief') as sub:\n"
+        "    c.delete_channel('brief')\n"
+        "    sub.get(timeout=5)\n"
+    )
+    result = await trio.run_process(
+        [sys.executable, "-c", script], capture_stdout=True, capture_stderr=True, check=False
+    )
+    errors = result.stderr.decode()
+    assert result.returncode == 1
+    assert errors.rstrip().splitlines()[-1].startswith("trio.EndOfChannel: "), errors
+    assert "_run_call" not in errors and "receive_nowait" not in errors, errors
+
+
 @pytest.mark.parametrize("mode", ["get", "publish", "rpc"])
 async def test_ctrl_c_returns_promptly_even_from_a_frozen_server(
     server: ts.Server, mode: str
@@ -795,3 +815,80 @@ async def test_values_a_lost_connection_took_are_counted_by_close(server: ts.Ser
                 c.close()
 
         await in_thread(scenario)
+
+
+async def test_closing_the_client_ends_a_reader_threads_loop(server: ts.Server) -> None:
+    # A notebook: a reader thread loops over a subscription made without `with`, and the
+    # main thread closes the client. The loop raised ConnectionClosed ("the call was
+    # cancelled: the SyncClient is closing") out of the thread; it ends, as after sub.close().
+    url = server.tcp_url
+    assert url is not None
+
+    def scenario() -> None:
+        c = SyncClient(url, name="notebook")
+        c.create_channel("ch")
+        sub = c.subscribe("ch")
+        pub = c.publisher("ch")
+        outcome: list[object] = []
+        got_one = threading.Event()
+
+        def reader() -> None:
+            try:
+                for _ in sub:
+                    got_one.set()
+                outcome.append("ended")
+            except BaseException as exc:  # the failure this test is about
+                outcome.append(exc)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        pub.wait_for_readers(timeout=STEP_S)
+        pub.send(1)
+        assert got_one.wait(STEP_S)
+        c.close()
+        thread.join(STEP_S)
+        assert outcome == ["ended"]
+        assert sub.closed and pub.closed
+        with pytest.raises(trio.EndOfChannel, match="the SyncClient was closed"):
+            sub.get(timeout=0)
+
+    await in_thread(scenario)
+
+
+async def test_a_lost_connection_and_its_return_are_said_once_each(
+    server: ts.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A script's calls wait while the client reconnects: without a line on stderr it seemed
+    # to hang. A get() that times out meanwhile says why nothing came.
+    url = server.tcp_url
+    assert url is not None
+    async with open_proxy(url) as proxy:
+
+        def scenario() -> None:
+            with SyncClient(proxy.url, name="patient", reconnect=ts.Reconnect(initial=0.1)) as c:
+                c.create_channel("ch")
+                with c.subscribe("ch") as sub:
+                    proxy.refuse()
+                    trio.from_thread.run_sync(proxy.cut)
+                    c.wait_state("reconnecting", timeout=STEP_S)
+                    with pytest.raises(TimeoutError) as timed_out:
+                        sub.get(timeout=0.05)
+                    assert str(timed_out.value) == (
+                        f"no message on 'ch' within 0.05 s (the connection to {proxy.url} "
+                        "is lost; reconnecting)"
+                    )
+                    proxy.accept()
+                    c.wait_state("open", timeout=STEP_S)
+                    deadline = time.monotonic() + STEP_S
+                    while "reconnected" not in caplog.text and time.monotonic() < deadline:
+                        time.sleep(0.01)
+
+        with caplog.at_level("WARNING", logger="trio_stream.sync"):
+            await in_thread(scenario)
+    said = [r.getMessage() for r in caplog.records if r.name == "trio_stream.sync"]
+    assert said[0] == (
+        f"SyncClient 'patient': the connection to {proxy.url} is lost; reconnecting (calls "
+        "wait meanwhile; Ctrl-C stops)"
+    )
+    assert said[1].startswith(f"SyncClient 'patient': reconnected to {proxy.url} after ")
+    assert len(said) == 2, said

@@ -63,11 +63,12 @@ def caller_timeout(message: str) -> TimeoutError:
 
 def for_the_caller(error: BaseException) -> BaseException:
     """``error`` as a blocking caller sees it: a TrioStreamError (its message says what
-    happened and what to do), Ctrl-C, or the caller's own timeout (``caller_timeout``)
+    happened and what to do), the end of a channel (``EndOfChannel``, its reason said),
+    Ctrl-C, or the caller's own timeout (``caller_timeout``)
     without the frames of the trio thread, or of ``threading``'s wait, that it crossed;
     those say nothing to a script's author and made a one-line error twenty lines long. Any
     other exception keeps its whole traceback."""
-    if isinstance(error, TrioStreamError | KeyboardInterrupt) or getattr(
+    if isinstance(error, TrioStreamError | KeyboardInterrupt | trio.EndOfChannel) or getattr(
         error, _CALLERS_BOUND, False
     ):
         return error.with_traceback(None)

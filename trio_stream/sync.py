@@ -200,6 +200,7 @@ class SyncClient:
                     self._client = client
                     self._portal.open(nursery)
                     nursery.start_soon(self._drain)
+                    nursery.start_soon(self._say_connection_changes, client)
                     self._ready.set()
                     await self._stop.wait()
                     if self._flush_on_stop:
@@ -214,6 +215,28 @@ class SyncClient:
                 if self._ready.is_set():
                     raise
                 self._startup_error = exc
+
+    async def _say_connection_changes(self, client: Client) -> None:
+        """A lost connection and its return, one line each at WARNING (which Python prints
+        to stderr with no logging set up): a script's calls wait while the client
+        reconnects, and without these lines it would seem to hang for no reason."""
+        while True:
+            await client.wait_state("reconnecting")
+            lost_at = trio.current_time()
+            log.warning(
+                "SyncClient %r: the connection to %s is lost; reconnecting (calls wait "
+                "meanwhile; Ctrl-C stops)",
+                client.name,
+                client.url,
+            )
+            if await client.wait_state("open", "closed") == "closed":
+                return
+            log.warning(
+                "SyncClient %r: reconnected to %s after %.1f s",
+                client.name,
+                client.url,
+                trio.current_time() - lost_at,
+            )
 
     def _abandon_startup(self) -> None:
         """Ctrl-C in the constructor: stop connecting (or the connection just made), join."""
@@ -754,7 +777,8 @@ class SyncPublisher:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """Closed by ``close()``, or with its client."""
+        return self._closed or self._client._closed
 
     def close(self, *, flush: bool = True) -> None:
         """Wait until the server has what was queued (with ``flush``), then close. Idempotent.
@@ -885,7 +909,14 @@ class SyncSubscription:
                     error, self._error = self._error, None
                     raise for_the_caller(error)
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self._local = self._client._call(partial(self._take, left, timeout), self._keep)
+                try:
+                    self._local = self._client._call(partial(self._take, left, timeout), self._keep)
+                except ConnectionClosed:
+                    if not self._client._closed:
+                        raise
+                    # The client was closed, here or by another thread (a notebook's reader
+                    # thread, say): the end of this subscription too, as its own close().
+                    raise trio.EndOfChannel("the SyncClient was closed") from None
                 self._next = 0
             message = self._local[self._next]
             self._next += 1
@@ -925,7 +956,11 @@ class SyncSubscription:
                 batch.append(await sub.receive())
             if not batch:
                 asked_s = timeout_s if asked_s is None else asked_s
-                raise caller_timeout(f"no message on {sub.channel!r} within {asked_s:g} s")
+                message = f"no message on {sub.channel!r} within {asked_s:g} s"
+                client = self._client._trio_client
+                if client.state == "reconnecting":  # not the channel's silence: say so
+                    message += f" (the connection to {client.url} is lost; reconnecting)"
+                raise caller_timeout(message)
         while len(batch) < sub.window:
             try:
                 batch.append(sub.receive_nowait())
@@ -946,7 +981,8 @@ class SyncSubscription:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """Closed by ``close()``, or with its client."""
+        return self._closed or self._client._closed
 
     def close(self, *, wait: bool = True) -> None:
         """Unsubscribe (messages not read yet are dropped). Idempotent.
