@@ -270,9 +270,24 @@ async def test_sending_to_a_client_that_accepts_no_files_says_so(url: str, tmp_p
         ts.open_client(url, name="other") as other,
         ts.open_client(url, name="daq") as daq,
     ):
+        # Exposing nothing at all, it said "'plain' exposes no methods (yet)": the sender
+        # of a file named no method.
+        async with ts.open_client(url, name="plain"):
+            with pytest.raises(ts.RpcError) as refused:
+                await daq.send_file("plain", tmp_path / "f")
+            assert str(refused.value) == (
+                "'plain' does not accept files: it must call accept_files(directory), or run "
+                "`trio-stream receive-files DIRECTORY`"
+            )
+            with pytest.raises(ts.RpcError, match=r"'plain' does not share files: .*--share`$"):
+                await daq.fetch_file("plain", "f", tmp_path / "copy")
         other.expose(Other())
         with pytest.raises(ts.RpcError, match="does not accept files"):
             await daq.send_file("other", tmp_path / "f")
+        # Not connected at all: that error, not this one.
+        with pytest.raises(ts.RpcError) as absent:
+            await daq.send_file("nobody", tmp_path / "f")
+        assert "does not accept files" not in str(absent.value)
 
 
 async def test_sync_client_sends_and_accepts(url: str, tmp_path: Path) -> None:

@@ -337,10 +337,25 @@ def accept_files(
 
 
 # -- sending and fetching ------------------------------------------------------------------------
-async def _files_proxy(client: Client, target: str) -> RpcProxy:
-    proxy = await client.rpc(target, timeout=CALL_TIMEOUT_S)
+async def _files_proxy(client: Client, target: str, *, fetch: bool = False) -> RpcProxy:
+    """``target``'s file service; ``fetch``: to read its files (they must be shared)."""
+    refused = RpcError(
+        f"{target[:80]!r} does not share files: it must call accept_files(directory, "
+        "share=True), or run `trio-stream receive-files DIRECTORY --share`"
+        if fetch
+        else f"{target[:80]!r} does not accept files: it must call accept_files(directory), "
+        "or run `trio-stream receive-files DIRECTORY`"
+    )
+    try:
+        proxy = await client.rpc(target, timeout=CALL_TIMEOUT_S)
+    except RpcError:
+        # A client that exposes nothing at all: its RPC error is about methods, which the
+        # sender of a file never named. A target that is not connected keeps its error.
+        if any(info.name == target for info in await client.clients()):
+            raise refused from None
+        raise
     if f"{SERVICE}.begin" not in proxy.methods:
-        raise RpcError(f"{target[:80]!r} does not accept files (it should call accept_files)")
+        raise refused
     return proxy
 
 
@@ -429,7 +444,7 @@ async def fetch_file(
         final = final / name
     if final.exists() and not overwrite:
         raise FileExistsError(f"{str(final)[:200]!r} exists (overwrite=True replaces it)")
-    proxy = await _files_proxy(client, source)
+    proxy = await _files_proxy(client, source, fetch=True)
     temp = final.parent / f".{final.name[:200]}.{secrets.token_hex(4)}.part"
     digest = hashlib.sha256()
     received = 0
