@@ -111,6 +111,10 @@ async def test_argument_mismatch_raises_locally_and_sends_nothing(url: str) -> N
             await daq.my_echo(1, 2)
         with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
             await daq.call("my_echo", 1, x=2)
+        # A mistyped keyword is named, as Python names it (not the parameter it misses).
+        with pytest.raises(TypeError) as mistyped:
+            await daq.my_echo(dta=5)
+        assert str(mistyped.value) == "daq.my_echo(): got an unexpected keyword argument 'dta'"
         assert await daq.my_echo(data=5) == ["MY ECHO", 5]
         assert provider.calls == 1  # only the last, well-formed call reached the provider
         assert sent_before == 0

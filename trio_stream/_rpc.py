@@ -571,10 +571,19 @@ class RemoteMethod:
 
     def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise TypeError, as a local call would, if the arguments do not fit."""
+        where = f"{self._proxy.provider}.{self.name}()"
+        params = self.__signature__.parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            # A mistyped keyword first, as Python says it: bind() names the parameter it
+            # then misses ("missing a required argument: 'hz'" for rate=3), not the typo.
+            for key in kwargs:
+                param = params.get(key)
+                if param is None or param.kind is param.POSITIONAL_ONLY:
+                    raise TypeError(f"{where}: got an unexpected keyword argument {key!r}")
         try:
             self.__signature__.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"{self._proxy.provider}.{self.name}(): {exc}") from None
+            raise TypeError(f"{where}: {exc}") from None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The call, to await; for a streaming method, the :class:`RemoteStream` to iterate."""
