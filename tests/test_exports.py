@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import trio_stream as ts
 
 EXPORTS = {
@@ -59,4 +61,26 @@ def test_the_package_exports_exactly_the_public_names() -> None:
 
 def test_public_classes_say_they_are_trio_streams_own() -> None:
     for name in EXPORTS - {"__version__", "merge", "open_client", "open_server", "serve"}:
-        assert getattr(ts, name).__module__.startswith("trio_stream."), name
+        module = getattr(ts, name).__module__
+        if issubclass(getattr(ts, name), BaseException):
+            # A traceback's last line names what a script catches: trio_stream.ChannelNotFound
+            assert module == "trio_stream", name
+        else:
+            assert module.startswith("trio_stream."), name
+
+
+def test_errors_survive_pickling_under_their_public_name() -> None:
+    for name in EXPORTS:
+        error_class = getattr(ts, name)
+        if isinstance(error_class, type) and issubclass(error_class, ts.TrioStreamError):
+            args = (
+                ("ValueError", "what to do") if error_class is ts.RemoteError else ("what to do",)
+            )
+            copy = pickle.loads(pickle.dumps(error_class(*args)))
+            assert type(copy) is error_class and str(copy) == str(error_class(*args)), name
+    remote = pickle.loads(pickle.dumps(ts.RemoteError("OSError", "port busy", "Traceback ...")))
+    assert (remote.type_name, remote.message, remote.remote_traceback) == (
+        "OSError",
+        "port busy",
+        "Traceback ...",
+    )

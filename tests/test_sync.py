@@ -655,7 +655,7 @@ async def test_a_refused_connection_is_one_short_traceback() -> None:
     errors = result.stderr.decode()
     assert result.returncode == 1
     last = errors.rstrip().splitlines()[-1]
-    assert last.startswith("trio_stream._exceptions.ConnectionClosed: cannot connect to"), errors
+    assert last.startswith("trio_stream.ConnectionClosed: cannot connect to"), errors
     assert "Connection refused (no server listens there" in last
     # Not the chained OSError, trio's exception group and the trio thread's frames (60 lines).
     assert "ExceptionGroup" not in errors and "direct cause" not in errors, errors

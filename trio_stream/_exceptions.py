@@ -68,6 +68,11 @@ class RemoteError(RpcError):
         self.message = message
         self.remote_traceback = remote_traceback
 
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str, str]]:
+        # Pickled (a process pool hands exceptions on so) with what __init__ takes: the
+        # default would call it with the one formatted message and fail to unpickle.
+        return type(self), (self.type_name, self.message, self.remote_traceback)
+
 
 class UnknownMethod(RpcError, AttributeError):
     """A proxy was asked for a method its provider does not expose (``proxy.nope``): an

@@ -546,7 +546,18 @@ def _check_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
 
 
-_DEFAULT: Final[Any] = object()  # "the proxy's timeout"
+class _ProxysTimeout:
+    """The default of ``call(timeout=...)``: the proxy's own timeout. A class, not a bare
+    ``object()``, so that ``help()`` and signatures read ``timeout=<the proxy's timeout>``
+    instead of an address."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<the proxy's timeout>"
+
+
+_DEFAULT: Final[Any] = _ProxysTimeout()
 
 
 class RemoteMethod:
