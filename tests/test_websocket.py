@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -415,6 +416,31 @@ async def test_wrong_path_is_a_clear_connection_error(server: ts.Server) -> None
     with pytest.raises(ts.ConnectionClosed, match="HTTP 404"), trio.fail_after(TIMEOUT_S):
         async with ts.open_client(url):
             pass
+
+
+async def test_another_web_servers_page_is_not_pasted_into_the_error(
+    nursery: trio.Nursery,
+) -> None:
+    # A ws:// URL that reaches some other web server: its 404 page (10 lines of HTML) was
+    # the error's text, cut mid-tag.
+    page = b"<!DOCTYPE HTML>\n<html lang='en'>\n<head><title>Error</title></head>\n</html>\n"
+
+    async def web_server(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        head = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n"
+        await stream.send_all(head % len(page) + page)
+        await stream.aclose()
+
+    serve_web = partial(trio.serve_tcp, web_server, 0, host="127.0.0.1")
+    (listener,) = await nursery.start(serve_web)
+    port = listener.socket.getsockname()[1]
+    with pytest.raises(ts.ConnectionClosed) as refused, trio.fail_after(TIMEOUT_S):
+        async with ts.open_client(f"ws://127.0.0.1:{port}/ws"):
+            pass
+    assert str(refused.value) == (
+        f"cannot connect to ws://127.0.0.1:{port}/ws: the server refused the WebSocket "
+        "upgrade with HTTP 404: is this a trio_stream server's HTTP port (path /ws)?"
+    )
 
 
 async def test_wss_with_tls(nursery: trio.Nursery) -> None:

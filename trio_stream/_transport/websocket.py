@@ -285,8 +285,12 @@ def describe_handshake_error(exc: trio_websocket.HandshakeError) -> str:
         body = (exc.body or b"").decode(errors="replace").strip()[:300]
         if body.startswith(sniff.TCP_PORT_MARK):
             return body  # ws:// on the TCP port: the server said which port this is
-        hint = f" ({body})" if body else ""
-        return f"the server refused the WebSocket upgrade with HTTP {exc.status_code}{hint}"
+        refused = f"the server refused the WebSocket upgrade with HTTP {exc.status_code}"
+        if body.startswith("<"):
+            # A web page (another web server's 404): its markup would fill the message.
+            return f"{refused}: is this a trio_stream server's HTTP port (path /ws)?"
+        first_line = body.splitlines()[0][:200] if body else ""
+        return f"{refused} ({first_line})" if first_line else refused
     if isinstance(exc, trio_websocket.ConnectionTimeout):
         return f"no WebSocket handshake within {CONNECT_TIMEOUT_S:g} s"
     cause = exc.__cause__
