@@ -4,6 +4,8 @@ server and real sockets."""
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import trio
 
 import trio_stream as ts
@@ -49,3 +51,33 @@ async def test_a_max_rate_readers_held_newest_frame_is_delivered_before_the_end(
                 got = [(msg.data, msg.seq) async for msg in sub]
             assert got == [(0, 1), (4, 5)]
             assert sub.lost == 0  # the frames between were decimation, not loss
+
+
+async def test_a_reader_hears_why_its_channel_ended(url: str) -> None:
+    # Every reader heard "the channel ended", whatever the cause; the writer was told it.
+    async with ts.open_client(url, name="r") as reader, AsyncExitStack() as stack:
+        async with ts.open_client(url, name="w") as writer:
+            await writer.create_channel("deleted")
+            await writer.create_channel("short", lifetime=0.2)
+            await writer.create_channel("owners")
+            subs = {
+                name: await stack.enter_async_context(reader.subscribe(name))
+                for name in ("deleted", "short", "owners")
+            }
+            await writer.delete_channel("deleted")
+            with trio.fail_after(WAIT_S):
+                async for _ in subs["short"]:
+                    pass
+        # leaving the writer's block: it disconnected, and its channel went with it
+        with trio.fail_after(WAIT_S):
+            for sub in subs.values():
+                async for _ in sub:
+                    pass
+        assert {name: sub.end_reason for name, sub in subs.items()} == {
+            "deleted": "channel 'deleted' was deleted",
+            "short": "temporary channel 'short' reached its lifetime",
+            "owners": "channel 'owners' ended with its owner",
+        }
+        for sub in subs.values():
+            await sub.aclose()
+            assert "unsubscribed" not in (sub.end_reason or "")  # a close after the end keeps it

@@ -331,18 +331,31 @@ async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
     ):
         await w.create_channel("c")
         async with w.publisher("c") as pub:
-            async with r.subscribe("c", policy="unbounded") as sub:
+            async with (
+                r.subscribe("c", policy="unbounded") as sub,
+                w.subscribe("c", policy="unbounded") as on_its_node,
+            ):
                 with trio.fail_after(WAIT_S):
-                    await pub.wait_for_readers()
+                    await pub.wait_for_readers(2)
                     for i in range(10):
                         await pub.send(i)
                     for _ in range(10):
                         await sub.receive()
+                        await on_its_node.receive()
                 position = sub.position
                 await trio.to_thread.run_sync(redis_server.restart)
                 with trio.fail_after(WAIT_S):
                     async for _ in sub:  # the channel's old epoch is gone: not silence, an end
                         pass
+                    async for _ in on_its_node:
+                        pass
+            # Each reader is told why (it heard only "the channel ended", as for a delete):
+            # on the node that keeps the channel, that Redis lost it and frames may be missing.
+            assert "is gone from Redis" in (sub.end_reason or ""), sub.end_reason
+            assert on_its_node.end_reason == (
+                "channel 'c' was lost in Redis (a restart without persistence) and is registered "
+                "again: frames sent meanwhile may be missing; subscribe again"
+            )
             # The writer's node registers its channel again (when its re-registration pass
             # comes: the reader waits for the channel); a resume sees a reset.
             with trio.fail_after(WAIT_S):

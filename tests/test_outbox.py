@@ -141,7 +141,7 @@ def test_a_clean_end_sends_the_buffered_frames_then_sub_end_without_error() -> N
     assert [seq for _, _, seq, _ in got] == [1, 2, 3]
     assert sent.order == ["data", "control"]
     (end,) = sent.control
-    assert end == M.SubEnd(sub=reader.sub_id, reason="the channel ended")
+    assert end == M.SubEnd(sub=reader.sub_id, reason="gone")  # the channel's end reason
     assert "error" not in M.to_wire(end)
 
 

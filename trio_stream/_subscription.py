@@ -484,7 +484,8 @@ class Subscription:
     def _detach(self) -> bool:
         """Closed by its user: forget it; True if the server still has it."""
         client = self._client
-        self._end("unsubscribed", None)
+        if not self._ended:  # an end that came first keeps its reason (deleted, say)
+            self._end("unsubscribed", None)
         client._resuming_subs.discard(self)
         return self._live and client._subscriptions.pop(self.sub_id, None) is not None
 

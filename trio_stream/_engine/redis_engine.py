@@ -1389,9 +1389,13 @@ class RedisEngine:
         channel.seq = 0
         channel.recent.clear()
         channel.recent_bytes = 0
+        lost = (
+            f"channel {name!r} was lost in Redis (a restart without persistence) and is "
+            "registered again: frames sent meanwhile may be missing; subscribe again"
+        )
         for sub in list(channel.subscriptions):  # their position means nothing now
             self.state.broker.detach(sub)
-            sub.outbox.end(sub, None)
+            sub.outbox.end(sub, None, lost)
         self._unfollowed(name)
         await self.io.reader.unfollow(name)
 

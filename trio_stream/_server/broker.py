@@ -397,6 +397,7 @@ class Broker:
             return
         del self.channels[channel.name]
         self.public_channels -= channel.public
+        channel.end_reason = reason  # first: each reader's sub_end says it
         for sub in list(channel.subscriptions):
             # Detach but keep its buffer: the reader still gets what was published before
             # the end, then a clean end of its iteration (see Outbox.end).
@@ -405,7 +406,6 @@ class Broker:
         for pub in list(channel.publishers):
             channel.publishers.remove(pub)
             pub.outbox.writer_ended(pub, ChannelNotFound(reason))
-        channel.end_reason = reason
         self.event("deleted", channel)
 
     def event(self, kind: str, channel: Channel) -> None:

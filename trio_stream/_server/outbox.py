@@ -146,6 +146,7 @@ class Reader:
         "credited_seq",
         "doomed",
         "end_error",
+        "end_reason",
         "ending",
         "every",
         "held_reported",
@@ -218,6 +219,7 @@ class Reader:
         self.closed = False
         self.ending = False  # channel ended: send what is buffered, then the end
         self.end_error: Exception | None = None  # why it ended while kept (kept.py)
+        self.end_reason = ""  # why its channel ended, for its sub_end (a clean end)
         # Earlier ids of this subscription that its client may still know it by: a reply to
         # its resubscription lost with the connection (kept.py). Unique along the client's
         # connections: a resumed connection numbers on from its predecessor's.
@@ -1219,13 +1221,16 @@ class Outbox:
         reader._going = reader._going_bytes = 0
         self.buffered(-freed, reader.blocks_writers)
 
-    def end(self, reader: Reader, error: Exception | None) -> None:
+    def end(self, reader: Reader, error: Exception | None, reason: str = "") -> None:
         """The channel ended (``error`` None) or the server ends the reader (``error``).
 
-        A clean end sends what is buffered first, then ``sub_end``; an error ends at once.
+        A clean end sends what is buffered first, then ``sub_end`` with ``reason`` (by
+        default the channel's end reason: deleted, its lifetime, its owner gone); an error
+        ends at once.
         """
         if reader.closed:
             return
+        reader.end_reason = reason or reader.channel.end_reason
         if self._rate_limited:
             self._rate_limited.discard(reader)
         if error is None and reader.latest is not None:
@@ -1255,7 +1260,7 @@ class Outbox:
         """Forget ``reader`` and return its ``sub_end`` frame."""
         self.discard(reader)
         if error is None:
-            end = SubEnd(sub=reader.sub_id, reason=CHANNEL_ENDED_REASON)
+            end = SubEnd(sub=reader.sub_id, reason=reader.end_reason or CHANNEL_ENDED_REASON)
         else:
             end = SubEnd(sub=reader.sub_id, reason=str(error), error=type(error).__name__)
         # Its client may never get it (its connection breaks first): kept.py tells it again.

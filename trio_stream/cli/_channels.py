@@ -245,6 +245,8 @@ def ended(channel: str, sub: ts.Subscription) -> str:
     reason = sub.end_reason
     if not reason or reason == CHANNEL_ENDED_REASON:
         return f"channel {channel!r} ended"
+    if reason.startswith(f"channel {channel!r} ") or f" channel {channel!r} " in reason:
+        return reason  # the server's sentence names the channel: "channel 'x' was deleted"
     return f"channel {channel!r} ended: {reason}"
 
 
