@@ -1413,7 +1413,7 @@ async def test_replay_waits_for_a_reader_by_default(server: ts.Server, tmp_path:
                 await brief_sub.receive()
             code, _, stderr = await replay.finish()
     assert code == 3
-    assert "not sent for want of readers (its reader left during the replay" in stderr
+    assert "not sent for want of readers (its readers went away during the replay" in stderr
 
 
 def test_tables_fit_80_columns_and_keep_the_ends_of_names() -> None:

@@ -199,7 +199,10 @@ class Subscription:
         if epoch != self._epoch:  # a reset: seqs start again, the old notice's means nothing
             self._notice_seq = 0
         self._epoch = epoch
-        self._consumed = self._consumed_bytes = 0  # the old connection's credit is void
+        # The old connection's credit is void, but what the application took stays counted
+        # in the statistics (it went missing from ``frames`` after each reconnect).
+        self._meter.add(self._consumed, self._consumed_bytes)
+        self._consumed = self._consumed_bytes = 0
         self._stale = len(self._frames)
         if "resume" in result:
             self._expect_gap(result["resume"])

@@ -57,7 +57,10 @@ def no_readers_advice(command: str, waited: object, during: str = "run") -> str:
     --wait-readers or --min-readers) true, it had a reader at the start that left during
     the ``during``; else it was told not to wait for one."""
     if waited:
-        return f"its reader left during the {during}: keep a reader for the whole {during}"
+        return (
+            f"its readers went away during the {during} (they left, or their subscriptions "
+            f"ended): keep a reader for the whole {during}"
+        )
     return f"start a reader first; without --no-wait {command} waits for one"
 
 
