@@ -1651,3 +1651,37 @@ async def test_a_request_while_redis_hangs_gets_an_error_within_its_bound(
         with trio.fail_after(WAIT_S):
             await daq.create_channel("second")
         assert "second" in [c.name for c in await daq.channels()]
+
+
+async def test_the_cli_tables_say_what_only_the_answering_node_knows(
+    redis_server: RedisServer,
+) -> None:
+    # Writer counts, rates and a client's subscriptions are each node's own: node b showed
+    # the channel with 0 writers and its writer reading and writing nothing, unexplained.
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="w") as w,
+        ts.open_client(url_b, name="r") as r,
+    ):
+        await w.create_channel("c")
+        async with w.publisher("c") as pub, r.subscribe("c"):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+            for command in ("channels", "clients"):
+                result = await trio.run_process(
+                    [sys.executable, "-m", "trio_stream", command, url_b],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
+                assert result.returncode == 0, result.stderr
+                last = result.stdout.decode().rstrip().splitlines()[-1]
+                assert (
+                    last
+                    == {
+                        "channels": "readers: every node's; writers, rates, lost and held-by: this "
+                        "node's own",
+                        "clients": "reading and writing: shown for this node's clients only (ask a "
+                        "client's own node)",
+                    }[command]
+                )

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import sys
 import time
-from typing import Any
+from typing import Any, Final
 
 import trio
 from rich.console import Group
@@ -178,6 +178,15 @@ def meta_text(meta: dict[str, Any], max_chars: int = 80) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
+# Several nodes: what in the tables only the node that answered knows (README, Several nodes).
+CLUSTER_CHANNELS_NOTE: Final = (
+    "readers: every node's; writers, rates, lost and held-by: this node's own"
+)
+CLUSTER_CLIENTS_NOTE: Final = (
+    "reading and writing: shown for this node's clients only (ask a client's own node)"
+)
+
+
 async def run_channels(args: argparse.Namespace) -> int:
     async with connect(args) as client:
         channels = _visible(await client.channels(), args.system)
@@ -187,6 +196,8 @@ async def run_channels(args: argparse.Namespace) -> int:
         print("no channels")
     else:
         print_out(stdout_console(), channels_table(channels))
+        if any(c.node for c in channels):
+            print(CLUSTER_CHANNELS_NOTE)
     return 0
 
 
@@ -238,6 +249,8 @@ async def run_clients(args: argparse.Namespace) -> int:
         print(json_line(_records(clients)))
     else:
         print_out(stdout_console(), clients_table(clients))
+        if any(c.node for c in clients):
+            print(CLUSTER_CLIENTS_NOTE)
     return 0
 
 
