@@ -500,10 +500,13 @@ async def test_a_client_connecting_while_redis_is_down_is_told_to_try_again_and_
         with (
             caplog.at_level(logging.ERROR),
             trio.fail_after(WAIT_S),
-            pytest.raises(ts.ClusterUnavailable, match="try again"),
+            pytest.raises(ts.ClusterUnavailable, match="try again") as refused,
         ):
             async with ts.open_client(str(a.tcp_url), name="newcomer"):
                 pass
+        # Redis's words, not a Python repr: "(ConnectionError('Unable to ...'))"
+        assert "refused this connection (" in str(refused.value)
+        assert "Error(" not in str(refused.value), refused.value
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         proxy.cut()  # a connected client reconnects, to a node whose Redis is down
         with trio.fail_after(WAIT_S):
@@ -1685,3 +1688,25 @@ async def test_the_cli_tables_say_what_only_the_answering_node_knows(
                         "client's own node)",
                     }[command]
                 )
+
+
+async def test_a_redis_outage_is_one_warning_per_job_not_one_a_second(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The node's channel check and its dead-node check each logged a line every second
+    # for as long as Redis was away; the other jobs said it once, and once when it worked.
+    async with two_nodes(redis_server) as (url_a, _), ts.open_client(url_a, name="w") as w:
+        await w.create_channel("c")  # node a keeps a channel: its check has work
+        with caplog.at_level(logging.WARNING, logger="trio_stream._engine.redis_engine"):
+            await trio.to_thread.run_sync(redis_server.stop)
+            await trio.sleep(3.5)  # three passes of each check
+            await trio.to_thread.run_sync(redis_server.start)
+            with trio.fail_after(WAIT_S):
+                while caplog.text.count("checking dead nodes' channels works again") < 2:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+    for job in ("checking this node's channels in Redis", "checking dead nodes' channels"):
+        failed = [r for r in caplog.records if r.getMessage().startswith(f"{job} failed")]
+        # one per node that ran the job during the outage (node b keeps no channel)
+        assert len(failed) == (1 if "this node's" in job else 2), caplog.text
+    assert "channel check failed" not in caplog.text
+    assert "not checked" not in caplog.text

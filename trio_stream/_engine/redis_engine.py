@@ -1247,6 +1247,7 @@ class RedisEngine:
     async def _keep_registered(self) -> None:
         """Channels this node keeps that Redis lost (a restart without persistence) are
         registered again, under a new epoch: their readers here end (a reset)."""
+        retry_log = RetryLog(log, "checking this node's channels in Redis")
         while True:
             await trio.sleep(REREGISTER_INTERVAL_S)
             if not self._kept:
@@ -1258,7 +1259,9 @@ class RedisEngine:
                     if epoch is None and name in self._kept and name not in self._ending:
                         await self._reregister(name)
             except REDIS_DOWN as error:
-                log.warning("channel check failed: %s", error)
+                retry_log.failed(error)
+            else:
+                retry_log.succeeded()
 
     async def _reap_dead_nodes(self) -> None:
         """End the channels of nodes that died (heartbeat expired), after the resume grace.
@@ -1275,6 +1278,7 @@ class RedisEngine:
         # the same name): their node is as gone as a dead one, by channel since when seen.
         stale_since: dict[str, float] = {}
         grace_s = self.state.config.resume_grace_s
+        retry_log = RetryLog(log, "checking dead nodes' channels")
         while True:
             await trio.sleep(REAP_INTERVAL_S)
             try:
@@ -1302,7 +1306,9 @@ class RedisEngine:
                         continue
                     await self._reap(record)
             except REDIS_DOWN as error:
-                log.warning("dead nodes' channels not checked: %s", error)
+                retry_log.failed(error)
+            else:
+                retry_log.succeeded()
 
     async def _reap(self, record: ChannelRecord) -> None:
         name = record.name
@@ -1765,8 +1771,8 @@ def _unavailable(error: BaseException, bound_s: float, what: str) -> ClusterUnav
     """A Redis failure, or no answer within ``bound_s``, as what the client is told."""
     if isinstance(error, trio.TooSlowError):
         why = f"no answer within {bound_s:g} s"
-    else:
-        why = repr(error)[:120]
+    else:  # its words, not its repr: "Unable to establish a connection to HOST:PORT"
+        why = (str(error) or type(error).__name__)[:160]
     return ClusterUnavailable(
         f"the cluster's Redis is unreachable or refused {what} ({why}): try again"
     )
