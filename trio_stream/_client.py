@@ -98,7 +98,7 @@ from ._transport import sniff
 from ._transport.base import FrameTransport
 from ._transport.connect import connect, split_url
 from ._transport.tcp import COALESCE_MAX_PIECE, StreamTransport
-from ._util import unwrap_single_exception
+from ._util import open_own_nursery
 
 if TYPE_CHECKING:
     from ._rpc import RpcProxy
@@ -1448,18 +1448,17 @@ async def open_client(
         reconnect=Reconnect.from_argument(reconnect),
         payload_limits=payload_limits,
     )
-    # The background tasks never raise (they record failures on the client), so an
-    # exception group leaving this nursery carries the caller's own exception: unwrap it
-    # so that `except ts.ChannelNotFound` works around `async with open_client(...)`.
-    with unwrap_single_exception():
-        async with trio.open_nursery() as nursery:
-            client._nursery = nursery
-            await nursery.start(client._supervise)
-            try:
-                yield client
-            finally:
-                with trio.CancelScope(shield=True):
-                    await client.aclose()
+    # The background tasks never raise (they record failures on the client), so what
+    # leaves this nursery is the caller's own exception: as itself, so that
+    # `except ts.ChannelNotFound` works around `async with open_client(...)`.
+    async with open_own_nursery() as nursery:
+        client._nursery = nursery
+        await nursery.start(client._supervise)
+        try:
+            yield client
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
 
 
 class _Port:

@@ -13,7 +13,7 @@ from .._config import ServerConfig
 from .._exceptions import LimitExceeded
 from .._protocol.messages import Error
 from .._transport.tcp import StreamTransport, peer_address
-from .._util import unwrap_single_exception
+from .._util import open_own_nursery
 from .admission import ConnectionCounter
 from .gc_policy import FreezePolicy, freeze_startup_objects
 from .handshake import REFUSAL_FLUSH_S
@@ -72,7 +72,9 @@ class Server:
             )
         try:
             with self._cancel_scope:
-                async with trio.open_nursery() as nursery:
+                # Its own: a failure to start (a port in use) leaves nursery.start(serve)
+                # as itself, as from trio.serve_tcp, not in a group of one.
+                async with open_own_nursery() as nursery:
                     await nursery.start(self.state.engine.run)
                     await self._start_listeners(nursery)
                     nursery.start_soon(self._housekeeping)
@@ -85,7 +87,11 @@ class Server:
     async def _start_listeners(self, nursery: trio.Nursery) -> None:
         config = self.config
         if config.tcp_port is not None:
-            listeners = await trio.open_tcp_listeners(config.tcp_port, host=config.host)
+            try:
+                listeners = await trio.open_tcp_listeners(config.tcp_port, host=config.host)
+            except OSError as exc:  # "Address already in use": say which one
+                exc.add_note(f"trio_stream: listening on {config.host} TCP port {config.tcp_port}")
+                raise
             port = listeners[0].socket.getsockname()[1]
             scheme = "tcps" if config.ssl_context else "tcp"
             self.tcp_url = f"{scheme}://{_url_host(config.host)}:{port}"
@@ -94,7 +100,13 @@ class Server:
         if config.http_port is not None:
             from .http import start_http
 
-            self.http_url, self.ws_url = await start_http(self, nursery)
+            try:
+                self.http_url, self.ws_url = await start_http(self, nursery)
+            except OSError as exc:
+                exc.add_note(
+                    f"trio_stream: listening on {config.host} HTTP port {config.http_port}"
+                )
+                raise
             log.info("dashboard on %s, WebSocket on %s", self.http_url, self.ws_url)
 
     async def _accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
@@ -210,11 +222,10 @@ async def serve(
 )
 async def open_server(config: ServerConfig | None = None) -> AsyncIterator[Server]:
     """``async with open_server(config) as server:`` runs a server for the block's duration."""
-    with unwrap_single_exception():
-        async with trio.open_nursery() as nursery:
-            server: Server = await nursery.start(serve, config)
-            try:
-                yield server
-            finally:
-                with trio.CancelScope(shield=True):
-                    await server.aclose()
+    async with open_own_nursery() as nursery:
+        server: Server = await nursery.start(serve, config)
+        try:
+            yield server
+        finally:
+            with trio.CancelScope(shield=True):
+                await server.aclose()
