@@ -1,5 +1,8 @@
 """Entering open_client, open_server, subscribe and publisher any way but ``async with``
-raises an error that shows the line to write (real server, real connections)."""
+raises an error that shows the line to write (real server, real connections). Each mistake
+is a type error too: the ``type: ignore`` comments below are needed, and mypy --strict
+(warn_unused_ignores) fails if one stops being (if mypy were to take a mistake as well-typed,
+or skip the lines after it as unreachable)."""
 
 from __future__ import annotations
 
@@ -16,11 +19,11 @@ async def test_a_client_used_without_async_with_says_how_to_enter_it(server: ts.
     manager = ts.open_client(server.tcp_url)
     hint = re.escape("async with ts.open_client(url) as client:")
     with pytest.raises(AttributeError, match=hint):
-        manager.channels  # noqa: B018 - the attribute access is the mistake under test
+        manager.channels  # type: ignore[attr-defined]  # noqa: B018 - the mistake under test
     assert not hasattr(manager, "channels")  # still an AttributeError: hasattr works
     with pytest.raises(TypeError, match=hint):
-        await manager
-    with pytest.raises(TypeError, match=hint), manager:
+        await manager  # type: ignore[misc]
+    with pytest.raises(TypeError, match=hint), manager:  # type: ignore[attr-defined]
         pass
     async with manager as client:  # and it still works as meant, once
         assert client.state == "open"
@@ -33,10 +36,10 @@ async def test_subscribe_and_publisher_without_async_with_say_how_to_enter_them(
     async with ts.open_client(server.tcp_url, name="daq") as client:
         await client.create_channel("AI1")
         with pytest.raises(TypeError, match=r"async with client\.subscribe\(channel\) as sub:"):
-            async for _ in client.subscribe("AI1"):
+            async for _ in client.subscribe("AI1"):  # type: ignore[attr-defined]
                 pass
         with pytest.raises(AttributeError, match=r"await client\.open_publisher\(channel\)"):
-            await client.publisher("AI1").send(1)
+            await client.publisher("AI1").send(1)  # type: ignore[attr-defined]
         async with client.publisher("AI1") as pub, client.subscribe("AI1") as sub:
             await pub.wait_for_readers()
             await pub.send(1)
@@ -47,4 +50,4 @@ async def test_subscribe_and_publisher_without_async_with_say_how_to_enter_them(
 async def test_open_server_without_async_with_says_how_to_enter_it() -> None:
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
     with pytest.raises(TypeError, match=r"nursery\.start\(ts\.serve, config\)"):
-        await ts.open_server(config)
+        await ts.open_server(config)  # type: ignore[misc]

@@ -15,7 +15,7 @@ import functools
 from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, Generic, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -41,21 +41,28 @@ class AsyncContext(AbstractAsyncContextManager[T], Generic[T]):
     ) -> bool | None:
         return await self._manager.__aexit__(exc_type, exc, traceback)
 
-    def __await__(self) -> Generator[Any, None, NoReturn]:
-        raise TypeError(self._usage)
+    # The mistakes' answers exist at run time only. Seen by a type checker they would make
+    # each mistake well-typed (`sub = client.subscribe(...)` then `sub.receive()` through
+    # __getattr__), and their NoReturn would make it skip the rest of the function as
+    # unreachable; unseen, mypy reports the mistake itself ("AsyncContext[Subscription]"
+    # has no attribute "receive", is not awaitable, not a context manager, not iterable).
+    if not TYPE_CHECKING:
 
-    def __enter__(self) -> NoReturn:
-        raise TypeError(self._usage)
+        def __await__(self) -> Generator[Any, None, NoReturn]:
+            raise TypeError(self._usage)
 
-    def __exit__(self, *exc_info: object) -> None:
-        return None  # never reached: __enter__ raised
+        def __enter__(self) -> NoReturn:
+            raise TypeError(self._usage)
 
-    def __aiter__(self) -> NoReturn:
-        raise TypeError(self._usage)
+        def __exit__(self, *exc_info: object) -> None:
+            return None  # never reached: __enter__ raised
 
-    def __getattr__(self, name: str) -> NoReturn:
-        # AttributeError (not TypeError): hasattr() and getattr(x, name, default) still work.
-        raise AttributeError(f"no attribute {name!r} here: {self._usage}")
+        def __aiter__(self) -> NoReturn:
+            raise TypeError(self._usage)
+
+        def __getattr__(self, name: str) -> NoReturn:
+            # AttributeError (not TypeError): hasattr() and getattr(x, name, default) work.
+            raise AttributeError(f"no attribute {name!r} here: {self._usage}")
 
 
 def async_context(
