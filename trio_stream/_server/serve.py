@@ -211,6 +211,9 @@ async def serve(
     """Run a server until cancelled or ``server.aclose()``.
 
     Use as ``server = await nursery.start(serve, ServerConfig(...))``, like trio.serve_tcp.
+    ``await server.aclose()`` shuts it down gracefully (a goodbye to every client, readers
+    given ``shutdown_grace_s`` to take what is buffered); a cancel just closes every
+    connection, as a crash would.
     """
     server = Server(config or ServerConfig())
     await server._run(task_status)
