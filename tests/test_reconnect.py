@@ -734,6 +734,29 @@ async def test_frames_sent_while_disconnected_go_out_on_reconnect_once(
         assert writer.reconnects == 1
 
 
+async def test_a_writer_whose_client_gives_up_reconnecting_is_told_what_was_dropped(
+    server: ts.Server, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # send() took five values while the client reconnected; it gave up, and leaving the
+    # publisher's block on the error dropped them without a word.
+    async with ts.open_client(
+        proxy.url, name="daq", reconnect=ts.Reconnect(initial=0.05, give_up_after=0.3)
+    ) as writer:
+        await writer.create_channel("AI1", history=10)  # it wants frames with no reader
+        with pytest.raises(ts.ConnectionClosed):
+            async with writer.publisher("AI1") as pub:
+                proxy.refuse()
+                proxy.cut()
+                with trio.fail_after(WAIT_S):
+                    await writer.wait_state("reconnecting")
+                    for i in range(5):
+                        await pub.send(i)
+                    await writer.wait_state("closed")
+                await pub.send(5)  # the client is closed for good: ConnectionClosed
+    said = [r.getMessage() for r in caplog.records if "were not delivered" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("5 values sent to 'AI1' were not delivered")
+
+
 async def test_calls_made_while_reconnecting_wait_for_the_connection(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

@@ -1201,7 +1201,12 @@ class Client:
         try:
             yield pub
         except BaseException:
-            pub.close_nowait()  # leaving on an error or a cancel: do not wait for the server
+            # Leaving on an error or a cancel: do not wait for the server, nor for a lost
+            # connection (a client that gave up reconnecting), but say what that drops.
+            undelivered = pub.undelivered
+            pub.close_nowait()
+            if undelivered:
+                log.warning("%s", pub.undelivered_message(undelivered))
             raise
         await pub.aclose()
 
