@@ -14,7 +14,6 @@ Each role on its own (e.g. on two machines):     ``... URL --role instrument`` a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import random
 import sys
@@ -164,10 +163,13 @@ if __name__ == "__main__":
     parser.add_argument("--role", choices=["both", "instrument", "control"], default="both")
     args = parser.parse_args()
     try:
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how the instrument role ends
-            trio.run(main, args.url, args.role)
+        trio.run(main, args.url, args.role)
     except BaseException as exc:
         error = first_error(exc)
+        if isinstance(error, KeyboardInterrupt):
+            # Ctrl-C is how the instrument role ends: bare, or in the group of the nursery
+            # whose task it interrupted.
+            sys.exit(0)
         if not isinstance(error, ts.TrioStreamError):
             raise
         # e.g. NameInUse: another "thermo" is connected already. One line, not a traceback.
