@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
+import pytest
 import trio
+from proxy import open_proxy
 
 import trio_stream as ts
 
@@ -81,3 +83,24 @@ async def test_a_reader_hears_why_its_channel_ended(url: str) -> None:
         for sub in subs.values():
             await sub.aclose()
             assert "unsubscribed" not in (sub.end_reason or "")  # a close after the end keeps it
+
+
+async def test_a_close_after_an_error_end_reads_as_unsubscribed(server: ts.Server) -> None:
+    # The connection lost for good (no reconnect): receive raises ConnectionClosed; once the
+    # application closes the subscription, a receive says "unsubscribed" as after any close
+    # (it kept raising the connection's error).
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="w") as writer,
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="r", reconnect=False) as reader,
+        AsyncExitStack() as stack,
+    ):
+        await writer.create_channel("c")
+        sub = await stack.enter_async_context(reader.subscribe("c"))
+        proxy.cut()
+        with trio.fail_after(WAIT_S), pytest.raises(ts.ConnectionClosed):
+            await sub.receive()
+        await sub.aclose()
+        with pytest.raises(trio.EndOfChannel, match="unsubscribed"):
+            sub.receive_nowait()

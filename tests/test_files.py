@@ -277,7 +277,7 @@ async def test_sending_to_a_client_that_accepts_no_files_says_so(url: str, tmp_p
                 await daq.send_file("plain", tmp_path / "f")
             assert str(refused.value) == (
                 "'plain' does not accept files: it must call accept_files(directory), or run "
-                "`trio-stream receive-files DIRECTORY`"
+                "`trio-stream receive-files URL DIRECTORY --name plain`"
             )
             with pytest.raises(ts.RpcError, match=r"'plain' does not share files: .*--share`$"):
                 await daq.fetch_file("plain", "f", tmp_path / "copy")
@@ -288,6 +288,21 @@ async def test_sending_to_a_client_that_accepts_no_files_says_so(url: str, tmp_p
         with pytest.raises(ts.RpcError) as absent:
             await daq.send_file("nobody", tmp_path / "f")
         assert "does not accept files" not in str(absent.value)
+
+
+async def test_a_receiver_slow_to_answer_is_a_timeout_not_a_refusal(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An RpcTimeout is an RpcError too: it was taken for "does not accept files".
+    (tmp_path / "f").write_bytes(b"x")
+    async with pair(url, tmp_path) as (_, daq):
+
+        async def slow(target: str, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+            raise ts.RpcTimeout(f"{target!r} did not answer within {timeout} s")
+
+        monkeypatch.setattr(daq, "rpc", slow)
+        with pytest.raises(ts.RpcTimeout):
+            await daq.send_file("store", tmp_path / "f")
 
 
 async def test_sync_client_sends_and_accepts(url: str, tmp_path: Path) -> None:

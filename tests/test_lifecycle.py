@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 import trio
@@ -208,3 +210,35 @@ async def test_per_client_limits_name_the_limit(nursery: trio.Nursery) -> None:
                     pass
         await client.delete_channel("a")
         await client.create_channel("c")  # room again
+
+
+# -- how exceptions leave open_client and serve (_util.open_own_nursery) -----------------------
+async def test_inside_open_client_an_applications_group_is_untouched(url: str) -> None:
+    mine = ExceptionGroup("mine", [KeyError("a")])
+    with pytest.raises(ExceptionGroup) as caught:
+        async with ts.open_client(url):
+            raise mine
+    assert caught.value is mine
+    with pytest.raises(KeyError):  # and a plain exception is itself, as before
+        async with ts.open_client(url):
+            raise KeyError("plain")
+
+
+async def test_a_port_in_use_is_a_bare_oserror_that_names_the_port(
+    nursery: trio.Nursery,
+) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        config = ts.ServerConfig(host="127.0.0.1", tcp_port=port, http_port=None)
+        # As trio.serve_tcp's: not an ExceptionGroup of one
+        with pytest.raises(OSError) as caught:
+            await nursery.start(ts.serve, config)
+        assert f"trio_stream: listening on 127.0.0.1 TCP port {port}" in caught.value.__notes__
+        with pytest.raises(OSError):
+            async with ts.open_server(config):
+                pass
+    finally:
+        taken.close()

@@ -3,12 +3,9 @@ itself, taking off only the group of one that the nursery put it in."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import trio
 
-import trio_stream as ts
 from trio_stream._util import open_own_nursery
 
 
@@ -61,32 +58,31 @@ async def test_a_cancel_the_nursery_absorbs_is_not_raised_again() -> None:
         await trio.sleep_forever()
 
 
-async def test_inside_open_client_an_applications_group_is_untouched(url: str) -> None:
-    mine = ExceptionGroup("mine", [Boom("a")])
+async def test_ctrl_c_in_a_background_task_leaves_bare() -> None:
+    # Trio raises KeyboardInterrupt in whichever task runs: a client's reader task too. It
+    # left in a group (with the errors it caused), which `except KeyboardInterrupt` missed.
+    async def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        async with open_own_nursery() as nursery:
+            nursery.start_soon(interrupted)
+            await trio.sleep_forever()
+
+
+async def test_an_applications_group_that_trio_trimmed_of_a_cancel_is_not_wrapped_again() -> None:
+    # This nursery's cancel scope takes its Cancelled out of the application's group and
+    # hands on a copy: that copy is the block's exception, not a group to wrap.
+    async def fails_when_cancelled() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            raise Boom("cleanup")
+
     with pytest.raises(ExceptionGroup) as caught:
-        async with ts.open_client(url):
-            raise mine
-    assert caught.value is mine
-    with pytest.raises(Boom):  # and a plain exception is itself, as before
-        async with ts.open_client(url):
-            raise Boom("plain")
-
-
-async def test_a_port_in_use_is_a_bare_oserror_that_names_the_port(
-    nursery: trio.Nursery,
-) -> None:
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
-    try:
-        config = ts.ServerConfig(host="127.0.0.1", tcp_port=port, http_port=None)
-        # As trio.serve_tcp's: not an ExceptionGroup of one
-        with pytest.raises(OSError) as caught:
-            await nursery.start(ts.serve, config)
-        assert f"trio_stream: listening on 127.0.0.1 TCP port {port}" in caught.value.__notes__
-        with pytest.raises(OSError):
-            async with ts.open_server(config):
-                pass
-    finally:
-        taken.close()
+        async with open_own_nursery() as nursery, trio.open_nursery() as apps:
+            apps.start_soon(fails_when_cancelled)
+            await trio.lowlevel.checkpoint()
+            nursery.cancel_scope.cancel()
+            await trio.sleep_forever()
+    assert [type(e) for e in caught.value.exceptions] == [Boom]

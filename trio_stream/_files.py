@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._exceptions import InvalidArgument, RpcError
+from ._exceptions import InvalidArgument, RpcError, RpcTimeout
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -339,15 +339,18 @@ def accept_files(
 # -- sending and fetching ------------------------------------------------------------------------
 async def _files_proxy(client: Client, target: str, *, fetch: bool = False) -> RpcProxy:
     """``target``'s file service; ``fetch``: to read its files (they must be shared)."""
+    command = f"trio-stream receive-files URL DIRECTORY --name {target[:80]}"
     refused = RpcError(
         f"{target[:80]!r} does not share files: it must call accept_files(directory, "
-        "share=True), or run `trio-stream receive-files DIRECTORY --share`"
+        f"share=True), or run `{command} --share`"
         if fetch
         else f"{target[:80]!r} does not accept files: it must call accept_files(directory), "
-        "or run `trio-stream receive-files DIRECTORY`"
+        f"or run `{command}`"
     )
     try:
         proxy = await client.rpc(target, timeout=CALL_TIMEOUT_S)
+    except RpcTimeout:
+        raise  # it may well accept files: it did not answer in time
     except RpcError:
         # A client that exposes nothing at all: its RPC error is about methods, which the
         # sender of a file never named. A target that is not connected keeps its error.

@@ -487,7 +487,9 @@ class Subscription:
     def _detach(self) -> bool:
         """Closed by its user: forget it; True if the server still has it."""
         client = self._client
-        if not self._ended:  # an end that came first keeps its reason (deleted, say)
+        # A clean end that came first keeps its reason ("channel 'x' was deleted"); after an
+        # error end, or none, a receive says "unsubscribed", as documented for a close.
+        if not self._ended or self._end_error is not None:
             self._end("unsubscribed", None)
         client._resuming_subs.discard(self)
         return self._live and client._subscriptions.pop(self.sub_id, None) is not None

@@ -32,8 +32,11 @@ async def open_own_nursery() -> AsyncIterator[trio.Nursery]:
     """A nursery for a library context manager whose background tasks never raise: an
     exception of the block leaves it as itself, not in the group of one that the nursery
     puts it in. Only that one level is taken off: a group the block raised itself (from
-    the application's own nurseries, say) leaves as the very object it was, and anything
-    else (a background task's failure, several errors) leaves as the nursery's group."""
+    the application's own nurseries, say) leaves as the very object it was, or as trio
+    trimmed it (the Cancelled of this nursery's scope taken out), and anything else (a
+    background task's failure, several errors) leaves as the nursery's group. Except
+    Ctrl-C: trio raises KeyboardInterrupt in whichever task runs, a background one too, and
+    the errors it causes there (the client closed) are its fallout: it leaves bare."""
     raised: BaseException | None = None
     unwrapped: BaseException | None = None
     try:
@@ -44,24 +47,36 @@ async def open_own_nursery() -> AsyncIterator[trio.Nursery]:
                 raised = exc
                 raise
     except BaseExceptionGroup as group:
-        if raised is None or len(group.exceptions) != 1 or not _same(group.exceptions[0], raised):
-            raise
-        unwrapped = raised
+        carried = group.exceptions[0] if len(group.exceptions) == 1 else None
+        if raised is not None and carried is not None and _carries(carried, raised):
+            # The block's own: the object it raised, unless trio handed on a trimmed copy.
+            unwrapped = raised if len(_leaves(carried)) == len(_leaves(raised)) else carried
+        else:
+            interrupts = [e for e in _leaves(group) if isinstance(e, KeyboardInterrupt)]
+            if not interrupts:
+                raise
+            unwrapped = interrupts[0]
     if unwrapped is not None:
-        # Outside the except clause: the block's exception keeps its own __context__ (in
-        # it, Python would chain the nursery's group as its context).
+        # Outside the except clause: the exception keeps its own __context__ (in it,
+        # Python would chain the nursery's group as its context).
         raise unwrapped
 
 
-def _same(carried: BaseException, raised: BaseException) -> bool:
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) groups, in order; a plain exception is its own."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _carries(carried: BaseException, raised: BaseException) -> bool:
     """Whether the nursery's group carries ``raised``: the object itself, or (a group:
-    trio puts a derived copy of it in its own) a group of the same exceptions."""
+    trio puts a derived copy of it in its own, without what a cancel it absorbed took)
+    a group of some of the very exceptions ``raised`` holds."""
     if carried is raised:
         return True
     if not (isinstance(carried, BaseExceptionGroup) and isinstance(raised, BaseExceptionGroup)):
         return False
-    return (
-        carried.message == raised.message
-        and len(carried.exceptions) == len(raised.exceptions)
-        and all(_same(c, r) for c, r in zip(carried.exceptions, raised.exceptions, strict=True))
-    )
+    held = {id(leaf) for leaf in _leaves(raised)}
+    leaves = _leaves(carried)
+    return bool(leaves) and all(id(leaf) in held for leaf in leaves)
