@@ -1704,9 +1704,13 @@ async def test_a_redis_outage_is_one_warning_per_job_not_one_a_second(
             with trio.fail_after(WAIT_S):
                 while caplog.text.count("checking dead nodes' channels works again") < 2:  # noqa: ASYNC110
                     await trio.sleep(0.1)
-    for job in ("checking this node's channels in Redis", "checking dead nodes' channels"):
+    for job, nodes in (
+        ("checking this node's channels in Redis", 1),  # node b keeps no channel
+        ("checking dead nodes' channels", 2),
+    ):
         failed = [r for r in caplog.records if r.getMessage().startswith(f"{job} failed")]
-        # one per node that ran the job during the outage (node b keeps no channel)
-        assert len(failed) == (1 if "this node's" in job else 2), caplog.text
+        # Once per node that ran it (twice at most: a Redis still starting may fail a check
+        # after one worked); a line a second was three or more per node.
+        assert nodes <= len(failed) <= 2 * nodes, caplog.text
     assert "channel check failed" not in caplog.text
     assert "not checked" not in caplog.text

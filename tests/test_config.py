@@ -84,3 +84,24 @@ def test_a_redis_engine_without_the_redis_extra_is_refused_where_the_config_is_m
         ts.ServerConfig(engine="redis://127.0.0.1:6379/0")
     assert refused.value.setting == "engine"
     ts.ServerConfig(engine="memory")  # the default needs nothing
+
+
+def test_a_broken_coredis_install_gets_its_own_error_not_install_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # coredis is there but one of its dependencies fails to import: installing the extra
+    # again would not help, so its own error is what the message shows.
+    class BrokenCoredis:
+        @staticmethod
+        def find_spec(name: str, *_: object) -> None:
+            if name == "coredis":
+                raise ImportError("cannot import name 'Final' from 'typing_x'", name="typing_x")
+
+    monkeypatch.delitem(sys.modules, "coredis", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [BrokenCoredis, *sys.meta_path])
+    with pytest.raises(InvalidSetting) as refused:
+        ts.ServerConfig(engine="redis://127.0.0.1:6379/0")
+    assert str(refused.value) == (
+        "engine=redis:// needs coredis, which does not import: cannot import name 'Final' "
+        "from 'typing_x'"
+    )

@@ -800,6 +800,18 @@ def rated_frame(n: int) -> np.ndarray[Any, np.dtype[np.float32]]:
     return np.full((512, 512), n % 256, dtype=np.float32)
 
 
+def panel_entry_once_plotting(entry_js: str) -> Callable[[Page], dict[str, Any]]:
+    """Steps that wait for the one panel to plot a few frames, then read ``entry_js``."""
+
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function("() => window.__tsPanels.length === 1")
+        page.wait_for_function("() => window.__tsPanels[0].frames > 3")
+        entry: dict[str, Any] = page.evaluate(entry_js)
+        return entry
+
+    return steps
+
+
 @pytest.mark.parametrize("opened", ["first-visit", "url-layout"])
 async def test_a_panel_sizes_its_first_subscription_by_the_channels_rates(opened: str) -> None:
     """A panel on a live channel of large frames subscribes within its byte budget at once:
@@ -808,12 +820,7 @@ async def test_a_panel_sizes_its_first_subscription_by_the_channels_rates(opened
     and a few such panels could take the page's connection over max_buffered_bytes.) Both
     the first visit's panels and a link's (a reload), which are made before the table."""
 
-    def steps(page: Page) -> dict[str, Any]:
-        page.wait_for_function("() => window.__tsPanels.length === 1")
-        page.wait_for_function("() => window.__tsPanels[0].frames > 3")
-        entry: dict[str, Any] = page.evaluate(PANEL_ENTRY_JS)
-        return entry
-
+    steps = panel_entry_once_plotting(PANEL_ENTRY_JS)
     # Someone reads the channel already (a recorder, another page): its writer sends, and
     # the server measures its rates (no reader, no frames, no rates). Without a layout in
     # the URL the first visit plots the live channel.
@@ -844,12 +851,7 @@ async def test_a_panel_on_a_channel_nobody_reads_asks_for_one_frame_then_tunes()
     asked for half a second of its rate blind, 15 frames at 30 Hz of whatever size, then
     subscribed again.)"""
 
-    def steps(page: Page) -> dict[str, Any]:
-        page.wait_for_function("() => window.__tsPanels.length === 1")
-        page.wait_for_function("() => window.__tsPanels[0].frames > 3")
-        entry: dict[str, Any] = page.evaluate(UNREAD_ENTRY_JS)
-        return entry
-
+    steps = panel_entry_once_plotting(UNREAD_ENTRY_JS)
     result, errors = await with_camera(
         UNREAD_CAMERA, RATED_HZ, rated_frame, steps, "dashboard-unread-camera.png", open_panel=True
     )

@@ -78,7 +78,10 @@ def test_errors_survive_pickling_under_their_public_name() -> None:
             )
             copy = pickle.loads(pickle.dumps(error_class(*args)))
             assert type(copy) is error_class and str(copy) == str(error_class(*args)), name
-    remote = pickle.loads(pickle.dumps(ts.RemoteError("OSError", "port busy", "Traceback ...")))
+    sent = ts.RemoteError("OSError", "port busy", "Traceback ...")
+    sent.add_note("while calling daq.read")
+    remote = pickle.loads(pickle.dumps(sent))
+    assert remote.__notes__ == ["while calling daq.read"]  # its __dict__ travels too
     assert (remote.type_name, remote.message, remote.remote_traceback) == (
         "OSError",
         "port busy",

@@ -644,16 +644,21 @@ async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server) -> None:
     assert "threading.py" not in errors and "sync_child.py" in errors, errors
 
 
+async def failing_script(script: str) -> str:
+    """Run ``script`` in a new interpreter, which must fail (exit 1); its stderr."""
+    result = await trio.run_process(
+        [sys.executable, "-c", script], capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert result.returncode == 1, result.stderr.decode()
+    return result.stderr.decode()
+
+
 async def test_a_refused_connection_is_one_short_traceback() -> None:
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     script = f"import trio_stream as ts; ts.SyncClient('tcp://127.0.0.1:{port}')"
-    result = await trio.run_process(
-        [sys.executable, "-c", script], capture_stdout=True, capture_stderr=True, check=False
-    )
-    errors = result.stderr.decode()
-    assert result.returncode == 1
+    errors = await failing_script(script)
     last = errors.rstrip().splitlines()[-1]
     assert last.startswith("trio_stream.ConnectionClosed: cannot connect to"), errors
     assert "Connection refused (no server listens there" in last
@@ -672,11 +677,7 @@ async def test_a_get_that_times_out_is_a_short_traceback(server: ts.Server) -> N
         "with c.subscribe('quiet') as sub:\n"
         "    sub.get(timeout=0.2)\n"
     )
-    result = await trio.run_process(
-        [sys.executable, "-c", script], capture_stdout=True, capture_stderr=True, check=False
-    )
-    errors = result.stderr.decode()
-    assert result.returncode == 1
+    errors = await failing_script(script)
     assert errors.rstrip().splitlines()[-1] == (
         "TimeoutError: no message on 'quiet' within 0.2 s"
     ), errors
@@ -694,11 +695,7 @@ async def test_a_get_at_the_channels_end_is_a_short_traceback(server: ts.Server)
         "    c.delete_channel('brief')\n"
         "    sub.get(timeout=5)\n"
     )
-    result = await trio.run_process(
-        [sys.executable, "-c", script], capture_stdout=True, capture_stderr=True, check=False
-    )
-    errors = result.stderr.decode()
-    assert result.returncode == 1
+    errors = await failing_script(script)
     assert errors.rstrip().splitlines()[-1].startswith("trio.EndOfChannel: "), errors
     assert "_run_call" not in errors and "receive_nowait" not in errors, errors
 
@@ -849,6 +846,9 @@ async def test_closing_the_client_ends_a_reader_threads_loop(server: ts.Server) 
         thread.join(STEP_S)
         assert outcome == ["ended"]
         assert sub.closed and pub.closed
+        assert repr(pub) == "<SyncPublisher 'ch' closed>" and repr(sub).endswith("closed>")
+        with pytest.raises(ts.ResourceClosed):  # as after its own close
+            pub.send(2)
         with pytest.raises(trio.EndOfChannel, match="the SyncClient was closed"):
             sub.get(timeout=0)
 

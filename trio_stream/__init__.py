@@ -48,15 +48,3 @@ from ._server.serve import serve as serve
 from ._stats import SubscriptionStatistics as SubscriptionStatistics
 from ._version import __version__ as __version__
 from .sync import SyncClient as SyncClient
-
-
-def _public_module_for_errors() -> None:
-    """Make the exported exceptions say ``trio_stream.ChannelNotFound`` in a traceback, the
-    name a script catches, not ``trio_stream._exceptions.ChannelNotFound`` (trio does the
-    same for its own). Pickling finds them there too: they are exported under that name."""
-    for name, value in list(globals().items()):
-        if isinstance(value, type) and issubclass(value, BaseException) and name[0] != "_":
-            value.__module__ = __name__
-
-
-_public_module_for_errors()

@@ -1205,8 +1205,7 @@ class Client:
             # connection (a client that gave up reconnecting), but say what that drops.
             undelivered = pub.undelivered
             pub.close_nowait()
-            if undelivered:
-                log.warning("%s", pub.undelivered_message(undelivered))
+            pub.say_dropped(undelivered)
             raise
         await pub.aclose()
 

@@ -166,9 +166,15 @@ class ServerConfig:
                 f"engine {self.engine!r:.80}: give 'memory' or a Redis URL such as "
                 "redis://127.0.0.1:6379/0",
             )
-        if self.engine != "memory" and not _redis_client_installed():
+        if self.engine != "memory" and (missing := _redis_client_missing()) is not None:
             # Here, not when the server starts: a script learns it where it made the config.
-            raise InvalidSetting("engine", REDIS_EXTRA_MISSING)
+            if missing.name == "coredis":
+                raise InvalidSetting("engine", REDIS_EXTRA_MISSING) from missing
+            # Installed, but it does not import (a dependency of the wrong version): its
+            # own error says what to mend; installing the extra again would not.
+            raise InvalidSetting(
+                "engine", f"engine=redis:// needs coredis, which does not import: {missing}"
+            ) from missing
 
     def limits(self) -> Limits:
         return Limits(
@@ -187,11 +193,11 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _redis_client_installed() -> bool:
-    """Whether coredis (the redis extra) imports: an import, not a spec lookup, so that a
-    broken install counts as missing too. The engine imports it next anyway."""
+def _redis_client_missing() -> ImportError | None:
+    """Why coredis (the redis extra) does not import, or None: an import, not a spec
+    lookup, so that a broken install is found too. The engine imports it next anyway."""
     try:
         import coredis  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    except ImportError as exc:
+        return exc
+    return None

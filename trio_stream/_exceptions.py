@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TrioStreamError(Exception):
     """Root of every error trio_stream raises on purpose."""
@@ -68,10 +70,13 @@ class RemoteError(RpcError):
         self.message = message
         self.remote_traceback = remote_traceback
 
-    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str, str]]:
+    def __reduce__(
+        self,
+    ) -> tuple[type[RemoteError], tuple[str, str, str], dict[str, Any]]:
         # Pickled (a process pool hands exceptions on so) with what __init__ takes: the
-        # default would call it with the one formatted message and fail to unpickle.
-        return type(self), (self.type_name, self.message, self.remote_traceback)
+        # default would call it with the one formatted message and fail to unpickle. Its
+        # __dict__ goes too (notes, attributes added later).
+        return type(self), (self.type_name, self.message, self.remote_traceback), self.__dict__
 
 
 class UnknownMethod(RpcError, AttributeError):
@@ -112,3 +117,32 @@ def error_from_wire(type_name: str, message: str) -> TrioStreamError:
     """Rebuild the error the server reported; unknown names become the root class."""
     cls = ERRORS_BY_NAME.get(type_name, TrioStreamError)
     return cls(message)
+
+
+def _named_as_exported(*classes: type[BaseException]) -> None:
+    """Have a traceback's last line name what a script catches, ``trio_stream.ChannelNotFound``,
+    not ``trio_stream._exceptions.ChannelNotFound`` (trio does the same for its own). Each is
+    exported under that name, so pickling finds it there. (The cost: ``inspect.getsource``
+    looks for them in ``trio_stream/__init__.py``.)"""
+    for cls in classes:
+        cls.__module__ = "trio_stream"
+
+
+_named_as_exported(
+    TrioStreamError,
+    ProtocolError,
+    ConnectionClosed,
+    AuthError,
+    ChannelNotFound,
+    ChannelExists,
+    FrameTooLarge,
+    LimitExceeded,
+    InvalidArgument,
+    NameInUse,
+    ClusterUnavailable,
+    RpcError,
+    RemoteError,
+    UnknownMethod,
+    RpcTimeout,
+    ResourceClosed,
+)

@@ -527,6 +527,10 @@ class Publisher:
             return
         # Leaving on an exception does not wait for a connection to come back: it logs what
         # that drops instead.
-        undelivered = await self.close_delivering(deliver=False)
-        if undelivered:
-            log.warning("%s", self.undelivered_message(undelivered))
+        self.say_dropped(await self.close_delivering(deliver=False))
+
+    def say_dropped(self, count: int) -> None:
+        """Log the ``count`` values ``send`` took that a close on an error drops (none: no
+        line): a writer loses nothing silently, even leaving on an exception."""
+        if count:
+            log.warning("%s", self.undelivered_message(count))

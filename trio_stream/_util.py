@@ -12,9 +12,9 @@ import trio
 def unwrap_single_exception() -> Iterator[None]:
     """Re-raise the one exception inside (nested) single-member exception groups.
 
-    Our context managers run the caller's block inside a nursery whose background tasks never
-    raise; whatever comes out is the caller's own exception, and callers should be able to
-    catch it by its type rather than dig it out of an ExceptionGroup.
+    The command line's deliberate flattening: a command prints one line for its error,
+    whichever nursery (its own, a client's) wrapped it. The library's context managers take
+    off only their own nursery's group instead (open_own_nursery below).
     """
     try:
         yield

@@ -750,7 +750,7 @@ class SyncPublisher:
     def readers(self) -> int:
         """The channel's reader count, kept current by the server; 0 once this publisher is
         closed (it hears no more counts)."""
-        return 0 if self._closed or not self._pub.is_open else self._pub.readers
+        return 0 if self.closed or not self._pub.is_open else self._pub.readers
 
     def send(self, value: Any) -> bool:
         """Queue one value (as :meth:`SyncClient.publish`); False while there are no readers.
@@ -758,7 +758,7 @@ class SyncPublisher:
         Raises:
             ResourceClosed: after the ``with`` block of this publisher ended.
         """
-        if self._closed:
+        if self.closed:  # its own close, or its client's
             raise ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
         failure = self._pub.failure
         if failure is not None:
@@ -826,7 +826,7 @@ class SyncPublisher:
         _refuse_pickle("SyncPublisher")
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{self.readers} reader(s)"
+        state = "closed" if self.closed else f"{self.readers} reader(s)"
         return f"<SyncPublisher {self.channel!r} {state}>"
 
 
@@ -1013,7 +1013,7 @@ class SyncSubscription:
         _refuse_pickle("SyncSubscription")
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"lost {self.lost}"
+        state = "closed" if self.closed else f"lost {self.lost}"
         return f"<SyncSubscription {self.channel!r} {state}>"
 
 

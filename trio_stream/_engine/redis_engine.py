@@ -1251,6 +1251,7 @@ class RedisEngine:
         while True:
             await trio.sleep(REREGISTER_INTERVAL_S)
             if not self._kept:
+                retry_log.forget()
                 continue
             try:
                 epochs = await self.io.registry.epochs(list(self._kept))

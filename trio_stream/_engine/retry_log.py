@@ -39,3 +39,9 @@ class RetryLog:
         )
         self._since = None
         self._tries = 0
+
+    def forget(self) -> None:
+        """Nothing is left to try (the job's work went away meanwhile): the outage is not
+        this job's any more; a later failure starts a new one, said again."""
+        self._since = None
+        self._tries = 0

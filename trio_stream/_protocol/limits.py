@@ -106,6 +106,9 @@ class PayloadRefused(ProtocolError):
     """
 
 
+PayloadRefused.__module__ = "trio_stream"  # as the other exported errors (_exceptions.py)
+
+
 @dataclass(frozen=True)
 class PayloadLimits:
     """What the client's payload decoder accepts; a payload beyond them is a ProtocolError.

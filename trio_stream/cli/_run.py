@@ -201,7 +201,7 @@ async def _cancel_on_signal(
 async def stop_on_signal() -> AsyncIterator[trio.CancelScope]:
     """Run the block in a cancel scope that SIGINT or SIGTERM cancels.
 
-    For commands whose normal end is Ctrl-C (serve, dump): the block stops, the code after
+    For commands whose normal end is Ctrl-C (serve, dump, bridge): the block stops, the code after
     it cleans up (closes the server, flushes the file) and the command exits 0.
     ``scope.cancelled_caught`` says whether a signal stopped it.
     """
