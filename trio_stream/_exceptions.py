@@ -119,30 +119,18 @@ def error_from_wire(type_name: str, message: str) -> TrioStreamError:
     return cls(message)
 
 
-def _named_as_exported(*classes: type[BaseException]) -> None:
+def _named_as_exported() -> None:
     """Have a traceback's last line name what a script catches, ``trio_stream.ChannelNotFound``,
-    not ``trio_stream._exceptions.ChannelNotFound`` (trio does the same for its own). Each is
-    exported under that name, so pickling finds it there. (The cost: ``inspect.getsource``
-    looks for them in ``trio_stream/__init__.py``.)"""
-    for cls in classes:
-        cls.__module__ = "trio_stream"
+    not ``trio_stream._exceptions.ChannelNotFound`` (trio does the same for its own). Every
+    class here is exported under its name (tests/test_exports.py), so pickling finds it
+    there. (The cost: ``inspect.getsource`` looks for them in ``trio_stream/__init__.py``.)"""
+    for cls in list(globals().values()):
+        if (
+            isinstance(cls, type)
+            and issubclass(cls, TrioStreamError)
+            and cls.__module__ == __name__
+        ):
+            cls.__module__ = "trio_stream"
 
 
-_named_as_exported(
-    TrioStreamError,
-    ProtocolError,
-    ConnectionClosed,
-    AuthError,
-    ChannelNotFound,
-    ChannelExists,
-    FrameTooLarge,
-    LimitExceeded,
-    InvalidArgument,
-    NameInUse,
-    ClusterUnavailable,
-    RpcError,
-    RemoteError,
-    UnknownMethod,
-    RpcTimeout,
-    ResourceClosed,
-)
+_named_as_exported()
