@@ -98,7 +98,7 @@ from ._transport import sniff
 from ._transport.base import FrameTransport
 from ._transport.connect import connect, split_url
 from ._transport.tcp import COALESCE_MAX_PIECE, StreamTransport
-from ._util import open_own_nursery
+from ._util import open_own_nursery, unwrap_single_exception
 
 if TYPE_CHECKING:
     from ._rpc import RpcProxy
@@ -1457,7 +1457,10 @@ async def open_client(
     # `except ts.ChannelNotFound` works around `async with open_client(...)`.
     async with open_own_nursery() as nursery:
         client._nursery = nursery
-        await nursery.start(client._supervise)
+        # A failed first connection is one error, whatever nurseries (a transport's)
+        # wrapped it on its way.
+        with unwrap_single_exception():
+            await nursery.start(client._supervise)
         try:
             yield client
         finally:

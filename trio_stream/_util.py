@@ -12,9 +12,10 @@ import trio
 def unwrap_single_exception() -> Iterator[None]:
     """Re-raise the one exception inside (nested) single-member exception groups.
 
-    The command line's deliberate flattening: a command prints one line for its error,
-    whichever nursery (its own, a client's) wrapped it. The library's context managers take
-    off only their own nursery's group instead (open_own_nursery below).
+    For errors of the library's own making (a client's first connection, the engine's
+    start), and the command line's one-line errors: whichever nurseries wrapped them on
+    their way, the caller gets the one error. The application's block is not flattened:
+    open_own_nursery below takes off only its own nursery's group.
     """
     try:
         yield

@@ -13,7 +13,7 @@ from .._config import ServerConfig
 from .._exceptions import LimitExceeded
 from .._protocol.messages import Error
 from .._transport.tcp import StreamTransport, peer_address
-from .._util import open_own_nursery
+from .._util import open_own_nursery, unwrap_single_exception
 from .admission import ConnectionCounter
 from .gc_policy import FreezePolicy, freeze_startup_objects
 from .handshake import REFUSAL_FLUSH_S
@@ -75,7 +75,10 @@ class Server:
                 # Its own: a failure to start (a port in use) leaves nursery.start(serve)
                 # as itself, as from trio.serve_tcp, not in a group of one.
                 async with open_own_nursery() as nursery:
-                    await nursery.start(self.state.engine.run)
+                    # The engine's start fails inside its own nurseries (and coredis's): its
+                    # error is one, not the groups of one those wrapped it in.
+                    with unwrap_single_exception():
+                        await nursery.start(self.state.engine.run)
                     await self._start_listeners(nursery)
                     nursery.start_soon(self._housekeeping)
                     nursery.start_soon(self.state.watchdog.run, name="trio_stream watchdog")
