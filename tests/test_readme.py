@@ -237,10 +237,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         instrument.wait_for_line("instrument: exposing")
         yield found
     finally:
-        for process in (instrument, web, demo):
-            if process is not None:
-                _, _, err = process.interrupt()
-                assert "Traceback" not in err, err
+        # Every process is stopped before any is judged: a failed check must not leave the
+        # others running after the tests.
+        errors = [p.interrupt()[2] for p in (instrument, web, demo) if p is not None]
+        for err in errors:
+            assert "Traceback" not in err, err
 
 
 def assert_clean(command: str, code: int, err: str, ok: tuple[int, ...] = (0,)) -> None:
