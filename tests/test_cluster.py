@@ -54,6 +54,22 @@ async def two_nodes(redis: RedisServer, **options: Any) -> AsyncIterator[tuple[s
 
 
 @asynccontextmanager
+async def client_on_each_node(
+    redis: RedisServer, on_a: str, on_b: str, **options: Any
+) -> AsyncIterator[tuple[ts.Client, ts.Client]]:
+    """Nodes "a" and "b" (``options`` for both), a client named ``on_a`` of node a and one
+    named ``on_b`` of node b: most tests here write (or serve) on one node and read (or
+    call) on the other. Another client of a node, or the CLI, takes the node's URL from its
+    client's ``url``: each client has the one URL, so it never moves to the other node."""
+    async with (
+        two_nodes(redis, **options) as (url_a, url_b),
+        ts.open_client(url_a, name=on_a) as client_a,
+        ts.open_client(url_b, name=on_b) as client_b,
+    ):
+        yield client_a, client_b
+
+
+@asynccontextmanager
 async def flooding(pub: ts.Publisher) -> AsyncIterator[None]:
     """Sends 0, 1, 2, ... through ``pub`` from a task while the block runs."""
 
@@ -124,11 +140,7 @@ async def test_frames_written_on_one_node_reach_readers_on_another_in_order(
     redis_server: RedisServer,
 ) -> None:
     total = 5000
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
         await w.create_channel("c")
         async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
             with trio.fail_after(WAIT_S):
@@ -150,11 +162,7 @@ async def test_a_drop_oldest_reader_on_another_node_counts_every_frame_it_lost(
     redis_server: RedisServer,
 ) -> None:
     total = 3000
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
         await w.create_channel("c")
         async with r.subscribe("c", policy="drop_oldest", size=10) as sub, w.publisher("c") as pub:
             with trio.fail_after(WAIT_S):
@@ -178,11 +186,7 @@ async def test_a_drop_oldest_reader_on_another_node_counts_every_frame_it_lost(
 async def test_one_view_of_channels_clients_stats_and_reader_counts(
     redis_server: RedisServer,
 ) -> None:
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
         await w.create_channel("c", meta={"units": "V"})
         await w.create_channel("secret", public=False, key="k3y")
         assert [c.name for c in await r.channels() if not c.name.startswith("$")] == ["c"]
@@ -214,16 +218,12 @@ async def test_one_view_of_channels_clients_stats_and_reader_counts(
                 assert (await sub.receive()).data == "hidden"
         # A client name is the cluster's: taken on a, refused on b.
         with pytest.raises(ts.NameInUse):
-            async with ts.open_client(url_b, name="w"):
+            async with ts.open_client(r.url, name="w"):
                 pass
 
 
 async def test_a_deletion_on_one_node_ends_readers_on_the_other(redis_server: RedisServer) -> None:
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
         await w.create_channel("c")
         async with r.subscribe("c") as sub:
             await w.delete_channel("c")
@@ -277,11 +277,7 @@ class Daq:
 
 
 async def test_a_call_reaches_a_provider_on_another_node(redis_server: RedisServer) -> None:
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="daq") as daq,
-        ts.open_client(url_b, name="ctl") as ctl,
-    ):
+    async with client_on_each_node(redis_server, "daq", "ctl") as (daq, ctl):
         daq.expose(Daq())
         proxy = await ctl.rpc("daq", timeout=WAIT_S)
         assert await proxy.read(4) == 6.0
@@ -293,11 +289,7 @@ async def test_redis_connections_killed_while_streaming_lose_nothing(
     redis_server: RedisServer,
 ) -> None:
     total = 20_000
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
         await w.create_channel("c")
         async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
             with trio.fail_after(WAIT_S * 2):
@@ -324,11 +316,7 @@ async def test_redis_connections_killed_while_streaming_lose_nothing(
 async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
     redis_server: RedisServer,
 ) -> None:
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
         await w.create_channel("c")
         async with w.publisher("c") as pub:
             async with (
@@ -728,11 +716,7 @@ async def test_a_block_reader_cut_from_its_node_and_back_on_another_holds_nobody
 
 
 async def test_single_writer_holds_across_nodes(redis_server: RedisServer) -> None:
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="other") as other,
-    ):
+    async with client_on_each_node(redis_server, "w", "other") as (w, other):
         await w.create_channel("c", single_writer=True)
         async with w.publisher("c"):
             with pytest.raises(ts.LimitExceeded):
@@ -811,11 +795,7 @@ async def test_a_block_reader_on_another_node_holds_the_writer_back_and_loses_no
     # frames it has not read.
     total = 100_000
     pause_at = 20_000
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
         await w.create_channel("c")
         async with r.subscribe("c", policy="block", size=100) as sub, w.publisher("c") as pub:
             with trio.fail_after(WAIT_S * 3):
@@ -839,11 +819,9 @@ async def test_a_block_reader_on_another_node_holds_the_writer_back_at_its_buffe
     # the 10,000 frames the channel's stream retains.
     size, publish_window, credit = 500, 100, 50
     total = 20_000
-    async with (
-        two_nodes(redis_server, publish_window_frames=publish_window) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(
+        redis_server, "w", "r", publish_window_frames=publish_window
+    ) as (w, r):
         await w.create_channel("c")
         async with (
             r.subscribe("c", policy="block", size=size, window=credit) as sub,
@@ -873,10 +851,8 @@ async def test_a_stalled_block_reader_on_another_node_is_ended_by_its_block_time
     # reader's node times that wait through Redis (redis_holds).
     timeout, still_s = 0.5, 0.1
     async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_a, name="dashboard") as dashboard,
-        ts.open_client(url_b, name="stalled") as stalled,
+        client_on_each_node(redis_server, "w", "stalled") as (w, stalled),
+        ts.open_client(w.url, name="dashboard") as dashboard,
     ):
         await w.create_channel("c")
         async with (
@@ -919,10 +895,8 @@ async def test_a_slow_block_reader_on_another_node_holds_its_writer_until_its_bl
     # node waits afresh for each of its few frames: still held once.
     timeout, pace_s = 1.5, 0.3
     async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="slow") as slow,
-        ts.open_client(url_b, name="observer") as observer,
+        client_on_each_node(redis_server, "w", "slow") as (w, slow),
+        ts.open_client(slow.url, name="observer") as observer,
         observer.subscribe("$channels", policy="unbounded") as events,
     ):
         await w.create_channel("c")
@@ -1008,11 +982,7 @@ async def test_a_block_reader_holding_a_writer_on_another_node_shows_in_held_by(
 ) -> None:
     # As on one node (test_memory_bounds): held for HOLD_NOTICE_S, the reader shows in its
     # node's channel records; once it reads, it no longer does.
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="recorder") as recorder,
-    ):
+    async with client_on_each_node(redis_server, "w", "recorder") as (w, recorder):
         await w.create_channel("c")
 
         async def held_by() -> list[dict[str, Any]]:
@@ -1145,11 +1115,7 @@ async def test_a_cancelled_call_cancels_the_method_on_the_providers_node(
     redis_server: RedisServer,
 ) -> None:
     waiter = Waiter()
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="daq") as daq,
-        ts.open_client(url_b, name="ctl") as ctl,
-    ):
+    async with client_on_each_node(redis_server, "daq", "ctl") as (daq, ctl):
         daq.expose(waiter)
         proxy = await ctl.rpc("daq", timeout=WAIT_S)
         with trio.fail_after(WAIT_S):
@@ -1182,11 +1148,7 @@ async def test_a_call_across_a_redis_restart_is_not_told_its_provider_left(
 ) -> None:
     """A Redis restart empties the set of live nodes until their next heartbeats: a call to
     a provider whose node never left is answered (it was failed as "left the cluster")."""
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="slow") as provider,
-        ts.open_client(url_b, name="ctl") as ctl,
-    ):
+    async with client_on_each_node(redis_server, "slow", "ctl") as (provider, ctl):
         provider.expose(Slow())
         proxy = await ctl.rpc("slow", timeout=WAIT_S)
         outcome: list[object] = []
@@ -1207,11 +1169,7 @@ async def test_a_call_across_a_redis_restart_is_not_told_its_provider_left(
 async def test_after_a_redis_restart_every_node_lists_its_clients_again(
     redis_server: RedisServer,
 ) -> None:
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
         assert {c.name for c in await r.clients()} == {"w", "r"}
         await trio.to_thread.run_sync(redis_server.restart)
 
@@ -1227,7 +1185,7 @@ async def test_after_a_redis_restart_every_node_lists_its_clients_again(
         stats = await w.stats()
         assert stats.connections == 2
         with pytest.raises(ts.NameInUse):  # the names are the cluster's again too
-            async with ts.open_client(url_b, name="w"):
+            async with ts.open_client(r.url, name="w"):
                 pass
 
 
@@ -1360,11 +1318,7 @@ async def test_fetch_file_from_a_store_on_another_node(
     shared.mkdir()
     data = os.urandom(5 * 65536 + 7)
     (shared / "calib.bin").write_bytes(data)
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="store") as store,
-        ts.open_client(url_b, name="daq") as daq,
-    ):
+    async with client_on_each_node(redis_server, "store", "daq") as (store, daq):
         store.accept_files(shared, share=True)
         await daq.rpc("store", timeout=WAIT_S)
         with trio.fail_after(WAIT_S):
@@ -1376,10 +1330,8 @@ async def test_stats_channel_counts_the_whole_cluster_and_names_the_node(
     redis_server: RedisServer,
 ) -> None:
     async with (
-        two_nodes(redis_server, stats_interval_s=0.1) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-        ts.open_client(url_b, name="r2"),
+        client_on_each_node(redis_server, "w", "r", stats_interval_s=0.1) as (w, r),
+        ts.open_client(r.url, name="r2"),
     ):
         await w.create_channel("c")
         async with r.subscribe("$stats", policy="unbounded") as stats:
@@ -1446,10 +1398,8 @@ async def test_two_block_readers_on_one_node_each_hold_the_writer_at_their_own_s
     # is full. Reporting the smallest position with the smallest size (two different
     # readers) held it at y's size past x's position: about 20 frames.
     async with (
-        two_nodes(redis_server, publish_window_frames=100) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="x") as x,
-        ts.open_client(url_b, name="y") as y,
+        client_on_each_node(redis_server, "w", "x", publish_window_frames=100) as (w, x),
+        ts.open_client(x.url, name="y") as y,
     ):
         await w.create_channel("m")
         async with (
@@ -1661,18 +1611,14 @@ async def test_the_cli_tables_say_what_only_the_answering_node_knows(
 ) -> None:
     # Writer counts, rates and a client's subscriptions are each node's own: node b showed
     # the channel with 0 writers and its writer reading and writing nothing, unexplained.
-    async with (
-        two_nodes(redis_server) as (url_a, url_b),
-        ts.open_client(url_a, name="w") as w,
-        ts.open_client(url_b, name="r") as r,
-    ):
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
         await w.create_channel("c")
         async with w.publisher("c") as pub, r.subscribe("c"):
             with trio.fail_after(WAIT_S):
                 await pub.wait_for_readers()
             for command in ("channels", "clients"):
                 result = await trio.run_process(
-                    [sys.executable, "-m", "trio_stream", command, url_b],
+                    [sys.executable, "-m", "trio_stream", command, r.url],
                     capture_stdout=True,
                     capture_stderr=True,
                     check=False,
