@@ -10,6 +10,7 @@ take TCP only.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -24,6 +25,11 @@ ENGINES = ["memory", "redis"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A shell starts a background job (`pytest &` in a script) with SIGINT ignored, and every
+    # child inherits that: the tests that press Ctrl-C in a CLI or a script would wait for it
+    # in vain. A handler, unlike SIG_IGN, is reset to the default by exec in each child.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers",
         "engines(*kinds): the engines the server fixture runs this test on (default: memory)",
