@@ -28,6 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # A shell starts a background job (`pytest &` in a script) with SIGINT ignored, and every
     # child inherits that: the tests that press Ctrl-C in a CLI or a script would wait for it
     # in vain. A handler, unlike SIG_IGN, is reset to the default by exec in each child.
+    # (So a Ctrl-C at the terminal of a script that started `pytest &` reaches the tests too.)
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(

@@ -2,10 +2,11 @@
 
 One server and one already-connected "watcher" client run in a trio loop of their own thread
 for the whole test; hypothesis sends each generated input on a new raw TCP connection (then
-half-closes it) and checks that the watcher's request is answered within 100 ms (the fastest
-of up to three sends of the same input), that the server has finished with the connection, and
-that nothing was logged as a failure. Client and server share one event loop on purpose: a
-decode that freezes the server freezes the loop, and the watcher's answer comes late.
+half-closes it) and checks that the watcher's request is answered within 100 ms (sent again
+while an empty connection's answer is late too: a busy machine), that the server has finished
+with the connection, and that nothing was logged as a failure. Client and server share one
+event loop on purpose: a decode that freezes the server freezes the loop, and the watcher's
+answer comes late.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from trio_stream._protocol.limits import PROTOCOL_VERSION
 from trio_stream._transport.connect import split_url
 
 RESPONSIVE_S = 0.1  # the watcher's request must be answered within this
-# A slow answer is probed again with the same bytes before it counts: a freeze comes from the
-# input, so it is slow every time, while a busy machine (CI shares its cores) is slow once.
+# A slow answer counts unless the machine itself is slow: then an empty connection's answer is
+# slow too (CI shares its cores), and the input is sent again, at most this many times in all.
+# The empty probe decides, not only the same input again: the server keeps state between
+# probes (a channel created by the first send), so a second send may not reach the slow path.
 PROBES_BEFORE_FAILING = 3
 SERVER_DONE_S = 5.0  # the fuzzed connection must be closed by then (it was half-closed)
 
@@ -85,16 +88,18 @@ class LiveServer:
             trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
         self._thread.join(30)
 
-    def probe_responsiveness(self, data: bytes) -> tuple[float, float]:
-        """``probe``, again with the same ``data`` while the watcher's answer comes late:
-        the fastest answer of at most ``PROBES_BEFORE_FAILING``, and the first time to close.
+    def probe_responsiveness(self, data: bytes) -> tuple[float, float, int]:
+        """``probe``, and again while the watcher's answer comes late on a busy machine: the
+        fastest answer, the first probe's time to close, and how many times ``data`` was sent.
         """
         answered_s, closed_s = self.probe(data)
-        for _ in range(PROBES_BEFORE_FAILING - 1):
-            if answered_s < RESPONSIVE_S:
-                break
+        sends = 1
+        while answered_s >= RESPONSIVE_S and sends < PROBES_BEFORE_FAILING:
+            if self.probe(b"")[0] < RESPONSIVE_S:
+                break  # the machine answers in time: the input was slow
             answered_s = min(answered_s, self.probe(data)[0])
-        return answered_s, closed_s
+            sends += 1
+        return answered_s, closed_s, sends
 
     def probe(self, data: bytes) -> tuple[float, float]:
         """Send ``data`` on a new connection; (watcher's answer time, time to close) in s."""
@@ -269,7 +274,7 @@ wire_input = st.builds(
 )
 @given(wire_input)
 def test_no_input_makes_the_server_unresponsive(live: LiveServer, data: bytes) -> None:
-    answered_s, closed_s = live.probe_responsiveness(data)
+    answered_s, closed_s, _ = live.probe_responsiveness(data)
     assert answered_s < RESPONSIVE_S, f"the watcher waited {answered_s:.3f} s"
     assert closed_s < SERVER_DONE_S, "the server kept a half-closed connection open"
     failures = [f"{r.levelname} {r.getMessage()[:200]}" for r in live.failures]
@@ -281,7 +286,8 @@ def test_the_freeze_repro_of_issue_13_is_refused_at_once(live: LiveServer) -> No
     body = b"\x01\xa2bopdpingddata" + bignum_bomb(2**20, 4)
     for prefix in (b"", HELLO):  # before and after authentication
         start = time.perf_counter()
-        answered_s, _ = live.probe_responsiveness(prefix + framed(body))
+        answered_s, closed_s, sends = live.probe_responsiveness(prefix + framed(body))
         assert answered_s < RESPONSIVE_S
-        assert time.perf_counter() - start < 2.0 * PROBES_BEFORE_FAILING
+        assert closed_s < 2.0
+        assert time.perf_counter() - start < 2.0 * sends
     assert not live.failures
