@@ -238,8 +238,18 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield found
     finally:
         # Every process is stopped before any is judged: a failed check must not leave the
-        # others running after the tests.
-        errors = [p.interrupt()[2] for p in (instrument, web, demo) if p is not None]
+        # others running after the tests. One that ignores Ctrl-C is killed by finish(), which
+        # then raises: that must not skip the ones after it either.
+        errors: list[str] = []
+        stuck: list[str] = []
+        for process in (instrument, web, demo):
+            if process is None:
+                continue
+            try:
+                errors.append(process.interrupt()[2])
+            except AssertionError as exc:
+                stuck.append(str(exc))
+        assert not stuck, stuck
         for err in errors:
             assert "Traceback" not in err, err
 
