@@ -6,6 +6,7 @@ conftest.py); this file pins down what is specific to WebSocket messages.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import ssl
 import struct
@@ -29,6 +30,7 @@ from trio_stream._protocol import messages as M
 from trio_stream._protocol.codec import decode_payload, encode_payload
 from trio_stream._protocol.framing import frame_prefix
 from trio_stream._protocol.limits import PROTOCOL_VERSION
+from trio_stream._transport import websocket as websocket_transport
 from trio_stream._transport.urls import split_url
 from trio_stream._transport.websocket import (
     MESSAGE_BATCH_BYTES,
@@ -441,6 +443,70 @@ async def test_another_web_servers_page_is_not_pasted_into_the_error(
         f"cannot connect to ws://127.0.0.1:{port}/ws: the server refused the WebSocket "
         "upgrade with HTTP 404: is this a trio_stream server's HTTP port (path /ws)?"
     )
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[tuple[int, trio.Event]]:
+    """A TCP server that accepts and never answers the upgrade: (its port, an event set once
+    the client's side of its connection has been closed)."""
+    closed = trio.Event()
+
+    async def sit(stream: trio.SocketStream) -> None:
+        while await stream.receive_some(65536):  # the upgrade request, then EOF
+            pass
+        closed.set()
+
+    async with trio.open_nursery() as nursery:
+        serve = partial(trio.serve_tcp, sit, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serve)
+        yield listener.socket.getsockname()[1], closed
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def no_garbage_collection() -> Iterator[None]:
+    # The leak this guards against was a socket closed only by a full collection.
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("no_garbage_collection")
+async def test_a_cancelled_connection_attempt_closes_its_socket_at_once() -> None:
+    # trio-websocket's open_websocket left the socket of an unfinished handshake to the
+    # garbage collector: a client retrying a server that never answers held one per attempt.
+    async with silent_server() as (port, closed):
+        with trio.move_on_after(0.5) as attempt:
+            async with ts.open_client(f"ws://127.0.0.1:{port}/ws", reconnect=False):
+                pytest.fail("no server answered: the connection cannot open")
+        assert attempt.cancelled_caught
+        with trio.fail_after(TIMEOUT_S):
+            await closed.wait()
+
+
+@pytest.mark.usefixtures("no_garbage_collection")
+async def test_a_handshake_that_times_out_says_so_and_closes_its_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(websocket_transport, "CONNECT_TIMEOUT_S", 0.3)
+    async with silent_server() as (port, closed):
+        url = f"ws://127.0.0.1:{port}/ws"
+        with pytest.raises(ts.ConnectionClosed) as refused, trio.fail_after(TIMEOUT_S):
+            async with ts.open_client(url, reconnect=False):
+                pass
+        assert str(refused.value) == f"cannot connect to {url}: no WebSocket handshake within 0.3 s"
+        with trio.fail_after(TIMEOUT_S):
+            await closed.wait()
+
+
+async def test_an_error_in_the_block_leaves_as_itself(server: ts.Server) -> None:
+    # The connection's reader task shares a nursery with the caller's block: the block's
+    # error must not come out wrapped in that nursery's exception group.
+    with pytest.raises(KeyError, match="mine"), trio.fail_after(TIMEOUT_S):
+        async with ts.open_client(server.ws_url or "", reconnect=False):
+            raise KeyError("mine")
 
 
 async def test_wss_with_tls(nursery: trio.Nursery) -> None:

@@ -22,6 +22,7 @@ from wsproto.utilities import LocalProtocolError
 from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder, RunTaker, T
+from .._util import open_own_nursery, unwrap_single_exception
 from . import sniff, ws_fail
 from .base import FrameTransport
 from .connect import cannot_connect
@@ -242,26 +243,26 @@ async def connect_websocket(
 ) -> AsyncIterator[FrameTransport]:
     """Open a WebSocket to a server (``ws://host:port/ws`` or ``wss://...``).
 
+    The TCP stream is opened here and handed to trio-websocket (``wrap_client_stream``)
+    rather than opened by its ``open_websocket``: that one leaves the socket of a handshake
+    it did not finish (cancelled, or timed out against a server that accepted and never
+    answered) to the garbage collector, and a client retrying such a server would hold a
+    descriptor per attempt until a full collection ran. Owned here, it is closed on every
+    way out.
+
     Raises:
         ConnectionClosed: the server cannot be reached or refused the upgrade.
     """
-    scheme, host, port, path = split_url(url)
-    use_ssl: bool | ssl.SSLContext = False
-    if scheme == "wss":
-        use_ssl = ssl_context or ssl.create_default_context()
+    scheme, host, port, _path = split_url(url)
+    deadline = trio.current_time() + CONNECT_TIMEOUT_S  # for the connection and the handshake
+    with trio.move_on_at(deadline) as connecting:
+        stream = await _open_stream(url, scheme, host, port, ssl_context)
+    if connecting.cancelled_caught:
+        raise _handshake_timeout(url)
     opened = False
     try:
-        async with trio_websocket.open_websocket(
-            host,
-            port,
-            path,
-            use_ssl=use_ssl,
-            message_queue_size=MESSAGE_QUEUE_SIZE,
-            max_message_size=max_message_bytes(max_frame_bytes),
-            receive_buffer_size=RECEIVE_BUFFER_BYTES,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            disconnect_timeout=CLOSE_TIMEOUT_S,
-        ) as connection:
+        async with open_own_nursery() as nursery:
+            connection = await _open_handshake(nursery, stream, url, max_frame_bytes, deadline)
             opened = True
             transport = WebSocketTransport(connection, max_frame_bytes, f"{host}:{port}")
             try:
@@ -269,15 +270,73 @@ async def connect_websocket(
             finally:
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
-    except trio_websocket.HandshakeError as exc:
-        if opened:
-            # Only the closing handshake can fail after opening: our aclose() above has
-            # closed the socket already, and the caller's block is over.
-            log.debug("closing %s: %r", url, exc)
-            return
-        if isinstance(exc.__cause__, OSError):  # no TCP connection: said as for tcp://
-            raise cannot_connect(url, exc.__cause__) from None
-        raise ConnectionClosed(f"cannot connect to {url}: {describe_handshake_error(exc)}") from exc
+    except BaseExceptionGroup as group:
+        # trio-websocket's reader task raised (the block's own errors leave as themselves,
+        # see open_own_nursery): during the handshake a refusal, said as one line.
+        refusal = group.subgroup(trio_websocket.HandshakeError)
+        if opened or refusal is None:
+            with unwrap_single_exception():
+                raise
+        reason = describe_handshake_error(_first_leaf(refusal))
+        raise ConnectionClosed(f"cannot connect to {url}: {reason}") from None
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)  # a no-op once the connection closed it
+
+
+def _first_leaf(
+    group: BaseExceptionGroup[trio_websocket.HandshakeError],
+) -> trio_websocket.HandshakeError:
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        inner = inner.exceptions[0]
+    assert isinstance(inner, trio_websocket.HandshakeError)
+    return inner
+
+
+async def _open_stream(
+    url: str, scheme: str, host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    try:
+        if scheme == "wss":
+            return await trio.open_ssl_over_tcp_stream(
+                host,
+                port,
+                ssl_context=ssl_context or ssl.create_default_context(),
+                https_compatible=True,
+            )
+        return await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise cannot_connect(url, exc) from None
+
+
+async def _open_handshake(
+    nursery: trio.Nursery,
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+    url: str,
+    max_frame_bytes: int,
+    deadline: float,
+) -> trio_websocket.WebSocketConnection:
+    """The opening handshake over ``stream``; the connection's reader task runs in
+    ``nursery`` (a refusal is raised there, not here)."""
+    _scheme, host, port, path = split_url(url)
+    host_header = host if port in (80, 443) else f"{host}:{port}"  # as open_websocket says it
+    with trio.move_on_at(deadline):
+        return await trio_websocket.wrap_client_stream(
+            nursery,
+            stream,
+            host_header,
+            path,
+            message_queue_size=MESSAGE_QUEUE_SIZE,
+            max_message_size=max_message_bytes(max_frame_bytes),
+            receive_buffer_size=RECEIVE_BUFFER_BYTES,
+        )
+    raise _handshake_timeout(url)
+
+
+def _handshake_timeout(url: str) -> ConnectionClosed:
+    reason = describe_handshake_error(trio_websocket.ConnectionTimeout())
+    return ConnectionClosed(f"cannot connect to {url}: {reason}")
 
 
 def describe_handshake_error(exc: trio_websocket.HandshakeError) -> str:
