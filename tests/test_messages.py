@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_stream import ProtocolError
+from trio_stream import InvalidArgument, ProtocolError
 from trio_stream._protocol import messages as M
 
 scalars = st.none() | st.booleans() | st.integers(-(2**31), 2**31) | st.text(max_size=10)
@@ -93,3 +93,34 @@ def test_error_messages_quote_wire_values_briefly() -> None:
     with pytest.raises(ProtocolError, match="unknown control message op") as info:
         M.decode_message(b"\x01" + cbor2.dumps({"op": "x" * 2**20}))
     assert len(str(info.value)) < 200
+
+
+# -- the sender's own check (check_fields) ----------------------------------------------------
+@given(st.sampled_from(sorted(M.MESSAGE_TYPES)), st.data())
+def test_the_sender_check_passes_every_field_the_receiver_takes(
+    op: str, data: st.DataObject
+) -> None:
+    cls = M.MESSAGE_TYPES[op]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: data.draw(strategy_for(hints[f.name])) for f in dataclasses.fields(cls)}
+    M.check_fields(cls, fields)  # what from_wire takes, the sender sends
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"size": 1.5}, "size must be an int or None, not float 1.5"),
+        ({"size": True}, "size must be an int or None, not bool True"),
+        ({"max_rate": "2"}, "max_rate must be a number or None, not str '2'"),
+        ({"channel": b"c"}, "channel must be a str, not bytes b'c'"),
+        ({"channel": None}, "channel must be a str, not NoneType None"),
+    ],
+)
+def test_the_sender_check_refuses_what_the_receiver_would_with_invalid_argument(
+    fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        M.check_fields(M.Subscribe, fields)
+    assert str(refused.value) == message
+    with pytest.raises(ProtocolError):  # and the receiver does refuse it
+        M.from_wire({"op": "subscribe", "id": 1, "channel": "c", **fields})

@@ -84,6 +84,8 @@ from ._protocol.messages import (
     Subscribe,
     UnknownOp,
     Welcome,
+    check_fields,
+    check_message,
     decode_message,
     encode_message,
 )
@@ -724,8 +726,10 @@ class Client:
             self._check_open()
             raise ConnectionClosed("the connection is lost (reconnecting)")
         request = PendingRequest(next(self._ids), on_result)
+        message = build(request.id)
+        check_message(message)  # a mistyped argument, raised here, would close the connection
         self._replies[request.id] = request
-        self._send_control(build(request.id))
+        self._send_control(message)
         return request
 
     def _send_request(
@@ -1017,6 +1021,7 @@ class Client:
         Raises:
             ChannelExists, InvalidArgument, LimitExceeded.
         """
+        check_fields(CreateChannel, {"channel": channel, "lifetime": lifetime})
         options: dict[str, Any] = {
             "public": public,
             "key": key,
@@ -1244,6 +1249,8 @@ class Client:
         wait_channel: bool = False,
     ) -> Subscription:
         """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
+        given = {"policy": policy, "size": size, "every": every, "max_rate": max_rate}
+        check_fields(Subscribe, {**given, "block_timeout": block_timeout})  # before the ranges
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
         if policy != "unbounded" and (size is None or size < 1):

@@ -29,7 +29,7 @@ from ._protocol.frames import (
     data_seq,
 )
 from ._protocol.limits import SUBSCRIBE_WINDOW_BYTES
-from ._protocol.messages import Retune, Subscribe, Unsubscribe
+from ._protocol.messages import Retune, Subscribe, Unsubscribe, check_fields
 from ._records import Gap, Message, Position
 from ._stats import RateMeter, SubscriptionStatistics
 
@@ -257,6 +257,9 @@ class Subscription:
         Raises:
             InvalidArgument: a bad value, or the subscription has ended.
         """
+        given = {"policy": policy, "size": size, "every": every, "block_timeout": block_timeout}
+        rate_given = {} if isinstance(max_rate, _Keep) else {"max_rate": max_rate}
+        check_fields(Retune, {**given, **rate_given})  # before the ranges below compare them
         if policy is not None and policy not in POLICIES:
             raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
         if size is not None and size < 1:

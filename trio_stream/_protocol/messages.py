@@ -10,12 +10,13 @@ a wrong type or an unknown ``op`` is a :class:`ProtocolError`.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Union
 
-from .._exceptions import ProtocolError
+from .._exceptions import InvalidArgument, ProtocolError
 from .brief import brief
 from .bytes_like import BytesLike
 from .codec import decode_control, encode_control
@@ -323,6 +324,68 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin is list or hint is list:
         return isinstance(value, list | tuple)
     raise TypeError(f"message field type {hint!r} has no wire check")
+
+
+_WANTED: Final[dict[Any, str]] = {
+    bool: "True or False",
+    int: "an int",
+    float: "a number",
+    str: "a str",
+    bytes: "bytes",
+    type(None): "None",
+}
+
+
+def _wanted(hint: Any) -> str:
+    """``hint`` as a reader of an error says it: "an int or None"."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_wanted(arg) for arg in typing.get_args(hint))
+    if hint is dict or typing.get_origin(hint) is dict:
+        return "a dict"
+    if hint is list or typing.get_origin(hint) is list:
+        return "a list"
+    return _WANTED.get(hint, str(hint))
+
+
+def _sendable(value: Any, hint: Any) -> bool:
+    """Whether ``value`` goes out as a field of type ``hint``: what :func:`_matches` takes,
+    and what the encoder writes as that (numpy scalars, ``str`` subclasses such as a
+    StrEnum), which applications pass and which always worked."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return any(_sendable(value, arg) for arg in typing.get_args(hint))
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is bool:
+        return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+    return _matches(value, hint)
+
+
+def check_fields(cls: type[ControlMessage], fields: typing.Mapping[str, Any]) -> None:
+    """The sender's own check of a message's fields, before it goes out: the check
+    :func:`from_wire` makes on arrival, as an InvalidArgument for the caller that passed
+    the value. A field the peer would refuse closes the whole connection there (it cannot
+    tell a bad value from a broken peer), so a mistyped argument must be caught here.
+
+    Raises:
+        InvalidArgument: a field of the wrong type (``size=10.5``, ``channel=5``).
+    """
+    hints = _FIELD_TYPES[cls]
+    for name, value in fields.items():
+        hint = hints.get(name)
+        if hint is not None and not _sendable(value, hint):
+            raise InvalidArgument(
+                f"{name} must be {_wanted(hint)}, not {type(value).__name__} {brief(value)}"
+            )
+
+
+def check_message(message: ControlMessage) -> None:
+    """:func:`check_fields` of a message built already."""
+    fields = {field.name: getattr(message, field.name) for field in dataclasses.fields(message)}
+    check_fields(type(message), fields)
 
 
 def to_wire(message: ControlMessage) -> dict[str, Any]:

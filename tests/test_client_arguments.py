@@ -1,0 +1,124 @@
+"""A mistyped argument to a client call is refused by the client, as InvalidArgument, and
+costs nothing else: the server, which cannot tell a wrong value from a broken peer, would
+close the whole connection for it (every subscription of the client would see a gap)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+
+import trio_stream as ts
+
+STEP_S = 10.0
+
+Call = Callable[[ts.Client], Awaitable[Any]]
+
+MISTYPED: dict[str, tuple[Call, str]] = {
+    "history float": (
+        lambda c: c.create_channel("x", history=10.0),  # type: ignore[arg-type]
+        "history must be an int, not float 10.0",
+    ),
+    "channel int": (lambda c: c.create_channel(5), "channel must be a str, not int 5"),  # type: ignore[arg-type]
+    "lifetime str": (
+        lambda c: c.create_channel("x", lifetime="5"),  # type: ignore[arg-type]
+        "lifetime must be a number or None, not str '5'",
+    ),
+    "size float": (
+        lambda c: c.open_subscription("c", size=10.5),  # type: ignore[arg-type]
+        "size must be an int or None, not float 10.5",
+    ),
+    "size str": (
+        lambda c: c.open_subscription("c", size="10"),  # type: ignore[arg-type]
+        "size must be an int or None, not str '10'",
+    ),
+    "every float": (
+        lambda c: c.open_subscription("c", every=2.5),  # type: ignore[arg-type]
+        "every must be an int, not float 2.5",
+    ),
+    "max_rate str": (
+        lambda c: c.open_subscription("c", max_rate="2"),  # type: ignore[arg-type]
+        "max_rate must be a number or None, not str '2'",
+    ),
+    "sender int": (
+        lambda c: c.open_subscription("c", sender=5),  # type: ignore[arg-type]
+        "sender must be a str or None, not int 5",
+    ),
+    "publish channel int": (lambda c: c.publish(5, 1), "channel must be a str, not int 5"),  # type: ignore[arg-type]
+    "delete channel int": (
+        lambda c: c.delete_channel(5),  # type: ignore[arg-type]
+        "channel must be a str, not int 5",
+    ),
+    "rpc provider int": (lambda c: c.rpc(5), "provider must be a str, not int 5"),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("case", MISTYPED)
+async def test_a_mistyped_argument_is_refused_and_the_connection_stays(
+    server: ts.Server, case: str
+) -> None:
+    call, message = MISTYPED[case]
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="app", reconnect=False) as client:
+        await client.create_channel("c")
+        async with client.subscribe("c", policy="block", size=10) as sub:
+            with pytest.raises(ts.InvalidArgument) as refused, trio.fail_after(STEP_S):
+                await call(client)
+            assert str(refused.value) == message
+            # Nothing else was lost: the same connection carries on.
+            with trio.fail_after(STEP_S):
+                await client.publish("c", 1)
+                assert (await sub.receive()).data == 1
+            assert client.state == "open"
+
+
+async def test_a_mistyped_retune_is_refused_and_the_subscription_goes_on(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="app", reconnect=False) as client:
+        await client.create_channel("c")
+        async with client.subscribe("c", policy="block", size=10) as sub:
+            mistyped: list[tuple[dict[str, Any], str]] = [
+                ({"every": 1.5}, "every must be an int or None, not float 1.5"),
+                ({"size": "3"}, "size must be an int or None, not str '3'"),
+                ({"max_rate": "1"}, "max_rate must be a number or None, not str '1'"),
+                ({"block_timeout": "1"}, "block_timeout must be a number or None, not str '1'"),
+            ]
+            for wrong, message in mistyped:
+                with pytest.raises(ts.InvalidArgument) as refused, trio.fail_after(STEP_S):
+                    await sub.retune(**wrong)
+                assert str(refused.value) == message
+            with trio.fail_after(STEP_S):
+                await client.publish("c", 2)
+                assert (await sub.receive()).data == 2
+
+
+class Channels(enum.StrEnum):
+    RAW = "raw"
+
+
+async def test_numpy_numbers_and_str_subclasses_still_go_through(server: ts.Server) -> None:
+    # Applications pass numpy scalars (computed sizes, rates) and StrEnum names; the wire
+    # carries them as the plain types, and the check must not refuse them.
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="app", reconnect=False) as client:
+        created: dict[str, Any] = {
+            "history": np.int64(3),
+            "lifetime": np.float32(60),
+            "public": np.bool_(True),
+        }
+        await client.create_channel(Channels.RAW, **created)
+        options: dict[str, Any] = {
+            "size": np.int32(5),
+            "max_rate": np.float64(100.0),
+            "every": np.int64(1),
+        }
+        async with client.subscribe(Channels.RAW, **options) as sub:
+            with trio.fail_after(STEP_S):
+                await client.publish(Channels.RAW, 7)
+                assert (await sub.receive()).data == 7
