@@ -150,6 +150,16 @@ async def wait_for_channel(client: ts.Client, channel: str, readers: int = 0) ->
             await trio.sleep(0.05)
 
 
+async def wait_for_readers_gone(client: ts.Client, channel: str) -> None:
+    """Poll until the server counts no reader of ``channel`` (one just left)."""
+    with trio.fail_after(WAIT_S):
+        while True:
+            infos = {c.name: c for c in await client.channels()}
+            if not infos[channel].readers:
+                return
+            await trio.sleep(0.05)
+
+
 def json_lines(text: str) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -1152,6 +1162,35 @@ async def test_pub_reading_stdin_stops_at_ctrl_c_between_lines(server: ts.Server
             p.process.send_signal(signal.SIGINT)
             code, _, stderr = await p.finish()  # within WAIT_S, stdin still open
     assert code == 130 and "Traceback" not in stderr, stderr
+
+
+async def test_pub_whose_reader_leaves_midway_says_so(server: ts.Server) -> None:
+    # It said "start a reader first; without --no-wait pub waits for one": it had waited,
+    # and the reader was there at the start.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url) as client:
+        await client.create_channel("numbers")
+        async with running("pub", url, "numbers", "-", stdin=subprocess.PIPE) as p:
+            assert p.process.stdin is not None
+            async with client.subscribe("numbers", policy="block", size=10) as sub:
+                await p.process.stdin.send_all(b"1\n")
+                with trio.fail_after(WAIT_S):
+                    assert (await sub.receive()).data == 1
+            await wait_for_readers_gone(client, "numbers")
+            await p.process.stdin.send_all(b"2\n3\n")
+            await p.process.stdin.aclose()
+            code, _, stderr = await p.finish()
+    assert code == 3, stderr
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "2 of 3 values not sent: channel 'numbers' had no readers then (its readers went away "
+            "during the run (they left, or their subscriptions ended): keep a reader for the "
+            "whole run)"
+        )
+    ), stderr
 
 
 async def test_sub_stopped_with_ctrl_c_exits_130_without_a_traceback(server: ts.Server) -> None:

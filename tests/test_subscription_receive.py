@@ -122,3 +122,23 @@ async def test_each_message_names_its_writer_when_writers_of_one_name_length_alt
             got = [await sub.receive() for _ in order]
         assert [(m.data, m.sender) for m in got] == list(enumerate(order))
         await sub.aclose()
+
+
+async def test_an_error_while_waiting_is_not_chained_to_an_empty_buffer(server: ts.Server) -> None:
+    # A timeout, Ctrl-C or a lost connection while receive() waits printed "trio.WouldBlock
+    # ... During handling of the above exception, another exception occurred" first.
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="r") as client:
+        await client.create_channel("quiet")
+        async with client.subscribe("quiet") as one, client.subscribe("quiet") as two:
+            with pytest.raises(trio.TooSlowError) as waited:
+                with trio.fail_after(0.05):
+                    await one.receive()
+            assert waited.value.__context__ is None or not isinstance(
+                waited.value.__context__, trio.WouldBlock
+            )
+            merged = ts.merge(one, two)
+            with pytest.raises(trio.TooSlowError) as waited_merged:
+                with trio.fail_after(0.05):
+                    await merged.receive()
+            assert not isinstance(waited_merged.value.__context__, trio.WouldBlock)

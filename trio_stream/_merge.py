@@ -111,12 +111,14 @@ class Merge:
             try:
                 message = self.receive_nowait()
             except trio.WouldBlock:
-                await self._wait_any()
-                continue
-            self._taken += 1
-            if not self._taken % YIELD_EVERY_MESSAGES:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return message
+                pass  # wait outside the handler: an error in the wait must not chain to it
+            else:
+                break
+            await self._wait_any()
+        self._taken += 1
+        if not self._taken % YIELD_EVERY_MESSAGES:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
 
     async def _wait_any(self) -> None:
         event = trio.Event()

@@ -454,13 +454,24 @@ class Subscription:
             try:
                 message = self.receive_nowait()
             except trio.WouldBlock:
-                if self._waiter is None:
-                    self._waiter = trio.Event()
-                await self._waiter.wait()
-                continue
-            if not self.received % YIELD_EVERY_MESSAGES:
-                await _cancel_shielded_checkpoint()
-            return message
+                # Waited for outside the handler: a timeout, Ctrl-C or a lost connection
+                # while waiting would otherwise show "During handling of WouldBlock" first.
+                pass
+            else:
+                break
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = trio.Event()
+            try:
+                await waiter.wait()
+            except BaseException:
+                # Nobody waits on it now: left behind, it would make ts.merge (which sets
+                # its own) think another task still receives here.
+                self._unwake(waiter)
+                raise
+        if not self.received % YIELD_EVERY_MESSAGES:
+            await _cancel_shielded_checkpoint()
+        return message
 
     def __aiter__(self) -> Subscription:
         return self

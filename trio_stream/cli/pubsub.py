@@ -27,7 +27,7 @@ from ._options import (
     positive_int,
 )
 from ._output import counted, json_line, jsonable
-from ._run import CliError, NoReaders, UsageError
+from ._run import CliError, NoReaders, UsageError, no_readers_advice
 from .dumpfile import gap_record
 from .inspect import meta_text
 
@@ -180,9 +180,10 @@ async def run_pub(args: argparse.Namespace) -> int:
         # Readers got everything once the server has taken it into their buffers.
         await pub.wait_acknowledged()
     if unsent:
+        advice = no_readers_advice("pub", args.wait_readers or args.min_readers)
         raise NoReaders(
             f"{unsent} of {counted(sent + unsent, 'value')} not sent: channel {args.channel!r} "
-            "had no readers then (start a reader first; without --no-wait pub waits for one)"
+            f"had no readers then ({advice})"
         )
     return 0
 
@@ -211,8 +212,9 @@ async def _receive(sub: ts.Subscription, flush: Callable[[], object]) -> ts.Mess
     try:
         return sub.receive_nowait()
     except trio.WouldBlock:
-        flush()
-        return await sub.receive()
+        pass  # waited for below, outside the handler (see Subscription.receive)
+    flush()
+    return await sub.receive()
 
 
 async def run_sub(args: argparse.Namespace) -> int:
