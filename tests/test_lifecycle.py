@@ -236,7 +236,11 @@ async def test_a_port_in_use_is_a_bare_oserror_that_names_the_port(
         # As trio.serve_tcp's: not an ExceptionGroup of one
         with pytest.raises(OSError) as caught:
             await nursery.start(ts.serve, config)
-        assert f"trio_stream: listening on 127.0.0.1 TCP port {port}" in caught.value.__notes__
+        assert caught.value.__notes__ == [
+            f"trio_stream: cannot listen on 127.0.0.1 TCP port {port} (tcp_port): another "
+            "process holds it (another server, the demo perhaps); stop it, or choose another "
+            "tcp_port (0 takes any free port)"
+        ]
         with pytest.raises(OSError):
             async with ts.open_server(config):
                 pass

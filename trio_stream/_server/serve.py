@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 from collections.abc import AsyncIterator
 
@@ -93,7 +94,7 @@ class Server:
             try:
                 listeners = await trio.open_tcp_listeners(config.tcp_port, host=config.host)
             except OSError as exc:  # "Address already in use": say which one
-                exc.add_note(f"trio_stream: listening on {config.host} TCP port {config.tcp_port}")
+                exc.add_note(_cannot_listen(exc, config.host, "TCP", config.tcp_port))
                 raise
             port = listeners[0].socket.getsockname()[1]
             scheme = "tcps" if config.ssl_context else "tcp"
@@ -106,9 +107,7 @@ class Server:
             try:
                 self.http_url, self.ws_url = await start_http(self, nursery)
             except OSError as exc:
-                exc.add_note(
-                    f"trio_stream: listening on {config.host} HTTP port {config.http_port}"
-                )
+                exc.add_note(_cannot_listen(exc, config.host, "HTTP", config.http_port))
                 raise
             log.info("dashboard on %s, WebSocket on %s", self.http_url, self.ws_url)
 
@@ -235,3 +234,15 @@ async def open_server(config: ServerConfig | None = None) -> AsyncIterator[Serve
         finally:
             with trio.CancelScope(shield=True):
                 await server.aclose()
+
+
+def _cannot_listen(exc: OSError, host: str, kind: str, port: int) -> str:
+    """The note on a failed bind: the OS error names neither the address nor the way out."""
+    option = f"{kind.lower()}_port"
+    text = f"trio_stream: cannot listen on {host} {kind} port {port} ({option})"
+    if exc.errno == errno.EADDRINUSE:
+        text += (
+            ": another process holds it (another server, the demo perhaps); stop it, or "
+            f"choose another {option} (0 takes any free port)"
+        )
+    return text
