@@ -308,6 +308,7 @@ import ast, re, sys, trio, numpy as np, trio_stream as ts
 
 SOURCE = sys.stdin.read()
 URL = sys.argv[1]
+FEED = sys.argv[2]
 ENDLESS_S = 1.0  # a statement that loops over a live subscription runs this long
 
 def claim(segment):
@@ -326,16 +327,13 @@ async def main():
         ts.open_client(URL, name="other") as other,
     ):
         client = daq_client
-        await client.create_channel("AnalogInput1")
-
-        async def feed():
-            async with client.publisher("AnalogInput1") as pub:
-                while True:
-                    await pub.wait_for_readers()
-                    await pub.send(np.arange(4.0))
-                    await trio.sleep(0.05)
-
-        nursery.start_soon(feed)
+        # The README's own writer for the fragments that read AnalogInput1 (feed_block()).
+        feeding = {"np": np, "trio": trio, "ts": ts}
+        exec(FEED, feeding)
+        nursery.start_soon(feeding["feed"], client)
+        with trio.fail_after(10):
+            while not any(c.name == "AnalogInput1" for c in await client.channels()):
+                await trio.sleep(0.01)
         namespace = {"ts": ts, "np": np, "trio": trio, "nursery": nursery,
                      "client": client, "daq_client": daq_client, "other": other}
         checked = 0
@@ -376,6 +374,11 @@ trio.run(main)
 """
 
 
+def feed_block() -> Block:
+    """The README's writer that the fragments reading AnalogInput1 need."""
+    return next(b for b in python_blocks() if "async def feed(client)" in b.text)
+
+
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_python_block(servers: Servers, index: int) -> None:
     block = python_blocks()[index]
@@ -386,7 +389,7 @@ def test_python_block(servers: Servers, index: int) -> None:
         stdin = None
     else:
         url = f"tcp://127.0.0.1:{servers.tcp}"
-        command = [sys.executable, "-c", FRAGMENT_RUNNER, url]
+        command = [sys.executable, "-c", FRAGMENT_RUNNER, url, feed_block().text]
         stdin = source.encode()
     done = subprocess.run(
         command, input=stdin, capture_output=True, timeout=RUN_S, env=ENV, cwd=servers.cwd
