@@ -1637,6 +1637,20 @@ async def test_replay_of_a_file_that_is_not_there_is_one_line(tmp_path: Path) ->
     ]
 
 
+async def test_dump_into_a_directory_that_is_not_there_is_one_line(
+    server: ts.Server, tmp_path: Path
+) -> None:
+    assert server.tcp_url is not None
+    path = tmp_path / "missing" / "x.tsdump"
+    async with ts.open_client(server.tcp_url) as client:
+        await client.create_channel("sine")
+        result = await cli("dump", server.tcp_url, "sine", str(path))
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines() == [
+        f"trio-stream dump: error: cannot write {path}: no such file or directory"
+    ]
+
+
 async def test_a_bad_size_lists_the_sizes_it_takes() -> None:
     result = await cli("generate", "tcp://127.0.0.1:1", "ch", "--size", "10XB")
     assert result.returncode == 2

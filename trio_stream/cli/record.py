@@ -195,7 +195,12 @@ async def _record_to_file(
     """Record ``sub`` to --file: (frames, lost, bytes written, seconds taken)."""
     # The file is made only once the subscription stands: a typo in the channel name
     # leaves no empty recording behind.
-    with args.file.open("wb") as file:
+    try:
+        opened = args.file.open("wb")
+    except OSError as exc:  # no such directory, not writable: the reason, without errno
+        reason = (exc.strerror or str(exc)).lower()
+        raise CliError(f"cannot write {args.file}: {reason}") from None
+    with opened as file:
         writer = _BatchWriter(file)
         writer.add(dumpfile.header(args.channel, source=args.url, policy=args.policy))
         with _progress(
