@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import cbor2
+import pytest
 import trio
 
 import trio_stream as ts
@@ -499,3 +500,57 @@ async def test_a_key_twice_in_a_control_map_is_a_protocol_error(server: ts.Serve
     await raw.stream.send_all(frame_prefix(1 + len(body)) + F.CONTROL_TYPE_BYTE + body)
     goodbye = await raw.control()
     assert goodbye["op"] == "goodbye" and "a key twice" in goodbye["reason"]
+
+
+async def burst_at_a_full_block_reader(server: ts.Server, frames: int) -> list[bytearray]:
+    """A raw writer sends ``frames`` PUBLISH frames in one write to a channel whose one
+    reader is ``block, size=1, window=1`` and returns no credit: what the writer gets back."""
+    reader = await RawClient.connect(server)
+    await reader.request("create_channel", channel="c")
+    await reader.request("subscribe", channel="c", policy="block", size=1, window=1)
+    writer = await RawClient.connect(server)
+    pub = (await writer.request("open_publisher", channel="c"))["result"]["pub"]
+    burst = b"".join(
+        framed(F.publish_head(pub, 0.0) + payload)
+        for payload in (b"".join(encode_payload(i)) for i in range(frames))
+    )
+    await writer.stream.send_all(burst)
+    return await writer.frames_for(0.5)
+
+
+def framed(body: bytes) -> bytes:
+    return frame_prefix(len(body)) + body
+
+
+def acknowledged(frames: list[bytearray]) -> int:
+    return sum(F.parse_counter(f)[1] for f in frames if f[0] == F.PUB_ACK)
+
+
+def goodbyes(frames: list[bytearray]) -> list[str]:
+    wires = [decode_control(memoryview(f)[1:]) for f in frames if f[0] == F.CONTROL]
+    return [w["reason"] for w in wires if w.get("op") == "goodbye"]
+
+
+async def test_a_burst_at_a_full_block_reader_parks_all_but_the_going_frame(
+    server: ts.Server,
+) -> None:
+    # docs/protocol.md, section 5: a block buffer's size counts its going frame until the
+    # write after the read; frame 2 moves in after it, so frames 1 and 2 are acknowledged.
+    back = await burst_at_a_full_block_reader(server, 6)
+    assert acknowledged(back) == 2
+    assert goodbyes(back) == []
+
+
+@pytest.mark.server_options(publish_window_frames=4)
+async def test_a_burst_counts_the_frames_parked_until_the_write_against_the_window(
+    server: ts.Server,
+) -> None:
+    # Frames 2-5 parked in the read: 4, the window, and the connection stays.
+    back = await burst_at_a_full_block_reader(server, 5)
+    assert acknowledged(back) == 2 and goodbyes(back) == []
+    # Frame 6 finds 4 parked (frame 2 among them, which the write would have made room
+    # for): past the window.
+    back = await burst_at_a_full_block_reader(server, 6)
+    assert acknowledged(back) == 2
+    (reason,) = goodbyes(back)
+    assert "sent past its credit window: 4 frames unacknowledged" in reason
