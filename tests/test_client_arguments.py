@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -102,20 +104,24 @@ class Channels(enum.StrEnum):
     RAW = "raw"
 
 
-async def test_numpy_numbers_and_str_subclasses_still_go_through(server: ts.Server) -> None:
+async def test_numpy_numbers_decimals_mappings_and_str_subclasses_still_go_through(
+    server: ts.Server,
+) -> None:
     # Applications pass numpy scalars (computed sizes, rates) and StrEnum names; the wire
     # carries them as the plain types, and the check must not refuse them.
     assert server.tcp_url
     async with ts.open_client(server.tcp_url, name="app", reconnect=False) as client:
         created: dict[str, Any] = {
             "history": np.int64(3),
-            "lifetime": np.float32(60),
+            "lifetime": Decimal(60),  # converted with float(), as ever
             "public": np.bool_(True),
+            "meta": MappingProxyType({"units": "V"}),  # any mapping, encoded as a map
         }
         await client.create_channel(Channels.RAW, **created)
         options: dict[str, Any] = {
             "size": np.int32(5),
             "max_rate": np.float64(100.0),
+            "block_timeout": Decimal("2.5"),
             "every": np.int64(1),
         }
         async with client.subscribe(Channels.RAW, **options) as sub:

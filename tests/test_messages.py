@@ -113,7 +113,8 @@ def test_the_sender_check_passes_every_field_the_receiver_takes(
         ({"size": True}, "size must be an int or None, not bool True"),
         ({"max_rate": "2"}, "max_rate must be a number or None, not str '2'"),
         ({"channel": b"c"}, "channel must be a str, not bytes b'c'"),
-        ({"channel": None}, "channel must be a str, not NoneType None"),
+        ({"channel": None}, "channel must be a str, not None"),
+        ({"max_rate": True}, "max_rate must be a number or None, not bool True"),
     ],
 )
 def test_the_sender_check_refuses_what_the_receiver_would_with_invalid_argument(

@@ -502,20 +502,26 @@ async def test_a_key_twice_in_a_control_map_is_a_protocol_error(server: ts.Serve
     assert goodbye["op"] == "goodbye" and "a key twice" in goodbye["reason"]
 
 
-async def burst_at_a_full_block_reader(server: ts.Server, frames: int) -> list[bytearray]:
-    """A raw writer sends ``frames`` PUBLISH frames in one write to a channel whose one
+async def burst_at_a_full_block_reader(
+    server: ts.Server, channel: str, frames: int
+) -> list[bytearray]:
+    """A raw writer sends ``frames`` PUBLISH frames in one write to ``channel``, whose one
     reader is ``block, size=1, window=1`` and returns no credit: what the writer gets back."""
     reader = await RawClient.connect(server)
-    await reader.request("create_channel", channel="c")
-    await reader.request("subscribe", channel="c", policy="block", size=1, window=1)
     writer = await RawClient.connect(server)
-    pub = (await writer.request("open_publisher", channel="c"))["result"]["pub"]
-    burst = b"".join(
-        framed(F.publish_head(pub, 0.0) + payload)
-        for payload in (b"".join(encode_payload(i)) for i in range(frames))
-    )
-    await writer.stream.send_all(burst)
-    return await writer.frames_for(0.5)
+    try:
+        await reader.request("create_channel", channel=channel)
+        await reader.request("subscribe", channel=channel, policy="block", size=1, window=1)
+        pub = (await writer.request("open_publisher", channel=channel))["result"]["pub"]
+        burst = b"".join(
+            framed(F.publish_head(pub, 0.0) + payload)
+            for payload in (b"".join(encode_payload(i)) for i in range(frames))
+        )
+        await writer.stream.send_all(burst)
+        return await writer.frames_for(0.5)
+    finally:
+        await reader.stream.aclose()
+        await writer.stream.aclose()
 
 
 def framed(body: bytes) -> bytes:
@@ -536,7 +542,7 @@ async def test_a_burst_at_a_full_block_reader_parks_all_but_the_going_frame(
 ) -> None:
     # docs/protocol.md, section 5: a block buffer's size counts its going frame until the
     # write after the read; frame 2 moves in after it, so frames 1 and 2 are acknowledged.
-    back = await burst_at_a_full_block_reader(server, 6)
+    back = await burst_at_a_full_block_reader(server, "c", 6)
     assert acknowledged(back) == 2
     assert goodbyes(back) == []
 
@@ -546,11 +552,11 @@ async def test_a_burst_counts_the_frames_parked_until_the_write_against_the_wind
     server: ts.Server,
 ) -> None:
     # Frames 2-5 parked in the read: 4, the window, and the connection stays.
-    back = await burst_at_a_full_block_reader(server, 5)
+    back = await burst_at_a_full_block_reader(server, "five", 5)
     assert acknowledged(back) == 2 and goodbyes(back) == []
     # Frame 6 finds 4 parked (frame 2 among them, which the write would have made room
     # for): past the window.
-    back = await burst_at_a_full_block_reader(server, 6)
+    back = await burst_at_a_full_block_reader(server, "six", 6)
     assert acknowledged(back) == 2
     (reason,) = goodbyes(back)
     assert "sent past its credit window: 4 frames unacknowledged" in reason

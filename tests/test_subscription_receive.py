@@ -8,6 +8,7 @@ tasks run every YIELD_EVERY_MESSAGES messages, and every message arrives whole a
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -124,6 +125,16 @@ async def test_each_message_names_its_writer_when_writers_of_one_name_length_alt
         await sub.aclose()
 
 
+def chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it was raised while handling, innermost last."""
+    found: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in found:
+        found.append(current)
+        current = current.__context__
+    return found
+
+
 async def test_an_error_while_waiting_is_not_chained_to_an_empty_buffer(server: ts.Server) -> None:
     # A timeout, Ctrl-C or a lost connection while receive() waits printed "trio.WouldBlock
     # ... During handling of the above exception, another exception occurred" first.
@@ -131,14 +142,38 @@ async def test_an_error_while_waiting_is_not_chained_to_an_empty_buffer(server: 
     async with ts.open_client(server.tcp_url, name="r") as client:
         await client.create_channel("quiet")
         async with client.subscribe("quiet") as one, client.subscribe("quiet") as two:
-            with pytest.raises(trio.TooSlowError) as waited:
-                with trio.fail_after(0.05):
-                    await one.receive()
-            assert waited.value.__context__ is None or not isinstance(
-                waited.value.__context__, trio.WouldBlock
-            )
-            merged = ts.merge(one, two)
-            with pytest.raises(trio.TooSlowError) as waited_merged:
-                with trio.fail_after(0.05):
-                    await merged.receive()
-            assert not isinstance(waited_merged.value.__context__, trio.WouldBlock)
+            with pytest.raises(trio.TooSlowError) as waited, trio.fail_after(0.05):
+                await one.receive()
+            assert not any(isinstance(e, trio.WouldBlock) for e in chain(waited.value))
+            merged = ts.merge(one, two)  # one's cancelled receive() left nothing behind
+            with pytest.raises(trio.TooSlowError) as waited_merged, trio.fail_after(0.05):
+                await merged.receive()
+            assert not any(isinstance(e, trio.WouldBlock) for e in chain(waited_merged.value))
+
+
+async def test_a_cancelled_receive_leaves_another_receiver_waiting(server: ts.Server) -> None:
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="r") as client:
+        await client.create_channel("c")
+        async with client.subscribe("c", policy="block", size=10) as sub:
+            got: list[Any] = []
+
+            async def patient() -> None:
+                got.append((await sub.receive()).data)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(patient)
+                await trio.sleep(0.01)  # it waits
+                with trio.move_on_after(0.05):
+                    await sub.receive()  # a second receiver, cancelled
+                await client.publish("c", 1)
+                with trio.fail_after(WAIT_S):
+                    await wait_until(lambda: bool(got))
+            assert got == [1]
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    while True:
+        if condition():
+            return
+        await trio.sleep(0.01)

@@ -465,9 +465,11 @@ class Subscription:
             try:
                 await waiter.wait()
             except BaseException:
-                # Nobody waits on it now: left behind, it would make ts.merge (which sets
-                # its own) think another task still receives here.
-                self._unwake(waiter)
+                # If nobody waits on it now: left behind, it would make ts.merge (which sets
+                # its own) think another task still receives here. Another receiver waiting
+                # on it keeps it, or the next frame would wake nobody.
+                if not waiter.statistics().tasks_waiting:
+                    self._unwake(waiter)
                 raise
         if not self.received % YIELD_EVERY_MESSAGES:
             await _cancel_shielded_checkpoint()

@@ -51,9 +51,13 @@ async def open_own_nursery() -> AsyncIterator[trio.Nursery]:
         carried = group.exceptions[0] if len(group.exceptions) == 1 else None
         if raised is not None and carried is not None and _carries(carried, raised):
             # The block's own: the object it raised, unless trio handed on a trimmed copy.
-            unwrapped = raised if len(_leaves(carried)) == len(_leaves(raised)) else carried
+            unwrapped = (
+                raised
+                if len(exception_leaves(carried)) == len(exception_leaves(raised))
+                else carried
+            )
         else:
-            interrupts = [e for e in _leaves(group) if isinstance(e, KeyboardInterrupt)]
+            interrupts = [e for e in exception_leaves(group) if isinstance(e, KeyboardInterrupt)]
             if not interrupts:
                 raise
             unwrapped = interrupts[0]
@@ -63,10 +67,10 @@ async def open_own_nursery() -> AsyncIterator[trio.Nursery]:
         raise unwrapped
 
 
-def _leaves(error: BaseException) -> list[BaseException]:
+def exception_leaves(error: BaseException) -> list[BaseException]:
     """The exceptions inside (nested) groups, in order; a plain exception is its own."""
     if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+        return [leaf for inner in error.exceptions for leaf in exception_leaves(inner)]
     return [error]
 
 
@@ -78,6 +82,6 @@ def _carries(carried: BaseException, raised: BaseException) -> bool:
         return True
     if not (isinstance(carried, BaseExceptionGroup) and isinstance(raised, BaseExceptionGroup)):
         return False
-    held = {id(leaf) for leaf in _leaves(raised)}
-    leaves = _leaves(carried)
+    held = {id(leaf) for leaf in exception_leaves(raised)}
+    leaves = exception_leaves(carried)
     return bool(leaves) and all(id(leaf) in held for leaf in leaves)

@@ -13,6 +13,7 @@ import dataclasses
 import numbers
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Union
 
@@ -326,66 +327,107 @@ def _matches(value: Any, hint: Any) -> bool:
     raise TypeError(f"message field type {hint!r} has no wire check")
 
 
-_WANTED: Final[dict[Any, str]] = {
-    bool: "True or False",
-    int: "an int",
-    float: "a number",
-    str: "a str",
-    bytes: "bytes",
-    type(None): "None",
+# -- the sender's own check -------------------------------------------------------------------
+# A field the receiver refuses (from_wire) closes the whole connection there: the receiver
+# cannot tell a bad value from a broken peer. So the sender checks what it sends, and a
+# mistyped argument is an InvalidArgument for the caller that passed it. It takes what the
+# encoder writes as the field's type (numpy scalars, str subclasses such as a StrEnum, any
+# mapping, a number the client converts with float()), which applications pass and which
+# always went through. Checkers are built once per message class: every RPC call pays them.
+
+Check = Callable[[Any], bool]
+
+
+def _is_int(value: Any) -> bool:
+    kind = type(value)
+    return kind is int or (kind is not bool and isinstance(value, numbers.Integral))
+
+
+def _is_number(value: Any) -> bool:
+    kind = type(value)
+    if kind is float or kind is int:
+        return True
+    if kind is bool or isinstance(value, str | bytes | bytearray):
+        return False
+    try:
+        float(value)  # what the client does with it (Decimal, numpy floats)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def _is_bool(value: Any) -> bool:
+    # A numpy bool scalar too (shape ()), not an array of them.
+    return type(value) is bool or (
+        getattr(value, "shape", None) == () and getattr(value.dtype, "kind", "") == "b"
+    )
+
+
+_SCALAR_CHECKS: Final[dict[Any, tuple[Check, str]]] = {
+    int: (_is_int, "an int"),
+    float: (_is_number, "a number"),
+    bool: (_is_bool, "True or False"),
+    str: (lambda value: isinstance(value, str), "a str"),
+    bytes: (lambda value: type(value) is bytes, "bytes"),
+    type(None): (lambda value: value is None, "None"),
 }
 
 
-def _wanted(hint: Any) -> str:
-    """``hint`` as a reader of an error says it: "an int or None"."""
+def _checker(hint: Any) -> tuple[Check, str] | None:
+    """(a check of a value to send as ``hint``, how an error says the type); None: any."""
+    if hint is Any:
+        return None
     if typing.get_origin(hint) in (Union, types.UnionType):
-        return " or ".join(_wanted(arg) for arg in typing.get_args(hint))
+        parts = [_checker(arg) for arg in typing.get_args(hint)]
+        if any(part is None for part in parts):
+            return None
+        checks = [part[0] for part in parts if part is not None]
+        wanted = " or ".join(part[1] for part in parts if part is not None)
+        if type(None) in typing.get_args(hint) and len(checks) == 2:  # "X | None": the usual
+            other = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+            inner = _checker(other)
+            assert inner is not None
+            check = inner[0]
+            return (lambda value: value is None or check(value)), wanted
+        return (lambda value: any(check(value) for check in checks)), wanted
     if hint is dict or typing.get_origin(hint) is dict:
-        return "a dict"
+        return (lambda value: isinstance(value, Mapping)), "a dict"
     if hint is list or typing.get_origin(hint) is list:
-        return "a list"
-    return _WANTED.get(hint, str(hint))
+        return (lambda value: isinstance(value, list | tuple)), "a list"
+    return _SCALAR_CHECKS[hint]
 
 
-def _sendable(value: Any, hint: Any) -> bool:
-    """Whether ``value`` goes out as a field of type ``hint``: what :func:`_matches` takes,
-    and what the encoder writes as that (numpy scalars, ``str`` subclasses such as a
-    StrEnum), which applications pass and which always worked."""
-    if typing.get_origin(hint) in (Union, types.UnionType):
-        return any(_sendable(value, arg) for arg in typing.get_args(hint))
-    if hint is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint is bool:
-        return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
-    return _matches(value, hint)
+_SENDER_CHECKS: dict[type[ControlMessage], dict[str, tuple[Check, str]]] = {}
 
 
-def check_fields(cls: type[ControlMessage], fields: typing.Mapping[str, Any]) -> None:
-    """The sender's own check of a message's fields, before it goes out: the check
-    :func:`from_wire` makes on arrival, as an InvalidArgument for the caller that passed
-    the value. A field the peer would refuse closes the whole connection there (it cannot
-    tell a bad value from a broken peer), so a mistyped argument must be caught here.
+def _checks(cls: type[ControlMessage]) -> dict[str, tuple[Check, str]]:
+    checks = _SENDER_CHECKS.get(cls)
+    if checks is None:
+        built = {name: _checker(hint) for name, hint in _FIELD_TYPES[cls].items()}
+        checks = {name: check for name, check in built.items() if check is not None}
+        _SENDER_CHECKS[cls] = checks
+    return checks
+
+
+def check_fields(cls: type[ControlMessage], fields: Mapping[str, Any]) -> None:
+    """The sender's check of a message's fields, before it goes out (see above).
 
     Raises:
         InvalidArgument: a field of the wrong type (``size=10.5``, ``channel=5``).
     """
-    hints = _FIELD_TYPES[cls]
+    checks = _checks(cls)
     for name, value in fields.items():
-        hint = hints.get(name)
-        if hint is not None and not _sendable(value, hint):
-            raise InvalidArgument(
-                f"{name} must be {_wanted(hint)}, not {type(value).__name__} {brief(value)}"
-            )
+        check = checks.get(name)
+        if check is not None and not check[0](value):
+            shown = "None" if value is None else f"{type(value).__name__} {brief(value)}"
+            raise InvalidArgument(f"{name} must be {check[1]}, not {shown}")
 
 
 def check_message(message: ControlMessage) -> None:
     """:func:`check_fields` of a message built already."""
-    fields = {field.name: getattr(message, field.name) for field in dataclasses.fields(message)}
-    check_fields(type(message), fields)
+    for name, (check, _) in _checks(type(message)).items():
+        if not check(getattr(message, name)):
+            check_fields(type(message), {name: getattr(message, name)})  # raises
 
 
 def to_wire(message: ControlMessage) -> dict[str, Any]:

@@ -20,9 +20,10 @@ import trio_websocket
 from wsproto.utilities import LocalProtocolError
 
 from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError
+from .._protocol.brief import cut
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder, RunTaker, T
-from .._util import open_own_nursery, unwrap_single_exception
+from .._util import exception_leaves, open_own_nursery, unwrap_single_exception
 from . import sniff, ws_fail
 from .base import FrameTransport
 from .connect import cannot_connect
@@ -260,6 +261,7 @@ async def connect_websocket(
     if connecting.cancelled_caught:
         raise _handshake_timeout(url)
     opened = False
+    block_error: BaseException | None = None
     try:
         async with open_own_nursery() as nursery:
             connection = await _open_handshake(nursery, stream, url, max_frame_bytes, deadline)
@@ -267,31 +269,50 @@ async def connect_websocket(
             transport = WebSocketTransport(connection, max_frame_bytes, f"{host}:{port}")
             try:
                 yield transport
+            except BaseException as exc:
+                block_error = exc
+                raise
             finally:
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
     except BaseExceptionGroup as group:
-        # trio-websocket's reader task raised (the block's own errors leave as themselves,
-        # see open_own_nursery): during the handshake a refusal, said as one line.
-        refusal = group.subgroup(trio_websocket.HandshakeError)
-        if opened or refusal is None:
+        if block_error is not None:
+            raise  # the block's own group: open_own_nursery passed it on as it was
+        if opened:
+            # The connection's reader task failed while open: bare, as open_websocket said it.
             with unwrap_single_exception():
                 raise
-        reason = describe_handshake_error(_first_leaf(refusal))
-        raise ConnectionClosed(f"cannot connect to {url}: {reason}") from None
+        # The reader task raised during the handshake: a refusal, or an answer that is no
+        # HTTP at all; said as one line, as for tcp://.
+        raise _handshake_failure(url, group) from None
     finally:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(stream)  # a no-op once the connection closed it
 
 
+def _handshake_failure(url: str, group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error for a handshake whose reader task failed (``group``: the nursery's)."""
+    refusal = group.subgroup(trio_websocket.HandshakeError)
+    if refusal is not None:
+        reason = describe_handshake_error(_first_leaf(refusal))
+        return ConnectionClosed(f"cannot connect to {url}: {reason}")
+    leaves = exception_leaves(group)
+    if len(leaves) == 1 and isinstance(leaves[0], Exception):
+        # h11 on an answer that is not HTTP, say: the peer is no trio_stream HTTP port.
+        answer = f"{type(leaves[0]).__name__}: {leaves[0]}"
+        return ConnectionClosed(
+            f"cannot connect to {url}: its answer is not a WebSocket upgrade ({cut(answer)}): "
+            "is this a trio_stream server's HTTP port (path /ws)?"
+        )
+    return group
+
+
 def _first_leaf(
     group: BaseExceptionGroup[trio_websocket.HandshakeError],
 ) -> trio_websocket.HandshakeError:
-    inner: BaseException = group
-    while isinstance(inner, BaseExceptionGroup):
-        inner = inner.exceptions[0]
-    assert isinstance(inner, trio_websocket.HandshakeError)
-    return inner
+    leaf = exception_leaves(group)[0]
+    assert isinstance(leaf, trio_websocket.HandshakeError)
+    return leaf
 
 
 async def _open_stream(

@@ -23,7 +23,7 @@ import trio
 
 import trio_stream as ts
 
-from .._util import unwrap_single_exception
+from .._util import exception_leaves, unwrap_single_exception
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -95,13 +95,6 @@ def configure_logging(level: str) -> None:
         logging.getLogger("coredis").setLevel(logging.WARNING)
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups, in order."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
 def _squash(text: str) -> str:
     return " ".join(text.split())
 
@@ -126,7 +119,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
     try:
         return trio.run(_until_ctrl_c, command, args) or EXIT_OK
     except BaseException as exc:
-        leaves = _leaves(exc)
+        leaves = exception_leaves(exc)
         # Ctrl-C usually arrives while tasks are running in nurseries, wrapped in exception
         # groups next to the Cancelled siblings it caused; the user only pressed a key.
         if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):

@@ -198,7 +198,7 @@ async def _record_to_file(
     try:
         opened = args.file.open("wb")
     except OSError as exc:  # no such directory, not writable: the reason, without errno
-        reason = (exc.strerror or str(exc)).lower()
+        reason = exc.strerror.lower() if exc.strerror else str(exc)
         raise CliError(f"cannot write {args.file}: {reason}") from None
     with opened as file:
         writer = _BatchWriter(file)
