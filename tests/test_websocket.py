@@ -33,6 +33,7 @@ from trio_stream._protocol.framing import frame_prefix
 from trio_stream._protocol.limits import PROTOCOL_VERSION
 from trio_stream._transport import websocket as websocket_transport
 from trio_stream._transport.connect import connect
+from trio_stream._transport.origin import host_name
 from trio_stream._transport.urls import split_url
 from trio_stream._transport.websocket import (
     MESSAGE_BATCH_BYTES,
@@ -40,6 +41,7 @@ from trio_stream._transport.websocket import (
     batch_bounds,
     max_message_bytes,
     split_message,
+    upgrade_host,
 )
 from trio_stream._transport.ws_fail import reason_that_fits
 
@@ -534,6 +536,20 @@ async def test_the_blocks_own_exception_group_leaves_as_it_was(server: ts.Server
         async with connect(server.ws_url, max_frame_bytes=2**20):
             raise raised
     assert caught.value is raised
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "header"),
+    [
+        ("127.0.0.1", 9871, "127.0.0.1:9871"),
+        ("example.org", 443, "example.org"),
+        ("::1", 9871, "[::1]:9871"),  # was "::1:9871", which the server refused (403)
+        ("fe80::1", 80, "[fe80::1]"),
+    ],
+)
+def test_the_upgrade_names_the_host_as_a_url_does(host: str, port: int, header: str) -> None:
+    assert upgrade_host(host, port) == header
+    assert host_name(header) == host  # as the server reads it
 
 
 async def test_wss_with_tls(nursery: trio.Nursery) -> None:

@@ -341,7 +341,7 @@ async def _open_handshake(
     """The opening handshake over ``stream``; the connection's reader task runs in
     ``nursery`` (a refusal is raised there, not here)."""
     _scheme, host, port, path = split_url(url)
-    host_header = host if port in (80, 443) else f"{host}:{port}"  # as open_websocket says it
+    host_header = upgrade_host(host, port)
     with trio.move_on_at(deadline):
         return await trio_websocket.wrap_client_stream(
             nursery,
@@ -353,6 +353,13 @@ async def _open_handshake(
             receive_buffer_size=RECEIVE_BUFFER_BYTES,
         )
     raise _handshake_timeout(url)
+
+
+def upgrade_host(host: str, port: int) -> str:
+    """The upgrade request's Host header: as trio-websocket writes it (no port for 80 and
+    443), but an IPv6 address bracketed, as in URLs (without, "::1:8081" was refused)."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port in (80, 443) else f"{shown}:{port}"
 
 
 def _handshake_timeout(url: str) -> ConnectionClosed:
