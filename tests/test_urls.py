@@ -31,6 +31,16 @@ def test_a_url_the_client_cannot_use_is_one_clear_error(url: str) -> None:
         split_url(url)
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:9870", "localhost:9870", "[::1]:9870"])
+def test_an_address_without_its_scheme_is_told_the_scheme_to_add(address: str) -> None:
+    with pytest.raises(ts.InvalidArgument) as refused:
+        split_url(address)
+    assert str(refused.value) == (
+        f"{address!r} has no scheme: use tcp://{address} (or ws://host:port/ws on the "
+        "server's HTTP port)"
+    )
+
+
 def test_the_dashboard_s_address_names_the_websocket_url_there() -> None:
     with pytest.raises(ts.InvalidArgument, match=r"a client connects to ws://h:9871/ws there"):
         split_url("http://h:9871/")

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 from urllib.parse import urlsplit
 
 from .._exceptions import InvalidArgument
 
 SCHEMES: Final = ("tcp", "tcps", "ws", "wss")
+# host:port, [v6]:port: a server address that only lacks its scheme.
+_HOST_PORT: Final = re.compile(r"(?:[\w.-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}")
+
+
+def missing_scheme(text: str) -> str | None:
+    """What to say of a server address without its scheme (``127.0.0.1:9870``); None: it
+    is not one."""
+    if "://" in text or not _HOST_PORT.fullmatch(text):
+        return None
+    return (
+        f"{text!r} has no scheme: use tcp://{text} (or ws://host:port/ws on the server's HTTP port)"
+    )
 
 
 def split_url(url: str) -> tuple[str, str, int, str]:
@@ -16,6 +29,9 @@ def split_url(url: str) -> tuple[str, str, int, str]:
         raise InvalidArgument(
             f"a server URL is a str such as 'tcp://127.0.0.1:9870', not {type(url).__name__}"
         )
+    no_scheme = missing_scheme(url)
+    if no_scheme is not None:
+        raise InvalidArgument(no_scheme)
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -7,14 +7,13 @@ import difflib
 import json
 import math
 import os
-import re
 import textwrap
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TypeAlias
 
 from .._exceptions import InvalidArgument
 from .._protocol.array_view import View
-from .._transport.urls import split_url
+from .._transport.urls import missing_scheme, split_url
 from ._run import UsageError
 
 # The object add_subparsers() returns (generic for type checkers only).
@@ -203,20 +202,14 @@ def json_or_text(text: str) -> Any:
         return text
 
 
-# host:port, [v6]:port: a server address that only lacks its scheme.
-_HOST_PORT: Final = re.compile(r"(?:[\w.-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}")
-
-
 def server_url(text: str) -> str:
     """The URL argument: a channel name there (the URL left out) is named as such at once,
     rather than as a missing CHANNEL argument after it; an address without its scheme is
     told which scheme to add (saying "the URL comes first" would send the user astray)."""
     if "://" not in text:
-        if _HOST_PORT.fullmatch(text):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} has no scheme: use tcp://{text} (or ws://host:port/ws on the "
-                "server's HTTP port)"
-            )
+        no_scheme = missing_scheme(text)
+        if no_scheme is not None:
+            raise argparse.ArgumentTypeError(no_scheme)
         raise argparse.ArgumentTypeError(
             f"{text[:200]!r} is not a server URL: the URL comes first, e.g. "
             "tcp://127.0.0.1:9870 (or ws://host:port/ws)"
