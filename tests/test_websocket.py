@@ -494,6 +494,28 @@ async def test_a_cancelled_connection_attempt_closes_its_socket_at_once() -> Non
         assert not [w for w in warned if issubclass(w.category, ResourceWarning)]
 
 
+async def test_a_server_that_hangs_up_on_the_upgrade_is_told_at_once(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # trio-websocket's handshake waits for nothing it sets when the peer closes first: the
+    # attempt sat out the whole handshake timeout, then blamed the time.
+    monkeypatch.setattr(websocket_transport, "CONNECT_TIMEOUT_S", 60.0)
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.aclose()
+
+    (listener,) = await nursery.start(partial(trio.serve_tcp, hang_up, 0, host="127.0.0.1"))
+    url = f"ws://127.0.0.1:{listener.socket.getsockname()[1]}/ws"
+    with pytest.raises(ts.ConnectionClosed) as refused, trio.fail_after(TIMEOUT_S):
+        async with ts.open_client(url, reconnect=False):
+            pass
+    assert str(refused.value) == (
+        f"cannot connect to {url}: the server closed the connection without answering the "
+        "WebSocket upgrade"
+    )
+
+
 async def test_an_answer_that_is_no_upgrade_is_one_line(nursery: trio.Nursery) -> None:
     async def not_http(stream: trio.SocketStream) -> None:
         await stream.receive_some(65536)

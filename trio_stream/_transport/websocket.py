@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 import trio
 import trio_websocket
@@ -341,18 +341,43 @@ async def _open_handshake(
     """The opening handshake over ``stream``; the connection's reader task runs in
     ``nursery`` (a refusal is raised there, not here)."""
     _scheme, host, port, path = split_url(url)
-    host_header = upgrade_host(host, port)
-    with trio.move_on_at(deadline):
+    with trio.move_on_at(deadline) as waiting:
+        watched = _ReaderWatch(nursery, waiting)
         return await trio_websocket.wrap_client_stream(
-            nursery,
+            cast(trio.Nursery, watched),
             stream,
-            host_header,
+            upgrade_host(host, port),
             path,
             message_queue_size=MESSAGE_QUEUE_SIZE,
             max_message_size=max_message_bytes(max_frame_bytes),
             receive_buffer_size=RECEIVE_BUFFER_BYTES,
         )
+    if watched.ended:
+        raise ConnectionClosed(
+            f"cannot connect to {url}: the server closed the connection without answering "
+            "the WebSocket upgrade"
+        )
     raise _handshake_timeout(url)
+
+
+class _ReaderWatch:
+    """The nursery handed to wrap_client_stream, which starts the connection's reader task
+    in it: a reader task that ends without raising before the handshake is done (the peer
+    closed the connection; trio-websocket then sets nothing the handshake waits for) stops
+    the wait at once, where it sat out the whole timeout."""
+
+    def __init__(self, nursery: trio.Nursery, waiting: trio.CancelScope) -> None:
+        self._nursery = nursery
+        self._waiting = waiting
+        self.ended = False
+
+    def start_soon(self, fn: Callable[[], Awaitable[object]], *, name: object = None) -> None:
+        async def watched() -> None:
+            await fn()
+            self.ended = True
+            self._waiting.cancel()  # a no-op once the handshake is done and its scope left
+
+        self._nursery.start_soon(watched, name=name)
 
 
 def upgrade_host(host: str, port: int) -> str:
