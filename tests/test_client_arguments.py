@@ -5,7 +5,6 @@ close the whole connection for it (every subscription of the client would see a 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -18,58 +17,37 @@ import trio_stream as ts
 
 STEP_S = 10.0
 
-Call = Callable[[ts.Client], Awaitable[Any]]
-
-MISTYPED: dict[str, tuple[Call, str]] = {
-    "history float": (
-        lambda c: c.create_channel("x", history=10.0),  # type: ignore[arg-type]
-        "history must be an int, not float 10.0",
-    ),
-    "channel int": (lambda c: c.create_channel(5), "channel must be a str, not int 5"),  # type: ignore[arg-type]
-    "lifetime str": (
-        lambda c: c.create_channel("x", lifetime="5"),  # type: ignore[arg-type]
-        "lifetime must be a number or None, not str '5'",
-    ),
-    "size float": (
-        lambda c: c.open_subscription("c", size=10.5),  # type: ignore[arg-type]
-        "size must be an int or None, not float 10.5",
-    ),
-    "size str": (
-        lambda c: c.open_subscription("c", size="10"),  # type: ignore[arg-type]
-        "size must be an int or None, not str '10'",
-    ),
-    "every float": (
-        lambda c: c.open_subscription("c", every=2.5),  # type: ignore[arg-type]
-        "every must be an int, not float 2.5",
-    ),
-    "max_rate str": (
-        lambda c: c.open_subscription("c", max_rate="2"),  # type: ignore[arg-type]
+# (client method, its arguments, what InvalidArgument says): one mistake each.
+MISTYPED: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
+    ("create_channel", ("x",), {"history": 10.0}, "history must be an int, not float 10.0"),
+    ("create_channel", (5,), {}, "channel must be a str, not int 5"),
+    ("create_channel", ("x",), {"lifetime": "5"}, "lifetime must be a number or None, not str '5'"),
+    ("open_subscription", ("c",), {"size": 10.5}, "size must be an int or None, not float 10.5"),
+    ("open_subscription", ("c",), {"size": "10"}, "size must be an int or None, not str '10'"),
+    ("open_subscription", ("c",), {"every": 2.5}, "every must be an int, not float 2.5"),
+    (
+        "open_subscription",
+        ("c",),
+        {"max_rate": "2"},
         "max_rate must be a number or None, not str '2'",
     ),
-    "sender int": (
-        lambda c: c.open_subscription("c", sender=5),  # type: ignore[arg-type]
-        "sender must be a str or None, not int 5",
-    ),
-    "publish channel int": (lambda c: c.publish(5, 1), "channel must be a str, not int 5"),  # type: ignore[arg-type]
-    "delete channel int": (
-        lambda c: c.delete_channel(5),  # type: ignore[arg-type]
-        "channel must be a str, not int 5",
-    ),
-    "rpc provider int": (lambda c: c.rpc(5), "provider must be a str, not int 5"),  # type: ignore[arg-type]
-}
+    ("open_subscription", ("c",), {"sender": 5}, "sender must be a str or None, not int 5"),
+    ("publish", (5, 1), {}, "channel must be a str, not int 5"),
+    ("delete_channel", (5,), {}, "channel must be a str, not int 5"),
+    ("rpc", (5,), {}, "provider must be a str, not int 5"),
+]
 
 
-@pytest.mark.parametrize("case", MISTYPED)
+@pytest.mark.parametrize(("method", "args", "kwargs", "message"), MISTYPED)
 async def test_a_mistyped_argument_is_refused_and_the_connection_stays(
-    server: ts.Server, case: str
+    server: ts.Server, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
 ) -> None:
-    call, message = MISTYPED[case]
     assert server.tcp_url
     async with ts.open_client(server.tcp_url, name="app", reconnect=False) as client:
         await client.create_channel("c")
         async with client.subscribe("c", policy="block", size=10) as sub:
             with pytest.raises(ts.InvalidArgument) as refused, trio.fail_after(STEP_S):
-                await call(client)
+                await getattr(client, method)(*args, **kwargs)
             assert str(refused.value) == message
             # Nothing else was lost: the same connection carries on.
             with trio.fail_after(STEP_S):
