@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 import trio_stream as ts
-from trio_stream._config import InvalidSetting
 
 
 @pytest.mark.parametrize(
@@ -40,12 +39,12 @@ from trio_stream._config import InvalidSetting
 def test_a_setting_the_server_cannot_run_with_is_refused_by_name(setting: str, value: Any) -> None:
     with pytest.raises(ts.InvalidArgument) as refused:
         ts.ServerConfig(**{setting: value})
-    assert isinstance(refused.value, InvalidSetting) and refused.value.setting == setting
+    assert isinstance(refused.value, ts.InvalidSetting) and refused.value.setting == setting
     assert setting.removesuffix("_s") in str(refused.value)
 
 
 def test_a_server_needs_an_endpoint() -> None:
-    with pytest.raises(InvalidSetting, match="both off"):
+    with pytest.raises(ts.InvalidSetting, match="both off"):
         ts.ServerConfig(tcp_port=None, http_port=None)
 
 
@@ -69,7 +68,7 @@ def test_settings_at_the_edges_are_taken(settings: dict[str, Any]) -> None:
 
 def test_an_invalid_setting_survives_pickling_with_its_name() -> None:
     # A process pool or a multiprocessing queue hands exceptions on pickled.
-    with pytest.raises(InvalidSetting) as refused:
+    with pytest.raises(ts.InvalidSetting) as refused:
         ts.ServerConfig(idle_timeout_s=-1)
     copy = pickle.loads(pickle.dumps(refused.value))
     assert copy.setting == "idle_timeout_s" and str(copy) == str(refused.value)
@@ -80,7 +79,7 @@ def test_a_redis_engine_without_the_redis_extra_is_refused_where_the_config_is_m
 ) -> None:
     # It used to pass here and fail only in ts.serve, as a ValueError from the server's start.
     monkeypatch.setitem(sys.modules, "coredis", None)  # as if not installed: import fails
-    with pytest.raises(InvalidSetting, match=r"needs the redis extra: pip install") as refused:
+    with pytest.raises(ts.InvalidSetting, match=r"needs the redis extra: pip install") as refused:
         ts.ServerConfig(engine="redis://127.0.0.1:6379/0")
     assert refused.value.setting == "engine"
     ts.ServerConfig(engine="memory")  # the default needs nothing
@@ -99,7 +98,7 @@ def test_a_broken_coredis_install_gets_its_own_error_not_install_the_extra(
 
     monkeypatch.delitem(sys.modules, "coredis", raising=False)
     monkeypatch.setattr(sys, "meta_path", [BrokenCoredis, *sys.meta_path])
-    with pytest.raises(InvalidSetting) as refused:
+    with pytest.raises(ts.InvalidSetting) as refused:
         ts.ServerConfig(engine="redis://127.0.0.1:6379/0")
     assert str(refused.value) == (
         "engine=redis:// needs coredis, which does not import: cannot import name 'Final' "

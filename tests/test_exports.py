@@ -21,6 +21,7 @@ EXPORTS = {
     "FileEvent",
     "FrameTooLarge",
     "InvalidArgument",
+    "InvalidSetting",
     "LimitExceeded",
     "Merge",
     "Message",
@@ -73,9 +74,10 @@ def test_errors_survive_pickling_under_their_public_name() -> None:
     for name in EXPORTS:
         error_class = getattr(ts, name)
         if isinstance(error_class, type) and issubclass(error_class, ts.TrioStreamError):
-            args = (
-                ("ValueError", "what to do") if error_class is ts.RemoteError else ("what to do",)
-            )
+            args = {
+                ts.RemoteError: ("ValueError", "what to do"),
+                ts.InvalidSetting: ("tcp_port", "what to do"),
+            }.get(error_class, ("what to do",))
             copy = pickle.loads(pickle.dumps(error_class(*args)))
             assert type(copy) is error_class and str(copy) == str(error_class(*args)), name
     sent = ts.RemoteError("OSError", "port busy", "Traceback ...")

@@ -17,6 +17,7 @@ from ._exceptions import ClusterUnavailable as ClusterUnavailable
 from ._exceptions import ConnectionClosed as ConnectionClosed
 from ._exceptions import FrameTooLarge as FrameTooLarge
 from ._exceptions import InvalidArgument as InvalidArgument
+from ._exceptions import InvalidSetting as InvalidSetting
 from ._exceptions import LimitExceeded as LimitExceeded
 from ._exceptions import NameInUse as NameInUse
 from ._exceptions import ProtocolError as ProtocolError

@@ -6,7 +6,7 @@ import math
 import ssl
 from dataclasses import dataclass, field
 
-from ._exceptions import InvalidArgument
+from ._exceptions import InvalidSetting
 from ._protocol.frames import DATA_OVER_LIMIT_BYTES
 from ._protocol.limits import (
     HANDSHAKE_TIMEOUT_S,
@@ -59,17 +59,6 @@ _COUNTS = (
     "max_connections_per_address",
     "http_max_requests",
 )
-
-
-class InvalidSetting(InvalidArgument):
-    """A ServerConfig field with a value the server cannot run with; ``setting`` names it."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        super().__init__(setting, message)
-        self.setting = setting
-
-    def __str__(self) -> str:
-        return str(self.args[1])
 
 
 @dataclass(frozen=True)

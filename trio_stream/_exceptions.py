@@ -48,6 +48,18 @@ class InvalidArgument(TrioStreamError, ValueError):
     """An argument the server refused (bad channel name, unknown policy, ...)."""
 
 
+class InvalidSetting(InvalidArgument):
+    """A ``ServerConfig`` field the server cannot run with; ``setting`` names the field (the
+    CLI names its flag from it)."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(setting, message)  # both in args: a pickled copy is made from them
+        self.setting = setting
+
+    def __str__(self) -> str:
+        return str(self.args[1])
+
+
 class NameInUse(TrioStreamError):
     """Another connected client already uses that name."""
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import trio_stream as ts
 
-from .._config import InvalidSetting
+from .._exceptions import InvalidSetting
 from ._options import TOKEN_ENV, byte_size, port_or_off
 from ._output import human_bytes
 from ._run import UsageError
