@@ -1660,3 +1660,45 @@ async def test_a_redis_outage_is_one_warning_per_job_not_one_a_second(
         assert nodes <= len(failed) <= 2 * nodes, caplog.text
     assert "channel check failed" not in caplog.text
     assert "not checked" not in caplog.text
+
+
+async def test_a_late_reader_on_another_node_gets_the_history_then_live_frames_in_order(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first reader of a channel on a node starts that node reading its stream and takes
+    # the history from Redis. Frames that the writer sends while that history is read must
+    # come after it: the node used to follow the stream first, so they came in meanwhile
+    # and the history went in behind them (seqs 51..70, then 1..50, and with a full history
+    # the newest trimmed away uncounted). The read is widened here by sending during it.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="w") as w,
+        ts.open_client(str(b.tcp_url), name="r") as r,
+    ):
+        await w.create_channel("c", history=1000)
+        real_read_range = redis_engine.read_range
+        async with w.publisher("c") as pub:
+            for i in range(50):
+                await pub.send(i)
+            with trio.fail_after(WAIT_S):
+                await pub.wait_acknowledged()
+            sent_during_read: list[int] = []
+
+            async def read_range(*args: Any, **options: Any) -> Any:
+                if not sent_during_read:
+                    for i in range(50, 70):
+                        await pub.send(i)
+                        sent_during_read.append(i)
+                    await pub.wait_acknowledged()
+                    with trio.move_on_after(1.0):  # a node that follows already has them
+                        while b.state.broker.channels["c"].seq < 70:  # noqa: ASYNC110
+                            await trio.sleep(0.01)
+                return await real_read_range(*args, **options)
+
+            monkeypatch.setattr(redis_engine, "read_range", read_range)
+            with trio.fail_after(WAIT_S):
+                async with r.subscribe("c", policy="block", size=2000) as sub:
+                    got = [await sub.receive() for _ in range(70)]
+        assert sent_during_read, "the history was not read from Redis"
+        assert [(m.seq, m.data, m.lost) for m in got] == [(i + 1, i, 0) for i in range(70)]

@@ -930,11 +930,11 @@ class RedisEngine:
                 channel.seq = seq
                 channel.recent.clear()
                 channel.recent_bytes = 0
-            fresh = not channel.recent
-            await reader.follow(channel.name, epoch=channel.epoch, after=channel.seq)
-            self._taken[channel.name] = channel.seq
-            self.io.positions.update(channel.name, channel.epoch, channel.seq)
-            if fresh and channel.history and channel.seq:
+            if not channel.recent and channel.history and channel.seq:
+                # The history up to here first, then the stream after it: read while the
+                # stream was followed, the live frames came in meanwhile and the history
+                # went in behind them (a late reader got them out of order and twice, and a
+                # full history, trimmed, dropped the newest uncounted).
                 got = await read_range(
                     self.io.client,
                     self.io.keys,
@@ -946,6 +946,9 @@ class RedisEngine:
                 for f in got:
                     if f.seq <= channel.seq:
                         self.state.broker._remember(channel, SharedData(*f))
+            await reader.follow(channel.name, epoch=channel.epoch, after=channel.seq)
+            self._taken[channel.name] = channel.seq
+            self.io.positions.update(channel.name, channel.epoch, channel.seq)
 
     async def _list_channels(self, session: Session, msg: ListChannels) -> list[dict[str, Any]]:
         local = self.state.broker.channels
