@@ -26,7 +26,7 @@ from proxy import open_proxy
 from redis_server import RedisServer
 
 import trio_stream as ts
-from trio_stream._engine import redis_engine
+from trio_stream._engine import redis_engine, redis_streams
 
 WAIT_S = 15.0
 
@@ -1677,7 +1677,7 @@ async def test_a_late_reader_on_another_node_gets_the_history_then_live_frames_i
         ts.open_client(str(b.tcp_url), name="r") as r,
     ):
         await w.create_channel("c", history=1000)
-        real_read_range = redis_engine.read_range
+        real_read_range = redis_streams.read_range
         async with w.publisher("c") as pub:
             for i in range(50):
                 await pub.send(i)

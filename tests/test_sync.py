@@ -84,8 +84,10 @@ async def test_every_operation_as_a_blocking_call(url: str) -> None:
                 assert sub.get(timeout=STEP_S).data == {"t": 1.5}
                 with pytest.raises(TimeoutError, match=r"within 0\.05 s$"):  # the time asked
                     sub.get(timeout=0.05)
+                assert sub.end_reason is None
                 c.delete_channel("AnalogInput1")
                 assert list(sub) == []  # the channel ended: iteration stops
+                assert sub.end_reason == "channel 'AnalogInput1' was deleted"
             with pytest.raises(ts.ChannelNotFound):
                 c.publish("AnalogInput1", 1)
 
@@ -160,7 +162,7 @@ async def test_subscriptions_and_publishers_outlive_a_cell_without_with(url: str
             assert sub.get(timeout=STEP_S).data == "two"
             sub.close()
             sub.close()
-            assert sub.closed
+            assert sub.closed and sub.end_reason == "unsubscribed"
             with pytest.raises(trio.EndOfChannel, match="unsubscribed"):
                 sub.get(timeout=STEP_S)
             (info,) = [ch for ch in c.channels() if ch.name == "ch"]
@@ -867,7 +869,7 @@ async def test_a_lost_connection_and_its_return_are_said_once_each(
         def scenario() -> None:
             with SyncClient(proxy.url, name="patient", reconnect=ts.Reconnect(initial=0.1)) as c:
                 c.create_channel("ch")
-                with c.subscribe("ch") as sub:
+                with c.subscribe("ch") as sub, c.publisher("ch") as pub:
                     proxy.refuse()
                     trio.from_thread.run_sync(proxy.cut)
                     c.wait_state("reconnecting", timeout=STEP_S)
@@ -876,6 +878,14 @@ async def test_a_lost_connection_and_its_return_are_said_once_each(
                     assert str(timed_out.value) == (
                         f"no message on 'ch' within 0.05 s (the connection to {proxy.url} "
                         "is lost; reconnecting)"
+                    )
+                    # So does a flush of values the server cannot take meanwhile.
+                    assert pub.send(1)
+                    with pytest.raises(TimeoutError) as timed_out:
+                        c.flush(timeout=0.05)
+                    assert str(timed_out.value) == (
+                        f"not done within 0.05 s (the connection to {proxy.url} is lost; "
+                        "reconnecting)"
                     )
                     proxy.accept()
                     c.wait_state("open", timeout=STEP_S)

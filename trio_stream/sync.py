@@ -334,7 +334,12 @@ class SyncClient:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames + self._undelivered
         if unsent:
-            message = f"{unsent} published values were not sent before the SyncClient closed"
+            message = (
+                f"{unsent} published values were not sent before the SyncClient closed: the "
+                f"server had not taken them when the close gave up (it waits {CLOSE_FLUSH_S:g} s "
+                "with flush=True); they are dropped. To wait longer for a server that is "
+                "coming back, call flush(timeout=...) before close()"
+            )
             if flush and error is None:
                 error = ConnectionClosed(message)
             else:
@@ -571,7 +576,7 @@ class SyncClient:
             TimeoutError: not within ``timeout`` seconds (the values stay queued).
             TrioStreamError: a queued value could not be sent (raised once).
         """
-        self._call(partial(_with_timeout, timeout, self._flush))
+        self._call(partial(_with_timeout, timeout, self._flush, self._trio_client))
         with self._cond:
             self._raise_publish_error()
 
@@ -729,12 +734,27 @@ class SyncClient:
         )
 
 
-async def _with_timeout(timeout_s: float | None, fn: Callable[[], Awaitable[T]]) -> T:
+async def _with_timeout(
+    timeout_s: float | None, fn: Callable[[], Awaitable[T]], client: Client | None = None
+) -> T:
+    """``fn()`` within the caller's ``timeout=``; the TimeoutError says when ``client``'s
+    connection is what kept it (a flush or a wait for readers during an outage)."""
     try:
         with trio.fail_after(math.inf if timeout_s is None else timeout_s):
             return await fn()
     except trio.TooSlowError:
-        raise caller_timeout(f"not done within {timeout_s:g} s") from None
+        message = f"not done within {timeout_s:g} s"
+        if client is not None:
+            message += _reconnecting_note(client)
+        raise caller_timeout(message) from None
+
+
+def _reconnecting_note(client: Client) -> str:
+    """Said after a blocking call's timeout while the connection is lost: the wait was the
+    outage's, not the channel's silence or the server's slowness."""
+    if client.state == "reconnecting":
+        return f" (the connection to {client.url} is lost; reconnecting)"
+    return ""
 
 
 class SyncPublisher:
@@ -772,7 +792,12 @@ class SyncPublisher:
             TimeoutError: not within ``timeout`` seconds.
         """
         self._client._call(
-            partial(_with_timeout, timeout, partial(self._pub.wait_for_readers, count))
+            partial(
+                _with_timeout,
+                timeout,
+                partial(self._pub.wait_for_readers, count),
+                self._client._trio_client,
+            )
         )
 
     @property
@@ -857,6 +882,13 @@ class SyncSubscription:
     def lost(self) -> int:
         """Frames this subscription lost to overflow, in total."""
         return self._sub.lost
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the subscription ended (``"channel 'x' was deleted"``, ``"unsubscribed"``...),
+        as ``Subscription.end_reason``; None while it goes on. A recorder whose ``for msg in
+        sub`` loop stopped reads it to tell a deleted channel from a Redis restart."""
+        return self._sub.end_reason
 
     def retune(self, **changes: Any) -> None:
         """Change this subscription on the server (arguments as ``Subscription.retune``)."""
@@ -957,10 +989,7 @@ class SyncSubscription:
             if not batch:
                 asked_s = timeout_s if asked_s is None else asked_s
                 message = f"no message on {sub.channel!r} within {asked_s:g} s"
-                client = self._client._trio_client
-                if client.state == "reconnecting":  # not the channel's silence: say so
-                    message += f" (the connection to {client.url} is lost; reconnecting)"
-                raise caller_timeout(message)
+                raise caller_timeout(message + _reconnecting_note(self._client._trio_client))
         while len(batch) < sub.window:
             try:
                 batch.append(sub.receive_nowait())
