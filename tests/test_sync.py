@@ -879,6 +879,12 @@ async def test_a_lost_connection_and_its_return_are_said_once_each(
                         f"no message on 'ch' within 0.05 s (the connection to {proxy.url} "
                         "is lost; reconnecting)"
                     )
+                    with pytest.raises(TimeoutError) as timed_out:  # a script's bound
+                        c.wait_state("open", timeout=0.05)
+                    assert str(timed_out.value) == (
+                        f"not done within 0.05 s (the connection to {proxy.url} is lost; "
+                        "reconnecting)"
+                    )
                     # So does a flush of values the server cannot take meanwhile.
                     assert pub.send(1)
                     with pytest.raises(TimeoutError) as timed_out:

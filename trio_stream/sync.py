@@ -310,7 +310,9 @@ class SyncClient:
             TimeoutError: not within ``timeout`` seconds.
         """
         client = self._trio_client
-        return self._call(partial(_with_timeout, timeout, partial(client.wait_state, *states)))
+        return self._call(
+            partial(_with_timeout, timeout, partial(client.wait_state, *states), client)
+        )
 
     def close(self, *, flush: bool = True) -> None:
         """Send what is queued (with ``flush``), say goodbye, and end the thread. Idempotent.
