@@ -1662,17 +1662,19 @@ async def test_a_redis_outage_is_one_warning_per_job_not_one_a_second(
     assert "not checked" not in caplog.text
 
 
-async def test_a_late_reader_on_another_node_gets_the_history_then_live_frames_in_order(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The first reader of a channel on a node starts that node reading its stream and takes
-    # the history from Redis. Frames that the writer sends while that history is read must
-    # come after it: the node used to follow the stream first, so they came in meanwhile
-    # and the history went in behind them (seqs 51..70, then 1..50, and with a full history
-    # the newest trimmed away uncounted). The read is widened here by sending during it.
+DuringHistoryRead = Callable[[ts.Publisher, ts.Server], Awaitable[None]]
+
+
+async def late_reader_of_history(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch, during_read: DuringHistoryRead
+) -> list[ts.Message]:
+    """A writer on node a sends 0..49 into a history channel, then a reader on node b
+    subscribes: b's first reader of it, so b reads the history from Redis and then follows
+    the stream. ``during_read(pub, node_b)`` runs as that read starts; it sends 50..69.
+    Returns the 70 messages the reader got."""
     async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_server(node_config(redis, "a")) as a,
+        ts.open_server(node_config(redis, "b")) as b,
         ts.open_client(str(a.tcp_url), name="w") as w,
         ts.open_client(str(b.tcp_url), name="r") as r,
     ):
@@ -1683,22 +1685,62 @@ async def test_a_late_reader_on_another_node_gets_the_history_then_live_frames_i
                 await pub.send(i)
             with trio.fail_after(WAIT_S):
                 await pub.wait_acknowledged()
-            sent_during_read: list[int] = []
+            read: list[bool] = []
 
             async def read_range(*args: Any, **options: Any) -> Any:
-                if not sent_during_read:
-                    for i in range(50, 70):
-                        await pub.send(i)
-                        sent_during_read.append(i)
-                    await pub.wait_acknowledged()
-                    with trio.move_on_after(1.0):  # a node that follows already has them
-                        while b.state.broker.channels["c"].seq < 70:  # noqa: ASYNC110
-                            await trio.sleep(0.01)
+                if not read:
+                    read.append(True)
+                    await during_read(pub, b)
                 return await real_read_range(*args, **options)
 
             monkeypatch.setattr(redis_engine, "read_range", read_range)
             with trio.fail_after(WAIT_S):
                 async with r.subscribe("c", policy="block", size=2000) as sub:
                     got = [await sub.receive() for _ in range(70)]
-        assert sent_during_read, "the history was not read from Redis"
-        assert [(m.seq, m.data, m.lost) for m in got] == [(i + 1, i, 0) for i in range(70)]
+        assert read, "the history was not read from Redis"
+    return got
+
+
+async def send_50_to_69(pub: ts.Publisher) -> None:
+    for i in range(50, 70):
+        await pub.send(i)
+    await pub.wait_acknowledged()
+
+
+async def test_a_late_reader_on_another_node_gets_the_history_then_live_frames_in_order(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The frames the writer sends while the history is read must come after it: the node
+    # used to follow the stream first, so they came in meanwhile and the history went in
+    # behind them (seqs 51..70, then 1..50; with a full history the newest were trimmed away
+    # uncounted).
+    async def during_read(pub: ts.Publisher, node_b: ts.Server) -> None:
+        await send_50_to_69(pub)
+        with trio.move_on_after(1.0):  # a node that follows already has them
+            while node_b.state.broker.channels["c"].seq < 70:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
+    got = await late_reader_of_history(redis_server, monkeypatch, during_read)
+    assert [(m.seq, m.data, m.lost) for m in got] == [(i + 1, i, 0) for i in range(70)]
+
+
+async def test_a_batch_an_earlier_follow_read_goes_after_the_history(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch read by an earlier follow of the node (its reader gone, the stream unfollowed)
+    # may still be handed on while the next first reader's history is read: its frames
+    # (seqs 51..60 here) are past the history and must come after it, not before.
+    async def during_read(pub: ts.Publisher, node_b: ts.Server) -> None:
+        await send_50_to_69(pub)
+        engine: Any = node_b.state.engine
+        epoch = node_b.state.broker.channels["c"].epoch
+        frames = await redis_streams.read_range(
+            engine.io.client, engine.io.keys, "c", epoch, 50, 10
+        )
+        await engine.io.reader._send.send(redis_streams.FrameBatch("c", epoch, list(frames)))
+        with trio.fail_after(WAIT_S):
+            while node_b.state.broker.channels["c"].seq < 60:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
+    got = await late_reader_of_history(redis_server, monkeypatch, during_read)
+    assert [(m.seq, m.data, m.lost) for m in got] == [(i + 1, i, 0) for i in range(70)]

@@ -67,7 +67,11 @@ async def test_a_sync_publish_without_readers_returns_false_and_the_value_goes_n
             c.flush(timeout=WAIT_S)
             with rec.subscribe("AI1", policy="unbounded") as sub:
                 pub.wait_for_readers(timeout=WAIT_S)
-                assert c.publish("AI1", "first read") is True
+                # The client's shared publisher (behind c.publish) hears of the reader on its
+                # own: a False until then sends nothing, as asserted below.
+                deadline = time.monotonic() + WAIT_S
+                while not c.publish("AI1", "first read") and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 assert pub.send("second read") is True
                 c.flush(timeout=WAIT_S)
                 pub.close()
@@ -185,7 +189,9 @@ async def test_a_subscription_whose_channel_is_missing_after_a_reconnect_waits_f
             writer_proxy.accept()  # the owner is back and creates its channel again
             with trio.fail_after(WAIT_S):
                 await writer.wait_state("open")
-                await pub.wait_for_readers()  # the waiting subscription found it
+                while [c.readers for c in await observer.channels() if c.name == "AI1"] != [1]:  # noqa: ASYNC110
+                    await trio.sleep(0.01)  # the waiting subscription found it
+                await pub.wait_for_readers()
                 for i in range(5):
                     assert await pub.send(i)
                 got = [await sub.receive() for _ in range(5)]

@@ -336,12 +336,15 @@ class SyncClient:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames + self._undelivered
         if unsent:
-            message = (
-                f"{unsent} published values were not sent before the SyncClient closed: the "
-                f"server had not taken them when the close gave up (it waits {CLOSE_FLUSH_S:g} s "
-                "with flush=True); they are dropped. To wait longer for a server that is "
-                "coming back, call flush(timeout=...) before close()"
-            )
+            if flush:
+                message = (
+                    f"{unsent} published values were not sent before the SyncClient closed: "
+                    f"the server had not taken them when the close gave up (it waits "
+                    f"{CLOSE_FLUSH_S:g} s); they are dropped. To wait longer for a server that "
+                    "is coming back, call flush(timeout=...) before close()"
+                )
+            else:
+                message = f"{unsent} published values were dropped: close(flush=False)"
             if flush and error is None:
                 error = ConnectionClosed(message)
             else:
@@ -888,8 +891,9 @@ class SyncSubscription:
     @property
     def end_reason(self) -> str | None:
         """Why the subscription ended (``"channel 'x' was deleted"``, ``"unsubscribed"``...),
-        as ``Subscription.end_reason``; None while it goes on. A recorder whose ``for msg in
-        sub`` loop stopped reads it to tell a deleted channel from a Redis restart."""
+        as ``Subscription.end_reason``: set when the end arrives (messages before it may
+        still be returned), None until then. A recorder whose ``for msg in sub`` loop stopped
+        reads it to tell a deleted channel from a Redis restart."""
         return self._sub.end_reason
 
     def retune(self, **changes: Any) -> None:

@@ -931,24 +931,45 @@ class RedisEngine:
                 channel.recent.clear()
                 channel.recent_bytes = 0
             if not channel.recent and channel.history and channel.seq:
-                # The history up to here first, then the stream after it: read while the
-                # stream was followed, the live frames came in meanwhile and the history
-                # went in behind them (a late reader got them out of order and twice, and a
-                # full history, trimmed, dropped the newest uncounted).
-                got = await read_range(
-                    self.io.client,
-                    self.io.keys,
-                    channel.name,
-                    channel.epoch,
-                    max(0, channel.seq - channel.history),
-                    channel.history,
-                )
-                for f in got:
-                    if f.seq <= channel.seq:
-                        self.state.broker._remember(channel, SharedData(*f))
-            await reader.follow(channel.name, epoch=channel.epoch, after=channel.seq)
+                await self._read_history(channel)
+            epoch, _ = await reader.follow(channel.name, epoch=channel.epoch, after=channel.seq)
+            if epoch != channel.epoch:
+                # Deleted and created anew (on another node) while we read: this channel's
+                # end is on its way here; following the new one under the old epoch would
+                # drop all it brings.
+                await reader.unfollow(channel.name)
+                raise ChannelNotFound(f"channel {channel.name!r} ended meanwhile: subscribe again")
             self._taken[channel.name] = channel.seq
             self.io.positions.update(channel.name, channel.epoch, channel.seq)
+
+    async def _read_history(self, channel: Channel) -> None:
+        """The channel's history from Redis, up to its position here, into ``recent``: before
+        this node follows the stream, so that the history comes first (read while the stream
+        was followed, live frames came in meanwhile and the history went in behind them: a
+        late reader got them out of order and twice, and a full history, trimmed, dropped
+        the newest uncounted)."""
+        upto, epoch = channel.seq, channel.epoch
+        got = await read_range(
+            self.io.client,
+            self.io.keys,
+            channel.name,
+            epoch,
+            max(0, upto - channel.history),
+            channel.history,
+        )
+        if channel.epoch != epoch:
+            return  # registered again meanwhile (a reset): that history is not this one's
+        # A batch that an earlier follow here had read may still have come in meanwhile
+        # (_consume takes it): what it brought past ``upto`` goes after the history.
+        came = [frame for frame in channel.recent if frame.seq > upto]
+        channel.recent.clear()
+        channel.recent_bytes = 0
+        remember = self.state.broker._remember
+        for f in got:
+            if f.seq <= upto:
+                remember(channel, SharedData(*f))
+        for frame in came:
+            remember(channel, frame)
 
     async def _list_channels(self, session: Session, msg: ListChannels) -> list[dict[str, Any]]:
         local = self.state.broker.channels
