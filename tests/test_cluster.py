@@ -1744,3 +1744,58 @@ async def test_a_batch_an_earlier_follow_read_goes_after_the_history(
 
     got = await late_reader_of_history(redis_server, monkeypatch, during_read)
     assert [(m.seq, m.data, m.lost) for m in got] == [(i + 1, i, 0) for i in range(70)]
+
+
+async def resumed_reads(url_w: str, url_w2: str, url_r: str, **options: Any) -> list[Any]:
+    """Writers "w" (4 frames of 5) and "w2" (every 5th) send 100 frames in turn into a
+    history=5000 channel; a reader that took seqs 1..8 resumes after them with ``options``.
+    Returns what the resumed subscription got, as (seq, data, sender, lost)."""
+    async with (
+        ts.open_client(url_w, name="w") as w,
+        ts.open_client(url_w2, name="w2") as w2,
+        ts.open_client(url_r, name="r") as r,
+    ):
+        await w.create_channel("c", history=5000)
+        with trio.fail_after(WAIT_S):
+            async with r.subscribe("c", policy="unbounded") as first:
+                async with w.publisher("c") as pub, w2.publisher("c") as pub2:
+                    for i in range(100):
+                        writer = pub2 if i % 5 == 4 else pub
+                        await writer.send(i)
+                        await writer.wait_acknowledged()  # one order whatever the nodes
+                for _ in range(8):
+                    await first.receive()
+                position = first.position
+            got: list[Any] = []
+            async with r.subscribe("c", since=position, **options) as again:
+                while True:
+                    with trio.move_on_after(1.0):
+                        m = await again.receive()
+                        got.append((m.seq, m.data, m.sender, m.lost))
+                        continue
+                    break
+    return got
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"every": 4}, {"every": 10}, {"sender": "w2"}, {"sender": "w2", "every": 2}],
+    ids=["every-4", "every-10", "sender", "sender-every-2"],
+)
+async def test_a_resume_through_every_or_a_sender_recovers_what_one_server_would(
+    redis_server: RedisServer, options: dict[str, Any]
+) -> None:
+    # A lossy reader resuming on a node read back the newest `size` frames of the stream and
+    # then kept 1 in `every` of them (or its sender's): with size=5 and every=10 it got none
+    # of the 92 frames the stream held, and with sender= the others' frames counted as lost.
+    # The stream holds them all, as one server's history=5000 does: the same result.
+    options = {"policy": "drop_oldest", "size": 5, **options}
+    async with ts.open_server(
+        ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    ) as single:
+        url = str(single.tcp_url)
+        expected = await resumed_reads(url, url, url, **options)
+    async with two_nodes(redis_server) as (url_a, url_b):
+        got = await resumed_reads(url_a, url_b, url_b, **options)
+    assert len(expected) == 5
+    assert got == expected

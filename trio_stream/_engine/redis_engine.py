@@ -844,6 +844,11 @@ class RedisEngine:
             # past_size), as far as its connection's block share of memory goes; the others
             # the newest that fit (up to REPLAY_MAX_FRAMES).
             size = None if msg.policy == Policy.BLOCK.value else msg.size
+            if size is not None and (msg.sender is not None or msg.every > 1):
+                # The reader keeps only some of the frames (subscribe_to filters them): read
+                # back far enough for ``size`` of them to pass, as a node's history would
+                # hold them, not the newest ``size`` raw frames (of which 1 in ``every``).
+                size = REPLAY_MAX_FRAMES if msg.sender is not None else size * msg.every
             outbox = session.outbox
             room = outbox.max_buffered_bytes - outbox.buffered_bytes
             if size is None:
