@@ -740,7 +740,7 @@ class SyncClient:
 
 
 async def _with_timeout(
-    timeout_s: float | None, fn: Callable[[], Awaitable[T]], client: Client | None = None
+    timeout_s: float | None, fn: Callable[[], Awaitable[T]], client: Client
 ) -> T:
     """``fn()`` within the caller's ``timeout=``; the TimeoutError says when ``client``'s
     connection is what kept it (a flush or a wait for readers during an outage)."""
@@ -748,9 +748,7 @@ async def _with_timeout(
         with trio.fail_after(math.inf if timeout_s is None else timeout_s):
             return await fn()
     except trio.TooSlowError:
-        message = f"not done within {timeout_s:g} s"
-        if client is not None:
-            message += _reconnecting_note(client)
+        message = f"not done within {timeout_s:g} s" + _reconnecting_note(client)
         raise caller_timeout(message) from None
 
 

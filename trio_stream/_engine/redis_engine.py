@@ -842,18 +842,21 @@ class RedisEngine:
             since = msg.since_seq or 0
             # A block reader takes every frame the stream holds, past its size (Reader.admit,
             # past_size), as far as its connection's block share of memory goes; the others
-            # the newest that fit (up to REPLAY_MAX_FRAMES).
-            size = None if msg.policy == Policy.BLOCK.value else msg.size
-            if size is not None and (msg.sender is not None or msg.every > 1):
-                # The reader keeps only some of the frames (subscribe_to filters them): read
-                # back far enough for ``size`` of them to pass, as a node's history would
-                # hold them, not the newest ``size`` raw frames (of which 1 in ``every``).
-                size = REPLAY_MAX_FRAMES if msg.sender is not None else size * msg.every
+            # the newest that fit (up to REPLAY_MAX_FRAMES). ``reach``: how many of the
+            # stream's frames to read back. A reader that keeps only some of them
+            # (subscribe_to filters by every and sender) reads back far enough for its size
+            # of them to pass, as a node's history would hold them, not the newest ``size``
+            # raw frames (of which it would keep 1 in ``every``).
+            reach = None if msg.policy == Policy.BLOCK.value else msg.size
+            if reach is not None and msg.sender is not None:
+                reach = REPLAY_MAX_FRAMES
+            elif reach is not None:
+                reach *= msg.every
             outbox = session.outbox
             room = outbox.max_buffered_bytes - outbox.buffered_bytes
-            if size is None:
+            if reach is None:
                 room = min(room, outbox.max_block_bytes - outbox.block_bytes)
-            frames = await self._replay_frames(channel, since, size, room)
+            frames = await self._replay_frames(channel, since, reach, room)
             if self.state.broker.channels.get(channel.name) is not channel:
                 raise ChannelNotFound(f"channel {channel.name!r} ended meanwhile: subscribe again")
             saved = channel.recent, channel.recent_bytes
