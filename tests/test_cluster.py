@@ -1799,3 +1799,54 @@ async def test_a_resume_through_every_or_a_sender_recovers_what_one_server_would
         got = await resumed_reads(url_a, url_b, url_b, **options)
     assert len(expected) == 5
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"every": 4}, {"sender": "w2"}],
+    ids=["plain", "every-4", "sender"],
+)
+async def test_a_drop_newest_resume_keeps_the_oldest_frames_as_one_server_does(
+    redis_server: RedisServer, options: dict[str, Any]
+) -> None:
+    # One server runs the policy over the history, oldest first: a drop_newest buffer of
+    # size 5 keeps the 5 oldest frames after the resume point and counts the rest lost on
+    # the next live frame. A node read back the newest 5 from Redis instead.
+    options = {"policy": "drop_newest", "size": 5, **options}
+    async with ts.open_server(
+        ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    ) as single:
+        url = str(single.tcp_url)
+        expected = await resumed_reads(url, url, url, **options)
+    async with two_nodes(redis_server) as (url_a, url_b):
+        got = await resumed_reads(url_a, url_b, url_b, **options)
+    assert len(expected) == 5
+    assert expected[0][0] < 20  # the oldest after seq 8, not the newest
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"policy": "clear", "size": 5},
+        {"policy": "clear", "size": 7, "every": 3},
+        {"policy": "drop_oldest", "size": 5, "max_rate": 1000.0},
+    ],
+    ids=["clear", "clear-every-3", "max-rate"],
+)
+async def test_a_clear_or_rate_limited_resume_is_offered_what_one_server_offers(
+    redis_server: RedisServer, options: dict[str, Any]
+) -> None:
+    # What these keep depends on every frame offered: a full clear buffer empties, the
+    # first frame passes the rate and the newest waits. A node read back the newest `size`
+    # frames only: a clear reader kept 5 where one server kept 2, and a max_rate reader got
+    # 87 frames counted lost that one server's history held and passed over.
+    async with ts.open_server(
+        ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    ) as single:
+        url = str(single.tcp_url)
+        expected = await resumed_reads(url, url, url, **options)
+    async with two_nodes(redis_server) as (url_a, url_b):
+        got = await resumed_reads(url_a, url_b, url_b, **options)
+    assert expected
+    assert got == expected

@@ -846,17 +846,25 @@ class RedisEngine:
             # stream's frames to read back. A reader that keeps only some of them
             # (subscribe_to filters by every and sender) reads back far enough for its size
             # of them to pass, as a node's history would hold them, not the newest ``size``
-            # raw frames (of which it would keep 1 in ``every``).
-            reach = None if msg.policy == Policy.BLOCK.value else msg.size
-            if reach is not None and msg.sender is not None:
+            # raw frames (of which it would keep 1 in ``every``). What a max_rate or a
+            # clear reader keeps depends on every frame offered (the first passes the rate,
+            # a full clear buffer empties): those read back all they may, as one server
+            # offers its whole history, or the frames left out would count as lost.
+            reach: int | None
+            if msg.policy == Policy.BLOCK.value or msg.size is None:
+                reach = None
+            elif msg.sender is not None or msg.max_rate or msg.policy == Policy.CLEAR.value:
                 reach = REPLAY_MAX_FRAMES
-            elif reach is not None:
-                reach *= msg.every
+            else:
+                reach = msg.size * msg.every
             outbox = session.outbox
             room = outbox.max_buffered_bytes - outbox.buffered_bytes
             if reach is None:
                 room = min(room, outbox.max_block_bytes - outbox.block_bytes)
-            frames = await self._replay_frames(channel, since, reach, room)
+            # A drop_newest buffer keeps the oldest it is offered (one server's replay runs
+            # the policy over the history, oldest first): so the oldest after since_seq.
+            oldest = msg.policy == Policy.DROP_NEWEST.value
+            frames = await self._replay_frames(channel, since, reach, room, oldest=oldest)
             if self.state.broker.channels.get(channel.name) is not channel:
                 raise ChannelNotFound(f"channel {channel.name!r} ended meanwhile: subscribe again")
             saved = channel.recent, channel.recent_bytes
@@ -885,13 +893,16 @@ class RedisEngine:
             self._readers_wake.set()
 
     async def _replay_frames(
-        self, channel: Channel, since: int, size: int | None, room_bytes: int
+        self, channel: Channel, since: int, size: int | None, room_bytes: int, *, oldest: bool
     ) -> list[Any]:
-        """The newest frames after ``since`` up to the channel's position here, from Redis:
-        at most ``size`` (``None``: a ``block`` reader, every frame the stream holds) and
-        ``room_bytes`` of them (what the reader's buffer could take; the subscription counts
-        the older ones lost, as those the stream no longer holds)."""
+        """The newest frames after ``since`` up to the channel's position here, from Redis
+        (``oldest``: the oldest the stream still holds after ``since``): at most ``size``
+        (``None``: a ``block`` reader, every frame the stream holds) and ``room_bytes`` of
+        them (what the reader's buffer could take; the subscription counts the others lost,
+        as those the stream no longer holds)."""
         limit = min(size, REPLAY_MAX_FRAMES) if size is not None else self.io.history_frames
+        if oldest:
+            return await self._replay_oldest(channel, since, limit, room_bytes)
         after = max(since, channel.seq - limit)
         frames: deque[SharedData] = deque()
         nbytes = 0
@@ -920,6 +931,30 @@ class RedisEngine:
                 nbytes -= frames.popleft().nbytes
             after = got[-1].seq
         return list(frames)
+
+    async def _replay_oldest(
+        self, channel: Channel, since: int, limit: int, room_bytes: int
+    ) -> list[Any]:
+        """The first ``limit`` frames after ``since`` that the stream holds, within
+        ``room_bytes`` (one frame at least): what a drop_newest buffer keeps of a replay."""
+        upto = channel.seq
+        got = await read_range(
+            self.io.client,
+            self.io.keys,
+            channel.name,
+            channel.epoch,
+            since,
+            min(limit, max(0, upto - since)),
+        )
+        frames: list[SharedData] = []
+        nbytes = 0
+        for f in got:
+            frame = SharedData(*f)
+            nbytes += frame.nbytes
+            if frame.seq > upto or (frames and nbytes > room_bytes):
+                break
+            frames.append(frame)
+        return frames
 
     async def _follow(self, channel: Channel, seq: int) -> None:
         """Read ``channel``'s stream on this node from ``seq``, its last sequence number in
