@@ -461,8 +461,25 @@ async def test_a_second_hello_is_a_protocol_error(server: ts.Server) -> None:
     raw = await RawClient.connect(server)
     await raw.send_control({"op": "hello", "v": PROTOCOL_VERSION})
     answer = await raw.control()
-    assert answer["op"] == "goodbye" and "hello" in answer["reason"], answer
+    # The reason says what was wrong (it said "hello is not a message a client may send",
+    # as if a hello were never allowed).
+    assert answer["op"] == "goodbye" and "second hello" in answer["reason"], answer
     assert await raw.frame() is None
+
+
+@pytest.mark.server_options(handshake_timeout_s=2, idle_timeout_s=3)
+async def test_the_welcome_sends_the_timeouts_as_floats_even_when_configured_as_ints(
+    server: ts.Server,
+) -> None:
+    # Section 2 says float; a server configured with integers sent CBOR integers.
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    raw = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+    await raw.send_control({"op": "hello", "v": PROTOCOL_VERSION})
+    limits = (await raw.control())["limits"]
+    assert limits["handshake_timeout_s"] == 2.0 and limits["idle_timeout_s"] == 3.0
+    assert type(limits["handshake_timeout_s"]) is float, limits
+    assert type(limits["idle_timeout_s"]) is float, limits
 
 
 async def test_errors_quote_what_a_peer_sent_in_at_most_80_characters(server: ts.Server) -> None:

@@ -171,8 +171,10 @@ class ServerConfig:
             max_channels_per_client=self.max_channels_per_client,
             max_subscriptions_per_client=self.max_subscriptions_per_client,
             max_buffered_bytes=self.max_buffered_bytes,
-            handshake_timeout_s=self.handshake_timeout_s,
-            idle_timeout_s=self.idle_timeout_s,
+            # Floats on the wire whatever was configured (idle_timeout_s=3 is an int): the
+            # protocol page says float, and a typed client may insist.
+            handshake_timeout_s=float(self.handshake_timeout_s),
+            idle_timeout_s=float(self.idle_timeout_s),
             publish_window_frames=self.publish_window_frames,
             publish_window_bytes=self.publish_window_bytes,
         )

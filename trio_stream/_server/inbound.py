@@ -31,6 +31,7 @@ from .._protocol.messages import (
     ControlMessage,
     Error,
     Goodbye,
+    Hello,
     Ping,
     Pong,
     Reply,
@@ -302,6 +303,8 @@ class Inbound:
             return
         handler = (self._handlers or self._handler_table()).get(type(message))
         if handler is None:
+            if type(message) is Hello:
+                raise ProtocolError("a second hello: a connection says hello once, first")
             raise ProtocolError(f"{message.OP} is not a message a client may send")
         handler(message)
 
