@@ -177,3 +177,22 @@ async def wait_until(condition: Callable[[], bool]) -> None:
         if condition():
             return
         await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("close", ["aclose", "close_nowait"])
+async def test_a_closed_subscription_drops_the_frames_it_had_not_handed_out(
+    server: ts.Server, close: str
+) -> None:
+    # "Unsubscribe (messages not taken yet are dropped)": a receive after the close handed
+    # out every frame that had reached the client, then said "unsubscribed".
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as client, ts.open_client(server.tcp_url) as w:
+        sub = await subscription_with_waiting_frames(client, w, list(range(20)))
+        assert (await sub.receive()).data == 0
+        if close == "aclose":
+            await sub.aclose()
+        else:
+            sub.close_nowait()
+        with pytest.raises(trio.EndOfChannel, match="unsubscribed"):
+            sub.receive_nowait()
+        assert [msg async for msg in sub] == []

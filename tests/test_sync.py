@@ -479,6 +479,30 @@ async def test_close_is_idempotent_flushes_and_ends_the_thread(url: str) -> None
     await in_thread(scenario)
 
 
+async def test_get_after_close_raises_even_with_messages_taken_into_the_thread(
+    url: str,
+) -> None:
+    # close() says messages not read yet are dropped; get() went on handing out the rest of
+    # the batch it had taken into the caller's thread (16 of them), then raised.
+    def scenario() -> None:
+        with SyncClient(url, name="r") as r, SyncClient(url, name="w") as w:
+            w.create_channel("ch", keep=True)
+            sub = r.subscribe("ch", policy="unbounded")
+            for i in range(50):
+                w.publish("ch", i)
+            w.flush(timeout=STEP_S)
+            deadline = time.monotonic() + STEP_S
+            while sub.statistics().buffered < 49 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert sub.get(timeout=STEP_S).data == 0  # takes a batch into this thread
+            sub.close()
+            with pytest.raises(trio.EndOfChannel, match="unsubscribed"):
+                sub.get(timeout=0)
+            assert list(sub) == []
+
+    await in_thread(scenario)
+
+
 async def test_repr_says_the_state_and_a_closed_publisher_has_no_readers(
     server: ts.Server,
 ) -> None:

@@ -507,6 +507,9 @@ class Subscription:
         # error end, or none, a receive says "unsubscribed", as documented for a close.
         if not self._ended or self._end_error is not None:
             self._end("unsubscribed", None)
+        # Dropped, as documented: a reader that closes to stop reading must not be handed
+        # the frames that were on their way (a receive after the close returned them all).
+        self._frames.clear()
         client._resuming_subs.discard(self)
         return self._live and client._subscriptions.pop(self.sub_id, None) is not None
 

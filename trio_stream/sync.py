@@ -918,6 +918,10 @@ class SyncSubscription:
         """
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        if self._closed:
+            # Closed here: the messages of a batch already in this thread are dropped with
+            # the rest, as close() says (they were handed out after it, 16 of them).
+            raise trio.EndOfChannel(self._sub.end_reason or "unsubscribed")
         deadline = None if timeout is None else time.monotonic() + timeout
         # Ctrl-C must not lose a message, nor leave this subscription stuck. Python raises
         # KeyboardInterrupt only at a call (or a loop's jump), never inside `with`'s entry:

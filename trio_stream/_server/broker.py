@@ -262,8 +262,8 @@ def channel_not_found(name: str) -> ChannelNotFound | InvalidArgument:
     quoted = repr(name)
     return ChannelNotFound(
         f"no channel named {quoted} that you may use; create it with create_channel() "
-        "first, or let a reader wait for it (subscribe(..., wait_channel=True)); a private "
-        "channel needs its key: pass key=..."
+        "first (a reader may instead wait for it: subscribe(..., wait_channel=True)); a "
+        "private channel needs its key: pass key=..."
     )
 
 

@@ -73,6 +73,13 @@ def _flag(field: str) -> str:
     return "--" + field.removesuffix("_s").replace("_", "-")
 
 
+def _flags(field: str) -> list[str]:
+    """The flag, and the field's own spelling beside it when that differs: the README says
+    every ServerConfig setting is a flag, and `--idle-timeout-s` was refused."""
+    short, exact = _flag(field), "--" + field.replace("_", "-")
+    return [short] if exact == short else [short, exact]
+
+
 def _scalar(tp: Any) -> Any:
     """The type inside ``X | None`` (every optional field also takes its off value)."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
@@ -123,14 +130,16 @@ def _add_field_option(group: argparse._ArgumentGroup, name: str, tp: Any, defaul
     common: dict[str, Any] = {"dest": _DEST_PREFIX + name, "default": argparse.SUPPRESS}
     if inner is bool:
         group.add_argument(
-            _flag(name), action=argparse.BooleanOptionalAction, help=help_text, **common
+            *_flags(name), action=argparse.BooleanOptionalAction, help=help_text, **common
         )
     elif typing.get_origin(inner) is tuple:
-        group.add_argument(_flag(name), action="append", metavar="VALUE", help=help_text, **common)
+        group.add_argument(
+            *_flags(name), action="append", metavar="VALUE", help=help_text, **common
+        )
     else:
         assert convert is not None
         metavar = _metavar(name, convert)
-        group.add_argument(_flag(name), type=convert, metavar=metavar, help=help_text, **common)
+        group.add_argument(*_flags(name), type=convert, metavar=metavar, help=help_text, **common)
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
