@@ -19,6 +19,15 @@ EXPORTS = {
     "ClientInfo",
     "ConnectionClosed",
     "FileEvent",
+    "FileService",
+    "Limits",
+    "RemoteMethod",
+    "RpcProxy",
+    "SyncPublisher",
+    "SyncRemoteMethod",
+    "SyncRemoteStream",
+    "SyncRpcProxy",
+    "SyncSubscription",
     "FrameTooLarge",
     "InvalidArgument",
     "InvalidSetting",
@@ -58,6 +67,7 @@ def test_the_package_exports_exactly_the_public_names() -> None:
     public = {name for name in vars(ts) if not name.startswith("_") or name == "__version__"}
     modules = {name for name in public if type(getattr(ts, name)).__name__ == "module"}
     assert public - modules == EXPORTS
+    assert set(ts.__all__) == EXPORTS  # `from trio_stream import *` takes the same
 
 
 def test_public_classes_say_they_are_trio_streams_own() -> None:

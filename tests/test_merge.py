@@ -161,8 +161,12 @@ async def test_merge_refuses_bad_arguments(url: str) -> None:
             ts.merge(sub_a, sub_a)
         merged = ts.merge(sub_a)
         await merged.aclose()
-        with pytest.raises(trio.ClosedResourceError):
+        # Ends as a closed subscription does (it raised trio.ClosedResourceError, and a
+        # SyncMerge's get() after its close() an AttributeError).
+        with pytest.raises(trio.EndOfChannel, match="this merge was closed"):
             await merged.receive()
+        assert [msg async for msg in merged] == []
+        assert merged.end_reason == "this merge was closed"
         assert not sub_a._ended  # leaving the merge leaves the subscription open
 
 
@@ -185,12 +189,20 @@ def sync_merge_scenario(url: str) -> None:
             c.flush()
             got = sorted((msg.channel, msg.data) for msg in [m.get(timeout=5) for _ in range(6)])
             assert got == sorted([("a", i) for i in range(3)] + [("b", 10 + i) for i in range(3)])
+            c.publish("a", 99)
+            c.flush()
+            m.close()
+            with pytest.raises(trio.EndOfChannel, match="this merge was closed"):
+                m.get(timeout=0)
+            assert list(m) == []
+            m = ts.merge(sub_a, sub_b)
+            assert m.get(timeout=5).data == 99  # left for the next merge by the closed one
             c.delete_channel("a")
             c.delete_channel("b")
             assert list(m) == []  # both ended: the iteration stops
             assert m.lost == 0
             stats = sub_a.statistics()
-            assert (stats.frames, stats.lost) == (3, 0)
+            assert (stats.frames, stats.lost) == (4, 0)
 
 
 async def test_sync_merge_needs_one_sync_client(server: ts.Server) -> None:

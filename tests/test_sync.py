@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import pickle
 import random
 import signal
@@ -932,3 +933,72 @@ async def test_a_lost_connection_and_its_return_are_said_once_each(
     )
     assert said[1].startswith(f"SyncClient 'patient': reconnected to {proxy.url} after ")
     assert len(said) == 2, said
+
+
+async def test_sync_calls_check_their_arguments_before_waiting(url: str) -> None:
+    # flush(-1) raised trio's "`seconds` must be non-negative", get(timeout="1") a bare
+    # TypeError, SyncClient([]) an IndexError, and wait_state() with no state waited for ever.
+    def scenario() -> None:
+        with pytest.raises(ts.InvalidArgument, match="at least one URL"):
+            SyncClient([])
+        with pytest.raises(ts.InvalidArgument, match="url must be a str"):
+            SyncClient(None)  # type: ignore[arg-type]
+        with SyncClient(url, name="w") as c:
+            c.create_channel("ch")
+            sub = c.subscribe("ch")
+            with c.publisher("ch") as pub:
+                for bad in (-1, "1", True, math.nan):
+                    with pytest.raises(ts.InvalidArgument, match="timeout must be"):
+                        c.flush(timeout=bad)  # type: ignore[arg-type]
+                    with pytest.raises(ts.InvalidArgument, match="timeout must be"):
+                        sub.get(timeout=bad)  # type: ignore[arg-type]
+                    with pytest.raises(ts.InvalidArgument, match="timeout must be"):
+                        pub.wait_for_readers(timeout=bad)  # type: ignore[arg-type]
+                    with pytest.raises(ts.InvalidArgument, match="timeout must be"):
+                        c.wait_state("open", timeout=bad)  # type: ignore[arg-type]
+                with pytest.raises(ts.InvalidArgument, match="at least one state"):
+                    c.wait_state(timeout=1)
+                with pytest.raises(ts.InvalidArgument, match="time_s must be"):
+                    pub.send(1, time_s="now")  # type: ignore[arg-type]
+        assert c.wait_state("closed", timeout=1) == "closed"  # not ConnectionClosed
+        assert c.state == "closed"
+
+    await in_thread(scenario)
+
+
+async def test_a_sync_publish_is_stamped_when_called_or_with_time_s(url: str) -> None:
+    # The stamp was taken in the trio thread as the value went out: a value queued through
+    # an outage said when it was sent, not when it was published.
+    def scenario() -> None:
+        with SyncClient(url, name="w") as c:
+            c.create_channel("ch")
+            sub = c.subscribe("ch", policy="unbounded")
+            with c.publisher("ch") as pub:
+                pub.wait_for_readers(timeout=STEP_S)
+                before = time.time()
+                assert pub.send("now")
+                assert pub.send("then", time_s=1_000_000.5)
+                assert c.publish("ch", "also then", time_s=2_000_000)
+            got = [sub.get(timeout=STEP_S) for _ in range(3)]
+            assert before <= got[0].time <= time.time()
+            assert [(m.data, m.time) for m in got[1:]] == [
+                ("then", 1_000_000.5),
+                ("also then", 2_000_000.0),
+            ]
+
+    await in_thread(scenario)
+
+
+async def test_a_sync_client_of_several_urls_says_the_one_it_reached(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    live = server.tcp_url
+
+    def scenario() -> None:
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            dead = f"tcp://127.0.0.1:{unused.getsockname()[1]}"  # bound, never listening
+            with SyncClient([dead, live], name="r") as c:
+                assert c.url == live
+                assert live in repr(c)
+
+    await in_thread(scenario)

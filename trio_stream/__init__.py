@@ -28,10 +28,12 @@ from ._exceptions import RpcTimeout as RpcTimeout
 from ._exceptions import TrioStreamError as TrioStreamError
 from ._exceptions import UnknownMethod as UnknownMethod
 from ._files import FileEvent as FileEvent
+from ._files import FileService as FileService
 from ._merge import Merge as Merge
 from ._merge import SyncMerge as SyncMerge
 from ._merge import merge as merge
 from ._protocol.array_view import View as View
+from ._protocol.limits import Limits as Limits
 from ._protocol.limits import PayloadLimits as PayloadLimits
 from ._protocol.limits import PayloadRefused as PayloadRefused
 from ._reconnect import Reconnect as Reconnect
@@ -42,6 +44,8 @@ from ._records import Message as Message
 from ._records import Position as Position
 from ._records import ServerStats as ServerStats
 from ._records import SubscriptionInfo as SubscriptionInfo
+from ._rpc import RemoteMethod as RemoteMethod
+from ._rpc import RpcProxy as RpcProxy
 from ._rpc_stream import RemoteStream as RemoteStream
 from ._server.serve import Server as Server
 from ._server.serve import open_server as open_server
@@ -49,3 +53,65 @@ from ._server.serve import serve as serve
 from ._stats import SubscriptionStatistics as SubscriptionStatistics
 from ._version import __version__ as __version__
 from .sync import SyncClient as SyncClient
+from .sync import SyncPublisher as SyncPublisher
+from .sync import SyncRemoteMethod as SyncRemoteMethod
+from .sync import SyncRemoteStream as SyncRemoteStream
+from .sync import SyncRpcProxy as SyncRpcProxy
+from .sync import SyncSubscription as SyncSubscription
+
+# What `from trio_stream import *` takes: the names above (tests/test_exports.py pins them).
+__all__ = [
+    "AuthError",
+    "ChannelExists",
+    "ChannelInfo",
+    "ChannelNotFound",
+    "Client",
+    "ClientInfo",
+    "ClusterUnavailable",
+    "ConnectionClosed",
+    "FileEvent",
+    "FileService",
+    "FrameTooLarge",
+    "Gap",
+    "InvalidArgument",
+    "InvalidSetting",
+    "LimitExceeded",
+    "Limits",
+    "Merge",
+    "Message",
+    "NameInUse",
+    "PayloadLimits",
+    "PayloadRefused",
+    "Position",
+    "ProtocolError",
+    "Publisher",
+    "Reconnect",
+    "RemoteError",
+    "RemoteMethod",
+    "RemoteStream",
+    "ResourceClosed",
+    "RpcError",
+    "RpcProxy",
+    "RpcTimeout",
+    "Server",
+    "ServerConfig",
+    "ServerStats",
+    "Subscription",
+    "SubscriptionInfo",
+    "SubscriptionStatistics",
+    "SyncClient",
+    "SyncMerge",
+    "SyncPublisher",
+    "SyncRemoteMethod",
+    "SyncRemoteStream",
+    "SyncRpcProxy",
+    "SyncSubscription",
+    "TrioStreamError",
+    "UnknownMethod",
+    "View",
+    "__version__",
+    "merge",
+    "open_client",
+    "open_server",
+    "serve",
+]

@@ -249,11 +249,9 @@ class Client:
         every change, loop: ``while True: s = await client.wait_state_change(s)``.
 
         Raises:
-            InvalidArgument: a name that is not a state.
+            InvalidArgument: no states (it would wait for ever), a name that is not a state.
         """
-        for state in states:
-            if state not in STATES:
-                raise InvalidArgument(f"unknown state {state!r}; states are {', '.join(STATES)}")
+        check_states(states)
         while self._state not in states:
             await self._state_changed.wait()
         await trio.lowlevel.checkpoint()
@@ -268,6 +266,7 @@ class Client:
 
     @property
     def closed(self) -> bool:
+        """Closed: left its ``async with``, or gave up reconnecting (``state`` "closed")."""
         return self._closed is not None
 
     def _check_open(self) -> None:
@@ -1045,9 +1044,11 @@ class Client:
         return [ChannelInfo.from_wire(c) for c in await self._request(ListChannels)]
 
     async def clients(self) -> list[ClientInfo]:
+        """The connected clients (see ``ClientInfo``)."""
         return [ClientInfo.from_wire(c) for c in await self._request(ListClients)]
 
     async def stats(self) -> ServerStats:
+        """The server's figures (see ``ServerStats``)."""
         return ServerStats.from_wire(await self._request(GetStats))
 
     # -- RPC (trio_stream/_rpc.py) ---------------------------------------------------------------
@@ -1215,12 +1216,19 @@ class Client:
         await pub.aclose()
 
     async def publish(
-        self, channel: str, value: Any, *, key: str | None = None, compress: str | None = None
+        self,
+        channel: str,
+        value: Any,
+        *,
+        key: str | None = None,
+        compress: str | None = None,
+        time_s: float | None = None,
     ) -> bool:
         """Send one value to ``channel``; False (nothing sent) while it has no readers.
 
         The publisher behind it is opened once per channel and kept, so repeated calls are
-        as cheap as ``Publisher.send``. ``compress``: as for :meth:`publisher`.
+        as cheap as ``Publisher.send``. ``compress``: as for :meth:`publisher`; ``time_s``:
+        as for ``Publisher.send``.
         """
         compress_fn = compressor(compress)
         if compress_fn is not None:
@@ -1229,7 +1237,7 @@ class Client:
         if pub is None or not pub.is_open:
             pub = await self.open_publisher(channel, key=key)
             self._shared_publishers[channel] = pub
-        return await pub.send(value)
+        return await pub.send(value, time_s=time_s)
 
     # -- reading -------------------------------------------------------------------------------
     async def open_subscription(
@@ -1389,6 +1397,42 @@ def _positive_seconds(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
 
 
+def check_states(states: Sequence[str]) -> None:
+    """The states a ``wait_state`` waits for: at least one, each a state.
+
+    Raises:
+        InvalidArgument: none (a wait for nothing would never end), or an unknown one.
+    """
+    if not states:
+        raise InvalidArgument(f"wait_state needs at least one state of {', '.join(STATES)}")
+    for state in states:
+        if state not in STATES:
+            raise InvalidArgument(f"unknown state {state!r}; states are {', '.join(STATES)}")
+
+
+def checked_urls(url: str | Sequence[str]) -> list[str]:
+    """``url`` as the list of URLs a client tries in turn, each checked (a malformed URL is
+    the caller's error, never retried).
+
+    Raises:
+        InvalidArgument: not a str or a list of them, an empty list, a malformed URL.
+    """
+    if isinstance(url, str):
+        urls = [url]
+    elif isinstance(url, list | tuple):
+        urls = list(url)
+    else:  # None, a port number, bytes (which list() would turn into ints)
+        raise InvalidArgument(
+            "url must be a str such as 'tcp://127.0.0.1:9870', or a list of them, not "
+            f"{type(url).__name__}"
+        )
+    if not urls:
+        raise InvalidArgument("a client needs at least one URL")
+    for one in urls:
+        split_url(one)
+    return urls
+
+
 @async_context(
     'open_client() is entered with "async with ts.open_client(url) as client:" (in a plain '
     "script or a notebook, without trio: client = ts.SyncClient(url))"
@@ -1436,19 +1480,7 @@ async def open_client(
         )
     if name is not None and not isinstance(name, str):
         raise InvalidArgument(f"name must be a str or None, not {type(name).__name__}")
-    if isinstance(url, str):
-        urls = [url]
-    elif isinstance(url, list | tuple):
-        urls = list(url)
-    else:  # None, a port number, bytes (which list() would turn into ints)
-        raise InvalidArgument(
-            "url must be a str such as 'tcp://127.0.0.1:9870', or a list of them, not "
-            f"{type(url).__name__}"
-        )
-    if not urls:
-        raise InvalidArgument("open_client needs at least one URL")
-    for one in urls:
-        split_url(one)  # a malformed URL is the caller's error, never retried
+    urls = checked_urls(url)
     client = Client(
         urls,
         name=name,

@@ -53,6 +53,7 @@ class Merge:
         self._next = 0  # the subscription asked first by the next receive
         self._taken = 0
         self._closed = False
+        self.end_reason: str | None = None  # as Subscription.end_reason: why it ended
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -68,11 +69,11 @@ class Merge:
         """The next message if one of the subscriptions has one already.
 
         Raises:
-            trio.WouldBlock: none has one. trio.EndOfChannel: all have ended.
-            trio.ClosedResourceError: the merge was closed.
+            trio.WouldBlock: none has one. trio.EndOfChannel: all have ended, or the merge
+                was closed ("this merge was closed"), as a closed subscription ends.
         """
         if self._closed:
-            raise trio.ClosedResourceError("this merge is closed")
+            raise trio.EndOfChannel(self.end_reason)
         subs = self._subs
         i = self._next
         tried = 0
@@ -95,14 +96,16 @@ class Merge:
             self._next = i + 1
             return message
         if not subs:
-            raise trio.EndOfChannel("every merged subscription has ended")
+            self.end_reason = self.end_reason or "every merged subscription has ended"
+            raise trio.EndOfChannel(self.end_reason)
         raise trio.WouldBlock
 
     async def receive(self) -> Message:
         """The next message of any of the subscriptions, waiting for one.
 
         Raises:
-            trio.EndOfChannel: every subscription has ended.
+            trio.EndOfChannel: every subscription has ended, or the merge was closed
+                (``async for`` just stops).
             ConnectionClosed, LimitExceeded, ProtocolError: as Subscription.receive.
         """
         # As Subscription.receive: cancellation only before a message is taken.
@@ -150,7 +153,9 @@ class Merge:
 
     def close_nowait(self) -> None:
         """Stop reading through the merge, at once (as Subscription.close_nowait)."""
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self.end_reason = "this merge was closed"
 
     async def __aenter__(self) -> Merge:
         return self
@@ -188,6 +193,12 @@ class SyncMerge:
     def lost(self) -> int:
         """Frames the subscriptions lost to overflow, in total."""
         return self._merge.lost
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the merge ended ("this merge was closed", or every subscription ended), as
+        ``Subscription.end_reason``; None until then."""
+        return self._merge.end_reason
 
     def get(self, timeout: float | None = None) -> Message:
         """The next message of any of the subscriptions (as ``SyncSubscription.get``).

@@ -59,6 +59,16 @@ class Message(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ChannelInfo:
+    """A channel as ``Client.channels()`` lists it (the public ones and the caller's own).
+
+    ``owner``: the creating client's name ("$server" for system channels); ``readers``,
+    ``writers``: now; ``seq``: frames published so far; ``rate_fps``, ``rate_bps``: over the
+    last stats interval; ``lost``: frames its readers lost; ``created``: Unix seconds;
+    ``lifetime``: seconds or None; ``history``, ``single_writer``, ``keep``: as created;
+    ``held_by``: the ``block`` readers holding its writers back for a second or more (maps of
+    ``client``, ``sub``, ``held_s``); ``meta``: what the writer said about it (units...).
+    """
+
     name: str
     owner: str
     public: bool = True
@@ -85,6 +95,9 @@ class ChannelInfo:
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionInfo:
+    """One subscription of a client in ``Client.clients()``: its options, ``queued`` (frames
+    in its buffer on the server now), ``lost`` and ``sent`` (frames so far)."""
+
     channel: str
     policy: str
     size: int | None = None
@@ -101,6 +114,13 @@ class SubscriptionInfo:
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
+    """A connected client as ``Client.clients()`` lists it.
+
+    ``address``: its peer address; ``transport``: "tcp" or "ws"; ``connected_at``: Unix
+    seconds; ``subscriptions``, ``publishers`` (channel names) and ``methods`` (RPC names),
+    without those on private channels.
+    """
+
     id: int
     name: str
     address: str = ""
@@ -124,6 +144,14 @@ class ClientInfo:
 
 @dataclass(frozen=True, slots=True)
 class ServerStats:
+    """The server's figures, from ``Client.stats()`` (and the ``$stats`` channel).
+
+    ``frames_*``, ``bytes_*`` and ``frames_lost``: totals since the start; the ``*_per_s``
+    rates and ``cpu_percent``: over the last stats interval; ``channels``: the public ones,
+    system channels included; ``memory_bytes``: resident. Several nodes: ``connections`` and
+    ``channels`` are the cluster's, the rest the answering node's.
+    """
+
     connections: int = 0
     channels: int = 0
     frames_in: int = 0

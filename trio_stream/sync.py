@@ -40,9 +40,23 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import trio
 
-from ._client import HEARTBEAT_S, Client, Publisher, Subscription, open_client
+from ._client import (
+    HEARTBEAT_S,
+    Client,
+    Publisher,
+    Subscription,
+    check_states,
+    checked_urls,
+    open_client,
+)
 from ._client_constants import CLOSE_DELIVER_S
-from ._exceptions import ConnectionClosed, FrameTooLarge, ResourceClosed, TrioStreamError
+from ._exceptions import (
+    ConnectionClosed,
+    FrameTooLarge,
+    InvalidArgument,
+    ResourceClosed,
+    TrioStreamError,
+)
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
 from ._portal import BlockingPortal, Done, caller_timeout, for_the_caller, refuse_trio_thread
 from ._protocol.array_view import View
@@ -116,7 +130,8 @@ class SyncClient:
         _refuse_trio_thread("SyncClient")
         if queue_frames < 1 or queue_bytes < 1:
             raise ValueError("queue_frames and queue_bytes must be at least 1")
-        self.url = url if isinstance(url, str) else url[0]
+        # Checked here, before a thread starts: SyncClient([]) raised IndexError.
+        self._first_url = checked_urls(url)[0]
         self._connect = partial(
             open_client,
             url,
@@ -142,7 +157,9 @@ class SyncClient:
         self._main_scope: trio.CancelScope | None = None
         # The publish queue (guarded by _cond): values waiting for the trio side.
         self._cond = threading.Condition()
-        self._queue: list[tuple[Publisher, EncodedPayload, int]] = []
+        # (publisher, payload, size, time_s): the time is taken at the call, so a value
+        # queued through an outage still says when it was published, not when it went out.
+        self._queue: list[tuple[Publisher, EncodedPayload, int, float]] = []
         self._queued_frames = 0  # queued or taken by the trio side and not sent yet
         self._queued_bytes = 0
         self._max_frames = queue_frames
@@ -286,14 +303,17 @@ class SyncClient:
 
     @property
     def client_id(self) -> int:
+        """The id the server gave this connection (``Client.client_id``)."""
         return self._trio_client.client_id
 
     @property
     def limits(self) -> Limits:
+        """The server's limits from its welcome (max_frame_bytes, the windows...)."""
         return self._trio_client.limits
 
     @property
     def closed(self) -> bool:
+        """Closed by ``close()``, by its thread's end, or its client gave up reconnecting."""
         return self._closed or self._dead or self._trio_client.closed
 
     @property
@@ -303,12 +323,24 @@ class SyncClient:
             return "closed"
         return self._client.state
 
+    @property
+    def url(self) -> str:
+        """The URL of the server this client is connected to (of a list given: the one it
+        reached last, as ``Client.url``)."""
+        client = self._client
+        return self._first_url if client is None else client.url
+
     def wait_state(self, *states: State, timeout: float | None = None) -> State:
         """Block until the client is in one of ``states``; returns it.
 
         Raises:
             TimeoutError: not within ``timeout`` seconds.
+            InvalidArgument: no states, or a name that is not a state.
         """
+        check_states(states)
+        check_timeout(timeout)
+        if "closed" in states and self.state == "closed":
+            return "closed"  # as Client.wait_state, not ConnectionClosed
         client = self._trio_client
         return self._call(
             partial(_with_timeout, timeout, partial(client.wait_state, *states), client)
@@ -396,27 +428,38 @@ class SyncClient:
         )
 
     def delete_channel(self, channel: str, *, key: str | None = None) -> None:
+        """Delete a channel (see ``Client.delete_channel``)."""
         self._call(partial(self._trio_client.delete_channel, channel, key=key))
 
     def channels(self) -> list[ChannelInfo]:
+        """The public channels and this client's own (see ``ChannelInfo``)."""
         return self._call(self._trio_client.channels)
 
     def clients(self) -> list[ClientInfo]:
+        """The connected clients (see ``ClientInfo``)."""
         return self._call(self._trio_client.clients)
 
     def stats(self) -> ServerStats:
+        """The server's figures (see ``ServerStats``)."""
         return self._call(self._trio_client.stats)
 
     # -- writing -----------------------------------------------------------------------------
     def publish(
-        self, channel: str, value: Any, *, key: str | None = None, compress: str | None = None
+        self,
+        channel: str,
+        value: Any,
+        *,
+        key: str | None = None,
+        compress: str | None = None,
+        time_s: float | None = None,
     ) -> bool:
         """Queue one value for ``channel``; False (nothing queued) while it has no readers.
 
         Returns at once unless the queue is full (then it waits for room). The value is
         encoded here, so the caller may change or reuse it right away. The first publish to a
         channel opens its publisher and waits for the server (so that a missing channel raises
-        ChannelNotFound here); later ones do not wait.
+        ChannelNotFound here); later ones do not wait. ``msg.time`` is ``time_s``, or the
+        wall clock at this call (as ``Publisher.send``).
 
         Raises:
             FrameTooLarge, TypeError: as ``Publisher.send`` (nothing queued).
@@ -430,9 +473,16 @@ class SyncClient:
                 if pub is None or not pub.is_open:
                     pub = self._call(partial(self._trio_client.open_publisher, channel, key=key))
                     self._shared[channel] = pub
-        return self._enqueue(pub, value, compress_fn)
+        return self._enqueue(pub, value, compress_fn, time_s)
 
-    def _enqueue(self, pub: Publisher, value: Any, compress: Compressor | None = None) -> bool:
+    def _enqueue(
+        self,
+        pub: Publisher,
+        value: Any,
+        compress: Compressor | None = None,
+        time_s: float | None = None,
+    ) -> bool:
+        stamp = time.time() if time_s is None else check_time(time_s)
         self._portal.check_process()  # a forked child's queue has nobody to send it
         if not pub.wanted:  # the trio publisher would drop it: spare the encoding
             with self._cond:
@@ -451,7 +501,7 @@ class SyncClient:
                 "bytes; send it in parts or raise max_frame_bytes on the server "
                 "(serve --max-frame-bytes)"
             )
-        item = (pub, EncodedPayload(data), size)
+        item = (pub, EncodedPayload(data), size, stamp)
         with self._cond:
             self._raise_publish_error()
             if self._queued_frames and (
@@ -507,7 +557,7 @@ class SyncClient:
                 continue
             frames = nbytes = dropped = 0
             try:
-                for pub, payload, size in batch:
+                for pub, payload, size, stamp in batch:
                     failure = pub.failure
                     if isinstance(failure, ResourceClosed):
                         # Closed while this value waited (its `with` block ended on an
@@ -517,7 +567,7 @@ class SyncClient:
                         self._publish_failed(failure, pub)
                     else:
                         try:
-                            await pub.send(payload)
+                            await pub.send(payload, time_s=stamp)
                             self._used.add(pub)
                         except TrioStreamError as exc:
                             self._publish_failed(exc, pub)
@@ -580,7 +630,9 @@ class SyncClient:
         Raises:
             TimeoutError: not within ``timeout`` seconds (the values stay queued).
             TrioStreamError: a queued value could not be sent (raised once).
+            InvalidArgument: a ``timeout`` that is not None or seconds >= 0.
         """
+        check_timeout(timeout)
         self._call(partial(_with_timeout, timeout, self._flush, self._trio_client))
         with self._cond:
             self._raise_publish_error()
@@ -752,6 +804,34 @@ async def _with_timeout(
         raise caller_timeout(message) from None
 
 
+def check_time(time_s: object) -> float:
+    """A ``time_s=`` given to a publish: seconds since the epoch, as ``time.time()``.
+
+    Raises:
+        InvalidArgument: not a finite number.
+    """
+    if isinstance(time_s, bool) or not isinstance(time_s, int | float) or not math.isfinite(time_s):
+        raise InvalidArgument(
+            f"time_s must be a number of seconds (time.time()), not {time_s!r:.40}"
+        )
+    return float(time_s)
+
+
+def check_timeout(timeout: object) -> None:
+    """A blocking call's ``timeout=``: None (no limit) or seconds >= 0, one check and one
+    error for all of them (flush(-1) raised trio's "`seconds` must be non-negative").
+
+    Raises:
+        InvalidArgument: anything else (also a ValueError, as it was).
+    """
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise InvalidArgument(
+            f"timeout must be None or a number of seconds >= 0, not {timeout!r:.40}"
+        )
+
+
 def _reconnecting_note(client: Client) -> str:
     """Said after a blocking call's timeout while the connection is lost: the wait was the
     outage's, not the channel's silence or the server's slowness."""
@@ -775,8 +855,9 @@ class SyncPublisher:
         closed (it hears no more counts)."""
         return 0 if self.closed or not self._pub.is_open else self._pub.readers
 
-    def send(self, value: Any) -> bool:
-        """Queue one value (as :meth:`SyncClient.publish`); False while there are no readers.
+    def send(self, value: Any, *, time_s: float | None = None) -> bool:
+        """Queue one value (as :meth:`SyncClient.publish`, ``time_s`` too); False while there
+        are no readers.
 
         Raises:
             ResourceClosed: after the ``with`` block of this publisher ended.
@@ -786,14 +867,17 @@ class SyncPublisher:
         failure = self._pub.failure
         if failure is not None:
             raise failure
-        return self._client._enqueue(self._pub, value)
+        return self._client._enqueue(self._pub, value, time_s=time_s)
 
     def wait_for_readers(self, count: int = 1, timeout: float | None = None) -> None:
         """Block until the channel has at least ``count`` readers.
 
         Raises:
             TimeoutError: not within ``timeout`` seconds.
+            InvalidArgument: a ``timeout`` that is not None or seconds >= 0.
+            ResourceClosed: the publisher is closed. ChannelNotFound: the channel ended.
         """
+        check_timeout(timeout)
         self._client._call(
             partial(
                 _with_timeout,
@@ -916,8 +1000,7 @@ class SyncSubscription:
                 message says "unsubscribed"); ``for msg in sub`` just stops.
             ConnectionClosed: the connection is gone.
         """
-        if timeout is not None and not timeout >= 0:
-            raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        check_timeout(timeout)
         if self._closed:
             # Closed here: the messages of a batch already in this thread are dropped with
             # the rest, as close() says (they were handed out after it, 16 of them).
