@@ -975,10 +975,12 @@ async def test_a_sync_publish_is_stamped_when_called_or_with_time_s(url: str) ->
             sub = c.subscribe("ch", policy="unbounded")
             with c.publisher("ch") as pub:
                 pub.wait_for_readers(timeout=STEP_S)
+                assert pub.wanted
                 before = time.time()
                 assert pub.send("now")
                 assert pub.send("then", time_s=1_000_000.5)
                 assert c.publish("ch", "also then", time_s=2_000_000)
+            assert not pub.wanted  # closed
             got = [sub.get(timeout=STEP_S) for _ in range(3)]
             assert before <= got[0].time <= time.time()
             assert [(m.data, m.time) for m in got[1:]] == [

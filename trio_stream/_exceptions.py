@@ -102,7 +102,8 @@ class RpcTimeout(RpcError, TimeoutError):
 
 
 class ResourceClosed(TrioStreamError):
-    """This publisher, subscription or client was closed by its user and cannot be used."""
+    """This publisher was closed by its user and cannot send (a closed subscription ends
+    instead, ``trio.EndOfChannel``; a closed client raises ``ConnectionClosed``)."""
 
 
 #: Error classes the server may name in a CONTROL ``error`` message, by wire name.

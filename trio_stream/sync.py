@@ -855,6 +855,12 @@ class SyncPublisher:
         closed (it hears no more counts)."""
         return 0 if self.closed or not self._pub.is_open else self._pub.readers
 
+    @property
+    def wanted(self) -> bool:
+        """Whether ``send`` takes values (as ``Publisher.wanted``: the channel has readers or
+        keeps history); False once closed."""
+        return not self.closed and self._pub.wanted
+
     def send(self, value: Any, *, time_s: float | None = None) -> bool:
         """Queue one value (as :meth:`SyncClient.publish`, ``time_s`` too); False while there
         are no readers.
