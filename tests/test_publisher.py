@@ -61,3 +61,21 @@ async def test_a_flood_leaves_the_client_in_bursts_of_bounded_size(
         assert max(writes) > YIELD_EVERY_BYTES + 2 * frame_bytes
     # The flood went out in bursts, not frame by frame.
     assert len(writes) < FRAMES // 20
+
+
+async def test_time_s_is_a_number_of_seconds_or_invalid_argument(server: ts.Server) -> None:
+    # A str as time_s raised struct.error from the wire head's pack, after the value was
+    # encoded: a library error it is not.
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as client:
+        await client.create_channel("t", history=5)  # wanted without readers
+        async with client.publisher("t") as pub:
+            for bad in ("now", None.__class__, True, float("nan"), float("inf")):
+                with pytest.raises(ts.InvalidArgument, match="time_s must be"):
+                    await pub.send(1, time_s=bad)  # type: ignore[arg-type]
+            assert pub.sent == 0
+            assert await pub.send(1, time_s=12)
+        with pytest.raises(ts.InvalidArgument, match="time_s must be"):
+            await client.publish("t", 1, time_s="now")  # type: ignore[arg-type]
+        async with client.subscribe("t", policy="unbounded") as sub:
+            assert (await sub.receive()).time == 12.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections import deque
@@ -18,6 +19,7 @@ from ._exceptions import (
     ClusterUnavailable,
     ConnectionClosed,
     FrameTooLarge,
+    InvalidArgument,
     ResourceClosed,
     TrioStreamError,
 )
@@ -76,6 +78,19 @@ _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size
 
 
 log = logging.getLogger(__name__)
+
+
+def check_time(time_s: object) -> float:
+    """A ``time_s=`` given to a publish: seconds since the epoch, as ``time.time()``.
+
+    Raises:
+        InvalidArgument: not a finite number.
+    """
+    if isinstance(time_s, bool) or not isinstance(time_s, int | float) or not math.isfinite(time_s):
+        raise InvalidArgument(
+            f"time_s must be a number of seconds (time.time()), not {time_s!r:.40}"
+        )
+    return float(time_s)
 
 
 def new_writer_key() -> str:
@@ -412,7 +427,10 @@ class Publisher:
             # bound how long we keep the CPU; cancellation is still honoured here.
             await _checkpoint_if_cancelled()
         pieces.insert(
-            0, _wire_head(size, _PUBLISH, self.pub_id, _wall_clock() if time_s is None else time_s)
+            0,
+            _wire_head(
+                size, _PUBLISH, self.pub_id, _wall_clock() if time_s is None else check_time(time_s)
+            ),
         )
         unacked.append((size, pieces))
         self._unacked_bytes += size

@@ -64,6 +64,7 @@ from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor, compressor
 from ._protocol.frames import PUBLISH_HEAD
 from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, Limits, PayloadLimits
+from ._publisher import check_time
 from ._reconnect import Reconnect, State
 from ._records import ChannelInfo, ClientInfo, Message, Position, ServerStats
 from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
@@ -802,19 +803,6 @@ async def _with_timeout(
     except trio.TooSlowError:
         message = f"not done within {timeout_s:g} s" + _reconnecting_note(client)
         raise caller_timeout(message) from None
-
-
-def check_time(time_s: object) -> float:
-    """A ``time_s=`` given to a publish: seconds since the epoch, as ``time.time()``.
-
-    Raises:
-        InvalidArgument: not a finite number.
-    """
-    if isinstance(time_s, bool) or not isinstance(time_s, int | float) or not math.isfinite(time_s):
-        raise InvalidArgument(
-            f"time_s must be a number of seconds (time.time()), not {time_s!r:.40}"
-        )
-    return float(time_s)
 
 
 def check_timeout(timeout: object) -> None:
