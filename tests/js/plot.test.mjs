@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classify, niceTicks, finiteRange, numericArray, markerLabel, reconnectNote } from '../../trio_stream/web/plot.js';
+import { classify, niceTicks, finiteRange, numericArray, markerLabel, reconnectNote, describe } from '../../trio_stream/web/plot.js';
 import * as fmt from '../../trio_stream/web/format.js';
 import { NDArray, decode, encode } from '../../trio_stream/web/cbor.js';
 
@@ -87,6 +87,25 @@ test('formatting: numbers', () => {
   assert.equal(fmt.duration(2 * 86400 + 3600), '2d 1h');
   assert.equal(fmt.tick(0.5), '0.5');
   assert.equal(fmt.tick(123456), '1.2e+5');
+  // an axis's labels differ where its ticks do
+  const big = niceTicks(2 ** 70, 2 ** 70 + 3e20, 4);
+  assert.equal(new Set(fmt.tickLabels(big)).size, big.length, fmt.tickLabels(big).join(', '));
+  assert.deepEqual(fmt.tickLabels([0, 0.5, 1]), ['0', '0.5', '1']);
+  // read-outs: a uint16 image's max is 65535, not tick's 65540
+  assert.equal(fmt.exact(65535), '65535');
+  assert.equal(fmt.exact(-7), '-7');
+  assert.equal(fmt.exact(0.1 + 0.2), '0.3');
+  assert.equal(fmt.exact(1234.56789), '1234.57');
+  assert.equal(fmt.exact(2 ** 70), '1.18059e+21');
+  assert.equal(fmt.exact(1.5e-7), '1.5e-7');
+  assert.equal(fmt.exact(NaN), 'NaN');
+  assert.equal(fmt.exact(-Infinity), '-Infinity');
+});
+
+test('the line under a plot gives an image its exact integer range', () => {
+  const data = new Uint16Array([0, 65535, 12, 40000]);
+  const text = describe({ seq: 1, time: 0, sender: 'cam', lost: 0, data }, { kind: 'line', values: data });
+  assert.match(text, /min 0 · max 65535|min 0 max 65535/);
 });
 
 test('time-axis markers: a loss and a gap with their counts, a reset without one', () => {

@@ -192,6 +192,9 @@ class KeyedTable {
 // into the cell's title.
 const NAME_CHARS = 30;
 const LIST_NAME_CHARS = 22;
+// The owner beside a channel's name: the CLI's writers are "trio-stream-generate-<pid>",
+// and at 22 characters the channels table overflowed an 800 px window by 56 px.
+const OWNER_CHARS = 15;
 
 function middle(name, max = NAME_CHARS) {
   const s = String(name);
@@ -375,7 +378,7 @@ function renderChannels(list) {
     return {
       key: c.name,
       cells: [
-        middle(c.name), c.owner === null ? 'server' : middle(str(c.owner), LIST_NAME_CHARS),
+        middle(c.name), c.owner === null ? 'server' : middle(str(c.owner), OWNER_CHARS),
         held.length ? `${fmt.count(c.readers)} ⏸` : fmt.count(c.readers), fmt.count(c.writers),
         idle ? 'idle' : fmt.rate(c.rate_fps), idle ? fmt.DASH : fmt.byteRate(c.rate_bps), fmt.count(c.lost),
         typeof meta.units === 'string' ? meta.units : '',
@@ -680,7 +683,9 @@ function renderActChannels(all) {
   const have = [...sel.options].map((o) => o.value);
   if (have.join('\n') === names.join('\n')) return;
   const keep = sel.value;
-  sel.replaceChildren(...names.map((n) => Object.assign(document.createElement('option'), { value: n, textContent: n })));
+  // Cut in the middle as in the tables (the whole name is the value and the title): a long
+  // name made the select, and so the page, wider than an 800 px window.
+  sel.replaceChildren(...names.map((n) => Object.assign(document.createElement('option'), { value: n, textContent: middle(n), title: n })));
   if (names.includes(keep)) sel.value = keep;
 }
 
@@ -728,7 +733,9 @@ function renderRpcProviders(all) {
   const have = [...sel.options].map((o) => o.value);
   if (have.join('\n') === names.join('\n')) return;
   const keep = sel.value;
-  sel.replaceChildren(...names.map((n) => Object.assign(document.createElement('option'), { value: n, textContent: n })));
+  // Cut in the middle as in the tables (the whole name is the value and the title): a long
+  // name made the select, and so the page, wider than an 800 px window.
+  sel.replaceChildren(...names.map((n) => Object.assign(document.createElement('option'), { value: n, textContent: middle(n), title: n })));
   if (names.includes(keep)) sel.value = keep;
   if (sel.value !== keep || !rpcMethods.length) describeProvider();
 }

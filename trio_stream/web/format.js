@@ -72,12 +72,32 @@ export function clock(epochSeconds) {
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
 }
 
-/** A plot axis label: short, exact enough to tell ticks apart. */
-export function tick(v) {
+/** A plot axis label: short, exact enough to tell ticks apart (``extra``: more digits). */
+export function tick(v, extra = 0) {
   const a = Math.abs(v);
   if (a === 0) return '0';
-  if (a >= 1e5 || a < 1e-3) return v.toExponential(1);
-  return String(Number(v.toPrecision(4)));
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(1 + extra);
+  return String(Number(v.toPrecision(4 + extra)));
+}
+
+/** The labels of an axis's ticks: as short as tick() makes them, with the digits it takes
+ * to tell them apart (ticks 1.15e21 apart read "1.3e+21, 1.2e+21, 1.2e+21"). */
+export function tickLabels(values) {
+  let labels = values.map((v) => tick(v));
+  for (let extra = 1; extra <= 12 && new Set(labels).size < labels.length; extra++) {
+    labels = values.map((v) => tick(v, extra));
+  }
+  return labels;
+}
+
+/** A value read out for people (the info line, the legend, the cursor): integers whole
+ * (a uint16 image's max 65535, not tick's "65540"), others to 6 significant digits. */
+export function exact(v) {
+  if (Number.isInteger(v) && Math.abs(v) < 1e15) return String(v);
+  const a = Math.abs(v);
+  if (!Number.isFinite(v) || a === 0) return String(v);
+  if (a >= 1e15 || a < 1e-4) return v.toExponential(5).replace(/\.?0+e/, 'e');
+  return String(Number(v.toPrecision(6)));
 }
 
 /** Any decoded payload as readable text (JSON-like, typed arrays summarised), bounded. */

@@ -3,7 +3,7 @@
 // as a line, 2-D arrays as an auto-scaled image with a colour map, anything else as text.
 
 import { NDArray } from './cbor.js';
-import { tick, valueText, clock } from './format.js';
+import { tick, tickLabels, exact, valueText, clock } from './format.js';
 
 // ------------------------------------------------------------------------------------ classify
 
@@ -406,12 +406,14 @@ export class Plotter {
     ctx.textAlign = 'right';
     ctx.textBaseline = 'middle';
     ctx.beginPath();
-    for (const t of niceTicks(y0, y1, Math.max(2, Math.floor(area.h / 50)))) {
+    const yTicks = niceTicks(y0, y1, Math.max(2, Math.floor(area.h / 50)));
+    const yLabels = tickLabels(yTicks);
+    yTicks.forEach((t, k) => {
       const y = Math.round(sy(t)) + 0.5;
       ctx.moveTo(area.x, y);
       ctx.lineTo(area.x + area.w, y);
-      ctx.fillText(tick(t), area.x - 6, y);
-    }
+      ctx.fillText(yLabels[k], area.x - 6, y);
+    });
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
     for (const t of niceTicks(x0, x1, Math.max(2, Math.floor(area.w / 90)))) {
@@ -483,7 +485,7 @@ export class Plotter {
       const last = s[s.length - 1];
       const units = this.units[name] ?? this.units[name.split('.')[0]] ?? '';
       ctx.fillStyle = this.colorOf(k);
-      ctx.fillText(`${name || 'value'} = ${last ? tick(last.v) : '–'}${units ? ` ${units}` : ''}`, area.x + 8, y);
+      ctx.fillText(`${name || 'value'} = ${last ? exact(last.v) : '–'}${units ? ` ${units}` : ''}`, area.x + 8, y);
       y += 17;
     });
   }
@@ -591,14 +593,14 @@ export class Plotter {
     if (this.view?.kind === 'line') {
       const i = Math.round(x), vals = this.view.values;
       if (i < 0 || i >= vals.length) return '';
-      return `[${i}] = ${tick(Number(vals[i]))}`;
+      return `[${i}] = ${exact(Number(vals[i]))}`;
     }
     const t = this._tEnd + x;
     const parts = [clock(t)];
     for (const [name, s] of this.series) {
       let best = null;
       for (const p of s) if (!best || Math.abs(p.t - t) < Math.abs(best.t - t)) best = p;
-      if (best && Math.abs(best.t - t) < (m.xr[1] - m.xr[0]) / 4) parts.push(`${name || 'value'} ${tick(best.v)}`);
+      if (best && Math.abs(best.t - t) < (m.xr[1] - m.xr[0]) / 4) parts.push(`${name || 'value'} ${exact(best.v)}`);
     }
     if (parts.length === 1) parts.push(`y ${tick(m.iy(py))}`);
     return parts.join(' · ');
@@ -660,7 +662,7 @@ export class Plotter {
     if (c && c.x >= dx && c.x < dx + dw && c.y >= dy && c.y < dy + dh) {
       const col = Math.floor((c.x - dx) / fit), row = Math.floor((c.y - dy) / fit);
       const at = (row * width + col) * channels;
-      const val = channels === 1 ? tick(Number(values[at])) : Array.from(values.subarray(at, at + channels)).join(', ');
+      const val = channels === 1 ? exact(Number(values[at])) : Array.from(values.subarray(at, at + channels)).join(', ');
       ctx.textAlign = 'left';
       ctx.fillText(`[${row}, ${col}] = ${val}`, area.x, area.y + area.h + 8);
     }
@@ -691,7 +693,7 @@ export function describe(msg, view, sub) {
   else if (ArrayBuffer.isView(d)) parts.push(`${d.constructor.name}(${d.length})`);
   if (view.kind === 'line' || view.kind === 'image') {
     const r = finiteRange(view.values);
-    if (r) parts.push(`min ${tick(r[0])} max ${tick(r[1])}`);
+    if (r) parts.push(`min ${exact(r[0])} max ${exact(r[1])}`);
   }
   return parts.join(' · ');
 }
