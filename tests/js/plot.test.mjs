@@ -102,6 +102,13 @@ test('formatting: numbers', () => {
   assert.equal(fmt.exact(-Infinity), '-Infinity');
 });
 
+test("a map's NaN field stays a series; a map of NaN alone is text", () => {
+  const v = classify({ a: NaN, b: Infinity, c: 3 });
+  assert.equal(v.kind, 'scalar');
+  assert.deepEqual(v.fields.map(([k]) => k), ['a', 'b', 'c']);
+  assert.equal(classify({ a: NaN }).kind, 'text');
+});
+
 test('the line under a plot gives an image its exact integer range', () => {
   const data = new Uint16Array([0, 65535, 12, 40000]);
   const text = describe({ seq: 1, time: 0, sender: 'cam', lost: 0, data }, { kind: 'line', values: data });

@@ -89,11 +89,15 @@ export function classify(data, label = null) {
   if (data && typeof data === 'object' && !Array.isArray(data) && !(data instanceof Map) && !(data instanceof Date)
       && !ArrayBuffer.isView(data)) {
     // every numeric field becomes a series of its own (a $stats record plots all its loads)
+    // A NaN field stays a series (its legend says "= NaN", its line has a gap): a sensor
+    // that reads NaN for a while must not drop out of the legend unannounced.
     const fields = [];
     for (const [k, v] of Object.entries(data)) {
-      if ((typeof v === 'number' && !Number.isNaN(v)) || typeof v === 'bigint') fields.push([k, Number(v)]);
+      if (typeof v === 'number' || typeof v === 'bigint') fields.push([k, Number(v)]);
     }
-    if (fields.length) return { kind: 'scalar', value: fields[0][1], label: fields[0][0], fields };
+    if (fields.some(([, v]) => !Number.isNaN(v))) {
+      return { kind: 'scalar', value: fields[0][1], label: fields[0][0], fields };
+    }
   }
   return text(data);
 }
