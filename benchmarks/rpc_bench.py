@@ -127,7 +127,7 @@ async def async_writer_role(args: argparse.Namespace) -> None:
                 for _ in range(1000):
                     await client.publish(CHANNEL, SMALL)
                 count += 1000
-            await client._shared_publishers[CHANNEL].wait_acknowledged()
+            await client._shared_publishers[CHANNEL, None].wait_acknowledged()
             elapsed = time.perf_counter() - start
         print(json.dumps({"values_per_s": count / elapsed}), flush=True)
 

@@ -212,3 +212,33 @@ async def test_lifetime_must_be_a_positive_finite_number(
         with pytest.raises(ts.InvalidArgument, match="lifetime must be a positive, finite"):
             await client.create_channel("c", lifetime=lifetime)
         assert "c" not in {c.name for c in await client.channels()}
+
+
+async def test_a_publish_with_another_key_does_not_ride_on_the_right_keys_publisher(
+    url: str,
+) -> None:
+    # publish() keeps one publisher per channel: a later publish with a wrong key (or none)
+    # was sent through the one the right key had opened.
+    async with (
+        ts.open_client(url, name="owner") as owner,
+        ts.open_client(url, name="friend") as friend,
+    ):
+        await owner.create_channel("lab/keyed", public=False, key=SECRET, history=5)
+        assert await friend.publish("lab/keyed", 1, key=SECRET)
+        for wrong in ("wrong", None):
+            with pytest.raises(ts.ChannelNotFound):
+                await friend.publish("lab/keyed", 2, key=wrong)
+        assert await friend.publish("lab/keyed", 3, key=SECRET)
+
+        def sync_side() -> None:
+            with ts.SyncClient(url, name="script") as script:
+                assert script.publish("lab/keyed", 4, key=SECRET)
+                with pytest.raises(ts.ChannelNotFound):
+                    script.publish("lab/keyed", 5, key="wrong")
+                script.flush(timeout=10)
+
+        await trio.to_thread.run_sync(sync_side)
+        async with owner.subscribe("lab/keyed", policy="unbounded") as sub:
+            with trio.fail_after(10):
+                got = [(await sub.receive()).data for _ in range(3)]
+        assert got == [1, 3, 4]

@@ -719,7 +719,7 @@ async def test_single_writer_holds_across_nodes(redis_server: RedisServer) -> No
     async with client_on_each_node(redis_server, "w", "other") as (w, other):
         await w.create_channel("c", single_writer=True)
         async with w.publisher("c"):
-            with pytest.raises(ts.LimitExceeded):
+            with pytest.raises(ts.LimitExceeded, match="a client of node 'a'"):
                 async with other.publisher("c"):
                     pass
         async with other.publisher("c"):  # the first writer is gone: the place is free

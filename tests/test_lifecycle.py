@@ -63,9 +63,11 @@ async def test_single_writer_refuses_a_second_writer(url: str) -> None:
     async with ts.open_client(url, name="a") as a, ts.open_client(url, name="b") as b:
         await a.create_channel("solo", single_writer=True)
         async with a.publisher("solo"):
-            with pytest.raises(ts.LimitExceeded, match="single_writer"):
+            # Says who holds it and when it frees (it said only "has a writer").
+            with pytest.raises(ts.LimitExceeded, match="single_writer") as taken:
                 async with b.publisher("solo"):
                     pass
+            assert "client 'a'" in str(taken.value) and "closes" in str(taken.value)
         async with b.publisher("solo"):  # the first one left: now b may write
             pass
 

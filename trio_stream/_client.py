@@ -190,7 +190,9 @@ class Client:
         self._resuming_subs: set[Subscription] = set()  # waiting for the next connection
         self._resuming_pubs: set[Publisher] = set()
         self._owned: dict[str, dict[str, Any]] = {}  # channels we created: their options
-        self._shared_publishers: dict[str, Publisher] = {}
+        # publish()'s publishers, by channel and key: a publish with another key (a wrong
+        # one) must not ride on the publisher the right key opened (it did, and was sent).
+        self._shared_publishers: dict[tuple[str, str | None], Publisher] = {}
         self._out: list[BytesLike] = []
         self._out_bytes = 0
         self._out_wake = trio.Event()
@@ -978,8 +980,9 @@ class Client:
         pub = self._publishers.pop(msg.pub, None)
         if pub is not None:
             pub._end(msg.reason)
-            if self._shared_publishers.get(pub.channel) is pub:
-                del self._shared_publishers[pub.channel]
+            for shared, held in list(self._shared_publishers.items()):
+                if held is pub:
+                    del self._shared_publishers[shared]
 
     def _on_goodbye(self, msg: Goodbye) -> None:
         self._goodbye = msg.reason
@@ -1233,10 +1236,10 @@ class Client:
         compress_fn = compressor(compress)
         if compress_fn is not None:
             value = EncodedPayload(b"".join(compress_fn(encode_payload(value))))
-        pub = self._shared_publishers.get(channel)
+        pub = self._shared_publishers.get((channel, key))
         if pub is None or not pub.is_open:
             pub = await self.open_publisher(channel, key=key)
-            self._shared_publishers[channel] = pub
+            self._shared_publishers[channel, key] = pub
         return await pub.send(value, time_s=time_s)
 
     # -- reading -------------------------------------------------------------------------------

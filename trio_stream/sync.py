@@ -169,7 +169,8 @@ class SyncClient:
         self._dead = False  # the trio thread has ended
         self._publish_error: BaseException | None = None
         self._undelivered = 0  # set as the thread closes: see close()
-        self._shared: dict[str, Publisher] = {}  # one publisher per channel for publish()
+        # publish()'s publishers, one per channel and key (another key opens its own)
+        self._shared: dict[tuple[str, str | None], Publisher] = {}
         self._shared_lock = threading.Lock()
         self._wake = trio.Event()  # trio side: the queue has something
         self._drained = trio.Event()  # trio side: the queue was emptied
@@ -467,13 +468,13 @@ class SyncClient:
             TrioStreamError: an earlier queued value could not be sent (raised once).
         """
         compress_fn = compressor(compress)
-        pub = self._shared.get(channel)
+        pub = self._shared.get((channel, key))
         if pub is None or not pub.is_open:
             with self._shared_lock:
-                pub = self._shared.get(channel)
+                pub = self._shared.get((channel, key))
                 if pub is None or not pub.is_open:
                     pub = self._call(partial(self._trio_client.open_publisher, channel, key=key))
-                    self._shared[channel] = pub
+                    self._shared[channel, key] = pub
         return self._enqueue(pub, value, compress_fn, time_s)
 
     def _enqueue(

@@ -41,7 +41,6 @@ from .._exceptions import (
     ChannelNotFound,
     ClusterUnavailable,
     InvalidArgument,
-    LimitExceeded,
     NameInUse,
 )
 from .._protocol.bytes_like import BytesLike
@@ -64,6 +63,7 @@ from .._server.broker import (
     check_channel_key,
     check_channel_meta,
     check_channel_name,
+    single_writer_taken,
 )
 from .._server.buffers import Policy
 from .._server.engine import AsyncHandler, default_node_name
@@ -774,14 +774,11 @@ class RedisEngine:
         record = await self._record(msg.channel, msg.key, session)
         channel = self._mirror(record)
         # Across nodes: another node's writer shows in Redis (see _writers_key).
-        if (
-            record.options.get("single_writer")
-            and not channel.publishers
-            and await self._writer_nodes(channel)
-        ):
-            raise LimitExceeded(
-                f"channel {channel.name!r} was created with single_writer=True and has a writer"
-            )
+        if record.options.get("single_writer") and not channel.publishers:
+            nodes = await self._writer_nodes(channel)
+            if nodes:
+                holder = f"a client of node {sorted(nodes)[0].decode()!r}"
+                raise single_writer_taken(channel.name, holder)
         result = requests.open_publisher_on(session, msg, channel)
         try:
             if record.options.get("single_writer"):

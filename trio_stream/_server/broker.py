@@ -242,6 +242,16 @@ def check_channel_meta(meta: dict[str, Any] | None) -> None:
         )
 
 
+def single_writer_taken(name: str, holder: str) -> LimitExceeded:
+    """The answer to a second writer of a ``single_writer`` channel: who holds it (as far
+    as the server knows: a client, or a node), and what to do."""
+    return LimitExceeded(
+        f"channel {name!r} was created with single_writer=True and has a writer ({holder}): "
+        "it takes another once that publisher closes (or its client disconnects); for "
+        "several writers create the channel without single_writer"
+    )
+
+
 def check_channel_key(key: str | None) -> None:
     """A channel's key is a non-empty string, or None for none."""
     # An empty key would be a real key that anyone guesses: in most languages it is what an
@@ -419,9 +429,8 @@ class Broker:
         if channel.name.startswith("$"):
             raise AuthError(f"system channel {channel.name!r} is read-only")
         if channel.single_writer and channel.publishers:
-            raise LimitExceeded(
-                f"channel {channel.name!r} was created with single_writer=True and has a writer"
-            )
+            holder = channel.publishers[0].sender.decode("utf-8", "replace")
+            raise single_writer_taken(channel.name, f"client {holder[:100]!r}")
         pub = Writer(pub_id, channel, outbox, sender_field(client.name))
         channel.publishers.append(pub)
         self.event("writers", channel)
