@@ -1850,3 +1850,37 @@ async def test_a_clear_or_rate_limited_resume_is_offered_what_one_server_offers(
         got = await resumed_reads(url_a, url_b, url_b, **options)
     assert expected
     assert got == expected
+
+
+@pytest.mark.parametrize("end", ["delete", "lifetime"])
+async def test_a_writers_node_tells_its_readers_how_a_channel_ended_elsewhere(
+    redis_server: RedisServer, end: str
+) -> None:
+    # The writer's node found the channel gone from Redis (its batch refused) before the
+    # news of the end came, and ended it there with "changed in Redis (no such channel):
+    # reopen it" (in 4 of 4 outside runs of a delete, 8 of 10 of a lifetime, at 500 Hz).
+    # The end's reason is in Redis with the deletion mark: its readers get that one.
+    async with client_on_each_node(redis_server, "owner", "b") as (owner, b):
+        lifetime = 1.0 if end == "lifetime" else None
+        await owner.create_channel("c", lifetime=lifetime)
+        async with b.subscribe("c", policy="drop_oldest", size=10) as sub:
+            pub = await b.open_publisher("c")
+            await pub.wait_for_readers()
+
+            async def flood() -> None:
+                with contextlib.suppress(ts.ChannelNotFound):
+                    while True:
+                        await pub.send(0)
+                        await trio.sleep(0.001)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flood)
+                await trio.sleep(0.3)
+                if end == "delete":
+                    await owner.delete_channel("c")
+                with trio.fail_after(WAIT_S):
+                    async for _ in sub:
+                        pass
+                nursery.cancel_scope.cancel()
+    expected = "was deleted" if end == "delete" else "reached its lifetime"
+    assert expected in (sub.end_reason or ""), sub.end_reason

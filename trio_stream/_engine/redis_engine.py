@@ -108,6 +108,7 @@ FLUSH_POLL_S: Final = 0.005
 # A node waits this long for Redis at start (a PING, then its subscriptions and first
 # heartbeat) before it gives up with ClusterUnavailable.
 STARTUP_TIMEOUT_S: Final = 10.0
+GONE_REASON_TIMEOUT_S: Final = 2.0  # a writer's node asks Redis why a channel ended
 REPLAY_MAX_FRAMES: Final = 1000  # a lossy reader's resume replays at most this many frames
 REPLAY_PAGE_FRAMES: Final = 1000  # frames read from Redis per call while replaying
 REPLAY_CATCH_UP_READS: Final = 50  # reads past the pages, while the position moves on
@@ -736,7 +737,9 @@ class RedisEngine:
         by name has moved since)."""
         self._deleting[name] += 1
         try:
-            deleted = await self.io.registry.delete(name, epoch=epoch, node=node, holder=holder)
+            deleted = await self.io.registry.delete(
+                name, epoch=epoch, node=node, holder=holder, reason=reason
+            )
             if deleted is None and node:
                 return
             # Deleted in Redis: ended here first, whatever the announcement does. Left kept
@@ -751,6 +754,24 @@ class RedisEngine:
         # Shielded (bounded): the delete is done, the client is told so.
         with trio.CancelScope(shield=True):
             await self.tell_deleted(name, epoch, reason)
+
+    async def _gone_reason(self, channel: Channel, error: EpochChanged) -> str:
+        """Why a channel that this node's writer found gone from Redis ended, for its
+        readers and writers here: the reason its end left in Redis (a delete, its lifetime,
+        its owner gone), which the news of that end brings here a moment later; failing that,
+        what Redis shows (it said "changed in Redis (no such channel): reopen it", and a
+        reopen failed)."""
+        name = channel.name
+        if error.epoch is not None:
+            return f"channel {name!r} was created anew (on another node): subscribe again"
+        with trio.move_on_after(GONE_REASON_TIMEOUT_S), contextlib.suppress(*REDIS_ERRORS):
+            reason = await self.io.registry.deleted_reason(name, channel.epoch)
+            if reason is not None:
+                return reason
+        return (
+            f"channel {name!r} is gone from Redis (ended on another node, or lost in a Redis "
+            "restart): create it again, or subscribe again"
+        )
 
     def _on_deleted(self, node: str, body: Any) -> None:
         name, epoch, reason = body
@@ -1377,10 +1398,14 @@ class RedisEngine:
 
     async def _reap(self, record: ChannelRecord) -> None:
         name = record.name
+        reason = (
+            f"channel {record.name!r} ended: its node {record.node!r} left the cluster and its "
+            "owner did not come back within resume_grace_s"
+        )
         if record.node != self.node:
             # Atomic against a take-over (a move): the delete needs the dead node there.
             deleted = await self.io.registry.delete(
-                name, epoch=record.epoch, node=record.node, holder=record.holder
+                name, epoch=record.epoch, node=record.node, holder=record.holder, reason=reason
             )
         elif name in self._kept or name in self._ending or name in self._creating:
             return  # its owner took it back here since the look (_adopt), or creates it
@@ -1390,7 +1415,7 @@ class RedisEngine:
             done = self._ending[name] = trio.Event()
             try:
                 deleted = await self.io.registry.delete(
-                    name, epoch=record.epoch, node=self.node, holder=record.holder
+                    name, epoch=record.epoch, node=self.node, holder=record.holder, reason=reason
                 )
             finally:
                 del self._ending[name]
@@ -1398,10 +1423,6 @@ class RedisEngine:
         if deleted is None:
             return  # another survivor ended it, or a live node took it over meanwhile
         log.info("channel %r ended: its node %r left the cluster", record.name[:80], record.node)
-        reason = (
-            f"channel {record.name!r} ended: its node {record.node!r} left the cluster and its "
-            "owner did not come back within resume_grace_s"
-        )
         self._on_deleted(
             self.node, [record.name, record.epoch, reason]
         )  # first: see _delete_everywhere
@@ -1593,7 +1614,9 @@ class RedisEngine:
                                 continue
                         if broker.channels.get(channel.name) is channel:
                             self._kept.pop(channel.name, None)
-                            broker.delete_channel(channel, str(error))
+                            reason = await self._gone_reason(channel, error)
+                            if broker.channels.get(channel.name) is channel:  # not meanwhile
+                                broker.delete_channel(channel, reason)
                         return
                     except WriterMoved as moved:
                         # Its client reopened it (another connection, here or on another

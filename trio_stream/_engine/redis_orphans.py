@@ -219,7 +219,9 @@ class OrphanEnds:
         registry = node.io.registry
         try:
             with trio.fail_after(timeout_s):
-                deleted = await registry.delete(name, epoch=epoch, node=node.node, holder=holder)
+                deleted = await registry.delete(
+                    name, epoch=epoch, node=node.node, holder=holder, reason=reason
+                )
                 record = None if deleted is not None else await registry.get(name)
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
             # A try cut short by its own give-up time says nothing of Redis.

@@ -39,6 +39,7 @@ HOLDER_BYTES = 8
 # (its pub/sub was reconnecting) finds the mark instead of taking the missing record for
 # Redis's loss and registering the channel again. One small key per delete.
 DELETED_MARK_S = 3600
+MARK_REASON_CHARS = 500  # the end reason a mark keeps (a channel's end_reason, bounded)
 
 # KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, then field/value pairs.
 _CREATE_LUA = """
@@ -52,7 +53,7 @@ return 1
 # ARGV[3] expected epoch ('' = any), ARGV[4] positions key prefix, ARGV[5] expected node
 # ('' = any), ARGV[6] '=' and the expected holder ('' = any; '=' alone: a record without a
 # holder, from before holder tokens), ARGV[7] the deletion mark's key prefix, ARGV[8] its
-# lifetime (s). Returns the deleted epoch, or false.
+# lifetime (s), ARGV[9] why it ended (the mark's value). Returns the deleted epoch, or false.
 _DELETE_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return false end
@@ -63,7 +64,7 @@ if ARGV[6] ~= '' and ARGV[6] ~= '=' .. (redis.call('HGET', KEYS[1], 'holder') or
 end
 redis.call('DEL', KEYS[1], ARGV[2] .. epoch, ARGV[4] .. epoch)
 redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('SET', ARGV[7] .. epoch, '1', 'EX', ARGV[8])
+redis.call('SET', ARGV[7] .. epoch, ARGV[9], 'EX', ARGV[8])
 return epoch
 """
 
@@ -225,6 +226,7 @@ class ChannelRegistry:
         epoch: str | None = None,
         node: str | None = None,
         holder: str | None = None,
+        reason: str = "",
     ) -> str | None:
         """Delete ``name`` and its frames; with ``epoch``, only that incarnation; with
         ``node``, only if that node keeps it (not if another node took it over meanwhile);
@@ -249,6 +251,7 @@ class ChannelRegistry:
                 _holder_arg(holder),
                 mark,
                 str(DELETED_MARK_S),
+                reason[:MARK_REASON_CHARS] or "deleted",
             ],
         )
         return deleted.decode() if isinstance(deleted, bytes) else None
@@ -257,6 +260,15 @@ class ChannelRegistry:
         """Whether that epoch of ``name`` was deleted (within DELETED_MARK_S), rather than
         lost by Redis (a restart without persistence loses the mark with the record)."""
         return bool(await self._client.exists([self._keys.deleted(name, epoch)]))
+
+    async def deleted_reason(self, name: str, epoch: str) -> str | None:
+        """Why that epoch of ``name`` ended, as its deletion mark says (None: no mark, or
+        one from before marks carried it): a node whose writer finds the channel gone tells
+        its readers the real end, not only that Redis lacks it."""
+        mark = await self._client.get(self._keys.deleted(name, epoch))
+        if mark is None or mark == b"1":
+            return None
+        return mark.decode("utf-8", "replace")
 
     async def move(self, name: str, *, epoch: str, owner: str, node: str) -> Moved | None:
         """Make ``node`` the one that keeps channel ``name`` (its owner's end, its lifetime):
