@@ -91,6 +91,7 @@ test('formatting: numbers', () => {
   const big = niceTicks(2 ** 70, 2 ** 70 + 3e20, 4);
   assert.equal(new Set(fmt.tickLabels(big)).size, big.length, fmt.tickLabels(big).join(', '));
   assert.deepEqual(fmt.tickLabels([0, 0.5, 1]), ['0', '0.5', '1']);
+  assert.deepEqual(fmt.tickLabels([0, 50000, 100000]), ['0', '5.0e+4', '1.0e+5']); // one notation
   // read-outs: a uint16 image's max is 65535, not tick's 65540
   assert.equal(fmt.exact(65535), '65535');
   assert.equal(fmt.exact(-7), '-7');

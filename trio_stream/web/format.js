@@ -76,20 +76,24 @@ export function clock(epochSeconds) {
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
 }
 
-/** A plot axis label: short, exact enough to tell ticks apart (``extra``: more digits). */
-export function tick(v, extra = 0) {
+/** A plot axis label: short, exact enough to tell ticks apart (``extra``: more digits;
+ * ``exponent``: true or false to force the notation, by default chosen by the value). */
+export function tick(v, extra = 0, exponent = undefined) {
   const a = Math.abs(v);
   if (a === 0) return '0';
-  if (a >= 1e5 || a < 1e-3) return v.toExponential(1 + extra);
+  if (exponent ?? (a >= 1e5 || a < 1e-3)) return v.toExponential(1 + extra);
   return String(Number(v.toPrecision(4 + extra)));
 }
 
-/** The labels of an axis's ticks: as short as tick() makes them, with the digits it takes
- * to tell them apart (ticks 1.15e21 apart read "1.3e+21, 1.2e+21, 1.2e+21"). */
+/** The labels of an axis's ticks: in one notation (the largest tick's), as short as tick()
+ * makes them, with the digits it takes to tell them apart (ticks 1.15e21 apart read
+ * "1.3e+21, 1.2e+21, 1.2e+21", and an index axis "80000, 1.0e+5"). */
 export function tickLabels(values) {
-  let labels = values.map((v) => tick(v));
+  const top = Math.max(0, ...values.map((v) => Math.abs(v)));
+  const exponent = top >= 1e5 || (top > 0 && top < 1e-3);
+  let labels = values.map((v) => tick(v, 0, exponent));
   for (let extra = 1; extra <= 12 && new Set(labels).size < labels.length; extra++) {
-    labels = values.map((v) => tick(v, extra));
+    labels = values.map((v) => tick(v, extra, exponent));
   }
   return labels;
 }

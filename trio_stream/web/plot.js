@@ -438,12 +438,15 @@ export class Plotter {
     });
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
-    for (const t of niceTicks(x0, x1, Math.max(2, Math.floor(area.w / 90)))) {
+    const xTicks = niceTicks(x0, x1, Math.max(2, Math.floor(area.w / 90)));
+    // Plain ticks (an array's index) share one notation (80000 beside 1.0e+5 did not).
+    const xLabels = xLabel === tick ? tickLabels(xTicks) : xTicks.map(xLabel);
+    xTicks.forEach((t, k) => {
       const x = Math.round(sx(t)) + 0.5;
       ctx.moveTo(x, area.y);
       ctx.lineTo(x, area.y + area.h);
-      ctx.fillText(xLabel(t), x, area.y + area.h + 6);
-    }
+      ctx.fillText(xLabels[k], x, area.y + area.h + 6);
+    });
     ctx.stroke();
     ctx.strokeStyle = this.colors.axis;
     ctx.strokeRect(area.x + 0.5, area.y + 0.5, area.w - 1, area.h - 1);
@@ -548,7 +551,7 @@ export class Plotter {
     let range = columns ? columns.range : finiteRange(vals, a, b);
     if (a === 0 && b === n) v.range = range; // the whole array's: describe() takes it
     const yr = this.yRange ?? padRange(range ?? [0, 1]);
-    const { sx, sy } = this.axes(area, [i0, i1], yr, (t) => tick(t), this._unitsText([this.viewName ?? '']));
+    const { sx, sy } = this.axes(area, [i0, i1], yr, tick, this._unitsText([this.viewName ?? '']));
     ctx.save();
     ctx.beginPath();
     ctx.rect(area.x, area.y, area.w, area.h);
