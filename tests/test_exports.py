@@ -99,3 +99,11 @@ def test_errors_survive_pickling_under_their_public_name() -> None:
         "port busy",
         "Traceback ...",
     )
+
+
+def test_signatures_show_their_defaults_readably() -> None:
+    # help(Subscription.retune) showed max_rate=<_Keep.KEEP: 0>.
+    import inspect
+
+    signature = str(inspect.signature(ts.Subscription.retune))
+    assert "= <unchanged>" in signature and "KEEP" not in signature, signature

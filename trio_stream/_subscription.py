@@ -59,6 +59,10 @@ class _Keep(enum.Enum):
 
     KEEP = 0
 
+    def __repr__(self) -> str:
+        # What help() and signatures show: retune(max_rate=<unchanged>), not <_Keep.KEEP: 0>.
+        return "<unchanged>"
+
 
 class Subscription:
     """Messages of one channel, as this reader's server-side buffer releases them.
