@@ -170,6 +170,26 @@ async def test_merge_refuses_bad_arguments(url: str) -> None:
         assert not sub_a._ended  # leaving the merge leaves the subscription open
 
 
+async def test_closing_a_merge_ends_a_receive_waiting_on_it(url: str) -> None:
+    # close_nowait only set a flag: a task waiting in receive() went on waiting for a frame
+    # (for ever on quiet channels), where a closed subscription ends its reader at once.
+    async with two_channels(url) as (_, _pub_a, _pub_b, sub_a, sub_b):
+        merged = ts.merge(sub_a, sub_b)
+        ended: list[str] = []
+
+        async def wait() -> None:
+            with pytest.raises(trio.EndOfChannel, match="this merge was closed"):
+                await merged.receive()
+            ended.append("yes")
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait)
+                await trio.sleep(0.2)
+                merged.close_nowait()
+        assert ended == ["yes"]
+
+
 async def test_sync_merge_iterates_and_times_out(url: str) -> None:
     with trio.fail_after(60):
         await trio.to_thread.run_sync(sync_merge_scenario, url, abandon_on_cancel=True)

@@ -4,6 +4,7 @@ every frame arrives in order."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import trio
 from client_parts import tcp_transport
@@ -74,8 +75,11 @@ async def test_time_s_is_a_number_of_seconds_or_invalid_argument(server: ts.Serv
                 with pytest.raises(ts.InvalidArgument, match="time_s must be"):
                     await pub.send(1, time_s=bad)  # type: ignore[arg-type]
             assert pub.sent == 0
+            # A DAQ's time array gives numpy numbers: taken, as the wire head's pack took them.
+            assert await pub.send(0, time_s=np.float32(10.5))
+            assert await pub.send(0, time_s=np.int64(11))
             assert await pub.send(1, time_s=12)
         with pytest.raises(ts.InvalidArgument, match="time_s must be"):
             await client.publish("t", 1, time_s="now")  # type: ignore[arg-type]
         async with client.subscribe("t", policy="unbounded") as sub:
-            assert (await sub.receive()).time == 12.0
+            assert [(await sub.receive()).time for _ in range(3)] == [10.5, 11.0, 12.0]

@@ -18,7 +18,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, SupportsFloat, TypeVar
 
 import trio
 
@@ -1225,7 +1225,7 @@ class Client:
         *,
         key: str | None = None,
         compress: str | None = None,
-        time_s: float | None = None,
+        time_s: SupportsFloat | None = None,
     ) -> bool:
         """Send one value to ``channel``; False (nothing sent) while it has no readers.
 

@@ -54,6 +54,7 @@ class Merge:
         self._taken = 0
         self._closed = False
         self.end_reason: str | None = None  # as Subscription.end_reason: why it ended
+        self._waiting: trio.Event | None = None  # what a receive waits on (close sets it)
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -124,7 +125,7 @@ class Merge:
         return message
 
     async def _wait_any(self) -> None:
-        event = trio.Event()
+        event = self._waiting = trio.Event()
         try:
             for sub in self._subs:
                 if not sub._wake_with(event):
@@ -134,6 +135,7 @@ class Merge:
                     )
             await event.wait()
         finally:
+            self._waiting = None
             for sub in self._subs:
                 sub._unwake(event)
 
@@ -155,7 +157,10 @@ class Merge:
         """Stop reading through the merge, at once (as Subscription.close_nowait)."""
         if not self._closed:
             self._closed = True
-            self.end_reason = "this merge was closed"
+            # An end that came first keeps its reason, as a subscription's does.
+            self.end_reason = self.end_reason or "this merge was closed"
+            if self._waiting is not None:  # a receive waits: it ends now, not at a frame
+                self._waiting.set()
 
     async def __aenter__(self) -> Merge:
         return self

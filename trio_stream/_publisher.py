@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, SupportsFloat
 
 import trio
 
@@ -81,16 +81,33 @@ log = logging.getLogger(__name__)
 
 
 def check_time(time_s: object) -> float:
-    """A ``time_s=`` given to a publish: seconds since the epoch, as ``time.time()``.
+    """A ``time_s=`` given to a publish: seconds since the epoch, as ``time.time()``; any
+    real number (a numpy float32 or int64 from a DAQ's time array too, as the wire head's
+    pack took them).
 
     Raises:
-        InvalidArgument: not a finite number.
+        InvalidArgument: not a finite number (a str, a bool, NaN...).
     """
-    if isinstance(time_s, bool) or not isinstance(time_s, int | float) or not math.isfinite(time_s):
-        raise InvalidArgument(
-            f"time_s must be a number of seconds (time.time()), not {time_s!r:.40}"
-        )
-    return float(time_s)
+    if type(time_s) is float and time_s - time_s == 0.0:  # the common case, finite
+        return time_s
+    return float_seconds(time_s, "time_s must be a number of seconds (time.time())")
+
+
+def float_seconds(value: object, what: str) -> float:
+    """``value`` as a finite float; ``what`` starts the error's message.
+
+    Raises:
+        InvalidArgument: a str, bytes, a bool, or no number (float() refuses it), NaN or inf.
+    """
+    if not isinstance(value, str | bytes | bytearray | bool):
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            pass
+        else:
+            if math.isfinite(number):
+                return number
+    raise InvalidArgument(f"{what}, not {value!r:.40}")
 
 
 def new_writer_key() -> str:
@@ -369,7 +386,7 @@ class Publisher:
             await self._next_event("_readers_event").wait()
         self._check()
 
-    async def send(self, value: Any, *, time_s: float | None = None) -> bool:
+    async def send(self, value: Any, *, time_s: SupportsFloat | None = None) -> bool:
         """Send one value; returns False (nothing on the wire) while nobody wants it.
 
         A channel wants frames while it has readers, and always when it keeps history
@@ -389,6 +406,8 @@ class Publisher:
         # are read once into locals, the wire head is one pack (frames.PUBLISH_WIRE_HEAD).
         if self._ended is not None:
             raise self._ended
+        if time_s is not None:  # checked first: a bad one is refused readers or not
+            time_s = check_time(time_s)
         client = self._client
         if self.readers <= 0 and not self._keeps_history and not self._awaiting_readers:
             await trio.lowlevel.checkpoint()
@@ -428,9 +447,7 @@ class Publisher:
             await _checkpoint_if_cancelled()
         pieces.insert(
             0,
-            _wire_head(
-                size, _PUBLISH, self.pub_id, _wall_clock() if time_s is None else check_time(time_s)
-            ),
+            _wire_head(size, _PUBLISH, self.pub_id, _wall_clock() if time_s is None else time_s),
         )
         unacked.append((size, pieces))
         self._unacked_bytes += size

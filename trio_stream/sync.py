@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, SupportsFloat, TypeVar
 
 import trio
 
@@ -64,7 +64,7 @@ from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor, compressor
 from ._protocol.frames import PUBLISH_HEAD
 from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, Limits, PayloadLimits
-from ._publisher import check_time
+from ._publisher import check_time, float_seconds
 from ._reconnect import Reconnect, State
 from ._records import ChannelInfo, ClientInfo, Message, Position, ServerStats
 from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
@@ -344,9 +344,15 @@ class SyncClient:
         if "closed" in states and self.state == "closed":
             return "closed"  # as Client.wait_state, not ConnectionClosed
         client = self._trio_client
-        return self._call(
-            partial(_with_timeout, timeout, partial(client.wait_state, *states), client)
-        )
+        try:
+            return self._call(
+                partial(_with_timeout, timeout, partial(client.wait_state, *states), client)
+            )
+        except ConnectionClosed:
+            # Closed by another thread while this one waited: what it waited for.
+            if "closed" in states and self.state == "closed":
+                return "closed"
+            raise
 
     def close(self, *, flush: bool = True) -> None:
         """Send what is queued (with ``flush``), say goodbye, and end the thread. Idempotent.
@@ -453,7 +459,7 @@ class SyncClient:
         *,
         key: str | None = None,
         compress: str | None = None,
-        time_s: float | None = None,
+        time_s: SupportsFloat | None = None,
     ) -> bool:
         """Queue one value for ``channel``; False (nothing queued) while it has no readers.
 
@@ -482,7 +488,7 @@ class SyncClient:
         pub: Publisher,
         value: Any,
         compress: Compressor | None = None,
-        time_s: float | None = None,
+        time_s: SupportsFloat | None = None,
     ) -> bool:
         stamp = time.time() if time_s is None else check_time(time_s)
         self._portal.check_process()  # a forked child's queue has nobody to send it
@@ -815,10 +821,16 @@ def check_timeout(timeout: object) -> None:
     """
     if timeout is None:
         return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise InvalidArgument(
-            f"timeout must be None or a number of seconds >= 0, not {timeout!r:.40}"
-        )
+    what = "timeout must be None or a number of seconds >= 0"
+    if float_seconds_or_inf(timeout, what) < 0:
+        raise InvalidArgument(f"{what}, not {timeout!r:.40}")
+
+
+def float_seconds_or_inf(value: object, what: str) -> float:
+    """As float_seconds, with math.inf taken too (a timeout of inf waits for ever)."""
+    if value == math.inf and not isinstance(value, str | bytes | bytearray | bool):
+        return math.inf
+    return float_seconds(value, what)
 
 
 def _reconnecting_note(client: Client) -> str:
@@ -850,7 +862,7 @@ class SyncPublisher:
         keeps history); False once closed."""
         return not self.closed and self._pub.wanted
 
-    def send(self, value: Any, *, time_s: float | None = None) -> bool:
+    def send(self, value: Any, *, time_s: SupportsFloat | None = None) -> bool:
         """Queue one value (as :meth:`SyncClient.publish`, ``time_s`` too); False while there
         are no readers.
 
@@ -995,7 +1007,8 @@ class SyncSubscription:
                 message says "unsubscribed"); ``for msg in sub`` just stops.
             ConnectionClosed: the connection is gone.
         """
-        check_timeout(timeout)
+        if timeout is not None and not (type(timeout) is float and timeout >= 0):
+            check_timeout(timeout)  # the per-message path checks a float timeout inline
         if self._closed:
             # Closed here: the messages of a batch already in this thread are dropped with
             # the rest, as close() says (they were handed out after it, 16 of them).

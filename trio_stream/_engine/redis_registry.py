@@ -266,7 +266,7 @@ class ChannelRegistry:
         one from before marks carried it): a node whose writer finds the channel gone tells
         its readers the real end, not only that Redis lacks it."""
         mark = await self._client.get(self._keys.deleted(name, epoch))
-        if mark is None or mark == b"1":
+        if mark is None or mark in (b"1", b"deleted"):  # no reason given (or an older mark)
             return None
         return mark.decode("utf-8", "replace")
 

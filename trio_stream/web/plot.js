@@ -95,9 +95,7 @@ export function classify(data, label = null) {
     for (const [k, v] of Object.entries(data)) {
       if (typeof v === 'number' || typeof v === 'bigint') fields.push([k, Number(v)]);
     }
-    if (fields.some(([, v]) => !Number.isNaN(v))) {
-      return { kind: 'scalar', value: fields[0][1], label: fields[0][0], fields };
-    }
+    if (fields.length) return { kind: 'scalar', value: fields[0][1], label: fields[0][0], fields };
   }
   return text(data);
 }
@@ -729,7 +727,7 @@ export function describe(msg, view, sub) {
   if (d instanceof NDArray) parts.push(`${d.dtype ?? d.data.constructor.name.replace('Array', '')} [${d.shape.join(' × ')}]`);
   else if (ArrayBuffer.isView(d)) parts.push(`${d.constructor.name}(${d.length})`);
   if (view.kind === 'line' || view.kind === 'image') {
-    // Found by the drawing already when it came first (a pass over a large array saved).
+    // One pass per view: a message's line comes here once, drawn or paused.
     if (view.range === undefined) view.range = finiteRange(view.values);
     const r = view.range;
     if (r) parts.push(`min ${exact(r[0])} max ${exact(r[1])}`);
