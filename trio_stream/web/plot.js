@@ -540,7 +540,12 @@ export class Plotter {
     if (n === 0) return this.centered('empty array', area.x * 2 + area.w, area.y * 2 + area.h);
     const i0 = this.zoom?.i0 ?? 0, i1 = this.zoom?.i1 ?? Math.max(1, n - 1);
     const a = Math.max(0, Math.floor(i0)), b = Math.min(n, Math.ceil(i1) + 1);
-    const cols = Math.floor(area.w);
+    // The pixels the samples a..b-1 span (the axis maps i0..i1 onto the area): less than the
+    // area when zoomed out past the ends, where the bars must follow the axis (they filled
+    // the width and stood beside their indexes).
+    const x0 = area.x + ((a - i0) / (i1 - i0 || 1)) * area.w;
+    const x1 = area.x + ((b - 1 - i0) / (i1 - i0 || 1)) * area.w;
+    const cols = Math.max(1, Math.floor(x1 - x0));
     const shown = b - a;
     // More points than pixels: one vertical min-max stroke per pixel column, found in one
     // pass that also gives the y range (a 1 MiB array took three passes a frame: the range,
@@ -569,7 +574,7 @@ export class Plotter {
         if (!(lo[c] <= hi[c])) { prevTop = prevBottom = NaN; continue; } // no finite value here
         const yHi = Math.round(sy(hi[c])), yLo = Math.round(sy(lo[c]));
         const top = prevBottom < yHi ? prevBottom : yHi, bottom = prevTop > yLo ? prevTop : yLo;
-        ctx.fillRect(area.x + c, top - 1, 2, bottom - top + 2);
+        ctx.fillRect(Math.round(x0) + c, top - 1, 2, bottom - top + 2);
         prevTop = yHi;
         prevBottom = yLo;
       }
