@@ -1777,6 +1777,21 @@ async def resumed_reads(url_w: str, url_w2: str, url_r: str, **options: Any) -> 
     return got
 
 
+async def resumed_on_one_server_and_two_nodes(
+    redis: RedisServer, options: dict[str, Any]
+) -> tuple[list[Any], list[Any]]:
+    """What the resumed reader of :func:`resumed_reads` gets on one server (the writers and
+    the reader on it), then on two nodes (writer "w" on node a, "w2" and the reader on b)."""
+    async with ts.open_server(
+        ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    ) as single:
+        url = str(single.tcp_url)
+        on_one_server = await resumed_reads(url, url, url, **options)
+    async with two_nodes(redis) as (url_a, url_b):
+        on_two_nodes = await resumed_reads(url_a, url_b, url_b, **options)
+    return on_one_server, on_two_nodes
+
+
 @pytest.mark.parametrize(
     "options",
     [{"every": 4}, {"every": 10}, {"sender": "w2"}, {"sender": "w2", "every": 2}],
@@ -1790,13 +1805,7 @@ async def test_a_resume_through_every_or_a_sender_recovers_what_one_server_would
     # of the 92 frames the stream held, and with sender= the others' frames counted as lost.
     # The stream holds them all, as one server's history=5000 does: the same result.
     options = {"policy": "drop_oldest", "size": 5, **options}
-    async with ts.open_server(
-        ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-    ) as single:
-        url = str(single.tcp_url)
-        expected = await resumed_reads(url, url, url, **options)
-    async with two_nodes(redis_server) as (url_a, url_b):
-        got = await resumed_reads(url_a, url_b, url_b, **options)
+    expected, got = await resumed_on_one_server_and_two_nodes(redis_server, options)
     assert len(expected) == 5
     assert got == expected
 
@@ -1813,13 +1822,7 @@ async def test_a_drop_newest_resume_keeps_the_oldest_frames_as_one_server_does(
     # size 5 keeps the 5 oldest frames after the resume point and counts the rest lost on
     # the next live frame. A node read back the newest 5 from Redis instead.
     options = {"policy": "drop_newest", "size": 5, **options}
-    async with ts.open_server(
-        ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-    ) as single:
-        url = str(single.tcp_url)
-        expected = await resumed_reads(url, url, url, **options)
-    async with two_nodes(redis_server) as (url_a, url_b):
-        got = await resumed_reads(url_a, url_b, url_b, **options)
+    expected, got = await resumed_on_one_server_and_two_nodes(redis_server, options)
     assert len(expected) == 5
     assert expected[0][0] < 20  # the oldest after seq 8, not the newest
     assert got == expected
@@ -1841,13 +1844,7 @@ async def test_a_clear_or_rate_limited_resume_is_offered_what_one_server_offers(
     # first frame passes the rate and the newest waits. A node read back the newest `size`
     # frames only: a clear reader kept 5 where one server kept 2, and a max_rate reader got
     # 87 frames counted lost that one server's history held and passed over.
-    async with ts.open_server(
-        ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-    ) as single:
-        url = str(single.tcp_url)
-        expected = await resumed_reads(url, url, url, **options)
-    async with two_nodes(redis_server) as (url_a, url_b):
-        got = await resumed_reads(url_a, url_b, url_b, **options)
+    expected, got = await resumed_on_one_server_and_two_nodes(redis_server, options)
     assert expected
     assert got == expected
 
