@@ -94,6 +94,7 @@ from ._publisher import Publisher as Publisher
 from ._publisher import new_writer_key
 from ._reconnect import STATES, Backoff, Reconnect, State
 from ._records import ChannelInfo, ClientInfo, Position, ServerStats
+from ._seconds import positive_seconds
 from ._subscription import YIELD_EVERY_MESSAGES as YIELD_EVERY_MESSAGES
 from ._subscription import Subscription as Subscription
 from ._transport import sniff
@@ -1394,12 +1395,6 @@ class Client:
         await sub.aclose()
 
 
-def _positive_seconds(value: object) -> bool:
-    """A finite number of seconds above 0 (a bool or a str is none: comparing a str raises
-    TypeError, and True would mean one second)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
-
-
 def check_states(states: Sequence[str]) -> None:
     """The states a ``wait_state`` waits for: at least one, each a state.
 
@@ -1473,11 +1468,11 @@ async def open_client(
         ConnectionClosed: the server cannot be reached or went away during the handshake.
         AuthError: wrong token. NameInUse: another client has that name.
     """
-    if heartbeat is not None and not _positive_seconds(heartbeat):
+    if heartbeat is not None and not positive_seconds(heartbeat):
         raise InvalidArgument(
             f"heartbeat must be a positive number of seconds or None, not {heartbeat!r:.40}"
         )
-    if not _positive_seconds(connect_timeout):
+    if not positive_seconds(connect_timeout):
         raise InvalidArgument(
             f"connect_timeout must be a positive number of seconds, not {connect_timeout!r:.40}"
         )

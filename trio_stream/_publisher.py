@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 from collections import deque
@@ -19,7 +18,6 @@ from ._exceptions import (
     ClusterUnavailable,
     ConnectionClosed,
     FrameTooLarge,
-    InvalidArgument,
     ResourceClosed,
     TrioStreamError,
 )
@@ -28,6 +26,7 @@ from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor
 from ._protocol.frames import PUBLISH, PUBLISH_HEAD, PUBLISH_WIRE_HEAD, publish_wire_head
 from ._protocol.messages import ClosePublisher, OpenPublisher
+from ._seconds import check_time
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -78,36 +77,6 @@ _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size
 
 
 log = logging.getLogger(__name__)
-
-
-def check_time(time_s: object) -> float:
-    """A ``time_s=`` given to a publish: seconds since the epoch, as ``time.time()``; any
-    real number (a numpy float32 or int64 from a DAQ's time array too, as the wire head's
-    pack took them).
-
-    Raises:
-        InvalidArgument: not a finite number (a str, a bool, NaN...).
-    """
-    if type(time_s) is float and time_s - time_s == 0.0:  # the common case, finite
-        return time_s
-    return float_seconds(time_s, "time_s must be a number of seconds (time.time())")
-
-
-def float_seconds(value: object, what: str) -> float:
-    """``value`` as a finite float; ``what`` starts the error's message.
-
-    Raises:
-        InvalidArgument: a str, bytes, a bool, or no number (float() refuses it), NaN or inf.
-    """
-    if not isinstance(value, str | bytes | bytearray | bool):
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            pass
-        else:
-            if math.isfinite(number):
-                return number
-    raise InvalidArgument(f"{what}, not {value!r:.40}")
 
 
 def new_writer_key() -> str:

@@ -74,6 +74,7 @@ from ._rpc_stream import (
     is_stream,
     open_generator,
 )
+from ._seconds import check_timeout
 
 if TYPE_CHECKING:
     from ._client_port import ClientPort
@@ -523,7 +524,7 @@ class RpcEndpoint:
         )
 
     async def proxy(self, provider: str, timeout_s: float | None) -> RpcProxy:
-        _check_timeout(timeout_s)
+        check_timeout(timeout_s)
         descriptions = await self.ask(
             lambda ident: Describe(id=ident, provider=provider),
             timeout_s,
@@ -539,11 +540,6 @@ def _fail(call: int, exc: Exception) -> Fail:
         message=str(exc),
         traceback="".join(traceback.format_exception(exc)),
     )
-
-
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout >= 0:
-        raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
 
 
 class _ProxysTimeout:
@@ -690,7 +686,7 @@ class RpcProxy:
         """
         if timeout is _DEFAULT:
             timeout = self.timeout
-        _check_timeout(timeout)
+        check_timeout(timeout)
         full = self._prefix + method
         remote = self.methods.get(full)
         if remote is not None:

@@ -53,7 +53,6 @@ from ._client_constants import CLOSE_DELIVER_S
 from ._exceptions import (
     ConnectionClosed,
     FrameTooLarge,
-    InvalidArgument,
     ResourceClosed,
     TrioStreamError,
 )
@@ -64,11 +63,11 @@ from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor, compressor
 from ._protocol.frames import PUBLISH_HEAD
 from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, Limits, PayloadLimits
-from ._publisher import check_time, float_seconds
 from ._reconnect import Reconnect, State
 from ._records import ChannelInfo, ClientInfo, Message, Position, ServerStats
 from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
 from ._rpc_stream import DEFAULT_WINDOW, RemoteStream
+from ._seconds import check_time, check_timeout
 from ._stats import SubscriptionStatistics
 
 __all__ = [
@@ -810,27 +809,6 @@ async def _with_timeout(
     except trio.TooSlowError:
         message = f"not done within {timeout_s:g} s" + _reconnecting_note(client)
         raise caller_timeout(message) from None
-
-
-def check_timeout(timeout: object) -> None:
-    """A blocking call's ``timeout=``: None (no limit) or seconds >= 0, one check and one
-    error for all of them (flush(-1) raised trio's "`seconds` must be non-negative").
-
-    Raises:
-        InvalidArgument: anything else (also a ValueError, as it was).
-    """
-    if timeout is None:
-        return
-    what = "timeout must be None or a number of seconds >= 0"
-    if float_seconds_or_inf(timeout, what) < 0:
-        raise InvalidArgument(f"{what}, not {timeout!r:.40}")
-
-
-def float_seconds_or_inf(value: object, what: str) -> float:
-    """As float_seconds, with math.inf taken too (a timeout of inf waits for ever)."""
-    if value == math.inf and not isinstance(value, str | bytes | bytearray | bool):
-        return math.inf
-    return float_seconds(value, what)
 
 
 def _reconnecting_note(client: Client) -> str:
