@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 import sys
@@ -34,6 +35,13 @@ import trio_stream as ts
         ("engine", "bogus"),
         ("engine", None),
         ("engine", "http://127.0.0.1:6379"),
+        ("host", 1),
+        ("host", ""),
+        ("name", None),
+        ("token", 1234),
+        ("node_name", b"node"),
+        ("allowed_origins", ("https://lab.example", None)),
+        ("allowed_hosts", {"lab.example": 1}),
     ],
 )
 def test_a_setting_the_server_cannot_run_with_is_refused_by_name(setting: str, value: Any) -> None:
@@ -41,6 +49,42 @@ def test_a_setting_the_server_cannot_run_with_is_refused_by_name(setting: str, v
         ts.ServerConfig(**{setting: value})
     assert isinstance(refused.value, ts.InvalidSetting) and refused.value.setting == setting
     assert setting.removesuffix("_s") in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("misspelt", "hint"),
+    [
+        ("tcp_prot", "did you mean 'tcp_port'?"),
+        ("publish_windows_bytes", "publish_window_bytes"),
+        ("colour", "see README, Configuration"),
+    ],
+)
+def test_a_setting_that_does_not_exist_is_refused_by_name_with_the_closest_one(
+    misspelt: str, hint: str
+) -> None:
+    settings: dict[str, Any] = {misspelt: 1}
+    with pytest.raises(ts.InvalidSetting) as refused:
+        ts.ServerConfig(**settings)
+    assert refused.value.setting == misspelt
+    assert f"no setting {misspelt!r}" in str(refused.value) and hint in str(refused.value)
+
+
+def test_settings_still_go_by_position_and_through_replace() -> None:
+    config = ts.ServerConfig("0.0.0.0", 0, None)
+    assert (config.host, config.tcp_port, config.http_port) == ("0.0.0.0", 0, None)
+    assert dataclasses.replace(config, tcp_port=5).tcp_port == 5
+
+
+@pytest.mark.parametrize("setting", ["allowed_origins", "allowed_hosts"])
+def test_one_name_or_a_list_of_names_is_taken_as_a_tuple(setting: str) -> None:
+    # A string is iterable too: taken as it is, each of its characters would be a name that
+    # never matches, and the page or the Host would be refused with no clue why.
+    one: dict[str, Any] = {setting: "lab.example"}
+    assert getattr(ts.ServerConfig(**one), setting) == ("lab.example",)
+    several: dict[str, Any] = {setting: ["a.example", "b.example"]}
+    config = ts.ServerConfig(**several)
+    assert getattr(config, setting) == ("a.example", "b.example")
+    hash(config)  # frozen and hashable, as with a tuple
 
 
 def test_a_server_needs_an_endpoint() -> None:

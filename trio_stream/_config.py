@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from ._exceptions import InvalidSetting
 from ._protocol.frames import DATA_OVER_LIMIT_BYTES
@@ -109,6 +112,29 @@ class ServerConfig:
     node_name: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("host", "name"):
+            value = getattr(self, name)
+            if not (isinstance(value, str) and value):
+                raise InvalidSetting(name, f"{name} must be a non-empty str, not {value!r:.40}")
+        for name in ("token", "admin_token", "node_name"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                # The value itself stays out of the message: it may be a secret.
+                raise InvalidSetting(name, f"{name} must be a str or None, not {type(value)}")
+        for name in ("allowed_origins", "allowed_hosts"):
+            # One name alone is taken as a tuple of one: iterated as it is, a string is a
+            # tuple of characters, none of which would ever match.
+            entries = getattr(self, name)
+            if isinstance(entries, str):
+                entries = (entries,)
+            if entries is not None:
+                if not isinstance(entries, tuple | list) or not all(
+                    isinstance(entry, str) for entry in entries
+                ):
+                    raise InvalidSetting(
+                        name, f"{name} must be a tuple of str or None, not {entries!r:.60}"
+                    )
+                object.__setattr__(self, name, tuple(entries))  # frozen; a list made hashable
         for name in _POSITIVE_SECONDS:
             value = getattr(self, name)
             if not (_is_number(value) and 0 < value < math.inf):
@@ -178,6 +204,27 @@ class ServerConfig:
             publish_window_frames=self.publish_window_frames,
             publish_window_bytes=self.publish_window_bytes,
         )
+
+
+_FIELD_NAMES = frozenset(item.name for item in fields(ServerConfig))
+_dataclass_init = ServerConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _checked_init(self: ServerConfig, *args: Any, **kwargs: Any) -> None:
+    """The dataclass's __init__, with a misspelt setting named as InvalidSetting (and the
+    closest real one) rather than Python's "unexpected keyword argument"."""
+    for name in kwargs:
+        if name not in _FIELD_NAMES:
+            close = difflib.get_close_matches(name, _FIELD_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else " (see README, Configuration)"
+            raise InvalidSetting(name, f"ServerConfig has no setting {name!r}{hint}")
+    _dataclass_init(self, *args, **kwargs)
+
+
+# Assigned, not defined in the class: the dataclass writes __init__ itself, and type
+# checkers still see its signature (a misspelt setting is flagged before it runs, too).
+setattr(ServerConfig, "__init__", _checked_init)  # noqa: B010
 
 
 def _is_number(value: object) -> bool:
