@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -12,10 +10,9 @@ from server_parts import World, decode, payload
 from trio_stream import ProtocolError
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.frames import SharedData, sender_field
-from trio_stream._protocol.limits import PUBLISH_WINDOW_BYTES, PUBLISH_WINDOW_FRAMES
 from trio_stream._server.broker import Channel, Writer
 from trio_stream._server.buffers import Policy
-from trio_stream._server.outbox import ACK_DELAY_S, Outbox, Reader
+from trio_stream._server.outbox import Outbox, Reader
 
 MIB = 2**20
 
@@ -45,113 +42,6 @@ def test_a_batch_holds_control_then_data_then_acks() -> None:
     acks = decode(writer_box.next_batch())
     assert acks.control == [M.Readers(pub=1, readers=1)]
     assert acks.acks == [(1, 1)]
-
-
-def writer_alone() -> tuple[World, Outbox, Writer]:
-    """A writer whose channel has one drop_oldest reader, and nothing else to send yet."""
-    world = World()
-    channel = world.channel()
-    writer_box, writer = world.writer(channel)
-    _, box = world.connection()
-    world.reader(box, channel)
-    assert decode(writer_box.next_batch()).control == [M.Readers(pub=1, readers=1)]
-    return world, writer_box, writer
-
-
-def test_a_writers_acknowledgements_wait_for_others_at_most_the_ack_delay() -> None:
-    world, writer_box, writer = writer_alone()
-    world.broker.publish(writer, 1.0, payload(1))
-    world.clock.now += ACK_DELAY_S / 2
-    world.broker.publish(writer, 1.0, payload(2))
-    batch = writer_box.next_batch()
-    assert batch.pieces == []
-    assert batch.deadline == pytest.approx(100.0 + ACK_DELAY_S)  # from the first one
-    world.clock.now = batch.deadline
-    assert decode(writer_box.next_batch()).acks == [(1, 2)]
-    # Sent: the next one waits a whole delay again.
-    world.broker.publish(writer, 1.0, payload(3))
-    assert writer_box.next_batch().deadline == pytest.approx(world.clock.now + ACK_DELAY_S)
-
-
-def test_acknowledgements_go_at_once_with_anything_else_written() -> None:
-    _, writer_box, writer = writer_alone()
-    writer_box.ack(writer.pub_id)
-    writer_box.send(M.Pong(data=None))  # the answer to the client's ping (wait_acknowledged)
-    sent = decode(writer_box.next_batch())
-    assert sent.order == ["control", "ack"]
-    assert writer_box.next_batch().deadline == math.inf  # nothing left waiting
-
-
-@pytest.mark.parametrize(
-    ("frames", "nbytes"),
-    [(PUBLISH_WINDOW_FRAMES // 4, 100), (1, PUBLISH_WINDOW_BYTES // 4)],
-    ids=["a quarter of the frames", "a quarter of the bytes"],
-)
-def test_acknowledgements_go_at_once_when_a_quarter_of_a_window_waits(
-    frames: int, nbytes: int
-) -> None:
-    _, writer_box, writer = writer_alone()
-    writer_box.ack(writer.pub_id, frames - 1 if frames > 1 else 1, nbytes - 1)
-    assert writer_box.next_batch().pieces == []
-    wakes = writer_box.owner.wakes  # type: ignore[attr-defined]
-    writer_box.ack(writer.pub_id, 1 if frames > 1 else 0, 1)
-    assert writer_box.owner.wakes == wakes + 1  # type: ignore[attr-defined]
-    assert writer_box.only_acks()
-    expected = frames if frames > 1 else 1
-    assert decode(writer_box.next_batch()).acks == [(writer.pub_id, expected)]
-
-
-def test_the_quarter_follows_the_servers_writer_window() -> None:
-    world = World()
-    owner, _ = world.connection()
-    small = Outbox(
-        owner,
-        max_buffered_bytes=MIB,
-        max_parked_bytes=MIB,
-        clock=world.clock,
-        detach=world.broker.unsubscribe,
-        publish_window_frames=8,
-        publish_window_bytes=4000,
-    )
-    small.ack(1, 1, 10)
-    assert not small.only_acks()
-    small.ack(1, 1, 10)  # 2 of 8 frames
-    assert small.only_acks()
-    assert small.spare(owner).ack_frames_due == 2
-
-
-def test_acknowledgements_of_parked_frames_go_at_once() -> None:
-    # The writer is held back by a block reader: it waits for exactly these.
-    world = World()
-    channel = world.channel()
-    writer_box, writer = world.writer(channel)
-    _, box = world.connection()
-    reader = world.reader(box, channel, Policy.BLOCK, size=1, window=1)
-    writer_box.next_batch()
-    for i in range(3):
-        world.broker.publish(writer, 1.0, payload(i))
-    # Frame 1 took the buffer, frames 2 and 3 parked; writing frame 1 moved frame 2 in.
-    assert drain(box) == [1]
-    assert decode(writer_box.next_batch()).acks == [(writer.pub_id, 2)]  # with frame 1's
-    box.credit(reader.sub_id, 1)
-    assert drain(box) == [2]
-    assert decode(writer_box.next_batch()).acks == [(writer.pub_id, 1)]
-
-
-def test_flushed_acknowledgements_go_with_the_next_write() -> None:
-    _, writer_box, writer = writer_alone()
-    writer_box.ack(writer.pub_id, 2)
-    writer_box.flush_acks()
-    assert decode(writer_box.next_batch()).acks == [(writer.pub_id, 2)]
-
-
-def test_a_closed_publisher_leaves_no_acknowledgement_waiting() -> None:
-    world, writer_box, writer = writer_alone()
-    world.broker.publish(writer, 1.0, payload(1))
-    writer_box.forget_writer(writer.pub_id)
-    batch = writer_box.next_batch()
-    assert batch.pieces == []
-    assert batch.deadline == math.inf
 
 
 def test_frames_fit_the_byte_window_except_one_larger_than_it() -> None:

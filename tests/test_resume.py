@@ -66,8 +66,7 @@ def test_frames_newer_than_the_history_given_are_counted_lost_not_skipped_silent
 
 def test_a_block_reader_over_its_size_holds_the_writer_until_it_has_drained() -> None:
     world, channel, writer_box, writer = channel_with(100, 20)
-    writer_box.flush_acks()
-    assert decode(writer_box.next_batch()).acks == [(writer.pub_id, 20)]
+    decode(writer_box.next_batch())
     _, box = world.connection()
     reader, _ = resume(world, box, channel, 0, Policy.BLOCK, 5)
     assert len(reader.buffer) == 20

@@ -197,7 +197,7 @@ async def test_acknowledgements_alone_are_written_directly_after_every_other_wok
 
             w.sender._send_now = recording
         state.direct_writes = []
-        writer.outbox.ack(pub_id=3, frames=2, at_once=True)  # due now (see Outbox.ack)
+        writer.outbox.ack(pub_id=3, frames=2)
         reader.outbox.send(M.Ping(data="data"))
         assert state.direct_writes == [writer.sender, reader.sender]
         write_woken(state)
@@ -290,7 +290,7 @@ async def test_a_wait_for_written_control_ends_when_a_control_batch_is_written()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(wait)
             await trio.testing.wait_all_tasks_blocked()
-            w.outbox.ack(pub_id=1, at_once=True)  # not control: the waiter stays
+            w.outbox.ack(pub_id=1)  # not control: the waiter stays
             await trio.testing.wait_all_tasks_blocked()
             assert done == []
             w.outbox.send(M.Ping(data=None))

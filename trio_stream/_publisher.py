@@ -25,7 +25,7 @@ from ._protocol.bytes_like import BytesLike
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor
 from ._protocol.frames import PUBLISH, PUBLISH_HEAD, PUBLISH_WIRE_HEAD, publish_wire_head
-from ._protocol.messages import ClosePublisher, OpenPublisher, Ping
+from ._protocol.messages import ClosePublisher, OpenPublisher
 from ._seconds import check_time
 
 if TYPE_CHECKING:
@@ -74,7 +74,6 @@ _wall_clock: Final = time.time
 _wire_head: Final = PUBLISH_WIRE_HEAD.pack  # (body bytes, PUBLISH, pub_id, time)
 _PUBLISH: Final = PUBLISH
 _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size
-_ASK_FOR_ACKS: Final = Ping(data=None)  # its pong brings the acknowledgements the server holds
 
 
 log = logging.getLogger(__name__)
@@ -449,11 +448,6 @@ class Publisher:
         """Wait until the server has taken every frame sent so far into its readers' buffers."""
         while self._unacked:
             self._check()
-            client = self._client
-            if client._connected:
-                # A server may hold acknowledgements back a few ms to send several at once;
-                # its pong comes with every one it holds.
-                client._send_control(_ASK_FOR_ACKS)
             await self._next_event("_acked_event").wait()
 
     def _detach(self) -> bool:

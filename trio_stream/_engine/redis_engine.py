@@ -1640,7 +1640,7 @@ class RedisEngine:
                 broker.frames_in += count
                 broker.bytes_in += size
                 if writer in channel.publishers:
-                    writer.outbox.ack(writer.pub_id, count, size)
+                    writer.outbox.ack(writer.pub_id, count)
         finally:
             del self._appenders[writer]
             appender.done.set()

@@ -65,7 +65,6 @@ from .outbox import Outbox, Reader
 from .selective import Selective
 
 _NBYTES_OF: Final = attrgetter("nbytes")
-_PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # of a PUBLISH body, as a writer window counts it
 
 MAX_CHANNEL_NAME_CHARS = 200
 MAX_HISTORY_FRAMES = 10_000
@@ -473,7 +472,7 @@ class Broker:
         if channel.selective is not None:  # the one check a channel without selective readers pays
             parked = self._offer_selective(channel.selective, frame, pub, size, parked)
         if parked is None:
-            pub.outbox.ack(pub.pub_id, 1, _PUBLISH_HEAD_BYTES + size)
+            pub.outbox.ack(pub.pub_id)
 
     def publish_batch(
         self, pub: Writer, times: Sequence[float], payloads: Sequence[BytesLike]
@@ -539,12 +538,7 @@ class Broker:
                 refused.append((sub, taken))
                 taken_by_all = min(taken_by_all, taken)
         if taken_by_all:
-            pub.outbox.ack(
-                pub.pub_id,
-                taken_by_all,
-                # The window counts PUBLISH bodies; of a part of the batch, about its share.
-                (size + count * _PUBLISH_HEAD_BYTES) * taken_by_all // count,
-            )
+            pub.outbox.ack(pub.pub_id, taken_by_all)
         if taken_by_all < count:
             self._park_refused(pub, frames, payloads, taken_by_all, refused)
 
@@ -594,7 +588,7 @@ class Broker:
                 parked.waiting += 1
                 sub.park(parked)
             if parked is None:
-                pub.outbox.ack(pub.pub_id, 1, head_bytes + nbytes)
+                pub.outbox.ack(pub.pub_id)
         if parks:
             pub.park(parks_bytes, len(parks))  # what _park() does, once for all of them
             self.parked_bytes += parks_bytes
@@ -674,7 +668,7 @@ class Broker:
         pub.frames += count
         for sub, frames_going in zip(readers, going, strict=True):
             sub.take_ahead(frames, frames_going, built, gap)
-        pub.outbox.ack(pub.pub_id, count, size + count * _PUBLISH_HEAD_BYTES)
+        pub.outbox.ack(pub.pub_id, count)
         return True
 
     def deliver_remote(

@@ -32,7 +32,6 @@ from .._protocol.array_view import View
 from .._protocol.bytes_like import BytesLike
 from .._protocol.frames import SharedData, pub_ack_frame, write_data
 from .._protocol.framing import frame_prefix
-from .._protocol.limits import PUBLISH_WINDOW_BYTES, PUBLISH_WINDOW_FRAMES
 from .._protocol.messages import (
     CHANNEL_ENDED_REASON,
     ControlMessage,
@@ -52,12 +51,6 @@ SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 # A block reader that has held its channel's writers back this long (seconds) is shown as
 # holding the channel (held_by in channel records and $channels events).
 HOLD_NOTICE_S: Final = 1.0
-# How long a writer's acknowledgement may wait to be sent with others: at a low rate an ack
-# per frame woke the writer's process for every frame, beside the reader's (measured at
-# 1 kHz, benchmarks/paced_cpu.py: the writer's CPU 240 -> 180 us per frame, the server's
-# 174 -> 158, latency p99 962 -> 806 us). Acks go at once when a quarter of a writer window
-# is waiting, when anything else is written to the connection, and for parked frames.
-ACK_DELAY_S: Final = 0.01
 _NBYTES: Final = attrgetter("nbytes")
 _FRAME: Final = attrgetter("frame")
 _POPLEFT: Final = deque.popleft
@@ -1004,9 +997,6 @@ class Outbox:
 
     __slots__ = (
         "__weakref__",
-        "_ack_bytes",
-        "_ack_due",
-        "_ack_frames",
         "_acks",
         "_control",
         "_detach",
@@ -1016,8 +1006,6 @@ class Outbox:
         "_rate_limited",
         "_reader_counts",
         "_scheduler",
-        "ack_bytes_due",
-        "ack_frames_due",
         "batch_bytes",
         "block_bytes",
         "buffered_bytes",
@@ -1044,8 +1032,6 @@ class Outbox:
         detach: Callable[[Reader], None],
         totals: BufferTotals | None = None,
         batch_bytes: int = SEND_BATCH_BYTES,
-        publish_window_frames: int = PUBLISH_WINDOW_FRAMES,
-        publish_window_bytes: int = PUBLISH_WINDOW_BYTES,
     ) -> None:
         """Args:
         owner: the connection, told what it must act on.
@@ -1056,8 +1042,6 @@ class Outbox:
         detach: ends a reader in the broker (no new frames; releases what it holds back).
         totals: the server's running total of buffered bytes, kept up to date here.
         batch_bytes: about how much DATA one write takes.
-        publish_window_frames, publish_window_bytes: a writer's window (the server's
-            limits); acknowledgements go at once when a quarter of either waits.
         """
         self.owner = owner
         self.clock = clock
@@ -1076,13 +1060,6 @@ class Outbox:
         self._control: list[bytes] = []
         self.control_bytes = 0  # queued or being written
         self._acks: dict[int, int] = {}  # pub_id -> frames to acknowledge
-        # Together, what _acks holds, and when it must go (ACK_DELAY_S): -inf for now, inf
-        # while nothing waits.
-        self._ack_frames = 0
-        self._ack_bytes = 0
-        self._ack_due = math.inf
-        self.ack_frames_due = max(1, publish_window_frames // 4)
-        self.ack_bytes_due = max(1, publish_window_bytes // 4)
         # pub_id -> the newest reader count (and whether all are lossless) to tell it
         self._reader_counts: dict[int, tuple[int, bool]] = {}
         # Made on first use, like the scheduler's deque: an idle connection should hold
@@ -1142,8 +1119,6 @@ class Outbox:
             detach=self._detach,
             totals=self.totals,
             batch_bytes=self.batch_bytes,
-            publish_window_frames=self.ack_frames_due * 4,
-            publish_window_bytes=self.ack_bytes_due * 4,
         )
 
     def adopt(self, reader: Reader) -> None:
@@ -1345,34 +1320,10 @@ class Outbox:
         return any(len(reader.buffer) for reader in self.readers.values())
 
     # -- writers -----------------------------------------------------------------------------
-    def ack(self, pub_id: int, frames: int = 1, nbytes: int = 0, at_once: bool = False) -> None:
-        """``frames`` more frames of writer ``pub_id`` (``nbytes`` of payload together) are in
-        every reader's buffer. Their acknowledgement may wait ACK_DELAY_S for others, unless
-        ``at_once`` (a writer held back by a ``block`` reader is waiting for it)."""
-        acks = self._acks
-        acks[pub_id] = acks.get(pub_id, 0) + frames
-        due = self._ack_due
-        if due == -math.inf:
-            return  # the sender was woken for the ones before
-        self._ack_frames += frames
-        self._ack_bytes += nbytes
-        if (
-            at_once
-            or self._ack_frames >= self.ack_frames_due
-            or self._ack_bytes >= self.ack_bytes_due
-        ):
-            self._ack_due = -math.inf
-            self.owner.wake_sender()
-        elif due == math.inf:
-            self._ack_due = self.clock() + ACK_DELAY_S
-            self.owner.wake_sender()  # to take the deadline
-
-    def flush_acks(self) -> None:
-        """Send the acknowledgements waiting for others with the next write (the client
-        asked, or the connection is closing)."""
-        if self._acks and self._ack_due != -math.inf:
-            self._ack_due = -math.inf
-            self.owner.wake_sender()
+    def ack(self, pub_id: int, frames: int = 1) -> None:
+        """``frames`` more frames of writer ``pub_id`` are in every reader's buffer."""
+        self._acks[pub_id] = self._acks.get(pub_id, 0) + frames
+        self.owner.wake_sender()
 
     def parked(self, nbytes: int) -> None:
         """One of our writers' frames waits for a block reader (``nbytes`` as PUBLISH body)."""
@@ -1382,7 +1333,7 @@ class Outbox:
         """Those frames (``nbytes`` together) are in every reader's buffer now: acknowledge
         them."""
         self.parked_bytes -= nbytes
-        self.ack(pub_id, frames, at_once=True)
+        self.ack(pub_id, frames)
         if self.parked_bytes <= self.max_parked_bytes:
             self.owner.parked_room()
 
@@ -1401,8 +1352,6 @@ class Outbox:
         """Nothing more goes to a writer that has ended: no acks, no reader counts."""
         self._acks.pop(pub_id, None)
         self._reader_counts.pop(pub_id, None)
-        if not self._acks:
-            self._acks_sent()
 
     # -- control -----------------------------------------------------------------------------
     def send(self, message: ControlMessage) -> None:
@@ -1460,7 +1409,6 @@ class Outbox:
         self.owner = _GONE
         self.readers = {}
         self._acks = {}
-        self._acks_sent()
         self._reader_counts = {}
         self._rate_limited = None
         self._over_limit = []
@@ -1469,13 +1417,8 @@ class Outbox:
 
     # -- the sender's side -------------------------------------------------------------------
     def only_acks(self) -> bool:
-        """Nothing but writer acknowledgements to send now (they may wait a turn)."""
-        return (
-            self._ack_due == -math.inf
-            and bool(self._acks)
-            and not self._control
-            and not self._scheduler
-        )
+        """Nothing but writer acknowledgements to send (they may wait a turn)."""
+        return bool(self._acks) and not self._control and not self._scheduler
 
     def data_ready(self) -> bool:
         """Whether a reader has DATA (or its end) that its credit lets out now."""
@@ -1504,19 +1447,9 @@ class Outbox:
         if self._scheduler:
             batch.frames, batch.data_bytes = self._scheduler.fill(pieces, self.batch_bytes)
         if self._acks:
-            due = self._ack_due
-            if pieces or due == -math.inf or due <= self.clock():
-                pieces.extend(pub_ack_frame(pub_id, count) for pub_id, count in self._acks.items())
-                self._acks = {}
-                self._acks_sent()
-            else:
-                batch.deadline = min(batch.deadline, due)
+            pieces.extend(pub_ack_frame(pub_id, count) for pub_id, count in self._acks.items())
+            self._acks = {}
         return batch
-
-    def _acks_sent(self) -> None:
-        self._ack_frames = 0
-        self._ack_bytes = 0
-        self._ack_due = math.inf
 
     def written(self, batch: Batch) -> None:
         """``batch`` went out: its control messages no longer count against the client."""

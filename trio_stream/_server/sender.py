@@ -205,7 +205,6 @@ class Sender:
         if not self._closing:
             self._closing = True
             self._drain = drain
-            self._outbox.flush_acks()  # no later write to carry them
 
     async def wait_drained(self) -> None:
         """Wait until the sender has written what :meth:`finish` asked for."""

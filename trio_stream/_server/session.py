@@ -95,8 +95,6 @@ class Session:
             clock=trio.current_time,
             detach=state.broker.unsubscribe,
             totals=state.buffer_totals,
-            publish_window_frames=limits.publish_window_frames,
-            publish_window_bytes=limits.publish_window_bytes,
         )
         self.writers: dict[int, Writer] = {}
         self.methods: list[str] = []  # RPC names, kept by the router
