@@ -57,9 +57,10 @@ class ScriptedTransport:
         pass
 
     def messages(self) -> list[M.ControlMessage]:
+        """The control messages written (not the DATA or PUB_ACK frames between them)."""
         decoder = FrameDecoder(max_frame_bytes=1 << 24)
         decoder.receive_data(self.written)
-        return [M.decode_message(frame) for frame in decoder.frames()]
+        return [M.decode_message(f) for f in decoder.frames() if f[0] == F.CONTROL]
 
 
 def control(message: M.ControlMessage) -> bytearray:
@@ -236,3 +237,24 @@ async def test_a_connection_taken_over_mid_read_publishes_nothing_after_the_coun
         # connection's, and left open it would take their wake-ups.
         assert state.direct_writes is None
     assert broker.frames_in == lease.taken[1]
+
+
+async def test_a_connection_draining_at_shutdown_publishes_nothing_more_but_reads_on() -> None:
+    # The server stops: its readers may take what is buffered, so the connection is still
+    # read (credit, pings), but a frame published now might never be acknowledged before it
+    # closes, and its writer would send it again to the next server (twice: a soak saw one
+    # or two per graceful restart). Refused, it is sent there once.
+    async with connection() as (session, transport, nursery):
+        nursery.start_soon(session.sender.run)
+        nursery.start_soon(session.inbound.run, [*SETUP, publish(1, 0)])
+        await trio.testing.wait_all_tasks_blocked()
+        broker = session.state.broker
+        assert broker.frames_in == 1
+        session.close("the server is shutting down", drain=True)
+        read = [publish(1, 1), control(M.Ping(data="read on")), publish(1, 2), publish(1, 3)]
+        with trio.move_on_after(0) as scope:  # run() blocks on the next read
+            await session.inbound.run(read)
+        assert scope.cancelled_caught
+        await trio.testing.wait_all_tasks_blocked()
+        assert broker.frames_in == 1
+    assert M.Pong(data="read on") in transport.messages()

@@ -186,3 +186,37 @@ def test_an_every_n_reader_resuming_after_a_loss_notice_keeps_its_step() -> None
     replayed = decode(again.next_batch()).data
     assert [seq for _, _, seq, _ in replayed] == [11, 13, 15, 17, 19]
     assert resumed.lost == 0
+
+
+def resume_elsewhere(
+    world: World, channel: Channel, every: int = 1, max_rate: float | None = None
+) -> tuple[Reader, dict[str, Any], list[int]]:
+    """A reader resuming from another epoch of ``channel`` (the server restarted, or the
+    channel was created again): its reply's resume and the seqs it is sent."""
+    _, box = world.connection()
+    reader = box.open_reader(
+        channel, Policy.DROP_OLDEST, 50, every, max_rate, 1024, 8 << 20, None, window_asked=1024
+    )
+    outcome = subscribe_since(world.broker, reader, "an-older-epoch", 7)
+    return reader, outcome, [seq for _, _, seq, _ in decode(box.next_batch()).data]
+
+
+def test_a_reset_replays_the_history_through_every_as_a_new_subscription() -> None:
+    # As a new subscriber's: the oldest frame the history holds and every third after it,
+    # and the live frames go on in that step (an every=3 reader got 50 frames in a row).
+    world, channel, _, writer = channel_with(100, 60)
+    reader, outcome, seqs = resume_elsewhere(world, channel, every=3)
+    assert outcome == {"kind": "reset", "recovered": 20}
+    assert seqs == list(range(1, 61, 3))
+    assert reader.lost == 0  # decimation is not loss
+    for i in range(60, 66):
+        world.broker.publish(writer, 1.0, payload(i))
+    assert [seq for _, _, seq, _ in decode(reader.outbox.next_batch()).data] == [61, 64]
+
+
+def test_a_reset_replays_only_the_newest_frame_to_a_max_rate_reader() -> None:
+    world, channel, _, _ = channel_with(100, 60)
+    reader, outcome, seqs = resume_elsewhere(world, channel, max_rate=2.0)
+    assert outcome == {"kind": "reset", "recovered": 1}
+    assert seqs == [60]
+    assert reader.lost == 0

@@ -845,7 +845,7 @@ class Broker:
             if replay is not None:  # a resume (resume.py): from a position, not all history
                 replay(sub, self._history_for(sub, channel.recent))
             elif channel.recent:
-                replay_history(sub, _decimated(sub, self._history_for(sub, channel.recent)))
+                replay_history(sub, decimated(sub, self._history_for(sub, channel.recent)))
                 if sub.lost:  # history left out for want of room: say so, frame or not
                     sub.report_skipped()
         self._readers_changed(channel)
@@ -940,12 +940,13 @@ def replay_history(sub: Reader, recent: deque[SharedData]) -> None:
         sub.admit(frame)
 
 
-def _decimated(sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:
+def decimated(sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:
     """The history a fresh subscription's ``every`` and ``max_rate`` let through, as they
     would let live frames through (decimation, not loss): ``every=N`` keeps the oldest frame
     and every N-th after it, and counts on into the live ones; ``max_rate`` keeps only the
-    newest of those, and the next frame is due an interval later. (A resume offers its
-    history frame by frame instead: resume.subscribe_since.)"""
+    newest of those, and the next frame is due an interval later. Also a resume into a new
+    epoch (a reset), which starts afresh; a resume in the same epoch offers its history
+    frame by frame instead (resume.subscribe_since)."""
     if sub.every > 1:
         sub.seen = len(recent)
         recent = deque(itertools.islice(recent, 0, None, sub.every))

@@ -142,6 +142,18 @@ class Inbound:
         """
         self._stopped = True
 
+    def refuse_publishes(self) -> None:
+        """Publish nothing more this client sends (the server is shutting down; the client
+        goes on reading what is buffered for it).
+
+        The frames published before this are acknowledged while the connection drains; one
+        taken after its last write would not be, and its writer, told only by
+        acknowledgements what the server took, would send it again to the next server: a
+        frame twice (a soak saw one or two per graceful restart). Refused, it is not taken
+        here, so sent there once. The PUBLISH frames of open publishers are ignored as if
+        their channel had gone (no lookup finds a writer), at no cost to those before."""
+        self._writers = {}
+
     def close(self) -> None:
         """Drop every reference that leads back to the session (Session._break_cycles)."""
         self._handlers = None  # bound methods of the session's handlers

@@ -43,7 +43,7 @@ import trio
 from .._exceptions import ChannelExists
 from .._protocol.frames import SharedData
 from .._protocol.messages import CreateChannel
-from .broker import Broker, Channel, replay_history
+from .broker import Broker, Channel, decimated, replay_history
 from .kept import KeptReaders
 from .outbox import Outbox, Reader
 
@@ -381,7 +381,10 @@ def subscribe_since(
     def replay(sub: Reader, recent: deque[SharedData]) -> None:
         channel = sub.channel
         if since_epoch != channel.epoch or not 0 <= since_seq <= channel.seq:
-            replay_history(sub, recent)
+            # Another epoch: the reader starts afresh, its every and max_rate applied to the
+            # history as to a new subscription's (they were not, and an every=3 reader got
+            # 50 frames in a row after a server restart).
+            replay_history(sub, decimated(sub, recent))
             outcome.update(kind="reset", recovered=recovered(sub))
             return
         phase = _every_phase(sub, since_seq)

@@ -295,6 +295,8 @@ class Session:
             # Also when closing already (the sender found the socket gone): a resume may
             # count what this connection published, and nothing may follow that count.
             self.inbound.stop()
+        else:
+            self.inbound.refuse_publishes()
         if not self._closing:
             self._closing = True
             self.sender.finish(drain)
