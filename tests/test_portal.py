@@ -6,7 +6,7 @@ import traceback
 
 import trio
 
-from trio_stream._exceptions import ChannelNotFound
+from trio_stream._exceptions import ChannelNotFound, ConnectionClosed
 from trio_stream._portal import BlockingPortal, caller_timeout, for_the_caller
 
 
@@ -65,3 +65,40 @@ async def test_a_timeout_raised_in_the_trio_thread_reaches_the_caller_whole() ->
         portal.detach()
     assert "os_timeout" in "".join(traceback.format_tb(outcomes["os"].__traceback__))
     assert "own_timeout" not in "".join(traceback.format_tb(outcomes["own"].__traceback__))
+
+
+async def test_an_ended_run_fails_the_calls_still_waiting_and_refuses_later_ones() -> None:
+    # A SyncClient's trio run that dies where it stands (a bug) completes none of its calls:
+    # end(), from its thread's last word, must fail them (they waited for good), and later
+    # calls must say so (they met a bare OSError from the dead run's wake-up socket).
+    portal = BlockingPortal("closed")
+    started = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    async def never_done() -> None:
+        token.run_sync_soon(started.set)
+        await trio.sleep_forever()
+
+    failed = ConnectionClosed("this SyncClient's trio thread failed: make a new SyncClient")
+    outcomes: list[BaseException] = []
+
+    def caller() -> None:
+        for _ in range(2):
+            try:
+                portal.call(never_done)
+            except ConnectionClosed as exc:
+                outcomes.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            portal.open(nursery)
+
+            async def call_then_stop() -> None:
+                await trio.to_thread.run_sync(caller)
+                nursery.cancel_scope.cancel()  # never_done: the run ends only now here
+
+            nursery.start_soon(call_then_stop)
+            await started.wait()
+            portal.end(failed)  # as the thread does once its run is over, however it ended
+    assert outcomes[0] is failed
+    assert str(outcomes[1]) == str(failed)

@@ -18,6 +18,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1020,5 +1023,53 @@ async def test_a_sync_client_of_several_urls_says_the_one_it_reached(server: ts.
             with SyncClient([dead, live], name="r") as c:
                 assert c.url == live
                 assert live in repr(c)
+
+    await in_thread(scenario)
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [np.float32(0.25), np.float16(0.25), np.longdouble(0.25), Decimal("0.25"), Fraction(1, 4)],
+    ids=repr,
+)
+async def test_a_timeout_of_any_real_type_times_out_when_it_says(url: str, seconds: Any) -> None:
+    # Each was handed on as it came: a float32 deadline killed the client's trio thread
+    # (epoll refuses it) and the call hung; a float16 one ran out at once (the clock's
+    # precision lost); a Decimal could not be added to the clock at all.
+    def scenario() -> None:
+        with SyncClient(url, name="odd-timeouts") as c:
+            c.create_channel("quiet")
+            with c.subscribe("quiet") as sub:
+                for wait in (sub.get, partial(c.wait_state, "reconnecting")):
+                    started = time.monotonic()
+                    with pytest.raises(TimeoutError, match=r"within 0\.25 s"):
+                        wait(timeout=seconds)
+                    assert 0.2 < time.monotonic() - started < STEP_S
+            assert c.publish("quiet", 1) is False  # nobody reads: the client still works
+            c.flush(timeout=seconds)
+
+    await in_thread(scenario)
+
+
+async def test_an_unlimited_get_waits_its_turn_behind_another_threads(url: str) -> None:
+    # Waiting for another thread's get() on the same subscription, a timeout of inf (or
+    # anything past threading.TIMEOUT_MAX) raised OverflowError.
+    def scenario() -> None:
+        with SyncClient(url, name="turns") as c:
+            c.create_channel("turns")
+            with c.subscribe("turns") as sub:
+                got: list[Any] = []
+                first = threading.Thread(target=lambda: got.append(sub.get(timeout=STEP_S).data))
+                first.start()
+                time.sleep(0.2)  # the first get() holds the turn
+                second = threading.Thread(target=lambda: got.append(sub.get(timeout=math.inf).data))
+                second.start()
+                time.sleep(0.2)  # the second waits for it
+                c.publish("turns", "one")
+                c.publish("turns", "two")
+                for thread in (first, second):
+                    thread.join(STEP_S)
+                    assert not thread.is_alive()
+                assert sorted(got) == ["one", "two"]
 
     await in_thread(scenario)

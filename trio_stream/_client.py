@@ -1468,14 +1468,19 @@ async def open_client(
         ConnectionClosed: the server cannot be reached or went away during the handshake.
         AuthError: wrong token. NameInUse: another client has that name.
     """
-    if heartbeat is not None and not positive_seconds(heartbeat):
-        raise InvalidArgument(
-            f"heartbeat must be a positive number of seconds or None, not {heartbeat!r:.40}"
-        )
-    if not positive_seconds(connect_timeout):
+    if heartbeat is not None:
+        heartbeat_s = positive_seconds(heartbeat)
+        if heartbeat_s is None:
+            raise InvalidArgument(
+                f"heartbeat must be a positive number of seconds or None, not {heartbeat!r:.40}"
+            )
+        heartbeat = heartbeat_s
+    connect_s = positive_seconds(connect_timeout)
+    if connect_s is None:
         raise InvalidArgument(
             f"connect_timeout must be a positive number of seconds, not {connect_timeout!r:.40}"
         )
+    connect_timeout = connect_s
     if name is not None and not isinstance(name, str):
         raise InvalidArgument(f"name must be a str or None, not {type(name).__name__}")
     urls = checked_urls(url)

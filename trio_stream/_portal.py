@@ -128,6 +128,9 @@ class BlockingPortal:
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._refusing = False
+        # The calls whose callers wait, for end(): a set's add and discard are atomic under
+        # the GIL, and end() reads a copy.
+        self._waiting: set[_Call] = set()
 
     def open(self, nursery: trio.Nursery) -> None:
         """From the trio thread: calls run as tasks of ``nursery`` from now on."""
@@ -142,6 +145,19 @@ class BlockingPortal:
     def detach(self) -> None:
         """From the trio thread, as its nursery ends: nothing can start any more."""
         self._nursery = None
+
+    def end(self, error: ConnectionClosed) -> None:
+        """From the trio thread once its run is over (however it ended): refuse calls from
+        now on, and fail with ``error`` every call still waiting. A run that died (a bug)
+        left its calls waiting for good, and the next calls met its closed wake-up socket
+        (a bare OSError)."""
+        self._closed_message = str(error)  # what later calls raise too
+        self._refusing = True
+        self._nursery = None
+        for call in list(self._waiting):
+            if not call.done.is_set():
+                call.error = error
+                call.done.set()
 
     @property
     def is_open(self) -> bool:
@@ -160,6 +176,10 @@ class BlockingPortal:
     def _closed(self) -> ConnectionClosed:
         return ConnectionClosed(self._closed_message)
 
+    def closed_error(self) -> ConnectionClosed:
+        """What a call made once the portal is closed raises."""
+        return self._closed()
+
     def call(self, fn: Callable[[], Awaitable[T]], keep: Callable[[T], object] | None = None) -> T:
         """Run ``fn()`` in the trio thread and wait for its outcome.
 
@@ -177,17 +197,22 @@ class BlockingPortal:
         if self._refusing or token is None:
             raise self._closed()
         call = _Call()
+        waiting = self._waiting
+        waiting.add(call)
         try:
+            if self._refusing:  # end() came after the check above, and missed this call
+                raise self._closed()
             token.run_sync_soon(self._start_call, call, fn)
             call.done.wait()
-        except trio.RunFinishedError:
+        except (trio.RunFinishedError, OSError):
+            # OSError: the run died without its token knowing (its wake-up socket is closed).
             raise self._closed() from None
         except BaseException as exc:
             # Ctrl-C while the call was handed over or waited for: stop the operation in the
             # trio thread as well, so that it does not go on behind the caller's back (say,
             # take a message nobody will read). The cancel runs after the start if that was
             # queued (the token keeps the order), and finishes the call itself if not.
-            with contextlib.suppress(trio.RunFinishedError):
+            with contextlib.suppress(trio.RunFinishedError, OSError):
                 token.run_sync_soon(self._cancel_call, call)
             # It may have finished already, or finish before the cancel arrives (the
             # interrupt came just as its value was on its way): then the value is the
@@ -198,6 +223,8 @@ class BlockingPortal:
             if isinstance(exc, KeyboardInterrupt):
                 raise for_the_caller(exc) from None
             raise
+        finally:
+            waiting.discard(call)
         if call.error is not None:
             error, call.error = call.error, None  # no reference cycle through the traceback
             raise for_the_caller(error)
@@ -215,7 +242,7 @@ class BlockingPortal:
         """Schedule ``fn()`` in the trio thread without waiting (nothing if the run is over)."""
         token = self._token
         if token is not None and not self.forked:  # (the parent's run: not ours to wake)
-            with contextlib.suppress(trio.RunFinishedError):
+            with contextlib.suppress(trio.RunFinishedError, OSError):  # OSError: see call()
                 token.run_sync_soon(fn)
 
     def _start_call(self, call: _Call, fn: Callable[[], Awaitable[Any]]) -> None:

@@ -524,7 +524,7 @@ class RpcEndpoint:
         )
 
     async def proxy(self, provider: str, timeout_s: float | None) -> RpcProxy:
-        check_timeout(timeout_s)
+        timeout_s = check_timeout(timeout_s)
         descriptions = await self.ask(
             lambda ident: Describe(id=ident, provider=provider),
             timeout_s,
@@ -686,7 +686,7 @@ class RpcProxy:
         """
         if timeout is _DEFAULT:
             timeout = self.timeout
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         full = self._prefix + method
         remote = self.methods.get(full)
         if remote is not None:

@@ -21,10 +21,12 @@ def real_seconds(value: object) -> float | None:
         return None
 
 
-def positive_seconds(value: object) -> bool:
-    """A finite number of seconds above 0 (a heartbeat, a connect timeout)."""
+def positive_seconds(value: object) -> float | None:
+    """``value`` as a float if it is a finite number of seconds above 0 (a heartbeat, a
+    connect timeout), else None. The float is what the caller must go on with (see
+    check_timeout)."""
     seconds = real_seconds(value)
-    return seconds is not None and 0 < seconds < math.inf
+    return seconds if seconds is not None and 0 < seconds < math.inf else None
 
 
 def check_time(time_s: object) -> float:
@@ -43,16 +45,20 @@ def check_time(time_s: object) -> float:
     return seconds
 
 
-def check_timeout(timeout: object) -> None:
-    """A blocking call's ``timeout=``: None (no limit) or seconds >= 0 (inf: no limit).
+def check_timeout(timeout: object) -> float | None:
+    """A blocking call's ``timeout=``: None (no limit) or seconds >= 0 (inf: no limit), as a
+    float, which is what the caller must go on with: a numpy float32 added to a clock stays
+    a float32 (which trio's epoll refuses, killing its run), a float16 loses the clock's
+    precision (a 3 s timeout ran out at once), a Decimal cannot be added to a float.
 
     Raises:
         InvalidArgument: anything else (also a ValueError).
     """
     if timeout is None:
-        return
+        return None
     seconds = real_seconds(timeout)
     if seconds is None or not seconds >= 0:  # NaN too
         raise InvalidArgument(
             f"timeout must be None or a number of seconds >= 0, not {timeout!r:.40}"
         )
+    return seconds + 0.0  # -0.0 as 0.0: "within 0 s", not "within -0 s"

@@ -193,6 +193,7 @@ class SyncClient:
 
     # -- the trio thread ---------------------------------------------------------------------
     def _thread_main(self) -> None:
+        ended = self._portal.closed_error()
         try:
             trio.run(self._main)
         except BaseException as exc:
@@ -200,8 +201,12 @@ class SyncClient:
                 self._startup_error = exc
             else:  # a bug in this module: say so, and fail whatever still waits
                 log.exception("the SyncClient's trio thread failed")
+                ended = ConnectionClosed(
+                    f"this SyncClient's trio thread failed ({type(exc).__name__}: {exc}; "
+                    "logged above): make a new SyncClient"
+                )
         finally:
-            self._portal.detach()
+            self._portal.end(ended)
             with self._cond:
                 self._dead = True
                 self._cond.notify_all()
@@ -339,7 +344,7 @@ class SyncClient:
             InvalidArgument: no states, or a name that is not a state.
         """
         check_states(states)
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         if "closed" in states and self.state == "closed":
             return "closed"  # as Client.wait_state, not ConnectionClosed
         client = self._trio_client
@@ -639,7 +644,7 @@ class SyncClient:
             TrioStreamError: a queued value could not be sent (raised once).
             InvalidArgument: a ``timeout`` that is not None or seconds >= 0.
         """
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         self._call(partial(_with_timeout, timeout, self._flush, self._trio_client))
         with self._cond:
             self._raise_publish_error()
@@ -862,7 +867,7 @@ class SyncPublisher:
             InvalidArgument: a ``timeout`` that is not None or seconds >= 0.
             ResourceClosed: the publisher is closed. ChannelNotFound: the channel ended.
         """
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         self._client._call(
             partial(
                 _with_timeout,
@@ -986,7 +991,7 @@ class SyncSubscription:
             ConnectionClosed: the connection is gone.
         """
         if timeout is not None and not (type(timeout) is float and timeout >= 0):
-            check_timeout(timeout)  # the per-message path checks a float timeout inline
+            timeout = check_timeout(timeout)  # the per-message path checks a float inline
         if self._closed:
             # Closed here: the messages of a batch already in this thread are dropped with
             # the rest, as close() says (they were handed out after it, 16 of them).
@@ -1010,8 +1015,13 @@ class SyncSubscription:
                 while self._busy:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
-                        raise caller_timeout(f"no message on {self.channel!r} within {timeout:g} s")
-                    self._turn.wait(left)
+                        raise caller_timeout(
+                            f"no message on {self.channel!r} within {timeout:g} s"
+                            + _reconnecting_note(self._client._trio_client)
+                        )
+                    # threading's waits take no more than TIMEOUT_MAX (an inf timeout is
+                    # no limit, and raised OverflowError here).
+                    self._turn.wait(None if left is None else min(left, threading.TIMEOUT_MAX))
                 self._busy = mine = True
             if self._next == len(self._local):
                 if self._error is not None:
