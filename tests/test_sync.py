@@ -838,7 +838,10 @@ async def test_values_a_lost_connection_took_are_counted_by_close(server: ts.Ser
                         c.flush(timeout=0.5)  # written, never acknowledged
                     trio.from_thread.run_sync(proxy.cut)
                     c.wait_state("closed", timeout=STEP_S)
-            with pytest.raises(ts.ConnectionClosed, match=r"^50 published values were not sent"):
+            # Not "call flush(timeout=...)": no server is coming back to a reconnect=False one.
+            with pytest.raises(
+                ts.ConnectionClosed, match=r"^50 published values were not delivered: .* for good"
+            ):
                 c.close()
 
         await in_thread(scenario)
@@ -1073,3 +1076,76 @@ async def test_an_unlimited_get_waits_its_turn_behind_another_threads(url: str) 
                 assert sorted(got) == ["one", "two"]
 
     await in_thread(scenario)
+
+
+async def test_a_flush_waits_for_what_was_published_before_it_not_what_follows(
+    url: str,
+) -> None:
+    # Another thread that keeps publishing kept the queue from ever being empty, and the
+    # window from ever being acknowledged whole: flush(timeout=5) timed out every time.
+    def scenario() -> None:
+        with SyncClient(url, name="busy") as c, SyncClient(url, name="rec") as rec:
+            c.create_channel("busy")
+            stop = threading.Event()
+            with rec.subscribe("busy", policy="drop_oldest", size=10):
+                c.publisher("busy").wait_for_readers(timeout=STEP_S)
+
+                def keep_publishing() -> None:
+                    deadline = time.monotonic() + DEADLINE_S
+                    while not stop.is_set() and time.monotonic() < deadline:
+                        c.publish("busy", b"x" * 100)
+
+                writer = threading.Thread(target=keep_publishing)
+                writer.start()
+                try:
+                    time.sleep(0.2)
+                    for _ in range(3):
+                        c.flush(timeout=STEP_S)
+                finally:
+                    stop.set()
+                    writer.join(STEP_S)
+
+    await in_thread(scenario)
+
+
+async def test_a_connection_lost_for_good_fails_every_flush_and_the_close_says_so(
+    url: str,
+) -> None:
+    # With reconnect=False the loss is final: each thread's flush raised ConnectionClosed
+    # only once (the next returned as if all had been delivered), and close() told to call
+    # flush(timeout=...) for a server coming back, which none would.
+    async with open_proxy(url) as proxy:
+
+        def scenario() -> None:
+            c = SyncClient(proxy.url, name="w", reconnect=False)
+            with SyncClient(url, name="r") as r:
+                c.create_channel("held")
+                with r.subscribe("held", policy="block", size=1):  # read by nobody
+                    c.publisher("held").wait_for_readers(timeout=STEP_S)
+                    for i in range(20):
+                        assert c.publish("held", i)  # the block reader holds most back
+                    with pytest.raises(TimeoutError):
+                        c.flush(timeout=0.5)
+                    trio.from_thread.run_sync(proxy.cut)
+                    assert c.wait_state("closed", timeout=STEP_S) == "closed"
+                    outcomes: list[BaseException | None] = []
+
+                    def flush() -> None:
+                        try:
+                            c.flush(timeout=STEP_S)
+                            outcomes.append(None)
+                        except BaseException as exc:
+                            outcomes.append(exc)
+
+                    threads = [threading.Thread(target=flush) for _ in range(2)]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join(STEP_S)
+                    flush()  # and a third, after them
+                    assert len(outcomes) == 3
+                    assert all(isinstance(o, ts.ConnectionClosed) for o in outcomes), outcomes
+                    with pytest.raises(ts.ConnectionClosed, match="lost for good"):
+                        c.close()
+
+        await in_thread(scenario)

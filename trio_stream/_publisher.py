@@ -445,8 +445,14 @@ class Publisher:
         return True
 
     async def wait_acknowledged(self) -> None:
-        """Wait until the server has taken every frame sent so far into its readers' buffers."""
-        while self._unacked:
+        """Wait until the server has taken every frame sent so far into its readers' buffers.
+
+        Those sent before the call: not the ones other tasks send meanwhile (a flush while
+        another thread kept publishing never ended)."""
+        # Frames leave the window in the order sent: acknowledged, or counted as taken
+        # after a resume, each adding to _acked_total.
+        sent = self._acked_total + len(self._unacked)
+        while self._unacked and self._acked_total < sent:
             self._check()
             await self._next_event("_acked_event").wait()
 

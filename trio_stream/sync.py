@@ -161,6 +161,10 @@ class SyncClient:
         # queued through an outage still says when it was published, not when it went out.
         self._queue: list[tuple[Publisher, EncodedPayload, int, float]] = []
         self._queued_frames = 0  # queued or taken by the trio side and not sent yet
+        # Values ever queued, and ever handed on (sent, or failed): a flush waits for those
+        # queued before it, not for those other threads keep queueing (it never ended).
+        self._queued_total = 0
+        self._released_total = 0
         self._queued_bytes = 0
         self._max_frames = queue_frames
         self._max_bytes = queue_bytes
@@ -172,7 +176,7 @@ class SyncClient:
         self._shared: dict[tuple[str, str | None], Publisher] = {}
         self._shared_lock = threading.Lock()
         self._wake = trio.Event()  # trio side: the queue has something
-        self._drained = trio.Event()  # trio side: the queue was emptied
+        self._released = trio.Event()  # trio side: values were handed on (see _release)
         self._used: set[Publisher] = set()  # trio side: publishers that flush() waits for
         self._thread = threading.Thread(
             target=self._thread_main, name=f"trio_stream SyncClient {name or self.url}", daemon=True
@@ -372,6 +376,7 @@ class SyncClient:
         _OPEN.discard(self)
         if self._portal.forked:  # the thread and the connection are the parent's, not ours
             return
+        lost_for_good = self._trio_client.state == "closed"  # the connection, before this close
         self._request_stop(flush)
         self._portal.close()
         if threading.current_thread() is not self._thread:
@@ -380,7 +385,13 @@ class SyncClient:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames + self._undelivered
         if unsent:
-            if flush:
+            if lost_for_good:
+                message = (
+                    f"{unsent} published values were not delivered: the connection to "
+                    f"{self.url} was lost for good before the server took them (reconnect "
+                    "is off, or gave up); some may have reached readers, none is sent again"
+                )
+            elif flush:
                 message = (
                     f"{unsent} published values were not sent before the SyncClient closed: "
                     f"the server had not taken them when the close gave up (it waits "
@@ -535,6 +546,7 @@ class SyncClient:
                 raise ConnectionClosed("this SyncClient is closed")
             self._queue.append(item)
             self._queued_frames += 1
+            self._queued_total += 1
             self._queued_bytes += size
             wake = self._drainer_idle
             self._drainer_idle = False
@@ -564,7 +576,6 @@ class SyncClient:
                     self._drainer_idle = True
                     cond.notify_all()
             if not batch:
-                self._drained.set()
                 await self._wake.wait()
                 continue
             frames = nbytes = dropped = 0
@@ -600,7 +611,9 @@ class SyncClient:
         with self._cond:
             self._queued_frames -= frames
             self._queued_bytes -= nbytes
+            self._released_total += frames
             self._cond.notify_all()
+        self._released.set()
 
     def _publish_failed(self, error: TrioStreamError, pub: Publisher) -> None:
         with self._cond:
@@ -613,20 +626,30 @@ class SyncClient:
                 fresh.add_note(f"(values queued by publish() for {pub.channel!r} were not sent)")
                 self._publish_error = fresh
 
-    async def _flush(self) -> None:
+    async def _flush(self, queued: int | None = None) -> None:
+        """Wait until the values queued before (the first ``queued`` ever; None: all so far)
+        are handed on, then until the server has taken what the publishers sent.
+
+        Raises:
+            ConnectionClosed: the connection is lost for good (to every flush, not once).
+        """
+        with self._cond:
+            if queued is None:
+                queued = self._queued_total
         while True:
             with self._cond:
-                if not self._queued_frames:
+                if self._released_total >= queued:
                     break
             # Shared by every flush waiting (several threads may flush at once): replaced
             # only once set, so that no waiter is left holding an event nobody will set.
-            if self._drained.is_set():
-                self._drained = trio.Event()
-            await self._drained.wait()
+            if self._released.is_set():
+                self._released = trio.Event()
+            await self._released.wait()
+        lost: ConnectionClosed | None = None
         for pub in list(self._used):
             if pub.is_open:
                 try:
-                    await pub.wait_acknowledged()
+                    await pub.wait_acknowledged()  # what it sent so far: not what follows
                 except TrioStreamError as exc:
                     self._publish_failed(exc, pub)
             failure = pub.failure
@@ -635,6 +658,12 @@ class SyncClient:
                 # channel ended. One the connection's loss ended stays, so that close()
                 # counts its undelivered values.
                 self._used.discard(pub)
+            elif failure is not None and not self._closed:
+                lost = failure
+        if lost is not None:
+            # Raised to every flush, not once as a background publish's error: a second
+            # thread's flush returned as if all had been delivered.
+            raise ConnectionClosed(str(lost))
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until the server has taken every value published so far.
@@ -645,7 +674,9 @@ class SyncClient:
             InvalidArgument: a ``timeout`` that is not None or seconds >= 0.
         """
         timeout = check_timeout(timeout)
-        self._call(partial(_with_timeout, timeout, self._flush, self._trio_client))
+        with self._cond:
+            queued = self._queued_total  # published so far, by any thread
+        self._call(partial(_with_timeout, timeout, partial(self._flush, queued), self._trio_client))
         with self._cond:
             self._raise_publish_error()
 
