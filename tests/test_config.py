@@ -85,6 +85,8 @@ def test_one_name_or_a_list_of_names_is_taken_as_a_tuple(setting: str) -> None:
     config = ts.ServerConfig(**several)
     assert getattr(config, setting) == ("a.example", "b.example")
     hash(config)  # frozen and hashable, as with a tuple
+    as_set: dict[str, Any] = {setting: frozenset({"a.example"})}
+    assert getattr(ts.ServerConfig(**as_set), setting) == ("a.example",)
 
 
 def test_a_server_needs_an_endpoint() -> None:

@@ -6,6 +6,7 @@ import difflib
 import functools
 import math
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -128,13 +129,18 @@ class ServerConfig:
             if isinstance(entries, str):
                 entries = (entries,)
             if entries is not None:
-                if not isinstance(entries, tuple | list) or not all(
-                    isinstance(entry, str) for entry in entries
-                ):
+                names = (
+                    tuple(entries)
+                    if isinstance(entries, Iterable) and not isinstance(entries, bytes | dict)
+                    else None
+                )
+                if names is None or not all(isinstance(entry, str) for entry in names):
                     raise InvalidSetting(
-                        name, f"{name} must be a tuple of str or None, not {entries!r:.60}"
+                        name,
+                        f"{name} must be a name, a tuple or list of names, or None, "
+                        f"not {entries!r:.60}",
                     )
-                object.__setattr__(self, name, tuple(entries))  # frozen; a list made hashable
+                object.__setattr__(self, name, names)  # frozen; a list made hashable
         for name in _POSITIVE_SECONDS:
             value = getattr(self, name)
             if not (_is_number(value) and 0 < value < math.inf):

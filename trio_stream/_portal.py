@@ -199,9 +199,10 @@ class BlockingPortal:
         call = _Call()
         waiting = self._waiting
         waiting.add(call)
+        if self._refusing:  # end() came after the check above, and missed this call
+            waiting.discard(call)
+            raise self._closed()
         try:
-            if self._refusing:  # end() came after the check above, and missed this call
-                raise self._closed()
             token.run_sync_soon(self._start_call, call, fn)
             call.done.wait()
         except (trio.RunFinishedError, OSError):

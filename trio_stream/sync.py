@@ -671,6 +671,7 @@ class SyncClient:
         Raises:
             TimeoutError: not within ``timeout`` seconds (the values stay queued).
             TrioStreamError: a queued value could not be sent (raised once).
+            ConnectionClosed: the connection is lost for good (to every flush from then on).
             InvalidArgument: a ``timeout`` that is not None or seconds >= 0.
         """
         timeout = check_timeout(timeout)
