@@ -7,7 +7,7 @@ import traceback
 import trio
 
 from trio_stream._exceptions import ChannelNotFound, ConnectionClosed
-from trio_stream._portal import BlockingPortal, caller_timeout, for_the_caller
+from trio_stream._portal import BlockingPortal, _Call, caller_timeout, for_the_caller
 
 
 def frames_of(error: BaseException) -> int:
@@ -102,3 +102,44 @@ async def test_an_ended_run_fails_the_calls_still_waiting_and_refuses_later_ones
             portal.end(failed)  # as the thread does once its run is over, however it ended
     assert outcomes[0] is failed
     assert str(outcomes[1]) == str(failed)
+
+
+class InterruptedOnceDone(set[_Call]):
+    """The portal's set of waiting calls, where Python runs a Ctrl-C handler at the call
+    that takes a finished call out: the latest moment an interrupt can land in call()."""
+
+    interrupted = False
+
+    def discard(self, call: object, /) -> None:
+        super().discard(call)
+        if not self.interrupted and isinstance(call, _Call) and call.done.is_set():
+            self.interrupted = True
+            raise KeyboardInterrupt
+
+
+async def test_a_ctrl_c_after_the_call_finished_keeps_what_it_took() -> None:
+    # A get() whose batch had arrived lost it when the interrupt landed on the way out of
+    # call() (CI saw 4 values of a window of 4 go missing).
+    portal = BlockingPortal()
+    portal._waiting = InterruptedOnceDone()
+
+    async def take() -> list[int]:
+        return [1, 2, 3, 4]
+
+    kept: list[object] = []
+    outcome: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            portal.call(take, keep=kept.append)
+        except KeyboardInterrupt as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            portal.open(nursery)
+            await trio.to_thread.run_sync(caller)
+            portal.close()
+            portal.detach()
+    assert len(outcome) == 1
+    assert kept == [[1, 2, 3, 4]]

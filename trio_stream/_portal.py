@@ -205,10 +205,15 @@ class BlockingPortal:
         try:
             token.run_sync_soon(self._start_call, call, fn)
             call.done.wait()
+            # Inside the try: Python may run a Ctrl-C handler at this call, and the handler
+            # below then keeps the value the call took (in a `finally`, it was dropped).
+            waiting.discard(call)
         except (trio.RunFinishedError, OSError):
             # OSError: the run died without its token knowing (its wake-up socket is closed).
+            waiting.discard(call)
             raise self._closed() from None
         except BaseException as exc:
+            waiting.discard(call)
             # Ctrl-C while the call was handed over or waited for: stop the operation in the
             # trio thread as well, so that it does not go on behind the caller's back (say,
             # take a message nobody will read). The cancel runs after the start if that was
@@ -224,8 +229,6 @@ class BlockingPortal:
             if isinstance(exc, KeyboardInterrupt):
                 raise for_the_caller(exc) from None
             raise
-        finally:
-            waiting.discard(call)
         if call.error is not None:
             error, call.error = call.error, None  # no reference cycle through the traceback
             raise for_the_caller(error)
