@@ -3,6 +3,7 @@
 Usage: python sync_child.py URL MODE [catch|raw]
 
 MODE is where the main thread blocks: ``get`` (a subscription with nothing to read),
+``contended`` (a ``get`` waiting for another thread's ``get`` on the same subscription),
 ``publish`` (a full publish queue behind a ``block`` reader that never reads), ``rpc`` (a call
 that never returns), ``noclose`` (``get`` on a client that is never closed: atexit must end
 it) or ``connect`` (the constructor, connecting to a server that never answers; URL unused).
@@ -12,6 +13,7 @@ many SyncClient threads are still alive; with ``raw`` the interrupt ends the scr
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -24,6 +26,11 @@ import trio_stream as ts
 class Waiter:
     async def rpc_wait(self) -> None:
         await trio.sleep_forever()
+
+
+def get_until_closed(sub: ts.SyncSubscription) -> None:
+    with contextlib.suppress(trio.EndOfChannel):  # the client closed as the script ended
+        sub.get(timeout=60)
 
 
 def sync_threads() -> int:
@@ -48,6 +55,14 @@ def block(url: str, mode: str) -> None:
         client.create_channel("child")
         if mode == "get":
             with client.subscribe("child") as sub:
+                print("ready", flush=True)
+                sub.get()
+        elif mode == "contended":
+            with client.subscribe("child") as sub:
+                first = threading.Thread(target=get_until_closed, args=(sub,), daemon=True)
+                first.start()
+                while not sub._busy:  # its get() has the turn: ours waits for it
+                    threading.Event().wait(0.01)
                 print("ready", flush=True)
                 sub.get()
         elif mode == "publish":

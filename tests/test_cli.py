@@ -615,6 +615,17 @@ def test_server_config_from_toml_and_flags(tmp_path: Path) -> None:
     assert config.allowed_origins == ("https://lab.example",)
 
 
+def test_a_config_file_takes_one_name_alone_as_server_config_does(tmp_path: Path) -> None:
+    # ServerConfig(allowed_origins="https://lab.example") works; the file refused it.
+    config_file = tmp_path / "server.toml"
+    config_file.write_text('allowed_origins = "https://lab.example"\nallowed-hosts = []\n')
+    config = server_config(build_parser().parse_args(["serve", "--config", str(config_file)]))
+    assert config.allowed_origins == ("https://lab.example",) and config.allowed_hosts == ()
+    config_file.write_text("allowed_origins = [1]\n")
+    with pytest.raises(UsageError, match="takes a string or a list of strings"):
+        server_config(build_parser().parse_args(["serve", "--config", str(config_file)]))
+
+
 def test_every_server_config_field_is_a_flag_by_its_own_name_too() -> None:
     # "every ServerConfig setting is a flag": --idle-timeout-s was refused (the flag drops
     # the _s), so the field's own spelling is accepted beside the short one.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import pickle
@@ -67,6 +68,24 @@ def test_a_setting_that_does_not_exist_is_refused_by_name_with_the_closest_one(
         ts.ServerConfig(**settings)
     assert refused.value.setting == misspelt
     assert f"no setting {misspelt!r}" in str(refused.value) and hint in str(refused.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabConfig(ts.ServerConfig):
+    """A program's own settings beside the server's."""
+
+    bench: str = "b1"
+
+
+def test_a_subclass_refuses_a_misspelt_setting_too() -> None:
+    # Its own dataclass __init__ replaced the one that checked: Python's TypeError again.
+    with pytest.raises(ts.InvalidSetting, match="did you mean 'tcp_port'"):
+        LabConfig(tcp_prot=1)  # type: ignore[call-arg]
+    with pytest.raises(ts.InvalidSetting, match="did you mean 'bench'"):
+        LabConfig(bnech="b2")  # type: ignore[call-arg]
+    config = LabConfig(bench="b2", tcp_port=0)
+    assert (config.bench, config.tcp_port) == ("b2", 0)
+    assert copy.deepcopy(config) == config and pickle.loads(pickle.dumps(config)) == config
 
 
 def test_settings_still_go_by_position_and_through_replace() -> None:

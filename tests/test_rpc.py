@@ -164,6 +164,17 @@ async def test_proxy_timeout_is_the_default_for_each_call(
         assert trio.current_time() - start == pytest.approx(2.0, abs=0.5)
         no_limit = await ctl.rpc("daq", timeout=None)
         assert await no_limit.sleepy(1000.0) == 1000.0
+        # Changed later, it is the calls' default from then on, and checked as at rpc().
+        no_limit.timeout = np.float32(3.0)  # type: ignore[assignment]
+        assert type(no_limit.timeout) is float and no_limit.timeout == 3.0
+        start = trio.current_time()
+        with pytest.raises(ts.RpcTimeout):
+            await no_limit.wait()
+        assert trio.current_time() - start == pytest.approx(3.0, abs=0.5)
+        for bad in (-1, "5", float("nan")):
+            with pytest.raises(ts.InvalidArgument, match="timeout must be"):
+                no_limit.timeout = bad  # type: ignore[assignment]
+        assert no_limit.timeout == 3.0
 
 
 async def test_caller_cancel_scope_cancels_the_provider_task(url: str) -> None:

@@ -74,3 +74,18 @@ def test_str_bytes_bools_and_non_numbers_are_refused(value: object) -> None:
         with pytest.raises(ts.InvalidArgument):
             check_timeout(value)
     assert positive_seconds(value) is None
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_number_beyond_any_float_is_as_far_as_infinity(sign: int) -> None:
+    # float(10**400) raises OverflowError, which escaped every check as a traceback.
+    for value in (sign * 10**400, Fraction(sign * 10**400, 3)):
+        assert real_seconds(value) == sign * math.inf
+        with pytest.raises(ts.InvalidArgument, match="time_s must be"):
+            check_time(value)
+        assert positive_seconds(value) is None
+        if sign > 0:
+            assert check_timeout(value) == math.inf  # no limit
+        else:
+            with pytest.raises(ts.InvalidArgument, match="timeout must be"):
+                check_timeout(value)

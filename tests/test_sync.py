@@ -162,6 +162,8 @@ async def test_subscriptions_and_publishers_outlive_a_cell_without_with(url: str
             assert pub.closed and "closed" in repr(pub)
             with pytest.raises(ts.ResourceClosed):
                 pub.send(1)
+            with pytest.raises(ts.ResourceClosed):
+                pub.wait_for_readers(timeout=0)
             np.testing.assert_array_equal(sub.get(timeout=STEP_S).data, np.arange(3))
             assert sub.get(timeout=STEP_S).data == "two"
             sub.close()
@@ -407,6 +409,12 @@ async def test_blocking_rpc_both_ways(url: str) -> None:
             assert info.value.type_name == "ValueError"
             with pytest.raises(ts.RpcTimeout):
                 proxy.call("hang", timeout=0.2)
+            proxy.timeout = 0.2  # the calls' default from now on (a copy here did nothing)
+            with pytest.raises(ts.RpcTimeout, match=r"within 0\.2 s"):
+                proxy.hang()
+            with pytest.raises(ts.InvalidArgument):
+                proxy.timeout = -1
+            assert proxy.timeout == 0.2
             with pytest.raises(ts.RpcError):
                 ctl.rpc("nobody")
             with pytest.raises(ts.RpcError, match="exposes no method 'set_rat'"):
@@ -642,6 +650,7 @@ async def interrupt_child(
     ("mode", "how"),
     [
         ("get", "catch"),
+        ("contended", "catch"),
         ("publish", "catch"),
         ("rpc", "catch"),
         ("connect", "catch"),
@@ -664,11 +673,14 @@ async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
     assert took_s < 5.0, text  # promptly: not after a join's or a connect's timeout
 
 
-async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server) -> None:
+@pytest.mark.parametrize("mode", ["get", "contended", "publish", "rpc"])
+async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server, mode: str) -> None:
     # Python's usual KeyboardInterrupt traceback, but without threading's wait that the
     # SyncClient's call blocked in: the script's own line and the SyncClient method it called.
+    # (A publish() waiting for room in a full queue, and a get() waiting for another
+    # thread's, showed Condition.wait's frames.)
     assert server.tcp_url is not None
-    returncode, _, _, errors = await interrupt_child(server.tcp_url, "get", "raw")
+    returncode, _, _, errors = await interrupt_child(server.tcp_url, mode, "raw")
     assert returncode != 0
     assert errors.rstrip().endswith("KeyboardInterrupt"), errors
     assert "threading.py" not in errors and "sync_child.py" in errors, errors
@@ -813,7 +825,10 @@ def test_sync_client_is_exported() -> None:
     assert ts.SyncClient is SyncClient
 
 
-async def test_values_a_lost_connection_took_are_counted_by_close(server: ts.Server) -> None:
+@pytest.mark.parametrize("background_error", [False, True])
+async def test_values_a_lost_connection_took_are_counted_by_close(
+    server: ts.Server, background_error: bool
+) -> None:
     """Without reconnection, values written but never acknowledged when the connection is
     lost for good are not delivered, as far as anyone can tell: close() says how many (it
     returned silently: the publisher counted them only while reconnecting)."""
@@ -836,13 +851,28 @@ async def test_values_a_lost_connection_took_are_counted_by_close(server: ts.Ser
                         pub.send(value)
                     with pytest.raises(TimeoutError):
                         c.flush(timeout=0.5)  # written, never acknowledged
+                    if background_error:
+                        # More than the publisher's window: the rest wait in the queue, and
+                        # the loss fails their send in the background.
+                        for value in range(2000):
+                            pub.send(value)
                     trio.from_thread.run_sync(proxy.cut)
                     c.wait_state("closed", timeout=STEP_S)
-            # Not "call flush(timeout=...)": no server is coming back to a reconnect=False one.
-            with pytest.raises(
-                ts.ConnectionClosed, match=r"^50 published values were not delivered: .* for good"
-            ):
+            if not background_error:
+                # Not "call flush(timeout=...)": no server is coming back to a reconnect=False
+                # one.
+                with pytest.raises(
+                    ts.ConnectionClosed,
+                    match=r"^50 published values were not delivered: .* for good",
+                ):
+                    c.close()
+                return
+            # The publish that failed in the background is what close() raises; the count
+            # goes with it (it went to a log nobody reads in a script).
+            with pytest.raises(ts.ConnectionClosed) as raised:
                 c.close()
+            notes = "\n".join(getattr(raised.value, "__notes__", []))
+            assert "2050 published values were not delivered" in notes, (raised.value, notes)
 
         await in_thread(scenario)
 
@@ -882,6 +912,8 @@ async def test_closing_the_client_ends_a_reader_threads_loop(server: ts.Server) 
         assert repr(pub) == "<SyncPublisher 'ch' closed>" and repr(sub).endswith("closed>")
         with pytest.raises(ts.ResourceClosed):  # as after its own close
             pub.send(2)
+        with pytest.raises(ts.ResourceClosed):  # as documented (it was ConnectionClosed)
+            pub.wait_for_readers(timeout=0)
         with pytest.raises(trio.EndOfChannel, match="the SyncClient was closed"):
             sub.get(timeout=0)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import ssl
 from collections.abc import Iterable
@@ -113,10 +112,14 @@ class ServerConfig:
     node_name: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("host", "name"):
-            value = getattr(self, name)
-            if not (isinstance(value, str) and value):
-                raise InvalidSetting(name, f"{name} must be a non-empty str, not {value!r:.40}")
+        if not (isinstance(self.host, str) and self.host):
+            raise InvalidSetting(
+                "host",
+                'host must be an address to bind, e.g. "127.0.0.1" ("0.0.0.0": every IPv4 '
+                f"interface), not {self.host!r:.40}",
+            )
+        if not (isinstance(self.name, str) and self.name):
+            raise InvalidSetting("name", f"name must be a non-empty str, not {self.name!r:.40}")
         for name in ("token", "admin_token", "node_name"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -212,25 +215,23 @@ class ServerConfig:
         )
 
 
-_FIELD_NAMES = frozenset(item.name for item in fields(ServerConfig))
-_dataclass_init = ServerConfig.__init__
-
-
-@functools.wraps(_dataclass_init)
-def _checked_init(self: ServerConfig, *args: Any, **kwargs: Any) -> None:
-    """The dataclass's __init__, with a misspelt setting named as InvalidSetting (and the
+def _checked_new(cls: type[ServerConfig], /, *args: Any, **kwargs: Any) -> ServerConfig:
+    """Before the dataclass's __init__: a misspelt setting named as InvalidSetting (and the
     closest real one) rather than Python's "unexpected keyword argument"."""
-    for name in kwargs:
-        if name not in _FIELD_NAMES:
-            close = difflib.get_close_matches(name, _FIELD_NAMES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else " (see README, Configuration)"
-            raise InvalidSetting(name, f"ServerConfig has no setting {name!r}{hint}")
-    _dataclass_init(self, *args, **kwargs)
+    if kwargs:
+        names = [item.name for item in fields(cls)]  # cls: a subclass may add settings
+        for name in kwargs:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else " (see README, Configuration)"
+                raise InvalidSetting(name, f"ServerConfig has no setting {name!r}{hint}")
+    return object.__new__(cls)
 
 
-# Assigned, not defined in the class: the dataclass writes __init__ itself, and type
-# checkers still see its signature (a misspelt setting is flagged before it runs, too).
-setattr(ServerConfig, "__init__", _checked_init)  # noqa: B010
+# __new__, not a wrapped __init__: a dataclass subclass writes its own __init__ (and skipped
+# the check). Assigned, not defined in the class, so that type checkers still see the
+# dataclass's signature (a misspelt setting is flagged before it runs, too).
+setattr(ServerConfig, "__new__", staticmethod(_checked_new))  # noqa: B010
 
 
 def _is_number(value: object) -> bool:

@@ -628,6 +628,16 @@ class RpcProxy:
         self.methods = methods  # every method of the provider, by full name
         self._prefix = prefix
 
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a call waits for its answer (None: no limit); may be changed."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, timeout: float | None) -> None:
+        # Checked here, not at each call: a bad one assigned later met no check at all.
+        self._timeout = check_timeout(timeout)
+
     @classmethod
     def _build(
         cls, endpoint: RpcEndpoint, provider: str, descriptions: Any, timeout: float | None

@@ -19,6 +19,8 @@ def real_seconds(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+    except OverflowError:  # an int (or Fraction) beyond any float: as far as inf
+        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
 
 
 def positive_seconds(value: object) -> float | None:

@@ -172,6 +172,9 @@ class SyncClient:
         self._dead = False  # the trio thread has ended
         self._publish_error: BaseException | None = None
         self._undelivered = 0  # set as the thread closes: see close()
+        # Queued values whose send failed because the connection was lost (close() counts
+        # them with the rest; an error's note did not say how many).
+        self._lost_in_queue = 0
         # publish()'s publishers, one per channel and key (another key opens its own)
         self._shared: dict[tuple[str, str | None], Publisher] = {}
         self._shared_lock = threading.Lock()
@@ -383,7 +386,7 @@ class SyncClient:
             self._thread.join(CLOSE_JOIN_S + (CLOSE_FLUSH_S if flush else 0.0))
         with self._cond:
             error, self._publish_error = self._publish_error, None
-            unsent = self._queued_frames + self._undelivered
+            unsent = self._queued_frames + self._undelivered + self._lost_in_queue
         if unsent:
             if lost_for_good:
                 message = (
@@ -402,6 +405,8 @@ class SyncClient:
                 message = f"{unsent} published values were dropped: close(flush=False)"
             if flush and error is None:
                 error = ConnectionClosed(message)
+            elif error is not None:  # raised below: the count goes with it, not to a log
+                error.add_note(message)
             else:
                 log.warning("%s", message)
         if error is not None:
@@ -540,7 +545,10 @@ class SyncClient:
                         or self._queued_bytes + size > self._max_bytes
                     )
                 ):
-                    self._cond.wait()
+                    try:
+                        self._cond.wait()
+                    except KeyboardInterrupt as exc:  # without threading's frames
+                        raise for_the_caller(exc) from None
                 self._raise_publish_error()
             if self._dead or self._closed:
                 raise ConnectionClosed("this SyncClient is closed")
@@ -617,6 +625,8 @@ class SyncClient:
 
     def _publish_failed(self, error: TrioStreamError, pub: Publisher) -> None:
         with self._cond:
+            if isinstance(error, ConnectionClosed):
+                self._lost_in_queue += 1
             if self._publish_error is None:
                 # A fresh exception: the same one (a publisher's end) may be reported again.
                 try:
@@ -900,6 +910,8 @@ class SyncPublisher:
             ResourceClosed: the publisher is closed. ChannelNotFound: the channel ended.
         """
         timeout = check_timeout(timeout)
+        if self.closed:  # its own close, or its client's (whose portal says ConnectionClosed)
+            raise ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
         self._client._call(
             partial(
                 _with_timeout,
@@ -1053,7 +1065,10 @@ class SyncSubscription:
                         )
                     # threading's waits take no more than TIMEOUT_MAX (an inf timeout is
                     # no limit, and raised OverflowError here).
-                    self._turn.wait(None if left is None else min(left, threading.TIMEOUT_MAX))
+                    try:
+                        self._turn.wait(None if left is None else min(left, threading.TIMEOUT_MAX))
+                    except KeyboardInterrupt as exc:  # without threading's frames
+                        raise for_the_caller(exc) from None
                 self._busy = mine = True
             if self._next == len(self._local):
                 if self._error is not None:
@@ -1195,8 +1210,17 @@ class SyncRpcProxy:
         self._client = client
         self._proxy = proxy
         self.provider = proxy.provider
-        self.timeout = proxy.timeout
         self.methods = proxy.methods
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a call waits for its answer (None: no limit); may be changed."""
+        return self._proxy.timeout
+
+    @timeout.setter
+    def timeout(self, timeout: float | None) -> None:
+        # The trio proxy's: a copy here was changed to no effect on the calls.
+        self._proxy.timeout = timeout
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

@@ -219,7 +219,7 @@ def _wanted(key: str, tp: Any) -> str:
     if inner is float:
         return "a number of seconds" if key.endswith("_s") else "a number"
     if typing.get_origin(inner) is tuple:
-        return 'a list of strings, e.g. ["a", "b"]'
+        return 'a string or a list of strings, e.g. ["a", "b"]'
     return "a string, in quotes"
 
 
@@ -231,6 +231,8 @@ def _convert(path: Path, key: str, tp: Any, value: Any, raw_key: str) -> Any:
         if key.endswith("_port") and (value is False or isinstance(value, str)):
             return None if value is False else port_or_off(value)
         if typing.get_origin(inner) is tuple:
+            if isinstance(value, str):  # one name alone, as ServerConfig takes it
+                return (value,)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError("expected a list of strings")
             return tuple(value)
