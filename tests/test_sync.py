@@ -515,6 +515,45 @@ async def test_get_after_close_raises_even_with_messages_taken_into_the_thread(
     await in_thread(scenario)
 
 
+async def test_a_get_waiting_for_another_threads_sees_a_close_that_came_meanwhile(
+    url: str,
+) -> None:
+    # It took the turn after the close and handed out a message of the batch in this thread.
+    def scenario() -> None:
+        with SyncClient(url, name="r") as r, SyncClient(url, name="w") as w:
+            w.create_channel("ch", keep=True)
+            sub = r.subscribe("ch", policy="unbounded")
+            for i in range(5):
+                w.publish("ch", i)
+            w.flush(timeout=STEP_S)
+            deadline = time.monotonic() + STEP_S
+            while sub.statistics().buffered < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert sub.get(timeout=STEP_S).data == 0  # the rest of the batch stays here
+            with sub._turn:
+                sub._busy = True  # as another thread's get() while it crosses over
+            outcome: list[object] = []
+
+            def waiting_get() -> None:
+                try:
+                    outcome.append(sub.get(timeout=STEP_S).data)
+                except trio.EndOfChannel as exc:
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=waiting_get)
+            thread.start()
+            while thread.is_alive() and not sub._turn._waiters:  # type: ignore[attr-defined]
+                time.sleep(0.001)
+            sub.close()
+            with sub._turn:  # the other get() is done: the turn passes on
+                sub._busy = False
+                sub._turn.notify_all()
+            thread.join(STEP_S)
+            assert len(outcome) == 1 and isinstance(outcome[0], trio.EndOfChannel), outcome
+
+    await in_thread(scenario)
+
+
 async def test_repr_says_the_state_and_a_closed_publisher_has_no_readers(
     server: ts.Server,
 ) -> None:

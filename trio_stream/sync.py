@@ -1070,6 +1070,8 @@ class SyncSubscription:
                     except KeyboardInterrupt as exc:  # without threading's frames
                         raise for_the_caller(exc) from None
                 self._busy = mine = True
+            if self._closed:  # while this get() waited for another thread's
+                raise trio.EndOfChannel(self._sub.end_reason or "unsubscribed")
             if self._next == len(self._local):
                 if self._error is not None:
                     error, self._error = self._error, None
