@@ -569,6 +569,21 @@ def test_router_answers_for_aborted_calls_are_dropped_but_forged_ones_refused() 
         router.call(s["caller"], R.Call(id=2, provider="provider", method="m", args=b""))
 
 
+def test_router_names_the_answer_a_call_takes() -> None:
+    # A refuse of an introspect was "not this client's to answer", though it was.
+    router, s = make_router("caller", "provider")
+    router.describe(s["caller"], R.Describe(id=1, provider="provider"))
+    (introspect,) = s["provider"].sent
+    assert isinstance(introspect, R.Introspect)
+    with pytest.raises(ts.ProtocolError, match=r"refuse for call .*introspect.*with methods"):
+        router.refuse(s["provider"], R.Refuse(call=introspect.call, message="no"))
+    router.call(s["caller"], R.Call(id=2, provider="provider", method="m", args=b""))
+    invoke = s["provider"].sent[-1]
+    assert isinstance(invoke, R.Invoke)
+    with pytest.raises(ts.ProtocolError, match=r"methods for call .*invoke.*result, fail or"):
+        router.methods(s["provider"], R.Methods(call=invoke.call, methods=[]))
+
+
 def test_router_fails_or_aborts_everything_when_a_session_ends() -> None:
     router, s = make_router("a", "b", "provider")
     router.call(s["a"], R.Call(id=1, provider="provider", method="m", args=b""))

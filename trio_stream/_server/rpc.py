@@ -282,16 +282,23 @@ class Router:
             caller.send_control_frame(frame)
 
     # -- provider side -----------------------------------------------------------------------
-    def _answered(self, provider: Endpoint, call: int, *, describe: bool) -> _Pending | None:
-        """The call a provider's answer is for, now closed; None if nobody waits any more."""
+    def _answered(self, provider: Endpoint, call: int, op: str) -> _Pending | None:
+        """The call a provider's answer (``op``) is for, now closed; None if nobody waits
+        any more."""
         pending = self._calls.get(call)
         if pending is None:
             # Aborted (the caller cancelled or left) while the answer was on its way: expected.
             if 1 <= call < self._next_call:
                 return None
             raise ProtocolError(f"answer for call {call}, which was never made")
-        if pending.provider is not provider or pending.describe != describe:
+        if pending.provider is not provider:
             raise ProtocolError(f"answer for call {call}, which is not this client's to answer")
+        if pending.describe != (op == "methods"):
+            # One's own call all the same: say which answer it takes (a refuse of an
+            # introspect read as someone else's call).
+            wanted = "methods" if pending.describe else "result, fail or refuse (or yield, end)"
+            asked = "introspect" if pending.describe else "invoke"
+            raise ProtocolError(f"{op} for call {call}, an {asked}: answer it with {wanted}")
         self._close(pending)
         return pending
 
@@ -319,7 +326,7 @@ class Router:
         pending.caller.send_control_frame(frame)
 
     def end(self, provider: Endpoint, msg: End) -> None:
-        pending = self._answered(provider, msg.call, describe=False)
+        pending = self._answered(provider, msg.call, "end")
         if pending is None:
             return
         if not pending.stream:
@@ -333,7 +340,7 @@ class Router:
         if len(names) != len(msg.methods):
             raise ProtocolError("methods: every description must be a map with a text name")
         self.expose(provider, Expose(methods=names))  # fresher than the last expose
-        pending = self._answered(provider, msg.call, describe=True)
+        pending = self._answered(provider, msg.call, "methods")
         if pending is None:
             return
         if not msg.methods:
@@ -346,7 +353,7 @@ class Router:
         pending.caller.send_control(Reply(id=pending.caller_id, result=msg.methods))
 
     def result(self, provider: Endpoint, msg: Result) -> None:
-        pending = self._answered(provider, msg.call, describe=False)
+        pending = self._answered(provider, msg.call, "result")
         if pending is not None:
             self._forward(
                 pending.caller,
@@ -356,7 +363,7 @@ class Router:
             )
 
     def fail(self, provider: Endpoint, msg: Fail) -> None:
-        pending = self._answered(provider, msg.call, describe=False)
+        pending = self._answered(provider, msg.call, "fail")
         if pending is not None:
             self._forward(
                 pending.caller,
@@ -371,7 +378,7 @@ class Router:
             )
 
     def refuse(self, provider: Endpoint, msg: Refuse) -> None:
-        pending = self._answered(provider, msg.call, describe=False)
+        pending = self._answered(provider, msg.call, "refuse")
         if pending is not None:
             self._error(pending.caller, pending.caller_id, RpcError(msg.message))
 
