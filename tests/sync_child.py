@@ -3,6 +3,7 @@
 Usage: python sync_child.py URL MODE [catch|raw]
 
 MODE is where the main thread blocks: ``get`` (a subscription with nothing to read),
+``iterate`` (``for msg in sub`` with nothing to read),
 ``contended`` (a ``get`` waiting for another thread's ``get`` on the same subscription),
 ``publish`` (a full publish queue behind a ``block`` reader that never reads), ``rpc`` (a call
 that never returns), ``noclose`` (``get`` on a client that is never closed: atexit must end
@@ -57,6 +58,11 @@ def block(url: str, mode: str) -> None:
             with client.subscribe("child") as sub:
                 print("ready", flush=True)
                 sub.get()
+        elif mode == "iterate":
+            with client.subscribe("child") as sub:
+                print("ready", flush=True)
+                for _ in sub:
+                    pass
         elif mode == "contended":
             with client.subscribe("child") as sub:
                 first = threading.Thread(target=get_until_closed, args=(sub,), daemon=True)

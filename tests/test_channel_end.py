@@ -81,6 +81,14 @@ async def test_a_reader_hears_why_its_channel_ended(url: str) -> None:
             "owners": "channel 'owners' ended with its owner",
         }
         for sub in subs.values():
+            # The end as an error too: what a script catches with the rest of trio_stream's,
+            # and still trio's end of a channel (the README said every error was a
+            # TrioStreamError; this one was trio.EndOfChannel alone).
+            with pytest.raises(ts.TrioStreamError) as ended:
+                await sub.receive()
+            error: BaseException = ended.value
+            assert type(error) is ts.SubscriptionEnded and isinstance(error, trio.EndOfChannel)
+            assert str(error) == sub.end_reason
             await sub.aclose()
             assert "unsubscribed" not in (sub.end_reason or "")  # a close after the end keeps it
 

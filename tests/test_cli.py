@@ -1594,6 +1594,33 @@ async def test_create_with_key_gives_the_created_channel_that_key(
             pass
 
 
+@pytest.mark.parametrize("command", ["pub", "generate", "replay"])
+async def test_create_on_a_channel_that_exists_otherwise_is_refused(
+    command: str, server: ts.Server, tmp_path: Path
+) -> None:
+    # `--create --private` on someone's public channel wrote to it, without a word.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    path = tmp_path / "one.tsdump"
+    path.write_bytes(_dump_bytes([1]))
+    argv = {
+        "pub": ["pub", url, "shared", "1"],
+        "generate": ["generate", url, "shared", "--count", "1", "--shape", "1"],
+        "replay": ["replay", str(path), url, "shared", "--fast"],
+    }[command]
+    async with ts.open_client(url, name="someone") as someone:
+        await someone.create_channel("shared", history=1)
+        refused = await cli(*argv, "--create", "--private", "--history", "5", "--keep")
+        assert refused.returncode == 1, refused.stderr
+        line = refused.stderr.decode().strip()
+        assert "channel 'shared' exists already, not as asked: --private (it is public); " in line
+        assert "--history 5 (it keeps 1); --keep (it ends with its owner)." in line
+        assert len(line.splitlines()) == 1, line
+        # As it is: the options it has, or none, write to it.
+        same = await cli(*argv, "--create", "--history", "1")
+        assert same.returncode == 0, same.stderr
+
+
 async def test_a_private_channel_created_with_key_is_read_with_that_key(server: ts.Server) -> None:
     # The reader was told the channel needs its key, and the writer waited for ever.
     assert server.tcp_url is not None

@@ -169,3 +169,12 @@ def test_a_broken_coredis_install_gets_its_own_error_not_install_the_extra(
         "engine=redis:// needs coredis, which does not import: cannot import name 'Final' "
         "from 'typing_x'"
     )
+
+
+def test_a_size_as_the_flag_writes_it_gets_the_python_spelling() -> None:
+    # "64MiB" works on the command line and in a config file; here it was "an int >= 1".
+    with pytest.raises(ts.InvalidSetting, match=r"int >= 1 \(bytes: 64 \* 2\*\*20 for 64 MiB\)"):
+        ts.ServerConfig(max_frame_bytes="64MiB")  # type: ignore[arg-type]
+    with pytest.raises(ts.InvalidSetting) as refused:
+        ts.ServerConfig(max_connections="5")  # type: ignore[arg-type]
+    assert "bytes" not in str(refused.value)

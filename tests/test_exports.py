@@ -9,6 +9,7 @@ import trio_stream as ts
 EXPORTS = {
     "AuthError",
     "ResourceClosed",
+    "SubscriptionEnded",
     "Reconnect",
     "Position",
     "Gap",

@@ -712,7 +712,7 @@ async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
     assert took_s < 5.0, text  # promptly: not after a join's or a connect's timeout
 
 
-@pytest.mark.parametrize("mode", ["get", "contended", "publish", "rpc"])
+@pytest.mark.parametrize("mode", ["get", "contended", "iterate", "publish", "rpc"])
 async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server, mode: str) -> None:
     # Python's usual KeyboardInterrupt traceback, but without threading's wait that the
     # SyncClient's call blocked in: the script's own line and the SyncClient method it called.
@@ -723,6 +723,8 @@ async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server, mode: st
     assert returncode != 0
     assert errors.rstrip().endswith("KeyboardInterrupt"), errors
     assert "threading.py" not in errors and "sync_child.py" in errors, errors
+    if mode in ("get", "contended", "iterate"):  # the reading method's line, nothing below
+        assert "_portal.py" not in errors and errors.count("sync.py") == 1, errors
 
 
 async def failing_script(script: str) -> str:
@@ -777,7 +779,7 @@ async def test_a_get_at_the_channels_end_is_a_short_traceback(server: ts.Server)
         "    sub.get(timeout=5)\n"
     )
     errors = await failing_script(script)
-    assert errors.rstrip().splitlines()[-1].startswith("trio.EndOfChannel: "), errors
+    assert errors.rstrip().splitlines()[-1].startswith("trio_stream.SubscriptionEnded: "), errors
     assert "_run_call" not in errors and "receive_nowait" not in errors, errors
 
 

@@ -51,6 +51,7 @@ from ._server.serve import Server as Server
 from ._server.serve import open_server as open_server
 from ._server.serve import serve as serve
 from ._stats import SubscriptionStatistics as SubscriptionStatistics
+from ._subscription_end import SubscriptionEnded as SubscriptionEnded
 from ._version import __version__ as __version__
 from .sync import SyncClient as SyncClient
 from .sync import SyncPublisher as SyncPublisher
@@ -97,6 +98,7 @@ __all__ = [
     "ServerConfig",
     "ServerStats",
     "Subscription",
+    "SubscriptionEnded",
     "SubscriptionInfo",
     "SubscriptionStatistics",
     "SyncClient",

@@ -832,7 +832,7 @@ class Client:
                         f"the server was silent for {silent_s:.1f} s (nothing, not even an "
                         f"answer to a ping; pings every {interval:g} s): it is frozen, "
                         "overloaded or unreachable. Connect again; raise heartbeat= of "
-                        "open_client if the server is slow on purpose",
+                        "open_client (or SyncClient) if the server is slow on purpose",
                         "server silent",
                     )
                 )

@@ -165,7 +165,9 @@ class ServerConfig:
         for name in _COUNTS:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise InvalidSetting(name, f"{name} must be an int >= 1, not {value!r:.40}")
+                # "64MiB" is what the flag and the config file take: say the Python spelling.
+                unit = " (bytes: 64 * 2**20 for 64 MiB)" if name.endswith("_bytes") else ""
+                raise InvalidSetting(name, f"{name} must be an int >= 1{unit}, not {value!r:.40}")
         if not MIN_FRAME_BYTES_SETTING <= self.max_frame_bytes <= MAX_FRAME_BYTES_SETTING:
             raise InvalidSetting(
                 "max_frame_bytes",

@@ -24,6 +24,7 @@ import trio
 from ._exceptions import InvalidArgument
 from ._records import Message
 from ._subscription import YIELD_EVERY_MESSAGES  # the same bound as one subscription's
+from ._subscription_end import SubscriptionEnded
 from .sync import SyncSubscription
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Merge:
                 was closed ("this merge was closed"), as a closed subscription ends.
         """
         if self._closed:
-            raise trio.EndOfChannel(self.end_reason)
+            raise SubscriptionEnded(self.end_reason)
         subs = self._subs
         i = self._next
         tried = 0
@@ -98,7 +99,7 @@ class Merge:
             return message
         if not subs:
             self.end_reason = self.end_reason or "every merged subscription has ended"
-            raise trio.EndOfChannel(self.end_reason)
+            raise SubscriptionEnded(self.end_reason)
         raise trio.WouldBlock
 
     async def receive(self) -> Message:

@@ -32,6 +32,7 @@ from ._protocol.limits import SUBSCRIBE_WINDOW_BYTES
 from ._protocol.messages import Retune, Subscribe, Unsubscribe, check_fields
 from ._records import Gap, Message, Position
 from ._stats import RateMeter, SubscriptionStatistics
+from ._subscription_end import SubscriptionEnded
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -333,7 +334,7 @@ class Subscription:
             if self._ended:
                 if self._end_error is not None:
                     raise self._end_error
-                raise trio.EndOfChannel(self.end_reason)
+                raise SubscriptionEnded(self.end_reason)
             raise trio.WouldBlock
         return self._message(self._frames.popleft())
 

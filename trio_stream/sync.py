@@ -69,6 +69,7 @@ from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
 from ._rpc_stream import DEFAULT_WINDOW, RemoteStream
 from ._seconds import check_time, check_timeout
 from ._stats import SubscriptionStatistics
+from ._subscription_end import SubscriptionEnded
 
 __all__ = [
     "SyncClient",
@@ -1039,7 +1040,7 @@ class SyncSubscription:
         if self._closed:
             # Closed here: the messages of a batch already in this thread are dropped with
             # the rest, as close() says (they were handed out after it, 16 of them).
-            raise trio.EndOfChannel(self._sub.end_reason or "unsubscribed")
+            raise SubscriptionEnded(self._sub.end_reason or "unsubscribed")
         deadline = None if timeout is None else time.monotonic() + timeout
         # Ctrl-C must not lose a message, nor leave this subscription stuck. Python raises
         # KeyboardInterrupt only at a call (or a loop's jump), never inside `with`'s entry:
@@ -1071,7 +1072,7 @@ class SyncSubscription:
                         raise for_the_caller(exc) from None
                 self._busy = mine = True
             if self._closed:  # while this get() waited for another thread's
-                raise trio.EndOfChannel(self._sub.end_reason or "unsubscribed")
+                raise SubscriptionEnded(self._sub.end_reason or "unsubscribed")
             if self._next == len(self._local):
                 if self._error is not None:
                     error, self._error = self._error, None
@@ -1084,7 +1085,9 @@ class SyncSubscription:
                         raise
                     # The client was closed, here or by another thread (a notebook's reader
                     # thread, say): the end of this subscription too, as its own close().
-                    raise trio.EndOfChannel("the SyncClient was closed") from None
+                    raise SubscriptionEnded("the SyncClient was closed") from None
+                except KeyboardInterrupt as exc:  # from here: not the portal's frames
+                    raise exc.with_traceback(None) from None
                 self._next = 0
             message = self._local[self._next]
             self._next += 1
@@ -1143,6 +1146,8 @@ class SyncSubscription:
                 yield self.get()
             except trio.EndOfChannel:
                 return
+            except KeyboardInterrupt as exc:  # the script's loop and this line: not get()'s
+                raise exc.with_traceback(None) from None
 
     @property
     def closed(self) -> bool:

@@ -86,8 +86,35 @@ async def ensure_channel(client: ts.Client, channel: str, args: argparse.Namespa
             keep=args.keep,
         )
     except ts.ChannelExists:
+        differences = await _options_not_applied(client, channel, args)
+        if differences:
+            # Writing on would put, say, what was meant for a --private channel on someone's
+            # public one, without a word.
+            raise CliError(
+                f"channel {channel!r} exists already, not as asked: {'; '.join(differences)}. "
+                "Pick another name, or leave those options out to write to it as it is"
+            ) from None
         return False
     return True
+
+
+async def _options_not_applied(
+    client: ts.Client, channel: str, args: argparse.Namespace
+) -> list[str]:
+    """The --create options given that the channel that exists does not have."""
+    info = next((c for c in await client.channels() if c.name == channel), None)
+    if info is None:  # not listed to us: someone's private channel, which needs its key
+        return []
+    differences = []
+    if args.private and info.public:
+        differences.append("--private (it is public)")
+    if args.history and args.history != info.history:
+        differences.append(f"--history {args.history} (it keeps {info.history})")
+    if args.keep and not info.keep:
+        differences.append("--keep (it ends with its owner)")
+    if args.lifetime is not None and info.lifetime is None:
+        differences.append("--lifetime (it has none)")
+    return differences
 
 
 async def check_readable(client: ts.Client, channels: list[str], args: argparse.Namespace) -> None:
