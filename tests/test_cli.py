@@ -1569,6 +1569,17 @@ def test_ctrl_c_while_the_command_still_imports_exits_130_without_a_traceback(
 
 
 # -- a new user's walkthrough ------------------------------------------------------------------
+def write_one_value(command: str, url: str, channel: str, tmp_path: Path) -> list[str]:
+    """The arguments of ``command`` (pub, generate or replay) writing one value."""
+    path = tmp_path / "one.tsdump"
+    path.write_bytes(_dump_bytes([1]))
+    return {
+        "pub": ["pub", url, channel, "1"],
+        "generate": ["generate", url, channel, "--count", "1", "--shape", "1"],
+        "replay": ["replay", str(path), url, channel, "--fast"],
+    }[command]
+
+
 @pytest.mark.parametrize("command", ["pub", "generate", "replay"])
 async def test_create_with_key_gives_the_created_channel_that_key(
     command: str, server: ts.Server, tmp_path: Path
@@ -1576,15 +1587,9 @@ async def test_create_with_key_gives_the_created_channel_that_key(
     # `--create --key K` created the channel without a key, silently: anyone could read it.
     assert server.tcp_url is not None
     url = server.tcp_url
-    path = tmp_path / "one.tsdump"
-    path.write_bytes(_dump_bytes([1]))
     # --keep --history 1: the value waits in the channel for a reader, so no wait for one.
     created = ["--create", "--key", "mykey", "--keep", "--history", "1"]
-    argv = {
-        "pub": ["pub", url, "kt", "1"],
-        "generate": ["generate", url, "kt", "--count", "1", "--shape", "1"],
-        "replay": ["replay", str(path), url, "kt", "--fast"],
-    }[command]
+    argv = write_one_value(command, url, "kt", tmp_path)
     result = await cli(*argv, *created)
     assert result.returncode == 0, result.stderr
     async with ts.open_client(url, name="reader") as reader:
@@ -1601,13 +1606,7 @@ async def test_create_on_a_channel_that_exists_otherwise_is_refused(
     # `--create --private` on someone's public channel wrote to it, without a word.
     assert server.tcp_url is not None
     url = server.tcp_url
-    path = tmp_path / "one.tsdump"
-    path.write_bytes(_dump_bytes([1]))
-    argv = {
-        "pub": ["pub", url, "shared", "1"],
-        "generate": ["generate", url, "shared", "--count", "1", "--shape", "1"],
-        "replay": ["replay", str(path), url, "shared", "--fast"],
-    }[command]
+    argv = write_one_value(command, url, "shared", tmp_path)
     async with ts.open_client(url, name="someone") as someone:
         await someone.create_channel("shared", history=1)
         refused = await cli(*argv, "--create", "--private", "--history", "5", "--keep")
