@@ -1042,6 +1042,22 @@ async def test_bridge_between_two_servers(server: ts.Server, nursery: trio.Nurse
     assert got in ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9])
 
 
+async def test_bridge_onto_a_copy_that_exists_writes_it_as_it_is(
+    server: ts.Server, nursery: trio.Nursery
+) -> None:
+    # Its creation options are for the copies it creates: --create's refusal of a channel
+    # that exists otherwise is not bridge's (it ended every route).
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, name="second")
+    second: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url is not None and second.tcp_url is not None
+    async with ts.open_client(second.tcp_url, name="someone") as someone:
+        await someone.create_channel("copy")  # no history
+        got, _ = await bridge_src_to_copy(
+            server.tcp_url, second.tcp_url, "--history", "5", "--policy", "block", sends=3, takes=3
+        )
+    assert got == [0, 1, 2]
+
+
 async def test_bridge_within_one_server(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url

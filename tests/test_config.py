@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import pickle
 import sys
@@ -86,6 +87,39 @@ def test_a_subclass_refuses_a_misspelt_setting_too() -> None:
     config = LabConfig(bench="b2", tcp_port=0)
     assert (config.bench, config.tcp_port) == ("b2", 0)
     assert copy.deepcopy(config) == config and pickle.loads(pickle.dumps(config)) == config
+
+
+@dataclasses.dataclass(frozen=True)
+class WithInitVar(ts.ServerConfig):
+    """A subclass whose __init__ takes a keyword that is not a field."""
+
+    port_base: dataclasses.InitVar[int] = 0
+
+    def __post_init__(self, port_base: int) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "tcp_port", port_base)
+
+
+class WithOwnInit(ts.ServerConfig):
+    """A plain subclass whose own __init__ takes a keyword and passes the rest on."""
+
+    label: str
+
+    def __init__(self, label: str, **settings: Any) -> None:
+        super().__init__(**settings)
+        object.__setattr__(self, "label", label)
+
+
+def test_a_subclass_s_own_keywords_are_taken_and_the_signature_shown() -> None:
+    # The check looked at the fields alone: an InitVar, or a subclass's own __init__'s
+    # keyword, was "no setting"; and help() showed (*args, **kwargs).
+    assert WithInitVar(port_base=0).tcp_port == 0
+    with pytest.raises(ts.InvalidSetting, match="did you mean 'port_base'"):
+        WithInitVar(port_bse=0)  # type: ignore[call-arg]
+    assert WithOwnInit(label="lab", tcp_port=0).label == "lab"
+    shown = str(inspect.signature(ts.ServerConfig))
+    assert shown.startswith("(host: 'str' = '127.0.0.1', tcp_port: "), shown
+    assert "port_base" in str(inspect.signature(WithInitVar))
 
 
 def test_settings_still_go_by_position_and_through_replace() -> None:

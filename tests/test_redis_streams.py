@@ -539,6 +539,31 @@ async def test_a_split_batch_interrupted_by_redis_says_how_much_went_in(
         assert [f.payload for f in frames] == [b"1", b"2"]
 
 
+async def test_a_split_batch_whose_channel_redis_lost_says_how_much_went_in(
+    redis_server: RedisServer,
+) -> None:
+    # Redis restarted (empty) between the parts of a split batch: the engine registers the
+    # channel again and must append only the rest there; the whole batch again gave every
+    # reader the first part twice (a soak saw 14-93 values so).
+    async with running_node(redis_server, "a", history_frames=1000) as (a, _):
+        record = await a.registry.create("k", owner="dev", node="a")
+        positions = a.keys.positions("k", record.epoch)
+        await a.client.hset(positions, {"b": "0 2"})  # node b's block reader: room for 2
+        await a.client.zadd(a.keys.nodes, {"b": 2**62})  # ...and node b is alive
+        writer = a.writer
+        room = writer._room
+
+        async def redis_restarted_empty(**kwargs: Any) -> object:
+            await a.client.flushdb()
+            return True
+
+        writer._room = redis_restarted_empty  # type: ignore[assignment]
+        with pytest.raises(EpochChanged) as changed:
+            await writer.append("k", record.epoch, "w", [b"1", b"2", b"3", b"4"], [0.0] * 4)
+        writer._room = room
+        assert changed.value.written == 2 and changed.value.epoch is None
+
+
 async def test_a_writer_reopened_elsewhere_is_refused_on_the_old_connection_and_counted_once(
     redis_server: RedisServer,
 ) -> None:

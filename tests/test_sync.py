@@ -866,6 +866,14 @@ def test_sync_client_is_exported() -> None:
     assert ts.SyncClient is SyncClient
 
 
+def flush_into(client: SyncClient, outcomes: list[BaseException]) -> None:
+    """``client.flush()`` with no timeout, its error (if any) into ``outcomes``."""
+    try:
+        client.flush()
+    except BaseException as exc:  # what the test is about
+        outcomes.append(exc)
+
+
 @pytest.mark.parametrize("background_error", [False, True])
 async def test_values_a_lost_connection_took_are_counted_by_close(
     server: ts.Server, background_error: bool
@@ -892,13 +900,25 @@ async def test_values_a_lost_connection_took_are_counted_by_close(
                         pub.send(value)
                     with pytest.raises(TimeoutError):
                         c.flush(timeout=0.5)  # written, never acknowledged
+                    # Flushes waiting at the cut fail; none is a value of its own (each
+                    # counted one more in close()'s count).
+                    flushes: list[BaseException] = []
+                    flushers = [
+                        threading.Thread(target=flush_into, args=(c, flushes)) for _ in range(2)
+                    ]
+                    for thread in flushers:
+                        thread.start()
                     if background_error:
                         # More than the publisher's window: the rest wait in the queue, and
                         # the loss fails their send in the background.
                         for value in range(2000):
                             pub.send(value)
+                    time.sleep(0.2)  # the flushes wait
                     trio.from_thread.run_sync(proxy.cut)
                     c.wait_state("closed", timeout=STEP_S)
+                    for thread in flushers:
+                        thread.join(STEP_S)
+                    assert [type(e) for e in flushes] == [ts.ConnectionClosed] * 2, flushes
             if not background_error:
                 # Not "call flush(timeout=...)": no server is coming back to a reconnect=False
                 # one.
@@ -916,6 +936,30 @@ async def test_values_a_lost_connection_took_are_counted_by_close(
             assert "2050 published values were not delivered" in notes, (raised.value, notes)
 
         await in_thread(scenario)
+
+
+async def test_a_wait_for_readers_that_a_close_ends_raises_resource_closed(url: str) -> None:
+    # As after the close: it said ConnectionClosed ("the call was cancelled").
+    def scenario() -> None:
+        c = SyncClient(url, name="w")
+        c.create_channel("ch")
+        pub = c.publisher("ch")
+        outcome: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                pub.wait_for_readers(5, timeout=STEP_S)
+            except BaseException as exc:  # what the test is about
+                outcome.append(exc)
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.2)  # it waits
+        c.close()
+        thread.join(STEP_S)
+        assert [type(e) for e in outcome] == [ts.ResourceClosed], outcome
+
+    await in_thread(scenario)
 
 
 async def test_closing_the_client_ends_a_reader_threads_loop(server: ts.Server) -> None:

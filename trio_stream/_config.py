@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._exceptions import InvalidSetting
@@ -217,14 +218,23 @@ class ServerConfig:
         )
 
 
+def _init_names(cls: type[ServerConfig]) -> frozenset[str] | None:
+    """The keywords ``cls(...)`` takes (its __init__'s: a subclass's own, or the dataclass's,
+    InitVars included), or None when it takes any (``**kwargs``)."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # not self
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY)
+
+
 def _checked_new(cls: type[ServerConfig], /, *args: Any, **kwargs: Any) -> ServerConfig:
-    """Before the dataclass's __init__: a misspelt setting named as InvalidSetting (and the
-    closest real one) rather than Python's "unexpected keyword argument"."""
-    if kwargs:
-        names = [item.name for item in fields(cls)]  # cls: a subclass may add settings
+    """Before __init__: a misspelt setting named as InvalidSetting (and the closest real
+    one) rather than Python's "unexpected keyword argument"."""
+    names = _init_names(cls) if kwargs else None
+    if names is not None:
         for name in kwargs:
             if name not in names:
-                close = difflib.get_close_matches(name, names, n=1)
+                close = difflib.get_close_matches(name, sorted(names), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else " (see README, Configuration)"
                 raise InvalidSetting(name, f"ServerConfig has no setting {name!r}{hint}")
     return object.__new__(cls)
@@ -232,7 +242,9 @@ def _checked_new(cls: type[ServerConfig], /, *args: Any, **kwargs: Any) -> Serve
 
 # __new__, not a wrapped __init__: a dataclass subclass writes its own __init__ (and skipped
 # the check). Assigned, not defined in the class, so that type checkers still see the
-# dataclass's signature (a misspelt setting is flagged before it runs, too).
+# dataclass's signature (a misspelt setting is flagged before it runs, too); inspect and
+# help() read it from __signature__ (they look at a class's own __new__ first).
+_checked_new.__signature__ = inspect.signature(ServerConfig.__init__)  # type: ignore[attr-defined]
 setattr(ServerConfig, "__new__", staticmethod(_checked_new))  # noqa: B010
 
 

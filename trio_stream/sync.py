@@ -596,13 +596,13 @@ class SyncClient:
                         # exception).
                         dropped += 1
                     elif failure is not None:  # the channel was deleted, the client closed
-                        self._publish_failed(failure, pub)
+                        self._publish_failed(failure, pub, queued=True)
                     else:
                         try:
                             await pub.send(payload, time_s=stamp)
                             self._used.add(pub)
                         except TrioStreamError as exc:
-                            self._publish_failed(exc, pub)
+                            self._publish_failed(exc, pub, queued=True)
                     frames += 1
                     nbytes += size
                     if frames == RELEASE_EVERY:
@@ -624,9 +624,14 @@ class SyncClient:
             self._cond.notify_all()
         self._released.set()
 
-    def _publish_failed(self, error: TrioStreamError, pub: Publisher) -> None:
+    def _publish_failed(
+        self, error: TrioStreamError, pub: Publisher, *, queued: bool = False
+    ) -> None:
+        """``queued``: the failure is one queued value's, which never reached the publisher's
+        window (a flush's failure is not a value: what it waited for is in the window, and
+        close() counts it as the publisher's undelivered)."""
         with self._cond:
-            if isinstance(error, ConnectionClosed):
+            if queued and isinstance(error, ConnectionClosed):
                 self._lost_in_queue += 1
             if self._publish_error is None:
                 # A fresh exception: the same one (a publisher's end) may be reported again.
@@ -661,6 +666,8 @@ class SyncClient:
             if pub.is_open:
                 try:
                     await pub.wait_acknowledged()  # what it sent so far: not what follows
+                except ConnectionClosed:
+                    pass  # its failure, below, is raised to every flush (not kept for close)
                 except TrioStreamError as exc:
                     self._publish_failed(exc, pub)
             failure = pub.failure
@@ -913,14 +920,20 @@ class SyncPublisher:
         timeout = check_timeout(timeout)
         if self.closed:  # its own close, or its client's (whose portal says ConnectionClosed)
             raise ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
-        self._client._call(
-            partial(
-                _with_timeout,
-                timeout,
-                partial(self._pub.wait_for_readers, count),
-                self._client._trio_client,
+        try:
+            self._client._call(
+                partial(
+                    _with_timeout,
+                    timeout,
+                    partial(self._pub.wait_for_readers, count),
+                    self._client._trio_client,
+                )
             )
-        )
+        except ConnectionClosed:
+            if not self.closed:
+                raise
+            # Closed, here or by another thread, while it waited: as after the close.
+            raise ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed") from None
 
     @property
     def closed(self) -> bool:

@@ -1607,6 +1607,13 @@ class RedisEngine:
                             if broker.channels.get(channel.name) is channel and (
                                 error.epoch is None or error.epoch == channel.epoch != epoch
                             ):
+                                if error.written:
+                                    # The first parts of a split batch went into the old
+                                    # epoch and on to its readers: the new one gets the rest
+                                    # (all of it again came to them twice).
+                                    payloads = payloads[error.written :]
+                                    times = times[error.written :]
+                                    offset += error.written
                                 if named is not None:
                                     named = self.io.writer.named(
                                         channel.epoch, sender, named.key, named.token

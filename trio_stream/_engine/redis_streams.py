@@ -309,6 +309,9 @@ class EpochChanged(Exception):
         super().__init__(f"channel {channel[:80]!r} changed in Redis ({now}): reopen it")
         self.channel = channel
         self.epoch = epoch
+        # Of a batch that went in parts: the first ``written`` frames went into the old
+        # epoch (and on to its readers) before the change; set by FrameWriter.append.
+        self.written = 0
 
 
 class WriterMoved(Exception):
@@ -452,7 +455,8 @@ class FrameWriter:
         ``retry_s``.
 
         Raises:
-            EpochChanged: the channel is not at ``epoch`` in Redis any more.
+            EpochChanged: the channel is not at ``epoch`` in Redis any more (its ``written``:
+                the frames of a split batch that went in before).
             WriterMoved: the writer was claimed with another token (nothing of this part went in;
                 the parts before it of a split batch did).
             AppendInterrupted: Redis unreachable for ``retry_s`` after part of a split batch
@@ -507,6 +511,9 @@ class FrameWriter:
             except REDIS_DOWN as error:
                 if start:
                     raise AppendInterrupted(start, error) from error
+                raise
+            except EpochChanged as error:
+                error.written = start  # Redis came back without it, say: the rest is new
                 raise
             if isinstance(part, tuple):  # this token went in before: (first seq, frames)
                 first = first or part[0]

@@ -86,6 +86,8 @@ async def ensure_channel(client: ts.Client, channel: str, args: argparse.Namespa
             keep=args.keep,
         )
     except ts.ChannelExists:
+        if getattr(args, "creates_always", False):
+            return False  # bridge: its copies are written as they are, as they always were
         differences = await _options_not_applied(client, channel, args)
         if differences:
             # Writing on would put, say, what was meant for a --private channel on someone's

@@ -350,7 +350,7 @@ def add_create_options(
         )
     group = parser.add_argument_group("creating the channel")
     if what is None:
-        parser.set_defaults(create=True)
+        parser.set_defaults(create=True, creates_always=True)
     else:
         group.add_argument(
             "--create", action="store_true", help=f"create {what} if it does not exist"
