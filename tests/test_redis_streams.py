@@ -22,7 +22,7 @@ from redis_server import RedisServer
 
 from trio_stream._engine.redis_engine import MAX_APPEND_BYTES, MAX_APPEND_FRAMES, _Appender
 from trio_stream._engine.redis_io import RedisEngineIO, RedisEngineOptions
-from trio_stream._engine.redis_registry import ChannelTaken
+from trio_stream._engine.redis_registry import ChannelRecord, ChannelTaken
 from trio_stream._engine.redis_streams import (
     PACK_BYTES,
     AppendInterrupted,
@@ -510,16 +510,26 @@ async def test_a_repeated_call_is_recognised_per_writer_even_when_writers_share_
         assert len(marks) == 2  # w1's and w2's, written by hand above
 
 
-async def test_a_split_batch_interrupted_by_redis_says_how_much_went_in(
+@asynccontextmanager
+async def split_after_two(
     redis_server: RedisServer,
-) -> None:
-    # A block reader's room splits a batch; Redis goes away before the second part: the
-    # writer must append only the rest again (the whole batch again doubled the first part).
+) -> AsyncIterator[tuple[RedisEngineIO, ChannelRecord]]:
+    """Node a and its channel "k", where node b's block reader has room for 2 frames: a
+    batch of more goes in parts."""
     async with running_node(redis_server, "a", history_frames=1000) as (a, _):
         record = await a.registry.create("k", owner="dev", node="a")
         positions = a.keys.positions("k", record.epoch)
         await a.client.hset(positions, {"b": "0 2"})  # node b's block reader: room for 2
         await a.client.zadd(a.keys.nodes, {"b": 2**62})  # ...and node b is alive
+        yield a, record
+
+
+async def test_a_split_batch_interrupted_by_redis_says_how_much_went_in(
+    redis_server: RedisServer,
+) -> None:
+    # A block reader's room splits a batch; Redis goes away before the second part: the
+    # writer must append only the rest again (the whole batch again doubled the first part).
+    async with split_after_two(redis_server) as (a, record):
         writer = a.writer
         room = writer._room
         calls = 0
@@ -545,11 +555,7 @@ async def test_a_split_batch_whose_channel_redis_lost_says_how_much_went_in(
     # Redis restarted (empty) between the parts of a split batch: the engine registers the
     # channel again and must append only the rest there; the whole batch again gave every
     # reader the first part twice (a soak saw 14-93 values so).
-    async with running_node(redis_server, "a", history_frames=1000) as (a, _):
-        record = await a.registry.create("k", owner="dev", node="a")
-        positions = a.keys.positions("k", record.epoch)
-        await a.client.hset(positions, {"b": "0 2"})  # node b's block reader: room for 2
-        await a.client.zadd(a.keys.nodes, {"b": 2**62})  # ...and node b is alive
+    async with split_after_two(redis_server) as (a, record):
         writer = a.writer
         room = writer._room
 
