@@ -512,16 +512,26 @@ async def test_a_repeated_call_is_recognised_per_writer_even_when_writers_share_
 
 @asynccontextmanager
 async def split_after_two(
-    redis_server: RedisServer,
+    redis_server: RedisServer, at_room_check: Callable[[RedisEngineIO], Awaitable[object]]
 ) -> AsyncIterator[tuple[RedisEngineIO, ChannelRecord]]:
     """Node a and its channel "k", where node b's block reader has room for 2 frames: a
-    batch of more goes in parts."""
+    batch of more goes in parts, and the writer's check for more room runs ``at_room_check``
+    (what happens to Redis between the parts) in its place."""
     async with running_node(redis_server, "a", history_frames=1000) as (a, _):
         record = await a.registry.create("k", owner="dev", node="a")
         positions = a.keys.positions("k", record.epoch)
         await a.client.hset(positions, {"b": "0 2"})  # node b's block reader: room for 2
         await a.client.zadd(a.keys.nodes, {"b": 2**62})  # ...and node b is alive
-        yield a, record
+        room = a.writer._room
+
+        async def instead(**kwargs: Any) -> object:
+            return await at_room_check(a)
+
+        a.writer._room = instead  # type: ignore[assignment]
+        try:
+            yield a, record
+        finally:
+            a.writer._room = room
 
 
 async def test_a_split_batch_interrupted_by_redis_says_how_much_went_in(
@@ -529,21 +539,17 @@ async def test_a_split_batch_interrupted_by_redis_says_how_much_went_in(
 ) -> None:
     # A block reader's room splits a batch; Redis goes away before the second part: the
     # writer must append only the rest again (the whole batch again doubled the first part).
-    async with split_after_two(redis_server) as (a, record):
-        writer = a.writer
-        room = writer._room
-        calls = 0
+    calls = 0
 
-        async def room_then_redis_down(**kwargs: Any) -> object:
-            nonlocal calls
-            calls += 1
-            raise coredis.exceptions.ConnectionError("Redis went away")
+    async def redis_down(a: RedisEngineIO) -> object:
+        nonlocal calls
+        calls += 1
+        raise coredis.exceptions.ConnectionError("Redis went away")
 
-        writer._room = room_then_redis_down  # type: ignore[assignment]
-        writer._retry_s = 0.05
+    async with split_after_two(redis_server, redis_down) as (a, record):
+        a.writer._retry_s = 0.05
         with pytest.raises(AppendInterrupted) as interrupted:
-            await writer.append("k", record.epoch, "w", [b"1", b"2", b"3", b"4"], [0.0] * 4)
-        writer._room = room
+            await a.writer.append("k", record.epoch, "w", [b"1", b"2", b"3", b"4"], [0.0] * 4)
         assert interrupted.value.written == 2 and calls >= 1
         frames = await read_range(a.client, a.keys, "k", record.epoch, 0, 10)
         assert [f.payload for f in frames] == [b"1", b"2"]
@@ -555,18 +561,13 @@ async def test_a_split_batch_whose_channel_redis_lost_says_how_much_went_in(
     # Redis restarted (empty) between the parts of a split batch: the engine registers the
     # channel again and must append only the rest there; the whole batch again gave every
     # reader the first part twice (a soak saw 14-93 values so).
-    async with split_after_two(redis_server) as (a, record):
-        writer = a.writer
-        room = writer._room
+    async def redis_restarted_empty(a: RedisEngineIO) -> object:
+        await a.client.flushdb()
+        return True
 
-        async def redis_restarted_empty(**kwargs: Any) -> object:
-            await a.client.flushdb()
-            return True
-
-        writer._room = redis_restarted_empty  # type: ignore[assignment]
+    async with split_after_two(redis_server, redis_restarted_empty) as (a, record):
         with pytest.raises(EpochChanged) as changed:
-            await writer.append("k", record.epoch, "w", [b"1", b"2", b"3", b"4"], [0.0] * 4)
-        writer._room = room
+            await a.writer.append("k", record.epoch, "w", [b"1", b"2", b"3", b"4"], [0.0] * 4)
         assert changed.value.written == 2 and changed.value.epoch is None
 
 

@@ -491,6 +491,21 @@ async def test_close_is_idempotent_flushes_and_ends_the_thread(url: str) -> None
     await in_thread(scenario)
 
 
+def first_of_a_batch(r: SyncClient, w: SyncClient, count: int) -> ts.SyncSubscription:
+    """A subscription of r's to w's new channel "ch" that has read the first of ``count``
+    values, the rest of them taken into this thread in the same batch."""
+    w.create_channel("ch", keep=True)
+    sub = r.subscribe("ch", policy="unbounded")
+    for i in range(count):
+        w.publish("ch", i)
+    w.flush(timeout=STEP_S)
+    deadline = time.monotonic() + STEP_S
+    while sub.statistics().buffered < count - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sub.get(timeout=STEP_S).data == 0  # takes a batch into this thread
+    return sub
+
+
 async def test_get_after_close_raises_even_with_messages_taken_into_the_thread(
     url: str,
 ) -> None:
@@ -498,15 +513,7 @@ async def test_get_after_close_raises_even_with_messages_taken_into_the_thread(
     # the batch it had taken into the caller's thread (16 of them), then raised.
     def scenario() -> None:
         with SyncClient(url, name="r") as r, SyncClient(url, name="w") as w:
-            w.create_channel("ch", keep=True)
-            sub = r.subscribe("ch", policy="unbounded")
-            for i in range(50):
-                w.publish("ch", i)
-            w.flush(timeout=STEP_S)
-            deadline = time.monotonic() + STEP_S
-            while sub.statistics().buffered < 49 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert sub.get(timeout=STEP_S).data == 0  # takes a batch into this thread
+            sub = first_of_a_batch(r, w, 50)
             sub.close()
             with pytest.raises(trio.EndOfChannel, match="unsubscribed"):
                 sub.get(timeout=0)
@@ -521,15 +528,7 @@ async def test_a_get_waiting_for_another_threads_sees_a_close_that_came_meanwhil
     # It took the turn after the close and handed out a message of the batch in this thread.
     def scenario() -> None:
         with SyncClient(url, name="r") as r, SyncClient(url, name="w") as w:
-            w.create_channel("ch", keep=True)
-            sub = r.subscribe("ch", policy="unbounded")
-            for i in range(5):
-                w.publish("ch", i)
-            w.flush(timeout=STEP_S)
-            deadline = time.monotonic() + STEP_S
-            while sub.statistics().buffered < 4 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert sub.get(timeout=STEP_S).data == 0  # the rest of the batch stays here
+            sub = first_of_a_batch(r, w, 5)
             with sub._turn:
                 sub._busy = True  # as another thread's get() while it crosses over
             outcome: list[object] = []
