@@ -116,13 +116,13 @@ async def test_the_sync_publish_queue_holds_10_000_values_then_waits_and_drops_n
                     returned, how many queued. (Full first: a writer thread that the machine
                     merely paused for a moment is not a writer that waits.)"""
                     deadline = time.monotonic() + WAIT_S
-                    while c._queued_frames < QUEUE_FRAMES and time.monotonic() < deadline:
+                    while c._queued_frames() < QUEUE_FRAMES and time.monotonic() < deadline:
                         time.sleep(0.01)
                     last = -1
                     while returned != last and time.monotonic() < deadline:
                         last = returned
                         time.sleep(0.3)
-                    return returned, c._queued_frames
+                    return returned, c._queued_frames()
 
                 thread = threading.Thread(target=write, daemon=True)
                 thread.start()

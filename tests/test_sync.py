@@ -263,7 +263,7 @@ async def test_a_full_queue_blocks_the_writer_and_loses_nothing(url: str) -> Non
                 # The reader reads nothing yet: block holds the writer back, the queue fills,
                 # and publish() waits instead of dropping.
                 assert not done.wait(0.5)
-                assert c._queued_frames <= 8
+                assert c._queued_frames() <= 8
                 values = [sub.get(timeout=STEP_S).data for _ in range(count)]
                 thread.join(STEP_S)
                 assert done.is_set()
@@ -286,7 +286,7 @@ async def test_errors_in_the_background_are_raised_once_never_swallowed(url: str
                 for i in range(1500):
                     assert w.publish("ch", i)
                 time.sleep(0.2)
-                assert w._queued_frames > 0
+                assert w._queued_frames() > 0
                 owner.delete_channel("ch")  # ...when the channel goes away under them
                 with pytest.raises(ts.ChannelNotFound) as info:
                     w.flush(timeout=STEP_S)

@@ -161,9 +161,9 @@ class SyncClient:
         # (publisher, payload, size, time_s): the time is taken at the call, so a value
         # queued through an outage still says when it was published, not when it went out.
         self._queue: list[tuple[Publisher, EncodedPayload, int, float]] = []
-        self._queued_frames = 0  # queued or taken by the trio side and not sent yet
-        # Values ever queued, and ever handed on (sent, or failed): a flush waits for those
-        # queued before it, not for those other threads keep queueing (it never ended).
+        # Values ever queued, and ever handed on (sent, or failed): their difference is what
+        # is queued or taken by the trio side and not sent yet (_queued_frames), and a flush
+        # waits for those queued before it, not for those other threads keep queueing.
         self._queued_total = 0
         self._released_total = 0
         self._queued_bytes = 0
@@ -387,7 +387,7 @@ class SyncClient:
             self._thread.join(CLOSE_JOIN_S + (CLOSE_FLUSH_S if flush else 0.0))
         with self._cond:
             error, self._publish_error = self._publish_error, None
-            unsent = self._queued_frames + self._undelivered + self._lost_in_queue
+            unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
         if unsent:
             if lost_for_good:
                 message = (
@@ -533,19 +533,12 @@ class SyncClient:
         item = (pub, EncodedPayload(data), size, stamp)
         with self._cond:
             self._raise_publish_error()
-            if self._queued_frames and (
-                self._queued_frames >= self._max_frames
-                or self._queued_bytes + size > self._max_bytes
+            queued = self._queued_total - self._released_total  # (_queue_full, inline)
+            if queued and (
+                queued >= self._max_frames or self._queued_bytes + size > self._max_bytes
             ):
                 _refuse_trio_thread("publish() with a full queue")
-                while (
-                    self._queued_frames
-                    and not self._dead
-                    and (
-                        self._queued_frames >= self._max_frames
-                        or self._queued_bytes + size > self._max_bytes
-                    )
-                ):
+                while not self._dead and self._queue_full(size):
                     try:
                         self._cond.wait()
                     except KeyboardInterrupt as exc:  # without threading's frames
@@ -554,7 +547,6 @@ class SyncClient:
             if self._dead or self._closed:
                 raise ConnectionClosed("this SyncClient is closed")
             self._queue.append(item)
-            self._queued_frames += 1
             self._queued_total += 1
             self._queued_bytes += size
             wake = self._drainer_idle
@@ -562,6 +554,18 @@ class SyncClient:
         if wake:
             self._portal.run_sync_soon(self._wake_drainer)
         return True
+
+    def _queued_frames(self) -> int:
+        """Values queued or taken by the trio side and not sent yet (the caller holds _cond)."""
+        return self._queued_total - self._released_total
+
+    def _queue_full(self, size: int) -> bool:
+        """No room for a value of ``size`` bytes (the caller holds _cond); one value always
+        fits an empty queue."""
+        queued = self._queued_total - self._released_total
+        return bool(queued) and (
+            queued >= self._max_frames or self._queued_bytes + size > self._max_bytes
+        )
 
     def _raise_publish_error(self) -> None:
         """Raise (once) what went wrong in the background; the caller holds _cond."""
@@ -618,7 +622,6 @@ class SyncClient:
 
     def _release(self, frames: int, nbytes: int) -> None:
         with self._cond:
-            self._queued_frames -= frames
             self._queued_bytes -= nbytes
             self._released_total += frames
             self._cond.notify_all()
@@ -903,7 +906,7 @@ class SyncPublisher:
             ResourceClosed: after the ``with`` block of this publisher ended.
         """
         if self.closed:  # its own close, or its client's
-            raise ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
+            raise self._closed_error()
         failure = self._pub.failure
         if failure is not None:
             raise failure
@@ -919,7 +922,7 @@ class SyncPublisher:
         """
         timeout = check_timeout(timeout)
         if self.closed:  # its own close, or its client's (whose portal says ConnectionClosed)
-            raise ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
+            raise self._closed_error()
         try:
             self._client._call(
                 partial(
@@ -933,12 +936,15 @@ class SyncPublisher:
             if not self.closed:
                 raise
             # Closed, here or by another thread, while it waited: as after the close.
-            raise ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed") from None
+            raise self._closed_error() from None
 
     @property
     def closed(self) -> bool:
         """Closed by ``close()``, or with its client."""
         return self._closed or self._client._closed
+
+    def _closed_error(self) -> ResourceClosed:
+        return ResourceClosed(f"the publisher of {self.channel[:80]!r} is closed")
 
     def close(self, *, flush: bool = True) -> None:
         """Wait until the server has what was queued (with ``flush``), then close. Idempotent.
