@@ -23,10 +23,12 @@ import coredis
 import pytest
 import trio
 from proxy import open_proxy
-from redis_server import RedisServer
+from redis_server import RedisServer, redis_stopped
+from test_protocol_contract import RawClient
 
 import trio_stream as ts
 from trio_stream._engine import redis_engine, redis_streams
+from trio_stream._protocol.framing import frame_prefix
 
 WAIT_S = 15.0
 
@@ -1604,6 +1606,82 @@ async def test_a_request_while_redis_hangs_gets_an_error_within_its_bound(
         with trio.fail_after(WAIT_S):
             await daq.create_channel("second")
         assert "second" in [c.name for c in await daq.channels()]
+
+
+async def test_a_request_waiting_on_a_hung_redis_leaves_the_connection_answering_pings(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The request waits for Redis up to its bound (4 s here), longer than this client's
+    # silence bound (heartbeat 0.5 s: 2 s). The node answers the pings that come meanwhile,
+    # so the client neither takes it for gone nor reconnects: it gets the request's error on
+    # the same connection. Before, the node read nothing from that connection while the
+    # request waited, and the client reconnected after 2 s. What the client sent after the
+    # request is still acted on after it, in order.
+    monkeypatch.setattr(redis_engine, "REQUEST_REDIS_TIMEOUT_S", 4.0)
+    assert redis_server.process is not None
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq", heartbeat=0.5) as daq,
+    ):
+        await daq.create_channel("first")
+        session = a.state.by_name["daq"]
+        states: list[str] = []
+
+        async def watch_state() -> None:
+            state = daq.state
+            while True:
+                state = await daq.wait_state_change(state)
+                states.append(state)
+
+        third_created = trio.Event()
+
+        async def create_after_it() -> None:
+            await trio.sleep(0.2)  # after the request that waits, on the same connection
+            await daq.create_channel("third")  # answered once Redis is back
+            third_created.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_state)
+            with redis_stopped(redis_server):
+                nursery.start_soon(create_after_it)
+                with trio.fail_after(WAIT_S), pytest.raises(ts.ClusterUnavailable) as failed:
+                    await daq.create_channel("second")
+            assert "no answer within 4 s" in str(failed.value)
+            with trio.fail_after(WAIT_S):
+                await third_created.wait()
+                await daq.create_channel("fourth")
+            nursery.cancel_scope.cancel()
+        assert states == []
+        assert a.state.by_name["daq"] is session  # the same connection throughout
+        assert {"first", "third", "fourth"} <= {c.name for c in await daq.channels()}
+
+
+async def test_while_a_request_waits_on_redis_pings_are_answered_and_the_rest_keeps_its_order(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Raw frames: a request that waits for a hung Redis, then a ping, a second request and a
+    # frame no client may send. The pong comes at once; the first request's error, the
+    # second's answer and the bad frame's goodbye come after, in the order they were sent.
+    monkeypatch.setattr(redis_engine, "REQUEST_REDIS_TIMEOUT_S", 2.0)
+    async with ts.open_server(node_config(redis_server, "a")) as a:
+        raw = await RawClient.connect(a)
+        with redis_stopped(redis_server):
+            await raw.send_control(
+                {"op": "create_channel", "id": 1, "channel": "waits", "public": True, "key": None}
+            )
+            await raw.send_control({"op": "ping", "data": "alive"})
+            with trio.fail_after(1.0):  # well before the request's 2 s bound
+                assert await raw.control() == {"op": "pong", "data": "alive"}
+            await raw.send_control({"op": "unknown-op", "id": 2})
+            await raw.stream.send_all(frame_prefix(3) + b"\x09ab")  # no such frame type
+            first = await raw.control()
+        assert (first["id"], first["op"], first["type"]) == (1, "error", "ClusterUnavailable")
+        second = await raw.control()
+        assert (second["id"], second["op"]) == (2, "error")
+        assert "unknown-op" in second["message"]
+        last = await raw.control()
+        assert last["op"] == "goodbye" and "0x09" in last["reason"], last
+        assert await raw.frame() is None  # then the server closed the connection
 
 
 async def test_the_cli_tables_say_what_only_the_answering_node_knows(

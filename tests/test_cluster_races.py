@@ -1025,11 +1025,12 @@ async def test_a_take_over_cancelled_right_after_its_move_in_redis_still_ends_wi
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The take-over's move is done in Redis, then its request is cancelled for real before
-    # node b notes that it keeps the channel: node b's idle watchdog closes the new process's
-    # connection (its reader waits in the request, so hears nothing). Node b must note it
-    # all the same. The new process had no lease: its channel ends with it, at once and on
-    # every node; unnoted, it lived on with nobody to end it (its readers waiting until
-    # node b's reaper's grace, 60 s here, for channels it does not know).
+    # node b notes that it keeps the channel: node b closes the new process's connection as
+    # its idle watchdog does (a connection can be closed while its request waits on Redis:
+    # idle, replaced by its resume, the server stopping). Node b must note it all the same.
+    # The new process had no lease: its channel ends with it, at once and on every node;
+    # unnoted, it lived on with nobody to end it (its readers waiting until node b's
+    # reaper's grace, 60 s here, for channels it does not know).
     async with owner_gone(redis_server, 60.0, idle_timeout_s=1.0) as it:
         real_move = it.registry.move
         moves: list[Any] = []
@@ -1038,7 +1039,7 @@ async def test_a_take_over_cancelled_right_after_its_move_in_redis_still_ends_wi
             moved = await real_move(name, **options)
             moves.append(moved)
             session: Any = it.b.state.by_name["daq"]
-            await until(lambda: session._reader_scope.cancel_called)  # the watchdog's
+            session.close_idle(1.0)  # the watchdog's own call: the request is cancelled
             return moved
 
         monkeypatch.setattr(it.registry, "move", move)

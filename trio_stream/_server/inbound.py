@@ -1,5 +1,7 @@
 """A connection's reading: the reader task that parses a client's frames and acts on them at
 once, in order, and stops reading while the client holds too much of the server's memory.
+A request the engine answers with I/O (Redis) is awaited before the frames after it; pings
+are answered meanwhile, so the connection never falls silent for the engine's sake.
 
 The one dispatch shape, as in the client: frame type -> handler, and for CONTROL messages,
 message type -> handler (requests.py's table, the RPC router's, the engine's). Consecutive
@@ -11,6 +13,7 @@ so its requests cannot grow the server's memory; so do frames its writers parked
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -39,6 +42,7 @@ from .._protocol.messages import (
     UnknownOp,
     decode_message,
 )
+from .._util import open_own_nursery
 from .engine import AsyncHandler
 from .requests import ANSWERED_LATER, REQUEST_HANDLERS
 from .sender import write_woken
@@ -62,6 +66,9 @@ _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # where a PUBLISH frame's payloa
 # slice (PUBLISH frames counted across the read, whatever other frames come between them); a
 # read of fewer never yields.
 PUBLISH_SLICE_FRAMES: Final = 256
+# While a request waits on the engine's I/O (Redis), the reader reads on, answers pings and
+# holds the rest, up to this many bytes; then it stops reading that client until the answer.
+HELD_WHILE_ANSWERING_BYTES: Final = 256 * 1024
 
 
 class Inbound:
@@ -70,6 +77,7 @@ class Inbound:
     # Slots: one per connection, on the path of every frame read.
     __slots__ = (
         "_handlers",
+        "_held_error",
         "_outbox",
         "_parked_space",
         "_pending_request",
@@ -97,6 +105,9 @@ class Inbound:
         # A request the engine answers with I/O (several nodes): awaited by the reader task
         # right after the frame that carried it, so requests stay in order.
         self._pending_request: tuple[AsyncHandler, Request] | None = None
+        # What the reading on while it was answered met (the client left, a bad frame):
+        # raised once the answer is queued, in the order the frames came.
+        self._held_error: TrioStreamError | None = None
         # Made on first use: an idle connection should hold nothing it may never need.
         self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
         self._stopped = False  # see stop()
@@ -198,7 +209,13 @@ class Inbound:
                     return
                 published += kind == PUBLISH
                 if self._pending_request is not None:
-                    await self._flush_then(self._answer_pending)
+                    # The rest of this read, then what is read while the request is
+                    # answered, pings answered at once (_read_while_answering).
+                    held = [f for f in frames[index:] if not self._answered_ping(f)]
+                    await self._flush_then(functools.partial(self._answer_pending, held))
+                    frames = held
+                    index = 0
+                    count = len(frames)
                     published = 0
             if published >= PUBLISH_SLICE_FRAMES and index < count:
                 await self._flush_then(trio.lowlevel.checkpoint)
@@ -209,6 +226,8 @@ class Inbound:
             ):
                 await self._flush_then(self._wait_for_space)
                 published = 0
+        if self._held_error is not None:  # after the frames that came before it
+            raise self._held_error
 
     async def _flush_then(self, step: Callable[[], Awaitable[None]]) -> None:
         """Await ``step`` (other tasks run meanwhile), the senders this read woke written to
@@ -320,6 +339,19 @@ class Inbound:
             raise ProtocolError(f"{message.OP} is not a message a client may send")
         handler(message)
 
+    def _answered_ping(self, frame: bytearray) -> bool:
+        """Answer ``frame`` if it is a valid ping (read while a request is answered)."""
+        if frame[0] != CONTROL or len(frame) > PING_FRAME_MAX_BYTES:
+            return False
+        try:
+            message = decode_message(frame)
+        except ProtocolError:
+            return False  # refused in its turn, in order
+        if type(message) is not Ping:
+            return False
+        self._outbox.send(Pong(data=message.data))
+        return True
+
     # -- requests ----------------------------------------------------------------------------
     def _handler_table(self) -> dict[type[ControlMessage], Callable[[Any], Any]]:
         state = self._state
@@ -353,16 +385,60 @@ class Inbound:
 
         return defer
 
-    async def _answer_pending(self) -> None:
+    async def _answer_pending(self, held: list[bytearray]) -> None:
+        """Answer the request the engine answers with I/O; meanwhile read on, after the
+        frames ``held`` already holds (the rest of the read that brought the request).
+
+        The requests stay in order (what came after this one waits for its answer), but
+        the connection does not fall silent: a Redis that does not answer for the engine's
+        bound (10 s) would otherwise hold back the answers to the client's pings too, and a
+        client with a short heartbeat would take the server for gone and reconnect.
+        """
         assert self._pending_request is not None
         handler, message = self._pending_request
         self._pending_request = None
+        async with open_own_nursery() as nursery:
+            nursery.start_soon(self._read_while_answering, held)
+            try:
+                result = await handler(self._session, message)
+            except (TrioStreamError, ValueError) as exc:
+                self._outbox.send(_error_reply(message.id, exc))
+            else:
+                # At once, before the nursery's end lets other tasks run: the DATA of a
+                # subscription this request made follows its reply (the sender could
+                # otherwise write its first frames ahead of it).
+                self._outbox.send(Reply(id=message.id, result=result))
+            nursery.cancel_scope.cancel()
+
+    async def _read_while_answering(self, held: list[bytearray]) -> None:
+        """Read the client's frames while a request is answered: pings are answered at once,
+        the rest held (in order) for after the answer, up to HELD_WHILE_ANSWERING_BYTES.
+
+        Cancelled once the answer is there (a read is cancelled whole or not at all: the
+        transports keep what they have not returned). The error a read meets (the client
+        left, a malformed frame) is kept for after the held frames, as reading in order
+        would have met it.
+        """
+        if self._held_error is not None:
+            return  # the connection is broken already: nothing more to read
+        transport = self._transport
+        outbox = self._outbox
+        held_bytes = sum(map(len, held))
         try:
-            result = await handler(self._session, message)
-        except (TrioStreamError, ValueError) as exc:
-            self._outbox.send(_error_reply(message.id, exc))
-        else:
-            self._outbox.send(Reply(id=message.id, result=result))
+            while (
+                held_bytes < HELD_WHILE_ANSWERING_BYTES
+                and outbox.control_bytes <= CONTROL_HIGH_WATER_BYTES
+            ):
+                frames = await transport.receive_frames()
+                if self._stopped:
+                    return
+                self.last_heard = trio.current_time()
+                for frame in frames:
+                    if not self._answered_ping(frame):
+                        held.append(frame)
+                        held_bytes += len(frame)
+        except TrioStreamError as exc:
+            self._held_error = exc
 
 
 # The one dispatch shape, as in the client: frame type -> handler. One table for every
