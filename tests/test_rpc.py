@@ -451,6 +451,7 @@ async def test_sync_methods_in_the_trio_thread_or_in_a_worker_thread(url: str) -
     async with ts.open_client(url, name="daq") as daq_client, ts.open_client(url) as ctl:
         daq_client.expose(direct, name="direct")
         daq_client.expose(threaded, name="threaded", thread=True)
+        daq_client.expose(threaded, name="alias", thread=True)  # the same object again
         daq = await ctl.rpc("daq")
         assert await daq.direct.where() == threading.get_ident()
         assert await daq.threaded.where() != threading.get_ident()
@@ -459,6 +460,7 @@ async def test_sync_methods_in_the_trio_thread_or_in_a_worker_thread(url: str) -
                 for _ in range(5):
                     nursery.start_soon(daq.threaded.command)
                     nursery.start_soon(daq.threaded.status)  # another method, the same object
+                    nursery.start_soon(daq.alias.command)  # and under its other name
         assert not threaded.overlapped
 
 
@@ -789,3 +791,58 @@ async def test_a_refused_call_lists_at_most_fifty_methods_and_counts_the_rest(ur
             proxy = await caller.rpc("many", timeout=1000)
             with pytest.raises(ts.RpcError, match=r"\(it has: m00, m01, .* m49 and 10 more\)"):
                 await proxy.call("nope")
+
+
+async def test_a_call_running_at_a_server_restart_never_answers_a_call_of_the_new_server() -> None:
+    # The restarted server numbers its calls from 1 again. The provider's call of the lost
+    # connection, still running, used to answer on the new connection: its result reached
+    # another caller's call of the same number (or, with no such call, got the provider
+    # disconnected for answering a call never made). It is cancelled at the reconnect now.
+    class Slow:
+        def __init__(self) -> None:
+            self.cancelled: list[str] = []
+
+        async def rpc_slow(self, tag: str, seconds: float) -> str:
+            try:
+                await trio.sleep(seconds)
+            except trio.Cancelled:
+                self.cancelled.append(tag)
+                raise
+            return f"result of {tag}"
+
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    slow = Slow()
+    fast = ts.Reconnect(initial=0.05, maximum=0.1)
+    with trio.fail_after(SETTLE_S):
+        async with ts.open_server(config) as first:
+            port = int(str(first.tcp_url).rsplit(":", 1)[1])
+            async with (
+                ts.open_client(str(first.tcp_url), name="prov", reconnect=fast) as prov,
+                ts.open_client(str(first.tcp_url), name="one", reconnect=False) as one,
+                trio.open_nursery() as nursery,
+            ):
+                prov.expose(slow)
+                proxy = await one.rpc("prov")
+                first_answer: list[BaseException] = []
+
+                async def call_first() -> None:
+                    try:
+                        await proxy.slow("A", 1.0)
+                    except ts.ConnectionClosed as exc:
+                        first_answer.append(exc)
+
+                nursery.start_soon(call_first)
+                while not prov._rpc.running:  # noqa: ASYNC110 - the provider's table, polled
+                    await trio.sleep(0.005)
+                await first.aclose()
+                second_config = ts.ServerConfig(host="127.0.0.1", tcp_port=port, http_port=None)
+                async with ts.open_server(second_config) as second:
+                    state = prov.state
+                    while state != "open":
+                        state = await prov.wait_state_change(state)
+                    async with ts.open_client(str(second.tcp_url), name="two") as two:
+                        again = await two.rpc("prov")  # the describe is call 1, "B" call 2
+                        assert await again.slow("B", 1.5) == "result of B"
+                    assert second.state.by_name["prov"] is not None
+                assert len(first_answer) == 1
+                assert slow.cancelled == ["A"]

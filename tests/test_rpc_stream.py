@@ -13,7 +13,9 @@ import trio
 
 import trio_stream as ts
 from trio_stream._protocol import rpc_messages as R
-from trio_stream._protocol.messages import ControlMessage, Reply
+from trio_stream._protocol.messages import ControlMessage, Error, Reply
+from trio_stream._rpc import encode_args
+from trio_stream._rpc_stream import Inbox
 from trio_stream._server.rpc import Router
 
 SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
@@ -189,7 +191,7 @@ async def test_describe_marks_streams_and_misuse_is_a_type_error(url: str) -> No
             sensor.stream("plain")
         with pytest.raises(TypeError, match="missing a required argument"):
             sensor.samples()
-        with pytest.raises(ValueError, match="window"):
+        with pytest.raises(ts.InvalidArgument, match="window"):  # a ValueError too
             sensor.stream("samples", 3, window=0)
 
 
@@ -293,3 +295,38 @@ def test_router_hands_a_stream_to_a_provider_on_another_node_to_the_engine() -> 
     router.call(caller, R.Call(id=4, provider="far", method="x", args=b""))
     assert routed == [call, R.Credit(id=3, n=2), R.Call(id=4, provider="far", method="x", args=b"")]
     assert caller.sent == []
+
+
+def test_router_refuses_an_end_for_a_plain_call_without_closing_it() -> None:
+    # Refused with the call still open: the provider's connection then closes, and that fails
+    # the call for its caller. Closed first, its caller was never told and waited for good.
+    caller, provider = FakeSession("ctl"), FakeSession("sensor")
+    router = Router({"sensor": provider}.get)
+    router.call(caller, R.Call(id=7, provider="sensor", method="x", args=b""))
+    with pytest.raises(ts.ProtocolError, match="not a streaming call"):
+        router.end(provider, R.End(call=1))
+    assert router.pending() == 1
+    router.session_closed(provider)  # what the refused provider's connection does next
+    assert router.pending() == 0
+    told = caller.sent[-1]
+    assert isinstance(told, Error) and told.id == 7 and told.type == "RpcError", told
+
+
+async def test_credit_returned_right_behind_the_call_is_not_lost(url: str) -> None:
+    # The caller may return credit at once (docs/protocol.md, section 6.1): the server sends
+    # the provider's ``demand`` right behind the ``invoke``. The provider counted it only once
+    # its invocation's task had started, so it dropped it and the stream stalled at the
+    # window, while the server and the caller counted window + credit.
+    sensor = Sensor()
+    async with pair(url, sensor) as (_, ctl, _proxy):
+        port = ctl._port()
+        inbox = Inbox()
+        request = port.start_request(
+            lambda i: R.Call(
+                id=i, provider="sensor", method="samples", args=encode_args((10,), {}), window=2
+            )
+        )
+        ctl._rpc._streams[request.id] = inbox
+        port.send_control(R.Credit(id=request.id, n=8))
+        await wait_until(lambda: len(inbox.values) == 10)
+        assert sensor.steps == 10

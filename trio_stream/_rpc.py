@@ -24,6 +24,7 @@ import inspect
 import logging
 import math
 import traceback
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -249,14 +250,30 @@ def _check_service_name(name: str) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Invocation:
+    """One call of an exposed method running here."""
+
+    scope: trio.CancelScope  # cancelled when the caller cancels, or the connection is lost
+    flow: Outflow | None  # a streaming call's credit; None for a call with one result
+
+
 class RpcEndpoint:
     """The RPC half of a :class:`Client`: its exposed methods and the calls it makes."""
 
     def __init__(self, client: ClientPort) -> None:
         self._client = client
         self._methods: dict[str, _Exposed] = {}
-        self._running: dict[int, trio.CancelScope] = {}
-        self._outflows: dict[int, Outflow] = {}  # streaming invocations running here
+        # The invocations of this connection, by the server's call id. A new table on every
+        # connection (reexpose): a restarted server numbers its calls from 1 again, and an
+        # invocation of the lost connection still finishing must not answer (or be aborted
+        # by) the new connection's call of the same number.
+        self._running: dict[int, _Invocation] = {}
+        # Each exposed object's one-at-a-time limiter (expose), weakly held: it goes with the
+        # object. Per client, as a limiter belongs to one trio run (a SyncClient's thread).
+        self._limiters: weakref.WeakKeyDictionary[object, trio.CapacityLimiter] = (
+            weakref.WeakKeyDictionary()
+        )
         self._streams: dict[int, Inbox] = {}  # streams this client reads, by request id
         client.handle(Invoke, self._on_invoke)
         client.handle(Abort, self._on_abort)
@@ -277,8 +294,9 @@ class RpcEndpoint:
         found: dict[str, _Exposed] = {}
         # One limiter for all of the object's methods: its sync methods share its state (a
         # serial port, a driver), so only one of them runs at a time, whichever it is; a
-        # streaming method takes its turn for each value it makes.
-        one_at_a_time = trio.CapacityLimiter(1)
+        # streaming method takes its turn for each value it makes. The same limiter whenever
+        # the object is exposed (under a second name, say).
+        one_at_a_time = self._limiter_of(obj)
         for attr in dir(obj):
             if not attr.startswith(PREFIX) or len(attr) == len(PREFIX):
                 continue
@@ -307,14 +325,23 @@ class RpcEndpoint:
             self._client.send_control(Expose(methods=sorted(self._methods)))
         return sorted(found)
 
+    def _limiter_of(self, obj: object) -> trio.CapacityLimiter:
+        try:
+            limiter = self._limiters.get(obj)
+            if limiter is None:
+                limiter = self._limiters[obj] = trio.CapacityLimiter(1)
+        except TypeError:  # not hashable, or no weak reference to it: one per expose()
+            return trio.CapacityLimiter(1)
+        return limiter
+
     def reexpose(self) -> None:
         """After a reconnect: expose every method again, under the same names."""
-        # Streams of the lost connection wait for credit that will never come: their callers
-        # were told (RPC is at most once), so their generators are closed now.
-        for call in self._outflows:
-            scope = self._running.get(call)
-            if scope is not None:
-                scope.cancel()
+        # The invocations of the lost connection have nobody to answer: the server failed
+        # their calls for their callers (RPC is at most once), and streams wait for credit
+        # that will never come. They are cancelled; whatever they still return is dropped.
+        lost, self._running = self._running, {}
+        for invocation in lost.values():
+            invocation.scope.cancel()
         if self._methods:
             self._client.send_control(Expose(methods=sorted(self._methods)))
 
@@ -345,24 +372,38 @@ class RpcEndpoint:
             message = no_such_method(self._client.name, msg.method, self._methods)
             self._send(Refuse(call=msg.call, message=message))
             return
-        if not self._client.spawn(self._invoke, msg, exposed, scope, name=f"rpc {msg.method}"):
+        # The credit is there before the task starts: the server sends the caller's first
+        # ``demand`` right behind the ``invoke``, and it must not be lost meanwhile.
+        flow = None if msg.window is None else Outflow(msg.window)
+        invocation = _Invocation(scope, flow)
+        running = self._running
+        if not self._client.spawn(
+            self._invoke, msg, exposed, invocation, running, name=f"rpc {msg.method}"
+        ):
             message = f"{self._client.name!r} is closing: {msg.method!r} was not run"
             self._send(Refuse(call=msg.call, message=message))
             return
-        self._running[msg.call] = scope
+        running[msg.call] = invocation
 
     def _on_abort(self, msg: Abort) -> None:
-        scope = self._running.get(msg.call)
-        if scope is not None:
-            scope.cancel()
+        invocation = self._running.get(msg.call)
+        if invocation is not None:
+            invocation.scope.cancel()
 
     def _on_demand(self, msg: Demand) -> None:
-        flow = self._outflows.get(msg.call)
-        if flow is not None:  # else ended while the credit was on its way
-            flow.add(msg.n)
+        invocation = self._running.get(msg.call)
+        if invocation is not None and invocation.flow is not None:
+            invocation.flow.add(msg.n)  # else ended while the credit was on its way
 
-    async def _invoke(self, msg: Invoke, exposed: _Exposed, scope: trio.CancelScope) -> None:
+    async def _invoke(
+        self,
+        msg: Invoke,
+        exposed: _Exposed,
+        invocation: _Invocation,
+        running: dict[int, _Invocation],
+    ) -> None:
         answer: ControlMessage | None = None
+        scope = invocation.scope
         try:
             with scope:
                 try:
@@ -370,14 +411,16 @@ class RpcEndpoint:
                 except ProtocolError as exc:
                     answer = Refuse(call=msg.call, message=f"malformed arguments: {exc}")
                 else:
-                    if msg.window is None:
+                    if invocation.flow is None:
                         answer = await self._run(msg, exposed, args, kwargs)
                     else:
-                        answer = await self._stream(msg, exposed, args, kwargs, msg.window)
+                        answer = await self._stream(msg, exposed, args, kwargs, invocation.flow)
         finally:
-            del self._running[msg.call]
-            self._outflows.pop(msg.call, None)
-        if answer is not None and not scope.cancelled_caught:
+            if running.get(msg.call) is invocation:
+                del running[msg.call]
+        # Only on the connection that made the call: a worker thread is not cancelled, and
+        # its result would otherwise answer another call of that number after a reconnect.
+        if answer is not None and not scope.cancel_called and running is self._running:
             self._send(answer)
 
     async def _run(
@@ -404,10 +447,9 @@ class RpcEndpoint:
         exposed: _Exposed,
         args: list[Any],
         kwargs: dict[str, Any],
-        window: int,
+        flow: Outflow,
     ) -> ControlMessage | None:
         """Run a generator for a caller: one ``yield`` per unit of credit, then ``end``."""
-        flow = self._outflows[msg.call] = Outflow(window)
         limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
         try:
             async with open_generator(exposed.fn, args, kwargs, exposed.limiter) as step:

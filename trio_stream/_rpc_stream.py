@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._exceptions import ConnectionClosed, ProtocolError
+from ._exceptions import ConnectionClosed, InvalidArgument, ProtocolError
 from ._protocol.codec import decode_payload
 from ._protocol.rpc_messages import MAX_STREAM_WINDOW, Call, Cancel, Credit
 
@@ -46,7 +46,7 @@ def is_stream(fn: Callable[..., Any]) -> bool:
 
 def check_window(window: int) -> None:
     if type(window) is not int or not 0 < window <= MAX_STREAM_WINDOW:
-        raise ValueError(f"window must be 1-{MAX_STREAM_WINDOW} values, not {window!r}")
+        raise InvalidArgument(f"window must be 1-{MAX_STREAM_WINDOW} values, not {window!r}")
 
 
 # -- provider side -------------------------------------------------------------------------------

@@ -299,6 +299,10 @@ class Router:
             wanted = "methods" if pending.describe else "result, fail or refuse (or yield, end)"
             asked = "introspect" if pending.describe else "invoke"
             raise ProtocolError(f"{op} for call {call}, an {asked}: answer it with {wanted}")
+        if op == "end" and not pending.stream:
+            # Refused before the call is closed: the provider's connection closes for it, and
+            # that fails the call for its caller (closed first, its caller would wait for good).
+            raise ProtocolError(f"end for call {call}, which is not a streaming call")
         self._close(pending)
         return pending
 
@@ -329,8 +333,6 @@ class Router:
         pending = self._answered(provider, msg.call, "end")
         if pending is None:
             return
-        if not pending.stream:
-            raise ProtocolError(f"end for call {msg.call}, which is not a streaming call")
         pending.caller.send_control(Reply(id=pending.caller_id, result=None))
 
     def methods(self, provider: Endpoint, msg: Methods) -> None:
