@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -95,7 +97,20 @@ async def test_a_received_file_gets_the_mode_of_any_file_its_user_writes(
 
 
 @pytest.mark.parametrize(
-    "name", ["../evil", "/etc/passwd", "a/b", "..", ".", ".hidden", "a\x00b", "a\\b", "x" * 256]
+    "name",
+    [
+        "../evil",
+        "/etc/passwd",
+        "a/b",
+        "..",
+        ".",
+        ".hidden",
+        "a\x00b",
+        "a\\b",
+        "x" * 256,
+        "caf\udce9.txt",  # bytes that were not UTF-8, as Python reads them from a directory
+        "x\ud800",  # a lone surrogate: CBOR text cannot carry it
+    ],
 )
 def test_names_that_leave_the_directory_are_refused(name: str) -> None:
     with pytest.raises(ts.InvalidArgument, match="refused"):
@@ -403,3 +418,88 @@ async def test_a_failing_progress_callback_raises_its_own_error(url: str, tmp_pa
         with trio.fail_after(SETTLE_S), pytest.raises(ValueError, match="progress bar broke"):
             await trio.to_thread.run_sync(send_blocking)
         await wait_until(lambda: leftovers(incoming) == [])
+
+
+async def test_a_name_of_255_bytes_of_wide_characters_is_stored(url: str, tmp_path: Path) -> None:
+    # 120 two-byte characters: within the 255 bytes, but the temporary name was cut at 200
+    # characters (400 bytes), which the file system refused ("File name too long").
+    name = "é" * 120 + ".h5"
+    data = random_file(tmp_path / "source.h5", 1000)
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    async with pair(url, incoming, share=True) as (_, daq):
+        with trio.fail_after(SETTLE_S):
+            assert await daq.send_file("store", tmp_path / "source.h5", name=name) == name
+            fetched = await daq.fetch_file("store", name, tmp_path / "out.h5")
+    assert (incoming / name).read_bytes() == data == fetched.read_bytes()
+    assert leftovers(incoming) == [name]
+
+
+async def test_a_file_that_grows_while_it_is_sent_arrives_as_it_was(
+    url: str, tmp_path: Path
+) -> None:
+    # A log still being written: the size declared at the start is what is sent. Reading
+    # whole chunks went past it, and the receiver refused the transfer.
+    source = tmp_path / "grows.log"
+    data = random_file(source, 12 * _files.CHUNK_BYTES + 10)  # more than the chunks in flight
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+
+    def grow(sent: int, size: int) -> None:
+        with source.open("ab") as f:
+            f.write(os.urandom(_files.CHUNK_BYTES))
+
+    async with pair(url, incoming) as (_, daq):
+        with trio.fail_after(SETTLE_S):
+            await daq.send_file("store", source, progress=grow)
+    assert (incoming / "grows.log").read_bytes() == data
+
+
+async def test_a_file_that_shrinks_while_it_is_sent_fails_with_one_os_error(
+    url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "shrinks.bin"
+    random_file(source, 16 * _files.CHUNK_BYTES)  # more than the chunks in flight
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+
+    def cut(sent: int, size: int) -> None:
+        os.truncate(source, _files.CHUNK_BYTES)
+
+    async with pair(url, incoming) as (_, daq):
+        with trio.fail_after(SETTLE_S), pytest.raises(OSError, match="shrank"):
+            await daq.send_file("store", source, progress=cut)  # not an ExceptionGroup
+        await wait_until(lambda: not leftovers(incoming))
+
+
+async def test_an_abort_during_a_chunks_write_leaves_the_next_file_intact(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow disk: the sender gives up (its abort arrives) while a chunk is still being
+    # written in a worker thread. The abort closed the file under that thread; the next
+    # transfer's file took its number, and the rest of the aborted chunk landed in it, under
+    # its final name and with its digest "checked" (the digest is of the chunks received).
+    real_write = _files._write
+    writing = threading.Event()
+
+    def slow_write(fd: int, digest: Any, data: bytes) -> None:
+        writing.set()
+        time.sleep(0.5)
+        real_write(fd, digest, data)
+
+    monkeypatch.setattr(_files, "_write", slow_write)
+    first = tmp_path / "a.bin"
+    first.write_bytes(b"A" * 2 * _files.CHUNK_BYTES)
+    second = tmp_path / "b.bin"
+    second.write_bytes(b"B" * 300_000)
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    async with pair(url, incoming) as (_, daq):
+        with trio.move_on_after(0.3):
+            await daq.send_file("store", first)
+        assert writing.is_set()
+        with trio.fail_after(SETTLE_S):
+            await daq.send_file("store", second)
+        await trio.sleep(1.0)  # the aborted chunk's thread has long finished
+    assert (incoming / "b.bin").read_bytes() == second.read_bytes()
+    assert leftovers(incoming) == ["b.bin"]

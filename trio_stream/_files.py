@@ -1,4 +1,4 @@
-"""File transfer between clients, through the server, on RPC (docs/protocol.md section 6.3).
+"""File transfer between clients, through the server, on RPC (docs/protocol.md section 6.2).
 
 A receiver exposes the sub-service ``files`` (``client.accept_files(directory)``); a sender
 pushes a file to it with chunked calls, and, when the receiver *shares* its directory, anyone
@@ -71,9 +71,23 @@ def check_name(name: object) -> str:
         raise InvalidArgument(f"file name {shown} is refused: names may not start with '.'")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise InvalidArgument(f"file name {shown} is refused: no NUL or control characters")
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        # A file name the file system gave in bytes that are not UTF-8 (Python keeps them as
+        # lone surrogates), which the wire (CBOR text) cannot carry.
+        raise InvalidArgument(
+            f"file name {shown} is refused: it is not valid UTF-8 text; send the file under "
+            "another name (name=)"
+        )
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise InvalidArgument(f"file name {shown} is refused: longer than {MAX_NAME_BYTES} bytes")
     return name
+
+
+def temporary_name(name: str) -> str:
+    """The hidden name a file has while it arrives: ``name`` cut to 200 bytes (a whole
+    character), so that with its marks it stays within the 255 bytes file systems allow."""
+    head = name.encode("utf-8")[:200].decode("utf-8", "ignore")
+    return f".{head}.{secrets.token_hex(4)}.part"
 
 
 def chunk_bytes(max_frame_bytes: int) -> int:
@@ -102,18 +116,42 @@ class _Incoming:
         self.name = name
         self.size = size
         self.temp = temp
-        self.fd = fd
+        self.fd = fd  # -1 once closed
         self.received = 0
         self.digest = hashlib.sha256()
         self.moved = trio.Event()  # set whenever `received` advances
         self.last_s = trio.current_time()
-        self.lock = trio.Lock()
+        self.lock = trio.Lock()  # held while a worker thread uses ``fd``
+        self.discarded = False
+
+    def close_fd(self) -> None:
+        """Close the file once: a second close could hit another file that took its number."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Drop the transfer and its temporary file. A worker thread that is writing or
+        syncing it keeps the file open until it is done (the task that waits for it closes
+        it then): closed under it, its number could go to the next transfer's file, and
+        the rest of the write would land in that one."""
+        self.discarded = True
+        if not self.lock.locked():
+            self.close_fd()
         with contextlib.suppress(OSError):
             self.temp.unlink()
+
+    async def in_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(self.fd, *args)`` in a worker thread, one at a time per transfer."""
+        async with self.lock:
+            if self.discarded:
+                raise RpcError(f"the transfer of {self.name[:80]!r} was aborted")
+            try:
+                await trio.to_thread.run_sync(fn, self.fd, *args)
+            finally:
+                if self.discarded:
+                    self.close_fd()
 
 
 def _write(fd: int, digest: Any, data: bytes) -> None:
@@ -178,7 +216,7 @@ class FileService:
                 "(the receiver may accept it: overwrite=True, or trio-stream receive-files "
                 "--overwrite)"
             )
-        temp = self.directory / f".{name[:200]}.{secrets.token_hex(4)}.part"
+        temp = self.directory / temporary_name(name)
         # 0o666 less the umask, as any file the receiving user writes (a received file is
         # theirs to share); O_EXCL: never someone else's file of that name.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -204,8 +242,7 @@ class FileService:
             raise InvalidArgument(f"chunk at offset {offset}, expected {t.received}")
         if offset + len(data) > t.size:
             raise InvalidArgument(f"more bytes than the declared size of {t.size}")
-        async with t.lock:
-            await trio.to_thread.run_sync(_write, t.fd, t.digest, data)
+        await t.in_thread(_write, t.digest, data)
         t.received += len(data)
         t.moved.set()
         t.moved = trio.Event()
@@ -223,8 +260,8 @@ class FileService:
                 raise InvalidArgument(
                     f"sha256 mismatch for {t.name[:80]!r}: the file was damaged on its way"
                 )
-            await trio.to_thread.run_sync(os.fsync, t.fd)
-            os.close(t.fd)
+            await t.in_thread(os.fsync)
+            t.close_fd()
             final = self.directory / t.name
             if self.overwrite:
                 os.replace(t.temp, final)
@@ -409,9 +446,17 @@ async def send_file(
                 offset = 0
                 while offset < size:
                     await in_flight.acquire()
-                    data = await trio.to_thread.run_sync(_read_hashed, f, chunk, digest)
+                    # The size declared at the start, even if the file grows meanwhile (a log
+                    # being written): what is sent is the file as it was then.
+                    data = await trio.to_thread.run_sync(
+                        _read_hashed, f, min(chunk, size - offset), digest
+                    )
                     if not data:
-                        raise OSError(f"{str(source)[:200]!r} shrank while it was being sent")
+                        failure.append(
+                            OSError(f"{str(source)[:200]!r} shrank while it was being sent")
+                        )
+                        nursery.cancel_scope.cancel()
+                        break
                     nursery.start_soon(write, offset, data, nursery.cancel_scope)
                     offset += len(data)
             if failure:
@@ -448,7 +493,7 @@ async def fetch_file(
     if final.exists() and not overwrite:
         raise FileExistsError(f"{str(final)[:200]!r} exists (overwrite=True replaces it)")
     proxy = await _files_proxy(client, source, fetch=True)
-    temp = final.parent / f".{final.name[:200]}.{secrets.token_hex(4)}.part"
+    temp = final.parent / temporary_name(final.name)
     digest = hashlib.sha256()
     received = 0
     trailer: Any = None
