@@ -1891,3 +1891,23 @@ def test_a_word_that_must_break_breaks_after_a_separator() -> None:
         "demo/counter", "(drop_oldest", "100)",
     ]  # fmt: skip
     assert wrap("abcdefghij", 4).splitlines() == ["abcd", "efgh", "ij"]
+
+
+async def test_a_piped_table_is_whole_unless_columns_says_how_wide(server: ts.Server) -> None:
+    # Off a terminal a table is laid out 200 columns wide, so that a pipe or a file gets
+    # names whole; COLUMNS, when set, is the width asked for (it was ignored).
+    assert server.tcp_url is not None
+    name = "lab/detector-7/a-channel-name-long-enough-to-wrap-at-60"
+    async with ts.open_client(server.tcp_url, name="owner") as owner:
+        await owner.create_channel(name)
+        unset = {k: v for k, v in ENV.items() if k != "COLUMNS"}
+        with trio.fail_after(RUN_TIMEOUT_S):
+            whole = await trio.run_process(
+                [*CLI, "channels", server.tcp_url], capture_stdout=True, env=unset
+            )
+        narrow = await cli("channels", server.tcp_url, env={"COLUMNS": "60"})
+    assert narrow.returncode == 0, narrow.stderr
+    assert name in whole.stdout.decode()
+    lines = narrow.stdout.decode().splitlines()
+    assert max(len(line) for line in lines) <= 60
+    assert name not in narrow.stdout.decode()  # wrapped to fit

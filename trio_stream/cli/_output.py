@@ -6,6 +6,7 @@ import base64
 import datetime
 import json
 import math
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -116,9 +117,19 @@ def stdout_console() -> Console:
     console = Console(file=sys.stdout, highlight=False)
     if not console.is_terminal:
         # Rich assumes 80 columns off a terminal and would cut names short: a table in a
-        # file or a pipe is wanted whole.
-        console = Console(file=sys.stdout, highlight=False, width=NOT_A_TERMINAL_WIDTH)
+        # file or a pipe is wanted whole, unless COLUMNS says how wide (``COLUMNS=100
+        # trio-stream channels | less``).
+        width = _columns_from_environment() or NOT_A_TERMINAL_WIDTH
+        console = Console(file=sys.stdout, highlight=False, width=width)
     return console
+
+
+def _columns_from_environment() -> int | None:
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return None
+    return columns if columns > 0 else None
 
 
 def print_out(console: Console, *renderables: Any) -> None:
