@@ -112,3 +112,34 @@ async def test_a_close_after_an_error_end_reads_as_unsubscribed(server: ts.Serve
         await sub.aclose()
         with pytest.raises(trio.EndOfChannel, match="unsubscribed"):
             sub.receive_nowait()
+
+
+@pytest.mark.parametrize("end", ["owner leaves", "deleted"])
+async def test_frames_parked_for_a_full_block_reader_reach_it_before_the_end(
+    url: str, end: str
+) -> None:
+    # A block reader of size 4 that has not read yet: the writer's frames past its buffer
+    # wait parked at the server (and are acknowledged as the reader takes them). The writer
+    # ends the channel, leaving with it or deleting it: the parked frames were published
+    # before the end, so the reader gets them all, then the end. They were dropped, and the
+    # reader ended with lost == 0 (a lab's recorder lost its run's last frames unknowing).
+    published = 40
+    async with ts.open_client(url, name="r") as reader, AsyncExitStack() as stack:
+        writer = await stack.enter_async_context(ts.open_client(url, name="w"))
+        await writer.create_channel("c")
+        async with reader.subscribe("c", policy="block", size=4) as sub:
+            pub = await stack.enter_async_context(writer.publisher("c"))
+            await pub.wait_for_readers()
+            for value in range(published):
+                with trio.fail_after(WAIT_S):
+                    await pub.send(value)  # within the window (1024): never waits
+            with trio.move_on_after(0.3):
+                await pub.wait_acknowledged()  # some are parked: not all acknowledged
+            if end == "deleted":
+                await writer.delete_channel("c")
+            await stack.aclose()  # the writer leaves
+            with trio.fail_after(WAIT_S):
+                got = [msg.data async for msg in sub]
+            assert got == list(range(published))
+            assert sub.lost == 0
+            assert sub.end_reason in ("channel 'c' ended with its owner", "channel 'c' was deleted")

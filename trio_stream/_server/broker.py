@@ -410,7 +410,9 @@ class Broker:
         channel.end_reason = reason  # first: each reader's sub_end says it
         for sub in list(channel.subscriptions):
             # Detach but keep its buffer: the reader still gets what was published before
-            # the end, then a clean end of its iteration (see Outbox.end).
+            # the end, the frames parked for it too, then a clean end of its iteration (see
+            # Outbox.end).
+            sub.take_parked()
             self.detach(sub)
             sub.outbox.end(sub, None)
         for pub in list(channel.publishers):

@@ -794,6 +794,29 @@ class Reader:
             self.held_reported = False
             self.channel.hold_event("released")
 
+    def take_parked(self) -> None:
+        """The channel ends cleanly: the frames parked for this ``block`` reader were
+        published before the end, and its writers were told they were taken, so they join
+        its buffer now, past its ``size`` and byte bounds (they are in the server's memory
+        already; the writers' windows bound them), and reach it before its ``sub_end``.
+        Dropped here, they were lost without a count."""
+        parked = self.parked
+        if not parked:
+            return
+        frames = list(map(_FRAME, parked))
+        buffer = self.buffer
+        for frame in frames:
+            buffer.put_past_size(frame)
+        self.outbox.buffered(sum(map(_NBYTES, frames)), True)
+        taken = list(parked)
+        parked.clear()
+        self.channel.broker.release_all(taken)
+        if self.held_reported:
+            self.held_reported = False
+            self.channel.hold_event("released")
+        if not self.active and self.credit > 0:
+            self.outbox.activate(self)
+
     def drop_parked(self) -> None:
         """This reader is going away: it no longer holds any writer back. (A frame held by
         max_rate stays: a clean end delivers it; Outbox.discard frees it.)"""
