@@ -7,7 +7,8 @@ MODE is where the main thread blocks: ``get`` (a subscription with nothing to re
 ``contended`` (a ``get`` waiting for another thread's ``get`` on the same subscription),
 ``publish`` (a full publish queue behind a ``block`` reader that never reads), ``rpc`` (a call
 that never returns), ``noclose`` (``get`` on a client that is never closed: atexit must end
-it) or ``connect`` (the constructor, connecting to a server that never answers; URL unused).
+it), ``noclose-publish`` (``publish`` into a full queue on a client never closed) or
+``connect`` (the constructor, connecting to a server that never answers; URL unused).
 With ``catch`` the script catches KeyboardInterrupt after the ``with`` block and reports how
 many SyncClient threads are still alive; with ``raw`` the interrupt ends the script.
 """
@@ -45,6 +46,13 @@ def block(url: str, mode: str) -> None:
             port = silent.getsockname()[1]
             ts.SyncClient(f"tcp://127.0.0.1:{port}", name="child-connect", connect_timeout=60)
         return
+    if mode == "noclose-publish":  # a full queue behind a reader that never reads
+        client = ts.SyncClient(url, name="child-noclose-publish", queue_frames=4)
+        client.create_channel("child")
+        client.subscribe("child", policy="block", size=1)
+        print("ready", flush=True)
+        while True:
+            client.publish("child", b"x" * 100)
     if mode == "noclose":
         client = ts.SyncClient(url, name="child-noclose")
         client.create_channel("child")

@@ -31,6 +31,7 @@ from engine_marks import BOTH_ENGINES
 from proxy import open_proxy
 
 import trio_stream as ts
+from trio_stream import sync as sync_module
 from trio_stream.sync import SyncClient
 
 pytestmark = BOTH_ENGINES
@@ -711,6 +712,19 @@ async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
     assert took_s < 5.0, text  # promptly: not after a join's or a connect's timeout
 
 
+async def test_ctrl_c_of_a_script_that_never_closes_says_what_it_drops_at_once(
+    server: ts.Server,
+) -> None:
+    # Without a with block, the client is closed at exit. After Ctrl-C that close waited
+    # 10 s for a queue no reader took, silently; now it drops the queue at once and says so.
+    assert server.tcp_url is not None
+    returncode, _, took_s, errors = await interrupt_child(server.tcp_url, "noclose-publish", "raw")
+    assert returncode != 0
+    assert "KeyboardInterrupt" in errors
+    assert "published values were dropped: the SyncClient closed without sending them" in errors
+    assert took_s < 5.0, errors
+
+
 @pytest.mark.parametrize("mode", ["get", "contended", "iterate", "publish", "rpc"])
 async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server, mode: str) -> None:
     # Python's usual KeyboardInterrupt traceback, but without threading's wait that the
@@ -1265,3 +1279,41 @@ async def test_a_connection_lost_for_good_fails_every_flush_and_the_close_says_s
                         c.close()
 
         await in_thread(scenario)
+
+
+@pytest.mark.parametrize("closing", ["the client", "the publisher"])
+async def test_a_close_waits_for_a_slow_block_reader_as_long_as_it_takes_values(
+    url: str, closing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lossless reader slower than the writer: the close waits while the server takes
+    # values, however long the whole takes; it gives up only after CLOSE_FLUSH_S (here
+    # 1.5 s, the whole ~3 s) in which nothing moved. It gave up after a fixed bound (10 s),
+    # and the values not taken by then were dropped (a publisher's close even said nothing
+    # of them). Through Redis a held writer's acknowledgements come a batch at a time
+    # (~0.6 s apart here): progress, all the same.
+    monkeypatch.setattr(sync_module, "CLOSE_FLUSH_S", 1.5)
+    monkeypatch.setattr(sync_module, "CLOSE_DELIVER_S", 1.5, raising=False)  # older trees
+    published = 4000  # past the publisher's window (1024): the rest waits in the queue
+    async with ts.open_client(url, name="rec") as rec:
+        await rec.create_channel("slow")
+        async with rec.subscribe("slow", policy="block", size=8) as sub:
+
+            def write() -> None:
+                with SyncClient(url, name="w") as c:
+                    if closing == "the client":
+                        for value in range(published):
+                            c.publish("slow", value)
+                    else:
+                        with c.publisher("slow") as pub:
+                            for value in range(published):
+                                pub.send(value)
+
+            got: list[int] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(in_thread, write)
+                with trio.fail_after(DEADLINE_S):
+                    while len(got) < published:
+                        got.append((await sub.receive()).data)
+                        if len(got) % 4 == 0:
+                            await trio.sleep(0.003)  # ~3 s in all: twice the bound
+    assert got == list(range(published))

@@ -166,6 +166,12 @@ class Publisher:
         return 0 if self._writing else len(self._unacked)
 
     @property
+    def acknowledged(self) -> int:
+        """Frames the server has taken since this publisher was opened, on every connection
+        (a flush that sees it grow is making progress)."""
+        return self._acked_total
+
+    @property
     def is_open(self) -> bool:
         """Not closed and not ended: ``send`` may be called (it may wait while reconnecting)."""
         return self._ended is None

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import ssl
+import sys
 import threading
 import time
 import weakref
@@ -49,7 +50,6 @@ from ._client import (
     checked_urls,
     open_client,
 )
-from ._client_constants import CLOSE_DELIVER_S
 from ._exceptions import (
     ConnectionClosed,
     FrameTooLarge,
@@ -70,6 +70,7 @@ from ._rpc_stream import DEFAULT_WINDOW, RemoteStream
 from ._seconds import check_time, check_timeout
 from ._stats import SubscriptionStatistics
 from ._subscription_end import SubscriptionEnded
+from ._util import open_own_nursery
 
 __all__ = [
     "SyncClient",
@@ -88,8 +89,12 @@ QUEUE_FRAMES: Final = 10_000
 QUEUE_BYTES: Final = 64 * 2**20
 #: The trio side hands finished values back (freeing queue room) in chunks of this many.
 RELEASE_EVERY: Final = 256
-#: close(): how long queued values may take to reach the server, then the thread's exit.
+#: close(): how long the server may take nothing of what is queued before the close gives up
+#: (a connection that does not come back, a block reader that reads nothing); a flush that
+#: makes progress (a slow reader) is waited for to its end.
 CLOSE_FLUSH_S: Final = 10.0
+#: How often a closing flush looks for that progress.
+CLOSE_PROGRESS_CHECK_S: Final = 0.1
 CLOSE_JOIN_S: Final = 5.0
 
 
@@ -235,8 +240,7 @@ class SyncClient:
                     self._ready.set()
                     await self._stop.wait()
                     if self._flush_on_stop:
-                        with trio.move_on_after(CLOSE_FLUSH_S):
-                            await self._flush()
+                        await self._flush_while_progressing(nursery)
                         # Taken by send() but waiting for a connection that did not come
                         # back: close() says so (the queue's count covers the rest).
                         self._undelivered = sum(pub.undelivered for pub in self._used)
@@ -384,7 +388,7 @@ class SyncClient:
         self._request_stop(flush)
         self._portal.close()
         if threading.current_thread() is not self._thread:
-            self._thread.join(CLOSE_JOIN_S + (CLOSE_FLUSH_S if flush else 0.0))
+            self._join_thread(flush)
         with self._cond:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
@@ -398,12 +402,16 @@ class SyncClient:
             elif flush:
                 message = (
                     f"{unsent} published values were not sent before the SyncClient closed: "
-                    f"the server had not taken them when the close gave up (it waits "
-                    f"{CLOSE_FLUSH_S:g} s); they are dropped. To wait longer for a server that "
-                    "is coming back, call flush(timeout=...) before close()"
+                    f"the server took none of them for {CLOSE_FLUSH_S:g} s, and the close gave "
+                    "up (a server that does not come back, a block reader that reads "
+                    "nothing); they are dropped. To wait longer for a server that is coming "
+                    "back, call flush(timeout=...) before close()"
                 )
             else:
-                message = f"{unsent} published values were dropped: close(flush=False)"
+                message = (
+                    f"{unsent} published values were dropped: the SyncClient closed without "
+                    "sending them (close(flush=False), or Ctrl-C)"
+                )
             if flush and error is None:
                 error = ConnectionClosed(message)
             elif error is not None:  # raised below: the count goes with it, not to a log
@@ -412,6 +420,20 @@ class SyncClient:
                 log.warning("%s", message)
         if error is not None:
             raise for_the_caller(error)
+
+    def _join_thread(self, flush: bool) -> None:
+        """Wait for the thread's end: with ``flush``, for as long as its flush makes
+        progress (it gives up by itself after CLOSE_FLUSH_S without any)."""
+        if not flush:
+            self._thread.join(CLOSE_JOIN_S)
+            return
+        seen = None
+        while self._thread.is_alive():
+            progress = self._flush_progress()
+            if progress == seen:
+                return  # nothing for a whole wait, the thread's own bound included
+            seen = progress
+            self._thread.join(CLOSE_JOIN_S + CLOSE_FLUSH_S)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -644,6 +666,44 @@ class SyncClient:
                     fresh = TrioStreamError(str(error))
                 fresh.add_note(f"(values queued by publish() for {pub.channel!r} were not sent)")
                 self._publish_error = fresh
+
+    async def _flush_while_progressing(self, nursery: trio.Nursery) -> bool:
+        """:meth:`_flush`, given up once the server has taken nothing for CLOSE_FLUSH_S:
+        True if it ended. A bounded wait would drop what a slow but live reader had not
+        taken yet; an unbounded one would hang a close on a server that is gone."""
+        with trio.CancelScope(deadline=trio.current_time() + CLOSE_FLUSH_S) as flush_scope:
+
+            async def extend_on_progress(watch_scope: trio.CancelScope) -> None:
+                with watch_scope:
+                    last = self._flush_progress()
+                    while True:
+                        await trio.sleep(CLOSE_PROGRESS_CHECK_S)
+                        now = self._flush_progress()
+                        if now != last:
+                            last = now
+                            flush_scope.deadline = trio.current_time() + CLOSE_FLUSH_S
+
+            watch_scope = trio.CancelScope()
+            nursery.start_soon(extend_on_progress, watch_scope)
+            try:
+                await self._flush()
+            finally:
+                watch_scope.cancel()
+        return not flush_scope.cancelled_caught
+
+    def _flush_progress(self) -> tuple[int, int]:
+        """What grows while a flush makes progress: values handed on, frames acknowledged."""
+        with self._cond:
+            released = self._released_total
+        return released, sum(pub.acknowledged for pub in self._used)
+
+    async def _flush_publisher_for_close(self, pub: Publisher) -> int:
+        """A publisher's close: wait while the flush makes progress (as the client's close
+        does); the values still queued for ``pub`` when it gives up, which are dropped."""
+        async with open_own_nursery() as nursery:
+            await self._flush_while_progressing(nursery)
+        with self._cond:
+            return sum(1 for queued in self._queue if queued[0] is pub)
 
     async def _flush(self, queued: int | None = None) -> None:
         """Wait until the values queued before (the first ``queued`` ever; None: all so far)
@@ -958,12 +1018,12 @@ class SyncPublisher:
             return
         self._closed = True
         client = self._client
-        undelivered = 0
+        undelivered = dropped = 0
         try:
             if flush and not client.closed:
-                # Bounded: with the connection down for good it would wait forever.
-                with contextlib.suppress(TimeoutError):
-                    client.flush(timeout=CLOSE_DELIVER_S)
+                # Bounded by progress: with the connection down for good, or a reader that
+                # takes nothing, it would wait forever; a slow reader is waited for.
+                dropped = client._call(partial(client._flush_publisher_for_close, self._pub))
         finally:
             if not client.closed:
                 with contextlib.suppress(ConnectionClosed):
@@ -975,6 +1035,12 @@ class SyncPublisher:
                         client._run_sync(partial(client._close_publisher_nowait, self._pub))
         if undelivered:
             raise ConnectionClosed(self._pub.undelivered_message(undelivered))
+        if dropped:
+            raise TrioStreamError(
+                f"{dropped} values published to {self.channel[:80]!r} were not sent: the "
+                f"server took nothing for {CLOSE_FLUSH_S:g} s while the publisher closed (a "
+                "block reader that reads nothing holds its writers back); they are dropped"
+            )
 
     def __enter__(self) -> SyncPublisher:
         return self
@@ -1363,8 +1429,15 @@ _OPEN: weakref.WeakSet[SyncClient] = weakref.WeakSet()
 
 @atexit.register
 def _close_all() -> None:
+    # A script stopped by Ctrl-C is not kept waiting for its queue to reach a server: the
+    # count of what it drops is said instead (as for a close on leaving a with block).
+    flush = not isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for client in list(_OPEN):
         try:
-            client.close()
-        except Exception:
-            log.exception("closing %r at exit", client)
+            client.close(flush=flush)
+        except KeyboardInterrupt:  # a second Ctrl-C: the rest close at once
+            flush = False
+            with contextlib.suppress(Exception):
+                client.close(flush=False)
+        except Exception as exc:
+            log.error("closing %r at exit: %s", client, exc)
