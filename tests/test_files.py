@@ -4,6 +4,7 @@ name, fetching from a shared directory, the SyncClient and the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -503,3 +504,52 @@ async def test_an_abort_during_a_chunks_write_leaves_the_next_file_intact(
         await trio.sleep(1.0)  # the aborted chunk's thread has long finished
     assert (incoming / "b.bin").read_bytes() == second.read_bytes()
     assert leftovers(incoming) == ["b.bin"]
+
+
+def part_files_held_open() -> list[str]:
+    """Temporary files this process still holds open after they were deleted."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.endswith(".part (deleted)"):
+                held.append(target)
+    return held
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+async def test_a_write_and_an_abort_arriving_together_leave_no_file_open(
+    url: str, tmp_path: Path
+) -> None:
+    # The abort can come while the write has just taken the transfer's lock: the write
+    # then refuses, and it is the one that must close the file (the abort leaves it to it).
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    async with pair(url, incoming) as (_, daq):
+        proxy = await daq.rpc("store")
+
+        async def write(transfer: int) -> None:
+            with contextlib.suppress(ts.RemoteError):  # refused: the transfer was aborted
+                await proxy.call("files.write", transfer, 0, b"abcd")
+
+        with trio.fail_after(SETTLE_S):
+            for i in range(40):
+                transfer = await proxy.call("files.begin", f"f{i}", 4)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(write, transfer)
+                    nursery.start_soon(proxy.call, "files.abort", transfer)
+    assert part_files_held_open() == []
+    assert leftovers(incoming) == []
+
+
+async def test_fetching_to_a_destination_name_that_is_not_utf8(url: str, tmp_path: Path) -> None:
+    # A local name the file system gave in bytes that are not UTF-8 (Python keeps them as
+    # surrogates): the temporary name is cut as bytes, not refused as text.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    data = random_file(shared / "a.bin", 1000)
+    dest = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.bin"))
+    async with pair(url, shared, share=True) as (_, daq):
+        with trio.fail_after(SETTLE_S):
+            path = await daq.fetch_file("store", "a.bin", dest)
+    assert path.read_bytes() == data

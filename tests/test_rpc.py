@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import threading
 from collections.abc import AsyncIterator
@@ -846,3 +847,97 @@ async def test_a_call_running_at_a_server_restart_never_answers_a_call_of_the_ne
                     assert second.state.by_name["prov"] is not None
                 assert len(first_answer) == 1
                 assert slow.cancelled == ["A"]
+
+
+async def test_a_call_of_the_lost_connection_cannot_answer_during_the_restore() -> None:
+    # The provider owns a channel, so its restore re-creates it (a round trip) before it
+    # exposes its methods again: an invocation of the lost connection that finished in that
+    # window answered on the new connection, whose server had never made that call, and
+    # the provider was disconnected for it. Its invocations now end at the loss itself.
+    fast = ts.Reconnect(initial=0.05, maximum=0.1)
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    with trio.fail_after(SETTLE_S):
+        async with trio.open_nursery() as nursery:
+            first: ts.Server = await nursery.start(ts.serve, config)
+            port = int(str(first.tcp_url).rsplit(":", 1)[1])
+            async with (
+                ts.open_client(str(first.tcp_url), name="prov", reconnect=fast) as prov,
+                ts.open_client(str(first.tcp_url), name="caller") as caller,
+            ):
+
+                class Service:
+                    def rpc_quick(self) -> int:
+                        return 1
+
+                    async def rpc_until_welcomed_again(self) -> str:
+                        start = prov.reconnects
+                        while prov.reconnects == start:
+                            await trio.lowlevel.checkpoint()  # returns right after the new welcome
+                        return "late"
+
+                prov.expose(Service())
+                await prov.create_channel("owned")
+                proxy = await caller.rpc("prov")
+                for _ in range(4):
+                    await proxy.quick()  # the lost call gets a number the new server uses
+                outcome: list[BaseException] = []
+
+                async def call() -> None:
+                    try:
+                        await proxy.until_welcomed_again()
+                    except ts.ConnectionClosed as exc:
+                        outcome.append(exc)
+
+                nursery.start_soon(call)
+                while not prov._rpc.running:  # noqa: ASYNC110 - the provider's table, polled
+                    await trio.sleep(0.005)
+                await first.aclose()
+                second_config = ts.ServerConfig(host="127.0.0.1", tcp_port=port, http_port=None)
+                second: ts.Server = await nursery.start(ts.serve, second_config)
+                while prov.reconnects < 1 or prov.state != "open":  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+                await trio.sleep(0.5)  # a refused answer would close it again meanwhile
+                assert prov.reconnects == 1 and prov.state == "open"
+                assert len(outcome) == 1
+                await second.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_one_call_at_a_time_per_object_by_identity(url: str) -> None:
+    # The limiter of thread=True methods belongs to the object itself: an unhashable one
+    # (a plain dataclass) exposed under two names runs one call at a time, and two distinct
+    # objects that compare equal (two identical instruments) each run their own.
+    both_in = threading.Barrier(2, timeout=5.0)  # the equal pair: met only side by side
+
+    @dataclasses.dataclass
+    class Instrument:
+        serial: str
+        busy: int = 0
+        most: int = 0
+
+        def rpc_measure(self) -> None:
+            self.busy += 1
+            self.most = max(self.most, self.busy)
+            threading.Event().wait(0.05)
+            self.busy -= 1
+
+        def rpc_meet(self) -> None:
+            both_in.wait()  # BrokenBarrierError (a RemoteError here) if run one at a time
+
+    shared, left, right = Instrument("a"), Instrument("b"), Instrument("b")
+    assert left == right
+    async with ts.open_client(url, name="daq") as daq_client, ts.open_client(url) as ctl:
+        daq_client.expose(shared, name="one", thread=True)
+        daq_client.expose(shared, name="same", thread=True)
+        daq_client.expose(left, name="left", thread=True)
+        daq_client.expose(right, name="right", thread=True)
+        daq = await ctl.rpc("daq")
+        with trio.fail_after(SETTLE_S):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(daq.one.measure)
+                    nursery.start_soon(daq.same.measure)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(daq.left.meet)
+                nursery.start_soon(daq.right.meet)
+    assert shared.most == 1

@@ -588,6 +588,7 @@ class Client:
             "out (RPC is at most once): check before repeating it",
             error.reason,
         )
+        self._rpc.connection_lost()
         for reply in self._replies.values():
             reply.fail(interrupted)
         self._replies.clear()

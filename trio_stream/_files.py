@@ -83,11 +83,22 @@ def check_name(name: object) -> str:
     return name
 
 
+TEMPORARY_HEAD_BYTES: Final = 200
+
+
 def temporary_name(name: str) -> str:
-    """The hidden name a file has while it arrives: ``name`` cut to 200 bytes (a whole
-    character), so that with its marks it stays within the 255 bytes file systems allow."""
-    head = name.encode("utf-8")[:200].decode("utf-8", "ignore")
-    return f".{head}.{secrets.token_hex(4)}.part"
+    """The hidden name a file has while it arrives: ``name`` cut to 200 bytes (whole
+    characters), so that with its marks it stays within the 255 bytes file systems allow.
+    ``name`` may be a local one the file system gave (a fetch's destination), in bytes that
+    are not UTF-8: each counts as the byte it stands for."""
+    head: list[str] = []
+    size = 0
+    for char in name:
+        size += len(os.fsencode(char))
+        if size > TEMPORARY_HEAD_BYTES:
+            break
+        head.append(char)
+    return f".{''.join(head)}.{secrets.token_hex(4)}.part"
 
 
 def chunk_bytes(max_frame_bytes: int) -> int:
@@ -145,9 +156,11 @@ class _Incoming:
     async def in_thread(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(self.fd, *args)`` in a worker thread, one at a time per transfer."""
         async with self.lock:
-            if self.discarded:
-                raise RpcError(f"the transfer of {self.name[:80]!r} was aborted")
             try:
+                # Discarded while this task took the lock (trio hands it over with a
+                # yield): then discard() left the file to us to close.
+                if self.discarded:
+                    raise RpcError(f"the transfer of {self.name[:80]!r} was aborted")
                 await trio.to_thread.run_sync(fn, self.fd, *args)
             finally:
                 if self.discarded:

@@ -24,7 +24,6 @@ import inspect
 import logging
 import math
 import traceback
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -269,11 +268,11 @@ class RpcEndpoint:
         # invocation of the lost connection still finishing must not answer (or be aborted
         # by) the new connection's call of the same number.
         self._running: dict[int, _Invocation] = {}
-        # Each exposed object's one-at-a-time limiter (expose), weakly held: it goes with the
-        # object. Per client, as a limiter belongs to one trio run (a SyncClient's thread).
-        self._limiters: weakref.WeakKeyDictionary[object, trio.CapacityLimiter] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Each exposed object's one-at-a-time limiter (expose), by identity (equal objects
+        # are distinct instruments; unhashable ones are objects all the same), with the
+        # object itself, which its exposed methods hold anyway: its id stays its own. Per
+        # client, as a limiter belongs to one trio run (a SyncClient's thread).
+        self._limiters: dict[int, tuple[object, trio.CapacityLimiter]] = {}
         self._streams: dict[int, Inbox] = {}  # streams this client reads, by request id
         client.handle(Invoke, self._on_invoke)
         client.handle(Abort, self._on_abort)
@@ -326,22 +325,23 @@ class RpcEndpoint:
         return sorted(found)
 
     def _limiter_of(self, obj: object) -> trio.CapacityLimiter:
-        try:
-            limiter = self._limiters.get(obj)
-            if limiter is None:
-                limiter = self._limiters[obj] = trio.CapacityLimiter(1)
-        except TypeError:  # not hashable, or no weak reference to it: one per expose()
-            return trio.CapacityLimiter(1)
-        return limiter
+        held = self._limiters.get(id(obj))
+        if held is None:
+            held = self._limiters[id(obj)] = (obj, trio.CapacityLimiter(1))
+        return held[1]
 
-    def reexpose(self) -> None:
-        """After a reconnect: expose every method again, under the same names."""
-        # The invocations of the lost connection have nobody to answer: the server failed
-        # their calls for their callers (RPC is at most once), and streams wait for credit
-        # that will never come. They are cancelled; whatever they still return is dropped.
+    def connection_lost(self) -> None:
+        """The connection is gone (the client reconnects): its invocations have nobody to
+        answer. The server failed their calls for their callers (RPC is at most once), and
+        streams wait for credit that will never come. They are cancelled at once, before
+        the next connection can carry anything, and whatever they still return is dropped
+        (a worker thread is not cancelled)."""
         lost, self._running = self._running, {}
         for invocation in lost.values():
             invocation.scope.cancel()
+
+    def reexpose(self) -> None:
+        """After a reconnect: expose every method again, under the same names."""
         if self._methods:
             self._client.send_control(Expose(methods=sorted(self._methods)))
 
