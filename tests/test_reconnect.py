@@ -1223,7 +1223,6 @@ async def test_a_sync_publisher_and_client_closed_while_the_server_is_gone_say_w
     """Leaving a SyncClient publisher, or the SyncClient, while its server is gone for good:
     each waits its bound, then raises ConnectionClosed with what was not delivered."""
     monkeypatch.setattr(trio_stream._publisher, "CLOSE_DELIVER_S", 0.5)
-    monkeypatch.setattr(trio_stream.sync, "CLOSE_DELIVER_S", 0.5)
     monkeypatch.setattr(trio_stream.sync, "CLOSE_FLUSH_S", 0.5)
 
     async with server_process() as (process, url):
