@@ -24,11 +24,14 @@ import pytest
 import trio
 from proxy import open_proxy
 from redis_server import RedisServer, redis_stopped
-from test_protocol_contract import RawClient
+from test_protocol_contract import RawClient, framed
 
 import trio_stream as ts
 from trio_stream._engine import redis_engine, redis_streams
+from trio_stream._protocol import frames as F
+from trio_stream._protocol.codec import encode_control
 from trio_stream._protocol.framing import frame_prefix
+from trio_stream._server.inbound import Inbound
 
 WAIT_S = 15.0
 
@@ -1959,3 +1962,32 @@ async def test_a_writers_node_tells_its_readers_how_a_channel_ended_elsewhere(
                 nursery.cancel_scope.cancel()
     expected = "was deleted" if end == "delete" else "reached its lifetime"
     assert expected in (sub.end_reason or ""), sub.end_reason
+
+
+async def test_many_requests_waiting_on_redis_in_one_read_are_scanned_for_pings_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each request that waits on Redis used to scan the whole rest of its read for pings
+    # again: a read of N such requests cost N^2/2 decodes (4,000 of them blocked the node
+    # for over a minute). Each frame is looked at once now.
+    scans = 0
+    real_scan = Inbound._answered_ping
+
+    def counted_scan(inbound: Inbound, frame: bytearray) -> bool:
+        nonlocal scans
+        scans += 1
+        return real_scan(inbound, frame)
+
+    monkeypatch.setattr(Inbound, "_answered_ping", counted_scan)
+    requests = 300
+    async with ts.open_server(node_config(redis_server, "a")) as a:
+        raw = await RawClient.connect(a)
+        body = b"".join(
+            framed(F.CONTROL_TYPE_BYTE + encode_control({"op": "channels", "id": i}))
+            for i in range(1, requests + 1)
+        )
+        await raw.stream.send_all(body)  # one write: one or a few reads
+        with trio.fail_after(WAIT_S):
+            answers = [await raw.control() for _ in range(requests)]
+    assert [answer["id"] for answer in answers] == list(range(1, requests + 1))
+    assert scans <= requests

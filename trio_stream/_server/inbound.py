@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
@@ -67,7 +68,8 @@ _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # where a PUBLISH frame's payloa
 # read of fewer never yields.
 PUBLISH_SLICE_FRAMES: Final = 256
 # While a request waits on the engine's I/O (Redis), the reader reads on, answers pings and
-# holds the rest, up to this many bytes; then it stops reading that client until the answer.
+# holds the rest, up to this many bytes not acted on yet (plus the read that passes it); then
+# it stops reading that client until the requests before are answered.
 HELD_WHILE_ANSWERING_BYTES: Final = 256 * 1024
 
 
@@ -77,6 +79,7 @@ class Inbound:
     # Slots: one per connection, on the path of every frame read.
     __slots__ = (
         "_handlers",
+        "_held_bytes",
         "_held_error",
         "_outbox",
         "_parked_space",
@@ -108,6 +111,7 @@ class Inbound:
         # What the reading on while it was answered met (the client left, a bad frame):
         # raised once the answer is queued, in the order the frames came.
         self._held_error: TrioStreamError | None = None
+        self._held_bytes = 0  # bytes of those frames not acted on yet (the wait's bound)
         # Made on first use: an idle connection should hold nothing it may never need.
         self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
         self._stopped = False  # see stop()
@@ -187,6 +191,11 @@ class Inbound:
         index = 0
         count = len(frames)
         published = 0  # PUBLISH frames fanned out since this task last let the others run
+        # Once a request of this read waits on the engine, ``frames`` becomes a list of our
+        # own, scanned for pings, to which each wait adds what it reads; ``counted``: the
+        # frames before it are out of _held_bytes (dispatched).
+        owned = False
+        counted = 0
         while index < count:
             frame = frames[index]
             kind = frame[0]
@@ -209,12 +218,18 @@ class Inbound:
                     return
                 published += kind == PUBLISH
                 if self._pending_request is not None:
-                    # The rest of this read, then what is read while the request is
-                    # answered, pings answered at once (_read_while_answering).
-                    held = [f for f in frames[index:] if not self._answered_ping(f)]
-                    await self._flush_then(functools.partial(self._answer_pending, held))
-                    frames = held
-                    index = 0
+                    if not owned:
+                        # The rest of this read, its pings answered now: scanned once, as
+                        # each frame read during a wait is (a scan per wait was quadratic
+                        # in a read of many requests).
+                        frames = [f for f in frames[index:] if not self._answered_ping(f)]
+                        index = 0
+                        owned = True
+                        self._held_bytes = sum(map(len, frames))
+                    else:
+                        self._held_bytes -= sum(map(len, islice(frames, counted, index)))
+                    counted = index
+                    await self._flush_then(functools.partial(self._answer_pending, frames))
                     count = len(frames)
                     published = 0
             if published >= PUBLISH_SLICE_FRAMES and index < count:
@@ -386,8 +401,8 @@ class Inbound:
         return defer
 
     async def _answer_pending(self, held: list[bytearray]) -> None:
-        """Answer the request the engine answers with I/O; meanwhile read on, after the
-        frames ``held`` already holds (the rest of the read that brought the request).
+        """Answer the request the engine answers with I/O; meanwhile read on into ``held``
+        (after the frames of the read that brought the request, not acted on yet).
 
         The requests stay in order (what came after this one waits for its answer), but
         the connection does not fall silent: a Redis that does not answer for the engine's
@@ -423,10 +438,9 @@ class Inbound:
             return  # the connection is broken already: nothing more to read
         transport = self._transport
         outbox = self._outbox
-        held_bytes = sum(map(len, held))
         try:
             while (
-                held_bytes < HELD_WHILE_ANSWERING_BYTES
+                self._held_bytes < HELD_WHILE_ANSWERING_BYTES
                 and outbox.control_bytes <= CONTROL_HIGH_WATER_BYTES
             ):
                 frames = await transport.receive_frames()
@@ -436,7 +450,7 @@ class Inbound:
                 for frame in frames:
                     if not self._answered_ping(frame):
                         held.append(frame)
-                        held_bytes += len(frame)
+                        self._held_bytes += len(frame)
         except TrioStreamError as exc:
             self._held_error = exc
 
