@@ -1342,6 +1342,13 @@ class Outbox:
     def has_buffered(self) -> bool:
         return any(len(reader.buffer) for reader in self.readers.values())
 
+    def drains_more(self) -> bool:
+        """A draining connection (graceful shutdown) has more to wait for: frames buffered
+        for its readers, or its writers' frames parked for full ``block`` readers, whose
+        acknowledgements it must still write. Closed before those, its writers would send
+        again to the next server frames that the readers got here as they drained: twice."""
+        return self.parked_bytes > 0 or self.has_buffered()
+
     # -- writers -----------------------------------------------------------------------------
     def ack(self, pub_id: int, frames: int = 1) -> None:
         """``frames`` more frames of writer ``pub_id`` are in every reader's buffer."""

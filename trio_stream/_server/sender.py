@@ -163,7 +163,7 @@ class Sender:
                     self._written(batch)
                     continue
                 deadline = batch.deadline
-                if self._closing and not (self._drain and outbox.has_buffered()):
+                if self._closing and not (self._drain and outbox.drains_more()):
                     self._drained_event().set()
                     deadline = math.inf
                 if deadline == math.inf:
