@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -941,3 +942,27 @@ async def test_one_call_at_a_time_per_object_by_identity(url: str) -> None:
                 nursery.start_soon(daq.left.meet)
                 nursery.start_soon(daq.right.meet)
     assert shared.most == 1
+
+
+@pytest.mark.parametrize("thread", [False, True])
+async def test_a_method_that_calls_sys_exit_fails_the_call_not_the_provider(
+    url: str, thread: bool
+) -> None:
+    # sys.exit() in a method ended the provider's client (a SyncClient's thread died with
+    # a 50-line traceback while its script went on, no longer a provider).
+    class Quitter:
+        def rpc_quit(self) -> None:
+            sys.exit(3)
+
+        def rpc_still_here(self) -> bool:
+            return True
+
+    async with ts.open_client(url, name="daq") as daq_client, ts.open_client(url) as ctl:
+        daq_client.expose(Quitter(), thread=thread)
+        daq = await ctl.rpc("daq")
+        with trio.fail_after(SETTLE_S):
+            with pytest.raises(ts.RemoteError) as failed:
+                await daq.quit()
+            assert failed.value.type_name == "SystemExit"
+            assert await daq.still_here()
+        assert daq_client.state == "open"

@@ -1043,7 +1043,7 @@ async def test_a_lost_connection_and_its_return_are_said_once_each(
                     with pytest.raises(TimeoutError) as timed_out:  # a script's bound
                         c.wait_state("open", timeout=0.05)
                     assert str(timed_out.value) == (
-                        f"not done within 0.05 s (the connection to {proxy.url} is lost; "
+                        f"not 'open' within 0.05 s (the connection to {proxy.url} is lost; "
                         "reconnecting)"
                     )
                     # So does a flush of values the server cannot take meanwhile.
@@ -1051,8 +1051,8 @@ async def test_a_lost_connection_and_its_return_are_said_once_each(
                     with pytest.raises(TimeoutError) as timed_out:
                         c.flush(timeout=0.05)
                     assert str(timed_out.value) == (
-                        f"not done within 0.05 s (the connection to {proxy.url} is lost; "
-                        "reconnecting)"
+                        "the values published were not all taken by the server within "
+                        f"0.05 s (the connection to {proxy.url} is lost; reconnecting)"
                     )
                     proxy.accept()
                     c.wait_state("open", timeout=STEP_S)
@@ -1317,3 +1317,17 @@ async def test_a_close_waits_for_a_slow_block_reader_as_long_as_it_takes_values(
                         if len(got) % 4 == 0:
                             await trio.sleep(0.003)  # ~3 s in all: twice the bound
     assert got == list(range(published))
+
+
+async def test_a_wait_for_readers_that_times_out_names_the_channel(url: str) -> None:
+    def scenario() -> None:
+        with SyncClient(url, name="w") as c:
+            c.create_channel("e1")
+            with c.publisher("e1") as pub, pytest.raises(TimeoutError) as timed_out:
+                pub.wait_for_readers(timeout=0.2)
+            assert str(timed_out.value) == "fewer than 1 reader of 'e1' within 0.2 s"
+            with c.publisher("e1") as pub, pytest.raises(TimeoutError) as timed_out:
+                pub.wait_for_readers(2, timeout=0.2)
+            assert str(timed_out.value) == "fewer than 2 readers of 'e1' within 0.2 s"
+
+    await in_thread(scenario)

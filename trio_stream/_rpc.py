@@ -439,6 +439,11 @@ class RpcEndpoint:
             # The caller gets the exception; the provider's own log stays quiet about it.
             log.debug("rpc %s from %s raised", msg.method, msg.caller, exc_info=True)
             return _fail(msg.call, exc)
+        except SystemExit as exc:
+            # sys.exit() in a method: the caller's error, not the end of the provider's
+            # client (it ended that client's thread, and the process went on without it).
+            log.warning("rpc %s raised SystemExit: sent to the caller as an error", msg.method)
+            return _fail(msg.call, exc)
         return Result(call=msg.call, value=data)
 
     async def _stream(
@@ -470,6 +475,9 @@ class RpcEndpoint:
             return None  # the server told the caller; the generator is closed already
         except Exception as exc:
             log.debug("rpc stream %s from %s raised", msg.method, msg.caller, exc_info=True)
+            return _fail(msg.call, exc)
+        except SystemExit as exc:  # as in _run
+            log.warning("rpc %s raised SystemExit: sent to the caller as an error", msg.method)
             return _fail(msg.call, exc)
 
     # -- caller side -----------------------------------------------------------------------------
@@ -509,7 +517,11 @@ class RpcEndpoint:
                     with contextlib.suppress(ConnectionClosed):
                         client.send_control(Cancel(id=request.id))
         if request is None or not request.done.is_set():
-            raise RpcTimeout(f"no answer to {what} within {timeout_s:g} s")
+            raise RpcTimeout(
+                f"no answer to {what} within {timeout_s:g} s (a provider runs the calls of an "
+                "object exposed with thread=True one at a time: one still running there, even "
+                "for a caller that gave up, holds the next back)"
+            )
         reply = request
         if reply.error is not None:
             raise reply.error
@@ -575,7 +587,7 @@ class RpcEndpoint:
         return RpcProxy._build(self, provider, descriptions, timeout_s)
 
 
-def _fail(call: int, exc: Exception) -> Fail:
+def _fail(call: int, exc: BaseException) -> Fail:
     return Fail(
         call=call,
         type=type(exc).__name__,

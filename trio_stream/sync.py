@@ -362,7 +362,13 @@ class SyncClient:
         client = self._trio_client
         try:
             return self._call(
-                partial(_with_timeout, timeout, partial(client.wait_state, *states), client)
+                partial(
+                    _with_timeout,
+                    timeout,
+                    partial(client.wait_state, *states),
+                    client,
+                    f"not {' or '.join(map(repr, states))}",
+                )
             )
         except ConnectionClosed:
             # Closed by another thread while this one waited: what it waited for.
@@ -758,7 +764,15 @@ class SyncClient:
         timeout = check_timeout(timeout)
         with self._cond:
             queued = self._queued_total  # published so far, by any thread
-        self._call(partial(_with_timeout, timeout, partial(self._flush, queued), self._trio_client))
+        self._call(
+            partial(
+                _with_timeout,
+                timeout,
+                partial(self._flush, queued),
+                self._trio_client,
+                "the values published were not all taken by the server",
+            )
+        )
         with self._cond:
             self._raise_publish_error()
 
@@ -917,15 +931,16 @@ class SyncClient:
 
 
 async def _with_timeout(
-    timeout_s: float | None, fn: Callable[[], Awaitable[T]], client: Client
+    timeout_s: float | None, fn: Callable[[], Awaitable[T]], client: Client, what: str
 ) -> T:
-    """``fn()`` within the caller's ``timeout=``; the TimeoutError says when ``client``'s
-    connection is what kept it (a flush or a wait for readers during an outage)."""
+    """``fn()`` within the caller's ``timeout=``; the TimeoutError says ``what`` was not done,
+    and when ``client``'s connection is what kept it (a flush or a wait for readers during
+    an outage)."""
     try:
         with trio.fail_after(math.inf if timeout_s is None else timeout_s):
             return await fn()
     except trio.TooSlowError:
-        message = f"not done within {timeout_s:g} s" + _reconnecting_note(client)
+        message = f"{what} within {timeout_s:g} s" + _reconnecting_note(client)
         raise caller_timeout(message) from None
 
 
@@ -990,6 +1005,8 @@ class SyncPublisher:
                     timeout,
                     partial(self._pub.wait_for_readers, count),
                     self._client._trio_client,
+                    f"fewer than {count} reader{'s' if count != 1 else ''} of "
+                    f"{self.channel[:80]!r}",
                 )
             )
         except ConnectionClosed:
