@@ -749,6 +749,27 @@ async def test_sub_says_in_one_line_that_its_channel_ended(url: str) -> None:
     assert stderr.strip().splitlines() == ["trio-stream sub: channel 'short-lived' was deleted"]
 
 
+async def test_sub_count_not_reached_before_the_end_is_an_error(url: str) -> None:
+    # "the next 3 values" from a script: a channel that ends after one of them exited 0, and
+    # the script took the one for the three.
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("short-lived")
+        async with running("sub", url, "short-lived", "--count", "3") as sub:
+            await wait_for_channel(owner, "short-lived", readers=1)
+            async with owner.publisher("short-lived") as pub:
+                await pub.wait_for_readers()
+                await pub.send(1)
+                await pub.wait_acknowledged()
+            await owner.delete_channel("short-lived")
+            code, stdout, stderr = await sub.finish()
+    assert code == 1
+    assert [m["data"] for m in json_lines(stdout)] == [1]
+    assert stderr.strip().splitlines() == [
+        "trio-stream sub: channel 'short-lived' was deleted",
+        "trio-stream sub: 1 of the 3 messages asked for (--count) came before the end",
+    ]
+
+
 async def test_sub_duration_includes_waiting_for_the_channel(url: str) -> None:
     started = trio.current_time()
     result = await cli("sub", url, "never-created", "--wait-channel", "--duration", "1")
@@ -1461,6 +1482,7 @@ async def test_a_bad_stdin_line_is_named_by_its_number(server: ts.Server) -> Non
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "stdin line 3: cannot make a float32 array of 'abc'" in lines[0]
+    assert "give each value as JSON, e.g. [1, 2, 3] for an array" in lines[0]
 
 
 async def test_replay_waits_for_a_reader_by_default(server: ts.Server, tmp_path: Path) -> None:

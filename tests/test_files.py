@@ -553,3 +553,24 @@ async def test_fetching_to_a_destination_name_that_is_not_utf8(url: str, tmp_pat
         with trio.fail_after(SETTLE_S):
             path = await daq.fetch_file("store", "a.bin", dest)
     assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [("missing.bin", "no such file: "), (".", "is not a file (send-file sends files")],
+)
+async def test_cli_send_file_of_a_missing_file_or_a_directory_says_which(
+    server: ts.Server, tmp_path: Path, path: str, said: str
+) -> None:
+    assert server.tcp_url is not None
+    with trio.fail_after(SETTLE_S):
+        result = await trio.run_process(
+            [sys.executable, "-m", "trio_stream", "send-file", server.tcp_url, "store", path],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and said in lines[0], lines

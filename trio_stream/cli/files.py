@@ -101,8 +101,10 @@ COLUMNS = (
 
 async def run_send(args: argparse.Namespace) -> int:
     for path in args.paths:
+        if not path.exists():
+            raise CliError(f"no such file: {path}")
         if not path.is_file():
-            raise CliError(f"{path} is not a file")
+            raise CliError(f"{path} is not a file (send-file sends files, not directories)")
     console = stderr_console()
     async with connect(args) as client:
         with progress_display(not args.quiet and console.is_terminal, *COLUMNS) as progress:

@@ -134,6 +134,8 @@ def _value(text: str, args: argparse.Namespace, line: int | None = None) -> Any:
             return np.asarray(value, dtype=args.dtype)
         except (TypeError, ValueError) as exc:
             what = f"cannot make a {args.dtype} array of {text[:80]!r} ({str(exc)[:80]})"
+            if isinstance(value, str):  # not JSON: "1 2 3" meant as a list, most likely
+                what += "; give each value as JSON, e.g. [1, 2, 3] for an array"
             if line is None:
                 raise UsageError(what) from None
             raise CliError(
@@ -239,5 +241,15 @@ async def run_sub(args: argparse.Namespace) -> int:
                             await trio.lowlevel.checkpoint()
                 except trio.EndOfChannel:
                     print(f"trio-stream sub: {ended(args.channel, sub)}", file=sys.stderr)
+                    if args.count is not None:
+                        # Fewer than asked for: a script that reads "the next N values"
+                        # must not take what it got for them.
+                        print(
+                            f"trio-stream sub: {received} of the {args.count} messages asked "
+                            "for (--count) came before the end",
+                            file=sys.stderr,
+                        )
+                        out.flush()
+                        return 1
     out.flush()
     return 0
