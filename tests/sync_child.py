@@ -7,7 +7,8 @@ MODE is where the main thread blocks: ``get`` (a subscription with nothing to re
 ``contended`` (a ``get`` waiting for another thread's ``get`` on the same subscription),
 ``publish`` (a full publish queue behind a ``block`` reader that never reads), ``rpc`` (a call
 that never returns), ``noclose`` (``get`` on a client that is never closed: atexit must end
-it), ``noclose-publish`` (``publish`` into a full queue on a client never closed) or
+it), ``noclose-publish`` (``publish`` into a full queue on a client never closed),
+``busy-provider`` (an exposed sync method in its worker thread, called, runs a minute) or
 ``connect`` (the constructor, connecting to a server that never answers; URL unused).
 With ``catch`` the script catches KeyboardInterrupt after the ``with`` block and reports how
 many SyncClient threads are still alive; with ``raw`` the interrupt ends the script.
@@ -28,6 +29,22 @@ import trio_stream as ts
 class Waiter:
     async def rpc_wait(self) -> None:
         await trio.sleep_forever()
+
+
+class Instrument:
+    """A sync method that takes a minute (a measurement): run in a worker thread."""
+
+    def __init__(self) -> None:
+        self.measuring = threading.Event()
+
+    def rpc_measure(self) -> None:
+        self.measuring.set()
+        threading.Event().wait(60)
+
+
+def call_measure(url: str) -> None:
+    with contextlib.suppress(ts.TrioStreamError), ts.SyncClient(url, name="child-caller") as c:
+        c.rpc("child-busy-provider", timeout=None).measure()
 
 
 def get_until_closed(sub: ts.SyncSubscription) -> None:
@@ -84,6 +101,13 @@ def block(url: str, mode: str) -> None:
                 print("ready", flush=True)
                 while True:
                     client.publish("child", b"x" * 100)
+        elif mode == "busy-provider":
+            instrument = Instrument()
+            client.expose(instrument)  # thread=True: the SyncClient's default
+            threading.Thread(target=call_measure, args=(url,), daemon=True).start()
+            instrument.measuring.wait(30)
+            print("ready", flush=True)
+            threading.Event().wait(60)
         elif mode == "rpc":
             client.expose(Waiter())
             proxy = client.rpc(client.name, timeout=None)

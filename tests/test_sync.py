@@ -712,6 +712,20 @@ async def test_ctrl_c_neither_hangs_nor_leaves_the_thread(
     assert took_s < 5.0, text  # promptly: not after a join's or a connect's timeout
 
 
+async def test_ctrl_c_of_a_provider_does_not_wait_for_its_running_sync_method(
+    server: ts.Server,
+) -> None:
+    # A sync method runs in its worker thread (a minute-long measurement), which nothing can
+    # interrupt: the client's close waited for it, up to its thread's join bound (5 s).
+    assert server.tcp_url is not None
+    returncode, text, took_s, errors = await interrupt_child(
+        server.tcp_url, "busy-provider", "catch"
+    )
+    assert returncode == 0, errors
+    assert "interrupted; SyncClient threads alive:" in text  # (the caller's may live on)
+    assert took_s < 3.0, errors
+
+
 async def test_ctrl_c_of_a_script_that_never_closes_says_what_it_drops_at_once(
     server: ts.Server,
 ) -> None:

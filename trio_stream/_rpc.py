@@ -232,8 +232,12 @@ class _Exposed:
         if self.is_async:
             return await self.fn(*args, **kwargs)
         if self.limiter is not None:
+            # Abandoned when cancelled (its caller gave up, the client closes, Ctrl-C): the
+            # method runs on to its end in its thread, which nothing can interrupt, but
+            # nobody waits for it (a closing provider waited, seconds after Ctrl-C). The
+            # limiter stays taken until it ends: the object's next call still waits for it.
             return await trio.to_thread.run_sync(
-                partial(self.fn, *args, **kwargs), limiter=self.limiter
+                partial(self.fn, *args, **kwargs), limiter=self.limiter, abandon_on_cancel=True
             )
         value = self.fn(*args, **kwargs)
         if inspect.isawaitable(value):  # e.g. a partial or a decorator around an async method
