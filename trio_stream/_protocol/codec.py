@@ -123,8 +123,16 @@ def _normalize(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 _LITTLE_HOST: Final = np.little_endian
 
 
+_MASKED_ARRAY: Final = np.ma.MaskedArray
+
+
 def _array_pieces(array: np.ndarray[Any, Any]) -> list[BytesLike]:
     """CBOR for one array as pieces: heads as bytes, the elements as the array's own memory."""
+    if isinstance(array, _MASKED_ARRAY):  # sent as its data alone, the mask was lost unsaid
+        raise TypeError(
+            "masked numpy arrays cannot be sent (the mask has no wire form): send "
+            "arr.filled(value), and arr.mask as an array of its own if readers need it"
+        )
     array = _normalize(array)
     dtype_str = array.dtype.str
     tag = _TAG_BY_DTYPE.get(dtype_str)
