@@ -165,7 +165,10 @@ def test_values_without_a_wire_form_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match=r"without a timezone .* datetime.now\(timezone.utc\)"):
         encode_payload(dt.datetime(2026, 1, 1))  # naive: ambiguous on the other side
     # A masked array went as its data alone, the mask lost without a word; small or large.
-    for masked in (np.ma.masked_array([1, 2], mask=[0, 1]), np.ma.masked_array(np.zeros(10**5))):
+    for masked in (
+        np.ma.masked_array([1, 2], mask=[False, True]),
+        np.ma.masked_array(np.zeros(10**5)),
+    ):
         with pytest.raises(TypeError, match=r"masked numpy arrays .* arr\.filled\(value\)"):
             encode_payload({"m": masked})
 

@@ -7,6 +7,7 @@ same port. Every loop is bounded in count and time.
 
 from __future__ import annotations
 
+import logging
 import random
 import signal
 import subprocess
@@ -1048,10 +1049,11 @@ async def a_hold(
 
 @NOTHING_KEPT
 async def test_a_writer_holds_its_frames_for_missing_readers_only_for_the_grace(
-    server: ts.Server, proxy: TcpProxy
+    server: ts.Server, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its reader never comes back: the writer's window goes out (to nobody) once the grace
-    (the reconnect's longest wait and a second) has passed; ``send`` never waits longer."""
+    (the reconnect's longest wait and a second) has passed; ``send`` never waits longer.
+    That is said in a warning, with how many values it loses (it was an info line)."""
     async with a_hold(server, proxy, maximum=0.2) as (_, pub, _, _):
         reopened = trio.current_time()
         assert all([await pub.send(i) for i in range(50)])  # held, not dropped
@@ -1068,6 +1070,11 @@ async def test_a_writer_holds_its_frames_for_missing_readers_only_for_the_grace(
         assert grace - 0.05 < held < grace + 1.0, held
         assert not await pub.send(50)  # no reader: not wanted, as before the cut
         await pub.aclose()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        "publisher of 'AI1': none of its 1 readers came back within 1.2 s: the 50 values "
+        "held for them go to a channel without readers, and are lost"
+    ) in warnings, warnings
 
 
 @NOTHING_KEPT

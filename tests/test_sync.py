@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import math
 import pickle
 import random
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from decimal import Decimal
 from fractions import Fraction
 from functools import partial
@@ -1345,3 +1347,30 @@ async def test_a_wait_for_readers_that_times_out_names_the_channel(url: str) -> 
             assert str(timed_out.value) == "fewer than 2 readers of 'e1' within 0.2 s"
 
     await in_thread(scenario)
+
+
+async def test_values_whose_readers_left_while_they_were_queued_are_said_lost(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # publish() returned True (the channel had a reader then); the reader left while they
+    # waited in the queue behind a full window, and they went nowhere without a word.
+    published = threading.Event()
+    async with ts.open_client(url, name="rec") as rec, AsyncExitStack() as reading:
+        await rec.create_channel("x")
+        await reading.enter_async_context(rec.subscribe("x", policy="block", size=1))
+
+        def write() -> None:
+            with SyncClient(url, name="w") as c, c.publisher("x") as pub:
+                pub.wait_for_readers(timeout=STEP_S)
+                for value in range(1500):  # past the window (1024): the rest is queued
+                    assert pub.send(value)
+                published.set()
+                c.flush(timeout=STEP_S)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(in_thread, write)
+            await trio.to_thread.run_sync(published.wait, STEP_S)
+            await reading.aclose()  # the reader leaves before the queued values are sent
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    lost = [w for w in warnings if "published to 'x' were not sent: its readers left" in w]
+    assert lost, warnings

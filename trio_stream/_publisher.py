@@ -307,13 +307,23 @@ class Publisher:
     async def _release_after(self, grace: float, hold: int) -> None:
         await trio.sleep(grace)
         if self._holding and self._holds == hold:
-            log.info(
-                "publisher of %r: %d of %d readers came back within %.1f s; sending on",
-                self.channel,
-                self.readers,
-                self._readers_at_cut,
-                grace,
-            )
+            if self.readers or self._keeps_history:
+                log.info(
+                    "publisher of %r: %d of %d readers came back within %.1f s; sending on",
+                    self.channel,
+                    self.readers,
+                    self._readers_at_cut,
+                    grace,
+                )
+            else:  # not silently: the window's frames reach nobody
+                log.warning(
+                    "publisher of %r: none of its %d readers came back within %.1f s: the %d "
+                    "values held for them go to a channel without readers, and are lost",
+                    self.channel,
+                    self._readers_at_cut,
+                    grace,
+                    len(self._unacked),
+                )
             self._release()
 
     def _release(self) -> None:

@@ -620,6 +620,7 @@ class SyncClient:
                 await self._wake.wait()
                 continue
             frames = nbytes = dropped = 0
+            unread: dict[str, int] = {}  # values that found no reader any more, by channel
             try:
                 for pub, payload, size, stamp in batch:
                     failure = pub.failure
@@ -631,7 +632,8 @@ class SyncClient:
                         self._publish_failed(failure, pub, queued=True)
                     else:
                         try:
-                            await pub.send(payload, time_s=stamp)
+                            if not await pub.send(payload, time_s=stamp):
+                                unread[pub.channel] = unread.get(pub.channel, 0) + 1
                             self._used.add(pub)
                         except TrioStreamError as exc:
                             self._publish_failed(exc, pub, queued=True)
@@ -647,6 +649,14 @@ class SyncClient:
                 self._release(frames, nbytes)
             if dropped:
                 log.warning("%d queued values for closed publishers were not sent", dropped)
+            for channel, count in unread.items():
+                # publish() returned True: the channel had readers then. Not silently.
+                log.warning(
+                    "%d values published to %r were not sent: its readers left while they "
+                    "waited in the queue",
+                    count,
+                    channel,
+                )
 
     def _release(self, frames: int, nbytes: int) -> None:
         with self._cond:
