@@ -7,6 +7,7 @@ in test_reconnect.py.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import given
@@ -17,7 +18,7 @@ from trio_stream._protocol import messages as M
 from trio_stream._server.broker import Channel
 from trio_stream._server.buffers import Policy
 from trio_stream._server.outbox import Outbox, Reader
-from trio_stream._server.resume import subscribe_since
+from trio_stream._server.resume import RESUME_CHAIN_MAX, ResumeBook, subscribe_since
 
 
 def resume(
@@ -220,3 +221,21 @@ def test_a_reset_replays_only_the_newest_frame_to_a_max_rate_reader() -> None:
     assert outcome == {"kind": "reset", "recovered": 1}
     assert seqs == [60]
     assert reader.lost == 0
+
+
+def test_a_client_that_resumes_all_day_keeps_only_the_chain_that_can_be_followed() -> None:
+    # Each resume linked the new token to the one it took over, for good while the client
+    # stayed: a chain one link longer per resume (a soak's slow leak). Only the newest
+    # RESUME_CHAIN_MAX links can be followed, and a token that many back still leads on.
+    world = World()
+    book = ResumeBook(world.broker, 10.0, lambda: None, lambda channel, reason: None)
+    session = SimpleNamespace(name="daq", client_id=1, resume_lease=None)
+    tokens = []
+    for _ in range(3 * RESUME_CHAIN_MAX):
+        token = book.issue(session)
+        tokens.append(token)
+        session.resume_lease = book._leases.pop(token)  # taken over by the next connection
+    book._leases[tokens[-1]] = session.resume_lease
+    assert len(book._successor) <= RESUME_CHAIN_MAX
+    assert len(book._predecessor) <= RESUME_CHAIN_MAX
+    assert book._current(tokens[-RESUME_CHAIN_MAX]) == tokens[-1]

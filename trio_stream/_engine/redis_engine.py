@@ -1243,10 +1243,14 @@ class RedisEngine:
             if name in self._taken:  # a block reader came or went: its room goes to Redis now
                 self._report_position(channel)
             return True
-        if kind == "writers":
+        if kind in ("writers", "deleted"):
+            # A channel's end drops its publishers without a "writers" event: its idle
+            # appenders must hear of it too, or each waited for good (with its channel and
+            # its last batch: a soak's leak, one per deleted channel with a writer).
             for writer, appender in list(self._appenders.items()):
                 if writer.channel is channel and writer not in channel.publishers:
                     appender.wake.set()  # sends what it holds, then ends
+        if kind == "writers":
             if channel.single_writer and not channel.publishers:
                 key = self._writers_key(channel)
                 self.later(lambda: self._srem(key))

@@ -34,6 +34,24 @@ from .redis_streams import (
 CONNECT_TIMEOUT_S = 5.0
 
 
+class _SlotKeepingPool(coredis.ConnectionPool[coredis.connection.BaseConnection]):
+    """coredis's pool, which loses a slot for every connection that dies while taken.
+
+    coredis 6.9's ``release()`` gives a slot back only with a connection that is still
+    usable, and the connection's own task gives it back only for a connection idle in the
+    pool: one killed while a command or a blocking read held it (``CLIENT KILL``, a Redis
+    restart) took its slot with it. After ~30 of those (64 slots, one or two per kill) the
+    node waited for a slot for good and spoke to Redis no more (a soak's finding). Here a
+    dead connection's slot is given back as an empty one (a new connection when taken).
+    """
+
+    def release(self, connection: coredis.connection.BaseConnection) -> None:
+        usable = connection.usable
+        super().release(connection)
+        if not usable:
+            self._available_connections.put_nowait(None)
+
+
 class RedisEngineOptions(TypedDict, total=False):
     namespace: str
     history_frames: int
@@ -87,9 +105,10 @@ class RedisEngineIO:
         **options: Unpack[RedisEngineOptions],
     ) -> AsyncIterator[RedisEngineIO]:
         """Connect to the Redis at ``url`` (``redis://host:port/db``); closes on exit."""
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+        pool = _SlotKeepingPool.from_url(
             url, decode_responses=False, connect_timeout=CONNECT_TIMEOUT_S
         )
+        client: coredis.Redis[bytes] = coredis.Redis(decode_responses=False, connection_pool=pool)
         async with client:
             yield cls(client, node, **options)
 

@@ -253,7 +253,10 @@ class Presence:
                 pipe.hdel(key, [channel])
             pipe.pexpire(key, self._ttl_ms)
             pipe.publish(self._keys.control, message)
-        self._local_readers[channel] = count
+        if count:
+            self._local_readers[channel] = count
+        else:  # kept at 0, one entry per channel name ever read here, looped over each beat
+            self._local_readers.pop(channel, None)
         self._set_count(channel, self.node, count)
 
     def remote_readers(self, channel: str) -> int:
@@ -278,7 +281,11 @@ class Presence:
     def _set_count(self, channel: str, node: str, count: int) -> None:
         if self._set_meanwhile is not None:
             self._set_meanwhile.add((channel, node))
-        per_node = self._counts.setdefault(channel, {})
+        per_node = self._counts.get(channel)
+        if per_node is None:
+            if not count:
+                return  # nothing to remove (setdefault here left an empty entry behind)
+            per_node = self._counts[channel] = {}
         if per_node.get(node, 0) == count:
             return
         if count:

@@ -119,6 +119,13 @@ class ResumeBook:
             previous = session.resume_lease.token
             self._successor[previous] = token
             self._predecessor[token] = previous
+            # Only the newest RESUME_CHAIN_MAX links can ever be followed (_current): the
+            # older ones go, or a client that resumes all day grew the chain by one a time.
+            oldest: str | None = token
+            for _ in range(RESUME_CHAIN_MAX):
+                oldest = self._predecessor.get(oldest) if oldest is not None else None
+            if oldest is not None:
+                self._forget_chain(oldest)
         return token
 
     def _current(self, token: str) -> str:
