@@ -6,8 +6,9 @@ import dataclasses
 import inspect
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -795,6 +796,25 @@ async def test_a_refused_call_lists_at_most_fifty_methods_and_counts_the_rest(ur
                 await proxy.call("nope")
 
 
+async def running_on(
+    nursery: trio.Nursery, provider: ts.Client, call: Callable[[], Awaitable[Any]]
+) -> list[ts.ConnectionClosed]:
+    """Start ``call`` in ``nursery``; return once ``provider`` runs it. The list gets the
+    ConnectionClosed the call raises (a restart of its server)."""
+    lost: list[ts.ConnectionClosed] = []
+
+    async def make_the_call() -> None:
+        try:
+            await call()
+        except ts.ConnectionClosed as exc:
+            lost.append(exc)
+
+    nursery.start_soon(make_the_call)
+    while not provider._rpc.running:  # noqa: ASYNC110 - the provider's table, polled
+        await trio.sleep(0.005)
+    return lost
+
+
 async def test_a_call_running_at_a_server_restart_never_answers_a_call_of_the_new_server() -> None:
     # The restarted server numbers its calls from 1 again. The provider's call of the lost
     # connection, still running, used to answer on the new connection: its result reached
@@ -825,17 +845,7 @@ async def test_a_call_running_at_a_server_restart_never_answers_a_call_of_the_ne
             ):
                 prov.expose(slow)
                 proxy = await one.rpc("prov")
-                first_answer: list[BaseException] = []
-
-                async def call_first() -> None:
-                    try:
-                        await proxy.slow("A", 1.0)
-                    except ts.ConnectionClosed as exc:
-                        first_answer.append(exc)
-
-                nursery.start_soon(call_first)
-                while not prov._rpc.running:  # noqa: ASYNC110 - the provider's table, polled
-                    await trio.sleep(0.005)
+                first_answer = await running_on(nursery, prov, partial(proxy.slow, "A", 1.0))
                 await first.aclose()
                 second_config = ts.ServerConfig(host="127.0.0.1", tcp_port=port, http_port=None)
                 async with ts.open_server(second_config) as second:
@@ -881,17 +891,7 @@ async def test_a_call_of_the_lost_connection_cannot_answer_during_the_restore() 
                 proxy = await caller.rpc("prov")
                 for _ in range(4):
                     await proxy.quick()  # the lost call gets a number the new server uses
-                outcome: list[BaseException] = []
-
-                async def call() -> None:
-                    try:
-                        await proxy.until_welcomed_again()
-                    except ts.ConnectionClosed as exc:
-                        outcome.append(exc)
-
-                nursery.start_soon(call)
-                while not prov._rpc.running:  # noqa: ASYNC110 - the provider's table, polled
-                    await trio.sleep(0.005)
+                outcome = await running_on(nursery, prov, proxy.until_welcomed_again)
                 await first.aclose()
                 second_config = ts.ServerConfig(host="127.0.0.1", tcp_port=port, http_port=None)
                 second: ts.Server = await nursery.start(ts.serve, second_config)
