@@ -166,6 +166,10 @@ class SyncClient:
         # (publisher, payload, size, time_s): the time is taken at the call, so a value
         # queued through an outage still says when it was published, not when it went out.
         self._queue: list[tuple[Publisher, EncodedPayload, int, float]] = []
+        # The batch the drain works through (taken out of the queue), and its place in it:
+        # values not handed on yet are there too (a publisher's close counts them).
+        self._batch: list[tuple[Publisher, EncodedPayload, int, float]] = []
+        self._batch_at = 0
         # Values ever queued, and ever handed on (sent, or failed): their difference is what
         # is queued or taken by the trio side and not sent yet (_queued_frames), and a flush
         # waits for those queued before it, not for those other threads keep queueing.
@@ -621,8 +625,9 @@ class SyncClient:
                 continue
             frames = nbytes = dropped = 0
             unread: dict[str, int] = {}  # values that found no reader any more, by channel
+            self._batch = batch
             try:
-                for pub, payload, size, stamp in batch:
+                for self._batch_at, (pub, payload, size, stamp) in enumerate(batch):
                     failure = pub.failure
                     if isinstance(failure, ResourceClosed):
                         # Closed while this value waited (its `with` block ended on an
@@ -719,7 +724,8 @@ class SyncClient:
         async with open_own_nursery() as nursery:
             await self._flush_while_progressing(nursery)
         with self._cond:
-            return sum(1 for queued in self._queue if queued[0] is pub)
+            waiting = [*self._batch[self._batch_at + 1 :], *self._queue]
+        return sum(1 for queued in waiting if queued[0] is pub)
 
     async def _flush(self, queued: int | None = None) -> None:
         """Wait until the values queued before (the first ``queued`` ever; None: all so far)
