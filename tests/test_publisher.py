@@ -83,3 +83,46 @@ async def test_time_s_is_a_number_of_seconds_or_invalid_argument(server: ts.Serv
             await client.publish("t", 1, time_s="now")  # type: ignore[arg-type]
         async with client.subscribe("t", policy="unbounded") as sub:
             assert [(await sub.receive()).time for _ in range(3)] == [10.5, 11.0, 12.0]
+
+
+async def test_a_send_waiting_for_its_window_ends_when_another_task_closes_the_publisher(
+    server: ts.Server,
+) -> None:
+    # A block reader that reads nothing holds the writer's window full: a send waits for an
+    # acknowledgement that never comes. Closing the publisher from another task must end that
+    # wait (it raises ResourceClosed), and a wait_for_readers too; both waited for good.
+    assert server.tcp_url
+    with trio.fail_after(WAIT_S):
+        async with (
+            ts.open_client(server.tcp_url, name="w") as writer,
+            ts.open_client(server.tcp_url, name="r") as reader,
+        ):
+            await writer.create_channel("stuck")
+            async with reader.subscribe("stuck", policy="block", size=1):
+                pub = await writer.open_publisher("stuck")
+                await pub.wait_for_readers()
+                outcomes: list[BaseException] = []
+
+                async def send_until_closed() -> None:
+                    try:
+                        while True:
+                            await pub.send(b"x" * PAYLOAD_BYTES)
+                    except ts.ResourceClosed as exc:
+                        outcomes.append(exc)
+
+                async def wait_for_two_readers() -> None:
+                    try:
+                        await pub.wait_for_readers(2)
+                    except ts.ResourceClosed as exc:
+                        outcomes.append(exc)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send_until_closed)
+                    nursery.start_soon(wait_for_two_readers)
+                    sent = -1
+                    while sent != pub.sent:  # until the window is full and send waits
+                        sent = pub.sent
+                        await trio.sleep(0.2)
+                    await pub.aclose()
+                assert [type(e) for e in outcomes] == [ts.ResourceClosed] * 2
+                assert "is closed" in str(outcomes[0])

@@ -1343,6 +1343,42 @@ async def test_a_close_waits_for_a_slow_block_reader_as_long_as_it_takes_values(
     assert got == list(range(published))
 
 
+async def test_a_publisher_close_that_gives_up_counts_every_value_it_drops(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A block reader that reads nothing holds the writer back: the publisher's close gives
+    # up after CLOSE_FLUSH_S and says how many values it dropped. Those are the values
+    # queued and those in the batch the drain was working through (taken out of the queue,
+    # not sent yet): it counted the queue only, and said nothing of the rest. Whatever was
+    # not dropped reached the server, so the reader gets exactly the others.
+    monkeypatch.setattr(sync_module, "CLOSE_FLUSH_S", 0.5)
+    published = 3000  # past the publisher's window (1024) and the reader's size
+    async with ts.open_client(url, name="rec") as rec:
+        await rec.create_channel("stuck")
+        async with rec.subscribe("stuck", policy="block", size=8) as sub:
+
+            def write() -> str:
+                with SyncClient(url, name="w") as c:
+                    pub = c.publisher("stuck")
+                    for value in range(published):
+                        pub.send(value)
+                    with pytest.raises(ts.TrioStreamError) as gave_up:
+                        pub.close()
+                    return str(gave_up.value)
+
+            with trio.fail_after(DEADLINE_S):
+                message = await in_thread(write)
+                dropped = int(message.split()[0])
+                assert f"{dropped} values published to 'stuck' were not sent" in message
+                got: list[int] = []
+                while len(got) < published - dropped:
+                    got.append((await sub.receive()).data)
+                assert got == list(range(published - dropped))
+                with trio.move_on_after(0.5):  # and nothing after them
+                    extra = await sub.receive()
+                    pytest.fail(f"one more value than the close said: {extra.data}")
+
+
 async def test_a_wait_for_readers_that_times_out_names_the_channel(url: str) -> None:
     def scenario() -> None:
         with SyncClient(url, name="w") as c:

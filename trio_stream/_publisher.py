@@ -425,6 +425,7 @@ class Publisher:
             self._check()
         elif out_bytes >= self._yield_bytes:
             await trio.lowlevel.checkpoint()
+            self._check()  # closed meanwhile: a frame after the close would be unknown
         else:
             # Not a full checkpoint on purpose: yielding after every small frame would write
             # every frame on its own (one syscall each). Queued bytes and the writer window
@@ -481,6 +482,11 @@ class Publisher:
         client._resuming_pubs.discard(self)
         if self._holding:  # close_nowait: what was sent goes out before the close, now
             self._release()
+        # A send() waiting for the window (a block reader that reads nothing) or a
+        # wait_for_readers() in another task raises ResourceClosed now: no ack or reader may
+        # ever come to wake it.
+        self._acked_event.set()
+        self._readers_event.set()
         return self._live and client._publishers.pop(self.pub_id, None) is not None
 
     async def aclose(self) -> None:

@@ -27,6 +27,7 @@ import atexit
 import contextlib
 import logging
 import math
+import operator
 import os
 import ssl
 import sys
@@ -166,10 +167,13 @@ class SyncClient:
         # (publisher, payload, size, time_s): the time is taken at the call, so a value
         # queued through an outage still says when it was published, not when it went out.
         self._queue: list[tuple[Publisher, EncodedPayload, int, float]] = []
-        # The batch the drain works through (taken out of the queue), and its place in it:
-        # values not handed on yet are there too (a publisher's close counts them).
+        # The batch the drain works through (taken out of the queue) and its iterator, whose
+        # length hint is what is left of it: values not handed on yet are there too (a
+        # publisher's close counts them). The iterator keeps the place at no cost per value.
         self._batch: list[tuple[Publisher, EncodedPayload, int, float]] = []
-        self._batch_at = 0
+        self._batch_left: Iterator[tuple[Publisher, EncodedPayload, int, float]] = iter(())
+        # Publishers whose close gave up and counted the values it dropped (they raised it).
+        self._drops_told: weakref.WeakSet[Publisher] = weakref.WeakSet()
         # Values ever queued, and ever handed on (sent, or failed): their difference is what
         # is queued or taken by the trio side and not sent yet (_queued_frames), and a flush
         # waits for those queued before it, not for those other threads keep queueing.
@@ -626,13 +630,14 @@ class SyncClient:
             frames = nbytes = dropped = 0
             unread: dict[str, int] = {}  # values that found no reader any more, by channel
             self._batch = batch
+            self._batch_left = batch_left = iter(batch)
             try:
-                for self._batch_at, (pub, payload, size, stamp) in enumerate(batch):
+                for pub, payload, size, stamp in batch_left:
                     failure = pub.failure
                     if isinstance(failure, ResourceClosed):
                         # Closed while this value waited (its `with` block ended on an
-                        # exception).
-                        dropped += 1
+                        # exception, or its close gave up and counted it already).
+                        dropped += pub not in self._drops_told
                     elif failure is not None:  # the channel was deleted, the client closed
                         self._publish_failed(failure, pub, queued=True)
                     else:
@@ -640,6 +645,8 @@ class SyncClient:
                             if not await pub.send(payload, time_s=stamp):
                                 unread[pub.channel] = unread.get(pub.channel, 0) + 1
                             self._used.add(pub)
+                        except ResourceClosed:  # closed while this send waited for its window
+                            dropped += pub not in self._drops_told
                         except TrioStreamError as exc:
                             self._publish_failed(exc, pub, queued=True)
                     frames += 1
@@ -652,6 +659,7 @@ class SyncClient:
                 # connection): what send() took is the publisher's to count (undelivered),
                 # so the queue's count must not count it as well.
                 self._release(frames, nbytes)
+                self._batch = []
             if dropped:
                 log.warning("%d queued values for closed publishers were not sent", dropped)
             for channel, count in unread.items():
@@ -718,14 +726,27 @@ class SyncClient:
             released = self._released_total
         return released, sum(pub.acknowledged for pub in self._used)
 
-    async def _flush_publisher_for_close(self, pub: Publisher) -> int:
+    async def _flush_and_close_publisher(self, pub: Publisher) -> tuple[int, int]:
         """A publisher's close: wait while the flush makes progress (as the client's close
-        does); the values still queued for ``pub`` when it gives up, which are dropped."""
+        does), then close it. Returns the values still queued for ``pub`` when the flush gave
+        up, which are dropped, and those it took that were not delivered (Publisher's count).
+        """
         async with open_own_nursery() as nursery:
             await self._flush_while_progressing(nursery)
         with self._cond:
-            waiting = [*self._batch[self._batch_at + 1 :], *self._queue]
-        return sum(1 for queued in waiting if queued[0] is pub)
+            batch = self._batch
+            # Mid-batch the drain waits in the send of the value before the iterator's
+            # place (no other await there): that send raises once the publisher is closed.
+            at = len(batch) - operator.length_hint(self._batch_left) - 1
+            waiting = [*batch[max(at, 0) :], *self._queue]
+        dropped = sum(1 for queued in waiting if queued[0] is pub)
+        if dropped:  # the close says so: the drain passes them by without a second word
+            self._drops_told.add(pub)
+        # With no wait between the count and the close (a closing publisher that does not
+        # hold its window for readers does not wait): the drain cannot send a counted value.
+        with contextlib.suppress(ConnectionClosed):
+            return dropped, await self._close_publisher(pub, False)
+        return dropped, 0
 
     async def _flush(self, queued: int | None = None) -> None:
         """Wait until the values queued before (the first ``queued`` ever; None: all so far)
@@ -1052,13 +1073,17 @@ class SyncPublisher:
         self._closed = True
         client = self._client
         undelivered = dropped = 0
+        closed = False
         try:
             if flush and not client.closed:
                 # Bounded by progress: with the connection down for good, or a reader that
                 # takes nothing, it would wait forever; a slow reader is waited for.
-                dropped = client._call(partial(client._flush_publisher_for_close, self._pub))
+                dropped, undelivered = client._call(
+                    partial(client._flush_and_close_publisher, self._pub)
+                )
+                closed = True
         finally:
-            if not client.closed:
+            if not closed and not client.closed:
                 with contextlib.suppress(ConnectionClosed):
                     if flush:
                         undelivered = client._call(
@@ -1066,14 +1091,16 @@ class SyncPublisher:
                         )
                     else:
                         client._run_sync(partial(client._close_publisher_nowait, self._pub))
+        never_sent = (
+            f"{dropped} values published to {self.channel[:80]!r} were not sent: the server "
+            f"took nothing for {CLOSE_FLUSH_S:g} s while the publisher closed (a block reader "
+            "that reads nothing holds its writers back); they are dropped"
+        )
         if undelivered:
-            raise ConnectionClosed(self._pub.undelivered_message(undelivered))
+            message = self._pub.undelivered_message(undelivered)
+            raise ConnectionClosed(f"{message}; and {never_sent}" if dropped else message)
         if dropped:
-            raise TrioStreamError(
-                f"{dropped} values published to {self.channel[:80]!r} were not sent: the "
-                f"server took nothing for {CLOSE_FLUSH_S:g} s while the publisher closed (a "
-                "block reader that reads nothing holds its writers back); they are dropped"
-            )
+            raise TrioStreamError(never_sent)
 
     def __enter__(self) -> SyncPublisher:
         return self
