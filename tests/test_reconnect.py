@@ -808,6 +808,43 @@ async def test_a_half_open_connection_is_replaced_without_a_name_race(
         assert names.count("daq") == 1
 
 
+async def test_half_open_connections_replaced_in_turn_leave_no_chain_of_old_sessions(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # Each take-over of a half-open connection moved its lease to the new session, and the
+    # lease still named the old session: new -> lease -> old -> its lease -> older ..., a
+    # chain that grew by a whole Session (its outbox, its buffers) per take-over for as long
+    # as the client stayed connected (a laptop on a flaky link).
+    import gc
+    import weakref
+
+    old_sessions: list[weakref.ref[Any]] = []
+    async with (
+        ts.open_client(proxy.url, name="daq", reconnect=FAST, heartbeat=0.5) as client,
+        ts.open_client(server.tcp_url or "", name="w") as writer,
+    ):
+        await writer.create_channel("AI1")
+        async with (
+            writer.publisher("AI1") as pub,
+            client.subscribe("AI1", policy="block", size=100) as sub,
+        ):
+            for value in range(3):
+                await pub.wait_for_readers()
+                await pub.send(value)
+                assert (await sub.receive()).data == value
+                old_sessions.append(weakref.ref(server.state.by_name["daq"]))
+                proxy.stall()  # the server still believes this connection alive
+                with trio.fail_after(WAIT_S):
+                    await client.wait_state("reconnecting")
+                    await client.wait_state("open")
+            await pub.send(3)
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == 3
+            gc.collect()
+            alive = [ref() for ref in old_sessions if ref() is not None]
+            assert not alive, f"{len(alive)} replaced sessions still held"
+
+
 async def test_an_unnamed_client_gets_its_name_back_from_the_same_server(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

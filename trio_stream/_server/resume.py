@@ -73,7 +73,7 @@ class Lease:
     token: str
     name: str
     client_id: int
-    session: Resumable | None
+    session: Resumable | None  # its live connection; None once that ended or was replaced
     taken: dict[int, int] = field(default_factory=dict)  # old pub id -> frames published
     next_pub: int = 1  # the id its session would have given next: its successor goes on there
     next_sub: int = 1  # the same for subscription ids (kept.py: an id names one subscription)
@@ -185,6 +185,10 @@ class ResumeBook:
             # turn, and the two connections would take it from each other for good.
             old.close("replaced: the same client connected again (resume)", reconnect=False)
             lease.orphans = list(self.broker.owned_by(old.client_id))
+            # The lease is the new session's now (its resume_lease): naming the old one it
+            # would keep it, and the old one its own lease, a chain growing by a Session per
+            # take-over for as long as the client stays.
+            lease.session = None
         for channel in lease.orphans:
             # Not one that a new process of this name has adopted meanwhile (adopt_channel).
             if (
