@@ -16,6 +16,7 @@ from __future__ import annotations
 import select
 from functools import partial
 
+import pytest
 import trio
 import trio.testing
 
@@ -170,3 +171,71 @@ async def test_credit_is_on_the_wire_before_the_application_yields() -> None:
                 decoder.receive_data(await accepted[0].receive_some())
                 assert [F.parse_counter(frame) for frame in decoder.frames()] == [(NEW_SUB, 1)]
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("wire_kind", "gap_kind"),
+    [("resumed", "resumed"), ("reset", "reset"), ("caught_up", "reset"), (None, "reset")],
+)
+async def test_a_resume_kind_the_client_does_not_know_is_a_reset(
+    wire_kind: str | None, gap_kind: str
+) -> None:
+    # A newer server may answer a resume with a kind this client does not know: the gap says
+    # "reset" (nothing claimed about what was lost), not a third kind that Gap's type, and
+    # every application's match on it, does not have.
+    connections = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        decoder = FrameDecoder(2**20)
+        try:
+            while chunk := await stream.receive_some():
+                decoder.receive_data(chunk)
+                for frame in decoder.frames():
+                    if frame[0] != F.CONTROL:
+                        continue
+                    message = M.decode_message(frame)
+                    if isinstance(message, M.Hello):
+                        await stream.send_all(welcome(message))
+                    elif isinstance(message, M.Subscribe):
+                        result: dict[str, object] = {
+                            "sub": OLD_SUB if first else NEW_SUB,
+                            "window": WINDOW_FRAMES,
+                            "window_bytes": 2**20,
+                            "epoch": "e",
+                        }
+                        if not first:
+                            resume = {"recovered": 0}
+                            if wire_kind is not None:
+                                resume["kind"] = wire_kind  # type: ignore[assignment]
+                            result["resume"] = resume
+                        await stream.send_all(control(M.Reply(id=message.id, result=result)))
+                        if first:
+                            await stream.send_all(data(1, OLD_SUB))
+                            await trio.sleep(0.2)
+                            await stream.aclose()
+                            return
+                        await stream.send_all(data(5, NEW_SUB))
+                    elif isinstance(message, M.Request):
+                        await stream.send_all(control(M.Reply(id=message.id, result=None)))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), handle, 0)
+        url = f"tcp://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        with trio.fail_after(20):
+            reconnect = ts.Reconnect(initial=0.05)
+            async with (
+                ts.open_client(url, name="r", reconnect=reconnect) as client,
+                client.subscribe("ch", size=WINDOW_FRAMES) as sub,
+            ):
+                first = await sub.receive()
+                after = await sub.receive()
+        nursery.cancel_scope.cancel()
+    assert (first.seq, first.gap) == (1, None)
+    assert after.seq == 5 and after.gap is not None
+    assert after.gap.kind == gap_kind
+    assert after.gap.lost == (0 if gap_kind == "resumed" else None)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 R = TypeVar("R")
+
+# What a Gap says happened: a type checker knows the two values (a plain str did not).
+GapKind = Literal["resumed", "reset"]
 
 
 def _from_wire(cls: type[R], data: Any) -> R:
@@ -26,7 +29,7 @@ class Gap(NamedTuple):
     (the server restarted, the channel was re-created); ``lost`` is None (unknowable).
     """
 
-    kind: str  # "resumed" | "reset"
+    kind: GapKind
     lost: int | None
     recovered: int
 

@@ -7,7 +7,7 @@ import math
 import struct
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import trio
 
@@ -30,7 +30,7 @@ from ._protocol.frames import (
 )
 from ._protocol.limits import SUBSCRIBE_WINDOW_BYTES
 from ._protocol.messages import Retune, Subscribe, Unsubscribe, check_fields
-from ._records import Gap, Message, Position
+from ._records import Gap, GapKind, Message, Position
 from ._stats import RateMeter, SubscriptionStatistics
 from ._subscription_end import SubscriptionEnded
 
@@ -132,7 +132,7 @@ class Subscription:
         self.end_reason: str | None = None
         self._meter = RateMeter()
         # A gap waiting for the first message after it (see _expect_gap).
-        self._gap_kind = ""
+        self._gap_kind: GapKind | Literal[""] = ""
         self._gap_recovered = 0
         self._before_gap = 0
         if "resume" in result:
@@ -219,10 +219,10 @@ class Subscription:
         The method that builds messages is swapped for the one that adds the gap, and
         swapped back by it: the hot path pays nothing for gaps that are not pending.
         """
-        kind = resume.get("kind", "reset")
-        if self._gap_kind == "reset":  # a reset not yet reported stays a reset
-            kind = "reset"
-        self._gap_kind = kind
+        # A reset not yet reported stays a reset; a kind this client does not know (a newer
+        # server's) is taken as a reset: what was lost is not known.
+        resumed = resume.get("kind") == "resumed" and self._gap_kind != "reset"
+        self._gap_kind = "resumed" if resumed else "reset"
         self._gap_recovered += int(resume.get("recovered", 0))
         self._before_gap = len(self._frames)
         self._message = self._message_after_gap  # type: ignore[method-assign]
@@ -233,8 +233,9 @@ class Subscription:
             return Subscription._message(self, frame)
         del self._message  # the class's method again
         message = Subscription._message(self, frame)
-        lost = message.lost if self._gap_kind == "resumed" else None
-        gap = Gap(self._gap_kind, lost, self._gap_recovered)
+        kind = self._gap_kind or "reset"
+        lost = message.lost if kind == "resumed" else None
+        gap = Gap(kind, lost, self._gap_recovered)
         self._gap_kind = ""
         self._gap_recovered = 0
         return message._replace(gap=gap)
