@@ -1379,6 +1379,41 @@ async def test_a_publisher_close_that_gives_up_counts_every_value_it_drops(
                     pytest.fail(f"one more value than the close said: {extra.data}")
 
 
+async def test_a_flush_waiting_on_a_publisher_another_thread_closes_returns(url: str) -> None:
+    # A flush waits for the server to take what a publisher sent; a block reader that reads
+    # nothing holds that back. Closing the publisher (without its own flush) from another
+    # thread ends the flush's wait for it: the close says what it drops, the flush neither
+    # hangs (it did: the closed publisher heard no more acks) nor raises.
+    async with ts.open_client(url, name="rec") as rec:
+        await rec.create_channel("held")
+        async with rec.subscribe("held", policy="block", size=8):
+
+            def scenario() -> None:
+                with SyncClient(url, name="w") as c:
+                    pub = c.publisher("held")
+                    pub.wait_for_readers(timeout=STEP_S)
+                    for value in range(100):  # within the window: send does not wait
+                        pub.send(value)
+                    outcome: list[BaseException | None] = []
+
+                    def flush() -> None:
+                        try:
+                            c.flush(timeout=STEP_S)
+                            outcome.append(None)
+                        except BaseException as exc:  # reported by the assert below
+                            outcome.append(exc)
+
+                    flusher = threading.Thread(target=flush)
+                    flusher.start()
+                    flusher.join(0.5)
+                    assert flusher.is_alive(), "the flush should wait for the held values"
+                    pub.close(flush=False)
+                    flusher.join(STEP_S)
+                    assert outcome == [None]
+
+            await in_thread(scenario)
+
+
 async def test_a_wait_for_readers_that_times_out_names_the_channel(url: str) -> None:
     def scenario() -> None:
         with SyncClient(url, name="w") as c:

@@ -465,7 +465,11 @@ class Publisher:
         """Wait until the server has taken every frame sent so far into its readers' buffers.
 
         Those sent before the call: not the ones other tasks send meanwhile (a flush while
-        another thread kept publishing never ended)."""
+        another thread kept publishing never ended).
+
+        Raises:
+            ResourceClosed: the publisher was closed (by another task) while this waited.
+        """
         # Frames leave the window in the order sent: acknowledged, or counted as taken
         # after a resume, each adding to _acked_total.
         sent = self._acked_total + len(self._unacked)

@@ -774,6 +774,8 @@ class SyncClient:
                     await pub.wait_acknowledged()  # what it sent so far: not what follows
                 except ConnectionClosed:
                     pass  # its failure, below, is raised to every flush (not kept for close)
+                except ResourceClosed:
+                    pass  # closed meanwhile by its owner, whose close says what it dropped
                 except TrioStreamError as exc:
                     self._publish_failed(exc, pub)
             failure = pub.failure
