@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import trio
 from client_parts import tcp_transport
+from proxy import open_proxy
 
 import trio_stream as ts
+from trio_stream._client_constants import OUTGOING_HIGH_WATER_BYTES
 from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import PREFIX_BYTES
 from trio_stream._publisher import LOSSLESS_YIELD_EVERY_BYTES, YIELD_EVERY_BYTES
@@ -126,3 +128,75 @@ async def test_a_send_waiting_for_its_window_ends_when_another_task_closes_the_p
                     await pub.aclose()
                 assert [type(e) for e in outcomes] == [ts.ResourceClosed] * 2
                 assert "is closed" in str(outcomes[0])
+
+
+async def flood_until_out_space_is_full(
+    client: ts.Client, pub: ts.Publisher, blocked: trio.Event, outcome: list[BaseException]
+) -> None:
+    """Send until a send waits for the client's outgoing buffer; record how it ends."""
+    try:
+        while True:
+            if client._out_bytes > OUTGOING_HIGH_WATER_BYTES:
+                blocked.set()  # this send waits for out space
+            await pub.send(b"x" * 60_000)
+    except ts.TrioStreamError as exc:
+        outcome.append(exc)
+
+
+async def test_a_send_waiting_for_out_space_ends_when_its_publisher_closes(
+    server: ts.Server,
+) -> None:
+    # The path to the server freezes: the client's outgoing buffer fills and a send waits
+    # for room. Another task closes the publisher: that send raises ResourceClosed (it
+    # waited for the heartbeat to give up, and for good without one).
+    assert server.tcp_url
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(proxy.url, heartbeat=None) as client,
+    ):
+        await client.create_channel("frozen", history=1)  # wanted without a reader
+        pub = await client.open_publisher("frozen")
+        proxy.hold()
+        outcome: list[BaseException] = []
+        blocked = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood_until_out_space_is_full, client, pub, blocked, outcome)
+            with trio.fail_after(WAIT_S):
+                await blocked.wait()
+            await trio.sleep(0.2)
+            pub.close_nowait()
+            try:
+                with trio.fail_after(WAIT_S):
+                    while not outcome:  # noqa: ASYNC110 - the flood task records its end
+                        await trio.sleep(0.01)
+            finally:
+                nursery.cancel_scope.cancel()
+                proxy.release()
+        assert [type(e) for e in outcome] == [ts.ResourceClosed]
+
+
+async def test_a_send_waiting_for_out_space_ends_when_its_client_closes(
+    server: ts.Server,
+) -> None:
+    # A send of a task outside the client's block waits for room when the client closes:
+    # the close replaced the event that send waited on, and set only the new one.
+    assert server.tcp_url
+    outcome: list[BaseException] = []
+    async with open_proxy(server.tcp_url) as proxy, trio.open_nursery() as outer:
+        blocked = trio.Event()
+        async with ts.open_client(proxy.url, heartbeat=None) as client:
+            await client.create_channel("frozen", history=1)
+            pub = await client.open_publisher("frozen")
+            proxy.hold()
+            outer.start_soon(flood_until_out_space_is_full, client, pub, blocked, outcome)
+            with trio.fail_after(WAIT_S):
+                await blocked.wait()
+            await trio.sleep(0.2)
+        try:
+            with trio.fail_after(WAIT_S):
+                while not outcome:  # noqa: ASYNC110 - the flood task records its end
+                    await trio.sleep(0.01)
+        finally:
+            outer.cancel_scope.cancel()
+            proxy.release()
+    assert [type(e) for e in outcome] == [ts.ConnectionClosed]

@@ -966,3 +966,13 @@ async def test_a_method_that_calls_sys_exit_fails_the_call_not_the_provider(
             assert failed.value.type_name == "SystemExit"
             assert await daq.still_here()
         assert daq_client.state == "open"
+
+
+async def test_expose_on_a_closed_client_raises(server: ts.Server) -> None:
+    # It returned the method names as if exposed (the suppress meant for a reconnecting
+    # client swallowed "the client is closed").
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="p") as client:
+        pass
+    with pytest.raises(ts.ConnectionClosed, match="the client is closed"):
+        client.expose(Daq())

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+from proxy import open_proxy
 
 import trio_stream as ts
 from trio_stream._protocol import rpc_messages as R
@@ -330,3 +331,140 @@ async def test_credit_returned_right_behind_the_call_is_not_lost(url: str) -> No
         port.send_control(R.Credit(id=request.id, n=8))
         await wait_until(lambda: len(inbox.values) == 10)
         assert sensor.steps == 10
+
+
+class OneThenSilence:
+    def __init__(self) -> None:
+        self.started = 0
+        self.stopped = trio.Event()
+
+    async def rpc_one_then_silence(self) -> AsyncIterator[int]:
+        self.started += 1
+        try:
+            yield 1
+            await trio.sleep_forever()
+        finally:
+            self.stopped.set()
+
+
+async def test_a_close_from_another_task_ends_an_iteration_waiting_for_a_value(
+    url: str,
+) -> None:
+    # The iterating task waits for a second value that never comes; another task closes the
+    # stream: the loop ends (nothing woke it, and it waited until its nursery was cancelled).
+    async with (
+        ts.open_client(url, name="slow", reconnect=False) as provider,
+        ts.open_client(url, name="ctl", reconnect=False) as caller,
+    ):
+        provider.expose(OneThenSilence())
+        stream = (await caller.rpc("slow", timeout=SETTLE_S)).one_then_silence()
+        got: list[int] = []
+        first = trio.Event()
+        ended = trio.Event()
+
+        async def read() -> None:
+            async for value in stream:
+                got.append(value)
+                first.set()
+            ended.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            with trio.fail_after(SETTLE_S):
+                await first.wait()
+            await trio.sleep(0.1)  # the reader waits for a second value now
+            await stream.aclose()
+            with trio.fail_after(SETTLE_S):
+                await ended.wait()
+        assert got == [1]
+
+
+async def test_a_sync_stream_closed_from_another_thread_ends_its_loop(url: str) -> None:
+    outcome: list[bool] = []
+
+    def scenario() -> None:
+        with (
+            ts.SyncClient(url, name="slow", reconnect=False) as provider,
+            ts.SyncClient(url, name="ctl", reconnect=False) as caller,
+        ):
+            provider.expose(OneThenSilence())
+            stream = caller.rpc("slow", timeout=SETTLE_S).one_then_silence()
+            first = threading.Event()
+            done = threading.Event()
+
+            def loop() -> None:
+                for _ in stream:
+                    first.set()
+                done.set()
+
+            thread = threading.Thread(target=loop, daemon=True)
+            thread.start()
+            assert first.wait(SETTLE_S)
+            done.wait(0.1)  # the loop waits for a second value now
+            stream.close()
+            outcome.append(done.wait(SETTLE_S))
+
+    await trio.to_thread.run_sync(scenario)
+    assert outcome == [True], "the iterating thread was not woken by close()"
+
+
+async def test_a_stream_closed_while_its_client_reconnects_never_calls(url: str) -> None:
+    # The first __anext__ waits for the connection; the stream is closed meanwhile. It made
+    # the call all the same once the client was back, handed out a value from the closed
+    # stream, and never cancelled the call: the provider's generator ran on.
+    provider_object = OneThenSilence()
+    async with (
+        open_proxy(url) as proxy,
+        ts.open_client(url, name="slow", reconnect=False) as provider,
+        ts.open_client(proxy.url, name="ctl", reconnect=ts.Reconnect(initial=0.05)) as caller,
+    ):
+        provider.expose(provider_object)
+        stream = (await caller.rpc("slow", timeout=SETTLE_S)).one_then_silence()
+        proxy.refuse()
+        proxy.cut()
+        with trio.fail_after(SETTLE_S):
+            await caller.wait_state("reconnecting")
+        got: list[int] = []
+
+        async def read() -> None:
+            async for value in stream:  # waits for the connection
+                got.append(value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.sleep(0.1)
+            await stream.aclose()
+            proxy.accept()
+            with trio.fail_after(SETTLE_S):
+                await caller.wait_state("open")
+            await trio.sleep(0.3)  # a call made now would have reached the provider
+            nursery.cancel_scope.cancel()
+        assert got == []
+        assert provider_object.started == 0
+
+
+class Count:
+    async def rpc_count(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+
+async def test_a_cancelled_next_loses_no_value(url: str) -> None:
+    # A timeout that has run out around __anext__ while values are there: the value was
+    # taken, then the cancel raised at the checkpoint after it, and the stream went on
+    # without it. A cancel is honoured only before a value is taken (as Subscription's).
+    async with (
+        ts.open_client(url, name="counter", reconnect=False) as provider,
+        ts.open_client(url, name="ctl", reconnect=False) as caller,
+    ):
+        provider.expose(Count())
+        proxy = await caller.rpc("counter", timeout=SETTLE_S)
+        got: list[int] = []
+        with trio.fail_after(SETTLE_S):
+            async with proxy.count(10) as stream:
+                got.append(await stream.__anext__())
+                await trio.sleep(0.2)  # the next values have arrived
+                with trio.move_on_after(0):
+                    got.append(await stream.__anext__())
+                got.extend([value async for value in stream])
+        assert got == list(range(10))

@@ -63,6 +63,7 @@ from ._protocol.limits import (
     PayloadLimits,
 )
 from ._protocol.messages import (
+    ClosePublisher,
     ControlMessage,
     CreateChannel,
     DeleteChannel,
@@ -83,6 +84,7 @@ from ._protocol.messages import (
     SubEnd,
     Subscribe,
     UnknownOp,
+    Unsubscribe,
     Welcome,
     check_fields,
     check_message,
@@ -617,7 +619,8 @@ class Client:
             self._enqueue([frame_prefix(len(goodbye)), goodbye])
             with trio.move_on_after(1.0):
                 while self._out and self._connected:
-                    self._out_space = trio.Event()
+                    if self._out_space.is_set():  # shared: never strand a send waiting on it
+                        self._out_space = trio.Event()
                     await self._out_space.wait()
                 # Then the server's end of it: it frees the name and ends (or keeps) the
                 # channels before it closes the connection, so a process that starts again
@@ -674,9 +677,17 @@ class Client:
         if rest:
             self._enqueue(rest)
 
-    async def _wait_out_space(self) -> None:
+    async def _wait_out_space(self, pub: Publisher | None = None) -> None:
         while self._out_bytes > OUTGOING_HIGH_WATER_BYTES and self._connected:
+            if pub is not None and pub._ended is not None:
+                return
             await self._out_space.wait()
+
+    def _wake_out_space_waiters(self) -> None:
+        old = self._out_space
+        if not old.is_set():
+            self._out_space = trio.Event()
+            old.set()
 
     async def _sender(self) -> None:
         transport = self._transport
@@ -748,25 +759,41 @@ class Client:
         cls: type[Request],
         *,
         on_result: Callable[[Any], Any] | None = None,
+        undo: Callable[[Any], None] | None = None,
         **fields: Any,
     ) -> Any:
         """Send a request once the client is usable (waiting while it reconnects)."""
         await self.wait_usable()
-        return await self._request_now(cls, on_result=on_result, **fields)
+        return await self._request_now(cls, on_result=on_result, undo=undo, **fields)
 
     async def _request_now(
         self,
         cls: type[Request],
         *,
         on_result: Callable[[Any], Any] | None = None,
+        undo: Callable[[Any], None] | None = None,
         **fields: Any,
     ) -> Any:
-        """Send a request on the current connection (restoring uses it before "open")."""
+        """Send a request on the current connection (restoring uses it before "open").
+
+        ``undo``: a request that makes something on the server, abandoned before its
+        answer (a cancel, a timeout): the answer is still awaited, and ``undo(result)``
+        closes what it made."""
         request = self._send_request(cls, on_result, **fields)
         try:
             await request.done.wait()
-        finally:
+        except BaseException:
+            if undo is not None and not request.done.is_set():
+
+                def undone(result: Any) -> None:
+                    self._replies.pop(request.id, None)
+                    undo(result)
+
+                request.on_result = undone  # stays pending: its answer is undone
+                raise
             self._replies.pop(request.id, None)
+            raise
+        self._replies.pop(request.id, None)
         if request.error is not None:
             raise request.error
         return request.result
@@ -1193,7 +1220,12 @@ class Client:
             return pub
 
         pub: Publisher = await self._request(
-            OpenPublisher, on_result=register, channel=channel, key=key, writer=writer_key
+            OpenPublisher,
+            on_result=register,
+            undo=lambda r: self._forget(self._send_request(ClosePublisher, pub=r["pub"])),
+            channel=channel,
+            key=key,
+            writer=writer_key,
         )
         return pub
 
@@ -1303,7 +1335,11 @@ class Client:
 
         async def subscribe_once() -> Subscription:
             sub: Subscription = await self._request(
-                Subscribe, on_result=register, **spec, **since_fields
+                Subscribe,
+                on_result=register,
+                undo=lambda r: self._forget(self._send_request(Unsubscribe, sub=r["sub"])),
+                **spec,
+                **since_fields,
             )
             return sub
 

@@ -421,7 +421,7 @@ class Publisher:
             self._check()
         out_bytes = client._out_bytes
         if out_bytes > OUTGOING_HIGH_WATER_BYTES:
-            await client._wait_out_space()
+            await client._wait_out_space(self)
             self._check()
         elif out_bytes >= self._yield_bytes:
             await trio.lowlevel.checkpoint()
@@ -491,6 +491,7 @@ class Publisher:
         # ever come to wake it.
         self._acked_event.set()
         self._readers_event.set()
+        client._wake_out_space_waiters()
         return self._live and client._publishers.pop(self.pub_id, None) is not None
 
     async def aclose(self) -> None:

@@ -291,6 +291,8 @@ class RpcEndpoint:
         return len(self._running)
 
     def expose(self, obj: object, name: str | None, *, thread: bool) -> list[str]:
+        if self._client.closed:  # (a reconnecting client exposes on its next connection)
+            raise ConnectionClosed("the client is closed: nothing can be exposed through it")
         if name is not None:
             _check_service_name(name)
         prefix = f"{name}." if name else ""

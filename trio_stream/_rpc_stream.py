@@ -186,6 +186,8 @@ class RemoteStream:
 
     async def _start(self) -> PendingRequest:
         await self._port.wait_usable()
+        if self._closed:  # closed while waiting for the connection: never call
+            raise StopAsyncIteration
         request = self._port.start_request(self._build)
         request.on_done = self._inbox.wake
         self._streams[request.id] = self._inbox
@@ -198,11 +200,16 @@ class RemoteStream:
     async def __anext__(self) -> Any:
         if self._closed:
             raise StopAsyncIteration
+        # Cancellation is honoured only before a value is taken (as Subscription.receive):
+        # a value taken and then lost to a cancel would leave a silent hole in the stream.
+        await trio.lowlevel.checkpoint_if_cancelled()
         request = self._request
         try:
             if request is None:
                 request = self._request = await self._start()
             while not self._values:
+                if self._closed:  # closed by another task while this one waited
+                    raise StopAsyncIteration
                 if request.done.is_set():
                     self._finish()
                     if request.error is not None:
@@ -219,7 +226,7 @@ class RemoteStream:
             if not isinstance(exc, StopAsyncIteration):
                 self._abandon()  # cancelled or failed: the provider stops too
             raise
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()  # taken: not lost to a cancel
         return decode_payload(value)
 
     def receive_nowait(self) -> Any:
@@ -257,6 +264,7 @@ class RemoteStream:
         request = self._request
         self._finish()
         self._values.clear()
+        self._inbox.wake()  # an __anext__ waiting in another task (or thread) ends now
         if request is not None and not request.done.is_set() and not self._port.closed:
             with contextlib.suppress(ConnectionClosed):
                 self._port.send_control(Cancel(id=request.id))
