@@ -1722,3 +1722,57 @@ async def test_a_server_shutdown_lets_clients_reconnect_to_the_restarted_server(
                     assert await client.wait_state("open", "closed") == "open"
                 await client.create_channel("back")
                 process2.send_signal(signal.SIGTERM)
+
+
+async def test_a_graceful_restart_loses_nothing_to_a_block_reader_slower_than_its_writer() -> None:
+    # The writer is ahead of its block reader: frames wait parked for room in the reader's
+    # buffer. At a SIGTERM the server let them move into that buffer as the reader made room
+    # (acknowledging them to the writer), then closed the reader's connection at the end of
+    # shutdown_grace_s with part of them still buffered: lost, and uncounted (the writer
+    # held them for taken). Now a draining server takes no parked frame in: the writer still
+    # holds them and sends them to the restarted server, and the reader drains its buffer.
+    values = 1000
+    async with server_process() as (process, url):
+        port = port_of(url)
+        async with (
+            ts.open_client(url, name="w", reconnect=FAST) as writer,
+            ts.open_client(url, name="r", reconnect=FAST) as reader,
+        ):
+            await writer.create_channel("K")
+            got: list[int] = []
+
+            async def read() -> None:
+                async with reader.subscribe(
+                    "K", policy="block", size=100, wait_channel=True
+                ) as sub:
+                    while len(got) < values:
+                        msg = await sub.receive()
+                        got.append(msg.data)
+                        await trio.sleep(0.008)  # ~125 Hz: a quarter of the writer's rate
+
+            async def write() -> None:
+                async with writer.publisher("K") as pub:
+                    await pub.wait_for_readers()
+                    for value in range(values):
+                        await pub.send(value)
+                        await trio.sleep(0.002)
+                    await pub.wait_acknowledged()  # through the restart (as a SyncClient's close)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                nursery.start_soon(write)
+                await trio.sleep(1.5)  # the writer is well ahead now
+                process.send_signal(signal.SIGTERM)
+                with trio.fail_after(WAIT_S):
+                    await process.wait()
+                async with server_process(tcp_port=port):
+                    with trio.fail_after(WAIT_S):
+                        await writer.wait_state("open")  # it creates its channel again
+                    while len(got) < values:  # until it has all, or takes nothing for 3 s
+                        before = len(got)
+                        await trio.sleep(3)
+                        if len(got) == before:
+                            break
+                    nursery.cancel_scope.cancel()
+            missing = sorted(set(range(values)) - set(got))
+            assert got == list(range(values)), f"{len(missing)} missing: {missing[:10]}..."

@@ -727,7 +727,15 @@ class Reader:
         self.active = False
 
     def _unpark(self) -> None:
-        """Room was made: move parked frames in, in order, releasing their writers."""
+        """Room was made: move parked frames in, in order, releasing their writers.
+
+        Not while the server drains (a graceful shutdown): taken in, a parked frame would be
+        acknowledged to its writer, and lost if this reader's connection closed at the end of
+        the grace before it was read. Left parked, it is not acknowledged, and its writer
+        sends it to the next server.
+        """
+        if self.channel.broker.draining:
+            return
         parked = self.parked
         if self.blocks_writers and len(parked) > 1:
             self._unpark_block()
@@ -1342,12 +1350,29 @@ class Outbox:
     def has_buffered(self) -> bool:
         return any(len(reader.buffer) for reader in self.readers.values())
 
+    def drop_buffered_at_shutdown(self) -> int:
+        """A graceful shutdown's grace ended with frames still buffered for these readers
+        (slower than the grace allowed): drop them, each reader told how many by a ``lost``
+        notice, written before the close, that accounts up to the last one dropped. The
+        writers took them for delivered: without the notice they were missed uncounted.
+        Returns the frames dropped."""
+        dropped = 0
+        for reader in self.readers.values():
+            frames = reader.buffer.clear()
+            if not frames:
+                continue
+            dropped += len(frames)
+            reader._going = reader._going_bytes = 0
+            self.buffered(-sum(map(_NBYTES, frames)), reader.blocks_writers)
+            self.send(Lost(sub=reader.sub_id, lost=len(frames), seq=frames[-1].seq))
+        return dropped
+
     def drains_more(self) -> bool:
         """A draining connection (graceful shutdown) has more to wait for: frames buffered
-        for its readers, or its writers' frames parked for full ``block`` readers, whose
-        acknowledgements it must still write. Closed before those, its writers would send
-        again to the next server frames that the readers got here as they drained: twice."""
-        return self.parked_bytes > 0 or self.has_buffered()
+        for its readers. Its writers' frames parked for full ``block`` readers are not (a
+        draining broker takes none of them in, nor acknowledges them: the writers send them
+        to the next server); the acknowledgements of those taken before are written first."""
+        return self.has_buffered()
 
     # -- writers -----------------------------------------------------------------------------
     def ack(self, pub_id: int, frames: int = 1) -> None:
@@ -1359,11 +1384,12 @@ class Outbox:
         """One of our writers' frames waits for a block reader (``nbytes`` as PUBLISH body)."""
         self.parked_bytes += nbytes
 
-    def unparked(self, pub_id: int, nbytes: int, frames: int = 1) -> None:
+    def unparked(self, pub_id: int, nbytes: int, frames: int = 1, *, ack: bool = True) -> None:
         """Those frames (``nbytes`` together) are in every reader's buffer now: acknowledge
-        them."""
+        them (``ack``; not when a draining server let them go unread)."""
         self.parked_bytes -= nbytes
-        self.ack(pub_id, frames)
+        if ack:
+            self.ack(pub_id, frames)
         if self.parked_bytes <= self.max_parked_bytes:
             self.owner.parked_room()
 

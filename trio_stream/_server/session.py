@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 # has not reopened yet (see published_frames), at most this many (the newest: pub ids grow
 # along a client's connections): a bound on what a client that reconnects for ever leaves.
 RESUME_CARRIED_PUBS_MAX: Final = 4096
+# After a shutdown's grace: how long the `lost` notices of what a slow reader could not take
+# have to go out before the connection closes.
+SHUTDOWN_NOTICE_S: Final = 0.5
 # A client that resumes a connection this server has no lease of numbers its publishers from
 # BASE + a random number below SPREAD: pub ids are u32 on the wire (PUBLISH), and a client
 # opens far fewer than 2**31 - BASE publishers on one connection.
@@ -234,8 +237,13 @@ class Session:
                 await self._close_requested.wait()
                 if not self._peer_gone:
                     # Say goodbye and let what is buffered drain, within the grace period.
-                    with trio.move_on_after(self.state.config.shutdown_grace_s):
+                    with trio.move_on_after(self.state.config.shutdown_grace_s) as grace:
                         await self.sender.wait_drained()
+                    if grace.cancelled_caught and self.outbox.drop_buffered_at_shutdown():
+                        # What the readers could not take in time is dropped: the notices
+                        # that count it go out first (a moment more, not another grace).
+                        with trio.move_on_after(SHUTDOWN_NOTICE_S):
+                            await self.sender.wait_drained()
                 nursery.cancel_scope.cancel()
         finally:
             self._cleanup()
