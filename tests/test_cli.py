@@ -1481,8 +1481,31 @@ async def test_a_bad_stdin_line_is_named_by_its_number(server: ts.Server) -> Non
     )  # fmt: skip
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and "stdin line 3: cannot make a float32 array of 'abc'" in lines[0]
+    assert len(lines) == 1
+    assert "stdin line 3: cannot make an array of dtype float32 from 'abc'" in lines[0]
     assert "give each value as JSON, e.g. [1, 2, 3] for an array" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "says"),
+    [
+        ("[1, 2]", "object", "--dtype object cannot be sent: use a numeric, bool or complex"),
+        ("[1, 2]", "U5", "--dtype <U5 cannot be sent"),
+        ("[300]", "uint8", "out of bounds for uint8"),
+        ("[1.5, 2]", "int8", "not every number fits int8 exactly"),
+        ("[1e300]", "float32", "cannot make an array of dtype float32 from '[1e300]'"),
+    ],
+)
+async def test_a_dtype_that_cannot_hold_the_value_is_one_line(
+    server: ts.Server, value: str, dtype: str, says: str
+) -> None:
+    # A traceback for a dtype the codec refuses (object, text, structured) or a number out
+    # of its range; 1.5 as int8 went out as 1 without a word.
+    assert server.tcp_url is not None
+    result = await cli("pub", server.tcp_url, "d", value, "--create", "--no-wait", "--dtype", dtype)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2, lines
+    assert len(lines) == 1 and says in lines[0], lines
 
 
 async def test_replay_waits_for_a_reader_by_default(server: ts.Server, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import trio
@@ -122,6 +122,10 @@ def register(subparsers: Subparsers) -> None:
 
 
 # -- pub ---------------------------------------------------------------------------------------
+# numpy dtype kinds the codec sends: bool, signed and unsigned integers, floats, complex.
+_SENDABLE_KINDS: Final = "biufc"
+
+
 def _value(text: str, args: argparse.Namespace, line: int | None = None) -> Any:
     """The value ``text`` stands for.
 
@@ -129,19 +133,29 @@ def _value(text: str, args: argparse.Namespace, line: int | None = None) -> Any:
         UsageError: VALUE cannot become a --dtype array. CliError: line ``line`` of stdin.
     """
     value = text if args.raw else json_or_text(text)
-    if args.dtype is not None:
-        try:
-            return np.asarray(value, dtype=args.dtype)
-        except (TypeError, ValueError) as exc:
-            what = f"cannot make a {args.dtype} array of {text[:80]!r} ({str(exc)[:80]})"
-            if isinstance(value, str):  # not JSON: "1 2 3" meant as a list, most likely
-                what += "; give each value as JSON, e.g. [1, 2, 3] for an array"
-            if line is None:
-                raise UsageError(what) from None
-            raise CliError(
-                f"stdin line {line}: {what}; nothing from this line on was sent"
-            ) from None
-    return value
+    dtype = args.dtype
+    if dtype is None:
+        return value
+    if dtype.kind not in _SENDABLE_KINDS:  # checked before any value: one line, not the codec's
+        raise UsageError(
+            f"--dtype {dtype} cannot be sent: use a numeric, bool or complex dtype "
+            "(e.g. float64, int32, uint8, bool, complex128)"
+        )
+    try:
+        with np.errstate(over="raise"):  # 1e300 as float32 is an error, not inf
+            array = np.asarray(value, dtype=dtype)
+        # An integer dtype would cut 1.5 to 1 without a word (numpy's cast): refused instead.
+        # A float dtype rounds, as asked.
+        if dtype.kind in "biu" and not np.array_equal(array, np.asarray(value)):
+            raise ValueError(f"not every number fits {dtype} exactly")
+        return array
+    except (TypeError, ValueError, ArithmeticError) as exc:  # OverflowError, FloatingPointError
+        what = f"cannot make an array of dtype {dtype} from {text[:80]!r} ({str(exc)[:80]})"
+        if isinstance(value, str):  # not JSON: "1 2 3" meant as a list, most likely
+            what += "; give each value as JSON, e.g. [1, 2, 3] for an array"
+        if line is None:
+            raise UsageError(what) from None
+        raise CliError(f"stdin line {line}: {what}; nothing from this line on was sent") from None
 
 
 async def _values(args: argparse.Namespace) -> AsyncIterator[Any]:
