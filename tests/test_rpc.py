@@ -976,3 +976,18 @@ async def test_expose_on_a_closed_client_raises(server: ts.Server) -> None:
         pass
     with pytest.raises(ts.ConnectionClosed, match="the client is closed"):
         client.expose(Daq())
+
+
+async def test_exposing_a_class_instead_of_an_instance_says_so(server: ts.Server) -> None:
+    # It was accepted, and every call failed later ("missing a required argument: 'self'").
+    # A class whose methods are static needs no instance, and is exposed as before.
+    class Static:
+        @staticmethod
+        def rpc_ping() -> str:
+            return "pong"
+
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="p") as client:
+        with pytest.raises(ts.InvalidArgument, match=r"Daq is a class: expose an instance"):
+            client.expose(Daq)
+        assert client.expose(Static) == ["ping"]

@@ -594,6 +594,39 @@ async def test_repr_says_the_state_and_a_closed_publisher_has_no_readers(
         await in_thread(scenario)
 
 
+async def test_a_publisher_closed_on_an_error_while_reconnecting_says_what_it_drops(
+    server: ts.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Values handed to the publisher while the client reconnects wait in its window; leaving
+    # its `with` block on an exception (Ctrl-C) closes it at once and drops them: that was
+    # silent (README: "leaving the with block on an exception logs that instead of waiting").
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+
+        def scenario() -> None:
+            with SyncClient(proxy.url, name="w") as c:
+                c.create_channel("dd")
+                with (
+                    c.subscribe("dd"),
+                    pytest.raises(KeyboardInterrupt),
+                    c.publisher("dd") as pub,
+                ):
+                    proxy.refuse()
+                    trio.from_thread.run_sync(proxy.cut)
+                    c.wait_state("reconnecting", timeout=STEP_S)
+                    for value in range(5):
+                        pub.send(value)
+                    deadline = time.monotonic() + STEP_S
+                    while c._queued_frames() and time.monotonic() < deadline:
+                        time.sleep(0.01)  # handed to the publisher's window
+                    raise KeyboardInterrupt
+                proxy.accept()
+
+        with caplog.at_level("WARNING", logger="trio_stream"):
+            await in_thread(scenario)
+    assert "5 values sent to 'dd' were not delivered" in caplog.text
+
+
 async def test_a_forked_child_is_told_to_make_its_own_client(server: ts.Server) -> None:
     # The child of os.fork has a copy of the SyncClient but not its trio thread: a call must
     # say so at once (it waited for good), and the parent's client must go on working.
@@ -1102,6 +1135,11 @@ async def test_sync_calls_check_their_arguments_before_waiting(url: str) -> None
             SyncClient([])
         with pytest.raises(ts.InvalidArgument, match="url must be a str"):
             SyncClient(None)  # type: ignore[arg-type]
+        # A plain ValueError, which `except ts.TrioStreamError` did not catch:
+        with pytest.raises(ts.InvalidArgument, match="queue_frames must be an int of at least"):
+            SyncClient(url, queue_frames=0)
+        with pytest.raises(ts.InvalidArgument, match="queue_bytes must be an int of at least"):
+            SyncClient(url, queue_bytes=2.5)  # type: ignore[arg-type]
         with SyncClient(url, name="w") as c:
             c.create_channel("ch")
             sub = c.subscribe("ch")

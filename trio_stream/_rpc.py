@@ -308,6 +308,13 @@ class RpcEndpoint:
             fn = getattr(obj, attr)
             if not callable(fn):
                 continue
+            if isinstance(obj, type) and inspect.isfunction(inspect.getattr_static(obj, attr)):
+                # A method of the class itself, not of an instance: every call of it would
+                # fail on its missing `self`, long after this returned.
+                raise InvalidArgument(
+                    f"{obj.__name__} is a class: expose an instance of it, e.g. "
+                    f"expose({obj.__name__}()) ({attr} needs one)"
+                )
             method = prefix + attr[len(PREFIX) :]
             is_async = _is_async(fn) or inspect.isasyncgenfunction(fn)
             found[method] = _Exposed(

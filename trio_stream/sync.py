@@ -27,6 +27,7 @@ import atexit
 import contextlib
 import logging
 import math
+import numbers
 import operator
 import os
 import ssl
@@ -54,6 +55,7 @@ from ._client import (
 from ._exceptions import (
     ConnectionClosed,
     FrameTooLarge,
+    InvalidArgument,
     ResourceClosed,
     TrioStreamError,
 )
@@ -135,8 +137,10 @@ class SyncClient:
         reconnect: bool | Reconnect = True,
     ) -> None:
         _refuse_trio_thread("SyncClient")
-        if queue_frames < 1 or queue_bytes < 1:
-            raise ValueError("queue_frames and queue_bytes must be at least 1")
+        for argument, limit in (("queue_frames", queue_frames), ("queue_bytes", queue_bytes)):
+            # InvalidArgument (a ValueError too): `except ts.TrioStreamError` catches it.
+            if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+                raise InvalidArgument(f"{argument} must be an int of at least 1, not {limit!r}")
         # Checked here, before a thread starts: SyncClient([]) raised IndexError.
         self._first_url = checked_urls(url)[0]
         self._connect = partial(
@@ -844,6 +848,9 @@ class SyncClient:
 
     def _close_publisher_nowait(self, pub: Publisher) -> None:
         self._used.discard(pub)
+        # What send() took and waits for the connection is dropped: said, not silently
+        # (a close on Ctrl-C while the client reconnects).
+        pub.say_dropped(pub.undelivered)
         pub.close_nowait()
 
     # -- reading -----------------------------------------------------------------------------
