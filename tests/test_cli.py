@@ -302,6 +302,9 @@ async def test_a_mistyped_option_before_the_command_names_the_option_meant() -> 
         (["sbu"], "sub"),
         (["chanels", "tcp://h:1"], "channels"),
         (["--log-level", "info", "stat"], "stats"),
+        (["subscribe", "tcp://h:1", "AI"], "sub"),  # whole words: too far for difflib
+        (["publish", "tcp://h:1", "AI", "1"], "pub"),
+        (["list", "tcp://h:1"], "channels"),
     ],
 )
 def test_a_mistyped_command_names_the_command_meant(

@@ -1417,6 +1417,32 @@ async def test_a_publisher_close_that_gives_up_counts_every_value_it_drops(
                     pytest.fail(f"one more value than the close said: {extra.data}")
 
 
+async def test_values_a_closed_publisher_leaves_in_the_queue_are_counted_by_channel(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A publisher closed without its flush (on an error) while values for it wait in the
+    # queue: the drain drops them and says so, naming the channel ("N queued values for
+    # closed publishers were not sent" named none).
+    published = 3000  # past the publisher's window: the drain waits in send, the rest queued
+    async with ts.open_client(url, name="rec") as rec:
+        await rec.create_channel("stuck")
+        async with rec.subscribe("stuck", policy="block", size=8):
+
+            def scenario() -> None:
+                with SyncClient(url, name="w") as c:
+                    pub = c.publisher("stuck")
+                    for value in range(published):
+                        pub.send(value)
+                    pub.close(flush=False)
+                    c.flush(timeout=STEP_S)  # the drain has gone through the queue
+
+            with caplog.at_level("WARNING", logger="trio_stream.sync"):
+                await in_thread(scenario)
+    said = [r.getMessage() for r in caplog.records if "its publisher closed" in r.getMessage()]
+    assert said and all("published to 'stuck' were not sent" in line for line in said), said
+    assert 0 < sum(int(line.split()[0]) for line in said) < published
+
+
 async def test_a_flush_waiting_on_a_publisher_another_thread_closes_returns(url: str) -> None:
     # A flush waits for the server to take what a publisher sent; a block reader that reads
     # nothing holds that back. Closing the publisher (without its own flush) from another

@@ -631,8 +631,9 @@ class SyncClient:
             if not batch:
                 await self._wake.wait()
                 continue
-            frames = nbytes = dropped = 0
+            frames = nbytes = 0
             unread: dict[str, int] = {}  # values that found no reader any more, by channel
+            dropped: dict[str, int] = {}  # values whose publisher closed first, by channel
             self._batch = batch
             self._batch_left = batch_left = iter(batch)
             try:
@@ -641,7 +642,8 @@ class SyncClient:
                     if isinstance(failure, ResourceClosed):
                         # Closed while this value waited (its `with` block ended on an
                         # exception, or its close gave up and counted it already).
-                        dropped += pub not in self._drops_told
+                        if pub not in self._drops_told:
+                            dropped[pub.channel] = dropped.get(pub.channel, 0) + 1
                     elif failure is not None:  # the channel was deleted, the client closed
                         self._publish_failed(failure, pub, queued=True)
                     else:
@@ -650,7 +652,8 @@ class SyncClient:
                                 unread[pub.channel] = unread.get(pub.channel, 0) + 1
                             self._used.add(pub)
                         except ResourceClosed:  # closed while this send waited for its window
-                            dropped += pub not in self._drops_told
+                            if pub not in self._drops_told:
+                                dropped[pub.channel] = dropped.get(pub.channel, 0) + 1
                         except TrioStreamError as exc:
                             self._publish_failed(exc, pub, queued=True)
                     frames += 1
@@ -664,8 +667,13 @@ class SyncClient:
                 # so the queue's count must not count it as well.
                 self._release(frames, nbytes)
                 self._batch = []
-            if dropped:
-                log.warning("%d queued values for closed publishers were not sent", dropped)
+            for channel, count in dropped.items():
+                log.warning(
+                    "%d values published to %r were not sent: its publisher closed while they "
+                    "waited in the queue",
+                    count,
+                    channel,
+                )
             for channel, count in unread.items():
                 # publish() returned True: the channel had readers then. Not silently.
                 log.warning(

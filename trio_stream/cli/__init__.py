@@ -10,7 +10,7 @@ import argparse
 import difflib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from .._version import __version__
 from . import bridge as bridge
@@ -98,6 +98,20 @@ def _no_command(parser: argparse.ArgumentParser) -> NoReturn:
     parser.exit(2, f"\n{parser.prog}: error: give a COMMAND (listed above)\n")
 
 
+_COMMAND_WORDS: Final = {
+    "subscribe": "sub",
+    "publish": "pub",
+    "send": "pub",
+    "listen": "sub",
+    "read": "sub",
+    "list": "channels",
+    "ls": "channels",
+    "server": "serve",
+    "start": "serve",
+    "rpc": "call",
+}
+
+
 def _check_command(parser: argparse.ArgumentParser, command: str) -> None:
     """``sbu``: the usage error names ``sub`` (argparse lists every command instead)."""
     commands = next(
@@ -105,7 +119,9 @@ def _check_command(parser: argparse.ArgumentParser, command: str) -> None:
     )
     if command in commands.choices:
         return
-    close = difflib.get_close_matches(command, list(commands.choices), n=1)
+    # Whole words a newcomer types for the short commands (too far apart for difflib).
+    meant = _COMMAND_WORDS.get(command.lower())
+    close = [meant] if meant else difflib.get_close_matches(command, list(commands.choices), n=1)
     if close:
         parser.error(f"argument COMMAND: invalid choice: {command!r} (did you mean {close[0]}?)")
 
