@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -533,13 +534,18 @@ async def test_a_channel_deleted_as_soon_as_the_check_registered_it_again_ends_h
         await lost_by_redis(engine, "c")
         real_register = engine._register
 
-        async def register(*args: Any) -> Any:
-            record = await real_register(*args)
-            await deleter.delete_channel("c", key="k")  # reads the new epoch, deletes it
-            return record
+        async with trio.open_nursery() as nursery:
 
-        monkeypatch.setattr(engine, "_register", register)
-        await engine._reregister("c")
+            async def register(*args: Any) -> Any:
+                record = await real_register(*args)
+                # Reads the new epoch and deletes it (on this node: once the re-registration
+                # has taken that epoch on, which the delete waits for).
+                nursery.start_soon(partial(deleter.delete_channel, "c", key="k"))
+                await trio.sleep(0.2)
+                return record
+
+            monkeypatch.setattr(engine, "_register", register)
+            await engine._reregister("c")
         assert "c" not in engine.state.broker.channels and "c" not in engine._kept
         assert await engine.io.registry.get("c") is None
         assert "c" not in [c.name for c in await daq.channels()]

@@ -1128,3 +1128,49 @@ async def test_a_channel_being_created_is_not_reaped_by_its_own_node_with_grace_
             await trio.sleep(redis_engine.REAP_INTERVAL_S * 1.5)  # and a reaper pass after
             assert "c" in [c.name for c in await daq.channels()]
             assert await kept_at(a, "c") == "a"
+
+
+@pytest.mark.parametrize("meets_it", ["a send", "a subscribe"])
+async def test_a_channel_registered_again_after_redis_restarts_is_not_ended_by_its_own_node(
+    redis_server: RedisServer, meets_it: str
+) -> None:
+    # Redis restarted empty: the node registers its channel again, a new epoch, and takes it
+    # on a round trip later. Meanwhile its own writer's append (with the old epoch) or a
+    # subscribe met the new epoch, took the channel for one created anew by another node and
+    # ended it here; the re-registration then found it gone and deleted its new record: the
+    # channel was listed nowhere, its owner still connected (4 runs of 5 in a stress test).
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(a.tcp_url), name="reader") as reader,
+    ):
+        registry = a.state.engine.io.registry
+        real_create = registry.create
+        registered = trio.Event()
+
+        async def create_answered_late(*args: Any, **kwargs: Any) -> Any:
+            record = await real_create(*args, **kwargs)
+            if not registered.is_set():  # the window between the create and its taking on
+                registered.set()
+                await trio.sleep(0.5)
+            return record
+
+        await daq.create_channel("c")
+        async with daq.publisher("c") as pub, reader.subscribe("c") as sub:
+            await pub.wait_for_readers()
+            await pub.send(0)
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == 0
+            registry.create = create_answered_late
+            redis_server.restart()  # SIGKILL, and empty on the same port
+            with trio.fail_after(WAIT_S):
+                await registered.wait()
+            if meets_it == "a send":
+                await pub.send(1)
+            else:
+                await reader.open_subscription("c")
+            await trio.sleep(1.0)  # the re-registration is done
+            assert [c.name for c in await daq.channels() if not c.name.startswith("$")] == ["c"]
+            with trio.fail_after(WAIT_S):
+                await pub.send(2)
+                await pub.wait_acknowledged()

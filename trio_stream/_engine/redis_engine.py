@@ -261,6 +261,8 @@ class RedisEngine:
         self._deleting: Counter[str] = Counter()
         # Channels ending here because they are gone from Redis already (see _on_deleted).
         self._gone_from_redis: set[str] = set()
+        # Channels this node is registering again (_reregister), until done.
+        self._reregistering: dict[str, trio.Event] = {}
         # Gone owners' channels this node is ending (end_orphan), and those it gave up on.
         self._orphans = OrphanEnds(self, self._ending)
         self._dirty_readers: set[str] = set()
@@ -640,6 +642,9 @@ class RedisEngine:
     async def _record(self, name: str, key: str | None, session: Session) -> ChannelRecord:
         """The channel as Redis has it, if ``session`` may use it (as Broker.lookup decides)."""
         record = await self.io.registry.get(name)
+        while (running := self._reregistering.get(name)) is not None:
+            await running.wait()  # a new epoch this node has not taken on yet
+            record = await self.io.registry.get(name)
         owner = record is not None and record.owner == session.name
         if record is None or not (
             record.options.get("public", True) or owner or await record.key_matches(key)
@@ -1397,6 +1402,10 @@ class RedisEngine:
                     await self._reap(record)
             except REDIS_DOWN as error:
                 retry_log.failed(error)
+                # Redis failed (maybe restarted empty): a node missing from it until its next
+                # heartbeat is not a dead one; count afresh once Redis answers again.
+                missing_since.clear()
+                stale_since.clear()
             else:
                 retry_log.succeeded()
 
@@ -1442,6 +1451,18 @@ class RedisEngine:
             await self.io.bus.publish(CHANNEL, body)
 
     async def _reregister(self, name: str) -> None:
+        running = self._reregistering.get(name)
+        if running is not None:
+            await running.wait()
+            return
+        done = self._reregistering[name] = trio.Event()
+        try:
+            await self._reregister_once(name)
+        finally:
+            del self._reregistering[name]
+            done.set()
+
+    async def _reregister_once(self, name: str) -> None:
         channel = self.state.broker.channels.get(name)
         kept = self._kept.get(name)
         if channel is None or kept is None or channel.epoch != kept.epoch or name in self._deleting:
@@ -1622,6 +1643,11 @@ class RedisEngine:
                                     named = self.io.writer.named(
                                         channel.epoch, sender, named.key, named.token
                                     )
+                                continue
+                        running = self._reregistering.get(channel.name)
+                        if running is not None:  # this node's own new epoch, being taken on
+                            await running.wait()
+                            if broker.channels.get(channel.name) is channel:
                                 continue
                         if broker.channels.get(channel.name) is channel:
                             self._kept.pop(channel.name, None)
