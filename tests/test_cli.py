@@ -7,6 +7,7 @@ subprocess has a timeout and every wait is bounded.
 
 from __future__ import annotations
 
+import argparse
 import importlib.abc
 import importlib.metadata
 import json
@@ -36,6 +37,7 @@ from trio_stream.cli._output import jsonable
 from trio_stream.cli._run import UsageError
 from trio_stream.cli._server_options import server_config
 from trio_stream.cli._table import wrap
+from trio_stream.cli.pubsub import _value
 from trio_stream.cli.serve import _print_urls
 
 CLI = [sys.executable, "-m", "trio_stream"]
@@ -1959,3 +1961,12 @@ async def test_a_piped_table_is_whole_unless_columns_says_how_wide(server: ts.Se
     lines = narrow.stdout.decode().splitlines()
     assert max(len(line) for line in lines) <= 60
     assert name not in narrow.stdout.decode()  # wrapped to fit
+
+
+def test_raw_text_takes_an_integer_dtype_as_numpy_parses_it() -> None:
+    # --raw (or a JSON string) hands numpy text: the exactness check of numbers must not
+    # refuse it ("5" is 5; "1.5" numpy refuses by itself).
+    args = argparse.Namespace(raw=True, dtype=np.dtype("int32"))
+    assert _value("5", args).tolist() == 5
+    with pytest.raises(UsageError, match=r"cannot make an array of dtype int32 from '1\.5'"):
+        _value("1.5", args)

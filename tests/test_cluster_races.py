@@ -1144,7 +1144,8 @@ async def test_a_channel_registered_again_after_redis_restarts_is_not_ended_by_i
         ts.open_client(str(a.tcp_url), name="daq") as daq,
         ts.open_client(str(a.tcp_url), name="reader") as reader,
     ):
-        registry = a.state.engine.io.registry
+        engine: Any = a.state.engine
+        registry = engine.io.registry
         real_create = registry.create
         registered = trio.Event()
 

@@ -1136,10 +1136,11 @@ async def test_sync_calls_check_their_arguments_before_waiting(url: str) -> None
         with pytest.raises(ts.InvalidArgument, match="url must be a str"):
             SyncClient(None)  # type: ignore[arg-type]
         # A plain ValueError, which `except ts.TrioStreamError` did not catch:
-        with pytest.raises(ts.InvalidArgument, match="queue_frames must be an int of at least"):
+        with pytest.raises(ts.InvalidArgument, match="queue_frames must be a whole number >= 1"):
             SyncClient(url, queue_frames=0)
-        with pytest.raises(ts.InvalidArgument, match="queue_bytes must be an int of at least"):
+        with pytest.raises(ts.InvalidArgument, match="queue_bytes must be a whole number >= 1"):
             SyncClient(url, queue_bytes=2.5)  # type: ignore[arg-type]
+        SyncClient(url, name="whole", queue_bytes=64e6).close()  # type: ignore[arg-type]
         with SyncClient(url, name="w") as c:
             c.create_channel("ch")
             sub = c.subscribe("ch")

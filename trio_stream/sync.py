@@ -138,9 +138,14 @@ class SyncClient:
     ) -> None:
         _refuse_trio_thread("SyncClient")
         for argument, limit in (("queue_frames", queue_frames), ("queue_bytes", queue_bytes)):
-            # InvalidArgument (a ValueError too): `except ts.TrioStreamError` catches it.
-            if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
-                raise InvalidArgument(f"{argument} must be an int of at least 1, not {limit!r}")
+            # InvalidArgument (a ValueError too): `except ts.TrioStreamError` catches it. A
+            # whole float (64e6 bytes) is taken, as it always was.
+            as_given: object = limit  # (typed int; a float is what some callers pass)
+            whole = isinstance(as_given, numbers.Integral) or (
+                isinstance(as_given, float) and as_given.is_integer()
+            )
+            if isinstance(limit, bool) or not whole or limit < 1:
+                raise InvalidArgument(f"{argument} must be a whole number >= 1, not {limit!r}")
         # Checked here, before a thread starts: SyncClient([]) raised IndexError.
         self._first_url = checked_urls(url)[0]
         self._connect = partial(

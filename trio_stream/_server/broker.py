@@ -99,10 +99,7 @@ class Writer:
     def unpark(self, nbytes: int, frames: int = 1) -> None:
         self.parked_frames -= frames
         self.parked_bytes -= nbytes
-        # Released unread by a draining server (its block reader's connection closed with
-        # them parked): not acknowledged, the writer sends them again to the next server.
-        ack = not self.channel.broker.draining
-        self.outbox.unparked(self.pub_id, nbytes, frames, ack=ack)
+        self.outbox.unparked(self.pub_id, nbytes, frames)
 
 
 class ParkedView:
@@ -328,9 +325,6 @@ class Broker:
         self.frames_in = 0
         self.bytes_in = 0
         self.parked_bytes = 0  # every publisher's parked_bytes together
-        # A graceful shutdown under way: frames parked for full block readers stay parked,
-        # unacknowledged (see Reader._unpark), so their writers send them to the next server.
-        self.draining = False
 
     # -- registry --------------------------------------------------------------------------
     def create_channel(

@@ -727,15 +727,7 @@ class Reader:
         self.active = False
 
     def _unpark(self) -> None:
-        """Room was made: move parked frames in, in order, releasing their writers.
-
-        Not while the server drains (a graceful shutdown): taken in, a parked frame would be
-        acknowledged to its writer, and lost if this reader's connection closed at the end of
-        the grace before it was read. Left parked, it is not acknowledged, and its writer
-        sends it to the next server.
-        """
-        if self.channel.broker.draining:
-            return
+        """Room was made: move parked frames in, in order, releasing their writers."""
         parked = self.parked
         if self.blocks_writers and len(parked) > 1:
             self._unpark_block()
@@ -1355,7 +1347,8 @@ class Outbox:
         (slower than the grace allowed): drop them, each reader told how many by a ``lost``
         notice, written before the close, that accounts up to the last one dropped. The
         writers took them for delivered: without the notice they were missed uncounted.
-        Returns the frames dropped."""
+        Only on a server whose frames live nowhere else (the memory engine): through Redis a
+        resume after the last frame received replays them. Returns the frames dropped."""
         dropped = 0
         for reader in self.readers.values():
             frames = reader.buffer.clear()
@@ -1369,10 +1362,13 @@ class Outbox:
 
     def drains_more(self) -> bool:
         """A draining connection (graceful shutdown) has more to wait for: frames buffered
-        for its readers. Its writers' frames parked for full ``block`` readers are not (a
-        draining broker takes none of them in, nor acknowledges them: the writers send them
-        to the next server); the acknowledgements of those taken before are written first."""
-        return self.has_buffered()
+        for its readers, or its writers' frames parked for full ``block`` readers, whose
+        acknowledgements it must still write. Closed before those, its writers would send
+        again to the next server frames that the readers got here as they drained, and that
+        the channel's other readers had before: twice. (Not left parked for the next server
+        for that reason: what a slow reader cannot take in the grace is counted instead,
+        see drop_buffered_at_shutdown.)"""
+        return self.parked_bytes > 0 or self.has_buffered()
 
     # -- writers -----------------------------------------------------------------------------
     def ack(self, pub_id: int, frames: int = 1) -> None:
@@ -1384,12 +1380,11 @@ class Outbox:
         """One of our writers' frames waits for a block reader (``nbytes`` as PUBLISH body)."""
         self.parked_bytes += nbytes
 
-    def unparked(self, pub_id: int, nbytes: int, frames: int = 1, *, ack: bool = True) -> None:
+    def unparked(self, pub_id: int, nbytes: int, frames: int = 1) -> None:
         """Those frames (``nbytes`` together) are in every reader's buffer now: acknowledge
-        them (``ack``; not when a draining server let them go unread)."""
+        them."""
         self.parked_bytes -= nbytes
-        if ack:
-            self.ack(pub_id, frames)
+        self.ack(pub_id, frames)
         if self.parked_bytes <= self.max_parked_bytes:
             self.owner.parked_room()
 

@@ -181,7 +181,6 @@ class Server:
             return
         self._closing = True
         self.state.closing = True
-        self.state.broker.draining = True
         for scope in self._accept_scopes:
             scope.cancel()
         for session in list(self._sessions):

@@ -239,7 +239,11 @@ class Session:
                     # Say goodbye and let what is buffered drain, within the grace period.
                     with trio.move_on_after(self.state.config.shutdown_grace_s) as grace:
                         await self.sender.wait_drained()
-                    if grace.cancelled_caught and self.outbox.drop_buffered_at_shutdown():
+                    if (
+                        grace.cancelled_caught
+                        and not self.state.engine.clustered  # (through Redis: replayed)
+                        and self.outbox.drop_buffered_at_shutdown()
+                    ):
                         # What the readers could not take in time is dropped: the notices
                         # that count it go out first (a moment more, not another grace).
                         with trio.move_on_after(SHUTDOWN_NOTICE_S):

@@ -146,7 +146,13 @@ def _value(text: str, args: argparse.Namespace, line: int | None = None) -> Any:
             array = np.asarray(value, dtype=dtype)
         # An integer dtype would cut 1.5 to 1 without a word (numpy's cast): refused instead.
         # A float dtype rounds, as asked.
-        if dtype.kind in "biu" and not np.array_equal(array, np.asarray(value)):
+        # (Text, from --raw or a JSON string, numpy parses itself, and refuses "1.5".)
+        given = np.asarray(value)
+        if (
+            dtype.kind in "biu"
+            and given.dtype.kind not in "SUO"
+            and not np.array_equal(array, given)
+        ):
             raise ValueError(f"not every number fits {dtype} exactly")
         return array
     except (TypeError, ValueError, ArithmeticError) as exc:  # OverflowError, FloatingPointError
