@@ -55,3 +55,24 @@ async def test_a_cancelled_open_publisher_leaves_no_writer_behind(server: ts.Ser
                         break
                 except ts.LimitExceeded:
                     await trio.sleep(0.05)
+
+
+async def test_an_abandoned_request_answered_with_an_error_is_forgotten(
+    server: ts.Server,
+) -> None:
+    # The undo runs on a result only; an error answer (no such channel) left the request in
+    # the client's table of pending replies until the next reconnect, one per cancel.
+    assert server.tcp_url
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="r") as reader,
+    ):
+        pending_before = len(reader._replies)
+        proxy.hold_replies()
+        with trio.move_on_after(ANSWER_HELD_S) as gave_up:
+            await reader.open_subscription("nowhere")
+        assert gave_up.cancelled_caught
+        proxy.release()
+        with trio.fail_after(WAIT_S):
+            while len(reader._replies) > pending_before:  # noqa: ASYNC110 - no event for it
+                await trio.sleep(0.01)

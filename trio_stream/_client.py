@@ -784,12 +784,12 @@ class Client:
             await request.done.wait()
         except BaseException:
             if undo is not None and not request.done.is_set():
-
-                def undone(result: Any) -> None:
+                # Stays pending: a result is undone, and either answer forgets it.
+                def forget() -> None:
                     self._replies.pop(request.id, None)
-                    undo(result)
 
-                request.on_result = undone  # stays pending: its answer is undone
+                request.on_result = undo
+                request.on_done = forget
                 raise
             self._replies.pop(request.id, None)
             raise
