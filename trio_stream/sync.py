@@ -847,11 +847,17 @@ class SyncClient:
             ChannelNotFound: no such channel (or a private one and the wrong key).
         """
         pub = self._call(
-            partial(self._trio_client.open_publisher, channel, key=key, compress=compress)
+            partial(self._trio_client.open_publisher, channel, key=key, compress=compress),
+            keep=self._close_on_interrupt,
         )
         return SyncPublisher(self, pub)
 
     open_publisher = publisher  # the trio client's name for the form without `with`
+
+    def _close_on_interrupt(self, opened: Publisher | Subscription) -> None:
+        """Ctrl-C came as the server's answer did: what it opened is nobody's (a block
+        reader left open would hold its channel's writers back), so it closes."""
+        self._portal.run_sync_soon(opened.close_nowait)
 
     async def _close_publisher(self, pub: Publisher, deliver: bool = True) -> int:
         """Close ``pub``; returns how many values it took were not delivered (see
@@ -904,7 +910,8 @@ class SyncClient:
                 view=view,
                 since=since,
                 wait_channel=wait_channel,
-            )
+            ),
+            keep=self._close_on_interrupt,
         )
         return SyncSubscription(self, sub)
 
