@@ -1222,10 +1222,17 @@ async def test_an_array_overlaid_with_a_number_says_it_needs_a_panel_of_its_own(
     # The README's layout URL overlaid demo/sine (an array) and demo/counter (a number): the
     # line took the plot each time it came and the number was never seen, without a word.
     def steps(page: Page) -> Any:
-        # The line as it was when it named the array: a number's frame replaces it soon.
+        # The line as it was when it named the array: a number's frame replaces it soon, so
+        # every text it shows is recorded (a poll of the current one missed it on a loaded
+        # machine: the next frame came between two polls).
+        page.wait_for_function("() => window.__tsPanels?.[0]?.info")
+        page.evaluate(
+            "() => { const info = window.__tsPanels[0].info; window.__seen = [info.textContent];"
+            " new MutationObserver(() => window.__seen.push(info.textContent))"
+            ".observe(info, {childList: true, characterData: true, subtree: true}); }"
+        )
         info = page.wait_for_function(
-            "name => { const t = window.__tsPanels[0].info.textContent;"
-            " return t.startsWith(name + ':') && t; }",
+            "name => window.__seen.find(t => t.startsWith(name + ':'))",
             arg=SINE,
         )
         return info.json_value()
