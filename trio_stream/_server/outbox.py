@@ -1240,9 +1240,14 @@ class Outbox:
         if self._holding:
             self._holding.discard(reader)
         reader.latest = None
-        freed = sum(frame.nbytes for frame in reader.buffer.clear())
+        self._empty_buffer(reader)
+
+    def _empty_buffer(self, reader: Reader) -> list[SharedData]:
+        """Take every frame out of ``reader``'s buffer, and their bytes out of the bound."""
+        frames = reader.buffer.clear()
         reader._going = reader._going_bytes = 0
-        self.buffered(-freed, reader.blocks_writers)
+        self.buffered(-sum(map(_NBYTES, frames)), reader.blocks_writers)
+        return frames
 
     def end(self, reader: Reader, error: Exception | None, reason: str = "") -> None:
         """The channel ended (``error`` None) or the server ends the reader (``error``).
@@ -1351,13 +1356,10 @@ class Outbox:
         resume after the last frame received replays them. Returns the frames dropped."""
         dropped = 0
         for reader in self.readers.values():
-            frames = reader.buffer.clear()
-            if not frames:
-                continue
-            dropped += len(frames)
-            reader._going = reader._going_bytes = 0
-            self.buffered(-sum(map(_NBYTES, frames)), reader.blocks_writers)
-            self.send(Lost(sub=reader.sub_id, lost=len(frames), seq=frames[-1].seq))
+            frames = self._empty_buffer(reader)
+            if frames:
+                dropped += len(frames)
+                self.send(Lost(sub=reader.sub_id, lost=len(frames), seq=frames[-1].seq))
         return dropped
 
     def drains_more(self) -> bool:
