@@ -1441,7 +1441,8 @@ async def test_values_a_closed_publisher_leaves_in_the_queue_are_counted_by_chan
                 await in_thread(scenario)
     said = [r.getMessage() for r in caplog.records if "its publisher closed" in r.getMessage()]
     assert said and all("published to 'stuck' were not sent" in line for line in said), said
-    assert 0 < sum(int(line.split()[0]) for line in said) < published
+    # Some, or all of them (a loaded machine: the close came before the drain sent any).
+    assert 0 < sum(int(line.split()[0]) for line in said) <= published
 
 
 async def test_a_flush_waiting_on_a_publisher_another_thread_closes_returns(url: str) -> None:
