@@ -6,6 +6,7 @@ writer of its channel back, an orphan publisher kept a ``single_writer`` channel
 
 from __future__ import annotations
 
+import pytest
 import trio
 from proxy import open_proxy
 
@@ -76,3 +77,60 @@ async def test_an_abandoned_request_answered_with_an_error_is_forgotten(
         with trio.fail_after(WAIT_S):
             while len(reader._replies) > pending_before:  # noqa: ASYNC110 - no event for it
                 await trio.sleep(0.01)
+
+
+@pytest.mark.server_options(resume_grace_s=60.0)
+async def test_a_subscribe_given_up_just_before_a_cut_ends_once_the_client_is_back(
+    server: ts.Server,
+) -> None:
+    # The answer never came (the connection broke first), so the client could not undo the
+    # subscription, and the server kept it for the client's return as it keeps every reader
+    # of a cut connection. The client's resubscriptions do not ask for it: once they are
+    # answered the client says so ("restored") and the server ends it. Before, it waited out
+    # the grace period (60 s here), a block orphan holding the channel's writer.
+    assert server.tcp_url
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(server.tcp_url, name="w") as writer,
+        ts.open_client(proxy.url, name="r", reconnect=fast) as reader,
+    ):
+        await writer.create_channel("ch")
+        async with reader.subscribe("ch", policy="block", size=5) as wanted:
+            proxy.hold_replies()
+            with trio.move_on_after(ANSWER_HELD_S) as gave_up:
+                await reader.open_subscription("ch", policy="block", size=1)
+            assert gave_up.cancelled_caught
+            proxy.cut()
+            proxy.release()
+            async with writer.publisher("ch") as pub:
+                with trio.fail_after(WAIT_S):
+                    await reader.wait_state("reconnecting")
+                    await reader.wait_state("open")
+                    while pub.readers != 1 or server.state.stats()["kept_subscriptions"]:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    for value in range(50):  # the reader that came back still gets them
+                        assert await pub.send(value)
+                    got = [(await wanted.receive()).data for _ in range(50)]
+        assert got == list(range(50))
+
+
+async def test_a_cut_while_an_abandoned_request_waits_closes_the_client_cleanly(
+    server: ts.Server,
+) -> None:
+    # The abandoned request's answer is still awaited, and forgotten when it fails: failing
+    # the pending requests at the cut removed it from the table being iterated, and the
+    # client's reader task died of a RuntimeError instead of reporting the lost connection.
+    assert server.tcp_url
+    async with open_proxy(server.tcp_url) as proxy, ts.open_client(server.tcp_url) as writer:
+        await writer.create_channel("ch")
+        async with ts.open_client(proxy.url, name="r", reconnect=False) as reader:
+            proxy.hold_replies()
+            with trio.move_on_after(ANSWER_HELD_S) as gave_up:
+                await reader.open_subscription("ch")
+            assert gave_up.cancelled_caught
+            proxy.cut()
+            with trio.fail_after(WAIT_S):
+                await reader.wait_state("closed")
+            with pytest.raises(ts.ConnectionClosed):
+                await reader.channels()

@@ -81,6 +81,7 @@ from ._protocol.messages import (
     Readers,
     Reply,
     Request,
+    Restored,
     SubEnd,
     Subscribe,
     UnknownOp,
@@ -491,19 +492,33 @@ class Client:
             (sub._resubscribe, f"resubscribe {sub.channel[:80]}") for sub in self._resuming_subs
         ]
 
+        generation = self._generation
+        all_done = True
+
         async def first_try(attempt: Callable[[], Awaitable[bool]], what: str) -> None:
+            nonlocal all_done
             try:
                 done = await attempt()
             except ConnectionClosed:
+                all_done = False
                 return
             if not done:
+                all_done = False
                 self._spawn_retry(attempt, what)
 
         async with trio.open_nursery() as nursery:
             for attempt, what in attempts:
                 nursery.start_soon(first_try, attempt, what)
-        if self._connected:
-            self._set_state("open")
+        if not self._connected or self._generation != generation:
+            return
+        if all_done:
+            # Every resubscription is answered: the server ends the subscriptions it kept
+            # for us that none took back (one given up on just before the cut would hold
+            # its writers for the grace period otherwise). Not after a retry: its kept
+            # subscription may be the one it takes back. The answer does not matter (an
+            # older server does not know the op).
+            self._forget(self._send_request(Restored))
+        self._set_state("open")
 
     async def _recreate(self, channel: str, options: dict[str, Any]) -> bool:
         """Create an owned channel again after a reconnect; False: the cluster's Redis failed
@@ -550,7 +565,7 @@ class Client:
             return
         self._closed = error
         self._connected = False
-        for reply in self._replies.values():
+        for reply in list(self._replies.values()):  # an abandoned one's on_done forgets it
             reply.fail(error)
         self._replies.clear()
         for sub in [*self._subscriptions.values(), *self._resuming_subs]:
@@ -591,7 +606,7 @@ class Client:
             error.reason,
         )
         self._rpc.connection_lost()
-        for reply in self._replies.values():
+        for reply in list(self._replies.values()):  # an abandoned one's on_done forgets it
             reply.fail(interrupted)
         self._replies.clear()
         self._out.clear()

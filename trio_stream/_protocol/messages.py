@@ -149,6 +149,15 @@ class Unsubscribe(Request):
 
 
 @dataclass(frozen=True)
+class Restored(Request):
+    """After a resume: the client has asked for every subscription it wants back (each
+    resubscription answered), so the ones the server kept for it and it did not take back
+    end now rather than when the grace period does. An older server answers an unknown op."""
+
+    OP: ClassVar[str] = "restored"
+
+
+@dataclass(frozen=True)
 class ListChannels(Request):
     OP: ClassVar[str] = "channels"
 
@@ -285,6 +294,7 @@ for _cls in (
     Subscribe,
     Retune,
     Unsubscribe,
+    Restored,
     ListChannels,
     ListClients,
     GetStats,

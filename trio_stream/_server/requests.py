@@ -33,6 +33,7 @@ from .._protocol.messages import (
     ListChannels,
     ListClients,
     OpenPublisher,
+    Restored,
     Retune,
     Subscribe,
     Unsubscribe,
@@ -343,6 +344,13 @@ def unsubscribe(session: Session, msg: Unsubscribe) -> None:
         session.state.broker.unsubscribe(reader)
 
 
+def restored(session: Session, msg: Restored) -> None:
+    # The client's resubscriptions are all answered: what it did not take back of its kept
+    # subscriptions (one it gave up on just before the cut, whose reply it never had) would
+    # otherwise wait out the grace period, a block one holding its channel's writers.
+    session.state.resume.end_kept_of(session)
+
+
 def list_channels(session: Session, msg: ListChannels) -> list[dict[str, Any]]:
     return session.state.channel_records(session)
 
@@ -366,6 +374,7 @@ REQUEST_HANDLERS: Final[dict[type[ControlMessage], Handler]] = {
     Subscribe: subscribe,
     Retune: retune,
     Unsubscribe: unsubscribe,
+    Restored: restored,
     ListChannels: list_channels,
     ListClients: list_clients,
     GetStats: stats,
