@@ -200,3 +200,31 @@ async def test_a_send_waiting_for_out_space_ends_when_its_client_closes(
             outer.cancel_scope.cancel()
             proxy.release()
     assert [type(e) for e in outcome] == [ts.ConnectionClosed]
+
+
+async def test_a_send_to_no_readers_closed_at_its_checkpoint_raises(server: ts.Server) -> None:
+    # A channel without readers: send() yields once and returns False. Closed by another task
+    # at that yield, it returned False all the same, and the SyncClient counted the value
+    # twice: dropped by the close, and "not sent: its readers left" by the drain.
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="w") as writer:
+        await writer.create_channel("empty")
+        pub = await writer.open_publisher("empty")
+        after_close: list[object] = []
+
+        async def send_until_closed() -> None:
+            try:
+                while True:
+                    sent = await pub.send(b"x")  # always suspended here when the close comes
+                    if not pub.is_open:
+                        after_close.append(sent)
+            except ts.ResourceClosed as exc:
+                after_close.append(exc)
+
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_until_closed)
+                for _ in range(5):
+                    await trio.lowlevel.checkpoint()
+                pub.close_nowait()
+        assert [type(outcome) for outcome in after_close] == [ts.ResourceClosed]

@@ -396,6 +396,9 @@ class Publisher:
         client = self._client
         if self.readers <= 0 and not self._keeps_history and not self._awaiting_readers:
             await trio.lowlevel.checkpoint()
+            # Closed meanwhile: the close counted this value as not sent (the SyncClient's
+            # drops), so False (not sent, nobody read) would count it a second time.
+            self._check()
             return False
         pieces = encode_payload(value)
         if self._compress is not None and type(value) is not EncodedPayload:
@@ -511,9 +514,15 @@ class Publisher:
         if undelivered:
             raise ConnectionClosed(self.undelivered_message(undelivered))
 
-    async def close_delivering(self, *, deliver: bool) -> int:
+    async def close_delivering(
+        self, *, deliver: bool, before_close: Callable[[], object] | None = None
+    ) -> int:
         """Close (see aclose), waiting for a lost connection only with ``deliver``; returns
-        how many frames ``send`` took were not delivered (dropped with the close)."""
+        how many frames ``send`` took were not delivered (dropped with the close).
+
+        ``before_close`` runs after every wait, right before the close, with no checkpoint
+        between: what it counts as not sent yet cannot be sent after all (the SyncClient's
+        queue, whose drain goes on sending while the close waits for a hold's end)."""
         undelivered = 0
         try:
             deadline = trio.current_time() + CLOSE_DELIVER_S
@@ -529,6 +538,8 @@ class Publisher:
                     break
             undelivered = self.undelivered
         finally:  # cancelled while waiting, it still closes (releasing the window first)
+            if before_close is not None:
+                before_close()
             if self._detach():
                 await self._client._leave(ClosePublisher, pub=self.pub_id)
         return undelivered

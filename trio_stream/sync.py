@@ -750,20 +750,27 @@ class SyncClient:
         """
         async with open_own_nursery() as nursery:
             await self._flush_while_progressing(nursery)
-        with self._cond:
-            batch = self._batch
-            # Mid-batch the drain waits in the send of the value before the iterator's
-            # place (no other await there): that send raises once the publisher is closed.
-            at = len(batch) - operator.length_hint(self._batch_left) - 1
-            waiting = [*batch[max(at, 0) :], *self._queue]
-        dropped = sum(1 for queued in waiting if queued[0] is pub)
-        if dropped:  # the close says so: the drain passes them by without a second word
-            self._drops_told.add(pub)
-        # With no wait between the count and the close (a closing publisher that does not
-        # hold its window for readers does not wait): the drain cannot send a counted value.
+        dropped = 0
+
+        def count_dropped() -> None:
+            # Counted as the close happens, not before it: a close that waits (for the end
+            # of a hold for readers) leaves the drain sending meanwhile.
+            nonlocal dropped
+            with self._cond:
+                batch = self._batch
+                # Mid-batch the drain waits in the send of the value before the iterator's
+                # place (no other await there): that send raises once the publisher is closed.
+                at = len(batch) - operator.length_hint(self._batch_left) - 1
+                waiting = [*batch[max(at, 0) :], *self._queue]
+            dropped = sum(1 for queued in waiting if queued[0] is pub)
+            if dropped:  # the close says so: the drain passes them by without a second word
+                self._drops_told.add(pub)
+
+        self._used.discard(pub)  # a closed publisher gets no more acknowledgements
+        undelivered = 0
         with contextlib.suppress(ConnectionClosed):
-            return dropped, await self._close_publisher(pub, False)
-        return dropped, 0
+            undelivered = await pub.close_delivering(deliver=False, before_close=count_dropped)
+        return dropped, undelivered
 
     async def _flush(self, queued: int | None = None) -> None:
         """Wait until the values queued before (the first ``queued`` ever; None: all so far)
