@@ -81,7 +81,9 @@ def parse_policy(name: str, size: int | None) -> tuple[Policy, int | None]:
         ) from None
     if policy is Policy.UNBOUNDED:
         return policy, None
-    if size is None or size < 1:
+    if size is None:  # (a retune from unbounded, which has no size to keep)
+        raise ValueError(f"policy {name!r} needs a size: 1 or more frames")
+    if size < 1:
         raise ValueError(f"policy {name!r} needs size >= 1 (frames), got {size!r}")
     return policy, size
 
