@@ -1175,3 +1175,54 @@ async def test_a_channel_registered_again_after_redis_restarts_is_not_ended_by_i
             with trio.fail_after(WAIT_S):
                 await pub.send(2)
                 await pub.wait_acknowledged()
+
+
+async def test_a_live_node_whose_heartbeat_is_late_after_a_redis_restart_keeps_its_channels(
+    redis_server: RedisServer,
+) -> None:
+    # Redis restarted empty: node a registers its channel again (its writer's next append)
+    # before its next heartbeat puts it back among the live nodes. Node b's reaper looked in
+    # between, saw a channel of a node not alive, and with resume_grace_s=0 ended it at
+    # once, cluster-wide, its owner and writer still connected. A node missing for less than
+    # a heartbeat TTL may be one whose beat has not reached the new Redis yet.
+    async with (
+        ts.open_server(node_config(redis_server, "a", resume_grace_s=0)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=0)) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(b.tcp_url), name="viewer") as viewer,
+    ):
+        engine: Any = a.state.engine
+        presence = engine.io.presence
+        real_beat = presence.beat
+        restarted = False
+
+        async def late_after_the_restart() -> None:
+            nonlocal restarted
+            if restarted:
+                restarted = False
+                await trio.sleep(2.0)  # within the TTL (3 s): a live node, a late beat
+            await real_beat()
+
+        presence.beat = late_after_the_restart
+        await daq.create_channel("c")
+        pub = await daq.open_publisher("c")
+        async with viewer.subscribe("c", wait_channel=True) as sub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                await pub.send(0)
+                assert (await sub.receive()).data == 0
+            restarted = True
+            redis_server.restart()  # SIGKILL, and empty on the same port
+            for value in range(1, 40):  # 4 s: the late beat, and two reaper passes after it
+                with trio.move_on_after(0.5):
+                    await pub.send(value)
+                await trio.sleep(0.1)
+            assert await kept_at(a, "c") == "a"
+            assert "c" in [c.name for c in await viewer.channels()]
+        # Its readers heard that Redis lost it (an end, by design); one subscribing again on
+        # the other node reads the channel that its writer still writes.
+        with trio.fail_after(WAIT_S):
+            async with viewer.subscribe("c", wait_channel=True) as again:
+                while not await pub.send(-1):  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+                assert (await again.receive()).data == -1

@@ -1373,6 +1373,11 @@ class RedisEngine:
         # the same name): their node is as gone as a dead one, by channel since when seen.
         stale_since: dict[str, float] = {}
         grace_s = self.state.config.resume_grace_s
+        # A node missing from the live ones for less than a heartbeat TTL may be alive: after
+        # a Redis restart (empty), its channels can be registered again before its next beat
+        # (within a TTL) lists it. With a shorter grace (0: none), such a look ended a live
+        # node's channels cluster-wide, its clients still connected.
+        dead_after_s = max(grace_s, self.io.presence.ttl_s)
         retry_log = RetryLog(log, "checking dead nodes' channels")
         while True:
             await trio.sleep(REAP_INTERVAL_S)
@@ -1397,7 +1402,7 @@ class RedisEngine:
                         if now - stale_since[record.name] >= grace_s:
                             await self._reap(record)
                         continue
-                    if record.node in live or now - missing_since[record.node] < grace_s:
+                    if record.node in live or now - missing_since[record.node] < dead_after_s:
                         continue
                     await self._reap(record)
             except REDIS_DOWN as error:

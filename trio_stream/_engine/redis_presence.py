@@ -86,6 +86,7 @@ class Presence:
         self._keys = keys
         self._bus = bus
         self.node = node
+        self.ttl_s = ttl_s
         self._ttl_ms = max(1, round(ttl_s * 1000))
         self._interval_s = ttl_s / 3
         self._names: set[str] = set()
