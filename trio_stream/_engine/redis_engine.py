@@ -986,10 +986,14 @@ class RedisEngine:
         async with self._follow_lock:
             position = reader.position(channel.name)
             if position is not None:
-                if position[0] == channel.epoch:
+                # Followed for this channel here already: unless nothing of that epoch was
+                # taken here (``_taken``). The reader moves on to a new epoch by itself (a
+                # reset: _on_reset) and reads it for no channel here until a subscribe makes
+                # one; this one starts at ``seq``, and its position is what writers wait on.
+                if position[0] == channel.epoch and channel.name in self._taken:
                     return
                 # Still the stream of an incarnation gone from here (its unfollow not done
-                # yet): this one's, from now on.
+                # yet), or read for nobody here: this one's, from now on.
                 self._unfollowed(channel.name)
                 await reader.unfollow(channel.name)
             if seq > channel.seq:
@@ -1866,6 +1870,16 @@ class RedisEngine:
 
     def _on_reset(self, event: EpochReset) -> None:
         channel = self.state.broker.channels.get(event.channel)
+        position = self.io.reader.position(event.channel)
+        if (position is None or position[0] == event.new_epoch) and (
+            channel is None or channel.epoch != event.new_epoch
+        ):
+            # The reader goes on from the new epoch's first frame by itself (or stops), for
+            # no channel here yet: what was taken here was the old epoch's. Left, its last
+            # seq stood for the new epoch's position once a subscribe found the stream
+            # followed (_follow): a block reader here then held its writer back behind
+            # frames read meanwhile for nobody, and got none of them, for good.
+            self._unfollowed(event.channel)
         if channel is None or channel.epoch != event.old_epoch:
             return
         if event.channel in self._kept:
