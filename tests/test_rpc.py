@@ -23,7 +23,7 @@ import trio_stream as ts
 from trio_stream._protocol import messages as M
 from trio_stream._protocol import rpc_messages as R
 from trio_stream._protocol.codec import encode_control
-from trio_stream._rpc import RpcEndpoint, RpcProxy, decode_args, encode_args
+from trio_stream._rpc import RpcEndpoint, RpcProxy, _clip, decode_args, encode_args
 from trio_stream._server.rpc import MAX_PENDING_CALLS, Router
 
 SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
@@ -770,6 +770,80 @@ async def test_a_call_whose_invoke_would_exceed_the_frame_limit_is_refused_to_th
         assert isinstance(reply, M.Reply) and reply.id == 2
         assert (await provider.stats()).connections == 2
         await caller.aclose()
+
+
+class Picky:
+    def rpc_load(self, data: str) -> int:
+        raise ValueError(f"bad header: {data!r}")  # its argument in its message, whole
+
+    def rpc_ok(self) -> str:
+        return "still here"
+
+    async def rpc_lines(self, data: str) -> AsyncIterator[int]:
+        yield 1
+        raise ValueError(data)
+
+
+async def test_an_error_larger_than_the_frame_limit_reaches_the_caller_clipped(
+    nursery: trio.Nursery,
+) -> None:
+    # The method put its (large) argument in its error: the `fail` frame was over
+    # max_frame_bytes, the server disconnected the provider, and every caller of it got
+    # "disconnected before answering". Now the message's start and the traceback's end go.
+    limit = 64 * 1024
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=limit)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    url = server.tcp_url or ""
+    async with pair(url, Picky()) as (provider, picky):
+        with trio.fail_after(SETTLE_S):
+            with pytest.raises(ts.RemoteError) as raised:
+                await picky.load("x" * 60_000)  # the call fits; repr() in the error too
+            assert raised.value.type_name == "ValueError"
+            assert raised.value.message.startswith("bad header: 'xxx")
+            assert "bytes cut]" in raised.value.message
+            assert "rpc_load" in raised.value.remote_traceback  # where it was raised
+            with pytest.raises(ts.RemoteError, match="bytes cut"):
+                async for _ in picky.lines("y" * 60_000):
+                    pass
+            assert await picky.ok() == "still here"  # the provider stayed connected
+            assert provider.state == "open"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.integers(min_value=40, max_value=400), st.sampled_from(["start", "end"]))
+def test_clipped_text_fits_its_bytes_and_short_text_is_kept(
+    text: str, max_bytes: int, keep: Any
+) -> None:
+    clipped = _clip(text, max_bytes, keep)
+    encoded = clipped.encode()  # encodable: a lone surrogate became "?"
+    assert len(encoded) <= max_bytes
+    if len(text.encode("utf-8", "replace")) <= max_bytes:
+        assert clipped == text.encode("utf-8", "replace").decode()
+    else:
+        assert "bytes cut]" in clipped
+
+
+async def test_a_description_larger_than_the_frame_limit_keeps_first_doc_lines(
+    nursery: trio.Nursery,
+) -> None:
+    # 100 methods with long docstrings: the `methods` answer was over max_frame_bytes, and
+    # every rpc() of the provider disconnected it. Over the limit, each doc is its first line.
+    limit = 64 * 1024
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=limit)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    url = server.tcp_url or ""
+    doc = "Read the sensor.\n\n" + "A long explanation of what it does. " * 40
+
+    def method(self: object) -> int:
+        return 7
+
+    method.__doc__ = doc
+    wordy = type("Wordy", (), {f"rpc_m{i:03d}": method for i in range(100)})
+    with trio.fail_after(SETTLE_S):
+        async with pair(url, wordy()) as (provider, proxy):
+            assert await proxy.m042() == 7
+            assert inspect.getdoc(proxy.m042) == "Read the sensor."
+            assert provider.state == "open"
 
 
 def test_the_router_refuses_an_invoke_over_the_limit_and_forgets_the_call() -> None:

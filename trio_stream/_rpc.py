@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import trio
 
@@ -43,7 +43,7 @@ from ._exceptions import (
     UnknownMethod,
 )
 from ._protocol.codec import decode_payload, encode_payload
-from ._protocol.messages import ControlMessage
+from ._protocol.messages import ControlMessage, encode_message
 from ._protocol.rpc_messages import (
     MAX_METHOD_NAME,
     MAX_METHODS,
@@ -86,6 +86,10 @@ MAX_LISTED_METHODS: Final = 50
 PREFIX: Final = "rpc_"
 # Room for the rest of a call message around its arguments (op, ids, names), in bytes.
 CALL_OVERHEAD_BYTES: Final = 1024
+# What a method's error sends its caller at most (its frame is bounded by max_frame_bytes too).
+FAIL_MESSAGE_MAX_BYTES: Final = 16 * 1024
+FAIL_TRACEBACK_MAX_BYTES: Final = 64 * 1024
+TRACEBACK_PART_MAX_BYTES: Final = 2048  # a frame's lines, or the exception's own line
 
 _KINDS: Final[dict[str, inspect._ParameterKind]] = {
     "positional_only": inspect.Parameter.POSITIONAL_ONLY,
@@ -358,13 +362,28 @@ class RpcEndpoint:
         if self._methods:
             self._client.send_control(Expose(methods=sorted(self._methods)))
 
+    def _fail_room(self) -> int:
+        return self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
+
     def _send(self, message: ControlMessage) -> None:
         # A closed connection has nobody to answer: the server failed the call for its caller.
         with contextlib.suppress(ConnectionClosed):
             self._client.send_control(message)
 
     def _on_introspect(self, msg: Introspect) -> None:
-        self._send(Methods(call=msg.call, methods=[e.description for e in self._methods.values()]))
+        descriptions = [e.description for e in self._methods.values()]
+        room = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
+        answer = Methods(call=msg.call, methods=descriptions)
+        if len(encode_message(answer)) > room:
+            # Long docstrings of many methods: over the limit the server would disconnect
+            # this provider (every call it runs failing with it). Their first lines, then.
+            descriptions = [{**d, "doc": _first_line(d["doc"])} for d in descriptions]
+            answer = Methods(call=msg.call, methods=descriptions)
+            if len(encode_message(answer)) > room:
+                descriptions = [{**d, "doc": None} for d in descriptions]
+                answer = Methods(call=msg.call, methods=descriptions)
+            # Still over (thousands of methods): the server answers the caller FrameTooLarge.
+        self._send(answer)
 
     def _on_invoke(self, msg: Invoke) -> None:
         exposed = self._methods.get(msg.method)
@@ -451,12 +470,12 @@ class RpcEndpoint:
         except Exception as exc:
             # The caller gets the exception; the provider's own log stays quiet about it.
             log.debug("rpc %s from %s raised", msg.method, msg.caller, exc_info=True)
-            return _fail(msg.call, exc)
+            return _fail(msg.call, exc, self._fail_room())
         except SystemExit as exc:
             # sys.exit() in a method: the caller's error, not the end of the provider's
             # client (it ended that client's thread, and the process went on without it).
             log.warning("rpc %s raised SystemExit: sent to the caller as an error", msg.method)
-            return _fail(msg.call, exc)
+            return _fail(msg.call, exc, self._fail_room())
         return Result(call=msg.call, value=data)
 
     async def _stream(
@@ -488,10 +507,10 @@ class RpcEndpoint:
             return None  # the server told the caller; the generator is closed already
         except Exception as exc:
             log.debug("rpc stream %s from %s raised", msg.method, msg.caller, exc_info=True)
-            return _fail(msg.call, exc)
+            return _fail(msg.call, exc, self._fail_room())
         except SystemExit as exc:  # as in _run
             log.warning("rpc %s raised SystemExit: sent to the caller as an error", msg.method)
-            return _fail(msg.call, exc)
+            return _fail(msg.call, exc, self._fail_room())
 
     # -- caller side -----------------------------------------------------------------------------
     def _on_item(self, msg: Item) -> None:
@@ -600,13 +619,45 @@ class RpcEndpoint:
         return RpcProxy._build(self, provider, descriptions, timeout_s)
 
 
-def _fail(call: int, exc: BaseException) -> Fail:
+def _fail(call: int, exc: BaseException, room: int) -> Fail:
+    """What the caller learns of ``exc``, within ``room`` bytes: a method that puts its
+    argument in its error message (``raise ValueError(f"bad: {data!r}")``) made a frame over
+    the server's limit, and the server disconnected the provider, failing every call it ran.
+    The message's start and the traceback's end (where it was raised) say what went wrong."""
+    kind = _clip(type(exc).__name__, 200)
+    budget = max(room - len(kind) - 64, 0)  # 64: the map, its keys and the call id
+    message = _clip(str(exc), min(FAIL_MESSAGE_MAX_BYTES, budget // 2))
+    left = budget - len(message.encode())
+    # Each part clipped first: the last one repeats the message, which would fill the rest.
+    formatted = "".join(_clip(part, TRACEBACK_PART_MAX_BYTES) for part in _formatted(exc))
     return Fail(
         call=call,
-        type=type(exc).__name__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
+        type=kind,
+        message=message,
+        traceback=_clip(formatted, min(FAIL_TRACEBACK_MAX_BYTES, left), keep="end"),
     )
+
+
+def _formatted(exc: BaseException) -> list[str]:
+    return list(traceback.TracebackException.from_exception(exc).format())
+
+
+def _clip(text: str, max_bytes: int, keep: Literal["start", "end"] = "start") -> str:
+    """``text`` in at most ``max_bytes`` of UTF-8, cut where it says so (a character that a
+    peer could not encode, a lone surrogate, becomes U+FFFD)."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= max_bytes:
+        return data.decode("utf-8")
+    note = f" [... {len(data) - max_bytes} bytes cut]"
+    cut = max(max_bytes - len(note) - 1, 0)  # 1: the line end either way may add
+    # "ignore": a character split at the cut goes whole.
+    if keep == "start":  # (a traceback's part keeps its line end)
+        return data[:cut].decode("utf-8", "ignore") + note + "\n" * text.endswith("\n")
+    return note.lstrip() + "\n" + data[len(data) - cut :].decode("utf-8", "ignore")
+
+
+def _first_line(doc: str | None) -> str | None:
+    return None if doc is None else _clip(doc.partition("\n")[0], 200)
 
 
 class _ProxysTimeout:

@@ -352,7 +352,12 @@ class Router:
                 RpcError(f"{provider.name!r} exposes no methods (yet)"),
             )
             return
-        pending.caller.send_control(Reply(id=pending.caller_id, result=msg.methods))
+        self._forward(
+            pending.caller,
+            pending.caller_id,
+            Reply(id=pending.caller_id, result=msg.methods),
+            f"the description of {provider.name[:100]!r}",
+        )
 
     def result(self, provider: Endpoint, msg: Result) -> None:
         pending = self._answered(provider, msg.call, "result")
