@@ -181,6 +181,68 @@ async def test_sync_generator_runs_in_a_worker_thread_with_thread_true(url: str)
     assert provider.thread_ids and threading.get_ident() not in provider.thread_ids
 
 
+class BlockingDevice:
+    """A thread=True generator whose second value blocks in its worker thread (a device
+    read) until the test lets it go; and a plain method that blocks the same way."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.closed = threading.Event()  # the generator's finally ran (in some thread)
+
+    def rpc_reads(self) -> Iterator[int]:
+        try:
+            yield 0
+            self.release.wait(SETTLE_S)
+            yield 1
+        finally:
+            self.closed.set()
+
+    def rpc_counts(self) -> Iterator[int]:
+        try:
+            yield from range(10**9)
+        finally:
+            self.closed.set()
+
+    def rpc_hold(self) -> None:
+        self.release.wait(SETTLE_S)
+
+
+@pytest.mark.parametrize("blocked", ["its own next()", "an abandoned call of its object"])
+async def test_a_closing_provider_does_not_wait_for_a_blocked_thread_generator(
+    url: str, blocked: str
+) -> None:
+    # README: a sync method running in a worker thread cannot be interrupted, "but a closing
+    # provider, Ctrl-C included, does not" wait for it. A thread=True generator's close
+    # waited (shielded) for its blocked next(), or for the object's one-at-a-time turn that
+    # an abandoned call held: seconds after Ctrl-C. Now it is closed once that step is done.
+    device = BlockingDevice()
+    try:
+        async with ts.open_client(url, name="ctl", reconnect=False) as ctl:
+            async with ts.open_client(url, name="device", reconnect=False) as provider:
+                provider.expose(device, thread=True)
+                proxy = await ctl.rpc("device", timeout=SETTLE_S)
+                with trio.fail_after(SETTLE_S):
+                    if blocked == "its own next()":
+                        stream = proxy.reads()
+                        assert await stream.__anext__() == 0
+                        # The provider asks for the next value at once (credit): it blocks.
+                        await wait_until(lambda: provider._rpc.running == 1)
+                        await trio.sleep(0.05)
+                    else:
+                        stream = proxy.stream("counts", window=1)
+                        assert await stream.__anext__() == 0
+                        with pytest.raises(ts.RpcTimeout):
+                            await proxy.call("hold", timeout=0.2)  # holds the object's turn
+                        await stream.aclose()  # its next step waits for the turn
+                        await wait_until(lambda: provider._rpc.running == 0)
+                with trio.fail_after(SETTLE_S / 4):  # well before the device lets go
+                    await provider.aclose()
+            assert not device.closed.is_set()  # still blocked; closed once its step returns
+    finally:
+        device.release.set()
+    assert await trio.to_thread.run_sync(device.closed.wait, SETTLE_S)
+
+
 async def test_describe_marks_streams_and_misuse_is_a_type_error(url: str) -> None:
     async with pair(url, Sensor()) as (_, _, sensor):
         assert sensor.methods["samples"].stream

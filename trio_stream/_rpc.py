@@ -69,6 +69,7 @@ from ._rpc_stream import (
     Inbox,
     Outflow,
     RemoteStream,
+    Turn,
     check_window,
     is_done,
     is_stream,
@@ -229,20 +230,18 @@ class _Exposed:
     fn: Callable[..., Any]
     description: dict[str, Any]
     is_async: bool
-    limiter: trio.CapacityLimiter | None  # set: a sync method that runs in a worker thread
+    turn: Turn | None  # set: a sync method that runs in a worker thread, in its object's turn
     stream: bool = False  # a generator: its values are streamed (``invoke`` with a window)
 
     async def run(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if self.is_async:
             return await self.fn(*args, **kwargs)
-        if self.limiter is not None:
+        if self.turn is not None:
             # Abandoned when cancelled (its caller gave up, the client closes, Ctrl-C): the
             # method runs on to its end in its thread, which nothing can interrupt, but
-            # nobody waits for it (a closing provider waited, seconds after Ctrl-C). The
-            # limiter stays taken until it ends: the object's next call still waits for it.
-            return await trio.to_thread.run_sync(
-                partial(self.fn, *args, **kwargs), limiter=self.limiter, abandon_on_cancel=True
-            )
+            # nobody waits for it (a closing provider waited, seconds after Ctrl-C). Its turn
+            # stays taken until it ends: the object's next call still waits for it.
+            return await self.turn.run(partial(self.fn, *args, **kwargs))
         value = self.fn(*args, **kwargs)
         if inspect.isawaitable(value):  # e.g. a partial or a decorator around an async method
             value = await value
@@ -276,11 +275,11 @@ class RpcEndpoint:
         # invocation of the lost connection still finishing must not answer (or be aborted
         # by) the new connection's call of the same number.
         self._running: dict[int, _Invocation] = {}
-        # Each exposed object's one-at-a-time limiter (expose), by identity (equal objects
+        # Each exposed object's one-at-a-time turn (expose), by identity (equal objects
         # are distinct instruments; unhashable ones are objects all the same), with the
         # object itself, which its exposed methods hold anyway: its id stays its own. Per
-        # client, as a limiter belongs to one trio run (a SyncClient's thread).
-        self._limiters: dict[int, tuple[object, trio.CapacityLimiter]] = {}
+        # client, as its limiter belongs to one trio run (a SyncClient's thread).
+        self._turns: dict[int, tuple[object, Turn]] = {}
         self._streams: dict[int, Inbox] = {}  # streams this client reads, by request id
         client.handle(Invoke, self._on_invoke)
         client.handle(Abort, self._on_abort)
@@ -305,7 +304,7 @@ class RpcEndpoint:
         # serial port, a driver), so only one of them runs at a time, whichever it is; a
         # streaming method takes its turn for each value it makes. The same limiter whenever
         # the object is exposed (under a second name, say).
-        one_at_a_time = self._limiter_of(obj)
+        one_at_a_time = self._turn_of(obj)
         for attr in dir(obj):
             if not attr.startswith(PREFIX) or len(attr) == len(PREFIX):
                 continue
@@ -341,10 +340,10 @@ class RpcEndpoint:
             self._client.send_control(Expose(methods=sorted(self._methods)))
         return sorted(found)
 
-    def _limiter_of(self, obj: object) -> trio.CapacityLimiter:
-        held = self._limiters.get(id(obj))
+    def _turn_of(self, obj: object) -> Turn:
+        held = self._turns.get(id(obj))
         if held is None:
-            held = self._limiters[id(obj)] = (obj, trio.CapacityLimiter(1))
+            held = self._turns[id(obj)] = (obj, Turn())
         return held[1]
 
     def connection_lost(self) -> None:
@@ -489,7 +488,7 @@ class RpcEndpoint:
         """Run a generator for a caller: one ``yield`` per unit of credit, then ``end``."""
         limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
         try:
-            async with open_generator(exposed.fn, args, kwargs, exposed.limiter) as step:
+            async with open_generator(exposed.fn, args, kwargs, exposed.turn) as step:
                 while True:
                     # Credit first: the generator does not run ahead of the caller.
                     await flow.take()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -72,6 +74,36 @@ class Outflow:
 
 
 _DONE: Final[Any] = object()
+log = logging.getLogger(__name__)
+
+
+class Turn:
+    """An exposed object's turn: its sync methods run one at a time in worker threads.
+
+    The limiter orders them in trio. The lock holds in the worker thread itself, so that a
+    call given up on (abandoned when cancelled: it runs on, nothing can interrupt it) still
+    keeps the next one out, and a generator closed later, in a thread of its own that nobody
+    waits for, waits there for its turn.
+    """
+
+    __slots__ = ("limiter", "lock")
+
+    def __init__(self) -> None:
+        self.limiter = trio.CapacityLimiter(1)
+        self.lock = threading.Lock()
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` in a worker thread in its turn; abandoned (not waited for) when cancelled."""
+
+        def in_turn() -> Any:
+            with self.lock:
+                return fn()
+
+        return await trio.to_thread.run_sync(in_turn, limiter=self.limiter, abandon_on_cancel=True)
+
+    @property
+    def taken(self) -> bool:
+        return self.limiter.borrowed_tokens > 0 or self.lock.locked()
 
 
 @contextlib.asynccontextmanager
@@ -79,7 +111,7 @@ async def open_generator(
     fn: Callable[..., Any],
     args: list[Any],
     kwargs: dict[str, Any],
-    limiter: trio.CapacityLimiter | None,
+    turn: Turn | None,
 ) -> AsyncIterator[Callable[[], Any]]:
     """Start the generator; yield ``step``: an async function giving its next value, or
     ``_DONE``. The generator is closed on the way out, whatever happens (``aclose()`` for an
@@ -102,7 +134,7 @@ async def open_generator(
     if not inspect.isgenerator(gen):
         raise TypeError(f"{fn!r} did not return a generator")
     sync_gen = gen
-    if limiter is None:  # quick generators run in the trio thread, as quick sync methods do
+    if turn is None:  # quick generators run in the trio thread, as quick sync methods do
 
         async def step_here() -> Any:
             await trio.lowlevel.checkpoint()
@@ -114,14 +146,35 @@ async def open_generator(
             sync_gen.close()
         return
 
+    # A step given up on (its caller cancelled, the client closes) runs on in its thread,
+    # which nothing can interrupt, as a sync method's call does. The close then waits for its
+    # turn in a thread of its own, not in the trio thread: a closing provider waited seconds
+    # for a blocked next(), or for an abandoned call of the same object.
+    def step() -> Any:
+        return next(sync_gen, _DONE)
+
+    def close() -> None:
+        with turn.lock:
+            sync_gen.close()
+
     async def step_thread() -> Any:
-        return await trio.to_thread.run_sync(next, sync_gen, _DONE, limiter=limiter)
+        return await turn.run(step)
 
     try:
         yield step_thread
     finally:
-        with trio.CancelScope(shield=True):  # close it in its thread even when cancelled
-            await trio.to_thread.run_sync(sync_gen.close, limiter=limiter)
+        if turn.taken:
+            trio.lowlevel.start_thread_soon(close, _log_close_failure)
+        else:
+            with trio.CancelScope(shield=True):  # close it in its thread even when cancelled
+                await turn.run(sync_gen.close)
+
+
+def _log_close_failure(outcome: Any) -> None:
+    """Called in the closing thread: a generator that raised while closed is only logged."""
+    error = getattr(outcome, "error", None)
+    if error is not None:
+        log.warning("a streamed generator raised when closed: %r", error)
 
 
 def is_done(value: Any) -> bool:
