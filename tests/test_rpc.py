@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, cast
@@ -18,6 +19,7 @@ import trio.lowlevel
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from proxy import open_proxy
 
 import trio_stream as ts
 from trio_stream._protocol import messages as M
@@ -80,10 +82,12 @@ class Daq:
 
 
 @asynccontextmanager
-async def pair(url: str, provider: object | None = None) -> AsyncIterator[tuple[ts.Client, Any]]:
+async def pair(
+    url: str, provider: object | None = None, *, thread: bool = False
+) -> AsyncIterator[tuple[ts.Client, Any]]:
     """A provider named "daq" exposing ``provider`` and a caller's proxy for it."""
     async with ts.open_client(url, name="daq") as daq, ts.open_client(url, name="ctl") as ctl:
-        daq.expose(provider if provider is not None else Daq())
+        daq.expose(provider if provider is not None else Daq(), thread=thread)
         yield daq, await ctl.rpc("daq", timeout=SETTLE_S)
 
 
@@ -150,6 +154,27 @@ async def test_timeout_raises_rpc_timeout_and_cancels_the_provider(
             while daq_client._rpc.running:  # noqa: ASYNC110 - the abort is on its way
                 await trio.sleep(0.01)
         assert provider.cancelled
+
+
+async def test_a_timeout_while_reconnecting_says_the_call_was_never_sent(url: str) -> None:
+    # It blamed the provider ("runs the calls ... one at a time"), which never saw the call.
+    async with (
+        open_proxy(url) as proxy,
+        ts.open_client(url, name="daq") as daq_client,
+        ts.open_client(proxy.url, name="ctl", reconnect=ts.Reconnect(initial=0.05)) as ctl,
+    ):
+        daq_client.expose(Daq())
+        daq = await ctl.rpc("daq", timeout=SETTLE_S)
+        proxy.refuse()
+        proxy.cut()
+        with trio.fail_after(SETTLE_S):
+            await ctl.wait_state("reconnecting")
+            with pytest.raises(ts.RpcTimeout, match=r"was not sent within 0\.3 s: this client"):
+                await daq.call("my_echo", 1, timeout=0.3)
+            with pytest.raises(ts.RpcTimeout, match="provider is slow or stuck"):
+                proxy.accept()
+                await ctl.wait_state("open")
+                await daq.call("wait", timeout=0.3)
 
 
 async def test_proxy_timeout_is_the_default_for_each_call(
@@ -770,6 +795,44 @@ async def test_a_call_whose_invoke_would_exceed_the_frame_limit_is_refused_to_th
         assert isinstance(reply, M.Reply) and reply.id == 2
         assert (await provider.stats()).connections == 2
         await caller.aclose()
+
+
+def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A plain decorator, as applications write them: a sync wrapper."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class Counts:
+    def __call__(self, n: int) -> Iterator[int]:
+        yield from range(n)
+
+
+class Decorated:
+    def __init__(self) -> None:
+        self.rpc_count = Counts()  # an object whose __call__ is a generator
+
+    @logged
+    async def rpc_double(self, x: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return 2 * x
+
+
+@pytest.mark.parametrize("thread", [False, True])
+async def test_a_decorated_async_method_and_a_generator_object_are_what_they_wrap(
+    url: str, thread: bool
+) -> None:
+    # With thread=True (the SyncClient's default) the decorated async method ran in a worker
+    # thread, which refused the coroutine it made; the generator object was taken for a
+    # plain method ("returns one result") and its generator could not be sent.
+    async with pair(url, Decorated(), thread=thread) as (_, proxy):
+        with trio.fail_after(SETTLE_S):
+            assert await proxy.double(21) == 42
+            assert [v async for v in proxy.count(3)] == [0, 1, 2]
 
 
 class Picky:

@@ -181,6 +181,30 @@ async def test_sync_generator_runs_in_a_worker_thread_with_thread_true(url: str)
     assert provider.thread_ids and threading.get_ident() not in provider.thread_ids
 
 
+async def test_a_provider_lost_for_good_stops_what_it_runs(url: str) -> None:
+    # reconnect=False: the provider's connection breaks, its client is closed, its callers
+    # are told. Its generator and methods ran on until the application left `async with`
+    # (a provider that sleeps forever: forever); on a reconnect they were cancelled at once.
+    provider = Sensor()
+    async with (
+        open_proxy(url) as proxy,
+        ts.open_client(url, name="ctl") as ctl,
+        ts.open_client(proxy.url, name="sensor", reconnect=False) as sensor,
+    ):
+        sensor.expose(provider)
+        remote = await ctl.rpc("sensor", timeout=SETTLE_S)
+        stream = remote.forever()
+        with trio.fail_after(SETTLE_S):
+            assert await stream.__anext__() == 0
+            proxy.reset()
+            await sensor.wait_state("closed")
+            await provider.closed.wait()
+            await wait_until(lambda: sensor._rpc.running == 0)
+            with pytest.raises(ts.RpcError):  # its caller was told
+                async for _ in stream:
+                    pass
+
+
 class BlockingDevice:
     """A thread=True generator whose second value blocks in its worker thread (a device
     read) until the test lets it go; and a plain method that blocks the same way."""

@@ -565,6 +565,9 @@ class Client:
             return
         self._closed = error
         self._connected = False
+        # The calls this provider runs have nobody to answer any more (their callers were
+        # told): cancelled, as on a reconnect. They ran on until the application left.
+        self._rpc.connection_lost()
         for reply in list(self._replies.values()):  # an abandoned one's on_done forgets it
             reply.fail(error)
         self._replies.clear()

@@ -74,6 +74,7 @@ from ._rpc_stream import (
     is_done,
     is_stream,
     open_generator,
+    unwrapped,
 )
 from ._seconds import check_timeout
 
@@ -167,8 +168,12 @@ def _short_repr(value: Any, limit: int = 200) -> str:
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with an async __call__
+    """Whether calling ``fn`` makes a coroutine: an async function, one behind
+    ``functools.wraps`` decorators or a partial, or an object with an async ``__call__``
+    (a decorated one ran in a worker thread with thread=True, which refused it)."""
+    return any(
+        inspect.iscoroutinefunction(f) or inspect.iscoroutinefunction(getattr(f, "__call__", None))  # noqa: B004
+        for f in (fn, unwrapped(fn))
     )
 
 
@@ -235,7 +240,9 @@ class _Exposed:
 
     async def run(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if self.is_async:
-            return await self.fn(*args, **kwargs)
+            value = self.fn(*args, **kwargs)
+            # (a decorator may have made a sync function of an async one after all)
+            return await value if inspect.isawaitable(value) else value
         if self.turn is not None:
             # Abandoned when cancelled (its caller gave up, the client closes, Ctrl-C): the
             # method runs on to its end in its thread, which nothing can interrupt, but
@@ -547,11 +554,17 @@ class RpcEndpoint:
                     # Cancelled or timed out: the provider should stop working for nobody.
                     with contextlib.suppress(ConnectionClosed):
                         client.send_control(Cancel(id=request.id))
-        if request is None or not request.done.is_set():
+        if request is None:
             raise RpcTimeout(
-                f"no answer to {what} within {timeout_s:g} s (a provider runs the calls of an "
-                "object exposed with thread=True one at a time: one still running there, even "
-                "for a caller that gave up, holds the next back)"
+                f"{what} was not sent within {timeout_s:g} s: this client was reconnecting to "
+                "the server all along; try again once it is back (client.wait_state('open'))"
+            )
+        if not request.done.is_set():
+            raise RpcTimeout(
+                f"no answer to {what} within {timeout_s:g} s: the provider is slow or stuck "
+                "(one that runs an object's calls in a worker thread, thread=True, runs them "
+                "one at a time: one still running there, even for a caller that gave up, holds "
+                "the next back)"
             )
         reply = request
         if reply.error is not None:

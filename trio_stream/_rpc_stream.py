@@ -42,8 +42,21 @@ DEFAULT_WINDOW: Final = 16
 
 
 def is_stream(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` is a generator function (async or not): its values are streamed."""
-    return inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn)
+    """Whether ``fn`` is a generator function (async or not): its values are streamed. Also
+    one behind ``functools.wraps`` decorators, and an object whose ``__call__`` is one."""
+    return any(
+        inspect.isasyncgenfunction(f) or inspect.isgeneratorfunction(f)
+        for f in (fn, unwrapped(fn), getattr(fn, "__call__", None))  # noqa: B004
+    )
+
+
+def unwrapped(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What ``fn`` runs behind ``functools.wraps`` decorators."""
+    try:
+        inner: Callable[..., Any] = inspect.unwrap(fn)
+    except ValueError:  # a cycle of __wrapped__
+        return fn
+    return inner
 
 
 def check_window(window: int) -> None:
