@@ -649,6 +649,10 @@ def test_router_limits_calls_in_flight() -> None:
     router.call(s["caller"], R.Call(id=-1, provider="provider", method="m", args=b""))
     error = s["caller"].sent[-1]
     assert isinstance(error, M.Error) and error.type == "LimitExceeded"
+    assert error.message.endswith(
+        "wait for answers (or bound your concurrent calls, e.g. "
+        "with a trio.CapacityLimiter) before making more"
+    )
     assert router.pending(s["caller"]) == MAX_PENDING_CALLS
 
 

@@ -317,6 +317,36 @@ async def test_sync_client_iterates_a_stream(url: str) -> None:
             await provider.closed.wait()  # leaving the sync loop closed the generator
 
 
+async def test_a_sync_stream_keeps_its_provider_within_one_window(url: str) -> None:
+    # protocol.md 6.1: at most `window` values are ever queued for a caller. The SyncClient
+    # takes what has arrived into its thread in one batch; it returned that batch's credit
+    # as it crossed, so the provider made a second window meanwhile (8 ahead with window 4).
+    provider = Sensor()
+    async with ts.open_client(url, name="sensor") as sensor_client:
+        sensor_client.expose(provider)
+        took_one = threading.Event()
+        done = threading.Event()
+
+        def script() -> None:
+            with ts.SyncClient(url, name="script") as c:
+                stream = c.rpc("sensor").stream("forever", window=4)
+                for _ in stream:
+                    took_one.set()
+                    done.wait(SETTLE_S)  # the script reads nothing more meanwhile
+                    break
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, script)
+            with trio.fail_after(SETTLE_S):
+                await trio.to_thread.run_sync(took_one.wait, SETTLE_S)
+                await wait_until(lambda: provider.steps >= 4)
+                await trio.sleep(0.3)  # what it would make more, it makes now
+            try:
+                assert provider.steps <= 1 + 4  # the one taken, and one window
+            finally:
+                done.set()
+
+
 # -- the router alone: credit is enforced on the server -----------------------------------------
 class FakeSession:
     def __init__(self, name: str) -> None:

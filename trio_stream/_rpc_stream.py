@@ -295,8 +295,12 @@ class RemoteStream:
         await trio.lowlevel.cancel_shielded_checkpoint()  # taken: not lost to a cancel
         return decode_payload(value)
 
-    def receive_nowait(self) -> Any:
+    def receive_nowait(self, *, credit: bool = True) -> Any:
         """A value that has arrived already (the SyncClient takes them in batches).
+
+        ``credit=False``: the value is not counted as taken until :meth:`credit` says so
+        (the SyncClient's batch waits in its thread: the provider must not make a window
+        more meanwhile).
 
         Raises:
             trio.WouldBlock: none has (or the stream ended: the next ``__anext__`` says how).
@@ -304,17 +308,26 @@ class RemoteStream:
         request = self._request
         if not self._values or request is None:
             raise trio.WouldBlock
-        return decode_payload(self._take(request))
+        return decode_payload(self._take(request, credit))
 
-    def _take(self, request: PendingRequest) -> bytes:
+    def credit(self, taken: int) -> None:
+        """``taken`` values got with ``receive_nowait(credit=False)`` are the application's."""
+        if self._request is not None and taken:
+            self._count(self._request, taken)
+
+    def _take(self, request: PendingRequest, credit: bool = True) -> bytes:
         """The next value's payload; credit goes back once half a window was taken."""
         value = self._values.popleft()
-        self._consumed += 1
+        if credit:
+            self._count(request, 1)
+        return value
+
+    def _count(self, request: PendingRequest, taken: int) -> None:
+        self._consumed += taken
         if self._consumed * 2 >= self.window and not request.done.is_set():
             n, self._consumed = self._consumed, 0
             with contextlib.suppress(ConnectionClosed):  # the loss fails the request
                 self._port.send_control(Credit(id=request.id, n=n))
-        return value
 
     def _finish(self) -> None:
         self._closed = True

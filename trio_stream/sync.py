@@ -1463,19 +1463,25 @@ class SyncRemoteStream:
         self._client = client
         self._stream = stream
         self._local: list[Any] = []
+        self._uncredited = 0  # values of the last batch taken without credit
         self._ended = False
 
     async def _take(self) -> list[Any]:
         stream = self._stream
+        # The last batch is all taken now: its credit goes back. Returned as it crossed, the
+        # provider made a window more while the batch waited here (2W ahead, not W).
+        stream.credit(self._uncredited)
+        self._uncredited = 0
         try:
             batch = [await stream.__anext__()]
         except StopAsyncIteration:
             return []
         while len(batch) < stream.window:
             try:
-                batch.append(stream.receive_nowait())
+                batch.append(stream.receive_nowait(credit=False))
             except trio.WouldBlock:
                 break
+        self._uncredited = len(batch) - 1
         return batch
 
     def __iter__(self) -> Iterator[Any]:

@@ -222,7 +222,11 @@ class Router:
             self._error(
                 caller,
                 ident,
-                LimitExceeded(f"this client has {len(calls)} calls in flight, the limit"),
+                LimitExceeded(
+                    f"this client has {len(calls)} calls in flight, the limit: wait for "
+                    "answers (or bound your concurrent calls, e.g. with a trio.CapacityLimiter) "
+                    "before making more"
+                ),
             )
             return None
         running = self._by_provider.get(provider, {})
@@ -230,7 +234,10 @@ class Router:
             self._error(
                 caller,
                 ident,
-                LimitExceeded(f"{name!r} has {len(running)} calls in flight, the limit"),
+                LimitExceeded(
+                    f"{brief(name)} has {len(running)} calls in flight, the limit: its callers "
+                    "together wait for answers before making more; try again later"
+                ),
             )
             return None
         pending = _Pending(self._next_call, caller, ident, provider, describe)
