@@ -134,3 +134,55 @@ async def test_a_cut_while_an_abandoned_request_waits_closes_the_client_cleanly(
                 await reader.wait_state("closed")
             with pytest.raises(ts.ConnectionClosed):
                 await reader.channels()
+
+
+class CancelAsTheReplyIsRead(trio.abc.Instrument):
+    """Cancels ``scope`` just before the client's reader task steps while a request waits:
+    the step that reads the answer. The caller then finds its request answered and itself
+    cancelled at once (a deadline that expires in the same scheduler turn as the answer)."""
+
+    def __init__(self, client: ts.Client, scope: trio.CancelScope) -> None:
+        self.client = client
+        self.scope = scope
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        reader = task.name.endswith("Client._reader")
+        if reader and self.client._replies and not self.scope.cancel_called:
+            self.scope.cancel()
+
+
+@pytest.mark.parametrize("request_kind", ["subscribe", "open_publisher"])
+async def test_a_request_cancelled_as_its_answer_is_read_leaves_nothing_behind(
+    server: ts.Server, request_kind: str
+) -> None:
+    # The answer made the subscription (or publisher) in the reader task; the cancelled
+    # caller found its request done and skipped the undo. The object stayed registered and
+    # live on the server, resubscribed on every reconnect: a block one held its channel's
+    # writers for good (1 round in 10 of an outside fault soak).
+    assert server.tcp_url
+    async with (
+        ts.open_client(server.tcp_url, name="w") as writer,
+        ts.open_client(server.tcp_url, name="r") as other,
+    ):
+        await writer.create_channel("ch", single_writer=True)
+        await trio.sleep(0.1)  # a quiet connection: what the reader reads next is the answer
+        scope = trio.CancelScope()
+        instrument = CancelAsTheReplyIsRead(other, scope)
+        trio.lowlevel.add_instrument(instrument)
+        try:
+            with scope:
+                if request_kind == "subscribe":
+                    await other.open_subscription("ch", policy="block", size=1)
+                else:
+                    await other.open_publisher("ch")
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+        assert scope.cancelled_caught
+        assert not other._subscriptions and not other._publishers
+        channel = server.state.broker.channels["ch"]
+        with trio.fail_after(WAIT_S):
+            while channel.readers or channel.publishers:  # noqa: ASYNC110 - closes on their way
+                await trio.sleep(0.01)
+            async with writer.publisher("ch") as pub:  # the only writer's place is free
+                for value in range(3000):  # past a window: an orphan block reader held it
+                    assert not await pub.send(value)

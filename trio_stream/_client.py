@@ -63,7 +63,6 @@ from ._protocol.limits import (
     PayloadLimits,
 )
 from ._protocol.messages import (
-    ClosePublisher,
     ControlMessage,
     CreateChannel,
     DeleteChannel,
@@ -795,8 +794,8 @@ class Client:
         """Send a request on the current connection (restoring uses it before "open").
 
         ``undo``: a request that makes something on the server, abandoned before its
-        answer (a cancel, a timeout): the answer is still awaited, and ``undo(result)``
-        closes what it made."""
+        answer reached the caller (a cancel, a timeout): ``undo(made)`` closes what it made
+        (``made``: what ``on_result`` returned), once the answer comes or at once."""
         request = self._send_request(cls, on_result, **fields)
         try:
             await request.done.wait()
@@ -806,15 +805,31 @@ class Client:
                 def forget() -> None:
                     self._replies.pop(request.id, None)
 
-                request.on_result = undo
+                make = on_result
+
+                def make_and_undo(result: Any) -> Any:
+                    made = result if make is None else make(result)
+                    undo(made)
+                    return made
+
+                request.on_result = make_and_undo
                 request.on_done = forget
                 raise
+            if undo is not None and request.error is None:
+                # Answered in the same scheduler turn as the cancel: made already, and the
+                # caller will never have it (a block orphan held its writers for good).
+                undo(request.result)
             self._replies.pop(request.id, None)
             raise
         self._replies.pop(request.id, None)
         if request.error is not None:
             raise request.error
         return request.result
+
+    def _drop_subscription(self, sub: Subscription) -> None:
+        """Close a subscription nobody has (its subscribe was abandoned) without waiting."""
+        if sub._detach() and self._connected:
+            self._forget(self._send_request(Unsubscribe, sub=sub.sub_id))
 
     def _forget(self, request: PendingRequest) -> None:
         """Nobody waits for this request's answer: it is ignored when it comes."""
@@ -1240,7 +1255,7 @@ class Client:
         pub: Publisher = await self._request(
             OpenPublisher,
             on_result=register,
-            undo=lambda r: self._forget(self._send_request(ClosePublisher, pub=r["pub"])),
+            undo=Publisher.close_nowait,
             channel=channel,
             key=key,
             writer=writer_key,
@@ -1355,7 +1370,7 @@ class Client:
             sub: Subscription = await self._request(
                 Subscribe,
                 on_result=register,
-                undo=lambda r: self._forget(self._send_request(Unsubscribe, sub=r["sub"])),
+                undo=self._drop_subscription,
                 **spec,
                 **since_fields,
             )
