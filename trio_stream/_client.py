@@ -826,11 +826,6 @@ class Client:
             raise request.error
         return request.result
 
-    def _drop_subscription(self, sub: Subscription) -> None:
-        """Close a subscription nobody has (its subscribe was abandoned) without waiting."""
-        if sub._detach() and self._connected:
-            self._forget(self._send_request(Unsubscribe, sub=sub.sub_id))
-
     def _forget(self, request: PendingRequest) -> None:
         """Nobody waits for this request's answer: it is ignored when it comes."""
         self._replies.pop(request.id, None)
@@ -1370,7 +1365,7 @@ class Client:
             sub: Subscription = await self._request(
                 Subscribe,
                 on_result=register,
-                undo=self._drop_subscription,
+                undo=Subscription.close_nowait,
                 **spec,
                 **since_fields,
             )
