@@ -84,7 +84,6 @@ from ._protocol.messages import (
     SubEnd,
     Subscribe,
     UnknownOp,
-    Unsubscribe,
     Welcome,
     check_fields,
     check_message,
