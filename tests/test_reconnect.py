@@ -1662,6 +1662,59 @@ async def test_a_resume_token_does_not_take_back_what_a_new_process_of_the_name_
 
 
 # -- a resubscription asks for the subscription as it is now -----------------------------------
+@pytest.mark.server_options(resume_grace_s=60.0)
+async def test_a_retune_whose_answer_a_cut_lost_costs_a_block_reader_nothing(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # The server retuned (size 10 -> 20), the answer was lost with the connection, and the
+    # client, not knowing, resubscribed with its old size. The kept subscription did not
+    # match those options: it was dropped and its buffered frames with it, counted lost
+    # (20 of a block reader's, to its own cut). Named by its id, it now continues and takes
+    # the asked options as a retune would.
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as daq,
+        ts.open_client(proxy.url, name="rec", reconnect=FAST) as rec,
+    ):
+        await daq.create_channel("ch")
+        async with (
+            rec.subscribe("ch", policy="block", size=10) as sub,
+            daq.publisher("ch") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                for value in range(30):
+                    await pub.send(value)
+                got = [(await sub.receive()).data for _ in range(5)]
+                proxy.hold_replies()
+                outcome: list[BaseException] = []
+
+                async def retune() -> None:
+                    try:
+                        await sub.retune(size=20)
+                    except ts.ConnectionClosed as exc:
+                        outcome.append(exc)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(retune)
+                    readers = server.state.by_name["rec"].outbox.readers
+                    while readers[sub.sub_id].buffer.size != 20:  # noqa: ASYNC110
+                        await trio.sleep(0.01)  # the server's own state: applied
+                    proxy.cut()
+                    proxy.release()
+                assert "may have been carried out" in str(outcome[0])
+                await rec.wait_state("reconnecting")
+                await rec.wait_state("open")
+                for value in range(30, 60):
+                    await pub.send(value)
+                while len(got) < 60:
+                    message = await sub.receive()
+                    assert message.lost == 0, (message.seq, message.lost)
+                    got.append(message.data)
+            assert got == list(range(60))
+            assert sub.lost == 0
+
+
 async def test_a_resubscription_after_a_cut_keeps_the_retuned_policy_and_the_filters(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

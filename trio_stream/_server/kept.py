@@ -141,13 +141,19 @@ class KeptReaders:
         named = self._by_old_id.get(old_id) if old_id is not None else None
         candidates = [named] if named is not None else list(self._by_old_id.values())
         for reader in candidates:
+            held = _options(reader) if reader is not None else None
             if (
                 reader is not None
+                and held is not None
                 and not reader.closed
                 and reader.outbox is self.outbox
                 and reader.channel.name == name
                 and reader.channel.epoch == epoch
-                and _options(reader) == options
+                # Named by its id, it may have other policy, size, every or max_rate than
+                # asked (a retune whose answer the cut lost: the client asks with what it
+                # had): the caller retunes it. Dropped, a block reader's buffered frames
+                # and those in flight were lost to its own cut.
+                and (held == options or (reader is named and held[4:] == options[4:]))
                 and reader.resumable_after(since_seq)
             ):
                 # The reply may be lost with the new connection too: the client would then
