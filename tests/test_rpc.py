@@ -839,6 +839,47 @@ async def test_a_decorated_async_method_and_a_generator_object_are_what_they_wra
             assert [v async for v in proxy.count(3)] == [0, 1, 2]
 
 
+def listed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator that consumes the generator it wraps: a plain method, not a stream."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return list(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def in_trio(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator that runs an async method from its worker thread (thread=True)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return trio.from_thread.run(partial(fn, *args, **kwargs))
+
+    return wrapper
+
+
+class Wrapped:
+    @listed
+    def rpc_items(self, n: int) -> Iterator[int]:
+        yield from range(n)
+
+    @in_trio
+    async def rpc_later(self, x: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return x + 1
+
+
+async def test_a_wrapper_is_what_it_does_not_what_it_wraps(url: str) -> None:
+    # A wrapper that consumes a generator returns a list; one that runs an async method
+    # through trio.from_thread needs its worker thread. Looking through functools.wraps
+    # took the first for a stream and ran the second in the trio thread, where it failed.
+    async with pair(url, Wrapped(), thread=True) as (_, proxy):
+        with trio.fail_after(SETTLE_S):
+            assert await proxy.items(3) == [0, 1, 2]
+            assert await proxy.later(41) == 42
+
+
 class Picky:
     def rpc_load(self, data: str) -> int:
         raise ValueError(f"bad header: {data!r}")  # its argument in its message, whole
@@ -910,6 +951,28 @@ async def test_a_description_larger_than_the_frame_limit_keeps_first_doc_lines(
         async with pair(url, wordy()) as (provider, proxy):
             assert await proxy.m042() == 7
             assert inspect.getdoc(proxy.m042) == "Read the sensor."
+            assert provider.state == "open"
+
+
+async def test_a_description_that_fits_nowhere_keeps_every_method_callable(
+    nursery: trio.Nursery,
+) -> None:
+    # The smallest frame limit and 60 methods: even without their docs the descriptions were
+    # over it, and the provider sent them anyway (the server disconnected it). Now those
+    # that fit are described by name alone; every method is still called by name.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=4096)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    url = server.tcp_url or ""
+
+    def method(self: object, first: int = 1, second: str = "a long default value") -> int:
+        return first + len(second)
+
+    many = type("Many", (), {f"rpc_method_number_{i:03d}": method for i in range(60)})
+    with trio.fail_after(SETTLE_S):
+        async with pair(url, many()) as (provider, proxy):
+            assert await proxy.method_number_000(2, "abc") == 5  # described: by name alone
+            assert 0 < len(proxy.methods) < 60
+            assert await proxy.call("method_number_059", 2, "abc") == 5
             assert provider.state == "open"
 
 

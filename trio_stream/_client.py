@@ -489,11 +489,13 @@ class Client:
         attempts += [
             (sub._resubscribe, f"resubscribe {sub.channel[:80]}") for sub in self._resuming_subs
         ]
-
+        resubscriptions = len(attempts) - len(self._resuming_pubs)
         generation = self._generation
-        all_done = True
+        all_done = True  # every resubscription answered at its first try
 
-        async def first_try(attempt: Callable[[], Awaitable[bool]], what: str) -> None:
+        async def first_try(
+            attempt: Callable[[], Awaitable[bool]], what: str, resubscribes: bool
+        ) -> None:
             nonlocal all_done
             try:
                 done = await attempt()
@@ -501,12 +503,14 @@ class Client:
                 all_done = False
                 return
             if not done:
-                all_done = False
+                # (a publisher's reopen retried for its missing channel holds nothing back)
+                all_done = all_done and not resubscribes
                 self._spawn_retry(attempt, what)
 
         async with trio.open_nursery() as nursery:
-            for attempt, what in attempts:
-                nursery.start_soon(first_try, attempt, what)
+            for index, (attempt, what) in enumerate(attempts):
+                resubscribes = index >= len(attempts) - resubscriptions
+                nursery.start_soon(first_try, attempt, what, resubscribes)
         if not self._connected or self._generation != generation:
             return
         if all_done:

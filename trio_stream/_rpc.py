@@ -24,7 +24,7 @@ import inspect
 import logging
 import math
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -74,7 +74,6 @@ from ._rpc_stream import (
     is_done,
     is_stream,
     open_generator,
-    unwrapped,
 )
 from ._seconds import check_timeout
 
@@ -168,12 +167,8 @@ def _short_repr(value: Any, limit: int = 200) -> str:
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    """Whether calling ``fn`` makes a coroutine: an async function, one behind
-    ``functools.wraps`` decorators or a partial, or an object with an async ``__call__``
-    (a decorated one ran in a worker thread with thread=True, which refused it)."""
-    return any(
-        inspect.iscoroutinefunction(f) or inspect.iscoroutinefunction(getattr(f, "__call__", None))  # noqa: B004
-        for f in (fn, unwrapped(fn))
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with an async __call__
     )
 
 
@@ -248,11 +243,29 @@ class _Exposed:
             # method runs on to its end in its thread, which nothing can interrupt, but
             # nobody waits for it (a closing provider waited, seconds after Ctrl-C). Its turn
             # stays taken until it ends: the object's next call still waits for it.
-            return await self.turn.run(partial(self.fn, *args, **kwargs))
+            value = await self.turn.run(partial(_boxed_awaitable, self.fn, args, kwargs))
+            if type(value) is _Boxed:
+                # A sync wrapper (a plain decorator) around an async method: the coroutine
+                # it made runs here, in trio, out of the object's turn.
+                return await value.awaitable
+            return value
         value = self.fn(*args, **kwargs)
         if inspect.isawaitable(value):  # e.g. a partial or a decorator around an async method
             value = await value
         return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Boxed:
+    """An awaitable a method returned in a worker thread, which trio refuses to hand back
+    as it is (it takes a coroutine returned there for a mistake)."""
+
+    awaitable: Awaitable[Any]
+
+
+def _boxed_awaitable(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    value = fn(*args, **kwargs)
+    return _Boxed(value) if inspect.isawaitable(value) else value
 
 
 def _check_service_name(name: str) -> None:
@@ -378,18 +391,8 @@ class RpcEndpoint:
 
     def _on_introspect(self, msg: Introspect) -> None:
         descriptions = [e.description for e in self._methods.values()]
-        room = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
-        answer = Methods(call=msg.call, methods=descriptions)
-        if len(encode_message(answer)) > room:
-            # Long docstrings of many methods: over the limit the server would disconnect
-            # this provider (every call it runs failing with it). Their first lines, then.
-            descriptions = [{**d, "doc": _first_line(d["doc"])} for d in descriptions]
-            answer = Methods(call=msg.call, methods=descriptions)
-            if len(encode_message(answer)) > room:
-                descriptions = [{**d, "doc": None} for d in descriptions]
-                answer = Methods(call=msg.call, methods=descriptions)
-            # Still over (thousands of methods): the server answers the caller FrameTooLarge.
-        self._send(answer)
+        room = self._client.limits.max_frame_bytes - DESCRIBE_OVERHEAD_BYTES
+        self._send(_methods_within(msg.call, descriptions, room))
 
     def _on_invoke(self, msg: Invoke) -> None:
         exposed = self._methods.get(msg.method)
@@ -666,6 +669,49 @@ def _clip(text: str, max_bytes: int, keep: Literal["start", "end"] = "start") ->
     if keep == "start":  # (a traceback's part keeps its line end)
         return data[:cut].decode("utf-8", "ignore") + note + "\n" * text.endswith("\n")
     return note.lstrip() + "\n" + data[len(data) - cut :].decode("utf-8", "ignore")
+
+
+# A description shortened to its name: any arguments, checked by the provider alone.
+_ANY_ARGUMENTS: Final = [
+    {"name": "args", "kind": "var_positional"},
+    {"name": "kwargs", "kind": "var_keyword"},
+]
+# What the server's forwarded answer to a describe (a reply) adds to the provider's methods.
+DESCRIBE_OVERHEAD_BYTES: Final = 64
+
+
+def _methods_within(call: int, descriptions: list[dict[str, Any]], room: int) -> Methods:
+    """The ``methods`` answer, shortened to fit ``room`` bytes: over ``max_frame_bytes`` the
+    server would disconnect this provider, every call it runs failing with it (100 methods
+    with long docstrings did). Docs go to their first lines, then away, then each method to
+    its bare name; a list that still does not fit keeps the methods that do (the others can
+    still be called by name, ``proxy.call(name, ...)``)."""
+    stages: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
+        lambda d: d,
+        lambda d: {**d, "doc": _first_line(d["doc"])},
+        lambda d: {**d, "doc": None},
+        lambda d: {"name": d["name"], "params": _ANY_ARGUMENTS, "stream": d["stream"]},
+    )
+    shortened: list[dict[str, Any]] = []
+    for shorten in stages:
+        shortened = [shorten(d) for d in descriptions]
+        answer = Methods(call=call, methods=shortened)
+        if len(encode_message(answer)) <= room:
+            return answer
+    empty = len(encode_message(Methods(call=call, methods=[])))
+    size = empty + 8  # 8: the list's length grows by a few bytes with its count
+    kept = []
+    for description in shortened:
+        size += len(encode_message(Methods(call=call, methods=[description]))) - empty
+        if size > room:
+            break
+        kept.append(description)
+    log.warning(
+        "describing %d exposed methods takes more than max_frame_bytes allows: %d described",
+        len(descriptions),
+        len(kept),
+    )
+    return Methods(call=call, methods=kept)
 
 
 def _first_line(doc: str | None) -> str | None:

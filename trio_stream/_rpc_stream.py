@@ -43,20 +43,14 @@ DEFAULT_WINDOW: Final = 16
 
 def is_stream(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` is a generator function (async or not): its values are streamed. Also
-    one behind ``functools.wraps`` decorators, and an object whose ``__call__`` is one."""
-    return any(
-        inspect.isasyncgenfunction(f) or inspect.isgeneratorfunction(f)
-        for f in (fn, unwrapped(fn), getattr(fn, "__call__", None))  # noqa: B004
-    )
-
-
-def unwrapped(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """What ``fn`` runs behind ``functools.wraps`` decorators."""
-    try:
-        inner: Callable[..., Any] = inspect.unwrap(fn)
-    except ValueError:  # a cycle of __wrapped__
-        return fn
-    return inner
+    an object whose ``__call__`` is one (not a class: calling it makes an instance). What a
+    function wraps does not count: a wrapper may consume a generator (``list(f())``)."""
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        return True
+    if isinstance(fn, type) or inspect.isroutine(fn):
+        return False
+    call = getattr(fn, "__call__", None)  # noqa: B004
+    return inspect.isasyncgenfunction(call) or inspect.isgeneratorfunction(call)
 
 
 def check_window(window: int) -> None:

@@ -243,7 +243,8 @@ def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     if reader.blocks_writers:
         reader.block_timeout = block_timeout
     session.outbox.adopt(reader)
-    if (reader.policy, reader.buffer.size, reader.every, reader.max_rate) != options[:4]:
+    differs = (reader.policy, reader.buffer.size, reader.every, reader.max_rate) != options[:4]
+    if differs and not (reader.closed or reader.ending):  # (ending: it delivers what it has)
         # Kept with other options than asked (a retune the cut left in doubt): the asked
         # ones, as a retune would set them (between two frames: no gap, no duplicate).
         dropped_when_full = drops_when_full(reader.policy)
