@@ -6,14 +6,27 @@ writer of its channel back, an orphan publisher kept a ``single_writer`` channel
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 import trio
-from proxy import open_proxy
+from proxy import TcpProxy, open_proxy
 
 import trio_stream as ts
 
 WAIT_S = 10.0
 ANSWER_HELD_S = 0.3  # the proxy holds the server's answers this long; the request gives up
+
+
+async def give_up_before_the_answer(
+    proxy: TcpProxy, request: Callable[..., Awaitable[object]], *args: object, **kwargs: object
+) -> None:
+    """Make ``request``; the server gets it and acts on it, but its answer is held at the
+    proxy (until ``proxy.release()``) and the request gives up first."""
+    proxy.hold_replies()
+    with trio.move_on_after(ANSWER_HELD_S) as gave_up:
+        await request(*args, **kwargs)
+    assert gave_up.cancelled_caught
 
 
 async def test_a_cancelled_subscribe_leaves_no_reader_behind(server: ts.Server) -> None:
@@ -24,10 +37,9 @@ async def test_a_cancelled_subscribe_leaves_no_reader_behind(server: ts.Server) 
         ts.open_client(proxy.url, name="r") as reader,
     ):
         await writer.create_channel("ch")
-        proxy.hold_replies()  # the server gets the subscribe and acts on it; the answer waits
-        with trio.move_on_after(ANSWER_HELD_S) as gave_up:
-            await reader.open_subscription("ch", policy="block", size=1)
-        assert gave_up.cancelled_caught
+        await give_up_before_the_answer(
+            proxy, reader.open_subscription, "ch", policy="block", size=1
+        )
         proxy.release()
         async with writer.publisher("ch") as pub:
             with trio.fail_after(WAIT_S):
@@ -44,10 +56,7 @@ async def test_a_cancelled_open_publisher_leaves_no_writer_behind(server: ts.Ser
         ts.open_client(proxy.url, name="w") as writer,
     ):
         await writer.create_channel("solo", single_writer=True)
-        proxy.hold_replies()
-        with trio.move_on_after(ANSWER_HELD_S) as gave_up:
-            await writer.open_publisher("solo")
-        assert gave_up.cancelled_caught
+        await give_up_before_the_answer(proxy, writer.open_publisher, "solo")
         proxy.release()
         with trio.fail_after(WAIT_S):
             while True:  # the orphan's close is on its way; then the place is free
@@ -69,10 +78,7 @@ async def test_an_abandoned_request_answered_with_an_error_is_forgotten(
         ts.open_client(proxy.url, name="r") as reader,
     ):
         pending_before = len(reader._replies)
-        proxy.hold_replies()
-        with trio.move_on_after(ANSWER_HELD_S) as gave_up:
-            await reader.open_subscription("nowhere")
-        assert gave_up.cancelled_caught
+        await give_up_before_the_answer(proxy, reader.open_subscription, "nowhere")
         proxy.release()
         with trio.fail_after(WAIT_S):
             while len(reader._replies) > pending_before:  # noqa: ASYNC110 - no event for it
@@ -97,10 +103,9 @@ async def test_a_subscribe_given_up_just_before_a_cut_ends_once_the_client_is_ba
     ):
         await writer.create_channel("ch")
         async with reader.subscribe("ch", policy="block", size=5) as wanted:
-            proxy.hold_replies()
-            with trio.move_on_after(ANSWER_HELD_S) as gave_up:
-                await reader.open_subscription("ch", policy="block", size=1)
-            assert gave_up.cancelled_caught
+            await give_up_before_the_answer(
+                proxy, reader.open_subscription, "ch", policy="block", size=1
+            )
             proxy.cut()
             proxy.release()
             async with writer.publisher("ch") as pub:
@@ -125,10 +130,7 @@ async def test_a_cut_while_an_abandoned_request_waits_closes_the_client_cleanly(
     async with open_proxy(server.tcp_url) as proxy, ts.open_client(server.tcp_url) as writer:
         await writer.create_channel("ch")
         async with ts.open_client(proxy.url, name="r", reconnect=False) as reader:
-            proxy.hold_replies()
-            with trio.move_on_after(ANSWER_HELD_S) as gave_up:
-                await reader.open_subscription("ch")
-            assert gave_up.cancelled_caught
+            await give_up_before_the_answer(proxy, reader.open_subscription, "ch")
             proxy.cut()
             with trio.fail_after(WAIT_S):
                 await reader.wait_state("closed")

@@ -880,6 +880,13 @@ async def test_a_wrapper_is_what_it_does_not_what_it_wraps(url: str) -> None:
             assert await proxy.later(41) == 42
 
 
+async def server_with_frame_limit(nursery: trio.Nursery, limit: int) -> str:
+    """A server of its own with ``max_frame_bytes=limit``; its TCP URL."""
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=limit)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    return server.tcp_url or ""
+
+
 class Picky:
     def rpc_load(self, data: str) -> int:
         raise ValueError(f"bad header: {data!r}")  # its argument in its message, whole
@@ -898,10 +905,7 @@ async def test_an_error_larger_than_the_frame_limit_reaches_the_caller_clipped(
     # The method put its (large) argument in its error: the `fail` frame was over
     # max_frame_bytes, the server disconnected the provider, and every caller of it got
     # "disconnected before answering". Now the message's start and the traceback's end go.
-    limit = 64 * 1024
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=limit)
-    server: ts.Server = await nursery.start(ts.serve, config)
-    url = server.tcp_url or ""
+    url = await server_with_frame_limit(nursery, 64 * 1024)
     async with pair(url, Picky()) as (provider, picky):
         with trio.fail_after(SETTLE_S):
             with pytest.raises(ts.RemoteError) as raised:
@@ -936,10 +940,7 @@ async def test_a_description_larger_than_the_frame_limit_keeps_first_doc_lines(
 ) -> None:
     # 100 methods with long docstrings: the `methods` answer was over max_frame_bytes, and
     # every rpc() of the provider disconnected it. Over the limit, each doc is its first line.
-    limit = 64 * 1024
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=limit)
-    server: ts.Server = await nursery.start(ts.serve, config)
-    url = server.tcp_url or ""
+    url = await server_with_frame_limit(nursery, 64 * 1024)
     doc = "Read the sensor.\n\n" + "A long explanation of what it does. " * 40
 
     def method(self: object) -> int:
@@ -960,9 +961,7 @@ async def test_a_description_that_fits_nowhere_keeps_every_method_callable(
     # The smallest frame limit and 60 methods: even without their docs the descriptions were
     # over it, and the provider sent them anyway (the server disconnected it). Now those
     # that fit are described by name alone; every method is still called by name.
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=4096)
-    server: ts.Server = await nursery.start(ts.serve, config)
-    url = server.tcp_url or ""
+    url = await server_with_frame_limit(nursery, 4096)  # the smallest
 
     def method(self: object, first: int = 1, second: str = "a long default value") -> int:
         return first + len(second)
