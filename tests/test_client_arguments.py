@@ -17,6 +17,11 @@ import trio_stream as ts
 
 STEP_S = 10.0
 
+LONE_SURROGATE_AT_2 = (
+    "a str with '\\udc80' at position 2 cannot be sent: a lone surrogate has no UTF-8 form; "
+    "repair the text first, e.g. text.encode('utf-8', 'replace').decode()"
+)
+
 # (client method, its arguments, what InvalidArgument says): one mistake each.
 MISTYPED: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("create_channel", ("x",), {"history": 10.0}, "history must be an int, not float 10.0"),
@@ -35,6 +40,12 @@ MISTYPED: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("publish", (5, 1), {}, "channel must be a str, not int 5"),
     ("delete_channel", (5,), {}, "channel must be a str, not int 5"),
     ("rpc", (5,), {}, "provider must be a str, not int 5"),
+    # A lone surrogate (os.fsdecode makes them of a file name's undecodable bytes) has no
+    # UTF-8 form: the encoder's UnicodeEncodeError said neither which argument nor what to do.
+    ("create_channel", ("ch\udc80",), {}, f"channel: {LONE_SURROGATE_AT_2}"),
+    ("open_subscription", ("c",), {"sender": "ch\udc80"}, f"sender: {LONE_SURROGATE_AT_2}"),
+    ("publish", ("c", "ch\udc80"), {}, LONE_SURROGATE_AT_2),
+    ("publish", ("c", {"ch\udc80": 1}), {}, LONE_SURROGATE_AT_2),
 ]
 
 
@@ -106,3 +117,15 @@ async def test_numpy_numbers_decimals_mappings_and_str_subclasses_still_go_throu
             with trio.fail_after(STEP_S):
                 await client.publish(Channels.RAW, 7)
                 assert (await sub.receive()).data == 7
+
+
+@pytest.mark.parametrize("field", ["name", "token"])
+async def test_a_client_name_or_token_utf8_cannot_encode_is_refused_before_connecting(
+    server: ts.Server, field: str
+) -> None:
+    assert server.tcp_url
+    with pytest.raises(ts.InvalidArgument) as refused:
+        chosen: dict[str, Any] = {field: "ab\udc80"}
+        async with ts.open_client(server.tcp_url, reconnect=False, **chosen):
+            pass
+    assert str(refused.value) == f"{field}: {LONE_SURROGATE_AT_2}"

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from trio_stream import PayloadLimits, PayloadRefused, ProtocolError
+from trio_stream import InvalidArgument, PayloadLimits, PayloadRefused, ProtocolError
 from trio_stream._protocol import codec
 from trio_stream._protocol.cbor_scan import check_key_collisions
 from trio_stream._protocol.codec import (
@@ -145,6 +145,25 @@ json_like = st.recursive(
 @given(json_like)
 def test_plain_values_round_trip(value: Any) -> None:
     assert roundtrip(value) == value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    # st.text() never draws a surrogate, so the str is joined from its characters here.
+    st.lists(st.integers(0xD800, 0xDFFF).map(chr) | st.characters(), max_size=8).map("".join),
+    st.booleans(),
+)
+def test_text_either_round_trips_or_is_an_invalid_argument(text: str, as_key: bool) -> None:
+    # Any str, lone surrogates included: UTF-8 cannot encode those, and the caller gets an
+    # InvalidArgument that says where, never the encoder's UnicodeEncodeError.
+    value: Any = {text: 1} if as_key else text
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        with pytest.raises(InvalidArgument, match=f"at position {exc.start} cannot be sent"):
+            encode_payload(value)
+    else:
+        assert roundtrip(value) == value
 
 
 def test_datetimes_and_numpy_scalars() -> None:

@@ -1551,6 +1551,7 @@ async def open_client(
     connect_timeout = connect_s
     if name is not None and not isinstance(name, str):
         raise InvalidArgument(f"name must be a str or None, not {type(name).__name__}")
+    check_fields(Hello, {"name": name, "token": token})  # e.g. a lone surrogate, said here
     urls = checked_urls(url)
     client = Client(
         urls,

@@ -24,7 +24,7 @@ from typing import Any, Final
 import cbor2
 import numpy as np
 
-from .._exceptions import ProtocolError
+from .._exceptions import InvalidArgument, ProtocolError
 from .brief import brief, cut
 from .bytes_like import BytesLike
 from .cbor_scan import check_key_collisions
@@ -198,6 +198,8 @@ def _has_large_array(value: Any, depth: int = 0) -> bool:
 def _dumps(value: Any, default: Callable[[Any, Any], None] = _encode_default) -> bytes:
     try:
         return cbor2.dumps(value, default=default)
+    except UnicodeEncodeError as exc:
+        raise unencodable_text(exc) from None
     except cbor2.CBOREncodeError as exc:
         # Surface plain TypeError/ValueError: callers should not need to know about cbor2.
         cause = exc.__cause__
@@ -212,6 +214,16 @@ def _dumps(value: Any, default: Callable[[Any, Any], None] = _encode_default) ->
                 "time it is): give it one, e.g. datetime.now(timezone.utc)"
             ) from None
         raise ValueError(f"cannot encode this value: {exc}") from None
+
+
+def unencodable_text(exc: UnicodeEncodeError) -> InvalidArgument:
+    """The error for a str that UTF-8 cannot encode: a lone surrogate, as ``os.fsdecode``
+    makes of a file name's undecodable bytes (CBOR text is UTF-8, so it has no wire form)."""
+    bad = exc.object[exc.start : exc.end]
+    return InvalidArgument(
+        f"a str with {bad!r} at position {exc.start} cannot be sent: a lone surrogate has no "
+        "UTF-8 form; repair the text first, e.g. text.encode('utf-8', 'replace').decode()"
+    )
 
 
 class _ThreadEncoder(threading.local):

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final, Union
 from .._exceptions import InvalidArgument, ProtocolError
 from .brief import brief
 from .bytes_like import BytesLike
-from .codec import decode_control, encode_control
+from .codec import decode_control, encode_control, unencodable_text
 from .frames import CONTROL_TYPE_BYTE
 
 
@@ -373,11 +373,22 @@ def _is_bool(value: Any) -> bool:
     )
 
 
+def _encodes(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (not if it holds a lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _SCALAR_CHECKS: Final[dict[Any, tuple[Check, str]]] = {
     int: (_is_int, "an int"),
     float: (_is_number, "a number"),
     bool: (_is_bool, "True or False"),
-    str: (lambda value: isinstance(value, str), "a str"),
+    str: (lambda value: isinstance(value, str) and _encodes(value), "a str"),
     bytes: (lambda value: type(value) is bytes, "bytes"),
     type(None): (lambda value: value is None, "None"),
 }
@@ -429,6 +440,11 @@ def check_fields(cls: type[ControlMessage], fields: Mapping[str, Any]) -> None:
     for name, value in fields.items():
         check = checks.get(name)
         if check is not None and not check[0](value):
+            if isinstance(value, str):
+                try:
+                    value.encode()
+                except UnicodeEncodeError as exc:
+                    raise InvalidArgument(f"{name}: {unencodable_text(exc)}") from None
             shown = "None" if value is None else f"{type(value).__name__} {brief(value)}"
             raise InvalidArgument(f"{name} must be {check[1]}, not {shown}")
 
