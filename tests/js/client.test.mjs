@@ -363,6 +363,51 @@ test('resubscribe: a channel missing after a reconnect is asked for again, then 
   }
 });
 
+test('restored goes out after a reconnect once every resubscription is answered, not before', async () => {
+  const { server, client } = await setup();
+  try {
+    server.channel('a');
+    server.channel('b');
+    await client.subscribe('a', { size: 10 });
+    await client.subscribe('b', { size: 10 });
+    await tick();
+    assert.equal(server.controls('restored').length, 0, 'not on the first connection');
+    server.delays.set('subscribe', 50);
+    await server.restart(client, 'b'); // 'b' is missing for now: its resubscribe is retried
+    await until(() => server.controls('subscribe').length >= 5, 2000, "b's resubscribe asked again");
+    server.channel('b');
+    await until(() => server.channel('b').subs.size === 1, 2000, 'b back by a retry');
+    assert.equal(server.controls('restored').length, 0, 'not after a retry');
+    await server.goDown(client); // both channels stay: both answered at the first try
+    server.refuse = false;
+    await until(() => server.controls('restored').length === 1, 2000, 'restored once both answered');
+    const ops = server.controls().map((m) => m.op);
+    const restored = ops.lastIndexOf('restored');
+    assert.ok(ops.lastIndexOf('subscribe') < restored, 'after the resubscriptions');
+  } finally {
+    await client.close();
+  }
+});
+
+test('a subscribe or open_publisher answered after requestTimeout is undone on the server', async () => {
+  const { server, client } = await setup({ requestTimeout: 50 });
+  try {
+    server.channel('late');
+    server.delays.set('subscribe', 150);
+    server.delays.set('open_publisher', 150);
+    await assert.rejects(client.subscribe('late', { policy: 'block', size: 10 }), /no reply after 50 ms/);
+    await assert.rejects(client.publisher('late'), /no reply after 50 ms/);
+    // The late answers made a subscription and a publisher nobody holds: both undone.
+    await until(() => server.controls('unsubscribe').length === 1, 2000, 'the late subscription undone');
+    await until(() => server.controls('close_publisher').length === 1, 2000, 'the late publisher undone');
+    assert.equal(server.channel('late').subs.size, 0);
+    assert.equal(server.channel('late').pubs.size, 0);
+    assert.equal(client.state, 'open');
+  } finally {
+    await client.close();
+  }
+});
+
 test('reconnect: channels this client created are created again if gone, before its publishers', async () => {
   const { server, client } = await setup();
   try {

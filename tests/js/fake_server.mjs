@@ -240,6 +240,13 @@ class Conn {
         if (sub) s.readersChanged(sub.channel);
         return undefined;
       }
+      case 'close_publisher': {
+        const pub = this.pubs.get(m.pub);
+        this.pubs.delete(m.pub);
+        if (pub) s.channel(pub.channel).pubs.delete(pub);
+        return this.reply(m.id, null);
+      }
+      case 'restored': return this.reply(m.id, null);
       default: return this.error(m.id, 'ProtocolError', `unknown op ${m.op}`);
     }
   }

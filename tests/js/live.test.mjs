@@ -270,6 +270,32 @@ test('a block reader cut without history loses nothing: the server kept its subs
   }
 });
 
+test('a block reader closed while its client reconnects does not hold the channel for the grace period', { skip }, async () => {
+  const py = await client.rpc('py');
+  await py.call('create', ['given_up', 0]);
+  const c2 = await connect(proxyUrl, { name: 'js-given-up', reconnectDelay: 100 });
+  try {
+    const sub = await c2.subscribe('given_up', { policy: 'block', size: 1000 });
+    await py.call('refuse'); // c2 stays away until accept
+    await py.call('cut');
+    const wait = async (ok, what) => {
+      for (const t0 = Date.now(); !(await ok());) {
+        assert.ok(Date.now() - t0 < 4000, `timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await wait(() => c2.state !== 'open', 'the cut');
+    await sub.close(); // offline: the server keeps it for a resume (resume_grace_s, 10 s)
+    const reopened = new Promise((resolve) => c2.on('open', resolve));
+    await py.call('accept');
+    await reopened;
+    // `restored` tells the server nothing more comes back: its kept subscription ends now.
+    await wait(async () => (await py.call('send', ['given_up', [1]]))[0] === false, 'no reader left');
+  } finally {
+    c2.close();
+  }
+});
+
 test('a resume after a lost notice continues after the dropped frames, not from the last one read', { skip }, async () => {
   const py = await client.rpc('py');
   await py.call('create', ['noticeresume', 100]); // the history holds the dropped frames too

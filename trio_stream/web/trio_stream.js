@@ -183,6 +183,7 @@ export class Client extends Emitter {
   #opts;
   #ws = null;
   #everOpened = false;
+  #welcomes = 0; // connections welcomed: a restore's late end belongs to the one it began on
   #closing = false;
   #attempt = 0;
   #reconnectTimer = null;
@@ -268,8 +269,13 @@ export class Client extends Emitter {
 
   // --- requests ---------------------------------------------------------------------------
 
-  /** Send a request (protocol.md section 3) and resolve with its reply's `result`. */
-  async request(op, fields = {}, { timeout = this.#opts.requestTimeout, onReply, cancelOnTimeout = false,
+  /**
+   * Send a request (protocol.md section 3) and resolve with its reply's `result`.
+   * `onLate(result)` undoes what a reply that comes after the timeout made (a subscription or
+   * a publisher nobody holds would live as long as the connection, a `block` one holding its
+   * channel's writers back).
+   */
+  async request(op, fields = {}, { timeout = this.#opts.requestTimeout, onReply, onLate, cancelOnTimeout = false,
     TimeoutError = RequestTimeout } = {}) {
     const deadline = timeout ? Date.now() + timeout : 0;
     if (this.state !== 'open') await this.ready({ timeout });
@@ -277,7 +283,8 @@ export class Client extends Emitter {
     const d = deferred();
     const left = deadline ? Math.max(1, deadline - Date.now()) : 0;
     const timer = left ? setTimeout(() => {
-      this.#pending.delete(id);
+      if (onLate) this.#pending.set(id, { resolve() {}, reject() {}, timer: null, onReply: onLate });
+      else this.#pending.delete(id);
       // RPC: tell the server we stopped waiting, so the provider can stop working
       if (cancelOnTimeout && this.state === 'open') this.#sendControl({ op: 'cancel', id });
       d.reject(new TimeoutError(`${op}: no reply after ${timeout} ms`));
@@ -859,8 +866,22 @@ export class Client extends Emitter {
     // in flight already, e.g. made while reconnecting or from an 'open' listener, go their way).
     for (const channel of this.#owned.keys()) this.#recreate(channel);
     for (const pub of this.#pubs) pub._reopen();
-    for (const sub of this.#subs) sub._resubscribe();
+    const resubscribed = [...this.#subs].map((sub) => sub._resubscribe());
+    if (reconnected) this.#sayRestored(resubscribed);
     this.emit('open', { server: this.serverName, name: this.name, clientId: this.clientId, limits: this.limits, reconnected });
+  }
+
+  // Once every resubscription is answered at its first try, `restored` (protocol.md 8): the
+  // server ends the subscriptions it kept for this client that none took back (one given up on
+  // just before the cut would wait out the grace period, a `block` one holding its writers).
+  // Not after a retry, whose kept subscription it may still take back. An older server does
+  // not know the op: its error does not matter.
+  #sayRestored(resubscribed) {
+    const welcome = ++this.#welcomes;
+    Promise.all(resubscribed).then((answered) => {
+      if (welcome !== this.#welcomes || this.state !== 'open' || !answered.every(Boolean)) return;
+      this.request('restored', {}, { timeout: 0 }).catch(() => {});
+    });
   }
 
   #onHandshakeError(msg) {
@@ -1071,7 +1092,13 @@ export class Subscription extends Emitter {
         ...(this.view !== null && { view: this.view }),
         since_epoch: this.#resumeFrom?.epoch ?? null, since_seq: this.#resumeFrom?.seq ?? null,
         ...(this.#resumeFrom !== null && this.#resumeSub !== null && { resume_sub: this.#resumeSub }),
-      }, { onReply: (reply) => this.#attach(reply), ...(restore && { timeout: 0 }) });
+      }, {
+        onReply: (reply) => this.#attach(reply),
+        onLate: (reply) => {
+          if (Number.isInteger(reply?.sub)) this.#client.request('unsubscribe', { sub: reply.sub }).catch(() => {});
+        },
+        ...(restore && { timeout: 0 }),
+      });
     } finally {
       this.#requesting = false;
     }
@@ -1104,22 +1131,25 @@ export class Subscription extends Emitter {
     return { epoch: this.#epoch, seq: this.#lastSeq };
   }
 
+  /** Subscribe again after a reconnect; resolves true if answered (or nothing to do), false
+   * if it failed or is retried. */
   _resubscribe(retryDelay = RESTORE_RETRY_FIRST_MS) {
     clearTimeout(this.#retryTimer); // one retry loop at most, whoever calls
-    if (this.ended || this.#requesting || this.id !== null) return;
-    this._subscribe({ restore: true }).catch((e) => {
-      if (e instanceof ConnectionClosed) return; // lost again: the next welcome retries
+    if (this.ended || this.#requesting || this.id !== null) return Promise.resolve(true);
+    return this._subscribe({ restore: true }).then(() => true, (e) => {
+      if (e instanceof ConnectionClosed) return false; // lost again: the next welcome retries
       if (missingForNow(e)) {
         // Its owner has not re-created the channel yet (the server restarted), or the
         // cluster's Redis failed the request: asked again, further apart each time; the
         // subscription resumes from where it stood once the channel is back.
         this.#retryTimer = retryRestore(this.#client, retryDelay, (next) => this._resubscribe(next));
         if (retryDelay === RESTORE_RETRY_FIRST_MS) this.emit('waiting', e.message); // once per reconnect
-        return;
+        return false;
       }
       this.error = e;
       this.#client._reportError(e);
       this._end(`resubscribe failed: ${e.message}`);
+      return true; // answered: ended for good
     });
   }
 
@@ -1344,6 +1374,9 @@ export class Publisher extends Emitter {
     }
     return this.#client.request('open_publisher', fields, {
       ...(resumePub !== null && { timeout: 0 }), // a reopen waits, as a resubscribe does
+      onLate: (reply) => {
+        if (Number.isInteger(reply?.pub)) this.#client.request('close_publisher', { pub: reply.pub }).catch(() => {});
+      },
       onReply: (reply) => {
         if (!reply || !Number.isInteger(reply.pub)) throw new ProtocolError('open_publisher reply without a pub id');
         if (this.closed) {
