@@ -218,6 +218,23 @@ def usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("shape", ["64x", "64xx64", "x64", ",64,", "8x-1", "1.5"])
+def test_a_malformed_shape_is_a_usage_error_that_shows_the_form(
+    shape: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An empty dimension was dropped: "64x" sent 64 values where 64x64 were meant.
+    error = usage_error(["generate", "tcp://127.0.0.1:1", "c", f"--shape={shape}"], capsys)
+    assert error.endswith(f"not a shape: {shape!r} (whole numbers joined by x, e.g. 1000 or 64x64)")
+
+
+@pytest.mark.parametrize(
+    ("shape", "dims"), [("1000", (1000,)), ("64x64", (64, 64)), ("2,3,4", (2, 3, 4))]
+)
+def test_a_shape_is_whole_numbers_joined_by_x(shape: str, dims: tuple[int, ...]) -> None:
+    args = build_parser().parse_args(["generate", "tcp://127.0.0.1:1", "c", "--shape", shape])
+    assert args.shape == dims
+
+
 def test_a_channel_name_where_the_url_goes_is_named_as_such(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

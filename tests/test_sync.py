@@ -627,6 +627,34 @@ async def test_a_publisher_closed_on_an_error_while_reconnecting_says_what_it_dr
     assert "5 values sent to 'dd' were not delivered" in caplog.text
 
 
+async def test_a_close_that_drops_a_value_says_so_once_in_the_singular(
+    server: ts.Server, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The close's error counted the value, and the trio client's close logged it again:
+    # one value dropped read as two ("1 values", "1 published values").
+    monkeypatch.setattr(sync_module, "CLOSE_FLUSH_S", 0.5)
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+
+        def scenario() -> str:
+            c = SyncClient(proxy.url, name="once")
+            c.create_channel("one")
+            with c.subscribe("one"):
+                pub = c.publisher("one")
+                proxy.refuse()
+                trio.from_thread.run_sync(proxy.cut)
+                c.wait_state("reconnecting", timeout=STEP_S)
+                pub.send(1)
+                with pytest.raises(ts.ConnectionClosed) as dropped:
+                    c.close()
+            return str(dropped.value)
+
+        with caplog.at_level("WARNING", logger="trio_stream"):
+            message = await in_thread(scenario)
+    assert message.startswith("1 published value was not sent before the SyncClient closed")
+    assert "not delivered" not in caplog.text, caplog.text
+
+
 async def test_a_forked_child_is_told_to_make_its_own_client(server: ts.Server) -> None:
     # The child of os.fork has a copy of the SyncClient but not its trio thread: a call must
     # say so at once (it waited for good), and the parent's client must go on working.

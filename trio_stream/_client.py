@@ -632,7 +632,7 @@ class Client:
         self._closing = True
         self._closed_by_us = ConnectionClosed("the client closed the connection")
         for pub in [*self._publishers.values(), *self._resuming_pubs]:
-            if pub.undelivered:  # closed while reconnecting: not silently
+            if pub.undelivered and not pub.drops_reported:  # closed while reconnecting: said
                 log.warning("%s", pub.undelivered_message(pub.undelivered))
         if self._connected:
             goodbye = encode_message(Goodbye(reason="client closing"))

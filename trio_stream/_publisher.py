@@ -27,6 +27,7 @@ from ._protocol.compression import Compressor
 from ._protocol.frames import PUBLISH, PUBLISH_HEAD, PUBLISH_WIRE_HEAD, publish_wire_head
 from ._protocol.messages import ClosePublisher, OpenPublisher
 from ._seconds import check_time
+from ._util import values
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -126,6 +127,7 @@ class Publisher:
         self._unacked: deque[tuple[int, list[BytesLike]]] = deque()  # (body bytes, pieces)
         self._unacked_bytes = 0
         self._acked_here = 0  # frames acknowledged under the current pub_id
+        self._drops_reported = False  # take_undelivered(): its caller says them, not the close
         # Frames let go of since it was opened, on every connection: acknowledged, or taken
         # by the server as a reopen's answer said (what a cluster's ``published`` counts).
         self._acked_total = 0
@@ -544,17 +546,28 @@ class Publisher:
                 await self._client._leave(ClosePublisher, pub=self.pub_id)
         return undelivered
 
+    def take_undelivered(self) -> int:
+        """:attr:`undelivered`, for a caller that reports them itself (the SyncClient's close
+        raises with the count): the client's close does not log them again."""
+        self._drops_reported = True
+        return self.undelivered
+
+    @property
+    def drops_reported(self) -> bool:
+        return self._drops_reported
+
     def undelivered_message(self, count: int) -> str:
+        were = "was" if count == 1 else "were"
         if isinstance(self._ended, ConnectionClosed):  # lost for good: nothing waited
             return (
-                f"{count} values sent to {self.channel[:80]!r} were not delivered: the "
+                f"{count} {values(count)} sent to {self.channel[:80]!r} {were} not delivered: the "
                 "server had not acknowledged them when the connection was lost for good "
                 f"({self._ended}); some may have reached readers, none are sent again"
             )
         return (
-            f"{count} values sent to {self.channel[:80]!r} were not delivered: the connection "
-            "was lost and did not come back before the publisher closed (a close waits "
-            f"{CLOSE_DELIVER_S:g} s for it); they are dropped"
+            f"{count} {values(count)} sent to {self.channel[:80]!r} {were} not delivered: the "
+            "connection was lost and did not come back before the publisher closed (a close "
+            f"waits {CLOSE_DELIVER_S:g} s for it); they are dropped"
         )
 
     def close_nowait(self) -> None:

@@ -85,3 +85,13 @@ def _carries(carried: BaseException, raised: BaseException) -> bool:
     held = {id(leaf) for leaf in exception_leaves(raised)}
     leaves = exception_leaves(carried)
     return bool(leaves) and all(id(leaf) in held for leaf in leaves)
+
+
+def values(count: int) -> str:
+    """``"value"`` or ``"values"``, as ``count`` asks, for a message a user reads."""
+    return "value" if count == 1 else "values"
+
+
+def were(count: int) -> str:
+    """``"was"`` or ``"were"``, as ``count`` asks."""
+    return "was" if count == 1 else "were"

@@ -73,7 +73,7 @@ from ._rpc_stream import DEFAULT_WINDOW, RemoteStream
 from ._seconds import check_time, check_timeout
 from ._stats import SubscriptionStatistics
 from ._subscription_end import SubscriptionEnded
-from ._util import open_own_nursery
+from ._util import open_own_nursery, values, were
 
 __all__ = [
     "SyncClient",
@@ -260,7 +260,7 @@ class SyncClient:
                         await self._flush_while_progressing(nursery)
                         # Taken by send() but waiting for a connection that did not come
                         # back: close() says so (the queue's count covers the rest).
-                        self._undelivered = sum(pub.undelivered for pub in self._used)
+                        self._undelivered = sum(pub.take_undelivered() for pub in self._used)
                     self._portal.detach()
                     nursery.cancel_scope.cancel()
             except Exception as exc:
@@ -416,24 +416,25 @@ class SyncClient:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
         if unsent:
+            counted = f"{unsent} published {values(unsent)} {were(unsent)}"
             if lost_for_good:
                 message = (
-                    f"{unsent} published values were not delivered: the connection to "
+                    f"{counted} not delivered: the connection to "
                     f"{self.url} was lost for good before the server took them (reconnect "
                     "is off, or gave up); some may have reached readers, none is sent again"
                 )
             elif flush:
                 message = (
-                    f"{unsent} published values were not sent before the SyncClient closed: "
-                    f"the server took none of them for {CLOSE_FLUSH_S:g} s, and the close gave "
-                    "up (a server that does not come back, a block reader that reads "
+                    f"{counted} not sent before the SyncClient "
+                    f"closed: the server took none of them for {CLOSE_FLUSH_S:g} s, and the "
+                    "close gave up (a server that does not come back, a block reader that reads "
                     "nothing); they are dropped. To wait longer for a server that is coming "
                     "back, call flush(timeout=...) before close()"
                 )
             else:
                 message = (
-                    f"{unsent} published values were dropped: the SyncClient closed without "
-                    "sending them (close(flush=False), or Ctrl-C)"
+                    f"{counted} dropped: the SyncClient closed "
+                    "without sending them (close(flush=False), or Ctrl-C)"
                 )
             if flush and error is None:
                 error = ConnectionClosed(message)
@@ -1128,9 +1129,10 @@ class SyncPublisher:
                     else:
                         client._run_sync(partial(client._close_publisher_nowait, self._pub))
         never_sent = (
-            f"{dropped} values published to {self.channel[:80]!r} were not sent: the server "
-            f"took nothing for {CLOSE_FLUSH_S:g} s while the publisher closed (a block reader "
-            "that reads nothing holds its writers back); they are dropped"
+            f"{dropped} {values(dropped)} published to {self.channel[:80]!r} {were(dropped)} "
+            "not sent: the "
+            f"server took nothing for {CLOSE_FLUSH_S:g} s while the publisher closed (a block "
+            "reader that reads nothing holds its writers back); they are dropped"
         )
         if undelivered:
             message = self._pub.undelivered_message(undelivered)

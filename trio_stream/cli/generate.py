@@ -90,10 +90,16 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    dims = tuple(int(n) for n in text.lower().replace(",", "x").split("x") if n.strip())
-    if not dims or any(n < 0 for n in dims):
-        raise ValueError(f"not a shape: {text!r}")
-    return dims
+    """``1000``, ``64x64`` or ``64,64``: every dimension a whole number (an empty one, as in
+    ``64x``, is a typo, not a dimension fewer)."""
+    pieces = text.lower().replace(",", "x").split("x")
+    if not all(piece.strip().isdigit() for piece in pieces):
+        # ArgumentTypeError: argparse shows this message (a ValueError becomes its generic
+        # "invalid shape value").
+        raise argparse.ArgumentTypeError(
+            f"not a shape: {text!r} (whole numbers joined by x, e.g. 1000 or 64x64)"
+        )
+    return tuple(int(piece) for piece in pieces)
 
 
 _shape.__name__ = "shape"
