@@ -20,7 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import coredis
+import numpy as np
 import pytest
 import trio
 import trio.testing
@@ -33,7 +35,7 @@ from trio_stream._engine import redis_engine, redis_streams
 from trio_stream._engine.redis_control import ControlBus
 from trio_stream._engine.redis_keys import KeySpace
 from trio_stream._protocol import frames as F
-from trio_stream._protocol.codec import encode_control
+from trio_stream._protocol.codec import EncodedPayload, encode_control
 from trio_stream._protocol.framing import frame_prefix
 from trio_stream._server.inbound import Inbound
 
@@ -229,6 +231,30 @@ async def test_one_view_of_channels_clients_stats_and_reader_counts(
         with pytest.raises(ts.NameInUse):
             async with ts.open_client(r.url, name="w"):
                 pass
+
+
+async def test_an_array_numpy_cannot_shape_costs_another_node_nothing(
+    redis_server: RedisServer,
+) -> None:
+    # Shape [0, 2**63], no elements: cutting it for a view reader raised in node b's
+    # delivery from Redis, and node b's whole process exited (every client of it cut).
+    unshapeable = cbor2.dumps(cbor2.CBORTag(40, [[0, 2**63], cbor2.CBORTag(86, b"")]))
+    view = ts.View((slice(None, None, 2),))
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
+        await w.create_channel("c")
+        async with (
+            r.subscribe("c", view=view, policy="unbounded") as sub,
+            w.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                await pub.send(EncodedPayload(unshapeable))
+                await pub.send(np.arange(6))
+                with pytest.raises(ts.ProtocolError, match="malformed payload"):
+                    await sub.receive()  # passed whole: the reader's client refuses it
+                assert list((await sub.receive()).data) == [0, 2, 4]
+                assert r.state == "open" and w.state == "open"
+                await r.stats()  # node b still answers
 
 
 async def test_a_deletion_on_one_node_ends_readers_on_the_other(redis_server: RedisServer) -> None:

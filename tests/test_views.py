@@ -7,6 +7,7 @@ and WebSocket.
 
 from __future__ import annotations
 
+import cbor2
 import numpy as np
 import pytest
 import trio
@@ -15,7 +16,7 @@ from server_parts import World, decode
 
 import trio_stream as ts
 from trio_stream._protocol import messages as M
-from trio_stream._protocol.codec import decode_payload, encode_payload
+from trio_stream._protocol.codec import EncodedPayload, decode_payload, encode_payload
 from trio_stream._server.buffers import Policy
 from trio_stream._server.outbox import Outbox, Reader
 from trio_stream.sync import SyncClient
@@ -141,6 +142,46 @@ async def test_a_view_over_the_wire(url: str) -> None:
                     np.testing.assert_array_equal((await full.receive()).data, image(i))
                 assert (await small.receive()).data == {"not": "an array"}
                 assert (await full.receive()).data == {"not": "an array"}
+
+
+# An array numpy cannot shape although its (no) elements match: shape [0, 2**63], float64.
+UNSHAPEABLE = cbor2.dumps(cbor2.CBORTag(40, [[0, 2**63], cbor2.CBORTag(86, b"")]))
+
+
+async def read_unshapeable_then_image(small: ts.Subscription, full: ts.Subscription) -> None:
+    """What readers with and without a view get of UNSHAPEABLE then image(0)."""
+    for sub in (small, full):  # passed whole: each reader's client says it is malformed
+        with pytest.raises(ts.ProtocolError, match="malformed payload"):
+            await sub.receive()
+    np.testing.assert_array_equal((await small.receive()).data, image(0)[::4, ::4])
+    np.testing.assert_array_equal((await full.receive()).data, image(0))
+
+
+async def test_an_array_numpy_cannot_shape_passes_whole_and_the_writer_stays(url: str) -> None:
+    # Cutting it raised in the server, which closed the writer's connection with a
+    # traceback and no reason (its channel ended with it), and made a history holding it
+    # refuse every subscribe with a view.
+    async with ts.open_client(url, name="cam") as cam, ts.open_client(url, name="dash") as dash:
+        await cam.create_channel("camera", history=5)
+        async with (
+            dash.subscribe("camera", view=EVERY_4TH, policy="unbounded") as small,
+            dash.subscribe("camera", policy="unbounded") as full,
+            cam.publisher("camera") as pub,
+        ):
+            with trio.fail_after(STEP_S):
+                await pub.wait_for_readers(2)
+                await pub.send(EncodedPayload(UNSHAPEABLE))
+                await pub.send(image(0))
+                await read_unshapeable_then_image(small, full)
+                await pub.wait_acknowledged()
+        assert cam.state == "open"
+        # The history holds it: a later reader with a view is answered, and gets it whole.
+        with trio.fail_after(STEP_S):
+            async with (
+                dash.subscribe("camera", view=EVERY_4TH, policy="unbounded") as small,
+                dash.subscribe("camera", policy="unbounded") as full,
+            ):
+                await read_unshapeable_then_image(small, full)
 
 
 async def test_a_bad_view_is_refused_at_subscribe(url: str) -> None:

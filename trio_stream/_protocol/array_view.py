@@ -176,5 +176,13 @@ def cut_array(payload: BytesLike, view: View) -> bytes | None:
     if len(view.slices) > len(shape):
         return None
     count = math.prod(shape)
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
-    return b"".join(_array_pieces(array[view.slices]))
+    try:
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+        cut = array[view.slices]
+    except (ValueError, OverflowError, IndexError, MemoryError):
+        # A shape numpy cannot make, though its elements fit the bytes: a dimension of 2**63
+        # beside a 0, say. Such a payload goes whole, as any other it cannot cut; raised
+        # here, it would end the connection of the writer (or a cluster node's whole
+        # delivery) for a frame the server only forwards.
+        return None
+    return b"".join(_array_pieces(cut))

@@ -15,6 +15,7 @@ and copies a byte string once into the ``bytes`` it returns.
 from __future__ import annotations
 
 import io
+import math
 import struct
 import threading
 from collections.abc import Callable, Mapping
@@ -388,7 +389,7 @@ def _typed_array(dtype: np.dtype[Any]) -> Callable[[Any, bool], Any]:
 def _check_shape(shape: Any, count: int) -> tuple[int, ...]:
     if not isinstance(shape, list | tuple) or not all(type(n) is int and n >= 0 for n in shape):
         raise ValueError("an array shape must be a list of non-negative integers")
-    if int(np.prod(shape, dtype=np.int64)) != count:
+    if math.prod(shape) != count:
         raise ValueError(f"shape {list(shape)} does not match {count} elements")
     return tuple(shape)
 
@@ -618,7 +619,7 @@ def _fast_array(data: memoryview) -> np.ndarray[Any, Any] | None:
     if not array.flags.aligned:
         array = array.copy()  # unaligned float math is slow in numpy; one copy is cheaper
     if shape is not None:
-        if int(np.prod(shape, dtype=np.int64)) != array.size:
+        if math.prod(shape) != array.size:
             return None
         array = array.reshape(shape)
     return array
