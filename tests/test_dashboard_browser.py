@@ -1247,6 +1247,68 @@ async def test_an_array_overlaid_with_a_number_says_it_needs_a_panel_of_its_own(
     assert f"only numbers share a panel: give {SINE} a panel of its own" in result, result
 
 
+async def test_a_panel_switched_to_another_channel_says_nothing_of_the_one_it_left() -> None:
+    # Switching closed the old subscription, whose end then wrote "<old>: subscription
+    # ended: closed" on the info line of the panel now showing the new channel: on a quiet
+    # channel it stayed there, and read as the shown channel being dead.
+    def steps(page: Page) -> Any:
+        page.wait_for_function("() => window.__tsPanels?.[0]?.frames > 0")
+        page.evaluate(
+            "() => { const info = window.__tsPanels[0].info; window.__seen = [];"
+            " new MutationObserver(() => window.__seen.push(info.textContent))"
+            ".observe(info, {childList: true, characterData: true, subtree: true}); }"
+        )
+        page.evaluate("name => window.__tsPanels[0].show(name)", SINE)
+        page.wait_for_function(
+            "name => { const p = window.__tsPanels[0]; return p.lastMsg?.channel === name; }",
+            arg=SINE,
+        )
+        page.evaluate("name => window.__tsPanels[0].removeChannel(name)", SINE)
+        page.wait_for_timeout(300)
+        return page.evaluate("() => window.__seen")
+
+    writers: dict[str, tuple[float, Callable[[int], object]]] = {
+        SCALAR: (SCALAR_RATE_HZ, scalar_frame),
+        SINE: (SINE_RATE_HZ, sine_frame),
+    }
+    fragment = "#" + SCALAR.replace("/", "%2F")
+    seen, errors = await with_writers(steps, "dashboard-switched.png", writers, fragment)
+    assert not errors
+    assert not [text for text in seen if "subscription ended" in text], seen
+
+
+async def test_a_panel_on_a_channel_not_there_yet_says_so_and_plots_it_once_created() -> None:
+    # A name from a link or a saved layout whose channel is gone: the panel said what a
+    # program should call ("create it with create_channel() first ... wait_channel=True").
+    later = "lab/later"
+
+    def steps(page: Page) -> Any:
+        said = page.wait_for_function(
+            "() => window.__tsPanels?.[0]?.info.textContent.includes('(yet)')"
+            " && window.__tsPanels[0].info.textContent"
+        ).json_value()
+        trio.from_thread.run(publish_when_read, later)
+        page.wait_for_function("() => window.__tsPanels[0].frames > 0")
+        return said
+
+    async def publish_when_read(channel: str) -> None:
+        await client.create_channel(channel)
+        async with client.publisher(channel) as pub:
+            await pub.wait_for_readers()
+            await pub.send(1.5)
+
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with quiet_lab() as (server, client):
+            said, errors = await trio.to_thread.run_sync(
+                run_page,
+                f"{server.http_url}#{later.replace('/', '%2F')}",
+                steps,
+                "dashboard-later.png",
+            )
+    assert not errors
+    assert said == f"{later}: no channel of this name (yet); shown as soon as it is created"
+
+
 async def test_a_refresh_failure_notice_goes_once_a_refresh_succeeds() -> None:
     def steps(page: Page) -> dict[str, Any]:
         page.wait_for_function("() => window.__tsPanels[0].frames > 1")

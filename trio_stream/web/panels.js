@@ -5,6 +5,7 @@
 import { Plotter, describe, reconnectNote } from './plot.js';
 import { toCsv, toNpy, download } from './export.js';
 import { setText } from './format.js';
+import { ChannelNotFound } from './trio_stream.js';
 
 export const RATES_HZ = [1, 2, 5, 10, 30];
 // Images are big: a panel takes at most this many bytes per second of them, whatever its
@@ -286,8 +287,9 @@ export class Panel {
 
   removeChannel(name) {
     this.channels = this.channels.filter((c) => c !== name);
-    this.subs.get(name)?.sub?.close();
-    this.subs.delete(name);
+    const entry = this.subs.get(name);
+    this.subs.delete(name); // first: the closed subscription's end says nothing on this panel
+    entry?.sub?.close();
     this.plotter.reset(this.channels.length ? 'waiting for data…' : '');
     this.renderTitle();
     this.onChange(this, 'layout');
@@ -296,8 +298,9 @@ export class Panel {
   start() { for (const name of this.channels) this.subscribe(name); }
 
   closeAll() {
-    for (const s of this.subs.values()) s.sub?.close();
-    this.subs.clear();
+    const entries = [...this.subs.values()];
+    this.subs.clear(); // first: the closed subscriptions' ends say nothing on this panel
+    for (const s of entries) s.sub?.close();
   }
 
   resubscribeAll() { for (const name of this.channels) this.subscribe(name); }
@@ -329,7 +332,13 @@ export class Panel {
         ...opts, ...(entry.view && { view: entry.view }), onMessage: (msg) => this.onMessage(name, entry, msg, sub),
       });
     } catch (e) {
-      if (this.subs.get(name) === entry) setText(this.info, `cannot subscribe to ${name}: ${e.message}`);
+      if (this.subs.get(name) !== entry) return;
+      // A name from a link or a saved layout whose channel is not there (yet): the panel
+      // subscribes when it appears (retry), so that is what it says; the client's message
+      // tells a program what to call, which a dashboard user cannot.
+      setText(this.info, e instanceof ChannelNotFound
+        ? `${name}: no channel of this name (yet); shown as soon as it is created`
+        : `cannot subscribe to ${name}: ${e.message}`);
       return;
     } finally {
       entry.pending = false;
@@ -338,7 +347,7 @@ export class Panel {
     entry.sub = sub;
     if (entry.tuneWhenAttached) this.tune(name, entry, sub);
     sub.on('end', (reason) => {
-      if (entry.sub !== sub) return;
+      if (entry.sub !== sub || this.subs.get(name) !== entry) return; // closed by the panel
       entry.sub = null;
       setText(this.info, `${name}: subscription ended: ${reason}`);
     });
