@@ -8,7 +8,8 @@ MODE is where the main thread blocks: ``get`` (a subscription with nothing to re
 ``publish`` (a full publish queue behind a ``block`` reader that never reads), ``rpc`` (a call
 that never returns), ``noclose`` (``get`` on a client that is never closed: atexit must end
 it), ``noclose-publish`` (``publish`` into a full queue on a client never closed),
-``busy-provider`` (an exposed sync method in its worker thread, called, runs a minute) or
+``busy-provider`` (an exposed sync method in its worker thread, called, runs a minute),
+``close`` (``close()`` waiting to flush values a ``block`` reader holds back) or
 ``connect`` (the constructor, connecting to a server that never answers; URL unused).
 With ``catch`` the script catches KeyboardInterrupt after the ``with`` block and reports how
 many SyncClient threads are still alive; with ``raw`` the interrupt ends the script.
@@ -70,6 +71,15 @@ def block(url: str, mode: str) -> None:
         print("ready", flush=True)
         while True:
             client.publish("child", b"x" * 100)
+    if mode == "close":  # close() waiting to flush a queue that a block reader holds back
+        client = ts.SyncClient(url, name="child-close")
+        client.create_channel("child")
+        client.subscribe("child", policy="block", size=1)
+        for value in range(3000):  # past the publisher's window (1024): the rest queued
+            client.publish("child", value)
+        print("ready", flush=True)
+        client.close()
+        return
     if mode == "noclose":
         client = ts.SyncClient(url, name="child-noclose")
         client.create_channel("child")

@@ -809,6 +809,21 @@ async def test_ctrl_c_of_a_script_that_never_closes_says_what_it_drops_at_once(
     assert took_s < 5.0, errors
 
 
+async def test_ctrl_c_in_a_close_waiting_to_flush_says_what_it_drops(server: ts.Server) -> None:
+    # close() had taken the client off the exit handler's list before it waited, so a
+    # Ctrl-C there dropped the queue without a word (and Python 3.11's join, interrupted,
+    # takes the thread for ended: counting after it missed what the thread had).
+    assert server.tcp_url is not None
+    returncode, _, took_s, errors = await interrupt_child(server.tcp_url, "close", "raw")
+    assert returncode != 0
+    assert errors.rstrip().endswith(
+        "published values were dropped: the close was interrupted before the server took them"
+    ), errors
+    dropped = int(errors.rstrip().splitlines()[-1].split()[0])
+    assert 0 < dropped <= 3000
+    assert took_s < 5.0, errors
+
+
 @pytest.mark.parametrize("mode", ["get", "contended", "iterate", "publish", "rpc"])
 async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server, mode: str) -> None:
     # Python's usual KeyboardInterrupt traceback, but without threading's wait that the

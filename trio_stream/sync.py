@@ -300,6 +300,32 @@ class SyncClient:
         # Else the thread has not reached trio yet; it sees _closed and cancels by itself.
         self._thread.join(CLOSE_JOIN_S)
 
+    def _abandon_flush(self, interrupt: BaseException) -> None:
+        """Stop a close's flush at once; ``interrupt`` (Ctrl-C, say) gets a note of what
+        that drops: the exit handler, which says it for a script stopped elsewhere, no
+        longer knows this client."""
+        token = self._run_token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._count_undelivered_and_cancel)
+        with self._cond:
+            # Not Thread.join: interrupted in a join, Python 3.11 takes the thread for ended
+            # (its bpo-45274 fix releases the thread's own lock), and joins return at once.
+            self._cond.wait_for(lambda: self._dead, CLOSE_JOIN_S)
+            unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
+        if unsent:
+            interrupt.add_note(
+                f"{unsent} published {values(unsent)} {were(unsent)} dropped: the close was "
+                "interrupted before the server took them"
+            )
+
+    def _count_undelivered_and_cancel(self) -> None:
+        # What send() took but the connection has not delivered: counted here, since the
+        # flush that counts it at its end is cancelled (and the client's close then does
+        # not log it again).
+        self._undelivered = sum(pub.take_undelivered() for pub in self._used)
+        self._cancel_main()
+
     def _cancel_main(self) -> None:
         if self._main_scope is not None:
             self._main_scope.cancel()
@@ -411,7 +437,11 @@ class SyncClient:
         self._request_stop(flush)
         self._portal.close()
         if threading.current_thread() is not self._thread:
-            self._join_thread(flush)
+            try:
+                self._join_thread(flush)
+            except BaseException as interrupt:  # Ctrl-C while the close waits for its flush
+                self._abandon_flush(interrupt)
+                raise
         with self._cond:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
