@@ -78,6 +78,48 @@ def test_unknown_op_missing_field_and_wrong_type_are_protocol_errors() -> None:
         M.decode_message(body({"op": "reply", "id": True}))  # bool is not an id
 
 
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        ({"op": "hello", "v": 1.0}, "hello.v must be an integer, not a float"),
+        (
+            {"op": "create_channel", "id": 1, "channel": "m", "meta": [1]},
+            "create_channel.meta must be a map or null, not an array",
+        ),
+        (
+            {"op": "subscribe", "id": 1, "channel": "c", "view": "x"},
+            "subscribe.view must be an array or null, not a text string",
+        ),
+        ({"op": "channels", "id": "7"}, "channels.id must be an integer, not a text string"),
+        (
+            {"op": "create_channel", "id": 1, "channel": cbor2.CBORSimpleValue(99)},
+            "create_channel.channel must be a text string, not a tagged or simple value",
+        ),
+    ],
+)
+def test_a_field_of_the_wrong_kind_is_named_in_cbor_s_words(
+    wire: dict[str, Any], message: str
+) -> None:
+    # The peer may be written in any language: "expected <class 'int'>, got float" and
+    # "dict[str, typing.Any] | None" were Python's words.
+    with pytest.raises(ProtocolError) as refused:
+        M.decode_message(b"\x01" + cbor2.dumps(wire))
+    assert str(refused.value) == f"{message} (docs/protocol.md)"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(M.MESSAGE_TYPES)), st.data())
+def test_every_wrong_kind_error_is_free_of_python_words(op: str, data: st.DataObject) -> None:
+    cls = M.MESSAGE_TYPES[op]
+    name = data.draw(st.sampled_from([f.name for f in dataclasses.fields(cls)]))
+    value = data.draw(any_value | st.binary(max_size=4) | st.floats(allow_nan=False))
+    try:
+        M.from_wire({"op": op, name: value})
+    except ProtocolError as exc:
+        for python_word in ("<class", "typing", "NoneType", "dict[", "list["):
+            assert python_word not in str(exc), str(exc)
+
+
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     wire = b"\x01" + cbor2.dumps({"op": "ping", "data": 1, "future_field": "x"})
     assert M.decode_message(wire) == M.Ping(data=1)

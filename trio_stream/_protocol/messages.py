@@ -337,6 +337,43 @@ def _matches(value: Any, hint: Any) -> bool:
     raise TypeError(f"message field type {hint!r} has no wire check")
 
 
+# What a peer's error says, in CBOR's words (docs/protocol.md is language-neutral): the kinds
+# a field takes, and the kind of the value it got.
+_WIRE_KINDS: Final[dict[Any, str]] = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a text string",
+    bytes: "a byte string",
+    type(None): "null",
+}
+_VALUE_KINDS: Final[dict[type, str]] = {
+    int: "an integer",
+    float: "a float",
+    bool: "a boolean",
+    str: "a text string",
+    bytes: "a byte string",
+    type(None): "null",
+    list: "an array",
+    tuple: "an array",
+    dict: "a map",
+}
+
+
+def _wire_kind(hint: Any) -> str:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_wire_kind(arg) for arg in typing.get_args(hint))
+    if hint is dict or typing.get_origin(hint) is dict:
+        return "a map"
+    if hint is list or typing.get_origin(hint) is list:
+        return "an array"
+    return _WIRE_KINDS.get(hint, "any value")
+
+
+def _value_kind(value: Any) -> str:
+    return _VALUE_KINDS.get(type(value), "a tagged or simple value")
+
+
 # -- the sender's own check -------------------------------------------------------------------
 # A field the receiver refuses (from_wire) closes the whole connection there: the receiver
 # cannot tell a bad value from a broken peer. So the sender checks what it sends, and a
@@ -493,7 +530,8 @@ def from_wire(wire: dict[str, Any]) -> ControlMessage:
             hint = _FIELD_TYPES[cls][field.name]
             if not _matches(value, hint):
                 raise ProtocolError(
-                    f"{op}.{field.name}: expected {hint}, got {type(value).__name__}"
+                    f"{op}.{field.name} must be {_wire_kind(hint)}, not {_value_kind(value)} "
+                    "(docs/protocol.md)"
                 )
             if hint is float or hint == (float | None):
                 value = float(value) if value is not None else None
