@@ -15,6 +15,8 @@ from trio_stream._transport.urls import SCHEMES, split_url
     [
         ("tcp://127.0.0.1:9870", ("tcp", "127.0.0.1", 9870, "/ws")),
         ("ws://daq.lab:9871/ws", ("ws", "daq.lab", 9871, "/ws")),
+        ("ws://daq.lab:9871", ("ws", "daq.lab", 9871, "/ws")),
+        ("ws://daq.lab:9871/", ("ws", "daq.lab", 9871, "/ws")),  # "/" is the dashboard's
         ("wss://[::1]:443/stream", ("wss", "::1", 443, "/stream")),
     ],
 )

@@ -1918,5 +1918,6 @@ def _unavailable(error: BaseException, bound_s: float, what: str) -> ClusterUnav
     else:  # its words, not its repr: "Unable to establish a connection to HOST:PORT"
         why = (str(error) or type(error).__name__)[:160]
     return ClusterUnavailable(
-        f"the cluster's Redis is unreachable or refused {what} ({why}): try again"
+        f"the cluster's Redis is unreachable or refused {what} ({why}): try again; if it "
+        "goes on, check that the server's Redis (its --engine URL) is running"
     )

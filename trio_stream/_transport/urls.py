@@ -49,4 +49,5 @@ def split_url(url: str) -> tuple[str, str, int, str]:
             f"cannot connect to {url[:200]!r}: use tcp://host:port or ws://host:port/ws "
             "(tcps:// and wss:// for TLS)"
         )
-    return parts.scheme, parts.hostname, port, parts.path or "/ws"
+    # No path, or "/" (the dashboard's page, where no WebSocket is): the server's /ws.
+    return parts.scheme, parts.hostname, port, parts.path if parts.path not in ("", "/") else "/ws"
