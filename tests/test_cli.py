@@ -32,6 +32,7 @@ import trustme
 
 import trio_stream as ts
 from trio_stream.cli import build_parser, dumpfile, parse_command_line
+from trio_stream.cli import inspect as inspect_cli
 from trio_stream.cli._options import SIZE_UNITS, byte_size, subscription_kwargs
 from trio_stream.cli._output import jsonable
 from trio_stream.cli._run import UsageError
@@ -1854,6 +1855,15 @@ async def test_stats_counts_the_channels_its_table_shows(server: ts.Server) -> N
         lines = watch.stdout.decode().splitlines()
         assert f" channels=2 system={system} " in lines[0]
         assert len(lines) == 3
+
+
+def test_stats_says_which_of_the_frames_lost_are_on_channels_its_table_leaves_out() -> None:
+    # "lost 54" above a table whose lost column added up to 45: the other 9 were lost on
+    # system channels, which only --system shows.
+    stats = ts.ServerStats(frames_lost=54)
+    text = inspect_cli.stats_text("s", stats, "3 (+3 system)", hidden_lost=9).plain
+    assert "lost 54 (9 on system channels: --system)  buffered" in text
+    assert "lost 54  buffered" in inspect_cli.stats_text("s", stats, "6").plain
 
 
 async def test_sub_takes_sender_and_view(server: ts.Server) -> None:

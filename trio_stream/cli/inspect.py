@@ -264,8 +264,12 @@ def channel_count(shown: int, hidden: int) -> str:
     return f"{shown} (+{hidden} system)" if hidden else str(shown)
 
 
-def stats_text(server: str, stats: ts.ServerStats, channels: str | None = None) -> Text:
-    """``channels``: the channel count to show (channel_count()); default the server's."""
+def stats_text(
+    server: str, stats: ts.ServerStats, channels: str | None = None, hidden_lost: int = 0
+) -> Text:
+    """``channels``: the channel count to show (channel_count()); default the server's.
+    ``hidden_lost``: of the frames lost, those of channels the table leaves out (system
+    ones), said so that the table's column adds up."""
     s = stats
     return Text.assemble(
         ("server ", ""),
@@ -281,7 +285,9 @@ def stats_text(server: str, stats: ts.ServerStats, channels: str | None = None) 
         f"  (total {counted(s.frames_in, 'frame')}, {human_bytes(s.bytes_in)})\n",
         f"out {human_rate(s.frames_out_per_s)} frames  {human_bytes(s.bytes_out_per_s, 'B/s')}"
         f"  (total {counted(s.frames_out, 'frame')}, {human_bytes(s.bytes_out)})\n",
-        f"lost {s.frames_lost}  buffered {human_bytes(s.buffered_bytes)}"
+        f"lost {s.frames_lost}"
+        + (f" ({hidden_lost} on system channels: --system)" if hidden_lost else "")
+        + f"  buffered {human_bytes(s.buffered_bytes)}"
         f"  memory {human_bytes(s.memory_bytes)}  cpu {s.cpu_percent:.0f}%",
     )
 
@@ -300,11 +306,16 @@ async def run_stats(args: argparse.Namespace) -> int:
         print(json_line({"stats": dataclasses.asdict(stats), "channels": _records(channels)}))
     else:
         count = channel_count(len(channels), len(listed) - len(channels))
-        shown: list[Any] = [stats_text(client.server, stats, count)]
+        shown: list[Any] = [stats_text(client.server, stats, count, _lost_beyond(listed, channels))]
         if channels:
             shown.append(channels_table(channels))
         print_out(stdout_console(), *shown)
     return 0
+
+
+def _lost_beyond(listed: list[ts.ChannelInfo], shown: list[ts.ChannelInfo]) -> int:
+    """Frames lost on the channels listed but not shown (the system ones)."""
+    return sum(c.lost for c in listed) - sum(c.lost for c in shown)
 
 
 def plain_lines(
@@ -381,7 +392,12 @@ async def _watch_updates(client: ts.Client, args: argparse.Namespace, shown: lis
                     flush=True,
                 )
             elif live is not None:
-                text = stats_text(client.server, stats, channel_count(len(channels), hidden))
+                text = stats_text(
+                    client.server,
+                    stats,
+                    channel_count(len(channels), hidden),
+                    _lost_beyond(listed, channels),
+                )
                 live.update(Group(text, channels_table(channels, lost_per_s)), refresh=True)
             else:
                 lines = plain_lines(client.server, stats, channels, hidden)
