@@ -120,9 +120,15 @@ async def run_send(args: argparse.Namespace) -> int:
                 name = await client.send_file(args.client, path, progress=show)
                 elapsed = max(time.monotonic() - started, 1e-9)
                 if not args.quiet:
+                    # A rate over less than a tenth of a second says nothing (a small file
+                    # read "0.0 MB/s"): its size is the news then.
+                    took = (
+                        f"{elapsed:.1f} s, {size / elapsed / 1e6:.1f} MB/s"
+                        if elapsed >= 0.1
+                        else f"{elapsed * 1000:.0f} ms"
+                    )
                     print(
-                        f"sent {path} to {args.client} as {name} ({human_bytes(size)} in "
-                        f"{elapsed:.1f} s, {size / elapsed / 1e6:.1f} MB/s)",
+                        f"sent {path} to {args.client} as {name} ({human_bytes(size)} in {took})",
                         file=sys.stderr,
                     )
     return 0
