@@ -8,6 +8,7 @@ subprocess has a timeout and every wait is bounded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.abc
 import importlib.metadata
 import json
@@ -1833,6 +1834,28 @@ async def test_no_command_prints_the_commands() -> None:
             stderr.strip().splitlines()[-1] == "trio-stream: error: give a COMMAND (listed above)"
         )
     assert (await cli("--version")).returncode == 0
+
+
+@pytest.mark.parametrize("reader", [False, True])
+async def test_a_bad_stdin_line_says_what_was_sent_before_it(
+    server: ts.Server, reader: bool
+) -> None:
+    # Without readers the two lines before the bad one went nowhere too, and the error's
+    # "nothing from this line on was sent" read as if they had been sent.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="reader") as client:
+        await client.create_channel("lines")
+        async with contextlib.AsyncExitStack() as stack:
+            if reader:
+                await stack.enter_async_context(client.subscribe("lines", policy="unbounded"))
+            argv = ["pub", url, "lines", "-", "--dtype", "float32", "--no-wait"]
+            result = await cli(*argv, stdin=b"1\n2\nabc\n4\n")
+    assert result.returncode == 1
+    error = result.stderr.decode().strip()
+    assert "stdin line 3:" in error and "nothing from this line on was sent" in error
+    before = "; and 2 of the 2 values before it were not sent: channel 'lines' had no readers then"
+    assert error.endswith(before) != reader, error
 
 
 async def test_stats_counts_the_channels_its_table_shows(server: ts.Server) -> None:

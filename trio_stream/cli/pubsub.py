@@ -194,11 +194,21 @@ async def run_pub(args: argparse.Namespace) -> int:
         publisher(client, args.channel, args, key=args.key or args.create_key) as pub,
     ):
         await wait_for_readers(client, pub, args)
-        async for value in _values(args):
-            if await pub.send(value):
-                sent += 1
-            else:
-                unsent += 1
+        try:
+            async for value in _values(args):
+                if await pub.send(value):
+                    sent += 1
+                else:
+                    unsent += 1
+        except CliError as bad_line:
+            if not unsent:
+                raise
+            # "nothing from this line on was sent": nor were these, before it.
+            raise CliError(
+                f"{bad_line}; and {unsent} of the {counted(sent + unsent, 'value')} before it "
+                f"{'was' if unsent == 1 else 'were'} not sent: channel {args.channel!r} had no "
+                "readers then"
+            ) from None
         # Readers got everything once the server has taken it into their buffers.
         await pub.wait_acknowledged()
     if unsent:
