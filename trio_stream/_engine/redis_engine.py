@@ -261,6 +261,7 @@ class RedisEngine:
         self._deleting: Counter[str] = Counter()
         # Channels ending here because they are gone from Redis already (see _on_deleted).
         self._gone_from_redis: set[str] = set()
+        self._fenced_at = -math.inf  # trio time this node last told its clients to reconnect
         # Channels this node is registering again (_reregister), until done.
         self._reregistering: dict[str, trio.Event] = {}
         # Gone owners' channels this node is ending (end_orphan), and those it gave up on.
@@ -785,6 +786,16 @@ class RedisEngine:
             del given_up[name]  # ended in Redis too now
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
+            if (
+                node != self.node
+                and reason == _left_the_cluster(name, self.node)
+                and self._nursery is not None
+            ):
+                # First its clients go (see _taken_for_dead), then the channel: ended now,
+                # its writer would be told so after the goodbye, and stop for good.
+                sessions = self._taken_for_dead()
+                self._nursery.start_soon(self._delete_once_gone, sessions, body)
+                return
             # Deleted in Redis already: its end here (channel_event) must not delete it there
             # again, and the node that kept it still announces it ($channels everywhere).
             self._gone_from_redis.add(name)
@@ -793,6 +804,49 @@ class RedisEngine:
             finally:
                 self._gone_from_redis.discard(name)
             self._kept.pop(name, None)
+
+    async def _delete_once_gone(self, sessions: list[Session], body: Any) -> None:
+        """The end of a channel announced by _on_deleted, once ``sessions`` have closed (at
+        most a second later): what ends with it is then kept for their resume, not told."""
+        with trio.move_on_after(1.0):
+            # Polled: a session has no event for its end, and this runs once per outage.
+            while any(self.state.sessions.get(s.client_id) is s for s in sessions):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        name, epoch, reason = body
+        channel = self.state.broker.channels.get(name)
+        if channel is not None and channel.epoch == epoch:
+            self._gone_from_redis.add(name)
+            try:
+                self.state.broker.delete_channel(channel, str(reason))
+            finally:
+                self._gone_from_redis.discard(name)
+            self._kept.pop(name, None)
+
+    def _taken_for_dead(self) -> list[Session]:
+        """The other nodes took this one for dead (its link to Redis failed for longer than
+        a heartbeat TTL and resume_grace_s) and ended its channels, though their owners are
+        connected here. Its clients are told to reconnect, as if it had died: each comes back
+        (here once Redis answers, or to another node) and restores what it had, an owner
+        creating its channels again and a writer sending its window again; else a writer got
+        ChannelNotFound for good. Once per outage: every channel's end says it again."""
+        sessions = list(self.state.sessions.values())
+        now = trio.current_time()
+        if now - self._fenced_at < self.io.presence.ttl_s:
+            return sessions  # told already (closing)
+        self._fenced_at = now
+        log.warning(
+            "node %r was taken for dead by the other nodes (its link to Redis failed for too "
+            "long), which ended its channels: its %d clients are told to reconnect",
+            self.node,
+            len(self.state.sessions),
+        )
+        for session in sessions:
+            session.close(
+                f"node {self.node!r} lost its link to the cluster's Redis for too long and the "
+                "other nodes ended its channels: reconnect (an owner creates its channels "
+                "again)"
+            )
+        return sessions
 
     async def _open_publisher(self, session: Session, msg: OpenPublisher) -> dict[str, Any]:
         if msg.channel.startswith("$"):  # the server's own: every node refuses writers alike
@@ -1420,10 +1474,7 @@ class RedisEngine:
 
     async def _reap(self, record: ChannelRecord) -> None:
         name = record.name
-        reason = (
-            f"channel {record.name!r} ended: its node {record.node!r} left the cluster and its "
-            "owner did not come back within resume_grace_s"
-        )
+        reason = _left_the_cluster(record.name, record.node)
         if record.node != self.node:
             # Atomic against a take-over (a move): the delete needs the dead node there.
             deleted = await self.io.registry.delete(
@@ -1909,6 +1960,14 @@ def _redis_failures_answered(handler: AsyncHandler) -> AsyncHandler:
             raise _unavailable(error, REQUEST_REDIS_TIMEOUT_S, "this request") from error
 
     return answer
+
+
+def _left_the_cluster(channel: str, node: str) -> str:
+    """Why the survivors end a channel of a node taken for dead (see _reap)."""
+    return (
+        f"channel {channel!r} ended: its node {node!r} left the cluster and its owner did not "
+        "come back within resume_grace_s"
+    )
 
 
 def _unavailable(error: BaseException, bound_s: float, what: str) -> ClusterUnavailable:

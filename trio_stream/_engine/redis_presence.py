@@ -89,6 +89,7 @@ class Presence:
         self.ttl_s = ttl_s
         self._ttl_ms = max(1, round(ttl_s * 1000))
         self._interval_s = ttl_s / 3
+        self._beaten_at = 0.0  # trio time of the last heartbeat Redis answered
         self._names: set[str] = set()
         self._local_readers: dict[str, int] = {}
         self._clients: dict[str, bytes] = {}  # client id -> its info (CBOR), as written
@@ -107,15 +108,39 @@ class Presence:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Heartbeat and resynchronise until cancelled (started after the first beat)."""
         await self.beat()
+        self._beaten_at = trio.current_time()
         task_status.started()
         retry_log = RetryLog(logger, "the Redis heartbeat")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_silence)
+            while True:
+                await trio.sleep(self._interval_s)
+                try:
+                    await self.beat()
+                    self._beaten_at = trio.current_time()
+                    retry_log.succeeded()
+                except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
+                    retry_log.failed(error)
+
+    async def _watch_silence(self) -> None:
+        """Say so when no heartbeat has reached Redis for a TTL: a link that hangs (no
+        answer, no error) was silent, while the other nodes took this one for dead."""
+        silent = False
         while True:
             await trio.sleep(self._interval_s)
-            try:
-                await self.beat()
-                retry_log.succeeded()
-            except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
-                retry_log.failed(error)
+            for_s = trio.current_time() - self._beaten_at
+            if for_s > self.ttl_s and not silent:
+                silent = True
+                logger.warning(
+                    "no heartbeat of node %r has reached Redis for %.1f s: the other nodes "
+                    "take it for dead (its names are free, and after resume_grace_s its "
+                    "channels end); waiting for Redis to answer",
+                    self.node,
+                    for_s,
+                )
+            elif for_s <= self.ttl_s and silent:
+                silent = False
+                logger.warning("node %r's heartbeat reaches Redis again", self.node)
 
     async def forget_previous_run(self) -> None:
         """At start: this node's reader counts from an earlier run under its name (a crash)

@@ -1,0 +1,65 @@
+"""A node cut off from Redis while its clients stay connected to it (a partition, not a
+death): the other nodes cannot tell the two apart, so past its heartbeat TTL and
+resume_grace_s they end its channels. What the node itself must do then: say so, and send
+its clients back to restore what they had, as if it had died."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+from proxy import open_proxy
+from redis_server import RedisServer
+from test_cluster import WAIT_S, node_config
+from test_cluster_races import node_via
+
+import trio_stream as ts
+
+GRACE_S = 1.0
+# The other nodes end a channel a heartbeat TTL (3 s) plus a look or two after its node went
+# silent; the held link outlasts that by far.
+ENDED_WITHIN_S = 15.0
+
+
+async def test_a_writer_on_a_node_taken_for_dead_comes_back_and_nothing_it_sent_is_lost(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The channel's owner and writer stayed connected to node a while a's link to Redis hung:
+    # its channel ended cluster-wide, and the writer got ChannelNotFound on every send from
+    # then on, the window of frames send() had taken never delivered. Node a logged nothing.
+    caplog.set_level(logging.WARNING, logger="trio_stream._engine")
+    async with (
+        open_proxy(redis_server.url) as a_to_redis,
+        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=GRACE_S)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=GRACE_S)) as b,
+        ts.open_client(str(a.tcp_url), name="w") as w,
+        ts.open_client(str(b.tcp_url), name="r") as r,
+    ):
+        await w.create_channel("c")
+        got: list[int] = []
+        async with w.publisher("c") as pub:
+            async with r.subscribe("c", policy="block", size=1000) as sub:
+                with trio.fail_after(WAIT_S):
+                    await pub.wait_for_readers()
+                    for value in range(10):
+                        assert await pub.send(value)
+                    got += [(await sub.receive()).data for _ in range(10)]
+                a_to_redis.hold()  # node a hears nothing from Redis, nor Redis from it
+                for value in range(10, 20):  # taken into the writer's window
+                    assert await pub.send(value)
+                with trio.fail_after(ENDED_WITHIN_S):
+                    got += [msg.data async for msg in sub]  # ends: taken for dead
+                assert "left the cluster" in str(sub.end_reason)
+            a_to_redis.release()
+            # The application subscribes again, as the end's reason says; the writer goes on.
+            with trio.fail_after(WAIT_S):
+                async with r.subscribe("c", policy="block", size=1000, wait_channel=True) as again:
+                    for value in range(20, 30):
+                        await pub.send(value)
+                    while 29 not in got:
+                        got.append((await again.receive()).data)
+    assert sorted(set(got)) == list(range(30)), got  # every value, none lost
+    assert got == sorted(got) and len(got) == len(set(got)), got  # in order, each once
+    assert "no heartbeat of node 'a' has reached Redis" in caplog.text
+    assert "node 'a' was taken for dead by the other nodes" in caplog.text
