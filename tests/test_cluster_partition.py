@@ -6,6 +6,7 @@ its clients back to restore what they had, as if it had died."""
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
@@ -13,6 +14,7 @@ from proxy import open_proxy
 from redis_server import RedisServer
 from test_cluster import WAIT_S, node_config
 from test_cluster_races import node_via
+from test_reconnect import open_named
 
 import trio_stream as ts
 
@@ -63,3 +65,28 @@ async def test_a_writer_on_a_node_taken_for_dead_comes_back_and_nothing_it_sent_
     assert got == sorted(got) and len(got) == len(set(got)), got  # in order, each once
     assert "no heartbeat of node 'a' has reached Redis" in caplog.text
     assert "node 'a' was taken for dead by the other nodes" in caplog.text
+
+
+async def test_a_name_taken_elsewhere_while_a_node_was_cut_off_is_not_held_twice(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # While node a's link hung its names expired, and another client took one on node b;
+    # once the link was back both stayed connected, listed under one name for good.
+    caplog.set_level(logging.WARNING, logger="trio_stream._engine")
+    async with (
+        open_proxy(redis_server.url) as a_to_redis,
+        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=GRACE_S)) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=GRACE_S)) as b,
+        ts.open_client(str(a.tcp_url), name="w") as stale,
+        AsyncExitStack() as stack,
+    ):
+        a_to_redis.hold()
+        fresh = await open_named(str(b.tcp_url), "w", stack)  # once a's hold on it expired
+        a_to_redis.release()
+        with trio.fail_after(WAIT_S):
+            await stale.wait_state("closed")
+        with pytest.raises(ts.ConnectionClosed, match="was taken by a client of another node"):
+            await stale.channels()
+        assert [c.name for c in await fresh.clients()].count("w") == 1
+        assert fresh.state == "open"
+    assert "client name 'w' was taken on another node while node 'a'" in caplog.text

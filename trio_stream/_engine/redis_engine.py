@@ -298,6 +298,7 @@ class RedisEngine:
             bus.on(CLIENT, self._on_remote_client)
             bus.on(CHANNEL, self._on_remote_channel)
             bus.on(NAME_TAKEN, self._on_name_taken)
+            io.presence.on_names_taken = self._names_taken_elsewhere
             bus.on(NAME_MOVED, self._on_name_moved)
             bus.on(ADOPTED, self._on_adopted)
             self.rpc.install(bus)
@@ -1241,6 +1242,28 @@ class RedisEngine:
             # names the client, not its connection, and may come late, to the connection
             # the client has moved on to here; that one must come back.
             session.close("replaced: the same client connected again on another node (resume)")
+
+    def _names_taken_elsewhere(self, names: list[str]) -> None:
+        """Client names another node took while this one's heartbeat could not reach Redis
+        (its link hung; to the others it was dead and the names free): the clients here of
+        those names are the stale ones, and two clients of one name may not stay."""
+        for name in names:
+            session = self.state.by_name.get(name)
+            if session is None:
+                continue
+            log.warning(
+                "client name %r was taken on another node while node %r could not reach "
+                "Redis: its client here is told so and not to come back",
+                name[:80],
+                self.node,
+            )
+            self.state.resume.closing_moved(session.name)  # its readers end with it
+            session.close(
+                f"replaced: the name {name[:80]!r} was taken by a client of another node while "
+                "this node could not reach the cluster's Redis (names are unique in the "
+                "cluster)",
+                reconnect=False,
+            )
 
     def _on_name_moved(self, node: str, body: Any) -> None:
         if node == self.node:

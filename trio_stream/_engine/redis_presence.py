@@ -17,7 +17,7 @@ channel with local readers), which also drops the counts of nodes that died.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cbor2
@@ -34,7 +34,8 @@ HEARTBEAT_TTL_S = 3.0
 READERS_KIND = "readers"
 
 # KEYS[1] nodes zset, KEYS[2] clients hash, KEYS[3] readers hash, KEYS[4..] names held;
-# ARGV[1] node, ARGV[2] ttl ms. Returns the live nodes.
+# ARGV[1] node, ARGV[2] ttl ms. Returns the live nodes, and the positions (from 1) among the
+# names of those another node holds now (taken while this node's heartbeat could not come).
 _HEARTBEAT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -43,12 +44,14 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
+local taken = {}
 for i = 4, #KEYS do
   local holder = redis.call('GET', KEYS[i])
   if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ttl)
-  elseif not holder then redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl) end
+  elseif not holder then redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl)
+  else table.insert(taken, i - 3) end
 end
-return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+return {redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf'), taken}
 """
 
 # KEYS[1] nodes zset. Returns the live nodes.
@@ -91,6 +94,14 @@ class Presence:
         self._interval_s = ttl_s / 3
         self._beaten_at = 0.0  # trio time of the last heartbeat Redis answered
         self._names: set[str] = set()
+        # The latest claim of each name held here (a serial number): a heartbeat's news that
+        # another node holds a name is about the claim it sent, not one made here while its
+        # answer was on its way.
+        self._claims: dict[str, int] = {}
+        self._claim_serial = 0
+        # Told the client names another node took while this one's heartbeat could not come
+        # (a link that hung): its clients of those names are stale.
+        self.on_names_taken: Callable[[list[str]], None] = lambda names: None
         self._local_readers: dict[str, int] = {}
         self._clients: dict[str, bytes] = {}  # client id -> its info (CBOR), as written
         self._counts: dict[str, dict[str, int]] = {}  # channel -> node -> readers
@@ -150,11 +161,21 @@ class Presence:
     async def beat(self) -> None:
         """One heartbeat: refresh our TTLs, learn the live nodes, resync reader counts."""
         keys = [self._keys.nodes, self._keys.clients(self.node), self._keys.readers(self.node)]
-        keys += [self._keys.name(name) for name in self._names]
-        live: object = await self._heartbeat(keys=keys, args=[self.node, str(self._ttl_ms)])
-        self.live_nodes = (
-            frozenset(n.decode() for n in live) if isinstance(live, list) else frozenset()
-        )
+        names = [(name, self._claims.get(name, 0)) for name in self._names]
+        keys += [self._keys.name(name) for name, _ in names]
+        answer: object = await self._heartbeat(keys=keys, args=[self.node, str(self._ttl_ms)])
+        live, taken = answer if isinstance(answer, list) and len(answer) == 2 else ([], [])
+        self.live_nodes = frozenset(n.decode() for n in live)
+        lost = [
+            name
+            for name, claims in (names[int(i) - 1] for i in taken)
+            if name in self._names and self._claims.get(name, 0) == claims
+        ]
+        if lost:
+            self._names.difference_update(lost)
+            for name in lost:
+                del self._claims[name]
+            self.on_names_taken(lost)
         await self._resync()
 
     async def _resync(self) -> None:
@@ -255,10 +276,16 @@ class Presence:
         )
         if taken:
             self._names.add(name)
+            self._claimed(name)
         return bool(taken)
+
+    def _claimed(self, name: str) -> None:
+        self._claim_serial += 1
+        self._claims[name] = self._claim_serial
 
     async def release_name(self, name: str) -> None:
         self._names.discard(name)
+        self._claims.pop(name, None)
         await self._release(keys=[self._keys.name(name)], args=[self.node])
 
     async def name_node(self, name: str) -> str | None:
@@ -294,6 +321,7 @@ class Presence:
         """Take a client name over (a resuming client); returns the node that held it."""
         old = await self._client.set(self._keys.name(name), self.node, px=self._ttl_ms, get=True)
         self._names.add(name)
+        self._claimed(name)
         return old.decode() if isinstance(old, bytes) else None
 
     def readers(self, channel: str) -> int:
