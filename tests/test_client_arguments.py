@@ -19,7 +19,8 @@ STEP_S = 10.0
 
 LONE_SURROGATE_AT_2 = (
     "a str with '\\udc80' at position 2 cannot be sent: a lone surrogate has no UTF-8 form; "
-    "repair the text first, e.g. text.encode('utf-8', 'replace').decode()"
+    "repair the text first, e.g. text.encode('utf-8', 'backslashreplace').decode() (a file "
+    "name from os.fsdecode: os.fsencode(name).decode('utf-8', 'replace'))"
 )
 
 # (client method, its arguments, what InvalidArgument says): one mistake each.

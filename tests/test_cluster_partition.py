@@ -6,11 +6,12 @@ its clients back to restore what they had, as if it had died."""
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
-from proxy import open_proxy
+from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer
 from test_cluster import WAIT_S, node_config
 from test_cluster_races import node_via
@@ -24,6 +25,19 @@ GRACE_S = 1.0
 ENDED_WITHIN_S = 15.0
 
 
+@asynccontextmanager
+async def node_a_via_proxy_and_b(
+    redis: RedisServer,
+) -> AsyncIterator[tuple[TcpProxy, ts.Server, ts.Server]]:
+    """Node a reaching Redis through a proxy (its link, to hold), node b directly."""
+    async with (
+        open_proxy(redis.url) as a_to_redis,
+        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=GRACE_S)) as a,
+        ts.open_server(node_config(redis, "b", resume_grace_s=GRACE_S)) as b,
+    ):
+        yield a_to_redis, a, b
+
+
 async def test_a_writer_on_a_node_taken_for_dead_comes_back_and_nothing_it_sent_is_lost(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -32,9 +46,7 @@ async def test_a_writer_on_a_node_taken_for_dead_comes_back_and_nothing_it_sent_
     # then on, the window of frames send() had taken never delivered. Node a logged nothing.
     caplog.set_level(logging.WARNING, logger="trio_stream._engine")
     async with (
-        open_proxy(redis_server.url) as a_to_redis,
-        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=GRACE_S)) as a,
-        ts.open_server(node_config(redis_server, "b", resume_grace_s=GRACE_S)) as b,
+        node_a_via_proxy_and_b(redis_server) as (a_to_redis, a, b),
         ts.open_client(str(a.tcp_url), name="w") as w,
         ts.open_client(str(b.tcp_url), name="r") as r,
     ):
@@ -74,9 +86,7 @@ async def test_a_name_taken_elsewhere_while_a_node_was_cut_off_is_not_held_twice
     # once the link was back both stayed connected, listed under one name for good.
     caplog.set_level(logging.WARNING, logger="trio_stream._engine")
     async with (
-        open_proxy(redis_server.url) as a_to_redis,
-        ts.open_server(node_via(a_to_redis.url, "a", resume_grace_s=GRACE_S)) as a,
-        ts.open_server(node_config(redis_server, "b", resume_grace_s=GRACE_S)) as b,
+        node_a_via_proxy_and_b(redis_server) as (a_to_redis, a, b),
         ts.open_client(str(a.tcp_url), name="w") as stale,
         AsyncExitStack() as stack,
     ):
@@ -89,4 +99,4 @@ async def test_a_name_taken_elsewhere_while_a_node_was_cut_off_is_not_held_twice
             await stale.channels()
         assert [c.name for c in await fresh.clients()].count("w") == 1
         assert fresh.state == "open"
-    assert "client name 'w' was taken on another node while node 'a'" in caplog.text
+    assert "client name 'w' is held by another node now" in caplog.text

@@ -356,6 +356,9 @@ async def test_plot_tools_pause_zoom_fixed_y_cursor_and_markers() -> None:
         box = page.locator(".plot-box").nth(2)  # the scalar: a time series (sorted names)
         seen: dict[str, Any] = {"channels": page.evaluate("() => window.__tsPanels[2].channels")}
         box.locator("button.pause").click()
+        # Waited for, not read at once: on a loaded machine the click's handler may run
+        # after the read (it once read False in a full test run beside other jobs).
+        page.wait_for_function("() => window.__tsPanels[2].plotter.paused === true")
         seen["paused"] = page.evaluate("() => window.__tsPanels[2].plotter.paused")
         page.wait_for_timeout(200)  # the one drawing that writes PAUSED
         drawn = page.evaluate("() => window.__tsPanels[2].plotter.drawn")
@@ -1218,6 +1221,18 @@ async def test_a_reloaded_or_closed_page_says_goodbye_and_leaves_no_subscription
     assert result == [0, 0, 0], result
 
 
+def record_info_texts(page: Page, *, with_current: bool = True) -> None:
+    """From now on, every text the first panel's info line shows goes into window.__seen
+    (a poll of the current one misses those the next frame replaces between two polls)."""
+    page.evaluate(
+        "current => { const info = window.__tsPanels[0].info;"
+        " window.__seen = current ? [info.textContent] : [];"
+        " new MutationObserver(() => window.__seen.push(info.textContent))"
+        ".observe(info, {childList: true, characterData: true, subtree: true}); }",
+        with_current,
+    )
+
+
 async def test_an_array_overlaid_with_a_number_says_it_needs_a_panel_of_its_own() -> None:
     # The README's layout URL overlaid demo/sine (an array) and demo/counter (a number): the
     # line took the plot each time it came and the number was never seen, without a word.
@@ -1226,11 +1241,7 @@ async def test_an_array_overlaid_with_a_number_says_it_needs_a_panel_of_its_own(
         # every text it shows is recorded (a poll of the current one missed it on a loaded
         # machine: the next frame came between two polls).
         page.wait_for_function("() => window.__tsPanels?.[0]?.info")
-        page.evaluate(
-            "() => { const info = window.__tsPanels[0].info; window.__seen = [info.textContent];"
-            " new MutationObserver(() => window.__seen.push(info.textContent))"
-            ".observe(info, {childList: true, characterData: true, subtree: true}); }"
-        )
+        record_info_texts(page)
         info = page.wait_for_function(
             "name => window.__seen.find(t => t.startsWith(name + ':'))",
             arg=SINE,
@@ -1253,11 +1264,7 @@ async def test_a_panel_switched_to_another_channel_says_nothing_of_the_one_it_le
     # channel it stayed there, and read as the shown channel being dead.
     def steps(page: Page) -> Any:
         page.wait_for_function("() => window.__tsPanels?.[0]?.frames > 0")
-        page.evaluate(
-            "() => { const info = window.__tsPanels[0].info; window.__seen = [];"
-            " new MutationObserver(() => window.__seen.push(info.textContent))"
-            ".observe(info, {childList: true, characterData: true, subtree: true}); }"
-        )
+        record_info_texts(page, with_current=False)
         page.evaluate("name => window.__tsPanels[0].show(name)", SINE)
         page.wait_for_function(
             "name => { const p = window.__tsPanels[0]; return p.lastMsg?.channel === name; }",

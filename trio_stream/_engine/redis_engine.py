@@ -123,6 +123,9 @@ REREGISTER_INTERVAL_S: Final = 1.0  # how often a node checks its channels are s
 # waiting at most this long (Redis down: the reaper ends it after the resume grace).
 UNREGISTER_TIMEOUT_S: Final = 2.0
 REAP_INTERVAL_S: Final = 1.0  # how often a node looks for channels of nodes that died
+# A node taken for dead tells its clients to reconnect once for the ends of its channels
+# that come within this long (the survivors end them one by one, a look each second).
+FENCE_AGAIN_AFTER_S: Final = 10.0
 # A create_channel looks again when the name changed hands under it (deleted, taken over
 # meanwhile: see _adopt); each look is a few round trips.
 CREATE_ATTEMPTS: Final = 3
@@ -262,6 +265,7 @@ class RedisEngine:
         # Channels ending here because they are gone from Redis already (see _on_deleted).
         self._gone_from_redis: set[str] = set()
         self._fenced_at = -math.inf  # trio time this node last told its clients to reconnect
+        self._fenced: list[Session] = []  # the sessions it told then
         # Channels this node is registering again (_reregister), until done.
         self._reregistering: dict[str, trio.Event] = {}
         # Gone owners' channels this node is ending (end_orphan), and those it gave up on.
@@ -788,7 +792,7 @@ class RedisEngine:
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
             if (
-                node != self.node
+                node != self.node  # ("": the mark of a delete whose news never came)
                 and reason == _left_the_cluster(name, self.node)
                 and self._nursery is not None
             ):
@@ -797,14 +801,19 @@ class RedisEngine:
                 sessions = self._taken_for_dead()
                 self._nursery.start_soon(self._delete_once_gone, sessions, body)
                 return
-            # Deleted in Redis already: its end here (channel_event) must not delete it there
-            # again, and the node that kept it still announces it ($channels everywhere).
-            self._gone_from_redis.add(name)
-            try:
-                self.state.broker.delete_channel(channel, str(reason))
-            finally:
-                self._gone_from_redis.discard(name)
-            self._kept.pop(name, None)
+            self._end_deleted(channel, str(reason))
+
+    def _end_deleted(self, channel: Channel, reason: str) -> None:
+        """End here a channel deleted in Redis already: its end (channel_event) must not
+        delete it there again, and the node that kept it still announces it ($channels
+        everywhere)."""
+        name = channel.name
+        self._gone_from_redis.add(name)
+        try:
+            self.state.broker.delete_channel(channel, reason)
+        finally:
+            self._gone_from_redis.discard(name)
+        self._kept.pop(name, None)
 
     async def _delete_once_gone(self, sessions: list[Session], body: Any) -> None:
         """The end of a channel announced by _on_deleted, once ``sessions`` have closed (at
@@ -813,15 +822,11 @@ class RedisEngine:
             # Polled: a session has no event for its end, and this runs once per outage.
             while any(self.state.sessions.get(s.client_id) is s for s in sessions):  # noqa: ASYNC110
                 await trio.sleep(0.01)
+        self._fenced = [s for s in self._fenced if self.state.sessions.get(s.client_id) is s]
         name, epoch, reason = body
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
-            self._gone_from_redis.add(name)
-            try:
-                self.state.broker.delete_channel(channel, str(reason))
-            finally:
-                self._gone_from_redis.discard(name)
-            self._kept.pop(name, None)
+            self._end_deleted(channel, str(reason))
 
     def _taken_for_dead(self) -> list[Session]:
         """The other nodes took this one for dead (its link to Redis failed for longer than
@@ -830,11 +835,14 @@ class RedisEngine:
         (here once Redis answers, or to another node) and restores what it had, an owner
         creating its channels again and a writer sending its window again; else a writer got
         ChannelNotFound for good. Once per outage: every channel's end says it again."""
-        sessions = list(self.state.sessions.values())
         now = trio.current_time()
-        if now - self._fenced_at < self.io.presence.ttl_s:
-            return sessions  # told already (closing)
+        if now - self._fenced_at < FENCE_AGAIN_AFTER_S:
+            # Told already (the other channels' ends come one by one): wait for those told,
+            # not for clients that came back since (their channels are theirs again).
+            return [s for s in self._fenced if self.state.sessions.get(s.client_id) is s]
         self._fenced_at = now
+        sessions = list(self.state.sessions.values())
+        self._fenced = sessions
         log.warning(
             "node %r was taken for dead by the other nodes (its link to Redis failed for too "
             "long), which ended its channels: its %d clients are told to reconnect",
@@ -1252,8 +1260,8 @@ class RedisEngine:
             if session is None:
                 continue
             log.warning(
-                "client name %r was taken on another node while node %r could not reach "
-                "Redis: its client here is told so and not to come back",
+                "client name %r is held by another node now (taken while node %r could not "
+                "reach Redis, or moved there): its client here is told so and not to come back",
                 name[:80],
                 self.node,
             )
@@ -1552,9 +1560,13 @@ class RedisEngine:
             return
         if await self.io.registry.was_deleted(name, kept.epoch):
             # Deleted, on another node, whose news never came (this node's pub/sub was
-            # reconnecting): not lost by Redis. It ends here as the news would have ended it.
+            # reconnecting): not lost by Redis. It ends here as the news would have ended it,
+            # with the mark's reason: the other nodes' end of a node taken for dead (a link
+            # that failed) sends this node's clients back first, as the news would have.
+            reason = await self.io.registry.deleted_reason(name, kept.epoch)
             if self.state.broker.channels.get(name) is channel and channel.epoch == kept.epoch:
-                self._on_deleted(self.node, [name, kept.epoch, f"channel {name!r} was deleted"])
+                by = "" if reason == _left_the_cluster(name, self.node) else self.node
+                self._on_deleted(by, [name, kept.epoch, reason or f"channel {name!r} was deleted"])
             return
         try:
             record = await self._register(kept.request, channel.owner)

@@ -93,6 +93,7 @@ class Presence:
         self._ttl_ms = max(1, round(ttl_s * 1000))
         self._interval_s = ttl_s / 3
         self._beaten_at = 0.0  # trio time of the last heartbeat Redis answered
+        self._failing = False  # the last heartbeat failed (an error, which the log said)
         self._names: set[str] = set()
         # The latest claim of each name held here (a serial number): a heartbeat's news that
         # another node holds a name is about the claim it sent, not one made here while its
@@ -129,8 +130,10 @@ class Presence:
                 try:
                     await self.beat()
                     self._beaten_at = trio.current_time()
+                    self._failing = False
                     retry_log.succeeded()
                 except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
+                    self._failing = True  # said by the retry log: the watch stays quiet
                     retry_log.failed(error)
 
     async def _watch_silence(self) -> None:
@@ -140,16 +143,16 @@ class Presence:
         while True:
             await trio.sleep(self._interval_s)
             for_s = trio.current_time() - self._beaten_at
-            if for_s > self.ttl_s and not silent:
+            if for_s > self.ttl_s and not silent and not self._failing:
                 silent = True
                 logger.warning(
-                    "no heartbeat of node %r has reached Redis for %.1f s: the other nodes "
-                    "take it for dead (its names are free, and after resume_grace_s its "
+                    "no heartbeat of node %r has reached Redis for %.1f s (no answer): other "
+                    "nodes take it for dead (its names are free, and after resume_grace_s its "
                     "channels end); waiting for Redis to answer",
                     self.node,
                     for_s,
                 )
-            elif for_s <= self.ttl_s and silent:
+            elif for_s <= self.ttl_s and silent:  # (a failure's return: the retry log's)
                 silent = False
                 logger.warning("node %r's heartbeat reaches Redis again", self.node)
 

@@ -223,7 +223,9 @@ def unencodable_text(exc: UnicodeEncodeError) -> InvalidArgument:
     bad = exc.object[exc.start : exc.end]
     return InvalidArgument(
         f"a str with {bad!r} at position {exc.start} cannot be sent: a lone surrogate has no "
-        "UTF-8 form; repair the text first, e.g. text.encode('utf-8', 'replace').decode()"
+        "UTF-8 form; repair the text first, e.g. text.encode('utf-8', 'backslashreplace')"
+        ".decode() (a file name from os.fsdecode: os.fsencode(name).decode('utf-8', "
+        "'replace'))"
     )
 
 
