@@ -13,6 +13,7 @@ import logging
 import math
 import pickle
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -805,7 +806,8 @@ async def test_ctrl_c_of_a_script_that_never_closes_says_what_it_drops_at_once(
     returncode, _, took_s, errors = await interrupt_child(server.tcp_url, "noclose-publish", "raw")
     assert returncode != 0
     assert "KeyboardInterrupt" in errors
-    assert "published values were dropped: the SyncClient closed without sending them" in errors
+    dropped = r"published values? (was|were) dropped: the SyncClient closed without sending them"
+    assert re.search(dropped, errors), errors  # one value, or more
     assert took_s < 5.0, errors
 
 

@@ -27,7 +27,7 @@ from ._protocol.compression import Compressor
 from ._protocol.frames import PUBLISH, PUBLISH_HEAD, PUBLISH_WIRE_HEAD, publish_wire_head
 from ._protocol.messages import ClosePublisher, OpenPublisher
 from ._seconds import check_time
-from ._util import values
+from ._util import counted, were
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -557,17 +557,16 @@ class Publisher:
         return self._drops_reported
 
     def undelivered_message(self, count: int) -> str:
-        were = "was" if count == 1 else "were"
+        sent = f"{counted(count, 'value')} sent to {self.channel[:80]!r} {were(count)}"
         if isinstance(self._ended, ConnectionClosed):  # lost for good: nothing waited
             return (
-                f"{count} {values(count)} sent to {self.channel[:80]!r} {were} not delivered: the "
-                "server had not acknowledged them when the connection was lost for good "
-                f"({self._ended}); some may have reached readers, none are sent again"
+                f"{sent} not delivered: the server had not acknowledged them when the "
+                f"connection was lost for good ({self._ended}); some may have reached readers, "
+                "none are sent again"
             )
         return (
-            f"{count} {values(count)} sent to {self.channel[:80]!r} {were} not delivered: the "
-            "connection was lost and did not come back before the publisher closed (a close "
-            f"waits {CLOSE_DELIVER_S:g} s for it); they are dropped"
+            f"{sent} not delivered: the connection was lost and did not come back before the "
+            f"publisher closed (a close waits {CLOSE_DELIVER_S:g} s for it); they are dropped"
         )
 
     def close_nowait(self) -> None:

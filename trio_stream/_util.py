@@ -87,11 +87,11 @@ def _carries(carried: BaseException, raised: BaseException) -> bool:
     return bool(leaves) and all(id(leaf) in held for leaf in leaves)
 
 
-def values(count: int) -> str:
-    """``"value"`` or ``"values"``, as ``count`` asks, for a message a user reads."""
-    return "value" if count == 1 else "values"
+def counted(count: int, noun: str) -> str:
+    """``1 frame``, ``0 frames``, ``3 frames`` (``noun`` in the singular, plural with -s)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def were(count: int) -> str:
-    """``"was"`` or ``"were"``, as ``count`` asks."""
+    """``"was"`` or ``"were"``, the verb that goes with :func:`counted`."""
     return "was" if count == 1 else "were"

@@ -73,7 +73,7 @@ from ._rpc_stream import DEFAULT_WINDOW, RemoteStream
 from ._seconds import check_time, check_timeout
 from ._stats import SubscriptionStatistics
 from ._subscription_end import SubscriptionEnded
-from ._util import open_own_nursery, values, were
+from ._util import counted, open_own_nursery, were
 
 __all__ = [
     "SyncClient",
@@ -315,7 +315,7 @@ class SyncClient:
             unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
         if unsent:
             interrupt.add_note(
-                f"{unsent} published {values(unsent)} {were(unsent)} dropped: the close was "
+                f"{counted(unsent, 'published value')} {were(unsent)} dropped: the close was "
                 "interrupted before the server took them"
             )
 
@@ -446,16 +446,16 @@ class SyncClient:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
         if unsent:
-            counted = f"{unsent} published {values(unsent)} {were(unsent)}"
+            how_many = f"{counted(unsent, 'published value')} {were(unsent)}"
             if lost_for_good:
                 message = (
-                    f"{counted} not delivered: the connection to "
+                    f"{how_many} not delivered: the connection to "
                     f"{self.url} was lost for good before the server took them (reconnect "
                     "is off, or gave up); some may have reached readers, none is sent again"
                 )
             elif flush:
                 message = (
-                    f"{counted} not sent before the SyncClient "
+                    f"{how_many} not sent before the SyncClient "
                     f"closed: the server took none of them for {CLOSE_FLUSH_S:g} s, and the "
                     "close gave up (a server that does not come back, a block reader that reads "
                     "nothing); they are dropped. To wait longer for a server that is coming "
@@ -463,7 +463,7 @@ class SyncClient:
                 )
             else:
                 message = (
-                    f"{counted} dropped: the SyncClient closed "
+                    f"{how_many} dropped: the SyncClient closed "
                     "without sending them (close(flush=False), or Ctrl-C)"
                 )
             if flush and error is None:
@@ -1159,7 +1159,7 @@ class SyncPublisher:
                     else:
                         client._run_sync(partial(client._close_publisher_nowait, self._pub))
         never_sent = (
-            f"{dropped} {values(dropped)} published to {self.channel[:80]!r} {were(dropped)} "
+            f"{counted(dropped, 'value')} published to {self.channel[:80]!r} {were(dropped)} "
             "not sent: the "
             f"server took nothing for {CLOSE_FLUSH_S:g} s while the publisher closed (a block "
             "reader that reads nothing holds its writers back); they are dropped"

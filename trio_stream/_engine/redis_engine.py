@@ -786,22 +786,31 @@ class RedisEngine:
 
     def _on_deleted(self, node: str, body: Any) -> None:
         name, epoch, reason = body
+        self._channel_deleted(name, epoch, str(reason), by_another_node=node != self.node)
+
+    def _channel_deleted(
+        self, name: str, epoch: str, reason: str, *, by_another_node: bool
+    ) -> None:
+        """Channel ``name`` of ``epoch`` was deleted in Redis (the news, or its mark found by
+        _reregister_once): it ends here too."""
         given_up = self._orphans.given_up
         if given_up.get(name, ("",))[0] == epoch:
             del given_up[name]  # ended in Redis too now
         channel = self.state.broker.channels.get(name)
-        if channel is not None and channel.epoch == epoch:
-            if (
-                node != self.node  # ("": the mark of a delete whose news never came)
-                and reason == _left_the_cluster(name, self.node)
-                and self._nursery is not None
-            ):
-                # First its clients go (see _taken_for_dead), then the channel: ended now,
-                # its writer would be told so after the goodbye, and stop for good.
-                sessions = self._taken_for_dead()
-                self._nursery.start_soon(self._delete_once_gone, sessions, body)
-                return
-            self._end_deleted(channel, str(reason))
+        if channel is None or channel.epoch != epoch:
+            return
+        if (
+            by_another_node
+            and reason == _left_the_cluster(name, self.node)
+            and self._nursery is not None
+        ):
+            # Ended as this node's by the others, which took it for dead: first its clients
+            # go (see _taken_for_dead), then the channel. Ended now, its writer would be told
+            # so after the goodbye, and stop for good.
+            sessions = self._taken_for_dead()
+            self._nursery.start_soon(self._delete_once_gone, sessions, name, epoch, reason)
+            return
+        self._end_deleted(channel, reason)
 
     def _end_deleted(self, channel: Channel, reason: str) -> None:
         """End here a channel deleted in Redis already: its end (channel_event) must not
@@ -815,7 +824,9 @@ class RedisEngine:
             self._gone_from_redis.discard(name)
         self._kept.pop(name, None)
 
-    async def _delete_once_gone(self, sessions: list[Session], body: Any) -> None:
+    async def _delete_once_gone(
+        self, sessions: list[Session], name: str, epoch: str, reason: str
+    ) -> None:
         """The end of a channel announced by _on_deleted, once ``sessions`` have closed (at
         most a second later): what ends with it is then kept for their resume, not told."""
         with trio.move_on_after(1.0):
@@ -823,10 +834,9 @@ class RedisEngine:
             while any(self.state.sessions.get(s.client_id) is s for s in sessions):  # noqa: ASYNC110
                 await trio.sleep(0.01)
         self._fenced = [s for s in self._fenced if self.state.sessions.get(s.client_id) is s]
-        name, epoch, reason = body
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
-            self._end_deleted(channel, str(reason))
+            self._end_deleted(channel, reason)
 
     def _taken_for_dead(self) -> list[Session]:
         """The other nodes took this one for dead (its link to Redis failed for longer than
@@ -1565,8 +1575,8 @@ class RedisEngine:
             # that failed) sends this node's clients back first, as the news would have.
             reason = await self.io.registry.deleted_reason(name, kept.epoch)
             if self.state.broker.channels.get(name) is channel and channel.epoch == kept.epoch:
-                by = "" if reason == _left_the_cluster(name, self.node) else self.node
-                self._on_deleted(by, [name, kept.epoch, reason or f"channel {name!r} was deleted"])
+                why = reason or f"channel {name!r} was deleted"
+                self._channel_deleted(name, kept.epoch, why, by_another_node=True)
             return
         try:
             record = await self._register(kept.request, channel.owner)

@@ -16,6 +16,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress, ProgressColumn, SpinnerColumn, TimeElapsedColumn
 
+from .._util import counted as counted  # for the commands, which count in their lines
+
 _BINARY_PREFIXES: Final = ("", "Ki", "Mi", "Gi", "Ti", "Pi")
 
 
@@ -81,11 +83,6 @@ def human_bytes(count: float, suffix: str = "B") -> str:
         if abs(count) < 1024 or prefix == _BINARY_PREFIXES[-1]:
             break
     return f"{count:.1f} {prefix}{suffix}"
-
-
-def counted(count: int, noun: str) -> str:
-    """``1 frame``, ``0 frames``, ``3 frames`` (``noun`` in the singular, plural with -s)."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def human_rate(per_s: float) -> str:

@@ -13,6 +13,7 @@ import trio
 
 import trio_stream as ts
 
+from .._util import were
 from ._channels import connect, ended, publisher, subscription, wait_for_readers
 from ._options import (
     HelpFormatter,
@@ -206,7 +207,7 @@ async def run_pub(args: argparse.Namespace) -> int:
             # "nothing from this line on was sent": nor were these, before it.
             raise CliError(
                 f"{bad_line}; and {unsent} of the {counted(sent + unsent, 'value')} before it "
-                f"{'was' if unsent == 1 else 'were'} not sent: channel {args.channel!r} had no "
+                f"{were(unsent)} not sent: channel {args.channel!r} had no "
                 "readers then"
             ) from None
         # Readers got everything once the server has taken it into their buffers.
