@@ -6,7 +6,7 @@ its clients back to restore what they had, as if it had died."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
@@ -38,12 +38,28 @@ async def node_a_via_proxy_and_b(
         yield a_to_redis, a, b
 
 
+def _fail(link: TcpProxy) -> None:
+    """The link fails outright: its connections reset, new ones refused until accept()."""
+    link.refuse()
+    link.reset()
+
+
+# How node a's link to Redis goes away and comes back, and what a's log says meanwhile.
+OUTAGES: dict[str, tuple[Callable[[TcpProxy], None], Callable[[TcpProxy], None], str]] = {
+    "hangs": (TcpProxy.hold, TcpProxy.release, "no heartbeat of node 'a' has reached Redis"),
+    "fails": (_fail, TcpProxy.accept, "the Redis heartbeat failed"),
+}
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
 async def test_a_writer_on_a_node_taken_for_dead_comes_back_and_nothing_it_sent_is_lost(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, outage: str
 ) -> None:
-    # The channel's owner and writer stayed connected to node a while a's link to Redis hung:
-    # its channel ended cluster-wide, and the writer got ChannelNotFound on every send from
-    # then on, the window of frames send() had taken never delivered. Node a logged nothing.
+    # The channel's owner and writer stayed connected to node a while a's link to Redis hung
+    # (or failed): its channel ended cluster-wide, and the writer got ChannelNotFound on every
+    # send from then on, the window of frames send() had taken never delivered. Node a logged
+    # nothing of a hang.
+    cut, restore, said = OUTAGES[outage]
     caplog.set_level(logging.WARNING, logger="trio_stream._engine")
     async with (
         node_a_via_proxy_and_b(redis_server) as (a_to_redis, a, b),
@@ -59,23 +75,25 @@ async def test_a_writer_on_a_node_taken_for_dead_comes_back_and_nothing_it_sent_
                     for value in range(10):
                         assert await pub.send(value)
                     got += [(await sub.receive()).data for _ in range(10)]
-                a_to_redis.hold()  # node a hears nothing from Redis, nor Redis from it
+                cut(a_to_redis)  # node a hears nothing from Redis, nor Redis from it
                 for value in range(10, 20):  # taken into the writer's window
                     assert await pub.send(value)
                 with trio.fail_after(ENDED_WITHIN_S):
                     got += [msg.data async for msg in sub]  # ends: taken for dead
                 assert "left the cluster" in str(sub.end_reason)
-            a_to_redis.release()
-            # The application subscribes again, as the end's reason says; the writer goes on.
+            restore(a_to_redis)
+            # The application subscribes again, as the end's reason says; the writer goes on
+            # once it hears of its reader (as for any new reader on another node).
             with trio.fail_after(WAIT_S):
                 async with r.subscribe("c", policy="block", size=1000, wait_channel=True) as again:
+                    await pub.wait_for_readers()
                     for value in range(20, 30):
                         await pub.send(value)
                     while 29 not in got:
                         got.append((await again.receive()).data)
     assert sorted(set(got)) == list(range(30)), got  # every value, none lost
     assert got == sorted(got) and len(got) == len(set(got)), got  # in order, each once
-    assert "no heartbeat of node 'a' has reached Redis" in caplog.text
+    assert said in caplog.text
     assert "node 'a' was taken for dead by the other nodes" in caplog.text
 
 

@@ -18,6 +18,7 @@ import trio
 from coredis.response.types import StreamEntry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer
 
 from trio_stream._engine.redis_engine import MAX_APPEND_BYTES, MAX_APPEND_FRAMES, _Appender
@@ -44,9 +45,10 @@ WAIT_S = 10.0
 
 @asynccontextmanager
 async def running_node(
-    server: RedisServer, name: str, **options: Unpack[RedisEngineOptions]
+    server: RedisServer | TcpProxy, name: str, **options: Unpack[RedisEngineOptions]
 ) -> AsyncIterator[tuple[RedisEngineIO, trio.CancelScope]]:
-    """A started node; cancelling the scope stops its tasks (a node that went silent)."""
+    """A started node (reaching Redis through ``server``, which may be a proxy in front of
+    it); cancelling the scope stops its tasks (a node that went silent)."""
     async with (
         RedisEngineIO.open(server.url, name, **options) as io,
         trio.open_nursery() as nursery,
@@ -452,6 +454,28 @@ async def test_a_silent_node_vanishes_names_clients_and_readers_within_its_ttl(
         assert await b.presence.name_node("inst") == "b"
         await b.presence.release_name("inst")
         assert await b.presence.name_node("inst") is None
+
+
+async def test_reader_counts_announced_while_a_nodes_bus_was_away_reach_it_once_back(
+    redis_server: RedisServer,
+) -> None:
+    # Node a's link to Redis failed (reset, then refused for a while): b's announcement of a
+    # reader never reached a's control bus, and a heard of it only at its next heartbeat's
+    # resync, a third of the TTL later (10 s here; 1 s by default): a writer on a sent
+    # nothing meanwhile, its channel read on b.
+    ttl_s = 30.0
+    async with (
+        open_proxy(redis_server.url) as a_to_redis,
+        running_node(a_to_redis, "a", heartbeat_ttl_s=ttl_s) as (a, _),
+        running_node(redis_server, "b", heartbeat_ttl_s=ttl_s) as (b, _),
+    ):
+        a_to_redis.refuse()
+        a_to_redis.reset()
+        await b.presence.set_readers("AI1", 1)  # published while nobody listens for a
+        await trio.sleep(0.5)
+        assert a.presence.readers("AI1") == 0
+        a_to_redis.accept()
+        await eventually(lambda: _async(a.presence.readers("AI1") == 1), timeout_s=3.0)
 
 
 async def test_control_messages_reach_nodes_and_survive_a_killed_subscription(

@@ -3,8 +3,9 @@
 Each message is a CBOR map ``{"k": kind, "f": from_node, "b": body}`` published on the
 broadcast channel or on one node's own channel. Pub/sub is fire-and-forget: a message sent
 while a node's subscription is reconnecting is lost, so nothing that must not be lost rides
-here alone (reader counts are also resynchronised from Redis by the heartbeat; RPC
-envelopes have their own timeouts). The subscription is reopened whenever it ends.
+here alone (reader counts are also resynchronised from Redis by the heartbeat, at once when
+the subscription is back; RPC envelopes have their own timeouts). The subscription is
+reopened whenever it ends.
 """
 
 from __future__ import annotations
@@ -38,10 +39,17 @@ class ControlBus:
         self.node = node
         self._handlers: dict[str, list[Handler]] = {}
         self._subscribed = False  # a subscription was acknowledged once: run() has started
+        # Called each time a subscription is back after one that ended: what was published
+        # meanwhile never came, so whoever relies on it reads Redis again.
+        self._on_resubscribed: list[Callable[[], None]] = []
 
     def on(self, kind: str, handler: Handler) -> None:
         """Call ``handler(from_node, body)`` for every message of ``kind`` (in the bus task)."""
         self._handlers.setdefault(kind, []).append(handler)
+
+    def on_resubscribed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (in the bus task) whenever a lapsed subscription is back."""
+        self._on_resubscribed.append(callback)
 
     async def publish(self, kind: str, body: Any, *, to: str | None = None) -> int:
         """Send to every node (``to=None``) or to one; returns how many subscribers got it."""
@@ -86,6 +94,9 @@ class ControlBus:
                 if not self._subscribed:
                     self._subscribed = True
                     task_status.started()
+                else:
+                    for callback in self._on_resubscribed:
+                        callback()
                 async for message in sub:
                     if message["type"] == "message":
                         self._dispatch(message["data"])

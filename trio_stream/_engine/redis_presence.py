@@ -114,6 +114,12 @@ class Presence:
         self._release = client.register_script(_RELEASE_LUA)
         self._send_counts, self.count_changes = trio.open_memory_channel[tuple[str, int]](1000)
         bus.on(READERS_KIND, self._on_readers)
+        # Counts announced while the bus was away never came (a link that failed: ~0.2 s to
+        # notice, the rest of the outage, then the resubscription): a heartbeat right away
+        # reads them from Redis, instead of up to a beat interval later, while a writer
+        # here whose channel has a reader elsewhere meanwhile sends nothing.
+        self._beat_soon = trio.Event()
+        bus.on_resubscribed(self._beat_now)
 
     # -- heartbeat --------------------------------------------------------------------------
 
@@ -126,7 +132,9 @@ class Presence:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_silence)
             while True:
-                await trio.sleep(self._interval_s)
+                with trio.move_on_after(self._interval_s):
+                    await self._beat_soon.wait()
+                self._beat_soon = trio.Event()
                 try:
                     await self.beat()
                     self._beaten_at = trio.current_time()
@@ -135,6 +143,9 @@ class Presence:
                 except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
                     self._failing = True  # said by the retry log: the watch stays quiet
                     retry_log.failed(error)
+
+    def _beat_now(self) -> None:
+        self._beat_soon.set()
 
     async def _watch_silence(self) -> None:
         """Say so when no heartbeat has reached Redis for a TTL: a link that hangs (no
