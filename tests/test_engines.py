@@ -369,6 +369,32 @@ async def test_a_client_owns_at_most_max_channels_per_client_on_either_engine(
         await client.create_channel("c")  # room again
 
 
+async def test_a_server_keeps_at_most_max_kept_channels_on_either_engine(
+    engine_kind: str, request: pytest.FixtureRequest
+) -> None:
+    # A kept channel counted against its creator only while it was connected: a client that
+    # created kept channels, left and came back could grow the server without bound.
+    options = engine_options(engine_kind, request)
+    config = ts.ServerConfig(
+        host="127.0.0.1", tcp_port=0, http_port=None, max_kept_channels=2, **options
+    )
+    async with ts.open_server(config) as server:
+        url = str(server.tcp_url)
+        async with ts.open_client(url, name="setup") as setup:
+            await setup.create_channel("k1", keep=True)
+            await setup.create_channel("k2", keep=True)
+            await setup.create_channel("plain")  # not kept: not counted
+        async with ts.open_client(url, name="setup") as setup:  # back: the kept ones stayed
+            with pytest.raises(ts.LimitExceeded, match="max_kept_channels") as refused:
+                await setup.create_channel("k3", keep=True)
+            assert "delete those no longer needed" in str(refused.value)
+            await setup.create_channel("k1", keep=True)  # taken back: not a new one
+            await setup.create_channel("plain2")
+            await setup.delete_channel("k1")
+            await setup.create_channel("k3", keep=True)  # room again
+            assert {c.name for c in await setup.channels()} >= {"k2", "k3", "plain2"}
+
+
 # -- start without Redis -------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as probe:

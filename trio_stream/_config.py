@@ -23,6 +23,7 @@ from ._protocol.limits import (
     MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_ADDRESS,
     MAX_FRAME_BYTES,
+    MAX_KEPT_CHANNELS,
     MAX_SUBSCRIPTIONS_PER_CLIENT,
     PUBLISH_WINDOW_BYTES,
     PUBLISH_WINDOW_FRAMES,
@@ -55,6 +56,7 @@ _SECONDS = ("shutdown_grace_s", "resume_grace_s")
 _COUNTS = (
     "max_frame_bytes",
     "max_channels_per_client",
+    "max_kept_channels",
     "max_subscriptions_per_client",
     "max_buffered_bytes",
     "publish_window_frames",
@@ -86,6 +88,7 @@ class ServerConfig:
     allowed_hosts: tuple[str, ...] | None = None
     max_frame_bytes: int = MAX_FRAME_BYTES
     max_channels_per_client: int = MAX_CHANNELS_PER_CLIENT
+    max_kept_channels: int = MAX_KEPT_CHANNELS
     max_subscriptions_per_client: int = MAX_SUBSCRIPTIONS_PER_CLIENT
     max_buffered_bytes: int = MAX_BUFFERED_BYTES
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S

@@ -417,9 +417,11 @@ class RedisEngine:
                 "you created it (ended or taken over meanwhile): create it again"
             )
         self._drop_stale(msg.channel, record.epoch)
-        # Known as this node's before the broker's "created" event, which it then announces.
-        self._kept[msg.channel] = _Kept(record.epoch, record.holder, msg)
         try:
+            # Checked once the channel is new (a take-over above is not a new one).
+            requests.check_kept_quota(session, msg)
+            # Known as this node's before the broker's "created" event, which it announces.
+            self._kept[msg.channel] = _Kept(record.epoch, record.holder, msg)
             requests.create_requested_channel(session, msg, epoch=record.epoch)
         except BaseException as error:
             self._kept.pop(msg.channel, None)
@@ -1200,6 +1202,10 @@ class RedisEngine:
                 except REDIS_DOWN as error:
                     log.debug("cluster counts for $stats not refreshed: %s", error)
             await trio.sleep(interval)
+
+    def kept_channels(self) -> int:
+        # Those this node keeps, not the mirrors of other nodes' kept channels read here.
+        return sum(1 for kept in self._kept.values() if kept.request.keep)
 
     # -- names and clients -------------------------------------------------------------------
     def default_client_name(self, client_id: int) -> str:

@@ -34,6 +34,12 @@ PING_FRAME_MAX_BYTES: Final = 4096
 SUBSCRIBE_WINDOW_FRAMES: Final = 1024
 SUBSCRIBE_WINDOW_BYTES: Final = 8 * 2**20
 
+# `keep` channels one server (one node) holds, whether their owners are connected or not: a
+# client counts its channels against max_channels_per_client only while it is connected, so
+# without this a script that creates kept channels, leaves and comes back grows the server
+# for good. A lab's persistent setpoints are hundreds at most.
+MAX_KEPT_CHANNELS: Final = 1000
+
 # Connections the server holds at once, before and after the handshake, TCP and HTTP (each
 # WebSocket is one) together. An idle connection costs the server ~15-20 KiB (see
 # benchmarks/README.md, "Idle connections"), so the total bounds that memory to ~200 MB;

@@ -77,6 +77,10 @@ class Engine(Protocol):
         """The name of a client that chose none (unique in the cluster)."""
         ...
 
+    def kept_channels(self) -> int:
+        """Channels created with ``keep=True`` that this node holds (max_kept_channels)."""
+        ...
+
     async def claim_name(self, name: str, *, resume_token: str | None) -> None:
         """Take client ``name`` cluster-wide (NameInUse if another node holds it; a resuming
         client, which presents ``resume_token``, takes it over)."""
@@ -125,6 +129,9 @@ class MemoryEngine:
 
     def default_client_name(self, client_id: int) -> str:
         return f"client-{client_id}"
+
+    def kept_channels(self) -> int:
+        return sum(1 for channel in self.state.broker.channels.values() if channel.keep)
 
     async def claim_name(self, name: str, *, resume_token: str | None) -> None:
         pass

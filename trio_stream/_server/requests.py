@@ -58,11 +58,27 @@ def check_channel_quota(session: Session) -> None:
         )
 
 
+def check_kept_quota(session: Session, msg: CreateChannel) -> None:
+    """LimitExceeded if ``msg`` would create a ``keep`` channel beyond max_kept_channels
+    (every engine's create of a new channel; taking one back is not a new one)."""
+    if not msg.keep:
+        return
+    state = session.state
+    kept = state.engine.kept_channels()
+    if kept >= state.config.max_kept_channels:
+        raise LimitExceeded(
+            f"this server keeps {kept} channels created with keep=True, the limit "
+            "(max_kept_channels): they stay after their owners leave, so delete those no "
+            "longer needed, or raise the server's max_kept_channels"
+        )
+
+
 def create_channel(session: Session, msg: CreateChannel) -> None:
     broker = session.state.broker
     check_channel_quota(session)
     if adopt_channel(broker, session.state.sessions, session, msg):
         return  # a crashed client's new process takes its channel back (resume.py)
+    check_kept_quota(session, msg)
     create_requested_channel(session, msg)
 
 

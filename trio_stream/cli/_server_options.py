@@ -50,6 +50,7 @@ _HELP: Final = {
     "http_write_timeout_s": "seconds a peer has to read an HTTP reply",
     "max_frame_bytes": "largest frame, e.g. 64MiB",
     "max_channels_per_client": "channels one client may own",
+    "max_kept_channels": "channels created with keep=True this server (node) holds at once",
     "max_subscriptions_per_client": "subscriptions one connection may hold",
     "max_buffered_bytes": "bytes buffered for one connection, every subscription together",
     "handshake_timeout_s": "seconds a new connection has to say hello",
