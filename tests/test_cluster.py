@@ -320,6 +320,45 @@ async def test_a_call_reaches_a_provider_on_another_node(redis_server: RedisServ
             await ctl.rpc("nobody", timeout=WAIT_S)
 
 
+async def test_a_call_made_while_its_node_cannot_reach_redis_fails_at_once(
+    redis_server: RedisServer,
+) -> None:
+    # The node could not look the provider up (nor send the call): it logged "a cluster update
+    # was dropped", and a call without a timeout waited for good.
+    async with (
+        open_proxy(redis_server.url) as b_to_redis,
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(
+            ts.ServerConfig(
+                host="127.0.0.1", tcp_port=0, http_port=None, engine=b_to_redis.url, node_name="b"
+            )
+        ) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        daq.expose(Daq())
+        proxy = await ctl.rpc("daq", timeout=None)
+        assert await proxy.read(2) == 3.0
+        b_to_redis.refuse()
+        b_to_redis.reset()
+        with trio.fail_after(WAIT_S), pytest.raises(ts.ClusterUnavailable) as failed:
+            await proxy.read(4)
+        assert "call again once it answers" in str(failed.value)
+        b_to_redis.accept()
+        # Once the node is back on Redis, calls go through again (with a timeout: an answer
+        # sent before its control subscription is back is lost, as README says).
+        await eventually(lambda: _answers(ctl, "daq", 6.0))
+
+
+async def _answers(caller: ts.Client, provider: str, expected: object) -> bool:
+    try:
+        proxy = await caller.rpc(provider, timeout=1.0)
+        answer: object = await proxy.read(4)
+        return answer == expected
+    except ts.TrioStreamError:  # the node is not back on Redis yet
+        return False
+
+
 async def test_redis_connections_killed_while_streaming_lose_nothing(
     redis_server: RedisServer,
 ) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from .._exceptions import ProtocolError, RpcError
+from .._exceptions import ClusterUnavailable, ProtocolError, RpcError, TrioStreamError
 from .._protocol.brief import brief
 from .._protocol.messages import ControlMessage, Error
 from .._protocol.rpc_messages import Call, Cancel, Credit, Describe
@@ -123,14 +123,20 @@ class ClusterRpc:
 
     async def _send(self, token: int, out: _Outgoing, body: dict[str, Any]) -> None:
         io = self._engine.io
-        node = await io.presence.name_node(out.provider)
-        if node is None or node == io.node:
-            # Not connected anywhere (or gone from here meanwhile): as on one node.
-            self._fail(token, f"no client named {brief(out.provider)} is connected")
-            return
-        out.node = node
-        if not await io.bus.publish(RPC, body, to=node):
-            self._fail(token, f"{out.provider[:100]!r} is on node {node!r}, which is not listening")
+        try:
+            node = await io.presence.name_node(out.provider)
+            if node is None or node == io.node:
+                # Not connected anywhere (or gone from here meanwhile): as on one node.
+                self._fail(token, f"no client named {brief(out.provider)} is connected")
+                return
+            out.node = node
+            if not await io.bus.publish(RPC, body, to=node):
+                self._fail(
+                    token, f"{out.provider[:100]!r} is on node {node!r}, which is not listening"
+                )
+        except REDIS_DOWN as error:
+            # The call never left: said at once (a call without a timeout waited for good).
+            self._fail(token, _not_sent("the call", error), ClusterUnavailable)
 
     def _forget(self, token: int) -> _Outgoing | None:
         """Stop waiting for call ``token``: what still comes back for it is dropped."""
@@ -166,19 +172,23 @@ class ClusterRpc:
         n = msg.n
 
         async def send() -> None:  # after the call's own job: out.node is known by then
-            if out.node is not None:
+            if out.node is None:
+                return
+            try:
                 await self._engine.io.bus.publish(RPC_CREDIT, [token, n], to=out.node)
+            except REDIS_DOWN as error:
+                # Without it the provider waits for credit and the caller for values, for
+                # good: the stream ends here, and its cancel goes once Redis answers.
+                self._fail(token, _not_sent("the stream's credit", error), ClusterUnavailable)
+                self._send_cancel(token, out)
 
         self._engine.later(send)
         return True
 
-    def _fail(self, token: int, text: str) -> None:
+    def _fail(self, token: int, text: str, kind: type[TrioStreamError] = RpcError) -> None:
         out = self._forget(token)
         if out is not None:
-            error = RpcError(text)
-            out.caller.send_control(
-                Error(id=out.ident, type=type(error).__name__, message=str(error))
-            )
+            out.caller.send_control(Error(id=out.ident, type=kind.__name__, message=text))
 
     def _on_answer(self, node: str, body: Any) -> None:
         for token, frame, final in body:
@@ -289,3 +299,10 @@ class ClusterRpc:
             await self._engine.io.bus.publish(RPC_ANSWER, batch, to=node)
 
         self._engine.later(send)
+
+
+def _not_sent(what: str, error: BaseException) -> str:
+    return (
+        f"{what} could not be sent to the provider's node: the cluster's Redis did not take it "
+        f"({str(error)[:120]}); call again once it answers"
+    )
