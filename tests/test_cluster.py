@@ -34,6 +34,7 @@ import trio_stream as ts
 from trio_stream._engine import redis_engine, redis_streams
 from trio_stream._engine.redis_control import ControlBus
 from trio_stream._engine.redis_keys import KeySpace
+from trio_stream._engine.retry_log import RetryLog
 from trio_stream._protocol import frames as F
 from trio_stream._protocol.codec import EncodedPayload, encode_control
 from trio_stream._protocol.framing import frame_prefix
@@ -2139,7 +2140,7 @@ async def test_the_control_bus_subscribes_again_after_a_group_of_errors_even_the
     bus = ControlBus(None, KeySpace("test"), "a")  # type: ignore[arg-type]
     attempts = 0
 
-    async def flaky(task_status: trio.TaskStatus[None]) -> None:
+    async def flaky(task_status: trio.TaskStatus[None], retry_log: RetryLog) -> None:
         nonlocal attempts
         attempts += 1
         if attempts <= 2:

@@ -7,6 +7,7 @@ keeps it), so every wait is bounded with fail_after.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from trio_stream._engine.redis_io import RedisEngineIO, RedisEngineOptions
 from trio_stream._engine.redis_registry import ChannelRecord, ChannelTaken
 from trio_stream._engine.redis_streams import (
     PACK_BYTES,
+    REDIS_DOWN,
     AppendInterrupted,
     EpochChanged,
     EpochReset,
@@ -476,6 +478,27 @@ async def test_reader_counts_announced_while_a_nodes_bus_was_away_reach_it_once_
         assert a.presence.readers("AI1") == 0
         a_to_redis.accept()
         await eventually(lambda: _async(a.presence.readers("AI1") == 1), timeout_s=3.0)
+
+
+async def test_the_control_bus_listens_again_soon_after_redis_comes_back(
+    redis_server: RedisServer,
+) -> None:
+    # coredis's own reconnection of a subscription backs off up to 16 s: after an outage of a
+    # few seconds a node's bus stayed deaf for 2-6 s after Redis was back, and every call
+    # between nodes, reader count and deletion news sent to it meanwhile was lost.
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        got: list[object] = []
+        a.bus.on("ping", lambda sender, body: got.append(body))
+        await trio.to_thread.run_sync(redis_server.stop)
+        await trio.sleep(6.0)
+        await trio.to_thread.run_sync(redis_server.start)
+        back = trio.current_time()
+        with trio.fail_after(WAIT_S):
+            while not got:
+                with contextlib.suppress(*REDIS_DOWN):  # b's own link may still be down
+                    await b.bus.publish("ping", 1, to="a")
+                await trio.sleep(0.05)
+        assert trio.current_time() - back < 1.5
 
 
 async def test_control_messages_reach_nodes_and_survive_a_killed_subscription(

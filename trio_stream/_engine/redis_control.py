@@ -18,14 +18,16 @@ import anyio
 import cbor2
 import coredis
 import trio
+from coredis.retry import NoRetryPolicy
 
 from .._util import exception_leaves
 from .redis_keys import KeySpace
+from .retry_log import RetryLog
 
 logger = logging.getLogger(__name__)
 
 RESUBSCRIBE_DELAY_MIN_S = 0.05
-RESUBSCRIBE_DELAY_MAX_S = 2.0
+RESUBSCRIBE_DELAY_MAX_S = 1.0  # also the deaf time after an outage, at most
 # What ends a subscription to be opened again (alone or in a group of them).
 _RESUBSCRIBE_AFTER = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 
@@ -39,6 +41,7 @@ class ControlBus:
         self.node = node
         self._handlers: dict[str, list[Handler]] = {}
         self._subscribed = False  # a subscription was acknowledged once: run() has started
+        self._took = False  # the current try's subscription was acknowledged
         # Called each time a subscription is back after one that ended: what was published
         # meanwhile never came, so whoever relies on it reads Redis again.
         self._on_resubscribed: list[Callable[[], None]] = []
@@ -60,37 +63,49 @@ class ControlBus:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Receive until cancelled; started once the first subscription is acknowledged."""
         delay = RESUBSCRIBE_DELAY_MIN_S
+        # One line when the subscription lapses, one when it is back: during an outage it
+        # is tried again every 2 s.
+        retry_log = RetryLog(logger, "the control bus's subscription")
         while True:
+            self._took = False
             try:
-                await self._subscribe_and_dispatch(task_status)
-                reason = "subscription ended"
-                delay = RESUBSCRIBE_DELAY_MIN_S
-            except Exception as error:
+                await self._subscribe_and_dispatch(task_status, retry_log)
+                error: BaseException = ConnectionError("it ended")
+            except Exception as raised:
                 # coredis may raise these in a group of its task group's (a subscription
                 # not acknowledged within 1 s under load, a soak found): resubscribe all
                 # the same; the group took the node down.
-                leaves = exception_leaves(error)
+                leaves = exception_leaves(raised)
                 if not all(isinstance(leaf, _RESUBSCRIBE_AFTER) for leaf in leaves):
                     raise
-                reason = str(leaves[0])
+                error = leaves[0]
             if self._subscribed:  # started() once, by the first subscription that took
                 task_status = trio.TASK_STATUS_IGNORED
-            logger.warning("control bus: %s; resubscribing in %.2f s", reason[:80], delay)
+            if self._took:  # it worked until now: a new lapse starts at the shortest delay
+                delay = RESUBSCRIBE_DELAY_MIN_S
+            retry_log.failed(error)
             await trio.sleep(delay)
             delay = min(delay * 2, RESUBSCRIBE_DELAY_MAX_S)
 
-    async def _subscribe_and_dispatch(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _subscribe_and_dispatch(
+        self, task_status: trio.TaskStatus[None], retry_log: RetryLog
+    ) -> None:
         # coredis 6.9 reconnects a PubSub by itself, but with more than one channel its
         # iteration then just ends (measured: CLIENT KILL TYPE pubsub, two channels); so the
-        # subscription is reopened here whenever it ends.
+        # subscription is reopened here whenever it ends. Its own retries are off: they back
+        # off up to 16 s, so after an outage of a few seconds the bus stayed deaf for 2-6 s
+        # after Redis was back (every call between nodes lost meanwhile); run()'s delays
+        # stay under RESUBSCRIBE_DELAY_MAX_S, and every lapse reaches on_resubscribed.
         # Its cleanup on cancellation sends UNSUBSCRIBE and only expects ConnectionError; on a
         # connection already closed it raises anyio.ClosedResourceError. Nothing is left to
         # unsubscribe then: ignore it (the Cancelled in the same group still propagates).
         channels = [self._keys.control, self._keys.control_for(self.node)]
         try:
             async with self._client.pubsub(
-                channels=channels, ignore_subscribe_messages=True
+                channels=channels, ignore_subscribe_messages=True, retry_policy=NoRetryPolicy()
             ) as sub:
+                self._took = True
+                retry_log.succeeded()
                 if not self._subscribed:
                     self._subscribed = True
                     task_status.started()
