@@ -276,6 +276,96 @@ async def test_fetch_is_refused_unless_the_directory_is_shared(url: str, tmp_pat
         assert info.value.type_name == "PermissionError"
 
 
+SMALL_FRAMES = pytest.mark.server_options(max_frame_bytes=4096)  # chunks of 1 KiB: many
+
+
+def shrink(path: Path) -> None:
+    os.truncate(path, 1000)
+
+
+def grow(path: Path) -> None:
+    with path.open("ab") as f:
+        f.write(os.urandom(_files.CHUNK_BYTES))
+
+
+def rewrite(path: Path) -> None:
+    with path.open("r+b") as f:  # in place, at the same size
+        f.write(os.urandom(path.stat().st_size))
+
+
+@SMALL_FRAMES
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [(shrink, "it shrank"), (grow, "it grew"), (rewrite, "it was rewritten")],
+    ids=["shrinks", "grows", "is-rewritten"],
+)
+async def test_a_shared_file_that_changes_while_it_is_fetched_is_an_error_and_stores_nothing(
+    url: str, tmp_path: Path, change: Any, said: str
+) -> None:
+    # The provider read to wherever the file ended: one cut short was stored as complete
+    # and "verified" at the length it had been read to, one that grew at an in-between size,
+    # and one rewritten in place as old chunks followed by new ones.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    source = shared / "run.bin"
+    random_file(source, 64 * 1024)  # 64 chunks of 1 KiB: far more than the window ahead
+    os.utime(source, ns=(0, 0))  # a rewrite within the clock's tick still changes the mtime
+    out = tmp_path / "out"
+    out.mkdir()
+    changed = False
+
+    def change_once(received: int, size: int | None) -> None:
+        # The first chunk is on the fetcher's disk: the provider is a window ahead at most.
+        nonlocal changed
+        if not changed:
+            changed = True
+            change(source)
+
+    async with pair(url, shared, share=True) as (_, daq):
+        with trio.fail_after(SETTLE_S), pytest.raises(ts.RemoteError) as info:
+            await daq.fetch_file("store", "run.bin", out, progress=change_once)
+        assert changed
+        assert info.value.type_name == "OSError"
+        assert "'run.bin' changed while it was being fetched" in info.value.message
+        assert said in info.value.message
+        assert "fetch it again once it is complete" in info.value.message
+        assert leftovers(out) == []  # neither the file nor its .part
+        # As the message says: fetched again, now that it is still, it arrives whole.
+        with trio.fail_after(SETTLE_S):
+            path = await daq.fetch_file("store", "run.bin", out)
+    assert path.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+async def test_a_shared_directory_serves_no_symlink_to_a_file_outside_or_inside_it(
+    url: str, tmp_path: Path
+) -> None:
+    # A symlink was followed: link -> /etc/hostname was listed and fetched, a file from
+    # outside the shared directory.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    data = random_file(shared / "real.bin", 1000)
+    (tmp_path / "secret.txt").write_bytes(b"not shared")
+    os.symlink(tmp_path / "secret.txt", shared / "outside")
+    os.symlink(shared / "real.bin", shared / "inside")  # not served either: the simplest rule
+    out = tmp_path / "out"
+    out.mkdir()
+    async with pair(url, shared, share=True) as (_, daq):
+        proxy = await daq.rpc("store")
+        with trio.fail_after(SETTLE_S):
+            assert await proxy.call("files.list") == [{"name": "real.bin", "size": 1000}]
+            for link in ("outside", "inside"):
+                with pytest.raises(ts.RemoteError, match="no file") as info:
+                    await daq.fetch_file("store", link, out)
+                assert info.value.type_name == "FileNotFoundError"
+                with pytest.raises(ts.RemoteError, match="no file"):
+                    async for _ in proxy.stream("files.read", link):
+                        pass
+            path = await daq.fetch_file("store", "real.bin", out)
+    assert path.read_bytes() == data
+    assert leftovers(out) == ["real.bin"]
+
+
 async def test_sending_to_a_client_that_accepts_no_files_says_so(url: str, tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"x")
 

@@ -10,7 +10,10 @@ may fetch a file from it with a streaming call:
   ``files.finish(id, sha256)``, which checks the size and the digest and only then renames the
   temporary file to its name; ``files.abort(id)`` on any failure.
 - pull (``fetch_file``): ``files.read(name)`` streams the file's chunks (byte strings), then one
-  map ``{"size", "sha256"}``; the fetcher checks both and renames its own temporary file.
+  map ``{"size", "sha256"}``; the fetcher checks both and renames its own temporary file. The
+  file is sent at the size it had when opened; one that shrinks, grows or is rewritten
+  meanwhile fails the read (OSError), so that no fetcher stores a mix of two versions. Only
+  regular files are shared: a symlink is not followed, wherever it leads.
 
 What the receiver guarantees: a name is one plain file name (no ``/`` or ``\\``, no ``..``, no
 leading dot, no NUL or control characters, at most 255 bytes): nothing is ever written outside
@@ -24,10 +27,13 @@ TRANSFER_IDLE_S (its sender vanished) is dropped with its temporary file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import logging
 import os
 import secrets
+import stat
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,32 +326,65 @@ class FileService:
 
     # -- shared directory (share=True) -------------------------------------------------------
     async def rpc_list(self) -> list[dict[str, Any]]:
-        """The files this receiver shares: names and sizes."""
+        """The files this receiver shares: names and sizes (regular files, no symlinks)."""
         self._check_shared()
-        return [
-            {"name": p.name, "size": p.stat().st_size}
-            for p in sorted(self.directory.iterdir())
-            if p.is_file() and not p.name.startswith(".")
-        ]
+        with os.scandir(self.directory) as entries:
+            shared = [
+                {"name": e.name, "size": e.stat(follow_symlinks=False).st_size}
+                for e in entries
+                if e.is_file(follow_symlinks=False) and not e.name.startswith(".")
+            ]
+        return sorted(shared, key=lambda f: f["name"])
 
     async def rpc_read(self, name: str) -> AsyncIterator[Any]:
-        """Stream the file ``name``: chunks (bytes), then ``{"size": n, "sha256": hex}``."""
+        """Stream the file ``name``: chunks (bytes), then ``{"size": n, "sha256": hex}``.
+
+        The file as it was when opened, or an OSError if it changed meanwhile: what the
+        fetcher stores is then one version of it, never old and new bytes mixed."""
         self._check_shared()
         check_name(name)
-        path = self.directory / name
-        if not path.is_file():
-            raise FileNotFoundError(f"no file {name[:80]!r} in the shared directory")
         chunk = chunk_bytes(self._client.limits.max_frame_bytes)
         digest = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as f:  # noqa: ASYNC230 - reads go through a worker thread
-            while True:
-                data = await trio.to_thread.run_sync(_read_hashed, f, chunk, digest)
+        with self._open_shared(name) as f:
+            start = os.fstat(f.fileno())
+            sent = 0
+            while sent < start.st_size:
+                want = min(chunk, start.st_size - sent)
+                data = await trio.to_thread.run_sync(_read_hashed, f, want, digest)
                 if not data:
-                    break
-                size += len(data)
+                    raise _changed(name, "it shrank")
+                sent += len(data)
                 yield data
-        yield {"size": size, "sha256": digest.hexdigest()}
+            how = await trio.to_thread.run_sync(_change_since, f, start)
+            if how is not None:
+                raise _changed(name, how)
+        yield {"size": sent, "sha256": digest.hexdigest()}
+
+    def _open_shared(self, name: str) -> io.FileIO:
+        """The regular file ``name`` in the directory, opened to read. A symlink is not
+        followed, even to a file inside: it could lead anywhere, and the simplest rule is
+        that only the directory's own files are shared."""
+        missing = FileNotFoundError(f"no file {name[:80]!r} in the shared directory")
+        path = self.directory / name
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                raise missing
+            # O_NOFOLLOW: a symlink put there since the lstat is refused too; O_NONBLOCK: a
+            # FIFO put there does not hang the open (it is nothing to a regular file).
+            flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+            flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            fd = os.open(path, flags)
+        except (FileNotFoundError, NotADirectoryError):
+            raise missing from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink (BSD: EMLINK)
+                raise missing from None
+            raise
+        f = os.fdopen(fd, "rb", buffering=0)  # no read-ahead: each read sees the file as it is
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            f.close()
+            raise missing
+        return f
 
     def _check_shared(self) -> None:
         if not self.share:
@@ -358,6 +397,26 @@ def _read_hashed(f: Any, n: int, digest: Any) -> bytes:
     data: bytes = f.read(n)
     digest.update(data)
     return data
+
+
+def _change_since(f: Any, start: os.stat_result) -> str | None:
+    """How the file open as ``f``, read to its size at ``start``, has changed since, if it
+    has: bytes past that size, another size, or another mtime (written in place)."""
+    now = os.fstat(f.fileno())
+    if f.read(1) or now.st_size > start.st_size:
+        return "it grew"
+    if now.st_size < start.st_size:
+        return "it shrank"
+    if now.st_mtime_ns != start.st_mtime_ns:
+        return "it was rewritten"
+    return None
+
+
+def _changed(name: str, how: str) -> OSError:
+    return OSError(
+        f"{name[:80]!r} changed while it was being fetched ({how}): fetch it again once it "
+        "is complete"
+    )
 
 
 def accept_files(
