@@ -45,6 +45,7 @@ def data_frame(seq: int, sender: bytes, payload: bytes | None = None, value: Any
         deque(),
         pieces,
         run,
+        alone=True,
     )
     return b"".join(bytes(p) for p in pieces) + b"".join(run)
 

@@ -95,7 +95,9 @@ def test_data_written_in_runs_is_what_frame_by_frame_writes(
         sent: deque[tuple[F.SharedData, int]] = deque([(earlier, 0)] if in_flight else [])
         pieces: list[BytesLike] = []
         run: list[bytes] = []
-        frames, nbytes = write(left, 5, max_frames, quota, room, sent, pieces, run)
+        frames, nbytes = write(
+            left, 5, max_frames, quota, room, sent, pieces, run, alone=not in_flight
+        )
         wire = b"".join(bytes(p) for p in pieces) + b"".join(run)
         assert list(sent) == ([(earlier, 0)] if in_flight else []) + before[:frames]
         assert nbytes == sum(frame.nbytes for frame, _ in before[:frames])
@@ -156,6 +158,7 @@ def test_data_frame_round_trip(
         deque(),
         pieces,
         run,
+        alone=True,
     )
     wire = b"".join(bytes(p) for p in pieces) + b"".join(run)
     decoder = FrameDecoder(max_frame_bytes=1000)

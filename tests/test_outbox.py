@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -353,7 +355,9 @@ def test_frames_going_count_toward_the_memory_bound() -> None:
 class Model:
     """A lossy reader as the rule says, frame by frame: each frame is offered to a buffer of
     ``size`` (the policy applies when full), then the sender writes what the credit and the
-    byte window allow (a frame larger than the window alone, when nothing is in flight)."""
+    byte window allow (a frame larger than the room left too, while no credit is due for
+    what is in flight: less than a quarter of the window, in frames and in bytes as the
+    client counts them)."""
 
     def __init__(self, policy: Policy, size: int, every: int, window: int, window_bytes: int):
         self.policy, self.size, self.every = policy, size, every
@@ -397,7 +401,7 @@ class Model:
         taken = 0
         while self.buffer and self.credit > 0:
             seq, nbytes, lost = self.buffer[0]
-            if self.inflight and sum(self.inflight) + nbytes > self.window_bytes:
+            if sum(self.inflight) + nbytes > self.window_bytes and self.credit_due():
                 break
             self.buffer.pop(0)
             self.sent.append((seq, lost))
@@ -407,6 +411,13 @@ class Model:
         if taken and not self.buffer and self.skipped:
             self.notices.append(self.skipped)
             self.skipped = 0
+
+    def credit_due(self) -> bool:
+        frames = len(self.inflight)
+        client_bytes = sum(self.inflight) - 4 * frames  # without the length prefixes
+        return frames >= math.ceil(self.window / 4) or client_bytes >= math.ceil(
+            self.window_bytes / 4
+        )
 
     def add_credit(self, frames: int) -> None:
         del self.inflight[:frames]

@@ -116,6 +116,28 @@ test('credit also goes back by bytes: large frames never wait for a quarter wind
   await client.close();
 });
 
+test('credit counts each frame as the server does, heads and sender name too', async () => {
+  // Payload bytes alone were counted: with small values and a long sender name the client
+  // held credit the server judged due, and a frame that did not fit waited for it for good.
+  const { server, client } = await setup();
+  await client.createChannel('names');
+  server.window = 100;
+  server.windowBytes = 2000; // a quarter: 500 bytes, two frames of a 250-byte sender name
+  const sub = await client.subscribe('names', { policy: 'block', size: 100 });
+  const sender = 'n'.repeat(250);
+  for (let i = 0; i < 20; i++) server.inject('names', i, { sender });
+  let got = 0;
+  for await (const msg of sub) {
+    assert.equal(msg.data, got);
+    if (++got === 20) break;
+  }
+  const credits = server.messages.flat().filter((f) => f.type === CREDIT);
+  const credited = credits.reduce((sum, c) => sum + c.frames, 0);
+  assert.ok(credited >= 18, `credits: ${JSON.stringify(credits)}`);
+  assert.ok(credits.every((c) => c.frames <= 2), JSON.stringify(credits));
+  await client.close();
+});
+
 test('a reader that does not consume gets only its window; its policy drops on the server', async () => {
   const { server, client } = await setup();
   await client.createChannel('fast');

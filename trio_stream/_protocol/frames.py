@@ -258,13 +258,16 @@ def write_data(
     in_flight: deque[tuple[SharedData, int]],
     pieces: list[BytesLike],
     run: list[bytes],
+    *,
+    alone: bool,
 ) -> tuple[int, int]:
     """Write one reader's DATA frames from ``entries`` ((frame, lost before it), oldest
     first; taken from the left: a deque, not a call per frame).
 
     Stops after ``max_frames`` frames, once ``quota`` bytes are written, or before a frame
-    that does not fit ``room`` bytes (it stays in ``entries``) unless ``in_flight`` is empty:
-    a single frame larger than the room goes alone. Each entry written moves from ``entries``
+    that does not fit ``room`` bytes (it stays in ``entries``), except that the first frame
+    goes whatever its size if ``alone`` (the reader's client owes no credit yet for what is in
+    flight: protocol.md section 5). Each entry written moves from ``entries``
     to ``in_flight`` (the reader's frames in flight, kept until the client's credit lets
     them go: a reader whose connection breaks takes back those it did not get).
 
@@ -280,13 +283,21 @@ def write_data(
     frames = taken = 0
     frame, lost = entries[0]
     nbytes = frame.nbytes
-    if not lost and nbytes < _JOINED_MAX_BYTES and (nbytes <= room or not in_flight):
+    if not lost and nbytes < _JOINED_MAX_BYTES and (nbytes <= room or alone):
         frames = _write_same_size(entries, sub_id, nbytes, max_frames, quota, room, in_flight, run)
         taken = frames * nbytes
         if not entries or frames == max_frames or taken >= quota:
             return frames, taken
     more, more_bytes = _write_each(
-        entries, sub_id, max_frames - frames, quota - taken, room - taken, in_flight, pieces, run
+        entries,
+        sub_id,
+        max_frames - frames,
+        quota - taken,
+        room - taken,
+        in_flight,
+        pieces,
+        run,
+        alone=alone and not frames,
     )
     return frames + more, taken + more_bytes
 
@@ -307,7 +318,8 @@ def _write_same_size(
     run: list[bytes],
 ) -> int:
     """:func:`write_data` for the run of lossless frames of ``nbytes`` bytes (a size below
-    _JOINED_MAX_BYTES) at the head of ``entries``; the first one fits ``room`` or goes alone.
+    _JOINED_MAX_BYTES) at the head of ``entries``; the first one fits ``room`` or may go
+    alone.
 
     This is the fan-out's cost per delivery, so the loop does as little as Python allows: a
     channel's frames are mostly of one size and carry no loss, so each reader head is the
@@ -353,6 +365,8 @@ def _write_each(
     in_flight: deque[tuple[SharedData, int]],
     pieces: list[BytesLike],
     run: list[bytes],
+    *,
+    alone: bool,
 ) -> tuple[int, int]:
     """:func:`write_data` frame by frame: frames of mixed sizes, with a loss, or large."""
     pack = _READER_PACK
@@ -367,7 +381,7 @@ def _write_each(
     while entries and frames < max_frames and taken < quota:
         frame, lost = entries[0]
         nbytes = frame.nbytes
-        if nbytes > room and in_flight:
+        if nbytes > room and (frames or not alone):
             break
         going_out(take())
         room -= nbytes

@@ -51,6 +51,9 @@ SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 # A block reader that has held its channel's writers back this long (seconds) is shown as
 # holding the channel (held_by in channel records and $channels events).
 HOLD_NOTICE_S: Final = 1.0
+# Bytes per frame in flight that a client leaves out of its count toward a quarter of
+# window_bytes (credit_due): the length prefix, which it never sees as part of the frame.
+CREDIT_BYTES_MARGIN: Final = 4
 _NBYTES: Final = attrgetter("nbytes")
 _FRAME: Final = attrgetter("frame")
 _POPLEFT: Final = deque.popleft
@@ -544,7 +547,19 @@ class Reader:
             return False
         head = self.buffer.peek()
         return head is not None and (
-            not self._inflight or self.inflight_bytes + head.nbytes <= self.window_bytes
+            self.inflight_bytes + head.nbytes <= self.window_bytes or not self.credit_due()
+        )
+
+    def credit_due(self) -> bool:
+        """Whether the client must return credit once it has consumed the frames in flight
+        (protocol.md section 5: at the latest at a quarter of ``window`` frames or of
+        ``window_bytes`` bytes). Until then the next frame goes even past ``window_bytes``:
+        a small frame in flight, not credited yet, held back a large one that did not fit
+        beside it, and both ends waited for good. Bytes are judged as a client counts them:
+        each frame after its length prefix."""
+        frames = len(self._inflight)
+        return frames >= -(-self.window // 4) or (
+            self.inflight_bytes - CREDIT_BYTES_MARGIN * frames >= -(-self.window_bytes // 4)
         )
 
     def going(self) -> int:
@@ -568,7 +583,7 @@ class Reader:
         if count >= end:
             return count
         room = self.window_bytes - self.inflight_bytes - self._going_bytes
-        alone = not count and not self._inflight
+        alone = not count and not self.credit_due()
         total = self._going_bytes
         while count < end:
             nbytes = entries[count][0].nbytes
@@ -621,8 +636,8 @@ class Reader:
         taken = bisect_right(sums, room)
         if taken == len(sums):  # the credit (or the batch) ends first
             return taken, sums[-1]
-        if not taken and not going and not self._inflight:
-            return 1, sums[0]  # larger than the window: it goes alone, and nothing after it
+        if not taken and not going and not self.credit_due():
+            return 1, sums[0]  # larger than the room: it goes alone, and nothing after it
         room_left = room - sums[taken - 1] if taken else room
         if room_left > 0:
             return None
@@ -663,6 +678,7 @@ class Reader:
             self._inflight,
             pieces,
             run,
+            alone=not self.credit_due(),
         )
         if frames:
             self.credit -= frames

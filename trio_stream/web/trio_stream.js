@@ -778,6 +778,7 @@ export class Client extends Emitter {
           time: dv.getFloat64(17),
           sender,
           payload: body.subarray(DATA_HEADER + n),
+          nbytes: body.length, // the frame after its length prefix: what credit counts
         });
         return;
       }
@@ -1173,8 +1174,7 @@ export class Subscription extends Emitter {
     if (typeof seq === 'number' && seq > this.#lastSeq) this.#lastSeq = seq;
   }
 
-  _deliver({ lost: wireLost, seq, time, sender, payload }) {
-    const nbytes = payload.byteLength;
+  _deliver({ lost: wireLost, seq, time, sender, payload, nbytes = payload.byteLength }) {
     this.#lastSeq = seq;
     this.lost += wireLost;
     const lost = wireLost + this.#carried;
@@ -1216,7 +1216,9 @@ export class Subscription extends Emitter {
   // Return credit once a quarter of the window has been consumed, in frames or in bytes,
   // so the server can keep the pipe full without ever having more than `window` frames in
   // flight for us. The server also stops at `windowBytes` in flight: with large frames the
-  // byte bound comes first, and counting frames alone would leave both sides waiting.
+  // byte bound comes first, and counting frames alone would leave both sides waiting. The
+  // bytes are each DATA frame's after its length prefix, as the server judges them: it
+  // sends past `windowBytes` only while no credit is due (docs/protocol.md section 5).
   #consumed(gen, nbytes) {
     if (gen !== this.#gen || this.id === null || this.ended) return;
     this.#unacked++;
