@@ -1406,6 +1406,77 @@ async def test_fetch_file_from_a_store_on_another_node(
         assert path.read_bytes() == data
 
 
+class Bulk:
+    async def rpc_echo(self, data: bytes) -> bytes:
+        return data
+
+    async def rpc_chunks(self, n: int, size: int) -> AsyncIterator[bytes]:
+        for i in range(n):
+            yield bytes([i]) * size
+
+    async def rpc_read(self, channel: int) -> float:
+        return channel * 1.5
+
+
+@asynccontextmanager
+async def calling_while(proxy: Any) -> AsyncIterator[Callable[[], int]]:
+    """Small calls through ``proxy`` from a task, one after another, while the block runs,
+    each answered in time and right; yields how many were answered so far."""
+    answered = 0
+
+    async def call() -> None:
+        nonlocal answered
+        while True:
+            assert await proxy.call("read", answered, timeout=5.0) == answered * 1.5
+            answered += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        yield lambda: answered
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_40_mib_call_and_answer_cross_nodes_while_small_calls_to_that_node_go_on(
+    redis_server: RedisServer,
+) -> None:
+    # Redis closes a subscriber's connection whose output buffer passes 32 MiB: such a call
+    # was lost, and so were other callers' calls to its node while its bus resubscribed.
+    data = os.urandom(40 << 20)
+    async with (
+        client_on_each_node(redis_server, "bulk", "ctl") as (bulk, ctl),
+        ts.open_client(ctl.url, name="other") as other,
+    ):
+        bulk.expose(Bulk())
+        proxy = await ctl.rpc("bulk", timeout=WAIT_S)
+        with trio.fail_after(WAIT_S * 2):
+            async with calling_while(await other.rpc("bulk", timeout=WAIT_S)) as answered:
+                await eventually(lambda: trio_true(answered() >= 3))
+                before = answered()
+                echoed = await proxy.echo(data)
+                during = answered() - before
+                await eventually(lambda: trio_true(answered() >= before + during + 3))
+        assert echoed == data
+        assert during > 0, "no small call was answered while the large one ran"
+
+
+async def test_a_stream_of_6_mib_values_crosses_nodes_whole_and_in_order(
+    redis_server: RedisServer,
+) -> None:
+    # A window of 6 MiB values went as one control message of up to 32 answers: past Redis's
+    # 32 MiB limit, the stream stopped after its first value.
+    size = 6 << 20
+    total = 24
+    async with client_on_each_node(redis_server, "bulk", "ctl") as (bulk, ctl):
+        bulk.expose(Bulk())
+        proxy = await ctl.rpc("bulk", timeout=WAIT_S)
+        got = 0
+        with trio.fail_after(WAIT_S * 2):
+            async for value in proxy.stream("chunks", total, size, window=16):
+                assert value == bytes([got]) * size, f"value {got} is not whole or out of order"
+                got += 1
+        assert got == total
+
+
 async def test_stats_channel_counts_the_whole_cluster_and_names_the_node(
     redis_server: RedisServer,
 ) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Unpack, cast
 
+import cbor2
 import coredis.exceptions
 import pytest
 import trio
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer
 
+from trio_stream._engine.redis_control import MAX_INLINE_BYTES, STORED_MESSAGE_TTL_MS, Handler
 from trio_stream._engine.redis_engine import MAX_APPEND_BYTES, MAX_APPEND_FRAMES, _Appender
 from trio_stream._engine.redis_io import RedisEngineIO, RedisEngineOptions
 from trio_stream._engine.redis_registry import ChannelRecord, ChannelTaken
@@ -523,6 +526,75 @@ async def test_control_messages_reach_nodes_and_survive_a_killed_subscription(
             return False
 
         await eventually(delivered_after_reconnect)
+
+
+def recorded_in(got: list[tuple[str, str, object]], io: RedisEngineIO) -> Handler:
+    """A control handler appending (receiving node, sender, body) to ``got``."""
+    return lambda sender, body: got.append((io.node, sender, body))
+
+
+async def stored_messages(io: RedisEngineIO) -> list[bytes]:
+    """The keys of large control messages waiting in Redis."""
+    return [key async for key in io.client.scan_iter(match=io.keys.control_message("*", "*"))]
+
+
+async def test_a_large_control_message_travels_through_its_own_key_taken_by_its_one_reader(
+    redis_server: RedisServer,
+) -> None:
+    # Redis closes a subscriber's connection whose output buffer passes 32 MiB: inline, this
+    # message was lost and the receiving bus resubscribed.
+    large = os.urandom(40 << 20)
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        got: list[tuple[str, str, object]] = []
+        for io in (a, b):
+            for kind in ("large", "ping"):
+                io.bus.on(kind, recorded_in(got, io))
+        assert await a.bus.publish("large", large, to="b") == 1
+        assert await a.bus.publish("ping", 1, to="b") == 1  # after it: once it is in, so was
+        await eventually(lambda: _async(("b", "a", 1) in got))
+        assert got == [("b", "a", large), ("b", "a", 1)]  # once, in order, to b alone
+        assert await stored_messages(a) == []  # taken by b
+        # The bus still listens (an inline message did not arrive with the connection closed).
+        assert await a.bus.publish("ping", 2, to="b") == 1
+        await eventually(lambda: _async(("b", "a", 2) in got))
+        # Nobody listening on that node: its message is not kept either.
+        assert await a.bus.publish("large", large, to="c") == 0
+        assert await stored_messages(a) == []
+
+
+async def test_a_large_broadcast_reaches_every_node_and_its_key_expires(
+    redis_server: RedisServer,
+) -> None:
+    large = os.urandom(2 * MAX_INLINE_BYTES)
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        got: list[tuple[str, str, object]] = []
+        for io in (a, b):
+            io.bus.on("large", recorded_in(got, io))
+        assert await a.bus.publish("large", large) == 2
+        await eventually(lambda: _async(len(got) == 2))
+        assert sorted(got, key=lambda at_sender_body: at_sender_body[0]) == [
+            ("a", "a", large),
+            ("b", "a", large),
+        ]
+        # Each node only read it (none knows it is the last): Redis drops it within a minute.
+        [key] = await stored_messages(a)
+        assert 0 < await a.client.pttl(key) <= STORED_MESSAGE_TTL_MS
+
+
+async def test_a_large_control_message_gone_from_redis_is_dropped_with_a_warning(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_node(redis_server, "a") as (a, _), running_node(redis_server, "b") as (b, _):
+        got: list[object] = []
+        b.bus.on("large", lambda sender, body: got.append(body))
+        b.bus.on("ping", lambda sender, body: got.append(body))
+        # As a reference to a stored message arrives when that message expired unread:
+        gone = a.keys.control_message("a", "gone")
+        reference = cbor2.dumps({"k": "large", "f": "a", "r": gone})
+        assert await a.client.publish(a.keys.control_for("b"), reference) == 1
+        assert await a.bus.publish("ping", 1, to="b") == 1
+        await eventually(lambda: _async(got == [1]))
+    assert "control message 'large' from node 'a' dropped: it was gone" in caplog.text
 
 
 async def test_a_repeated_call_is_recognised_per_writer_even_when_writers_share_a_name(

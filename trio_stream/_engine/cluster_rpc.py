@@ -44,6 +44,11 @@ NODE_ABSENT_S: Final = 2.0
 #: Answers to one node in one control message: items of a stream come in bursts of up to a
 #: window; a bounded count keeps one message (and the memory Redis holds for it) bounded.
 MAX_ANSWERS_PER_MESSAGE: Final = 32
+#: ... and bounded bytes: a batch takes no more answers once theirs pass this, so one message
+#: carries at most one large answer (up to max_frame_bytes, which the bus stores under a key
+#: of its own). Half the bus's redis_control.MAX_INLINE_BYTES: a batch of answers each under
+#: this still goes inline.
+MAX_ANSWER_BYTES_PER_MESSAGE: Final = 256 * 1024
 
 
 @dataclass(eq=False)
@@ -287,7 +292,11 @@ class ClusterRpc:
         # is an item of a stream, with more to come.
         final = self._settle(node, token)
         queued = self._answers.get(node)
-        if queued is not None and len(queued) < MAX_ANSWERS_PER_MESSAGE:
+        if (
+            queued is not None
+            and len(queued) < MAX_ANSWERS_PER_MESSAGE
+            and sum(len(answer[1]) for answer in queued) <= MAX_ANSWER_BYTES_PER_MESSAGE
+        ):
             queued.append([token, frame, final])  # a send to that node is scheduled already
             return
         batch = [[token, frame, final]]

@@ -24,6 +24,9 @@ deployments (or tests) can share a Redis database without seeing each other:
                                 stream, ``o`` the token of its last claim (redis_streams);
                                 expires a day after its last batch or claim
 - ``{ns}:ctl`` / ``{ns}:ctl:{node}``  pub/sub control channels: broadcast / one node
+- ``{ns}:ctlmsg:{node}:{id}``  string: a control message too large for pub/sub, sent by
+                                ``node``; its pub/sub message carries only this key
+                                (redis_control); expires after a minute if nobody read it
 
 The stream key carries the epoch, so frames written under one epoch can never be read as
 frames of another: after a reset the old key is simply silent.
@@ -84,3 +87,6 @@ class KeySpace:
 
     def control_for(self, node: str) -> str:
         return f"{self.namespace}:ctl:{node}"
+
+    def control_message(self, node: str, ident: str) -> str:
+        return f"{self.namespace}:ctlmsg:{node}:{ident}"
