@@ -1049,10 +1049,11 @@ async def bridge_src_to_copy(
     sends: int,
     takes: int,
     stop_signal: signal.Signals = signal.SIGINT,
-) -> tuple[list[Any], set[str]]:
+) -> tuple[list[Any], set[str], str]:
     """Run ``bridge SRC DST src --rename src=copy OPTIONS``: publish ``sends`` values to
     ``src``, read ``takes`` from ``copy``, stop it with ``stop_signal`` (a clean exit, 0).
-    Returns what the copy's reader got and the client names on DST while the bridge ran."""
+    Returns what the copy's reader got, the client names on DST while the bridge ran, and
+    what the bridge said on stderr."""
     async with (
         ts.open_client(src_url, name="daq") as daq,
         ts.open_client(dst_url, name="viewer") as viewer,
@@ -1074,17 +1075,29 @@ async def bridge_src_to_copy(
             bridge.process.send_signal(stop_signal)
             code, _, stderr = await bridge.finish()
     assert code == 0 and "Traceback" not in stderr  # its normal end, as serve's and dump's
-    return got, names
+    return got, names, stderr
 
 
 async def test_bridge_between_two_servers(server: ts.Server, nursery: trio.Nursery) -> None:
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, name="second")
     second: ts.Server = await nursery.start(ts.serve, config)
     assert server.tcp_url is not None and second.tcp_url is not None
-    got, _ = await bridge_src_to_copy(
+    got, _, _ = await bridge_src_to_copy(
         server.tcp_url, second.tcp_url, "--every", "2", "--policy", "block", sends=10, takes=5
     )
     assert got in ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9])
+
+
+async def test_bridge_says_what_the_source_lost_before_it_read_it(server: ts.Server) -> None:
+    # The bridge forwarded msg.data alone: frames its --size 1 dropped on the source never
+    # showed anywhere, the copy's readers got a sequence without a gap, and stderr said nothing.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    _, _, stderr = await bridge_src_to_copy(
+        url, url, "--policy", "drop_oldest", "--size", "1", sends=2000, takes=1
+    )
+    assert "frames of the source lost before the bridge read them" in stderr, stderr
+    assert "the copy's readers cannot see this" in stderr
 
 
 async def test_bridge_onto_a_copy_that_exists_writes_it_as_it_is(
@@ -1097,7 +1110,7 @@ async def test_bridge_onto_a_copy_that_exists_writes_it_as_it_is(
     assert server.tcp_url is not None and second.tcp_url is not None
     async with ts.open_client(second.tcp_url, name="someone") as someone:
         await someone.create_channel("copy")  # no history
-        got, _ = await bridge_src_to_copy(
+        got, _, _ = await bridge_src_to_copy(
             server.tcp_url, second.tcp_url, "--history", "5", "--policy", "block", sends=3, takes=3
         )
     assert got == [0, 1, 2]
@@ -1133,7 +1146,7 @@ async def test_bridge_within_one_server(server: ts.Server) -> None:
         long.stderr.decode()
     )
     # Renamed, it is a copy; its two clients need two names, --name or not.
-    got, names = await bridge_src_to_copy(
+    got, names, _ = await bridge_src_to_copy(
         url, url, "--name", "b", "--policy", "block", sends=5, takes=5, stop_signal=signal.SIGTERM
     )
     assert got == [0, 1, 2, 3, 4]
@@ -1856,6 +1869,53 @@ async def test_a_bad_stdin_line_says_what_was_sent_before_it(
     assert "stdin line 3:" in error and "nothing from this line on was sent" in error
     before = "; and 2 of the 2 values before it were not sent: channel 'lines' had no readers then"
     assert error.endswith(before) != reader, error
+
+
+@pytest.mark.server_options(max_frame_bytes=4096)
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (b"\x00\xff\xfe", "stdin line 2 is not UTF-8 text"),
+        (b'"' + b"x" * 5000 + b'"', "stdin line 2: this value encodes to"),
+    ],
+)
+async def test_a_stdin_line_the_client_refuses_is_named_by_its_number(
+    server: ts.Server, line: bytes, said: str
+) -> None:
+    # Only a --dtype line was named: bytes that are not UTF-8, or a value over the frame
+    # limit, were the client's bare error (the first with advice for the Python API).
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="reader") as client:
+        await client.create_channel("lines")
+        async with client.subscribe("lines", policy="unbounded"):
+            result = await cli("pub", url, "lines", stdin=b"1\n" + line + b"\n3\n")
+    assert result.returncode == 1
+    error = result.stderr.decode().strip()
+    assert said in error and error.endswith("nothing from this line on was sent"), error
+    assert "Traceback" not in error and "encode(" not in error
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("pub", "--no-wait", "--min-readers", "2", "c", "1"),
+        ("generate", "--no-wait", "--min-readers", "2", "c"),
+        ("replay", "--loop", "--repeat", "2", "f.tsdump"),
+        ("replay", "--fast", "--speed", "3", "f.tsdump"),
+    ],
+)
+async def test_options_that_contradict_each_other_are_a_usage_error(argv: tuple[str, ...]) -> None:
+    # --no-wait --min-readers waited for the readers until the timeout; --loop ran for ever
+    # whatever --repeat said; --fast took no notice of --speed: one option silently won.
+    command, *options = argv
+    url = "tcp://127.0.0.1:1"  # refused before any connection
+    if command == "replay":
+        result = await cli(command, options[-1], url, *options[:-1])
+    else:
+        result = await cli(command, url, *options)
+    assert result.returncode == 2
+    assert "not allowed with argument" in result.stderr.decode()
 
 
 async def test_stats_counts_the_channels_its_table_shows(server: ts.Server) -> None:

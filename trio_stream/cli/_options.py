@@ -400,14 +400,16 @@ def add_reader_wait_options(parser: argparse.ArgumentParser, *, wait: bool = Fal
         default=wait,
         help="first wait until the channel has a reader" + (" (the default)" if wait else ""),
     )
+    # --no-wait with --min-readers waited all the same (the count won): a usage error instead.
+    exclusive = group.add_mutually_exclusive_group()
     if wait:
-        group.add_argument(
+        exclusive.add_argument(
             "--no-wait",
             dest="wait_readers",
             action="store_false",
             help="do not wait: values go only to readers already there (exit 3 if some found none)",
         )
-    group.add_argument(
+    exclusive.add_argument(
         "--min-readers",
         type=positive_int,
         metavar="N",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from typing import Final
 
@@ -12,6 +13,7 @@ import trio
 import trio_stream as ts
 
 from .._protocol.frames import MAX_CLIENT_NAME_CHARS, MAX_SENDER_NAME_BYTES
+from .._util import counted
 from ._channels import check_readable, connect, ended, publisher, subscription
 from ._options import (
     HelpFormatter,
@@ -26,6 +28,7 @@ from ._run import UsageError, stop_on_signal
 log = logging.getLogger(__name__)
 
 DST_NAME_SUFFIX: Final = "-dst"  # the destination client's name: NAME-dst (one name per server)
+LOSS_REPORT_S: Final = 1.0  # losses are said at most this often per channel (and at the end)
 
 EPILOG = """\
 A channel is read from SRC_URL only while its copy on DST_URL has readers, like any
@@ -114,27 +117,73 @@ def _refuse_loops(routes: list[tuple[str, str]]) -> None:
                 break  # a chain into a circle that does not pass through start: found from it
 
 
+class _LossReport:
+    """What the source lost before the bridge read it, said on stderr: the copy's readers
+    see its frames numbered without a gap, so this line is the only place it shows (the
+    bridge's own --policy and --size drop frames too, as any reader's do)."""
+
+    def __init__(self, src_name: str, dst_name: str) -> None:
+        self._route = f"{src_name!r} -> {dst_name!r}"
+        self.total = 0
+        self._unsaid = 0
+        self._said_at = -math.inf
+
+    def note(self, msg: ts.Message) -> None:
+        if msg.gap is not None and msg.gap.kind == "reset":
+            self.say()
+            _warn(
+                f"{self._route}: the source channel was reset (created anew, or its server "
+                "restarted): what was sent to it meanwhile may be missing from the copy"
+            )
+        if msg.lost:
+            self.total += msg.lost
+            self._unsaid += msg.lost
+            if trio.current_time() - self._said_at >= LOSS_REPORT_S:
+                self.say()
+
+    def say(self) -> None:
+        if self._unsaid:
+            _warn(
+                f"{self._route}: {counted(self._unsaid, 'frame')} of the source lost before "
+                f"the bridge read {'it' if self._unsaid == 1 else 'them'} ({self.total} in all: "
+                "a slow destination or the bridge's --policy/--size); the copy's readers "
+                "cannot see this"
+            )
+            self._unsaid = 0
+            self._said_at = trio.current_time()
+
+
+def _warn(line: str) -> None:
+    print(f"trio-stream bridge: {line}", file=sys.stderr, flush=True)
+
+
 async def _forward(
     args: argparse.Namespace, src: ts.Client, dst: ts.Client, src_name: str, dst_name: str
 ) -> None:
+    losses = _LossReport(src_name, dst_name)
     async with publisher(
         dst, dst_name, args, key=args.create_key, key_option="--create-key"
     ) as pub:
         if not args.quiet:
             print(f"bridging {src_name} -> {dst_name}", file=sys.stderr, flush=True)
-        while True:
-            await pub.wait_for_readers()
-            log.info("%s has readers: subscribing to %s", dst_name, src_name)
-            async with subscription(src, src_name, args) as sub:
-                async for msg in sub:
-                    await pub.send(msg.data, time_s=msg.time)
-                    if pub.readers == 0:
-                        break
-                else:
-                    if not args.quiet:
-                        print(ended(src_name, sub), file=sys.stderr, flush=True)
-                    return
-            log.info("%s has no readers: unsubscribed from %s", dst_name, src_name)
+        try:
+            while True:
+                await pub.wait_for_readers()
+                log.info("%s has readers: subscribing to %s", dst_name, src_name)
+                async with subscription(src, src_name, args) as sub:
+                    async for msg in sub:
+                        if msg.lost or msg.gap is not None:
+                            losses.note(msg)
+                        await pub.send(msg.data, time_s=msg.time)
+                        if pub.readers == 0:
+                            break
+                    else:
+                        if not args.quiet:
+                            print(ended(src_name, sub), file=sys.stderr, flush=True)
+                        return
+                log.info("%s has no readers: unsubscribed from %s", dst_name, src_name)
+        finally:
+            losses.say()  # what the last second lost, on the way out too (Ctrl-C)
 
 
 async def _one_server(src: ts.Client, dst: ts.Client) -> bool:

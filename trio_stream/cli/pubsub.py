@@ -165,9 +165,10 @@ def _value(text: str, args: argparse.Namespace, line: int | None = None) -> Any:
         raise CliError(f"stdin line {line}: {what}; nothing from this line on was sent") from None
 
 
-async def _values(args: argparse.Namespace) -> AsyncIterator[Any]:
+async def _values(args: argparse.Namespace) -> AsyncIterator[tuple[int | None, Any]]:
+    """(stdin line number or None for VALUE, the value), in order."""
     if args.value != "-":
-        yield _value(args.value, args)
+        yield None, _value(args.value, args)
         return
     if sys.stdin.isatty():
         # Without this, `pub URL CH` on a terminal would seem to hang.
@@ -185,7 +186,16 @@ async def _values(args: argparse.Namespace) -> AsyncIterator[Any]:
             return
         number += 1
         if line.strip():
-            yield _value(line.rstrip("\r\n"), args, number)
+            text = line.rstrip("\r\n")
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:  # bytes that are not UTF-8 (surrogateescape)
+                raise CliError(
+                    f"stdin line {number} is not UTF-8 text (a byte that is not, at "
+                    f"character {exc.start + 1}): give one JSON value or text per line; "
+                    "nothing from this line on was sent"
+                ) from None
+            yield number, _value(text, args, number)
 
 
 async def run_pub(args: argparse.Namespace) -> int:
@@ -196,8 +206,16 @@ async def run_pub(args: argparse.Namespace) -> int:
     ):
         await wait_for_readers(client, pub, args)
         try:
-            async for value in _values(args):
-                if await pub.send(value):
+            async for number, value in _values(args):
+                try:
+                    taken = await pub.send(value)
+                except (ts.InvalidArgument, ts.FrameTooLarge) as refused:
+                    if number is None:
+                        raise
+                    raise CliError(
+                        f"stdin line {number}: {refused}; nothing from this line on was sent"
+                    ) from None
+                if taken:
                     sent += 1
                 else:
                     unsent += 1

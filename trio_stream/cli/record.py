@@ -100,16 +100,20 @@ def register(subparsers: Subparsers) -> None:
     add_connection_options(replay)
     replay.add_argument("channel", metavar="CHANNEL", nargs="?")
     timing = replay.add_argument_group("timing")
-    timing.add_argument(
+    # Each pair contradicts itself (--loop ran for ever whatever --repeat said; --fast took
+    # no notice of --speed): a usage error, not one silently winning.
+    pace = timing.add_mutually_exclusive_group()
+    times = timing.add_mutually_exclusive_group()
+    pace.add_argument(
         "--speed",
         type=positive_float,
         default=1.0,
         metavar="X",
         help="play X times faster (default: 1, the original timing)",
     )
-    timing.add_argument("--fast", action="store_true", help="no waiting: as fast as possible")
-    timing.add_argument("--loop", action="store_true", help="play the file again and again")
-    timing.add_argument(
+    pace.add_argument("--fast", action="store_true", help="no waiting: as fast as possible")
+    times.add_argument("--loop", action="store_true", help="play the file again and again")
+    times.add_argument(
         "--repeat", type=positive_int, default=1, metavar="N", help="play the file N times"
     )
     timing.add_argument(
