@@ -353,13 +353,18 @@ async def test_a_keep_channel_outlives_its_owner_and_takes_new_writers(
                 assert (await sub.receive()).data == "after"
 
 
+def limited_config(
+    engine_kind: str, request: pytest.FixtureRequest, **limits: Any
+) -> ts.ServerConfig:
+    """A server on a free TCP port, on the engine under test, with ``limits`` set."""
+    options = engine_options(engine_kind, request)
+    return ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, **limits, **options)
+
+
 async def test_a_client_owns_at_most_max_channels_per_client_on_either_engine(
     engine_kind: str, request: pytest.FixtureRequest
 ) -> None:
-    options = engine_options(engine_kind, request)
-    config = ts.ServerConfig(
-        host="127.0.0.1", tcp_port=0, http_port=None, max_channels_per_client=2, **options
-    )
+    config = limited_config(engine_kind, request, max_channels_per_client=2)
     async with ts.open_server(config) as server, ts.open_client(str(server.tcp_url)) as client:
         await client.create_channel("a")
         await client.create_channel("b")
@@ -374,11 +379,7 @@ async def test_a_server_keeps_at_most_max_kept_channels_on_either_engine(
 ) -> None:
     # A kept channel counted against its creator only while it was connected: a client that
     # created kept channels, left and came back could grow the server without bound.
-    options = engine_options(engine_kind, request)
-    config = ts.ServerConfig(
-        host="127.0.0.1", tcp_port=0, http_port=None, max_kept_channels=2, **options
-    )
-    async with ts.open_server(config) as server:
+    async with ts.open_server(limited_config(engine_kind, request, max_kept_channels=2)) as server:
         url = str(server.tcp_url)
         async with ts.open_client(url, name="setup") as setup:
             await setup.create_channel("k1", keep=True)
