@@ -600,6 +600,19 @@ async def test_serve_with_tls_and_a_client_that_trusts_its_ca(tmp_path: Path) ->
     assert code == 0, stderr
 
 
+@pytest.mark.parametrize(("ca", "said"), [("missing.pem", "No such file"), ("not.pem", "X509")])
+async def test_a_tls_ca_file_that_cannot_serve_is_named_with_its_option(
+    tmp_path: Path, ca: str, said: str
+) -> None:
+    # "error: [Errno 2] No such file or directory": which file, given where?
+    (tmp_path / "not.pem").write_text("not a certificate\n")
+    result = await cli("channels", "tcps://127.0.0.1:1", "--tls-ca", str(tmp_path / ca))
+    assert result.returncode == 1
+    error = result.stderr.decode().strip()
+    assert error.startswith(f"trio-stream channels: error: --tls-ca {tmp_path / ca}: "), error
+    assert said in error and len(error.splitlines()) == 1
+
+
 async def test_token_from_the_environment(nursery: trio.Nursery) -> None:
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, token="s3cret")
     server: ts.Server = await nursery.start(ts.serve, config)

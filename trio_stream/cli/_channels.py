@@ -24,7 +24,16 @@ from ._run import CliError, NoReaders
 def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.tls_ca is None:
         return None
-    return ssl.create_default_context(cafile=args.tls_ca)
+    try:
+        return ssl.create_default_context(cafile=args.tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        # "[Errno 2] No such file or directory" or "[X509: NO_CERTIFICATE_OR_CRL_FOUND]" named
+        # neither the file nor the option.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CliError(
+            f"--tls-ca {args.tls_ca}: {reason} (give a PEM file of the CA certificate that "
+            "signed the server's)"
+        ) from None
 
 
 @asynccontextmanager
