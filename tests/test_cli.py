@@ -1772,6 +1772,11 @@ async def test_a_key_the_server_refuses_is_named_as_the_option(server: ts.Server
             (["sub", url, "keyed"], "channel 'keyed' needs its key: give it with --key"),
             (["sub", url, "keyed", "--key", "k2"], "wrong key for channel 'keyed': check --key"),
             (["pub", url, "keyed", "1"], "channel 'keyed' needs its key: give it with --key"),
+            # No key opens the server's own channels: it sent users looking for one.
+            (
+                ["pub", url, "$stats", "1"],
+                "channel '$stats' is the server's own: it is read-only (sub reads it)",
+            ),
         ):
             result = await cli(*argv)
             assert result.returncode == 1

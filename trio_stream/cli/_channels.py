@@ -150,6 +150,8 @@ async def check_readable(client: ts.Client, channels: list[str], args: argparse.
 def key_refused(channel: str, key: str | None, option: str = "--key") -> CliError:
     """The CLI's words for a channel key the server refused (AuthError): the option to
     give, where the library's message names its keyword (``pass key=...``)."""
+    if channel.startswith("$"):  # no key opens them: "give it with --key" sent users looking
+        return CliError(f"channel {channel!r} is the server's own: it is read-only (sub reads it)")
     if key is None:
         return CliError(f"channel {channel!r} needs its key: give it with {option}")
     return CliError(f"wrong key for channel {channel!r}: check {option}")
