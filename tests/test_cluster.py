@@ -1348,6 +1348,46 @@ async def trio_true(value: bool) -> bool:
     return value
 
 
+async def test_a_stream_whose_credit_redis_refused_is_cancelled_on_the_provider_once_it_answers(
+    redis_server: RedisServer,
+) -> None:
+    # The caller's node could not send the credit, nor then the cancel (Redis away): the
+    # caller was told, but the cancel was dropped, and the provider's generator waited for
+    # credit for good, a call pending on its node for each such stream.
+    provider = Sensor()
+    window = 4
+    async with (
+        open_proxy(redis_server.url) as b_to_redis,
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(
+            ts.ServerConfig(
+                host="127.0.0.1", tcp_port=0, http_port=None, engine=b_to_redis.url, node_name="b"
+            )
+        ) as b,
+        ts.open_client(str(a.tcp_url), name="sensor") as sensor_client,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        sensor_client.expose(provider)
+        sensor = await ctl.rpc("sensor", timeout=WAIT_S)
+        stream = sensor.stream("forever", window=window)
+        with pytest.raises(ts.ClusterUnavailable):
+            async with stream:
+                with trio.fail_after(WAIT_S):
+                    assert await stream.__anext__() == 0
+                await eventually(lambda: trio_true(provider.steps >= window))
+                await trio.sleep(0.3)  # the window's values reach the caller
+                b_to_redis.refuse()
+                b_to_redis.reset()
+                with trio.fail_after(WAIT_S):
+                    async for _ in stream:  # the values it holds, then the credit's failure
+                        pass
+        await trio.sleep(1.0)  # the cancel is tried while Redis is still away
+        b_to_redis.accept()
+        with trio.fail_after(WAIT_S):
+            await provider.closed.wait()
+        await eventually(lambda: trio_true(a.state.rpc.pending() == 0))
+
+
 async def test_leaving_the_loop_closes_the_generator_on_the_providers_node(
     redis_server: RedisServer,
 ) -> None:

@@ -24,7 +24,7 @@ from .._protocol.rpc_messages import Call, Cancel, Credit, Describe
 from .._server.outbox import control_frame
 from .._server.rpc import check_credit
 from .redis_control import ControlBus
-from .redis_streams import REDIS_DOWN
+from .redis_streams import REDIS_DOWN, REDIS_ERRORS
 
 if TYPE_CHECKING:
     from .._server.rpc import Endpoint
@@ -87,6 +87,9 @@ class ClusterRpc:
         self._tokens_of: dict[tuple[Endpoint, int], int] = {}
         # provider's node: (caller's node, token) -> the stand-in caller and its request id
         self._incoming: dict[tuple[str, int], tuple[RemoteCaller, int]] = {}
+        # caller's node: cancels Redis did not take (token -> provider's node), sent again by
+        # watch() until it does
+        self._cancels_unsent: dict[int, str] = {}
         # provider's node: answers not sent yet, by caller's node (sent in order, in batches)
         self._answers: dict[str, list[list[Any]]] = {}
 
@@ -139,9 +142,12 @@ class ClusterRpc:
                 self._fail(
                     token, f"{out.provider[:100]!r} is on node {node!r}, which is not listening"
                 )
-        except REDIS_DOWN as error:
-            # The call never left: said at once (a call without a timeout waited for good).
+        except REDIS_ERRORS as error:
+            # Said at once (a call without a timeout waited for good). It may have reached
+            # the provider all the same (the answer to a publish lost on its way back): its
+            # cancel follows, so that a call made again does not run beside it for long.
             self._fail(token, _not_sent("the call", error), ClusterUnavailable)
+            self._send_cancel(token, out)
 
     def _forget(self, token: int) -> _Outgoing | None:
         """Stop waiting for call ``token``: what still comes back for it is dropped."""
@@ -161,9 +167,22 @@ class ClusterRpc:
     def _send_cancel(self, token: int, out: _Outgoing) -> None:
         async def send() -> None:  # after the call's own job: out.node is known by then
             if out.node is not None:
-                await self._engine.io.bus.publish(RPC_CANCEL, token, to=out.node)
+                try:
+                    await self._engine.io.bus.publish(RPC_CANCEL, token, to=out.node)
+                except REDIS_ERRORS:
+                    # Without it the provider's method (or a stream waiting for credit) runs
+                    # on for good: watch() sends it again until Redis takes it.
+                    self._cancels_unsent[token] = out.node
 
         self._engine.later(send)
+
+    async def _send_unsent_cancels(self) -> None:
+        for token, node in list(self._cancels_unsent.items()):
+            try:
+                await self._engine.io.bus.publish(RPC_CANCEL, token, to=node)
+            except REDIS_ERRORS:
+                return  # Redis is still away: all of them at the next look
+            del self._cancels_unsent[token]
 
     def _credit(self, caller: Endpoint, msg: Credit) -> bool:
         token = self._tokens_of.get((caller, msg.id))
@@ -181,7 +200,7 @@ class ClusterRpc:
                 return
             try:
                 await self._engine.io.bus.publish(RPC_CREDIT, [token, n], to=out.node)
-            except REDIS_DOWN as error:
+            except REDIS_ERRORS as error:
                 # Without it the provider waits for credit and the caller for values, for
                 # good: the stream ends here, and its cancel goes once Redis answers.
                 self._fail(token, _not_sent("the stream's credit", error), ClusterUnavailable)
@@ -212,6 +231,8 @@ class ClusterRpc:
         absent_since: dict[str, float] = {}
         while True:
             await trio.sleep(WATCH_INTERVAL_S)
+            if self._cancels_unsent:
+                await self._send_unsent_cancels()
             if not self._outgoing and not self._incoming:
                 continue
             try:
@@ -312,6 +333,7 @@ class ClusterRpc:
 
 def _not_sent(what: str, error: BaseException) -> str:
     return (
-        f"{what} could not be sent to the provider's node: the cluster's Redis did not take it "
-        f"({str(error)[:120]}); call again once it answers"
+        f"{what} may not have reached the provider's node: the cluster's Redis did not take "
+        f"it ({str(error)[:120]}); call again once it answers (it is cancelled there if it "
+        "did arrive)"
     )

@@ -45,6 +45,10 @@ MAX_INLINE_BYTES: Final = 512 * 1024
 #: How long a stored message waits for its readers: a bus busy with other messages reads it
 #: well within this; one nobody reads (its node gone, or a broadcast) is not kept.
 STORED_MESSAGE_TTL_MS: Final = 60_000
+FETCH_TIMEOUT_S: Final = 10.0  # reading a stored message (see _fetch)
+# A subscription that lived this long was well: a lapse after it starts at the shortest
+# delay again (one killed as soon as it is made backs off, not 20 tries a second).
+HEALTHY_SUBSCRIPTION_S: Final = 1.0
 
 Handler = Callable[[str, Any], None]
 
@@ -56,7 +60,7 @@ class ControlBus:
         self.node = node
         self._handlers: dict[str, list[Handler]] = {}
         self._subscribed = False  # a subscription was acknowledged once: run() has started
-        self._took = False  # the current try's subscription was acknowledged
+        self._took: float | None = None  # when the current try's subscription was acknowledged
         # Called each time a subscription is back after one that ended: what was published
         # meanwhile never came, so whoever relies on it reads Redis again.
         self._on_resubscribed: list[Callable[[], None]] = []
@@ -91,7 +95,7 @@ class ControlBus:
         # is tried again every second.
         retry_log = RetryLog(logger, "the control bus's subscription")
         while True:
-            self._took = False
+            self._took = None
             try:
                 await self._subscribe_and_dispatch(task_status, retry_log)
                 error: BaseException = ConnectionError("it ended")
@@ -105,7 +109,9 @@ class ControlBus:
                 error = leaves[0]
             if self._subscribed:  # started() once, by the first subscription that took
                 task_status = trio.TASK_STATUS_IGNORED
-            if self._took:  # it worked until now: a new lapse starts at the shortest delay
+            if self._took is not None and trio.current_time() - self._took >= (
+                HEALTHY_SUBSCRIPTION_S
+            ):  # it worked until now: a new lapse starts at the shortest delay
                 delay = RESUBSCRIBE_DELAY_MIN_S
             retry_log.failed(error)
             await trio.sleep(delay)
@@ -128,7 +134,7 @@ class ControlBus:
             async with self._client.pubsub(
                 channels=channels, ignore_subscribe_messages=True, retry_policy=NoRetryPolicy()
             ) as sub:
-                self._took = True
+                self._took = trio.current_time()
                 retry_log.succeeded()
                 if not self._subscribed:
                     self._subscribed = True
@@ -157,8 +163,11 @@ class ControlBus:
         alone is taken (GETDEL); a broadcast is read by every node and left to expire."""
         key, kind, sender = reference["r"], reference["k"], reference["f"]
         try:
-            data = await (self._client.getdel(key) if take else self._client.get(key))
-        except REDIS_ERRORS as error:
+            # Bounded: the bus task waits here, and a command connection that hangs would
+            # leave the node deaf to every other message meanwhile.
+            with trio.fail_after(FETCH_TIMEOUT_S):
+                data = await (self._client.getdel(key) if take else self._client.get(key))
+        except (*REDIS_ERRORS, trio.TooSlowError) as error:
             logger.warning(
                 "control message %r from node %r dropped: reading it from Redis failed: %s",
                 kind,

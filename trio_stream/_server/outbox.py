@@ -565,7 +565,7 @@ class Reader:
     def going(self) -> int:
         """How many of the buffered frames, oldest first, the sender writes next whatever
         else arrives: within the credit left, and each beside the bytes in flight within
-        ``window_bytes`` (one larger than the window goes alone when nothing is in flight),
+        ``window_bytes`` (the first one goes even if it does not fit, while no credit is due),
         as take_turn takes them. A lossy policy holds ``size`` frames behind these
         (PolicyBuffer.offer's ``ahead``): with credit unused, a read of many frames fanned
         out at once keeps what the sender would have written had it run between them.
@@ -660,8 +660,8 @@ class Reader:
 
         The fan-out's other half: the frames of one turn are taken and their reader heads
         packed in one loop (frames.write_data). A frame is sent only if it fits the byte
-        window beside the frames in flight, unless nothing is in flight (a frame larger than
-        the window travels alone).
+        window beside the frames in flight, or no credit is due for those (credit_due: a
+        large frame after a small one, or one larger than the window).
 
         Returns:
             (frames, bytes) taken, and whether the reader is still ready for another turn.

@@ -1073,7 +1073,7 @@ export class Subscription extends Emitter {
         if (gen !== this.#gen || !reply) return;
         if (Number.isInteger(reply.window) && reply.window > 0) this.window = reply.window;
         if (Number.isInteger(reply.window_bytes) && reply.window_bytes > 0) this.windowBytes = reply.window_bytes;
-        if (this.#unacked >= Math.max(1, Math.ceil(this.window / 4))) this.#returnCredit();
+        if (this.#creditDue()) this.#returnCredit();
       },
     });
     // A resubscription after a reconnect asks for the retuned subscription.
@@ -1223,12 +1223,15 @@ export class Subscription extends Emitter {
     if (gen !== this.#gen || this.id === null || this.ended) return;
     this.#unacked++;
     this.#unackedBytes += nbytes;
-    if (
+    if (this.#creditDue()) this.#returnCredit();
+  }
+
+  // A quarter of the window consumed, in frames or in bytes (also after a retune's new one).
+  #creditDue() {
+    return (
       this.#unacked >= Math.max(1, Math.ceil(this.window / 4)) ||
       this.#unackedBytes >= this.windowBytes / 4
-    ) {
-      this.#returnCredit();
-    }
+    );
   }
 
   #returnCredit() {
