@@ -1936,6 +1936,16 @@ async def test_options_that_contradict_each_other_are_a_usage_error(argv: tuple[
     assert "not allowed with argument" in result.stderr.decode()
 
 
+@pytest.mark.parametrize("prefix", ["$x", "", "a b"])
+async def test_a_demo_prefix_that_cannot_name_its_channels_is_a_usage_error(prefix: str) -> None:
+    # '$x' failed after "server is running", '' made channels named '/sine', and 'a b'
+    # printed commands that do not work when copied.
+    result = await cli("demo", "--prefix", prefix, "--tcp-port", "0", "--http-port", "off")
+    assert result.returncode == 2
+    assert "argument --prefix" in result.stderr.decode()
+    assert b"running" not in result.stdout
+
+
 async def test_stats_counts_the_channels_its_table_shows(server: ts.Server) -> None:
     # "channels 7" above a table of 4: the system channels were counted, not shown.
     assert server.tcp_url is not None

@@ -141,6 +141,11 @@ class _LossReport:
             if trio.current_time() - self._said_at >= LOSS_REPORT_S:
                 self.say()
 
+    async def keep_saying(self) -> None:
+        while True:
+            await trio.sleep(LOSS_REPORT_S)
+            self.say()
+
     def say(self) -> None:
         if self._unsaid:
             _warn(
@@ -167,23 +172,40 @@ async def _forward(
         if not args.quiet:
             print(f"bridging {src_name} -> {dst_name}", file=sys.stderr, flush=True)
         try:
-            while True:
-                await pub.wait_for_readers()
-                log.info("%s has readers: subscribing to %s", dst_name, src_name)
-                async with subscription(src, src_name, args) as sub:
-                    async for msg in sub:
-                        if msg.lost or msg.gap is not None:
-                            losses.note(msg)
-                        await pub.send(msg.data, time_s=msg.time)
-                        if pub.readers == 0:
-                            break
-                    else:
-                        if not args.quiet:
-                            print(ended(src_name, sub), file=sys.stderr, flush=True)
-                        return
-                log.info("%s has no readers: unsubscribed from %s", dst_name, src_name)
+            async with trio.open_nursery() as nursery:
+                # A loss noted within a second of the last report is said a second later at
+                # the latest, not with the next loss (which may be hours away).
+                nursery.start_soon(losses.keep_saying)
+                await _forward_while_read(args, src, pub, src_name, dst_name, losses)
+                nursery.cancel_scope.cancel()
         finally:
             losses.say()  # what the last second lost, on the way out too (Ctrl-C)
+
+
+async def _forward_while_read(
+    args: argparse.Namespace,
+    src: ts.Client,
+    pub: ts.Publisher,
+    src_name: str,
+    dst_name: str,
+    losses: _LossReport,
+) -> None:
+    """Forward while the copy has readers, until the source channel ends."""
+    while True:
+        await pub.wait_for_readers()
+        log.info("%s has readers: subscribing to %s", dst_name, src_name)
+        async with subscription(src, src_name, args) as sub:
+            async for msg in sub:
+                if msg.lost or msg.gap is not None:
+                    losses.note(msg)
+                await pub.send(msg.data, time_s=msg.time)
+                if pub.readers == 0:
+                    break
+            else:
+                if not args.quiet:
+                    print(ended(src_name, sub), file=sys.stderr, flush=True)
+                return
+        log.info("%s has no readers: unsubscribed from %s", dst_name, src_name)
 
 
 async def _one_server(src: ts.Client, dst: ts.Client) -> bool:

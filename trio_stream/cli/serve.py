@@ -64,9 +64,24 @@ def register(subparsers: Subparsers) -> None:
         formatter_class=HelpFormatter,
     )
     add_log_level(demo, default=None)
-    demo.add_argument("--prefix", default="demo", help="channel name prefix (default: demo)")
+    demo.add_argument(
+        "--prefix", type=demo_prefix, default="demo", help="channel name prefix (default: demo)"
+    )
     add_server_options(demo)
     demo.set_defaults(run=run_demo)
+
+
+def demo_prefix(text: str) -> str:
+    """--prefix: the start of the demo's channel names and of its writer's client name.
+
+    Checked before the server starts: '$x' failed after "server is running" ('$' names are
+    the server's), '' made channels named '/sine', and 'a b' printed commands that do not
+    work when copied."""
+    if not text or text.startswith("$") or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a name without spaces that does not start with '$' (e.g. lab1)"
+        )
+    return text
 
 
 # Hosts that mean "every interface": no client can use them in a URL from another machine.
