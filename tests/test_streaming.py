@@ -51,15 +51,20 @@ async def sub_record(observer: ts.Client, reader: str, channel: str) -> ts.Subsc
 
 
 async def stalled_with(
-    observer: ts.Client, reader: str, channel: str, sent: int, queued: int
+    observer: ts.Client, reader: str, channel: str, sent: int, queued: int, lost: int | None = None
 ) -> None:
-    """Wait until the server has sent ``sent`` frames and buffers ``queued`` for the reader."""
+    """Wait until the server has sent ``sent`` frames and buffers ``queued`` for the reader
+    (and has dropped ``lost`` for it)."""
 
     async def check() -> bool:
         record = await sub_record(observer, reader, channel)
-        return record.sent == sent and record.queued == queued
+        return (
+            record.sent == sent
+            and record.queued == queued
+            and (lost is None or record.lost == lost)
+        )
 
-    await wait_until(check, f"{reader} sent={sent} queued={queued}")
+    await wait_until(check, f"{reader} sent={sent} queued={queued} lost={lost}")
 
 
 async def read_all(sub: ts.Subscription, count: int) -> list[ts.Message]:
@@ -127,6 +132,9 @@ async def test_drop_newest_keeps_oldest_and_reports_loss_on_next_frame(url: str)
         for value in range(2, 11):
             await pub.send(value)
         await pub.wait_acknowledged()
+        # Every frame offered before any is read: with Redis, acknowledged means appended,
+        # and the reader's node may offer 5-10 after frame 1's credit came back (5 kept).
+        await stalled_with(w, "r", "c", sent=1, queued=3, lost=6)
         got = await read_all(sub, 4)
         await pub.send(11)
         got += await read_all(sub, 1)
