@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
-from proxy import open_proxy
+from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer, redis_stopped
 from test_protocol_contract import RawClient, framed
 
@@ -321,24 +321,34 @@ async def test_a_call_reaches_a_provider_on_another_node(redis_server: RedisServ
             await ctl.rpc("nobody", timeout=WAIT_S)
 
 
-async def test_a_call_made_while_its_node_cannot_reach_redis_fails_at_once(
-    redis_server: RedisServer,
-) -> None:
-    # The node could not look the provider up (nor send the call): it logged "a cluster update
-    # was dropped", and a call without a timeout waited for good.
+@asynccontextmanager
+async def provider_on_a_caller_on_b_via_proxy(
+    redis: RedisServer, provider: object
+) -> AsyncIterator[tuple[TcpProxy, ts.Server, ts.Client]]:
+    """``provider`` exposed as "provider" on node a; node b reaching Redis through a proxy
+    (its link, to cut); yields that proxy, node a and b's client "ctl", the caller."""
     async with (
-        open_proxy(redis_server.url) as b_to_redis,
-        ts.open_server(node_config(redis_server, "a")) as a,
+        open_proxy(redis.url) as b_to_redis,
+        ts.open_server(node_config(redis, "a")) as a,
         ts.open_server(
             ts.ServerConfig(
                 host="127.0.0.1", tcp_port=0, http_port=None, engine=b_to_redis.url, node_name="b"
             )
         ) as b,
-        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(a.tcp_url), name="provider") as provider_client,
         ts.open_client(str(b.tcp_url), name="ctl") as ctl,
     ):
-        daq.expose(Daq())
-        proxy = await ctl.rpc("daq", timeout=None)
+        provider_client.expose(provider)
+        yield b_to_redis, a, ctl
+
+
+async def test_a_call_made_while_its_node_cannot_reach_redis_fails_at_once(
+    redis_server: RedisServer,
+) -> None:
+    # The node could not look the provider up (nor send the call): it logged "a cluster update
+    # was dropped", and a call without a timeout waited for good.
+    async with provider_on_a_caller_on_b_via_proxy(redis_server, Daq()) as (b_to_redis, _, ctl):
+        proxy = await ctl.rpc("provider", timeout=None)
         assert await proxy.read(2) == 3.0
         b_to_redis.refuse()
         b_to_redis.reset()
@@ -348,7 +358,7 @@ async def test_a_call_made_while_its_node_cannot_reach_redis_fails_at_once(
         b_to_redis.accept()
         # Once the node is back on Redis, calls go through again (with a timeout: an answer
         # sent before its control subscription is back is lost, as README says).
-        await eventually(lambda: _answers(ctl, "daq", 6.0))
+        await eventually(lambda: _answers(ctl, "provider", 6.0))
 
 
 async def _answers(caller: ts.Client, provider: str, expected: object) -> bool:
@@ -1356,19 +1366,8 @@ async def test_a_stream_whose_credit_redis_refused_is_cancelled_on_the_provider_
     # credit for good, a call pending on its node for each such stream.
     provider = Sensor()
     window = 4
-    async with (
-        open_proxy(redis_server.url) as b_to_redis,
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_server(
-            ts.ServerConfig(
-                host="127.0.0.1", tcp_port=0, http_port=None, engine=b_to_redis.url, node_name="b"
-            )
-        ) as b,
-        ts.open_client(str(a.tcp_url), name="sensor") as sensor_client,
-        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
-    ):
-        sensor_client.expose(provider)
-        sensor = await ctl.rpc("sensor", timeout=WAIT_S)
+    async with provider_on_a_caller_on_b_via_proxy(redis_server, provider) as (b_to_redis, a, ctl):
+        sensor = await ctl.rpc("provider", timeout=WAIT_S)
         stream = sensor.stream("forever", window=window)
         with pytest.raises(ts.ClusterUnavailable):
             async with stream:

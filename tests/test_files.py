@@ -336,7 +336,6 @@ async def test_a_shared_file_that_changes_while_it_is_fetched_is_an_error_and_st
     assert path.read_bytes() == source.read_bytes()
 
 
-@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
 async def test_a_shared_directory_serves_no_symlink_to_a_file_outside_or_inside_it(
     url: str, tmp_path: Path
 ) -> None:
