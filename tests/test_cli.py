@@ -786,18 +786,23 @@ async def test_sub_says_in_one_line_that_its_channel_ended(url: str) -> None:
     assert stderr.strip().splitlines() == ["trio-stream sub: channel 'short-lived' was deleted"]
 
 
+async def one_value_then_the_end(owner: ts.Client, channel: str) -> None:
+    """Once a reader is there: the value 1, then ``channel`` deleted."""
+    await wait_for_channel(owner, channel, readers=1)
+    async with owner.publisher(channel) as pub:
+        await pub.wait_for_readers()
+        await pub.send(1)
+        await pub.wait_acknowledged()
+    await owner.delete_channel(channel)
+
+
 async def test_sub_count_not_reached_before_the_end_is_an_error(url: str) -> None:
     # "the next 3 values" from a script: a channel that ends after one of them exited 0, and
     # the script took the one for the three.
     async with ts.open_client(url, name="owner") as owner:
         await owner.create_channel("short-lived")
         async with running("sub", url, "short-lived", "--count", "3") as sub:
-            await wait_for_channel(owner, "short-lived", readers=1)
-            async with owner.publisher("short-lived") as pub:
-                await pub.wait_for_readers()
-                await pub.send(1)
-                await pub.wait_acknowledged()
-            await owner.delete_channel("short-lived")
+            await one_value_then_the_end(owner, "short-lived")
             code, stdout, stderr = await sub.finish()
     assert code == 1
     assert [m["data"] for m in json_lines(stdout)] == [1]
@@ -838,6 +843,22 @@ async def test_dump_says_in_one_line_that_its_channel_ended(url: str, tmp_path: 
     assert stderr.strip().splitlines() == ["trio-stream dump: channel 'short-lived' was deleted"]
 
 
+async def test_dump_count_not_reached_before_the_end_is_an_error(url: str, tmp_path: Path) -> None:
+    # As with sub --count: a recording of "the next 3 frames" that ended after one exited 0.
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("short-lived")
+        path = tmp_path / "rec.tsdump"
+        async with running("dump", url, "short-lived", str(path), "--count", "3") as dump:
+            await one_value_then_the_end(owner, "short-lived")
+            code, _, stderr = await dump.finish()
+    assert code == 1
+    with path.open("rb") as f:
+        assert [frame["data"] for frame in dumpfile.DumpReader(f)] == [1]
+    assert stderr.strip().splitlines()[-1] == (
+        "trio-stream dump: 1 of the 3 frames asked for (--count) came before the channel's end"
+    )
+
+
 async def test_pub_creates_and_waits_for_readers(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url
@@ -864,6 +885,10 @@ def test_values_print_as_json() -> None:
     assert jsonable(b"\x01\xff") == "Af8="
     assert jsonable([math.nan, -math.inf, np.float32(1.5)]) == ["nan", "-inf", 1.5]
     assert jsonable(np.zeros(0))["min"] is None
+    # Complex numbers have no order (no min or max), but a mean, as [real, imaginary] like
+    # every complex value printed; it was null, which told nothing of the array.
+    waves = jsonable(np.array([1 + 2j, 3 - 4j], dtype=np.complex64))
+    assert waves == {"dtype": "complex64", "shape": [2], "min": None, "max": None, "mean": [2, -1]}
 
 
 # -- dump and replay ---------------------------------------------------------------------------

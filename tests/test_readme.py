@@ -508,6 +508,7 @@ class Mistake:
 
     command: str
     dead_port: bool = False  # the documented 9870 stands for a port nobody listens on
+    tls_port: bool = False  # the documented 9870 stands for a server with TLS
     stdin: bytes | None = None
     tty: bool = False  # stdin is a terminal, which then gets Ctrl-D
     bare_path: bool = False  # PATH without the venv: before `. .venv/bin/activate`
@@ -524,6 +525,9 @@ CLI_MISTAKES = {  # a piece of the row's line -> the mistake
     "HTTP port (dashboard": Mistake("trio-stream channels tcp://127.0.0.1:{http}"),
     "'http://": Mistake("trio-stream channels http://127.0.0.1:{http}/"),
     "without TLS": Mistake("trio-stream channels tcps://127.0.0.1:{tcp}"),
+    "certificate was refused": Mistake(
+        "trio-stream channels tcps://127.0.0.1:{tcp}", tls_port=True
+    ),
     "cannot connect to tcp://": Mistake(
         "trio-stream channels tcp://127.0.0.1:{tcp}", dead_port=True
     ),
@@ -606,13 +610,24 @@ def test_each_troubleshooting_line_is_what_the_mistake_prints(servers: Servers) 
     token_server = Process(
         f"trio-stream serve --tcp-port {token_tcp} --http-port off --token s3cret", servers.cwd
     )
+    tls_cwd = servers.cwd / "tls"
+    tls_cwd.mkdir(exist_ok=True)
+    make_files(tls_cwd)  # a certificate from a CA of its own, which nobody here trusts
+    tls_tcp = free_port()
+    tls_server = Process(
+        f"trio-stream serve --tcp-port {tls_tcp} --http-port off --tls-cert cert.pem "
+        "--tls-key key.pem",
+        tls_cwd,
+    )
     try:
         token_server.wait_for_line("Ctrl-C")
+        tls_server.wait_for_line("Ctrl-C")
         for row in cli_rows:
             keys = [key for key in cli_mistakes if key in row.seen]
             assert len(keys) == 1, f"README Troubleshooting: no one way to make {row.seen!r}"
             mistake = cli_mistakes.pop(keys[0])
-            ports = {"9870": dead if mistake.dead_port else servers.tcp, "9871": servers.http}
+            tcp = dead if mistake.dead_port else tls_tcp if mistake.tls_port else servers.tcp
+            ports = {"9870": tcp, "9871": servers.http}
             fill = {
                 "tcp": ports["9870"],
                 "http": ports["9871"],
@@ -630,6 +645,7 @@ def test_each_troubleshooting_line_is_what_the_mistake_prints(servers: Servers) 
                 assert code == expected, (row.seen, code, err)
     finally:
         assert_clean("serve --token", *token_server.interrupt()[::2])
+        assert_clean("serve --tls-cert", *tls_server.interrupt()[::2])
     assert not cli_mistakes, f"rows gone from the README: {list(cli_mistakes)}"
 
     for row in python_rows:

@@ -171,3 +171,48 @@ async def test_a_tls_server_still_serves_tls_clients(nursery: trio.Nursery) -> N
         async with ts.open_client(url, ssl_context=client_context) as client:
             assert "trio_stream" in client.server
     await server.aclose()
+
+
+async def test_a_refused_certificate_says_how_to_trust_it(nursery: trio.Nursery) -> None:
+    # OpenSSL's words alone ("self-signed certificate") did not say that a private CA is
+    # given with --tls-ca or an ssl_context; a name mismatch has another cure.
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, ssl_context=server_context)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    for url in (server.tcp_url, server.ws_url):
+        assert url is not None
+        with pytest.raises(ts.ConnectionClosed) as refused:
+            async with ts.open_client(url, reconnect=False):
+                pass
+        assert str(refused.value) == (
+            f"cannot connect to {url}: the server's certificate was refused (unable to get "
+            "local issuer certificate): if the server's certificate comes from a private CA, "
+            "give that CA's certificate: --tls-ca FILE to trio-stream, "
+            "ssl_context=ssl.create_default_context(cafile=FILE) in Python"
+        )
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    assert server.tcp_url is not None
+    elsewhere = server.tcp_url.replace("127.0.0.1", "localhost")
+    with pytest.raises(ts.ConnectionClosed, match="connect by a name or address that the"):
+        async with ts.open_client(elsewhere, ssl_context=trusting, reconnect=False):
+            pass
+    await server.aclose()
+
+
+async def test_a_plain_websocket_client_on_a_tls_port_is_told_wss(nursery: trio.Nursery) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    config = ts.ServerConfig(
+        host="127.0.0.1", tcp_port=None, http_port=0, ssl_context=server_context
+    )
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.ws_url is not None and server.ws_url.startswith("wss://")
+    plain = server.ws_url.replace("wss://", "ws://")
+    with pytest.raises(ts.ConnectionClosed, match=r"\(if that port uses TLS, use wss://\)$"):
+        async with ts.open_client(plain, reconnect=False):
+            pass
+    await server.aclose()

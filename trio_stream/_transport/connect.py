@@ -7,6 +7,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 from urllib.parse import urlsplit
 
 import trio
@@ -71,11 +72,37 @@ async def tls_handshake(
         await tls.do_handshake()
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(tls)
-        reason = sniff.describe_tls_failure(url, exc)
+        reason = sniff.describe_tls_failure(url, exc) or untrusted_certificate(url, exc)
         raise ConnectionClosed(
             reason or f"cannot connect to {url}: {exc.__cause__ or exc}"
         ) from exc
     return tls
+
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: the certificate
+# is trusted but names another host.
+_NAME_MISMATCHES: Final = frozenset({62, 64})
+
+
+def untrusted_certificate(url: str, exc: BaseException) -> str | None:
+    """One line for a server certificate that failed verification, with the next step; None
+    for any other failure. OpenSSL's own words ("self-signed certificate") do not say that
+    a private CA is given with --tls-ca or an ``ssl_context``."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    said = (cause.verify_message or str(cause)).rstrip(".")
+    if cause.verify_code in _NAME_MISMATCHES:
+        advice = "connect by a name or address that the server's certificate names"
+    else:
+        advice = (
+            "if the server's certificate comes from a private CA, give that CA's certificate: "
+            "--tls-ca FILE to trio-stream, ssl_context=ssl.create_default_context(cafile=FILE) "
+            "in Python"
+        )
+    return f"cannot connect to {url}: the server's certificate was refused ({said}): {advice}"
 
 
 async def check_tls(url: str, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:

@@ -356,6 +356,7 @@ async def _open_handshake(
         raise ConnectionClosed(
             f"cannot connect to {url}: the server closed the connection without answering "
             "the WebSocket upgrade"
+            + (" (if that port uses TLS, use wss://)" if url.startswith("ws://") else "")
         )
     raise _handshake_timeout(url)
 

@@ -65,7 +65,10 @@ def summarize(array: np.ndarray[Any, Any]) -> dict[str, Any]:
             summary["min"] = jsonable(array.min().item())
             summary["max"] = jsonable(array.max().item())
             summary["mean"] = jsonable(float(array.mean()))
-    else:  # empty, or complex: no order, so no min or max
+    elif array.size and array.dtype.kind == "c":  # no order, so no min or max; a mean there is
+        with np.errstate(all="ignore"):
+            summary.update(min=None, max=None, mean=jsonable(complex(array.mean())))
+    else:  # empty (or of no numbers at all)
         summary.update(min=None, max=None, mean=None)
     return summary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -176,7 +177,7 @@ async def run_dump(args: argparse.Namespace) -> int:
         with trio.CancelScope(deadline=deadline) as waiting:
             async with subscription(client, args.channel, args) as sub:
                 waiting.deadline = math.inf
-                frames, lost, written, took = await _record_to_file(args, sub, console, deadline)
+                recording = await _record_to_file(args, sub, console, deadline)
         if waiting.cancelled_caught:
             print(
                 f"trio-stream dump: channel {args.channel!r} did not come within --duration "
@@ -184,19 +185,38 @@ async def run_dump(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 0
+    frames = recording.frames
     if not args.quiet:
         print(
-            f"dumped {counted(frames, 'frame')} ({human_bytes(written)}) of {args.channel!r} to "
-            f"{args.file} in {took:.1f} s; lost {lost}",
+            f"dumped {counted(frames, 'frame')} ({human_bytes(recording.written)}) of "
+            f"{args.channel!r} to {args.file} in {recording.took:.1f} s; lost {recording.lost}",
             file=sys.stderr,
         )
+    if recording.channel_ended and args.count is not None:
+        # As with `sub --count`: a script that records "the next N frames" must not take a
+        # shorter file for them.
+        print(
+            f"trio-stream dump: {frames} of the {args.count} frames asked for (--count) came "
+            "before the channel's end",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+@dataclasses.dataclass
+class _Recording:
+    frames: int = 0
+    lost: int = 0
+    written: int = 0
+    took: float = 0.0
+    channel_ended: bool = False
 
 
 async def _record_to_file(
     args: argparse.Namespace, sub: ts.Subscription, console: Console, deadline: float
-) -> tuple[int, int, int, float]:
-    """Record ``sub`` to --file: (frames, lost, bytes written, seconds taken)."""
+) -> _Recording:
+    """Record ``sub`` to --file."""
     # The file is made only once the subscription stands: a typo in the channel name
     # leaves no empty recording behind.
     try:
@@ -214,9 +234,10 @@ async def _record_to_file(
             TextColumn("{task.completed} frames  {task.fields[size]}  lost {task.fields[lost]}"),
         ) as progress:
             started = time.monotonic()
-            frames, lost = await _record(args, sub, writer, progress, deadline)
+            recording = await _record(args, sub, writer, progress, deadline)
             await writer.flush()
-    return frames, lost, writer.written, time.monotonic() - started
+    recording.written, recording.took = writer.written, time.monotonic() - started
+    return recording
 
 
 async def _record(
@@ -225,8 +246,9 @@ async def _record(
     writer: _BatchWriter,
     progress: Progress | None,
     deadline: float,
-) -> tuple[int, int]:
-    """Write frames until --count, --duration, the channel's end or Ctrl-C: (frames, lost)."""
+) -> _Recording:
+    """Write frames until --count, --duration, the channel's end or Ctrl-C."""
+    recording = _Recording()
     frames = lost = 0
     task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
     async with stop_on_signal():
@@ -246,7 +268,9 @@ async def _record(
                     break
             else:  # the channel ended (deleted, its lifetime, a cluster's Redis restarted)
                 print(f"trio-stream dump: {ended(args.channel, sub)}", file=sys.stderr)
-    return frames, lost
+                recording.channel_ended = True
+    recording.frames, recording.lost = frames, lost
+    return recording
 
 
 # -- replay ------------------------------------------------------------------------------------
