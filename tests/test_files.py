@@ -666,3 +666,37 @@ async def test_cli_send_file_of_a_missing_file_or_a_directory_says_which(
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and said in lines[0], lines
+
+
+CLI = (sys.executable, "-m", "trio_stream")
+
+
+async def test_cli_send_file_goes_on_past_a_file_the_receiver_refuses(
+    server: ts.Server, tmp_path: Path
+) -> None:
+    # It stopped at the first refusal: of "a b c" with b on the receiver already, c was
+    # never sent. Now each refusal is one line and the exit code says some were not sent.
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "b.bin").write_bytes(b"kept")
+    for name in ("a.bin", "b.bin", "c.bin"):
+        random_file(tmp_path / name, 1000)
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="store") as store:
+        store.accept_files(incoming)
+        with trio.fail_after(SETTLE_S * 3):
+            result = await trio.run_process(
+                [*CLI, "send-file", server.tcp_url, "store", "a.bin", "b.bin", "c.bin"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                cwd=tmp_path,
+            )
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines[0].startswith("sent a.bin to store as a.bin")
+    assert lines[1].startswith("trio-stream send-file: b.bin not sent: FileExistsError: 'b.bin'")
+    assert lines[2].startswith("sent c.bin to store as c.bin")
+    assert lines[3:] == ["trio-stream send-file: error: 1 of the 3 files not sent"]
+    assert (incoming / "b.bin").read_bytes() == b"kept"
+    assert (incoming / "c.bin").read_bytes() == (tmp_path / "c.bin").read_bytes()

@@ -21,7 +21,7 @@ import trio_stream as ts
 from .._files import DEFAULT_MAX_FILE_BYTES
 from ._channels import connect
 from ._options import HelpFormatter, Subparsers, add_connection_options, add_log_level, byte_size
-from ._output import human_bytes, progress_display, stderr_console
+from ._output import counted, human_bytes, progress_display, stderr_console
 from ._run import CliError, stop_on_signal
 
 SEND_EPILOG = """\
@@ -106,6 +106,7 @@ async def run_send(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise CliError(f"{path} is not a file (send-file sends files, not directories)")
     console = stderr_console()
+    refused: list[Path] = []
     async with connect(args) as client:
         with progress_display(not args.quiet and console.is_terminal, *COLUMNS) as progress:
             for path in args.paths:
@@ -117,7 +118,17 @@ async def run_send(args: argparse.Namespace) -> int:
                         progress.update(task, completed=sent)
 
                 started = time.monotonic()
-                name = await client.send_file(args.client, path, progress=show)
+                try:
+                    name = await client.send_file(args.client, path, progress=show)
+                except ts.RemoteError as exc:
+                    # The receiver refused this file (it exists there, it is too large):
+                    # the others still go, as cp and scp go on past a file they cannot copy.
+                    # Any other error (no such receiver, the connection) ends the command.
+                    if progress is not None and task is not None:
+                        progress.remove_task(task)
+                    print(f"trio-stream send-file: {path} not sent: {exc}", file=sys.stderr)
+                    refused.append(path)
+                    continue
                 elapsed = max(time.monotonic() - started, 1e-9)
                 if not args.quiet:
                     # A rate over less than a tenth of a second says nothing (a small file
@@ -131,6 +142,8 @@ async def run_send(args: argparse.Namespace) -> int:
                         f"sent {path} to {args.client} as {name} ({human_bytes(size)} in {took})",
                         file=sys.stderr,
                     )
+    if refused:
+        raise CliError(f"{len(refused)} of the {counted(len(args.paths), 'file')} not sent")
     return 0
 
 
