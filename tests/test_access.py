@@ -115,6 +115,17 @@ async def test_non_loopback_bind_without_token_warns_loudly(
     await server.aclose()
 
 
+async def test_a_host_it_cannot_listen_on_gets_no_warning_that_it_listens_there(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the warning "listening on ...
+    # WITHOUT a token" came before the error that it could not listen there.
+    config = ts.ServerConfig(host="192.0.2.1", tcp_port=0, http_port=None)
+    with pytest.raises(OSError, match="Cannot assign requested address"):
+        await nursery.start(ts.serve, config)
+    assert "WITHOUT a token" not in caplog.text
+
+
 async def test_tls_over_tcp_with_a_trusted_certificate(nursery: trio.Nursery) -> None:
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -63,14 +63,6 @@ class Server:
         return len(self._sessions)
 
     async def _run(self, task_status: trio.TaskStatus[Server]) -> None:
-        config = self.config
-        if config.host not in LOOPBACK_HOSTS and config.token is None:
-            log.warning(
-                "!!! trio_stream is listening on %s WITHOUT a token: anyone who can reach this "
-                "address can read and write every public channel. Set a token (--token, "
-                "$TRIO_STREAM_TOKEN or ServerConfig(token=...)). !!!",
-                config.host,
-            )
         try:
             with self._cancel_scope:
                 # Its own: a failure to start (a port in use) leaves nursery.start(serve)
@@ -81,12 +73,25 @@ class Server:
                     with unwrap_single_exception():
                         await nursery.start(self.state.engine.run)
                     await self._start_listeners(nursery)
+                    # Once listening: a host it cannot listen on (a typo) got this warning
+                    # first, as if it listened there, and then the error that it could not.
+                    self._warn_if_open_to_all()
                     nursery.start_soon(self._housekeeping)
                     nursery.start_soon(self.state.watchdog.run, name="trio_stream watchdog")
                     freeze_startup_objects()
                     task_status.started(self)
         finally:
             self._stopped.set()
+
+    def _warn_if_open_to_all(self) -> None:
+        config = self.config
+        if config.host not in LOOPBACK_HOSTS and config.token is None:
+            log.warning(
+                "!!! trio_stream is listening on %s WITHOUT a token: anyone who can reach this "
+                "address can read and write every public channel. Set a token (--token, "
+                "$TRIO_STREAM_TOKEN or ServerConfig(token=...)). !!!",
+                config.host,
+            )
 
     async def _start_listeners(self, nursery: trio.Nursery) -> None:
         config = self.config
