@@ -32,6 +32,7 @@ import trio
 import trustme
 
 import trio_stream as ts
+from trio_stream.cli import bridge as bridge_cli
 from trio_stream.cli import build_parser, dumpfile, parse_command_line
 from trio_stream.cli import inspect as inspect_cli
 from trio_stream.cli._options import SIZE_UNITS, byte_size, subscription_kwargs
@@ -1136,6 +1137,29 @@ async def test_bridge_says_what_the_source_lost_before_it_read_it(server: ts.Ser
     )
     assert "frames of the source lost before the bridge read them" in stderr, stderr
     assert "the copy's readers cannot see this" in stderr
+
+
+async def test_bridge_says_a_loss_within_a_second_even_if_no_loss_follows(
+    autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Losses are said at most once a second: one that came within a second of the last
+    # report waited for the next loss (hours away, perhaps) until keep_saying said it.
+    report = bridge_cli._LossReport("src", "copy")
+    lost = SimpleNamespace(gap=None, lost=3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(report.keep_saying)
+        report.note(cast(ts.Message, lost))  # the first: said at once
+        assert capsys.readouterr().err.count("3 frames of the source lost") == 1
+        await trio.sleep(0.2)
+        report.note(cast(ts.Message, SimpleNamespace(gap=None, lost=2)))
+        assert capsys.readouterr().err == ""  # within the second: held
+        await trio.sleep(bridge_cli.LOSS_REPORT_S)
+        said = capsys.readouterr().err
+        assert "'src' -> 'copy': 2 frames of the source lost before the bridge read them" in said
+        assert "(5 in all:" in said
+        await trio.sleep(10 * bridge_cli.LOSS_REPORT_S)
+        assert capsys.readouterr().err == ""  # nothing new: nothing said
+        nursery.cancel_scope.cancel()
 
 
 async def test_bridge_onto_a_copy_that_exists_writes_it_as_it_is(
