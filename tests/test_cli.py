@@ -1080,6 +1080,46 @@ def test_an_interrupted_dump_reads_up_to_its_last_whole_frame() -> None:
     assert reader.truncated
 
 
+# -- show --------------------------------------------------------------------------------------
+async def test_show_prints_a_recording_as_sub_prints_a_channel(tmp_path: Path) -> None:
+    # A recording could be read only by replaying it into a server, or by Python code.
+    path = tmp_path / "run.tsdump"
+    path.write_bytes(_dump_bytes([np.arange(3.0), "two", b"\x01\xff"]))
+    result = await cli("show", str(path))
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout.decode()) == [
+        {"seq": 1, "time": 0.0, "sender": "w", "lost": 0, "data": summary_of_arange_3},
+        {"seq": 2, "time": 1.0, "sender": "w", "lost": 0, "data": "two"},
+        {"seq": 3, "time": 2.0, "sender": "w", "lost": 0, "data": "Af8="},
+    ]
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}: channel 'ch' recorded at \S+ \S+ UTC\n", result.stderr.decode()
+    )
+    shown = await cli("show", str(path), "--count", "1", "--data-only", "--full")
+    assert shown.returncode == 0 and shown.stdout.decode() == "[0.0,1.0,2.0]\n"
+
+
+summary_of_arange_3 = {"dtype": "float64", "shape": [3], "min": 0.0, "max": 2.0, "mean": 1.0}
+
+
+async def test_show_of_a_cut_or_foreign_file_says_so_in_one_line(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.tsdump"
+    whole = _dump_bytes([1, 2, 3])
+    cut.write_bytes(whole[:-2])
+    result = await cli("show", str(cut), "--data-only")
+    assert result.returncode == 0 and result.stdout == b"1\n2\n"
+    assert result.stderr.decode().splitlines()[-1] == (
+        f"trio-stream show: {cut} ends inside a frame (an interrupted recording); the 2 "
+        "frames before it are shown"
+    )
+    other = tmp_path / "notes.txt"
+    other.write_text("not a recording\n")
+    for path, said in ((other, "not a trio_stream dump"), (tmp_path / "gone", "no such file")):
+        result = await cli("show", str(path))
+        assert result.returncode == 1 and result.stdout == b""
+        assert result.stderr.decode().count("\n") == 1 and said in result.stderr.decode()
+
+
 # -- bridge ------------------------------------------------------------------------------------
 async def bridge_src_to_copy(
     src_url: str,

@@ -453,6 +453,10 @@ def test_the_command_line_block(servers: Servers) -> None:
             time.sleep(LONG_RUNNING_S)
             assert_clean(command, *dump.interrupt()[::2])
             assert (cwd / "run42.tsdump").stat().st_size > 100
+        elif verb == "show":
+            code, out, err = run(command, cwd)
+            assert_clean(command, code, err)
+            assert out.count('"seq"') == 3 and "channel 'demo/sine'" in err  # --count 3
         elif verb == "bridge":
             bridge = Process(command, cwd)
             copy = f"tcp://127.0.0.1:{servers.web_tcp}"

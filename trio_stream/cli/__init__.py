@@ -21,10 +21,11 @@ from . import inspect as inspect
 from . import pubsub as pubsub
 from . import record as record
 from . import serve as serve
+from . import show as show
 from ._options import CommandParser, HelpFormatter, add_log_level, did_you_mean
 from ._run import configure_logging, run
 
-COMMAND_GROUPS = (serve, inspect, pubsub, record, generate, bridge, call, files)
+COMMAND_GROUPS = (serve, inspect, pubsub, record, show, generate, bridge, call, files)
 
 EPILOG = """\
 start here:

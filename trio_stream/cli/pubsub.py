@@ -110,16 +110,21 @@ def register(subparsers: Subparsers) -> None:
         metavar="SECONDS",
         help="stop this long after starting (a --wait-channel wait included)",
     )
-    out.add_argument("--full", action="store_true", help="print arrays in full, as nested lists")
-    out.add_argument(
+    add_print_options(out)
+    sub.set_defaults(run=run_sub)
+
+
+def add_print_options(group: argparse._ArgumentGroup) -> None:
+    """How a message is printed: by ``sub``, and by ``show`` from a recording."""
+    group.add_argument("--full", action="store_true", help="print arrays in full, as nested lists")
+    group.add_argument(
         "--bytes",
         dest="bytes_format",
         choices=("base64", "hex"),
         default="base64",
         help="how to print byte strings (default: base64)",
     )
-    out.add_argument("--data-only", action="store_true", help="print only each message's data")
-    sub.set_defaults(run=run_sub)
+    group.add_argument("--data-only", action="store_true", help="print only each message's data")
 
 
 # -- pub ---------------------------------------------------------------------------------------
@@ -241,13 +246,27 @@ async def run_pub(args: argparse.Namespace) -> int:
 
 # -- sub ---------------------------------------------------------------------------------------
 def message_record(msg: ts.Message, args: argparse.Namespace) -> Any:
-    data = jsonable(msg.data, full=args.full, bytes_format=args.bytes_format)
+    gap = None if msg.gap is None else gap_record(msg.gap)
+    return printed_record(msg.seq, msg.time, msg.sender, msg.lost, gap, msg.data, args)
+
+
+def printed_record(
+    seq: int,
+    time: float,
+    sender: str,
+    lost: int,
+    gap: dict[str, Any] | None,
+    data: Any,
+    args: argparse.Namespace,
+) -> Any:
+    """A message as ``sub`` prints it (``show`` prints a recorded frame so too)."""
+    shown = jsonable(data, full=args.full, bytes_format=args.bytes_format)
     if args.data_only:
-        return data
-    record = {"seq": msg.seq, "time": msg.time, "sender": msg.sender, "lost": msg.lost}
-    if msg.gap is not None:  # the connection came back just before this message
-        record["gap"] = gap_record(msg.gap)
-    record["data"] = data
+        return shown
+    record = {"seq": seq, "time": time, "sender": sender, "lost": lost}
+    if gap is not None:  # the connection came back just before this message
+        record["gap"] = gap
+    record["data"] = shown
     return record
 
 
