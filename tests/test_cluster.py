@@ -323,23 +323,28 @@ async def test_a_call_reaches_a_provider_on_another_node(redis_server: RedisServ
 
 @asynccontextmanager
 async def provider_on_a_caller_on_b_via_proxy(
-    redis: RedisServer, provider: object
+    redis: RedisServer, provider: object, *, proxied: str = "b"
 ) -> AsyncIterator[tuple[TcpProxy, ts.Server, ts.Client]]:
-    """``provider`` exposed as "provider" on node a; node b reaching Redis through a proxy
-    (its link, to cut); yields that proxy, node a and b's client "ctl", the caller."""
-    async with (
-        open_proxy(redis.url) as b_to_redis,
-        ts.open_server(node_config(redis, "a")) as a,
-        ts.open_server(
-            ts.ServerConfig(
-                host="127.0.0.1", tcp_port=0, http_port=None, engine=b_to_redis.url, node_name="b"
+    """``provider`` exposed as "provider" on node a; node ``proxied`` (b, the caller's, or a)
+    reaching Redis through a proxy (its link, to cut); yields that proxy, node a and b's
+    client "ctl", the caller."""
+    async with open_proxy(redis.url) as to_redis:
+
+        def config(node: str) -> ts.ServerConfig:
+            if node != proxied:
+                return node_config(redis, node)
+            return ts.ServerConfig(
+                host="127.0.0.1", tcp_port=0, http_port=None, engine=to_redis.url, node_name=node
             )
-        ) as b,
-        ts.open_client(str(a.tcp_url), name="provider") as provider_client,
-        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
-    ):
-        provider_client.expose(provider)
-        yield b_to_redis, a, ctl
+
+        async with (
+            ts.open_server(config("a")) as a,
+            ts.open_server(config("b")) as b,
+            ts.open_client(str(a.tcp_url), name="provider") as provider_client,
+            ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+        ):
+            provider_client.expose(provider)
+            yield to_redis, a, ctl
 
 
 async def test_a_call_made_while_its_node_cannot_reach_redis_fails_at_once(
@@ -1254,6 +1259,57 @@ async def test_a_call_across_a_redis_restart_is_not_told_its_provider_left(
             await trio.sleep(0.5)
             await trio.to_thread.run_sync(redis_server.restart)
     assert outcome == [42], outcome
+
+
+async def test_an_answer_sent_while_the_callers_node_is_off_redis_arrives_when_it_is_back(
+    redis_server: RedisServer,
+) -> None:
+    # Published while node b's subscription was away, the answer reached nobody and was
+    # lost: the call waited for its timeout. Now node a holds it until b listens again.
+    async with provider_on_a_caller_on_b_via_proxy(redis_server, Slow()) as (b_to_redis, _, ctl):
+        proxy = await ctl.rpc("provider", timeout=WAIT_S)
+        assert await proxy.answer(0) == 42
+        outcome: list[object] = []
+
+        async def call() -> None:
+            outcome.append(await proxy.call("answer", 1.0, timeout=WAIT_S))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await trio.sleep(0.3)  # the call is on node a, its answer due in 0.7 s
+            b_to_redis.refuse()
+            b_to_redis.reset()
+            await trio.sleep(2.0)  # the answer is published meanwhile, to nobody
+            b_to_redis.accept()
+    assert outcome == [42]
+
+
+async def test_a_stream_rides_through_its_providers_node_losing_redis(
+    redis_server: RedisServer,
+) -> None:
+    # Values published while node a could not reach Redis (and credit sent to a while its
+    # subscription was away) were lost: the stream stalled for good. They are held and sent
+    # again, in order and once.
+    total = 400
+    async with provider_on_a_caller_on_b_via_proxy(redis_server, Sensor(), proxied="a") as (
+        a_to_redis,
+        _,
+        ctl,
+    ):
+        sensor = await ctl.rpc("provider", timeout=WAIT_S)
+        got: list[int] = []
+        with trio.fail_after(WAIT_S * 2):
+            async with sensor.stream("samples", total, window=8) as stream:
+                async for value in stream:
+                    got.append(value)
+                    if len(got) == 100:
+                        a_to_redis.refuse()
+                        a_to_redis.reset()
+                        # a's values of the window go to Redis meanwhile (which a cannot
+                        # reach), and b's credit for them to a (which does not listen)
+                        await trio.sleep(1.5)
+                        a_to_redis.accept()
+    assert got == list(range(total))
 
 
 async def test_after_a_redis_restart_every_node_lists_its_clients_again(

@@ -23,6 +23,7 @@ from .._protocol.messages import ControlMessage, Error
 from .._protocol.rpc_messages import Call, Cancel, Credit, Describe
 from .._server.outbox import control_frame
 from .._server.rpc import check_credit
+from .cluster_mail import Inbox, Mailer
 from .redis_control import ControlBus
 from .redis_streams import REDIS_DOWN, REDIS_ERRORS
 
@@ -87,13 +88,16 @@ class ClusterRpc:
         self._tokens_of: dict[tuple[Endpoint, int], int] = {}
         # provider's node: (caller's node, token) -> the stand-in caller and its request id
         self._incoming: dict[tuple[str, int], tuple[RemoteCaller, int]] = {}
-        # caller's node: cancels Redis did not take (token -> provider's node), sent again by
-        # watch() until it does
-        self._cancels_unsent: dict[int, str] = {}
         # provider's node: answers not sent yet, by caller's node (sent in order, in batches)
         self._answers: dict[str, list[list[Any]]] = {}
+        # Answers, credits and cancels go through these: in order and once, held while the
+        # other node does not listen (cluster_mail.py). Calls do not: see _send.
+        self._mail: Mailer | None = None
+        self._inbox = Inbox()
+        self._retrying = False  # a retry of held messages is queued in the job task
 
     def install(self, bus: ControlBus) -> None:
+        self._mail = Mailer(bus)
         bus.on(RPC, self._on_call)
         bus.on(RPC_ANSWER, self._on_answer)
         bus.on(RPC_CANCEL, self._on_cancel)
@@ -167,22 +171,16 @@ class ClusterRpc:
     def _send_cancel(self, token: int, out: _Outgoing) -> None:
         async def send() -> None:  # after the call's own job: out.node is known by then
             if out.node is not None:
-                try:
-                    await self._engine.io.bus.publish(RPC_CANCEL, token, to=out.node)
-                except REDIS_ERRORS:
-                    # Without it the provider's method (or a stream waiting for credit) runs
-                    # on for good: watch() sends it again until Redis takes it.
-                    self._cancels_unsent[token] = out.node
+                # Held until Redis takes it and the node listens: without it the provider's
+                # method (or a stream waiting for credit) runs on for good.
+                await self._mailer.post(RPC_CANCEL, token, out.node)
 
         self._engine.later(send)
 
-    async def _send_unsent_cancels(self) -> None:
-        for token, node in list(self._cancels_unsent.items()):
-            try:
-                await self._engine.io.bus.publish(RPC_CANCEL, token, to=node)
-            except REDIS_ERRORS:
-                return  # Redis is still away: all of them at the next look
-            del self._cancels_unsent[token]
+    @property
+    def _mailer(self) -> Mailer:
+        assert self._mail is not None, "install() first"
+        return self._mail
 
     def _credit(self, caller: Endpoint, msg: Credit) -> bool:
         token = self._tokens_of.get((caller, msg.id))
@@ -199,7 +197,9 @@ class ClusterRpc:
             if out.node is None:
                 return
             try:
-                await self._engine.io.bus.publish(RPC_CREDIT, [token, n], to=out.node)
+                # Held while the provider's node does not listen; but if this node cannot
+                # reach Redis, its caller hears it now (as for a call).
+                await self._mailer.post(RPC_CREDIT, [token, n], out.node, hold_if_down=False)
             except REDIS_ERRORS as error:
                 # Without it the provider waits for credit and the caller for values, for
                 # good: the stream ends here, and its cancel goes once Redis answers.
@@ -214,8 +214,9 @@ class ClusterRpc:
         if out is not None:
             out.caller.send_control(Error(id=out.ident, type=kind.__name__, message=text))
 
-    def _on_answer(self, node: str, body: Any) -> None:
-        for token, frame, final in body:
+    def _on_answer(self, node: str, envelope: Any) -> None:
+        body = self._inbox.open(node, envelope)
+        for token, frame, final in body or ():
             out = self._outgoing.get(int(token))
             if out is None or not isinstance(frame, bytes):
                 continue  # cancelled, failed or the caller left meanwhile
@@ -231,19 +232,20 @@ class ClusterRpc:
         absent_since: dict[str, float] = {}
         while True:
             await trio.sleep(WATCH_INTERVAL_S)
-            if self._cancels_unsent:
-                await self._send_unsent_cancels()
-            if not self._outgoing and not self._incoming:
+            holding = self._mailer.holding
+            if not self._outgoing and not self._incoming and not holding:
                 continue
             try:
                 live = await self._engine.io.presence.live()
             except REDIS_DOWN:
                 continue
             now = trio.current_time()
-            nodes = {node for node, _ in self._incoming}
+            nodes = {node for node, _ in self._incoming} | holding
             nodes |= {out.node for out in self._outgoing.values() if out.node is not None}
             absent_since = {n: absent_since.get(n, now) for n in nodes if n not in live}
             gone = {n for n, since in absent_since.items() if now - since >= NODE_ABSENT_S}
+            if holding and not self._retrying:
+                self._retry_held(gone & holding)
             for (node, token), (caller, ident) in list(self._incoming.items()):
                 if node in gone:  # the caller's node died: nobody reads the answer
                     del self._incoming[(node, token)]
@@ -280,13 +282,30 @@ class ClusterRpc:
             router.describe(caller, Describe(id=ident, provider=body["provider"]))
         self._settle(node, token)
 
-    def _on_cancel(self, node: str, body: Any) -> None:
+    def _retry_held(self, gone: set[str]) -> None:
+        self._retrying = True
+
+        async def retry() -> None:  # in the job task, in order with every other send
+            try:
+                await self._mailer.retry(gone)
+            finally:
+                self._retrying = False
+
+        self._engine.later(retry)
+
+    def _on_cancel(self, node: str, envelope: Any) -> None:
+        body = self._inbox.open(node, envelope)
+        if body is None:
+            return  # had already
         entry = self._incoming.pop((node, int(body)), None)
         if entry is not None:
             caller, ident = entry
             self._engine.state.rpc.cancel(caller, Cancel(id=ident))
 
-    def _on_credit(self, node: str, body: Any) -> None:
+    def _on_credit(self, node: str, envelope: Any) -> None:
+        body = self._inbox.open(node, envelope)
+        if body is None:
+            return  # had already
         token, n = body
         entry = self._incoming.get((node, int(token)))
         if entry is None:
@@ -320,13 +339,14 @@ class ClusterRpc:
         ):
             queued.append([token, frame, final])  # a send to that node is scheduled already
             return
-        batch = [[token, frame, final]]
+        batch: list[list[Any]] = [[token, frame, final]]
         self._answers[node] = batch
 
         async def send() -> None:
             if self._answers.get(node) is batch:
                 del self._answers[node]
-            await self._engine.io.bus.publish(RPC_ANSWER, batch, to=node)
+            size = sum(len(answer[1]) for answer in batch)
+            await self._mailer.post(RPC_ANSWER, batch, node, size=size)
 
         self._engine.later(send)
 
