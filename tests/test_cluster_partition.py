@@ -118,3 +118,51 @@ async def test_a_name_taken_elsewhere_while_a_node_was_cut_off_is_not_held_twice
         assert [c.name for c in await fresh.clients()].count("w") == 1
         assert fresh.state == "open"
     assert "client name 'w' is held by another node now" in caplog.text
+
+
+@pytest.mark.parametrize("stalled", ["reader's node", "writer's node"])
+async def test_a_link_to_redis_that_stalls_for_good_is_replaced(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, stalled: str
+) -> None:
+    # The node's connections to Redis stay open and carry nothing more (half-open), while
+    # new connections would work: coredis waited on them for good (no read timeout), so the
+    # node's readers got nothing more, or its writer's sends were never taken, with no gap,
+    # no end and no error, for as long as one watched (an outside audit: 60 s).
+    caplog.set_level(logging.WARNING, logger="trio_stream._engine")
+    async with node_a_via_proxy_and_b(redis_server) as (a_to_redis, a, b):
+        reader_node, writer_node = (a, b) if stalled == "reader's node" else (b, a)
+        async with (
+            ts.open_client(str(writer_node.tcp_url), name="w") as w,
+            ts.open_client(str(reader_node.tcp_url), name="r") as r,
+        ):
+            await w.create_channel("c")
+            accepted: list[int] = []
+            got: list[int] = []
+            async with w.publisher("c") as pub, r.subscribe("c", policy="block", size=1000) as sub:
+                with trio.fail_after(WAIT_S):
+                    await pub.wait_for_readers()
+
+                async def write() -> None:
+                    for value in range(STALL_RUN_VALUES):
+                        if value == STALL_RUN_VALUES // 4:
+                            a_to_redis.stall()  # for good: only new connections flow
+                        if await pub.send(value):
+                            accepted.append(value)
+                        await trio.sleep(0.01)
+
+                with trio.fail_after(ENDED_WITHIN_S * 2):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(write)
+                        async for msg in sub:
+                            assert msg.lost == 0
+                            got.append(msg.data)
+                            if msg.data == STALL_RUN_VALUES - 1:
+                                break
+    assert "closing its connections to Redis and opening new ones" in caplog.text
+    assert got == sorted(got) and len(got) == len(set(got)), got  # in order, each once
+    # What send took arrived: a writer whose node was taken for dead meanwhile sends it
+    # again from its window; one whose reader's node was, sent nothing then (send False).
+    assert set(accepted) <= set(got), sorted(set(accepted) - set(got))
+
+
+STALL_RUN_VALUES = 800  # 8 s at 100 a second, the stall after 2 s

@@ -93,6 +93,7 @@ class RedisEngineIO:
         )
         self.bus = ControlBus(client, self.keys, node)
         self.presence = Presence(client, self.keys, self.bus, node, ttl_s=heartbeat_ttl_s)
+        self.presence.on_hung = client.connection_pool.disconnect
         self.positions = Positions(client, self.keys, node)
         self.held = HeldWriters(client, self.keys)
 

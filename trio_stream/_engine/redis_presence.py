@@ -17,6 +17,7 @@ channel with local readers), which also drops the counts of nodes that died.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -94,6 +95,13 @@ class Presence:
         self._interval_s = ttl_s / 3
         self._beaten_at = 0.0  # trio time of the last heartbeat Redis answered
         self._failing = False  # the last heartbeat failed (an error, which the log said)
+        self._beat_since: float | None = None  # when the heartbeat in flight was sent
+        # Called when a heartbeat has had no answer for a TTL: the node's connections to
+        # Redis may be half-open (a link that hangs and never comes back), and coredis waits
+        # on them for good (no read timeout; its shared connection is not dropped when a
+        # request is cancelled). The engine closes them all then, so that new ones are
+        # opened: every request waiting on them fails and is tried again.
+        self.on_hung: Callable[[], None] = lambda: None
         self._names: set[str] = set()
         # The latest claim of each name held here (a serial number): a heartbeat's news that
         # another node holds a name is about the claim it sent, not one made here while its
@@ -135,6 +143,7 @@ class Presence:
                 with trio.move_on_after(self._interval_s):
                     await self._beat_soon.wait()
                 self._beat_soon = trio.Event()
+                self._beat_since = trio.current_time()
                 try:
                     await self.beat()
                     self._beaten_at = trio.current_time()
@@ -143,6 +152,8 @@ class Presence:
                 except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
                     self._failing = True  # said by the retry log: the watch stays quiet
                     retry_log.failed(error)
+                finally:
+                    self._beat_since = None
 
     def _beat_now(self) -> None:
         self._beat_soon.set()
@@ -151,9 +162,21 @@ class Presence:
         """Say so when no heartbeat has reached Redis for a TTL: a link that hangs (no
         answer, no error) was silent, while the other nodes took this one for dead."""
         silent = False
+        reopened_at = -math.inf
         while True:
             await trio.sleep(self._interval_s)
-            for_s = trio.current_time() - self._beaten_at
+            now = trio.current_time()
+            waiting_s = 0.0 if self._beat_since is None else now - self._beat_since
+            if waiting_s > self.ttl_s and now - reopened_at > self.ttl_s:
+                reopened_at = now
+                logger.warning(
+                    "node %r's heartbeat has had no answer from Redis for %.1f s: closing its "
+                    "connections to Redis and opening new ones",
+                    self.node,
+                    waiting_s,
+                )
+                self.on_hung()
+            for_s = now - self._beaten_at
             if for_s > self.ttl_s and not silent and not self._failing:
                 silent = True
                 logger.warning(
