@@ -253,3 +253,15 @@ async def test_a_publish_with_another_key_does_not_ride_on_the_right_keys_publis
             with trio.fail_after(10):
                 got = [(await sub.receive()).data for _ in range(3)]
         assert got == [1, 3, 4]
+
+
+async def test_a_wrong_key_says_what_to_pass(url: str) -> None:
+    # "wrong key for channel 'keyed'" said nothing of what to do (the CLI added its own).
+    async with ts.open_client(url, name="owner") as owner, ts.open_client(url, name="o") as other:
+        await owner.create_channel("keyed", key=SECRET)
+        with pytest.raises(ts.AuthError) as refused:
+            async with other.subscribe("keyed", key="not it"):
+                pass
+        assert str(refused.value) == (
+            "wrong key for channel 'keyed': pass the key its creator gave (key=...)"
+        )

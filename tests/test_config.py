@@ -42,6 +42,10 @@ import trio_stream as ts
         ("name", None),
         ("token", 1234),
         ("node_name", b"node"),
+        ("node_name", "a:b"),  # keys in Redis are split at ':' (it was a traceback at start)
+        ("node_name", ""),
+        ("token", ""),  # what --token "$UNSET" gives: a token anyone guesses
+        ("admin_token", ""),
         ("allowed_origins", ("https://lab.example", None)),
         ("allowed_hosts", {"lab.example": 1}),
     ],

@@ -129,6 +129,17 @@ class ServerConfig:
             if value is not None and not isinstance(value, str):
                 # The value itself stays out of the message: it may be a secret.
                 raise InvalidSetting(name, f"{name} must be a str or None, not {type(value)}")
+            if value == "" and name != "node_name":
+                # What `--token "$UNSET"` passes: a token anyone guesses (an empty key is
+                # refused for the same reason, docs/protocol.md).
+                raise InvalidSetting(
+                    name, f"{name} must not be empty: leave it out (None) for no token"
+                )
+        if self.node_name is not None and (not self.node_name or ":" in self.node_name):
+            raise InvalidSetting(
+                "node_name",
+                f"node_name {self.node_name[:80]!r}: give a non-empty name without ':'",
+            )
         for name in ("allowed_origins", "allowed_hosts"):
             # One name alone is taken as a tuple of one: iterated as it is, a string is a
             # tuple of characters, none of which would ever match.

@@ -662,7 +662,9 @@ class RedisEngine:
             if key is None:
                 raise AuthError(f"channel {name!r} needs its key: pass key=...")
             if not await record.key_matches(key):
-                raise AuthError(f"wrong key for channel {name!r}")
+                raise AuthError(
+                    f"wrong key for channel {name!r}: pass the key its creator gave (key=...)"
+                )
         return record
 
     def _drop_stale(self, name: str, epoch: str) -> None:

@@ -9,13 +9,15 @@ interface calls its parts (``registry``, ``writer``, ``reader``, ``presence``, `
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TypedDict, Unpack
+from typing import Final, TypedDict, Unpack
 
 import coredis
 import trio
 
+from .._util import exception_leaves
 from .redis_control import ControlBus
 from .redis_holds import HeldWriters
 from .redis_keys import KeySpace
@@ -32,6 +34,22 @@ from .redis_streams import (
 )
 
 CONNECT_TIMEOUT_S = 5.0
+
+
+class _NotCancellations(logging.Filter):
+    """coredis logs a connection attempt that a cancellation cut short as an error, with the
+    whole exception group (some 130 lines for a Redis that answers nothing, before the
+    start's own one line saying so). A cancellation is ours (a start's bound, a shutdown,
+    a hung link replaced), and whoever cancelled says what happened."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not all(
+            isinstance(leaf, trio.Cancelled) for leaf in exception_leaves(error)
+        )
+
+
+_NOT_CANCELLATIONS: Final = _NotCancellations()
 
 
 class _SlotKeepingPool(coredis.ConnectionPool[coredis.connection.BaseConnection]):
@@ -106,6 +124,9 @@ class RedisEngineIO:
         **options: Unpack[RedisEngineOptions],
     ) -> AsyncIterator[RedisEngineIO]:
         """Connect to the Redis at ``url`` (``redis://host:port/db``); closes on exit."""
+        coredis_log = logging.getLogger("coredis")
+        if _NOT_CANCELLATIONS not in coredis_log.filters:
+            coredis_log.addFilter(_NOT_CANCELLATIONS)
         pool = _SlotKeepingPool.from_url(
             url, decode_responses=False, connect_timeout=CONNECT_TIMEOUT_S
         )

@@ -399,7 +399,9 @@ class Broker:
             if key is None:
                 raise AuthError(f"channel {name!r} needs its key: pass key=...")
             if not _key_matches(channel, key):
-                raise AuthError(f"wrong key for channel {name!r}")
+                raise AuthError(
+                    f"wrong key for channel {name!r}: pass the key its creator gave (key=...)"
+                )
         return channel
 
     def delete_channel(self, channel: Channel, reason: str) -> None:
