@@ -109,6 +109,11 @@ class RedisServer:
         if reply != b"+OK":
             raise RuntimeError(f"FLUSHALL answered {reply[:80]!r}")
 
+    def command(self, *words: str) -> bytes:
+        """One inline command; its first reply line (``:1`` for an integer reply)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            return _command(sock, *words)
+
     def kill_clients(self) -> int:
         """Close every normal client connection (``CLIENT KILL TYPE normal``); returns how many."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -1310,6 +1311,30 @@ async def test_a_stream_rides_through_its_providers_node_losing_redis(
                         await trio.sleep(1.5)
                         a_to_redis.accept()
     assert got == list(range(total))
+
+
+async def test_a_second_node_of_a_running_nodes_name_is_refused(
+    redis_server: RedisServer,
+) -> None:
+    # Two live nodes of one name summed each other's reader counts away and, when one
+    # stopped, ended the other's channels as "its node left the cluster" (outside audit).
+    async with ts.open_server(node_config(redis_server, "same")):
+        with trio.fail_after(WAIT_S), pytest.raises(ts.InvalidSetting) as refused:
+            async with ts.open_server(node_config(redis_server, "same")):
+                pass
+    assert refused.value.setting == "node_name"
+    assert "a running node of this cluster is named 'same' already" in str(refused.value)
+
+
+async def test_a_node_restarted_at_once_after_a_crash_takes_its_name_back(
+    redis_server: RedisServer,
+) -> None:
+    # A crashed run's heartbeat is still live for up to a TTL, but nobody renews it.
+    expiry_ms = int((time.time() + 3.0) * 1000)
+    assert redis_server.command("ZADD", "ts:nodes", str(expiry_ms), "crashed") == b":1"
+    with trio.fail_after(WAIT_S):
+        async with ts.open_server(node_config(redis_server, "crashed")) as node:
+            assert node.tcp_url is not None
 
 
 async def test_after_a_redis_restart_every_node_lists_its_clients_again(

@@ -131,6 +131,28 @@ async def test_get_with_timeout_zero_polls_what_has_arrived(url: str) -> None:
     await in_thread(scenario)
 
 
+async def test_a_wait_for_a_channel_can_be_bounded(url: str) -> None:
+    # A script could not bound wait_channel=True (a trio program puts move_on_after round
+    # it): a private channel without its right key waited until Ctrl-C.
+    def scenario() -> None:
+        with SyncClient(url, name="w") as c, SyncClient(url, name="r") as r:
+            c.create_channel("locked", public=False, key="right")
+            started = time.monotonic()
+            with pytest.raises(TimeoutError) as waited:
+                r.subscribe("locked", key="wrong", wait_channel=True, wait_timeout=0.5)
+            assert 0.5 <= time.monotonic() - started < STEP_S
+            assert str(waited.value) == (
+                "no channel named 'locked' came within 0.5 s (wait_timeout; a private channel "
+                "also needs its key: key=...)"
+            )
+            with r.subscribe("locked", key="right", wait_channel=True, wait_timeout=5) as sub:
+                assert sub.channel == "locked"
+            with pytest.raises(ts.InvalidArgument, match="wait_timeout bounds wait_channel"):
+                r.subscribe("locked", key="right", wait_timeout=5)
+
+    await in_thread(scenario)
+
+
 async def test_a_waiting_get_does_not_stretch_another_threads_timeout(url: str) -> None:
     def scenario() -> None:
         with SyncClient(url, name="r") as r:

@@ -926,28 +926,47 @@ class SyncClient:
         view: View | None = None,
         since: Position | None = None,
         wait_channel: bool = False,
+        wait_timeout: float | None = None,
     ) -> SyncSubscription:
         """``with c.subscribe("ch", policy=..., size=...) as sub: for msg in sub: ...``.
 
-        Arguments as ``Client.subscribe``. ``sub.get(timeout=...)`` takes one message. The
-        subscription stands once this returns, so it also works without ``with`` (a notebook
-        cell subscribes, later cells read): ``sub.close()`` then unsubscribes.
+        Arguments as ``Client.subscribe``, and ``wait_timeout``: with ``wait_channel``, how
+        long to wait for the channel (a trio program puts ``trio.move_on_after`` around the
+        wait; a script cannot, and a private channel without its right key looks missing
+        for good). ``sub.get(timeout=...)`` takes one message. The subscription stands once
+        this returns, so it also works without ``with`` (a notebook cell subscribes, later
+        cells read): ``sub.close()`` then unsubscribes.
+
+        Raises:
+            TimeoutError: no such channel came within ``wait_timeout`` seconds.
         """
+        if wait_timeout is not None and not wait_channel:
+            raise InvalidArgument("wait_timeout bounds wait_channel=True: give both, or neither")
+        client = self._trio_client
+        what = f"no channel named {channel[:100]!r} came"
+        advice = " (wait_timeout; a private channel also needs its key: key=...)"
         sub = self._call(
             partial(
-                self._trio_client.open_subscription,
-                channel,
-                policy=policy,
-                size=size,
-                every=every,
-                max_rate=max_rate,
-                key=key,
-                window=window,
-                block_timeout=block_timeout,
-                sender=sender,
-                view=view,
-                since=since,
-                wait_channel=wait_channel,
+                _with_timeout,
+                wait_timeout,
+                partial(
+                    client.open_subscription,
+                    channel,
+                    policy=policy,
+                    size=size,
+                    every=every,
+                    max_rate=max_rate,
+                    key=key,
+                    window=window,
+                    block_timeout=block_timeout,
+                    sender=sender,
+                    view=view,
+                    since=since,
+                    wait_channel=wait_channel,
+                ),
+                client,
+                what,
+                advice,
             ),
             keep=self._close_on_interrupt,
         )
@@ -1035,16 +1054,20 @@ class SyncClient:
 
 
 async def _with_timeout(
-    timeout_s: float | None, fn: Callable[[], Awaitable[T]], client: Client, what: str
+    timeout_s: float | None,
+    fn: Callable[[], Awaitable[T]],
+    client: Client,
+    what: str,
+    advice: str = "",
 ) -> T:
-    """``fn()`` within the caller's ``timeout=``; the TimeoutError says ``what`` was not done,
-    and when ``client``'s connection is what kept it (a flush or a wait for readers during
-    an outage)."""
+    """``fn()`` within the caller's ``timeout=``; the TimeoutError says ``what`` was not done
+    (then ``advice``), and when ``client``'s connection is what kept it (a flush or a wait
+    for readers during an outage)."""
     try:
         with trio.fail_after(math.inf if timeout_s is None else timeout_s):
             return await fn()
     except trio.TooSlowError:
-        message = f"{what} within {timeout_s:g} s" + _reconnecting_note(client)
+        message = f"{what} within {timeout_s:g} s{advice}" + _reconnecting_note(client)
         raise caller_timeout(message) from None
 
 

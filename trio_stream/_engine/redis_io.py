@@ -138,6 +138,7 @@ class RedisEngineIO:
         """Run the node's tasks until cancelled; started once subscribed and beating."""
         # A node restarted under its name after a crash: what its previous run reported
         # must not count again once its heartbeat is back.
+        await self.presence.check_name_free()
         await self.presence.forget_previous_run()
         await self.positions.forget_previous_run()
         async with trio.open_nursery() as nursery:

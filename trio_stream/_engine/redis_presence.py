@@ -25,6 +25,7 @@ import cbor2
 import coredis
 import trio
 
+from .._exceptions import InvalidSetting
 from .redis_control import ControlBus
 from .redis_keys import KeySpace
 from .retry_log import RetryLog
@@ -189,6 +190,30 @@ class Presence:
             elif for_s <= self.ttl_s and silent:  # (a failure's return: the retry log's)
                 silent = False
                 logger.warning("node %r's heartbeat reaches Redis again", self.node)
+
+    async def check_name_free(self) -> None:
+        """Refuse to start under the name of a node that is running.
+
+        Two live nodes of one name sum each other's reader counts away and, when one stops,
+        end the other's channels as "its node left the cluster" (an outside audit). A
+        heartbeat of this name that has not expired may also be a crashed run's, restarted
+        at once: a beat interval tells them apart, as only a running node renews it.
+
+        Raises:
+            InvalidSetting: another node beats under this name.
+        """
+        if self.node not in await self.live():
+            return  # no such node, or its heartbeat expired: a run that ended
+        seen = await self._client.zscore(self._keys.nodes, self.node)
+        await trio.sleep(self._interval_s * 1.5)
+        renewed = await self._client.zscore(self._keys.nodes, self.node)
+        if seen is not None and renewed is not None and renewed > seen:
+            raise InvalidSetting(
+                "node_name",
+                f"a running node of this cluster is named {self.node!r} already (its "
+                "heartbeat goes on): give each node a name of its own (--node-name, "
+                "node_name=)",
+            )
 
     async def forget_previous_run(self) -> None:
         """At start: this node's reader counts from an earlier run under its name (a crash)
