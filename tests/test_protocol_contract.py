@@ -467,6 +467,20 @@ async def test_a_second_hello_is_a_protocol_error(server: ts.Server) -> None:
     assert await raw.frame() is None
 
 
+@pytest.mark.parametrize("op", ["welcome", "item", "sub_end", "reply", "pong"])
+async def test_a_message_only_the_server_sends_is_named_so(server: ts.Server, op: str) -> None:
+    # The reason named a missing field ("welcome lacks the field 'v'"), as if the message
+    # would do with it; section 3 says such a message is known and a protocol error.
+    raw = await RawClient.connect(server)
+    await raw.send_control({"op": op, "id": 1})
+    answer = await raw.control()
+    assert answer == {
+        "op": "goodbye",
+        "reason": f"ProtocolError: {op} is not a message a client may send",
+    }
+    assert await raw.frame() is None
+
+
 @pytest.mark.server_options(handshake_timeout_s=2, idle_timeout_s=3)
 async def test_the_welcome_sends_the_timeouts_as_floats_even_when_configured_as_ints(
     server: ts.Server,

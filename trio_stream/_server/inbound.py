@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import trio
 
 from .._exceptions import InvalidArgument, ProtocolError, TrioStreamError
+from .._protocol.codec import decode_control
 from .._protocol.frames import (
     CONTROL,
     CREDIT,
@@ -32,6 +33,7 @@ from .._protocol.frames import (
 )
 from .._protocol.limits import PING_FRAME_MAX_BYTES
 from .._protocol.messages import (
+    MESSAGE_TYPES,
     ControlMessage,
     Error,
     Goodbye,
@@ -321,19 +323,35 @@ class Inbound:
     def _on_control(self, frame: bytearray) -> None:
         try:
             message = decode_message(frame)
-        except UnknownOp as exc:
-            # A newer client may probe for ops this server lacks: a request (an integer id)
-            # is answered and the connection stays; anything else is a protocol error.
-            if exc.id is None:
-                raise ProtocolError(str(exc)) from None
-            self._outbox.send(
-                Error(
-                    id=exc.id,
-                    type=InvalidArgument.__name__,
-                    message=f"{exc}: this server does not know it (protocol version 1)",
-                )
+        except ProtocolError as exc:
+            if isinstance(exc, UnknownOp):
+                self._unknown_op(exc)
+                return
+            # A message only the server sends (a welcome, an item) failed on a field it lacks:
+            # "welcome lacks the field 'v'" read as if it would do with that field.
+            op = _op_of(frame)
+            if op is not None and not self._client_may_send(MESSAGE_TYPES[op]):
+                raise ProtocolError(f"{op} is not a message a client may send") from None
+            raise
+        self._dispatch(message, frame)
+
+    def _client_may_send(self, kind: type[ControlMessage]) -> bool:
+        return kind in (Ping, Goodbye, Hello) or kind in (self._handlers or self._handler_table())
+
+    def _unknown_op(self, exc: UnknownOp) -> None:
+        # A newer client may probe for ops this server lacks: a request (an integer id)
+        # is answered and the connection stays; anything else is a protocol error.
+        if exc.id is None:
+            raise ProtocolError(str(exc)) from None
+        self._outbox.send(
+            Error(
+                id=exc.id,
+                type=InvalidArgument.__name__,
+                message=f"{exc}: this server does not know it (protocol version 1)",
             )
-            return
+        )
+
+    def _dispatch(self, message: ControlMessage, frame: bytearray) -> None:
         if type(message) is Ping:
             if len(frame) > PING_FRAME_MAX_BYTES:
                 raise ProtocolError(
@@ -469,3 +487,12 @@ def _error_reply(request_id: int, exc: TrioStreamError | ValueError) -> Error:
     """The ``error`` answer to a request: its type (a ValueError is an InvalidArgument)."""
     name = type(exc).__name__ if isinstance(exc, TrioStreamError) else InvalidArgument.__name__
     return Error(id=request_id, type=name, message=str(exc))
+
+
+def _op_of(frame: bytearray) -> str | None:
+    """The op a CONTROL frame names, if it is a known one (read again on an error path)."""
+    try:
+        op = decode_control(memoryview(frame)[1:]).get("op")
+    except ProtocolError:
+        return None
+    return op if isinstance(op, str) and op in MESSAGE_TYPES else None
