@@ -594,7 +594,9 @@ async def test_serve_with_tls_and_a_client_that_trusts_its_ca(tmp_path: Path) ->
         assert trusted.returncode == 0, trusted.stderr
         untrusted = await cli("channels", url)
         assert untrusted.returncode == 1
-        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr.decode()  # the cause, not "lost"
+        said = untrusted.stderr.decode()  # the cause and the cure, not "lost"
+        assert "the server's certificate was refused (unable to get local issuer" in said
+        assert "--tls-ca FILE" in said
         assert len(untrusted.stderr.decode().strip().splitlines()) == 1
         p.process.send_signal(signal.SIGINT)
         code, _, stderr = await p.finish()
@@ -819,6 +821,29 @@ async def test_sub_duration_includes_waiting_for_the_channel(url: str) -> None:
     assert result.returncode == 0 and result.stdout == b"", result.stderr
     # Python's start-up and the connection on top of the second; it used to wait for good.
     assert trio.current_time() - started < RUN_TIMEOUT_S / 2
+
+
+async def test_dump_signalled_twice_at_once_still_ends_cleanly(url: str, tmp_path: Path) -> None:
+    # `timeout -s INT 10 trio-stream dump ...` signals the command, then its process group:
+    # the second SIGINT, milliseconds later, cut the flush short (exit 130, no summary).
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("live")
+        path = tmp_path / "rec.tsdump"
+        async with running("dump", url, "live", str(path)) as dump:
+            await wait_for_channel(owner, "live", readers=1)
+            async with owner.publisher("live") as pub:
+                await pub.wait_for_readers()
+                for value in range(3):
+                    await pub.send(value)
+                await pub.wait_acknowledged()
+            dump.process.send_signal(signal.SIGINT)
+            await trio.sleep(0.01)
+            dump.process.send_signal(signal.SIGINT)
+            code, _, stderr = await dump.finish()
+    assert code == 0, stderr
+    assert "dumped 3 frames" in stderr
+    with path.open("rb") as f:
+        assert [frame["data"] for frame in dumpfile.DumpReader(f)] == [0, 1, 2]
 
 
 async def test_dump_duration_includes_waiting_for_the_channel(url: str, tmp_path: Path) -> None:

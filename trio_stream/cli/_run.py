@@ -175,6 +175,9 @@ async def _until_ctrl_c(command: Command, args: argparse.Namespace) -> int | Non
     return result
 
 
+SAME_STOP_S: Final = 0.3  # signals this close after the first are that one's echo
+
+
 async def _cancel_on_signal(
     scope: trio.CancelScope,
     signals_to_catch: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
@@ -185,6 +188,12 @@ async def _cancel_on_signal(
         task_status.started()
         async for _ in signals:
             scope.cancel()
+            # A second signal within SAME_STOP_S is the same stop: `timeout -s INT` signals
+            # the command and then its process group, and it cut the recording's flush short
+            # (exit 130, no summary).
+            with trio.move_on_after(SAME_STOP_S):
+                async for _ in signals:
+                    pass
             # Leaving the receiver restores trio's own SIGINT handling, so a second Ctrl-C
             # interrupts a shutdown that hangs (exit 130) instead of being swallowed.
             return
@@ -206,4 +215,8 @@ async def stop_on_signal() -> AsyncIterator[trio.CancelScope]:
                 with scope:
                     yield scope
             finally:
-                nursery.cancel_scope.cancel()
+                if not scope.cancel_called:  # no signal came: nothing to wait out
+                    nursery.cancel_scope.cancel()
+                # else the receiver takes what comes within SAME_STOP_S of the signal, then
+                # ends (what follows this block may take a while: a second Ctrl-C then
+                # interrupts it)
