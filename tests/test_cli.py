@@ -1124,6 +1124,23 @@ async def test_show_prints_a_recording_as_sub_prints_a_channel(tmp_path: Path) -
     assert shown.returncode == 0 and shown.stdout.decode() == "[0.0,1.0,2.0]\n"
 
 
+async def test_dump_to_stdout_and_show_from_stdin_make_a_pipe(url: str) -> None:
+    # FILE "-" made a file named "-": `dump URL CH - | gzip` and `zcat ... | show -` could
+    # not be written.
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("kept", history=5)
+        async with owner.publisher("kept") as pub:
+            for value in ("a", "b", "c"):
+                await pub.send(value)
+            await pub.wait_acknowledged()
+        dumped = await cli("dump", url, "kept", "-", "--count", "3")
+    assert dumped.returncode == 0, dumped.stderr
+    assert "dumped 3 frames" in dumped.stderr.decode() and "to stdout" in dumped.stderr.decode()
+    shown = await cli("show", "-", "--data-only", stdin=dumped.stdout)
+    assert shown.returncode == 0 and shown.stdout == b'"a"\n"b"\n"c"\n', shown.stderr
+    assert shown.stderr.decode().startswith("stdin: channel 'kept' of ")
+
+
 summary_of_arange_3 = {"dtype": "float64", "shape": [3], "min": 0.0, "max": 2.0, "mean": 1.0}
 
 

@@ -76,7 +76,7 @@ def register(subparsers: Subparsers) -> None:
     add_log_level(dump, default=None)
     add_connection_options(dump)
     dump.add_argument("channel", metavar="CHANNEL")
-    dump.add_argument("file", metavar="FILE", type=Path)
+    dump.add_argument("file", metavar="FILE", type=Path, help="the recording (- for stdout)")
     dump.add_argument("--count", type=positive_int, metavar="N", help="stop after N frames")
     dump.add_argument(
         "--duration", type=positive_float, metavar="SECONDS", help="stop after this long"
@@ -167,7 +167,10 @@ class _BatchWriter:
 
 
 async def run_dump(args: argparse.Namespace) -> int:
-    if args.file.exists() and not args.force:
+    to_stdout = str(args.file) == "-"
+    if to_stdout and sys.stdout.isatty():
+        raise CliError("FILE - writes the recording to stdout, which is a terminal: redirect it")
+    if not to_stdout and args.file.exists() and not args.force:
         raise CliError(f"{args.file} exists; pass --force to overwrite it")
     console = stderr_console()
     # --duration counts from the start, a --wait-channel wait included (a wait for a channel
@@ -189,7 +192,8 @@ async def run_dump(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"dumped {counted(frames, 'frame')} ({human_bytes(recording.written)}) of "
-            f"{args.channel!r} to {args.file} in {recording.took:.1f} s; lost {recording.lost}",
+            f"{args.channel!r} to {'stdout' if to_stdout else args.file} in "
+            f"{recording.took:.1f} s; lost {recording.lost}",
             file=sys.stderr,
         )
     if recording.channel_ended and args.count is not None:
@@ -220,7 +224,12 @@ async def _record_to_file(
     # The file is made only once the subscription stands: a typo in the channel name
     # leaves no empty recording behind.
     try:
-        opened = args.file.open("wb")
+        # "-": stdout, for a pipe (`dump URL CH - | gzip > run.tsdump.gz`); not closed here
+        opened = (
+            open(sys.stdout.fileno(), "wb", closefd=False)  # noqa: SIM115, ASYNC230 (an fd)
+            if str(args.file) == "-"
+            else args.file.open("wb")
+        )
     except OSError as exc:  # no such directory, not writable: the reason, without errno
         reason = exc.strerror.lower() if exc.strerror else str(exc)
         raise CliError(f"cannot write {args.file}: {reason}") from None

@@ -35,7 +35,7 @@ def register(subparsers: Subparsers) -> None:
         "lines, without a server.",
     )
     add_log_level(show, default=None)
-    show.add_argument("file", metavar="FILE", type=Path)
+    show.add_argument("file", metavar="FILE", type=Path, help="the recording (- for stdin)")
     out = show.add_argument_group("output")
     out.add_argument("--count", type=positive_int, metavar="N", help="stop after N frames")
     add_print_options(out)
@@ -46,13 +46,19 @@ async def run_show(args: argparse.Namespace) -> int:
     # Synchronous reads: nothing else runs in this command, and a local file's chunks come
     # from the page cache. (No server: the event loop is only what every command runs in.)
     try:
-        file = args.file.open("rb")
+        # "-": stdin (`zcat run.tsdump.gz | trio-stream show -`); not closed here
+        file = (
+            open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115, ASYNC230 (an fd)
+            if str(args.file) == "-"
+            else args.file.open("rb")
+        )
     except OSError as exc:  # missing, a directory, not readable: the reason, without errno
         raise CliError(f"cannot read {args.file}: {(exc.strerror or str(exc)).lower()}") from None
     with file:
         try:
             reader = DumpReader(file)
-            print(f"{args.file}: {_describe(reader.header)}", file=sys.stderr)
+            shown_name = "stdin" if str(args.file) == "-" else args.file
+            print(f"{shown_name}: {_describe(reader.header)}", file=sys.stderr)
             shown = 0
             for frame in reader:
                 if shown == args.count:
