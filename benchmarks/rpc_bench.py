@@ -1,8 +1,12 @@
-"""python benchmarks/rpc_bench.py [--calls N] [--seconds S] [--repeat R] [--json FILE]
+"""python benchmarks/rpc_bench.py [--calls N] [--seconds S] [--repeat R] [--cluster] [--json FILE]
 
 RPC round trips (async client and SyncClient) and SyncClient publish throughput against the
 async client's, each part in its own process: a server, a provider (or a reader), a caller
 (or a writer). See the section "RPC and sync client" in benchmarks/README.md.
+
+``--cluster``: the RPC round trips between two nodes on Redis (a fresh redis-server, nodes
+``a`` and ``b`` as ``benchmarks/cluster.py`` starts them): the provider a client of node a,
+the callers clients of node b, so every call and answer crosses Redis pub/sub.
 
 The same file is every process: ``--role server|provider|reader|async-caller|sync-caller|
 async-writer|sync-writer`` (the orchestrator, without ``--role``, starts the others).
@@ -12,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -195,12 +201,37 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
+@contextmanager
+def endpoints(cluster: bool) -> Iterator[tuple[str, str]]:
+    """(the provider's URL, the callers' URL): one server, or nodes a and b on a fresh Redis."""
+    if not cluster:
+        with background("server") as url:
+            yield url, url
+        return
+    # Imported here: they need redis-py, which only --cluster does.
+    from benchmarks.cluster import node
+    from benchmarks.servers import REPO_ROOT, running_server
+    from benchmarks.systems.redis_pubsub import SYSTEM as REDIS
+
+    os.environ["PYTHONPATH"] = str(REPO_ROOT)  # the nodes run this tree's trio_stream
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        running_server(REDIS, Path(workdir)) as redis_server,
+        node(redis_server.url, "a") as (url_a, _),
+        node(redis_server.url, "b") as (url_b, _),
+    ):
+        yield url_a, url_b
+
+
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     calls, seconds = str(args.calls), str(args.seconds)
     cases: dict[str, list[dict[str, float]]] = {}
     for repeat in range(args.repeat):
         print(f"repeat {repeat + 1}/{args.repeat}", file=sys.stderr)
-        with background("server") as url, background("provider", url):
+        with (
+            endpoints(args.cluster) as (provider_url, url),
+            background("provider", provider_url),
+        ):
             rpc_cases = {
                 "async, 1 call in flight": ("async-caller", "--concurrency", "1"),
                 "async, 16 calls in flight": ("async-caller", "--concurrency", "16"),
@@ -215,10 +246,14 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             }
             for name, (role, *extra) in rpc_cases.items():
                 cases.setdefault(name, []).append(measure(role, url, "--calls", calls, *extra))
+        if args.cluster:
+            continue  # publishing between nodes: benchmarks/cluster.py
         with background("server") as url, background("reader", url):
             for name, role in (("async publish", "async-writer"), ("sync publish", "sync-writer")):
                 cases.setdefault(name, []).append(measure(role, url, "--seconds", seconds))
     medians = {name: median_of(runs) for name, runs in cases.items()}
+    if args.cluster:
+        return {"medians": medians, "runs": cases}
     share = medians["sync publish"]["values_per_s"] / medians["async publish"]["values_per_s"]
     return {"medians": medians, "runs": cases, "sync_publish_share": share}
 
@@ -235,6 +270,12 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
                 f"| {name} | {figures['calls_per_s']:,.0f} | {figures['p50_ms']:.3f} | "
                 f"{figures['p99_ms']:.3f} |"
             )
+    if args.cluster:
+        lines.append("")
+        lines.append(
+            f"between nodes a and b on Redis (median of {args.repeat}; {args.calls} calls)"
+        )
+        return "\n".join(lines)
     lines += [
         "",
         "| publish, ~100-byte values, until the server has them all | values/s |",
@@ -260,6 +301,7 @@ def main() -> int:
     parser.add_argument("--method", default="echo")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cluster", action="store_true", help="RPC between two nodes on Redis")
     parser.add_argument("--json", type=Path, help="write every run and the medians here")
     args = parser.parse_args()
     if args.role is not None:
