@@ -9,69 +9,98 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import pytest
+import coredis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_stream._engine import cluster_mail
-from trio_stream._engine.cluster_mail import Inbox, Mailer
+from trio_stream._engine.cluster_mail import Inbox, Letter, Mailer
 from trio_stream._engine.redis_control import ControlBus
 
 
 class Bus:
-    """Delivers to the nodes in ``listening``; raises while ``down``."""
+    """Delivers to the nodes in ``listeners``; raises while ``down``; refuses ``refused``."""
 
     def __init__(self) -> None:
-        self.listening: set[str] = set()
+        self.listeners: set[str] = set()
         self.down = False
+        self.refused: set[Any] = set()  # bodies Redis says no to (OOM, say)
         self.delivered: list[tuple[str, str, Any]] = []  # (node, kind, envelope)
+        self.tries = 0
 
     async def publish(self, kind: str, body: Any, *, to: str | None = None) -> int:
         assert to is not None
+        self.tries += 1
         if self.down:
             raise ConnectionError("Redis is down")
-        if to not in self.listening:
+        if body["b"] in self.refused:
+            raise coredis.exceptions.ResponseError("OOM command not allowed")
+        if to not in self.listeners:
             return 0
         self.delivered.append((to, kind, body))
         return 1
+
+    async def listening(self, node: str) -> bool:
+        if self.down:
+            raise ConnectionError("Redis is down")
+        return node in self.listeners
 
     def bodies(self, node: str) -> list[Any]:
         return [envelope["b"] for to, _, envelope in self.delivered if to == node]
 
 
-def mailer_on(bus: Bus) -> Mailer:
-    return Mailer(cast(ControlBus, bus))
+def mailer_on(bus: Bus, dropped: list[tuple[str, Any]] | None = None) -> Mailer:
+    mail = Mailer(cast(ControlBus, bus))
+    if dropped is not None:
+
+        def on_dropped(node: str, letters: list[Letter]) -> None:
+            dropped.extend((node, letter.body) for letter in letters)
+
+        mail.on_dropped = on_dropped
+    return mail
 
 
 async def test_a_message_nobody_got_waits_and_later_ones_queue_behind_it() -> None:
     bus = Bus()
     mail = mailer_on(bus)
-    bus.listening = {"b"}
+    bus.listeners = {"b"}
     await mail.post("answer", 1, "a")  # a does not listen: held
     await mail.post("answer", 2, "b")  # b does: other nodes are not held up
     await mail.post("answer", 3, "a")  # behind 1, though a might listen by now
     assert mail.holding == {"a"} and bus.bodies("b") == [2]
     await mail.retry(gone=())
     assert bus.bodies("a") == [] and mail.holding == {"a"}
-    bus.listening.add("a")
+    bus.listeners.add("a")
     await mail.retry(gone=())
     assert bus.bodies("a") == [1, 3] and mail.holding == set()
 
 
-async def test_redis_down_holds_or_raises_as_the_sender_asks() -> None:
+async def test_redis_down_holds_and_a_refusal_drops_only_that_message() -> None:
     bus = Bus()
-    mail = mailer_on(bus)
-    bus.listening = {"a", "b"}
+    dropped: list[tuple[str, Any]] = []
+    mail = mailer_on(bus, dropped)
+    bus.listeners = {"a"}
     bus.down = True
-    with pytest.raises(ConnectionError):
-        await mail.post("credit", 1, "a", hold_if_down=False)
-    await mail.post("answer", 2, "a")
-    # Behind a message held for its node, one goes in turn, down or not: it may not pass it.
-    await mail.post("credit", 3, "a", hold_if_down=False)
+    await mail.post("answer", 1, "a")
     await mail.retry(gone=())  # still down: kept, no error
     bus.down = False
+    bus.refused = {2}
+    await mail.post("answer", 2, "a")  # behind 1: held, then refused when tried
+    await mail.post("answer", 3, "a")
     await mail.retry(gone=())
-    assert bus.bodies("a") == [2, 3]
+    # A refusal is not an outage: tried again it would be refused again, and everything
+    # to that node would wait behind it for good.
+    assert bus.bodies("a") == [1, 3] and dropped == [("a", 2)] and mail.holding == set()
+
+
+async def test_a_node_that_does_not_listen_is_looked_at_not_written_to() -> None:
+    bus = Bus()
+    mail = mailer_on(bus)
+    await mail.post("answer", 1, "a", size=cluster_mail.MAX_HELD_BYTES // 2)
+    tries = bus.tries
+    for _ in range(3):
+        await mail.retry(gone=())
+    assert bus.tries == tries  # a large message is not stored in Redis again to no one
 
 
 async def test_what_waits_for_a_node_that_left_is_dropped() -> None:
@@ -79,21 +108,23 @@ async def test_what_waits_for_a_node_that_left_is_dropped() -> None:
     mail = mailer_on(bus)
     await mail.post("answer", 1, "gone")
     await mail.retry(gone={"gone"})
-    bus.listening.add("gone")  # a node of that name again: it does not get the old one
+    bus.listeners.add("gone")  # a node of that name again: it does not get the old one
     await mail.retry(gone=())
     assert bus.delivered == [] and mail.holding == set()
 
 
 async def test_what_is_held_for_one_node_is_bounded_in_bytes() -> None:
     bus = Bus()
-    mail = mailer_on(bus)
+    dropped: list[tuple[str, Any]] = []
+    mail = mailer_on(bus, dropped)
     half = cluster_mail.MAX_HELD_BYTES // 2
     await mail.post("answer", 1, "a", size=half)
     await mail.post("answer", 2, "a", size=half)
     assert mail.holding == {"a"}
     await mail.post("answer", 3, "a", size=1)  # past the bound: all of a's are dropped
     assert mail.holding == set()
-    bus.listening.add("a")
+    assert dropped == [("a", 1), ("a", 2), ("a", 3)]  # said: their calls fail
+    bus.listeners.add("a")
     await mail.post("answer", 4, "a")
     assert bus.bodies("a") == [4]
 
@@ -109,9 +140,9 @@ async def test_each_message_is_opened_once_in_order_whatever_the_lapses(
     bus = Bus()
     mail = mailer_on(bus)
     for number, listens in enumerate(listening):
-        bus.listening = {"a"} if listens else set()
+        bus.listeners = {"a"} if listens else set()
         await mail.post("answer", number, "a")
-    bus.listening = {"a"}
+    bus.listeners = {"a"}
     await mail.retry(gone=())
     sent = [envelope for _, _, envelope in bus.delivered]
     assert [envelope["b"] for envelope in sent] == list(range(len(listening)))

@@ -13,9 +13,12 @@ with the connection. Each message carries this sender's epoch (one per process) 
 number, so a receiver drops what it has had already (:class:`Inbox`).
 
 What is still lost: a message that Redis handed to a subscription whose connection was dead
-without Redis knowing (a hung link, until its health check ends it), which counts as
-received. Calls themselves do not come here: one that reaches nobody fails at once (its
-provider's node is not listening), since it has not run.
+without Redis knowing (a hung link, until the node's heartbeat finds it out), and a large
+one whose stored copy is gone when its node fetches it (a Redis restart in between): both
+count as received. Messages past the bound on what is held, or that Redis refuses, are
+dropped, and the calls they belong to fail (``on_dropped``). Calls themselves do not come
+here: one that reaches nobody fails at once (its provider's node is not listening), since
+it has not run.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ import itertools
 import logging
 import secrets
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .redis_control import ControlBus
-from .redis_streams import REDIS_ERRORS
+from .redis_streams import REDIS_DOWN, REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -40,53 +43,61 @@ _SMALL_BYTES: Final = 64  # what a credit or a cancel counts toward MAX_HELD_BYT
 
 
 @dataclass(eq=False)
-class _Letter:
+class Letter:
     kind: str
     envelope: dict[str, Any]
     size: int
 
+    @property
+    def body(self) -> Any:
+        return self.envelope["b"]
+
 
 class Mailer:
     """The sending side. :meth:`post` and :meth:`retry` run in the engine's job task, one
-    at a time and in order (so a message held is never passed by a later one)."""
+    at a time and in order (so a message held is never passed by a later one).
+
+    ``on_dropped(node, letters)`` hears of messages that will never go: past the bound on
+    what is held, or refused by Redis (not an outage: OOM, NOPERM); the RPC fails the calls
+    they belonged to, so that a stream never goes on past a hole.
+    """
 
     def __init__(self, bus: ControlBus) -> None:
         self._bus = bus
         self._epoch = secrets.token_hex(8)
         self._numbers = itertools.count(1)
-        self._held: dict[str, deque[_Letter]] = {}
+        self._held: dict[str, deque[Letter]] = {}
         self._held_bytes: dict[str, int] = {}
+        self.on_dropped: Callable[[str, list[Letter]], None] = lambda node, letters: None
 
     @property
     def holding(self) -> set[str]:
         """The nodes that messages wait for."""
         return set(self._held)
 
-    async def post(
-        self, kind: str, body: Any, to: str, *, size: int = _SMALL_BYTES, hold_if_down: bool = True
-    ) -> None:
+    async def post(self, kind: str, body: Any, to: str, *, size: int = _SMALL_BYTES) -> None:
         """Send ``body`` to node ``to``, after what waits for it (``size``: its bytes, for
-        the bound on what is held).
-
-        Raises:
-            REDIS_ERRORS: Redis did not take it, and not ``hold_if_down`` (the caller says so
-                to its own client instead). Behind a message held for that node, it waits
-                in turn all the same: it may not pass it.
-        """
-        letter = _Letter(kind, {"e": self._epoch, "n": next(self._numbers), "b": body}, size)
-        if to in self._held:  # an earlier one waits: this one goes after it
+        the bound on what is held)."""
+        letter = Letter(kind, {"e": self._epoch, "n": next(self._numbers), "b": body}, size)
+        # Behind what waits for that node, it waits too: it may not pass it.
+        if to in self._held or await self._send(to, letter) is not _SENT:
             self._hold(to, letter)
-            return
+
+    async def _send(self, node: str, letter: Letter) -> object:
+        """_SENT, _REFUSED (dropped, said), or _AWAY (Redis) or _DEAF (the node): held."""
         try:
-            received = await self._bus.publish(kind, letter.envelope, to=to)
-        except REDIS_ERRORS:
-            if not hold_if_down:
-                raise
-            received = 0
-        if not received:
-            self._hold(to, letter)
+            received = await self._bus.publish(letter.kind, letter.envelope, to=node)
+        except REDIS_DOWN:
+            return _AWAY
+        except REDIS_ERRORS as error:
+            # Redis is there and said no (OOM, NOPERM): sent again, it would say no again,
+            # and everything to that node would wait behind it.
+            log.warning("a %s message for node %r refused by Redis: %s", letter.kind, node, error)
+            self.on_dropped(node, [letter])
+            return _SENT
+        return _SENT if received else _DEAF
 
-    def _hold(self, node: str, letter: _Letter) -> None:
+    def _hold(self, node: str, letter: Letter) -> None:
         held = self._held.setdefault(node, deque())
         held.append(letter)
         total = self._held_bytes.get(node, 0) + letter.size
@@ -94,12 +105,13 @@ class Mailer:
         if total > MAX_HELD_BYTES:
             log.warning(
                 "%d messages for node %r dropped: it has not listened while %d bytes "
-                "waited for it (its callers' calls end with their timeouts)",
+                "waited for it (the calls they belong to fail)",
                 len(held),
                 node[:80],
                 total,
             )
             self._drop(node)
+            self.on_dropped(node, list(held))
 
     def _drop(self, node: str) -> None:
         self._held.pop(node, None)
@@ -107,21 +119,32 @@ class Mailer:
 
     async def retry(self, gone: Iterable[str]) -> None:
         """Send again what waits, in order, for each node that listens now; drop what
-        waits for the ``gone`` nodes (they left the cluster)."""
+        waits for the ``gone`` nodes (they left the cluster: nobody there waits for it)."""
         for node in gone:
             self._drop(node)
         for node in list(self._held):
+            try:
+                # A look first: a large held message costs a write of all of it to Redis
+                # (redis_control stores it under a key) each time it is tried.
+                if not await self._bus.listening(node):
+                    continue
+            except REDIS_ERRORS:
+                return  # Redis is away: everything at the next try
             held = self._held[node]
             while held:
-                try:
-                    received = await self._bus.publish(held[0].kind, held[0].envelope, to=node)
-                except REDIS_ERRORS:
-                    return  # Redis is away: everything at the next try
-                if not received:
-                    break  # that node does not listen yet: the rest stays behind it
+                outcome = await self._send(node, held[0])
+                if outcome is _AWAY:
+                    return
+                if outcome is _DEAF:
+                    break  # it does not listen (again): the rest stays behind it
                 self._held_bytes[node] -= held.popleft().size
             if not held:
                 self._drop(node)
+
+
+_SENT: Final = object()
+_AWAY: Final = object()
+_DEAF: Final = object()
 
 
 class Inbox:

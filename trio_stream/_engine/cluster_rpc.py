@@ -23,9 +23,9 @@ from .._protocol.messages import ControlMessage, Error
 from .._protocol.rpc_messages import Call, Cancel, Credit, Describe
 from .._server.outbox import control_frame
 from .._server.rpc import check_credit
-from .cluster_mail import Inbox, Mailer
+from .cluster_mail import Inbox, Letter, Mailer
 from .redis_control import ControlBus
-from .redis_streams import REDIS_DOWN, REDIS_ERRORS
+from .redis_streams import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from .._server.rpc import Endpoint
@@ -98,6 +98,7 @@ class ClusterRpc:
 
     def install(self, bus: ControlBus) -> None:
         self._mail = Mailer(bus)
+        self._mail.on_dropped = self._dropped
         bus.on(RPC, self._on_call)
         bus.on(RPC_ANSWER, self._on_answer)
         bus.on(RPC_CANCEL, self._on_cancel)
@@ -196,15 +197,9 @@ class ClusterRpc:
         async def send() -> None:  # after the call's own job: out.node is known by then
             if out.node is None:
                 return
-            try:
-                # Held while the provider's node does not listen; but if this node cannot
-                # reach Redis, its caller hears it now (as for a call).
-                await self._mailer.post(RPC_CREDIT, [token, n], out.node, hold_if_down=False)
-            except REDIS_ERRORS as error:
-                # Without it the provider waits for credit and the caller for values, for
-                # good: the stream ends here, and its cancel goes once Redis answers.
-                self._fail(token, _not_sent("the stream's credit", error), ClusterUnavailable)
-                self._send_cancel(token, out)
+            # Held while Redis is away or the provider's node does not listen: the stream
+            # goes on once both are back (a Redis restart).
+            await self._mailer.post(RPC_CREDIT, [token, n], out.node)
 
         self._engine.later(send)
         return True
@@ -217,6 +212,9 @@ class ClusterRpc:
     def _on_answer(self, node: str, envelope: Any) -> None:
         body = self._inbox.open(node, envelope)
         for token, frame, final in body or ():
+            if isinstance(frame, str):  # the provider's node dropped answers: see _dropped
+                self._fail(int(token), frame)
+                continue
             out = self._outgoing.get(int(token))
             if out is None or not isinstance(frame, bytes):
                 continue  # cancelled, failed or the caller left meanwhile
@@ -225,6 +223,34 @@ class ClusterRpc:
             else:
                 out.credit -= 1  # an item: the provider's node checked it against the credit
             out.caller.send_control_frame(frame)
+
+    def _dropped(self, node: str, letters: list[Letter]) -> None:
+        """Messages to ``node`` that will never go (cluster_mail): their calls fail, so that
+        no stream goes on past a hole and no caller waits for an answer that cannot come."""
+        reason = (
+            f"messages between this call's nodes were dropped (node {node[:80]!r} did not "
+            "listen for long, or Redis refused them): the call may have run; call again"
+        )
+        failed: list[list[Any]] = []
+        for letter in letters:
+            if letter.kind == RPC_ANSWER:  # provider's node: its caller's node hears it
+                for token, _, _ in letter.body:
+                    entry = self._incoming.pop((node, int(token)), None)
+                    if entry is not None:  # a stream still running here
+                        self._engine.state.rpc.cancel(entry[0], Cancel(id=entry[1]))
+                    failed.append([int(token), reason, True])
+            elif letter.kind == RPC_CREDIT:  # caller's node: the stream ends here
+                token = int(letter.body[0])
+                out = self._outgoing.get(token)
+                if out is not None:
+                    self._fail(token, reason, ClusterUnavailable)
+                    self._send_cancel(token, out)
+        if failed:
+
+            async def send() -> None:
+                await self._mailer.post(RPC_ANSWER, failed, node)
+
+            self._engine.later(send)
 
     async def watch(self) -> None:
         """Fail calls whose provider's node left the cluster, abort those whose caller left."""
@@ -237,7 +263,7 @@ class ClusterRpc:
                 continue
             try:
                 live = await self._engine.io.presence.live()
-            except REDIS_DOWN:
+            except REDIS_ERRORS:  # down, or refusing (a RedisError ended the watch)
                 continue
             now = trio.current_time()
             nodes = {node for node, _ in self._incoming} | holding

@@ -88,6 +88,12 @@ class ControlBus:
             await self._client.delete([key])  # its one reader is not listening: not kept
         return received
 
+    async def listening(self, node: str) -> bool:
+        """Whether ``node``'s subscription is there now (a look, not a send)."""
+        channel = self._keys.control_for(node)
+        counts = await self._client.pubsub_numsub(channel)
+        return any(count > 0 for count in counts.values())
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Receive until cancelled; started once the first subscription is acknowledged."""
         delay = RESUBSCRIBE_DELAY_MIN_S

@@ -17,7 +17,6 @@ channel with local readers), which also drops the counts of nodes that died.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -96,7 +95,7 @@ class Presence:
         self._interval_s = ttl_s / 3
         self._beaten_at = 0.0  # trio time of the last heartbeat Redis answered
         self._failing = False  # the last heartbeat failed (an error, which the log said)
-        self._beat_since: float | None = None  # when the heartbeat in flight was sent
+        self._hung = False  # the last heartbeat had no answer within a TTL (said once)
         # Called when a heartbeat has had no answer for a TTL: the node's connections to
         # Redis may be half-open (a link that hangs and never comes back), and coredis waits
         # on them for good (no read timeout; its shared connection is not dropped when a
@@ -144,17 +143,33 @@ class Presence:
                 with trio.move_on_after(self._interval_s):
                     await self._beat_soon.wait()
                 self._beat_soon = trio.Event()
-                self._beat_since = trio.current_time()
                 try:
-                    await self.beat()
-                    self._beaten_at = trio.current_time()
-                    self._failing = False
-                    retry_log.succeeded()
+                    with trio.move_on_after(self.ttl_s) as bounded:
+                        await self.beat()
                 except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
                     self._failing = True  # said by the retry log: the watch stays quiet
                     retry_log.failed(error)
-                finally:
-                    self._beat_since = None
+                    continue
+                if bounded.cancelled_caught:
+                    self._no_answer()
+                    continue
+                self._beaten_at = trio.current_time()
+                self._failing = self._hung = False
+                retry_log.succeeded()
+
+    def _no_answer(self) -> None:
+        """A heartbeat had no answer for a TTL: the node's connections to Redis may be
+        half-open for good (see on_hung). Said once until Redis answers again (the silence
+        watch then says so); the connections are replaced after every such beat."""
+        if not self._hung:
+            self._hung = True
+            logger.warning(
+                "node %r's heartbeat had no answer from Redis for %.1f s: closing its "
+                "connections to Redis and opening new ones (again after each such beat)",
+                self.node,
+                self.ttl_s,
+            )
+        self.on_hung()
 
     def _beat_now(self) -> None:
         self._beat_soon.set()
@@ -163,21 +178,9 @@ class Presence:
         """Say so when no heartbeat has reached Redis for a TTL: a link that hangs (no
         answer, no error) was silent, while the other nodes took this one for dead."""
         silent = False
-        reopened_at = -math.inf
         while True:
             await trio.sleep(self._interval_s)
-            now = trio.current_time()
-            waiting_s = 0.0 if self._beat_since is None else now - self._beat_since
-            if waiting_s > self.ttl_s and now - reopened_at > self.ttl_s:
-                reopened_at = now
-                logger.warning(
-                    "node %r's heartbeat has had no answer from Redis for %.1f s: closing its "
-                    "connections to Redis and opening new ones",
-                    self.node,
-                    waiting_s,
-                )
-                self.on_hung()
-            for_s = now - self._beaten_at
+            for_s = trio.current_time() - self._beaten_at
             if for_s > self.ttl_s and not silent and not self._failing:
                 silent = True
                 logger.warning(
