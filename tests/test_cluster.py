@@ -1337,6 +1337,102 @@ async def test_a_node_restarted_at_once_after_a_crash_takes_its_name_back(
             assert node.tcp_url is not None
 
 
+class RestartableNode:
+    """A node as a child process that ``restart()`` SIGKILLs and starts again at once under
+    its name and port, as a supervisor would."""
+
+    def __init__(self, redis: RedisServer, node: str) -> None:
+        port = _free_port()
+        self.port = port
+        self.url = f"tcp://127.0.0.1:{port}"
+        self._argv = [sys.executable, "-m", "trio_stream", "serve", "--engine", redis.url]
+        self._argv += ["--node-name", node, "--tcp-port", str(port), "--no-http"]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        self.processes.append(
+            subprocess.Popen(self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+
+    def restart(self) -> None:
+        self.processes[-1].send_signal(signal.SIGKILL)
+        self.processes[-1].wait(timeout=10)
+        self.start()
+
+
+@asynccontextmanager
+async def restartable_node(redis: RedisServer, node: str) -> AsyncIterator[RestartableNode]:
+    """A :class:`RestartableNode`, listening; every process of it killed at the end."""
+    running = RestartableNode(redis, node)
+    running.start()
+    try:
+        await wait_listening(running.port, running.processes[-1])
+        yield running
+    finally:
+        for process in running.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+async def test_a_call_to_a_node_restarted_at_once_fails_soon_not_by_its_timeout(
+    redis_server: RedisServer,
+) -> None:
+    # The provider's node, killed and started again under its name at once, never left the
+    # live set: the call waited for its whole timeout (or for good, without one).
+    async with (
+        restartable_node(redis_server, "a") as node_a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(node_a.url, name="provider") as provider,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        provider.expose(Slow())
+        proxy = await ctl.rpc("provider", timeout=WAIT_S)
+        assert await proxy.answer(0) == 42
+        failed: list[BaseException] = []
+
+        async def call() -> None:
+            with pytest.raises(ts.RpcError) as info:
+                await proxy.call("answer", 30.0, timeout=60.0)
+            failed.append(info.value)
+
+        started = trio.current_time()
+        with trio.fail_after(WAIT_S * 2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                await trio.sleep(0.5)
+                node_a.restart()
+        assert "which restarted before answering" in str(failed[0])
+        assert trio.current_time() - started < WAIT_S * 2
+
+
+async def test_a_stream_whose_callers_node_restarted_at_once_ends_on_the_providers_node(
+    redis_server: RedisServer,
+) -> None:
+    # The caller's node, killed and started again under its name at once, never left the
+    # live set: the provider's generator waited for credit for good.
+    provider = Sensor()
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        restartable_node(redis_server, "b") as node_b,
+        ts.open_client(str(a.tcp_url), name="provider") as provider_client,
+    ):
+        provider_client.expose(provider)
+        async with ts.open_client(node_b.url, name="ctl", reconnect=False) as ctl:
+            sensor = await ctl.rpc("provider", timeout=WAIT_S)
+            stream = sensor.stream("forever", window=4)
+            with trio.fail_after(WAIT_S):
+                assert await stream.__anext__() == 0
+            with pytest.raises(ts.ConnectionClosed):
+                node_b.restart()
+                with trio.fail_after(WAIT_S):
+                    async for _ in stream:
+                        pass
+        with trio.fail_after(WAIT_S):
+            await provider.closed.wait()
+        await eventually(lambda: trio_true(a.state.rpc.pending() == 0))
+
+
 async def test_after_a_redis_restart_every_node_lists_its_clients_again(
     redis_server: RedisServer,
 ) -> None:

@@ -62,9 +62,9 @@ class Mailer:
     they belonged to, so that a stream never goes on past a hole.
     """
 
-    def __init__(self, bus: ControlBus) -> None:
+    def __init__(self, bus: ControlBus, *, epoch: str | None = None) -> None:
         self._bus = bus
-        self._epoch = secrets.token_hex(8)
+        self._epoch = epoch or secrets.token_hex(8)  # the node's run: one per process
         self._numbers = itertools.count(1)
         self._held: dict[str, deque[Letter]] = {}
         self._held_bytes: dict[str, int] = {}

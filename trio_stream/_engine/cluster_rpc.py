@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -58,6 +59,7 @@ class _Outgoing:
     ident: int  # the caller's request id
     provider: str
     node: str | None = None  # known once looked up
+    run: str | None = None  # that node's run (process) then: another one means it restarted
     stream: bool = False  # a streaming call: items until the final answer
     credit: int = 0  # streaming: values the provider may still send, as seen here
 
@@ -65,11 +67,14 @@ class _Outgoing:
 class RemoteCaller:
     """A caller on another node, as this node's router sees it."""
 
-    def __init__(self, rpc: ClusterRpc, node: str, token: int, name: str) -> None:
+    def __init__(
+        self, rpc: ClusterRpc, node: str, token: int, name: str, run: str | None = None
+    ) -> None:
         self._rpc = rpc
         self._node = node
         self._token = token
         self.name = name
+        self.run = run  # the caller's node's run (process) that made the call
         self.methods: list[str] = []
 
     def send_control(self, message: ControlMessage) -> None:
@@ -82,7 +87,10 @@ class RemoteCaller:
 class ClusterRpc:
     def __init__(self, engine: RedisEngine) -> None:
         self._engine = engine
-        self._tokens = itertools.count(1)
+        # Not from 1: a node restarted at once under its name would reuse its last run's
+        # tokens, and answers to that run's calls (held, or late) matched new calls.
+        self._tokens = itertools.count(secrets.randbits(40) << 16)
+        self._run_id = ""  # this node's run (process), from install()
         self._outgoing: dict[int, _Outgoing] = {}
         # caller's node: (caller, request id) -> token, for its cancel and credit messages
         self._tokens_of: dict[tuple[Endpoint, int], int] = {}
@@ -96,8 +104,9 @@ class ClusterRpc:
         self._inbox = Inbox()
         self._retrying = False  # a retry of held messages is queued in the job task
 
-    def install(self, bus: ControlBus) -> None:
-        self._mail = Mailer(bus)
+    def install(self, bus: ControlBus, run_id: str) -> None:
+        self._run_id = run_id
+        self._mail = Mailer(bus, epoch=run_id)
         self._mail.on_dropped = self._dropped
         bus.on(RPC, self._on_call)
         bus.on(RPC_ANSWER, self._on_answer)
@@ -126,6 +135,7 @@ class ClusterRpc:
             "id": message.id,
             "caller": caller.name,
             "provider": message.provider,
+            "r": self._run_id,
         }
         if isinstance(message, Call):
             body |= {"method": message.method, "args": message.args}
@@ -143,6 +153,7 @@ class ClusterRpc:
                 self._fail(token, f"no client named {brief(out.provider)} is connected")
                 return
             out.node = node
+            out.run = (await io.presence.runs_of([node])).get(node)
             if not await io.bus.publish(RPC, body, to=node):
                 self._fail(
                     token, f"{out.provider[:100]!r} is on node {node!r}, which is not listening"
@@ -270,10 +281,17 @@ class ClusterRpc:
             nodes |= {out.node for out in self._outgoing.values() if out.node is not None}
             absent_since = {n: absent_since.get(n, now) for n in nodes if n not in live}
             gone = {n for n, since in absent_since.items() if now - since >= NODE_ABSENT_S}
+            try:
+                # A node killed and restarted at once under its name never leaves the live
+                # set: its new run (process) id tells its last run's calls are lost.
+                runs = await self._engine.io.presence.runs_of(nodes)
+            except REDIS_ERRORS:
+                continue
             if holding and not self._retrying:
                 self._retry_held(gone & holding)
             for (node, token), (caller, ident) in list(self._incoming.items()):
-                if node in gone:  # the caller's node died: nobody reads the answer
+                restarted = _restarted(runs, node, caller.run)
+                if node in gone or restarted:  # the caller's node died: nobody reads the answer
                     del self._incoming[(node, token)]
                     state.rpc.cancel(caller, Cancel(id=ident))
             sessions = set(state.sessions.values())
@@ -287,11 +305,18 @@ class ClusterRpc:
                         f"{out.provider[:100]!r} was on node {out.node!r}, which left the "
                         "cluster before answering",
                     )
+                elif out.node is not None and _restarted(runs, out.node, out.run):
+                    self._fail(
+                        token,
+                        f"{out.provider[:100]!r} was on node {out.node!r}, which restarted "
+                        "before answering (the call may have run)",
+                    )
 
     # -- provider's node ---------------------------------------------------------------------
     def _on_call(self, node: str, body: Any) -> None:
         token = int(body["t"])
-        caller = RemoteCaller(self, node, token, str(body["caller"]))
+        run = body.get("r")
+        caller = RemoteCaller(self, node, token, str(body["caller"]), run)
         router = self._engine.state.rpc
         ident = int(body["id"])
         self._incoming[(node, token)] = (caller, ident)
@@ -383,3 +408,9 @@ def _not_sent(what: str, error: BaseException) -> str:
         f"it ({str(error)[:120]}); call again once it answers (it is cancelled there if it "
         "did arrive)"
     )
+
+
+def _restarted(runs: dict[str, str], node: str, run: str | None) -> bool:
+    """Whether ``node`` runs another process now than the ``run`` a call was made with."""
+    now = runs.get(node)
+    return run is not None and now is not None and now != run

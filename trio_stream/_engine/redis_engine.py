@@ -305,7 +305,7 @@ class RedisEngine:
             io.presence.on_names_taken = self._names_taken_elsewhere
             bus.on(NAME_MOVED, self._on_name_moved)
             bus.on(ADOPTED, self._on_adopted)
-            self.rpc.install(bus)
+            self.rpc.install(bus, io.presence.run_id)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await self._reach(io)

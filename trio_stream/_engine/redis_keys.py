@@ -10,6 +10,8 @@ deployments (or tests) can share a Redis database without seeing each other:
                                 ``{seq}-0`` of its last frame; redis_streams)
 - ``{ns}:wake:{node}``          a one-entry stream that interrupts a node's blocked XREAD
 - ``{ns}:nodes``                sorted set node -> expiry (Redis time, ms) refreshed by heartbeats
+- ``{ns}:runs``                 hash node -> the id of its running process (a restart under its
+                                name changes it), written by each heartbeat
 - ``{ns}:clients:{node}``       hash client id -> info (expires with the node's heartbeat)
 - ``{ns}:name:{name}``          string: the node holding a client name (expires likewise)
 - ``{ns}:readers:{node}``       hash channel -> local reader count (expires likewise)
@@ -57,6 +59,10 @@ class KeySpace:
     @property
     def nodes(self) -> str:
         return f"{self.namespace}:nodes"
+
+    @property
+    def runs(self) -> str:
+        return f"{self.namespace}:runs"
 
     def clients(self, node: str) -> str:
         return f"{self.namespace}:clients:{node}"

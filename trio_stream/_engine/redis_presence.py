@@ -17,7 +17,8 @@ channel with local readers), which also drops the counts of nodes that died.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import secrets
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import cbor2
@@ -96,6 +97,9 @@ class Presence:
         self._beaten_at = 0.0  # trio time of the last heartbeat Redis answered
         self._failing = False  # the last heartbeat failed (an error, which the log said)
         self._hung = False  # the last heartbeat had no answer within a TTL (said once)
+        # This process's run of the node: another under the same name (a restart) has
+        # another id, so calls in flight with the old run are known to be lost.
+        self.run_id = secrets.token_hex(8)
         # Called when a heartbeat has had no answer for a TTL: the node's connections to
         # Redis may be half-open (a link that hangs and never comes back), and coredis waits
         # on them for good (no read timeout; its shared connection is not dropped when a
@@ -229,6 +233,7 @@ class Presence:
         names = [(name, self._claims.get(name, 0)) for name in self._names]
         keys += [self._keys.name(name) for name, _ in names]
         answer: object = await self._heartbeat(keys=keys, args=[self.node, str(self._ttl_ms)])
+        await self._client.hset(self._keys.runs, {self.node: self.run_id})
         live, taken = answer if isinstance(answer, list) and len(answer) == 2 else ([], [])
         self.live_nodes = frozenset(n.decode() for n in live)
         lost = [
@@ -352,6 +357,14 @@ class Presence:
         self._names.discard(name)
         self._claims.pop(name, None)
         await self._release(keys=[self._keys.name(name)], args=[self.node])
+
+    async def runs_of(self, nodes: Iterable[str]) -> dict[str, str]:
+        """The run id of each of ``nodes`` whose heartbeat wrote one (cluster_rpc)."""
+        wanted = list(nodes)
+        if not wanted:
+            return {}
+        found = await self._client.hmget(self._keys.runs, wanted)
+        return {n: run.decode() for n, run in zip(wanted, found, strict=True) if run is not None}
 
     async def name_node(self, name: str) -> str | None:
         """The node holding client ``name`` (where an RPC to it goes), or None."""
