@@ -534,7 +534,10 @@ async def test_both_tables_fit_an_800_px_wide_window_long_names_cut_in_the_middl
                 # it the channels table was 786 px wide in its 730 px box.
                 async with ts.open_client(server.tcp_url, name=LONG_OWNER) as client:
                     client.expose(Lab())
-                    await client.create_channel(long_name)
+                    # Long units too: that column was not cut, and the table scrolled.
+                    await client.create_channel(
+                        long_name, meta={"units": "mV/cm^2 (calibrated, long units)"}
+                    )
                     async with client.publisher(long_name):  # a writer: listed, no frames
                         return await trio.to_thread.run_sync(
                             run_page,

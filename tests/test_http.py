@@ -409,6 +409,16 @@ async def test_a_refused_origin_is_logged_with_how_to_let_it_in(
     )
 
 
+async def test_a_refused_null_origin_is_not_advised_in(caplog: pytest.LogCaptureFixture) -> None:
+    # Every file:// page and sandboxed frame sends "null": the log advised allowing it.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=None, http_port=0)
+    async with ts.open_server(config) as server:
+        with caplog.at_level(logging.WARNING, logger="trio_stream._server.http"):
+            assert await upgrade_status(server, "null") == 403
+    assert "--allowed-origin null" not in caplog.text
+    assert "serve the page from a web server" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("extra", "status"),
     [

@@ -366,7 +366,8 @@ test('resubscribe: a channel missing after a reconnect is asked for again, then 
     server.channel('later'); // another client's channel
     const sub = await client.subscribe('later', { size: 10 });
     const waiting = [];
-    sub.on('waiting', (why) => waiting.push(why));
+    const waitingErrors = [];
+    sub.on('waiting', (why, error) => { waiting.push(why); waitingErrors.push(error); });
     server.inject('later', 'before');
     assert.equal((await sub.next()).value.data, 'before');
     await server.restart(client, 'later'); // the channel's owner is not back yet
@@ -374,6 +375,8 @@ test('resubscribe: a channel missing after a reconnect is asked for again, then 
     assert.equal(sub.ended, false);
     assert.equal(waiting.length, 1, "one 'waiting' event, however many tries");
     assert.match(waiting[0], /later/);
+    // the error too, so that a page can say it in its own words (the dashboard does)
+    assert.ok(waitingErrors[0] instanceof ChannelNotFound);
     server.channel('later'); // its owner re-created it
     await until(() => server.channel('later').subs.size === 1, 3000, 'subscribed again');
     server.inject('later', 'after');

@@ -32,3 +32,20 @@ test('layout: round trip, old single-channel links, bad settings ignored', () =>
   assert.deepStrictEqual(parseLayout('#x~r=-3&y=5:1'), [{ channels: ['x'], rate: DEFAULT_RATE_HZ, y: null }]);
   assert.equal(formatLayout([]), '');
 });
+
+test('.npy of 64-bit integers keeps them exact, though the plot draws float64 copies', async () => {
+  // Nanosecond timestamps past 2**53: the export wrote the float64 copy the plot draws, in
+  // which all four were equal.
+  const { classify } = await import('../../trio_stream/web/plot.js');
+  const { NDArray } = await import('../../trio_stream/web/cbor.js');
+  const stamps = new BigInt64Array([0n, 1n, 2n, 3n].map((i) => 1796453540123456789n + i));
+  for (const view of [classify(new NDArray([4], stamps, '<i8')), classify(stamps)]) {
+    assert.equal(view.kind, 'line');
+    assert.ok(view.values instanceof Float64Array, 'drawn as float64');
+    assert.equal(view.exact, stamps, 'kept as sent, for export');
+    const npy = toNpy(view.exact);
+    const headerLen = npy[8] | (npy[9] << 8);
+    assert.match(new TextDecoder().decode(npy.subarray(10, 10 + headerLen)), /'descr': '<i8'/);
+    assert.deepStrictEqual([...new BigInt64Array(npy.slice(10 + headerLen).buffer)], [...stamps]);
+  }
+});

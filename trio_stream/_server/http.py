@@ -369,12 +369,19 @@ class HttpConnection:
             # A browser shows its page nothing of a refused upgrade: this line is where the
             # page's author learns why, so it says how to let the page in.
             shown = origin.decode("latin-1")[:200] if origin is not None else "(none)"
+            if shown == "null":
+                # Every file:// page and sandboxed frame sends "null": letting it in would let
+                # any of them in, so the advice is not to.
+                advice = "serve the page from a web server (a file:// page or a sandboxed frame "
+                advice += "sends origin null, which any such page shares: not one to allow)"
+            else:
+                advice = f"let it in with --allowed-origin {shown} or "
+                advice += "ServerConfig(allowed_origins=(...))"
             log.warning(
-                "%s: WebSocket from origin %r refused (not a page of this server): let it in "
-                "with --allowed-origin %s or ServerConfig(allowed_origins=(...))",
+                "%s: WebSocket from origin %r refused (not a page of this server): %s",
                 self.remote,
                 shown,
-                shown,
+                advice,
             )
             return text_response(
                 403, "this origin may not connect (see ServerConfig.allowed_origins)"

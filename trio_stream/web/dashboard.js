@@ -386,7 +386,8 @@ function renderChannels(list) {
       titles: [
         `${c.name}${c.public === false ? ' (private)' : ''}${typeof c.seq === 'number' ? ` · seq ${c.seq}` : ''}${meta.description ? `\n${String(meta.description).slice(0, 300)}` : ''}`,
         c.owner === null ? '' : str(c.owner), held.length ? `held back by ${heldText}: a block reader that does not read stops the writers` : '',
-        '', idle ? 'no readers, so its writers send nothing: plot it to wake it' : '',
+        '', idle ? 'no readers, so its writers send nothing: plot it to wake it' : '', '', '',
+        typeof meta.units === 'string' ? meta.units : '',
       ],
       classes: { system: c.name.startsWith('$'), lossy: Number(c.lost) > 0, held: held.length > 0, selected: shown.has(c.name) },
     };

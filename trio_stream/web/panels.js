@@ -351,8 +351,12 @@ export class Panel {
       entry.sub = null;
       setText(this.info, `${name}: subscription ended: ${reason}`);
     });
-    sub.on('waiting', (why) => {
-      if (entry.sub === sub) setText(this.info, `${name}: waiting for the channel to come back (${why})`);
+    sub.on('waiting', (why, error) => {
+      if (entry.sub !== sub) return;
+      // As above: the client's words for a missing channel are a program's to act on.
+      setText(this.info, error instanceof ChannelNotFound
+        ? `${name}: waiting for the channel to come back (its writer is not back yet); shown again as soon as it is`
+        : `${name}: waiting for the channel to come back (${why})`);
     });
   }
 

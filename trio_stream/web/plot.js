@@ -29,13 +29,16 @@ function magnitude(interleaved) {
 
 const text = (value) => ({ kind: 'text', text: valueText(value) });
 
-function fromShape(shape, data, label, dtype) {
+function fromShape(shape, data, label, dtype, exact = null) {
   const dims = shape.length > 2 ? shape.filter((d) => d !== 1) : shape; // squeeze (1, h, w) etc.
+  // `exact`: 64-bit integers as sent, for export (what is drawn is their float64 copy, which
+  // rounds past 2**53: nanosecond timestamps all came out equal in a .npy)
+  const kept = exact ? { exact } : {};
   if (dims.length === 0) return { kind: 'scalar', value: Number(data[0]), label };
-  if (dims.length === 1) return { kind: 'line', values: data, label };
-  if (dims.length === 2) return { kind: 'image', height: dims[0], width: dims[1], channels: 1, values: data, label };
+  if (dims.length === 1) return { kind: 'line', values: data, label, ...kept };
+  if (dims.length === 2) return { kind: 'image', height: dims[0], width: dims[1], channels: 1, values: data, label, ...kept };
   if (dims.length === 3 && (dims[2] === 3 || dims[2] === 4)) {
-    return { kind: 'image', height: dims[0], width: dims[1], channels: dims[2], values: data, label };
+    return { kind: 'image', height: dims[0], width: dims[1], channels: dims[2], values: data, label, ...kept };
   }
   return { kind: 'text', text: `${dtype ?? data.constructor.name} array of shape [${shape.join(', ')}]` };
 }
@@ -82,10 +85,11 @@ export function classify(data, label = null) {
     const numeric = numericArray(values);
     if (!numeric) return text(data);
     const shown = data.dtype && data.dtype[1] === 'c' ? `|${label ?? 'value'}|` : label;
-    return fromShape(data.shape, numeric, shown, data.dtype);
+    const exact = BIG_ARRAYS.some((C) => values instanceof C) ? values : null;
+    return fromShape(data.shape, numeric, shown, data.dtype, exact);
   }
   const arr = numericArray(data);
-  if (arr) return { kind: 'line', values: arr, label };
+  if (arr) return BIG_ARRAYS.some((C) => data instanceof C) ? { kind: 'line', values: arr, label, exact: data } : { kind: 'line', values: arr, label };
   if (data && typeof data === 'object' && !Array.isArray(data) && !(data instanceof Map) && !(data instanceof Date)
       && !ArrayBuffer.isView(data)) {
     // every numeric field becomes a series of its own (a $stats record plots all its loads)
@@ -364,9 +368,9 @@ export class Plotter {
     }
     if (v?.kind === 'line') {
       const [i0, i1] = this.zoom ? [Math.max(0, Math.floor(this.zoom.i0)), Math.min(v.values.length, Math.ceil(this.zoom.i1) + 1)] : [0, v.values.length];
-      return { kind: 'line', values: v.values.slice(i0, i1), shape: [i1 - i0], offset: i0 };
+      return { kind: 'line', values: (v.exact ?? v.values).slice(i0, i1), shape: [i1 - i0], offset: i0 };
     }
-    if (v?.kind === 'image') return { kind: 'image', values: v.values, shape: v.channels > 1 ? [v.height, v.width, v.channels] : [v.height, v.width] };
+    if (v?.kind === 'image') return { kind: 'image', values: v.exact ?? v.values, shape: v.channels > 1 ? [v.height, v.width, v.channels] : [v.height, v.width] };
     return null;
   }
 

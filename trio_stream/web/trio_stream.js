@@ -955,7 +955,7 @@ export class Client extends Emitter {
  * or 'reset' (lost null)). After a reconnect the subscription resumes from its last frame
  * (`position`: {epoch, seq}; `since` option to start from a saved one). Leaving a `for await`
  * loop early (break/return/throw) unsubscribes. Events: 'message' (msg), 'gap' (gap, msg),
- * 'end' (reason), 'error' (Error), 'waiting' (why: its channel is missing after a reconnect;
+ * 'end' (reason), 'error' (Error), 'waiting' (why, error: its channel is missing after a reconnect;
  * it asks again until the channel is back); the client also emits 'gap' ({channel, ...gap}).
  */
 function checkTuning(o) {
@@ -1144,7 +1144,7 @@ export class Subscription extends Emitter {
         // cluster's Redis failed the request: asked again, further apart each time; the
         // subscription resumes from where it stood once the channel is back.
         this.#retryTimer = retryRestore(this.#client, retryDelay, (next) => this._resubscribe(next));
-        if (retryDelay === RESTORE_RETRY_FIRST_MS) this.emit('waiting', e.message); // once per reconnect
+        if (retryDelay === RESTORE_RETRY_FIRST_MS) this.emit('waiting', e.message, e); // once per reconnect
         return false;
       }
       this.error = e;
