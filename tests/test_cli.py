@@ -1141,6 +1141,33 @@ async def test_dump_to_stdout_and_show_from_stdin_make_a_pipe(url: str) -> None:
     assert shown.stderr.decode().startswith("stdin: channel 'kept' of ")
 
 
+async def test_show_count_stops_before_reading_on(tmp_path: Path) -> None:
+    # It fetched frame N+1 before seeing that N were shown: a damaged one there failed the
+    # command, and from a pipe that stays open (a live dump) it showed nothing at all.
+    damaged = tmp_path / "damaged.tsdump"
+    damaged.write_bytes(_dump_bytes([1, 2]) + b"\xff\xff\xff")
+    result = await cli("show", str(damaged), "--count", "2", "--data-only")
+    assert result.returncode == 0 and result.stdout == b"1\n2\n", result.stderr
+    process = await trio.lowlevel.open_process(
+        [*CLI, "show", "-", "--count", "1", "--data-only"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        await process.stdin.send_all(_dump_bytes(["first"]))  # and the pipe stays open
+        with trio.fail_after(RUN_TIMEOUT_S):
+            assert await process.stdout.receive_some() == b'"first"\n'
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await process.stdin.aclose()
+
+
 summary_of_arange_3 = {"dtype": "float64", "shape": [3], "min": 0.0, "max": 2.0, "mean": 1.0}
 
 

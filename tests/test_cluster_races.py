@@ -42,6 +42,7 @@ WRITABLE_BUT_CHANNELS = (
     "~ts:st:*",
     "~ts:wake:*",
     "~ts:nodes",
+    "~ts:run:*",
     "~ts:clients:*",
     "~ts:name:*",
     "~ts:readers:*",

@@ -149,6 +149,9 @@ async def test_a_wait_for_a_channel_can_be_bounded(url: str) -> None:
                 assert sub.channel == "locked"
             with pytest.raises(ts.InvalidArgument, match="wait_timeout bounds wait_channel"):
                 r.subscribe("locked", key="right", wait_timeout=5)
+            for bad in (-1.0, math.nan):
+                with pytest.raises(ts.InvalidArgument, match="wait_timeout must be >= 0"):
+                    r.subscribe("locked", key="right", wait_channel=True, wait_timeout=bad)
 
     await in_thread(scenario)
 

@@ -133,7 +133,7 @@ class ServerConfig:
                 # What `--token "$UNSET"` passes: a token anyone guesses (an empty key is
                 # refused for the same reason, docs/protocol.md).
                 raise InvalidSetting(
-                    name, f"{name} must not be empty: leave it out (None) for no token"
+                    name, f"{name} must not be empty: give a token, or none at all"
                 )
         if self.node_name is not None and (not self.node_name or ":" in self.node_name):
             raise InvalidSetting(

@@ -942,6 +942,8 @@ class SyncClient:
         """
         if wait_timeout is not None and not wait_channel:
             raise InvalidArgument("wait_timeout bounds wait_channel=True: give both, or neither")
+        if wait_timeout is not None and not wait_timeout >= 0:  # NaN fails this too
+            raise InvalidArgument(f"wait_timeout must be >= 0 seconds, not {wait_timeout!r}")
         client = self._trio_client
         what = f"no channel named {channel[:100]!r} came"
         advice = " (wait_timeout; a private channel also needs its key: key=...)"

@@ -65,7 +65,8 @@ class Mailer:
     def __init__(self, bus: ControlBus, *, epoch: str | None = None) -> None:
         self._bus = bus
         self._epoch = epoch or secrets.token_hex(8)  # the node's run: one per process
-        self._numbers = itertools.count(1)
+        # Numbered per destination, from 1: its receiver tells a lost message by a gap.
+        self._numbers: dict[str, itertools.count[int]] = {}
         self._held: dict[str, deque[Letter]] = {}
         self._held_bytes: dict[str, int] = {}
         self.on_dropped: Callable[[str, list[Letter]], None] = lambda node, letters: None
@@ -78,7 +79,8 @@ class Mailer:
     async def post(self, kind: str, body: Any, to: str, *, size: int = _SMALL_BYTES) -> None:
         """Send ``body`` to node ``to``, after what waits for it (``size``: its bytes, for
         the bound on what is held)."""
-        letter = Letter(kind, {"e": self._epoch, "n": next(self._numbers), "b": body}, size)
+        number = next(self._numbers.setdefault(to, itertools.count(1)))
+        letter = Letter(kind, {"e": self._epoch, "n": number, "b": body}, size)
         # Behind what waits for that node, it waits too: it may not pass it.
         if to in self._held or await self._send(to, letter) is not _SENT:
             self._hold(to, letter)
@@ -148,17 +150,25 @@ _DEAF: Final = object()
 
 
 class Inbox:
-    """The receiving side: the body of each message once, or None for one had already."""
+    """The receiving side: each message once, and whether any before it were lost.
+
+    A sender numbers what it sends to this node 1, 2, 3... in one run (epoch): a number not
+    above the last one is a copy (dropped); one further on than the next says that those in
+    between were lost, which happens only to messages Redis counted as received (a link
+    that died with them in flight, a stored message gone before it was read).
+    """
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[str, int]] = {}  # sender node -> (its epoch, last number)
 
-    def open(self, node: str, envelope: Any) -> Any | None:
+    def open(self, node: str, envelope: Any) -> tuple[Any, bool] | None:
+        """(the body, whether messages before it were lost), or None for a copy."""
         epoch, number = envelope["e"], int(envelope["n"])
         last = self._last.get(node)
-        # A sender's numbers grow in the order it sends to this node (held ones included),
-        # so one not above the last is a copy; a new epoch is a restarted node.
         if last is not None and last[0] == epoch and number <= last[1]:
             return None
+        # A new run of the sender starts at 1; the first message heard from a sender (this
+        # node just started) may be any number.
+        expected = last[1] + 1 if last is not None and last[0] == epoch else 1
         self._last[node] = (epoch, number)
-        return envelope["b"]
+        return envelope["b"], last is not None and number > expected

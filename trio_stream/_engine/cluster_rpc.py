@@ -221,7 +221,7 @@ class ClusterRpc:
             out.caller.send_control(Error(id=out.ident, type=kind.__name__, message=text))
 
     def _on_answer(self, node: str, envelope: Any) -> None:
-        body = self._inbox.open(node, envelope)
+        body = self._open(node, envelope)
         for token, frame, final in body or ():
             if isinstance(frame, str):  # the provider's node dropped answers: see _dropped
                 self._fail(int(token), frame)
@@ -234,6 +234,46 @@ class ClusterRpc:
             else:
                 out.credit -= 1  # an item: the provider's node checked it against the credit
             out.caller.send_control_frame(frame)
+
+    def _open(self, node: str, envelope: Any) -> Any | None:
+        """The body of a message from ``node`` (None for a copy); if messages from it were
+        lost before this one, every call between the two nodes ends first."""
+        opened = self._inbox.open(node, envelope)
+        if opened is None:
+            return None
+        body, lost = opened
+        if lost:
+            self._lost_from(node)
+        return body
+
+    def _lost_from(self, node: str) -> None:
+        """Messages from ``node`` were lost on their way (a link that died with them in
+        flight): an answer or a value of any call with it, a credit or a cancel of any call
+        from it, may be among them. They end (RpcError), rather than a stream going on past
+        a hole or waiting for credit that will not come."""
+        log.warning("messages from node %r were lost on their way: its calls with it end", node)
+        reason = (
+            f"messages from node {node[:80]!r} were lost on their way (a link to Redis broke "
+            "with them in flight): the call may have run; call again"
+        )
+        for token, out in list(self._outgoing.items()):
+            if out.node == node:
+                self._fail(token, reason)
+                self._send_cancel(token, out)
+        failed: list[list[Any]] = []
+        for (caller_node, token), (caller, ident) in list(self._incoming.items()):
+            if caller_node == node:
+                del self._incoming[(caller_node, token)]
+                self._engine.state.rpc.cancel(caller, Cancel(id=ident))
+                failed.append([token, reason, True])  # its caller hears it (see _on_answer)
+        if failed:
+            self._post_later(RPC_ANSWER, failed, node)
+
+    def _post_later(self, kind: str, body: Any, node: str) -> None:
+        async def post() -> None:
+            await self._mailer.post(kind, body, node)
+
+        self._engine.later(post)
 
     def _dropped(self, node: str, letters: list[Letter]) -> None:
         """Messages to ``node`` that will never go (cluster_mail): their calls fail, so that
@@ -257,11 +297,7 @@ class ClusterRpc:
                     self._fail(token, reason, ClusterUnavailable)
                     self._send_cancel(token, out)
         if failed:
-
-            async def send() -> None:
-                await self._mailer.post(RPC_ANSWER, failed, node)
-
-            self._engine.later(send)
+            self._post_later(RPC_ANSWER, failed, node)
 
     async def watch(self) -> None:
         """Fail calls whose provider's node left the cluster, abort those whose caller left."""
@@ -345,7 +381,7 @@ class ClusterRpc:
         self._engine.later(retry)
 
     def _on_cancel(self, node: str, envelope: Any) -> None:
-        body = self._inbox.open(node, envelope)
+        body = self._open(node, envelope)
         if body is None:
             return  # had already
         entry = self._incoming.pop((node, int(body)), None)
@@ -354,7 +390,7 @@ class ClusterRpc:
             self._engine.state.rpc.cancel(caller, Cancel(id=ident))
 
     def _on_credit(self, node: str, envelope: Any) -> None:
-        body = self._inbox.open(node, envelope)
+        body = self._open(node, envelope)
         if body is None:
             return  # had already
         token, n = body

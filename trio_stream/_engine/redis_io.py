@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Final, TypedDict, Unpack
 
 import coredis
@@ -34,6 +34,7 @@ from .redis_streams import (
 )
 
 CONNECT_TIMEOUT_S = 5.0
+RELEASE_TIMEOUT_S = 1.0  # how long a stopping node tries to give its name back
 
 
 class _NotCancellations(logging.Filter):
@@ -138,12 +139,20 @@ class RedisEngineIO:
         """Run the node's tasks until cancelled; started once subscribed and beating."""
         # A node restarted under its name after a crash: what its previous run reported
         # must not count again once its heartbeat is back.
-        await self.presence.check_name_free()
-        await self.presence.forget_previous_run()
-        await self.positions.forget_previous_run()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.bus.run)
-            await nursery.start(self.presence.run)
-            await nursery.start(self.reader.run)
-            nursery.start_soon(self.positions.run)
-            task_status.started()
+        await self.presence.claim_node_name()
+        try:
+            await self.presence.forget_previous_run()
+            await self.positions.forget_previous_run()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.bus.run)
+                await nursery.start(self.presence.run)
+                await nursery.start(self.reader.run)
+                nursery.start_soon(self.positions.run)
+                task_status.started()
+        finally:
+            # A node that stops gives its name back, so that it starts again at once (a
+            # crashed one's claim expires with its heartbeat's TTL).
+            # Best effort: whatever stops it (Redis away, a connection closing under the
+            # shutdown: anyio.ClosedResourceError), the claim expires all the same.
+            with trio.move_on_after(RELEASE_TIMEOUT_S, shield=True), suppress(Exception):
+                await self.presence.release_node_name()

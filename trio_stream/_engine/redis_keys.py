@@ -10,8 +10,9 @@ deployments (or tests) can share a Redis database without seeing each other:
                                 ``{seq}-0`` of its last frame; redis_streams)
 - ``{ns}:wake:{node}``          a one-entry stream that interrupts a node's blocked XREAD
 - ``{ns}:nodes``                sorted set node -> expiry (Redis time, ms) refreshed by heartbeats
-- ``{ns}:runs``                 hash node -> the id of its running process (a restart under its
-                                name changes it), written by each heartbeat
+- ``{ns}:run:{node}``           the id of the process that runs as that node (a restart under
+                                its name changes it): claimed at start (SET NX), renewed by
+                                each heartbeat, expires with it
 - ``{ns}:clients:{node}``       hash client id -> info (expires with the node's heartbeat)
 - ``{ns}:name:{name}``          string: the node holding a client name (expires likewise)
 - ``{ns}:readers:{node}``       hash channel -> local reader count (expires likewise)
@@ -60,9 +61,8 @@ class KeySpace:
     def nodes(self) -> str:
         return f"{self.namespace}:nodes"
 
-    @property
-    def runs(self) -> str:
-        return f"{self.namespace}:runs"
+    def run(self, node: str) -> str:
+        return f"{self.namespace}:run:{node}"
 
     def clients(self, node: str) -> str:
         return f"{self.namespace}:clients:{node}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import cbor2
 import coredis
@@ -63,6 +63,19 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 """
 
+# KEYS[1] the node's run key; ARGV[1] this process's run id, ARGV[2] TTL (ms). Renews the
+# claim if it is ours (or takes it again after a Redis restart emptied it); returns its holder.
+_RENEW_RUN_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return ARGV[1]
+end
+return holder
+"""
+
+NAME_CLAIM_POLL_S: Final = 0.25  # how often a start looks at a claim of its name
+
 # KEYS[1] name key; ARGV[1] node. Deletes the name only if this node holds it.
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -100,6 +113,7 @@ class Presence:
         # This process's run of the node: another under the same name (a restart) has
         # another id, so calls in flight with the old run are known to be lost.
         self.run_id = secrets.token_hex(8)
+        self._name_clash_said = False
         # Called when a heartbeat has had no answer for a TTL: the node's connections to
         # Redis may be half-open (a link that hangs and never comes back), and coredis waits
         # on them for good (no read timeout; its shared connection is not dropped when a
@@ -124,6 +138,7 @@ class Presence:
         self._heartbeat = client.register_script(_HEARTBEAT_LUA)
         self._live = client.register_script(_LIVE_LUA)
         self._release = client.register_script(_RELEASE_LUA)
+        self._renew_run = client.register_script(_RENEW_RUN_LUA)
         self._send_counts, self.count_changes = trio.open_memory_channel[tuple[str, int]](1000)
         bus.on(READERS_KIND, self._on_readers)
         # Counts announced while the bus was away never came (a link that failed: ~0.2 s to
@@ -198,29 +213,38 @@ class Presence:
                 silent = False
                 logger.warning("node %r's heartbeat reaches Redis again", self.node)
 
-    async def check_name_free(self) -> None:
-        """Refuse to start under the name of a node that is running.
+    async def claim_node_name(self) -> None:
+        """Take this node's name for this process, or refuse to start.
 
         Two live nodes of one name sum each other's reader counts away and, when one stops,
-        end the other's channels as "its node left the cluster" (an outside audit). A
-        heartbeat of this name that has not expired may also be a crashed run's, restarted
-        at once: a beat interval tells them apart, as only a running node renews it.
+        end the other's channels as "its node left the cluster" (an outside audit). The
+        claim is a key SET NX with the heartbeat's TTL, renewed by each heartbeat: two nodes
+        started at once cannot both take it, and one restarted at once after a crash waits
+        until its last run's claim expires (at most a TTL), as nobody renews it.
 
         Raises:
-            InvalidSetting: another node beats under this name.
+            InvalidSetting: another process runs as this node (its claim is renewed).
         """
-        if self.node not in await self.live():
-            return  # no such node, or its heartbeat expired: a run that ended
-        seen = await self._client.zscore(self._keys.nodes, self.node)
-        await trio.sleep(self._interval_s * 1.5)
-        renewed = await self._client.zscore(self._keys.nodes, self.node)
-        if seen is not None and renewed is not None and renewed > seen:
-            raise InvalidSetting(
-                "node_name",
-                f"a running node of this cluster is named {self.node!r} already (its "
-                "heartbeat goes on): give each node a name of its own (--node-name, "
-                "node_name=)",
-            )
+        key = self._keys.run(self.node)
+        last_ttl: int | None = None
+        deadline = trio.current_time() + self.ttl_s + self._interval_s
+        while not await self._client.set(
+            key, self.run_id, condition=coredis.PureToken.NX, px=self._ttl_ms
+        ):
+            ttl = await self._client.pttl(key)
+            if (last_ttl is not None and ttl > last_ttl) or trio.current_time() > deadline:
+                raise InvalidSetting(
+                    "node_name",
+                    f"a running node of this cluster is named {self.node!r} already (its "
+                    "heartbeat goes on): give each node a name of its own (--node-name, "
+                    "node_name=)",
+                )
+            last_ttl = ttl
+            await trio.sleep(NAME_CLAIM_POLL_S)
+
+    async def release_node_name(self) -> None:
+        """Give this node's name back (a stop), if this process still holds it."""
+        await self._release(keys=[self._keys.run(self.node)], args=[self.run_id])
 
     async def forget_previous_run(self) -> None:
         """At start: this node's reader counts from an earlier run under its name (a crash)
@@ -233,7 +257,17 @@ class Presence:
         names = [(name, self._claims.get(name, 0)) for name in self._names]
         keys += [self._keys.name(name) for name, _ in names]
         answer: object = await self._heartbeat(keys=keys, args=[self.node, str(self._ttl_ms)])
-        await self._client.hset(self._keys.runs, {self.node: self.run_id})
+        held: object = await self._renew_run(
+            keys=[self._keys.run(self.node)], args=[self.run_id, str(self._ttl_ms)]
+        )
+        if held != self.run_id.encode() and not self._name_clash_said:
+            self._name_clash_said = True  # once: it goes on until one of them stops
+            logger.error(
+                "another process runs as node %r: two nodes of one name sum each other's "
+                "reader counts away and end each other's channels; stop one, and give each "
+                "node a name of its own (--node-name)",
+                self.node,
+            )
         live, taken = answer if isinstance(answer, list) and len(answer) == 2 else ([], [])
         self.live_nodes = frozenset(n.decode() for n in live)
         lost = [
@@ -363,7 +397,7 @@ class Presence:
         wanted = list(nodes)
         if not wanted:
             return {}
-        found = await self._client.hmget(self._keys.runs, wanted)
+        found = await self._client.mget([self._keys.run(n) for n in wanted])
         return {n: run.decode() for n, run in zip(wanted, found, strict=True) if run is not None}
 
     async def name_node(self, name: str) -> str | None:

@@ -181,7 +181,14 @@ class DumpReader:
         self.truncated = False
         # The header is small: if the first chunk does not hold a whole item, this is not a
         # dump, and reading on (perhaps gigabytes) to find out would help nobody.
-        self._buffer += file.read(READ_CHUNK_BYTES)
+        # read1 where there is one: a pipe's read(n) waits for all n bytes (or its end), so
+        # `... | show - --count 1` showed nothing while the pipe stayed open.
+        self._read = getattr(file, "read1", file.read)
+        while len(self._buffer) < READ_CHUNK_BYTES and item_end(self._buffer, 0) is None:
+            more = self._read(READ_CHUNK_BYTES - len(self._buffer))
+            if not more:
+                break
+            self._buffer += more
         try:
             first = next(self._items(), None) if item_end(self._buffer, 0) is not None else None
         except DumpFormatError:
@@ -199,7 +206,7 @@ class DumpReader:
         while True:
             end = item_end(self._buffer, self._start) if self._start < len(self._buffer) else None
             if end is None:
-                more = self._file.read(READ_CHUNK_BYTES)
+                more = self._read(READ_CHUNK_BYTES)
                 if not more:
                     self.truncated = self._start < len(self._buffer)
                     return

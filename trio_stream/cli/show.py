@@ -61,10 +61,10 @@ async def run_show(args: argparse.Namespace) -> int:
             print(f"{shown_name}: {_describe(reader.header)}", file=sys.stderr)
             shown = 0
             for frame in reader:
-                if shown == args.count:
-                    break
                 sys.stdout.write(json_line(_record(frame, args)) + "\n")
                 shown += 1
+                if shown == args.count:
+                    break  # before reading on: what follows may be damaged, or not there yet
         except DumpFormatError as exc:
             sys.stdout.flush()
             raise CliError(f"{args.file}: {exc}") from None
@@ -79,13 +79,16 @@ async def run_show(args: argparse.Namespace) -> int:
 
 
 def _describe(header: dict[str, Any]) -> str:
-    """The header in words: 'channel 'demo/sine' from tcp://..., started ... (policy block)'."""
+    """The header in words: "channel 'demo/sine' of tcp://..., recorded at ... UTC (policy
+    block)", what of it the file has."""
     words = [f"channel {header.get('channel')!r}"]
     if isinstance(header.get("source"), str):
-        words.append(f"of {header['source']},")
+        words.append(f"of {header['source']}")
     created = header.get("created")
     if isinstance(created, int | float) and not isinstance(created, bool):
         started = datetime.datetime.fromtimestamp(created, tz=datetime.UTC)
+        if len(words) > 1:  # after "of tcp://...": the place, then the time
+            words[-1] += ","
         words.append(f"recorded at {started:%Y-%m-%d %H:%M:%S} UTC")
     if isinstance(header.get("policy"), str):
         words.append(f"(policy {header['policy']})")
