@@ -512,7 +512,7 @@ async def test_a_server_that_hangs_up_on_the_upgrade_is_told_at_once(
             pass
     assert str(refused.value) == (
         f"cannot connect to {url}: the server closed the connection without answering the "
-        "WebSocket upgrade"
+        "WebSocket upgrade (if that port uses TLS, use wss://)"
     )
 
 
