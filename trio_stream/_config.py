@@ -135,11 +135,8 @@ class ServerConfig:
                 raise InvalidSetting(
                     name, f"{name} must not be empty: give a token, or none at all"
                 )
-        if self.node_name is not None and (not self.node_name or ":" in self.node_name):
-            raise InvalidSetting(
-                "node_name",
-                f"node_name {self.node_name[:80]!r}: give a non-empty name without ':'",
-            )
+        if self.node_name is not None and (problem := node_name_problem(self.node_name)):
+            raise InvalidSetting("node_name", problem)
         for name in ("allowed_origins", "allowed_hosts"):
             # One name alone is taken as a tuple of one: iterated as it is, a string is a
             # tuple of characters, none of which would ever match.
@@ -273,4 +270,11 @@ def _redis_client_missing() -> ImportError | None:
         import coredis  # noqa: F401
     except ImportError as exc:
         return exc
+    return None
+
+
+def node_name_problem(name: str) -> str | None:
+    """What is wrong with a node name (Redis keys are split at ':'), or None."""
+    if not name or ":" in name:
+        return f"node_name {name[:80]!r}: give a non-empty name without ':'"
     return None

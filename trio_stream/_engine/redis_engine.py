@@ -63,6 +63,7 @@ from .._server.broker import (
     check_channel_key,
     check_channel_meta,
     check_channel_name,
+    key_refused,
     single_writer_taken,
 )
 from .._server.buffers import Policy
@@ -658,13 +659,8 @@ class RedisEngine:
             record.options.get("public", True) or owner or await record.key_matches(key)
         ):
             raise channel_not_found(name)
-        if record.has_key and not owner:
-            if key is None:
-                raise AuthError(f"channel {name!r} needs its key: pass key=...")
-            if not await record.key_matches(key):
-                raise AuthError(
-                    f"wrong key for channel {name!r}: pass the key its creator gave (key=...)"
-                )
+        if record.has_key and not owner and (key is None or not await record.key_matches(key)):
+            raise key_refused(name, key)
         return record
 
     def _drop_stale(self, name: str, epoch: str) -> None:

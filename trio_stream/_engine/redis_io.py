@@ -17,6 +17,7 @@ from typing import Final, TypedDict, Unpack
 import coredis
 import trio
 
+from .._config import node_name_problem
 from .._util import exception_leaves
 from .redis_control import ControlBus
 from .redis_holds import HeldWriters
@@ -93,8 +94,8 @@ class RedisEngineIO:
         read_count: int = READ_COUNT,
         epoch_check_interval_s: float = EPOCH_CHECK_INTERVAL_S,
     ) -> None:
-        if not node or ":" in node:
-            raise ValueError(f"node name {node[:80]!r}: give a non-empty name without ':'")
+        if problem := node_name_problem(node):
+            raise ValueError(problem)
         self.node = node
         self.client = client
         self.history_frames = history_frames  # what each channel's stream keeps at most

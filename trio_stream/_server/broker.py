@@ -261,6 +261,13 @@ def check_channel_key(key: str | None) -> None:
         raise ValueError("a channel key must not be empty: leave key out (None) for no key")
 
 
+def key_refused(name: str, key: str | None) -> AuthError:
+    """A keyed channel opened without its key, or with another (both engines say this)."""
+    if key is None:
+        return AuthError(f"channel {name!r} needs its key: pass key=...")
+    return AuthError(f"wrong key for channel {name!r}: pass the key its creator gave (key=...)")
+
+
 def channel_not_found(name: str) -> ChannelNotFound | InvalidArgument:
     """The answer to a channel that is missing, or private to others (the same answer); to
     a name no channel can have, the naming rule (telling nothing about any channel)."""
@@ -395,13 +402,9 @@ class Broker:
             channel.public or _owner_of(channel, session) or _key_matches(channel, key)
         ):
             raise channel_not_found(name)
-        if channel.key is not None and not _owner_of(channel, session):
-            if key is None:
-                raise AuthError(f"channel {name!r} needs its key: pass key=...")
-            if not _key_matches(channel, key):
-                raise AuthError(
-                    f"wrong key for channel {name!r}: pass the key its creator gave (key=...)"
-                )
+        keyed = channel.key is not None and not _owner_of(channel, session)
+        if keyed and (key is None or not _key_matches(channel, key)):
+            raise key_refused(name, key)
         return channel
 
     def delete_channel(self, channel: Channel, reason: str) -> None:
