@@ -2156,6 +2156,19 @@ async def test_sub_takes_sender_and_view(server: ts.Server) -> None:
     assert [m["data"] for m in messages] == [[0, 2, 4], [10, 12, 14]]
 
 
+async def test_sub_says_when_its_sender_writes_nothing_there(server: ts.Server) -> None:
+    # A --sender typo printed nothing at all, for good.
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="w1") as w1:
+        await w1.create_channel("ch")
+        argv = ["sub", server.tcp_url, "ch", "--sender", "wl", "--duration", "0.5"]
+        async with w1.publisher("ch") as pub, running(*argv) as sub:
+            await pub.send(1)
+            code, out, stderr = await sub.finish()
+    assert code == 0 and out == "", stderr
+    assert "no client named 'wl' writes to 'ch' (its writers now: w1); waiting for" in stderr
+
+
 def test_subscription_options_reach_the_subscription() -> None:
     args = parse_command_line(
         build_parser(),

@@ -287,6 +287,18 @@ async def _receive(sub: ts.Subscription, flush: Callable[[], object]) -> ts.Mess
     return await sub.receive()
 
 
+async def _say_if_no_such_writer(client: ts.Client, channel: str, sender: str) -> None:
+    """A --sender that writes nothing there now is said (a typo printed nothing, for good)."""
+    writers = sorted(c.name for c in await client.clients() if channel in c.publishers)
+    if sender not in writers:
+        now = f"its writers now: {', '.join(writers[:10])}" if writers else "it has no writer now"
+        print(
+            f"trio-stream sub: no client named {sender!r} writes to {channel!r} ({now}); "
+            "waiting for its frames",
+            file=sys.stderr,
+        )
+
+
 async def run_sub(args: argparse.Namespace) -> int:
     out = sys.stdout
     received = 0
@@ -300,6 +312,8 @@ async def run_sub(args: argparse.Namespace) -> int:
                 meta = next((c.meta for c in channels if c.name == args.channel), None)
                 if meta:  # units and labels: on stderr, so stdout stays one JSON value a line
                     print(f"trio-stream sub: {args.channel}: {meta_text(meta)}", file=sys.stderr)
+                if args.sender is not None:
+                    await _say_if_no_such_writer(client, args.channel, args.sender)
                 try:
                     while args.count is None or received < args.count:
                         msg = await _receive(sub, out.flush)
