@@ -1,12 +1,15 @@
 """Messages to one node, in order and once (trio_stream/_engine/cluster_mail.py).
 
 The bus here is a stand-in for pub/sub's one fact the mailer acts on, how many subscribers
-got a message (or an error for a Redis that did not take it); the same paths over a real
-Redis cut by a proxy are in test_cluster.py (an answer and a stream through a lapse).
+got a message (or an error for a Redis that did not take it), and for what it cannot see, a
+message counted received that never arrives; the same paths over a real Redis cut by a
+proxy are in test_cluster.py (an answer and a stream through a lapse, an answer lost on a
+hung link).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import coredis
@@ -49,8 +52,18 @@ class Bus:
         return [envelope["b"] for to, _, envelope in self.delivered if to == node]
 
 
-def mailer_on(bus: Bus, dropped: list[tuple[str, Any]] | None = None) -> Mailer:
-    mail = Mailer(cast(ControlBus, bus))
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def mailer_on(
+    bus: Bus, dropped: list[tuple[str, Any]] | None = None, clock: Callable[[], float] = float
+) -> Mailer:
+    mail = Mailer(cast(ControlBus, bus), clock=clock)
     if dropped is not None:
 
         def on_dropped(node: str, letters: list[Letter]) -> None:
@@ -67,7 +80,7 @@ async def test_a_message_nobody_got_waits_and_later_ones_queue_behind_it() -> No
     await mail.post("answer", 1, "a")  # a does not listen: held
     await mail.post("answer", 2, "b")  # b does: other nodes are not held up
     await mail.post("answer", 3, "a")  # behind 1, though a might listen by now
-    assert mail.holding == {"a"} and bus.bodies("b") == [2]
+    assert mail.holding == {"a"} and mail.pending == {"a", "b"} and bus.bodies("b") == [2]
     await mail.retry(gone=())
     assert bus.bodies("a") == [] and mail.holding == {"a"}
     bus.listeners.add("a")
@@ -129,40 +142,157 @@ async def test_what_is_held_for_one_node_is_bounded_in_bytes() -> None:
     assert bus.bodies("a") == [4]
 
 
-@given(
-    st.lists(st.booleans(), min_size=1, max_size=40),  # does the node listen at each post
-    st.lists(st.integers(0, 3), min_size=1, max_size=40),  # copies delivered of each (0: lost)
-    st.booleans(),
-)
-async def test_each_message_is_opened_once_in_order_and_a_loss_is_told(
-    listening: list[bool], copies: list[int], restarted: bool
-) -> None:
+class Receiver:
+    """Node "a"'s side: an inbox fed what the bus delivered, whose acknowledgements go back
+    to the mailer (each lost if ``lose_ack`` says so)."""
+
+    def __init__(self, bus: Bus, mail: Mailer, clock: Clock) -> None:
+        self.bus, self.mail, self.clock = bus, mail, clock
+        self.inbox = Inbox(clock)
+        self.read = 0  # of bus.delivered
+        self.opened: list[tuple[Any, bool]] = []
+
+    async def take(self, lose: Callable[[], bool] = lambda: False) -> None:
+        """Open what arrived (each message lost on its way if ``lose()``), then send the
+        acknowledgements (each lost if ``lose()``)."""
+        for _, _, envelope in self.bus.delivered[self.read :]:
+            if not lose() and (opened := self.inbox.open("a", dict(envelope))) is not None:
+                self.opened.append(opened)
+        self.read = len(self.bus.delivered)
+        for ack in self.inbox.acks():
+            if not lose() and self.mail.acknowledged("a", ack.body):
+                await self.mail.resend("a")
+
+
+async def test_an_answer_lost_with_nothing_after_it_is_sent_again() -> None:
+    # A message Redis counted received that died with a link: before, a call's last
+    # answer lost so waited for the call's timeout.
+    clock = Clock()
     bus = Bus()
-    mail = mailer_on(bus)
-    for number, listens in enumerate(listening):
-        bus.listeners = {"a"} if listens else set()
-        await mail.post("answer", number, "a")
     bus.listeners = {"a"}
+    mail = mailer_on(bus, clock=clock)
+    receiver = Receiver(bus, mail, clock)
+    await mail.post("answer", "last", "a")
+    bus.delivered.clear()  # lost on its way
+    clock.now += cluster_mail.RESEND_AFTER_S - 0.1
     await mail.retry(gone=())
-    sent = [envelope for _, _, envelope in bus.delivered]
-    assert [envelope["b"] for envelope in sent] == list(range(len(listening)))
-    # What the receiver gets: each message 0-3 times (0: Redis counted it received, but the
-    # link died with it; more: a PUBLISH whose reply was lost, sent again). A copy comes
-    # right after its original, as every later message to that node waits behind it.
-    counts = (copies * len(sent))[: len(sent)]
-    inbox = Inbox()
-    opened: list[tuple[Any, bool]] = []
-    for envelope, count in zip(sent, counts, strict=True):
-        for _ in range(count):
-            if (result := inbox.open("a", envelope)) is not None:
-                opened.append(result)
-    arrived = [number for number, count in enumerate(counts) if count]
-    assert [body for body, _ in opened] == arrived  # once each, in order
-    for position, (body, lost) in enumerate(opened):
-        # Told exactly when some were lost since the one before (the first one heard may
-        # be any number: the receiver may have started after it).
-        before = arrived[position - 1] if position else None
-        assert lost == (before is not None and body > before + 1), (body, before)
-    if restarted:  # a new process of that node: its numbers start again at 1, and are taken
-        await mailer_on(bus).post("answer", "after", "a")
-        assert inbox.open("a", bus.delivered[-1][2]) == ("after", False)
+    assert bus.delivered == []  # not late yet: its acknowledgement may be on its way
+    clock.now += 0.1
+    await mail.retry(gone=())
+    await receiver.take()
+    assert receiver.opened == [("last", False)] and mail.pending == set()
+
+
+async def test_a_gap_is_asked_for_and_what_follows_it_waits_for_it() -> None:
+    clock = Clock()
+    bus = Bus()
+    bus.listeners = {"a"}
+    mail = mailer_on(bus, clock=clock)
+    receiver = Receiver(bus, mail, clock)
+    await mail.post("answer", 1, "a")
+    await receiver.take()
+    for body in (2, 3, 4):
+        await mail.post("answer", body, "a")
+    del bus.delivered[-3]  # 2 died with a link; 3 and 4 arrived
+    await receiver.take()  # 3 tells the gap: 3 and 4 wait, and 2 is asked for at once
+    await receiver.take()  # what was sent again
+    assert [body for body, _ in receiver.opened] == [1, 2, 3, 4]
+    assert not any(lost for _, lost in receiver.opened)
+    await receiver.take()  # everything acknowledged: nothing is kept
+    assert mail.pending == set()
+
+
+async def test_a_copy_is_acknowledged_again() -> None:
+    # Our acknowledgement was lost, so the sender sent it again: it must hear of it, or it
+    # would send it again for good.
+    clock = Clock()
+    bus = Bus()
+    bus.listeners = {"a"}
+    mail = mailer_on(bus, clock=clock)
+    receiver = Receiver(bus, mail, clock)
+    await mail.post("answer", 1, "a")
+    await receiver.take(lose=iter([False, True]).__next__)  # opened; its ack lost
+    clock.now += cluster_mail.RESEND_AFTER_S
+    await mail.retry(gone=())
+    await receiver.take()
+    assert receiver.opened == [(1, False)] and mail.pending == set()
+
+
+async def test_past_what_is_kept_a_loss_is_told_not_asked_for() -> None:
+    clock = Clock()
+    bus = Bus()
+    bus.listeners = {"a"}
+    mail = mailer_on(bus, clock=clock)
+    receiver = Receiver(bus, mail, clock)
+    await mail.post("answer", 0, "a")
+    await receiver.take()
+    half = cluster_mail.MAX_UNACKED_BYTES // 2
+    for body in (1, 2, 3):
+        await mail.post("answer", body, "a", size=half)  # 1 is let go when 3 is sent
+    del bus.delivered[1]  # and 1 never arrived
+    await receiver.take()  # 2 and 3 wait for 1, asked for
+    await receiver.take()  # what was sent again: 2 and 3
+    # Nothing can bring 1 back: 2 says it is lost for good (the RPC ends the calls between
+    # the two nodes), rather than the receiver asking for it for good.
+    assert receiver.opened == [(0, False), (2, True), (3, False)]
+
+
+async def test_a_refused_message_is_not_asked_for_again_and_again() -> None:
+    clock = Clock()
+    bus = Bus()
+    bus.listeners = {"a"}
+    dropped: list[tuple[str, Any]] = []
+    mail = mailer_on(bus, dropped, clock)
+    receiver = Receiver(bus, mail, clock)
+    await mail.post("answer", 1, "a")
+    bus.refused = {2}
+    await mail.post("answer", 2, "a")  # refused: its calls fail (on_dropped)
+    await mail.post("answer", 3, "a")
+    await receiver.take()
+    await receiver.take()
+    assert dropped == [("a", 2)]
+    assert receiver.opened == [(1, False), (3, True)] and mail.pending == set()
+
+
+@given(
+    st.integers(1, 30),  # messages
+    st.lists(st.booleans(), max_size=60),  # whether each delivery, then each ack, is lost
+    st.lists(st.booleans(), min_size=1, max_size=30),  # does the node listen at each post
+    st.integers(0, 2),  # copies of each delivery (a PUBLISH whose reply was lost)
+)
+async def test_every_message_is_opened_once_in_order_through_losses(
+    count: int, losses: list[bool], listening: list[bool], copies: int
+) -> None:
+    clock = Clock()
+    bus = Bus()
+    mail = mailer_on(bus, clock=clock)
+    receiver = Receiver(bus, mail, clock)
+    lose = iter(losses)
+
+    def lost() -> bool:
+        return next(lose, False)  # losses end: the links heal
+
+    for number in range(count):
+        bus.listeners = {"a"} if listening[number % len(listening)] else set()
+        await mail.post("answer", number, "a")
+        bus.delivered.extend(bus.delivered[-1:] * copies)
+        await receiver.take(lost)
+    bus.listeners = {"a"}
+    for _ in range(200):  # ticks of the RPC watch: retry, then what the receiver says
+        if mail.pending == set() and len(receiver.opened) == count:
+            break
+        clock.now += 0.5
+        await mail.retry(gone=())
+        await receiver.take(lost)
+    assert receiver.opened == [(number, False) for number in range(count)]
+    assert mail.pending == set()
+
+
+async def test_a_new_run_of_the_sender_starts_again_at_one() -> None:
+    bus = Bus()
+    bus.listeners = {"a"}
+    inbox = Inbox(Clock())
+    await mailer_on(bus).post("answer", "before", "a")
+    assert inbox.open("a", bus.delivered[-1][2]) == ("before", False)
+    await mailer_on(bus).post("answer", "after", "a")  # a new process of that node
+    assert inbox.open("a", bus.delivered[-1][2]) == ("after", False)

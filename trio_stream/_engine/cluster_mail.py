@@ -8,15 +8,23 @@ that reached nobody, or that Redis did not take (it is down), is held, with ever
 to that node behind it, and sent again (by the RPC watch, twice a second) until that node
 listens, or leaves the cluster (then it is dropped: nobody there waits for it).
 
-A message sent again may arrive twice: Redis can run a PUBLISH whose reply is then lost
-with the connection. Each message carries this sender's epoch (one per process) and a
-number, so a receiver drops what it has had already (:class:`Inbox`).
+PUBLISH's count is not delivery: a message Redis handed to a subscription whose link then
+died with it in flight (reset, or hung until the node's heartbeat finds it out), or a large
+one whose stored copy a Redis restart emptied before its node read it, counts as received.
+So what was sent is also kept until the receiving node acknowledges it (go-back-N, as TCP
+did before selective acknowledgements): each message carries this sender's epoch (one per
+process) and a number per destination; the receiver (:class:`Inbox`) takes them in order,
+drops copies, acknowledges what it took twice a second (and after every
+:data:`ACK_EVERY_MESSAGES`), and when a number shows a gap it drops what came after the gap
+and asks for everything from the gap on. A message nobody acknowledged for
+:data:`RESEND_AFTER_S` is sent again with all after it: that covers a loss with nothing
+after it (a call's last answer), and a lost acknowledgement or request.
 
-What is still lost: a message that Redis handed to a subscription whose connection was dead
-without Redis knowing (a hung link, until the node's heartbeat finds it out), and a large
-one whose stored copy is gone when its node fetches it (a Redis restart in between): both
-count as received. Messages past the bound on what is held, or that Redis refuses, are
-dropped, and the calls they belong to fail (``on_dropped``). Calls themselves do not come
+What is kept for sending again is bounded (:data:`MAX_UNACKED_BYTES`); past it the oldest
+are let go, and each message says from which number its sender can still send again, so a
+receiver that misses one let go is told it is lost for good (the RPC then ends every call
+between the two nodes). Messages past the bound on what is *held*, or that Redis refuses,
+are dropped and the calls they belong to fail (``on_dropped``). Calls themselves do not come
 here: one that reaches nobody fails at once (its provider's node is not listening), since
 it has not run.
 """
@@ -29,7 +37,9 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+import trio
 
 from .redis_control import ControlBus
 from .redis_streams import REDIS_DOWN, REDIS_ERRORS
@@ -37,9 +47,19 @@ from .redis_streams import REDIS_DOWN, REDIS_ERRORS
 log = logging.getLogger(__name__)
 
 #: Held for one node at most (RPC answers count their frames' bytes): past it, that node's
-#: held messages are dropped, with a warning (its calls end with their timeouts, as before).
+#: held messages are dropped, with a warning (the calls they belong to fail).
 MAX_HELD_BYTES: Final = 64 * 1024 * 1024
-_SMALL_BYTES: Final = 64  # what a credit or a cancel counts toward MAX_HELD_BYTES
+#: Sent to one node and kept until it acknowledges them, at most: past it the oldest are let
+#: go (a loss among them is then told, not repaired). A node acknowledges twice a second and
+#: after every ACK_EVERY_MESSAGES, so only a stream of large values comes near it.
+MAX_UNACKED_BYTES: Final = 64 * 1024 * 1024
+#: A message not acknowledged this long after it was sent is sent again, with all after it.
+#: Three of the receiver's acknowledgement intervals: a late acknowledgement is no reason.
+RESEND_AFTER_S: Final = 1.5
+#: A receiver acknowledges at once after this many messages from one node (else at its
+#: next tick), so that its sender does not keep a busy stream's values for long.
+ACK_EVERY_MESSAGES: Final = 32
+_SMALL_BYTES: Final = 64  # what a credit or a cancel counts toward the bounds
 
 
 @dataclass(eq=False)
@@ -52,41 +72,81 @@ class Letter:
     def body(self) -> Any:
         return self.envelope["b"]
 
+    @property
+    def number(self) -> int:
+        return int(self.envelope["n"])
+
+
+class Ack(NamedTuple):
+    """What a receiver tells a sender: it took every message up to ``number`` of the
+    sender's run ``epoch``; with ``resend``, it missed the next one: send from there."""
+
+    node: str  # the sender
+    epoch: str
+    number: int
+    resend: bool
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return {"e": self.epoch, "n": self.number, "r": self.resend}
+
 
 class Mailer:
-    """The sending side. :meth:`post` and :meth:`retry` run in the engine's job task, one
-    at a time and in order (so a message held is never passed by a later one).
+    """The sending side. :meth:`post`, :meth:`retry` and :meth:`resend` run in the engine's
+    job task, one at a time and in order (so a message held is never passed by a later one);
+    :meth:`acknowledged` runs in the bus task and only forgets what was acknowledged.
 
     ``on_dropped(node, letters)`` hears of messages that will never go: past the bound on
     what is held, or refused by Redis (not an outage: OOM, NOPERM); the RPC fails the calls
     they belonged to, so that a stream never goes on past a hole.
     """
 
-    def __init__(self, bus: ControlBus, *, epoch: str | None = None) -> None:
+    def __init__(
+        self,
+        bus: ControlBus,
+        *,
+        epoch: str | None = None,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
         self._bus = bus
+        self._clock = clock
         self._epoch = epoch or secrets.token_hex(8)  # the node's run: one per process
         # Numbered per destination, from 1: its receiver tells a lost message by a gap.
         self._numbers: dict[str, itertools.count[int]] = {}
         self._held: dict[str, deque[Letter]] = {}
         self._held_bytes: dict[str, int] = {}
+        # Sent, and kept until acknowledged (in number order), with their bytes, and when
+        # the oldest of them was last sent or anything was last acknowledged.
+        self._unacked: dict[str, deque[Letter]] = {}
+        self._unacked_bytes: dict[str, int] = {}
+        self._since: dict[str, float] = {}
         self.on_dropped: Callable[[str, list[Letter]], None] = lambda node, letters: None
 
     @property
     def holding(self) -> set[str]:
-        """The nodes that messages wait for."""
+        """The nodes that messages wait for, to be sent."""
         return set(self._held)
+
+    @property
+    def pending(self) -> set[str]:
+        """The nodes that messages wait for, to be sent or acknowledged."""
+        return set(self._held) | set(self._unacked)
 
     async def post(self, kind: str, body: Any, to: str, *, size: int = _SMALL_BYTES) -> None:
         """Send ``body`` to node ``to``, after what waits for it (``size``: its bytes, for
-        the bound on what is held)."""
+        the bounds on what is held and kept)."""
         number = next(self._numbers.setdefault(to, itertools.count(1)))
         letter = Letter(kind, {"e": self._epoch, "n": number, "b": body}, size)
         # Behind what waits for that node, it waits too: it may not pass it.
-        if to in self._held or await self._send(to, letter) is not _SENT:
+        if to in self._held or await self._send(to, letter) in (_AWAY, _DEAF):
             self._hold(to, letter)
 
     async def _send(self, node: str, letter: Letter) -> object:
         """_SENT, _REFUSED (dropped, said), or _AWAY (Redis) or _DEAF (the node): held."""
+        unacked = self._unacked.get(node)
+        # The oldest this node can still have again: the receiver's test for a hole it
+        # can ask to be filled, or one that is lost for good.
+        letter.envelope["k"] = unacked[0].number if unacked else letter.number
         try:
             received = await self._bus.publish(letter.kind, letter.envelope, to=node)
         except REDIS_DOWN:
@@ -95,9 +155,27 @@ class Mailer:
             # Redis is there and said no (OOM, NOPERM): sent again, it would say no again,
             # and everything to that node would wait behind it.
             log.warning("a %s message for node %r refused by Redis: %s", letter.kind, node, error)
+            self._let_go(node, letter.number)
             self.on_dropped(node, [letter])
-            return _SENT
-        return _SENT if received else _DEAF
+            return _REFUSED
+        if not received:
+            return _DEAF
+        self._keep(node, letter)
+        return _SENT
+
+    def _keep(self, node: str, letter: Letter) -> None:
+        """Keep a letter just sent until ``node`` acknowledges it (a copy sent again is kept
+        already)."""
+        unacked = self._unacked.setdefault(node, deque())
+        if unacked and unacked[-1].number >= letter.number:
+            return
+        if not unacked:
+            self._since[node] = self._clock()
+        unacked.append(letter)
+        total = self._unacked_bytes.get(node, 0) + letter.size
+        while total > MAX_UNACKED_BYTES and len(unacked) > 1:
+            total -= unacked.popleft().size  # sent long ago: a loss among them is told
+        self._unacked_bytes[node] = total
 
     def _hold(self, node: str, letter: Letter) -> None:
         held = self._held.setdefault(node, deque())
@@ -112,19 +190,70 @@ class Mailer:
                 node[:80],
                 total,
             )
-            self._drop(node)
+            self._drop_held(node)
+            self._let_go(node, letter.number)
             self.on_dropped(node, list(held))
 
-    def _drop(self, node: str) -> None:
+    def _let_go(self, node: str, number: int) -> None:
+        """Keep nothing numbered up to ``number`` for ``node`` any more: a message among them
+        will never go, so the receiver must not wait for any of them (the ``k`` of what
+        follows tells it they are lost for good; go-back-N would ask for them forever)."""
+        unacked = self._unacked.get(node)
+        while unacked and unacked[0].number <= number:
+            self._unacked_bytes[node] -= unacked.popleft().size
+        if node in self._unacked and not unacked:
+            self._forget_unacked(node)
+
+    def _forget_unacked(self, node: str) -> None:
+        self._unacked.pop(node, None)
+        self._unacked_bytes.pop(node, None)
+        self._since.pop(node, None)
+
+    def _drop_held(self, node: str) -> None:
         self._held.pop(node, None)
         self._held_bytes.pop(node, None)
 
+    def _drop(self, node: str) -> None:
+        self._drop_held(node)
+        self._forget_unacked(node)
+
+    def acknowledged(self, node: str, ack: dict[str, Any]) -> bool:
+        """``node`` took what it acknowledges (an :class:`Ack` body); whether it asks for
+        the rest to be sent again (then :meth:`resend`, in the job task)."""
+        if ack.get("e") != self._epoch:
+            return False  # to an earlier run of this node
+        unacked = self._unacked.get(node)
+        if unacked and unacked[0].number <= int(ack["n"]):
+            self._since[node] = self._clock()  # it hears us: the rest is not late yet
+            self._let_go(node, int(ack["n"]))
+        return bool(ack.get("r")) and node in self._unacked
+
+    async def resend(self, node: str) -> None:
+        """Send again, in order, what ``node`` has not acknowledged (it asked, or it is
+        late); what waits to be sent follows it, as in :meth:`retry`."""
+        unacked = self._unacked.get(node)
+        if not unacked:
+            return
+        self._since[node] = self._clock()
+        # A copy: an acknowledgement may pop letters meanwhile (the bus task).
+        for letter in list(unacked):
+            if node not in self._unacked or letter.number < self._unacked[node][0].number:
+                continue  # acknowledged while we sent the ones before it
+            outcome = await self._send(node, letter)
+            if outcome is _AWAY or outcome is _DEAF:
+                return  # all of them again at the next try
+
     async def retry(self, gone: Iterable[str]) -> None:
-        """Send again what waits, in order, for each node that listens now; drop what
-        waits for the ``gone`` nodes (they left the cluster: nobody there waits for it)."""
+        """Send again what waits, in order, for each node that listens now: what it has not
+        acknowledged for RESEND_AFTER_S, then what was held; drop what waits for the
+        ``gone`` nodes (they left the cluster: nobody there waits for it)."""
         for node in gone:
             self._drop(node)
-        for node in list(self._held):
+        now = self._clock()
+        for node in list(self.pending):
+            late = node in self._unacked and now - self._since[node] >= RESEND_AFTER_S
+            if not late and node not in self._held:
+                continue
             try:
                 # A look first: a large held message costs a write of all of it to Redis
                 # (redis_control stores it under a key) each time it is tried.
@@ -132,7 +261,10 @@ class Mailer:
                     continue
             except REDIS_ERRORS:
                 return  # Redis is away: everything at the next try
-            held = self._held[node]
+            if late:
+                log.info("messages to node %r not acknowledged: sent again", node[:80])
+                await self.resend(node)
+            held = self._held.get(node)
             while held:
                 outcome = await self._send(node, held[0])
                 if outcome is _AWAY:
@@ -140,35 +272,106 @@ class Mailer:
                 if outcome is _DEAF:
                     break  # it does not listen (again): the rest stays behind it
                 self._held_bytes[node] -= held.popleft().size
-            if not held:
-                self._drop(node)
+            if node in self._held and not held:
+                self._drop_held(node)
 
 
 _SENT: Final = object()
+_REFUSED: Final = object()
 _AWAY: Final = object()
 _DEAF: Final = object()
 
 
 class Inbox:
-    """The receiving side: each message once, and whether any before it were lost.
+    """The receiving side: each message once and in order, what was lost asked for again,
+    and whether any before one were lost for good.
 
     A sender numbers what it sends to this node 1, 2, 3... in one run (epoch): a number not
-    above the last one is a copy (dropped); one further on than the next says that those in
-    between were lost, which happens only to messages Redis counted as received (a link
-    that died with them in flight, a stored message gone before it was read).
+    above the last one taken is a copy (dropped); one further on than the next is a gap.
+    A gap its sender can still fill (its envelope's ``k``, the oldest it keeps, is not past
+    it) is asked for, and what comes after it dropped until it is filled; one it cannot is
+    told (``lost``) with the message after it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = trio.current_time) -> None:
+        self._clock = clock
         self._last: dict[str, tuple[str, int]] = {}  # sender node -> (its epoch, last number)
+        self._acked: dict[str, tuple[str, int]] = {}  # ... what was last acknowledged to it
+        self._unacked_count: dict[str, int] = {}  # messages taken from it since then
+        self._asked: dict[str, tuple[str, int, float]] = {}  # ... and the gap last asked for
+        self._due: dict[str, Ack] = {}  # acknowledgements to send
+        self._lost: set[str] = set()  # senders whose messages were lost for good: not told yet
+        #: Some acknowledgement should go now, not at the next tick: a gap to fill, or many
+        #: messages taken from one sender.
+        self.urgent = False
 
     def open(self, node: str, envelope: Any) -> tuple[Any, bool] | None:
-        """(the body, whether messages before it were lost), or None for a copy."""
+        """(the body, whether messages before it were lost for good), or None for a copy
+        or a message after a gap (asked for again)."""
         epoch, number = envelope["e"], int(envelope["n"])
-        last = self._last.get(node)
-        if last is not None and last[0] == epoch and number <= last[1]:
+        oldest_kept = min(int(envelope.get("k", number)), number)
+        heard = node in self._last  # from any run of that node
+        last_epoch, last_number = self._last.get(node, ("", 0))
+        if last_epoch == epoch and number <= last_number:
+            # Sent again: its sender may have missed our acknowledgement. Said again (at
+            # the next tick), unless a request to send again is on its way.
+            if node not in self._due or not self._due[node].resend:
+                self._acked.pop(node, None)
+                self._due[node] = Ack(node, epoch, last_number, False)
             return None
-        # A new run of the sender starts at 1; the first message heard from a sender (this
-        # node just started) may be any number.
-        expected = last[1] + 1 if last is not None and last[0] == epoch else 1
+        if last_epoch == epoch:
+            expected = last_number + 1
+        elif heard:
+            expected = 1  # a new run of the sender starts at 1
+        else:
+            # The first heard from it (this node just started): from what it still keeps,
+            # which may have been for this node's last run.
+            expected = oldest_kept
+        if expected < oldest_kept:
+            # Its sender keeps those before oldest_kept no longer: lost for good, and told
+            # with the next message taken. From there on, what it keeps can be asked for.
+            self._lost.add(node)
+            expected = oldest_kept
+            self._last[node] = (epoch, expected - 1)
+        if number > expected:
+            self._ask(node, epoch, expected)
+            return None
         self._last[node] = (epoch, number)
-        return envelope["b"], last is not None and number > expected
+        self._asked.pop(node, None)
+        count = self._unacked_count.get(node, 0) + 1
+        self._unacked_count[node] = count
+        self._due[node] = Ack(node, epoch, number, False)  # a request not sent yet is moot
+        self.urgent |= count >= ACK_EVERY_MESSAGES
+        lost = node in self._lost
+        self._lost.discard(node)
+        return envelope["b"], lost
+
+    def _ask(self, node: str, epoch: str, expected: int) -> None:
+        """Ask ``node`` to send again from ``expected`` on: once a RESEND_AFTER_S for one
+        gap (what it sends again arrives in order, and asking again would double it)."""
+        now = self._clock()
+        asked = self._asked.get(node)
+        if asked is not None and asked[:2] == (epoch, expected) and now - asked[2] < RESEND_AFTER_S:
+            return  # asked already (the sender's own timer covers a request that was lost)
+        self._asked[node] = (epoch, expected, now)
+        self._due[node] = Ack(node, epoch, expected - 1, True)
+        self.urgent = True
+
+    def acks(self) -> list[Ack]:
+        """The acknowledgements to send now (each node's latest), taken."""
+        due = [
+            ack
+            for ack in self._due.values()
+            if ack.resend or self._acked.get(ack.node) != (ack.epoch, ack.number)
+        ]
+        for ack in due:
+            self._acked[ack.node] = (ack.epoch, ack.number)
+            self._unacked_count[ack.node] = 0
+        self._due.clear()
+        self.urgent = False
+        return due
+
+    @property
+    def due(self) -> bool:
+        """Whether acknowledgements wait to be sent."""
+        return bool(self._due)

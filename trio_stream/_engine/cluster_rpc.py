@@ -10,6 +10,7 @@ provider on the same node disconnects. Answers arriving after that are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import secrets
@@ -38,6 +39,7 @@ RPC: Final = "rpc"
 RPC_ANSWER: Final = "rpc_answer"
 RPC_CANCEL: Final = "rpc_cancel"
 RPC_CREDIT: Final = "rpc_credit"
+RPC_ACK: Final = "rpc_ack"  # what a node took of the messages above from another (cluster_mail)
 WATCH_INTERVAL_S: Final = 0.5
 # A node missing from the live set counts as gone only after this long: a Redis restart
 # empties the set until every node's next heartbeat (a third of the TTL), and calls to
@@ -104,6 +106,7 @@ class ClusterRpc:
         self._mail: Mailer | None = None
         self._inbox = Inbox()
         self._retrying = False  # a retry of held messages is queued in the job task
+        self._acking = False  # a send of acknowledgements is queued in the job task
 
     def install(self, bus: ControlBus, run_id: str) -> None:
         self._run_id = run_id
@@ -113,6 +116,7 @@ class ClusterRpc:
         bus.on(RPC_ANSWER, self._on_answer)
         bus.on(RPC_CANCEL, self._on_cancel)
         bus.on(RPC_CREDIT, self._on_credit)
+        bus.on(RPC_ACK, self._on_ack)
 
     # -- caller's node -----------------------------------------------------------------------
     def route(self, caller: Endpoint, message: ControlMessage) -> bool:
@@ -244,6 +248,8 @@ class ClusterRpc:
         """The body of a message from ``node`` (None for a copy); if messages from it were
         lost before this one, every call between the two nodes ends first."""
         opened = self._inbox.open(node, envelope)
+        if self._inbox.urgent:
+            self._send_acks()
         if opened is None:
             return None
         body, lost = opened
@@ -251,11 +257,35 @@ class ClusterRpc:
             self._lost_from(node)
         return body
 
+    def _send_acks(self) -> None:
+        """Tell the nodes that sent us messages what we took (or that we missed one)."""
+        if self._acking:
+            return
+        self._acking = True
+
+        async def send() -> None:  # in the job task
+            self._acking = False
+            for ack in self._inbox.acks():
+                # Lost, its sender sends again what it does not hear of: asked again then.
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await self._engine.io.bus.publish(RPC_ACK, ack.body, to=ack.node)
+
+        self._engine.later(send)
+
+    def _on_ack(self, node: str, body: Any) -> None:
+        if self._mailer.acknowledged(node, body):  # it asks for what it missed
+
+            async def resend() -> None:
+                await self._mailer.resend(node)
+
+            self._engine.later(resend)
+
     def _lost_from(self, node: str) -> None:
-        """Messages from ``node`` were lost on their way (a link that died with them in
-        flight): an answer or a value of any call with it, a credit or a cancel of any call
-        from it, may be among them. They end (RpcError), rather than a stream going on past
-        a hole or waiting for credit that will not come."""
+        """Messages from ``node`` were lost for good on their way (a link that died with
+        them in flight, and its sender keeps them no longer: past cluster_mail's bound on
+        what it keeps, or refused by Redis): an answer or a value of any call with it, a
+        credit or a cancel of any call from it, may be among them. They end (RpcError),
+        rather than a stream going on past a hole or waiting for credit that will not come."""
         log.warning("messages from node %r were lost on their way: its calls with it end", node)
         reason = (
             f"messages from node {node[:80]!r} were lost on their way (a link to Redis broke "
@@ -310,15 +340,17 @@ class ClusterRpc:
         absent_since: dict[str, float] = {}
         while True:
             await trio.sleep(WATCH_INTERVAL_S)
-            holding = self._mailer.holding
-            if not self._outgoing and not self._incoming and not holding:
+            if self._inbox.due:
+                self._send_acks()
+            pending = self._mailer.pending
+            if not self._outgoing and not self._incoming and not pending:
                 continue
             try:
                 live = await self._engine.io.presence.live()
             except REDIS_ERRORS:  # down, or refusing (a RedisError ended the watch)
                 continue
             now = trio.current_time()
-            nodes = {node for node, _ in self._incoming} | holding
+            nodes = {node for node, _ in self._incoming} | pending
             nodes |= {out.node for out in self._outgoing.values() if out.node is not None}
             absent_since = {n: absent_since.get(n, now) for n in nodes if n not in live}
             gone = {n for n, since in absent_since.items() if now - since >= NODE_ABSENT_S}
@@ -329,8 +361,8 @@ class ClusterRpc:
             except REDIS_ERRORS:
                 continue
             self._known_runs.update(runs)
-            if holding and not self._retrying:
-                self._retry_held(gone & holding)
+            if pending and not self._retrying:
+                self._retry_held(gone & pending)
             for (node, token), (caller, ident) in list(self._incoming.items()):
                 restarted = _restarted(runs, node, caller.run)
                 if node in gone or restarted:  # the caller's node died: nobody reads the answer
