@@ -188,3 +188,84 @@ async def test_a_request_cancelled_as_its_answer_is_read_leaves_nothing_behind(
             async with writer.publisher("ch") as pub:  # the only writer's place is free
                 for value in range(3000):  # past a window: an orphan block reader held it
                     assert not await pub.send(value)
+
+
+# Requests whose change the client keeps a copy of: given up after they went out, their
+# answer is still taken (an outside audit of the trio client found each one).
+
+
+async def test_a_retune_given_up_before_its_answer_still_moves_the_credit(
+    server: ts.Server,
+) -> None:
+    # The server took size=1 (a window of 1) while the client kept its window of 50: it
+    # returned credit after 12 frames, the server waited for it after 1, and the block
+    # reader (and its writer) stalled for good.
+    assert server.tcp_url
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(server.tcp_url, name="w") as writer,
+        ts.open_client(proxy.url, name="r") as reader,
+    ):
+        await writer.create_channel("ch")
+        async with (
+            reader.subscribe("ch", policy="block", size=50) as sub,
+            writer.publisher("ch") as pub,
+        ):
+            await give_up_before_the_answer(proxy, sub.retune, size=1)
+            proxy.release()
+            got: list[int] = []
+            with trio.fail_after(WAIT_S):
+                async with trio.open_nursery() as nursery:
+
+                    async def write() -> None:
+                        for value in range(100):
+                            await pub.send(value)
+
+                    nursery.start_soon(write)
+                    while len(got) < 100:
+                        got.append((await sub.receive()).data)
+            assert got == list(range(100)) and sub.window == 1
+
+
+async def test_a_channel_deleted_by_a_request_given_up_does_not_come_back(
+    server: ts.Server,
+) -> None:
+    # The client still counted it among its own, and created it again after the next
+    # reconnection.
+    assert server.tcp_url
+    fast = ts.Reconnect(initial=0.05, maximum=0.2)
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(server.tcp_url, name="w") as watcher,
+        ts.open_client(proxy.url, name="owner", reconnect=fast) as owner,
+    ):
+        await owner.create_channel("gone")
+        await give_up_before_the_answer(proxy, owner.delete_channel, "gone")
+        proxy.release()
+        with trio.fail_after(WAIT_S):
+            while "gone" in owner._owned:  # noqa: ASYNC110 - the answer is on its way
+                await trio.sleep(0.01)
+            proxy.cut()
+            await owner.wait_state("reconnecting")
+            await owner.wait_state("open")
+        assert "gone" not in [c.name for c in await watcher.channels()]
+
+
+async def test_a_channel_created_by_a_request_given_up_is_the_clients_own(
+    server: ts.Server,
+) -> None:
+    # Created on the server, it was not among the client's own: a retry said only that the
+    # name was taken, and the channel did not come back after a server restart.
+    assert server.tcp_url
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="owner") as owner,
+    ):
+        await give_up_before_the_answer(proxy, owner.create_channel, "mine", history=5)
+        proxy.release()
+        with trio.fail_after(WAIT_S):
+            while "mine" not in owner._owned:  # noqa: ASYNC110 - the answer is on its way
+                await trio.sleep(0.01)
+        with pytest.raises(ts.ChannelExists) as again:
+            await owner.create_channel("mine", history=5)
+        assert "this client created it already" in str(again.value)

@@ -130,6 +130,25 @@ async def test_caller_cancel_scope_closes_the_generator(url: str, server: ts.Ser
         assert not ctl._rpc._streams  # the caller forgot it
 
 
+class SlowCount:
+    async def rpc_count(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await trio.sleep(0.05)
+            yield i
+
+
+async def test_a_wait_cut_short_leaves_the_stream_going(url: str) -> None:
+    # A timeout around one wait for a value closed the stream: the loop after it ended at
+    # once, as if the provider had finished (an outside audit of the trio client).
+    async with pair(url, SlowCount()) as (_, _, proxy):
+        with trio.fail_after(SETTLE_S):
+            async with proxy.stream("count", 5) as stream:
+                with trio.move_on_after(0.01) as waited:
+                    await stream.__anext__()
+                assert waited.cancelled_caught
+                assert [value async for value in stream] == [0, 1, 2, 3, 4]
+
+
 async def test_provider_raising_ends_the_loop_with_remote_error(url: str) -> None:
     async with pair(url, Sensor()) as (_, _, sensor):
         got: list[int] = []

@@ -780,11 +780,14 @@ class Client:
         *,
         on_result: Callable[[Any], Any] | None = None,
         undo: Callable[[Any], None] | None = None,
+        settle_late: bool = False,
         **fields: Any,
     ) -> Any:
         """Send a request once the client is usable (waiting while it reconnects)."""
         await self.wait_usable()
-        return await self._request_now(cls, on_result=on_result, undo=undo, **fields)
+        return await self._request_now(
+            cls, on_result=on_result, undo=undo, settle_late=settle_late, **fields
+        )
 
     async def _request_now(
         self,
@@ -792,17 +795,30 @@ class Client:
         *,
         on_result: Callable[[Any], Any] | None = None,
         undo: Callable[[Any], None] | None = None,
+        settle_late: bool = False,
         **fields: Any,
     ) -> Any:
         """Send a request on the current connection (restoring uses it before "open").
 
         ``undo``: a request that makes something on the server, abandoned before its
         answer reached the caller (a cancel, a timeout): ``undo(made)`` closes what it made
-        (``made``: what ``on_result`` returned), once the answer comes or at once."""
+        (``made``: what ``on_result`` returned), once the answer comes or at once.
+        ``settle_late``: a request whose change the client keeps a copy of (a retune's
+        window, the channels it owns), done in ``on_result``: abandoned after it went out,
+        its answer is still taken when it comes. Else the server had changed and the client
+        not (a retuned block reader waited for credit that never came; a deleted channel
+        came back after a reconnection)."""
         request = self._send_request(cls, on_result, **fields)
         try:
             await request.done.wait()
         except BaseException:
+            if settle_late and not request.done.is_set():
+
+                def forget_settled() -> None:
+                    self._replies.pop(request.id, None)
+
+                request.on_done = forget_settled
+                raise
             if undo is not None and not request.done.is_set():
                 # Stays pending: a result is undone, and either answer forgets it.
                 def forget() -> None:
@@ -1093,14 +1109,34 @@ class Client:
             "keep": keep,
             "meta": meta,
         }
-        await self._request(CreateChannel, channel=channel, **options)
-        if lifetime is None:  # a temporary channel that ended must not come back
-            self._owned[channel] = options
+
+        def created(result: Any) -> Any:
+            if lifetime is None:  # a temporary channel that ended must not come back
+                self._owned[channel] = options
+            return result
+
+        try:
+            await self._request(
+                CreateChannel, on_result=created, settle_late=True, channel=channel, **options
+            )
+        except ChannelExists as error:
+            if channel not in self._owned:
+                raise
+            raise ChannelExists(
+                f"{error} (this client created it already: a create_channel() given up "
+                "after it was sent, by a timeout say, still creates the channel)"
+            ) from None
 
     async def delete_channel(self, channel: str, *, key: str | None = None) -> None:
         """Delete a channel: its readers' iterations end, its writers get ChannelNotFound."""
-        await self._request(DeleteChannel, channel=channel, key=key)
-        self._owned.pop(channel, None)
+
+        def deleted(result: Any) -> Any:
+            self._owned.pop(channel, None)
+            return result
+
+        await self._request(
+            DeleteChannel, on_result=deleted, settle_late=True, channel=channel, key=key
+        )
 
     async def channels(self) -> list[ChannelInfo]:
         """Public channels and this client's own."""
@@ -1344,7 +1380,7 @@ class Client:
             isinstance(since, tuple) and isinstance(since[0], str) and isinstance(since[1], int)
         ):
             raise InvalidArgument(f"since must be a ts.Position (sub.position), not {since!r:.80}")
-        spec = {
+        spec: dict[str, Any] = {
             "channel": channel,
             "key": key,
             "policy": policy,
@@ -1362,7 +1398,9 @@ class Client:
             self._subscriptions[sub.sub_id] = sub
             return sub
 
-        since_fields = {} if since is None else {"since_epoch": since[0], "since_seq": since[1]}
+        since_fields: dict[str, Any] = (
+            {} if since is None else {"since_epoch": since[0], "since_seq": since[1]}
+        )
 
         async def subscribe_once() -> Subscription:
             sub: Subscription = await self._request(

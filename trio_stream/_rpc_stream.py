@@ -283,8 +283,12 @@ class RemoteStream:
                 await self._inbox.changed.wait()
             value = self._take(request)
         except BaseException as exc:
-            if not isinstance(exc, StopAsyncIteration):
-                self._abandon()  # cancelled or failed: the provider stops too
+            # Failed: the provider stops too. A cancelled wait leaves the stream as it was
+            # (as a cancelled Subscription.receive): closing it here ended a loop that went
+            # on after a timeout as if the provider had finished. A stream left with the
+            # cancel is closed by its `async with`, or when it is collected (__del__).
+            if not isinstance(exc, StopAsyncIteration | trio.Cancelled):
+                self._abandon()
             raise
         await trio.lowlevel.cancel_shielded_checkpoint()  # taken: not lost to a cancel
         return decode_payload(value)

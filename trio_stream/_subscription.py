@@ -283,9 +283,22 @@ class Subscription:
             raise InvalidArgument("block_timeout must be a positive number of seconds")
         if self._ended:
             raise InvalidArgument(f"this subscription has ended ({self.end_reason})")
+        changed = {"policy": policy, "size": size, "every": every, "block_timeout": block_timeout}
+        changed = {k: v for k, v in changed.items() if v is not None}
+        if not isinstance(max_rate, _Keep):
+            changed["max_rate"] = None if max_rate is None else float(max_rate)
+
+        def retuned(result: Any) -> None:
+            # A resubscription after a reconnect asks for what the subscription is now.
+            self._spec.update(changed)
+            self._new_window(result)
+
+        # Taken even if this call is cancelled once it went out: the server changes the
+        # window, and credit must follow it (a block reader stalled for good).
         await self._client._request(
             Retune,
-            on_result=self._new_window,
+            on_result=retuned,
+            settle_late=True,
             sub=self.sub_id,
             policy=policy,
             size=size,
@@ -293,11 +306,6 @@ class Subscription:
             max_rate=rate,
             block_timeout=None if block_timeout is None else float(block_timeout),
         )
-        # A resubscription after a reconnect asks for what the subscription is now.
-        changed = {"policy": policy, "size": size, "every": every, "block_timeout": block_timeout}
-        self._spec.update({k: v for k, v in changed.items() if v is not None})
-        if not isinstance(max_rate, _Keep):
-            self._spec["max_rate"] = None if max_rate is None else float(max_rate)
 
     def _new_window(self, result: Any) -> None:
         """A retune's answer: credit goes back by the new window's quarters from now on."""
