@@ -447,6 +447,10 @@ STEPS = st.lists(
 @given(st.lists(LOSSY_READER, min_size=1, max_size=3), STEPS)
 @example([(Policy.DROP_OLDEST, 3, 1, 5, 8 * MIB, False)], [("read", [10] * 30)])
 @example([(Policy.CLEAR, 2, 1, 4, 150, False)], [("read", [10] * 20), ("credit", 2)])
+# A frame that did not fit beside one in flight, with no credit due yet, was counted as
+# not going: the policy dropped it (counted), where the sender would have sent it alone.
+@example([(Policy.DROP_OLDEST, 1, 1, 5, 150, False)], [("read", [1, 74, 1])])
+@example([(Policy.DROP_NEWEST, 1, 1, 5, 150, False)], [("read", [1, 74, 1])])
 def test_batched_fan_out_keeps_what_the_frame_by_frame_model_keeps(
     readers: list[tuple[Policy, int, int, int, int, bool]],
     steps: list[tuple[str, object]],

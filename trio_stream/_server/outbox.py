@@ -557,9 +557,14 @@ class Reader:
         a small frame in flight, not credited yet, held back a large one that did not fit
         beside it, and both ends waited for good. Bytes are judged as a client counts them:
         each frame after its length prefix."""
-        frames = len(self._inflight)
+        return self._credit_due_with(0, 0)
+
+    def _credit_due_with(self, frames: int, nbytes: int) -> bool:
+        """:meth:`credit_due` once ``frames`` more frames of ``nbytes`` are in flight too."""
+        frames += len(self._inflight)
         return frames >= -(-self.window // 4) or (
-            self.inflight_bytes - CREDIT_BYTES_MARGIN * frames >= -(-self.window_bytes // 4)
+            self.inflight_bytes + nbytes - CREDIT_BYTES_MARGIN * frames
+            >= -(-self.window_bytes // 4)
         )
 
     def going(self) -> int:
@@ -583,13 +588,14 @@ class Reader:
         if count >= end:
             return count
         room = self.window_bytes - self.inflight_bytes - self._going_bytes
-        alone = not count and not self.credit_due()
         total = self._going_bytes
         while count < end:
             nbytes = entries[count][0].nbytes
-            if nbytes > room and not alone:
+            # One that does not fit goes all the same while no credit is due for those
+            # before it (the sender's next turn sends it alone): counted as not going, a
+            # lossy reader's policy dropped it where the sender would have sent it.
+            if nbytes > room and self._credit_due_with(count, total):
                 break
-            alone = False
             room -= nbytes
             total += nbytes
             count += 1
@@ -636,9 +642,16 @@ class Reader:
         taken = bisect_right(sums, room)
         if taken == len(sums):  # the credit (or the batch) ends first
             return taken, sums[-1]
-        if not taken and not going and not self.credit_due():
-            return 1, sums[0]  # larger than the room: it goes alone, and nothing after it
-        room_left = room - sums[taken - 1] if taken else room
+        before = sums[taken - 1] if taken else 0
+        ahead = going + taken
+        if not self._credit_due_with(ahead, self._going_bytes + before):
+            # Larger than the room left: it goes alone (as in going()), and, as credit is
+            # due once it is in flight past the window, nothing after it; should credit
+            # still not be due, frame by frame says what follows.
+            if self._credit_due_with(ahead + 1, self._going_bytes + sums[taken]):
+                return taken + 1, sums[taken]
+            return None
+        room_left = room - before
         if room_left > 0:
             return None
         return taken, sums[taken - 1] if taken else 0
