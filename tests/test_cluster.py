@@ -1266,22 +1266,33 @@ async def test_an_answer_sent_while_the_callers_node_is_off_redis_arrives_when_i
 ) -> None:
     # Published while node b's subscription was away, the answer reached nobody and was
     # lost: the call waited for its timeout. Now node a holds it until b listens again.
-    async with provider_on_a_caller_on_b_via_proxy(redis_server, Slow()) as (b_to_redis, _, ctl):
+    async def lapse(b_to_redis: TcpProxy) -> None:
+        b_to_redis.refuse()
+        b_to_redis.reset()
+        await trio.sleep(2.0)  # the answer is published meanwhile, to nobody
+        b_to_redis.accept()
+
+    assert await answer_through(redis_server, lapse, call_timeout=WAIT_S) == 42
+
+
+async def answer_through(
+    redis: RedisServer, fault: Callable[[TcpProxy], Awaitable[None]], *, call_timeout: float
+) -> object:
+    """A call from node b to a provider on node a, its answer due 0.5 s after it was made;
+    ``fault`` strikes b's link to Redis 0.2 s after the call: what the call returns."""
+    async with provider_on_a_caller_on_b_via_proxy(redis, Slow()) as (b_to_redis, _, ctl):
         proxy = await ctl.rpc("provider", timeout=WAIT_S)
         assert await proxy.answer(0) == 42
         outcome: list[object] = []
 
         async def call() -> None:
-            outcome.append(await proxy.call("answer", 1.0, timeout=WAIT_S))
+            outcome.append(await proxy.call("answer", 0.5, timeout=call_timeout))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call)
-            await trio.sleep(0.3)  # the call is on node a, its answer due in 0.7 s
-            b_to_redis.refuse()
-            b_to_redis.reset()
-            await trio.sleep(2.0)  # the answer is published meanwhile, to nobody
-            b_to_redis.accept()
-    assert outcome == [42]
+            await trio.sleep(0.2)  # the call is on node a, its answer due in 0.3 s
+            await fault(b_to_redis)
+    return outcome[0]
 
 
 async def test_an_answer_lost_on_a_link_that_hung_is_sent_again(
@@ -1291,19 +1302,10 @@ async def test_an_answer_lost_on_a_link_that_hung_is_sent_again(
     # never came: the call waited for its whole timeout (a loss with nothing after it). Node
     # a keeps it until b acknowledges it, and sends it again once b's heartbeat has found
     # the hang out and b listens on a new link.
-    async with provider_on_a_caller_on_b_via_proxy(redis_server, Slow()) as (b_to_redis, _, ctl):
-        proxy = await ctl.rpc("provider", timeout=WAIT_S)
-        assert await proxy.answer(0) == 42
-        outcome: list[object] = []
+    async def hang(b_to_redis: TcpProxy) -> None:
+        b_to_redis.stall()  # for good: only new connections flow
 
-        async def call() -> None:
-            outcome.append(await proxy.call("answer", 0.5, timeout=LOST_ANSWER_TIMEOUT_S))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(call)
-            await trio.sleep(0.2)  # the call is on node a, its answer due in 0.3 s
-            b_to_redis.stall()  # for good: only new connections flow
-    assert outcome == [42]
+    assert await answer_through(redis_server, hang, call_timeout=LOST_ANSWER_TIMEOUT_S) == 42
 
 
 # The hang is found within the heartbeat's TTL (3 s), and the answer sent again within

@@ -164,14 +164,19 @@ class Receiver:
                 await self.mail.resend("a")
 
 
-async def test_an_answer_lost_with_nothing_after_it_is_sent_again() -> None:
-    # A message Redis counted received that died with a link: before, a call's last
-    # answer lost so waited for the call's timeout.
+def link_to_a(dropped: list[tuple[str, Any]] | None = None) -> tuple[Clock, Bus, Mailer, Receiver]:
+    """A mailer on a fake clock, node "a" listening, and a's receiving side."""
     clock = Clock()
     bus = Bus()
     bus.listeners = {"a"}
-    mail = mailer_on(bus, clock=clock)
-    receiver = Receiver(bus, mail, clock)
+    mail = mailer_on(bus, dropped, clock)
+    return clock, bus, mail, Receiver(bus, mail, clock)
+
+
+async def test_an_answer_lost_with_nothing_after_it_is_sent_again() -> None:
+    # A message Redis counted received that died with a link: before, a call's last
+    # answer lost so waited for the call's timeout.
+    clock, bus, mail, receiver = link_to_a()
     await mail.post("answer", "last", "a")
     bus.delivered.clear()  # lost on its way
     clock.now += cluster_mail.RESEND_AFTER_S - 0.1
@@ -184,11 +189,7 @@ async def test_an_answer_lost_with_nothing_after_it_is_sent_again() -> None:
 
 
 async def test_a_gap_is_asked_for_and_what_follows_it_waits_for_it() -> None:
-    clock = Clock()
-    bus = Bus()
-    bus.listeners = {"a"}
-    mail = mailer_on(bus, clock=clock)
-    receiver = Receiver(bus, mail, clock)
+    _clock, bus, mail, receiver = link_to_a()
     await mail.post("answer", 1, "a")
     await receiver.take()
     for body in (2, 3, 4):
@@ -205,11 +206,7 @@ async def test_a_gap_is_asked_for_and_what_follows_it_waits_for_it() -> None:
 async def test_a_copy_is_acknowledged_again() -> None:
     # Our acknowledgement was lost, so the sender sent it again: it must hear of it, or it
     # would send it again for good.
-    clock = Clock()
-    bus = Bus()
-    bus.listeners = {"a"}
-    mail = mailer_on(bus, clock=clock)
-    receiver = Receiver(bus, mail, clock)
+    clock, _bus, mail, receiver = link_to_a()
     await mail.post("answer", 1, "a")
     await receiver.take(lose=iter([False, True]).__next__)  # opened; its ack lost
     clock.now += cluster_mail.RESEND_AFTER_S
@@ -219,11 +216,7 @@ async def test_a_copy_is_acknowledged_again() -> None:
 
 
 async def test_past_what_is_kept_a_loss_is_told_not_asked_for() -> None:
-    clock = Clock()
-    bus = Bus()
-    bus.listeners = {"a"}
-    mail = mailer_on(bus, clock=clock)
-    receiver = Receiver(bus, mail, clock)
+    _clock, bus, mail, receiver = link_to_a()
     await mail.post("answer", 0, "a")
     await receiver.take()
     half = cluster_mail.MAX_UNACKED_BYTES // 2
@@ -238,12 +231,8 @@ async def test_past_what_is_kept_a_loss_is_told_not_asked_for() -> None:
 
 
 async def test_a_refused_message_is_not_asked_for_again_and_again() -> None:
-    clock = Clock()
-    bus = Bus()
-    bus.listeners = {"a"}
     dropped: list[tuple[str, Any]] = []
-    mail = mailer_on(bus, dropped, clock)
-    receiver = Receiver(bus, mail, clock)
+    _clock, bus, mail, receiver = link_to_a(dropped)
     await mail.post("answer", 1, "a")
     bus.refused = {2}
     await mail.post("answer", 2, "a")  # refused: its calls fail (on_dropped)
