@@ -1295,6 +1295,51 @@ async def answer_through(
     return outcome[0]
 
 
+async def test_a_reader_that_comes_while_a_writer_opens_is_in_its_count(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node told the writer of the new reader count during the open's own trip to Redis,
+    # before its answer: the client did not know that publisher yet and dropped it, and the
+    # answer carried the count from before. A writer reopened after its node was taken for
+    # dead then waited for its readers for good (test_cluster_partition, 1 run in 25).
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="w") as writer,
+        ts.open_client(str(b.tcp_url), name="r") as reader,
+    ):
+        await writer.create_channel("solo", single_writer=True)
+        engine: Any = a.state.engine
+        real_sadd = engine.io.client.sadd
+        opening = trio.Event()
+        counted = trio.Event()
+
+        async def sadd_once_a_reader_came(*args: Any, **kwargs: Any) -> Any:
+            opening.set()  # the writer is on the channel, its answer not sent yet
+            await counted.wait()
+            return await real_sadd(*args, **kwargs)
+
+        monkeypatch.setattr(engine.io.client, "sadd", sadd_once_a_reader_came)
+        channel = a.state.broker.channels["solo"]
+        opened: list[ts.Publisher] = []
+
+        async def open_writer() -> None:
+            opened.append(await writer.open_publisher("solo"))
+
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(open_writer)
+                await opening.wait()
+                sub = await reader.open_subscription("solo")
+                while channel.remote_readers != 1:  # noqa: ASYNC110 - node a heard of it
+                    await trio.sleep(0.01)
+                await trio.sleep(0.1)  # told to the writer's connection meanwhile
+                counted.set()
+            assert opened[0].readers == 1
+            await sub.aclose()
+            await opened[0].aclose()
+
+
 async def test_an_answer_lost_on_a_link_that_hung_is_sent_again(
     redis_server: RedisServer,
 ) -> None:
