@@ -267,6 +267,10 @@ class RedisEngine:
         self._gone_from_redis: set[str] = set()
         self._fenced_at = -math.inf  # trio time this node last told its clients to reconnect
         self._fenced: list[Session] = []  # the sessions it told then
+        # (channel, epoch) ending once those are gone (_delete_once_gone): one task each,
+        # though the channel's end is heard again (a writer's appends found its mark ~50
+        # times in one outage, each starting another).
+        self._ending_once_gone: set[tuple[str, str]] = set()
         # Channels this node is registering again (_reregister), until done.
         self._reregistering: dict[str, trio.Event] = {}
         # Gone owners' channels this node is ending (end_orphan), and those it gave up on.
@@ -808,7 +812,9 @@ class RedisEngine:
             # go (see _taken_for_dead), then the channel. Ended now, its writer would be told
             # so after the goodbye, and stop for good.
             sessions = self._taken_for_dead()
-            self._nursery.start_soon(self._delete_once_gone, sessions, name, epoch, reason)
+            if (name, epoch) not in self._ending_once_gone:  # its news, or its mark, again
+                self._ending_once_gone.add((name, epoch))
+                self._nursery.start_soon(self._delete_once_gone, sessions, name, epoch, reason)
             return
         self._end_deleted(channel, reason)
 
@@ -829,14 +835,17 @@ class RedisEngine:
     ) -> None:
         """The end of a channel announced by _on_deleted, once ``sessions`` have closed (at
         most a second later): what ends with it is then kept for their resume, not told."""
-        with trio.move_on_after(1.0):
-            # Polled: a session has no event for its end, and this runs once per outage.
-            while any(self.state.sessions.get(s.client_id) is s for s in sessions):  # noqa: ASYNC110
-                await trio.sleep(0.01)
-        self._fenced = [s for s in self._fenced if self.state.sessions.get(s.client_id) is s]
-        channel = self.state.broker.channels.get(name)
-        if channel is not None and channel.epoch == epoch:
-            self._end_deleted(channel, reason)
+        try:
+            with trio.move_on_after(1.0):
+                # Polled: a session has no event for its end, and this runs once per outage.
+                while any(self.state.sessions.get(s.client_id) is s for s in sessions):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            self._fenced = [s for s in self._fenced if self.state.sessions.get(s.client_id) is s]
+            channel = self.state.broker.channels.get(name)
+            if channel is not None and channel.epoch == epoch:
+                self._end_deleted(channel, reason)
+        finally:
+            self._ending_once_gone.discard((name, epoch))
 
     def _taken_for_dead(self) -> list[Session]:
         """The other nodes took this one for dead (its link to Redis failed for longer than
