@@ -171,8 +171,14 @@ class SyncClient:
         # Ctrl-C in the constructor cancels the connection attempt through them.
         self._run_token: trio.lowlevel.TrioToken | None = None
         self._main_scope: trio.CancelScope | None = None
-        # The publish queue (guarded by _cond): values waiting for the trio side.
-        self._cond = threading.Condition()
+        # The publish queue (guarded by _lock, waited on with _cond): values waiting for the
+        # trio side. Taken with `with self._lock`, never `with self._cond`: Condition's
+        # __exit__ is Python code, and a Ctrl-C raised as it was entered, before it released
+        # the lock, left the lock held for good (a script that caught KeyboardInterrupt in
+        # a publish loop froze its client, and its exit). A C lock's __exit__ cannot be
+        # interrupted so.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         # (publisher, payload, size, time_s): the time is taken at the call, so a value
         # queued through an outage still says when it was published, not when it went out.
         self._queue: list[tuple[Publisher, EncodedPayload, int, float]] = []
@@ -237,7 +243,7 @@ class SyncClient:
                 )
         finally:
             self._portal.end(ended)
-            with self._cond:
+            with self._lock:
                 self._dead = True
                 self._cond.notify_all()
             self._ready.set()
@@ -308,7 +314,7 @@ class SyncClient:
         if token is not None:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._count_undelivered_and_cancel)
-        with self._cond:
+        with self._lock:
             # Not Thread.join: interrupted in a join, Python 3.11 takes the thread for ended
             # (its bpo-45274 fix releases the thread's own lock), and joins return at once.
             self._cond.wait_for(lambda: self._dead, CLOSE_JOIN_S)
@@ -442,7 +448,7 @@ class SyncClient:
             except BaseException as interrupt:  # Ctrl-C while the close waits for its flush
                 self._abandon_flush(interrupt)
                 raise
-        with self._cond:
+        with self._lock:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
         if unsent:
@@ -590,7 +596,7 @@ class SyncClient:
         stamp = time.time() if time_s is None else check_time(time_s)
         self._portal.check_process()  # a forked child's queue has nobody to send it
         if not pub.wanted:  # the trio publisher would drop it: spare the encoding
-            with self._cond:
+            with self._lock:
                 self._raise_publish_error()
             return False
         pieces = encode_payload(value)
@@ -607,7 +613,7 @@ class SyncClient:
                 "(serve --max-frame-bytes)"
             )
         item = (pub, EncodedPayload(data), size, stamp)
-        with self._cond:
+        with self._lock:
             self._raise_publish_error()
             queued = self._queued_total - self._released_total  # (_queue_full, inline)
             if queued and (
@@ -632,11 +638,11 @@ class SyncClient:
         return True
 
     def _queued_frames(self) -> int:
-        """Values queued or taken by the trio side and not sent yet (the caller holds _cond)."""
+        """Values queued or taken by the trio side and not sent yet (the caller holds _lock)."""
         return self._queued_total - self._released_total
 
     def _queue_full(self, size: int) -> bool:
-        """No room for a value of ``size`` bytes (the caller holds _cond); one value always
+        """No room for a value of ``size`` bytes (the caller holds _lock); one value always
         fits an empty queue."""
         queued = self._queued_total - self._released_total
         return bool(queued) and (
@@ -659,7 +665,7 @@ class SyncClient:
         while True:
             # A new event before announcing idleness: a wake-up scheduled from now on sets it.
             self._wake = trio.Event()
-            with cond:
+            with self._lock:
                 batch, self._queue = self._queue, []
                 if not batch:
                     self._drainer_idle = True
@@ -720,7 +726,7 @@ class SyncClient:
                 )
 
     def _release(self, frames: int, nbytes: int) -> None:
-        with self._cond:
+        with self._lock:
             self._queued_bytes -= nbytes
             self._released_total += frames
             self._cond.notify_all()
@@ -732,7 +738,7 @@ class SyncClient:
         """``queued``: the failure is one queued value's, which never reached the publisher's
         window (a flush's failure is not a value: what it waited for is in the window, and
         close() counts it as the publisher's undelivered)."""
-        with self._cond:
+        with self._lock:
             if queued and isinstance(error, ConnectionClosed):
                 self._lost_in_queue += 1
             if self._publish_error is None:
@@ -770,7 +776,7 @@ class SyncClient:
 
     def _flush_progress(self) -> tuple[int, int]:
         """What grows while a flush makes progress: values handed on, frames acknowledged."""
-        with self._cond:
+        with self._lock:
             released = self._released_total
         return released, sum(pub.acknowledged for pub in self._used)
 
@@ -787,7 +793,7 @@ class SyncClient:
             # Counted as the close happens, not before it: a close that waits (for the end
             # of a hold for readers) leaves the drain sending meanwhile.
             nonlocal dropped
-            with self._cond:
+            with self._lock:
                 batch = self._batch
                 # Mid-batch the drain waits in the send of the value before the iterator's
                 # place (no other await there): that send raises once the publisher is closed.
@@ -810,11 +816,11 @@ class SyncClient:
         Raises:
             ConnectionClosed: the connection is lost for good (to every flush, not once).
         """
-        with self._cond:
+        with self._lock:
             if queued is None:
                 queued = self._queued_total
         while True:
-            with self._cond:
+            with self._lock:
                 if self._released_total >= queued:
                     break
             # Shared by every flush waiting (several threads may flush at once): replaced
@@ -856,7 +862,7 @@ class SyncClient:
             InvalidArgument: a ``timeout`` that is not None or seconds >= 0.
         """
         timeout = check_timeout(timeout)
-        with self._cond:
+        with self._lock:
             queued = self._queued_total  # published so far, by any thread
         self._call(
             partial(
@@ -867,7 +873,7 @@ class SyncClient:
                 "the values published were not all taken by the server",
             )
         )
-        with self._cond:
+        with self._lock:
             self._raise_publish_error()
 
     def publisher(
