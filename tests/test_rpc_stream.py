@@ -336,6 +336,28 @@ async def test_sync_client_iterates_a_stream(url: str) -> None:
             await provider.closed.wait()  # leaving the sync loop closed the generator
 
 
+async def test_a_sync_stream_kept_in_a_variable_outlives_a_break(url: str) -> None:
+    # Each `for` over it (and each iter()) made a generator that closed the stream when it
+    # was collected: the values after a first next() or a break were lost, silently.
+    async with ts.open_client(url, name="sensor") as sensor_client:
+        sensor_client.expose(Sensor())
+
+        def script() -> tuple[int, list[int], list[int]]:
+            with ts.SyncClient(url, name="script") as c:
+                stream = c.rpc("sensor").samples(10)
+                head = next(iter(stream))
+                middle: list[int] = []
+                for x in stream:
+                    middle.append(x)
+                    if x == 4:
+                        break
+                return head, middle, list(stream)
+
+        with trio.fail_after(SETTLE_S * 3):
+            head, middle, rest = await trio.to_thread.run_sync(script)
+        assert (head, middle, rest) == (0, [1, 2, 3, 4], [5, 6, 7, 8, 9])
+
+
 async def test_a_sync_stream_keeps_its_provider_within_one_window(url: str) -> None:
     # protocol.md 6.1: at most `window` values are ever queued for a caller. The SyncClient
     # takes what has arrived into its thread in one batch; it returned that batch's credit

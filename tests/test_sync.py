@@ -153,6 +153,9 @@ async def test_a_wait_for_a_channel_can_be_bounded(url: str) -> None:
             for bad in (-1.0, math.nan):
                 with pytest.raises(ts.InvalidArgument, match="wait_timeout must be >= 0"):
                     r.subscribe("locked", key="right", wait_channel=True, wait_timeout=bad)
+            for not_a_name in (5, None):  # a TypeError from the message's slice (an audit)
+                with pytest.raises(ts.InvalidArgument, match="channel must be a str"):
+                    r.subscribe(not_a_name)  # type: ignore[arg-type]
 
     await in_thread(scenario)
 
@@ -1140,7 +1143,9 @@ async def test_closing_the_client_ends_a_reader_threads_loop(server: ts.Server) 
             try:
                 for _ in sub:
                     got_one.set()
-                outcome.append("ended")
+                # Read at once, as a recorder does to tell why: it was None (the trio
+                # side's end came later), and then worded otherwise than get()'s error.
+                outcome.append(f"ended: {sub.end_reason}")
             except BaseException as exc:  # the failure this test is about
                 outcome.append(exc)
 
@@ -1151,7 +1156,7 @@ async def test_closing_the_client_ends_a_reader_threads_loop(server: ts.Server) 
         assert got_one.wait(STEP_S)
         c.close()
         thread.join(STEP_S)
-        assert outcome == ["ended"]
+        assert outcome == ["ended: the SyncClient was closed"]
         assert sub.closed and pub.closed
         assert repr(pub) == "<SyncPublisher 'ch' closed>" and repr(sub).endswith("closed>")
         with pytest.raises(ts.ResourceClosed):  # as after its own close

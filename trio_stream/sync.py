@@ -92,6 +92,7 @@ QUEUE_FRAMES: Final = 10_000
 QUEUE_BYTES: Final = 64 * 2**20
 #: The trio side hands finished values back (freeing queue room) in chunks of this many.
 RELEASE_EVERY: Final = 256
+CLIENT_CLOSED: Final = "the SyncClient was closed"  # a subscription's end with its client
 #: close(): how long the server may take nothing of what is queued before the close gives up
 #: (a connection that does not come back, a block reader that reads nothing); a flush that
 #: makes progress (a slow reader) is waited for to its end.
@@ -951,7 +952,7 @@ class SyncClient:
         if wait_timeout is not None and not wait_timeout >= 0:  # NaN fails this too
             raise InvalidArgument(f"wait_timeout must be >= 0 seconds, not {wait_timeout!r}")
         client = self._trio_client
-        what = f"no channel named {channel[:100]!r} came"
+        what = f"no channel named {str(channel)[:100]!r} came"  # a non-str: refused below
         advice = " (wait_timeout; a private channel also needs its key: key=...)"
         sub = self._call(
             partial(
@@ -1242,6 +1243,7 @@ class SyncSubscription:
         self._turn = threading.Condition(self._turn_lock)
         self._busy = False
         self._closed = False
+        self._closed_with: str | None = None  # the end a get() met: its client closed
         self._last_seq: int | None = None
 
     @property
@@ -1255,7 +1257,7 @@ class SyncSubscription:
         as ``Subscription.end_reason``: set when the end arrives (messages before it may
         still be returned), None until then. A recorder whose ``for msg in sub`` loop stopped
         reads it to tell a deleted channel from a Redis restart."""
-        return self._sub.end_reason
+        return self._closed_with or self._sub.end_reason
 
     def retune(self, **changes: Any) -> None:
         """Change this subscription on the server (arguments as ``Subscription.retune``)."""
@@ -1329,7 +1331,9 @@ class SyncSubscription:
                         raise
                     # The client was closed, here or by another thread (a notebook's reader
                     # thread, say): the end of this subscription too, as its own close().
-                    raise SubscriptionEnded("the SyncClient was closed") from None
+                    # Said by end_reason at once: the trio side's own end comes later.
+                    self._closed_with = CLIENT_CLOSED
+                    raise SubscriptionEnded(CLIENT_CLOSED) from None
                 except KeyboardInterrupt as exc:  # from here: not the portal's frames
                     raise exc.with_traceback(None) from None
                 self._next = 0
@@ -1518,8 +1522,9 @@ class SyncRemoteStream:
     """The values of a streaming call, with blocking iteration: ``for v in proxy.samples(10)``.
 
     Values that have arrived are taken in one crossing into this thread (at most one window).
-    Leaving the loop early (``break``, an exception) or ``close()`` stops the provider's
-    generator, as in the trio client.
+    Leaving the loop early (``break``, an exception) of ``for v in proxy.samples(10)``, or
+    ``close()``, stops the provider's generator, as in the trio client; a stream kept in a
+    variable outlives a ``break`` out of ``for v in s`` (closed when collected: use ``with``).
     """
 
     def __init__(self, client: SyncClient, stream: RemoteStream) -> None:
@@ -1547,21 +1552,26 @@ class SyncRemoteStream:
         self._uncredited = len(batch) - 1
         return batch
 
-    def __iter__(self) -> Iterator[Any]:
-        try:
-            while True:
-                if not self._local:
-                    if self._ended:
-                        return
-                    batch = self._client._call(self._take)
-                    if not batch:
-                        self._ended = True
-                        return
-                    batch.reverse()
-                    self._local = batch
-                yield self._local.pop()
-        finally:
-            self.close()
+    def __iter__(self) -> SyncRemoteStream:
+        # The stream is its own iterator, not a generator's: a generator closed the stream
+        # when it was collected, so `next(iter(s))` then `for v in s` lost the rest.
+        return self
+
+    def __next__(self) -> Any:
+        if not self._local:
+            if self._ended:
+                raise StopIteration
+            try:
+                batch = self._client._call(self._take)
+            except TrioStreamError:
+                self._ended = True  # failed (the provider raised, or left): it is over
+                raise
+            if not batch:
+                self._ended = True
+                raise StopIteration
+            batch.reverse()
+            self._local = batch
+        return self._local.pop()
 
     def close(self) -> None:
         """Stop the stream (the provider's generator is closed). Idempotent."""
