@@ -265,3 +265,17 @@ async def test_a_wrong_key_says_what_to_pass(url: str) -> None:
         assert str(refused.value) == (
             "wrong key for channel 'keyed': pass the key its creator gave (key=...)"
         )
+
+
+async def test_a_server_channel_that_does_not_exist_is_said_so_not_advised_to_be_made(
+    url: str,
+) -> None:
+    # The advice was to create it, which '$' names refuse, or to wait for it, for good (an
+    # outside audit of bad input).
+    async with ts.open_client(url, name="r") as reader:
+        for wait in (False, True):
+            with trio.fail_after(5), pytest.raises(ts.ChannelNotFound) as missing:
+                async with reader.subscribe("$mine", wait_channel=wait):
+                    pass
+            assert "names starting with '$' are the server's own channels" in str(missing.value)
+            assert "create_channel" not in str(missing.value)

@@ -641,3 +641,10 @@ def test_nesting_beyond_max_depth_is_refused_as_a_limit_not_as_malformed(
     keyed = bytearray(cbor2.dumps({1: cbor2.loads(nested(9))}))
     with pytest.raises(PayloadRefused, match="max_depth"):
         decode_payload(keyed, 0, limits, reader)
+
+
+def test_bytes_after_a_payloads_first_item_are_not_looked_for() -> None:
+    # As docs/protocol.md section 4 says (a check per message costs a decoder object): the
+    # first item is delivered; a writer must not send more.
+    assert decode_payload(bytes([0x01, 0x02])) == 1
+    assert decode_payload(cbor2.dumps("abc") + b"\xff\xff") == "abc"

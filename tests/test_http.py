@@ -435,6 +435,23 @@ async def test_malformed_upgrades_are_refused(server: ts.Server, extra: str, sta
     assert answer.startswith(f"HTTP/1.1 {status} ".encode())
 
 
+async def test_an_upgrade_whose_host_is_no_host_name_is_refused_in_one_line(
+    server: ts.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The WebSocket handshake (wsproto) decodes Host as IDNA: a byte past ASCII in it was a
+    # logged traceback and no answer at all (an outside fuzz of the HTTP port).
+    head = (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:\xb1{port_of(server)}\r\n"
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with caplog.at_level(logging.INFO):
+        answer = await raw_exchange(server, head.encode("latin-1"))
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"the Host header is not a host name" in answer
+    assert "Traceback" not in caplog.text and "ERROR" not in caplog.text
+
+
 async def test_upgrade_elsewhere_than_ws_is_404(server: ts.Server) -> None:
     url = (server.http_url or "").replace("http://", "ws://") + "other"
     with pytest.raises(trio_websocket.ConnectionRejected) as info, trio.fail_after(TIMEOUT_S):

@@ -1412,7 +1412,7 @@ class Client:
             )
             return sub
 
-        if wait_channel:
+        if wait_channel and not channel.startswith("$"):  # the server's own exist from its start
             return await self._when_created(channel, subscribe_once)
         return await subscribe_once()
 

@@ -813,7 +813,8 @@ def decode_payload(
     Raises:
         PayloadRefused: the payload is beyond ``limits`` (the message names the limit), e.g.
             it decompresses to more than ``limits.max_decompressed_bytes``.
-        ProtocolError: the bytes are not one well-formed payload.
+        ProtocolError: the bytes are not a well-formed payload (bytes after a complete
+            first item are not looked for: see docs/protocol.md section 4).
     """
     # Every reader calls this once per message: the common payloads (a byte string,
     # an array or map for cbor2) are told apart by their first byte, one comparison each.

@@ -277,6 +277,12 @@ def channel_not_found(name: str) -> ChannelNotFound | InvalidArgument:
             f"{MAX_CHANNEL_NAME_CHARS} printable characters"
         )
     quoted = repr(name)
+    if name.startswith("$"):  # the server's own: nobody can create it, nor wait for it
+        return ChannelNotFound(
+            f"no channel named {quoted}: names starting with '$' are the server's own "
+            "channels, $channels, $clients and $stats (trio-stream channels URL --system "
+            "lists them)"
+        )
     return ChannelNotFound(
         f"no channel named {quoted} that you may use; create it with create_channel() "
         "first (a reader may instead wait for it: subscribe(..., wait_channel=True)); a "

@@ -360,6 +360,13 @@ class HttpConnection:
             return response
         origin = _header(request, b"origin")
         host = _header(request, b"host")
+        try:
+            # As the WebSocket handshake reads it (wsproto): a Host it cannot read failed
+            # there, with a traceback in the log and no answer to the client.
+            if host is not None:
+                host.decode("idna")
+        except UnicodeError:
+            return text_response(400, "the Host header is not a host name (ASCII, IDNA)")
         if not origin_allowed(
             origin.decode("latin-1") if origin is not None else None,
             host.decode("latin-1") if host is not None else None,
