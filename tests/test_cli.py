@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 import trio
 import trustme
+from redis_server import RedisServer
 
 import trio_stream as ts
 from trio_stream.cli import bridge as bridge_cli
@@ -2167,6 +2168,32 @@ async def test_sub_says_when_its_sender_writes_nothing_there(server: ts.Server) 
             code, out, stderr = await sub.finish()
     assert code == 0 and out == "", stderr
     assert "no client named 'wl' writes to 'ch' (its writers now: w1); waiting for" in stderr
+
+
+async def test_sub_sender_of_another_node_is_not_said_to_write_nothing(
+    redis_server: RedisServer,
+) -> None:
+    # Another node's clients are listed without what they write: their writer was said to
+    # write nothing while its frames printed (the review of the change).
+    def node(name: str) -> ts.ServerConfig:
+        return ts.ServerConfig(
+            host="127.0.0.1", tcp_port=0, http_port=None, engine=redis_server.url, node_name=name
+        )
+
+    async with (
+        ts.open_server(node("a")) as a,
+        ts.open_server(node("b")) as b,
+        ts.open_client(str(a.tcp_url), name="sensor") as sensor,
+    ):
+        await sensor.create_channel("ch")
+        argv = ["sub", str(b.tcp_url), "ch", "--sender", "sensor", "--count", "1"]
+        async with sensor.publisher("ch") as pub, running(*argv) as sub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+            await pub.send(1)
+            code, out, stderr = await sub.finish()
+    assert code == 0 and json_lines(out)[0]["sender"] == "sensor", stderr
+    assert "no client named" not in stderr
 
 
 def test_subscription_options_reach_the_subscription() -> None:

@@ -1562,7 +1562,7 @@ class SyncRemoteStream:
             if self._ended:
                 raise StopIteration
             try:
-                batch = self._client._call(self._take)
+                batch = self._client._call(self._take, self._keep)
             except TrioStreamError:
                 self._ended = True  # failed (the provider raised, or left): it is over
                 raise
@@ -1572,6 +1572,15 @@ class SyncRemoteStream:
             batch.reverse()
             self._local = batch
         return self._local.pop()
+
+    def _keep(self, batch: list[Any]) -> None:
+        """A batch taken as Ctrl-C interrupted the wait: the next value starts it (the
+        stream goes on after an interrupt, so a batch dropped there was a silent hole)."""
+        if batch:
+            batch.reverse()
+            self._local = batch
+        else:
+            self._ended = True
 
     def close(self) -> None:
         """Stop the stream (the provider's generator is closed). Idempotent."""

@@ -119,6 +119,9 @@ class Mailer:
         # the oldest of them was last sent or anything was last acknowledged.
         self._unacked: dict[str, deque[Letter]] = {}
         self._unacked_bytes: dict[str, int] = {}
+        # The highest number each node acknowledged: an acknowledgement can come (bus task)
+        # while the publish of what it acknowledges is still awaited here.
+        self._acked_upto: dict[str, int] = {}
         self._since: dict[str, float] = {}
         self.on_dropped: Callable[[str, list[Letter]], None] = lambda node, letters: None
 
@@ -166,6 +169,8 @@ class Mailer:
     def _keep(self, node: str, letter: Letter) -> None:
         """Keep a letter just sent until ``node`` acknowledges it (a copy sent again is kept
         already)."""
+        if letter.number <= self._acked_upto.get(node, 0):
+            return  # acknowledged already, while its publish was awaited
         unacked = self._unacked.setdefault(node, deque())
         if unacked and unacked[-1].number >= letter.number:
             return
@@ -216,12 +221,14 @@ class Mailer:
     def _drop(self, node: str) -> None:
         self._drop_held(node)
         self._forget_unacked(node)
+        self._acked_upto.pop(node, None)
 
     def acknowledged(self, node: str, ack: dict[str, Any]) -> bool:
         """``node`` took what it acknowledges (an :class:`Ack` body); whether it asks for
         the rest to be sent again (then :meth:`resend`, in the job task)."""
         if ack.get("e") != self._epoch:
             return False  # to an earlier run of this node
+        self._acked_upto[node] = max(self._acked_upto.get(node, 0), int(ack["n"]))
         unacked = self._unacked.get(node)
         if unacked and unacked[0].number <= int(ack["n"]):
             self._since[node] = self._clock()  # it hears us: the rest is not late yet
@@ -334,6 +341,9 @@ class Inbox:
             expected = oldest_kept
             self._last[node] = (epoch, expected - 1)
         if number > expected:
+            # Remembered as heard up to the gap (a first contact too): should its sender let
+            # the missing ones go meanwhile, the next message's `k` tells the loss.
+            self._last[node] = (epoch, expected - 1)
             self._ask(node, epoch, expected)
             return None
         self._last[node] = (epoch, number)

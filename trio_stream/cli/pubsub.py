@@ -289,7 +289,11 @@ async def _receive(sub: ts.Subscription, flush: Callable[[], object]) -> ts.Mess
 
 async def _say_if_no_such_writer(client: ts.Client, channel: str, sender: str) -> None:
     """A --sender that writes nothing there now is said (a typo printed nothing, for good)."""
-    writers = sorted(c.name for c in await client.clients() if channel in c.publishers)
+    clients = await client.clients()
+    here = next((c.node for c in clients if c.name == client.name), "")
+    if any(c.name == sender and c.node != here for c in clients):
+        return  # a client of another node of a cluster: what it writes is not listed here
+    writers = sorted(c.name for c in clients if channel in c.publishers)
     if sender not in writers:
         now = f"its writers now: {', '.join(writers[:10])}" if writers else "it has no writer now"
         print(
