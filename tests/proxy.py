@@ -12,6 +12,9 @@ every connection to the target. Faults are injected for real, on sockets:
 - ``refuse()``: close new connections at once (a server that is down) until ``accept()``.
 - ``stall()``: the connections open now stop forwarding for good, and stay open (a half-open
   path: neither end hears of it); new connections flow.
+- ``reset_after_sending(marker)``: the next chunk from a client that holds ``marker`` is
+  forwarded, then its connection forwards nothing more and is reset 50 ms later (a link that
+  died with the target's answer on its way).
 
 ``accept_times`` holds the trio clock of every connection forwarded to the target.
 
@@ -56,6 +59,7 @@ class TcpProxy:
         self._accepted_more = trio.Event()
         self.accept_times: list[float] = []
         self.refusing = False
+        self._reset_marker: bytes | None = None
         self._flowing = trio.Event()
         self._flowing.set()
         self._replies_flowing = trio.Event()
@@ -96,6 +100,9 @@ class TcpProxy:
         """The connections open now forward nothing more and stay open; new ones flow."""
         for link in self.links:
             link.is_stalled = True
+
+    def reset_after_sending(self, marker: bytes) -> None:
+        self._reset_marker = marker
 
     def reset(self) -> None:
         """Abort every connection, both ways, with an RST."""
@@ -156,6 +163,13 @@ class TcpProxy:
                 if link.is_stalled:
                     await link.stalled.wait()
                 await sink.send_all(data)
+                marker = self._reset_marker
+                if not replies and marker is not None and marker in data:
+                    self._reset_marker = None
+                    link.is_stalled = True  # the answer stays here
+                    await trio.sleep(0.05)
+                    link.abort = True
+                    break
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         # One side ended: the connection ends both ways, as a real peer's close would.

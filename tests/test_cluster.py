@@ -1340,6 +1340,50 @@ async def test_a_reader_that_comes_while_a_writer_opens_is_in_its_count(
             await opened[0].aclose()
 
 
+class RunsCounted:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def rpc_counted_probe(self) -> int:
+        self.runs += 1
+        await trio.sleep(0.3)
+        return 7
+
+
+async def test_a_call_whose_publish_is_sent_again_runs_once(redis_server: RedisServer) -> None:
+    # The caller's node's link died with Redis's answer to the call's PUBLISH on its way:
+    # coredis published it again on a new connection, and the provider ran the call twice
+    # (a stream's two runs mixed their values; a soak of RPC between nodes).
+    provider = RunsCounted()
+    async with provider_on_a_caller_on_b_via_proxy(redis_server, provider) as (b_to_redis, _, ctl):
+        proxy = await ctl.rpc("provider", timeout=WAIT_S)
+        b_to_redis.reset_after_sending(b"counted_probe")
+        assert await proxy.counted_probe() == 7
+        await trio.sleep(0.5)  # a second run would have begun by now
+    assert provider.runs == 1
+
+
+async def test_a_providers_node_whose_link_hangs_keeps_its_names(
+    redis_server: RedisServer,
+) -> None:
+    # The heartbeat that found the hang was bounded by a whole TTL, so the node's names
+    # had expired by then: calls made a few seconds into any hang, however short, were told
+    # "no client named 'provider' is connected" (a soak of RPC between nodes).
+    async with provider_on_a_caller_on_b_via_proxy(redis_server, Slow(), proxied="a") as (
+        a_to_redis,
+        _,
+        ctl,
+    ):
+        proxy = await ctl.rpc("provider", timeout=WAIT_S)
+        assert await proxy.answer(0) == 42
+        a_to_redis.stall()  # for good: only new connections flow
+        # Past the time its names would have lapsed (a TTL, 3 s, from the last beat), and
+        # its hang is found out and its connections replaced (half a TTL after a beat). A
+        # call made before that may be lost on the hung link: it ends with its timeout.
+        await trio.sleep(3.2)
+        assert await proxy.answer(0) == 42
+
+
 async def test_an_answer_lost_on_a_link_that_hung_is_sent_again(
     redis_server: RedisServer,
 ) -> None:

@@ -99,6 +99,8 @@ class ClusterRpc:
         self._tokens_of: dict[tuple[Endpoint, int], int] = {}
         # provider's node: (caller's node, token) -> the stand-in caller and its request id
         self._incoming: dict[tuple[str, int], tuple[RemoteCaller, int]] = {}
+        # provider's node: the last call's (caller's node's run, token) from each node
+        self._last_call: dict[str, tuple[Any, int]] = {}
         # provider's node: answers not sent yet, by caller's node (sent in order, in batches)
         self._answers: dict[str, list[list[Any]]] = {}
         # Answers, credits and cancels go through these: in order and once, held while the
@@ -392,6 +394,14 @@ class ClusterRpc:
     def _on_call(self, node: str, body: Any) -> None:
         token = int(body["t"])
         run = body.get("r")
+        # A PUBLISH whose reply was lost with its connection is sent again by coredis (its
+        # retries): the same call came twice and ran twice, and a stream's two runs mixed
+        # their values (a soak). A caller's node sends its calls one at a time (its job
+        # task), its tokens rising: one not above the last from that run is a copy.
+        last = self._last_call.get(node)
+        if last is not None and last[0] == run and token <= last[1]:
+            return
+        self._last_call[node] = (run, token)
         caller = RemoteCaller(self, node, token, str(body["caller"]), run)
         router = self._engine.state.rpc
         ident = int(body["id"])

@@ -163,7 +163,11 @@ class Presence:
                     await self._beat_soon.wait()
                 self._beat_soon = trio.Event()
                 try:
-                    with trio.move_on_after(self.ttl_s) as bounded:
+                    # Bounded by half a TTL, not a whole one: a beat that hung until its
+                    # keys expired let this node's names lapse for a moment (every hang,
+                    # however short: a call then found "no client named ..."). Replaced and
+                    # beaten again at once, the keys are renewed before they expire.
+                    with trio.move_on_after(self.ttl_s / 2) as bounded:
                         await self.beat()
                 except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
                     self._failing = True  # said by the retry log: the watch stays quiet
@@ -171,13 +175,14 @@ class Presence:
                     continue
                 if bounded.cancelled_caught:
                     self._no_answer()
+                    self._beat_soon.set()  # at once, on the new connections
                     continue
                 self._beaten_at = trio.current_time()
                 self._failing = self._hung = False
                 retry_log.succeeded()
 
     def _no_answer(self) -> None:
-        """A heartbeat had no answer for a TTL: the node's connections to Redis may be
+        """A heartbeat had no answer for half a TTL: the node's connections to Redis may be
         half-open for good (see on_hung). Said once until Redis answers again (the silence
         watch then says so); the connections are replaced after every such beat."""
         if not self._hung:
@@ -186,7 +191,7 @@ class Presence:
                 "node %r's heartbeat had no answer from Redis for %.1f s: closing its "
                 "connections to Redis and opening new ones (again after each such beat)",
                 self.node,
-                self.ttl_s,
+                self.ttl_s / 2,
             )
         self.on_hung()
 
