@@ -1302,6 +1302,26 @@ async def test_wait_state_closed_returns_when_another_thread_closes(url: str) ->
     await in_thread(scenario)
 
 
+async def test_waiting_for_open_on_a_client_closed_for_good_says_so_at_once(
+    server: ts.Server,
+) -> None:
+    # A client with reconnect=False whose server went away waited out the whole timeout
+    # (and for ever without one), then said only "not 'open' within 2 s" (a scripts audit).
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+
+        def scenario() -> None:
+            with SyncClient(proxy.url, name="once", reconnect=False) as c:
+                trio.from_thread.run_sync(proxy.cut)
+                assert c.wait_state("closed", timeout=STEP_S) == "closed"
+                started = time.monotonic()
+                with pytest.raises(ts.ConnectionClosed):
+                    c.wait_state("open", timeout=STEP_S)
+                assert time.monotonic() - started < 1.0
+
+        await in_thread(scenario)
+
+
 async def test_a_sync_client_of_several_urls_says_the_one_it_reached(server: ts.Server) -> None:
     assert server.tcp_url is not None
     live = server.tcp_url

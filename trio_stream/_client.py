@@ -254,9 +254,12 @@ class Client:
 
         Raises:
             InvalidArgument: no states (it would wait for ever), a name that is not a state.
+            ConnectionClosed: the client is closed (for good: it gave up, or was closed),
+                and "closed" is not among ``states`` (it waited for ever, or its timeout).
         """
         check_states(states)
         while self._state not in states:
+            self._check_open()
             await self._state_changed.wait()
         await trio.lowlevel.checkpoint()
         return self._state

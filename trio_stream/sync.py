@@ -280,7 +280,8 @@ class SyncClient:
         to stderr with no logging set up): a script's calls wait while the client
         reconnects, and without these lines it would seem to hang for no reason."""
         while True:
-            await client.wait_state("reconnecting")
+            if await client.wait_state("reconnecting", "closed") == "closed":
+                return
             lost_at = trio.current_time()
             log.warning(
                 "SyncClient %r: the connection to %s is lost; reconnecting (calls wait "
