@@ -31,6 +31,7 @@ import pytest
 import trio
 import trustme
 from redis_server import RedisServer
+from test_cluster import two_nodes
 
 import trio_stream as ts
 from trio_stream.cli import bridge as bridge_cli
@@ -2175,18 +2176,12 @@ async def test_sub_sender_of_another_node_is_not_said_to_write_nothing(
 ) -> None:
     # Another node's clients are listed without what they write: their writer was said to
     # write nothing while its frames printed (the review of the change).
-    def node(name: str) -> ts.ServerConfig:
-        return ts.ServerConfig(
-            host="127.0.0.1", tcp_port=0, http_port=None, engine=redis_server.url, node_name=name
-        )
-
     async with (
-        ts.open_server(node("a")) as a,
-        ts.open_server(node("b")) as b,
-        ts.open_client(str(a.tcp_url), name="sensor") as sensor,
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="sensor") as sensor,
     ):
         await sensor.create_channel("ch")
-        argv = ["sub", str(b.tcp_url), "ch", "--sender", "sensor", "--count", "1"]
+        argv = ["sub", url_b, "ch", "--sender", "sensor", "--count", "1"]
         async with sensor.publisher("ch") as pub, running(*argv) as sub:
             with trio.fail_after(WAIT_S):
                 await pub.wait_for_readers()

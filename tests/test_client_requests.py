@@ -6,7 +6,8 @@ writer of its channel back, an orphan publisher kept a ``single_writer`` channel
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -29,13 +30,26 @@ async def give_up_before_the_answer(
     assert gave_up.cancelled_caught
 
 
-async def test_a_cancelled_subscribe_leaves_no_reader_behind(server: ts.Server) -> None:
+FAST_RECONNECT = ts.Reconnect(initial=0.05, maximum=0.2)
+
+
+@asynccontextmanager
+async def direct_and_proxied(
+    server: ts.Server, direct: str, proxied: str
+) -> AsyncIterator[tuple[TcpProxy, ts.Client, ts.Client]]:
+    """A client named ``direct`` of ``server``, and one named ``proxied`` reaching it through
+    a proxy (whose answers a test holds back), reconnecting fast; yields the proxy and both."""
     assert server.tcp_url
     async with (
         open_proxy(server.tcp_url) as proxy,
-        ts.open_client(server.tcp_url, name="w") as writer,
-        ts.open_client(proxy.url, name="r") as reader,
+        ts.open_client(server.tcp_url, name=direct) as direct_client,
+        ts.open_client(proxy.url, name=proxied, reconnect=FAST_RECONNECT) as proxied_client,
     ):
+        yield proxy, direct_client, proxied_client
+
+
+async def test_a_cancelled_subscribe_leaves_no_reader_behind(server: ts.Server) -> None:
+    async with direct_and_proxied(server, "w", "r") as (proxy, writer, reader):
         await writer.create_channel("ch")
         await give_up_before_the_answer(
             proxy, reader.open_subscription, "ch", policy="block", size=1
@@ -94,13 +108,7 @@ async def test_a_subscribe_given_up_just_before_a_cut_ends_once_the_client_is_ba
     # of a cut connection. The client's resubscriptions do not ask for it: once they are
     # answered the client says so ("restored") and the server ends it. Before, it waited out
     # the grace period (60 s here), a block orphan holding the channel's writer.
-    assert server.tcp_url
-    fast = ts.Reconnect(initial=0.05, maximum=0.2)
-    async with (
-        open_proxy(server.tcp_url) as proxy,
-        ts.open_client(server.tcp_url, name="w") as writer,
-        ts.open_client(proxy.url, name="r", reconnect=fast) as reader,
-    ):
+    async with direct_and_proxied(server, "w", "r") as (proxy, writer, reader):
         await writer.create_channel("ch")
         async with reader.subscribe("ch", policy="block", size=5) as wanted:
             await give_up_before_the_answer(
@@ -200,12 +208,7 @@ async def test_a_retune_given_up_before_its_answer_still_moves_the_credit(
     # The server took size=1 (a window of 1) while the client kept its window of 50: it
     # returned credit after 12 frames, the server waited for it after 1, and the block
     # reader (and its writer) stalled for good.
-    assert server.tcp_url
-    async with (
-        open_proxy(server.tcp_url) as proxy,
-        ts.open_client(server.tcp_url, name="w") as writer,
-        ts.open_client(proxy.url, name="r") as reader,
-    ):
+    async with direct_and_proxied(server, "w", "r") as (proxy, writer, reader):
         await writer.create_channel("ch")
         async with (
             reader.subscribe("ch", policy="block", size=50) as sub,
@@ -232,13 +235,7 @@ async def test_a_channel_deleted_by_a_request_given_up_does_not_come_back(
 ) -> None:
     # The client still counted it among its own, and created it again after the next
     # reconnection.
-    assert server.tcp_url
-    fast = ts.Reconnect(initial=0.05, maximum=0.2)
-    async with (
-        open_proxy(server.tcp_url) as proxy,
-        ts.open_client(server.tcp_url, name="w") as watcher,
-        ts.open_client(proxy.url, name="owner", reconnect=fast) as owner,
-    ):
+    async with direct_and_proxied(server, "w", "owner") as (proxy, watcher, owner):
         await owner.create_channel("gone")
         await give_up_before_the_answer(proxy, owner.delete_channel, "gone")
         proxy.release()

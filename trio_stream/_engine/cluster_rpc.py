@@ -364,7 +364,7 @@ class ClusterRpc:
                 continue
             self._known_runs.update(runs)
             if pending and not self._retrying:
-                self._retry_held(gone & pending)
+                self._retry_mail(gone & pending)
             for (node, token), (caller, ident) in list(self._incoming.items()):
                 restarted = _restarted(runs, node, caller.run)
                 if node in gone or restarted:  # the caller's node died: nobody reads the answer
@@ -419,7 +419,7 @@ class ClusterRpc:
             router.describe(caller, Describe(id=ident, provider=body["provider"]))
         self._settle(node, token)
 
-    def _retry_held(self, gone: set[str]) -> None:
+    def _retry_mail(self, gone: set[str]) -> None:
         self._retrying = True
 
         async def retry() -> None:  # in the job task, in order with every other send
