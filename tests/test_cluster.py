@@ -361,8 +361,7 @@ async def test_a_call_made_while_its_node_cannot_reach_redis_fails_at_once(
             await proxy.read(4)
         assert "call again once it answers" in str(failed.value)
         b_to_redis.accept()
-        # Once the node is back on Redis, calls go through again (with a timeout: an answer
-        # sent before its control subscription is back is lost, as README says).
+        # Once the node is back on Redis, calls go through again.
         await eventually(lambda: _answers(ctl, "provider", 6.0))
 
 
@@ -1363,13 +1362,11 @@ async def test_a_call_whose_publish_is_sent_again_runs_once(redis_server: RedisS
     assert provider.runs == 1
 
 
-async def test_a_providers_node_whose_link_hangs_keeps_its_names(
-    redis_server: RedisServer,
-) -> None:
-    # The heartbeat that found the hang was bounded by a whole TTL, so the node's names
-    # had expired by then: calls made a few seconds into any hang, however short, were told
-    # "no client named 'provider' is connected" (a soak of RPC between nodes).
-    async with provider_on_a_caller_on_b_via_proxy(redis_server, Slow(), proxied="a") as (
+@asynccontextmanager
+async def providers_node_hung(redis: RedisServer) -> AsyncIterator[Any]:
+    """A provider of Slow() on node a, its caller on node b; node a's link to Redis hangs
+    right after a first call: yields the caller's proxy of the provider."""
+    async with provider_on_a_caller_on_b_via_proxy(redis, Slow(), proxied="a") as (
         a_to_redis,
         _,
         ctl,
@@ -1377,11 +1374,31 @@ async def test_a_providers_node_whose_link_hangs_keeps_its_names(
         proxy = await ctl.rpc("provider", timeout=WAIT_S)
         assert await proxy.answer(0) == 42
         a_to_redis.stall()  # for good: only new connections flow
+        yield proxy
+
+
+async def test_a_providers_node_whose_link_hangs_keeps_its_names(
+    redis_server: RedisServer,
+) -> None:
+    # The heartbeat that found the hang was bounded by a whole TTL, so the node's names
+    # had expired by then: calls made a few seconds into any hang, however short, were told
+    # "no client named 'provider' is connected" (a soak of RPC between nodes).
+    async with providers_node_hung(redis_server) as proxy:
         # Past the time its names would have lapsed (a TTL, 3 s, from the last beat), and
-        # its hang is found out and its connections replaced (half a TTL after a beat). A
-        # call made before that may be lost on the hung link: it ends with its timeout.
+        # its hang is found out and its connections replaced (half a TTL after a beat).
         await trio.sleep(3.2)
         assert await proxy.answer(0) == 42
+
+
+async def test_a_call_lost_on_its_providers_nodes_hung_link_is_sent_again(
+    redis_server: RedisServer,
+) -> None:
+    # Published to node a's subscription while its link hung, the call counted as received
+    # and never came: it waited for its whole timeout. It is kept until a acknowledges it,
+    # and sent again once a's heartbeat has found the hang out and a listens on a new link.
+    async with providers_node_hung(redis_server) as proxy:
+        with trio.fail_after(LOST_ANSWER_TIMEOUT_S):
+            assert await proxy.call("answer", 0, timeout=LOST_ANSWER_TIMEOUT_S) == 42
 
 
 async def test_an_answer_lost_on_a_link_that_hung_is_sent_again(

@@ -2,7 +2,7 @@
 
 The control bus is Redis pub/sub: a message published while its node's subscription is away
 (a Redis restart, a blip on its link) reaches nobody, and PUBLISH says so: it returns how
-many subscribers got it. An RPC answer, a streamed value, a stream's credit or a cancel lost
+many subscribers got it. An RPC call, answer, streamed value, stream's credit or cancel lost
 that way left a call waiting for its timeout and a stream stalled for good. So a message
 that reached nobody, or that Redis did not take (it is down), is held, with every later one
 to that node behind it, and sent again (by the RPC watch, twice a second) until that node
@@ -24,9 +24,7 @@ What is kept for sending again is bounded (:data:`MAX_UNACKED_BYTES`); past it t
 are let go, and each message says from which number its sender can still send again, so a
 receiver that misses one let go is told it is lost for good (the RPC then ends every call
 between the two nodes). Messages past the bound on what is *held*, or that Redis refuses,
-are dropped and the calls they belong to fail (``on_dropped``). Calls themselves do not come
-here: one that reaches nobody fails at once (its provider's node is not listening), since
-it has not run.
+are dropped and the calls they belong to fail (``on_dropped``).
 """
 
 from __future__ import annotations

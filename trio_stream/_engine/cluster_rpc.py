@@ -53,6 +53,7 @@ MAX_ANSWERS_PER_MESSAGE: Final = 32
 #: of its own). Half the bus's redis_control.MAX_INLINE_BYTES: a batch of answers each under
 #: this still goes inline.
 MAX_ANSWER_BYTES_PER_MESSAGE: Final = 256 * 1024
+_SMALL_CALL_BYTES: Final = 256  # what a call counts toward cluster_mail's bounds, beyond its args
 
 
 @dataclass(eq=False)
@@ -99,12 +100,10 @@ class ClusterRpc:
         self._tokens_of: dict[tuple[Endpoint, int], int] = {}
         # provider's node: (caller's node, token) -> the stand-in caller and its request id
         self._incoming: dict[tuple[str, int], tuple[RemoteCaller, int]] = {}
-        # provider's node: the last call's (caller's node's run, token) from each node
-        self._last_call: dict[str, tuple[Any, int]] = {}
         # provider's node: answers not sent yet, by caller's node (sent in order, in batches)
         self._answers: dict[str, list[list[Any]]] = {}
-        # Answers, credits and cancels go through these: in order and once, held while the
-        # other node does not listen (cluster_mail.py). Calls do not: see _send.
+        # Every message between nodes goes through these (calls, answers, credits, cancels):
+        # in order and once, held while the other node does not listen (cluster_mail.py).
         self._mail: Mailer | None = None
         self._inbox = Inbox()
         self._retrying = False  # a retry of held messages is queued in the job task
@@ -159,22 +158,21 @@ class ClusterRpc:
                 # Not connected anywhere (or gone from here meanwhile): as on one node.
                 self._fail(token, f"no client named {brief(out.provider)} is connected")
                 return
-            out.node = node
             # The run the watch last saw there: a Redis trip per call cost a quarter of the
             # calls/s with 16 in flight, so only a node's first call makes one.
             if node not in self._known_runs:
                 self._known_runs.update(await io.presence.runs_of([node]))
-            out.run = self._known_runs.get(node)
-            if not await io.bus.publish(RPC, body, to=node):
-                self._fail(
-                    token, f"{out.provider[:100]!r} is on node {node!r}, which is not listening"
-                )
         except REDIS_ERRORS as error:
-            # Said at once (a call without a timeout waited for good). It may have reached
-            # the provider all the same (the answer to a publish lost on its way back): its
-            # cancel follows, so that a call made again does not run beside it for long.
+            # Said at once (a call without a timeout waited for good); nothing was sent.
             self._fail(token, _not_sent("the call", error), ClusterUnavailable)
-            self._send_cancel(token, out)
+            return
+        out.node = node
+        out.run = self._known_runs.get(node)
+        # Numbered, kept until acknowledged and held while the node does not listen, as
+        # every other message to it (cluster_mail): a call lost on a link that hung is sent
+        # again, and its cancel and credit can never pass it.
+        size = _SMALL_CALL_BYTES + len(body.get("args", b""))
+        await self._mailer.post(RPC, body, node, size=size)
 
     def _forget(self, token: int) -> _Outgoing | None:
         """Stop waiting for call ``token``: what still comes back for it is dropped."""
@@ -327,11 +325,11 @@ class ClusterRpc:
                     if entry is not None:  # a stream still running here
                         self._engine.state.rpc.cancel(entry[0], Cancel(id=entry[1]))
                     failed.append([int(token), reason, True])
-            elif letter.kind == RPC_CREDIT:  # caller's node: the stream ends here
-                token = int(letter.body[0])
+            elif letter.kind in (RPC, RPC_CREDIT):  # caller's node: the call ends here
+                token = int(letter.body["t"] if letter.kind == RPC else letter.body[0])
                 out = self._outgoing.get(token)
-                if out is not None:
-                    self._fail(token, reason, ClusterUnavailable)
+                if out is not None:  # (a call sent once, refused when sent again: it may run)
+                    self._fail(token, reason)
                     self._send_cancel(token, out)
         if failed:
             self._post_later(RPC_ANSWER, failed, node)
@@ -391,17 +389,15 @@ class ClusterRpc:
                     )
 
     # -- provider's node ---------------------------------------------------------------------
-    def _on_call(self, node: str, body: Any) -> None:
+    def _on_call(self, node: str, envelope: Any) -> None:
+        # A PUBLISH whose reply was lost with its connection is sent again by coredis (its
+        # retries), and the mail is sent again until acknowledged: the inbox takes each once
+        # (a call that ran twice mixed a stream's two runs' values: a soak).
+        body = self._open(node, envelope)
+        if body is None:
+            return
         token = int(body["t"])
         run = body.get("r")
-        # A PUBLISH whose reply was lost with its connection is sent again by coredis (its
-        # retries): the same call came twice and ran twice, and a stream's two runs mixed
-        # their values (a soak). A caller's node sends its calls one at a time (its job
-        # task), its tokens rising: one not above the last from that run is a copy.
-        last = self._last_call.get(node)
-        if last is not None and last[0] == run and token <= last[1]:
-            return
-        self._last_call[node] = (run, token)
         caller = RemoteCaller(self, node, token, str(body["caller"]), run)
         router = self._engine.state.rpc
         ident = int(body["id"])
