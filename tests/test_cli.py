@@ -1011,6 +1011,31 @@ async def test_replay_fast_repeat_and_sub_every(server: ts.Server, tmp_path: Pat
     assert [m["seq"] for m in json_lines(stdout)] == [1, 4, 7, 10]
 
 
+async def test_replay_reads_a_recording_from_stdin(server: ts.Server) -> None:
+    # `dump URL CH -` writes to stdout and `show -` reads stdin; `replay -` looked for a file
+    # named "-" (a pipe from zcat needed a file in between).
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with running(
+        "sub", url, "piped", "--wait-channel", "--policy", "block", "--count", "5"
+    ) as sub:
+        result = await cli(
+            "replay", "-", url, "piped", "--create", "--fast", "--wait-readers",
+            stdin=_dump_bytes(list(range(5))),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "replayed 5 frames to 'piped'" in result.stderr.decode()
+        code, stdout, stderr = await sub.finish()
+    assert code == 0, stderr
+    assert [m["data"] for m in json_lines(stdout)] == [0, 1, 2, 3, 4]
+    again = await cli("replay", "-", url, "piped", "--repeat", "2", stdin=_dump_bytes([1]))
+    assert again.returncode == 2
+    assert "a recording from stdin is played once" in again.stderr.decode()
+    not_a_dump = await cli("replay", "-", url, "piped", stdin=b"hello")
+    assert not_a_dump.returncode == 1
+    assert "stdin: not a trio_stream dump" in not_a_dump.stderr.decode()
+
+
 async def test_dump_replay_generate_show_progress_on_a_terminal(
     server: ts.Server, tmp_path: Path
 ) -> None:

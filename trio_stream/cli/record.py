@@ -38,7 +38,7 @@ from ._options import (
 )
 from ._output import counted, human_bytes, stderr_console
 from ._output import progress_display as _progress
-from ._run import CliError, NoReaders, no_readers_advice, stop_on_signal
+from ._run import CliError, NoReaders, UsageError, no_readers_advice, stop_on_signal
 
 FLUSH_BYTES: Final = 4 * 2**20  # write to disk once this much is encoded...
 FLUSH_INTERVAL_S: Final = 0.5  # ...or this long after the previous write
@@ -97,7 +97,9 @@ def register(subparsers: Subparsers) -> None:
         "found no reader make it exit 3.",
     )
     add_log_level(replay, default=None)
-    replay.add_argument("file", metavar="FILE", type=Path)
+    replay.add_argument(
+        "file", metavar="FILE", type=Path, help="the recording (- for stdin: played once)"
+    )
     add_connection_options(replay)
     replay.add_argument("channel", metavar="CHANNEL", nargs="?")
     timing = replay.add_argument_group("timing")
@@ -284,13 +286,18 @@ async def _record(
 
 # -- replay ------------------------------------------------------------------------------------
 def _open_dump(path: Path) -> tuple[IO[bytes], dumpfile.DumpReader]:
-    """The file and its reader, its header read.
+    """The file (``-``: stdin) and its reader, its header read.
 
     Raises:
         CliError: it cannot be opened, or is not a dump.
     """
     try:
-        file = path.open("rb")
+        # "-": stdin (`zcat run.tsdump.gz | trio-stream replay - URL`); closing it is a no-op
+        file = (
+            open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115 (an fd)
+            if _is_stdin(path)
+            else path.open("rb")
+        )
     except OSError as exc:  # missing, a directory, not readable: the reason, without errno
         reason = (exc.strerror or str(exc)).lower()
         raise CliError(f"cannot read {path}: {reason}") from None
@@ -298,16 +305,32 @@ def _open_dump(path: Path) -> tuple[IO[bytes], dumpfile.DumpReader]:
         return file, dumpfile.DumpReader(file)
     except dumpfile.DumpFormatError as exc:
         file.close()
-        raise CliError(f"{path}: {exc}") from None
+        raise CliError(f"{_shown(path)}: {exc}") from None
+
+
+def _is_stdin(path: Path) -> bool:
+    return str(path) == "-"
+
+
+def _shown(path: Path) -> str:
+    return "stdin" if _is_stdin(path) else str(path)
 
 
 async def run_replay(args: argparse.Namespace) -> int:
+    from_stdin = _is_stdin(args.file)
+    if from_stdin and (args.loop or args.repeat > 1):
+        raise UsageError(
+            "a recording from stdin is played once: give a FILE for --loop or --repeat"
+        )
     file, reader = _open_dump(args.file)
-    file.close()
+    # A file is opened again for each round; stdin can be read once, from here on.
+    first_round = (file, reader) if from_stdin else None
+    if first_round is None:
+        file.close()
     channel = args.channel or reader.header.get("channel")
     if not isinstance(channel, str):
-        raise CliError(f"{args.file} names no channel; give CHANNEL")
-    size = args.file.stat().st_size
+        raise CliError(f"{_shown(args.file)} names no channel; give CHANNEL")
+    size = None if from_stdin else args.file.stat().st_size
     console = stderr_console()
     stats = _ReplayStats()
     async with (
@@ -321,17 +344,19 @@ async def run_replay(args: argparse.Namespace) -> int:
             BarColumn(),
             TextColumn("{task.fields[sent]} sent  {task.fields[unsent]} without readers"),
         ) as progress:
-            total = None if args.loop else size * args.repeat
+            total = None if args.loop or size is None else size * args.repeat
             task = progress.add_task("", total=total, sent=0, unsent=0) if progress else None
             rounds = 0
             while args.loop or rounds < args.repeat:
-                if not await _play_once(args, pub, stats, progress, task, rounds * size):
+                opened = first_round or _open_dump(args.file)
+                offset = rounds * (size or 0)
+                if not await _play_once(args, opened, pub, stats, progress, task, offset):
                     break  # a file without frames: nothing to play again
                 rounds += 1
         await pub.wait_acknowledged()
     if stats.truncated:
         print(
-            f"trio-stream replay: {args.file} ends inside a frame (an interrupted "
+            f"trio-stream replay: {_shown(args.file)} ends inside a frame (an interrupted "
             "recording); the frames before it were played",
             file=sys.stderr,
         )
@@ -372,22 +397,25 @@ class _ReplayStats:
 
 async def _play_once(
     args: argparse.Namespace,
+    opened: tuple[IO[bytes], dumpfile.DumpReader],
     pub: ts.Publisher,
     stats: _ReplayStats,
     progress: Progress | None,
     task: TaskID | None,
     offset: int,
 ) -> int:
-    """Play the file once; returns how many frames it had."""
-    file, reader = _open_dump(args.file)
+    """Play the recording once; returns how many frames it had."""
+    file, reader = opened
     with file:
         start = 0.0
         first_t: float | None = None
         last_t = 0.0
         count = 0
-        # Reading is synchronous: a chunk of a local file comes from the page cache in far
-        # less time than the gaps between frames we wait for anyway.
-        for record in _frames(args.file, reader):
+        # A file is read synchronously: a chunk of a local file comes from the page cache in
+        # far less time than the gaps between frames we wait for anyway. A pipe may keep us
+        # waiting for as long as its writer likes: read in a thread, the connection lives on.
+        records = _frames(args.file, reader)
+        while (record := await _next_record(records, in_thread=_is_stdin(args.file))) is not None:
             t = record["t"]
             gap = record.get("gap")
             if isinstance(gap, dict) and not offset:
@@ -420,4 +448,13 @@ def _frames(path: Path, reader: dumpfile.DumpReader) -> Iterator[dict[str, Any]]
     try:
         yield from reader
     except dumpfile.DumpFormatError as exc:
-        raise CliError(f"{path}: {exc}") from None
+        raise CliError(f"{_shown(path)}: {exc}") from None
+
+
+async def _next_record(
+    records: Iterator[dict[str, Any]], *, in_thread: bool
+) -> dict[str, Any] | None:
+    """The next record of a recording (None at its end), read in a worker thread or not."""
+    if in_thread:
+        return await trio.to_thread.run_sync(next, records, None, abandon_on_cancel=True)
+    return next(records, None)
