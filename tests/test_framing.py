@@ -303,8 +303,37 @@ def test_frames_and_runs_refuse_what_frames_refuses(
 ) -> None:
     decoder = FrameDecoder(max_frame_bytes=100)
     decoder.receive_data(wire_of([b"\x01ab", b"\x02cd"]) + frame_prefix(length))
+    # The frames before the bad one first; the refusal with the next call, no more bytes.
+    assert decoder.frames_and_runs(take_odd_runs) == [[b"\x01ab"], b"\x02cd"]
+    assert decoder.refusal_next
     with pytest.raises(error, match=match):
         decoder.frames_and_runs(take_odd_runs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=20), max_size=5),
+    st.sampled_from([0, 101, 2**32 - 1]),
+    st.binary(max_size=8),
+    st.booleans(),
+)
+def test_the_frames_before_a_bad_length_come_out_then_the_refusal(
+    bodies: list[bytes], bad_length: int, after: bytes, runs: bool
+) -> None:
+    decoder = FrameDecoder(max_frame_bytes=100)
+    decoder.receive_data(wire_of(bodies) + frame_prefix(bad_length) + after)
+
+    def take() -> list[bytes]:
+        if runs:
+            return flatten(decoder.frames_and_runs(take_odd_runs))
+        return [bytes(f) for f in decoder.frames()]
+
+    if bodies:
+        assert not decoder.refusal_next
+        assert take() == bodies
+    assert decoder.refusal_next
+    with pytest.raises((FrameTooLarge, ProtocolError)):
+        take()
 
 
 def test_partial_bytes_counts_what_no_frame_handed_out_holds_yet() -> None:

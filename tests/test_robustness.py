@@ -103,6 +103,26 @@ async def test_oversize_frame_is_refused_without_reading_its_body(server: ts.Ser
     assert any(isinstance(m, M.Goodbye) and "FrameTooLarge" in m.reason for m in messages)
 
 
+@pytest.mark.parametrize(
+    ("prefix", "reason"),
+    [(0, "ProtocolError: empty frame"), (2**31, "FrameTooLarge: frame of 2147483648 bytes")],
+)
+async def test_a_bad_frame_pipelined_behind_the_hello_comes_after_the_welcome(
+    server: ts.Server, prefix: int, reason: str
+) -> None:
+    # The hello and a bad length prefix in one read: the hello was refused for the frame
+    # after it (an `error` at the handshake), as if the hello itself were bad.
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    hello = control(M.Hello(v=PROTOCOL_VERSION, name="piped"))
+    await stream.send_all(hello + struct.pack(">I", prefix))
+    messages = await read_messages(stream)
+    assert [type(m) for m in messages] == [M.Welcome, M.Goodbye], messages
+    goodbye = messages[1]
+    assert isinstance(goodbye, M.Goodbye) and goodbye.reason.startswith(reason)
+
+
 async def test_handshake_must_come_first_and_in_time(
     server: ts.Server, autojump_clock: trio.testing.MockClock
 ) -> None:

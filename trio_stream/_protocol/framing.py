@@ -149,6 +149,8 @@ class FrameDecoder:
             # A frame that take_runs left: what frames() does with it.
             (length,) = _LENGTH_AT(buffer, pos)
             if not 0 < length <= max_frame:
+                if out:
+                    break  # the frames before it first (see refusal_next)
                 self._refuse_length(length)
             start = pos + PREFIX_BYTES
             stop = start + length
@@ -161,6 +163,18 @@ class FrameDecoder:
         if pos:
             del buffer[:pos]
         return out
+
+    @property
+    def refusal_next(self) -> bool:
+        """Whether the next call of :meth:`frames` raises without more bytes: the frames
+        before a bad length prefix are handed out first (a hello pipelined with a bad frame
+        is welcomed, then the connection refused for the frame), the error on the next call.
+        """
+        buffer = self._buffer
+        if self._body is not None or len(buffer) < PREFIX_BYTES:
+            return False
+        (length,) = _LENGTH_AT(buffer, 0)
+        return not 0 < length <= self.max_frame_bytes
 
     def frames(self) -> list[bytearray]:
         """Every complete frame received so far, in order.
@@ -183,6 +197,9 @@ class FrameDecoder:
         while end - pos >= PREFIX_BYTES:
             (length,) = length_at(buffer, pos)
             if not 0 < length <= max_frame:
+                if out:
+                    self._pending_length = None
+                    break  # the frames before it first (see refusal_next)
                 self._refuse_length(length)
             start = pos + PREFIX_BYTES
             stop = start + length

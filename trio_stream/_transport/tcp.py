@@ -91,6 +91,8 @@ class StreamTransport:
 
     async def receive_frames(self) -> list[bytearray]:
         decoder = self._decoder
+        if decoder.refusal_next:
+            decoder.frames()  # raises (the frames before the bad one were handed out)
         while True:
             await self._receive()
             frames = decoder.frames()
@@ -99,6 +101,8 @@ class StreamTransport:
 
     async def receive_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
         decoder = self._decoder
+        if decoder.refusal_next:
+            decoder.frames()  # raises (the frames before the bad one were handed out)
         while True:
             await self._receive()
             frames = decoder.frames_and_runs(take_runs)

@@ -207,6 +207,8 @@ def split_message_runs(
 
 def _check_whole(decoder: FrameDecoder, items: int) -> None:
     """Raise unless the message held ``items`` (at least one) whole frames or runs, no more."""
+    if decoder.refusal_next:
+        decoder.frames()  # raises: a message with a bad frame is refused whole
     if decoder.partial_bytes:
         raise ProtocolError(
             "a frame spans two WebSocket messages: each binary message must carry whole frames"
