@@ -62,6 +62,12 @@ def test_explanations_name_the_right_urls() -> None:
     assert "ws://127.0.0.1:9871/ws" in text and "tcp://127.0.0.1:9870" in text
     tls = sniff.http_port_explanation(TLS_CLIENT_HELLO_START, "127.0.0.1:9871", None)
     assert "does not use TLS" in tls
+    # A TLS server's ports: its schemes (the bytes came after a TLS handshake).
+    text = sniff.tcp_port_explanation("127.0.0.1:9870", 9871, tls=True)
+    assert "use tcps://127.0.0.1:9870, or wss://127.0.0.1:9871/ws" in text
+    assert "dashboard: https://127.0.0.1:9871/" in text
+    text = sniff.http_port_explanation(b"\x00", "127.0.0.1:9871", "tcps://h:9870", tls=True)
+    assert "use wss://127.0.0.1:9871/ws, or tcps:// on the TCP port (tcps://h:9870)" in text
 
 
 def test_an_http_answer_becomes_one_line_for_the_client() -> None:
@@ -200,6 +206,70 @@ async def test_a_refused_certificate_says_how_to_trust_it(nursery: trio.Nursery)
         async with ts.open_client(elsewhere, ssl_context=trusting, reconnect=False):
             pass
     await server.aclose()
+
+
+async def test_the_wrong_port_of_a_tls_server_is_named(nursery: trio.Nursery) -> None:
+    # A TLS stream is not peeked: tcps:// on the HTTPS port said "FrameTooLarge: frame of
+    # 1213486160 bytes ... raise max_frame_bytes" (the bytes "HTTP"), and wss:// on the TCPS
+    # port got an error frame where its upgrade's answer should be (outside TLS audit).
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, ssl_context=server_context)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url is not None and server.ws_url is not None
+    on_https_port = f"tcps://{port_of(server.ws_url)}"
+    with trio.fail_after(10), pytest.raises(ts.ConnectionClosed) as refused:
+        async with ts.open_client(on_https_port, ssl_context=client_context, reconnect=False):
+            pass
+    text = str(refused.value)
+    assert text.startswith(f"{on_https_port}: {sniff.HTTP_PORT_MARK}"), text
+    assert f"use {server.ws_url}" in text and f"({server.tcp_url})" in text
+    on_tcps_port = f"wss://{port_of(server.tcp_url)}/ws"
+    with trio.fail_after(10), pytest.raises(ts.ConnectionClosed) as refused:
+        async with ts.open_client(on_tcps_port, ssl_context=client_context, reconnect=False):
+            pass
+    text = str(refused.value)
+    assert sniff.TCP_PORT_MARK in text and f"use {server.tcp_url}," in text, text
+    assert "wss://127.0.0.1:" in text
+    await server.aclose()
+
+
+def tls_server_config(ca: trustme.CA, tcp_port: int = 0) -> ts.ServerConfig:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return ts.ServerConfig(host="127.0.0.1", tcp_port=tcp_port, http_port=None, ssl_context=context)
+
+
+async def test_a_server_back_with_a_certificate_not_trusted_is_said_while_reconnecting(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Restarted with a new self-signed certificate, the server was tried again and again,
+    # logged at INFO only: the client sat in "reconnecting" without a word (TLS audit).
+    trusted, other = trustme.CA(), trustme.CA()
+    client_context = ssl.create_default_context()
+    trusted.configure_trust(client_context)
+    server: ts.Server = await nursery.start(ts.serve, tls_server_config(trusted))
+    assert server.tcp_url is not None
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    policy = ts.Reconnect(initial=0.05, maximum=0.2)
+    async with ts.open_client(server.tcp_url, ssl_context=client_context, reconnect=policy) as c:
+        await server.aclose()
+        stranger: ts.Server = await nursery.start(ts.serve, tls_server_config(other, port))
+        with trio.fail_after(10):
+            while "certificate was refused" not in caplog.text:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1, warned  # each new reason once, not at every try
+        assert "cannot reconnect yet: cannot connect to tcps://" in warned[0].getMessage()
+        assert c.state == "reconnecting"
+        await stranger.aclose()
+        again: ts.Server = await nursery.start(ts.serve, tls_server_config(trusted, port))
+        with trio.fail_after(10):
+            await c.wait_state("open")
+        await again.aclose()
 
 
 async def test_a_plain_websocket_client_on_a_tls_port_is_told_wss(nursery: trio.Nursery) -> None:

@@ -33,6 +33,7 @@ from ._exceptions import (
     ChannelNotFound,
     ClusterUnavailable,
     ConnectionClosed,
+    FrameTooLarge,
     InvalidArgument,
     NameInUse,
     ProtocolError,
@@ -99,7 +100,7 @@ from ._seconds import positive_seconds
 from ._subscription import YIELD_EVERY_MESSAGES as YIELD_EVERY_MESSAGES
 from ._subscription import Subscription as Subscription
 from ._transport import sniff
-from ._transport.base import FrameTransport
+from ._transport.base import FrameTransport, WrongServer
 from ._transport.connect import connect, split_url
 from ._transport.tcp import COALESCE_MAX_PIECE, StreamTransport
 from ._util import open_own_nursery, unwrap_single_exception
@@ -311,9 +312,16 @@ class Client:
         # tcp:// on an HTTP port gets "HTTP/1.1 400 ...": name the port, not a huge frame.
         first = await sniff.peek(getattr(transport, "stream", None))
         if first and (wrong := sniff.describe_http_reply(f"tcp://{transport.remote}", first)):
-            raise ConnectionClosed(wrong)
+            raise WrongServer(wrong)
         try:
             frames = await transport.receive_frames()
+        except (FrameTooLarge, ProtocolError):
+            # TLS: the stream could not be peeked; its first bytes tell an HTTP answer
+            # (tcps:// on an HTTPS port) from a frame "of 1213486160 bytes".
+            first = getattr(transport, "first_bytes", None)
+            if first and (wrong := sniff.describe_http_reply(f"tcps://{transport.remote}", first)):
+                raise WrongServer(wrong) from None
+            raise
         except ConnectionClosed as exc:
             # A server refuses with an error first: a peer that just closes is most often
             # another service on that port (SSH, a web server, a proxy's dead end).
@@ -445,6 +453,7 @@ class Client:
             if self._nursery is not None:
                 self._nursery.start_soon(self._restore)
 
+        said_wrong = ""  # the last WrongServer reason logged at WARNING
         while not self._closing:
             self._set_state("reconnecting")
             wait = backoff.next_wait()
@@ -462,6 +471,12 @@ class Client:
                 log.error("client %r cannot reconnect: %s", self.name, exc)
                 self._lost = ConnectionClosed(f"reconnecting failed for good: {exc}")
                 return False
+            except WrongServer as exc:
+                # Tried again (the operator may put the right certificate or port back), but
+                # said where it shows: each new reason once at WARNING.
+                level = logging.INFO if str(exc) == said_wrong else logging.WARNING
+                said_wrong = str(exc)
+                log.log(level, "client %r cannot reconnect yet: %s", self.name, exc)
             except (ConnectionClosed, NameInUse, ClusterUnavailable) as exc:
                 # ClusterUnavailable: the node's Redis is down; it comes back, so try again.
                 log.info("client %r: reconnect attempt failed: %s", self.name, exc)

@@ -12,6 +12,7 @@ import trio
 from .._exceptions import (
     AuthError,
     ConnectionClosed,
+    FrameTooLarge,
     InvalidArgument,
     ProtocolError,
     TrioStreamError,
@@ -26,6 +27,7 @@ from .outbox import control_frame
 from .state import ServerState
 
 REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
+_HTTP_ON_TCP_PORT: Final = "an HTTP request on the TCP port (answered with a 400)"
 
 
 async def handshake(
@@ -56,7 +58,7 @@ async def handshake(
     stream = getattr(transport, "stream", None)
     first = await sniff.peek(stream)
     if await sniff.answer_http_on_tcp_port(stream, first, state.config.http_port):
-        raise ConnectionClosed("an HTTP request on the TCP port (answered with a 400)")
+        raise ConnectionClosed(_HTTP_ON_TCP_PORT)
     if first is not None and sniff.is_tls_hello(first):
         # The peer cannot read our answer (it expects TLS), but the log says what happened,
         # rather than "a frame of 369295616 bytes". What it sent is taken first: closing
@@ -67,7 +69,15 @@ async def handshake(
             "a TLS ClientHello on a plain TCP port: this server has no TLS here (connect "
             "with tcp://, or give the server a certificate for tcps://)"
         )
-    frames = await transport.receive_frames()
+    try:
+        frames = await transport.receive_frames()
+    except (FrameTooLarge, ProtocolError):
+        # TLS: the stream could not be peeked; its first bytes tell an HTTP request
+        # (https:// or wss:// on the TCP port) from a frame "of 1195725856 bytes".
+        first_bytes = getattr(transport, "first_bytes", None)
+        if await sniff.answer_http_on_tcp_port(stream, first_bytes, state.config.http_port):
+            raise ConnectionClosed(_HTTP_ON_TCP_PORT) from None
+        raise
     if frames[0][0] != CONTROL:
         raise ProtocolError("the first frame must be a CONTROL hello")
     try:

@@ -250,7 +250,10 @@ class HttpConnection:
                     # A trio_stream or TLS client on this port: say so now (see sniff).
                     server = self.site.server
                     address = urlsplit(server.http_url or "").netloc or "HOST:PORT"
-                    text = sniff.http_port_explanation(bytes(data), address, server.tcp_url)
+                    tls = isinstance(self.stream, trio.SSLStream)
+                    text = sniff.http_port_explanation(
+                        bytes(data), address, server.tcp_url, tls=tls
+                    )
                     raise h11.RemoteProtocolError(text, 400)
                 self.conn.receive_data(bytes(data))  # b"" tells h11 about EOF
                 continue

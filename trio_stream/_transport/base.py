@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .._exceptions import ConnectionClosed
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import RunTaker, T
+
+
+class WrongServer(ConnectionClosed):
+    """What answered is not the server the client was told to trust, and waiting will not
+    make it so: a certificate it does not trust, a plain server on a TLS URL (or the other
+    way round), an HTTP port on a tcp:// URL. A reconnecting client says so at WARNING (a
+    server restarted with a new certificate otherwise left it retrying without a word)."""
 
 
 class FrameTransport(Protocol):

@@ -14,7 +14,7 @@ import trio
 
 from .._exceptions import ConnectionClosed
 from . import sniff
-from .base import FrameTransport
+from .base import FrameTransport, WrongServer
 from .tcp import StreamTransport
 from .urls import SCHEMES as SCHEMES  # importable from here too
 from .urls import split_url as split_url
@@ -73,9 +73,9 @@ async def tls_handshake(
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(tls)
         reason = sniff.describe_tls_failure(url, exc) or untrusted_certificate(url, exc)
-        raise ConnectionClosed(
-            reason or f"cannot connect to {url}: {exc.__cause__ or exc}"
-        ) from exc
+        if reason is not None:
+            raise WrongServer(reason) from exc
+        raise ConnectionClosed(f"cannot connect to {url}: {exc.__cause__ or exc}") from exc
     return tls
 
 

@@ -69,27 +69,40 @@ def cannot_start_http_request(first: bytes | bytearray) -> bool:
 
 
 # -- what we say about them --------------------------------------------------------------------
-def tcp_port_explanation(tcp_address: str, http_port: int | None) -> str:
-    """What the TCP port answers to an HTTP request (``tcp_address``: the host:port reached)."""
+def tcp_port_explanation(tcp_address: str, http_port: int | None, *, tls: bool = False) -> str:
+    """What the TCP port answers to an HTTP request (``tcp_address``: the host:port reached;
+    ``tls``: the server's ports use TLS)."""
     host = tcp_address.rpartition(":")[0] or "HOST"
+    tcp, ws, http = ("tcps", "wss", "https") if tls else ("tcp", "ws", "http")
     if http_port is None:
         web = "this server has no HTTP port (no WebSocket, no dashboard)"
     elif http_port == 0:
-        web = "or the server's ws:// URL (its HTTP port, path /ws) for WebSocket"
+        web = f"or the server's {ws}:// URL (its HTTP port, path /ws) for WebSocket"
     else:
-        web = f"or ws://{host}:{http_port}/ws for WebSocket (dashboard: http://{host}:{http_port}/)"
-    return f"{TCP_PORT_MARK}, not HTTP: use tcp://{tcp_address}, {web}"
+        web = (
+            f"or {ws}://{host}:{http_port}/ws for WebSocket "
+            f"(dashboard: {http}://{host}:{http_port}/)"
+        )
+    return f"{TCP_PORT_MARK}, not HTTP: use {tcp}://{tcp_address}, {web}"
 
 
-def http_port_explanation(first: bytes, http_address: str, tcp_url: str | None) -> str:
-    """What the HTTP port answers to bytes that are not HTTP (``http_address``: host:port)."""
-    tcp = f"tcp:// on the TCP port ({tcp_url})" if tcp_url else "tcp:// on the server's TCP port"
-    if is_tls_hello(first):
+def http_port_explanation(
+    first: bytes, http_address: str, tcp_url: str | None, *, tls: bool = False
+) -> str:
+    """What the HTTP port answers to bytes that are not HTTP (``http_address``: host:port;
+    ``tls``: the port uses TLS, so the bytes were a client's after its TLS handshake)."""
+    scheme, ws = ("tcps", "wss") if tls else ("tcp", "ws")
+    tcp = (
+        f"{scheme}:// on the TCP port ({tcp_url})"
+        if tcp_url
+        else f"{scheme}:// on the server's TCP port"
+    )
+    if is_tls_hello(first) and not tls:
         return (
             f"{HTTP_PORT_MARK} and it does not use TLS: use ws://{http_address}/ws "
             "(not wss://), or start the server with --tls-cert/--tls-key"
         )
-    return f"{HTTP_PORT_MARK} (dashboard, WebSocket at /ws): use ws://{http_address}/ws, or {tcp}"
+    return f"{HTTP_PORT_MARK} (dashboard, WebSocket at /ws): use {ws}://{http_address}/ws, or {tcp}"
 
 
 def http_answer(status: int, reason: str, text: str) -> bytes:
@@ -144,7 +157,7 @@ async def peek(stream: object, max_bytes: int = PEEK_BYTES) -> bytes | None:
         return None
 
 
-async def answer_and_close(stream: trio.abc.HalfCloseableStream, answer: bytes) -> None:
+async def answer_and_close(stream: trio.abc.Stream, answer: bytes) -> None:
     """Send ``answer``, then read and drop what the peer still sends for a moment.
 
     Closing with unread bytes in the socket makes the kernel send a reset, which can destroy
@@ -153,7 +166,8 @@ async def answer_and_close(stream: trio.abc.HalfCloseableStream, answer: bytes) 
     with trio.move_on_after(LINGER_S):
         try:
             await stream.send_all(answer)
-            await stream.send_eof()
+            if isinstance(stream, trio.abc.HalfCloseableStream):  # (TLS is not)
+                await stream.send_eof()
             dropped = 0
             while dropped < LINGER_BYTES:
                 data = await stream.receive_some(LINGER_BYTES)
@@ -168,12 +182,15 @@ async def answer_http_on_tcp_port(
     stream: object, first: bytes | None, http_port: int | None
 ) -> bool:
     """On the TCP port: if the peer opened with an HTTP request (``first``: what
-    :func:`peek` saw), explain and return True."""
+    :func:`peek` saw, or a TLS stream's first bytes), explain and return True."""
     if first is None or not is_http_request(first):
         return False
-    assert isinstance(stream, trio.SocketStream)
-    host, port = stream.socket.getsockname()[:2]
+    assert isinstance(stream, trio.SocketStream | trio.SSLStream)
+    tls = isinstance(stream, trio.SSLStream)
+    plain = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    assert isinstance(plain, trio.SocketStream)
+    host, port = plain.socket.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
-    text = tcp_port_explanation(f"{host}:{port}", http_port)
+    text = tcp_port_explanation(f"{host}:{port}", http_port, tls=tls)
     await answer_and_close(stream, http_answer(400, "Bad Request", text))
     return True

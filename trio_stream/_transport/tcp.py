@@ -14,6 +14,7 @@ import trio
 from .._exceptions import ConnectionClosed
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import FrameDecoder, RunTaker, T
+from .sniff import PEEK_BYTES
 
 # Plain TCP reads into one buffer of this size, kept for the thread's life and shared by every
 # connection of the thread. A fresh receive buffer per read is costly at this size: malloc
@@ -77,6 +78,9 @@ class StreamTransport:
         self._socket: trio.socket.SocketType | None = (
             stream.socket if isinstance(stream, trio.SocketStream) else None
         )
+        # TLS only: the first bytes the peer said (a plain stream is peeked instead, see
+        # sniff.peek), for the handshake to tell an HTTP peer from a huge frame.
+        self.first_bytes: bytes | None = None
         self._low_water = 1  # the socket's SO_RCVLOWAT
         self._drained = True  # the last read emptied the socket: wait before the next one
         self._low_water_works = True
@@ -126,6 +130,8 @@ class StreamTransport:
                 # mmap threshold.
                 data = await self.stream.receive_some(TLS_RECEIVE_BYTES)
                 received = len(data)
+                if self.first_bytes is None:
+                    self.first_bytes = bytes(data[:PEEK_BYTES])
                 decoder.receive_data(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionClosed(f"connection lost: {exc}") from exc

@@ -25,7 +25,7 @@ from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder, RunTaker, T
 from .._util import exception_leaves, open_own_nursery, unwrap_single_exception
 from . import sniff, ws_fail
-from .base import FrameTransport
+from .base import FrameTransport, WrongServer
 from .connect import cannot_connect
 from .urls import split_url
 
@@ -296,13 +296,15 @@ def _handshake_failure(url: str, group: BaseExceptionGroup[BaseException]) -> Ba
     """The error for a handshake whose reader task failed (``group``: the nursery's)."""
     refusal = group.subgroup(trio_websocket.HandshakeError)
     if refusal is not None:
-        reason = describe_handshake_error(_first_leaf(refusal))
-        return ConnectionClosed(f"cannot connect to {url}: {reason}")
+        leaf = _first_leaf(refusal)
+        reason = describe_handshake_error(leaf)
+        wrong = reason.startswith(sniff.TCP_PORT_MARK)  # ws:// on the TCP port
+        return (WrongServer if wrong else ConnectionClosed)(f"cannot connect to {url}: {reason}")
     leaves = exception_leaves(group)
     if len(leaves) == 1 and isinstance(leaves[0], Exception):
         # h11 on an answer that is not HTTP, say: the peer is no trio_stream HTTP port.
         answer = f"{type(leaves[0]).__name__}: {leaves[0]}"
-        return ConnectionClosed(
+        return WrongServer(
             f"cannot connect to {url}: its answer is not a WebSocket upgrade ({cut(answer)}): "
             "is this a trio_stream server's HTTP port (path /ws)?"
         )
