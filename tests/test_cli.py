@@ -1036,6 +1036,31 @@ async def test_replay_reads_a_recording_from_stdin(server: ts.Server) -> None:
     assert "stdin: not a trio_stream dump" in not_a_dump.stderr.decode()
 
 
+@pytest.mark.parametrize("written", [0, 3], ids=["before-the-header", "between-frames"])
+async def test_replay_from_an_idle_pipe_stops_on_ctrl_c(server: ts.Server, written: int) -> None:
+    # The header was read on the event loop's thread, and a record's read abandoned in its
+    # worker thread held the stdin reader's lock that closing it waited for: Ctrl-C (twice
+    # too) left `dump ... - | replay - ...` of a quiet channel running (a review).
+    assert server.tcp_url is not None
+    async with running(
+        "replay",
+        "-",
+        server.tcp_url,
+        "idle",
+        "--create",
+        "--no-wait",
+        "--fast",
+        stdin=subprocess.PIPE,
+    ) as replay:
+        assert replay.process.stdin is not None
+        if written:
+            await replay.process.stdin.send_all(_dump_bytes(list(range(written))))
+        await trio.sleep(1.0)  # the pipe stays open: the replay waits for what comes next
+        replay.process.send_signal(signal.SIGINT)
+        code, _, stderr = await replay.finish()  # within WAIT_S
+    assert code in (0, 3, 130) and "Traceback" not in stderr, (code, stderr)
+
+
 async def test_dump_replay_generate_show_progress_on_a_terminal(
     server: ts.Server, tmp_path: Path
 ) -> None:

@@ -1575,6 +1575,44 @@ async def test_a_call_to_a_node_restarted_at_once_fails_soon_not_by_its_timeout(
         assert trio.current_time() - started < WAIT_S * 2
 
 
+async def test_a_call_held_while_its_providers_node_restarts_does_not_run_there(
+    redis_server: RedisServer,
+) -> None:
+    # Held while node a was down, the call went to a's next process once it listened, and
+    # ran there after its caller had been told "restarted before answering" (a review).
+    provider = RunsCounted()
+    async with (
+        restartable_node(redis_server, "a") as node_a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(node_a.url, name="provider", reconnect=QUICK_RECONNECT) as provider_client,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        provider_client.expose(provider)
+        proxy = await ctl.rpc("provider", timeout=WAIT_S)
+        assert await proxy.counted_probe() == 7
+        node_a.processes[-1].send_signal(signal.SIGKILL)
+        node_a.processes[-1].wait(timeout=10)
+        failed: list[BaseException] = []
+
+        async def call() -> None:
+            with pytest.raises(ts.RpcError) as info:
+                await proxy.call("counted_probe", timeout=60.0)
+            failed.append(info.value)
+
+        with trio.fail_after(WAIT_S * 2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                await trio.sleep(0.3)  # held by node b: nobody listens for node a
+                node_a.start()
+            await provider_client.wait_state("open")
+        await trio.sleep(1.0)  # time for the held call to reach a's new process
+    assert "which restarted before answering (it did not run)" in str(failed[0])
+    assert provider.runs == 1
+
+
+QUICK_RECONNECT = ts.Reconnect(initial=0.05, maximum=0.1)
+
+
 async def test_a_stream_whose_callers_node_restarted_at_once_ends_on_the_providers_node(
     redis_server: RedisServer,
 ) -> None:

@@ -262,17 +262,51 @@ async def test_an_acknowledgement_that_passes_its_publish_keeps_nothing() -> Non
     assert mail.pending == set()
 
 
-async def test_a_refused_message_is_not_asked_for_again_and_again() -> None:
+async def test_a_message_refused_when_posted_leaves_no_gap() -> None:
+    # Nothing after it had a number yet: the next takes its number. Told as a gap, one
+    # refused call ended every call between the two nodes (a review).
     dropped: list[tuple[str, Any]] = []
     _clock, bus, mail, receiver = link_to_a(dropped)
     await mail.post("answer", 1, "a")
     bus.refused = {2}
-    await mail.post("answer", 2, "a")  # refused: its calls fail (on_dropped)
+    refused = await mail.post("answer", 2, "a")  # its calls fail (on_dropped)
     await mail.post("answer", 3, "a")
+    await receiver.take()
+    await receiver.take()
+    assert dropped == [("a", 2)] and not refused.sent
+    assert receiver.opened == [(1, False), (3, False)] and mail.pending == set()
+
+
+async def test_a_held_message_refused_is_told_lost_not_asked_for_again_and_again() -> None:
+    dropped: list[tuple[str, Any]] = []
+    _clock, bus, mail, receiver = link_to_a(dropped)
+    await mail.post("answer", 1, "a")
+    bus.listeners = set()
+    await mail.post("answer", 2, "a")  # held, and 3 behind it, numbered
+    await mail.post("answer", 3, "a")
+    bus.listeners, bus.refused = {"a"}, {2}
+    await mail.retry(gone=())
     await receiver.take()
     await receiver.take()
     assert dropped == [("a", 2)]
     assert receiver.opened == [(1, False), (3, True)] and mail.pending == set()
+
+
+async def test_a_held_message_can_be_replaced_in_its_place() -> None:
+    # A call given up while it waits for its node goes as its own cancel: it never runs,
+    # and its number is still taken (no gap).
+    _clock, bus, mail, receiver = link_to_a([])
+    bus.listeners = set()
+    call = await mail.post("call", "run me", "a", size=1000)
+    await mail.post("answer", "after", "a")
+    assert mail.replace_held("a", call, "cancel", "never mind")
+    bus.listeners = {"a"}
+    await mail.retry(gone=())
+    await receiver.take()
+    await receiver.take()
+    assert receiver.opened == [("never mind", False), ("after", False)]
+    assert [kind for _, kind, _ in bus.delivered] == ["cancel", "answer"]
+    assert not mail.replace_held("a", call, "cancel", "sent: too late")
 
 
 @given(

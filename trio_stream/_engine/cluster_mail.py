@@ -65,6 +65,7 @@ class Letter:
     kind: str
     envelope: dict[str, Any]
     size: int
+    sent: bool = False  # Redis took it once (it may have arrived)
 
     @property
     def body(self) -> Any:
@@ -133,17 +134,33 @@ class Mailer:
         """The nodes that messages wait for, to be sent or acknowledged."""
         return set(self._held) | set(self._unacked)
 
-    async def post(self, kind: str, body: Any, to: str, *, size: int = _SMALL_BYTES) -> None:
+    async def post(self, kind: str, body: Any, to: str, *, size: int = _SMALL_BYTES) -> Letter:
         """Send ``body`` to node ``to``, after what waits for it (``size``: its bytes, for
-        the bounds on what is held and kept)."""
+        the bounds on what is held and kept); the letter, to :meth:`replace_held` later."""
         number = next(self._numbers.setdefault(to, itertools.count(1)))
         letter = Letter(kind, {"e": self._epoch, "n": number, "b": body}, size)
         # Behind what waits for that node, it waits too: it may not pass it.
-        if to in self._held or await self._send(to, letter) in (_AWAY, _DEAF):
+        if to in self._held or await self._send(to, letter, fresh=True) in (_AWAY, _DEAF):
             self._hold(to, letter)
+        return letter
 
-    async def _send(self, node: str, letter: Letter) -> object:
-        """_SENT, _REFUSED (dropped, said), or _AWAY (Redis) or _DEAF (the node): held."""
+    def replace_held(self, node: str, letter: Letter, kind: str, body: Any) -> bool:
+        """Make ``letter``, if it still waits to be sent, a ``kind`` with ``body`` (of the
+        smallest size) in its place; whether it did. Its number stays: what follows it
+        must not look like a gap to the receiver."""
+        held = self._held.get(node)
+        if not held or not any(waiting is letter for waiting in held):
+            return False
+        self._held_bytes[node] -= letter.size - _SMALL_BYTES
+        letter.kind, letter.size = kind, _SMALL_BYTES
+        letter.envelope["b"] = body
+        return True
+
+    async def _send(self, node: str, letter: Letter, *, fresh: bool = False) -> object:
+        """_SENT, _REFUSED (dropped, said), or _AWAY (Redis) or _DEAF (the node): held.
+
+        ``fresh``: the newest letter to ``node``, sent from :meth:`post` (nothing numbered
+        after it yet)."""
         unacked = self._unacked.get(node)
         # The oldest this node can still have again: the receiver's test for a hole it
         # can ask to be filled, or one that is lost for good.
@@ -156,11 +173,18 @@ class Mailer:
             # Redis is there and said no (OOM, NOPERM): sent again, it would say no again,
             # and everything to that node would wait behind it.
             log.warning("a %s message for node %r refused by Redis: %s", letter.kind, node, error)
-            self._let_go(node, letter.number)
+            if fresh:
+                # Nothing after it has a number yet: the next letter takes this one, and
+                # the receiver sees no gap (a gap told as a loss ends every call between
+                # the two nodes, for one refused message).
+                self._numbers[node] = itertools.count(letter.number)
+            else:
+                self._let_go(node, letter.number)
             self.on_dropped(node, [letter])
             return _REFUSED
         if not received:
             return _DEAF
+        letter.sent = True
         self._keep(node, letter)
         return _SENT
 

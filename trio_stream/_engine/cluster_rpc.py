@@ -65,6 +65,7 @@ class _Outgoing:
     run: str | None = None  # that node's run (process) then: another one means it restarted
     stream: bool = False  # a streaming call: items until the final answer
     credit: int = 0  # streaming: values the provider may still send, as seen here
+    letter: Letter | None = None  # the call as posted (cluster_mail), once it is
 
 
 class RemoteCaller:
@@ -168,11 +169,15 @@ class ClusterRpc:
             return
         out.node = node
         out.run = self._known_runs.get(node)
+        if out.run is not None:
+            # Held while that node was away, the call must not run on its next process,
+            # which its caller is told "restarted before answering" (see _on_call).
+            body["to_run"] = out.run
         # Numbered, kept until acknowledged and held while the node does not listen, as
         # every other message to it (cluster_mail): a call lost on a link that hung is sent
         # again, and its cancel and credit can never pass it.
         size = _SMALL_CALL_BYTES + len(body.get("args", b""))
-        await self._mailer.post(RPC, body, node, size=size)
+        out.letter = await self._mailer.post(RPC, body, node, size=size)
 
     def _forget(self, token: int) -> _Outgoing | None:
         """Stop waiting for call ``token``: what still comes back for it is dropped."""
@@ -191,10 +196,15 @@ class ClusterRpc:
 
     def _send_cancel(self, token: int, out: _Outgoing) -> None:
         async def send() -> None:  # after the call's own job: out.node is known by then
-            if out.node is not None:
-                # Held until Redis takes it and the node listens: without it the provider's
-                # method (or a stream waiting for credit) runs on for good.
-                await self._mailer.post(RPC_CANCEL, token, out.node)
+            if out.node is None:
+                return
+            if out.letter is not None and self._mailer.replace_held(
+                out.node, out.letter, RPC_CANCEL, token
+            ):
+                return  # the call never left: it goes as its own cancel, and never runs
+            # Held until Redis takes it and the node listens: without it the provider's
+            # method (or a stream waiting for credit) runs on for good.
+            await self._mailer.post(RPC_CANCEL, token, out.node)
 
         self._engine.later(send)
 
@@ -319,7 +329,14 @@ class ClusterRpc:
         )
         failed: list[list[Any]] = []
         for letter in letters:
-            if letter.kind == RPC_ANSWER:  # provider's node: its caller's node hears it
+            if letter.kind == RPC and not letter.sent:  # caller's node: it never left here
+                self._fail(
+                    int(letter.body["t"]),
+                    f"the call was dropped before it left this node (node {node[:80]!r} did "
+                    "not listen for long, or Redis refused it): it did not run; call again",
+                    ClusterUnavailable,
+                )
+            elif letter.kind == RPC_ANSWER:  # provider's node: its caller's node hears it
                 for token, _, _ in letter.body:
                     entry = self._incoming.pop((node, int(token)), None)
                     if entry is not None:  # a stream still running here
@@ -382,11 +399,14 @@ class ClusterRpc:
                 elif out.node is not None and out.run is None:
                     out.run = runs.get(out.node)  # sent before its node's run was known
                 elif out.node is not None and _restarted(runs, out.node, out.run):
+                    held = out.letter is not None and not out.letter.sent
                     self._fail(
                         token,
                         f"{out.provider[:100]!r} was on node {out.node!r}, which restarted "
-                        "before answering (the call may have run)",
+                        "before answering "
+                        + ("(it did not run)" if held else "(the call may have run)"),
                     )
+                    self._send_cancel(token, out)  # (a held call goes as its cancel)
 
     # -- provider's node ---------------------------------------------------------------------
     def _on_call(self, node: str, envelope: Any) -> None:
@@ -394,8 +414,8 @@ class ClusterRpc:
         # retries), and the mail is sent again until acknowledged: the inbox takes each once
         # (a call that ran twice mixed a stream's two runs' values: a soak).
         body = self._open(node, envelope)
-        if body is None:
-            return
+        if body is None or body.get("to_run", self._run_id) != self._run_id:
+            return  # a copy, or held for this node's previous run (its caller was told)
         token = int(body["t"])
         run = body.get("r")
         caller = RemoteCaller(self, node, token, str(body["caller"]), run)

@@ -202,6 +202,10 @@ class DumpReader:
             )
         self.header: dict[str, Any] = first
 
+    def item_ready(self) -> bool:
+        """Whether the next item is read in already (taking it will not read the file)."""
+        return self._start < len(self._buffer) and item_end(self._buffer, self._start) is not None
+
     def _items(self) -> Iterator[Any]:
         while True:
             end = item_end(self._buffer, self._start) if self._start < len(self._buffer) else None
