@@ -164,14 +164,28 @@ async def test_the_tcp_port_names_a_tls_client_hello_in_its_refusal(
     assert "a TLS ClientHello on a plain TCP port" in caplog.text
 
 
+def tls_server_config(
+    ca: trustme.CA, tcp_port: int | None = 0, http_port: int | None = 0
+) -> ts.ServerConfig:
+    """A server on loopback with a certificate from ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return ts.ServerConfig(
+        host="127.0.0.1", tcp_port=tcp_port, http_port=http_port, ssl_context=context
+    )
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    """A client's TLS context that trusts ``ca``."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
 async def test_a_tls_server_still_serves_tls_clients(nursery: trio.Nursery) -> None:
     ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, ssl_context=server_context)
-    server: ts.Server = await nursery.start(ts.serve, config)
+    client_context = trusting(ca)
+    server: ts.Server = await nursery.start(ts.serve, tls_server_config(ca))
     for url in (server.tcp_url, server.ws_url):
         assert url is not None
         async with ts.open_client(url, ssl_context=client_context) as client:
@@ -183,10 +197,7 @@ async def test_a_refused_certificate_says_how_to_trust_it(nursery: trio.Nursery)
     # OpenSSL's words alone ("self-signed certificate") did not say that a private CA is
     # given with --tls-ca or an ssl_context; a name mismatch has another cure.
     ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, ssl_context=server_context)
-    server: ts.Server = await nursery.start(ts.serve, config)
+    server: ts.Server = await nursery.start(ts.serve, tls_server_config(ca))
     for url in (server.tcp_url, server.ws_url):
         assert url is not None
         with pytest.raises(ts.ConnectionClosed) as refused:
@@ -198,12 +209,10 @@ async def test_a_refused_certificate_says_how_to_trust_it(nursery: trio.Nursery)
             "give that CA's certificate: --tls-ca FILE to trio-stream, "
             "ssl_context=ssl.create_default_context(cafile=FILE) in Python"
         )
-    trusting = ssl.create_default_context()
-    ca.configure_trust(trusting)
     assert server.tcp_url is not None
     elsewhere = server.tcp_url.replace("127.0.0.1", "localhost")
     with pytest.raises(ts.ConnectionClosed, match="connect by a name or address that the"):
-        async with ts.open_client(elsewhere, ssl_context=trusting, reconnect=False):
+        async with ts.open_client(elsewhere, ssl_context=trusting(ca), reconnect=False):
             pass
     await server.aclose()
 
@@ -213,12 +222,8 @@ async def test_the_wrong_port_of_a_tls_server_is_named(nursery: trio.Nursery) ->
     # 1213486160 bytes ... raise max_frame_bytes" (the bytes "HTTP"), and wss:// on the TCPS
     # port got an error frame where its upgrade's answer should be (outside TLS audit).
     ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, ssl_context=server_context)
-    server: ts.Server = await nursery.start(ts.serve, config)
+    client_context = trusting(ca)
+    server: ts.Server = await nursery.start(ts.serve, tls_server_config(ca))
     assert server.tcp_url is not None and server.ws_url is not None
     on_https_port = f"tcps://{port_of(server.ws_url)}"
     with trio.fail_after(10), pytest.raises(ts.ConnectionClosed) as refused:
@@ -237,27 +242,20 @@ async def test_the_wrong_port_of_a_tls_server_is_named(nursery: trio.Nursery) ->
     await server.aclose()
 
 
-def tls_server_config(ca: trustme.CA, tcp_port: int = 0) -> ts.ServerConfig:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return ts.ServerConfig(host="127.0.0.1", tcp_port=tcp_port, http_port=None, ssl_context=context)
-
-
 async def test_a_server_back_with_a_certificate_not_trusted_is_said_while_reconnecting(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Restarted with a new self-signed certificate, the server was tried again and again,
     # logged at INFO only: the client sat in "reconnecting" without a word (TLS audit).
     trusted, other = trustme.CA(), trustme.CA()
-    client_context = ssl.create_default_context()
-    trusted.configure_trust(client_context)
-    server: ts.Server = await nursery.start(ts.serve, tls_server_config(trusted))
+    client_context = trusting(trusted)
+    server: ts.Server = await nursery.start(ts.serve, tls_server_config(trusted, http_port=None))
     assert server.tcp_url is not None
     port = int(server.tcp_url.rsplit(":", 1)[1])
     policy = ts.Reconnect(initial=0.05, maximum=0.2)
     async with ts.open_client(server.tcp_url, ssl_context=client_context, reconnect=policy) as c:
         await server.aclose()
-        stranger: ts.Server = await nursery.start(ts.serve, tls_server_config(other, port))
+        stranger: ts.Server = await nursery.start(ts.serve, tls_server_config(other, port, None))
         with trio.fail_after(10):
             while "certificate was refused" not in caplog.text:  # noqa: ASYNC110
                 await trio.sleep(0.05)
@@ -266,20 +264,14 @@ async def test_a_server_back_with_a_certificate_not_trusted_is_said_while_reconn
         assert "cannot reconnect yet: cannot connect to tcps://" in warned[0].getMessage()
         assert c.state == "reconnecting"
         await stranger.aclose()
-        again: ts.Server = await nursery.start(ts.serve, tls_server_config(trusted, port))
+        again: ts.Server = await nursery.start(ts.serve, tls_server_config(trusted, port, None))
         with trio.fail_after(10):
             await c.wait_state("open")
         await again.aclose()
 
 
 async def test_a_plain_websocket_client_on_a_tls_port_is_told_wss(nursery: trio.Nursery) -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    config = ts.ServerConfig(
-        host="127.0.0.1", tcp_port=None, http_port=0, ssl_context=server_context
-    )
-    server: ts.Server = await nursery.start(ts.serve, config)
+    server: ts.Server = await nursery.start(ts.serve, tls_server_config(trustme.CA(), None))
     assert server.ws_url is not None and server.ws_url.startswith("wss://")
     plain = server.ws_url.replace("wss://", "ws://")
     with pytest.raises(ts.ConnectionClosed, match=r"\(if that port uses TLS, use wss://\)$"):
