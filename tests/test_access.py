@@ -86,6 +86,12 @@ async def test_system_channels_are_read_only(url: str) -> None:
             await client.publish("$stats", {"fake": 1})
         with pytest.raises(ts.InvalidArgument):
             await client.create_channel("$mine")
+        # Not "only the owner ($server) or a holder of its key": no key deletes it (TLS audit).
+        with pytest.raises(ts.AuthError) as refused:
+            await client.delete_channel("$stats", key="any")
+        assert (
+            str(refused.value) == "'$stats' is one of the server's own channels: nobody deletes it"
+        )
 
 
 async def test_server_token_is_checked_at_the_handshake(

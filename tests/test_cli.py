@@ -261,8 +261,8 @@ def test_an_address_without_its_scheme_is_told_the_scheme(
 @pytest.mark.parametrize(
     ("address", "meant"),
     [
-        ("http://127.0.0.1:9871/", "ws://127.0.0.1:9871/ws"),
-        ("https://daq.lab:443/", "wss://daq.lab:443/ws"),
+        ("http://127.0.0.1:9871/", "ws://127.0.0.1:9871/ws there (or to the server's tcp://"),
+        ("https://daq.lab:443/", "wss://daq.lab:443/ws there (or to the server's tcps://"),
     ],
 )
 def test_the_dashboard_s_address_is_told_the_client_s(
@@ -271,7 +271,7 @@ def test_the_dashboard_s_address_is_told_the_client_s(
     error = usage_error(["sub", address, "demo/counter"], capsys)
     assert error.endswith(
         f"argument URL: {address!r} is the dashboard's web address; a client connects to "
-        f"{meant} there (or to the server's tcp:// URL)"
+        f"{meant} URL)"
     )
 
 
@@ -603,6 +603,17 @@ async def test_serve_with_tls_and_a_client_that_trusts_its_ca(tmp_path: Path) ->
         p.process.send_signal(signal.SIGINT)
         code, _, stderr = await p.finish()
     assert code == 0, stderr
+
+
+async def test_a_tls_certificate_without_its_key_points_at_tls_key(tmp_path: Path) -> None:
+    # OpenSSL's "[SSL] PEM lib" alone did not say that the key was missing (TLS audit).
+    cert = tmp_path / "cert.pem"
+    trustme.CA().issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(str(cert))
+    result = await cli("serve", "--tcp-port", "0", "--no-http", "--tls-cert", str(cert))
+    assert result.returncode == 2
+    said = result.stderr.decode()
+    assert f"cannot load the TLS certificate {cert}:" in said
+    assert said.rstrip().endswith("(a key in a file of its own is given with --tls-key)")
 
 
 @pytest.mark.parametrize(("ca", "said"), [("missing.pem", "No such file"), ("not.pem", "X509")])

@@ -704,6 +704,9 @@ class RedisEngine:
         # A client's publish then delete, in that order: the frames this node took before
         # the delete go to Redis first, and this node's readers get them before the end (on
         # one node they are in the readers' buffers already). Each wait is bounded.
+        if msg.channel.startswith("$"):  # the server's own: every node has them
+            requests.delete_channel(session, msg)
+            return
         await self._appends_done(msg.channel)
         record = await self._record(msg.channel, msg.key, session)
         if record.owner != session.name and (not record.has_key or msg.key is None):

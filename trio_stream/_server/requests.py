@@ -104,6 +104,8 @@ def create_requested_channel(
 def delete_channel(session: Session, msg: DeleteChannel) -> None:
     broker = session.state.broker
     channel = broker.lookup(msg.channel, msg.key, session)
+    if channel.name.startswith("$"):  # (the text below would suggest a key)
+        raise AuthError(f"{channel.name!r} is one of the server's own channels: nobody deletes it")
     if channel.owner_id != session.client_id and (channel.key is None or msg.key is None):
         raise AuthError(
             f"only the owner of {msg.channel!r} ({channel.owner}) or a holder of its key "

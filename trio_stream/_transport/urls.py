@@ -39,10 +39,10 @@ def split_url(url: str) -> tuple[str, str, int, str]:
         parts, port = urlsplit(""), None
     if parts.scheme in ("http", "https") and parts.hostname and port is not None:
         # The dashboard's address, copied from the banner or the browser's address bar.
-        ws = "wss" if parts.scheme == "https" else "ws"
+        ws, tcp = ("wss", "tcps") if parts.scheme == "https" else ("ws", "tcp")
         raise InvalidArgument(
             f"{url[:200]!r} is the dashboard's web address; a client connects to "
-            f"{ws}://{parts.netloc}/ws there (or to the server's tcp:// URL)"
+            f"{ws}://{parts.netloc}/ws there (or to the server's {tcp}:// URL)"
         )
     if parts.scheme not in SCHEMES or not parts.hostname or port is None:
         raise InvalidArgument(

@@ -265,7 +265,9 @@ def _ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load the TLS certificate {cert}: {exc}") from None
+        # OpenSSL says "PEM lib" for a certificate file without its key in it.
+        hint = "" if key is not None else " (a key in a file of its own is given with --tls-key)"
+        raise UsageError(f"cannot load the TLS certificate {cert}: {exc}{hint}") from None
     return context
 
 
