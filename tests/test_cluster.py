@@ -14,11 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cbor2
 import coredis
@@ -654,7 +655,7 @@ async def node_process(redis: RedisServer, node: str) -> AsyncIterator[tuple[str
     port = _free_port()
     argv = [sys.executable, "-m", "trio_stream", "serve", "--engine", redis.url]
     argv += ["--node-name", node, "--tcp-port", str(port), "--no-http"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    process = start_node(argv)
     try:
         url = f"tcp://127.0.0.1:{port}"
         await wait_listening(port, process)
@@ -665,13 +666,38 @@ async def node_process(redis: RedisServer, node: str) -> AsyncIterator[tuple[str
         process.wait(timeout=10)
 
 
+def start_node(argv: list[str]) -> subprocess.Popen[bytes]:
+    """A node's process; what it says on stderr goes to a file of its own (see exit_said)."""
+    for earlier in [p for p in _said if p.poll() is not None]:  # a file each, not for ever
+        _said.pop(earlier).close()
+    said = tempfile.TemporaryFile()  # noqa: SIM115 - closed once its process has ended
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=said)
+    _said[process] = said
+    return process
+
+
+_said: dict[subprocess.Popen[bytes], IO[bytes]] = {}
+
+
+def exit_said(process: subprocess.Popen[bytes]) -> str:
+    """The last lines a node that exited wrote to stderr: why it did (a port taken, ...)."""
+    said = _said.get(process)
+    if said is None:
+        return ""
+    said.seek(0)
+    return b"".join(said.readlines()[-5:]).decode(errors="replace")
+
+
 async def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
     with trio.fail_after(WAIT_S):
         while True:
             try:
                 stream = await trio.open_tcp_stream("127.0.0.1", port)
             except OSError:
-                assert process.poll() is None, f"node on port {port} exited"
+                if process.poll() is not None:
+                    raise AssertionError(
+                        f"node on port {port} exited: {exit_said(process)}"
+                    ) from None
                 await trio.sleep(0.05)
                 continue
             await stream.aclose()
@@ -1519,9 +1545,7 @@ class RestartableNode:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        self.processes.append(
-            subprocess.Popen(self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
+        self.processes.append(start_node(self._argv))
 
     def restart(self) -> None:
         self.processes[-1].send_signal(signal.SIGKILL)
