@@ -91,6 +91,25 @@ async def test_the_trio_client_reports_the_limit() -> None:
                     pass
 
 
+async def test_a_reconnecting_client_waits_out_a_full_server(nursery: trio.Nursery) -> None:
+    # LimitExceeded at a reconnection escaped the client's task: the application's `async
+    # with open_client(...)` ended with it (the limit is for now: others close).
+    server: ts.Server = await nursery.start(ts.serve, config(max_connections=1))
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    policy = ts.Reconnect(initial=0.5, maximum=0.5)
+    async with ts.open_client(server.tcp_url, name="kept", reconnect=policy) as kept:
+        await server.aclose()
+        full = ts.ServerConfig(host="127.0.0.1", tcp_port=port, http_port=None, max_connections=1)
+        again: ts.Server = await nursery.start(ts.serve, full)
+        async with ts.open_client(server.tcp_url, name="first"):  # the one place there is
+            await trio.sleep(1.5)  # tries of "kept" are refused meanwhile
+            assert kept.state == "reconnecting"
+        with trio.fail_after(TIMEOUT_S):
+            await kept.wait_state("open")
+        await again.aclose()
+
+
 async def test_tcp_over_max_connections_per_address_names_that_setting() -> None:
     async with ts.open_server(config(max_connections_per_address=1)) as server:
         first, welcome = await hello(server)

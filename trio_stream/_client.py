@@ -35,6 +35,7 @@ from ._exceptions import (
     ConnectionClosed,
     FrameTooLarge,
     InvalidArgument,
+    LimitExceeded,
     NameInUse,
     ProtocolError,
     TrioStreamError,
@@ -477,8 +478,10 @@ class Client:
                 level = logging.INFO if str(exc) == said_wrong else logging.WARNING
                 said_wrong = str(exc)
                 log.log(level, "client %r cannot reconnect yet: %s", self.name, exc)
-            except (ConnectionClosed, NameInUse, ClusterUnavailable) as exc:
+            except (ConnectionClosed, NameInUse, ClusterUnavailable, LimitExceeded) as exc:
                 # ClusterUnavailable: the node's Redis is down; it comes back, so try again.
+                # LimitExceeded: the server holds its most connections (from this address);
+                # others close (it escaped here, and closed the client's nursery with it).
                 log.info("client %r: reconnect attempt failed: %s", self.name, exc)
         return False
 
