@@ -28,7 +28,6 @@ from ._client_constants import OUTGOING_HIGH_WATER_BYTES as OUTGOING_HIGH_WATER_
 from ._client_constants import POLICIES as POLICIES
 from ._client_port import ClientPort, PendingRequest
 from ._exceptions import (
-    AuthError,
     ChannelExists,
     ChannelNotFound,
     ClusterUnavailable,
@@ -468,10 +467,6 @@ class Client:
             try:
                 await self._connect_once(on_open, give_up_at)
                 return True
-            except (AuthError, ProtocolError, InvalidArgument) as exc:
-                log.error("client %r cannot reconnect: %s", self.name, exc)
-                self._lost = ConnectionClosed(f"reconnecting failed for good: {exc}")
-                return False
             except WrongServer as exc:
                 # Tried again (the operator may put the right certificate or port back), but
                 # said where it shows: each new reason once at WARNING.
@@ -483,6 +478,12 @@ class Client:
                 # LimitExceeded: the server holds its most connections (from this address);
                 # others close (it escaped here, and closed the client's nursery with it).
                 log.info("client %r: reconnect attempt failed: %s", self.name, exc)
+            except TrioStreamError as exc:
+                # AuthError, ProtocolError, InvalidArgument, or a refusal of a type a newer
+                # server has: final, said (nothing else may escape the client's task).
+                log.error("client %r cannot reconnect: %s", self.name, exc)
+                self._lost = ConnectionClosed(f"reconnecting failed for good: {exc}")
+                return False
         return False
 
     async def _restore(self) -> None:
