@@ -212,6 +212,19 @@ async def test_unknown_paths_are_404_and_other_methods_405(server: ts.Server, si
     assert (await get(server, "/ws")).status == 426  # plain GET on the WebSocket path
 
 
+async def test_a_body_waiting_for_100_continue_is_answered_at_once(server: ts.Server) -> None:
+    # curl sends "Expect: 100-continue" with a large body and waits for it: no request here
+    # takes a body, and the server waited for it until its handshake timeout (a 408).
+    head = (
+        b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2000000\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    with trio.fail_after(2):  # the server's handshake timeout is 10 s
+        answer = await raw_exchange(server, head)
+    assert answer.startswith(b"HTTP/1.1 405 "), answer[:100]
+    assert b"100 Continue" not in answer
+
+
 TRAVERSALS = [
     "/../secret.txt",
     "/lib/../../secret.txt",

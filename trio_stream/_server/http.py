@@ -259,6 +259,11 @@ class HttpConnection:
                 continue
             if isinstance(event, h11.Request):
                 request = event
+                if self.conn.they_are_waiting_for_100_continue:
+                    # Its body waits for our go-ahead, which never comes: no request here
+                    # takes a body. Answered now (a POST waited out the handshake timeout
+                    # for a 408); the connection then closes, the body unread.
+                    return request
             elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
                 return request
             elif isinstance(event, h11.Data):
