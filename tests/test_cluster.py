@@ -1605,15 +1605,7 @@ async def test_a_call_held_while_its_providers_node_restarts_does_not_run_there(
     # Held while node a was down, the call went to a's next process once it listened, and
     # ran there after its caller had been told "restarted before answering" (a review).
     provider = RunsCounted()
-    async with (
-        restartable_node(redis_server, "a") as node_a,
-        ts.open_server(node_config(redis_server, "b")) as b,
-        ts.open_client(node_a.url, name="provider", reconnect=QUICK_RECONNECT) as provider_client,
-        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
-    ):
-        provider_client.expose(provider)
-        proxy = await ctl.rpc("provider", timeout=WAIT_S)
-        assert await proxy.counted_probe() == 7
+    async with counted_provider_on_restartable_a(redis_server, provider) as (node_a, client, proxy):
         node_a.processes[-1].send_signal(signal.SIGKILL)
         node_a.processes[-1].wait(timeout=10)
         failed: list[BaseException] = []
@@ -1628,13 +1620,48 @@ async def test_a_call_held_while_its_providers_node_restarts_does_not_run_there(
                 nursery.start_soon(call)
                 await trio.sleep(0.3)  # held by node b: nobody listens for node a
                 node_a.start()
-            await provider_client.wait_state("open")
+            await client.wait_state("open")
         await trio.sleep(1.0)  # time for the held call to reach a's new process
-    assert "which restarted before answering (it did not run)" in str(failed[0])
+    assert "it did not run" in str(failed[0])  # (said by b's watch, or by a's new process)
     assert provider.runs == 1
 
 
 QUICK_RECONNECT = ts.Reconnect(initial=0.05, maximum=0.1)
+
+
+@asynccontextmanager
+async def counted_provider_on_restartable_a(
+    redis: RedisServer, provider: RunsCounted
+) -> AsyncIterator[tuple[RestartableNode, ts.Client, Any]]:
+    """``provider`` as "provider" on a restartable node a (its client reconnects at once),
+    called once from node b: yields node a, the provider's client and b's proxy of it."""
+    async with (
+        restartable_node(redis, "a") as node_a,
+        ts.open_server(node_config(redis, "b")) as b,
+        ts.open_client(node_a.url, name="provider", reconnect=QUICK_RECONNECT) as client,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        client.expose(provider)
+        proxy = await ctl.rpc("provider", timeout=WAIT_S)
+        assert await proxy.counted_probe() == 7
+        yield node_a, client, proxy
+
+
+async def test_a_call_after_its_providers_node_restarted_while_idle_runs(
+    redis_server: RedisServer,
+) -> None:
+    # Node b read node a's run at its first call and not again while idle: after a restart
+    # of a, the next call was stamped for a's previous run and dropped there (a review).
+    provider = RunsCounted()
+    async with counted_provider_on_restartable_a(redis_server, provider) as (node_a, client, proxy):
+        await trio.sleep(2.0)  # all acknowledged: b's watch reads nothing of a any more
+        node_a.restart()
+        with trio.fail_after(WAIT_S):
+            await client.wait_state("reconnecting")
+            await client.wait_state("open")
+        await trio.sleep(2.0)  # b's names of a are back in Redis
+        assert await proxy.counted_probe() == 7
+    assert provider.runs == 2
 
 
 async def test_a_stream_whose_callers_node_restarted_at_once_ends_on_the_providers_node(

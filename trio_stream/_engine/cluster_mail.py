@@ -65,7 +65,9 @@ class Letter:
     kind: str
     envelope: dict[str, Any]
     size: int
-    sent: bool = False  # Redis took it once (it may have arrived)
+    # Redis may have it: it took it once, or a publish of it failed on the way (a reply lost
+    # with its connection: the PUBLISH may have gone through).
+    sent: bool = False
 
     @property
     def body(self) -> Any:
@@ -149,8 +151,8 @@ class Mailer:
         smallest size) in its place; whether it did. Its number stays: what follows it
         must not look like a gap to the receiver."""
         held = self._held.get(node)
-        if not held or not any(waiting is letter for waiting in held):
-            return False
+        if letter.sent or not held or not any(waiting is letter for waiting in held):
+            return False  # (one that may have arrived keeps its number: a copy of it would)
         self._held_bytes[node] -= letter.size - _SMALL_BYTES
         letter.kind, letter.size = kind, _SMALL_BYTES
         letter.envelope["b"] = body
@@ -168,6 +170,7 @@ class Mailer:
         try:
             received = await self._bus.publish(letter.kind, letter.envelope, to=node)
         except REDIS_DOWN:
+            letter.sent = True  # perhaps: the PUBLISH may have gone, its answer not come
             return _AWAY
         except REDIS_ERRORS as error:
             # Redis is there and said no (OOM, NOPERM): sent again, it would say no again,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -41,6 +42,8 @@ RPC_CANCEL: Final = "rpc_cancel"
 RPC_CREDIT: Final = "rpc_credit"
 RPC_ACK: Final = "rpc_ack"  # what a node took of the messages above from another (cluster_mail)
 WATCH_INTERVAL_S: Final = 0.5
+#: A node's run (process id) read from Redis this recently is taken as it is for a call.
+RUN_FRESH_S: Final = 1.0
 # A node missing from the live set counts as gone only after this long: a Redis restart
 # empties the set until every node's next heartbeat (a third of the TTL), and calls to
 # providers on nodes that never left failed with "left the cluster".
@@ -95,7 +98,8 @@ class ClusterRpc:
         # tokens, and answers to that run's calls (held, or late) matched new calls.
         self._tokens = itertools.count(secrets.randbits(40) << 16)
         self._run_id = ""  # this node's run (process), from install()
-        self._known_runs: dict[str, str] = {}  # other nodes' runs, as the watch last saw them
+        self._known_runs: dict[str, str] = {}  # other nodes' runs, as last read from Redis
+        self._runs_read_at: dict[str, float] = {}  # ... and when
         self._outgoing: dict[int, _Outgoing] = {}
         # caller's node: (caller, request id) -> token, for its cancel and credit messages
         self._tokens_of: dict[tuple[Endpoint, int], int] = {}
@@ -159,10 +163,13 @@ class ClusterRpc:
                 # Not connected anywhere (or gone from here meanwhile): as on one node.
                 self._fail(token, f"no client named {brief(out.provider)} is connected")
                 return
-            # The run the watch last saw there: a Redis trip per call cost a quarter of the
-            # calls/s with 16 in flight, so only a node's first call makes one.
-            if node not in self._known_runs:
-                self._known_runs.update(await io.presence.runs_of([node]))
+            # The run last read there, if it is fresh: a Redis trip per call cost a quarter
+            # of the calls/s with 16 in flight. One read long ago (the watch reads only while
+            # calls are in flight) missed a restart, and the call was stamped for the node's
+            # previous run (see _on_call).
+            now = trio.current_time()
+            if now - self._runs_read_at.get(node, -math.inf) > RUN_FRESH_S:
+                self._runs_read(await io.presence.runs_of([node]), now)
         except REDIS_ERRORS as error:
             # Said at once (a call without a timeout waited for good); nothing was sent.
             self._fail(token, _not_sent("the call", error), ClusterUnavailable)
@@ -178,6 +185,10 @@ class ClusterRpc:
         # again, and its cancel and credit can never pass it.
         size = _SMALL_CALL_BYTES + len(body.get("args", b""))
         out.letter = await self._mailer.post(RPC, body, node, size=size)
+
+    def _runs_read(self, runs: dict[str, str], now: float) -> None:
+        self._known_runs.update(runs)
+        self._runs_read_at.update(dict.fromkeys(runs, now))
 
     def _forget(self, token: int) -> _Outgoing | None:
         """Stop waiting for call ``token``: what still comes back for it is dropped."""
@@ -377,7 +388,7 @@ class ClusterRpc:
                 runs = await self._engine.io.presence.runs_of(nodes)
             except REDIS_ERRORS:
                 continue
-            self._known_runs.update(runs)
+            self._runs_read(runs, now)
             if pending and not self._retrying:
                 self._retry_mail(gone & pending)
             for (node, token), (caller, ident) in list(self._incoming.items()):
@@ -414,9 +425,18 @@ class ClusterRpc:
         # retries), and the mail is sent again until acknowledged: the inbox takes each once
         # (a call that ran twice mixed a stream's two runs' values: a soak).
         body = self._open(node, envelope)
-        if body is None or body.get("to_run", self._run_id) != self._run_id:
-            return  # a copy, or held for this node's previous run (its caller was told)
+        if body is None:
+            return  # a copy
         token = int(body["t"])
+        if body.get("to_run", self._run_id) != self._run_id:
+            # For this node's previous run: held while it restarted, or sent again for want
+            # of its acknowledgement. Not run here; its caller hears so (if it still waits).
+            reason = (
+                f"node {self._engine.io.node[:80]!r} restarted before the call reached it: "
+                "it did not run; call again"
+            )
+            self._post_later(RPC_ANSWER, [[token, reason, True]], node)
+            return
         run = body.get("r")
         caller = RemoteCaller(self, node, token, str(body["caller"]), run)
         router = self._engine.state.rpc

@@ -28,7 +28,7 @@ from .._protocol.brief import brief
 from .._protocol.codec import encode_payload
 from .._protocol.messages import Admin
 from .._protocol.rpc_messages import Call
-from .auth_throttle import host_of
+from .wrong_tokens import host_of
 
 if TYPE_CHECKING:
     from .session import Session
@@ -51,13 +51,8 @@ def _check_token(session: Session, token: str | None) -> None:
         )
     if token is None:
         raise AuthError("the admin op needs the admin token: send it as 'token'")
-    throttle = session.state.auth_throttle
-    address = host_of(session.transport.remote)
-    refusal = throttle.refusal(address)
-    if refusal is not None:
-        raise AuthError(refusal)
     if not hmac.compare_digest(token.encode(), expected.encode()):
-        throttle.failed(address, "admin token")
+        session.state.wrong_tokens.failed(host_of(session.transport.remote), "admin token")
         raise AuthError("wrong admin token: give the token the server was started with")
 
 

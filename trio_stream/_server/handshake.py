@@ -23,9 +23,9 @@ from .._protocol.messages import Error, Hello, UnknownOp, Welcome, decode_messag
 from .._transport import sniff
 from .._transport.base import FrameTransport
 from .._version import __version__
-from .auth_throttle import host_of
 from .outbox import control_frame
 from .state import ServerState
+from .wrong_tokens import host_of
 
 REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
 _HTTP_ON_TCP_PORT: Final = "an HTTP request on the TCP port (answered with a 400)"
@@ -93,18 +93,15 @@ async def handshake(
             f"{PROTOCOL_VERSION}); upgrade the client"
         )
     token = state.config.token
-    if token is not None:
-        address = host_of(transport.remote)
-        refusal = state.auth_throttle.refusal(address)
-        if refusal is not None:
-            raise AuthError(refusal)
-        if hello.token is None or not hmac.compare_digest(hello.token.encode(), token.encode()):
-            if hello.token is not None:  # (a missing one is a mistake, not a guess)
-                state.auth_throttle.failed(address, "server token")
-            raise AuthError(
-                "wrong or missing token: give the server's token (open_client(url, token=...), "
-                "SyncClient(url, token=...); on the command line --token or $TRIO_STREAM_TOKEN)"
-            )
+    if token is not None and (
+        hello.token is None or not hmac.compare_digest(hello.token.encode(), token.encode())
+    ):
+        if hello.token is not None:  # (a missing one is a mistake, not a guess)
+            state.wrong_tokens.failed(host_of(transport.remote), "server token")
+        raise AuthError(
+            "wrong or missing token: give the server's token (open_client(url, token=...), "
+            "SyncClient(url, token=...); on the command line --token or $TRIO_STREAM_TOKEN)"
+        )
     if hello.name is not None:
         check_client_name(hello.name)
     name, resume_token = claim(hello)

@@ -35,6 +35,7 @@ from .._transport.websocket import (
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 from .session import Session
+from .wrong_tokens import host_of
 
 if TYPE_CHECKING:
     from .serve import Server
@@ -134,14 +135,14 @@ class HttpSite:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
-    def route(self, request: h11.Request, path: str) -> HttpResponse:
-        """The answer to a request that is not a WebSocket upgrade."""
+    def route(self, request: h11.Request, path: str, remote: str) -> HttpResponse:
+        """The answer to a request (from ``remote``) that is not a WebSocket upgrade."""
         if request.method not in (b"GET", b"HEAD"):
             response = text_response(405, "only GET and HEAD are served here", close=True)
             response.headers.append(("Allow", "GET, HEAD"))
             return response
         if path == METRICS_PATH:
-            return self.metrics(request)
+            return self.metrics(request, remote)
         if path == WS_PATH:
             response = text_response(426, "this is the WebSocket endpoint: connect with ws://")
             response.headers.append(("Upgrade", "websocket"))
@@ -154,7 +155,7 @@ class HttpSite:
             return HttpResponse(304, headers=headers, content_type="")
         return HttpResponse(200, web_file.body, web_file.content_type, headers)
 
-    def metrics(self, request: h11.Request) -> HttpResponse:
+    def metrics(self, request: h11.Request, remote: str) -> HttpResponse:
         token = self.config.token
         if token is not None:
             # Without the token, /metrics would list the public channels to anyone who can
@@ -164,6 +165,8 @@ class HttpSite:
             if scheme.lower() != b"bearer" or not hmac.compare_digest(
                 given.strip(b" "), token.encode()
             ):
+                if given.strip(b" "):  # (none given is a mistake, not a guess)
+                    self.server.state.wrong_tokens.failed(host_of(remote), "metrics token")
                 response = text_response(
                     401, "send the server's token: Authorization: Bearer <token>"
                 )
@@ -217,7 +220,7 @@ class HttpConnection:
             if _is_websocket_upgrade(request):
                 await self._upgrade(request, path)
                 return
-            response = self.site.route(request, path)
+            response = self.site.route(request, path, self.remote)
             if served == config.http_max_requests:
                 response.close = True  # the client opens a new connection for more
             if not await self._send_response(request, response):

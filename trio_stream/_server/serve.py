@@ -21,6 +21,7 @@ from .handshake import REFUSAL_FLUSH_S
 from .outbox import control_frame
 from .session import Session
 from .state import ServerState
+from .wrong_tokens import short_token_warning
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class Server:
                 "$TRIO_STREAM_TOKEN or ServerConfig(token=...)). !!!",
                 config.host,
             )
+        for name, token in (("token", config.token), ("admin token", config.admin_token)):
+            if (short := short_token_warning(name, token)) is not None:
+                log.warning("%s", short)
 
     async def _start_listeners(self, nursery: trio.Nursery) -> None:
         config = self.config

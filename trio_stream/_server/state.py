@@ -15,13 +15,13 @@ from .._exceptions import NameInUse
 from .._protocol.bytes_like import BytesLike
 from .._protocol.codec import encode_payload
 from .._protocol.limits import Limits
-from .auth_throttle import AuthThrottle
 from .broker import Broker, Channel, Writer
 from .engine import make_engine
 from .idle import Watchdog
 from .outbox import BufferTotals
 from .resume import ResumeBook
 from .rpc import Router
+from .wrong_tokens import WrongTokens
 
 SYSTEM_CHANNELS = ("$clients", "$channels", "$stats")
 
@@ -62,7 +62,7 @@ class ServerState:
             remote=self.engine.route_call if self.engine.clustered else None,
         )
         self.watchdog = Watchdog(self.limits.idle_timeout_s, self.sessions.get)
-        self.auth_throttle = AuthThrottle()  # wrong tokens per address (handshake, admin)
+        self.wrong_tokens = WrongTokens()  # per address, for the log (handshake, admin, HTTP)
         self.started = time.time()
         self.closing = False
         self._next_client_id = 1
