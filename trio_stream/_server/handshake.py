@@ -22,6 +22,7 @@ from .._protocol.limits import PROTOCOL_VERSION
 from .._protocol.messages import Error, Hello, UnknownOp, Welcome, decode_message
 from .._transport import sniff
 from .._transport.base import FrameTransport
+from .._transport.tcp import StreamTransport
 from .._version import __version__
 from .outbox import control_frame
 from .state import ServerState
@@ -79,6 +80,8 @@ async def handshake(
         if await sniff.answer_http_on_tcp_port(stream, first_bytes, state.config.http_port):
             raise ConnectionClosed(_HTTP_ON_TCP_PORT) from None
         raise
+    if isinstance(transport, StreamTransport):
+        transport.first_bytes = None  # (they hold the hello's token)
     if frames[0][0] != CONTROL:
         raise ProtocolError("the first frame must be a CONTROL hello")
     try:
