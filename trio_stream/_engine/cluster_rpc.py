@@ -177,8 +177,9 @@ class ClusterRpc:
         out.node = node
         out.run = self._known_runs.get(node)
         if out.run is not None:
-            # Held while that node was away, the call must not run on its next process,
-            # which its caller is told "restarted before answering" (see _on_call).
+            # Held while that node was away (or sent again for want of its acknowledgement),
+            # the call must not run on the node's next process: that one answers that it
+            # did not run (see _on_call).
             body["to_run"] = out.run
         # Numbered, kept until acknowledged and held while the node does not listen, as
         # every other message to it (cluster_mail): a call lost on a link that hung is sent
