@@ -147,6 +147,10 @@ async def test_http_and_websocket_over_the_limit_get_503_with_a_body() -> None:
             _tcp, refusal = await hello(server)
             assert isinstance(refusal, M.Error) and "max_connections" in refusal.message
             await _tcp.aclose()
+            # The WebSocket client says it as the TCP one does (it said ConnectionClosed).
+            with pytest.raises(ts.LimitExceeded, match=r"503 \(the server holds 1 connections"):
+                async with ts.open_client(server.ws_url, name="second", reconnect=False):
+                    pass
 
 
 async def test_an_idle_keep_alive_connection_is_closed(autojump_clock: trio.abc.Clock) -> None:

@@ -19,7 +19,7 @@ import trio
 import trio_websocket
 from wsproto.utilities import LocalProtocolError
 
-from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError
+from .._exceptions import ConnectionClosed, FrameTooLarge, LimitExceeded, ProtocolError
 from .._protocol.brief import cut
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import LENGTH_PREFIX, PREFIX_BYTES, FrameDecoder, RunTaker, T
@@ -298,8 +298,12 @@ def _handshake_failure(url: str, group: BaseExceptionGroup[BaseException]) -> Ba
     if refusal is not None:
         leaf = _first_leaf(refusal)
         reason = describe_handshake_error(leaf)
-        wrong = reason.startswith(sniff.TCP_PORT_MARK)  # ws:// on the TCP port
-        return (WrongServer if wrong else ConnectionClosed)(f"cannot connect to {url}: {reason}")
+        said = f"cannot connect to {url}: {reason}"
+        if reason.startswith(sniff.TCP_PORT_MARK):  # ws:// on the TCP port
+            return WrongServer(said)
+        if _is_connection_limit(leaf):
+            return LimitExceeded(said)  # as over TCP: the server's refusal, not a lost link
+        return ConnectionClosed(said)
     leaves = exception_leaves(group)
     if len(leaves) == 1 and isinstance(leaves[0], Exception):
         # h11 on an answer that is not HTTP, say: the peer is no trio_stream HTTP port.
@@ -309,6 +313,13 @@ def _handshake_failure(url: str, group: BaseExceptionGroup[BaseException]) -> Ba
             "is this a trio_stream server's HTTP port (path /ws)?"
         )
     return group
+
+
+def _is_connection_limit(refusal: trio_websocket.HandshakeError) -> bool:
+    """A 503 naming the server's connection limits (_server/admission.py's refusal)."""
+    if not isinstance(refusal, trio_websocket.ConnectionRejected):
+        return False
+    return refusal.status_code == 503 and b"(max_connections" in (refusal.body or b"")
 
 
 def _first_leaf(
