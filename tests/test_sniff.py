@@ -164,6 +164,21 @@ async def test_the_tcp_port_names_a_tls_client_hello_in_its_refusal(
     assert "a TLS ClientHello on a plain TCP port" in caplog.text
 
 
+async def test_a_tls_connection_keeps_its_first_bytes_only_until_the_hello_is_read(
+    nursery: trio.Nursery,
+) -> None:
+    # They hold the hello's token; let go after the handshake, the next read took them
+    # again (a later request, an admin token in it) for the connection's life (a review).
+    ca = trustme.CA()
+    server: ts.Server = await nursery.start(ts.serve, tls_server_config(ca, http_port=None))
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, ssl_context=trusting(ca)) as client:
+        await client.create_channel("after-the-hello")
+        (session,) = server.state.sessions.values()
+        assert getattr(session.transport, "first_bytes", "absent") is None
+    await server.aclose()
+
+
 def tls_server_config(
     ca: trustme.CA, tcp_port: int | None = 0, http_port: int | None = 0
 ) -> ts.ServerConfig:

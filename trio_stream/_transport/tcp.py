@@ -81,6 +81,7 @@ class StreamTransport:
         # TLS only: the first bytes the peer said (a plain stream is peeked instead, see
         # sniff.peek), for the handshake to tell an HTTP peer from a huge frame.
         self.first_bytes: bytes | None = None
+        self._first_kept = False  # (once: let go, they are not taken again)
         self._low_water = 1  # the socket's SO_RCVLOWAT
         self._drained = True  # the last read emptied the socket: wait before the next one
         self._low_water_works = True
@@ -130,7 +131,8 @@ class StreamTransport:
                 # mmap threshold.
                 data = await self.stream.receive_some(TLS_RECEIVE_BYTES)
                 received = len(data)
-                if self.first_bytes is None:
+                if not self._first_kept:
+                    self._first_kept = True
                     self.first_bytes = bytes(data[:PEEK_BYTES])
                 decoder.receive_data(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
