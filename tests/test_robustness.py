@@ -138,6 +138,32 @@ async def test_handshake_must_come_first_and_in_time(
     assert any(isinstance(m, M.Error) and "hello" in m.message for m in messages)
 
 
+@pytest.mark.parametrize(
+    "truncated",
+    [struct.pack(">I", 100)[:3], struct.pack(">I", 100) + b"\x01\xa1"],
+    ids=["in its length prefix", "in its body"],
+)
+@pytest.mark.parametrize("after_hello", [False, True], ids=["at the hello", "later"])
+async def test_a_frame_cut_short_by_a_half_close_is_answered_with_a_reason(
+    server: ts.Server, truncated: bytes, after_hello: bool
+) -> None:
+    # A peer that shuts down only its writing side (nc -N, a hand-made client) can still read
+    # why its last frame did not count; the server had closed without a word.
+    assert server.tcp_url
+    if after_hello:
+        stream = await raw_session(server)
+    else:
+        port = int(server.tcp_url.rsplit(":", 1)[1])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(truncated)
+    await stream.send_eof()
+    messages = await read_messages(stream)
+    reasons = [m.reason for m in messages if isinstance(m, M.Goodbye)]
+    reasons += [m.message for m in messages if isinstance(m, M.Error)]
+    assert len(reasons) == 1, messages
+    assert f"the middle of a frame (the first {len(truncated)} bytes of it came" in reasons[0]
+
+
 async def test_wrong_protocol_version_is_refused_clearly(server: ts.Server) -> None:
     assert server.tcp_url
     port = int(server.tcp_url.rsplit(":", 1)[1])

@@ -25,7 +25,7 @@ import trio
 
 from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError, TrioStreamError
 from .._protocol.messages import ControlMessage, Goodbye, Hello
-from .._transport.base import FrameTransport
+from .._transport.base import EndedMidFrame, FrameTransport
 from .broker import Channel, Writer
 from .handshake import closing_for, handshake, refuse
 from .inbound import Inbound
@@ -223,6 +223,10 @@ class Session:
             log.info("%s: no hello within the handshake timeout", self.transport.remote)
             await refuse(self.transport, ProtocolError("no hello within the handshake timeout"))
             return
+        except EndedMidFrame as exc:  # (a peer that only shut down its side still reads)
+            log.info("%s: handshake refused: %s", self.transport.remote, exc)
+            await refuse(self.transport, ProtocolError(str(exc)))
+            return
         except ConnectionClosed:
             with trio.CancelScope(shield=True):
                 await self.transport.aclose()
@@ -263,6 +267,12 @@ class Session:
         try:
             with self._reader_scope:
                 await self.inbound.run(early_frames)
+        except EndedMidFrame as exc:
+            # A truncated frame, as malformed as any: the reason goes to a peer that only
+            # shut down its writing side (a client killed while writing gets nothing, as
+            # it would for a clean end). INFO, not WARNING: a killed writer does this.
+            log.info("%s (%s): %s", self.name, self.transport.remote, str(exc))
+            self.close(f"ProtocolError: {exc}")
         except ConnectionClosed:
             self.peer_left()
         except (ProtocolError, FrameTooLarge) as exc:

@@ -16,6 +16,13 @@ class WrongServer(ConnectionClosed):
     server restarted with a new certificate otherwise left it retrying without a word)."""
 
 
+class EndedMidFrame(ConnectionClosed):
+    """The peer closed its side in the middle of a frame: a truncated frame, which a peer
+    that only shut down its writing side (``shutdown(SHUT_WR)``, ``nc -N``) can still be
+    told about. For a client it is a lost connection like any other; the server answers it
+    as a malformed frame, with a reason."""
+
+
 class FrameTransport(Protocol):
     """A connection that carries length-prefixed frames (docs/protocol.md section 1)."""
 

@@ -14,6 +14,7 @@ import trio
 from .._exceptions import ConnectionClosed
 from .._protocol.bytes_like import BytesLike
 from .._protocol.framing import FrameDecoder, RunTaker, T
+from .base import EndedMidFrame
 from .sniff import PEEK_BYTES
 
 # Plain TCP reads into one buffer of this size, kept for the thread's life and shared by every
@@ -138,6 +139,12 @@ class StreamTransport:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionClosed(f"connection lost: {exc}") from exc
         if not received:
+            partial = decoder.partial_bytes
+            if partial:
+                raise EndedMidFrame(
+                    f"the peer closed the connection in the middle of a frame (the first "
+                    f"{partial} bytes of it came, its length prefix included)"
+                )
             raise ConnectionClosed("the peer closed the connection")
 
     async def _receive_shared(self, socket: trio.socket.SocketType) -> int:
