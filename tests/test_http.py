@@ -432,20 +432,35 @@ async def test_a_refused_null_origin_is_not_advised_in(caplog: pytest.LogCapture
     assert "serve the page from a web server" in caplog.text
 
 
+GOOD_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+
 @pytest.mark.parametrize(
-    ("extra", "status"),
+    ("version", "extra", "status", "said"),
     [
-        ("Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", 426),
-        ("Sec-WebSocket-Version: 13\r\n", 400),
+        ("1.1", f"Sec-WebSocket-Version: 8\r\n{GOOD_KEY}", 426, "version 13"),
+        ("1.1", "Sec-WebSocket-Version: 13\r\n", 400, "not a valid WebSocket upgrade"),
+        # RFC 6455 4.2.1 (these were answered with a 101):
+        ("1.0", f"Sec-WebSocket-Version: 13\r\n{GOOD_KEY}", 400, "HTTP/1.1 request"),
+        ("1.1", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: x\r\n", 400, "16 random"),
+        (  # 24 characters of base64, but 18 bytes
+            "1.1",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: YWJjZGVmZ2hpamtsbW5vcHFy\r\n",
+            400,
+            "16 random",
+        ),
     ],
 )
-async def test_malformed_upgrades_are_refused(server: ts.Server, extra: str, status: int) -> None:
+async def test_malformed_upgrades_are_refused(
+    server: ts.Server, version: str, extra: str, status: int, said: str
+) -> None:
     head = (
-        "GET /ws HTTP/1.1\r\nHost: localhost\r\n"
+        f"GET /ws HTTP/{version}\r\nHost: localhost\r\n"
         f"Connection: Upgrade\r\nUpgrade: websocket\r\n{extra}\r\n"
     )
     answer = await raw_exchange(server, head.encode())
-    assert answer.startswith(f"HTTP/1.1 {status} ".encode())
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer
+    assert said.encode() in answer, answer
 
 
 async def test_an_upgrade_whose_host_is_no_host_name_is_refused_in_one_line(

@@ -10,6 +10,8 @@ included.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 from dataclasses import dataclass, field
@@ -365,6 +367,16 @@ class HttpConnection:
             return text_response(404, f"WebSocket connections go to {WS_PATH}")
         if request.method != b"GET" or _header(request, b"sec-websocket-key") is None:
             return text_response(400, "not a valid WebSocket upgrade request")
+        # RFC 6455 section 4.2.1: an HTTP/1.1 GET whose key is 16 bytes in base64. wsproto
+        # checks neither, and a client that gets these wrong would be answered with a
+        # handshake that a conforming client then refuses (or, for HTTP/1.0, a 101 that an
+        # HTTP/1.0 peer cannot read), far from the mistake.
+        if request.http_version != b"1.1":
+            return text_response(400, "a WebSocket upgrade must be an HTTP/1.1 request")
+        if not _is_websocket_key(_header(request, b"sec-websocket-key") or b""):
+            return text_response(
+                400, "Sec-WebSocket-Key must be 16 random bytes in base64 (24 characters)"
+            )
         if _header(request, b"sec-websocket-version") != b"13":
             response = text_response(426, "this server speaks WebSocket version 13")
             response.headers.append(("Sec-WebSocket-Version", "13"))
@@ -405,6 +417,13 @@ class HttpConnection:
                 403, "this origin may not connect (see ServerConfig.allowed_origins)"
             )
         return None
+
+
+def _is_websocket_key(key: bytes) -> bool:
+    try:
+        return len(key) == 24 and len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
 
 
 def _header(request: h11.Request, name: bytes) -> bytes | None:
