@@ -1826,6 +1826,39 @@ async def test_a_stream_left_while_its_node_cannot_reach_redis_ends_on_the_provi
         await eventually(lambda: trio_true(a.state.rpc.pending() == 0))
 
 
+async def redis_publish_allowed(redis: RedisServer, allowed: bool) -> None:
+    """Let PUBLISH through the default user of the test's own redis-server, or refuse it
+    (NOPERM: Redis there and saying no, as when out of memory or misconfigured)."""
+    rule = "+publish" if allowed else "-publish"
+    argv = ["redis-cli", "-p", str(redis.port), "ACL", "SETUSER", "default", rule]
+    result = await trio.run_process(argv, capture_stdout=True)
+    assert result.stdout.strip() == b"OK", result.stdout
+
+
+async def test_a_cancel_redis_refuses_is_sent_again_and_ends_the_stream_there(
+    redis_server: RedisServer,
+) -> None:
+    # A cancel Redis said no to was dropped: the provider's generator, out of credit, waited
+    # for good. It is now posted again each watch round until Redis takes it.
+    provider = Sensor()
+    window = 4
+    async with sensor_across_nodes(redis_server, provider) as (a, _, sensor):
+        with trio.fail_after(WAIT_S):
+            async with sensor.stream("forever", window=window) as stream:
+                assert await stream.__anext__() == 0
+                await eventually(lambda: trio_true(provider.steps >= window))
+                await trio.sleep(1.0)  # its values acknowledged: node a sends nothing more
+                await redis_publish_allowed(redis_server, False)
+        try:
+            await trio.sleep(1.5)  # the cancel is refused, then tried again and refused
+            assert not provider.closed.is_set()
+        finally:
+            await redis_publish_allowed(redis_server, True)
+        with trio.fail_after(WAIT_S):
+            await provider.closed.wait()
+        await eventually(lambda: trio_true(a.state.rpc.pending() == 0))
+
+
 async def test_leaving_the_loop_closes_the_generator_on_the_providers_node(
     redis_server: RedisServer,
 ) -> None:

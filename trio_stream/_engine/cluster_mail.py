@@ -68,6 +68,8 @@ class Letter:
     # Redis may have it: it took it once, or a publish of it failed on the way (a reply lost
     # with its connection: the PUBLISH may have gone through).
     sent: bool = False
+    # Redis said no to it (OOM, NOPERM): dropped, on_dropped told.
+    refused: bool = False
 
     @property
     def body(self) -> Any:
@@ -136,13 +138,18 @@ class Mailer:
         """The nodes that messages wait for, to be sent or acknowledged."""
         return set(self._held) | set(self._unacked)
 
-    async def post(self, kind: str, body: Any, to: str, *, size: int = _SMALL_BYTES) -> Letter:
+    async def post(
+        self, kind: str, body: Any, to: str, *, size: int = _SMALL_BYTES, quiet: bool = False
+    ) -> Letter:
         """Send ``body`` to node ``to``, after what waits for it (``size``: its bytes, for
-        the bounds on what is held and kept); the letter, to :meth:`replace_held` later."""
+        the bounds on what is held and kept); the letter, to :meth:`replace_held` later.
+        ``quiet``: a refusal by Redis is not logged (the caller tries again and says so)."""
         number = next(self._numbers.setdefault(to, itertools.count(1)))
         letter = Letter(kind, {"e": self._epoch, "n": number, "b": body}, size)
         # Behind what waits for that node, it waits too: it may not pass it.
-        if to in self._held or await self._send(to, letter, fresh=True) in (_AWAY, _DEAF):
+        if to in self._held:
+            self._hold(to, letter)
+        elif await self._send(to, letter, fresh=True, quiet=quiet) in (_AWAY, _DEAF):
             self._hold(to, letter)
         return letter
 
@@ -158,7 +165,9 @@ class Mailer:
         letter.envelope["b"] = body
         return True
 
-    async def _send(self, node: str, letter: Letter, *, fresh: bool = False) -> object:
+    async def _send(
+        self, node: str, letter: Letter, *, fresh: bool = False, quiet: bool = False
+    ) -> object:
         """_SENT, _REFUSED (dropped, said), or _AWAY (Redis) or _DEAF (the node): held.
 
         ``fresh``: the newest letter to ``node``, sent from :meth:`post` (nothing numbered
@@ -175,7 +184,11 @@ class Mailer:
         except REDIS_ERRORS as error:
             # Redis is there and said no (OOM, NOPERM): sent again, it would say no again,
             # and everything to that node would wait behind it.
-            log.warning("a %s message for node %r refused by Redis: %s", letter.kind, node, error)
+            if not quiet:
+                log.warning(
+                    "a %s message for node %r refused by Redis: %s", letter.kind, node, error
+                )
+            letter.refused = True
             if fresh:
                 # Nothing after it has a number yet: the next letter takes this one, and
                 # the receiver sees no gap (a gap told as a loss ends every call between

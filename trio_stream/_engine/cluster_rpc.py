@@ -48,6 +48,9 @@ RUN_FRESH_S: Final = 1.0
 # empties the set until every node's next heartbeat (a third of the TTL), and calls to
 # providers on nodes that never left failed with "left the cluster".
 NODE_ABSENT_S: Final = 2.0
+#: A cancel Redis refuses (OOM, NOPERM) is posted again each watch round for this long: dropped,
+#: it left the provider's method running (a stream out of credit waited for good).
+CANCEL_RETRY_S: Final = 60.0
 #: Answers to one node in one control message: items of a stream come in bursts of up to a
 #: window; a bounded count keeps one message (and the memory Redis holds for it) bounded.
 MAX_ANSWERS_PER_MESSAGE: Final = 32
@@ -111,7 +114,10 @@ class ClusterRpc:
         # in order and once, held while the other node does not listen (cluster_mail.py).
         self._mail: Mailer | None = None
         self._inbox = Inbox()
+        # caller's node: cancels Redis refused, by (provider's node, token): when first refused
+        self._refused_cancels: dict[tuple[str, int], float] = {}
         self._retrying = False  # a retry of held messages is queued in the job task
+        self._recancelling = False  # a post of refused cancels is queued in the job task
         self._acking = False  # a send of acknowledgements is queued in the job task
 
     def install(self, bus: ControlBus, run_id: str) -> None:
@@ -354,6 +360,9 @@ class ClusterRpc:
                     if entry is not None:  # a stream still running here
                         self._engine.state.rpc.cancel(entry[0], Cancel(id=entry[1]))
                     failed.append([int(token), reason, True])
+            elif letter.kind == RPC_CANCEL:  # caller's node: tried again (watch)
+                key = (node, int(letter.body))
+                self._refused_cancels.setdefault(key, trio.current_time())
             elif letter.kind in (RPC, RPC_CREDIT):  # caller's node: the call ends here
                 token = int(letter.body["t"] if letter.kind == RPC else letter.body[0])
                 out = self._outgoing.get(token)
@@ -372,7 +381,7 @@ class ClusterRpc:
             if self._inbox.due:
                 self._send_acks()
             pending = self._mailer.pending
-            if not self._outgoing and not self._incoming and not pending:
+            if not (self._outgoing or self._incoming or pending or self._refused_cancels):
                 continue
             try:
                 live = await self._engine.io.presence.live()
@@ -381,6 +390,7 @@ class ClusterRpc:
             now = trio.current_time()
             nodes = {node for node, _ in self._incoming} | pending
             nodes |= {out.node for out in self._outgoing.values() if out.node is not None}
+            nodes |= {node for node, _ in self._refused_cancels}
             absent_since = {n: absent_since.get(n, now) for n in nodes if n not in live}
             gone = {n for n, since in absent_since.items() if now - since >= NODE_ABSENT_S}
             try:
@@ -392,6 +402,8 @@ class ClusterRpc:
             self._runs_read(runs, now)
             if pending and not self._retrying:
                 self._retry_mail(gone & pending)
+            if self._refused_cancels and not self._recancelling:
+                self._cancel_again(gone, now)
             for (node, token), (caller, ident) in list(self._incoming.items()):
                 restarted = _restarted(runs, node, caller.run)
                 if node in gone or restarted:  # the caller's node died: nobody reads the answer
@@ -455,6 +467,43 @@ class ClusterRpc:
         else:
             router.describe(caller, Describe(id=ident, provider=body["provider"]))
         self._settle(node, token)
+
+    def _cancel_again(self, gone: set[str], now: float) -> None:
+        """Post again the cancels Redis refused, for CANCEL_RETRY_S; not to a node that left
+        (the call ended with it). One for a node's previous run is ignored there."""
+        for key, since in list(self._refused_cancels.items()):
+            node = key[0]
+            if node in gone:
+                del self._refused_cancels[key]
+            elif now - since >= CANCEL_RETRY_S:
+                del self._refused_cancels[key]
+                log.warning(
+                    "the cancel of a call on node %r could not go for %g s (Redis refused "
+                    "it, or the node did not listen): the call's method there may run to "
+                    "its end",
+                    node[:80],
+                    CANCEL_RETRY_S,
+                )
+        if not self._refused_cancels:
+            return
+        self._recancelling = True
+
+        async def post() -> None:  # in the job task
+            self._recancelling = False
+            for key in list(self._refused_cancels):
+                node, token = key
+                letter = await self._mailer.post(RPC_CANCEL, token, node, quiet=True)
+                if not letter.refused:  # (refused again: _dropped kept it, and since when)
+                    since = self._refused_cancels.pop(key, None)
+                    if since is not None:
+                        log.info(
+                            "the cancel of a call on node %r went after Redis refused it "
+                            "for %.1f s",
+                            node[:80],
+                            trio.current_time() - since,
+                        )
+
+        self._engine.later(post)
 
     def _retry_mail(self, gone: set[str]) -> None:
         self._retrying = True
