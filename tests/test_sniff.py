@@ -285,6 +285,40 @@ async def test_a_server_back_with_a_certificate_not_trusted_is_said_while_reconn
         await again.aclose()
 
 
+async def test_wrong_servers_at_two_urls_are_each_said_once_while_reconnecting(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client tries its URLs in turn: with two wrong servers their two reasons alternated,
+    # and each try was a new WARNING (only the last reason was remembered).
+    caplog.set_level(logging.INFO, logger="trio_stream._client")
+    trusted = trustme.CA()
+    server: ts.Server = await nursery.start(ts.serve, tls_server_config(trusted, http_port=None))
+    plain: ts.Server = await nursery.start(
+        ts.serve, ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    )
+    assert server.tcp_url is not None and plain.tcp_url is not None
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    urls = [server.tcp_url, plain.tcp_url.replace("tcp://", "tcps://")]
+    policy = ts.Reconnect(initial=0.02, maximum=0.05)
+    async with ts.open_client(urls, ssl_context=trusting(trusted), reconnect=policy) as c:
+        await server.aclose()
+        stranger: ts.Server = await nursery.start(
+            ts.serve, tls_server_config(trustme.CA(), port, None)
+        )
+
+        def tries() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if "cannot reconnect yet" in r.getMessage()]
+
+        with trio.fail_after(10):
+            while len(tries()) < 8:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        warned = [r for r in tries() if r.levelno == logging.WARNING]
+        assert len(warned) == 2, [r.getMessage() for r in warned]
+        assert c.state == "reconnecting"
+        await stranger.aclose()
+    await plain.aclose()
+
+
 async def test_a_plain_websocket_client_on_a_tls_port_is_told_wss(nursery: trio.Nursery) -> None:
     server: ts.Server = await nursery.start(ts.serve, tls_server_config(trustme.CA(), None))
     assert server.ws_url is not None and server.ws_url.startswith("wss://")

@@ -129,6 +129,9 @@ RETRY_MAX_S: Final = 1.0
 # subscribe(wait_channel=True) looks again this often for a channel $channels does not
 # announce (a private one; on several nodes, one created on another node).
 CHANNEL_POLL_S: Final = 1.0
+# A reconnecting client says each new reason it meets a wrong server for at WARNING, up to
+# this many; then, and for a reason said before, INFO.
+MAX_WRONG_SERVER_WARNINGS: Final = 16
 
 T = TypeVar("T")
 
@@ -453,7 +456,9 @@ class Client:
             if self._nursery is not None:
                 self._nursery.start_soon(self._restore)
 
-        said_wrong = ""  # the last WrongServer reason logged at WARNING
+        # WrongServer reasons logged at WARNING, each once: URLs tried in turn alternate
+        # theirs. Bounded, for reasons that would differ at every try (then INFO for good).
+        said_wrong: set[str] = set()
         while not self._closing:
             self._set_state("reconnecting")
             wait = backoff.next_wait()
@@ -470,8 +475,10 @@ class Client:
             except WrongServer as exc:
                 # Tried again (the operator may put the right certificate or port back), but
                 # said where it shows: each new reason once at WARNING.
-                level = logging.INFO if str(exc) == said_wrong else logging.WARNING
-                said_wrong = str(exc)
+                level = logging.INFO
+                if str(exc) not in said_wrong and len(said_wrong) < MAX_WRONG_SERVER_WARNINGS:
+                    level = logging.WARNING
+                    said_wrong.add(str(exc))
                 log.log(level, "client %r cannot reconnect yet: %s", self.name, exc)
             except (ConnectionClosed, NameInUse, ClusterUnavailable, LimitExceeded) as exc:
                 # ClusterUnavailable: the node's Redis is down; it comes back, so try again.

@@ -147,9 +147,8 @@ class Mailer:
         number = next(self._numbers.setdefault(to, itertools.count(1)))
         letter = Letter(kind, {"e": self._epoch, "n": number, "b": body}, size)
         # Behind what waits for that node, it waits too: it may not pass it.
-        if to in self._held:
-            self._hold(to, letter)
-        elif await self._send(to, letter, fresh=True, quiet=quiet) in (_AWAY, _DEAF):
+        held_back = to in self._held
+        if held_back or await self._send(to, letter, fresh=True, quiet=quiet) in _NOT_NOW:
             self._hold(to, letter)
         return letter
 
@@ -325,6 +324,7 @@ _SENT: Final = object()
 _REFUSED: Final = object()
 _AWAY: Final = object()
 _DEAF: Final = object()
+_NOT_NOW: Final = (_AWAY, _DEAF)  # held, to be sent again
 
 
 class Inbox:
