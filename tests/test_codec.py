@@ -92,10 +92,16 @@ def test_non_contiguous_and_big_endian_arrays_round_trip(
     assert got.dtype.byteorder in ("=", "|", "<")  # the wire is little-endian
 
 
-def test_large_array_is_sent_without_copy_and_decoded_writable() -> None:
+def test_large_array_is_copied_once_not_encoded_and_decoded_writable() -> None:
     array = np.arange(ZERO_COPY_MIN_BYTES, dtype=np.float64)
     pieces = encode_payload(array)
-    # The array's own memory is one of the pieces: nothing was copied.
+    # Its elements are a piece of their own, copied (the caller may refill the array as
+    # soon as send() returns), not run through an encoder...
+    assert pieces[-1] == array.tobytes() and type(pieces[-1]) is bytes
+    array[0] = -1.0
+    assert pieces[-1] != array.tobytes()
+    # ... and the array's own memory for a caller that joins them at once.
+    pieces = encode_payload(array, copy=False)
     assert any(getattr(p, "obj", None) is array for p in pieces)
     got = roundtrip(array)
     got[0] = 42.0  # writable: numpy in-place maths works on what a reader receives

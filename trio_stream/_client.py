@@ -1365,7 +1365,7 @@ class Client:
         """
         compress_fn = compressor(compress)
         if compress_fn is not None:
-            value = EncodedPayload(b"".join(compress_fn(encode_payload(value))))
+            value = EncodedPayload(b"".join(compress_fn(encode_payload(value, copy=False))))
         pub = self._shared_publishers.get((channel, key))
         if pub is None or not pub.is_open:
             pub = await self.open_publisher(channel, key=key)

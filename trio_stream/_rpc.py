@@ -204,7 +204,7 @@ def signature_of(description: dict[str, Any]) -> inspect.Signature:
 
 
 def _encode(value: Any) -> bytes:
-    return b"".join(encode_payload(value))
+    return b"".join(encode_payload(value, copy=False))
 
 
 def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

@@ -601,7 +601,7 @@ class SyncClient:
             with self._lock:
                 self._raise_publish_error()
             return False
-        pieces = encode_payload(value)
+        pieces = encode_payload(value, copy=False)  # (joined below)
         compress = compress or pub.compressor
         if compress is not None:  # here, in the caller's thread: zlib and zstd release the GIL
             pieces = compress(pieces)
@@ -609,8 +609,9 @@ class SyncClient:
         size = len(data)
         limit = self._trio_client.limits.max_frame_bytes
         if size + PUBLISH_HEAD.size > limit:
-            raise FrameTooLarge(
-                f"this value encodes to {size} bytes, over the server's limit of {limit} "
+            raise FrameTooLarge(  # (its frame's bytes, as the trio client says)
+                f"this value encodes to {size + PUBLISH_HEAD.size} bytes, over the server's "
+                f"limit of {limit} "
                 "bytes; send it in parts or raise max_frame_bytes on the server "
                 "(serve --max-frame-bytes)"
             )

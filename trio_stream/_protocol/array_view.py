@@ -185,4 +185,4 @@ def cut_array(payload: BytesLike, view: View) -> bytes | None:
         # here, it would end the connection of the writer (or a cluster node's whole
         # delivery) for a frame the server only forwards.
         return None
-    return b"".join(_array_pieces(cut))
+    return b"".join(_array_pieces(cut, copy=False))

@@ -127,13 +127,16 @@ _LITTLE_HOST: Final = np.little_endian
 _MASKED_ARRAY: Final = np.ma.MaskedArray
 
 
-def _array_pieces(array: np.ndarray[Any, Any]) -> list[BytesLike]:
-    """CBOR for one array as pieces: heads as bytes, the elements as the array's own memory."""
+def _array_pieces(array: np.ndarray[Any, Any], copy: bool) -> list[BytesLike]:
+    """CBOR for one array as pieces: heads as bytes, the elements as the array's own memory,
+    or with ``copy`` as a copy of them where that memory is the caller's (see
+    :func:`encode_payload`)."""
     if isinstance(array, _MASKED_ARRAY):  # sent as its data alone, the mask was lost unsaid
         raise TypeError(
             "masked numpy arrays cannot be sent (the mask has no wire form): send "
             "arr.filled(value), and arr.mask as an array of its own if readers need it"
         )
+    given = array
     array = _normalize(array)
     dtype_str = array.dtype.str
     tag = _TAG_BY_DTYPE.get(dtype_str)
@@ -144,7 +147,13 @@ def _array_pieces(array: np.ndarray[Any, Any]) -> list[BytesLike]:
             "complex dtype (structured, object, string and datetime arrays have no wire form; "
             "send datetime64 as int64 with .view('int64'))"
         )
-    body: BytesLike = memoryview(array).cast("B") if array.size else b""  # type: ignore[arg-type]
+    body: BytesLike
+    if not array.size:
+        body = b""
+    elif copy and array is given:  # (else _normalize made it: ours already)
+        body = array.tobytes()
+    else:
+        body = memoryview(array).cast("B")  # type: ignore[arg-type]
     nbytes = array.nbytes
     if tag is not None:
         typed_head = _tag_head(tag) + _cbor_head(2, nbytes)
@@ -164,7 +173,7 @@ def _encode_default(encoder: Any, value: Any) -> None:
     if isinstance(value, np.ndarray):
         if value.nbytes >= ZERO_COPY_MIN_BYTES:
             raise _LargeArray
-        encoder.write(b"".join(bytes(p) for p in _array_pieces(value)))
+        encoder.write(b"".join(_array_pieces(value, copy=False)))
     elif isinstance(value, np.generic):
         encoder.encode(value.item())
     else:
@@ -179,7 +188,7 @@ def _encode_copying(encoder: Any, value: Any) -> None:
     """cbor2 hook below the depth :func:`_has_large_array` looks to: a large array nested
     that deep is copied into the encoding (rare; the alternative is no wire form at all)."""
     if isinstance(value, np.ndarray):
-        encoder.write(b"".join(bytes(p) for p in _array_pieces(value)))
+        encoder.write(b"".join(_array_pieces(value, copy=False)))
     else:
         _encode_default(encoder, value)
 
@@ -251,21 +260,21 @@ class _ThreadEncoder(threading.local):
 _thread_encoder: Final = _ThreadEncoder()
 
 
-def _pieces_of(value: Any, out: list[BytesLike]) -> None:
+def _pieces_of(value: Any, out: list[BytesLike], copy: bool) -> None:
     """Append the CBOR of ``value`` to ``out``, large arrays as separate pieces."""
     if isinstance(value, np.ndarray) and value.nbytes >= ZERO_COPY_MIN_BYTES:
-        out.extend(_array_pieces(value))
+        out.extend(_array_pieces(value, copy))
     elif type(value) is bytes:
         out.extend(_bytes_pieces(value))
     elif isinstance(value, dict) and _has_large_array(value):
         out.append(_cbor_head(5, len(value)))
         for key, item in value.items():
             out.append(_dumps(key))
-            _pieces_of(item, out)
+            _pieces_of(item, out, copy)
     elif isinstance(value, list | tuple) and _has_large_array(value):
         out.append(_cbor_head(4, len(value)))
         for item in value:
-            _pieces_of(item, out)
+            _pieces_of(item, out, copy)
     else:
         out.append(_dumps(value, _encode_copying))
 
@@ -335,8 +344,15 @@ class EncodedPayload:
         self.data = data
 
 
-def encode_payload(value: Any) -> list[BytesLike]:
+def encode_payload(value: Any, *, copy: bool = True) -> list[BytesLike]:
     """Encode one value as CBOR pieces whose concatenation is the payload.
+
+    ``copy``: the elements of the caller's numpy arrays are copied (once, not through an
+    encoder), as a bytearray's bytes are. A published frame can wait in the writer's queue,
+    and then in its window until the server acknowledges it (sent again from there after a
+    reconnect): pieces that were views of the caller's array carried whatever the caller
+    wrote into it after ``send()`` returned (a reused acquisition buffer arrived torn: an
+    outside audit). A caller that joins or writes the pieces before it returns passes False.
 
     Raises:
         TypeError: the value (or something inside it) has no wire form.
@@ -344,7 +360,7 @@ def encode_payload(value: Any) -> list[BytesLike]:
     """
     kind = type(value)
     if kind is np.ndarray:
-        return _array_pieces(value)
+        return _array_pieces(value, copy)
     if kind is bytes:
         return _bytes_pieces(value)
     if kind is EncodedPayload:
@@ -363,7 +379,7 @@ def encode_payload(value: Any) -> list[BytesLike]:
         large = False
     if large:
         out: list[BytesLike] = []
-        _pieces_of(value, out)
+        _pieces_of(value, out, copy)
         return out
     # No wire form: _dumps raises the error callers expect (TypeError or ValueError).
     return [_dumps(value)]

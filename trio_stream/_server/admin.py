@@ -78,7 +78,7 @@ def handle(session: Session, msg: Admin) -> Any:
         raise InvalidArgument(f"no user channel named {msg.channel[:80]!r}")
     if msg.action == "publish":
         try:
-            payload = b"".join(bytes(p) for p in encode_payload(msg.value))
+            payload = b"".join(encode_payload(msg.value, copy=False))
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"cannot publish this value: {exc}") from None
         broker.publish_system(channel, payload, session.name.encode())
@@ -120,9 +120,7 @@ def _call(session: Session, msg: Admin, who: str) -> object:
     provider: str = call["provider"]
     method: str = call["method"]
     try:
-        args = b"".join(
-            bytes(p) for p in encode_payload([call.get("args", []), call.get("kwargs", {})])
-        )
+        args = b"".join(encode_payload([call.get("args", []), call.get("kwargs", {})], copy=False))
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"cannot send these arguments: {exc}") from None
     # Logged before it runs: the provider may act on it even if the answer never comes.

@@ -95,7 +95,7 @@ class ServerState:
     def publish_system(self, name: str, value: dict[str, Any]) -> None:
         channel = self.system.get(name)
         if channel is not None and channel.subscriptions:
-            self.broker.publish_system(channel, b"".join(bytes(p) for p in encode_payload(value)))
+            self.broker.publish_system(channel, b"".join(encode_payload(value, copy=False)))
 
     def _channel_event(self, kind: str, channel: Channel) -> None:
         if not self.engine.channel_event(kind, channel):

@@ -103,7 +103,7 @@ def gap_record(gap: Gap) -> dict[str, Any]:
 
 def encode_item(item: Any) -> list[BytesLike]:
     """One sequence item as pieces to write one after the other (arrays are not copied)."""
-    return encode_payload(item)
+    return encode_payload(item, copy=False)
 
 
 # -- reading -----------------------------------------------------------------------------------
