@@ -48,6 +48,16 @@ import trio_stream as ts
         ("admin_token", ""),
         ("allowed_origins", ("https://lab.example", None)),
         ("allowed_hosts", {"lab.example": 1}),
+        # An outside audit of every option: a bignum in the welcome's limits (every client
+        # refused it), a port of True, a context of the wrong type (the server's task group
+        # died at the first connection), timers that kept a core busy.
+        ("publish_window_frames", 2**64),
+        ("max_buffered_bytes", 2**70),
+        ("tcp_port", True),
+        ("http_port", False),
+        ("ssl_context", "notssl"),
+        ("idle_timeout_s", 1e-9),
+        ("stats_interval_s", 0.001),
     ],
 )
 def test_a_setting_the_server_cannot_run_with_is_refused_by_name(setting: str, value: Any) -> None:
@@ -163,6 +173,7 @@ def test_a_server_needs_an_endpoint() -> None:
         {"engine": "rediss://example.org:6380"},
         {"engine": "unix:///run/redis.sock"},
         {"max_frame_bytes": 4096},
+        {"publish_window_frames": 2**63 - 1, "stats_interval_s": 0.01},
     ],
 )
 def test_settings_at_the_edges_are_taken(settings: dict[str, Any]) -> None:

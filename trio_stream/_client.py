@@ -16,7 +16,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, SupportsFloat, TypeVar
 
@@ -43,7 +43,7 @@ from ._exceptions import (
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
 from ._protocol.array_view import View
 from ._protocol.bytes_like import BytesLike
-from ._protocol.codec import EncodedPayload, encode_payload
+from ._protocol.codec import EncodedPayload, decode_control, encode_control, encode_payload
 from ._protocol.compression import compressor
 from ._protocol.frames import (
     CONTROL,
@@ -129,6 +129,8 @@ RETRY_MAX_S: Final = 1.0
 # subscribe(wait_channel=True) looks again this often for a channel $channels does not
 # announce (a private one; on several nodes, one created on another node).
 CHANNEL_POLL_S: Final = 1.0
+# The shortest heartbeat a client takes: each one is a ping and a pong.
+MIN_HEARTBEAT_S: Final = 0.01
 # A reconnecting client says each new reason it meets a wrong server for at WARNING, up to
 # this many; then, and for a reason said before, INFO.
 MAX_WRONG_SERVER_WARNINGS: Final = 16
@@ -1129,6 +1131,8 @@ class Client:
             ChannelExists, InvalidArgument, LimitExceeded.
         """
         check_fields(CreateChannel, {"channel": channel, "lifetime": lifetime})
+        if meta is not None:
+            check_meta(meta)
         options: dict[str, Any] = {
             "public": public,
             "key": key,
@@ -1566,6 +1570,24 @@ def checked_urls(url: str | Sequence[str]) -> list[str]:
     return urls
 
 
+def check_meta(meta: Any) -> None:
+    """A channel's meta as the server takes it (a control message's plain CBOR: text keys,
+    no tags), or InvalidArgument here: the server cannot tell a value it refuses there from
+    a broken client, and closed the connection (a datetime or an int key in meta did)."""
+    if not isinstance(meta, Mapping) or not all(isinstance(key, str) for key in meta):
+        raise InvalidArgument(
+            "meta must be a dict with text keys, e.g. {'units': 'V', 'labels': ['x', 'y']}"
+        )
+    try:
+        decode_control(encode_control({"meta": dict(meta)}))
+    except (TypeError, ValueError, ProtocolError) as exc:
+        raise InvalidArgument(
+            "meta must hold plain values (numbers, text, bytes, True/False/None, and lists and "
+            "dicts with text keys of them): no datetimes, sets, Decimals, numpy arrays or "
+            f"integers past 64 bits ({exc})"
+        ) from None
+
+
 @async_context(
     'open_client() is entered with "async with ts.open_client(url) as client:" (in a plain '
     "script or a notebook, without trio: client = ts.SyncClient(url))"
@@ -1605,11 +1627,23 @@ async def open_client(
     """
     if heartbeat is not None:
         heartbeat_s = positive_seconds(heartbeat)
-        if heartbeat_s is None:
+        if heartbeat_s is None or heartbeat_s < MIN_HEARTBEAT_S:
+            # (a microsecond heartbeat, seconds typed as milliseconds, kept a core busy)
             raise InvalidArgument(
-                f"heartbeat must be a positive number of seconds or None, not {heartbeat!r:.40}"
+                f"heartbeat must be a number of seconds >= {MIN_HEARTBEAT_S} or None, not "
+                f"{heartbeat!r:.40}"
             )
         heartbeat = heartbeat_s
+    if not isinstance(payload_limits, PayloadLimits):
+        raise InvalidArgument(
+            "payload_limits must be a ts.PayloadLimits (e.g. ts.PayloadLimits(max_depth=128)), "
+            f"not {type(payload_limits).__name__}"
+        )
+    if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+        raise InvalidArgument(
+            "ssl_context must be an ssl.SSLContext (ssl.create_default_context(cafile=...)) "
+            f"or None, not {type(ssl_context).__name__}"
+        )
     connect_s = positive_seconds(connect_timeout)
     if connect_s is None:
         raise InvalidArgument(

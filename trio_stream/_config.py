@@ -42,6 +42,7 @@ REDIS_EXTRA_MISSING = (
 # exceed the limit by its head and the writer's name) would not fit its 4-byte length prefix.
 MIN_FRAME_BYTES_SETTING = 4096
 MAX_FRAME_BYTES_SETTING = 2**32 - 1 - DATA_OVER_LIMIT_BYTES
+MAX_COUNT_SETTING = 2**63 - 1  # a count or size setting (a signed 64-bit int for any client)
 
 # Settings checked when a ServerConfig is made, so that a bad one fails at once with its
 # name, not later inside the running server (or, for idle_timeout_s, in every client).
@@ -52,6 +53,8 @@ _POSITIVE_SECONDS = (
     "http_write_timeout_s",
     "stats_interval_s",
 )
+_PERIODS = ("idle_timeout_s", "stats_interval_s")  # ... and the server's timers' periods
+MIN_PERIOD_S = 0.01
 _SECONDS = ("shutdown_grace_s", "resume_grace_s")
 _COUNTS = (
     "max_frame_bytes",
@@ -162,6 +165,12 @@ class ServerConfig:
                 raise InvalidSetting(
                     name, f"{name} must be a positive number of seconds, not {value!r:.40}"
                 )
+            if name in _PERIODS and value < MIN_PERIOD_S:
+                # What the server wakes up for: a nanosecond (milliseconds typed as
+                # seconds) kept a core busy.
+                raise InvalidSetting(
+                    name, f"{name} must be at least {MIN_PERIOD_S} s, not {value!r:.40}"
+                )
         for name in _SECONDS:
             value = getattr(self, name)
             if not (_is_number(value) and 0 <= value < math.inf):
@@ -180,6 +189,12 @@ class ServerConfig:
                 # "64MiB" is what the flag and the config file take: say the Python spelling.
                 unit = " (bytes: 64 * 2**20 for 64 MiB)" if name.endswith("_bytes") else ""
                 raise InvalidSetting(name, f"{name} must be an int >= 1{unit}, not {value!r:.40}")
+            if value > MAX_COUNT_SETTING:
+                # The welcome's limits carry them as CBOR integers: past 64 bits a bignum
+                # (a tag), which every client refuses in a control message.
+                raise InvalidSetting(
+                    name, f"{name} must be at most 2**63 - 1 ({MAX_COUNT_SETTING}), not {value}"
+                )
         if not MIN_FRAME_BYTES_SETTING <= self.max_frame_bytes <= MAX_FRAME_BYTES_SETTING:
             raise InvalidSetting(
                 "max_frame_bytes",
@@ -188,10 +203,20 @@ class ServerConfig:
             )
         for name in ("tcp_port", "http_port"):
             port = getattr(self, name)
-            if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+            if port is not None and not (
+                isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535
+            ):
                 raise InvalidSetting(
                     name, f"{name} must be 0-65535 or None (off), not {port!r:.40}"
                 )
+        if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
+            raise InvalidSetting(
+                "ssl_context",
+                "ssl_context must be an ssl.SSLContext holding the server's certificate "
+                "(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), then "
+                "load_cert_chain(cert, key)) or None, not "
+                f"{type(self.ssl_context).__name__}",
+            )
         if self.tcp_port is None and self.http_port is None:
             raise InvalidSetting(
                 "tcp_port", "tcp_port and http_port are both off: no client could connect"
