@@ -654,3 +654,41 @@ def test_bytes_after_a_payloads_first_item_are_not_looked_for() -> None:
     # first item is delivered; a writer must not send more.
     assert decode_payload(bytes([0x01, 0x02])) == 1
     assert decode_payload(cbor2.dumps("abc") + b"\xff\xff") == "abc"
+
+
+def _wrapped(leaf: Any, levels: int, kind: str) -> Any:
+    value = leaf
+    for _ in range(levels):
+        value = (
+            [value]
+            if kind == "list"
+            else {"k": value}
+            if kind == "map"
+            else cbor2.CBORTag(1000, value)
+        )
+    return value
+
+
+@given(
+    max_depth=st.integers(1, 70),
+    around=st.integers(-2, 2),
+    kind=st.sampled_from(["list", "map", "tag"]),
+    leaf=st.sampled_from(["0", "x", "[]", "{}", "{1}", "tag"]),
+    int_key=st.booleans(),  # a map with an int key: the walk (cbor_scan) runs as well
+)
+def test_max_depth_refuses_exactly_what_cbor2_refuses_and_as_the_limit(
+    max_depth: int, around: int, kind: str, leaf: str, int_key: bool
+) -> None:
+    # A number 65 deep passed the walk and reached cbor2, whose refusal was "malformed
+    # payload" with no advice (values audit).
+    leaves = {"0": 0, "x": "x", "[]": [], "{}": {}, "{1}": {1}, "tag": cbor2.CBORTag(1001, [1])}
+    value = _wrapped(leaves[leaf], max(0, max_depth + around), kind)
+    data = bytearray(cbor2.dumps({1: value} if int_key else value))
+    limits = PayloadLimits(max_depth=max_depth)
+    try:
+        cbor2.loads(data, max_depth=max_depth)
+    except cbor2.CBORDecodeError:
+        with pytest.raises(PayloadRefused, match=r"PayloadLimits\.max_depth"):
+            decode_payload(data, 0, limits)
+    else:
+        decode_payload(data, 0, limits)

@@ -1194,3 +1194,63 @@ async def test_exposing_a_class_instead_of_an_instance_says_so(server: ts.Server
         with pytest.raises(ts.InvalidArgument, match=r"Daq is a class: expose an instance"):
             client.expose(Daq)
         assert client.expose(Static) == ["ping"]
+
+
+class Arrays:
+    """Results and streamed values that are one numpy array, and deep values."""
+
+    def rpc_array(self, n: int, dtype: str) -> Any:
+        return np.arange(n, dtype=dtype)
+
+    async def rpc_arrays(self, n: int) -> AsyncIterator[Any]:
+        for i in range(n):
+            yield np.arange(6, dtype="<i4") + i
+
+    def rpc_deep(self, levels: int) -> Any:
+        value: Any = 0
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    def rpc_depth_of(self, value: Any) -> int:
+        levels = 0
+        while isinstance(value, list):
+            value, levels = value[0], levels + 1
+        return levels
+
+
+@pytest.mark.parametrize(
+    ("n", "dtype"), [(6, "float32"), (4, "float64"), (1000, "uint8"), (0, "int16")]
+)
+async def test_an_array_result_or_streamed_value_arrives_writable(
+    url: str, n: int, dtype: str
+) -> None:
+    # An RPC result is immutable bytes: the one-array fast path wrapped them read-only
+    # ("a += 1" raised), depending on where the bytes fell (values audit).
+    async with pair(url, Arrays()) as (_, arrays):
+        with trio.fail_after(SETTLE_S):
+            got = await arrays.array(n, dtype)
+            assert got.flags.writeable and got.dtype == np.dtype(dtype) and len(got) == n
+            got += 1
+            async for value in arrays.arrays(3):
+                assert value.flags.writeable
+                value += 1
+
+
+async def test_rpc_decodes_with_the_clients_payload_limits(url: str) -> None:
+    # Arguments, results and streamed values were decoded with the default limits whatever
+    # the client was given, while PayloadRefused advised raising them there (values audit).
+    deep = ts.PayloadLimits(max_depth=300)
+    async with (
+        ts.open_client(url, name="deep", payload_limits=deep) as provider,
+        ts.open_client(url, name="ctl", payload_limits=deep) as caller,
+        ts.open_client(url, name="plain") as plain,
+    ):
+        provider.expose(Arrays())
+        arrays = await caller.rpc("deep", timeout=SETTLE_S)
+        with trio.fail_after(SETTLE_S):
+            assert await arrays.depth_of(Arrays().rpc_deep(200)) == 200
+            assert Arrays().rpc_depth_of(await arrays.deep(200)) == 200
+            default = await plain.rpc("deep", timeout=SETTLE_S)
+            with pytest.raises(ts.PayloadRefused, match="max_depth"):
+                await default.deep(200)

@@ -1700,6 +1700,10 @@ class _Port:
     def closed(self) -> bool:
         return self._client.closed
 
+    @property
+    def payload_limits(self) -> PayloadLimits:
+        return self._client.payload_limits
+
     def start_request(
         self, build: Callable[[int], ControlMessage], on_result: Callable[[Any], Any] | None = None
     ) -> PendingRequest:

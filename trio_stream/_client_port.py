@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import trio
 
 from ._exceptions import TrioStreamError
-from ._protocol.limits import Limits
+from ._protocol.limits import Limits, PayloadLimits
 from ._protocol.messages import ControlMessage
 
 
@@ -58,6 +58,10 @@ class ClientPort(Protocol):
     def limits(self) -> Limits: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def payload_limits(self) -> PayloadLimits:
+        """What the client's payload decoder accepts (values, RPC arguments and results)."""
+        ...
 
     def start_request(
         self, build: Callable[[int], ControlMessage], on_result: Callable[[Any], Any] | None = None

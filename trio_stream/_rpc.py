@@ -43,6 +43,7 @@ from ._exceptions import (
     UnknownMethod,
 )
 from ._protocol.codec import decode_payload, encode_payload
+from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, PayloadLimits
 from ._protocol.messages import ControlMessage, encode_message
 from ._protocol.rpc_messages import (
     MAX_METHOD_NAME,
@@ -211,8 +212,10 @@ def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     return _encode([list(args), kwargs])
 
 
-def decode_args(data: bytes) -> tuple[list[Any], dict[str, Any]]:
-    value = decode_payload(data)
+def decode_args(
+    data: bytes, limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS
+) -> tuple[list[Any], dict[str, Any]]:
+    value = decode_payload(data, limits=limits)
     if (
         not isinstance(value, list)
         or len(value) != 2
@@ -448,7 +451,7 @@ class RpcEndpoint:
         try:
             with scope:
                 try:
-                    args, kwargs = decode_args(msg.args)
+                    args, kwargs = decode_args(msg.args, self._client.payload_limits)
                 except ProtocolError as exc:
                     answer = Refuse(call=msg.call, message=f"malformed arguments: {exc}")
                 else:
@@ -596,7 +599,7 @@ class RpcEndpoint:
         )
         if type(result) is not bytes:
             raise ProtocolError(f"the result of {method} is not a payload")
-        return decode_payload(result)
+        return decode_payload(result, limits=self._client.payload_limits)
 
     def stream(
         self,

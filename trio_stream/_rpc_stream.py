@@ -291,7 +291,7 @@ class RemoteStream:
                 self._abandon()
             raise
         await trio.lowlevel.cancel_shielded_checkpoint()  # taken: not lost to a cancel
-        return decode_payload(value)
+        return decode_payload(value, limits=self._port.payload_limits)
 
     def receive_nowait(self, *, credit: bool = True) -> Any:
         """A value that has arrived already (the SyncClient takes them in batches).
@@ -306,7 +306,7 @@ class RemoteStream:
         request = self._request
         if not self._values or request is None:
             raise trio.WouldBlock
-        return decode_payload(self._take(request, credit))
+        return decode_payload(self._take(request, credit), limits=self._port.payload_limits)
 
     def credit(self, taken: int) -> None:
         """``taken`` values got with ``receive_nowait(credit=False)`` are the application's."""

@@ -90,6 +90,22 @@ test('publish and subscribe between JS clients, lossless', { skip }, async () =>
   await reader.close();
 });
 
+test("a call's result is decoded with the client's payloadLimits", { skip }, async () => {
+  // They were applied to channel values only: a result past the default depth failed,
+  // with advice to raise payloadLimits (values audit).
+  const py = await client.rpc('py');
+  await assert.rejects(py.call('deep', [100]), /maxDepth \(64\)/);
+  const deep = await connect(url, { name: 'js-deep', payloadLimits: { maxDepth: 200 } });
+  try {
+    let value = await (await deep.rpc('py')).call('deep', [100]);
+    let levels = 0;
+    while (Array.isArray(value)) { value = value[0]; levels += 1; }
+    assert.equal(levels, 100);
+  } finally {
+    await deep.close();
+  }
+});
+
 test('a slow drop_oldest size-1 reader gets the newest value and counts losses', { skip }, async () => {
   await client.createChannel('js/burst');
   const sub = await client.subscribe('js/burst', { policy: 'drop_oldest', size: 1 });

@@ -52,6 +52,12 @@ class Py:
     def rpc_echo(self, data: Any, twice: bool = False) -> Any:
         return [data, data] if twice else data
 
+    def rpc_deep(self, levels: int) -> Any:
+        value: Any = 0
+        for _ in range(levels):
+            value = [value]
+        return value
+
     def rpc_fail(self, message: str = "nope") -> None:
         raise ValueError(message)
 

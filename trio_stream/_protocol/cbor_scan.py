@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from .limits import PayloadRefused
 
@@ -64,6 +64,11 @@ class _Walk:
 
     def item(self, pos: int, depth: int) -> int:
         """The position just after the item that starts at ``pos``."""
+        if depth > self.max_depth:
+            # cbor2's count (6.3): an item inside more than max_depth containers or tags,
+            # a number too (a container left unchecked at its leaves let 65 levels reach
+            # cbor2, which refused them as malformed, not as the limit).
+            self.refuse_depth()
         major, _, arg, pos = self.head(pos)
         if major <= 1:
             return pos
@@ -73,17 +78,18 @@ class _Walk:
             return pos
         if major <= 3:
             return self.string(major, arg, pos)
-        if depth > self.max_depth:  # cbor2's max_depth=N takes N + 1 levels: so do we
-            raise PayloadRefused(
-                f"payload refused: nesting deeper than PayloadLimits.max_depth ({self.max_depth});"
-                " raise it with open_client(..., payload_limits=PayloadLimits(max_depth=...))"
-            )
         if major == 6:
             if arg == _SET_TAG and pos < self.size and self.data[pos] >> 5 == 4:
                 _, _, count, pos = self.head(pos)  # a set: its elements are hashed like keys
                 return self.container(count, pos, depth + 1, is_map=False, keyed=True)
             return self.item(pos, depth + 1)
         return self.container(arg, pos, depth, is_map=major == 5, keyed=major == 5)
+
+    def refuse_depth(self) -> NoReturn:
+        raise PayloadRefused(
+            f"payload refused: nesting deeper than PayloadLimits.max_depth ({self.max_depth});"
+            " raise it with open_client(..., payload_limits=PayloadLimits(max_depth=...))"
+        )
 
     def string(self, major: int, arg: int | None, pos: int) -> int:
         if arg is not None:

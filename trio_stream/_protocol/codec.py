@@ -634,8 +634,10 @@ def _fast_array(data: memoryview) -> np.ndarray[Any, Any] | None:
     if nbytes is None or pos + nbytes != len(data) or nbytes % dtype.itemsize:
         return None
     array = np.frombuffer(data, dtype=dtype, offset=pos, count=nbytes // dtype.itemsize)
-    if not array.flags.aligned:
-        array = array.copy()  # unaligned float math is slow in numpy; one copy is cheaper
+    if not array.flags.aligned or not array.flags.writeable:
+        # Unaligned float math is slow in numpy: one copy is cheaper. Read-only: the bytes
+        # were immutable (an RPC result); arrays handed to the application are writable.
+        array = array.copy()
     if shape is not None:
         if math.prod(shape) != array.size:
             return None

@@ -381,7 +381,7 @@ export class Client extends Emitter {
       timeout, cancelOnTimeout: true, TimeoutError: RpcTimeout,
     });
     if (!(result instanceof Uint8Array)) throw new ProtocolError('call reply without a payload');
-    return decode(result);
+    return decode(result, this.#opts.payloadLimits); // (the client's limits, as for values)
   }
 
   // --- publish / subscribe ----------------------------------------------------------------
