@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import re
 import struct
 import sys
 import threading
@@ -692,3 +693,31 @@ def test_max_depth_refuses_exactly_what_cbor2_refuses_and_as_the_limit(
             decode_payload(data, 0, limits)
     else:
         decode_payload(data, 0, limits)
+
+
+@pytest.mark.parametrize("dtype", [">f16", "<f16", ">c32", "<c32", ">f8", ">c16"])
+def test_long_doubles_and_their_complex_in_either_byte_order_round_trip(dtype: str) -> None:
+    # A big-endian long double raised numpy's "cannot expose native-only dtype", and
+    # complex256 was refused in words that asked for a complex dtype (values audit).
+    array = (np.arange(6) * (1.25 + (0.5j if "c" in dtype else 0))).astype(dtype).reshape(2, 3)
+    got = roundtrip(array)
+    assert got.dtype == array.dtype.newbyteorder("<") and got.shape == (2, 3)
+    np.testing.assert_array_equal(got, array)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ([np.zeros((2, 2), dtype="u1").data], "a memoryview of more than one dimension"),
+        (np.longdouble(1.5), "np.asarray(x)"),
+        ([np.clongdouble(1 + 2j)], "np.asarray(x)"),
+    ],
+    ids=["2-D memoryview in a list", "long double", "complex long double in a list"],
+)
+def test_values_without_a_wire_form_are_a_type_error_that_says_what_to_send(
+    value: Any, said: str
+) -> None:
+    if isinstance(value, np.longdouble) and np.finfo(np.longdouble).nmant <= 52:
+        pytest.skip("long double is a double here")
+    with pytest.raises(TypeError, match=re.escape(said)):
+        encode_payload(value)

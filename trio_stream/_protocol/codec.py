@@ -84,7 +84,8 @@ _DTYPE_BY_TAG: Final[dict[int, np.dtype[Any]]] = {
     86: np.dtype("<f8"),
 }
 # dtypes for the extension tag: only plain numeric ones, never object or structured dtypes.
-_EXT_DTYPES: Final = frozenset({"|b1", "<c8", "<c16", "<f16", "<f12"})
+# Long doubles and their complex: 16 (or 12, on 32-bit x86) bytes, 32 (24) for complex.
+_EXT_DTYPES: Final = frozenset({"|b1", "<c8", "<c16", "<f16", "<f12", "<c32", "<c24"})
 _REFUSED_TAGS: Final = (35, 36)  # regular expressions and MIME messages: never from the wire
 
 _TAG40_HEAD: Final = b"\xd8\x28\x82"  # tag 40, array of 2
@@ -116,12 +117,18 @@ def _shape_cbor(shape: tuple[int, ...]) -> bytes:
 def _normalize(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """C-contiguous and little-endian: the only layout the wire knows."""
     if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and not _LITTLE_HOST):
-        array = array.astype(array.dtype.newbyteorder("<"))
+        # Native order where that is little-endian: numpy's buffer interface refuses a long
+        # double marked "<" explicitly (a big-endian one raised numpy's own ValueError).
+        array = array.astype(array.dtype.newbyteorder("=" if _LITTLE_HOST else "<"))
     # not np.ascontiguousarray: it turns 0-d arrays into 1-d ones
     return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 _LITTLE_HOST: Final = np.little_endian
+# Where a long double is wider than a float (x86), these scalars' .item() is themselves.
+_LONG_DOUBLE_SCALARS: Final = (
+    (np.longdouble, np.clongdouble) if np.finfo(np.longdouble).nmant > 52 else ()
+)
 
 
 _MASKED_ARRAY: Final = np.ma.MaskedArray
@@ -174,6 +181,12 @@ def _encode_default(encoder: Any, value: Any) -> None:
         if value.nbytes >= ZERO_COPY_MIN_BYTES:
             raise _LargeArray
         encoder.write(b"".join(_array_pieces(value, copy=False)))
+    elif isinstance(value, _LONG_DOUBLE_SCALARS):  # .item() gives the numpy scalar back
+        raise TypeError(
+            f"a numpy {type(value).__name__} scalar has no Python number that keeps its "
+            "precision: send float(x) (or complex(x)), or np.asarray(x), a 0-d array that "
+            "keeps every bit"
+        )
     elif isinstance(value, np.generic):
         encoder.encode(value.item())
     else:
@@ -210,6 +223,11 @@ def _dumps(value: Any, default: Callable[[Any, Any], None] = _encode_default) ->
         return cbor2.dumps(value, default=default)
     except UnicodeEncodeError as exc:
         raise unencodable_text(exc) from None
+    except NotImplementedError:  # cbor2 iterates a memoryview, which numpy's 2-D ones refuse
+        raise TypeError(
+            "a memoryview of more than one dimension cannot be sent inside a list or dict: "
+            "pass bytes(view) for raw bytes or np.asarray(view) for typed data"
+        ) from None
     except cbor2.CBOREncodeError as exc:
         # Surface plain TypeError/ValueError: callers should not need to know about cbor2.
         cause = exc.__cause__
