@@ -423,7 +423,7 @@ def test_payload_depth_limit_is_enforced_and_can_be_raised() -> None:
 
 def test_payload_limits_must_be_positive_ints() -> None:
     for bad in ({"max_depth": 0}, {"max_bignum_bytes": 1.5}, {"max_depth": 10_000}):
-        with pytest.raises(ValueError, match="PayloadLimits"):
+        with pytest.raises(InvalidArgument, match="PayloadLimits"):  # (a ValueError too)
             PayloadLimits(**bad)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 
-from .._exceptions import ProtocolError
+from .._exceptions import InvalidArgument, ProtocolError
 
 PROTOCOL_VERSION: Final = 1
 
@@ -143,9 +143,11 @@ class PayloadLimits:
         for field in fields(self):
             value = getattr(self, field.name)
             if type(value) is not int or value < 1:
-                raise ValueError(f"PayloadLimits.{field.name} must be an int >= 1, not {value!r}")
+                raise InvalidArgument(
+                    f"PayloadLimits.{field.name} must be an int >= 1, not {value!r}"
+                )
         if self.max_depth > _PAYLOAD_DEPTH_CEILING:
-            raise ValueError(f"PayloadLimits.max_depth is at most {_PAYLOAD_DEPTH_CEILING}")
+            raise InvalidArgument(f"PayloadLimits.max_depth is at most {_PAYLOAD_DEPTH_CEILING}")
 
 
 DEFAULT_PAYLOAD_LIMITS: Final = PayloadLimits()
