@@ -504,7 +504,10 @@ export class Client extends Emitter {
 
   _checkFrameSize(bodyBytes) {
     const max = this.limits.max_frame_bytes;
-    if (max && bodyBytes > max) throw new FrameTooLarge(`frame of ${bodyBytes} bytes exceeds the server's limit of ${max}`);
+    if (max && bodyBytes > max) {
+      throw new FrameTooLarge(`frame of ${bodyBytes} bytes exceeds the server's limit of ${max}: `
+        + 'send it in parts or raise max_frame_bytes on the server (serve --max-frame-bytes)');
+    }
   }
 
   _sendPublish(pubId, time, payload) {
