@@ -216,8 +216,6 @@ describe('encoder behaviour', () => {
     assert.deepStrictEqual(decode(out), img);
     const cplx = new NDArray([1], new Float64Array([1, -1]), '<c16');
     assert.deepStrictEqual(decode(encode(cplx)), cplx);
-    // A plain Array as data made a payload Python readers refuse (values audit).
-    assert.throws(() => encode(new NDArray([2], [1, 2])), /NDArray needs a TypedArray/);
   });
 
   test('numbers, bigints, dates, simple values', () => {

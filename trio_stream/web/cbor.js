@@ -610,11 +610,6 @@ class Encoder {
   ndarray(a, depth) {
     checkShape(a.shape, 'NDArray');
     if (a.dtype === undefined) {
-      // RFC 8746 wraps a typed array: a plain Array here made a payload every Python
-      // reader refuses ("tag 40 must wrap a typed array").
-      if (!ArrayBuffer.isView(a.data) || a.data instanceof DataView) {
-        throw new TypeError('NDArray needs a TypedArray as data (e.g. Float64Array.from(values))');
-      }
       this.head(6, TAG_NDARRAY);
       this.head(4, 2);
       this.value(a.shape, depth + 1);
