@@ -134,11 +134,19 @@ async def test_the_server_default_block_timeout_applies_and_names_the_setting(
             await pub.wait_for_readers()
             for i in range(3):
                 await pub.send(i)  # one in the buffer, two parked: the writer is held
-            with pytest.raises(ts.LimitExceeded, match=r"3 s \(block_timeout\)"):
+            received = 0
+            with pytest.raises(ts.LimitExceeded, match=r"3 s \(block_timeout\)") as ended:
                 with trio.fail_after(10):
                     await trio.sleep(5)
                     while True:
                         await sub.receive()
+                        received += 1
+            # What waited for it (parked; the first frame was sent before) is said and counted
+            # lost (it counted nowhere: an operators' audit).
+            dropped = 3 - received
+            assert f"the {dropped} frames waiting for it were dropped" in str(ended.value)
+            (channel,) = [c for c in await w.channels() if c.name == "c"]
+            assert channel.lost == dropped == (await w.stats()).frames_lost > 0
         with pytest.raises(ts.InvalidArgument, match="block_timeout"):
             async with r.subscribe("c", policy="block", size=1, block_timeout=float("nan")):
                 pass

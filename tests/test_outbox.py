@@ -106,6 +106,8 @@ def test_unbounded_reader_over_the_memory_bound_is_ended_with_limit_exceeded() -
     # What the bound dropped is said (ten frames of ~1,000 bytes fill 10,000).
     assert "and the 10 frames buffered for it were dropped" in end.reason
     assert "use a bounded policy" in end.reason and "max_buffered_bytes" in end.reason
+    # ... and counted lost, where every other loss is (they counted nowhere: an audit).
+    assert channel.lost == reader.lost == 10
     assert box.buffered_bytes == 0
     assert reader.sub_id not in box.readers and other.sub_id in box.readers
     assert channel.readers == 0

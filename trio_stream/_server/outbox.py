@@ -496,6 +496,11 @@ class Reader:
             outbox.activate(self)
         return True
 
+    def undelivered(self) -> int:
+        """Frames of the channel waiting for this reader: buffered, parked for it (block), or
+        held back by its max_rate."""
+        return len(self.buffer) + len(self.parked) + (self.latest is not None)
+
     def skip(self, count: int) -> None:
         """``count`` frames of the channel are lost to this reader (history left out, a server
         event a full block buffer could not take): reported with the next frame, or notice."""
@@ -1008,7 +1013,8 @@ def block_timeout_error(reader: Reader, timeout: float) -> LimitExceeded:
     """Why ``reader`` (block) ends: it held its writers back for its ``block_timeout``."""
     return LimitExceeded(
         f"this block subscription to {reader.channel.name[:80]!r} held the channel's "
-        f"writers (and so its other readers) back for {timeout:g} s (block_timeout): read "
+        f"writers (and so its other readers) back for {timeout:g} s (block_timeout), so it "
+        f"was ended and the {reader.undelivered()} frames waiting for it were dropped: read "
         "faster, or subscribe with a larger block_timeout (server default: block_timeout_s)"
     )
 
@@ -1287,6 +1293,12 @@ class Outbox:
         """
         if reader.closed:
             return
+        if error is not None and (dropped := reader.undelivered()):
+            # Ended by the server: what waited for it is lost to it, and counted where every
+            # other loss is (the channel's and the server's lost, the reader's in listings);
+            # a recorder ended by block_timeout read 0 everywhere (an operators' audit).
+            reader.lost += dropped
+            reader.channel.count_lost(dropped)
         reader.end_reason = reason or reader.channel.end_reason
         if self._rate_limited:
             self._rate_limited.discard(reader)
