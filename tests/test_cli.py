@@ -859,6 +859,28 @@ async def test_dump_signalled_twice_at_once_still_ends_cleanly(url: str, tmp_pat
         assert [frame["data"] for frame in dumpfile.DumpReader(f)] == [0, 1, 2]
 
 
+async def test_a_dump_killed_after_a_burst_and_quiet_holds_the_burst(
+    url: str, tmp_path: Path
+) -> None:
+    # A triggered channel: a burst, then quiet. The frames waited in memory until the next
+    # frame came, so a kill -9 (a power loss) seconds later lost all of them (files audit).
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("trigger")
+        path = tmp_path / "shots.tsdump"
+        async with running("dump", url, "trigger", str(path), "--quiet") as dump:
+            await wait_for_channel(owner, "trigger", readers=1)
+            await trio.sleep(1.0)  # the recorder idle past its flush interval
+            async with owner.publisher("trigger") as pub:
+                for shot in range(20):
+                    await pub.send({"shot": shot})
+                await pub.wait_acknowledged()
+            await trio.sleep(1.5)  # quiet: no frame comes to make the recorder write
+            dump.process.kill()
+            await dump.process.wait()
+    with path.open("rb") as f:
+        assert [frame["data"]["shot"] for frame in dumpfile.DumpReader(f)] == list(range(20))
+
+
 async def test_dump_duration_includes_waiting_for_the_channel(url: str, tmp_path: Path) -> None:
     started = trio.current_time()
     path = tmp_path / "rec.tsdump"

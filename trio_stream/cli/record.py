@@ -7,7 +7,8 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -23,6 +24,7 @@ from rich.progress import (
 import trio_stream as ts
 
 from .._protocol.bytes_like import BytesLike
+from .._util import unwrap_single_exception
 from . import dumpfile as dumpfile
 from ._channels import connect, ended, publisher, subscription, wait_for_readers
 from ._options import (
@@ -144,6 +146,8 @@ class _BatchWriter:
         self.pending = 0
         self.written = 0
         self._last_flush = time.monotonic()
+        # Flushes (the recording task's and the timer's) write one after the other, in order.
+        self._lock = trio.Lock()
 
     def add(self, item: dict[str, Any]) -> None:
         pieces = dumpfile.encode_item(item)
@@ -156,12 +160,22 @@ class _BatchWriter:
         )
 
     async def flush(self) -> None:
-        pieces, self._pieces = self._pieces, []
-        written, self.pending = self.pending, 0
-        self._last_flush = time.monotonic()
-        if pieces:
-            await trio.to_thread.run_sync(self._write, pieces)
-        self.written += written
+        async with self._lock:
+            pieces, self._pieces = self._pieces, []
+            written, self.pending = self.pending, 0
+            self._last_flush = time.monotonic()
+            if pieces:
+                await trio.to_thread.run_sync(self._write, pieces)
+            self.written += written
+
+    async def flush_when_due(self) -> None:
+        """Flush what waits FLUSH_INTERVAL_S after it came, whether more frames come or not:
+        checked only as frames arrived, a burst's frames stayed in memory for as long as the
+        channel was quiet after it, and a kill -9 then lost them (a files audit)."""
+        while True:
+            await trio.sleep(FLUSH_INTERVAL_S / 2)
+            if self.due():
+                await self.flush()
 
     def _write(self, pieces: list[BytesLike]) -> None:
         self._file.writelines(pieces)
@@ -238,6 +252,7 @@ async def _record_to_file(
     with opened as file:
         writer = _BatchWriter(file)
         writer.add(dumpfile.header(args.channel, source=args.url, policy=args.policy))
+        await writer.flush()  # a recording killed before its first frame is still a dump
         with _progress(
             not args.quiet and console.is_terminal,
             TextColumn(f"recording [bold]{args.channel}[/] to {args.file}"),
@@ -262,7 +277,7 @@ async def _record(
     recording = _Recording()
     frames = lost = 0
     task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
-    async with stop_on_signal():
+    async with stop_on_signal(), _flushing(writer) as flushing:
         with trio.CancelScope(deadline=deadline):
             async for msg in sub:
                 writer.add(dumpfile.frame_record(msg, time.time()))
@@ -280,8 +295,18 @@ async def _record(
             else:  # the channel ended (deleted, its lifetime, a cluster's Redis restarted)
                 print(f"trio-stream dump: {ended(args.channel, sub)}", file=sys.stderr)
                 recording.channel_ended = True
+        flushing.cancel_scope.cancel()  # (the caller flushes the rest)
     recording.frames, recording.lost = frames, lost
     return recording
+
+
+@asynccontextmanager
+async def _flushing(writer: _BatchWriter) -> AsyncIterator[trio.Nursery]:
+    """The block with ``writer``'s timed flush beside it; what the block raises, as itself."""
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.flush_when_due)
+            yield nursery
 
 
 # -- replay ------------------------------------------------------------------------------------
