@@ -1146,6 +1146,27 @@ def _dump_bytes(values: Sequence[Any]) -> bytes:
     return b"".join(bytes(p) for item in items for p in dumpfile.encode_item(item))
 
 
+async def test_replay_says_what_the_recording_lost_and_reads_odd_counts_as_none(
+    server: ts.Server, tmp_path: Path
+) -> None:
+    # Its summary counted the gaps' losses only (frames' `lost` are the whole count), and a
+    # gap whose "lost" was not a number, in a file written elsewhere, was a traceback after
+    # the frames had been played (files audit).
+    assert server.tcp_url is not None
+    items: list[dict[str, Any]] = [dumpfile.header("ch")]
+    for i, (lost, gap) in enumerate(
+        [(0, None), (4, None), (2, {"kind": "resumed", "lost": "many"})]
+    ):
+        item = {"t": float(i), "time": float(i), "seq": i + 1, "sender": "w", "lost": lost}
+        items.append({**item, "data": i} | ({"gap": gap} if gap else {}))
+    path = tmp_path / "lossy.tsdump"
+    path.write_bytes(b"".join(bytes(p) for item in items for p in dumpfile.encode_item(item)))
+    result = await cli("replay", str(path), server.tcp_url, "x", "--create", "--fast", "--no-wait")
+    stderr = result.stderr.decode()
+    assert "Traceback" not in stderr and result.returncode == 3, stderr  # 3: no readers
+    assert "the recording notes 6 frames its recorder lost; 1 gap where" in stderr, stderr
+
+
 def test_dump_file_reads_with_cbor2_alone_as_documented(tmp_path: Path) -> None:
     """The reader in dumpfile's docstring (and docs/dump-format.md) works as printed."""
     path = tmp_path / "recording.tsdump"

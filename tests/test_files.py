@@ -112,6 +112,8 @@ async def test_a_received_file_gets_the_mode_of_any_file_its_user_writes(
         "x" * 256,
         "caf\udce9.txt",  # bytes that were not UTF-8, as Python reads them from a directory
         "x\ud800",  # a lone surrogate: CBOR text cannot carry it
+        "evil\u009b2Jname",  # C1: CSI, which a terminal acts on when receive-files prints it
+        "a\u0085b",
     ],
 )
 def test_names_that_leave_the_directory_are_refused(name: str) -> None:
@@ -153,6 +155,23 @@ async def test_size_limit_is_refused_up_front_and_enforced_while_receiving(
             await proxy.call("files.write", transfer, 0, b"y" * 20)
         with pytest.raises(ts.RemoteError, match="received 0 bytes of the 10"):
             await proxy.call("files.finish", transfer, hashlib.sha256(b"").hexdigest())
+        # Chunks sent at one offset at once: one is written, the rest refused (all passed
+        # the checks before any was written, and the file grew past max_bytes: an audit).
+        transfer = await proxy.call("files.begin", "racer", 4000)
+        written: list[int] = []
+
+        async def write() -> None:
+            with contextlib.suppress(ts.RemoteError):
+                written.append(await proxy.call("files.write", transfer, 0, b"z" * 4000))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(write)
+        assert written == [4000]
+        digest = hashlib.sha256(b"z" * 4000).hexdigest()
+        assert await proxy.call("files.finish", transfer, digest) == "racer"
+        assert (incoming / "racer").read_bytes() == b"z" * 4000
+        (incoming / "racer").unlink()
     assert leftovers(incoming) == []
 
 

@@ -75,7 +75,8 @@ def check_name(name: object) -> str:
         )
     if name.startswith("."):
         raise InvalidArgument(f"file name {shown} is refused: names may not start with '.'")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    # C0, DEL and C1 (U+0080-U+009F: U+009B is a terminal's CSI, and a name is printed)
+    if any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in name):
         raise InvalidArgument(f"file name {shown} is refused: no NUL or control characters")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
         # A file name the file system gave in bytes that are not UTF-8 (Python keeps them as
@@ -135,6 +136,7 @@ class _Incoming:
         self.temp = temp
         self.fd = fd  # -1 once closed
         self.received = 0
+        self.claimed = 0  # received, and the chunk being written (a second one is refused)
         self.digest = hashlib.sha256()
         self.moved = trio.Event()  # set whenever `received` advances
         self.last_s = trio.current_time()
@@ -257,10 +259,14 @@ class FileService:
         # the bytes in order (a sender has only a few chunks in flight).
         while t.received < offset and self._transfers.get(transfer) is t:
             await t.moved.wait()
-        if t.received != offset:
-            raise InvalidArgument(f"chunk at offset {offset}, expected {t.received}")
+        # Claimed before the write's await: chunks sent at one offset at once all passed
+        # these checks before any was written, and the file grew past its declared size
+        # and max_bytes (a files audit).
+        if t.received != offset or t.claimed != offset:
+            raise InvalidArgument(f"chunk at offset {offset}, expected {t.claimed}")
         if offset + len(data) > t.size:
             raise InvalidArgument(f"more bytes than the declared size of {t.size}")
+        t.claimed = offset + len(data)
         await t.in_thread(_write, t.digest, data)
         t.received += len(data)
         t.moved.set()

@@ -395,13 +395,19 @@ async def run_replay(args: argparse.Namespace) -> int:
             "recording); the frames before it were played",
             file=sys.stderr,
         )
-    if stats.gaps:
-        lost = sum(g.get("lost") or 0 for g in stats.gaps)
+    if stats.gaps or stats.lost:
+        # Counts as the recording states them (a file written elsewhere may hold anything:
+        # a count that is not one counts as none, rather than a traceback after the play).
         resets = sum(1 for g in stats.gaps if g.get("kind") == "reset")
+        gaps = (
+            f"; {counted(len(stats.gaps), 'gap')} where its recorder reconnected"
+            + (f", {counted(resets, 'reset')} (frames lost there unknown)" if resets else "")
+            if stats.gaps
+            else ""
+        )
         print(
-            f"trio-stream replay: the recording has {counted(len(stats.gaps), 'gap')} where "
-            f"its recorder reconnected: {counted(lost, 'frame')} lost"
-            + (f", {counted(resets, 'reset')} (frames lost unknown)" if resets else ""),
+            f"trio-stream replay: the recording notes {counted(stats.lost, 'frame')} its "
+            f"recorder lost{gaps}",
             file=sys.stderr,
         )
     if stats.unsent:
@@ -426,6 +432,7 @@ class _ReplayStats:
         self.sent = 0
         self.unsent = 0
         self.gaps: list[dict[str, Any]] = []  # of the recording (reconnections of dump)
+        self.lost = 0  # frames its recorder lost, as its frames' `lost` say
         self.truncated = False
         self.interval = 0.0  # mean gap between frames: the pause between two rounds
 
@@ -454,8 +461,12 @@ async def _play_once(
         while (record := await _next_record(reader, records, from_stdin)) is not None:
             t = record["t"]
             gap = record.get("gap")
-            if isinstance(gap, dict) and not offset:
-                stats.gaps.append(gap)
+            if not offset:  # (the first round: the file's own counts, once)
+                if isinstance(gap, dict):
+                    stats.gaps.append(gap)
+                lost = record.get("lost")
+                if type(lost) is int and lost > 0:
+                    stats.lost += lost
             if first_t is None:
                 # The clock starts with the first frame in hand and encoded once, so neither
                 # reading it nor cbor2's first encode (it imports modules then, 10-25 ms)
