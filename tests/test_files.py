@@ -175,6 +175,26 @@ async def test_size_limit_is_refused_up_front_and_enforced_while_receiving(
     assert leftovers(incoming) == []
 
 
+async def test_two_senders_of_one_name_get_one_file_and_no_receiver_path(
+    url: str, tmp_path: Path
+) -> None:
+    # The loser's error was the OS's, naming the receiver's directory in full (files audit).
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    async with pair(url, incoming) as (_, daq):
+        proxy = await daq.rpc("store")
+        first, second = [await proxy.call("files.begin", "same.bin", 3) for _ in range(2)]
+        digest = hashlib.sha256(b"abc").hexdigest()
+        for transfer in (first, second):
+            await proxy.call("files.write", transfer, 0, b"abc")
+        assert await proxy.call("files.finish", first, digest) == "same.bin"
+        with pytest.raises(ts.RemoteError, match="appeared in the receiver's directory") as lost:
+            await proxy.call("files.finish", second, digest)
+        assert lost.value.type_name == "FileExistsError"
+        assert str(tmp_path) not in str(lost.value)
+    assert leftovers(incoming) == ["same.bin"]
+
+
 async def test_a_damaged_file_is_refused_by_its_checksum(url: str, tmp_path: Path) -> None:
     incoming = tmp_path / "in"
     incoming.mkdir()

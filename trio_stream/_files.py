@@ -288,11 +288,25 @@ class FileService:
             await t.in_thread(os.fsync)
             t.close_fd()
             final = self.directory / t.name
-            if self.overwrite:
-                os.replace(t.temp, final)
-            else:
-                os.link(t.temp, final)  # FileExistsError if it appeared meanwhile: no clobber
-                t.temp.unlink()
+            try:
+                if self.overwrite:
+                    os.replace(t.temp, final)
+                else:
+                    os.link(t.temp, final)  # FileExistsError if it appeared meanwhile
+                    t.temp.unlink()
+            except (FileExistsError, IsADirectoryError) as exc:
+                # Said without the receiver's paths (the OS's message names both): they are
+                # the receiving machine's business, not the sender's (a files audit).
+                raise type(exc)(
+                    f"{t.name[:80]!r} "
+                    + (
+                        "is a directory in the receiver's directory: not replaced"
+                        if isinstance(exc, IsADirectoryError)
+                        else "appeared in the receiver's directory while it arrived (another "
+                        "sender, or a link there): not replaced (the receiver may accept "
+                        "it: overwrite=True, or trio-stream receive-files --overwrite)"
+                    )
+                ) from None
         except BaseException as exc:
             t.discard()
             self._emit("failed", t, error=str(exc)[:200])
