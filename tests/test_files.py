@@ -195,6 +195,23 @@ async def test_two_senders_of_one_name_get_one_file_and_no_receiver_path(
     assert leftovers(incoming) == ["same.bin"]
 
 
+async def test_a_receiver_removes_the_stale_temporary_files_a_killed_receiver_left(
+    url: str, tmp_path: Path
+) -> None:
+    # Its janitor died with it: a 43 MB .part stayed in the directory for good (files audit).
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    stale, fresh = incoming / ".big.bin.f5151daf.part", incoming / ".new.bin.0123abcd.part"
+    mine = incoming / ".notes.part"  # not one of ours: its name lacks the random mark
+    for path in (stale, fresh, mine):
+        path.write_bytes(b"partial")
+    hour_ago = time.time() - 3600
+    for path in (stale, mine):
+        os.utime(path, (hour_ago, hour_ago))
+    async with pair(url, incoming):
+        assert leftovers(incoming) == sorted([fresh.name, mine.name])
+
+
 async def test_a_damaged_file_is_refused_by_its_checksum(url: str, tmp_path: Path) -> None:
     incoming = tmp_path / "in"
     incoming.mkdir()

@@ -32,8 +32,10 @@ import hashlib
 import io
 import logging
 import os
+import re
 import secrets
 import stat
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,31 @@ def check_name(name: object) -> str:
 
 
 TEMPORARY_HEAD_BYTES: Final = 200
+
+
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.part")
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete the temporary files of transfers a receiver killed mid-file left here (its
+    janitor died with it), those untouched for TRANSFER_IDLE_S: a live receiver's own are
+    written more often than that, or dropped by its janitor. Each stayed for good."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return  # accept_files says what is wrong with the directory
+    for entry in entries:
+        try:
+            if (
+                _TEMPORARY.fullmatch(entry.name)
+                and entry.is_file(follow_symlinks=False)
+                and now - entry.stat(follow_symlinks=False).st_mtime > TRANSFER_IDLE_S
+            ):
+                os.unlink(entry.path)
+                log.info("removed %s, left by a transfer that did not finish", entry.name)
+        except OSError:
+            continue  # gone meanwhile, or not ours to delete: left as it is
 
 
 def temporary_name(name: str) -> str:
@@ -204,6 +231,7 @@ class FileService:
         self._transfers: dict[int, _Incoming] = {}
         self._next_id = 1
         self._janitor = False
+        remove_stale_temporaries(directory)
 
     def _emit(self, kind: str, t: _Incoming, **extra: Any) -> None:
         if self._on_event is not None:
