@@ -110,6 +110,25 @@ async def test_system_channels_report_clients_channels_and_load(url: str) -> Non
         assert load["memory_bytes"] > 0
 
 
+async def test_the_first_stats_interval_has_its_rates() -> None:
+    # The first interval only marked where counting starts: its $stats said frames_in 600,
+    # frames_in_per_s 0 (an operators' audit).
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, stats_interval_s=1.0)
+    async with ts.open_server(config) as server, ts.open_client(server.tcp_url or "") as c:
+        await c.create_channel("c")
+        async with (
+            c.subscribe("$stats", policy="drop_oldest", size=10) as stats,
+            c.subscribe("c", policy="unbounded") as sub,
+        ):
+            for i in range(50):
+                await c.publish("c", i)
+            with trio.fail_after(10):
+                for _ in range(50):
+                    await sub.receive()
+                load = (await stats.receive()).data  # the first: the server's first interval
+        assert load["frames_in"] >= 50 and load["frames_in_per_s"] > 0, load
+
+
 async def test_introspection_records_describe_subscriptions(url: str) -> None:
     async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
         await w.create_channel("c")

@@ -68,7 +68,8 @@ class ServerState:
         self._next_client_id = 1
         self.frames_out = 0
         self.bytes_out = 0
-        self._rate_mark: tuple[float, int, int, int, int] = (0.0, 0, 0, 0, 0)
+        # From the start: the first interval's rates are counted too (they read 0).
+        self._rate_mark: tuple[float, int, int, int, int] = (time.monotonic(), 0, 0, 0, 0)
         self._cpu_mark: tuple[float, float] = (time.monotonic(), time.process_time())
         self.cpu_percent = 0.0  # over the last stats interval (see update_rates)
         self.rates: dict[str, float] = {}
