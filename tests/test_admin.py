@@ -75,10 +75,15 @@ async def test_admin_publishes_to_a_channel_it_does_not_own_and_is_logged(
         await owner.create_channel("volts", key="k")
         async with owner.subscribe("volts", key="k") as sub:
             assert await admin(ops, "check") == {"admin": True}
+            before = await owner.stats()
             result = await admin(ops, "publish", channel="volts", value={"v": 1.5})
             assert result == {"seq": 1, "readers": 1}
             with trio.fail_after(5):
                 msg = await sub.receive()
+            # In the server's totals, as the channel's (they did not add up: an audit).
+            after = await owner.stats()
+            assert after.frames_in == before.frames_in + 1
+            assert after.bytes_in > before.bytes_in
         assert (msg.data, msg.sender, msg.seq) == ({"v": 1.5}, "ops", 1)
     assert any("ops (client" in r.message and "'volts'" in r.message for r in caplog.records)
 

@@ -82,6 +82,10 @@ def handle(session: Session, msg: Admin) -> Any:
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"cannot publish this value: {exc}") from None
         broker.publish_system(channel, payload, session.name.encode())
+        # A publish like a writer's: in the server's totals too, so that the channels'
+        # counts add up to them (the $ channels' own frames are not in either).
+        broker.frames_in += 1
+        broker.bytes_in += len(payload)
         log.warning("admin: %s published %d bytes to %r", who, len(payload), channel.name)
         return {"seq": channel.seq, "readers": channel.readers}
     broker.delete_channel(channel, f"channel {channel.name!r} was deleted by admin {session.name}")
