@@ -711,8 +711,18 @@ def test_long_doubles_and_their_complex_in_either_byte_order_round_trip(dtype: s
         ([np.zeros((2, 2), dtype="u1").data], "a memoryview of more than one dimension"),
         (np.longdouble(1.5), "np.asarray(x)"),
         ([np.clongdouble(1 + 2j)], "np.asarray(x)"),
+        (np.datetime64("2026-12-05T10:00:00"), "a numpy datetime64 scalar cannot be sent"),
+        ({"t": np.datetime64(1, "ns")}, "a numpy datetime64 scalar cannot be sent"),
+        ([np.timedelta64(5, "s")], "a numpy timedelta64 scalar cannot be sent"),
     ],
-    ids=["2-D memoryview in a list", "long double", "complex long double in a list"],
+    ids=[
+        "2-D memoryview in a list",
+        "long double",
+        "complex long double in a list",
+        "datetime64",
+        "datetime64 ns in a dict",
+        "timedelta64 in a list",
+    ],
 )
 def test_values_without_a_wire_form_are_a_type_error_that_says_what_to_send(
     value: Any, said: str

@@ -181,6 +181,14 @@ def _encode_default(encoder: Any, value: Any) -> None:
         if value.nbytes >= ZERO_COPY_MIN_BYTES:
             raise _LargeArray
         encoder.write(b"".join(_array_pieces(value, copy=False)))
+    elif isinstance(value, np.datetime64 | np.timedelta64):
+        # .item() is a naive datetime (refused in words that never named numpy) or, for
+        # nanoseconds, a bare int that arrives as one (a values audit).
+        raise TypeError(
+            f"a numpy {type(value).__name__} scalar cannot be sent: send an aware datetime "
+            "(x.astype('datetime64[us]').item().replace(tzinfo=timezone.utc)) or its count "
+            "(int(x.view('int64')), and its unit beside it)"
+        )
     elif isinstance(value, _LONG_DOUBLE_SCALARS):  # .item() gives the numpy scalar back
         raise TypeError(
             f"a numpy {type(value).__name__} scalar has no Python number that keeps its "
