@@ -849,6 +849,7 @@ async def test_dump_signalled_twice_at_once_still_ends_cleanly(url: str, tmp_pat
                 for value in range(3):
                     await pub.send(value)
                 await pub.wait_acknowledged()
+            await trio.sleep(0.3)  # acknowledged is the server's: on their way to the dump
             dump.process.send_signal(signal.SIGINT)
             await trio.sleep(0.01)
             dump.process.send_signal(signal.SIGINT)

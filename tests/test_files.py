@@ -205,9 +205,9 @@ async def test_a_receiver_removes_the_stale_temporary_files_a_killed_receiver_le
     mine = incoming / ".notes.part"  # not one of ours: its name lacks the random mark
     for path in (stale, fresh, mine):
         path.write_bytes(b"partial")
-    hour_ago = time.time() - 3600
+    long_ago = time.time() - 2 * 3600
     for path in (stale, mine):
-        os.utime(path, (hour_ago, hour_ago))
+        os.utime(path, (long_ago, long_ago))
     async with pair(url, incoming):
         assert leftovers(incoming) == sorted([fresh.name, mine.name])
 

@@ -443,6 +443,12 @@ GOOD_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         # RFC 6455 4.2.1 (these were answered with a 101):
         ("1.0", f"Sec-WebSocket-Version: 13\r\n{GOOD_KEY}", 400, "HTTP/1.1 request"),
         ("1.1", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: x\r\n", 400, "16 random"),
+        (  # two keys: the second was never looked at
+            "1.1",
+            f"Sec-WebSocket-Version: 13\r\n{GOOD_KEY}Sec-WebSocket-Key: not-a-key\r\n",
+            400,
+            "16 random",
+        ),
         (  # 24 characters of base64, but 18 bytes
             "1.1",
             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: YWJjZGVmZ2hpamtsbW5vcHFy\r\n",

@@ -59,6 +59,8 @@ DEFAULT_MAX_FILE_BYTES: Final = 16 * 2**30
 MAX_NAME_BYTES: Final = 255  # what most file systems allow for one name
 MAX_TRANSFERS: Final = 64  # transfers a receiver has open at once
 TRANSFER_IDLE_S: Final = 60.0
+# A temporary file untouched this long is no live transfer's (remove_stale_temporaries).
+STALE_TEMPORARY_S: Final = 3600.0
 CALL_TIMEOUT_S: Final = 60.0  # one chunk's round trip, including its write to disk
 _ROOM_BYTES: Final = 4096  # room in a frame for the call around a chunk
 
@@ -100,8 +102,10 @@ _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.part")
 
 def remove_stale_temporaries(directory: Path) -> None:
     """Delete the temporary files of transfers a receiver killed mid-file left here (its
-    janitor died with it), those untouched for TRANSFER_IDLE_S: a live receiver's own are
-    written more often than that, or dropped by its janitor. Each stayed for good."""
+    janitor died with it; each stayed for good), those untouched for STALE_TEMPORARY_S: a
+    live receiver's own are dropped by its janitor after TRANSFER_IDLE_S without a write,
+    and a fetch_file into this directory (the same names) that has not written for an hour
+    is not coming back either. Once, when a receiver starts: one scan of the directory."""
     now = time.time()
     try:
         entries = list(os.scandir(directory))
@@ -112,7 +116,7 @@ def remove_stale_temporaries(directory: Path) -> None:
             if (
                 _TEMPORARY.fullmatch(entry.name)
                 and entry.is_file(follow_symlinks=False)
-                and now - entry.stat(follow_symlinks=False).st_mtime > TRANSFER_IDLE_S
+                and now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMPORARY_S
             ):
                 os.unlink(entry.path)
                 log.info("removed %s, left by a transfer that did not finish", entry.name)
@@ -295,7 +299,11 @@ class FileService:
         if offset + len(data) > t.size:
             raise InvalidArgument(f"more bytes than the declared size of {t.size}")
         t.claimed = offset + len(data)
-        await t.in_thread(_write, t.digest, data)
+        try:
+            await t.in_thread(_write, t.digest, data)
+        except BaseException:
+            t.claimed = t.received  # not written: the chunk may come again
+            raise
         t.received += len(data)
         t.moved.set()
         t.moved = trio.Event()

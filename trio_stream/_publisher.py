@@ -402,9 +402,10 @@ class Publisher:
             # drops), so False (not sent, nobody read) would count it a second time.
             self._check()
             return False
-        # Arrays copied unless compressed here (which copies): the frame may wait, after
-        # send() returns, for a write and an acknowledgement (encode_payload).
-        pieces = encode_payload(value, copy=self._compress is None)
+        # Arrays copied: the frame may wait, after send() returns, for a write and an
+        # acknowledgement (encode_payload). Compressed too: a compressor hands back what it
+        # cannot shrink (or what is too small to try) as it got it.
+        pieces = encode_payload(value)
         if self._compress is not None and type(value) is not EncodedPayload:
             pieces = self._compress(pieces)  # an EncodedPayload is compressed already
         size = _PUBLISH_HEAD_BYTES + (

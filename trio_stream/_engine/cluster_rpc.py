@@ -494,8 +494,9 @@ class ClusterRpc:
                 node, token = key
                 letter = await self._mailer.post(RPC_CANCEL, token, node, quiet=True)
                 if not letter.refused:  # (refused again: _dropped kept it, and since when)
+                    # Sent, or held by the mail for its node (dropped there: _dropped again).
                     since = self._refused_cancels.pop(key, None)
-                    if since is not None:
+                    if since is not None and letter.sent:
                         log.info(
                             "the cancel of a call on node %r went after Redis refused it "
                             "for %.1f s",

@@ -373,7 +373,8 @@ class HttpConnection:
         # HTTP/1.0 peer cannot read), far from the mistake.
         if request.http_version != b"1.1":
             return text_response(400, "a WebSocket upgrade must be an HTTP/1.1 request")
-        if not _is_websocket_key(_header(request, b"sec-websocket-key") or b""):
+        keys = [value for name, value in request.headers if name == b"sec-websocket-key"]
+        if len(keys) != 1 or not _is_websocket_key(bytes(keys[0])):
             return text_response(
                 400, "Sec-WebSocket-Key must be 16 random bytes in base64 (24 characters)"
             )

@@ -161,12 +161,15 @@ class _BatchWriter:
 
     async def flush(self) -> None:
         async with self._lock:
-            pieces, self._pieces = self._pieces, []
-            written, self.pending = self.pending, 0
-            self._last_flush = time.monotonic()
-            if pieces:
-                await trio.to_thread.run_sync(self._write, pieces)
-            self.written += written
+            # Shielded: pieces taken out and then cancelled before the thread started
+            # (Ctrl-C, --duration, the timer's end) were a batch never written.
+            with trio.CancelScope(shield=True):
+                pieces, self._pieces = self._pieces, []
+                written, self.pending = self.pending, 0
+                self._last_flush = time.monotonic()
+                if pieces:
+                    await trio.to_thread.run_sync(self._write, pieces)
+                self.written += written
 
     async def flush_when_due(self) -> None:
         """Flush what waits FLUSH_INTERVAL_S after it came, whether more frames come or not:
