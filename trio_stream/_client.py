@@ -763,7 +763,7 @@ class Client:
                 if len(pieces) > 1 and max(map(len, pieces)) < COALESCE_MAX_PIECE:
                     # A flood's frames (a head and a payload each) joined in one C call: the
                     # transport's loop over the pieces cost a writer ~0.1 us a frame. Large
-                    # pieces (arrays) still go to the transport as they are, never copied.
+                    # pieces (arrays) still go to the transport as they are, not copied again.
                     pieces = [b"".join(pieces)]
                 await transport.send(pieces)
         except ConnectionClosed as exc:

@@ -6,8 +6,9 @@ few dtypes RFC 8746 has no tag for (bool, complex, long double) use the extensio
 ``EXT_ARRAY_TAG`` (docs/protocol.md section 4).
 
 Large arrays and a payload of bytes are never copied into a CBOR buffer: :func:`encode_payload`
-returns *pieces* (CBOR head bytes, the value's own memory, ...) that the transport writes one
-after the other. The bytes on the wire are standard CBOR all the same. On the way in,
+returns *pieces* (CBOR head bytes, an array's elements copied once or, for a caller that
+joins or writes them at once, its own memory, a ``bytes`` value itself, ...) that the
+transport writes one after the other. The bytes on the wire are standard CBOR all the same. On the way in,
 :func:`decode_payload` wraps the received bytes with ``np.frombuffer`` instead of copying them,
 and copies a byte string once into the ``bytes`` it returns.
 """
@@ -31,8 +32,9 @@ from .bytes_like import BytesLike
 from .cbor_scan import check_key_collisions
 from .limits import DEFAULT_PAYLOAD_LIMITS, PayloadLimits, PayloadRefused
 
-#: Arrays at least this large go out as their own piece (no copy); smaller ones are cheaper
-#: to copy into one CBOR buffer than to write separately.
+#: Arrays at least this large go out as their own piece (their elements copied at most once,
+#: not through an encoder); smaller ones are cheaper to copy into one CBOR buffer than to
+#: write separately.
 ZERO_COPY_MIN_BYTES: Final = 4096
 
 #: trio_stream's private tag for arrays whose dtype RFC 8746 cannot express.
