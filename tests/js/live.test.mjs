@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import {
-  connect, ChannelExists, ChannelNotFound, ConnectionClosed, NameInUse, RemoteError, RpcTimeout, RpcError,
+  connect, ChannelExists, ChannelNotFound, ConnectionClosed, LimitExceeded, NameInUse, RemoteError, RpcTimeout,
+  RpcError,
 } from '../../trio_stream/web/trio_stream.js';
 import { NDArray } from '../../trio_stream/web/cbor.js';
 import { ROOT, liveSetup } from './python.mjs';
@@ -104,6 +105,26 @@ test("a call's result is decoded with the client's payloadLimits", { skip }, asy
   } finally {
     await deep.close();
   }
+});
+
+test('a subscription the server ends for a fault throws it from the loop', { skip }, async () => {
+  // Its for-await loop just ended, the error left in endReason's text, while the Python
+  // client raises LimitExceeded (browser-client audit).
+  await client.createChannel('js/held');
+  const sub = await client.subscribe('js/held', { policy: 'block', size: 1, window: 1, blockTimeout: 0.5 });
+  const writer = await connect(url, { name: 'js-held-writer' });
+  const pub = await writer.publisher('js/held');
+  await pub.waitForReaders();
+  for (let i = 0; i < 20; i++) await pub.send(i); // parked behind the reader that does not read
+  await new Promise((resolve) => sub.on('end', resolve)); // its block_timeout
+  await writer.close();
+  const got = [];
+  await assert.rejects(async () => {
+    for await (const msg of sub) got.push(msg.data);
+  }, (e) => e instanceof LimitExceeded && /block_timeout/.test(e.message));
+  assert.ok(got.length >= 1 && got.length < 20, `got ${got}`);
+  assert.ok(sub.error instanceof LimitExceeded);
+  assert.deepEqual(await sub.next(), { value: undefined, done: true }); // thrown once
 });
 
 test('a slow drop_oldest size-1 reader gets the newest value and counts losses', { skip }, async () => {

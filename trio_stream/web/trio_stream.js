@@ -835,7 +835,13 @@ export class Client extends Emitter {
         const sub = this.#subsById.get(msg.sub);
         if (sub) {
           this.#subsById.delete(msg.sub);
-          sub._end(typeof msg.reason === 'string' ? msg.reason : 'ended by the server');
+          const reason = typeof msg.reason === 'string' ? msg.reason : 'ended by the server';
+          // Ended by the server for a fault (LimitExceeded: block_timeout, max_buffered_bytes):
+          // the loop throws it, as the Python client raises it; a channel's end just ends it.
+          const error = typeof msg.error === 'string' && msg.error
+            ? remoteError({ op: 'error', type: msg.error, message: reason })
+            : null;
+          sub._end(reason, error);
         }
         return;
       }
@@ -1025,6 +1031,7 @@ export class Subscription extends Emitter {
   #resumeSub = null; // its id on the connection that broke, sent with the next subscribe
   #pendingGap = null; // {kind, recovered} for the next message
   #carried = 0; // lost frames a `lost` notice reported: added to the next message's lost
+  #unthrown = null; // the error that ended it, for the next() after its last message
 
   constructor(client, channel, o) {
     super();
@@ -1264,14 +1271,22 @@ export class Subscription extends Emitter {
     }
   }
 
-  /** Next message: `{value, done}` as the async iterator protocol wants. */
+  /**
+   * Next message: `{value, done}` as the async iterator protocol wants. A subscription the
+   * server ended for a fault (`error` set: LimitExceeded...) rejects with it once its
+   * messages are taken, then is done.
+   */
   next() {
     const entry = this.#queue.shift();
     if (entry) {
       this.#consumed(entry.gen, entry.nbytes);
       return Promise.resolve({ value: entry.msg, done: false });
     }
-    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    if (this.ended) {
+      const error = this.#unthrown;
+      this.#unthrown = null;
+      return error ? Promise.reject(error) : Promise.resolve({ value: undefined, done: true });
+    }
     const d = deferred();
     this.#waiters.push(d);
     return d.promise;
@@ -1301,17 +1316,27 @@ export class Subscription extends Emitter {
     }
   }
 
-  // Ends the subscription; messages already received stay readable until drained.
-  _end(reason) {
+  // Ends the subscription; messages already received stay readable until drained, then
+  // `error` (the server's reason for ending it, if a fault) is thrown by the next `next()`.
+  _end(reason, error = null) {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.#retryTimer);
     this.endReason = reason;
+    this.error = error;
     this.#client._forgetSub(this);
     this.id = null;
-    for (const w of this.#waiters) w.resolve({ value: undefined, done: true });
+    const waiters = this.#waiters;
     this.#waiters = [];
+    if (error && waiters.length) {
+      waiters[0].reject(error); // (nothing queued: a waiter means the queue is empty)
+      for (const w of waiters.slice(1)) w.resolve({ value: undefined, done: true });
+    } else {
+      this.#unthrown = error;
+      for (const w of waiters) w.resolve({ value: undefined, done: true });
+    }
     this.emit('end', reason);
+    if (error) this.emit('error', error);
   }
 }
 
