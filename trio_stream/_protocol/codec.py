@@ -8,9 +8,9 @@ few dtypes RFC 8746 has no tag for (bool, complex, long double) use the extensio
 Large arrays and a payload of bytes are never copied into a CBOR buffer: :func:`encode_payload`
 returns *pieces* (CBOR head bytes, an array's elements copied once or, for a caller that
 joins or writes them at once, its own memory, a ``bytes`` value itself, ...) that the
-transport writes one after the other. The bytes on the wire are standard CBOR all the same. On the way in,
-:func:`decode_payload` wraps the received bytes with ``np.frombuffer`` instead of copying them,
-and copies a byte string once into the ``bytes`` it returns.
+transport writes one after the other. The bytes on the wire are standard CBOR all the same.
+On the way in, :func:`decode_payload` wraps the received bytes with ``np.frombuffer`` instead
+of copying them, and copies a byte string once into the ``bytes`` it returns.
 """
 
 from __future__ import annotations
