@@ -14,6 +14,7 @@ import trio
 from proxy import TcpProxy, open_proxy
 
 import trio_stream as ts
+from trio_stream._client_port import PendingRequest
 
 WAIT_S = 10.0
 ANSWER_HELD_S = 0.3  # the proxy holds the server's answers this long; the request gives up
@@ -266,3 +267,14 @@ async def test_a_channel_created_by_a_request_given_up_is_the_clients_own(
         with pytest.raises(ts.ChannelExists) as again:
             await owner.create_channel("mine", history=5)
         assert "this client created it already" in str(again.value)
+
+
+def test_a_request_answered_just_before_its_connection_was_lost_keeps_its_answer() -> None:
+    # The connection's loss failed every request still in the reply table, an answered one
+    # too (its waiter had not run yet): an open then raised ConnectionClosed while its
+    # publisher or subscription was made and restored on every reconnect, with no handle to
+    # close it (a cancellation audit: a block reader held its writers for good).
+    request = PendingRequest(1)
+    request.resolve({"sub": 5})
+    request.fail(ts.ConnectionClosed("the connection was lost during this request"))
+    assert request.result == {"sub": 5} and request.error is None and request.done.is_set()

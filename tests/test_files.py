@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import re
 import signal
 import subprocess
@@ -210,6 +211,23 @@ async def test_a_receiver_removes_the_stale_temporary_files_a_killed_receiver_le
         os.utime(path, (long_ago, long_ago))
     async with pair(url, incoming):
         assert leftovers(incoming) == sorted([fresh.name, mine.name])
+
+
+async def test_send_files_given_up_by_timeouts_leave_no_transfer_open(
+    url: str, tmp_path: Path
+) -> None:
+    # A cancel while begin's answer was on its way left the transfer open on the receiver,
+    # and 64 of them refused every sender there for a minute (a cancellation audit).
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    random_file(tmp_path / "data.bin", 1000)
+    rng = random.Random(7)
+    async with pair(url, incoming) as (_, daq):
+        with trio.fail_after(60):
+            for i in range(300):
+                with trio.move_on_after(rng.choice([1e-4, 3e-4, 5e-4, 1e-3, 2e-3])):
+                    await daq.send_file("store", tmp_path / "data.bin", name=f"run{i}.bin")
+        assert [p for p in leftovers(incoming) if p.endswith(".part")] == []
 
 
 async def test_a_damaged_file_is_refused_by_its_checksum(url: str, tmp_path: Path) -> None:

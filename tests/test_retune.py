@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import trio
 from engine_marks import BOTH_ENGINES
+from proxy import open_proxy
 from server_parts import World, decode, payload
 
 import trio_stream as ts
@@ -291,3 +292,35 @@ async def test_sync_client_retunes(server: ts.Server) -> None:
 
     with trio.fail_after(30):
         await trio.to_thread.run_sync(scenario)
+
+
+async def test_a_retune_asked_while_reconnecting_changes_that_subscription(
+    server: ts.Server,
+) -> None:
+    # The request took the subscription's id before it waited for the connection: the id on
+    # the lost connection, another subscription's (or none) on the new one (a cancellation
+    # audit: the other was retuned, and a block reader stalled for good).
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+        policy = ts.Reconnect(initial=0.05, maximum=0.2)
+        async with (
+            ts.open_client(server.tcp_url, name="w") as w,
+            ts.open_client(proxy.url, name="r", reconnect=policy) as r,
+        ):
+            for name in ("a", "b"):
+                await w.create_channel(name)
+            async with (
+                r.subscribe("a", policy="block", size=5) as mine,
+                r.subscribe("b", policy="drop_oldest", size=3),
+            ):
+                proxy.refuse()
+                proxy.reset()
+                with trio.fail_after(STEP_S):
+                    await r.wait_state("reconnecting")
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(lambda: mine.retune(size=40))
+                        await trio.sleep(0.3)  # the retune waits for the connection
+                        proxy.accept()
+                (me,) = [c for c in await w.clients() if c.name == "r"]
+                sizes = {s.channel: (s.policy, s.size) for s in me.subscriptions}
+                assert sizes == {"a": ("block", 40), "b": ("drop_oldest", 3)}, sizes

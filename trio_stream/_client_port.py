@@ -43,6 +43,11 @@ class PendingRequest:
             self.on_done()
 
     def fail(self, error: TrioStreamError) -> None:
+        if self.done.is_set():
+            # Answered already (its waiter has not run yet): a connection lost just after
+            # the answer does not undo it. An open that then failed left its publisher or
+            # subscription to nobody, restored on every reconnect (a cancellation audit).
+            return
         self.error = error
         self.done.set()
         if self.on_done is not None:

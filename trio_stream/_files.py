@@ -59,6 +59,7 @@ DEFAULT_MAX_FILE_BYTES: Final = 16 * 2**30
 MAX_NAME_BYTES: Final = 255  # what most file systems allow for one name
 MAX_TRANSFERS: Final = 64  # transfers a receiver has open at once
 TRANSFER_IDLE_S: Final = 60.0
+BEGIN_TIMEOUT_S: Final = 10.0  # a transfer's begin, which a cancel waits for (send_file)
 # A temporary file untouched this long is no live transfer's (remove_stale_temporaries).
 STALE_TEMPORARY_S: Final = 3600.0
 CALL_TIMEOUT_S: Final = 60.0  # one chunk's round trip, including its write to disk
@@ -540,8 +541,13 @@ async def send_file(
     with open(source, "rb") as f:  # noqa: ASYNC230 - reads go through a worker thread
         size = os.fstat(f.fileno()).st_size
         proxy = await _files_proxy(client, target)
-        transfer = await proxy.call(f"{SERVICE}.begin", name, size, timeout=CALL_TIMEOUT_S)
+        # Shielded (it is short): a cancel while its answer was on its way left the transfer
+        # open on the receiver with no abort, and 64 such timeouts refused every sender
+        # there for a minute (a cancellation audit). A cancel is taken right after.
+        with trio.CancelScope(shield=True):
+            transfer = await proxy.call(f"{SERVICE}.begin", name, size, timeout=BEGIN_TIMEOUT_S)
         try:
+            await trio.lowlevel.checkpoint_if_cancelled()
             digest = hashlib.sha256()
             chunk = chunk_bytes(client.limits.max_frame_bytes)
             in_flight = trio.Semaphore(WRITES_IN_FLIGHT)

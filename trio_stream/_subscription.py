@@ -293,9 +293,19 @@ class Subscription:
             self._spec.update(changed)
             self._new_window(result)
 
+        # Its id is read once the connection is usable: read before a reconnect, it named
+        # this subscription on the lost connection, which is another one's on the new (the
+        # other was retuned, and a block reader stalled: a cancellation audit).
+        client = self._client
+        await client.wait_usable()
+        if not self._live:  # its channel is missing after the reconnect: not back yet
+            raise ChannelNotFound(
+                f"the subscription to {self.channel[:80]!r} is not back after the reconnect "
+                "(its channel is missing, and it waits for it): retune once it is back"
+            )
         # Taken even if this call is cancelled once it went out: the server changes the
         # window, and credit must follow it (a block reader stalled for good).
-        await self._client._request(
+        await client._request_now(
             Retune,
             on_result=retuned,
             settle_late=True,
