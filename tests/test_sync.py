@@ -47,6 +47,7 @@ STEP_S = 10.0
 CHILD = Path(__file__).with_name("sync_child.py")
 INTERRUPTED_PUBLISHER = Path(__file__).parent / "sync_interrupted_publisher.py"
 INTERRUPTED_READER = Path(__file__).with_name("sync_interrupted_reader.py")
+INTERRUPTED_CLOSE = Path(__file__).with_name("sync_interrupted_close.py")
 FORK_CHILD = Path(__file__).with_name("sync_fork_child.py")
 
 
@@ -1634,3 +1635,18 @@ async def test_values_whose_readers_left_while_they_were_queued_are_said_lost(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     lost = [w for w in warnings if "published to 'x' were not sent: its readers left" in w]
     assert lost, warnings
+
+
+async def test_ctrl_c_as_a_subscription_closes_leaves_nothing_open(url: str) -> None:
+    # Ctrl-C before the close's call began in the trio thread: the subscription stayed open on
+    # the server for good (a block reader holding its writers), while `closed` said True and
+    # a second close() did nothing (a cancellation audit: 7 runs of 7, within 12-52 tries).
+    with trio.fail_after(120):
+        result = await trio.run_process(
+            [sys.executable, str(INTERRUPTED_CLOSE), url, "400"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    out = result.stdout.decode()
+    assert result.returncode == 0 and out.startswith("ok"), (out, result.stderr.decode()[-1500:])

@@ -1415,10 +1415,18 @@ class SyncSubscription:
         client = self._client
         if not client.closed:
             with contextlib.suppress(ConnectionClosed):
-                if wait:
-                    client._call(self._sub.aclose)
-                else:
+                if not wait:
                     client._run_sync(self._sub.close_nowait)
+                    return
+                try:
+                    client._call(self._sub.aclose)
+                except BaseException:
+                    # Ctrl-C, perhaps before the call began in the trio thread: it is closed
+                    # now, unwaited, or it stayed open for good, its block reader holding the
+                    # channel's writers, while `closed` said True (a cancellation audit).
+                    with contextlib.suppress(Exception):
+                        client._run_sync(self._sub.close_nowait)
+                    raise
 
     def __enter__(self) -> SyncSubscription:
         return self
@@ -1590,7 +1598,12 @@ class SyncRemoteStream:
         if not self._ended:
             self._ended = True
             with contextlib.suppress(ConnectionClosed):  # a closed client stopped it already
-                self._client._call(self._stream.aclose)
+                try:
+                    self._client._call(self._stream.aclose)
+                except BaseException:  # Ctrl-C before the call began: stopped all the same
+                    with contextlib.suppress(Exception):
+                        self._client._run_sync(self._stream._abandon)
+                    raise
 
     def __enter__(self) -> SyncRemoteStream:
         return self
