@@ -278,3 +278,29 @@ def test_a_request_answered_just_before_its_connection_was_lost_keeps_its_answer
     request.resolve({"sub": 5})
     request.fail(ts.ConnectionClosed("the connection was lost during this request"))
     assert request.result == {"sub": 5} and request.error is None and request.done.is_set()
+
+
+async def test_a_delete_whose_answer_the_connection_lost_is_not_undone_by_the_reconnect(
+    server: ts.Server,
+) -> None:
+    # The server deleted the channel; the connection was lost before the answer came; the
+    # reconnection created the channel again, so a caller who checked (as the error advises)
+    # saw it and took the delete for one that did not happen (a cancellation audit).
+    async with direct_and_proxied(server, "obs", "owner") as (proxy, obs, owner):
+        await owner.create_channel("x")
+        proxy.hold_replies()
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as nursery:
+
+                async def delete() -> None:
+                    with pytest.raises(ts.ConnectionClosed, match="may have been carried out"):
+                        await owner.delete_channel("x")
+
+                nursery.start_soon(delete)
+                while any(c.name == "x" for c in await obs.channels()):  # noqa: ASYNC110 (did it)
+                    await trio.sleep(0.02)
+                proxy.reset()  # ... and its answer is lost with the connection
+            proxy.release()
+            await owner.wait_state("open")
+        await trio.sleep(0.5)  # the restore is done (it would have created it by now)
+        assert not [c for c in await obs.channels() if c.name == "x"]

@@ -1167,9 +1167,16 @@ class Client:
             self._owned.pop(channel, None)
             return result
 
-        await self._request(
-            DeleteChannel, on_result=deleted, settle_late=True, channel=channel, key=key
-        )
+        try:
+            await self._request(
+                DeleteChannel, on_result=deleted, settle_late=True, channel=channel, key=key
+            )
+        except ConnectionClosed:
+            # Lost with the connection, it may have been carried out: it is not created
+            # again by the reconnection (which undid a delete that was: a cancellation
+            # audit). One that was not is still there to delete again.
+            self._owned.pop(channel, None)
+            raise
 
     async def channels(self) -> list[ChannelInfo]:
         """Public channels and this client's own."""
