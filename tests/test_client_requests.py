@@ -304,3 +304,25 @@ async def test_a_delete_whose_answer_the_connection_lost_is_not_undone_by_the_re
             await owner.wait_state("open")
         await trio.sleep(0.5)  # the restore is done (it would have created it by now)
         assert not [c for c in await obs.channels() if c.name == "x"]
+
+
+@pytest.mark.parametrize("kind", ["subscription", "publisher"])
+async def test_an_opened_object_left_on_a_cancel_does_not_wait_for_a_frozen_server(
+    server: ts.Server, kind: str
+) -> None:
+    # `async with` on what open_subscription()/open_publisher() return waited up to a second
+    # for the server's answer when left on a cancel (client.subscribe()'s did not; the
+    # README says neither does: a cancellation audit).
+    async with direct_and_proxied(server, "w", "r") as (proxy, writer, reader):
+        await writer.create_channel("ch")
+        opened: ts.Subscription | ts.Publisher = (
+            await reader.open_subscription("ch")
+            if kind == "subscription"
+            else await reader.open_publisher("ch")
+        )
+        proxy.stall()  # the server answers nothing more, the connection stays up
+        start = trio.current_time()
+        with trio.move_on_after(0.3):
+            async with opened:
+                await trio.sleep(10)
+        assert trio.current_time() - start < 0.8

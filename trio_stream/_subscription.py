@@ -550,4 +550,7 @@ class Subscription:
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.aclose()
+        if t is None:
+            await self.aclose()
+        else:  # an error, a cancel, Ctrl-C: no wait for the server (as client.subscribe()'s)
+            self.close_nowait()
