@@ -67,13 +67,32 @@ const ERROR_CLASSES = {
   LimitExceeded, InvalidArgument, NameInUse, RequestTimeout, RpcError, RpcTimeout,
 };
 
+// The server words its advice for the trio client; these name this client's spelling instead
+// (a page's author reading "wait_channel=True" looked for an option this client spells
+// differently). Server settings (ServerConfig, block_timeout_s) stay as they are.
+const JS_TERMS = [
+  [/subscribe\(\.\.\., wait_channel=True\)/g, 'subscribe(channel, { waitChannel: true })'],
+  [/\bcreate_channel\(\)/g, 'createChannel()'],
+  [/\bdelete_channel\(\)/g, 'deleteChannel()'],
+  [/\bpass key=\.\.\./g, 'pass { key }'],
+  [/\bsingle_writer=True\b/g, '{ singleWriter: true }'],
+  [/\bsingle_writer\b/g, 'singleWriter'],
+  [/\bblock_timeout\b/g, 'blockTimeout'],
+  [/\bmax_rate\b/g, 'maxRate'],
+];
+
+/** A server's message in this client's terms (JS_TERMS). */
+function inJsTerms(message) {
+  return JS_TERMS.reduce((text, [python, js]) => text.replace(python, js), message);
+}
+
 /** The error for a CONTROL `error` (or `rpc_error`) message: a known class when we have one. */
 function remoteError(msg) {
   const text = (x) => (typeof x === 'string' ? x : '');
   if (msg.op === 'rpc_error') return new RemoteError(text(msg.type) || 'Exception', text(msg.message), text(msg.traceback));
   const type = text(msg.type) || 'TrioStreamError';
   const Cls = ERROR_CLASSES[type] ?? TrioStreamError;
-  return new Cls(text(msg.message) || type, type);
+  return new Cls(inJsTerms(text(msg.message)) || type, type);
 }
 
 // ------------------------------------------------------------------------------------- events
@@ -437,17 +456,60 @@ export class Client extends Emitter {
    *   strided sub-array, cut by the server: one [start, stop, step] per dimension (null for
    *   none, as in Python slices), e.g. [[null, null, 4], [null, null, 4]]; other frames whole
    * @param {(msg) => any} [o.onMessage]
+   * @param {boolean} [o.waitChannel=false] a channel that does not exist yet is waited for
+   *   (until it is created, or the client closes) instead of failing with ChannelNotFound
    */
   async subscribe(channel, o = {}) {
     const sub = new Subscription(this, channel, o);
     this.#subs.add(sub);
     try {
-      await sub._subscribe();
+      if (o.waitChannel && !String(channel).startsWith('$')) { // the server's own exist from its start
+        await this.#whenCreated(channel, () => sub._subscribe(), () => sub.ended);
+      } else {
+        await sub._subscribe();
+      }
     } catch (e) {
       this.#subs.delete(sub);
       throw e;
     }
     return sub;
+  }
+
+  /**
+   * `attempt()` until `channel` exists (ChannelNotFound: not yet): at once, again as soon as
+   * `$channels` announces a channel of that name, and every CHANNEL_POLL_MS (private channels
+   * are not announced; nor, on several nodes, are channels created on another node). The trio
+   * client's `_when_created`. `givenUp()`: what it waits for was ended (the client closed).
+   */
+  async #whenCreated(channel, attempt, givenUp) {
+    // Listen for creations before the first attempt, so that one in between is not missed.
+    const events = await this.subscribe('$channels', { policy: 'unbounded', size: null });
+    let next = null; // a next() the poll timer beat is kept for the next wait, not lost
+    const pause = (ms) => new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms, null);
+      timer.unref?.();
+    });
+    try {
+      for (;;) {
+        if (givenUp()) throw new ConnectionClosed(`the client closed while subscribe(${JSON.stringify(channel)}) waited for the channel`);
+        try {
+          return await attempt();
+        } catch (e) {
+          if (!(e instanceof ChannelNotFound)) throw e;
+        }
+        const deadline = Date.now() + CHANNEL_POLL_MS;
+        for (let left = CHANNEL_POLL_MS; left > 0 && !this.#closing; left = deadline - Date.now()) {
+          if (events.ended) { await pause(left); break; }
+          next ??= events.next().catch(() => ({ done: true }));
+          const event = await Promise.race([next, pause(left)]);
+          if (event === null) break; // the poll
+          next = null;
+          if (!event.done && event.value?.data?.channel === channel) break;
+        }
+      }
+    } finally {
+      await events.close();
+    }
   }
 
   // --- lifecycle ----------------------------------------------------------------------------
@@ -835,7 +897,7 @@ export class Client extends Emitter {
         const sub = this.#subsById.get(msg.sub);
         if (sub) {
           this.#subsById.delete(msg.sub);
-          const reason = typeof msg.reason === 'string' ? msg.reason : 'ended by the server';
+          const reason = typeof msg.reason === 'string' ? inJsTerms(msg.reason) : 'ended by the server';
           // Ended by the server for a fault (LimitExceeded: block_timeout, max_buffered_bytes):
           // the loop throws it, as the Python client raises it; a channel's end just ends it.
           const error = typeof msg.error === 'string' && msg.error
@@ -981,6 +1043,8 @@ const RESTORE_RETRY_FIRST_MS = 50;
 // that what send() took goes out first (as the trio client's CLOSE_DELIVER_S).
 const CLOSE_DELIVER_MS = 10000;
 const RESTORE_RETRY_MAX_MS = 1000;
+// subscribe({waitChannel: true}) asks again this often (ms) without news from $channels.
+const CHANNEL_POLL_MS = 1000;
 
 /** A restore that failed for now: the channel is not back yet, or Redis failed the request. */
 function missingForNow(err) {
