@@ -204,3 +204,32 @@ def test_a_writer_is_told_whether_every_reader_is_lossless(
         notices = [m for m in decode(writer_box.next_batch()).control if isinstance(m, M.Readers)]
         if notices:
             assert (notices[-1].readers, notices[-1].lossless) == (len(readers), lossy == 0)
+
+
+def test_a_channels_first_rate_counts_from_its_creation() -> None:
+    # It read 0 frames/s for its first interval however busy it was (the first call only
+    # took a mark), so a dashboard showed a new, busy channel as idle (operators' audit).
+    world = World()
+    world.broker.update_rates()  # a tick before the channel exists
+    world.clock.now += 0.5
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    for i in range(50):
+        world.broker.publish(writer, 1.0, payload(i))
+    world.clock.now += 0.5
+    world.broker.update_rates()
+    assert channel.rate_fps == pytest.approx(100.0)  # 50 frames in the half second it lived
+    assert channel.rate_bps == pytest.approx(100.0 * len(payload(0)))
+
+
+def test_a_channel_an_engine_makes_at_a_later_seq_does_not_count_the_earlier_frames() -> None:
+    # Several nodes: a node's channel for one made elsewhere starts at that channel's seq.
+    world = World()
+    channel = world.channel(seq=1_000_000)
+    _, writer = world.writer(channel)
+    for i in range(10):
+        world.broker.publish(writer, 1.0, payload(i))
+    world.clock.now += 1.0
+    world.broker.update_rates()
+    assert channel.seq == 1_000_010
+    assert channel.rate_fps == pytest.approx(10.0)

@@ -692,11 +692,11 @@ class RedisEngine:
                 keep=bool(options.get("keep", False)),
                 meta=options.get("meta"),
                 epoch=record.epoch,
+                seq=record.seq,
             )
             channel.owner = record.owner
             channel.created = record.created
             channel.lifetime = options.get("lifetime")
-            channel.seq = record.seq
             channel.remote_readers = self.io.presence.remote_readers(record.name)
         return channel
 

@@ -353,8 +353,10 @@ class Broker:
         keep: bool = False,
         meta: dict[str, Any] | None = None,
         epoch: str | None = None,
+        seq: int = 0,
     ) -> Channel:
-        """A new channel; ``epoch`` is given by an engine that keeps channels elsewhere."""
+        """A new channel; ``epoch`` and ``seq`` (its last frame's) are given by an engine
+        that keeps channels elsewhere."""
         check_channel_name(name)
         check_channel_meta(meta)
         check_channel_key(key)
@@ -389,6 +391,10 @@ class Broker:
         )
         if epoch is not None:
             channel.epoch = epoch
+        channel.seq = seq
+        # Its first rate counts from now, not from the interval before it existed (a
+        # channel's first second read 0 frames/s however busy it was).
+        channel._rate_mark = (self.clock(), channel.seq, channel.bytes_in)
         self.channels[name] = channel
         self.public_channels += public
         self.event("created", channel)
@@ -921,14 +927,15 @@ class Broker:
     def owned_by(self, client_id: int) -> Iterator[Channel]:
         return (c for c in list(self.channels.values()) if c.owner_id == client_id)
 
-    def update_rates(self, now: float) -> None:
-        """Per-channel frames/s and bytes/s since the previous call (called about once a second)."""
+    def update_rates(self) -> None:
+        """Per-channel frames/s and bytes/s since the previous call, or since the channel was
+        created (called about once a second)."""
+        now = self.clock()
         for channel in self.channels.values():
             then, seq, nbytes = channel._rate_mark
-            if then:
-                elapsed = max(now - then, 1e-9)
-                channel.rate_fps = (channel.seq - seq) / elapsed
-                channel.rate_bps = (channel.bytes_in - nbytes) / elapsed
+            elapsed = max(now - then, 1e-9)
+            channel.rate_fps = (channel.seq - seq) / elapsed
+            channel.rate_bps = (channel.bytes_in - nbytes) / elapsed
             channel._rate_mark = (now, channel.seq, channel.bytes_in)
 
 

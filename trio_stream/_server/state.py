@@ -198,7 +198,7 @@ class ServerState:
                 "bytes_out_per_s": (self.bytes_out - b_out) / dt,
             }
         self._rate_mark = (now, broker.frames_in, broker.bytes_in, self.frames_out, self.bytes_out)
-        broker.update_rates(now)
+        broker.update_rates()
         # CPU over the same interval: measured here, once per interval, so that clients
         # asking for stats() in between do not shorten the window the next figure covers.
         cpu = time.process_time()
