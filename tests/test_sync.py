@@ -1596,6 +1596,39 @@ async def test_a_flush_waiting_on_a_publisher_another_thread_closes_returns(url:
             await in_thread(scenario)
 
 
+async def test_a_publishers_close_waits_for_its_own_readers_not_another_publishers(
+    url: str,
+) -> None:
+    # A script with two publishers: one on a channel a block reader holds back (it reads
+    # nothing). Closing the other waited for the held one's acknowledgements too, until
+    # the close gave up (CLOSE_FLUSH_S, 10 s), though its own reader had taken everything.
+    async with ts.open_client(url, name="rec") as rec:
+        await rec.create_channel("held")
+        await rec.create_channel("free")
+        async with (
+            rec.subscribe("held", policy="block", size=8),
+            rec.subscribe("free", policy="block", size=100) as free,
+        ):
+
+            def scenario() -> float:
+                with SyncClient(url, name="w") as c:
+                    held = c.publisher("held")
+                    held.wait_for_readers(timeout=STEP_S)
+                    for value in range(100):  # within the window: sent, acks held back
+                        held.send(value)
+                    with c.publisher("free") as pub:
+                        pub.wait_for_readers(timeout=STEP_S)
+                        pub.send("last")
+                        started = time.monotonic()
+                    took = time.monotonic() - started
+                    held.close(flush=False)
+                    return took
+
+            took = await in_thread(scenario)
+            assert (await free.receive()).data == "last"
+    assert took < sync_module.CLOSE_FLUSH_S / 4, f"the close took {took:.1f} s"
+
+
 async def test_a_wait_for_readers_that_times_out_names_the_channel(url: str) -> None:
     def scenario() -> None:
         with SyncClient(url, name="w") as c:

@@ -195,6 +195,9 @@ class SyncClient:
         # waits for those queued before it, not for those other threads keep queueing.
         self._queued_total = 0
         self._released_total = 0
+        # Each publisher's last value's place in that count: its close waits for the values
+        # up to there and for its own acknowledgements, not for every other publisher's.
+        self._last_queued: weakref.WeakKeyDictionary[Publisher, int] = weakref.WeakKeyDictionary()
         self._queued_bytes = 0
         self._max_frames = queue_frames
         self._max_bytes = queue_bytes
@@ -633,6 +636,7 @@ class SyncClient:
                 raise ConnectionClosed("this SyncClient is closed")
             self._queue.append(item)
             self._queued_total += 1
+            self._last_queued[pub] = self._queued_total
             self._queued_bytes += size
             wake = self._drainer_idle
             self._drainer_idle = False
@@ -753,10 +757,13 @@ class SyncClient:
                 fresh.add_note(f"(values queued by publish() for {pub.channel!r} were not sent)")
                 self._publish_error = fresh
 
-    async def _flush_while_progressing(self, nursery: trio.Nursery) -> bool:
+    async def _flush_while_progressing(
+        self, nursery: trio.Nursery, only: Publisher | None = None
+    ) -> bool:
         """:meth:`_flush`, given up once the server has taken nothing for CLOSE_FLUSH_S:
         True if it ended. A bounded wait would drop what a slow but live reader had not
-        taken yet; an unbounded one would hang a close on a server that is gone."""
+        taken yet; an unbounded one would hang a close on a server that is gone. ``only``:
+        flush as far as that publisher's values (see _flush)."""
         with trio.CancelScope(deadline=trio.current_time() + CLOSE_FLUSH_S) as flush_scope:
 
             async def extend_on_progress(watch_scope: trio.CancelScope) -> None:
@@ -772,7 +779,12 @@ class SyncClient:
             watch_scope = trio.CancelScope()
             nursery.start_soon(extend_on_progress, watch_scope)
             try:
-                await self._flush()
+                if only is None:
+                    await self._flush()
+                else:
+                    with self._lock:
+                        queued = self._last_queued.get(only, 0)
+                    await self._flush(queued, only=only)
             finally:
                 watch_scope.cancel()
         return not flush_scope.cancelled_caught
@@ -789,7 +801,7 @@ class SyncClient:
         up, which are dropped, and those it took that were not delivered (Publisher's count).
         """
         async with open_own_nursery() as nursery:
-            await self._flush_while_progressing(nursery)
+            await self._flush_while_progressing(nursery, only=pub)
         dropped = 0
 
         def count_dropped() -> None:
@@ -812,9 +824,10 @@ class SyncClient:
             undelivered = await pub.close_delivering(deliver=False, before_close=count_dropped)
         return dropped, undelivered
 
-    async def _flush(self, queued: int | None = None) -> None:
+    async def _flush(self, queued: int | None = None, only: Publisher | None = None) -> None:
         """Wait until the values queued before (the first ``queued`` ever; None: all so far)
-        are handed on, then until the server has taken what the publishers sent.
+        are handed on, then until the server has taken what the publishers sent (``only``:
+        what that one sent; a publisher's close does not wait for the others' readers).
 
         Raises:
             ConnectionClosed: the connection is lost for good (to every flush, not once).
@@ -832,7 +845,7 @@ class SyncClient:
                 self._released = trio.Event()
             await self._released.wait()
         lost: ConnectionClosed | None = None
-        for pub in list(self._used):
+        for pub in list(self._used) if only is None else [only]:
             if pub.is_open:
                 try:
                     await pub.wait_acknowledged()  # what it sent so far: not what follows
