@@ -113,6 +113,34 @@ async def test_payload_bomb_is_refused_quickly_and_the_subscription_goes_on(
                 assert (await sub.receive()).data == {"after": "the bombs"}
 
 
+async def test_the_frames_lost_before_a_refused_payload_count_on_the_next_message(
+    server: ts.Server,
+) -> None:
+    # A refused payload raises instead of being a message: the drops it carried were in
+    # sub.lost but in no message's lost, so a reader adding up msg.lost missed them.
+    assert server.tcp_url
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            ts.open_client(server.tcp_url, name="w") as w,
+            ts.open_client(server.tcp_url, name="r") as r,
+        ):
+            await w.create_channel("c")
+            async with (
+                r.subscribe("c", policy="drop_oldest", size=1, window=1) as sub,
+                w.publisher("c") as pub,
+            ):
+                await pub.wait_for_readers()
+                for value in ["first", 1, 2, 3, 2**20000]:  # the last one refused
+                    await pub.send(value)
+                await pub.wait_acknowledged()
+                assert (await sub.receive()).data == "first"  # in flight: nothing lost
+                with pytest.raises(ts.PayloadRefused, match="max_bignum_bytes"):
+                    await sub.receive()  # 1, 2 and 3 were dropped before it
+                await pub.send("next")
+                message = await sub.receive()
+    assert (message.data, message.lost, sub.lost) == ("next", 3, 3)
+
+
 async def test_raised_payload_limits_let_the_same_payload_through(server: ts.Server) -> None:
     assert server.tcp_url
     big = 2**20000  # 2,501 bytes: beyond the default max_bignum_bytes

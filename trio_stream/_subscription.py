@@ -392,10 +392,26 @@ class Subscription:
         if name_len != self._sender_len or not frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
             self._sender_raw, self._sender = data_sender(frame, name_len)
             self._sender_len = name_len
-        value = decode_payload(
-            frame, _DATA_HEAD_BYTES + name_len, self._payload_limits, self._payload_reader
-        )
+        try:
+            value = decode_payload(
+                frame, _DATA_HEAD_BYTES + name_len, self._payload_limits, self._payload_reader
+            )
+        except ProtocolError:  # PayloadRefused too: raised for this frame, the stream goes on
+            if lost:
+                self._carry_to_next(lost)
+            raise
         return _new_tuple(Message, (value, seq, self.channel, self._sender, time_s, lost, None))
+
+    def _carry_to_next(self, lost: int) -> None:
+        """A frame whose payload is refused raises instead of being a Message: the frames lost
+        before it (counted in ``self.lost`` already) go on the next message's ``lost``, so
+        that the messages' ``lost`` still add up to what was missed."""
+        carried = self._carried
+        position = self.received  # the next message's
+        if carried and carried[0][0] == position:
+            carried[0][1] += lost  # counted: a head at this position is counted by now
+        else:
+            carried.appendleft([position, lost, 1])
 
     def _lost_notice(self, count: int, seq: int | None) -> None:
         """The server dropped ``count`` frames after the last one it sent (a `lost` notice);

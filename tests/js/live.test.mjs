@@ -7,11 +7,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import {
-  connect, ChannelExists, ChannelNotFound, ConnectionClosed, LimitExceeded, NameInUse, RemoteError, RpcTimeout,
-  RpcError,
+  connect, ChannelExists, ChannelNotFound, ConnectionClosed, LimitExceeded, NameInUse, ProtocolError, RemoteError,
+  RpcTimeout, RpcError,
 } from '../../trio_stream/web/trio_stream.js';
 import { NDArray } from '../../trio_stream/web/cbor.js';
 import { ROOT, liveSetup } from './python.mjs';
+import { until } from './fake_server.mjs';
 
 const { python, skip } = liveSetup('trio_stream, numpy');
 
@@ -210,6 +211,28 @@ test('drops no frame will report (drop_newest, the writer stops) arrive as a los
   assert.equal(seen[0].data, 0, 'drop_newest keeps the oldest');
   assert.equal(seen.length + sub.lost, 200, 'every frame was either delivered or counted lost');
   await sub.close();
+});
+
+test('a payload beyond payloadLimits is skipped and counted lost, with the drops before it', { skip }, async () => {
+  // Its error was emitted, but the frame and the drops it carried were in no message's lost.
+  await client.createChannel('js/refused');
+  const reader = await connect(url, { name: 'js-refusing', payloadLimits: { maxDepth: 3 } });
+  const py = await client.rpc('py');
+  try {
+    const errors = [];
+    const sub = await reader.subscribe('js/refused', { policy: 'drop_oldest', size: 1, window: 1 });
+    sub.on('error', (e) => errors.push(e));
+    assert.deepEqual(await py.call('send', ['js/refused', ['first', 1, 2, 3, [[[[[1]]]]]]]), [true, true, true, true, true]);
+    assert.equal((await sub.next()).value.data, 'first'); // in flight: nothing lost
+    await until(() => errors.length === 1, 3000, 'the refused payload');
+    assert.ok(errors[0] instanceof ProtocolError);
+    await py.call('send', ['js/refused', ['next']]);
+    const { value } = await sub.next();
+    assert.deepEqual([value.data, value.lost, sub.lost], ['next', 4, 4]); // 1, 2, 3 and the refused one
+    await sub.close();
+  } finally {
+    await reader.close();
+  }
 });
 
 test('numpy arrays published from Python decode to typed arrays', { skip }, async () => {

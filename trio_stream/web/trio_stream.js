@@ -1257,7 +1257,11 @@ export class Subscription extends Emitter {
     try {
       data = decode(payload, this.#client.payloadLimits);
     } catch (e) {
-      // A writer's bad payload must not cost us the connection: skip it, but say so.
+      // A writer's bad payload must not cost us the connection: skip it, but say so. It is a
+      // frame the reader misses: counted lost, on the next message with the drops before it
+      // (they were in no message's `lost`, so a page adding those up missed them).
+      this.lost += 1;
+      this.#carried = lost + 1;
       const err = new ProtocolError(`${this.channel} seq ${seq}: undecodable payload: ${e.message}`);
       this.emit('error', err);
       this.#client._reportError(err);
