@@ -112,8 +112,12 @@ def test_a_kept_block_reader_is_ended_by_its_block_timeout_and_its_client_learns
     assert taken is reader
     new_box.adopt(taken)
     _, control = sent(new_box)
-    assert len(control) == 1 and isinstance(control[0], M.SubEnd)
-    assert control[0].error == "LimitExceeded"
+    # What it lost (the frame buffered, the one parked) is told first: they were counted
+    # on the server and not to the reader.
+    assert control[0] == M.Lost(sub=taken.sub_id, lost=2, seq=2)
+    assert len(control) == 2 and isinstance(control[1], M.SubEnd)
+    assert control[1].error == "LimitExceeded"
+    assert channel.lost == 2
 
 
 def test_a_reader_whose_channel_ended_while_kept_gets_its_frames_then_the_end() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from server_parts import World, decode, payload
+from server_parts import Sent, World, decode, payload
 
 from trio_stream import ProtocolError
 from trio_stream._protocol import messages as M
@@ -106,8 +106,10 @@ def test_unbounded_reader_over_the_memory_bound_is_ended_with_limit_exceeded() -
     # What the bound dropped is said (ten frames of ~1,000 bytes fill 10,000).
     assert "and the 10 frames buffered for it were dropped" in end.reason
     assert "use a bounded policy" in end.reason and "max_buffered_bytes" in end.reason
-    # ... and counted lost, where every other loss is (they counted nowhere: an audit).
-    assert channel.lost == reader.lost == 10
+    # ... and counted lost, where every other loss is (they counted nowhere: an audit), with
+    # the ten published after it went over, before the sender ended it; and told.
+    assert channel.lost == reader.lost == 20
+    assert M.Lost(sub=reader.sub_id, lost=20, seq=20) in sent.control
     assert box.buffered_bytes == 0
     assert reader.sub_id not in box.readers and other.sub_id in box.readers
     assert channel.readers == 0
@@ -563,3 +565,83 @@ def test_history_left_out_for_want_of_room_is_reported_though_nothing_follows() 
             m.lost for m in sent.control if isinstance(m, M.Lost) and m.sub == late.sub_id
         )
     assert reported == late.lost
+
+
+def told(sent: list[Sent], sub_id: int) -> tuple[int, int]:
+    """Frames a client got for ``sub_id`` and the losses it was told: DATA ``lost`` plus
+    ``lost`` notices."""
+    frames = lost = 0
+    for batch in sent:
+        for sub, frame_lost, _, _ in batch.data:
+            if sub == sub_id:
+                frames += 1
+                lost += frame_lost
+        lost += sum(m.lost for m in batch.control if isinstance(m, M.Lost) and m.sub == sub_id)
+    return frames, lost
+
+
+# (drop_newest keeps the small frames: never over the bound)
+@pytest.mark.parametrize("policy", [Policy.DROP_OLDEST, Policy.CLEAR])
+def test_a_ring_reader_ended_by_the_bound_is_told_every_frame_it_lost(policy: Policy) -> None:
+    # Its client was told the frames buffered at the end, not the drops they carried: a
+    # drop_oldest reader of 203 frames got 30 and sub.lost 0 (a guarantees audit).
+    world = World(max_buffered_bytes=10_000)
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    reader = world.reader(box, channel, policy, 5, window=1)
+    published = 0
+    for i in range(20):  # small frames: one in flight, a full ring, the rest dropped
+        world.broker.publish(writer, 1.0, payload(i, 100))
+        published += 1
+    sent = [decode(box.next_batch())]
+    for i in range(5):  # then large ones, until the ring no longer fits the bound
+        world.broker.publish(writer, 1.0, payload(i, 3000))
+        published += 1
+    sent.append(decode(box.next_batch()))
+    ends = [m for m in sent[-1].control if isinstance(m, M.SubEnd)]
+    assert [end.error for end in ends] == ["LimitExceeded"]
+    assert sent[-1].order[-2:] == ["control", "control"]  # the notice, then the end
+    assert isinstance(sent[-1].control[-2], M.Lost)
+    frames, lost = told(sent, reader.sub_id)
+    assert frames + lost == published
+    assert lost == channel.lost == reader.lost
+
+
+@pytest.mark.parametrize("policy", [Policy.DROP_OLDEST, Policy.DROP_NEWEST, Policy.CLEAR])
+def test_frames_dropped_at_shutdown_are_told_with_the_drops_they_carried(policy: Policy) -> None:
+    # A reader too slow for the shutdown's grace was told how many frames its buffer held,
+    # not the drops they carried: 180 of 200 missed, sub.lost 20 (a guarantees audit).
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    reader = world.reader(box, channel, policy, 20, window=1)
+    for i in range(200):
+        world.broker.publish(writer, 1.0, payload(i))
+    sent = [decode(box.next_batch())]
+    assert box.drop_buffered_at_shutdown() > 0
+    sent.append(decode(box.next_batch()))
+    assert sent[-1].control[-1] == M.Lost(sub=reader.sub_id, lost=199, seq=200)
+    assert told(sent, reader.sub_id) == (1, 199)
+
+
+def test_at_shutdown_max_rates_held_frame_is_told_and_frames_parked_for_block_are_not() -> None:
+    # The frame max_rate held back is dropped with the buffer; those parked for a full
+    # block reader are not (their writers, never acknowledged, send them again).
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    rated = world.reader(box, channel, Policy.DROP_OLDEST, 10, max_rate=1.0, window=1)
+    block = world.reader(box, channel, Policy.BLOCK, 2, window=1)
+    for i in range(6):
+        world.broker.publish(writer, 1.0, payload(i))
+    sent = [decode(box.next_batch())]
+    assert rated.latest is not None and len(block.parked) == 3
+    box.drop_buffered_at_shutdown()
+    sent.append(decode(box.next_batch()))
+    notices = {m.sub: m.lost for m in sent[-1].control if isinstance(m, M.Lost)}
+    # rated: seq 1 sent, 2-5 replaced by the newer one held back (decimation), 6 held: lost.
+    # block: seq 1 sent, 2 and 3 buffered (dropped), 4-6 parked (sent again).
+    assert notices == {rated.sub_id: 1, block.sub_id: 2}

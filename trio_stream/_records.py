@@ -24,9 +24,11 @@ class Gap(NamedTuple):
     """A reconnection (or a reset) just before a message: what was missed, counted.
 
     ``kind`` "resumed": the same channel on the same server state; ``lost`` is exactly the
-    frames missed (not replayed, or dropped by the reader's policy on the way), ``recovered``
-    the frames replayed from the channel's history. "reset": the channel's sequence restarted
-    (the server restarted, the channel was re-created); ``lost`` is None (unknowable).
+    frames missed just before this message (not replayed, or dropped by the reader's policy
+    on the way; a lossy reader's drops after it come in later messages' ``lost``, as
+    always), ``recovered`` the frames replayed from the channel's history. "reset": the
+    channel's sequence restarted (the server restarted, the channel was re-created);
+    ``lost`` is None (unknowable).
     """
 
     kind: GapKind

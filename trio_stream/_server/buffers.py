@@ -468,6 +468,12 @@ class PolicyBuffer(Generic[T]):
         self._skipped = 0
         return skipped
 
+    def owed(self) -> int:
+        """Frames lost that nothing has reported to the reader yet: those its items would
+        carry (the head's carry included) and those owed to the next item admitted. A caller
+        that drops the items tells the reader these too (Reader.dropped_notice)."""
+        return self._carry + sum(lost for _, lost in self._items) + self._skipped
+
     def clear(self) -> list[T]:
         """Empty the buffer (the subscription is going away); returns what was in it."""
         out = [item for item, _ in self._items]

@@ -255,6 +255,7 @@ class Reader:
     def offer(self, frame: SharedData) -> bool:
         """Called once per publish; False means "block reader full: park it for me"."""
         if self.doomed:
+            self._offered_when_doomed(frame)
             return True
         if self.every > 1:
             self.seen += 1
@@ -274,6 +275,22 @@ class Reader:
         if self.parked:
             return False  # earlier frames are parked for us; keep the order
         return self.admit(frame)
+
+    def _offered_when_doomed(self, frame: SharedData) -> None:
+        """A reader over the memory bound takes nothing more until the sender ends it (on its
+        next turn): a frame its policy would have kept is lost to it, counted, and told with
+        the rest (dropped_notice); one that ``every`` passes over is not, and ``max_rate``
+        keeps the newest as it always does (counted at the end, as undelivered)."""
+        if self.every > 1:
+            self.seen += 1
+            if (self.seen - 1) % self.every:
+                return
+        if self.interval:
+            self.latest = frame
+            return
+        self.buffer.skip(1)
+        self.lost += 1
+        self.channel.count_lost(1)
 
     def offer_batch(
         self,
@@ -736,6 +753,24 @@ class Reader:
         self._notices.append((seq, skipped))
         return control_frame(Lost(sub=self.sub_id, lost=skipped, seq=seq))
 
+    def dropped_notice(self, parked_too: bool = True) -> bytes | None:
+        """The ``lost`` notice for a reader whose waiting frames are all dropped (the server
+        ends it, or a graceful shutdown's grace ran out): those frames (buffered, parked for
+        it unless not ``parked_too``, the newest that max_rate holds back, which this drops)
+        and the losses they carried, counted on the server already but owed to the reader (a
+        ring's earlier drops went uncounted by its client: only the buffered frames were
+        told). None if nothing is owed. Before the buffer is emptied."""
+        lost = self.undelivered() + self.buffer.owed()
+        if not parked_too:
+            lost -= len(self.parked)
+        self.latest = None
+        self.buffer.take_skipped()  # in ``lost``: not said again by a skipped_notice
+        if not lost:
+            return None
+        seq = self._accounted_seq()
+        self._notices.append((seq, lost))
+        return control_frame(Lost(sub=self.sub_id, lost=lost, seq=seq))
+
     def _accounted_seq(self) -> int:
         """The seq up to which this reader is accounted for, at a loss notice (its buffer
         empty): the fan-out offers every frame to every reader as it takes its seq, so every
@@ -1196,10 +1231,8 @@ class Outbox:
         if reader.ending and not self.keeps_ended:  # it ended while its client was away
             # Its end goes out on its turn (after its frames, unless an error ended it), so
             # after the reply that gives its client the new id (control comes first).
-            if reader.end_error is not None:
-                reader.latest = None
-                dropped = sum(map(_NBYTES, reader.buffer.clear()))
-                self.buffered(-dropped, reader.blocks_writers)
+            # (One an error ended has nothing buffered: what it lost is told on its turn,
+            # before the end; see end().)
             self.activate(reader)
         elif reader.doomed:
             self.over_limit(reader)
@@ -1311,6 +1344,14 @@ class Outbox:
         if self.keeps_ended:
             # Its client is away: it learns of the end (after the frames buffered before
             # it, if clean) once it takes the reader back (adopt). No new frames meanwhile.
+            if error is not None:
+                # What it loses now (parked frames too: detach gives them to their writers)
+                # and the drops those carried, told on its turn before the end (a skipped
+                # count is what a turn with nothing buffered says).
+                lost = reader.undelivered() + reader.buffer.owed()
+                reader.latest = None
+                self._empty_buffer(reader)
+                reader.buffer.skip(lost)
             reader.channel.broker.detach(reader)
             reader.ending = True
             reader.end_error = error
@@ -1320,8 +1361,11 @@ class Outbox:
             if not reader.active and reader.ready():
                 self.activate(reader)
             return
+        # Ended by the server: the reader learns what it loses, the drops its buffered
+        # frames carried too (its client counted only those the message names).
+        notice = reader.skipped_notice() if error is None else reader.dropped_notice()
         self._detach(reader)
-        if error is None and (notice := reader.skipped_notice()) is not None:
+        if notice is not None:
             self.queue_control(notice)
         self.queue_control(self.finish(reader, error))
 
@@ -1397,10 +1441,14 @@ class Outbox:
         resume after the last frame received replays them. Returns the frames dropped."""
         dropped = 0
         for reader in self.readers.values():
+            # (Frames parked for a block reader are not dropped: their writers, never
+            # acknowledged, send them again to the next server.)
+            waiting = len(reader.buffer) or reader.latest is not None
+            notice = reader.dropped_notice(parked_too=False) if waiting else None
             frames = self._empty_buffer(reader)
-            if frames:
-                dropped += len(frames)
-                self.send(Lost(sub=reader.sub_id, lost=len(frames), seq=frames[-1].seq))
+            dropped += len(frames)
+            if notice is not None:
+                self.queue_control(notice)
         return dropped
 
     def drains_more(self) -> bool:
