@@ -285,3 +285,35 @@ async def test_a_server_channel_that_does_not_exist_is_said_so_not_advised_to_be
                     pass
             assert "names starting with '$' are the server's own channels" in str(missing.value)
             assert "create_channel" not in str(missing.value)
+
+
+async def test_a_client_of_a_gone_owners_name_deletes_its_keep_channel(url: str) -> None:
+    # A restarted instrument (a new client of the old one's name) could take its keep
+    # channel over but not delete it: AuthError naming itself as the owner (first-hour
+    # audit). A stranger, or a keyed channel without its key, is still refused.
+    async with ts.open_client(url, name="instrument") as first:
+        await first.create_channel("kept/open", keep=True)
+        await first.create_channel("kept/keyed", keep=True, key=SECRET)
+    async with ts.open_client(url, name="stranger") as stranger:
+        with pytest.raises(ts.AuthError, match="only the owner"):
+            await stranger.delete_channel("kept/open")
+    async with ts.open_client(url, name="instrument") as again:
+        with pytest.raises(ts.AuthError, match=r"only the owner|needs its key"):
+            await again.delete_channel("kept/keyed")
+        await again.delete_channel("kept/keyed", key=SECRET)
+        await again.delete_channel("kept/open")
+        assert not {"kept/open", "kept/keyed"} & {c.name for c in await again.channels()}
+
+
+async def test_taken_names_and_missing_channels_say_what_to_do(url: str) -> None:
+    async with ts.open_client(url, name="one") as one, ts.open_client(url, name="two") as two:
+        await one.create_channel("mine")
+        with pytest.raises(ts.ChannelExists, match=r"wait_channel=True\) waits for its writer"):
+            await two.create_channel("mine")
+        await one.delete_channel("mine")
+        # Deleted twice: not "create it with create_channel() first".
+        with pytest.raises(ts.ChannelNotFound, match="that you may delete: deleted already"):
+            await one.delete_channel("mine")
+        with pytest.raises(ts.NameInUse, match="or close the one that has it"):
+            async with ts.open_client(url, name="one"):
+                pass

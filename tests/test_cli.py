@@ -88,6 +88,24 @@ class Running:
         self.process = process
         self._buffer = bytearray()
 
+    async def connected(self) -> None:
+        """Until it has a socket open: its imports are done (a Ctrl-C in the middle of them,
+        on a loaded machine that took seconds, is Python's traceback, not the command's)."""
+        fds = f"/proc/{self.process.pid}/fd"
+
+        def link(fd: str) -> str:
+            try:
+                return os.readlink(f"{fds}/{fd}")
+            except OSError:  # closed since the listing
+                return ""
+
+        def has_a_socket() -> bool:  # (polled: /proc tells no one when a socket opens)
+            return any(link(fd).startswith("socket:") for fd in os.listdir(fds))
+
+        with trio.fail_after(WAIT_S):
+            while not has_a_socket():  # noqa: ASYNC110
+                await trio.sleep(0.02)
+
     async def readline(self) -> str:
         assert self.process.stdout is not None
         with trio.fail_after(WAIT_S):
@@ -1089,7 +1107,8 @@ async def test_replay_from_an_idle_pipe_stops_on_ctrl_c(server: ts.Server, writt
         assert replay.process.stdin is not None
         if written:
             await replay.process.stdin.send_all(_dump_bytes(list(range(written))))
-        await trio.sleep(1.0)  # the pipe stays open: the replay waits for what comes next
+        await replay.connected()
+        await trio.sleep(0.5)  # the pipe stays open: the replay waits for what comes next
         replay.process.send_signal(signal.SIGINT)
         code, _, stderr = await replay.finish()  # within WAIT_S
     assert code in (0, 3, 130) and "Traceback" not in stderr, (code, stderr)
@@ -1920,7 +1939,9 @@ async def test_rpc_example_with_its_name_taken_is_one_line(server: ts.Server) ->
     assert done.returncode == 1
     lines = done.stderr.decode().strip().splitlines()
     assert lines == [
-        "rpc_service: NameInUse: a client named 'thermo' is connected already; pick another name"
+        "rpc_service: NameInUse: a client named 'thermo' is connected already; pick another "
+        "name (or close the one that has it: an earlier client of this program, say, made by "
+        "a notebook cell run again)"
     ]
 
 

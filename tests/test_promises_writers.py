@@ -31,12 +31,14 @@ FAST = ts.Reconnect(initial=0.05, maximum=0.2)
 MIB = 2**20
 
 
-async def test_without_readers_send_encodes_nothing_so_bad_values_fail_once_a_reader_is_there(
+async def test_without_readers_send_encodes_only_a_first_value_so_bad_ones_fail_later(
     nursery: trio.Nursery,
 ) -> None:
-    # README 109-112: "It does not even encode the value then, so a value that cannot be sent
-    # (TypeError naming its type, ValueError for a datetime without a timezone, FrameTooLarge
-    # over max_frame_bytes) is raised only once the channel has a reader".
+    # README "Writers": "It does not even encode the value then (but a publisher's first
+    # value, once: a value of the wrong kind fails at once in a script tried alone), so a
+    # value that cannot be sent (TypeError naming its type, ValueError for a datetime without
+    # a timezone, FrameTooLarge over max_frame_bytes) is raised only once the channel has a
+    # reader".
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=10_000)
     server: ts.Server = await nursery.start(ts.serve, config)
     assert server.tcp_url is not None
@@ -49,8 +51,15 @@ async def test_without_readers_send_encodes_nothing_so_bad_values_fail_once_a_re
         await w.create_channel("c")
         async with w.publisher("c") as pub:
             assert pub.readers == 0
+            # Until one value encodes, each is tried (and dropped: nobody reads).
+            with pytest.raises(TypeError, match="values of type object cannot be sent"):
+                await pub.send(object())
+            with pytest.raises(ValueError, match="timezone"):
+                await pub.send(naive)
+            assert await pub.send(too_large) is False  # encodes (its size is not checked)
             for value in (object(), naive, too_large):
                 assert await pub.send(value) is False  # nothing encoded: nothing raised
+            assert await w.publish("c", "a first value") is False  # (another publisher)
             assert await w.publish("c", object()) is False
             async with r.subscribe("c", policy="unbounded") as sub:
                 with trio.fail_after(WAIT_S):

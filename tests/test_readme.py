@@ -35,6 +35,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -519,7 +520,9 @@ class Mistake:
     tty: bool = False  # stdin is a terminal, which then gets Ctrl-D
     bare_path: bool = False  # PATH without the venv: before `. .venv/bin/activate`
     exit: int | None = None  # when the row's "exit 1 unless said otherwise" is not the CLI's
-    interrupt_after_s: float | None = None  # it waits until Ctrl-C: pressed after this long
+    # It waits until Ctrl-C: pressed this long after its first line on stderr (a loaded
+    # machine took 4 s to start the command: a fixed delay pressed it before the line).
+    interrupt_after_s: float | None = None
 
 
 TROUBLE_CHANNEL = "setpoint-nobody-made"
@@ -540,7 +543,7 @@ CLI_MISTAKES = {  # a piece of the row's line -> the mistake
     "--create creates it": Mistake("trio-stream pub {url} {channel} 21.5"),
     "--wait-channel waits": Mistake("trio-stream sub {url} {channel} --count 1"),
     "waiting for channel": Mistake(
-        "trio-stream sub {url} {channel} --wait-channel", interrupt_after_s=1.5
+        "trio-stream sub {url} {channel} --wait-channel", interrupt_after_s=0.5
     ),
     "waiting for a reader": Mistake("trio-stream pub {url} {channel} 1 --create --wait-timeout 1"),
     "had no readers then": Mistake("trio-stream pub {url} {channel} 1 --create --no-wait"),
@@ -596,10 +599,19 @@ def make_mistake(mistake: Mistake, fill: dict[str, object], cwd: Path) -> tuple[
             os.close(stdin)
             time.sleep(1.0)  # it starts up and reads the terminal; then the user types Ctrl-D
             os.write(terminal, b"\x04")
+        first = b""
         if mistake.interrupt_after_s is not None:
+            assert process.stderr is not None
+            silent = threading.Timer(RUN_S, process.kill)  # one that never writes: bounded
+            silent.start()
+            try:
+                first = process.stderr.readline()
+            finally:
+                silent.cancel()
             time.sleep(mistake.interrupt_after_s)
             process.send_signal(signal.SIGINT)
         _, err = process.communicate(mistake.stdin, timeout=RUN_S)
+        err = first + err
     finally:
         if process.poll() is None:
             process.kill()

@@ -122,6 +122,8 @@ class Publisher:
         # The channel keeps history: frames are wanted even with no reader (a late or
         # resuming reader gets them from the history).
         self._keeps_history = keeps_history
+        # A value encoded once so far (sent, or tried while nobody read): see try_first_value.
+        self._encoded_one = False
         self._client = client
         self._key = key
         self._unacked: deque[tuple[int, list[BytesLike]]] = deque()  # (body bytes, pieces)
@@ -373,6 +375,20 @@ class Publisher:
             await self._next_event("_readers_event").wait()
         self._check()
 
+    def try_first_value(self, value: Any) -> None:
+        """Encode ``value`` (and drop it), as the first value this publisher is given while
+        nobody reads: once per publisher, not a cost per frame. A value with no wire form
+        (a type cbor2 lacks, a naive datetime) then fails at once, not when the first reader
+        comes: a script tried alone ran clean, and stopped mid-measurement once its colleague
+        subscribed (a first-hour audit).
+
+        Raises:
+            TypeError, ValueError: as ``send`` does for such a value.
+        """
+        if not self._encoded_one:
+            encode_payload(value, copy=False)
+            self._encoded_one = True
+
     async def send(self, value: Any, *, time_s: SupportsFloat | None = None) -> bool:
         """Send one value; returns False (nothing on the wire) while nobody wants it.
 
@@ -397,6 +413,7 @@ class Publisher:
             time_s = check_time(time_s)
         client = self._client
         if self.readers <= 0 and not self._keeps_history and not self._awaiting_readers:
+            self.try_first_value(value)
             await trio.lowlevel.checkpoint()
             # Closed meanwhile: the close counted this value as not sent (the SyncClient's
             # drops), so False (not sent, nobody read) would count it a second time.
@@ -406,6 +423,7 @@ class Publisher:
         # acknowledgement (encode_payload). Compressed too: a compressor hands back what it
         # cannot shrink (or what is too small to try) as it got it.
         pieces = encode_payload(value)
+        self._encoded_one = True
         if self._compress is not None and type(value) is not EncodedPayload:
             pieces = self._compress(pieces)  # an EncodedPayload is compressed already
         size = _PUBLISH_HEAD_BYTES + (

@@ -601,6 +601,7 @@ class SyncClient:
         stamp = time.time() if time_s is None else check_time(time_s)
         self._portal.check_process()  # a forked child's queue has nobody to send it
         if not pub.wanted:  # the trio publisher would drop it: spare the encoding
+            pub.try_first_value(value)  # (but a first value's: see there)
             with self._lock:
                 self._raise_publish_error()
             return False

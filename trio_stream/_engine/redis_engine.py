@@ -60,10 +60,12 @@ from .._server.broker import (
     Channel,
     Writer,
     channel_not_found,
+    channel_taken,
     check_channel_key,
     check_channel_meta,
     check_channel_name,
     key_refused,
+    nothing_to_delete,
     single_writer_taken,
 )
 from .._server.buffers import Policy
@@ -448,10 +450,7 @@ class RedisEngine:
                 msg.channel, owner=owner, node=self.node, options=options, key=msg.key
             )
         except ChannelTaken:
-            raise ChannelExists(
-                f"the channel name {msg.channel!r} is taken (a channel by that name exists "
-                "already); use that channel, or pick another name"
-            ) from None
+            raise channel_taken(msg.channel) from None
 
     async def _adopt(self, session: Session, msg: CreateChannel) -> _Adoption:
         """``create_channel`` of a name that exists: TAKEN if ``session`` took it over by
@@ -708,8 +707,17 @@ class RedisEngine:
             requests.delete_channel(session, msg)
             return
         await self._appends_done(msg.channel)
-        record = await self._record(msg.channel, msg.key, session)
-        if record.owner != session.name and (not record.has_key or msg.key is None):
+        try:
+            record = await self._record(msg.channel, msg.key, session)
+        except ChannelNotFound:
+            raise nothing_to_delete(msg.channel) from None
+        # Its owner: the client that made (or took over) this node's channel. The name is
+        # the identity once that client is gone, but for a channel with a key, as on one
+        # node (requests.delete_channel): a take-over by name needs the key too.
+        local = self.state.broker.channels.get(msg.channel)
+        owner = local is not None and local.owner_id == session.client_id
+        heir = record.owner == session.name and not record.has_key
+        if not owner and not heir and (not record.has_key or msg.key is None):
             raise AuthError(
                 f"only the owner of {msg.channel!r} ({record.owner}) or a holder of its key "
                 "may delete it"
@@ -1270,7 +1278,7 @@ class RedisEngine:
             # released between the two calls: claim it again
         raise NameInUse(
             f"a client named {name[:100]!r} is connected already (on another node); "
-            "pick another name"
+            "pick another name (or close the one that has it)"
         )
 
     def _on_name_taken(self, node: str, body: Any) -> None:

@@ -242,6 +242,29 @@ def check_channel_meta(meta: dict[str, Any] | None) -> None:
         )
 
 
+def channel_taken(name: str) -> ChannelExists:
+    """The answer to a create_channel of a name in use: the same whoever holds it, public or
+    private (it must not tell a stranger more than that the name is taken: docs/protocol.md,
+    Access), with what a newcomer needs (two scripts that both created "their" channel: the
+    second's writes ended with the first's exit)."""
+    return ChannelExists(
+        f"the channel name {name!r} is taken (a channel by that name exists already): use "
+        "that channel (it ends when the client that created it leaves, unless made with "
+        "keep=True; a reader need not create the channel it reads: subscribe(..., "
+        "wait_channel=True) waits for its writer's), or pick another name"
+    )
+
+
+def nothing_to_delete(name: str) -> ChannelNotFound:
+    """delete_channel of a channel that is missing (or private to others): not the advice
+    to create it that a subscribe or a publish gets."""
+    return ChannelNotFound(
+        f"no channel named {name[:80]!r} that you may delete: deleted already (it ends with "
+        "its owner too, unless made with keep=True), never created, or private (pass its "
+        "key=...)"
+    )
+
+
 def single_writer_taken(name: str, holder: str) -> LimitExceeded:
     """The answer to a second writer of a ``single_writer`` channel: who holds it (as far
     as the server knows: a client, or a node), and what to do."""
@@ -365,10 +388,7 @@ class Broker:
         if name in self.channels:
             # One answer whoever holds the name, public or private: it must not tell a
             # stranger more than that the name is taken (see docs/protocol.md, Access).
-            raise ChannelExists(
-                f"the channel name {name!r} is taken (a channel by that name exists already); "
-                "use that channel, or pick another name"
-            )
+            raise ChannelExists(channel_taken(name))
         if not 0 <= history <= MAX_HISTORY_FRAMES:
             raise ValueError(f"history must be between 0 and {MAX_HISTORY_FRAMES} frames")
         if lifetime is not None and not 0 < lifetime < math.inf:  # NaN fails both

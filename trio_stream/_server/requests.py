@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
-from .._exceptions import AuthError, InvalidArgument, LimitExceeded
+from .._exceptions import AuthError, ChannelNotFound, InvalidArgument, LimitExceeded
 from .._protocol.array_view import View
 from .._protocol.brief import brief
 from .._protocol.frames import sender_field
@@ -40,6 +40,7 @@ from .._protocol.messages import (
 )
 from . import admin
 from .admin import ANSWERED_LATER as ANSWERED_LATER
+from .broker import nothing_to_delete
 from .buffers import Policy, drops_when_full, parse_policy
 from .resume import adopt_channel, recovered, subscribe_since
 
@@ -103,10 +104,25 @@ def create_requested_channel(
 
 def delete_channel(session: Session, msg: DeleteChannel) -> None:
     broker = session.state.broker
-    channel = broker.lookup(msg.channel, msg.key, session)
+    try:
+        channel = broker.lookup(msg.channel, msg.key, session)
+    except ChannelNotFound:
+        raise nothing_to_delete(msg.channel) from None
     if channel.name.startswith("$"):  # (the text below would suggest a key)
         raise AuthError(f"{channel.name!r} is one of the server's own channels: nobody deletes it")
-    if channel.owner_id != session.client_id and (channel.key is None or msg.key is None):
+    # The name is the identity once the owner's connection has ended (a keep channel, or
+    # within the resume grace): its restarted program may delete what it could take over
+    # (resume.adopt_channel); a private one still needs its key. As on several nodes.
+    heir = (
+        channel.owner == session.name
+        and channel.owner_id not in session.state.sessions
+        and channel.key is None
+    )
+    if (
+        channel.owner_id != session.client_id
+        and not heir
+        and (channel.key is None or msg.key is None)
+    ):
         raise AuthError(
             f"only the owner of {msg.channel!r} ({channel.owner}) or a holder of its key "
             "may delete it"

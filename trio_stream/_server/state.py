@@ -165,7 +165,9 @@ class ServerState:
         """Reserve ``session.name`` (at hello, before any await: two hellos cannot both win)."""
         if session.name in self.by_name:
             raise NameInUse(
-                f"a client named {session.name[:100]!r} is connected already; pick another name"
+                f"a client named {session.name[:100]!r} is connected already; pick another name "
+                "(or close the one that has it: an earlier client of this program, say, made "
+                "by a notebook cell run again)"
             )
         self.by_name[session.name] = session
 
