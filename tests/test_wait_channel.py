@@ -77,3 +77,19 @@ async def test_the_sync_client_waits_for_a_channel_too(url: str) -> None:
                     await pub.wait_for_readers()
                     await pub.send("first")
         assert got == ["first"]
+
+
+async def test_a_long_wait_says_so_once_naming_channels_of_a_close_name(
+    url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A misspelt name ("Camera" for "camera") waited silently for good (first-hour audit).
+    monkeypatch.setattr(ts._client, "WAIT_CHANNEL_WARN_S", 0.3)
+    async with ts.open_client(url, name="rec") as reader, ts.open_client(url, name="daq") as daq:
+        await daq.create_channel("camera")
+        await daq.create_channel("lab/cameras")
+        with trio.move_on_after(2.0), caplog.at_level("WARNING", logger="trio_stream._client"):
+            await reader.open_subscription("Camera", wait_channel=True)
+    said = [r.getMessage() for r in caplog.records if "still waiting" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "still waiting for channel 'Camera' to be created (nobody has" in said[0]
+    assert "did you mean 'camera'" in said[0]

@@ -9,6 +9,7 @@ frames costs few syscalls and never a round trip per frame.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import itertools
 import logging
@@ -129,6 +130,9 @@ RETRY_MAX_S: Final = 1.0
 # subscribe(wait_channel=True) looks again this often for a channel $channels does not
 # announce (a private one; on several nodes, one created on another node).
 CHANNEL_POLL_S: Final = 1.0
+# A wait_channel subscribe still waiting after this long says so, once, with the names of
+# channels that exist and look like the one it waits for (a typo waited silently for good).
+WAIT_CHANNEL_WARN_S: Final = 5.0
 # The shortest heartbeat a client takes: each one is a ping and a pong.
 MIN_HEARTBEAT_S: Final = 0.01
 # A reconnecting client says each new reason it meets a wrong server for at WARNING, up to
@@ -1462,16 +1466,34 @@ class Client:
         CHANNEL_POLL_S (private channels are not announced; nor, on several nodes, are
         channels created on another node)."""
         # Listen for creations before the first attempt, so that one in between is not missed.
+        warn_at = trio.current_time() + WAIT_CHANNEL_WARN_S
         async with self.subscribe("$channels", policy="unbounded") as events:
             while True:
                 try:
                     return await attempt()
                 except ChannelNotFound:
                     pass
+                if warn_at <= trio.current_time():
+                    warn_at = math.inf
+                    await self._say_still_waiting(channel)
                 with trio.move_on_after(CHANNEL_POLL_S):
                     async for event in events:
                         if isinstance(event.data, dict) and event.data.get("channel") == channel:
                             break
+
+    async def _say_still_waiting(self, channel: str) -> None:
+        """Log, once, that a wait_channel subscribe is still waiting, naming the channels
+        whose names are close to ``channel`` (a typo, another case)."""
+        names = [info.name for info in await self.channels()]
+        alike = [n for n in names if n.lower() == channel.lower() and n != channel]
+        alike += [n for n in difflib.get_close_matches(channel, names, n=3) if n not in alike]
+        hint = f"; did you mean {' or '.join(map(repr, alike))}?" if alike else ""
+        log.warning(
+            "still waiting for channel %r to be created (nobody has created it yet; a "
+            "private channel also needs its key)%s",
+            channel[:100],
+            hint,
+        )
 
     @async_context(
         'client.subscribe() is entered with "async with client.subscribe(channel) as sub:" '
