@@ -9,6 +9,7 @@ Everything in one process, with its own server:  ``python examples/rpc_service.p
 Both roles against a running server:             ``python examples/rpc_service.py URL``
 Each role on its own (e.g. on two machines):     ``... URL --role instrument`` and
                                                  ``... URL --role control``
+A second instrument beside the first:            ``... URL --name thermo2`` (both roles)
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class Thermometer:
         await trio.sleep(seconds)
         return "calibrated"
 
-    async def stream(self, client: ts.Client) -> None:
-        async with client.publisher(CHANNEL) as pub:
+    async def stream(self, client: ts.Client, channel: str) -> None:
+        async with client.publisher(channel) as pub:
             while True:
                 # The frame's own time stamps it (msg.time): a "t" field of epoch seconds
                 # would be one more number, which a dashboard plots beside the temperature.
@@ -68,32 +69,40 @@ class Thermometer:
                     await self.rate_changed.wait()
 
 
+def channel_of(name: str) -> str:
+    """The instrument's channel: "Temperature" for the first, "Temperature/thermo2" else."""
+    return CHANNEL if name == INSTRUMENT else f"{CHANNEL}/{name}"
+
+
 async def instrument(
-    url: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    url: str,
+    name: str = INSTRUMENT,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the instrument until cancelled."""
+    """Run the instrument (the client ``name``) until cancelled."""
     thermometer = Thermometer()
-    async with ts.open_client(url, name=INSTRUMENT) as client:
-        await client.create_channel(CHANNEL)
+    async with ts.open_client(url, name=name) as client:
+        await client.create_channel(channel_of(name))
         print("instrument: exposing", ", ".join(client.expose(thermometer)))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(thermometer.stream, client)
+            nursery.start_soon(thermometer.stream, client, channel_of(name))
             task_status.started()
             await trio.sleep_forever()
 
 
-async def connect_to_instrument(client: ts.Client, wait_s: float) -> Any:
+async def connect_to_instrument(client: ts.Client, name: str, wait_s: float) -> Any:
     """The instrument's proxy; it may not be up yet when the control script starts."""
     with trio.fail_after(wait_s):
         while True:
             try:
-                return await client.rpc(INSTRUMENT, timeout=5.0)
+                return await client.rpc(name, timeout=5.0)
             except ts.RpcError:
                 await trio.sleep(0.2)
 
 
-async def frames_per_second(client: ts.Client, seconds: float) -> float:
-    async with client.subscribe(CHANNEL, policy="drop_oldest", size=100) as sub:
+async def frames_per_second(client: ts.Client, channel: str, seconds: float) -> float:
+    async with client.subscribe(channel, policy="drop_oldest", size=100) as sub:
         await sub.receive()  # start counting at a frame boundary
         count = 0
         with trio.move_on_after(seconds):
@@ -102,16 +111,18 @@ async def frames_per_second(client: ts.Client, seconds: float) -> float:
     return count / seconds
 
 
-async def control(url: str, wait_s: float = 30.0) -> dict[str, Any]:
-    """The control script: what an operator would do. Returns what it saw."""
+async def control(url: str, name: str = INSTRUMENT, wait_s: float = 30.0) -> dict[str, Any]:
+    """The control script (of the instrument ``name``): what an operator would do. Returns
+    what it saw."""
     seen: dict[str, Any] = {}
-    async with ts.open_client(url, name="control") as client:
-        thermo = await connect_to_instrument(client, wait_s)
+    controller = "control" if name == INSTRUMENT else f"control-{name}"
+    async with ts.open_client(url, name=controller) as client:
+        thermo = await connect_to_instrument(client, name, wait_s)
         seen["temperature"] = await thermo.read_temperature()
         print(f"control: temperature {seen['temperature']} °C")
         print(f"control: set_rate{thermo.set_rate.__signature__}: {thermo.set_rate.__doc__}")
         seen["rate"] = await thermo.set_rate(50)
-        seen["fps"] = await frames_per_second(client, 1.0)
+        seen["fps"] = await frames_per_second(client, channel_of(name), 1.0)
         print(f"control: rate {seen['rate']} Hz, measured {seen['fps']:.0f} frames/s")
         try:
             await thermo.set_rate(1000)
@@ -127,27 +138,27 @@ async def control(url: str, wait_s: float = 30.0) -> dict[str, Any]:
     return seen
 
 
-async def demo(url: str) -> dict[str, Any]:
+async def demo(url: str, name: str = INSTRUMENT) -> dict[str, Any]:
     """Both roles against one server: the instrument in the background, control in front."""
     async with trio.open_nursery() as nursery:
-        await nursery.start(instrument, url)
-        seen = await control(url)
+        await nursery.start(instrument, url, name)
+        seen = await control(url, name)
         nursery.cancel_scope.cancel()
     return seen
 
 
-async def main(url: str | None, role: str) -> None:
+async def main(url: str | None, role: str, name: str = INSTRUMENT) -> None:
     if url is None:
         config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
         async with ts.open_server(config) as server:
             assert server.tcp_url is not None
-            await demo(server.tcp_url)
+            await demo(server.tcp_url, name)
     elif role == "instrument":
-        await instrument(url)
+        await instrument(url, name)
     elif role == "control":
-        await control(url)
+        await control(url, name)
     else:
-        await demo(url)
+        await demo(url, name)
 
 
 def first_error(exc: BaseException) -> BaseException:
@@ -161,9 +172,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", nargs="?", help="server URL (default: start a server here)")
     parser.add_argument("--role", choices=["both", "instrument", "control"], default="both")
+    parser.add_argument(
+        "--name",
+        default=INSTRUMENT,
+        help=f"the instrument's client name (default {INSTRUMENT}; its channel is "
+        f"{CHANNEL}/NAME for another name): a second instrument beside the first",
+    )
     args = parser.parse_args()
     try:
-        trio.run(main, args.url, args.role)
+        trio.run(main, args.url, args.role, args.name)
     except BaseException as exc:
         error = first_error(exc)
         if isinstance(error, KeyboardInterrupt):
@@ -172,5 +189,6 @@ if __name__ == "__main__":
             sys.exit(0)
         if not isinstance(error, ts.TrioStreamError):
             raise
-        # e.g. NameInUse: another "thermo" is connected already. One line, not a traceback.
+        # e.g. NameInUse: another "thermo" is connected already (--name picks another).
+        # One line, not a traceback.
         sys.exit(f"rpc_service: {type(error).__name__}: {error}")

@@ -56,6 +56,20 @@ async def test_rpc_service_runs_alone() -> None:
     assert "calibrate did not finish" in output
 
 
+async def test_a_second_rpc_service_runs_beside_the_first_under_another_name(
+    server: ts.Server,
+) -> None:
+    # Troubleshooting says "--name" for a NameInUse; the example had no such option.
+    assert server.tcp_url is not None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(load("rpc_service").instrument, server.tcp_url)  # "thermo"
+        output = await run_script(
+            str(EXAMPLES / "rpc_service.py"), server.tcp_url, "--name", "thermo2"
+        )
+        nursery.cancel_scope.cancel()
+    assert "control: the instrument refused: ValueError" in output
+
+
 async def test_rpc_service_roles_in_two_processes(server: ts.Server) -> None:
     assert server.tcp_url is not None
     script = str(EXAMPLES / "rpc_service.py")

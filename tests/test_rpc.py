@@ -299,6 +299,13 @@ async def test_unknown_provider_or_method_fails_at_once(url: str) -> None:
         with trio.fail_after(SETTLE_S):
             with pytest.raises(ts.RpcError, match="no client named 'nobody'"):
                 await ctl.rpc("nobody", timeout=1000)
+            # A typo is named, with the clients that expose methods (first-hour audit).
+            with pytest.raises(ts.RpcError) as typo:
+                await ctl.rpc("dqa", timeout=1000)
+            assert str(typo.value).endswith(
+                "no client named 'dqa' is connected; did you mean 'daq'? (clients with "
+                "methods: 'daq')"
+            )
             with pytest.raises(ts.RpcError, match="exposes no methods"):
                 await ctl.rpc("quiet", timeout=1000)
             daq = await ctl.rpc("daq", timeout=1000)
@@ -1254,3 +1261,22 @@ async def test_rpc_decodes_with_the_clients_payload_limits(url: str) -> None:
             default = await plain.rpc("deep", timeout=SETTLE_S)
             with pytest.raises(ts.PayloadRefused, match="max_depth"):
                 await default.deep(200)
+
+
+async def test_a_second_object_with_a_method_of_an_exposed_name_is_refused(url: str) -> None:
+    # Its method silently took the first one's calls (first-hour audit).
+    class Other:
+        def rpc_read(self) -> str:
+            return "other"
+
+    async with ts.open_client(url, name="daq") as daq_client, ts.open_client(url) as ctl:
+        first = Daq()
+        daq_client.expose(first)
+        daq_client.expose(first)  # the same object again: as it is
+        with pytest.raises(ts.InvalidArgument, match=r"'read' is exposed already, by a Daq"):
+            daq_client.expose(Other())
+        daq_client.expose(Other(), name="other")
+        with trio.fail_after(SETTLE_S):
+            daq = await ctl.rpc("daq", timeout=1000)
+            assert await daq.call("other.read") == "other"
+            assert await daq.call("read") != "other"

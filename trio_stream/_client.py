@@ -665,7 +665,10 @@ class Client:
     async def aclose(self) -> None:
         """Say goodbye, flush what is queued (briefly) and close the connection."""
         self._closing = True
-        self._closed_by_us = ConnectionClosed("the client closed the connection")
+        self._closed_by_us = ConnectionClosed(
+            "the client closed the connection: use a client inside its `async with "
+            "ts.open_client(...)` block (or open another)"
+        )
         for pub in [*self._publishers.values(), *self._resuming_pubs]:
             if pub.undelivered and not pub.drops_reported:  # closed while reconnecting: said
                 log.warning("%s", pub.undelivered_message(pub.undelivered))

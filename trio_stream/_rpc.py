@@ -235,6 +235,7 @@ class _Exposed:
     is_async: bool
     turn: Turn | None  # set: a sync method that runs in a worker thread, in its object's turn
     stream: bool = False  # a generator: its values are streamed (``invoke`` with a window)
+    owner: object = None  # the object exposed (expose: another's method of the same name)
 
     async def run(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if self.is_async:
@@ -349,12 +350,22 @@ class RpcEndpoint:
                 is_async,
                 None if is_async or not thread else one_at_a_time,
                 is_stream(fn),
+                obj,
             )
         if not found:
             raise InvalidArgument(
                 f"{type(obj).__name__} has no {PREFIX}* methods: only methods whose names start "
                 f"with {PREFIX!r} are exposed"
             )
+        for method in found.keys() & self._methods.keys():
+            held = self._methods[method].owner
+            if held is not obj:  # the same object again: its methods, as they are now
+                # A second object's method of the same name silently took the first's calls.
+                raise InvalidArgument(
+                    f"a method {method!r} is exposed already, by a {type(held).__name__}: "
+                    f"expose this {type(obj).__name__} under a name of its own (expose(obj, "
+                    f"name='...') makes its methods 'name.{method}')"
+                )
         if len(self._methods.keys() | found.keys()) > MAX_METHODS:
             raise LimitExceeded(f"a client may expose at most {MAX_METHODS} methods")
         self._methods.update(found)
@@ -568,9 +579,10 @@ class RpcEndpoint:
         if not request.done.is_set():
             raise RpcTimeout(
                 f"no answer to {what} within {timeout_s:g} s: the provider is slow or stuck "
-                "(one that runs an object's calls in a worker thread, thread=True, runs them "
-                "one at a time: one still running there, even for a caller that gave up, holds "
-                "the next back)"
+                "(a trio client's sync method runs in its trio thread, so one that blocks, on "
+                "I/O or a sleep, holds every call of that client back: expose the object with "
+                "thread=True; that runs an object's calls one at a time in a worker thread, "
+                "where one still running, even for a caller that gave up, holds the next back)"
             )
         reply = request
         if reply.error is not None:

@@ -93,6 +93,8 @@ QUEUE_BYTES: Final = 64 * 2**20
 #: The trio side hands finished values back (freeing queue room) in chunks of this many.
 RELEASE_EVERY: Final = 256
 CLIENT_CLOSED: Final = "the SyncClient was closed"  # a subscription's end with its client
+# A call on a closed client (not a subscription's end: see CLIENT_CLOSED).
+USED_AFTER_CLOSE: Final = "this SyncClient is closed: make a new one (ts.SyncClient(url)) to go on"
 #: close(): how long the server may take nothing of what is queued before the close gives up
 #: (a connection that does not come back, a block reader that reads nothing); a flush that
 #: makes progress (a slow reader) is waited for to its end.
@@ -161,7 +163,7 @@ class SyncClient:
             reconnect=reconnect,
         )
         self._client: Client | None = None
-        self._portal = BlockingPortal("this SyncClient is closed")
+        self._portal = BlockingPortal(USED_AFTER_CLOSE)
         self._ready = Done()  # not threading.Event: Ctrl-C in its wait could break it
         self._startup_error: BaseException | None = None
         self._closed = False
@@ -364,7 +366,7 @@ class SyncClient:
     def _trio_client(self) -> Client:
         client = self._client
         if client is None:
-            raise ConnectionClosed("this SyncClient is closed")
+            raise ConnectionClosed(USED_AFTER_CLOSE)
         return client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -634,7 +636,7 @@ class SyncClient:
                         raise for_the_caller(exc) from None
                 self._raise_publish_error()
             if self._dead or self._closed:
-                raise ConnectionClosed("this SyncClient is closed")
+                raise ConnectionClosed(USED_AFTER_CLOSE)
             self._queue.append(item)
             self._queued_total += 1
             self._last_queued[pub] = self._queued_total

@@ -27,8 +27,9 @@ by its window, whatever the provider does.
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 
 #: Calls one client may have waiting for answers, and calls one provider may have running.
 MAX_PENDING_CALLS: Final = 10_000
+MAX_NAMED_PROVIDERS: Final = 8  # in the error for a call to nobody
 
 
 class Endpoint(Protocol):
@@ -96,8 +98,10 @@ class Router:
         *,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         remote: Callable[[Endpoint, ControlMessage], bool] | None = None,
+        connected: Callable[[], Iterable[Endpoint]] = tuple,
     ) -> None:
         self._lookup = lookup
+        self._connected = connected  # for a caller's misspelt provider: the names there are
         # Several nodes: a provider connected elsewhere is reached through the engine, which
         # answers the caller itself (see _engine/cluster_rpc.py).
         self._remote = remote
@@ -208,6 +212,21 @@ class Router:
         pending.credit += msg.n
         pending.provider.send_control(Demand(call=pending.call, n=msg.n))
 
+    def _not_connected(self, name: str) -> str:
+        """The error for a call to nobody: the providers there are (clients() lists them to
+        anyone already), a close name first (a typo: 'dqa' for 'daq')."""
+        providers = sorted(e.name for e in self._connected() if e.methods)
+        close = difflib.get_close_matches(name, providers, n=1)
+        shown = close + [p for p in providers if p not in close][: MAX_NAMED_PROVIDERS - len(close)]
+        if not shown:
+            return f"no client named {brief(name)} is connected (and none exposes methods)"
+        more = ", ..." if len(providers) > len(shown) else ""
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        return (
+            f"no client named {brief(name)} is connected{guess} (clients with methods: "
+            f"{', '.join(map(repr, shown))}{more})"
+        )
+
     def _open(self, caller: Endpoint, ident: int, name: str, *, describe: bool) -> _Pending | None:
         # Looked up, not made: an entry is made only with its first call (below), or a caller
         # refused here would stay in the table, and its session with it, for good.
@@ -216,7 +235,7 @@ class Router:
             raise ProtocolError(f"request id {ident} is in use by a call still in flight")
         provider = self._lookup(name)
         if provider is None:
-            self._error(caller, ident, RpcError(f"no client named {brief(name)} is connected"))
+            self._error(caller, ident, RpcError(self._not_connected(name)))
             return None
         if len(calls) >= MAX_PENDING_CALLS:
             self._error(
