@@ -26,11 +26,27 @@ def test_a_server_url_splits_into_its_parts(url: str, parts: tuple[str, str, int
 
 @pytest.mark.parametrize(
     "url",
-    ["tcp://h:99999", "tcp://h:abc", "http://h:abc/", "https://h:70000/", "ftp://h:21", "tcp://h"],
+    ["tcp://h:99999", "tcp://h:abc", "http://h:abc/", "https://h:70000/", "ftp://h:21"],
 )
 def test_a_url_the_client_cannot_use_is_one_clear_error(url: str) -> None:
     with pytest.raises(ts.InvalidArgument, match=r"cannot connect to .*: use tcp://host:port"):
         split_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "example"),
+    [
+        ("tcp://127.0.0.1", "tcp://127.0.0.1:9870"),
+        ("tcps://lab.example", "tcps://lab.example:9870"),
+        ("ws://localhost/ws", "ws://localhost:9871/ws"),
+        ("wss://[::1]", "wss://[::1]:9871/ws"),
+    ],
+)
+def test_a_url_without_its_port_is_told_the_servers_default_ones(url: str, example: str) -> None:
+    # It said "use tcp://host:port", which does not say what is missing (first-hour audit).
+    with pytest.raises(ts.InvalidArgument) as refused:
+        split_url(url)
+    assert str(refused.value).startswith(f"{url!r} has no port: give the server's, e.g. {example}")
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:9870", "localhost:9870", "[::1]:9870"])

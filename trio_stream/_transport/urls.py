@@ -44,6 +44,15 @@ def split_url(url: str) -> tuple[str, str, int, str]:
             f"{url[:200]!r} is the dashboard's web address; a client connects to "
             f"{ws}://{parts.netloc}/ws there (or to the server's {tcp}:// URL)"
         )
+    if parts.scheme in SCHEMES and parts.hostname and port is None:
+        # No port: there is no default one to assume (the server's TCP and HTTP ports differ).
+        host = parts.netloc.rpartition("@")[2]
+        tcp = parts.scheme.startswith("tcp")
+        example = f"{parts.scheme}://{host}:" + ("9870" if tcp else "9871/ws")
+        raise InvalidArgument(
+            f"{url[:200]!r} has no port: give the server's, e.g. {example} (the default "
+            "ports of trio-stream serve: 9870 for tcp://, 9871 for ws://)"
+        )
     if parts.scheme not in SCHEMES or not parts.hostname or port is None:
         raise InvalidArgument(
             f"cannot connect to {url[:200]!r}: use tcp://host:port or ws://host:port/ws "
