@@ -7,7 +7,7 @@ import math
 import struct
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -131,10 +131,9 @@ class Subscription:
         self._end_error: TrioStreamError | None = None
         self.end_reason: str | None = None
         self._meter = RateMeter()
-        # A gap waiting for the first message after it (see _expect_gap).
-        self._gap_kind: GapKind | Literal[""] = ""
-        self._gap_recovered = 0
-        self._before_gap = 0
+        # Gaps waiting for their first message: [its index in ``received``, kind, recovered]
+        # each, oldest first (see _expect_gap).
+        self._gaps: deque[list[Any]] = deque()
         if "resume" in result:
             self._expect_gap(result["resume"])
 
@@ -216,29 +215,41 @@ class Subscription:
     def _expect_gap(self, resume: dict[str, Any]) -> None:
         """Attach a Gap to the first message after the frames already received.
 
-        The method that builds messages is swapped for the one that adds the gap, and
-        swapped back by it: the hot path pays nothing for gaps that are not pending.
+        The method that builds messages is swapped for the one that adds the gaps, and
+        swapped back by it: the hot path pays nothing for gaps that are not pending. Each
+        resubscription's gap keeps its own place: a second one before the first was read
+        moved the first past the frames between them, so a new epoch began with no reset
+        (a loss-accounting audit: two restarts 0.2 s apart, a slow reader).
         """
-        # A reset not yet reported stays a reset; a kind this client does not know (a newer
-        # server's) is taken as a reset: what was lost is not known.
-        resumed = resume.get("kind") == "resumed" and self._gap_kind != "reset"
-        self._gap_kind = "resumed" if resumed else "reset"
-        self._gap_recovered += int(resume.get("recovered", 0))
-        self._before_gap = len(self._frames)
+        # A kind this client does not know (a newer server's) is taken as a reset: what was
+        # lost is not known.
+        kind: GapKind = "resumed" if resume.get("kind") == "resumed" else "reset"
+        recovered = int(resume.get("recovered", 0))
+        at = self.received + len(self._frames)
+        gaps = self._gaps
+        if gaps and gaps[-1][0] == at:
+            # Nothing came between the two: one gap, and a reset not yet reported stays one.
+            last = gaps[-1]
+            last[1] = "reset" if "reset" in (last[1], kind) else kind
+            last[2] += recovered
+        else:
+            gaps.append([at, kind, recovered])
         self._message = self._message_after_gap  # type: ignore[method-assign]
 
     def _message_after_gap(self, frame: bytearray) -> Message:
-        if self._before_gap:
-            self._before_gap -= 1
+        gaps = self._gaps
+        if gaps[0][0] != self.received:  # (``received``: this frame's index, before it)
             return Subscription._message(self, frame)
-        del self._message  # the class's method again
-        message = Subscription._message(self, frame)
-        kind = self._gap_kind or "reset"
+        try:
+            message = Subscription._message(self, frame)
+        except ProtocolError:  # a refused payload: the gap goes on the next message
+            gaps[0][0] += 1
+            raise
+        _, kind, recovered = gaps.popleft()
+        if not gaps:
+            del self._message  # the class's method again
         lost = message.lost if kind == "resumed" else None
-        gap = Gap(kind, lost, self._gap_recovered)
-        self._gap_kind = ""
-        self._gap_recovered = 0
-        return message._replace(gap=gap)
+        return message._replace(gap=Gap(kind, lost, recovered))
 
     def _deliver(self, frames: list[bytearray]) -> None:
         """DATA frame bodies for this subscription, in order (a run of one read's)."""

@@ -88,6 +88,7 @@ class Writer:
     outbox: Outbox
     sender: bytes  # the DATA sender field, encoded once
     frames: int = 0
+    key: str | None = None  # the client's writer key (open_publisher's ``writer``), if given
     parked_frames: int = 0  # published, waiting for a block reader, so not acknowledged
     parked_bytes: int = 0  # of those, counted like the client counts its window
 
@@ -190,6 +191,9 @@ class Channel:
     recent_bytes: int = 0  # of ``recent``, as written to a reader (SharedData.nbytes)
     rate_fps: float = 0.0
     rate_bps: float = 0.0
+    # Frames published by writers of a key that have closed, by (sender, writer key): what a
+    # reopen answers once its client's lease is gone (Broker.writer_published).
+    closed_writers: dict[tuple[bytes, str], int] | None = None
     end_reason: str = ""  # why it ended (deleted, expired, its owner gone): $channels says
     _rate_mark: tuple[float, int, int] = (0.0, 0, 0)
 
@@ -263,6 +267,10 @@ def nothing_to_delete(name: str) -> ChannelNotFound:
         "its owner too, unless made with keep=True), never created, or private (pass its "
         "key=...)"
     )
+
+
+# Writer keys a channel remembers the counts of (Channel.closed_writers): the newest.
+CLOSED_WRITERS_MAX: Final = 4096
 
 
 def single_writer_taken(name: str, holder: str) -> LimitExceeded:
@@ -479,7 +487,33 @@ class Broker:
         channel = pub.channel
         if pub in channel.publishers:
             channel.publishers.remove(pub)
+            if pub.key is not None:
+                closed = channel.closed_writers
+                if closed is None:
+                    closed = channel.closed_writers = {}
+                key = (pub.sender, pub.key)
+                closed[key] = closed.pop(key, 0) + pub.frames  # (newest last)
+                if len(closed) > CLOSED_WRITERS_MAX:
+                    del closed[next(iter(closed))]
             self.event("writers", channel)
+
+    def writer_published(self, channel: Channel, pub: Writer) -> int | None:
+        """Frames that writers of ``pub``'s key (its client's publisher, on every connection
+        before) published on ``channel``; None if none of them did. A reopen whose lease is
+        gone (a client away longer than resume_grace_s) is answered with it, as a node of
+        several answers with Redis's count: its client resent its whole window, which the
+        readers had, and they got it twice (a loss-accounting audit)."""
+        if pub.key is None:
+            return None
+        total = (
+            None
+            if channel.closed_writers is None
+            else channel.closed_writers.get((pub.sender, pub.key))
+        )
+        for other in channel.publishers:  # a connection not yet seen to be gone
+            if other is not pub and other.key == pub.key and other.sender == pub.sender:
+                total = (total or 0) + other.frames
+        return total
 
     def publish(self, pub: Writer, time_s: float, payload: BytesLike) -> None:
         """Fan one frame out to every reader of the publisher's channel.

@@ -140,7 +140,7 @@ def open_publisher_on(session: Session, msg: OpenPublisher, channel: Channel) ->
     """open_publisher on a channel found (and access checked) already."""
     check_writer_key(msg.writer)
     check_writer_claim(msg)
-    writer = session.open_writer(channel)
+    writer = session.open_writer(channel, msg.writer)
     # keeps_history: the channel wants frames even with no reader (docs/protocol.md 8).
     result = {
         "pub": writer.pub_id,
@@ -153,6 +153,12 @@ def open_publisher_on(session: Session, msg: OpenPublisher, channel: Channel) ->
         taken = lease.taken.get(msg.resume_pub)  # what its previous publisher had published
         if taken is not None:
             result["taken"] = taken
+    if msg.resume_pub is not None and "taken" not in result:
+        # No lease (its grace ran out): what the writer's key published here, over all its
+        # connections, as a node of several answers (docs/protocol.md 8).
+        published = session.state.broker.writer_published(channel, writer)
+        if published is not None:
+            result["published"] = published
     return result
 
 

@@ -131,8 +131,9 @@ class Session:
         """Queue a CONTROL frame encoded already (length prefix included)."""
         self.outbox.queue_control(frame)
 
-    def open_writer(self, channel: Channel) -> Writer:
+    def open_writer(self, channel: Channel, key: str | None = None) -> Writer:
         writer = self.state.broker.open_publisher(channel, self, self.outbox, self._next_pub)
+        writer.key = key
         self._next_pub += 1
         self.writers[writer.pub_id] = writer
         return writer

@@ -47,8 +47,8 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     if parts.scheme in SCHEMES and parts.hostname and port is None:
         # No port: there is no default one to assume (the server's TCP and HTTP ports differ).
         host = parts.netloc.rpartition("@")[2]
-        tcp = parts.scheme.startswith("tcp")
-        example = f"{parts.scheme}://{host}:" + ("9870" if tcp else "9871/ws")
+        on_tcp = parts.scheme.startswith("tcp")
+        example = f"{parts.scheme}://{host}:" + ("9870" if on_tcp else "9871/ws")
         raise InvalidArgument(
             f"{url[:200]!r} has no port: give the server's, e.g. {example} (the default "
             "ports of trio-stream serve: 9870 for tcp://, 9871 for ws://)"
