@@ -396,7 +396,7 @@ class Broker:
         if name in self.channels:
             # One answer whoever holds the name, public or private: it must not tell a
             # stranger more than that the name is taken (see docs/protocol.md, Access).
-            raise ChannelExists(channel_taken(name))
+            raise channel_taken(name)
         if not 0 <= history <= MAX_HISTORY_FRAMES:
             raise ValueError(f"history must be between 0 and {MAX_HISTORY_FRAMES} frames")
         if lifetime is not None and not 0 < lifetime < math.inf:  # NaN fails both
