@@ -1487,7 +1487,10 @@ class Client:
     async def _say_still_waiting(self, channel: str) -> None:
         """Log, once, that a wait_channel subscribe is still waiting, naming the channels
         whose names are close to ``channel`` (a typo, another case)."""
-        names = [info.name for info in await self.channels()]
+        try:
+            names = [info.name for info in await self.channels()]
+        except TrioStreamError:  # (reconnecting, a cluster's Redis away): said without names
+            names = []
         alike = [n for n in names if n.lower() == channel.lower() and n != channel]
         alike += [n for n in difflib.get_close_matches(channel, names, n=3) if n not in alike]
         hint = f"; did you mean {' or '.join(map(repr, alike))}?" if alike else ""
