@@ -753,6 +753,17 @@ class Reader:
         self._notices.append((seq, skipped))
         return control_frame(Lost(sub=self.sub_id, lost=skipped, seq=seq))
 
+    def take_dropped(self, parked_too: bool = True) -> int:
+        """What a reader whose waiting frames are all dropped loses (see dropped_notice): its
+        frames buffered, parked (if ``parked_too``) and held back by max_rate (dropped here),
+        and the losses they carried (the skipped ones taken: not said twice)."""
+        lost = self.undelivered() + self.buffer.owed()
+        if not parked_too:
+            lost -= len(self.parked)
+        self.latest = None
+        self.buffer.take_skipped()
+        return lost
+
     def dropped_notice(self, parked_too: bool = True) -> bytes | None:
         """The ``lost`` notice for a reader whose waiting frames are all dropped (the server
         ends it, or a graceful shutdown's grace ran out): those frames (buffered, parked for
@@ -760,11 +771,7 @@ class Reader:
         and the losses they carried, counted on the server already but owed to the reader (a
         ring's earlier drops went uncounted by its client: only the buffered frames were
         told). None if nothing is owed. Before the buffer is emptied."""
-        lost = self.undelivered() + self.buffer.owed()
-        if not parked_too:
-            lost -= len(self.parked)
-        self.latest = None
-        self.buffer.take_skipped()  # in ``lost``: not said again by a skipped_notice
+        lost = self.take_dropped(parked_too)
         if not lost:
             return None
         seq = self._accounted_seq()
@@ -1348,8 +1355,7 @@ class Outbox:
                 # What it loses now (parked frames too: detach gives them to their writers)
                 # and the drops those carried, told on its turn before the end (a skipped
                 # count is what a turn with nothing buffered says).
-                lost = reader.undelivered() + reader.buffer.owed()
-                reader.latest = None
+                lost = reader.take_dropped()
                 self._empty_buffer(reader)
                 reader.buffer.skip(lost)
             reader.channel.broker.detach(reader)
