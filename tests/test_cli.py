@@ -63,7 +63,9 @@ COMMANDS = [
 RUN_TIMEOUT_S = 20.0  # one command, start to end
 WAIT_S = 10.0  # any one wait inside a test
 # The subprocess must not inherit a token from the developer's shell.
-ENV = {k: v for k, v in os.environ.items() if k != "TRIO_STREAM_TOKEN"}
+# Without COLUMNS and LINES too: the commands' tables are as wide as their names off a
+# terminal, whatever width the caller's environment says (pytest-xdist's workers say 80).
+ENV = {k: v for k, v in os.environ.items() if k not in ("TRIO_STREAM_TOKEN", "COLUMNS", "LINES")}
 
 
 async def cli(
