@@ -1378,10 +1378,11 @@ async def test_a_panel_that_keeps_up_loses_nothing_when_the_page_is_busy_now_and
     assert not result["markers while busy"], result
 
 
-# Whether the load cards and the channel table are marked as not live.
+# Whether the load cards, the channel table and the plot are marked as not live.
 STALE_JS: Final = """() => ({
   cards: document.querySelector('section.cards').classList.contains('stale'),
   channels: document.getElementById('channels-table').classList.contains('stale'),
+  plot: document.querySelector('.plot-area').classList.contains('stale'),
   conn: document.getElementById('conn-text').textContent,
 })"""
 
@@ -1389,14 +1390,19 @@ STALE_JS: Final = """() => ({
 async def test_rates_are_marked_stale_while_down_or_not_refreshed() -> None:
     def steps(page: Page) -> dict[str, Any]:
         proxy = PROXIES[-1]
-        live = f"() => {{ const s = ({STALE_JS})(); return !s.cards && !s.channels; }}"
-        stale = f"() => {{ const s = ({STALE_JS})(); return s.cards && s.channels; }}"
+        live = f"() => {{ const s = ({STALE_JS})(); return !s.cards && !s.channels && !s.plot; }}"
+        stale = f"() => {{ const s = ({STALE_JS})(); return s.cards && s.channels && s.plot; }}"
         page.wait_for_function(live)
+        page.wait_for_function("() => window.__tsPanels[0].frames > 0")
         seen: dict[str, Any] = {"live": page.evaluate(STALE_JS)}
         # A frozen link: still "connected", but nothing is refreshed any more.
         trio.from_thread.run_sync(proxy.hold)
         page.wait_for_function(stale)
         seen["held"] = page.evaluate(STALE_JS)
+        seen["plot title"] = page.evaluate("() => document.querySelector('.plot-area').title")
+        seen["plot corner"] = page.evaluate(
+            "() => getComputedStyle(document.querySelector('.plot-area'), '::after').content"
+        )
         trio.from_thread.run_sync(proxy.release)
         page.wait_for_function(live)
         # Down: stale at once, whatever the numbers' age.
@@ -1418,9 +1424,11 @@ async def test_rates_are_marked_stale_while_down_or_not_refreshed() -> None:
         through_proxy=True,
     )
     assert not [e for e in errors if "WebSocket" not in e], errors
-    assert result["live"] == {"cards": False, "channels": False, "conn": "connected"}
-    assert result["held"] == {"cards": True, "channels": True, "conn": "connected"}
-    assert result["down"]["cards"] and result["down"]["channels"], result
+    assert result["live"] == {"cards": False, "channels": False, "plot": False, "conn": "connected"}
+    assert result["held"] == {"cards": True, "channels": True, "plot": True, "conn": "connected"}
+    assert result["plot title"].startswith("not live: the last frame came at "), result
+    assert result["plot corner"] == '"not live"', result
+    assert result["down"]["cards"] and result["down"]["channels"] and result["down"]["plot"], result
     assert result["down"]["conn"] != "connected", result
     assert result["back"] == result["live"], result
 

@@ -93,6 +93,10 @@ function markStale() {
   const now = Date.now();
   staleIf(document.querySelector('section.cards'), statsShownAt, now);
   staleIf($('channels-table'), channelsShownAt, now);
+  // The plots too: a plot whose frames stopped coming looks like a quiet channel, so while
+  // the link is down or frozen (no answer from the server for STALE_MS) each says so.
+  const linkLive = client.connected && now - Math.max(statsShownAt, channelsShownAt) <= STALE_MS;
+  for (const p of panels) p.markLive(linkLive);
 }
 
 function staleIf(el, shownAt, now) {

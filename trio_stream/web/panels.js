@@ -151,6 +151,7 @@ export class Panel {
     this.subs = new Map(); // channel -> {sub, token, frameBytes, lastTry}
     this.frames = 0;
     this.lastMsg = null;
+    this.lastFrameAt = 0; // when the last frame was plotted (Date.now())
     this.lastBytes = null; // of the last array plotted: what a frame costs the page
     this.build();
     this.plotter = new Plotter(this.canvas);
@@ -367,6 +368,7 @@ export class Panel {
     else if (entry.reconnected) tallyFrame(entry.reconnected, msg);
     this.frames++;
     this.lastMsg = msg;
+    this.lastFrameAt = Date.now();
     this.lastBytes = view.values?.byteLength ?? null;
     // A large image: ask the server for a decimated view of it instead. The shape is known
     // only now, from this first frame; frames through the view that still exceed the side
@@ -405,6 +407,19 @@ export class Panel {
       setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}${entry.reconnected ? ` · ${tallyNote(entry.reconnected)}` : ''}${alone}`);
     }
     this.onFrame(msg);
+  }
+
+  /**
+   * Mark the plot as live or not: dimmed, with "not live" in its corner and since when on
+   * hover, while the page's link is down or frozen (the page's markStale decides).
+   * @param {boolean} live
+   */
+  markLive(live) {
+    this.area.classList.toggle('stale', !live);
+    const title = live ? '' : this.lastFrameAt
+      ? `not live: the last frame came at ${new Date(this.lastFrameAt).toLocaleTimeString()}`
+      : 'not live';
+    if (this.area.title !== title) this.area.title = title;
   }
 
   /** Retune `entry`'s subscription to the panel's rate and the frame size it knows now. */
