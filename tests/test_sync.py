@@ -961,6 +961,45 @@ async def test_ctrl_c_caught_again_and_again_in_a_publish_loop_leaves_the_client
     assert int(text.split()[1]) >= 200, text  # it was interrupted, again and again
 
 
+async def test_ctrl_c_between_queueing_a_value_and_waking_the_drain_stalls_nothing(
+    url: str,
+) -> None:
+    # A Ctrl-C that landed after publish() queued a value and took the drain's wake-up, but
+    # before it sent it, left the drain asleep with the value queued and marked awake: no
+    # later publish woke it, flush timed out and close gave up on every value ("the server
+    # took none of them for 10 s", once in a CI run with four test workers). The interrupt
+    # comes here where it is rarest: in the call that sends the wake-up.
+    def scenario() -> tuple[float, list[float]]:
+        with SyncClient(url, name="script") as c, SyncClient(url, name="rec") as rec:
+            c.create_channel("ch")
+            sub = rec.subscribe("ch", policy="block", size=100)
+            send_wake_up = c._portal.run_sync_soon
+            interrupted: list[Callable[[], object]] = []
+
+            def interrupted_once(fn: Callable[[], object]) -> None:
+                if fn == c._wake_drainer and not interrupted:
+                    interrupted.append(fn)
+                    raise KeyboardInterrupt
+                send_wake_up(fn)
+
+            c.flush(timeout=5)  # the drain asleep, as between bursts
+            c._portal.run_sync_soon = interrupted_once  # type: ignore[method-assign]
+            with pytest.raises(KeyboardInterrupt):
+                c.publish("ch", 1.0)
+            assert interrupted
+            started = time.monotonic()
+            c.flush(timeout=5)
+            took = time.monotonic() - started
+            c.publish("ch", 2.0)
+            c.flush(timeout=5)
+            got = [sub.get(timeout=5).data for _ in range(2)]
+            return took, got
+
+    took, got = await in_thread(scenario)
+    assert got == [1.0, 2.0]
+    assert took < 2.0
+
+
 async def test_ctrl_c_in_get_loses_no_message(server: ts.Server) -> None:
     # A Ctrl-C that lands while the trio side has just taken a batch for get() must not drop
     # it: the child reads numbered values through hundreds of interrupts and must see each

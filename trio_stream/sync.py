@@ -622,29 +622,39 @@ class SyncClient:
                 "(serve --max-frame-bytes)"
             )
         item = (pub, EncodedPayload(data), size, stamp)
-        with self._lock:
-            self._raise_publish_error()
-            queued = self._queued_total - self._released_total  # (_queue_full, inline)
-            if queued and (
-                queued >= self._max_frames or self._queued_bytes + size > self._max_bytes
-            ):
-                _refuse_trio_thread("publish() with a full queue")
-                while not self._dead and self._queue_full(size):
-                    try:
-                        self._cond.wait()
-                    except KeyboardInterrupt as exc:  # without threading's frames
-                        raise for_the_caller(exc) from None
+        wake = False
+        try:
+            with self._lock:
                 self._raise_publish_error()
-            if self._dead or self._closed:
-                raise ConnectionClosed(USED_AFTER_CLOSE)
-            self._queue.append(item)
-            self._queued_total += 1
-            self._last_queued[pub] = self._queued_total
-            self._queued_bytes += size
-            wake = self._drainer_idle
-            self._drainer_idle = False
-        if wake:
-            self._portal.run_sync_soon(self._wake_drainer)
+                queued = self._queued_total - self._released_total  # (_queue_full, inline)
+                if queued and (
+                    queued >= self._max_frames or self._queued_bytes + size > self._max_bytes
+                ):
+                    _refuse_trio_thread("publish() with a full queue")
+                    while not self._dead and self._queue_full(size):
+                        try:
+                            self._cond.wait()
+                        except KeyboardInterrupt as exc:  # without threading's frames
+                            raise for_the_caller(exc) from None
+                    self._raise_publish_error()
+                if self._dead or self._closed:
+                    raise ConnectionClosed(USED_AFTER_CLOSE)
+                self._queue.append(item)
+                self._queued_total += 1
+                self._last_queued[pub] = self._queued_total
+                self._queued_bytes += size
+                wake = self._drainer_idle
+                self._drainer_idle = False
+            if wake:
+                self._portal.run_sync_soon(self._wake_drainer)
+        except BaseException:
+            if wake:
+                # Ctrl-C (or another signal's exception) came between taking the drain's
+                # wake-up and sending it: the drain slept with values queued, for good, and
+                # every flush and close with it. It is idle again: the next publish, or a
+                # flush, wakes it (idle while it is awake costs one spare wake-up).
+                self._drainer_idle = True
+            raise
         return True
 
     def _queued_frames(self) -> int:
@@ -842,6 +852,11 @@ class SyncClient:
             with self._lock:
                 if self._released_total >= queued:
                     break
+                if self._queue and self._drainer_idle:
+                    # Values queued and the drain asleep: their publish was interrupted
+                    # before it woke it (see _enqueue), and no publish came since.
+                    self._drainer_idle = False
+                    self._wake.set()
             # Shared by every flush waiting (several threads may flush at once): replaced
             # only once set, so that no waiter is left holding an event nobody will set.
             if self._released.is_set():
