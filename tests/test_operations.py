@@ -22,6 +22,9 @@ from trio_stream._server.metrics import render_metrics
 from trio_stream._transport.websocket import split_message
 
 WAIT_S = 10.0
+# A server process's start, up to its "Ctrl-C" line: its imports took over 10 s once, on a
+# two-core machine running four test workers and a browser.
+START_S = 30.0
 
 
 def control(message: M.ControlMessage) -> bytes:
@@ -176,7 +179,7 @@ ENV = {k: v for k, v in os.environ.items() if k != "TRIO_STREAM_TOKEN"}
 async def read_urls(process: trio.Process) -> dict[str, str]:
     assert process.stdout is not None
     buffer = b""
-    with trio.fail_after(WAIT_S):
+    with trio.fail_after(START_S):
         while b"Ctrl-C" not in buffer:
             chunk = await process.stdout.receive_some()
             assert chunk, buffer
