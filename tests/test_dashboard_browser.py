@@ -1008,20 +1008,22 @@ async def test_a_cut_connection_resumes_and_marks_the_exact_gap(kept: bool) -> N
         trio.from_thread.run_sync(proxy.release)
         page.wait_for_function(f"() => ({GAP_MARKERS_JS})().length > 0")
         page.wait_for_function("() => window.__tsDashboard.connected")
-        return {
-            "markers": page.evaluate(GAP_MARKERS_JS),
-            "info": page.evaluate("() => window.__tsPanels[0].info.textContent"),
-            "gaps": page.evaluate("() => window.__gaps"),
-            "reconnects": page.evaluate(
-                "() => window.__tsPanels[0].plotter.markers.filter((m) => m.kind === 'reconnect')"
-                ".length"
-            ),
-            "accepted": proxy.accepted,
-            "losses": page.evaluate(
-                "() => window.__tsPanels[0].plotter.markers.filter((m) => m.kind === 'loss')"
-                ".map((m) => m.count)"
-            ),
-        }
+        # Until every frame the server held for the page has come (the info line's tally
+        # counts their losses), then all of it at once: read one by one on a loaded
+        # machine, the info line was from before the frame that carried the loss, the loss
+        # markers from after it.
+        page.wait_for_function(
+            "() => window.__tsPanels[0].subs.get('lab/sine').reconnected?.held === 0"
+        )
+        seen: dict[str, Any] = page.evaluate(
+            "() => { const markers = window.__tsPanels[0].plotter.markers; return {"
+            f" markers: ({GAP_MARKERS_JS})(),"
+            " info: window.__tsPanels[0].info.textContent,"
+            " gaps: window.__gaps,"
+            " reconnects: markers.filter((m) => m.kind === 'reconnect').length,"
+            " losses: markers.filter((m) => m.kind === 'loss').map((m) => m.count) }; }"
+        )
+        return {**seen, "accepted": proxy.accepted}
 
     grace: dict[str, Any] = {} if kept else {"resume_grace_s": 0}
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, **grace)
