@@ -21,6 +21,7 @@ import contextlib
 import socket
 import sys
 import threading
+import time
 
 import trio
 
@@ -68,9 +69,23 @@ def block(url: str, mode: str) -> None:
         client = ts.SyncClient(url, name="child-noclose-publish", queue_frames=4)
         client.create_channel("child")
         client.subscribe("child", policy="block", size=1)
-        print("ready", flush=True)
+        # "ready" once publish() blocks (no progress for a second): the window is taken and
+        # the queue full, which the Ctrl-C drops. ("ready" at once let a loaded machine's
+        # interrupt come while the window still had room: the drain then wrote the queue
+        # out, and nothing was dropped to be said.)
+        published = [0]
+
+        def say_ready_once_blocked() -> None:
+            seen = -1
+            while published[0] != seen:
+                seen = published[0]
+                time.sleep(1.0)
+            print("ready", flush=True)
+
+        threading.Thread(target=say_ready_once_blocked, daemon=True).start()
         while True:
             client.publish("child", b"x" * 100)
+            published[0] += 1
     if mode == "close":  # close() waiting to flush a queue that a block reader holds back
         client = ts.SyncClient(url, name="child-close")
         client.create_channel("child")
