@@ -733,7 +733,9 @@ async def test_a_reader_fails_over_to_another_node_after_kill_9_and_resumes_exac
         await w.create_channel("c")
         async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
             got: list[ts.Message] = []
-            with trio.fail_after(WAIT_S * 2):
+            # Bounds, not speeds: tens of thousands of frames through Redis, on a machine that
+            # may run other test workers beside this one (15 s for the last 35,000 ran out once).
+            with trio.fail_after(WAIT_S * 6):
                 await pub.wait_for_readers()
                 async with trio.open_nursery() as nursery:
 
@@ -1150,7 +1152,9 @@ async def test_a_stalled_node_holds_the_writer_back_and_a_dead_one_does_not(
         await w.create_channel("c")
         async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
             got: list[ts.Message] = []
-            with trio.fail_after(WAIT_S * 2):
+            # Bounds, not speeds: tens of thousands of frames through Redis, on a machine that
+            # may run other test workers beside this one (15 s for the last 35,000 ran out once).
+            with trio.fail_after(WAIT_S * 6):
                 await pub.wait_for_readers()
                 async with trio.open_nursery() as nursery:
 
@@ -1173,7 +1177,7 @@ async def test_a_stalled_node_holds_the_writer_back_and_a_dead_one_does_not(
                         got.append(await sub.receive())
                     os.kill(process_b.pid, signal.SIGSTOP)
                     try:
-                        with trio.fail_after(WAIT_S):
+                        with trio.fail_after(WAIT_S * 3):
                             while pub.sent < total:  # noqa: ASYNC110
                                 await trio.sleep(0.1)  # b's heartbeat expired: a goes on
                     finally:

@@ -1016,12 +1016,16 @@ async def test_a_cut_connection_resumes_and_marks_the_exact_gap(kept: bool) -> N
             "() => window.__tsPanels[0].subs.get('lab/sine').reconnected?.held === 0"
         )
         seen: dict[str, Any] = page.evaluate(
-            "() => { const markers = window.__tsPanels[0].plotter.markers; return {"
+            "() => { const markers = window.__tsPanels[0].plotter.markers;"
+            " const gapAt = markers.find((m) => m.kind === 'gap').t; return {"
             f" markers: ({GAP_MARKERS_JS})(),"
             " info: window.__tsPanels[0].info.textContent,"
             " gaps: window.__gaps,"
             " reconnects: markers.filter((m) => m.kind === 'reconnect').length,"
-            " losses: markers.filter((m) => m.kind === 'loss').map((m) => m.count) }; }"
+            # From the gap on: a loss before the hold (a loaded page fell behind) is not the
+            # outage's.
+            " losses: markers.filter((m) => m.kind === 'loss' && m.t >= gapAt)"
+            ".map((m) => m.count) }; }"
         )
         return {**seen, "accepted": proxy.accepted}
 
