@@ -29,11 +29,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    # The tests mostly wait (on sockets, servers, Redis, a browser), so one worker more than
-    # cores: 25 minutes in one process on two cores, 9 in four workers, where timing tests
-    # failed under the load (a server's start over 10 s). A module stays in one worker (its
-    # fixtures and its order).
-    workers = str(min(8, (os.cpu_count() or 1) + 1))
+    # A worker per core: the tests mostly wait (on sockets, servers, Redis, a browser), so
+    # on two cores one process took 25 minutes, three workers 10 and four 9; but with more
+    # workers than cores, tests with time bounds failed under the load (a server's start
+    # over 10 s, a flood through Redis), a different one in each run. A module stays in one
+    # worker (its fixtures and its order).
+    workers = str(min(8, max(2, os.cpu_count() or 1)))
     session.run("pytest", "-q", "-n", workers, "--dist", "loadfile", *session.posargs)
     if not shutil.which("node"):
         session.error("node is missing: the JS unit tests need it (apt-get install nodejs)")
