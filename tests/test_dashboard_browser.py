@@ -1325,6 +1325,45 @@ async def test_a_panel_on_a_channel_not_there_yet_says_so_and_plots_it_once_crea
     assert said == f"{later}: no channel of this name (yet); shown as soon as it is created"
 
 
+async def test_a_deleted_channels_panel_says_it_comes_back_and_plots_it_once_created() -> None:
+    # Its panel said only "subscription ended: channel '...' was deleted", which read as dead
+    # for good, though it subscribes again as soon as the channel is back.
+    again = "lab/again"
+
+    def steps(page: Page) -> Any:
+        trio.from_thread.run(publish_when_read, again)
+        page.wait_for_function("() => window.__tsPanels?.[0]?.frames > 0")
+        trio.from_thread.run(client.delete_channel, again)
+        said = page.wait_for_function(
+            "() => window.__tsPanels[0].info.textContent.includes('deleted')"
+            " && window.__tsPanels[0].info.textContent"
+        ).json_value()
+        frames = page.evaluate("() => window.__tsPanels[0].frames")
+        trio.from_thread.run(publish_when_read, again)
+        page.wait_for_function("n => window.__tsPanels[0].frames > n", arg=frames)
+        return said
+
+    async def publish_when_read(channel: str) -> None:
+        await client.create_channel(channel)
+        async with client.publisher(channel) as pub:
+            await pub.wait_for_readers()
+            await pub.send(2.5)
+
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with quiet_lab() as (server, client):
+            said, errors = await trio.to_thread.run_sync(
+                run_page,
+                f"{server.http_url}#{again.replace('/', '%2F')}",
+                steps,
+                "dashboard-deleted-again.png",
+            )
+    assert not errors
+    assert said == (
+        f"{again}: subscription ended: channel '{again}' was deleted; "
+        "shown again as soon as it is created again"
+    ), said
+
+
 async def test_a_refresh_failure_notice_goes_once_a_refresh_succeeds() -> None:
     def steps(page: Page) -> dict[str, Any]:
         page.wait_for_function("() => window.__tsPanels[0].frames > 1")

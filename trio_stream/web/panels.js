@@ -350,7 +350,11 @@ export class Panel {
     sub.on('end', (reason) => {
       if (entry.sub !== sub || this.subs.get(name) !== entry) return; // closed by the panel
       entry.sub = null;
-      setText(this.info, `${name}: subscription ended: ${reason}`);
+      // retry() subscribes again whenever the channel is listed: say so, or a deleted
+      // channel's panel reads as dead for good. A fault's end (sub.error: LimitExceeded)
+      // leaves the channel there, so the panel is back within seconds.
+      const next = sub.error ? 'subscribing again' : 'shown again as soon as it is created again';
+      setText(this.info, `${name}: subscription ended: ${reason}; ${next}`);
     });
     sub.on('waiting', (why, error) => {
       if (entry.sub !== sub) return;
