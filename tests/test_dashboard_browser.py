@@ -43,6 +43,7 @@ VIEWPORT: Final[ViewportSize] = {"width": 1400, "height": 900}
 NARROW_VIEWPORT: Final[ViewportSize] = {"width": 800, "height": 900}
 STEP_TIMEOUT_MS: Final = 15_000  # each browser step: load, wait for a row, wait for frames
 TEST_TIMEOUT_S: Final = 120.0  # the whole test, browser start included
+UNITS_TO_LABELS_PX: Final = 6  # a y axis's units read apart from its tick labels (3 px read as one)
 FAILURE_SHOT: Final = ARTIFACTS / "dashboard-failure.png"
 
 SINE: Final = "lab/sine"
@@ -1362,6 +1363,63 @@ async def test_a_deleted_channels_panel_says_it_comes_back_and_plots_it_once_cre
         f"{again}: subscription ended: channel '{again}' was deleted; "
         "shown again as soon as it is created again"
     ), said
+
+
+async def test_the_units_label_stands_clear_of_wide_tick_labels() -> None:
+    # A new user's "V" channel of values near 2576 showed the tick ">2576.5": the rotated
+    # units were drawn at a fixed x, over the left end of the wide tick labels.
+    wide = "lab/wide"
+
+    def steps(page: Page) -> Any:
+        trio.from_thread.run(publish_when_read, wide)
+        page.wait_for_function("() => window.__tsPanels?.[0]?.frames >= 4")
+        page.wait_for_timeout(200)  # a widened margin is drawn at the next animation frame
+        # The ink in the left margin, column by column: the units' glyph, a gap, the labels.
+        return page.evaluate(
+            """() => { const p = window.__tsPanels[0].plotter, m = p._map, dpr = devicePixelRatio;
+                 const x1 = Math.floor(m.area.x * dpr) - 1, y0 = Math.ceil(m.area.y * dpr);
+                 const rows = Math.floor(m.area.h * dpr) - 2;
+                 const px = p.canvas.getContext('2d').getImageData(0, y0, x1, rows).data;
+                 const bg = [px[0], px[1], px[2]], inked = [];
+                 for (let x = 0; x < x1; x++) {
+                   let ink = false;
+                   for (let y = 0; y < rows && !ink; y++) {
+                     const i = (y * x1 + x) * 4;
+                     const off = [0, 1, 2].map(c => Math.abs(px[i + c] - bg[c]));
+                     ink = off[0] + off[1] + off[2] > 60;
+                   }
+                   inked.push(ink);
+                 }
+                 const runs = [];
+                 inked.forEach((ink, x) => { if (!ink) return;
+                   const last = runs[runs.length - 1];
+                   if (last && last[1] === x - 1) last[1] = x; else runs.push([x, x]); });
+                 return {dpr, runs}; }"""
+        )
+
+    async def publish_when_read(channel: str) -> None:
+        await client.create_channel(channel, meta={"units": "V"})
+        async with client.publisher(channel) as pub:
+            await pub.wait_for_readers()
+            for k in range(8):
+                await pub.send(2575.0 + 0.4 * k)
+                await trio.sleep(0.12)
+
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with quiet_lab() as (server, client):
+            geometry, errors = await trio.to_thread.run_sync(
+                run_page,
+                f"{server.http_url}#{wide.replace('/', '%2F')}",
+                steps,
+                "dashboard-wide-ticks.png",
+            )
+    assert not errors
+    # The first run of ink is the units; the tick labels' ("2576.5", ~35 px) begin a readable
+    # gap after it.
+    (units_left, units_right), (labels_left, _) = geometry["runs"][:2]
+    assert geometry["runs"][-1][1] - labels_left >= 30 * geometry["dpr"], geometry
+    assert units_left > 0, geometry
+    assert labels_left - units_right - 1 >= UNITS_TO_LABELS_PX * geometry["dpr"], geometry
 
 
 async def test_a_refresh_failure_notice_goes_once_a_refresh_succeeds() -> None:

@@ -175,7 +175,11 @@ const LUT = (() => {
 
 // ------------------------------------------------------------------------------------ plotter
 
-const MARGIN = { left: 58, right: 14, top: 12, bottom: 26 };
+const MARGIN = { left: 58, right: 14, top: 12, bottom: 26 }; // left: the least; see _fitMargin
+const TICK_GAP = 6; // px between the plot area and its y tick labels
+const UNITS_GAP = 8; // px between the widest y tick label and the (rotated) units: 3 read as one (">2576.5")
+const UNITS_HALF = 7; // half the rotated units label's width: its line height at 11 px
+const MARGIN_SLACK = 8; // px a margin may be wider than needed before it shrinks
 // Overlaid series take these in turn (the first is the theme's --plot-line).
 const PALETTE = ['', '#e8590c', '#2f9e44', '#ae3ec9', '#1098ad', '#f59f00', '#d6336c', '#5c7cfa'];
 const MARKER_COLORS = { loss: '#cf222e', reconnect: '#b26a00', gap: '#b26a00' };
@@ -389,7 +393,8 @@ export class Plotter {
     ctx.fillStyle = this.colors.bg;
     ctx.fillRect(0, 0, w, h);
     ctx.font = '11px system-ui, sans-serif';
-    const area = { x: MARGIN.left, y: MARGIN.top, w: w - MARGIN.left - MARGIN.right, h: h - MARGIN.top - MARGIN.bottom };
+    const left = this._marginLeft ?? MARGIN.left;
+    const area = { x: left, y: MARGIN.top, w: w - left - MARGIN.right, h: h - MARGIN.top - MARGIN.bottom };
     this._map = null;
     if (area.w < 20 || area.h < 20) return;
     const v = this.view;
@@ -432,11 +437,13 @@ export class Plotter {
     ctx.beginPath();
     const yTicks = niceTicks(y0, y1, Math.max(2, Math.floor(area.h / 50)));
     const yLabels = tickLabels(yTicks);
+    const labelsWide = Math.max(0, ...yLabels.map((label) => ctx.measureText(label).width));
+    this._fitMargin(labelsWide, yUnits);
     yTicks.forEach((t, k) => {
       const y = Math.round(sy(t)) + 0.5;
       ctx.moveTo(area.x, y);
       ctx.lineTo(area.x + area.w, y);
-      ctx.fillText(yLabels[k], area.x - 6, y);
+      ctx.fillText(yLabels[k], area.x - TICK_GAP, y);
     });
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
@@ -452,9 +459,12 @@ export class Plotter {
     ctx.stroke();
     ctx.strokeStyle = this.colors.axis;
     ctx.strokeRect(area.x + 0.5, area.y + 0.5, area.w - 1, area.h - 1);
+    // Beside the widest tick label, not over it (at a fixed x, "V" drawn over "2576.5" read
+    // as ">2576.5"); _fitMargin made room for it.
+    const unitsX = Math.max(UNITS_HALF, area.x - TICK_GAP - labelsWide - UNITS_GAP - UNITS_HALF);
     if (yUnits) {
       ctx.save();
-      ctx.translate(11, area.y + area.h / 2);
+      ctx.translate(unitsX, area.y + area.h / 2);
       ctx.rotate(-Math.PI / 2);
       ctx.textBaseline = 'middle';
       ctx.fillText(yUnits, 0, 0);
@@ -462,6 +472,22 @@ export class Plotter {
     }
     this._map = { area, sx, sy, ix, iy, xr: [x0, x1], yr: [y0, y1] };
     return this._map;
+  }
+
+  /**
+   * The left margin the y tick labels (``labelsWide`` px) and the units need: a wider one
+   * takes effect at the next drawing (this one's mappings are made), so a label that grows
+   * costs one frame drawn tight; a margin shrinks only by more than a few pixels, or it
+   * would change width whenever a tick label does.
+   */
+  _fitMargin(labelsWide, yUnits) {
+    const need = Math.ceil(TICK_GAP + labelsWide + (yUnits ? UNITS_GAP + 2 * UNITS_HALF : 2));
+    const want = Math.max(MARGIN.left, need);
+    const now = this._marginLeft ?? MARGIN.left;
+    if (want > now || want < now - MARGIN_SLACK) {
+      this._marginLeft = want;
+      this.requestDraw();
+    }
   }
 
   colorOf(k) { return PALETTE[k % PALETTE.length] || this.colors.line; }
