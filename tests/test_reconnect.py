@@ -160,6 +160,39 @@ def test_reconnect_settings_are_checked() -> None:
         ts.Reconnect(give_up_after=-1.0)
 
 
+# -- said where it shows -----------------------------------------------------------------------
+async def test_a_lost_connection_and_its_return_are_warned_once_each(
+    proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A new user's trio writer stayed silent through a server restart (its send() went on
+    # returning True), while the SyncClient and the CLI beside it said both at once.
+    caplog.set_level(logging.WARNING, logger="trio_stream")
+    async with ts.open_client(proxy.url, name="quiet", reconnect=FAST) as client:
+        proxy.refuse()
+        proxy.cut()
+        await client.wait_state("reconnecting")
+        await trio.sleep(0.6)  # attempts refused meanwhile: nothing more to say
+        proxy.accept()
+        await client.wait_state("open")
+    said = [r.getMessage() for r in caplog.records if r.name == "trio_stream._client"]
+    assert said[0] == f"client 'quiet': the connection to {proxy.url} is lost; reconnecting"
+    assert said[1].startswith(f"client 'quiet': reconnected to {proxy.url} after ")
+    assert float(said[1].split()[-2]) >= 0.6, said
+    assert len(said) == 2, said
+
+
+async def test_a_client_told_to_keep_quiet_says_nothing_of_a_reconnect(
+    proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_stream")
+    async with ts.open_client(proxy.url, name="quiet", reconnect=FAST) as client:
+        client.announce_reconnects = False  # its owner says it in its own words
+        proxy.cut()
+        await client.wait_state("reconnecting")
+        await client.wait_state("open")
+    assert not caplog.records, caplog.text
+
+
 # -- resume through a blip -------------------------------------------------------------------
 @pytest.mark.parametrize("fault", ["cut", "reset"])
 async def test_a_blip_within_history_delivers_every_frame_once_in_order(

@@ -79,3 +79,5 @@ async def test_sub_rides_through_a_cut_and_prints_the_gap(server: ts.Server) -> 
     # Said as it happens, not only when the next value comes (a stopped server's reader).
     assert f"the connection to {proxy.url} is lost; reconnecting (Ctrl-C to stop)" in stderr
     assert f"reconnected to {proxy.url}" in stderr
+    # In the command's words only, not again as its client's log lines.
+    assert stderr.count("is lost") == 1 and stderr.count("reconnected") == 1, stderr

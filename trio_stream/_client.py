@@ -150,7 +150,8 @@ class Client:
     re-creates its channels, reopens its publishers, resumes its subscriptions from their last
     position and re-exposes its RPC objects, before it is ``"open"`` again (docs/protocol.md,
     Resume). Requests made meanwhile wait, within their own timeout; requests that were in
-    flight fail with ConnectionClosed (they may have run on the server).
+    flight fail with ConnectionClosed (they may have run on the server). The loss and the
+    return are each logged once at WARNING, unless ``announce_reconnects`` is set False.
     """
 
     def __init__(
@@ -191,6 +192,11 @@ class Client:
         self.reconnects = 0  # connections made after the first
         self._state: State = "connecting"
         self._state_changed = trio.Event()
+        # A WARNING line when the connection is lost and when it is back: a trio writer whose
+        # server restarted looked healthy, silent, while its SyncClient and CLI peers said it.
+        # Their owners say it in their own words, and turn this off.
+        self.announce_reconnects = True
+        self._lost_at = 0.0
         self._connected = False  # a transport whose handshake is done and not lost yet
         self._resume_token: str | None = None
         self._lost: ConnectionClosed | None = None  # why the last connection ended
@@ -251,9 +257,25 @@ class Client:
     def _set_state(self, state: State) -> None:
         if state != self._state:
             log.info("client %r: %s -> %s", self.name, self._state, state)
+            if self.announce_reconnects:
+                self._announce(self._state, state)
             self._state = state
             self._state_changed.set()
             self._state_changed = trio.Event()
+
+    def _announce(self, old: State, new: State) -> None:
+        if old == "open" and new == "reconnecting":
+            self._lost_at = trio.current_time()
+            log.warning(
+                "client %r: the connection to %s is lost; reconnecting", self.name, self.url
+            )
+        elif old == "reconnecting" and new == "open":
+            log.warning(
+                "client %r: reconnected to %s after %.1f s",
+                self.name,
+                self.url,
+                trio.current_time() - self._lost_at,
+            )
 
     async def wait_state(self, *states: State) -> State:
         """Wait until the client is in one of ``states``; returns the state it is in.

@@ -262,6 +262,7 @@ class SyncClient:
                 self._main_scope.cancel()
             try:
                 async with self._connect() as client, trio.open_nursery() as nursery:
+                    client.announce_reconnects = False  # said below, with what calls do meanwhile
                     self._client = client
                     self._portal.open(nursery)
                     nursery.start_soon(self._drain)

@@ -59,14 +59,15 @@ async def connect(
         ) as client,
         trio.open_nursery() as nursery,
     ):
+        client.announce_reconnects = False  # said in the command's own words:
         nursery.start_soon(tell_connection_changes, client, prog(args), url or args.url)
         yield client
         nursery.cancel_scope.cancel()
 
 
 async def tell_connection_changes(client: ts.Client, prog: str, url: str) -> None:
-    """One stderr line when the connection goes and when it is back: a reader whose server
-    stopped would otherwise just wait, silent (the client logs it at INFO only)."""
+    """One stderr line when the connection goes and when it is back, in the command's words
+    (the client's own WARNING lines would come in the logging format)."""
     state = client.state
     while True:
         state = await client.wait_state_change(state)
