@@ -24,13 +24,34 @@ def test_a_server_url_splits_into_its_parts(url: str, parts: tuple[str, str, int
     assert split_url(url) == parts
 
 
-@pytest.mark.parametrize(
-    "url",
-    ["tcp://h:99999", "tcp://h:abc", "http://h:abc/", "https://h:70000/", "ftp://h:21"],
-)
+@pytest.mark.parametrize("url", ["ftp://h:21", "tcp://[::1:9870", "tcp://:9870", "h:x:y"])
 def test_a_url_the_client_cannot_use_is_one_clear_error(url: str) -> None:
-    with pytest.raises(ts.InvalidArgument, match=r"cannot connect to .*: use tcp://host:port"):
+    # It said "cannot connect to", as if a connection had been tried (first-hour audit).
+    with pytest.raises(ts.InvalidArgument) as refused:
         split_url(url)
+    assert str(refused.value) == (
+        f"{url!r} is not a server URL: use tcp://host:port or ws://host:port/ws (tcps:// and "
+        "wss:// for TLS)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        ("tcp://h:99999", "99999"),
+        ("tcp://h:abc", "abc"),
+        ("http://h:abc/", "abc"),
+        ("https://h:70000/", "70000"),
+        ("ws://[::1]:-1/ws", "-1"),
+    ],
+)
+def test_a_port_out_of_range_or_not_a_number_is_named(url: str, port: str) -> None:
+    # tcp://127.0.0.1:99999 was told to "use tcp://host:port", which it looked like it did.
+    with pytest.raises(ts.InvalidArgument) as refused:
+        split_url(url)
+    assert str(refused.value).startswith(
+        f"{url!r} is not a server URL: its port {port!r} is not a number from 0 to 65535; use "
+    )
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,8 @@ def enter_tokens(page: Page) -> None:
     form = page.locator("#token-form")
     expect(form).to_be_visible()
     expect(page.locator("#conn")).to_have_attribute("data-state", "closed")
+    # Nothing said of channels it cannot know yet (it said "No channels yet.").
+    expect(page.locator("#channels-empty")).to_be_hidden()
     page.fill("#token-input", "a wrong guess")
     page.click("#token-form button")
     expect(page.locator("#token-label")).to_contain_text("another token")

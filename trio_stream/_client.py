@@ -461,7 +461,13 @@ class Client:
             except ConnectionClosed as exc:
                 errors.append(exc)
         if len(errors) == 1:
-            raise errors[0]
+            error = errors[0]
+            if type(error).__module__ != "trio_stream":
+                # An internal kind (WrongServer, EndedMidFrame: the reconnect loop tells them
+                # apart) reaches the caller as what it catches: its traceback's last line
+                # named "trio_stream._transport.base.WrongServer" (first-hour audit).
+                raise ConnectionClosed(str(error)) from error.__cause__
+            raise error
         raise ConnectionClosed("no server answered: " + "; ".join(str(e) for e in errors))
 
     def _lost_error(self) -> ConnectionClosed:

@@ -32,11 +32,18 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     no_scheme = missing_scheme(url)
     if no_scheme is not None:
         raise InvalidArgument(no_scheme)
+    usage = "use tcp://host:port or ws://host:port/ws (tcps:// and wss:// for TLS)"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:  # a port that is no number or beyond 65535, an unclosed "[" of IPv6
         parts, port = urlsplit(""), None
+        bad_port = _bad_port(url)
+        if bad_port is not None:
+            raise InvalidArgument(
+                f"{url[:200]!r} is not a server URL: its port {bad_port[:20]!r} is not a "
+                f"number from 0 to 65535; {usage}"
+            ) from None
     if parts.scheme in ("http", "https") and parts.hostname and port is not None:
         # The dashboard's address, copied from the banner or the browser's address bar.
         ws, tcp = ("wss", "tcps") if parts.scheme == "https" else ("ws", "tcp")
@@ -54,9 +61,16 @@ def split_url(url: str) -> tuple[str, str, int, str]:
             "ports of trio-stream serve: 9870 for tcp://, 9871 for ws://)"
         )
     if parts.scheme not in SCHEMES or not parts.hostname or port is None:
-        raise InvalidArgument(
-            f"cannot connect to {url[:200]!r}: use tcp://host:port or ws://host:port/ws "
-            "(tcps:// and wss:// for TLS)"
-        )
+        raise InvalidArgument(f"{url[:200]!r} is not a server URL: {usage}")
     # No path, or "/" (the dashboard's page, where no WebSocket is): the server's /ws.
     return parts.scheme, parts.hostname, port, parts.path if parts.path not in ("", "/") else "/ws"
+
+
+def _bad_port(url: str) -> str | None:
+    """The port text of ``url`` when that is what urlsplit refused (a hostname and a port that
+    is no number, or beyond 65535); None for other faults (an unclosed "[" of IPv6)."""
+    netloc = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
+    host, colon, port = netloc.rpartition(":")
+    if not colon or not host or (host.startswith("[") and not host.endswith("]")):
+        return None
+    return port
