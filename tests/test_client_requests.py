@@ -266,7 +266,11 @@ async def test_a_channel_created_by_a_request_given_up_is_the_clients_own(
                 await trio.sleep(0.01)
         with pytest.raises(ts.ChannelExists) as again:
             await owner.create_channel("mine", history=5)
-        assert "this client created it already" in str(again.value)
+        assert str(again.value) == (
+            "the channel 'mine' exists already: this client created it (a "
+            "create_channel() given up after it was sent, by a timeout say, still creates it); "
+            "use it as it is, or delete_channel() it first"
+        )
 
 
 def test_a_request_answered_just_before_its_connection_was_lost_keeps_its_answer() -> None:

@@ -1187,12 +1187,15 @@ class Client:
             await self._request(
                 CreateChannel, on_result=created, settle_late=True, channel=channel, **options
             )
-        except ChannelExists as error:
+        except ChannelExists:
             if channel not in self._owned:
                 raise
+            # Not the server's advice to a stranger (whose channel it is, how to wait for
+            # it): 430 characters that put this, the point, last (first-hour audit).
             raise ChannelExists(
-                f"{error} (this client created it already: a create_channel() given up "
-                "after it was sent, by a timeout say, still creates the channel)"
+                f"the channel {channel!r} exists already: this client created it (a "
+                "create_channel() given up after it was sent, by a timeout say, still creates "
+                "it); use it as it is, or delete_channel() it first"
             ) from None
 
     async def delete_channel(self, channel: str, *, key: str | None = None) -> None:
