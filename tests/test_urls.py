@@ -24,9 +24,20 @@ def test_a_server_url_splits_into_its_parts(url: str, parts: tuple[str, str, int
     assert split_url(url) == parts
 
 
-@pytest.mark.parametrize("url", ["ftp://h:21", "tcp://[::1:9870", "tcp://:9870", "h:x:y"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://h:21",
+        "tcp://[::1:9870",
+        "tcp://:9870",
+        "h:x:y",
+        "tcp://[127.0.0.1]:9870",  # brackets are for IPv6 (urlsplit refuses it)
+        "tcp://[::1x]:9870",
+        "tcp://h]:9870",
+    ],
+)
 def test_a_url_the_client_cannot_use_is_one_clear_error(url: str) -> None:
-    # It said "cannot connect to", as if a connection had been tried (first-hour audit).
+    # It said "cannot connect to", as if a connection had been tried.
     with pytest.raises(ts.InvalidArgument) as refused:
         split_url(url)
     assert str(refused.value) == (
@@ -43,6 +54,11 @@ def test_a_url_the_client_cannot_use_is_one_clear_error(url: str) -> None:
         ("http://h:abc/", "abc"),
         ("https://h:70000/", "70000"),
         ("ws://[::1]:-1/ws", "-1"),
+        ("tcp://[::1]:99999", "99999"),
+        ("tcp://h:1:2", "1:2"),  # the port is all after the first ":", as urllib reads it
+        ("tcp://h:abc?x", "abc"),
+        ("tcp://h:99999?x=a:b", "99999"),
+        ("tcp://u:p@h:1x", "1x"),
     ],
 )
 def test_a_port_out_of_range_or_not_a_number_is_named(url: str, port: str) -> None:

@@ -196,7 +196,7 @@ class Client:
         # server restarted looked healthy, silent, while its SyncClient and CLI peers said it.
         # Their owners say it in their own words, and turn this off.
         self.announce_reconnects = True
-        self._lost_at = 0.0
+        self._lost_at: float | None = None  # since when "reconnecting" was announced
         self._connected = False  # a transport whose handshake is done and not lost yet
         self._resume_token: str | None = None
         self._lost: ConnectionClosed | None = None  # why the last connection ended
@@ -269,13 +269,15 @@ class Client:
             log.warning(
                 "client %r: the connection to %s is lost; reconnecting", self.name, self.url
             )
-        elif old == "reconnecting" and new == "open":
+        elif old == "reconnecting" and new == "open" and self._lost_at is not None:
+            # (Only after a loss said: turned on during an outage, it has no start to tell.)
             log.warning(
                 "client %r: reconnected to %s after %.1f s",
                 self.name,
                 self.url,
                 trio.current_time() - self._lost_at,
             )
+            self._lost_at = None
 
     async def wait_state(self, *states: State) -> State:
         """Wait until the client is in one of ``states``; returns the state it is in.
@@ -462,11 +464,13 @@ class Client:
                 errors.append(exc)
         if len(errors) == 1:
             error = errors[0]
-            if type(error).__module__ != "trio_stream":
+            if type(error) is not ConnectionClosed:
                 # An internal kind (WrongServer, EndedMidFrame: the reconnect loop tells them
-                # apart) reaches the caller as what it catches: its traceback's last line
-                # named "trio_stream._transport.base.WrongServer" (first-hour audit).
-                raise ConnectionClosed(str(error)) from error.__cause__
+                # apart) reaches the caller as what it catches: a traceback's last line named
+                # "trio_stream._transport.base.WrongServer", which no script can import.
+                raise ConnectionClosed(str(error), error.reason).with_traceback(
+                    error.__traceback__
+                ) from error.__cause__
             raise error
         raise ConnectionClosed("no server answered: " + "; ".join(str(e) for e in errors))
 
@@ -1191,7 +1195,7 @@ class Client:
             if channel not in self._owned:
                 raise
             # Not the server's advice to a stranger (whose channel it is, how to wait for
-            # it): 430 characters that put this, the point, last (first-hour audit).
+            # it): it came first and made this, the point, the end of a long line.
             raise ChannelExists(
                 f"the channel {channel!r} exists already: this client created it (a "
                 "create_channel() given up after it was sent, by a timeout say, still creates "

@@ -35,15 +35,15 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     usage = "use tcp://host:port or ws://host:port/ws (tcps:// and wss:// for TLS)"
     try:
         parts = urlsplit(url)
+    except ValueError:  # an unclosed "[" of IPv6, a bracketed host that is no IP address
+        raise InvalidArgument(f"{url[:200]!r} is not a server URL: {usage}") from None
+    try:
         port = parts.port
-    except ValueError:  # a port that is no number or beyond 65535, an unclosed "[" of IPv6
-        parts, port = urlsplit(""), None
-        bad_port = _bad_port(url)
-        if bad_port is not None:
-            raise InvalidArgument(
-                f"{url[:200]!r} is not a server URL: its port {bad_port[:20]!r} is not a "
-                f"number from 0 to 65535; {usage}"
-            ) from None
+    except ValueError:  # no number, or beyond 65535
+        raise InvalidArgument(
+            f"{url[:200]!r} is not a server URL: its port {_port_text(parts.netloc)[:20]!r} "
+            f"is not a number from 0 to 65535; {usage}"
+        ) from None
     if parts.scheme in ("http", "https") and parts.hostname and port is not None:
         # The dashboard's address, copied from the banner or the browser's address bar.
         ws, tcp = ("wss", "tcps") if parts.scheme == "https" else ("ws", "tcp")
@@ -66,11 +66,10 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, port, parts.path if parts.path not in ("", "/") else "/ws"
 
 
-def _bad_port(url: str) -> str | None:
-    """The port text of ``url`` when that is what urlsplit refused (a hostname and a port that
-    is no number, or beyond 65535); None for other faults (an unclosed "[" of IPv6)."""
-    netloc = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
-    host, colon, port = netloc.rpartition(":")
-    if not colon or not host or (host.startswith("[") and not host.endswith("]")):
-        return None
-    return port
+def _port_text(netloc: str) -> str:
+    """The port of ``netloc`` as ``SplitResult.port`` reads it (after "]:" of a bracketed
+    host, else after the first ":"), to name the one it refused."""
+    host = netloc.rpartition("@")[2]
+    if "[" in host:
+        return host.partition("]")[2].partition(":")[2]
+    return host.partition(":")[2]

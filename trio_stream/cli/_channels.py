@@ -59,7 +59,7 @@ async def connect(
         ) as client,
         trio.open_nursery() as nursery,
     ):
-        client.announce_reconnects = False  # said in the command's own words:
+        client.announce_reconnects = False  # said in the command's own words, below
         nursery.start_soon(tell_connection_changes, client, prog(args), url or args.url)
         yield client
         nursery.cancel_scope.cancel()

@@ -350,11 +350,10 @@ export class Panel {
     sub.on('end', (reason) => {
       if (entry.sub !== sub || this.subs.get(name) !== entry) return; // closed by the panel
       entry.sub = null;
-      // retry() subscribes again whenever the channel is listed: say so, or a deleted
-      // channel's panel reads as dead for good. A fault's end (sub.error: LimitExceeded)
-      // leaves the channel there, so the panel is back within seconds.
-      const next = sub.error ? 'subscribing again' : 'shown again as soon as it is created again';
-      setText(this.info, `${name}: subscription ended: ${reason}; ${next}`);
+      // retry() subscribes again whenever the channel is listed (a deleted one once it is
+      // created again; one still there within seconds): say so, or the panel reads as dead
+      // for good. One wording for every end: the reason alone does not tell which it is.
+      setText(this.info, `${name}: subscription ended: ${reason}; shown again as soon as the channel is there`);
     });
     sub.on('waiting', (why, error) => {
       if (entry.sub !== sub) return;

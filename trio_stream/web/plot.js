@@ -227,6 +227,7 @@ export class Plotter {
     this.viewName = null;
     this.placeholder = placeholder;
     this.zoom = null;
+    this._marginLeft = null; // the last channel's tick labels' (see _fitMargin)
     this.requestDraw();
   }
 
@@ -481,6 +482,7 @@ export class Plotter {
    * would change width whenever a tick label does.
    */
   _fitMargin(labelsWide, yUnits) {
+    // Without units, 2 px keep the widest label off the canvas' edge.
     const need = Math.ceil(TICK_GAP + labelsWide + (yUnits ? UNITS_GAP + 2 * UNITS_HALF : 2));
     const want = Math.max(MARGIN.left, need);
     const now = this._marginLeft ?? MARGIN.left;
