@@ -93,6 +93,21 @@ async def test_a_reader_hears_why_its_channel_ended(url: str) -> None:
             assert "unsubscribed" not in (sub.end_reason or "")  # a close after the end keeps it
 
 
+async def test_a_writer_hears_why_its_channel_ended_once(url: str) -> None:
+    # "channel 'm2' is gone: channel 'm2' was deleted" said the name twice.
+    async with ts.open_client(url, name="w") as writer, ts.open_client(url, name="r") as reader:
+        await writer.create_channel("m2")
+        async with writer.publisher("m2") as pub, reader.subscribe("m2"):
+            await pub.wait_for_readers()
+            await writer.delete_channel("m2")
+            with trio.fail_after(WAIT_S):
+                while pub.is_open:  # noqa: ASYNC110 - the end is on its way
+                    await trio.sleep(0.01)
+            with pytest.raises(ts.ChannelNotFound) as ended:
+                await pub.send(1)
+    assert str(ended.value) == "channel 'm2' was deleted; this publisher has ended"
+
+
 async def test_a_close_after_an_error_end_reads_as_unsubscribed(server: ts.Server) -> None:
     # The connection lost for good (no reconnect): receive raises ConnectionClosed; once the
     # application closes the subscription, a receive says "unsubscribed" as after any close

@@ -271,6 +271,14 @@ async def test_a_channel_created_by_a_request_given_up_is_the_clients_own(
             "create_channel() given up after it was sent, by a timeout say, still creates it); "
             "use it as it is, or delete_channel() it first"
         )
+        # Asked for with other options, it says which (a key by name only: a secret).
+        with pytest.raises(ts.ChannelExists) as unlike:
+            await owner.create_channel("mine", history=50, key="s3cret")
+        assert str(unlike.value).startswith(
+            "the channel 'mine' exists already: this client created it with another key, "
+            "history=5 (not 50) (a create_channel() given up"
+        )
+        assert "s3cret" not in str(unlike.value)
 
 
 def test_a_request_answered_just_before_its_connection_was_lost_keeps_its_answer() -> None:

@@ -196,3 +196,26 @@ async def test_a_closed_subscription_drops_the_frames_it_had_not_handed_out(
         with pytest.raises(trio.EndOfChannel, match="unsubscribed"):
             sub.receive_nowait()
         assert [msg async for msg in sub] == []
+
+
+async def test_closed_says_whether_its_user_closed_it_and_end_reason_why_it_ended(
+    server: ts.Server,
+) -> None:
+    # The README's "sub.closed only says whether you closed it" held for the SyncSubscription
+    # only: the trio one had no `closed` at all (AttributeError).
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as client:
+        await client.create_channel("gone")
+        await client.create_channel("kept")
+        async with client.subscribe("gone") as gone, client.subscribe("kept") as kept:
+            assert not gone.closed and gone.end_reason is None
+            await client.delete_channel("gone")
+            with pytest.raises(ts.SubscriptionEnded, match="was deleted"):
+                await gone.receive()
+            assert not gone.closed  # ended by the channel, not closed by its user
+            assert gone.end_reason == "channel 'gone' was deleted"
+        assert gone.closed and kept.closed
+        assert kept.end_reason == "unsubscribed"
+        with_client = await client.open_subscription("kept")
+        assert not with_client.closed
+    assert with_client.closed  # with its client

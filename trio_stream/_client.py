@@ -1192,14 +1192,16 @@ class Client:
                 CreateChannel, on_result=created, settle_late=True, channel=channel, **options
             )
         except ChannelExists:
-            if channel not in self._owned:
+            made = self._owned.get(channel)
+            if made is None:
                 raise
             # Not the server's advice to a stranger (whose channel it is, how to wait for
             # it): it came first and made this, the point, the end of a long line.
             raise ChannelExists(
-                f"the channel {channel!r} exists already: this client created it (a "
-                "create_channel() given up after it was sent, by a timeout say, still creates "
-                "it); use it as it is, or delete_channel() it first"
+                f"the channel {channel!r} exists already: this client created it"
+                f"{_options_unlike(made, options)} (a create_channel() given up after it was "
+                "sent, by a timeout say, still creates it); use it as it is, or "
+                "delete_channel() it first"
             ) from None
 
     async def delete_channel(self, channel: str, *, key: str | None = None) -> None:
@@ -1748,6 +1750,17 @@ async def open_client(
         finally:
             with trio.CancelScope(shield=True):
                 await client.aclose()
+
+
+def _options_unlike(made: dict[str, Any], asked: dict[str, Any]) -> str:
+    """What a second create_channel() asked for that the channel was not made with, said
+    after its name (a key by name only: it is a secret)."""
+    unlike = [
+        "another key" if name == "key" else f"{name}={made[name]!r} (not {asked.get(name)!r})"
+        for name in made
+        if asked.get(name) != made[name]
+    ]
+    return f" with {', '.join(unlike)}" if unlike else ""
 
 
 class _Port:

@@ -340,7 +340,10 @@ class Publisher:
         self._acked_event.set()  # wakes aclose(), waiting for the hold's end
 
     def _end(self, reason: str) -> None:
-        self._ended = ChannelNotFound(f"channel {self.channel!r} is gone: {reason}")
+        # The server's reason names the channel most often ("channel 'x' was deleted"):
+        # not said twice ("channel 'x' is gone: channel 'x' was deleted").
+        said = reason if repr(self.channel) in reason else f"channel {self.channel!r}: {reason}"
+        self._ended = ChannelNotFound(f"{said}; this publisher has ended")
         self._holding = False
         self._acked_event.set()
         self._readers_event.set()

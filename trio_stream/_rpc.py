@@ -577,12 +577,12 @@ class RpcEndpoint:
                 "the server all along; try again once it is back (client.wait_state('open'))"
             )
         if not request.done.is_set():
+            # Short, and no advice that fits one kind of provider only: the caller cannot
+            # tell a slow method from a blocked client (README, "RPC between clients").
             raise RpcTimeout(
                 f"no answer to {what} within {timeout_s:g} s: the provider is slow or stuck "
-                "(a trio client's sync method runs in its trio thread, so one that blocks, on "
-                "I/O or a sleep, holds every call of that client back: expose the object with "
-                "thread=True; that runs an object's calls one at a time in a worker thread, "
-                "where one still running, even for a caller that gave up, holds the next back)"
+                "(a longer timeout= for a long call; a provider whose method blocks its trio "
+                "client exposes it with thread=True)"
             )
         reply = request
         if reply.error is not None:

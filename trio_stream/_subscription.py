@@ -128,6 +128,7 @@ class Subscription:
         self._credit_batch = max(1, self.window // 4)
         self._credit_bytes = max(1, window_bytes // 4)
         self._ended = False
+        self._closed = False  # by its user: see closed
         self._end_error: TrioStreamError | None = None
         self.end_reason: str | None = None
         self._meter = RateMeter()
@@ -141,6 +142,12 @@ class Subscription:
     def position(self) -> Position:
         """The channel's epoch and the seq of the last message taken (0: none yet)."""
         return Position(self._epoch, self._last_seq)
+
+    @property
+    def closed(self) -> bool:
+        """Closed by its user (``aclose()``, ``close_nowait()``, its ``async with``'s end),
+        or with its client; a channel's end is ``end_reason``, not this (as SyncSubscription)."""
+        return self._closed or self._client.closed
 
     # -- resuming ------------------------------------------------------------------------------
     def _suspend(self) -> None:
@@ -357,8 +364,8 @@ class Subscription:
         """The next message if one is here already.
 
         Raises:
-            trio.WouldBlock: nothing yet. trio.EndOfChannel: the channel ended, or this
-                subscription was closed.
+            trio.WouldBlock: nothing yet.
+            SubscriptionEnded: (a ``trio.EndOfChannel``) as ``receive``.
         """
         if not self._frames:
             if self._ended:
@@ -493,8 +500,10 @@ class Subscription:
         """The next message, waiting for it.
 
         Raises:
-            trio.EndOfChannel: the channel ended (deleted, expired), or this subscription was
-                closed (``end_reason`` "unsubscribed"); ``async for`` just stops.
+            SubscriptionEnded: (a ``trio.EndOfChannel``) the channel ended (deleted, expired,
+                ended with its owner), or this subscription was closed (``end_reason``
+                "unsubscribed"); ``async for`` just stops. A ``while True: await
+                sub.receive()`` loop catches it to end.
             ConnectionClosed: the connection is gone.
             LimitExceeded: the server ended this subscription at a memory limit.
         """
@@ -553,6 +562,7 @@ class Subscription:
 
     def _detach(self) -> bool:
         """Closed by its user: forget it; True if the server still has it."""
+        self._closed = True
         client = self._client
         # A clean end that came first keeps its reason ("channel 'x' was deleted"); after an
         # error end, or none, a receive says "unsubscribed", as documented for a close.
