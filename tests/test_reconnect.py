@@ -196,6 +196,49 @@ async def test_a_client_told_to_keep_quiet_says_nothing_of_a_reconnect(
     assert not caplog.records, caplog.text
 
 
+# -- a reader's process restarted ------------------------------------------------------------
+@pytest.mark.parametrize("same_options", [True, False])
+async def test_a_restarted_recorder_process_takes_over_what_the_server_held_for_it(
+    server: ts.Server, proxy: TcpProxy, same_options: bool
+) -> None:
+    # A block recorder killed with SIGKILL and started again `since=` its saved position lost
+    # the frames written meanwhile (counted exactly) on a channel without history, though the
+    # server held them for it: the new process (no resume token) could not take them over.
+    # With other options than its predecessor's it is a new subscription (from the history,
+    # as before): the kept reader is left to end with the grace period.
+    async with writer_and_proxied_reader(server, proxy, history=0, policy="block", size=1000) as (
+        pub,
+        sub,
+        recorder,
+    ):
+        for i in range(100):
+            await pub.send(i)
+        got = [await sub.receive() for _ in range(50)]
+        saved = sub.position  # what a recorder writes to disk with each frame it stores
+        await cut_until_kept(server, proxy)  # the old process is gone, never to come back
+        for i in range(100, 200):
+            assert await pub.send(i)  # held for the gone reader: it was not dropped
+        await pub.wait_acknowledged()
+        assert server.tcp_url is not None
+        options: dict[str, Any] = {"policy": "block", "size": 1000 if same_options else 999}
+        async with (
+            ts.open_client(server.tcp_url, name="recorder") as restarted,
+            restarted.subscribe("AI1", since=saved, **options) as again,
+        ):
+            kept_then = server.state.resume.kept_subscriptions()
+            got_again: list[ts.Message] = []
+            if same_options:
+                with trio.fail_after(WAIT_S):
+                    while len(got_again) < 150:
+                        got_again.append(await again.receive())
+        del recorder
+    assert [m.seq for m in got] == list(range(1, 51))
+    assert kept_then == (0 if same_options else 1)
+    if same_options:
+        assert [m.seq for m in got_again] == list(range(51, 201))
+        assert got_again[0].gap == ts.Gap(kind="resumed", lost=0, recovered=150)
+
+
 # -- resume through a blip -------------------------------------------------------------------
 @pytest.mark.parametrize("fault", ["cut", "reset"])
 async def test_a_blip_within_history_delivers_every_frame_once_in_order(

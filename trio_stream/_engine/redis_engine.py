@@ -950,7 +950,10 @@ class RedisEngine:
     async def _subscribe(self, session: Session, msg: Subscribe) -> dict[str, Any]:
         if msg.channel.startswith("$"):  # the server's own: every node has them, fed locally
             return requests.subscribe(session, msg)
-        taken = requests.take_back(session, msg)  # kept on this node while it was away
+        # Kept on this node while it was away, or for its gone process (a crash): one that
+        # restarts on another node reads from the stream, and the kept one ends with the
+        # grace period.
+        taken = requests.take_back(session, msg) or requests.take_back_by_name(session, msg)
         if taken is not None:
             return taken
         record = await self._record(msg.channel, msg.key, session)

@@ -8,6 +8,7 @@ Handlers touch only in-memory state (broker, outbox, server state); none awaits.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -46,7 +47,10 @@ from .resume import adopt_channel, recovered, subscribe_since
 
 if TYPE_CHECKING:
     from .broker import Channel
+    from .kept import KeptReaders
     from .session import Session
+
+log = logging.getLogger(__name__)
 
 
 def check_channel_quota(session: Session) -> None:
@@ -190,6 +194,8 @@ def close_publisher(session: Session, msg: ClosePublisher) -> None:
 
 def subscribe(session: Session, msg: Subscribe) -> dict[str, Any]:
     taken = take_back(session, msg)
+    if taken is None:
+        taken = take_back_by_name(session, msg)
     if taken is not None:
         return taken
     return subscribe_to(
@@ -255,7 +261,39 @@ def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     lease = session.resume_lease
     if lease is None or lease.kept is None or msg.since_epoch is None:
         return None
-    ended = lease.kept.ended(msg.resume_sub, msg.channel, msg.since_epoch)
+    return _take_kept(session, msg, lease.kept)
+
+
+def take_back_by_name(session: Session, msg: Subscribe) -> dict[str, Any] | None:
+    """A new process of a gone client (no resume token: it crashed, or was killed) that
+    subscribes ``since=`` a position takes over the reader the server kept for the old one
+    on that channel, if it asks with the same options: a restarted ``block`` recorder gets
+    the frames held for it meanwhile, where the history alone lost them (a channel without
+    one). Its name is its identity, as for channels (resume.adopt_channel); unlike its own
+    resubscription, the channel must still be there and its key given again."""
+    if session.resume_lease is not None or msg.since_epoch is None:
+        return None
+    resume = session.state.resume
+    for kept in resume.kept_for_name(session.name):
+        if kept.has(None, msg.channel):
+            session.state.broker.lookup(msg.channel, msg.key, session)  # the key, again
+            taken = _take_kept(session, msg, kept)  # (no resume_sub: any reader of the channel)
+            if taken is not None:
+                log.info(
+                    "client %r took over its gone process's subscription to %r",
+                    session.name,
+                    msg.channel,
+                )
+                return taken
+    return None
+
+
+def _take_kept(session: Session, msg: Subscribe, kept: KeptReaders) -> dict[str, Any] | None:
+    """take_back from the readers ``kept`` for a gone connection."""
+    epoch = msg.since_epoch
+    if epoch is None:  # (its callers checked: for the type checker)
+        return None
+    ended = kept.ended(msg.resume_sub, msg.channel, epoch)
     if ended is not None:  # it ended as its connection broke: its client did not hear
         sub_id = session.outbox.new_sub_id()
         session.outbox.end_after_reply(replace(ended.end, sub=sub_id))
@@ -266,7 +304,7 @@ def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
             "epoch": msg.since_epoch,
             "resume": {"kind": "resumed", "recovered": 0},
         }
-    if not lease.kept.has(msg.resume_sub, msg.channel):
+    if not kept.has(msg.resume_sub, msg.channel):
         return None
     policy, size = parse_policy(msg.policy, msg.size)
     _check_every(msg.every)
@@ -274,9 +312,7 @@ def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     options = (policy, size, msg.every, msg.max_rate, _sender(msg.sender), _view(msg.view))
     window = _window(msg.window, size)
     block_timeout = _block_timeout(session, msg.block_timeout)  # checked before it is taken
-    reader = lease.kept.take(
-        msg.resume_sub, msg.channel, msg.since_epoch, msg.since_seq or 0, options, window
-    )
+    reader = kept.take(msg.resume_sub, msg.channel, epoch, msg.since_seq or 0, options, window)
     if reader is None:
         return None
     reader.block_timeout_asked = msg.block_timeout

@@ -11,7 +11,9 @@ Five jobs, each small, called from the session and its requests at a few points:
   replaced at once, so the name comes back without a ``NameInUse`` race.
 - **Taking over by name.** A client restarted as a new process has no token; its name is
   its identity. Creating a channel that a gone client of that name still holds (in its
-  grace period, or ``keep``) with the same options adopts it (``adopt_channel``).
+  grace period, or ``keep``) with the same options adopts it (``adopt_channel``); so does a
+  subscribe ``since=`` a position with the same options a reader kept for it
+  (requests.take_back_by_name): a restarted recorder gets what the server held for it.
 - **Publisher resume.** ``open_publisher`` with ``resume_pub`` learns how many frames the
   previous connection's publisher of that id had published (``taken``): the client resends
   exactly the rest of its window.
@@ -231,6 +233,15 @@ class ResumeBook:
         lease = self._leases.get(self._current(token))
         if lease is not None and lease.name == name and lease.session is None:
             self._end_kept(lease)
+
+    def kept_for_name(self, name: str) -> list[KeptReaders]:
+        """The readers kept for gone connections of client ``name`` (whose leases wait out
+        their grace): what a new process of that name may take over (take_back_by_name)."""
+        return [
+            lease.kept
+            for lease in self._leases.values()
+            if lease.name == name and lease.session is None and lease.kept is not None
+        ]
 
     def kept_subscriptions(self) -> int:
         """Subscriptions kept for clients that are away (stats, metrics)."""
