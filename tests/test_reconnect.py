@@ -1635,7 +1635,7 @@ async def test_a_crashed_client_restarted_as_a_new_process_takes_its_channels_ba
             await daq.create_channel("AI1", history=10)
             with pytest.raises(ts.ChannelExists, match=r"previous owner of your name.*history"):
                 await daq.create_channel("AI2", history=6)  # not as it was created
-            with pytest.raises(ts.ChannelExists, match="is taken"):
+            with pytest.raises(ts.ChannelExists, match="exists already: this client created"):
                 await daq.create_channel("AI1", history=10)  # its own now: a second create
             assert trio.current_time() - adopted_at < grace_s
             async with daq.publisher("AI1") as pub:
@@ -1667,6 +1667,80 @@ async def test_a_crashed_client_restarted_as_a_new_process_takes_its_channels_ba
             with trio.move_on_after(WAIT_S):
                 await process.wait()
             await process.stdout.aclose()
+
+
+# The first life of "recorder": a block reader of AI1 that stores 50 frames, saving its
+# position with each, then waits to be killed (the frames after it are in flight to it).
+CRASHING_RECORDER = """
+import sys, trio, trio_stream as ts
+async def main():
+    async with ts.open_client(sys.argv[1], name="recorder") as client:
+        async with client.subscribe("AI1", policy="block", size=1000) as sub:
+            print("subscribed", flush=True)
+            for _ in range(50):
+                msg = await sub.receive()
+            print("saved", sub.position.epoch, sub.position.seq, flush=True)
+            await trio.sleep_forever()
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_a_recorder_killed_and_started_again_gets_every_frame_held_for_it(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    # A channel without history: what the server held for the killed process's subscription
+    # was all there was of the frames written while it was down.
+    async with (
+        crash_servers(kind, request, grace_s=10.0) as (url, _),
+        ts.open_client(url, name="daq") as daq,
+        AsyncExitStack() as stack,
+    ):
+        await daq.create_channel("AI1")
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-c", CRASHING_RECORDER, url], stdout=subprocess.PIPE
+        )
+        assert process.stdout is not None
+        try:
+            output = b""
+
+            async def read_until(word: bytes) -> None:
+                nonlocal output
+                with trio.fail_after(WAIT_S):
+                    while word not in output:
+                        chunk = await process.stdout.receive_some()
+                        assert chunk, f"the recorder ended before it said {word!r}"
+                        output += chunk
+
+            await read_until(b"subscribed")
+            async with daq.publisher("AI1") as pub:
+                await pub.wait_for_readers()
+                for i in range(100):
+                    await pub.send(i)
+                await read_until(b"saved")
+                epoch, seq = output.split(b"saved ")[1].split()[:2]
+                saved = ts.Position(epoch.decode(), int(seq))
+                process.kill()  # SIGKILL: no goodbye, no token for the next process
+                await process.wait()
+                await wait_until_gone(daq, "recorder")
+                for i in range(100, 200):
+                    assert await pub.send(i)  # held for the gone reader
+                await pub.wait_acknowledged()
+                recorder = await open_named(url, "recorder", stack)
+                sub = await stack.enter_async_context(
+                    recorder.subscribe("AI1", policy="block", size=1000, since=saved)
+                )
+                with trio.fail_after(WAIT_S):
+                    got = [await sub.receive() for _ in range(150)]
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.move_on_after(WAIT_S):
+                await process.wait()
+            await process.stdout.aclose()
+    assert saved.seq == 50
+    assert [m.data for m in got] == list(range(50, 200))
+    assert got[0].gap == ts.Gap(kind="resumed", lost=0, recovered=150)
 
 
 async def test_a_crashed_client_takes_its_channels_over_on_another_node_when_its_node_died_too(
