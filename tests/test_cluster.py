@@ -2783,3 +2783,39 @@ async def test_a_nodes_graceful_stop_leaves_a_slow_readers_frames_to_redis(
     gaps = [m.gap for m in got if m.gap is not None]
     assert sub.lost == 0, f"{sub.lost} counted lost that Redis still held; gaps {gaps}"
     assert [m.data for m in got] == list(range(published + 1))
+
+
+async def test_a_script_cache_emptied_again_and_again_costs_no_frame_and_no_node(
+    redis_server: RedisServer,
+) -> None:
+    # After a Redis restart, a script's NoScriptError escaped coredis's one load-and-retry
+    # (the cache emptied again in between) and ended node a (a full-suite run). Here SCRIPT
+    # FLUSH comes every few milliseconds while a writer appends and the nodes beat: it failed
+    # 3 of 3 before redis_scripts, and with eight EVALSHA retries under load too.
+    total = 3000
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
+        await w.create_channel("c")
+        async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
+            with trio.fail_after(WAIT_S * 3):
+                await pub.wait_for_readers()
+                async with trio.open_nursery() as nursery:
+
+                    async def flush_scripts() -> None:
+                        flusher = coredis.Redis.from_url(redis_server.url)
+                        async with flusher:
+                            for _ in range(2000):
+                                await flusher.script_flush()
+                                await trio.sleep(0.001)
+
+                    async def send() -> None:
+                        for i in range(total):
+                            await pub.send(i)
+                            if i % 10 == 0:
+                                await trio.sleep(0.002)
+
+                    nursery.start_soon(flush_scripts)
+                    nursery.start_soon(send)
+                    got = [await sub.receive() for _ in range(total)]
+                    nursery.cancel_scope.cancel()
+        assert [m.data for m in got] == list(range(total))
+        assert sum(m.lost for m in got) == 0

@@ -1700,7 +1700,8 @@ async def test_a_recorder_killed_and_started_again_gets_every_frame_held_for_it(
         process = await trio.lowlevel.open_process(
             [sys.executable, "-c", CRASHING_RECORDER, url], stdout=subprocess.PIPE
         )
-        assert process.stdout is not None
+        stdout = process.stdout
+        assert stdout is not None
         try:
             output = b""
 
@@ -1708,7 +1709,7 @@ async def test_a_recorder_killed_and_started_again_gets_every_frame_held_for_it(
                 nonlocal output
                 with trio.fail_after(WAIT_S):
                     while word not in output:
-                        chunk = await process.stdout.receive_some()
+                        chunk = await stdout.receive_some()
                         assert chunk, f"the recorder ended before it said {word!r}"
                         output += chunk
 
@@ -1737,7 +1738,7 @@ async def test_a_recorder_killed_and_started_again_gets_every_frame_held_for_it(
                 process.kill()
             with trio.move_on_after(WAIT_S):
                 await process.wait()
-            await process.stdout.aclose()
+            await stdout.aclose()
     assert saved.seq == 50
     assert [m.data for m in got] == list(range(50, 200))
     assert got[0].gap == ts.Gap(kind="resumed", lost=0, recovered=150)

@@ -31,6 +31,7 @@ from typing import Final
 import coredis
 
 from .redis_keys import KeySpace
+from .redis_scripts import Script
 
 # A waiting writer renews its stamp at most this often (its room checks come every 1-10 ms):
 # Redis gets about ten writes a second per waiting writer, not a hundred.
@@ -99,7 +100,7 @@ class HeldWriters:
 
     def __init__(self, client: coredis.Redis[bytes], keys: KeySpace) -> None:
         self._keys = keys
-        self._held = client.register_script(_HELD_LUA)
+        self._held = Script(client, _HELD_LUA)
 
     async def held_s(self, channels: list[tuple[str, str]]) -> list[float | None]:
         """For each ``(name, epoch)`` of ``channels``, the seconds its writers have waited

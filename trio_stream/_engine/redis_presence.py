@@ -28,6 +28,7 @@ import trio
 from .._exceptions import InvalidSetting
 from .redis_control import ControlBus
 from .redis_keys import KeySpace
+from .redis_scripts import Script
 from .retry_log import RetryLog
 
 logger = logging.getLogger(__name__)
@@ -135,10 +136,10 @@ class Presence:
         # (channel, node) counts set while a resync's read is on its way (see _resync)
         self._set_meanwhile: set[tuple[str, str]] | None = None
         self.live_nodes: frozenset[str] = frozenset()
-        self._heartbeat = client.register_script(_HEARTBEAT_LUA)
-        self._live = client.register_script(_LIVE_LUA)
-        self._release = client.register_script(_RELEASE_LUA)
-        self._renew_run = client.register_script(_RENEW_RUN_LUA)
+        self._heartbeat = Script(client, _HEARTBEAT_LUA)
+        self._live = Script(client, _LIVE_LUA)
+        self._release = Script(client, _RELEASE_LUA)
+        self._renew_run = Script(client, _RENEW_RUN_LUA)
         self._send_counts, self.count_changes = trio.open_memory_channel[tuple[str, int]](1000)
         bus.on(READERS_KIND, self._on_readers)
         # Counts announced while the bus was away never came (a link that failed: ~0.2 s to

@@ -32,6 +32,7 @@ import coredis
 
 from .keyhash import hash_key, verify_key
 from .redis_keys import KeySpace
+from .redis_scripts import Script
 
 EPOCH_BYTES = 8
 HOLDER_BYTES = 8
@@ -145,9 +146,9 @@ class ChannelRegistry:
     def __init__(self, client: coredis.Redis[bytes], keys: KeySpace) -> None:
         self._client = client
         self._keys = keys
-        self._create = client.register_script(_CREATE_LUA)
-        self._delete = client.register_script(_DELETE_LUA)
-        self._move = client.register_script(_MOVE_LUA)
+        self._create = Script(client, _CREATE_LUA)
+        self._delete = Script(client, _DELETE_LUA)
+        self._move = Script(client, _MOVE_LUA)
 
     async def create(
         self,

@@ -25,9 +25,10 @@ The client: coredis 6.9.0 (anyio 4.16, on trio 0.35; Redis 7.0.15, RESP3 only). 
   Approximate trimming (``~``) frees whole stream nodes of 100 entries: with an entry per
   batch that would keep up to 100 batches more than asked, so the append trims exactly, by
   id (MINID), which costs only the entries it removes.
-- Lua: ``client.register_script(src)`` returns a callable ``await script(keys=, args=)``
-  that uses EVALSHA and falls back to EVAL on NOSCRIPT, so a restarted (empty) Redis needs no
-  re-registration. ``redis.error_reply`` comes back as ``ResponseError`` with its text.
+- Lua: ``Script(client, src)`` (redis_scripts: ``client.register_script`` with an EVAL
+  fallback) is a callable ``await script(keys=, args=)`` that uses EVALSHA and, on
+  NOSCRIPT, EVAL, so a restarted (empty) Redis needs no re-registration.
+  ``redis.error_reply`` comes back as ``ResponseError`` with its text.
 - Pipelines: ``async with client.pipeline(transaction=False) as pipe:`` queue commands
   (each returns a request), the batch is sent on exit; await the requests after the block.
 - Pub/sub: ``async with client.pubsub(channels=[...], ignore_subscribe_messages=True) as
@@ -84,6 +85,7 @@ from coredis.response.types import StreamEntry
 from .redis_holds import STAMP_WAIT_LUA
 from .redis_keys import KeySpace
 from .redis_registry import ChannelRegistry
+from .redis_scripts import Script
 from .retry_log import RetryLog
 
 logger = logging.getLogger(__name__)
@@ -412,9 +414,9 @@ class FrameWriter:
         self._history_frames = history_frames
         self._history_bytes = history_bytes
         self._client = client
-        self._append = client.register_script(_APPEND_LUA)
-        self._room = client.register_script(_ROOM_LUA)
-        self._claim = client.register_script(_CLAIM_LUA)
+        self._append = Script(client, _APPEND_LUA)
+        self._room = Script(client, _ROOM_LUA)
+        self._claim = Script(client, _CLAIM_LUA)
         self._instance = secrets.token_hex(6)
         self._batches = 0
 
