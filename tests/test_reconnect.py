@@ -197,15 +197,17 @@ async def test_a_client_told_to_keep_quiet_says_nothing_of_a_reconnect(
 
 
 # -- a reader's process restarted ------------------------------------------------------------
-@pytest.mark.parametrize("same_options", [True, False])
+@pytest.mark.parametrize("case", ["same options", "other options", "position not sent"])
 async def test_a_restarted_recorder_process_takes_over_what_the_server_held_for_it(
-    server: ts.Server, proxy: TcpProxy, same_options: bool
+    server: ts.Server, proxy: TcpProxy, case: str
 ) -> None:
     # A block recorder killed with SIGKILL and started again `since=` its saved position lost
     # the frames written meanwhile (counted exactly) on a channel without history, though the
     # server held them for it: the new process (no resume token) could not take them over.
     # With other options than its predecessor's it is a new subscription (from the history,
-    # as before): the kept reader is left to end with the grace period.
+    # as before): the kept reader is left to end with the grace period. From a position the
+    # kept reader never sent (another subscription's), taking it would send the frames up to
+    # that position again: a new subscription too, and the kept one, replaced, ends at once.
     async with writer_and_proxied_reader(server, proxy, history=0, policy="block", size=1000) as (
         pub,
         sub,
@@ -215,6 +217,9 @@ async def test_a_restarted_recorder_process_takes_over_what_the_server_held_for_
             await pub.send(i)
         got = [await sub.receive() for _ in range(50)]
         saved = sub.position  # what a recorder writes to disk with each frame it stores
+        same_options = case != "other options"
+        if case == "position not sent":
+            saved = ts.Position(saved.epoch, 150)
         await cut_until_kept(server, proxy)  # the old process is gone, never to come back
         for i in range(100, 200):
             assert await pub.send(i)  # held for the gone reader: it was not dropped
@@ -227,16 +232,55 @@ async def test_a_restarted_recorder_process_takes_over_what_the_server_held_for_
         ):
             kept_then = server.state.resume.kept_subscriptions()
             got_again: list[ts.Message] = []
-            if same_options:
+            if case == "same options":
                 with trio.fail_after(WAIT_S):
                     while len(got_again) < 150:
                         got_again.append(await again.receive())
+            elif case == "position not sent":
+                await pub.send(200)  # (without history, nothing before it may come)
+                with trio.fail_after(WAIT_S):
+                    got_again.append(await again.receive())
         del recorder
     assert [m.seq for m in got] == list(range(1, 51))
-    assert kept_then == (0 if same_options else 1)
-    if same_options:
+    assert kept_then == (1 if case == "other options" else 0)
+    if case == "position not sent":
+        assert got_again[0].seq > 150, got_again[0]  # none of the frames up to it again
+    if case == "same options":
         assert [m.seq for m in got_again] == list(range(51, 201))
         assert got_again[0].gap == ts.Gap(kind="resumed", lost=0, recovered=150)
+
+
+async def test_a_restarted_recorder_takes_over_a_keyed_channels_reader_only_with_the_key(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # Its name alone does not open a channel its key guards: the key is checked as for any
+    # subscribe (on several nodes against Redis's record, which a node's copy lacks).
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as daq,
+        ts.open_client(proxy.url, name="recorder") as first,
+    ):
+        await daq.create_channel("AI1", key="k")
+        async with daq.publisher("AI1") as pub:
+            sub = await first.open_subscription("AI1", key="k", policy="block", size=100)
+            await pub.wait_for_readers()
+            for i in range(10):
+                await pub.send(i)
+            got = [await sub.receive() for _ in range(5)]
+            await cut_until_kept(server, proxy)
+            async with ts.open_client(server.tcp_url, name="recorder") as again:
+                with pytest.raises(ts.AuthError):
+                    await again.open_subscription(
+                        "AI1", key="wrong", policy="block", size=100, since=sub.position
+                    )
+                assert server.state.resume.kept_subscriptions() == 1  # still kept
+                async with again.subscribe(
+                    "AI1", key="k", policy="block", size=100, since=sub.position
+                ) as taken:
+                    with trio.fail_after(WAIT_S):
+                        rest = [await taken.receive() for _ in range(5)]
+    assert [m.data for m in got + rest] == list(range(10))
+    assert rest[0].gap == ts.Gap(kind="resumed", lost=0, recovered=5)
 
 
 # -- resume through a blip -------------------------------------------------------------------
@@ -1742,6 +1786,42 @@ async def test_a_recorder_killed_and_started_again_gets_every_frame_held_for_it(
     assert saved.seq == 50
     assert [m.data for m in got] == list(range(50, 200))
     assert got[0].gap == ts.Gap(kind="resumed", lost=0, recovered=150)
+
+
+async def test_a_restarted_recorder_takes_over_its_reader_of_a_private_channel_of_another_node(
+    request: pytest.FixtureRequest,
+) -> None:
+    # Node a's copy of a channel created on node b has neither its key nor its owner: the
+    # take-over checked the key there, and refused the right one (ChannelNotFound).
+    async with (
+        crash_servers("redis-other-node", request, grace_s=10.0) as (url_a, url_b),
+        open_proxy(url_a) as proxy,
+        ts.open_client(url_b, name="daq") as daq,
+        ts.open_client(proxy.url, name="recorder") as first,
+    ):
+        await daq.create_channel("AI1", public=False, key="k")
+        async with daq.publisher("AI1") as pub:
+            sub = await first.open_subscription("AI1", key="k", policy="block", size=100)
+            await pub.wait_for_readers()
+            for i in range(10):
+                await pub.send(i)
+            with trio.fail_after(WAIT_S):
+                got = [await sub.receive() for _ in range(5)]
+            proxy.refuse()
+            proxy.cut()
+            await wait_until_gone(daq, "recorder")
+            async with ts.open_client(url_a, name="recorder") as again:
+                with pytest.raises(ts.ChannelNotFound):  # (a private channel: not named)
+                    await again.open_subscription(
+                        "AI1", key="wrong", policy="block", size=100, since=sub.position
+                    )
+                async with again.subscribe(
+                    "AI1", key="k", policy="block", size=100, since=sub.position
+                ) as taken:
+                    with trio.fail_after(WAIT_S):
+                        rest = [await taken.receive() for _ in range(5)]
+    assert [m.data for m in got + rest] == list(range(10))
+    assert rest[0].gap == ts.Gap(kind="resumed", lost=0, recovered=5)
 
 
 async def test_a_crashed_client_takes_its_channels_over_on_another_node_when_its_node_died_too(

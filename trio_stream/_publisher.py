@@ -342,7 +342,8 @@ class Publisher:
     def _end(self, reason: str) -> None:
         # The server's reason names the channel most often ("channel 'x' was deleted"):
         # not said twice ("channel 'x' is gone: channel 'x' was deleted").
-        said = reason if repr(self.channel) in reason else f"channel {self.channel!r}: {reason}"
+        named = f"'{self.channel[:80]}" in reason  # (the server cuts a long name in reasons)
+        said = reason if named else f"channel {self.channel!r}: {reason}"
         self._ended = ChannelNotFound(f"{said}; this publisher has ended")
         self._holding = False
         self._acked_event.set()

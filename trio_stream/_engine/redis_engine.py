@@ -950,13 +950,15 @@ class RedisEngine:
     async def _subscribe(self, session: Session, msg: Subscribe) -> dict[str, Any]:
         if msg.channel.startswith("$"):  # the server's own: every node has them, fed locally
             return requests.subscribe(session, msg)
-        # Kept on this node while it was away, or for its gone process (a crash): one that
-        # restarts on another node reads from the stream, and the kept one ends with the
-        # grace period.
-        taken = requests.take_back(session, msg) or requests.take_back_by_name(session, msg)
+        taken = requests.take_back(session, msg)  # kept on this node while it was away
         if taken is not None:
             return taken
-        record = await self._record(msg.channel, msg.key, session)
+        record = await self._record(msg.channel, msg.key, session)  # the key, from Redis
+        # Kept here for its gone process (a crash): one that restarts on another node reads
+        # from the stream, and the kept one ends with the grace period.
+        taken = requests.take_back_by_name(session, msg, lambda: record)
+        if taken is not None:
+            return taken
         channel = self._mirror(record)
         with self._joining_reader(channel.name):
             await self._follow(channel, record.seq)

@@ -123,6 +123,8 @@ class KeptReaders:
         since_seq: int,
         options: tuple[Policy, int | None, int, float | None, bytes | None, object],
         window: int,
+        *,
+        by_name: bool = False,
     ) -> Reader | None:
         """The kept reader a resubscription continues, made ready for ``since_seq`` (its
         frames in flight after it back in its buffer), still in this outbox: the caller's
@@ -137,6 +139,11 @@ class KeptReaders:
             old_id: the subscription's id on the broken connection (``resume_sub``), if sent.
             options: (policy, size, every, max_rate, sender, view) as the client asks them.
             window: the credit window the new connection gives it.
+            by_name: for a new process of the client (requests.take_back_by_name): its
+                position must be one this reader sent, the reader it takes is known by its
+                new id only (the new process numbers its subscriptions from 1 again), and
+                one it cannot take without a gap is dropped: the subscription it opens
+                instead replaces it, and a ``block`` one would hold its writers back.
         """
         named = self._by_old_id.get(old_id) if old_id is not None else None
         candidates = [named] if named is not None else list(self._by_old_id.values())
@@ -154,16 +161,30 @@ class KeptReaders:
                 # had): the caller retunes it. Dropped, a block reader's buffered frames
                 # and those in flight were lost to its own cut.
                 and (held == options or (reader is named and held[4:] == options[4:]))
-                and reader.resumable_after(since_seq)
+                and reader.resumable_after(since_seq, sent_only=by_name)
             ):
                 # The reply may be lost with the new connection too: the client would then
                 # ask by one of these ids again (ids grow along its connections: the newest).
                 ids = self._ids_of(reader)
                 for known in ids:
                     del self._by_old_id[known]
-                reader.known_as = tuple(sorted(ids)[-KNOWN_IDS_MAX:])
+                reader.known_as = () if by_name else tuple(sorted(ids)[-KNOWN_IDS_MAX:])
                 reader.resume_after(since_seq, window)
                 return reader
+        if by_name:
+            for reader in candidates:
+                if (
+                    reader is not None
+                    and not reader.closed
+                    and reader.outbox is self.outbox
+                    and reader.channel.name == name
+                    and _options(reader) == options
+                ):
+                    for known in self._ids_of(reader):
+                        del self._by_old_id[known]
+                    self.outbox.drop(reader)
+                    break
+            return None
         if named is not None and not named.closed and named.outbox is self.outbox:
             # Its client asks for it by its id, from another position or with other options:
             # the subscription it opens now replaces this one, which holds nobody back then.

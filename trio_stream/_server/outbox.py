@@ -988,11 +988,19 @@ class Reader:
             self.outbox.activate(self)
 
     # -- taken back by a reconnected client (kept.py) ----------------------------------------
-    def resumable_after(self, since_seq: int) -> bool:
+    def resumable_after(self, since_seq: int, *, sent_only: bool = False) -> bool:
         """Whether a client that has every frame up to ``since_seq`` can take this reader
         back without a gap: it has every frame the reader let go (its credit came back for
-        them), and none past what the reader sent."""
-        return self.credited_seq <= since_seq <= self.channel.seq
+        them), and none past the channel's newest. ``sent_only``: none past what this reader
+        sent either (a position that may come from another subscription, as with a take by
+        name: past it, the frames buffered up to it would come again)."""
+        newest = self.sent_seq if sent_only else self.channel.seq
+        return self.credited_seq <= since_seq <= newest
+
+    @property
+    def sent_seq(self) -> int:
+        """The seq of the newest frame this reader handed to its connection."""
+        return self._inflight[-1][0].seq if self._inflight else self.credited_seq
 
     def pause(self) -> None:
         """Its connection is gone (kept.py): nothing goes out, nothing counts as going (a

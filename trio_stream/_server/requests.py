@@ -193,26 +193,20 @@ def close_publisher(session: Session, msg: ClosePublisher) -> None:
 
 
 def subscribe(session: Session, msg: Subscribe) -> dict[str, Any]:
-    taken = take_back(session, msg)
-    if taken is None:
-        taken = take_back_by_name(session, msg)
+    def lookup() -> Channel:
+        return session.state.broker.lookup(msg.channel, msg.key, session)
+
+    taken = take_back(session, msg) or take_back_by_name(session, msg, lookup)
     if taken is not None:
         return taken
-    return subscribe_to(
-        session, msg, lambda: session.state.broker.lookup(msg.channel, msg.key, session)
-    )
+    return subscribe_to(session, msg, lookup)
 
 
 def subscribe_to(session: Session, msg: Subscribe, find: Callable[[], Channel]) -> dict[str, Any]:
     """subscribe, the channel given by ``find`` (called once the arguments are checked)."""
     state = session.state
-    limits = state.limits
     outbox = session.outbox
-    if len(outbox.readers) >= limits.max_subscriptions_per_client:
-        raise LimitExceeded(
-            f"this connection holds {len(outbox.readers)} subscriptions, the limit "
-            "(max_subscriptions_per_client); unsubscribe some first"
-        )
+    _check_subscription_quota(session)
     policy, size = parse_policy(msg.policy, msg.size)
     _check_every(msg.every)
     _check_max_rate(msg.max_rate)
@@ -250,6 +244,15 @@ def subscribe_to(session: Session, msg: Subscribe, find: Callable[[], Channel]) 
     return result
 
 
+def _check_subscription_quota(session: Session) -> None:
+    readers = len(session.outbox.readers)
+    if readers >= session.state.limits.max_subscriptions_per_client:
+        raise LimitExceeded(
+            f"this connection holds {readers} subscriptions, the limit "
+            "(max_subscriptions_per_client); unsubscribe some first"
+        )
+
+
 def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     """A resubscription that continues the subscription its broken connection left, kept
     on the server meanwhile (kept.py): no gap at all. None: there is none to continue.
@@ -264,20 +267,23 @@ def take_back(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     return _take_kept(session, msg, lease.kept)
 
 
-def take_back_by_name(session: Session, msg: Subscribe) -> dict[str, Any] | None:
-    """A new process of a gone client (no resume token: it crashed, or was killed) that
-    subscribes ``since=`` a position takes over the reader the server kept for the old one
-    on that channel, if it asks with the same options: a restarted ``block`` recorder gets
-    the frames held for it meanwhile, where the history alone lost them (a channel without
-    one). Its name is its identity, as for channels (resume.adopt_channel); unlike its own
-    resubscription, the channel must still be there and its key given again."""
-    if session.resume_lease is not None or msg.since_epoch is None:
+def take_back_by_name(
+    session: Session, msg: Subscribe, may_use: Callable[[], object]
+) -> dict[str, Any] | None:
+    """A new process of a gone client (it crashed, or was killed: no resume token, so no
+    lease here, and no ``resume_sub``) that subscribes ``since=`` a position takes over the
+    reader the server kept for the old one on that channel, if it asks with the same
+    options: a restarted ``block`` recorder gets the frames held for it meanwhile, where the
+    history alone lost them (a channel without one). Its name is its identity, as for
+    channels (resume.adopt_channel). ``may_use`` raises if ``session`` may not read the
+    channel (its key, again: the engine's check, as for a plain subscribe)."""
+    if session.resume_lease is not None or msg.since_epoch is None or msg.resume_sub is not None:
         return None
-    resume = session.state.resume
-    for kept in resume.kept_for_name(session.name):
+    for kept in session.state.resume.kept_for_name(session.name):
         if kept.has(None, msg.channel):
-            session.state.broker.lookup(msg.channel, msg.key, session)  # the key, again
-            taken = _take_kept(session, msg, kept)  # (no resume_sub: any reader of the channel)
+            may_use()
+            _check_subscription_quota(session)
+            taken = _take_kept(session, msg, kept, by_name=True)
             if taken is not None:
                 log.info(
                     "client %r took over its gone process's subscription to %r",
@@ -288,8 +294,11 @@ def take_back_by_name(session: Session, msg: Subscribe) -> dict[str, Any] | None
     return None
 
 
-def _take_kept(session: Session, msg: Subscribe, kept: KeptReaders) -> dict[str, Any] | None:
-    """take_back from the readers ``kept`` for a gone connection."""
+def _take_kept(
+    session: Session, msg: Subscribe, kept: KeptReaders, *, by_name: bool = False
+) -> dict[str, Any] | None:
+    """take_back from the readers ``kept`` for a gone connection (``by_name``: see
+    KeptReaders.take)."""
     epoch = msg.since_epoch
     if epoch is None:  # (its callers checked: for the type checker)
         return None
@@ -312,7 +321,9 @@ def _take_kept(session: Session, msg: Subscribe, kept: KeptReaders) -> dict[str,
     options = (policy, size, msg.every, msg.max_rate, _sender(msg.sender), _view(msg.view))
     window = _window(msg.window, size)
     block_timeout = _block_timeout(session, msg.block_timeout)  # checked before it is taken
-    reader = kept.take(msg.resume_sub, msg.channel, epoch, msg.since_seq or 0, options, window)
+    reader = kept.take(
+        msg.resume_sub, msg.channel, epoch, msg.since_seq or 0, options, window, by_name=by_name
+    )
     if reader is None:
         return None
     reader.block_timeout_asked = msg.block_timeout
