@@ -250,6 +250,53 @@ async def test_a_restarted_recorder_process_takes_over_what_the_server_held_for_
         assert got_again[0].gap == ts.Gap(kind="resumed", lost=0, recovered=150)
 
 
+async def test_readers_taken_over_in_another_order_each_resume_their_own_after_a_blip(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # The new process numbers its subscriptions from 1 again: taken over in the other order,
+    # B (old id 2) became 1 and A (old id 1) 2, and both kept their old ids too. At the new
+    # process's next cut both ids named A: B's resubscription missed, and B started afresh.
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as daq,
+        ts.open_client(proxy.url, name="recorder") as first,
+    ):
+        await daq.create_channel("A", history=0)
+        await daq.create_channel("B", history=0)
+        async with daq.publisher("A") as pub_a, daq.publisher("B") as pub_b:
+            old_a = await first.open_subscription("A", policy="block", size=100)
+            old_b = await first.open_subscription("B", policy="block", size=100)
+            await pub_a.wait_for_readers()
+            await pub_b.wait_for_readers()
+            await pub_a.send("a0")
+            await pub_b.send("b0")
+            assert (await old_a.receive()).data == "a0"
+            assert (await old_b.receive()).data == "b0"
+            await cut_until_kept(server, proxy)
+            async with (
+                open_proxy(server.tcp_url) as second_proxy,
+                ts.open_client(second_proxy.url, name="recorder", reconnect=FAST) as again,
+            ):
+                new_b = await again.open_subscription(
+                    "B", policy="block", size=100, since=old_b.position
+                )
+                new_a = await again.open_subscription(
+                    "A", policy="block", size=100, since=old_a.position
+                )
+                assert server.state.resume.kept_subscriptions() == 0  # both taken
+                second_proxy.cut()  # the new process's own blip: it resumes, as always
+                await again.wait_state("reconnecting")
+                for i in range(1, 4):
+                    await pub_a.send(f"a{i}")
+                    await pub_b.send(f"b{i}")
+                with trio.fail_after(WAIT_S):
+                    got_a = [await new_a.receive() for _ in range(3)]
+                    got_b = [await new_b.receive() for _ in range(3)]
+    assert [m.data for m in got_a] == ["a1", "a2", "a3"]
+    assert [m.data for m in got_b] == ["b1", "b2", "b3"]
+    assert got_b[0].gap == ts.Gap(kind="resumed", lost=0, recovered=3), got_b[0].gap
+
+
 async def test_a_restarted_recorder_takes_over_a_keyed_channels_reader_only_with_the_key(
     server: ts.Server, proxy: TcpProxy
 ) -> None:
