@@ -1231,6 +1231,16 @@ async def test_a_reloaded_or_closed_page_says_goodbye_and_leaves_no_subscription
     assert result == [0, 0, 0], result
 
 
+async def create_and_send_once_read(
+    client: ts.Client, channel: str, value: Any, **options: Any
+) -> None:
+    """Create ``channel`` (with ``options``) and send ``value`` once the page reads it."""
+    await client.create_channel(channel, **options)
+    async with client.publisher(channel) as pub:
+        await pub.wait_for_readers()
+        await pub.send(value)
+
+
 def record_info_texts(page: Page, *, with_current: bool = True) -> None:
     """From now on, every text the first panel's info line shows goes into window.__seen
     (a poll of the current one misses those the next frame replaces between two polls)."""
@@ -1304,15 +1314,9 @@ async def test_a_panel_on_a_channel_not_there_yet_says_so_and_plots_it_once_crea
             "() => window.__tsPanels?.[0]?.info.textContent.includes('(yet)')"
             " && window.__tsPanels[0].info.textContent"
         ).json_value()
-        trio.from_thread.run(publish_when_read, later)
+        trio.from_thread.run(create_and_send_once_read, client, later, 1.5)
         page.wait_for_function("() => window.__tsPanels[0].frames > 0")
         return said
-
-    async def publish_when_read(channel: str) -> None:
-        await client.create_channel(channel)
-        async with client.publisher(channel) as pub:
-            await pub.wait_for_readers()
-            await pub.send(1.5)
 
     with trio.fail_after(TEST_TIMEOUT_S):
         async with quiet_lab() as (server, client):
@@ -1332,7 +1336,7 @@ async def test_a_deleted_channels_panel_says_it_comes_back_and_plots_it_once_cre
     again = "lab/again"
 
     def steps(page: Page) -> Any:
-        trio.from_thread.run(publish_when_read, again)
+        trio.from_thread.run(create_and_send_once_read, client, again, 2.5)
         page.wait_for_function("() => window.__tsPanels?.[0]?.frames > 0")
         trio.from_thread.run(client.delete_channel, again)
         said = page.wait_for_function(
@@ -1340,15 +1344,9 @@ async def test_a_deleted_channels_panel_says_it_comes_back_and_plots_it_once_cre
             " && window.__tsPanels[0].info.textContent"
         ).json_value()
         frames = page.evaluate("() => window.__tsPanels[0].frames")
-        trio.from_thread.run(publish_when_read, again)
+        trio.from_thread.run(create_and_send_once_read, client, again, 2.5)
         page.wait_for_function("n => window.__tsPanels[0].frames > n", arg=frames)
         return said
-
-    async def publish_when_read(channel: str) -> None:
-        await client.create_channel(channel)
-        async with client.publisher(channel) as pub:
-            await pub.wait_for_readers()
-            await pub.send(2.5)
 
     with trio.fail_after(TEST_TIMEOUT_S):
         async with quiet_lab() as (server, client):
@@ -1371,7 +1369,7 @@ async def test_the_units_label_stands_clear_of_wide_tick_labels() -> None:
     wide = "lab/wide"
 
     def steps(page: Page) -> Any:
-        trio.from_thread.run(publish_when_read, wide)
+        trio.from_thread.run(send_rising_volts, wide)
         page.wait_for_function("() => window.__tsPanels?.[0]?.frames >= 8")
         # A margin widened for the last frame's labels takes effect at the next drawing:
         # drawn twice here, the second drawing is the settled one (no timing involved).
@@ -1399,7 +1397,7 @@ async def test_the_units_label_stands_clear_of_wide_tick_labels() -> None:
                  return {dpr, runs}; }"""
         )
 
-    async def publish_when_read(channel: str) -> None:
+    async def send_rising_volts(channel: str) -> None:
         await client.create_channel(channel, meta={"units": "V"})
         async with client.publisher(channel) as pub:
             await pub.wait_for_readers()
