@@ -372,7 +372,10 @@ async def test_a_graceful_restart_delivers_a_block_readers_frames_once_to_every_
     # reader cannot take in the grace is counted (see the test above).
     published = 3000
     fast = ts.Reconnect(initial=0.05, maximum=0.2)
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    # The slow reader must take the writer's parked window (~1,000 frames) within the grace:
+    # 2 s (the default) ran out beside other test workers, and the frames left parked came
+    # again to the fast reader (196 in a CI run). A bound, not a speed.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, shutdown_grace_s=20)
     first: ts.Server = await nursery.start(ts.serve, config)
     port = int(str(first.tcp_url).rsplit(":", 1)[1])
     again = ts.ServerConfig(host="127.0.0.1", tcp_port=port, http_port=None)

@@ -1797,9 +1797,10 @@ async def test_a_recorder_killed_and_started_again_gets_every_frame_held_for_it(
             output = b""
 
             async def read_until(word: bytes) -> None:
+                """Until a whole line that starts with ``word`` came (a read may end mid-line)."""
                 nonlocal output
                 with trio.fail_after(WAIT_S):
-                    while word not in output:
+                    while word not in output or b"\n" not in output.split(word, 1)[1]:
                         chunk = await stdout.receive_some()
                         assert chunk, f"the recorder ended before it said {word!r}"
                         output += chunk
