@@ -19,7 +19,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -240,6 +240,11 @@ def chromium_path() -> str:
     return chromium
 
 
+def in_url(channel: str) -> str:
+    """``channel`` as the dashboard's URL fragment names it (its "/" escaped)."""
+    return channel.replace("/", "%2F")
+
+
 def run_page(
     url: str, steps: Callable[[Page], object], shot: str, viewport: ViewportSize = VIEWPORT
 ) -> tuple[Any, list[str]]:
@@ -338,7 +343,7 @@ async def test_panels_come_from_the_url_overlay_and_reorder_and_the_url_follows(
         seen["reloaded"] = page.evaluate(PANELS_JS)
         return seen
 
-    fragment = f"#{SCALAR.replace('/', '%2F')};{IMAGE.replace('/', '%2F')}~r=2"
+    fragment = f"#{in_url(SCALAR)};{in_url(IMAGE)}~r=2"
     result, errors = await with_lab(steps, "dashboard-panels.png", fragment=fragment)
     assert not errors
     assert isinstance(result, dict)
@@ -427,7 +432,7 @@ async def test_a_loss_the_server_counts_is_marked_with_its_count() -> None:
         }
 
     # rate 30 Hz over a 20 Hz writer: max_rate drops nothing, only the full buffer does
-    fragment = "#" + SINE.replace("/", "%2F") + "~r=30"
+    fragment = "#" + in_url(SINE) + "~r=30"
     result, errors = await with_lab(steps, "dashboard-loss.png", fragment=fragment)
     print(f"loss markers and counts: {result}")
     assert not errors
@@ -542,7 +547,7 @@ async def test_both_tables_fit_an_800_px_wide_window_long_names_cut_in_the_middl
                     async with client.publisher(long_name):  # a writer: listed, no frames
                         return await trio.to_thread.run_sync(
                             run_page,
-                            server.http_url + "#" + SCALAR.replace("/", "%2F"),
+                            server.http_url + "#" + in_url(SCALAR),
                             page_steps,
                             "dashboard-800px.png",
                             NARROW_VIEWPORT,
@@ -760,7 +765,7 @@ async def with_camera(
                     c.name == channel and c.rate_fps > 0 for c in await client.channels()
                 ):
                     await trio.sleep(0.1)
-                fragment = "#" + channel.replace("/", "%2F") if open_panel else ""
+                fragment = "#" + in_url(channel) if open_panel else ""
                 outcome: tuple[Any, list[str]] = await trio.to_thread.run_sync(
                     run_page, server.http_url + fragment, steps, shot
                 )
@@ -952,7 +957,7 @@ async def test_rendering_a_30_hz_line_and_a_10_hz_image_drops_few_animation_fram
         return bool(result["dropped"] <= result["frames"] / 4)
 
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
-    fragment = f"#{PERF_LINE.replace('/', '%2F')}~r=30;{PERF_IMAGE.replace('/', '%2F')}"
+    fragment = f"#{in_url(PERF_LINE)}~r=30;{in_url(PERF_IMAGE)}"
     with trio.fail_after(TEST_TIMEOUT_S):
         async with ts.open_server(config) as server:
             assert server.tcp_url is not None and server.http_url is not None
@@ -1043,7 +1048,7 @@ async def test_a_cut_connection_resumes_and_marks_the_exact_gap(kept: bool) -> N
                 await client.create_channel(SINE)
                 writers.start_soon(write, client, SINE, SINE_RATE_HZ, sine_frame)
                 # the page itself comes through the proxy: its WebSocket then does too
-                url = proxy.url + "#" + SINE.replace("/", "%2F") + "~r=30"
+                url = proxy.url + "#" + in_url(SINE) + "~r=30"
                 result, errors = await trio.to_thread.run_sync(
                     run_page, url, steps, "dashboard-gap.png"
                 )
@@ -1138,7 +1143,7 @@ async def test_an_image_panel_shows_its_whole_size_label() -> None:
         page.wait_for_function("() => window.__tsPanels[0].frames > 1")
         return page.evaluate(DRAWN_TEXTS_JS)
 
-    fragment = "#" + WIDE.replace("/", "%2F")
+    fragment = "#" + in_url(WIDE)
     result, errors = await with_writers(
         steps, "dashboard-image-label.png", {WIDE: (5.0, wide_frame)}, fragment
     )
@@ -1147,37 +1152,57 @@ async def test_an_image_panel_shows_its_whole_size_label() -> None:
     assert label["left"] >= 0 and label["right"] <= result["width"], result
 
 
-@contextlib.asynccontextmanager
-async def quiet_lab() -> AsyncIterator[tuple[ts.Server, ts.Client]]:
+@dataclass
+class QuietLab:
     """A server with the channel SCALAR and no writer, and the client that created it."""
+
+    server: ts.Server
+    client: ts.Client
+
+
+async def run_in_quiet_lab(
+    shown: str,
+    steps: Callable[[Page, QuietLab], object],
+    shot: str,
+    *,
+    prepare: Callable[[ts.Client], Awaitable[object]] | None = None,
+) -> tuple[Any, list[str]]:
+    """``steps`` in the browser against a quiet lab's dashboard showing the channel ``shown``
+    (``prepare`` runs first); their result and the page's errors."""
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
-    async with ts.open_server(config) as server:
-        assert server.tcp_url is not None and server.http_url is not None
-        async with ts.open_client(server.tcp_url, name="lab-writer") as client:
-            await client.create_channel(SCALAR)
-            yield server, client
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with ts.open_client(server.tcp_url, name="lab-writer") as client:
+                await client.create_channel(SCALAR)
+                if prepare is not None:
+                    await prepare(client)
+                lab = QuietLab(server, client)
+                return await trio.to_thread.run_sync(
+                    run_page,
+                    f"{server.http_url}#{in_url(shown)}",
+                    lambda page: steps(page, lab),
+                    shot,
+                )
 
 
 async def test_a_deleted_channels_meta_is_forgotten() -> None:
     gone = "lab/gone"
 
-    def steps(page: Page) -> Any:
+    def steps(page: Page, lab: QuietLab) -> Any:
         meta_js = "n => window.__tsPanels[0].metaOf(n)"
         page.wait_for_function(f"n => ({meta_js})(n) !== null", arg=gone)
         before = page.evaluate(meta_js, gone)
-        trio.from_thread.run(client.delete_channel, gone)
+        trio.from_thread.run(lab.client.delete_channel, gone)
         page.wait_for_function("n => !document.querySelector(`tr[data-channel='${n}']`)", arg=gone)
         return {"before": before, "after": page.evaluate(meta_js, gone)}
 
-    with trio.fail_after(TEST_TIMEOUT_S):
-        async with quiet_lab() as (server, client):
-            await client.create_channel(gone, meta={"units": "V"})
-            result, errors = await trio.to_thread.run_sync(
-                run_page,
-                f"{server.http_url}#{SCALAR.replace('/', '%2F')}",
-                steps,
-                "dashboard-meta.png",
-            )
+    async def create_gone(client: ts.Client) -> None:
+        await client.create_channel(gone, meta={"units": "V"})
+
+    result, errors = await run_in_quiet_lab(
+        SCALAR, steps, "dashboard-meta.png", prepare=create_gone
+    )
     assert not errors
     assert result == {"before": {"units": "V"}, "after": None}, result
 
@@ -1186,47 +1211,41 @@ async def test_a_reloaded_or_closed_page_says_goodbye_and_leaves_no_subscription
     # The page cannot resume after a reload (its resume token dies with it), yet its
     # subscriptions were kept for resume_grace_s, dropping frames: every reload added to
     # the channels' lost counts (+45 on demo/image) that the page then showed in red.
-    def readers() -> int:
+    def readers(client: ts.Client) -> int:
         listed = trio.from_thread.run(client.channels)
         return next(c.readers for c in listed if c.name == SCALAR)
 
-    def wait_for_readers(count: int, within_s: float) -> None:
+    def wait_for_readers(client: ts.Client, count: int, within_s: float) -> None:
         deadline = time.monotonic() + within_s
-        while readers() != count:
+        while readers(client) != count:
             assert time.monotonic() < deadline, f"not {count} readers within {within_s} s"
             time.sleep(0.05)
 
-    def steps(page: Page) -> Any:
+    def steps(page: Page, lab: QuietLab) -> Any:
+        server, client = lab.server, lab.client
         kept = []
-        wait_for_readers(1, STEP_TIMEOUT_MS / 1000)  # the page's panel has subscribed
+        wait_for_readers(client, 1, STEP_TIMEOUT_MS / 1000)  # the page's panel has subscribed
         page.reload()
         page.wait_for_function("() => window.__tsDashboard?.connected")
         # Its predecessor said goodbye before this page connected: nothing kept for it.
         kept.append(trio.from_thread.run_sync(server.state.resume.kept_subscriptions))
         page.goto("about:blank")  # a tab closed or sent elsewhere
-        wait_for_readers(0, 2.0)  # far less than resume_grace_s
+        wait_for_readers(client, 0, 2.0)  # far less than resume_grace_s
         kept.append(trio.from_thread.run_sync(server.state.resume.kept_subscriptions))
         page.go_back()
         page.wait_for_function("() => window.__tsDashboard?.connected")
-        wait_for_readers(1, STEP_TIMEOUT_MS / 1000)
+        wait_for_readers(client, 1, STEP_TIMEOUT_MS / 1000)
         # Kept for the back button (a persisted pagehide, as the browser sends it): goodbye
         # as well, and a fresh page when shown again.
         page.evaluate("() => dispatchEvent(new PageTransitionEvent('pagehide', {persisted: true}))")
-        wait_for_readers(0, 2.0)
+        wait_for_readers(client, 0, 2.0)
         kept.append(trio.from_thread.run_sync(server.state.resume.kept_subscriptions))
         page.evaluate("() => dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))")
         page.wait_for_function("() => window.__tsDashboard?.connected")
-        wait_for_readers(1, STEP_TIMEOUT_MS / 1000)
+        wait_for_readers(client, 1, STEP_TIMEOUT_MS / 1000)
         return kept
 
-    with trio.fail_after(TEST_TIMEOUT_S):
-        async with quiet_lab() as (server, client):
-            result, errors = await trio.to_thread.run_sync(
-                run_page,
-                f"{server.http_url}#{SCALAR.replace('/', '%2F')}",
-                steps,
-                "dashboard-reloaded.png",
-            )
+    result, errors = await run_in_quiet_lab(SCALAR, steps, "dashboard-reloaded.png")
     assert not errors
     assert result == [0, 0, 0], result
 
@@ -1268,7 +1287,7 @@ async def test_an_array_overlaid_with_a_number_says_it_needs_a_panel_of_its_own(
         )
         return info.json_value()
 
-    fragment = "#" + ",".join(name.replace("/", "%2F") for name in (SCALAR, SINE))
+    fragment = "#" + ",".join(in_url(name) for name in (SCALAR, SINE))
     writers: dict[str, tuple[float, Callable[[int], object]]] = {
         SCALAR: (SCALAR_RATE_HZ, scalar_frame),
         SINE: (SINE_RATE_HZ, sine_frame),
@@ -1298,7 +1317,7 @@ async def test_a_panel_switched_to_another_channel_says_nothing_of_the_one_it_le
         SCALAR: (SCALAR_RATE_HZ, scalar_frame),
         SINE: (SINE_RATE_HZ, sine_frame),
     }
-    fragment = "#" + SCALAR.replace("/", "%2F")
+    fragment = "#" + in_url(SCALAR)
     seen, errors = await with_writers(steps, "dashboard-switched.png", writers, fragment)
     assert not errors
     assert not [text for text in seen if "subscription ended" in text], seen
@@ -1309,23 +1328,16 @@ async def test_a_panel_on_a_channel_not_there_yet_says_so_and_plots_it_once_crea
     # program should call ("create it with create_channel() first ... wait_channel=True").
     later = "lab/later"
 
-    def steps(page: Page) -> Any:
+    def steps(page: Page, lab: QuietLab) -> Any:
         said = page.wait_for_function(
             "() => window.__tsPanels?.[0]?.info.textContent.includes('(yet)')"
             " && window.__tsPanels[0].info.textContent"
         ).json_value()
-        trio.from_thread.run(create_and_send_once_read, client, later, 1.5)
+        trio.from_thread.run(create_and_send_once_read, lab.client, later, 1.5)
         page.wait_for_function("() => window.__tsPanels[0].frames > 0")
         return said
 
-    with trio.fail_after(TEST_TIMEOUT_S):
-        async with quiet_lab() as (server, client):
-            said, errors = await trio.to_thread.run_sync(
-                run_page,
-                f"{server.http_url}#{later.replace('/', '%2F')}",
-                steps,
-                "dashboard-later.png",
-            )
+    said, errors = await run_in_quiet_lab(later, steps, "dashboard-later.png")
     assert not errors
     assert said == f"{later}: no channel of this name (yet); shown as soon as it is created"
 
@@ -1335,27 +1347,20 @@ async def test_a_deleted_channels_panel_says_it_comes_back_and_plots_it_once_cre
     # for good, though it subscribes again as soon as the channel is back.
     again = "lab/again"
 
-    def steps(page: Page) -> Any:
-        trio.from_thread.run(create_and_send_once_read, client, again, 2.5)
+    def steps(page: Page, lab: QuietLab) -> Any:
+        trio.from_thread.run(create_and_send_once_read, lab.client, again, 2.5)
         page.wait_for_function("() => window.__tsPanels?.[0]?.frames > 0")
-        trio.from_thread.run(client.delete_channel, again)
+        trio.from_thread.run(lab.client.delete_channel, again)
         said = page.wait_for_function(
             "() => window.__tsPanels[0].info.textContent.includes('deleted')"
             " && window.__tsPanels[0].info.textContent"
         ).json_value()
         frames = page.evaluate("() => window.__tsPanels[0].frames")
-        trio.from_thread.run(create_and_send_once_read, client, again, 2.5)
+        trio.from_thread.run(create_and_send_once_read, lab.client, again, 2.5)
         page.wait_for_function("n => window.__tsPanels[0].frames > n", arg=frames)
         return said
 
-    with trio.fail_after(TEST_TIMEOUT_S):
-        async with quiet_lab() as (server, client):
-            said, errors = await trio.to_thread.run_sync(
-                run_page,
-                f"{server.http_url}#{again.replace('/', '%2F')}",
-                steps,
-                "dashboard-deleted-again.png",
-            )
+    said, errors = await run_in_quiet_lab(again, steps, "dashboard-deleted-again.png")
     assert not errors
     assert said == (
         f"{again}: subscription ended: channel '{again}' was deleted; "
@@ -1368,8 +1373,8 @@ async def test_the_units_label_stands_clear_of_wide_tick_labels() -> None:
     # units were drawn at a fixed x, over the left end of the wide tick labels.
     wide = "lab/wide"
 
-    def steps(page: Page) -> Any:
-        trio.from_thread.run(send_rising_volts, wide)
+    def steps(page: Page, lab: QuietLab) -> Any:
+        trio.from_thread.run(send_rising_volts, lab.client)
         page.wait_for_function("() => window.__tsPanels?.[0]?.frames >= 8")
         # A margin widened for the last frame's labels takes effect at the next drawing:
         # drawn twice here, the second drawing is the settled one (no timing involved).
@@ -1397,22 +1402,15 @@ async def test_the_units_label_stands_clear_of_wide_tick_labels() -> None:
                  return {dpr, runs}; }"""
         )
 
-    async def send_rising_volts(channel: str) -> None:
-        await client.create_channel(channel, meta={"units": "V"})
-        async with client.publisher(channel) as pub:
+    async def send_rising_volts(client: ts.Client) -> None:
+        await client.create_channel(wide, meta={"units": "V"})
+        async with client.publisher(wide) as pub:
             await pub.wait_for_readers()
             for k in range(8):
                 await pub.send(2575.0 + 0.4 * k)
                 await trio.sleep(0.12)
 
-    with trio.fail_after(TEST_TIMEOUT_S):
-        async with quiet_lab() as (server, client):
-            geometry, errors = await trio.to_thread.run_sync(
-                run_page,
-                f"{server.http_url}#{wide.replace('/', '%2F')}",
-                steps,
-                "dashboard-wide-ticks.png",
-            )
+    geometry, errors = await run_in_quiet_lab(wide, steps, "dashboard-wide-ticks.png")
     assert not errors
     # The first run of ink is the units; the tick labels' ("2576.5", ~35 px) begin a readable
     # gap after it.
@@ -1437,7 +1435,7 @@ async def test_a_refresh_failure_notice_goes_once_a_refresh_succeeds() -> None:
         page.wait_for_function(f"() => ({notice_js})().hidden")
         return {"failed": failed, "after": page.evaluate(f"() => ({notice_js})().textContent")}
 
-    fragment = "#" + SCALAR.replace("/", "%2F")
+    fragment = "#" + in_url(SCALAR)
     result, errors = await with_writers(
         steps, "dashboard-notice.png", {SCALAR: (SCALAR_RATE_HZ, scalar_frame)}, fragment
     )
@@ -1472,7 +1470,7 @@ async def test_a_panel_that_keeps_up_loses_nothing_when_the_page_is_busy_now_and
             "frames": page.evaluate("() => window.__tsPanels[0].frames"),
         }
 
-    fragment = "#" + SINE.replace("/", "%2F") + "~r=30"
+    fragment = "#" + in_url(SINE) + "~r=30"
     result, errors = await with_writers(
         steps, "dashboard-busy.png", {SINE: (SINE_RATE_HZ, sine_frame)}, fragment
     )
@@ -1518,7 +1516,7 @@ async def test_rates_are_marked_stale_while_down_or_not_refreshed() -> None:
         seen["back"] = page.evaluate(STALE_JS)
         return seen
 
-    fragment = "#" + SCALAR.replace("/", "%2F")
+    fragment = "#" + in_url(SCALAR)
     result, errors = await with_writers(
         steps,
         "dashboard-stale.png",
@@ -1563,7 +1561,7 @@ async def test_a_panel_goes_on_after_its_link_was_frozen_for_8_s() -> None:
             "lost": page.evaluate(SERVER_LOST_JS, SCALAR),
         }
 
-    fragment = "#" + SCALAR.replace("/", "%2F")
+    fragment = "#" + in_url(SCALAR)
     result, errors = await with_writers(
         steps,
         "dashboard-frozen.png",
