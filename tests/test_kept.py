@@ -157,12 +157,15 @@ def test_a_client_is_not_given_a_reader_it_cannot_continue_without_a_gap() -> No
     box, reader = block_reader(world, channel)
     publish(world, writer, range(8))
     assert sent(box)[0] == [1, 2, 3, 4]
-    box.credit(reader.sub_id, 4)  # the client had 1..4: the reader let them go
+    # The client had 1..4 and returned credit twice: the reader let 1..2 go for good, and
+    # keeps 3..4 until the next credit (a process killed before saving them asks from 2).
+    box.credit(reader.sub_id, 2)
+    box.credit(reader.sub_id, 2)
     kept = away(world, box)
     epoch = channel.epoch
     # Unnamed (no resume_sub), asking from before what the reader let go, or past the
     # channel's newest, another epoch, other options: not this one (it waits on).
-    assert kept.take(None, "c", epoch, 2, options(reader), 4) is None
+    assert kept.take(None, "c", epoch, 1, options(reader), 4) is None
     assert kept.take(None, "c", epoch, 9, options(reader), 4) is None
     assert kept.take(None, "c", "other", 4, options(reader), 4) is None
     other = (Policy.DROP_OLDEST, *options(reader)[1:])
@@ -170,6 +173,24 @@ def test_a_client_is_not_given_a_reader_it_cannot_continue_without_a_gap() -> No
     assert channel.readers == 1
     new_box, _ = take_back(world, kept, reader, None, since_seq=4)
     assert sent(new_box)[0] == [5, 6, 7, 8]
+
+
+def test_a_reader_taken_from_inside_its_last_credit_sends_the_frames_after_that_position() -> None:
+    # A recorder's client returns credit as the application takes messages: killed after
+    # taking 4 (its credit sent) and before saving it, its new process asks from 3.
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    box, reader = block_reader(world, channel)
+    publish(world, writer, range(8))
+    assert sent(box)[0] == [1, 2, 3, 4]
+    box.credit(reader.sub_id, 4)
+    kept = away(world, box)
+    assert reader.resumable_after(3) and not reader.resumable_after(-1)
+    new_box, taken = take_back(world, kept, reader, None, since_seq=3)
+    assert sent(new_box)[0] == [4, 5, 6, 7]
+    # Its new position is what it asked from: nothing before it is held any more.
+    assert not taken.resumable_after(2) and taken.resumable_after(3)
 
 
 def test_a_kept_reader_its_client_asks_for_by_id_but_cannot_continue_ends_at_once() -> None:
@@ -180,12 +201,13 @@ def test_a_kept_reader_its_client_asks_for_by_id_but_cannot_continue_ends_at_onc
     old_id = reader.sub_id
     publish(world, writer, range(4))
     assert sent(box)[0] == [1, 2, 3, 4]
-    box.credit(reader.sub_id, 4)
+    box.credit(reader.sub_id, 2)
+    box.credit(reader.sub_id, 2)  # 1..2 let go for good, 3..4 until the next credit
     kept = away(world, box)
     publish(world, writer, range(4, 8))  # 2 buffered, 2 parked: the writer is held
     assert sum(count for _, count in decode(writer_box.next_batch()).acks) == 6
     # Its client asks from before what it let go: the new subscription replaces it.
-    assert kept.take(old_id, "c", channel.epoch, 2, options(reader), 4) is None
+    assert kept.take(old_id, "c", channel.epoch, 1, options(reader), 4) is None
     assert channel.readers == 0 and not kept.waiting
     assert sum(count for _, count in decode(writer_box.next_batch()).acks) == 2
 
@@ -256,6 +278,74 @@ def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
         got += written
         uncredited = len(written)
     assert got == list(range(1, published + 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["publish", "write", "store", "credit", "restart"]),
+            st.integers(1, 6),
+        ),
+        max_size=60,
+    )
+)
+def test_a_recorder_restarted_anywhere_stores_every_frame_once_in_order(
+    steps: list[tuple[str, int]],
+) -> None:
+    # The recorder stores the messages it takes one by one, saving its position with each;
+    # its client returns credit for what was taken, once the application has stored all that
+    # the previous credit covered (the application asked for more). Killed anywhere (what
+    # was on the wire and taken but not stored is gone with it), its new process takes the
+    # kept reader over by name from its saved position: each frame stored once, in order.
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    box, reader = block_reader(world, channel, size=5)
+    stored: list[int] = []
+    taken: list[int] = []  # by the client, not stored yet
+    wire: list[int] = []
+    uncredited = 0
+    credited_to = 0  # the newest seq the last credit covered (or the position taken from)
+    published = 0
+    for action, n in steps:
+        if action == "publish":
+            for _ in range(n):
+                world.broker.publish(writer, 1.0, payload(published))
+                published += 1
+        elif action == "write":
+            wire += sent(box)[0]
+            taken += wire[:n]
+            uncredited += len(wire[:n])
+            del wire[:n]
+        elif action == "store":
+            stored += taken[:n]
+            del taken[:n]
+        elif action == "credit" and uncredited and (stored[-1] if stored else 0) >= credited_to:
+            box.credit(reader.sub_id, uncredited)
+            credited_to = (taken or stored)[-1]
+            uncredited = 0
+        elif action == "restart":
+            wire, taken = [], []
+            since = stored[-1] if stored else 0
+            kept = away(world, box)
+            _, box = world.connection()
+            again = kept.take(
+                None, channel.name, channel.epoch, since, options(reader), 4, by_name=True
+            )
+            assert again is reader, (since, reader.credited_seq, reader.released_seq)
+            box.adopt(reader)
+            uncredited = 0
+            credited_to = since
+    for _ in range(published + 1):  # the last process stores the rest, crediting as it goes
+        stored += taken + wire
+        uncredited += len(wire)
+        taken, wire = [], []
+        if uncredited:
+            box.credit(reader.sub_id, uncredited)
+            uncredited = 0
+        wire = sent(box)[0]
+    assert stored == list(range(1, published + 1))
 
 
 def events(box: Outbox) -> list[tuple[str, int, int]]:

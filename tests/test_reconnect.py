@@ -250,6 +250,89 @@ async def test_a_restarted_recorder_process_takes_over_what_the_server_held_for_
         assert got_again[0].gap == ts.Gap(kind="resumed", lost=0, recovered=150)
 
 
+async def test_a_recorder_killed_between_taking_a_message_and_saving_it_takes_over_its_reader(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # Its client returned the credit for the message it had just taken (a quarter of the
+    # window had been taken), so the server let go of that frame: the new process's position,
+    # one before it, was older than what the server still held, and it got a new
+    # subscription (no history: the held frames lost, counted) instead of the kept one.
+    async with writer_and_proxied_reader(server, proxy, history=0, policy="block", size=1000) as (
+        pub,
+        sub,
+        recorder,
+    ):
+        for i in range(300):
+            await pub.send(i)
+        quarter = sub.window // 4  # the message whose taking returns the credit
+        got = [await sub.receive() for _ in range(quarter - 1)]
+        saved = sub.position  # stored and saved
+        got.append(await sub.receive())  # taken, killed before it was saved
+        await recorder.channels()  # a round trip: the server has the credit now
+        await cut_until_kept(server, proxy)
+        for i in range(300, 400):
+            assert await pub.send(i)
+        await pub.wait_acknowledged()
+        assert server.tcp_url is not None
+        async with (
+            ts.open_client(server.tcp_url, name="recorder") as restarted,
+            restarted.subscribe("AI1", policy="block", size=1000, since=saved) as again,
+        ):
+            with trio.fail_after(WAIT_S):
+                got_again = [await again.receive() for _ in range(400 - saved.seq)]
+    assert saved.seq == quarter - 1
+    assert [m.seq for m in got_again] == list(range(quarter, 401))
+    assert got_again[0].gap == ts.Gap(kind="resumed", lost=0, recovered=401 - quarter)
+
+
+async def test_a_sync_recorder_killed_inside_a_batch_takes_over_its_reader(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # A SyncSubscription takes what has arrived into the script's thread as one batch: the
+    # credit for all of it went back as it was taken, so a script killed while storing the
+    # batch's 100th message had a position far older than what the server still held.
+    assert server.tcp_url is not None
+    direct = server.tcp_url
+
+    def scenario() -> tuple[ts.Position, list[ts.Message]]:
+        with (
+            SyncClient(direct, name="daq") as daq,
+            SyncClient(proxy.url, name="recorder") as first,
+        ):
+            daq.create_channel("AI1", history=0)
+            with (
+                first.subscribe("AI1", policy="block", size=1000) as old,
+                daq.publisher("AI1") as pub,
+            ):
+                pub.wait_for_readers(timeout=WAIT_S)
+                for i in range(600):
+                    pub.send(i)
+                daq.flush(timeout=WAIT_S)
+                deadline = time.monotonic() + WAIT_S
+                while old.statistics().buffered < 600:  # all there: one batch could take them
+                    assert time.monotonic() < deadline, old.statistics()
+                    time.sleep(0.01)
+                for _ in range(100):
+                    old.get(timeout=WAIT_S)
+                saved = old.position
+                first.channels()  # a round trip: the server has every credit sent so far
+                trio.from_thread.run(cut_until_kept, server, proxy)
+                for i in range(600, 700):
+                    pub.send(i)
+                daq.flush(timeout=WAIT_S)
+                with (
+                    SyncClient(direct, name="recorder") as restarted,
+                    restarted.subscribe("AI1", policy="block", size=1000, since=saved) as again,
+                ):
+                    return saved, [again.get(timeout=WAIT_S) for _ in range(600)]
+
+    with trio.fail_after(WAIT_S * 3):
+        saved, got = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
+    assert saved.seq == 100
+    assert [m.data for m in got] == list(range(100, 700))
+    assert got[0].gap == ts.Gap(kind="resumed", lost=0, recovered=600)
+
+
 async def test_readers_taken_over_in_another_order_each_resume_their_own_after_a_blip(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

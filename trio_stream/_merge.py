@@ -67,6 +67,12 @@ class Merge:
         """Frames the subscriptions lost to overflow, in total."""
         return sum(sub.lost for sub in self._all)
 
+    @property
+    def _credit_returns(self) -> int:
+        """How many times the subscriptions' credit went back, in total: a SyncMerge ends a
+        batch with the message that returned some (see Subscription._credit_returns)."""
+        return sum(sub._credit_returns for sub in self._all)
+
     def receive_nowait(self) -> Message:
         """The next message if one of the subscriptions has one already.
 

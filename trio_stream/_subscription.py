@@ -113,6 +113,11 @@ class Subscription:
         self._notice_seq = 0
         self._consumed = 0
         self._consumed_bytes = 0
+        # How many times credit went back: the SyncClient ends a batch it takes into the
+        # script's thread with the message that returned credit, so that the server, which
+        # keeps what the last credit let go until the next one (outbox.Reader._released),
+        # still has every message of the batch a killed script may not have saved.
+        self._credit_returns = 0
         # Frames still queued from a previous connection when this subscription resumed: the
         # new one never sent them, so taking them returns no credit to it (which would let
         # the server put more than its window in flight).
@@ -473,6 +478,7 @@ class Subscription:
         self._meter.add(self._consumed, self._consumed_bytes)
         self._consumed = 0
         self._consumed_bytes = 0
+        self._credit_returns += 1
 
     def statistics(self) -> SubscriptionStatistics:
         """Frames, bytes and losses so far, and the rates (see SubscriptionStatistics)."""

@@ -1401,6 +1401,10 @@ class SyncSubscription:
         caller's own timeout, which the error names (not the time left of it)."""
         sub = self._sub
         batch: list[Message] = []
+        # The batch ends with the message whose taking returned credit: the server keeps the
+        # frames of the last credit only (outbox.Reader._released), and a script killed
+        # while storing this batch restarts from a position in it (take-over by name).
+        credit_returns = sub._credit_returns
         # What has arrived already is taken even with no time left (a poll, timeout=0).
         with contextlib.suppress(trio.WouldBlock):
             batch.append(sub.receive_nowait())
@@ -1411,7 +1415,7 @@ class SyncSubscription:
                 asked_s = timeout_s if asked_s is None else asked_s
                 message = f"no message on {sub.channel!r} within {asked_s:g} s"
                 raise caller_timeout(message + _reconnecting_note(self._client._trio_client))
-        while len(batch) < sub.window:
+        while len(batch) < sub.window and sub._credit_returns == credit_returns:
             try:
                 batch.append(sub.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):

@@ -137,6 +137,7 @@ class Reader:
         "_going_bytes",
         "_inflight",
         "_notices",
+        "_released",
         "_replaying",
         "active",
         "block_timeout",
@@ -163,6 +164,7 @@ class Reader:
         "outbox",
         "parked",
         "policy",
+        "released_seq",
         "seen",
         "sender",
         "sent",
@@ -210,6 +212,14 @@ class Reader:
         # so that a reader whose connection breaks gets back those its client never had.
         self._inflight: deque[tuple[SharedData, int]] = deque()
         self.credited_seq = 0  # the seq of the newest frame the client's credit let go
+        # The entries the client's last credit let go, kept until its next credit, and the
+        # seq before them: a client's credit goes back as the application *takes* messages,
+        # so a recorder killed after taking one (its credit sent) and before saving it has a
+        # position older than credited_seq. Kept, the frames from there can still be handed
+        # to its new process (kept.KeptReaders.take, by name); at most a quarter of the
+        # window more (the clients return credit a quarter at a time), shared, not copied.
+        self._released: deque[tuple[SharedData, int]] = deque()
+        self.released_seq = 0
         # The loss notices sent after the frames in flight, as (seq accounted for, count):
         # like those frames, given back to a resume whose client never had them.
         self._notices: list[tuple[int, int]] = []
@@ -969,33 +979,40 @@ class Reader:
         if frames >= len(inflight):
             # The usual case: all of them (inflight_bytes is always the sum of inflight).
             if inflight:
+                self.released_seq = self.credited_seq
                 self.credited_seq = inflight[-1][0].seq
-                inflight.clear()
+                self._released = inflight
+                self._inflight = deque()
             self.inflight_bytes = 0
         elif frames > 0:
             # A plain loop: measured faster here than C-level map passes over the entries.
             pop = inflight.popleft
+            released: deque[tuple[SharedData, int]] = deque()
+            keep = released.append
             freed = 0
             for _ in range(frames):
                 entry = pop()
+                keep(entry)
                 freed += entry[0].nbytes
+            self.released_seq = self.credited_seq
             self.credited_seq = entry[0].seq
+            self._released = released
             self.inflight_bytes -= freed
         self.credit = min(self.credit + frames, self.window)
         if self._notices:  # rare: only after drops at an empty buffer
-            self._notices = [n for n in self._notices if n[0] > self.credited_seq]
+            self._notices = [n for n in self._notices if n[0] > self.released_seq]
         if not self.active and self.ready():
             self.outbox.activate(self)
 
     # -- taken back by a reconnected client (kept.py) ----------------------------------------
     def resumable_after(self, since_seq: int, *, sent_only: bool = False) -> bool:
         """Whether a client that has every frame up to ``since_seq`` can take this reader
-        back without a gap: it has every frame the reader let go (its credit came back for
-        them), and none past the channel's newest. ``sent_only``: none past what this reader
-        sent either (a position that may come from another subscription, as with a take by
-        name: past it, the frames buffered up to it would come again)."""
+        back without a gap: it has every frame the reader let go for good (those before the
+        last credit's), and none past the channel's newest. ``sent_only``: none past what
+        this reader sent either (a position that may come from another subscription, as with
+        a take by name: past it, the frames buffered up to it would come again)."""
         newest = self.sent_seq if sent_only else self.channel.seq
-        return self.credited_seq <= since_seq <= newest
+        return self.released_seq <= since_seq <= newest
 
     @property
     def sent_seq(self) -> int:
@@ -1022,6 +1039,12 @@ class Reader:
         again = [entry for entry in inflight if entry[0].seq > since_seq]
         inflight.clear()
         self.inflight_bytes = 0
+        if since_seq < self.credited_seq:  # a new process's position, within the last credit's
+            again[:0] = [entry for entry in self._released if entry[0].seq > since_seq]
+        self._released.clear()
+        # The client has every frame up to ``since_seq`` and none in flight: as if credited
+        # (also for sent_seq, which a take-over by name checks a position against).
+        self.credited_seq = self.released_seq = since_seq
         self.window = self.credit = window
         self._going = self._going_bytes = 0
         # A client that had a notice resumes after the seq it accounted for, so one past
