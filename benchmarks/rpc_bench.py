@@ -1,15 +1,18 @@
 """python benchmarks/rpc_bench.py [--calls N] [--seconds S] [--repeat R] [--cluster] [--json FILE]
 
-RPC round trips (async client and SyncClient) and SyncClient publish throughput against the
-async client's, each part in its own process: a server, a provider (or a reader), a caller
-(or a writer). See the section "RPC and sync client" in benchmarks/README.md.
+RPC round trips (async client and SyncClient), SyncClient publish throughput against the
+async client's, and SyncClient read throughput against the async client's (a lossless
+``block`` reader of a flooding writer), each part in its own process: a server, a provider
+(or a reader, or a writer), a caller (or a writer, or a reader). See the section "RPC and
+sync client" in benchmarks/README.md.
 
 ``--cluster``: the RPC round trips between two nodes on Redis (a fresh redis-server, nodes
 ``a`` and ``b`` as ``benchmarks/cluster.py`` starts them): the provider a client of node a,
 the callers clients of node b, so every call and answer crosses Redis pub/sub.
 
 The same file is every process: ``--role server|provider|reader|async-caller|sync-caller|
-async-writer|sync-writer`` (the orchestrator, without ``--role``, starts the others).
+async-writer|sync-writer|flood-writer|async-reader|sync-reader`` (the orchestrator, without
+``--role``, starts the others).
 """
 
 from __future__ import annotations
@@ -75,6 +78,56 @@ async def reader_role(args: argparse.Namespace) -> None:
             print("ready", flush=True)
             async for _ in sub:
                 pass
+
+
+async def flood_writer_role(args: argparse.Namespace) -> None:
+    async with ts.open_client(args.url, name="bench-flood") as client:
+        await client.create_channel(CHANNEL)
+        print("ready", flush=True)
+        async with client.publisher(CHANNEL) as pub:
+            await pub.wait_for_readers()
+            while True:  # held back by the block reader: its speed is what shows
+                await pub.send(SMALL)
+
+
+async def async_reader_role(args: argparse.Namespace) -> None:
+    async with (
+        ts.open_client(args.url, name="bench-async-reader") as client,
+        client.subscribe(CHANNEL, policy="block", size=1000) as sub,
+    ):
+        count, start = 0, time.perf_counter()
+        warm_until, deadline = start + 1.0, start + 1.0 + args.seconds
+        async for _ in sub:
+            count += 1
+            if count & 1023:
+                continue
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+            if now < warm_until:
+                count, start = 0, now
+        elapsed = time.perf_counter() - start
+    print(json.dumps({"values_per_s": count / elapsed}), flush=True)
+
+
+def sync_reader_role(args: argparse.Namespace) -> None:
+    with (
+        ts.SyncClient(args.url, name="bench-sync-reader") as client,
+        client.subscribe(CHANNEL, policy="block", size=1000) as sub,
+    ):
+        count, start = 0, time.perf_counter()
+        warm_until, deadline = start + 1.0, start + 1.0 + args.seconds
+        for _ in sub:
+            count += 1
+            if count & 1023:
+                continue
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+            if now < warm_until:
+                count, start = 0, now
+        elapsed = time.perf_counter() - start
+    print(json.dumps({"values_per_s": count / elapsed}), flush=True)
 
 
 def latency_summary(latencies_ns: list[int], elapsed_s: float) -> dict[str, float]:
@@ -164,6 +217,9 @@ ROLES: dict[str, Callable[[argparse.Namespace], Any]] = {
     "sync-caller": sync_caller_role,
     "async-writer": async_writer_role,
     "sync-writer": sync_writer_role,
+    "flood-writer": flood_writer_role,
+    "async-reader": async_reader_role,
+    "sync-reader": sync_reader_role,
 }
 
 
@@ -251,11 +307,20 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         with background("server") as url, background("reader", url):
             for name, role in (("async publish", "async-writer"), ("sync publish", "sync-writer")):
                 cases.setdefault(name, []).append(measure(role, url, "--seconds", seconds))
+        for name, role in (("async read", "async-reader"), ("sync read", "sync-reader")):
+            with background("server") as url, background("flood-writer", url):
+                cases.setdefault(name, []).append(measure(role, url, "--seconds", seconds))
     medians = {name: median_of(runs) for name, runs in cases.items()}
     if args.cluster:
         return {"medians": medians, "runs": cases}
     share = medians["sync publish"]["values_per_s"] / medians["async publish"]["values_per_s"]
-    return {"medians": medians, "runs": cases, "sync_publish_share": share}
+    read_share = medians["sync read"]["values_per_s"] / medians["async read"]["values_per_s"]
+    return {
+        "medians": medians,
+        "runs": cases,
+        "sync_publish_share": share,
+        "sync_read_share": read_share,
+    }
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> str:
@@ -278,16 +343,18 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
         return "\n".join(lines)
     lines += [
         "",
-        "| publish, ~100-byte values, until the server has them all | values/s |",
+        "| ~100-byte values (publish: until the server has them; read: a block reader)"
+        " | values/s |",
         "|---|---:|",
     ]
-    for name in ("async publish", "sync publish"):
+    for name in ("async publish", "sync publish", "async read", "sync read"):
         lines.append(f"| {name} | {medians[name]['values_per_s']:,.0f} |")
     lines.append("")
     lines.append(
-        f"sync publish = {100 * result['sync_publish_share']:.0f} % of async publish "
+        f"sync publish = {100 * result['sync_publish_share']:.0f} % of async publish, "
+        f"sync read = {100 * result['sync_read_share']:.0f} % of async read "
         f"(median of {args.repeat}; {args.calls} calls per RPC case, {args.seconds} s per "
-        "publish case)"
+        "publish or read case)"
     )
     return "\n".join(lines)
 
@@ -306,7 +373,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.role is not None:
         role = ROLES[args.role]
-        if role in (sync_caller_role, sync_writer_role):
+        if role in (sync_caller_role, sync_writer_role, sync_reader_role):
             role(args)
         else:
             trio.run(role, args)
