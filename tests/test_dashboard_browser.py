@@ -1368,6 +1368,47 @@ async def test_a_deleted_channels_panel_says_it_comes_back_and_plots_it_once_cre
     ), said
 
 
+async def test_a_panel_whose_writer_stopped_says_so_and_its_time_axis_goes_on() -> None:
+    # A hung 100 Hz instrument's panel showed its last value in full colour, the line to the
+    # right edge labelled "now": a frozen reading looked like a steady one.
+    paced = "lab/paced"
+
+    async def send(client: ts.Client, values: range) -> None:
+        async with client.publisher(paced) as pub:
+            await pub.wait_for_readers()
+            for k in values:
+                await pub.send(float(k))
+                await trio.sleep(0.05)
+
+    def steps(page: Page, lab: QuietLab) -> Any:
+        trio.from_thread.run(send, lab.client, range(20))
+        area_js = "() => window.__tsPanels[0].area"
+        said = page.wait_for_function(
+            f"() => ({area_js})().classList.contains('stale') && ({area_js})().dataset.stale"
+        ).json_value()
+        # The axis' end has gone on past the newest sample: the line stops short of "now".
+        behind = page.evaluate(
+            "() => { const p = window.__tsPanels[0].plotter;"
+            " return p._liveEnd() - p._latestTime(); }"
+        )
+        title = page.evaluate(f"() => ({area_js})().title")
+        trio.from_thread.run(send, lab.client, range(20, 22))
+        page.wait_for_function(f"() => !({area_js})().classList.contains('stale')")
+        return {"said": said, "behind": behind, "title": title}
+
+    async def create(client: ts.Client) -> None:
+        await client.create_channel(paced)
+
+    result, errors = await run_in_quiet_lab(
+        paced, steps, "dashboard-writer-stopped.png", prepare=create
+    )
+    assert not errors
+    assert result["said"] in ("no new frame for 3s", "no new frame for 4s"), result
+    assert result["behind"] >= 2.9, result
+    assert result["title"].endswith("; its writer is quiet, stopped or gone"), result
+    assert re.search(r"the last frame came at \d\d:\d\d:\d\d\.\d{3};", result["title"]), result
+
+
 async def test_the_units_label_stands_clear_of_wide_tick_labels() -> None:
     # A new user's "V" channel of values near 2576 showed the tick ">2576.5": the rotated
     # units were drawn at a fixed x, over the left end of the wide tick labels.

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   imageView, viewText, subscriptionOptions, firstSubscriptionOptions, frameBytesFromRates, MAX_IMAGE_SIDE_PX, IMAGE_BYTES_PER_S, PANEL_DEPTH_S,
-  reconnectTally, tallyFrame, tallyNote,
+  reconnectTally, tallyFrame, tallyNote, usualGap, quietFor,
 } from '../../trio_stream/web/panels.js';
 
 test('a frame within the side gets no view', () => {
@@ -83,4 +83,21 @@ test('a panel on a channel of unknown frame size first asks for one frame', () =
   // known: what the panel keeps once tuned
   assert.deepEqual(firstSubscriptionOptions(30, 8), subscriptionOptions(30, 8));
   assert.deepEqual(firstSubscriptionOptions(30, 8 * 2 ** 20), { policy: 'drop_oldest', size: 1, maxRate: 1 });
+});
+
+test('a panel whose frames stopped says for how long, once that is far past their usual interval', () => {
+  // A hung 100 Hz instrument's panel showed its last value in full colour, as if steady.
+  let typical = 0, at = 0;
+  for (let k = 0; k < 50; k++) { const now = 1_000_000 + 10 * k; if (at) typical = usualGap(typical, now - at); at = now; }
+  assert.ok(Math.abs(typical - 10) < 1e-9, typical);
+  assert.equal(quietFor(at, typical, at + 2_999), '', 'at least 3 s');
+  assert.equal(quietFor(at, typical, at + 15_000), '15s');
+  // One long pause moves the usual interval by little: the next stop is still told at once.
+  typical = usualGap(typical, 8_000);
+  assert.ok(typical < 14, typical);
+  // A slow writer (every 10 s) is quiet only after five of its intervals.
+  assert.equal(quietFor(at, 10_000, at + 40_000), '');
+  assert.equal(quietFor(at, 10_000, at + 50_000), '50s');
+  assert.equal(quietFor(at, 0, at + 60_000), '', 'one frame: no interval known yet (a setpoint)');
+  assert.equal(quietFor(0, 0, 60_000), '', 'nothing came yet');
 });

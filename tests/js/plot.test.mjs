@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classify, niceTicks, finiteRange, numericArray, markerLabel, reconnectNote, describe } from '../../trio_stream/web/plot.js';
+import { classify, niceTicks, finiteRange, numericArray, markerLabel, reconnectNote, describe, addPoint, breakAfter } from '../../trio_stream/web/plot.js';
 import * as fmt from '../../trio_stream/web/format.js';
 import { NDArray, decode, encode } from '../../trio_stream/web/cbor.js';
 
@@ -133,4 +133,36 @@ test("a panel's note after a reconnection: when, and the gap or the reset", () =
     reconnectNote({ kind: 'reset', lost: null }, at),
     'reconnected 13:04:05.006: reset (frames the old server held are lost, count unknown)',
   );
+});
+
+test("a series keeps time order: two writers' clocks 3 s apart both stay plotted", () => {
+  // A channel written in turn by two consoles, one clock 3 s behind: every step back in time
+  // cleared the history, and the panel plotted nothing at all.
+  const s = [];
+  for (let k = 0; k < 20; k++) {
+    const t = 1000 + 0.2 * k;
+    addPoint(s, k % 2 ? t - 3 : t, k, 60, 10_000);
+  }
+  assert.equal(s.length, 20);
+  assert.deepStrictEqual(s.map((p) => p.t), [...s.map((p) => p.t)].sort((a, b) => a - b));
+  // A clock that jumped back by more than the window starts that history again.
+  addPoint(s, 900, -1, 60, 10_000);
+  assert.deepStrictEqual(s, Object.assign([{ t: 900, v: -1 }], { typical: undefined }));
+});
+
+test('a series breaks its line at a pause far longer than its usual interval', () => {
+  // An instrument stopped for 8 s was drawn as a flat line across the hole.
+  const s = [];
+  for (let k = 0; k < 100; k++) addPoint(s, 1000 + 0.01 * k, k, 60, 10_000);
+  assert.ok(Math.abs(s.typical - 0.01) < 1e-9, s.typical);
+  assert.equal(breakAfter(s.typical), 1, 'at least a second');
+  const before = s.typical;
+  addPoint(s, s[s.length - 1].t + 8, 100, 60, 10_000);
+  assert.ok(8 > breakAfter(s.typical), 'the hole is broken');
+  assert.ok(s.typical < 2 * before, 'one pause moves the usual interval by little');
+  assert.equal(breakAfter(10), 40, 'a slow writer: four of its intervals');
+  // The window: points older than historySeconds before the newest go, and maxPoints holds.
+  const w = [];
+  for (let k = 0; k < 100; k++) addPoint(w, k, k, 10, 5);
+  assert.deepStrictEqual(w.map((p) => p.t), [95, 96, 97, 98, 99]);
 });

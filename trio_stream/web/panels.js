@@ -4,7 +4,7 @@
 
 import { Plotter, describe, reconnectNote } from './plot.js';
 import { toCsv, toNpy, download } from './export.js';
-import { setText } from './format.js';
+import { clock, duration, setText } from './format.js';
 import { ChannelNotFound } from './trio_stream.js';
 
 export const RATES_HZ = [1, 2, 5, 10, 30];
@@ -29,6 +29,26 @@ export const PANEL_DEPTH_S = 0.5;
  * @param {number} rateHz the panel's rate
  * @param {number | null} frameBytes the size of the channel's last frame, once known
  */
+// A panel whose frames stopped for five times their usual interval, and at least this long,
+// says so (a 10 Hz channel after 3 s, one written every 10 s after 50 s).
+const QUIET_AFTER_MS = 3000;
+
+/** A panel's usual time between frames (ms): one long pause moves it by little. */
+export function usualGap(typicalMs, gapMs) {
+  return typicalMs ? 0.9 * typicalMs + 0.1 * Math.min(gapMs, 4 * typicalMs) : gapMs;
+}
+
+/**
+ * How long a panel's frames have stopped, as text, once that is much longer than their
+ * usual interval (five times it, at least 3 s); '' while they come (or before two came).
+ */
+export function quietFor(lastFrameAt, typicalGapMs, now) {
+  if (!lastFrameAt || !typicalGapMs) return '';
+  const silentMs = now - lastFrameAt;
+  if (silentMs < Math.max(QUIET_AFTER_MS, 5 * typicalGapMs)) return '';
+  return duration(silentMs / 1000);
+}
+
 export function subscriptionOptions(rateHz, frameBytes = null) {
   let maxRate = rateHz;
   if (frameBytes && frameBytes * rateHz > IMAGE_BYTES_PER_S) maxRate = Math.max(0.1, IMAGE_BYTES_PER_S / frameBytes);
@@ -152,6 +172,7 @@ export class Panel {
     this.frames = 0;
     this.lastMsg = null;
     this.lastFrameAt = 0; // when the last frame was plotted (Date.now())
+    this.typicalGapMs = 0; // the usual time between two frames (0: fewer than two yet)
     this.lastBytes = null; // of the last array plotted: what a frame costs the page
     this.build();
     this.plotter = new Plotter(this.canvas);
@@ -371,7 +392,9 @@ export class Panel {
     else if (entry.reconnected) tallyFrame(entry.reconnected, msg);
     this.frames++;
     this.lastMsg = msg;
-    this.lastFrameAt = Date.now();
+    const now = Date.now();
+    if (this.lastFrameAt) this.typicalGapMs = usualGap(this.typicalGapMs, now - this.lastFrameAt);
+    this.lastFrameAt = now;
     this.lastBytes = view.values?.byteLength ?? null;
     // A large image: ask the server for a decimated view of it instead. The shape is known
     // only now, from this first frame; frames through the view that still exceed the side
@@ -414,15 +437,22 @@ export class Panel {
 
   /**
    * Mark the plot as live or not: dimmed, with "not live" in its corner and since when on
-   * hover, while the page's link is down or frozen (the page's markStale decides).
+   * hover, while the page's link is down or frozen (the page's markStale decides, once a
+   * second); dimmed too, saying for how long, while its own frames have stopped for much
+   * longer than their usual interval (a writer stopped, hung or gone: its last value must
+   * not pass for a steady one). The time axis goes on meanwhile, the line stopping short.
    * @param {boolean} live
    */
-  markLive(live) {
-    this.area.classList.toggle('stale', !live);
-    const title = live ? '' : this.lastFrameAt
-      ? `not live: the last frame came at ${new Date(this.lastFrameAt).toLocaleTimeString()}`
-      : 'not live';
+  markLive(live, now = Date.now()) {
+    const quiet = live && quietFor(this.lastFrameAt, this.typicalGapMs, now);
+    const said = !live ? 'not live' : quiet ? `no new frame for ${quiet}` : '';
+    this.area.classList.toggle('stale', !live || Boolean(quiet));
+    if (this.area.dataset.stale !== said) this.area.dataset.stale = said;
+    const since = this.lastFrameAt ? `the last frame came at ${clock(this.lastFrameAt / 1000)}` : '';
+    const title = !live ? (since ? `not live: ${since}` : 'not live')
+      : quiet ? `${since}; its writer is quiet, stopped or gone` : '';
     if (this.area.title !== title) this.area.title = title;
+    if (quiet && !this.plotter.paused) this.plotter.requestDraw(); // the time axis goes on
   }
 
   /** Retune `entry`'s subscription to the panel's rate and the frame size it knows now. */

@@ -186,6 +186,48 @@ const MARKER_COLORS = { loss: '#cf222e', reconnect: '#b26a00', gap: '#b26a00' };
 const MAX_MARKERS = 500;
 
 /**
+ * How long a pause between two points of a series may last before its line breaks there:
+ * four times its usual interval (`typical`, seconds), at least a second.
+ */
+export function breakAfter(typical) {
+  return Math.max(1, 4 * typical);
+}
+
+/**
+ * Add the point (t, v) to the time-ordered series `s` (an array of {t, v}), keeping at most
+ * `historySeconds` before its newest point and `maxPoints` points. `s.typical` follows its
+ * usual interval (seconds): an average that one long pause moves by little (a step counts
+ * at most four times the average).
+ */
+export function addPoint(s, t, v, historySeconds, maxPoints) {
+  const n = s.length;
+  const newest = n ? s[n - 1].t : -Infinity;
+  if (t >= newest) {
+    if (n) {
+      const dt = t - newest;
+      s.typical = s.typical === undefined ? dt : 0.9 * s.typical + 0.1 * Math.min(dt, 4 * s.typical || dt);
+    }
+    s.push({ t, v });
+  } else if (t < newest - historySeconds) {
+    // A sender whose clock jumped back by more than the window: that history starts again.
+    s.length = 0;
+    s.typical = undefined;
+    s.push({ t, v });
+  } else {
+    // An older time than the newest (two writers whose clocks differ, a late frame): in
+    // its place. (Clearing the history here left a channel of two such writers unplotted.)
+    let i = n;
+    while (i > 0 && s[i - 1].t > t) i--;
+    s.splice(i, 0, { t, v });
+  }
+  const cut = s[s.length - 1].t - historySeconds;
+  let drop = 0;
+  while (drop < s.length && s[drop].t < cut) drop++;
+  if (s.length - drop > maxPoints) drop = s.length - maxPoints;
+  if (drop) s.splice(0, drop);
+}
+
+/**
  * One plot: a time series of one or more numeric channels (overlaid, each its own colour),
  * or the newest 1-D array (a line) or 2-D array (an image) of one channel.
  *
@@ -288,14 +330,8 @@ export class Plotter {
   _append(key, t, v) {
     let s = this.series.get(key);
     if (!s) this.series.set(key, (s = []));
-    // A sender whose clock jumped back would fold the time axis: restart that history.
-    if (s.length && t < s[s.length - 1].t - 1) s.length = 0;
-    s.push({ t, v });
-    const cut = t - this.historySeconds;
-    let drop = 0;
-    while (drop < s.length && s[drop].t < cut) drop++;
-    if (s.length - drop > this.maxPoints) drop = s.length - this.maxPoints;
-    if (drop) s.splice(0, drop);
+    addPoint(s, t, v, this.historySeconds, this.maxPoints);
+    this._pushedAt = Date.now();
   }
 
   /**
@@ -311,7 +347,7 @@ export class Plotter {
 
   pause(on = !this.paused) {
     this.paused = on;
-    if (on) this._frozenAt = this._latestTime();
+    if (on) this._frozenAt = this._liveEnd();
     this.requestDraw();
     return this.paused;
   }
@@ -359,6 +395,16 @@ export class Plotter {
     return Number.isFinite(end) ? end : Date.now() / 1000;
   }
 
+  /**
+   * The live time axis' end, "now": the newest sample's time (the writers' clock, which may
+   * differ from this page's) plus the time since it came. While no frame comes the axis goes
+   * on and the line stops short of "now", as a quiet or stopped writer's does.
+   */
+  _liveEnd() {
+    const since = this._pushedAt ? Math.max(0, Date.now() - this._pushedAt) / 1000 : 0;
+    return this._latestTime() + since;
+  }
+
   /** What is plotted now, for export: {kind: 'series', names, rows} or {kind, values, shape}. */
   snapshot() {
     const v = this.view;
@@ -380,7 +426,7 @@ export class Plotter {
   }
 
   _timeWindow() {
-    const end = this.zoom?.end ?? (this.paused ? this._frozenAt : this._latestTime());
+    const end = this.zoom?.end ?? (this.paused ? this._frozenAt : this._liveEnd());
     const span = this.zoom?.span ?? this.historySeconds;
     return [end - span, end];
   }
@@ -520,12 +566,18 @@ export class Plotter {
       const series = this.series.get(name);
       ctx.strokeStyle = this.colorOf(k);
       ctx.beginPath();
-      let pen = false;
+      // A pause much longer than the series' usual interval is a hole in the data (a writer
+      // stopped, hung or restarted): the line breaks there rather than draw a value that
+      // stayed or a ramp that never was. A point alone between two holes is a dot.
+      const hole = breakAfter(series.typical ?? 0);
+      let pen = false, prevT = 0;
       for (const p of series) {
         if (!Number.isFinite(p.v) || p.t < t0 - 1 || p.t > tEnd + 1) { pen = false; continue; }
         const x = sx(p.t - tEnd), y = sy(p.v);
-        if (pen) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+        if (pen && p.t - prevT <= hole) ctx.lineTo(x, y);
+        else { ctx.moveTo(x + 1.2, y); ctx.arc(x, y, 1.2, 0, 2 * Math.PI); ctx.moveTo(x, y); }
         pen = true;
+        prevT = p.t;
       }
       ctx.stroke();
     });
