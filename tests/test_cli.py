@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import cbor2
 import numpy as np
@@ -819,7 +819,43 @@ async def test_sub_says_in_one_line_that_its_channel_ended(url: str) -> None:
             code, stdout, stderr = await sub.finish()
     assert code == 0 and stdout == ""
     # The server's reason, which names the channel (it said only "ended", whatever the cause)
-    assert stderr.strip().splitlines() == ["trio-stream sub: channel 'short-lived' was deleted"]
+    assert stderr.strip().splitlines() == [
+        "trio-stream sub: channel 'short-lived' was deleted "
+        "(--wait-channel reads on when it is back)"
+    ]
+
+
+WAITING_LINE: Final = "waiting for channel 'comes-back' (Ctrl-C to stop"
+
+
+async def channel_with_two_lives(owner: ts.Client, channel: str) -> None:
+    """Values 0..2, the channel deleted, created again, values 3..5 (each life once a reader
+    is there)."""
+    for life in range(2):
+        if life:
+            await owner.delete_channel(channel)
+            await owner.create_channel(channel)
+        await wait_for_channel(owner, channel, readers=1)
+        async with owner.publisher(channel) as pub:
+            await pub.wait_for_readers()
+            for value in range(3 * life, 3 * life + 3):
+                await pub.send(value)
+            await pub.wait_acknowledged()
+
+
+async def test_sub_with_wait_channel_reads_on_when_its_channel_is_back(url: str) -> None:
+    # `sub --wait-channel` "until Ctrl-C" stopped for good (exit 0) when its channel ended:
+    # a writer away longer than the grace, then back, was read no more.
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("comes-back")
+        async with running("sub", url, "comes-back", "--wait-channel", "--count", "6") as sub:
+            await channel_with_two_lives(owner, "comes-back")
+            code, stdout, stderr = await sub.finish()
+    assert code == 0, stderr
+    assert [m["data"] for m in json_lines(stdout)] == list(range(6))
+    # (It says it waits if it asks before the channel is back.)
+    said = [line for line in stderr.strip().splitlines() if WAITING_LINE not in line]
+    assert said == ["trio-stream sub: channel 'comes-back' was deleted"], stderr
 
 
 async def one_value_then_the_end(owner: ts.Client, channel: str) -> None:
@@ -843,7 +879,8 @@ async def test_sub_count_not_reached_before_the_end_is_an_error(url: str) -> Non
     assert code == 1
     assert [m["data"] for m in json_lines(stdout)] == [1]
     assert stderr.strip().splitlines() == [
-        "trio-stream sub: channel 'short-lived' was deleted",
+        "trio-stream sub: channel 'short-lived' was deleted "
+        "(--wait-channel reads on when it is back)",
         "trio-stream sub: 1 of the 3 messages asked for (--count) came before the end",
     ]
 
@@ -922,7 +959,33 @@ async def test_dump_says_in_one_line_that_its_channel_ended(url: str, tmp_path: 
             await owner.delete_channel("short-lived")
             code, _, stderr = await dump.finish()
     assert code == 0, stderr
-    assert stderr.strip().splitlines() == ["trio-stream dump: channel 'short-lived' was deleted"]
+    assert stderr.strip().splitlines() == [
+        "trio-stream dump: channel 'short-lived' was deleted "
+        "(--wait-channel records on when it is back)"
+    ]
+
+
+async def test_dump_with_wait_channel_records_on_when_its_channel_is_back(
+    url: str, tmp_path: Path
+) -> None:
+    # A recorder "until Ctrl-C" stopped for good (exit 0, so no service manager restarted
+    # it) when its channel ended with a writer away longer than the grace.
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("comes-back")
+        path = tmp_path / "rec.tsdump"
+        async with running("dump", url, "comes-back", str(path), "--wait-channel") as dump:
+            await channel_with_two_lives(owner, "comes-back")
+            await trio.sleep(0.3)  # acknowledged is the server's: on their way to the dump
+            dump.process.send_signal(signal.SIGINT)
+            code, _, stderr = await dump.finish()
+    assert code == 0, stderr
+    said = [line for line in stderr.strip().splitlines() if WAITING_LINE not in line]
+    assert said[0] == "trio-stream dump: channel 'comes-back' was deleted", stderr
+    assert said[1].startswith("dumped 6 frames") and len(said) == 2, stderr
+    with path.open("rb") as f:
+        frames = list(dumpfile.DumpReader(f))
+    assert [frame["data"] for frame in frames] == list(range(6))
+    assert [frame["seq"] for frame in frames] == [1, 2, 3, 1, 2, 3]  # the channel's new life
 
 
 async def test_dump_count_not_reached_before_the_end_is_an_error(url: str, tmp_path: Path) -> None:

@@ -93,6 +93,17 @@ def readme_blocks() -> list[Block]:
     return blocks
 
 
+def without_env(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    """A command's leading ``NAME=value`` words (its environment, as a shell reads them) and
+    the rest."""
+    env: dict[str, str] = {}
+    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+        name, _, value = words[0].partition("=")
+        env[name] = value
+        words = words[1:]
+    return env, words
+
+
 def commands_of(text: str) -> list[tuple[str, str]]:
     """(command, its comment) for each line of a shell block or an epilog example."""
     out: list[tuple[str, str]] = []
@@ -137,10 +148,10 @@ class Process:
         # to the process group) reaches the command and its exit code is the command's own.
         pipeline = "|" in command
         self.popen = subprocess.Popen(
-            command if pipeline else shlex.split(command),
+            command if pipeline else without_env(shlex.split(command))[1],
             shell=pipeline,
             cwd=cwd,
-            env=ENV,
+            env=ENV if pipeline else {**ENV, **without_env(shlex.split(command))[0]},
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -416,7 +427,7 @@ def test_the_command_line_block(servers: Servers) -> None:
     reader: Process | None = None
     for raw, comment in commands_of(cli_block().text):
         command = servers.substitute(raw)
-        words = shlex.split(command.partition("|")[2] or command)
+        words = without_env(shlex.split(command.partition("|")[2] or command))[1]
         verb = words[1] if words[0] == "trio-stream" else words[0]
         if verb == "demo":
             continue  # the demo this test started: test_the_demo_prints_what_the_readme_says

@@ -306,7 +306,8 @@ def add_subscription_options(
     group.add_argument(
         "--wait-channel",
         action="store_true",
-        help="wait for the channel to be created instead of failing",
+        help="wait for the channel to be created instead of failing (sub, dump: and for "
+        "it again when it ends)",
     )
 
 

@@ -311,22 +311,30 @@ async def run_sub(args: argparse.Namespace) -> int:
     deadline = trio.current_time() + (args.duration or math.inf)
     async with connect(args) as client:
         with trio.CancelScope(deadline=deadline):
-            async with subscription(client, args.channel, args) as sub:
-                channels = await client.channels()
-                meta = next((c.meta for c in channels if c.name == args.channel), None)
-                if meta:  # units and labels: on stderr, so stdout stays one JSON value a line
-                    print(f"trio-stream sub: {args.channel}: {meta_text(meta)}", file=sys.stderr)
-                if args.sender is not None:
-                    await _say_if_no_such_writer(client, args.channel, args.sender)
-                try:
-                    while args.count is None or received < args.count:
-                        msg = await _receive(sub, out.flush)
-                        out.write(json_line(message_record(msg, args)) + "\n")
-                        received += 1
-                        if received % 64 == 0:  # receive_nowait() does not yield
-                            await trio.lowlevel.checkpoint()
-                except trio.EndOfChannel:
-                    print(f"trio-stream sub: {ended(args.channel, sub)}", file=sys.stderr)
+            ended_once = False
+            while True:  # with --wait-channel, each life of the channel until Ctrl-C
+                async with subscription(client, args.channel, args) as sub:
+                    if not ended_once:
+                        await _say_what_is_read(client, args)
+                    try:
+                        while args.count is None or received < args.count:
+                            msg = await _receive(sub, out.flush)
+                            out.write(json_line(message_record(msg, args)) + "\n")
+                            received += 1
+                            if received % 64 == 0:  # receive_nowait() does not yield
+                                await trio.lowlevel.checkpoint()
+                        break
+                    except trio.EndOfChannel:
+                        hint = (
+                            ""
+                            if args.wait_channel
+                            else " (--wait-channel reads on when it is back)"
+                        )
+                        print(f"trio-stream sub: {ended(args.channel, sub)}{hint}", file=sys.stderr)
+                        ended_once = True
+                        if args.wait_channel:
+                            out.flush()
+                            continue
                     if args.count is not None:
                         # Fewer than asked for: a script that reads "the next N values"
                         # must not take what it got for them.
@@ -337,5 +345,16 @@ async def run_sub(args: argparse.Namespace) -> int:
                         )
                         out.flush()
                         return 1
+                    break
     out.flush()
     return 0
+
+
+async def _say_what_is_read(client: ts.Client, args: argparse.Namespace) -> None:
+    """The channel's units and labels, and a --sender that writes nothing there now."""
+    channels = await client.channels()
+    meta = next((c.meta for c in channels if c.name == args.channel), None)
+    if meta:  # units and labels: on stderr, so stdout stays one JSON value a line
+        print(f"trio-stream sub: {args.channel}: {meta_text(meta)}", file=sys.stderr)
+    if args.sender is not None:
+        await _say_if_no_such_writer(client, args.channel, args.sender)

@@ -206,7 +206,7 @@ async def run_dump(args: argparse.Namespace) -> int:
         with trio.CancelScope(deadline=deadline) as waiting:
             async with subscription(client, args.channel, args) as sub:
                 waiting.deadline = math.inf
-                recording = await _record_to_file(args, sub, console, deadline)
+                recording = await _record_to_file(args, client, sub, console, deadline)
         if waiting.cancelled_caught:
             print(
                 f"trio-stream dump: channel {args.channel!r} did not come within --duration "
@@ -241,12 +241,18 @@ class _Recording:
     written: int = 0
     took: float = 0.0
     channel_ended: bool = False
+    stopped: bool = False  # by Ctrl-C, --duration or --count: not to go on
 
 
 async def _record_to_file(
-    args: argparse.Namespace, sub: ts.Subscription, console: Console, deadline: float
+    args: argparse.Namespace,
+    client: ts.Client,
+    sub: ts.Subscription,
+    console: Console,
+    deadline: float,
 ) -> _Recording:
-    """Record ``sub`` to --file."""
+    """Record ``sub`` to --file; with --wait-channel, the channel's next life after it ends
+    too (into the same file, as after a server restart: its seqs start again)."""
     # The file is made only once the subscription stands: a typo in the channel name
     # leaves no empty recording behind.
     try:
@@ -270,7 +276,19 @@ async def _record_to_file(
             TextColumn("{task.completed} frames  {task.fields[size]}  lost {task.fields[lost]}"),
         ) as progress:
             started = time.monotonic()
-            recording = await _record(args, sub, writer, progress, deadline)
+            task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
+            recording = _Recording()
+            await _record(args, sub, writer, progress, task, deadline, recording)
+            while recording.channel_ended and args.wait_channel and not recording.stopped:
+                # "Until Ctrl-C" means it: a channel that ends (its owner gone for good, a
+                # deletion) may come back, and the recording goes on with it.
+                recording.channel_ended = False
+                await writer.flush()
+                async with stop_on_signal() as stop:
+                    with trio.CancelScope(deadline=deadline):
+                        async with subscription(client, args.channel, args) as again:
+                            await _record(args, again, writer, progress, task, deadline, recording)
+                recording.stopped |= stop.cancelled_caught or trio.current_time() >= deadline
             await writer.flush()
     recording.written, recording.took = writer.written, time.monotonic() - started
     return recording
@@ -281,33 +299,36 @@ async def _record(
     sub: ts.Subscription,
     writer: _BatchWriter,
     progress: Progress | None,
+    task: TaskID | None,
     deadline: float,
-) -> _Recording:
-    """Write frames until --count, --duration, the channel's end or Ctrl-C."""
-    recording = _Recording()
-    frames = lost = 0
-    task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
-    async with stop_on_signal(), _flushing(writer) as flushing:
-        with trio.CancelScope(deadline=deadline):
+    recording: _Recording,
+) -> None:
+    """Write frames into ``recording`` until --count, --duration, the channel's end or
+    Ctrl-C (``recording.stopped`` says it was one of those but the end)."""
+    async with stop_on_signal() as stop, _flushing(writer) as flushing:
+        with trio.CancelScope(deadline=deadline) as timed:
             async for msg in sub:
                 writer.add(dumpfile.frame_record(msg, time.time()))
-                frames += 1
-                lost += msg.lost
+                recording.frames += 1
+                recording.lost += msg.lost
                 if msg.gap is not None:
                     print(f"trio-stream dump: {_describe_gap(msg.gap)}", file=sys.stderr)
                 if writer.due():
                     await writer.flush()
                 if progress is not None and task is not None:
                     size = human_bytes(writer.written + writer.pending)
-                    progress.update(task, completed=frames, size=size, lost=lost)
-                if frames == args.count:
+                    progress.update(
+                        task, completed=recording.frames, size=size, lost=recording.lost
+                    )
+                if recording.frames == args.count:
+                    recording.stopped = True
                     break
             else:  # the channel ended (deleted, its lifetime, a cluster's Redis restarted)
-                print(f"trio-stream dump: {ended(args.channel, sub)}", file=sys.stderr)
+                hint = "" if args.wait_channel else " (--wait-channel records on when it is back)"
+                print(f"trio-stream dump: {ended(args.channel, sub)}{hint}", file=sys.stderr)
                 recording.channel_ended = True
         flushing.cancel_scope.cancel()  # (the caller flushes the rest)
-    recording.frames, recording.lost = frames, lost
-    return recording
+    recording.stopped |= stop.cancelled_caught or timed.cancelled_caught
 
 
 def _is_regular_file(file: IO[bytes]) -> bool:
