@@ -133,6 +133,10 @@ test("a panel's note after a reconnection: when, and the gap or the reset", () =
     reconnectNote({ kind: 'reset', lost: null }, at),
     'reconnected 13:04:05.006: reset (frames the old server held are lost, count unknown)',
   );
+  assert.equal(
+    reconnectNote({ kind: 'reset', lost: null, afterCleanStop: true }, at),
+    'reconnected 13:04:05.006: reset (the old server stopped cleanly, delivering what it held within its shutdown grace)',
+  );
 });
 
 test("a series keeps time order: two writers' clocks 3 s apart both stay plotted", () => {

@@ -74,6 +74,7 @@ test('a server killed and started again: the client reconnects, nothing sent mea
       assert.equal(first.data, during[0]);
       assert.ok(first.gap, 'the first message after the restart carries a gap');
       assert.equal(first.gap.kind, 'reset');
+      assert.equal(first.gap.afterCleanStop, undefined, 'a crash: what the old server held is unknown');
       const got = [first.data];
       for (let i = 1; i < during.length; i++) {
         const msg = await next(`outage value ${i}`);
@@ -103,6 +104,41 @@ test('a server killed and started again: the client reconnects, nothing sent mea
       assert.equal(gaps[0].channel, 'restart/ch');
       assert.equal(gaps[0].kind, 'reset');
       assert.ok((await client.channels()).some((c) => c.name === 'restart/ch'), 'the channel is there again');
+      await pub.close();
+      await sub.close();
+    } finally {
+      await client.close();
+      await killChild(server).catch(() => {});
+    }
+  });
+
+test('a server stopped gracefully and started again: the reset says the old one stopped cleanly',
+  { skip, timeout: 60000 }, async () => {
+    // A control room's dashboard said "frames the old server held are lost" after a clean
+    // restart (SIGTERM), in which the server drains what it holds before it closes.
+    const port = await freePort();
+    let server = await startServer(port);
+    const client = await connect(`ws://127.0.0.1:${port}/ws`, {
+      name: `js-graceful-${process.pid}-${Date.now()}`, reconnectDelay: 100, maxReconnectDelay: 500,
+    });
+    try {
+      await client.createChannel('graceful/ch');
+      const sub = await client.subscribe('graceful/ch', { policy: 'block', size: 1000 });
+      const it = sub[Symbol.asyncIterator]();
+      const pub = await client.publisher('graceful/ch');
+      await within(pub.waitForReaders(), 5000, 'the publisher to see its reader');
+      await pub.send(1);
+      assert.equal((await within(it.next(), 10000, 'the value before the stop')).value.data, 1);
+      server.kill('SIGTERM');
+      await within(server.exited, 15000, 'the server to stop after SIGTERM');
+      server = await startServer(port);
+      await waitFor(() => client.state === 'open', 10000, "client.state === 'open' after the restart");
+      await within(pub.waitForReaders(), 5000, 'the publisher to see its reader again');
+      await pub.send(2);
+      const first = (await within(it.next(), 10000, 'the value after the restart')).value;
+      assert.equal(first.data, 2);
+      assert.equal(first.gap.kind, 'reset');
+      assert.equal(first.gap.afterCleanStop, true);
       await pub.close();
       await sub.close();
     } finally {

@@ -65,7 +65,12 @@ export function markerLabel(kind, count) {
 export function reconnectNote(gap, epochSeconds) {
   const reset = gap.kind === 'reset';
   const what = markerLabel('gap', reset ? null : gap.lost);
-  return `reconnected ${clock(epochSeconds)}: ${what}${reset ? ' (frames the old server held are lost, count unknown)' : ''}`;
+  // A graceful stop said goodbye and drained what it held first (within its shutdown
+  // grace): "lost" there told an operator of losses that did not happen.
+  const why = !reset ? '' : gap.afterCleanStop
+    ? ' (the old server stopped cleanly, delivering what it held within its shutdown grace)'
+    : ' (frames the old server held are lost, count unknown)';
+  return `reconnected ${clock(epochSeconds)}: ${what}${why}`;
 }
 
 /**

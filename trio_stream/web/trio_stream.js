@@ -12,7 +12,8 @@
 // (unless the channel keeps history). The client reconnects with exponential backoff (equal
 // jitter) and resumes what was active: subscriptions continue after the last frame received,
 // and the first message after a reconnection carries `gap` ({kind: 'resumed'|'reset', lost,
-// recovered}); publishers send again exactly the frames of their window the server had not
+// recovered}; a reset after the old server's goodbye, a graceful stop, has afterCleanStop:
+// true); publishers send again exactly the frames of their window the server had not
 // taken (docs/protocol.md 8).
 
 import { encode, decode, CBORError } from './cbor.js';
@@ -209,6 +210,11 @@ export class Client extends Emitter {
   #reconnectTimer = null;
   #resumeToken = null; // from the last welcome: presented in the next hello
   #noReturn = null; // the reason of a goodbye that said reconnect: false (an admin's kick)
+  #goodbyeHeard = false; // the server said goodbye on this connection (a clean stop)
+  // Whether the last connection that was open ended with the server's goodbye (a graceful
+  // stop, which drains what it holds for its readers first) rather than a crash or a cut:
+  // a reset gap after it says so (gap.afterCleanStop).
+  lastEndWasCleanStop = false;
   #handshakeTimer = null;
   #pingTimer = null;
   #messagesIn = 0; // WebSocket messages received: the heartbeat watches it move
@@ -665,6 +671,8 @@ export class Client extends Emitter {
     clearTimeout(this.#handshakeTimer);
     clearInterval(this.#pingTimer);
     const wasOpen = this.state === 'open';
+    if (wasOpen) this.lastEndWasCleanStop = this.#goodbyeHeard;
+    this.#goodbyeHeard = false;
     const why = ev?.reason || this.lastError?.message || `code ${ev?.code ?? '?'}`;
     this.#teardown(new ConnectionClosed(`connection lost (${why})`));
     if (this.#closing) return;
@@ -978,6 +986,7 @@ export class Client extends Emitter {
     this.lastError = new ConnectionClosed(reason);
     // reconnect: false (an admin's kick) is final; absent (a shutdown) lets us come back.
     if (msg.reconnect === false) this.#noReturn = reason;
+    this.#goodbyeHeard = true;
     this.emit('goodbye', reason);
   }
 
@@ -1274,6 +1283,7 @@ export class Subscription extends Emitter {
     if (this.#pendingGap) {
       const { kind, recovered } = this.#pendingGap;
       gap = { kind, lost: kind === 'resumed' ? lost : null, recovered };
+      if (kind === 'reset' && this.#client.lastEndWasCleanStop) gap.afterCleanStop = true;
       this.#pendingGap = null;
     }
     const msg = { data, seq, channel: this.channel, sender, time, lost, gap };
