@@ -125,6 +125,47 @@ async def test_dashboard_asks_for_the_token_of_a_server_that_has_one() -> None:
     assert not errors, errors
 
 
+async def test_a_wall_dashboard_tries_its_token_again_after_a_restart_refused_it() -> None:
+    # A server restarted for a moment with another token: the page stayed on "refused" until
+    # someone typed the token again, and its panels gave a program's advice (open_client...).
+    chromium = chromium_path()
+    ARTIFACTS.mkdir(exist_ok=True)
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, token=TOKEN)
+    async with trio.open_nursery() as nursery:
+        servers = [await nursery.start(ts.serve, config)]
+        url = servers[0].http_url
+        assert url is not None
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+
+        async def restart(token: str) -> None:
+            await servers[-1].aclose()
+            again = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=port, token=token)
+            servers.append(await nursery.start(ts.serve, again))
+
+        def steps(page: Page) -> None:
+            page.fill("#token-input", TOKEN)
+            page.press("#token-input", "Enter")
+            expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+            trio.from_thread.run(restart, "another-token-0815")
+            expect(page.locator("#notice")).to_contain_text(
+                "The server refused this token, which it took before (restarted with another?); "
+                "trying it again every 10 s.",
+                timeout=STEP_TIMEOUT_MS,
+            )
+            trio.from_thread.run(restart, TOKEN)
+            # Its next try (a reload) connects: within the 10 s retry and the page's start.
+            expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=25_000)
+            expect(page.locator("#token-form")).to_be_hidden()
+
+        with trio.fail_after(TEST_TIMEOUT_S):
+            errors = await trio.to_thread.run_sync(
+                in_browser, chromium, url, steps, ARTIFACTS / "dashboard-token-again.png"
+            )
+        await servers[-1].aclose()
+    # (A refused connection is logged by the browser as an error: those are not the page's.)
+    assert not [e for e in errors if "refused" not in e and "WebSocket" not in e], errors
+
+
 # -- the README's own-page example ----------------------------------------------------------------
 def readme_block(start: str) -> str:
     """The fenced block of README.md whose first line is ``start``."""

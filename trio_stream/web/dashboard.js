@@ -107,7 +107,9 @@ function staleIf(el, shownAt, now) {
   if (el.title !== title) el.title = title;
 }
 
+let everOpened = false; // with the token it has: one refused later may be a restart's
 client.on('open', (info) => {
+  everOpened = true;
   // The welcome says "<name> trio_stream/<version>": the name in bold, all of it on hover.
   const server = str(info.server);
   setText($('server-name'), /^(.*\S)\s+trio_stream\/\S+$/.exec(server)?.[1] ?? server);
@@ -131,12 +133,26 @@ client.on('close', (reason) => {
   if (!tokenRefused) notice(`disconnected: ${reason}`);
 });
 
+// A token that worked, then refused: the server was restarted with another one, maybe for a
+// moment (a control room's wall screen nobody types at). The page tries it again this often
+// (a reload: the layout is in its URL) while nobody is typing another.
+const TOKEN_RETRY_MS = 10_000;
+
 function askForToken() {
   const hadOne = storedToken() !== null;
-  notice(hadOne ? 'The server refused this token.' : null);
+  const again = hadOne && everOpened;
+  notice(!hadOne ? null : again
+    ? `The server refused this token, which it took before (restarted with another?); trying it again every ${TOKEN_RETRY_MS / 1000} s.`
+    : 'The server refused this token.');
   setText($('token-label'), hadOne ? 'Try another token:' : 'This server needs its token.');
   $('token-form').hidden = false;
-  $('token-input').focus();
+  if (!again) $('token-input').focus();
+  else {
+    setTimeout(function retry() {
+      if ($('token-input').value) setTimeout(retry, TOKEN_RETRY_MS); // someone types one
+      else location.reload();
+    }, TOKEN_RETRY_MS);
+  }
 }
 
 $('token-form').addEventListener('submit', (ev) => {

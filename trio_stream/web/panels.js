@@ -374,7 +374,11 @@ export class Panel {
       // retry() subscribes again whenever the channel is listed (a deleted one once it is
       // created again; one still there within seconds): say so, or the panel reads as dead
       // for good. One wording for every end: the reason alone does not tell which it is.
-      setText(this.info, `${name}: subscription ended: ${reason}; shown again as soon as the channel is there`);
+      // The page's connection ended for good (a refused token after a server restart): the
+      // reason is the client library's advice to a program, and the notice above says it.
+      setText(this.info, this.client.state === 'closed'
+        ? `${name}: not connected (see the notice above)`
+        : `${name}: subscription ended: ${reason}; shown again as soon as the channel is there`);
     });
     sub.on('waiting', (why, error) => {
       if (entry.sub !== sub) return;
