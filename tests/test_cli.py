@@ -1702,6 +1702,17 @@ async def test_pub_and_generate_into_a_channel_with_history_do_not_wait_for_a_re
         "pub", url, "setpoint", "22.5", "--min-readers", "1", "--wait-timeout", "0.3"
     )
     assert waited.returncode == 3 and b"waiting for a reader" in waited.stderr, waited
+    # Someone else's private channel (listed to its owner only) with history: the same (it
+    # waited, as if it kept nothing: lab persona).
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("private-setpoint", public=False, key="k-1", history=5)
+        private = await cli("pub", url, "private-setpoint", "3", "--key", "k-1")
+        assert private.returncode == 0, private.stderr
+        assert b"waiting for a reader" not in private.stderr
+        late = await cli(
+            "sub", url, "private-setpoint", "--key", "k-1", "--count", "1", "--data-only"
+        )
+        assert late.returncode == 0 and json_lines(late.stdout.decode()) == [3], late
 
 
 async def test_generate_waits_for_a_reader_and_says_so_as_pub_does(server: ts.Server) -> None:
@@ -1778,6 +1789,17 @@ class Motor:
     def rpc_where(self) -> float:
         return 1.5
 
+    async def rpc_calibrate(self) -> None:
+        await trio.sleep_forever()
+
+    def rpc_move(self, position: float, timeout: float = 1.0) -> list[float]:
+        """An instrument's own timeout: the motor's, not the call's."""
+        return [position, timeout]
+
+    async def rpc_steps(self, n: int, window: int = 1) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i * window
+
 
 async def test_call_prints_a_streaming_method_s_values_one_per_line(server: ts.Server) -> None:
     assert server.tcp_url is not None
@@ -1803,6 +1825,35 @@ async def test_call_prints_a_streaming_method_s_values_one_per_line(server: ts.S
         ]
         wrong = await cli("call", url, "daq", "motor.scan", "1", "2")
         assert wrong.returncode == 2 and "Traceback" not in wrong.stderr.decode()
+
+
+async def test_call_passes_a_methods_own_timeout_and_window_keywords(server: ts.Server) -> None:
+    # `--kw timeout=30` collided with the proxy's per-call timeout: "got multiple values for
+    # keyword argument 'timeout'" (exit 2), naming an internal class (lab persona).
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="daq") as daq:
+        daq.expose(Motor(), name="motor")
+        move = await cli("call", url, "daq", "motor.move", "5", "--kw", "timeout=30")
+        assert move.returncode == 0, move.stderr
+        assert json.loads(move.stdout) == [5, 30]
+        steps = await cli("call", url, "daq", "motor.steps", "3", "--kw", "window=10")
+        assert steps.returncode == 0, steps.stderr
+        assert steps.stdout.decode().splitlines() == ["0", "10", "20"]
+
+
+async def test_call_without_an_answer_in_time_names_the_option(server: ts.Server) -> None:
+    # It advised "a longer timeout=" (the Python keyword) and thread=True (a provider's).
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="daq") as daq:
+        daq.expose(Motor(), name="motor")
+        slow = await cli("call", url, "daq", "motor.calibrate", "--timeout", "0.3")
+    assert slow.returncode == 1
+    assert slow.stderr.decode().strip().splitlines() == [
+        "trio-stream call: error: no answer from daq.motor.calibrate within 0.3 s: the provider "
+        "is slow or stuck (--timeout SECONDS for a long call)"
+    ]
 
 
 # -- the first hour: what a new user meets -------------------------------------------------------

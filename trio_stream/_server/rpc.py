@@ -421,7 +421,13 @@ class Router:
         for pending in list(self._by_provider.get(session, {}).values()):
             self._close(pending)
             if pending.caller is not session:
-                what = "answering the describe" if pending.describe else "answering the call"
+                # A call it had taken may have run (a motor moved): the caller must check
+                # before sending it again.
+                what = (
+                    "answering the describe"
+                    if pending.describe
+                    else "answering the call (it may have run: check before calling again)"
+                )
                 if pending.stream:
                     what = "the end of the stream"
                 self._error(

@@ -248,7 +248,9 @@ async def kept_for_later(client: ts.Client, pub: ts.Publisher) -> bool:
     for info in await client.channels():
         if info.name == pub.channel:
             return info.history > 0 and (info.owner != client.name or info.keep)
-    return False  # not listed (a private one of someone else's): wait, as without history
+    # Not listed: a private channel of someone else's (ours are listed to us). Wanted without
+    # a reader, it keeps history: what is sent waits there, as on a listed one.
+    return pub.readers == 0
 
 
 async def wait_for_readers(client: ts.Client, pub: ts.Publisher, args: argparse.Namespace) -> bool:

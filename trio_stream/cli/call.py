@@ -8,7 +8,7 @@ from typing import Any
 
 import trio_stream as ts
 
-from .._rpc import RpcProxy
+from .._rpc_stream import RemoteStream
 from ._channels import connect
 from ._options import (
     HelpFormatter,
@@ -19,7 +19,7 @@ from ._options import (
     positive_float,
 )
 from ._output import json_line, jsonable
-from ._run import UsageError
+from ._run import CliError, UsageError
 
 EPILOG = """\
 Arguments are JSON (text that is not JSON is passed as a string); the result is printed as
@@ -101,25 +101,42 @@ async def run_call(args: argparse.Namespace) -> int:
             return 0
         remote = proxy.methods.get(args.method)
         try:
+            # Through the method itself when the provider described it: proxy.call's own
+            # `timeout` (and stream's `window`) would take a method's keyword of that name
+            # (an instrument's move(position, timeout=...)): the proxy has --timeout already.
             if remote is not None and remote.stream:
-                await _print_stream(proxy, args.method, args.args, keywords)
+                await _print_stream(remote(*args.args, **keywords))
                 return 0
-            result = await proxy.call(args.method, *args.args, timeout=args.timeout, **keywords)
+            if remote is not None:
+                result = await remote(*args.args, **keywords)
+            else:  # not described (exposed since?): sent unchecked, the provider answers
+                result = await proxy.call(args.method, *args.args, **keywords)
         except TypeError as exc:  # the arguments do not fit the signature: nothing was sent
             raise UsageError(str(exc)) from None
         except ts.RemoteError as exc:
             if args.traceback and exc.remote_traceback:
                 print(exc.remote_traceback.rstrip(), file=sys.stderr)
             raise
+        except ts.RpcTimeout as exc:
+            # The library's advice names its keywords (timeout=, client.wait_state): here it
+            # is the option, or trying again.
+            where = f"{args.client}.{args.method}"
+            if "was not sent" in str(exc):  # the connection was down, not the provider slow
+                raise CliError(
+                    f"{where} was not called within {args.timeout:g} s: the connection to the "
+                    "server was down all along; try again once it is back"
+                ) from None
+            raise CliError(
+                f"no answer from {where} within {args.timeout:g} s: the provider is slow or "
+                "stuck (--timeout SECONDS for a long call)"
+            ) from None
     print(json_line(jsonable(result, full=True)))
     return 0
 
 
-async def _print_stream(
-    proxy: RpcProxy, method: str, positional: list[Any], keywords: dict[str, Any]
-) -> None:
+async def _print_stream(stream: RemoteStream) -> None:
     """One JSON line per value of a streaming method, flushed as it comes (a pipe reader
     sees each value then, not at the end)."""
-    async with proxy.stream(method, *positional, **keywords) as values:
+    async with stream as values:
         async for value in values:
             print(json_line(jsonable(value, full=True)), flush=True)
