@@ -219,7 +219,13 @@ async def run_dump(args: argparse.Namespace) -> int:
         print(
             f"dumped {counted(frames, 'frame')} ({human_bytes(recording.written)}) of "
             f"{args.channel!r} to {'stdout' if to_stdout else args.file} in "
-            f"{recording.took:.1f} s; lost {recording.lost}",
+            f"{recording.took:.1f} s; lost {recording.lost}"
+            # "lost 0" alone read as nothing missed across a server that crashed.
+            + (
+                f" and {counted(recording.resets, 'reset')} (loss unknown)"
+                if recording.resets
+                else ""
+            ),
             file=sys.stderr,
         )
     if recording.channel_ended and args.count is not None:
@@ -241,6 +247,7 @@ class _Recording:
     written: int = 0
     took: float = 0.0
     channel_ended: bool = False
+    resets: int = 0  # reset gaps: the old server's undelivered frames, not counted in lost
     stopped: bool = False  # by Ctrl-C, --duration or --count: not to go on
 
 
@@ -313,6 +320,7 @@ async def _record(
                 recording.lost += msg.lost
                 if msg.gap is not None:
                     print(f"trio-stream dump: {_describe_gap(msg.gap)}", file=sys.stderr)
+                    recording.resets += msg.gap.kind == "reset"
                 if writer.due():
                     await writer.flush()
                 if progress is not None and task is not None:
