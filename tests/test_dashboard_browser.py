@@ -1525,6 +1525,7 @@ STALE_JS: Final = """() => ({
   cards: document.querySelector('section.cards').classList.contains('stale'),
   channels: document.getElementById('channels-table').classList.contains('stale'),
   plot: document.querySelector('.plot-area').classList.contains('stale'),
+  clients: document.getElementById('clients-table').classList.contains('stale'),
   conn: document.getElementById('conn-text').textContent,
 })"""
 
@@ -1566,11 +1567,25 @@ async def test_rates_are_marked_stale_while_down_or_not_refreshed() -> None:
         through_proxy=True,
     )
     assert not [e for e in errors if "WebSocket" not in e], errors
-    assert result["live"] == {"cards": False, "channels": False, "plot": False, "conn": "connected"}
-    assert result["held"] == {"cards": True, "channels": True, "plot": True, "conn": "connected"}
+    assert result["live"] == {
+        "cards": False,
+        "channels": False,
+        "plot": False,
+        "clients": False,
+        "conn": "connected",
+    }
+    # The pill too: "connected" while everything else was dimmed read as all well.
+    assert result["held"] == {
+        "cards": True,
+        "channels": True,
+        "plot": True,
+        "clients": True,
+        "conn": "not answering",
+    }
     assert result["plot title"].startswith("not live: the last frame came at "), result
     assert result["plot corner"] == '"not live"', result
     assert result["down"]["cards"] and result["down"]["channels"] and result["down"]["plot"], result
+    assert result["down"]["clients"], result
     assert result["down"]["conn"] != "connected", result
     assert result["back"] == result["live"], result
 

@@ -88,28 +88,43 @@ client.on('state', (s) => {
 const STALE_MS = 3500;
 let statsShownAt = 0; // the cards' numbers came then ($stats or a `stats` request)
 let channelsShownAt = 0; // the channel table's, from a `channels` request
+let clientsShownAt = 0; // the client table's, from a `clients` request
+let openedAt = 0; // the connection opened then (no answer is due before its first refresh)
 
 function markStale() {
   const now = Date.now();
   staleIf(document.querySelector('section.cards'), statsShownAt, now);
   staleIf($('channels-table'), channelsShownAt, now);
+  staleIf($('clients-table'), clientsShownAt, now);
   // The plots too: a plot whose frames stopped coming looks like a quiet channel, so while
   // the link is down or frozen (no answer from the server for STALE_MS) each says so.
-  const linkLive = client.connected && now - Math.max(statsShownAt, channelsShownAt) <= STALE_MS;
-  for (const p of panels) p.markLive(linkLive);
+  const answered = Math.max(statsShownAt, channelsShownAt, openedAt);
+  const linkLive = client.connected && now - answered <= STALE_MS;
+  for (const p of panels) p.markLive(linkLive, now);
+  // And the connection's pill: "connected" for as long as a frozen link is not given up on
+  // (up to the client's liveness timeout) read as all well while everything was dimmed.
+  const shown = client.connected && !linkLive ? 'silent' : client.state;
+  if ($('conn').dataset.state !== shown) {
+    $('conn').dataset.state = shown;
+    setText($('conn-text'), shown === 'silent' ? 'not answering' : STATE_TEXT[shown] ?? shown);
+    $('conn').title = shown === 'silent'
+      ? `no answer from the server since ${new Date(answered).toLocaleTimeString('en-GB')}: a frozen link or a stopped server; the page reconnects once it is given up on`
+      : '';
+  }
 }
 
 function staleIf(el, shownAt, now) {
   const stale = !client.connected || now - shownAt > STALE_MS;
   el.classList.toggle('stale', stale);
   const title = !stale ? '' : shownAt
-    ? `not live: these numbers are from ${new Date(shownAt).toLocaleTimeString()}` : 'not live';
+    ? `not live: these numbers are from ${new Date(shownAt).toLocaleTimeString('en-GB')}` : 'not live';
   if (el.title !== title) el.title = title;
 }
 
 let everOpened = false; // with the token it has: one refused later may be a restart's
 client.on('open', (info) => {
   everOpened = true;
+  openedAt = Date.now();
   // The welcome says "<name> trio_stream/<version>": the name in bold, all of it on hover.
   const server = str(info.server);
   setText($('server-name'), /^(.*\S)\s+trio_stream\/\S+$/.exec(server)?.[1] ?? server);
@@ -494,7 +509,7 @@ async function refresh() {
       client.channels(), client.clients(), wantStats ? client.stats() : Promise.resolve(null),
     ]);
     if (chans.status === 'fulfilled') { channelsShownAt = Date.now(); renderChannels(chans.value); }
-    if (clients.status === 'fulfilled') renderClients(clients.value);
+    if (clients.status === 'fulfilled') { clientsShownAt = Date.now(); renderClients(clients.value); }
     if (wantStats && stats.status === 'fulfilled') { statsShownAt = Date.now(); renderStats(stats.value); }
     markStale();
     const failed = [chans, clients, stats].find((r) => r.status === 'rejected');
