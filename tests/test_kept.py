@@ -284,7 +284,7 @@ def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["publish", "write", "store", "credit", "restart"]),
+            st.sampled_from(["publish", "write", "store", "credit", "restart", "blip"]),
             st.integers(1, 6),
         ),
         max_size=60,
@@ -297,7 +297,9 @@ def test_a_recorder_restarted_anywhere_stores_every_frame_once_in_order(
     # its client returns credit for what was taken, once the application has stored all that
     # the previous credit covered (the application asked for more). Killed anywhere (what
     # was on the wire and taken but not stored is gone with it), its new process takes the
-    # kept reader over by name from its saved position: each frame stored once, in order.
+    # kept reader over by name from its saved position: each frame stored once, in order. A
+    # blip of the same process resumes after the newest frame its client got: those it got
+    # and had not taken are taken (without credit) before anything after them.
     world = World()
     channel = world.channel()
     _, writer = world.writer(channel)
@@ -325,6 +327,17 @@ def test_a_recorder_restarted_anywhere_stores_every_frame_once_in_order(
             box.credit(reader.sub_id, uncredited)
             credited_to = (taken or stored)[-1]
             uncredited = 0
+        elif action == "blip":
+            wire = []
+            got = (taken or stored or [credited_to])[-1]
+            old_id = reader.sub_id
+            kept = away(world, box)
+            _, box = world.connection()
+            again = kept.take(old_id, channel.name, channel.epoch, got, options(reader), 4)
+            assert again is reader, (got, reader.credited_seq, reader.released_seq)
+            box.adopt(reader)
+            uncredited = 0  # what was taken before it is never credited (stale)
+            credited_to = got
         elif action == "restart":
             wire, taken = [], []
             since = stored[-1] if stored else 0

@@ -333,6 +333,60 @@ async def test_a_sync_recorder_killed_inside_a_batch_takes_over_its_reader(
     assert got[0].gap == ts.Gap(kind="resumed", lost=0, recovered=600)
 
 
+async def test_a_sync_recorder_killed_among_frames_a_blip_left_queued_takes_over_its_reader(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # A blip left 600 frames queued in the client, not taken yet (they return no credit),
+    # then 300 more came. One batch took both, and the credit of the later ones went back
+    # while the script stored the first: killed then, its position was older than what the
+    # server still held.
+    assert server.tcp_url is not None
+    direct = server.tcp_url
+
+    def scenario() -> tuple[ts.Position, list[ts.Message]]:
+        with (
+            SyncClient(direct, name="daq") as daq,
+            SyncClient(proxy.url, name="recorder") as first,
+        ):
+            daq.create_channel("AI1", history=0)
+            with (
+                first.subscribe("AI1", policy="block", size=1000) as old,
+                daq.publisher("AI1") as pub,
+            ):
+                pub.wait_for_readers(timeout=WAIT_S)
+
+                def send_and_wait(values: range, buffered: int) -> None:
+                    for i in values:
+                        pub.send(i)
+                    daq.flush(timeout=WAIT_S)
+                    deadline = time.monotonic() + WAIT_S
+                    while old.statistics().buffered < buffered:
+                        assert time.monotonic() < deadline, old.statistics()
+                        time.sleep(0.01)
+
+                send_and_wait(range(600), 600)
+                trio.from_thread.run_sync(proxy.cut)  # a blip: the client resumes
+                assert first.wait_state("reconnecting", timeout=WAIT_S) == "reconnecting"
+                assert first.wait_state("open", timeout=WAIT_S) == "open"
+                send_and_wait(range(600, 900), 900)
+                for _ in range(100):
+                    old.get(timeout=WAIT_S)
+                saved = old.position
+                first.channels()  # a round trip: the server has every credit sent so far
+                trio.from_thread.run(cut_until_kept, server, proxy)
+                with (
+                    SyncClient(direct, name="recorder") as restarted,
+                    restarted.subscribe("AI1", policy="block", size=1000, since=saved) as again,
+                ):
+                    return saved, [again.get(timeout=WAIT_S) for _ in range(800)]
+
+    with trio.fail_after(WAIT_S * 3):
+        saved, got = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
+    assert saved.seq == 100
+    assert [m.data for m in got] == list(range(100, 900))
+    assert got[0].gap == ts.Gap(kind="resumed", lost=0, recovered=800)
+
+
 async def test_readers_taken_over_in_another_order_each_resume_their_own_after_a_blip(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

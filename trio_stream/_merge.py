@@ -73,6 +73,11 @@ class Merge:
         batch with the message that returned some (see Subscription._credit_returns)."""
         return sum(sub._credit_returns for sub in self._all)
 
+    @property
+    def _stale(self) -> int:
+        """Frames a reconnect left queued, in total (see Subscription._stale)."""
+        return sum(sub._stale for sub in self._all)
+
     def receive_nowait(self) -> Message:
         """The next message if one of the subscriptions has one already.
 

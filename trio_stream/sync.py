@@ -1403,8 +1403,12 @@ class SyncSubscription:
         batch: list[Message] = []
         # The batch ends with the message whose taking returned credit: the server keeps the
         # frames of the last credit only (outbox.Reader._released), and a script killed
-        # while storing this batch restarts from a position in it (take-over by name).
+        # while storing this batch restarts from a position in it (take-over by name). So
+        # does the last of the frames a reconnect left queued (they return no credit: the
+        # server holds them until the first credit after them, and that must not come
+        # before they are stored).
         credit_returns = sub._credit_returns
+        stale = sub._stale
         # What has arrived already is taken even with no time left (a poll, timeout=0).
         with contextlib.suppress(trio.WouldBlock):
             batch.append(sub.receive_nowait())
@@ -1415,7 +1419,11 @@ class SyncSubscription:
                 asked_s = timeout_s if asked_s is None else asked_s
                 message = f"no message on {sub.channel!r} within {asked_s:g} s"
                 raise caller_timeout(message + _reconnecting_note(self._client._trio_client))
-        while len(batch) < sub.window and sub._credit_returns == credit_returns:
+        while (
+            len(batch) < sub.window
+            and sub._credit_returns == credit_returns
+            and (not stale or sub._stale)
+        ):
             try:
                 batch.append(sub.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):

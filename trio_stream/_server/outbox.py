@@ -1037,14 +1037,21 @@ class Reader:
         """
         inflight = self._inflight
         again = [entry for entry in inflight if entry[0].seq > since_seq]
-        inflight.clear()
-        self.inflight_bytes = 0
         if since_seq < self.credited_seq:  # a new process's position, within the last credit's
             again[:0] = [entry for entry in self._released if entry[0].seq > since_seq]
-        self._released.clear()
+            self._released.clear()
+            self.released_seq = since_seq
+        else:
+            # The same client, with frames up to ``since_seq`` that its application has not
+            # taken yet (they return no credit): held with the last credit's frames until
+            # its next credit, which comes once they are taken, or a process killed while
+            # taking them could not be taken over from its saved position.
+            self._released.extend(entry for entry in inflight if entry[0].seq <= since_seq)
+        inflight.clear()
+        self.inflight_bytes = 0
         # The client has every frame up to ``since_seq`` and none in flight: as if credited
         # (also for sent_seq, which a take-over by name checks a position against).
-        self.credited_seq = self.released_seq = since_seq
+        self.credited_seq = since_seq
         self.window = self.credit = window
         self._going = self._going_bytes = 0
         # A client that had a notice resumes after the seq it accounted for, so one past

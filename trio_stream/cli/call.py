@@ -110,7 +110,10 @@ async def run_call(args: argparse.Namespace) -> int:
             if remote is not None:
                 result = await remote(*args.args, **keywords)
             else:  # not described (exposed since?): sent unchecked, the provider answers
-                result = await proxy.call(args.method, *args.args, **keywords)
+                endpoint = proxy._endpoint  # as RemoteMethod does: every keyword the method's
+                result = await endpoint.call(
+                    proxy.provider, args.method, tuple(args.args), keywords, args.timeout
+                )
         except TypeError as exc:  # the arguments do not fit the signature: nothing was sent
             raise UsageError(str(exc)) from None
         except ts.RemoteError as exc:

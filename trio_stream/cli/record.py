@@ -285,17 +285,21 @@ async def _record_to_file(
             started = time.monotonic()
             task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
             recording = _Recording()
-            await _record(args, sub, writer, progress, task, deadline, recording)
-            while recording.channel_ended and args.wait_channel and not recording.stopped:
-                # "Until Ctrl-C" means it: a channel that ends (its owner gone for good, a
-                # deletion) may come back, and the recording goes on with it.
-                recording.channel_ended = False
-                await writer.flush()
-                async with stop_on_signal() as stop:
+            # One signal scope for the whole recording, the waits between a channel's lives
+            # included (a Ctrl-C there ended the command without its summary).
+            async with stop_on_signal():
+                await _record(args, sub, writer, progress, task, deadline, recording)
+                while recording.channel_ended and args.wait_channel and not recording.stopped:
+                    # "Until Ctrl-C" means it: a channel that ends (its owner gone for good, a
+                    # deletion) may come back, and the recording goes on with it.
+                    recording.channel_ended = False
+                    await writer.flush()
                     with trio.CancelScope(deadline=deadline):
                         async with subscription(client, args.channel, args) as again:
-                            await _record(args, again, writer, progress, task, deadline, recording)
-                recording.stopped |= stop.cancelled_caught or trio.current_time() >= deadline
+                            await _record(
+                                args, again, writer, progress, task, deadline, recording, True
+                            )
+                    recording.stopped |= trio.current_time() >= deadline
             await writer.flush()
     recording.written, recording.took = writer.written, time.monotonic() - started
     return recording
@@ -309,12 +313,19 @@ async def _record(
     task: TaskID | None,
     deadline: float,
     recording: _Recording,
+    new_life: bool = False,
 ) -> None:
-    """Write frames into ``recording`` until --count, --duration, the channel's end or
-    Ctrl-C (``recording.stopped`` says it was one of those but the end)."""
-    async with stop_on_signal() as stop, _flushing(writer) as flushing:
+    """Write frames into ``recording`` until --count, --duration or the channel's end
+    (``recording.stopped`` says it was one of those but the end); Ctrl-C cancels it.
+    ``new_life``: the channel ended and is back: its first frame carries a ``reset`` gap,
+    as after a server restart (dump-format.md), for a reader of the file to see the seam."""
+    async with _flushing(writer) as flushing:
         with trio.CancelScope(deadline=deadline) as timed:
             async for msg in sub:
+                if new_life:
+                    new_life = False
+                    if msg.gap is None:
+                        msg = msg._replace(gap=ts.Gap("reset", lost=None, recovered=0))
                 writer.add(dumpfile.frame_record(msg, time.time()))
                 recording.frames += 1
                 recording.lost += msg.lost
@@ -336,7 +347,7 @@ async def _record(
                 print(f"trio-stream dump: {ended(args.channel, sub)}{hint}", file=sys.stderr)
                 recording.channel_ended = True
         flushing.cancel_scope.cancel()  # (the caller flushes the rest)
-    recording.stopped |= stop.cancelled_caught or timed.cancelled_caught
+    recording.stopped |= timed.cancelled_caught
 
 
 def _is_regular_file(file: IO[bytes]) -> bool:

@@ -21,6 +21,18 @@ const PLOT_RETRY_MS = 3000;
 // for it (see the token form below) and keeps it for this tab only (sessionStorage), never in
 // the URL, where it would end up in the browser's history.
 const TOKEN_KEY = 'trio_stream.token';
+// Set once the stored token got this tab connected: one refused later is a restart's, and
+// is tried again (askForToken), across the reloads that try it.
+const TOKEN_WORKED_KEY = 'trio_stream.token.worked';
+
+function session(key, value) {
+  try {
+    if (value === undefined) return sessionStorage.getItem(key);
+    if (value === null) sessionStorage.removeItem(key);
+    else sessionStorage.setItem(key, value);
+  } catch { /* storage switched off */ }
+  return null;
+}
 
 function storedToken() {
   try {
@@ -76,6 +88,7 @@ const STATE_TEXT = {
 
 client.on('state', (s) => {
   state.connected = s === 'open';
+  if (s === 'open') openedAt = Date.now(); // before markStale: no answer is due yet
   $('conn').dataset.state = s;
   setText($('conn-text'), STATE_TEXT[s] ?? s);
   markStale();
@@ -107,10 +120,11 @@ function markStale() {
   if ($('conn').dataset.state !== shown) {
     $('conn').dataset.state = shown;
     setText($('conn-text'), shown === 'silent' ? 'not answering' : STATE_TEXT[shown] ?? shown);
-    $('conn').title = shown === 'silent'
-      ? `no answer from the server since ${new Date(answered).toLocaleTimeString('en-GB')}: a frozen link or a stopped server; the page reconnects once it is given up on`
-      : '';
   }
+  const title = shown === 'silent'
+    ? `no answer from the server since ${new Date(answered).toLocaleTimeString('en-GB')}: a frozen link or a stopped server; the page reconnects once it is given up on`
+    : '';
+  if ($('conn').title !== title) $('conn').title = title;
 }
 
 function staleIf(el, shownAt, now) {
@@ -121,10 +135,8 @@ function staleIf(el, shownAt, now) {
   if (el.title !== title) el.title = title;
 }
 
-let everOpened = false; // with the token it has: one refused later may be a restart's
 client.on('open', (info) => {
-  everOpened = true;
-  openedAt = Date.now();
+  if (storedToken() !== null) session(TOKEN_WORKED_KEY, '1');
   // The welcome says "<name> trio_stream/<version>": the name in bold, all of it on hover.
   const server = str(info.server);
   setText($('server-name'), /^(.*\S)\s+trio_stream\/\S+$/.exec(server)?.[1] ?? server);
@@ -155,7 +167,7 @@ const TOKEN_RETRY_MS = 10_000;
 
 function askForToken() {
   const hadOne = storedToken() !== null;
-  const again = hadOne && everOpened;
+  const again = hadOne && session(TOKEN_WORKED_KEY) === '1';
   notice(!hadOne ? null : again
     ? `The server refused this token, which it took before (restarted with another?); trying it again every ${TOKEN_RETRY_MS / 1000} s.`
     : 'The server refused this token.');
@@ -174,6 +186,7 @@ $('token-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   try {
     sessionStorage.setItem(TOKEN_KEY, $('token-input').value);
+    sessionStorage.removeItem(TOKEN_WORKED_KEY); // a new one: not known to work yet
   } catch {
     notice('this browser keeps no session storage for this page: the token cannot be kept');
     return;

@@ -294,6 +294,7 @@ export class Panel {
   show(name) {
     this.closeAll();
     this.channels = [name];
+    this.forgetPace();
     this.plotter.reset('waiting for data…');
     this.renderTitle();
     this.subscribe(name);
@@ -312,12 +313,20 @@ export class Panel {
     const entry = this.subs.get(name);
     this.subs.delete(name); // first: the closed subscription's end says nothing on this panel
     entry?.sub?.close();
+    this.forgetPace();
     this.plotter.reset(this.channels.length ? 'waiting for data…' : '');
     this.renderTitle();
     this.onChange(this, 'layout');
   }
 
   start() { for (const name of this.channels) this.subscribe(name); }
+
+  /** Another channel shown: its pace is learnt anew (the old one's would call a setpoint
+   * with one frame quiet, or an empty panel silent since the old one's last frame). */
+  forgetPace() {
+    this.lastFrameAt = 0;
+    this.typicalGapMs = 0;
+  }
 
   closeAll() {
     const entries = [...this.subs.values()];

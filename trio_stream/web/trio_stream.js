@@ -19,6 +19,9 @@
 import { encode, decode, CBORError } from './cbor.js';
 
 export const PROTOCOL_VERSION = 1;
+// The reason of the goodbye a server's graceful stop sends each client (after which it
+// lets its readers take what it holds, within its shutdown grace).
+const SHUTDOWN_REASON = 'the server is shutting down';
 export const POLICIES = Object.freeze(['drop_oldest', 'drop_newest', 'clear', 'unbounded', 'block']);
 
 const CONTROL = 0x01, PUBLISH = 0x02, DATA = 0x03, CREDIT = 0x04, PUB_ACK = 0x05;
@@ -734,10 +737,11 @@ export class Client extends Emitter {
     const err = new ConnectionClosed(reason);
     for (const w of this.#openWaiters) w.reject(err);
     this.#openWaiters = [];
+    // Closed first: a subscription's 'end' handler can tell the client's end from its own.
+    this.#setState('closed');
     for (const sub of [...this.#subs]) sub._end(reason);
     for (const pub of [...this.#pubs]) pub._closed();
     this.#autoPubs.clear();
-    this.#setState('closed');
     this.emit('close', reason);
   }
 
@@ -986,7 +990,9 @@ export class Client extends Emitter {
     this.lastError = new ConnectionClosed(reason);
     // reconnect: false (an admin's kick) is final; absent (a shutdown) lets us come back.
     if (msg.reconnect === false) this.#noReturn = reason;
-    this.#goodbyeHeard = true;
+    // A graceful stop's goodbye (it drains what it holds first); an idle or protocol-error
+    // goodbye does not drain (docs/protocol.md: "the server is shutting down").
+    this.#goodbyeHeard = reason === SHUTDOWN_REASON;
     this.emit('goodbye', reason);
   }
 
