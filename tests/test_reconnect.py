@@ -285,63 +285,19 @@ async def test_a_recorder_killed_between_taking_a_message_and_saving_it_takes_ov
     assert got_again[0].gap == ts.Gap(kind="resumed", lost=0, recovered=401 - quarter)
 
 
+@pytest.mark.parametrize("blip", [False, True], ids=["batch", "batch after a blip"])
 async def test_a_sync_recorder_killed_inside_a_batch_takes_over_its_reader(
-    server: ts.Server, proxy: TcpProxy
+    server: ts.Server, proxy: TcpProxy, blip: bool
 ) -> None:
     # A SyncSubscription takes what has arrived into the script's thread as one batch: the
     # credit for all of it went back as it was taken, so a script killed while storing the
     # batch's 100th message had a position far older than what the server still held.
+    # After a blip: 600 frames left queued in the client, not taken yet (they return no
+    # credit), then 300 more; one batch took both, and the later ones' credit went back while
+    # the script stored the first.
     assert server.tcp_url is not None
     direct = server.tcp_url
-
-    def scenario() -> tuple[ts.Position, list[ts.Message]]:
-        with (
-            SyncClient(direct, name="daq") as daq,
-            SyncClient(proxy.url, name="recorder") as first,
-        ):
-            daq.create_channel("AI1", history=0)
-            with (
-                first.subscribe("AI1", policy="block", size=1000) as old,
-                daq.publisher("AI1") as pub,
-            ):
-                pub.wait_for_readers(timeout=WAIT_S)
-                for i in range(600):
-                    pub.send(i)
-                daq.flush(timeout=WAIT_S)
-                deadline = time.monotonic() + WAIT_S
-                while old.statistics().buffered < 600:  # all there: one batch could take them
-                    assert time.monotonic() < deadline, old.statistics()
-                    time.sleep(0.01)
-                for _ in range(100):
-                    old.get(timeout=WAIT_S)
-                saved = old.position
-                first.channels()  # a round trip: the server has every credit sent so far
-                trio.from_thread.run(cut_until_kept, server, proxy)
-                for i in range(600, 700):
-                    pub.send(i)
-                daq.flush(timeout=WAIT_S)
-                with (
-                    SyncClient(direct, name="recorder") as restarted,
-                    restarted.subscribe("AI1", policy="block", size=1000, since=saved) as again,
-                ):
-                    return saved, [again.get(timeout=WAIT_S) for _ in range(600)]
-
-    with trio.fail_after(WAIT_S * 3):
-        saved, got = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
-    assert saved.seq == 100
-    assert [m.data for m in got] == list(range(100, 700))
-    assert got[0].gap == ts.Gap(kind="resumed", lost=0, recovered=600)
-
-
-async def test_a_sync_recorder_killed_among_frames_a_blip_left_queued_takes_over_its_reader(
-    server: ts.Server, proxy: TcpProxy
-) -> None:
-    # A blip left 600 frames queued in the client, not taken yet (they return no credit),
-    # then 300 more came. One batch took both, and the credit of the later ones went back
-    # while the script stored the first: killed then, its position was older than what the
-    # server still held.
-    assert server.tcp_url is not None
-    direct = server.tcp_url
+    last = 900 if blip else 700
 
     def scenario() -> tuple[ts.Position, list[ts.Message]]:
         with (
@@ -355,36 +311,39 @@ async def test_a_sync_recorder_killed_among_frames_a_blip_left_queued_takes_over
             ):
                 pub.wait_for_readers(timeout=WAIT_S)
 
-                def send_and_wait(values: range, buffered: int) -> None:
+                def send(values: range, buffered: int = 0) -> None:
+                    """``values``, then until the recorder's client has ``buffered``."""
                     for i in values:
                         pub.send(i)
                     daq.flush(timeout=WAIT_S)
                     deadline = time.monotonic() + WAIT_S
-                    while old.statistics().buffered < buffered:
+                    while old.statistics().buffered < buffered:  # there: one batch takes all
                         assert time.monotonic() < deadline, old.statistics()
                         time.sleep(0.01)
 
-                send_and_wait(range(600), 600)
-                trio.from_thread.run_sync(proxy.cut)  # a blip: the client resumes
-                assert first.wait_state("reconnecting", timeout=WAIT_S) == "reconnecting"
-                assert first.wait_state("open", timeout=WAIT_S) == "open"
-                send_and_wait(range(600, 900), 900)
+                send(range(600), 600)
+                if blip:
+                    trio.from_thread.run_sync(proxy.cut)  # the client resumes
+                    assert first.wait_state("reconnecting", timeout=WAIT_S) == "reconnecting"
+                    assert first.wait_state("open", timeout=WAIT_S) == "open"
+                    send(range(600, 900), 900)
                 for _ in range(100):
                     old.get(timeout=WAIT_S)
                 saved = old.position
                 first.channels()  # a round trip: the server has every credit sent so far
                 trio.from_thread.run(cut_until_kept, server, proxy)
+                send(range(900 if blip else 600, last))
                 with (
                     SyncClient(direct, name="recorder") as restarted,
                     restarted.subscribe("AI1", policy="block", size=1000, since=saved) as again,
                 ):
-                    return saved, [again.get(timeout=WAIT_S) for _ in range(800)]
+                    return saved, [again.get(timeout=WAIT_S) for _ in range(last - 100)]
 
     with trio.fail_after(WAIT_S * 3):
         saved, got = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
     assert saved.seq == 100
-    assert [m.data for m in got] == list(range(100, 900))
-    assert got[0].gap == ts.Gap(kind="resumed", lost=0, recovered=800)
+    assert [m.data for m in got] == list(range(100, last))
+    assert got[0].gap == ts.Gap(kind="resumed", lost=0, recovered=last - 100)
 
 
 async def test_readers_taken_over_in_another_order_each_resume_their_own_after_a_blip(
