@@ -16,6 +16,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -657,6 +658,31 @@ async def test_token_from_the_environment(nursery: trio.Nursery) -> None:
     assert refused.returncode == 1 and "AuthError" in refused.stderr.decode()
     allowed = await cli("channels", server.tcp_url, env={"TRIO_STREAM_TOKEN": "s3cret"})
     assert allowed.returncode == 0, allowed.stderr
+    await server.aclose()
+
+
+async def test_wait_server_lets_a_command_start_before_its_server(nursery: trio.Nursery) -> None:
+    # A command started with its server (one boot script) failed at once: connection refused.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}"
+    refused = await cli("channels", url)
+    assert refused.returncode == 1 and "cannot connect" in refused.stderr.decode()
+    async with running("channels", url, "--wait-server", "20") as early:
+        assert early.process.stderr is not None
+        said = b""
+        with trio.fail_after(WAIT_S):
+            while b"trying again for up to 20 s" not in said:  # it found no server
+                chunk = await early.process.stderr.receive_some()
+                assert chunk, f"it ended before it said it waits: {said!r}"
+                said += chunk
+        config = ts.ServerConfig(host="127.0.0.1", tcp_port=port, http_port=None)
+        server: ts.Server = await nursery.start(ts.serve, config)
+        code, stdout, stderr = await early.finish()
+    assert code == 0, said + stderr.encode()
+    assert "channels" in stdout
+    assert b"no server answers yet" in said
     await server.aclose()
 
 

@@ -165,8 +165,10 @@ class Client:
         heartbeat: float | None = HEARTBEAT_S,
         reconnect: Reconnect | None = None,
         payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS,
+        wait_for_server: float = 0.0,
     ) -> None:
         self.payload_limits = payload_limits  # what this client's payload decoder accepts
+        self._wait_for_server_s = wait_for_server
         self._urls = urls
         self._url_index = 0
         self._wanted_name = name
@@ -456,12 +458,35 @@ class Client:
             self._set_state("open")
             task_status.started()
 
-        for _ in self._urls:
-            try:
-                await self._connect_once(on_open)
-                return
-            except ConnectionClosed as exc:
-                errors.append(exc)
+        # wait_for_server: a script started with its server (at boot, by one compose file)
+        # tries again while no server answers, with the reconnect backoff; a server that
+        # answers and refuses (token, name, protocol, a wrong port's other service) is final.
+        waiting_until = trio.current_time() + self._wait_for_server_s
+        backoff = Backoff(Reconnect())
+        said = False
+        while True:
+            errors.clear()
+            for _ in self._urls:
+                try:
+                    await self._connect_once(on_open)
+                    return
+                except ConnectionClosed as exc:
+                    errors.append(exc)
+            unanswered = all(type(error) is ConnectionClosed for error in errors)
+            left = waiting_until - trio.current_time()
+            if not unanswered or left <= 0:
+                break
+            if not said:
+                said = True
+                who = f"client {self._wanted_name!r}: " if self._wanted_name else ""
+                log.warning(
+                    "%sno server answers yet (%s); trying again for up to %g s",
+                    who,
+                    errors[-1],
+                    self._wait_for_server_s,
+                )
+            # The last try at the end of the wait: a server up just before it is found.
+            await trio.sleep(min(backoff.next_wait(), left))
         if len(errors) == 1:
             error = errors[0]
             if type(error) is not ConnectionClosed:
@@ -1674,6 +1699,7 @@ async def open_client(
     heartbeat: float | None = HEARTBEAT_S,
     payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS,
     reconnect: bool | Reconnect = True,
+    wait_for_server: float = 0.0,
 ) -> AsyncIterator[Client]:
     """Connect to a server (``tcp://host:port`` or ``ws://host:port/ws``).
 
@@ -1690,8 +1716,11 @@ async def open_client(
             (``ts.Reconnect()``: 0.1 s doubling to 5 s, never giving up) and everything comes
             back by itself; ``ts.Reconnect(initial, maximum, give_up_after)`` to tune it;
             False: a lost connection is final, and every waiting call, iteration and send
-            fails with ConnectionClosed. The first connection is never retried: if no URL
-            answers, this raises.
+            fails with ConnectionClosed. The first connection is not retried (if no URL
+            answers, this raises), unless ``wait_for_server`` says for how long.
+        wait_for_server: seconds to keep trying the first connection while no server
+            answers (a script started together with its server); 0: one try of each URL.
+            A server that answers and refuses (a wrong token, a name in use) ends it at once.
 
     Raises:
         ConnectionClosed: the server cannot be reached or went away during the handshake.
@@ -1722,6 +1751,11 @@ async def open_client(
             f"connect_timeout must be a positive number of seconds, not {connect_timeout!r:.40}"
         )
     connect_timeout = connect_s
+    waiting = 0.0 if wait_for_server == 0 else positive_seconds(wait_for_server)
+    if waiting is None:
+        raise InvalidArgument(
+            f"wait_for_server must be a number of seconds >= 0, not {wait_for_server!r:.40}"
+        )
     if name is not None and not isinstance(name, str):
         raise InvalidArgument(f"name must be a str or None, not {type(name).__name__}")
     check_fields(Hello, {"name": name, "token": token})  # e.g. a lone surrogate, said here
@@ -1735,6 +1769,7 @@ async def open_client(
         heartbeat=heartbeat,
         reconnect=Reconnect.from_argument(reconnect),
         payload_limits=payload_limits,
+        wait_for_server=waiting,
     )
     # The background tasks never raise (they record failures on the client), so what
     # leaves this nursery is the caller's own exception: as itself, so that

@@ -138,6 +138,7 @@ class SyncClient:
         heartbeat: float | None = HEARTBEAT_S,
         payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS,
         reconnect: bool | Reconnect = True,
+        wait_for_server: float = 0.0,
     ) -> None:
         _refuse_trio_thread("SyncClient")
         for argument, limit in (("queue_frames", queue_frames), ("queue_bytes", queue_bytes)):
@@ -161,6 +162,7 @@ class SyncClient:
             heartbeat=heartbeat,
             payload_limits=payload_limits,
             reconnect=reconnect,
+            wait_for_server=wait_for_server,
         )
         self._client: Client | None = None
         self._portal = BlockingPortal(USED_AFTER_CLOSE)

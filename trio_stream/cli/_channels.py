@@ -56,6 +56,7 @@ async def connect(
             name=name,
             token=token or args.token,
             ssl_context=client_ssl_context(args),
+            wait_for_server=getattr(args, "wait_server", 0.0),
         ) as client,
         trio.open_nursery() as nursery,
     ):

@@ -251,6 +251,14 @@ def add_connection_options(parser: argparse.ArgumentParser, *, url: bool = True)
     group.add_argument(
         "--tls-ca", metavar="FILE", help="trust this CA bundle for tcps:// and wss:// servers"
     )
+    group.add_argument(
+        "--wait-server",
+        type=positive_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep trying this long while no server answers at start (a command started "
+        "together with its server); default: fail at once",
+    )
 
 
 def add_channel_key(parser: argparse._ActionsContainer) -> None:
