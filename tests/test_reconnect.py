@@ -197,6 +197,30 @@ async def test_a_client_told_to_keep_quiet_says_nothing_of_a_reconnect(
 
 
 # -- a reader's process restarted ------------------------------------------------------------
+async def gone_while_sent(
+    server: ts.Server, proxy: TcpProxy, pub: ts.Publisher, values: range
+) -> None:
+    """The proxied recorder's process is gone for good (its subscription kept); ``values``
+    are sent meanwhile, held for it, and acknowledged."""
+    await cut_until_kept(server, proxy)
+    for i in values:
+        assert await pub.send(i)  # held for the gone reader: it was not dropped
+    await pub.wait_acknowledged()
+
+
+@asynccontextmanager
+async def restarted_recorder(
+    server: ts.Server, since: ts.Position, **options: Any
+) -> AsyncIterator[ts.Subscription]:
+    """The recorder's new process (no resume token), subscribed ``since`` its saved position."""
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="recorder") as restarted,
+        restarted.subscribe("AI1", since=since, **options) as again,
+    ):
+        yield again
+
+
 @pytest.mark.parametrize("case", ["same options", "other options", "position not sent"])
 async def test_a_restarted_recorder_process_takes_over_what_the_server_held_for_it(
     server: ts.Server, proxy: TcpProxy, case: str
@@ -220,16 +244,9 @@ async def test_a_restarted_recorder_process_takes_over_what_the_server_held_for_
         same_options = case != "other options"
         if case == "position not sent":
             saved = ts.Position(saved.epoch, 150)
-        await cut_until_kept(server, proxy)  # the old process is gone, never to come back
-        for i in range(100, 200):
-            assert await pub.send(i)  # held for the gone reader: it was not dropped
-        await pub.wait_acknowledged()
-        assert server.tcp_url is not None
-        options: dict[str, Any] = {"policy": "block", "size": 1000 if same_options else 999}
-        async with (
-            ts.open_client(server.tcp_url, name="recorder") as restarted,
-            restarted.subscribe("AI1", since=saved, **options) as again,
-        ):
+        await gone_while_sent(server, proxy, pub, range(100, 200))
+        size = 1000 if same_options else 999
+        async with restarted_recorder(server, saved, policy="block", size=size) as again:
             kept_then = server.state.resume.kept_subscriptions()
             got_again: list[ts.Message] = []
             if case == "same options":
@@ -269,15 +286,8 @@ async def test_a_recorder_killed_between_taking_a_message_and_saving_it_takes_ov
         saved = sub.position  # stored and saved
         got.append(await sub.receive())  # taken, killed before it was saved
         await recorder.channels()  # a round trip: the server has the credit now
-        await cut_until_kept(server, proxy)
-        for i in range(300, 400):
-            assert await pub.send(i)
-        await pub.wait_acknowledged()
-        assert server.tcp_url is not None
-        async with (
-            ts.open_client(server.tcp_url, name="recorder") as restarted,
-            restarted.subscribe("AI1", policy="block", size=1000, since=saved) as again,
-        ):
+        await gone_while_sent(server, proxy, pub, range(300, 400))
+        async with restarted_recorder(server, saved, policy="block", size=1000) as again:
             with trio.fail_after(WAIT_S):
                 got_again = [await again.receive() for _ in range(400 - saved.seq)]
     assert saved.seq == quarter - 1
