@@ -1344,6 +1344,17 @@ async def test_wait_state_closed_returns_when_another_thread_closes(url: str) ->
     await in_thread(scenario)
 
 
+async def test_a_closed_client_cannot_be_entered_again(url: str) -> None:
+    # It entered silently; the block then failed at its first use.
+    def scenario() -> None:
+        with SyncClient(url, name="twice") as c:
+            pass
+        with pytest.raises(ts.ConnectionClosed, match="make a new one"), c:
+            pytest.fail("entered a closed client")
+
+    await in_thread(scenario)
+
+
 async def test_waiting_for_open_on_a_client_closed_for_good_says_so_at_once(
     server: ts.Server,
 ) -> None:

@@ -506,6 +506,9 @@ class SyncClient:
             self._thread.join(CLOSE_JOIN_S + CLOSE_FLUSH_S)
 
     def __enter__(self) -> SyncClient:
+        # A closed client entered again would only fail at its first use, inside the block.
+        if self._closed:
+            raise ConnectionClosed(USED_AFTER_CLOSE)
         return self
 
     def __exit__(
