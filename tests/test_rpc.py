@@ -55,6 +55,10 @@ class Daq:
     def rpc_boom(self, message: str) -> None:
         raise ValueError(message)
 
+    async def rpc_async_boom(self, message: str) -> None:
+        await trio.lowlevel.checkpoint()
+        raise ValueError(message)
+
     async def rpc_wait(self) -> str:
         """Block until the test releases it; remember whether it was cancelled."""
         self.started.set()
@@ -139,6 +143,35 @@ async def test_remote_exception_comes_back_as_remote_error(url: str) -> None:
         assert isinstance(error, ts.RpcError)
         # the provider is unharmed
         assert await daq.my_echo(1) == ["MY ECHO", 1]
+
+
+@pytest.mark.parametrize(
+    ("method", "thread"), [("boom", False), ("boom", True), ("async_boom", False)]
+)
+async def test_the_remote_traceback_starts_at_the_method(
+    url: str, method: str, thread: bool
+) -> None:
+    # It began with the library's frames: two, and eight for a method run in a worker
+    # thread (the hand-off, trio's and outcome's), above the one that says what failed.
+    async with pair(url, thread=thread) as (_, daq):
+        with pytest.raises(ts.RemoteError) as info:
+            await daq.call(method, "the sensor is on fire")
+        lines = info.value.remote_traceback.splitlines()
+        assert lines[0] == "Traceback (most recent call last):"
+        assert lines[1].startswith(f'  File "{__file__}"') and lines[1].endswith(f"rpc_{method}")
+        assert sum(line.startswith("  File ") for line in lines) == 1, lines
+        assert lines[-1] == "ValueError: the sensor is on fire"
+
+
+async def test_a_call_that_fails_before_the_method_runs_keeps_its_whole_traceback(
+    url: str,
+) -> None:
+    # Nothing of the method's own: the library's frames are all there is to show.
+    async with pair(url) as (_, daq):
+        with pytest.raises(ts.RemoteError) as info:
+            await daq._endpoint.call("daq", "my_echo", (1, 2), {}, SETTLE_S)  # not checked here
+        assert info.value.type_name == "TypeError"
+        assert info.value.remote_traceback.count('  File "') >= 1
 
 
 async def test_timeout_raises_rpc_timeout_and_cancels_the_provider(

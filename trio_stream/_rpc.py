@@ -23,6 +23,8 @@ import contextlib
 import inspect
 import logging
 import math
+import os
+import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -669,7 +671,25 @@ def _fail(call: int, exc: BaseException, room: int) -> Fail:
 
 
 def _formatted(exc: BaseException) -> list[str]:
-    return list(traceback.TracebackException.from_exception(exc).format())
+    """``exc``'s traceback from the method's own frame on: the frames above it (this module,
+    the thread hand-off of ``thread=True``, trio and outcome: eight of them) say nothing to
+    the caller. An error raised before the method ran (by the call's machinery) keeps all."""
+    first = exc.__traceback__
+    while first is not None and _is_machinery(first.tb_frame.f_code.co_filename):
+        first = first.tb_next
+    return list(traceback.TracebackException(type(exc), exc, first or exc.__traceback__).format())
+
+
+# The packages whose frames stand between a call's arrival and the exposed method.
+_MACHINERY_DIRS: Final = tuple(
+    os.path.dirname(module.__file__) + os.sep
+    for module in (sys.modules[__package__], trio, sys.modules.get("outcome"))  # trio's own
+    if module is not None and module.__file__ is not None
+)
+
+
+def _is_machinery(filename: str) -> bool:
+    return filename.startswith(_MACHINERY_DIRS)
 
 
 def _clip(text: str, max_bytes: int, keep: Literal["start", "end"] = "start") -> str:
