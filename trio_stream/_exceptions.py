@@ -98,7 +98,13 @@ class UnknownMethod(RpcError, AttributeError):
 
 
 class RpcTimeout(RpcError, TimeoutError):
-    """No answer to an RPC call within its timeout (also a built-in ``TimeoutError``)."""
+    """No answer to an RPC call within its timeout (also a built-in ``TimeoutError``).
+
+    ``sent`` says whether the call reached the server: False when the client was
+    reconnecting for the whole timeout (the provider never saw it, so calling again is
+    safe); True when the provider was slow or stuck (it may have run the call)."""
+
+    sent: bool = True
 
 
 class ResourceClosed(TrioStreamError):

@@ -574,10 +574,12 @@ class RpcEndpoint:
                     with contextlib.suppress(ConnectionClosed):
                         client.send_control(Cancel(id=request.id))
         if request is None:
-            raise RpcTimeout(
+            unsent = RpcTimeout(
                 f"{what} was not sent within {timeout_s:g} s: this client was reconnecting to "
                 "the server all along; try again once it is back (client.wait_state('open'))"
             )
+            unsent.sent = False
+            raise unsent
         if not request.done.is_set():
             # Short, and no advice that fits one kind of provider only: the caller cannot
             # tell a slow method from a blocked client (README, "RPC between clients").

@@ -124,7 +124,7 @@ async def run_call(args: argparse.Namespace) -> int:
             # The library's advice names its keywords (timeout=, client.wait_state): here it
             # is the option, or trying again.
             where = f"{args.client}.{args.method}"
-            if "was not sent" in str(exc):  # the connection was down, not the provider slow
+            if not exc.sent:  # the connection was down, not the provider slow
                 raise CliError(
                     f"{where} was not called within {args.timeout:g} s: the connection to the "
                     "server was down all along; try again once it is back"
