@@ -415,6 +415,34 @@ async def test_a_node_without_its_redis_fails_at_once_in_one_line() -> None:
     assert str(refused.value).endswith("(start redis-server, or check the engine URL: --engine)")
 
 
+async def test_a_redis_that_refuses_the_node_says_why_in_one_line(
+    redis_server: RedisServer,
+) -> None:
+    # A password missing or wrong, a database out of range: serve ended in coredis's
+    # traceback (69 lines) where the engine URL was to blame (operator persona).
+    where = f"127.0.0.1:{redis_server.port}"
+    assert redis_server.command("CONFIG", "SET", "requirepass", "sekrit") == b"+OK"
+    refusals = [
+        (f"redis://{where}/0", "asks for a password: put it in the engine URL"),
+        (f"redis://:wrong@{where}/0", "invalid username-password pair"),
+        (f"redis://:sekrit@{where}/99", "DB index is out of range"),
+    ]
+    for url, said in refusals:
+        config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, engine=url)
+        with trio.fail_after(WAIT_S), pytest.raises(ts.ClusterUnavailable) as refused:
+            async with ts.open_server(config):
+                pass
+        message = str(refused.value)
+        assert said in message and "\n" not in message, message
+        assert f"Redis at redis://{where}/" in message  # the password is not shown
+        assert refused.value.__cause__ is None and refused.value.__suppress_context__
+    config = ts.ServerConfig(
+        host="127.0.0.1", tcp_port=0, http_port=None, engine=f"redis://:sekrit@{where}/0"
+    )
+    async with ts.open_server(config) as server:
+        assert server.tcp_url is not None  # the right URL is let in
+
+
 async def test_a_redis_that_never_answers_is_named_after_the_start_bound(
     monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:

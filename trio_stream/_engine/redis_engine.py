@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+import coredis.exceptions
 import trio
 
 from .._exceptions import (
@@ -235,6 +236,21 @@ def _full(reader: Reader) -> bool:
     return reader.blocks_writers and reader.buffer.room() <= len(reader.parked)
 
 
+def _refusal(url: str, error: Exception) -> str:
+    """One line for a Redis that answers and refuses this node's connection at start (a
+    password, a database number: the engine URL is wrong), instead of coredis's traceback."""
+    if isinstance(error, coredis.exceptions.AuthenticationRequiredError):
+        return (
+            f"Redis at {url} asks for a password: put it in the engine URL "
+            "(redis://:PASSWORD@host:port/0, or redis://USER:PASSWORD@host:port/0)"
+        )
+    if isinstance(error, coredis.exceptions.AuthenticationError):
+        advice = "check the user and password in the engine URL, --engine"
+    else:
+        advice = "check the engine URL, --engine: its database number, or its user's rights"
+    return f"Redis at {url} refused this node: {str(error)[:200]} ({advice})"
+
+
 class RedisEngine:
     clustered = True
 
@@ -353,6 +369,8 @@ class RedisEngine:
                 f"cannot reach Redis at {_safe_url(self.url)}: {str(error)[:200]} (start "
                 "redis-server, or check the engine URL: --engine)"
             ) from None
+        except REDIS_ERRORS as error:
+            raise ClusterUnavailable(_refusal(_safe_url(self.url), error)) from None
 
     def _no_answer(self) -> str:
         return (
