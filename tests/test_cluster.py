@@ -271,6 +271,31 @@ async def test_a_deletion_on_one_node_ends_readers_on_the_other(redis_server: Re
         await r.create_channel("c")  # the name is free again, cluster-wide
 
 
+async def test_a_reading_node_keeps_its_lost_total_when_the_channel_ends(
+    redis_server: RedisServer,
+) -> None:
+    # The reading node's frames_lost (/metrics: trio_stream_frames_lost_total, a counter)
+    # went back to 0 when a channel written on the other node ended (operator persona).
+    async with client_on_each_node(redis_server, "w", "r") as (w, r):
+        await w.create_channel("lossy")
+        async with (
+            r.subscribe("lossy", policy="drop_newest", size=1, window=1) as sub,
+            w.publisher("lossy") as pub,
+        ):
+            await pub.wait_for_readers()
+            for i in range(10):
+                await pub.send(i)
+            with trio.fail_after(WAIT_S):
+                while (lost := (await r.stats()).frames_lost) < 8:  # 1 sent, 1 buffered
+                    await trio.sleep(0.02)
+            assert lost == 8
+            await w.delete_channel("lossy")
+            with trio.fail_after(WAIT_S):
+                async for _ in sub:
+                    pass
+        assert (await r.stats()).frames_lost == 8
+
+
 async def test_a_delete_done_in_redis_whose_announcement_fails_stays_done(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -100,12 +100,14 @@ class ServerState:
             self.broker.publish_system(channel, b"".join(encode_payload(value, copy=False)))
 
     def _channel_event(self, kind: str, channel: Channel) -> None:
+        if kind == "deleted":
+            # Before the engine's say: with several nodes, a channel written on another node
+            # is announced there, but what its readers here lost is this node's count.
+            self.lost_in_deleted_channels += channel.lost
         if not self.engine.channel_event(kind, channel):
             return  # several nodes: another node's news, announced there
         if kind == "created" and self.on_channel_created is not None:
             self.on_channel_created(channel)
-        elif kind == "deleted":
-            self.lost_in_deleted_channels += channel.lost
         if channel.name.startswith("$") or not channel.public:
             return  # private channels never show up in system channels
         event = {
