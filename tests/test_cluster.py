@@ -40,6 +40,7 @@ from trio_stream._protocol import frames as F
 from trio_stream._protocol.codec import EncodedPayload, encode_control
 from trio_stream._protocol.framing import frame_prefix
 from trio_stream._server.inbound import Inbound
+from trio_stream._server.metrics import render_metrics
 
 WAIT_S = 15.0
 
@@ -286,7 +287,7 @@ async def test_a_reading_node_keeps_its_lost_total_when_the_channel_ends(
             for i in range(10):
                 await pub.send(i)
             with trio.fail_after(WAIT_S):
-                while (lost := (await r.stats()).frames_lost) < 8:  # 1 sent, 1 buffered
+                while (lost := (await r.stats()).frames_lost) < 8:  # noqa: ASYNC110 - 1 sent, 1 buffered
                     await trio.sleep(0.02)
             assert lost == 8
             await w.delete_channel("lossy")
@@ -294,6 +295,43 @@ async def test_a_reading_node_keeps_its_lost_total_when_the_channel_ends(
                 async for _ in sub:
                     pass
         assert (await r.stats()).frames_lost == 8
+
+
+async def test_the_writers_node_counts_the_channel_it_writes_without_reading_it(
+    redis_server: RedisServer,
+) -> None:
+    # Its frames go to Redis and reach its channel only if it reads it: the writer's node
+    # showed the flooded channel at 0 frames/s, trio_stream_channel_frames_total 0
+    # (operator persona).
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+    ):
+        assert a.tcp_url is not None and b.tcp_url is not None
+        async with (
+            ts.open_client(a.tcp_url, name="w") as w,
+            ts.open_client(b.tcp_url, name="r") as r,
+        ):
+            await w.create_channel("flood")
+            async with r.subscribe("flood", policy="unbounded") as sub, w.publisher("flood") as pub:
+                await pub.wait_for_readers()
+                a.state.broker.update_rates()  # the interval starts here
+                for _ in range(20):
+                    await pub.send(b"x" * 10)
+                await pub.wait_acknowledged()  # in Redis
+                for _ in range(20):
+                    with trio.fail_after(WAIT_S):
+                        await sub.receive()
+                a.state.broker.update_rates()
+                (here,) = [c for c in await w.channels() if c.name == "flood"]
+                metrics = dict(
+                    line.rsplit(" ", 1)
+                    for line in render_metrics(a.state).splitlines()
+                    if line.startswith("trio_stream_channel_") and 'channel="flood"' in line
+                )
+        assert here.rate_fps > 0 and here.rate_bps > 0
+        assert metrics['trio_stream_channel_frames_total{channel="flood"}'] == "20"
+        assert int(metrics['trio_stream_channel_bytes_total{channel="flood"}']) >= 200
 
 
 async def test_a_delete_done_in_redis_whose_announcement_fails_stays_done(

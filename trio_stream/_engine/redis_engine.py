@@ -1753,7 +1753,7 @@ class RedisEngine:
                 while True:
                     epoch = channel.epoch  # a re-registration may change it meanwhile
                     try:
-                        await self.io.writer.append(
+                        first_seq = await self.io.writer.append(
                             channel.name,
                             epoch,
                             sender,
@@ -1767,6 +1767,7 @@ class RedisEngine:
                             arrivals=arrivals,
                         )
                         retry_log.succeeded()
+                        channel.written_seq = first_seq + len(payloads) - 1  # (a new epoch: lower)
                         break
                     except AppendInterrupted as interrupted:
                         # The first parts of a split batch are in Redis: only the rest again.
@@ -1833,6 +1834,7 @@ class RedisEngine:
                 written += count
                 broker.frames_in += count
                 broker.bytes_in += size
+                channel.written_bytes += size
                 if writer in channel.publishers:
                     writer.outbox.ack(writer.pub_id, count)
         finally:

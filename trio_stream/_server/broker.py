@@ -180,6 +180,11 @@ class Channel:
     remote_readers: int = 0  # readers on other nodes (several nodes: the engine sets it)
     lossy_readers: int = 0  # of ``subscriptions``, those whose policy drops when full
     bytes_in: int = 0
+    # Several nodes: this node's writers' frames reach its channel only if it reads it
+    # (they go to Redis, and come back from there): what the engine wrote for them, the
+    # newest seq it gave them and their bytes, for the channel's rates and metrics here.
+    written_seq: int = 0
+    written_bytes: int = 0
     lost: int = 0
     subscriptions: list[Reader] = field(default_factory=list)  # every reader
     # The readers that take every frame whole (the fan-out's plain loop), and the others
@@ -200,6 +205,17 @@ class Channel:
     @property
     def readers(self) -> int:
         return len(self.subscriptions) + self.remote_readers
+
+    @property
+    def frames_here(self) -> int:
+        """The newest seq this node knows of the channel: delivered, or written by its
+        writers (see ``written_seq``)."""
+        return max(self.seq, self.written_seq)
+
+    @property
+    def bytes_here(self) -> int:
+        """Payload bytes through this node: to its readers, or from its writers if more."""
+        return max(self.bytes_in, self.written_bytes)
 
     @property
     def lossless(self) -> bool:
@@ -422,7 +438,7 @@ class Broker:
         channel.seq = seq
         # Its first rate counts from now, not from the interval before it existed (a
         # channel's first second read 0 frames/s however busy it was).
-        channel._rate_mark = (self.clock(), channel.seq, channel.bytes_in)
+        channel._rate_mark = (self.clock(), channel.frames_here, channel.bytes_here)
         self.channels[name] = channel
         self.public_channels += public
         self.event("created", channel)
@@ -988,9 +1004,11 @@ class Broker:
         for channel in self.channels.values():
             then, seq, nbytes = channel._rate_mark
             elapsed = max(now - then, 1e-9)
-            channel.rate_fps = (channel.seq - seq) / elapsed
-            channel.rate_bps = (channel.bytes_in - nbytes) / elapsed
-            channel._rate_mark = (now, channel.seq, channel.bytes_in)
+            frames, size = channel.frames_here, channel.bytes_here
+            # (Not below 0: a channel Redis lost starts its seqs again, see written_seq.)
+            channel.rate_fps = max(frames - seq, 0) / elapsed
+            channel.rate_bps = max(size - nbytes, 0) / elapsed
+            channel._rate_mark = (now, frames, size)
 
 
 def replay_history(sub: Reader, recent: deque[SharedData]) -> None:

@@ -84,11 +84,11 @@ def _writers(channel: Channel) -> int:
 
 
 def _frames(channel: Channel) -> int:
-    return channel.seq
+    return channel.frames_here
 
 
 def _bytes(channel: Channel) -> int:
-    return channel.bytes_in
+    return channel.bytes_here
 
 
 def _lost(channel: Channel) -> int:
