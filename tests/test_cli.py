@@ -228,12 +228,25 @@ def test_bad_arguments_are_usage_errors(args: list[str]) -> None:
     assert exit_info.value.code == 2
 
 
-async def test_bad_arguments_exit_2_with_usage() -> None:
+async def test_a_bad_value_is_one_line_and_a_missing_argument_shows_the_usage() -> None:
+    # A bad value came under the command's usage, 25 lines of it for serve (operator persona).
     result = await cli("sub", "tcp://127.0.0.1:1", "ch", "--size", "-3")
     assert result.returncode == 2
-    stderr = result.stderr.decode()
-    assert "usage: trio-stream sub" in stderr and "--size" in stderr
-    assert "Traceback" not in stderr
+    assert result.stderr.decode().splitlines() == [
+        "trio-stream sub: error: argument --size: invalid positive integer value: '-3'"
+    ]
+    port = await cli("serve", "--tcp-port", "70000")
+    assert (port.returncode, port.stderr.decode().splitlines()) == (
+        2,
+        [
+            "trio-stream serve: error: argument --tcp-port: not a port: '70000': give 0-65535 "
+            "(0: any free port) or off"
+        ],
+    )
+    missing = await cli("sub", "tcp://127.0.0.1:1")
+    assert missing.returncode == 2
+    stderr = missing.stderr.decode()
+    assert "usage: trio-stream sub" in stderr and "Traceback" not in stderr
 
 
 def usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

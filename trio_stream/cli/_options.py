@@ -87,6 +87,14 @@ class CommandParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def error(self, message: str) -> NoReturn:
+        """A bad value of a named argument in one line (``serve``'s usage is 25 lines above
+        it); a command line of the wrong form (an argument missing or unknown) with the
+        usage, which shows the form."""
+        if message.startswith("argument "):
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        super().error(message)
+
     def unrecognized(self, extras: Sequence[str]) -> NoReturn:
         """A usage error for arguments this command does not take, with the closest option."""
         hints = (did_you_mean(self, extra) for extra in extras if extra.startswith("-"))
@@ -138,9 +146,12 @@ def port_or_off(text: str) -> int | None:
     """A TCP port (0 picks a free one) or ``off`` to switch the endpoint off."""
     if text.strip().lower() in _OFF_WORDS:
         return None
-    port = int(text)
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
     if not 0 <= port <= 65535:
-        raise ValueError(f"not a port: {text!r}")
+        raise BadValue(f"not a port: {text!r}: give 0-65535 (0: any free port) or off")
     return port
 
 
