@@ -89,6 +89,49 @@ def _node_set(reply: object) -> frozenset[str]:
     return frozenset(node.decode() for node in reply)
 
 
+class NodeLog:
+    """Logs the other nodes joining and leaving the cluster, as this node's heartbeats see
+    them: an operator saw a node killed only on the clients it had, not on the survivors.
+
+    A node is said to have left once it is missing for a heartbeat TTL: a Redis restarted
+    empty lists only the nodes that beat since, which is not a departure.
+    """
+
+    def __init__(self, node: str, ttl_s: float) -> None:
+        self.node = node
+        self.ttl_s = ttl_s
+        self._known: set[str] | None = None  # None: before the first heartbeat's answer
+        self._missing_since: dict[str, float] = {}
+        self._gone: set[str] = set()  # said to have left
+
+    def saw(self, live: frozenset[str], now: float) -> None:
+        others = live - {self.node}
+        if self._known is None:
+            self._known = set(others)
+            if others:
+                logger.info("nodes in the cluster besides this one: %s", ", ".join(sorted(others)))
+            return
+        for node in sorted(others - self._known):
+            logger.info("node %r joined the cluster", node)
+        for node in sorted(others & self._gone):
+            logger.info("node %r is back in the cluster", node)
+        self._gone -= others
+        for node in others:
+            self._missing_since.pop(node, None)
+        self._known |= others
+        for node in sorted(self._known - others - self._gone):
+            since = self._missing_since.setdefault(node, now)
+            if now - since >= self.ttl_s:
+                self._gone.add(node)
+                logger.warning(
+                    "node %r left the cluster: no heartbeat from it for %g s (stopped, "
+                    "killed, or cut off from Redis); clients given several URLs move to "
+                    "another node",
+                    node,
+                    self.ttl_s,
+                )
+
+
 class Presence:
     """One node's side of cluster presence; run :meth:`run` in a nursery."""
 
@@ -136,6 +179,7 @@ class Presence:
         # (channel, node) counts set while a resync's read is on its way (see _resync)
         self._set_meanwhile: set[tuple[str, str]] | None = None
         self.live_nodes: frozenset[str] = frozenset()
+        self._node_log = NodeLog(node, ttl_s)
         self._heartbeat = Script(client, _HEARTBEAT_LUA)
         self._live = Script(client, _LIVE_LUA)
         self._release = Script(client, _RELEASE_LUA)
@@ -276,6 +320,7 @@ class Presence:
             )
         live, taken = answer if isinstance(answer, list) and len(answer) == 2 else ([], [])
         self.live_nodes = frozenset(n.decode() for n in live)
+        self._node_log.saw(self.live_nodes, trio.current_time())
         lost = [
             name
             for name, claims in (names[int(i) - 1] for i in taken)
