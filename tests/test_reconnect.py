@@ -1221,10 +1221,14 @@ async def test_a_client_gives_up_after_give_up_after(server: ts.Server, proxy: T
         async with client.subscribe("$stats") as sub:
             proxy.refuse()
             proxy.cut()
-            with pytest.raises(ts.ConnectionClosed), trio.fail_after(WAIT_S):
+            # It said only how the connection ended, not that the client stopped trying.
+            gave_up = r"; the client gave up reconnecting after 0\.5 s \(Reconnect\.give_up_after\)"
+            with pytest.raises(ts.ConnectionClosed, match=gave_up), trio.fail_after(WAIT_S):
                 async for _ in sub:
                     pass
         assert client.state == "closed"
+        with pytest.raises(ts.ConnectionClosed, match=gave_up):
+            await client.channels()
 
 
 async def test_a_list_of_urls_is_tried_in_turn(server: ts.Server, proxy: TcpProxy) -> None:

@@ -205,6 +205,9 @@ async def test_a_timeout_while_reconnecting_says_the_call_was_never_sent(url: st
             await ctl.wait_state("reconnecting")
             with pytest.raises(ts.RpcTimeout, match=r"was not sent within 0\.3 s: this client"):
                 await daq.call("my_echo", 1, timeout=0.3)
+            # It named an operation the caller never called ("describe 'daq'").
+            with pytest.raises(ts.RpcTimeout, match=r"^rpc\('daq'\) was not sent within 0\.3 s"):
+                await ctl.rpc("daq", timeout=0.3)
             with pytest.raises(ts.RpcTimeout, match="provider is slow or stuck") as slow:
                 proxy.accept()
                 await ctl.wait_state("open")

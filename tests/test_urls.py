@@ -97,7 +97,7 @@ def test_an_address_without_its_scheme_is_told_the_scheme_to_add(address: str) -
 
 
 def test_the_dashboard_s_address_names_the_websocket_url_there() -> None:
-    with pytest.raises(ts.InvalidArgument, match=r"a client connects to ws://h:9871/ws there"):
+    with pytest.raises(ts.InvalidArgument, match=r"a client connects to ws://h:9871/ws if that is"):
         split_url("http://h:9871/")
 
 

@@ -529,6 +529,13 @@ class Client:
                 left = give_up_at - trio.current_time()
                 if left <= 0:
                     log.warning("client %r gives up reconnecting", self.name)
+                    # What every later call raises: it said only how the connection ended
+                    # ("the peer closed the connection"), not that the client stopped trying.
+                    self._lost = ConnectionClosed(
+                        f"{self._lost_error()}; the client gave up reconnecting after "
+                        f"{policy.give_up_after:g} s (Reconnect.give_up_after): open a new "
+                        "client once the server is back"
+                    )
                     return False
                 wait = min(wait, left)
             await trio.sleep(wait)

@@ -648,7 +648,7 @@ class RpcEndpoint:
         descriptions = await self.ask(
             lambda ident: Describe(id=ident, provider=provider),
             timeout_s,
-            f"describe {provider!r}",
+            f"rpc({provider!r})",
         )
         return RpcProxy._build(self, provider, descriptions, timeout_s)
 

@@ -48,8 +48,9 @@ def split_url(url: str) -> tuple[str, str, int, str]:
         # The dashboard's address, copied from the banner or the browser's address bar.
         ws, tcp = ("wss", "tcps") if parts.scheme == "https" else ("ws", "tcp")
         raise InvalidArgument(
-            f"{url[:200]!r} is the dashboard's web address; a client connects to "
-            f"{ws}://{parts.netloc}/ws there (or to the server's {tcp}:// URL)"
+            f"{url[:200]!r} is a web address; a client connects to {ws}://{parts.netloc}/ws "
+            f"if that is the server's HTTP port (the dashboard's), or to {tcp}://host:port on "
+            "its TCP port"
         )
     if parts.scheme in SCHEMES and parts.hostname and port is None:
         # No port: there is no default one to assume (the server's TCP and HTTP ports differ).
