@@ -1603,7 +1603,8 @@ class Client:
                 ``size``; 0 or less raises ``InvalidArgument``).
             block_timeout: ``block`` only: seconds this reader may hold the channel's writers
                 back (and so its other readers) before the server ends the subscription
-                with ``LimitExceeded`` (default: the server's ``block_timeout_s``).
+                with ``LimitExceeded`` (default: the server's ``block_timeout_s``). Given
+                with another policy, it waits for a ``retune(policy="block")``.
             sender: only the frames written by the client of this name (filtered on the
                 server; ``every`` and ``max_rate`` then count that writer's frames only).
             view: ``ts.View(slices=...)``: of each numpy frame only this strided sub-array,
