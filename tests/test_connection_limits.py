@@ -3,6 +3,7 @@ HTTP; the HTTP port's keep-alive timeout, requests per connection and write time
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
@@ -13,6 +14,7 @@ import trio_stream as ts
 from trio_stream._protocol import messages as M
 from trio_stream._protocol.framing import FrameDecoder, frame_prefix
 from trio_stream._protocol.limits import PROTOCOL_VERSION
+from trio_stream._server.admission import REFUSALS_SAID_EVERY_S
 
 TIMEOUT_S = 10.0
 
@@ -89,6 +91,33 @@ async def test_the_trio_client_reports_the_limit() -> None:
             with pytest.raises(ts.LimitExceeded, match="max_connections"):
                 async with ts.open_client(server.tcp_url, name="second"):
                     pass
+
+
+async def test_refusals_are_warned_in_the_log_and_a_flood_of_them_counted(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Clients were refused while the server's log said nothing (INFO only; operator persona).
+    caplog.set_level(logging.WARNING, logger="trio_stream")
+    async with ts.open_server(config(max_connections=1)) as server:
+        first, _ = await hello(server)
+        refused = []
+        for _ in range(5):
+            stream, answer = await hello(server)
+            assert isinstance(answer, M.Error)
+            refused.append(stream)
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1, said  # the first at once, the next ones counted
+        assert said[0].startswith("connection from 127.0.0.1 refused: the server holds 1 ")
+        await trio.sleep(REFUSALS_SAID_EVERY_S)
+        stream, _ = await hello(server)
+        refused.append(stream)
+        said = [r.getMessage() for r in caplog.records]
+        assert said[1].startswith(
+            "5 connections refused in the 60 s since the last such line, the latest from "
+            "127.0.0.1: the server holds 1 connections"
+        ), said
+        for stream in (first, *refused):
+            await stream.aclose()
 
 
 async def test_a_reconnecting_client_waits_out_a_full_server(nursery: trio.Nursery) -> None:

@@ -7,30 +7,51 @@ share the counts.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+log = logging.getLogger(__name__)
+
+#: After the first refusal's line, at most one line per this many seconds, counting them.
+REFUSALS_SAID_EVERY_S: Final = 60.0
+
 
 class ConnectionCounter:
     """``max_connections`` and ``max_connections_per_address``, enforced at accept."""
 
-    def __init__(self, max_total: int, max_per_address: int) -> None:
+    def __init__(
+        self,
+        max_total: int,
+        max_per_address: int,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
         self.max_total = max_total
         self.max_per_address = max_per_address
         self.total = 0
         self._by_address: dict[str, int] = {}
+        self.refusals = RefusalLog(clock)
 
     def admit(self, address: str) -> str | None:
         """Count a new connection from ``address``; or say which limit refuses it (None: in)."""
         if self.total >= self.max_total:
-            return (
+            refusal = (
                 f"the server holds {self.total} connections, its limit (max_connections): "
                 "try again later, or raise max_connections on the server"
             )
+            self.refusals.refused(address, refusal)
+            return refusal
         count = self._by_address.get(address, 0)
         if count >= self.max_per_address:
-            return (
+            refusal = (
                 f"{address[:80]} holds {count} connections to this server, the limit per "
                 "address (max_connections_per_address): close some, or raise the limit on "
                 "the server"
             )
+            self.refusals.refused(address, refusal)
+            return refusal
         self.total += 1
         self._by_address[address] = count + 1
         return None
@@ -46,3 +67,37 @@ class ConnectionCounter:
 
     def from_address(self, address: str) -> int:
         return self._by_address.get(address, 0)
+
+
+class RefusalLog:
+    """Refused connections in the log at WARNING: clients were refused while the server's
+    log said nothing (an operator; it was at INFO). A flood of them (a client that retries
+    in a loop, a scan) must not flood the log: the first is said at once, the rest at most
+    once per :data:`REFUSALS_SAID_EVERY_S`, counted, with the latest one's address and reason.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._said_at: float | None = None
+        self._unsaid = 0  # refused since the last line
+        self._latest = ("", "")
+
+    def refused(self, address: str, reason: str) -> None:
+        now = self._clock()
+        self._latest = (address, reason)
+        self._unsaid += 1
+        if self._said_at is not None and now - self._said_at < REFUSALS_SAID_EVERY_S:
+            return
+        if self._said_at is None or self._unsaid == 1:
+            log.warning("connection from %s refused: %s", address[:80], reason)
+        else:
+            log.warning(
+                "%d connections refused in the %.0f s since the last such line, the latest "
+                "from %s: %s",
+                self._unsaid,
+                now - self._said_at,
+                address[:80],
+                reason,
+            )
+        self._said_at = now
+        self._unsaid = 0

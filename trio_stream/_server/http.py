@@ -123,7 +123,6 @@ class HttpSite:
         try:
             connection = HttpConnection(self, stream, remote_of(socket_stream))
             if refusal is not None:
-                log.info("HTTP connection refused: %s", refusal)
                 await connection.send_raw_error(503, refusal)
             else:
                 await connection.run()

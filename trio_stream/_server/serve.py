@@ -202,7 +202,7 @@ class Server:
 
 async def _refuse_connection(stream: trio.abc.Stream, reason: str) -> None:
     """Tell a connection over a limit why (an ``error`` frame, as a refused hello gets), close."""
-    log.info("connection refused: %s", reason)
+    # (Said in the log by the admission's RefusalLog.)
     error = Error(id=None, type=LimitExceeded.__name__, message=reason)
     with trio.move_on_after(REFUSAL_FLUSH_S):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
