@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,7 +13,7 @@ from server_parts import World, channel_with, decode, payload
 from trio_stream import ProtocolError
 from trio_stream._protocol import messages as M
 from trio_stream._server.buffers import Policy, drops_when_full
-from trio_stream._server.outbox import HOLD_NOTICE_S, Reader
+from trio_stream._server.outbox import HOLD_NOTICE_S, HOLD_WARNING_S, Reader
 
 
 def test_one_publish_reaches_every_reader_as_one_shared_frame() -> None:
@@ -90,6 +93,45 @@ def test_a_block_reader_is_shown_holding_then_ended_by_its_block_timeout() -> No
     (end,) = [m for m in sent.control if isinstance(m, M.SubEnd)]
     assert end.error == "LimitExceeded" and "block_timeout" in end.reason
     assert writer.parked_frames == 0 and channel.readers == 0 and "released" in events
+
+
+def test_a_block_reader_holding_its_writers_for_long_is_warned_of_once_per_hold(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A channel stalled by a reader that read nothing was silent in the log (operator persona).
+    caplog.set_level(logging.WARNING, logger="trio_stream._server.outbox")
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    owner, box = world.connection()
+    reader = world.reader(box, channel, Policy.BLOCK, 1, window=1)
+    world.broker.publish(writer, 1.0, payload(1))
+    world.broker.publish(writer, 1.0, payload(2))  # parked now
+    start = world.clock.now
+    world.clock.now += HOLD_NOTICE_S
+    assert box.check_holds(world.clock.now) == pytest.approx(start + HOLD_WARNING_S)
+    assert not caplog.records
+    world.clock.now = start + HOLD_WARNING_S
+    assert box.check_holds(world.clock.now) == math.inf
+    (warned,) = [r.getMessage() for r in caplog.records]
+    assert warned.startswith(
+        f"channel {channel.name!r}: the block reader of client {owner.name!r} (subscription "
+        f"{reader.sub_id}) has held its writers back for 10 s"
+    )
+    box.check_holds(world.clock.now + 60.0)
+    assert len(caplog.records) == 1  # once for this hold
+    # Taken (credit back: the parked frame goes in), then held again: a new hold, warned again.
+    reader.add_credit(1)
+    box.next_batch()
+    reader.add_credit(1)
+    box.next_batch()
+    assert not reader.parked
+    world.broker.publish(writer, 1.0, payload(3))
+    world.broker.publish(writer, 1.0, payload(4))
+    assert reader.parked
+    world.clock.now += HOLD_WARNING_S
+    box.check_holds(world.clock.now)
+    assert len(caplog.records) == 2
 
 
 def test_history_replays_the_newest_frames_that_fit_and_counts_the_rest_lost() -> None:

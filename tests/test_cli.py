@@ -1588,6 +1588,29 @@ async def test_bridge_of_a_channel_that_is_not_there_fails_at_once(server: ts.Se
 
 
 # -- channels, clients, stats ------------------------------------------------------------------
+async def test_channels_shows_a_block_reader_holding_the_writers(server: ts.Server) -> None:
+    # A channel stalled by a block reader showed nothing in the table, its rate 0 as a quiet
+    # channel's; only --json had held_by (operator persona).
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="w") as w, ts.open_client(url, name="slow") as r:
+        await w.create_channel("held")
+        async with (
+            r.subscribe("held", policy="block", size=1, window=1),
+            w.publisher("held") as pub,
+        ):
+            await pub.wait_for_readers()
+            for i in range(4):  # 1 in flight, 1 buffered, the rest parked: held
+                await pub.send(i)
+            with trio.fail_after(WAIT_S):
+                while not [c for c in await w.channels() if c.name == "held" and c.held_by]:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            listed = await cli("channels", url)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.decode().splitlines() if line.startswith("held ")]
+    assert re.search(r"held by slow \d+\.\d s", row), row
+
+
 async def test_channels_clients_and_stats(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url

@@ -17,6 +17,7 @@ owner and a fake clock.
 
 from __future__ import annotations
 
+import logging
 import math
 from bisect import bisect_right
 from collections import deque
@@ -47,10 +48,15 @@ from .fairness import DeficitRoundRobin
 if TYPE_CHECKING:
     from .broker import Channel, Parked, ParkedView, Writer
 
+log = logging.getLogger(__name__)
+
 SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
 # A block reader that has held its channel's writers back this long (seconds) is shown as
 # holding the channel (held_by in channel records and $channels events).
 HOLD_NOTICE_S: Final = 1.0
+# ... and is warned of in the log after this long (once per hold): a channel stalled by a
+# reader that reads nothing (a stopped process) was silent in the log (an operator).
+HOLD_WARNING_S: Final = 10.0
 # Bytes per frame in flight that a client leaves out of its count toward a quarter of
 # window_bytes (credit_due): the length prefix, which it never sees as part of the frame.
 CREDIT_BYTES_MARGIN: Final = 4
@@ -154,6 +160,7 @@ class Reader:
         "ending",
         "every",
         "held_reported",
+        "hold_warned_since",
         "inflight_bytes",
         "interval",
         "known_as",
@@ -246,6 +253,7 @@ class Reader:
         # policy: a retune to block later uses it.
         self.block_timeout_asked = block_timeout_asked
         self.held_reported = False  # shown in held_by (parked for HOLD_NOTICE_S or more)
+        self.hold_warned_since: float | None = None  # the hold the log warned of (its start)
         # Since when a writer waits for it before the stream on another node (redis_holds):
         # through Redis nothing is parked here. None: none waits, or not for that long.
         self.waited_since: float | None = None
@@ -1089,6 +1097,17 @@ def _with_notices(
     return merged
 
 
+def _warn_hold(reader: Reader, held_s: float) -> None:
+    log.warning(
+        "channel %r: the block reader of client %r (subscription %d) has held its writers "
+        "back for %.0f s: it reads nothing, or too slowly (a block_timeout ends such a reader)",
+        reader.channel.name[:80],
+        reader.outbox.owner.name,
+        reader.sub_id,
+        held_s,
+    )
+
+
 def block_timeout_error(reader: Reader, timeout: float) -> LimitExceeded:
     """Why ``reader`` (block) ends: it held its writers back for its ``block_timeout``."""
     return LimitExceeded(
@@ -1581,6 +1600,12 @@ class Outbox:
                     reader.notice_hold()
                 else:
                     due = min(due, since + HOLD_NOTICE_S)
+            if reader.hold_warned_since != since:
+                if now - since >= HOLD_WARNING_S:
+                    reader.hold_warned_since = since
+                    _warn_hold(reader, now - since)
+                else:
+                    due = min(due, since + HOLD_WARNING_S)
             if due == math.inf:
                 self._holding.discard(reader)  # shown; parking again re-adds it
             deadline = min(deadline, due)

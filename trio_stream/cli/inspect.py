@@ -149,6 +149,12 @@ def channels_table(
             flags.append(meta_text(c.meta))
         if c.lifetime is not None:
             flags.append(f"ends in {human_duration(c.created + c.lifetime - now)}")
+        # A block reader holding the writers back: a stalled channel showed nothing here, its
+        # rate 0 as a quiet one's (operator persona; --json had it).
+        flags.extend(
+            f"held by {str(h.get('client'))[:40]} {human_duration(float(h.get('held_s', 0)))}"
+            for h in c.held_by
+        )
         lost = [str(c.lost)]
         if lost_per_s is not None:
             lost.append(f"{lost_per_s.get(c.name, 0.0):.1f}")
