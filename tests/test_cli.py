@@ -35,6 +35,7 @@ from redis_server import RedisServer
 from test_cluster import two_nodes
 
 import trio_stream as ts
+from trio_stream._server.metrics import render_metrics
 from trio_stream.cli import bridge as bridge_cli
 from trio_stream.cli import build_parser, dumpfile, parse_command_line
 from trio_stream.cli import inspect as inspect_cli
@@ -1606,6 +1607,7 @@ async def test_channels_shows_a_block_reader_holding_the_writers(server: ts.Serv
                 while not [c for c in await w.channels() if c.name == "held" and c.held_by]:  # noqa: ASYNC110
                     await trio.sleep(0.05)
             listed = await cli("channels", url)
+            assert "\ntrio_stream_held_channels 1\n" in render_metrics(server.state)
     assert listed.returncode == 0, listed.stderr
     (row,) = [line for line in listed.stdout.decode().splitlines() if line.startswith("held ")]
     assert re.search(r"held by slow \d+\.\d s", row), row

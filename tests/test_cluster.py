@@ -334,6 +334,30 @@ async def test_the_writers_node_counts_the_channel_it_writes_without_reading_it(
         assert int(metrics['trio_stream_channel_bytes_total{channel="flood"}']) >= 200
 
 
+async def test_metrics_say_the_live_nodes_and_whether_redis_answers(
+    redis_server: RedisServer,
+) -> None:
+    # /metrics had nothing to alert on for a Redis down or a node gone (operator persona).
+    def gauges(server: ts.Server) -> dict[str, str]:
+        lines = render_metrics(server.state).splitlines()
+        return dict(line.rsplit(" ", 1) for line in lines if line.startswith("trio_stream_"))
+
+    async with ts.open_server(node_config(redis_server, "a")) as a:
+        async with ts.open_server(node_config(redis_server, "b")):
+            with trio.fail_after(WAIT_S):
+                while gauges(a)["trio_stream_cluster_nodes"] != "2":  # noqa: ASYNC110
+                    await trio.sleep(0.05)  # b's first heartbeat, seen at a's next one
+            assert gauges(a)["trio_stream_redis_up"] == "1.0"
+        with redis_stopped(redis_server), trio.fail_after(WAIT_S):
+            while gauges(a)["trio_stream_redis_up"] != "0.0":  # noqa: ASYNC110
+                await trio.sleep(0.05)  # a heartbeat TTL without an answer
+        with trio.fail_after(WAIT_S):
+            while gauges(a)["trio_stream_redis_up"] != "1.0":  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            while gauges(a)["trio_stream_cluster_nodes"] != "1":  # noqa: ASYNC110
+                await trio.sleep(0.05)  # b stopped
+
+
 async def test_a_delete_done_in_redis_whose_announcement_fails_stays_done(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

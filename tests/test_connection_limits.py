@@ -111,6 +111,7 @@ async def test_refusals_are_warned_in_the_log_and_a_flood_of_them_counted(
         await trio.sleep(REFUSALS_SAID_EVERY_S)
         stream, _ = await hello(server)
         refused.append(stream)
+        assert server.admission.refused_total == 6
         said = [r.getMessage() for r in caplog.records]
         assert said[1].startswith(
             "5 connections refused in the 60 s since the last such line, the latest from "

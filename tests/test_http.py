@@ -333,6 +333,9 @@ async def test_metrics_count_public_channels_in_prometheus_format(server: ts.Ser
     assert float(metrics["trio_stream_uptime_seconds"]) >= 0
     for name in ("bytes_in_total", "bytes_out_total", "frames_lost_total", "buffered_bytes"):
         assert f"trio_stream_{name}" in metrics
+    assert metrics["trio_stream_held_channels"] == "0"
+    assert metrics["trio_stream_connections_refused_total"] == "0"
+    assert "trio_stream_redis_up" not in metrics  # one node: no cluster gauges
 
 
 async def test_metrics_want_the_token_when_the_server_has_one() -> None:

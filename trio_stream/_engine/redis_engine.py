@@ -1236,6 +1236,15 @@ class RedisEngine:
             local |= self._cluster_counts
         return local
 
+    def health(self) -> dict[str, float]:
+        io = self._io
+        if io is None:
+            return {}
+        return {
+            "cluster_nodes": len(io.presence.live_nodes | {self.node}),
+            "redis_up": 1.0 if io.presence.reaches_redis() else 0.0,
+        }
+
     async def _count_for_stats(self) -> None:
         """Count the cluster once per stats interval while this node's ``$stats`` has
         readers (it reads every channel record: not worth it for nobody)."""

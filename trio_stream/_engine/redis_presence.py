@@ -194,6 +194,9 @@ class Presence:
         bus.on_resubscribed(self._beat_now)
 
     # -- heartbeat --------------------------------------------------------------------------
+    def reaches_redis(self) -> bool:
+        """Redis answered a heartbeat within the last TTL (to the others, this node lives)."""
+        return trio.current_time() - self._beaten_at <= self.ttl_s
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Heartbeat and resynchronise until cancelled (started after the first beat)."""

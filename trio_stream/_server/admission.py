@@ -33,6 +33,7 @@ class ConnectionCounter:
         self.total = 0
         self._by_address: dict[str, int] = {}
         self.refusals = RefusalLog(clock)
+        self.refused_total = 0  # since the start (/metrics)
 
     def admit(self, address: str) -> str | None:
         """Count a new connection from ``address``; or say which limit refuses it (None: in)."""
@@ -41,6 +42,7 @@ class ConnectionCounter:
                 f"the server holds {self.total} connections, its limit (max_connections): "
                 "try again later, or raise max_connections on the server"
             )
+            self.refused_total += 1
             self.refusals.refused(address, refusal)
             return refusal
         count = self._by_address.get(address, 0)
@@ -50,6 +52,7 @@ class ConnectionCounter:
                 "address (max_connections_per_address): close some, or raise the limit on "
                 "the server"
             )
+            self.refused_total += 1
             self.refusals.refused(address, refusal)
             return refusal
         self.total += 1

@@ -103,6 +103,10 @@ class Engine(Protocol):
         several nodes, the cluster's counts (no I/O here)."""
         ...
 
+    def health(self) -> dict[str, float]:
+        """The engine's gauges for /metrics, by name (see metrics.ENGINE_GAUGES; no I/O)."""
+        ...
+
 
 class MemoryEngine:
     """One node, nothing shared: every hook does nothing (see the module docstring)."""
@@ -152,6 +156,9 @@ class MemoryEngine:
 
     def stats(self, local: dict[str, Any]) -> dict[str, Any]:
         return local
+
+    def health(self) -> dict[str, float]:
+        return {}
 
 
 def make_engine(state: ServerState) -> Engine:

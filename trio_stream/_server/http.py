@@ -173,7 +173,7 @@ class HttpSite:
                 )
                 response.headers.append(("WWW-Authenticate", 'Bearer realm="trio_stream"'))
                 return response
-        body = render_metrics(self.server.state).encode()
+        body = render_metrics(self.server.state, self.server.admission.refused_total).encode()
         return HttpResponse(200, body, METRICS_CONTENT_TYPE, [("Cache-Control", "no-store")])
 
 

@@ -16,9 +16,15 @@ from .state import ServerState, resident_bytes
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX: Final = "trio_stream_"
+# The engine's gauges (Engine.health), present with several nodes only: what an operator
+# alerts on (a Redis down, a node gone), which /metrics could not tell.
+ENGINE_GAUGES: Final = {
+    "cluster_nodes": "Live nodes of the cluster, this one included, as its heartbeats see them.",
+    "redis_up": "1 while Redis answers this node's heartbeats (within a heartbeat TTL), else 0.",
+}
 
 
-def render_metrics(state: ServerState) -> str:
+def render_metrics(state: ServerState, connections_refused: int = 0) -> str:
     broker = state.broker
     channels = [c for c in broker.channels.values() if c.public]
     lines: list[str] = []
@@ -28,6 +34,12 @@ def render_metrics(state: ServerState) -> str:
         lines.append(f"{PREFIX}{name} {_number(value)}")
 
     metric("connections", "gauge", "Connected clients.", len(state.sessions))
+    metric(
+        "connections_refused_total",
+        "counter",
+        "Connections refused for max_connections or max_connections_per_address.",
+        connections_refused,
+    )
     metric("channels", "gauge", "Public channels, system channels included.", len(channels))
     metric("frames_in_total", "counter", "Frames published by writers.", broker.frames_in)
     metric("bytes_in_total", "counter", "Payload bytes published by writers.", broker.bytes_in)
@@ -58,6 +70,14 @@ def render_metrics(state: ServerState) -> str:
         "resident_memory_bytes", "gauge", "Resident memory of the server process.", resident_bytes()
     )
     metric("cpu_seconds_total", "counter", "CPU time the server process used.", time.process_time())
+    metric(
+        "held_channels",
+        "gauge",
+        "Channels whose writers a block reader holds back (held_by not empty), public or not.",
+        sum(1 for c in broker.channels.values() if any(r.held_reported for r in c.subscriptions)),
+    )
+    for name, value in state.engine.health().items():
+        metric(name, "gauge", ENGINE_GAUGES[name], value)
 
     per_channel = (
         ("channel_readers", "gauge", "Readers subscribed to the channel.", _readers),
