@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from trio_stream._engine.retry_log import RetryLog
+from trio_stream._engine.retry_log import RetryLog, RetryLogGroup
 
 
 def test_an_outage_is_one_warning_and_its_end_another(caplog: pytest.LogCaptureFixture) -> None:
@@ -47,3 +47,34 @@ def test_an_outage_whose_work_went_away_is_forgotten_without_a_line(
         "the job failed (second): retrying until Redis answers",
     ]
     assert messages[2].endswith(" s and 1 failed tries") and len(messages) == 3
+
+
+def test_a_group_of_jobs_says_an_outage_once_and_its_end_once_the_last_works(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A node with 31 channels wrote two lines per channel for one Redis outage (an operator).
+    logger = logging.getLogger("test.retry_log")
+    group = RetryLogGroup(logger, "appending to Redis", "channels")
+    jobs = [group.job(f"channel 'm/{i}'") for i in range(31)]
+    with caplog.at_level(logging.WARNING, logger="test.retry_log"):
+        for _ in range(3):
+            for job in jobs:
+                job.failed(ConnectionError("refused"))
+        for job in jobs[:-1]:
+            job.succeeded()
+        assert len(caplog.records) == 1  # one still fails
+        jobs[-1].succeeded()
+        jobs[0].succeeded()  # nothing failed since: nothing to say
+        jobs[1].failed(ConnectionError("again"))
+        jobs[1].forget()  # its writer went away: the outage ends unsaid
+        jobs[2].failed(ConnectionError("third"))
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0] == (
+        "appending to Redis failed for channel 'm/0' (refused): retrying until Redis answers "
+        "(the other channels that fail meanwhile are counted when it works again)"
+    )
+    assert messages[1].startswith("appending to Redis works again, after ")
+    assert messages[1].endswith(" s (31 channels waited, 93 failed tries)")
+    assert messages[2].startswith("appending to Redis failed for channel 'm/1' (again)")
+    assert messages[3].startswith("appending to Redis failed for channel 'm/2' (third)")
+    assert len(messages) == 4

@@ -91,7 +91,7 @@ from .redis_streams import (
     WriterMoved,
     read_range,
 )
-from .retry_log import RetryLog
+from .retry_log import RetryLog, RetryLogGroup
 
 if TYPE_CHECKING:
     from .._server.outbox import Reader
@@ -261,6 +261,7 @@ class RedisEngine:
         self._io: RedisEngineIO | None = None
         self._nursery: trio.Nursery | None = None
         self._appenders: dict[Writer, _Appender] = {}
+        self._append_log = RetryLogGroup(log, "appending to Redis", "channels")
         # Writers their clients named (open_publisher's ``writer``), as their connection has
         # them, and how many of their frames the stream had at the open (the client's count
         # too): gone with the writer (weak), whether it published or not.
@@ -1736,7 +1737,7 @@ class RedisEngine:
         # A named writer: its record, and its frames in the stream before the next batch.
         named, written = self._named.get(writer, (None, 0))
         batches = 0  # this appender's batches: an append tried again names the same one
-        retry_log = RetryLog(log, f"appending to {channel.name[:80]!r}")
+        retry_log = self._append_log.job(f"channel {channel.name[:80]!r}")
         try:
             if appender.after is not None:
                 await appender.after.done.wait()
@@ -1847,6 +1848,7 @@ class RedisEngine:
                 if writer in channel.publishers:
                     writer.outbox.ack(writer.pub_id, count)
         finally:
+            retry_log.forget()  # (a no-op unless it ends in an outage)
             del self._appenders[writer]
             appender.done.set()
 
