@@ -700,6 +700,9 @@ async def test_wait_server_lets_a_command_start_before_its_server(nursery: trio.
     assert code == 0, said + stderr.encode()
     assert "channels" in stdout
     assert b"no server answers yet" in said
+    # Named as the command's own lines are, not "WARNING trio_stream._client: ..." (a raw
+    # library logger's name among "trio-stream channels: ..." lines; operator persona).
+    assert b" WARNING trio-stream channels: client " in said, said
     await server.aclose()
 
 

@@ -130,5 +130,5 @@ def _check_command(parser: argparse.ArgumentParser, command: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its exit code."""
     args = parse_command_line(build_parser(), argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.command)
     return run(args.run, args)

@@ -81,11 +81,18 @@ def typed_command() -> str:
     return shlex.quote(argv0)
 
 
-def configure_logging(level: str) -> None:
+# Commands that run a server: their log is a server's, each line naming the module.
+SERVER_COMMANDS: Final = ("serve", "demo")
+
+
+def configure_logging(level: str, command: str = "") -> None:
     # The library only logs; choosing where and how much is the application's job (here).
+    # A client command's lines name the command, as its own messages do ("trio-stream sub:
+    # ..."): a raw "WARNING trio_stream._client: ..." among them read as another program's.
+    where = "%(name)s" if command in SERVER_COMMANDS or not command else f"trio-stream {command}"
     logging.basicConfig(
         level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)-7s {where}: %(message)s",
         stream=sys.stderr,
     )
     if level.upper() != "DEBUG":
