@@ -37,7 +37,7 @@ from test_cluster import two_nodes
 import trio_stream as ts
 from trio_stream._server.metrics import render_metrics
 from trio_stream.cli import bridge as bridge_cli
-from trio_stream.cli import build_parser, dumpfile, parse_command_line
+from trio_stream.cli import build_parser, dumpfile, parse_command_line, pubsub
 from trio_stream.cli import inspect as inspect_cli
 from trio_stream.cli._options import SIZE_UNITS, byte_size, subscription_kwargs
 from trio_stream.cli._output import jsonable
@@ -898,10 +898,34 @@ async def test_sub_with_wait_channel_reads_on_when_its_channel_is_back(url: str)
             await channel_with_two_lives(owner, "comes-back")
             code, stdout, stderr = await sub.finish()
     assert code == 0, stderr
-    assert [m["data"] for m in json_lines(stdout)] == list(range(6))
+    messages = json_lines(stdout)
+    assert [m["data"] for m in messages] == list(range(6))
+    # The second life's first message says its seqs start again, as dump's does (the stream
+    # jumped from 3 to 1 without a word; operator persona).
+    assert [m.get("gap") for m in messages] == [None] * 3 + [
+        {"kind": "reset", "lost": None, "recovered": 0}
+    ] + [None] * 2
     # (It says it waits if it asks before the channel is back.)
     said = [line for line in stderr.strip().splitlines() if WAITING_LINE not in line]
-    assert said == ["trio-stream sub: channel 'comes-back' was deleted"], stderr
+    assert said == [
+        "trio-stream sub: channel 'comes-back' was deleted (reading on when it is back)"
+    ], stderr
+
+
+def test_the_advice_to_subscribe_again_is_left_out_of_an_end_sub_reads_on_after() -> None:
+    # After a Redis restart `sub --wait-channel` said "...: subscribe again" and went on by
+    # itself (operator persona).
+    strip = pubsub._ADVICE_TO_SUBSCRIBE.sub
+    assert strip("", "channel 'x' was created anew (on another node): subscribe again") == (
+        "channel 'x' was created anew (on another node)"
+    )
+    assert strip("", "was registered again: frames may be missing; subscribe again") == (
+        "was registered again: frames may be missing"
+    )
+    assert strip("", "is gone (a restart): create it again, or subscribe again") == (
+        "is gone (a restart)"
+    )
+    assert strip("", "channel 'x' was deleted") == "channel 'x' was deleted"
 
 
 async def one_value_then_the_end(owner: ts.Client, channel: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
@@ -50,7 +51,8 @@ examples (start a reader first, e.g. `trio-stream sub tcp://127.0.0.1:9870 setpo
 
 SUB_EPILOG = """\
 Each message is one JSON line: {"seq", "time", "sender", "lost", "data"}, with "gap" ({"kind",
-"lost", "recovered"}) on the first message after a reconnection. numpy arrays are
+"lost", "recovered"}) on the first message after a reconnection (and, with --wait-channel,
+a "reset" one on the first of the channel's new life). numpy arrays are
 summarized as {"dtype", "shape", "min", "max", "mean"} unless --full; bytes are base64 (or
 hex); NaN and infinities are the strings "nan", "inf", "-inf".
 
@@ -303,6 +305,10 @@ async def _say_if_no_such_writer(client: ts.Client, channel: str, sender: str) -
         )
 
 
+# The end of an end's reason that tells the application to subscribe again (the server's words).
+_ADVICE_TO_SUBSCRIBE: Final = re.compile(r"[:;] [^:;]*subscribe again$")
+
+
 async def run_sub(args: argparse.Namespace) -> int:
     out = sys.stdout
     received = 0
@@ -316,21 +322,31 @@ async def run_sub(args: argparse.Namespace) -> int:
                 async with subscription(client, args.channel, args) as sub:
                     if not ended_once:
                         await _say_what_is_read(client, args)
+                    new_life = ended_once
                     try:
                         while args.count is None or received < args.count:
                             msg = await _receive(sub, out.flush)
+                            if new_life:
+                                # The channel came back: its seqs start again. Marked as dump
+                                # marks it (a reset gap), or the stream jumped from 3733 to 1.
+                                new_life = False
+                                if msg.gap is None:
+                                    msg = msg._replace(gap=ts.Gap("reset", lost=None, recovered=0))
                             out.write(json_line(message_record(msg, args)) + "\n")
                             received += 1
                             if received % 64 == 0:  # receive_nowait() does not yield
                                 await trio.lowlevel.checkpoint()
                         break
                     except trio.EndOfChannel:
-                        hint = (
-                            ""
-                            if args.wait_channel
-                            else " (--wait-channel reads on when it is back)"
-                        )
-                        print(f"trio-stream sub: {ended(args.channel, sub)}{hint}", file=sys.stderr)
+                        said = ended(args.channel, sub)
+                        if args.wait_channel:
+                            # The library's advice ("subscribe again") is what happens next.
+                            said = (
+                                _ADVICE_TO_SUBSCRIBE.sub("", said) + " (reading on when it is back)"
+                            )
+                        else:
+                            said += " (--wait-channel reads on when it is back)"
+                        print(f"trio-stream sub: {said}", file=sys.stderr)
                         ended_once = True
                         if args.wait_channel:
                             out.flush()
