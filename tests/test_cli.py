@@ -590,6 +590,10 @@ async def test_demo_writes_its_channels_and_stops_on_sigterm() -> None:
         code, _, stderr = await demo.finish()
     assert code == 0
     assert "Traceback" not in stderr
+    # Says what the stop does, and that it is over (it said "stopping..." and no more).
+    said = [line for line in stderr.splitlines() if "stop" in line]
+    assert said[-2].startswith("stopping: telling ") and " client" in said[-2], stderr
+    assert said[-1] == "stopped", stderr
 
 
 async def test_demo_suggests_a_command_that_works_as_typed(tmp_path: Path) -> None:

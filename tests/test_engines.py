@@ -460,6 +460,19 @@ async def test_a_redis_that_never_answers_is_named_after_the_start_bound(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
+async def test_a_tls_url_to_a_plain_redis_says_so(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It said only "did not answer within 10 s (is it a Redis server? ...)" (operator persona).
+    monkeypatch.setattr(redis_engine, "STARTUP_TIMEOUT_S", 0.5)
+    url = f"rediss://127.0.0.1:{redis_server.port}/0"
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, engine=url)
+    with trio.fail_after(WAIT_S), pytest.raises(ts.ClusterUnavailable) as refused:
+        async with ts.open_server(config):
+            pass
+    assert "a plain Redis never answers a rediss:// URL: use redis://" in str(refused.value)
+
+
 async def silent(stream: trio.SocketStream) -> None:
     """A peer that takes the connection and never says a word."""
     async with stream:

@@ -374,9 +374,14 @@ class RedisEngine:
             raise ClusterUnavailable(_refusal(_safe_url(self.url), error)) from None
 
     def _no_answer(self) -> str:
+        tls = (
+            " with TLS? a plain Redis never answers a rediss:// URL: use redis://"
+            if self.url.startswith("rediss://")
+            else "?"
+        )
         return (
             f"Redis at {_safe_url(self.url)} did not answer within {STARTUP_TIMEOUT_S:g} s (is "
-            "it a Redis server? is it loaded or paused?)"
+            f"it a Redis server{tls} is it loaded or paused?)"
         )
 
     def later(self, job: Callable[[], Awaitable[None]]) -> None:

@@ -226,7 +226,8 @@ def clients_table(clients: list[ts.ClientInfo]) -> FitTable:
     ]
     table = FitTable("clients", [_number("id"), *map(_text, headers)])
     now = time.time()
-    for c in sorted(clients, key=lambda c: c.id):
+    # Ids are each node's own: by node first, they read as numbered per node.
+    for c in sorted(clients, key=lambda c: (c.node, c.id)):
         subs = ", ".join(
             f"{s.channel} ({s.policy}"
             + (f" {s.size}" if s.size else "")

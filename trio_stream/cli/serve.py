@@ -210,8 +210,15 @@ async def _run_server(config: ts.ServerConfig, prefix: str | None) -> None:
                 tls = config.ssl_context is not None
                 await run_demo_writers(client_url, prefix, token=config.token, tls=tls)
             await trio.sleep_forever()
-        print("stopping...", file=sys.stderr, flush=True)
+        clients = len(server.state.sessions)
+        print(
+            f"stopping: telling {clients} client{'s' * (clients != 1)}, and letting buffers "
+            f"drain for up to {config.shutdown_grace_s:g} s...",
+            file=sys.stderr,
+            flush=True,
+        )
         await server.aclose()
+        print("stopped", file=sys.stderr, flush=True)
 
 
 async def run_serve(args: argparse.Namespace) -> int:
