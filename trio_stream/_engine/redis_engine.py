@@ -393,7 +393,16 @@ class RedisEngine:
             try:
                 await job()
             except REDIS_DOWN as error:
-                log.warning("Redis unreachable, a cluster update was dropped: %s", error)
+                # Not a loss of frames: a client's arrival or departure, a name's release, an
+                # announcement. The heartbeats repair the lists once Redis is back (the
+                # clients written again, names expiring with their TTL).
+                log.warning(
+                    "Redis unreachable (%s): a cluster update (a client listed, a name "
+                    "released, an announcement) was skipped; the node's heartbeats set the "
+                    "lists right once Redis answers again, but other nodes' $clients readers "
+                    "may miss that event (no frames are lost by this)",
+                    error,
+                )
             except Exception:
                 log.exception("cluster update failed")
 
