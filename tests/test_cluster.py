@@ -84,6 +84,21 @@ async def client_on_each_node(
 
 
 @asynccontextmanager
+async def writer_and_reader_nodes(
+    redis: RedisServer,
+) -> AsyncIterator[tuple[ts.Server, ts.Server, ts.Client, ts.Client]]:
+    """Nodes "a" and "b", a client "w" of node a and one "r" of node b: for the tests that
+    look into a node's own state (its metrics, its Redis pool) as well."""
+    async with (
+        ts.open_server(node_config(redis, "a")) as a,
+        ts.open_server(node_config(redis, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="w") as w,
+        ts.open_client(str(b.tcp_url), name="r") as r,
+    ):
+        yield a, b, w, r
+
+
+@asynccontextmanager
 async def flooding(pub: ts.Publisher) -> AsyncIterator[None]:
     """Sends 0, 1, 2, ... through ``pub`` from a task while the block runs."""
 
@@ -303,32 +318,24 @@ async def test_the_writers_node_counts_the_channel_it_writes_without_reading_it(
     # Its frames go to Redis and reach its channel only if it reads it: the writer's node
     # showed the flooded channel at 0 frames/s, trio_stream_channel_frames_total 0
     # (operator persona).
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_server(node_config(redis_server, "b")) as b,
-    ):
-        assert a.tcp_url is not None and b.tcp_url is not None
-        async with (
-            ts.open_client(a.tcp_url, name="w") as w,
-            ts.open_client(b.tcp_url, name="r") as r,
-        ):
-            await w.create_channel("flood")
-            async with r.subscribe("flood", policy="unbounded") as sub, w.publisher("flood") as pub:
-                await pub.wait_for_readers()
-                a.state.broker.update_rates()  # the interval starts here
-                for _ in range(20):
-                    await pub.send(b"x" * 10)
-                await pub.wait_acknowledged()  # in Redis
-                for _ in range(20):
-                    with trio.fail_after(WAIT_S):
-                        await sub.receive()
-                a.state.broker.update_rates()
-                (here,) = [c for c in await w.channels() if c.name == "flood"]
-                metrics = dict(
-                    line.rsplit(" ", 1)
-                    for line in render_metrics(a.state).splitlines()
-                    if line.startswith("trio_stream_channel_") and 'channel="flood"' in line
-                )
+    async with writer_and_reader_nodes(redis_server) as (a, _, w, r):
+        await w.create_channel("flood")
+        async with r.subscribe("flood", policy="unbounded") as sub, w.publisher("flood") as pub:
+            await pub.wait_for_readers()
+            a.state.broker.update_rates()  # the interval starts here
+            for _ in range(20):
+                await pub.send(b"x" * 10)
+            await pub.wait_acknowledged()  # in Redis
+            for _ in range(20):
+                with trio.fail_after(WAIT_S):
+                    await sub.receive()
+            a.state.broker.update_rates()
+            (here,) = [c for c in await w.channels() if c.name == "flood"]
+            metrics = dict(
+                line.rsplit(" ", 1)
+                for line in render_metrics(a.state).splitlines()
+                if line.startswith("trio_stream_channel_") and 'channel="flood"' in line
+            )
         assert here.rate_fps > 0 and here.rate_bps > 0
         assert metrics['trio_stream_channel_frames_total{channel="flood"}'] == "20"
         assert int(metrics['trio_stream_channel_bytes_total{channel="flood"}']) >= 200
@@ -2753,12 +2760,7 @@ async def test_redis_connections_killed_again_and_again_cost_the_node_no_pool_sl
     # coredis lost a pool slot with each connection killed while it was taken (a blocking
     # read, the pub/sub): after ~30 kills a node waited for a slot for good and read and
     # wrote Redis no more. Twelve kills here; every one must leave the pool as it was.
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_server(node_config(redis_server, "b")) as b,
-        ts.open_client(str(a.tcp_url), name="w") as w,
-        ts.open_client(str(b.tcp_url), name="r") as r,
-    ):
+    async with writer_and_reader_nodes(redis_server) as (a, b, w, r):
         await w.create_channel("c")
         async with r.subscribe("c", policy="unbounded") as sub, w.publisher("c") as pub:
             with trio.fail_after(WAIT_S * 2):

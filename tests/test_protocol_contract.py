@@ -591,3 +591,37 @@ async def test_a_burst_counts_the_frames_parked_until_the_write_against_the_wind
     assert acknowledged(back) == 2
     (reason,) = goodbyes(back)
     assert "sent past its credit window: 4 frames unacknowledged" in reason
+
+
+@pytest.mark.server_options(admin_token="admin-secret-for-tests")
+@pytest.mark.parametrize("via_admin", [False, True])
+async def test_reusing_the_id_of_a_call_in_flight_closes_the_connection(
+    server: ts.Server, via_admin: bool
+) -> None:
+    # Section 3: ids are compared for calls in flight only. Sent through `admin`, the second
+    # call was answered with an error of type ProtocolError and the connection stayed, while
+    # the same call sent plainly closed it (a client written from the page).
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url, name="slow") as provider:
+
+        class Slow:
+            async def rpc_wait(self) -> None:
+                await trio.sleep_forever()
+
+        provider.expose(Slow())
+        raw = await RawClient.connect(server)
+        if via_admin:
+            value = {"provider": "slow", "method": "wait", "args": [], "kwargs": {}}
+            call = {"op": "admin", "action": "call", "token": "admin-secret-for-tests"}
+            call["value"] = value
+        else:
+            args = b"".join(encode_payload([[], {}]))
+            call = {"op": "call", "provider": "slow", "method": "wait", "args": args}
+        await raw.send_control({**call, "id": 5})
+        await raw.send_control({**call, "id": 5})
+        goodbye = await raw.control()
+        assert goodbye["op"] == "goodbye", goodbye
+        assert (
+            goodbye["reason"] == "ProtocolError: request id 5 is in use by a call still in flight"
+        )
+        assert await raw.frame() is None

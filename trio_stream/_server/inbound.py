@@ -402,6 +402,11 @@ class Inbound:
         def answer(message: Request) -> None:
             try:
                 result = handler(self._session, message)
+            except ProtocolError:
+                # Closes the connection, as from every other path: an admin call reusing the
+                # id of a call in flight was answered with an error of this type instead,
+                # while the same call sent plainly closed it (a protocol implementer).
+                raise
             except (TrioStreamError, ValueError) as exc:
                 self._outbox.send(_error_reply(message.id, exc))
             else:
