@@ -134,6 +134,29 @@ def test_a_block_reader_holding_its_writers_for_long_is_warned_of_once_per_hold(
     assert len(caplog.records) == 2
 
 
+def test_a_reader_that_takes_a_frame_now_and_then_while_it_holds_is_warned_of_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # With a block_timeout it stays timed: each newer oldest parked frame that had waited
+    # 10 s was warned of again, within one hold (a review).
+    caplog.set_level(logging.WARNING, logger="trio_stream._server.outbox")
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.BLOCK, 1, window=1, block_timeout=60.0)
+    for i in range(6):  # 1 in flight, 1 buffered, 4 parked
+        world.broker.publish(writer, 1.0, payload(i))
+        world.clock.now += 0.1
+    for _ in range(4):
+        world.clock.now += HOLD_WARNING_S + 1
+        box.check_holds(world.clock.now)
+        reader.add_credit(1)  # takes one: a parked frame goes in, the rest still wait
+        box.next_batch()
+        assert reader.parked
+    assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
+
+
 def test_history_replays_the_newest_frames_that_fit_and_counts_the_rest_lost() -> None:
     world, channel, _, _ = channel_with(history=5, produced=8)
     _, box = world.connection()

@@ -244,10 +244,11 @@ async def test_a_bad_value_is_one_line_and_a_missing_argument_shows_the_usage() 
             "(0: any free port) or off"
         ],
     )
-    missing = await cli("sub", "tcp://127.0.0.1:1")
-    assert missing.returncode == 2
-    stderr = missing.stderr.decode()
-    assert "usage: trio-stream sub" in stderr and "Traceback" not in stderr
+    for form in (["sub", "tcp://127.0.0.1:1"], ["sub", "tcp://127.0.0.1:1", "c", "--count"]):
+        wrong = await cli(*form)  # an argument missing, an option without its value
+        assert wrong.returncode == 2
+        stderr = wrong.stderr.decode()
+        assert "usage: trio-stream sub" in stderr and "Traceback" not in stderr
 
 
 def usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

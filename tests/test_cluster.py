@@ -1194,10 +1194,13 @@ async def test_a_slow_reader_of_a_writer_with_a_small_window_is_shown_held_once(
 
 
 async def test_a_block_reader_holding_a_writer_on_another_node_shows_in_held_by(
-    redis_server: RedisServer,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # As on one node (test_memory_bounds): held for HOLD_NOTICE_S, the reader shows in its
-    # node's channel records; once it reads, it no longer does.
+    # node's channel records; once it reads, it no longer does. Held for HOLD_WARNING_S
+    # (shortened here), its node's log warns of it once, as on one node (it did not).
+    monkeypatch.setattr(redis_engine, "HOLD_WARNING_S", 1.5)
+    caplog.set_level(logging.WARNING, logger="trio_stream._server.outbox")
     async with client_on_each_node(redis_server, "w", "recorder") as (w, recorder):
         await w.create_channel("c")
 
@@ -1222,6 +1225,11 @@ async def test_a_block_reader_holding_a_writer_on_another_node_shows_in_held_by(
                 [held] = await held_by()
                 assert (held["client"], held["sub"]) == ("recorder", sub.sub_id)
                 assert held["held_s"] >= 1.0
+                with trio.fail_after(WAIT_S):
+                    while "has held its writers back" not in caplog.text:  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+                await trio.sleep(1.0)
+            assert caplog.text.count("has held its writers back") == 1, caplog.text
             while True:  # the recorder reads: the writer is free again
                 with trio.move_on_after(0.5) as idle:
                     await sub.receive()

@@ -108,15 +108,15 @@ async def test_refusals_are_warned_in_the_log_and_a_flood_of_them_counted(
         said = [r.getMessage() for r in caplog.records]
         assert len(said) == 1, said  # the first at once, the next ones counted
         assert said[0].startswith("connection from 127.0.0.1 refused: the server holds 1 ")
-        await trio.sleep(REFUSALS_SAID_EVERY_S)
-        stream, _ = await hello(server)
-        refused.append(stream)
-        assert server.admission.refused_total == 6
+        # The count is said a minute after the first line, though no refusal came since
+        # (it waited for the next refusal, days later perhaps; a review).
+        await trio.sleep(REFUSALS_SAID_EVERY_S + 2)
         said = [r.getMessage() for r in caplog.records]
-        assert said[1].startswith(
-            "5 connections refused in the 60 s since the last such line, the latest from "
+        assert len(said) == 2 and said[1].startswith(
+            "4 connections refused in the 60 s since the last such line, the latest from "
             "127.0.0.1: the server holds 1 connections"
         ), said
+        assert server.admission.refused_total == 5
         for stream in (first, *refused):
             await stream.aclose()
 

@@ -610,6 +610,7 @@ async def test_reusing_the_id_of_a_call_in_flight_closes_the_connection(
 
         provider.expose(Slow())
         raw = await RawClient.connect(server)
+        call: dict[str, Any]
         if via_admin:
             value = {"provider": "slow", "method": "wait", "args": [], "kwargs": {}}
             call = {"op": "admin", "action": "call", "token": "admin-secret-for-tests"}

@@ -54,7 +54,7 @@ def test_a_group_of_jobs_says_an_outage_once_and_its_end_once_the_last_works(
 ) -> None:
     # A node with 31 channels wrote two lines per channel for one Redis outage (an operator).
     logger = logging.getLogger("test.retry_log")
-    group = RetryLogGroup(logger, "appending to Redis", "channels")
+    group = RetryLogGroup(logger, "appending to Redis", "writers")
     jobs = [group.job(f"channel 'm/{i}'") for i in range(31)]
     with caplog.at_level(logging.WARNING, logger="test.retry_log"):
         for _ in range(3):
@@ -62,6 +62,8 @@ def test_a_group_of_jobs_says_an_outage_once_and_its_end_once_the_last_works(
                 job.failed(ConnectionError("refused"))
         for job in jobs[:-1]:
             job.succeeded()
+        jobs[0].failed(ConnectionError("refused"))  # again, in the same outage: counted once
+        jobs[0].succeeded()
         assert len(caplog.records) == 1  # one still fails
         jobs[-1].succeeded()
         jobs[0].succeeded()  # nothing failed since: nothing to say
@@ -71,10 +73,10 @@ def test_a_group_of_jobs_says_an_outage_once_and_its_end_once_the_last_works(
     messages = [record.getMessage() for record in caplog.records]
     assert messages[0] == (
         "appending to Redis failed for channel 'm/0' (refused): retrying until Redis answers "
-        "(the other channels that fail meanwhile are counted when it works again)"
+        "(the other writers that fail meanwhile are counted when it works again)"
     )
     assert messages[1].startswith("appending to Redis works again, after ")
-    assert messages[1].endswith(" s (31 channels waited, 93 failed tries)")
+    assert messages[1].endswith(" s (31 writers waited, 94 failed tries)")
     assert messages[2].startswith("appending to Redis failed for channel 'm/1' (again)")
     assert messages[3].startswith("appending to Redis failed for channel 'm/2' (third)")
     assert len(messages) == 4

@@ -531,10 +531,12 @@ class Client:
                     log.warning("client %r gives up reconnecting", self.name)
                     # What every later call raises: it said only how the connection ended
                     # ("the peer closed the connection"), not that the client stopped trying.
+                    lost = self._lost_error()
                     self._lost = ConnectionClosed(
-                        f"{self._lost_error()}; the client gave up reconnecting after "
+                        f"{lost}; the client gave up reconnecting after "
                         f"{policy.give_up_after:g} s (Reconnect.give_up_after): open a new "
-                        "client once the server is back"
+                        "client once the server is back",
+                        lost.reason,  # the server's own words, if it said any
                     )
                     return False
                 wait = min(wait, left)

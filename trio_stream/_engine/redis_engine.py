@@ -72,7 +72,7 @@ from .._server.broker import (
 from .._server.buffers import Policy
 from .._server.engine import AsyncHandler, default_node_name
 from .._server.engine import safe_url as _safe_url
-from .._server.outbox import HOLD_NOTICE_S, block_timeout_error
+from .._server.outbox import HOLD_NOTICE_S, HOLD_WARNING_S, block_timeout_error
 from .._server.resume import ADOPTED_OPTIONS, adoption_refused, same_option
 from . import redis_orphans
 from .cluster_rpc import ClusterRpc
@@ -261,7 +261,7 @@ class RedisEngine:
         self._io: RedisEngineIO | None = None
         self._nursery: trio.Nursery | None = None
         self._appenders: dict[Writer, _Appender] = {}
-        self._append_log = RetryLogGroup(log, "appending to Redis", "channels")
+        self._append_log = RetryLogGroup(log, "appending to Redis", "writers")
         # Writers their clients named (open_publisher's ``writer``), as their connection has
         # them, and how many of their frames the stream had at the open (the client's count
         # too): gone with the writer (weak), whether it published or not.
@@ -375,7 +375,7 @@ class RedisEngine:
 
     def _no_answer(self) -> str:
         tls = (
-            " with TLS? a plain Redis never answers a rediss:// URL: use redis://"
+            " with TLS? a plain Redis never answers a rediss:// URL: use redis://;"
             if self.url.startswith("rediss://")
             else "?"
         )
@@ -389,6 +389,7 @@ class RedisEngine:
         self._send_job.send_nowait(job)
 
     async def _run_jobs(self) -> None:
+        skipped = 0  # updates skipped in this outage: said once at its start, counted at its end
         async for job in self._jobs:
             try:
                 await job()
@@ -396,15 +397,22 @@ class RedisEngine:
                 # Not a loss of frames: a client's arrival or departure, a name's release, an
                 # announcement. The heartbeats repair the lists once Redis is back (the
                 # clients written again, names expiring with their TTL).
-                log.warning(
-                    "Redis unreachable (%s): a cluster update (a client listed, a name "
-                    "released, an announcement) was skipped; the node's heartbeats set the "
-                    "lists right once Redis answers again, but other nodes' $clients readers "
-                    "may miss that event (no frames are lost by this)",
-                    error,
-                )
+                if not skipped:
+                    log.warning(
+                        "Redis unreachable (%s): cluster updates (a client listed, a name "
+                        "released, an announcement) are skipped until it answers; the node's "
+                        "heartbeats then set the lists right, but other nodes' $clients "
+                        "readers may miss those events (no frames are lost by this)",
+                        error,
+                    )
+                skipped += 1
+                continue
             except Exception:
                 log.exception("cluster update failed")
+                continue
+            if skipped:
+                log.warning("cluster updates reach Redis again (%d skipped meanwhile)", skipped)
+                skipped = 0
 
     # -- requests (awaited by the session) ---------------------------------------------------
     def request_handlers(self) -> dict[type[ControlMessage], AsyncHandler]:
@@ -1777,7 +1785,7 @@ class RedisEngine:
                 while True:
                     epoch = channel.epoch  # a re-registration may change it meanwhile
                     try:
-                        first_seq = await self.io.writer.append(
+                        await self.io.writer.append(
                             channel.name,
                             epoch,
                             sender,
@@ -1791,7 +1799,6 @@ class RedisEngine:
                             arrivals=arrivals,
                         )
                         retry_log.succeeded()
-                        channel.written_seq = first_seq + len(payloads) - 1  # (a new epoch: lower)
                         break
                     except AppendInterrupted as interrupted:
                         # The first parts of a split batch are in Redis: only the rest again.
@@ -1858,6 +1865,7 @@ class RedisEngine:
                 written += count
                 broker.frames_in += count
                 broker.bytes_in += size
+                channel.written_frames += count
                 channel.written_bytes += size
                 if writer in channel.publishers:
                     writer.outbox.ack(writer.pub_id, count)
@@ -2015,6 +2023,8 @@ class RedisEngine:
                     holding.add(reader)
                     if reader.waited_since is None:
                         reader.holds_elsewhere(now - held_s)
+                    if held_s >= HOLD_WARNING_S:
+                        reader.warn_hold(held_s)  # once per hold, as on one node
             for reader in shown - holding:
                 reader.holds_elsewhere(None)
             shown = holding

@@ -123,12 +123,14 @@ class NodeLog:
             since = self._missing_since.setdefault(node, now)
             if now - since >= self.ttl_s:
                 self._gone.add(node)
+                # Missing from the live ones a TTL after its last heartbeat, and for a TTL
+                # since: silent for at least both.
                 logger.warning(
-                    "node %r left the cluster: no heartbeat from it for %g s (stopped, "
+                    "node %r left the cluster: no heartbeat from it for over %.0f s (stopped, "
                     "killed, or cut off from Redis); clients given several URLs move to "
                     "another node",
                     node,
-                    self.ttl_s,
+                    now - since + self.ttl_s,
                 )
 
 

@@ -50,18 +50,19 @@ class RetryLog:
 class RetryLogGroup:
     """The log of many jobs of one kind that fail together when Redis goes (a node's
     appends, one job per writer): one warning when the first fails, one line when the last
-    of them works again. A RetryLog per job wrote two lines per channel for one outage: 101
+    of them works again (a job that keeps failing holds that line back: the outage is not
+    over for its channel). A RetryLog per job wrote two lines per channel for one outage: 101
     lines for a node with 31 channels (an operator).
     """
 
     def __init__(self, logger: logging.Logger, kind: str, what: str) -> None:
         self._logger = logger
         self._kind = kind  # "appending to Redis"
-        self._what = what  # what the jobs are for, plural: "channels"
+        self._what = what  # the jobs, plural: "writers"
         self._failing: set[GroupedRetryLog] = set()
         self._since: float | None = None
         self._tries = 0
-        self._jobs = 0  # jobs that failed in this outage
+        self._failed: set[GroupedRetryLog] = set()  # every job that failed in this outage
 
     def job(self, name: str) -> GroupedRetryLog:
         """One job's log (its ``failed``/``succeeded``/``forget`` as RetryLog's)."""
@@ -72,7 +73,7 @@ class RetryLogGroup:
         if job in self._failing:
             return
         self._failing.add(job)
-        self._jobs += 1
+        self._failed.add(job)
         if self._since is None:
             self._since = time.monotonic()
             self._logger.warning(
@@ -94,7 +95,7 @@ class RetryLogGroup:
             "%s works again, after %.1f s (%d %s waited, %d failed tries)",
             self._kind,
             time.monotonic() - self._since,
-            self._jobs,
+            len(self._failed),
             self._what,
             self._tries,
         )
@@ -109,7 +110,7 @@ class RetryLogGroup:
     def _end(self) -> None:
         self._since = None
         self._tries = 0
-        self._jobs = 0
+        self._failed = set()
 
 
 class GroupedRetryLog:

@@ -86,11 +86,18 @@ class RefusalLog:
         self._latest = ("", "")
 
     def refused(self, address: str, reason: str) -> None:
-        now = self._clock()
         self._latest = (address, reason)
         self._unsaid += 1
+        self.flush(self._clock())
+
+    def flush(self, now: float) -> None:
+        """Say the refusals not said yet, if the last line is a minute old (the server's
+        housekeeping calls this, so that a count is said when the refusals stop)."""
+        if not self._unsaid:
+            return
         if self._said_at is not None and now - self._said_at < REFUSALS_SAID_EVERY_S:
             return
+        address, reason = self._latest
         if self._said_at is None or self._unsaid == 1:
             log.warning("connection from %s refused: %s", address[:80], reason)
         else:

@@ -181,9 +181,9 @@ class Channel:
     lossy_readers: int = 0  # of ``subscriptions``, those whose policy drops when full
     bytes_in: int = 0
     # Several nodes: this node's writers' frames reach its channel only if it reads it
-    # (they go to Redis, and come back from there): what the engine wrote for them, the
-    # newest seq it gave them and their bytes, for the channel's rates and metrics here.
-    written_seq: int = 0
+    # (they go to Redis, and come back from there): how many the engine wrote for them, and
+    # their bytes, for the channel's rates and metrics here (counters: never lower).
+    written_frames: int = 0
     written_bytes: int = 0
     lost: int = 0
     subscriptions: list[Reader] = field(default_factory=list)  # every reader
@@ -208,9 +208,9 @@ class Channel:
 
     @property
     def frames_here(self) -> int:
-        """The newest seq this node knows of the channel: delivered, or written by its
-        writers (see ``written_seq``)."""
-        return max(self.seq, self.written_seq)
+        """Frames of the channel through this node: its seq (what it delivers), or what its
+        writers wrote if more (see ``written_frames``)."""
+        return max(self.seq, self.written_frames)
 
     @property
     def bytes_here(self) -> int:
@@ -1005,7 +1005,7 @@ class Broker:
             then, seq, nbytes = channel._rate_mark
             elapsed = max(now - then, 1e-9)
             frames, size = channel.frames_here, channel.bytes_here
-            # (Not below 0: a channel Redis lost starts its seqs again, see written_seq.)
+            # (Not below 0: a channel Redis lost starts its seqs again.)
             channel.rate_fps = max(frames - seq, 0) / elapsed
             channel.rate_bps = max(size - nbytes, 0) / elapsed
             channel._rate_mark = (now, frames, size)

@@ -19,7 +19,10 @@ PREFIX: Final = "trio_stream_"
 # The engine's gauges (Engine.health), present with several nodes only: what an operator
 # alerts on (a Redis down, a node gone), which /metrics could not tell.
 ENGINE_GAUGES: Final = {
-    "cluster_nodes": "Live nodes of the cluster, this one included, as its heartbeats see them.",
+    "cluster_nodes": (
+        "Live nodes of the cluster, this one included, as its heartbeats see them (the last "
+        "count while redis_up is 0)."
+    ),
     "redis_up": "1 while Redis answers this node's heartbeats (within a heartbeat TTL), else 0.",
 }
 

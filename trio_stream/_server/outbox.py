@@ -160,7 +160,7 @@ class Reader:
         "ending",
         "every",
         "held_reported",
-        "hold_warned_since",
+        "hold_warned",
         "inflight_bytes",
         "interval",
         "known_as",
@@ -253,7 +253,7 @@ class Reader:
         # policy: a retune to block later uses it.
         self.block_timeout_asked = block_timeout_asked
         self.held_reported = False  # shown in held_by (parked for HOLD_NOTICE_S or more)
-        self.hold_warned_since: float | None = None  # the hold the log warned of (its start)
+        self.hold_warned = False  # this hold was warned of in the log (reset with held_reported)
         # Since when a writer waits for it before the stream on another node (redis_holds):
         # through Redis nothing is parked here. None: none waits, or not for that long.
         self.waited_since: float | None = None
@@ -829,6 +829,7 @@ class Reader:
             parked.popleft().release()
         if not parked and self.held_reported and self.waited_since is None:
             self.held_reported = False
+            self.hold_warned = False
             self.channel.hold_event("released")
 
     def _unpark_block(self) -> None:
@@ -871,6 +872,12 @@ class Reader:
             outbox.activate(self)
         self.channel.broker.release_all(taken)
 
+    def warn_hold(self, held_s: float) -> None:
+        """Held its writers back for HOLD_WARNING_S: said in the log, once per hold."""
+        if not self.hold_warned:
+            self.hold_warned = True
+            _warn_hold(self, held_s)
+
     def notice_hold(self) -> None:
         """Held its writers back for HOLD_NOTICE_S: show it in held_by."""
         if not self.held_reported:
@@ -886,6 +893,7 @@ class Reader:
             self.notice_hold()
         elif self.held_reported and not self.parked:
             self.held_reported = False
+            self.hold_warned = False
             self.channel.hold_event("released")
 
     def take_parked(self) -> None:
@@ -907,6 +915,7 @@ class Reader:
         self.channel.broker.release_all(taken)
         if self.held_reported:
             self.held_reported = False
+            self.hold_warned = False
             self.channel.hold_event("released")
         if not self.active and self.credit > 0:
             self.outbox.activate(self)
@@ -918,6 +927,7 @@ class Reader:
             self.parked.popleft().release()
         if self.held_reported:
             self.held_reported = False
+            self.hold_warned = False
             self.channel.hold_event("released")
 
     # -- retune ------------------------------------------------------------------------------
@@ -1600,10 +1610,11 @@ class Outbox:
                     reader.notice_hold()
                 else:
                     due = min(due, since + HOLD_NOTICE_S)
-            if reader.hold_warned_since != since:
+            if not reader.hold_warned:
+                # (Timed from the oldest frame parked now: a reader that takes one now and
+                # then while it holds is warned of later, once.)
                 if now - since >= HOLD_WARNING_S:
-                    reader.hold_warned_since = since
-                    _warn_hold(reader, now - since)
+                    reader.warn_hold(now - since)
                 else:
                     due = min(due, since + HOLD_WARNING_S)
             if due == math.inf:

@@ -168,6 +168,7 @@ class Server:
             if now >= next_stats:
                 state.update_rates()
                 state.publish_stats()
+                self.admission.refusals.flush(now)  # a count left from the last minute
                 next_stats = now + interval
             deadline = min(next_stats, state.resume.expire(now))
             for channel in list(state.broker.channels.values()):

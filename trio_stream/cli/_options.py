@@ -70,6 +70,11 @@ class HelpFormatter(argparse.HelpFormatter):
         return "\n".join(out).rstrip("\n")
 
 
+# argparse's words for an argument given in the wrong form (not a bad value): shown with the
+# usage, which shows the form.
+_FORM_ERRORS: Final = ("expected ", "not allowed with argument", "ignored explicit argument")
+
+
 class CommandParser(argparse.ArgumentParser):
     """A subcommand's parser: options may come between positionals, in any order.
 
@@ -91,7 +96,7 @@ class CommandParser(argparse.ArgumentParser):
         """A bad value of a named argument in one line (``serve``'s usage is 25 lines above
         it); a command line of the wrong form (an argument missing or unknown) with the
         usage, which shows the form."""
-        if message.startswith("argument "):
+        if message.startswith("argument ") and not any(form in message for form in _FORM_ERRORS):
             self.exit(2, f"{self.prog}: error: {message}\n")
         super().error(message)
 

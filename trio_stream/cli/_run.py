@@ -89,7 +89,9 @@ def configure_logging(level: str, command: str = "") -> None:
     # The library only logs; choosing where and how much is the application's job (here).
     # A client command's lines name the command, as its own messages do ("trio-stream sub:
     # ..."): a raw "WARNING trio_stream._client: ..." among them read as another program's.
-    where = "%(name)s" if command in SERVER_COMMANDS or not command else f"trio-stream {command}"
+    where = f"trio-stream {command}"
+    if command in SERVER_COMMANDS or not command or level.upper() == "DEBUG":
+        where = "%(name)s"  # (debugging: which module said it is the point)
     logging.basicConfig(
         level=level.upper(),
         format=f"%(asctime)s %(levelname)-7s {where}: %(message)s",
