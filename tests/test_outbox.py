@@ -115,6 +115,39 @@ def test_unbounded_reader_over_the_memory_bound_is_ended_with_limit_exceeded() -
     assert channel.readers == 0
 
 
+@pytest.mark.parametrize("unbounded_first", [True, False])
+def test_the_reader_that_buffers_the_most_is_ended_not_the_one_that_crossed_the_bound(
+    unbounded_first: bool,
+) -> None:
+    # With the unbounded reader subscribed first, the rings beside it took the frames that
+    # crossed the bound and were ended for its bytes, while it lived on (a notebook user).
+    world = World(max_buffered_bytes=10_000)
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    if unbounded_first:
+        greedy = world.reader(box, channel, Policy.UNBOUNDED, None, window=1)
+    ring = world.reader(box, channel, Policy.DROP_OLDEST, 2, window=1)
+    if not unbounded_first:
+        greedy = world.reader(box, channel, Policy.UNBOUNDED, None, window=1)
+    for i in range(12):
+        world.broker.publish(writer, 1.0, payload(i, 1000))
+    sent = decode(box.next_batch())
+    (end,) = [m for m in sent.control if isinstance(m, M.SubEnd)]
+    assert (end.sub, end.error) == (greedy.sub_id, "LimitExceeded")
+    assert greedy.sub_id not in box.readers and ring.sub_id in box.readers
+    # The ring goes on, its losses counted on its frames as always.
+    for _ in range(3):
+        ring.add_credit(1)
+        sent = decode(box.next_batch())
+    world.broker.publish(writer, 1.0, payload(12, 1000))
+    ring.add_credit(1)
+    sent = decode(box.next_batch())
+    assert [(sub, seq) for sub, _, seq, _ in sent.data] == [(ring.sub_id, 13)]
+    assert ring.lost + 4 == 13  # 13 published: 4 delivered (1 at first, then 3), the rest lost
+    assert box.buffered_bytes < box.max_buffered_bytes
+
+
 def test_block_readers_take_at_most_half_of_the_bound_and_one_frame_each() -> None:
     world = World(max_buffered_bytes=10_000)
     channel = world.channel()

@@ -572,9 +572,10 @@ class Broker:
         full ``block`` reader refuses are parked one by one, as :meth:`publish` parks them.
         Every reader gets the frames, and counts the losses, that publishing them in order
         gives, with one exception: when the batch takes a connection past its memory bound
-        (``max_buffered_bytes``), which of that connection's readers is ended for it may
-        differ, as readers fill one after another rather than frame by frame (the bound
-        holds either way, and an ended reader learns why).
+        (``max_buffered_bytes``), the losses of that connection's readers until the sender
+        ends the ones that buffer the most (Outbox._end_over_limit) may differ, as readers
+        fill one after another rather than frame by frame (the bound holds either way, and
+        an ended reader learns why).
 
         Raises:
             ProtocolError: as :meth:`publish`.

@@ -1678,28 +1678,49 @@ class Outbox:
         self.control_bytes -= batch.control_bytes
 
     def _end_over_limit(self) -> None:
-        for reader in self._over_limit:
-            # Ended with an error, at once: the frames buffered for it go with it (they are
-            # the memory over the bound), and the reader learns how many.
-            if reader.buffer.policy is Policy.UNBOUNDED:
-                remedy = "read faster, use a bounded policy (drop_oldest, block)"
-            else:  # a ring whose size of these frames does not fit beside the others
-                remedy = (
-                    f"subscribe with a smaller size or window (size {reader.buffer.size} of "
-                    "these frames and those in flight, with the connection's other "
-                    "subscriptions, must fit)"
-                )
-            self.end(
-                reader,
-                LimitExceeded(
-                    f"the server buffers more than max_buffered_bytes "
-                    f"({self.max_buffered_bytes} bytes) for this connection, so the "
-                    f"subscription to {reader.channel.name[:80]!r} was ended and the "
-                    f"{len(reader.buffer)} frames buffered for it were dropped: {remedy}, "
-                    "or raise max_buffered_bytes"
-                ),
+        """The connection went over ``max_buffered_bytes``: end the readers that buffer the
+        most, largest first, until it is back under the bound. Not the readers whose frames
+        crossed it (``_over_limit``): a steady ring beside a growing ``unbounded`` reader, or
+        beside subscriptions a notebook forgot, was ended for the others' bytes, while they
+        lived on (a notebook user). Those spared take frames again; what they lost while
+        marked is counted and told on their next frame, as any loss."""
+        marked, self._over_limit = self._over_limit, []
+        candidates = [
+            r for r in self.readers.values() if not (r.blocks_writers or r.closed or r.ending)
+        ]
+        held = {reader: sum(map(_NBYTES, reader.buffer.items())) for reader in candidates}
+        for reader in sorted(candidates, key=held.__getitem__, reverse=True):
+            if self.buffered_bytes <= self.max_buffered_bytes:
+                break
+            self._end_for_memory(reader)
+        for reader in marked:
+            if not reader.closed and reader.doomed:
+                reader.doomed = False
+                if not reader.active and reader.ready():
+                    self.activate(reader)
+
+    def _end_for_memory(self, reader: Reader) -> None:
+        """End ``reader`` for the connection's memory bound, with an error, at once: the
+        frames buffered for it go with it (they are the memory over the bound), and the
+        reader learns how many."""
+        if reader.buffer.policy is Policy.UNBOUNDED:
+            remedy = "read faster, use a bounded policy (drop_oldest, block)"
+        else:  # a ring whose size of these frames does not fit beside the others
+            remedy = (
+                f"subscribe with a smaller size or window (size {reader.buffer.size} of "
+                "these frames and those in flight, with the connection's other "
+                "subscriptions, must fit)"
             )
-        self._over_limit = []
+        self.end(
+            reader,
+            LimitExceeded(
+                f"the server buffers more than max_buffered_bytes "
+                f"({self.max_buffered_bytes} bytes) for this connection, so the "
+                f"subscription to {reader.channel.name[:80]!r} was ended and the "
+                f"{len(reader.buffer)} frames buffered for it were dropped: {remedy}, "
+                "or raise max_buffered_bytes"
+            ),
+        )
 
     def _release_rates(self) -> float:
         """Move max_rate frames whose time has come into their buffers; next deadline."""
