@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import traceback
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -1340,6 +1341,22 @@ async def test_wait_state_closed_returns_when_another_thread_closes(url: str) ->
             assert c.wait_state("closed", timeout=STEP_S) == "closed"
         finally:
             closer.join()
+
+    await in_thread(scenario)
+
+
+async def test_an_error_shows_the_callers_line_the_method_and_one_more_frame(url: str) -> None:
+    # The portal's frames came too, and a notebook listed the whole statement of each (a
+    # notebook user): only the method called and the line that raises it again remain.
+    def scenario() -> None:
+        with SyncClient(url, name="tb") as c:
+            with pytest.raises(ts.ChannelNotFound) as info:
+                c.subscribe("never-created")
+            with pytest.raises(ts.ChannelNotFound) as listed:
+                c.publisher("never-created").close()
+        for raised, method in ((info, "subscribe"), (listed, "publisher")):
+            names = [frame.name for frame in traceback.extract_tb(raised.value.__traceback__)]
+            assert names == ["scenario", method, "_call"], names
 
     await in_thread(scenario)
 

@@ -68,11 +68,16 @@ def for_the_caller(error: BaseException) -> BaseException:
     without the frames of the trio thread, or of ``threading``'s wait, that it crossed;
     those say nothing to a script's author and made a one-line error twenty lines long. Any
     other exception keeps its whole traceback."""
-    if isinstance(error, TrioStreamError | KeyboardInterrupt | trio.EndOfChannel) or getattr(
-        error, _CALLERS_BOUND, False
-    ):
+    if told_without_frames(error):
         return error.with_traceback(None)
     return error
+
+
+def told_without_frames(error: BaseException) -> bool:
+    """Whether ``for_the_caller`` leaves ``error``'s frames out (see there)."""
+    return isinstance(error, TrioStreamError | KeyboardInterrupt | trio.EndOfChannel) or getattr(
+        error, _CALLERS_BOUND, False
+    )
 
 
 class Done:

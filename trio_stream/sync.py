@@ -60,7 +60,14 @@ from ._exceptions import (
     TrioStreamError,
 )
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
-from ._portal import BlockingPortal, Done, caller_timeout, for_the_caller, refuse_trio_thread
+from ._portal import (
+    BlockingPortal,
+    Done,
+    caller_timeout,
+    for_the_caller,
+    refuse_trio_thread,
+    told_without_frames,
+)
 from ._protocol.array_view import View
 from ._protocol.codec import EncodedPayload, encode_payload
 from ._protocol.compression import Compressor, compressor
@@ -359,11 +366,25 @@ class SyncClient:
     def _call(self, fn: Callable[[], Awaitable[T]], keep: Callable[[T], object] | None = None) -> T:
         """Run ``fn()`` in the trio thread and wait for its outcome (``keep``: see
         BlockingPortal.call)."""
-        return self._portal.call(fn, keep)
+        try:
+            return self._portal.call(fn, keep)
+        except BaseException as caught:
+            if not told_without_frames(caught):
+                raise
+            error = caught
+        # Raised again from here, not from the portal: a script's and a notebook's traceback
+        # shows its own line, the method it called and this line.
+        raise error.with_traceback(None)
 
     def _run_sync(self, fn: Callable[[], T]) -> T:
         """Run the plain function ``fn()`` in the trio thread (client state lives there)."""
-        return self._portal.run_sync(fn)
+        try:
+            return self._portal.run_sync(fn)
+        except BaseException as caught:
+            if not told_without_frames(caught):
+                raise
+            error = caught
+        raise error.with_traceback(None)  # (as _call)
 
     @property
     def _trio_client(self) -> Client:
@@ -993,31 +1014,24 @@ class SyncClient:
         client = self._trio_client
         what = f"no channel named {str(channel)[:100]!r} came"  # a non-str: refused below
         advice = " (wait_timeout; a private channel also needs its key: key=...)"
-        sub = self._call(
-            partial(
-                _with_timeout,
-                wait_timeout,
-                partial(
-                    client.open_subscription,
-                    channel,
-                    policy=policy,
-                    size=size,
-                    every=every,
-                    max_rate=max_rate,
-                    key=key,
-                    window=window,
-                    block_timeout=block_timeout,
-                    sender=sender,
-                    view=view,
-                    since=since,
-                    wait_channel=wait_channel,
-                ),
-                client,
-                what,
-                advice,
-            ),
-            keep=self._close_on_interrupt,
+        opening = partial(
+            client.open_subscription,
+            channel,
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=max_rate,
+            key=key,
+            window=window,
+            block_timeout=block_timeout,
+            sender=sender,
+            view=view,
+            since=since,
+            wait_channel=wait_channel,
         )
+        # (One short statement: a notebook's traceback lists the whole statement that failed.)
+        waited = partial(_with_timeout, wait_timeout, opening, client, what, advice)
+        sub = self._call(waited, keep=self._close_on_interrupt)
         return SyncSubscription(self, sub)
 
     open_subscription = subscribe  # the trio client's name for the form without `with`
