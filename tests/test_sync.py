@@ -19,8 +19,8 @@ import socket
 import subprocess
 import sys
 import threading
-import traceback
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from decimal import Decimal

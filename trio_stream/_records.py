@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 R = TypeVar("R")
 
@@ -60,6 +60,29 @@ class Message(NamedTuple):
     time: float  # the writer's clock when it sent the frame (Unix seconds)
     lost: int  # frames this subscription lost to overflow just before this one
     gap: Gap | None = None  # a reconnection (or reset) happened just before this message
+
+    def __repr__(self) -> str:
+        # A notebook shows a message by its repr: a 1,000-sample array in full was 170 lines
+        # (a notebook user). ``msg.data`` has the value itself.
+        return (
+            f"Message(data={_brief(self.data)}, seq={self.seq}, channel={self.channel!r}, "
+            f"sender={self.sender!r}, time={self.time!r}, lost={self.lost}, gap={self.gap!r})"
+        )
+
+
+#: A value's repr in a Message's is cut to this many characters.
+BRIEF_REPR_CHARS: Final = 200
+
+
+def _brief(value: Any) -> str:
+    """``value``'s repr for a Message's: an array as its dtype and shape, the rest cut."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if isinstance(shape, tuple) and dtype is not None:  # numpy, without importing it here
+        return f"<array {dtype} {shape}>"
+    text = repr(value)
+    if len(text) > BRIEF_REPR_CHARS:
+        return f"{text[: BRIEF_REPR_CHARS - 30]}... ({len(text)} characters)"
+    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -584,9 +584,11 @@ class RpcEndpoint:
             # Short, and no advice that fits one kind of provider only: the caller cannot
             # tell a slow method from a blocked client (README, "RPC between clients").
             raise RpcTimeout(
-                f"no answer to {what} within {timeout_s:g} s: the provider is slow or stuck "
-                "(a longer timeout= for a long call; a provider whose method blocks its trio "
-                "client exposes it with thread=True)"
+                f"no answer to {what} within {timeout_s:g} s: the provider is slow or stuck, "
+                "or still runs an earlier call to the same object (with thread=True, as a "
+                "SyncClient's, one at a time; an interrupted call runs on to its end): a "
+                "longer timeout= for a long call; a provider whose method blocks its trio "
+                "client exposes it with thread=True"
             )
         reply = request
         if reply.error is not None:
