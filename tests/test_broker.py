@@ -8,12 +8,13 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from server_parts import World, channel_with, decode, payload
+from server_parts import FakeOwner, World, channel_with, decode, payload
 
 from trio_stream import ProtocolError
 from trio_stream._protocol import messages as M
+from trio_stream._server.broker import Writer
 from trio_stream._server.buffers import Policy, drops_when_full
-from trio_stream._server.outbox import HOLD_NOTICE_S, HOLD_WARNING_S, Reader
+from trio_stream._server.outbox import HOLD_NOTICE_S, HOLD_WARNING_S, Outbox, Reader
 
 
 def test_one_publish_reaches_every_reader_as_one_shared_frame() -> None:
@@ -95,16 +96,26 @@ def test_a_block_reader_is_shown_holding_then_ended_by_its_block_timeout() -> No
     assert writer.parked_frames == 0 and channel.readers == 0 and "released" in events
 
 
+def block_reader_of_size_1(
+    block_timeout: float | None = None,
+) -> tuple[World, Writer, FakeOwner, Outbox, Reader]:
+    """A channel with a writer and one ``block`` reader (size 1, window 1) of another
+    connection: a second frame published is in flight, a third parked."""
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    owner, box = world.connection()
+    reader = world.reader(box, channel, Policy.BLOCK, 1, window=1, block_timeout=block_timeout)
+    return world, writer, owner, box, reader
+
+
 def test_a_block_reader_holding_its_writers_for_long_is_warned_of_once_per_hold(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A channel stalled by a reader that read nothing was silent in the log (operator persona).
     caplog.set_level(logging.WARNING, logger="trio_stream._server.outbox")
-    world = World()
-    channel = world.channel()
-    _, writer = world.writer(channel)
-    owner, box = world.connection()
-    reader = world.reader(box, channel, Policy.BLOCK, 1, window=1)
+    world, writer, owner, box, reader = block_reader_of_size_1()
+    channel = reader.channel
     world.broker.publish(writer, 1.0, payload(1))
     world.broker.publish(writer, 1.0, payload(2))  # parked now
     start = world.clock.now
@@ -140,11 +151,7 @@ def test_a_reader_that_takes_a_frame_now_and_then_while_it_holds_is_warned_of_on
     # With a block_timeout it stays timed: each newer oldest parked frame that had waited
     # 10 s was warned of again, within one hold (a review).
     caplog.set_level(logging.WARNING, logger="trio_stream._server.outbox")
-    world = World()
-    channel = world.channel()
-    _, writer = world.writer(channel)
-    _, box = world.connection()
-    reader = world.reader(box, channel, Policy.BLOCK, 1, window=1, block_timeout=60.0)
+    world, writer, _, box, reader = block_reader_of_size_1(block_timeout=60.0)
     for i in range(6):  # 1 in flight, 1 buffered, 4 parked
         world.broker.publish(writer, 1.0, payload(i))
         world.clock.now += 0.1
