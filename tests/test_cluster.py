@@ -498,10 +498,13 @@ async def test_redis_connections_killed_while_streaming_lose_nothing(
 
 
 async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
-    redis_server: RedisServer,
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_stream._engine")
     async with client_on_each_node(redis_server, "w", "r") as (w, r):
         await w.create_channel("c")
+        for other in range(12):  # also lost: named with "c" in one line, not one line each
+            await w.create_channel(f"other/{other}")
         async with w.publisher("c") as pub:
             async with (
                 r.subscribe("c", policy="unbounded") as sub,
@@ -539,6 +542,15 @@ async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
                     message = await again.receive()
         assert message.gap is not None and message.gap.kind == "reset"
         assert message.data == "after" and message.seq == 1
+        with trio.fail_after(WAIT_S):
+            while "registered again, a reset" not in caplog.text:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+    said = [m for m in caplog.messages if "registered again, a reset" in m]
+    assert len(said) == 1, said
+    assert said[0].startswith(
+        "13 channels lost in Redis (a restart without persistence) and registered again, a reset:"
+    )
+    assert said[0].endswith(" and 3 more (their readers here were told to subscribe again)")
 
 
 async def test_a_writers_append_in_flight_across_a_re_registration_goes_on_in_the_new_epoch(

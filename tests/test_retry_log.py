@@ -49,24 +49,32 @@ def test_an_outage_whose_work_went_away_is_forgotten_without_a_line(
     assert messages[2].endswith(" s and 1 failed tries") and len(messages) == 3
 
 
-def test_a_group_of_jobs_says_an_outage_once_and_its_end_once_the_last_works(
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_group_of_jobs_says_an_outage_once_and_its_end_once_the_first_works(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A node with 31 channels wrote two lines per channel for one Redis outage (an operator).
     logger = logging.getLogger("test.retry_log")
-    group = RetryLogGroup(logger, "appending to Redis", "writers")
+    clock = FakeClock()
+    group = RetryLogGroup(logger, "appending to Redis", "writers", clock=clock)
     jobs = [group.job(f"channel 'm/{i}'") for i in range(31)]
     with caplog.at_level(logging.WARNING, logger="test.retry_log"):
         for _ in range(3):
             for job in jobs:
                 job.failed(ConnectionError("refused"))
-        for job in jobs[:-1]:
-            job.succeeded()
-        jobs[0].failed(ConnectionError("refused"))  # again, in the same outage: counted once
-        jobs[0].succeeded()
-        assert len(caplog.records) == 1  # one still fails
-        jobs[-1].succeeded()
-        jobs[0].succeeded()  # nothing failed since: nothing to say
+        clock.now += 2.5
+        jobs[5].succeeded()  # Redis answers: the outage is over for every writer
+        assert len(caplog.records) == 2
+        jobs[0].failed(ConnectionError("a try under way"))  # within the grace: unsaid
+        for job in jobs:
+            job.succeeded()  # the others' retries: nothing more to say
         jobs[1].failed(ConnectionError("again"))
         jobs[1].forget()  # its writer went away: the outage ends unsaid
         jobs[2].failed(ConnectionError("third"))
@@ -75,8 +83,49 @@ def test_a_group_of_jobs_says_an_outage_once_and_its_end_once_the_last_works(
         "appending to Redis failed for channel 'm/0' (refused): retrying until Redis answers "
         "(the other writers that fail meanwhile are counted when it works again)"
     )
-    assert messages[1].startswith("appending to Redis works again, after ")
-    assert messages[1].endswith(" s (31 writers waited, 94 failed tries)")
+    assert messages[1] == (
+        "appending to Redis works again, after 2.5 s (31 writers waited, 93 failed tries)"
+    )
     assert messages[2].startswith("appending to Redis failed for channel 'm/1' (again)")
     assert messages[3].startswith("appending to Redis failed for channel 'm/2' (third)")
     assert len(messages) == 4
+
+
+def test_a_job_that_keeps_failing_after_the_others_work_is_said_on_its_own(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One channel's append that kept failing held the group's "works again" back for every
+    # writer (a review): its failure is its own, said by name once, and when it ends.
+    logger = logging.getLogger("test.retry_log")
+    clock = FakeClock()
+    group = RetryLogGroup(logger, "appending to Redis", "writers", clock=clock)
+    stuck, other = group.job("channel 'big'"), group.job("channel 'm'")
+    with caplog.at_level(logging.WARNING, logger="test.retry_log"):
+        stuck.failed(ConnectionError("refused"))
+        other.failed(ConnectionError("refused"))
+        clock.now += 1.0
+        other.succeeded()
+        for _ in range(20):  # a try every 50 ms for a second: still within the grace
+            stuck.failed(ValueError("too large"))
+            clock.now += 0.049
+        assert len(caplog.records) == 2
+        clock.now += 0.1
+        for _ in range(10):
+            stuck.failed(ValueError("too large"))
+        other.failed(ConnectionError("Redis went again"))  # a new outage, said as one
+        other.succeeded()
+        clock.now += 3.0
+        stuck.succeeded()
+        stuck.succeeded()  # nothing failed since: nothing to say
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[1].startswith("appending to Redis works again, after 1.0 s (2 writers")
+    assert messages[2] == (
+        "appending to Redis still fails for channel 'big' (too large), 1.1 s after it worked "
+        "again for the other writers: retrying"
+    )
+    assert messages[3].startswith("appending to Redis failed for channel 'm' (Redis went again)")
+    assert messages[4].startswith("appending to Redis works again, after 0.0 s (1 writers")
+    assert messages[5] == (
+        "appending to Redis works again for channel 'big', after 4.1 s and 10 failed tries"
+    )
+    assert len(messages) == 6

@@ -64,6 +64,8 @@ class ControlBus:
         # Called each time a subscription is back after one that ended: what was published
         # meanwhile never came, so whoever relies on it reads Redis again.
         self._on_resubscribed: list[Callable[[], None]] = []
+        # Named in the subscription's failure line, as the heartbeat's (set by RedisEngineIO).
+        self.redis_named = "Redis"
 
     def on(self, kind: str, handler: Handler) -> None:
         """Call ``handler(from_node, body)`` for every message of ``kind`` (in the bus task)."""
@@ -99,7 +101,7 @@ class ControlBus:
         delay = RESUBSCRIBE_DELAY_MIN_S
         # One line when the subscription lapses, one when it is back: during an outage it
         # is tried again every second.
-        retry_log = RetryLog(logger, "the control bus's subscription")
+        retry_log = RetryLog(logger, "the control bus's subscription", where=self.redis_named)
         while True:
             self._took = None
             try:

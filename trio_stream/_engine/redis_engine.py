@@ -149,6 +149,9 @@ CHANNEL: Final = "channel"
 NAME_TAKEN: Final = "name_taken"
 NAME_MOVED: Final = "name_moved"
 ADOPTED: Final = "adopted"
+# Channels that a Redis restart lost, registered again within this long, are named in one line.
+REGISTERED_AGAIN_GATHER_S: Final = 0.5
+REGISTERED_AGAIN_NAMED: Final = 10
 
 
 class _Adoption(enum.Enum):
@@ -260,6 +263,7 @@ class RedisEngine:
         self.node = state.config.node_name or default_node_name()
         self._io: RedisEngineIO | None = None
         self._nursery: trio.Nursery | None = None
+        self._registered_again: list[str] = []  # channels to name in one line (a Redis restart)
         self._appenders: dict[Writer, _Appender] = {}
         self._append_log = RetryLogGroup(log, "appending to Redis", "writers")
         # Writers their clients named (open_publisher's ``writer``), as their connection has
@@ -1689,7 +1693,7 @@ class RedisEngine:
                     name, epoch=record.epoch, node=self.node, holder=record.holder
                 )
             return
-        log.warning("channel %r was lost in Redis: registered again (a reset)", name[:80])
+        self._say_registered_again(name)
         self._kept[name] = _Kept(record.epoch, record.holder, kept.request)
         channel.epoch = record.epoch
         channel.seq = 0
@@ -1704,6 +1708,28 @@ class RedisEngine:
             sub.outbox.end(sub, None, lost)
         self._unfollowed(name)
         await self.io.reader.unfollow(name)
+
+    def _say_registered_again(self, name: str) -> None:
+        """One line for the channels a Redis restart lost, not one per channel (31 lines for
+        a node with 31 channels: an operator)."""
+        first = not self._registered_again
+        self._registered_again.append(name)
+        if first and self._nursery is not None:
+            self._nursery.start_soon(self._say_registered_again_soon)
+
+    async def _say_registered_again_soon(self) -> None:
+        await trio.sleep(REGISTERED_AGAIN_GATHER_S)  # the rest of the pass, or of the appends
+        names, self._registered_again = self._registered_again, []
+        shown = ", ".join(repr(name[:80]) for name in names[:REGISTERED_AGAIN_NAMED])
+        more = len(names) - REGISTERED_AGAIN_NAMED
+        log.warning(
+            "%d channel%s lost in Redis (a restart without persistence) and registered again, "
+            "a reset: %s%s (their readers here were told to subscribe again)",
+            len(names),
+            "" if len(names) == 1 else "s",
+            shown,
+            f" and {more} more" if more > 0 else "",
+        )
 
     def _unfollowed(self, name: str) -> None:
         """This node stops reading ``name``: it holds no writer back any more."""

@@ -18,6 +18,7 @@ import coredis
 import trio
 
 from .._config import node_name_problem
+from .._server.engine import safe_url
 from .._util import exception_leaves
 from .redis_control import ControlBus
 from .redis_holds import HeldWriters
@@ -134,7 +135,11 @@ class RedisEngineIO:
         )
         client: coredis.Redis[bytes] = coredis.Redis(decode_responses=False, connection_pool=pool)
         async with client:
-            yield cls(client, node, **options)
+            io = cls(client, node, **options)
+            # The first lines of an outage name the Redis (its errors may not: "Connection
+            # lost while receiving response"); the node's other jobs follow them.
+            io.bus.redis_named = io.presence.redis_named = f"Redis at {safe_url(url)}"
+            yield io
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the node's tasks until cancelled; started once subscribed and beating."""

@@ -182,6 +182,9 @@ class Presence:
         self._set_meanwhile: set[tuple[str, str]] | None = None
         self.live_nodes: frozenset[str] = frozenset()
         self._node_log = NodeLog(node, ttl_s)
+        # Named in the heartbeat's failure line (a refused connection's error may not say
+        # which Redis: an operator with several had to guess); set by RedisEngineIO.open.
+        self.redis_named = "Redis"
         self._heartbeat = Script(client, _HEARTBEAT_LUA)
         self._live = Script(client, _LIVE_LUA)
         self._release = Script(client, _RELEASE_LUA)
@@ -205,7 +208,7 @@ class Presence:
         await self.beat()
         self._beaten_at = trio.current_time()
         task_status.started()
-        retry_log = RetryLog(logger, "the Redis heartbeat")
+        retry_log = RetryLog(logger, "the Redis heartbeat", where=self.redis_named)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_silence)
             while True:
