@@ -39,6 +39,7 @@ from trio_stream._server.metrics import render_metrics
 from trio_stream.cli import bridge as bridge_cli
 from trio_stream.cli import build_parser, dumpfile, parse_command_line, pubsub
 from trio_stream.cli import inspect as inspect_cli
+from trio_stream.cli._channels import marked_new_life
 from trio_stream.cli._options import SIZE_UNITS, byte_size, subscription_kwargs
 from trio_stream.cli._output import jsonable
 from trio_stream.cli._run import UsageError
@@ -2659,3 +2660,20 @@ def test_raw_text_takes_an_integer_dtype_as_numpy_parses_it() -> None:
     assert _value("5", args).tolist() == 5
     with pytest.raises(UsageError, match=r"cannot make an array of dtype int32 from '1\.5'"):
         _value("1.5", args)
+
+
+@pytest.mark.parametrize(
+    ("gap", "marked"),
+    [
+        (None, ts.Gap("reset", None, 0)),
+        # The client reconnected before the new life's first frame: still a reset (the seqs
+        # started again), with what was replayed kept. It stayed "resumed" (a review).
+        (ts.Gap("resumed", 2, 5), ts.Gap("reset", None, 5)),
+        (ts.Gap("reset", None, 3), ts.Gap("reset", None, 3)),
+    ],
+)
+def test_the_first_message_of_a_channels_new_life_is_marked_a_reset(
+    gap: ts.Gap | None, marked: ts.Gap
+) -> None:
+    msg = ts.Message(1.5, 1, "c", "w", 0.0, 0, gap)
+    assert marked_new_life(msg) == msg._replace(gap=marked)

@@ -294,5 +294,17 @@ def ended(channel: str, sub: ts.Subscription) -> str:
     return f"channel {channel!r} ended: {reason}"
 
 
+def marked_new_life(msg: ts.Message) -> ts.Message:
+    """The first message of a channel's new life (it ended and is back, with --wait-channel):
+    its seqs start again, so it carries a ``reset`` gap, as after a server restart, or a
+    stream of records jumps from seq 3733 to 1 unexplained. A "resumed" gap there (the client
+    reconnected before it) is only part of the story: it becomes a reset too, with what was
+    replayed kept."""
+    if msg.gap is not None and msg.gap.kind == "reset":
+        return msg
+    recovered = 0 if msg.gap is None else msg.gap.recovered
+    return msg._replace(gap=ts.Gap("reset", lost=None, recovered=recovered))
+
+
 def prog(args: argparse.Namespace) -> str:
     return f"trio-stream {args.command}"

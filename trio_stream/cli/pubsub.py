@@ -15,7 +15,14 @@ import trio
 import trio_stream as ts
 
 from .._util import were
-from ._channels import connect, ended, publisher, subscription, wait_for_readers
+from ._channels import (
+    connect,
+    ended,
+    marked_new_life,
+    publisher,
+    subscription,
+    wait_for_readers,
+)
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -326,12 +333,9 @@ async def run_sub(args: argparse.Namespace) -> int:
                     try:
                         while args.count is None or received < args.count:
                             msg = await _receive(sub, out.flush)
-                            if new_life:
-                                # The channel came back: its seqs start again. Marked as dump
-                                # marks it (a reset gap), or the stream jumped from 3733 to 1.
+                            if new_life:  # the channel came back: marked as dump marks it
                                 new_life = False
-                                if msg.gap is None:
-                                    msg = msg._replace(gap=ts.Gap("reset", lost=None, recovered=0))
+                                msg = marked_new_life(msg)
                             out.write(json_line(message_record(msg, args)) + "\n")
                             received += 1
                             if received % 64 == 0:  # receive_nowait() does not yield

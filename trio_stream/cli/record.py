@@ -28,7 +28,14 @@ import trio_stream as ts
 from .._protocol.bytes_like import BytesLike
 from .._util import unwrap_single_exception
 from . import dumpfile as dumpfile
-from ._channels import connect, ended, publisher, subscription, wait_for_readers
+from ._channels import (
+    connect,
+    ended,
+    marked_new_life,
+    publisher,
+    subscription,
+    wait_for_readers,
+)
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -324,8 +331,7 @@ async def _record(
             async for msg in sub:
                 if new_life:
                     new_life = False
-                    if msg.gap is None:
-                        msg = msg._replace(gap=ts.Gap("reset", lost=None, recovered=0))
+                    msg = marked_new_life(msg)
                 writer.add(dumpfile.frame_record(msg, time.time()))
                 recording.frames += 1
                 recording.lost += msg.lost
