@@ -1727,6 +1727,9 @@ async def test_values_whose_readers_left_while_they_were_queued_are_said_lost(
                 pub.wait_for_readers(timeout=STEP_S)
                 for value in range(1500):  # past the window (1024): the rest is queued
                     assert pub.send(value)
+                time.sleep(0.1)  # the drainer took those as one batch, and waits in it
+                for value in range(500):  # ... so these are a second batch
+                    assert pub.send(value)
                 published.set()
                 c.flush(timeout=STEP_S)
 
@@ -1736,7 +1739,8 @@ async def test_values_whose_readers_left_while_they_were_queued_are_said_lost(
             await reading.aclose()  # the reader leaves before the queued values are sent
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     lost = [w for w in warnings if "published to 'x' were not sent: its readers left" in w]
-    assert lost, warnings
+    # One line for the flush, not one per batch of the queue (a notebook had two).
+    assert len(lost) == 1, warnings
 
 
 async def test_ctrl_c_as_a_subscription_closes_leaves_nothing_open(url: str) -> None:

@@ -99,6 +99,8 @@ QUEUE_FRAMES: Final = 10_000
 QUEUE_BYTES: Final = 64 * 2**20
 #: The trio side hands finished values back (freeing queue room) in chunks of this many.
 RELEASE_EVERY: Final = 256
+# Values not sent under a steady flow of publish() calls are counted and said this often.
+NOT_SENT_SAID_EVERY_S: Final = 1.0
 CLIENT_CLOSED: Final = "the SyncClient was closed"  # a subscription's end with its client
 # A call on a closed client (not a subscription's end: see CLIENT_CLOSED).
 USED_AFTER_CLOSE: Final = "this SyncClient is closed: make a new one (ts.SyncClient(url)) to go on"
@@ -119,6 +121,25 @@ def _refuse_pickle(what: str) -> NoReturn:
         f"a {what} cannot be pickled: it stands for a connection and a trio thread of this "
         "process; send what it reads or the URL to connect with, and make a SyncClient there"
     )
+
+
+def _say_not_sent(unread: dict[str, int], dropped: dict[str, int]) -> None:
+    """Say, per channel, the queued values that were never sent (not silently)."""
+    for channel, count in dropped.items():
+        log.warning(
+            "%d values published to %r were not sent: its publisher closed while they "
+            "waited in the queue",
+            count,
+            channel,
+        )
+    for channel, count in unread.items():
+        # publish() returned True: the channel had readers then.
+        log.warning(
+            "%d values published to %r were not sent: its readers left while they "
+            "waited in the queue",
+            count,
+            channel,
+        )
 
 
 class SyncClient:
@@ -709,20 +730,32 @@ class SyncClient:
     async def _drain(self) -> None:
         """The trio side of the publish queue: take it in batches, feed the publishers."""
         cond = self._cond
+        # Values not sent, by channel, said when the queue is empty (or every
+        # NOT_SENT_SAID_EVERY_S under a steady flow): a flush of several batches wrote a line
+        # per batch for one departure of the readers (a notebook).
+        unread: dict[str, int] = {}  # values that found no reader any more
+        dropped: dict[str, int] = {}  # values whose publisher closed first
+        counted_since = 0.0
         while True:
             # A new event before announcing idleness: a wake-up scheduled from now on sets it.
             self._wake = trio.Event()
             with self._lock:
                 batch, self._queue = self._queue, []
-                if not batch:
+            if unread or dropped:
+                if not batch or trio.current_time() - counted_since >= NOT_SENT_SAID_EVERY_S:
+                    _say_not_sent(unread, dropped)
+                    unread, dropped = {}, {}
+            elif batch:
+                counted_since = trio.current_time()
+            if not batch:
+                with self._lock:
+                    if self._queue:
+                        continue  # queued while the line was said
                     self._drainer_idle = True
                     cond.notify_all()
-            if not batch:
                 await self._wake.wait()
                 continue
             frames = nbytes = 0
-            unread: dict[str, int] = {}  # values that found no reader any more, by channel
-            dropped: dict[str, int] = {}  # values whose publisher closed first, by channel
             self._batch = batch
             self._batch_left = batch_left = iter(batch)
             try:
@@ -756,21 +789,6 @@ class SyncClient:
                 # so the queue's count must not count it as well.
                 self._release(frames, nbytes)
                 self._batch = []
-            for channel, count in dropped.items():
-                log.warning(
-                    "%d values published to %r were not sent: its publisher closed while they "
-                    "waited in the queue",
-                    count,
-                    channel,
-                )
-            for channel, count in unread.items():
-                # publish() returned True: the channel had readers then. Not silently.
-                log.warning(
-                    "%d values published to %r were not sent: its readers left while they "
-                    "waited in the queue",
-                    count,
-                    channel,
-                )
 
     def _release(self, frames: int, nbytes: int) -> None:
         with self._lock:
