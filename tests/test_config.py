@@ -156,6 +156,13 @@ def test_one_name_or_a_list_of_names_is_taken_as_a_tuple(setting: str) -> None:
     assert getattr(ts.ServerConfig(**as_set), setting) == ("a.example",)
 
 
+def test_one_name_or_a_list_of_names_is_well_typed() -> None:
+    # Typed as it runs (mypy --strict checks this file): the fields were typed
+    # tuple[str, ...], and the README's "*" or a list failed a typed program (a trio developer).
+    config = ts.ServerConfig(allowed_hosts="*", allowed_origins=["https://lab.example"])
+    assert (config.allowed_hosts, config.allowed_origins) == (("*",), ("https://lab.example",))
+
+
 def test_a_server_needs_an_endpoint() -> None:
     with pytest.raises(ts.InvalidSetting, match="both off"):
         ts.ServerConfig(tcp_port=None, http_port=None)

@@ -129,6 +129,24 @@ async def test_the_first_stats_interval_has_its_rates() -> None:
         assert load["frames_in"] >= 50 and load["frames_in_per_s"] > 0, load
 
 
+async def test_rates_and_uptime_follow_trios_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Taken with time.monotonic() over intervals timed by trio's clock: under a test's
+    # MockClock, 10 frames/s over 5 s read 1,512 frames/s and 0.04 s up (a trio developer).
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, stats_interval_s=1.0)
+    async with ts.open_server(config) as server, ts.open_client(server.tcp_url) as c:
+        await c.create_channel("c")
+        async with c.subscribe("c", policy="unbounded") as sub:
+            for i in range(50):
+                await c.publish("c", i)
+                await sub.receive()
+                await trio.sleep(0.1)
+        stats = await c.stats()
+    assert 4.9 <= stats.uptime_s <= 6.0, stats
+    assert 5 <= stats.frames_in_per_s <= 15, stats
+
+
 async def test_introspection_records_describe_subscriptions(url: str) -> None:
     async with ts.open_client(url, name="w") as w, ts.open_client(url, name="r") as r:
         await w.create_channel("c")
@@ -208,6 +226,54 @@ async def test_graceful_shutdown_drains_buffered_frames(nursery: trio.Nursery) -
                         while True:
                             got.append((await sub.receive()).data)
             assert got == list(range(20))  # everything buffered was delivered first
+
+
+async def test_a_cancelled_graceful_close_still_stops_the_server(nursery: trio.Nursery) -> None:
+    # A close cancelled in its grace (a trio resource's close then closes forcefully) left
+    # the server running for good, and a second aclose() waited for it forever (a trio
+    # developer embedding the server): a reader whose link carries nothing keeps the grace.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, shutdown_grace_s=30)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    async with (
+        open_proxy(server.tcp_url) as link,
+        ts.open_client(server.tcp_url, name="w") as w,
+        ts.open_client(link.url, name="r", reconnect=False) as r,
+    ):
+        await w.create_channel("c")
+        async with r.subscribe("c", policy="unbounded"), w.publisher("c") as pub:
+            await pub.wait_for_readers()
+            link.hold()
+            for _ in range(10):  # past the sockets' buffers: the close waits out its grace
+                await pub.send(bytes(4 * 2**20))
+            await pub.wait_acknowledged()
+            with trio.move_on_after(0.2) as gave_up:
+                await server.aclose()
+            assert gave_up.cancelled_caught
+            with trio.fail_after(5):
+                await server.aclose()  # returns once stopped: it was not stopped before
+            link.release()
+
+
+async def test_a_server_s_urls_name_its_endpoints_and_an_endpoint_off_says_so(
+    nursery: trio.Nursery,
+) -> None:
+    # The URLs are str, not "str | None": a typed program connects to server.tcp_url as the
+    # README does without an assert (mypy --strict refused it); one switched off raises.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert list(server.urls) == ["tcp"] and server.urls["tcp"] == server.tcp_url
+    assert server.tcp_url.startswith("tcp://127.0.0.1:")
+    with pytest.raises(ts.InvalidSetting, match=r"no WebSocket endpoint: .*http_port=None") as off:
+        server.ws_url  # noqa: B018
+    assert off.value.setting == "http_port"
+    with pytest.raises(ts.InvalidSetting, match="no HTTP endpoint"):
+        server.http_url  # noqa: B018
+    both = await nursery.start(ts.serve, ts.ServerConfig(host="127.0.0.1", tcp_port=None))
+    assert sorted(both.urls) == ["http", "ws"] and both.ws_url.endswith("/ws")
+    with pytest.raises(ts.InvalidSetting, match=r"no raw TCP endpoint: .*tcp_port=None"):
+        both.tcp_url  # noqa: B018
+    await both.aclose()
+    await server.aclose()
 
 
 async def test_per_client_limits_name_the_limit(nursery: trio.Nursery) -> None:

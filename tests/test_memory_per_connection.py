@@ -268,3 +268,25 @@ def test_the_young_threshold_keeps_an_applications_higher_or_disabled_choice(
             assert gc.get_threshold() == (expected, 10, 10)
     finally:
         gc.set_threshold(*before)
+
+
+def test_the_startup_freeze_collects_the_applications_garbage_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Garbage in a reference cycle when the first server started was frozen with the living
+    # objects, for good (gc.freeze without a collection first).
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    garbage = Node()
+    gone = weakref.ref(garbage)
+    del garbage
+    before = gc.get_threshold()
+    monkeypatch.setattr(gc_policy, "_startup_frozen", False)
+    try:
+        gc_policy.freeze_startup_objects()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

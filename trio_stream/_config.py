@@ -6,7 +6,7 @@ import difflib
 import inspect
 import math
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,10 +85,12 @@ class ServerConfig:
     # admin actions (publish, delete any channel, disconnect a client): see _server/admin.py
     admin_token: str | None = field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
-    allowed_origins: tuple[str, ...] | None = None
+    # One name alone or several (a tuple or list), kept as a tuple (__post_init__); typed as
+    # given, so that ServerConfig(allowed_hosts="*") passes mypy --strict as it runs.
+    allowed_origins: str | Sequence[str] | None = None
     # Host names the HTTP port answers to (None: loopback names on a loopback server, any
     # name otherwise; "*": any name). See _transport/origin.py, host_allowed.
-    allowed_hosts: tuple[str, ...] | None = None
+    allowed_hosts: str | Sequence[str] | None = None
     max_frame_bytes: int = MAX_FRAME_BYTES
     max_channels_per_client: int = MAX_CHANNELS_PER_CLIENT
     max_kept_channels: int = MAX_KEPT_CHANNELS

@@ -76,6 +76,9 @@ def freeze_startup_objects() -> None:
     global _startup_frozen
     if not _startup_frozen:
         _startup_frozen = True
+        # Collected first: garbage the application left in reference cycles would be frozen
+        # with the rest, never to be collected (a trio developer embedding the server).
+        gc.collect()
         gc.freeze()
         young, *older = gc.get_threshold()
         if young and young < YOUNG_COLLECTION_THRESHOLD:  # 0: the application disabled it

@@ -253,10 +253,11 @@ class HttpConnection:
                 ):
                     # A trio_stream or TLS client on this port: say so now (see sniff).
                     server = self.site.server
-                    address = urlsplit(server.http_url or "").netloc or "HOST:PORT"
+                    urls = server.urls
+                    address = urlsplit(urls.get("http", "")).netloc or "HOST:PORT"
                     tls = isinstance(self.stream, trio.SSLStream)
                     text = sniff.http_port_explanation(
-                        bytes(data), address, server.tcp_url, tls=tls
+                        bytes(data), address, urls.get("tcp"), tls=tls
                     )
                     raise h11.RemoteProtocolError(text, 400)
                 self.conn.receive_data(bytes(data))  # b"" tells h11 about EOF

@@ -66,9 +66,7 @@ def render_metrics(state: ServerState, connections_refused: int = 0) -> str:
         "Subscriptions kept for clients whose connection broke, until they resume.",
         state.resume.kept_subscriptions(),
     )
-    metric(
-        "uptime_seconds", "gauge", "Seconds since the server started.", time.time() - state.started
-    )
+    metric("uptime_seconds", "gauge", "Seconds since the server started.", state.uptime_s())
     metric(
         "resident_memory_bytes", "gauge", "Resident memory of the server process.", resident_bytes()
     )

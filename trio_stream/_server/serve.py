@@ -11,7 +11,7 @@ import trio
 
 from .._async_context import async_context
 from .._config import ServerConfig
-from .._exceptions import LimitExceeded
+from .._exceptions import InvalidSetting, LimitExceeded
 from .._protocol.messages import Error
 from .._transport.tcp import StreamTransport, peer_address
 from .._util import open_own_nursery, unwrap_single_exception
@@ -34,9 +34,8 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.state = ServerState(config)
-        self.tcp_url: str | None = None
-        self.ws_url: str | None = None
-        self.http_url: str | None = None
+        # The endpoints listening, by kind ("tcp", "ws", "http"): see ``urls``.
+        self._urls: dict[str, str] = {}
         self._cancel_scope = trio.CancelScope()
         self._accept_scopes: list[trio.CancelScope] = []
         self._sessions: set[Session] = set()
@@ -58,6 +57,41 @@ class Server:
             scope.cancel()
         self._accept_scopes.append(scope)
         return scope
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """The URL of each endpoint listening, by kind: ``"tcp"``, ``"ws"``, ``"http"`` (an
+        endpoint switched off, ``tcp_port=None`` or ``http_port=None``, has none)."""
+        return dict(self._urls)
+
+    @property
+    def tcp_url(self) -> str:
+        """Where clients connect over raw TCP: ``tcp://127.0.0.1:41234`` (``tcps://``
+        with TLS)."""
+        return self._url("tcp", "tcp_port", "raw TCP")
+
+    @property
+    def ws_url(self) -> str:
+        """Where clients connect over WebSocket: ``ws://127.0.0.1:41235/ws``."""
+        return self._url("ws", "http_port", "WebSocket")
+
+    @property
+    def http_url(self) -> str:
+        """The dashboard: ``http://127.0.0.1:41235/``."""
+        return self._url("http", "http_port", "HTTP")
+
+    def _url(self, kind: str, port_setting: str, what: str) -> str:
+        # A str, not "str | None": a typed program connects to server.tcp_url as the
+        # README does without an assert first (a trio developer); an endpoint switched off
+        # says so where a None would fail further on.
+        url = self._urls.get(kind)
+        if url is None:
+            raise InvalidSetting(
+                port_setting,
+                f"this server has no {what} endpoint: ServerConfig({port_setting}=None) "
+                "switched it off (server.urls lists those it has)",
+            )
+        return url
 
     @property
     def connections(self) -> int:
@@ -107,18 +141,18 @@ class Server:
                 raise
             port = listeners[0].socket.getsockname()[1]
             scheme = "tcps" if config.ssl_context else "tcp"
-            self.tcp_url = f"{scheme}://{_url_host(config.host)}:{port}"
+            self._urls["tcp"] = f"{scheme}://{_url_host(config.host)}:{port}"
             nursery.start_soon(self._accept, listeners, nursery)
-            log.info("listening on %s", self.tcp_url)
+            log.info("listening on %s", self._urls["tcp"])
         if config.http_port is not None:
             from .http import start_http
 
             try:
-                self.http_url, self.ws_url = await start_http(self, nursery)
+                self._urls["http"], self._urls["ws"] = await start_http(self, nursery)
             except OSError as exc:
                 exc.add_note(_cannot_listen(exc, config.host, "HTTP", config.http_port))
                 raise
-            log.info("dashboard on %s, WebSocket on %s", self.http_url, self.ws_url)
+            log.info("dashboard on %s, WebSocket on %s", self._urls["http"], self._urls["ws"])
 
     async def _accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
         # Connections run in the server's nursery, not under the accept scope: aclose()
@@ -195,9 +229,13 @@ class Server:
             scope.cancel()
         for session in list(self._sessions):
             session.close("the server is shutting down", drain=True)
-        with trio.move_on_after(self.config.shutdown_grace_s + 1.0):
-            await self._no_sessions.wait()
-        self._cancel_scope.cancel()
+        try:
+            with trio.move_on_after(self.config.shutdown_grace_s + 1.0):
+                await self._no_sessions.wait()
+        finally:
+            # Also when this close is cancelled in the grace (a trio resource's close then
+            # closes forcefully): it stopped nothing, and a second aclose() waited for good.
+            self._cancel_scope.cancel()
         await self._stopped.wait()
 
 

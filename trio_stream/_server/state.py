@@ -64,13 +64,15 @@ class ServerState:
         )
         self.watchdog = Watchdog(self.limits.idle_timeout_s, self.sessions.get)
         self.wrong_tokens = WrongTokens()  # per address, for the log (handshake, admin, HTTP)
-        self.started = time.time()
+        # Uptime and rates on trio's clock, as the intervals that take them: under a test's
+        # MockClock, 10 frames/s over 5 s read 1,512 frames/s and 0.04 s up (a trio developer).
+        self.started = trio.current_time()
         self.closing = False
         self._next_client_id = 1
         self.frames_out = 0
         self.bytes_out = 0
         # From the start: the first interval's rates are counted too (they read 0).
-        self._rate_mark: tuple[float, int, int, int, int] = (time.monotonic(), 0, 0, 0, 0)
+        self._rate_mark: tuple[float, int, int, int, int] = (trio.current_time(), 0, 0, 0, 0)
         self._cpu_mark: tuple[float, float] = (time.monotonic(), time.process_time())
         self.cpu_percent = 0.0  # over the last stats interval (see update_rates)
         self.rates: dict[str, float] = {}
@@ -190,18 +192,20 @@ class ServerState:
             self.client_event("disconnected", session)
         self.release_name(session)
 
+    def uptime_s(self) -> float:
+        return trio.current_time() - self.started
+
     def update_rates(self) -> None:
-        now = time.monotonic()
+        now = trio.current_time()
         broker = self.broker
         then, f_in, b_in, f_out, b_out = self._rate_mark
-        if then:
-            dt = max(now - then, 1e-9)
-            self.rates = {
-                "frames_in_per_s": (broker.frames_in - f_in) / dt,
-                "bytes_in_per_s": (broker.bytes_in - b_in) / dt,
-                "frames_out_per_s": (self.frames_out - f_out) / dt,
-                "bytes_out_per_s": (self.bytes_out - b_out) / dt,
-            }
+        dt = max(now - then, 1e-9)
+        self.rates = {
+            "frames_in_per_s": (broker.frames_in - f_in) / dt,
+            "bytes_in_per_s": (broker.bytes_in - b_in) / dt,
+            "frames_out_per_s": (self.frames_out - f_out) / dt,
+            "bytes_out_per_s": (self.bytes_out - b_out) / dt,
+        }
         self._rate_mark = (now, broker.frames_in, broker.bytes_in, self.frames_out, self.bytes_out)
         broker.update_rates()
         # CPU over the same interval: measured here, once per interval, so that clients
@@ -240,7 +244,7 @@ class ServerState:
             "buffered_bytes": self.buffered_bytes(),
             "parked_bytes": broker.parked_bytes,
             "kept_subscriptions": self.resume.kept_subscriptions(),
-            "uptime_s": time.time() - self.started,
+            "uptime_s": self.uptime_s(),
             "memory_bytes": resident_bytes(),
             "cpu_percent": self.cpu_percent,
         }

@@ -18,6 +18,7 @@ is given, and should have a token.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 ANY_HOST = "*"
@@ -26,7 +27,7 @@ DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
 
 def origin_allowed(
-    origin: str | None, host: str | None, allowed: tuple[str, ...] | None, *, secure: bool
+    origin: str | None, host: str | None, allowed: Sequence[str] | None, *, secure: bool
 ) -> bool:
     """Whether an upgrade with this Origin header may proceed.
 
@@ -75,7 +76,7 @@ def same_origin(origin: str, host: str, *, secure: bool) -> bool:
     return (origin_port or DEFAULT_PORTS[parts.scheme]) == (host_port or own_default)
 
 
-def host_allowed(host: str | None, allowed: tuple[str, ...] | None, *, bound_to: str) -> bool:
+def host_allowed(host: str | None, allowed: Sequence[str] | None, *, bound_to: str) -> bool:
     """Whether the HTTP port answers a request with this Host header.
 
     Args:

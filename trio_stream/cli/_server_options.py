@@ -9,6 +9,7 @@ file, then the defaults.
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
 import difflib
 import json
@@ -82,11 +83,18 @@ def _flags(field: str) -> list[str]:
 
 
 def _scalar(tp: Any) -> Any:
-    """The type inside ``X | None`` (every optional field also takes its off value)."""
+    """The type inside ``X | None`` (every optional field also takes its off value); a field
+    of "a name or names" (``str | Sequence[str]``, kept as a tuple) as ``tuple[str, ...]``."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 2 and str in args and any(_is_sequence(a) for a in args):
+            return tuple[str, ...]
         return args[0] if len(args) == 1 else tp
     return tp
+
+
+def _is_sequence(tp: Any) -> bool:
+    return typing.get_origin(tp) is collections.abc.Sequence
 
 
 def _parser_for(field: str, tp: Any) -> Callable[[str], Any] | None:

@@ -91,10 +91,11 @@ WILDCARD_HOSTS: Final = ("0.0.0.0", "::", "")
 def _print_urls(server: ts.Server) -> None:
     print(f'trio_stream {ts.__version__}: server "{server.config.name}" is running')
     wildcard = server.config.host in WILDCARD_HOSTS
+    urls = server.urls
     for label, url in (
-        ("TCP", server.tcp_url),
-        ("WebSocket", server.ws_url),
-        ("dashboard", server.http_url),
+        ("TCP", urls.get("tcp")),
+        ("WebSocket", urls.get("ws")),
+        ("dashboard", urls.get("http")),
     ):
         if url is not None:
             if wildcard:  # a URL this machine's browser and clients can use as printed
@@ -197,7 +198,7 @@ async def _start_server(nursery: trio.Nursery, config: ts.ServerConfig) -> ts.Se
 async def _run_server(config: ts.ServerConfig, prefix: str | None) -> None:
     async with trio.open_nursery() as nursery:
         server = await _start_server(nursery, config)
-        client_url = server.tcp_url or server.ws_url
+        client_url = server.urls.get("tcp") or server.urls.get("ws")
         async with stop_on_signal():
             # Printed once the signal handler is in place: whoever waits for these lines
             # (a person, a script, a test) may press Ctrl-C right after them.
