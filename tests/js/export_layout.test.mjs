@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { toNpy, toCsv } from '../../trio_stream/web/export.js';
-import { parseLayout, formatLayout, DEFAULT_RATE_HZ } from '../../trio_stream/web/layout.js';
+import { parseLayout, formatLayout, snapRate, RATES_HZ, DEFAULT_RATE_HZ } from '../../trio_stream/web/layout.js';
 
 test('.npy: a v1.0 header NumPy reads, 64-byte aligned, then the raw data', () => {
   const npy = toNpy(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
@@ -31,6 +31,18 @@ test('layout: round trip, old single-channel links, bad settings ignored', () =>
   assert.deepStrictEqual(parseLayout('#AnalogInput1'), [{ channels: ['AnalogInput1'], rate: DEFAULT_RATE_HZ, y: null }]);
   assert.deepStrictEqual(parseLayout('#x~r=-3&y=5:1'), [{ channels: ['x'], rate: DEFAULT_RATE_HZ, y: null }]);
   assert.equal(formatLayout([]), '');
+});
+
+test("layout: a rate is one of the menu's (1-30 Hz), the nearest by ratio", () => {
+  // r=1000 was taken as is: 1000 Hz asked of the server, a 500-frame buffer, a blank menu
+  assert.equal(parseLayout('#demo%2Fsine~r=1000')[0].rate, 30);
+  assert.equal(parseLayout('#a~r=7')[0].rate, 5);
+  assert.equal(parseLayout('#a~r=0.1')[0].rate, 1);
+  assert.equal(parseLayout('#a~r=Infinity')[0].rate, 30);
+  assert.equal(formatLayout(parseLayout('#a~r=1000')), '#a~r=30');
+  for (const r of RATES_HZ) assert.equal(snapRate(r), r);
+  assert.equal(snapRate(20), 30); // 1.5 from 30, 2 from 10
+  assert.equal(snapRate(NaN), DEFAULT_RATE_HZ);
 });
 
 test('.npy of 64-bit integers keeps them exact, though the plot draws float64 copies', async () => {

@@ -3,8 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   imageView, viewText, subscriptionOptions, firstSubscriptionOptions, frameBytesFromRates, MAX_IMAGE_SIDE_PX, IMAGE_BYTES_PER_S, PANEL_DEPTH_S,
-  reconnectTally, tallyFrame, tallyNote, usualGap, quietFor,
+  reconnectTally, tallyFrame, tallyNote, usualGap, quietFor, payloadBytes,
 } from '../../trio_stream/web/panels.js';
+import { NDArray } from '../../trio_stream/web/cbor.js';
 
 test('a frame within the side gets no view', () => {
   assert.equal(imageView([MAX_IMAGE_SIDE_PX, 300]), null);
@@ -100,4 +101,16 @@ test('a panel whose frames stopped says for how long, once that is far past thei
   assert.equal(quietFor(at, 10_000, at + 50_000), '50s');
   assert.equal(quietFor(at, 0, at + 60_000), '', 'one frame: no interval known yet (a setpoint)');
   assert.equal(quietFor(0, 0, 60_000), '', 'nothing came yet');
+});
+
+test("any frame tells a panel the channel's frame size, roughly its bytes on the wire", () => {
+  // A scalar's or a dict's was never kept: after a restart such a panel asked one frame.
+  assert.equal(payloadBytes(21.5), 9);
+  assert.equal(payloadBytes('ok'), 3);
+  assert.equal(payloadBytes(new Float32Array(256)), 1025);
+  assert.equal(payloadBytes(new NDArray([16, 16], new Uint16Array(256))), 513 + 18);
+  const dict = payloadBytes({ connections: 2, memory_bytes: 5.6e8 });
+  assert.ok(dict > 18 && dict < 64, dict);
+  assert.deepEqual(subscriptionOptions(10, payloadBytes({ a: 1 })), subscriptionOptions(10));
+  assert.ok(payloadBytes([new Uint8Array(4e6), 'x']) > 4e6, 'a big payload counts for its bytes');
 });

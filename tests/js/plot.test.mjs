@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classify, niceTicks, finiteRange, numericArray, markerLabel, reconnectNote, describe, addPoint, breakAfter } from '../../trio_stream/web/plot.js';
+import { classify, niceTicks, finiteRange, numericArray, markerLabel, reconnectNote, describe, addPoint, breakAfter, needsOwnScales } from '../../trio_stream/web/plot.js';
 import * as fmt from '../../trio_stream/web/format.js';
 import { NDArray, decode, encode } from '../../trio_stream/web/cbor.js';
 
@@ -137,6 +137,23 @@ test("a panel's note after a reconnection: when, and the gap or the reset", () =
     reconnectNote({ kind: 'reset', lost: null, afterCleanStop: true }, at),
     'reconnected 13:04:05.006: reset (the old server stopped cleanly, delivering what it held within its shutdown grace)',
   );
+  // a panel's subscription ended (its channel deleted) and was made again: a reset too
+  assert.equal(
+    reconnectNote({ kind: 'reset', lost: null, resubscribed: true }, at),
+    'subscribed again 13:04:05.006: reset (the subscription had ended; frames meanwhile are not counted)',
+  );
+});
+
+test('series two orders of magnitude apart get a scale each; alike ones share one', () => {
+  // $stats: memory_bytes beside cpu_percent (and frames_lost, all zeros: not counted)
+  assert.equal(needsOwnScales([[5.6e8, 5.7e8], [4, 9], [0, 0], null]), true);
+  assert.equal(needsOwnScales([[-1, 1], [0, 50]]), false); // a sine beside a counter
+  assert.equal(needsOwnScales([[20, 25]]), false);
+  assert.equal(needsOwnScales([[0, 0], [3, 4]]), false);
+  assert.equal(needsOwnScales([[-2, 1], [150, 190]]), false);
+  assert.equal(needsOwnScales([[-2, 1], [150, 200]]), true);
+  assert.equal(needsOwnScales([[-2, 1], [150, 190]], true), true, 'once apart, kept down to a third of the ratio');
+  assert.equal(needsOwnScales([[-2, 1], [40, 60]], true), false);
 });
 
 test("a series keeps time order: two writers' clocks 3 s apart both stay plotted", () => {

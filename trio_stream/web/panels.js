@@ -6,8 +6,10 @@ import { Plotter, describe, reconnectNote } from './plot.js';
 import { toCsv, toNpy, download } from './export.js';
 import { clock, duration, setText } from './format.js';
 import { ChannelNotFound } from './trio_stream.js';
+import { NDArray } from './cbor.js';
+import { RATES_HZ, snapRate } from './layout.js';
 
-export const RATES_HZ = [1, 2, 5, 10, 30];
+export { RATES_HZ };
 // Images are big: a panel takes at most this many bytes per second of them, whatever its
 // rate. The server sends at most max_rate frames a second (the newest), so a 4k camera
 // (8 MiB a frame at 100 Hz) costs one frame a second here.
@@ -82,6 +84,21 @@ export function firstSubscriptionOptions(rateHz, frameBytes) {
 export function frameBytesFromRates(c) {
   const fps = Number(c.rate_fps), bps = Number(c.rate_bps);
   return fps > 0 && bps > 0 && Number.isFinite(bps / fps) ? Math.ceil(bps / fps) : null;
+}
+
+/**
+ * About the bytes a decoded payload took on the wire: an array's, a text's length, 9 for a
+ * number. A panel keeps it as the channel's frame size whatever the kind: only arrays' was
+ * kept, so a scalar or dict panel subscribed again blind (size 1) after every restart, and
+ * a writer's re-sent backlog cost it more than a frame or two.
+ */
+export function payloadBytes(data, depth = 0) {
+  if (typeof data === 'string') return data.length + 1;
+  if (ArrayBuffer.isView(data)) return data.byteLength + 1;
+  if (data instanceof NDArray) return payloadBytes(data.data) + 9 * data.shape.length;
+  if (!data || typeof data !== 'object' || depth > 8) return 9;
+  const items = data instanceof Map ? [...data].flat() : Array.isArray(data) ? data : Object.entries(data).flat();
+  return items.reduce((n, x) => n + payloadBytes(x, depth + 1), 1);
 }
 
 // An image panel shows at most this many pixels per side: a larger frame is decimated on the
@@ -163,7 +180,7 @@ export class Panel {
     this.id = nextId++;
     this.client = client;
     this.channels = [...spec.channels];
-    this.rate = spec.rate;
+    this.rate = snapRate(spec.rate); // one of the menu's: the menu shows the rate used
     this.onChange = onChange;
     this.onFrame = onFrame;
     this.metaOf = metaOf;
@@ -351,6 +368,11 @@ export class Panel {
     // subscription asks for one frame (firstSubscriptionOptions), and the first frame tunes it.
     const entry = {
       sub: null, token, frameBytes: old?.frameBytes ?? this.frameBytesOf(name), view: old?.view ?? null, lastTry: Date.now(), pending: true,
+      // Made again after the last one ended with frames seen (retry: the channel was deleted
+      // and created again, its seq restarting at 1, or the server ended it): the new first
+      // frame is a seam, marked as a reset as a restarted server's is (onMessage). A panel's
+      // own resubscription (rate, image view) continues the same frames: no mark.
+      seam: old ? (old.seen ? Boolean(old.ended) : Boolean(old.seam)) : false,
     };
     this.subs.set(name, entry);
     old?.sub?.close();
@@ -380,6 +402,7 @@ export class Panel {
     sub.on('end', (reason) => {
       if (entry.sub !== sub || this.subs.get(name) !== entry) return; // closed by the panel
       entry.sub = null;
+      entry.ended = true;
       // retry() subscribes again whenever the channel is listed (a deleted one once it is
       // created again; one still there within seconds): say so, or the panel reads as dead
       // for good. One wording for every end: the reason alone does not tell which it is.
@@ -400,7 +423,16 @@ export class Panel {
 
   onMessage(name, entry, msg, sub) {
     if (this.subs.get(name) !== entry) return;
-    const view = this.plotter.push(msg, this.channels.length > 1 ? name : '');
+    if (!entry.seen) {
+      entry.seen = true;
+      // The first frame of a subscription made again (subscribe: seam): a reset, on the time
+      // axis and in the info line. It went on the same plot with no mark, seq back at 1.
+      if (entry.seam && !msg.gap) msg = { ...msg, gap: { kind: 'reset', lost: null, resubscribed: true } };
+    }
+    // The panel shows what its first channel is; another of another kind is not drawn
+    // (Plotter.push): the info line tells it to take a panel of its own.
+    const view = this.plotter.push(msg, this.channels.length > 1 ? name : '', Math.max(0, this.channels.indexOf(name)));
+    const shown = view.shown !== false;
     if (msg.gap) entry.reconnected = reconnectTally(msg.gap, Date.now() / 1000);
     else if (entry.reconnected) tallyFrame(entry.reconnected, msg);
     this.frames++;
@@ -430,6 +462,7 @@ export class Panel {
     const bytes = view.values?.byteLength;
     const sized = bytes && (view.kind === 'image' || view.kind === 'line');
     if (sized) entry.frameBytes = bytes;
+    else if (!entry.frameBytes) entry.frameBytes = payloadBytes(msg.data); // see payloadBytes
     if (!resubscribed && (entry.sizedBlind || (sized && subscriptionOptions(this.rate, bytes).maxRate < entry.maxRate * 0.9))) {
       // Frames can come before subscribe() has its subscription back (they follow the
       // reply in the same read): then it tunes as soon as it has.
@@ -437,12 +470,14 @@ export class Panel {
       else entry.tuneWhenAttached = true;
     }
     if (!this.plotter.paused) {
-      this.text.hidden = view.kind !== 'text';
-      if (view.kind === 'text') setText(this.text, view.text);
+      if (shown) {
+        this.text.hidden = view.kind !== 'text';
+        if (view.kind === 'text') setText(this.text, view.text);
+      }
       const cut = entry.view ? ` · ${viewText(entry.view)} (server view)` : '';
-      // Only numbers share a time axis: an array or a text overlaid with others takes the
-      // plot from them each time it comes, so the panel says where it belongs instead.
-      const alone = this.channels.length > 1 && view.kind !== 'scalar' ? ` · only numbers share a panel: give ${name} a panel of its own (+ panel)` : '';
+      // Only numbers share a time axis: a channel of another kind than the panel's first is
+      // not drawn, so the panel says where it belongs instead.
+      const alone = !shown ? ` · only numbers share a panel: give ${name} a panel of its own (+ panel)` : '';
       setText(this.info, `${this.channels.length > 1 ? `${name}: ` : ''}${describe(msg, view, sub)}${cut}${entry.maxRate < this.rate ? ` · decimated to ${entry.maxRate} Hz` : ''}${entry.reconnected ? ` · ${tallyNote(entry.reconnected)}` : ''}${alone}`);
     }
     this.onFrame(msg);

@@ -65,6 +65,9 @@ export function markerLabel(kind, count) {
 export function reconnectNote(gap, epochSeconds) {
   const reset = gap.kind === 'reset';
   const what = markerLabel('gap', reset ? null : gap.lost);
+  // Not a reconnection: the panel's subscription ended (a channel deleted and created again,
+  // its seq restarting at 1) and the panel made a new one (Panel.onMessage).
+  if (gap.resubscribed) return `subscribed again ${clock(epochSeconds)}: ${what} (the subscription had ended; frames meanwhile are not counted)`;
   // A graceful stop said goodbye and drained what it held first (within its shutdown
   // grace): "lost" there told an operator of losses that did not happen.
   const why = !reset ? '' : gap.afterCleanStop
@@ -185,8 +188,14 @@ const TICK_GAP = 6; // px between the plot area and its y tick labels
 const UNITS_GAP = 8; // px between the widest y tick label and the (rotated) units: 3 read as one (">2576.5")
 const UNITS_HALF = 7; // half the rotated units label's width: its line height at 11 px
 const MARGIN_SLACK = 8; // px a margin may be wider than needed before it shrinks
-// Overlaid series take these in turn (the first is the theme's --plot-line).
-const PALETTE = ['', '#e8590c', '#2f9e44', '#ae3ec9', '#1098ad', '#f59f00', '#d6336c', '#5c7cfa'];
+// Overlaid series take these in turn (the first is the theme's --plot-line), enough for a
+// $stats record's 17 series (which repeated 8 colours); past them, hues a golden angle apart.
+const PALETTE = ['', '#e8590c', '#2f9e44', '#ae3ec9', '#1098ad', '#f59f00', '#d6336c', '#5c7cfa',
+  '#c92a2a', '#74b816', '#0ca678', '#7048e8', '#868e96', '#9c6644', '#ff8787', '#8f8a00', '#66d9e8'];
+const LEGEND_ROWS = 8; // at most; a longer legend ends with "+N more"
+const LEGEND_ROW_PX = 17;
+// Series this many times larger than others share no y axis with them (needsOwnScales).
+const OWN_SCALE_RATIO = 100;
 const MARKER_COLORS = { loss: '#cf222e', reconnect: '#b26a00', gap: '#b26a00' };
 const MAX_MARKERS = 500;
 
@@ -233,6 +242,19 @@ export function addPoint(s, t, v, historySeconds, maxPoints) {
 }
 
 /**
+ * Whether the series of a time series each need their own y scale: their visible ranges
+ * (`[lo, hi]` or null) differ in size by two orders of magnitude or more, so a shared axis
+ * draws the small ones as flat lines (a $stats record: memory_bytes ~5e8 beside
+ * cpu_percent ~5). Series of zeros and empty ones do not count. `was`: whether they had
+ * their own scales at the last drawing (they keep them down to a third of the ratio, or a
+ * panel near it would switch back and forth).
+ */
+export function needsOwnScales(ranges, was = false) {
+  const sizes = ranges.filter(Boolean).map(([lo, hi]) => Math.max(Math.abs(lo), Math.abs(hi))).filter((m) => m > 0);
+  return sizes.length > 1 && Math.max(...sizes) >= (was ? OWN_SCALE_RATIO / 3 : OWN_SCALE_RATIO) * Math.min(...sizes);
+}
+
+/**
  * One plot: a time series of one or more numeric channels (overlaid, each its own colour),
  * or the newest 1-D array (a line) or 2-D array (an image) of one channel.
  *
@@ -270,8 +292,12 @@ export class Plotter {
   reset(placeholder = '') {
     this.series = new Map(); // series name -> [{t, v}]
     this.markers = []; // {kind, t, count}
+    this.seriesIndex = new Map(); // series name -> its channel's place in the panel
     this.view = null;
     this.viewName = null;
+    this.viewIndex = 0;
+    this.leadKind = null; // the kind of the panel's first channel's last message
+    this._ownScales = false;
     this.placeholder = placeholder;
     this.zoom = null;
     this._marginLeft = null; // the last channel's tick labels' (see _fitMargin)
@@ -305,11 +331,22 @@ export class Plotter {
   }
 
   /**
-   * Record one message of channel `name`. Returns the view (its kind tells the page whether
-   * to show text). Scalars add to the time series; arrays replace the shown array.
+   * Record one message of channel `name`, the `index`th of the panel (0: its first, whose
+   * kind the panel shows; its colour is colorOf(index)). Returns the view (its kind tells the
+   * page whether to show text; `shown: false` when it is not drawn). Scalars add to the time
+   * series; arrays replace the shown array.
    */
-  push(msg, name = '') {
+  push(msg, name = '', index = 0) {
     const view = classify(msg.data);
+    // Only numbers share a panel: another channel than the first is drawn only as a series
+    // beside the first's. An array (or a text) overlaid on a time series took the plot from
+    // it at each message, and the series took it back at the next: a $stats panel with
+    // demo/sine on it flipped between the two views all the time.
+    if (index === 0) this.leadKind = view.kind;
+    else if (view.kind !== 'scalar' || (this.leadKind ?? 'scalar') !== 'scalar') {
+      view.shown = false;
+      return view;
+    }
     const t = typeof msg.time === 'number' && msg.time > 0 ? msg.time : Date.now() / 1000;
     // the first frame after a reconnection: the resume's exact count ('gap −k'), or 'reset'
     if (msg.gap) this.addMarker('gap', t, msg.gap.kind === 'reset' ? null : msg.gap.lost);
@@ -318,7 +355,7 @@ export class Plotter {
       const fields = view.fields && view.fields.length > 1 ? view.fields : [[view.label, view.value]];
       for (const [field, value] of fields) {
         const key = fields.length > 1 || !name ? `${name ? `${name}.` : ''}${field ?? ''}` : name;
-        this._append(key, t, value);
+        this._append(key, t, value, index);
       }
       if (this.view && this.view.kind !== 'scalar') this.zoom = null;
       this.view = { kind: 'scalar' };
@@ -326,15 +363,19 @@ export class Plotter {
       if (!this.view || this.view.kind !== view.kind) this.zoom = null;
       this.view = view;
       this.viewName = name;
+      this.viewIndex = index;
     }
     this.placeholder = '';
     if (!this.paused) this.requestDraw();
     return view;
   }
 
-  _append(key, t, v) {
+  _append(key, t, v, index = 0) {
     let s = this.series.get(key);
-    if (!s) this.series.set(key, (s = []));
+    if (!s) {
+      this.series.set(key, (s = []));
+      this.seriesIndex.set(key, index);
+    }
     addPoint(s, t, v, this.historySeconds, this.maxPoints);
     this._pushedAt = Date.now();
   }
@@ -543,7 +584,17 @@ export class Plotter {
     }
   }
 
-  colorOf(k) { return PALETTE[k % PALETTE.length] || this.colors.line; }
+  colorOf(k) {
+    if (k < PALETTE.length) return PALETTE[k] || this.colors.line;
+    return `hsl(${Math.round((k * 137.508) % 360)}, 60%, ${k % 2 ? 38 : 55}%)`;
+  }
+
+  /** The series in their channels' order, so that a channel's line has its chip's colour
+   * (they took colours in the order their first frames came); a dict's in its fields'. */
+  _seriesNames() {
+    const at = (name) => this.seriesIndex.get(name) ?? 0;
+    return [...this.series.keys()].sort((a, b) => at(a) - at(b));
+  }
 
   _unitsText(names) {
     const units = [...new Set(names.map((n) => this.units[n] ?? this.units[n.split('.')[0]]).filter(Boolean))];
@@ -552,13 +603,26 @@ export class Plotter {
 
   drawSeries(area) {
     const { ctx } = this;
-    const names = [...this.series.keys()];
+    const names = this._seriesNames();
     const [t0, tEnd] = this._timeWindow();
-    const visible = [];
-    for (const s of this.series.values()) for (const p of s) if (p.t >= t0 && p.t <= tEnd) visible.push(p.v);
-    const yr = this.yRange ?? padRange(finiteRange(visible) ?? [0, 1]);
-    const { sx, sy } = this.axes(area, [t0 - tEnd, 0], yr,
-      (t) => (t === 0 && !this.zoom && !this.paused ? 'now' : `${tick(t)} s`), this._unitsText(names));
+    const ranges = names.map((name) => { // each series' finite min and max in the window
+      let lo = Infinity, hi = -Infinity;
+      for (const { t, v } of this.series.get(name)) {
+        if (t < t0 || t > tEnd || v - v !== 0) continue;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+      return lo <= hi ? [lo, hi] : null;
+    });
+    let all = null;
+    for (const r of ranges) if (r) all = all ? [Math.min(all[0], r[0]), Math.max(all[1], r[1])] : r;
+    // Series of very different sizes (a $stats record) each get their own scale, their range
+    // drawn from 0 to 100 % of the axis; the legend says each one's range, the cursor reads
+    // their values. A fixed y range is the operator's: one scale then.
+    const own = (this._ownScales = !this.yRange && needsOwnScales(ranges, this._ownScales));
+    const yr = own ? padRange([0, 100]) : this.yRange ?? padRange(all ?? [0, 1]);
+    const { sx, sy: syAxis } = this.axes(area, [t0 - tEnd, 0], yr,
+      (t) => (t === 0 && !this.zoom && !this.paused ? 'now' : `${tick(t)} s`), own ? "% of each series' range" : this._unitsText(names));
     this._tEnd = tEnd;
     ctx.save();
     ctx.beginPath();
@@ -569,6 +633,8 @@ export class Plotter {
     ctx.lineJoin = 'round';
     names.forEach((name, k) => {
       const series = this.series.get(name);
+      const [lo, hi] = ranges[k] ?? [0, 0];
+      const sy = !own ? syAxis : hi > lo ? (v) => syAxis(((v - lo) / (hi - lo)) * 100) : () => syAxis(50);
       ctx.strokeStyle = this.colorOf(k);
       ctx.beginPath();
       // A pause much longer than the series' usual interval is a hole in the data (a writer
@@ -587,18 +653,32 @@ export class Plotter {
       ctx.stroke();
     });
     ctx.restore();
-    // legend: each series' newest value, top left inside the plot
+    // legend: each series' newest value (and its range when it has its own scale), top
+    // left inside the plot, on the plot's background (it was drawn over the lines); the ones
+    // that do not fit are counted
     ctx.textAlign = 'left';
     ctx.textBaseline = 'top';
     ctx.font = '600 13px system-ui, sans-serif';
-    let y = area.y + 6;
-    names.slice(0, 8).forEach((name, k) => {
+    const fit = Math.max(1, Math.min(LEGEND_ROWS, Math.floor((area.h - 12) / LEGEND_ROW_PX)));
+    const listed = names.length > fit ? fit - 1 : names.length;
+    const lines = names.slice(0, listed).map((name, k) => {
       const s = this.series.get(name);
       const last = s[s.length - 1];
       const units = this.units[name] ?? this.units[name.split('.')[0]] ?? '';
-      ctx.fillStyle = this.colorOf(k);
-      ctx.fillText(`${name || 'value'} = ${last ? exact(last.v) : '–'}${units ? ` ${units}` : ''}`, area.x + 8, y);
-      y += 17;
+      const range = own && ranges[k] && ranges[k][1] > ranges[k][0] ? `  (${exact(ranges[k][0])} … ${exact(ranges[k][1])})` : '';
+      return [`${name || 'value'} = ${last ? exact(last.v) : '–'}${units ? ` ${units}` : ''}${range}`, this.colorOf(k)];
+    });
+    if (listed < names.length) lines.push([`+${names.length - listed} more`, this.colors.text]);
+    if (names.length > 1) {
+      const wide = Math.max(...lines.map(([text]) => ctx.measureText(text).width));
+      ctx.fillStyle = this.colors.bg;
+      ctx.globalAlpha = 0.85;
+      ctx.fillRect(area.x + 3, area.y + 3, wide + 10, lines.length * LEGEND_ROW_PX + 4);
+      ctx.globalAlpha = 1;
+    }
+    lines.forEach(([text, color], k) => {
+      ctx.fillStyle = color;
+      ctx.fillText(text, area.x + 8, area.y + 6 + k * LEGEND_ROW_PX);
     });
   }
 
@@ -648,7 +728,7 @@ export class Plotter {
     ctx.beginPath();
     ctx.rect(area.x, area.y, area.w, area.h);
     ctx.clip();
-    ctx.strokeStyle = this.colors.line;
+    ctx.strokeStyle = this.colorOf(this.viewIndex); // its chip's
     ctx.lineWidth = 1.4;
     ctx.lineJoin = 'round';
     ctx.beginPath();
@@ -657,7 +737,7 @@ export class Plotter {
       // stroked path of full-height zigzags (or anti-aliased rectangles) took the compositor
       // 26-57 ms to rasterize per frame of a noisy 1 MiB array, on the page's main thread.
       const { lo, hi } = columns;
-      ctx.fillStyle = this.colors.line;
+      ctx.fillStyle = ctx.strokeStyle;
       let prevTop = NaN, prevBottom = NaN;
       for (let c = 0; c < cols; c++) {
         if (!(lo[c] <= hi[c])) { prevTop = prevBottom = NaN; continue; } // no finite value here
