@@ -89,6 +89,7 @@ from .redis_streams import (
     NamedWriter,
     StaleClaim,
     WriterMoved,
+    last_seq_in_stream,
     read_range,
 )
 from .retry_log import RetryLog, RetryLogGroup
@@ -263,6 +264,8 @@ class RedisEngine:
         self.node = state.config.node_name or default_node_name()
         self._io: RedisEngineIO | None = None
         self._nursery: trio.Nursery | None = None
+        # Channels deleted on another node that end here once their last frames are read.
+        self._ending_after_the_rest: set[tuple[str, str]] = set()
         self._registered_again: list[str] = []  # channels to name in one line (a Redis restart)
         self._appenders: dict[Writer, _Appender] = {}
         self._append_log = RetryLogGroup(log, "appending to Redis", "writers")
@@ -872,6 +875,49 @@ class RedisEngine:
                 self._ending_once_gone.add((name, epoch))
                 self._nursery.start_soon(self._delete_once_gone, sessions, name, epoch, reason)
             return
+        position = self.io.reader.position(name) if self._io is not None else None
+        read_here = position is not None and position[0] == epoch
+        if by_another_node and self._nursery is not None and read_here:
+            # Read here from Redis: what its stream holds past this node's position was on
+            # its way to the readers here when it ended (its stream stays a while for it).
+            if (name, epoch) not in self._ending_after_the_rest:
+                self._ending_after_the_rest.add((name, epoch))
+                self._nursery.start_soon(self._end_after_the_rest, channel, reason)
+            return
+        self._end_deleted(channel, reason)
+
+    async def _end_after_the_rest(self, channel: Channel, reason: str) -> None:
+        """End ``channel``, deleted on another node, once this node has handed its readers
+        the frames its stream got before the delete (at most DELETE_FLUSH_S). It ended at
+        once when told: the frames still on their way here were lost without a count (a
+        writer's last frames before its client closed, in a lab's cross-node audit)."""
+        name, epoch, broker = channel.name, channel.epoch, self.state.broker
+        last: int | None = None
+        try:
+            with trio.move_on_after(DELETE_FLUSH_S):
+                last = await last_seq_in_stream(self.io.client, self.io.keys, name, epoch)
+                # Polled: the stream reader sets no event per channel and frame.
+                while last is not None and channel.seq < last:
+                    if broker.channels.get(name) is not channel:
+                        break
+                    await trio.sleep(FLUSH_POLL_S)
+        except REDIS_ERRORS as error:
+            log.warning("channel %r: its last frames not looked for (%s)", name[:80], error)
+        finally:
+            self._ending_after_the_rest.discard((name, epoch))
+        if broker.channels.get(name) is not channel:
+            return  # ended meanwhile (the stream reader found it gone first, with the rest)
+        if last is not None and channel.seq < last:
+            # Its block readers here took none for DELETE_FLUSH_S (the reader is paused
+            # for them), or Redis was slow: not silently.
+            log.warning(
+                "channel %r ended here %d frames before its last (%d): its readers on this "
+                "node did not take them within %.0f s of its end",
+                name[:80],
+                last - channel.seq,
+                last,
+                DELETE_FLUSH_S,
+            )
         self._end_deleted(channel, reason)
 
     def _end_deleted(self, channel: Channel, reason: str) -> None:
@@ -2095,6 +2141,8 @@ class RedisEngine:
             return
         if event.channel in self._kept:
             return  # this node registers it again (_keep_registered)
+        if (event.channel, event.old_epoch) in self._ending_after_the_rest:
+            return  # deleted elsewhere: it ends with its own reason, the rest read first
         self.state.broker.delete_channel(
             channel,
             f"channel {event.channel!r} is gone from Redis (deleted, created anew, or lost in "

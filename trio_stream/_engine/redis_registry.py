@@ -40,6 +40,12 @@ HOLDER_BYTES = 8
 # (its pub/sub was reconnecting) finds the mark instead of taking the missing record for
 # Redis's loss and registering the channel again. One small key per delete.
 DELETED_MARK_S = 3600
+# A deleted channel's stream stays this long after the delete (then expires), so that the
+# other nodes read the frames that were still on their way to them before they end it (a
+# node that ended it when told lost them, silently: a lab's cross-node audit). Its epoch is
+# gone: nothing writes to it, and a channel created anew under the name has a stream of its
+# own.
+STREAM_KEPT_AFTER_DELETE_MS = 30_000
 MARK_REASON_CHARS = 500  # the end reason a mark keeps (a channel's end_reason, bounded)
 
 # KEYS[1] channel hash, KEYS[2] channel set; ARGV[1] name, then field/value pairs.
@@ -54,7 +60,8 @@ return 1
 # ARGV[3] expected epoch ('' = any), ARGV[4] positions key prefix, ARGV[5] expected node
 # ('' = any), ARGV[6] '=' and the expected holder ('' = any; '=' alone: a record without a
 # holder, from before holder tokens), ARGV[7] the deletion mark's key prefix, ARGV[8] its
-# lifetime (s), ARGV[9] why it ended (the mark's value). Returns the deleted epoch, or false.
+# lifetime (s), ARGV[9] why it ended (the mark's value), ARGV[10] how long its stream stays
+# (ms, see STREAM_KEPT_AFTER_DELETE_MS). Returns the deleted epoch, or false.
 _DELETE_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return false end
@@ -63,7 +70,8 @@ if ARGV[5] ~= '' and ARGV[5] ~= redis.call('HGET', KEYS[1], 'node') then return 
 if ARGV[6] ~= '' and ARGV[6] ~= '=' .. (redis.call('HGET', KEYS[1], 'holder') or '') then
   return false
 end
-redis.call('DEL', KEYS[1], ARGV[2] .. epoch, ARGV[4] .. epoch)
+redis.call('DEL', KEYS[1], ARGV[4] .. epoch)
+redis.call('PEXPIRE', ARGV[2] .. epoch, ARGV[10])
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SET', ARGV[7] .. epoch, ARGV[9], 'EX', ARGV[8])
 return epoch
@@ -253,6 +261,7 @@ class ChannelRegistry:
                 mark,
                 str(DELETED_MARK_S),
                 reason[:MARK_REASON_CHARS] or "deleted",
+                str(STREAM_KEPT_AFTER_DELETE_MS),
             ],
         )
         return deleted.decode() if isinstance(deleted, bytes) else None

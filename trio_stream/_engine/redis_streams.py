@@ -644,6 +644,15 @@ async def read_range(
     return frames[:count]
 
 
+async def last_seq_in_stream(
+    client: coredis.Redis[bytes], keys: KeySpace, channel: str, epoch: str
+) -> int | None:
+    """The seq of the last frame ``channel``'s stream of ``epoch`` holds (None: none, or no
+    such stream)."""
+    entries = await client.xrevrange(keys.stream(channel, epoch), "+", "-", count=1)
+    return _entry_seq(entries[0]) if entries else None
+
+
 @dataclass(slots=True)
 class _Follow:
     epoch: str
@@ -880,6 +889,21 @@ class StreamReader:
                     delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
                     next_check = -math.inf  # Redis may have restarted: epochs first
 
+    async def _read_rest(self, channel: str, state: _Follow) -> None:
+        """Hand on what ``channel``'s stream still holds past ``state`` (a deleted one's)."""
+        key = self._keys.stream(channel, state.epoch)
+        while True:
+            entries = await self._client.xrange(
+                key, f"{state.last_seq + 1}-0", "+", count=RANGE_COUNT
+            )
+            frames = _frames(entries, state.last_seq)
+            if frames:
+                lost = frames[0][0] - state.last_seq - 1
+                state.last_seq = frames[-1][0]
+                await self._send.send(FrameBatch(channel, state.epoch, frames, lost))
+            if len(entries) < RANGE_COUNT:
+                return
+
     async def _read_once(self, block_ms: int) -> None:
         streams: dict[bytes | str, bytes | str] = {self._wake_key: self._wake_last}
         for channel, state in self._follows.items():
@@ -917,6 +941,12 @@ class StreamReader:
             if state is None or state.epoch == epoch:
                 continue
             old = state.epoch
+            if epoch is None and channel not in self._paused:
+                # Deleted (or lost): a deleted channel's stream stays a while
+                # (STREAM_KEPT_AFTER_DELETE_MS), and what it holds past this node's position
+                # was on its way to the readers here: they get it before the end. (A paused
+                # channel's block readers are full: they end with the rest unread, as ever.)
+                await self._read_rest(channel, state)
             self._drop(channel)
             if epoch is not None:
                 self._follows[channel] = _Follow(epoch, 0)
