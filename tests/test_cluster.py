@@ -542,6 +542,45 @@ async def test_readers_on_another_node_get_every_frame_written_before_the_channe
         assert sub.lost == 0 and "tail" in (sub.end_reason or "")
 
 
+async def test_a_node_that_finds_a_channel_gone_first_reads_what_its_stream_held(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The news of the end never came (a bus reconnecting): node b's stream reader finds the
+    # channel gone from Redis at its epoch check, and its readers got nothing more of it,
+    # the frames still in its stream (kept a while after a delete) included.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(a.tcp_url, name="daq") as daq,
+        ts.open_client(b.tcp_url, name="rec") as rec,
+    ):
+        reader: Any = b.state.engine.io.reader
+        read_once = reader._read_once
+
+        async def lagging_read(block_ms: int) -> None:
+            await trio.sleep(0.3)
+            await read_once(block_ms)
+
+        await daq.create_channel("tail")
+        async with rec.subscribe("tail", policy="unbounded") as sub:
+            async with daq.publisher("tail") as pub:
+                with trio.fail_after(WAIT_S):
+                    await pub.wait_for_readers()
+                monkeypatch.setattr(reader, "_read_once", lagging_read)
+                monkeypatch.setattr(reader, "_count", 1)  # a stream entry per read
+                for value in range(200):
+                    await pub.send(value)
+                    if value % 10 == 0:
+                        await pub.wait_acknowledged()  # an entry per ten frames or so
+                await pub.wait_acknowledged()
+            engine: Any = a.state.engine
+            await engine.io.registry.delete("tail", epoch=engine._kept["tail"].epoch)  # no news
+            with trio.fail_after(WAIT_S):
+                got = [msg.data async for msg in sub]
+    assert got == list(range(200)), (len(got), got[-3:])
+    assert "gone from Redis" in (sub.end_reason or ""), sub.end_reason
+
+
 async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
