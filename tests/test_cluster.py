@@ -581,6 +581,40 @@ async def test_a_node_that_finds_a_channel_gone_first_reads_what_its_stream_held
     assert "gone from Redis" in (sub.end_reason or ""), sub.end_reason
 
 
+async def test_a_resume_into_a_new_epoch_replays_it_from_its_start_as_one_server_does(
+    redis_server: RedisServer,
+) -> None:
+    # The channel was created anew while the recorder was away: its resume (a reset) began
+    # at the live frame, and the new epoch's first frames were never heard of (a lab's audit
+    # after a Redis restart: seq 604 first). One server replays its history then.
+    async with client_on_each_node(redis_server, "daq", "rec") as (daq, rec):
+        await daq.create_channel("c")
+        async with rec.subscribe("c", policy="block", size=100) as sub:
+            async with daq.publisher("c") as pub:
+                with trio.fail_after(WAIT_S):
+                    await pub.wait_for_readers()
+                    await pub.send("old")
+                    assert (await sub.receive()).data == "old"
+            position = sub.position
+        await daq.delete_channel("c")
+        await daq.create_channel("c")
+        async with (
+            rec.subscribe("c", policy="unbounded") as other,  # keeps the new epoch read
+            daq.publisher("c") as pub,
+        ):
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                for value in range(50):
+                    await pub.send(value)
+                for _ in range(50):
+                    await other.receive()
+            async with rec.subscribe("c", policy="block", size=100, since=position) as again:
+                with trio.fail_after(WAIT_S):
+                    first = await again.receive()
+    assert first.gap is not None and first.gap.kind == "reset", first
+    assert (first.seq, first.data, first.gap.recovered) == (1, 0, 50), first
+
+
 async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1053,10 +1053,16 @@ class RedisEngine:
         channel = self._mirror(record)
         with self._joining_reader(channel.name):
             await self._follow(channel, record.seq)
-            if msg.since_epoch is None or msg.since_epoch != channel.epoch:
+            if msg.since_epoch is None:
                 return requests.subscribe_to(session, msg, lambda: channel)
             # A resume within the epoch: the frames after since_seq come from Redis, then live.
             since = msg.since_seq or 0
+            if msg.since_epoch != channel.epoch or not 0 <= since <= channel.seq:
+                # A reset: the new epoch's history from its start, as one server replays its
+                # history then (resume.subscribe_since). The mirror here holds none: a
+                # recorder resuming after a Redis restart began at the live frame (seq 604)
+                # and never heard of the new epoch's first 603 (a lab's audit).
+                since = 0
             # A block reader takes every frame the stream holds, past its size (Reader.admit,
             # past_size), as far as its connection's block share of memory goes; the others
             # the newest that fit (up to REPLAY_MAX_FRAMES). ``reach``: how many of the
