@@ -35,6 +35,7 @@ from redis_server import RedisServer
 from test_cluster import two_nodes
 
 import trio_stream as ts
+from trio_stream._client import WAIT_CHANNEL_WARN_S
 from trio_stream._server.metrics import render_metrics
 from trio_stream.cli import bridge as bridge_cli
 from trio_stream.cli import build_parser, dumpfile, parse_command_line, pubsub
@@ -42,7 +43,7 @@ from trio_stream.cli import inspect as inspect_cli
 from trio_stream.cli._channels import marked_new_life
 from trio_stream.cli._options import SIZE_UNITS, byte_size, subscription_kwargs
 from trio_stream.cli._output import jsonable
-from trio_stream.cli._run import UsageError
+from trio_stream.cli._run import CliError, UsageError
 from trio_stream.cli._server_options import server_config
 from trio_stream.cli._table import wrap
 from trio_stream.cli.pubsub import _value
@@ -449,9 +450,11 @@ def test_a_wildcard_host_prints_urls_this_machine_can_use(
     # listen on loopback only).
     listening = SimpleNamespace(
         config=ts.ServerConfig(host="0.0.0.0"),
-        tcp_url="tcp://0.0.0.0:9870",
-        ws_url="ws://0.0.0.0:9871/ws",
-        http_url="http://0.0.0.0:9871/",
+        urls={
+            "tcp": "tcp://0.0.0.0:9870",
+            "ws": "ws://0.0.0.0:9871/ws",
+            "http": "http://0.0.0.0:9871/",
+        },
     )
     _print_urls(cast(ts.Server, listening))
     lines = capsys.readouterr().out.splitlines()
@@ -470,9 +473,7 @@ def test_a_cluster_node_s_banner_names_the_engine_and_the_node(
         config=ts.ServerConfig(
             host="127.0.0.1", engine="redis://:s3cret@redis.lab:6379/0", node_name="node-a"
         ),
-        tcp_url="tcp://127.0.0.1:9870",
-        ws_url=None,
-        http_url=None,
+        urls={"tcp": "tcp://127.0.0.1:9870"},
     )
     _print_urls(cast(ts.Server, listening))
     out = capsys.readouterr().out
@@ -2677,3 +2678,177 @@ def test_the_first_message_of_a_channels_new_life_is_marked_a_reset(
 ) -> None:
     msg = ts.Message(1.5, 1, "c", "w", 0.0, 0, gap)
     assert marked_new_life(msg) == msg._replace(gap=marked)
+
+
+# -- closed streams, stdin in batches, typos and bad bytes (a script-writing user) -------------
+async def cli_with_closed(stream: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run one command with ``stream`` (``stdin`` or ``stdout``) closed, as ``<&-``/``>&-``."""
+    redirect = "<&-" if stream == "stdin" else ">&-"
+    with trio.fail_after(RUN_TIMEOUT_S):
+        return await trio.run_process(
+            ["sh", "-c", f'exec "$@" {redirect}', "sh", *CLI, *args],
+            capture_stdout=stream != "stdout",
+            capture_stderr=True,
+            check=False,
+            env=ENV,
+        )
+
+
+@pytest.mark.parametrize(
+    ("stream", "argv"),
+    [
+        ("stdin", ("pub", "{url}", "closed", "-")),
+        ("stdout", ("sub", "{url}", "closed", "--count", "1")),
+        ("stdout", ("channels", "{url}")),
+        ("stdout", ("dump", "{url}", "closed", "-")),
+        ("stdout", ("show", "{file}")),
+    ],
+)
+async def test_a_closed_stdin_or_stdout_is_one_line(
+    server: ts.Server, tmp_path: Path, stream: str, argv: tuple[str, ...]
+) -> None:
+    # Python makes a closed stream None: the commands crashed with a 20-line AttributeError
+    # ('NoneType' object has no attribute 'isatty'/'flush'/'write'), and channels printed
+    # nothing and exited 0.
+    assert server.tcp_url is not None
+    recording = tmp_path / "r.tsdump"
+    recording.write_bytes(b"")
+    args = [a.format(url=server.tcp_url, file=recording) for a in argv]
+    async with ts.open_client(server.tcp_url, name="owner") as owner:
+        await owner.create_channel("closed")
+        result = await cli_with_closed(stream, *args)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.decode().splitlines() == [
+        f"trio-stream {argv[0]}: error: {stream} is closed: "
+        + (
+            "give VALUE, or pipe values in"
+            if stream == "stdin"
+            else "the command prints its output there; redirect it instead (>/dev/null to drop it)"
+        )
+    ]
+
+
+def stdin_of(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data: bytes) -> None:
+    """``data`` as sys.stdin (a file: readline and fileno as a pipe's)."""
+    path = tmp_path / "stdin"
+    path.write_bytes(data)
+    file = open(path, encoding="utf-8", errors="surrogateescape", newline="\n")  # noqa: SIM115
+    monkeypatch.setattr(sys, "stdin", file)
+
+
+async def read_values(**options: Any) -> list[tuple[int | None, Any]]:
+    args = SimpleNamespace(value="-", raw=False, dtype=None, **options)
+    return [value async for value in pubsub._values(cast(argparse.Namespace, args))]
+
+
+async def test_pub_reads_stdin_in_batches_not_a_thread_hop_per_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # One worker-thread hop per line: `seq 100000 | trio-stream pub ...` took 32 s, 15-25
+    # times a SyncClient script's time.
+    stdin_of(monkeypatch, tmp_path, b"".join(b"%d\n" % n for n in range(10_000)))
+    hops = 0
+    run_sync = trio.to_thread.run_sync
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await run_sync(*args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    values = await read_values()
+    assert values == [(n + 1, n) for n in range(10_000)]
+    assert hops < 10, hops
+
+
+async def test_pub_reads_stdin_lines_as_before_across_its_chunks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Read in chunks: a line longer than one, CRLF, blank lines (skipped but counted), a last
+    # line without its end of line; a bad byte is named by its line and character.
+    long = "x" * (pubsub.STDIN_CHUNK_BYTES * 2 + 7)
+    stdin_of(monkeypatch, tmp_path, f'1\r\n\n  \n"{long}"\n[2, 3]\nend'.encode())
+    assert await read_values() == [(1, 1), (4, long), (5, [2, 3]), (6, "end")]
+    stdin_of(monkeypatch, tmp_path, b"1\n\xc3\xa9\xff\n3\n")  # (c3 a9: an e-acute)
+    with pytest.raises(CliError, match=r"^stdin line 2 is not UTF-8 text .* at character 2\)"):
+        await read_values()
+
+
+def test_sub_json_says_that_sub_prints_json_already(capsys: pytest.CaptureFixture[str]) -> None:
+    # It said "(did you mean --token?)".
+    for argv in (["sub", "tcp://127.0.0.1:9870", "ch", "--json"], ["show", "r.tsdump", "--json"]):
+        command = argv[0]
+        with pytest.raises(SystemExit) as exit_info:
+            parse_command_line(build_parser(), argv)
+        assert exit_info.value.code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(
+            f"trio-stream {command}: error: unrecognized arguments: --json ({command} prints "
+            "JSON lines already, one "
+        ), last
+        assert "did you mean" not in last
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "at"),
+    [
+        (("pub", "tcp://127.0.0.1:9870", "ch", "\udcff"), "VALUE", 1),
+        (("pub", "tcp://127.0.0.1:9870", "c\udcffh", "1"), "CHANNEL", 2),
+        (("sub", "tcp://127.0.0.1:9870", "ch", "--key", "k\udcff"), "--key", 2),
+    ],
+)
+def test_bytes_that_are_not_utf8_in_an_argument_are_a_one_line_usage_error(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], name: str, at: int
+) -> None:
+    # `pub URL ch $'\xff'` got the codec's advice for Python code ("repair the text first,
+    # e.g. text.encode('utf-8', 'backslashreplace')...").
+    with pytest.raises(SystemExit) as exit_info:
+        parse_command_line(build_parser(), argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"trio-stream {argv[0]}: error: argument {name}: not UTF-8 text (a byte that is not, "
+        f"at character {at}): give it as UTF-8 (convert it first, e.g. with iconv -t utf-8)"
+    )
+
+
+def test_a_path_argument_may_hold_any_bytes() -> None:
+    # A file name is the file system's business (show FILE, dump FILE, --tls-ca FILE).
+    args = parse_command_line(build_parser(), ["show", "r\udcff.tsdump"])
+    assert str(args.file) == "r\udcff.tsdump"
+
+
+async def test_a_mistyped_channel_is_named_with_the_one_meant(server: ts.Server) -> None:
+    # "did you mean 'demo/counter'?" came only in the warning logged 5 s into a
+    # --wait-channel wait.
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="owner") as owner:
+        await owner.create_channel("demo/counter")
+        read = await cli("sub", server.tcp_url, "demo/countr")
+        written = await cli("pub", server.tcp_url, "demo/countr", "1")
+    assert read.returncode == written.returncode == 1
+    assert read.stderr.decode().strip() == (
+        "trio-stream sub: error: no channel named 'demo/countr' that you may read; did you "
+        "mean 'demo/counter'? (else --wait-channel waits for it; a private channel needs its "
+        "key: --key)"
+    )
+    assert "; did you mean 'demo/counter'? (else --create creates it;" in written.stderr.decode()
+
+
+async def test_sub_waiting_for_its_channel_to_come_back_says_so_in_its_own_words(
+    url: str,
+) -> None:
+    # After an end it logged "<timestamp> WARNING trio-stream sub: still waiting for channel
+    # 'x' to be created (nobody has created it yet ...)": another style, and untrue.
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("goes")
+        async with running("sub", url, "goes", "--wait-channel") as sub:
+            await one_value_then_the_end(owner, "goes")
+            await trio.sleep(WAIT_CHANNEL_WARN_S + 1.5)
+            sub.process.send_signal(signal.SIGINT)
+            code, stdout, stderr = await sub.finish()
+    assert code == 130, stderr
+    assert [m["data"] for m in json_lines(stdout)] == [1]
+    assert stderr.strip().splitlines() == [
+        "trio-stream sub: channel 'goes' was deleted (reading on when it is back)",
+        "trio-stream sub: still waiting for channel 'goes' to come back (Ctrl-C to stop)",
+    ], stderr

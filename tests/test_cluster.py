@@ -512,7 +512,8 @@ async def test_readers_on_another_node_get_every_frame_written_before_the_channe
         ts.open_server(node_config(redis_server, "b")) as b,
         ts.open_client(b.tcp_url, name="rec") as rec,
     ):
-        reader: Any = b.state.engine.io.reader
+        b_engine: Any = b.state.engine
+        reader = b_engine.io.reader
         read_once = reader._read_once
 
         async def lagging_read(block_ms: int) -> None:
@@ -554,7 +555,8 @@ async def test_a_node_that_finds_a_channel_gone_first_reads_what_its_stream_held
         ts.open_client(a.tcp_url, name="daq") as daq,
         ts.open_client(b.tcp_url, name="rec") as rec,
     ):
-        reader: Any = b.state.engine.io.reader
+        b_engine: Any = b.state.engine
+        reader = b_engine.io.reader
         read_once = reader._read_once
 
         async def lagging_read(block_ms: int) -> None:

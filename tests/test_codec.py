@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import re
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -731,3 +732,50 @@ def test_values_without_a_wire_form_are_a_type_error_that_says_what_to_send(
         pytest.skip("long double is a double here")
     with pytest.raises(TypeError, match=re.escape(said)):
         encode_payload(value)
+
+
+# -- the writer's nesting bound ----------------------------------------------------------------
+def _nested_in(kind: str, levels: int) -> Any:
+    """A number inside ``levels`` containers of ``kind``."""
+    value: Any = 1.5
+    for _ in range(levels):
+        value = {"k": value} if kind == "dict" else (value,) if kind == "tuple" else [value]
+    return value
+
+
+@pytest.mark.parametrize("kind", ["list", "dict", "tuple"])
+def test_a_value_nested_deeper_than_the_writers_bound_is_refused_in_words(kind: str) -> None:
+    # cbor2's encoder recursed without a bound: a list nested 20,000 deep was a segfault.
+    # Refused from MAX_SEND_DEPTH on, far above what readers accept (PayloadLimits.max_depth).
+    assert 10 * PayloadLimits().max_depth <= codec.MAX_SEND_DEPTH
+    assert encode_payload(_nested_in(kind, codec.MAX_SEND_DEPTH))  # at the bound: sent
+    for too_deep in ([_nested_in(kind, codec.MAX_SEND_DEPTH)], {"x": [0, _nested_in(kind, 5000)]}):
+        with pytest.raises(InvalidArgument, match=r"more than 1000 deep, which cannot be sent"):
+            encode_payload(too_deep)
+    with pytest.raises(InvalidArgument, match="more than 1000 deep"):
+        codec.encode_control({"meta": _nested_in(kind, 5000)})  # (a channel's meta, say)
+
+
+def test_a_value_nested_20000_deep_is_an_error_not_a_crash() -> None:
+    # In a child: without the bound, this test's worker died with it.
+    script = (
+        "from trio_stream._protocol.codec import encode_payload\n"
+        "v = []\n"
+        "for _ in range(20_000): v = [v]\n"
+        "try: encode_payload(v)\n"
+        "except ValueError as e: print(type(e).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "InvalidArgument\n"), done.stderr
+
+
+def test_a_payload_limit_s_refusal_names_both_clients() -> None:
+    # It named open_client(...) only, to SyncClient users too.
+    with pytest.raises(PayloadRefused) as refused:
+        decode_payload(cbor2.dumps(2**20000))
+    assert str(refused.value).endswith(
+        "raise it with payload_limits=PayloadLimits(max_bignum_bytes=...) of open_client(...) "
+        "or SyncClient(...)"
+    )

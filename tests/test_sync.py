@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import traceback
@@ -1756,3 +1757,85 @@ async def test_ctrl_c_as_a_subscription_closes_leaves_nothing_open(url: str) -> 
         )
     out = result.stdout.decode()
     assert result.returncode == 0 and out.startswith("ok"), (out, result.stderr.decode()[-1500:])
+
+
+# -- a script-writing user's findings ----------------------------------------------------------
+async def test_ctrl_c_in_a_close_shows_the_script_s_frames_only(server: ts.Server) -> None:
+    # close() let the interrupt through with threading's join frames below it
+    # (_join_thread, Thread.join, _wait_for_tstate_lock), where every other call is short.
+    assert server.tcp_url is not None
+    returncode, _, _, errors = await interrupt_child(server.tcp_url, "close", "raw")
+    assert returncode != 0
+    assert "\nKeyboardInterrupt\n" in errors and "were dropped: the close was interrupted" in errors
+    assert "threading.py" not in errors and "sync_child.py" in errors, errors
+    assert errors.count("sync.py") == 1, errors  # close()'s line, nothing below it
+
+
+async def test_two_ctrl_cs_in_a_close_show_one_short_traceback(server: ts.Server) -> None:
+    # The second, as the close stopped its flush, came out of Condition.wait with threading's
+    # frames under the first's ("During handling of the above exception...").
+    assert server.tcp_url is not None
+    script = textwrap.dedent(
+        f"""
+        import signal, threading, time
+        import trio_stream as ts
+        c = ts.SyncClient({server.tcp_url!r}, name="twice")
+        c.create_channel("twice")
+        c.subscribe("twice", policy="block", size=1)
+        for value in range(3000):  # past the window: the rest waits in the queue
+            c.publish("twice", value)
+        main = threading.main_thread().ident
+        def twice():
+            time.sleep(0.5)  # close() waits for its flush by then
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.0003)
+            signal.pthread_kill(main, signal.SIGINT)
+        threading.Thread(target=twice, daemon=True).start()
+        c.close()
+        """
+    )
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [sys.executable, "-c", script], capture_stderr=True, check=False
+        )
+    errors = result.stderr.decode()
+    assert result.returncode != 0 and "KeyboardInterrupt" in errors, errors
+    assert "threading.py" not in errors and "During handling" not in errors, errors
+
+
+async def test_a_refused_connection_says_how_a_script_waits_for_its_server() -> None:
+    # A script started together with its server (a compose file, a boot script) was told to
+    # start a server or check the host and port, not that it can wait for one.
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    script = f"import trio_stream as ts; ts.SyncClient('tcp://127.0.0.1:{port}')"
+    last = (await failing_script(script)).rstrip().splitlines()[-1]
+    assert last.endswith(
+        "or check the host and port); a script started together with its server waits for it "
+        "with SyncClient(..., wait_for_server=SECONDS)"
+    ), last
+
+
+async def test_a_mistyped_channel_is_named_with_the_one_meant(url: str) -> None:
+    # "did you mean 'demo/counter'?" was only in the warning logged 5 s into a wait_channel
+    # wait: the immediate ChannelNotFound had no suggestion.
+    meant = "no channel named 'demo/countr' that you may use (did you mean 'demo/counter'?); "
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("demo/counter")
+        with pytest.raises(ts.ChannelNotFound, match=re.escape(meant)):
+            await owner.open_subscription("demo/countr")
+        with pytest.raises(ts.ChannelNotFound, match=re.escape(meant)):
+            await owner.open_publisher("demo/countr")
+        with pytest.raises(ts.ChannelNotFound) as far_off:
+            await owner.open_subscription("nothing/like/it")
+        assert "did you mean" not in str(far_off.value)
+
+        def scenario() -> None:
+            with SyncClient(url, name="script") as c:
+                with pytest.raises(ts.ChannelNotFound, match=re.escape(meant)):
+                    c.subscribe("demo/countr")
+                with pytest.raises(ts.ChannelNotFound, match="did you mean 'demo/counter'"):
+                    c.publish("Demo/Counter", 1)
+
+        await in_thread(scenario)

@@ -133,6 +133,11 @@ CHANNEL_POLL_S: Final = 1.0
 # A wait_channel subscribe still waiting after this long says so, once, with the names of
 # channels that exist and look like the one it waits for (a typo waited silently for good).
 WAIT_CHANNEL_WARN_S: Final = 5.0
+# What it logs (the CLI says it in its own words, and drops this record: trio_stream.cli).
+STILL_WAITING_MESSAGE: Final = (
+    "still waiting for channel %r to be created (nobody has created it yet; a private channel "
+    "also needs its key)%s"
+)
 # The shortest heartbeat a client takes: each one is a ping and a pong.
 MIN_HEARTBEAT_S: Final = 0.01
 # A reconnecting client says each new reason it meets a wrong server for at WARNING, up to
@@ -1404,14 +1409,17 @@ class Client:
             self._publishers[pub.pub_id] = pub
             return pub
 
-        pub: Publisher = await self._request(
-            OpenPublisher,
-            on_result=register,
-            undo=Publisher.close_nowait,
-            channel=channel,
-            key=key,
-            writer=writer_key,
-        )
+        try:
+            pub: Publisher = await self._request(
+                OpenPublisher,
+                on_result=register,
+                undo=Publisher.close_nowait,
+                channel=channel,
+                key=key,
+                writer=writer_key,
+            )
+        except ChannelNotFound as missing:
+            raise await self._named_alike(missing, channel) from None
         return pub
 
     @async_context(
@@ -1532,7 +1540,10 @@ class Client:
 
         if wait_channel and not channel.startswith("$"):  # the server's own exist from its start
             return await self._when_created(channel, subscribe_once)
-        return await subscribe_once()
+        try:
+            return await subscribe_once()
+        except ChannelNotFound as missing:
+            raise await self._named_alike(missing, channel) from None
 
     async def _when_created(self, channel: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """``attempt()`` until ``channel`` exists (ChannelNotFound: not yet): tried at once,
@@ -1558,19 +1569,33 @@ class Client:
     async def _say_still_waiting(self, channel: str) -> None:
         """Log, once, that a wait_channel subscribe is still waiting, naming the channels
         whose names are close to ``channel`` (a typo, another case)."""
-        try:
+        alike = await self._channels_like(channel)
+        hint = f"; did you mean {alike}?" if alike else ""
+        log.warning(STILL_WAITING_MESSAGE, channel[:100], hint)
+
+    async def _channels_like(self, channel: str) -> str:
+        """``'demo/counter'`` (or ``'a' or 'b'``): the channels listed to this client whose
+        names are close to ``channel`` (a typo, another case), or "" (none, or no answer
+        within a second: a reconnection, a cluster's Redis away)."""
+        names: list[str] = []
+        with trio.move_on_after(1.0), contextlib.suppress(TrioStreamError):
             names = [info.name for info in await self.channels()]
-        except TrioStreamError:  # (reconnecting, a cluster's Redis away): said without names
-            names = []
         alike = [n for n in names if n.lower() == channel.lower() and n != channel]
         alike += [n for n in difflib.get_close_matches(channel, names, n=3) if n not in alike]
-        hint = f"; did you mean {' or '.join(map(repr, alike))}?" if alike else ""
-        log.warning(
-            "still waiting for channel %r to be created (nobody has created it yet; a "
-            "private channel also needs its key)%s",
-            channel[:100],
-            hint,
-        )
+        return " or ".join(map(repr, alike))
+
+    async def _named_alike(self, missing: ChannelNotFound, channel: str) -> ChannelNotFound:
+        """``missing`` with the names of the channels close to ``channel`` in its message
+        (a typo got no hint until a wait_channel wait's warning, 5 s in); ``missing``
+        itself when there are none."""
+        alike = await self._channels_like(channel)
+        if not alike:
+            return missing
+        text = str(missing)
+        head = f"no channel named {channel!r} that you may use"
+        if text.startswith(head):  # the server's words: the hint next to the name
+            return ChannelNotFound(f"{head} (did you mean {alike}?){text[len(head) :]}")
+        return ChannelNotFound(f"{text}; did you mean {alike}?")
 
     @async_context(
         'client.subscribe() is entered with "async with client.subscribe(channel) as sub:" '

@@ -142,6 +142,22 @@ def _say_not_sent(unread: dict[str, int], dropped: dict[str, int]) -> None:
         )
 
 
+def _refused(error: BaseException) -> bool:
+    """Whether connecting failed because nothing listens there (the OSError that said so
+    stays in the chain of the ConnectionClosed that tells it)."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
+            seen = seen.exceptions[0]  # trio's open_tcp_stream: one error per address tried
+        else:
+            seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class SyncClient:
     """A blocking client: ``with SyncClient("tcp://host:9870", name="script") as c: ...``.
 
@@ -260,6 +276,13 @@ class SyncClient:
         if self._startup_error is not None:
             self._thread.join(CLOSE_JOIN_S)
             error, self._startup_error = self._startup_error, None
+            if not wait_for_server and _refused(error):
+                # A script started together with its server (one compose file, a boot
+                # script) meets this every time the server is slower to start: say how to wait.
+                error = ConnectionClosed(
+                    f"{error}; a script started together with its server waits for it with "
+                    "SyncClient(..., wait_for_server=SECONDS)"
+                )
             raise for_the_caller(error)
         _OPEN.add(self)
 
@@ -498,8 +521,16 @@ class SyncClient:
             try:
                 self._join_thread(flush)
             except BaseException as interrupt:  # Ctrl-C while the close waits for its flush
-                self._abandon_flush(interrupt)
-                raise
+                try:
+                    self._abandon_flush(interrupt)
+                except KeyboardInterrupt as again:  # Ctrl-C again, as the close stops
+                    # One Ctrl-C to say, not two tracebacks of threading's waits.
+                    raise again.with_traceback(None) from None
+                if not told_without_frames(interrupt):
+                    raise
+                # Without threading's frames of the join, as every other blocking call
+                # raises it (_call): the script's line and close() say it all.
+                raise interrupt.with_traceback(None)  # noqa: B904 (its context is its own)
         with self._lock:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames() + self._undelivered + self._lost_in_queue

@@ -15,6 +15,7 @@ of copying them, and copies a byte string once into the ``bytes`` it returns.
 
 from __future__ import annotations
 
+import gc
 import io
 import math
 import struct
@@ -30,7 +31,7 @@ from .._exceptions import InvalidArgument, ProtocolError
 from .brief import brief, cut
 from .bytes_like import BytesLike
 from .cbor_scan import check_key_collisions
-from .limits import DEFAULT_PAYLOAD_LIMITS, PayloadLimits, PayloadRefused
+from .limits import DEFAULT_PAYLOAD_LIMITS, PayloadLimits, PayloadRefused, raise_limit_hint
 
 #: Arrays at least this large go out as their own piece (their elements copied at most once,
 #: not through an encoder); smaller ones are cheaper to copy into one CBOR buffer than to
@@ -228,7 +229,49 @@ def _has_large_array(value: Any, depth: int = 0) -> bool:
     return False
 
 
+#: The deepest nesting of lists, tuples, dicts and sets a value may have to be sent. Readers
+#: refuse more than PayloadLimits.max_depth (64 by default, 500 at most), so nothing deeper
+#: is of use to them; and cbor2's encoder (6.3) recurses on the C stack without a bound: a
+#: list nested 20,000 deep crashed the writer's process (a segfault).
+MAX_SEND_DEPTH: Final = 1000
+_NESTING: Final = frozenset({list, tuple, dict, set, frozenset})
+_gc_tracked: Final = gc.is_tracked
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse ``value`` (a list, tuple, dict or set) nested deeper than MAX_SEND_DEPTH.
+
+    Walks the containers level by level, not recursively (Python's own recursion limit is
+    about as deep). Cheap for what is sent most: a dict of numbers and text costs one call,
+    since Python's garbage collector tracks a dict only once it holds a container other than
+    a tuple (so a chain of tuples in such a dict is not seen: not a shape data takes).
+
+    Raises:
+        InvalidArgument: nested too deep.
+    """
+    level = [value]
+    for _ in range(MAX_SEND_DEPTH):
+        below: list[Any] = []
+        for container in level:
+            if type(container) is dict:
+                if not _gc_tracked(container):
+                    continue
+                container = container.values()
+            if not _NESTING.isdisjoint(map(type, container)):
+                below += [item for item in container if type(item) in _NESTING]
+        if not below:
+            return
+        level = below
+    raise InvalidArgument(
+        f"this value nests lists, tuples, dicts or sets more than {MAX_SEND_DEPTH} deep, "
+        "which cannot be sent (readers refuse more than 64 by default: "
+        "PayloadLimits.max_depth); flatten it"
+    )
+
+
 def _dumps(value: Any, default: Callable[[Any, Any], None] = _encode_default) -> bytes:
+    if type(value) in _NESTING:
+        _check_depth(value)
     try:
         return cbor2.dumps(value, default=default)
     except UnicodeEncodeError as exc:
@@ -395,6 +438,20 @@ def encode_payload(value: Any, *, copy: bool = True) -> list[BytesLike]:
         return [value.data]
     if kind is bytearray or kind is memoryview:
         return _buffer_pieces(value)
+    # Nesting checked before cbor2, which a value nested thousands deep crashes, at a cost
+    # the values sent most hardly see: a dict of plain values is not tracked by the garbage
+    # collector (see _check_depth); a list or tuple is walked only if its first or last
+    # item nests (how chains and wrappers nest: [[[...]]], [value, next]). Looking at every
+    # item of every list cost a small list's encode 30 % (0.75 of 2.5 us), so a chain that
+    # nests only through middle items is left to cbor2.
+    if kind in _NESTING:
+        if kind is dict:
+            if _gc_tracked(value):
+                _check_depth(value)
+        elif kind is not list and kind is not tuple:
+            _check_depth(value)  # a set
+        elif value and (type(value[0]) in _NESTING or type(value[-1]) in _NESTING):
+            _check_depth(value)
     # The errors below are raised outside the handlers, so that the user sees that one
     # error, not cbor2's (or _LargeArray) chained before it.
     try:
@@ -479,7 +536,7 @@ _SEMANTIC_DECODERS: Final[Mapping[int, Callable[[Any, bool], Any]]] = {
 # (tags 4/5) converts its mantissa to decimal digits in quadratic time: one 1 MiB CONTROL frame
 # held the server for ~90 s. The tags 2-5 are therefore decoded by our own hooks, which look at
 # the size of what they were given before converting anything.
-_RAISE_HINT: Final = "raise it with open_client(..., payload_limits=PayloadLimits({}=...))"
+_RAISE_HINT: Final = raise_limit_hint("{}")  # .format(field); compression.py's too
 
 
 def _bignum(negative: bool, max_bytes: int) -> Callable[[Any, bool], Any]:

@@ -115,6 +115,15 @@ class PayloadRefused(ProtocolError):
 PayloadRefused.__module__ = "trio_stream"  # as the other exported errors (_exceptions.py)
 
 
+def raise_limit_hint(field: str) -> str:
+    """How a refusal says to raise ``PayloadLimits.<field>``: with either client (the trio
+    one alone was named, to SyncClient users too)."""
+    return (
+        f"raise it with payload_limits=PayloadLimits({field}=...) of open_client(...) or "
+        "SyncClient(...)"
+    )
+
+
 @dataclass(frozen=True)
 class PayloadLimits:
     """What the client's payload decoder accepts; a payload beyond them is a ProtocolError.

@@ -71,7 +71,40 @@ def parse_command_line(
         if isinstance(command, CommandParser):
             command.unrecognized(extras)
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    command = commands.choices.get(args.command)
+    if command is not None:
+        _check_text(command, args)
     return args
+
+
+# Metavars of arguments that are paths, whose bytes are the file system's business.
+_PATH_METAVARS: Final = ("FILE", "DIR", "PATH")
+
+
+def _check_text(command: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An argument that goes to the server as text (a VALUE, a CHANNEL, a --key) with bytes
+    that are not UTF-8 is a usage error naming it. (Python keeps such bytes as lone
+    surrogates, which text on the wire cannot carry: the codec's refusal, deep in the
+    command, advised Python code to repair the str.)"""
+    for action in command._actions:
+        if any(word in str(action.metavar) for word in _PATH_METAVARS):
+            continue
+        value = getattr(args, action.dest, None)
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue  # (paths are Paths, numbers numbers)
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:
+                name = argparse._get_action_name(action)
+                command.error(
+                    f"argument {name}: not UTF-8 text (a byte that is not, at character "
+                    f"{exc.start + 1}): give it as UTF-8 (convert it first, e.g. with "
+                    "iconv -t utf-8)"
+                )
 
 
 def _check_main_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:

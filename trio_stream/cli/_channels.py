@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import ssl
@@ -14,6 +15,8 @@ import trio
 
 import trio_stream as ts
 
+from .._client import STILL_WAITING_MESSAGE, WAIT_CHANNEL_WARN_S
+from .._client import log as client_log
 from .._protocol.messages import CHANNEL_ENDED_REASON
 from ._options import created_channel_key, subscription_kwargs
 from ._output import counted
@@ -143,10 +146,24 @@ async def check_readable(client: ts.Client, channels: list[str], args: argparse.
     listed = {c.name for c in await client.channels()}
     for channel in channels:
         if channel not in listed:
-            raise CliError(
-                f"no channel named {channel!r} that you may read (--wait-channel waits for "
-                "it; a private channel needs its key: --key)"
-            )
+            raise await no_such_channel(client, channel)
+
+
+async def no_such_channel(
+    client: ts.Client, channel: str, verb: str = "read", how: str = "--wait-channel waits for it"
+) -> CliError:
+    """The error for a channel to ``verb`` that is not there, naming those whose names are
+    close (a typo), as the library's ChannelNotFound does; ``how``: the option that helps."""
+    alike = await client._channels_like(channel)
+    if alike:
+        return CliError(
+            f"no channel named {channel!r} that you may {verb}; did you mean {alike}? (else "
+            f"{how}; a private channel needs its key: --key)"
+        )
+    return CliError(
+        f"no channel named {channel!r} that you may {verb} ({how}; a private channel needs "
+        "its key: --key)"
+    )
 
 
 def key_refused(channel: str, key: str | None, option: str = "--key") -> CliError:
@@ -159,8 +176,37 @@ def key_refused(channel: str, key: str | None, option: str = "--key") -> CliErro
     return CliError(f"wrong key for channel {channel!r}: check {option}")
 
 
+def _not_the_library_s_wait_line(record: logging.LogRecord) -> bool:
+    """A logging filter: the client's "still waiting for channel" record is dropped, since
+    the command says it itself (_say_still_waiting), as its other lines, and knows whether
+    the channel is new or coming back."""
+    return record.msg is not STILL_WAITING_MESSAGE
+
+
+async def _say_still_waiting(
+    client: ts.Client, channel: str, args: argparse.Namespace, back: bool
+) -> None:
+    """One line, WAIT_CHANNEL_WARN_S into a --wait-channel wait, as the library would log."""
+    await trio.sleep(WAIT_CHANNEL_WARN_S)
+    if back:
+        print(
+            f"{prog(args)}: still waiting for channel {channel!r} to come back (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    alike = await client._channels_like(channel)
+    print(
+        f"{prog(args)}: still waiting for channel {channel!r} to be created (nobody has "
+        "created it yet; a private channel also needs its --key)"
+        + (f"; did you mean {alike}?" if alike else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 async def _open_subscription(
-    client: ts.Client, channel: str, args: argparse.Namespace
+    client: ts.Client, channel: str, args: argparse.Namespace, back: bool = False
 ) -> ts.Subscription:
     kwargs = subscription_kwargs(args)
     try:
@@ -169,32 +215,37 @@ async def _open_subscription(
         raise key_refused(channel, args.key) from None
     except ts.ChannelNotFound:
         if not args.wait_channel:
-            raise CliError(
-                f"no channel named {channel!r} that you may read (--wait-channel waits for "
-                "it; a private channel needs its key: --key)"
-            ) from None
-    print(
-        f"{prog(args)}: waiting for channel {channel!r} (Ctrl-C to stop; a private channel "
-        "also needs its --key)",
-        file=sys.stderr,
-        flush=True,
-    )
+            raise await no_such_channel(client, channel) from None
+    if not back:  # (after an end, the line that said so said that it reads on)
+        print(
+            f"{prog(args)}: waiting for channel {channel!r} (Ctrl-C to stop; a private channel "
+            "also needs its --key)",
+            file=sys.stderr,
+            flush=True,
+        )
+    client_log.addFilter(_not_the_library_s_wait_line)
     try:
-        return await client.open_subscription(channel, **kwargs, wait_channel=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_say_still_waiting, client, channel, args, back)
+            sub = await client.open_subscription(channel, **kwargs, wait_channel=True)
+            nursery.cancel_scope.cancel()
+            return sub
     except ts.AuthError:
         raise key_refused(channel, args.key) from None
 
 
 @asynccontextmanager
 async def subscription(
-    client: ts.Client, channel: str, args: argparse.Namespace
+    client: ts.Client, channel: str, args: argparse.Namespace, *, back: bool = False
 ) -> AsyncIterator[ts.Subscription]:
     """Subscribe with the subscription options (waiting for the channel with --wait-channel).
+
+    ``back``: the channel was read and ended; a wait for it is a wait for its return.
 
     Raises:
         CliError: no such channel (and no --wait-channel).
     """
-    sub = await _open_subscription(client, channel, args)
+    sub = await _open_subscription(client, channel, args, back)
     try:
         yield sub
     finally:
@@ -229,10 +280,7 @@ async def publisher(
                 f"channel {channel!r} exists and is not yours to write: a private channel "
                 "needs its key (--key); --create did not create it (the name is taken)"
             ) from None
-        raise CliError(
-            f"no channel named {channel!r} that you may write (--create creates it; a "
-            "private channel needs its key: --key)"
-        ) from None
+        raise await no_such_channel(client, channel, "write", "--create creates it") from None
     try:
         yield pub
     finally:

@@ -91,6 +91,9 @@ class CommandParser(argparse.ArgumentParser):
         # instead (unrecognized()).
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        # Options it does not take that a user may well try, with what to say instead (see
+        # explain_option): closer to the point than the nearest option's name.
+        self.explained: dict[str, str] = {}
 
     def error(self, message: str) -> NoReturn:
         """A bad value of a named argument in one line (``serve``'s usage is 25 lines above
@@ -102,6 +105,10 @@ class CommandParser(argparse.ArgumentParser):
 
     def unrecognized(self, extras: Sequence[str]) -> NoReturn:
         """A usage error for arguments this command does not take, with the closest option."""
+        for extra in extras:
+            why = self.explained.get(extra.partition("=")[0])
+            if why is not None:
+                self.error(f"unrecognized arguments: {' '.join(extras)} ({why})")
         hints = (did_you_mean(self, extra) for extra in extras if extra.startswith("-"))
         self.error(f"unrecognized arguments: {' '.join(extras)}{next(filter(None, hints), '')}")
 
@@ -115,6 +122,12 @@ class CommandParser(argparse.ArgumentParser):
             return self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+
+
+def explain_option(parser: argparse.ArgumentParser, option: str, why: str) -> None:
+    """Have ``option``, which ``parser``'s command does not take, refused with ``why``."""
+    if isinstance(parser, CommandParser):
+        parser.explained[option] = why
 
 
 def did_you_mean(parser: argparse.ArgumentParser, option: str) -> str:

@@ -122,10 +122,44 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
+# Commands whose data goes to stdout (their messages go to stderr); ``dump`` too with FILE -.
+# Not serve and demo: their stdout is a banner, and a server started with it closed runs on.
+_STDOUT_COMMANDS: Final = frozenset(
+    {"sub", "show", "channels", "clients", "stats", "call", "receive-files"}
+)
+# Commands that read their data from stdin when given -, and what to do instead.
+_STDIN_ADVICE: Final = {
+    "pub": ("value", "give VALUE, or pipe values in"),
+    "show": ("file", "give the recording's FILE, or pipe it in"),
+    "replay": ("file", "give the recording's FILE, or pipe it in"),
+}
+
+
+def check_streams(args: argparse.Namespace) -> None:
+    """Refuse at once a closed stdin or stdout that the command's data needs (``<&-``,
+    ``>&-``): Python makes them None, which failed later as a 20-line AttributeError or,
+    where print() skips a None stdout, as a command that printed nothing and exited 0.
+
+    Raises:
+        CliError: the stream is closed.
+    """
+    command = args.command
+    reads = _STDIN_ADVICE.get(command)
+    if reads is not None and sys.stdin is None and str(getattr(args, reads[0])) == "-":
+        raise CliError(f"stdin is closed: {reads[1]}")
+    writes = command in _STDOUT_COMMANDS or (command == "dump" and str(args.file) == "-")
+    if writes and sys.stdout is None:
+        raise CliError(
+            "stdout is closed: the command prints its output there; redirect it instead "
+            "(>/dev/null to drop it)"
+        )
+
+
 def run(command: Command, args: argparse.Namespace) -> int:
     """Run ``command(args)`` under trio and turn its outcome into an exit code."""
     prog = f"trio-stream {args.command}"
     try:
+        check_streams(args)
         return trio.run(_until_ctrl_c, command, args) or EXIT_OK
     except BaseException as exc:
         leaves = exception_leaves(exc)

@@ -302,7 +302,7 @@ async def _record_to_file(
                     recording.channel_ended = False
                     await writer.flush()
                     with trio.CancelScope(deadline=deadline):
-                        async with subscription(client, args.channel, args) as again:
+                        async with subscription(client, args.channel, args, back=True) as again:
                             await _record(
                                 args, again, writer, progress, task, deadline, recording, True
                             )
@@ -379,8 +379,6 @@ def _open_dump(path: Path) -> tuple[IO[bytes], dumpfile.DumpReader]:
     Raises:
         CliError: it cannot be opened, or is not a dump.
     """
-    if _is_stdin(path) and sys.stdin is None:
-        raise CliError("stdin is closed: give the recording's FILE, or pipe it in")
     try:
         # "-": stdin (`zcat run.tsdump.gz | trio-stream replay - URL`), unbuffered: a read
         # that Ctrl-C abandons in its worker thread then holds no lock that closing it

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._options import HelpFormatter, Subparsers, add_log_level, positive_int
+from ._options import HelpFormatter, Subparsers, add_log_level, explain_option, positive_int
 from ._output import counted, json_line
 from ._run import CliError
 from .dumpfile import DumpFormatError, DumpReader
@@ -39,6 +39,7 @@ def register(subparsers: Subparsers) -> None:
     out = show.add_argument_group("output")
     out.add_argument("--count", type=positive_int, metavar="N", help="stop after N frames")
     add_print_options(out)
+    explain_option(show, "--json", "show prints JSON lines already, one frame a line: leave it out")
     show.set_defaults(run=run_show)
 
 
