@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -316,6 +317,39 @@ async def test_a_delete_whose_answer_the_connection_lost_is_not_undone_by_the_re
             await owner.wait_state("open")
         await trio.sleep(0.5)  # the restore is done (it would have created it by now)
         assert not [c for c in await obs.channels() if c.name == "x"]
+
+
+@pytest.mark.parametrize("request_kind", ["subscribe", "channels"])
+async def test_a_subscribe_or_a_listing_cut_on_its_way_is_made_again_once_reconnected(
+    server: ts.Server, request_kind: str
+) -> None:
+    # A recorder's subscribe cut by a link that failed raised "it may have been carried
+    # out: check before repeating it", which nobody can check (a lab's audit): a subscribe
+    # or a listing is safe to make again, and the client does so once it is back.
+    async with direct_and_proxied(server, "w", "r") as (proxy, writer, reader):
+        await writer.create_channel("ch")
+        proxy.hold_replies()
+        async with trio.open_nursery() as nursery:
+            got: list[Any] = []
+
+            async def make_request() -> None:
+                if request_kind == "channels":
+                    got.append([c.name for c in await reader.channels() if c.name == "ch"])
+                    return
+                async with reader.subscribe("ch", policy="unbounded") as sub:
+                    async with writer.publisher("ch") as pub:
+                        await pub.wait_for_readers()
+                        await pub.send("after the cut")
+                    got.append((await sub.receive()).data)
+
+            nursery.start_soon(make_request)
+            await trio.sleep(0.2)  # on its way: its answer held back
+            proxy.reset()  # ... and lost with the connection
+            proxy.release()
+            with trio.fail_after(WAIT_S):
+                while not got:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+        assert got == [["ch"]] if request_kind == "channels" else ["after the cut"], got
 
 
 @pytest.mark.parametrize("kind", ["subscription", "publisher"])

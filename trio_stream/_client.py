@@ -713,7 +713,7 @@ class Client:
             return
         interrupted = ConnectionClosed(
             f"the connection was lost during this request ({error}); it may have been carried "
-            "out (RPC is at most once): check before repeating it",
+            "out (a request is carried out at most once): check before repeating it",
             error.reason,
         )
         self._rpc.connection_lost()
@@ -890,13 +890,26 @@ class Client:
         on_result: Callable[[Any], Any] | None = None,
         undo: Callable[[Any], None] | None = None,
         settle_late: bool = False,
+        repeat_if_lost: bool = False,
         **fields: Any,
     ) -> Any:
-        """Send a request once the client is usable (waiting while it reconnects)."""
-        await self.wait_usable()
-        return await self._request_now(
-            cls, on_result=on_result, undo=undo, settle_late=settle_late, **fields
-        )
+        """Send a request once the client is usable (waiting while it reconnects).
+
+        ``repeat_if_lost``: a request safe to make twice (it reads, or makes a subscription
+        only this caller holds) is sent again once the client has reconnected, when the
+        connection was lost on its way: a recorder's subscribe cut by a link that failed
+        raised "it may have been carried out: check before repeating it", which it cannot
+        check, and it waited with wait_channel=True for nothing (a lab's audit). What the
+        lost one made on the server went with that connection."""
+        while True:
+            await self.wait_usable()
+            try:
+                return await self._request_now(
+                    cls, on_result=on_result, undo=undo, settle_late=settle_late, **fields
+                )
+            except ConnectionClosed:
+                if not repeat_if_lost or self._state == "closed":
+                    raise
 
     async def _request_now(
         self,
@@ -1263,15 +1276,19 @@ class Client:
 
     async def channels(self) -> list[ChannelInfo]:
         """Public channels and this client's own."""
-        return [ChannelInfo.from_wire(c) for c in await self._request(ListChannels)]
+        return [
+            ChannelInfo.from_wire(c) for c in await self._request(ListChannels, repeat_if_lost=True)
+        ]
 
     async def clients(self) -> list[ClientInfo]:
         """The connected clients (see ``ClientInfo``)."""
-        return [ClientInfo.from_wire(c) for c in await self._request(ListClients)]
+        return [
+            ClientInfo.from_wire(c) for c in await self._request(ListClients, repeat_if_lost=True)
+        ]
 
     async def stats(self) -> ServerStats:
         """The server's figures (see ``ServerStats``)."""
-        return ServerStats.from_wire(await self._request(GetStats))
+        return ServerStats.from_wire(await self._request(GetStats, repeat_if_lost=True))
 
     # -- RPC (trio_stream/_rpc.py) ---------------------------------------------------------------
     def expose(self, obj: object, name: str | None = None, *, thread: bool = False) -> list[str]:
@@ -1533,6 +1550,7 @@ class Client:
                 Subscribe,
                 on_result=register,
                 undo=Subscription.close_nowait,
+                repeat_if_lost=True,
                 **spec,
                 **since_fields,
             )
