@@ -76,6 +76,8 @@ async def test_send_file_round_trip_is_byte_exact(url: str, tmp_path: Path) -> N
     assert next(e.kind for e in events if e.name == "run42.h5") == "started"
     done = [e for e in events if e.kind == "done"]
     assert [e.path for e in done] == [incoming / "run42.h5", incoming / "copy.h5"]
+    # Who sent it (it was always None: receive-files could not say; an RPC persona).
+    assert {e.sender for e in events} == {"daq"}
 
 
 async def test_an_empty_file_arrives(url: str, tmp_path: Path) -> None:
@@ -620,6 +622,50 @@ async def test_a_file_that_grows_while_it_is_sent_arrives_as_it_was(
         with trio.fail_after(SETTLE_S):
             await daq.send_file("store", source, progress=grow)
     assert (incoming / "grows.log").read_bytes() == data
+
+
+async def test_a_file_rewritten_in_place_while_it_is_sent_is_not_stored(
+    url: str, tmp_path: Path
+) -> None:
+    # Its first chunks old, its last ones new: the digest is of what was read, so the
+    # receiver stored the mix as complete and verified (an RPC and files persona).
+    source = tmp_path / "run.bin"
+    random_file(source, 16 * _files.CHUNK_BYTES)  # more than the chunks in flight
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    rewritten = False
+
+    def rewrite(sent: int, size: int) -> None:
+        nonlocal rewritten
+        if not rewritten:
+            rewritten = True
+            with source.open("r+b") as f:  # the same size, new bytes
+                f.write(os.urandom(size))
+
+    async with pair(url, incoming) as (_, daq):
+        with trio.fail_after(SETTLE_S), pytest.raises(OSError, match="was rewritten"):
+            await daq.send_file("store", source, progress=rewrite)
+        await wait_until(lambda: not leftovers(incoming))
+
+
+async def test_a_receiver_that_cannot_write_says_why_itself(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its disk full: its events said "aborted by the sender", and only the sender heard why.
+    def full(fd: int, digest: Any, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    (tmp_path / "f.bin").write_bytes(b"x" * 1000)
+    events: list[ts.FileEvent] = []
+    async with pair(url, incoming, on_event=events.append) as (_, daq):
+        monkeypatch.setattr(_files, "_write", full)
+        with trio.fail_after(SETTLE_S), pytest.raises(ts.RemoteError, match="No space left"):
+            await daq.send_file("store", tmp_path / "f.bin")
+        await wait_until(lambda: any(e.kind == "failed" for e in events))
+    (failed,) = [e for e in events if e.kind == "failed"]
+    assert failed.error == "could not write it here: No space left on device", failed
 
 
 async def test_a_file_that_shrinks_while_it_is_sent_fails_with_one_os_error(

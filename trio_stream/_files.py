@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ._exceptions import InvalidArgument, RpcError, RpcTimeout
+from ._rpc import CALLER
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -174,6 +175,8 @@ class _Incoming:
         self.last_s = trio.current_time()
         self.lock = trio.Lock()  # held while a worker thread uses ``fd``
         self.discarded = False
+        self.sender: str | None = None  # the client that sends it
+        self.write_error: str | None = None  # this receiver's own failure to write it
 
     def close_fd(self) -> None:
         """Close the file once: a second close could hit another file that took its number."""
@@ -241,7 +244,7 @@ class FileService:
     def _emit(self, kind: str, t: _Incoming, **extra: Any) -> None:
         if self._on_event is not None:
             try:
-                self._on_event(FileEvent(kind, t.name, t.size, t.received, **extra))
+                self._on_event(FileEvent(kind, t.name, t.size, t.received, t.sender, **extra))
             except Exception:
                 log.exception("on_event callback failed")
 
@@ -276,6 +279,7 @@ class FileService:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         fd = os.open(temp, flags, 0o666)
         t = _Incoming(name, size, temp, fd)
+        t.sender = CALLER.get()  # the client that called begin (FileEvent.sender)
         ident = self._next_id
         self._next_id += 1
         self._transfers[ident] = t
@@ -302,8 +306,13 @@ class FileService:
         t.claimed = offset + len(data)
         try:
             await t.in_thread(_write, t.digest, data)
-        except BaseException:
+        except BaseException as exc:
             t.claimed = t.received  # not written: the chunk may come again
+            if isinstance(exc, OSError) and t.write_error is None:
+                # The receiver's own failure (a full disk): its events and log say so, not
+                # only the sender's abort that follows ("aborted by the sender").
+                t.write_error = f"could not write it here: {exc.strerror or exc}"
+                log.warning("receiving %r from %s: %s", t.name[:80], t.sender, t.write_error)
             raise
         t.received += len(data)
         t.moved.set()
@@ -357,7 +366,7 @@ class FileService:
         if t is not None:
             t.moved.set()
             t.discard()
-            self._emit("failed", t, error="aborted by the sender")
+            self._emit("failed", t, error=t.write_error or "aborted by the sender")
 
     def _start_janitor(self) -> None:
         if not self._janitor:
@@ -539,7 +548,8 @@ async def send_file(
     source = Path(path)
     name = check_name(source.name if name is None else name)
     with open(source, "rb") as f:  # noqa: ASYNC230 - reads go through a worker thread
-        size = os.fstat(f.fileno()).st_size
+        start = os.fstat(f.fileno())
+        size = start.st_size
         proxy = await _files_proxy(client, target)
         # Shielded (it is short): a cancel while its answer was on its way left the transfer
         # open on the receiver with no abort, and 64 such timeouts refused every sender
@@ -595,6 +605,16 @@ async def send_file(
                     offset += len(data)
             if failure:
                 raise failure[0]
+            # Written in place meanwhile: what went out mixes old and new bytes, and its
+            # digest is of what was read, so the receiver would store it as verified (a
+            # files audit). It is not finished. Bytes appended after the size taken at the
+            # start are not sent, as a growing log's (the README says so).
+            how = await trio.to_thread.run_sync(_change_since, f, start)
+            if how is not None and how != "it grew":
+                raise OSError(
+                    f"{str(source)[:200]!r} changed while it was being sent ({how}): nothing "
+                    "was stored; send it again once it is written"
+                )
             if progress is not None and size == 0:
                 progress(0, 0)
             result: str = await proxy.call(

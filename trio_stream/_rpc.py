@@ -20,6 +20,7 @@ streams its values instead: ``async for v in proxy.x()``, with credit-based flow
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import logging
 import math
@@ -90,6 +91,10 @@ MAX_LISTED_METHODS: Final = 50
 PREFIX: Final = "rpc_"
 # Room for the rest of a call message around its arguments (op, ids, names), in bytes.
 CALL_OVERHEAD_BYTES: Final = 1024
+# The name of the client whose call the current task runs (set in each invocation's own
+# task, and seen by its worker thread): a file receiver names the sender in its events.
+CALLER: Final = contextvars.ContextVar[str | None]("trio_stream_rpc_caller", default=None)
+
 # What a method's error sends its caller at most (its frame is bounded by max_frame_bytes too).
 FAIL_MESSAGE_MAX_BYTES: Final = 16 * 1024
 FAIL_TRACEBACK_MAX_BYTES: Final = 64 * 1024
@@ -461,6 +466,7 @@ class RpcEndpoint:
     ) -> None:
         answer: ControlMessage | None = None
         scope = invocation.scope
+        CALLER.set(msg.caller)  # this task's own context: only its method sees it
         try:
             with scope:
                 try:
