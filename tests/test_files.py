@@ -648,6 +648,17 @@ async def test_a_file_rewritten_in_place_while_it_is_sent_is_not_stored(
         await wait_until(lambda: not leftovers(incoming))
 
 
+async def test_a_directory_no_file_can_be_written_in_is_refused_at_accept(url: str) -> None:
+    # Accepted, then every sender got a PermissionError naming the receiver's temporary
+    # path (an RPC persona's accept_files("/sys/kernel")); os.access says yes to root.
+    unwritable = Path("/sys/kernel")
+    if not await trio.Path(unwritable).is_dir():
+        pytest.skip("needs /sys (Linux)")
+    async with ts.open_client(url, name="store") as store:
+        with pytest.raises(ts.InvalidArgument, match=r"'/sys/kernel' is not writable here"):
+            store.accept_files(unwritable)
+
+
 async def test_a_receiver_that_cannot_write_says_why_itself(
     url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

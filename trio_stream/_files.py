@@ -277,7 +277,14 @@ class FileService:
         # 0o666 less the umask, as any file the receiving user writes (a received file is
         # theirs to share); O_EXCL: never someone else's file of that name.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(temp, flags, 0o666)
+        try:
+            fd = os.open(temp, flags, 0o666)
+        except OSError as exc:
+            # Said without the receiver's paths, as its other refusals are (the OS's
+            # message names the temporary file).
+            raise type(exc)(
+                exc.errno, f"the receiver cannot create {name[:80]!r} in its directory"
+            ) from None
         t = _Incoming(name, size, temp, fd)
         t.sender = CALLER.get()  # the client that called begin (FileEvent.sender)
         ident = self._next_id
@@ -497,6 +504,19 @@ def accept_files(
     path = Path(directory)
     if not path.is_dir():
         raise InvalidArgument(f"{str(path)[:200]!r} is not a directory: create it first")
+    # Tried, not asked (os.access says yes to root, and sysfs refuses root all the same):
+    # said here, once; every sender got a PermissionError naming the receiver's own
+    # temporary path (an RPC persona's accept_files("/sys/kernel")). The probe is a
+    # temporary file's name: a receiver killed right here leaves what the next one removes.
+    probe = path / temporary_name("probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise InvalidArgument(
+            f"{str(path)[:200]!r} is not writable here ({exc.strerror}): files could not be "
+            "stored there; give a directory this process may write"
+        ) from None
     if type(max_bytes) is not int or max_bytes < 0:
         raise InvalidArgument(f"max_bytes must be a number of bytes >= 0, not {max_bytes!r}")
     service = FileService(
