@@ -105,6 +105,29 @@ async def test_calls_sync_and_async_methods_with_defaults(url: str) -> None:
         assert await daq.call("my_echo", "HALLO", timeout=10) == ["MY ECHO", "HALLO"]
 
 
+class Shadowed:
+    def rpc_stream(self, n: int) -> list[int]:
+        return list(range(n))
+
+    def rpc_read(self) -> float:
+        return 1.5
+
+
+async def test_a_method_the_proxys_own_attribute_hides_is_said_at_expose(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # proxy.stream(3) ran the proxy's own stream() and failed with a TypeError about str
+    # and int (an RPC persona): the provider is told at expose how callers reach it.
+    async with pair(url, Shadowed()) as (_, daq):
+        assert await daq.call("stream", 3) == [0, 1, 2]
+        assert await daq.read() == 1.5
+    said = [r.getMessage() for r in caplog.records if "exposed" in r.getMessage()]
+    assert said == [
+        "exposed 'stream': a caller's proxy has an attribute of that name of its own, so it "
+        "calls this one as proxy.call('stream', ...)"
+    ], said
+
+
 async def test_every_parameter_kind_survives_the_description(url: str) -> None:
     async with pair(url) as (_, daq):
         result = await daq.kinds(1, "b", 2, 3, c=4.0, extra=True)

@@ -375,6 +375,18 @@ class RpcEndpoint:
                 )
         if len(self._methods.keys() | found.keys()) > MAX_METHODS:
             raise LimitExceeded(f"a client may expose at most {MAX_METHODS} methods")
+        for method in sorted(found):
+            if method.rpartition(".")[2] in _PROXY_OWN:
+                # A caller's proxy.stream(3) ran the proxy's own stream("3"...) and failed
+                # with a TypeError about str and int (an RPC persona): said where it is made.
+                how = "stream" if found[method].stream else "call"
+                log.warning(
+                    "exposed %r: a caller's proxy has an attribute of that name of its own, "
+                    "so it calls this one as proxy.%s(%r, ...)",
+                    method,
+                    how,
+                    method.rpartition(".")[2],
+                )
         self._methods.update(found)
         # Exposed while reconnecting: the reconnection exposes them all (reexpose).
         with contextlib.suppress(ConnectionClosed):
@@ -824,6 +836,10 @@ class RemoteMethod:
     def __repr__(self) -> str:
         kind = "remote stream method" if self.stream else "remote method"
         return f"<{kind} {self._proxy.provider}.{self.name}{self.__signature__}>"
+
+
+# The proxy's own attributes, which hide remote methods of those names (see RpcProxy).
+_PROXY_OWN: Final = frozenset({"call", "stream", "provider", "timeout", "methods"})
 
 
 class RpcProxy:
