@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
-from .limits import PayloadRefused
+from .limits import PayloadRefused, raise_limit_hint
 
 _BREAK: Final = 0xFF
 _SET_TAG: Final = 258
@@ -88,7 +88,7 @@ class _Walk:
     def refuse_depth(self) -> NoReturn:
         raise PayloadRefused(
             f"payload refused: nesting deeper than PayloadLimits.max_depth ({self.max_depth});"
-            " raise it with open_client(..., payload_limits=PayloadLimits(max_depth=...))"
+            f" {raise_limit_hint('max_depth')}"
         )
 
     def string(self, major: int, arg: int | None, pos: int) -> int:
