@@ -497,6 +497,21 @@ async def test_redis_connections_killed_while_streaming_lose_nothing(
         assert sum(m.lost for m in got) == 0
 
 
+def lagging_stream_reader(node: ts.Server) -> Any:
+    """``node``'s stream reader, with ``lagging_read``: its reads 0.3 s late (as under load),
+    for a test to put in place of ``_read_once`` (monkeypatch) when the lag should start."""
+    engine: Any = node.state.engine
+    reader = engine.io.reader
+    read_once = reader._read_once
+
+    async def lagging_read(block_ms: int) -> None:
+        await trio.sleep(0.3)
+        await read_once(block_ms)
+
+    reader.lagging_read = lagging_read
+    return reader
+
+
 @pytest.mark.parametrize("end", ["its owner left", "deleted"])
 @pytest.mark.parametrize("policy", ["unbounded", "block"])
 async def test_readers_on_another_node_get_every_frame_written_before_the_channel_ended(
@@ -512,13 +527,7 @@ async def test_readers_on_another_node_get_every_frame_written_before_the_channe
         ts.open_server(node_config(redis_server, "b")) as b,
         ts.open_client(b.tcp_url, name="rec") as rec,
     ):
-        b_engine: Any = b.state.engine
-        reader = b_engine.io.reader
-        read_once = reader._read_once
-
-        async def lagging_read(block_ms: int) -> None:
-            await trio.sleep(0.3)
-            await read_once(block_ms)
+        reader = lagging_stream_reader(b)
 
         async def write() -> None:
             async with ts.open_client(a.tcp_url, name="daq") as daq:
@@ -526,7 +535,7 @@ async def test_readers_on_another_node_get_every_frame_written_before_the_channe
                 async with daq.publisher("tail") as pub:
                     with trio.fail_after(WAIT_S):
                         await pub.wait_for_readers()
-                    monkeypatch.setattr(reader, "_read_once", lagging_read)
+                    monkeypatch.setattr(reader, "_read_once", reader.lagging_read)
                     for value in range(200):
                         await pub.send(value)
                     await pub.wait_acknowledged()  # in Redis: the writer's part is done
@@ -555,20 +564,13 @@ async def test_a_node_that_finds_a_channel_gone_first_reads_what_its_stream_held
         ts.open_client(a.tcp_url, name="daq") as daq,
         ts.open_client(b.tcp_url, name="rec") as rec,
     ):
-        b_engine: Any = b.state.engine
-        reader = b_engine.io.reader
-        read_once = reader._read_once
-
-        async def lagging_read(block_ms: int) -> None:
-            await trio.sleep(0.3)
-            await read_once(block_ms)
-
+        reader = lagging_stream_reader(b)
         await daq.create_channel("tail")
         async with rec.subscribe("tail", policy="unbounded") as sub:
             async with daq.publisher("tail") as pub:
                 with trio.fail_after(WAIT_S):
                     await pub.wait_for_readers()
-                monkeypatch.setattr(reader, "_read_once", lagging_read)
+                monkeypatch.setattr(reader, "_read_once", reader.lagging_read)
                 monkeypatch.setattr(reader, "_count", 1)  # a stream entry per read
                 for value in range(200):
                     await pub.send(value)
