@@ -624,11 +624,13 @@ async def test_a_file_that_grows_while_it_is_sent_arrives_as_it_was(
     assert (incoming / "grows.log").read_bytes() == data
 
 
+@pytest.mark.parametrize("larger", [False, True])
 async def test_a_file_rewritten_in_place_while_it_is_sent_is_not_stored(
-    url: str, tmp_path: Path
+    url: str, tmp_path: Path, larger: bool
 ) -> None:
     # Its first chunks old, its last ones new: the digest is of what was read, so the
-    # receiver stored the mix as complete and verified (an RPC and files persona).
+    # receiver stored the mix as complete and verified (an RPC and files persona). Rewritten
+    # larger (an editor's save) it looks like a log that grew, to a stat (a review).
     source = tmp_path / "run.bin"
     random_file(source, 16 * _files.CHUNK_BYTES)  # more than the chunks in flight
     incoming = tmp_path / "in"
@@ -639,8 +641,8 @@ async def test_a_file_rewritten_in_place_while_it_is_sent_is_not_stored(
         nonlocal rewritten
         if not rewritten:
             rewritten = True
-            with source.open("r+b") as f:  # the same size, new bytes
-                f.write(os.urandom(size))
+            with source.open("r+b") as f:  # new bytes, the same size or more
+                f.write(os.urandom(size + (_files.CHUNK_BYTES if larger else 0)))
 
     async with pair(url, incoming) as (_, daq):
         with trio.fail_after(SETTLE_S), pytest.raises(OSError, match="was rewritten"):

@@ -129,3 +129,28 @@ def test_a_job_that_keeps_failing_after_the_others_work_is_said_on_its_own(
         "appending to Redis works again for channel 'big', after 4.1 s and 10 failed tries"
     )
     assert len(messages) == 6
+
+
+def test_a_lagging_job_that_fails_in_the_next_outage_is_counted_in_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Redis went twice: the writer still failing from the first outage was said to fail on
+    # its own ("still fails ..."), while every writer failed with it (a review).
+    logger = logging.getLogger("test.retry_log")
+    clock = FakeClock()
+    group = RetryLogGroup(logger, "appending to Redis", "writers", clock=clock)
+    a, b = group.job("channel 'a'"), group.job("channel 'b'")
+    with caplog.at_level(logging.WARNING, logger="test.retry_log"):
+        a.failed(ConnectionError("down"))
+        b.failed(ConnectionError("down"))
+        a.succeeded()  # the first outage ends; b has not tried again yet
+        clock.now += 1.5
+        a.failed(ConnectionError("down again"))  # the second outage
+        b.failed(ConnectionError("down again"))
+        a.succeeded()
+        b.succeeded()
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [m for m in messages if "still fails" in m], messages
+    assert messages[2].startswith("appending to Redis failed for channel 'a' (down again)")
+    assert messages[3].startswith("appending to Redis works again, after 0.0 s (2 writers")
+    assert len(messages) == 4, messages

@@ -93,3 +93,13 @@ async def test_a_long_wait_says_so_once_naming_channels_of_a_close_name(
     assert len(said) == 1, said
     assert "still waiting for channel 'Camera' to be created (nobody has" in said[0]
     assert "did you mean 'camera'" in said[0]
+
+
+async def test_the_names_offered_for_a_missing_channel_are_never_its_own(url: str) -> None:
+    # A race's ChannelNotFound ("ended meanwhile: subscribe again") went on "did you mean
+    # 'demo/counter'?", the very name, once it was listed (a review).
+    async with ts.open_client(url, name="w") as w:
+        await w.create_channel("demo/counter")
+        await w.create_channel("demo/Counter")
+        assert await w._channels_like("demo/counter") == "'demo/Counter'"
+        assert await w._channels_like("demo/countr") == "'demo/counter' or 'demo/Counter'"

@@ -138,6 +138,9 @@ STILL_WAITING_MESSAGE: Final = (
     "still waiting for channel %r to be created (nobody has created it yet; a private channel "
     "also needs its key)%s"
 )
+# A request safe to repeat (_request's repeat_if_lost) is sent again after this many
+# connections lost it at most.
+MAX_REPEATS: Final = 3
 # The shortest heartbeat a client takes: each one is a ping and a pong.
 MIN_HEARTBEAT_S: Final = 0.01
 # A reconnecting client says each new reason it meets a wrong server for at WARNING, up to
@@ -901,6 +904,7 @@ class Client:
         raised "it may have been carried out: check before repeating it", which it cannot
         check, and it waited with wait_channel=True for nothing (a lab's audit). What the
         lost one made on the server went with that connection."""
+        repeats = 0
         while True:
             await self.wait_usable()
             try:
@@ -908,7 +912,10 @@ class Client:
                     cls, on_result=on_result, undo=undo, settle_late=settle_late, **fields
                 )
             except ConnectionClosed:
-                if not repeat_if_lost or self._state == "closed":
+                # A few times at most: a request that every connection loses on its way
+                # (one it makes too big for a proxy, say) is not repeated for ever.
+                repeats += 1
+                if not repeat_if_lost or self._state == "closed" or repeats > MAX_REPEATS:
                     raise
 
     async def _request_now(
@@ -1598,7 +1605,10 @@ class Client:
         names: list[str] = []
         with trio.move_on_after(1.0), contextlib.suppress(TrioStreamError):
             names = [info.name for info in await self.channels()]
-        alike = [n for n in names if n.lower() == channel.lower() and n != channel]
+        # Never the name asked for (listed by now: created just after, or a race's "ended
+        # meanwhile: subscribe again" suggested the very name; a review).
+        names = [n for n in names if n != channel]
+        alike = [n for n in names if n.lower() == channel.lower()]
         alike += [n for n in difflib.get_close_matches(channel, names, n=3) if n not in alike]
         return " or ".join(map(repr, alike))
 

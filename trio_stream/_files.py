@@ -283,7 +283,8 @@ class FileService:
             # Said without the receiver's paths, as its other refusals are (the OS's
             # message names the temporary file).
             raise type(exc)(
-                exc.errno, f"the receiver cannot create {name[:80]!r} in its directory"
+                exc.errno,
+                f"the receiver cannot create {name[:80]!r} in its directory ({exc.strerror})",
             ) from None
         t = _Incoming(name, size, temp, fd)
         t.sender = CALLER.get()  # the client that called begin (FileEvent.sender)
@@ -472,6 +473,20 @@ def _read_hashed(f: Any, n: int, digest: Any) -> bytes:
     return data
 
 
+def _digest_of_first(f: Any, size: int) -> str:
+    """The sha256 of the first ``size`` bytes of the file open as ``f``."""
+    digest = hashlib.sha256()
+    f.seek(0)
+    left = size
+    while left:
+        data = f.read(min(left, CHUNK_BYTES))
+        if not data:
+            break
+        digest.update(data)
+        left -= len(data)
+    return digest.hexdigest()
+
+
 def _change_since(f: Any, start: os.stat_result) -> str | None:
     """How the file open as ``f``, read to its size at ``start``, has changed since, if it
     has: bytes past that size, another size, or another mtime (written in place)."""
@@ -513,10 +528,16 @@ def accept_files(
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
     except OSError as exc:
-        raise InvalidArgument(
+        unwritable = (
             f"{str(path)[:200]!r} is not writable here ({exc.strerror}): files could not be "
-            "stored there; give a directory this process may write"
-        ) from None
+            "stored there"
+        )
+        if not share:
+            raise InvalidArgument(
+                f"{unwritable}; give a directory this process may write"
+            ) from None
+        # A read-only share still serves its files (fetch_file); sends to it fail.
+        log.warning("%s; it is shared for fetching, and files sent to it are refused", unwritable)
     if type(max_bytes) is not int or max_bytes < 0:
         raise InvalidArgument(f"max_bytes must be a number of bytes >= 0, not {max_bytes!r}")
     service = FileService(
@@ -630,7 +651,12 @@ async def send_file(
             # files audit). It is not finished. Bytes appended after the size taken at the
             # start are not sent, as a growing log's (the README says so).
             how = await trio.to_thread.run_sync(_change_since, f, start)
-            if how is not None and how != "it grew":
+            if how == "it grew":
+                # Appended to (a log: its first bytes as sent), or rewritten larger (an
+                # editor's save): a stat cannot tell, the bytes can. Read again, only then.
+                again = await trio.to_thread.run_sync(_digest_of_first, f, size)
+                how = None if again == digest.hexdigest() else "it was rewritten"
+            if how is not None:
                 raise OSError(
                     f"{str(source)[:200]!r} changed while it was being sent ({how}): nothing "
                     "was stored; send it again once it is written"

@@ -911,8 +911,9 @@ class RedisEngine:
             # Its block readers here took none for DELETE_FLUSH_S (the reader is paused
             # for them), or Redis was slow: not silently.
             log.warning(
-                "channel %r ended here %d frames before its last (%d): its readers on this "
-                "node did not take them within %.0f s of its end",
+                "channel %r ended here %d frames before its last (%d): they were not read "
+                "here within %.0f s of its end (full block readers here hold this node's "
+                "reads of it, or Redis was slow)",
                 name[:80],
                 last - channel.seq,
                 last,
@@ -1057,11 +1058,13 @@ class RedisEngine:
                 return requests.subscribe_to(session, msg, lambda: channel)
             # A resume within the epoch: the frames after since_seq come from Redis, then live.
             since = msg.since_seq or 0
-            if msg.since_epoch != channel.epoch or not 0 <= since <= channel.seq:
+            if msg.since_epoch != channel.epoch:
                 # A reset: the new epoch's history from its start, as one server replays its
                 # history then (resume.subscribe_since). The mirror here holds none: a
                 # recorder resuming after a Redis restart began at the live frame (seq 604)
-                # and never heard of the new epoch's first 603 (a lab's audit).
+                # and never heard of the new epoch's first 603 (a lab's audit). (A seq of
+                # this epoch beyond this node's position, a client come from a node ahead of
+                # this one, replays nothing, as before: it has those frames.)
                 since = 0
             # A block reader takes every frame the stream holds, past its size (Reader.admit,
             # past_size), as far as its connection's block share of memory goes; the others

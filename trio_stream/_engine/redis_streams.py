@@ -941,12 +941,18 @@ class StreamReader:
             if state is None or state.epoch == epoch:
                 continue
             old = state.epoch
-            if epoch is None and channel not in self._paused:
-                # Deleted (or lost): a deleted channel's stream stays a while
-                # (STREAM_KEPT_AFTER_DELETE_MS), and what it holds past this node's position
-                # was on its way to the readers here: they get it before the end. (A paused
-                # channel's block readers are full: they end with the rest unread, as ever.)
+            if channel not in self._paused:
+                # Deleted (or lost, or deleted and created anew): a deleted channel's stream
+                # stays a while (STREAM_KEPT_AFTER_DELETE_MS), and what it holds past this
+                # node's position was on its way to the readers here: they get it before the
+                # end. (A paused channel's block readers are full: they end with the rest
+                # unread, as ever. A Redis restarted empty has no stream: nothing to read.)
                 await self._read_rest(channel, state)
+                if self._follows.get(channel) is not state:
+                    # Followed anew while the rest was read (a subscribe to the new epoch):
+                    # that follow is its own; the old epoch's end is told all the same.
+                    await self._send.send(EpochReset(channel, old, epoch))
+                    continue
             self._drop(channel)
             if epoch is not None:
                 self._follows[channel] = _Follow(epoch, 0)

@@ -109,7 +109,10 @@ class RetryLogGroup:
             stuck.tries += 1
             return
         outage_ended = self._lagging.get(job)
-        if outage_ended is not None:
+        if outage_ended is not None and self._since is not None:
+            # Redis went again meanwhile: this failure is the new outage's, not its own.
+            del self._lagging[job]
+        elif outage_ended is not None:
             if self._clock() - outage_ended < STUCK_AFTER_S:
                 return
             del self._lagging[job]

@@ -6,10 +6,12 @@ import argparse
 import logging
 import math
 import os
+import re
 import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 import trio
 
@@ -150,11 +152,20 @@ async def check_readable(client: ts.Client, channels: list[str], args: argparse.
 
 
 async def no_such_channel(
-    client: ts.Client, channel: str, verb: str = "read", how: str = "--wait-channel waits for it"
+    client: ts.Client,
+    channel: str,
+    verb: str = "read",
+    how: str = "--wait-channel waits for it",
+    error: ts.ChannelNotFound | None = None,
 ) -> CliError:
     """The error for a channel to ``verb`` that is not there, naming those whose names are
-    close (a typo), as the library's ChannelNotFound does; ``how``: the option that helps."""
-    alike = await client._channels_like(channel)
+    close (a typo), as the library's ChannelNotFound does; ``how``: the option that helps.
+    ``error``: the library's, whose message names them already (not listed twice)."""
+    if error is not None:
+        named = _DID_YOU_MEAN.search(str(error))
+        alike = (named.group(1) or named.group(2)) if named else ""
+    else:
+        alike = await client._channels_like(channel)
     if alike:
         return CliError(
             f"no channel named {channel!r} that you may {verb}; did you mean {alike}? (else "
@@ -164,6 +175,10 @@ async def no_such_channel(
         f"no channel named {channel!r} that you may {verb} ({how}; a private channel needs "
         "its key: --key)"
     )
+
+
+# The names the library's ChannelNotFound gives (Client._named_alike).
+_DID_YOU_MEAN: Final = re.compile(r"\(did you mean (.+?)\?\)|; did you mean (.+?)\?$")
 
 
 def key_refused(channel: str, key: str | None, option: str = "--key") -> CliError:
@@ -213,9 +228,9 @@ async def _open_subscription(
         return await client.open_subscription(channel, **kwargs)
     except ts.AuthError:
         raise key_refused(channel, args.key) from None
-    except ts.ChannelNotFound:
+    except ts.ChannelNotFound as missing:
         if not args.wait_channel:
-            raise await no_such_channel(client, channel) from None
+            raise await no_such_channel(client, channel, error=missing) from None
     if not back:  # (after an end, the line that said so said that it reads on)
         print(
             f"{prog(args)}: waiting for channel {channel!r} (Ctrl-C to stop; a private channel "
@@ -274,13 +289,15 @@ async def publisher(
         pub = await client.open_publisher(channel, key=key)
     except ts.AuthError:
         raise key_refused(channel, key, key_option) from None
-    except ts.ChannelNotFound:
+    except ts.ChannelNotFound as missing:
         if args.create and not created:
             raise CliError(
                 f"channel {channel!r} exists and is not yours to write: a private channel "
                 "needs its key (--key); --create did not create it (the name is taken)"
             ) from None
-        raise await no_such_channel(client, channel, "write", "--create creates it") from None
+        raise await no_such_channel(
+            client, channel, "write", "--create creates it", error=missing
+        ) from None
     try:
         yield pub
     finally:
