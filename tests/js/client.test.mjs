@@ -4,9 +4,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   connect, createClient, AuthError, ChannelNotFound, ChannelExists, ConnectionClosed, FrameTooLarge,
+  TrioStreamError, ClusterUnavailable, ResourceClosed, RpcError, UnknownMethod, RpcProxy,
+  NDArray as ReexportedNDArray, Tag as ReexportedTag, CBORError as ReexportedCBORError,
 } from '../../trio_stream/web/trio_stream.js';
 import { FakeServer, CONTROL, PUBLISH, CREDIT, controlFrame, until, tick } from './fake_server.mjs';
-import { decode } from '../../trio_stream/web/cbor.js';
+import { decode, NDArray, Tag, CBORError } from '../../trio_stream/web/cbor.js';
 
 const URL = 'ws://fake/ws';
 const fast = { reconnectDelay: 5, maxReconnectDelay: 20 };
@@ -655,5 +657,187 @@ test('a page busy for longer than the silence bound does not drop a live server'
   assert.deepStrictEqual(states, []);
   assert.equal(client.state, 'open');
   assert.equal(server.conns.size, 1);
+  await client.close();
+});
+
+// --- a page's findings: subscribe exactly once, typed options checked before they go, errors ------
+
+test('subscribe waitChannel made before the first welcome subscribes exactly once', async () => {
+  const server = new FakeServer();
+  server.channel('$channels');
+  server.channel('early');
+  const client = createClient(URL, { WebSocket: server.WebSocket, ...fast });
+  assert.equal(client.state, 'connecting');
+  // at once, before the connection is open: the welcome's resubscription must not make a second
+  const sub = await client.subscribe('early', { waitChannel: true, size: 2 });
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(server.controls('subscribe').filter((m) => m.channel === 'early').length, 1, 'one subscribe sent');
+  const conn = [...server.conns][0];
+  const onServer = () => [...conn.subs.values()].filter((x) => x.channel === 'early');
+  assert.equal(onServer().length, 1, 'one subscription on the server');
+  server.inject('early', 'a');
+  server.inject('early', 'b');
+  server.inject('early', 'c');
+  const seqs = [];
+  for (let i = 0; i < 3; i++) seqs.push((await sub.next()).value.seq);
+  assert.deepStrictEqual(seqs, [1, 2, 3], 'each frame once');
+  await sub.close();
+  await until(() => onServer().length === 0, 1000, 'unsubscribed on the server');
+  await client.close();
+});
+
+test('a subscription answered twice on one connection closes the older sub id on the server', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('twice');
+  const sub = await client.subscribe('twice');
+  const first = sub.id;
+  await sub._subscribe(); // what a double subscribe did: a second id for the same subscription
+  assert.notEqual(sub.id, first);
+  await until(() => server.controls('unsubscribe').some((m) => m.sub === first), 1000, 'older id unsubscribed');
+  const conn = [...server.conns][0];
+  assert.deepStrictEqual([...conn.subs.keys()], [sub.id]);
+  server.inject('twice', 1);
+  assert.equal((await sub.next()).value.seq, 1);
+  await sub.close();
+  await client.close();
+});
+
+test('wrongly typed options are refused before anything is sent: the connection stays', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('typed');
+  const before = server.messages.length;
+  const closes = [];
+  client.on('state', (state) => closes.push(state));
+  const refused = [
+    // subscribe
+    [() => client.subscribe(123), TypeError, /channel must be a string/],
+    [() => client.subscribe(undefined), TypeError, /channel/],
+    [() => client.subscribe('typed', { policy: 'block', blockTimeout: 'x' }), TypeError, /blockTimeout/],
+    [() => client.subscribe('typed', { blockTimeout: -1 }), RangeError, /blockTimeout/],
+    [() => client.subscribe('typed', { blockTimeout: Infinity }), RangeError, /blockTimeout/],
+    [() => client.subscribe('typed', { maxRate: '5' }), TypeError, /maxRate/],
+    [() => client.subscribe('typed', { maxRate: NaN }), RangeError, /maxRate/],
+    [() => client.subscribe('typed', { size: '10' }), TypeError, /size/],
+    [() => client.subscribe('typed', { size: 10.5 }), RangeError, /size/],
+    [() => client.subscribe('typed', { size: 2 ** 60 }), RangeError, /size/],
+    [() => client.subscribe('typed', { every: '2' }), TypeError, /every/],
+    [() => client.subscribe('typed', { window: 'big' }), TypeError, /window/],
+    [() => client.subscribe('typed', { window: 0 }), RangeError, /window/],
+    [() => client.subscribe('typed', { key: 42 }), TypeError, /key/],
+    [() => client.subscribe('typed', { since: { epoch: 'e', seq: 'x' } }), RangeError, /since\.seq/],
+    [() => client.subscribe(42, { waitChannel: true }), TypeError, /channel/],
+    // publish
+    [() => client.publisher(7), TypeError, /channel/],
+    [() => client.publisher('typed', { key: 1 }), TypeError, /key/],
+    [() => client.publish(['typed'], 1), TypeError, /channel/],
+    // channels
+    [() => client.createChannel(5), TypeError, /channel/],
+    [() => client.createChannel('c', { public: 'yes' }), TypeError, /public/],
+    [() => client.createChannel('c', { key: 5 }), TypeError, /key/],
+    [() => client.createChannel('c', { lifetime: '10' }), TypeError, /lifetime/],
+    [() => client.createChannel('c', { lifetime: NaN }), RangeError, /lifetime/],
+    [() => client.createChannel('c', { history: null }), TypeError, /history/],
+    [() => client.createChannel('c', { history: 1.5 }), RangeError, /history/],
+    [() => client.createChannel('c', { singleWriter: 1 }), TypeError, /singleWriter/],
+    [() => client.createChannel('c', { keep: 'true' }), TypeError, /keep/],
+    [() => client.createChannel('c', { meta: ['V'] }), TypeError, /meta/],
+    [() => client.createChannel('c', { meta: { scale: new Float32Array(2) } }), TypeError, /meta/],
+    [() => client.createChannel('c', { meta: { at: new Date() } }), TypeError, /meta/],
+    [() => client.createChannel('c', { meta: new Map([[1, 'one']]) }), TypeError, /keys must be strings/],
+    [() => client.createChannel('c', { meta: { n: 2n ** 70n } }), RangeError, /64 bits/],
+    [() => client.createChannel('c', { meta: JSON.parse(`${'{"a":'.repeat(16)}1${'}'.repeat(16)}`) }), RangeError, /nested/],
+    [() => client.deleteChannel(null), TypeError, /channel/],
+    [() => client.deleteChannel('typed', { key: {} }), TypeError, /key/],
+    // rpc
+    [() => client.rpc(3), TypeError, /provider/],
+    [() => client.call('p', 9), TypeError, /method/],
+  ];
+  for (const [make, Cls, message] of refused) {
+    await assert.rejects(make(), (e) => e instanceof Cls && message.test(e.message), make.toString());
+  }
+  const pub = await client.publisher('typed');
+  await assert.rejects(pub.send(1, { time: 'now' }), TypeError);
+  await tick();
+  const sent = server.messages.slice(before).flat().filter((f) => f.type === CONTROL).map((f) => f.msg.op);
+  assert.deepStrictEqual(sent, ['open_publisher'], 'only the good request went out');
+  assert.deepStrictEqual(closes, [], 'the connection stayed');
+  // what is right still goes: nesting up to the limit, text keys in a Map, null and undefined
+  await client.createChannel('ok', { meta: { units: 'V', none: null, unset: undefined, raw: new Uint8Array(2),
+    deep: JSON.parse(`${'{"a":'.repeat(14)}1${'}'.repeat(14)}`) } });
+  await client.createChannel('ok2', { meta: new Map([['units', 'A']]), lifetime: 5, history: 3 });
+  await client.subscribe('typed', { policy: 'block', blockTimeout: 2.5, maxRate: 10, window: 4, size: 8 });
+  await client.close();
+});
+
+test('retune checks blockTimeout before sending too', async () => {
+  const { server, client } = await setup();
+  await client.createChannel('rt');
+  const sub = await client.subscribe('rt');
+  await assert.rejects(sub.retune({ blockTimeout: 'soon' }), TypeError);
+  await assert.rejects(sub.retune({ maxRate: 'fast' }), TypeError);
+  assert.equal(server.controls('retune').length, 0);
+  await client.close();
+});
+
+test('createClient with a wrong token: ready() rejects with the AuthError', async () => {
+  const server = new FakeServer();
+  server.token = 'secret';
+  const client = createClient(URL, { WebSocket: server.WebSocket, token: 'nope', ...fast });
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  const ready = client.ready();
+  const request = client.channels();
+  await assert.rejects(ready, (e) => e instanceof AuthError && /wrong token/.test(e.message));
+  assert.ok(errors[0] instanceof AuthError);
+  assert.equal(client.lastError, errors[0]);
+  // asked again once closed: the same error; a request on the closed client: ConnectionClosed
+  await assert.rejects(client.ready(), AuthError);
+  await assert.rejects(request, ConnectionClosed);
+  await assert.rejects(client.channels(), ConnectionClosed);
+  await client.close();
+});
+
+test('no WebSocket: the error says how to get one', () => {
+  assert.throws(() => createClient(URL, { WebSocket: undefined }),
+    (e) => e instanceof TypeError && /--experimental-websocket/.test(e.message) && /WebSocket option/.test(e.message)
+      && /createClient\(url, \{ WebSocket \}\)/.test(e.message));
+});
+
+test('error classes: the server\'s error types, as in the Python hierarchy', async () => {
+  assert.ok(new ClusterUnavailable('x') instanceof TrioStreamError);
+  assert.ok(new ResourceClosed('x') instanceof TrioStreamError);
+  assert.ok(new UnknownMethod('x') instanceof RpcError);
+  assert.equal(new UnknownMethod('x').type, 'UnknownMethod');
+  assert.equal(ReexportedNDArray, NDArray);
+  assert.equal(ReexportedTag, Tag);
+  assert.equal(ReexportedCBORError, CBORError);
+  const { server, client } = await setup();
+  server.failures.set('create_channel', ['ClusterUnavailable', 'the cluster\'s Redis is down']);
+  await assert.rejects(client.createChannel('c'), (e) => e instanceof ClusterUnavailable && e.type === 'ClusterUnavailable');
+  server.failures.set('create_channel', ['TrioStreamError', 'generic']);
+  await assert.rejects(client.createChannel('c'), (e) => e.constructor === TrioStreamError);
+  server.failures.clear();
+  await client.close();
+});
+
+test('send after pub.close() is ResourceClosed; after the client closed, ConnectionClosed', async () => {
+  const { client } = await setup();
+  await client.createChannel('rc');
+  const pub = await client.publisher('rc');
+  await pub.close();
+  await assert.rejects(pub.send(1), (e) => e instanceof ResourceClosed && /"rc"/.test(e.message));
+  await assert.rejects(pub.waitForReaders(), ResourceClosed);
+  const other = await client.publisher('rc');
+  await client.close();
+  await assert.rejects(other.send(1), (e) => e instanceof ConnectionClosed);
+});
+
+test('a proxy asked for a method its provider does not expose: UnknownMethod, nothing sent', async () => {
+  const { server, client } = await setup();
+  const proxy = new RpcProxy(client, 'daq', [{ name: 'read', params: [] }, { name: 'echo', params: [] }], 1000);
+  const before = server.messages.length;
+  await assert.rejects(proxy.call('nosuch'), (e) => e instanceof UnknownMethod && e instanceof RpcError
+    && /"daq" exposes no method "nosuch" \(it has: echo, read\)/.test(e.message));
+  assert.equal(server.messages.length, before);
   await client.close();
 });

@@ -52,6 +52,7 @@ export class FakeServer {
   answerTaken = false; // answer a reopen with `taken` (as a server that kept the lease)
   keepsHistory = new Set(); // channels whose open_publisher reply says keeps_history
   delays = new Map(); // op -> ms: requests of that op are answered this late (a slow server)
+  failures = new Map(); // op -> [type, message]: requests of that op are answered with this error
 
   constructor() {
     const server = this;
@@ -195,6 +196,7 @@ class Conn {
         op: 'welcome', v: 1, client_id: this.clientId, name: this.name, server: 'fake', limits: s.limits,
       }));
     }
+    if (s.failures.has(m.op)) return this.error(m.id, ...s.failures.get(m.op));
     switch (m.op) {
       case 'ping': return this.send(controlFrame({ op: 'pong', data: m.data }));
       case 'goodbye': return undefined;

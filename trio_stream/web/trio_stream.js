@@ -18,6 +18,9 @@
 
 import { encode, decode, CBORError } from './cbor.js';
 
+// What payloads decode to (numpy arrays: NDArray), and cbor.js's error, without a second import.
+export { NDArray, Tag, CBORError } from './cbor.js';
+
 export const PROTOCOL_VERSION = 1;
 // The reason of the goodbye a server's graceful stop sends each client (after which it
 // lets its readers take what it holds, within its shutdown grace).
@@ -32,6 +35,7 @@ const SILENT_PINGS = 3; // the server is gone after this many pings with nothing
 const MIN_SILENCE_MS = 2000; // ...and at least this long
 const MAX_BATCH_BYTES = 1024 * 1024; // frames per WebSocket message, unless a frame is bigger
 const CONTROL_MAX_DEPTH = 32;
+const CONTROL_MAX_LEVELS = 16; // what the server decodes of a client's CONTROL map (protocol.md 3)
 const PUBLISH_HEAD_BYTES = 13; // type, pub id, time (protocol.md 4): counted in the byte window
 const WS_OPEN = 1; // WebSocket.OPEN (a WebSocket given in the options may not have the constant)
 
@@ -54,8 +58,14 @@ export class LimitExceeded extends TrioStreamError {}
 export class InvalidArgument extends TrioStreamError {}
 export class NameInUse extends TrioStreamError {}
 export class RequestTimeout extends TrioStreamError {}
+/** A server of several nodes could not reach its Redis for this request: try again. */
+export class ClusterUnavailable extends TrioStreamError {}
+/** A publisher closed by its user cannot send (a closed client rejects with ConnectionClosed). */
+export class ResourceClosed extends TrioStreamError {}
 export class RpcError extends TrioStreamError {}
 export class RpcTimeout extends RpcError {}
+/** An RpcProxy was asked for a method its provider does not expose. */
+export class UnknownMethod extends RpcError {}
 /** The remote method raised: `typeName`, `message`, `remoteTraceback` describe it. */
 export class RemoteError extends RpcError {
   constructor(typeName, message, remoteTraceback = '') {
@@ -67,8 +77,9 @@ export class RemoteError extends RpcError {
 }
 
 const ERROR_CLASSES = {
-  ProtocolError, ConnectionClosed, AuthError, ChannelNotFound, ChannelExists, FrameTooLarge,
-  LimitExceeded, InvalidArgument, NameInUse, RequestTimeout, RpcError, RpcTimeout,
+  TrioStreamError, ProtocolError, ConnectionClosed, AuthError, ChannelNotFound, ChannelExists, FrameTooLarge,
+  LimitExceeded, InvalidArgument, NameInUse, RequestTimeout, ClusterUnavailable, ResourceClosed,
+  RpcError, RpcTimeout, UnknownMethod,
 };
 
 // The server words its advice for the trio client; these name this client's spelling instead
@@ -181,6 +192,98 @@ function frame(type, headerBytes, payload) {
   return { buf, dv };
 }
 
+// --- what the client sends, checked before it goes --------------------------------------------
+// The server takes a CONTROL field of the wrong type (a number for a channel name, a string for
+// a number) as a broken peer: a protocol error, which closes the whole connection, and every
+// subscription of the page starts again. So each field the server checks the type of
+// (docs/protocol.md section 3) is checked here first: a TypeError (wrong type) or RangeError
+// (a number out of range), as for a bad policy or size, and nothing is sent.
+
+/** A value as an error message shows it: its type and (shortened) value. */
+function shown(value) {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === 'string') return `string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`;
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${typeof value} ${value}`;
+  return Array.isArray(value) ? 'an array' : (value.constructor?.name ?? typeof value);
+}
+
+const isText = (v) => typeof v === 'string';
+const isInt = (v) => Number.isSafeInteger(v); // a bigger one goes out as a float
+const isNumber = (v) => typeof v === 'number';
+
+/** `value` must be a string (null too with `nullable`). */
+function checkText(what, value, nullable = false) {
+  if (isText(value) || (nullable && value === null)) return;
+  throw new TypeError(`${what} must be a string${nullable ? ' or null' : ''}, not ${shown(value)}`);
+}
+
+function checkBool(what, value) {
+  if (typeof value !== 'boolean') throw new TypeError(`${what} must be true or false, not ${shown(value)}`);
+}
+
+/** An integer >= `min` (null too with `nullable`). */
+function checkInt(what, value, { min = -Infinity, nullable = false } = {}) {
+  if (nullable && value === null) return;
+  const wanted = `an integer${min > -Infinity ? ` >= ${min}` : ''}${nullable ? ' or null' : ''}`;
+  if (!isNumber(value)) throw new TypeError(`${what} must be ${wanted}, not ${shown(value)}`);
+  if (!isInt(value) || value < min) throw new RangeError(`${what} must be ${wanted}, not ${value}`);
+}
+
+/** A finite number > 0 (null too with `nullable`): seconds, Hz. */
+function checkPositive(what, value, { nullable = true } = {}) {
+  if (nullable && value === null) return;
+  const wanted = `a finite number > 0${nullable ? ' or null' : ''}`;
+  if (!isNumber(value)) throw new TypeError(`${what} must be ${wanted}, not ${shown(value)}`);
+  if (!Number.isFinite(value) || !(value > 0)) throw new RangeError(`${what} must be ${wanted}, not ${value}`);
+}
+
+const isPlainObject = (v) => v !== null && typeof v === 'object'
+  && (Object.getPrototypeOf(v) === Object.prototype || Object.getPrototypeOf(v) === null);
+
+/**
+ * A value inside a CONTROL message (a channel's `meta`): the server refuses the whole message,
+ * and the connection, for any CBOR tag (typed arrays, NDArray, Date, a BigInt past 64 bits),
+ * for a map key that is not text, or for nesting past 16 levels (the message's map counted).
+ */
+function checkControlValue(what, value, level) {
+  const t = typeof value;
+  if (value === null || value === undefined || t === 'boolean' || t === 'number' || t === 'string') return;
+  if (t === 'bigint') {
+    if (value >= -(2n ** 64n) && value < 2n ** 64n) return;
+    throw new RangeError(`${what}: an integer beyond 64 bits cannot be sent in a request`);
+  }
+  if (value instanceof Uint8Array || value instanceof ArrayBuffer) return; // a byte string
+  const items = Array.isArray(value) ? value
+    : value instanceof Map ? [...value]
+      : isPlainObject(value) ? Object.entries(value) : null;
+  if (items === null) {
+    throw new TypeError(`${what}: ${shown(value)} cannot be sent in a request (only null, booleans, numbers, `
+      + 'strings, Uint8Array, arrays and objects with text keys)');
+  }
+  if (items.length === 0) return; // an empty array or map is no level
+  if (level > CONTROL_MAX_LEVELS) {
+    throw new RangeError(`${what}: nested too deep (a request holds at most ${CONTROL_MAX_LEVELS} levels of `
+      + 'non-empty arrays and maps, its own map counted)');
+  }
+  if (Array.isArray(value)) {
+    for (const v of value) checkControlValue(what, v, level + 1);
+    return;
+  }
+  for (const [k, v] of items) {
+    if (!isText(k)) throw new TypeError(`${what}: map keys must be strings, not ${shown(k)}`);
+    checkControlValue(what, v, level + 1);
+  }
+}
+
+/** `meta` of createChannel: an object (or Map) with text keys, or null. */
+function checkMeta(meta) {
+  if (meta === null) return;
+  if (!isPlainObject(meta) && !(meta instanceof Map)) {
+    throw new TypeError(`createChannel: meta must be an object with text keys or null, not ${shown(meta)}`);
+  }
+  checkControlValue('createChannel: meta', meta, 2); // the request's map is the first level
+}
+
 function u64ToNumber(dv, off) {
   const big = dv.getBigUint64(off);
   return big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
@@ -203,6 +306,7 @@ export class Client extends Emitter {
   limits = {};
   lastError = null;
 
+  #failure = null; // the error that closed the client when it failed (#fail)
   #url;
   #opts;
   #ws = null;
@@ -262,7 +366,11 @@ export class Client extends Emitter {
       requestTimeout: 10000, connectTimeout: 10000, pingInterval: null, retryFirstConnect: true,
       WebSocket: globalThis.WebSocket, payloadLimits: {}, ...options,
     };
-    if (typeof this.#opts.WebSocket !== 'function') throw new TypeError('no WebSocket implementation available');
+    if (typeof this.#opts.WebSocket !== 'function') {
+      throw new TypeError('no WebSocket implementation available: in Node, run node with '
+        + '--experimental-websocket (Node 20.10 to 21; built in from Node 22), or pass a WebSocket '
+        + "constructor as the WebSocket option: createClient(url, { WebSocket }) (e.g. the 'ws' package's)");
+    }
   }
 
   get url() { return this.#url; }
@@ -281,12 +389,25 @@ export class Client extends Emitter {
     return this;
   }
 
-  /** Resolves when the connection is open (now, or after the next handshake). */
+  /**
+   * Resolves when the connection is open (now, or after the next handshake). Rejects when the
+   * client closes instead: with the error that closed it when it failed (AuthError for a
+   * wrong token, as the 'error' event and lastError carry it), else ConnectionClosed.
+   */
   ready({ timeout = 0 } = {}) {
+    return this.#whenOpen(timeout, true);
+  }
+
+  // `withCause`: a client that failed rejects with the error that made it fail (ready());
+  // else with ConnectionClosed, as a request on a closed client does.
+  #whenOpen(timeout, withCause) {
     if (this.state === 'open') return Promise.resolve(this);
-    if (this.state === 'closed') return Promise.reject(new ConnectionClosed(this.#closedReason()));
+    if (this.state === 'closed') {
+      return Promise.reject(withCause && this.#failure ? this.#failure : new ConnectionClosed(this.#closedReason()));
+    }
     this.start();
     const d = deferred();
+    d.withCause = withCause;
     this.#openWaiters.push(d);
     if (!timeout) return d.promise;
     const timer = setTimeout(() => {
@@ -307,7 +428,7 @@ export class Client extends Emitter {
   async request(op, fields = {}, { timeout = this.#opts.requestTimeout, onReply, onLate, cancelOnTimeout = false,
     TimeoutError = RequestTimeout } = {}) {
     const deadline = timeout ? Date.now() + timeout : 0;
-    if (this.state !== 'open') await this.ready({ timeout });
+    if (this.state !== 'open') await this.#whenOpen(timeout, false);
     const id = this.#nextId++;
     const d = deferred();
     const left = deadline ? Math.max(1, deadline - Date.now()) : 0;
@@ -335,6 +456,14 @@ export class Client extends Emitter {
    */
   async createChannel(channel, { public: isPublic = true, key = null, lifetime = null, history = 0,
     singleWriter = false, keep = false, meta = null } = {}) {
+    checkText('createChannel: channel', channel);
+    checkBool('createChannel: public', isPublic);
+    checkText('createChannel: key', key, true);
+    checkPositive('createChannel: lifetime', lifetime);
+    checkInt('createChannel: history', history, { min: 0 });
+    checkBool('createChannel: singleWriter', singleWriter);
+    checkBool('createChannel: keep', keep);
+    checkMeta(meta);
     const options = { public: isPublic, key, lifetime, history, single_writer: singleWriter, keep, meta };
     const result = await this.request('create_channel', { channel, ...options });
     if (lifetime === null) this.#owned.set(channel, options); // a temporary one ends for good
@@ -342,6 +471,8 @@ export class Client extends Emitter {
   }
 
   async deleteChannel(channel, { key = null } = {}) {
+    checkText('deleteChannel: channel', channel);
+    checkText('deleteChannel: key', key, true);
     const result = await this.request('delete_channel', { channel, key });
     this.#owned.delete(channel);
     return result;
@@ -375,7 +506,7 @@ export class Client extends Emitter {
 
   /** Round trip time of a ping, in ms. */
   async ping({ timeout = this.#opts.requestTimeout } = {}) {
-    if (this.state !== 'open') await this.ready({ timeout });
+    if (this.state !== 'open') await this.#whenOpen(timeout, false);
     const data = this.#nextId++;
     const t0 = Date.now();
     const d = deferred();
@@ -395,6 +526,7 @@ export class Client extends Emitter {
    * server for their descriptions (rejects with RpcError if there is no such client).
    */
   async rpc(provider, { timeout = this.#opts.requestTimeout } = {}) {
+    checkText('rpc: provider', provider);
     const methods = await this.request('describe', { provider }, { timeout });
     return new RpcProxy(this, provider, Array.isArray(methods) ? methods : [], timeout);
   }
@@ -405,6 +537,8 @@ export class Client extends Emitter {
    * RpcTimeout after `timeout` ms (the call is cancelled on the provider).
    */
   async call(provider, method, args = [], kwargs = {}, { timeout = this.#opts.requestTimeout } = {}) {
+    checkText('call: provider', provider);
+    checkText('call: method', method);
     const payload = encode([args, kwargs]);
     const result = await this.request('call', { provider, method, args: payload }, {
       timeout, cancelOnTimeout: true, TimeoutError: RpcTimeout,
@@ -551,6 +685,12 @@ export class Client extends Emitter {
 
   _registerSub(sub, id) {
     this.#subsById.set(id, sub);
+  }
+
+  // A sub id no subscription holds any more: frames for it are ignored, the server ends it.
+  _dropSubId(id) {
+    this.#subsById.delete(id);
+    if (this.connected) this.request('unsubscribe', { sub: id }).catch(() => {});
   }
 
   _forgetSub(sub) {
@@ -723,19 +863,20 @@ export class Client extends Emitter {
 
   #fail(err, closeNow = false) {
     this.lastError = err;
+    this.#failure = err;
     this.emit('error', err);
     if (closeNow && this.#ws) this.#dropSocket(this.#ws);
     this.#teardown(err);
-    this.#finish(err.message);
+    this.#finish(err.message, err);
   }
 
-  #finish(reason) {
+  #finish(reason, cause = null) {
     this.#closing = true;
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#handshakeTimer);
     clearInterval(this.#pingTimer);
     const err = new ConnectionClosed(reason);
-    for (const w of this.#openWaiters) w.reject(err);
+    for (const w of this.#openWaiters) w.reject(w.withCause && cause ? cause : err);
     this.#openWaiters = [];
     // Closed first: a subscription's 'end' handler can tell the client's end from its own.
     this.#setState('closed');
@@ -1047,9 +1188,10 @@ export class Client extends Emitter {
  */
 function checkTuning(o) {
   if (!POLICIES.includes(o.policy)) throw new TypeError(`unknown policy ${JSON.stringify(o.policy)}`);
-  if (!Number.isInteger(o.every) || o.every < 1) throw new RangeError('every must be an integer >= 1');
-  if (o.size !== null && (!Number.isInteger(o.size) || o.size < 1)) throw new RangeError('size must be an integer >= 1 or null');
-  if (o.maxRate !== null && !(o.maxRate > 0)) throw new RangeError('maxRate must be > 0 or null');
+  checkInt('every', o.every, { min: 1 });
+  checkInt('size', o.size, { min: 1, nullable: true });
+  checkPositive('maxRate', o.maxRate);
+  checkPositive('blockTimeout', o.blockTimeout);
 }
 
 // A subscription or publisher whose channel is missing after a reconnect asks again this long
@@ -1112,6 +1254,9 @@ export class Subscription extends Emitter {
   #pendingGap = null; // {kind, recovered} for the next message
   #carried = 0; // lost frames a `lost` notice reported: added to the next message's lost
   #unthrown = null; // the error that ended it, for the next() after its last message
+  // Until its first subscribe is answered, client.subscribe() makes (and retries) it: a
+  // welcome's resubscription must not make another (waitChannel waits before it asks).
+  #firstPending = true;
 
   constructor(client, channel, o) {
     super();
@@ -1127,7 +1272,14 @@ export class Subscription extends Emitter {
     this.sender = o.sender ?? null;
     this.view = o.view ?? null;
     this.#onMessage = o.onMessage ?? null;
-    if (o.since) this.#resumeFrom = { epoch: String(o.since.epoch), seq: Number(o.since.seq) };
+    if (o.since) {
+      const seq = Number(o.since.seq);
+      checkInt('since.seq', seq, { min: 0 });
+      this.#resumeFrom = { epoch: String(o.since.epoch), seq };
+    }
+    checkText('subscribe: channel', channel);
+    checkText('key', this.key, true);
+    checkInt('window', this.requestedWindow, { min: 1, nullable: true });
     checkTuning(this);
     if (this.sender !== null && (typeof this.sender !== 'string' || !this.sender)) throw new TypeError('sender must be a client name');
     if (this.view !== null) checkView(this.view);
@@ -1202,6 +1354,12 @@ export class Subscription extends Emitter {
       this.#client.request('unsubscribe', { sub: reply.sub }).catch(() => {});
       return;
     }
+    if (this.id !== null && this.id !== reply.sub) {
+      // Subscribed twice on this connection (never meant to happen): keep the newer one, close
+      // the older on the server, or it would live on there, taking frames and credit.
+      this.#client._dropSubId(this.id);
+    }
+    this.#firstPending = false;
     this.id = reply.sub;
     this.window = Number.isInteger(reply.window) && reply.window > 0 ? reply.window : 1;
     if (Number.isInteger(reply.window_bytes) && reply.window_bytes > 0) this.windowBytes = reply.window_bytes;
@@ -1227,6 +1385,9 @@ export class Subscription extends Emitter {
   _resubscribe(retryDelay = RESTORE_RETRY_FIRST_MS) {
     clearTimeout(this.#retryTimer); // one retry loop at most, whoever calls
     if (this.ended || this.#requesting || this.id !== null) return Promise.resolve(true);
+    // Never subscribed yet: client.subscribe() is making its first request (or waiting for
+    // its channel, waitChannel) and makes it on the new connection itself.
+    if (this.#firstPending) return Promise.resolve(true);
     return this._subscribe({ restore: true }).then(() => true, (e) => {
       if (e instanceof ConnectionClosed) return false; // lost again: the next welcome retries
       if (missingForNow(e)) {
@@ -1459,12 +1620,23 @@ export class Publisher extends Emitter {
   #holdTimer = null;
   #holdWaiters = []; // close() calls waiting for the hold's end
   #deliverWaiters = []; // close() calls waiting for the window to go out on a new connection
+  #closedByUser = false; // close() was called: send() throws ResourceClosed (else ConnectionClosed)
 
   constructor(client, channel, key) {
     super();
+    checkText('publisher: channel', channel);
+    checkText('publisher: key', key, true);
     this.#client = client;
     this.channel = channel;
     this.key = key;
+  }
+
+  // What send() throws once closed: ResourceClosed after the user's close(), as the Python
+  // client; ConnectionClosed when the client closed (or failed to bring the publisher back).
+  #closedError() {
+    return this.#closedByUser
+      ? new ResourceClosed(`the publisher on ${JSON.stringify(this.channel)} is closed (by its close())`)
+      : new ConnectionClosed('publisher is closed');
   }
 
   /** Whether the channel wants frames now: it has readers, or it keeps history. */
@@ -1668,7 +1840,10 @@ export class Publisher extends Emitter {
    * server had not taken: nothing lost, nothing twice); once the window is full, send waits.
    */
   async send(value, { time } = {}) {
-    if (this.closed) throw new ConnectionClosed('publisher is closed');
+    if (this.closed) throw this.#closedError();
+    if (time !== undefined && time !== null && !(isNumber(time) && Number.isFinite(time))) {
+      throw new TypeError(`send: time must be a finite number (seconds since the epoch), not ${shown(time)}`);
+    }
     if (!this.wanted) return false;
     const payload = encode(value);
     this.#client._checkFrameSize(PUBLISH_HEAD_BYTES + payload.length);
@@ -1685,7 +1860,7 @@ export class Publisher extends Emitter {
   /** Resolves with the reader count once the channel has at least one reader. */
   waitForReaders({ timeout = 0 } = {}) {
     if (this.readers > 0) return Promise.resolve(this.readers);
-    if (this.closed) return Promise.reject(new ConnectionClosed('publisher is closed'));
+    if (this.closed) return Promise.reject(this.#closedError());
     const d = deferred();
     this.#readerWaiters.push(d);
     if (!timeout) return d.promise;
@@ -1708,6 +1883,7 @@ export class Publisher extends Emitter {
    */
   async close() {
     if (this.closed) return;
+    this.#closedByUser = true;
     // Holding for readers after a reconnect: wait for them (at most the rest of the grace),
     // or a writer ending right after a restart would send its last frames to nobody.
     if (this.#holding) await new Promise((resolve) => this.#holdWaiters.push(resolve));
@@ -1745,11 +1921,13 @@ export class Publisher extends Emitter {
 // ------------------------------------------------------------------------------------- rpc
 
 const POSITIONAL = new Set(['positional_only', 'positional_or_keyword']);
+const MAX_LISTED_METHODS = 50; // an UnknownMethod names at most these (as the Python proxy)
 
 /**
  * The methods of one provider, as described by the server: `proxy.methods` (descriptions),
  * `proxy.call(name, args, kwargs, {timeout})`. Arguments are checked against the description
- * before anything is sent (a TypeError, as a Python caller would get).
+ * before anything is sent (a TypeError, as a Python caller would get; a method the provider
+ * does not expose: UnknownMethod, an RpcError).
  */
 export class RpcProxy {
   constructor(client, provider, methods, timeout) {
@@ -1762,7 +1940,13 @@ export class RpcProxy {
 
   async call(method, args = [], kwargs = {}, { timeout = this.timeout } = {}) {
     const desc = this.byName.get(method);
-    if (!desc) throw new TypeError(`${this.provider} exposes no method ${JSON.stringify(method)}`);
+    if (!desc) {
+      // As the Python proxy's: an RpcError (nothing sent), naming what it does expose.
+      const known = [...this.byName.keys()].sort();
+      let listed = known.slice(0, MAX_LISTED_METHODS).join(', ') || 'none';
+      if (known.length > MAX_LISTED_METHODS) listed += ` and ${known.length - MAX_LISTED_METHODS} more`;
+      throw new UnknownMethod(`${JSON.stringify(this.provider)} exposes no method ${JSON.stringify(method)} (it has: ${listed})`);
+    }
     checkArguments(desc, args, kwargs);
     return this.client.call(this.provider, method, args, kwargs, { timeout });
   }
