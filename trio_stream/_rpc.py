@@ -603,10 +603,8 @@ class RpcEndpoint:
             # tell a slow method from a blocked client (README, "RPC between clients").
             raise RpcTimeout(
                 f"no answer to {what} within {timeout_s:g} s: the provider is slow or stuck, "
-                "or still runs an earlier call to the same object (with thread=True, as a "
-                "SyncClient's, one at a time; an interrupted call runs on to its end): a "
-                "longer timeout= for a long call; a provider whose method blocks its trio "
-                "client exposes it with thread=True"
+                "or still runs an earlier call to the same object (a thread=True or SyncClient "
+                "provider runs them one at a time); give a long call a longer timeout="
             )
         reply = request
         if reply.error is not None:
