@@ -40,6 +40,8 @@ import trio_stream as ts
         ("host", 1),
         ("host", ""),
         ("name", None),
+        ("name", "x" * 201),  # sent to every client in its welcome (5 MB were taken)
+        ("name", "bad\nname"),
         ("token", 1234),
         ("node_name", b"node"),
         ("node_name", "a:b"),  # keys in Redis are split at ':' (it was a traceback at start)

@@ -70,6 +70,10 @@ _COUNTS = (
 )
 
 
+# The longest server name (ServerConfig.name): it goes out in every client's welcome.
+MAX_SERVER_NAME_CHARS = 200
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How to run a server.
@@ -129,6 +133,14 @@ class ServerConfig:
             )
         if not (isinstance(self.name, str) and self.name):
             raise InvalidSetting("name", f"name must be a non-empty str, not {self.name!r:.40}")
+        if len(self.name) > MAX_SERVER_NAME_CHARS or not self.name.isprintable():
+            # Sent to every client in its welcome and shown by the CLI and the dashboard: a
+            # 5 MB name or one with a newline was taken (an embedding persona).
+            raise InvalidSetting(
+                "name",
+                f"name must be printable text of at most {MAX_SERVER_NAME_CHARS} characters "
+                f"(every client is sent it), not {self.name!r:.40}",
+            )
         for name in ("token", "admin_token", "node_name"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
