@@ -792,6 +792,8 @@ def run_help_examples(commands: list[str], url: str, cwd: Path) -> None:
         taker = None
         if verb in ("pub", "replay", "generate"):
             channel = words[4] if verb == "replay" else words[3]
+            if "--create" in words:
+                wait_until_gone(url, channel)
             taker = Process(f"trio-stream sub {url} {channel} --wait-channel", cwd)
         if taker is not None and (verb != "generate" or "--count" in words):
             # pub and replay end by themselves once a reader took their values: no Ctrl-C,
@@ -805,6 +807,18 @@ def run_help_examples(commands: list[str], url: str, cwd: Path) -> None:
             time.sleep(0.5)
             _, out, _ = taker.interrupt()
             assert '"seq"' in out, (command, out)
+
+
+def wait_until_gone(url: str, channel: str) -> None:
+    """Until the channel an earlier example made is gone: one whose writer a loaded machine
+    took long to stop (1 MiB frames) may outlive it by its resume grace (10 s), and the
+    next example, writing into it, saw it end under it (a CI run). Unnamed: the groups run
+    at once."""
+    with ts.SyncClient(url) as waiter:
+        deadline = time.monotonic() + 15.0
+        while any(c.name == channel for c in waiter.channels()):
+            assert time.monotonic() < deadline, f"channel {channel!r} is still there"
+            time.sleep(0.05)
 
 
 def send_to_a_receiver(command: str, words: list[str], url: str, cwd: Path) -> None:
