@@ -57,13 +57,18 @@ class FakeClock:
         return self.now
 
 
+def appends_log() -> tuple[FakeClock, RetryLogGroup]:
+    """A node's appenders' log (as RedisEngine makes it), on a clock the test moves."""
+    clock = FakeClock()
+    logger = logging.getLogger("test.retry_log")
+    return clock, RetryLogGroup(logger, "appending to Redis", "writers", clock=clock)
+
+
 def test_a_group_of_jobs_says_an_outage_once_and_its_end_once_the_first_works(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A node with 31 channels wrote two lines per channel for one Redis outage (an operator).
-    logger = logging.getLogger("test.retry_log")
-    clock = FakeClock()
-    group = RetryLogGroup(logger, "appending to Redis", "writers", clock=clock)
+    clock, group = appends_log()
     jobs = [group.job(f"channel 'm/{i}'") for i in range(31)]
     with caplog.at_level(logging.WARNING, logger="test.retry_log"):
         for _ in range(3):
@@ -96,9 +101,7 @@ def test_a_job_that_keeps_failing_after_the_others_work_is_said_on_its_own(
 ) -> None:
     # One channel's append that kept failing held the group's "works again" back for every
     # writer (a review): its failure is its own, said by name once, and when it ends.
-    logger = logging.getLogger("test.retry_log")
-    clock = FakeClock()
-    group = RetryLogGroup(logger, "appending to Redis", "writers", clock=clock)
+    clock, group = appends_log()
     stuck, other = group.job("channel 'big'"), group.job("channel 'm'")
     with caplog.at_level(logging.WARNING, logger="test.retry_log"):
         stuck.failed(ConnectionError("refused"))
@@ -136,9 +139,7 @@ def test_a_lagging_job_that_fails_in_the_next_outage_is_counted_in_it(
 ) -> None:
     # Redis went twice: the writer still failing from the first outage was said to fail on
     # its own ("still fails ..."), while every writer failed with it (a review).
-    logger = logging.getLogger("test.retry_log")
-    clock = FakeClock()
-    group = RetryLogGroup(logger, "appending to Redis", "writers", clock=clock)
+    clock, group = appends_log()
     a, b = group.job("channel 'a'"), group.job("channel 'b'")
     with caplog.at_level(logging.WARNING, logger="test.retry_log"):
         a.failed(ConnectionError("down"))
