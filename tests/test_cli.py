@@ -412,6 +412,9 @@ async def test_unreachable_server_is_one_line_and_exit_1() -> None:
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1
     assert "tcp://127.0.0.1:1: Connection refused (no server listens there" in lines[0]
+    # ...and how a command started together with its server waits for it (the library's
+    # own advice, open_client(..., wait_for_server=), is not what a shell user types).
+    assert lines[0].endswith("waits for it with --wait-server SECONDS"), lines[0]
 
 
 async def test_a_host_that_does_not_resolve_is_one_line_and_exit_1() -> None:

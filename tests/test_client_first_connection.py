@@ -82,12 +82,24 @@ async def test_a_sync_client_started_before_its_server_connects_once_it_is_there
     assert names == ["rec"]
 
 
+async def test_a_refused_first_connection_says_how_to_wait_for_the_server() -> None:
+    # A trio program started together with its server met "Connection refused" and no word
+    # of wait_for_server (the SyncClient's and the CLI's errors named theirs).
+    with pytest.raises(ts.ConnectionClosed) as info:
+        async with ts.open_client(f"tcp://127.0.0.1:{free_port()}"):
+            pass
+    said = str(info.value)
+    assert "Connection refused (no server listens there" in said
+    assert said.endswith("waits for it with open_client(..., wait_for_server=SECONDS)"), said
+
+
 async def test_waiting_for_a_server_ends_with_the_wait() -> None:
     started = trio.current_time()
-    with pytest.raises(ts.ConnectionClosed, match="cannot connect"):
+    with pytest.raises(ts.ConnectionClosed, match="cannot connect") as info:
         async with ts.open_client(f"tcp://127.0.0.1:{free_port()}", wait_for_server=0.5):
             pass
     assert 0.3 <= trio.current_time() - started < WAIT_S
+    assert "wait_for_server" not in str(info.value)  # it did wait
 
 
 async def test_a_server_that_answers_and_refuses_ends_the_wait_at_once() -> None:

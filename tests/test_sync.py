@@ -310,6 +310,48 @@ async def test_a_full_queue_blocks_the_writer_and_loses_nothing(url: str) -> Non
     await in_thread(scenario)
 
 
+async def test_a_publish_timeout_bounds_the_wait_through_an_outage(server: ts.Server) -> None:
+    # An instrument loop must not stall for the length of an outage: with timeout= the
+    # wait for room (and for a first publish's publisher) ends in TimeoutError, that value is
+    # not queued, and every value queued before goes out once the server is back.
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+
+        def scenario() -> None:
+            with (
+                SyncClient(proxy.url, name="w", queue_frames=4) as c,
+                SyncClient(server.tcp_url, name="r") as r,
+            ):
+                c.create_channel("loop")
+                with r.subscribe("loop", policy="block") as sub, c.publisher("loop") as pub:
+                    pub.wait_for_readers(timeout=STEP_S)
+                    with pytest.raises(ts.InvalidArgument, match="timeout must be None or"):
+                        pub.send(-1, timeout=-1)  # (nothing queued)
+                    proxy.refuse()
+                    trio.from_thread.run_sync(proxy.cut)
+                    c.wait_state("reconnecting", timeout=STEP_S)
+                    queued = 0
+                    started = time.monotonic()
+                    with pytest.raises(TimeoutError) as info:
+                        # The publisher's window (1,024) and the queue (4) take the first.
+                        for value in range(2000):
+                            pub.send(value, timeout=0.2)
+                            queued += 1
+                    assert 1024 <= queued < 2000
+                    assert time.monotonic() - started < STEP_S
+                    assert "no room in the publish queue for a value of 'loop'" in str(info.value)
+                    assert "reconnecting" in str(info.value)
+                    with pytest.raises(TimeoutError, match="no publisher of 'other' opened"):
+                        c.publish("other", 1, timeout=0.2)
+                    proxy.accept()
+                    c.wait_state("open", timeout=STEP_S)
+                    values = [sub.get(timeout=STEP_S).data for _ in range(queued)]
+                    assert values == list(range(queued))
+                    assert sub.lost == 0
+
+        await in_thread(scenario)
+
+
 async def test_errors_in_the_background_are_raised_once_never_swallowed(url: str) -> None:
     def scenario() -> None:
         with (

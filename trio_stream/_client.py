@@ -9,6 +9,7 @@ frames costs few syscalls and never a round trip per frame.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
 import functools
 import itertools
@@ -102,7 +103,7 @@ from ._subscription import YIELD_EVERY_MESSAGES as YIELD_EVERY_MESSAGES
 from ._subscription import Subscription as Subscription
 from ._transport import sniff
 from ._transport.base import FrameTransport, WrongServer
-from ._transport.connect import connect, split_url
+from ._transport.connect import connect, split_url, was_refused
 from ._transport.tcp import COALESCE_MAX_PIECE, StreamTransport
 from ._util import open_own_nursery, unwrap_single_exception
 
@@ -148,6 +149,16 @@ MIN_HEARTBEAT_S: Final = 0.01
 MAX_WRONG_SERVER_WARNINGS: Final = 16
 
 T = TypeVar("T")
+
+# How the program that connects waits for a server that is not up yet, named in the error
+# of a first connection that found nothing listening: a program started together with its
+# server (one compose file, a boot script) meets that error whenever the server is slower to
+# start. The SyncClient and the CLI set their own way of saying it.
+WAITING_ADVICE: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "WAITING_ADVICE",
+    default="a program started together with its server waits for it with "
+    "open_client(..., wait_for_server=SECONDS)",
+)
 
 
 class Client:
@@ -497,6 +508,10 @@ class Client:
             await trio.sleep(min(backoff.next_wait(), left))
         if len(errors) == 1:
             error = errors[0]
+            if self._wait_for_server_s == 0 and was_refused(error):
+                advised = ConnectionClosed(f"{error}; {WAITING_ADVICE.get()}")
+                advised.__context__ = error.__context__  # (the OSError, as cannot_connect's)
+                raise advised.with_traceback(error.__traceback__) from None
             if type(error) is not ConnectionClosed:
                 # An internal kind (WrongServer, EndedMidFrame: the reconnect loop tells them
                 # apart) reaches the caller as what it catches: a traceback's last line named

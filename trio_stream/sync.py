@@ -45,6 +45,7 @@ import trio
 
 from ._client import (
     HEARTBEAT_S,
+    WAITING_ADVICE,
     Client,
     Publisher,
     Subscription,
@@ -140,22 +141,6 @@ def _say_not_sent(unread: dict[str, int], dropped: dict[str, int]) -> None:
             count,
             channel,
         )
-
-
-def _refused(error: BaseException) -> bool:
-    """Whether connecting failed because nothing listens there (the OSError that said so
-    stays in the chain of the ConnectionClosed that tells it)."""
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionRefusedError):
-            return True
-        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
-            seen = seen.exceptions[0]  # trio's open_tcp_stream: one error per address tried
-        else:
-            seen = seen.__cause__ or seen.__context__
-    return False
 
 
 class SyncClient:
@@ -276,13 +261,6 @@ class SyncClient:
         if self._startup_error is not None:
             self._thread.join(CLOSE_JOIN_S)
             error, self._startup_error = self._startup_error, None
-            if not wait_for_server and _refused(error):
-                # A script started together with its server (one compose file, a boot
-                # script) meets this every time the server is slower to start: say how to wait.
-                error = ConnectionClosed(
-                    f"{error}; a script started together with its server waits for it with "
-                    "SyncClient(..., wait_for_server=SECONDS)"
-                )
             raise for_the_caller(error)
         _OPEN.add(self)
 
@@ -313,6 +291,10 @@ class SyncClient:
             self._run_token = trio.lowlevel.current_trio_token()
             if self._closed:  # Ctrl-C in the constructor before this thread got here
                 self._main_scope.cancel()
+            WAITING_ADVICE.set(  # (this thread's)
+                "a script started together with its server waits for it with "
+                "SyncClient(..., wait_for_server=SECONDS)"
+            )
             try:
                 async with self._connect() as client, trio.open_nursery() as nursery:
                     client.announce_reconnects = False  # said below, with what calls do meanwhile
@@ -649,6 +631,7 @@ class SyncClient:
         key: str | None = None,
         compress: str | None = None,
         time_s: SupportsFloat | None = None,
+        timeout: float | None = None,
     ) -> bool:
         """Queue one value for ``channel``; False (nothing queued) while it has no readers.
 
@@ -656,21 +639,32 @@ class SyncClient:
         encoded here, so the caller may change or reuse it right away. The first publish to a
         channel opens its publisher and waits for the server (so that a missing channel raises
         ChannelNotFound here); later ones do not wait. ``msg.time`` is ``time_s``, or the
-        wall clock at this call (as ``Publisher.send``).
+        wall clock at this call (as ``Publisher.send``). ``timeout`` bounds the wait (for
+        room, and for the first publish's server): an instrument loop that must not stall
+        through an outage gives one and counts what it could not queue.
 
         Raises:
             FrameTooLarge, TypeError: as ``Publisher.send`` (nothing queued).
+            TimeoutError: no room (or no publisher) within ``timeout`` seconds (nothing
+                queued).
             TrioStreamError: an earlier queued value could not be sent (raised once).
         """
         compress_fn = compressor(compress)
+        deadline = _deadline(timeout)
         pub = self._shared.get((channel, key))
         if pub is None or not pub.is_open:
             with self._shared_lock:
                 pub = self._shared.get((channel, key))
                 if pub is None or not pub.is_open:
-                    pub = self._call(partial(self._trio_client.open_publisher, channel, key=key))
+                    opening = partial(self._trio_client.open_publisher, channel, key=key)
+                    if deadline is not None:
+                        left = max(0.0, deadline - time.monotonic())
+                        what = f"no publisher of {channel[:80]!r} opened"
+                        client = self._trio_client
+                        opening = partial(_with_timeout, left, opening, client, what)
+                    pub = self._call(opening)
                     self._shared[channel, key] = pub
-        return self._enqueue(pub, value, compress_fn, time_s)
+        return self._enqueue(pub, value, compress_fn, time_s, deadline)
 
     def _enqueue(
         self,
@@ -678,7 +672,10 @@ class SyncClient:
         value: Any,
         compress: Compressor | None = None,
         time_s: SupportsFloat | None = None,
+        deadline: float | None = None,
     ) -> bool:
+        """Queue one encoded value; ``deadline`` (``time.monotonic()``) bounds the wait for
+        room in a full queue."""
         stamp = time.time() if time_s is None else check_time(time_s)
         self._portal.check_process()  # a forked child's queue has nobody to send it
         if not pub.wanted:  # the trio publisher would drop it: spare the encoding
@@ -711,8 +708,13 @@ class SyncClient:
                 ):
                     _refuse_trio_thread("publish() with a full queue")
                     while not self._dead and self._queue_full(size):
+                        left = None
+                        if deadline is not None:
+                            left = min(deadline - time.monotonic(), threading.TIMEOUT_MAX)
+                            if left <= 0:
+                                raise self._queue_full_timeout(pub.channel)
                         try:
-                            self._cond.wait()
+                            self._cond.wait(left)
                         except KeyboardInterrupt as exc:  # without threading's frames
                             raise for_the_caller(exc) from None
                     self._raise_publish_error()
@@ -735,6 +737,14 @@ class SyncClient:
                 self._drainer_idle = True
             raise
         return True
+
+    def _queue_full_timeout(self, channel: str) -> TimeoutError:
+        """A full queue's wait ran out (the caller holds _lock)."""
+        return caller_timeout(
+            f"no room in the publish queue for a value of {channel[:80]!r} within its timeout "
+            f"({self._queued_frames()} values, {self._queued_bytes} bytes queued; this one "
+            f"is not){_reconnecting_note(self._trio_client)}"
+        )
 
     def _queued_frames(self) -> int:
         """Values queued or taken by the trio side and not sent yet (the caller holds _lock)."""
@@ -1182,6 +1192,14 @@ async def _with_timeout(
         raise caller_timeout(message) from None
 
 
+def _deadline(timeout: float | None) -> float | None:
+    """The ``time.monotonic()`` by which a call given ``timeout=`` gives up (None: never)."""
+    if timeout is None:
+        return None
+    seconds = check_timeout(timeout)
+    return None if seconds is None or math.isinf(seconds) else time.monotonic() + seconds
+
+
 def _reconnecting_note(client: Client) -> str:
     """Said after a blocking call's timeout while the connection is lost: the wait was the
     outage's, not the channel's silence or the server's slowness."""
@@ -1211,11 +1229,14 @@ class SyncPublisher:
         keeps history); False once closed."""
         return not self.closed and self._pub.wanted
 
-    def send(self, value: Any, *, time_s: SupportsFloat | None = None) -> bool:
-        """Queue one value (as :meth:`SyncClient.publish`, ``time_s`` too); False while there
-        are no readers.
+    def send(
+        self, value: Any, *, time_s: SupportsFloat | None = None, timeout: float | None = None
+    ) -> bool:
+        """Queue one value (as :meth:`SyncClient.publish`, ``time_s`` and ``timeout`` too);
+        False while there are no readers.
 
         Raises:
+            TimeoutError: no room in the queue within ``timeout`` seconds (nothing queued).
             ResourceClosed: after the ``with`` block of this publisher ended.
         """
         if self.closed:  # its own close, or its client's
@@ -1223,7 +1244,8 @@ class SyncPublisher:
         failure = self._pub.failure
         if failure is not None:
             raise failure
-        return self._client._enqueue(self._pub, value, time_s=time_s)
+        deadline = _deadline(timeout)
+        return self._client._enqueue(self._pub, value, time_s=time_s, deadline=deadline)
 
     def wait_for_readers(self, count: int = 1, timeout: float | None = None) -> None:
         """Block until the channel has at least ``count`` readers.

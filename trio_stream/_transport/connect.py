@@ -46,6 +46,22 @@ def cannot_connect(url: str, exc: OSError) -> ConnectionClosed:
     return ConnectionClosed(f"cannot connect to {url}: {reason}")
 
 
+def was_refused(error: BaseException) -> bool:
+    """Whether connecting failed because nothing listens there (the OSError that said so
+    stays in the chain of the ConnectionClosed that tells it)."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
+            seen = seen.exceptions[0]  # trio's open_tcp_stream: one error per address tried
+        else:
+            seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def unresolved(url: str, error: socket.gaierror) -> str:
     # getaddrinfo's errors are EAI_* codes, not errno values: os.strerror() turns them into
     # "Unknown error -2". EAI_AGAIN is the resolver not answering (often: no network), which

@@ -17,7 +17,7 @@ import trio
 
 import trio_stream as ts
 
-from .._client import STILL_WAITING_MESSAGE, WAIT_CHANNEL_WARN_S
+from .._client import STILL_WAITING_MESSAGE, WAIT_CHANNEL_WARN_S, WAITING_ADVICE
 from .._client import log as client_log
 from .._protocol.messages import CHANNEL_ENDED_REASON
 from ._options import created_channel_key, subscription_kwargs
@@ -55,6 +55,9 @@ async def connect(
     (a client name is unique per server).
     """
     name = (args.name or f"trio-stream-{args.command}-{os.getpid()}") + name_suffix
+    WAITING_ADVICE.set(  # (this command's run's)
+        "a command started together with its server waits for it with --wait-server SECONDS"
+    )
     async with (
         ts.open_client(
             url or args.url,
