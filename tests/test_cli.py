@@ -1897,6 +1897,30 @@ async def test_call(server: ts.Server) -> None:
         assert wrong.returncode == 2 and "Traceback" not in wrong.stderr.decode()
 
 
+async def test_call_wait_provider_waits_for_a_provider_started_after_it(
+    server: ts.Server, nursery: trio.Nursery
+) -> None:
+    # A call started together with its provider failed at once ("no client named 'daq'").
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    results: list[subprocess.CompletedProcess[bytes]] = []
+    done = trio.Event()
+
+    async def call() -> None:
+        results.append(await cli("call", url, "daq", "my_echo", "HALLO", "--wait-provider"))
+        done.set()
+
+    nursery.start_soon(call)
+    await trio.sleep(1.0)  # the command is up and asking by now (or soon: it waits either way)
+    assert not done.is_set()
+    async with ts.open_client(url, name="daq") as daq:
+        daq.expose(Daq())
+        with trio.fail_after(RUN_TIMEOUT_S):
+            await done.wait()
+    assert results[0].returncode == 0, results[0].stderr
+    assert json.loads(results[0].stdout) == ["MY ECHO", "HALLO"]
+
+
 class Motor:
     async def rpc_scan(self, n: int = 5) -> AsyncIterator[float]:
         """Step through n positions."""

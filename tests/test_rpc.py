@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from proxy import open_proxy
 
 import trio_stream as ts
+from trio_stream import _rpc as rpc_module
 from trio_stream._protocol import messages as M
 from trio_stream._protocol import rpc_messages as R
 from trio_stream._protocol.codec import encode_control
@@ -389,6 +390,44 @@ async def test_unknown_provider_or_method_fails_at_once(url: str) -> None:
                 daq.nope  # noqa: B018
             assert not hasattr(daq, "nope")
             assert not isinstance(await daq.call("read", 1), ts.RpcError)
+
+
+async def test_wait_provider_waits_for_a_provider_that_connects_later(
+    url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller started together with its provider (one boot script) failed at once with "no
+    # client named ..." and had to write its own retry loop; wait_provider=True waits, as
+    # subscribe(wait_channel=True) waits for a channel, and says once that it still waits.
+    monkeypatch.setattr(rpc_module, "PROVIDER_WAIT_WARN_S", 0.2)
+    found: list[Any] = []
+    got = trio.Event()
+    async with ts.open_client(url, name="ctl") as ctl, trio.open_nursery() as nursery:
+
+        async def caller() -> None:
+            found.append(await ctl.rpc("late", timeout=SETTLE_S, wait_provider=True))
+            got.set()
+
+        nursery.start_soon(caller)
+        await trio.sleep(0.5)
+        assert not found
+        async with ts.open_client(url, name="late") as late:
+            await trio.sleep(0.2)
+            assert not found  # connected, exposing nothing yet: it waits on
+            late.expose(Daq())
+            with trio.fail_after(SETTLE_S):
+                await got.wait()
+            assert await found[0].my_echo("hi") == ["MY ECHO", "hi"]
+    assert caplog.text.count("rpc('late') is still waiting for its provider") == 1
+
+
+async def test_wait_provider_does_not_wait_out_other_errors(url: str) -> None:
+    async with ts.open_client(url, name="ctl") as ctl:
+        with trio.fail_after(SETTLE_S), pytest.raises(ts.RpcTimeout):
+            await ctl.rpc("late", timeout=0.0, wait_provider=True)  # (its own timeout)
+        # A name the server refuses is no name a provider could ever have.
+        for never in ("x" * 101, "$server", "€" * 100, "tab\there"):  # (€: 3 bytes)
+            with trio.fail_after(SETTLE_S), pytest.raises(ts.InvalidArgument, match="for good"):
+                await ctl.rpc(never, wait_provider=True)
 
 
 async def test_numpy_arguments_and_results_round_trip(url: str) -> None:

@@ -449,6 +449,37 @@ async def test_safe_from_several_threads(url: str) -> None:
     await in_thread(scenario)
 
 
+async def test_rpc_waits_for_its_provider_within_wait_timeout(url: str) -> None:
+    class Late:
+        def rpc_ping(self) -> str:
+            return "pong"
+
+    def scenario() -> None:
+        with SyncClient(url, name="ctl") as ctl:
+            with pytest.raises(ts.InvalidArgument, match="wait_timeout bounds wait_provider"):
+                ctl.rpc("late", wait_timeout=1)
+            started = time.monotonic()
+            with pytest.raises(TimeoutError, match="no provider named 'late' with methods within"):
+                ctl.rpc("late", wait_provider=True, wait_timeout=0.3)
+            assert time.monotonic() - started < STEP_S
+
+            def provide() -> None:
+                time.sleep(0.3)
+                with SyncClient(url, name="late") as late:
+                    late.expose(Late())
+                    time.sleep(2.0)
+
+            thread = threading.Thread(target=provide)
+            thread.start()
+            try:
+                proxy = ctl.rpc("late", wait_provider=True, wait_timeout=STEP_S)
+                assert proxy.ping() == "pong"
+            finally:
+                thread.join(STEP_S)
+
+    await in_thread(scenario)
+
+
 async def test_blocking_rpc_both_ways(url: str) -> None:
     class Instrument:
         def __init__(self) -> None:

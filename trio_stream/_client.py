@@ -1333,17 +1333,26 @@ class Client:
         return self._rpc.expose(obj, name, thread=thread)
 
     # `timeout` (not a cancel scope) is the contract: the proxy keeps it as its calls' default.
-    async def rpc(self, provider: str, *, timeout: float | None = 5.0) -> RpcProxy:  # noqa: ASYNC109
+    async def rpc(
+        self,
+        provider: str,
+        *,
+        timeout: float | None = 5.0,  # noqa: ASYNC109
+        wait_provider: bool = False,
+    ) -> RpcProxy:
         """A proxy for the methods that the client named ``provider`` exposes.
 
         Args:
             timeout: seconds for this look-up and, by default, for each call (None: no limit).
+            wait_provider: while no client of that name is connected (or it exposes nothing
+                yet), wait for it, as long as it takes (bound it with ``trio.fail_after``),
+                instead of raising RpcError: a caller started together with its provider.
 
         Raises:
             RpcError: no such client connected, or it exposes no methods.
             RpcTimeout: the provider did not answer in time.
         """
-        return await self._rpc.proxy(provider, timeout)
+        return await self._rpc.proxy(provider, timeout, wait_provider)
 
     # -- files (trio_stream/_files.py) ---------------------------------------------------------
     def accept_files(

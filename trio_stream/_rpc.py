@@ -46,6 +46,7 @@ from ._exceptions import (
     UnknownMethod,
 )
 from ._protocol.codec import decode_payload, encode_payload
+from ._protocol.frames import MAX_CLIENT_NAME_CHARS, MAX_SENDER_NAME_BYTES, check_client_name
 from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, PayloadLimits
 from ._protocol.messages import ControlMessage, encode_message
 from ._protocol.rpc_messages import (
@@ -67,6 +68,7 @@ from ._protocol.rpc_messages import (
     Result,
     RpcErrorReply,
     Yield,
+    provider_not_there,
 )
 from ._rpc_stream import (
     DEFAULT_WINDOW,
@@ -85,6 +87,14 @@ if TYPE_CHECKING:
     from ._client_port import ClientPort
 
 log = logging.getLogger(__name__)
+
+# rpc(..., wait_provider=True) asks again after this long, twice as long each time, up to the
+# most: a provider that comes a second late is found within a second, and one that never
+# comes costs the server a describe a second.
+PROVIDER_POLL_FIRST_S: Final = 0.05
+PROVIDER_POLL_MAX_S: Final = 1.0
+# ...and says once that it still waits, after this long (a misspelt name waited silently).
+PROVIDER_WAIT_WARN_S: Final = 5.0
 
 # A refused call names the provider's methods, at most this many (a provider may have 1,000).
 MAX_LISTED_METHODS: Final = 50
@@ -661,14 +671,44 @@ class RpcEndpoint:
             f"{provider}.{method}()",
         )
 
-    async def proxy(self, provider: str, timeout_s: float | None) -> RpcProxy:
+    async def proxy(
+        self, provider: str, timeout_s: float | None, wait_provider: bool = False
+    ) -> RpcProxy:
         timeout_s = check_timeout(timeout_s)
-        descriptions = await self.ask(
-            lambda ident: Describe(id=ident, provider=provider),
-            timeout_s,
-            f"rpc({provider!r})",
-        )
-        return RpcProxy._build(self, provider, descriptions, timeout_s)
+        # wait_provider: a caller started together with its provider (one boot script) asks
+        # again while the provider is not connected, or has exposed nothing yet, as
+        # subscribe(wait_channel=True) waits for a channel; any other error is final.
+        if wait_provider:
+            try:
+                check_client_name(provider)
+            except InvalidArgument:
+                raise InvalidArgument(
+                    f"no client can be named {provider[:60]!r} (client names are 1 to "
+                    f"{MAX_CLIENT_NAME_CHARS} printable characters, at most "
+                    f"{MAX_SENDER_NAME_BYTES} bytes of UTF-8, not starting with '$'): "
+                    "wait_provider=True would wait for good"
+                ) from None
+        delay = PROVIDER_POLL_FIRST_S
+        warn_at: float | None = trio.current_time() + PROVIDER_WAIT_WARN_S
+        while True:
+            try:
+                descriptions = await self.ask(
+                    lambda ident: Describe(id=ident, provider=provider),
+                    timeout_s,
+                    f"rpc({provider!r})",
+                )
+            except RpcError as exc:
+                if not wait_provider or type(exc) is not RpcError:
+                    raise
+                if not provider_not_there(str(exc)):
+                    raise
+                if warn_at is not None and trio.current_time() >= warn_at:
+                    warn_at = None  # once
+                    log.warning("rpc(%r) is still waiting for its provider: %s", provider, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, PROVIDER_POLL_MAX_S)
+                continue
+            return RpcProxy._build(self, provider, descriptions, timeout_s)
 
 
 def _fail(call: int, exc: BaseException, room: int) -> Fail:

@@ -1106,15 +1106,34 @@ class SyncClient:
         client = self._trio_client
         return self._run_sync(partial(client.expose, obj, name, thread=thread))
 
-    def rpc(self, provider: str, *, timeout: float | None = 5.0) -> SyncRpcProxy:
+    def rpc(
+        self,
+        provider: str,
+        *,
+        timeout: float | None = 5.0,
+        wait_provider: bool = False,
+        wait_timeout: float | None = None,
+    ) -> SyncRpcProxy:
         """A proxy whose methods block: ``c.rpc("daq").read(10)``.
+
+        ``wait_provider``: wait while no client of that name is connected (or it exposes
+        nothing yet), for at most ``wait_timeout`` seconds (None: as long as it takes).
 
         Raises:
             RpcError: no such client connected, or it exposes no methods.
             RpcTimeout: the provider did not answer in time.
+            TimeoutError: no such provider within ``wait_timeout`` seconds.
         """
-        proxy = self._call(partial(self._trio_client.rpc, provider, timeout=timeout))
-        return SyncRpcProxy(self, proxy)
+        if wait_timeout is not None and not wait_provider:
+            raise InvalidArgument("wait_timeout bounds wait_provider=True: give both, or neither")
+        wait_timeout = check_timeout(wait_timeout)
+        looking = partial(
+            self._trio_client.rpc, provider, timeout=timeout, wait_provider=wait_provider
+        )
+        if wait_timeout is not None:
+            what = f"no provider named {provider[:100]!r} with methods"
+            looking = partial(_with_timeout, wait_timeout, looking, self._trio_client, what)
+        return SyncRpcProxy(self, self._call(looking))
 
     # -- files (see Client.accept_files, send_file, fetch_file) ------------------------------
     def accept_files(

@@ -18,7 +18,7 @@ from enum import IntEnum
 from itertools import islice
 from typing import Final, TypeAlias
 
-from .._exceptions import ProtocolError
+from .._exceptions import InvalidArgument, ProtocolError
 from .bytes_like import BytesLike
 from .framing import PREFIX_BYTES
 
@@ -61,6 +61,24 @@ MAX_U32: Final = 0xFFFFFFFF  # a DATA frame's lost saturates here
 # Payloads below this are joined to their DATA head once, when published, rather than handed
 # to every reader's write as a second piece; larger ones are never copied.
 SMALL_PAYLOAD_BYTES: Final = 4096
+
+
+def check_client_name(name: str) -> None:
+    """Refuse a client name the wire cannot carry whole (DATA frames: 255 bytes of UTF-8)."""
+    if not 1 <= len(name) <= MAX_CLIENT_NAME_CHARS or not name.isprintable():
+        raise InvalidArgument(
+            f"client names are 1 to {MAX_CLIENT_NAME_CHARS} printable characters "
+            f"(and at most {MAX_SENDER_NAME_BYTES} bytes of UTF-8); pick another name"
+        )
+    size = len(name.encode())
+    if size > MAX_SENDER_NAME_BYTES:
+        raise InvalidArgument(
+            f"client name of {size} bytes of UTF-8: names are at most "
+            f"{MAX_SENDER_NAME_BYTES} bytes (and {MAX_CLIENT_NAME_CHARS} characters); "
+            "pick a shorter name"
+        )
+    if name.startswith("$"):
+        raise InvalidArgument("client names starting with '$' belong to the server")
 
 
 # -- PUBLISH ---------------------------------------------------------------------------------

@@ -29,6 +29,17 @@ MAX_METHODS: Final = 1000
 MAX_METHOD_NAME: Final = 200
 #: The most values a streaming call may have in flight (its window, and its credit at any time).
 MAX_STREAM_WINDOW: Final = 1024
+#: How an ``error`` (type ``RpcError``) to a ``describe`` or ``call`` begins when no client of
+#: that name is connected, and how it ends when the client is there but exposes nothing yet:
+#: a caller that waits for its provider (``rpc(..., wait_provider=True)``) asks again on
+#: these, and on no other error.
+PROVIDER_MISSING_START: Final = "no client named "
+NO_METHODS_YET_END: Final = " exposes no methods (yet)"
+
+
+def provider_not_there(message: str) -> bool:
+    """Whether an RpcError's message says the provider is not there (yet)."""
+    return message.startswith(PROVIDER_MISSING_START) or message.endswith(NO_METHODS_YET_END)
 
 
 # --- caller -> server -------------------------------------------------------------------------

@@ -13,11 +13,10 @@ from .._exceptions import (
     AuthError,
     ConnectionClosed,
     FrameTooLarge,
-    InvalidArgument,
     ProtocolError,
     TrioStreamError,
 )
-from .._protocol.frames import CONTROL, MAX_CLIENT_NAME_CHARS, MAX_SENDER_NAME_BYTES
+from .._protocol.frames import CONTROL, check_client_name
 from .._protocol.limits import PROTOCOL_VERSION
 from .._protocol.messages import Error, Hello, UnknownOp, Welcome, decode_message
 from .._transport import sniff
@@ -141,21 +140,3 @@ def closing_for(transport: FrameTransport, error: TrioStreamError) -> None:
     set_reason = getattr(transport, "closing_for", None)
     if set_reason is not None:
         set_reason(error)
-
-
-def check_client_name(name: str) -> None:
-    """Refuse a client name the wire cannot carry whole (DATA frames: 255 bytes of UTF-8)."""
-    if not 1 <= len(name) <= MAX_CLIENT_NAME_CHARS or not name.isprintable():
-        raise InvalidArgument(
-            f"client names are 1 to {MAX_CLIENT_NAME_CHARS} printable characters "
-            f"(and at most {MAX_SENDER_NAME_BYTES} bytes of UTF-8); pick another name"
-        )
-    size = len(name.encode())
-    if size > MAX_SENDER_NAME_BYTES:
-        raise InvalidArgument(
-            f"client name of {size} bytes of UTF-8: names are at most "
-            f"{MAX_SENDER_NAME_BYTES} bytes (and {MAX_CLIENT_NAME_CHARS} characters); "
-            "pick a shorter name"
-        )
-    if name.startswith("$"):
-        raise InvalidArgument("client names starting with '$' belong to the server")

@@ -42,6 +42,8 @@ from .._protocol.rpc_messages import (
     MAX_METHOD_NAME,
     MAX_METHODS,
     MAX_STREAM_WINDOW,
+    NO_METHODS_YET_END,
+    PROVIDER_MISSING_START,
     Abort,
     Call,
     Cancel,
@@ -219,11 +221,11 @@ class Router:
         close = difflib.get_close_matches(name, providers, n=1)
         shown = close + [p for p in providers if p not in close][: MAX_NAMED_PROVIDERS - len(close)]
         if not shown:
-            return f"no client named {brief(name)} is connected (and none exposes methods)"
+            return f"{PROVIDER_MISSING_START}{brief(name)} is connected (and none exposes methods)"
         more = ", ..." if len(providers) > len(shown) else ""
         guess = f"; did you mean {close[0]!r}?" if close else ""
         return (
-            f"no client named {brief(name)} is connected{guess} (clients with methods: "
+            f"{PROVIDER_MISSING_START}{brief(name)} is connected{guess} (clients with methods: "
             f"{', '.join(map(repr, shown))}{more})"
         )
 
@@ -375,7 +377,7 @@ class Router:
             self._error(
                 pending.caller,
                 pending.caller_id,
-                RpcError(f"{provider.name!r} exposes no methods (yet)"),
+                RpcError(f"{provider.name!r}{NO_METHODS_YET_END}"),
             )
             return
         self._forward(

@@ -33,6 +33,7 @@ running, a client named thermo):
   trio-stream call tcp://127.0.0.1:9870 thermo read_temperature
   trio-stream call tcp://127.0.0.1:9870 thermo set_rate 5 --timeout 30
   trio-stream call tcp://127.0.0.1:9870 thermo calibrate --kw seconds=0.5
+  trio-stream call tcp://127.0.0.1:9870 thermo read_temperature --wait-provider
 """
 
 
@@ -74,6 +75,12 @@ def register(subparsers: Subparsers) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--wait-provider",
+        action="store_true",
+        help="wait while no client named CLIENT is connected (or it exposes nothing yet), "
+        "instead of failing at once: a command started together with its provider",
+    )
+    parser.add_argument(
         "--traceback", action="store_true", help="print the remote traceback when it raises"
     )
     parser.set_defaults(run=run_call)
@@ -92,7 +99,9 @@ def _keywords(pairs: list[str]) -> dict[str, Any]:
 async def run_call(args: argparse.Namespace) -> int:
     keywords = _keywords(args.kw)
     async with connect(args) as client:
-        proxy = await client.rpc(args.client, timeout=args.timeout)
+        proxy = await client.rpc(
+            args.client, timeout=args.timeout, wait_provider=args.wait_provider
+        )
         if args.method is None:
             for name, method in sorted(proxy.methods.items()):
                 doc = (method.__doc__ or "").strip().split("\n", 1)[0]
