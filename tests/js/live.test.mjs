@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import {
   connect, createClient, ChannelExists, ChannelNotFound, ConnectionClosed, LimitExceeded, NameInUse, ProtocolError,
-  RemoteError, RpcTimeout, RpcError, UnknownMethod,
+  RemoteError, RemoteStream, RpcTimeout, RpcError, UnknownMethod,
 } from '../../trio_stream/web/trio_stream.js';
 import { NDArray } from '../../trio_stream/web/cbor.js';
 import { ROOT, liveSetup } from './python.mjs';
@@ -380,6 +380,159 @@ test('RPC: calls, keyword arguments, remote errors, timeouts', { skip }, async (
   await assert.rejects(py.call('sleep', [5], {}, { timeout: 200 }), RpcTimeout);
   assert.equal(await py.call('echo', ['still fine']), 'still fine');
   await assert.rejects(client.rpc('nobody'), RpcError);
+});
+
+// ------------------------------------------------------------------ streaming calls (protocol.md 6.1)
+
+/** Poll the async `pred` every 20 ms until it holds; fail naming `what` after `ms`. */
+async function eventually(pred, ms, what) {
+  for (const t0 = Date.now(); !(await pred());) {
+    assert.ok(Date.now() - t0 < ms, `timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The values of `stream` until it ends, and the error it ended with (null: a clean end). */
+async function drain(stream) {
+  const values = [];
+  try {
+    for await (const v of stream) values.push(v);
+    return { values, error: null };
+  } catch (error) {
+    return { values, error };
+  }
+}
+
+test('streaming RPC: every value in order, then the end', { skip }, async () => {
+  const stream = client.stream('py', 'count', [5]);
+  assert.ok(stream instanceof RemoteStream);
+  const got = [];
+  for await (const v of stream) got.push(v);
+  assert.deepStrictEqual(got, [0, 1, 2, 3, 4]);
+  assert.equal(stream.ended, true);
+  assert.deepStrictEqual(await stream.next(), { value: undefined, done: true }, 'stays done');
+  const py = await client.rpc('py');
+  assert.equal(py.byName.get('count').stream, true);
+  assert.deepStrictEqual((await drain(py.stream('count', [3]))).values, [0, 1, 2]);
+  assert.deepStrictEqual(await drain(py.stream('count', [0])), { values: [], error: null });
+  assert.deepStrictEqual(await drain(client.stream('py', 'count', [], { n: 5 }, { window: 1 })),
+    { values: [0, 1, 2, 3, 4], error: null }, 'keyword arguments; a window of one value');
+});
+
+test('streaming RPC: more values than the window, the generator held to the credit returned', { skip }, async () => {
+  const py = await client.rpc('py');
+  const yielded = async () => (await py.call('stream_state', ['credit']))?.yielded;
+  const stream = client.stream('py', 'count', [100, 'credit'], {}, { window: 4 });
+  assert.deepStrictEqual(await stream.next(), { value: 0, done: false });
+  // One value taken of 4: no credit back yet (it goes in batches of 2), so the provider
+  // stops at the window.
+  await eventually(async () => (await yielded()) === 4, 5000, 'a window of values');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(await yielded(), 4, 'the generator waits for credit');
+  assert.deepStrictEqual(await stream.next(), { value: 1, done: false }); // credit 2 goes back
+  await eventually(async () => (await yielded()) === 6, 5000, 'two more values');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(await yielded(), 6);
+  const { values, error } = await drain(stream);
+  assert.equal(error, null);
+  assert.deepStrictEqual(values, Array.from({ length: 98 }, (_, i) => i + 2));
+  assert.deepStrictEqual(await py.call('stream_state', ['credit']), { yielded: 100, closed: true });
+});
+
+test('streaming RPC: a remote error after the values before it', { skip }, async () => {
+  const { values, error } = await drain(client.stream('py', 'count_then_fail', [2]));
+  assert.deepStrictEqual(values, [0, 1]);
+  assert.ok(error instanceof RemoteError && error instanceof RpcError, String(error));
+  assert.equal(error.typeName, 'ValueError');
+  assert.equal(error.remoteMessage, 'failed after 2 values');
+  assert.match(error.remoteTraceback, /Traceback/);
+  // A provider that is not there: the server's error, mapped.
+  const none = await drain(client.stream('nobody', 'count', [3]));
+  assert.ok(none.error instanceof RpcError && !(none.error instanceof RemoteError), String(none.error));
+  assert.deepStrictEqual(none.values, []);
+});
+
+test("streaming RPC: leaving the loop early cancels the provider's generator", { skip }, async () => {
+  const py = await client.rpc('py');
+  const state = (name) => py.call('stream_state', [name]);
+  const got = [];
+  for await (const v of py.stream('ticks', ['early'])) {
+    got.push(v);
+    if (got.length === 3) break;
+  }
+  assert.deepStrictEqual(got, [0, 1, 2]);
+  await eventually(async () => (await state('early')).closed, 5000, 'the generator closed');
+  // return() by hand: done from then on, the values that came meanwhile dropped.
+  const stream = client.stream('py', 'ticks', ['by-hand']);
+  assert.deepStrictEqual(await stream.next(), { value: 0, done: false });
+  await new Promise((r) => setTimeout(r, 100)); // more values queue up
+  assert.deepStrictEqual(await stream.return(), { value: undefined, done: true });
+  assert.deepStrictEqual(await stream.next(), { value: undefined, done: true });
+  await eventually(async () => (await state('by-hand')).closed, 5000, 'the generator closed');
+  // Left before its first next(): no call was ever made.
+  const unused = client.stream('py', 'ticks', ['never']);
+  await unused.return();
+  assert.deepStrictEqual(await unused.next(), { value: undefined, done: true });
+  assert.equal(await state('never'), null);
+});
+
+test('streaming RPC: a value past payloadLimits ends that stream, not the connection', { skip }, async () => {
+  const py = await client.rpc('py');
+  const errors = [];
+  const off = client.on('error', (e) => errors.push(e));
+  try {
+    const { values, error } = await drain(py.stream('ticks', ['undecodable'], { deep_at: 2 }));
+    assert.deepStrictEqual(values, [0, 1]);
+    assert.ok(error instanceof ProtocolError, String(error));
+    assert.match(error.message, /ticks\(\).*maxDepth \(64\)/);
+    await eventually(async () => (await py.call('stream_state', ['undecodable'])).closed, 5000, 'the generator closed');
+    assert.equal(await py.call('echo', ['still connected']), 'still connected');
+    assert.deepStrictEqual(errors, [], 'no error of the connection');
+  } finally {
+    off();
+  }
+});
+
+test('streaming RPC: UnknownMethod, call/stream mismatches and bad windows are refused before sending', { skip }, async () => {
+  const py = await client.rpc('py');
+  assert.throws(() => py.stream('nope'), (e) => e instanceof UnknownMethod && /exposes no method "nope"/.test(e.message));
+  await assert.rejects(py.call('count', [3]), (e) => e instanceof TypeError
+    && /py\.count\(\) streams its values/.test(e.message) && /proxy\.stream\("count"/.test(e.message));
+  assert.throws(() => py.stream('echo', ['x']), (e) => e instanceof TypeError
+    && /py\.echo\(\) returns one result/.test(e.message) && /proxy\.call\("echo"/.test(e.message));
+  assert.throws(() => py.stream('count'), /missing required argument "n"/);
+  assert.throws(() => py.stream('count', [1, 'x', 3]), TypeError);
+  for (const window of [0, 1025, 2.5, -1, NaN]) {
+    assert.throws(() => client.stream('py', 'count', [3, 'badwindow'], {}, { window }),
+      (e) => e instanceof RangeError && /window must be an integer from 1 to 1024/.test(e.message), String(window));
+    assert.throws(() => py.stream('count', [3, 'badwindow'], {}, { window }), RangeError);
+  }
+  assert.throws(() => client.stream('py', 'count', [3, 'badwindow'], {}, { window: '4' }), TypeError);
+  assert.throws(() => client.stream(1, 'count', [3]), /stream: provider must be a string/);
+  assert.throws(() => client.stream('py', null, [3]), /stream: method must be a string/);
+  assert.throws(() => client.stream('py', 'count', 3), /args must be an array/);
+  assert.throws(() => client.stream('py', 'count', [], 'n'), /kwargs must be an object/);
+  assert.equal(await py.call('stream_state', ['badwindow']), null, 'no call was made');
+  assert.deepStrictEqual((await drain(client.stream('py', 'count', [2], {}, { window: 1024 }))).values, [0, 1]);
+});
+
+test('a stream ends with ConnectionClosed when its connection is lost, and is not resumed', { skip }, async () => {
+  const py = await client.rpc('py');
+  const c2 = await connect(proxyUrl, { name: 'js-stream-cut', reconnectDelay: 100 });
+  try {
+    const stream = c2.stream('py', 'ticks', ['cut']);
+    assert.deepStrictEqual(await stream.next(), { value: 0, done: false });
+    await py.call('cut');
+    const { values, error } = await drain(stream); // the values that came before the cut, then
+    assert.ok(error instanceof ConnectionClosed, String(error));
+    assert.deepStrictEqual(values, Array.from({ length: values.length }, (_, i) => i + 1));
+    assert.deepStrictEqual(await stream.next(), { value: undefined, done: true });
+    await eventually(async () => (await py.call('stream_state', ['cut'])).closed, 5000, 'the generator closed');
+    await c2.ready({ timeout: 5000 });
+    assert.deepStrictEqual((await drain(c2.stream('py', 'count', [3]))).values, [0, 1, 2], 'a new stream works');
+  } finally {
+    await c2.close();
+  }
 });
 
 test('a subscription resumes after a cut: every frame once, the first after it with its gap', { skip }, async () => {

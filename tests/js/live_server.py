@@ -1,14 +1,17 @@
 """A real trio_stream server plus a Python client named "py" for tests/js/live.test.mjs.
 
 Prints one JSON line {"ws_url": ..., "tcp_url": ...} once ready, then serves until stdin closes.
-The "py" client exposes methods the JS tests call: echo and failure cases, and publishing numpy
-arrays so that the browser codec is checked against the Python encoder on the real wire.
+The "py" client exposes methods the JS tests call: echo and failure cases, publishing numpy
+arrays so that the browser codec is checked against the Python encoder on the real wire, and
+generators for the JS client's streaming calls (stream_state tells how far one got and whether
+it was closed).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,13 @@ class Py:
     def __init__(self, client: ts.Client, proxy: TcpProxy) -> None:
         self.client = client
         self.proxy = proxy
+        self.streams: dict[str, dict[str, Any]] = {}  # a named generator's progress
+
+    def _track(self, name: str | None) -> dict[str, Any]:
+        state = {"yielded": 0, "closed": False}
+        if name is not None:
+            self.streams[name] = state
+        return state
 
     def rpc_cut(self) -> None:
         """Cut every connection through the proxy (the JS side reconnects)."""
@@ -64,6 +74,40 @@ class Py:
     async def rpc_sleep(self, seconds: float) -> str:
         await trio.sleep(seconds)
         return "slept"
+
+    async def rpc_count(self, n: int, name: str | None = None) -> AsyncIterator[int]:
+        """Yield 0 .. n-1 (a streaming call)."""
+        state = self._track(name)
+        try:
+            for i in range(n):
+                state["yielded"] += 1
+                yield i
+        finally:
+            state["closed"] = True
+
+    async def rpc_count_then_fail(self, n: int) -> AsyncIterator[int]:
+        """Yield 0 .. n-1, then raise."""
+        for i in range(n):
+            yield i
+        raise ValueError(f"failed after {n} values")
+
+    async def rpc_ticks(self, name: str, deep_at: int = -1) -> AsyncIterator[Any]:
+        """Yield 0, 1, 2, ... every 10 ms until the caller stops it; the value at ``deep_at``
+        nested 100 levels deep (past the JS client's default maxDepth of 64)."""
+        state = self._track(name)
+        try:
+            i = 0
+            while True:
+                state["yielded"] += 1
+                yield self.rpc_deep(100) if i == deep_at else i
+                i += 1
+                await trio.sleep(0.01)
+        finally:
+            state["closed"] = True
+
+    def rpc_stream_state(self, name: str) -> dict[str, Any] | None:
+        """``{"yielded": n, "closed": bool}`` of the generator started with ``name``."""
+        return self.streams.get(name)
 
     async def rpc_publish_arrays(self, channel: str) -> int:
         """Publish one value per dtype/shape case (the JS side knows the list)."""

@@ -221,12 +221,13 @@ function checkBool(what, value) {
   if (typeof value !== 'boolean') throw new TypeError(`${what} must be true or false, not ${shown(value)}`);
 }
 
-/** An integer >= `min` (null too with `nullable`). */
-function checkInt(what, value, { min = -Infinity, nullable = false } = {}) {
+/** An integer >= `min` (and <= `max`; null too with `nullable`). */
+function checkInt(what, value, { min = -Infinity, max = Infinity, nullable = false } = {}) {
   if (nullable && value === null) return;
-  const wanted = `an integer${min > -Infinity ? ` >= ${min}` : ''}${nullable ? ' or null' : ''}`;
+  const range = max < Infinity ? ` from ${min} to ${max}` : min > -Infinity ? ` >= ${min}` : '';
+  const wanted = `an integer${range}${nullable ? ' or null' : ''}`;
   if (!isNumber(value)) throw new TypeError(`${what} must be ${wanted}, not ${shown(value)}`);
-  if (!isInt(value) || value < min) throw new RangeError(`${what} must be ${wanted}, not ${value}`);
+  if (!isInt(value) || value < min || value > max) throw new RangeError(`${what} must be ${wanted}, not ${value}`);
 }
 
 /** A finite number > 0 (null too with `nullable`): seconds, Hz. */
@@ -327,6 +328,8 @@ export class Client extends Emitter {
   #messagesIn = 0; // WebSocket messages received: the heartbeat watches it move
   #openWaiters = [];
   #pending = new Map(); // request id -> {resolve, reject, timer}
+  #streams = new Map(); // a streaming call's request id -> its RemoteStream (this connection's)
+  #cancelledStreams = new Set(); // ids of streams left early lately (see _cancelStream)
   #nextId = 1;
   #pings = new Map(); // ping data -> resolve
   #outQueue = [];
@@ -547,6 +550,29 @@ export class Client extends Emitter {
     return decode(result, this.#opts.payloadLimits); // (the client's limits, as for values)
   }
 
+  /**
+   * Iterate the values of streaming `method` (a generator) of the client `provider`:
+   * `for await (const v of client.stream('daq', 'samples', [10]))`. The call goes out on the
+   * first `next()`; at most `window` values (1-1024) are on their way at a time, the
+   * provider's generator waiting for credit the loop returns as it takes them. Leaving the
+   * loop early stops the generator. The loop throws RemoteError when the generator raised
+   * (after the values it yielded before), RpcError when the provider is gone, and
+   * ConnectionClosed when this client's connection is lost: a stream is never resumed.
+   * No timeout: a stream may run as long as its provider yields.
+   */
+  stream(provider, method, args = [], kwargs = {}, { window = DEFAULT_STREAM_WINDOW } = {}) {
+    checkText('stream: provider', provider);
+    checkText('stream: method', method);
+    checkInt('stream: window', window, { min: 1, max: MAX_STREAM_WINDOW });
+    // Checked here, not by the provider: its refusal would come only once the loop starts.
+    if (!Array.isArray(args)) throw new TypeError(`stream: args must be an array, not ${shown(args)}`);
+    if (!isPlainObject(kwargs) && !(kwargs instanceof Map)) {
+      throw new TypeError(`stream: kwargs must be an object, not ${shown(kwargs)}`);
+    }
+    const fields = { provider, method, args: encode([args, kwargs]), window };
+    return new RemoteStream(this, fields, `${provider}.${method}()`);
+  }
+
   // --- publish / subscribe ----------------------------------------------------------------
 
   /** Open a publisher on `channel`. */
@@ -734,6 +760,55 @@ export class Client extends Emitter {
     this.emit('error', err);
   }
 
+  // --- internals used by RemoteStream -------------------------------------------------------
+
+  // Send a streaming call (protocol.md 6.1) once connected; resolves with its request id, or
+  // null when the stream was closed while waiting (nothing is sent then). Its items go to
+  // stream._item; its end to stream._end: the `reply`, `error` or `rpc_error`, or
+  // ConnectionClosed when the connection is lost, as for every pending request (#teardown).
+  async _startStream(stream, fields) {
+    if (this.state !== 'open') await this.#whenOpen(0, false);
+    if (stream.ended) return null;
+    const id = this.#nextId++;
+    const done = (error) => {
+      this.#streams.delete(id);
+      stream._end(error);
+    };
+    this.#streams.set(id, stream);
+    this.#pending.set(id, {
+      timer: null,
+      resolve: (result) => done(result === null || result === undefined ? null
+        : new ProtocolError(`${stream.what} answered with one result, not a stream of values`)),
+      reject: done,
+    });
+    this.#sendControl({ ...fields, op: 'call', id });
+    return id;
+  }
+
+  // Only for a stream still live on this connection: an ended one wants no credit, and the
+  // id of one from a lost connection means nothing to the server (or another call, later).
+  #liveStream(stream, id) {
+    return id !== null && this.#streams.get(id) === stream;
+  }
+
+  _streamCredit(stream, id, n) {
+    if (this.#liveStream(stream, id)) this.#sendControl({ op: 'credit', id, n });
+  }
+
+  // The stream was left early: the server aborts the provider's generator. Its end may cross
+  // the cancel (an `error`: the provider left meanwhile); the last few such ids are kept so
+  // that it is not reported as the connection's error. Values still coming are dropped.
+  _cancelStream(stream, id) {
+    if (!this.#liveStream(stream, id)) return;
+    this.#streams.delete(id);
+    this.#pending.delete(id);
+    this.#cancelledStreams.add(id);
+    if (this.#cancelledStreams.size > MAX_CANCELLED_REMEMBERED) {
+      this.#cancelledStreams.delete(this.#cancelledStreams.values().next().value); // the oldest
+    }
+    this.#sendControl({ op: 'cancel', id });
+  }
+
   // --- socket -----------------------------------------------------------------------------
 
   #setState(state) {
@@ -853,7 +928,9 @@ export class Client extends Emitter {
       clearTimeout(timer);
       reject(err);
     }
-    this.#pending.clear();
+    this.#pending.clear(); // (streams among them ended with `err`: never resumed)
+    this.#streams.clear();
+    this.#cancelledStreams.clear();
     this.#pings.clear();
     this.#subsById.clear();
     this.#pubsById.clear();
@@ -1024,6 +1101,7 @@ export class Client extends Emitter {
       case 'rpc_error': {
         const p = this.#pending.get(msg.id);
         if (!p) {
+          if (this.#cancelledStreams.delete(msg.id)) return; // crossed the cancel of a stream
           if (msg.op === 'error') this._reportError(remoteError(msg)); // a connection-level error
           return;
         }
@@ -1041,6 +1119,9 @@ export class Client extends Emitter {
         }
         return;
       }
+      case 'item': // a value of a streaming call; none left for a stream left early
+        this.#streams.get(msg.id)?._item(msg.value);
+        return;
       case 'readers':
         this.#pubsById.get(msg.pub)?._setReaders(msg.readers);
         return;
@@ -1922,12 +2003,19 @@ export class Publisher extends Emitter {
 
 const POSITIONAL = new Set(['positional_only', 'positional_or_keyword']);
 const MAX_LISTED_METHODS = 50; // an UnknownMethod names at most these (as the Python proxy)
+const MAX_STREAM_WINDOW = 1024; // a streaming call's window (protocol.md 6): 1-1024 values
+const DEFAULT_STREAM_WINDOW = 16; // as the Python client's
+// Streams left early whose ids the client remembers (Client._cancelStream): an answer that
+// crossed the cancel comes within a round trip, so only the latest few matter.
+const MAX_CANCELLED_REMEMBERED = 64;
 
 /**
  * The methods of one provider, as described by the server: `proxy.methods` (descriptions),
- * `proxy.call(name, args, kwargs, {timeout})`. Arguments are checked against the description
- * before anything is sent (a TypeError, as a Python caller would get; a method the provider
- * does not expose: UnknownMethod, an RpcError).
+ * `proxy.call(name, args, kwargs, {timeout})`, and for a generator (`stream: true` in its
+ * description) `proxy.stream(name, args, kwargs, {window})`, a RemoteStream to iterate.
+ * Arguments are checked against the description before anything is sent (a TypeError, as a
+ * Python caller would get, also for `call` of a generator or `stream` of a plain method; a
+ * method the provider does not expose: UnknownMethod, an RpcError).
  */
 export class RpcProxy {
   constructor(client, provider, methods, timeout) {
@@ -1939,6 +2027,31 @@ export class RpcProxy {
   }
 
   async call(method, args = [], kwargs = {}, { timeout = this.timeout } = {}) {
+    const desc = this.#described(method, args, kwargs);
+    if (desc.stream === true) {
+      // Its provider would refuse the plain call; say what to do instead.
+      throw new TypeError(`${this.#named(method)} streams its values: iterate `
+        + `proxy.stream(${JSON.stringify(method)}, args, kwargs) with for await, not proxy.call`);
+    }
+    return this.client.call(this.provider, method, args, kwargs, { timeout });
+  }
+
+  /** The values of streaming `method`: a RemoteStream (see Client.stream), nothing sent yet. */
+  stream(method, args = [], kwargs = {}, { window = DEFAULT_STREAM_WINDOW } = {}) {
+    const desc = this.#described(method, args, kwargs);
+    if (desc.stream !== true) {
+      throw new TypeError(`${this.#named(method)} returns one result, not a stream: `
+        + `await proxy.call(${JSON.stringify(method)}, args, kwargs) instead of proxy.stream`);
+    }
+    return this.client.stream(this.provider, method, args, kwargs, { window });
+  }
+
+  #named(method) {
+    return `${this.provider}.${method}()`;
+  }
+
+  // The description of `method`, once `args` and `kwargs` fit it (nothing sent otherwise).
+  #described(method, args, kwargs) {
     const desc = this.byName.get(method);
     if (!desc) {
       // As the Python proxy's: an RpcError (nothing sent), naming what it does expose.
@@ -1948,7 +2061,138 @@ export class RpcProxy {
       throw new UnknownMethod(`${JSON.stringify(this.provider)} exposes no method ${JSON.stringify(method)} (it has: ${listed})`);
     }
     checkArguments(desc, args, kwargs);
-    return this.client.call(this.provider, method, args, kwargs, { timeout });
+    return desc;
+  }
+}
+
+const STREAM_DONE = Object.freeze({ value: undefined, done: true });
+
+/**
+ * The values of one streaming call (protocol.md 6.1), made by `client.stream()` or
+ * `proxy.stream()`: `for await (const v of stream)`, or `next()` / `return()` as the async
+ * iterator protocol wants. The call goes out on the first `next()` (as the Python client's
+ * RemoteStream: a stream made and never iterated costs the provider nothing). Each value is
+ * decoded with the client's payloadLimits as it is taken; credit goes back to the provider
+ * once half a window has been taken. Leaving the loop early (`break`, `return()`, `close()`)
+ * sends `cancel`: the provider's generator is closed and the values not taken are dropped.
+ * A value that does not decode ends the stream (its loop throws a ProtocolError, the
+ * provider is cancelled); the connection and other streams go on.
+ */
+export class RemoteStream {
+  ended = false; // no more values will arrive (those queued may still be taken)
+
+  #client;
+  #fields; // the `call` request's fields but `id`
+  #id = null; // the call's request id, once sent
+  #started = false;
+  #queue = []; // payloads arrived and not taken yet
+  #waiters = []; // next() calls waiting for a value
+  #taken = 0; // values taken since credit last went back
+  #unthrown = null; // the error that ended it, for the next() after its last value
+
+  constructor(client, fields, what) {
+    this.#client = client;
+    this.#fields = fields;
+    this.provider = fields.provider;
+    this.method = fields.method;
+    this.window = fields.window;
+    this.what = what; // `provider.method()`, for messages
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /** The next value: `{value, done}`; rejects with what ended the stream, after its values. */
+  async next() {
+    if (this.#queue.length) return this.#take(this.#queue.shift());
+    if (this.ended) {
+      const error = this.#unthrown;
+      this.#unthrown = null;
+      if (error) throw error;
+      return STREAM_DONE;
+    }
+    if (!this.#started) this.#start();
+    const d = deferred();
+    this.#waiters.push(d);
+    return d.promise;
+  }
+
+  async return() {
+    this.close();
+    return STREAM_DONE;
+  }
+
+  /** Stop the stream: the provider's generator is closed; values not taken are dropped. */
+  close() {
+    this.#queue = [];
+    this.#unthrown = null; // left before the end: what ended it is nobody's concern now
+    this.#client._cancelStream(this, this.#id); // (nothing if it ended, or never started)
+    this._end(null);
+  }
+
+  async #start() {
+    this.#started = true;
+    try {
+      this.#id = await this.#client._startStream(this, this.#fields);
+    } catch (e) {
+      this._end(e); // the client closed before it was connected (ConnectionClosed)
+      return;
+    }
+    // Closed between the call going out and its id coming back here: cancel it now.
+    if (this.ended) this.#client._cancelStream(this, this.#id);
+  }
+
+  // One value's payload arrived: to a waiting next(), else queued (at most a window of them).
+  _item(payload) {
+    if (this.ended) return;
+    const waiter = this.#waiters.shift();
+    if (!waiter) {
+      this.#queue.push(payload);
+      return;
+    }
+    try {
+      waiter.resolve(this.#take(payload));
+    } catch (e) {
+      waiter.reject(e);
+    }
+  }
+
+  // A value taken by the application: decoded (a failure ends the stream, not the connection),
+  // and counted for the credit that lets the provider make more.
+  #take(payload) {
+    let value;
+    try {
+      if (!(payload instanceof Uint8Array)) throw new TypeError('an item without a payload');
+      value = decode(payload, this.#client.payloadLimits);
+    } catch (e) {
+      this.close();
+      const error = new ProtocolError(`${this.what}: a streamed value could not be decoded: ${e.message}`);
+      error.cause = e;
+      throw error;
+    }
+    if (!this.ended && ++this.#taken * 2 >= this.window) {
+      this.#client._streamCredit(this, this.#id, this.#taken);
+      this.#taken = 0;
+    }
+    return { value, done: false };
+  }
+
+  // No more values arrive: the stream finished (error null), failed (RemoteError, RpcError,
+  // ProtocolError, ConnectionClosed), or was closed. Values queued stay readable, then the
+  // error is thrown by the next `next()` (at once by a waiting one: nothing is queued then).
+  _end(error) {
+    if (this.ended) return;
+    this.ended = true;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    if (error && waiters.length) {
+      waiters[0].reject(error);
+      for (const w of waiters.slice(1)) w.resolve(STREAM_DONE);
+      return;
+    }
+    this.#unthrown = error;
+    for (const w of waiters) w.resolve(STREAM_DONE);
   }
 }
 
