@@ -150,10 +150,44 @@ async def test_argument_mismatch_raises_locally_and_sends_nothing(url: str) -> N
         # A mistyped keyword is named, as Python names it (not the parameter it misses).
         with pytest.raises(TypeError) as mistyped:
             await daq.my_echo(dta=5)
-        assert str(mistyped.value) == "daq.my_echo(): got an unexpected keyword argument 'dta'"
+        assert str(mistyped.value).startswith(
+            "daq.my_echo(): got an unexpected keyword argument 'dta' (its signature when this "
+            "proxy was made: my_echo(data: Any) -> list[Any]; if 'daq' changed it since, "
+            "make a new proxy with rpc('daq'))"
+        ), str(mistyped.value)
         assert await daq.my_echo(data=5) == ["MY ECHO", 5]
         assert provider.calls == 1  # only the last, well-formed call reached the provider
         assert sent_before == 0
+
+
+async def test_a_proxy_made_before_its_provider_changed_says_so(url: str) -> None:
+    # A worker redeployed with work(x, scale=1) and a new extra(): the old proxy's errors
+    # said "unexpected keyword argument 'scale'" and "exposes no method 'extra'", both as
+    # if true (a team migrating from NATS).
+    class Old:
+        def rpc_work(self, x: int) -> int:
+            return x
+
+    class New:
+        def rpc_work(self, x: int, scale: int = 1) -> int:
+            return x * scale
+
+        def rpc_extra(self) -> str:
+            return "extra"
+
+    async with ts.open_client(url, name="ctl") as ctl:
+        async with ts.open_client(url, name="svc") as old:
+            old.expose(Old())
+            proxy = await ctl.rpc("svc", timeout=SETTLE_S)
+        async with ts.open_client(url, name="svc") as new:
+            new.expose(New())
+            with pytest.raises(TypeError, match=r"when this proxy was made: work\(x: int\)"):
+                await proxy.work(2, scale=3)
+            with pytest.raises(ts.UnknownMethod, match="as described when this proxy was made"):
+                proxy.extra  # noqa: B018
+            assert await proxy.call("extra") == "extra"  # unchecked, as the message says
+            fresh = await ctl.rpc("svc", timeout=SETTLE_S)
+            assert await fresh.work(2, scale=3) == 6
 
 
 async def test_remote_exception_comes_back_as_remote_error(url: str) -> None:

@@ -103,3 +103,19 @@ async def test_the_names_offered_for_a_missing_channel_are_never_its_own(url: st
         await w.create_channel("demo/Counter")
         assert await w._channels_like("demo/counter") == "'demo/Counter'"
         assert await w._channels_like("demo/countr") == "'demo/counter' or 'demo/Counter'"
+
+
+async def test_a_missing_name_that_looks_like_a_pattern_says_names_are_exact(url: str) -> None:
+    # Coming from Redis's PSUBSCRIBE or NATS's wildcards, 'sensors.*' got "did you mean
+    # 'sensors.temp'?" and nothing about patterns (a team migrating from them).
+    async with ts.open_client(url, name="w") as w:
+        await w.create_channel("sensors.temp")
+        for pattern in ("sensors.*", "sensors.>"):
+            with pytest.raises(ts.ChannelNotFound) as info:
+                await w.open_subscription(pattern)
+            assert "channel names are exact, not patterns" in str(info.value)
+            assert "'$channels'" in str(info.value)
+        with pytest.raises(ts.ChannelNotFound) as plain:
+            await w.open_subscription("sensors.tmp")
+        assert "patterns" not in str(plain.value)
+        assert "did you mean 'sensors.temp'" in str(plain.value)

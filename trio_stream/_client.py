@@ -139,6 +139,9 @@ STILL_WAITING_MESSAGE: Final = (
     "still waiting for channel %r to be created (nobody has created it yet; a private channel "
     "also needs its key)%s"
 )
+# A channel name with one of these is likely meant as a pattern (Redis's PSUBSCRIBE glob,
+# NATS's wildcards); they are valid in names, so only a missing channel's error says it.
+PATTERN_CHARACTERS: Final = frozenset("*>?[")
 # A request safe to repeat (_request's repeat_if_lost) is sent again after this many
 # connections lost it at most.
 MAX_REPEATS: Final = 3
@@ -1641,9 +1644,17 @@ class Client:
         (a typo got no hint until a wait_channel wait's warning, 5 s in); ``missing``
         itself when there are none."""
         alike = await self._channels_like(channel)
-        if not alike:
-            return missing
         text = str(missing)
+        if PATTERN_CHARACTERS.intersection(channel):
+            # Redis's PSUBSCRIBE and NATS's wildcards have no counterpart here: a name is
+            # only ever itself (a team migrating from them waited for 'sensors.*' for good).
+            text += (
+                "; channel names are exact, not patterns: subscribe to each channel, and "
+                "follow '$channels' to hear of channels created later (README, \"Coming from "
+                'Redis pub/sub or NATS")'
+            )
+        if not alike:
+            return missing if text == str(missing) else ChannelNotFound(text)
         head = f"no channel named {channel!r} that you may use"
         if text.startswith(head):  # the server's words: the hint next to the name
             return ChannelNotFound(f"{head} (did you mean {alike}?){text[len(head) :]}")

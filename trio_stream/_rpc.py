@@ -857,11 +857,24 @@ class RemoteMethod:
             for key in kwargs:
                 param = params.get(key)
                 if param is None or param.kind is param.POSITIONAL_ONLY:
-                    raise TypeError(f"{where}: got an unexpected keyword argument {key!r}")
+                    raise TypeError(
+                        f"{where}: got an unexpected keyword argument {key!r}"
+                        + self._as_described()
+                    )
         try:
             self.__signature__.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"{where}: {exc}") from None
+            raise TypeError(f"{where}: {exc}{self._as_described()}") from None
+
+    def _as_described(self) -> str:
+        """Said with an argument mismatch: the proxy checks against the signature it was
+        given when made, and a provider restarted since with another one (a redeploy) made
+        a false "unexpected keyword argument" look like the caller's mistake."""
+        provider = self._proxy.provider
+        return (
+            f" (its signature when this proxy was made: {self.__name__}{self.__signature__};"
+            f" if {provider!r} changed it since, make a new proxy with rpc({provider!r}))"
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The call, to await; for a streaming method, the :class:`RemoteStream` to iterate."""
@@ -941,7 +954,13 @@ class RpcProxy:
             return method
         if any(m.startswith(full + ".") for m in self.methods):
             return RpcProxy(self._endpoint, self.provider, self.methods, self.timeout, full + ".")
-        raise UnknownMethod(no_such_method(self.provider, full, self.methods))
+        # The methods as described when this proxy was made: a provider restarted since
+        # with more (a redeploy) was said to expose "no method 'extra'", which was false.
+        raise UnknownMethod(
+            f"{no_such_method(self.provider, full, self.methods)}, as described when this "
+            f"proxy was made; if it exposes it since, make a new proxy with "
+            f"rpc({self.provider!r}), or send it unchecked with call({full!r}, ...)"
+        )
 
     def __dir__(self) -> list[str]:
         level = {m[len(self._prefix) :].split(".", 1)[0] for m in self._names_below()}
