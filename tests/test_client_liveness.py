@@ -306,6 +306,33 @@ async def test_leaving_a_publisher_of_a_frozen_server_takes_at_most_the_leave_bo
         assert trio.current_time() - start < LEAVE_TIMEOUT_S + SLACK_S
 
 
+async def test_closing_a_publisher_on_a_stall_not_found_yet_says_what_it_drops(
+    quiet_server: ts.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The link stops forwarding and the writer closes before its heartbeat finds out: the
+    # close's answer never comes, and the values written but not acknowledged were dropped
+    # without a word (a network tester: "Writers lose nothing silently").
+    assert quiet_server.tcp_url is not None
+    async with (
+        open_proxy(quiet_server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="writer") as client,
+        ts.open_client(quiet_server.tcp_url, name="reader") as reader,
+    ):
+        await client.create_channel("ch")
+        async with reader.subscribe("ch", policy="block"):
+            async with client.publisher("ch") as pub:
+                await pub.wait_for_readers()
+                for value in range(5):
+                    await pub.send(value)
+                await pub.wait_acknowledged()
+                proxy.hold()
+                for value in range(5, 55):
+                    await pub.send(value)
+                start = trio.current_time()
+        assert trio.current_time() - start < LEAVE_TIMEOUT_S + SLACK_S
+    assert "50 values sent to 'ch' were not acknowledged: the server did not answer" in caplog.text
+
+
 @pytest.mark.parametrize("fault", ["cut", "reset"])
 async def test_a_connection_cut_or_reset_under_the_client_fails_its_waiters_at_once(
     quiet_server: ts.Server, fault: str

@@ -761,6 +761,38 @@ async def test_a_close_that_drops_a_value_says_so_once_in_the_singular(
     assert "not delivered" not in caplog.text, caplog.text
 
 
+async def test_a_close_on_a_stall_not_found_yet_says_what_it_drops(
+    server: ts.Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The link stops forwarding and the script closes before the heartbeat finds out: the
+    # close waited its flush bound and returned as if all were sent (a network tester), while
+    # the values written on the stalled link never reached the reader.
+    monkeypatch.setattr(sync_module, "CLOSE_FLUSH_S", 0.5)
+    assert server.tcp_url is not None
+    async with open_proxy(server.tcp_url) as proxy:
+
+        def scenario() -> None:
+            c = SyncClient(proxy.url, name="stalled")
+            c.create_channel("st")
+            with SyncClient(server.tcp_url, name="r") as r, r.subscribe("st", policy="block"):
+                pub = c.publisher("st")
+                pub.wait_for_readers(timeout=STEP_S)
+                for value in range(5):
+                    pub.send(value)
+                c.flush(timeout=STEP_S)
+                trio.from_thread.run_sync(proxy.hold)
+                for value in range(5, 105):
+                    pub.send(value)
+                c.close()  # (not raised: on a slow server they may be on their way)
+
+        with caplog.at_level("WARNING", logger="trio_stream"):
+            await in_thread(scenario)
+    assert "100 values written to the server were not acknowledged when the SyncClient" in (
+        caplog.text
+    )
+    assert "did not answer the publisher's close" not in caplog.text  # said once
+
+
 async def test_a_forked_child_is_told_to_make_its_own_client(server: ts.Server) -> None:
     # The child of os.fork has a copy of the SyncClient but not its trio thread: a call must
     # say so at once (it waited for good), and the parent's client must go on working.

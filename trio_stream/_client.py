@@ -26,6 +26,7 @@ import trio
 
 from . import _files
 from ._async_context import async_context
+from ._client_constants import LEAVE_TIMEOUT_S as LEAVE_TIMEOUT_S
 from ._client_constants import OUTGOING_HIGH_WATER_BYTES as OUTGOING_HIGH_WATER_BYTES
 from ._client_constants import POLICIES as POLICIES
 from ._client_port import ClientPort, PendingRequest
@@ -121,9 +122,6 @@ CONNECT_TIMEOUT_S: Final = 10.0
 HEARTBEAT_S: Final = 5.0
 SILENT_HEARTBEATS: Final = 3
 MIN_SILENCE_S: Final = 2.0
-# Leaving a subscription or publisher waits at most this long for the server's answer: a frozen
-# server gets the request when it wakes up, and nobody is left waiting for it meanwhile.
-LEAVE_TIMEOUT_S: Final = 1.0
 # A publisher or subscription whose channel is missing after a reconnect (its owner has not
 # re-created it yet) asks again after RETRY_INITIAL_S, doubling up to RETRY_MAX_S.
 RETRY_INITIAL_S: Final = 0.05
@@ -996,15 +994,19 @@ class Client:
         """Nobody waits for this request's answer: it is ignored when it comes."""
         self._replies.pop(request.id, None)
 
-    async def _leave(self, cls: type[Request], **fields: Any) -> None:
+    async def _leave(self, cls: type[Request], **fields: Any) -> bool:
         """Close a subscription or publisher on the server, waiting for it only briefly.
 
         The request goes out at once; its answer is awaited at most LEAVE_TIMEOUT_S, shielded
         (a cancel does not lose the answer of a server that is merely slow), and not at all
         once the connection is gone. A late answer is ignored.
+
+        Returns:
+            True if the request went out and no answer came in time (a stalled connection
+            the heartbeat has not found out yet, or a very slow server).
         """
         if not self._connected:
-            return
+            return False
         request = self._send_request(cls, **fields)
         try:
             with trio.CancelScope(shield=True) as scope:
@@ -1014,6 +1016,7 @@ class Client:
             self._replies.pop(request.id, None)
         if request.error is not None and not isinstance(request.error, ConnectionClosed):
             raise request.error
+        return not request.done.is_set()
 
     def _heartbeat_times(self) -> tuple[float, float | None]:
         """(seconds between pings, seconds of silence after which the server is gone).

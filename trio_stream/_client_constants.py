@@ -13,3 +13,6 @@ OUTGOING_HIGH_WATER_BYTES: Final = 4 * 2**20  # writers wait while more than thi
 # Closing a publisher while its client reconnects waits this long for the connection, so
 # that what send() took goes out before the close (SyncClient.close's bound on its flush too).
 CLOSE_DELIVER_S: Final = 10.0
+# Leaving a subscription or publisher waits at most this long for the server's answer: a frozen
+# server gets the request when it wakes up, and nobody is left waiting for it meanwhile.
+LEAVE_TIMEOUT_S: Final = 1.0

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, SupportsFloat
 
 import trio
 
-from ._client_constants import CLOSE_DELIVER_S, OUTGOING_HIGH_WATER_BYTES
+from ._client_constants import CLOSE_DELIVER_S, LEAVE_TIMEOUT_S, OUTGOING_HIGH_WATER_BYTES
 from ._exceptions import (
     ChannelNotFound,
     ClusterUnavailable,
@@ -130,6 +130,7 @@ class Publisher:
         self._unacked_bytes = 0
         self._acked_here = 0  # frames acknowledged under the current pub_id
         self._drops_reported = False  # take_undelivered(): its caller says them, not the close
+        self._close_unanswered = False  # the close's answer did not come: see close_delivering
         # Frames let go of since it was opened, on every connection: acknowledged, or taken
         # by the server as a reopen's answer said (what a cluster's ``published`` counts).
         self._acked_total = 0
@@ -533,6 +534,10 @@ class Publisher:
         client reconnects, with frames ``send`` took still in the window, it waits for the
         connection (at most CLOSE_DELIVER_S) so that they go out before the close.
 
+        Frames written but not acknowledged when the server does not answer the close in
+        time (a stalled connection the heartbeat has not found out yet) are logged at
+        WARNING: some may have reached readers.
+
         Raises:
             ConnectionClosed: the connection was still down after CLOSE_DELIVER_S; says how
                 many frames were not delivered (closed all the same, they are dropped).
@@ -551,6 +556,7 @@ class Publisher:
         between: what it counts as not sent yet cannot be sent after all (the SyncClient's
         queue, whose drain goes on sending while the close waits for a hold's end)."""
         undelivered = 0
+        unanswered = False
         try:
             deadline = trio.current_time() + CLOSE_DELIVER_S
             while self._ended is None:
@@ -567,8 +573,18 @@ class Publisher:
         finally:  # cancelled while waiting, it still closes (releasing the window first)
             if before_close is not None:
                 before_close()
+            # Written, not acknowledged: the close's answer would come after their
+            # acknowledgements (one ordered stream), so without it they are not known taken.
+            unacked = len(self._unacked)
             if self._detach():
-                await self._client._leave(ClosePublisher, pub=self.pub_id)
+                unanswered = await self._client._leave(ClosePublisher, pub=self.pub_id)
+        if unanswered and unacked > undelivered:
+            # A stall the heartbeat has not found yet, or a very slow server: the close
+            # returned after its wait, and the frames in the window were dropped without a
+            # word (a network tester). Said, not raised: they may be on their way.
+            self._close_unanswered = True
+            self.say_dropped(unacked - undelivered)
+            self._close_unanswered = False
         return undelivered
 
     def take_undelivered(self) -> int:
@@ -578,11 +594,23 @@ class Publisher:
         return self.undelivered
 
     @property
+    def unconfirmed(self) -> int:
+        """Frames written on a connection that still looks up and not acknowledged yet: on a
+        stall the heartbeat has not found out yet, lost; on a slow server, on their way."""
+        return len(self._unacked) if self._writing else 0
+
+    @property
     def drops_reported(self) -> bool:
         return self._drops_reported
 
     def undelivered_message(self, count: int) -> str:
         sent = f"{counted(count, 'value')} sent to {self.channel[:80]!r} {were(count)}"
+        if self._close_unanswered:
+            return (
+                f"{sent} not acknowledged: the server did not answer the publisher's close "
+                f"within {LEAVE_TIMEOUT_S:g} s (a stalled connection?); some may have reached "
+                "readers, none are sent again"
+            )
         if isinstance(self._ended, ConnectionClosed):  # lost for good: nothing waited
             return (
                 f"{sent} not delivered: the server had not acknowledged them when the "
