@@ -183,3 +183,66 @@ test('an image panel is unaffected: its frame size is its bytes', async () => {
   client.subs[0].sub.deliver({ seq: 1, data: new NDArray([64, 64], new Uint16Array(64 * 64)), time: 1000 });
   assert.equal(panel.subs.get('cam').frameBytes, 64 * 64 * 2);
 });
+
+// A dict whose fields change (a device list: a new key every second, the old one stops), at
+// 10 Hz, its frames' times from 1000 s: frame i at 1000 + i / 10.
+function rotatingDict(plotter, from, to) {
+  for (let i = from; i <= to; i++) {
+    plotter.push({ seq: i, data: { temp: 20 + (i % 5), [`dev${Math.floor(i / 10)}`]: i }, time: 1000 + i / 10 }, '', 0);
+  }
+}
+
+test('a dict whose fields change: the fields that stopped leave the plot, the live ones lead its legend', () => {
+  // A soak test's legend read "temp = 20, dev0 = 9, dev1 = 19, ..., +105 more" after 110 s:
+  // dev0, gone for 110 s, listed as if current, the live device hidden, and every field
+  // ever seen kept, without bound, on a page left open for days.
+  const plotter = new Plotter(new FakeElement('canvas'));
+  plotter.resize();
+  const ctx = plotter.ctx;
+  rotatingDict(plotter, 1, 1105); // 110.5 s; nothing drawn (a page in a background tab)
+  // dev50..dev110 (their newest points within the minute before the last frame) and temp,
+  // give or take the few that stopped since the last look
+  assert.ok(plotter.series.size < 70, `${plotter.series.size} series kept`);
+  assert.ok(plotter._slots.length < 70, `${plotter._slots.length} colour places kept`);
+  ctx.texts.length = 0;
+  plotter.draw();
+  assert.deepEqual([...plotter.series.keys()].filter((k) => k !== 'temp').sort(),
+    Array.from({ length: 61 }, (_, k) => `dev${50 + k}`).sort());
+  const legend = (texts) => texts.map((t) => t.text).filter((t) => / = |^\+\d+ more$/.test(t));
+  const rows = legend(ctx.texts);
+  // still coming: temp, dev110 and dev109 (0.6 s since its last point, within a line's
+  // break); then the stopped ones, the latest first, saying since when; then the count
+  assert.deepEqual(rows.slice(0, 3).map((t) => t.split(' = ')[0]).sort(), ['dev109', 'dev110', 'temp']);
+  assert.deepEqual(rows.slice(3), ['dev108 = 1089  (1s ago)', 'dev107 = 1079  (2s ago)', 'dev106 = 1069  (3s ago)',
+    'dev105 = 1059  (4s ago)', '+55 more']);
+  // The live series keep their colours as the ones before them are forgotten (dev50 and
+  // dev51 here): each newcomer takes a forgotten one's.
+  const colours = (texts) => new Map(texts.filter((t) => t.text.includes(' = ')).map((t) => [t.text.split(' = ')[0], t.color]));
+  const before = colours(ctx.texts);
+  rotatingDict(plotter, 1106, 1125);
+  ctx.texts.length = 0;
+  plotter.draw();
+  assert.ok(!plotter.series.has('dev51') && plotter.series.has('dev112'));
+  const after = colours(ctx.texts);
+  const both = [...after.keys()].filter((name) => before.has(name));
+  assert.deepEqual(both.sort(), ['dev107', 'dev108', 'dev109', 'dev110', 'temp']);
+  for (const name of both) assert.equal(after.get(name), before.get(name), `${name}'s colour changed`);
+  assert.equal(new Set(after.values()).size, after.size, 'two series of one colour');
+});
+
+test("a channel's series are timed by its own frames: a writer's clock behind, or a channel that stopped, is kept", () => {
+  const plotter = new Plotter(new FakeElement('canvas'));
+  plotter.resize();
+  // b's writer's clock is 10 minutes behind a's; a stops after 30 s, b goes on for 2 minutes
+  for (let k = 0; k < 1200; k++) {
+    if (k < 300) plotter.push({ seq: k + 1, data: k, time: 1000 + k / 10 }, 'a', 0);
+    plotter.push({ seq: k + 1, data: -k, time: 400 + k / 10 }, 'b', 1);
+  }
+  const ctx = plotter.ctx;
+  plotter.draw();
+  assert.deepEqual([...plotter.series.keys()], ['a', 'b']);
+  const texts = ctx.texts.map((t) => t.text);
+  assert.ok(texts.includes('a = 299') && texts.includes('b = -1199'), texts.join(' | '));
+  assert.equal(ctx.texts.find((t) => t.text.startsWith('a = ')).color, plotter.colorOf(0));
+  assert.equal(ctx.texts.find((t) => t.text.startsWith('b = ')).color, plotter.colorOf(1));
+});

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   imageView, viewText, subscriptionOptions, firstSubscriptionOptions, frameBytesFromRates, MAX_IMAGE_SIDE_PX, IMAGE_BYTES_PER_S, PANEL_DEPTH_S,
-  reconnectTally, tallyFrame, tallyNote, usualGap, quietFor, payloadBytes,
+  reconnectTally, tallyFrame, tallyNote, usualGap, quietFor, payloadBytes, channelCount, SYSTEM_CHANNELS,
 } from '../../trio_stream/web/panels.js';
 import { NDArray } from '../../trio_stream/web/cbor.js';
 
@@ -113,4 +113,19 @@ test("any frame tells a panel the channel's frame size, roughly its bytes on the
   assert.ok(dict > 18 && dict < 64, dict);
   assert.deepEqual(subscriptionOptions(10, payloadBytes({ a: 1 })), subscriptionOptions(10));
   assert.ok(payloadBytes([new Uint8Array(4e6), 'x']) > 4e6, 'a big payload counts for its bytes');
+});
+
+test("the load card counts the users' channels, the system ones apart, as the CLI does", () => {
+  // A $stats record's `channels` counts the $ channels: the card said 6 for 3 channels (the
+  // CLI: "channels 3 (+3 system)"), 3 for an empty server.
+  const listed = ['$channels', '$clients', '$stats', 'a', 'b', 'c'].map((name) => ({ name }));
+  assert.deepEqual(channelCount(6, listed), { user: 3, system: 3 });
+  assert.deepEqual(channelCount(3, listed.slice(0, 3)), { user: 0, system: 3 });
+  // before the channel list came: the server's three
+  assert.equal(SYSTEM_CHANNELS, 3);
+  assert.deepEqual(channelCount(5, null), { user: 2, system: 3 });
+  // a channel made since the list came, or one gone: never below 0
+  assert.deepEqual(channelCount(2, listed), { user: 0, system: 3 });
+  assert.ok(Number.isNaN(channelCount(undefined, listed).user), 'no count: a dash');
+  assert.ok(Number.isNaN(channelCount('6', listed).user));
 });

@@ -3,7 +3,7 @@
 
 import { createClient, ConnectionClosed, AuthError, RpcTimeout } from './trio_stream.js';
 import { decode } from './cbor.js';
-import { Panel, frameBytesFromRates } from './panels.js';
+import { Panel, frameBytesFromRates, channelCount } from './panels.js';
 import { parseLayout, formatLayout, DEFAULT_RATE_HZ } from './layout.js';
 import * as fmt from './format.js';
 
@@ -285,10 +285,27 @@ async function startStats() {
 const SPARK_SAMPLES = 300;
 const sparkData = new Map(); // $stats key -> number[]
 
+// The CHANNELS card's line under its sparkline: the system channels, said apart.
+function channelsSubLine() {
+  let sub = $('stat-channels-system');
+  if (!sub) {
+    sub = document.createElement('span');
+    sub.className = 'sub';
+    sub.id = 'stat-channels-system';
+    $('stat-channels').parentElement.append(sub);
+  }
+  return sub;
+}
+
 function renderStats(s) {
-  const r = isRecord(s) ? s : {};
+  const record = isRecord(s) ? s : {};
+  // The users' channels, the server's own apart (as the CLI's "3 (+3 system)"); the sparkline
+  // follows the card.
+  const { user, system } = channelCount(record.channels, lastChannelsCame ? lastChannels : null);
+  const r = { ...record, channels: user };
   setText($('stat-connections'), fmt.count(r.connections));
   setText($('stat-channels'), fmt.count(r.channels));
+  setText(channelsSubLine(), Number.isFinite(user) && system ? `+${system} system` : '');
   setText($('stat-frames-in'), fmt.rate(r.frames_in_per_s));
   setText($('stat-frames-out'), fmt.rate(r.frames_out_per_s));
   setText($('stat-bytes-in'), fmt.byteRate(r.bytes_in_per_s));
@@ -339,6 +356,7 @@ function drawSpark(canvas, data) {
 
 const sorting = { channels: { key: null, dir: 1 }, clients: { key: 'id', dir: 1 } };
 let lastChannels = [];
+let lastChannelsCame = false; // a `channels` answer came (its `$` rows: the system channels)
 let lastClients = [];
 
 function sortBy(list, { key, dir }) {
@@ -521,7 +539,7 @@ async function refresh() {
     const [chans, clients, stats] = await Promise.allSettled([
       client.channels(), client.clients(), wantStats ? client.stats() : Promise.resolve(null),
     ]);
-    if (chans.status === 'fulfilled') { channelsShownAt = Date.now(); renderChannels(chans.value); }
+    if (chans.status === 'fulfilled') { channelsShownAt = Date.now(); lastChannelsCame = true; renderChannels(chans.value); }
     if (clients.status === 'fulfilled') { clientsShownAt = Date.now(); renderClients(clients.value); }
     if (wantStats && stats.status === 'fulfilled') { statsShownAt = Date.now(); renderStats(stats.value); }
     markStale();

@@ -86,6 +86,24 @@ export function frameBytesFromRates(c) {
   return fps > 0 && bps > 0 && Number.isFinite(bps / fps) ? Math.ceil(bps / fps) : null;
 }
 
+/** The server's own channels ($clients, $channels, $stats): what a server lists with no other. */
+export const SYSTEM_CHANNELS = 3;
+
+/**
+ * The channel count the load card shows, as the CLI does (`channels 3 (+3 system)`): the
+ * users' channels, and the server's own apart. A `$stats` record's `channels` counts the
+ * public channels, system ones included: the card said 6 for 3 channels, 3 for none.
+ * @param {unknown} total the record's `channels`
+ * @param {{name: string}[] | null} listed the `channels` list, whose `$` names are the system
+ *   channels; null before it came (SYSTEM_CHANNELS then)
+ * @returns {{user: number, system: number}} user NaN when `total` is not a count
+ */
+export function channelCount(total, listed) {
+  const system = listed ? listed.filter((c) => String(c.name).startsWith('$')).length : SYSTEM_CHANNELS;
+  const n = typeof total === 'number' || typeof total === 'bigint' ? Number(total) : NaN;
+  return { user: n >= 0 ? Math.max(0, n - system) : NaN, system };
+}
+
 /**
  * About the bytes a decoded payload took on the wire: an array's, a text's length, 9 for a
  * number. A panel keeps it as the channel's frame size whatever the kind: only arrays' was

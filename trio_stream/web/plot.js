@@ -3,7 +3,7 @@
 // as a line, 2-D arrays as an auto-scaled image with a colour map, anything else as text.
 
 import { NDArray } from './cbor.js';
-import { tick, tickLabels, exact, valueText, clock } from './format.js';
+import { tick, tickLabels, exact, valueText, clock, duration } from './format.js';
 
 // ------------------------------------------------------------------------------------ classify
 
@@ -293,6 +293,12 @@ export class Plotter {
     this.series = new Map(); // series name -> [{t, v}]
     this.markers = []; // {kind, t, count}
     this.seriesIndex = new Map(); // series name -> its channel's place in the panel
+    // The series' places, in their channels' order: a series' colour is colorOf(its place).
+    // A series forgotten (_forgetStale) leaves a hole there, which its channel's next new
+    // series takes: the other series keep their places, and so their colours.
+    this._slots = []; // {name, index}, name null for a hole
+    this._frameTime = new Map(); // channel's place -> the time of its last frame
+    this._appends = 0; // points appended since the last _forgetStale()
     this.view = null;
     this.viewName = null;
     this.viewIndex = 0;
@@ -352,6 +358,7 @@ export class Plotter {
     if (msg.gap) this.addMarker('gap', t, msg.gap.kind === 'reset' ? null : msg.gap.lost);
     else if (msg.lost > 0) this.addMarker('loss', t, msg.lost);
     if (view.kind === 'scalar') {
+      this._frameTime.set(index, t);
       const fields = view.fields && view.fields.length > 1 ? view.fields : [[view.label, view.value]];
       for (const [field, value] of fields) {
         const key = fields.length > 1 || !name ? `${name ? `${name}.` : ''}${field ?? ''}` : name;
@@ -375,9 +382,49 @@ export class Plotter {
     if (!s) {
       this.series.set(key, (s = []));
       this.seriesIndex.set(key, index);
+      this._place(key, index);
     }
     addPoint(s, t, v, this.historySeconds, this.maxPoints);
     this._pushedAt = Date.now();
+    // Series that stopped coming are forgotten at each drawing, and here once per as many
+    // points as there are series (a page in a background tab draws nothing for hours):
+    // a scan of the series costs one step per point appended.
+    if (++this._appends >= this.series.size) this._forgetStale();
+  }
+
+  /** Give a new series of channel `index` a place: its channel's first hole, or after the
+   * channel's (and earlier channels') series. */
+  _place(name, index) {
+    const slots = this._slots;
+    const hole = slots.find((e) => e.name === null && e.index === index);
+    if (hole) { hole.name = name; return; }
+    let at = slots.length;
+    while (at > 0 && slots[at - 1].index > index) at--;
+    slots.splice(at, 0, { name, index });
+  }
+
+  /**
+   * Forget the series whose newest point is outside the time window of its channel: more
+   * than historySeconds before (or after: a writer's clock set back) the channel's last
+   * frame. A dict's field that stopped coming (a device list that changed) then leaves the
+   * plot and its legend with its points, rather than be listed with its last value as if
+   * current, forever. Measured on each channel's own clock (its frames' times), not against
+   * the other channels': a writer whose clock is behind the others' is not forgotten, nor
+   * is a channel that stopped sending (its series then keep their last values).
+   */
+  _forgetStale() {
+    this._appends = 0;
+    let forgot = false;
+    for (const [name, s] of this.series) {
+      const at = this._frameTime.get(this.seriesIndex.get(name) ?? 0);
+      if (at === undefined || !s.length || Math.abs(at - s[s.length - 1].t) <= this.historySeconds) continue;
+      this.series.delete(name);
+      this.seriesIndex.delete(name);
+      const slot = this._slots.find((e) => e.name === name);
+      if (slot) slot.name = null;
+      forgot = true;
+    }
+    if (forgot) while (this._slots.length && this._slots[this._slots.length - 1].name === null) this._slots.pop();
   }
 
   /**
@@ -455,6 +502,7 @@ export class Plotter {
   snapshot() {
     const v = this.view;
     if (v?.kind === 'scalar') {
+      this._forgetStale();
       const [t0, t1] = this._timeWindow();
       const names = [...this.series.keys()];
       const rows = [];
@@ -590,10 +638,33 @@ export class Plotter {
   }
 
   /** The series in their channels' order, so that a channel's line has its chip's colour
-   * (they took colours in the order their first frames came); a dict's in its fields'. */
+   * (they took colours in the order their first frames came); a dict's in its fields'.
+   * Returns their names and their colours' numbers (colorOf), which a forgotten series'
+   * hole does not change. */
   _seriesNames() {
-    const at = (name) => this.seriesIndex.get(name) ?? 0;
-    return [...this.series.keys()].sort((a, b) => at(a) - at(b));
+    const names = [], colors = [];
+    this._slots.forEach((e, k) => {
+      if (e.name !== null && this.series.has(e.name)) { names.push(e.name); colors.push(k); }
+    });
+    return { names, colors };
+  }
+
+  /**
+   * The order of the legend's rows (indexes into `names`): the series still coming first,
+   * in their places' order, then those that stopped, the latest first, each with how long
+   * before its channel's last frame its newest point came (`ago`, seconds). A series is
+   * still coming while its line goes on to its channel's last frame (breakAfter). A dict
+   * whose fields change listed its first ones, long gone, and put the live one under
+   * "+N more".
+   */
+  _legendOrder(names) {
+    const rows = names.map((name, k) => {
+      const s = this.series.get(name);
+      const newest = s.length ? s[s.length - 1].t : -Infinity;
+      const ago = (this._frameTime.get(this.seriesIndex.get(name) ?? 0) ?? newest) - newest;
+      return { k, newest, ago, live: !(ago > breakAfter(s.typical ?? 0)) };
+    });
+    return rows.sort((a, b) => (b.live - a.live) || (a.live ? 0 : b.newest - a.newest) || a.k - b.k);
   }
 
   _unitsText(names) {
@@ -603,7 +674,8 @@ export class Plotter {
 
   drawSeries(area) {
     const { ctx } = this;
-    const names = this._seriesNames();
+    this._forgetStale();
+    const { names, colors } = this._seriesNames();
     const [t0, tEnd] = this._timeWindow();
     const ranges = names.map((name) => { // each series' finite min and max in the window
       let lo = Infinity, hi = -Infinity;
@@ -635,7 +707,7 @@ export class Plotter {
       const series = this.series.get(name);
       const [lo, hi] = ranges[k] ?? [0, 0];
       const sy = !own ? syAxis : hi > lo ? (v) => syAxis(((v - lo) / (hi - lo)) * 100) : () => syAxis(50);
-      ctx.strokeStyle = this.colorOf(k);
+      ctx.strokeStyle = this.colorOf(colors[k]);
       ctx.beginPath();
       // A pause much longer than the series' usual interval is a hole in the data (a writer
       // stopped, hung or restarted): the line breaks there rather than draw a value that
@@ -661,12 +733,14 @@ export class Plotter {
     ctx.font = '600 13px system-ui, sans-serif';
     const fit = Math.max(1, Math.min(LEGEND_ROWS, Math.floor((area.h - 12) / LEGEND_ROW_PX)));
     const listed = names.length > fit ? fit - 1 : names.length;
-    const lines = names.slice(0, listed).map((name, k) => {
+    const lines = this._legendOrder(names).slice(0, listed).map(({ k, live, ago }) => {
+      const name = names[k];
       const s = this.series.get(name);
       const last = s[s.length - 1];
       const units = this.units[name] ?? this.units[name.split('.')[0]] ?? '';
       const range = own && ranges[k] && ranges[k][1] > ranges[k][0] ? `  (${exact(ranges[k][0])} … ${exact(ranges[k][1])})` : '';
-      return [`${name || 'value'} = ${last ? exact(last.v) : '–'}${units ? ` ${units}` : ''}${range}`, this.colorOf(k)];
+      const when = live ? '' : `  (${duration(ago)} ago)`; // stopped: not a current value
+      return [`${name || 'value'} = ${last ? exact(last.v) : '–'}${units ? ` ${units}` : ''}${range}${when}`, this.colorOf(colors[k])];
     });
     if (listed < names.length) lines.push([`+${names.length - listed} more`, this.colors.text]);
     if (names.length > 1) {
