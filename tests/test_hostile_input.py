@@ -57,10 +57,15 @@ async def messages_until_closed(stream: trio.SocketStream) -> list[M.ControlMess
 
 
 UNFORMATTABLE = {
-    "64 KiB bignum op before hello": framed(b"\x01\xa1bop" + bignum(64 * 1024)),
-    "1 MiB text op before hello": framed(
-        b"\x01\xa1bop" + b"\x7a" + struct.pack(">I", 2**20) + b"x" * 2**20
+    # Before the hello, frames are at most 64 KiB (HELLO_MAX_FRAME_BYTES): larger ones are
+    # refused from their length prefix, never decoded (test_preauth_memory.py).
+    "16 KiB bignum op before hello": framed(b"\x01\xa1bop" + bignum(16 * 1024)),
+    "60 KiB text op before hello": framed(
+        b"\x01\xa1bop" + b"\x7a" + struct.pack(">I", 60 * 1024) + b"x" * 60 * 1024
     ),
+    "64 KiB bignum op after hello": HELLO + framed(b"\x01\xa1bop" + bignum(64 * 1024)),
+    "1 MiB text op after hello": HELLO
+    + framed(b"\x01\xa1bop" + b"\x7a" + struct.pack(">I", 2**20) + b"x" * 2**20),
     "5000-digit rpc id after hello": HELLO + framed(b"\x01\xa2bopdcallbid" + bignum(2100)),
 }
 

@@ -22,12 +22,24 @@ from .._protocol.messages import Error, Hello, UnknownOp, Welcome, decode_messag
 from .._transport import sniff
 from .._transport.base import FrameTransport
 from .._transport.tcp import StreamTransport
+from .._transport.websocket import WebSocketTransport
 from .._version import __version__
 from .outbox import control_frame
 from .state import ServerState
 from .wrong_tokens import host_of
 
 REFUSAL_FLUSH_S: Final = 1.0  # how long a refused handshake may take to deliver its error
+# Before its welcome a connection sends frames of at most this many bytes: a hello is far
+# smaller (under 1 KiB with the longest name, a resume token and a token of 300 bytes;
+# tests/test_preauth_memory.py), and a larger first frame is refused at once. At the full
+# max_frame_bytes, a peer that never said hello announced 64 MiB and sent an eighth of it,
+# and the server allocated the frame on every connection it opened, until the handshake
+# timeout (65 MiB each: an operator). Over WebSocket the message that carries the hello is
+# bounded the same way (websocket.max_message_bytes of this, the hello and a batch).
+HELLO_MAX_FRAME_BYTES: Final = 64 * 1024
+# A hello's bytes besides its token, with room to spare: the cap grows with a server token
+# longer than HELLO_MAX_FRAME_BYTES (the configuration does not bound it).
+HELLO_OVERHEAD_BYTES: Final = 4096
 _HTTP_ON_TCP_PORT: Final = "an HTTP request on the TCP port (answered with a 400)"
 
 
@@ -55,6 +67,9 @@ async def handshake(
         TrioStreamError: the hello is refused (the caller sends the error, see refuse()).
         ConnectionClosed: the client left.
     """
+    # Small frames only until the welcome: a peer that has not said who it is must not make
+    # the server allocate for a large frame (see HELLO_MAX_FRAME_BYTES).
+    full_limit = _limit_frames(transport, hello_max_frame_bytes(state))
     # A WebSocket client or a browser on the TCP port learns which port this is (sniff).
     stream = getattr(transport, "stream", None)
     first = await sniff.peek(stream)
@@ -72,12 +87,18 @@ async def handshake(
         )
     try:
         frames = await transport.receive_frames()
-    except (FrameTooLarge, ProtocolError):
+    except (FrameTooLarge, ProtocolError) as exc:
         # TLS: the stream could not be peeked; its first bytes tell an HTTP request
         # (https:// or wss:// on the TCP port) from a frame "of 1195725856 bytes".
         first_bytes = getattr(transport, "first_bytes", None)
         if await sniff.answer_http_on_tcp_port(stream, first_bytes, state.config.http_port):
             raise ConnectionClosed(_HTTP_ON_TCP_PORT) from None
+        if isinstance(exc, FrameTooLarge) and full_limit is not None:
+            # Not "raise max_frame_bytes": the hello's own limit (the frame's size first).
+            raise FrameTooLarge(
+                f"{str(exc).partition(';')[0]} before the welcome: the first frame is a "
+                "hello, far smaller (is this a trio_stream client?)"
+            ) from None
         raise
     if isinstance(transport, StreamTransport):
         transport.first_bytes = None  # (they hold the hello's token)
@@ -119,7 +140,34 @@ async def handshake(
     )
     admit()
     await transport.send([control_frame(welcome)])
-    return frames[1:]
+    early = frames[1:]
+    if full_limit is not None:
+        _limit_frames(transport, full_limit)
+        if isinstance(transport, StreamTransport):
+            early += transport.frames_held()  # (over the hello's limit, in the same read)
+    return early
+
+
+def hello_max_frame_bytes(state: ServerState) -> int:
+    """The largest frame the server takes before its welcome (HELLO_MAX_FRAME_BYTES, or
+    room for a longer server token), never above max_frame_bytes."""
+    token = state.config.token
+    cap = HELLO_MAX_FRAME_BYTES
+    if token is not None:
+        cap = max(cap, len(token.encode()) + HELLO_OVERHEAD_BYTES)
+    return min(cap, state.limits.max_frame_bytes)
+
+
+def _limit_frames(transport: FrameTransport, nbytes: int) -> int | None:
+    """Set the largest frame (and WebSocket message) ``transport`` takes; its limit before,
+    or None if it has none to set (or had that one already)."""
+    if not isinstance(transport, StreamTransport | WebSocketTransport):
+        return None
+    before = transport.max_frame_bytes
+    if before == nbytes:
+        return None
+    transport.max_frame_bytes = nbytes
+    return before
 
 
 async def refuse(transport: FrameTransport, error: TrioStreamError) -> None:

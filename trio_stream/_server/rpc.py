@@ -23,6 +23,16 @@ forwarded as ``item`` (size-checked like a result), ``end`` closes it with a nul
 The router counts the caller's credit per stream and refuses a ``yield`` beyond it as a
 protocol error of the provider: the values queued for a caller that does not read are bounded
 by its window, whatever the provider does.
+
+What waits for a client that does not read counts toward its memory bound
+(``max_buffered_bytes``, its subscriptions' buffers and control messages together; see
+Session.over_memory_bound): only the count of calls in flight bounded it, and a caller
+sending 400 calls of 1 MB to a provider that read nothing made the server hold 400 MB (an
+operator). A call that would take its provider past the bound is refused with
+``LimitExceeded`` (the provider is not reading); an answer that would take its caller past
+it is dropped and the caller gets ``LimitExceeded`` in its place (the call ran); a stream's
+value, the same, and the stream ends (its provider gets ``abort``). Small messages (errors,
+aborts, demand) always go: the calls in flight bound them.
 """
 
 from __future__ import annotations
@@ -71,13 +81,31 @@ MAX_NAMED_PROVIDERS: Final = 8  # in the error for a call to nobody
 
 
 class Endpoint(Protocol):
-    """What the router needs from a session."""
+    """What the router needs from a session.
+
+    A session also has ``over_memory_bound(nbytes) -> (held, bound) | None`` (see
+    _over_bound); a stand-in for another node's caller has not: its node bounds that.
+    """
 
     name: str
     methods: list[str]
 
     def send_control(self, message: ControlMessage) -> None: ...
     def send_control_frame(self, frame: bytes) -> None: ...
+
+
+def _over_bound(endpoint: Endpoint, nbytes: int) -> tuple[int, int] | None:
+    """What the server holds for ``endpoint`` and its bound, if a message of ``nbytes`` more
+    would take it over its memory bound (Session.over_memory_bound); None if it fits."""
+    check = getattr(endpoint, "over_memory_bound", None)
+    if check is None:
+        return None
+    over: tuple[int, int] | None = check(nbytes)
+    return over
+
+
+def _not_read(held: int, bound: int) -> str:
+    return f"{held} bytes wait on the server for it to read, with max_buffered_bytes {bound}"
 
 
 @dataclass(eq=False, slots=True)
@@ -192,6 +220,19 @@ class Router:
             self._close(pending)
             self._too_large(caller, msg.id, f"the call's invoke to {msg.provider[:100]!r}")
             return
+        over = _over_bound(pending.provider, len(frame))
+        if over is not None:
+            self._close(pending)
+            self._error(
+                caller,
+                msg.id,
+                LimitExceeded(
+                    f"{brief(msg.provider)} is not reading what the server sends it "
+                    f"({_not_read(*over)}), so this call was not passed on: try again "
+                    "later, or send less per call"
+                ),
+            )
+            return
         pending.provider.send_control_frame(frame)
 
     def cancel(self, caller: Endpoint, msg: Cancel) -> None:
@@ -302,12 +343,25 @@ class Router:
         )
 
     def _forward(self, caller: Endpoint, ident: int, message: ControlMessage, what: str) -> None:
-        """Send an answer on to its caller, or FrameTooLarge if it grew over the limit."""
+        """Send an answer on to its caller, or FrameTooLarge if it grew over the limit, or
+        LimitExceeded if the caller does not read what the server holds for it."""
         frame = self._encode(message)
         if frame is None:
             self._too_large(caller, ident, what)
-        else:
-            caller.send_control_frame(frame)
+            return
+        over = _over_bound(caller, len(frame))
+        if over is not None:
+            self._error(
+                caller,
+                ident,
+                LimitExceeded(
+                    f"the call ran, but {what} ({len(frame)} bytes) was dropped: this "
+                    f"client is not reading what the server sends it ({_not_read(*over)}); "
+                    "read faster, or make fewer calls at once"
+                ),
+            )
+            return
+        caller.send_control_frame(frame)
 
     # -- provider side -----------------------------------------------------------------------
     def _answered(self, provider: Endpoint, call: int, op: str) -> _Pending | None:
@@ -353,6 +407,21 @@ class Router:
             provider.send_control(Abort(call=pending.call))
             self._too_large(
                 pending.caller, pending.caller_id, f"a value from {provider.name[:100]!r}"
+            )
+            return
+        over = _over_bound(pending.caller, len(frame))
+        if over is not None:
+            self._close(pending)
+            provider.send_control(Abort(call=pending.call))
+            self._error(
+                pending.caller,
+                pending.caller_id,
+                LimitExceeded(
+                    f"the stream from {provider.name[:100]!r} was ended and its value of "
+                    f"{len(frame)} bytes dropped: this client is not reading what the server "
+                    f"sends it ({_not_read(*over)}); read faster, or give the stream a "
+                    "smaller window"
+                ),
             )
             return
         pending.caller.send_control_frame(frame)

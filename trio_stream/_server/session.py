@@ -14,6 +14,7 @@ outbox, the broker, the request handlers and the RPC router call on a connection
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import secrets
@@ -61,6 +62,7 @@ class Session:
         "_closing",
         "_first_pub",
         "_next_pub",
+        "_nursery",
         "_peer_gone",
         "_reader_scope",
         "client_id",
@@ -99,6 +101,7 @@ class Session:
             clock=trio.current_time,
             detach=state.broker.unsubscribe,
             totals=state.buffer_totals,
+            end_soon=self._end_over_limit_soon,
         )
         self.writers: dict[int, Writer] = {}
         self.methods: list[str] = []  # RPC names, kept by the router
@@ -109,6 +112,7 @@ class Session:
         self.inbound = Inbound(self)
         self.wake_sender = self.sender.wake
         self._reader_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None  # its tasks', while they run
         self._closing = False
         self._peer_gone = False
         self._close_requested = trio.Event()
@@ -123,6 +127,24 @@ class Session:
     def writer_ended(self, pub_id: int) -> None:
         self.writers.pop(pub_id, None)
 
+    def _end_over_limit_soon(self) -> None:
+        """A subscription took this connection over max_buffered_bytes, mid fan-out: the
+        readers that hold the most are ended right after it, in a task of this connection.
+        Not left to the sender alone: blocked writing a large frame to a client that reads
+        nothing, it never got to them, and their frames stayed buffered for good while the
+        channel counted them as readers (an operator: 269 MB for a reader of 1 MB frames).
+        Before the tasks start (a resume's readers, adopted at the hello), the sender's
+        first batch ends them."""
+        nursery = self._nursery
+        if nursery is None:
+            return
+        # (Closed to new tasks: the connection ends, and its readers with it.)
+        with contextlib.suppress(RuntimeError):
+            nursery.start_soon(self._end_over_limit, name="trio_stream session memory bound")
+
+    async def _end_over_limit(self) -> None:
+        self.outbox.end_over_limit()
+
     # -- what the requests and the RPC router use --------------------------------------------
     def send_control(self, message: ControlMessage) -> None:
         self.outbox.send(message)
@@ -130,6 +152,19 @@ class Session:
     def send_control_frame(self, frame: bytes) -> None:
         """Queue a CONTROL frame encoded already (length prefix included)."""
         self.outbox.queue_control(frame)
+
+    def over_memory_bound(self, nbytes: int) -> tuple[int, int] | None:
+        """Whether a control message of ``nbytes`` more (a call forwarded to this client, an
+        answer to one of its calls) would take it over max_buffered_bytes: then what the
+        server holds for it (its subscriptions' buffers and the control messages not written
+        yet) and that bound; None if it fits. One message always fits when none is queued,
+        however large (within max_frame_bytes), as one frame always fits a block reader."""
+        outbox = self.outbox
+        queued = outbox.control_bytes
+        held = outbox.buffered_bytes + queued
+        if queued and held + nbytes > outbox.max_buffered_bytes:
+            return held, outbox.max_buffered_bytes
+        return None
 
     def open_writer(self, channel: Channel, key: str | None = None) -> Writer:
         writer = self.state.broker.open_publisher(channel, self, self.outbox, self._next_pub)
@@ -239,6 +274,7 @@ class Session:
         log.info("client %r connected from %s", self.name, self.transport.remote)
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 # Constant names: trio would format one string per task and connection.
                 nursery.start_soon(self.sender.run, name="trio_stream session sender")
                 nursery.start_soon(self._read, early_frames, name="trio_stream session reader")
@@ -258,6 +294,7 @@ class Session:
                             await self.sender.wait_drained()
                 nursery.cancel_scope.cancel()
         finally:
+            self._nursery = None
             self._cleanup()
             with trio.CancelScope(shield=True):
                 await self.transport.aclose()

@@ -105,6 +105,15 @@ class StreamTransport:
             if frames:
                 return frames
 
+    def frames_held(self) -> list[bytearray]:
+        """The whole frames received already that a lower ``max_frame_bytes`` held back: the
+        server takes only small frames before its welcome, then raises the limit, and a
+        larger frame pipelined behind the hello in the same read would otherwise wait for
+        the next read (which a client waiting for an answer never sends). A bad frame stays
+        for :meth:`receive_frames` to refuse."""
+        decoder = self._decoder
+        return [] if decoder.refusal_next else decoder.frames()
+
     async def receive_runs(self, take_runs: RunTaker[T]) -> list[bytearray | T]:
         decoder = self._decoder
         if decoder.refusal_next:
