@@ -328,6 +328,43 @@ async def test_caller_cancel_scope_cancels_the_provider_task(url: str) -> None:
         assert daq_client._rpc.running == 0
 
 
+async def test_a_call_to_a_reconnecting_provider_waits_for_it_within_its_timeout(
+    server: ts.Server,
+) -> None:
+    # A worker's link cut for a second: calls meanwhile failed at once with "no client named
+    # 'worker' is connected" although the server kept its session for its return (a team
+    # migrating from NATS). Now the caller's client asks again within the call's timeout;
+    # out of time, the error says the provider may be back.
+    assert server.tcp_url is not None
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(
+            proxy.url, name="worker", reconnect=ts.Reconnect(initial=0.1, maximum=0.2)
+        ) as worker,
+        ts.open_client(server.tcp_url, name="ctl") as ctl,
+    ):
+        worker.expose(Daq())
+        proxy_daq = await ctl.rpc("worker", timeout=SETTLE_S)
+        proxy.refuse()
+        proxy.cut()
+        with trio.fail_after(SETTLE_S):
+            while "worker" in server.state.by_name:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        with pytest.raises(ts.RpcError, match=r"\(it lost its connection and may be back\)"):
+            await proxy_daq.call("my_echo", "early", timeout=0.3)
+        results: list[Any] = []
+        async with trio.open_nursery() as nursery:
+
+            async def call() -> None:
+                results.append(await proxy_daq.call("my_echo", "HALLO", timeout=SETTLE_S))
+
+            nursery.start_soon(call)
+            await trio.sleep(0.5)
+            assert not results  # waiting for the worker, not failed
+            proxy.accept()
+        assert results == [["MY ECHO", "HALLO"]]
+
+
 async def test_provider_disconnect_mid_call_fails_at_once(url: str, server: ts.Server) -> None:
     provider = Daq()
     async with ts.open_client(url, name="ctl") as ctl:

@@ -68,6 +68,7 @@ from ._protocol.rpc_messages import (
     Result,
     RpcErrorReply,
     Yield,
+    provider_away,
     provider_not_there,
 )
 from ._rpc_stream import (
@@ -95,6 +96,10 @@ PROVIDER_POLL_FIRST_S: Final = 0.05
 PROVIDER_POLL_MAX_S: Final = 1.0
 # ...and says once that it still waits, after this long (a misspelt name waited silently).
 PROVIDER_WAIT_WARN_S: Final = 5.0
+# A call to a provider that is reconnecting (the server keeps its session) is made again after
+# this long, twice as long each time up to the most, within the call's timeout.
+PROVIDER_AWAY_RETRY_FIRST_S: Final = 0.05
+PROVIDER_AWAY_RETRY_MAX_S: Final = 0.5
 
 # A refused call names the provider's methods, at most this many (a provider may have 1,000).
 MAX_LISTED_METHODS: Final = 50
@@ -589,18 +594,27 @@ class RpcEndpoint:
         """
         client = self._client
         request = None
+        delay = PROVIDER_AWAY_RETRY_FIRST_S
         # Waiting for a reconnect counts against the call's own timeout.
         with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
-            await client.wait_usable()
-            request = client.start_request(build)
-            try:
-                await request.done.wait()
-            finally:
-                client.forget(request)
-                if not request.done.is_set() and not client.closed:
-                    # Cancelled or timed out: the provider should stop working for nobody.
-                    with contextlib.suppress(ConnectionClosed):
-                        client.send_control(Cancel(id=request.id))
+            while True:
+                await client.wait_usable()
+                request = client.start_request(build)
+                try:
+                    await request.done.wait()
+                finally:
+                    client.forget(request)
+                    if not request.done.is_set() and not client.closed:
+                        # Cancelled or timed out: the provider should stop working for nobody.
+                        with contextlib.suppress(ConnectionClosed):
+                            client.send_control(Cancel(id=request.id))
+                error = request.error
+                if type(error) is not RpcError or not provider_away(str(error)):
+                    break
+                # The provider is reconnecting (its session is kept for it): the call never
+                # reached it, so asking again is safe; out of time, its error is raised.
+                await trio.sleep(delay)
+                delay = min(delay * 2, PROVIDER_AWAY_RETRY_MAX_S)
         if request is None:
             unsent = RpcTimeout(
                 f"{what} was not sent within {timeout_s:g} s: this client was reconnecting to "

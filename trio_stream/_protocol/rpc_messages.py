@@ -35,6 +35,14 @@ MAX_STREAM_WINDOW: Final = 1024
 #: these, and on no other error.
 PROVIDER_MISSING_START: Final = "no client named "
 NO_METHODS_YET_END: Final = " exposes no methods (yet)"
+#: ...and what it says when that client lost its connection and the server keeps its session
+#: for its return (resume_grace_s): a caller's client asks again, within the call's timeout.
+PROVIDER_AWAY_MARK: Final = " (it lost its connection and may be back)"
+
+
+def provider_away(message: str) -> bool:
+    """Whether an RpcError's message says the provider is reconnecting."""
+    return message.startswith(PROVIDER_MISSING_START) and PROVIDER_AWAY_MARK in message
 
 
 def provider_not_there(message: str) -> bool:

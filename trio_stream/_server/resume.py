@@ -234,6 +234,17 @@ class ResumeBook:
         if lease is not None and lease.name == name and lease.session is None:
             self._end_kept(lease)
 
+    def grace_left(self, name: str) -> float | None:
+        """Seconds left of the resume grace of ``name``'s session, whose connection was
+        lost (None: no such session kept). A scan of the leases: only a call to a provider
+        that is not connected asks."""
+        now = trio.current_time()
+        for lease in self._leases.values():
+            ends_at = lease.ends_at
+            if lease.name == name and lease.session is None and (ends_at or 0.0) > now:
+                return (ends_at or 0.0) - now
+        return None
+
     def kept_for_name(self, name: str) -> list[KeptReaders]:
         """The readers kept for gone connections of client ``name`` (whose leases wait out
         their grace): what a new process of that name may take over (take_back_by_name)."""

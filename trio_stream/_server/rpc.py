@@ -53,6 +53,7 @@ from .._protocol.rpc_messages import (
     MAX_METHODS,
     MAX_STREAM_WINDOW,
     NO_METHODS_YET_END,
+    PROVIDER_AWAY_MARK,
     PROVIDER_MISSING_START,
     Abort,
     Call,
@@ -129,9 +130,15 @@ class Router:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         remote: Callable[[Endpoint, ControlMessage], bool] | None = None,
         connected: Callable[[], Iterable[Endpoint]] = tuple,
+        away: Callable[[str], float | None] = lambda name: None,
     ) -> None:
         self._lookup = lookup
         self._connected = connected  # for a caller's misspelt provider: the names there are
+        # A provider whose connection was lost and whose session is kept for its return
+        # (seconds of resume grace left, or None): a call meanwhile is told so, and the
+        # caller's client asks again within its timeout (a worker's 1.5 s cut failed a
+        # quarter of the calls at once with "no client named ...": a migrating team).
+        self._away = away
         # Several nodes: a provider connected elsewhere is reached through the engine, which
         # answers the caller itself (see _engine/cluster_rpc.py).
         self._remote = remote
@@ -257,7 +264,14 @@ class Router:
 
     def _not_connected(self, name: str) -> str:
         """The error for a call to nobody: the providers there are (clients() lists them to
-        anyone already), a close name first (a typo: 'dqa' for 'daq')."""
+        anyone already), a close name first (a typo: 'dqa' for 'daq'); or, for a provider
+        whose session is kept for its return, that it may be back."""
+        left = self._away(name)
+        if left is not None:
+            return (
+                f"{PROVIDER_MISSING_START}{brief(name)} is connected{PROVIDER_AWAY_MARK}; "
+                f"its session is kept {left:.1f} s more for it to reconnect"
+            )
         providers = sorted(e.name for e in self._connected() if e.methods)
         close = difflib.get_close_matches(name, providers, n=1)
         shown = close + [p for p in providers if p not in close][: MAX_NAMED_PROVIDERS - len(close)]
