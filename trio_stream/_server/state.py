@@ -61,6 +61,7 @@ class ServerState:
             max_frame_bytes=config.max_frame_bytes,
             remote=self.engine.route_call if self.engine.clustered else None,
             connected=self.by_name.values,
+            away=lambda name: self.resume.grace_left(name),
         )
         self.watchdog = Watchdog(self.limits.idle_timeout_s, self.sessions.get)
         self.wrong_tokens = WrongTokens()  # per address, for the log (handshake, admin, HTTP)
