@@ -642,6 +642,47 @@ async def test_a_welcome_lost_in_a_second_cut_still_resumes_with_nothing_lost(
         assert sum(m.lost for m in got) == 0
 
 
+@pytest.mark.server_options(resume_grace_s=1.0)
+async def test_a_welcome_lost_for_longer_than_the_grace_still_resumes_with_nothing_lost(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # A one-way outage: the reader's hello reaches the server, which hands its kept block
+    # subscription to the new connection, but the welcome never comes back; the client
+    # gives up on that connection only after its connect timeout. The kept subscription's
+    # grace ran from the hello and ended first (a network tester: 621 frames lost with an
+    # 8 s grace and a 10 s connect timeout). It now runs from when the new connection is
+    # heard from, or passes to the next lease when it breaks first.
+    sessions = server.state.by_name
+
+    async def until(condition: Callable[[], bool]) -> None:
+        with trio.fail_after(WAIT_S):
+            while not condition():  # noqa: ASYNC110 - polling the server's own state
+                await trio.sleep(0.005)
+
+    async with writer_and_proxied_reader(
+        server, proxy, history=0, reconnect=FAST, policy="block", size=1000
+    ) as (pub, sub, reader):
+        got: list[ts.Message] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until, sub, 300, got)
+            taken = [await pub.send(i) for i in range(100)]
+            first = sessions["recorder"]
+            proxy.hold_replies()
+            proxy.cut()
+            await until(lambda: sessions.get("recorder") not in (None, first))
+            taken += [await pub.send(i) for i in range(100, 200)]
+            await trio.sleep(1.5)  # longer than the grace, the new connection still silent
+            assert server.state.stats()["kept_subscriptions"] == 1
+            proxy.cut()
+            proxy.release()
+            with trio.fail_after(WAIT_S):
+                await reader.wait_state("open")
+            taken += [await pub.send(i) for i in range(200, 300)]
+        assert all(taken)
+        assert [m.data for m in got] == list(range(300))
+        assert sum(m.lost for m in got) == 0
+
+
 @pytest.mark.server_options(resume_grace_s=60.0)
 async def test_readers_kept_for_a_cut_connection_end_when_its_token_moves_elsewhere(
     server: ts.Server, proxy: TcpProxy

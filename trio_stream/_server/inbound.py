@@ -14,6 +14,7 @@ so its requests cannot grow the server's memory; so do frames its writers parked
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Awaitable, Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -94,6 +95,7 @@ class Inbound:
         "_transport",
         "_writers",
         "last_heard",
+        "started_at",
     )
 
     def __init__(self, session: Session) -> None:
@@ -118,6 +120,7 @@ class Inbound:
         self._parked_space: trio.Event | None = None  # the reader waits for parked bytes to go
         self._stopped = False  # see stop()
         self.last_heard = trio.current_time()  # when the client last sent anything
+        self.started_at = math.inf  # when run() started: after the welcome (see run)
 
     async def run(self, early_frames: list[bytearray]) -> NoReturn:
         """The reader task: dispatch ``early_frames`` (pipelined behind the hello), then every
@@ -128,7 +131,8 @@ class Inbound:
             ProtocolError, FrameTooLarge: the client sent what it must not.
         """
         transport = self._transport
-        self.last_heard = trio.current_time()
+        # After the welcome: a later read shows the client got it (resume.py's grace).
+        self.started_at = self.last_heard = trio.current_time()
         if not self._stopped:  # admitted before its welcome, it may be closed already
             await self._dispatch_all(early_frames)
         while True:

@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 RESUME_TOKEN_BYTES: Final = 16
 # Welcomes lost in a row that a client's old token still follows (ResumeBook._current).
 RESUME_CHAIN_MAX: Final = 16
+# How often the kept readers of a taken-over lease look again whether its new connection was
+# heard from (their grace starts then).
+TAKER_RECHECK_S: Final = 0.5
 
 
 class Resumable(Protocol):
@@ -67,6 +70,7 @@ class Resumable(Protocol):
 
     def published_frames(self) -> dict[int, int]: ...
     def next_pub_id(self) -> int: ...
+    def heard_after_welcome(self) -> float | None: ...
     def close(self, reason: str, *, drain: bool = False, reconnect: bool = True) -> None: ...
 
 
@@ -82,6 +86,9 @@ class Lease:
     orphans: list[Channel] = field(default_factory=list)
     ends_at: float | None = None  # trio clock: when the grace period of a gone session ends
     kept: KeptReaders | None = None  # its readers, waiting for the resubscriptions
+    # The connection that took this lease over, until it is heard from after its welcome
+    # (which then reached the client), when the kept readers' grace starts (see expire).
+    taker: Resumable | None = None
 
 
 class ResumeBook:
@@ -199,8 +206,11 @@ class ResumeBook:
             ):
                 channel.owner_id = session.client_id
         if lease.kept is not None:
-            # The resubscriptions take them back; those left end a grace period from now.
+            # The resubscriptions take them back; those left end a grace period after the
+            # client is heard from (its welcome reached it: see expire), or with the next
+            # lease if this connection breaks first.
             lease.ends_at = trio.current_time() + self.grace_s
+            lease.taker = session
             self._taken[token] = lease
             self._wake()
         log.info(
@@ -320,6 +330,19 @@ class ResumeBook:
         deadline = float("inf")
         for lease in list(self._taken.values()):
             kept = lease.kept
+            taker = lease.taker
+            if taker is not None and kept is not None and kept.waiting:
+                heard = taker.heard_after_welcome()
+                if heard is None:
+                    # Not heard from since its hello: its welcome may not have reached the
+                    # client (a one-way outage), which gives up on it after its connect
+                    # timeout and comes back with the old token. The grace waits for that:
+                    # counted from the hello, the two timeouts raced and the readers were
+                    # lost (a network tester). The connection's own end bounds the wait.
+                    deadline = min(deadline, now + TAKER_RECHECK_S, kept.check(now))
+                    continue
+                lease.taker = None
+                lease.ends_at = max(lease.ends_at or 0.0, heard + self.grace_s)
             if kept is None or not kept.waiting or (lease.ends_at or 0.0) <= now:
                 self._end_kept(lease)
             else:

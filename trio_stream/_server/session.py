@@ -408,6 +408,12 @@ class Session:
         """When the server last read anything from this client (trio clock)."""
         return self.inbound.last_heard
 
+    def heard_after_welcome(self) -> float | None:
+        """When the server last read anything from this client after its welcome went out
+        (trio clock); None: nothing yet (the welcome may not have reached it)."""
+        inbound = self.inbound
+        return inbound.last_heard if inbound.last_heard > inbound.started_at else None
+
     def close_idle(self, idle_s: float) -> None:
         self.close(f"idle for {idle_s:g} s (idle_timeout_s): send ping to stay connected")
         self._reader_scope.cancel()  # hear nothing more from it
