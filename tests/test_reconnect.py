@@ -683,6 +683,27 @@ async def test_a_welcome_lost_for_longer_than_the_grace_still_resumes_with_nothi
         assert sum(m.lost for m in got) == 0
 
 
+async def test_a_welcome_lost_on_the_way_back_is_not_blamed_on_the_port(
+    server: ts.Server, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A one-way outage after a welcome from this very URL: the timeout's message asked "is
+    # it a trio_stream server's port?" (a network tester).
+    async with ts.open_client(
+        proxy.url, name="rec", reconnect=FAST, connect_timeout=0.5
+    ) as client:
+        proxy.hold_replies()
+        proxy.cut()
+        with caplog.at_level("INFO", logger="trio_stream"):
+            with trio.fail_after(WAIT_S):
+                while "does not answer" not in caplog.text:  # noqa: ASYNC110 - the log
+                    await trio.sleep(0.05)
+        proxy.release()
+        with trio.fail_after(WAIT_S):
+            await client.wait_state("open")
+    assert "the server, or the way back from it, does not answer" in caplog.text
+    assert "is it a trio_stream server's port" not in caplog.text
+
+
 @pytest.mark.server_options(resume_grace_s=60.0)
 async def test_readers_kept_for_a_cut_connection_end_when_its_token_moves_elsewhere(
     server: ts.Server, proxy: TcpProxy

@@ -191,6 +191,7 @@ class Client:
         self._wait_for_server_s = wait_for_server
         self._urls = urls
         self._url_index = 0
+        self._welcomed_by: set[str] = set()  # the URLs a server welcomed this client at
         self._wanted_name = name
         self._token = token
         self._ssl_context = ssl_context
@@ -429,10 +430,16 @@ class Client:
         # upgrade (a peer that accepts and never answers it would otherwise hold the client
         # for good: trio-websocket's own bound did not end its wait) and the hello.
         deadline = min(trio.current_time() + self._connect_timeout, give_up_at)
-        too_late = (
-            f"no welcome from {url} within {self._connect_timeout} s (is it a trio_stream "
-            "server's port? another service, Redis for one, may accept and never answer)"
-        )
+        if url in self._welcomed_by:
+            # A server that welcomed us there before: its port is right, the way is not
+            # (a one-way outage said "is it a trio_stream server's port?": a network tester).
+            why = "the server, or the way back from it, does not answer"
+        else:
+            why = (
+                "is it a trio_stream server's port? another service, Redis for one, may "
+                "accept and never answer"
+            )
+        too_late = f"no welcome from {url} within {self._connect_timeout} s ({why})"
         with trio.CancelScope(deadline=deadline) as opening:
             async with connect(
                 url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=self._ssl_context
@@ -446,6 +453,7 @@ class Client:
                     raise ConnectionClosed(too_late)
                 opening.deadline = math.inf
                 self._welcomed(transport, welcome, behind)
+                self._welcomed_by.add(url)
                 self.url = url
                 self._io_scope = trio.CancelScope()
                 on_open()
