@@ -319,16 +319,15 @@ async def test_closing_a_publisher_on_a_stall_not_found_yet_says_what_it_drops(
         ts.open_client(quiet_server.tcp_url, name="reader") as reader,
     ):
         await client.create_channel("ch")
-        async with reader.subscribe("ch", policy="block"):
-            async with client.publisher("ch") as pub:
-                await pub.wait_for_readers()
-                for value in range(5):
-                    await pub.send(value)
-                await pub.wait_acknowledged()
-                proxy.hold()
-                for value in range(5, 55):
-                    await pub.send(value)
-                start = trio.current_time()
+        async with reader.subscribe("ch", policy="block"), client.publisher("ch") as pub:
+            await pub.wait_for_readers()
+            for value in range(5):
+                await pub.send(value)
+            await pub.wait_acknowledged()
+            proxy.hold()
+            for value in range(5, 55):
+                await pub.send(value)
+            start = trio.current_time()
         assert trio.current_time() - start < LEAVE_TIMEOUT_S + SLACK_S
     assert "50 values sent to 'ch' were not acknowledged: the server did not answer" in caplog.text
 

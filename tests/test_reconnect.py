@@ -688,9 +688,7 @@ async def test_a_welcome_lost_on_the_way_back_is_not_blamed_on_the_port(
 ) -> None:
     # A one-way outage after a welcome from this very URL: the timeout's message asked "is
     # it a trio_stream server's port?" (a network tester).
-    async with ts.open_client(
-        proxy.url, name="rec", reconnect=FAST, connect_timeout=0.5
-    ) as client:
+    async with ts.open_client(proxy.url, name="rec", reconnect=FAST, connect_timeout=0.5) as client:
         proxy.hold_replies()
         proxy.cut()
         with caplog.at_level("INFO", logger="trio_stream"):

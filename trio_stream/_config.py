@@ -86,7 +86,8 @@ class ServerConfig:
     http_port: int | None = DEFAULT_HTTP_PORT
     name: str = "trio_stream"
     token: str | None = field(default=None, repr=False)  # never in logs or reprs
-    # admin actions (publish, delete any channel, disconnect a client): see _server/admin.py
+    # admin actions (publish, delete any channel, disconnect a client, call an exposed method):
+    # see _server/admin.py
     admin_token: str | None = field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
     # One name alone or several (a tuple or list), kept as a tuple (__post_init__); typed as

@@ -2,7 +2,9 @@
 
 Counted from accept to close, before the handshake too: a peer that opens connections and
 never says hello costs memory as well. TCP and HTTP connections (each WebSocket is one)
-share the counts.
+share the counts. /metrics shows them (``trio_stream_open_connections`` by transport, the
+largest count of one address): ``trio_stream_connections`` counts clients that said hello,
+and an operator saw 2 there while one address was 8 connections from its limit.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from typing import Final
 import trio
 
 log = logging.getLogger(__name__)
+
+#: The transports counted apart (``admit``'s ``transport``): the raw TCP port's connections,
+#: and the HTTP port's (dashboard, /metrics, WebSocket).
+TRANSPORTS: Final = ("tcp", "http")
 
 #: After the first refusal's line, at most one line per this many seconds, counting them.
 REFUSALS_SAID_EVERY_S: Final = 60.0
@@ -31,12 +37,14 @@ class ConnectionCounter:
         self.max_total = max_total
         self.max_per_address = max_per_address
         self.total = 0
+        self.by_transport = dict.fromkeys(TRANSPORTS, 0)  # (together: ``total``)
         self._by_address: dict[str, int] = {}
         self.refusals = RefusalLog(clock)
         self.refused_total = 0  # since the start (/metrics)
 
-    def admit(self, address: str) -> str | None:
-        """Count a new connection from ``address``; or say which limit refuses it (None: in)."""
+    def admit(self, address: str, transport: str) -> str | None:
+        """Count a new connection from ``address`` on ``transport`` (one of TRANSPORTS); or
+        say which limit refuses it (None: in)."""
         if self.total >= self.max_total:
             refusal = (
                 f"the server holds {self.total} connections, its limit (max_connections): "
@@ -56,12 +64,14 @@ class ConnectionCounter:
             self.refusals.refused(address, refusal)
             return refusal
         self.total += 1
+        self.by_transport[transport] += 1
         self._by_address[address] = count + 1
         return None
 
-    def release(self, address: str) -> None:
-        """A connection that ``admit`` let in has closed."""
+    def release(self, address: str, transport: str) -> None:
+        """A connection that ``admit`` let in (on ``transport``) has closed."""
         self.total -= 1
+        self.by_transport[transport] -= 1
         count = self._by_address[address] - 1
         if count:
             self._by_address[address] = count
@@ -70,6 +80,11 @@ class ConnectionCounter:
 
     def from_address(self, address: str) -> int:
         return self._by_address.get(address, 0)
+
+    def largest_per_address(self) -> int:
+        """The most connections one address holds (0: none): how close the busiest peer is
+        to max_connections_per_address (a walk over the addresses: for /metrics)."""
+        return max(self._by_address.values(), default=0)
 
 
 class RefusalLog:

@@ -26,6 +26,7 @@ such a reader (the outbox decides, the session's watchdog keeps the time).
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import itertools
 import math
@@ -36,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, overload
 
 from .._exceptions import (
     AuthError,
@@ -200,7 +201,10 @@ class Channel:
     # reopen answers once its client's lease is gone (Broker.writer_published).
     closed_writers: dict[tuple[bytes, str], int] | None = None
     end_reason: str = ""  # why it ended (deleted, expired, its owner gone): $channels says
-    _rate_mark: tuple[float, int, int] = (0.0, 0, 0)
+    # When update_rates() last changed its rates, and its seq, written_frames, bytes_in and
+    # written_bytes then (as they are: comparing them is its test for an idle channel).
+    _rate_mark: tuple[float, int, int, int, int] = (0.0, 0, 0, 0, 0)
+    _serial: int = 0  # its place in the registry's order (Broker.owned_by keeps that order)
 
     @property
     def readers(self) -> int:
@@ -246,6 +250,46 @@ class Channel:
     def visible_to(self, session: ClientIdentity | None) -> bool:
         """Listed for ``session``: public channels and its own."""
         return self.public or _owner_of(self, session)
+
+
+class _Indexed:
+    """``Channel.owner_id`` and ``Channel.expires_at``: the broker keeps an index of each
+    (channels per owner, for the quota; the lifetimes' deadlines, for housekeeping), and these
+    change outside it too (a resumed or taken-over channel: resume.py, the Redis engine).
+    Setting one on a channel in the registry updates the index. Stored as ``_owner_id`` and
+    ``_expires_at``, plain attributes: a channel's other attributes, the ones each publish
+    reads and writes, stay as fast as they were (writing into ``__dict__`` here was not)."""
+
+    __slots__ = ("name", "slot")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.slot = "_" + name
+
+    @overload
+    def __get__(self, channel: None, owner: type[Channel]) -> _Indexed: ...
+    @overload
+    def __get__(self, channel: Channel, owner: type[Channel]) -> Any: ...
+    def __get__(self, channel: Channel | None, owner: type[Channel]) -> Any:
+        return self if channel is None else getattr(channel, self.slot)
+
+    def __set__(self, channel: Channel, value: Any) -> None:
+        old = getattr(channel, self.slot, None)
+        setattr(channel, self.slot, value)
+        broker = channel.broker
+        if old == value or broker.channels.get(channel.name) is not channel:
+            return  # unchanged, or not listed (yet, or any more): create/delete index it
+        if self.name == "owner_id":
+            broker._disown(channel, old)
+            broker._own(channel, value)
+        else:
+            broker._add_deadline(channel)
+
+
+# Installed after @dataclass, which would take a class attribute for the field's default:
+# its __init__ sets both through them (unlisted then: create_channel indexes the channel).
+setattr(Channel, "owner_id", _Indexed("owner_id"))  # noqa: B010 (mypy keeps the annotation)
+setattr(Channel, "expires_at", _Indexed("expires_at"))  # noqa: B010
 
 
 def check_channel_meta(meta: dict[str, Any] | None) -> None:
@@ -385,6 +429,17 @@ class Broker:
         self.frames_in = 0
         self.bytes_in = 0
         self.parked_bytes = 0  # every publisher's parked_bytes together
+        # Kept up to date by create_channel, delete_channel and _Indexed (an owner change),
+        # so that neither a create's quota check nor housekeeping walks every channel (with
+        # 12,000 channels a create took ~30 ms, and each one woke housekeeping for a walk).
+        self._owned: dict[int, dict[Channel, None]] = {}  # client id -> its channels
+        # (deadline, tiebreak, channel) for channels with a lifetime; stale entries (deleted,
+        # or a changed deadline) are skipped when they come up, or dropped by a rebuild.
+        self._deadlines: list[tuple[float, int, Channel]] = []
+        self._serials = itertools.count(1)
+        self._pushes = itertools.count()  # the deadlines' tiebreak (never the channels)
+        # The latest update_rates(): the mark of the channels it left alone (idle ones).
+        self._rates_at = -math.inf
 
     # -- registry --------------------------------------------------------------------------
     def create_channel(
@@ -438,9 +493,13 @@ class Broker:
         channel.seq = seq
         # Its first rate counts from now, not from the interval before it existed (a
         # channel's first second read 0 frames/s however busy it was).
-        channel._rate_mark = (self.clock(), channel.frames_here, channel.bytes_here)
+        channel._rate_mark = (self.clock(), seq, 0, 0, 0)
+        channel._serial = next(self._serials)
         self.channels[name] = channel
         self.public_channels += public
+        self._own(channel, channel.owner_id)
+        if channel.expires_at is not None:
+            self._add_deadline(channel)
         self.event("created", channel)
         return channel
 
@@ -468,6 +527,7 @@ class Broker:
             return
         del self.channels[channel.name]
         self.public_channels -= channel.public
+        self._disown(channel, channel.owner_id)  # (its deadline goes stale: expire() skips it)
         channel.end_reason = reason  # first: each reader's sub_end says it
         for sub in list(channel.subscriptions):
             # Detach but keep its buffer: the reader still gets what was published before
@@ -996,20 +1056,101 @@ class Broker:
             pub.outbox.readers_changed(pub.pub_id, readers, lossless)
 
     def owned_by(self, client_id: int) -> Iterator[Channel]:
-        return (c for c in list(self.channels.values()) if c.owner_id == client_id)
+        """The channels ``client_id`` owns now, in the registry's order (a snapshot: the
+        caller may delete them, or give them to another owner, as it goes)."""
+        owned = self._owned.get(client_id)
+        if not owned:
+            return iter(())
+        snapshot = sorted(owned, key=_SERIAL_OF)
+        return (c for c in snapshot if c.owner_id == client_id)
+
+    def owned_count(self, client_id: int) -> int:
+        """How many channels ``client_id`` owns (no walk: the quota's check on each create)."""
+        owned = self._owned.get(client_id)
+        return 0 if owned is None else len(owned)
+
+    def _own(self, channel: Channel, owner_id: int | None) -> None:
+        if owner_id is not None:
+            self._owned.setdefault(owner_id, {})[channel] = None
+
+    def _disown(self, channel: Channel, owner_id: int | None) -> None:
+        if owner_id is None:
+            return
+        owned = self._owned.get(owner_id)
+        if owned is not None:
+            owned.pop(channel, None)
+            if not owned:
+                del self._owned[owner_id]
+
+    def _add_deadline(self, channel: Channel) -> None:
+        """Index ``channel.expires_at`` (a listed channel's, new or changed)."""
+        if channel.expires_at is None:
+            return  # its former deadline is stale now
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(self.channels) + 64:
+            # Mostly stale (channels deleted before their lifetime ran out): rebuild, so that
+            # it holds neither those channels nor more entries than the registry has
+            # channels, twice over. Each rebuild follows as many pushes: O(1) each, amortized.
+            deadlines[:] = [
+                (c.expires_at, next(self._pushes), c)
+                for c in self.channels.values()
+                if c.expires_at is not None and c is not channel
+            ]
+            heapq.heapify(deadlines)
+        heapq.heappush(deadlines, (channel.expires_at, next(self._pushes), channel))
+
+    def next_deadline(self) -> float:
+        """When the next temporary channel reaches its lifetime (trio clock; inf if none)."""
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, _, channel = deadlines[0]
+            if channel.expires_at == deadline and self.channels.get(channel.name) is channel:
+                return deadline
+            heapq.heappop(deadlines)  # stale: deleted, or its deadline changed
+        return math.inf
+
+    def expire(self, now: float) -> float:
+        """End the temporary channels whose lifetime is over at ``now``; the next deadline
+        (inf if none). Visits only those, not every channel."""
+        while (deadline := self.next_deadline()) <= now:
+            channel = heapq.heappop(self._deadlines)[2]
+            self.delete_channel(channel, f"temporary channel {channel.name!r} reached its lifetime")
+        return deadline
 
     def update_rates(self) -> None:
         """Per-channel frames/s and bytes/s since the previous call, or since the channel was
-        created (called about once a second)."""
+        created (called about once a second). An idle channel (nothing through it since its
+        mark, its rates 0 already) is left as it is: its mark then stands for this call's
+        (see ``_rates_at``), so that 12,000 idle channels cost a test each, not an update."""
         now = self.clock()
+        previous, self._rates_at = self._rates_at, now
         for channel in self.channels.values():
-            then, seq, nbytes = channel._rate_mark
-            elapsed = max(now - then, 1e-9)
-            frames, size = channel.frames_here, channel.bytes_here
-            # (Not below 0: a channel Redis lost starts its seqs again.)
-            channel.rate_fps = max(frames - seq, 0) / elapsed
-            channel.rate_bps = max(size - nbytes, 0) / elapsed
-            channel._rate_mark = (now, frames, size)
+            mark = channel._rate_mark
+            seq, written, nbytes, written_bytes = (
+                channel.seq,
+                channel.written_frames,
+                channel.bytes_in,
+                channel.written_bytes,
+            )
+            if (
+                seq == mark[1]
+                and written == mark[2]
+                and nbytes == mark[3]
+                and written_bytes == mark[4]
+                and not channel.rate_fps
+                and not channel.rate_bps
+            ):
+                continue  # idle: its rates stay 0 (no call, no allocation per channel)
+            # A mark older than the previous call: the channel was idle then (left alone),
+            # with these counts, so the interval starts at that call.
+            elapsed = max(now - max(mark[0], previous), 1e-9)
+            # frames_here and bytes_here, now and at the mark. (Not below 0: a channel Redis
+            # lost starts its seqs again.)
+            frames = max(seq, written) - max(mark[1], mark[2])
+            size = max(nbytes, written_bytes) - max(mark[3], mark[4])
+            channel.rate_fps = max(frames, 0) / elapsed
+            channel.rate_bps = max(size, 0) / elapsed
+            channel._rate_mark = (now, seq, written, nbytes, written_bytes)
 
 
 def replay_history(sub: Reader, recent: deque[SharedData]) -> None:
@@ -1047,6 +1188,9 @@ def decimated(sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:
         sub.next_due = sub.outbox.clock() + sub.interval
         recent = deque((recent[-1],))
     return recent
+
+
+_SERIAL_OF: Final = attrgetter("_serial")
 
 
 def _owner_of(channel: Channel, session: ClientIdentity | None) -> bool:

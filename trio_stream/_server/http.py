@@ -23,8 +23,9 @@ import h11
 import trio
 import trio_websocket
 
+from .._config import ServerConfig
 from .._transport import sniff
-from .._transport.origin import host_allowed, host_refusal, origin_allowed
+from .._transport.origin import host_allowed, host_name, host_refusal, origin_allowed
 from .._transport.replay import ReplayStream
 from .._transport.tcp import peer_address, remote_of
 from .._transport.web_files import find_web_file
@@ -119,7 +120,7 @@ class HttpSite:
             stream = trio.SSLStream(socket_stream, self.config.ssl_context, server_side=True)
         admission = self.server.admission
         address = peer_address(socket_stream)
-        refusal = admission.admit(address)
+        refusal = admission.admit(address, "http")
         try:
             connection = HttpConnection(self, stream, remote_of(socket_stream))
             if refusal is not None:
@@ -132,7 +133,7 @@ class HttpSite:
             log.exception("HTTP connection from %s failed", remote_of(socket_stream))
         finally:
             if refusal is None:
-                admission.release(address)
+                admission.release(address, "http")
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
@@ -173,7 +174,8 @@ class HttpSite:
                 )
                 response.headers.append(("WWW-Authenticate", 'Bearer realm="trio_stream"'))
                 return response
-        body = render_metrics(self.server.state, self.server.admission.refused_total).encode()
+        admission = self.server.admission
+        body = render_metrics(self.server.state, admission.refused_total, admission).encode()
         return HttpResponse(200, body, METRICS_CONTENT_TYPE, [("Cache-Control", "no-store")])
 
 
@@ -206,11 +208,7 @@ class HttpConnection:
             if request is None:
                 return
             host = _header(request, b"host")
-            if not host_allowed(
-                host.decode("latin-1") if host is not None else None,
-                config.allowed_hosts,
-                bound_to=config.host,
-            ):
+            if not _host_allowed(host, config):
                 log.warning("%s: request for host %r refused", self.remote, host)
                 await self._send_response(
                     request,
@@ -425,6 +423,26 @@ def _is_websocket_key(key: bytes) -> bool:
         return len(key) == 24 and len(base64.b64decode(key, validate=True)) == 16
     except binascii.Error:
         return False
+
+
+def _host_allowed(host: bytes | None, config: ServerConfig) -> bool:
+    """Whether the HTTP port answers a request with this Host header (host_allowed), a name
+    and its fully-qualified form alike: ``ctl.lab.example.`` (one trailing dot, DNS's root)
+    is ``ctl.lab.example``, and was refused while that one was allowed (an operator)."""
+    text = host.decode("latin-1") if host is not None else None
+    if text is not None:
+        name = host_name(text)
+        if name is not None and _drop_root_dot(name) != name:
+            text = _drop_root_dot(name)  # (without its port: the port is not compared)
+    allowed = config.allowed_hosts
+    if allowed is not None:
+        allowed = tuple(_drop_root_dot(entry) for entry in allowed)
+    return host_allowed(text, allowed, bound_to=config.host)
+
+
+def _drop_root_dot(name: str) -> str:
+    """``name`` without one trailing dot (not two: "a.." is no host name)."""
+    return name[:-1] if name.endswith(".") and not name.endswith("..") else name
 
 
 def _header(request: h11.Request, name: bytes) -> bytes | None:

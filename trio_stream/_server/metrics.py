@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .broker import Channel
 from .state import ServerState, resident_bytes
+
+if TYPE_CHECKING:
+    from .admission import ConnectionCounter
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX: Final = "trio_stream_"
@@ -27,7 +30,11 @@ ENGINE_GAUGES: Final = {
 }
 
 
-def render_metrics(state: ServerState, connections_refused: int = 0) -> str:
+def render_metrics(
+    state: ServerState, connections_refused: int = 0, admission: ConnectionCounter | None = None
+) -> str:
+    """The text /metrics answers; ``admission``: the server's connection counts (what the
+    connection limits count), left out without it."""
     broker = state.broker
     channels = [c for c in broker.channels.values() if c.public]
     lines: list[str] = []
@@ -36,7 +43,15 @@ def render_metrics(state: ServerState, connections_refused: int = 0) -> str:
         lines.extend(_header(name, kind, help_text))
         lines.append(f"{PREFIX}{name} {_number(value)}")
 
-    metric("connections", "gauge", "Connected clients.", len(state.sessions))
+    metric(
+        "connections",
+        "gauge",
+        "Connected clients (past their hello; trio_stream_open_connections counts every "
+        "connection, as the connection limits do).",
+        len(state.sessions),
+    )
+    if admission is not None:
+        _admission_metrics(lines, admission)
     metric(
         "connections_refused_total",
         "counter",
@@ -94,6 +109,41 @@ def render_metrics(state: ServerState, connections_refused: int = 0) -> str:
             for c in channels
         )
     return "\n".join(lines) + "\n"
+
+
+def _admission_metrics(lines: list[str], admission: ConnectionCounter) -> None:
+    """What max_connections and max_connections_per_address count, and those limits."""
+    name = "open_connections"
+    lines.extend(
+        _header(
+            name,
+            "gauge",
+            "Open connections, as max_connections counts them: from accept to close, before "
+            "their hello too; transport http is the HTTP port's (dashboard, /metrics, "
+            "WebSocket).",
+        )
+    )
+    lines.extend(
+        f'{PREFIX}{name}{{transport="{transport}"}} {count}'
+        for transport, count in admission.by_transport.items()
+    )
+    gauges = (
+        (
+            "open_connections_largest_per_address",
+            "The most open connections one peer address holds (refused at "
+            "max_connections_per_address).",
+            admission.largest_per_address(),
+        ),
+        ("max_connections", "The server's max_connections.", admission.max_total),
+        (
+            "max_connections_per_address",
+            "The server's max_connections_per_address.",
+            admission.max_per_address,
+        ),
+    )
+    for gauge, help_text, value in gauges:
+        lines.extend(_header(gauge, "gauge", help_text))
+        lines.append(f"{PREFIX}{gauge} {_number(value)}")
 
 
 def _readers(channel: Channel) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 from collections.abc import AsyncIterator
 
 import trio
@@ -16,6 +17,7 @@ from .._protocol.messages import Error
 from .._transport.tcp import StreamTransport, peer_address
 from .._util import open_own_nursery, unwrap_single_exception
 from .admission import ConnectionCounter
+from .broker import Channel
 from .gc_policy import FreezePolicy, freeze_startup_objects
 from .handshake import REFUSAL_FLUSH_S
 from .outbox import control_frame
@@ -42,7 +44,10 @@ class Server:
         self._no_sessions = trio.Event()
         self._no_sessions.set()
         self._housekeeping_wake = trio.Event()
-        self.state.on_channel_created = lambda channel: self._housekeeping_wake.set()
+        # When housekeeping wakes next (-inf: it has not yet computed that).
+        self._housekeeping_deadline = -math.inf
+        self.state.on_channel_created = self._deadline_added
+        self.state.wake_housekeeping = self._wake_housekeeping
         self._stopped = trio.Event()
         self._closing = False
         self.admission = ConnectionCounter(
@@ -165,7 +170,7 @@ class Server:
         if self.config.ssl_context is not None:
             transport_stream = trio.SSLStream(stream, self.config.ssl_context, server_side=True)
         address = peer_address(stream)
-        refusal = self.admission.admit(address)
+        refusal = self.admission.admit(address, "tcp")
         if refusal is not None:
             await _refuse_connection(transport_stream, refusal)
             return
@@ -173,7 +178,7 @@ class Server:
             transport = StreamTransport(transport_stream, self.state.limits.max_frame_bytes)
             await self.run_session(Session(self.state, transport))
         finally:
-            self.admission.release(address)
+            self.admission.release(address, "tcp")
 
     async def run_session(self, session: Session) -> None:
         """Run one connection to its end (used by every transport)."""
@@ -192,6 +197,17 @@ class Server:
             if not self._sessions:
                 self._no_sessions.set()
 
+    def _wake_housekeeping(self) -> None:
+        self._housekeeping_wake.set()
+
+    def _deadline_added(self, channel: Channel) -> None:
+        """A channel was created, or given a lifetime: housekeeping wakes only if that
+        lifetime ends before its next wake (not for every create: with 12,000 channels that
+        was a walk over all of them per create)."""
+        expires_at = channel.expires_at
+        if expires_at is not None and expires_at < self._housekeeping_deadline:
+            self._housekeeping_wake.set()
+
     async def _housekeeping(self) -> None:
         """Rates and $stats once per interval; temporary channels end on time."""
         state = self.state
@@ -204,17 +220,11 @@ class Server:
                 state.publish_stats()
                 self.admission.refusals.flush(now)  # a count left from the last minute
                 next_stats = now + interval
-            deadline = min(next_stats, state.resume.expire(now))
-            for channel in list(state.broker.channels.values()):
-                if channel.expires_at is None:
-                    continue
-                if channel.expires_at <= now:
-                    state.broker.delete_channel(
-                        channel, f"temporary channel {channel.name!r} reached its lifetime"
-                    )
-                else:
-                    deadline = min(deadline, channel.expires_at)
+            # The temporary channels whose lifetime is over (the broker keeps their deadlines
+            # in order: no walk over every channel).
+            deadline = min(next_stats, state.resume.expire(now), state.broker.expire(now))
             self._housekeeping_wake = trio.Event()
+            self._housekeeping_deadline = deadline
             with trio.move_on_at(deadline):
                 await self._housekeeping_wake.wait()
 

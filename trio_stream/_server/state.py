@@ -80,7 +80,10 @@ class ServerState:
         # Frames lost by channels deleted since the start: frames_lost is a running total
         # (a Prometheus counter), which must not go down when a lossy channel goes away.
         self.lost_in_deleted_channels = 0
-        self.on_channel_created: Callable[[Channel], None] | None = None  # wakes housekeeping
+        # Housekeeping's (serve.py): a channel was created or given a lifetime (its deadline
+        # may come before housekeeping's next wake), and a resume grace period to watch.
+        self.on_channel_created: Callable[[Channel], None] | None = None
+        self.wake_housekeeping: Callable[[], None] | None = None
         self.system = {name: self.broker.create_channel(name, None) for name in SYSTEM_CHANNELS}
         self.resume = ResumeBook(
             self.broker, config.resume_grace_s, self._wake_housekeeping, self.engine.end_orphan
@@ -88,8 +91,8 @@ class ServerState:
 
     def _wake_housekeeping(self) -> None:
         """A resume grace period to watch (resume.py): housekeeping recomputes its deadline."""
-        if self.on_channel_created is not None:
-            self.on_channel_created(self.system["$stats"])
+        if self.wake_housekeeping is not None:
+            self.wake_housekeeping()
 
     def next_client_id(self) -> int:
         ident = self._next_client_id

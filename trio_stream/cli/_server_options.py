@@ -39,8 +39,9 @@ _HELP: Final = {
     "http_port": "WebSocket + dashboard port (0: any free port, off: none)",
     "name": "the server's name, shown to clients",
     "token": f"clients must present this token (also ${TOKEN_ENV})",
-    "admin_token": "allows admin actions (publish, delete, disconnect) to whoever gives it "
-    f"(also ${ADMIN_TOKEN_ENV})",
+    "admin_token": "allows the admin actions to whoever gives it: publish to any channel, "
+    f"delete any channel, disconnect any client, call any exposed method (also "
+    f"${ADMIN_TOKEN_ENV})",
     "allowed_origins": "a browser origin allowed on the WebSocket (repeatable)",
     "allowed_hosts": "a Host name the HTTP port answers to besides loopback ones (repeatable;"
     " '*': any)",
@@ -158,7 +159,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         "--config",
         metavar="FILE.toml",
         type=Path,
-        help="read these settings from a TOML file (keys: the long option names)",
+        help="read the settings below from a TOML file (keys: their long option names)",
     )
     for name, tp in _fields().items():
         _add_field_option(group, name, tp, getattr(defaults, name))
@@ -195,6 +196,14 @@ def _from_file(path: Path) -> dict[str, Any]:
             # Relative paths are relative to the file, so a config directory can be moved.
             settings[key] = str(path.parent / str(value))
             continue
+        if key == "log_level":
+            # `serve --help` said the file takes the same settings as the flags; the log is
+            # set up before the file is read (the command line's only).
+            raise UsageError(
+                f"{path}: {raw_key!r} is not a server setting: give --log-level on the "
+                "command line (the file takes the settings of the flags under "
+                '"server" in serve --help)'
+            )
         if key not in known and key + "_s" in known:
             key += "_s"  # the file may use the flag's spelling, e.g. idle-timeout
         if key not in known or key == "ssl_context":
@@ -283,10 +292,18 @@ def server_config(args: argparse.Namespace, **overrides: Any) -> ts.ServerConfig
     """The ServerConfig the flags, the environment and the --config file describe."""
     settings = _from_file(args.config) if args.config is not None else {}
     from_file = set(settings)  # what a flag does not override is the file's to answer for
-    if os.environ.get(TOKEN_ENV):
-        settings["token"] = os.environ[TOKEN_ENV]
-    if os.environ.get(ADMIN_TOKEN_ENV):
-        settings["admin_token"] = os.environ[ADMIN_TOKEN_ENV]
+    for env, setting in ((TOKEN_ENV, "token"), (ADMIN_TOKEN_ENV, "admin_token")):
+        value = os.environ.get(env)
+        if value is None or _DEST_PREFIX + setting in vars(args):
+            continue  # unset, or the flag's value wins
+        if not value:
+            # A secret that failed to render (`TRIO_STREAM_TOKEN=$UNSET`): taken as unset, it
+            # started a server without authentication, silently; `--token ""` is refused.
+            raise UsageError(
+                f"${env} is set but empty: give it a token (16 or more random characters), "
+                "or unset it" + (" for a server that asks none" if setting == "token" else "")
+            )
+        settings[setting] = value
     for name, value in vars(args).items():
         if name.startswith(_DEST_PREFIX):
             # Repeated flags arrive as a list; the settings are tuples (ServerConfig is frozen).

@@ -1,11 +1,16 @@
-"""``serve`` and ``demo``: run a server (and demo writers) until SIGINT or SIGTERM."""
+"""``serve`` and ``demo``: run a server (and demo writers) until SIGINT, SIGTERM or SIGHUP."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import logging
+import signal
 import socket
 import sys
+import time
+from collections.abc import AsyncIterator
 from typing import Final
 
 import trio
@@ -16,7 +21,7 @@ from .._server.engine import default_node_name, safe_url
 from .._util import unwrap_single_exception
 from ._demo import DEMO_CHANNELS, demo_channel_names, run_demo_writers
 from ._options import HelpFormatter, Subparsers, add_log_level
-from ._run import CliError, UsageError, stop_on_signal, typed_command
+from ._run import SAME_STOP_S, CliError, UsageError, typed_command
 from ._server_options import add_server_options, server_config
 
 SERVE_EPILOG = """\
@@ -26,9 +31,14 @@ examples:
   trio-stream serve --config server.toml --tcp-port 0
   trio-stream serve --http-port off --tls-cert cert.pem --tls-key key.pem
 
-A TOML file takes the same settings as the flags, named like them (or like ServerConfig's
-fields): host = "0.0.0.0", tcp_port = 9870, http_port = false, max_frame_bytes = "64MiB",
-allowed_origins = ["https://lab.example"], tls_cert = "cert.pem" (relative to the file).
+A TOML file takes the same settings as the flags of the "server" group above, named like
+them (or like ServerConfig's fields): host = "0.0.0.0", tcp_port = 9870, http_port = false,
+max_frame_bytes = "64MiB", allowed_origins = ["https://lab.example"], tls_cert = "cert.pem"
+(relative to the file). Not --log-level: give that one on the command line.
+
+Ctrl-C, SIGTERM or SIGHUP (its terminal closed) stop it gracefully: clients are told, and
+readers get up to --shutdown-grace seconds to take what is buffered. SIGTERM or SIGHUP again
+during that drain is ignored (said on stderr); Ctrl-C again interrupts it (exit 130).
 """
 
 
@@ -44,8 +54,8 @@ def register(subparsers: Subparsers) -> None:
     serve = subparsers.add_parser(
         "serve",
         help="run a server",
-        description="Run a trio_stream server until Ctrl-C "
-        "or SIGTERM, then shut down gracefully (clients are told, buffers drain).",
+        description="Run a trio_stream server until Ctrl-C, "
+        "SIGTERM or SIGHUP, then shut down gracefully (clients are told, buffers drain).",
         epilog=SERVE_EPILOG,
         formatter_class=HelpFormatter,
     )
@@ -112,6 +122,18 @@ def _print_urls(server: ts.Server) -> None:
             f"  (listening on every interface: from another machine, use this one's name, "
             f"{socket.gethostname()}, or its address instead of 127.0.0.1)"
         )
+
+
+def _auth(config: ts.ServerConfig) -> str:
+    """The banner's auth line: whether clients need a token, and admin actions."""
+    text = (
+        "token required"
+        if config.token is not None
+        else "none (anyone who can connect can read and write)"
+    )
+    if config.admin_token is not None:
+        text += "; admin actions with the admin token"
+    return text
 
 
 def _endpoints(config: ts.ServerConfig) -> str:
@@ -199,36 +221,159 @@ async def _run_server(config: ts.ServerConfig, prefix: str | None) -> None:
     async with trio.open_nursery() as nursery:
         server = await _start_server(nursery, config)
         client_url = server.urls.get("tcp") or server.urls.get("ws")
-        async with stop_on_signal():
-            # Printed once the signal handler is in place: whoever waits for these lines
-            # (a person, a script, a test) may press Ctrl-C right after them.
-            _print_urls(server)
-            if prefix is not None and client_url is not None:
-                print(f"  channels:  {', '.join(demo_channel_names(prefix))}")
-                print(f"try: {typed_command()} sub {client_url} {prefix}/counter --count 5")
-            print("Press Ctrl-C to stop.", flush=True)
-            if prefix is not None and client_url is not None:
-                tls = config.ssl_context is not None
-                await run_demo_writers(client_url, prefix, token=config.token, tls=tls)
-            await trio.sleep_forever()
-        clients = len(server.state.sessions)
-        print(
-            f"stopping: telling {clients} client{'s' * (clients != 1)}, and letting buffers "
-            f"drain for up to {config.shutdown_grace_s:g} s...",
-            file=sys.stderr,
-            flush=True,
-        )
-        await server.aclose()
-        print("stopped", file=sys.stderr, flush=True)
+        running = trio.CancelScope()
+        # Around the shutdown too: a SIGTERM during the drain killed the process (status
+        # -15, the drain cut short, no "stopped").
+        async with _stop_on_signals(running, config.shutdown_grace_s):
+            with running:
+                # Printed once the signal handlers are in place: whoever waits for these lines
+                # (a person, a script, a test) may press Ctrl-C right after them.
+                _print_urls(server)
+                # Whether it asks for a token (never the token): a server started without one
+                # by mistake (an empty $TRIO_STREAM_TOKEN was taken as none) did not say so.
+                print(f"  {'auth:':<11}{_auth(config)}")
+                if prefix is not None and client_url is not None:
+                    print(f"  channels:  {', '.join(demo_channel_names(prefix))}")
+                    print(f"try: {typed_command()} sub {client_url} {prefix}/counter --count 5")
+                print("Press Ctrl-C to stop.", flush=True)
+                if prefix is not None and client_url is not None:
+                    tls = config.ssl_context is not None
+                    await run_demo_writers(client_url, prefix, token=config.token, tls=tls)
+                await trio.sleep_forever()
+            clients = len(server.state.sessions)
+            _say(
+                f"stopping: telling {clients} client{'s' * (clients != 1)}, and letting "
+                f"buffers drain for up to {config.shutdown_grace_s:g} s..."
+            )
+            await server.aclose()
+            _say("stopped")
+
+
+def _say(text: str) -> None:
+    """A line on stderr about the stop, which goes on if stderr cannot take it: after a
+    SIGHUP, its terminal may be gone (a write then fails with EIO)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # (ValueError: closed)
+        print(text, file=sys.stderr, flush=True)
+
+
+# What ends a server command: besides Ctrl-C, SIGTERM (a service manager, kill) and SIGHUP
+# (its terminal closed: it exited 129, its readers saw a reset instead of a goodbye).
+_TERMINATIONS: Final = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class _Stop:
+    """The first SIGINT, SIGTERM or SIGHUP cancels ``running``: the graceful shutdown
+    follows it, all of which the signals' tasks watch over (``_stop_on_signals``)."""
+
+    def __init__(self, running: trio.CancelScope, grace_s: float) -> None:
+        self.running = running
+        self.grace_s = grace_s
+        self.at: float | None = None  # when the stop began (trio's clock)
+        self.began = trio.Event()
+
+    def stop(self) -> None:
+        if self.at is None:
+            self.at = trio.current_time()
+            self.running.cancel()
+            self.began.set()
+
+    def echo(self) -> bool:
+        """A signal within SAME_STOP_S of the stop's: the same stop (`timeout -s INT`
+        signals the command and then its process group)."""
+        return self.at is not None and trio.current_time() - self.at < SAME_STOP_S
+
+
+@contextlib.asynccontextmanager
+async def _stop_on_signals(running: trio.CancelScope, grace_s: float) -> AsyncIterator[None]:
+    """For the block (the run and its shutdown): the first SIGINT, SIGTERM or SIGHUP cancels
+    ``running``; a later SIGTERM or SIGHUP is ignored, with a line, until the block ends (the
+    drain ends by itself, within its grace); a later Ctrl-C interrupts it (exit 130: the
+    handler given back to ``_run``'s).
+
+    Each signal has one receiver (SIGINT's own ends early), so receivers never close out of
+    the order they opened in: closing one gives back the handler it replaced.
+    """
+    stop = _Stop(running, grace_s)
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_on_terminations, stop)
+            await nursery.start(_on_interrupts, stop)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _on_terminations(stop: _Stop, *, task_status: trio.TaskStatus[None]) -> None:
+    with trio.open_signal_receiver(*_TERMINATIONS) as signals:
+        task_status.started()
+        async for signum in signals:
+            if stop.at is None:
+                stop.stop()
+            elif not stop.echo():
+                _say(
+                    f"{signal.Signals(signum).name} again during the shutdown: ignored (the "
+                    f"drain ends within its {stop.grace_s:g} s grace; Ctrl-C interrupts it)"
+                )
+
+
+async def _on_interrupts(stop: _Stop, *, task_status: trio.TaskStatus[None]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            # The stop may begin with another signal: this one's watch ends then too.
+            async def end_with_the_stop() -> None:
+                await stop.began.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(end_with_the_stop)
+            async for _ in signals:
+                stop.stop()
+                break
+            nursery.cancel_scope.cancel()
+        assert stop.at is not None
+        with trio.move_on_at(stop.at + SAME_STOP_S):
+            async for _ in signals:  # the same stop's echo
+                pass
+    # Leaving the receiver gives SIGINT back to _run's handler: a Ctrl-C now interrupts a
+    # shutdown that hangs (exit 130) instead of being swallowed.
+
+
+class _OffsetTimes(logging.Formatter):
+    """Log times with their UTC offset (``2026-12-06 11:14:45,123+0100``): a server's log
+    read next to another machine's, or across a change of daylight saving, said no zone."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        local = self.converter(record.created)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", local)
+        return f"{stamp},{int(record.msecs):03d}{time.strftime('%z', local)}"
+
+
+def _log_times_with_offset() -> None:
+    """The CLI's log lines (``configure_logging``: the root logger's handlers, their format
+    starting with the time) get their UTC offset; handlers of another's making stay."""
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if type(formatter) is logging.Formatter and formatter.datefmt is None:
+            fmt = formatter._fmt
+            if fmt is not None and fmt.startswith("%(asctime)s"):
+                handler.setFormatter(_OffsetTimes(fmt))
 
 
 async def run_serve(args: argparse.Namespace) -> int:
-    await _run_server(server_config(args), None)
+    config = server_config(args)
+    _log_times_with_offset()
+    await _run_server(config, None)
     return 0
 
 
 async def run_demo(args: argparse.Namespace) -> int:
     config = server_config(args)
+    _log_times_with_offset()
     if config.tcp_port is None and config.http_port is None:
         raise UsageError("the demo needs an endpoint for its writers: do not switch both off")
     await _run_server(config, args.prefix)
