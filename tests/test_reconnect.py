@@ -683,6 +683,44 @@ async def test_a_welcome_lost_for_longer_than_the_grace_still_resumes_with_nothi
         assert sum(m.lost for m in got) == 0
 
 
+async def test_a_subscribe_whose_reply_a_cut_lost_loses_nothing_when_repeated(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # The subscribe reaches the server, its reply is lost with the connection: the client
+    # repeats it on the next one as a new subscription, and the frames the server had kept
+    # for the first (300 of them, its writer told of a reader) were dropped uncounted when
+    # the client said `restored` (a network tester). The repeat continues that one now.
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as writer,
+        ts.open_client(proxy.url, name="recorder", reconnect=FAST) as reader,
+    ):
+        await writer.create_channel("AI1")
+        async with writer.publisher("AI1") as pub, trio.open_nursery() as nursery:
+            subs: list[ts.Subscription] = []
+
+            async def subscribe() -> None:
+                subs.append(await reader.open_subscription("AI1", policy="block", size=1000))
+
+            proxy.hold_replies()
+            nursery.start_soon(subscribe)
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()  # the server has it; its reply is held
+            taken = [await pub.send(i) for i in range(300)]
+            proxy.cut()
+            proxy.release()
+            with trio.fail_after(WAIT_S):
+                while not subs:  # noqa: ASYNC110 - the repeated subscribe's answer
+                    await trio.sleep(0.01)
+            (sub,) = subs
+            with trio.fail_after(WAIT_S):
+                got = [await sub.receive() for _ in range(300)]
+            await sub.aclose()
+        assert all(taken)
+        assert [m.data for m in got] == list(range(300))
+        assert sum(m.lost for m in got) == 0 and sub.lost == 0
+
+
 async def test_a_welcome_lost_on_the_way_back_is_not_blamed_on_the_port(
     server: ts.Server, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
 ) -> None:

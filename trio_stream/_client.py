@@ -192,6 +192,7 @@ class Client:
         self._urls = urls
         self._url_index = 0
         self._welcomed_by: set[str] = set()  # the URLs a server welcomed this client at
+        self._subscribes_repeating = 0  # lost with a connection, to be sent again (_request)
         self._wanted_name = name
         self._token = token
         self._ssl_context = ssl_context
@@ -646,7 +647,7 @@ class Client:
                 nursery.start_soon(first_try, attempt, what, resubscribes)
         if not self._connected or self._generation != generation:
             return
-        if all_done:
+        if all_done and not self._subscribes_repeating:
             # Every resubscription is answered: the server ends the subscriptions it kept
             # for us that none took back (one given up on just before the cut would hold
             # its writers for the grace period otherwise). Not after a retry: its kept
@@ -929,18 +930,29 @@ class Client:
         check, and it waited with wait_channel=True for nothing (a lab's audit). What the
         lost one made on the server went with that connection."""
         repeats = 0
-        while True:
-            await self.wait_usable()
-            try:
-                return await self._request_now(
-                    cls, on_result=on_result, undo=undo, settle_late=settle_late, **fields
-                )
-            except ConnectionClosed:
-                # A few times at most: a request that every connection loses on its way
-                # (one it makes too big for a proxy, say) is not repeated for ever.
-                repeats += 1
-                if not repeat_if_lost or self._state == "closed" or repeats > MAX_REPEATS:
-                    raise
+        holding_restored = False
+        try:
+            while True:
+                await self.wait_usable()
+                try:
+                    return await self._request_now(
+                        cls, on_result=on_result, undo=undo, settle_late=settle_late, **fields
+                    )
+                except ConnectionClosed:
+                    # A few times at most: a request that every connection loses on its way
+                    # (one it makes too big for a proxy, say) is not repeated for ever.
+                    repeats += 1
+                    if not repeat_if_lost or self._state == "closed" or repeats > MAX_REPEATS:
+                        raise
+                    if cls is Subscribe and not holding_restored:
+                        # The lost one may have made a subscription that the server keeps
+                        # for our return: no `restored` (which would end it, dropping what
+                        # it holds) before the repeat, which continues it.
+                        holding_restored = True
+                        self._subscribes_repeating += 1
+        finally:
+            if holding_restored:
+                self._subscribes_repeating -= 1
 
     async def _request_now(
         self,

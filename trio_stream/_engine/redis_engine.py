@@ -1052,6 +1052,10 @@ class RedisEngine:
         if taken is not None:
             return taken
         channel = self._mirror(record)
+        # The repeat of a subscribe whose reply a cut lost: the one kept on this node.
+        taken = requests.take_back_unheard(session, msg, lambda: channel)
+        if taken is not None:
+            return taken
         with self._joining_reader(channel.name):
             await self._follow(channel, record.seq)
             if msg.since_epoch is None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 from .outbox import EndedReader, Outbox, Reader
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from .broker import Broker, Channel
     from .buffers import Policy
 
 # Ids a kept subscription is known by at most: its client knows the one of the last reply it
@@ -191,6 +191,36 @@ class KeptReaders:
             for known in self._ids_of(named):
                 del self._by_old_id[known]
             self.outbox.drop(named)
+        return None
+
+    def take_unheard(
+        self,
+        channel: Channel,
+        options: tuple[Policy, int | None, int, float | None, bytes | None, object],
+        window: int,
+    ) -> Reader | None:
+        """The kept reader of ``channel`` with these options whose client may never have
+        heard of it, for a subscribe its client repeats because the reply was lost with the
+        connection: the frames it holds for that client, in flight or buffered, go to the
+        repeated subscription. Without this, the repeat was a new subscription and the kept
+        one ended at ``restored``, dropping its frames without a count (a block recorder
+        lost 300 frames silently: a network tester). None: there is none."""
+        for reader in dict.fromkeys(self._by_old_id.values()):
+            if (
+                reader.closed
+                or reader.outbox is not self.outbox
+                or reader.channel is not channel  # (the live channel of that name)
+                or _options(reader) != options
+            ):
+                continue
+            since = reader.unheard_since()
+            if since is None or not reader.resumable_after(since):
+                continue
+            for known in self._ids_of(reader):
+                del self._by_old_id[known]
+            reader.known_as = ()
+            reader.resume_after(since, window)
+            return reader
         return None
 
     def _ids_of(self, reader: Reader) -> list[int]:

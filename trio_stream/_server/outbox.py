@@ -1027,6 +1027,18 @@ class Reader:
             self.outbox.activate(self)
 
     # -- taken back by a reconnected client (kept.py) ----------------------------------------
+    def unheard_since(self) -> int | None:
+        """For a reader its client may never have heard of (no credit ever came back: the
+        reply of its subscribe may have been lost with the connection), the seq before the
+        first frame it holds, in flight or buffered: a repeated subscribe continues from
+        there (kept.KeptReaders.take_unheard). None: its client took frames of it."""
+        if self.credited_seq or self.released_seq:
+            return None
+        if self._inflight:
+            return self._inflight[0][0].seq - 1
+        first = self.buffer.peek()
+        return self.channel.seq if first is None else first.seq - 1
+
     def resumable_after(self, since_seq: int, *, sent_only: bool = False) -> bool:
         """Whether a client that has every frame up to ``since_seq`` can take this reader
         back without a gap: it has every frame the reader let go for good (those before the

@@ -199,7 +199,45 @@ def subscribe(session: Session, msg: Subscribe) -> dict[str, Any]:
     taken = take_back(session, msg) or take_back_by_name(session, msg, lookup)
     if taken is not None:
         return taken
-    return subscribe_to(session, msg, lookup)
+    return take_back_unheard(session, msg, lookup) or subscribe_to(session, msg, lookup)
+
+
+def take_back_unheard(
+    session: Session, msg: Subscribe, find: Callable[[], Channel]
+) -> dict[str, Any] | None:
+    """A plain subscribe from a resumed connection that continues a kept subscription its
+    client never heard of: the reply of the same subscribe, sent just before the cut, was
+    lost with the connection, and the client asks again as a new one (its frames held for
+    it meanwhile go to this one). None: there is none to continue."""
+    lease = session.resume_lease
+    if lease is None or lease.kept is None or msg.since_epoch is not None:
+        return None
+    policy, size = parse_policy(msg.policy, msg.size)
+    _check_every(msg.every)
+    _check_max_rate(msg.max_rate)
+    block_timeout = _block_timeout(session, msg.block_timeout)
+    options = (policy, size, msg.every, msg.max_rate, _sender(msg.sender), _view(msg.view))
+    channel = find()
+    window = _window(msg.window, size)
+    reader = lease.kept.take_unheard(channel, options, window)
+    if reader is None:
+        return None
+    reader.block_timeout_asked = msg.block_timeout
+    if reader.blocks_writers:
+        reader.block_timeout = block_timeout
+    session.outbox.adopt(reader)
+    log.info(
+        "client %r subscribed again to %r: it continues the subscription whose reply its "
+        "connection lost",
+        session.name,
+        msg.channel,
+    )
+    return {
+        "sub": reader.sub_id,
+        "window": window,
+        "window_bytes": reader.window_bytes,
+        "epoch": channel.epoch,
+    }
 
 
 def subscribe_to(session: Session, msg: Subscribe, find: Callable[[], Channel]) -> dict[str, Any]:
