@@ -1125,7 +1125,11 @@ def test_values_print_as_json() -> None:
     assert jsonable(image)["shape"] == [2, 3]
     assert jsonable(b"\x01\xff", bytes_format="hex") == "01ff"
     assert jsonable(b"\x01\xff") == "Af8="
-    assert jsonable([math.nan, -math.inf, np.float32(1.5)]) == ["nan", "-inf", 1.5]
+    assert jsonable([math.nan, -math.inf, np.float32(1.5)]) == [
+        {"$float": "nan"},
+        {"$float": "-inf"},
+        1.5,
+    ]
     assert jsonable(np.zeros(0))["min"] is None
     # Complex numbers have no order (no min or max), but a mean, as [real, imaginary] like
     # every complex value printed; it was null, which told nothing of the array.

@@ -6,6 +6,7 @@ import enum
 import math
 import struct
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -20,6 +21,7 @@ from ._exceptions import (
     ProtocolError,
     TrioStreamError,
 )
+from ._protocol.bytes_like import BytesLike
 from ._protocol.codec import PayloadReader, decode_payload
 from ._protocol.frames import (
     DATA_FIELDS_AT,
@@ -28,7 +30,7 @@ from ._protocol.frames import (
     data_sender,
     data_seq,
 )
-from ._protocol.limits import SUBSCRIBE_WINDOW_BYTES
+from ._protocol.limits import SUBSCRIBE_WINDOW_BYTES, PayloadLimits
 from ._protocol.messages import Retune, Subscribe, Unsubscribe, check_fields
 from ._records import Gap, GapKind, Message, Position
 from ._stats import RateMeter, SubscriptionStatistics
@@ -53,6 +55,16 @@ _DATA_FIELDS_AT: Final = DATA_FIELDS_AT
 _DATA_HEAD_BYTES: Final = DATA_HEAD_BYTES
 # A Message straight from its fields (a C call): the NamedTuple's __new__ is a Python function.
 _new_tuple: Final = tuple.__new__
+
+
+_PayloadDecoder = Callable[[BytesLike, int, PayloadLimits, PayloadReader | None], Any]
+
+
+def _payload_bytes(data: BytesLike, offset: int, limits: object, reader: object) -> memoryview:
+    """A DATA frame's payload undecoded (decode_payload's signature: see
+    Subscription._keep_payloads_encoded). The frame is the message's alone, as a decoded
+    array's memory is."""
+    return memoryview(data)[offset:]
 
 
 class _Keep(enum.Enum):
@@ -92,6 +104,7 @@ class Subscription:
         # One decoder and buffer for all this reader's values (codec.PayloadReader).
         self._payload_limits = client.payload_limits
         self._payload_reader = PayloadReader(client.payload_limits)
+        self._undecoded = False  # see _keep_payloads_encoded
         self._epoch: str = result.get("epoch", "")
         self._last_seq = 0 if since is None else since[1]  # of the last message taken
         self._live = True  # subscribed on the current connection (sub_id is valid)
@@ -246,20 +259,24 @@ class Subscription:
             last[2] += recovered
         else:
             gaps.append([at, kind, recovered])
-        self._message = self._message_after_gap  # type: ignore[method-assign]
+        self._message = self._message_after_gap  # type: ignore[method-assign,assignment]
 
     def _message_after_gap(self, frame: bytearray) -> Message:
         gaps = self._gaps
+        build = Subscription._message_undecoded if self._undecoded else Subscription._message
         if gaps[0][0] != self.received:  # (``received``: this frame's index, before it)
-            return Subscription._message(self, frame)
+            return build(self, frame)
         try:
-            message = Subscription._message(self, frame)
+            message = build(self, frame)
         except ProtocolError:  # a refused payload: the gap goes on the next message
             gaps[0][0] += 1
             raise
         _, kind, recovered = gaps.popleft()
         if not gaps:
-            del self._message  # the class's method again
+            if self._undecoded:
+                self._message = self._message_undecoded  # type: ignore[method-assign,assignment]
+            else:
+                del self._message  # the class's method again
         lost = message.lost if kind == "resumed" else None
         return message._replace(gap=Gap(kind, lost, recovered))
 
@@ -380,9 +397,11 @@ class Subscription:
             raise trio.WouldBlock
         return self._message(self._frames.popleft())
 
-    def _message(self, frame: bytearray) -> Message:
+    def _message(self, frame: bytearray, _decode: _PayloadDecoder = decode_payload) -> Message:
         # The hot path of every reader: one unpack of the DATA head (frames.DATA_HEAD, the
-        # wire format's owner), the sender name compared in place, one decode.
+        # wire format's owner), the sender name compared in place, one decode. (``_decode``:
+        # _message_undecoded's; a default argument is read as fast as a global, where an
+        # attribute holding the function cost a reader ~30 ns a message on Python 3.11.)
         # The frame is consumed whether or not it decodes: its credit goes back first, or a
         # few bad frames would shrink the window for good (and a reader that got only bad
         # frames would never receive anything again, from any writer).
@@ -416,7 +435,7 @@ class Subscription:
             self._sender_raw, self._sender = data_sender(frame, name_len)
             self._sender_len = name_len
         try:
-            value = decode_payload(
+            value = _decode(
                 frame, _DATA_HEAD_BYTES + name_len, self._payload_limits, self._payload_reader
             )
         except ProtocolError:  # PayloadRefused too: raised for this frame, the stream goes on
@@ -424,6 +443,20 @@ class Subscription:
                 self._carry_to_next(lost)
             raise
         return _new_tuple(Message, (value, seq, self.channel, self._sender, time_s, lost, None))
+
+    def _keep_payloads_encoded(self) -> None:
+        """Internal (the CLI's dump and bridge): from now on each message's ``data`` is its
+        payload's bytes as they came, undecoded (a memoryview of the frame: a compressed
+        payload still compressed, a non-Python writer's CBOR as it wrote it, a payload that is
+        not CBOR as well), so no message raises for its payload. The method that builds
+        messages is swapped for this subscription alone (as _expect_gap swaps it): the other
+        subscriptions' per-message path is unchanged."""
+        self._undecoded = True
+        if "_message" not in self.__dict__:  # (else a gap's, which puts this one back after it)
+            self._message = self._message_undecoded  # type: ignore[method-assign,assignment]
+
+    def _message_undecoded(self, frame: bytearray) -> Message:
+        return Subscription._message(self, frame, _payload_bytes)
 
     def _carry_to_next(self, lost: int) -> None:
         """A frame whose payload is refused raises instead of being a Message: the frames lost

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import base64
 import datetime
+import decimal
+import fractions
+import ipaddress
 import json
 import math
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+import cbor2
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress, ProgressColumn, SpinnerColumn, TimeElapsedColumn
 
 from .._util import counted as counted  # for the commands, which count in their lines
+from .dumpfile import UndecodedPayload
 
 _BINARY_PREFIXES: Final = ("", "Ki", "Mi", "Gi", "Ti", "Pi")
 
@@ -24,20 +30,27 @@ _BINARY_PREFIXES: Final = ("", "Ki", "Mi", "Gi", "Ti", "Pi")
 def jsonable(value: Any, *, full: bool = False, bytes_format: str = "base64") -> Any:
     """``value`` as plain JSON types.
 
-    numpy arrays become ``{"dtype", "shape", "min", "max", "mean"}`` (or nested lists with
-    ``full``); bytes become base64 or hex text; non-finite floats become ``"nan"``,
-    ``"inf"``, ``"-inf"`` (JSON has no spelling for them and ``jq`` rejects ``NaN``).
+    numpy arrays become ``{"dtype", "shape", "min", "max", "mean"}`` (see :func:`summarize`)
+    or nested lists with ``full``; bytes become base64 or hex text; a datetime its ISO 8601
+    text; a complex number ``[real, imaginary]``. What JSON has no spelling for becomes an
+    object of one key that starts with ``$`` (:func:`tagged`), never a string a reader
+    would take for a real one: ``{"$float": "nan"}`` (also ``"inf"``, ``"-inf"``: JSON has
+    no NaN, and ``jq`` rejects ``NaN``), ``{"$undefined": true}``, ``{"$simple": 16}``,
+    ``{"$tag": 9999, "value": ...}`` for a CBOR tag the decoder does not know,
+    ``{"$decimal": "1.5"}``, ``{"$fraction": "1/3"}``, ``{"$uuid": "..."}``,
+    ``{"$ip": "..."}``; ``{"$undecoded": "why"}`` for a recorded payload that does not
+    decode (dumpfile.UndecodedPayload), and ``{"$repr": "..."}`` for anything else.
     """
 
     def convert(item: Any) -> Any:
         if item is None or isinstance(item, bool | int | str):
             return item
         if isinstance(item, float):
-            return item if math.isfinite(item) else str(item)
+            return item if math.isfinite(item) else tagged("float", _non_finite(item))
         if isinstance(item, np.ndarray):
             return convert(item.tolist()) if full else summarize(item)
         if isinstance(item, np.generic):
-            return convert(item.item())
+            return convert(_python_scalar(item))
         if isinstance(item, complex):
             return [convert(item.real), convert(item.imag)]
         if isinstance(item, bytes | bytearray | memoryview):
@@ -52,24 +65,103 @@ def jsonable(value: Any, *, full: bool = False, bytes_format: str = "base64") ->
             return [convert(v) for v in item]
         if isinstance(item, datetime.datetime | datetime.date):
             return item.isoformat()
-        return repr(item)  # a value cbor2 decoded to something exotic (a CBORTag, ...)
+        if isinstance(item, cbor2.CBORTag):
+            return {"$tag": item.tag, "value": convert(item.value)}
+        return _exotic(item)
 
     return convert(value)
 
 
+def tagged(kind: str, value: Any) -> dict[str, Any]:
+    """A value JSON cannot spell, as ``{"$kind": value}``."""
+    return {f"${kind}": value}
+
+
+def _non_finite(number: float) -> str:
+    """``"nan"``, ``"inf"`` or ``"-inf"`` (the spelling of Python's str and of numpy's)."""
+    return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
+
+
+def _python_scalar(item: np.generic[Any]) -> Any:
+    """A numpy scalar as the Python value it stands for.
+
+    A long double (and its complex) becomes a float (complex): its ``.item()`` is itself on
+    x86 (the recursion that made sub and show a 980-frame traceback), and no Python number
+    holds it. Precision beyond float64 is not printed; a value beyond float64's range
+    prints as an infinity.
+    """
+    if isinstance(item, np.floating) and item.itemsize > 8:
+        with np.errstate(over="ignore"):
+            return float(item)
+    if isinstance(item, np.complexfloating) and item.itemsize > 16:
+        with np.errstate(over="ignore"):
+            return complex(item)
+    value = item.item()
+    # Any other scalar whose .item() is a numpy scalar again (none known): not a recursion.
+    return _exotic(value) if isinstance(value, np.generic) else value
+
+
+def _exotic(item: Any) -> dict[str, Any]:
+    """What the decoder makes of the CBOR a JSON line has no type for, tagged (see jsonable)."""
+    if item is cbor2.undefined:
+        return tagged("undefined", True)
+    if isinstance(item, cbor2.CBORSimpleValue):
+        return tagged("simple", item.value)
+    if isinstance(item, decimal.Decimal):
+        return tagged("decimal", str(item))
+    if isinstance(item, fractions.Fraction):
+        return tagged("fraction", str(item))
+    if isinstance(item, uuid.UUID):
+        return tagged("uuid", str(item))
+    if isinstance(item, _IP_TYPES):
+        return tagged("ip", str(item))
+    if isinstance(item, UndecodedPayload):
+        return tagged("undecoded", item.reason)
+    return tagged("repr", repr(item))
+
+
+_IP_TYPES: Final = (
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Interface,
+)
+
+
 def summarize(array: np.ndarray[Any, Any]) -> dict[str, Any]:
-    """A few numbers that tell what an array holds, without printing all of it."""
+    """A few numbers that tell what an array holds, without printing all of it.
+
+    ``{"dtype", "shape", "min", "max", "mean"}``, and ``"nan"`` (how many elements are NaN)
+    when some are: min, max and mean are then of the others (null if all are NaN). The mean
+    is accumulated in float64 (complex128), not in the array's dtype: a float32 array of
+    3e38s has the mean 3e38, not inf. A complex array has no order: min and max are null.
+    """
     summary: dict[str, Any] = {"dtype": str(array.dtype), "shape": list(array.shape)}
-    if array.size and array.dtype.kind in "biuf":
-        with np.errstate(all="ignore"):
-            summary["min"] = jsonable(array.min().item())
-            summary["max"] = jsonable(array.max().item())
-            summary["mean"] = jsonable(float(array.mean()))
-    elif array.size and array.dtype.kind == "c":  # no order, so no min or max; a mean there is
-        with np.errstate(all="ignore"):
-            summary.update(min=None, max=None, mean=jsonable(complex(array.mean())))
-    else:  # empty (or of no numbers at all)
+    kind = array.dtype.kind
+    if not array.size or kind not in "biufc":  # empty (or of no numbers at all)
         summary.update(min=None, max=None, mean=None)
+        return summary
+    # float64 (complex128) at least; a long double keeps its own, so that values beyond
+    # float64's range still average right before they are printed as floats.
+    wide = kind in "fc" and array.dtype.itemsize > (16 if kind == "c" else 8)
+    accumulator = array.dtype if wide else np.complex128 if kind == "c" else np.float64
+    with np.errstate(all="ignore"):
+        missing = np.isnan(array) if kind in "fc" else None
+        nans = 0 if missing is None else int(np.count_nonzero(missing))
+        if nans == array.size:
+            summary.update(min=None, max=None, mean=None)
+        else:
+            numbers = array[~missing] if nans and missing is not None else array
+            if kind == "c":
+                summary.update(min=None, max=None)
+            else:
+                summary["min"] = jsonable(numbers.min())
+                summary["max"] = jsonable(numbers.max())
+            summary["mean"] = jsonable(numbers.mean(dtype=accumulator))
+    if nans:
+        summary["nan"] = nans
     return summary
 
 

@@ -6,12 +6,14 @@ import argparse
 import logging
 import math
 import sys
+from functools import partial
 from typing import Final
 
 import trio
 
 import trio_stream as ts
 
+from .._protocol.codec import EncodedPayload
 from .._protocol.frames import MAX_CLIENT_NAME_CHARS, MAX_SENDER_NAME_BYTES
 from .._util import counted
 from ._channels import check_readable, connect, ended, publisher, subscription
@@ -24,6 +26,7 @@ from ._options import (
     add_subscription_options,
 )
 from ._run import UsageError, stop_on_signal
+from .pubsub import next_message
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,8 @@ LOSS_REPORT_S: Final = 1.0  # losses are said at most this often per channel (an
 
 EPILOG = """\
 A channel is read from SRC_URL only while its copy on DST_URL has readers, like any
-trio_stream writer: an unwatched bridge costs nothing. Frames keep their writer's time.
+trio_stream writer: an unwatched bridge costs nothing. Frames keep their writer's time, and
+their payload's bytes as the writer sent them (a compressed one stays compressed).
 SRC_URL and DST_URL may be one server, or two nodes of one cluster, if no channel comes
 back to itself (a --rename makes the copy another channel). The bridge is two clients:
 NAME on the source and NAME-dst on the destination.
@@ -195,17 +199,31 @@ async def _forward_while_read(
         await pub.wait_for_readers()
         log.info("%s has readers: subscribing to %s", dst_name, src_name)
         async with subscription(src, src_name, args) as sub:
-            async for msg in sub:
+            # Forwarded as they came, undecoded: a compressed payload stays compressed (the
+            # slow link it was compressed for), a non-Python writer's CBOR its own, and a
+            # payload this reader could not decode (not CBOR, beyond its limits) is the
+            # copy's readers' to refuse, as the source's readers do, not the end of the
+            # bridge (it ended it, and the copy with it, for all its readers).
+            sub._keep_payloads_encoded()
+            skipped = partial(_skipped, src_name, dst_name)
+            while True:
+                try:
+                    msg = await next_message(sub, skipped)
+                except trio.EndOfChannel:
+                    if not args.quiet:
+                        print(ended(src_name, sub), file=sys.stderr, flush=True)
+                    return
                 if msg.lost or msg.gap is not None:
                     losses.note(msg)
-                await pub.send(msg.data, time_s=msg.time)
+                await pub.send(EncodedPayload(bytes(msg.data)), time_s=msg.time)
                 if pub.readers == 0:
                     break
-            else:
-                if not args.quiet:
-                    print(ended(src_name, sub), file=sys.stderr, flush=True)
-                return
         log.info("%s has no readers: unsubscribed from %s", dst_name, src_name)
+
+
+def _skipped(src_name: str, dst_name: str, what: str) -> None:
+    """A frame too damaged to forward (its head cut short: a server's fault)."""
+    _warn(f"{src_name!r} -> {dst_name!r}: {what}: not forwarded")
 
 
 async def _one_server(src: ts.Client, dst: ts.Client) -> bool:

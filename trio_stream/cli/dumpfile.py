@@ -21,15 +21,18 @@ Each following item is one frame, a map::
      "seq": 42,  # the channel's sequence number (gaps: frames not delivered to the recorder)
      "sender": "daq",  # the name of the client that published the frame
      "lost": 0,  # frames the recorder's subscription lost just before this one
-     "data": ...}  # the value, encoded exactly as on the wire (docs/protocol.md section 4)
+     "data": ...}  # the payload, its bytes as the writer sent them (docs/protocol.md 4)
 
-Values are encoded as trio_stream payloads, so numpy arrays are RFC 8746 typed arrays
-(little-endian; tag 40 around ``[shape, typed array]`` when not one-dimensional). ``replay``
-schedules frames by the differences of their ``t``.
+``trio-stream dump`` stores each frame's payload as it came, without decoding it: numpy
+arrays are RFC 8746 typed arrays (little-endian; tag 40 around ``[shape, typed array]`` when
+not one-dimensional), and a compressed payload stays compressed (protocol.md 4.1: tag
+7631618, zlib, or 7631619, zstd, around the compressed CBOR of the value). A payload that is
+not CBOR at all cannot be stored in a CBOR sequence: dump leaves that frame out (its seq is
+missing) and says so. ``replay`` schedules frames by the differences of their ``t``.
 
 Reading a dump needs nothing but cbor2 (and numpy for the arrays)::
 
-    import cbor2, numpy as np
+    import cbor2, numpy as np, zlib
 
     TYPED = {64: "u1", 72: "i1", 69: "<u2", 70: "<u4", 71: "<u8", 77: "<i2", 78: "<i4",
              79: "<i8", 84: "<f2", 85: "<f4", 86: "<f8"}
@@ -39,6 +42,8 @@ Reading a dump needs nothing but cbor2 (and numpy for the arrays)::
             return np.frombuffer(tag.value, dtype=TYPED[tag.tag])
         if tag.tag == 40:  # [shape, flat array]
             return tag.value[1].reshape(tag.value[0])
+        if tag.tag == 7631618:  # a zlib-compressed payload: the CBOR of the value inside
+            return cbor2.loads(zlib.decompress(tag.value), tag_hook=tag_hook)
         return tag
 
     with open("recording.tsdump", "rb") as f:
@@ -54,14 +59,18 @@ Reading a dump needs nothing but cbor2 (and numpy for the arrays)::
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 import time
 from collections.abc import Iterator
 from typing import IO, Any, Final
 
+import cbor2
+
 from .._exceptions import ProtocolError
 from .._protocol.bytes_like import BytesLike
-from .._protocol.codec import decode_payload, encode_payload
+from .._protocol.codec import EncodedPayload, decode_payload, encode_payload
 from .._records import Gap, Message
 
 FORMAT: Final = "trio_stream-dump"
@@ -69,8 +78,31 @@ VERSION: Final = 1
 READ_CHUNK_BYTES: Final = 1 * 2**20
 
 
+# A payload's structure is walked in Python (item_end) up to this many CBOR heads; one with
+# more (a long list of numbers, as a non-Python writer sends an array) is measured by cbor2's
+# C decoder instead: the walk took 0.6 s for 100,000 numbers, cbor2 a few ms.
+PAYLOAD_WALK_MAX_HEADS: Final = 1024
+
+
 class DumpFormatError(ValueError):
     """The file is not a trio_stream dump (or is from a newer version)."""
+
+
+class UndecodedPayload:
+    """A frame's ``data`` that this reader cannot decode: beyond its payload limits (an
+    integer of more than 1024 bytes, ...), compressed with zstd where the zstandard package
+    is missing, or bytes that are not the CBOR they claim to be. ``payload``: its bytes as
+    recorded; ``reason``: why it does not decode. The file goes on after it.
+    """
+
+    __slots__ = ("payload", "reason")
+
+    def __init__(self, payload: bytes, reason: str) -> None:
+        self.payload = payload
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"UndecodedPayload({len(self.payload)} bytes: {self.reason})"
 
 
 def header(channel: str, **extra: Any) -> dict[str, Any]:
@@ -101,13 +133,86 @@ def gap_record(gap: Gap) -> dict[str, Any]:
     return {"kind": gap.kind, "lost": gap.lost, "recovered": gap.recovered}
 
 
+_DATA_KEY: Final = b"\x64data"  # the text "data" in CBOR
+
+
+def frame_pieces(msg: Message, received: float, payload: BytesLike) -> list[BytesLike]:
+    """A frame item whose ``data`` is ``payload``, the CBOR of one value as it came (see
+    :func:`payload_item`), written as it is rather than decoded and encoded again.
+
+    ``msg``: the message's fields (its ``data`` is not looked at).
+    """
+    fields = frame_record(msg, received)
+    del fields["data"]
+    encoded = b"".join(encode_payload(fields, copy=False))
+    # A map of fewer than 24 pairs (5 or 6 here) has its count in its first byte: one more.
+    assert 0xA0 <= encoded[0] < 0xA0 + 23, encoded[:1]
+    return [bytes((encoded[0] + 1,)) + encoded[1:] + _DATA_KEY, payload]
+
+
+def payload_item(payload: BytesLike) -> BytesLike:
+    """The payload's first CBOR data item, which a reader decodes (bytes after it, which no
+    writer should send, are not part of the value: docs/protocol.md section 4).
+
+    Only its structure is checked (heads and lengths), not what the value means: one that
+    is well-formed but beyond a reader's limits is a valid item of a dump, which a reader
+    then reports for that frame.
+
+    Raises:
+        DumpFormatError: it is empty, cut short or not CBOR (it cannot be an item of a dump).
+    """
+    try:
+        end = item_end(payload, 0, max_heads=PAYLOAD_WALK_MAX_HEADS)
+    except _TooManyHeads:
+        end = _cbor2_item_end(payload)
+        if end is None:  # beyond what cbor2 decodes (deeper than 400, ...): walked in full
+            end = item_end(payload, 0)
+    if end is None:
+        raise DumpFormatError("empty" if not len(payload) else "cut short (not one whole item)")
+    return payload if end == len(payload) else memoryview(payload)[:end]
+
+
+def _cbor2_item_end(payload: BytesLike) -> int | None:
+    """Where the CBOR item at ``payload[0]`` ends, as cbor2's C decoder finds it (None if it
+    cannot decode it, for whatever reason: then the walk decides)."""
+    buffer = io.BytesIO(payload)
+    decoder = cbor2.CBORDecoder(
+        buffer,
+        str_errors="replace",  # the structure is what is checked, not the text
+        # Map keys other than text and bytes are left to the walk: a map of keys with one
+        # hash costs a dict quadratic time (see _protocol/cbor_scan.py), the walk linear.
+        strict_hashable_types=True,
+        # Decoded only to be thrown away: nothing compiled, parsed or refused on the way.
+        semantic_decoders=dict.fromkeys(_SEMANTIC_TAGS, _kept_as_is),
+    )
+    try:
+        decoder.decode()
+    except Exception:
+        return None
+    return buffer.tell()
+
+
+def _kept_as_is(value: Any, immutable: bool) -> Any:
+    return value
+
+
+# The tags cbor2 gives a meaning (RFC 8949 and the IANA registry's it knows), which it would
+# otherwise check or convert: datetimes, bignums, decimals, rationals, regexes, MIME, UUIDs,
+# IP addresses, sets (whose items must hash).
+_SEMANTIC_TAGS: Final = (0, 1, 2, 3, 4, 5, 30, 35, 36, 37, 52, 54, 258, 260, 261)
+
+
 def encode_item(item: Any) -> list[BytesLike]:
     """One sequence item as pieces to write one after the other (arrays are not copied)."""
     return encode_payload(item, copy=False)
 
 
 # -- reading -----------------------------------------------------------------------------------
-def item_end(data: bytes | bytearray, pos: int) -> int | None:
+class _TooManyHeads(Exception):
+    """item_end met more than its ``max_heads``."""
+
+
+def item_end(data: BytesLike, pos: int, *, max_heads: int | None = None) -> int | None:
     """The offset just past the CBOR data item starting at ``pos``; None if ``data`` ends first.
 
     Only heads are parsed (byte and text strings are skipped by their length), so finding
@@ -115,8 +220,10 @@ def item_end(data: bytes | bytearray, pos: int) -> int | None:
 
     Raises:
         DumpFormatError: the bytes are not CBOR.
+        _TooManyHeads: more than ``max_heads`` heads.
     """
     end = len(data)
+    heads_left = sys.maxsize if max_heads is None else max_heads
     # Items still to read at each open nesting level; -1 for an indefinite-length container,
     # which a 0xFF "break" closes.
     remaining = [1]
@@ -126,6 +233,9 @@ def item_end(data: bytes | bytearray, pos: int) -> int | None:
             continue
         if pos >= end:
             return None
+        heads_left -= 1
+        if heads_left < 0:
+            raise _TooManyHeads
         initial = data[pos]
         pos += 1
         if initial == 0xFF:
@@ -178,6 +288,7 @@ class DumpReader:
         self._buffer = bytearray()
         self._start = 0
         self.position = 0
+        self._item_at = 0  # where the item being read starts (for errors)
         self.truncated = False
         # The header is small: if the first chunk does not hold a whole item, this is not a
         # dump, and reading on (perhaps gigabytes) to find out would help nobody.
@@ -207,6 +318,17 @@ class DumpReader:
         return self._start < len(self._buffer) and item_end(self._buffer, self._start) is not None
 
     def _items(self) -> Iterator[Any]:
+        for item in self._item_bytes():
+            yield self._decoded(item)
+
+    def _decoded(self, item: bytes) -> Any:
+        try:
+            return decode_payload(item)
+        except ProtocolError as exc:
+            raise DumpFormatError(f"a damaged item at byte {self._item_at}: {exc}") from None
+
+    def _item_bytes(self) -> Iterator[bytes]:
+        """Each item's bytes (``position`` past it, ``_item_at`` where it starts)."""
         while True:
             end = item_end(self._buffer, self._start) if self._start < len(self._buffer) else None
             if end is None:
@@ -219,26 +341,90 @@ class DumpReader:
                 self._buffer += more
                 continue
             item = bytes(self._buffer[self._start : end])
-            try:
-                value = decode_payload(item)
-            except ProtocolError as exc:
-                raise DumpFormatError(f"a damaged item at byte {self.position}: {exc}") from None
+            self._item_at = self.position
             self.position += end - self._start
             self._start = end
-            yield value
+            yield item
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """The frames, each checked to have a numeric ``t`` and a ``data``.
 
+        A frame whose ``data`` this reader cannot decode (beyond its payload limits, or not
+        the CBOR it claims to be) has an :class:`UndecodedPayload` there instead: the frames
+        after it are read on. A compressed payload is decompressed (as a client does).
+
         Raises:
             DumpFormatError: an item is damaged or is not a frame map.
         """
-        for item in self._items():
-            if not (isinstance(item, dict) and "data" in item and _is_time(item.get("t"))):
+        return self.frames()
+
+    def frames(self, *, keep_encoded: bool = False) -> Iterator[dict[str, Any]]:
+        """As iterating over the reader; ``keep_encoded``: a ``data`` that is compressed, or
+        that this reader cannot decode, is an ``EncodedPayload`` of its recorded bytes instead
+        (what ``replay`` sends on as it is)."""
+        for item in self._item_bytes():
+            try:
+                frame = decode_payload(item)
+            except ProtocolError:
+                # The data alone is compressed (which a whole frame may not hold: it is a
+                # payload's outermost tag only) or does not decode: each field on its own.
+                frame = self._fields(item, keep_encoded)
+            if not (isinstance(frame, dict) and "data" in frame and _is_time(frame.get("t"))):
                 raise DumpFormatError("a frame must be a map with a numeric 't' and a 'data'")
-            if not _is_time(item.get("time")):
-                item["time"] = item["t"]  # optional for writers other than ours
-            yield item
+            if not _is_time(frame.get("time")):
+                frame["time"] = frame["t"]  # optional for writers other than ours
+            yield frame
+
+    def _fields(self, item: bytes, keep_encoded: bool) -> dict[str, Any]:
+        """A frame map decoded field by field, its ``data`` from its own bytes."""
+        view = memoryview(item)
+        initial = item[0]
+        if initial >> 5 != 5:  # not a map: as damaged as the whole decode said
+            self._decoded(item)
+            raise DumpFormatError("a frame must be a map with a numeric 't' and a 'data'")
+        info = initial & 0x1F
+        if info < 24:
+            pairs: int | None = info
+            pos = 1
+        elif info <= 27:
+            pos = 1 + (1 << (info - 24))
+            pairs = int.from_bytes(item[1:pos], "big")
+        else:  # 31: pairs until a break (item_end checked the rest)
+            pairs, pos = None, 1
+        fields: dict[str, Any] = {}
+        taken = 0
+        while item[pos] != 0xFF if pairs is None else taken < pairs:
+            taken += 1
+            key_end = item_end(view, pos)
+            value_end = item_end(view, key_end) if key_end is not None else None
+            if key_end is None or value_end is None:  # (item_end read it whole already)
+                raise DumpFormatError(f"a damaged item at byte {self._item_at}")
+            key = self._decoded(item[pos:key_end])
+            if not isinstance(key, str):
+                raise DumpFormatError(f"a frame's keys must be text, not {type(key).__name__}")
+            value = item[key_end:value_end]
+            if key == "data":
+                fields[key] = _payload_value(value, keep_encoded)
+            else:
+                fields[key] = self._decoded(value)
+            pos = value_end
+        return fields
+
+
+def _payload_value(payload: bytes, keep_encoded: bool) -> Any:
+    """A frame's ``data`` on its own: decoded as a client decodes a payload, or kept."""
+    if keep_encoded:
+        return EncodedPayload(payload)
+    try:
+        return decode_payload(payload)
+    except ProtocolError as exc:
+        return UndecodedPayload(payload, undecodable_reason(exc))
+
+
+def undecodable_reason(exc: ProtocolError) -> str:
+    """Why a payload does not decode, without the library's advice on raising a limit: that
+    is for its API (``payload_limits=...``), which neither this reader nor the commands take."""
+    return str(exc).split("; raise it with payload_limits=")[0]
 
 
 def _is_time(value: Any) -> bool:

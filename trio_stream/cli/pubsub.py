@@ -39,7 +39,7 @@ from ._options import (
 )
 from ._output import counted, json_line, jsonable
 from ._run import CliError, NoReaders, UsageError, no_readers_advice
-from .dumpfile import gap_record
+from .dumpfile import gap_record, undecodable_reason
 from .inspect import meta_text
 
 PUB_EPILOG = """\
@@ -62,8 +62,11 @@ SUB_EPILOG = """\
 Each message is one JSON line: {"seq", "time", "sender", "lost", "data"}, with "gap" ({"kind",
 "lost", "recovered"}) on the first message after a reconnection (and, with --wait-channel,
 a "reset" one on the first of the channel's new life). numpy arrays are
-summarized as {"dtype", "shape", "min", "max", "mean"} unless --full; bytes are base64 (or
-hex); NaN and infinities are the strings "nan", "inf", "-inf".
+summarized as {"dtype", "shape", "min", "max", "mean"} (and "nan", how many are NaN, when
+some are) unless --full; bytes are base64 (or hex). What JSON cannot spell is an object of
+one "$" key: NaN and infinities are {"$float": "nan"}, {"$float": "inf"}, {"$float": "-inf"};
+also {"$undefined": true}, {"$tag": N, "value": ...} and the like. A frame whose payload does
+not decode (not CBOR, or over the reader's limits) is skipped, with one line on stderr.
 
 examples:
   trio-stream sub tcp://127.0.0.1:9870 demo/counter --count 5
@@ -335,6 +338,44 @@ async def _receive(sub: ts.Subscription, flush: Callable[[], object]) -> ts.Mess
     return await sub.receive()
 
 
+async def next_message(
+    sub: ts.Subscription,
+    skipped: Callable[[str], object],
+    flush: Callable[[], object] | None = None,
+) -> ts.Message:
+    """The next message, past any whose frame does not decode: ``skipped`` gets what was
+    wrong with each such frame, in words ("frame seq 7: malformed payload: ..."); ``flush``:
+    as :func:`_receive` (called when no message is waiting yet).
+
+    A payload that is not CBOR (the server relays payloads unchecked: docs/protocol.md
+    section 4), or beyond the reader's PayloadLimits (``ts.PayloadRefused``, an integer of
+    more than 1024 bytes), makes the subscription raise a ``ts.ProtocolError`` for that
+    message alone, and it goes on: a command that stopped there (exit 1) lost the rest of
+    the channel for one writer's odd frame.
+
+    Raises:
+        trio.EndOfChannel: the channel ended.
+        ts.ProtocolError: the subscription ended with it (not one frame's).
+    """
+    while True:
+        received, seq_before = sub.received, sub.position.seq
+        try:
+            if flush is None:
+                return await sub.receive()
+            return await _receive(sub, flush)
+        except ts.ProtocolError as exc:
+            if sub.received == received:  # no frame was taken: the subscription's own end
+                raise
+            skipped(_undecodable(exc, sub.position.seq, seq_before))
+
+
+def _undecodable(exc: ts.ProtocolError, seq: int, seq_before: int) -> str:
+    """What was wrong with the frame that raised ``exc``, in words."""
+    # A frame too short to hold its head has no seq to read (the subscription's stays).
+    where = f"frame seq {seq}" if seq != seq_before else f"a frame after seq {seq_before}"
+    return f"{where}: {undecodable_reason(exc)}"
+
+
 async def _say_if_no_such_writer(client: ts.Client, channel: str, sender: str) -> None:
     """A --sender that writes nothing there now is said (a typo printed nothing, for good)."""
     clients = await client.clients()
@@ -358,6 +399,13 @@ _ADVICE_TO_SUBSCRIBE: Final = re.compile(r"[:;] [^:;]*subscribe again$")
 async def run_sub(args: argparse.Namespace) -> int:
     out = sys.stdout
     received = 0
+    skipped = 0
+
+    def skip(what: str) -> None:
+        nonlocal skipped
+        skipped += 1
+        print(f"trio-stream sub: skipped {what} ({skipped} so far)", file=sys.stderr)
+
     # --duration counts from the start: a --wait-channel wait for a channel that never comes
     # is part of it (it used to start once subscribed, so such a wait never ended).
     deadline = trio.current_time() + (args.duration or math.inf)
@@ -371,7 +419,7 @@ async def run_sub(args: argparse.Namespace) -> int:
                     new_life = ended_once
                     try:
                         while args.count is None or received < args.count:
-                            msg = await _receive(sub, out.flush)
+                            msg = await next_message(sub, skip, out.flush)
                             if new_life:  # the channel came back: marked as dump marks it
                                 new_life = False
                                 msg = marked_new_life(msg)

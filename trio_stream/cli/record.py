@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -50,14 +51,20 @@ from ._options import (
 from ._output import counted, human_bytes, stderr_console
 from ._output import progress_display as _progress
 from ._run import CliError, NoReaders, UsageError, no_readers_advice, stop_on_signal
+from .pubsub import next_message
 
 FLUSH_BYTES: Final = 4 * 2**20  # write to disk once this much is encoded...
 FLUSH_INTERVAL_S: Final = 0.5  # ...or this long after the previous write
+# The last write, on the way out, waits at most this long (a pipe nobody reads, a stuck disk):
+# a second Ctrl-C ends the wait sooner.
+FINAL_FLUSH_TIMEOUT_S: Final = 30.0
 
 DUMP_EPILOG = """\
 The file is a CBOR sequence (RFC 8742): a header map, then one map per frame with its
-receive time "t", writer "time", "seq", "sender", "lost" and "data" (numpy arrays as RFC
-8746 typed arrays). docs/dump-format.md shows how to read it with a few lines of Python.
+receive time "t", writer "time", "seq", "sender", "lost" and "data", the payload's bytes as
+the writer sent them (numpy arrays as RFC 8746 typed arrays; a compressed payload stays
+compressed). A payload that is not CBOR cannot be stored: that frame is left out, with one
+line on stderr. docs/dump-format.md shows how to read the file with a few lines of Python.
 
 examples:
   trio-stream dump tcp://127.0.0.1:9870 demo/counter run42.tsdump          # until Ctrl-C
@@ -154,13 +161,17 @@ class _BatchWriter:
         self._pieces: list[BytesLike] = []
         self.pending = 0
         self.written = 0
+        self.unwritten = 0  # bytes a final flush gave up on
         self._last_flush = time.monotonic()
         # Flushes (the recording task's and the timer's) write one after the other, in order.
         self._lock = trio.Lock()
         self._durable = _is_regular_file(file)  # (stdout may be a pipe: nothing to sync)
 
     def add(self, item: dict[str, Any]) -> None:
-        pieces = dumpfile.encode_item(item)
+        self.add_pieces(dumpfile.encode_item(item))
+
+    def add_pieces(self, pieces: list[BytesLike]) -> None:
+        """An item encoded already (dumpfile.frame_pieces)."""
         self._pieces.extend(pieces)
         self.pending += sum(len(p) for p in pieces)
 
@@ -169,7 +180,13 @@ class _BatchWriter:
             self.pending > 0 and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
         )
 
-    async def flush(self) -> None:
+    async def flush(self, give_up_after_s: float = math.inf) -> bool:
+        """Write what waits. ``give_up_after_s``: stop waiting for the write after this long,
+        or at a second Ctrl-C (it goes on in its thread, abandoned): False then.
+
+        Raises:
+            OSError: the write failed (a full disk).
+        """
         async with self._lock:
             # Shielded: pieces taken out and then cancelled before the thread started
             # (Ctrl-C, --duration, the timer's end) were a batch never written.
@@ -178,8 +195,15 @@ class _BatchWriter:
                 written, self.pending = self.pending, 0
                 self._last_flush = time.monotonic()
                 if pieces:
-                    await trio.to_thread.run_sync(self._write, pieces)
+                    with trio.move_on_after(give_up_after_s) as waited:
+                        await trio.to_thread.run_sync(
+                            self._write, pieces, abandon_on_cancel=give_up_after_s < math.inf
+                        )
+                    if waited.cancelled_caught:
+                        self.unwritten = written
+                        return False
                 self.written += written
+        return True
 
     async def flush_when_due(self) -> None:
         """Flush what waits FLUSH_INTERVAL_S after it came, whether more frames come or not:
@@ -232,6 +256,11 @@ async def run_dump(args: argparse.Namespace) -> int:
                 f" and {counted(recording.resets, 'reset')} (loss unknown)"
                 if recording.resets
                 else ""
+            )
+            + (
+                f"; {counted(recording.left_out, 'frame')} left out (payload not CBOR)"
+                if recording.left_out
+                else ""
             ),
             file=sys.stderr,
         )
@@ -256,6 +285,10 @@ class _Recording:
     channel_ended: bool = False
     resets: int = 0  # reset gaps: the old server's undelivered frames, not counted in lost
     stopped: bool = False  # by Ctrl-C, --duration or --count: not to go on
+    left_out: int = 0  # frames whose payload is not CBOR (no item of a dump can hold it)
+    # What a frame left out carried, for the next one recorded: the file's counts still add up.
+    carried_lost: int = 0
+    carried_gap: ts.Gap | None = None
 
 
 async def _record_to_file(
@@ -279,36 +312,84 @@ async def _record_to_file(
     except OSError as exc:  # no such directory, not writable: the reason, without errno
         reason = exc.strerror.lower() if exc.strerror else str(exc)
         raise CliError(f"cannot write {args.file}: {reason}") from None
-    with opened as file:
-        writer = _BatchWriter(file)
-        writer.add(dumpfile.header(args.channel, source=args.url, policy=args.policy))
-        await writer.flush()  # a recording killed before its first frame is still a dump
-        with _progress(
-            not args.quiet and console.is_terminal,
-            TextColumn(f"recording [bold]{args.channel}[/] to {args.file}"),
-            BarColumn() if args.count else TextColumn(""),
-            TextColumn("{task.completed} frames  {task.fields[size]}  lost {task.fields[lost]}"),
-        ) as progress:
-            started = time.monotonic()
-            task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
-            recording = _Recording()
-            # One signal scope for the whole recording, the waits between a channel's lives
-            # included (a Ctrl-C there ended the command without its summary).
-            async with stop_on_signal():
-                await _record(args, sub, writer, progress, task, deadline, recording)
-                while recording.channel_ended and args.wait_channel and not recording.stopped:
-                    # "Until Ctrl-C" means it: a channel that ends (its owner gone for good, a
-                    # deletion) may come back, and the recording goes on with it.
-                    recording.channel_ended = False
-                    await writer.flush()
-                    with trio.CancelScope(deadline=deadline):
-                        async with subscription(client, args.channel, args, back=True) as again:
-                            await _record(
-                                args, again, writer, progress, task, deadline, recording, True
-                            )
-                    recording.stopped |= trio.current_time() >= deadline
-            await writer.flush()
+    writer = _BatchWriter(opened)
+    try:
+        started = time.monotonic()
+        recording = await _record_all(args, client, sub, console, deadline, writer)
+    except BaseException:
+        # An error, a cancel or an interrupt: the frames received before it are written too
+        # (up to 4 MiB or half a second of them waited in memory, and were lost).
+        if not await _final_flush(writer, opened):
+            print(f"trio-stream dump: {_unwritten(writer, args)}", file=sys.stderr)
+        raise
+    if not await _final_flush(writer, opened):
+        raise CliError(_unwritten(writer, args))
     recording.written, recording.took = writer.written, time.monotonic() - started
+    return recording
+
+
+async def _final_flush(writer: _BatchWriter, file: IO[bytes]) -> bool:
+    """Write what waits, whatever the way out, and close the file.
+
+    Returns:
+        False if the write did not finish within FINAL_FLUSH_TIMEOUT_S: the file stays open
+        then, as closing it would wait for the write that hangs (a second Ctrl-C raises).
+    """
+    try:
+        # Shielded as a whole: the lock the flush takes first is a checkpoint too, where the
+        # cancel that brought us here (a second Ctrl-C, --duration) would stop it again.
+        with trio.CancelScope(shield=True):
+            done = await writer.flush(give_up_after_s=FINAL_FLUSH_TIMEOUT_S)
+    except OSError:  # the write failed (it is over): the error is the one to report
+        with contextlib.suppress(OSError):
+            file.close()
+        raise
+    if done:
+        file.close()
+    return done
+
+
+def _unwritten(writer: _BatchWriter, args: argparse.Namespace) -> str:
+    return (
+        f"the last {human_bytes(writer.unwritten)} of the recording could not be written to "
+        f"{'stdout' if str(args.file) == '-' else args.file} within {FINAL_FLUSH_TIMEOUT_S:g} s"
+    )
+
+
+async def _record_all(
+    args: argparse.Namespace,
+    client: ts.Client,
+    sub: ts.Subscription,
+    console: Console,
+    deadline: float,
+    writer: _BatchWriter,
+) -> _Recording:
+    """The recording into ``writer``, whose last flush is the caller's."""
+    writer.add(dumpfile.header(args.channel, source=args.url, policy=args.policy))
+    await writer.flush()  # a recording killed before its first frame is still a dump
+    with _progress(
+        not args.quiet and console.is_terminal,
+        TextColumn(f"recording [bold]{args.channel}[/] to {args.file}"),
+        BarColumn() if args.count else TextColumn(""),
+        TextColumn("{task.completed} frames  {task.fields[size]}  lost {task.fields[lost]}"),
+    ) as progress:
+        task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
+        recording = _Recording()
+        # One signal scope for the whole recording, the waits between a channel's lives
+        # included (a Ctrl-C there ended the command without its summary).
+        async with stop_on_signal():
+            await _record(args, sub, writer, progress, task, deadline, recording)
+            while recording.channel_ended and args.wait_channel and not recording.stopped:
+                # "Until Ctrl-C" means it: a channel that ends (its owner gone for good, a
+                # deletion) may come back, and the recording goes on with it.
+                recording.channel_ended = False
+                await writer.flush()
+                with trio.CancelScope(deadline=deadline):
+                    async with subscription(client, args.channel, args, back=True) as again:
+                        await _record(
+                            args, again, writer, progress, task, deadline, recording, True
+                        )
+                recording.stopped |= trio.current_time() >= deadline
     return recording
 
 
@@ -326,18 +407,38 @@ async def _record(
     (``recording.stopped`` says it was one of those but the end); Ctrl-C cancels it.
     ``new_life``: the channel ended and is back: its first frame carries a ``reset`` gap,
     as after a server restart (dump-format.md), for a reader of the file to see the seam."""
+    # The payloads' bytes as they came: stored without decoding them and encoding them again
+    # (a compressed payload stays compressed, a non-Python writer's CBOR stays its own, and
+    # a value the reader's limits refuse is recorded all the same).
+    sub._keep_payloads_encoded()
+
+    def skipped(what: str) -> None:
+        recording.left_out += 1
+        print(f"trio-stream dump: {what}: left out", file=sys.stderr)
+
     async with _flushing(writer) as flushing:
         with trio.CancelScope(deadline=deadline) as timed:
-            async for msg in sub:
+            while True:
+                try:
+                    msg = await next_message(sub, skipped)
+                except trio.EndOfChannel:
+                    # The channel ended (deleted, its lifetime, a cluster's Redis restarted).
+                    hint = (
+                        "" if args.wait_channel else " (--wait-channel records on when it is back)"
+                    )
+                    print(f"trio-stream dump: {ended(args.channel, sub)}{hint}", file=sys.stderr)
+                    recording.channel_ended = True
+                    break
                 if new_life:
                     new_life = False
                     msg = marked_new_life(msg)
-                writer.add(dumpfile.frame_record(msg, time.time()))
-                recording.frames += 1
                 recording.lost += msg.lost
                 if msg.gap is not None:
                     print(f"trio-stream dump: {_describe_gap(msg.gap)}", file=sys.stderr)
                     recording.resets += msg.gap.kind == "reset"
+                if not _add_frame(writer, msg, recording):
+                    continue
+                recording.frames += 1
                 if writer.due():
                     await writer.flush()
                 if progress is not None and task is not None:
@@ -348,12 +449,31 @@ async def _record(
                 if recording.frames == args.count:
                     recording.stopped = True
                     break
-            else:  # the channel ended (deleted, its lifetime, a cluster's Redis restarted)
-                hint = "" if args.wait_channel else " (--wait-channel records on when it is back)"
-                print(f"trio-stream dump: {ended(args.channel, sub)}{hint}", file=sys.stderr)
-                recording.channel_ended = True
         flushing.cancel_scope.cancel()  # (the caller flushes the rest)
     recording.stopped |= timed.cancelled_caught
+
+
+def _add_frame(writer: _BatchWriter, msg: ts.Message, recording: _Recording) -> bool:
+    """Add ``msg`` (its data: the payload's bytes) to the recording; False if its payload is
+    not CBOR, which said on stderr and carried to the next frame (its lost, its gap)."""
+    try:
+        payload = dumpfile.payload_item(msg.data)
+    except dumpfile.DumpFormatError as exc:
+        recording.left_out += 1
+        print(
+            f"trio-stream dump: frame seq {msg.seq}: its payload is not CBOR ({exc}): left out",
+            file=sys.stderr,
+        )
+        recording.carried_lost += msg.lost
+        if recording.carried_gap is None:
+            recording.carried_gap = msg.gap
+        return False
+    if recording.carried_lost or recording.carried_gap is not None:
+        gap = msg.gap if recording.carried_gap is None else recording.carried_gap
+        msg = msg._replace(lost=msg.lost + recording.carried_lost, gap=gap)
+        recording.carried_lost, recording.carried_gap = 0, None
+    writer.add_pieces(dumpfile.frame_pieces(msg, time.time(), payload))
+    return True
 
 
 def _is_regular_file(file: IO[bytes]) -> bool:
@@ -554,7 +674,8 @@ async def _play_once(
 
 def _frames(path: Path, reader: dumpfile.DumpReader) -> Iterator[dict[str, Any]]:
     try:
-        yield from reader
+        # A compressed payload (or one this reader cannot decode) is sent on as recorded.
+        yield from reader.frames(keep_encoded=True)
     except dumpfile.DumpFormatError as exc:
         raise CliError(f"{_shown(path)}: {exc}") from None
 
