@@ -165,3 +165,69 @@ def test_view_validation_and_wire_form() -> None:
         ts.View.from_wire([[1, 2]])
     with pytest.raises(ts.InvalidArgument, match="int64"):
         ts.View.from_wire([[2**70, None, None]])
+
+
+class _Index:
+    """Not an int, but an integer to Python (``operator.index``), as numpy's are."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint64, _Index]),
+    st.lists(st.tuples(bounds, bounds, st.integers(-5, 5).filter(bool)), min_size=1, max_size=3),
+)
+def test_numpy_integers_are_taken_as_slice_bounds(
+    kind: Any, triples: list[tuple[int | None, int | None, int]]
+) -> None:
+    # Bounds computed with numpy (np.argmax, arithmetic on an array's shape) were refused:
+    # "slice start must be None or an int64 integer, not np.int64(1)".
+    def make(x: int | None) -> Any:
+        if x is None:
+            return None
+        if kind in (np.uint8, np.uint64) and x < 0:
+            return np.int64(x)
+        return kind(x)
+
+    given_view = ts.View(tuple(slice(*map(make, t)) for t in triples))
+    plain = ts.View(tuple(slice(*t) for t in triples))
+    assert given_view == plain and hash(given_view) == hash(plain)
+    assert given_view.to_wire() == plain.to_wire()
+    assert all(
+        type(b) is int
+        for s in given_view.slices
+        for b in (s.start, s.stop, s.step)
+        if b is not None
+    )
+    array = np.arange(12 * 12 * 12).reshape(12, 12, 12)
+    cut = cut_array(encoded(array), given_view)
+    assert cut is not None
+    np.testing.assert_array_equal(decode_payload(cut), array[plain.slices])
+
+
+def test_slice_bounds_that_are_not_int64_integers_are_refused() -> None:
+    assert ts.View((slice(np.int64(2**63 - 1), np.int64(-(2**63) + 1)),)).slices[0].start == (
+        2**63 - 1
+    )
+    for bad in (
+        True,
+        np.True_,
+        1.0,
+        np.float64(1),
+        "1",
+        np.uint64(2**63),
+        _Index(2**63),
+        -(2**63),
+    ):
+        for position in range(3):
+            bounds_: list[Any] = [None, None, None]
+            bounds_[position] = bad
+            with pytest.raises(ts.InvalidArgument, match="integer within int64"):
+                ts.View((slice(*bounds_),))
+    with pytest.raises(ts.InvalidArgument, match="step cannot be zero"):
+        ts.View((slice(None, None, np.int64(0)),))

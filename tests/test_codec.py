@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cbor2
@@ -779,3 +779,320 @@ def test_a_payload_limit_s_refusal_names_both_clients() -> None:
         "raise it with payload_limits=PayloadLimits(max_bignum_bytes=...) of open_client(...) "
         "or SyncClient(...)"
     )
+
+
+# -- numpy void scalars -------------------------------------------------------------------------
+RECORDS = np.array([(1.5, 7)], dtype=[("volts", "<f4"), ("channel", "<i4")])
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (
+            RECORDS[0],
+            r"structured scalar .*volts.* \{name: x\[name\] for name in x\.dtype\.names\}",
+        ),
+        ({"r": RECORDS[0]}, "structured scalar"),
+        ([1.0, RECORDS[0]], "structured scalar"),
+        ([np.zeros(ZERO_COPY_MIN_BYTES), RECORDS[0]], "structured scalar"),  # sent in pieces
+        (np.void(b"\x01\x02\x03\x04"), r"void scalar \(dtype \|V4\) .* x\.tobytes\(\)"),
+        ({"raw": np.void(b"\x01\x02")}, "void scalar"),
+    ],
+    ids=["record", "record in a dict", "record in a list", "beside a large array", "V4", "V2"],
+)
+def test_numpy_void_scalars_are_refused_as_structured_arrays_are(value: Any, said: str) -> None:
+    # A structured array was refused, but one of its elements went as a bare list [1.5, 7]
+    # (field names and dtypes gone), and a raw np.void as bytes (its dtype gone).
+    with pytest.raises(TypeError, match=said) as caught:
+        encode_payload(value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None or caught.value.__suppress_context__
+    # the way it says to send it works
+    record = RECORDS[0]
+    assert roundtrip({name: record[name] for name in record.dtype.names}) == {
+        "volts": 1.5,
+        "channel": 7,
+    }
+
+
+# -- the CBOR self-describe tag 55799 ------------------------------------------------------------
+SELF_DESCRIBED = b"\xd9\xd9\xf7"  # tag 55799, which some CBOR encoders put in front
+
+
+@pytest.mark.parametrize("with_reader", [False, True])
+def test_the_self_describe_tag_is_transparent(with_reader: bool) -> None:
+    # cbor2's own decoder for the tag made its content immutable: d9d9f7 8101 was (1,).
+    reader = PayloadReader() if with_reader else None
+
+    def decoded(hex_text: str) -> Any:
+        return decode_payload(bytearray.fromhex(hex_text), 0, reader=reader)
+
+    got = decoded("d9d9f7 8101")
+    assert got == [1] and type(got) is list
+    assert decoded("d9d9f7 a1 6161 8101") == {"a": [1]}  # {"a": [1]}
+    assert decoded("82 d9d9f7 8101 02") == [[1], 2]  # inside a list
+    assert decoded("a1 6161 d9d9f7 8102") == {"a": [2]}  # inside a map
+    assert decoded("d9d9f7 d9d9f7 8101") == [1]  # twice
+    assert decoded("d9d9f7 f6") is None
+    assert decoded("d9d9f7 a1 8101 02") == {(1,): 2}  # a key stays a key, as without the tag
+    array = decoded("d9d9f7 d856 48 000000000000f83f")  # around a float64 typed array
+    assert isinstance(array, np.ndarray) and array.tolist() == [1.5]
+    array[0] = 2.0  # writable, as any array handed out
+
+
+@settings(max_examples=200, deadline=None)
+@given(cbor_values, st.integers(1, 3))
+def test_a_self_described_payload_decodes_as_without_the_tag(value: Any, times: int) -> None:
+    wire = cbor2.dumps(value)
+    tagged = bytearray(SELF_DESCRIBED * times + wire)
+    want = outcome(lambda: decode_payload(bytearray(wire)))
+    assert outcome(lambda: decode_payload(tagged)) == want
+    assert outcome(lambda: decode_payload(tagged, 0, reader=PayloadReader())) == want
+
+
+# -- NaN: every bit kept in arrays, the NaN alone in a scalar -------------------------------------
+def test_a_nan_keeps_its_bits_in_an_array_and_is_the_plain_nan_as_a_scalar() -> None:
+    # As the README says: cbor2 writes every float NaN as CBOR's canonical NaN (f97e00), so a
+    # scalar's sign and payload bits do not travel; send np.asarray(x) to keep them. Keeping
+    # them for floats would take a Python hook per float (~3x a dict of floats' encode).
+    bits = 0xFFF8000000000001  # negative, with a payload
+    x = struct.unpack("<d", struct.pack("<Q", bits))[0]
+    for scalar in (x, np.float64(x), np.float32(x), [x], {"v": np.float64(x)}):
+        wire = b"".join(bytes(p) for p in encode_payload(scalar))
+        assert b"\xf9\x7e\x00" in wire
+        got = roundtrip(scalar)
+        got = got[0] if isinstance(got, list) else got["v"] if isinstance(got, dict) else got
+        assert struct.unpack("<Q", struct.pack("<d", got))[0] == 0x7FF8000000000000
+    for array in (np.array([x, -x]), np.asarray(x), np.array([x], np.float32)):
+        assert roundtrip(array).tobytes() == array.tobytes()
+
+
+# -- arrays inside lists and dicts: taken out of the received bytes ------------------------------
+BIG = 70_000  # float64 elements: 560 kB, beyond codec._SPLICE_MIN_BYTES
+
+
+def frame_of(value: Any, offset: int, *, immutable: bool = False) -> bytearray | bytes:
+    """A frame with ``value``'s payload at ``offset``, as a client receives it."""
+    frame = bytearray(b"\xee" * offset) + b"".join(bytes(p) for p in encode_payload(value))
+    return bytes(frame) if immutable else frame
+
+
+def elements_aligned(frame: bytearray | bytes, array: np.ndarray[Any, Any]) -> bool:
+    at = bytes(frame).index(array.tobytes())
+    return bool((np.frombuffer(frame, np.uint8).ctypes.data + at) % array.dtype.alignment == 0)
+
+
+def shares(array: np.ndarray[Any, Any], frame: bytearray | bytes) -> bool:
+    return bool(np.shares_memory(array, np.frombuffer(frame, np.uint8)))
+
+
+def peak_bytes(decode: Callable[[], Any]) -> tuple[Any, int]:
+    """What ``decode`` returns and the most memory (numpy's too) it held at once."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        value = decode()
+        return value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("offset", range(8))
+@pytest.mark.parametrize("kind", ["dict", "list", "tuple-in-dict"])
+def test_a_large_array_in_a_container_wraps_the_frame_or_is_copied_once(
+    offset: int, kind: str
+) -> None:
+    # cbor2 copied its bytes into a bytes object, then the typed array's decoder into a
+    # bytearray: an 8 MB array in a dict decoded ~6x slower than alone, at 3x its size.
+    array = np.arange(BIG, dtype=np.float64)
+    value: Any = (
+        {"image": array, "t": 1.5}
+        if kind == "dict"
+        else [array, "x"]
+        if kind == "list"
+        else {"pair": (1, array)}
+    )
+    frame = frame_of(value, offset)
+    got, peak = peak_bytes(lambda: decode_payload(frame, offset))
+    got_array = got["image"] if kind == "dict" else got[0] if kind == "list" else got["pair"][1]
+    assert_same_array(got_array, array)
+    assert got_array.flags.writeable and got_array.flags.aligned
+    if elements_aligned(frame, array):
+        assert shares(got_array, frame)  # as an array alone does
+        assert peak < array.nbytes / 10
+    else:
+        assert not shares(got_array, frame)
+        assert peak < 1.5 * array.nbytes  # one copy
+    got_array[:] = 0  # the application's to write into
+
+
+def test_a_nested_array_from_read_only_bytes_or_a_small_part_of_the_frame_is_a_copy() -> None:
+    array = np.arange(BIG, dtype=np.float64)
+    for offset in range(8):
+        frame = frame_of({"a": array}, offset, immutable=True)  # an RPC result: bytes
+        got, peak = peak_bytes(lambda: decode_payload(frame, offset)["a"])  # noqa: B023
+        assert got.flags.writeable and not shares(got, frame)
+        assert peak < 1.5 * array.nbytes  # one copy (cbor2's bytes, then a bytearray: 3x)
+        np.testing.assert_array_equal(got, array)
+    # An array that is a small part of the frame does not keep all of it alive.
+    small = np.arange(1000, dtype=np.float64)  # 8 kB
+    for offset in range(8):
+        frame = frame_of({"small": small, "rest": bytes(200_000)}, offset)
+        got = decode_payload(frame, offset)
+        assert not shares(got["small"], frame) and got["small"].flags.writeable
+        np.testing.assert_array_equal(got["small"], small)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values, arrays equal in dtype, shape and bytes; lists not equal to tuples."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.tobytes() == b.tobytes()
+            and a.flags.writeable == b.flags.writeable
+        )
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, cbor2.CBORTag):
+        return bool(a.tag == b.tag) and same(a.value, b.value)
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b) or repr(a) == repr(b)
+
+
+def unspliced(decode: Callable[[], Any]) -> tuple[str, Any]:
+    """``decode``'s outcome with the arrays left to cbor2, as before the splice."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codec, "_SPLICE_MIN_BYTES", 2**62)
+        return outcome_of(decode)
+
+
+def outcome_of(decode: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "value", decode()
+    except (ProtocolError, PayloadRefused) as exc:
+        return type(exc).__name__, str(exc)
+
+
+SPLICE_DTYPES = [*NUMERIC_DTYPES, ">f8", ">i2", ">u4", ">f2"]
+big_arrays = st.builds(
+    lambda dtype, count, ndim: (
+        (np.arange(count) % 1000)
+        .astype(dtype)
+        .reshape((count // 4, 4) if ndim == 2 else (count // 4, 2, 2) if ndim == 3 else (count,))
+    ),
+    st.sampled_from(SPLICE_DTYPES).map(np.dtype),
+    st.sampled_from([512, 9000, 40_000, 70_000]),
+    st.integers(1, 3),
+)
+payload_parts = st.recursive(
+    big_arrays | st.integers() | st.text(max_size=4) | st.binary(max_size=4) | st.none(),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=2), c, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(payload_parts, st.integers(0, 8), st.booleans())
+def test_containers_of_large_arrays_decode_as_cbor2_alone_decoded_them(
+    value: Any, offset: int, immutable: bool
+) -> None:
+    value = [value, np.arange(40_000.0)]  # 320 kB: a payload that is walked
+    frame = frame_of(value, offset, immutable=immutable)
+    got = outcome_of(lambda: decode_payload(frame, offset))
+    want = unspliced(lambda: decode_payload(frame, offset))
+    assert got[0] == want[0] == "value" and same(got[1], want[1])
+
+
+def arrays_in(value: Any) -> list[np.ndarray[Any, Any]]:
+    if isinstance(value, np.ndarray):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [array for item in items for array in arrays_in(item)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            {"a": np.arange(9000.0), "b": [np.ones((300, 300), bool), 1.5]},
+            [np.arange(20_000, dtype=np.complex64).reshape(100, 200), {"k": "v"}],
+            {1: np.arange(40_000, dtype=np.int16), "x": np.arange(10_000.0)},
+        ]
+    ),
+    st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 255)), min_size=1, max_size=3),
+    st.integers(0, 40),
+    st.sampled_from([PayloadLimits(), PayloadLimits(max_depth=2)]),
+)
+def test_a_damaged_payload_with_large_arrays_fails_or_decodes_as_before(
+    value: Any, flips: list[tuple[int, int]], cut: int, limits: PayloadLimits
+) -> None:
+    """Bytes changed in the heads (where the walk looks), or the payload cut: the same value,
+    or the same kind of error, as cbor2 alone gave."""
+    value = [value, np.arange(40_000.0)]
+    frame = bytearray(frame_of(value, 0))
+    # the heads: the first bytes, the last, and those before each array's elements
+    wire = bytes(frame)
+    starts = [wire.index(array.tobytes()) for array in arrays_in(value)]
+    heads = sorted(
+        {i for start in [0, *starts] for i in range(max(0, start - 24), start + 2)}
+        | set(range(len(wire) - 24, len(wire)))
+    )
+    for where, byte in flips:
+        frame[heads[where % len(heads)]] = byte
+    if cut:
+        del frame[-cut:]
+    got = outcome_of(lambda: decode_payload(frame, 0, limits))
+    want = unspliced(lambda: decode_payload(frame, 0, limits))
+    assert got[0] == want[0]
+    assert same(got[1], want[1]) if got[0] == "value" else got[1] == want[1]
+
+
+def test_a_payload_that_carries_the_splice_tag_itself_decodes_as_it_is() -> None:
+    # The private tag decode_payload puts in an array's place never comes from the wire: a
+    # payload holding it is decoded as it is, the tag as a CBORTag, the arrays by cbor2.
+    array = np.arange(BIG, dtype=np.float64)
+    wire = cbor2.dumps([cbor2.CBORTag(codec._SPLICE_TAG, 0), b"x" * 300_000])
+    got = decode_payload(bytearray(wire))
+    assert got[0] == cbor2.CBORTag(codec._SPLICE_TAG, 0)
+    tail = b"".join(bytes(p) for p in encode_payload({"a": array}))
+    wire = b"\x82" + cbor2.dumps(cbor2.CBORTag(codec._SPLICE_TAG, 0)) + tail
+    got = decode_payload(bytearray(wire))
+    assert got[0] == cbor2.CBORTag(codec._SPLICE_TAG, 0)
+    assert_same_array(got[1]["a"], array)
+
+
+def test_a_big_endian_typed_array_from_another_writer_is_taken_out_too() -> None:
+    # RFC 8746's big-endian tags (82: float64), as a writer other than trio_stream may send.
+    array = np.arange(BIG, dtype=">f8")
+    body = array.tobytes()
+    wire = b"\xa2\x62be\xd8\x52\x5a" + struct.pack(">I", len(body)) + body + b"\x61n\x01"
+    for offset in range(8):
+        frame = bytearray(offset) + wire
+        got = decode_payload(frame, offset)
+        assert same(got, unspliced(lambda: decode_payload(frame, offset))[1])  # noqa: B023
+        assert got["be"].dtype == np.dtype(">f8") and got["n"] == 1
+        np.testing.assert_array_equal(got["be"], array)
+        assert shares(got["be"], frame) == elements_aligned(frame, array)
+
+
+def test_nested_arrays_keep_the_depth_limit_exact() -> None:
+    # In the bytes cbor2 decodes, an array's place is as deep as the array was: a payload
+    # is refused at PayloadLimits.max_depth as it was before.
+    for array in (np.arange(BIG, dtype=np.float64), np.ones((600, 600), bool)):
+        for depth in range(1, 6):
+            value: Any = array
+            for _ in range(depth):
+                value = [value]
+            frame = frame_of(value, 0)
+            for max_depth in range(1, 8):
+                limits = PayloadLimits(max_depth=max_depth)
+                got = outcome_of(lambda: decode_payload(frame, 0, limits))  # noqa: B023
+                want = unspliced(lambda: decode_payload(frame, 0, limits))  # noqa: B023
+                assert got[0] == want[0], (array.dtype, depth, max_depth)

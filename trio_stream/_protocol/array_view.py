@@ -16,6 +16,7 @@ is the server's job.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -45,8 +46,9 @@ class View:
 
     ``View(slices=(slice(None, None, 4), slice(None, None, 4)))`` is ``array[::4, ::4]``;
     dimensions without a slice are kept whole. Like numpy basic slicing: start, stop and step
-    may be None or any integer (negative counts from the end), step not 0. A frame that is not
-    a numpy array, or has fewer dimensions than the view has slices, passes unchanged.
+    may be None or any integer within int64 (numpy integers too, not bools; negative counts
+    from the end), step not 0. A frame that is not a numpy array, or has fewer dimensions than
+    the view has slices, passes unchanged.
 
     Raises:
         InvalidArgument: not a sequence of slices of integers, a step of 0, or too many
@@ -64,20 +66,19 @@ class View:
             )
         if len(slices) > MAX_VIEW_DIMS:
             raise InvalidArgument(f"a view has at most {MAX_VIEW_DIMS} dimensions")
+        checked = []
         for item in slices:
             if not isinstance(item, slice):
                 raise InvalidArgument(f"a view holds slices only, not {item!r:.80}")
-            for name in ("start", "stop", "step"):
-                bound = getattr(item, name)
-                if bound is not None and (
-                    type(bound) is not int or not -_INDEX_LIMIT < bound < _INDEX_LIMIT
-                ):
-                    raise InvalidArgument(
-                        f"slice {name} must be None or an int64 integer, not {bound!r:.80}"
-                    )
-            if item.step == 0:
+            start = _bound("start", item.start)
+            stop = _bound("stop", item.stop)
+            step = _bound("step", item.step)
+            if step == 0:
                 raise InvalidArgument("slice step cannot be zero")
-        object.__setattr__(self, "slices", tuple(slices))
+            checked.append(slice(start, stop, step))
+        # Kept as plain ints, whatever integer type was given: to_wire, equality and the hash
+        # (the server's key for a cut) see the same view for np.int64(4) as for 4.
+        object.__setattr__(self, "slices", tuple(checked))
 
     def __hash__(self) -> int:
         # slice objects are unhashable before Python 3.12; the server keys cuts by view.
@@ -101,6 +102,29 @@ class View:
                 f"a view is a list of [start, stop, step] (null for none), not {data!r:.80}"
             )
         return cls(tuple(slice(*item) for item in data))
+
+
+def _bound(name: str, bound: Any) -> int | None:
+    """A slice bound as a plain int: None, or an integer (anything ``operator.index`` takes,
+    numpy integers too, but not a bool) within int64.
+
+    Raises:
+        InvalidArgument: anything else.
+    """
+    if bound is None:
+        return None
+    if not isinstance(bound, bool | np.bool_):
+        try:
+            value = operator.index(bound)
+        except TypeError:
+            pass
+        else:
+            if -_INDEX_LIMIT < value < _INDEX_LIMIT:
+                return value
+    raise InvalidArgument(
+        f"slice {name} must be None or an integer within int64 (a Python or numpy integer, "
+        f"not a bool), not {bound!r:.80}"
+    )
 
 
 def _shape_at(data: memoryview, pos: int) -> tuple[tuple[int, ...] | None, int]:

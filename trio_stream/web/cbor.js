@@ -131,6 +131,8 @@ function bytesToTyped(bytes, ctor, size, little) {
     const out = new Float32Array(n);
     const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(i * 2, little));
+    // float16 has no portable TypedArray: the values as float32, marked (for the .npy export)
+    Object.defineProperty(out, 'dtype', { value: '<f2' });
     return out;
   }
   if (size === 1) return new ctor(bytes.buffer, bytes.byteOffset, n);

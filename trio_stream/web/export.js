@@ -5,14 +5,58 @@ const NPY_DTYPES = new Map([
   [Float64Array, '<f8'], [Float32Array, '<f4'], [Int8Array, '|i1'], [Uint8Array, '|u1'],
   [Uint8ClampedArray, '|u1'], [Int16Array, '<i2'], [Uint16Array, '<u2'], [Int32Array, '<i4'],
   [Uint32Array, '<u4'], [globalThis.BigInt64Array, '<i8'], [globalThis.BigUint64Array, '<u8'],
-]);
+  [globalThis.Float16Array, '<f2'], // newer engines only
+].filter(([ctor]) => ctor));
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** An .npy file (bytes) holding `values` (a TypedArray) with `shape` (C order). */
-export function toNpy(values, shape = [values.length]) {
-  let data = values;
-  let descr = NPY_DTYPES.get(values.constructor);
+const roundHalfEven = (v) => {
+  const f = Math.floor(v);
+  const d = v - f;
+  return d > 0.5 || (d === 0.5 && f % 2 === 1) ? f + 1 : f;
+};
+
+/** The IEEE 754 half-precision bits of the number `x`, rounded to nearest (ties to even). */
+export function halfBits(x) {
+  if (Number.isNaN(x)) return 0x7e00;
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  if (a === Infinity) return sign | 0x7c00;
+  if (a < 2 ** -14) return sign | roundHalfEven(a * 2 ** 24); // subnormal (1024: the least normal)
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e -= 1; // log2 of a power of two's neighbour can be off by one
+  else if (2 ** (e + 1) <= a) e += 1;
+  let m = roundHalfEven((a / 2 ** e - 1) * 1024); // exact: scaling by powers of two
+  if (m === 1024) { m = 0; e += 1; }
+  if (e > 15) return sign | 0x7c00; // 65520 and beyond round to infinity
+  return sign | ((e + 15) << 10) | m;
+}
+
+/**
+ * The data and descr that `dtype` (a numpy dtype string the payload carried) asks of `values`,
+ * for the dtypes a TypedArray does not tell: float16 (the decoder hands out a Float32Array of
+ * the same values, or a Float16Array) and bool (a Uint8Array); null for any other dtype.
+ */
+function asDtype(values, dtype) {
+  const kind = typeof dtype === 'string' ? /^[<=|]?(f2|b1)$/.exec(dtype)?.[1] : undefined;
+  if (kind === 'f2') {
+    if (globalThis.Float16Array && values instanceof globalThis.Float16Array) return [values, '<f2'];
+    const bits = new Uint16Array(values.length);
+    for (let i = 0; i < values.length; i++) bits[i] = halfBits(Number(values[i]));
+    return [bits, '<f2'];
+  }
+  if (kind === 'b1') return [Uint8Array.from(values, (v) => (v ? 1 : 0)), '|b1'];
+  return null;
+}
+
+/**
+ * An .npy file (bytes) holding `values` (a TypedArray) with `shape` (C order). `dtype`: the
+ * numpy dtype string of the array as sent, when the TypedArray does not say it: '<f2'
+ * (float16, decoded as float32 values) and '|b1' (bool, decoded as uint8) are saved as such;
+ * without it (or for another dtype) the TypedArray's own type is saved.
+ */
+export function toNpy(values, shape = [values.length], dtype = undefined) {
+  let [data, descr] = asDtype(values, dtype) ?? [values, NPY_DTYPES.get(values.constructor)];
   if (!descr) { data = Float64Array.from(values, Number); descr = '<f8'; }
   if (!LITTLE_ENDIAN) throw new Error('.npy export needs a little-endian machine');
   const dims = shape.length === 1 ? `${shape[0]},` : shape.join(', ');

@@ -553,7 +553,7 @@ export class Panel {
       const flat = new Float64Array(snap.rows.length * 3);
       snap.rows.forEach((r, i) => flat.set(r, i * 3));
       download(`${base}.npy`, toNpy(flat, [snap.rows.length, 3]), 'application/octet-stream');
-    } else download(`${base}.npy`, toNpy(snap.values, snap.shape), 'application/octet-stream');
+    } else download(`${base}.npy`, toNpy(snap.values, snap.shape, snap.dtype), 'application/octet-stream');
   }
 
   destroy() {

@@ -94,10 +94,15 @@ export function classify(data, label = null) {
     if (!numeric) return text(data);
     const shown = data.dtype && data.dtype[1] === 'c' ? `|${label ?? 'value'}|` : label;
     const exact = BIG_ARRAYS.some((C) => values instanceof C) ? values : null;
-    return fromShape(data.shape, numeric, shown, data.dtype, exact);
+    const view = fromShape(data.shape, numeric, shown, data.dtype, exact);
+    const dtype = data.dtype ?? values.dtype; // '|b1', '<f2': what the export saves
+    return dtype && view.kind !== 'text' ? { ...view, dtype } : view;
   }
   const arr = numericArray(data);
-  if (arr) return BIG_ARRAYS.some((C) => data instanceof C) ? { kind: 'line', values: arr, label, exact: data } : { kind: 'line', values: arr, label };
+  if (arr) {
+    if (BIG_ARRAYS.some((C) => data instanceof C)) return { kind: 'line', values: arr, label, exact: data };
+    return data.dtype ? { kind: 'line', values: arr, label, dtype: data.dtype } : { kind: 'line', values: arr, label };
+  }
   if (data && typeof data === 'object' && !Array.isArray(data) && !(data instanceof Map) && !(data instanceof Date)
       && !ArrayBuffer.isView(data)) {
     // every numeric field becomes a series of its own (a $stats record plots all its loads)
@@ -513,9 +518,9 @@ export class Plotter {
     }
     if (v?.kind === 'line') {
       const [i0, i1] = this.zoom ? [Math.max(0, Math.floor(this.zoom.i0)), Math.min(v.values.length, Math.ceil(this.zoom.i1) + 1)] : [0, v.values.length];
-      return { kind: 'line', values: (v.exact ?? v.values).slice(i0, i1), shape: [i1 - i0], offset: i0 };
+      return { kind: 'line', values: (v.exact ?? v.values).slice(i0, i1), shape: [i1 - i0], offset: i0, dtype: v.dtype };
     }
-    if (v?.kind === 'image') return { kind: 'image', values: v.exact ?? v.values, shape: v.channels > 1 ? [v.height, v.width, v.channels] : [v.height, v.width] };
+    if (v?.kind === 'image') return { kind: 'image', values: v.exact ?? v.values, shape: v.channels > 1 ? [v.height, v.width, v.channels] : [v.height, v.width], dtype: v.dtype };
     return null;
   }
 
