@@ -3,7 +3,9 @@ session and server state over a transport that hands it a hello and keeps what i
 
 from __future__ import annotations
 
+import pytest
 import trio
+from proxy import open_proxy
 
 import trio_stream as ts
 from trio_stream._exceptions import ConnectionClosed
@@ -11,6 +13,7 @@ from trio_stream._protocol import messages as M
 from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import RunTaker, T
 from trio_stream._protocol.limits import PROTOCOL_VERSION
+from trio_stream._server import state as state_module
 from trio_stream._server.session import Session
 from trio_stream._server.state import ServerState
 
@@ -109,3 +112,30 @@ async def test_a_resume_whose_welcome_is_lost_leaves_the_lease_to_its_grace_peri
     assert "c" in state.broker.channels  # kept for the client's next try, within the grace
     state.resume.expire(trio.current_time() + 10.0)
     assert "c" not in state.broker.channels
+
+
+async def test_name_in_use_says_when_its_silent_holder_will_be_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A sensor's host lost its connection without closing it; the process, restarted, met
+    # NameInUse for a minute, told only to "close the one that has it" (a migrating team).
+    monkeypatch.setattr(state_module, "SILENT_HOLDER_S", 0.3)
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, idle_timeout_s=30.0)
+    async with ts.open_server(config) as server:
+        assert server.tcp_url is not None
+        async with open_proxy(server.tcp_url) as proxy, ts.open_client(proxy.url, name="sensor"):
+            with pytest.raises(ts.NameInUse) as healthy:
+                async with ts.open_client(server.tcp_url, name="sensor"):
+                    pass
+            assert "sent nothing" not in str(healthy.value)  # heard from just now
+            proxy.hold()
+            await trio.sleep(0.5)
+            with pytest.raises(ts.NameInUse) as silent:
+                async with ts.open_client(server.tcp_url, name="sensor"):
+                    pass
+            proxy.release()
+        said = str(silent.value)
+        assert "(it has sent nothing for 1 s: a connection its host lost?" in said or (
+            "(it has sent nothing for 0 s" in said
+        ), said
+        assert "idle_timeout_s, 30 s: in 30 s)" in said or "in 29 s)" in said, said

@@ -6,7 +6,7 @@ import os
 import resource
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -24,6 +24,9 @@ from .rpc import Router
 from .wrong_tokens import WrongTokens
 
 SYSTEM_CHANNELS = ("$clients", "$channels", "$stats")
+# A name's holder silent this long is said to be so when another connection claims the name:
+# the clients ping every 5 s by default (heartbeat), so a healthy one is rarely silent longer.
+SILENT_HOLDER_S: Final = 10.0
 
 if TYPE_CHECKING:
     from .sender import Sender
@@ -172,13 +175,29 @@ class ServerState:
     # -- clients -----------------------------------------------------------------------------
     def claim_name(self, session: Session) -> None:
         """Reserve ``session.name`` (at hello, before any await: two hellos cannot both win)."""
-        if session.name in self.by_name:
+        holder = self.by_name.get(session.name)
+        if holder is not None:
             raise NameInUse(
-                f"a client named {session.name[:100]!r} is connected already; pick another name "
-                "(or close the one that has it: an earlier client of this program, say, made "
-                "by a notebook cell run again)"
+                f"a client named {session.name[:100]!r} is connected already"
+                f"{self._silence_of(holder)}; pick another name (or close the one that has it: "
+                "an earlier client of this program, say, made by a notebook cell run again)"
             )
         self.by_name[session.name] = session
+
+    def _silence_of(self, holder: Session) -> str:
+        """For a name's holder silent for a while: a process restarted after its host lost
+        the old connection without closing it (a pulled cable, a NAT's timeout) meets its
+        old self, which the server drops only once it has been silent for idle_timeout_s
+        (a migrating team waited a minute without a word of why)."""
+        silent = trio.current_time() - holder.heard_at()
+        if silent < SILENT_HOLDER_S:
+            return ""
+        idle = self.limits.idle_timeout_s
+        left = max(idle - silent, 0.0)
+        return (
+            f" (it has sent nothing for {silent:.0f} s: a connection its host lost? The server "
+            f"drops one silent for idle_timeout_s, {idle:g} s: in {left:.0f} s)"
+        )
 
     def release_name(self, session: Session) -> None:
         if self.by_name.get(session.name) is session:
