@@ -7,6 +7,7 @@ bound), because what is measured is how the client reacts to sockets going quiet
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -17,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import numpy as np
 import pytest
 import trio
 from client_parts import wait_for_state
@@ -330,6 +332,58 @@ async def test_closing_a_publisher_on_a_stall_not_found_yet_says_what_it_drops(
             start = trio.current_time()
         assert trio.current_time() - start < LEAVE_TIMEOUT_S + SLACK_S
     assert "50 values sent to 'ch' were not acknowledged: the server did not answer" in caplog.text
+
+
+@asynccontextmanager
+async def slow_link(target_url: str, bytes_per_s: int) -> AsyncIterator[str]:
+    """A relay to ``target_url`` whose server-to-client direction carries at most
+    ``bytes_per_s`` (in pieces of a tenth of it, one every 0.1 s): a slow link, not a stall."""
+    host, port = target_url.removeprefix("tcp://").rsplit(":", 1)
+    piece = bytes_per_s // 10
+
+    async def pump(source: trio.SocketStream, sink: trio.SocketStream, slow: bool) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await source.receive_some(piece if slow else 65536):
+                await sink.send_all(data)
+                if slow:
+                    await trio.sleep(0.1)
+
+    async def handle(client: trio.SocketStream) -> None:
+        server = await trio.open_tcp_stream(host, int(port))
+        async with client, server, trio.open_nursery() as pumps:
+            pumps.start_soon(pump, client, server, False)
+            pumps.start_soon(pump, server, client, True)
+
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+        listeners = await nursery.start(serve)
+        yield f"tcp://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_large_frame_on_a_slow_link_is_not_taken_for_silence(
+    quiet_server: ts.Server,
+) -> None:
+    # A 10 MiB frame over a 400 kB/s link takes 26 s: the reader, hearing no whole frame
+    # (its pongs wait behind it), said "the server was silent" after its bound, reconnected,
+    # and the server sent the frame again, for good (a network tester). Bytes moving are
+    # life now. Here: 4 MiB at 1 MB/s (4 s) against a 2 s silence bound (a large frame is
+    # read as its bytes come, at least every MiB: RECEIVE_LOW_WATER_MAX_BYTES).
+    assert quiet_server.tcp_url is not None
+    value = np.arange(2**19, dtype=np.float64)  # 4 MiB
+    async with (
+        slow_link(quiet_server.tcp_url, 1_000_000) as url,
+        ts.open_client(url, name="reader", heartbeat=0.3) as reader,
+        ts.open_client(quiet_server.tcp_url, name="writer") as writer,
+    ):
+        await writer.create_channel("big")
+        async with reader.subscribe("big", policy="block") as sub, writer.publisher("big") as pub:
+            await pub.wait_for_readers()
+            await pub.send(value)
+            with trio.fail_after(WAIT_S):
+                msg = await sub.receive()
+        assert np.array_equal(msg.data, value)
+        assert reader.reconnects == 0
 
 
 @pytest.mark.parametrize("fault", ["cut", "reset"])

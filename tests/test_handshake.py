@@ -25,6 +25,7 @@ class HelloTransport:
 
     kind = "tcp"
     remote = "127.0.0.1:1"
+    progress = 0
 
     def __init__(self, state: ServerState, hello: M.Hello) -> None:
         self.state = state

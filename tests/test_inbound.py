@@ -34,6 +34,7 @@ class ScriptedTransport:
 
     kind = "tcp"
     remote = "127.0.0.1:1"
+    progress = 0
 
     def __init__(self) -> None:
         self.written = bytearray()

@@ -316,6 +316,7 @@ class _GoneAfterGoodbye:
 
     kind = "tcp"
     remote = "127.0.0.1:1"
+    progress = 0
 
     async def receive_frames(self) -> list[bytearray]:
         await trio.sleep_forever()

@@ -1061,10 +1061,14 @@ class Client:
         interval, dead_after = self._heartbeat_times()
         silent_s = 0.0
         last = trio.current_time()
+        moved = self._transport.progress if self._transport is not None else 0
         while self._connected:
             await trio.sleep(interval)
             now = trio.current_time()
-            if self._heard:
+            # A whole frame, or bytes of one on their way either way: a large frame on a
+            # slow link takes longer than the silence bound, and the pongs wait behind it.
+            was, moved = moved, self._transport.progress if self._transport is not None else 0
+            if self._heard or moved != was:
                 self._heard = False
                 silent_s = 0.0
             else:

@@ -29,6 +29,13 @@ class FrameTransport(Protocol):
     kind: str  # "tcp" or "ws"
     remote: str  # the peer's address, for listings and logs
 
+    @property
+    def progress(self) -> int:
+        """Bytes read so far (within frames too), and those of large frames written: grows
+        while the connection moves, which a heartbeat takes as life when no whole frame has
+        come (small writes do not count: the kernel takes them from a frozen peer too)."""
+        ...
+
     async def receive_frames(self) -> list[bytearray]:
         """At least one whole frame body.
 

@@ -32,6 +32,8 @@ TLS_RECEIVE_BYTES: Final = 64 * 1024
 # Pieces smaller than this are copied into one write; larger ones (array bodies) are written
 # as they are, so a 1 MiB array is never copied on its way out.
 COALESCE_MAX_PIECE: Final = 64 * 1024
+# A piece larger than this is written in parts of this size (StreamTransport._send_all).
+PROGRESS_PART_BYTES: Final = 256 * 1024
 # While a large frame is received in place, the socket wakes us only once this much of it
 # (or all that is left of it) has arrived: each wake-up costs a task switch and a syscall,
 # and a 1 MiB array otherwise arrives in a dozen small reads. Measured with 1 MiB frames to
@@ -73,6 +75,11 @@ class StreamTransport:
         self.stream = stream
         self.kind = kind
         self.remote = remote_of(stream)
+        # Bytes read and written so far, also within a frame: a large frame on a slow link
+        # takes longer than the heartbeat's silence bound, and a client that heard nothing
+        # whole in that time gave up on a link that was moving (and sent it all again, for
+        # good: a network tester). The heartbeat takes any movement as life.
+        self.progress = 0
         self._decoder = FrameDecoder(max_frame_bytes)
         # A plain TCP stream lets large frames be received in place (recv_into); TLS
         # decrypts into its own buffers anyway, so it takes the ordinary path.
@@ -147,6 +154,7 @@ class StreamTransport:
                 decoder.receive_data(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionClosed(f"connection lost: {exc}") from exc
+        self.progress += received
         if not received:
             partial = decoder.partial_bytes
             if partial:
@@ -217,7 +225,7 @@ class StreamTransport:
         try:
             if len(pieces) == 1:
                 # The usual write: the outbox joined its frames into one piece already.
-                await stream.send_all(pieces[0])
+                await self._send_all(pieces[0])
                 return
             small: list[BytesLike] = []
             for piece in pieces:
@@ -227,11 +235,26 @@ class StreamTransport:
                 if small:
                     await stream.send_all(b"".join(small))
                     small = []
-                await stream.send_all(piece)
+                await self._send_all(piece)
             if small:
                 await stream.send_all(b"".join(small))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionClosed(f"connection lost: {exc}") from exc
+
+    async def _send_all(self, data: BytesLike) -> None:
+        """``stream.send_all(data)``, a large piece in parts so that :attr:`progress` moves
+        while a slow link takes it (the parts are views: nothing is copied). Small writes
+        are not progress: the kernel takes a ping whether or not the peer reads."""
+        if len(data) <= PROGRESS_PART_BYTES:
+            await self.stream.send_all(data)
+            return
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        for start in range(0, len(view), PROGRESS_PART_BYTES):
+            part = view[start : start + PROGRESS_PART_BYTES]
+            await self.stream.send_all(part)
+            self.progress += len(part)
 
     def direct_writer(self) -> Callable[[list[BytesLike]], list[BytesLike]] | None:
         """:meth:`send_now` on plain TCP; None on TLS, where it could never write."""

@@ -68,6 +68,8 @@ DIRECT_MESSAGE_MIN_BYTES: Final = 64 * 1024
 MASK_CHUNK_BYTES: Final = 256 * 1024
 # A direct message's pieces smaller than this are joined to the frame header in one write.
 COALESCE_MAX_PIECE: Final = 64 * 1024
+# A large piece is written in parts of this size, each counted as progress (send_unmasked).
+PROGRESS_PART_BYTES: Final = 256 * 1024
 CLOSE_TIMEOUT_S: Final = 2.0  # how long we wait for the peer's answer to our close frame
 CONNECT_TIMEOUT_S: Final = 10.0
 
@@ -128,6 +130,8 @@ _FRONT_PAD: Final = bytes(16 - PREFIX_BYTES)
 # Set on the trio-websocket connections a WebSocketTransport uses: their messages of one large
 # frame come as bytearrays (install_bytearray_messages). Other connections keep bytes.
 _BYTEARRAY_MESSAGES: Final = "_trio_stream_bytearray_messages"
+# The bytes of message parts a connection of ours has received (WebSocketTransport.progress).
+_BYTES_IN: Final = "_trio_stream_bytes_in"
 
 
 def install_bytearray_messages() -> None:
@@ -149,6 +153,9 @@ def install_bytearray_messages() -> None:
         return
 
     async def handle_message_event(self: Any, event: Any) -> None:
+        counted = getattr(self, _BYTES_IN, None)
+        if counted is not None:  # a part of a message came (WebSocketTransport.progress)
+            setattr(self, _BYTES_IN, counted + len(event.data))
         if not (
             event.message_finished
             and isinstance(event, BytesMessage)
@@ -229,6 +236,16 @@ class WebSocketTransport:
             hasattr(connection, name) for name in _ASSEMBLY_NEEDS
         ):
             setattr(connection, _BYTEARRAY_MESSAGES, True)
+            setattr(connection, _BYTES_IN, 0)
+        self._bytes_out = 0
+        self._messages_in = 0  # bytes of whole messages (when the parts are not counted)
+
+    @property
+    def progress(self) -> int:
+        """Bytes read and written so far, parts of a message too where trio-websocket hands
+        them over (see StreamTransport.progress: the heartbeat takes any movement as life)."""
+        parts: int = getattr(self.connection, _BYTES_IN, 0)
+        return parts + self._messages_in + self._bytes_out
 
     @property
     def max_frame_bytes(self) -> int:
@@ -257,6 +274,7 @@ class WebSocketTransport:
             message = await self.connection.get_message()
         except trio_websocket.ConnectionClosed as exc:
             raise ConnectionClosed(describe_close(exc.reason)) from None
+        self._messages_in += 1  # (a whole one: the parts, where counted, moved it already)
         if isinstance(message, str):
             error = ProtocolError(
                 "a text WebSocket message: the protocol uses binary messages only"
@@ -302,6 +320,9 @@ class WebSocketTransport:
             # One join is the one copy we pay: trio-websocket wants a single bytes object.
             await self.connection.send_message(b"".join(pieces))
 
+    def _sent(self, nbytes: int) -> None:
+        self._bytes_out += nbytes
+
     async def _write_direct(self, pieces: Sequence[BytesLike], size: int) -> None:
         """Write one binary message as trio-websocket's send_message does, but framed here:
         the pieces are written as they are (a client's masked through one small buffer).
@@ -320,9 +341,10 @@ class WebSocketTransport:
                 if connection.is_client:
                     # RFC 6455 5.3: a fresh key from a strong source for each frame.
                     key = os.urandom(4)
-                    await send_masked(stream, frame_header(size, key), pieces, size, key)
+                    header = frame_header(size, key)
+                    await send_masked(stream, header, pieces, size, key, self._sent)
                 else:
-                    await send_unmasked(stream, frame_header(size, None), pieces)
+                    await send_unmasked(stream, frame_header(size, None), pieces, self._sent)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await connection._abort_web_socket()
                 raise trio_websocket.ConnectionClosed(connection._close_reason) from None
@@ -482,10 +504,15 @@ _HEADER_64: Final = struct.Struct("!BBQ")
 
 
 async def send_unmasked(
-    stream: trio.abc.Stream, header: bytes, pieces: Sequence[BytesLike]
+    stream: trio.abc.Stream,
+    header: bytes,
+    pieces: Sequence[BytesLike],
+    sent: Callable[[int], None] = lambda nbytes: None,
 ) -> None:
     """``header`` then ``pieces`` to ``stream``: small pieces joined to what precedes them,
-    large ones (array bodies) written as they are."""
+    large ones (array bodies) written as they are, in parts of PROGRESS_PART_BYTES (views),
+    each told to ``sent`` once written (small writes are not progress: the kernel takes
+    them whether or not the peer reads)."""
     small: list[BytesLike] = [header]
     for piece in pieces:
         if len(piece) < COALESCE_MAX_PIECE:
@@ -494,13 +521,24 @@ async def send_unmasked(
         if small:
             await stream.send_all(b"".join(small))
             small = []
-        await stream.send_all(piece)
+        view = memoryview(piece)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        for start in range(0, len(view), PROGRESS_PART_BYTES):
+            part = view[start : start + PROGRESS_PART_BYTES]
+            await stream.send_all(part)
+            sent(len(part))
     if small:
         await stream.send_all(b"".join(small))
 
 
 async def send_masked(
-    stream: trio.abc.Stream, header: bytes, pieces: Sequence[BytesLike], size: int, key: bytes
+    stream: trio.abc.Stream,
+    header: bytes,
+    pieces: Sequence[BytesLike],
+    size: int,
+    key: bytes,
+    sent: Callable[[int], None] = lambda nbytes: None,
 ) -> None:
     """``header`` then ``pieces`` masked with ``key``, through one buffer of at most
     MASK_CHUNK_BYTES written each time it fills: the message is never copied whole."""
@@ -527,9 +565,11 @@ async def send_masked(
             masked += count
             if filled == len(chunk):
                 await stream.send_all(chunk)  # (the buffer is free again once this returns)
+                sent(filled)
                 filled = 0
     if filled:
         await stream.send_all(memoryview(chunk)[:filled])
+        sent(filled)
 
 
 def message_pieces(
