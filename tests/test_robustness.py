@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
+import weakref
 from typing import Any
 
 import cbor2
@@ -387,3 +389,41 @@ async def test_publish_runs_in_one_read_are_delivered_up_to_a_bad_frame_among_th
             with trio.fail_after(10):
                 assert [(await sub.receive()).data for _ in range(4)] == ["a", "b", "c", "d"]
     await writer.aclose()
+
+
+async def test_a_resumed_session_is_freed_without_the_garbage_collector() -> None:
+    # The lease a resumed connection took over named that connection (its `taker`) while
+    # the connection named the lease (its resume_lease): a cycle, kept for good by the
+    # server's frozen garbage (gc_policy.py), with all the session held (a review).
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, resume_grace_s=5.0)
+    async with ts.open_server(config) as server:
+        assert server.tcp_url is not None
+        port = int(server.tcp_url.rsplit(":", 1)[1])
+        first = await trio.open_tcp_stream("127.0.0.1", port)
+        await first.send_all(control(M.Hello(v=PROTOCOL_VERSION, name="cyc", resume=True)))
+        welcome = (await read_messages(first, until=M.Welcome))[-1]
+        assert isinstance(welcome, M.Welcome) and welcome.resume_token is not None
+        await first.send_all(control(M.Subscribe(id=1, channel="$stats")))
+        await read_messages(first, until=M.Reply)
+        first.socket.close()  # a cut: its subscription is kept
+        with trio.fail_after(10):
+            while server.state.stats()["kept_subscriptions"] == 0:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        second = await trio.open_tcp_stream("127.0.0.1", port)
+        hello = M.Hello(
+            v=PROTOCOL_VERSION, name="cyc", resume=True, resume_token=welcome.resume_token
+        )
+        await second.send_all(control(hello))
+        await read_messages(second, until=M.Welcome)
+        session = weakref.ref(server.state.by_name["cyc"])
+        await second.send_all(control(M.Restored(id=2)))
+        await read_messages(second, until=M.Reply)
+        await second.send_all(control(M.Goodbye(reason="bye")))
+        await read_messages(second)
+        gc.disable()
+        try:
+            with trio.fail_after(10):
+                while session() is not None:  # noqa: ASYNC110 - its tasks ending
+                    await trio.sleep(0.01)
+        finally:
+            gc.enable()

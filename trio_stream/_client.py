@@ -193,6 +193,7 @@ class Client:
         self._url_index = 0
         self._welcomed_by: set[str] = set()  # the URLs a server welcomed this client at
         self._subscribes_repeating = 0  # lost with a connection, to be sent again (_request)
+        self._restored_held = -1  # the connection whose `restored` waits for those repeats
         self._wanted_name = name
         self._token = token
         self._ssl_context = ssl_context
@@ -647,7 +648,9 @@ class Client:
                 nursery.start_soon(first_try, attempt, what, resubscribes)
         if not self._connected or self._generation != generation:
             return
-        if all_done and not self._subscribes_repeating:
+        if all_done and self._subscribes_repeating:
+            self._restored_held = generation  # sent once the repeats are answered (_request)
+        elif all_done:
             # Every resubscription is answered: the server ends the subscriptions it kept
             # for us that none took back (one given up on just before the cut would hold
             # its writers for the grace period otherwise). Not after a retry: its kept
@@ -947,12 +950,18 @@ class Client:
                     if cls is Subscribe and not holding_restored:
                         # The lost one may have made a subscription that the server keeps
                         # for our return: no `restored` (which would end it, dropping what
-                        # it holds) before the repeat, which continues it.
+                        # it holds) before the repeat, which says it is one and continues it.
                         holding_restored = True
                         self._subscribes_repeating += 1
+                        fields["repeat"] = True
         finally:
             if holding_restored:
                 self._subscribes_repeating -= 1
+                if not self._subscribes_repeating and self._restored_held == self._generation:
+                    # The restore held `restored` back for the repeats: it goes now.
+                    self._restored_held = -1
+                    if self._connected:
+                        self._forget(self._send_request(Restored))
 
     async def _request_now(
         self,

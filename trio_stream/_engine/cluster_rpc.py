@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from .._exceptions import ClusterUnavailable, ProtocolError, RpcError, TrioStreamError
-from .._protocol.brief import brief
 from .._protocol.messages import ControlMessage, Error
-from .._protocol.rpc_messages import PROVIDER_MISSING_START, Call, Cancel, Credit, Describe
+from .._protocol.rpc_messages import Call, Cancel, Credit, Describe
 from .._server.outbox import control_frame
 from .._server.rpc import check_credit
 from .cluster_mail import Inbox, Letter, Mailer
@@ -166,8 +165,9 @@ class ClusterRpc:
         try:
             node = await io.presence.name_node(out.provider)
             if node is None or node == io.node:
-                # Not connected anywhere (or gone from here meanwhile): as on one node.
-                self._fail(token, f"{PROVIDER_MISSING_START}{brief(out.provider)} is connected")
+                # Not connected anywhere (or gone from here meanwhile): as on one node, also
+                # for a provider reconnecting to this node (the caller's client asks again).
+                self._fail(token, self._engine.state.rpc.not_connected(out.provider))
                 return
             # The run last read there, if it is fresh: a Redis trip per call cost a quarter
             # of the calls/s with 16 in flight. One read long ago (the watch reads only while

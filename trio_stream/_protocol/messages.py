@@ -109,7 +109,7 @@ class ClosePublisher(Request):
 @dataclass(frozen=True)
 class Subscribe(Request):
     OP: ClassVar[str] = "subscribe"
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"sender", "view", "resume_sub"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"sender", "view", "resume_sub", "repeat"})
     channel: str
     key: str | None = None
     policy: str = "drop_oldest"
@@ -123,6 +123,9 @@ class Subscribe(Request):
     since_epoch: str | None = None  # resume after (since_epoch, since_seq): reply has "resume"
     since_seq: int | None = None
     resume_sub: int | None = None  # with since_*: its id on the broken connection (kept.py)
+    # True: the same subscribe again, its reply lost with the connection that carried it
+    # (after a resume, it continues the subscription that one made: kept.take_unheard).
+    repeat: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,7 @@ def take_back_unheard(
     lost with the connection, and the client asks again as a new one (its frames held for
     it meanwhile go to this one). None: there is none to continue."""
     lease = session.resume_lease
-    if lease is None or lease.kept is None or msg.since_epoch is not None:
+    if lease is None or lease.kept is None or msg.since_epoch is not None or not msg.repeat:
         return None
     policy, size = parse_policy(msg.policy, msg.size)
     _check_every(msg.every)

@@ -288,6 +288,9 @@ class ResumeBook:
         if lease.kept is not None:
             lease.kept.end(self.broker)
             lease.kept = None
+        # The session that took it names it (its resume_lease): a cycle, which the server's
+        # frozen garbage (gc_policy.py) would keep for good with all the session holds.
+        lease.taker = None
         self._taken.pop(lease.token, None)
 
     def end_kept_of(self, session: Resumable) -> None:

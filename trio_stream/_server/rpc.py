@@ -262,7 +262,7 @@ class Router:
         pending.credit += msg.n
         pending.provider.send_control(Demand(call=pending.call, n=msg.n))
 
-    def _not_connected(self, name: str) -> str:
+    def not_connected(self, name: str) -> str:
         """The error for a call to nobody: the providers there are (clients() lists them to
         anyone already), a close name first (a typo: 'dqa' for 'daq'); or, for a provider
         whose session is kept for its return, that it may be back."""
@@ -292,7 +292,7 @@ class Router:
             raise ProtocolError(f"request id {ident} is in use by a call still in flight")
         provider = self._lookup(name)
         if provider is None:
-            self._error(caller, ident, RpcError(self._not_connected(name)))
+            self._error(caller, ident, RpcError(self.not_connected(name)))
             return None
         if len(calls) >= MAX_PENDING_CALLS:
             self._error(

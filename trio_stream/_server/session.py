@@ -155,15 +155,17 @@ class Session:
 
     def over_memory_bound(self, nbytes: int) -> tuple[int, int] | None:
         """Whether a control message of ``nbytes`` more (a call forwarded to this client, an
-        answer to one of its calls) would take it over max_buffered_bytes: then what the
-        server holds for it (its subscriptions' buffers and the control messages not written
-        yet) and that bound; None if it fits. One message always fits when none is queued,
-        however large (within max_frame_bytes), as one frame always fits a block reader."""
+        answer to one of its calls) would take the control messages not written to it yet
+        over max_buffered_bytes: then those bytes and that bound; None if it fits. One
+        message always fits when none is queued, however large (within max_frame_bytes), as
+        one frame always fits a block reader. Its subscriptions' buffers are not counted
+        here (they have their own bound of that size): a client that reads its connection
+        fine but keeps a forgotten subscription full had the answers of its calls dropped,
+        calls that had run (a review)."""
         outbox = self.outbox
         queued = outbox.control_bytes
-        held = outbox.buffered_bytes + queued
-        if queued and held + nbytes > outbox.max_buffered_bytes:
-            return held, outbox.max_buffered_bytes
+        if queued and queued + nbytes > outbox.max_buffered_bytes:
+            return queued, outbox.max_buffered_bytes
         return None
 
     def open_writer(self, channel: Channel, key: str | None = None) -> Writer:
