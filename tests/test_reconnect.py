@@ -105,6 +105,13 @@ async def writer_and_proxied_reader(
             yield pub, sub, reader
 
 
+async def until_server(condition: Callable[[], bool]) -> None:
+    """Wait, bounded, until ``condition()`` about the server's own state holds."""
+    with trio.fail_after(WAIT_S):
+        while not condition():  # noqa: ASYNC110 - polling the server's own state
+            await trio.sleep(0.005)
+
+
 async def cut_until_kept(server: ts.Server, proxy: TcpProxy) -> float:
     """Cut the proxied reader off for good (the proxy refuses it back) and wait until the
     server keeps its subscription for it; when the cut was (trio clock)."""
@@ -615,11 +622,6 @@ async def test_a_welcome_lost_in_a_second_cut_still_resumes_with_nothing_lost(
     # of the connection it never heard from, and nothing is lost.
     sessions = server.state.by_name  # the server's connections by client name
 
-    async def until(condition: Callable[[], bool]) -> None:
-        with trio.fail_after(WAIT_S):
-            while not condition():  # noqa: ASYNC110 - polling the server's own state
-                await trio.sleep(0.005)
-
     async with writer_and_proxied_reader(
         server, proxy, history=0, reconnect=FAST, policy="block", size=1000
     ) as (pub, sub, reader):
@@ -630,7 +632,7 @@ async def test_a_welcome_lost_in_a_second_cut_still_resumes_with_nothing_lost(
             first = sessions["recorder"]
             proxy.hold_replies()  # what the server says next never arrives: the welcome
             proxy.cut()
-            await until(lambda: sessions.get("recorder") not in (None, first))
+            await until_server(lambda: sessions.get("recorder") not in (None, first))
             taken += [await pub.send(i) for i in range(100, 200)]
             proxy.cut()
             proxy.release()
@@ -654,11 +656,6 @@ async def test_a_welcome_lost_for_longer_than_the_grace_still_resumes_with_nothi
     # heard from, or passes to the next lease when it breaks first.
     sessions = server.state.by_name
 
-    async def until(condition: Callable[[], bool]) -> None:
-        with trio.fail_after(WAIT_S):
-            while not condition():  # noqa: ASYNC110 - polling the server's own state
-                await trio.sleep(0.005)
-
     async with writer_and_proxied_reader(
         server, proxy, history=0, reconnect=FAST, policy="block", size=1000
     ) as (pub, sub, reader):
@@ -669,7 +666,7 @@ async def test_a_welcome_lost_for_longer_than_the_grace_still_resumes_with_nothi
             first = sessions["recorder"]
             proxy.hold_replies()
             proxy.cut()
-            await until(lambda: sessions.get("recorder") not in (None, first))
+            await until_server(lambda: sessions.get("recorder") not in (None, first))
             taken += [await pub.send(i) for i in range(100, 200)]
             await trio.sleep(1.5)  # longer than the grace, the new connection still silent
             assert server.state.stats()["kept_subscriptions"] == 1
