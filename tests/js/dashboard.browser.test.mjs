@@ -77,6 +77,10 @@ test('connects, shows load, channels and clients', { skip }, async () => {
   await page.waitFor(`document.querySelectorAll('#clients-body tr').length >= 2`, { what: 'client rows' });
   assert.match(await page.eval(`document.getElementById('server-name').textContent`), /e2e/);
   assert.equal(await page.eval(`document.getElementById('conn').dataset.state`), 'open');
+  // The channels card counts the demo's three, the server's own $ channels apart (as the
+  // CLI's "3 (+3 system)"): it said 6 (a soak test).
+  await page.waitFor(`document.getElementById('stat-channels').textContent === '3'`, { what: 'user channels' });
+  assert.equal(await page.eval(`document.getElementById('stat-channels-system').textContent`), '+3 system');
 });
 
 for (const [channel, kind] of [['demo/sine', 'line'], ['demo/image', 'image'], ['demo/counter', 'scalar']]) {
