@@ -32,8 +32,11 @@ TLS_RECEIVE_BYTES: Final = 64 * 1024
 # Pieces smaller than this are copied into one write; larger ones (array bodies) are written
 # as they are, so a 1 MiB array is never copied on its way out.
 COALESCE_MAX_PIECE: Final = 64 * 1024
-# A piece larger than this is written in parts of this size (StreamTransport._send_all).
-PROGRESS_PART_BYTES: Final = 256 * 1024
+# A piece larger than this is written in parts of this size (StreamTransport._send_all):
+# each part is a send_all, two scheduler passes, so not smaller (256 KiB parts cost S2's
+# 1 MiB arrays 10 % of their rate); a 4 MiB part takes 10 s at 400 kB/s, within the
+# default 15 s silence bound.
+PROGRESS_PART_BYTES: Final = 4 * 1024 * 1024
 # While a large frame is received in place, the socket wakes us only once this much of it
 # (or all that is left of it) has arrived: each wake-up costs a task switch and a syscall,
 # and a 1 MiB array otherwise arrives in a dozen small reads. Measured with 1 MiB frames to

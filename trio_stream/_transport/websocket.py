@@ -69,7 +69,7 @@ MASK_CHUNK_BYTES: Final = 256 * 1024
 # A direct message's pieces smaller than this are joined to the frame header in one write.
 COALESCE_MAX_PIECE: Final = 64 * 1024
 # A large piece is written in parts of this size, each counted as progress (send_unmasked).
-PROGRESS_PART_BYTES: Final = 256 * 1024
+PROGRESS_PART_BYTES: Final = 4 * 1024 * 1024
 CLOSE_TIMEOUT_S: Final = 2.0  # how long we wait for the peer's answer to our close frame
 CONNECT_TIMEOUT_S: Final = 10.0
 
