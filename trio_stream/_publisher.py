@@ -130,7 +130,6 @@ class Publisher:
         self._unacked_bytes = 0
         self._acked_here = 0  # frames acknowledged under the current pub_id
         self._drops_reported = False  # take_undelivered(): its caller says them, not the close
-        self._close_unanswered = False  # the close's answer did not come: see close_delivering
         # Frames let go of since it was opened, on every connection: acknowledged, or taken
         # by the server as a reopen's answer said (what a cluster's ``published`` counts).
         self._acked_total = 0
@@ -582,9 +581,9 @@ class Publisher:
             # A stall the heartbeat has not found yet, or a very slow server: the close
             # returned after its wait, and the frames in the window were dropped without a
             # word (a network tester). Said, not raised: they may be on their way.
-            self._close_unanswered = True
-            self.say_dropped(unacked - undelivered)
-            self._close_unanswered = False
+            log.warning(
+                "%s", self.undelivered_message(unacked - undelivered, close_unanswered=True)
+            )
         return undelivered
 
     def take_undelivered(self) -> int:
@@ -603,9 +602,11 @@ class Publisher:
     def drops_reported(self) -> bool:
         return self._drops_reported
 
-    def undelivered_message(self, count: int) -> str:
+    def undelivered_message(self, count: int, *, close_unanswered: bool = False) -> str:
+        """What a user reads of ``count`` values ``send`` took and the server may not have
+        (``close_unanswered``: the close's own answer did not come, see close_delivering)."""
         sent = f"{counted(count, 'value')} sent to {self.channel[:80]!r} {were(count)}"
-        if self._close_unanswered:
+        if close_unanswered:
             return (
                 f"{sent} not acknowledged: the server did not answer the publisher's close "
                 f"within {LEAVE_TIMEOUT_S:g} s (a stalled connection?); some may have reached "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import AuthError, ChannelNotFound, InvalidArgument, LimitExceeded
@@ -48,6 +48,7 @@ from .resume import adopt_channel, recovered, subscribe_since
 if TYPE_CHECKING:
     from .broker import Channel
     from .kept import KeptReaders
+    from .outbox import Reader
     from .session import Session
 
 log = logging.getLogger(__name__)
@@ -212,67 +213,42 @@ def take_back_unheard(
     lease = session.resume_lease
     if lease is None or lease.kept is None or msg.since_epoch is not None or not msg.repeat:
         return None
-    policy, size = parse_policy(msg.policy, msg.size)
-    _check_every(msg.every)
-    _check_max_rate(msg.max_rate)
-    block_timeout = _block_timeout(session, msg.block_timeout)
-    options = (policy, size, msg.every, msg.max_rate, _sender(msg.sender), _view(msg.view))
+    asked = _Asked.of(session, msg)
     channel = find()
-    window = _window(msg.window, size)
-    reader = lease.kept.take_unheard(channel, options, window)
+    reader = lease.kept.take_unheard(channel, asked.options, asked.window)
     if reader is None:
         return None
-    reader.block_timeout_asked = msg.block_timeout
-    if reader.blocks_writers:
-        reader.block_timeout = block_timeout
-    session.outbox.adopt(reader)
+    _adopt(session, reader, asked)
     log.info(
         "client %r subscribed again to %r: it continues the subscription whose reply its "
         "connection lost",
         session.name,
         msg.channel,
     )
-    return {
-        "sub": reader.sub_id,
-        "window": window,
-        "window_bytes": reader.window_bytes,
-        "epoch": channel.epoch,
-    }
+    return _reply(reader, asked.window, channel.epoch)
 
 
 def subscribe_to(session: Session, msg: Subscribe, find: Callable[[], Channel]) -> dict[str, Any]:
     """subscribe, the channel given by ``find`` (called once the arguments are checked)."""
     state = session.state
-    outbox = session.outbox
     _check_subscription_quota(session)
-    policy, size = parse_policy(msg.policy, msg.size)
-    _check_every(msg.every)
-    _check_max_rate(msg.max_rate)
-    block_timeout = _block_timeout(session, msg.block_timeout)
-    sender = _sender(msg.sender)
-    view = _view(msg.view)
+    asked = _Asked.of(session, msg)
     channel = find()
-    window = _window(msg.window, size)
-    reader = outbox.open_reader(
+    reader = session.outbox.open_reader(
         channel,
-        policy,
-        size,
-        msg.every,
-        msg.max_rate,
-        window,
+        asked.policy,
+        asked.size,
+        asked.every,
+        asked.max_rate,
+        asked.window,
         SUBSCRIBE_WINDOW_BYTES,
-        block_timeout if policy is Policy.BLOCK else None,
-        sender=sender,
-        view=view,
+        asked.block_timeout if asked.policy is Policy.BLOCK else None,
+        sender=asked.sender,
+        view=asked.view,
         window_asked=msg.window,
         block_timeout_asked=msg.block_timeout,
     )
-    result: dict[str, Any] = {
-        "sub": reader.sub_id,
-        "window": window,
-        "window_bytes": SUBSCRIBE_WINDOW_BYTES,
-        "epoch": channel.epoch,
-    }
+    result = _reply(reader, asked.window, channel.epoch)
     if msg.since_epoch is None:
         state.broker.subscribe(reader)
     else:  # a resume: from a position (resume.py)
@@ -280,6 +256,62 @@ def subscribe_to(session: Session, msg: Subscribe, find: Callable[[], Channel]) 
             state.broker, reader, msg.since_epoch, msg.since_seq or 0
         )
     return result
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A subscribe's options, checked (InvalidArgument for a bad one), as every way of
+    answering a subscribe (new, taken back, continued) reads them."""
+
+    policy: Policy
+    size: int | None
+    every: int
+    max_rate: float | None
+    sender: bytes | None
+    view: View | None
+    block_timeout: float | None  # the one a block reader gets (its own or the server's)
+    block_timeout_asked: float | None  # as the client sent it (kept for a later retune)
+    window: int
+
+    @classmethod
+    def of(cls, session: Session, msg: Subscribe) -> _Asked:
+        policy, size = parse_policy(msg.policy, msg.size)
+        _check_every(msg.every)
+        _check_max_rate(msg.max_rate)
+        return cls(
+            policy,
+            size,
+            msg.every,
+            msg.max_rate,
+            _sender(msg.sender),
+            _view(msg.view),
+            _block_timeout(session, msg.block_timeout),
+            msg.block_timeout,
+            _window(msg.window, size),
+        )
+
+    @property
+    def options(self) -> tuple[Policy, int | None, int, float | None, bytes | None, object]:
+        """What a kept reader must match to be continued (KeptReaders.take)."""
+        return (self.policy, self.size, self.every, self.max_rate, self.sender, self.view)
+
+
+def _adopt(session: Session, reader: Reader, asked: _Asked) -> None:
+    """A kept reader into this connection's outbox, with the block_timeout asked now."""
+    reader.block_timeout_asked = asked.block_timeout_asked
+    if reader.blocks_writers:
+        reader.block_timeout = asked.block_timeout
+    session.outbox.adopt(reader)
+
+
+def _reply(reader: Reader, window: int, epoch: str) -> dict[str, Any]:
+    """A subscribe's result (a resume adds its ``resume``)."""
+    return {
+        "sub": reader.sub_id,
+        "window": window,
+        "window_bytes": reader.window_bytes,
+        "epoch": epoch,
+    }
 
 
 def _check_subscription_quota(session: Session) -> None:
@@ -353,35 +385,38 @@ def _take_kept(
         }
     if not kept.has(msg.resume_sub, msg.channel):
         return None
-    policy, size = parse_policy(msg.policy, msg.size)
-    _check_every(msg.every)
-    _check_max_rate(msg.max_rate)
-    options = (policy, size, msg.every, msg.max_rate, _sender(msg.sender), _view(msg.view))
-    window = _window(msg.window, size)
-    block_timeout = _block_timeout(session, msg.block_timeout)  # checked before it is taken
+    asked = _Asked.of(session, msg)  # checked before it is taken
     reader = kept.take(
-        msg.resume_sub, msg.channel, epoch, msg.since_seq or 0, options, window, by_name=by_name
+        msg.resume_sub,
+        msg.channel,
+        epoch,
+        msg.since_seq or 0,
+        asked.options,
+        asked.window,
+        by_name=by_name,
     )
     if reader is None:
         return None
-    reader.block_timeout_asked = msg.block_timeout
-    if reader.blocks_writers:
-        reader.block_timeout = block_timeout
-    session.outbox.adopt(reader)
-    differs = (reader.policy, reader.buffer.size, reader.every, reader.max_rate) != options[:4]
+    _adopt(session, reader, asked)
+    differs = (reader.policy, reader.buffer.size, reader.every, reader.max_rate) != (
+        asked.options[:4]
+    )
     if differs and not (reader.closed or reader.ending):  # (ending: it delivers what it has)
         # Kept with other options than asked (a retune the cut left in doubt): the asked
         # ones, as a retune would set them (between two frames: no gap, no duplicate).
         dropped_when_full = drops_when_full(reader.policy)
-        reader.retune(policy, size, msg.every, msg.max_rate, window, block_timeout)
+        reader.retune(
+            asked.policy,
+            asked.size,
+            asked.every,
+            asked.max_rate,
+            asked.window,
+            asked.block_timeout,
+        )
         session.state.broker.retuned(reader, dropped_when_full)
-    return {
-        "sub": reader.sub_id,
-        "window": window,
-        "window_bytes": reader.window_bytes,
-        "epoch": msg.since_epoch,
-        "resume": {"kind": "resumed", "recovered": recovered(reader)},
-    }
+    result = _reply(reader, asked.window, epoch)
+    result["resume"] = {"kind": "resumed", "recovered": recovered(reader)}
+    return result
 
 
 def retune(session: Session, msg: Retune) -> dict[str, int]:
