@@ -228,6 +228,26 @@ async def test_graceful_shutdown_drains_buffered_frames(nursery: trio.Nursery) -
             assert got == list(range(20))  # everything buffered was delivered first
 
 
+@VIRTUAL_TIME
+async def test_a_connection_that_never_said_hello_does_not_hold_the_graceful_stop(
+    nursery: trio.Nursery,
+) -> None:
+    # A peer that connected and said nothing (a port scanner, a client stuck before its
+    # hello) held the stop for shutdown_grace_s + 1 s with no client to drain for.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, shutdown_grace_s=2)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    silent = await trio.open_tcp_stream("127.0.0.1", port)
+    await trio.sleep(0.1)  # admitted: its handshake waits for a hello
+    assert server.connections == 1
+    started = trio.current_time()
+    await server.aclose()
+    assert trio.current_time() - started < 0.5
+    with trio.fail_after(1):
+        assert await silent.receive_some() == b""  # closed without a word, as at the stop
+    await silent.aclose()
+
+
 async def test_a_cancelled_graceful_close_still_stops_the_server(nursery: trio.Nursery) -> None:
     # A close cancelled in its grace (a trio resource's close then closes forcefully) left
     # the server running for good, and a second aclose() waited for it forever (a trio

@@ -112,6 +112,9 @@ class Session:
         self.inbound = Inbound(self)
         self.wake_sender = self.sender.wake
         self._reader_scope = trio.CancelScope()
+        # Cancelled by a close() before the hello (a server shutting down): a connection that
+        # has not said hello has nothing to drain, and it held the stop for the whole grace.
+        self._handshake_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None  # its tasks', while they run
         self._closing = False
         self._peer_gone = False
@@ -242,7 +245,7 @@ class Session:
         """Serve this connection until it closes; never raises for the peer's faults."""
         try:
             try:
-                with trio.fail_after(self.state.limits.handshake_timeout_s):
+                with self._handshake_scope, trio.fail_after(self.state.limits.handshake_timeout_s):
                     early_frames = await handshake(
                         self.state,
                         self.transport,
@@ -250,6 +253,10 @@ class Session:
                         self._claim_name,
                         functools.partial(self.state.register, self),
                     )
+                if self._handshake_scope.cancelled_caught:
+                    # As a connection that comes during the stop: closed, no word (its
+                    # client takes it as the server gone and reconnects as it would then).
+                    raise ConnectionClosed("the server is shutting down")
             except BaseException:
                 # A failed handshake ends as any connection does: the client is not connected
                 # (if admitted, no longer), its name is free again, a call routed to it
@@ -362,6 +369,8 @@ class Session:
             self.inbound.stop()
         else:
             self.inbound.refuse_publishes()
+        if drain:  # a server shutting down (after the handshake, the scope has ended)
+            self._handshake_scope.cancel()
         if not self._closing:
             self._closing = True
             self.sender.finish(drain)
