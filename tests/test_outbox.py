@@ -235,6 +235,37 @@ def test_control_bytes_count_until_written() -> None:
     assert box.control_bytes == 0
 
 
+def test_a_batch_takes_control_up_to_its_bytes_and_nothing_overtakes_the_rest() -> None:
+    # A batch took every queued control message, and they all counted against the client
+    # until the whole batch was written: a stream's values that the caller had read long
+    # since (and returned credit for) still counted, and a stream within its window was
+    # ended for the memory bound (8 values of 4 MB against 32 MiB, an RPC user).
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    reader = world.reader(box, channel)
+    big = "x" * (box.batch_bytes // 2)
+    for i in range(5):
+        box.send(M.Pong(data=[i, big]))
+    world.broker.publish(writer, 1.0, payload(1))
+    queued = box.control_bytes
+    pongs: list[int] = []
+    order: list[str] = []
+    while (batch := box.next_batch()).pieces:
+        assert batch.control_bytes <= box.batch_bytes or len(batch.pieces) == 1
+        assert box.control_bytes == queued  # counted until written, and only that batch
+        box.written(batch)
+        queued -= batch.control_bytes
+        sent = decode(batch)
+        pongs += [m.data[0] for m in sent.control if isinstance(m, M.Pong)]
+        order += sent.order
+    assert pongs == [0, 1, 2, 3, 4]
+    assert order.index("data") > 4  # the DATA waited for every control message before it
+    assert box.control_bytes == 0
+    assert reader.sent == 1
+
+
 def test_a_block_reader_shrunk_below_what_it_holds_takes_no_parked_frame() -> None:
     # A retune to a smaller size leaves the buffer over its size (room below zero): the
     # parked frames must stay parked, and their writer held back, until it is under again.

@@ -1686,6 +1686,10 @@ class Outbox:
         """Whether a reader has DATA (or its end) that its credit lets out now."""
         return bool(self._scheduler)
 
+    def control_ready(self) -> bool:
+        """Whether control messages are queued (a batch takes batch_bytes of them)."""
+        return bool(self._control)
+
     def next_batch(self) -> Batch:
         """The pieces of the next write, in this order: control messages, reader counts,
         DATA through the fair scheduler (each reader's end or loss notice right after its
@@ -1694,10 +1698,8 @@ class Outbox:
             self._end_over_limit()
         batch = Batch()
         pieces = batch.pieces
-        if self._control:
-            pieces.extend(self._control)
-            batch.control_bytes = self.control_bytes
-            self._control = []
+        if self._control and self._take_control(batch):
+            return batch  # more control waits: nothing may overtake it
         if self._reader_counts:
             pieces.extend(
                 control_frame(Readers(pub=pub_id, readers=readers, lossless=lossless))
@@ -1712,6 +1714,31 @@ class Outbox:
             pieces.extend(pub_ack_frame(pub_id, count) for pub_id, count in self._acks.items())
             self._acks = {}
         return batch
+
+    def _take_control(self, batch: Batch) -> bool:
+        """Queued control messages into ``batch``, up to ``batch_bytes`` (at least one);
+        whether some are left for the next batch.
+
+        A batch's control bytes count against the connection until the whole batch is
+        written, so an unbounded one counted values its reader had taken long since: a
+        streaming call with 8 values of 4 MB in flight against a 32 MiB bound was ended for
+        ~2x its window, while the caller read on (an RPC user)."""
+        control = self._control
+        taken = 0
+        count = 0
+        for frame in control:
+            if count and taken + len(frame) > self.batch_bytes:
+                break
+            taken += len(frame)
+            count += 1
+        if count == len(control):
+            batch.pieces.extend(control)
+            self._control = []
+        else:
+            batch.pieces.extend(control[:count])
+            del control[:count]
+        batch.control_bytes = taken
+        return bool(self._control)
 
     def written(self, batch: Batch) -> None:
         """``batch`` went out: its control messages no longer count against the client."""

@@ -130,11 +130,11 @@ class Sender:
             self._wake.set()
             return False
         self._written(batch)
-        if self._outbox.data_ready():
+        if self._outbox.data_ready() or self._outbox.control_ready():
             # The batch was full (batch_bytes): the rest is the sender's. Nothing else would
-            # wake it, since its readers are active already, so with no further read to
-            # dispatch a block reader's connection stalled after one batch (32 frames of
-            # 8 KB), until the next ping.
+            # wake it, since its readers are active already (and its control was queued
+            # already), so with no further read to dispatch a block reader's connection
+            # stalled after one batch (32 frames of 8 KB), until the next ping.
             self._wake.set()
         return False
 
