@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 from server_parts import World, channel_with, decode, payload
@@ -18,7 +19,7 @@ from trio_stream._protocol import messages as M
 from trio_stream._server.broker import Channel
 from trio_stream._server.buffers import Policy
 from trio_stream._server.outbox import Outbox, Reader
-from trio_stream._server.resume import RESUME_CHAIN_MAX, ResumeBook, subscribe_since
+from trio_stream._server.resume import RESUME_CHAIN_MAX, Lease, ResumeBook, subscribe_since
 
 
 def resume(
@@ -239,3 +240,16 @@ def test_a_client_that_resumes_all_day_keeps_only_the_chain_that_can_be_followed
     assert len(book._successor) <= RESUME_CHAIN_MAX
     assert len(book._predecessor) <= RESUME_CHAIN_MAX
     assert book._current(tokens[-RESUME_CHAIN_MAX]) == tokens[-1]
+
+
+async def test_the_grace_left_of_a_name_is_its_latest_lease_s() -> None:
+    # A provider killed twice leaves two leases of its name: a caller was told the older's
+    # grace ("kept 4.7 s more") and then waited out the newer's (~10 s; an RPC user).
+    book = ResumeBook(World().broker, 10.0, lambda: None, lambda channel, reason: None)
+    now = trio.current_time()
+    book._leases["old"] = Lease("old", "prov", 1, None, ends_at=now + 2.0)
+    book._leases["new"] = Lease("new", "prov", 2, None, ends_at=now + 9.0)
+    book._leases["else"] = Lease("else", "other", 3, None, ends_at=now + 20.0)
+    left = book.grace_left("prov")
+    assert left is not None and 8.5 < left <= 9.0
+    assert book.grace_left("nobody") is None
