@@ -216,6 +216,29 @@ def test_a_reset_replays_the_history_through_every_as_a_new_subscription() -> No
     assert [seq for _, _, seq, _ in decode(reader.outbox.next_batch()).data] == [61, 64]
 
 
+def test_a_block_reader_resuming_into_a_new_epoch_takes_all_its_history_past_its_size() -> None:
+    # As a resume within an epoch does: a recorder got only its newest `size` (10 of 60
+    # here), the rest counted, while the history still held them (a cluster operator).
+    world, channel, _, writer = channel_with(100, 60)
+    _, box = world.connection()
+    reader = box.open_reader(
+        channel, Policy.BLOCK, 10, 1, None, 1024, 8 << 20, None, window_asked=1024
+    )
+    outcome = subscribe_since(world.broker, reader, "an-older-epoch", 7)
+    assert outcome == {"kind": "reset", "recovered": 60}
+    assert drain_seqs(box) == list(range(1, 61))
+    assert reader.lost == 0
+    world.broker.publish(writer, 1.0, payload(60))
+    assert drain_seqs(box) == [61]  # live frames follow (its credit, not its size, paces it)
+
+
+def drain_seqs(box: Outbox) -> list[int]:
+    seqs: list[int] = []
+    while (batch := box.next_batch()).pieces:
+        seqs += [seq for _, _, seq, _ in decode(batch).data]
+    return seqs
+
+
 def test_a_reset_replays_only_the_newest_frame_to_a_max_rate_reader() -> None:
     world, channel, _, _ = channel_with(100, 60)
     reader, outcome, seqs = resume_elsewhere(world, channel, max_rate=2.0)
