@@ -35,7 +35,8 @@ async def test_without_readers_send_encodes_only_a_first_value_so_bad_ones_fail_
     nursery: trio.Nursery,
 ) -> None:
     # README "Writers": "It does not even encode the value then (but a publisher's first
-    # value, once: a value of the wrong kind fails at once in a script tried alone), so a
+    # value, once: a value of the wrong kind, or one too large for the server, fails at once
+    # in a script tried alone), so a
     # value that cannot be sent (TypeError naming its type, ValueError for a datetime without
     # a timezone, FrameTooLarge over max_frame_bytes) is raised only once the channel has a
     # reader".
@@ -56,7 +57,8 @@ async def test_without_readers_send_encodes_only_a_first_value_so_bad_ones_fail_
                 await pub.send(object())
             with pytest.raises(ValueError, match="timezone"):
                 await pub.send(naive)
-            assert await pub.send(too_large) is False  # encodes (its size is not checked)
+            with pytest.raises(ts.FrameTooLarge, match="limit of 10000"):
+                await pub.send(too_large)  # encodes, too large for any reader (a first hour)
             for value in (object(), naive, too_large):
                 assert await pub.send(value) is False  # nothing encoded: nothing raised
             assert await w.publish("c", "a first value") is False  # (another publisher)

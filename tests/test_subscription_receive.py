@@ -219,3 +219,13 @@ async def test_closed_says_whether_its_user_closed_it_and_end_reason_why_it_ende
         with_client = await client.open_subscription("kept")
         assert not with_client.closed
     assert with_client.closed  # with its client
+
+
+async def test_a_plain_for_over_a_trio_subscription_says_to_write_async_for(url: str) -> None:
+    # Python's own "'Subscription' object is not iterable" named no fix (a first hour).
+    async with ts.open_client(url, name="w") as client:
+        await client.create_channel("c")
+        async with client.subscribe("c") as sub:
+            with pytest.raises(TypeError, match=r'"async for msg in sub:"'):
+                for _ in sub:
+                    pass

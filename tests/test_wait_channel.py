@@ -103,6 +103,10 @@ async def test_the_names_offered_for_a_missing_channel_are_never_its_own(url: st
         await w.create_channel("demo/Counter")
         assert await w._channels_like("demo/counter") == "'demo/Counter'"
         assert await w._channels_like("demo/countr") == "'demo/counter' or 'demo/Counter'"
+        # Not a name alike only by a shared prefix, beside a close one (a first hour).
+        await w.create_channel("demo/sine")
+        assert await w._channels_like("demo/countr") == "'demo/counter' or 'demo/Counter'"
+        assert await w._channels_like("demo/sin") == "'demo/sine'"
 
 
 async def test_a_missing_name_that_looks_like_a_pattern_says_names_are_exact(url: str) -> None:

@@ -1672,7 +1672,7 @@ class Client:
         # meanwhile: subscribe again" suggested the very name; a review).
         names = [n for n in names if n != channel]
         alike = [n for n in names if n.lower() == channel.lower()]
-        alike += [n for n in difflib.get_close_matches(channel, names, n=3) if n not in alike]
+        alike += [n for n in _closest(channel, names) if n not in alike]
         return " or ".join(map(repr, alike))
 
     async def _named_alike(self, missing: ChannelNotFound, channel: str) -> ChannelNotFound:
@@ -1982,3 +1982,21 @@ class _Port:
 
     async def wait_usable(self) -> None:
         await self._client.wait_usable()
+
+
+# A name suggested for a typo is this close to the asked one, at most this much less close
+# than the closest: 'demo/countr' got "did you mean 'demo/counter' or 'demo/sine'?", the
+# second alike only by its prefix (a first hour).
+_CLOSE_RATIO: Final = 0.6
+_CLOSE_RATIO_BELOW_BEST: Final = 0.2
+
+
+def _closest(name: str, names: list[str]) -> list[str]:
+    """Up to three of ``names`` close to ``name``, closest first."""
+    scored = []
+    for candidate in difflib.get_close_matches(name, names, n=3, cutoff=_CLOSE_RATIO):
+        scored.append((difflib.SequenceMatcher(None, name, candidate).ratio(), candidate))
+    if not scored:
+        return []
+    best = scored[0][0]
+    return [n for ratio, n in scored if ratio >= best - _CLOSE_RATIO_BELOW_BEST]

@@ -387,11 +387,17 @@ class Publisher:
         subscribed (a first-hour audit).
 
         Raises:
-            TypeError, ValueError: as ``send`` does for such a value.
+            TypeError, ValueError, FrameTooLarge: as ``send`` does for such a value (too
+                large too: an 80 MiB array went nowhere, ``False``, until a reader came).
         """
         if not self._encoded_one:
-            encode_payload(value, copy=False)
+            pieces = encode_payload(value, copy=False)
             self._encoded_one = True
+            if self._compress is not None and type(value) is not EncodedPayload:
+                pieces = self._compress(pieces)  # (as send does)
+            size = _PUBLISH_HEAD_BYTES + sum(map(len, pieces))
+            if size > self._client.limits.max_frame_bytes:
+                raise _too_large(size, self._client.limits.max_frame_bytes)
 
     async def send(self, value: Any, *, time_s: SupportsFloat | None = None) -> bool:
         """Send one value; returns False (nothing on the wire) while nobody wants it.
@@ -435,11 +441,7 @@ class Publisher:
         )
         limits = client.limits
         if size > limits.max_frame_bytes:
-            raise FrameTooLarge(
-                f"this value encodes to {size} bytes, over the server's limit of "
-                f"{limits.max_frame_bytes} bytes; send it in parts or raise "
-                "max_frame_bytes on the server (serve --max-frame-bytes)"
-            )
+            raise _too_large(size, limits.max_frame_bytes)
         unacked = self._unacked
         held_back = False  # by the window: a flood, whose frames go out in bulk
         while unacked and (
@@ -651,3 +653,10 @@ class Publisher:
         line): a writer loses nothing silently, even leaving on an exception."""
         if count:
             log.warning("%s", self.undelivered_message(count))
+
+
+def _too_large(size: int, limit: int) -> FrameTooLarge:
+    return FrameTooLarge(
+        f"this value encodes to {size} bytes, over the server's limit of {limit} bytes; send "
+        "it in parts or raise max_frame_bytes on the server (serve --max-frame-bytes)"
+    )

@@ -56,7 +56,7 @@ def register(subparsers: Subparsers) -> None:
     )
     add_log_level(parser, default=None)
     add_connection_options(parser)
-    parser.add_argument("channel", metavar="CHANNEL")
+    parser.add_argument("channel", metavar="CHANNEL", help="the channel to write")
     what = parser.add_argument_group("frames")
     what.add_argument(
         "--size",

@@ -86,7 +86,9 @@ def register(subparsers: Subparsers) -> None:
     )
     add_log_level(pub, default=None)
     add_connection_options(pub)
-    pub.add_argument("channel", metavar="CHANNEL")
+    pub.add_argument(
+        "channel", metavar="CHANNEL", help="the channel to write (--create makes it if missing)"
+    )
     pub.add_argument(
         "value",
         metavar="VALUE",
@@ -114,7 +116,7 @@ def register(subparsers: Subparsers) -> None:
     )
     add_log_level(sub, default=None)
     add_connection_options(sub)
-    sub.add_argument("channel", metavar="CHANNEL")
+    sub.add_argument("channel", metavar="CHANNEL", help="the channel to read")
     add_subscription_options(sub)
     out = sub.add_argument_group("output")
     out.add_argument("--count", type=positive_int, metavar="N", help="stop after N messages")

@@ -93,7 +93,7 @@ def register(subparsers: Subparsers) -> None:
     )
     add_log_level(dump, default=None)
     add_connection_options(dump)
-    dump.add_argument("channel", metavar="CHANNEL")
+    dump.add_argument("channel", metavar="CHANNEL", help="the channel to record")
     dump.add_argument("file", metavar="FILE", type=Path, help="the recording (- for stdout)")
     dump.add_argument("--count", type=positive_int, metavar="N", help="stop after N frames")
     dump.add_argument(
@@ -119,7 +119,12 @@ def register(subparsers: Subparsers) -> None:
         "file", metavar="FILE", type=Path, help="the recording (- for stdin: played once)"
     )
     add_connection_options(replay)
-    replay.add_argument("channel", metavar="CHANNEL", nargs="?")
+    replay.add_argument(
+        "channel",
+        metavar="CHANNEL",
+        nargs="?",
+        help="the channel to write (default: the recorded one)",
+    )
     timing = replay.add_argument_group("timing")
     # Each pair contradicts itself (--loop ran for ever whatever --repeat said; --fast took
     # no notice of --speed): a usage error, not one silently winning.
