@@ -2883,3 +2883,18 @@ async def test_sub_waiting_for_its_channel_to_come_back_says_so_in_its_own_words
         "trio-stream sub: channel 'goes' was deleted (reading on when it is back)",
         "trio-stream sub: still waiting for channel 'goes' to come back (Ctrl-C to stop)",
     ], stderr
+
+
+async def test_call_with_arguments_that_do_not_fit_says_what_to_type(server: ts.Server) -> None:
+    # It advised "make a new proxy with rpc('daq')": Python, and meaningless here (the
+    # command made its proxy a moment before).
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="daq") as daq:
+        daq.expose(Daq())
+        wrong = await cli("call", url, "daq", "my_echo", "1", "2")
+    assert wrong.returncode == 2
+    assert wrong.stderr.decode().strip().splitlines() == [
+        "trio-stream call: error: daq.my_echo(data: Any) -> list[Any]: too many positional "
+        f"arguments; `trio-stream call {url} daq` lists its methods and their arguments"
+    ]

@@ -3051,3 +3051,35 @@ async def test_a_script_cache_emptied_again_and_again_costs_no_frame_and_no_node
                     nursery.cancel_scope.cancel()
         assert [m.data for m in got] == list(range(total))
         assert sum(m.lost for m in got) == 0
+
+
+async def test_a_call_whose_providers_node_leaves_says_it_may_have_run(
+    redis_server: RedisServer,
+) -> None:
+    # It said "... which left the cluster before answering", not that the call may have run
+    # (a motor moved) and that its caller should check before calling again, as a provider
+    # that disconnects from the caller's own node says.
+    async with (
+        node_process(redis_server, "a") as (url_a, process_a),
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(url_a, name="provider", reconnect=False) as provider,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        provider.expose(Slow())
+        proxy = await ctl.rpc("provider", timeout=WAIT_S)
+        assert await proxy.answer(0) == 42
+
+        async def kill_node_a() -> None:
+            await trio.sleep(0.5)  # the call is running on node a by now
+            os.kill(process_a.pid, signal.SIGKILL)
+
+        with trio.fail_after(WAIT_S * 2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(kill_node_a)
+                with pytest.raises(ts.RpcError) as info:
+                    await proxy.call("answer", 30.0, timeout=60.0)
+        assert str(info.value) == (
+            "'provider' was on node 'a', which left the cluster before answering the call "
+            "(it may have run: check before calling again)"
+        )
+        assert b.state.rpc.pending() == 0

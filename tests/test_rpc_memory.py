@@ -103,7 +103,7 @@ async def test_calls_to_a_provider_that_reads_nothing_are_refused_past_its_bound
             refused.append(answer)
     assert len(refused) >= CALLS // 2
     assert {e.type for e in refused} == {"LimitExceeded"}
-    assert "'deafprov' is not reading what the server sends it" in refused[0].message
+    assert "'deafprov' does not keep up with what the server sends it" in refused[0].message
     assert "max_buffered_bytes 8388608" in refused[0].message, refused[0].message
     # What waits for it stays within the bound (one call over, at most), and shows.
     queued = session_of(server, "deafprov").outbox.control_bytes
@@ -158,7 +158,7 @@ async def test_answers_for_a_caller_that_reads_nothing_are_dropped_past_its_boun
     assert CALLS // 2 <= len(dropped) < CALLS
     assert {a.type for a in dropped} == {"LimitExceeded"}
     assert dropped[0].message.startswith("the call ran, but the result from 'echo' ("), dropped
-    assert "this client is not reading what the server sends it" in dropped[0].message
+    assert "this client does not keep up with what the server sends it" in dropped[0].message
 
 
 async def test_a_stream_to_a_caller_that_reads_nothing_ends_past_its_bound(

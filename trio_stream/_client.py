@@ -1357,7 +1357,9 @@ class Client:
 
         Methods may be sync or async; each call runs in its own task. Sync methods run in the
         trio thread and should be quick; with ``thread=True`` they run in a worker thread, one
-        call at a time for this object. Exposing again replaces methods of the same name.
+        call at a time for this object. Exposing the same object again exposes its methods
+        as they are now; another object with a method of a name exposed already is refused
+        (expose it under ``name=``).
 
         Args:
             name: expose as a sub-service: ``rpc_move`` becomes ``"name.move"``.
@@ -1366,8 +1368,11 @@ class Client:
             The names exposed.
 
         Raises:
-            InvalidArgument: ``obj`` has no ``rpc_*`` methods, or ``name`` is not dotted
-                identifiers.
+            InvalidArgument: ``obj`` has no ``rpc_*`` methods, ``name`` is not dotted
+                identifiers, a method's full name is over 200 characters, or another object
+                exposes a method of that name already.
+            LimitExceeded: more than 1000 methods, or their names over the server's
+                max_frame_bytes.
         """
         return self._rpc.expose(obj, name, thread=thread)
 

@@ -27,7 +27,7 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -45,8 +45,9 @@ from ._exceptions import (
     RpcTimeout,
     UnknownMethod,
 )
+from ._protocol.brief import brief
 from ._protocol.codec import decode_payload, encode_payload
-from ._protocol.frames import MAX_CLIENT_NAME_CHARS, MAX_SENDER_NAME_BYTES, check_client_name
+from ._protocol.frames import check_client_name
 from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, PayloadLimits
 from ._protocol.messages import ControlMessage, encode_message
 from ._protocol.rpc_messages import (
@@ -302,6 +303,24 @@ def _check_service_name(name: str) -> None:
         )
 
 
+def _check_method_name(method: str, attr: str, name: str | None) -> None:
+    """Refuse, before anything is exposed, a method name the server refuses: it closes the
+    connection over an expose it takes for malformed, and the client sent the same expose
+    again on every reconnect, forever, its methods never reachable."""
+    if len(method) > MAX_METHOD_NAME:
+        shorter = " or expose it under a shorter name=" if name else ""
+        raise InvalidArgument(
+            f"method name {brief(method)} has {len(method)} characters, over the server's "
+            f"limit of {MAX_METHOD_NAME}: rename {brief(attr)}{shorter}"
+        )
+    try:
+        method.encode()
+    except UnicodeEncodeError:  # a lone surrogate (setattr with any text): no wire form
+        raise InvalidArgument(
+            f"method name {brief(method)} is not valid text (a lone surrogate): rename it"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class _Invocation:
     """One call of an exposed method running here."""
@@ -365,6 +384,7 @@ class RpcEndpoint:
                     f"expose({obj.__name__}()) ({attr} needs one)"
                 )
             method = prefix + attr[len(PREFIX) :]
+            _check_method_name(method, attr, name)
             is_async = _is_async(fn) or inspect.isasyncgenfunction(fn)
             found[method] = _Exposed(
                 fn,
@@ -388,8 +408,18 @@ class RpcEndpoint:
                     f"expose this {type(obj).__name__} under a name of its own (expose(obj, "
                     f"name='...') makes its methods 'name.{method}')"
                 )
-        if len(self._methods.keys() | found.keys()) > MAX_METHODS:
+        names = sorted(self._methods.keys() | found.keys())
+        if len(names) > MAX_METHODS:
             raise LimitExceeded(f"a client may expose at most {MAX_METHODS} methods")
+        # The server closes a connection whose expose is over its frame limit, and the client
+        # would send it again on each reconnect: refused here, before anything is exposed.
+        size = len(encode_message(Expose(methods=names)))
+        if size > self._client.limits.max_frame_bytes:
+            raise LimitExceeded(
+                f"the names of the {len(names)} methods exposed take {size} bytes, over the "
+                f"server's max_frame_bytes of {self._client.limits.max_frame_bytes}: expose "
+                "fewer methods, or shorter names"
+            )
         for method in sorted(found):
             if method.rpartition(".")[2] in _PROXY_OWN:
                 # A caller's proxy.stream(3) ran the proxy's own stream("3"...) and failed
@@ -405,7 +435,7 @@ class RpcEndpoint:
         self._methods.update(found)
         # Exposed while reconnecting: the reconnection exposes them all (reexpose).
         with contextlib.suppress(ConnectionClosed):
-            self._client.send_control(Expose(methods=sorted(self._methods)))
+            self._client.send_control(Expose(methods=names))
         return sorted(found)
 
     def _turn_of(self, obj: object) -> Turn:
@@ -689,19 +719,18 @@ class RpcEndpoint:
         self, provider: str, timeout_s: float | None, wait_provider: bool = False
     ) -> RpcProxy:
         timeout_s = check_timeout(timeout_s)
+        # A name no client can have: rpc("") was told "no client named '' is connected", as
+        # if one might be, and wait_provider=True would wait for it for good.
+        try:
+            check_client_name(provider)
+        except InvalidArgument as exc:
+            waits = " (wait_provider=True would wait for good)" if wait_provider else ""
+            raise InvalidArgument(
+                f"no client can be named {brief(provider)}, so none can answer{waits}: {exc}"
+            ) from None
         # wait_provider: a caller started together with its provider (one boot script) asks
         # again while the provider is not connected, or has exposed nothing yet, as
         # subscribe(wait_channel=True) waits for a channel; any other error is final.
-        if wait_provider:
-            try:
-                check_client_name(provider)
-            except InvalidArgument:
-                raise InvalidArgument(
-                    f"no client can be named {provider[:60]!r} (client names are 1 to "
-                    f"{MAX_CLIENT_NAME_CHARS} printable characters, at most "
-                    f"{MAX_SENDER_NAME_BYTES} bytes of UTF-8, not starting with '$'): "
-                    "wait_provider=True would wait for good"
-                ) from None
         delay = PROVIDER_POLL_FIRST_S
         warn_at: float | None = trio.current_time() + PROVIDER_WAIT_WARN_S
         while True:
@@ -732,7 +761,7 @@ def _fail(call: int, exc: BaseException, room: int) -> Fail:
     The message's start and the traceback's end (where it was raised) say what went wrong."""
     kind = _clip(type(exc).__name__, 200)
     budget = max(room - len(kind) - 64, 0)  # 64: the map, its keys and the call id
-    message = _clip(str(exc), min(FAIL_MESSAGE_MAX_BYTES, budget // 2))
+    message = _clip(_safe_str(exc), min(FAIL_MESSAGE_MAX_BYTES, budget // 2))
     left = budget - len(message.encode())
     # Each part clipped first: the last one repeats the message, which would fill the rest.
     formatted = "".join(_clip(part, TRACEBACK_PART_MAX_BYTES) for part in _formatted(exc))
@@ -751,7 +780,29 @@ def _formatted(exc: BaseException) -> list[str]:
     first = exc.__traceback__
     while first is not None and _is_machinery(first.tb_frame.f_code.co_filename):
         first = first.tb_next
-    return list(traceback.TracebackException(type(exc), exc, first or exc.__traceback__).format())
+    try:
+        return list(
+            traceback.TracebackException(type(exc), exc, first or exc.__traceback__).format()
+        )
+    except Exception as error:  # the user's exception, whatever it does
+        # traceback copes with a failing __str__, but not with everything (__notes__ that
+        # raise when read or iterated): the provider answers anyway, its client unharmed.
+        return [
+            f"<traceback could not be formatted: {type(error).__name__}>\n",
+            f"{type(exc).__qualname__}: {_safe_str(exc)}\n",
+        ]
+
+
+def _safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or what traceback says when it fails: a method's exception whose
+    ``__str__`` raised (an attribute it formats, never set) raised again where the provider
+    answered its caller, and took down the provider's client."""
+    try:
+        text = str(exc)
+        # A str subclass, with its own encode, stays the user's code: a plain str only.
+        return text if type(text) is str else str.__str__(text)
+    except Exception:  # the user's __str__, whatever it raises
+        return "<exception str() failed>"
 
 
 # The packages whose frames stand between a call's arrival and the exposed method.
@@ -863,7 +914,14 @@ class RemoteMethod:
 
     def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise TypeError, as a local call would, if the arguments do not fit."""
-        where = f"{self._proxy.provider}.{self.name}()"
+        problem = self.mismatch(args, kwargs)
+        if problem is not None:
+            where = f"{self._proxy.provider}.{self.name}()"
+            raise TypeError(f"{where}: {problem}{self._as_described()}")
+
+    def mismatch(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+        """Why the arguments do not fit the signature, as Python says it (None: they fit).
+        Apart from ``check`` for a caller with advice of its own (the command line's)."""
         params = self.__signature__.parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             # A mistyped keyword first, as Python says it: bind() names the parameter it
@@ -871,14 +929,12 @@ class RemoteMethod:
             for key in kwargs:
                 param = params.get(key)
                 if param is None or param.kind is param.POSITIONAL_ONLY:
-                    raise TypeError(
-                        f"{where}: got an unexpected keyword argument {key!r}"
-                        + self._as_described()
-                    )
+                    return f"got an unexpected keyword argument {key!r}"
         try:
             self.__signature__.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"{where}: {exc}{self._as_described()}") from None
+            return str(exc)
+        return None
 
     def _as_described(self) -> str:
         """Said with an argument mismatch: the proxy checks against the signature it was

@@ -71,6 +71,19 @@ class _Outgoing:
     stream: bool = False  # a streaming call: items until the final answer
     credit: int = 0  # streaming: values the provider may still send, as seen here
     letter: Letter | None = None  # the call as posted (cluster_mail), once it is
+    describe: bool = False  # a describe, not a call: nothing of the provider's runs
+
+    def unanswered(self) -> str:
+        """What its provider's node left (or restarted) before: as a provider that
+        disconnects mid-call says it (_server/rpc.py, session_closed), for a call may have
+        run (a motor moved) and its caller must check before sending it again."""
+        if self.describe:
+            return "answering the describe"
+        if self.letter is not None and not self.letter.sent:
+            return "answering the call (it did not run)"  # held: it never reached the node
+        if self.stream:
+            return "the end of the stream"
+        return "answering the call (it may have run: check before calling again)"
 
 
 class RemoteCaller:
@@ -140,7 +153,7 @@ class ClusterRpc:
         if not isinstance(message, Call | Describe):
             return False
         token = next(self._tokens)
-        out = _Outgoing(caller, message.id, message.provider)
+        out = _Outgoing(caller, message.id, message.provider, describe=type(message) is Describe)
         if isinstance(message, Call) and message.window is not None:
             out.stream = True
             out.credit = message.window
@@ -418,17 +431,15 @@ class ClusterRpc:
                     self._fail(
                         token,
                         f"{out.provider[:100]!r} was on node {out.node!r}, which left the "
-                        "cluster before answering",
+                        f"cluster before {out.unanswered()}",
                     )
                 elif out.node is not None and out.run is None:
                     out.run = runs.get(out.node)  # sent before its node's run was known
                 elif out.node is not None and _restarted(runs, out.node, out.run):
-                    held = out.letter is not None and not out.letter.sent
                     self._fail(
                         token,
                         f"{out.provider[:100]!r} was on node {out.node!r}, which restarted "
-                        "before answering "
-                        + ("(it did not run)" if held else "(the call may have run)"),
+                        f"before {out.unanswered()}",
                     )
                     self._send_cancel(token, out)  # (a held call goes as its cancel)
 

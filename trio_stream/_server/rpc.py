@@ -43,8 +43,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from .._exceptions import FrameTooLarge, LimitExceeded, ProtocolError, RpcError
+from .._exceptions import FrameTooLarge, InvalidArgument, LimitExceeded, ProtocolError, RpcError
 from .._protocol.brief import brief
+from .._protocol.frames import check_client_name
 from .._protocol.framing import frame_prefix
 from .._protocol.limits import MAX_FRAME_BYTES
 from .._protocol.messages import ControlMessage, Error, Reply, encode_message
@@ -182,6 +183,8 @@ class Router:
         session.methods = sorted(set(names))
 
     def describe(self, caller: Endpoint, msg: Describe) -> None:
+        if self._impossible_provider(caller, msg.id, msg.provider):
+            return
         if (
             self._remote is not None
             and self._lookup(msg.provider) is None
@@ -194,7 +197,17 @@ class Router:
 
     def call(self, caller: Endpoint, msg: Call) -> None:
         if not 0 < len(msg.method) <= MAX_METHOD_NAME:
-            self._error(caller, msg.id, RpcError(f"invalid method name {msg.method[:50]!r}"))
+            self._error(
+                caller,
+                msg.id,
+                RpcError(
+                    f"invalid method name {brief(msg.method)} of {len(msg.method)} characters: "
+                    f"method names are 1-{MAX_METHOD_NAME} characters; call one of the methods "
+                    f"{brief(msg.provider)} exposes (clients() lists them)"
+                ),
+            )
+            return
+        if self._impossible_provider(caller, msg.id, msg.provider):
             return
         if msg.window is not None and not 0 < msg.window <= MAX_STREAM_WINDOW:
             self._error(
@@ -234,9 +247,9 @@ class Router:
                 caller,
                 msg.id,
                 LimitExceeded(
-                    f"{brief(msg.provider)} is not reading what the server sends it "
+                    f"{brief(msg.provider)} does not keep up with what the server sends it "
                     f"({_not_read(*over)}), so this call was not passed on: try again "
-                    "later, or send less per call"
+                    "later, or make fewer or smaller calls at once"
                 ),
             )
             return
@@ -283,6 +296,20 @@ class Router:
             f"{PROVIDER_MISSING_START}{brief(name)} is connected{guess} (clients with methods: "
             f"{', '.join(map(repr, shown))}{more})"
         )
+
+    def _impossible_provider(self, caller: Endpoint, ident: int, name: str) -> bool:
+        """Answer a call or describe of a name no client can have, saying why: "no client
+        named '' is connected" read as if one might be (and a waiting caller waited on)."""
+        try:
+            check_client_name(name)
+        except InvalidArgument as exc:
+            self._error(
+                caller,
+                ident,
+                RpcError(f"no client can be named {brief(name)}, so none can answer: {exc}"),
+            )
+            return True
+        return False
 
     def _open(self, caller: Endpoint, ident: int, name: str, *, describe: bool) -> _Pending | None:
         # Looked up, not made: an entry is made only with its first call (below), or a caller
@@ -370,8 +397,9 @@ class Router:
                 ident,
                 LimitExceeded(
                     f"the call ran, but {what} ({len(frame)} bytes) was dropped: this "
-                    f"client is not reading what the server sends it ({_not_read(*over)}); "
-                    "read faster, or make fewer calls at once"
+                    "client does not keep up with what the server sends it "
+                    f"({_not_read(*over)}); read faster, or make fewer calls at once (the "
+                    "answers of the calls in flight, together, must fit)"
                 ),
             )
             return
@@ -432,8 +460,8 @@ class Router:
                 pending.caller_id,
                 LimitExceeded(
                     f"the stream from {provider.name[:100]!r} was ended and its value of "
-                    f"{len(frame)} bytes dropped: this client is not reading what the server "
-                    f"sends it ({_not_read(*over)}); read faster, or give the stream a "
+                    f"{len(frame)} bytes dropped: this client does not keep up with what the "
+                    f"server sends it ({_not_read(*over)}); read faster, or give the stream a "
                     "smaller window"
                 ),
             )

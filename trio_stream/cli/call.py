@@ -109,6 +109,15 @@ async def run_call(args: argparse.Namespace) -> int:
                 print(f"{name}{method.__signature__}{streams}" + (f"  # {doc}" if doc else ""))
             return 0
         remote = proxy.methods.get(args.method)
+        problem = None if remote is None else remote.mismatch(args.args, keywords)
+        if remote is not None and problem is not None:
+            # Checked here, not by the call: its advice ("make a new proxy with rpc(...)")
+            # is Python's, and this proxy was made a moment ago anyway.
+            raise UsageError(
+                f"{args.client}.{args.method}{remote.__signature__}: {problem}; "
+                f"`trio-stream call {args.url} {args.client}` lists its methods and their "
+                "arguments"
+            )
         try:
             # Through the method itself when the provider described it: proxy.call's own
             # `timeout` (and stream's `window`) would take a method's keyword of that name

@@ -429,7 +429,7 @@ export class Client extends Emitter {
    * channel's writers back).
    */
   async request(op, fields = {}, { timeout = this.#opts.requestTimeout, onReply, onLate, cancelOnTimeout = false,
-    TimeoutError = RequestTimeout } = {}) {
+    TimeoutError = RequestTimeout, timeoutMessage = `${op}: no reply after ${timeout} ms` } = {}) {
     const deadline = timeout ? Date.now() + timeout : 0;
     if (this.state !== 'open') await this.#whenOpen(timeout, false);
     const id = this.#nextId++;
@@ -440,7 +440,7 @@ export class Client extends Emitter {
       else this.#pending.delete(id);
       // RPC: tell the server we stopped waiting, so the provider can stop working
       if (cancelOnTimeout && this.state === 'open') this.#sendControl({ op: 'cancel', id });
-      d.reject(new TimeoutError(`${op}: no reply after ${timeout} ms`));
+      d.reject(new TimeoutError(timeoutMessage));
     }, left) : null;
     // onReply runs synchronously with the reply, before any frame that follows it in the
     // same WebSocket message (e.g. the first DATA of a new subscription).
@@ -543,8 +543,13 @@ export class Client extends Emitter {
     checkText('call: provider', provider);
     checkText('call: method', method);
     const payload = encode([args, kwargs]);
+    // Named and advised as the Python client's RpcTimeout: "call: no reply after 500 ms" named
+    // neither the provider nor the method.
     const result = await this.request('call', { provider, method, args: payload }, {
       timeout, cancelOnTimeout: true, TimeoutError: RpcTimeout,
+      timeoutMessage: `no answer to ${provider}.${method}() within ${timeout} ms: the provider is slow `
+        + 'or stuck, or still runs an earlier call to the same object (a thread=True or SyncClient '
+        + 'provider runs them one at a time); give a long call a longer timeout: { timeout: ms }',
     });
     if (!(result instanceof Uint8Array)) throw new ProtocolError('call reply without a payload');
     return decode(result, this.#opts.payloadLimits); // (the client's limits, as for values)
