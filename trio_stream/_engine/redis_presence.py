@@ -12,6 +12,19 @@ node's hash and announced on the control bus in the same round trip, and every n
 the cluster's counts in memory from those announcements. Pub/sub may drop a message across a
 reconnect, so each heartbeat also rereads the live nodes' hashes (small: one field per
 channel with local readers), which also drops the counts of nodes that died.
+
+A Redis outage longer than the TTL (or a restart without persistence) is not a departure: every
+heartbeat has lapsed by the time Redis answers again, and the first node to beat is alone among
+the live nodes. Its writers' channels read elsewhere had their count summed to 0 until the other
+nodes' beats came (its sends returned False, nothing sent, its readers there all along). So:
+
+- a heartbeat that finds its own node's entry lapsed (an outage, as this node saw it) holds the
+  nodes that were live before it (or that announced counts since) for one more TTL, their
+  counts as last known, until each beats again (then its hash is read) or that TTL runs out
+  (then it has left, killed during the outage, and its counts go as a dead node's);
+- a node whose entry had lapsed writes its reader counts back in the heartbeat script itself,
+  and announces them there: no node sees it live with its counts missing, and the others
+  have its counts at once rather than at their next heartbeat.
 """
 
 from __future__ import annotations
@@ -37,12 +50,28 @@ HEARTBEAT_TTL_S = 3.0
 READERS_KIND = "readers"
 
 # KEYS[1] nodes zset, KEYS[2] clients hash, KEYS[3] readers hash, KEYS[4..] names held;
-# ARGV[1] node, ARGV[2] ttl ms. Returns the live nodes, and the positions (from 1) among the
-# names of those another node holds now (taken while this node's heartbeat could not come).
+# ARGV[1] node, ARGV[2] ttl ms, ARGV[3] the control channel, ARGV[4] "1" if the node's reader
+# counts follow: ARGV[5..] (channel, count, its announcement) for each channel read there.
+# Returns the live nodes, the positions (from 1) among the names of those another node holds
+# now (taken while this node's heartbeat could not come), and whether this node's entry was
+# live before this beat (BEAT_WAS_LIVE), had lapsed (BEAT_LAPSED: its reader counts are
+# written back, and announced, before it is listed live again), or had lapsed and the counts
+# were not sent (BEAT_SEND_COUNTS: nothing was done; beat again with them).
 _HEARTBEAT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local state = 0
+if not score or tonumber(score) < now then
+  if ARGV[4] ~= '1' then return {{}, {}, 2} end
+  state = 1
+  redis.call('DEL', KEYS[3])
+  for i = 5, #ARGV, 3 do
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+    redis.call('PUBLISH', ARGV[3], ARGV[i + 2])
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ttl)
@@ -54,8 +83,11 @@ for i = 4, #KEYS do
   elseif not holder then redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl)
   else table.insert(taken, i - 3) end
 end
-return {redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf'), taken}
+return {redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf'), taken, state}
 """
+BEAT_WAS_LIVE: Final = 0
+BEAT_LAPSED: Final = 1
+BEAT_SEND_COUNTS: Final = 2
 
 # KEYS[1] nodes zset. Returns the live nodes.
 _LIVE_LUA = """
@@ -82,6 +114,11 @@ _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def _beat_state(answer: object) -> int:
+    """The heartbeat script's third answer (BEAT_*)."""
+    return int(answer[2]) if isinstance(answer, list) and len(answer) == 3 else BEAT_WAS_LIVE
 
 
 def _node_set(reply: object) -> frozenset[str]:
@@ -176,11 +213,19 @@ class Presence:
         # (a link that hung): its clients of those names are stale.
         self.on_names_taken: Callable[[list[str]], None] = lambda names: None
         self._local_readers: dict[str, int] = {}
+        # Held by every write of this node's reader counts (set_readers, and a heartbeat or a
+        # resync that writes them back): one at a time, each with _local_readers as it is
+        # then, so a write-back never puts an older count over a newer one (changes update
+        # _local_readers first, inside it).
+        self._writing_counts = trio.Lock()
         self._clients: dict[str, bytes] = {}  # client id -> its info (CBOR), as written
         self._counts: dict[str, dict[str, int]] = {}  # channel -> node -> readers
         # (channel, node) counts set while a resync's read is on its way (see _resync)
         self._set_meanwhile: set[tuple[str, str]] | None = None
         self.live_nodes: frozenset[str] = frozenset()
+        # Nodes live before an outage this node's heartbeat saw, not yet beaten since: their
+        # counts are kept (as last known) until they beat or the time here (trio's) passes.
+        self._held_until: dict[str, float] = {}
         self._node_log = NodeLog(node, ttl_s)
         # Named in the heartbeat's failure line (a refused connection's error may not say
         # which Redis: an operator with several had to guess); set by RedisEngineIO.open.
@@ -314,7 +359,12 @@ class Presence:
         keys = [self._keys.nodes, self._keys.clients(self.node), self._keys.readers(self.node)]
         names = [(name, self._claims.get(name, 0)) for name in self._names]
         keys += [self._keys.name(name) for name, _ in names]
-        answer: object = await self._heartbeat(keys=keys, args=[self.node, str(self._ttl_ms)])
+        # Our counts go along only when the script asks for them (our entry had lapsed: the
+        # first beat, or one after an outage): one more round trip then, instead of every
+        # channel read here sent each beat, and no beat waits for a write of a count.
+        answer = await self._beat_script(keys, with_counts=False)
+        if _beat_state(answer) == BEAT_SEND_COUNTS:
+            answer = await self._beat_script(keys, with_counts=True)
         held: object = await self._renew_run(
             keys=[self._keys.run(self.node)], args=[self.run_id, str(self._ttl_ms)]
         )
@@ -326,9 +376,10 @@ class Presence:
                 "node a name of its own (--node-name)",
                 self.node,
             )
-        live, taken = answer if isinstance(answer, list) and len(answer) == 2 else ([], [])
-        self.live_nodes = frozenset(n.decode() for n in live)
-        self._node_log.saw(self.live_nodes, trio.current_time())
+        live, taken = answer[:2] if isinstance(answer, list) and len(answer) == 3 else ([], [])
+        now = trio.current_time()
+        self._hold_nodes(frozenset(n.decode() for n in live), _beat_state(answer), now)
+        self._node_log.saw(self.live_nodes, now)
         lost = [
             name
             for name, claims in (names[int(i) - 1] for i in taken)
@@ -340,6 +391,38 @@ class Presence:
                 del self._claims[name]
             self.on_names_taken(lost)
         await self._resync()
+
+    async def _beat_script(self, keys: list[str], *, with_counts: bool) -> object:
+        """The heartbeat script (see _HEARTBEAT_LUA), with this node's reader counts or not."""
+        args: list[str | bytes] = [self.node, str(self._ttl_ms), self._keys.control]
+        if not with_counts:
+            return await self._heartbeat(keys=keys, args=[*args, "0"])
+        async with self._writing_counts:
+            args.append("1")
+            for channel, local in self._local_readers.items():
+                args += [channel, str(local), self._announcement(channel, local)]
+            return await self._heartbeat(keys=keys, args=args)
+
+    def _hold_nodes(self, live: frozenset[str], state: int, now: float) -> None:
+        """Take the live nodes a heartbeat found (``state``: whether our own entry had
+        lapsed). After an outage (our entry lapsed: Redis restarted or was out of reach for
+        a TTL), the nodes live before it, or counted since, are held for a TTL: they may not
+        have beaten since Redis came back, and dropping their counts told our writers their
+        channels had no readers elsewhere (a send returned False, nothing sent). A node held
+        that beats is live again (its hash, written back by that beat, is read); one that
+        does not within the TTL has left (killed meanwhile): its counts go as a dead one's."""
+        held = {node: until for node, until in self._held_until.items() if until > now}
+        if state != BEAT_WAS_LIVE:
+            # Those heard of since our last beat count too (a node that joined and announced
+            # a reader just before the outage), and those still held after an earlier one.
+            counted = {node for per_node in self._counts.values() for node in per_node}
+            for node in (self.live_nodes | held.keys() | counted) - {self.node}:
+                held[node] = now + self.ttl_s
+        self._held_until = {node: until for node, until in held.items() if node not in live}
+        self.live_nodes = live
+
+    def _announcement(self, channel: str, count: int) -> bytes:
+        return cbor2.dumps({"k": READERS_KIND, "f": self.node, "b": [channel, count]})
 
     async def _resync(self) -> None:
         # A count announced (or set here) while the resync is under way is at least as new
@@ -353,6 +436,10 @@ class Presence:
         self._set_meanwhile = set()
         try:
             counts = await self._read_counts()
+            # Nodes held after an outage (not beaten since): their counts as last known.
+            for channel, per_node in self._counts.items():
+                for node in per_node.keys() & self._held_until.keys():
+                    counts.setdefault(channel, {})[node] = per_node[node]
             for channel, node in self._set_meanwhile:
                 count = self._counts.get(channel, {}).get(node, 0)
                 per_node = counts.setdefault(channel, {})
@@ -390,19 +477,29 @@ class Presence:
         for node, request in zip(nodes, pending, strict=True):
             for name, count in (await request).items():
                 counts.setdefault(name.decode(), {})[node] = int(count)
-        # Our own counts missing (Redis restarted empty): write them again.
-        lost = {
-            channel: local
+        # Our own counts missing or wrong in Redis (a change whose write failed; the heartbeat
+        # writes them all back after an outage): write them again, and announce them, so
+        # other nodes have them now rather than at their next heartbeat. Under the lock, as
+        # they are now: a change made since the read is written as it is, not undone.
+        if any(
+            local and counts.get(channel, {}).get(self.node) != local
             for channel, local in self._local_readers.items()
-            if local and counts.get(channel, {}).get(self.node) != local
-        }
-        if lost:
-            key = self._keys.readers(self.node)
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.hset(key, {channel: str(local) for channel, local in lost.items()})
-                pipe.pexpire(key, self._ttl_ms)
-            for channel, local in lost.items():
-                counts.setdefault(channel, {})[self.node] = local
+        ):
+            async with self._writing_counts:
+                lost = {
+                    channel: local
+                    for channel, local in self._local_readers.items()
+                    if local and counts.get(channel, {}).get(self.node) != local
+                }
+                if lost:
+                    key = self._keys.readers(self.node)
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        pipe.hset(key, {channel: str(local) for channel, local in lost.items()})
+                        pipe.pexpire(key, self._ttl_ms)
+                        for channel, local in lost.items():
+                            pipe.publish(self._keys.control, self._announcement(channel, local))
+                for channel, local in lost.items():
+                    counts.setdefault(channel, {})[self.node] = local
         return counts
 
     async def live(self) -> frozenset[str]:
@@ -469,18 +566,21 @@ class Presence:
     async def set_readers(self, channel: str, count: int) -> None:
         """Publish this node's reader count of ``channel`` (write + announce, one trip)."""
         key = self._keys.readers(self.node)
-        message = cbor2.dumps({"k": READERS_KIND, "f": self.node, "b": [channel, count]})
-        async with self._client.pipeline(transaction=False) as pipe:
+        message = self._announcement(channel, count)
+        async with self._writing_counts:
+            # Taken before the write: if it fails (Redis away), the heartbeat that finds our
+            # entry lapsed, or the next resync, writes this count, not the one before it.
             if count:
-                pipe.hset(key, {channel: str(count)})
-            else:
-                pipe.hdel(key, [channel])
-            pipe.pexpire(key, self._ttl_ms)
-            pipe.publish(self._keys.control, message)
-        if count:
-            self._local_readers[channel] = count
-        else:  # kept at 0, one entry per channel name ever read here, looped over each beat
-            self._local_readers.pop(channel, None)
+                self._local_readers[channel] = count
+            else:  # kept at 0, one entry per channel name ever read here, looped over each beat
+                self._local_readers.pop(channel, None)
+            async with self._client.pipeline(transaction=False) as pipe:
+                if count:
+                    pipe.hset(key, {channel: str(count)})
+                else:
+                    pipe.hdel(key, [channel])
+                pipe.pexpire(key, self._ttl_ms)
+                pipe.publish(self._keys.control, message)
         self._set_count(channel, self.node, count)
 
     def remote_readers(self, channel: str) -> int:
