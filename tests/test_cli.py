@@ -1902,27 +1902,27 @@ async def test_call(server: ts.Server) -> None:
 
 
 async def test_call_wait_provider_waits_for_a_provider_started_after_it(
-    server: ts.Server, nursery: trio.Nursery
+    server: ts.Server,
 ) -> None:
-    # A call started together with its provider failed at once ("no client named 'daq'").
+    # A call started together with its provider failed at once ("no client named 'daq'");
+    # then it waited, silent for 5 s, where sub --wait-channel says at once what it waits
+    # for (a first hour).
     assert server.tcp_url is not None
     url = server.tcp_url
-    results: list[subprocess.CompletedProcess[bytes]] = []
-    done = trio.Event()
-
-    async def call() -> None:
-        results.append(await cli("call", url, "daq", "my_echo", "HALLO", "--wait-provider"))
-        done.set()
-
-    nursery.start_soon(call)
-    await trio.sleep(1.0)  # the command is up and asking by now (or soon: it waits either way)
-    assert not done.is_set()
-    async with ts.open_client(url, name="daq") as daq:
-        daq.expose(Daq())
-        with trio.fail_after(RUN_TIMEOUT_S):
-            await done.wait()
-    assert results[0].returncode == 0, results[0].stderr
-    assert json.loads(results[0].stdout) == ["MY ECHO", "HALLO"]
+    async with running("call", url, "daq", "my_echo", "HALLO", "--wait-provider") as call:
+        assert call.process.stderr is not None
+        said = b""
+        with trio.fail_after(WAIT_S):
+            while b"\n" not in said:
+                chunk = await call.process.stderr.receive_some()
+                assert chunk, said
+                said += chunk
+        assert b"call: waiting for a client named 'daq' to connect and expose methods" in said
+        async with ts.open_client(url, name="daq") as daq:
+            daq.expose(Daq())
+            code, out, err = await call.finish()
+    assert code == 0, err
+    assert json.loads(out) == ["MY ECHO", "HALLO"]
 
 
 class Motor:

@@ -8,8 +8,9 @@ from typing import Any
 
 import trio_stream as ts
 
+from .._protocol.rpc_messages import provider_not_there
 from .._rpc_stream import RemoteStream
-from ._channels import connect
+from ._channels import connect, prog
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -96,12 +97,29 @@ def _keywords(pairs: list[str]) -> dict[str, Any]:
     return keywords
 
 
+async def _proxy(client: ts.Client, args: argparse.Namespace) -> ts.RpcProxy:
+    """The provider's proxy; with --wait-provider, a provider not there yet is waited for
+    after a line that says so (it was silent for 5 s, then logged a timestamped warning,
+    where sub --wait-channel says at once what it waits for: a first hour)."""
+    if args.wait_provider:
+        try:
+            return await client.rpc(args.client, timeout=args.timeout)
+        except ts.RpcError as exc:
+            if type(exc) is not ts.RpcError or not provider_not_there(str(exc)):
+                raise
+        print(
+            f"{prog(args)}: waiting for a client named {args.client!r} to connect and expose "
+            "methods (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return await client.rpc(args.client, timeout=args.timeout, wait_provider=args.wait_provider)
+
+
 async def run_call(args: argparse.Namespace) -> int:
     keywords = _keywords(args.kw)
     async with connect(args) as client:
-        proxy = await client.rpc(
-            args.client, timeout=args.timeout, wait_provider=args.wait_provider
-        )
+        proxy = await _proxy(client, args)
         if args.method is None:
             for name, method in sorted(proxy.methods.items()):
                 doc = (method.__doc__ or "").strip().split("\n", 1)[0]
