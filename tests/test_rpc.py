@@ -350,8 +350,11 @@ async def test_a_call_to_a_reconnecting_provider_waits_for_it_within_its_timeout
         with trio.fail_after(SETTLE_S):
             while "worker" in server.state.by_name:  # noqa: ASYNC110
                 await trio.sleep(0.01)
-        with pytest.raises(ts.RpcError, match=r"\(it lost its connection and may be back\)"):
+        away = r"\(it lost its connection and may be back\)"
+        with pytest.raises(ts.RpcTimeout, match=away) as late:
             await proxy_daq.call("my_echo", "early", timeout=0.3)
+        # Out of time: a timeout (an `except TimeoutError` missed it), never sent to it.
+        assert isinstance(late.value, TimeoutError) and late.value.sent is False
         results: list[Any] = []
         async with trio.open_nursery() as nursery:
 

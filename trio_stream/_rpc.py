@@ -626,7 +626,7 @@ class RpcEndpoint:
         request = None
         delay = PROVIDER_AWAY_RETRY_FIRST_S
         # Waiting for a reconnect counts against the call's own timeout.
-        with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
+        with trio.move_on_after(math.inf if timeout_s is None else timeout_s) as in_time:
             while True:
                 await client.wait_usable()
                 request = client.start_request(build)
@@ -662,6 +662,16 @@ class RpcEndpoint:
             )
         reply = request
         if reply.error is not None:
+            if in_time.cancelled_caught and type(reply.error) is RpcError:
+                # Out of time while the provider was away: no answer in time, as a timeout
+                # (an `except TimeoutError` missed the plain RpcError: an RPC user); the
+                # call never reached it.
+                away = RpcTimeout(
+                    f"no answer to {what} within {timeout_s:g} s: {reply.error}; the call never "
+                    "reached it (calling again is safe)"
+                )
+                away.sent = False
+                raise away from None
             raise reply.error
         return reply.result
 
