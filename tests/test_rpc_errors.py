@@ -3,7 +3,7 @@ formatted, method and client names the server refuses, and what each says to do.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -234,3 +234,56 @@ async def test_a_provider_name_no_client_can_have_says_why(url: str, name: str) 
         # The server says the same to a client that sends it anyway (the browser's).
         with pytest.raises(ts.RpcError, match=r"no client can be named .*so none can answer"):
             await ctl._rpc.call(name, "ok", (), {}, SETTLE_S)
+
+
+# -- a KeyboardInterrupt a method raises in its worker thread -----------------------------------
+
+
+class Instrument:
+    def rpc_shutdown(self) -> None:
+        raise KeyboardInterrupt  # the method's own (a library's "stop"), never a Ctrl-C here
+
+    def rpc_readings(self) -> Iterator[int]:
+        yield 1
+        raise KeyboardInterrupt
+
+    def rpc_ping(self) -> str:
+        return "pong"
+
+
+async def test_a_keyboard_interrupt_a_threaded_method_raises_is_its_caller_s_error(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It ended the provider's client, with a hundred lines of its nursery, and the provider
+    # script went on offline without a word (a script user): a worker thread gets no Ctrl-C
+    # (signals go to the main thread), so it is the method's own, sent as SystemExit is.
+    async with (
+        ts.open_client(url, name="inst") as provider,
+        ts.open_client(url, name="ctl") as ctl,
+    ):
+        provider.expose(Instrument(), thread=True)
+        inst = await ctl.rpc("inst", timeout=SETTLE_S)
+        with pytest.raises(ts.RemoteError) as info:
+            await inst.shutdown()
+        assert info.value.type_name == "KeyboardInterrupt"
+        got: list[Any] = []
+        with trio.fail_after(SETTLE_S), pytest.raises(ts.RemoteError) as streamed:
+            async for value in inst.readings():
+                got.append(value)
+        assert got == [1] and streamed.value.type_name == "KeyboardInterrupt"
+        assert await inst.ping() == "pong"  # the provider serves on
+        assert provider.state == "open"
+    assert "rpc shutdown raised KeyboardInterrupt: sent to the caller as an error" in caplog.text
+
+
+async def test_a_sync_client_provider_survives_its_method_s_keyboard_interrupt(url: str) -> None:
+    def script() -> None:  # (SyncClients block: in a thread of their own)
+        with ts.SyncClient(url, name="inst") as provider, ts.SyncClient(url, name="ctl") as ctl:
+            provider.expose(Instrument())
+            inst = ctl.rpc("inst", timeout=SETTLE_S)
+            with pytest.raises(ts.RemoteError, match="KeyboardInterrupt"):
+                inst.shutdown()
+            assert inst.ping() == "pong"
+            assert provider.state == "open"
+
+    await trio.to_thread.run_sync(script)

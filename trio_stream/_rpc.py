@@ -76,6 +76,7 @@ from ._rpc_stream import (
     DEFAULT_WINDOW,
     Inbox,
     Outflow,
+    RaisedInWorker,
     RemoteStream,
     Turn,
     check_window,
@@ -555,6 +556,8 @@ class RpcEndpoint:
                     f"the result of {msg.method} encodes to {len(data)} bytes, over the "
                     f"server's limit of {limit}; stream large data through a channel"
                 )
+        except RaisedInWorker as carried:
+            return self._fail_exit(msg, carried.original)
         except Exception as exc:
             # The caller gets the exception; the provider's own log stays quiet about it.
             log.debug("rpc %s from %s raised", msg.method, msg.caller, exc_info=True)
@@ -562,9 +565,17 @@ class RpcEndpoint:
         except SystemExit as exc:
             # sys.exit() in a method: the caller's error, not the end of the provider's
             # client (it ended that client's thread, and the process went on without it).
-            log.warning("rpc %s raised SystemExit: sent to the caller as an error", msg.method)
-            return _fail(msg.call, exc, self._fail_room())
+            return self._fail_exit(msg, exc)
         return Result(call=msg.call, value=data)
+
+    def _fail_exit(self, msg: Invoke, exc: BaseException) -> Fail:
+        """A method's SystemExit, or the KeyboardInterrupt it raised in its worker thread:
+        said here (the provider's script would not hear of it otherwise), sent to the
+        caller as its error."""
+        log.warning(
+            "rpc %s raised %s: sent to the caller as an error", msg.method, type(exc).__name__
+        )
+        return _fail(msg.call, exc, self._fail_room())
 
     async def _stream(
         self,
@@ -593,12 +604,13 @@ class RpcEndpoint:
                     self._client.send_control(Yield(call=msg.call, value=data))
         except ConnectionClosed:
             return None  # the server told the caller; the generator is closed already
+        except RaisedInWorker as carried:  # as in _run
+            return self._fail_exit(msg, carried.original)
         except Exception as exc:
             log.debug("rpc stream %s from %s raised", msg.method, msg.caller, exc_info=True)
             return _fail(msg.call, exc, self._fail_room())
         except SystemExit as exc:  # as in _run
-            log.warning("rpc %s raised SystemExit: sent to the caller as an error", msg.method)
-            return _fail(msg.call, exc, self._fail_room())
+            return self._fail_exit(msg, exc)
 
     # -- caller side -----------------------------------------------------------------------------
     def _on_item(self, msg: Item) -> None:

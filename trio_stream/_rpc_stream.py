@@ -84,6 +84,15 @@ _DONE: Final[Any] = object()
 log = logging.getLogger(__name__)
 
 
+class RaisedInWorker(Exception):
+    """A ``KeyboardInterrupt`` an exposed method raised in its worker thread, carried to
+    the trio thread as an ordinary error for its caller (see Turn.run); ``original``."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(original)
+        self.original = original
+
+
 class Turn:
     """An exposed object's turn: its sync methods run one at a time in worker threads.
 
@@ -104,7 +113,13 @@ class Turn:
 
         def in_turn() -> Any:
             with self.lock:
-                return fn()
+                try:
+                    return fn()
+                except KeyboardInterrupt as exc:
+                    # Raised by the method itself: a Ctrl-C never lands in a worker thread
+                    # (Python delivers signals to the main thread). As it was, it ended the
+                    # provider's client, with a hundred lines of its nursery (a script user).
+                    raise RaisedInWorker(exc) from exc
 
         return await trio.to_thread.run_sync(in_turn, limiter=self.limiter, abandon_on_cancel=True)
 
