@@ -3070,7 +3070,8 @@ async def test_a_call_whose_providers_node_leaves_says_it_may_have_run(
         assert await proxy.answer(0) == 42
 
         async def kill_node_a() -> None:
-            await trio.sleep(0.5)  # the call is running on node a by now
+            while not provider._rpc.running:  # the call is running on node a's client  # noqa: ASYNC110
+                await trio.sleep(0.01)
             os.kill(process_a.pid, signal.SIGKILL)
 
         with trio.fail_after(WAIT_S * 2):

@@ -276,3 +276,25 @@ async def test_a_node_that_never_beats_after_the_outage_loses_its_counts_a_ttl_l
         assert a.presence.live_nodes == frozenset({"a"})
         assert a.presence.readers("c") == 0
         assert a.presence.remote_readers("c") == 0
+
+
+async def test_a_node_dead_through_outage_after_outage_is_held_only_once(
+    redis_server: RedisServer,
+) -> None:
+    # Redis restarting again and again: each heartbeat of a that found its own entry lapsed
+    # held b (dead since the first outage) for another TTL, its reader counted for good
+    # where the README says at most a TTL (a review).
+    async with nodes_beating_by_hand(redis_server, "a", "b") as (a, b):
+        await beat(a)
+        await beat(b)
+        await b.presence.set_readers("c", 1)
+        await beat(a)
+        assert a.presence.readers("c") == 1
+        await outage(redis_server, [a])
+        await beat(a)
+        back = trio.current_time()
+        assert a.presence.readers("c") == 1  # held: b may not have beaten yet
+        await outage(redis_server, [a])  # a's entry lapses again, b still silent
+        await beat(a)
+        assert trio.current_time() > back + TTL_S
+        assert a.presence.readers("c") == 0  # its one TTL is over: not held again

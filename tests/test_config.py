@@ -46,6 +46,10 @@ import trio_stream as ts
         ("node_name", b"node"),
         ("node_name", "a:b"),  # keys in Redis are split at ':' (it was a traceback at start)
         ("node_name", ""),
+        # Part of its unnamed clients' names ("client-7@<node>"), which could not be called
+        # past 100 characters (a review).
+        ("node_name", "n" * 65),
+        ("node_name", "node\tb"),
         ("token", ""),  # what --token "$UNSET" gives: a token anyone guesses
         ("admin_token", ""),
         ("allowed_origins", ("https://lab.example", None)),

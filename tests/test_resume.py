@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
@@ -230,6 +231,29 @@ def test_a_block_reader_resuming_into_a_new_epoch_takes_all_its_history_past_its
     assert reader.lost == 0
     world.broker.publish(writer, 1.0, payload(60))
     assert drain_seqs(box) == [61]  # live frames follow (its credit, not its size, paces it)
+
+
+@pytest.mark.parametrize(
+    ("every", "max_rate", "history", "live"),
+    [(3, None, list(range(1, 61, 3)), [61, 64]), (1, 2.0, [60], [])],
+)
+def test_a_block_reader_resuming_into_a_new_epoch_is_thinned_once(
+    every: int, max_rate: float | None, history: list[int], live: list[int]
+) -> None:
+    # The history, thinned by every and max_rate already, was offered again: an every=3
+    # recorder got every 9th frame and went on out of step, a max_rate one its newest frame
+    # an interval late (a review).
+    world, channel, _, writer = channel_with(100, 60)
+    _, box = world.connection()
+    reader = box.open_reader(
+        channel, Policy.BLOCK, 10, every, max_rate, 1024, 8 << 20, None, window_asked=1024
+    )
+    subscribe_since(world.broker, reader, "an-older-epoch", 7)
+    assert drain_seqs(box) == history
+    for i in range(60, 66):
+        world.broker.publish(writer, 1.0, payload(i))
+    if max_rate is None:
+        assert drain_seqs(box) == live
 
 
 def drain_seqs(box: Outbox) -> list[int]:

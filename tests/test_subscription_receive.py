@@ -227,5 +227,5 @@ async def test_a_plain_for_over_a_trio_subscription_says_to_write_async_for(url:
         await client.create_channel("c")
         async with client.subscribe("c") as sub:
             with pytest.raises(TypeError, match=r'"async for msg in sub:"'):
-                for _ in sub:
+                for _ in sub:  # type: ignore[attr-defined]  # (the mistake itself)
                     pass

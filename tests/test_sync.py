@@ -341,7 +341,10 @@ async def test_a_publish_timeout_bounds_the_wait_through_an_outage(server: ts.Se
                     assert time.monotonic() - started < STEP_S
                     assert "no room in the publish queue for a value of 'loop'" in str(info.value)
                     assert "reconnecting" in str(info.value)
-                    with pytest.raises(TimeoutError, match="no publisher of 'other' opened"):
+                    # The timeout given, not what was left of it ("1.99999 s": a script user).
+                    with pytest.raises(
+                        TimeoutError, match=r"no publisher of 'other' opened within 0\.2 s"
+                    ):
                         c.publish("other", 1, timeout=0.2)
                     proxy.accept()
                     c.wait_state("open", timeout=STEP_S)
@@ -583,6 +586,19 @@ async def test_blocking_calls_refused_in_a_thread_that_runs_trio(url: str) -> No
             assert "runs trio" in info.value.message
 
     await in_thread(scenario)
+
+
+async def test_close_is_refused_in_a_thread_that_runs_trio(url: str) -> None:
+    # Every other blocking method was refused there; close() blocked the trio program's event
+    # loop for up to its flush's 10 s (a script user, with the server gone).
+    client = await in_thread(lambda: SyncClient(url, name="w"))
+    try:
+        with pytest.raises(RuntimeError, match=r"SyncClient.close\(\) blocks, and this thread"):
+            client.close()
+        assert not client.closed  # refused: still open, to close from a thread
+    finally:
+        await in_thread(client.close)
+    assert client.closed
 
 
 async def test_close_is_idempotent_flushes_and_ends_the_thread(url: str) -> None:

@@ -8,7 +8,7 @@ import math
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ._exceptions import InvalidSetting
 from ._protocol.frames import DATA_OVER_LIMIT_BYTES
@@ -313,8 +313,20 @@ def _redis_client_missing() -> ImportError | None:
     return None
 
 
+# A node's unnamed clients are "client-<id>@<node>": with a longer (or unprintable) node
+# name they could not be called, nor be a sender on the wire (client names are at most 100
+# printable characters, 255 bytes: a review).
+MAX_NODE_NAME_CHARS: Final = 64
+MAX_NODE_NAME_BYTES: Final = 128
+
+
 def node_name_problem(name: str) -> str | None:
     """What is wrong with a node name (Redis keys are split at ':'), or None."""
-    if not name or ":" in name:
-        return f"node_name {name[:80]!r}: give a non-empty name without ':'"
+    if not name or ":" in name or not name.isprintable():
+        return f"node_name {name[:80]!r}: give a non-empty, printable name without ':'"
+    if len(name) > MAX_NODE_NAME_CHARS or len(name.encode()) > MAX_NODE_NAME_BYTES:
+        return (
+            f"node_name {name[:80]!r}: at most {MAX_NODE_NAME_CHARS} characters "
+            f"({MAX_NODE_NAME_BYTES} bytes of UTF-8), as it is part of its clients' names"
+        )
     return None

@@ -674,16 +674,17 @@ class RpcEndpoint:
             )
         reply = request
         if reply.error is not None:
-            if in_time.cancelled_caught and type(reply.error) is RpcError:
+            away = type(reply.error) is RpcError and provider_away(str(reply.error))
+            if in_time.cancelled_caught and away:
                 # Out of time while the provider was away: no answer in time, as a timeout
                 # (an `except TimeoutError` missed the plain RpcError: an RPC user); the
                 # call never reached it.
-                away = RpcTimeout(
+                late = RpcTimeout(
                     f"no answer to {what} within {timeout_s:g} s: {reply.error}; the call never "
                     "reached it (calling again is safe)"
                 )
-                away.sent = False
-                raise away from None
+                late.sent = False
+                raise late from None
             raise reply.error
         return reply.result
 

@@ -577,13 +577,15 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    def __iter__(self) -> NoReturn:
-        # Python's own "'Subscription' object is not iterable" said nothing of the fix, where
-        # every other trio/sync mix-up says the line to write (a first hour).
-        raise TypeError(
-            'a trio client\'s subscription is read with "async for msg in sub:" (plain '
-            '"for msg in sub:" is the SyncClient\'s)'
-        )
+    if not TYPE_CHECKING:  # mypy still says a plain `for` needs __iter__
+
+        def __iter__(self) -> NoReturn:
+            # Python's own "'Subscription' object is not iterable" said nothing of the fix, where
+            # every other trio/sync mix-up says the line to write (a first hour).
+            raise TypeError(
+                'a trio client\'s subscription is read with "async for msg in sub:" (plain '
+                '"for msg in sub:" is the SyncClient\'s)'
+            )
 
     async def __anext__(self) -> Message:
         frames = self._frames

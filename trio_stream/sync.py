@@ -504,6 +504,10 @@ class SyncClient:
             TrioStreamError: a background publish failed, or queued values could not be sent
                 within 10 s; the connection is closed all the same.
         """
+        if threading.current_thread() is not self._thread:
+            # As every other blocking method: a close in a trio program's own thread blocked
+            # its event loop for up to the flush's 10 s (a script user).
+            _refuse_trio_thread("SyncClient.close()")
         with self._close_lock:
             if self._closed:
                 return
@@ -676,7 +680,11 @@ class SyncClient:
                         left = max(0.0, deadline - time.monotonic())
                         what = f"no publisher of {channel[:80]!r} opened"
                         client = self._trio_client
-                        opening = partial(_with_timeout, left, opening, client, what)
+                        # The message says the caller's timeout, not what was left of it
+                        # ("within 1.99999 s": a script user).
+                        opening = partial(
+                            _with_timeout, left, opening, client, what, given_s=timeout
+                        )
                     pub = self._call(opening)
                     self._shared[channel, key] = pub
         return self._enqueue(pub, value, compress_fn, time_s, deadline)
@@ -1214,15 +1222,19 @@ async def _with_timeout(
     client: Client,
     what: str,
     advice: str = "",
+    *,
+    given_s: float | None = None,
 ) -> T:
     """``fn()`` within the caller's ``timeout=``; the TimeoutError says ``what`` was not done
-    (then ``advice``), and when ``client``'s connection is what kept it (a flush or a wait
-    for readers during an outage)."""
+    within ``given_s`` (the caller's, when ``timeout_s`` is what was left of it), then
+    ``advice``, and when ``client``'s connection is what kept it (a flush or a wait for
+    readers during an outage)."""
     try:
         with trio.fail_after(math.inf if timeout_s is None else timeout_s):
             return await fn()
     except trio.TooSlowError:
-        message = f"{what} within {timeout_s:g} s{advice}" + _reconnecting_note(client)
+        shown = timeout_s if given_s is None else given_s
+        message = f"{what} within {shown:g} s{advice}" + _reconnecting_note(client)
         raise caller_timeout(message) from None
 
 

@@ -226,6 +226,9 @@ class Presence:
         # Nodes live before an outage this node's heartbeat saw, not yet beaten since: their
         # counts are kept (as last known) until they beat or the time here (trio's) passes.
         self._held_until: dict[str, float] = {}
+        # Nodes whose count announcements came since our last heartbeat: after an outage
+        # they are held too (one that joined just before it, not listed live yet).
+        self._heard: set[str] = set()
         self._node_log = NodeLog(node, ttl_s)
         # Named in the heartbeat's failure line (a refused connection's error may not say
         # which Redis: an operator with several had to guess); set by RedisEngineIO.open.
@@ -356,6 +359,11 @@ class Presence:
 
     async def beat(self) -> None:
         """One heartbeat: refresh our TTLs, learn the live nodes, resync reader counts."""
+        # Counts announced from here on are kept as announced by the resync (see there): one
+        # that came while the heartbeat script listed the live nodes without its node (whose
+        # own entry had lapsed, and which wrote its counts back in its own beat) was read
+        # away for a beat.
+        self._set_meanwhile = set()
         keys = [self._keys.nodes, self._keys.clients(self.node), self._keys.readers(self.node)]
         names = [(name, self._claims.get(name, 0)) for name in self._names]
         keys += [self._keys.name(name) for name, _ in names]
@@ -414,10 +422,12 @@ class Presence:
         held = {node: until for node, until in self._held_until.items() if until > now}
         if state != BEAT_WAS_LIVE:
             # Those heard of since our last beat count too (a node that joined and announced
-            # a reader just before the outage), and those still held after an earlier one.
-            counted = {node for per_node in self._counts.values() for node in per_node}
-            for node in (self.live_nodes | held.keys() | counted) - {self.node}:
-                held[node] = now + self.ttl_s
+            # a reader just before the outage). A hold is never extended: with Redis
+            # restarting again and again, a node that died held its counts for good (a
+            # review), where the README says at most a TTL.
+            for node in (self.live_nodes | self._heard) - {self.node}:
+                held.setdefault(node, now + self.ttl_s)
+        self._heard = set()
         self._held_until = {node: until for node, until in held.items() if node not in live}
         self.live_nodes = live
 
@@ -433,7 +443,8 @@ class Presence:
         # its wait_for_readers returned: its sends put nothing on the wire). So those counts
         # stay as announced; the read repairs the others (announcements lost to a reconnect,
         # nodes that died).
-        self._set_meanwhile = set()
+        if self._set_meanwhile is None:  # (a beat starts it earlier)
+            self._set_meanwhile = set()
         try:
             counts = await self._read_counts()
             # Nodes held after an outage (not beaten since): their counts as last known.
@@ -481,26 +492,43 @@ class Presence:
         # writes them all back after an outage): write them again, and announce them, so
         # other nodes have them now rather than at their next heartbeat. Under the lock, as
         # they are now: a change made since the read is written as it is, not undone.
-        if any(
-            local and counts.get(channel, {}).get(self.node) != local
-            for channel, local in self._local_readers.items()
-        ):
+        # A count of ours in Redis that we no longer have (a write of 0 that failed) is
+        # removed the same way: other nodes counted a reader that was gone, for good.
+        if self._counts_differ(counts):
             async with self._writing_counts:
                 lost = {
                     channel: local
                     for channel, local in self._local_readers.items()
                     if local and counts.get(channel, {}).get(self.node) != local
                 }
-                if lost:
+                gone = [
+                    channel
+                    for channel, per_node in counts.items()
+                    if self.node in per_node and not self._local_readers.get(channel)
+                ]
+                if lost or gone:
                     key = self._keys.readers(self.node)
                     async with self._client.pipeline(transaction=False) as pipe:
-                        pipe.hset(key, {channel: str(local) for channel, local in lost.items()})
+                        if lost:
+                            pipe.hset(key, {c: str(local) for c, local in lost.items()})
+                        if gone:
+                            pipe.hdel(key, gone)
                         pipe.pexpire(key, self._ttl_ms)
-                        for channel, local in lost.items():
+                        for channel, local in [*lost.items(), *((c, 0) for c in gone)]:
                             pipe.publish(self._keys.control, self._announcement(channel, local))
                 for channel, local in lost.items():
                     counts.setdefault(channel, {})[self.node] = local
+                for channel in gone:
+                    per_node = counts[channel]
+                    del per_node[self.node]
+                    if not per_node:
+                        del counts[channel]
         return counts
+
+    def _counts_differ(self, counts: dict[str, dict[str, int]]) -> bool:
+        """Whether Redis's counts of this node (``counts``, as read) differ from ours."""
+        mine = {c: n for c, per_node in counts.items() if (n := per_node.get(self.node))}
+        return mine != {c: n for c, n in self._local_readers.items() if n}
 
     async def live(self) -> frozenset[str]:
         """The nodes whose heartbeat has not expired, asked of Redis now."""
@@ -601,6 +629,7 @@ class Presence:
 
     def _on_readers(self, node: str, body: Any) -> None:
         channel, count = body
+        self._heard.add(str(node))
         self._set_count(str(channel), str(node), int(count))
 
     def _set_count(self, channel: str, node: str, count: int) -> None:

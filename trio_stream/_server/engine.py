@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .._config import REDIS_EXTRA_MISSING, REDIS_SCHEMES
+from .._config import MAX_NODE_NAME_CHARS, REDIS_EXTRA_MISSING, REDIS_SCHEMES
 from .._protocol.bytes_like import BytesLike
 from .._protocol.messages import ControlMessage
 
@@ -38,7 +38,10 @@ AsyncHandler = Callable[["Session", Any], Awaitable[Any]]
 
 def default_node_name() -> str:
     """``hostname-pid``: unique per process on a machine, readable in listings."""
-    return f"{socket.gethostname()}-{os.getpid()}".replace(":", "-")
+    pid = f"-{os.getpid()}"
+    # Within the node-name bound (node_name_problem): a long hostname keeps its start.
+    host = socket.gethostname().replace(":", "-")[: MAX_NODE_NAME_CHARS - len(pid)]
+    return host + pid
 
 
 def safe_url(url: str) -> str:

@@ -1724,21 +1724,21 @@ class Outbox:
         streaming call with 8 values of 4 MB in flight against a 32 MiB bound was ended for
         ~2x its window, while the caller read on (an RPC user)."""
         control = self._control
-        taken = 0
-        count = 0
+        if self.control_bytes <= self.batch_bytes:  # the usual case: all of it (none written)
+            batch.pieces.extend(control)
+            batch.control_bytes = self.control_bytes
+            self._control = []
+            return False
+        taken = count = 0
         for frame in control:
             if count and taken + len(frame) > self.batch_bytes:
                 break
             taken += len(frame)
             count += 1
-        if count == len(control):
-            batch.pieces.extend(control)
-            self._control = []
-        else:
-            batch.pieces.extend(control[:count])
-            del control[:count]
+        batch.pieces.extend(control[:count])
+        del control[:count]
         batch.control_bytes = taken
-        return bool(self._control)
+        return bool(control)
 
     def written(self, batch: Batch) -> None:
         """``batch`` went out: its control messages no longer count against the client."""

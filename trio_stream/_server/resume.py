@@ -452,8 +452,9 @@ def subscribe_since(
                 # a resume within an epoch does: it got its newest `size` and a count of the
                 # rest, while the stream still held them (a cluster operator: 925 of 1,025
                 # frames left behind in Redis after a restart).
+                # (admit, not offer: decimated() applied every and max_rate already.)
                 for frame in history:
-                    if not sub.offer(frame) and not sub.admit(frame, past_size=True):
+                    if not sub.admit(frame, past_size=True):
                         sub.skip(1)  # over the connection's byte bounds: counted
             else:
                 replay_history(sub, history)
