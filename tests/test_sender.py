@@ -296,3 +296,21 @@ async def test_a_wait_for_written_control_ends_when_a_control_batch_is_written()
             w.outbox.send(M.Ping(data=None))
         assert done == [True]
         assert [kind for kind, _ in messages(w.read_now())] == [F.PUB_ACK, F.CONTROL]
+
+
+async def test_control_past_one_batch_is_left_to_the_sender_task_after_a_direct_write() -> None:
+    # A batch takes control messages up to SEND_BATCH_BYTES (their bytes count until it is
+    # written); what a direct write leaves queued is the sender task's, woken for it, with
+    # no further read (pongs of many pings read at once waited for the client's next frame).
+    pings = [M.Ping(data=bytes([i % 256]) * 4000) for i in range(3 * SEND_BATCH_BYTES // 4000)]
+    async with wire(send_buffer_bytes=BIG_BUFFER_BYTES) as w:  # the batch fits at once
+        w.state.direct_writes = []
+        for ping in pings:
+            w.outbox.send(ping)
+        write_woken(w.state)
+        data = w.read_now()
+        assert 0 < len(data) < sum(map(ping_bytes, pings))  # one batch, written directly
+        with trio.fail_after(WAIT_S):  # a bound only: without the sender, nothing more comes
+            while len(messages(data)) < len(pings):
+                data += await w.read_some()
+    assert [message for _, message in messages(data)] == pings

@@ -49,7 +49,7 @@ from ._protocol.brief import brief
 from ._protocol.codec import decode_payload, encode_payload
 from ._protocol.frames import check_client_name
 from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, PayloadLimits
-from ._protocol.messages import ControlMessage, encode_message
+from ._protocol.messages import ControlMessage, check_fields, encode_message
 from ._protocol.rpc_messages import (
     MAX_METHOD_NAME,
     MAX_METHODS,
@@ -744,6 +744,7 @@ class RpcEndpoint:
         timeout_s = check_timeout(timeout_s)
         # A name no client can have: rpc("") was told "no client named '' is connected", as
         # if one might be, and wait_provider=True would wait for it for good.
+        check_fields(Describe, {"provider": provider})  # its type first (rpc(5))
         try:
             check_client_name(provider)
         except InvalidArgument as exc:
