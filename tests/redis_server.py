@@ -51,6 +51,10 @@ def _command(sock: socket.socket, *words: str) -> bytes:
 class RedisServer:
     """One redis-server child process; restartable on the same port."""
 
+    # "yes": an append-only file in its directory, so that a SIGKILL and a start on the same
+    # port find every key as it was (PersistentRedisServer).
+    appendonly = "no"
+
     def __init__(self, executable: str, directory: Path) -> None:
         self.executable = executable
         self.directory = directory
@@ -63,7 +67,8 @@ class RedisServer:
 
     def start(self) -> None:
         assert self.process is None, "already running"
-        options = {"port": str(self.port), "bind": "127.0.0.1", "save": "", "appendonly": "no"}
+        options = {"port": str(self.port), "bind": "127.0.0.1", "save": ""}
+        options["appendonly"] = self.appendonly
         options["daemonize"] = "no"  # we hold its PID and kill it ourselves
         argv = [self.executable]
         for name, value in options.items():

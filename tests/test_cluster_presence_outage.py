@@ -18,10 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +27,7 @@ from typing import Any
 import coredis.exceptions
 import pytest
 import trio
-from redis_server import REDIS_START_TIMEOUT_S, RedisServer, _command
+from redis_server import RedisServer
 from test_cluster import WAIT_S, node_config
 
 import trio_stream as ts
@@ -42,27 +39,7 @@ class PersistentRedisServer(RedisServer):
     """The tests' redis-server with an append-only file in its own directory: a SIGKILL and a
     start on the same port find every channel (and its stream) as it was."""
 
-    def start(self) -> None:
-        assert self.process is None, "already running"
-        argv = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "yes", "--daemonize", "no"]
-        self.process = subprocess.Popen(
-            argv, cwd=self.directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    if _command(sock, "PING") == b"+PONG":
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server did not answer PING in {REDIS_START_TIMEOUT_S} s")
-            time.sleep(0.02)
+    appendonly = "yes"
 
 
 @pytest.fixture
