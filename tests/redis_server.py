@@ -145,8 +145,9 @@ def redis_stopped(redis: RedisServer) -> Iterator[None]:
 
 
 @contextmanager
-def running_redis_server() -> Iterator[RedisServer]:
-    """A started redis-server, killed on exit (tests/conftest.py's ``redis_server`` fixture)."""
+def running_redis_server(kind: type[RedisServer] = RedisServer) -> Iterator[RedisServer]:
+    """A started redis-server, killed on exit (tests/conftest.py's ``redis_server`` fixture;
+    ``kind``: a RedisServer of other options)."""
     executable = shutil.which("redis-server")
     if executable is None:
         message = "redis-server not installed: scripts/test installs it (apt-get redis-server)"
@@ -155,7 +156,7 @@ def running_redis_server() -> Iterator[RedisServer]:
             pytest.fail(message)
         pytest.skip(message)
     with tempfile.TemporaryDirectory(prefix="ts-redis-") as directory:
-        server = RedisServer(executable, Path(directory))
+        server = kind(executable, Path(directory))
         server.start()
         try:
             yield server

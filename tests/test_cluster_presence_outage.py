@@ -16,18 +16,14 @@ but was not yet listed live; a node that dies during the outage still leaves a T
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import coredis.exceptions
 import pytest
 import trio
-from redis_server import RedisServer
+from redis_server import RedisServer, running_redis_server
 from test_cluster import WAIT_S, node_config
 
 import trio_stream as ts
@@ -43,20 +39,9 @@ class PersistentRedisServer(RedisServer):
 
 
 @pytest.fixture
-def persistent_redis() -> Iterator[PersistentRedisServer]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        message = "redis-server not installed: scripts/test installs it (apt-get redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with tempfile.TemporaryDirectory(prefix="ts-redis-aof-") as directory:
-        server = PersistentRedisServer(executable, Path(directory))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+def persistent_redis() -> Iterator[RedisServer]:
+    with running_redis_server(PersistentRedisServer) as server:
+        yield server
 
 
 async def test_a_redis_outage_longer_than_the_ttl_never_takes_a_live_readers_count_away(
