@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   connect, createClient, AuthError, ChannelNotFound, ChannelExists, ConnectionClosed, FrameTooLarge,
-  TrioStreamError, ClusterUnavailable, ResourceClosed, RpcError, UnknownMethod, RpcProxy,
+  TrioStreamError, ClusterUnavailable, ResourceClosed, RpcError, UnknownMethod, RpcProxy, RequestTimeout,
   NDArray as ReexportedNDArray, Tag as ReexportedTag, CBORError as ReexportedCBORError,
 } from '../../trio_stream/web/trio_stream.js';
 import { FakeServer, CONTROL, PUBLISH, CREDIT, controlFrame, until, tick } from './fake_server.mjs';
@@ -409,6 +409,19 @@ test('restored goes out after a reconnect once every resubscription is answered,
     const ops = server.controls().map((m) => m.op);
     const restored = ops.lastIndexOf('restored');
     assert.ok(ops.lastIndexOf('subscribe') < restored, 'after the resubscriptions');
+  } finally {
+    await client.close();
+  }
+});
+
+test('rpc: a describe not answered in time names its provider', async () => {
+  // It said "describe: no reply after 50 ms", naming no provider (as the Python client does).
+  const { server, client } = await setup({ requestTimeout: 50 });
+  try {
+    server.delays.set('describe', 150);
+    await assert.rejects(client.rpc('daq'), (e) => e instanceof RequestTimeout
+      && /^no answer to rpc\('daq'\) within 50 ms: .*longer timeout/.test(e.message));
+    assert.equal(client.state, 'open');
   } finally {
     await client.close();
   }

@@ -84,11 +84,18 @@ async def run_demo_writers(url: str, prefix: str, *, token: str | None, tls: boo
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     async with (
-        ts.open_client(url, name=f"{prefix}-writer", token=token, ssl_context=context) as client,
+        ts.open_client(
+            url, name=demo_writer_name(prefix), token=token, ssl_context=context
+        ) as client,
         trio.open_nursery() as n,
     ):
         for name, rate_hz, make in DEMO_CHANNELS:
             n.start_soon(_write, client, f"{prefix}/{name}", rate_hz, make)
+
+
+def demo_writer_name(prefix: str) -> str:
+    """The client name of the demo's writers."""
+    return f"{prefix}-writer"
 
 
 def demo_channel_names(prefix: str) -> list[str]:

@@ -19,7 +19,7 @@ import trio_stream as ts
 
 from .._server.engine import default_node_name, safe_url
 from .._util import unwrap_single_exception
-from ._demo import DEMO_CHANNELS, demo_channel_names, run_demo_writers
+from ._demo import DEMO_CHANNELS, demo_channel_names, demo_writer_name, run_demo_writers
 from ._options import HelpFormatter, Subparsers, add_log_level
 from ._run import SAME_STOP_S, CliError, UsageError, typed_command
 from ._server_options import add_server_options, server_config
@@ -241,6 +241,8 @@ async def _run_server(config: ts.ServerConfig, prefix: str | None) -> None:
                     await run_demo_writers(client_url, prefix, token=config.token, tls=tls)
                 await trio.sleep_forever()
             clients = len(server.state.sessions)
+            if prefix is not None and demo_writer_name(prefix) in server.state.by_name:
+                clients -= 1  # the demo's own writer, this process's (it said "1 client")
             _say(
                 f"stopping: telling {clients} client{'s' * (clients != 1)}, and letting "
                 f"buffers drain for up to {config.shutdown_grace_s:g} s..."

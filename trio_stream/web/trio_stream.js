@@ -530,7 +530,12 @@ export class Client extends Emitter {
    */
   async rpc(provider, { timeout = this.#opts.requestTimeout } = {}) {
     checkText('rpc: provider', provider);
-    const methods = await this.request('describe', { provider }, { timeout });
+    // Named as the Python client's: "describe: no reply after 500 ms" named no provider.
+    const methods = await this.request('describe', { provider }, {
+      timeout,
+      timeoutMessage: `no answer to rpc('${provider}') within ${timeout} ms: the provider (or `
+        + 'its connection) is slow or stuck; give it a longer timeout: { timeout: ms }',
+    });
     return new RpcProxy(this, provider, Array.isArray(methods) ? methods : [], timeout);
   }
 
