@@ -746,15 +746,9 @@ def _fast_array(data: memoryview) -> np.ndarray[Any, Any] | None:
         head = data[pos]
         if head >> 5 != 4 or head & 0x1F >= 24:
             return None
-        ndim = head & 0x1F
-        pos += 1
-        dims = []
-        for _ in range(ndim):
-            value, pos = _read_uint(data, pos)
-            if value is None:
-                return None
-            dims.append(value)
-        shape = tuple(dims)
+        shape, pos = _read_dims(data, pos + 1, head & 0x1F)
+        if shape is None:
+            return None
     if len(data) < pos + 2 or data[pos] != 0xD8:
         return None
     dtype = _DTYPE_BY_TAG.get(data[pos + 1])
@@ -776,6 +770,17 @@ def _fast_array(data: memoryview) -> np.ndarray[Any, Any] | None:
             return None
         array = array.reshape(shape)
     return array
+
+
+def _read_dims(data: memoryview, pos: int, ndim: int) -> tuple[tuple[int, ...] | None, int]:
+    """An array's shape: ``ndim`` unsigned integers from ``pos`` (None: not that)."""
+    dims = []
+    for _ in range(ndim):
+        dim, pos = _read_uint(data, pos)
+        if dim is None:
+            return None, pos
+        dims.append(dim)
+    return tuple(dims), pos
 
 
 def _read_uint(data: memoryview, pos: int, major: int = 0) -> tuple[Any, int]:
@@ -933,13 +938,9 @@ def _array_at(data: memoryview, start: int, pos: int, tag: int, size: int) -> _A
         ndim, at = _read_uint(data, at + nchars, major=4)
         if ndim is None or ndim > 64:
             return None
-        dims = []
-        for _ in range(ndim):
-            dim, at = _read_uint(data, at)
-            if dim is None:
-                return None
-            dims.append(dim)
-        shape = tuple(dims)
+        shape, at = _read_dims(data, at, ndim)
+        if shape is None:
+            return None
     if at + 9 > size:
         return None
     head = data[at]
