@@ -416,6 +416,24 @@ async def test_a_call_reaches_a_provider_on_another_node(redis_server: RedisServ
             await ctl.rpc("nobody", timeout=WAIT_S)
 
 
+async def test_rpc_counts_are_kept_where_the_provider_is_and_where_nobody_was_found(
+    redis_server: RedisServer,
+) -> None:
+    # /metrics' rpc_calls_total counts the calls a node passed on to its own providers; a
+    # call to a name connected nowhere is counted (no_provider) by the caller's node.
+    async with writer_and_reader_nodes(redis_server) as (a, b, daq, ctl):  # "w", "r"
+        daq.expose(Daq())
+        proxy = await ctl.rpc("w", timeout=WAIT_S)
+        assert await proxy.read(4) == 6.0
+        with pytest.raises(ts.RpcError, match="no client named 'nobody'"):
+            await ctl.rpc("nobody", timeout=WAIT_S)
+        assert (a.state.rpc.calls_total, b.state.rpc.calls_total) == (2, 0)
+        assert (
+            a.state.rpc.errors_total["no_provider"],
+            b.state.rpc.errors_total["no_provider"],
+        ) == (0, 1)
+
+
 @asynccontextmanager
 async def provider_on_a_caller_on_b_via_proxy(
     redis: RedisServer, provider: object, *, proxied: str = "b"

@@ -16,6 +16,7 @@ import trio_websocket
 
 import trio_stream as ts
 from trio_stream._server.http import CONTENT_SECURITY_POLICY, MAX_REQUEST_HEAD_BYTES
+from trio_stream._server.rpc import ERROR_REASONS
 from trio_stream._transport import web_files
 from trio_stream._transport.origin import origin_allowed
 
@@ -336,6 +337,77 @@ async def test_metrics_count_public_channels_in_prometheus_format(server: ts.Ser
     assert metrics["trio_stream_held_channels"] == "0"
     assert metrics["trio_stream_connections_refused_total"] == "0"
     assert "trio_stream_redis_up" not in metrics  # one node: no cluster gauges
+
+
+class Motor:
+    def rpc_move(self, steps: int) -> int:
+        if steps < 0:
+            raise ValueError("steps must be positive")
+        return steps
+
+    async def rpc_wait(self) -> None:
+        await trio.sleep_forever()
+
+
+async def test_metrics_count_rpc_calls_and_their_errors_by_reason(
+    server: ts.Server, nursery: trio.Nursery
+) -> None:
+    url = server.tcp_url or ""
+
+    async def serve_motor(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            async with ts.open_client(url, name="motor") as provider:
+                provider.expose(Motor())
+                task_status.started(scope)
+                await trio.sleep_forever()
+
+    async def wait_in_flight() -> None:
+        while server.state.rpc.pending() < 1:  # noqa: ASYNC110 - the server's table
+            await trio.sleep(0.01)
+
+    with trio.fail_after(TIMEOUT_S):
+        provider_scope = await nursery.start(serve_motor)
+        async with ts.open_client(url, name="ctl") as ctl:
+            motor = await ctl.rpc("motor", timeout=TIMEOUT_S)  # a describe: passed on
+            assert await motor.move(3) == 3
+            with pytest.raises(ts.RemoteError):
+                await motor.move(-1)
+            with pytest.raises(ts.RpcError, match="turn"):
+                await motor.call("turn")  # the provider refuses it
+            with pytest.raises(ts.RpcError, match="no client named 'motr'"):
+                await ctl.rpc("motr")
+            async with trio.open_nursery() as waiting:
+                waiting.start_soon(motor.wait)
+                await wait_in_flight()
+                during = metric_lines((await get(server, "/metrics")).body)
+                waiting.cancel_scope.cancel()
+
+            async def cut_short() -> None:
+                with pytest.raises(ts.RpcError, match="'motor' disconnected before answering"):
+                    await motor.wait()
+
+            async with trio.open_nursery() as waiting:
+                waiting.start_soon(cut_short)
+                await wait_in_flight()
+                provider_scope.cancel()  # the provider's client goes, mid-call
+            after = metric_lines((await get(server, "/metrics")).body)
+    assert during["trio_stream_rpc_calls_in_flight"] == "1"
+    assert after["trio_stream_rpc_calls_in_flight"] == "0"
+    # describe, move(3), move(-1), turn, wait, wait
+    assert after["trio_stream_rpc_calls_total"] == "6"
+    errors = {
+        reason: int(after[f'trio_stream_rpc_errors_total{{reason="{reason}"}}'])
+        for reason in ERROR_REASONS
+    }
+    assert errors == {
+        "raised": 1,
+        "refused": 1,
+        "no_provider": 1,
+        "limit": 0,
+        "too_large": 0,
+        "disconnected": 1,
+        "invalid": 0,
+    }
 
 
 async def test_metrics_want_the_token_when_the_server_has_one() -> None:

@@ -180,7 +180,9 @@ class ClusterRpc:
             if node is None or node == io.node:
                 # Not connected anywhere (or gone from here meanwhile): as on one node, also
                 # for a provider reconnecting to this node (the caller's client asks again).
-                self._fail(token, self._engine.state.rpc.not_connected(out.provider))
+                router = self._engine.state.rpc
+                router.count_error("no_provider")
+                self._fail(token, router.not_connected(out.provider))
                 return
             # The run last read there, if it is fresh: a Redis trip per call cost a quarter
             # of the calls/s with 16 in flight. One read long ago (the watch reads only while

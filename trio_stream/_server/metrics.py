@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from .broker import Channel
+from .rpc import Router
 from .state import ServerState, resident_bytes
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ def render_metrics(
     )
     for name, value in state.engine.health().items():
         metric(name, "gauge", ENGINE_GAUGES[name], value)
+    _rpc_metrics(lines, state.rpc)
 
     per_channel = (
         ("channel_readers", "gauge", "Readers subscribed to the channel.", _readers),
@@ -144,6 +146,43 @@ def _admission_metrics(lines: list[str], admission: ConnectionCounter) -> None:
     for gauge, help_text, value in gauges:
         lines.extend(_header(gauge, "gauge", help_text))
         lines.append(f"{PREFIX}{gauge} {_number(value)}")
+
+
+def _rpc_metrics(lines: list[str], router: Router) -> None:
+    """Calls between clients: in flight, passed on, and answered with an error (by reason:
+    what an operator tells apart, a provider's bug from a provider gone or a caller too fast)."""
+    gauges = (
+        (
+            "rpc_calls_in_flight",
+            "gauge",
+            "Calls and describes waiting for the answer of a provider connected to this node.",
+            router.pending(),
+        ),
+        (
+            "rpc_calls_total",
+            "counter",
+            "Calls and describes passed on to a provider connected to this node.",
+            router.calls_total,
+        ),
+    )
+    for name, kind, help_text, value in gauges:
+        lines.extend(_header(name, kind, help_text))
+        lines.append(f"{PREFIX}{name} {_number(value)}")
+    name = "rpc_errors_total"
+    lines.extend(
+        _header(
+            name,
+            "counter",
+            "Calls and describes answered with an error, by reason: raised (by the provider), "
+            "refused (no such method), no_provider, limit (calls in flight, memory bounds), "
+            "too_large (max_frame_bytes), disconnected (the provider, mid-call), invalid (a "
+            "bad method or provider name).",
+        )
+    )
+    lines.extend(
+        f'{PREFIX}{name}{{reason="{reason}"}} {count}'
+        for reason, count in router.errors_total.items()
+    )
 
 
 def _readers(channel: Channel) -> int:

@@ -81,6 +81,21 @@ log = logging.getLogger(__name__)
 MAX_PENDING_CALLS: Final = 10_000
 MAX_NAMED_PROVIDERS: Final = 8  # in the error for a call to nobody
 
+#: Why a call (or describe) was answered with an error, as /metrics counts them
+#: (``trio_stream_rpc_errors_total{reason=...}``): the provider raised, the provider refused
+#: it (no such method, no methods yet), no provider of that name, a limit (calls in flight,
+#: a memory bound), a message over max_frame_bytes, the provider disconnected mid-call, or a
+#: request no provider could take (a bad method or provider name, a bad window).
+ERROR_REASONS: Final = (
+    "raised",
+    "refused",
+    "no_provider",
+    "limit",
+    "too_large",
+    "disconnected",
+    "invalid",
+)
+
 
 class Endpoint(Protocol):
     """What the router needs from a session.
@@ -145,6 +160,10 @@ class Router:
         self._remote = remote
         self._max_frame_bytes = max_frame_bytes
         self._next_call = 1
+        # For /metrics: calls and describes passed on to a provider connected here (a call
+        # from another node's client too), and those answered with an error, by reason.
+        self.calls_total = 0
+        self.errors_total: dict[str, int] = dict.fromkeys(ERROR_REASONS, 0)
         self._calls: dict[int, _Pending] = {}
         self._by_caller: dict[Endpoint, dict[int, _Pending]] = {}
         self._by_provider: dict[Endpoint, dict[int, _Pending]] = {}
@@ -193,6 +212,7 @@ class Router:
             return
         pending = self._open(caller, msg.id, msg.provider, describe=True)
         if pending is not None:
+            self.calls_total += 1
             pending.provider.send_control(Introspect(call=pending.call))
 
     def call(self, caller: Endpoint, msg: Call) -> None:
@@ -205,6 +225,7 @@ class Router:
                     f"method names are 1-{MAX_METHOD_NAME} characters; call one of the methods "
                     f"{brief(msg.provider)} exposes (clients() lists them)"
                 ),
+                "invalid",
             )
             return
         if self._impossible_provider(caller, msg.id, msg.provider):
@@ -214,6 +235,7 @@ class Router:
                 caller,
                 msg.id,
                 RpcError(f"a stream's window is 1-{MAX_STREAM_WINDOW} values, not {msg.window}"),
+                "invalid",
             )
             return
         if (
@@ -251,8 +273,10 @@ class Router:
                     f"({_not_read(*over)}), so this call was not passed on: try again "
                     "later, or make fewer or smaller calls at once"
                 ),
+                "limit",
             )
             return
+        self.calls_total += 1
         pending.provider.send_control_frame(frame)
 
     def cancel(self, caller: Endpoint, msg: Cancel) -> None:
@@ -307,6 +331,7 @@ class Router:
                 caller,
                 ident,
                 RpcError(f"no client can be named {brief(name)}, so none can answer: {exc}"),
+                "invalid",
             )
             return True
         return False
@@ -319,7 +344,7 @@ class Router:
             raise ProtocolError(f"request id {ident} is in use by a call still in flight")
         provider = self._lookup(name)
         if provider is None:
-            self._error(caller, ident, RpcError(self.not_connected(name)))
+            self._error(caller, ident, RpcError(self.not_connected(name)), "no_provider")
             return None
         if len(calls) >= MAX_PENDING_CALLS:
             self._error(
@@ -330,6 +355,7 @@ class Router:
                     "answers (or bound your concurrent calls, e.g. with a trio.CapacityLimiter) "
                     "before making more"
                 ),
+                "limit",
             )
             return None
         running = self._by_provider.get(provider, {})
@@ -341,6 +367,7 @@ class Router:
                     f"{brief(name)} has {len(running)} calls in flight, the limit: its callers "
                     "together wait for answers before making more; try again later"
                 ),
+                "limit",
             )
             return None
         pending = _Pending(self._next_call, caller, ident, provider, describe)
@@ -361,8 +388,12 @@ class Router:
         if not running:
             del self._by_provider[pending.provider]
 
-    @staticmethod
-    def _error(caller: Endpoint, ident: int, error: Exception) -> None:
+    def count_error(self, reason: str) -> None:
+        """One more call answered with an error, for ``reason`` (one of ERROR_REASONS)."""
+        self.errors_total[reason] += 1
+
+    def _error(self, caller: Endpoint, ident: int, error: Exception, reason: str) -> None:
+        self.count_error(reason)
         caller.send_control(Error(id=ident, type=type(error).__name__, message=str(error)))
 
     def _encode(self, message: ControlMessage) -> bytes | None:
@@ -381,6 +412,7 @@ class Router:
                 "server adds the caller's name and ids to what it forwards): send less "
                 "per call, or raise max_frame_bytes on the server"
             ),
+            "too_large",
         )
 
     def _forward(self, caller: Endpoint, ident: int, message: ControlMessage, what: str) -> None:
@@ -401,6 +433,7 @@ class Router:
                     f"({_not_read(*over)}); read faster, or make fewer calls at once (the "
                     "answers of the calls in flight, together, must fit)"
                 ),
+                "limit",
             )
             return
         caller.send_control_frame(frame)
@@ -464,6 +497,7 @@ class Router:
                     f"server sends it ({_not_read(*over)}); read faster, or give the stream a "
                     "smaller window"
                 ),
+                "limit",
             )
             return
         pending.caller.send_control_frame(frame)
@@ -489,6 +523,7 @@ class Router:
                 pending.caller,
                 pending.caller_id,
                 RpcError(f"{provider.name!r}{NO_METHODS_YET_END}"),
+                "refused",
             )
             return
         self._forward(
@@ -511,6 +546,7 @@ class Router:
     def fail(self, provider: Endpoint, msg: Fail) -> None:
         pending = self._answered(provider, msg.call, "fail")
         if pending is not None:
+            self.count_error("raised")
             self._forward(
                 pending.caller,
                 pending.caller_id,
@@ -526,7 +562,7 @@ class Router:
     def refuse(self, provider: Endpoint, msg: Refuse) -> None:
         pending = self._answered(provider, msg.call, "refuse")
         if pending is not None:
-            self._error(pending.caller, pending.caller_id, RpcError(msg.message))
+            self._error(pending.caller, pending.caller_id, RpcError(msg.message), "refused")
 
     # -- connections ending ------------------------------------------------------------------
     def session_closed(self, session: Endpoint) -> None:
@@ -547,6 +583,7 @@ class Router:
                     pending.caller,
                     pending.caller_id,
                     RpcError(f"{session.name!r} disconnected before {what}"),
+                    "disconnected",
                 )
         for pending in list(self._by_caller.get(session, {}).values()):
             self._close(pending)
