@@ -1062,7 +1062,11 @@ async def test_ctrl_c_returns_promptly_even_from_a_frozen_server(
         returncode, text, took_s, _ = await interrupt_child(proxy.url, mode, "catch", proxy.hold)
     assert returncode == 0, text
     assert "interrupted; SyncClient threads alive: 0" in text
-    assert took_s < 2.0, text
+    # The client's close waits at most 1 s for the server to end the connection after its
+    # goodbye (Client.aclose: the name is free at once for a script started again); a frozen
+    # server never does. The rest is the child's own exit: 1.06-1.48 s measured here, under
+    # a loaded machine (a CI run with two test workers) more.
+    assert took_s < 2.5, text
 
 
 async def test_ctrl_c_caught_again_and_again_in_a_publish_loop_leaves_the_client_working(
