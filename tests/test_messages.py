@@ -167,3 +167,19 @@ def test_the_sender_check_refuses_what_the_receiver_would_with_invalid_argument(
     assert str(refused.value) == message
     with pytest.raises(ProtocolError):  # and the receiver does refuse it
         M.from_wire({"op": "subscribe", "id": 1, "channel": "c", **fields})
+
+
+def test_an_op_missing_or_not_text_is_said_in_the_wire_s_terms() -> None:
+    # "unknown control message op None" was Python's word for a missing op, in a message
+    # a client in any language reads (a protocol implementer).
+    def refusal(wire: dict[str, Any]) -> str:
+        with pytest.raises(M.UnknownOp) as info:
+            M.decode_message(b"\x01" + cbor2.dumps(wire))
+        return str(info.value)
+
+    assert refusal({"id": 1}) == (
+        'a control message without an "op": every CONTROL map names its op'
+    )
+    assert refusal({"op": None}) == 'a control message whose "op" is null, not text'
+    assert refusal({"op": 7}) == 'a control message whose "op" is an integer, not text'
+    assert refusal({"op": "launch"}) == "unknown control message op 'launch'"

@@ -104,7 +104,8 @@ def test_unbounded_reader_over_the_memory_bound_is_ended_with_limit_exceeded() -
     (end,) = [m for m in sent.control if isinstance(m, M.SubEnd)]
     assert (end.sub, end.error) == (reader.sub_id, "LimitExceeded")
     # What the bound dropped is said (ten frames of ~1,000 bytes fill 10,000).
-    assert "and the 10 frames buffered for it were dropped" in end.reason
+    # With the ten it lost before, as its `lost` notice counts them (below).
+    assert "and the 10 frames waiting for it were dropped (20 lost with those" in end.reason
     assert "use a bounded policy" in end.reason and "max_buffered_bytes" in end.reason
     # ... and counted lost, where every other loss is (they counted nowhere: an audit), with
     # the ten published after it went over, before the sender ended it; and told.

@@ -24,7 +24,7 @@ from trio_stream._protocol.limits import PROTOCOL_VERSION
 from trio_stream._server import handshake
 from trio_stream._server.handshake import HELLO_MAX_FRAME_BYTES, HELLO_OVERHEAD_BYTES
 from trio_stream._server.resume import RESUME_TOKEN_BYTES
-from trio_stream._transport.websocket import CLOSE_MESSAGE_TOO_BIG
+from trio_stream._transport.websocket import CLOSE_MESSAGE_TOO_BIG, MAX_CLOSE_REASON_BYTES
 
 WAIT_S = 10  # far less than the handshake timeout below: a refusal comes at once
 HUGE = 64 * 2**20 - 1  # the default max_frame_bytes allows it
@@ -140,6 +140,10 @@ async def test_a_large_first_message_is_refused_at_once_over_websocket(server: t
                 await ws.get_message()
             assert closed.value.reason is not None
             assert closed.value.reason.code == CLOSE_MESSAGE_TOO_BIG
+            # The close names the error as the error message does (it said "raise
+            # max_frame_bytes on the server", which is not the limit before the welcome).
+            expected = f"FrameTooLarge: {error.message}"
+            assert closed.value.reason.reason == expected[:MAX_CLOSE_REASON_BYTES]
     # A message far over it is refused by the WebSocket layer as it comes, not read whole
     # (the message limit before the hello is the hello's frame and a batch, ~1 MiB).
     with trio.fail_after(WAIT_S):

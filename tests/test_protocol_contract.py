@@ -590,7 +590,7 @@ async def test_a_burst_counts_the_frames_parked_until_the_write_against_the_wind
     back = await burst_at_a_full_block_reader(server, "six", 6)
     assert acknowledged(back) == 2
     (reason,) = goodbyes(back)
-    assert "sent past its credit window: 4 frames unacknowledged" in reason
+    assert "sent past its credit window: this frame makes 5 frames unacknowledged" in reason
 
 
 @pytest.mark.server_options(admin_token="admin-secret-for-tests")

@@ -515,13 +515,23 @@ class UnknownOp(ProtocolError):
     """
 
     def __init__(self, op: object, ident: int | None) -> None:
-        super().__init__(f"unknown control message op {brief(op)}")
+        # Said in the wire's terms, for a peer in any language ("op None" was Python's).
+        if op is _NO_OP:
+            text = 'a control message without an "op": every CONTROL map names its op'
+        elif not isinstance(op, str):
+            text = f'a control message whose "op" is {_value_kind(op)}, not text'
+        else:
+            text = f"unknown control message op {brief(op)}"
+        super().__init__(text)
         self.op = op
         self.id = ident
 
 
+_NO_OP: Final = object()  # (an op that is null on the wire is not a missing one)
+
+
 def from_wire(wire: dict[str, Any]) -> ControlMessage:
-    op = wire.get("op")
+    op = wire.get("op", _NO_OP)
     cls = MESSAGE_TYPES.get(op) if isinstance(op, str) else None
     if cls is None:
         ident = wire.get("id")

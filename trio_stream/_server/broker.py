@@ -889,16 +889,18 @@ class Broker:
         return frame if payload is None else with_payload(frame, payload)
 
     def _check_window(self, pub: Writer, size: int) -> None:
+        # Both counts take this frame in (the frames count said the parked ones alone, one
+        # fewer than the frames unacknowledged: a protocol implementer).
         nbytes = PUBLISH_HEAD.size + size
         if pub.parked_frames >= self.publish_window_frames:
             raise ProtocolError(
-                f"publisher {pub.pub_id} sent past its credit window: "
-                f"{pub.parked_frames} frames unacknowledged (publish_window_frames is "
+                f"publisher {pub.pub_id} sent past its credit window: this frame makes "
+                f"{pub.parked_frames + 1} frames unacknowledged (publish_window_frames is "
                 f"{self.publish_window_frames}); wait for PUB_ACK before sending more"
             )
         if pub.parked_bytes + nbytes > self.publish_window_bytes:
             raise ProtocolError(
-                f"publisher {pub.pub_id} sent past its credit window: "
+                f"publisher {pub.pub_id} sent past its credit window: this frame makes "
                 f"{pub.parked_bytes + nbytes} bytes unacknowledged (publish_window_bytes is "
                 f"{self.publish_window_bytes}); wait for PUB_ACK before sending more"
             )

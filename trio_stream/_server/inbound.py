@@ -347,11 +347,14 @@ class Inbound:
         # is answered and the connection stays; anything else is a protocol error.
         if exc.id is None:
             raise ProtocolError(str(exc)) from None
+        unknown = isinstance(exc.op, str)  # else no op, or not text: not a newer op
         self._outbox.send(
             Error(
                 id=exc.id,
                 type=InvalidArgument.__name__,
-                message=f"{exc}: this server does not know it (protocol version 1)",
+                message=f"{exc}: this server does not know it (protocol version 1)"
+                if unknown
+                else str(exc),
             )
         )
 

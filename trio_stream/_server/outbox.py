@@ -1785,14 +1785,21 @@ class Outbox:
                 "these frames and those in flight, with the connection's other "
                 "subscriptions, must fit)"
             )
+        # What the `lost` notice before the end counts: the frames waiting and the losses
+        # they carried (the reason said the buffered ones alone, 8 where the notice said 14:
+        # a protocol implementer).
+        waiting = reader.undelivered()
+        lost = waiting + reader.buffer.owed()
+        dropped = f"the {waiting} frames waiting for it were dropped"
+        if lost != waiting:
+            dropped += f" ({lost} lost with those dropped before them)"
         self.end(
             reader,
             LimitExceeded(
                 f"the server buffers more than max_buffered_bytes "
                 f"({self.max_buffered_bytes} bytes) for this connection, so the "
-                f"subscription to {reader.channel.name[:80]!r} was ended and the "
-                f"{len(reader.buffer)} frames buffered for it were dropped: {remedy}, "
-                "or raise max_buffered_bytes"
+                f"subscription to {reader.channel.name[:80]!r} was ended and {dropped}: "
+                f"{remedy}, or raise max_buffered_bytes"
             ),
         )
 

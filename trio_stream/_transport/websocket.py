@@ -367,16 +367,19 @@ class WebSocketTransport:
 
         1002 for a protocol error, 1009 for a frame too large, 1000 otherwise (a refused
         handshake), with the error as the reason; a code that receive_frames chose already
-        (1003, 1009, 1002 for broken framing) stays.
+        (1003, 1009, 1002 for broken framing) stays. Of the same code, the reason becomes
+        ``error``'s: the session's own may say more than the framing's (a frame too large
+        before the welcome is over the hello's limit, where the framing's reason said to
+        raise max_frame_bytes: a protocol implementer).
         """
-        if self._close_code != CLOSE_NORMAL:
-            return
         if isinstance(error, FrameTooLarge):
             code = CLOSE_MESSAGE_TOO_BIG
         elif isinstance(error, ProtocolError):
             code = CLOSE_PROTOCOL_ERROR
         else:
             code = CLOSE_NORMAL
+        if self._close_code not in (CLOSE_NORMAL, code):
+            return
         self._fail_with(code, _reason(error))
 
     def _fail_with(self, code: int, reason: str) -> None:
