@@ -320,14 +320,24 @@ def test_the_dashboard_s_address_is_told_the_client_s(
 async def test_a_mistyped_option_is_the_command_s_usage_error_naming_the_option_meant(
     typo: str,
 ) -> None:
-    # Not the main parser's usage; and no abbreviations (`--max-rat` would break the day a
-    # `--max-ratio` came along).
+    # Not the main parser's error; and no abbreviations (`--max-rat` would break the day a
+    # `--max-ratio` came along). One line: the command's 20 lines of usage above it hid the
+    # option meant (an operator).
     result = await cli("sub", "tcp://127.0.0.1:1", "ch", typo, "2")
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == [
+        f"trio-stream sub: error: unrecognized arguments: {typo} 2 (did you mean --max-rate?); "
+        "see trio-stream sub --help"
+    ]
+
+
+async def test_an_unknown_option_with_nothing_close_shows_the_command_s_usage() -> None:
+    result = await cli("sub", "tcp://127.0.0.1:1", "ch", "--bogus")
     assert result.returncode == 2
     stderr = result.stderr.decode()
     assert "usage: trio-stream sub" in stderr and "usage: trio-stream [" not in stderr
     assert stderr.strip().splitlines()[-1] == (
-        f"trio-stream sub: error: unrecognized arguments: {typo} 2 (did you mean --max-rate?)"
+        "trio-stream sub: error: unrecognized arguments: --bogus"
     )
 
 

@@ -108,9 +108,19 @@ class CommandParser(argparse.ArgumentParser):
         for extra in extras:
             why = self.explained.get(extra.partition("=")[0])
             if why is not None:
-                self.error(f"unrecognized arguments: {' '.join(extras)} ({why})")
-        hints = (did_you_mean(self, extra) for extra in extras if extra.startswith("-"))
-        self.error(f"unrecognized arguments: {' '.join(extras)}{next(filter(None, hints), '')}")
+                self._hinted(f"unrecognized arguments: {' '.join(extras)} ({why})")
+        hint = next(
+            filter(None, (did_you_mean(self, extra) for extra in extras if extra.startswith("-"))),
+            "",
+        )
+        if hint:
+            self._hinted(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        self.error(f"unrecognized arguments: {' '.join(extras)}")
+
+    def _hinted(self, message: str) -> NoReturn:
+        """A usage error that names the fix: one line, without the usage above it (20 lines
+        of serve's usage hid the "did you mean --tcp-port?" at their end: an operator)."""
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
