@@ -428,6 +428,16 @@ async def test_rpc_counts_are_kept_where_the_provider_is_and_where_nobody_was_fo
         with pytest.raises(ts.RpcError, match="no client named 'nobody'"):
             await ctl.rpc("nobody", timeout=WAIT_S)
         assert (a.state.rpc.calls_total, b.state.rpc.calls_total) == (2, 0)
+        async with trio.open_nursery() as nursery:  # a call in flight, on both nodes' metrics
+            nursery.start_soon(proxy.hang)
+
+            async def in_flight() -> bool:
+                return b.state.engine.routed_calls() == 1 and a.state.rpc.pending() == 1
+
+            await eventually(in_flight)
+            for node in (a, b):
+                assert "\ntrio_stream_rpc_calls_in_flight 1\n" in render_metrics(node.state)
+            nursery.cancel_scope.cancel()
         assert (
             a.state.rpc.errors_total["no_provider"],
             b.state.rpc.errors_total["no_provider"],

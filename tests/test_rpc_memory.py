@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import pytest
 import trio
+from redis_server import RedisServer
+from test_cluster import node_config
 
 import trio_stream as ts
 from trio_stream._protocol import frames as F
@@ -159,6 +161,65 @@ async def test_answers_for_a_caller_that_reads_nothing_are_dropped_past_its_boun
     assert {a.type for a in dropped} == {"LimitExceeded"}
     assert dropped[0].message.startswith("the call ran, but the result from 'echo' ("), dropped
     assert "this client does not keep up with what the server sends it" in dropped[0].message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_answers_from_another_node_for_a_caller_that_reads_nothing_are_dropped_past_its_bound(
+    redis_server: RedisServer, stream: bool
+) -> None:
+    # The provider's node cannot see the caller's bound; the caller's node forwarded every
+    # answer that came through Redis, past it, unchecked.
+    answered = 0
+
+    async def answer_every_call(provider: Raw) -> None:
+        nonlocal answered
+        while True:
+            invoke = await provider.next()
+            if isinstance(invoke, R.Abort):
+                continue
+            assert isinstance(invoke, R.Invoke), invoke
+            if stream:
+                values = [R.Yield(call=invoke.call, value=bytes(VALUE_BYTES))] * CALLS
+                await provider.send(*values)
+                answered += CALLS
+            else:
+                await provider.send(R.Result(call=invoke.call, value=bytes(VALUE_BYTES)))
+                answered += 1
+
+    options = {"max_buffered_bytes": MAX_BUFFERED_BYTES}
+    errors: list[M.Error] = []
+    async with (
+        ts.open_server(node_config(redis_server, "a", **options)) as a,
+        ts.open_server(node_config(redis_server, "b", **options)) as b,
+    ):
+        caller = await Raw.connect(b, "deafcaller", deaf=True)
+        async with trio.open_nursery() as nursery:
+            provider = await Raw.connect(a, "echo")
+            nursery.start_soon(answer_every_call, provider)
+            if stream:
+                call = R.Call(id=7, provider="echo", method="values", args=b"\x80", window=CALLS)
+                await caller.send(call)
+            else:
+                await caller.send(
+                    *(R.Call(id=i, provider="echo", method="m", args=b"\x80") for i in range(CALLS))
+                )
+            await poll_until(lambda: answered == CALLS and not b.state.engine.routed_calls())
+            queued = session_of(b, "deafcaller").outbox.control_bytes
+            assert MAX_BUFFERED_BYTES // 2 < queued <= MAX_BUFFERED_BYTES + VALUE_BYTES + 2**20
+            nursery.cancel_scope.cancel()
+        dropped = b.state.rpc.errors_total["limit"]
+        assert dropped >= 1
+        with trio.fail_after(WAIT_S):  # read at last: the errors are among the answers
+            while len(errors) < dropped:
+                answer = await caller.next()
+                if isinstance(answer, M.Error):
+                    errors.append(answer)
+    assert {e.type for e in errors} == {"LimitExceeded"}
+    if stream:
+        assert errors[0].message.startswith("the stream from 'echo' was ended"), errors
+    else:
+        assert CALLS // 2 <= len(errors) < CALLS
+        assert errors[0].message.startswith("the call ran, but the answer from 'echo' ("), errors
 
 
 async def test_a_stream_to_a_caller_that_reads_nothing_ends_past_its_bound(

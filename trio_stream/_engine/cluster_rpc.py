@@ -24,7 +24,7 @@ from .._exceptions import ClusterUnavailable, ProtocolError, RpcError, TrioStrea
 from .._protocol.messages import ControlMessage, Error
 from .._protocol.rpc_messages import Call, Cancel, Credit, Describe
 from .._server.outbox import control_frame
-from .._server.rpc import check_credit
+from .._server.rpc import answer_dropped, check_credit, over_bound, stream_value_dropped
 from .cluster_mail import Inbox, Letter, Mailer
 from .redis_control import ControlBus
 from .redis_streams import REDIS_ERRORS
@@ -212,6 +212,10 @@ class ClusterRpc:
         self._known_runs.update(runs)
         self._runs_read_at.update(dict.fromkeys(runs, now))
 
+    def waiting(self) -> int:
+        """Calls and describes of this node's clients waiting for another node's answer."""
+        return len(self._outgoing)
+
     def _forget(self, token: int) -> _Outgoing | None:
         """Stop waiting for call ``token``: what still comes back for it is dropped."""
         out = self._outgoing.pop(token, None)
@@ -281,10 +285,28 @@ class ClusterRpc:
             out = self._outgoing.get(int(token))
             if out is None or not isinstance(frame, bytes):
                 continue  # cancelled, failed or the caller left meanwhile
-            if final or not out.stream:
+            item = not final and out.stream
+            over = over_bound(out.caller, len(frame))
+            if over is not None:
+                # The caller's bound, as on one node (Router._forward, yield_): the provider's
+                # node cannot see it, and answers through Redis went past it unchecked.
                 self._forget(int(token))
+                if item:  # the stream ends: its provider is told to stop
+                    self._send_cancel(int(token), out)
+                    error = stream_value_dropped(out.provider, len(frame), over)
+                else:
+                    error = answer_dropped(
+                        f"the answer from {out.provider[:100]!r}", len(frame), over
+                    )
+                self._engine.state.rpc.count_error("limit")
+                out.caller.send_control(
+                    Error(id=out.ident, type=type(error).__name__, message=str(error))
+                )
+                continue
+            if item:
+                out.credit -= 1  # the provider's node checked it against the credit
             else:
-                out.credit -= 1  # an item: the provider's node checked it against the credit
+                self._forget(int(token))
             out.caller.send_control_frame(frame)
 
     def _open(self, node: str, envelope: Any) -> Any | None:

@@ -2166,6 +2166,9 @@ class RedisEngine:
     def route_call(self, caller: Any, message: ControlMessage) -> bool:
         return self.rpc.route(caller, message)
 
+    def routed_calls(self) -> int:
+        return self.rpc.waiting()
+
 
 def _redis_failures_answered(handler: AsyncHandler) -> AsyncHandler:
     """``handler`` with its Redis failures (down, refusing, or no answer within

@@ -101,6 +101,10 @@ class Engine(Protocol):
         """An RPC for a provider not on this node: True if the engine forwards it."""
         ...
 
+    def routed_calls(self) -> int:
+        """Calls (and describes) this node's clients wait for on another node (/metrics)."""
+        ...
+
     def stats(self, local: dict[str, Any]) -> dict[str, Any]:
         """``local`` (this node's ``ServerState.stats()``) as ``$stats`` publishes it: with
         several nodes, the cluster's counts (no I/O here)."""
@@ -156,6 +160,9 @@ class MemoryEngine:
 
     def route_call(self, caller: Any, message: ControlMessage) -> bool:
         return False
+
+    def routed_calls(self) -> int:
+        return 0
 
     def stats(self, local: dict[str, Any]) -> dict[str, Any]:
         return local

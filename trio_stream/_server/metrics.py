@@ -95,7 +95,7 @@ def render_metrics(
     )
     for name, value in state.engine.health().items():
         metric(name, "gauge", ENGINE_GAUGES[name], value)
-    _rpc_metrics(lines, state.rpc)
+    _rpc_metrics(lines, state.rpc, state.engine.routed_calls())
 
     per_channel = (
         ("channel_readers", "gauge", "Readers subscribed to the channel.", _readers),
@@ -148,15 +148,16 @@ def _admission_metrics(lines: list[str], admission: ConnectionCounter) -> None:
         lines.append(f"{PREFIX}{gauge} {_number(value)}")
 
 
-def _rpc_metrics(lines: list[str], router: Router) -> None:
+def _rpc_metrics(lines: list[str], router: Router, routed: int) -> None:
     """Calls between clients: in flight, passed on, and answered with an error (by reason:
     what an operator tells apart, a provider's bug from a provider gone or a caller too fast)."""
     gauges = (
         (
             "rpc_calls_in_flight",
             "gauge",
-            "Calls and describes waiting for the answer of a provider connected to this node.",
-            router.pending(),
+            "Calls and describes waiting for their answer: to a provider connected to this "
+            "node, and those this node's clients made to another node's.",
+            router.pending() + routed,
         ),
         (
             "rpc_calls_total",

@@ -101,7 +101,7 @@ class Endpoint(Protocol):
     """What the router needs from a session.
 
     A session also has ``over_memory_bound(nbytes) -> (held, bound) | None`` (see
-    _over_bound); a stand-in for another node's caller has not: its node bounds that.
+    over_bound); a stand-in for another node's caller has not: its node bounds that.
     """
 
     name: str
@@ -111,7 +111,7 @@ class Endpoint(Protocol):
     def send_control_frame(self, frame: bytes) -> None: ...
 
 
-def _over_bound(endpoint: Endpoint, nbytes: int) -> tuple[int, int] | None:
+def over_bound(endpoint: Endpoint, nbytes: int) -> tuple[int, int] | None:
     """What the server holds for ``endpoint`` and its bound, if a message of ``nbytes`` more
     would take it over its memory bound (Session.over_memory_bound); None if it fits."""
     check = getattr(endpoint, "over_memory_bound", None)
@@ -123,6 +123,24 @@ def _over_bound(endpoint: Endpoint, nbytes: int) -> tuple[int, int] | None:
 
 def _not_read(held: int, bound: int) -> str:
     return f"{held} bytes wait on the server for it to read, with max_buffered_bytes {bound}"
+
+
+def answer_dropped(what: str, nbytes: int, over: tuple[int, int]) -> LimitExceeded:
+    """The error a caller gets for an answer over its memory bound (``over``: over_bound)."""
+    return LimitExceeded(
+        f"the call ran, but {what} ({nbytes} bytes) was dropped: this client does not keep "
+        f"up with what the server sends it ({_not_read(*over)}); read faster, or make fewer "
+        "calls at once (the answers of the calls in flight, together, must fit)"
+    )
+
+
+def stream_value_dropped(provider: str, nbytes: int, over: tuple[int, int]) -> LimitExceeded:
+    """The error a caller gets for a stream's value over its memory bound: the stream ends."""
+    return LimitExceeded(
+        f"the stream from {provider[:100]!r} was ended and its value of {nbytes} bytes "
+        f"dropped: this client does not keep up with what the server sends it "
+        f"({_not_read(*over)}); read faster, or give the stream a smaller window"
+    )
 
 
 @dataclass(eq=False, slots=True)
@@ -262,7 +280,7 @@ class Router:
             self._close(pending)
             self._too_large(caller, msg.id, f"the call's invoke to {msg.provider[:100]!r}")
             return
-        over = _over_bound(pending.provider, len(frame))
+        over = over_bound(pending.provider, len(frame))
         if over is not None:
             self._close(pending)
             self._error(
@@ -422,19 +440,9 @@ class Router:
         if frame is None:
             self._too_large(caller, ident, what)
             return
-        over = _over_bound(caller, len(frame))
+        over = over_bound(caller, len(frame))
         if over is not None:
-            self._error(
-                caller,
-                ident,
-                LimitExceeded(
-                    f"the call ran, but {what} ({len(frame)} bytes) was dropped: this "
-                    "client does not keep up with what the server sends it "
-                    f"({_not_read(*over)}); read faster, or make fewer calls at once (the "
-                    "answers of the calls in flight, together, must fit)"
-                ),
-                "limit",
-            )
+            self._error(caller, ident, answer_dropped(what, len(frame), over), "limit")
             return
         caller.send_control_frame(frame)
 
@@ -484,19 +492,14 @@ class Router:
                 pending.caller, pending.caller_id, f"a value from {provider.name[:100]!r}"
             )
             return
-        over = _over_bound(pending.caller, len(frame))
+        over = over_bound(pending.caller, len(frame))
         if over is not None:
             self._close(pending)
             provider.send_control(Abort(call=pending.call))
             self._error(
                 pending.caller,
                 pending.caller_id,
-                LimitExceeded(
-                    f"the stream from {provider.name[:100]!r} was ended and its value of "
-                    f"{len(frame)} bytes dropped: this client does not keep up with what the "
-                    f"server sends it ({_not_read(*over)}); read faster, or give the stream a "
-                    "smaller window"
-                ),
+                stream_value_dropped(provider.name, len(frame), over),
                 "limit",
             )
             return
