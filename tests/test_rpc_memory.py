@@ -75,6 +75,26 @@ class Raw:
         return self._pending.pop(0)
 
 
+class Echo:
+    """A provider that answers every call with VALUE_BYTES (a stream with CALLS of them)."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+
+    async def answer_every_call(self, provider: Raw) -> None:
+        while True:
+            invoke = await provider.next()
+            if isinstance(invoke, R.Abort):  # a stream ended for its caller's bound
+                continue
+            assert isinstance(invoke, R.Invoke), invoke
+            if invoke.window is not None:
+                await provider.send(*[R.Yield(call=invoke.call, value=bytes(VALUE_BYTES))] * CALLS)
+                self.answered += CALLS
+            else:
+                await provider.send(R.Result(call=invoke.call, value=bytes(VALUE_BYTES)))
+                self.answered += 1
+
+
 def session_of(server: ts.Server, name: str) -> Session:
     (session,) = [s for s in server.state.sessions.values() if s.name == name]
     return session
@@ -127,24 +147,15 @@ async def test_calls_to_a_provider_that_reads_nothing_are_refused_past_its_bound
 async def test_answers_for_a_caller_that_reads_nothing_are_dropped_past_its_bound(
     server: ts.Server,
 ) -> None:
-    answered = 0
-
-    async def answer_every_call(provider: Raw) -> None:
-        nonlocal answered
-        while True:
-            invoke = await provider.next()
-            assert isinstance(invoke, R.Invoke)
-            await provider.send(R.Result(call=invoke.call, value=bytes(VALUE_BYTES)))
-            answered += 1
-
+    echo = Echo()
     caller = await Raw.connect(server, "deafcaller", deaf=True)
     async with trio.open_nursery() as nursery:
         provider = await Raw.connect(server, "echo")
-        nursery.start_soon(answer_every_call, provider)
+        nursery.start_soon(echo.answer_every_call, provider)
         await caller.send(
             *(R.Call(id=i + 10, provider="echo", method="m", args=b"\x80") for i in range(CALLS))
         )
-        await poll_until(lambda: answered == CALLS and not server.state.rpc.pending())
+        await poll_until(lambda: echo.answered == CALLS and not server.state.rpc.pending())
         queued = session_of(server, "deafcaller").outbox.control_bytes
         assert MAX_BUFFERED_BYTES // 2 < queued <= MAX_BUFFERED_BYTES + VALUE_BYTES + 2**20
         assert server.state.stats()["buffered_bytes"] >= queued
@@ -169,23 +180,7 @@ async def test_answers_from_another_node_for_a_caller_that_reads_nothing_are_dro
 ) -> None:
     # The provider's node cannot see the caller's bound; the caller's node forwarded every
     # answer that came through Redis, past it, unchecked.
-    answered = 0
-
-    async def answer_every_call(provider: Raw) -> None:
-        nonlocal answered
-        while True:
-            invoke = await provider.next()
-            if isinstance(invoke, R.Abort):
-                continue
-            assert isinstance(invoke, R.Invoke), invoke
-            if stream:
-                values = [R.Yield(call=invoke.call, value=bytes(VALUE_BYTES))] * CALLS
-                await provider.send(*values)
-                answered += CALLS
-            else:
-                await provider.send(R.Result(call=invoke.call, value=bytes(VALUE_BYTES)))
-                answered += 1
-
+    echo = Echo()
     options = {"max_buffered_bytes": MAX_BUFFERED_BYTES}
     errors: list[M.Error] = []
     async with (
@@ -195,7 +190,7 @@ async def test_answers_from_another_node_for_a_caller_that_reads_nothing_are_dro
         caller = await Raw.connect(b, "deafcaller", deaf=True)
         async with trio.open_nursery() as nursery:
             provider = await Raw.connect(a, "echo")
-            nursery.start_soon(answer_every_call, provider)
+            nursery.start_soon(echo.answer_every_call, provider)
             if stream:
                 call = R.Call(id=7, provider="echo", method="values", args=b"\x80", window=CALLS)
                 await caller.send(call)
@@ -203,7 +198,7 @@ async def test_answers_from_another_node_for_a_caller_that_reads_nothing_are_dro
                 await caller.send(
                     *(R.Call(id=i, provider="echo", method="m", args=b"\x80") for i in range(CALLS))
                 )
-            await poll_until(lambda: answered == CALLS and not b.state.engine.routed_calls())
+            await poll_until(lambda: echo.answered == CALLS and not b.state.engine.routed_calls())
             queued = session_of(b, "deafcaller").outbox.control_bytes
             assert MAX_BUFFERED_BYTES // 2 < queued <= MAX_BUFFERED_BYTES + VALUE_BYTES + 2**20
             nursery.cancel_scope.cancel()
