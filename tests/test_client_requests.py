@@ -372,3 +372,19 @@ async def test_an_opened_object_left_on_a_cancel_does_not_wait_for_a_frozen_serv
             async with opened:
                 await trio.sleep(10)
         assert trio.current_time() - start < 0.8
+
+
+async def test_a_request_in_a_scope_cancelled_already_is_not_sent(server: ts.Server) -> None:
+    # Trio's rule: an operation cancelled at its first checkpoint did nothing. A
+    # create_channel in a cancelled scope raised Cancelled and made the channel all the same,
+    # and a delete_channel deleted it (a trio developer's audit).
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="app") as client:
+        await client.create_channel("kept")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await client.create_channel("made")
+        with trio.move_on_after(0):
+            await client.delete_channel("kept")
+        assert scope.cancelled_caught
+        assert [c.name for c in await client.channels() if not c.name.startswith("$")] == ["kept"]

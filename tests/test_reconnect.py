@@ -7,6 +7,7 @@ same port. Every loop is bounded in count and time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import signal
@@ -1136,6 +1137,42 @@ async def test_a_writer_whose_client_gives_up_reconnecting_is_told_what_was_drop
                 await pub.send(5)  # the client is closed for good: ConnectionClosed
     said = [r.getMessage() for r in caplog.records if "were not delivered" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("5 values sent to 'AI1' were not delivered")
+
+
+class Abandon(Exception):
+    pass
+
+
+@pytest.mark.parametrize("leaving", ["on an error", "by aclose"])
+async def test_values_a_connection_lost_for_good_dropped_are_said_once(
+    server: ts.Server, proxy: TcpProxy, caplog: pytest.LogCaptureFixture, leaving: str
+) -> None:
+    # Written and not acknowledged (a block reader holds them back) when the connection went
+    # for good: the publisher's close said them, and the client's close again (an operator
+    # adding the warnings up counted twice the loss).
+    assert server.tcp_url is not None
+    with trio.fail_after(WAIT_S):
+        async with (
+            ts.open_client(proxy.url, name="daq", reconnect=False) as writer,
+            ts.open_client(server.tcp_url, name="rec") as reader,
+        ):
+            await writer.create_channel("AI1")
+            async with reader.subscribe("AI1", policy="block", size=1, window=1):
+                with contextlib.suppress(Abandon, ts.ConnectionClosed):
+                    async with writer.publisher("AI1") as pub:
+                        await pub.wait_for_readers()
+                        for i in range(8):
+                            await pub.send(i)
+                        while pub.unconfirmed < 6:  # noqa: ASYNC110 - the server's acks
+                            await trio.sleep(0.01)
+                        proxy.cut()
+                        await writer.wait_state("closed")
+                        if leaving == "on an error":
+                            raise Abandon
+                        with pytest.raises(ts.ConnectionClosed, match="were not delivered"):
+                            await pub.aclose()
+    said = [r.getMessage() for r in caplog.records if "were not delivered" in r.getMessage()]
+    assert len(said) == (1 if leaving == "on an error" else 0), said
 
 
 async def test_calls_made_while_reconnecting_wait_for_the_connection(

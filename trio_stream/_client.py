@@ -932,6 +932,11 @@ class Client:
         raised "it may have been carried out: check before repeating it", which it cannot
         check, and it waited with wait_channel=True for nothing (a lab's audit). What the
         lost one made on the server went with that connection."""
+        # A scope cancelled already: Cancelled before the request goes out, not after (trio's
+        # rule, that an operation cancelled at its first checkpoint did nothing; a
+        # create_channel in a cancelled scope raised Cancelled and made the channel: a trio
+        # developer's audit). Once sent, a request given up is still done by the server.
+        await trio.lowlevel.checkpoint_if_cancelled()
         repeats = 0
         holding_restored = False
         try:

@@ -579,6 +579,11 @@ class Publisher:
             unacked = len(self._unacked)
             if self._detach():
                 unanswered = await self._client._leave(ClosePublisher, pub=self.pub_id)
+        if undelivered:
+            # Its caller says them (aclose raises, the SyncClient's close too): the client's
+            # close, which finds a publisher of a connection lost for good still listed,
+            # must not log them a second time (an operator adding warnings up counted 36).
+            self._drops_reported = True
         if unanswered and unacked > undelivered:
             # A stall the heartbeat has not found yet, or a very slow server: the close
             # returned after its wait, and the frames in the window were dropped without a
@@ -652,6 +657,7 @@ class Publisher:
         """Log the ``count`` values ``send`` took that a close on an error drops (none: no
         line): a writer loses nothing silently, even leaving on an exception."""
         if count:
+            self._drops_reported = True  # (not again at the client's close)
             log.warning("%s", self.undelivered_message(count))
 
 
