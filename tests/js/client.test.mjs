@@ -388,6 +388,79 @@ test('resubscribe: a channel missing after a reconnect is asked for again, then 
   }
 });
 
+test("a subscription that waited for its channel says 'restored' once it is back, before any frame", async () => {
+  // A panel said "waiting for the channel to come back" for 84 s beside a table that listed
+  // the channel again: it was back, its writer not yet, and only a frame changed the text.
+  const { server, client } = await setup();
+  try {
+    server.channel('quiet');
+    const sub = await client.subscribe('quiet', { size: 10 });
+    const events = [];
+    sub.on('waiting', () => events.push('waiting'));
+    sub.on('restored', () => events.push('restored'));
+    sub.on('message', () => events.push('message'));
+    await server.restart(client, 'quiet');
+    await until(() => events.includes('waiting'), 2000, "'waiting'");
+    server.channel('quiet'); // its owner re-created it; no writer sends yet
+    await until(() => events.includes('restored'), 3000, "'restored'");
+    assert.deepEqual(events, ['waiting', 'restored']);
+    // A reconnect that finds its channel at once waited for nothing: no event.
+    await server.goDown(client);
+    server.refuse = false;
+    await until(() => client.state === 'open' && server.channel('quiet').subs.size === 1, 2000, 'resubscribed');
+    await tick();
+    assert.deepEqual(events, ['waiting', 'restored']);
+  } finally {
+    await client.close();
+  }
+});
+
+test("a reset after a reconnect says when the page reconnected, and whether the server is the one from before", async () => {
+  // "reconnected 17:18:44.904: reset (frames the old server held are lost ...)": the time of
+  // the first frame, 84 s after the reconnection, and a channel deleted and created again
+  // during a cut blamed on an "old server" that never stopped (an operator).
+  const { server, client } = await setup();
+  server.epochs = true;
+  try {
+    server.channel('$stats');
+    server.channel('x');
+    const stats = await client.subscribe('$stats', { size: 10 });
+    const sub = await client.subscribe('x', { size: 10 });
+    server.inject('$stats', { uptime_s: 1 });
+    server.inject('x', 1);
+    assert.equal((await stats.next()).value.gap, null);
+    assert.equal((await sub.next()).value.gap, null);
+
+    // A cut; meanwhile 'x' is deleted and created again on the same server.
+    await server.goDown(client);
+    server.channels.delete('x');
+    server.channel('x');
+    const cutAt = Date.now() / 1000;
+    server.refuse = false;
+    await until(() => server.channel('x').subs.size === 1 && server.channel('$stats').subs.size === 1, 2000, 'resubscribed');
+    await new Promise((r) => setTimeout(r, 30)); // its writer comes back later
+    server.inject('x', 2);
+    const first = (await sub.next()).value;
+    assert.equal(first.gap.kind, 'reset');
+    assert.equal(first.gap.reconnection.sameServer, true, "$stats resumed in its epoch: the same server");
+    const { at } = first.gap.reconnection;
+    assert.ok(at >= cutAt && at < Date.now() / 1000 - 0.02, `the reconnection's time (${at}), not the frame's`);
+
+    // A restart: every channel new, the server's own too.
+    await server.restart(client);
+    server.channel('$stats');
+    server.channel('x');
+    await until(() => server.channel('x').subs.size === 1 && server.channel('$stats').subs.size === 1, 3000, 'resubscribed after the restart');
+    server.inject('x', 3);
+    const afterRestart = (await sub.next()).value;
+    assert.equal(afterRestart.gap.kind, 'reset');
+    assert.equal(afterRestart.gap.reconnection.sameServer, false, "$stats in a new epoch: a new server");
+    assert.ok(afterRestart.gap.reconnection.at > at);
+  } finally {
+    await client.close();
+  }
+});
+
 test('restored goes out after a reconnect once every resubscription is answered, not before', async () => {
   const { server, client } = await setup();
   try {

@@ -84,6 +84,7 @@ export function fakeClient() {
         retune(o) { this.retunes.push(o); return Promise.resolve(); },
         deliver(msg) { opts.onMessage({ lost: 0, gap: null, sender: 'w', time: Date.now() / 1000, ...msg }); },
         end(reason) { this.ended = true; handlers.end?.(reason); },
+        emit(event, ...args) { handlers[event]?.(...args); }, // as the client's ('waiting', 'restored')
       };
       subs.push({ name, opts, sub });
       return sub;

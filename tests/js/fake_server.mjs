@@ -53,6 +53,12 @@ export class FakeServer {
   keepsHistory = new Set(); // channels whose open_publisher reply says keeps_history
   delays = new Map(); // op -> ms: requests of that op are answered this late (a slow server)
   failures = new Map(); // op -> [type, message]: requests of that op are answered with this error
+  // Channels have epochs (a new one at each creation: deleted and created again, or after
+  // restart()), named in the subscribe reply; a subscribe `since_epoch` is answered with its
+  // `resume` (protocol.md 8: resumed within the epoch, else reset). Off by default: the
+  // tests written before it expect no gap after a reconnect.
+  epochs = false;
+  #epochCount = 0;
 
   constructor() {
     const server = this;
@@ -64,7 +70,7 @@ export class FakeServer {
   }
 
   channel(name) {
-    if (!this.channels.has(name)) this.channels.set(name, { subs: new Set(), pubs: new Set() });
+    if (!this.channels.has(name)) this.channels.set(name, { subs: new Set(), pubs: new Set(), epoch: `epoch-${++this.#epochCount}` });
     return this.channels.get(name);
   }
 
@@ -229,7 +235,16 @@ class Conn {
         const sub = { id: s.nextId++, channel: m.channel, conn: this, credit: window, buffer: [], size: m.size, req: m };
         this.subs.set(sub.id, sub);
         s.channel(m.channel).subs.add(sub);
-        this.reply(m.id, s.windowBytes === null ? { sub: sub.id, window } : { sub: sub.id, window, window_bytes: s.windowBytes });
+        const result = s.windowBytes === null ? { sub: sub.id, window } : { sub: sub.id, window, window_bytes: s.windowBytes };
+        if (s.epochs) {
+          const ch = s.channel(m.channel);
+          result.epoch = ch.epoch;
+          if (m.since_epoch != null) {
+            const within = m.since_epoch === ch.epoch && (m.since_seq ?? 0) <= (ch.seq ?? 0);
+            result.resume = { kind: within ? 'resumed' : 'reset', recovered: 0 };
+          }
+        }
+        this.reply(m.id, result);
         // history: the channel's latest value follows the reply in the same message
         if (s.history.has(m.channel)) this.offer(sub, encode(s.history.get(m.channel)), 0, 'history', 1);
         return s.readersChanged(m.channel);

@@ -246,3 +246,20 @@ test("a channel's series are timed by its own frames: a writer's clock behind, o
   assert.equal(ctx.texts.find((t) => t.text.startsWith('a = ')).color, plotter.colorOf(0));
   assert.equal(ctx.texts.find((t) => t.text.startsWith('b = ')).color, plotter.colorOf(1));
 });
+
+test('a panel whose channel is back after a restart says so before its first frame', async () => {
+  // "waiting for the channel to come back (its writer is not back yet)" stood for 84 s beside
+  // a table row of the channel (readers 1, writers 0): it was back, its writer was not.
+  const { ChannelNotFound } = await import('../../trio_stream/web/trio_stream.js');
+  const { client, panel } = makePanel(['lab/x']);
+  panel.start();
+  await settle();
+  const { sub } = client.subs[0];
+  sub.deliver({ seq: 1, data: 1, time: 1000 });
+  sub.emit('waiting', "no channel 'lab/x'", new ChannelNotFound("no channel 'lab/x'"));
+  assert.match(panel.info.textContent, /^lab\/x: waiting for the channel to come back/);
+  sub.emit('restored');
+  assert.equal(panel.info.textContent, 'lab/x: the channel is back; no frame yet (no writer has sent to it since)');
+  sub.deliver({ seq: 1, data: 2, time: 1090, gap: { kind: 'reset', lost: null, recovered: 0 } });
+  assert.match(panel.info.textContent, /reconnected \d\d:\d\d:\d\d\.\d{3}: reset/);
+});

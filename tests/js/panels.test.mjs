@@ -73,9 +73,23 @@ test('after a reconnection the info line counts what the frames the server held 
   const fresh = reconnectTally({ kind: 'resumed', lost: 7, recovered: 0 }, at);
   tallyFrame(fresh, { lost: 1 });
   assert.equal(tallyNote(fresh), 'reconnected 13:04:05.006: gap −7');
-  const reset = reconnectTally({ kind: 'reset', lost: null, recovered: 3 }, at);
+  const reset = reconnectTally({ kind: 'reset', lost: null, recovered: 3, reconnection: { at, sameServer: false } }, at);
   tallyFrame(reset, { lost: 2 });
   assert.match(tallyNote(reset), /: reset \(frames the old server held are lost, count unknown\)$/);
+});
+
+test("after a reconnection the info line says when the page reconnected, not when a frame came", () => {
+  const reconnectedAt = new Date(2026, 0, 2, 17, 17, 20, 0).getTime() / 1000;
+  const frameAt = reconnectedAt + 84.904; // its writer came back long after
+  const reconnection = { at: reconnectedAt, sameServer: null };
+  const tally = reconnectTally({ kind: 'reset', lost: null, recovered: 1, reconnection }, frameAt);
+  assert.match(tallyNote(tally), /^reconnected 17:17:20\.000: reset \(the server restarted, or the channel was created again/);
+  // The resubscriptions tell which later (the client settles the reconnection in place):
+  // the note follows on the panel's next frame.
+  reconnection.sameServer = true;
+  assert.match(tallyNote(tally), /^reconnected 17:17:20\.000: reset \(the channel was deleted and created again meanwhile, on the same server/);
+  // A gap with no reconnection of the client's (a resume `since`): the frame's time.
+  assert.match(tallyNote(reconnectTally({ kind: 'resumed', lost: 2, recovered: 0 }, frameAt)), /^reconnected 17:18:44\.904: gap −2$/);
 });
 
 test('a panel on a channel of unknown frame size first asks for one frame', () => {

@@ -129,10 +129,24 @@ test("a panel's note after a reconnection: when, and the gap or the reset", () =
   const at = new Date(2026, 0, 2, 13, 4, 5, 6).getTime() / 1000;
   assert.equal(reconnectNote({ kind: 'resumed', lost: 3 }, at), 'reconnected 13:04:05.006: gap −3');
   assert.equal(reconnectNote({ kind: 'resumed', lost: 0 }, at), 'reconnected 13:04:05.006: gap −0');
+  // A restart: the server's own channels came back in a new epoch.
   assert.equal(
-    reconnectNote({ kind: 'reset', lost: null }, at),
+    reconnectNote({ kind: 'reset', lost: null, reconnection: { at, sameServer: false } }, at),
     'reconnected 13:04:05.006: reset (frames the old server held are lost, count unknown)',
   );
+  // The same server (another subscription resumed in its epoch): the channel was deleted and
+  // created again during the cut, its new life; "the old server" was blamed for it.
+  assert.equal(
+    reconnectNote({ kind: 'reset', lost: null, reconnection: { at, sameServer: true } }, at),
+    'reconnected 13:04:05.006: reset (the channel was deleted and created again meanwhile, on the same server: its new life starts at seq 1; frames between are not counted)',
+  );
+  // Not known (yet): neither is claimed.
+  for (const gap of [{ kind: 'reset', lost: null }, { kind: 'reset', lost: null, reconnection: { at, sameServer: null } }]) {
+    assert.equal(
+      reconnectNote(gap, at),
+      'reconnected 13:04:05.006: reset (the server restarted, or the channel was created again: frames between are not counted)',
+    );
+  }
   assert.equal(
     reconnectNote({ kind: 'reset', lost: null, afterCleanStop: true }, at),
     'reconnected 13:04:05.006: reset (the old server stopped cleanly, delivering what it held within its shutdown grace)',

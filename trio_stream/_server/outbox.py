@@ -284,6 +284,15 @@ class Reader:
                 return True  # decimation, not loss: keeps the 1st offered, the (N+1)th, ...
         if self.interval:
             now = self.outbox.clock()
+            if self.latest is not None and now >= self.next_due:
+                # The held frame's interval is over and nobody released it: the sender
+                # releases on its turns (next_batch), and has none while a write waits on a
+                # frozen link whose socket buffers are full, nor is there a sender for a
+                # kept reader (kept.py). Replaced by every new frame, it passed the whole
+                # outage off as decimation: a panel's plot had a 40 s hole with "lost 0"
+                # (an operator). Released here, the rate goes on with the clock, and the
+                # policy drops and counts what a reader that stopped taking frames loses.
+                self.release_rate(now)
             if now < self.next_due or self.latest is not None:
                 # Hold only the newest; replaced frames are decimation, not loss.
                 self.latest = frame

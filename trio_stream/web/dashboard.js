@@ -1,7 +1,7 @@
 // The live dashboard served at "/": server load, channels, clients, and a live plot of one
 // channel. Talks to the server through the browser client over ws(s)://<this host>/ws.
 
-import { createClient, ConnectionClosed, AuthError, RpcTimeout } from './trio_stream.js';
+import { createClient, ConnectionClosed, AuthError, RpcTimeout, RequestTimeout } from './trio_stream.js';
 import { decode } from './cbor.js';
 import { Panel, frameBytesFromRates, channelCount } from './panels.js';
 import { parseLayout, formatLayout, DEFAULT_RATE_HZ } from './layout.js';
@@ -88,6 +88,9 @@ const STATE_TEXT = {
 
 client.on('state', (s) => {
   state.connected = s === 'open';
+  // A refresh's failure is about the connection that is gone: the pill says what is wrong
+  // now (reconnecting…), and the notice stayed beside it until the page was back.
+  if (s !== 'open' && refreshNotice !== null && $('notice').textContent === refreshNotice) notice(null);
   if (s === 'open') openedAt = Date.now(); // before markStale: no answer is due yet
   $('conn').dataset.state = s;
   setText($('conn-text'), STATE_TEXT[s] ?? s);
@@ -104,6 +107,11 @@ let channelsShownAt = 0; // the channel table's, from a `channels` request
 let clientsShownAt = 0; // the client table's, from a `clients` request
 let openedAt = 0; // the connection opened then (no answer is due before its first refresh)
 
+/** Whether the server answered lately (within STALE_MS) on an open connection. */
+function linkLive(now = Date.now()) {
+  return client.connected && now - Math.max(statsShownAt, channelsShownAt, openedAt) <= STALE_MS;
+}
+
 function markStale() {
   const now = Date.now();
   staleIf(document.querySelector('section.cards'), statsShownAt, now);
@@ -112,11 +120,11 @@ function markStale() {
   // The plots too: a plot whose frames stopped coming looks like a quiet channel, so while
   // the link is down or frozen (no answer from the server for STALE_MS) each says so.
   const answered = Math.max(statsShownAt, channelsShownAt, openedAt);
-  const linkLive = client.connected && now - answered <= STALE_MS;
-  for (const p of panels) p.markLive(linkLive, now);
+  const live = linkLive(now);
+  for (const p of panels) p.markLive(live, now);
   // And the connection's pill: "connected" for as long as a frozen link is not given up on
   // (up to the client's liveness timeout) read as all well while everything was dimmed.
-  const shown = client.connected && !linkLive ? 'silent' : client.state;
+  const shown = client.connected && !live ? 'silent' : client.state;
   if ($('conn').dataset.state !== shown) {
     $('conn').dataset.state = shown;
     setText($('conn-text'), shown === 'silent' ? 'not answering' : STATE_TEXT[shown] ?? shown);
@@ -544,8 +552,17 @@ async function refresh() {
     if (wantStats && stats.status === 'fulfilled') { statsShownAt = Date.now(); renderStats(stats.value); }
     markStale();
     const failed = [chans, clients, stats].find((r) => r.status === 'rejected');
-    if (failed && !(failed.reason instanceof ConnectionClosed)) {
-      notice(`refresh failed: ${failed.reason.message}`);
+    if (failed && !(failed.reason instanceof ConnectionClosed) && !linkLive()) {
+      // Nothing answers (a frozen link, a stopped server): the pill says "not answering",
+      // with what the page does about it, and then "reconnecting…". A notice beside it,
+      // "refresh failed: channels: no reply after 10000 ms", told an operator nothing more
+      // and stayed through the reconnecting.
+      if (refreshNotice !== null && $('notice').textContent === refreshNotice) notice(null);
+    } else if (failed && !(failed.reason instanceof ConnectionClosed)) {
+      // The server answers other things, not this: slow (a node waiting for its Redis) or
+      // failing this request. Said, with what the page does about it.
+      const slow = failed.reason instanceof RequestTimeout ? ' (the server is slow to answer; the page keeps asking every second)' : '';
+      notice(`refresh failed: ${failed.reason.message}${slow}`);
       refreshNotice = $('notice').textContent;
     } else if (!failed && refreshNotice !== null && $('notice').textContent === refreshNotice) {
       notice(null); // recovered: the failure is over

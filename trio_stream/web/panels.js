@@ -155,11 +155,15 @@ export function viewText(view) {
  * (docs/protocol.md 8, "Subscriptions kept"). The gap's `recovered` says how many frames
  * the server held for the page, the first included: their losses are added here.
  * `missed` stays null after a reset (what the old server held is unknown).
- * @param {{kind: string, lost: number | null, recovered?: number}} gap the first frame's msg.gap
- * @param {number} at when it came (epoch seconds)
+ * @param {{kind: string, lost: number | null, recovered?: number,
+ *   reconnection?: {at: number}}} gap the first frame's msg.gap
+ * @param {number} at when it came (epoch seconds): the note's time when the gap does not say
+ *   when the page reconnected (gap.reconnection.at, the browser client's). The first frame
+ *   may come long after the reconnection (a channel whose writer is not back yet): its time
+ *   was shown as the reconnection's, 84 s late (an operator).
  */
 export function reconnectTally(gap, at) {
-  return { gap, at, missed: gap.kind === 'reset' ? null : gap.lost ?? 0, held: Math.max(0, (gap.recovered ?? 0) - 1) };
+  return { gap, at: gap.reconnection?.at ?? at, missed: gap.kind === 'reset' ? null : gap.lost ?? 0, held: Math.max(0, (gap.recovered ?? 0) - 1) };
 }
 
 /** Count a frame after the first one of a reconnection: one the server held adds its loss. */
@@ -386,6 +390,7 @@ export class Panel {
     // subscription asks for one frame (firstSubscriptionOptions), and the first frame tunes it.
     const entry = {
       sub: null, token, frameBytes: old?.frameBytes ?? this.frameBytesOf(name), view: old?.view ?? null, lastTry: Date.now(), pending: true,
+      subscribedAt: Date.now() / 1000, // a seam's note says when it subscribed again, not when a frame came
       // Made again after the last one ended with frames seen (retry: the channel was deleted
       // and created again, its seq restarting at 1, or the server ended it): the new first
       // frame is a seam, marked as a reset as a restarted server's is (onMessage). A panel's
@@ -430,6 +435,13 @@ export class Panel {
         ? `${name}: not connected (see the notice above)`
         : `${name}: subscription ended: ${reason}; shown again as soon as the channel is there`);
     });
+    sub.on('restored', () => {
+      if (entry.sub !== sub) return;
+      // Its channel is listed again (its owner re-created it) and the subscription is back,
+      // but no writer has sent to it yet: "waiting for the channel" was false for as long as
+      // that took (84 s beside a table row reading readers 1, writers 0: an operator).
+      setText(this.info, `${name}: the channel is back; no frame yet (no writer has sent to it since)`);
+    });
     sub.on('waiting', (why, error) => {
       if (entry.sub !== sub) return;
       // As above: the client's words for a missing channel are a program's to act on.
@@ -451,7 +463,7 @@ export class Panel {
     // (Plotter.push): the info line tells it to take a panel of its own.
     const view = this.plotter.push(msg, this.channels.length > 1 ? name : '', Math.max(0, this.channels.indexOf(name)));
     const shown = view.shown !== false;
-    if (msg.gap) entry.reconnected = reconnectTally(msg.gap, Date.now() / 1000);
+    if (msg.gap) entry.reconnected = reconnectTally(msg.gap, msg.gap.resubscribed ? entry.subscribedAt : Date.now() / 1000);
     else if (entry.reconnected) tallyFrame(entry.reconnected, msg);
     this.frames++;
     this.lastMsg = msg;

@@ -59,8 +59,16 @@ export function markerLabel(kind, count) {
  * reported ("gap −k", or a reset, whose count nobody knows). Every kind of panel shows it:
  * an array or a text has no time axis to mark, and a series' marker sits at the first frame's
  * own time, which a long outage puts off the plot.
- * @param {{kind: string, lost: number | null}} gap the first frame's msg.gap
- * @param {number} epochSeconds when it came
+ *
+ * A reset says why, as far as the page knows (gap.reconnection.sameServer, the browser
+ * client's Client.reconnection): the same server means the channel was deleted and created
+ * again meanwhile, its new life starting at seq 1 (the frames of the old one the page did not
+ * get, and the new one's before its history, are not counted); a new server, a restart, whose
+ * frames in hand died with it. "The old server" was blamed for a channel re-created during a
+ * 25 s cut of a server that never stopped (an operator).
+ * @param {{kind: string, lost: number | null, afterCleanStop?: boolean, resubscribed?: boolean,
+ *   reconnection?: {at: number, sameServer: boolean | null}}} gap the first frame's msg.gap
+ * @param {number} epochSeconds when the page reconnected (or subscribed again)
  */
 export function reconnectNote(gap, epochSeconds) {
   const reset = gap.kind === 'reset';
@@ -68,11 +76,14 @@ export function reconnectNote(gap, epochSeconds) {
   // Not a reconnection: the panel's subscription ended (a channel deleted and created again,
   // its seq restarting at 1) and the panel made a new one (Panel.onMessage).
   if (gap.resubscribed) return `subscribed again ${clock(epochSeconds)}: ${what} (the subscription had ended; frames meanwhile are not counted)`;
+  const sameServer = gap.reconnection?.sameServer;
+  let why = '';
   // A graceful stop said goodbye and drained what it held first (within its shutdown
   // grace): "lost" there told an operator of losses that did not happen.
-  const why = !reset ? '' : gap.afterCleanStop
-    ? ' (the old server stopped cleanly, delivering what it held within its shutdown grace)'
-    : ' (frames the old server held are lost, count unknown)';
+  if (reset && gap.afterCleanStop) why = ' (the old server stopped cleanly, delivering what it held within its shutdown grace)';
+  else if (reset && sameServer === true) why = ' (the channel was deleted and created again meanwhile, on the same server: its new life starts at seq 1; frames between are not counted)';
+  else if (reset && sameServer === false) why = ' (frames the old server held are lost, count unknown)';
+  else if (reset) why = ' (the server restarted, or the channel was created again: frames between are not counted)';
   return `reconnected ${clock(epochSeconds)}: ${what}${why}`;
 }
 

@@ -12,8 +12,8 @@
 // (unless the channel keeps history). The client reconnects with exponential backoff (equal
 // jitter) and resumes what was active: subscriptions continue after the last frame received,
 // and the first message after a reconnection carries `gap` ({kind: 'resumed'|'reset', lost,
-// recovered}; a reset after the old server's goodbye, a graceful stop, has afterCleanStop:
-// true); publishers send again exactly the frames of their window the server had not
+// recovered, reconnection}; a reset after the old server's goodbye, a graceful stop, has
+// afterCleanStop: true; reconnection: {at, sameServer}, see Client.reconnection); publishers send again exactly the frames of their window the server had not
 // taken (docs/protocol.md 8).
 
 import { encode, decode, CBORError } from './cbor.js';
@@ -323,6 +323,16 @@ export class Client extends Emitter {
   // stop, which drains what it holds for its readers first) rather than a crash or a cut:
   // a reset gap after it says so (gap.afterCleanStop).
   lastEndWasCleanStop = false;
+  // The latest reconnection: {at (epoch seconds of its welcome), sameServer}. sameServer says
+  // whether the server is the one from before the cut, as its resubscriptions tell: true once
+  // one of them resumed in its channel's epoch (a channel a restarted server re-created has a
+  // new one), false once the server's own `$` channels came back in a new epoch (they are new
+  // only with a new server) or the old one had said goodbye; null while neither is known. A
+  // reset gap names it (gap.reconnection), so a page says whether a reset is a channel's new
+  // life on the same server or a restart's, at the time it reconnected (its first frame may
+  // come long after: a channel whose writer is not back yet). Settled as replies come: a gap
+  // delivered before it is settled sees it change.
+  reconnection = null;
   #handshakeTimer = null;
   #pingTimer = null;
   #messagesIn = 0; // WebSocket messages received: the heartbeat watches it move
@@ -1169,6 +1179,7 @@ export class Client extends Emitter {
     clearTimeout(this.#handshakeTimer);
     const reconnected = this.#everOpened;
     this.#everOpened = true;
+    if (reconnected) this.reconnection = { at: Date.now() / 1000, sameServer: this.lastEndWasCleanStop ? false : null };
     this.clientId = msg.client_id ?? null;
     this.name = msg.name ?? null;
     this.serverName = msg.server ?? null;
@@ -1275,7 +1286,10 @@ export class Client extends Emitter {
  * (`position`: {epoch, seq}; `since` option to start from a saved one). Leaving a `for await`
  * loop early (break/return/throw) unsubscribes. Events: 'message' (msg), 'gap' (gap, msg),
  * 'end' (reason), 'error' (Error), 'waiting' (why, error: its channel is missing after a reconnect;
- * it asks again until the channel is back); the client also emits 'gap' ({channel, ...gap}).
+ * it asks again until the channel is back), 'restored' (after 'waiting': the channel is back and
+ * the subscription made again; its frames follow when its writers send); the client also emits
+ * 'gap' ({channel, ...gap}). A gap after a reconnection has `reconnection` ({at, sameServer}:
+ * Client.reconnection).
  */
 function checkTuning(o) {
   if (!POLICIES.includes(o.policy)) throw new TypeError(`unknown policy ${JSON.stringify(o.policy)}`);
@@ -1344,6 +1358,7 @@ export class Subscription extends Emitter {
   #resumeSub = null; // its id on the connection that broke, sent with the next subscribe
   #pendingGap = null; // {kind, recovered} for the next message
   #carried = 0; // lost frames a `lost` notice reported: added to the next message's lost
+  #waitingSaid = false; // 'waiting' was emitted: 'restored' follows once the channel is back
   #unthrown = null; // the error that ended it, for the next() after its last message
   // Until its first subscribe is answered, client.subscribe() makes (and retries) it: a
   // welcome's resubscription must not make another (waitChannel waits before it asks).
@@ -1427,7 +1442,7 @@ export class Subscription extends Emitter {
         since_epoch: this.#resumeFrom?.epoch ?? null, since_seq: this.#resumeFrom?.seq ?? null,
         ...(this.#resumeFrom !== null && this.#resumeSub !== null && { resume_sub: this.#resumeSub }),
       }, {
-        onReply: (reply) => this.#attach(reply),
+        onReply: (reply) => this.#attach(reply, restore),
         onLate: (reply) => {
           if (Number.isInteger(reply?.sub)) this.#client.request('unsubscribe', { sub: reply.sub }).catch(() => {});
         },
@@ -1438,7 +1453,7 @@ export class Subscription extends Emitter {
     }
   }
 
-  #attach(reply) {
+  #attach(reply, restore = false) {
     if (!reply || !Number.isInteger(reply.sub)) throw new ProtocolError('subscribe reply without a sub id');
     if (this.ended) {
       // closed while the request was in flight: undo it on the server
@@ -1461,7 +1476,15 @@ export class Subscription extends Emitter {
     if (reply.resume && typeof reply.resume === 'object') {
       const kind = this.#pendingGap?.kind === 'reset' ? 'reset' : String(reply.resume.kind);
       const recovered = (this.#pendingGap?.recovered ?? 0) + (Number(reply.resume.recovered) || 0);
-      this.#pendingGap = { kind, recovered };
+      // A resubscription after a reconnect belongs to it, and tells of its server (see
+      // Client.reconnection); a subscribe `since` a saved position does not.
+      const reconnection = restore ? this.#client.reconnection : this.#pendingGap?.reconnection ?? null;
+      if (restore && reconnection) {
+        const system = this.channel.startsWith('$');
+        if (String(reply.resume.kind) === 'resumed' && (system || reconnection.sameServer === null)) reconnection.sameServer = true;
+        else if (system && String(reply.resume.kind) !== 'resumed') reconnection.sameServer = false;
+      }
+      this.#pendingGap = { kind, recovered, reconnection };
     }
     this.#client._registerSub(this, this.id);
   }
@@ -1479,14 +1502,23 @@ export class Subscription extends Emitter {
     // Never subscribed yet: client.subscribe() is making its first request (or waiting for
     // its channel, waitChannel) and makes it on the new connection itself.
     if (this.#firstPending) return Promise.resolve(true);
-    return this._subscribe({ restore: true }).then(() => true, (e) => {
+    return this._subscribe({ restore: true }).then(() => {
+      // Its channel is back: a page that said it was waiting says so (no frame may come for
+      // long, its writer not back yet: "waiting" stood for 84 s beside a channel listed again).
+      if (this.#waitingSaid) this.emit('restored');
+      this.#waitingSaid = false;
+      return true;
+    }, (e) => {
       if (e instanceof ConnectionClosed) return false; // lost again: the next welcome retries
       if (missingForNow(e)) {
         // Its owner has not re-created the channel yet (the server restarted), or the
         // cluster's Redis failed the request: asked again, further apart each time; the
         // subscription resumes from where it stood once the channel is back.
         this.#retryTimer = retryRestore(this.#client, retryDelay, (next) => this._resubscribe(next));
-        if (retryDelay === RESTORE_RETRY_FIRST_MS) this.emit('waiting', e.message, e); // once per reconnect
+        if (retryDelay === RESTORE_RETRY_FIRST_MS) { // once per reconnect
+          this.#waitingSaid = true;
+          this.emit('waiting', e.message, e);
+        }
         return false;
       }
       this.error = e;
@@ -1539,8 +1571,9 @@ export class Subscription extends Emitter {
     this.received++;
     let gap = null;
     if (this.#pendingGap) {
-      const { kind, recovered } = this.#pendingGap;
+      const { kind, recovered, reconnection } = this.#pendingGap;
       gap = { kind, lost: kind === 'resumed' ? lost : null, recovered };
+      if (reconnection) gap.reconnection = reconnection;
       if (kind === 'reset' && this.#client.lastEndWasCleanStop) gap.afterCleanStop = true;
       this.#pendingGap = null;
     }
