@@ -2409,3 +2409,34 @@ async def test_a_writer_away_longer_than_the_grace_does_not_send_what_was_taken_
 async def published(client: ts.Client, channel: str) -> int:
     """The channel's seq: how many frames the server took."""
     return next(info.seq for info in await client.channels() if info.name == channel)
+
+
+@pytest.mark.server_options(resume_grace_s=0.5)
+async def test_the_server_log_says_how_a_client_left_and_when_its_kept_session_ends(
+    server: ts.Server, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A crash, a closed tab and a goodbye all read "client 'x' disconnected", and the end of
+    # a kept session said nothing (an operator reading the log after a night).
+    caplog.set_level(logging.INFO, logger="trio_stream._server")
+    assert server.tcp_url is not None
+    with trio.fail_after(WAIT_S):
+        async with ts.open_client(server.tcp_url, name="polite"):
+            pass
+        async with ts.open_client(proxy.url, name="cut", reconnect=FAST) as cut:
+            await cut.create_channel("cut's")
+            async with cut.subscribe("cut's"):
+                proxy.refuse()  # it never gets back
+                proxy.cut()
+                await cut.wait_state("reconnecting")
+        while not any("did not come back" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
+            await trio.sleep(0.05)  # the grace runs out
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("trio_stream._server")]
+    assert "client 'polite' disconnected (it said goodbye)" in said, said
+    assert (
+        "client 'cut' disconnected (the connection was lost); its session is kept 0.5 s for "
+        "it to resume (resume_grace_s)"
+    ) in said, said
+    assert (
+        "client 'cut' did not come back within resume_grace_s (0.5 s): its 1 kept "
+        "subscriptions and 1 channels end"
+    ) in said, said

@@ -363,6 +363,14 @@ class ResumeBook:
                 continue
             del self._leases[token]
             self._forget_chain(token)
+            log.info(
+                "client %r did not come back within resume_grace_s (%g s): its %d kept "
+                "subscriptions and %d channels end",
+                lease.name,
+                self.grace_s,
+                len(lease.kept or ()),
+                sum(1 for c in lease.orphans if c.owner_id == lease.client_id),
+            )
             self._end_kept(lease)
             for channel in lease.orphans:
                 if channel.owner_id == lease.client_id:

@@ -61,6 +61,7 @@ class Session:
         "_close_requested",
         "_closing",
         "_first_pub",
+        "_how_it_ended",
         "_next_pub",
         "_nursery",
         "_peer_gone",
@@ -119,6 +120,9 @@ class Session:
         self._closing = False
         self._peer_gone = False
         self._close_requested = trio.Event()
+        # For the log line of its end: a crash, a closed tab and a goodbye all read "client
+        # 'x' disconnected", whether or not its session was kept (an operator).
+        self._how_it_ended = "the connection was lost"
 
     # -- OutboxOwner (with wake_sender above) ------------------------------------------------
     def parked_room(self) -> None:
@@ -304,10 +308,19 @@ class Session:
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            self._cleanup()
+            kept = self._cleanup()
             with trio.CancelScope(shield=True):
                 await self.transport.aclose()
-            log.info("client %r disconnected", self.name)
+            if kept:
+                log.info(
+                    "client %r disconnected (%s); its session is kept %g s for it to "
+                    "resume (resume_grace_s)",
+                    self.name,
+                    self._how_it_ended,
+                    self.state.resume.grace_s,
+                )
+            else:
+                log.info("client %r disconnected (%s)", self.name, self._how_it_ended)
 
     async def _read(self, early_frames: list[bytearray]) -> None:
         """The reader task (inbound.py), and what its end means for the connection."""
@@ -373,18 +386,23 @@ class Session:
             self._handshake_scope.cancel()
         if not self._closing:
             self._closing = True
+            self._how_it_ended = f"closed by the server: {reason}"
             self.sender.finish(drain)
             self.send_control(Goodbye(reason=reason, reconnect=None if reconnect else False))
             self._close_requested.set()
 
-    def peer_left(self) -> None:
-        """The client has gone (it said goodbye, or the connection broke): close now."""
+    def peer_left(self, how: str = "") -> None:
+        """The client has gone (it said goodbye, or the connection broke): close now.
+        ``how``, for the log: said when it is not a lost connection."""
+        if how and not self._closing:
+            self._how_it_ended = how
         self._peer_gone = True
         self._closing = True
         self.sender.finish(drain=False)
         self._close_requested.set()
 
-    def _cleanup(self) -> None:
+    def _cleanup(self) -> bool:
+        """Unregister; True if its lease lives on (its session kept for a resume)."""
         broker = self.state.broker
         resume = self.state.resume
         # With a lease, its readers stay attached, kept for the client's resume (kept.py).
@@ -405,6 +423,7 @@ class Session:
                     )
         self.state.unregister(self)
         self._break_cycles()
+        return lease_lives
 
     def _break_cycles(self) -> None:
         """Drop every reference that leads back here, so that reference counting alone frees
