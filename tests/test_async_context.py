@@ -6,12 +6,17 @@ or skip the lines after it as unreachable)."""
 
 from __future__ import annotations
 
+import inspect
+import pydoc
 import re
+import typing
+from collections.abc import Callable
 
 import pytest
 import trio
 
 import trio_stream as ts
+from trio_stream._async_context import AsyncContext
 
 
 async def test_a_client_used_without_async_with_says_how_to_enter_it(server: ts.Server) -> None:
@@ -51,3 +56,24 @@ async def test_open_server_without_async_with_says_how_to_enter_it() -> None:
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
     with pytest.raises(TypeError, match=r"nursery\.start\(ts\.serve, config\)"):
         await ts.open_server(config)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("manager", "entered"),
+    [
+        (ts.open_client, "Client"),
+        (ts.open_server, "Server"),
+        (ts.Client.subscribe, "Subscription"),
+        (ts.Client.publisher, "Publisher"),
+    ],
+)
+def test_help_and_type_hints_show_an_async_context_manager(
+    manager: Callable[..., object], entered: str
+) -> None:
+    # They showed the generator's AsyncIterator[...]: the `async for` that raises (a trio
+    # developer reading help()).
+    assert inspect.signature(manager).return_annotation == f"AsyncContext[{entered}]"
+    returns = typing.get_type_hints(manager)["return"]
+    assert typing.get_origin(returns) is AsyncContext
+    assert typing.get_args(returns)[0].__name__ == entered
+    assert "AsyncIterator" not in pydoc.render_doc(manager)

@@ -12,6 +12,7 @@ that shows the line to write instead. Nothing changes on any per-frame path.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
@@ -77,6 +78,17 @@ def async_context(
         def make(*args: P.args, **kwargs: P.kwargs) -> AsyncContext[T]:
             return AsyncContext(factory(*args, **kwargs), usage)
 
+        # What help() and inspect.signature show: an async context manager, not the
+        # generator's AsyncIterator[...] (which suggested the `async for` that raises: a trio
+        # developer). The annotations are the wrapper's own, not func's dict (which
+        # functools.wraps shares), and name AsyncContext as the module of func knows it.
+        returns = func.__annotations__.get("return")
+        if isinstance(returns, str) and returns.startswith("AsyncIterator["):
+            returns = "AsyncContext[" + returns.removeprefix("AsyncIterator[")
+            make.__annotations__ = {**func.__annotations__, "return": returns}
+            make.__signature__ = inspect.signature(func).replace(  # type: ignore[attr-defined]
+                return_annotation=returns
+            )
         return make
 
     return decorate

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, SupportsFloat, TypeVar
 import trio
 
 from . import _files
+from ._async_context import AsyncContext as AsyncContext  # (the managers' run-time annotations)
 from ._async_context import async_context
 from ._client_constants import LEAVE_TIMEOUT_S as LEAVE_TIMEOUT_S
 from ._client_constants import OUTGOING_HIGH_WATER_BYTES as OUTGOING_HIGH_WATER_BYTES

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import trio
 
+from .._async_context import AsyncContext as AsyncContext  # (the managers' run-time annotations)
 from .._async_context import async_context
 from .._config import ServerConfig
 from .._exceptions import InvalidSetting, LimitExceeded
