@@ -609,9 +609,12 @@ class Publisher:
     def drops_reported(self) -> bool:
         return self._drops_reported
 
-    def undelivered_message(self, count: int, *, close_unanswered: bool = False) -> str:
+    def undelivered_message(
+        self, count: int, *, close_unanswered: bool = False, waited: bool = True
+    ) -> str:
         """What a user reads of ``count`` values ``send`` took and the server may not have
-        (``close_unanswered``: the close's own answer did not come, see close_delivering)."""
+        (``close_unanswered``: the close's own answer did not come, see close_delivering;
+        ``waited``: False for a close that did not wait for the connection, on an error)."""
         sent = f"{counted(count, 'value')} sent to {self.channel[:80]!r} {were(count)}"
         if close_unanswered:
             return (
@@ -624,6 +627,13 @@ class Publisher:
                 f"{sent} not delivered: the server had not acknowledged them when the "
                 f"connection was lost for good ({self._ended}); some may have reached readers, "
                 "none are sent again"
+            )
+        if not waited:
+            # "a close waits 10 s for it" read as if this one had (a trio developer's Ctrl-C).
+            return (
+                f"{sent} not delivered: the connection was lost, and the publisher closed on an "
+                "exception (a cancel, Ctrl-C) without waiting for it to come back; they are "
+                "dropped"
             )
         return (
             f"{sent} not delivered: the connection was lost and did not come back before the "
@@ -658,7 +668,7 @@ class Publisher:
         line): a writer loses nothing silently, even leaving on an exception."""
         if count:
             self._drops_reported = True  # (not again at the client's close)
-            log.warning("%s", self.undelivered_message(count))
+            log.warning("%s", self.undelivered_message(count, waited=False))
 
 
 def _too_large(size: int, limit: int) -> FrameTooLarge:
