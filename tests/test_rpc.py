@@ -770,6 +770,22 @@ def test_router_routes_a_call_and_its_result() -> None:
     assert router.pending() == 0
 
 
+def test_router_counts_a_failed_call_once_by_what_its_caller_got() -> None:
+    # An error reply too large to forward was counted "raised" and "too_large": one call,
+    # two errors in /metrics (a review).
+    sessions = {name: FakeSession(name) for name in ("caller", "provider")}
+    router = Router(sessions.get, max_frame_bytes=2000)
+    caller, provider = sessions["caller"], sessions["provider"]
+    for ident, message in ((1, "x" * 1990), (2, "boom")):
+        router.call(caller, R.Call(id=ident, provider="provider", method="m", args=b""))
+        invoke = provider.sent[-1]
+        assert isinstance(invoke, R.Invoke)
+        router.fail(provider, R.Fail(call=invoke.call, type="ValueError", message=message))
+    assert [type(m).__name__ for m in caller.sent] == ["Error", "RpcErrorReply"]
+    assert router.calls_total == 2
+    assert {k: v for k, v in router.errors_total.items() if v} == {"too_large": 1, "raised": 1}
+
+
 def test_router_answers_for_aborted_calls_are_dropped_but_forged_ones_refused() -> None:
     router, s = make_router("caller", "provider", "other")
     router.call(s["caller"], R.Call(id=1, provider="provider", method="m", args=b""))

@@ -631,9 +631,9 @@ class Publisher:
         if not waited:
             # "a close waits 10 s for it" read as if this one had (a trio developer's Ctrl-C).
             return (
-                f"{sent} not delivered: the connection was lost, and the publisher closed on an "
-                "exception (a cancel, Ctrl-C) without waiting for it to come back; they are "
-                "dropped"
+                f"{sent} not delivered: the connection was lost, and the publisher closed "
+                "without waiting for it to come back (on an exception such as a cancel or "
+                "Ctrl-C, or close(flush=False)); they are dropped"
             )
         return (
             f"{sent} not delivered: the connection was lost and did not come back before the "

@@ -1354,10 +1354,13 @@ class SyncPublisher:
         finally:
             if not closed and not client.closed:
                 with contextlib.suppress(ConnectionClosed):
-                    if flush:
+                    if flush:  # the flush was interrupted (Ctrl-C): it raises on, so say them
                         undelivered = client._call(
                             partial(client._close_publisher, self._pub, False)
                         )
+                        # Else dropped without a word: the publisher is off the client's
+                        # lists by now, and its close would not say them (a review).
+                        self._pub.say_dropped(undelivered)
                     else:
                         client._run_sync(partial(client._close_publisher_nowait, self._pub))
         never_sent = (

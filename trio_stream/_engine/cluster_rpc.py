@@ -181,8 +181,7 @@ class ClusterRpc:
                 # Not connected anywhere (or gone from here meanwhile): as on one node, also
                 # for a provider reconnecting to this node (the caller's client asks again).
                 router = self._engine.state.rpc
-                router.count_error("no_provider")
-                self._fail(token, router.not_connected(out.provider))
+                self._fail(token, router.not_connected(out.provider), why="no_provider")
                 return
             # The run last read there, if it is fresh: a Redis trip per call cost a quarter
             # of the calls/s with 16 in flight. One read long ago (the watch reads only while
@@ -193,7 +192,7 @@ class ClusterRpc:
                 self._runs_read(await io.presence.runs_of([node]), now)
         except REDIS_ERRORS as error:
             # Said at once (a call without a timeout waited for good); nothing was sent.
-            self._fail(token, _not_sent("the call", error), ClusterUnavailable)
+            self._fail(token, _not_sent("the call", error), ClusterUnavailable, "unavailable")
             return
         out.node = node
         out.run = self._known_runs.get(node)
@@ -271,9 +270,19 @@ class ClusterRpc:
         self._engine.later(send)
         return True
 
-    def _fail(self, token: int, text: str, kind: type[TrioStreamError] = RpcError) -> None:
+    def _fail(
+        self,
+        token: int,
+        text: str,
+        kind: type[TrioStreamError] = RpcError,
+        why: str = "disconnected",
+    ) -> None:
+        """End call ``token`` with ``kind(text)``, counted in /metrics as ``why`` (a reason of
+        rpc.ERROR_REASONS: by default the provider's node went, or the messages between the
+        nodes were lost, mid-call)."""
         out = self._forget(token)
         if out is not None:
+            self._engine.state.rpc.count_error(why)
             out.caller.send_control(Error(id=out.ident, type=kind.__name__, message=text))
 
     def _on_answer(self, node: str, envelope: Any) -> None:
@@ -390,6 +399,7 @@ class ClusterRpc:
                     f"the call was dropped before it left this node (node {node[:80]!r} did "
                     "not listen for long, or Redis refused it): it did not run; call again",
                     ClusterUnavailable,
+                    "unavailable",
                 )
             elif letter.kind == RPC_ANSWER:  # provider's node: its caller's node hears it
                 for token, _, _ in letter.body:

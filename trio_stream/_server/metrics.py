@@ -176,8 +176,10 @@ def _rpc_metrics(lines: list[str], router: Router, routed: int) -> None:
             "counter",
             "Calls and describes answered with an error, by reason: raised (by the provider), "
             "refused (no such method), no_provider, limit (calls in flight, memory bounds), "
-            "too_large (max_frame_bytes), disconnected (the provider, mid-call), invalid (a "
-            "bad method or provider name).",
+            "too_large (max_frame_bytes), disconnected (the provider, its node or the "
+            "messages between nodes gone mid-call), invalid (a bad method or provider name), "
+            "unavailable (the cluster's Redis: the call did not run). Per node: the node that "
+            "answered the error counts it.",
         )
     )
     lines.extend(

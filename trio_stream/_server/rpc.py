@@ -84,8 +84,10 @@ MAX_NAMED_PROVIDERS: Final = 8  # in the error for a call to nobody
 #: Why a call (or describe) was answered with an error, as /metrics counts them
 #: (``trio_stream_rpc_errors_total{reason=...}``): the provider raised, the provider refused
 #: it (no such method, no methods yet), no provider of that name, a limit (calls in flight,
-#: a memory bound), a message over max_frame_bytes, the provider disconnected mid-call, or a
-#: request no provider could take (a bad method or provider name, a bad window).
+#: a memory bound), a message over max_frame_bytes, the provider (or, with several nodes,
+#: its node, or the messages between the nodes) gone mid-call, a request no provider could
+#: take (a bad method or provider name, a bad window), or the cluster's Redis unreachable
+#: (the call did not run).
 ERROR_REASONS: Final = (
     "raised",
     "refused",
@@ -94,6 +96,7 @@ ERROR_REASONS: Final = (
     "too_large",
     "disconnected",
     "invalid",
+    "unavailable",
 )
 
 
@@ -433,18 +436,19 @@ class Router:
             "too_large",
         )
 
-    def _forward(self, caller: Endpoint, ident: int, message: ControlMessage, what: str) -> None:
-        """Send an answer on to its caller, or FrameTooLarge if it grew over the limit, or
-        LimitExceeded if the caller does not read what the server holds for it."""
+    def _forward(self, caller: Endpoint, ident: int, message: ControlMessage, what: str) -> bool:
+        """Send an answer on to its caller (True), or FrameTooLarge if it grew over the
+        limit, or LimitExceeded if the caller does not read what the server holds for it."""
         frame = self._encode(message)
         if frame is None:
             self._too_large(caller, ident, what)
-            return
+            return False
         over = over_bound(caller, len(frame))
         if over is not None:
             self._error(caller, ident, answer_dropped(what, len(frame), over), "limit")
-            return
+            return False
         caller.send_control_frame(frame)
+        return True
 
     # -- provider side -----------------------------------------------------------------------
     def _answered(self, provider: Endpoint, call: int, op: str) -> _Pending | None:
@@ -548,19 +552,20 @@ class Router:
 
     def fail(self, provider: Endpoint, msg: Fail) -> None:
         pending = self._answered(provider, msg.call, "fail")
-        if pending is not None:
+        if pending is not None and self._forward(
+            pending.caller,
+            pending.caller_id,
+            RpcErrorReply(
+                id=pending.caller_id,
+                type=msg.type,
+                message=msg.message,
+                traceback=msg.traceback,
+            ),
+            f"the error from {provider.name[:100]!r}",
+        ):
+            # Once: an error reply dropped for the caller's bound (or its size) was counted
+            # for that, and that is all the caller saw.
             self.count_error("raised")
-            self._forward(
-                pending.caller,
-                pending.caller_id,
-                RpcErrorReply(
-                    id=pending.caller_id,
-                    type=msg.type,
-                    message=msg.message,
-                    traceback=msg.traceback,
-                ),
-                f"the error from {provider.name[:100]!r}",
-            )
 
     def refuse(self, provider: Endpoint, msg: Refuse) -> None:
         pending = self._answered(provider, msg.call, "refuse")
