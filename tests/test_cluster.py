@@ -1128,6 +1128,8 @@ async def test_a_call_to_a_provider_whose_node_dies_fails_within_seconds(
                 with pytest.raises(ts.RpcError):
                     await proxy.call("hang", timeout=None)
                 assert trio.current_time() - started < 8.0
+        # Counted where its caller is, as its provider's disconnection is on one node.
+        assert b.state.rpc.errors_total["disconnected"] == 1
 
 
 async def test_the_readme_commands_start_two_nodes_sharing_channels(
