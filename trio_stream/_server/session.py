@@ -386,7 +386,9 @@ class Session:
             self._handshake_scope.cancel()
         if not self._closing:
             self._closing = True
-            self._how_it_ended = f"closed by the server: {reason}"
+            # The reason's head only ("ProtocolError", "idle for 60 s (idle_timeout_s)"):
+            # an error's whole text is logged where it is met, once.
+            self._how_it_ended = f"closed by the server: {reason.partition(':')[0]}"
             self.sender.finish(drain)
             self.send_control(Goodbye(reason=reason, reconnect=None if reconnect else False))
             self._close_requested.set()
