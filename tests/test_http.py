@@ -407,6 +407,7 @@ async def test_metrics_count_rpc_calls_and_their_errors_by_reason(
         "too_large": 0,
         "disconnected": 1,
         "invalid": 0,
+        "unavailable": 0,
     }
 
 
