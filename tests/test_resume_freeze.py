@@ -81,6 +81,14 @@ def admitted_across(messages: list[ts.Message], first: int, last: int) -> int:
     return count
 
 
+async def back_and_past(page: ts.Client, messages: list[ts.Message], seq: int) -> None:
+    """Wait until ``page`` is connected again and its reader a second of frames past ``seq``."""
+    with trio.fail_after(WAIT_S):
+        await page.wait_state("open")
+        while not messages or messages[-1].seq < seq + WRITE_HZ:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+
+
 def assert_rate_kept_across(messages: list[ts.Message], first: int, last: int) -> None:
     """The span ``first``..``last`` (seqs at WRITE_HZ) cost the reader its rate's worth of
     frames, got or counted lost: not one held back and the rest passed off as decimation."""
@@ -130,10 +138,7 @@ async def test_a_max_rate_reader_behind_a_frozen_link_counts_what_it_lost(
             await trio.sleep(AWAY_S)
             frozen_to = sent[-1]
             proxy.release()
-            with trio.fail_after(WAIT_S):
-                await page.wait_state("open")
-                while not scalar or scalar[-1].seq < frozen_to + WRITE_HZ:  # noqa: ASYNC110
-                    await trio.sleep(0.05)
+            await back_and_past(page, scalar, frozen_to)
             nursery.cancel_scope.cancel()
     assert_rate_kept_across(scalar, frozen_from, frozen_to)
 
@@ -168,10 +173,7 @@ async def test_a_kept_max_rate_reader_counts_what_it_lost_while_its_client_was_a
             await trio.sleep(AWAY_S)
             away_to = sent[-1]
             proxy.accept()
-            with trio.fail_after(WAIT_S):
-                await page.wait_state("open")
-                while not scalar or scalar[-1].seq < away_to + WRITE_HZ:  # noqa: ASYNC110
-                    await trio.sleep(0.05)
+            await back_and_past(page, scalar, away_to)
             nursery.cancel_scope.cancel()
     (gap,) = [m.gap for m in scalar if m.gap is not None]
     assert gap.kind == "resumed"

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 import trio
 from engine_marks import BOTH_ENGINES
-from proxy import open_proxy
+from proxy import TcpProxy, open_proxy
 
 import trio_stream as ts
 from trio_stream import sync as sync_module
@@ -716,6 +716,21 @@ async def test_repr_says_the_state_and_a_closed_publisher_has_no_readers(
         await in_thread(scenario)
 
 
+def five_in_the_window_while_reconnecting(
+    c: SyncClient, pub: ts.SyncPublisher, proxy: TcpProxy
+) -> None:
+    """Cut ``c``'s connection for good (the proxy refuses it back), send five values, and
+    wait until the drain has handed them to ``pub``'s window (waiting for a connection)."""
+    proxy.refuse()
+    trio.from_thread.run_sync(proxy.cut)
+    c.wait_state("reconnecting", timeout=STEP_S)
+    for value in range(5):
+        pub.send(value)
+    deadline = time.monotonic() + STEP_S
+    while c._queued_frames() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 async def test_a_publisher_closed_on_an_error_while_reconnecting_says_what_it_drops(
     server: ts.Server, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -733,14 +748,7 @@ async def test_a_publisher_closed_on_an_error_while_reconnecting_says_what_it_dr
                     pytest.raises(KeyboardInterrupt),
                     c.publisher("dd") as pub,
                 ):
-                    proxy.refuse()
-                    trio.from_thread.run_sync(proxy.cut)
-                    c.wait_state("reconnecting", timeout=STEP_S)
-                    for value in range(5):
-                        pub.send(value)
-                    deadline = time.monotonic() + STEP_S
-                    while c._queued_frames() and time.monotonic() < deadline:
-                        time.sleep(0.01)  # handed to the publisher's window
+                    five_in_the_window_while_reconnecting(c, pub, proxy)
                     raise KeyboardInterrupt
                 proxy.accept()
 
@@ -764,14 +772,7 @@ async def test_a_publisher_close_interrupted_while_reconnecting_says_what_it_dro
                 c.create_channel("dd")
                 with c.subscribe("dd"):
                     pub = c.publisher("dd")
-                    proxy.refuse()
-                    trio.from_thread.run_sync(proxy.cut)
-                    c.wait_state("reconnecting", timeout=STEP_S)
-                    for value in range(5):
-                        pub.send(value)
-                    deadline = time.monotonic() + STEP_S
-                    while c._queued_frames() and time.monotonic() < deadline:
-                        time.sleep(0.01)  # handed to the publisher's window
+                    five_in_the_window_while_reconnecting(c, pub, proxy)
                     call = c._call
 
                     def interrupted(fn: Any, keep: Any = None) -> Any:

@@ -31,6 +31,7 @@ from .codec import (
     _EXT_HEAD,
     _TAG40_HEAD,
     _array_pieces,
+    _read_dims,
     _read_uint,
 )
 
@@ -132,13 +133,7 @@ def _shape_at(data: memoryview, pos: int) -> tuple[tuple[int, ...] | None, int]:
     ndim, pos = _read_uint(data, pos, major=4)
     if ndim is None or ndim > 64:
         return None, pos
-    dims = []
-    for _ in range(ndim):
-        value, pos = _read_uint(data, pos)
-        if value is None:
-            return None, pos
-        dims.append(value)
-    return tuple(dims), pos
+    return _read_dims(data, pos, ndim)
 
 
 def _layout(data: memoryview) -> tuple[np.dtype[Any], tuple[int, ...], int] | None:
