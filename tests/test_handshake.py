@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 from proxy import open_proxy
+from test_robustness import control, read_messages
 
 import trio_stream as ts
 from trio_stream._exceptions import ConnectionClosed
@@ -140,3 +141,27 @@ async def test_name_in_use_says_when_its_silent_holder_will_be_dropped(
             "(it has sent nothing for 0 s" in said
         ), said
         assert "idle_timeout_s, 30 s: in 30 s)" in said or "in 29 s)" in said, said
+
+
+async def _welcome_run(server: ts.Server) -> str:
+    """The ``run`` of the welcome a raw client gets from ``server``."""
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(control(M.Hello(v=PROTOCOL_VERSION, name=None)))
+        welcome = (await read_messages(stream, until=M.Welcome))[-1]
+    assert isinstance(welcome, M.Welcome)
+    return welcome.run
+
+
+async def test_the_welcome_names_the_server_run_the_same_until_a_restart() -> None:
+    # A reconnecting client tells "the channel was deleted and created again on this server"
+    # from "the server restarted" by it (the browser client's reconnection.sameServer).
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    async with ts.open_server(config) as server:
+        first, second = await _welcome_run(server), await _welcome_run(server)
+    async with ts.open_server(config) as restarted:
+        after_restart = await _welcome_run(restarted)
+    assert len(first) == 16 and int(first, 16) >= 0
+    assert first == second
+    assert after_restart != first

@@ -1430,6 +1430,7 @@ async def test_a_lost_connection_and_its_return_are_said_once_each(
         "wait meanwhile; Ctrl-C stops)"
     )
     assert said[1].startswith(f"SyncClient 'patient': reconnected to {proxy.url} after ")
+    assert said[1].endswith(" s (the same server, still running)"), said
     assert len(said) == 2, said
 
 

@@ -225,6 +225,10 @@ class Client:
         self._lost_at: float | None = None  # since when "reconnecting" was announced
         self._connected = False  # a transport whose handshake is done and not lost yet
         self._resume_token: str | None = None
+        # The welcomes' ``run`` (protocol.md 2), this connection's and the one before: the
+        # reconnect line says whether the server kept running ("" from an older server).
+        self._server_run = ""
+        self._previous_run = ""
         self._lost: ConnectionClosed | None = None  # why the last connection ended
         self._generation = 0  # connections made: a retry belongs to one of them
         self._ids = itertools.count(1)
@@ -298,12 +302,24 @@ class Client:
         elif old == "reconnecting" and new == "open" and self._lost_at is not None:
             # (Only after a loss said: turned on during an outage, it has no start to tell.)
             log.warning(
-                "client %r: reconnected to %s after %.1f s",
+                "client %r: reconnected to %s after %.1f s%s",
                 self.name,
                 self.url,
                 trio.current_time() - self._lost_at,
+                self._which_server(),
             )
             self._lost_at = None
+
+    def _which_server(self) -> str:
+        """What the last two welcomes say of the server, for a reconnect line: the same run
+        (it kept running: what it kept for this client is back) or a new one (it restarted,
+        or another node of several took over); "" when a welcome had no ``run``."""
+        before, now = self._previous_run, self._server_run
+        if not before or not now:
+            return ""
+        if before == now:
+            return " (the same server, still running)"
+        return " (a new server run: it restarted, or another node took over)"
 
     async def wait_state(self, *states: State) -> State:
         """Wait until the client is in one of ``states``; returns the state it is in.
@@ -400,6 +416,7 @@ class Client:
         self.name = reply.name
         self.client_id = reply.client_id
         self.server = reply.server
+        self._previous_run, self._server_run = self._server_run, reply.run
         self._resume_token = reply.resume_token
         self.limits = Limits.from_wire(reply.limits)
         max_frame = getattr(transport, "max_frame_bytes", None)

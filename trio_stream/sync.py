@@ -348,10 +348,11 @@ class SyncClient:
             if await client.wait_state("open", "closed") == "closed":
                 return
             log.warning(
-                "SyncClient %r: reconnected to %s after %.1f s",
+                "SyncClient %r: reconnected to %s after %.1f s%s",
                 client.name,
                 client.url,
                 trio.current_time() - lost_at,
+                client._which_server(),
             )
 
     def _abandon_startup(self) -> None:

@@ -461,6 +461,46 @@ test("a reset after a reconnect says when the page reconnected, and whether the 
   }
 });
 
+test("the welcome's run tells the same server from a restart exactly, without a $ subscription", async () => {
+  // Without `run`, a page reading only its own channel took a channel deleted and created
+  // again as "on the same server" even after a restart whose writer came back first (its
+  // channel resumed nothing: no evidence either way until a `$` channel said so).
+  const server = new FakeServer();
+  server.epochs = true;
+  server.run = 'run-a';
+  const client = await connect(URL, { WebSocket: server.WebSocket, name: 'test', ...fast });
+  try {
+    server.channel('x');
+    const sub = await client.subscribe('x', { size: 10 });
+    server.inject('x', 1);
+    assert.equal((await sub.next()).value.gap, null);
+
+    await server.goDown(client);
+    server.channels.delete('x');
+    server.channel('x'); // deleted and created again, the same server
+    server.refuse = false;
+    await until(() => client.state === 'open', 2000, 'reconnected');
+    assert.equal(client.reconnection.sameServer, true, 'known at the welcome, before any resubscription');
+    await until(() => server.channel('x').subs.size === 1, 2000, 'resubscribed');
+    server.inject('x', 2);
+    const first = (await sub.next()).value;
+    assert.equal(first.gap.kind, 'reset');
+    assert.equal(first.gap.reconnection.sameServer, true);
+
+    await server.restart(client); // a new run
+    server.channel('x');
+    await until(() => client.state === 'open', 3000, 'reconnected after the restart');
+    assert.equal(client.reconnection.sameServer, false, 'another run: a restart');
+    await until(() => server.channel('x').subs.size === 1, 3000, 'resubscribed');
+    server.inject('x', 3);
+    const afterRestart = (await sub.next()).value;
+    assert.equal(afterRestart.gap.kind, 'reset');
+    assert.equal(afterRestart.gap.reconnection.sameServer, false);
+  } finally {
+    await client.close();
+  }
+});
+
 test('restored goes out after a reconnect once every resubscription is answered, not before', async () => {
   const { server, client } = await setup();
   try {

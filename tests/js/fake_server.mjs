@@ -59,6 +59,9 @@ export class FakeServer {
   // tests written before it expect no gap after a reconnect.
   epochs = false;
   #epochCount = 0;
+  // The welcome's `run` (protocol.md 2): null sends none (an older server); restart() draws a
+  // new one when set.
+  run = null;
 
   constructor() {
     const server = this;
@@ -100,6 +103,7 @@ export class FakeServer {
     await this.goDown(client);
     if (channels.length) for (const name of channels) this.channels.delete(name);
     else this.channels.clear();
+    if (this.run !== null) this.run = `${this.run}+`;
     this.refuse = false;
   }
 
@@ -200,6 +204,7 @@ class Conn {
       this.name = m.name ?? `client-${this.clientId}`;
       return this.send(controlFrame({
         op: 'welcome', v: 1, client_id: this.clientId, name: this.name, server: 'fake', limits: s.limits,
+        ...(s.run === null ? {} : { run: s.run }),
       }));
     }
     if (s.failures.has(m.op)) return this.error(m.id, ...s.failures.get(m.op));

@@ -54,6 +54,10 @@ class Welcome(ControlMessage):
     server: str
     limits: dict[str, Any]
     resume_token: str | None = None  # present it in the next hello (after hello resume=true)
+    # The server process's run (random, new at each start; a node's own on a node of several):
+    # a client that reconnects tells a restart, or another node, from the same server by it.
+    # "" from a server older than the field.
+    run: str = ""
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"resume_token"})  # absent without resume
 
 

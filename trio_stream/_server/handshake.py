@@ -137,6 +137,7 @@ async def handshake(
         server=f"{state.config.name} trio_stream/{__version__}",
         limits=state.limits.to_wire(),
         resume_token=resume_token,
+        run=state.run_id,
     )
     admit()
     await transport.send([control_frame(welcome)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -27,6 +28,7 @@ SYSTEM_CHANNELS = ("$clients", "$channels", "$stats")
 # A name's holder silent this long is said to be so when another connection claims the name:
 # the clients ping every 5 s by default (heartbeat), so a healthy one is rarely silent longer.
 SILENT_HOLDER_S: Final = 10.0
+RUN_ID_BYTES: Final = 8  # a server run's id: 16 hex digits (the welcome's ``run``)
 
 if TYPE_CHECKING:
     from .sender import Sender
@@ -71,6 +73,8 @@ class ServerState:
         # Uptime and rates on trio's clock, as the intervals that take them: under a test's
         # MockClock, 10 frames/s over 5 s read 1,512 frames/s and 0.04 s up (a trio developer).
         self.started = trio.current_time()
+        # This server's run, in every welcome (a reconnecting client tells a restart by it).
+        self.run_id = secrets.token_hex(RUN_ID_BYTES)
         self.closing = False
         self._next_client_id = 1
         self.frames_out = 0

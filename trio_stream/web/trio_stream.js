@@ -37,6 +37,9 @@ const MAX_BATCH_BYTES = 1024 * 1024; // frames per WebSocket message, unless a f
 const CONTROL_MAX_DEPTH = 32;
 const CONTROL_MAX_LEVELS = 16; // what the server decodes of a client's CONTROL map (protocol.md 3)
 const PUBLISH_HEAD_BYTES = 13; // type, pub id, time (protocol.md 4): counted in the byte window
+// Client.reconnection objects whose sameServer the welcomes' `run` settled (exact): the
+// resubscriptions' evidence is then not needed, and must not overrule it.
+const settledByRun = new WeakSet();
 const WS_OPEN = 1; // WebSocket.OPEN (a WebSocket given in the options may not have the constant)
 
 // ------------------------------------------------------------------------------------- errors
@@ -312,6 +315,7 @@ export class Client extends Emitter {
   #opts;
   #ws = null;
   #everOpened = false;
+  #serverRun = null; // the last welcome's `run` (null: none, an older server)
   #welcomes = 0; // connections welcomed: a restore's late end belongs to the one it began on
   #closing = false;
   #attempt = 0;
@@ -324,7 +328,8 @@ export class Client extends Emitter {
   // a reset gap after it says so (gap.afterCleanStop).
   lastEndWasCleanStop = false;
   // The latest reconnection: {at (epoch seconds of its welcome), sameServer}. sameServer says
-  // whether the server is the one from before the cut, as its resubscriptions tell: true once
+  // whether the server is the one from before the cut: from the two welcomes' `run` when the
+  // server sends it (exact, at once); from an older server, as its resubscriptions tell: true once
   // one of them resumed in its channel's epoch (a channel a restarted server re-created has a
   // new one), false once the server's own `$` channels came back in a new epoch (they are new
   // only with a new server) or the old one had said goodbye; null while neither is known. A
@@ -1179,7 +1184,18 @@ export class Client extends Emitter {
     clearTimeout(this.#handshakeTimer);
     const reconnected = this.#everOpened;
     this.#everOpened = true;
-    if (reconnected) this.reconnection = { at: Date.now() / 1000, sameServer: this.lastEndWasCleanStop ? false : null };
+    // The welcome's `run` is new at each start of a server (each node's own): two known runs
+    // settle sameServer exactly; without them (an older server) the resubscriptions tell.
+    const run = typeof msg.run === 'string' && msg.run ? msg.run : null;
+    if (reconnected) {
+      const byRun = run !== null && this.#serverRun !== null;
+      this.reconnection = {
+        at: Date.now() / 1000,
+        sameServer: byRun ? run === this.#serverRun : this.lastEndWasCleanStop ? false : null,
+      };
+      if (byRun) settledByRun.add(this.reconnection);
+    }
+    this.#serverRun = run;
     this.clientId = msg.client_id ?? null;
     this.name = msg.name ?? null;
     this.serverName = msg.server ?? null;
@@ -1479,7 +1495,7 @@ export class Subscription extends Emitter {
       // A resubscription after a reconnect belongs to it, and tells of its server (see
       // Client.reconnection); a subscribe `since` a saved position does not.
       const reconnection = restore ? this.#client.reconnection : this.#pendingGap?.reconnection ?? null;
-      if (restore && reconnection) {
+      if (restore && reconnection && !settledByRun.has(reconnection)) {
         const system = this.channel.startsWith('$');
         if (String(reply.resume.kind) === 'resumed' && (system || reconnection.sameServer === null)) reconnection.sameServer = true;
         else if (system && String(reply.resume.kind) !== 'resumed') reconnection.sameServer = false;
