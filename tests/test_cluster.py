@@ -251,6 +251,27 @@ async def test_one_view_of_channels_clients_stats_and_reader_counts(
                 pass
 
 
+async def test_clients_news_of_both_nodes_has_the_same_fields(redis_server: RedisServer) -> None:
+    # A watcher of $clients on node a got `node` and `connected_at` for node b's clients
+    # only: its own node's came without them (a migrating user's dashboard).
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_a, name="watcher") as watcher,
+        watcher.subscribe("$clients", policy="unbounded") as news,
+        ts.open_client(url_a, name="here"),
+        ts.open_client(url_b, name="there"),
+    ):
+        seen: dict[str, dict[str, Any]] = {}
+        with trio.fail_after(WAIT_S):
+            while len(seen) < 2:
+                event = (await news.receive()).data
+                if event["event"] == "connected":
+                    seen[event["name"]] = event
+    assert seen["here"].keys() == seen["there"].keys()
+    assert (seen["here"]["node"], seen["there"]["node"]) == ("a", "b")
+    assert all(isinstance(e["connected_at"], float) for e in seen.values())
+
+
 async def test_an_array_numpy_cannot_shape_costs_another_node_nothing(
     redis_server: RedisServer,
 ) -> None:

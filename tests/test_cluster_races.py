@@ -1227,3 +1227,48 @@ async def test_a_live_node_whose_heartbeat_is_late_after_a_redis_restart_keeps_i
                 while not await pub.send(-1):  # noqa: ASYNC110
                     await trio.sleep(0.02)
                 assert (await again.receive()).data == -1
+
+
+async def test_a_call_just_after_a_redis_restart_waits_for_its_provider_s_name(
+    redis_server: RedisServer,
+) -> None:
+    # Redis restarted empty: each node writes its clients' names back with its next heartbeat
+    # (within a second). A call meanwhile failed with "no client named 'daq' is connected"
+    # while daq never left (a migrating user: 12 calls in half a second, after every
+    # restart); it is looked up again until the names are back, or fails ClusterUnavailable.
+    from test_cluster import Daq
+
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        daq.expose(Daq())
+        proxy = await ctl.rpc("daq", timeout=WAIT_S)
+        assert await proxy.read(2) == 3.0
+        engine: Any = a.state.engine
+        presence = engine.io.presence
+        real_beat = presence.beat
+        restarted = False
+
+        async def late_after_the_restart() -> None:
+            nonlocal restarted
+            if restarted:
+                restarted = False
+                await trio.sleep(1.0)  # node a's names are back a second late
+            await real_beat()
+
+        presence.beat = late_after_the_restart
+        restarted = True
+        redis_server.restart()  # SIGKILL, and empty on the same port
+        outcomes: Counter[str] = Counter()
+        with trio.fail_after(WAIT_S):
+            for _ in range(30):  # 1.5 s of calls, and their waits
+                try:
+                    assert await proxy.read(2) == 3.0
+                    outcomes["answered"] += 1
+                except ts.ClusterUnavailable:
+                    outcomes["unavailable"] += 1  # Redis not answering yet: documented
+                await trio.sleep(0.05)
+        assert outcomes["answered"] >= 10, outcomes

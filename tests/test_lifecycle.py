@@ -89,7 +89,7 @@ async def test_system_channels_report_clients_channels_and_load(url: str) -> Non
                 events = [(await channels.receive()).data for _ in range(4)]
                 load = (await stats.receive()).data
         assert connected["event"] == "connected" and connected["name"] == "visitor"
-        assert {"address", "transport"} <= connected.keys()
+        assert {"address", "transport", "connected_at"} <= connected.keys()
         assert disconnected["event"] == "disconnected"
         assert [e["event"] for e in events] == ["created", "readers", "readers", "deleted"]
         assert [e["readers"] for e in events[1:3]] == [1, 0]

@@ -43,6 +43,10 @@ RPC_ACK: Final = "rpc_ack"  # what a node took of the messages above from anothe
 WATCH_INTERVAL_S: Final = 0.5
 #: A node's run (process id) read from Redis this recently is taken as it is for a call.
 RUN_FRESH_S: Final = 1.0
+# A provider's name missing from Redis just after a Redis restart (the nodes write their
+# names back with their next heartbeats): looked up again this often, for at most a heartbeat
+# TTL, while the presence says names are settling (Presence.names_settling).
+NAME_RETRY_S: Final = 0.1
 # A node missing from the live set counts as gone only after this long: a Redis restart
 # empties the set until every node's next heartbeat (a third of the TTL), and calls to
 # providers on nodes that never left failed with "left the cluster".
@@ -173,10 +177,14 @@ class ClusterRpc:
         self._engine.later(lambda: self._send(token, out, body))
         return True
 
-    async def _send(self, token: int, out: _Outgoing, body: dict[str, Any]) -> None:
+    async def _send(
+        self, token: int, out: _Outgoing, body: dict[str, Any], give_up_at: float | None = None
+    ) -> None:
         io = self._engine.io
         try:
             node = await io.presence.name_node(out.provider)
+            if node is None and await self._look_up_again(token, out, body, give_up_at):
+                return
             if node is None or node == io.node:
                 # Not connected anywhere (or gone from here meanwhile): as on one node, also
                 # for a provider reconnecting to this node (the caller's client asks again).
@@ -206,6 +214,29 @@ class ClusterRpc:
         # again, and its cancel and credit can never pass it.
         size = _SMALL_CALL_BYTES + len(body.get("args", b""))
         out.letter = await self._mailer.post(RPC, body, node, size=size)
+
+    async def _look_up_again(
+        self, token: int, out: _Outgoing, body: dict[str, Any], give_up_at: float | None
+    ) -> bool:
+        """A provider's name is missing from Redis: if Redis restarted moments ago, ask again
+        shortly (True) rather than fail the call with "no client named ..." while its
+        provider, connected all along, waits for its node's next heartbeat to write the name
+        back (a migrating user's calls failed so for half a second after each restart).
+        False: fail now, as on one node. Each try is a job of its own: the job task is not
+        held up, and a call cancelled (or its caller gone) meanwhile is never sent."""
+        presence = self._engine.io.presence
+        now = trio.current_time()
+        if give_up_at is None:
+            give_up_at = now + presence.ttl_s
+        if now >= give_up_at or not await presence.names_settling():
+            return False
+
+        async def again() -> None:
+            if self._outgoing.get(token) is out:
+                await self._send(token, out, body, give_up_at)
+
+        self._engine.later_after(NAME_RETRY_S, again)
+        return True
 
     def _runs_read(self, runs: dict[str, str], now: float) -> None:
         self._known_runs.update(runs)

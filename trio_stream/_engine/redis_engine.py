@@ -395,6 +395,19 @@ class RedisEngine:
         """Run ``job`` in the engine's job task, in order (for hooks that cannot await)."""
         self._send_job.send_nowait(job)
 
+    def later_after(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` in the job task once ``seconds`` have passed (nothing once the engine
+        has stopped)."""
+        nursery = self._nursery
+        if nursery is None:
+            return
+
+        async def wait_then_queue() -> None:
+            await trio.sleep(seconds)
+            self.later(job)
+
+        nursery.start_soon(wait_then_queue)
+
     async def _run_jobs(self) -> None:
         skipped = 0  # updates skipped in this outage: said once at its start, counted at its end
         async for job in self._jobs:

@@ -193,6 +193,9 @@ class Presence:
         self._beaten_at = 0.0  # trio time of the last heartbeat Redis answered
         self._failing = False  # the last heartbeat failed (an error, which the log said)
         self._hung = False  # the last heartbeat had no answer within a TTL (said once)
+        # The bus's link came back (Redis restarted, or a blip) and no heartbeat has run since:
+        # this node's client names may be missing from Redis until it does (names_settling).
+        self._rejoined = False
         # This process's run of the node: another under the same name (a restart) has
         # another id, so calls in flight with the old run are known to be lost.
         self.run_id = secrets.token_hex(8)
@@ -279,7 +282,7 @@ class Presence:
                     self._beat_soon.set()  # at once, on the new connections
                     continue
                 self._beaten_at = trio.current_time()
-                self._failing = self._hung = False
+                self._failing = self._hung = self._rejoined = False
                 retry_log.succeeded()
 
     def _no_answer(self) -> None:
@@ -297,7 +300,22 @@ class Presence:
         self.on_hung()
 
     def _beat_now(self) -> None:
+        self._rejoined = True
         self._beat_soon.set()
+
+    async def names_settling(self) -> bool:
+        """Whether a client name missing from Redis now may be one that a node still holds:
+        Redis restarted (or was away) moments ago, and the nodes write their names back with
+        their next heartbeats. True until this node has beaten since (failing, hung, its bus
+        link just back, or its own entry missing from Redis: a restart it has not noticed
+        yet) and every node live before the outage has too (those held, for at most a
+        heartbeat TTL: see _hold_nodes)."""
+        if self._failing or self._hung or self._rejoined:
+            return True
+        now = trio.current_time()
+        if any(until > now for until in self._held_until.values()):
+            return True
+        return self.node not in await self.live()
 
     async def _watch_silence(self) -> None:
         """Say so when no heartbeat has reached Redis for a TTL: a link that hangs (no

@@ -52,6 +52,7 @@ def safe_url(url: str) -> str:
 
 class Engine(Protocol):
     clustered: bool
+    node: str  # this node's name ("" for one node): the ``node`` of its own ``$clients`` news
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The engine's background tasks (connections, readers); started once ready."""
@@ -119,6 +120,7 @@ class MemoryEngine:
     """One node, nothing shared: every hook does nothing (see the module docstring)."""
 
     clustered = False
+    node = ""
 
     def __init__(self, state: ServerState) -> None:
         self.state = state

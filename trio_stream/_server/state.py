@@ -137,16 +137,17 @@ class ServerState:
 
     def client_event(self, kind: str, session: Session) -> None:
         self.engine.client_event(kind, session)
-        self.publish_system(
-            "$clients",
-            {
-                "event": kind,
-                "id": session.client_id,
-                "name": session.name,
-                "address": session.transport.remote,
-                "transport": session.transport.kind,
-            },
-        )
+        event = {
+            "event": kind,
+            "id": session.client_id,
+            "name": session.name,
+            "address": session.transport.remote,
+            "transport": session.transport.kind,
+            "connected_at": session.connected_at,
+        }
+        if self.engine.clustered:  # as the other nodes' news of their clients have it
+            event["node"] = self.engine.node
+        self.publish_system("$clients", event)
 
     def publish_stats(self) -> None:
         self.publish_system("$stats", self.engine.stats(self.stats()))
