@@ -1182,6 +1182,28 @@ async def test_a_description_that_fits_nowhere_keeps_every_method_callable(
             assert provider.state == "open"
 
 
+async def test_a_description_of_more_items_than_the_server_takes_is_shortened(
+    nursery: trio.Nursery,
+) -> None:
+    # The server refuses a client's message of more than CONTROL_MAX_ITEMS CBOR items (a
+    # fuzzer's 16 MiB of empty maps held it 4 s): 1,000 methods of 12 parameters each are
+    # ~150,000, far within max_frame_bytes, and the provider must not be cut off for them.
+    url = await server_with_frame_limit(nursery, 64 * 2**20)
+
+    def method(
+        self: object, a: int = 1, b: int = 2, c: int = 3, d: int = 4, e: int = 5, f: int = 6,
+        g: int = 7, h: int = 8, i: int = 9, j: int = 10, k: int = 11, m: int = 12,
+    ) -> int:  # fmt: skip
+        return a + m
+
+    many = type("Many", (), {f"rpc_m{i:04d}": method for i in range(1000)})
+    with trio.fail_after(SETTLE_S):
+        async with pair(url, many()) as (provider, proxy):
+            assert await proxy.m0999(2) == 14
+            assert len(proxy.methods) == 1000  # by name alone: any arguments
+            assert provider.state == "open"
+
+
 def test_the_router_refuses_an_invoke_over_the_limit_and_forgets_the_call() -> None:
     sessions = {name: FakeSession(name) for name in ("caller-" + "\u00e9" * 100, "provider")}
     caller, provider = sessions.values()

@@ -46,7 +46,7 @@ from ._exceptions import (
     UnknownMethod,
 )
 from ._protocol.brief import brief
-from ._protocol.codec import decode_payload, encode_payload
+from ._protocol.codec import CONTROL_MAX_ITEMS, decode_payload, encode_payload
 from ._protocol.frames import check_client_name
 from ._protocol.limits import DEFAULT_PAYLOAD_LIMITS, PayloadLimits
 from ._protocol.messages import ControlMessage, check_fields, encode_message
@@ -864,8 +864,24 @@ _ANY_ARGUMENTS: Final = [
 DESCRIBE_OVERHEAD_BYTES: Final = 64
 
 
+# The CBOR items a `methods` answer may hold: the server refuses a client's message of more
+# than CONTROL_MAX_ITEMS (and would close this provider's connection); 64 for the envelope.
+_MAX_METHODS_ITEMS: Final = CONTROL_MAX_ITEMS - 64
+
+
+def _items(value: Any) -> int:
+    """The CBOR items ``value`` encodes to (a map's pairs count two each; what the server
+    counts against CONTROL_MAX_ITEMS)."""
+    if isinstance(value, dict):
+        return 1 + sum(_items(k) + _items(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 1 + sum(_items(v) for v in value)
+    return 1
+
+
 def _methods_within(call: int, descriptions: list[dict[str, Any]], room: int) -> Methods:
-    """The ``methods`` answer, shortened to fit ``room`` bytes: over ``max_frame_bytes`` the
+    """The ``methods`` answer, shortened to fit ``room`` bytes (and the server's bound on a
+    message's CBOR items, which would close the connection likewise): over ``max_frame_bytes`` the
     server would disconnect this provider, every call it runs failing with it (100 methods
     with long docstrings did). Docs go to their first lines, then away, then each method to
     its bare name; a list that still does not fit keeps the methods that do (the others can
@@ -880,14 +896,16 @@ def _methods_within(call: int, descriptions: list[dict[str, Any]], room: int) ->
     for shorten in stages:
         shortened = [shorten(d) for d in descriptions]
         answer = Methods(call=call, methods=shortened)
-        if len(encode_message(answer)) <= room:
+        if len(encode_message(answer)) <= room and _items(shortened) <= _MAX_METHODS_ITEMS:
             return answer
     empty = len(encode_message(Methods(call=call, methods=[])))
     size = empty + 8  # 8: the list's length grows by a few bytes with its count
     kept = []
+    items = 0
     for description in shortened:
         size += len(encode_message(Methods(call=call, methods=[description]))) - empty
-        if size > room:
+        items += _items(description)
+        if size > room or items > _MAX_METHODS_ITEMS:
             break
         kept.append(description)
     log.warning(

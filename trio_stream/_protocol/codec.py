@@ -49,6 +49,13 @@ NDARRAY_TAG: Final = 40
 
 #: Nesting limit of control envelopes: they are tiny and shallow (payloads: PayloadLimits).
 CONTROL_MAX_DEPTH: Final = 16
+# A client's CONTROL message holds at most this many CBOR items (the server checks, before it
+# decodes: cbor2 builds an object per item, and one 16 MiB message of empty maps held the
+# server for 4.3 s and took 1.2 GB; at this bound the worst takes ~10-25 ms). RPC arguments
+# and results travel as one byte string, one item whatever their size; a create_channel's
+# meta is at most 4096 bytes; the largest a client of this package sends is a provider's
+# description of its methods (a `methods` answer), shortened to fit (_rpc._methods_within).
+CONTROL_MAX_ITEMS: Final = 32_768
 
 # RFC 8746 typed-array tags for little-endian element types (numpy dtype.str -> tag).
 _TAG_BY_DTYPE: Final[dict[str, int]] = {
@@ -1232,12 +1239,15 @@ def encode_control(message: Mapping[str, Any]) -> bytes:
     return _dumps(dict(message))
 
 
-def decode_control(data: BytesLike) -> dict[str, Any]:
-    """Decode an untrusted control envelope with cbor2's hardening switched on.
+def decode_control(data: BytesLike, max_items: int | None = None) -> dict[str, Any]:
+    """Decode an untrusted control envelope with cbor2's hardening switched on;
+    ``max_items``: refuse one of more CBOR items than that before decoding anything.
 
     Raises:
         ProtocolError: not exactly one CBOR map with text keys within the limits.
     """
+    if max_items is not None and len(data) > max_items:  # (an item takes a byte at least)
+        _check_item_count(memoryview(data), max_items)
     try:
         value = _loads_control(data)
     except (cbor2.CBORDecodeError, ValueError) as exc:
@@ -1252,6 +1262,51 @@ def decode_control(data: BytesLike) -> dict[str, Any]:
 
 
 _LENGTH_FOLLOWS: Final = {24: 1, 25: 2, 26: 4, 27: 8}  # CBOR additional info -> argument bytes
+
+
+def _check_item_count(data: memoryview, max_items: int) -> None:
+    """Refuse ``data`` if its CBOR item holds more than ``max_items`` items, looking at
+    the heads of at most that many (strings are skipped by their length): bounded time,
+    whatever the bytes. What this walk cannot read (truncated, indefinite, reserved) is left
+    to the decoder, which refuses it.
+
+    Raises:
+        ProtocolError: more items than ``max_items``.
+    """
+    size = len(data)
+    pos = 0
+    pending = 1  # items still to read: the top one, then what containers and tags declare
+    items = 0
+    while pending:
+        if pos >= size:
+            return
+        initial = data[pos]
+        info = initial & 0x1F
+        pos += 1
+        if info < 24:
+            arg = info
+        elif info <= 27:
+            end = pos + (1 << (info - 24))
+            arg = int.from_bytes(data[pos:end], "big")
+            pos = end
+        else:
+            return
+        pending -= 1
+        items += 1
+        if items > max_items:
+            raise ProtocolError(
+                f"a control message of more than {max_items} CBOR items: envelopes are small "
+                "(RPC arguments and results go in one byte string; docs/protocol.md, section 3)"
+            )
+        major = initial >> 5
+        if major == 2 or major == 3:
+            pos += arg
+        elif major == 4:
+            pending += arg
+        elif major == 5:
+            pending += 2 * arg
+        elif major == 6:
+            pending += 1
 
 
 def _declared_pairs(data: BytesLike) -> int:

@@ -563,10 +563,11 @@ def encode_message(message: ControlMessage) -> bytes:
     return CONTROL_TYPE_BYTE + encode_control(to_wire(message))
 
 
-def decode_message(body: BytesLike) -> ControlMessage:
-    """Parse a CONTROL frame body (type byte included).
+def decode_message(body: BytesLike, max_items: int | None = None) -> ControlMessage:
+    """Parse a CONTROL frame body (type byte included); ``max_items``: see decode_control
+    (the server passes codec.CONTROL_MAX_ITEMS for what its clients send).
 
     Raises:
         ProtocolError: malformed CBOR, unknown op, or a field of the wrong type.
     """
-    return from_wire(decode_control(memoryview(body)[1:]))
+    return from_wire(decode_control(memoryview(body)[1:], max_items))

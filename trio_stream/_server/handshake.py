@@ -16,6 +16,7 @@ from .._exceptions import (
     ProtocolError,
     TrioStreamError,
 )
+from .._protocol.codec import CONTROL_MAX_ITEMS
 from .._protocol.frames import CONTROL, check_client_name
 from .._protocol.limits import PROTOCOL_VERSION
 from .._protocol.messages import Error, Hello, UnknownOp, Welcome, decode_message
@@ -105,7 +106,7 @@ async def handshake(
     if frames[0][0] != CONTROL:
         raise ProtocolError("the first frame must be a CONTROL hello")
     try:
-        hello = decode_message(frames[0])
+        hello = decode_message(frames[0], CONTROL_MAX_ITEMS)
     except UnknownOp as exc:  # the wire names public error types only
         raise ProtocolError(str(exc)) from None
     if not isinstance(hello, Hello):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import trio
 
 from .._exceptions import InvalidArgument, ProtocolError, TrioStreamError
-from .._protocol.codec import decode_control
+from .._protocol.codec import CONTROL_MAX_ITEMS, decode_control
 from .._protocol.frames import (
     CONTROL,
     CREDIT,
@@ -70,6 +70,14 @@ _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # where a PUBLISH frame's payloa
 # slice (PUBLISH frames counted across the read, whatever other frames come between them); a
 # read of fewer never yields.
 PUBLISH_SLICE_FRAMES: Final = 256
+# What a CONTROL frame counts toward a slice, in PUBLISH frames: a request (a ping, a stats)
+# costs the server some 20-30 us, a PUBLISH frame's fan-out 1-2. A read of 20,000 pipelined
+# pings (256 KiB) was handled in one go, and every other client waited 250-650 ms (a fuzzer's
+# canary); counted so, a slice of requests is about 16 of them, under a millisecond.
+CONTROL_SLICE_WEIGHT: Final = 16
+# ... and one more per this many of its bytes: a large envelope (up to CONTROL_MAX_ITEMS
+# items, some 10-25 ms to decode at worst) ends its slice by itself.
+CONTROL_SLICE_BYTES: Final = 64
 # While a request waits on the engine's I/O (Redis), the reader reads on, answers pings and
 # holds the rest, up to this many bytes not acted on yet (plus the read that passes it); then
 # it stops reading that client until the requests before are answered.
@@ -196,7 +204,9 @@ class Inbound:
         outbox = self._outbox
         index = 0
         count = len(frames)
-        published = 0  # PUBLISH frames fanned out since this task last let the others run
+        # Work done since this task last let the others run, in PUBLISH frames fanned out (a
+        # CONTROL frame counts CONTROL_SLICE_WEIGHT of them)
+        published = 0
         # Once a request of this read waits on the engine, ``frames`` becomes a list of our
         # own, scanned for pings, to which each wait adds what it reads; ``counted``: the
         # frames before it are out of _held_bytes (dispatched).
@@ -222,7 +232,10 @@ class Inbound:
                 handler(self, frame)
                 if self._stopped:  # a request of this read closed the connection
                     return
-                published += kind == PUBLISH
+                if kind == CONTROL:
+                    published += CONTROL_SLICE_WEIGHT + len(frame) // CONTROL_SLICE_BYTES
+                else:
+                    published += 1
                 if self._pending_request is not None:
                     if not owned:
                         # The rest of this read, its pings answered now: scanned once, as
@@ -326,7 +339,7 @@ class Inbound:
 
     def _on_control(self, frame: bytearray) -> None:
         try:
-            message = decode_message(frame)
+            message = decode_message(frame, CONTROL_MAX_ITEMS)
         except ProtocolError as exc:
             if isinstance(exc, UnknownOp):
                 self._unknown_op(exc)
@@ -504,7 +517,7 @@ def _error_reply(request_id: int, exc: TrioStreamError | ValueError) -> Error:
 def _op_of(frame: bytearray) -> str | None:
     """The op a CONTROL frame names, if it is a known one (read again on an error path)."""
     try:
-        op = decode_control(memoryview(frame)[1:]).get("op")
+        op = decode_control(memoryview(frame)[1:], CONTROL_MAX_ITEMS).get("op")
     except ProtocolError:
         return None
     return op if isinstance(op, str) and op in MESSAGE_TYPES else None
