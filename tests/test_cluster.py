@@ -8,6 +8,8 @@ Time is real (Redis keeps it), so every wait is bounded with fail_after.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -435,6 +438,68 @@ async def test_a_call_reaches_a_provider_on_another_node(redis_server: RedisServ
         assert await proxy.read(4) == 6.0
         with pytest.raises(ts.RpcError):
             await ctl.rpc("nobody", timeout=WAIT_S)
+
+
+async def test_a_departed_caller_is_not_kept_alive_by_the_rpc_watch(
+    redis_server: RedisServer,
+) -> None:
+    # The watch's pass over calls in flight kept its snapshot of the sessions in a local
+    # until the next pass with work: the last departed clients' sessions (their outboxes
+    # and frames) stayed in memory while the node was idle (an operator's soak).
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+    ):
+        daq.expose(Daq())
+        async with ts.open_client(str(b.tcp_url), name="ctl") as ctl:
+            proxy = await ctl.rpc("daq", timeout=WAIT_S)
+            (session,) = b.state.sessions.values()
+            left = weakref.ref(session)
+            del session
+            with trio.move_on_after(1.2):  # in flight through two passes of the watch
+                await proxy.hang()
+        with trio.fail_after(WAIT_S):
+            while b.state.sessions or b.state.engine.routed_calls():  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        await trio.sleep(1.2)  # two idle passes
+        gc.collect()
+        assert left() is None, gc.get_referrers(left())
+
+
+async def test_two_clusters_on_two_databases_of_one_redis_keep_apart(
+    redis_server: RedisServer,
+) -> None:
+    # Pub/sub is the Redis server's, not a database's: two clusters on /6 and /7 with the
+    # same node names shared their control channels, and 40 of 40 calls across nodes failed
+    # ("messages from node 'b' were lost on their way"; an operator's soak).
+    def on(database: int, node: str) -> ts.ServerConfig:
+        url = redis_server.url.rsplit("/", 1)[0] + f"/{database}"
+        return dataclasses.replace(node_config(redis_server, node), engine=url)
+
+    async with (
+        ts.open_server(on(6, "a")) as a6,
+        ts.open_server(on(6, "b")) as b6,
+        ts.open_server(on(7, "a")) as a7,
+        ts.open_server(on(7, "b")) as b7,
+        ts.open_client(str(a6.tcp_url), name="daq") as daq6,
+        ts.open_client(str(b6.tcp_url), name="ctl") as ctl6,
+        ts.open_client(str(a7.tcp_url), name="daq") as daq7,
+        ts.open_client(str(b7.tcp_url), name="ctl") as ctl7,
+        ctl7.subscribe("$channels", policy="unbounded") as news7,
+    ):
+        daq6.expose(Daq())
+        daq7.expose(Daq())
+        with trio.fail_after(WAIT_S):
+            proxies = [await ctl6.rpc("daq"), await ctl7.rpc("daq")]
+            for i in range(20):
+                assert [await p.read(i) for p in proxies] == [i * 1.5, i * 1.5]
+        await daq6.create_channel("only6")
+        await daq7.create_channel("only7")
+        with trio.fail_after(WAIT_S):
+            created = (await news7.receive()).data
+        assert created["channel"] == "only7"
+        assert "only6" not in [c.name for c in await ctl7.channels()]
 
 
 async def test_rpc_counts_are_kept_where_the_provider_is_and_where_nobody_was_found(

@@ -487,26 +487,33 @@ class ClusterRpc:
                 if node in gone or restarted:  # the caller's node died: nobody reads the answer
                     del self._incoming[(node, token)]
                     state.rpc.cancel(caller, Cancel(id=ident))
-            sessions = set(state.sessions.values())
-            for token, out in list(self._outgoing.items()):
-                if out.caller not in sessions:
-                    self._forget(token)
-                    self._send_cancel(token, out)  # a stream would wait for credit forever
-                elif out.node is not None and out.node in gone:
-                    self._fail(
-                        token,
-                        f"{out.provider[:100]!r} was on node {out.node!r}, which left the "
-                        f"cluster before {out.unanswered()}",
-                    )
-                elif out.node is not None and out.run is None:
-                    out.run = runs.get(out.node)  # sent before its node's run was known
-                elif out.node is not None and _restarted(runs, out.node, out.run):
-                    self._fail(
-                        token,
-                        f"{out.provider[:100]!r} was on node {out.node!r}, which restarted "
-                        f"before {out.unanswered()}",
-                    )
-                    self._send_cancel(token, out)  # (a held call goes as its cancel)
+            self._check_outgoing(gone, runs)
+
+    def _check_outgoing(self, gone: set[str], runs: dict[str, str]) -> None:
+        """The watch's pass over this node's calls: their callers gone, their providers'
+        nodes gone or restarted. A method of its own so that nothing of a pass outlives it:
+        the watch's locals (the sessions of the pass, the last call) kept the last departed
+        clients' sessions alive while no call was in flight (an operator's soak)."""
+        sessions = set(self._engine.state.sessions.values())
+        for token, out in list(self._outgoing.items()):
+            if out.caller not in sessions:
+                self._forget(token)
+                self._send_cancel(token, out)  # a stream would wait for credit forever
+            elif out.node is not None and out.node in gone:
+                self._fail(
+                    token,
+                    f"{out.provider[:100]!r} was on node {out.node!r}, which left the "
+                    f"cluster before {out.unanswered()}",
+                )
+            elif out.node is not None and out.run is None:
+                out.run = runs.get(out.node)  # sent before its node's run was known
+            elif out.node is not None and _restarted(runs, out.node, out.run):
+                self._fail(
+                    token,
+                    f"{out.provider[:100]!r} was on node {out.node!r}, which restarted "
+                    f"before {out.unanswered()}",
+                )
+                self._send_cancel(token, out)  # (a held call goes as its cancel)
 
     # -- provider's node ---------------------------------------------------------------------
     def _on_call(self, node: str, envelope: Any) -> None:

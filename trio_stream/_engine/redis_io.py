@@ -89,6 +89,7 @@ class RedisEngineIO:
         node: str,
         *,
         namespace: str = "ts",
+        database: int = 0,
         history_frames: int = DEFAULT_HISTORY_FRAMES,
         heartbeat_ttl_s: float = HEARTBEAT_TTL_S,
         read_block_ms: int = READ_BLOCK_MS,
@@ -100,7 +101,7 @@ class RedisEngineIO:
         self.node = node
         self.client = client
         self.history_frames = history_frames  # what each channel's stream keeps at most
-        self.keys = KeySpace(namespace)
+        self.keys = KeySpace(namespace, database)
         self.registry = ChannelRegistry(client, self.keys)
         self.writer = FrameWriter(client, self.keys, history_frames=history_frames)
         self.reader = StreamReader(
@@ -135,7 +136,8 @@ class RedisEngineIO:
         )
         client: coredis.Redis[bytes] = coredis.Redis(decode_responses=False, connection_pool=pool)
         async with client:
-            io = cls(client, node, **options)
+            database = int(pool.connection_kwargs.get("db") or 0)
+            io = cls(client, node, database=database, **options)
             # The first lines of an outage name the Redis (its errors may not: "Connection
             # lost while receiving response"); the node's other jobs follow them.
             io.bus.redis_named = io.presence.redis_named = f"Redis at {safe_url(url)}"

@@ -26,7 +26,10 @@ deployments (or tests) can share a Redis database without seeing each other:
                                 (``len``: the sender name's length): ``n`` its frames in the
                                 stream, ``o`` the token of its last claim (redis_streams);
                                 expires a day after its last batch or claim
-- ``{ns}:ctl`` / ``{ns}:ctl:{node}``  pub/sub control channels: broadcast / one node
+- ``{ns}:{db}:ctl`` / ``{ns}:{db}:ctl:{node}``  pub/sub control channels: broadcast / one
+                                node. Pub/sub is the whole Redis server's, not a database's:
+                                the database number keeps two clusters on two databases of
+                                one Redis apart (their keys are apart already)
 - ``{ns}:ctlmsg:{node}:{id}``  string: a control message too large for pub/sub, sent by
                                 ``node``; its pub/sub message carries only this key
                                 (redis_control); expires after a minute if nobody read it
@@ -43,6 +46,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class KeySpace:
     namespace: str = "ts"
+    database: int = 0  # the URL's: in the pub/sub channels' names (see the module docstring)
 
     @property
     def channels(self) -> str:
@@ -89,10 +93,10 @@ class KeySpace:
 
     @property
     def control(self) -> str:
-        return f"{self.namespace}:ctl"
+        return f"{self.namespace}:{self.database}:ctl"
 
     def control_for(self, node: str) -> str:
-        return f"{self.namespace}:ctl:{node}"
+        return f"{self.namespace}:{self.database}:ctl:{node}"
 
     def control_message(self, node: str, ident: str) -> str:
         return f"{self.namespace}:ctlmsg:{node}:{ident}"
