@@ -1272,3 +1272,34 @@ async def test_a_call_just_after_a_redis_restart_waits_for_its_provider_s_name(
                     outcomes["unavailable"] += 1  # Redis not answering yet: documented
                 await trio.sleep(0.05)
         assert outcomes["answered"] >= 10, outcomes
+
+
+async def test_a_call_given_up_while_redis_hangs_never_runs(redis_server: RedisServer) -> None:
+    # Calls made while Redis hung (SIGSTOP) timed out at their callers, whose node then
+    # looked their provider up and sent them when Redis woke up, their cancels behind them:
+    # a quick method ran 0.2-3.4 s after its caller's RpcTimeout (a migrating user's motor).
+    ran: list[int] = []
+
+    class Motor:
+        def rpc_move(self, i: int) -> int:
+            ran.append(i)
+            return i
+
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="motor") as motor,
+        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
+    ):
+        motor.expose(Motor())
+        proxy = await ctl.rpc("motor", timeout=1.0)
+        assert await proxy.move(0) == 0
+        with redis_stopped(redis_server):
+            for i in range(1, 4):
+                with pytest.raises(ts.RpcTimeout):
+                    await proxy.move(i)
+        with trio.fail_after(WAIT_S):
+            while await proxy.move(-1) != -1:  # Redis answers again, calls go through
+                pass
+        await trio.sleep(1.0)  # what was sent late would have run by now
+    assert [i for i in ran if i > 0] == [], ran

@@ -29,6 +29,7 @@ are dropped and the calls they belong to fail (``on_dropped``).
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import secrets
@@ -58,6 +59,14 @@ RESEND_AFTER_S: Final = 1.5
 #: next tick), so that its sender does not keep a busy stream's values for long.
 ACK_EVERY_MESSAGES: Final = 32
 _SMALL_BYTES: Final = 64  # what a credit or a cancel counts toward the bounds
+
+
+class Replaced(enum.Enum):
+    """What :meth:`Mailer.replace_held` did."""
+
+    NOT_HELD = "not held"
+    INSTEAD = "instead"
+    PERHAPS_ARRIVED = "perhaps arrived"
 
 
 @dataclass(eq=False)
@@ -152,17 +161,27 @@ class Mailer:
             self._hold(to, letter)
         return letter
 
-    def replace_held(self, node: str, letter: Letter, kind: str, body: Any) -> bool:
+    def replace_held(self, node: str, letter: Letter, kind: str, body: Any) -> Replaced:
         """Make ``letter``, if it still waits to be sent, a ``kind`` with ``body`` (of the
-        smallest size) in its place; whether it did. Its number stays: what follows it
-        must not look like a gap to the receiver."""
+        smallest size) in its place. Its number stays: what follows it must not look like a
+        gap to the receiver.
+
+        Returns:
+            NOT_HELD: it left (or was dropped); INSTEAD: it never left, the replacement is
+            all that goes; PERHAPS_ARRIVED: replaced, but a publish of it failed on its way
+            and may have gone through, so the receiver may have it already and would drop
+            the replacement as a copy: the caller sends ``kind`` again as a message of its
+            own. (Not replacing such a letter let a call given up while Redis hung run when
+            Redis woke up: sent again ahead of its cancel, its method ran before the cancel
+            came; a migrating user's motor.)
+        """
         held = self._held.get(node)
-        if letter.sent or not held or not any(waiting is letter for waiting in held):
-            return False  # (one that may have arrived keeps its number: a copy of it would)
+        if not held or not any(waiting is letter for waiting in held):
+            return Replaced.NOT_HELD
         self._held_bytes[node] -= letter.size - _SMALL_BYTES
         letter.kind, letter.size = kind, _SMALL_BYTES
         letter.envelope["b"] = body
-        return True
+        return Replaced.PERHAPS_ARRIVED if letter.sent else Replaced.INSTEAD
 
     async def _send(
         self, node: str, letter: Letter, *, fresh: bool = False, quiet: bool = False

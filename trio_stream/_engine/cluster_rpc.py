@@ -25,7 +25,7 @@ from .._protocol.messages import ControlMessage, Error
 from .._protocol.rpc_messages import Call, Cancel, Credit, Describe
 from .._server.outbox import control_frame
 from .._server.rpc import answer_dropped, check_credit, over_bound, stream_value_dropped
-from .cluster_mail import Inbox, Letter, Mailer
+from .cluster_mail import Inbox, Letter, Mailer, Replaced
 from .redis_control import ControlBus
 from .redis_streams import REDIS_ERRORS
 
@@ -202,6 +202,11 @@ class ClusterRpc:
             # Said at once (a call without a timeout waited for good); nothing was sent.
             self._fail(token, _not_sent("the call", error), ClusterUnavailable, "unavailable")
             return
+        if self._outgoing.get(token) is not out:
+            # Given up (cancelled, timed out, its caller gone) while the lookups waited for
+            # a Redis that hung: never sent. Sent when Redis woke up, its cancel behind it,
+            # a quick method ran 0.2-3.4 s after its caller's RpcTimeout (a migrating user).
+            return
         out.node = node
         out.run = self._known_runs.get(node)
         if out.run is not None:
@@ -265,10 +270,12 @@ class ClusterRpc:
         async def send() -> None:  # after the call's own job: out.node is known by then
             if out.node is None:
                 return
-            if out.letter is not None and self._mailer.replace_held(
-                out.node, out.letter, RPC_CANCEL, token
-            ):
-                return  # the call never left: it goes as its own cancel, and never runs
+            if out.letter is not None:
+                replaced = self._mailer.replace_held(out.node, out.letter, RPC_CANCEL, token)
+                if replaced is Replaced.INSTEAD:
+                    return  # the call never left: it goes as its own cancel, and never runs
+                # PERHAPS_ARRIVED: the call goes as a cancel too (if it never arrived, it
+                # never runs), and this cancel follows for the case it did.
             # Held until Redis takes it and the node listens: without it the provider's
             # method (or a stream waiting for credit) runs on for good.
             await self._mailer.post(RPC_CANCEL, token, out.node)
