@@ -8,6 +8,8 @@ credit of a bad frame would receive nothing ever again.
 
 from __future__ import annotations
 
+import math
+import re
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,6 +62,8 @@ class FakeServer:
         self.subscribed = trio.Event()
         self._decoder = FrameDecoder(2**20)
         self._sending = trio.Lock()  # replies and test-driven DATA may be sent at once
+        self.limits = Limits().to_wire()  # the welcome's: a test may spoil one
+        self.answers: dict[str, Any] = {}  # a request's result by its op (else null)
 
     async def send_control(self, message: M.ControlMessage) -> None:
         assert self.stream is not None
@@ -83,18 +87,20 @@ class FakeServer:
         while data := await stream.receive_some():
             self._decoder.receive_data(data)
             for frame in self._decoder.frames():
-                await self._on_frame(frame)
+                if await self._on_frame(frame):
+                    return
 
-    async def _on_frame(self, frame: bytearray) -> None:
+    async def _on_frame(self, frame: bytearray) -> bool:
+        """Answer one frame from the client; True once it said goodbye."""
         if frame[0] == F.CREDIT:
             sub_id, count = F.parse_counter(frame)
             assert sub_id == SUB_ID
             self.credit += count
             self.credit_changed.set()
-            return
+            return False
         message = M.decode_message(frame)
         if isinstance(message, M.Hello):
-            limits = Limits().to_wire()
+            limits = self.limits
             await self.send_control(
                 M.Welcome(v=message.v, client_id=1, name="reader", server="fake", limits=limits)
             )
@@ -104,7 +110,13 @@ class FakeServer:
             await self.send_control(M.Reply(id=message.id, result=result))
             self.subscribed.set()
         elif isinstance(message, M.Request):
-            await self.send_control(M.Reply(id=message.id, result=None))
+            await self.send_control(M.Reply(id=message.id, result=self.answers.get(message.OP)))
+        elif isinstance(message, M.Goodbye):
+            # Closed, as a real server does: a closing client waits for that (up to 1 s).
+            assert self.stream is not None
+            await self.stream.aclose()
+            return True
+        return False
 
 
 @asynccontextmanager
@@ -194,3 +206,136 @@ async def test_a_frame_the_client_refuses_mid_connection_closes_it_for_good() ->
             assert await client.wait_state("closed", "reconnecting") == "closed"
         with pytest.raises(ts.ConnectionClosed, match="protocol error from the server"):
             await client.channels()
+
+
+def truncated_data_frame(body: bytes) -> bytes:
+    return frame_prefix(len(body)) + body
+
+
+# A DATA head cut short (12 of its 22 bytes), and a whole head whose sender name (10 bytes)
+# runs past the frame's end.
+CUT_HEAD = bytes([F.DATA]) + SUB_ID.to_bytes(4, "big") + bytes(7)
+CUT_NAME = F.DATA_HEAD.pack(F.DATA, SUB_ID, 0, 1, 1.5, 10) + b"abc"
+
+
+@pytest.mark.parametrize("body", [CUT_HEAD, CUT_NAME], ids=["head", "sender"])
+async def test_a_truncated_data_frame_is_a_protocol_error_that_closes_the_connection(
+    body: bytes,
+) -> None:
+    # docs/protocol.md section 1: a truncated fixed header is a protocol error, after which
+    # the connection closes. Before, only that receive raised and the connection stayed up.
+    async with (
+        fake_server() as (server, url),
+        ts.open_client(url, reconnect=ts.Reconnect(initial=0.01, maximum=0.01)) as client,
+        client.subscribe("ch", size=1) as sub,
+    ):
+        with trio.fail_after(WAIT_S):
+            await server.send_data(truncated_data_frame(body))
+            with pytest.raises(ts.ProtocolError, match="truncated DATA frame"):
+                await sub.receive()
+            assert await client.wait_state("closed", "reconnecting") == "closed"
+            for call in (sub.receive, client.channels):
+                with pytest.raises(ts.ConnectionClosed, match="protocol error from the server"):
+                    await call()
+
+
+async def test_a_negative_lost_notice_is_a_protocol_error_and_never_reaches_a_message() -> None:
+    async with (
+        fake_server() as (server, url),
+        ts.open_client(url, reconnect=ts.Reconnect(initial=0.01, maximum=0.01)) as client,
+        client.subscribe("ch", size=1) as sub,
+    ):
+        with trio.fail_after(WAIT_S):
+            await server.send_control(M.Lost(sub=SUB_ID, lost=-5, seq=1))
+            assert await client.wait_state("closed", "reconnecting") == "closed"
+            with pytest.raises(ts.ConnectionClosed, match="negative count: -5"):
+                await sub.receive()
+        assert sub.lost == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kind"),
+    [
+        ("max_frame_bytes", math.nan, "a positive integer"),
+        ("max_frame_bytes", math.inf, "a positive integer"),
+        ("max_frame_bytes", 100.5, "a positive integer"),
+        ("publish_window_frames", math.nan, "a positive integer"),
+        ("publish_window_bytes", 2.0, "a positive integer"),
+        ("max_buffered_bytes", True, "a positive integer"),
+        ("idle_timeout_s", math.nan, "a positive finite number"),
+        ("handshake_timeout_s", math.inf, "a positive finite number"),
+        ("idle_timeout_s", -5, "a positive finite number"),
+    ],
+)
+async def test_a_welcome_limit_that_is_not_a_positive_number_of_its_kind_is_refused(
+    key: str, value: Any, kind: str
+) -> None:
+    # NaN passed "value <= 0": a frame limit of nan refused every frame later, with a
+    # misleading reason, and a window of nan or inf meant none.
+    async with fake_server() as (server, url):
+        server.limits = {**Limits().to_wire(), key: value}
+        expected = f"the server's welcome has limits.{key} = {value!r}: not {kind}"
+        with trio.fail_after(WAIT_S), pytest.raises(ts.ProtocolError, match=re.escape(expected)):
+            async with ts.open_client(url, reconnect=False):
+                pass
+
+
+async def test_welcome_limits_in_seconds_may_be_integers() -> None:
+    async with fake_server() as (server, url):
+        server.limits = {**Limits().to_wire(), "idle_timeout_s": 30, "handshake_timeout_s": 2.5}
+        with trio.fail_after(WAIT_S):
+            async with ts.open_client(url, reconnect=False) as client:
+                assert (client.limits.idle_timeout_s, client.limits.handshake_timeout_s) == (
+                    30,
+                    2.5,
+                )
+
+
+WRONG_ANSWERS = [
+    ("channels", "notalist", "a list of channel records: 'notalist'"),
+    ("channels", None, "a list of channel records: None"),
+    ("channels", [7], "a list of channel records: item 0 is 7, not a map"),
+    ("channels", [{"name": "a"}], "a list of channel records: item 0 lacks 'owner'"),
+    ("clients", [{"id": 1}], "a list of client records: item 0 lacks 'name' ({'id': 1})"),
+    (
+        "clients",
+        [{"id": 1, "name": "n", "subscriptions": [{"channel": "c"}]}],
+        "a list of client records: item 0 has a subscription that lacks 'policy'",
+    ),
+    ("stats", [1, 2], "the server's figures: it is [1, 2], not a map"),
+]
+
+
+@pytest.mark.parametrize(("method", "answer", "expected"), WRONG_ANSWERS)
+async def test_an_answer_of_the_wrong_shape_is_a_protocol_error_that_says_what_was_wrong(
+    method: str, answer: Any, expected: str
+) -> None:
+    # Before: a bare TypeError ("expected a map for ChannelInfo", "'NoneType' object is not
+    # iterable", "__init__() missing 1 required positional argument").
+    async with fake_server() as (server, url), ts.open_client(url, reconnect=False) as client:
+        server.answers[method] = answer
+        with trio.fail_after(WAIT_S), pytest.raises(ts.ProtocolError) as caught:
+            await getattr(client, method)()
+        assert str(caught.value).startswith(f"the server's answer to {method}() is not {expected}")
+
+
+def ask_a_sync_client(url: str, method: str) -> BaseException | None:
+    """In a thread: what a SyncClient's ``method()`` raises (None if nothing)."""
+    with ts.SyncClient(url, reconnect=False) as client:
+        try:
+            getattr(client, method)()
+        except Exception as exc:
+            return exc
+    return None
+
+
+@pytest.mark.parametrize(("method", "answer", "expected"), WRONG_ANSWERS[1::2])
+async def test_a_sync_client_gets_the_same_protocol_error_for_an_answer_of_the_wrong_shape(
+    method: str, answer: Any, expected: str
+) -> None:
+    async with fake_server() as (server, url):
+        server.answers[method] = answer
+        with trio.fail_after(WAIT_S):
+            error = await trio.to_thread.run_sync(ask_a_sync_client, url, method)
+    assert isinstance(error, ts.ProtocolError), repr(error)
+    assert str(error).startswith(f"the server's answer to {method}() is not {expected}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import trio_stream as ts
+from trio_stream._records import answer_from_wire, list_from_answer
 
 
 def test_a_message_shows_an_array_by_its_dtype_and_shape() -> None:
@@ -30,4 +32,33 @@ def test_a_message_cuts_a_long_value_and_shows_a_short_one_as_it_is() -> None:
     assert repr(short) == (
         "Message(data={'t': 1.5}, seq=2, channel='c', sender='s', time=0.0, lost=3, "
         "gap=Gap(kind='reset', lost=None, recovered=0))"
+    )
+
+
+def test_records_from_the_server_ignore_keys_a_newer_server_adds() -> None:
+    channel = {"name": "c", "owner": "o", "readers": 2, "from_a_newer_server": [1]}
+    client = {"id": 1, "name": "n", "subscriptions": [{"channel": "c", "policy": "block", "x": 0}]}
+    [info] = list_from_answer(ts.ChannelInfo.from_wire, [channel], "channels()", "records")
+    assert (info.name, info.owner, info.readers) == ("c", "o", 2)
+    [who] = list_from_answer(ts.ClientInfo.from_wire, [client], "clients()", "records")
+    assert who.subscriptions == (ts.SubscriptionInfo("c", "block"),)
+    stats = answer_from_wire(ts.ServerStats.from_wire, {"connections": 3, "y": 1}, "stats()", "")
+    assert (stats.connections, stats.node_connections) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ({"a": 1}, "{'a': 1}"),  # a map where the list is due: not its keys as items
+        ([{"name": "c", "owner": "o"}, "x" * 200], "item 1 is '" + "x" * 76 + "..., not a map"),
+        ([{}], "item 0 lacks 'name', 'owner' ({})"),
+    ],
+)
+def test_a_wrong_answer_names_its_first_wrong_item_in_one_short_line(
+    answer: object, reason: str
+) -> None:
+    with pytest.raises(ts.ProtocolError) as caught:
+        list_from_answer(ts.ChannelInfo.from_wire, answer, "channels()", "channel records")
+    assert (
+        str(caught.value) == f"the server's answer to channels() is not channel records: {reason}"
     )

@@ -99,7 +99,14 @@ from ._publisher import YIELD_EVERY_BYTES as YIELD_EVERY_BYTES
 from ._publisher import Publisher as Publisher
 from ._publisher import new_writer_key
 from ._reconnect import STATES, Backoff, Reconnect, State
-from ._records import ChannelInfo, ClientInfo, Position, ServerStats
+from ._records import (
+    ChannelInfo,
+    ClientInfo,
+    Position,
+    ServerStats,
+    answer_from_wire,
+    list_from_answer,
+)
 from ._seconds import positive_seconds
 from ._subscription import YIELD_EVERY_MESSAGES as YIELD_EVERY_MESSAGES
 from ._subscription import Subscription as Subscription
@@ -1170,13 +1177,20 @@ class Client:
         except ConnectionClosed as exc:
             self._lose(self._closed_by_server(exc))
         except TrioStreamError as exc:  # ProtocolError, FrameTooLarge from the server
-            log.error("closing the connection: %s", exc)
-            # Final, as at the handshake: a new connection would meet the same server, and
-            # the frame it sends again (a resumed subscription's), in a loop.
-            self._closing = True
-            self._lose(ConnectionClosed(f"protocol error from the server: {exc}"))
+            self._protocol_error(exc)
             with trio.CancelScope(shield=True):
                 await transport.aclose()
+
+    def _protocol_error(self, exc: TrioStreamError) -> None:
+        """The server broke the protocol (docs/protocol.md section 1): the connection ends,
+        for good. The reader calls this, and a subscription that finds a DATA frame cut in
+        its head only when the application reads it. The connection's tasks are cancelled;
+        its transport is closed by the reader, or by _connect_once once they are done."""
+        log.error("closing the connection: %s", exc)
+        # Final, as at the handshake: a new connection would meet the same server, and
+        # the frame it sends again (a resumed subscription's), in a loop.
+        self._closing = True
+        self._lose(ConnectionClosed(f"protocol error from the server: {exc}"))
 
     def _take(self, items: Iterable[bytearray | DataRun]) -> None:
         """Hand on what one read brought, in order.
@@ -1254,6 +1268,10 @@ class Client:
 
     def _on_lost(self, msg: Lost) -> None:
         # Frames dropped at the end of a burst, that no message will carry: count them.
+        if msg.lost < 0:
+            # A count (DATA's is a u32); a negative one would lower sub.lost and reach the
+            # application as a message's negative ``lost``. The reader closes on this.
+            raise ProtocolError(f"a lost notice with a negative count: {msg.lost}")
         sub = self._subscriptions.get(msg.sub)
         if sub is not None:
             sub._lost_notice(msg.lost, msg.seq)
@@ -1360,19 +1378,24 @@ class Client:
 
     async def channels(self) -> list[ChannelInfo]:
         """Public channels and this client's own."""
-        return [
-            ChannelInfo.from_wire(c) for c in await self._request(ListChannels, repeat_if_lost=True)
-        ]
+        # An answer of the wrong shape is the server's fault: a ProtocolError that says what
+        # was wrong, not a TypeError from inside the records.
+        result = await self._request(ListChannels, repeat_if_lost=True)
+        return list_from_answer(
+            ChannelInfo.from_wire, result, "channels()", "a list of channel records"
+        )
 
     async def clients(self) -> list[ClientInfo]:
         """The connected clients (see ``ClientInfo``)."""
-        return [
-            ClientInfo.from_wire(c) for c in await self._request(ListClients, repeat_if_lost=True)
-        ]
+        result = await self._request(ListClients, repeat_if_lost=True)
+        return list_from_answer(
+            ClientInfo.from_wire, result, "clients()", "a list of client records"
+        )
 
     async def stats(self) -> ServerStats:
         """The server's figures (see ``ServerStats``)."""
-        return ServerStats.from_wire(await self._request(GetStats, repeat_if_lost=True))
+        result = await self._request(GetStats, repeat_if_lost=True)
+        return answer_from_wire(ServerStats.from_wire, result, "stats()", "the server's figures")
 
     # -- RPC (trio_stream/_rpc.py) ---------------------------------------------------------------
     def expose(self, obj: object, name: str | None = None, *, thread: bool = False) -> list[str]:

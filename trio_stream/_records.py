@@ -3,21 +3,104 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, TypeVar
+
+from ._exceptions import ProtocolError
 
 R = TypeVar("R")
 
 # What a Gap says happened: a type checker knows the two values (a plain str did not).
 GapKind = Literal["resumed", "reset"]
 
+#: A wrong value is shown in an error cut to this many characters: the error is one line.
+SHOWN_CHARS: Final = 80
 
-def _from_wire(cls: type[R], data: Any) -> R:
-    """Build a record from a wire map, ignoring keys a newer server may add."""
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 3]}..."
+
+
+def _from_wire(cls: type[R], data: Any, wire: Any = None) -> R:
+    """Build a record from a wire map, ignoring keys a newer server may add.
+
+    ``wire``: the map as the server sent it, for an error to show (``data`` by default).
+
+    Raises:
+        ProtocolError: ``data`` is not a map, or lacks a key the record needs; the message
+            says which, to follow "item 3 " (see :func:`list_from_answer`).
+    """
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if not isinstance(data, dict):
-        raise TypeError(f"expected a map for {cls.__name__}")
-    return cls(**{k: v for k, v in data.items() if k in names})
+        raise ProtocolError(f"is {_shown(data)}, not a map")
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError:
+        # Only a missing key gets here (the keys passed are the record's own): name it,
+        # rather than __init__'s "missing 1 required positional argument".
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and f.name not in data
+        ]
+        if not missing:
+            raise
+        shown = _shown(data if wire is None else wire)
+        raise ProtocolError(f"lacks {', '.join(map(repr, missing))} ({shown})") from None
+
+
+# What building a record from a server's answer of the wrong shape raises: a ProtocolError
+# from _from_wire, a TypeError or ValueError from iterating or converting a wrong value.
+_WRONG_SHAPE: Final = (ProtocolError, TypeError, ValueError)
+
+
+def _wrong(exc: Exception, value: Any) -> str:
+    """What is wrong with ``value``, to follow "it " or "item 3 "."""
+    return str(exc) if isinstance(exc, ProtocolError) else f"is {_shown(value)} ({exc})"
+
+
+def answer_from_wire(make: Callable[[Any], R], data: Any, request: str, what: str) -> R:
+    """The record ``make`` builds from the server's answer to ``request``.
+
+    Raises:
+        ProtocolError: the answer is not ``what``; the message says what was wrong.
+    """
+    try:
+        return make(data)
+    except _WRONG_SHAPE as exc:
+        reason = _wrong(exc, data)
+        raise ProtocolError(
+            f"the server's answer to {request} is not {what}: it {reason}"
+        ) from None
+
+
+def list_from_answer(make: Callable[[Any], R], data: Any, request: str, what: str) -> list[R]:
+    """The records ``make`` builds from the items of the server's answer to ``request``.
+
+    Raises:
+        ProtocolError: the answer is not ``what`` (a list of maps, each with the keys its
+            record needs); the message names the first wrong item and what was wrong.
+    """
+    if isinstance(data, list):
+        try:
+            return [make(item) for item in data]
+        except _WRONG_SHAPE:
+            pass
+        # Only on a wrong answer: the items again, to name the first that is wrong.
+        reason = "has a wrong item"
+        for index, item in enumerate(data):
+            try:
+                make(item)
+            except _WRONG_SHAPE as exc:
+                reason = f"item {index} {_wrong(exc, item)}"
+                break
+    else:
+        reason = _shown(data)
+    raise ProtocolError(f"the server's answer to {request} is not {what}: {reason}")
 
 
 class Gap(NamedTuple):
@@ -161,13 +244,18 @@ class ClientInfo:
 
     @classmethod
     def from_wire(cls, data: Any) -> ClientInfo:
+        if not isinstance(data, dict):
+            raise ProtocolError(f"is {_shown(data)}, not a map")
         record = dict(data)
-        record["subscriptions"] = tuple(
-            SubscriptionInfo.from_wire(s) for s in record.get("subscriptions", ())
-        )
+        try:
+            record["subscriptions"] = tuple(
+                SubscriptionInfo.from_wire(s) for s in record.get("subscriptions", ())
+            )
+        except ProtocolError as exc:
+            raise ProtocolError(f"has a subscription that {exc}") from None
         record["publishers"] = tuple(record.get("publishers", ()))
         record["methods"] = tuple(record.get("methods", ()))
-        return _from_wire(cls, record)
+        return _from_wire(cls, record, data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -424,7 +424,7 @@ class Subscription:
             if self._carried:
                 self._carry_loss(0)
             self.received += 1
-            raise ProtocolError("truncated DATA frame") from None
+            raise self._truncated(frame) from None
         if lost:
             self.lost += lost
         if self._carried:
@@ -432,7 +432,11 @@ class Subscription:
         self.received += 1
         self._last_seq = seq
         if name_len != self._sender_len or not frame.startswith(self._sender_raw, _DATA_HEAD_BYTES):
-            self._sender_raw, self._sender = data_sender(frame, name_len)
+            # (A frame that ends inside the name never matches the last name in place.)
+            try:
+                self._sender_raw, self._sender = data_sender(frame, name_len)
+            except ProtocolError:
+                raise self._truncated(frame) from None
             self._sender_len = name_len
         try:
             value = _decode(
@@ -443,6 +447,18 @@ class Subscription:
                 self._carry_to_next(lost)
             raise
         return _new_tuple(Message, (value, seq, self.channel, self._sender, time_s, lost, None))
+
+    def _truncated(self, frame: bytearray) -> ProtocolError:
+        """A DATA frame cut in its fixed head or its sender name: unlike a payload that does
+        not decode, the server broke the framing (docs/protocol.md section 1), and the
+        connection ends as for any protocol error. Found here, where the frame is read, so
+        that routing costs nothing per frame: this receive raises the error, the next ones
+        the connection's end."""
+        error = ProtocolError(f"truncated DATA frame ({len(frame)} bytes) on {self.channel!r:.80}")
+        client = self._client
+        if client._connected:
+            client._protocol_error(error)
+        return error
 
     def _keep_payloads_encoded(self) -> None:
         """Internal (the CLI's dump and bridge): from now on each message's ``data`` is its

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 
@@ -74,16 +75,37 @@ class Limits:
 
     @classmethod
     def from_wire(cls, data: Any) -> Limits:
+        """The limits of a server's welcome (docs/protocol.md section 2).
+
+        Raises:
+            ProtocolError: a limit that is not a positive integer (a float where the page
+                says so: positive and finite), or limits that are not a map.
+        """
         if not isinstance(data, dict):
-            raise ProtocolError("welcome limits must be a map")
+            raise ProtocolError(f"the server's welcome has limits = {data!r:.80}: not a map")
         values: dict[str, Any] = {}
         for field in fields(cls):
             if field.name in data:
                 value = data[field.name]
-                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                    raise ProtocolError(f"welcome limit {field.name} must be a positive number")
+                # NaN compares false with everything, so "<= 0" let it through (and infinity,
+                # and fractions where a count is due): a frame limit of nan refused every frame
+                # later, with a misleading reason, and a window of nan meant no window at all.
+                if field.name in _SECONDS_LIMITS:
+                    ok = type(value) in (int, float) and 0 < value < math.inf
+                    kind = "a positive finite number"
+                else:
+                    ok = type(value) is int and value > 0
+                    kind = "a positive integer"
+                if not ok:
+                    raise ProtocolError(
+                        f"the server's welcome has limits.{field.name} = {value!r:.80}: not {kind}"
+                    )
                 values[field.name] = value
         return cls(**values)
+
+
+# The limits in seconds, floats (docs/protocol.md section 2); the others are integers.
+_SECONDS_LIMITS: Final = frozenset(f.name for f in fields(Limits) if f.type in ("float", float))
 
 
 # --- payload decoding ---------------------------------------------------------------------------
