@@ -88,15 +88,15 @@ async def client_on_each_node(
 
 @asynccontextmanager
 async def writer_and_reader_nodes(
-    redis: RedisServer,
+    redis: RedisServer, on_a: str = "w", on_b: str = "r"
 ) -> AsyncIterator[tuple[ts.Server, ts.Server, ts.Client, ts.Client]]:
-    """Nodes "a" and "b", a client "w" of node a and one "r" of node b: for the tests that
-    look into a node's own state (its metrics, its Redis pool) as well."""
+    """Nodes "a" and "b", a client ``on_a`` of node a and one ``on_b`` of node b: for the
+    tests that look into a node's own state (its metrics, its Redis pool) as well."""
     async with (
         ts.open_server(node_config(redis, "a")) as a,
         ts.open_server(node_config(redis, "b")) as b,
-        ts.open_client(str(a.tcp_url), name="w") as w,
-        ts.open_client(str(b.tcp_url), name="r") as r,
+        ts.open_client(str(a.tcp_url), name=on_a) as w,
+        ts.open_client(str(b.tcp_url), name=on_b) as r,
     ):
         yield a, b, w, r
 

@@ -26,7 +26,7 @@ import pytest
 import trio
 from proxy import open_proxy
 from redis_server import RedisServer, redis_stopped
-from test_cluster import WAIT_S, node_config
+from test_cluster import WAIT_S, Daq, node_config, writer_and_reader_nodes
 from test_reconnect import open_named
 
 import trio_stream as ts
@@ -1178,6 +1178,27 @@ async def test_a_channel_registered_again_after_redis_restarts_is_not_ended_by_i
                 await pub.wait_acknowledged()
 
 
+class LateBeat:
+    """Makes a node's next heartbeat after :meth:`arm` a second late: well within the TTL
+    (3 s), a live node whose beat has not reached a restarted Redis yet."""
+
+    def __init__(self, server: ts.Server) -> None:
+        engine: Any = server.state.engine
+        presence = engine.io.presence
+        self._real_beat = presence.beat
+        self._armed = False
+        presence.beat = self._beat
+
+    def arm(self) -> None:
+        self._armed = True
+
+    async def _beat(self) -> None:
+        if self._armed:
+            self._armed = False
+            await trio.sleep(1.0)
+        await self._real_beat()
+
+
 async def test_a_live_node_whose_heartbeat_is_late_after_a_redis_restart_keeps_its_channels(
     redis_server: RedisServer,
 ) -> None:
@@ -1192,19 +1213,7 @@ async def test_a_live_node_whose_heartbeat_is_late_after_a_redis_restart_keeps_i
         ts.open_client(str(a.tcp_url), name="daq") as daq,
         ts.open_client(str(b.tcp_url), name="viewer") as viewer,
     ):
-        engine: Any = a.state.engine
-        presence = engine.io.presence
-        real_beat = presence.beat
-        restarted = False
-
-        async def late_after_the_restart() -> None:
-            nonlocal restarted
-            if restarted:
-                restarted = False
-                await trio.sleep(1.0)  # well within the TTL (3 s): a live node, a late beat
-            await real_beat()
-
-        presence.beat = late_after_the_restart
+        late_beat = LateBeat(a)
         await daq.create_channel("c")
         pub = await daq.open_publisher("c")
         async with viewer.subscribe("c", wait_channel=True) as sub:
@@ -1212,7 +1221,7 @@ async def test_a_live_node_whose_heartbeat_is_late_after_a_redis_restart_keeps_i
                 await pub.wait_for_readers()
                 await pub.send(0)
                 assert (await sub.receive()).data == 0
-            restarted = True
+            late_beat.arm()
             redis_server.restart()  # SIGKILL, and empty on the same port
             for value in range(1, 40):  # 4 s: the late beat, and two reaper passes after it
                 with trio.move_on_after(0.5):
@@ -1236,31 +1245,11 @@ async def test_a_call_just_after_a_redis_restart_waits_for_its_provider_s_name(
     # (within a second). A call meanwhile failed with "no client named 'daq' is connected"
     # while daq never left (a migrating user: 12 calls in half a second, after every
     # restart); it is looked up again until the names are back, or fails ClusterUnavailable.
-    from test_cluster import Daq
-
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_server(node_config(redis_server, "b")) as b,
-        ts.open_client(str(a.tcp_url), name="daq") as daq,
-        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
-    ):
+    async with writer_and_reader_nodes(redis_server, "daq", "ctl") as (a, _, daq, ctl):
         daq.expose(Daq())
         proxy = await ctl.rpc("daq", timeout=WAIT_S)
         assert await proxy.read(2) == 3.0
-        engine: Any = a.state.engine
-        presence = engine.io.presence
-        real_beat = presence.beat
-        restarted = False
-
-        async def late_after_the_restart() -> None:
-            nonlocal restarted
-            if restarted:
-                restarted = False
-                await trio.sleep(1.0)  # node a's names are back a second late
-            await real_beat()
-
-        presence.beat = late_after_the_restart
-        restarted = True
+        LateBeat(a).arm()  # node a's names are back a second late
         redis_server.restart()  # SIGKILL, and empty on the same port
         outcomes: Counter[str] = Counter()
         with trio.fail_after(WAIT_S):
@@ -1285,12 +1274,7 @@ async def test_a_call_given_up_while_redis_hangs_never_runs(redis_server: RedisS
             ran.append(i)
             return i
 
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_server(node_config(redis_server, "b")) as b,
-        ts.open_client(str(a.tcp_url), name="motor") as motor,
-        ts.open_client(str(b.tcp_url), name="ctl") as ctl,
-    ):
+    async with writer_and_reader_nodes(redis_server, "motor", "ctl") as (_, _, motor, ctl):
         motor.expose(Motor())
         proxy = await ctl.rpc("motor", timeout=1.0)
         assert await proxy.move(0) == 0
