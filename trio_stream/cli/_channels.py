@@ -20,6 +20,7 @@ import trio_stream as ts
 from .._client import STILL_WAITING_MESSAGE, WAIT_CHANNEL_WARN_S, WAITING_ADVICE
 from .._client import log as client_log
 from .._protocol.messages import CHANNEL_ENDED_REASON
+from .._util import unwrap_single_exception
 from ._options import created_channel_key, subscription_kwargs
 from ._output import counted
 from ._run import CliError, NoReaders
@@ -350,6 +351,80 @@ async def wait_for_readers(client: ts.Client, pub: ts.Publisher, args: argparse.
         f"channel {pub.channel!r} has {counted(pub.readers, 'reader')}, not {wanted}, after "
         f"{args.wait_timeout:g} s (--wait-timeout): nothing was sent; start a reader first"
     )
+
+
+# How long a channel missing after a reconnect (a server restart) may take to come back
+# before a command without --wait-channel ends as at the channel's end. Its owner's client
+# re-creates it within its own reconnect (6 s at most by default); 30 s also covers an owner
+# whose process restarts with the server (a service manager's restart), and is three times
+# the server's default resume_grace_s, after which a live server ends a channel whose owner
+# is away.
+CHANNEL_BACK_S: Final = 30.0
+
+
+@asynccontextmanager
+async def ended_if_not_back(
+    client: ts.Client, sub: ts.Subscription, args: argparse.Namespace
+) -> AsyncIterator[trio.CancelScope]:
+    """The block, beside a watch of ``sub``'s channel across reconnects: one line at once
+    when the channel is not on the server after a reconnect, and without --wait-channel the
+    block cancelled (``scope.cancelled_caught``) if it is not back within CHANNEL_BACK_S.
+
+    The client resubscribes on its own once the channel is back; until then the command
+    waited on in silence, for ever, for a channel whose owner was gone with the server."""
+    scope = trio.CancelScope()
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_channel, client, sub, args, scope)
+            try:
+                with scope:
+                    yield scope
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _watch_channel(
+    client: ts.Client, sub: ts.Subscription, args: argparse.Namespace, scope: trio.CancelScope
+) -> None:
+    if client is None:  # a recording driven without a server (a test's): nothing to watch
+        return
+    state = client.state
+    while True:
+        state = await client.wait_state_change(state)
+        # "open" comes once every resubscription had its first try: one whose channel is
+        # missing is not live then, and is retried in the background.
+        if state == "closed":
+            return
+        if state != "open":
+            continue
+        # After connect()'s "reconnected" line (woken by the same change), and not for a
+        # channel whose first retry finds it at once.
+        await trio.sleep(0.1)
+        if client.state != "open" or sub._live or sub.end_reason is not None:
+            continue
+        bound = "" if args.wait_channel else f"; it ends if not back within {CHANNEL_BACK_S:g} s"
+        print(
+            f"{prog(args)}: channel {args.channel!r} is not on the server after the reconnect: "
+            "waiting for its owner to create it again (Ctrl-C to stop"
+            + ("; the recording so far is complete" if args.command == "dump" else "")
+            + f"){bound}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if args.wait_channel:
+            continue
+        with trio.move_on_after(CHANNEL_BACK_S):
+            while not sub._live and sub.end_reason is None:  # noqa: ASYNC110 (no event for it)
+                await trio.sleep(0.1)
+            continue  # back (or ended, which the command says)
+        print(
+            f"{prog(args)}: channel {args.channel!r} did not come back within "
+            f"{CHANNEL_BACK_S:g} s after the reconnect: its end (--wait-channel waits for it)",
+            file=sys.stderr,
+            flush=True,
+        )
+        scope.cancel()
+        return
 
 
 def ended(channel: str, sub: ts.Subscription) -> str:

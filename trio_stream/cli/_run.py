@@ -173,6 +173,14 @@ def run(command: Command, args: argparse.Namespace) -> int:
             # /dev/null so that the interpreter's final flush does not complain again.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
+            if args.command == "dump":
+                # Not for a recording: what it was written for is lost (record.py says how
+                # many frames came first; this is the line for a pipe it did not see close).
+                print(
+                    f"{prog}: error: the output pipe closed: the recording stopped",
+                    file=sys.stderr,
+                )
+                return EXIT_ERROR
             return EXIT_OK
         for leaf in leaves:
             if isinstance(leaf, CliError):

@@ -131,6 +131,16 @@ class _LossReport:
         self.total = 0
         self._unsaid = 0
         self._said_at = -math.inf
+        # Frames read from the source that the copy took from no one: it had no reader then
+        # (its readers had not come back after the destination's restart, say).
+        self.unsent = 0
+        self._unsent_unsaid = 0
+
+    def not_forwarded(self) -> None:
+        self.unsent += 1
+        self._unsent_unsaid += 1
+        if trio.current_time() - self._said_at >= LOSS_REPORT_S:
+            self.say()
 
     def note(self, msg: ts.Message) -> None:
         if msg.gap is not None and msg.gap.kind == "reset":
@@ -159,6 +169,14 @@ class _LossReport:
                 "cannot see this"
             )
             self._unsaid = 0
+            self._said_at = trio.current_time()
+        if self._unsent_unsaid:
+            _warn(
+                f"{self._route}: {counted(self._unsent_unsaid, 'frame')} read from the source "
+                f"reached no reader of the copy ({self.unsent} in all: the copy had no reader "
+                "then, e.g. its readers had not come back after the destination reconnected)"
+            )
+            self._unsent_unsaid = 0
             self._said_at = trio.current_time()
 
 
@@ -211,12 +229,17 @@ async def _forward_while_read(
                     msg = await next_message(sub, skipped)
                 except trio.EndOfChannel:
                     if not args.quiet:
-                        print(ended(src_name, sub), file=sys.stderr, flush=True)
+                        _warn(ended(src_name, sub))
                     return
                 if msg.lost or msg.gap is not None:
                     losses.note(msg)
-                await pub.send(EncodedPayload(bytes(msg.data)), time_s=msg.time)
-                if pub.readers == 0:
+                if not await pub.send(EncodedPayload(bytes(msg.data)), time_s=msg.time):
+                    losses.not_forwarded()  # not silently: counted and said
+                # Not `pub.readers == 0`: after the destination reconnects, the copy has no
+                # readers until theirs reconnect too, and the publisher holds its frames for
+                # them meanwhile (wanted). Unsubscribing then lost what the source sent until
+                # they were back, without a word.
+                if not pub.wanted:
                     break
         log.info("%s has no readers: unsubscribed from %s", dst_name, src_name)
 

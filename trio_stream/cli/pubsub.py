@@ -19,6 +19,7 @@ from .._util import were
 from ._channels import (
     connect,
     ended,
+    ended_if_not_back,
     marked_new_life,
     publisher,
     subscription,
@@ -420,16 +421,19 @@ async def run_sub(args: argparse.Namespace) -> int:
                         await _say_what_is_read(client, args)
                     new_life = ended_once
                     try:
-                        while args.count is None or received < args.count:
-                            msg = await next_message(sub, skip, out.flush)
-                            if new_life:  # the channel came back: marked as dump marks it
-                                new_life = False
-                                msg = marked_new_life(msg)
-                            out.write(json_line(message_record(msg, args)) + "\n")
-                            received += 1
-                            if received % 64 == 0:  # receive_nowait() does not yield
-                                await trio.lowlevel.checkpoint()
-                        break
+                        async with ended_if_not_back(client, sub, args) as gone:
+                            while args.count is None or received < args.count:
+                                msg = await next_message(sub, skip, out.flush)
+                                if new_life:  # the channel came back: marked as dump marks it
+                                    new_life = False
+                                    msg = marked_new_life(msg)
+                                out.write(json_line(message_record(msg, args)) + "\n")
+                                received += 1
+                                if received % 64 == 0:  # receive_nowait() does not yield
+                                    await trio.lowlevel.checkpoint()
+                        if not gone.cancelled_caught:
+                            break
+                        # Not back after a server restart (said): as at the channel's end.
                     except trio.EndOfChannel:
                         said = ended(args.channel, sub)
                         if args.wait_channel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import math
 import os
 import stat
@@ -27,11 +28,12 @@ from rich.progress import (
 import trio_stream as ts
 
 from .._protocol.bytes_like import BytesLike
-from .._util import unwrap_single_exception
+from .._util import exception_leaves, unwrap_single_exception
 from . import dumpfile as dumpfile
 from ._channels import (
     connect,
     ended,
+    ended_if_not_back,
     marked_new_life,
     publisher,
     subscription,
@@ -167,6 +169,7 @@ class _BatchWriter:
         self.pending = 0
         self.written = 0
         self.unwritten = 0  # bytes a final flush gave up on
+        self.failed: OSError | None = None  # the write that failed (nothing is written after)
         self._last_flush = time.monotonic()
         # Flushes (the recording task's and the timer's) write one after the other, in order.
         self._lock = trio.Lock()
@@ -199,11 +202,17 @@ class _BatchWriter:
                 pieces, self._pieces = self._pieces, []
                 written, self.pending = self.pending, 0
                 self._last_flush = time.monotonic()
+                if pieces and self.failed is not None:
+                    return True  # (said by the caller: the first failure is the one)
                 if pieces:
                     with trio.move_on_after(give_up_after_s) as waited:
-                        await trio.to_thread.run_sync(
-                            self._write, pieces, abandon_on_cancel=give_up_after_s < math.inf
-                        )
+                        try:
+                            await trio.to_thread.run_sync(
+                                self._write, pieces, abandon_on_cancel=give_up_after_s < math.inf
+                            )
+                        except OSError as exc:
+                            self.failed = exc
+                            raise
                     if waited.cancelled_caught:
                         self.unwritten = written
                         return False
@@ -234,15 +243,19 @@ async def run_dump(args: argparse.Namespace) -> int:
         raise CliError("FILE - writes the recording to stdout, which is a terminal: redirect it")
     if not to_stdout and args.file.exists() and not args.force:
         raise CliError(f"{args.file} exists; pass --force to overwrite it")
+    if not to_stdout:
+        _check_writable(args.file)
     console = stderr_console()
     # --duration counts from the start, a --wait-channel wait included (a wait for a channel
     # that never came never ended); once subscribed, _record keeps the same deadline.
     deadline = trio.current_time() + (args.duration or math.inf)
-    async with connect(args) as client:
+    async with connect(args) as client, contextlib.AsyncExitStack() as stack:
+        sub: ts.Subscription | None = None
         with trio.CancelScope(deadline=deadline) as waiting:
-            async with subscription(client, args.channel, args) as sub:
-                waiting.deadline = math.inf
-                recording = await _record_to_file(args, client, sub, console, deadline)
+            # Ctrl-C during a --wait-channel wait is dump's normal end too (it exited 130
+            # with an empty line); only the wait: the recording takes its own signals.
+            async with stop_on_signal() as stopped:
+                sub = await stack.enter_async_context(subscription(client, args.channel, args))
         if waiting.cancelled_caught:
             print(
                 f"trio-stream dump: channel {args.channel!r} did not come within --duration "
@@ -250,6 +263,14 @@ async def run_dump(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 0
+        if stopped.cancel_called or sub is None:
+            print(
+                f"trio-stream dump: stopped while waiting for channel {args.channel!r}; "
+                "nothing recorded",
+                file=sys.stderr,
+            )
+            return 0
+        recording = await _record_to_file(args, client, sub, console, deadline)
     frames = recording.frames
     if not args.quiet:
         print(
@@ -279,6 +300,28 @@ async def run_dump(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse at once a FILE that cannot be written, without making it (it is made once
+    the subscription stands). A --wait-channel recorder found out only when the channel
+    came, maybe hours later, unattended: the run it was meant to record was lost.
+
+    Raises:
+        CliError: as opening it would (the same line).
+    """
+    folder = path.parent
+    if path.is_dir():
+        code = errno.EISDIR
+    elif not folder.exists():
+        code = errno.ENOENT
+    elif not folder.is_dir():
+        code = errno.ENOTDIR
+    elif not os.access(path if path.exists() else folder, os.W_OK):
+        code = errno.EACCES
+    else:
+        return
+    raise CliError(f"cannot write {path}: {os.strerror(code).lower()}")
 
 
 @dataclasses.dataclass
@@ -318,19 +361,41 @@ async def _record_to_file(
         reason = exc.strerror.lower() if exc.strerror else str(exc)
         raise CliError(f"cannot write {args.file}: {reason}") from None
     writer = _BatchWriter(opened)
+    recording = _Recording()
     try:
-        started = time.monotonic()
-        recording = await _record_all(args, client, sub, console, deadline, writer)
-    except BaseException:
-        # An error, a cancel or an interrupt: the frames received before it are written too
-        # (up to 4 MiB or half a second of them waited in memory, and were lost).
+        try:
+            started = time.monotonic()
+            await _record_all(args, client, sub, console, deadline, writer, recording)
+        except BaseException:
+            # An error, a cancel or an interrupt: the frames received before it are written
+            # too (up to 4 MiB or half a second of them waited in memory, and were lost).
+            if not await _final_flush(writer, opened):
+                print(f"trio-stream dump: {_unwritten(writer, args)}", file=sys.stderr)
+            raise
         if not await _final_flush(writer, opened):
-            print(f"trio-stream dump: {_unwritten(writer, args)}", file=sys.stderr)
-        raise
-    if not await _final_flush(writer, opened):
-        raise CliError(_unwritten(writer, args))
+            raise CliError(_unwritten(writer, args))
+    except BaseException as exc:
+        failed = writer.failed
+        if failed is None or not any(leaf is failed for leaf in exception_leaves(exc)):
+            raise
+        raise CliError(_write_failure(failed, args, recording)) from None
     recording.written, recording.took = writer.written, time.monotonic() - started
     return recording
+
+
+def _write_failure(failed: OSError, args: argparse.Namespace, recording: _Recording) -> str:
+    """The line for a write of the recording that failed: the file it was for, in words
+    ("[Errno 28] No space left on device" named no file)."""
+    if str(args.file) == "-" and isinstance(failed, BrokenPipeError):
+        # `dump - | head -c 100`: what reads the recording went away; unlike `sub | head`
+        # (a viewer that has seen enough), the recording is lost: not a success.
+        return (
+            "the output pipe closed: the recording stopped after "
+            f"{counted(recording.frames, 'frame')}"
+        )
+    shown = "stdout" if str(args.file) == "-" else str(args.file)
+    reason = (failed.strerror or str(failed)).lower()
+    return f"cannot write {shown}: {reason}"
 
 
 async def _final_flush(writer: _BatchWriter, file: IO[bytes]) -> bool:
@@ -350,7 +415,10 @@ async def _final_flush(writer: _BatchWriter, file: IO[bytes]) -> bool:
             file.close()
         raise
     if done:
-        file.close()
+        # After a failed write, what it left in the file's buffer fails again: that one is
+        # already reported.
+        with contextlib.suppress(*(() if writer.failed is None else (OSError,))):
+            file.close()
     return done
 
 
@@ -368,8 +436,9 @@ async def _record_all(
     console: Console,
     deadline: float,
     writer: _BatchWriter,
-) -> _Recording:
-    """The recording into ``writer``, whose last flush is the caller's."""
+    recording: _Recording,
+) -> None:
+    """The recording into ``writer`` and ``recording``; the last flush is the caller's."""
     writer.add(dumpfile.header(args.channel, source=args.url, policy=args.policy))
     await writer.flush()  # a recording killed before its first frame is still a dump
     with _progress(
@@ -379,11 +448,10 @@ async def _record_all(
         TextColumn("{task.completed} frames  {task.fields[size]}  lost {task.fields[lost]}"),
     ) as progress:
         task = progress.add_task("", total=args.count, size="", lost=0) if progress else None
-        recording = _Recording()
         # One signal scope for the whole recording, the waits between a channel's lives
         # included (a Ctrl-C there ended the command without its summary).
         async with stop_on_signal():
-            await _record(args, sub, writer, progress, task, deadline, recording)
+            await _record(args, client, sub, writer, progress, task, deadline, recording)
             while recording.channel_ended and args.wait_channel and not recording.stopped:
                 # "Until Ctrl-C" means it: a channel that ends (its owner gone for good, a
                 # deletion) may come back, and the recording goes on with it.
@@ -392,14 +460,14 @@ async def _record_all(
                 with trio.CancelScope(deadline=deadline):
                     async with subscription(client, args.channel, args, back=True) as again:
                         await _record(
-                            args, again, writer, progress, task, deadline, recording, True
+                            args, client, again, writer, progress, task, deadline, recording, True
                         )
                 recording.stopped |= trio.current_time() >= deadline
-    return recording
 
 
 async def _record(
     args: argparse.Namespace,
+    client: ts.Client,
     sub: ts.Subscription,
     writer: _BatchWriter,
     progress: Progress | None,
@@ -422,39 +490,46 @@ async def _record(
         print(f"trio-stream dump: {what}: left out", file=sys.stderr)
 
     async with _flushing(writer) as flushing:
-        with trio.CancelScope(deadline=deadline) as timed:
-            while True:
-                try:
-                    msg = await next_message(sub, skipped)
-                except trio.EndOfChannel:
-                    # The channel ended (deleted, its lifetime, a cluster's Redis restarted).
-                    hint = (
-                        "" if args.wait_channel else " (--wait-channel records on when it is back)"
-                    )
-                    print(f"trio-stream dump: {ended(args.channel, sub)}{hint}", file=sys.stderr)
-                    recording.channel_ended = True
-                    break
-                if new_life:
-                    new_life = False
-                    msg = marked_new_life(msg)
-                recording.lost += msg.lost
-                if msg.gap is not None:
-                    print(f"trio-stream dump: {_describe_gap(msg.gap)}", file=sys.stderr)
-                    recording.resets += msg.gap.kind == "reset"
-                if not _add_frame(writer, msg, recording):
-                    continue
-                recording.frames += 1
-                if writer.due():
-                    await writer.flush()
-                if progress is not None and task is not None:
-                    size = human_bytes(writer.written + writer.pending)
-                    progress.update(
-                        task, completed=recording.frames, size=size, lost=recording.lost
-                    )
-                if recording.frames == args.count:
-                    recording.stopped = True
-                    break
+        async with ended_if_not_back(client, sub, args) as gone:
+            with trio.CancelScope(deadline=deadline) as timed:
+                while True:
+                    try:
+                        msg = await next_message(sub, skipped)
+                    except trio.EndOfChannel:
+                        # The channel ended (deleted, its lifetime, a cluster's Redis restarted).
+                        hint = (
+                            ""
+                            if args.wait_channel
+                            else " (--wait-channel records on when it is back)"
+                        )
+                        print(
+                            f"trio-stream dump: {ended(args.channel, sub)}{hint}", file=sys.stderr
+                        )
+                        recording.channel_ended = True
+                        break
+                    if new_life:
+                        new_life = False
+                        msg = marked_new_life(msg)
+                    recording.lost += msg.lost
+                    if msg.gap is not None:
+                        print(f"trio-stream dump: {_describe_gap(msg.gap)}", file=sys.stderr)
+                        recording.resets += msg.gap.kind == "reset"
+                    if not _add_frame(writer, msg, recording):
+                        continue
+                    recording.frames += 1
+                    if writer.due():
+                        await writer.flush()
+                    if progress is not None and task is not None:
+                        size = human_bytes(writer.written + writer.pending)
+                        progress.update(
+                            task, completed=recording.frames, size=size, lost=recording.lost
+                        )
+                    if recording.frames == args.count:
+                        recording.stopped = True
+                        break
         flushing.cancel_scope.cancel()  # (the caller flushes the rest)
+    # Not back after a server restart (ended_if_not_back said so): as at the channel's end.
+    recording.channel_ended |= gone.cancelled_caught
     recording.stopped |= timed.cancelled_caught
 
 
@@ -552,8 +627,28 @@ async def run_replay(args: argparse.Namespace) -> int:
     if not isinstance(channel, str):
         raise CliError(f"{_shown(args.file)} names no channel; give CHANNEL")
     size = None if from_stdin else args.file.stat().st_size
-    console = stderr_console()
     stats = _ReplayStats()
+    try:
+        await _replay_to(args, channel, size, first_round, stats)
+    except BaseException:
+        # Stopped (Ctrl-C, a lost server): what went out so far, as generate says it.
+        if not args.quiet and (stats.sent or stats.unsent):
+            print(
+                f"replayed {counted(stats.sent, 'frame')} to {channel!r} (stopped before the end)",
+                file=sys.stderr,
+            )
+        raise
+    return _replay_summary(args, channel, stats)
+
+
+async def _replay_to(
+    args: argparse.Namespace,
+    channel: str,
+    size: int | None,
+    first_round: tuple[IO[bytes], dumpfile.DumpReader] | None,
+    stats: _ReplayStats,
+) -> None:
+    console = stderr_console()
     async with (
         connect(args) as client,
         publisher(client, channel, args, key=args.key or args.create_key) as pub,
@@ -575,6 +670,9 @@ async def run_replay(args: argparse.Namespace) -> int:
                     break  # a file without frames: nothing to play again
                 rounds += 1
         await pub.wait_acknowledged()
+
+
+def _replay_summary(args: argparse.Namespace, channel: str, stats: _ReplayStats) -> int:
     if stats.truncated:
         print(
             f"trio-stream replay: {_shown(args.file)} ends inside a frame (an interrupted "
