@@ -84,11 +84,18 @@ class FakeServer:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        while data := await stream.receive_some():
-            self._decoder.receive_data(data)
-            for frame in self._decoder.frames():
-                if await self._on_frame(frame):
-                    return
+        self._decoder = FrameDecoder(2**20)  # (a new connection: a new client, after drop())
+        with trio.CancelScope() as self._connection:
+            while data := await stream.receive_some():
+                self._decoder.receive_data(data)
+                for frame in self._decoder.frames():
+                    if await self._on_frame(frame):
+                        return
+        await stream.aclose()
+
+    def drop(self) -> None:
+        """Close the client's connection, as a cut does (the client reconnects)."""
+        self._connection.cancel()
 
     async def _on_frame(self, frame: bytearray) -> bool:
         """Answer one frame from the client; True once it said goodbye."""
@@ -237,6 +244,31 @@ async def test_a_truncated_data_frame_is_a_protocol_error_that_closes_the_connec
             for call in (sub.receive, client.channels):
                 with pytest.raises(ts.ConnectionClosed, match="protocol error from the server"):
                     await call()
+
+
+@pytest.mark.parametrize("body", [CUT_HEAD, CUT_NAME], ids=["head", "sender"])
+async def test_a_truncated_frame_of_a_lost_connection_leaves_the_new_one_open(
+    body: bytes,
+) -> None:
+    # Read after a reconnect, a cut frame that the old connection brought closed the new,
+    # healthy one for good (a review): that receive raises, the connection stays.
+    async with (
+        fake_server() as (server, url),
+        ts.open_client(url, reconnect=ts.Reconnect(initial=0.01, maximum=0.01)) as client,
+        client.subscribe("ch", size=1) as sub,
+    ):
+        with trio.fail_after(WAIT_S):
+            await server.send_data(truncated_data_frame(body))
+            while not sub.statistics().buffered:  # noqa: ASYNC110 - here, not read yet
+                await trio.sleep(0.01)
+            server.drop()
+            await client.wait_state("reconnecting")
+            await client.wait_state("open")
+            with pytest.raises(ts.ProtocolError, match="truncated DATA frame"):
+                await sub.receive()
+            server.answers["channels"] = []
+            assert await client.channels() == []  # still answered
+        assert client.state == "open"
 
 
 async def test_a_negative_lost_notice_is_a_protocol_error_and_never_reaches_a_message() -> None:

@@ -32,6 +32,7 @@ from test_reconnect import open_named
 import trio_stream as ts
 from trio_stream._engine import redis_engine, redis_orphans
 from trio_stream._engine.redis_io import RedisEngineIO
+from trio_stream._engine.redis_streams import REDIS_ERRORS
 
 # Every key the nodes write during a test, except the channel hashes ({ns}:ch:{name}, see
 # redis_keys): with these as the only writable keys, Redis refuses (NOPERM) exactly the
@@ -1287,3 +1288,40 @@ async def test_a_call_given_up_while_redis_hangs_never_runs(redis_server: RedisS
                 pass
         await trio.sleep(1.0)  # what was sent late would have run by now
     assert [i for i in ran if i > 0] == [], ran
+
+
+async def test_calls_waiting_for_their_provider_s_name_keep_their_order(
+    redis_server: RedisServer,
+) -> None:
+    # A call that waited for its provider's name after a Redis restart was overtaken by the
+    # next one, made once the name was back and sent at once (a review): a provider runs its
+    # calls in the order they were made (a motor's moves).
+    order: list[str] = []
+
+    class Motor:
+        def rpc_move(self, step: str) -> str:
+            order.append(step)
+            return step
+
+    async with writer_and_reader_nodes(redis_server, "motor", "ctl") as (a, b, motor, ctl):
+        motor.expose(Motor())
+        proxy = await ctl.rpc("motor", timeout=WAIT_S)
+        assert await proxy.move("before") == "before"
+        LateBeat(a).arm()  # node a's names are back a second late
+        redis_server.restart()  # SIGKILL, and empty on the same port
+        engine: Any = b.state.engine
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(WAIT_S):
+                while True:  # a first call that waits for the name (not one refused)
+                    try:
+                        if await engine.io.presence.name_node("motor") is None:
+                            break
+                    except REDIS_ERRORS:
+                        pass  # (its connections reconnecting)
+                    await trio.sleep(0.02)
+                nursery.start_soon(proxy.move, "first")
+                await trio.sleep(0.05)
+                while await engine.io.presence.name_node("motor") is None:  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+                assert await proxy.move("second") == "second"
+    assert order == ["before", "first", "second"], order

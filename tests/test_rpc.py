@@ -1200,7 +1200,13 @@ async def test_a_description_of_more_items_than_the_server_takes_is_shortened(
     with trio.fail_after(SETTLE_S):
         async with pair(url, many()) as (provider, proxy):
             assert await proxy.m0999(2) == 14
-            assert len(proxy.methods) == 1000  # by name alone: any arguments
+            assert len(proxy.methods) == 1000
+            # The first ones whole, while the bound has room: their arguments are checked
+            # here (nothing sent); the rest by name alone, any arguments.
+            with pytest.raises(TypeError):
+                await proxy.m0000(n=1)
+            assert "m: int = 12" in str(inspect.signature(proxy.m0000))
+            assert "m: int = 12" not in str(inspect.signature(proxy.m0999))
             assert provider.state == "open"
 
 

@@ -232,10 +232,13 @@ class Client:
         self._lost_at: float | None = None  # since when "reconnecting" was announced
         self._connected = False  # a transport whose handshake is done and not lost yet
         self._resume_token: str | None = None
-        # The welcomes' ``run`` (protocol.md 2), this connection's and the one before: the
-        # reconnect line says whether the server kept running ("" from an older server).
+        # The welcomes' ``run`` (protocol.md 2): this connection's, and that of the last one
+        # that reached "open" (restored): the reconnect line says whether the server kept
+        # running ("" from an older server). Not the last welcome's: one from a restarted
+        # server, cut before its restore, is not the server the client's state is from.
         self._server_run = ""
-        self._previous_run = ""
+        self._opened_run = ""
+        self._reconnected_how = ""  # _which_server() at the last "open"
         self._lost: ConnectionClosed | None = None  # why the last connection ended
         self._generation = 0  # connections made: a retry belongs to one of them
         self._ids = itertools.count(1)
@@ -293,6 +296,9 @@ class Client:
 
     def _set_state(self, state: State) -> None:
         if state != self._state:
+            if state == "open":
+                self._reconnected_how = self._which_server()
+                self._opened_run = self._server_run
             log.info("client %r: %s -> %s", self.name, self._state, state)
             if self.announce_reconnects:
                 self._announce(self._state, state)
@@ -313,15 +319,16 @@ class Client:
                 self.name,
                 self.url,
                 trio.current_time() - self._lost_at,
-                self._which_server(),
+                self._reconnected_how,
             )
             self._lost_at = None
 
     def _which_server(self) -> str:
-        """What the last two welcomes say of the server, for a reconnect line: the same run
-        (it kept running: what it kept for this client is back) or a new one (it restarted,
-        or another node of several took over); "" when a welcome had no ``run``."""
-        before, now = self._previous_run, self._server_run
+        """What the welcomes say of the server, for a reconnect line: the same run as the
+        last connection that was open (it kept running: what it kept for this client is
+        back) or a new one (it restarted, or another node of several took over); "" when a
+        welcome had no ``run``."""
+        before, now = self._opened_run, self._server_run
         if not before or not now:
             return ""
         if before == now:
@@ -423,7 +430,7 @@ class Client:
         self.name = reply.name
         self.client_id = reply.client_id
         self.server = reply.server
-        self._previous_run, self._server_run = self._server_run, reply.run
+        self._server_run = reply.run
         self._resume_token = reply.resume_token
         self.limits = Limits.from_wire(reply.limits)
         max_frame = getattr(transport, "max_frame_bytes", None)

@@ -890,11 +890,11 @@ def _methods_within(call: int, descriptions: list[dict[str, Any]], room: int) ->
         lambda d: d,
         lambda d: {**d, "doc": _first_line(d["doc"])},
         lambda d: {**d, "doc": None},
-        lambda d: {"name": d["name"], "params": _ANY_ARGUMENTS, "stream": d["stream"]},
+        _bare,
     )
     shortened: list[dict[str, Any]] = []
     for shorten in stages:
-        shortened = [shorten(d) for d in descriptions]
+        shortened = _within_items([shorten(d) for d in descriptions])
         answer = Methods(call=call, methods=shortened)
         if len(encode_message(answer)) <= room and _items(shortened) <= _MAX_METHODS_ITEMS:
             return answer
@@ -909,11 +909,36 @@ def _methods_within(call: int, descriptions: list[dict[str, Any]], room: int) ->
             break
         kept.append(description)
     log.warning(
-        "describing %d exposed methods takes more than max_frame_bytes allows: %d described",
+        "describing %d exposed methods takes more than one message may hold (max_frame_bytes, "
+        "or %d CBOR items): %d described",
         len(descriptions),
+        CONTROL_MAX_ITEMS,
         len(kept),
     )
     return Methods(call=call, methods=kept)
+
+
+def _bare(description: dict[str, Any]) -> dict[str, Any]:
+    """A method's description by its name alone: any arguments, checked by the provider."""
+    return {"name": description["name"], "params": _ANY_ARGUMENTS, "stream": description["stream"]}
+
+
+def _within_items(descriptions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``descriptions`` within the server's item bound: in order, each whole while the
+    bound leaves room for the rest by name alone, then by name alone. A bound met by
+    stripping every method (a few hundred with many parameters) took every signature, and
+    with it the local check of a call's arguments, for all of them (a review)."""
+    room = _MAX_METHODS_ITEMS - 1 - sum(_items(_bare(d)) for d in descriptions)
+    kept = []
+    for description in descriptions:
+        more = _items(description) - _items(_bare(description))
+        if more <= room:
+            kept.append(description)
+            room -= more
+        else:
+            kept.append(_bare(description))
+            room = -1  # the rest by name too: which ones keep theirs stays predictable
+    return kept
 
 
 def _first_line(doc: str | None) -> str | None:

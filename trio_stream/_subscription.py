@@ -405,8 +405,9 @@ class Subscription:
         # The frame is consumed whether or not it decodes: its credit goes back first, or a
         # few bad frames would shrink the window for good (and a reader that got only bad
         # frames would never receive anything again, from any writer).
-        if self._stale:
-            self._stale -= 1
+        stale = self._stale  # (a truncated frame of a lost connection must not end this one)
+        if stale:
+            self._stale = stale - 1
             self._meter.add(1, len(frame))  # counted in the statistics, not credited
         else:
             consumed = self._consumed + 1
@@ -424,7 +425,7 @@ class Subscription:
             if self._carried:
                 self._carry_loss(0)
             self.received += 1
-            raise self._truncated(frame) from None
+            raise self._truncated(frame, stale) from None
         if lost:
             self.lost += lost
         if self._carried:
@@ -436,7 +437,7 @@ class Subscription:
             try:
                 self._sender_raw, self._sender = data_sender(frame, name_len)
             except ProtocolError:
-                raise self._truncated(frame) from None
+                raise self._truncated(frame, stale) from None
             self._sender_len = name_len
         try:
             value = _decode(
@@ -448,15 +449,16 @@ class Subscription:
             raise
         return _new_tuple(Message, (value, seq, self.channel, self._sender, time_s, lost, None))
 
-    def _truncated(self, frame: bytearray) -> ProtocolError:
+    def _truncated(self, frame: bytearray, stale: int) -> ProtocolError:
         """A DATA frame cut in its fixed head or its sender name: unlike a payload that does
         not decode, the server broke the framing (docs/protocol.md section 1), and the
         connection ends as for any protocol error. Found here, where the frame is read, so
         that routing costs nothing per frame: this receive raises the error, the next ones
-        the connection's end."""
+        the connection's end. Not when the frame came on a connection lost since
+        (``stale``): the new one, perhaps to another server, broke nothing (a review)."""
         error = ProtocolError(f"truncated DATA frame ({len(frame)} bytes) on {self.channel!r:.80}")
         client = self._client
-        if client._connected:
+        if client._connected and self._live and not stale:
             client._protocol_error(error)
         return error
 

@@ -352,7 +352,7 @@ class SyncClient:
                 client.name,
                 client.url,
                 trio.current_time() - lost_at,
-                client._which_server(),
+                client._reconnected_how,
             )
 
     def _abandon_startup(self) -> None:

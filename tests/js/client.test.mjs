@@ -501,6 +501,31 @@ test("the welcome's run tells the same server from a restart exactly, without a 
   }
 });
 
+test("a restarted server's connection cut before its resubscriptions were answered is not the server before", async () => {
+  // Compared with the last welcome, the second connection to the restarted server was "the
+  // same server", and a reset then blamed on a channel's new life (a review).
+  const server = new FakeServer();
+  server.epochs = true;
+  server.run = 'run-a';
+  const client = await connect(URL, { WebSocket: server.WebSocket, name: 'test', ...fast });
+  try {
+    server.channel('x');
+    await client.subscribe('x', { size: 10 });
+    await server.restart(client); // a new run
+    server.channel('x');
+    server.delays.set('subscribe', 60000); // the resubscription is not answered...
+    await until(() => client.state === 'open', 3000, 'welcomed by the restarted server');
+    assert.equal(client.reconnection.sameServer, false);
+    await server.goDown(client); // ...before this cut
+    server.delays.delete('subscribe');
+    server.refuse = false;
+    await until(() => client.state === 'open', 3000, 'welcomed again');
+    assert.equal(client.reconnection.sameServer, false, 'what it holds is from the run before the restart');
+  } finally {
+    await client.close();
+  }
+});
+
 test('restored goes out after a reconnect once every resubscription is answered, not before', async () => {
   const { server, client } = await setup();
   try {

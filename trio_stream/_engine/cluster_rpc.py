@@ -15,6 +15,7 @@ import itertools
 import logging
 import math
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -122,6 +123,9 @@ class ClusterRpc:
         self._outgoing: dict[int, _Outgoing] = {}
         # caller's node: (caller, request id) -> token, for its cancel and credit messages
         self._tokens_of: dict[tuple[Endpoint, int], int] = {}
+        # caller's node: calls waiting for their provider's name after a Redis restart, by
+        # provider, in the order they were made (see _names_settling)
+        self._name_waits: dict[str, deque[tuple[int, _Outgoing, dict[str, Any]]]] = {}
         # provider's node: (caller's node, token) -> the stand-in caller and its request id
         self._incoming: dict[tuple[str, int], tuple[RemoteCaller, int]] = {}
         # provider's node: answers not sent yet, by caller's node (sent in order, in batches)
@@ -177,36 +181,91 @@ class ClusterRpc:
         self._engine.later(lambda: self._send(token, out, body))
         return True
 
-    async def _send(
-        self, token: int, out: _Outgoing, body: dict[str, Any], give_up_at: float | None = None
-    ) -> None:
-        io = self._engine.io
+    async def _send(self, token: int, out: _Outgoing, body: dict[str, Any]) -> None:
+        waiting = self._name_waits.get(out.provider)
+        if waiting is not None:
+            # Calls before it wait for this provider's name: it goes after them, in order
+            # (a provider's calls run in the order they were made: a motor's moves).
+            waiting.append((token, out, body))
+            return
         try:
-            node = await io.presence.name_node(out.provider)
-            if node is None and await self._look_up_again(token, out, body, give_up_at):
+            node = await self._engine.io.presence.name_node(out.provider)
+            if node is None and await self._names_settling():
+                self._name_waits[out.provider] = deque([(token, out, body)])
+                give_up_at = trio.current_time() + self._engine.io.presence.ttl_s
+                self._look_up_later(out.provider, give_up_at)
                 return
-            if node is None or node == io.node:
-                # Not connected anywhere (or gone from here meanwhile): as on one node, also
-                # for a provider reconnecting to this node (the caller's client asks again).
-                router = self._engine.state.rpc
-                self._fail(token, router.not_connected(out.provider), why="no_provider")
-                return
-            # The run last read there, if it is fresh: a Redis trip per call cost a quarter
-            # of the calls/s with 16 in flight. One read long ago (the watch reads only while
-            # calls are in flight) missed a restart, and the call was stamped for the node's
-            # previous run (see _on_call).
-            now = trio.current_time()
-            if now - self._runs_read_at.get(node, -math.inf) > RUN_FRESH_S:
-                self._runs_read(await io.presence.runs_of([node]), now)
         except REDIS_ERRORS as error:
             # Said at once (a call without a timeout waited for good); nothing was sent.
             self._fail(token, _not_sent("the call", error), ClusterUnavailable, "unavailable")
             return
+        await self._send_to(token, out, body, node)
+
+    async def _names_settling(self) -> bool:
+        """A provider's name is missing from Redis: whether Redis restarted moments ago, and
+        the name may be one that its node writes back with its next heartbeat, its provider
+        connected all along (a migrating user's calls failed "no client named ..." for half
+        a second after each restart). Then its calls wait for it (_look_up_later); else
+        they fail at once, as on one node."""
+        return await self._engine.io.presence.names_settling()
+
+    def _look_up_later(self, provider: str, give_up_at: float) -> None:
+        """Look ``provider``'s name up again shortly, for the calls that wait for it. Each try
+        is a job of its own: the job task is not held up meanwhile."""
+
+        async def again() -> None:
+            waiting = self._name_waits[provider]
+            try:
+                node = await self._engine.io.presence.name_node(provider)
+                if (
+                    node is None
+                    and trio.current_time() < give_up_at
+                    and await self._names_settling()
+                ):
+                    self._look_up_later(provider, give_up_at)
+                    return
+            except REDIS_ERRORS as error:
+                del self._name_waits[provider]
+                for token, _, _ in waiting:
+                    reason = _not_sent("the call", error)
+                    self._fail(token, reason, ClusterUnavailable, "unavailable")
+                return
+            del self._name_waits[provider]
+            for token, out, body in waiting:
+                await self._send_to(token, out, body, node)
+
+        self._engine.later_after(NAME_RETRY_S, again)
+
+    async def _send_to(
+        self, token: int, out: _Outgoing, body: dict[str, Any], node: str | None
+    ) -> None:
+        """Send a call to the node that holds its provider's name (None: none does)."""
+        io = self._engine.io
         if self._outgoing.get(token) is not out:
-            # Given up (cancelled, timed out, its caller gone) while the lookups waited for
-            # a Redis that hung: never sent. Sent when Redis woke up, its cancel behind it,
-            # a quick method ran 0.2-3.4 s after its caller's RpcTimeout (a migrating user).
+            # Given up (cancelled, timed out, its caller gone) while the lookups waited (for
+            # a Redis that hung, for a name after a Redis restart): never sent. Sent when
+            # Redis woke up, its cancel behind it, a quick method ran 0.2-3.4 s after its
+            # caller's RpcTimeout (a migrating user).
             return
+        if node is None or node == io.node:
+            # Not connected anywhere (or gone from here meanwhile): as on one node, also
+            # for a provider reconnecting to this node (the caller's client asks again).
+            router = self._engine.state.rpc
+            self._fail(token, router.not_connected(out.provider), why="no_provider")
+            return
+        # The run last read there, if it is fresh: a Redis trip per call cost a quarter of
+        # the calls/s with 16 in flight. One read long ago (the watch reads only while calls
+        # are in flight) missed a restart, and the call was stamped for the node's previous
+        # run (see _on_call).
+        now = trio.current_time()
+        if now - self._runs_read_at.get(node, -math.inf) > RUN_FRESH_S:
+            try:
+                self._runs_read(await io.presence.runs_of([node]), now)
+            except REDIS_ERRORS as error:
+                self._fail(token, _not_sent("the call", error), ClusterUnavailable, "unavailable")
+                return
+            if self._outgoing.get(token) is not out:
+                return  # given up while the read waited (see above)
         out.node = node
         out.run = self._known_runs.get(node)
         if out.run is not None:
@@ -219,29 +278,6 @@ class ClusterRpc:
         # again, and its cancel and credit can never pass it.
         size = _SMALL_CALL_BYTES + len(body.get("args", b""))
         out.letter = await self._mailer.post(RPC, body, node, size=size)
-
-    async def _look_up_again(
-        self, token: int, out: _Outgoing, body: dict[str, Any], give_up_at: float | None
-    ) -> bool:
-        """A provider's name is missing from Redis: if Redis restarted moments ago, ask again
-        shortly (True) rather than fail the call with "no client named ..." while its
-        provider, connected all along, waits for its node's next heartbeat to write the name
-        back (a migrating user's calls failed so for half a second after each restart).
-        False: fail now, as on one node. Each try is a job of its own: the job task is not
-        held up, and a call cancelled (or its caller gone) meanwhile is never sent."""
-        presence = self._engine.io.presence
-        now = trio.current_time()
-        if give_up_at is None:
-            give_up_at = now + presence.ttl_s
-        if now >= give_up_at or not await presence.names_settling():
-            return False
-
-        async def again() -> None:
-            if self._outgoing.get(token) is out:
-                await self._send(token, out, body, give_up_at)
-
-        self._engine.later_after(NAME_RETRY_S, again)
-        return True
 
     def _runs_read(self, runs: dict[str, str], now: float) -> None:
         self._known_runs.update(runs)
@@ -267,9 +303,9 @@ class ClusterRpc:
         return True
 
     def _send_cancel(self, token: int, out: _Outgoing) -> None:
-        async def send() -> None:  # after the call's own job: out.node is known by then
+        async def send() -> None:  # after the call's own job: out.node is known by then...
             if out.node is None:
-                return
+                return  # ...or the call never went (forgotten, it never will: _send_to)
             if out.letter is not None:
                 replaced = self._mailer.replace_held(out.node, out.letter, RPC_CANCEL, token)
                 if replaced is Replaced.INSTEAD:
@@ -298,9 +334,9 @@ class ClusterRpc:
         out.credit += msg.n
         n = msg.n
 
-        async def send() -> None:  # after the call's own job: out.node is known by then
+        async def send() -> None:  # after the call's own job: out.node is known by then...
             if out.node is None:
-                return
+                return  # ...or it waits for its provider's name: no value came, none to credit
             # Held while Redis is away or the provider's node does not listen: the stream
             # goes on once both are back (a Redis restart).
             await self._mailer.post(RPC_CREDIT, [token, n], out.node)

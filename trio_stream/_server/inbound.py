@@ -67,8 +67,8 @@ _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size  # where a PUBLISH frame's payloa
 # readers) -12 % (1,024-frame slices: -7 %); S4's flooded drop_oldest reader +28 % frames
 # (raw payloads); S1 unchanged. S4's quiet channel did not gain: its wait is the processes'
 # run-queue time on two cores, not the fan-out. The cost is one scheduler pass (~5 us) per
-# slice (PUBLISH frames counted across the read, whatever other frames come between them); a
-# read of fewer never yields.
+# slice (PUBLISH frames counted across the read, whatever other frames come between them, and
+# CONTROL frames counted as CONTROL_SLICE_WEIGHT each, below); a read of less never yields.
 PUBLISH_SLICE_FRAMES: Final = 256
 # What a CONTROL frame counts toward a slice, in PUBLISH frames: a request (a ping, a stats)
 # costs the server some 20-30 us, a PUBLISH frame's fan-out 1-2. A read of 20,000 pipelined
@@ -78,6 +78,9 @@ CONTROL_SLICE_WEIGHT: Final = 16
 # ... and one more per this many of its bytes: a large envelope (up to CONTROL_MAX_ITEMS
 # items, some 10-25 ms to decode at worst) ends its slice by itself.
 CONTROL_SLICE_BYTES: Final = 64
+# Pings answered out of turn per read while a request waits on the engine (a slice's worth):
+# see Inbound._answer_pings.
+PINGS_PER_SCAN: Final = PUBLISH_SLICE_FRAMES // CONTROL_SLICE_WEIGHT
 # While a request waits on the engine's I/O (Redis), the reader reads on, answers pings and
 # holds the rest, up to this many bytes not acted on yet (plus the read that passes it); then
 # it stops reading that client until the requests before are answered.
@@ -241,7 +244,7 @@ class Inbound:
                         # The rest of this read, its pings answered now: scanned once, as
                         # each frame read during a wait is (a scan per wait was quadratic
                         # in a read of many requests).
-                        frames = [f for f in frames[index:] if not self._answered_ping(f)]
+                        frames = self._answer_pings(frames[index:])
                         index = 0
                         owned = True
                         self._held_bytes = sum(map(len, frames))
@@ -392,6 +395,22 @@ class Inbound:
             raise ProtocolError(f"{message.OP} is not a message a client may send")
         handler(message)
 
+    def _answer_pings(self, frames: list[bytearray]) -> list[bytearray]:
+        """Answer the first pings of ``frames`` now (a request waits on the engine); the
+        frames left, in order, pings beyond the first PINGS_PER_SCAN among them.
+
+        A few keep the connection's heartbeat answered while the request waits; all of them,
+        a read of 20,000 pings after a request, kept every other connection waiting 0.7 s
+        (a review): the rest are answered in their turn, a slice at a time."""
+        left: list[bytearray] = []
+        answered = 0
+        for frame in frames:
+            if answered < PINGS_PER_SCAN and self._answered_ping(frame):
+                answered += 1
+            else:
+                left.append(frame)
+        return left
+
     def _answered_ping(self, frame: bytearray) -> bool:
         """Answer ``frame`` if it is a valid ping (read while a request is answered)."""
         if frame[0] != CONTROL or len(frame) > PING_FRAME_MAX_BYTES:
@@ -486,14 +505,12 @@ class Inbound:
                 self._held_bytes < HELD_WHILE_ANSWERING_BYTES
                 and outbox.control_bytes <= CONTROL_HIGH_WATER_BYTES
             ):
-                frames = await transport.receive_frames()
+                frames = self._answer_pings(await transport.receive_frames())
                 if self._stopped:
                     return
                 self.last_heard = trio.current_time()
-                for frame in frames:
-                    if not self._answered_ping(frame):
-                        held.append(frame)
-                        self._held_bytes += len(frame)
+                held += frames
+                self._held_bytes += sum(map(len, frames))
         except TrioStreamError as exc:
             self._held_error = exc
 

@@ -316,6 +316,7 @@ export class Client extends Emitter {
   #ws = null;
   #everOpened = false;
   #serverRun = null; // the last welcome's `run` (null: none, an older server)
+  #restoredRun = null; // the run whose welcome this client last restored everything after
   #welcomes = 0; // connections welcomed: a restore's late end belongs to the one it began on
   #closing = false;
   #attempt = 0;
@@ -1186,14 +1187,19 @@ export class Client extends Emitter {
     this.#everOpened = true;
     // The welcome's `run` is new at each start of a server (each node's own): two known runs
     // settle sameServer exactly; without them (an older server) the resubscriptions tell.
+    // Compared with the run this client last restored its state on (the first connection's,
+    // or one whose resubscriptions were all answered): a connection welcomed by a restarted
+    // server and cut before its resubscriptions were answered is not "the server before".
     const run = typeof msg.run === 'string' && msg.run ? msg.run : null;
     if (reconnected) {
-      const byRun = run !== null && this.#serverRun !== null;
+      const byRun = run !== null && this.#restoredRun !== null;
       this.reconnection = {
         at: Date.now() / 1000,
-        sameServer: byRun ? run === this.#serverRun : this.lastEndWasCleanStop ? false : null,
+        sameServer: byRun ? run === this.#restoredRun : this.lastEndWasCleanStop ? false : null,
       };
       if (byRun) settledByRun.add(this.reconnection);
+    } else {
+      this.#restoredRun = run;
     }
     this.#serverRun = run;
     this.clientId = msg.client_id ?? null;
@@ -1222,8 +1228,11 @@ export class Client extends Emitter {
   // not know the op: its error does not matter.
   #sayRestored(resubscribed) {
     const welcome = ++this.#welcomes;
+    const run = this.#serverRun;
     Promise.all(resubscribed).then((answered) => {
-      if (welcome !== this.#welcomes || this.state !== 'open' || !answered.every(Boolean)) return;
+      if (welcome !== this.#welcomes || this.state !== 'open') return;
+      this.#restoredRun = run; // every resubscription answered on this connection
+      if (!answered.every(Boolean)) return;
       this.request('restored', {}, { timeout: 0 }).catch(() => {});
     });
   }
