@@ -219,6 +219,17 @@ def truncated_data_frame(body: bytes) -> bytes:
     return frame_prefix(len(body)) + body
 
 
+@asynccontextmanager
+async def reader_of_a_fake_server() -> AsyncIterator[tuple[FakeServer, ts.Client, ts.Subscription]]:
+    """The fake server, a client of it that reconnects at once, and its subscription."""
+    async with (
+        fake_server() as (server, url),
+        ts.open_client(url, reconnect=ts.Reconnect(initial=0.01, maximum=0.01)) as client,
+        client.subscribe("ch", size=1) as sub,
+    ):
+        yield server, client, sub
+
+
 # A DATA head cut short (12 of its 22 bytes), and a whole head whose sender name (10 bytes)
 # runs past the frame's end.
 CUT_HEAD = bytes([F.DATA]) + SUB_ID.to_bytes(4, "big") + bytes(7)
@@ -231,11 +242,7 @@ async def test_a_truncated_data_frame_is_a_protocol_error_that_closes_the_connec
 ) -> None:
     # docs/protocol.md section 1: a truncated fixed header is a protocol error, after which
     # the connection closes. Before, only that receive raised and the connection stayed up.
-    async with (
-        fake_server() as (server, url),
-        ts.open_client(url, reconnect=ts.Reconnect(initial=0.01, maximum=0.01)) as client,
-        client.subscribe("ch", size=1) as sub,
-    ):
+    async with reader_of_a_fake_server() as (server, client, sub):
         with trio.fail_after(WAIT_S):
             await server.send_data(truncated_data_frame(body))
             with pytest.raises(ts.ProtocolError, match="truncated DATA frame"):
@@ -252,11 +259,7 @@ async def test_a_truncated_frame_of_a_lost_connection_leaves_the_new_one_open(
 ) -> None:
     # Read after a reconnect, a cut frame that the old connection brought closed the new,
     # healthy one for good (a review): that receive raises, the connection stays.
-    async with (
-        fake_server() as (server, url),
-        ts.open_client(url, reconnect=ts.Reconnect(initial=0.01, maximum=0.01)) as client,
-        client.subscribe("ch", size=1) as sub,
-    ):
+    async with reader_of_a_fake_server() as (server, client, sub):
         with trio.fail_after(WAIT_S):
             await server.send_data(truncated_data_frame(body))
             while not sub.statistics().buffered:  # noqa: ASYNC110 - here, not read yet
@@ -272,11 +275,7 @@ async def test_a_truncated_frame_of_a_lost_connection_leaves_the_new_one_open(
 
 
 async def test_a_negative_lost_notice_is_a_protocol_error_and_never_reaches_a_message() -> None:
-    async with (
-        fake_server() as (server, url),
-        ts.open_client(url, reconnect=ts.Reconnect(initial=0.01, maximum=0.01)) as client,
-        client.subscribe("ch", size=1) as sub,
-    ):
+    async with reader_of_a_fake_server() as (server, client, sub):
         with trio.fail_after(WAIT_S):
             await server.send_control(M.Lost(sub=SUB_ID, lost=-5, seq=1))
             assert await client.wait_state("closed", "reconnecting") == "closed"

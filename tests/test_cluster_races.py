@@ -1264,19 +1264,24 @@ async def test_a_call_just_after_a_redis_restart_waits_for_its_provider_s_name(
         assert outcomes["answered"] >= 10, outcomes
 
 
+class Motor:
+    """A provider whose moves must run once each, in order, and never late."""
+
+    def __init__(self) -> None:
+        self.made: list[Any] = []
+
+    def rpc_move(self, step: Any) -> Any:
+        self.made.append(step)
+        return step
+
+
 async def test_a_call_given_up_while_redis_hangs_never_runs(redis_server: RedisServer) -> None:
     # Calls made while Redis hung (SIGSTOP) timed out at their callers, whose node then
     # looked their provider up and sent them when Redis woke up, their cancels behind them:
     # a quick method ran 0.2-3.4 s after its caller's RpcTimeout (a migrating user's motor).
-    ran: list[int] = []
-
-    class Motor:
-        def rpc_move(self, i: int) -> int:
-            ran.append(i)
-            return i
-
+    moves = Motor()
     async with writer_and_reader_nodes(redis_server, "motor", "ctl") as (_, _, motor, ctl):
-        motor.expose(Motor())
+        motor.expose(moves)
         proxy = await ctl.rpc("motor", timeout=1.0)
         assert await proxy.move(0) == 0
         with redis_stopped(redis_server):
@@ -1287,7 +1292,7 @@ async def test_a_call_given_up_while_redis_hangs_never_runs(redis_server: RedisS
             while await proxy.move(-1) != -1:  # Redis answers again, calls go through
                 pass
         await trio.sleep(1.0)  # what was sent late would have run by now
-    assert [i for i in ran if i > 0] == [], ran
+    assert [i for i in moves.made if i > 0] == [], moves.made
 
 
 async def test_calls_waiting_for_their_provider_s_name_keep_their_order(
@@ -1296,15 +1301,9 @@ async def test_calls_waiting_for_their_provider_s_name_keep_their_order(
     # A call that waited for its provider's name after a Redis restart was overtaken by the
     # next one, made once the name was back and sent at once (a review): a provider runs its
     # calls in the order they were made (a motor's moves).
-    order: list[str] = []
-
-    class Motor:
-        def rpc_move(self, step: str) -> str:
-            order.append(step)
-            return step
-
+    moves = Motor()
     async with writer_and_reader_nodes(redis_server, "motor", "ctl") as (a, b, motor, ctl):
-        motor.expose(Motor())
+        motor.expose(moves)
         proxy = await ctl.rpc("motor", timeout=WAIT_S)
         assert await proxy.move("before") == "before"
         LateBeat(a).arm()  # node a's names are back a second late
@@ -1324,4 +1323,4 @@ async def test_calls_waiting_for_their_provider_s_name_keep_their_order(
                 while await engine.io.presence.name_node("motor") is None:  # noqa: ASYNC110
                     await trio.sleep(0.005)
                 assert await proxy.move("second") == "second"
-    assert order == ["before", "first", "second"], order
+    assert moves.made == ["before", "first", "second"], moves.made

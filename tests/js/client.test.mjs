@@ -461,14 +461,21 @@ test("a reset after a reconnect says when the page reconnected, and whether the 
   }
 });
 
-test("the welcome's run tells the same server from a restart exactly, without a $ subscription", async () => {
-  // Without `run`, a page reading only its own channel took a channel deleted and created
-  // again as "on the same server" even after a restart whose writer came back first (its
-  // channel resumed nothing: no evidence either way until a `$` channel said so).
+/** A server whose welcomes name their run ('run-a', a new one at each restart()), with
+ * channel epochs, and a client of it. */
+async function setupWithRuns() {
   const server = new FakeServer();
   server.epochs = true;
   server.run = 'run-a';
   const client = await connect(URL, { WebSocket: server.WebSocket, name: 'test', ...fast });
+  return { server, client };
+}
+
+test("the welcome's run tells the same server from a restart exactly, without a $ subscription", async () => {
+  // Without `run`, a page reading only its own channel took a channel deleted and created
+  // again as "on the same server" even after a restart whose writer came back first (its
+  // channel resumed nothing: no evidence either way until a `$` channel said so).
+  const { server, client } = await setupWithRuns();
   try {
     server.channel('x');
     const sub = await client.subscribe('x', { size: 10 });
@@ -504,10 +511,7 @@ test("the welcome's run tells the same server from a restart exactly, without a 
 test("a restarted server's connection cut before its resubscriptions were answered is not the server before", async () => {
   // Compared with the last welcome, the second connection to the restarted server was "the
   // same server", and a reset then blamed on a channel's new life (a review).
-  const server = new FakeServer();
-  server.epochs = true;
-  server.run = 'run-a';
-  const client = await connect(URL, { WebSocket: server.WebSocket, name: 'test', ...fast });
+  const { server, client } = await setupWithRuns();
   try {
     server.channel('x');
     await client.subscribe('x', { size: 10 });
