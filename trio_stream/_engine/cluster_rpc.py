@@ -124,7 +124,7 @@ class ClusterRpc:
         # caller's node: (caller, request id) -> token, for its cancel and credit messages
         self._tokens_of: dict[tuple[Endpoint, int], int] = {}
         # caller's node: calls waiting for their provider's name after a Redis restart, by
-        # provider, in the order they were made (see _names_settling)
+        # provider, in the order they were made (see _send)
         self._name_waits: dict[str, deque[tuple[int, _Outgoing, dict[str, Any]]]] = {}
         # provider's node: (caller's node, token) -> the stand-in caller and its request id
         self._incoming: dict[tuple[str, int], tuple[RemoteCaller, int]] = {}
@@ -190,7 +190,11 @@ class ClusterRpc:
             return
         try:
             node = await self._engine.io.presence.name_node(out.provider)
-            if node is None and await self._names_settling():
+            # A name missing just after a Redis restart may be one its node writes back with
+            # its next heartbeat, the provider connected all along (calls failed "no client
+            # named ..." for half a second after each restart): the call waits for it, after
+            # those waiting already (_look_up_later); else it fails at once, as on one node.
+            if node is None and await self._engine.io.presence.names_settling():
                 self._name_waits[out.provider] = deque([(token, out, body)])
                 give_up_at = trio.current_time() + self._engine.io.presence.ttl_s
                 self._look_up_later(out.provider, give_up_at)
@@ -200,14 +204,6 @@ class ClusterRpc:
             self._fail(token, _not_sent("the call", error), ClusterUnavailable, "unavailable")
             return
         await self._send_to(token, out, body, node)
-
-    async def _names_settling(self) -> bool:
-        """A provider's name is missing from Redis: whether Redis restarted moments ago, and
-        the name may be one that its node writes back with its next heartbeat, its provider
-        connected all along (a migrating user's calls failed "no client named ..." for half
-        a second after each restart). Then its calls wait for it (_look_up_later); else
-        they fail at once, as on one node."""
-        return await self._engine.io.presence.names_settling()
 
     def _look_up_later(self, provider: str, give_up_at: float) -> None:
         """Look ``provider``'s name up again shortly, for the calls that wait for it. Each try
@@ -220,7 +216,7 @@ class ClusterRpc:
                 if (
                     node is None
                     and trio.current_time() < give_up_at
-                    and await self._names_settling()
+                    and await self._engine.io.presence.names_settling()
                 ):
                     self._look_up_later(provider, give_up_at)
                     return

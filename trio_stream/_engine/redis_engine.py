@@ -1469,13 +1469,7 @@ class RedisEngine:
     def client_event(self, kind: str, session: Session) -> None:
         if self._io is None:
             return
-        info = {
-            "id": session.client_id,
-            "name": session.name,
-            "address": session.transport.remote,
-            "transport": session.transport.kind,
-            "connected_at": session.connected_at,
-        }
+        info = session.summary()
         cid = f"{session.client_id}"
         presence = self.io.presence
 

@@ -217,13 +217,19 @@ class Session:
             carried = dict(sorted(carried.items())[-RESUME_CARRIED_PUBS_MAX:])
         return carried | own
 
-    def record(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """Who this client is: the head of its record, and what ``$clients`` and a cluster's
+        client list say of it."""
         return {
             "id": self.client_id,
             "name": self.name,
             "address": self.transport.remote,
             "transport": self.transport.kind,
             "connected_at": self.connected_at,
+        }
+
+    def record(self) -> dict[str, Any]:
+        return self.summary() | {
             "subscriptions": [
                 {
                     "channel": s.channel.name,

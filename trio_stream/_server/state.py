@@ -137,14 +137,7 @@ class ServerState:
 
     def client_event(self, kind: str, session: Session) -> None:
         self.engine.client_event(kind, session)
-        event = {
-            "event": kind,
-            "id": session.client_id,
-            "name": session.name,
-            "address": session.transport.remote,
-            "transport": session.transport.kind,
-            "connected_at": session.connected_at,
-        }
+        event = {"event": kind, **session.summary()}
         if self.engine.clustered:  # as the other nodes' news of their clients have it
             event["node"] = self.engine.node
         self.publish_system("$clients", event)
