@@ -268,6 +268,39 @@ async def test_leaving_a_subscription_of_a_frozen_server_takes_at_most_the_leave
             assert await readers_of(client, "ch") == 0
 
 
+async def test_leaving_many_of_a_frozen_server_takes_the_leave_bound_once(
+    quiet_server: ts.Server,
+) -> None:
+    # The answers come in order: once one leave ran out of time unanswered, the next ones
+    # do not wait (five subscriptions and a publisher took 6 s, one after another); the
+    # server still gets every request, and a leave after its answers came waits again.
+    assert quiet_server.tcp_url is not None
+    async with (
+        open_proxy(quiet_server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="leaver") as client,
+    ):
+        names = [f"ch{i}" for i in range(5)]
+        for name in names:
+            await client.create_channel(name)
+        async with contextlib.AsyncExitStack() as stack:
+            for name in names:
+                await stack.enter_async_context(client.subscribe(name))
+            await stack.enter_async_context(client.publisher("ch0"))
+            proxy.hold()
+            start = trio.current_time()
+        assert LEAVE_TIMEOUT_S <= trio.current_time() - start < LEAVE_TIMEOUT_S + SLACK_S
+        proxy.release()
+        with trio.fail_after(WAIT_S):
+            infos = {c.name: c for c in await client.channels()}
+        assert [infos[name].readers for name in names] == [0] * 5
+        assert infos["ch0"].writers == 0
+        async with client.subscribe("ch1"):
+            proxy.hold()
+            start = trio.current_time()
+        assert trio.current_time() - start >= LEAVE_TIMEOUT_S  # answered since: waits again
+        proxy.release()
+
+
 async def test_a_cancel_leaves_a_subscription_or_publisher_at_once(
     quiet_server: ts.Server,
 ) -> None:

@@ -331,6 +331,21 @@ async def test_inside_open_client_an_applications_group_is_untouched(url: str) -
             raise KeyError("plain")
 
 
+async def test_an_aclose_inside_open_client_ends_the_client_not_the_block(url: str) -> None:
+    # What follows the aclose() runs (saving results), past checkpoints, and the block
+    # leaves normally; the closed client says so if it is used again.
+    steps = []
+    async with ts.open_client(url, name="done-early") as client:
+        await client.create_channel("results")
+        await client.aclose()
+        await trio.sleep(0.01)
+        steps.append("saved")
+        with pytest.raises(ts.ConnectionClosed, match="the client closed the connection"):
+            await client.channels()
+        steps.append("told")
+    assert steps == ["saved", "told"]
+
+
 async def test_a_port_in_use_is_a_bare_oserror_that_names_the_port(
     nursery: trio.Nursery,
 ) -> None:

@@ -153,6 +153,46 @@ async def test_merge_refuses_a_subscription_another_task_is_reading(url: str) ->
         nursery.cancel_scope.cancel()
 
 
+async def test_several_tasks_read_one_merge_and_share_its_messages(url: str) -> None:
+    # As several tasks may read one subscription: each message to one of them, none twice,
+    # a cancelled reader leaving the others waiting (it was refused: "read a merged
+    # subscription only through its merge", which they did).
+    async with two_channels(url) as (_, pub_a, pub_b, sub_a, sub_b):
+        merged = ts.merge(sub_a, sub_b)
+        got: list[list[tuple[str, int]]] = [[], [], []]
+
+        async def read(into: list[tuple[str, int]]) -> None:
+            async for msg in merged:
+                into.append((msg.channel, msg.data))
+
+        with trio.fail_after(SETTLE_S):
+            async with trio.open_nursery() as nursery:
+                with trio.CancelScope() as early:
+                    nursery.start_soon(read, got[0])
+                    nursery.start_soon(read, got[1])
+                    cancelled = trio.CancelScope()
+
+                    async def read_then_leave() -> None:
+                        with cancelled:
+                            await read(got[2])
+
+                    nursery.start_soon(read_then_leave)
+                    await trio.testing.wait_all_tasks_blocked()
+                    cancelled.cancel()  # one reader leaves: the two others still wake
+                    for i in range(50):
+                        await pub_a.send(i)
+                        await pub_b.send(100 + i)
+                        if i % 10 == 0:
+                            await trio.sleep(0.01)
+                    while len(got[0]) + len(got[1]) < 100:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    merged.close_nowait()
+                assert not early.cancelled_caught
+        both = sorted(got[0] + got[1])
+        assert both == sorted([("a", i) for i in range(50)] + [("b", 100 + i) for i in range(50)])
+        assert got[2] == []
+
+
 async def test_merge_refuses_bad_arguments(url: str) -> None:
     async with two_channels(url) as (_, _pub_a, _pub_b, sub_a, _sub_b):
         with pytest.raises(ts.InvalidArgument, match="at least one"):

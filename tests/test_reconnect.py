@@ -1167,6 +1167,32 @@ async def test_a_writer_whose_client_gives_up_reconnecting_is_told_what_was_drop
     assert len(said) == 1 and said[0].startswith("5 values sent to 'AI1' were not delivered")
 
 
+async def test_a_client_closed_while_reconnecting_says_its_open_publishers_drops(
+    server: ts.Server, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # client.publish()'s own publisher is open when the client's block ends: the client's
+    # close waits for no connection, and said "a close waits 10 s for it" after 0.2 s.
+    async with ts.open_client(proxy.url, name="daq") as writer:
+        await writer.create_channel("AI1", history=10)
+        await writer.publish("AI1", 0)
+        proxy.refuse()
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await writer.wait_state("reconnecting")
+        for i in range(3):
+            await writer.publish("AI1", i)
+        start = trio.current_time()
+    assert trio.current_time() - start < 1.0
+    said = [r.getMessage() for r in caplog.records if "were not delivered" in r.getMessage()]
+    assert len(said) == 1, said
+    # (3, or 4 with the first one if its acknowledgement had not come before the cut)
+    assert re.match(
+        r"[34] values sent to 'AI1' were not delivered: .* the client closed "
+        r"while it reconnected",
+        said[0],
+    ), said
+
+
 class Abandon(Exception):
     pass
 

@@ -75,6 +75,10 @@ class Motor:
     def rpc_group(self) -> None:
         raise ExceptionGroup("both axes", [DeviceError("x"), ValueError("y")])
 
+    def rpc_many(self) -> None:  # (nested, as nurseries nest them)
+        inner = ExceptionGroup("inner", [ValueError(str(i)) for i in range(1, 5)])
+        raise ExceptionGroup("axes", [ValueError("0"), inner])
+
     def rpc_exit(self) -> None:
         raise SystemExit(Arg())
 
@@ -90,7 +94,18 @@ class Motor:
         ("async_move", False, "DeviceError", "<exception str() failed>"),
         ("noted", False, "ValueError", "stalled"),
         ("bad_notes", False, "BadNotes", "stalled"),
-        ("group", False, "ExceptionGroup", "both axes (2 sub-exceptions)"),
+        (
+            "group",
+            False,
+            "ExceptionGroup",
+            "both axes (2 sub-exceptions): DeviceError: <exception str() failed>; ValueError: y",
+        ),
+        (
+            "many",
+            False,
+            "ExceptionGroup",
+            "axes (2 sub-exceptions): ValueError: 0; ValueError: 1; ValueError: 2; and 2 more",
+        ),
         ("exit", False, "SystemExit", "<exception str() failed>"),
     ],
 )

@@ -56,6 +56,7 @@ class Merge:
         self._closed = False
         self.end_reason: str | None = None  # as Subscription.end_reason: why it ended
         self._waiting: trio.Event | None = None  # what a receive waits on (close sets it)
+        self._waiters = 0  # the tasks waiting on it
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -137,19 +138,31 @@ class Merge:
         return message
 
     async def _wait_any(self) -> None:
-        event = self._waiting = trio.Event()
+        # Tasks that read one merge together wait on one event: the first hands it to the
+        # subscriptions, the last to leave takes it back (a subscription takes several
+        # readers too; a second reader of a merge was refused, with advice that did not
+        # apply to it: an outside review).
+        event = self._waiting
+        if event is not None and event.is_set():  # woken, its waiters not gone yet
+            await trio.lowlevel.checkpoint()  # (they run first: no spin)
+            return
+        if event is None:
+            event = self._waiting = trio.Event()
+        self._waiters += 1
         try:
             for sub in self._subs:
                 if not sub._wake_with(event):
                     raise trio.BusyResourceError(
-                        f"another task is receiving from subscription {sub.channel!r:.80}: "
-                        "read a merged subscription only through its merge"
+                        f"another task is receiving from subscription {sub.channel!r:.80} "
+                        "itself: read a merged subscription only through its merge"
                     )
             await event.wait()
         finally:
-            self._waiting = None
-            for sub in self._subs:
-                sub._unwake(event)
+            self._waiters -= 1
+            if not self._waiters:
+                self._waiting = None
+                for sub in self._subs:
+                    sub._unwake(event)
 
     def __aiter__(self) -> Merge:
         return self

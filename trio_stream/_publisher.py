@@ -311,7 +311,9 @@ class Publisher:
     async def _release_after(self, grace: float, hold: int) -> None:
         await trio.sleep(grace)
         if self._holding and self._holds == hold:
-            if self.readers or self._keeps_history:
+            if self.readers or self._keeps_history or not self._unacked:
+                # (none held: nothing is lost, and "the 0 values held ... are lost" was
+                # noise in a trio developer's log)
                 log.info(
                     "publisher of %r: %d of %d readers came back within %.1f s; sending on",
                     self.channel,
@@ -610,11 +612,17 @@ class Publisher:
         return self._drops_reported
 
     def undelivered_message(
-        self, count: int, *, close_unanswered: bool = False, waited: bool = True
+        self,
+        count: int,
+        *,
+        close_unanswered: bool = False,
+        waited: bool = True,
+        client_closing: bool = False,
     ) -> str:
         """What a user reads of ``count`` values ``send`` took and the server may not have
         (``close_unanswered``: the close's own answer did not come, see close_delivering;
-        ``waited``: False for a close that did not wait for the connection, on an error)."""
+        ``waited``: False for a close that did not wait for the connection, on an error;
+        ``client_closing``: the client closed with this publisher open, while reconnecting)."""
         sent = f"{counted(count, 'value')} sent to {self.channel[:80]!r} {were(count)}"
         if close_unanswered:
             return (
@@ -627,6 +635,13 @@ class Publisher:
                 f"{sent} not delivered: the server had not acknowledged them when the "
                 f"connection was lost for good ({self._ended}); some may have reached readers, "
                 "none are sent again"
+            )
+        if client_closing:
+            # Not "a close waits 10 s": the client's close waits for no connection.
+            return (
+                f"{sent} not delivered: the connection was lost, and the client closed "
+                "while it reconnected, with this publisher open (its close waits "
+                f"{CLOSE_DELIVER_S:g} s for the connection: close it first); they are dropped"
             )
         if not waited:
             # "a close waits 10 s for it" read as if this one had (a trio developer's Ctrl-C).

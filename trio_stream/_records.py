@@ -109,7 +109,8 @@ class Gap(NamedTuple):
     ``kind`` "resumed": the same channel on the same server state; ``lost`` is exactly the
     frames missed just before this message (not replayed, or dropped by the reader's policy
     on the way; a lossy reader's drops after it come in later messages' ``lost``, as
-    always), ``recovered`` the frames replayed from the channel's history. "reset": the
+    always), ``recovered`` the frames replayed from the channel's history, or handed on
+    from the subscription the server kept through the reader's cut. "reset": the
     channel's sequence restarted (the server restarted, the channel was re-created);
     ``lost`` is None (unknowable).
     """

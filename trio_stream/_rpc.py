@@ -85,6 +85,7 @@ from ._rpc_stream import (
     open_generator,
 )
 from ._seconds import check_timeout
+from ._util import exception_leaves
 
 if TYPE_CHECKING:
     from ._client_port import ClientPort
@@ -116,6 +117,7 @@ CALLER: Final = contextvars.ContextVar[str | None]("trio_stream_rpc_caller", def
 FAIL_MESSAGE_MAX_BYTES: Final = 16 * 1024
 FAIL_TRACEBACK_MAX_BYTES: Final = 64 * 1024
 TRACEBACK_PART_MAX_BYTES: Final = 2048  # a frame's lines, or the exception's own line
+GROUP_LEAVES_SAID: Final = 3  # a method's exception group: its first few, named in the message
 
 _KINDS: Final[dict[str, inspect._ParameterKind]] = {
     "positional_only": inspect.Parameter.POSITIONAL_ONLY,
@@ -785,7 +787,7 @@ def _fail(call: int, exc: BaseException, room: int) -> Fail:
     The message's start and the traceback's end (where it was raised) say what went wrong."""
     kind = _clip(type(exc).__name__, 200)
     budget = max(room - len(kind) - 64, 0)  # 64: the map, its keys and the call id
-    message = _clip(_safe_str(exc), min(FAIL_MESSAGE_MAX_BYTES, budget // 2))
+    message = _clip(_message_of(exc), min(FAIL_MESSAGE_MAX_BYTES, budget // 2))
     left = budget - len(message.encode())
     # Each part clipped first: the last one repeats the message, which would fill the rest.
     formatted = "".join(_clip(part, TRACEBACK_PART_MAX_BYTES) for part in _formatted(exc))
@@ -815,6 +817,20 @@ def _formatted(exc: BaseException) -> list[str]:
             f"<traceback could not be formatted: {type(error).__name__}>\n",
             f"{type(exc).__qualname__}: {_safe_str(exc)}\n",
         ]
+
+
+def _message_of(exc: BaseException) -> str:
+    """The message a caller reads: a group's names what it holds, or a method whose nursery
+    raised came back as "Exceptions from Trio nursery (1 sub-exception)", the cause only in
+    the traceback (an outside review)."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return _safe_str(exc)
+    leaves = exception_leaves(exc)
+    said = "; ".join(
+        f"{type(leaf).__name__}: {_safe_str(leaf)}" for leaf in leaves[:GROUP_LEAVES_SAID]
+    )
+    more = len(leaves) - GROUP_LEAVES_SAID
+    return f"{_safe_str(exc)}: {said}" + (f"; and {more} more" if more > 0 else "")
 
 
 def _safe_str(exc: BaseException) -> str:
