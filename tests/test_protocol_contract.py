@@ -423,6 +423,25 @@ async def test_admin_without_a_token_is_an_auth_error_and_the_connection_stays(
     assert (await raw.request("channels"))["op"] == "reply"
 
 
+@pytest.mark.server_options(max_frame_bytes=4096)
+async def test_a_reply_over_max_frame_bytes_is_a_frame_too_large_error(server: ts.Server) -> None:
+    # Section 2: the server's frames keep to max_frame_bytes too (DATA aside). A listing of
+    # 80 channels under 4 KiB was sent whole (14 KB), and a client holding to the page
+    # closed the connection on it (a protocol implementer).
+    raw = await RawClient.connect(server)
+    for i in range(80):
+        await raw.request("create_channel", channel=f"channel-with-a-long-name-{i:03}")
+    answer = await raw.request("channels")
+    assert answer["op"] == "error" and answer["type"] == "FrameTooLarge", answer
+    assert "the answer to channels" in answer["message"], answer
+    assert "raise max_frame_bytes on the server" in answer["message"], answer
+    assert (await raw.request("stats"))["op"] == "reply"  # the connection stays
+    async with ts.open_client(str(server.tcp_url)) as client:
+        with pytest.raises(ts.FrameTooLarge, match="max_frame_bytes"):
+            await client.channels()
+        assert client.state == "open"
+
+
 async def test_a_window_below_one_frame_is_refused(server: ts.Server) -> None:
     # Section 3: window is 1 or more, or null for the server's default.
     raw = await RawClient.connect(server)

@@ -274,3 +274,47 @@ async def test_an_array_refilled_after_send_returns_arrives_as_it_was_sent(
                     if arrays is None:
                         arrays = [data["trace"]] if isinstance(data, dict) else list(data)
                     assert all(a[0] == i and (a[1:] == noise[1 : len(a)]).all() for a in arrays)
+
+
+async def test_many_publishers_held_back_keep_within_the_connections_parked_bound() -> None:
+    # Three writers of one client held back by a block reader that reads nothing: each
+    # within its own window, together past the server's bound on what a connection may
+    # have parked. The server then read nothing more from the writer's connection, its
+    # requests and pings included, and the client reconnected every few seconds; the sends
+    # now wait within the bound, and the connection answers.
+    config = ts.ServerConfig(
+        host="127.0.0.1",
+        tcp_port=0,
+        http_port=None,
+        max_buffered_bytes=2**20,
+        publish_window_bytes=2**19,
+    )
+    async with (
+        ts.open_server(config) as server,
+        ts.open_client(str(server.tcp_url), name="rec") as rec,
+        ts.open_client(str(server.tcp_url), name="daq", heartbeat=0.5) as daq,
+        trio.open_nursery() as nursery,
+    ):
+        names = ["c0", "c1", "c2"]
+        for name in names:
+            await daq.create_channel(name)
+            await rec.open_subscription(name, policy="block", size=1, window=1)
+        sent = dict.fromkeys(names, 0)
+
+        async def feed(name: str) -> None:
+            async with daq.publisher(name) as pub:
+                await pub.wait_for_readers()
+                while True:
+                    await pub.send(b"x" * 100_000)
+                    sent[name] += 1
+
+        for name in names:
+            nursery.start_soon(feed, name)
+        await trio.sleep(3.0)  # six heartbeats: the client would have reconnected
+        with trio.fail_after(1.0):
+            await daq.stats()  # the connection is read
+        assert daq.state == "open" and daq.reconnects == 0
+        unacked = sum(pub._unacked_bytes for pub in daq._publishers.values())
+        assert 0 < unacked <= 2**20
+        assert all(count > 0 for count in sent.values()), sent
+        nursery.cancel_scope.cancel()

@@ -182,3 +182,10 @@ class PayloadLimits:
 
 
 DEFAULT_PAYLOAD_LIMITS: Final = PayloadLimits()
+
+
+def parked_bound(limits: Limits) -> int:
+    """What a connection's writers may have parked behind full ``block`` readers together,
+    in PUBLISH body bytes, before the server stops reading the connection until readers make
+    room (docs/protocol.md section 5): a whole writer window always fits."""
+    return max(limits.max_buffered_bytes, limits.publish_window_bytes)

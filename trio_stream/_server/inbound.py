@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
-from .._exceptions import InvalidArgument, ProtocolError, TrioStreamError
+from .._exceptions import FrameTooLarge, InvalidArgument, ProtocolError, TrioStreamError
 from .._protocol.codec import CONTROL_MAX_ITEMS, decode_control
 from .._protocol.frames import (
     CONTROL,
@@ -32,6 +32,7 @@ from .._protocol.frames import (
     parse_publish,
     publish_runs,
 )
+from .._protocol.framing import PREFIX_BYTES
 from .._protocol.limits import PING_FRAME_MAX_BYTES
 from .._protocol.messages import (
     MESSAGE_TYPES,
@@ -48,6 +49,7 @@ from .._protocol.messages import (
 )
 from .._util import open_own_nursery
 from .engine import AsyncHandler
+from .outbox import control_frame
 from .requests import ANSWERED_LATER, REQUEST_HANDLERS
 from .sender import write_woken
 
@@ -450,9 +452,26 @@ class Inbound:
                 self._outbox.send(_error_reply(message.id, exc))
             else:
                 if result is not ANSWERED_LATER:
-                    self._outbox.send(Reply(id=message.id, result=result))
+                    self._reply(message, result)
 
         return answer
+
+    def _reply(self, request: Request, result: Any) -> None:
+        """``request``'s answer, or FrameTooLarge if it would exceed max_frame_bytes: the
+        server's frames keep to it too, DATA aside (docs/protocol.md section 2), and a client
+        that holds to it closed its connection on a listing of 80 channels at 4 KiB (a
+        protocol implementer)."""
+        frame = control_frame(Reply(id=request.id, result=result))
+        body_bytes = len(frame) - PREFIX_BYTES
+        limit = self._state.config.max_frame_bytes
+        if body_bytes <= limit:
+            self._outbox.queue_control(frame)
+            return
+        error = FrameTooLarge(
+            f"the answer to {request.OP} ({body_bytes} bytes) would exceed max_frame_bytes "
+            f"({limit} bytes): raise max_frame_bytes on the server"
+        )
+        self._outbox.send(_error_reply(request.id, error))
 
     def _defer(self, handler: AsyncHandler) -> Callable[[Request], None]:
         """``handler`` (it does I/O) as a message handler: awaited right after its frame."""
@@ -484,7 +503,7 @@ class Inbound:
                 # At once, before the nursery's end lets other tasks run: the DATA of a
                 # subscription this request made follows its reply (the sender could
                 # otherwise write its first frames ahead of it).
-                self._outbox.send(Reply(id=message.id, result=result))
+                self._reply(message, result)
             nursery.cancel_scope.cancel()
 
     async def _read_while_answering(self, held: list[bytearray]) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Final
 import trio
 
 from .._exceptions import ConnectionClosed, FrameTooLarge, ProtocolError, TrioStreamError
+from .._protocol.limits import parked_bound
 from .._protocol.messages import ControlMessage, Goodbye, Hello
 from .._transport.base import EndedMidFrame, FrameTransport
 from .broker import Channel, Writer
@@ -97,8 +98,8 @@ class Session:
             max_buffered_bytes=limits.max_buffered_bytes,
             # What this connection's writers may have parked before it is read no more: one
             # whole writer window always fits, so one held-back channel never stops its
-            # other writers.
-            max_parked_bytes=max(limits.max_buffered_bytes, limits.publish_window_bytes),
+            # other writers (the clients keep all their writers within it).
+            max_parked_bytes=parked_bound(limits),
             clock=trio.current_time,
             detach=state.broker.unsubscribe,
             totals=state.buffer_totals,
