@@ -513,13 +513,9 @@ class Broker:
         that guessing names confirms nothing.
         """
         channel = self.channels.get(name)
-        if channel is None or not (
-            channel.public or _owner_of(channel, session) or _key_matches(channel, key)
-        ):
+        if channel is None:
             raise channel_not_found(name)
-        keyed = channel.key is not None and not _owner_of(channel, session)
-        if keyed and (key is None or not _key_matches(channel, key)):
-            raise key_refused(name, key)
+        check_access(channel, key, session)
         return channel
 
     def delete_channel(self, channel: Channel, reason: str) -> None:
@@ -1193,6 +1189,16 @@ def decimated(sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:
 
 
 _SERIAL_OF: Final = attrgetter("_serial")
+
+
+def check_access(channel: Channel, key: str | None, session: ClientIdentity | None) -> None:
+    """Raise unless ``session`` may use ``channel`` with ``key`` (see Broker.lookup); also
+    for a channel that has ended, as it was (a kept reader's, taken back by name)."""
+    if not (channel.public or _owner_of(channel, session) or _key_matches(channel, key)):
+        raise channel_not_found(channel.name)
+    keyed = channel.key is not None and not _owner_of(channel, session)
+    if keyed and (key is None or not _key_matches(channel, key)):
+        raise key_refused(channel.name, key)
 
 
 def _owner_of(channel: Channel, session: ClientIdentity | None) -> bool:

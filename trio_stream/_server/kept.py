@@ -115,6 +115,13 @@ class KeptReaders:
             for known_as, reader in self._by_old_id.items()
         )
 
+    def ended_channel(self, name: str) -> Channel | None:
+        """The channel of a reader of ``name`` waiting here, if it has ended since."""
+        for reader in self._by_old_id.values():
+            if reader.channel.name == name and reader.channel.end_reason:
+                return reader.channel
+        return None
+
     def take(
         self,
         old_id: int | None,

@@ -41,7 +41,7 @@ from .._protocol.messages import (
 )
 from . import admin
 from .admin import ANSWERED_LATER as ANSWERED_LATER
-from .broker import nothing_to_delete
+from .broker import check_access, nothing_to_delete
 from .buffers import Policy, drops_when_full, parse_policy
 from .resume import adopt_channel, recovered, subscribe_since
 
@@ -351,7 +351,16 @@ def take_back_by_name(
         return None
     for kept in session.state.resume.kept_for_name(session.name):
         if kept.has(None, msg.channel):
-            may_use()
+            ended = kept.ended_channel(msg.channel)
+            if ended is None:
+                may_use()
+            else:
+                # Ended while its reader was away (a writer that finished, its channel
+                # ending with it): what the reader holds, then its end, as take_back gives
+                # a cut client. The lookup found no channel, and the restarted recorder
+                # lost those frames uncounted (a lab scientist); its key is checked against
+                # the channel as it was.
+                check_access(ended, msg.key, session)
             _check_subscription_quota(session)
             taken = _take_kept(session, msg, kept, by_name=True)
             if taken is not None:
