@@ -9,7 +9,8 @@ MODE is where the main thread blocks: ``get`` (a subscription with nothing to re
 that never returns), ``noclose`` (``get`` on a client that is never closed: atexit must end
 it), ``noclose-publish`` (``publish`` into a full queue on a client never closed),
 ``busy-provider`` (an exposed sync method in its worker thread, called, runs a minute),
-``close`` (``close()`` waiting to flush values a ``block`` reader holds back) or
+``close`` (``close()`` waiting to flush values a ``block`` reader holds back),
+``exit-flush`` (the same values left to the exit handler's close, never closed) or
 ``connect`` (the constructor, connecting to a server that never answers; URL unused).
 With ``catch`` the script catches KeyboardInterrupt after the ``with`` block and reports how
 many SyncClient threads are still alive; with ``raw`` the interrupt ends the script.
@@ -95,6 +96,14 @@ def block(url: str, mode: str) -> None:
         print("ready", flush=True)
         client.close()
         return
+    if mode == "exit-flush":  # the exit handler's close flushing what a block reader holds
+        client = ts.SyncClient(url, name="child-exit-flush")
+        client.create_channel("child")
+        client.subscribe("child", policy="block", size=1)
+        for value in range(3000):  # past the publisher's window (1024): the rest queued
+            client.publish("child", value)
+        print("ready", flush=True)
+        return  # never closed: closed (flushing) at exit
     if mode == "noclose":
         client = ts.SyncClient(url, name="child-noclose")
         client.create_channel("child")

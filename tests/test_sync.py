@@ -1021,6 +1021,21 @@ async def test_ctrl_c_in_a_close_waiting_to_flush_says_what_it_drops(server: ts.
     assert took_s < 5.0, errors
 
 
+async def test_ctrl_c_in_the_exit_handlers_flush_says_what_it_drops(server: ts.Server) -> None:
+    # The exit handler caught the KeyboardInterrupt that carries the count (close()'s note,
+    # as above): the values were lost without a word, exit code 0 (a lab scientist).
+    assert server.tcp_url is not None
+    _, _, took_s, errors = await interrupt_child(server.tcp_url, "exit-flush", "raw")
+    said = re.search(
+        r"at exit, interrupted: (\d+) published values were dropped: the close was interrupted "
+        "before the server took them",
+        errors,
+    )
+    assert said is not None, errors
+    assert 0 < int(said.group(1)) <= 3000
+    assert took_s < 5.0, errors
+
+
 @pytest.mark.parametrize("mode", ["get", "contended", "iterate", "publish", "rpc"])
 async def test_ctrl_c_shows_the_script_s_frames_only(server: ts.Server, mode: str) -> None:
     # Python's usual KeyboardInterrupt traceback, but without threading's wait that the

@@ -1818,8 +1818,12 @@ def _close_all() -> None:
     for client in list(_OPEN):
         try:
             client.close(flush=flush)
-        except KeyboardInterrupt:  # a second Ctrl-C: the rest close at once
+        except KeyboardInterrupt as interrupt:  # a second Ctrl-C: the rest close at once
             flush = False
+            # Its note says what the flush it stopped dropped: swallowed here, the values
+            # were lost without a word (a lab scientist; the close below does nothing more).
+            for note in getattr(interrupt, "__notes__", ()):
+                log.warning("closing %r at exit, interrupted: %s", client, note)
             with contextlib.suppress(Exception):
                 client.close(flush=False)
         except Exception as exc:
