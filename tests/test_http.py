@@ -498,6 +498,27 @@ async def test_a_refused_origin_is_logged_with_how_to_let_it_in(
     )
 
 
+async def test_a_flood_of_refused_origins_and_hosts_is_not_a_flood_of_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Anyone may send these: 6,000 refusals were 6,000 WARNING lines (an outside review).
+    # The first is said at once, the rest counted into a line a minute, as refused
+    # connections are.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=None, http_port=0)
+    async with ts.open_server(config) as server:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(20):
+                assert await upgrade_status(server, "http://127.0.0.1:8000") == 403
+            port = port_of(server)
+            for _ in range(20):
+                async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                    await stream.send_all(b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+                    assert b" 403 " in await stream.receive_some(4096)
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1, [r.getMessage() for r in refused]
+    assert "WebSocket from origin 'http://127.0.0.1:8000' refused" in refused[0].getMessage()
+
+
 async def test_a_refused_null_origin_is_not_advised_in(caplog: pytest.LogCaptureFixture) -> None:
     # Every file:// page and sandboxed frame sends "null": the log advised allowing it.
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=None, http_port=0)

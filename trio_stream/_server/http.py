@@ -209,7 +209,10 @@ class HttpConnection:
                 return
             host = _header(request, b"host")
             if not _host_allowed(host, config):
-                log.warning("%s: request for host %r refused", self.remote, host)
+                # Throttled as refused connections are: anyone may send these.
+                self.site.server.admission.refusals.refused(
+                    self.remote, f"request for host {host!r:.200} refused"
+                )
                 await self._send_response(
                     request,
                     text_response(403, host_refusal(host, bound_to=config.host), close=True),
@@ -406,11 +409,11 @@ class HttpConnection:
             else:
                 advice = f"let it in with --allowed-origin {shown} or "
                 advice += "ServerConfig(allowed_origins=(...))"
-            log.warning(
-                "%s: WebSocket from origin %r refused (not a page of this server): %s",
+            # Throttled as refused connections are (6,000 bad origins were 6,000 lines: an
+            # outside review): the first at once, then a count a minute with the latest.
+            self.site.server.admission.refusals.refused(
                 self.remote,
-                shown,
-                advice,
+                f"WebSocket from origin {shown!r} refused (not a page of this server): {advice}",
             )
             return text_response(
                 403, "this origin may not connect (see ServerConfig.allowed_origins)"
