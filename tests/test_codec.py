@@ -763,7 +763,11 @@ def test_long_doubles_and_their_complex_in_either_byte_order_round_trip(dtype: s
         ([np.clongdouble(1 + 2j)], "np.asarray(x)"),
         (np.datetime64("2026-12-05T10:00:00"), "a numpy datetime64 scalar cannot be sent"),
         ({"t": np.datetime64(1, "ns")}, "a numpy datetime64 scalar cannot be sent"),
-        ([np.timedelta64(5, "s")], "a numpy timedelta64 scalar cannot be sent"),
+        ([np.timedelta64(5, "s")], "a numpy timedelta64 scalar cannot be sent: send its seconds"),
+        (np.array(["a"]), "send text as a list of str (.tolist())"),
+        (np.array([1], dtype="m8[s]"), "send timedelta64 as int64 with .view('int64')"),
+        (np.array([1], dtype="M8[s]"), "send datetime64 as int64 with .view('int64')"),
+        (np.zeros(2, dtype=[("x", "f8")]), "send each field as an array of its own"),
     ],
     ids=[
         "2-D memoryview in a list",
@@ -772,6 +776,10 @@ def test_long_doubles_and_their_complex_in_either_byte_order_round_trip(dtype: s
         "datetime64",
         "datetime64 ns in a dict",
         "timedelta64 in a list",
+        "str array",
+        "timedelta64 array",
+        "datetime64 array",
+        "structured array",
     ],
 )
 def test_values_without_a_wire_form_are_a_type_error_that_says_what_to_send(

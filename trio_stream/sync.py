@@ -142,18 +142,20 @@ def _say_not_sent(unread: dict[str, int], dropped: dict[str, int]) -> None:
     """Say, per channel, the queued values that were never sent (not silently)."""
     for channel, count in dropped.items():
         log.warning(
-            "%d values published to %r were not sent: its publisher closed while they "
-            "waited in the queue",
-            count,
+            "%s published to %r %s not sent: its publisher closed while %s in the queue",
+            counted(count, "value"),
             channel,
+            were(count),
+            "it waited" if count == 1 else "they waited",
         )
     for channel, count in unread.items():
         # publish() returned True: the channel had readers then.
         log.warning(
-            "%d values published to %r were not sent: its readers left while they "
-            "waited in the queue",
-            count,
+            "%s published to %r %s not sent: its readers left while %s in the queue",
+            counted(count, "value"),
             channel,
+            were(count),
+            "it waited" if count == 1 else "they waited",
         )
 
 
@@ -554,8 +556,8 @@ class SyncClient:
                 )
             else:
                 message = (
-                    f"{how_many} dropped: the SyncClient closed "
-                    "without sending them (close(flush=False), or Ctrl-C)"
+                    f"{how_many} dropped: the SyncClient closed without sending "
+                    f"{'it' if unsent == 1 else 'them'} (close(flush=False), or Ctrl-C)"
                 )
             if flush and error is None:
                 error = ConnectionClosed(message)

@@ -163,8 +163,8 @@ def _array_pieces(array: np.ndarray[Any, Any], copy: bool) -> list[BytesLike]:
         # Checked before the memoryview, which refuses some (datetime64) in numpy's words.
         raise TypeError(
             f"numpy arrays of dtype {array.dtype} cannot be sent: use a numeric, bool or "
-            "complex dtype (structured, object, string and datetime arrays have no wire form; "
-            "send datetime64 as int64 with .view('int64'))"
+            "complex dtype (structured, object, string and datetime arrays have no wire form)"
+            + _DTYPE_ADVICE.get(array.dtype.kind, "")
         )
     body: BytesLike
     if not array.size:
@@ -183,6 +183,17 @@ def _array_pieces(array: np.ndarray[Any, Any], copy: bool) -> list[BytesLike]:
     return [head, body]
 
 
+# What an array of a dtype without a wire form is sent as instead, by dtype kind.
+_DTYPE_ADVICE: Final = {
+    "M": "; send datetime64 as int64 with .view('int64'), and its unit beside it",
+    "m": "; send timedelta64 as int64 with .view('int64'), and its unit beside it",
+    "U": "; send text as a list of str (.tolist())",
+    "S": "; send bytes as a list of bytes (.tolist())",
+    "V": "; send each field as an array of its own (a dict of arr[name] arrays)",
+    "O": "; send the objects as a list (.tolist()) if each one can be sent",
+}
+
+
 class _LargeArray(Exception):
     """Raised inside cbor2 to abandon a plain encode: the value holds a large array."""
 
@@ -193,13 +204,19 @@ def _encode_default(encoder: Any, value: Any) -> None:
         if value.nbytes >= ZERO_COPY_MIN_BYTES:
             raise _LargeArray
         encoder.write(b"".join(_array_pieces(value, copy=False)))
-    elif isinstance(value, np.datetime64 | np.timedelta64):
+    elif isinstance(value, np.datetime64):
         # .item() is a naive datetime (refused in words that never named numpy) or, for
         # nanoseconds, a bare int that arrives as one (a values audit).
         raise TypeError(
-            f"a numpy {type(value).__name__} scalar cannot be sent: send an aware datetime "
+            "a numpy datetime64 scalar cannot be sent: send an aware datetime "
             "(x.astype('datetime64[us]').item().replace(tzinfo=timezone.utc)) or its count "
             "(int(x.view('int64')), and its unit beside it)"
+        )
+    elif isinstance(value, np.timedelta64):  # (a duration: "an aware datetime" is no advice)
+        raise TypeError(
+            "a numpy timedelta64 scalar cannot be sent: send its seconds "
+            "(x / np.timedelta64(1, 's'), a float) or its count (int(x.view('int64')), and "
+            "its unit beside it)"
         )
     elif isinstance(value, _LONG_DOUBLE_SCALARS):  # .item() gives the numpy scalar back
         raise TypeError(
