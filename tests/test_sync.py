@@ -1001,7 +1001,9 @@ async def test_ctrl_c_of_a_script_that_never_closes_says_what_it_drops_at_once(
     returncode, _, took_s, errors = await interrupt_child(server.tcp_url, "noclose-publish", "raw")
     assert returncode != 0
     assert "KeyboardInterrupt" in errors
-    dropped = r"published values? (was|were) dropped: the SyncClient closed without sending (it|them)"
+    dropped = (
+        r"published values? (was|were) dropped: the SyncClient closed without sending (it|them)"
+    )
     assert re.search(dropped, errors), errors  # one value, or more
     assert took_s < 5.0, errors
 
