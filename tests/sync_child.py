@@ -87,23 +87,16 @@ def block(url: str, mode: str) -> None:
         while True:
             client.publish("child", b"x" * 100)
             published[0] += 1
-    if mode == "close":  # close() waiting to flush a queue that a block reader holds back
-        client = ts.SyncClient(url, name="child-close")
+    if mode in ("close", "exit-flush"):  # a close flushing what a block reader holds back
+        client = ts.SyncClient(url, name=f"child-{mode}")
         client.create_channel("child")
         client.subscribe("child", policy="block", size=1)
         for value in range(3000):  # past the publisher's window (1024): the rest queued
             client.publish("child", value)
         print("ready", flush=True)
-        client.close()
-        return
-    if mode == "exit-flush":  # the exit handler's close flushing what a block reader holds
-        client = ts.SyncClient(url, name="child-exit-flush")
-        client.create_channel("child")
-        client.subscribe("child", policy="block", size=1)
-        for value in range(3000):  # past the publisher's window (1024): the rest queued
-            client.publish("child", value)
-        print("ready", flush=True)
-        return  # never closed: closed (flushing) at exit
+        if mode == "close":
+            client.close()
+        return  # (exit-flush: never closed, closed and flushed at exit)
     if mode == "noclose":
         client = ts.SyncClient(url, name="child-noclose")
         client.create_channel("child")
