@@ -4,6 +4,7 @@ every frame arrives in order."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -318,3 +319,55 @@ async def test_many_publishers_held_back_keep_within_the_connections_parked_boun
         assert 0 < unacked <= 2**20
         assert all(count > 0 for count in sent.values()), sent
         nursery.cancel_scope.cancel()
+
+
+async def test_a_send_waiting_for_the_connections_room_goes_when_the_holders_end() -> None:
+    # Two writers held back by block readers fill the bound; a third writer's send waits for
+    # room. Their channels deleted, their frames leave the count: the third send goes (it
+    # waited for an acknowledgement that no channel would ever send: a review).
+    config = ts.ServerConfig(
+        host="127.0.0.1",
+        tcp_port=0,
+        http_port=None,
+        max_buffered_bytes=2**20,
+        publish_window_bytes=2**19,
+    )
+    async with (
+        ts.open_server(config) as server,
+        ts.open_client(str(server.tcp_url), name="rec") as rec,
+        ts.open_client(str(server.tcp_url), name="daq") as daq,
+        trio.open_nursery() as nursery,
+    ):
+        for name in ("c0", "c1"):
+            await daq.create_channel(name)
+            await rec.open_subscription(name, policy="block", size=1, window=1)
+        await daq.create_channel("free")
+        await rec.open_subscription("free", policy="unbounded")
+
+        async def feed(name: str) -> None:
+            pub = await daq.open_publisher(name)  # (not closed: ended by its channel alone)
+            await pub.wait_for_readers()
+            with contextlib.suppress(ts.ChannelNotFound):
+                while True:
+                    await pub.send(b"x" * 100_000)
+
+        for name in ("c0", "c1"):
+            nursery.start_soon(feed, name)
+        with trio.fail_after(WAIT_S):
+            while daq._unacked_bytes < 2**20 - 100_000:  # noqa: ASYNC110 (no event for it)
+                await trio.sleep(0.05)
+        async with daq.publisher("free") as free:
+            await free.wait_for_readers()
+            sent = trio.Event()
+
+            async def send_free() -> None:
+                await free.send(b"y" * 100_000)
+                sent.set()
+
+            nursery.start_soon(send_free)
+            await trio.sleep(0.5)
+            assert not sent.is_set()  # no room: the held-back writers have it all
+            await daq.delete_channel("c0")
+            await daq.delete_channel("c1")
+            with trio.fail_after(WAIT_S):
+                await sent.wait()

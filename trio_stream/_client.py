@@ -892,11 +892,11 @@ class Client:
         readers make room, its pings included: 3 publishers held back under a 1 MiB bound
         (17 under the defaults) left the client's heartbeat unanswered, and it reconnected
         every few seconds. The total is counted again here, on this rare path: a closed
-        publisher's frames leave it.
+        publisher's frames leave it, and so do those of one not open on this connection yet
+        (its channel missing after a reconnect: it would hold the others back for good).
         """
         while True:
             total = sum(p._unacked_bytes for p in self._publishers.values())
-            total += sum(p._unacked_bytes for p in self._resuming_pubs)
             self._unacked_bytes = total
             if not total or total + size <= self._publish_bound:
                 return

@@ -214,7 +214,8 @@ class Publisher:
         self._acked_total += count
         self._acked_event.set()
         client = self._client
-        client._unacked_bytes -= freed
+        if not self._closed:  # (a reopen's answer after a close: counted out already)
+            client._unacked_bytes -= freed
         if client._publish_room is not None:
             client._wake_publish_room()
 
@@ -355,6 +356,7 @@ class Publisher:
         self._holding = False
         self._acked_event.set()
         self._readers_event.set()
+        self._client._wake_publish_room()  # its frames leave the total (a review)
 
     def _fail(self, error: TrioStreamError) -> None:
         if self._ended is None:

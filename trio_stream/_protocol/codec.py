@@ -164,7 +164,7 @@ def _array_pieces(array: np.ndarray[Any, Any], copy: bool) -> list[BytesLike]:
         raise TypeError(
             f"numpy arrays of dtype {array.dtype} cannot be sent: use a numeric, bool or "
             "complex dtype (structured, object, string and datetime arrays have no wire form)"
-            + _DTYPE_ADVICE.get(array.dtype.kind, "")
+            + _DTYPE_ADVICE.get("fields" if array.dtype.names else array.dtype.kind, "")
         )
     body: BytesLike
     if not array.size:
@@ -189,7 +189,7 @@ _DTYPE_ADVICE: Final = {
     "m": "; send timedelta64 as int64 with .view('int64'), and its unit beside it",
     "U": "; send text as a list of str (.tolist())",
     "S": "; send bytes as a list of bytes (.tolist())",
-    "V": "; send each field as an array of its own (a dict of arr[name] arrays)",
+    "fields": "; send each field as an array of its own (a dict of arr[name] arrays)",
     "O": "; send the objects as a list (.tolist()) if each one can be sent",
 }
 

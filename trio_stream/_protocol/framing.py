@@ -14,7 +14,7 @@ that announces 64 MiB in 4 bytes and sends nothing more would otherwise make us 
 on every connection it opens (even before its hello). A writer of large frames pays the
 slower way for its first frame only (an eighth of it through the shared buffer); on plain TCP
 a frame up to 2 MiB whose prefix starts a read never does, since that 256 KiB read brings an
-eighth of it. Until the connection has brought as many bytes as the frame has, the buffer is
+eighth of it. When the connection has brought fewer bytes than the frame has, the buffer is
 made twice as large as what is here of the frame, and doubled as it fills (up to the frame):
 a buffer is zero-filled when made, and 30 connections that each announced 64 MiB and sent 9
 had the server fill 1.9 GB at once, every client waiting 5 s (an outside review).

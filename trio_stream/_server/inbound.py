@@ -460,7 +460,8 @@ class Inbound:
         """``request``'s answer, or FrameTooLarge if it would exceed max_frame_bytes: the
         server's frames keep to it too, DATA aside (docs/protocol.md section 2), and a client
         that holds to it closed its connection on a listing of 80 channels at 4 KiB (a
-        protocol implementer)."""
+        protocol implementer). Only a listing grows that large (channels, clients): a
+        request that made something (a subscription) has a small answer."""
         frame = control_frame(Reply(id=request.id, result=result))
         body_bytes = len(frame) - PREFIX_BYTES
         limit = self._state.config.max_frame_bytes
