@@ -1937,6 +1937,29 @@ async def test_call_wait_provider_waits_for_a_provider_started_after_it(
     assert json.loads(out) == ["MY ECHO", "HALLO"]
 
 
+async def test_call_wait_provider_gives_up_after_its_wait_timeout(server: ts.Server) -> None:
+    # --timeout bounds the result only: a provider that never came held the command for good
+    # (a new user's, ten minutes). Without --wait-provider, --wait-timeout is a usage error.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    with trio.fail_after(WAIT_S):
+        gave_up = await cli(
+            "call", url, "thermo", "read", "--wait-provider", "--wait-timeout", "0.5"
+        )
+    assert gave_up.returncode == 1
+    said = gave_up.stderr.decode()
+    assert (
+        "waiting for a client named 'thermo' to connect and expose methods (for up to 0.5 s)"
+        in said
+    )
+    assert said.strip().endswith(
+        "RpcError: no client named 'thermo' connected and exposed methods within 0.5 s "
+        "(--wait-timeout)"
+    ), said
+    alone = await cli("call", url, "thermo", "read", "--wait-timeout", "0.5")
+    assert alone.returncode == 2 and "give both" in alone.stderr.decode()
+
+
 class Motor:
     async def rpc_scan(self, n: int = 5) -> AsyncIterator[float]:
         """Step through n positions."""

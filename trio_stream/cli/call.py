@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
+
+import trio
 
 import trio_stream as ts
 
@@ -82,6 +85,13 @@ def register(subparsers: Subparsers) -> None:
         "instead of failing at once: a command started together with its provider",
     )
     parser.add_argument(
+        "--wait-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="with --wait-provider: give up after this long (exit 1); --timeout bounds the "
+        "result only",
+    )
+    parser.add_argument(
         "--traceback", action="store_true", help="print the remote traceback when it raises"
     )
     parser.set_defaults(run=run_call)
@@ -101,6 +111,8 @@ async def _proxy(client: ts.Client, args: argparse.Namespace) -> ts.RpcProxy:
     """The provider's proxy; with --wait-provider, a provider not there yet is waited for
     after a line that says so (it was silent for 5 s, then logged a timestamped warning,
     where sub --wait-channel says at once what it waits for: a first hour)."""
+    if args.wait_timeout is not None and not args.wait_provider:
+        raise UsageError("--wait-timeout bounds the wait of --wait-provider: give both")
     if args.wait_provider:
         try:
             return await client.rpc(args.client, timeout=args.timeout)
@@ -109,11 +121,21 @@ async def _proxy(client: ts.Client, args: argparse.Namespace) -> ts.RpcProxy:
                 raise
         print(
             f"{prog(args)}: waiting for a client named {args.client!r} to connect and expose "
-            "methods (Ctrl-C to stop)",
+            "methods "
+            + (f"(for up to {args.wait_timeout:g} s)" if args.wait_timeout else "(Ctrl-C to stop)"),
             file=sys.stderr,
             flush=True,
         )
-    return await client.rpc(args.client, timeout=args.timeout, wait_provider=args.wait_provider)
+    if not args.wait_provider:
+        return await client.rpc(args.client, timeout=args.timeout)
+    # The wait was bounded by nothing: a provider that never came held the command for good
+    # (a new user's, for ten minutes).
+    with trio.move_on_after(args.wait_timeout or math.inf):
+        return await client.rpc(args.client, timeout=args.timeout, wait_provider=True)
+    raise ts.RpcError(
+        f"no client named {args.client!r} connected and exposed methods within "
+        f"{args.wait_timeout:g} s (--wait-timeout)"
+    )
 
 
 async def run_call(args: argparse.Namespace) -> int:
