@@ -135,12 +135,21 @@ async def test_dump_and_sub_end_when_their_channel_is_not_back_after_a_restart(
                     with trio.fail_after(RESTART_WAIT_S):
                         while len(codes) < 2:  # noqa: ASYNC110 - the other tasks' results
                             await trio.sleep(0.05)
-                    # --wait-channel waits on, past the bound.
+                    # --wait-channel waits on, past the bound, and says when it is back
+                    # (its last line said it waited while the data went on: a first hour).
                     await trio.sleep(1.5)
                     assert "waiting" not in codes
+                    said = capsys.readouterr().err
+                    async with ts.open_client(url, name="owner") as again:
+                        await again.create_channel("gone")
+                        with trio.fail_after(RESTART_WAIT_S):
+                            while "is back" not in said:
+                                await trio.sleep(0.1)
+                                said += capsys.readouterr().err
                     nursery.cancel_scope.cancel()
     assert codes == {"dump": 0, "sub": 0}
-    stderr = capsys.readouterr().err
+    stderr = said + capsys.readouterr().err
+    assert stderr.count("trio-stream sub: channel 'gone' is back: going on") == 1, stderr
     for command in ("dump", "sub"):
         assert (
             f"trio-stream {command}: channel 'gone' is not on the server after the reconnect: "

@@ -411,12 +411,18 @@ async def _watch_channel(
             file=sys.stderr,
             flush=True,
         )
-        if args.wait_channel:
-            continue
-        with trio.move_on_after(CHANNEL_BACK_S):
-            while not sub._live and sub.end_reason is None:  # noqa: ASYNC110 (no event for it)
+        with trio.move_on_after(math.inf if args.wait_channel else CHANNEL_BACK_S):
+            while not sub._live and sub.end_reason is None and client.state == "open":  # noqa: ASYNC110 (no event for it)
                 await trio.sleep(0.1)
-            continue  # back (or ended, which the command says)
+            if sub._live:
+                # Said, or the last line on stderr still said it waited while the data went
+                # on (a new user's first hour).
+                print(
+                    f"{prog(args)}: channel {args.channel!r} is back: going on",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            continue  # back, ended (which the command says) or another reconnect
         print(
             f"{prog(args)}: channel {args.channel!r} did not come back within "
             f"{CHANNEL_BACK_S:g} s after the reconnect: its end (--wait-channel waits for it)",
