@@ -4,7 +4,6 @@ every frame arrives in order."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -275,99 +274,3 @@ async def test_an_array_refilled_after_send_returns_arrives_as_it_was_sent(
                     if arrays is None:
                         arrays = [data["trace"]] if isinstance(data, dict) else list(data)
                     assert all(a[0] == i and (a[1:] == noise[1 : len(a)]).all() for a in arrays)
-
-
-async def test_many_publishers_held_back_keep_within_the_connections_parked_bound() -> None:
-    # Three writers of one client held back by a block reader that reads nothing: each
-    # within its own window, together past the server's bound on what a connection may
-    # have parked. The server then read nothing more from the writer's connection, its
-    # requests and pings included, and the client reconnected every few seconds; the sends
-    # now wait within the bound, and the connection answers.
-    config = ts.ServerConfig(
-        host="127.0.0.1",
-        tcp_port=0,
-        http_port=None,
-        max_buffered_bytes=2**20,
-        publish_window_bytes=2**19,
-    )
-    async with (
-        ts.open_server(config) as server,
-        ts.open_client(str(server.tcp_url), name="rec") as rec,
-        ts.open_client(str(server.tcp_url), name="daq", heartbeat=0.5) as daq,
-        trio.open_nursery() as nursery,
-    ):
-        names = ["c0", "c1", "c2"]
-        for name in names:
-            await daq.create_channel(name)
-            await rec.open_subscription(name, policy="block", size=1, window=1)
-        sent = dict.fromkeys(names, 0)
-
-        async def feed(name: str) -> None:
-            async with daq.publisher(name) as pub:
-                await pub.wait_for_readers()
-                while True:
-                    await pub.send(b"x" * 100_000)
-                    sent[name] += 1
-
-        for name in names:
-            nursery.start_soon(feed, name)
-        await trio.sleep(3.0)  # six heartbeats: the client would have reconnected
-        with trio.fail_after(1.0):
-            await daq.stats()  # the connection is read
-        assert daq.state == "open" and daq.reconnects == 0
-        unacked = sum(pub._unacked_bytes for pub in daq._publishers.values())
-        assert 0 < unacked <= 2**20
-        assert all(count > 0 for count in sent.values()), sent
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_send_waiting_for_the_connections_room_goes_when_the_holders_end() -> None:
-    # Two writers held back by block readers fill the bound; a third writer's send waits for
-    # room. Their channels deleted, their frames leave the count: the third send goes (it
-    # waited for an acknowledgement that no channel would ever send: a review).
-    config = ts.ServerConfig(
-        host="127.0.0.1",
-        tcp_port=0,
-        http_port=None,
-        max_buffered_bytes=2**20,
-        publish_window_bytes=2**19,
-    )
-    async with (
-        ts.open_server(config) as server,
-        ts.open_client(str(server.tcp_url), name="rec") as rec,
-        ts.open_client(str(server.tcp_url), name="daq") as daq,
-        trio.open_nursery() as nursery,
-    ):
-        for name in ("c0", "c1"):
-            await daq.create_channel(name)
-            await rec.open_subscription(name, policy="block", size=1, window=1)
-        await daq.create_channel("free")
-        await rec.open_subscription("free", policy="unbounded")
-
-        async def feed(name: str) -> None:
-            pub = await daq.open_publisher(name)  # (not closed: ended by its channel alone)
-            await pub.wait_for_readers()
-            with contextlib.suppress(ts.ChannelNotFound):
-                while True:
-                    await pub.send(b"x" * 100_000)
-
-        for name in ("c0", "c1"):
-            nursery.start_soon(feed, name)
-        with trio.fail_after(WAIT_S):
-            while daq._unacked_bytes < 2**20 - 100_000:  # noqa: ASYNC110 (no event for it)
-                await trio.sleep(0.05)
-        async with daq.publisher("free") as free:
-            await free.wait_for_readers()
-            sent = trio.Event()
-
-            async def send_free() -> None:
-                await free.send(b"y" * 100_000)
-                sent.set()
-
-            nursery.start_soon(send_free)
-            await trio.sleep(0.5)
-            assert not sent.is_set()  # no room: the held-back writers have it all
-            await daq.delete_channel("c0")
-            await daq.delete_channel("c1")
-            with trio.fail_after(WAIT_S):
-                await sent.wait()

@@ -66,7 +66,6 @@ from ._protocol.limits import (
     PROTOCOL_VERSION,
     Limits,
     PayloadLimits,
-    parked_bound,
 )
 from ._protocol.messages import (
     ControlMessage,
@@ -223,11 +222,6 @@ class Client:
         self.server = ""
         self.url = urls[0]
         self.limits = Limits()
-        # Every publisher's frames not acknowledged yet, in bytes, kept within the server's
-        # bound on what a connection's writers may have parked: see _wait_publish_room.
-        self._unacked_bytes = 0
-        self._publish_bound = parked_bound(self.limits)
-        self._publish_room: trio.Event | None = None  # set by an ack while a send waits
         self.reconnects = 0  # connections made after the first
         self._state: State = "connecting"
         self._state_changed = trio.Event()
@@ -440,7 +434,6 @@ class Client:
         self._server_run = reply.run
         self._resume_token = reply.resume_token
         self.limits = Limits.from_wire(reply.limits)
-        self._publish_bound = parked_bound(self.limits)
         max_frame = getattr(transport, "max_frame_bytes", None)
         if max_frame is not None:
             # A DATA frame carries a payload of up to the limit under a longer head.
@@ -882,35 +875,6 @@ class Client:
             if pub is not None and pub._ended is not None:
                 return
             await self._out_space.wait()
-
-    async def _wait_publish_room(self, pub: Publisher, size: int) -> None:
-        """Wait until ``size`` more bytes keep every publisher's unacknowledged frames
-        together within the server's bound on what a connection's writers may have parked
-        (a single frame always goes when nothing is unacknowledged).
-
-        Past that bound the server reads nothing more from the connection until block
-        readers make room, its pings included: 3 publishers held back under a 1 MiB bound
-        (17 under the defaults) left the client's heartbeat unanswered, and it reconnected
-        every few seconds. The total is counted again here, on this rare path: a closed
-        publisher's frames leave it, and so do those of one not open on this connection yet
-        (its channel missing after a reconnect: it would hold the others back for good).
-        """
-        while True:
-            total = sum(p._unacked_bytes for p in self._publishers.values())
-            self._unacked_bytes = total
-            if not total or total + size <= self._publish_bound:
-                return
-            pub._check()
-            room = self._publish_room
-            if room is None:
-                room = self._publish_room = trio.Event()
-            await room.wait()
-
-    def _wake_publish_room(self) -> None:
-        room = self._publish_room
-        if room is not None:
-            self._publish_room = None
-            room.set()
 
     def _wake_out_space_waiters(self) -> None:
         old = self._out_space

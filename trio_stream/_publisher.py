@@ -202,7 +202,6 @@ class Publisher:
         unacked = self._unacked
         if count >= len(unacked):  # a flood's ack often covers the whole window
             unacked.clear()
-            freed = self._unacked_bytes
             self._unacked_bytes = 0
         else:
             popleft = unacked.popleft
@@ -213,11 +212,6 @@ class Publisher:
         self._acked_here += count
         self._acked_total += count
         self._acked_event.set()
-        client = self._client
-        if not self._closed:  # (a reopen's answer after a close: counted out already)
-            client._unacked_bytes -= freed
-        if client._publish_room is not None:
-            client._wake_publish_room()
 
     def _suspend(self) -> None:
         """The connection is lost: frames wait in the window for the next one."""
@@ -356,7 +350,6 @@ class Publisher:
         self._holding = False
         self._acked_event.set()
         self._readers_event.set()
-        self._client._wake_publish_room()  # its frames leave the total (a review)
 
     def _fail(self, error: TrioStreamError) -> None:
         if self._ended is None:
@@ -364,7 +357,6 @@ class Publisher:
         self._holding = False
         self._acked_event.set()
         self._readers_event.set()
-        self._client._wake_publish_room()
 
     def _check(self) -> None:
         if self._ended is not None:
@@ -473,19 +465,12 @@ class Publisher:
             # every frame on its own (one syscall each). Queued bytes and the writer window
             # bound how long we keep the CPU; cancellation is still honoured here.
             await _checkpoint_if_cancelled()
-        if client._unacked_bytes + size > client._publish_bound:  # rare: see the wait
-            # Checked last, with no await between the room found and the frame counted:
-            # other tasks' sends checked the same room in the yields above.
-            held_back = True
-            await client._wait_publish_room(self, size)
-            self._check()
         pieces.insert(
             0,
             _wire_head(size, _PUBLISH, self.pub_id, _wall_clock() if time_s is None else time_s),
         )
         unacked.append((size, pieces))
         self._unacked_bytes += size
-        client._unacked_bytes += size
         if self._writing:  # else it waits in the window and goes out on reconnect
             write_now = client._write_now
             if (
@@ -541,7 +526,6 @@ class Publisher:
         self._acked_event.set()
         self._readers_event.set()
         client._wake_out_space_waiters()
-        client._wake_publish_room()  # its frames leave the total (and its send raises)
         return self._live and client._publishers.pop(self.pub_id, None) is not None
 
     async def aclose(self) -> None:
