@@ -287,6 +287,36 @@ test('reconnect: backoff, state events, resubscription, publishers reopened', as
   await client.close();
 });
 
+test('publisher close on a stalled connection says what was not acknowledged, after 1 s', async () => {
+  // A stalled link's 40 values went with a close that returned normally after 10 s (the
+  // request timeout), without a word (a control-room engineer).
+  const { server, client } = await setup();
+  const warned = [];
+  const warn = console.warn;
+  console.warn = (line) => warned.push(line);
+  try {
+    await client.createChannel('w');
+    server.keepsHistory.add('w');
+    const quick = await client.publisher('w');
+    assert.equal(await quick.send('taken'), true);
+    await quick.close(); // acknowledged and answered: nothing to say
+    assert.deepStrictEqual(warned, []);
+    const pub = await client.publisher('w');
+    server.autoAck = false;
+    for (let i = 0; i < 3; i++) assert.equal(await pub.send(i), true);
+    server.delays.set('close_publisher', 5000); // a server that does not answer in time
+    const started = Date.now();
+    await pub.close();
+    const took = Date.now() - started;
+    assert.ok(took >= 900 && took < 3000, `close took ${took} ms`);
+    assert.equal(warned.length, 1, warned.join('\n'));
+    assert.match(warned[0], /^trio_stream: 3 values sent to "w" were not acknowledged: the server did not answer the publisher's close within 1 s/);
+  } finally {
+    console.warn = warn;
+    await client.close();
+  }
+});
+
 test('publisher resume: the server says what it took, the rest of the window goes again', async () => {
   const { server, client } = await setup();
   try {

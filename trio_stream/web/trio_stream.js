@@ -1330,6 +1330,9 @@ const RESTORE_RETRY_FIRST_MS = 50;
 // A publisher closed while its client reconnects waits this long (ms) for the connection, so
 // that what send() took goes out first (as the trio client's CLOSE_DELIVER_S).
 const CLOSE_DELIVER_MS = 10000;
+// A publisher's close waits this long for the server's answer (the Python client's
+// LEAVE_TIMEOUT_S): a stalled connection held it for the request timeout.
+const LEAVE_MS = 1000;
 const RESTORE_RETRY_MAX_MS = 1000;
 // subscribe({waitChannel: true}) asks again this often (ms) without news from $channels.
 const CHANNEL_POLL_MS = 1000;
@@ -2056,12 +2059,27 @@ export class Publisher extends Emitter {
       }
     }
     const id = this.id;
+    // Written, not acknowledged: the close's answer comes after their acknowledgements (one
+    // ordered stream), so without it they are not known taken.
+    const unacked = this.#window.length;
     this._closed();
     if (id !== null && this.#client.connected) {
+      let answered = false;
       try {
-        await this.#client.request('close_publisher', { pub: id });
+        await this.#client.request('close_publisher', { pub: id }, { timeout: LEAVE_MS });
+        answered = true;
       } catch {
-        // gone with the connection already
+        // a stalled connection, or one lost just now: said below if values were in flight
+      }
+      if (!answered && unacked) {
+        // Not silently (a control-room engineer: a stalled link's 40 values, and a cut's 80,
+        // went with a close that returned normally). Said, not thrown: they may be on their
+        // way, as the Python client says it.
+        console.warn(
+          `trio_stream: ${unacked} values sent to ${JSON.stringify(this.channel)} were not ` +
+          `acknowledged: the server did not answer the publisher's close within ` +
+          `${LEAVE_MS / 1000} s (a stalled or lost connection?); some may have reached readers, ` +
+          'none are sent again');
       }
     }
   }
