@@ -599,6 +599,29 @@ test('rpc: a describe not answered in time names its provider', async () => {
   }
 });
 
+test('timeouts and delays are milliseconds: a fraction of one is refused with the seconds hint', async () => {
+  // { timeout: 0.5 } (seconds, as the Python client takes them) timed out after half a millisecond.
+  const server = new FakeServer();
+  assert.throws(() => createClient(URL, { WebSocket: server.WebSocket, requestTimeout: 0.5 }),
+    (e) => e instanceof RangeError && /^requestTimeout must be milliseconds, .*not 0\.5: .*for 0\.5 s write 500$/.test(e.message));
+  assert.throws(() => createClient(URL, { WebSocket: server.WebSocket, connectTimeout: 0 }), RangeError, 'no "none" for a connect');
+  assert.throws(() => createClient(URL, { WebSocket: server.WebSocket, reconnectDelay: 0 }), RangeError, 'a backoff of 0 spins');
+  assert.throws(() => createClient(URL, { WebSocket: server.WebSocket, pingInterval: '5000' }), TypeError);
+  assert.throws(() => createClient(URL, { WebSocket: server.WebSocket, maxReconnectDelay: Infinity }), RangeError);
+  const { client } = await setup();
+  try {
+    await assert.rejects(client.call('daq', 'move', [], {}, { timeout: 0.25 }), (e) => e instanceof RangeError
+      && /^call: timeout must be milliseconds.*for 0\.25 s write 250$/.test(e.message));
+    await assert.rejects(client.rpc('daq', { timeout: 0.1 }), RangeError);
+    await assert.rejects(client.ping({ timeout: -1 }), RangeError);
+    await assert.rejects(client.ready({ timeout: NaN }), RangeError);
+    assert.equal(client.state, 'open');
+    assert.ok((await client.ping({ timeout: 0 })) >= 0, '0: no timeout');
+  } finally {
+    await client.close();
+  }
+});
+
 test('a subscribe or open_publisher answered after requestTimeout is undone on the server', async () => {
   const { server, client } = await setup({ requestTimeout: 50 });
   try {

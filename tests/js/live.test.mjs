@@ -537,6 +537,25 @@ test('a stream ends with ConnectionClosed when its connection is lost, and is no
   }
 });
 
+test('a call cut by a lost connection says it may have run on the provider', { skip, timeout: 20000 }, async () => {
+  // It said only "connection lost (...)": a caller could not tell that a valve's move may have
+  // happened, and repeat it (the Python client says so).
+  const py = await client.rpc('py');
+  const c2 = await connect(proxyUrl, { name: 'js-call-cut', reconnectDelay: 100 });
+  try {
+    const call = c2.call('py', 'sleep', [2]).then(() => null, (e) => e);
+    await new Promise((r) => setTimeout(r, 200)); // on its way to the provider
+    await py.call('cut');
+    const error = await call;
+    assert.ok(error instanceof ConnectionClosed
+      && /^connection lost .*: py\.sleep\(\) may have run on the provider: .*check before calling it again$/.test(error.message), String(error));
+    await c2.ready({ timeout: 5000 });
+    assert.equal(await c2.call('py', 'echo', ['after']), 'after');
+  } finally {
+    await c2.close();
+  }
+});
+
 test('a subscription resumes after a cut: every frame once, the first after it with its gap', { skip }, async () => {
   const py = await client.rpc('py');
   await py.call('create', ['resume', 100]);

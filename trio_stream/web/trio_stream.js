@@ -241,6 +241,20 @@ function checkPositive(what, value, { nullable = true } = {}) {
   if (!Number.isFinite(value) || !(value > 0)) throw new RangeError(`${what} must be ${wanted}, not ${value}`);
 }
 
+/**
+ * Milliseconds, as every timeout and delay of this client takes them: a finite number, 0 too
+ * with `zeroIsNone` (no timeout). A value between 0 and 1 is refused: `{ timeout: 0.5 }`, seconds
+ * as the Python client takes them, timed out after half a millisecond (a control-room engineer).
+ */
+function checkMs(what, value, { zeroIsNone = false, nullable = false } = {}) {
+  if (nullable && value === null) return;
+  const wanted = `milliseconds, a finite number >= 1${zeroIsNone ? ' (or 0: none)' : ''}`;
+  if (!isNumber(value)) throw new TypeError(`${what} must be ${wanted}, not ${shown(value)}`);
+  if (Number.isFinite(value) && (value >= 1 || (zeroIsNone && value === 0))) return;
+  const hint = value > 0 && value < 1 ? `: ${value} ms is ${+(value * 1000).toPrecision(12)} µs; for ${value} s write ${+(value * 1000).toPrecision(12)}` : '';
+  throw new RangeError(`${what} must be ${wanted}, not ${value}${hint}`);
+}
+
 const isPlainObject = (v) => v !== null && typeof v === 'object'
   && (Object.getPrototypeOf(v) === Object.prototype || Object.getPrototypeOf(v) === null);
 
@@ -385,6 +399,11 @@ export class Client extends Emitter {
       requestTimeout: 10000, connectTimeout: 10000, pingInterval: null, retryFirstConnect: true,
       WebSocket: globalThis.WebSocket, payloadLimits: {}, ...options,
     };
+    checkMs('requestTimeout', this.#opts.requestTimeout, { zeroIsNone: true });
+    checkMs('connectTimeout', this.#opts.connectTimeout);
+    checkMs('reconnectDelay', this.#opts.reconnectDelay);
+    checkMs('maxReconnectDelay', this.#opts.maxReconnectDelay);
+    checkMs('pingInterval', this.#opts.pingInterval, { nullable: true });
     if (typeof this.#opts.WebSocket !== 'function') {
       throw new TypeError('no WebSocket implementation available: in Node, run node with '
         + '--experimental-websocket (Node 20.10 to 21; built in from Node 22), or pass a WebSocket '
@@ -414,6 +433,7 @@ export class Client extends Emitter {
    * wrong token, as the 'error' event and lastError carry it), else ConnectionClosed.
    */
   ready({ timeout = 0 } = {}) {
+    try { checkMs('ready: timeout', timeout, { zeroIsNone: true }); } catch (e) { return Promise.reject(e); }
     return this.#whenOpen(timeout, true);
   }
 
@@ -445,7 +465,8 @@ export class Client extends Emitter {
    * channel's writers back).
    */
   async request(op, fields = {}, { timeout = this.#opts.requestTimeout, onReply, onLate, cancelOnTimeout = false,
-    TimeoutError = RequestTimeout, timeoutMessage = `${op}: no reply after ${timeout} ms` } = {}) {
+    TimeoutError = RequestTimeout, timeoutMessage = `${op}: no reply after ${timeout} ms`, lostNote = null } = {}) {
+    checkMs(`${op}: timeout`, timeout, { zeroIsNone: true });
     const deadline = timeout ? Date.now() + timeout : 0;
     if (this.state !== 'open') await this.#whenOpen(timeout, false);
     const id = this.#nextId++;
@@ -460,7 +481,7 @@ export class Client extends Emitter {
     }, left) : null;
     // onReply runs synchronously with the reply, before any frame that follows it in the
     // same WebSocket message (e.g. the first DATA of a new subscription).
-    this.#pending.set(id, { resolve: d.resolve, reject: d.reject, timer, onReply });
+    this.#pending.set(id, { resolve: d.resolve, reject: d.reject, timer, onReply, lostNote });
     this.#sendControl({ ...fields, op, id });
     return d.promise;
   }
@@ -525,6 +546,7 @@ export class Client extends Emitter {
 
   /** Round trip time of a ping, in ms. */
   async ping({ timeout = this.#opts.requestTimeout } = {}) {
+    checkMs('ping: timeout', timeout, { zeroIsNone: true });
     if (this.state !== 'open') await this.#whenOpen(timeout, false);
     const data = this.#nextId++;
     const t0 = Date.now();
@@ -568,6 +590,10 @@ export class Client extends Emitter {
     // neither the provider nor the method.
     const result = await this.request('call', { provider, method, args: payload }, {
       timeout, cancelOnTimeout: true, TimeoutError: RpcTimeout,
+      // As the Python client says it: the provider may have run the call before the answer was
+      // lost, and a caller that repeats it (a valve's move) may do it twice.
+      lostNote: `${provider}.${method}() may have run on the provider: the connection was lost `
+        + 'before its answer came; check before calling it again',
       timeoutMessage: `no answer to ${provider}.${method}() within ${timeout} ms: the provider is slow `
         + 'or stuck, or still runs an earlier call to the same object (a thread=True or SyncClient '
         + 'provider runs them one at a time); give a long call a longer timeout: { timeout: ms }',
@@ -950,9 +976,9 @@ export class Client extends Emitter {
     this.#outQueue = [];
     for (const timer of this.#recreateTimers.values()) clearTimeout(timer);
     this.#recreateTimers.clear();
-    for (const { reject, timer } of this.#pending.values()) {
+    for (const { reject, timer, lostNote } of this.#pending.values()) {
       clearTimeout(timer);
-      reject(err);
+      reject(lostNote && err instanceof ConnectionClosed ? new ConnectionClosed(`${err.message}: ${lostNote}`) : err);
     }
     this.#pending.clear(); // (streams among them ended with `err`: never resumed)
     this.#streams.clear();
@@ -2011,6 +2037,7 @@ export class Publisher extends Emitter {
 
   /** Resolves with the reader count once the channel has at least one reader. */
   waitForReaders({ timeout = 0 } = {}) {
+    try { checkMs('waitForReaders: timeout', timeout, { zeroIsNone: true }); } catch (e) { return Promise.reject(e); }
     if (this.readers > 0) return Promise.resolve(this.readers);
     if (this.closed) return Promise.reject(this.#closedError());
     const d = deferred();
