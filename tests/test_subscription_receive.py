@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -229,3 +230,82 @@ async def test_a_plain_for_over_a_trio_subscription_says_to_write_async_for(url:
             with pytest.raises(TypeError, match=r'"async for msg in sub:"'):
                 for _ in sub:  # type: ignore[attr-defined]  # (the mistake itself)
                     pass
+
+
+async def newest_after_a_pause(
+    pub: ts.Publisher, take: Callable[[], Any], first: int
+) -> tuple[int, int]:
+    """Publish ``first`` .. ``first + 4`` once the reader's credit had all the time it needs
+    to reach the server, and take one message: its value and its ``lost``."""
+    await trio.sleep(0.2)  # credit returned as the last message was taken would be there now
+    for value in range(first, first + 5):
+        await pub.send(value)
+    await pub.wait_acknowledged()  # in the reader's buffer on the server
+    message = await take()
+    return message.data, message.lost
+
+
+@pytest.mark.parametrize("take", ["receive", "anext", "merge"])
+async def test_a_reader_without_prefetch_gets_the_newest_frame_when_it_asks(
+    server: ts.Server, take: str
+) -> None:
+    # A slow viewer of drop_oldest size=1 got the frame that came while it worked (one
+    # processing period old: 6 frames behind at 30 Hz and 200 ms), not the newest (a user
+    # coming from Redis and socketio). Without prefetch the next frame is asked for when the
+    # application asks, so the server's buffer has kept only the newest by then.
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as client, ts.open_client(server.tcp_url) as w:
+        await w.create_channel("camera")
+        sub = await client.open_subscription("camera", policy="drop_oldest", size=1, prefetch=False)
+        async with w.publisher("camera") as pub:
+            await pub.wait_for_readers()
+            taker: Any = {
+                "receive": sub.receive,
+                "anext": sub.__anext__,
+                "merge": ts.merge(sub).receive,
+            }[take]
+            with trio.fail_after(WAIT_S):
+                await pub.send(0)
+                assert (await taker()).data == 0
+                assert await newest_after_a_pause(pub, taker, 1) == (5, 4)
+                assert await newest_after_a_pause(pub, taker, 6) == (10, 4)
+        assert sub.lost == 8
+        await sub.aclose()
+
+
+async def test_a_sync_reader_without_prefetch_gets_the_newest_frame_when_it_asks(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url
+    url = server.tcp_url
+    async with ts.open_client(url) as w:
+        await w.create_channel("camera")
+        async with w.publisher("camera") as pub:
+
+            def read() -> list[tuple[int, int]]:  # a script's thread
+                with ts.SyncClient(url) as client:
+                    sub = client.subscribe("camera", policy="drop_oldest", size=1, prefetch=False)
+                    trio.from_thread.run(pub.wait_for_readers)
+                    trio.from_thread.run(pub.send, 0)
+                    got = [(sub.get(WAIT_S).data, 0)]
+                    for first in (1, 6):
+                        got.append(
+                            trio.from_thread.run(
+                                newest_after_a_pause,
+                                pub,
+                                partial(trio.to_thread.run_sync, sub.get, WAIT_S),
+                                first,
+                            )
+                        )
+                    sub.close()
+                    return got
+
+            with trio.fail_after(WAIT_S):
+                assert await trio.to_thread.run_sync(read) == [(0, 0), (5, 4), (10, 4)]
+
+
+async def test_prefetch_must_be_a_bool(server: ts.Server) -> None:
+    assert server.tcp_url
+    async with ts.open_client(server.tcp_url) as client:
+        with pytest.raises(ts.InvalidArgument, match="prefetch must be True or False, not 0"):
+            await client.open_subscription("$stats", prefetch=0)  # type: ignore[arg-type]

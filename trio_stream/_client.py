@@ -1644,6 +1644,7 @@ class Client:
         view: View | None = None,
         since: Position | None = None,
         wait_channel: bool = False,
+        prefetch: bool = True,
     ) -> Subscription:
         """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
         given = {"policy": policy, "size": size, "every": every, "max_rate": max_rate}
@@ -1660,6 +1661,8 @@ class Client:
             raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
         if view is not None and not isinstance(view, View):
             raise InvalidArgument(f"view must be a ts.View, not {type(view).__name__}")
+        if type(prefetch) is not bool:
+            raise InvalidArgument(f"prefetch must be True or False, not {prefetch!r:.80}")
 
         if since is not None and not (
             isinstance(since, tuple) and isinstance(since[0], str) and isinstance(since[1], int)
@@ -1679,7 +1682,7 @@ class Client:
         }
 
         def register(result: Any) -> Subscription:
-            sub = Subscription(self, spec, result, since)
+            sub = Subscription(self, spec, result, since, prefetch=prefetch)
             self._subscriptions[sub.sub_id] = sub
             return sub
 
@@ -1787,6 +1790,7 @@ class Client:
         view: View | None = None,
         since: Position | None = None,
         wait_channel: bool = False,
+        prefetch: bool = True,
     ) -> AsyncIterator[Subscription]:
         """``async with client.subscribe("ch", policy=..., size=...) as sub: async for msg in sub``.
 
@@ -1814,6 +1818,12 @@ class Client:
                 before its writer) instead of raising ChannelNotFound. A private channel
                 with a wrong or missing ``key`` looks the same as a missing one, so it is
                 waited for too: bound the wait with a cancel scope if that can happen.
+            prefetch: False: the next frames are asked for when your code asks for a
+                message and none is here (``receive``, the next turn of ``async for``), not
+                as it takes them. A slow reader of a lossy buffer (``drop_oldest``,
+                ``size=1``) then gets the newest frame the server holds when it asks, one
+                round trip later, instead of the one that came while it worked; a reader
+                that keeps up waits a round trip for each message.
         """
         sub = await self.open_subscription(
             channel,
@@ -1828,6 +1838,7 @@ class Client:
             view=view,
             since=since,
             wait_channel=wait_channel,
+            prefetch=prefetch,
         )
         try:
             yield sub

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
@@ -92,6 +93,8 @@ class Subscription:
         spec: dict[str, Any],
         result: dict[str, Any],
         since: Position | None = None,
+        *,
+        prefetch: bool = True,
     ) -> None:
         self.channel: str = spec["channel"]
         self._spec = spec  # the Subscribe fields, for resubscribing
@@ -143,8 +146,9 @@ class Subscription:
         # batches made the pipeline stall measurably). Not on every wait as well: a reader
         # of a slow channel waits after each message, and a CREDIT per message cost a
         # syscall on both ends (S3 latency), while the quarter rule alone cannot stall.
-        self._credit_batch = max(1, self.window // 4)
-        self._credit_bytes = max(1, window_bytes // 4)
+        self._prefetch = prefetch
+        self._credit_batch = self._credit_bytes = 0
+        self._credit_quarters(window_bytes)
         self._ended = False
         self._closed = False  # by its user: see closed
         self._end_error: TrioStreamError | None = None
@@ -360,12 +364,19 @@ class Subscription:
     def _new_window(self, result: Any) -> None:
         """A retune's answer: credit goes back by the new window's quarters from now on."""
         self.window = result["window"]
-        window_bytes = result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES)
-        self._credit_batch = max(1, self.window // 4)
-        self._credit_bytes = max(1, window_bytes // 4)
+        self._credit_quarters(result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES))
         if self._consumed >= self._credit_batch or self._consumed_bytes >= self._credit_bytes:
             # A smaller window: what was taken under the old quarter must not wait for it.
             self._return_credit()
+
+    def _credit_quarters(self, window_bytes: int) -> None:
+        """Credit goes back at each quarter of the window (see __init__); without prefetch
+        only when the application asks for a message and none is here (receive_nowait)."""
+        if self._prefetch:
+            self._credit_batch = max(1, self.window // 4)
+            self._credit_bytes = max(1, window_bytes // 4)
+        else:  # never reached by _message's count: no cost on its path
+            self._credit_batch = self._credit_bytes = sys.maxsize
 
     def _wake(self) -> None:
         if self._waiter is not None:
@@ -394,6 +405,11 @@ class Subscription:
                 if self._end_error is not None:
                     raise self._end_error
                 raise SubscriptionEnded(self.end_reason)
+            if self._consumed and not self._prefetch:
+                # Asked for a message with none here: only now may the server send the next
+                # ones, so that they are the newest it holds (a lossy reader's buffer keeps
+                # replacing them while the application works), not those that came meanwhile.
+                self._return_credit()
             raise trio.WouldBlock
         return self._message(self._frames.popleft())
 

@@ -1079,6 +1079,7 @@ class SyncClient:
         since: Position | None = None,
         wait_channel: bool = False,
         wait_timeout: float | None = None,
+        prefetch: bool = True,
     ) -> SyncSubscription:
         """``with c.subscribe("ch", policy=..., size=...) as sub: for msg in sub: ...``.
 
@@ -1113,6 +1114,7 @@ class SyncClient:
             view=view,
             since=since,
             wait_channel=wait_channel,
+            prefetch=prefetch,
         )
         # (One short statement: a notebook's traceback lists the whole statement that failed.)
         waited = partial(_with_timeout, wait_timeout, opening, client, what, advice)

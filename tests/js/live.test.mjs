@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import {
   connect, createClient, ChannelExists, ChannelNotFound, ConnectionClosed, LimitExceeded, NameInUse, ProtocolError,
-  RemoteError, RemoteStream, RpcTimeout, RpcError, UnknownMethod,
+  RemoteError, RemoteStream, RpcTimeout, RpcError, Subscription, UnknownMethod,
 } from '../../trio_stream/web/trio_stream.js';
 import { NDArray } from '../../trio_stream/web/cbor.js';
 import { ROOT, liveSetup } from './python.mjs';
@@ -246,6 +246,37 @@ test('a slow drop_oldest size-1 reader gets the newest value and counts losses',
   assert.ok(seen.length < 500, `received ${seen.length}`);
   assert.equal(seen.length + sub.lost, 500, 'every frame was either delivered or counted lost');
   await sub.close();
+});
+
+test('a reader without prefetch gets the newest frame when it asks, by next() and by onMessage', { skip }, async () => {
+  // A slow viewer of drop_oldest size 1 got the frame that came while it worked, not the newest.
+  await client.createChannel('js/newest');
+  const py = await client.rpc('py');
+  const pulled = await client.subscribe('js/newest', { policy: 'drop_oldest', size: 1, prefetch: false });
+  const called = [];
+  let wanted = null;
+  const pushed = await client.subscribe('js/newest', {
+    policy: 'drop_oldest', size: 1, prefetch: false,
+    onMessage: async (msg) => {
+      called.push([msg.data, msg.lost]);
+      if (called.length === 1) await new Promise((r) => { wanted = r; }); // busy with the first
+    },
+  });
+  assert.deepStrictEqual(await py.call('send', ['js/newest', [0]]), [true]);
+  assert.equal((await pulled.next()).value.data, 0);
+  await eventually(() => called.length === 1, 5000, 'the first callback');
+  for (const first of [1, 6]) {
+    await new Promise((r) => setTimeout(r, 200)); // credit returned as 0 was taken would be there
+    await py.call('send', ['js/newest', [first, first + 1, first + 2, first + 3, first + 4]]);
+    const { value } = await pulled.next();
+    assert.deepStrictEqual([value.data, value.lost], [first + 4, 4]);
+  }
+  wanted(); // the callback ends, and asks for the next: the newest the server holds
+  await eventually(() => called.length === 2, 5000, 'the second callback');
+  assert.deepStrictEqual(called, [[0, 0], [10, 9]]);
+  assert.throws(() => new Subscription(client, 'js/newest', { prefetch: 'no' }), TypeError);
+  await pulled.close();
+  await pushed.close();
 });
 
 test('drops no frame will report (drop_newest, the writer stops) arrive as a lost notice', { skip }, async () => {

@@ -1432,6 +1432,10 @@ export class Subscription extends Emitter {
     this.sender = o.sender ?? null;
     this.view = o.view ?? null;
     this.#onMessage = o.onMessage ?? null;
+    // false: credit goes back when the page asks for a message and none is here (next(), the
+    // end of an onMessage run), so that what comes is the newest the server holds then, not
+    // what came while the page worked (the Python client's prefetch=False).
+    this.prefetch = o.prefetch ?? true;
     if (o.since) {
       const seq = Number(o.since.seq);
       checkInt('since.seq', seq, { min: 0 });
@@ -1440,6 +1444,7 @@ export class Subscription extends Emitter {
     checkText('subscribe: channel', channel);
     checkText('key', this.key, true);
     checkInt('window', this.requestedWindow, { min: 1, nullable: true });
+    checkBool('prefetch', this.prefetch);
     checkTuning(this);
     if (this.sender !== null && (typeof this.sender !== 'string' || !this.sender)) throw new TypeError('sender must be a client name');
     if (this.view !== null) checkView(this.view);
@@ -1662,7 +1667,7 @@ export class Subscription extends Emitter {
 
   // A quarter of the window consumed, in frames or in bytes (also after a retune's new one).
   #creditDue() {
-    return (
+    return this.prefetch && (
       this.#unacked >= Math.max(1, Math.ceil(this.window / 4)) ||
       this.#unackedBytes >= this.windowBytes / 4
     );
@@ -1693,6 +1698,7 @@ export class Subscription extends Emitter {
     } finally {
       this.#pumping = false;
     }
+    if (!this.prefetch) this.#returnCredit(); // the callback is done: it asks for the next
   }
 
   /**
@@ -1711,6 +1717,7 @@ export class Subscription extends Emitter {
       this.#unthrown = null;
       return error ? Promise.reject(error) : Promise.resolve({ value: undefined, done: true });
     }
+    if (!this.prefetch) this.#returnCredit(); // asked with none here: only now the next
     const d = deferred();
     this.#waiters.push(d);
     return d.promise;
