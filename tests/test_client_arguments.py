@@ -40,6 +40,14 @@ MISTYPED: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
         "max_rate must be a number or None, not str '2'",
     ),
     ("open_subscription", ("c",), {"sender": 5}, "sender must be a str or None, not int 5"),
+    ("open_subscription", ("c",), {"window": 2.0}, "window must be an int or None, not float 2.0"),
+    # The server's words name its wire value (null), not the one a Python caller writes.
+    (
+        "open_subscription",
+        ("c",),
+        {"window": 0},
+        "window must be 1 or more frames in flight (or None for the server's default), not 0",
+    ),
     ("publish", (5, 1), {}, "channel must be a str, not int 5"),
     ("delete_channel", (5,), {}, "channel must be a str, not int 5"),
     ("rpc", (5,), {}, "provider must be a str, not int 5"),

@@ -1238,7 +1238,8 @@ async def test_values_a_connection_lost_for_good_dropped_are_said_once(
 ) -> None:
     # Written and not acknowledged (a block reader holds them back) when the connection went
     # for good: the publisher's close said them, and the client's close again (an operator
-    # adding the warnings up counted twice the loss).
+    # adding the warnings up counted twice the loss). Said by aclose(), they are not raised
+    # again as the block ends (a lab tester's code after the block never ran).
     assert server.tcp_url is not None
     with trio.fail_after(WAIT_S):
         async with (
@@ -1247,7 +1248,7 @@ async def test_values_a_connection_lost_for_good_dropped_are_said_once(
         ):
             await writer.create_channel("AI1")
             async with reader.subscribe("AI1", policy="block", size=1, window=1):
-                with contextlib.suppress(Abandon, ts.ConnectionClosed):
+                with contextlib.suppress(Abandon):
                     async with writer.publisher("AI1") as pub:
                         await pub.wait_for_readers()
                         for i in range(8):

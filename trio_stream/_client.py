@@ -1648,13 +1648,18 @@ class Client:
     ) -> Subscription:
         """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
         given = {"policy": policy, "size": size, "every": every, "max_rate": max_rate}
-        check_fields(Subscribe, {**given, "block_timeout": block_timeout})  # before the ranges
+        check_fields(Subscribe, {**given, "block_timeout": block_timeout, "window": window})
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
         if policy != "unbounded" and (size is None or size < 1):
             raise InvalidArgument(f"policy {policy!r} needs size >= 1 (frames)")
         if every < 1:
             raise InvalidArgument("every must be 1 or more")
+        if window is not None and window < 1:  # (the server's words would say null)
+            raise InvalidArgument(
+                f"window must be 1 or more frames in flight (or None for the server's "
+                f"default), not {window!r}"
+            )
         if max_rate is not None and not 0 < max_rate < math.inf:
             raise InvalidArgument("max_rate must be a positive number of frames per second")
         if block_timeout is not None and not 0 < block_timeout < math.inf:

@@ -545,6 +545,11 @@ class Publisher:
             ConnectionClosed: the connection was still down after CLOSE_DELIVER_S; says how
                 many frames were not delivered (closed all the same, they are dropped).
         """
+        if self._closed and self._drops_reported:
+            # Closed already, its drops said (an aclose() in the publisher's block raised
+            # them, and the block's end closes again): once is enough, or the code after the
+            # block never runs.
+            return
         undelivered = await self.close_delivering(deliver=True)
         if undelivered:
             raise ConnectionClosed(self.undelivered_message(undelivered))

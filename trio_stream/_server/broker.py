@@ -377,7 +377,8 @@ def channel_not_found(name: str) -> ChannelNotFound | InvalidArgument:
     return ChannelNotFound(
         f"no channel named {quoted} that you may use; create it with create_channel() "
         "first (a reader may instead wait for it: subscribe(..., wait_channel=True)); a "
-        "private channel needs its key: pass key=..."
+        "private channel needs its key: pass key=... (a wrong key gets this same answer: the "
+        "server does not tell who asks which private channels exist)"
     )
 
 
