@@ -271,6 +271,100 @@ def test_a_reset_replays_only_the_newest_frame_to_a_max_rate_reader() -> None:
     assert reader.lost == 0
 
 
+def reset_into(
+    channel: Channel, policy: Policy, size: int, every: int = 1, world: World | None = None
+) -> tuple[Reader, dict[str, Any], list[tuple[int, int]]]:
+    """A reader resuming from another epoch of ``channel``: its reply's resume and the
+    (seq, lost) of the frames it is sent."""
+    world = world or World()
+    _, box = world.connection()
+    reader = box.open_reader(
+        channel, policy, size, every, None, 1024, 8 << 20, None, window_asked=1024
+    )
+    outcome = subscribe_since(world.broker, reader, "an-older-epoch", 7)
+    sent: list[tuple[int, int]] = []
+    while (batch := box.next_batch()).pieces:
+        sent += [(seq, lost) for _, lost, seq, _ in decode(batch).data]
+    return reader, outcome, sent
+
+
+@pytest.mark.parametrize(
+    ("policy", "first", "seqs"),
+    [
+        # The history (20 of the new epoch's 60 frames) left out 10 more for its size.
+        (Policy.DROP_OLDEST, (51, 50), range(51, 61)),
+        # The oldest of the history, the 40 before it lost; the newer 10 are dropped later.
+        (Policy.DROP_NEWEST, (41, 40), range(41, 51)),
+        (Policy.BLOCK, (41, 40), range(41, 61)),  # all the history holds, past its size
+    ],
+)
+def test_a_reset_counts_the_new_epoch_s_frames_gone_from_the_history_on_the_first_frame(
+    policy: Policy, first: tuple[int, int], seqs: range
+) -> None:
+    # A drop_oldest size 10 reader back after a Redis restart began at seq 3618 of the new
+    # epoch with lost 0: the frames of the new epoch before the oldest the history held went
+    # by uncounted (a cluster tester). They are the reader's loss, as within an epoch.
+    world, channel, _, _ = channel_with(20, 60)
+    reader, outcome, sent = reset_into(channel, policy, 10, world=world)
+    assert outcome == {"kind": "reset", "recovered": 10 if policy is not Policy.BLOCK else 20}
+    assert sent[0] == first
+    assert [seq for seq, _ in sent] == list(seqs)
+    assert sum(lost for _, lost in sent[1:]) == 0
+    if policy is Policy.DROP_NEWEST:  # its 10 newest dropped: told in a loss notice
+        assert reader.lost == 50
+    else:
+        assert reader.lost == first[1]
+
+
+def test_a_reset_through_redis_counts_what_the_replay_did_not_read_back() -> None:
+    # Through Redis the history a lossy reader is given is the newest `size` frames of the
+    # stream (the engine reads back no more), and may end before the node's newest frame:
+    # the frames before and after it are lost, counted, where the live frames go on.
+    world, channel, _, writer = channel_with(200, 60)
+    channel.recent = type(channel.recent)(f for f in channel.recent if 53 <= f.seq <= 57)
+    _, box = world.connection()
+    reader = box.open_reader(
+        channel, Policy.DROP_OLDEST, 5, 1, None, 1024, 8 << 20, None, window_asked=1024
+    )
+    outcome = subscribe_since(world.broker, reader, "an-older-epoch", 7)
+    assert outcome == {"kind": "reset", "recovered": 5}
+    world.broker.publish(writer, 1.0, payload(60))
+    sent = decode(box.next_batch()).data
+    assert [(seq, lost) for _, lost, seq, _ in sent] == [
+        (53, 52),
+        (54, 0),
+        (55, 0),
+        (56, 0),
+        (57, 0),
+        (61, 3),
+    ]
+    assert reader.lost == 55
+
+
+def test_an_every_n_reset_counts_only_the_gone_frames_in_step_with_its_history() -> None:
+    # Every third frame from the oldest the history holds (41, 44, ...): of the 40 gone
+    # before it, those in that step (2, 5, ..., 38) are lost; the live frames go on in step.
+    world, channel, _, writer = channel_with(20, 60)
+    reader, outcome, sent = reset_into(channel, Policy.DROP_OLDEST, 50, every=3, world=world)
+    assert outcome == {"kind": "reset", "recovered": 7}
+    assert sent == [(41, 13)] + [(seq, 0) for seq in range(44, 61, 3)]
+    for i in range(60, 66):
+        world.broker.publish(writer, 1.0, payload(i))
+    assert [seq for _, _, seq, _ in decode(reader.outbox.next_batch()).data] == [62, 65]
+    assert reader.lost == 13
+
+
+def test_a_seq_beyond_the_channel_s_in_its_own_epoch_counts_nothing_gone() -> None:
+    # A client come from a node ahead of this one: it had those frames, none is its loss.
+    world, channel, _, _ = channel_with(20, 60)
+    _, box = world.connection()
+    reader = box.open_reader(
+        channel, Policy.DROP_OLDEST, 10, 1, None, 1024, 8 << 20, None, window_asked=1024
+    )
+    subscribe_since(world.broker, reader, channel.epoch, 70)
+    assert reader.lost == 10  # the history's own left out, as for a new subscription
+
+
 def test_a_client_that_resumes_all_day_keeps_only_the_chain_that_can_be_followed() -> None:
     # Each resume linked the new token to the one it took over, for good while the client
     # stayed: a chain one link longer per resume (a soak's slow leak). Only the newest

@@ -24,7 +24,8 @@ Five jobs, each small, called from the session and its requests at a few points:
   between ``since_seq`` and the first one the history still holds is counted lost on the
   next frame the reader gets (of ``every=N``, every N-th: those it would have kept, in step
   with its frames before the cut); a different epoch is a reset (the channel was created
-  anew).
+  anew): the new epoch's history as to a new subscription, and the frames of the new epoch
+  it does not get (gone from the history, left out of it) counted lost as well.
 - **Readers kept.** While a lease waits, the gone connection's subscriptions wait with it,
   attached to their channels (kept.py): the resubscription of each takes its own back, with
   what arrived meanwhile and what was in flight, so a reader loses nothing to its own cut.
@@ -454,6 +455,20 @@ def subscribe_since(
             # Another epoch: the reader starts afresh, its every and max_rate applied to the
             # history as to a new subscription's (they were not, and an every=3 reader got
             # 50 frames in a row after a server restart).
+            whole = channel.recent
+            first_kept = whole[0].seq if whole else channel.seq + 1
+            # The new epoch's frames the history no longer holds went by while the reader
+            # was away: lost, counted on its first frame. Only a new epoch's: a seq of this
+            # one beyond the channel's (a client come from a node ahead) had those frames.
+            # With every=N, those it would have kept in step with the history it gets (the
+            # oldest held, and every N-th after it). Left uncounted, a drop_oldest size 10
+            # reader back after a Redis restart began at seq 3618 of the new epoch with
+            # lost 0: through Redis the replay reads back only its size of the stream (a
+            # cluster tester).
+            phase = _every_phase(sub, first_kept - sub.every)
+            new_epoch = since_epoch != channel.epoch
+            if new_epoch:
+                sub.skip(phase.kept_between(0, first_kept - 1))
             history = decimated(sub, recent)
             if sub.blocks_writers:
                 # A recorder takes all of the new epoch the history holds, past its size, as
@@ -466,6 +481,12 @@ def subscribe_since(
                         sub.skip(1)  # over the connection's byte bounds: counted
             else:
                 replay_history(sub, history)
+            # Newer than the history given (through Redis, a replay that could not catch
+            # up): lost too, as in a resume within the epoch below.
+            newest = whole[-1].seq if whole else channel.seq
+            if new_epoch and channel.seq > newest:
+                sub.skip(phase.kept_between(newest, channel.seq))
+                phase.align(channel.seq + 1)
             outcome.update(kind="reset", recovered=recovered(sub))
             return
         phase = _every_phase(sub, since_seq)
