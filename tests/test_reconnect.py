@@ -2530,3 +2530,49 @@ async def test_the_server_log_says_how_a_client_left_and_when_its_kept_session_e
         "client 'cut' did not come back within resume_grace_s (0.5 s): its 1 kept "
         "subscriptions and 1 channels end"
     ) in said, said
+
+
+@pytest.mark.engines("memory")  # several nodes: README, "Several nodes"
+@pytest.mark.server_options(resume_grace_s=0.2)
+@pytest.mark.parametrize("policy", ["block", "drop_oldest"])
+async def test_a_reader_back_after_the_grace_learns_its_channel_ended_and_what_it_missed(
+    server: ts.Server, proxy: TcpProxy, policy: str
+) -> None:
+    # Its writer finished (the channel ended with it) while the reader was away longer than
+    # resume_grace_s: the reader waited for good for a channel that ended, its 300 missed
+    # frames told nowhere (a lab tester). Now its iteration ends, the loss counted.
+    assert server.tcp_url is not None
+    async with ts.open_client(proxy.url, name="recorder", reconnect=FAST) as reader:
+        async with ts.open_client(server.tcp_url, name="daq") as writer:
+            await writer.create_channel("AI1")
+            sub = await reader.open_subscription("AI1", policy=policy, size=1000)
+            async with writer.publisher("AI1") as pub:
+                await pub.wait_for_readers()
+                for i in range(100):
+                    await pub.send(i)
+                got = [msg.data async for msg in _first(sub, 100)]
+                assert got == list(range(100))
+                await cut_until_kept(server, proxy)
+                for i in range(100, 400):
+                    await pub.send(i)
+                await pub.wait_acknowledged()
+        # The writer is gone, and the channel with it; then the grace of the reader's kept
+        # subscription ends too.
+        await until_server(lambda: "AI1" not in server.state.broker.channels)
+        await until_server(lambda: not server.state.resume.kept_for_name("recorder"))
+        proxy.accept()
+        with trio.fail_after(WAIT_S):
+            with pytest.raises(ts.SubscriptionEnded) as ended:
+                while True:
+                    await sub.receive()
+        assert sub.lost == 300
+        assert "while this client was away" in str(ended.value)
+        assert "300 frames after the last one it had were not delivered" in str(ended.value)
+        with trio.fail_after(WAIT_S):
+            await reader.wait_state("open")
+
+
+async def _first(sub: ts.Subscription, count: int) -> AsyncIterator[ts.Message]:
+    with trio.fail_after(WAIT_S):
+        for _ in range(count):
+            yield await sub.receive()

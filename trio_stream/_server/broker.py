@@ -33,7 +33,7 @@ import math
 import secrets
 import time
 from bisect import bisect_right
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -158,6 +158,21 @@ class RemoteHold(Parked):
         self.waiting -= 1
         if self.waiting == 0:
             self.on_free()
+
+
+@dataclass(frozen=True, slots=True)
+class EndedChannel:
+    """What a channel that ended lately was (Broker.ended_lately): its access, epoch and
+    last seq, without its frames."""
+
+    name: str
+    epoch: str
+    seq: int
+    reason: str
+    public: bool
+    owner_id: int | None
+    key: str | None
+    at: float  # broker clock
 
 
 @dataclass(eq=False)
@@ -331,6 +346,10 @@ def nothing_to_delete(name: str) -> ChannelNotFound:
 
 # Writer keys a channel remembers the counts of (Channel.closed_writers): the newest.
 CLOSED_WRITERS_MAX: Final = 4096
+# Channels that ended that the broker remembers (Broker.ended_lately), and for how long: as
+# long as Redis marks an ended epoch for several nodes; ~200 bytes each.
+ENDED_CHANNELS_KEPT: Final = 10_000
+ENDED_CHANNEL_KEPT_S: Final = 3600.0
 
 
 def single_writer_taken(name: str, holder: str) -> LimitExceeded:
@@ -441,6 +460,11 @@ class Broker:
         self._pushes = itertools.count()  # the deadlines' tiebreak (never the channels)
         # The latest update_rates(): the mark of the channels it left alone (idle ones).
         self._rates_at = -math.inf
+        # Channels that ended lately, oldest first: a reader away longer than resume_grace_s
+        # whose resubscription finds its channel gone is told of the end and of what it
+        # missed (requests.ended_while_away), where it waited for good for a channel that
+        # had ended (a lab tester's reader, its writer done meanwhile).
+        self.ended_lately: OrderedDict[str, EndedChannel] = OrderedDict()
 
     # -- registry --------------------------------------------------------------------------
     def create_channel(
@@ -526,6 +550,7 @@ class Broker:
         self.public_channels -= channel.public
         self._disown(channel, channel.owner_id)  # (its deadline goes stale: expire() skips it)
         channel.end_reason = reason  # first: each reader's sub_end says it
+        self._remember_end(channel, reason)
         for sub in list(channel.subscriptions):
             # Detach but keep its buffer: the reader still gets what was published before
             # the end, the frames parked for it too, then a clean end of its iteration (see
@@ -537,6 +562,36 @@ class Broker:
             channel.publishers.remove(pub)
             pub.outbox.writer_ended(pub, ChannelNotFound(reason))
         self.event("deleted", channel)
+
+    def _remember_end(self, channel: Channel, reason: str) -> None:
+        ended = self.ended_lately
+        ended.pop(channel.name, None)  # (to the end: the newest)
+        now = self.clock()
+        ended[channel.name] = EndedChannel(
+            channel.name,
+            channel.epoch,
+            channel.seq,
+            reason,
+            channel.public,
+            channel.owner_id,
+            channel.key,
+            now,
+        )
+        while ended and (
+            len(ended) > ENDED_CHANNELS_KEPT
+            or next(iter(ended.values())).at < now - ENDED_CHANNEL_KEPT_S
+        ):
+            ended.popitem(last=False)
+
+    def ended_lately_as(self, name: str, epoch: str) -> EndedChannel | None:
+        """The channel ``name`` as it ended, if its epoch was ``epoch`` and it ended within
+        ENDED_CHANNEL_KEPT_S (and no channel of that name exists now)."""
+        ended = self.ended_lately.get(name)
+        if ended is None or ended.epoch != epoch or name in self.channels:
+            return None
+        if ended.at < self.clock() - ENDED_CHANNEL_KEPT_S:
+            return None
+        return ended
 
     def event(self, kind: str, channel: Channel) -> None:
         if self.on_event is not None:
@@ -1192,7 +1247,9 @@ def decimated(sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:
 _SERIAL_OF: Final = attrgetter("_serial")
 
 
-def check_access(channel: Channel, key: str | None, session: ClientIdentity | None) -> None:
+def check_access(
+    channel: Channel | EndedChannel, key: str | None, session: ClientIdentity | None
+) -> None:
     """Raise unless ``session`` may use ``channel`` with ``key`` (see Broker.lookup); also
     for a channel that has ended, as it was (a kept reader's, taken back by name)."""
     if not (channel.public or _owner_of(channel, session) or _key_matches(channel, key)):
@@ -1202,11 +1259,11 @@ def check_access(channel: Channel, key: str | None, session: ClientIdentity | No
         raise key_refused(channel.name, key)
 
 
-def _owner_of(channel: Channel, session: ClientIdentity | None) -> bool:
+def _owner_of(channel: Channel | EndedChannel, session: ClientIdentity | None) -> bool:
     return session is not None and channel.owner_id == session.client_id
 
 
-def _key_matches(channel: Channel, key: str | None) -> bool:
+def _key_matches(channel: Channel | EndedChannel, key: str | None) -> bool:
     """``key`` opens ``channel`` (constant-time compare; a channel without key opens to none)."""
     return (
         channel.key is not None

@@ -1167,17 +1167,18 @@ ENDED_KEPT_MAX: Final = 64
 
 
 class _EndNotice:
-    """A fair-scheduler flow that writes one ``sub_end`` and leaves (Outbox.end_after_reply)."""
+    """A fair-scheduler flow that writes a ``sub_end`` (a ``lost`` notice before it, if
+    any) and leaves (Outbox.end_after_reply)."""
 
-    __slots__ = ("frame",)
+    __slots__ = ("frames",)
 
-    def __init__(self, frame: bytes) -> None:
-        self.frame = frame
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
 
     def take_turn(
         self, pieces: list[BytesLike], run: list[bytes], quota: int
     ) -> tuple[int, int, bool]:
-        run.append(self.frame)
+        run.extend(self.frames)
         return 0, 0, False
 
     def left_rotation(self) -> None:
@@ -1491,10 +1492,12 @@ class Outbox:
             del ended[next(iter(ended))]
         return control_frame(end)
 
-    def end_after_reply(self, end: SubEnd) -> None:
-        """Send ``end`` (for a sub id just given in a reply) after that reply: on the sender's
-        next turn through the readers, which comes after the control messages queued now."""
-        self._scheduler.add(_EndNotice(control_frame(end)))
+    def end_after_reply(self, end: SubEnd, lost: Lost | None = None) -> None:
+        """Send ``end`` (for a sub id just given in a reply; ``lost`` before it) after that
+        reply: on the sender's next turn through the readers, which comes after the control
+        messages queued now."""
+        frames = [control_frame(end)] if lost is None else [control_frame(lost), control_frame(end)]
+        self._scheduler.add(_EndNotice(frames))
         self.owner.wake_sender()
 
     def activate(self, reader: Reader) -> None:

@@ -33,9 +33,11 @@ from .._protocol.messages import (
     GetStats,
     ListChannels,
     ListClients,
+    Lost,
     OpenPublisher,
     Restored,
     Retune,
+    SubEnd,
     Subscribe,
     Unsubscribe,
 )
@@ -200,7 +202,64 @@ def subscribe(session: Session, msg: Subscribe) -> dict[str, Any]:
     taken = take_back(session, msg) or take_back_by_name(session, msg, lookup)
     if taken is not None:
         return taken
-    return take_back_unheard(session, msg, lookup) or subscribe_to(session, msg, lookup)
+    try:
+        return take_back_unheard(session, msg, lookup) or subscribe_to(session, msg, lookup)
+    except ChannelNotFound:
+        ended = ended_while_away(session, msg)
+        if ended is None:
+            raise
+        return ended
+
+
+def ended_while_away(session: Session, msg: Subscribe) -> dict[str, Any] | None:
+    """A resubscription (``resume_sub``: a client's own, after a reconnect) to a channel
+    that ended after the position it continues from, while its client was away longer than
+    resume_grace_s (its kept reader ended with the grace): answered as a subscription that
+    ends at once, with a ``lost`` notice of the frames the channel had after that position.
+    Without it the client took the missing channel for one a server restart will bring
+    back, and waited for good, its losses never told (a lab tester). None: the channel did
+    not end so (never was, another epoch, ended over ENDED_CHANNEL_KEPT_S ago).
+
+    Only resubscriptions: a plain ``since=`` subscribe may come from a recorder that waits
+    for the channel's next life, and must keep getting ChannelNotFound until it comes.
+    """
+    if msg.since_epoch is None or msg.resume_sub is None:
+        return None
+    ended = session.state.broker.ended_lately_as(msg.channel, msg.since_epoch)
+    if ended is None:
+        return None
+    check_access(ended, msg.key, session)  # as it was: the same answer as a live one's
+    missed = max(0, ended.seq - (msg.since_seq or 0))
+    sub_id = session.outbox.new_sub_id()
+    said = (
+        "1 frame after the last one it had was"
+        if missed == 1
+        else f"{missed} frames after the last one it had were"
+    )
+    session.outbox.end_after_reply(
+        SubEnd(
+            sub=sub_id,
+            reason=f"{ended.reason} while this client was away (longer than "
+            f"resume_grace_s); {said} not delivered"
+            if missed
+            else f"{ended.reason} while this client was away",
+        ),
+        Lost(sub=sub_id, lost=missed, seq=ended.seq) if missed else None,
+    )
+    log.info(
+        "client %r resubscribed to %r, which ended while it was away: told of the end "
+        "and of %d frames not delivered",
+        session.name,
+        msg.channel,
+        missed,
+    )
+    return {
+        "sub": sub_id,
+        "window": 1,
+        "window_bytes": SUBSCRIBE_WINDOW_BYTES,
+        "epoch": ended.epoch,
+        "resume": {"kind": "resumed", "recovered": 0},
+    }
 
 
 def take_back_unheard(
