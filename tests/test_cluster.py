@@ -779,7 +779,10 @@ async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
         assert message.gap is not None and message.gap.kind == "reset"
         assert message.data == "after" and message.seq == 1
         with trio.fail_after(WAIT_S):
-            while "registered again, a reset" not in caplog.text:  # noqa: ASYNC110
+            while (  # noqa: ASYNC110 - the nodes' logs
+                "registered again, a reset" not in caplog.text
+                or "subscription here ended" not in caplog.text
+            ):
                 await trio.sleep(0.05)
     said = [m for m in caplog.messages if "registered again, a reset" in m]
     assert len(said) == 1, said
@@ -787,6 +790,12 @@ async def test_a_redis_restart_without_persistence_shows_as_a_reset_gap(
         "13 channels lost in Redis (a restart without persistence) and registered again, a reset:"
     )
     assert said[0].endswith(" and 3 more (their readers here were told to subscribe again)")
+    # The reader's node says so too (it said nothing, its readers all ended: an operator).
+    ended_here = [m for m in caplog.messages if "subscription here ended" in m]
+    assert ended_here == [
+        "1 channel gone from Redis (deleted, created anew, or lost in a Redis restart): "
+        "1 subscription here ended, told to subscribe again: 'c' (1)"
+    ]
 
 
 async def test_a_writers_append_in_flight_across_a_re_registration_goes_on_in_the_new_epoch(

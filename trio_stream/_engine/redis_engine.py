@@ -267,6 +267,9 @@ class RedisEngine:
         # Channels deleted on another node that end here once their last frames are read.
         self._ending_after_the_rest: set[tuple[str, str]] = set()
         self._registered_again: list[str] = []  # channels to name in one line (a Redis restart)
+        # Channels of other nodes whose epoch ended here with readers (a Redis restart), and
+        # how many readers each: named in one line too (_say_readers_sent_back).
+        self._readers_sent_back: list[tuple[str, int]] = []
         self._appenders: dict[Writer, _Appender] = {}
         self._append_log = RetryLogGroup(log, "appending to Redis", "writers")
         # Writers their clients named (open_publisher's ``writer``), as their connection has
@@ -1797,6 +1800,32 @@ class RedisEngine:
             f" and {more} more" if more > 0 else "",
         )
 
+    def _say_readers_sent_back(self, name: str, readers: int) -> None:
+        """One line for the channels whose readers here a reset ended: the creating node
+        said why, and this node, whose readers all got SubscriptionEnded, said nothing at
+        all (an operator found only "Redis failed / works again" lines here)."""
+        first = not self._readers_sent_back
+        self._readers_sent_back.append((name, readers))
+        if first and self._nursery is not None:
+            self._nursery.start_soon(self._say_readers_sent_back_soon)
+
+    async def _say_readers_sent_back_soon(self) -> None:
+        await trio.sleep(REGISTERED_AGAIN_GATHER_S)  # the rest of the resets
+        ended, self._readers_sent_back = self._readers_sent_back, []
+        shown = ", ".join(f"{name[:80]!r} ({n})" for name, n in ended[:REGISTERED_AGAIN_NAMED])
+        more = len(ended) - REGISTERED_AGAIN_NAMED
+        readers = sum(n for _, n in ended)
+        log.warning(
+            "%d channel%s gone from Redis (deleted, created anew, or lost in a Redis restart): "
+            "%d subscription%s here ended, told to subscribe again: %s%s",
+            len(ended),
+            "" if len(ended) == 1 else "s",
+            readers,
+            "" if readers == 1 else "s",
+            shown,
+            f" and {more} more" if more > 0 else "",
+        )
+
     def _unfollowed(self, name: str) -> None:
         """This node stops reading ``name``: it holds no writer back any more."""
         self._taken.pop(name, None)
@@ -2163,6 +2192,8 @@ class RedisEngine:
             return  # this node registers it again (_keep_registered)
         if (event.channel, event.old_epoch) in self._ending_after_the_rest:
             return  # deleted elsewhere: it ends with its own reason, the rest read first
+        if channel.subscriptions:
+            self._say_readers_sent_back(event.channel, len(channel.subscriptions))
         self.state.broker.delete_channel(
             channel,
             f"channel {event.channel!r} is gone from Redis (deleted, created anew, or lost in "
