@@ -2512,15 +2512,24 @@ async def test_the_server_log_says_how_a_client_left_and_when_its_kept_session_e
     with trio.fail_after(WAIT_S):
         async with ts.open_client(server.tcp_url, name="polite"):
             pass
-        async with ts.open_client(proxy.url, name="cut", reconnect=FAST) as cut:
+        async with (
+            ts.open_client(proxy.url, name="cut", reconnect=FAST) as cut,
+            ts.open_client(proxy.url, name="bare", reconnect=FAST),
+        ):
             await cut.create_channel("cut's")
             async with cut.subscribe("cut's"):
-                proxy.refuse()  # it never gets back
+                proxy.refuse()  # they never get back
                 proxy.cut()
                 await cut.wait_state("reconnecting")
         while not any("did not come back" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
             await trio.sleep(0.05)  # the grace runs out
+        leases = server.state.resume._leases
+        while any(lease.name == "bare" for lease in leases.values()):  # noqa: ASYNC110
+            await trio.sleep(0.05)
     said = [r.getMessage() for r in caplog.records if r.name.startswith("trio_stream._server")]
+    # Nothing was kept for "bare" (as for a process whose successor took its subscriptions
+    # over by name): no line saying it did not come back, which read as a failed restart.
+    assert not [line for line in said if "'bare' did not come back" in line], said
     assert "client 'polite' disconnected (it said goodbye)" in said, said
     assert (
         "client 'cut' disconnected (the connection was lost); its session is kept 0.5 s for "

@@ -242,6 +242,21 @@ test('publish: nothing on the wire without readers; PUB_ACK window respected', a
   await client.close();
 });
 
+test('publish and send refuse undefined: a missing value is not sent as CBOR undefined', async () => {
+  const { server, client } = await setup();
+  try {
+    await client.createChannel('c');
+    const pub = await client.publisher('c');
+    await assert.rejects(pub.send(undefined), (e) => e instanceof TypeError && /^send: a value is needed, not undefined/.test(e.message));
+    await assert.rejects(pub.send(), TypeError);
+    await assert.rejects(client.publish('c'), (e) => e instanceof TypeError && /^publish: a value is needed/.test(e.message));
+    assert.equal(server.messages.flat().filter((f) => f.type === PUBLISH).length, 0, 'nothing sent');
+    assert.equal(client.state, 'open');
+  } finally {
+    await client.close();
+  }
+});
+
 test('publish: frame size checked against the server limit before sending', async () => {
   const { server, client } = await setup();
   server.limits.max_frame_bytes = 100;

@@ -364,14 +364,23 @@ class ResumeBook:
                 continue
             del self._leases[token]
             self._forget_chain(token)
-            log.info(
-                "client %r did not come back within resume_grace_s (%g s): its %d kept "
-                "subscriptions and %d channels end",
-                lease.name,
-                self.grace_s,
-                len(lease.kept or ()),
-                sum(1 for c in lease.orphans if c.owner_id == lease.client_id),
-            )
+            kept_subs = len(lease.kept or ())
+            owned = sum(1 for c in lease.orphans if c.owner_id == lease.client_id)
+            if kept_subs or owned:
+                log.info(
+                    "client %r did not come back within resume_grace_s (%g s): its %d kept "
+                    "subscriptions and %d channels end",
+                    lease.name,
+                    self.grace_s,
+                    kept_subs,
+                    owned,
+                )
+            else:
+                # Nothing held for it: a restarted process took its subscriptions over by
+                # name, or it never had any. "did not come back ... 0 kept subscriptions"
+                # read as a recorder that failed to return (an operator, after 25 good
+                # takeovers), so only its end, quietly.
+                log.debug("client %r's resume grace ended with nothing kept for it", lease.name)
             self._end_kept(lease)
             for channel in lease.orphans:
                 if channel.owner_id == lease.client_id:

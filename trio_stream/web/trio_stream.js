@@ -645,6 +645,7 @@ export class Client extends Emitter {
    * Resolves true once the frame is on its way, false when the channel has no readers.
    */
   async publish(channel, value, { key = null, time } = {}) {
+    if (value === undefined) throw new TypeError('publish: a value is needed, not undefined (null for "no value")');
     let p = this.#autoPubs.get(channel);
     if (!p) {
       p = this.publisher(channel, { key });
@@ -2026,6 +2027,11 @@ export class Publisher extends Emitter {
    */
   async send(value, { time } = {}) {
     if (this.closed) throw this.#closedError();
+    if (value === undefined) {
+      // CBOR's `undefined`, which a Python reader gets as cbor2's `undefined` object, not
+      // None: a missing argument (`send()`, a typo'd field) went out as a value.
+      throw new TypeError('send: a value is needed, not undefined (null for "no value")');
+    }
     if (time !== undefined && time !== null && !(isNumber(time) && Number.isFinite(time))) {
       throw new TypeError(`send: time must be a finite number (seconds since the epoch), not ${shown(time)}`);
     }
