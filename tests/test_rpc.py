@@ -368,6 +368,44 @@ async def test_a_call_to_a_reconnecting_provider_waits_for_it_within_its_timeout
         assert results == [["MY ECHO", "HALLO"]]
 
 
+async def test_a_caller_that_does_not_wait_for_a_reconnecting_provider_fails_at_once(
+    server: ts.Server,
+) -> None:
+    # A crashed worker's session is kept for its return: a call to it waited out its whole
+    # timeout (5 s), where a caller with several workers wanted to try the next one at once
+    # (a team migrating from NATS's "no responders"). wait_reconnect=False raises at once.
+    assert server.tcp_url is not None
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="worker", reconnect=ts.Reconnect(initial=0.1)) as worker,
+        ts.open_client(server.tcp_url, name="ctl") as ctl,
+    ):
+        worker.expose(Daq())
+        eager = await ctl.rpc("worker", timeout=SETTLE_S, wait_reconnect=False)
+        assert eager.wait_reconnect is False
+        assert await eager.my_echo("up") == ["MY ECHO", "up"]
+        proxy.refuse()
+        proxy.cut()
+        with trio.fail_after(SETTLE_S):
+            while "worker" in server.state.by_name:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        away = r"\(it lost its connection and may be back\)"
+        started = trio.current_time()
+        with pytest.raises(ts.RpcError, match=away) as refused:
+            await eager.my_echo("now")
+        assert not isinstance(refused.value, ts.RpcTimeout)
+        with pytest.raises(ts.RpcError, match=away):
+            await eager.call("my_echo", "by name")
+        with pytest.raises(ts.RpcError, match=away):
+            await ctl.rpc("worker", wait_reconnect=False)  # the look-up too
+        assert trio.current_time() - started < 1.0
+        with pytest.raises(ts.InvalidArgument, match="wait_reconnect must be True or False"):
+            await ctl.rpc("worker", wait_reconnect=0)  # type: ignore[arg-type]
+        eager.wait_reconnect = True  # as the default: waits within the timeout
+        with pytest.raises(ts.RpcTimeout, match=away):
+            await eager.call("my_echo", "waited", timeout=0.3)
+
+
 async def test_provider_disconnect_mid_call_fails_at_once(url: str, server: ts.Server) -> None:
     provider = Daq()
     async with ts.open_client(url, name="ctl") as ctl:

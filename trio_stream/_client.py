@@ -1450,6 +1450,7 @@ class Client:
         *,
         timeout: float | None = 5.0,  # noqa: ASYNC109
         wait_provider: bool = False,
+        wait_reconnect: bool = True,
     ) -> RpcProxy:
         """A proxy for the methods that the client named ``provider`` exposes.
 
@@ -1458,12 +1459,22 @@ class Client:
             wait_provider: while no client of that name is connected (or it exposes nothing
                 yet), wait for it, as long as it takes (bound it with ``trio.fail_after``),
                 instead of raising RpcError: a caller started together with its provider.
+            wait_reconnect: a provider that lost its connection and may be back (the server
+                keeps its session ``resume_grace_s``) is waited for within each call's
+                timeout, and the call made once it is back. False: such a call (and this
+                look-up) raises RpcError at once, the call never sent to it: a caller with
+                several workers tries the next instead of waiting out a crashed one.
+                ``proxy.wait_reconnect`` may be changed later.
 
         Raises:
             RpcError: no such client connected, or it exposes no methods.
             RpcTimeout: the provider did not answer in time.
         """
-        return await self._rpc.proxy(provider, timeout, wait_provider)
+        if type(wait_reconnect) is not bool:
+            raise InvalidArgument(
+                f"wait_reconnect must be True or False, not {wait_reconnect!r:.80}"
+            )
+        return await self._rpc.proxy(provider, timeout, wait_provider, wait_reconnect)
 
     # -- files (trio_stream/_files.py) ---------------------------------------------------------
     def accept_files(

@@ -629,9 +629,15 @@ class RpcEndpoint:
             request.fail(error)
 
     async def ask(
-        self, build: Callable[[int], ControlMessage], timeout_s: float | None, what: str
+        self,
+        build: Callable[[int], ControlMessage],
+        timeout_s: float | None,
+        what: str,
+        *,
+        wait_reconnect: bool = True,
     ) -> Any:
         """Send a call or describe and wait for its answer; cancel it if we stop waiting.
+        ``wait_reconnect``: ask again while the provider reconnects (see Client.rpc).
 
         Raises:
             RpcTimeout: no answer within ``timeout_s`` seconds (the call is cancelled).
@@ -654,6 +660,10 @@ class RpcEndpoint:
                             client.send_control(Cancel(id=request.id))
                 error = request.error
                 if type(error) is not RpcError or not provider_away(str(error)):
+                    break
+                if not wait_reconnect:
+                    # Not waited for (a crashed worker among several: the caller tries
+                    # another): raised now; the call never reached it.
                     break
                 # The provider is reconnecting (its session is kept for it): the call never
                 # reached it, so asking again is safe; out of time, its error is raised.
@@ -697,6 +707,7 @@ class RpcEndpoint:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout_s: float | None,
+        wait_reconnect: bool = True,
     ) -> Any:
         data = encode_args(args, kwargs)
         limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
@@ -709,6 +720,7 @@ class RpcEndpoint:
             lambda ident: Call(id=ident, provider=provider, method=method, args=data),
             timeout_s,
             f"{provider}.{method}()",
+            wait_reconnect=wait_reconnect,
         )
         if type(result) is not bytes:
             raise ProtocolError(f"the result of {method} is not a payload")
@@ -741,7 +753,11 @@ class RpcEndpoint:
         )
 
     async def proxy(
-        self, provider: str, timeout_s: float | None, wait_provider: bool = False
+        self,
+        provider: str,
+        timeout_s: float | None,
+        wait_provider: bool = False,
+        wait_reconnect: bool = True,
     ) -> RpcProxy:
         timeout_s = check_timeout(timeout_s)
         # A name no client can have: rpc("") was told "no client named '' is connected", as
@@ -765,6 +781,7 @@ class RpcEndpoint:
                     lambda ident: Describe(id=ident, provider=provider),
                     timeout_s,
                     f"rpc({provider!r})",
+                    wait_reconnect=wait_reconnect,
                 )
             except RpcError as exc:
                 if not wait_provider or type(exc) is not RpcError:
@@ -777,7 +794,9 @@ class RpcEndpoint:
                 await trio.sleep(delay)
                 delay = min(delay * 2, PROVIDER_POLL_MAX_S)
                 continue
-            return RpcProxy._build(self, provider, descriptions, timeout_s)
+            proxy = RpcProxy._build(self, provider, descriptions, timeout_s)
+            proxy.wait_reconnect = wait_reconnect
+            return proxy
 
 
 def _fail(call: int, exc: BaseException, room: int) -> Fail:
@@ -1035,7 +1054,9 @@ class RemoteMethod:
         proxy = self._proxy
         if self.stream:
             return proxy._endpoint.stream(proxy.provider, self.name, args, kwargs, DEFAULT_WINDOW)
-        return proxy._endpoint.call(proxy.provider, self.name, args, kwargs, proxy.timeout)
+        return proxy._endpoint.call(
+            proxy.provider, self.name, args, kwargs, proxy.timeout, proxy.wait_reconnect
+        )
 
     def __repr__(self) -> str:
         kind = "remote stream method" if self.stream else "remote method"
@@ -1043,7 +1064,9 @@ class RemoteMethod:
 
 
 # The proxy's own attributes, which hide remote methods of those names (see RpcProxy).
-_PROXY_OWN: Final = frozenset({"call", "stream", "provider", "timeout", "methods"})
+_PROXY_OWN: Final = frozenset(
+    {"call", "stream", "provider", "timeout", "methods", "wait_reconnect"}
+)
 
 
 class RpcProxy:
@@ -1051,7 +1074,7 @@ class RpcProxy:
 
     Sub-services (exposed with ``name=``) are attributes: ``await daq.motor.move(1.0)``.
     Attributes of the proxy itself (``call``, ``stream``, ``provider``, ``timeout``,
-    ``methods``) hide
+    ``methods``, ``wait_reconnect``) hide
     remote methods of the same name; call those through ``call("name", ...)``.
     """
 
@@ -1068,6 +1091,8 @@ class RpcProxy:
         self.timeout = timeout
         self.methods = methods  # every method of the provider, by full name
         self._prefix = prefix
+        # Whether a call waits for a provider that is reconnecting (Client.rpc's).
+        self.wait_reconnect = True
 
     @property
     def timeout(self) -> float | None:
@@ -1106,7 +1131,9 @@ class RpcProxy:
         if method is not None:
             return method
         if any(m.startswith(full + ".") for m in self.methods):
-            return RpcProxy(self._endpoint, self.provider, self.methods, self.timeout, full + ".")
+            below = RpcProxy(self._endpoint, self.provider, self.methods, self.timeout, full + ".")
+            below.wait_reconnect = self.wait_reconnect
+            return below
         # The methods as described when this proxy was made: a provider restarted since
         # with more (a redeploy) was said to expose "no method 'extra'", which was false.
         raise UnknownMethod(
@@ -1117,7 +1144,7 @@ class RpcProxy:
 
     def __dir__(self) -> list[str]:
         level = {m[len(self._prefix) :].split(".", 1)[0] for m in self._names_below()}
-        return sorted(level | {"call", "stream", "provider", "timeout", "methods"})
+        return sorted(level | _PROXY_OWN)
 
     def _names_below(self) -> list[str]:
         return [m for m in self.methods if m.startswith(self._prefix)]
@@ -1150,7 +1177,9 @@ class RpcProxy:
             remote.check(args, kwargs)
         if remote is not None and remote.stream:
             raise TypeError(f"{self.provider}.{full} streams its values: use stream({full!r})")
-        return await self._endpoint.call(self.provider, full, args, kwargs, timeout)
+        return await self._endpoint.call(
+            self.provider, full, args, kwargs, timeout, self.wait_reconnect
+        )
 
     def stream(
         self, method: str, /, *args: Any, window: int = DEFAULT_WINDOW, **kwargs: Any

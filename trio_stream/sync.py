@@ -1141,11 +1141,14 @@ class SyncClient:
         timeout: float | None = 5.0,
         wait_provider: bool = False,
         wait_timeout: float | None = None,
+        wait_reconnect: bool = True,
     ) -> SyncRpcProxy:
         """A proxy whose methods block: ``c.rpc("daq").read(10)``.
 
         ``wait_provider``: wait while no client of that name is connected (or it exposes
         nothing yet), for at most ``wait_timeout`` seconds (None: as long as it takes).
+        ``wait_reconnect``: as ``Client.rpc``'s (False: a provider that is reconnecting
+        raises RpcError at once).
 
         Raises:
             RpcError: no such client connected, or it exposes no methods.
@@ -1156,7 +1159,11 @@ class SyncClient:
             raise InvalidArgument("wait_timeout bounds wait_provider=True: give both, or neither")
         wait_timeout = check_timeout(wait_timeout)
         looking = partial(
-            self._trio_client.rpc, provider, timeout=timeout, wait_provider=wait_provider
+            self._trio_client.rpc,
+            provider,
+            timeout=timeout,
+            wait_provider=wait_provider,
+            wait_reconnect=wait_reconnect,
         )
         if wait_timeout is not None:
             what = f"no provider named {provider[:100]!r} with methods"

@@ -232,6 +232,13 @@ class Presence:
         # Nodes whose count announcements came since our last heartbeat: after an outage
         # they are held too (one that joined just before it, not listed live yet).
         self._heard: set[str] = set()
+        # A node that stops beating (stopped, frozen, or dead) keeps its reader counts this
+        # long (the server's resume_grace_s, set by the engine): its readers' channels are
+        # written to meanwhile, so that they find the frames in the stream when their node
+        # comes back, or when their clients resume on another node. Dropped at once, a
+        # node frozen 5 s made its channel's writers' sends return False: 467 values never
+        # published, which no reader could count (an operator's block recorder).
+        self.gone_hold_s = 0.0
         self._node_log = NodeLog(node, ttl_s)
         # Named in the heartbeat's failure line (a refused connection's error may not say
         # which Redis: an operator with several had to guess); set by RedisEngineIO.open.
@@ -431,7 +438,8 @@ class Presence:
 
     def _hold_nodes(self, live: frozenset[str], state: int, now: float) -> None:
         """Take the live nodes a heartbeat found (``state``: whether our own entry had
-        lapsed). After an outage (our entry lapsed: Redis restarted or was out of reach for
+        lapsed). A node that is gone since the last beat is held for ``gone_hold_s``. After an
+        outage (our entry lapsed: Redis restarted or was out of reach for
         a TTL), the nodes live before it, or counted since, are held for a TTL: they may not
         have beaten since Redis came back, and dropping their counts told our writers their
         channels had no readers elsewhere (a send returned False, nothing sent). A node held
@@ -445,6 +453,9 @@ class Presence:
             # review), where the README says at most a TTL.
             for node in (self.live_nodes | self._heard) - {self.node}:
                 held.setdefault(node, now + self.ttl_s)
+        elif self.gone_hold_s > 0:
+            for node in self.live_nodes - live - {self.node}:  # gone since the last beat
+                held.setdefault(node, now + self.gone_hold_s)
         self._heard = set()
         self._held_until = {node: until for node, until in held.items() if node not in live}
         self.live_nodes = live
