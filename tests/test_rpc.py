@@ -406,6 +406,40 @@ async def test_a_caller_that_does_not_wait_for_a_reconnecting_provider_fails_at_
             await eager.call("my_echo", "waited", timeout=0.3)
 
 
+async def test_a_call_without_a_proxy_goes_in_one_round_trip(
+    server: ts.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every Python call needed rpc() first (a describe round trip); the browser client had
+    # client.call(provider, method, ...) (a NATS migrator's request/reply).
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="daq") as daq_client,
+        ts.open_client(server.tcp_url, name="ctl") as ctl,
+    ):
+        daq_client.expose(Daq())
+        asked_before = server.state.rpc.calls_total
+        assert await ctl.call("daq", "my_echo", "HALLO") == ["MY ECHO", "HALLO"]
+        assert server.state.rpc.calls_total == asked_before + 1  # no describe first
+        with pytest.raises(ts.RemoteError):
+            await ctl.call("daq", "my_echo")  # checked by the provider, not here
+        with pytest.raises(ts.RpcError, match="exposes no method"):
+            await ctl.call("daq", "nope")
+        with pytest.raises(ts.RpcError, match="no client named 'dqa' is connected"):
+            await ctl.call("dqa", "my_echo", 1)
+        with pytest.raises(ts.InvalidArgument, match="provider must be a str"):
+            await ctl.call(5, "my_echo")  # type: ignore[arg-type]
+        with pytest.raises(ts.InvalidArgument, match="method must be a str"):
+            await ctl.call("daq", None)  # type: ignore[arg-type]
+        with pytest.raises(ts.InvalidArgument, match="timeout must be"):
+            await ctl.call("daq", "my_echo", 1, timeout=-1)
+
+        def sync_call() -> Any:
+            with ts.SyncClient(server.tcp_url, name="script") as c:
+                return c.call("daq", "my_echo", "sync")
+
+        assert await trio.to_thread.run_sync(sync_call) == ["MY ECHO", "sync"]
+
+
 async def test_provider_disconnect_mid_call_fails_at_once(url: str, server: ts.Server) -> None:
     provider = Daq()
     async with ts.open_client(url, name="ctl") as ctl:

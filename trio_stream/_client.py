@@ -107,7 +107,7 @@ from ._records import (
     answer_from_wire,
     list_from_answer,
 )
-from ._seconds import positive_seconds
+from ._seconds import check_timeout, positive_seconds
 from ._subscription import YIELD_EVERY_MESSAGES as YIELD_EVERY_MESSAGES
 from ._subscription import Subscription as Subscription
 from ._transport import sniff
@@ -1475,6 +1475,35 @@ class Client:
                 f"wait_reconnect must be True or False, not {wait_reconnect!r:.80}"
             )
         return await self._rpc.proxy(provider, timeout, wait_provider, wait_reconnect)
+
+    # `timeout` (not a cancel scope) is the contract, as for a proxy's call.
+    async def call(
+        self,
+        provider: str,
+        method: str,
+        /,
+        *args: Any,
+        timeout: float | None = 5.0,  # noqa: ASYNC109
+        wait_reconnect: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``method`` of the client named ``provider`` once, without a proxy:
+        ``await client.call("daq", "read", 10)`` is ``await (await client.rpc("daq")).read(10)``
+        in one round trip (no description asked first, so the arguments are checked by the
+        provider, not here). ``timeout`` and ``wait_reconnect`` as for :meth:`rpc`; a method
+        argument of either name goes through a proxy's ``call``.
+
+        Raises:
+            RemoteError: the method raised. RpcTimeout: no answer in time.
+            RpcError: no such provider or method, or the provider left during the call.
+        """
+        if type(wait_reconnect) is not bool:
+            raise InvalidArgument(
+                f"wait_reconnect must be True or False, not {wait_reconnect!r:.80}"
+            )
+        return await self._rpc.call_once(
+            provider, method, args, kwargs, check_timeout(timeout), wait_reconnect
+        )
 
     # -- files (trio_stream/_files.py) ---------------------------------------------------------
     def accept_files(

@@ -726,6 +726,21 @@ class RpcEndpoint:
             raise ProtocolError(f"the result of {method} is not a payload")
         return decode_payload(result, limits=self._client.payload_limits)
 
+    async def call_once(
+        self,
+        provider: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout_s: float | None,
+        wait_reconnect: bool,
+    ) -> Any:
+        """Client.call: a call without a proxy, its names checked as rpc() checks them."""
+        _check_provider_name(provider)
+        if type(method) is not str:
+            raise InvalidArgument(f"method must be a str, not {type(method).__name__}")
+        return await self.call(provider, method, args, kwargs, timeout_s, wait_reconnect)
+
     def stream(
         self,
         provider: str,
@@ -760,16 +775,7 @@ class RpcEndpoint:
         wait_reconnect: bool = True,
     ) -> RpcProxy:
         timeout_s = check_timeout(timeout_s)
-        # A name no client can have: rpc("") was told "no client named '' is connected", as
-        # if one might be, and wait_provider=True would wait for it for good.
-        check_fields(Describe, {"provider": provider})  # its type first (rpc(5))
-        try:
-            check_client_name(provider)
-        except InvalidArgument as exc:
-            waits = " (wait_provider=True would wait for good)" if wait_provider else ""
-            raise InvalidArgument(
-                f"no client can be named {brief(provider)}, so none can answer{waits}: {exc}"
-            ) from None
+        _check_provider_name(provider, wait_provider)
         # wait_provider: a caller started together with its provider (one boot script) asks
         # again while the provider is not connected, or has exposed nothing yet, as
         # subscribe(wait_channel=True) waits for a channel; any other error is final.
@@ -797,6 +803,19 @@ class RpcEndpoint:
             proxy = RpcProxy._build(self, provider, descriptions, timeout_s)
             proxy.wait_reconnect = wait_reconnect
             return proxy
+
+
+def _check_provider_name(provider: str, wait_provider: bool = False) -> None:
+    """A name no client can have is refused here: rpc("") was told "no client named '' is
+    connected", as if one might be, and wait_provider=True would wait for it for good."""
+    check_fields(Describe, {"provider": provider})  # its type first (rpc(5))
+    try:
+        check_client_name(provider)
+    except InvalidArgument as exc:
+        waits = " (wait_provider=True would wait for good)" if wait_provider else ""
+        raise InvalidArgument(
+            f"no client can be named {brief(provider)}, so none can answer{waits}: {exc}"
+        ) from None
 
 
 def _fail(call: int, exc: BaseException, room: int) -> Fail:

@@ -1170,6 +1170,30 @@ class SyncClient:
             looking = partial(_with_timeout, wait_timeout, looking, self._trio_client, what)
         return SyncRpcProxy(self, self._call(looking))
 
+    # A per-call `timeout` is this method's public contract, as on Client.call.
+    def call(
+        self,
+        provider: str,
+        method: str,
+        /,
+        *args: Any,
+        timeout: float | None = 5.0,
+        wait_reconnect: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``method`` of the client named ``provider`` once, without a proxy (see
+        ``Client.call``): ``c.call("daq", "read", 10)``."""
+        calling = partial(
+            self._trio_client.call,
+            provider,
+            method,
+            *args,
+            timeout=timeout,
+            wait_reconnect=wait_reconnect,
+            **kwargs,
+        )
+        return self._call(calling)
+
     # -- files (see Client.accept_files, send_file, fetch_file) ------------------------------
     def accept_files(
         self,
