@@ -11,7 +11,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -225,9 +225,13 @@ async def _say_still_waiting(
 
 
 async def _open_subscription(
-    client: ts.Client, channel: str, args: argparse.Namespace, back: bool = False
+    client: ts.Client,
+    channel: str,
+    args: argparse.Namespace,
+    back: bool = False,
+    **more: Any,
 ) -> ts.Subscription:
-    kwargs = subscription_kwargs(args)
+    kwargs = {**subscription_kwargs(args), **more}
     try:
         return await client.open_subscription(channel, **kwargs)
     except ts.AuthError:
@@ -255,16 +259,25 @@ async def _open_subscription(
 
 @asynccontextmanager
 async def subscription(
-    client: ts.Client, channel: str, args: argparse.Namespace, *, back: bool = False
+    client: ts.Client,
+    channel: str,
+    args: argparse.Namespace,
+    *,
+    back: bool = False,
+    since: ts.Position | None = None,
+    prefetch: bool = True,
 ) -> AsyncIterator[ts.Subscription]:
     """Subscribe with the subscription options (waiting for the channel with --wait-channel).
 
     ``back``: the channel was read and ended; a wait for it is a wait for its return.
+    ``since``: continue after this position (a reader's last, or a recording's): the server
+    replays what the channel still holds after it (all of a new life's: a reset) and the
+    first message's gap counts the rest. ``prefetch``: as ``open_subscription``'s.
 
     Raises:
         CliError: no such channel (and no --wait-channel).
     """
-    sub = await _open_subscription(client, channel, args, back)
+    sub = await _open_subscription(client, channel, args, back, since=since, prefetch=prefetch)
     try:
         yield sub
     finally:

@@ -70,6 +70,7 @@ line on stderr. docs/dump-format.md shows how to read the file with a few lines 
 
 examples:
   trio-stream dump tcp://127.0.0.1:9870 demo/counter run42.tsdump          # until Ctrl-C
+  trio-stream dump tcp://127.0.0.1:9870 demo/counter run42.tsdump --append --name rec42
   trio-stream dump tcp://127.0.0.1:9870 demo/sine sine.tsdump --duration 2
   trio-stream replay sine.tsdump tcp://127.0.0.1:9870 sine/replayed --create --speed 2
 """
@@ -102,6 +103,13 @@ def register(subparsers: Subparsers) -> None:
         "--duration", type=positive_float, metavar="SECONDS", help="stop after this long"
     )
     dump.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    dump.add_argument(
+        "--append",
+        action="store_true",
+        help="continue FILE, a dump of CHANNEL, after its last frame: what the server still "
+        "holds after it is replayed, the gap counts the rest (a recorder killed and started "
+        "again with the same --name within resume_grace_s loses nothing)",
+    )
     dump.add_argument("--quiet", action="store_true", help="no progress display or summary")
     add_subscription_options(dump, policy="block", size=1000)
     dump.set_defaults(run=run_dump)
@@ -170,7 +178,8 @@ class _BatchWriter:
         self.written = 0
         self.unwritten = 0  # bytes a final flush gave up on
         self.failed: OSError | None = None  # the write that failed (nothing is written after)
-        self._last_flush = time.monotonic()
+        self._last_flush = time.monotonic()  # of the last synced flush
+        self._unsynced = False  # written by flush(sync=False) since, not synced
         # Flushes (the recording task's and the timer's) write one after the other, in order.
         self._lock = trio.Lock()
         self._durable = _is_regular_file(file)  # (stdout may be a pipe: nothing to sync)
@@ -185,12 +194,15 @@ class _BatchWriter:
 
     def due(self) -> bool:
         return self.pending >= FLUSH_BYTES or (
-            self.pending > 0 and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
+            (self.pending > 0 or self._unsynced)
+            and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
         )
 
-    async def flush(self, give_up_after_s: float = math.inf) -> bool:
+    async def flush(self, give_up_after_s: float = math.inf, *, sync: bool = True) -> bool:
         """Write what waits. ``give_up_after_s``: stop waiting for the write after this long,
-        or at a second Ctrl-C (it goes on in its thread, abandoned): False then.
+        or at a second Ctrl-C (it goes on in its thread, abandoned): False then. ``sync``:
+        to the disk too, with what earlier flushes wrote without; False: to the OS only
+        (what a killed process still leaves in the file), and synced when due.
 
         Raises:
             OSError: the write failed (a full disk).
@@ -201,14 +213,20 @@ class _BatchWriter:
             with trio.CancelScope(shield=True):
                 pieces, self._pieces = self._pieces, []
                 written, self.pending = self.pending, 0
-                self._last_flush = time.monotonic()
+                if sync:
+                    self._last_flush = time.monotonic()
                 if pieces and self.failed is not None:
                     return True  # (said by the caller: the first failure is the one)
-                if pieces:
+                if pieces or (sync and self._unsynced):
+                    durable = sync and self._durable
+                    self._unsynced = not sync
                     with trio.move_on_after(give_up_after_s) as waited:
                         try:
                             await trio.to_thread.run_sync(
-                                self._write, pieces, abandon_on_cancel=give_up_after_s < math.inf
+                                self._write,
+                                pieces,
+                                durable,
+                                abandon_on_cancel=give_up_after_s < math.inf,
                             )
                         except OSError as exc:
                             self.failed = exc
@@ -228,12 +246,12 @@ class _BatchWriter:
             if self.due():
                 await self.flush()
 
-    def _write(self, pieces: list[BytesLike]) -> None:
+    def _write(self, pieces: list[BytesLike], durable: bool) -> None:
         self._file.writelines(pieces)
         self._file.flush()
-        if self._durable:
+        if durable:
             # On the disk, not only in the OS's cache: a power loss (which dump-format.md
-            # names) loses at most the last batch. A batch at most every half second or 4 MiB.
+            # names) loses at most the last batch. A sync at most every half second or 4 MiB.
             os.fsync(self._file.fileno())
 
 
@@ -241,10 +259,14 @@ async def run_dump(args: argparse.Namespace) -> int:
     to_stdout = str(args.file) == "-"
     if to_stdout and sys.stdout.isatty():
         raise CliError("FILE - writes the recording to stdout, which is a terminal: redirect it")
-    if not to_stdout and args.file.exists() and not args.force:
-        raise CliError(f"{args.file} exists; pass --force to overwrite it")
+    appended = _continued(args) if args.append else None
+    if not to_stdout and args.file.exists() and not args.force and appended is None:
+        raise CliError(
+            f"{args.file} exists; pass --force to overwrite it (or --append to continue it)"
+        )
     if not to_stdout:
         _check_writable(args.file)
+    since = _resume_position(appended)
     console = stderr_console()
     # --duration counts from the start, a --wait-channel wait included (a wait for a channel
     # that never came never ended); once subscribed, _record keeps the same deadline.
@@ -255,7 +277,9 @@ async def run_dump(args: argparse.Namespace) -> int:
             # Ctrl-C during a --wait-channel wait is dump's normal end too (it exited 130
             # with an empty line); only the wait: the recording takes its own signals.
             async with stop_on_signal() as stopped:
-                sub = await stack.enter_async_context(subscription(client, args.channel, args))
+                sub = await stack.enter_async_context(
+                    subscription(client, args.channel, args, since=since, prefetch=False)
+                )
         if waiting.cancelled_caught:
             print(
                 f"trio-stream dump: channel {args.channel!r} did not come within --duration "
@@ -270,13 +294,14 @@ async def run_dump(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 0
-        recording = await _record_to_file(args, client, sub, console, deadline)
+        recording = await _record_to_file(args, client, sub, console, deadline, appended)
     frames = recording.frames
     if not args.quiet:
         print(
             f"dumped {counted(frames, 'frame')} ({human_bytes(recording.written)}) of "
-            f"{args.channel!r} to {'stdout' if to_stdout else args.file} in "
-            f"{recording.took:.1f} s; lost {recording.lost}"
+            f"{args.channel!r} to {'stdout' if to_stdout else args.file}"
+            + ("" if appended is None else f" after the {appended.frames} it held")
+            + f" in {recording.took:.1f} s; lost {recording.lost}"
             # "lost 0" alone read as nothing missed across a server that crashed.
             + (
                 f" and {counted(recording.resets, 'reset')} (loss unknown)"
@@ -300,6 +325,76 @@ async def run_dump(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _continued(args: argparse.Namespace) -> dumpfile.RecordingEnd:
+    """--append: where FILE, a dump of CHANNEL, ends, read before subscribing; a last frame
+    cut short (a recorder killed while writing) is cut off first, and said.
+
+    Raises:
+        UsageError: FILE - or --force with it. CliError: FILE missing, not a dump of
+            CHANNEL, or without the channel's epoch (an older dump: no position to give).
+    """
+    if str(args.file) == "-":
+        raise UsageError("--append continues a FILE: it cannot continue - (stdout)")
+    if args.force:
+        raise UsageError("--append continues FILE, --force overwrites it: give one of them")
+    try:
+        file = args.file.open("r+b")
+    except FileNotFoundError:
+        raise CliError(
+            f"{args.file} does not exist: --append continues a recording (leave it out to "
+            "start one)"
+        ) from None
+    except OSError as exc:  # a directory, not readable or writable: the reason
+        reason = (exc.strerror or str(exc)).lower()
+        raise CliError(f"cannot append to {args.file}: {reason}") from None
+    with file:
+        try:
+            end = dumpfile.recording_end(file)
+        except dumpfile.DumpFormatError as exc:
+            raise CliError(
+                f"{args.file}: {exc}; --append continues a dump: give another FILE"
+            ) from None
+        _check_continuable(args, end)
+        if end.whole_bytes < end.size:
+            file.truncate(end.whole_bytes)
+            print(
+                f"trio-stream dump: {args.file} ended inside a frame (its recorder stopped "
+                f"while writing): cut off its last {counted(end.size - end.whole_bytes, 'byte')},"
+                f" after its {counted(end.frames, 'whole frame')}",
+                file=sys.stderr,
+            )
+    return end
+
+
+def _check_continuable(args: argparse.Namespace, end: dumpfile.RecordingEnd) -> None:
+    """Refuse a recording --append cannot continue (see _continued)."""
+    channel = end.header.get("channel")
+    if channel != args.channel:
+        raise CliError(
+            f"{args.file} is a recording of channel {channel!r}, not {args.channel!r}: "
+            f"--append continues a recording of the same channel"
+        )
+    if end.seq is not None and end.epoch is None:
+        raise CliError(
+            f"{args.file} does not say which life of the channel its frames are of (a dump "
+            "older than --append): it cannot be continued; record to another FILE"
+        )
+
+
+def _resume_position(appended: dumpfile.RecordingEnd | None) -> ts.Position | None:
+    """Where a recording --append continues goes on from (None: from the next frame)."""
+    if appended is None:
+        return None
+    if appended.seq is None or appended.epoch is None:
+        print(
+            "trio-stream dump: the recording holds no frames yet: it goes on from the "
+            "channel's next frame (nothing is replayed)",
+            file=sys.stderr,
+        )
+        return None
+    return ts.Position(appended.epoch, appended.seq)
 
 
 def _check_writable(path: Path) -> None:
@@ -332,6 +427,9 @@ class _Recording:
     took: float = 0.0
     channel_ended: bool = False
     resets: int = 0  # reset gaps: the old server's undelivered frames, not counted in lost
+    # The channel's epoch the file's last frame is of (its header's before a frame; None: not
+    # known): a frame of another is written with its epoch (dump-format.md, --append).
+    epoch: str | None = None
     stopped: bool = False  # by Ctrl-C, --duration or --count: not to go on
     left_out: int = 0  # frames whose payload is not CBOR (no item of a dump can hold it)
     # What a frame left out carried, for the next one recorded: the file's counts still add up.
@@ -345,9 +443,11 @@ async def _record_to_file(
     sub: ts.Subscription,
     console: Console,
     deadline: float,
+    appended: dumpfile.RecordingEnd | None = None,
 ) -> _Recording:
     """Record ``sub`` to --file; with --wait-channel, the channel's next life after it ends
-    too (into the same file, as after a server restart: its seqs start again)."""
+    too (into the same file, as after a server restart: its seqs start again).
+    ``appended``: the end of the recording --file holds, which this one continues."""
     # The file is made only once the subscription stands: a typo in the channel name
     # leaves no empty recording behind.
     try:
@@ -355,13 +455,23 @@ async def _record_to_file(
         opened = (
             open(sys.stdout.fileno(), "wb", closefd=False)  # noqa: SIM115, ASYNC230 (an fd)
             if str(args.file) == "-"
-            else args.file.open("wb")
+            else args.file.open("wb" if appended is None else "ab")
         )
     except OSError as exc:  # no such directory, not writable: the reason, without errno
         reason = exc.strerror.lower() if exc.strerror else str(exc)
         raise CliError(f"cannot write {args.file}: {reason}") from None
     writer = _BatchWriter(opened)
     recording = _Recording()
+    if appended is None:
+        recording.epoch = sub.position.epoch
+        writer.add(
+            dumpfile.header(
+                args.channel, source=args.url, policy=args.policy, epoch=recording.epoch
+            )
+        )
+    elif appended.seq is not None:
+        recording.epoch = appended.epoch
+    # (else not known: subscribed without a position, its first frame names its epoch)
     try:
         try:
             started = time.monotonic()
@@ -423,9 +533,15 @@ async def _final_flush(writer: _BatchWriter, file: IO[bytes]) -> bool:
 
 
 def _unwritten(writer: _BatchWriter, args: argparse.Namespace) -> str:
+    shown = "stdout" if str(args.file) == "-" else args.file
+    if not writer.unwritten:  # written before each credit (_record): the sync alone hung
+        return (
+            f"the recording could not be synced to the disk of {shown} within "
+            f"{FINAL_FLUSH_TIMEOUT_S:g} s: its last second may be lost if the machine stops"
+        )
     return (
         f"the last {human_bytes(writer.unwritten)} of the recording could not be written to "
-        f"{'stdout' if str(args.file) == '-' else args.file} within {FINAL_FLUSH_TIMEOUT_S:g} s"
+        f"{shown} within {FINAL_FLUSH_TIMEOUT_S:g} s"
     )
 
 
@@ -438,8 +554,8 @@ async def _record_all(
     writer: _BatchWriter,
     recording: _Recording,
 ) -> None:
-    """The recording into ``writer`` and ``recording``; the last flush is the caller's."""
-    writer.add(dumpfile.header(args.channel, source=args.url, policy=args.policy))
+    """The recording into ``writer`` (its header in it: a new file's) and ``recording``; the
+    last flush is the caller's."""
     await writer.flush()  # a recording killed before its first frame is still a dump
     with _progress(
         not args.quiet and console.is_terminal,
@@ -454,13 +570,19 @@ async def _record_all(
             await _record(args, client, sub, writer, progress, task, deadline, recording)
             while recording.channel_ended and args.wait_channel and not recording.stopped:
                 # "Until Ctrl-C" means it: a channel that ends (its owner gone for good, a
-                # deletion) may come back, and the recording goes on with it.
+                # deletion) may come back, and the recording goes on with it, from where
+                # it was: the server replays the new life from its first frame it holds (a
+                # reset). Subscribed afresh, a cluster's recorder missed the 920-1610
+                # frames written before it was back, which a reader `since=` its position had.
                 recording.channel_ended = False
                 await writer.flush()
+                since = sub.position
                 with trio.CancelScope(deadline=deadline):
-                    async with subscription(client, args.channel, args, back=True) as again:
+                    async with subscription(
+                        client, args.channel, args, back=True, since=since, prefetch=False
+                    ) as sub:
                         await _record(
-                            args, client, again, writer, progress, task, deadline, recording, True
+                            args, client, sub, writer, progress, task, deadline, recording, True
                         )
                 recording.stopped |= trio.current_time() >= deadline
 
@@ -493,6 +615,12 @@ async def _record(
         async with ended_if_not_back(client, sub, args) as gone:
             with trio.CancelScope(deadline=deadline) as timed:
                 while True:
+                    if writer.pending and not sub._frames:
+                        # This receive returns the credit (prefetch=False) that lets the
+                        # server forget the frames taken since the last one: they are written
+                        # first (not synced), so that a recorder killed now and continued
+                        # (--append) finds them in its file or in what the server held for it.
+                        await writer.flush(sync=False)
                     try:
                         msg = await next_message(sub, skipped)
                     except trio.EndOfChannel:
@@ -514,7 +642,7 @@ async def _record(
                     if msg.gap is not None:
                         print(f"trio-stream dump: {_describe_gap(msg.gap)}", file=sys.stderr)
                         recording.resets += msg.gap.kind == "reset"
-                    if not _add_frame(writer, msg, recording):
+                    if not _add_frame(writer, msg, recording, sub):
                         continue
                     recording.frames += 1
                     if writer.due():
@@ -533,7 +661,9 @@ async def _record(
     recording.stopped |= timed.cancelled_caught
 
 
-def _add_frame(writer: _BatchWriter, msg: ts.Message, recording: _Recording) -> bool:
+def _add_frame(
+    writer: _BatchWriter, msg: ts.Message, recording: _Recording, sub: ts.Subscription
+) -> bool:
     """Add ``msg`` (its data: the payload's bytes) to the recording; False if its payload is
     not CBOR, which said on stderr and carried to the next frame (its lost, its gap)."""
     try:
@@ -552,7 +682,11 @@ def _add_frame(writer: _BatchWriter, msg: ts.Message, recording: _Recording) -> 
         gap = msg.gap if recording.carried_gap is None else recording.carried_gap
         msg = msg._replace(lost=msg.lost + recording.carried_lost, gap=gap)
         recording.carried_lost, recording.carried_gap = 0, None
-    writer.add_pieces(dumpfile.frame_pieces(msg, time.time(), payload))
+    epoch = None
+    # The epoch changes with a gap only (a reset, a new life): looked up then, not per frame.
+    if (msg.gap is not None or recording.epoch is None) and sub.position.epoch != recording.epoch:
+        epoch = recording.epoch = sub.position.epoch
+    writer.add_pieces(dumpfile.frame_pieces(msg, time.time(), payload, epoch))
     return True
 
 
