@@ -1057,6 +1057,35 @@ async def test_dump_says_in_one_line_that_its_channel_ended(url: str, tmp_path: 
     ]
 
 
+async def test_dump_counts_in_its_summary_the_drops_after_its_last_frame(
+    url: str, tmp_path: Path
+) -> None:
+    # Dropped after the last frame it got, the frames were told in a lost notice only: the
+    # summary said "lost 0" (a tester, under a line saying 2,026 frames were not delivered).
+    async with ts.open_client(url, name="owner") as owner:
+        await owner.create_channel("burst")
+        path = tmp_path / "rec.tsdump"
+        async with (
+            running(
+                "dump", url, "burst", str(path), "--policy", "drop_newest", "--size", "1"
+            ) as dump,
+            owner.publisher("burst") as pub,
+        ):
+            await wait_for_channel(owner, "burst", readers=1)
+            for i in range(100):
+                await pub.send(i)
+            await pub.wait_acknowledged()
+            await trio.sleep(0.5)  # the dump took what it could
+            await owner.delete_channel("burst")
+            code, _, stderr = await dump.finish()
+    assert code == 0, stderr
+    with path.open("rb") as f:
+        recorded = len(list(dumpfile.DumpReader(f)))
+    summary = stderr.strip().splitlines()[-1]
+    assert summary.endswith(f"lost {100 - recorded}"), (summary, recorded)
+    assert recorded < 100
+
+
 async def test_dump_with_wait_channel_records_on_when_its_channel_is_back(
     url: str, tmp_path: Path
 ) -> None:

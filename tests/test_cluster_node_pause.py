@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 import trio
 from redis_server import RedisServer
 from test_cluster import WAIT_S, node_process
@@ -61,3 +62,22 @@ async def test_a_block_reader_on_a_node_frozen_past_the_ttl_gets_every_value(
                     got.append(msg.data)
         assert refused == []
         assert got == list(range(total))
+
+
+async def test_calls_to_a_missing_name_fail_at_once_after_a_node_died(
+    redis_server: RedisServer,
+) -> None:
+    # The dead node's reader counts are kept for resume_grace_s; that hold once also made
+    # every node take client names as still settling (as after a Redis restart), so a call
+    # to a name nobody holds waited a heartbeat TTL (3 s) before "no client named" (a review).
+    async with (
+        node_process(redis_server, "a") as (url_a, _),
+        node_process(redis_server, "b") as (_, process_b),
+        ts.open_client(url_a, name="ctl") as ctl,
+    ):
+        os.kill(process_b.pid, signal.SIGKILL)
+        await trio.sleep(4.0)  # past the TTL: a has seen b go
+        started = trio.current_time()
+        with pytest.raises(ts.RpcError, match="no client named 'nobody' is connected"):
+            await ctl.rpc("nobody", timeout=WAIT_S)
+        assert trio.current_time() - started < 1.5

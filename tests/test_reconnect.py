@@ -31,6 +31,7 @@ from test_cluster import node_config, node_process, two_nodes
 
 import trio_stream as ts
 import trio_stream._publisher
+import trio_stream._server.outbox as outbox_module
 import trio_stream.sync
 from trio_stream._client import RETRY_MAX_S
 from trio_stream._reconnect import Backoff
@@ -2543,9 +2544,9 @@ async def test_the_server_log_says_how_a_client_left_and_when_its_kept_session_e
 
 @pytest.mark.engines("memory")  # several nodes: README, "Several nodes"
 @pytest.mark.server_options(resume_grace_s=0.2)
-@pytest.mark.parametrize("policy", ["block", "drop_oldest"])
+@pytest.mark.parametrize(("policy", "every"), [("block", 1), ("drop_oldest", 1), ("block", 3)])
 async def test_a_reader_back_after_the_grace_learns_its_channel_ended_and_what_it_missed(
-    server: ts.Server, proxy: TcpProxy, policy: str
+    server: ts.Server, proxy: TcpProxy, policy: str, every: int
 ) -> None:
     # Its writer finished (the channel ended with it) while the reader was away longer than
     # resume_grace_s: the reader waited for good for a channel that ended, its 300 missed
@@ -2554,15 +2555,15 @@ async def test_a_reader_back_after_the_grace_learns_its_channel_ended_and_what_i
     async with ts.open_client(proxy.url, name="recorder", reconnect=FAST) as reader:
         async with ts.open_client(server.tcp_url, name="daq") as writer:
             await writer.create_channel("AI1")
-            sub = await reader.open_subscription("AI1", policy=policy, size=1000)
+            sub = await reader.open_subscription("AI1", policy=policy, size=1000, every=every)
             async with writer.publisher("AI1") as pub:
                 await pub.wait_for_readers()
-                for i in range(100):
+                for i in range(99):
                     await pub.send(i)
-                got = [msg.data async for msg in _first(sub, 100)]
-                assert got == list(range(100))
+                got = [msg.data async for msg in _first(sub, 99 // every)]
+                assert got == list(range(0, 99, every))
                 await cut_until_kept(server, proxy)
-                for i in range(100, 400):
+                for i in range(99, 399):
                     await pub.send(i)
                 await pub.wait_acknowledged()
         # The writer is gone, and the channel with it; then the grace of the reader's kept
@@ -2574,9 +2575,10 @@ async def test_a_reader_back_after_the_grace_learns_its_channel_ended_and_what_i
             with pytest.raises(ts.SubscriptionEnded) as ended:
                 while True:
                     await sub.receive()
-        assert sub.lost == 300
+        missed = 300 // every  # of every=3, those it would have kept
+        assert sub.lost == missed
         assert "while this client was away" in str(ended.value)
-        assert "300 frames after the last one it had were not delivered" in str(ended.value)
+        assert f"{missed} frames after the last one it had were not delivered" in str(ended.value)
         with trio.fail_after(WAIT_S):
             await reader.wait_state("open")
 
@@ -2585,3 +2587,68 @@ async def _first(sub: ts.Subscription, count: int) -> AsyncIterator[ts.Message]:
     with trio.fail_after(WAIT_S):
         for _ in range(count):
             yield await sub.receive()
+
+
+@pytest.mark.server_options(resume_grace_s=0.3)
+async def test_a_reader_back_before_its_writer_after_both_were_away_waits_for_the_channel(
+    server: ts.Server,
+) -> None:
+    # Both cut past the grace (a switch rebooted): the writer's channel ended with its
+    # grace, not for good (its client creates it again when back). The reader, back first,
+    # was told the channel had ended, and its iteration stopped for good (a review).
+    assert server.tcp_url is not None
+    async with (
+        open_proxy(server.tcp_url) as to_writer,
+        open_proxy(server.tcp_url) as to_reader,
+        ts.open_client(to_writer.url, name="w", reconnect=FAST) as w,
+        ts.open_client(to_reader.url, name="r", reconnect=FAST) as r,
+    ):
+        await w.create_channel("AI1")
+        sub = await r.open_subscription("AI1", policy="drop_oldest", size=100)
+        async with w.publisher("AI1") as pub:
+            with trio.fail_after(WAIT_S):
+                await pub.wait_for_readers()
+                for i in range(5):
+                    await pub.send(i)
+                assert [(await sub.receive()).data for _ in range(5)] == list(range(5))
+                for link in (to_writer, to_reader):
+                    link.refuse()
+                    link.cut()
+            await until_server(lambda: "AI1" not in server.state.broker.channels)
+            to_reader.accept()
+            with trio.fail_after(WAIT_S):
+                await r.wait_state("open")
+            await trio.sleep(0.3)  # its resubscription asked, and was told to wait
+            to_writer.accept()
+            with trio.fail_after(WAIT_S):
+                await w.wait_state("open")
+                while not await pub.send("after"):  # noqa: ASYNC110 - until r is back too
+                    await trio.sleep(0.02)
+                msg = await sub.receive()
+        assert msg.gap is not None and msg.gap.kind == "reset"
+        assert msg.data == "after"
+
+
+@pytest.mark.engines("memory")  # several nodes time a hold elsewhere (redis_holds)
+async def test_a_kept_block_reader_that_holds_its_writers_back_is_said_to_be_away(
+    server: ts.Server,
+    proxy: TcpProxy,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its client cut off, the kept block reader was said to "read nothing, or too slowly"
+    # (an operator took a recorder on a cut link for a slow one).
+    monkeypatch.setattr(outbox_module, "HOLD_WARNING_S", 0.3)
+    caplog.set_level(logging.WARNING, logger="trio_stream._server")
+    async with writer_and_proxied_reader(
+        server, proxy, history=0, reconnect=FAST, policy="block", size=2, window=1
+    ) as (pub, _sub, _reader):
+        await cut_until_kept(server, proxy)
+        with trio.fail_after(WAIT_S):
+            for i in range(20):  # more than its buffer and window: the writer is held
+                with trio.move_on_after(0.1):
+                    await pub.send(i)
+            while "has held its writers back" not in caplog.text:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+    (line,) = [r.getMessage() for r in caplog.records if "held its writers back" in r.getMessage()]
+    assert "its client is away (the subscription is kept for its return" in line, line

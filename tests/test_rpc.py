@@ -384,6 +384,17 @@ async def test_a_caller_that_does_not_wait_for_a_reconnecting_provider_fails_at_
         eager = await ctl.rpc("worker", timeout=SETTLE_S, wait_reconnect=False)
         assert eager.wait_reconnect is False
         assert await eager.my_echo("up") == ["MY ECHO", "up"]
+
+        def sync_proxy() -> None:  # the SyncClient's proxy shares the trio proxy's setting
+            assert server.tcp_url is not None
+            with ts.SyncClient(server.tcp_url, name="script") as c:
+                blocking = c.rpc("worker", wait_reconnect=False)
+                assert blocking.wait_reconnect is False
+                blocking.wait_reconnect = True
+                assert blocking._proxy.wait_reconnect is True
+                assert blocking.my_echo("sync") == ["MY ECHO", "sync"]
+
+        await trio.to_thread.run_sync(sync_proxy)
         proxy.refuse()
         proxy.cut()
         with trio.fail_after(SETTLE_S):
@@ -394,6 +405,9 @@ async def test_a_caller_that_does_not_wait_for_a_reconnecting_provider_fails_at_
         with pytest.raises(ts.RpcError, match=away) as refused:
             await eager.my_echo("now")
         assert not isinstance(refused.value, ts.RpcTimeout)
+        assert str(refused.value).endswith(
+            "; worker.my_echo() never reached it (calling again, or another provider, is safe)"
+        )
         with pytest.raises(ts.RpcError, match=away):
             await eager.call("my_echo", "by name")
         with pytest.raises(ts.RpcError, match=away):
@@ -401,9 +415,23 @@ async def test_a_caller_that_does_not_wait_for_a_reconnecting_provider_fails_at_
         assert trio.current_time() - started < 1.0
         with pytest.raises(ts.InvalidArgument, match="wait_reconnect must be True or False"):
             await ctl.rpc("worker", wait_reconnect=0)  # type: ignore[arg-type]
+        with pytest.raises(ts.RpcError, match=away):  # waiting for a provider, not for this
+            await ctl.rpc("worker", wait_provider=True, wait_reconnect=False)
+        with pytest.raises(ts.InvalidArgument, match="wait_reconnect must be True or False"):
+            eager.wait_reconnect = "no"  # type: ignore[assignment]
         eager.wait_reconnect = True  # as the default: waits within the timeout
         with pytest.raises(ts.RpcTimeout, match=away):
             await eager.call("my_echo", "waited", timeout=0.3)
+
+        def sync_look_up() -> None:
+            assert server.tcp_url is not None
+            with (
+                ts.SyncClient(server.tcp_url, name="script2") as c,
+                pytest.raises(ts.RpcError, match=away),
+            ):
+                c.rpc("worker", wait_reconnect=False)
+
+        await trio.to_thread.run_sync(sync_look_up)
 
 
 async def test_a_call_without_a_proxy_goes_in_one_round_trip(

@@ -309,3 +309,47 @@ async def test_prefetch_must_be_a_bool(server: ts.Server) -> None:
     async with ts.open_client(server.tcp_url) as client:
         with pytest.raises(ts.InvalidArgument, match="prefetch must be True or False, not 0"):
             await client.open_subscription("$stats", prefetch=0)  # type: ignore[arg-type]
+
+
+async def test_a_sync_reader_without_prefetch_asks_for_more_only_when_its_batch_is_used_up(
+    server: ts.Server,
+) -> None:
+    # The SyncClient takes a window's frames into the script's thread at once; the last
+    # receive of that batch, finding nothing more, returned the credit: the server sent the
+    # frames that came while the script worked through the batch (a review).
+    assert server.tcp_url
+    url = server.tcp_url
+    async with ts.open_client(url) as w:
+        await w.create_channel("camera")
+        async with w.publisher("camera") as pub:
+
+            def read() -> list[tuple[int, int]]:  # a script's thread
+                with ts.SyncClient(url) as client:
+                    sub = client.subscribe(
+                        "camera", policy="drop_oldest", size=4, window=4, prefetch=False
+                    )
+                    trio.from_thread.run(pub.wait_for_readers)
+                    for value in range(2):
+                        trio.from_thread.run(pub.send, value)
+                        trio.from_thread.run(pub.wait_acknowledged)
+                    trio.from_thread.run(trio.sleep, 0.2)  # both are here
+                    got = [(sub.get(WAIT_S).data, 0)]  # a batch of the two, the window 4
+                    trio.from_thread.run(newest_after_a_pause, pub, _no_take, 2)
+                    trio.from_thread.run(newest_after_a_pause, pub, _no_take, 7)
+                    got += [(m.data, m.lost) for m in (sub.get(WAIT_S) for _ in range(4))]
+                    sub.close()
+                    return got
+
+            with trio.fail_after(WAIT_S):
+                got = await trio.to_thread.run_sync(read)
+    # 1 from the batch, 2 and 3 on the window's credit left, then the newest four the
+    # server held when the script asked (with the credit the batch's end returned: 2-5).
+    assert got == [(0, 0), (1, 0), (2, 0), (3, 0), (8, 4)]
+
+
+async def _no_take() -> Any:
+    return _Untaken
+
+
+class _Untaken:  # newest_after_a_pause's message when the test takes none there
+    data = lost = -1

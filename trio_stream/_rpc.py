@@ -663,7 +663,11 @@ class RpcEndpoint:
                     break
                 if not wait_reconnect:
                     # Not waited for (a crashed worker among several: the caller tries
-                    # another): raised now; the call never reached it.
+                    # another): raised now, saying what a failover needs to know.
+                    request.error = RpcError(
+                        f"{error}; {what} never reached it (calling again, or another "
+                        "provider, is safe)"
+                    )
                     break
                 # The provider is reconnecting (its session is kept for it): the call never
                 # reached it, so asking again is safe; out of time, its error is raised.
@@ -794,6 +798,8 @@ class RpcEndpoint:
                     raise
                 if not provider_not_there(str(exc)):
                     raise
+                if not wait_reconnect and provider_away(str(exc)):
+                    raise  # away, and not waited for: wait_reconnect=False says so
                 if warn_at is not None and trio.current_time() >= warn_at:
                     warn_at = None  # once
                     log.warning("rpc(%r) is still waiting for its provider: %s", provider, exc)
@@ -1110,8 +1116,19 @@ class RpcProxy:
         self.timeout = timeout
         self.methods = methods  # every method of the provider, by full name
         self._prefix = prefix
-        # Whether a call waits for a provider that is reconnecting (Client.rpc's).
         self.wait_reconnect = True
+
+    @property
+    def wait_reconnect(self) -> bool:
+        """Whether a call waits for a provider that is reconnecting (Client.rpc's); may be
+        changed."""
+        return self._wait_reconnect
+
+    @wait_reconnect.setter
+    def wait_reconnect(self, wait: bool) -> None:
+        if type(wait) is not bool:
+            raise InvalidArgument(f"wait_reconnect must be True or False, not {wait!r:.80}")
+        self._wait_reconnect = wait
 
     @property
     def timeout(self) -> float | None:

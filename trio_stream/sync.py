@@ -999,7 +999,10 @@ class SyncClient:
             raise ConnectionClosed(str(lost))
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until the server has taken every value published so far.
+        """Wait until the server has taken every value published so far, or dropped it
+        before sending: a value whose channel lost its readers while it waited in the queue
+        (``publish`` then goes nowhere, as ``send`` returns False; one WARNING says how
+        many). Done, a value the server took is safe from this process's end.
 
         Raises:
             TimeoutError: not within ``timeout`` seconds (the values stay queued).
@@ -1598,6 +1601,9 @@ class SyncSubscription:
             len(batch) < sub.window
             and sub._credit_returns == credit_returns
             and (not stale or sub._stale)
+            # Without prefetch, a receive that finds nothing returns the credit: only the
+            # script's own next get() may ask for more (it was asked as the batch ran dry).
+            and (sub._prefetch or sub._frames)
         ):
             try:
                 batch.append(sub.receive_nowait())
@@ -1705,6 +1711,15 @@ class SyncRpcProxy:
     def timeout(self, timeout: float | None) -> None:
         # The trio proxy's: a copy here was changed to no effect on the calls.
         self._proxy.timeout = timeout
+
+    @property
+    def wait_reconnect(self) -> bool:
+        """Whether a call waits for a provider that is reconnecting (``Client.rpc``'s)."""
+        return self._proxy.wait_reconnect
+
+    @wait_reconnect.setter
+    def wait_reconnect(self, wait: bool) -> None:
+        self._proxy.wait_reconnect = wait
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

@@ -632,6 +632,8 @@ test('timeouts and delays are milliseconds: a fraction of one is refused with th
     await assert.rejects(client.ready({ timeout: NaN }), RangeError);
     assert.equal(client.state, 'open');
     assert.ok((await client.ping({ timeout: 0 })) >= 0, '0: no timeout');
+    assert.ok((await client.ping({ timeout: null })) >= 0, 'null: no timeout, as before');
+    await createClient(URL, { WebSocket: server.WebSocket, requestTimeout: null }).close();
   } finally {
     await client.close();
   }

@@ -579,7 +579,7 @@ test('a call cut by a lost connection says it may have run on the provider', { s
     await py.call('cut');
     const error = await call;
     assert.ok(error instanceof ConnectionClosed
-      && /^connection lost .*: py\.sleep\(\) may have run on the provider: .*check before calling it again$/.test(error.message), String(error));
+      && /^connection lost .*: py\.sleep\(\) may have run on the provider: its answer had not come when the connection ended; check before calling it again$/.test(error.message), String(error));
     await c2.ready({ timeout: 5000 });
     assert.equal(await c2.call('py', 'echo', ['after']), 'after');
   } finally {

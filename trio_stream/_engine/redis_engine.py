@@ -676,7 +676,7 @@ class RedisEngine:
             channel.owner_id = None
             channel.expires_at = None
 
-    def end_orphan(self, channel: Channel, reason: str) -> None:
+    def end_orphan(self, channel: Channel, reason: str, final: bool = True) -> None:
         """``channel``'s owner is gone for good: it left without a lease, or its resume grace
         is over (ResumeBook.expire).
 

@@ -239,6 +239,10 @@ class Presence:
         # node frozen 5 s made its channel's writers' sends return False: 467 values never
         # published, which no reader could count (an operator's block recorder).
         self.gone_hold_s = 0.0
+        # Nodes gone since a beat, until when their counts are kept (gone_hold_s). Apart from
+        # _held_until: names_settling reads that one (an outage's holds), and a node that
+        # died must not make calls to missing names wait (a review).
+        self._gone_until: dict[str, float] = {}
         self._node_log = NodeLog(node, ttl_s)
         # Named in the heartbeat's failure line (a refused connection's error may not say
         # which Redis: an operator with several had to guess); set by RedisEngineIO.open.
@@ -438,8 +442,8 @@ class Presence:
 
     def _hold_nodes(self, live: frozenset[str], state: int, now: float) -> None:
         """Take the live nodes a heartbeat found (``state``: whether our own entry had
-        lapsed). A node that is gone since the last beat is held for ``gone_hold_s``. After an
-        outage (our entry lapsed: Redis restarted or was out of reach for
+        lapsed). A node that is gone since the last beat keeps its counts ``gone_hold_s``. After
+        an outage (our entry lapsed: Redis restarted or was out of reach for
         a TTL), the nodes live before it, or counted since, are held for a TTL: they may not
         have beaten since Redis came back, and dropping their counts told our writers their
         channels had no readers elsewhere (a send returned False, nothing sent). A node held
@@ -453,9 +457,11 @@ class Presence:
             # review), where the README says at most a TTL.
             for node in (self.live_nodes | self._heard) - {self.node}:
                 held.setdefault(node, now + self.ttl_s)
-        elif self.gone_hold_s > 0:
+        gone = {node: until for node, until in self._gone_until.items() if until > now}
+        if state == BEAT_WAS_LIVE and self.gone_hold_s > 0:
             for node in self.live_nodes - live - {self.node}:  # gone since the last beat
-                held.setdefault(node, now + self.gone_hold_s)
+                gone.setdefault(node, now + self.gone_hold_s)
+        self._gone_until = {node: until for node, until in gone.items() if node not in live}
         self._heard = set()
         self._held_until = {node: until for node, until in held.items() if node not in live}
         self.live_nodes = live
@@ -478,7 +484,7 @@ class Presence:
             counts = await self._read_counts()
             # Nodes held after an outage (not beaten since): their counts as last known.
             for channel, per_node in self._counts.items():
-                for node in per_node.keys() & self._held_until.keys():
+                for node in per_node.keys() & (self._held_until.keys() | self._gone_until.keys()):
                     counts.setdefault(channel, {})[node] = per_node[node]
             for channel, node in self._set_meanwhile:
                 count = self._counts.get(channel, {}).get(node, 0)

@@ -543,14 +543,21 @@ class Broker:
         check_access(channel, key, session)
         return channel
 
-    def delete_channel(self, channel: Channel, reason: str) -> None:
+    def delete_channel(self, channel: Channel, reason: str, *, final: bool = True) -> None:
+        """End ``channel`` for ``reason``. ``final``: nothing will bring it back by itself (a
+        delete, its lifetime, an owner that left on purpose), so a reader away meanwhile is
+        told it ended (ended_lately); not final: an owner whose grace ran out, whose client
+        creates it again when it is back, its readers waiting for it."""
         if self.channels.get(channel.name) is not channel:
             return
         del self.channels[channel.name]
         self.public_channels -= channel.public
         self._disown(channel, channel.owner_id)  # (its deadline goes stale: expire() skips it)
         channel.end_reason = reason  # first: each reader's sub_end says it
-        self._remember_end(channel, reason)
+        if final:
+            self._remember_end(channel, reason)
+        else:
+            self.ended_lately.pop(channel.name, None)  # (an earlier life's end: not this one)
         for sub in list(channel.subscriptions):
             # Detach but keep its buffer: the reader still gets what was published before
             # the end, the frames parked for it too, then a clean end of its iteration (see

@@ -71,10 +71,11 @@ class Engine(Protocol):
         """A client "connected" or "disconnected" on this node."""
         ...
 
-    def end_orphan(self, channel: Channel, reason: str) -> None:
+    def end_orphan(self, channel: Channel, reason: str, final: bool = True) -> None:
         """End a channel whose owner is gone for good (it left without a lease, or its resume
         grace is over); no I/O here: with several nodes it may end later, or live on where a
-        take-over by name moved it."""
+        take-over by name moved it. ``final``: the owner left on purpose (not: its grace ran
+        out, and its client, if it comes back, creates the channel again)."""
         ...
 
     def default_client_name(self, client_id: int) -> str:
@@ -137,8 +138,8 @@ class MemoryEngine:
     def client_event(self, kind: str, session: Session) -> None:
         pass
 
-    def end_orphan(self, channel: Channel, reason: str) -> None:
-        self.state.broker.delete_channel(channel, reason)
+    def end_orphan(self, channel: Channel, reason: str, final: bool = True) -> None:
+        self.state.broker.delete_channel(channel, reason, final=final)
 
     def default_client_name(self, client_id: int) -> str:
         return f"client-{client_id}"

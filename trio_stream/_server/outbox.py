@@ -1133,13 +1133,21 @@ def _with_notices(
 
 
 def _warn_hold(reader: Reader, held_s: float) -> None:
+    # A reader kept for a client that is away was said to read "nothing, or too slowly"
+    # (an operator took a recorder on a cut link for a slow one).
+    why = (
+        "its client is away (the subscription is kept for its return, resume_grace_s)"
+        if reader.outbox.keeps_ended
+        else "it reads nothing, or too slowly"
+    )
     log.warning(
         "channel %r: the block reader of client %r (subscription %d) has held its writers "
-        "back for %.0f s: it reads nothing, or too slowly (a block_timeout ends such a reader)",
+        "back for %.0f s: %s (a block_timeout ends such a reader)",
         reader.channel.name[:80],
         reader.outbox.owner.name,
         reader.sub_id,
         held_s,
+        why,
     )
 
 

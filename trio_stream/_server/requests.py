@@ -229,7 +229,13 @@ def ended_while_away(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     if ended is None:
         return None
     check_access(ended, msg.key, session)  # as it was: the same answer as a live one's
-    missed = max(0, ended.seq - (msg.since_seq or 0))
+    since = msg.since_seq or 0
+    missed = max(0, ended.seq - since)
+    if msg.every > 1 and msg.max_rate is None and msg.sender is None:
+        # Of every=N, those it would have kept, in step with its last frame (as a resume
+        # counts the frames gone from the history: resume._EveryPhase); with max_rate or a
+        # sender filter the server cannot tell, so all of them.
+        missed //= msg.every
     sub_id = session.outbox.new_sub_id()
     said = (
         "1 frame after the last one it had was"

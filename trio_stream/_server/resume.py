@@ -100,7 +100,7 @@ class ResumeBook:
         broker: Broker,
         grace_s: float,
         wake: Callable[[], None],
-        end: Callable[[Channel, str], None],
+        end: Callable[[Channel, str, bool], None],
     ) -> None:
         self.broker = broker
         self.grace_s = grace_s
@@ -388,6 +388,7 @@ class ResumeBook:
                         channel,
                         f"channel {channel.name!r} ended with its owner (who did not come back "
                         f"within resume_grace_s, {self.grace_s:g} s)",
+                        False,  # not final: its client, when back, creates it again
                     )
         return deadline
 

@@ -247,8 +247,9 @@ function checkPositive(what, value, { nullable = true } = {}) {
  * as the Python client takes them, timed out after half a millisecond (a control-room engineer).
  */
 function checkMs(what, value, { zeroIsNone = false, nullable = false } = {}) {
-  if (nullable && value === null) return;
-  const wanted = `milliseconds, a finite number >= 1${zeroIsNone ? ' (or 0: none)' : ''}`;
+  // (null meant none too where 0 does: `requestTimeout: null` worked before this check)
+  if ((nullable || zeroIsNone) && value === null) return;
+  const wanted = `milliseconds, a finite number >= 1${zeroIsNone ? ' (or 0 or null: none)' : ''}`;
   if (!isNumber(value)) throw new TypeError(`${what} must be ${wanted}, not ${shown(value)}`);
   if (Number.isFinite(value) && (value >= 1 || (zeroIsNone && value === 0))) return;
   const hint = value > 0 && value < 1 ? `: ${value} ms is ${+(value * 1000).toPrecision(12)} µs; for ${value} s write ${+(value * 1000).toPrecision(12)}` : '';
@@ -592,8 +593,8 @@ export class Client extends Emitter {
       timeout, cancelOnTimeout: true, TimeoutError: RpcTimeout,
       // As the Python client says it: the provider may have run the call before the answer was
       // lost, and a caller that repeats it (a valve's move) may do it twice.
-      lostNote: `${provider}.${method}() may have run on the provider: the connection was lost `
-        + 'before its answer came; check before calling it again',
+      lostNote: `${provider}.${method}() may have run on the provider: its answer had not come `
+        + 'when the connection ended; check before calling it again',
       timeoutMessage: `no answer to ${provider}.${method}() within ${timeout} ms: the provider is slow `
         + 'or stuck, or still runs an earlier call to the same object (a thread=True or SyncClient '
         + 'provider runs them one at a time); give a long call a longer timeout: { timeout: ms }',
