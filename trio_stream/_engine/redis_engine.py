@@ -31,7 +31,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
 
 import coredis.exceptions
 import trio
@@ -154,6 +154,8 @@ ADOPTED: Final = "adopted"
 REGISTERED_AGAIN_GATHER_S: Final = 0.5
 REGISTERED_AGAIN_NAMED: Final = 10
 
+T = TypeVar("T")
+
 
 class _Adoption(enum.Enum):
     """What :meth:`RedisEngine._adopt` made of a create_channel of a name that exists."""
@@ -266,10 +268,11 @@ class RedisEngine:
         self._nursery: trio.Nursery | None = None
         # Channels deleted on another node that end here once their last frames are read.
         self._ending_after_the_rest: set[tuple[str, str]] = set()
-        self._registered_again: list[str] = []  # channels to name in one line (a Redis restart)
-        # Channels of other nodes whose epoch ended here with readers (a Redis restart), and
-        # how many readers each: named in one line too (_say_readers_sent_back).
-        self._readers_sent_back: list[tuple[str, int]] = []
+        # Channels a Redis restart lost and this node registered again, and channels of
+        # other nodes whose end ended readers here (with their count): each named in one
+        # line per restart, not one per channel (31 lines for 31 channels: an operator).
+        self._registered_again = _GatheredLine[str](self._say_registered_again)
+        self._readers_sent_back = _GatheredLine[tuple[str, int]](self._say_readers_sent_back)
         self._appenders: dict[Writer, _Appender] = {}
         self._append_log = RetryLogGroup(log, "appending to Redis", "writers")
         # Writers their clients named (open_publisher's ``writer``), as their connection has
@@ -1763,7 +1766,7 @@ class RedisEngine:
                     name, epoch=record.epoch, node=self.node, holder=record.holder
                 )
             return
-        self._say_registered_again(name)
+        self._registered_again.add(name, self._nursery)
         self._kept[name] = _Kept(record.epoch, record.holder, kept.request)
         channel.epoch = record.epoch
         channel.seq = 0
@@ -1779,17 +1782,8 @@ class RedisEngine:
         self._unfollowed(name)
         await self.io.reader.unfollow(name)
 
-    def _say_registered_again(self, name: str) -> None:
-        """One line for the channels a Redis restart lost, not one per channel (31 lines for
-        a node with 31 channels: an operator)."""
-        first = not self._registered_again
-        self._registered_again.append(name)
-        if first and self._nursery is not None:
-            self._nursery.start_soon(self._say_registered_again_soon)
-
-    async def _say_registered_again_soon(self) -> None:
-        await trio.sleep(REGISTERED_AGAIN_GATHER_S)  # the rest of the pass, or of the appends
-        names, self._registered_again = self._registered_again, []
+    @staticmethod
+    def _say_registered_again(names: list[str]) -> None:
         shown = ", ".join(repr(name[:80]) for name in names[:REGISTERED_AGAIN_NAMED])
         more = len(names) - REGISTERED_AGAIN_NAMED
         log.warning(
@@ -1801,18 +1795,10 @@ class RedisEngine:
             f" and {more} more" if more > 0 else "",
         )
 
-    def _say_readers_sent_back(self, name: str, readers: int) -> None:
-        """One line for the channels whose readers here a reset ended: the creating node
-        said why, and this node, whose readers all got SubscriptionEnded, said nothing at
-        all (an operator found only "Redis failed / works again" lines here)."""
-        first = not self._readers_sent_back
-        self._readers_sent_back.append((name, readers))
-        if first and self._nursery is not None:
-            self._nursery.start_soon(self._say_readers_sent_back_soon)
-
-    async def _say_readers_sent_back_soon(self) -> None:
-        await trio.sleep(REGISTERED_AGAIN_GATHER_S)  # the rest of the resets
-        ended, self._readers_sent_back = self._readers_sent_back, []
+    @staticmethod
+    def _say_readers_sent_back(ended: list[tuple[str, int]]) -> None:
+        # The creating node says why; this node, whose readers all got SubscriptionEnded,
+        # said nothing at all (an operator found only "Redis failed / works again" lines).
         shown = ", ".join(f"{name[:80]!r} ({n})" for name, n in ended[:REGISTERED_AGAIN_NAMED])
         more = len(ended) - REGISTERED_AGAIN_NAMED
         readers = sum(n for _, n in ended)
@@ -2194,7 +2180,7 @@ class RedisEngine:
         if (event.channel, event.old_epoch) in self._ending_after_the_rest:
             return  # deleted elsewhere: it ends with its own reason, the rest read first
         if channel.subscriptions:
-            self._say_readers_sent_back(event.channel, len(channel.subscriptions))
+            self._readers_sent_back.add((event.channel, len(channel.subscriptions)), self._nursery)
         self.state.broker.delete_channel(
             channel,
             f"channel {event.channel!r} is gone from Redis (deleted, created anew, or lost in "
@@ -2207,6 +2193,26 @@ class RedisEngine:
 
     def routed_calls(self) -> int:
         return self.rpc.waiting()
+
+
+class _GatheredLine(Generic[T]):
+    """Items that come in a burst (a Redis restart's channels), said in one line once the
+    burst is over (REGISTERED_AGAIN_GATHER_S after its first item)."""
+
+    def __init__(self, say: Callable[[list[T]], None]) -> None:
+        self._say = say
+        self._items: list[T] = []
+
+    def add(self, item: T, nursery: trio.Nursery | None) -> None:
+        first = not self._items
+        self._items.append(item)
+        if first and nursery is not None:
+            nursery.start_soon(self._say_soon)
+
+    async def _say_soon(self) -> None:
+        await trio.sleep(REGISTERED_AGAIN_GATHER_S)  # the rest of the pass, or of the appends
+        items, self._items = self._items, []
+        self._say(items)
 
 
 def _redis_failures_answered(handler: AsyncHandler) -> AsyncHandler:
