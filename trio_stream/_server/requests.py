@@ -236,21 +236,24 @@ def ended_while_away(session: Session, msg: Subscribe) -> dict[str, Any] | None:
         # counts the frames gone from the history: resume._EveryPhase); with max_rate or a
         # sender filter the server cannot tell, so all of them.
         missed //= msg.every
-    sub_id = session.outbox.new_sub_id()
     said = (
         "1 frame after the last one it had was"
         if missed == 1
         else f"{missed} frames after the last one it had were"
     )
-    session.outbox.end_after_reply(
-        SubEnd(
-            sub=sub_id,
-            reason=f"{ended.reason} while this client was away (longer than "
-            f"resume_grace_s); {said} not delivered"
-            if missed
-            else f"{ended.reason} while this client was away",
+    reason = (
+        f"{ended.reason} while this client was away (longer than resume_grace_s); {said} "
+        "not delivered"
+        if missed
+        else f"{ended.reason} while this client was away"
+    )
+    answer = _ended_at_once(
+        session,
+        ended.epoch,
+        lambda sub_id: (
+            SubEnd(sub=sub_id, reason=reason),
+            Lost(sub=sub_id, lost=missed, seq=ended.seq) if missed else None,
         ),
-        Lost(sub=sub_id, lost=missed, seq=ended.seq) if missed else None,
     )
     log.info(
         "client %r resubscribed to %r, which ended while it was away: told of the end "
@@ -259,11 +262,22 @@ def ended_while_away(session: Session, msg: Subscribe) -> dict[str, Any] | None:
         msg.channel,
         missed,
     )
+    return answer
+
+
+def _ended_at_once(
+    session: Session, epoch: str, notices: Callable[[int], tuple[SubEnd, Lost | None]]
+) -> dict[str, Any]:
+    """A subscribe answered with a subscription that is over at once: its reply (a resume
+    in ``epoch``, nothing recovered), then, on the sender's next turn, the notices
+    ``notices(sub_id)`` makes: its ``lost`` if any, and its ``sub_end``."""
+    sub_id = session.outbox.new_sub_id()
+    session.outbox.end_after_reply(*notices(sub_id))
     return {
         "sub": sub_id,
         "window": 1,
         "window_bytes": SUBSCRIBE_WINDOW_BYTES,
-        "epoch": ended.epoch,
+        "epoch": epoch,
         "resume": {"kind": "resumed", "recovered": 0},
     }
 
@@ -448,15 +462,8 @@ def _take_kept(
         return None
     ended = kept.ended(msg.resume_sub, msg.channel, epoch)
     if ended is not None:  # it ended as its connection broke: its client did not hear
-        sub_id = session.outbox.new_sub_id()
-        session.outbox.end_after_reply(replace(ended.end, sub=sub_id))
-        return {
-            "sub": sub_id,
-            "window": 1,
-            "window_bytes": SUBSCRIBE_WINDOW_BYTES,
-            "epoch": msg.since_epoch,
-            "resume": {"kind": "resumed", "recovered": 0},
-        }
+        end = ended.end
+        return _ended_at_once(session, epoch, lambda sub_id: (replace(end, sub=sub_id), None))
     if not kept.has(msg.resume_sub, msg.channel):
         return None
     asked = _Asked.of(session, msg)  # checked before it is taken
