@@ -206,6 +206,7 @@ class FakeSubscription:
         self.channel = "ch"
         self.end_reason = "channel 'ch' was deleted"
         self._frames: list[Message] = []  # none queued: each comes as it is asked for
+        self.lost = 0  # (no lost notice: what the messages carry is all)
 
     @property
     def position(self) -> Position:

@@ -79,6 +79,17 @@ class Merge:
         """Frames a reconnect left queued, in total (see Subscription._stale)."""
         return sum(sub._stale for sub in self._all)
 
+    @property
+    def _prefetch(self) -> bool:
+        """False if a subscription asks for frames only when asked (a SyncMerge's batch then
+        ends with what is queued: see Subscription._prefetch)."""
+        return all(sub._prefetch for sub in self._all)
+
+    @property
+    def _frames(self) -> bool:
+        """Whether any subscription has a frame queued (the SyncMerge's batch test)."""
+        return any(sub._frames for sub in self._all)
+
     def receive_nowait(self) -> Message:
         """The next message if one of the subscriptions has one already.
 

@@ -388,7 +388,7 @@ class Inbound:
         if type(message) is Goodbye:
             session = self._session
             self._state.resume.release(session)  # a client that leaves on purpose won't return
-            session.peer_left("it said goodbye")
+            session.peer_left("it said goodbye", on_purpose=True)
             return
         handler = (self._handlers or self._handler_table()).get(type(message))
         if handler is None:

@@ -63,6 +63,7 @@ class Session:
         "_closing",
         "_first_pub",
         "_how_it_ended",
+        "_left_on_purpose",
         "_next_pub",
         "_nursery",
         "_peer_gone",
@@ -124,6 +125,9 @@ class Session:
         # For the log line of its end: a crash, a closed tab and a goodbye all read "client
         # 'x' disconnected", whether or not its session was kept (an operator).
         self._how_it_ended = "the connection was lost"
+        # It said goodbye: its channels end for good (a reader away meanwhile is told so,
+        # Broker.ended_lately); a lost connection's client comes back and creates them again.
+        self._left_on_purpose = False
 
     # -- OutboxOwner (with wake_sender above) ------------------------------------------------
     def parked_room(self) -> None:
@@ -400,9 +404,10 @@ class Session:
             self.send_control(Goodbye(reason=reason, reconnect=None if reconnect else False))
             self._close_requested.set()
 
-    def peer_left(self, how: str = "") -> None:
-        """The client has gone (it said goodbye, or the connection broke): close now.
-        ``how``, for the log: said when it is not a lost connection."""
+    def peer_left(self, how: str = "", *, on_purpose: bool = False) -> None:
+        """The client has gone (it said goodbye: ``on_purpose``, or the connection broke):
+        close now. ``how``, for the log: said when it is not a lost connection."""
+        self._left_on_purpose |= on_purpose
         if how and not self._closing:
             self._how_it_ended = how
         self._peer_gone = True
@@ -428,7 +433,9 @@ class Session:
             for channel in list(broker.owned_by(self.client_id)):
                 if not channel.keep:  # the engine's: a take-over elsewhere may have come first
                     self.state.engine.end_orphan(
-                        channel, f"channel {channel.name!r} ended with its owner"
+                        channel,
+                        f"channel {channel.name!r} ended with its owner",
+                        self._left_on_purpose,
                     )
         self.state.unregister(self)
         self._break_cycles()
