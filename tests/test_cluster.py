@@ -233,7 +233,10 @@ async def test_one_view_of_channels_clients_stats_and_reader_counts(
                 started = trio.current_time()
                 with trio.fail_after(WAIT_S):
                     await pub.wait_for_readers()
-                assert trio.current_time() - started < 0.2
+                # The aim is 200 ms (redis_presence: a write and its announcement in one
+                # round trip); a clean-clone CI run, two test workers on two cores, took 208.
+                # A heartbeat's reread, the fallback, would take a second or more.
+                assert trio.current_time() - started < 0.5
                 info = {c.name: c for c in await w.channels()}["c"]
                 assert info.readers == 1 and info.meta == {"units": "V"}
             with trio.fail_after(WAIT_S):
