@@ -1470,10 +1470,6 @@ class Client:
             RpcError: no such client connected, or it exposes no methods.
             RpcTimeout: the provider did not answer in time.
         """
-        if type(wait_reconnect) is not bool:
-            raise InvalidArgument(
-                f"wait_reconnect must be True or False, not {wait_reconnect!r:.80}"
-            )
         return await self._rpc.proxy(provider, timeout, wait_provider, wait_reconnect)
 
     # `timeout` (not a cancel scope) is the contract, as for a proxy's call.
@@ -1497,10 +1493,6 @@ class Client:
             RemoteError: the method raised. RpcTimeout: no answer in time.
             RpcError: no such provider or method, or the provider left during the call.
         """
-        if type(wait_reconnect) is not bool:
-            raise InvalidArgument(
-                f"wait_reconnect must be True or False, not {wait_reconnect!r:.80}"
-            )
         return await self._rpc.call_once(
             provider, method, args, kwargs, check_timeout(timeout), wait_reconnect
         )

@@ -86,9 +86,9 @@ class Merge:
         return all(sub._prefetch for sub in self._all)
 
     @property
-    def _frames(self) -> bool:
+    def _has_queued(self) -> bool:
         """Whether any subscription has a frame queued (the SyncMerge's batch test)."""
-        return any(sub._frames for sub in self._all)
+        return any(sub._has_queued for sub in self._all)
 
     def receive_nowait(self) -> Message:
         """The next message if one of the subscriptions has one already.

@@ -740,6 +740,7 @@ class RpcEndpoint:
         wait_reconnect: bool,
     ) -> Any:
         """Client.call: a call without a proxy, its names checked as rpc() checks them."""
+        _checked_wait_reconnect(wait_reconnect)
         _check_provider_name(provider)
         if type(method) is not str:
             raise InvalidArgument(f"method must be a str, not {type(method).__name__}")
@@ -779,6 +780,7 @@ class RpcEndpoint:
         wait_reconnect: bool = True,
     ) -> RpcProxy:
         timeout_s = check_timeout(timeout_s)
+        _checked_wait_reconnect(wait_reconnect)
         _check_provider_name(provider, wait_provider)
         # wait_provider: a caller started together with its provider (one boot script) asks
         # again while the provider is not connected, or has exposed nothing yet, as
@@ -809,6 +811,13 @@ class RpcEndpoint:
             proxy = RpcProxy._build(self, provider, descriptions, timeout_s)
             proxy.wait_reconnect = wait_reconnect
             return proxy
+
+
+def _checked_wait_reconnect(wait: object) -> bool:
+    """``wait_reconnect`` (rpc, call, a proxy's attribute), refused if not a bool."""
+    if type(wait) is not bool:
+        raise InvalidArgument(f"wait_reconnect must be True or False, not {wait!r:.80}")
+    return wait
 
 
 def _check_provider_name(provider: str, wait_provider: bool = False) -> None:
@@ -1126,9 +1135,7 @@ class RpcProxy:
 
     @wait_reconnect.setter
     def wait_reconnect(self, wait: bool) -> None:
-        if type(wait) is not bool:
-            raise InvalidArgument(f"wait_reconnect must be True or False, not {wait!r:.80}")
-        self._wait_reconnect = wait
+        self._wait_reconnect = _checked_wait_reconnect(wait)
 
     @property
     def timeout(self) -> float | None:

@@ -369,6 +369,11 @@ class Subscription:
             # A smaller window: what was taken under the old quarter must not wait for it.
             self._return_credit()
 
+    @property
+    def _has_queued(self) -> bool:
+        """A frame is here, taken without asking the server for more (SyncSubscription)."""
+        return bool(self._frames)
+
     def _credit_quarters(self, window_bytes: int) -> None:
         """Credit goes back at each quarter of the window (see __init__); without prefetch
         only when the application asks for a message and none is here (receive_nowait)."""

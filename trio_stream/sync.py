@@ -1603,7 +1603,7 @@ class SyncSubscription:
             and (not stale or sub._stale)
             # Without prefetch, a receive that finds nothing returns the credit: only the
             # script's own next get() may ask for more (it was asked as the batch ran dry).
-            and (sub._prefetch or sub._frames)
+            and (sub._prefetch or sub._has_queued)
         ):
             try:
                 batch.append(sub.receive_nowait())
