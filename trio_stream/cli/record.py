@@ -187,6 +187,23 @@ class _BatchWriter:
     def add(self, item: dict[str, Any]) -> None:
         self.add_pieces(dumpfile.encode_item(item))
 
+    def write_at_once(self, item: dict[str, Any]) -> None:
+        """Write ``item`` now, from this thread: a new file's header, so that the file is
+        never seen without one (a program polling a live recording read a file just made,
+        still empty, as "not a trio_stream dump"). A few hundred bytes: no thread hop.
+
+        Raises:
+            OSError: the write failed.
+        """
+        pieces = dumpfile.encode_item(item)
+        try:
+            self._write(pieces, durable=False)
+        except OSError as exc:
+            self.failed = exc
+            raise
+        self.written += sum(len(p) for p in pieces)
+        self._unsynced = self._durable  # synced with the first batch
+
     def add_pieces(self, pieces: list[BytesLike]) -> None:
         """An item encoded already (dumpfile.frame_pieces)."""
         self._pieces.extend(pieces)
@@ -462,19 +479,19 @@ async def _record_to_file(
         raise CliError(f"cannot write {args.file}: {reason}") from None
     writer = _BatchWriter(opened)
     recording = _Recording()
-    if appended is None:
-        recording.epoch = sub.position.epoch
-        writer.add(
-            dumpfile.header(
-                args.channel, source=args.url, policy=args.policy, epoch=recording.epoch
-            )
-        )
-    elif appended.seq is not None:
+    if appended is not None and appended.seq is not None:
         recording.epoch = appended.epoch
     # (else not known: subscribed without a position, its first frame names its epoch)
     try:
         try:
             started = time.monotonic()
+            if appended is None:
+                recording.epoch = sub.position.epoch
+                writer.write_at_once(
+                    dumpfile.header(
+                        args.channel, source=args.url, policy=args.policy, epoch=recording.epoch
+                    )
+                )
             await _record_all(args, client, sub, console, deadline, writer, recording)
         except BaseException:
             # An error, a cancel or an interrupt: the frames received before it are written
