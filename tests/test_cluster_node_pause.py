@@ -11,12 +11,14 @@ reader could count them (a 5 s pause: 467 values missing, the recorder's lost 0)
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 
 import pytest
 import trio
 from redis_server import RedisServer
-from test_cluster import WAIT_S, node_process
+from test_cluster import WAIT_S, _said, node_process
 
 import trio_stream as ts
 
@@ -62,6 +64,21 @@ async def test_a_block_reader_on_a_node_frozen_past_the_ttl_gets_every_value(
                     got.append(msg.data)
         assert refused == []
         assert got == list(range(total))
+        # The frozen node's own log blames its stop, not Redis (it said Redis had not
+        # answered its heartbeat: "no answer", and nothing of how long it did not run).
+        said = frozen_node_said(process_b)
+        assert "(no answer)" not in said, said
+        stopped = re.search(r"node 'b' did not run for ([0-9.]+) s", said)
+        assert stopped is not None, said
+        assert PAUSE_S - 0.5 <= float(stopped.group(1)) <= PAUSE_S + 2, said
+        assert "this process did not run for" in said, said
+
+
+def frozen_node_said(process: subprocess.Popen[bytes]) -> str:
+    """What a running node wrote to stderr so far (read without moving the offset it writes
+    at, which the child shares)."""
+    said = _said[process]
+    return os.pread(said.fileno(), 1 << 20, 0).decode(errors="replace")
 
 
 async def test_calls_to_a_missing_name_fail_at_once_after_a_node_died(

@@ -4,6 +4,7 @@ ones are still closed; a name is claimed by exactly one hello and always fits th
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -146,7 +147,23 @@ async def test_a_stopped_server_keeps_pinging_clients_and_still_closes_silent_on
         for i, client in enumerate(pingers):
             assert not client.goodbyes() and not client.closed.is_set(), client.messages[-3:]
             assert isinstance(await client.request_stats(100 + i), M.Reply)
+        # Its log says how long it did not run: the watchdog said only how late it woke for
+        # a deadline inside the stop (3.7 s for a 12 s SIGSTOP).
+        said = await stderr_until(process, b"did not run for")
+        stopped = re.search(r"did not run for ([0-9.]+) s", said)
+        assert stopped is not None, said
+        assert 2 * IDLE_TIMEOUT_S + 0.2 <= float(stopped.group(1)) <= 2 * IDLE_TIMEOUT_S + 1.5
         nursery.cancel_scope.cancel()
+
+
+async def stderr_until(process: trio.Process, marker: bytes) -> str:
+    """What the process wrote to stderr up to the line with ``marker`` (within WAIT_S)."""
+    assert process.stderr is not None
+    said = b""
+    with trio.fail_after(WAIT_S):
+        while marker not in said or not said.endswith(b"\n"):
+            said += await process.stderr.receive_some(65536)
+    return said.decode(errors="replace")
 
 
 async def test_of_simultaneous_hellos_with_one_name_exactly_one_is_welcomed(

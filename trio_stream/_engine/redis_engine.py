@@ -341,6 +341,7 @@ class RedisEngine:
             bus.on(NAME_TAKEN, self._on_name_taken)
             io.presence.on_names_taken = self._names_taken_elsewhere
             io.presence.gone_hold_s = self.state.config.resume_grace_s
+            io.presence.stopped_for = self.state.watchdog.stall.stopped_for
             bus.on(NAME_MOVED, self._on_name_moved)
             bus.on(ADOPTED, self._on_adopted)
             self.rpc.install(bus, io.presence.run_id)

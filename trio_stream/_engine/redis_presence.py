@@ -247,6 +247,11 @@ class Presence:
         # Named in the heartbeat's failure line (a refused connection's error may not say
         # which Redis: an operator with several had to guess); set by RedisEngineIO.open.
         self.redis_named = "Redis"
+        # How long the longest stop of this process since a time lasted (its server's stall
+        # monitor, set by the engine): a node that did not run (SIGSTOP, a paused VM) could
+        # not beat, and must say so rather than blame Redis (an operator read "no answer"
+        # from Redis in the log of the node they had frozen themselves).
+        self.stopped_for: Callable[[float], float] = lambda since: 0.0
         self._heartbeat = Script(client, _HEARTBEAT_LUA)
         self._live = Script(client, _LIVE_LUA)
         self._release = Script(client, _RELEASE_LUA)
@@ -282,11 +287,17 @@ class Presence:
                     # keys expired let this node's names lapse for a moment (every hang,
                     # however short: a call then found "no client named ..."). Replaced and
                     # beaten again at once, the keys are renewed before they expire.
+                    beat_from = trio.current_time()
                     with trio.move_on_after(self.ttl_s / 2) as bounded:
                         await self.beat()
                 except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
                     self._failing = True  # said by the retry log: the watch stays quiet
                     retry_log.failed(error)
+                    continue
+                if bounded.cancelled_caught and self.stopped_for(beat_from) > 0:
+                    # The node stopped while its beat waited (the clock ran on): Redis may
+                    # have answered at once; beaten again now, on the same connections.
+                    self._beat_soon.set()
                     continue
                 if bounded.cancelled_caught:
                     self._no_answer()
@@ -337,6 +348,17 @@ class Presence:
             for_s = trio.current_time() - self._beaten_at
             if for_s > self.ttl_s and not silent and not self._failing:
                 silent = True
+                stopped = self.stopped_for(self._beaten_at)
+                if stopped > self.ttl_s / 2:  # its own stop, not Redis, kept it from beating
+                    logger.warning(
+                        "node %r did not run for %.1f s (its process was stopped or held), so "
+                        "its heartbeat could not reach Redis: other nodes take it for dead "
+                        "until it beats again (its names are free, and after resume_grace_s its "
+                        "channels end)",
+                        self.node,
+                        stopped,
+                    )
+                    continue
                 logger.warning(
                     "no heartbeat of node %r has reached Redis for %.1f s (no answer): other "
                     "nodes take it for dead (its names are free, and after resume_grace_s its "

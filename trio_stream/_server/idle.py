@@ -15,9 +15,9 @@ that is stale (superseded, or its session gone) is dropped when it comes due.
 Silence is judged on what the server has read, not on the clock alone (what the per-session
 watchdog did, kept as it was):
 - a server that did not run (SIGSTOP, a CPU stall longer than idle_timeout_s) finds deadlines
-  past when it resumes, while its clients' pings wait unread in the sockets. Woken more than
-  ``STALL_S`` after it meant to, the watchdog blames the server, not the clients: everyone's
-  silence counts from then;
+  past when it resumes, while its clients' pings wait unread in the sockets. Its stall monitor
+  (stall.py, which says so in the log) blames the server, not the clients: everyone's silence
+  counts from the stop's end;
 - at a deadline it first lets the readers take what has already arrived (``READ_GRACE_S``)
   before it closes anyone.
 
@@ -29,17 +29,14 @@ the earlier of its idle deadline and its next hold deadline (``Session.check_hol
 from __future__ import annotations
 
 import heapq
-import logging
 import math
 from collections.abc import Callable
 from typing import Final, Protocol
 
 import trio
 
-log = logging.getLogger(__name__)
+from .stall import StallMonitor
 
-# Woken this much (s) after it meant to, the watchdog blames a stalled server, not the client.
-STALL_S: Final = 1.0
 # At a client's idle deadline its reader first gets this long (s) to take what has arrived.
 READ_GRACE_S: Final = 0.25
 # Connections looked at between two checkpoints (all deadlines pass at once after a stall).
@@ -69,7 +66,7 @@ class Watchdog:
         self._due: dict[int, float] = {}  # client id -> when its valid heap entry is due
         self._wake = trio.Event()
         self._sleeps_until = math.inf
-        self._quiet_since = -math.inf  # a stall ended then: nobody's silence counts before
+        self.stall = StallMonitor()  # a stop's end: nobody's silence counts before it
 
     def start(self, client_id: int) -> None:
         """Watch a client that just connected (heard from now)."""
@@ -87,22 +84,20 @@ class Watchdog:
             self._wake.set()
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.stall.run, name="trio_stream stall monitor")
+            await self._watch()
+
+    async def _watch(self) -> None:
         heap = self._heap
         while True:
             self._wake = trio.Event()
             planned = heap[0][0] if heap else math.inf
             self._sleeps_until = planned
-            slept_from = trio.current_time()
             with trio.move_on_at(planned):
                 await self._wake.wait()
             self._sleeps_until = -math.inf  # no wake-ups needed while it looks
             now = trio.current_time()
-            late = now - max(planned, slept_from)
-            if late > STALL_S:
-                log.warning(
-                    "the server did not run for %.1f s: clients' silence counts from now", late
-                )
-                self._quiet_since = now
             suspects: list[tuple[int, float]] = []
             looks = 0
             while heap and heap[0][0] <= now:
@@ -126,14 +121,12 @@ class Watchdog:
             if suspects:
                 grace_ends = trio.current_time() + READ_GRACE_S
                 await trio.sleep_until(grace_ends)
-                if trio.current_time() - grace_ends > STALL_S:
-                    self._quiet_since = trio.current_time()  # it stalled again meanwhile
                 self._close_silent(suspects)
 
     def _next_look(self, session: Watched, now: float) -> float | None:
         """When to look at ``session`` again; None: it has been silent for idle_timeout_s."""
         holds = session.check_holds(now)
-        deadline = max(session.heard_at(), self._quiet_since) + self.idle_s
+        deadline = max(session.heard_at(), self.stall.resumed_at) + self.idle_s
         if deadline <= now:
             return None
         return min(deadline, holds)
