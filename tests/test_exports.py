@@ -52,6 +52,8 @@ EXPORTS = {
     "SubscriptionInfo",
     "SubscriptionStatistics",
     "SyncMerge",
+    "PatternSubscription",
+    "SyncPatternSubscription",
     "SyncClient",
     "TrioStreamError",
     "UnknownMethod",

@@ -29,6 +29,7 @@ from ._exceptions import TrioStreamError as TrioStreamError
 from ._exceptions import UnknownMethod as UnknownMethod
 from ._files import FileEvent as FileEvent
 from ._files import FileService as FileService
+from ._matching import PatternSubscription as PatternSubscription
 from ._merge import Merge as Merge
 from ._merge import SyncMerge as SyncMerge
 from ._merge import merge as merge
@@ -54,6 +55,7 @@ from ._stats import SubscriptionStatistics as SubscriptionStatistics
 from ._subscription_end import SubscriptionEnded as SubscriptionEnded
 from ._version import __version__ as __version__
 from .sync import SyncClient as SyncClient
+from .sync import SyncPatternSubscription as SyncPatternSubscription
 from .sync import SyncPublisher as SyncPublisher
 from .sync import SyncRemoteMethod as SyncRemoteMethod
 from .sync import SyncRemoteStream as SyncRemoteStream
@@ -81,6 +83,7 @@ __all__ = [
     "Merge",
     "Message",
     "NameInUse",
+    "PatternSubscription",
     "PayloadLimits",
     "PayloadRefused",
     "Position",
@@ -103,6 +106,7 @@ __all__ = [
     "SubscriptionStatistics",
     "SyncClient",
     "SyncMerge",
+    "SyncPatternSubscription",
     "SyncPublisher",
     "SyncRemoteMethod",
     "SyncRemoteStream",

@@ -45,6 +45,7 @@ from ._exceptions import (
     error_from_wire,
 )
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
+from ._matching import DEFAULT_MAX_CHANNELS, PatternSubscription, check_pattern
 from ._protocol.array_view import View
 from ._protocol.bytes_like import BytesLike
 from ._protocol.codec import EncodedPayload, decode_control, encode_control, encode_payload
@@ -1679,28 +1680,16 @@ class Client:
         prefetch: bool = True,
     ) -> Subscription:
         """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
-        given = {"policy": policy, "size": size, "every": every, "max_rate": max_rate}
-        check_fields(Subscribe, {**given, "block_timeout": block_timeout, "window": window})
-        if policy not in POLICIES:
-            raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
-        if policy != "unbounded" and (size is None or size < 1):
-            raise InvalidArgument(f"policy {policy!r} needs size >= 1 (frames)")
-        if every < 1:
-            raise InvalidArgument("every must be 1 or more")
-        if window is not None and window < 1:  # (the server's words would say null)
-            raise InvalidArgument(
-                f"window must be 1 or more frames in flight (or None for the server's "
-                f"default), not {window!r}"
-            )
-        if max_rate is not None and not 0 < max_rate < math.inf:
-            raise InvalidArgument("max_rate must be a positive number of frames per second")
-        if block_timeout is not None and not 0 < block_timeout < math.inf:
-            raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
-        if view is not None and not isinstance(view, View):
-            raise InvalidArgument(f"view must be a ts.View, not {type(view).__name__}")
-        if type(prefetch) is not bool:
-            raise InvalidArgument(f"prefetch must be True or False, not {prefetch!r:.80}")
-
+        check_subscribe_options(
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=max_rate,
+            window=window,
+            block_timeout=block_timeout,
+            view=view,
+            prefetch=prefetch,
+        )
         if since is not None and not (
             isinstance(since, tuple) and isinstance(since[0], str) and isinstance(since[1], int)
         ):
@@ -1883,6 +1872,180 @@ class Client:
             sub.close_nowait()  # leaving on an error or a cancel: do not wait for the server
             raise
         await sub.aclose()
+
+    async def _open_matching(
+        self,
+        pattern: str,
+        *,
+        policy: str = "drop_oldest",
+        size: int | None = 100,
+        every: int = 1,
+        max_rate: float | None = None,
+        key: str | None = None,
+        window: int | None = None,
+        block_timeout: float | None = None,
+        sender: str | None = None,
+        view: View | None = None,
+        prefetch: bool = True,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
+        since: Position | None = None,
+        wait_channel: bool = False,
+    ) -> PatternSubscription:
+        """A started PatternSubscription (subscribe_matching, and the SyncClient's)."""
+        check_pattern(pattern)
+        if since is not None:
+            raise InvalidArgument(
+                "since= is a position in one channel (its epoch and seq); a pattern "
+                "subscription reads each matching channel from its newest frame: resume one "
+                "channel with subscribe(channel, since=sub.position)"
+            )
+        if wait_channel:
+            raise InvalidArgument(
+                "wait_channel= waits for one channel; subscribe_matching() waits for "
+                "matching channels already (those created later are subscribed as they come)"
+            )
+        if type(max_channels) is not int or max_channels < 1:
+            raise InvalidArgument(f"max_channels must be an int >= 1, not {max_channels!r:.80}")
+        options: dict[str, Any] = {
+            "policy": policy,
+            "size": size,
+            "every": every,
+            "max_rate": max_rate,
+            "key": key,
+            "window": window,
+            "block_timeout": block_timeout,
+            "sender": sender,
+            "view": view,
+            "prefetch": prefetch,
+        }
+        # The options are checked here, before anything is subscribed (no matching channel
+        # yet must not hide a bad policy until the first one comes).
+        check_subscribe_options(
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=max_rate,
+            window=window,
+            block_timeout=block_timeout,
+            view=view,
+            prefetch=prefetch,
+        )
+        self._check_open()
+        matching = PatternSubscription(self, pattern, options, max_channels)
+        await matching._start()
+        return matching
+
+    @async_context(
+        'client.subscribe_matching() is entered with "async with '
+        'client.subscribe_matching(pattern) as matching:"'
+    )
+    async def subscribe_matching(
+        self,
+        pattern: str,
+        *,
+        policy: str = "drop_oldest",
+        size: int | None = 100,
+        every: int = 1,
+        max_rate: float | None = None,
+        key: str | None = None,
+        window: int | None = None,
+        block_timeout: float | None = None,
+        sender: str | None = None,
+        view: View | None = None,
+        prefetch: bool = True,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
+        since: Position | None = None,
+        wait_channel: bool = False,
+    ) -> AsyncIterator[PatternSubscription]:
+        """Every channel whose name matches ``pattern``, now and created later, as one stream
+        (Redis's PSUBSCRIBE, NATS's wildcards): ``async with client.subscribe_matching(
+        "sensors.*") as matching: async for msg in matching`` (``msg.channel`` says which).
+
+        ``pattern`` is a shell-style glob, case-sensitive (``fnmatch.fnmatchcase``): ``*``
+        any characters, dots included (NATS's ``*`` stops at a dot; its ``>`` is this
+        ``*``), ``?`` one character, ``[...]`` one of a set. System channels (``$...``)
+        match only a pattern that starts with ``$``. Channels this client cannot see (other
+        clients' private ones) are not matched.
+
+        Each matching channel gets its own ordinary subscription, with the options below (as
+        :meth:`subscribe`'s): its own buffer on the server, ``msg.lost``, resume after a
+        reconnect. A channel that ends leaves the set after its last message; one created
+        later (or again) joins it, also while the client was reconnecting. Entering returns
+        once every channel that matches now is subscribed (``matching.channels``).
+
+        Args:
+            max_channels: the most channels subscribed at once. A pattern that matches more
+                raises ``LimitExceeded`` (on entering, or later from ``receive``) rather
+                than opening thousands of subscriptions unnoticed.
+            since, wait_channel: refused (``InvalidArgument``): each names one channel.
+
+        Raises:
+            InvalidArgument: a pattern without ``*``, ``?`` or ``[`` (use :meth:`subscribe`),
+                a bad option, ``since`` or ``wait_channel``.
+            LimitExceeded: more than ``max_channels`` channels match, or the server's limit
+                of subscriptions per client was reached.
+        """
+        matching = await self._open_matching(
+            pattern,
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=max_rate,
+            key=key,
+            window=window,
+            block_timeout=block_timeout,
+            sender=sender,
+            view=view,
+            prefetch=prefetch,
+            max_channels=max_channels,
+            since=since,
+            wait_channel=wait_channel,
+        )
+        try:
+            yield matching
+        except BaseException:
+            matching.close_nowait()  # leaving on an error or a cancel: no wait for the server
+            raise
+        await matching.aclose()
+
+
+def check_subscribe_options(
+    *,
+    policy: str,
+    size: int | None,
+    every: int,
+    max_rate: float | None,
+    window: int | None,
+    block_timeout: float | None,
+    view: View | None,
+    prefetch: bool,
+) -> None:
+    """The checks a subscribe makes before anything is sent (subscribe_matching's too).
+
+    Raises:
+        InvalidArgument: a value the server would refuse, said in the caller's terms.
+    """
+    given = {"policy": policy, "size": size, "every": every, "max_rate": max_rate}
+    check_fields(Subscribe, {**given, "block_timeout": block_timeout, "window": window})
+    if policy not in POLICIES:
+        raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+    if policy != "unbounded" and (size is None or size < 1):
+        raise InvalidArgument(f"policy {policy!r} needs size >= 1 (frames)")
+    if every < 1:
+        raise InvalidArgument("every must be 1 or more")
+    if window is not None and window < 1:  # (the server's words would say null)
+        raise InvalidArgument(
+            f"window must be 1 or more frames in flight (or None for the server's "
+            f"default), not {window!r}"
+        )
+    if max_rate is not None and not 0 < max_rate < math.inf:
+        raise InvalidArgument("max_rate must be a positive number of frames per second")
+    if block_timeout is not None and not 0 < block_timeout < math.inf:
+        raise InvalidArgument("block_timeout must be a positive number of seconds (or None)")
+    if view is not None and not isinstance(view, View):
+        raise InvalidArgument(f"view must be a ts.View, not {type(view).__name__}")
+    if type(prefetch) is not bool:
+        raise InvalidArgument(f"prefetch must be True or False, not {prefetch!r:.80}")
 
 
 def check_states(states: Sequence[str]) -> None:

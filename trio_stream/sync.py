@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, NoReturn, SupportsFloat, TypeVar
+from typing import Any, Final, NoReturn, SupportsFloat, TypeVar, cast
 
 import trio
 
@@ -61,6 +61,7 @@ from ._exceptions import (
     TrioStreamError,
 )
 from ._files import DEFAULT_MAX_FILE_BYTES, FileEvent, FileService
+from ._matching import DEFAULT_MAX_CHANNELS, PatternSubscription
 from ._portal import (
     BlockingPortal,
     Done,
@@ -85,6 +86,7 @@ from ._util import counted, open_own_nursery, were
 
 __all__ = [
     "SyncClient",
+    "SyncPatternSubscription",
     "SyncPublisher",
     "SyncRemoteStream",
     "SyncRpcProxy",
@@ -1126,6 +1128,56 @@ class SyncClient:
 
     open_subscription = subscribe  # the trio client's name for the form without `with`
 
+    def subscribe_matching(
+        self,
+        pattern: str,
+        *,
+        policy: str = "drop_oldest",
+        size: int | None = 100,
+        every: int = 1,
+        max_rate: float | None = None,
+        key: str | None = None,
+        window: int | None = None,
+        block_timeout: float | None = None,
+        sender: str | None = None,
+        view: View | None = None,
+        prefetch: bool = True,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
+        since: Position | None = None,
+        wait_channel: bool = False,
+    ) -> SyncPatternSubscription:
+        """``with c.subscribe_matching("sensors.*") as matching: for msg in matching: ...``.
+
+        Every channel whose name matches the glob, now and created later (arguments and
+        behaviour as ``Client.subscribe_matching``); ``matching.get(timeout=...)`` takes one
+        message, ``matching.channels`` lists the channels subscribed. It stands once this
+        returns, so it also works without ``with``: ``matching.close()`` then ends it.
+        """
+        client = self._trio_client
+        opening = partial(
+            client._open_matching,
+            pattern,
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=max_rate,
+            key=key,
+            window=window,
+            block_timeout=block_timeout,
+            sender=sender,
+            view=view,
+            prefetch=prefetch,
+            max_channels=max_channels,
+            since=since,
+            wait_channel=wait_channel,
+        )
+        matching = self._call(opening, keep=self._close_matching_on_interrupt)
+        return SyncPatternSubscription(self, matching)
+
+    def _close_matching_on_interrupt(self, opened: PatternSubscription) -> None:
+        """As _close_on_interrupt, for a pattern subscription that Ctrl-C left nobody's."""
+        self._portal.run_sync_soon(opened.close_nowait)
+
     # -- RPC ---------------------------------------------------------------------------------
     def expose(self, obj: object, name: str | None = None, *, thread: bool = True) -> list[str]:
         """Let other clients call ``obj``'s ``rpc_*`` methods (see ``Client.expose``).
@@ -1668,6 +1720,74 @@ class SyncSubscription:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"lost {self.lost}"
         return f"<SyncSubscription {self.channel!r} {state}>"
+
+
+class SyncPatternSubscription:
+    """Every channel matching a glob, with blocking reads: ``for msg in matching`` or
+    ``matching.get()``; made by ``SyncClient.subscribe_matching`` (see
+    ``Client.subscribe_matching``). ``msg.channel`` says which channel each came from."""
+
+    def __init__(self, client: SyncClient, matching: PatternSubscription) -> None:
+        self._client = client
+        self._matching = matching
+        self.pattern = matching.pattern
+        # SyncSubscription's batching get() works on anything with a Subscription's reading
+        # methods, as SyncMerge's does: the pattern subscription has them.
+        self._reader = SyncSubscription(client, cast("Subscription", matching))
+
+    @property
+    def channels(self) -> list[str]:
+        """The names of the matching channels subscribed now, sorted."""
+        if self._client.closed:
+            return []
+        return self._client._run_sync(lambda: self._matching.channels)
+
+    @property
+    def lost(self) -> int:
+        """Frames the channels' subscriptions lost to overflow, in total."""
+        return self._matching.lost
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why it ended ("this pattern subscription was closed", an error), None until then."""
+        return self._reader.end_reason
+
+    def get(self, timeout: float | None = None) -> Message:
+        """The next message of any matching channel (as ``SyncSubscription.get``).
+
+        Raises:
+            TimeoutError: nothing within ``timeout``.
+            trio.EndOfChannel: closed (``for`` just stops).
+            ConnectionClosed, LimitExceeded: as ``PatternSubscription.receive``.
+        """
+        return self._reader.get(timeout)
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self._reader)
+
+    @property
+    def closed(self) -> bool:
+        """Closed by ``close()``, or with its client."""
+        return self._reader.closed
+
+    def close(self, *, wait: bool = True) -> None:
+        """Unsubscribe from every channel (messages not read yet are dropped). Idempotent."""
+        self._reader.close(wait=wait)
+
+    def __enter__(self) -> SyncPatternSubscription:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close(wait=t is None)
+
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle("SyncPatternSubscription")
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"lost {self.lost}"
+        return f"<SyncPatternSubscription {self.pattern!r:.100} {state}>"
 
 
 class SyncRemoteMethod:
