@@ -343,6 +343,26 @@ async def test_channels_created_while_the_client_was_away_are_picked_up(
             assert got == {("s.a", "while away"), ("s.away", "new")}
 
 
+@NOTHING_KEPT
+async def test_a_reconnection_is_followed_by_a_listing_even_with_no_news_after_it(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # Nothing matched before the cut, so no reader-count news follows the resubscriptions:
+    # only the listing made once the client is "open" again finds the channel.
+    async with writer_and_reader(server, proxy.url, reconnect=FAST) as (w, r):
+        async with r.subscribe_matching("s.*") as matching:
+            assert matching.channels == []
+            proxy.refuse()
+            proxy.cut()
+            with trio.fail_after(WAIT_S):
+                await r.wait_state("reconnecting")
+            await w.create_channel("s.away")
+            proxy.accept()
+            await until(lambda: matching.channels == ["s.away"])
+            await publish(w, "s.away", ["new"])
+            assert [(m.channel, m.data) for m in await take(matching, 1)] == [("s.away", "new")]
+
+
 async def test_a_connection_lost_for_good_is_raised(server: ts.Server, proxy: TcpProxy) -> None:
     async with writer_and_reader(server, proxy.url, reconnect=False) as (w, r):
         await w.create_channel("s.a")

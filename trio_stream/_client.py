@@ -1783,12 +1783,12 @@ class Client:
         alike = await self._channels_like(channel)
         text = str(missing)
         if PATTERN_CHARACTERS.intersection(channel):
-            # Redis's PSUBSCRIBE and NATS's wildcards have no counterpart here: a name is
+            # Redis's PSUBSCRIBE and NATS's wildcards are subscribe_matching here: a name is
             # only ever itself (a team migrating from them waited for 'sensors.*' for good).
             text += (
-                "; channel names are exact, not patterns: subscribe to each channel, and "
-                "follow '$channels' to hear of channels created later (README, \"Coming from "
-                'Redis pub/sub or NATS")'
+                "; channel names are exact, not patterns: subscribe_matching(pattern) "
+                "subscribes to every channel that matches a glob, and follows '$channels' "
+                'for those created later (README, "Coming from Redis pub/sub or NATS")'
             )
         if not alike:
             return missing if text == str(missing) else ChannelNotFound(text)
