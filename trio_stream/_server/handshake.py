@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
@@ -48,18 +48,19 @@ async def handshake(
     state: ServerState,
     transport: FrameTransport,
     client_id: int,
-    claim: Callable[[Hello], tuple[str, str | None]],
+    claim: Callable[[Hello], Awaitable[tuple[str, str | None]]],
     admit: Callable[[], None],
 ) -> list[bytearray]:
     """Read the hello, check it, and send the welcome.
 
     ``claim(hello)`` takes the client's name (``hello.name``; None: it sent none) and returns
     the name it now has and its resume token (None unless the hello asked for one; a resume
-    token in the hello takes the previous connection's place back first, see resume.py); it
-    runs before the first await after the hello, so of two hellos with one name exactly one
-    claims it (the other's ``claim`` raises NameInUse). ``admit()`` makes the client one of
-    the server's just before its welcome goes out: a client that has its welcome is listed,
-    and can be named in requests, by every other connection.
+    token in the hello takes the previous connection's place back first, see resume.py). It
+    checks and claims with no await between, so of two hellos with one name exactly one
+    claims it (the other's ``claim`` raises NameInUse); before that it may wait, within a
+    bound, for a holder whose connection has ended to go (Session._claim_name). ``admit()``
+    makes the client one of the server's just before its welcome goes out: a client that
+    has its welcome is listed, and can be named in requests, by every other connection.
 
     Returns:
         The frames the client pipelined behind its hello, for the reader task.
@@ -128,7 +129,7 @@ async def handshake(
         )
     if hello.name is not None:
         check_client_name(hello.name)
-    name, resume_token = claim(hello)
+    name, resume_token = await claim(hello)
     # Several nodes: the name must be free on every node too (a round trip to the engine).
     await state.engine.claim_name(name, resume_token=hello.resume_token)
     welcome = Welcome(

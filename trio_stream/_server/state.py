@@ -61,6 +61,9 @@ class ServerState:
         self.direct_writes: list[Sender] | None = None
         self.sessions: dict[int, Session] = {}
         self.by_name: dict[str, Session] = {}  # claimed at hello, before the welcome
+        # Set when the name's holder releases it, for hellos that wait for it (at most one
+        # per held name: it goes with the release).
+        self._name_released: dict[str, trio.Event] = {}
         self.rpc = Router(
             self.by_name.get,
             max_frame_bytes=config.max_frame_bytes,
@@ -197,10 +200,34 @@ class ServerState:
             f"drops one silent for idle_timeout_s, {idle:g} s: in {left:.0f} s)"
         )
 
+    async def wait_name_released(self, name: str) -> bool:
+        """For a hello refused ``name``: wait until its holder releases it, if the holder's
+        connection has ended (its client killed and started again: the reset is in the
+        kernel, not yet read by the holder's reader task) or may have (the kernel cannot
+        tell: Session.connection_ended). Cancel it to stop waiting.
+
+        Returns:
+            False at once if the holder is connected as far as this host knows (the hello's
+            NameInUse stands), else True once the name is free (the hello claims it again).
+        """
+        holder = self.by_name.get(name)
+        if holder is None:
+            return True
+        if holder.connection_ended() is False:
+            return False
+        released = self._name_released.get(name)
+        if released is None:
+            released = self._name_released[name] = trio.Event()
+        await released.wait()
+        return True
+
     def release_name(self, session: Session) -> None:
         if self.by_name.get(session.name) is session:
             del self.by_name[session.name]
             self.engine.release_name(session.name)
+            released = self._name_released.pop(session.name, None)
+            if released is not None:
+                released.set()
 
     def register(self, session: Session) -> None:
         """The handshake is done (its name is claimed already): the client is connected."""
