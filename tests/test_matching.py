@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import hypothesis.strategies as st
 import pytest
 import trio
+from engine_marks import BOTH_ENGINES
 from hypothesis import given
 from proxy import TcpProxy, open_proxy
 
@@ -28,6 +29,8 @@ FAST = ts.Reconnect(initial=0.05, maximum=0.2)
 # The server keeps nothing of a client whose connection broke: the $channels announcements
 # made while the reader was away are gone for good (what a server restart does too).
 NOTHING_KEPT = pytest.mark.server_options(resume_grace_s=0)
+
+pytestmark = BOTH_ENGINES
 
 
 @asynccontextmanager
@@ -349,18 +352,20 @@ async def test_a_reconnection_is_followed_by_a_listing_even_with_no_news_after_i
 ) -> None:
     # Nothing matched before the cut, so no reader-count news follows the resubscriptions:
     # only the listing made once the client is "open" again finds the channel.
-    async with writer_and_reader(server, proxy.url, reconnect=FAST) as (w, r):
-        async with r.subscribe_matching("s.*") as matching:
-            assert matching.channels == []
-            proxy.refuse()
-            proxy.cut()
-            with trio.fail_after(WAIT_S):
-                await r.wait_state("reconnecting")
-            await w.create_channel("s.away")
-            proxy.accept()
-            await until(lambda: matching.channels == ["s.away"])
-            await publish(w, "s.away", ["new"])
-            assert [(m.channel, m.data) for m in await take(matching, 1)] == [("s.away", "new")]
+    async with (
+        writer_and_reader(server, proxy.url, reconnect=FAST) as (w, r),
+        r.subscribe_matching("s.*") as matching,
+    ):
+        assert matching.channels == []
+        proxy.refuse()
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await r.wait_state("reconnecting")
+        await w.create_channel("s.away")
+        proxy.accept()
+        await until(lambda: matching.channels == ["s.away"])
+        await publish(w, "s.away", ["new"])
+        assert [(m.channel, m.data) for m in await take(matching, 1)] == [("s.away", "new")]
 
 
 async def test_a_connection_lost_for_good_is_raised(server: ts.Server, proxy: TcpProxy) -> None:
