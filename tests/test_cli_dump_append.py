@@ -107,9 +107,9 @@ async def test_append_cuts_a_last_frame_cut_short_and_replays_it_from_the_histor
     cut = len(whole) - 3 - frame_ends(whole)[-2]  # the fifth frame's bytes that were left
     assert lines[0] == (
         f"trio-stream dump: {path} ended inside a frame (its recorder stopped while "
-        f"writing): cut off its last {cut} bytes, after its 4 whole frames"
+        f"writing): cut off its last {cut} bytes, after its last whole frame (seq 4)"
     )
-    assert lines[-1].startswith("dumped 6 frames") and "after the 4 it held" in lines[-1], lines
+    assert lines[-1].startswith("dumped 6 frames") and "(appended after seq 4)" in lines[-1], lines
     frames = recorded(path)
     assert [frame["data"] for frame in frames] == list(range(10))
     assert frames[4]["gap"] == {"kind": "resumed", "lost": 0, "recovered": 6}

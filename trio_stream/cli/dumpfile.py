@@ -63,6 +63,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import re
+import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -78,6 +80,7 @@ from .._records import Gap, Message
 FORMAT: Final = "trio_stream-dump"
 VERSION: Final = 1
 READ_CHUNK_BYTES: Final = 1 * 2**20
+MARK_BYTES: Final = 16  # a recording's mark: random, so no payload holds it by chance
 
 
 # A payload's structure is walked in Python (item_end) up to this many CBOR heads; one with
@@ -117,9 +120,18 @@ def header(channel: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def frame_record(msg: Message, received: float, epoch: str | None = None) -> dict[str, Any]:
+def new_mark() -> bytes:
+    """A recording's mark (its header's ``mark``), which :func:`recording_end` looks for."""
+    return secrets.token_bytes(MARK_BYTES)
+
+
+def frame_record(
+    msg: Message, received: float, epoch: str | None = None, mark: list[Any] | None = None
+) -> dict[str, Any]:
     """A frame item; ``epoch``: the channel's epoch, given on the first frame of one (the
-    header names the first): where ``dump --append`` continues from (docs/dump-format.md)."""
+    header names the first): where ``dump --append`` continues from (docs/dump-format.md);
+    ``mark``: ``[the header's mark, the channel's epoch]``, on the first frame of each batch
+    written (found from the file's end by :func:`recording_end`)."""
     record = {
         "t": received,
         "time": msg.time,
@@ -132,6 +144,8 @@ def frame_record(msg: Message, received: float, epoch: str | None = None) -> dic
         record["gap"] = gap_record(msg.gap)
     if epoch is not None:
         record["epoch"] = epoch
+    if mark is not None:
+        record["mark"] = mark
     return record
 
 
@@ -143,15 +157,19 @@ _DATA_KEY: Final = b"\x64data"  # the text "data" in CBOR
 
 
 def frame_pieces(
-    msg: Message, received: float, payload: BytesLike, epoch: str | None = None
+    msg: Message,
+    received: float,
+    payload: BytesLike,
+    epoch: str | None = None,
+    mark: list[Any] | None = None,
 ) -> list[BytesLike]:
     """A frame item whose ``data`` is ``payload``, the CBOR of one value as it came (see
     :func:`payload_item`), written as it is rather than decoded and encoded again.
 
-    ``msg``: the message's fields (its ``data`` is not looked at); ``epoch``: as
+    ``msg``: the message's fields (its ``data`` is not looked at); ``epoch``, ``mark``: as
     :func:`frame_record`.
     """
-    fields = frame_record(msg, received, epoch)
+    fields = frame_record(msg, received, epoch, mark)
     del fields["data"]
     encoded = b"".join(encode_payload(fields, copy=False))
     # A map of fewer than 24 pairs (5 to 7 here) has its count in its first byte: one more.
@@ -461,7 +479,6 @@ class RecordingEnd:
 
     Attributes:
         header: the file's header.
-        frames: how many whole frames it holds.
         seq: the last frame's ``seq`` (None: it holds no frames).
         epoch: the channel's epoch of its last frame (of the header, without frames); None:
             the file does not say (written before dump noted epochs).
@@ -471,22 +488,36 @@ class RecordingEnd:
     """
 
     header: dict[str, Any]
-    frames: int
     seq: int | None
     epoch: str | None
     whole_bytes: int
     size: int
 
 
-def recording_end(file: IO[bytes]) -> RecordingEnd:
-    """Read the dump ``file`` (seekable, at its start) to its end, for where it stands.
+# Where a frame item starts: a map of 6 to 9 pairs whose first key is "t", a float64, then
+# "time" (frame_pieces writes every frame so).
+_FRAME_START: Final = re.compile(rb"[\xa6-\xa9]\x61t\xfb[\s\S]{8}\x64time")
+# The keys a marked frame has before its "mark", in frame_record's order ("gap", "epoch"
+# only on some frames).
+_BEFORE_MARK: Final = ("t", "time", "seq", "sender", "lost", "gap", "epoch")
+# A marked frame's fields before its mark fit in this (a sender's name: 255 bytes at most).
+_FIELDS_BEFORE_MARK_BYTES: Final = 1024
+# The last bytes read first for the last mark (then 4x more, up to TAIL_MAX_BYTES).
+TAIL_FIRST_BYTES: Final = 4 * 2**20
+TAIL_MAX_BYTES: Final = 256 * 2**20
 
-    ``--append`` reads the whole file before it subscribes, and a kept subscription waits
-    only ``resume_grace_s`` for it: each item is decoded by cbor2's C decoder from chunks in
-    memory, 2 us a 200-byte frame, where item_end's walk took 5-6 (48 for a list of 100
-    numbers) and the decoder reading the file itself 4 (a seek per tell). An item cbor2 does
-    not take (one beyond what it decodes, or cut short) is measured by the walk, which tells
-    a cut item from a damaged one.
+
+def recording_end(file: IO[bytes]) -> RecordingEnd:
+    """Where the dump ``file`` (seekable, at its start) stands, for ``--append``.
+
+    ``--append`` learns this before it subscribes, and a kept subscription waits only
+    ``resume_grace_s`` for it: read item by item, a file of 1 M frames took 2.3 s, an hour
+    at 10 kHz longer than the grace. ``dump`` marks the first frame of each batch it writes
+    (every 4 MiB or half a second at most) with the header's random ``mark``, which no
+    payload holds by chance: the last one is found in the file's last bytes, and the frames
+    from there tell where the file ends (:func:`_end_after_mark`). A file without marks
+    (written by an older ``dump``, or another program), or whose last bytes hold none, is
+    read item by item.
 
     Raises:
         DumpFormatError: not a dump, an item before the last damaged, or a frame that is not
@@ -494,25 +525,137 @@ def recording_end(file: IO[bytes]) -> RecordingEnd:
     """
     reader = DumpReader(file)
     size = file.seek(0, io.SEEK_END)
-    header = reader.header
-    epoch = header.get("epoch")
-    epoch = epoch if isinstance(epoch, str) else None
-    frames = 0
+    start = reader.position
+    header_epoch = reader.header.get("epoch")
+    header_epoch = header_epoch if isinstance(header_epoch, str) else None
+    mark = reader.header.get("mark")
+    if isinstance(mark, bytes) and len(mark) == MARK_BYTES:
+        found = _end_after_mark(file, start, size, mark)
+        if found is not None:
+            last, epoch, whole_bytes = found
+            epoch = header_epoch if epoch is None else epoch
+            return RecordingEnd(reader.header, int(last["seq"]), epoch, whole_bytes, size)
+    return _read_to_end(file, reader.header, start, size, header_epoch)
+
+
+def _read_to_end(
+    file: IO[bytes], header: dict[str, Any], start: int, size: int, epoch: str | None
+) -> RecordingEnd:
+    """recording_end by reading every item: each is decoded by cbor2's C decoder from chunks
+    in memory, 2 us a 200-byte frame, where item_end's walk took 5-6 (48 for a list of 100
+    numbers) and the decoder reading the file itself 4 (a seek per tell). An item cbor2 does
+    not take (one beyond what it decodes, or cut short) is measured by the walk, which tells
+    a cut item from a damaged one."""
     last: dict[str, Any] | None = None
-    chunk = _Chunk(file, reader.position, size)
+    chunk = _Chunk(file, start, size)
     while (pos := chunk.position) < size:
         frame = chunk.next_item()
         if frame is None:  # cut short: the file's whole items end here
             break
         if not isinstance(frame, dict) or type(frame.get("seq")) is not int:
             raise DumpFormatError(f"the item at byte {pos} is not a frame with an integer 'seq'")
-        new_epoch = frame.get("epoch")
-        if isinstance(new_epoch, str):
+        new_epoch = _epoch_named(frame)
+        if new_epoch is not None:
             epoch = new_epoch
-        frames += 1
         last = frame
     seq = None if last is None else int(last["seq"])
-    return RecordingEnd(header, frames, seq, epoch, chunk.position, size)
+    return RecordingEnd(header, seq, epoch, chunk.position, size)
+
+
+def _epoch_named(frame: dict[str, Any]) -> str | None:
+    """The epoch a frame names: its ``epoch``, or its mark's (None: neither)."""
+    epoch = frame.get("epoch")
+    if isinstance(epoch, str):
+        return epoch
+    mark = frame.get("mark")
+    if isinstance(mark, list) and len(mark) == 2 and isinstance(mark[1], str):
+        return mark[1]
+    return None
+
+
+def _end_after_mark(
+    file: IO[bytes], start: int, size: int, mark: bytes
+) -> tuple[dict[str, Any], str | None, int] | None:
+    """The last whole frame, its epoch and where the whole items end, read from the last
+    marked frame in the file's last bytes on; None if they hold none, or an item after it
+    is not a whole frame (a damaged one, a payload cbor2 does not take: reading every item
+    then tells which, as it does for a file without marks)."""
+    window = TAIL_FIRST_BYTES
+    while True:
+        low = max(start, size - window)
+        file.seek(low)
+        data = file.read(size - low)
+        found = len(data)
+        while (found := data.rfind(mark, 0, found)) >= 0:
+            frame_at = _marked_frame_at(data, found, mark)
+            if frame_at is not None:
+                ran = _frames_to_end(data, frame_at)
+                if ran is None:
+                    return None
+                last, epoch, whole = ran
+                return last, epoch, low + whole
+        if low == start or window >= TAIL_MAX_BYTES:
+            return None
+        window *= 4
+
+
+def _marked_frame_at(data: bytes, mark_at: int, mark: bytes) -> int | None:
+    """Where the frame whose mark's bytes are at ``mark_at`` in ``data`` starts (None: none
+    does). Its fields up to the mark are walked one by one (its payload comes after them,
+    perhaps gigabytes on) and must be a frame's, in frame_record's order."""
+    low = max(0, mark_at - _FIELDS_BEFORE_MARK_BYTES)
+    for match in reversed(list(_FRAME_START.finditer(data, low, mark_at))):
+        at = match.start()
+        stream = io.BytesIO(data[at : mark_at + MARK_BYTES + 1])
+        stream.seek(1)  # the map's head: its pairs are read one by one
+        decoder = cbor2.CBORDecoder(stream, str_errors="replace", strict_hashable_types=True)
+        keys: list[Any] = []
+        try:
+            while (key := decoder.decode()) != "mark":
+                keys.append(key)
+                decoder.decode()  # its value
+            # The mark's value: a list of two whose first is these bytes (0x82, 0x50).
+            if stream.read(2) != b"\x82\x50" or at + stream.tell() != mark_at:
+                continue
+        except Exception:
+            continue
+        if keys == [key for key in _BEFORE_MARK if key in keys]:
+            return at
+    return None
+
+
+def _frames_to_end(data: bytes, at: int) -> tuple[dict[str, Any], str | None, int] | None:
+    """The last frame of the items from ``at`` to the end of ``data``, the last epoch they
+    name, and where the whole ones end (a last one may be cut short); None unless every
+    whole one is a frame."""
+    stream = io.BytesIO(data)
+    stream.seek(at)
+    decoder = cbor2.CBORDecoder(
+        stream,
+        str_errors="replace",
+        strict_hashable_types=True,
+        semantic_decoders=dict.fromkeys(_SEMANTIC_TAGS, _kept_as_is),
+    )
+    last: dict[str, Any] | None = None
+    epoch: str | None = None
+    whole = at
+    while whole < len(data):
+        try:
+            item = decoder.decode()
+        except Exception:
+            # Cut short (a recorder killed while writing) only if no item follows: a walk
+            # that finds the bytes end inside it. Anything else: not this way.
+            try:
+                if item_end(data, whole) is None:
+                    break
+            except DumpFormatError:
+                pass
+            return None
+        if not isinstance(item, dict) or type(item.get("seq")) is not int:
+            return None
+        epoch = _epoch_named(item) or epoch
+        last, whole = item, stream.tell()
+    return None if last is None else (last, epoch, whole)
 
 
 class _Chunk:

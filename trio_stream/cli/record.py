@@ -317,7 +317,7 @@ async def run_dump(args: argparse.Namespace) -> int:
         print(
             f"dumped {counted(frames, 'frame')} ({human_bytes(recording.written)}) of "
             f"{args.channel!r} to {'stdout' if to_stdout else args.file}"
-            + ("" if appended is None else f" after the {appended.frames} it held")
+            + _appended_after(appended)
             + f" in {recording.took:.1f} s; lost {recording.lost}"
             # "lost 0" alone read as nothing missed across a server that crashed.
             + (
@@ -342,6 +342,14 @@ async def run_dump(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _appended_after(appended: dumpfile.RecordingEnd | None) -> str:
+    """For the summary line: where the file held by --append ended (its frames are not
+    counted: --append reads only the file's last bytes)."""
+    if appended is None:
+        return ""
+    return " (appended)" if appended.seq is None else f" (appended after seq {appended.seq})"
 
 
 def _continued(args: argparse.Namespace) -> dumpfile.RecordingEnd:
@@ -379,7 +387,7 @@ def _continued(args: argparse.Namespace) -> dumpfile.RecordingEnd:
             print(
                 f"trio-stream dump: {args.file} ended inside a frame (its recorder stopped "
                 f"while writing): cut off its last {counted(end.size - end.whole_bytes, 'byte')},"
-                f" after its {counted(end.frames, 'whole frame')}",
+                f" after its last whole frame (seq {end.seq})",
                 file=sys.stderr,
             )
     return end
@@ -452,6 +460,10 @@ class _Recording:
     # What a frame left out carried, for the next one recorded: the file's counts still add up.
     carried_lost: int = 0
     carried_gap: ts.Gap | None = None
+    # The file header's mark (dumpfile.new_mark), put on the first frame of each batch
+    # written, with the epoch: --append finds the last one from the file's end. None: a file
+    # continued that has none (written by an older dump).
+    mark: bytes | None = None
 
 
 async def _record_to_file(
@@ -481,6 +493,11 @@ async def _record_to_file(
     recording = _Recording()
     if appended is not None and appended.seq is not None:
         recording.epoch = appended.epoch
+    if appended is not None:
+        kept_mark = appended.header.get("mark")
+        recording.mark = kept_mark if isinstance(kept_mark, bytes) else None
+    else:
+        recording.mark = dumpfile.new_mark()
     # (else not known: subscribed without a position, its first frame names its epoch)
     try:
         try:
@@ -489,7 +506,11 @@ async def _record_to_file(
                 recording.epoch = sub.position.epoch
                 writer.write_at_once(
                     dumpfile.header(
-                        args.channel, source=args.url, policy=args.policy, epoch=recording.epoch
+                        args.channel,
+                        source=args.url,
+                        policy=args.policy,
+                        epoch=recording.epoch,
+                        mark=recording.mark,
                     )
                 )
             await _record_all(args, client, sub, console, deadline, writer, recording)
@@ -709,7 +730,10 @@ def _add_frame(
     # The epoch changes with a gap only (a reset, a new life): looked up then, not per frame.
     if (msg.gap is not None or recording.epoch is None) and sub.position.epoch != recording.epoch:
         epoch = recording.epoch = sub.position.epoch
-    writer.add_pieces(dumpfile.frame_pieces(msg, time.time(), payload, epoch))
+    # The first frame of a batch (written at once, whole, by one flush) is marked: from the
+    # file's end, --append finds the last mark within a batch's bytes (dumpfile.recording_end).
+    mark = [recording.mark, recording.epoch] if recording.mark and not writer.pending else None
+    writer.add_pieces(dumpfile.frame_pieces(msg, time.time(), payload, epoch, mark))
     return True
 
 
