@@ -81,8 +81,10 @@ def recordings(draw: st.DrawFn) -> bytes:
         marked = index == 0 or draw(st.integers(0, 9)) == 0  # a batch's first frame
         mark = [MARK, current] if marked else None
         frames.append(frame_bytes(index + 1, draw(payloads), epoch=epoch, mark=mark))
-    dump = dump_of(frames, header_epoch, mark=draw(st.sampled_from([MARK, None])))
-    cut = draw(st.integers(0, len(frames[-1]) - 1)) if frames and draw(st.booleans()) else 0
+    header_mark: bytes | None = draw(st.sampled_from([MARK, None]))
+    dump = dump_of(frames, header_epoch, mark=header_mark)
+    cut_short = bool(frames) and draw(st.booleans())
+    cut = draw(st.integers(0, len(frames[-1]) - 1)) if cut_short else 0
     return dump[: len(dump) - cut]
 
 
