@@ -1316,6 +1316,38 @@ async def test_a_half_open_connection_is_replaced_without_a_name_race(
         assert names.count("daq") == 1
 
 
+async def test_a_replaced_connection_leaves_the_list_of_clients_before_its_successor_joins(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # The replaced session left the server's list only once its tasks had ended (2-124 ms
+    # with a channel and a publisher): `clients` listed the name twice meanwhile, an admin
+    # disconnect of the old id answered as if it had disconnected someone, and $clients said
+    # the new connection came before the old one left (an outside protocol implementer).
+    assert server.tcp_url
+    async with (
+        ts.open_client(server.tcp_url, name="watch") as watch,
+        watch.subscribe("$clients", policy="unbounded") as events,
+        ts.open_client(proxy.url, name="daq", reconnect=FAST, heartbeat=0.5) as client,
+    ):
+        await client.create_channel("AI1")
+        async with client.publisher("AI1") as pub:
+            for round_ in range(5):
+                await pub.send(round_)
+                proxy.stall()  # the server still believes this connection alive
+                with trio.fail_after(WAIT_S):
+                    await client.wait_state("reconnecting")
+                    await client.wait_state("open")
+                assert [c.name for c in await watch.clients()].count("daq") == 1
+        seen: list[tuple[str, int]] = []
+        with trio.move_on_after(0.5):
+            async for msg in events:
+                if msg.data["name"] == "daq":
+                    seen.append((msg.data["event"], msg.data["id"]))
+    assert [kind for kind, _ in seen] == ["connected"] + ["disconnected", "connected"] * 5, seen
+    for old, new in zip(seen[::2], seen[1::2], strict=False):
+        assert old[1] == new[1]  # each one left before the next came
+
+
 async def test_half_open_connections_replaced_in_turn_leave_no_chain_of_old_sessions(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

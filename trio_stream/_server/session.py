@@ -444,6 +444,10 @@ class Session:
             self.send_control(Goodbye(reason=reason, reconnect=None if reconnect else False))
             self._close_requested.set()
 
+    def unlist(self) -> None:
+        """Leave the server's list of clients now (its end unregisters it otherwise)."""
+        self.state.unregister(self)
+
     def peer_left(self, how: str = "", *, on_purpose: bool = False) -> None:
         """The client has gone (it said goodbye: ``on_purpose``, or the connection broke):
         close now. ``how``, for the log: said when it is not a lost connection."""
