@@ -645,3 +645,43 @@ async def test_reusing_the_id_of_a_call_in_flight_closes_the_connection(
             goodbye["reason"] == "ProtocolError: request id 5 is in use by a call still in flight"
         )
         assert await raw.frame() is None
+
+
+@pytest.mark.engines("memory")  # an ended channel's answer is one server's (README)
+@pytest.mark.server_options(resume_grace_s=0.2)
+async def test_a_resubscription_to_a_channel_that_ended_while_away_has_its_options_window(
+    server: ts.Server,
+) -> None:
+    # Answered with a subscription that ends at once, its reply said window 1, where the
+    # rule of section 3 gives min(1024, size) (a client written from the page alone).
+    assert server.tcp_url
+    port = int(server.tcp_url.rsplit(":", 1)[1])
+    reader = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+    await reader.send_control({"op": "hello", "v": PROTOCOL_VERSION, "name": "r", "resume": True})
+    token = (await reader.control())["resume_token"]
+    async with ts.open_client(server.tcp_url, name="w") as writer:
+        await writer.create_channel("c")
+        reply = (await reader.request("subscribe", channel="c", size=100))["result"]
+        assert reply["window"] == 100
+        await reader.stream.aclose()
+        await writer.publish("c", 1)
+    # The writer said goodbye (the channel ended for good), and the reader's grace ran out.
+    with trio.fail_after(WAIT_S):
+        while "c" in server.state.broker.channels or server.state.resume.kept_for_name("r"):
+            await trio.sleep(0.05)
+    again = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+    hello = {"v": PROTOCOL_VERSION, "name": "r", "resume": True, "resume_token": token}
+    await again.send_control({"op": "hello", **hello})
+    assert (await again.control())["op"] == "welcome"
+    resubscribed = await again.request(
+        "subscribe",
+        channel="c",
+        size=100,
+        since_epoch=reply["epoch"],
+        since_seq=0,
+        resume_sub=reply["sub"],
+    )
+    assert resubscribed["op"] == "reply", resubscribed
+    assert resubscribed["result"]["window"] == 100
+    assert resubscribed["result"]["resume"] == {"kind": "resumed", "recovered": 0}
+    await again.stream.aclose()

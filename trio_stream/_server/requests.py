@@ -250,6 +250,7 @@ def ended_while_away(session: Session, msg: Subscribe) -> dict[str, Any] | None:
     answer = _ended_at_once(
         session,
         ended.epoch,
+        _Asked.of(session, msg).window,
         lambda sub_id: (
             SubEnd(sub=sub_id, reason=reason),
             Lost(sub=sub_id, lost=missed, seq=ended.seq) if missed else None,
@@ -266,16 +267,20 @@ def ended_while_away(session: Session, msg: Subscribe) -> dict[str, Any] | None:
 
 
 def _ended_at_once(
-    session: Session, epoch: str, notices: Callable[[int], tuple[SubEnd, Lost | None]]
+    session: Session,
+    epoch: str,
+    window: int,
+    notices: Callable[[int], tuple[SubEnd, Lost | None]],
 ) -> dict[str, Any]:
     """A subscribe answered with a subscription that is over at once: its reply (a resume
-    in ``epoch``, nothing recovered), then, on the sender's next turn, the notices
-    ``notices(sub_id)`` makes: its ``lost`` if any, and its ``sub_end``."""
+    in ``epoch``, nothing recovered, the ``window`` its options give, as any subscription's
+    reply), then, on the sender's next turn, the notices ``notices(sub_id)`` makes: its
+    ``lost`` if any, and its ``sub_end``."""
     sub_id = session.outbox.new_sub_id()
     session.outbox.end_after_reply(*notices(sub_id))
     return {
         "sub": sub_id,
-        "window": 1,
+        "window": window,
         "window_bytes": SUBSCRIBE_WINDOW_BYTES,
         "epoch": epoch,
         "resume": {"kind": "resumed", "recovered": 0},
@@ -463,7 +468,10 @@ def _take_kept(
     ended = kept.ended(msg.resume_sub, msg.channel, epoch)
     if ended is not None:  # it ended as its connection broke: its client did not hear
         end = ended.end
-        return _ended_at_once(session, epoch, lambda sub_id: (replace(end, sub=sub_id), None))
+        window = _Asked.of(session, msg).window
+        return _ended_at_once(
+            session, epoch, window, lambda sub_id: (replace(end, sub=sub_id), None)
+        )
     if not kept.has(msg.resume_sub, msg.channel):
         return None
     asked = _Asked.of(session, msg)  # checked before it is taken
