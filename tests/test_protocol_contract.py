@@ -667,7 +667,7 @@ async def test_a_resubscription_to_a_channel_that_ended_while_away_has_its_optio
         await writer.publish("c", 1)
     # The writer said goodbye (the channel ended for good), and the reader's grace ran out.
     with trio.fail_after(WAIT_S):
-        while "c" in server.state.broker.channels or server.state.resume.kept_for_name("r"):
+        while "c" in server.state.broker.channels or server.state.resume.kept_for_name("r"):  # noqa: ASYNC110
             await trio.sleep(0.05)
     again = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
     hello = {"v": PROTOCOL_VERSION, "name": "r", "resume": True, "resume_token": token}
