@@ -77,3 +77,16 @@ def test_help_and_type_hints_show_an_async_context_manager(
     assert typing.get_origin(returns) is AsyncContext
     assert typing.get_args(returns)[0].__name__ == entered
     assert "AsyncIterator" not in pydoc.render_doc(manager)
+
+
+def test_the_async_client_under_asyncio_says_which_client_to_use_there() -> None:
+    # A Jupyter cell runs under asyncio: trio's first call failed deep inside it ("'RunContext'
+    # object has no attribute 'runner'"), where every other mistake gets a line to write.
+    import asyncio
+
+    async def main() -> None:
+        async with ts.open_client("tcp://127.0.0.1:9"):  # never reached: refused before
+            pass
+
+    with pytest.raises(RuntimeError, match=r"runs under trio.*ts\.SyncClient\(url\)"):
+        asyncio.run(main())

@@ -18,8 +18,16 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
+import trio
+
 T = TypeVar("T")
 P = ParamSpec("P")
+
+NOT_TRIO = (
+    "trio_stream's async client runs under trio, and this code runs under another event loop "
+    "(asyncio: asyncio.run, or a Jupyter cell): use the blocking client there, "
+    "client = ts.SyncClient(url), or run your async code with trio.run(main)"
+)
 
 
 class AsyncContext(AbstractAsyncContextManager[T], Generic[T]):
@@ -32,6 +40,12 @@ class AsyncContext(AbstractAsyncContextManager[T], Generic[T]):
         self._usage = usage
 
     async def __aenter__(self) -> T:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            # Under asyncio (a Jupyter cell, asyncio.run) trio's first call failed deep inside
+            # it: "'RunContext' object has no attribute 'runner'" (a new user's first try).
+            raise RuntimeError(NOT_TRIO) from None
         return await self._manager.__aenter__()
 
     async def __aexit__(
