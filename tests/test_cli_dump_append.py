@@ -247,3 +247,25 @@ async def test_sub_wait_channel_prints_what_the_new_life_held_before_it_was_back
     messages = json_lines(stdout)
     assert [m["data"] for m in messages] == list(range(10))
     assert messages[3]["gap"] == {"kind": "reset", "lost": None, "recovered": 7}
+
+
+async def test_a_slow_channel_s_recording_is_marked_once_a_mib(url: str, tmp_path: Path) -> None:
+    # Marked on the first frame of each batch written, a slow channel (a flush whenever the
+    # subscription ran dry) had every frame marked: 60-byte frames grew to 100 (a review).
+    path = tmp_path / "slow.tsdump"
+    async with ts.open_client(url, name="daq") as owner:
+        await owner.create_channel("slow")
+        async with running("dump", url, "slow", str(path), "--count", "20") as dump:
+            await wait_for_channel(owner, "slow", readers=1)
+            async with owner.publisher("slow") as pub:
+                for value in range(20):
+                    await pub.send(value * 0.5)
+                    await trio.sleep(0.02)
+            code, _, stderr = await dump.finish()
+    assert code == 0, stderr
+    frames = recorded(path)
+    assert [frame["data"] for frame in frames] == [value * 0.5 for value in range(20)]
+    with path.open("rb") as f:
+        mark = dumpfile.DumpReader(f).header["mark"]
+    assert [i for i, frame in enumerate(frames) if "mark" in frame] == [0]
+    assert frames[0]["mark"][0] == mark

@@ -137,3 +137,33 @@ def test_a_recording_without_marks_is_read_in_full(monkeypatch: pytest.MonkeyPat
     found = dumpfile.recording_end(io.BytesIO(dump))
     assert len(calls) == 1 and found.seq == 199_999 and found.epoch == "e1"
     assert found.whole_bytes < found.size == len(dump)
+
+
+def test_a_cut_in_the_last_marked_frame_is_found_from_an_earlier_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Large frames (a camera): each one marked, and a recorder killed while writing cuts a
+    # marked frame; the frames before it are found from the mark before, not by reading the
+    # whole file item by item (a review).
+    big = bytes(256 * 1024)
+    frames = [frame_bytes(seq, big, mark=[MARK, "e0"]) for seq in range(1, 301)]
+    dump = dump_of(frames)[:-1000]
+    expected = read_in_full(dump)
+
+    def read_in_full_instead(*args: object) -> None:
+        raise AssertionError("read item by item")
+
+    monkeypatch.setattr(dumpfile, "_read_to_end", read_in_full_instead)
+    found = dumpfile.recording_end(io.BytesIO(dump))
+    assert found == expected and found.seq == 299 and found.whole_bytes < found.size
+
+
+def test_a_payload_holding_the_file_s_own_mark_is_read_as_a_payload() -> None:
+    # A channel that carries the recording's own tail (a log of it): the earliest mark read
+    # runs through the payload whole, where the last mark alone gave its inner frame's seq.
+    inner = frame_bytes(999, "fake", mark=[MARK, "fake-epoch"])
+    frames = [frame_bytes(i, i, mark=[MARK, "e0"] if i % 10 == 1 else None) for i in range(1, 51)]
+    frames.append(frame_bytes(51, b"log tail: " + inner))
+    dump = dump_of(frames)
+    found = dumpfile.recording_end(io.BytesIO(dump))
+    assert found == read_in_full(dump) and (found.seq, found.epoch) == (51, "e0")

@@ -81,6 +81,9 @@ FORMAT: Final = "trio_stream-dump"
 VERSION: Final = 1
 READ_CHUNK_BYTES: Final = 1 * 2**20
 MARK_BYTES: Final = 16  # a recording's mark: random, so no payload holds it by chance
+# dump marks a frame after this many bytes of frames since the last marked one (and the first
+# of each run): ~40 bytes a MiB, and recording_end's first look at the last 4 MiB finds one.
+MARK_EVERY_BYTES: Final = 2**20
 
 
 # A payload's structure is walked in Python (item_end) up to this many CBOR heads; one with
@@ -512,16 +515,16 @@ def recording_end(file: IO[bytes]) -> RecordingEnd:
 
     ``--append`` learns this before it subscribes, and a kept subscription waits only
     ``resume_grace_s`` for it: read item by item, a file of 1 M frames took 2.3 s, an hour
-    at 10 kHz longer than the grace. ``dump`` marks the first frame of each batch it writes
-    (every 4 MiB or half a second at most) with the header's random ``mark``, which no
-    payload holds by chance: the last one is found in the file's last bytes, and the frames
-    from there tell where the file ends (:func:`_end_after_mark`). A file without marks
-    (written by an older ``dump``, or another program), or whose last bytes hold none, is
-    read item by item.
+    at 10 kHz longer than the grace. ``dump`` marks a frame every ``MARK_EVERY_BYTES`` with
+    the header's random ``mark``, which no payload holds by chance: the marks are found in
+    the file's last bytes, and the frames from there tell where the file ends
+    (:func:`_end_after_mark`); only those last frames are checked then, where reading every
+    item checks the whole file. A file without marks (written by an older ``dump``, or
+    another program), or whose last bytes hold none, is read item by item.
 
     Raises:
-        DumpFormatError: not a dump, an item before the last damaged, or a frame that is not
-            a map with an integer ``seq``.
+        DumpFormatError: not a dump; read item by item: an item before the last damaged, or
+            a frame that is not a map with an integer ``seq``.
     """
     reader = DumpReader(file)
     size = file.seek(0, io.SEEK_END)
@@ -576,22 +579,27 @@ def _epoch_named(frame: dict[str, Any]) -> str | None:
 def _end_after_mark(
     file: IO[bytes], start: int, size: int, mark: bytes
 ) -> tuple[dict[str, Any], str | None, int] | None:
-    """The last whole frame, its epoch and where the whole items end, read from the last
-    marked frame in the file's last bytes on; None if they hold none, or an item after it
-    is not a whole frame (a damaged one, a payload cbor2 does not take: reading every item
-    then tells which, as it does for a file without marks)."""
+    """The last whole frame, its epoch and where the whole items end, read from a marked
+    frame in the file's last bytes on; None if they hold none from which every item to the
+    end is a frame (reading every item then tells what is wrong, as it does for a file
+    without marks).
+
+    The earliest marked frame in the bytes read is taken: its frames run through every
+    later mark, so a payload that holds this file's own bytes (marks and all: a channel
+    that carries the recording's tail) is read as the payload it is; and a recorder killed
+    while writing a marked frame leaves the frames before it, from an earlier mark."""
     window = TAIL_FIRST_BYTES
     while True:
         low = max(start, size - window)
         file.seek(low)
         data = file.read(size - low)
-        found = len(data)
-        while (found := data.rfind(mark, 0, found)) >= 0:
+        found = -1
+        while (found := data.find(mark, found + 1)) >= 0:
             frame_at = _marked_frame_at(data, found, mark)
-            if frame_at is not None:
-                ran = _frames_to_end(data, frame_at)
-                if ran is None:
-                    return None
+            if frame_at is None:
+                continue
+            ran = _frames_to_end(data, frame_at)
+            if ran is not None:
                 last, epoch, whole = ran
                 return last, epoch, low + whole
         if low == start or window >= TAIL_MAX_BYTES:

@@ -460,10 +460,13 @@ class _Recording:
     # What a frame left out carried, for the next one recorded: the file's counts still add up.
     carried_lost: int = 0
     carried_gap: ts.Gap | None = None
-    # The file header's mark (dumpfile.new_mark), put on the first frame of each batch
-    # written, with the epoch: --append finds the last one from the file's end. None: a file
-    # continued that has none (written by an older dump).
+    # The file header's mark (dumpfile.new_mark), put with the epoch on a frame every
+    # MARK_EVERY_BYTES: --append finds one from the file's end. None: a file continued that
+    # has none (written by an older dump).
     mark: bytes | None = None
+    # Bytes of frames added since the last marked one (dumpfile.MARK_EVERY_BYTES); from
+    # that many, so that the first frame this run adds is marked.
+    unmarked_bytes: int = dumpfile.MARK_EVERY_BYTES
 
 
 async def _record_to_file(
@@ -730,10 +733,15 @@ def _add_frame(
     # The epoch changes with a gap only (a reset, a new life): looked up then, not per frame.
     if (msg.gap is not None or recording.epoch is None) and sub.position.epoch != recording.epoch:
         epoch = recording.epoch = sub.position.epoch
-    # The first frame of a batch (written at once, whole, by one flush) is marked: from the
-    # file's end, --append finds the last mark within a batch's bytes (dumpfile.recording_end).
-    mark = [recording.mark, recording.epoch] if recording.mark and not writer.pending else None
-    writer.add_pieces(dumpfile.frame_pieces(msg, time.time(), payload, epoch, mark))
+    # A frame every MARK_EVERY_BYTES is marked (the first this run adds too): from the
+    # file's end, --append finds a mark within that many bytes (dumpfile.recording_end).
+    mark = None
+    if recording.mark is not None and recording.unmarked_bytes >= dumpfile.MARK_EVERY_BYTES:
+        mark = [recording.mark, recording.epoch]
+        recording.unmarked_bytes = 0
+    pieces = dumpfile.frame_pieces(msg, time.time(), payload, epoch, mark)
+    recording.unmarked_bytes += sum(len(piece) for piece in pieces)
+    writer.add_pieces(pieces)
     return True
 
 
