@@ -19,6 +19,7 @@ import functools
 import logging
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -68,7 +69,9 @@ UNKNOWN_PREDECESSOR_PUB_SPREAD: Final = 2**30
 # room for a slower machine; a holder the kernel has connected is refused at once, so this
 # is only the cost of a true conflict that the kernel cannot tell (a WebSocket, not Linux).
 NAME_HOLDER_END_WAIT_S: Final = 0.25
-_TCP_INFO: Final = getattr(socket, "TCP_INFO", None)  # Linux
+# Linux only: FreeBSD has TCP_INFO too, with other state numbers (ESTABLISHED is 4 there),
+# which would read every live holder as ended (each real conflict then waits the bound).
+_TCP_INFO: Final = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
 _TCP_ESTABLISHED: Final = 1  # tcp_info's tcpi_state (Linux include/net/tcp_states.h)
 
 
