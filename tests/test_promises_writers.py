@@ -31,15 +31,14 @@ FAST = ts.Reconnect(initial=0.05, maximum=0.2)
 MIB = 2**20
 
 
-async def test_without_readers_send_encodes_only_a_first_value_so_bad_ones_fail_later(
+async def test_without_readers_send_encodes_the_first_value_of_each_type_only(
     nursery: trio.Nursery,
 ) -> None:
-    # README "Writers": "It does not even encode the value then (but a publisher's first
-    # value, once: a value of the wrong kind, or one too large for the server, fails at once
-    # in a script tried alone), so a
-    # value that cannot be sent (TypeError naming its type, ValueError for a datetime without
-    # a timezone, FrameTooLarge over max_frame_bytes) is raised only once the channel has a
-    # reader".
+    # README "Writers": "It does not even encode the value then, but the first value of each
+    # type a publisher is given (so that a value of the wrong kind, or one too large for the
+    # server, fails at once in a script tried alone), so a value that cannot be sent and is
+    # of a type sent before ... is raised only once the channel has a reader". Once per
+    # publisher only, a bad value after a good one returned False silently (a first hour).
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=10_000)
     server: ts.Server = await nursery.start(ts.serve, config)
     assert server.tcp_url is not None
@@ -52,17 +51,26 @@ async def test_without_readers_send_encodes_only_a_first_value_so_bad_ones_fail_
         await w.create_channel("c")
         async with w.publisher("c") as pub:
             assert pub.readers == 0
-            # Until one value encodes, each is tried (and dropped: nobody reads).
+            # Until one value of a type encodes, each of it is tried (and dropped: nobody
+            # reads), again and again.
+            for _ in range(2):
+                with pytest.raises(TypeError, match="values of type object cannot be sent"):
+                    await pub.send(object())
+                with pytest.raises(ValueError, match="timezone"):
+                    await pub.send(naive)
+                with pytest.raises(ts.FrameTooLarge, match="limit of 10000"):
+                    await pub.send(too_large)  # too large for any reader (a first hour)
+            assert await pub.send(1.5) is False
             with pytest.raises(TypeError, match="values of type object cannot be sent"):
-                await pub.send(object())
-            with pytest.raises(ValueError, match="timezone"):
-                await pub.send(naive)
-            with pytest.raises(ts.FrameTooLarge, match="limit of 10000"):
-                await pub.send(too_large)  # encodes, too large for any reader (a first hour)
-            for value in (object(), naive, too_large):
-                assert await pub.send(value) is False  # nothing encoded: nothing raised
+                await pub.send(object())  # another type after a good one (a first hour)
+            # Of a type tried already, nothing is encoded: nothing raised.
+            assert await pub.send(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) is False
+            assert await pub.send(naive) is False
+            assert await pub.send(np.zeros(2)) is False
+            assert await pub.send(too_large) is False
             assert await w.publish("c", "a first value") is False  # (another publisher)
-            assert await w.publish("c", object()) is False
+            with pytest.raises(TypeError, match="values of type object cannot be sent"):
+                await w.publish("c", object())
             async with r.subscribe("c", policy="unbounded") as sub:
                 with trio.fail_after(WAIT_S):
                     await pub.wait_for_readers()

@@ -122,8 +122,8 @@ class Publisher:
         # The channel keeps history: frames are wanted even with no reader (a late or
         # resuming reader gets them from the history).
         self._keeps_history = keeps_history
-        # A value encoded once so far (sent, or tried while nobody read): see try_first_value.
-        self._encoded_one = False
+        # The type of the last value tried while nobody read (see try_first_value).
+        self._tried_type: type | None = None
         self._client = client
         self._key = key
         self._unacked: deque[tuple[int, list[BytesLike]]] = deque()  # (body bytes, pieces)
@@ -382,24 +382,26 @@ class Publisher:
         self._check()
 
     def try_first_value(self, value: Any) -> None:
-        """Encode ``value`` (and drop it), as the first value this publisher is given while
-        nobody reads: once per publisher, not a cost per frame. A value with no wire form
-        (a type cbor2 lacks, a naive datetime) then fails at once, not when the first reader
-        comes: a script tried alone ran clean, and stopped mid-measurement once its colleague
-        subscribed (a first-hour audit).
+        """Encode ``value`` (and drop it) while nobody reads, when it is the first of its type
+        this publisher is given so: once per type, not a cost per frame. A value with no
+        wire form (a type cbor2 lacks, a naive datetime) then fails at once, not when the
+        first reader comes: a script tried alone ran clean, and stopped mid-measurement once
+        its colleague subscribed (a first-hour audit); once per publisher only, a bad value
+        after a good one returned False silently (another).
 
         Raises:
             TypeError, ValueError, FrameTooLarge: as ``send`` does for such a value (too
                 large too: an 80 MiB array went nowhere, ``False``, until a reader came).
         """
-        if not self._encoded_one:
+        kind = type(value)
+        if kind is not self._tried_type:
             pieces = encode_payload(value, copy=False)
-            self._encoded_one = True
-            if self._compress is not None and type(value) is not EncodedPayload:
+            if self._compress is not None and kind is not EncodedPayload:
                 pieces = self._compress(pieces)  # (as send does)
             size = _PUBLISH_HEAD_BYTES + sum(map(len, pieces))
             if size > self._client.limits.max_frame_bytes:
                 raise _too_large(size, self._client.limits.max_frame_bytes)
+            self._tried_type = kind  # (a refused one is tried again: each call raises)
 
     async def send(self, value: Any, *, time_s: SupportsFloat | None = None) -> bool:
         """Send one value; returns False (nothing on the wire) while nobody wants it.
@@ -435,7 +437,6 @@ class Publisher:
         # acknowledgement (encode_payload). Compressed too: a compressor hands back what it
         # cannot shrink (or what is too small to try) as it got it.
         pieces = encode_payload(value)
-        self._encoded_one = True
         if self._compress is not None and type(value) is not EncodedPayload:
             pieces = self._compress(pieces)  # an EncodedPayload is compressed already
         size = _PUBLISH_HEAD_BYTES + (
