@@ -1845,7 +1845,7 @@ async def test_a_sync_publisher_and_client_closed_while_the_server_is_gone_say_w
             took, pub_error, client_error = await trio.to_thread.run_sync(write)
     assert took < 0.5 * 2 + 2.0, took  # the flush's bound, then the close's
     assert pub_error.startswith("5 values sent to 'AI1' were not delivered"), pub_error
-    assert client_error.startswith("3 published values were not sent"), client_error
+    assert client_error.startswith("3 published values to 'AI1' were not sent"), client_error
 
 
 async def test_two_hundred_clients_do_not_come_back_in_the_same_200_ms(

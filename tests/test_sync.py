@@ -815,7 +815,9 @@ async def test_a_close_that_drops_a_value_says_so_once_in_the_singular(
 
         with caplog.at_level("WARNING", logger="trio_stream"):
             message = await in_thread(scenario)
-    assert message.startswith("1 published value was not sent before the SyncClient closed")
+    assert message.startswith(
+        "1 published value to 'one' was not sent before the SyncClient closed"
+    )
     assert "not delivered" not in caplog.text, caplog.text
 
 
@@ -1002,7 +1004,8 @@ async def test_ctrl_c_of_a_script_that_never_closes_says_what_it_drops_at_once(
     assert returncode != 0
     assert "KeyboardInterrupt" in errors
     dropped = (
-        r"published values? (was|were) dropped: the SyncClient closed without sending (it|them)"
+        r"published values? to 'child' (was|were) dropped: the SyncClient closed without "
+        "sending (it|them)"
     )
     assert re.search(dropped, errors), errors  # one value, or more
     assert took_s < 5.0, errors
@@ -1016,7 +1019,8 @@ async def test_ctrl_c_in_a_close_waiting_to_flush_says_what_it_drops(server: ts.
     returncode, _, took_s, errors = await interrupt_child(server.tcp_url, "close", "raw")
     assert returncode != 0
     assert errors.rstrip().endswith(
-        "published values were dropped: the close was interrupted before the server took them"
+        "published values to 'child' were dropped: the close was interrupted before the "
+        "server took them"
     ), errors
     dropped = int(errors.rstrip().splitlines()[-1].split()[0])
     assert 0 < dropped <= 3000
@@ -1029,8 +1033,8 @@ async def test_ctrl_c_in_the_exit_handlers_flush_says_what_it_drops(server: ts.S
     assert server.tcp_url is not None
     _, _, took_s, errors = await interrupt_child(server.tcp_url, "exit-flush", "raw")
     said = re.search(
-        r"at exit, interrupted: (\d+) published values were dropped: the close was interrupted "
-        "before the server took them",
+        r"at exit, interrupted: (\d+) published values to 'child' were dropped: the close was "
+        "interrupted before the server took them",
         errors,
     )
     assert said is not None, errors
@@ -1312,7 +1316,7 @@ async def test_values_a_lost_connection_took_are_counted_by_close(
                 # one.
                 with pytest.raises(
                     ts.ConnectionClosed,
-                    match=r"^50 published values were not delivered: .* for good",
+                    match=r"^50 published values to 'ch' were not delivered: .* for good",
                 ):
                     c.close()
                 return
@@ -1321,7 +1325,10 @@ async def test_values_a_lost_connection_took_are_counted_by_close(
             with pytest.raises(ts.ConnectionClosed) as raised:
                 c.close()
             notes = "\n".join(getattr(raised.value, "__notes__", []))
-            assert "2050 published values were not delivered" in notes, (raised.value, notes)
+            assert "2050 published values to 'ch' were not delivered" in notes, (
+                raised.value,
+                notes,
+            )
 
         await in_thread(scenario)
 

@@ -259,6 +259,8 @@ class SyncClient:
         # Queued values whose send failed because the connection was lost (close() counts
         # them with the rest; an error's note did not say how many).
         self._lost_in_queue = 0
+        self._lost_channels: set[str] = set()  # ... and their channels, for close()'s line
+        self._unsent_channels: set[str] = set()  # of a batch the thread's end cut short
         # publish()'s publishers, one per channel and key (another key opens its own)
         self._shared: dict[tuple[str, str | None], Publisher] = {}
         self._shared_lock = threading.Lock()
@@ -382,10 +384,11 @@ class SyncClient:
             # (its bpo-45274 fix releases the thread's own lock), and joins return at once.
             self._cond.wait_for(lambda: self._dead, CLOSE_JOIN_S)
             unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
+            where = self._unsent_where() if unsent else ""
         if unsent:
             interrupt.add_note(
-                f"{counted(unsent, 'published value')} {were(unsent)} dropped: the close was "
-                "interrupted before the server took them"
+                f"{counted(unsent, 'published value')}{where} {were(unsent)} dropped: the "
+                "close was interrupted before the server took them"
             )
 
     def _count_undelivered_and_cancel(self) -> None:
@@ -540,8 +543,9 @@ class SyncClient:
         with self._lock:
             error, self._publish_error = self._publish_error, None
             unsent = self._queued_frames() + self._undelivered + self._lost_in_queue
+            where = self._unsent_where() if unsent else ""
         if unsent:
-            how_many = f"{counted(unsent, 'published value')} {were(unsent)}"
+            how_many = f"{counted(unsent, 'published value')}{where} {were(unsent)}"
             if lost_for_good:
                 message = (
                     f"{how_many} not delivered: the connection to "
@@ -774,6 +778,21 @@ class SyncClient:
             f"is not){_reconnecting_note(self._trio_client)}"
         )
 
+    def _unsent_where(self) -> str:
+        """ " to 'ch'" (or "to 'a', 'b' and 3 more channels"): where the values close() says
+        were not sent were going (the caller holds _lock; the trio thread has ended). Said
+        only by a publisher's own close before, it named none for publish() or a publisher
+        the script never closed (an instrument loop stopped by Ctrl-C: a first hour)."""
+        names = {queued[0].channel for queued in (*self._batch, *self._queue)}
+        names.update(self._lost_channels, self._unsent_channels)
+        names.update(pub.channel for pub in self._used if pub.undelivered)
+        if not names:
+            return ""
+        shown = sorted(names)[:3]
+        quoted = ", ".join(f"{name[:80]!r}" for name in shown)
+        more = len(names) - len(shown)
+        return f" to {quoted}" + (f" and {counted(more, 'more channel')}" if more else "")
+
     def _queued_frames(self) -> int:
         """Values queued or taken by the trio side and not sent yet (the caller holds _lock)."""
         return self._queued_total - self._released_total
@@ -852,6 +871,12 @@ class SyncClient:
                     if frames == RELEASE_EVERY:
                         self._release(frames, nbytes)
                         frames = nbytes = 0
+            except BaseException:
+                # Cancelled mid-batch (the thread closing while a send waits): the values from
+                # the one being sent on are not sent, and close() names their channels.
+                at = len(batch) - operator.length_hint(batch_left) - 1
+                self._unsent_channels.update(queued[0].channel for queued in batch[max(at, 0) :])
+                raise
             finally:
                 # Also when cancelled (the thread closing while a send waits for the
                 # connection): what send() took is the publisher's to count (undelivered),
@@ -875,6 +900,7 @@ class SyncClient:
         with self._lock:
             if queued and isinstance(error, ConnectionClosed):
                 self._lost_in_queue += 1
+                self._lost_channels.add(pub.channel)
             if self._publish_error is None:
                 # A fresh exception: the same one (a publisher's end) may be reported again.
                 try:
