@@ -278,14 +278,16 @@ async def test_a_final_write_that_hangs_is_given_up(
     path = tmp_path / "stuck.tsdump"
     monkeypatch.setattr(record, "FINAL_FLUSH_TIMEOUT_S", 0.2)
     release = threading.Event()
-    written: list[int] = []
+    synced: list[int] = []
 
     def stuck_write(self: record._BatchWriter, pieces: list[Any], durable: bool) -> None:
-        # The header went out: the next write to the disk hangs (for 5 s here). The frames
-        # reach the file before each receive (the dump's credit), the final sync hangs.
-        if written and durable:
-            release.wait(5.0)
-        written.append(len(pieces))
+        # The header went out and was synced (dump writes it as it makes the file, and syncs
+        # it before the first frame): the next sync hangs (for 5 s here). The frames reach
+        # the file before each receive (the dump's credit), the final sync hangs.
+        if durable:
+            if synced:
+                release.wait(5.0)
+            synced.append(len(pieces))
 
     monkeypatch.setattr(record._BatchWriter, "_write", stuck_write)
     sub = FakeSubscription(three_frames(), end=trio.EndOfChannel())
