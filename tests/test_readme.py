@@ -25,6 +25,7 @@ Ctrl-C; they must then exit 0 (or 130) without a traceback. A command that needs
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import re
@@ -387,8 +388,14 @@ trio.run(main)
 
 
 def feed_block() -> Block:
-    """The README's writer that the fragments reading AnalogInput1 need."""
-    return next(b for b in python_blocks() if "async def feed(client" in b.text)
+    """The README's writer that the fragments reading AnalogInput1 need: the ``feed``
+    function of the program the README gives to paste fragments into."""
+    program = next(b for b in python_blocks() if "async def feed(client" in b.text)
+    tree = ast.parse(program.text)
+    feed = next(n for n in tree.body if isinstance(n, ast.AsyncFunctionDef) and n.name == "feed")
+    source = ast.get_source_segment(program.text, feed)
+    assert source is not None
+    return Block(program.lang, source, program.line)
 
 
 @pytest.mark.parametrize("index", range(len(python_blocks())))
