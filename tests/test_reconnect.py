@@ -2125,6 +2125,59 @@ async def test_a_crashed_client_restarted_as_a_new_process_takes_its_channels_ba
             await process.stdout.aclose()
 
 
+@pytest.mark.server_options(resume_grace_s=3.0)
+async def test_a_channel_held_for_a_gone_owner_says_it_is_freed_when_the_grace_runs_out(
+    server: ts.Server, proxy: TcpProxy, engine_kind: str
+) -> None:
+    # A crashed writer restarted with changed options was told only "create it with the
+    # options it was created with to take it over, or pick another name": not that the
+    # channel ends with its previous owner's resume grace, and when (a new user). A keep
+    # channel does not end so: its refusal says to delete it.
+    assert server.tcp_url is not None
+    async with AsyncExitStack() as stack:
+        gone = await stack.enter_async_context(ts.open_client(proxy.url, name="tk", reconnect=FAST))
+        await gone.create_channel("tk/x", history=0)
+        await gone.create_channel("tk/kept", keep=True)
+        watcher = await stack.enter_async_context(ts.open_client(server.tcp_url, name="w"))
+        proxy.refuse()
+        proxy.cut()
+        await wait_until_gone(watcher, "tk")
+        again = await open_named(server.tcp_url, "tk", stack)
+        asked_at = trio.current_time()
+        with pytest.raises(ts.ChannelExists) as held:
+            await again.create_channel("tk/x", history=5)
+        with pytest.raises(ts.ChannelExists) as kept:
+            await again.create_channel("tk/kept", history=5)
+        if engine_kind == "memory":
+            said = re.search(
+                r"to take it over, wait (\d+\.\d) s for its previous owner's resume grace "
+                r"\(resume_grace_s\) to run out, which ends it, or pick another name$",
+                str(held.value),
+            )
+            assert said is not None, str(held.value)
+            left_s = float(said.group(1))
+            assert 0.0 < left_s <= 3.0
+            assert str(kept.value).endswith(
+                "to take it over, delete it (created with keep, it outlives its owner) to "
+                "create it anew, or pick another name"
+            )
+            await again.delete_channel("tk/kept")  # as it says: then created anew
+            await again.create_channel("tk/kept", history=5)
+        else:  # a cluster's: the owner's node knows its grace, not this one
+            for refused in (held, kept):
+                assert str(refused.value).endswith(
+                    "wait for its previous owner's resume grace (resume_grace_s) to run out, "
+                    "which ends it unless it was created with keep, or pick another name"
+                )
+            left_s = 3.0
+        # As it says: once the grace is over, the name is free for the new options.
+        with trio.fail_after(left_s + WAIT_S):
+            while "tk/x" in {c.name for c in await watcher.channels()}:  # noqa: ASYNC110
+                await trio.sleep(0.05)  # (the server's listing: nothing to wait on)
+        assert trio.current_time() - asked_at >= left_s - 0.2
+        await again.create_channel("tk/x", history=5)
+
+
 # The first life of "recorder": a block reader of AI1 that stores 50 frames, saving its
 # position with each, then waits to be killed (the frames after it are in flight to it).
 CRASHING_RECORDER = """

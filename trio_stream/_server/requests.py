@@ -84,7 +84,7 @@ def check_kept_quota(session: Session, msg: CreateChannel) -> None:
 def create_channel(session: Session, msg: CreateChannel) -> None:
     broker = session.state.broker
     check_channel_quota(session)
-    if adopt_channel(broker, session.state.sessions, session, msg):
+    if adopt_channel(broker, session.state.sessions, session, msg, session.state.resume.ends_in):
         return  # a crashed client's new process takes its channel back (resume.py)
     check_kept_quota(session, msg)
     create_requested_channel(session, msg)

@@ -264,6 +264,15 @@ class ResumeBook:
         ]
         return max(end or 0.0 for end in ends) - now if ends else None
 
+    def ends_in(self, channel: Channel) -> float | None:
+        """Seconds until ``channel``, held for its gone owner, ends with that owner's resume
+        grace (None: it does not end so: a ``keep`` channel, or no lease holds it)."""
+        now = trio.current_time()
+        for lease in self._leases.values():
+            if lease.session is None and lease.ends_at is not None and channel in lease.orphans:
+                return max(0.0, lease.ends_at - now)
+        return None
+
     def kept_for_name(self, name: str) -> list[KeptReaders]:
         """The readers kept for gone connections of client ``name`` (whose leases wait out
         their grace): what a new process of that name may take over (take_back_by_name)."""
@@ -403,7 +412,11 @@ ADOPTED_OPTIONS: Final = ("public", "key", "lifetime", "history", "single_writer
 
 
 def adopt_channel(
-    broker: Broker, connected: Container[int], session: Resumable, msg: CreateChannel
+    broker: Broker,
+    connected: Container[int],
+    session: Resumable,
+    msg: CreateChannel,
+    ends_in: Callable[[Channel], float | None] = lambda channel: None,
 ) -> bool:
     """``create_channel`` of a name that exists: True if ``session`` took the channel over.
 
@@ -416,6 +429,8 @@ def adopt_channel(
 
     Args:
         connected: the client ids of the server's connected sessions.
+        ends_in: seconds until a channel held for a gone owner ends with its grace, if
+            known (ResumeBook.ends_in): the refusal says how long.
 
     Returns:
         False when the rule does not apply (no such channel, a connected or server owner,
@@ -436,18 +451,42 @@ def adopt_channel(
         o for o in ADOPTED_OPTIONS if not same_option(getattr(channel, o), getattr(msg, o))
     ]
     if different:
-        raise adoption_refused(msg.channel, different)
+        raise adoption_refused(
+            msg.channel, different, keep=channel.keep, ends_in_s=ends_in(channel)
+        )
     channel.owner_id = session.client_id
     log.info("client %r took channel %r over by name", session.name, channel.name)
     return True
 
 
-def adoption_refused(name: str, different: list[str]) -> ChannelExists:
-    """The error of a take-over by name with other options (named, values not shown)."""
+def adoption_refused(
+    name: str, different: list[str], *, keep: bool | None = None, ends_in_s: float | None = None
+) -> ChannelExists:
+    """The error of a take-over by name with other options (named, values not shown).
+
+    Args:
+        keep: whether the channel was created with ``keep`` (None: not known).
+        ends_in_s: seconds until it ends with its previous owner's resume grace, if known.
+    """
+    # The third way out, the one a restart with changed options most often wants: the
+    # channel ends when its owner's grace does (unless created with keep), and the name is
+    # free again. Without it, a user tried other names or options (a new user's first hour).
+    if keep:
+        wait = "delete it (created with keep, it outlives its owner) to create it anew"
+    elif ends_in_s is not None:
+        wait = (
+            f"wait {ends_in_s:.1f} s for its previous owner's resume grace (resume_grace_s) "
+            "to run out, which ends it"
+        )
+    else:
+        wait = (
+            "wait for its previous owner's resume grace (resume_grace_s) to run out, which "
+            "ends it unless it was created with keep"
+        )
     return ChannelExists(
         f"channel {name[:80]!r} is held for its previous owner of your name (gone) "
         f"with another {', '.join(different)}: create it with the options it was created "
-        "with to take it over, or pick another name"
+        f"with to take it over, {wait}, or pick another name"
     )
 
 
