@@ -4,10 +4,11 @@ commands as subprocesses (test_cli's helpers), every wait bounded."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ from test_cli import WAIT_S, cli, json_lines, recorded, running, wait_for_channe
 
 import trio_stream as ts
 from trio_stream.cli import dumpfile
+from trio_stream.cli._gaps import gap_line
 
 VALUES = 4000  # numbered values a writer sends while its recorder is killed and continued
 
@@ -73,10 +75,90 @@ async def test_a_dump_killed_and_continued_with_append_holds_every_value_once(
     assert [frame["seq"] for frame in frames] == list(range(1, VALUES + 1))
     seams = [frame["gap"] for frame in frames if "gap" in frame]
     assert len(seams) == 1 and seams[0]["kind"] == "resumed" and seams[0]["lost"] == 0, seams
+    # The frames came from the subscription the server kept, not from the history (it has
+    # none): said so ("replayed from history", it said).
+    assert (
+        f"trio-stream dump: resumed: 0 frames lost, {seams[0]['recovered']} handed over by the "
+        "subscription the server kept for 'rec'\n"
+    ) in stderr
     assert sum(frame["lost"] for frame in frames) == 0
     with path.open("rb") as f:  # one header, whose epoch the continued frames kept
         assert "epoch" in dumpfile.DumpReader(f).header
     assert not any("epoch" in frame for frame in frames)
+
+
+async def test_append_without_the_killed_recorder_s_name_says_what_the_name_would_keep(
+    url: str, tmp_path: Path
+) -> None:
+    # A recorder killed and continued without --name loses what the server held for it,
+    # counted exactly, and said no more than "resumed: 345 frames lost, 0 replayed from
+    # history": not that the same --name would have taken those frames over.
+    path = tmp_path / "unnamed.tsdump"
+    async with ts.open_client(url, name="daq") as owner:
+        await owner.create_channel("nn")  # no history: only the kept reader holds frames
+        async with running("dump", url, "nn", str(path), "--quiet") as first:
+            await wait_for_channel(owner, "nn", readers=1)
+            async with owner.publisher("nn") as pub:
+                for value in range(100):
+                    assert await pub.send(value)
+                await frames_at_least(path, 100)
+                first.process.kill()
+                await first.process.wait()
+                for value in range(100, 150):  # held for the killed one (its grace)
+                    assert await pub.send(value)
+                await pub.wait_acknowledged()
+                argv = ("dump", url, "nn", str(path), "--append", "--count", "1")
+                async with running(*argv) as second:
+                    await wait_for_channel(owner, "nn", readers=2)  # it and the kept one
+                    assert await pub.send(150)
+                    code, _, stderr = await second.finish()
+    assert code == 0, stderr
+    frames = recorded(path)
+    assert [frame["data"] for frame in frames] == [*range(100), 150]
+    assert frames[-1]["gap"] == {"kind": "resumed", "lost": 50, "recovered": 0}
+    assert (
+        "trio-stream dump: resumed: 50 frames lost, 0 replayed from the channel's history; the "
+        "frames the server holds for a killed recorder are taken over only by one of the same "
+        "--name, within resume_grace_s (record with --name NAME, continue with --append --name "
+        "NAME)\n"
+    ) in stderr
+
+
+async def test_a_gap_line_says_where_the_frames_it_got_back_came_from() -> None:
+    class Lister:  # what gap_line asks of a client
+        name = "rec"
+
+        def __init__(self, history: int | None) -> None:
+            self.history = history
+
+        async def channels(self) -> list[ts.ChannelInfo]:
+            if self.history is None:  # a private channel of another: not listed
+                return []
+            return [ts.ChannelInfo(name="ai", owner="daq", history=self.history)]
+
+    async def line(
+        gap: ts.Gap, history: int | None, *, name: str | None = "rec", continued: bool = True
+    ) -> str:
+        args = argparse.Namespace(name=name, channel="ai")
+        client = cast(ts.Client, Lister(history))
+        return await gap_line(client, args, gap, continued=continued)
+
+    resumed = ts.Gap("resumed", lost=0, recovered=352)
+    kept = "352 handed over by the subscription the server kept for 'rec'"
+    assert await line(resumed, 0) == f"resumed: 0 frames lost, {kept}"
+    assert await line(resumed, 100) == f"resumed: 0 frames lost, {kept}"  # more than it holds
+    either = f"resumed: 0 frames lost, {kept} or replayed from the channel's history"
+    assert await line(resumed, 1000) == either
+    assert await line(resumed, None) == either
+    assert await line(resumed, 0, name=None, continued=False) == f"resumed: 0 frames lost, {kept}"
+    from_history = "resumed: 0 frames lost, 352 replayed from the channel's history"
+    assert await line(resumed, 1000, name=None) == from_history  # nothing lost: no advice
+    assert await line(ts.Gap("resumed", lost=3, recovered=0), 0) == (
+        "resumed: 3 frames lost, none recovered"
+    )
+    assert await line(ts.Gap("reset", lost=None, recovered=7), 0) == (
+        "the channel was reset (server restart or re-creation); 7 replayed"
+    )
 
 
 async def test_append_cuts_a_last_frame_cut_short_and_replays_it_from_the_history(

@@ -39,6 +39,7 @@ from ._channels import (
     subscription,
     wait_for_readers,
 )
+from ._gaps import gap_line
 from ._options import (
     HelpFormatter,
     Subparsers,
@@ -687,7 +688,10 @@ async def _record(
                     recording.lost += msg.lost
                     lost_in_messages += msg.lost
                     if msg.gap is not None:
-                        print(f"trio-stream dump: {_describe_gap(msg.gap)}", file=sys.stderr)
+                        # (this process's first frame of a recording --append continues)
+                        continued = args.append and not recording.frames + recording.left_out
+                        line = await gap_line(client, args, msg.gap, continued=continued)
+                        print(f"trio-stream dump: {line}", file=sys.stderr)
                         recording.resets += msg.gap.kind == "reset"
                     if not _add_frame(writer, msg, recording, sub):
                         continue
@@ -892,12 +896,6 @@ def _replay_summary(args: argparse.Namespace, channel: str, stats: _ReplayStats)
     if not args.quiet:
         print(f"replayed {counted(stats.sent, 'frame')} to {channel!r}", file=sys.stderr)
     return 0
-
-
-def _describe_gap(gap: ts.Gap) -> str:
-    if gap.kind == "reset":
-        return f"the channel was reset (server restart or re-creation); {gap.recovered} replayed"
-    return f"resumed: {counted(gap.lost or 0, 'frame')} lost, {gap.recovered} replayed from history"
 
 
 class _ReplayStats:
