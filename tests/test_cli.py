@@ -40,6 +40,7 @@ from trio_stream._server.metrics import render_metrics
 from trio_stream.cli import bridge as bridge_cli
 from trio_stream.cli import build_parser, dumpfile, parse_command_line, pubsub
 from trio_stream.cli import inspect as inspect_cli
+from trio_stream.cli import serve as serve_cli
 from trio_stream.cli._channels import marked_new_life
 from trio_stream.cli._options import SIZE_UNITS, byte_size, subscription_kwargs
 from trio_stream.cli._output import jsonable
@@ -540,6 +541,51 @@ async def test_serve_on_a_port_in_use_names_it_in_one_line(server: ts.Server) ->
         f"runs there: it holds TCP port {port}; stop it, or pick another port with --tcp-port; "
         "0 takes any free one)" in lines[0]
     )
+
+
+async def test_serve_on_a_port_held_by_connections_says_no_server_listens_there() -> None:
+    # A port in the kernel's ephemeral range, the local end of other programs' connections
+    # (open, or closed in TIME-WAIT): it said "another server, the demo perhaps, runs there:
+    # it holds TCP port 47210", and the user looked for a server that was not there.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with (
+            socket.create_connection(listener.getsockname()) as outgoing,
+            listener.accept()[0],
+        ):
+            port = outgoing.getsockname()[1]  # an ephemeral port, nobody listening on it
+            result = await cli("serve", "--tcp-port", str(port), "--http-port", "off")
+    assert result.returncode == 1
+    (line,) = result.stderr.decode().strip().splitlines()
+    assert f"cannot listen on 127.0.0.1 (TCP port {port}): Address already in use (" in line
+    assert "another server" not in line and "runs there" not in line, line
+    said = (
+        f"no server listens on TCP port {port}: it is the local end of other programs' "
+        "connections (open ones, or closed ones in TIME-WAIT for up to a minute)"
+    )
+    assert said in line
+    try:
+        ephemeral = await trio.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+    except OSError:  # not Linux: no range to name
+        tail = "wait for them to close, or pick another port with --tcp-port; 0 takes any free one)"
+        assert line.endswith(tail), line
+        return
+    low, high = map(int, ephemeral.split())
+    assert low <= port <= high  # (the kernel picked it from there)
+    assert line.endswith(
+        f", in the range the system gives such ends ({low}-{high}, "
+        "/proc/sys/net/ipv4/ip_local_port_range): pick another port outside it with "
+        "--tcp-port; 0 takes any free one)"
+    ), line
+
+
+def test_a_port_in_use_outside_the_ephemeral_range_is_waited_for_or_left() -> None:
+    text = serve_cli._held_by_connections([("HTTP", 9871)], (32768, 60999))
+    assert text.endswith("; wait for them to close, or pick another port with --http-port")
+    both = serve_cli._held_by_connections([("TCP", 40000), ("HTTP", 40001)], (32768, 60999))
+    assert both.startswith("no server listens on TCP port 40000 and HTTP port 40001: they are")
+    assert both.endswith("pick others outside it with --tcp-port/--http-port")
 
 
 async def test_serve_with_only_its_http_port_in_use_says_that_one_is(server: ts.Server) -> None:
@@ -2582,6 +2628,29 @@ async def test_stats_counts_the_channels_its_table_shows(server: ts.Server) -> N
         lines = watch.stdout.decode().splitlines()
         assert f" channels=2 system={system} " in lines[0]
         assert len(lines) == 3
+
+
+async def test_channels_says_the_system_channels_it_leaves_out(server: ts.Server) -> None:
+    # The README said `channels` shows them apart as `(+3 system)`; it printed "no channels"
+    # on a server that had three, and a table without a word of them.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    async with ts.open_client(url, name="watcher") as client:
+        system = sorted(c.name for c in await client.channels() if c.name.startswith("$"))
+        assert system == ["$channels", "$clients", "$stats"]
+        said = "+3 system channels: $channels, $clients, $stats; --system lists them"
+        bare = await cli("channels", url)
+        assert bare.returncode == 0, bare.stderr
+        assert bare.stdout.decode().splitlines() == [f"no channels ({said})"]
+        await client.create_channel("visible/one")
+        table = await cli("channels", url)
+        lines = table.stdout.decode().splitlines()
+        assert "visible/one" in table.stdout.decode() and lines[-1] == f"({said})", lines
+        everything = (await cli("channels", url, "--system")).stdout.decode()
+        assert all(name in everything for name in system)
+        assert "--system lists them" not in everything
+        listed = json.loads((await cli("channels", url, "--json")).stdout)
+        assert [c["name"] for c in listed] == ["visible/one"]  # scripts: the list alone
 
 
 def test_stats_says_which_of_the_frames_lost_are_on_channels_its_table_leaves_out() -> None:

@@ -360,8 +360,9 @@ async def test_a_port_in_use_is_a_bare_oserror_that_names_the_port(
             await nursery.start(ts.serve, config)
         assert caught.value.__notes__ == [
             f"trio_stream: cannot listen on 127.0.0.1 TCP port {port} (tcp_port): another "
-            "process holds it (another server, the demo perhaps); stop it, or choose another "
-            "tcp_port (0 takes any free port)"
+            "process holds it (another server, the demo perhaps: stop it; or, if none listens "
+            "there, connections whose local end it is, closed ones for up to a minute in "
+            "TIME-WAIT); choose another tcp_port (0 takes any free port)"
         ]
         with pytest.raises(OSError):
             async with ts.open_server(config):

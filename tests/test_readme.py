@@ -49,6 +49,7 @@ import trustme
 from redis_server import running_redis_server
 
 import trio_stream as ts
+from trio_stream._server.wrong_tokens import short_token_warning
 from trio_stream.cli import build_parser
 
 ROOT = Path(__file__).parent.parent
@@ -449,7 +450,12 @@ def test_the_command_line_block(servers: Servers) -> None:
             assert_clean(command, code, err)
             rc, out, rerr = reader.finish()
             assert_clean("sub", rc, rerr)
-            assert '"data":21.5' in out  # "it prints 21.5"
+            # "the reader prints {...}": that line, "..." standing for any text (it said "it
+            # prints 21.5" of a reader that prints a JSON line).
+            claimed = comment.partition("the reader prints ")[2]
+            assert claimed, comment
+            (line,) = out.splitlines()
+            assert seen_pattern(claimed, {}).fullmatch(line), (claimed, line)
             reader = None
         elif verb in ("pub", "replay", "generate"):
             # "waits for a reader": give it one that takes everything.
@@ -465,6 +471,8 @@ def test_the_command_line_block(servers: Servers) -> None:
             code, out, err = run(command, cwd)
             assert_clean(command, code, err)
             assert out.strip()
+            if verb == "channels":  # its last line, as the README's Introspection says it
+                assert out.splitlines()[-1] == documented_system_line(), out
         elif verb == "dump":
             assert "until Ctrl-C" in comment
             dump = Process(command, cwd)
@@ -493,6 +501,28 @@ def test_the_command_line_block(servers: Servers) -> None:
         done.append(verb)
     assert reader is None
     assert {"serve", "sub", "pub", "dump", "replay", "generate", "bridge", "call"} <= set(done)
+
+
+def documented_system_line() -> str:
+    """The line under the `channels` table that README.md quotes (Introspection)."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    found = re.search(r"`(\(\+3 system channels: [^`]*\))`", text)
+    assert found, "README.md quotes no `(+3 system channels: ...)` line"
+    return found.group(1)
+
+
+TOKEN_EXAMPLE = re.compile(r"(?:--(?:admin-|dst-)?token[= ]|TRIO_STREAM_(?:ADMIN_)?TOKEN=)(\S+)")
+
+
+def test_token_examples_are_ones_the_server_takes_without_a_warning() -> None:
+    # `serve --help` showed `--token s3cret`, which the server then warned about ("the token
+    # has 6 characters ... use 16 or more random ones"): an example to copy must not be one.
+    shells = "\n".join(b.text for b in readme_blocks() if b.lang == "bash")
+    examples = "\n".join(command for command, _ in help_examples())
+    tokens = TOKEN_EXAMPLE.findall(shells) + TOKEN_EXAMPLE.findall(examples)
+    assert TOKEN_EXAMPLE.findall(examples), "no token example in the --help texts"
+    for token in tokens:
+        assert short_token_warning("token", token.strip("'\"")) is None, token
 
 
 # -- the Troubleshooting tables: each mistake made, each line checked -----------------------------
@@ -808,6 +838,7 @@ def run_help_examples(commands: list[str], url: str, cwd: Path) -> None:
         else:
             code, _, err = run_bounded(command, cwd)
             assert_clean(command, code, err, ok=(0, 130))
+            assert "or more random ones" not in err, (command, err)  # a token not to copy
         if taker is not None:
             time.sleep(0.5)
             _, out, _ = taker.interrupt()

@@ -300,8 +300,11 @@ def _cannot_listen(exc: OSError, host: str, kind: str, port: int) -> str:
     option = f"{kind.lower()}_port"
     text = f"trio_stream: cannot listen on {host} {kind} port {port} ({option})"
     if exc.errno == errno.EADDRINUSE:
+        # Not only a server: a port nobody listens on may be the local end of outgoing
+        # connections (TIME-WAIT ones too), which the CLI tells apart (cli/serve.py).
         text += (
-            ": another process holds it (another server, the demo perhaps); stop it, or "
-            f"choose another {option} (0 takes any free port)"
+            ": another process holds it (another server, the demo perhaps: stop it; or, if "
+            "none listens there, connections whose local end it is, closed ones for up to a "
+            f"minute in TIME-WAIT); choose another {option} (0 takes any free port)"
         )
     return text

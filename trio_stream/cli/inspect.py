@@ -195,16 +195,32 @@ CLUSTER_CLIENTS_NOTE: Final = (
 
 async def run_channels(args: argparse.Namespace) -> int:
     async with connect(args) as client:
-        channels = _visible(await client.channels(), args.system)
+        listed = await client.channels()
+    channels = _visible(listed, args.system)
     if args.json:
         print(json_line(_records(channels)))
-    elif not channels:
-        print("no channels")
-    else:
+        return 0
+    if channels:
         print_out(stdout_console(), channels_table(channels))
         if any(c.node for c in channels):
             print(CLUSTER_CHANNELS_NOTE)
+    # The system channels left out are said, not silently missing: "no channels" on a
+    # server that had three read as a listing that could not see them (a new user).
+    shown = {c.name for c in channels}
+    hidden = sorted(c.name for c in listed if c.name not in shown)
+    if hidden or not channels:
+        print(hidden_channels_line(hidden, empty=not channels))
     return 0
+
+
+def hidden_channels_line(hidden: list[str], *, empty: bool) -> str:
+    """The line under a ``channels`` table (or instead of it) that says the system channels
+    it leaves out: ``(+3 system channels: $channels, $clients, $stats; --system lists
+    them)``; ``empty``: there is no table."""
+    if not hidden:
+        return "no channels"
+    said = f"+{counted(len(hidden), 'system channel')}: {', '.join(hidden)}; --system lists them"
+    return f"no channels ({said})" if empty else f"({said})"
 
 
 # -- clients -----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ._server_options import add_server_options, server_config
 SERVE_EPILOG = """\
 examples:
   trio-stream serve                                  # loopback, TCP 9870, dashboard 9871
-  trio-stream serve --host 0.0.0.0 --token s3cret    # reachable from the network
+  trio-stream serve --host 0.0.0.0 --token q7Hx2mVt9RcL4wNz8KpB  # reachable from the network
   trio-stream serve --config server.toml --tcp-port 0
   trio-stream serve --http-port off --tls-cert cert.pem --tls-key key.pem
 
@@ -175,19 +175,119 @@ def _in_use(host: str, port: int) -> bool:
 
 def _address_in_use(config: ts.ServerConfig) -> str:
     """The reason for "address in use": which port is taken, found by trying each again
-    (the OS error does not say), and what to do about it."""
+    (the OS error does not say), by what, and what to do about it."""
     busy = [(label, port) for label, port in _ports(config) if _in_use(config.host, port)]
-    if busy:
-        held = " and ".join(f"{label} port {port}" for label, port in busy)
-        flags = "/".join(f"--{label.lower()}-port" for label, _ in busy)
-        pick = f"another port with {flags}" if len(busy) == 1 else f"others with {flags}"
-        advice = f"it holds {held}; stop it, or pick {pick}"
-    else:  # freed since, or not ours to probe: only what is known
-        advice = "stop it, or pick other ports with --tcp-port/--http-port"
-    return (
-        f"Address already in use (another server, the demo perhaps, runs there: {advice}; "
-        "0 takes any free one)"
+    # A port nobody listens on is held by connections' local ends (the system hands its
+    # ephemeral ports to outgoing connections, and a closed one's stays in TIME-WAIT for up
+    # to a minute): "another server runs there" sent a user looking for a server that was
+    # not there.
+    ends = [(label, port) for label, port in busy if _listened(config.host, port) is False]
+    served = [held for held in busy if held not in ends]
+    parts = []
+    if served or not busy:
+        if served:
+            held = " and ".join(f"{label} port {port}" for label, port in served)
+            advice = f"it holds {held}; stop it, or pick {_pick(served)}"
+        else:  # freed since, or not ours to probe: only what is known
+            advice = "stop it, or pick other ports with --tcp-port/--http-port"
+        parts.append(f"another server, the demo perhaps, runs there: {advice}")
+    if ends:
+        parts.append(_held_by_connections(ends, _ephemeral_ports()))
+    return f"Address already in use ({'; '.join(parts)}; 0 takes any free one)"
+
+
+def _pick(ports: list[tuple[str, int]], where: str = "") -> str:
+    """``another port with --tcp-port`` (``where``: said after "port")."""
+    flags = "/".join(f"--{label.lower()}-port" for label, _ in ports)
+    return f"another port{where} with {flags}" if len(ports) == 1 else f"others{where} with {flags}"
+
+
+def _held_by_connections(ends: list[tuple[str, int]], ephemeral: tuple[int, int] | None) -> str:
+    """What to say of ports in use that no server listens on (``ephemeral``: the range the
+    system gives outgoing connections, if known)."""
+    held = " and ".join(f"{label} port {port}" for label, port in ends)
+    it = "it is" if len(ends) == 1 else "they are"
+    text = (
+        f"no server listens on {held}: {it} the local end of other programs' connections "
+        "(open ones, or closed ones in TIME-WAIT for up to a minute)"
     )
+    low, high = ephemeral or (0, -1)
+    if any(low <= port <= high for _, port in ends):
+        return (
+            f"{text}, in the range the system gives such ends ({low}-{high}, "
+            f"{EPHEMERAL_RANGE_FILE}): pick {_pick(ends, ' outside it')}"
+        )
+    return f"{text}; wait for them to close, or pick {_pick(ends)}"
+
+
+# Where Linux says which local ports it gives outgoing connections ("32768\t60999").
+EPHEMERAL_RANGE_FILE: Final = "/proc/sys/net/ipv4/ip_local_port_range"
+LISTEN_PROBE_TIMEOUT_S: Final = 1.0  # a connect to our own host: refused or taken at once
+
+
+# Linux's lists of the TCP sockets of this network namespace, every process's.
+SOCKET_LISTS: Final = ("/proc/net/tcp", "/proc/net/tcp6")
+TCP_LISTEN_STATE: Final = "0A"  # the "st" column of a listening socket there
+
+
+def _listed_as_listening(port: int) -> bool:
+    """Whether the system's socket lists (Linux) show a socket listening on ``port`` on any
+    address (one on another address than the probe's holds the port too); False if they
+    show none or cannot be read."""
+    suffix = f":{port:04X}"
+    for path in SOCKET_LISTS:
+        try:
+            with open(path, encoding="ascii") as f:
+                rows = f.read().splitlines()[1:]
+        except (OSError, ValueError):
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 3 and fields[1].endswith(suffix) and fields[3] == TCP_LISTEN_STATE:
+                return True
+    return False
+
+
+def _ephemeral_ports() -> tuple[int, int] | None:
+    """The system's range of local ports for outgoing connections (None: not known)."""
+    try:
+        with open(EPHEMERAL_RANGE_FILE, encoding="ascii") as f:
+            low, high = (int(word) for word in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
+def _listened(host: str, port: int) -> bool | None:
+    """Whether a server listens on ``host:port`` (on loopback for a wildcard host): a
+    connect that is refused says no one does, unless the system's list of sockets shows
+    one on another of its addresses. None: not known (it timed out, or failed otherwise)."""
+    if _listed_as_listening(port):
+        return True
+    if host in ("", "0.0.0.0"):
+        hosts = ["127.0.0.1"]
+    elif host == "::":
+        hosts = ["::1", "127.0.0.1"]  # a dual-stack wildcard: either family's listener
+    else:
+        hosts = [host]
+    known: bool | None = False
+    for address in hosts:
+        try:
+            infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+        except OSError:
+            return None
+        for family, kind, proto, _, target in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.settimeout(LISTEN_PROBE_TIMEOUT_S)
+                try:
+                    probe.connect(target)
+                except ConnectionRefusedError:
+                    continue
+                except OSError:
+                    known = None
+                    continue
+                return True
+    return known
 
 
 async def _start_server(nursery: trio.Nursery, config: ts.ServerConfig) -> ts.Server:
