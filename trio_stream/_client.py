@@ -1678,8 +1678,13 @@ class Client:
         since: Position | None = None,
         wait_channel: bool = False,
         prefetch: bool = True,
+        _hint: bool = True,
     ) -> Subscription:
-        """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
+        """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`).
+
+        (``_hint``, internal: False leaves the channels named alike out of a ChannelNotFound,
+        and the listing they cost: subscribe_matching's channels gone meanwhile.)
+        """
         check_subscribe_options(
             policy=policy,
             size=size,
@@ -1729,6 +1734,8 @@ class Client:
 
         if wait_channel and not channel.startswith("$"):  # the server's own exist from its start
             return await self._when_created(channel, subscribe_once)
+        if not _hint:
+            return await subscribe_once()
         try:
             return await subscribe_once()
         except ChannelNotFound as missing:

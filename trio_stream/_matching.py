@@ -10,7 +10,9 @@ No window at the start: ``$channels`` is followed *before* the channels are list
 channel created meanwhile is either listed or announced (often both: the names dedupe). After
 a reconnection the client resumes each subscription by itself, ``$channels`` included, but the
 announcements made while it was away are gone: the channels are listed again once the client
-is ``"open"`` (and whenever ``$channels`` itself reports a gap or a loss).
+is ``"open"``, or when ``$channels`` reports a gap, whichever comes first (once per connection:
+see ``_request_listing``). The listing also finds the channels that did not come back (a
+server restart): their subscriptions, waiting to resume, are closed.
 
 Why a channel of a name already subscribed may need a second subscription: a channel deleted
 and created again is a new channel (a new epoch). The old subscription still delivers what
@@ -19,6 +21,22 @@ long after the new channel's ``created``), then ends; the new one must be subscr
 it. ``$channels`` events carry no epoch, so a ``created`` for a name whose subscription has
 not ended yet is checked by subscribing and comparing the epochs the server answers with:
 the same epoch (the listing found the channel first) drops the extra one.
+
+Failures are gaps, never the end (DESIGN section 4): a listing that fails (the cluster's Redis
+away, a connection lost during it) is tried again with a backoff; ``$channels`` ended with an
+error (a memory limit) is followed again and the channels listed; a channel refused (another
+client's private one, past ``max_channels``, a server limit) is skipped with one warning; a
+channel whose subscription the server ended (LimitExceeded: a block reader past its
+``block_timeout``) raises that error once from ``receive`` and is subscribed again. Only the
+client's own end (closed, or it gave up reconnecting) ends the pattern subscription, after
+the messages already here are read.
+
+What a message costs does not grow with the number of channels: each subscription has a
+``_Mark`` that its next frame (or its end) sets, which puts it in the ``_ready`` queue; the
+round robin reads that queue only, and the totals a SyncClient's batch reads (``window``,
+``_credit_returns``) are kept as messages are taken. With 1000 channels of which one is busy,
+walking every subscription per message cut the rate to a fraction of one channel's (see the
+measurements in ``_ready``'s comment).
 """
 
 from __future__ import annotations
@@ -26,15 +44,18 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
+import math
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import trio
 
 from ._exceptions import (
     AuthError,
     ChannelNotFound,
+    ClusterUnavailable,
     ConnectionClosed,
     InvalidArgument,
     LimitExceeded,
@@ -58,6 +79,17 @@ DEFAULT_MAX_CHANNELS: Final = 1000
 #: would put 1000 requests in the server's queue ahead of everybody else's.
 SUBSCRIBES_IN_FLIGHT: Final = 32
 GLOB_CHARACTERS: Final = frozenset("*?[")
+#: A failed listing, or ``$channels`` that could not be followed again, is tried again after
+#: this (seconds), doubling up to RETRY_MAX_S; at once when the client's state changes.
+RETRY_INITIAL_S: Final = 0.1
+RETRY_MAX_S: Final = 5.0
+#: A channel whose subscription the server ended (LimitExceeded) is subscribed again at once
+#: the first time; ended again within AGAIN_QUIET_S of the last time, after a delay that
+#: doubles from AGAIN_INITIAL_S up to AGAIN_MAX_S (seconds): a channel ended over and over
+#: (a memory limit hit as soon as it is subscribed) does not loop hot.
+AGAIN_INITIAL_S: Final = 0.25
+AGAIN_MAX_S: Final = 30.0
+AGAIN_QUIET_S: Final = 60.0
 
 
 def check_pattern(pattern: object) -> str:
@@ -88,6 +120,23 @@ def matches(pattern: str, channel: str) -> bool:
     return fnmatch.fnmatchcase(channel, pattern)
 
 
+class _Mark:
+    """What a member subscription's next frame or end sets (``Subscription._wake_with`` hands
+    it the Event-like thing its ``_wake`` sets, once): it puts the member in the ready queue."""
+
+    __slots__ = ("_matching", "_sub")
+
+    def __init__(self, matching: PatternSubscription, sub: Subscription) -> None:
+        self._matching = matching
+        self._sub = sub
+
+    def set(self) -> None:
+        self._matching._mark_ready(self._sub)
+
+    def is_set(self) -> bool:
+        return False  # armed (a set one is dropped by _wake at once)
+
+
 class PatternSubscription:
     """Every channel whose name matches a glob, now and created later, read as one.
 
@@ -99,9 +148,11 @@ class PatternSubscription:
     application asks: the rest waits in each channel's server-side buffer under its policy.
 
     A matching channel that ends delivers what was published before its end, then leaves the
-    set; one of that name created again joins it again. The pattern subscription itself ends
-    only when closed; a connection lost for good raises ``ConnectionClosed``, and passing
-    ``max_channels`` (or a server limit) raises ``LimitExceeded``, from ``receive``.
+    set (and ``channels``); one of that name created again joins it again. A channel created
+    later past ``max_channels`` is not subscribed (a warning in the log, once); one whose
+    subscription the server ends (``LimitExceeded``) raises it once from ``receive`` and is
+    subscribed again. The pattern subscription itself ends only when closed, or with its
+    client (``ConnectionClosed`` from ``receive`` once the messages here are read).
     """
 
     def __init__(
@@ -112,29 +163,52 @@ class PatternSubscription:
         self.channel = pattern  # (what a SyncSubscription's messages name)
         self._options = options  # the keyword options of each channel's subscribe
         self.max_channels = max_channels
-        self._subs: list[Subscription] = []  # read round robin, ended ones until read out
+        # Every member, ended ones until their end is read (the marks: see _Mark).
+        self._subs: dict[Subscription, _Mark] = {}
+        # The members that may have something to read, in round robin order; every other
+        # member has its mark armed. A member stays here after a message and goes to the
+        # back: the next visit finds its next frame, or arms its mark (one receive_nowait
+        # that finds nothing per run of frames: how a no-prefetch member asks for more).
+        # (Walking every member per message instead: 1000 channels, one busy, cost the
+        # busy one's reader 8x in trio and 20x in a SyncClient: see the report's figures.)
+        self._ready: deque[Subscription] = deque()
+        self._queued: set[Subscription] = set()  # the members in _ready
         self._active: dict[str, Subscription] = {}  # the newest subscription of each name
+        self._leaving: set[Subscription] = set()  # gone (a restart): closed once read out
         self._locks: dict[str, trio.Lock] = {}  # one change per name at a time
         self._events: Subscription | None = None  # $channels
-        self._next = 0  # the subscription asked first by the next receive
         self._taken = 0
         self._closed = False
-        self._error: TrioStreamError | None = None  # raised by every receive once set
+        self._error: TrioStreamError | None = None  # the end (the client's): after the rest
         self.end_reason: str | None = None  # as Subscription.end_reason: why it ended
-        self._scope = trio.CancelScope()  # the follower task
+        self._scope = trio.CancelScope()  # the follower tasks
         self._waiting: trio.Event | None = None  # what a receive waits on
-        self._waiters = 0
         self._reconnects_at_start = 0  # client.reconnects when _start began
-        self._refused: set[str] = set()  # channels whose key was refused: said once each
-        # Totals of the subscriptions that left the set (the properties below add them).
+        self._refused: set[str] = set()  # names not read (refused, past max_channels): said once
+        # A listing is wanted (set) / what the last one covered (see _request_listing).
+        self._listing_wanted = trio.Event()
+        self._listed_key: tuple[int, int] | None = None
+        self._announced: set[str] = set()  # announced since the last listing began, not live
+        # Members the server ended with an error, to subscribe again: [delay, ended at] each.
+        self._again: dict[str, list[float]] = {}
+        self._again_nursery: trio.Nursery | None = None
+        # Totals kept as members come and go and messages are taken: a message costs the
+        # same with 1000 channels as with one (SyncSubscription._take reads them per message).
+        self._windows: Counter[int] = Counter()
+        self._window = 1
+        self._returns = 0
         self._gone_lost = 0
-        self._gone_credit_returns = 0
 
     # -- what the application reads ---------------------------------------------------------
     @property
     def channels(self) -> list[str]:
-        """The names of the matching channels subscribed now, sorted."""
-        return sorted(name for name, sub in self._active.items() if not sub._ended)
+        """The names of the matching channels subscribed now, sorted: a channel that ended
+        stays until its last message is read."""
+        return sorted(
+            name
+            for name, sub in self._active.items()
+            if (not sub._ended or sub._has_queued) and sub not in self._leaving
+        )
 
     @property
     def lost(self) -> int:
@@ -144,16 +218,20 @@ class PatternSubscription:
     @property
     def window(self) -> int:
         """Frames a SyncPatternSubscription takes into its thread at once, at most."""
-        return max((sub.window for sub in self._subs), default=1)
+        return self._window
 
     @property
     def _credit_returns(self) -> int:
-        """Credit returns of the subscriptions, in total (see Merge._credit_returns)."""
-        return self._gone_credit_returns + sum(sub._credit_returns for sub in self._subs)
+        """Counts a credit return of any member as a message was taken, and the taking of
+        the last frame a reconnection left queued in a member: SyncSubscription._take ends
+        its batch with either message (see there; a member's ``_stale`` frames are held by
+        the server until that member's next credit, which this one's ``_stale`` of 0 leaves
+        to this count)."""
+        return self._returns
 
     @property
     def _stale(self) -> int:
-        return sum(sub._stale for sub in self._subs)
+        return 0  # (counted in _credit_returns, per member)
 
     @property
     def _prefetch(self) -> bool:
@@ -161,7 +239,7 @@ class PatternSubscription:
 
     @property
     def _has_queued(self) -> bool:
-        return any(sub._has_queued for sub in self._subs)
+        return any(sub._has_queued for sub in self._ready)  # (the others have nothing)
 
     def receive_nowait(self) -> Message:
         """The next message if one of the channels has one already.
@@ -169,56 +247,84 @@ class PatternSubscription:
         Raises:
             trio.WouldBlock: none has one.
             SubscriptionEnded: closed ("this pattern subscription was closed").
-            ConnectionClosed, LimitExceeded: as :meth:`receive`.
+            ConnectionClosed: as :meth:`receive`, once every message here was read.
+            LimitExceeded: as :meth:`receive`.
         """
         if self._closed:
             raise SubscriptionEnded(self.end_reason)
-        if self._error is not None:
-            raise self._error
-        subs = self._subs
-        i = self._next
-        tried = 0
-        while tried < len(subs):
-            if i >= len(subs):
-                i = 0
-            sub = subs[i]
+        ready = self._ready
+        while ready:
+            sub = ready[0]
+            returns = sub._credit_returns
+            stale = sub._stale
             try:
                 message = sub.receive_nowait()
             except trio.WouldBlock:
-                i += 1
-                tried += 1
+                self._count_returns(sub, returns, stale)
+                self._unready()
+                if sub in self._leaving:
+                    self._leave_now(sub)
+                else:
+                    self._arm(sub)
                 continue
             except trio.EndOfChannel:
-                self._drop(i)  # the one after it moves into slot i: asked next, fairly
+                self._unready()
+                self._drop(sub)
                 continue
             except BaseException as exc:
-                if isinstance(exc, ConnectionClosed):  # the client's end: every receive's now
-                    self._fail(exc)
-                if sub._ended:  # its end's error (a server limit): said once, then it leaves
-                    self._drop(i)
-                    self._next = i
-                else:  # a frame that did not decode: the stream goes on
-                    self._next = i + 1
+                self._count_returns(sub, returns, stale)
+                if not sub._ended:  # a frame that did not decode: the stream goes on
+                    ready.rotate(-1)
+                    raise
+                # Its end's error: said once, then it leaves (and is subscribed again).
+                self._unready()
+                self._drop(sub)
+                if isinstance(exc, ConnectionClosed) and self._client.closed:
+                    self._fail(exc)  # the client's end: raised once the rest is read
+                    continue
+                if isinstance(exc, TrioStreamError):
+                    self._subscribe_again(sub.channel)
                 raise
-            self._next = i + 1
+            if sub._credit_returns != returns or (stale and not sub._stale):
+                self._returns += 1
+            ready.rotate(-1)  # round robin: asked again after the others
             return message
+        if self._error is not None:
+            raise self._error
         raise trio.WouldBlock
 
-    def _drop(self, index: int) -> None:
-        sub = self._subs.pop(index)
-        self._gone_lost += sub.lost
-        self._gone_credit_returns += sub._credit_returns
-        if self._active.get(sub.channel) is sub:
-            del self._active[sub.channel]
+    def _count_returns(self, sub: Subscription, returns: int, stale: int) -> None:
+        if sub._credit_returns != returns or (stale and not sub._stale):
+            self._returns += 1
+
+    def _unready(self) -> None:
+        self._queued.discard(self._ready.popleft())
+
+    def _mark_ready(self, sub: Subscription) -> None:
+        """``sub`` has a frame or its end (its mark was set)."""
+        if sub in self._subs and sub not in self._queued:
+            self._queued.add(sub)
+            self._ready.append(sub)
+        self._wake()
+
+    def _arm(self, sub: Subscription) -> None:
+        # (A _Mark is what _wake_with keeps and _wake sets: the part of an Event it uses.)
+        if not sub._wake_with(cast("trio.Event", self._subs[sub])):
+            raise trio.BusyResourceError(
+                f"another task is receiving from subscription {sub.channel!r:.80} itself: "
+                "read a pattern subscription's channels only through it"
+            )
 
     async def receive(self) -> Message:
         """The next message of any matching channel, waiting for one.
 
         Raises:
             trio.EndOfChannel: closed (``async for`` just stops).
-            ConnectionClosed: the client is closed, or gave up reconnecting.
-            LimitExceeded: more than ``max_channels`` channels match (or the server refused
-                one more subscription, or ended one at a memory limit).
+            ConnectionClosed: the client is closed, or gave up reconnecting (raised once the
+                messages already here are read).
+            LimitExceeded: the server ended one channel's subscription (a block reader past
+                its ``block_timeout``, a memory limit): said once, and that channel is
+                subscribed again.
             ProtocolError: a frame that does not decode (the stream goes on).
         """
         # As Subscription.receive: cancellation only before a message is taken.
@@ -230,43 +336,20 @@ class PatternSubscription:
                 pass  # wait outside the handler: an error in the wait must not chain to it
             else:
                 break
-            await self._wait_any()
+            # Every member is armed now (none is ready): its next frame or end sets this.
+            event = self._waiting
+            if event is None:
+                event = self._waiting = trio.Event()
+            await event.wait()
         self._taken += 1
         if not self._taken % YIELD_EVERY_MESSAGES:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return message
 
-    async def _wait_any(self) -> None:
-        # As Merge._wait_any: one event for every subscription; one that joins the set while
-        # a receive waits is handed it too (_add), and the follower's error or a close sets it.
-        event = self._waiting
-        if event is not None and event.is_set():  # woken, its waiters not gone yet
-            await trio.lowlevel.checkpoint()
-            return
-        if event is None:
-            event = self._waiting = trio.Event()
-        self._waiters += 1
-        try:
-            for sub in self._subs:
-                self._hand(sub, event)
-            await event.wait()
-        finally:
-            self._waiters -= 1
-            if not self._waiters:
-                self._waiting = None
-                for sub in self._subs:
-                    sub._unwake(event)
-
-    def _hand(self, sub: Subscription, event: trio.Event) -> None:
-        if not sub._wake_with(event):
-            raise trio.BusyResourceError(
-                f"another task is receiving from subscription {sub.channel!r:.80} itself: "
-                "read a pattern subscription's channels only through it"
-            )
-
     def _wake(self) -> None:
         if self._waiting is not None:
             self._waiting.set()
+            self._waiting = None
 
     def __aiter__(self) -> PatternSubscription:
         return self
@@ -278,8 +361,12 @@ class PatternSubscription:
             raise StopAsyncIteration from None
 
     # -- the set of subscriptions -----------------------------------------------------------
-    def _open_count(self) -> int:
-        return sum(not sub._ended for sub in self._subs)
+    def _counted_at_least(self, limit: int) -> bool:
+        """Whether ``limit`` members count against max_channels: those subscribed now, not
+        ended, and live (one waiting to resume after a reconnect may never come back)."""
+        if len(self._active) < limit:  # (the common case, without walking them)
+            return False
+        return sum(sub._live and not sub._ended for sub in self._subs) >= limit
 
     def _too_many(self, more: int) -> LimitExceeded:
         return LimitExceeded(
@@ -290,10 +377,25 @@ class PatternSubscription:
         )
 
     def _add(self, sub: Subscription) -> None:
-        self._subs.append(sub)
+        self._subs[sub] = _Mark(self, sub)
         self._active[sub.channel] = sub
-        if self._waiting is not None:  # a receive waits: this one's first frame wakes it too
-            self._hand(sub, self._waiting)
+        self._windows[sub.window] += 1
+        self._window = max(self._window, sub.window)
+        self._mark_ready(sub)  # what came before this (its first frames) is read: asked once
+
+    def _drop(self, sub: Subscription) -> None:
+        """``sub`` leaves the set (left in ``_ready``, it is passed over: its mark is void)."""
+        if self._subs.pop(sub, None) is None:
+            return
+        self._leaving.discard(sub)
+        self._gone_lost += sub.lost
+        windows = self._windows
+        windows[sub.window] -= 1
+        if not windows[sub.window]:
+            del windows[sub.window]
+            self._window = max(windows, default=1)
+        if self._active.get(sub.channel) is sub:
+            del self._active[sub.channel]
 
     @contextlib.asynccontextmanager
     async def _name_lock(self, name: str) -> AsyncIterator[None]:
@@ -307,36 +409,67 @@ class PatternSubscription:
                 if not lock.statistics().tasks_waiting:
                     self._locks.pop(name, None)  # (nothing awaits before the release)
 
-    async def _ensure(self, name: str, announced: bool) -> None:
+    async def _ensure(self, name: str, announced: bool, at_entry: bool = False) -> None:
         """Have ``name`` subscribed; ``announced``: a ``created`` event named it (it may be
-        a new channel of a name whose old subscription has not ended yet)."""
+        a new channel of a name whose old subscription has not ended yet).
+
+        A channel this client may not read, or one past ``max_channels`` after the entry, is
+        skipped (said once: _refuse).
+
+        Raises:
+            ClusterUnavailable, ConnectionClosed: for the caller to try again (a listing).
+            LimitExceeded, another TrioStreamError: only ``at_entry``.
+        """
         async with self._name_lock(name):
+            if self._closed:
+                return
             old = self._active.get(name)
             if old is not None and not old._ended and (not announced or not old._live):
                 # Subscribed; or waiting to resume after a reconnect, which follows the
                 # channel of that name by itself (with a "reset" gap if it is a new one).
+                if announced:
+                    self._announced.add(name)  # (the listing must not close it: _resync)
                 return
-            if self._open_count() >= self.max_channels:
-                raise self._too_many(self._open_count() + 1)
-            sub = await self._subscribe(name)
+            if self._counted_at_least(self.max_channels):
+                if at_entry:
+                    raise self._too_many(len(self._active) + 1)
+                self._refuse(
+                    name,
+                    f"{self.max_channels} channels are subscribed (max_channels): give "
+                    "subscribe_matching(..., max_channels=N) a larger N to read more",
+                )
+                return
+            sub = await self._subscribe(name, at_entry)
             if sub is None:
+                return
+            if self._closed:  # closed while the subscribe was on its way: not left open
+                sub.close_nowait()
                 return
             if old is not None and not old._ended and old.position.epoch == sub.position.epoch:
                 sub.close_nowait()  # the same channel, listed and announced: one is enough
                 return
             self._add(sub)
 
-    async def _subscribe(self, name: str) -> Subscription | None:
+    def _refuse(self, name: str, why: str) -> None:
+        if name not in self._refused:
+            self._refused.add(name)
+            log.warning("pattern %r: channel %r is not read: %s", self.pattern, name, why)
+
+    async def _subscribe(self, name: str, at_entry: bool) -> Subscription | None:
         """A subscription to ``name``; None if this client may not read it (gone meanwhile,
-        another client's private channel, a key it lacks)."""
+        another client's private channel, a key it lacks, a server limit after the entry)."""
         try:
-            return await self._client.open_subscription(name, **self._options)
+            # (_hint=False: a channel gone meanwhile is no typo; the "did you mean" of
+            # open_subscription's ChannelNotFound costs a listing of every channel.)
+            return await self._client.open_subscription(name, **self._options, _hint=False)
         except ChannelNotFound:
             return None  # ended since it was listed or announced
-        except AuthError as exc:
-            if name not in self._refused:
-                self._refused.add(name)
-                log.warning("pattern %r: channel %r is not read: %s", self.pattern, name, exc)
+        except (ClusterUnavailable, ConnectionClosed):
+            raise  # for the caller's next listing
+        except TrioStreamError as exc:
+            if at_entry and not isinstance(exc, AuthError):
+                raise
+            self._refuse(name, str(exc))
             return None
 
     async def _list(self) -> list[str]:
@@ -345,7 +478,7 @@ class PatternSubscription:
             info.name for info in await self._client.channels() if matches(self.pattern, info.name)
         )
 
-    async def _subscribe_all(self, names: list[str]) -> None:
+    async def _subscribe_all(self, names: list[str], at_entry: bool = False) -> None:
         limiter = trio.CapacityLimiter(SUBSCRIBES_IN_FLIGHT)
         errors: list[TrioStreamError] = []
 
@@ -354,7 +487,7 @@ class PatternSubscription:
                 if errors:
                     return
                 try:
-                    await self._ensure(name, announced=False)
+                    await self._ensure(name, announced=False, at_entry=at_entry)
                 except TrioStreamError as exc:
                     errors.append(exc)
 
@@ -364,9 +497,80 @@ class PatternSubscription:
         if errors:
             raise errors[0]
 
+    def _listing_key(self) -> tuple[int, int] | None:
+        """What a listing begun now covers: this connection, after ``$channels`` was followed
+        on it (None while it is not: a listing then misses what it announces later)."""
+        events = self._events
+        if events is None or not events._live:
+            return None
+        return (self._client.reconnects, events.sub_id)
+
+    def _request_listing(self, *, force: bool = False) -> None:
+        """Have the channels listed again (by _follow_listings, once the client is open).
+
+        Both a reconnection and the gap ``$channels`` shows after it ask: once is enough,
+        so a listing begun on this connection after ``$channels`` was followed on it covers
+        both (a ``lost`` count, or a failed step, asks with ``force``).
+        """
+        if not force and self._listed_key is not None and self._listed_key == self._listing_key():
+            return
+        if force:
+            self._listed_key = None
+        self._listing_wanted.set()
+
     async def _resync(self) -> None:
-        """List the channels again and subscribe to the matching ones not subscribed."""
-        await self._subscribe_all(await self._list())
+        """List the channels again and subscribe to the matching ones not subscribed; close
+        the members waiting to resume whose channel is not listed (gone with a restart)."""
+        self._listed_key = self._listing_key()
+        self._announced = set()
+        names = await self._list()
+        if self._closed:
+            return
+        await self._subscribe_all(names)
+        listed = set(names)
+        for sub in list(self._subs):
+            name = sub.channel
+            if sub._live or sub._ended or name in listed or name in self._announced:
+                continue
+            log.info("pattern %r: channel %r is gone (not listed): left", self.pattern, name)
+            if sub._has_queued:  # its messages first (then receive_nowait closes it)
+                self._leaving.add(sub)
+            else:
+                self._leave_now(sub)
+        # Said once per name, for the names that still exist: the rest are forgotten.
+        self._refused &= listed
+        for name in [name for name in self._again if name not in listed]:
+            del self._again[name]
+
+    def _leave_now(self, sub: Subscription) -> None:
+        """A member whose channel is gone, read out: closed (no more resubscribe attempts)
+        and out of the set, unless it came back meanwhile."""
+        self._leaving.discard(sub)
+        if sub._live:
+            self._arm(sub)
+            return
+        self._drop(sub)
+        sub.close_nowait()
+
+    def _subscribe_again(self, name: str) -> None:
+        """The server ended ``name``'s subscription with an error, now read: subscribe again
+        (with a backoff if it ended a moment ago too)."""
+        nursery = self._again_nursery
+        if nursery is None or self._closed:
+            return
+        now = trio.current_time()
+        delay, ended_at = self._again.get(name, (0.0, -math.inf))
+        if now - ended_at > AGAIN_QUIET_S:
+            delay = 0.0
+        self._again[name] = [min(max(delay * 2, AGAIN_INITIAL_S), AGAIN_MAX_S), now]
+        nursery.start_soon(self._again_after, name, delay)
+
+    async def _again_after(self, name: str, delay: float) -> None:
+        await trio.sleep(delay)
+        try:
+            await self._ensure(name, announced=False)
+        except (ClusterUnavailable, ConnectionClosed) as exc:
+            self._transient(exc)
 
     # -- life ---------------------------------------------------------------------------------
     async def _start(self) -> None:
@@ -375,70 +579,179 @@ class PatternSubscription:
         self._reconnects_at_start = client.reconnects
         try:
             self._events = await client.open_subscription("$channels", policy="unbounded")
+            if self._closed:  # (closed meanwhile: _all_subs found nothing to close then)
+                self.close_nowait()
+                return
+            self._listed_key = self._listing_key()
             names = [name for name in await self._list() if name not in self._active]
             if len(names) > self.max_channels:
                 raise self._too_many(len(names))  # before opening any of them
-            await self._subscribe_all(names)
+            await self._subscribe_all(names, at_entry=True)
         except BaseException:
             self.close_nowait()
             raise
+        if self._closed:
+            self.close_nowait()
+            return
         if not client._port().spawn(self._follow, name=f"subscribe_matching {self.pattern}"):
             self.close_nowait()
             client._check_open()
             raise ConnectionClosed("the client is closing")
 
     async def _follow(self) -> None:
-        """The background task: new channels, and re-listing after reconnections."""
+        """The background tasks: new channels, listings, resubscriptions."""
         with self._scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._guarded, self._follow_events)
-                nursery.start_soon(self._guarded, self._follow_reconnects)
+                for follow in (
+                    self._follow_events,
+                    self._follow_reconnects,
+                    self._follow_listings,
+                    self._follow_ends,
+                ):
+                    nursery.start_soon(self._guarded, follow)
 
     async def _guarded(self, follow: Callable[[], Awaitable[None]]) -> None:
-        # Nothing may escape into the client's nursery: an error goes to the reader.
+        # Nothing may escape into the client's nursery: the client's end goes to the reader
+        # (each task handles what is transient itself).
         try:
             await follow()
-        except trio.EndOfChannel:
-            if not self._closed:  # $channels ended without a close: the client's end
-                self._fail(ConnectionClosed(str(self._client._closed or "the client closed")))
-        except TrioStreamError as exc:
+        except ConnectionClosed as exc:
+            if not self._client.closed:
+                log.exception("pattern %r stopped following new channels", self.pattern)
             self._fail(exc)
         except Exception as exc:  # a bug: said, and raised by receive rather than lost
             log.exception("pattern %r stopped following new channels", self.pattern)
             self._fail(TrioStreamError(f"pattern subscription failed: {exc!r}"))
 
+    def _transient(self, exc: ClusterUnavailable | ConnectionClosed) -> None:
+        """A step failed for now (the cluster's Redis, the connection): the next listing
+        covers it; the client's own end is raised (to _guarded)."""
+        if isinstance(exc, ConnectionClosed) and self._client.closed:
+            raise exc
+        log.info("pattern %r: %s; the channels are listed again", self.pattern, exc)
+        self._request_listing(force=True)
+
+    async def _wait_open(self) -> None:
+        """Until the client is open.
+
+        Raises:
+            ConnectionClosed: the client is closed.
+        """
+        client = self._client
+        while (state := client.state) != "open":
+            if state == "closed":
+                client._check_open()
+                raise ConnectionClosed("the client is closed")
+            await client.wait_state_change(state)
+
+    async def _pause(self, delay_s: float) -> None:
+        """Before trying again: ``delay_s``, or less if the client's state changes; then
+        until it is open."""
+        client = self._client
+        with trio.move_on_after(delay_s):
+            await client.wait_state_change(client.state)
+        await self._wait_open()
+
     async def _follow_events(self) -> None:
-        events = self._events
-        if events is None:  # closed before this task began
+        delay = RETRY_INITIAL_S
+        while True:
+            events = self._events
+            if events is None:
+                try:
+                    events = await self._client.open_subscription("$channels", policy="unbounded")
+                except (ClusterUnavailable, ConnectionClosed, LimitExceeded) as exc:
+                    if isinstance(exc, ConnectionClosed) and self._client.closed:
+                        raise
+                    log.info("pattern %r: $channels not followed yet: %s", self.pattern, exc)
+                    await self._pause(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+                    continue
+                if self._closed:
+                    events.close_nowait()
+                    return
+                self._events = events
+                self._request_listing(force=True)  # what it announced meanwhile is gone
+            try:
+                async for event in events:
+                    delay = RETRY_INITIAL_S
+                    await self._on_event(event)
+            except TrioStreamError as exc:
+                if isinstance(exc, ConnectionClosed) and self._client.closed:
+                    raise
+                log.warning(
+                    "pattern %r: the $channels subscription ended (%s): followed again, "
+                    "and the channels listed",
+                    self.pattern,
+                    exc,
+                )
+            if self._closed:
+                return
+            self._events = None
+            events.close_nowait()
+            await self._pause(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _on_event(self, event: Message) -> None:
+        if event.lost:
+            self._request_listing(force=True)  # announcements were missed
+        elif event.gap is not None:
+            self._request_listing()  # (after a reconnection: the listing it asked covers it)
+        data = event.data
+        if not isinstance(data, dict):
             return
-        async for event in events:
-            if event.lost or event.gap is not None:
-                # Announcements were missed (the connection was lost): ask for the list.
-                await self._resync()
-            data = event.data
-            if not isinstance(data, dict) or data.get("event") != "created":
-                continue
-            name = data.get("channel")
-            if isinstance(name, str) and matches(self.pattern, name):
+        name = data.get("channel")
+        if not isinstance(name, str) or not matches(self.pattern, name):
+            return
+        kind = data.get("event")
+        if kind == "deleted":
+            self._refused.discard(name)
+            self._again.pop(name, None)
+        elif kind == "created":
+            try:
                 await self._ensure(name, announced=True)
+            except (ClusterUnavailable, ConnectionClosed) as exc:
+                self._transient(exc)
 
     async def _follow_reconnects(self) -> None:
         # The client says a reconnection is complete by going "open" again (its _restore
         # has resubscribed, $channels too, by then): what was created meanwhile is listed.
         # (Counted from before $channels was followed: a reconnection during the start is
-        # one too.)
+        # one too.) Its end (closed, gave up) is the pattern subscription's.
         client = self._client
         seen = self._reconnects_at_start
         while True:
             state = client.state
             if state == "closed":
                 client._check_open()  # raises ConnectionClosed: the reader is told
-                return
+                raise ConnectionClosed("the client is closed")
             if state == "open" and client.reconnects != seen:
                 seen = client.reconnects
-                await self._resync()
+                self._request_listing()
                 continue  # (the state may have changed again meanwhile)
             await client.wait_state_change(state)
+
+    async def _follow_listings(self) -> None:
+        delay = RETRY_INITIAL_S
+        while True:
+            await self._listing_wanted.wait()
+            await self._wait_open()
+            self._listing_wanted = trio.Event()  # (asked again from here: listed again)
+            try:
+                await self._resync()
+            except (ClusterUnavailable, ConnectionClosed) as exc:
+                if isinstance(exc, ConnectionClosed) and self._client.closed:
+                    raise
+                log.info("pattern %r: listing the channels failed (%s): again", self.pattern, exc)
+                self._request_listing(force=True)
+                await self._pause(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            delay = RETRY_INITIAL_S
+
+    async def _follow_ends(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._again_nursery = nursery
+            await trio.sleep_forever()
 
     def _fail(self, error: TrioStreamError) -> None:
         if self._error is None and not self._closed:
@@ -463,8 +776,10 @@ class PatternSubscription:
     def _all_subs(self) -> list[Subscription]:
         """Every subscription, taken out of the set (``lost`` keeps their totals)."""
         subs = list(self._subs)
-        while self._subs:
-            self._drop(0)
+        self._ready.clear()
+        self._queued.clear()
+        for sub in subs:
+            self._drop(sub)
         if self._events is not None:
             subs.append(self._events)
             self._events = None

@@ -1771,7 +1771,9 @@ class SyncPatternSubscription:
     @property
     def lost(self) -> int:
         """Frames the channels' subscriptions lost to overflow, in total."""
-        return self._matching.lost
+        if self._client.closed:  # (its trio thread has ended: nothing changes them now)
+            return self._matching.lost
+        return self._client._run_sync(lambda: self._matching.lost)
 
     @property
     def end_reason(self) -> str | None:
