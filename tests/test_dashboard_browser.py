@@ -1520,6 +1520,59 @@ async def test_a_panel_that_keeps_up_loses_nothing_when_the_page_is_busy_now_and
     assert not result["markers while busy"], result
 
 
+FLAT: Final = "lab/kelvin"
+# Each panel's frames and the frames its subscriptions lost (the browser client's counts).
+PANELS_FRAMES_LOST_JS: Final = """() => window.__tsPanels.map((p) => ({
+  frames: p.frames, lost: [...p.subs.values()].reduce((n, e) => n + (e.sub?.lost ?? 0), 0)}))"""
+NEXT_FRAME_JS: Final = "() => new Promise((resolve) => requestAnimationFrame(() => resolve(true)))"
+ALL_TUNED_JS: Final = """() => window.__tsPanels.length === 2 && window.__tsPanels.every((p) =>
+  p.frames > 3 && [...p.subs.values()].every((e) => e.sub && e.sub.size > 1))"""
+
+
+def kelvin_frame(n: int) -> float:
+    """293.15 and the next float64, in turn: a series that varies in its last bit only."""
+    return 293.15 if n % 2 == 0 else 293.15000000000003
+
+
+async def test_a_series_varying_in_its_last_bit_is_drawn_flat_and_the_page_keeps_up() -> None:
+    """A new user's 293.15 / 293.15000000000003 at 10 Hz froze the tab ("Invalid array
+    length" after seconds of a main thread not answering; 138 of 166 frames lost, and every
+    other panel's too): the y tick loop never advanced by a step under half an ulp of 293.15.
+    The page answers at once throughout, neither panel loses a frame, and the series is drawn
+    flat in the middle of a padded range."""
+
+    def steps(page: Page) -> dict[str, Any]:
+        page.wait_for_function(ALL_TUNED_JS)  # first subscriptions tuned (see the busy test)
+        before = page.evaluate(PANELS_FRAMES_LOST_JS)
+        slowest_s = 0.0
+        end = time.monotonic() + 4.0  # 40 frames of each panel
+        while (t := time.monotonic()) < end:
+            page.evaluate(NEXT_FRAME_JS)  # each panel draws in it
+            slowest_s = max(slowest_s, time.monotonic() - t)
+            page.wait_for_timeout(200)
+        after = page.evaluate(PANELS_FRAMES_LOST_JS)
+        return {
+            "slowest_s": slowest_s,
+            "frames": [a["frames"] - b["frames"] for a, b in zip(after, before, strict=True)],
+            "lost": [a["lost"] - b["lost"] for a, b in zip(after, before, strict=True)],
+            "y_range": page.evaluate("() => window.__tsPanels[0].plotter._map?.yr ?? null"),
+        }
+
+    fragment = f"#{in_url(FLAT)};{in_url(SINE)}"
+    writers: dict[str, tuple[float, Callable[[int], object]]] = {
+        FLAT: (SCALAR_RATE_HZ, kelvin_frame),
+        SINE: (SINE_RATE_HZ, sine_frame),
+    }
+    result, errors = await with_writers(steps, "dashboard-last-bit.png", writers, fragment)
+    assert not errors, (errors[:3], result)
+    assert result["slowest_s"] < 1.0, result
+    assert result["lost"] == [0, 0], result
+    assert min(result["frames"]) >= 30, result  # 10 Hz each (the panels' rate) for 4 s
+    lo, hi = result["y_range"]
+    assert lo < 293.15 - 10 and hi > 293.15 + 10, result  # padded around the value, not 1e-13
+    assert math.isclose((lo + hi) / 2, 293.15), result  # the flat line across the middle
+
+
 # Whether the load cards, the channel table and the plot are marked as not live.
 STALE_JS: Final = """() => ({
   cards: document.querySelector('section.cards').classList.contains('stale'),

@@ -5,6 +5,7 @@ import { createClient, ConnectionClosed, AuthError, RpcTimeout, RequestTimeout }
 import { decode } from './cbor.js';
 import { Panel, frameBytesFromRates, channelCount } from './panels.js';
 import { parseLayout, formatLayout, DEFAULT_RATE_HZ } from './layout.js';
+import { isFlat } from './plot.js';
 import * as fmt from './format.js';
 
 const $ = (id) => document.getElementById(id);
@@ -344,7 +345,13 @@ function drawSpark(canvas, data) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
   let lo = Math.min(...data), hi = Math.max(...data);
-  if (hi === lo) { hi += 1; lo -= lo > 0 ? 0 : 1; }
+  // Flat (equal, or apart by rounding only: isFlat): along the bottom when positive (a count
+  // that stays), across the middle otherwise. (hi + 1 was hi itself from 2 ** 53 on: a
+  // division by 0, no line; rounding noise was drawn at full height.)
+  if (isFlat(lo, hi)) {
+    const d = Math.max(1, Math.abs(lo) * 0.1);
+    [lo, hi] = lo > 0 ? [lo, lo + d] : [lo - d, lo + d];
+  }
   const x = (i) => w - (data.length - 1 - i) * (w / (SPARK_SAMPLES - 1));
   const y = (v) => h - 1 - ((v - lo) / (hi - lo)) * (h - 2);
   const css = getComputedStyle(document.documentElement);

@@ -158,25 +158,100 @@ export function columnRanges(values, a, b, cols) {
   return { lo, hi, range: all };
 }
 
-/** Round tick values covering [lo, hi], about `count` of them. */
+// ------------------------------------------------------------------------------------ axis ranges
+
+// A span this small beside its values is their rounding, not a signal: it is drawn flat.
+// A float64 holds ~16 significant digits (eps 2.2e-16). What differs in its last bits
+// (293.15 and 293.15000000000003, |exp(1j*phase)| = 1 ± 2e-16, a mean of a million
+// samples: ~1e-13 of its value) is a thousand to a million times below 1e-9. Above it, the
+// ticks are at least ~1e-11 of their value apart (the span over 50 ticks at most, a nice step
+// no less than 1/1.5 of that), tens of thousands of ulps: each is exact to an ulp, they are
+// all distinct, and their labels take at most 12 significant digits. Below it the steps near
+// the values' rounding: the loop that added them stopped advancing once a step was under half
+// an ulp (filling an array until "Invalid array length", the page frozen meanwhile), and the
+// labels differed in their 15th digit. A real signal that small (a 10 MHz clock's 1 mHz
+// wander) cannot be read on tick labels without an offset, which this axis has not: it is
+// drawn flat, its values in the legend and the cursor readout. (matplotlib's locators go
+// down to ~1e-14 of the values, nonsingular()'s `tiny`, and label an offset; d3's ticks()
+// has no guard: at 1e15 + [0, 0.25] its tick integers pass 2 ** 53 and repeat.) Float32 data
+// (eps 1.2e-7) is well above it: its last-bit steps are drawn, as an ADC's least bit is.
+const FLAT_SPAN = 1e-9;
+// Values all smaller than this are flat around 0: a billionth of them would be under the least
+// normal float64 (2.2e-308), where 10 ** k and 1 / span lose their digits or overflow
+// (matplotlib's nonsingular() does the same below ~2e-293).
+const TINY = 1e-290;
+// No axis has more ticks, whatever it is asked: `count` is held to half of it, and a nice step
+// is at least 1/1.5 of span / count (so at most 1.5 * count + 1 ticks come).
+export const MAX_TICKS = 100;
+
+/** Whether [lo, hi] is flat: equal, apart by less than their values can resolve (FLAT_SPAN),
+ * all tiny (TINY), reversed, or not numbers. */
+export function isFlat(lo, hi) {
+  const size = Math.max(Math.abs(lo), Math.abs(hi));
+  return !(size >= TINY && hi - lo > FLAT_SPAN * size);
+}
+
+/**
+ * Round tick values covering [lo, hi], about `count` of them (never more than MAX_TICKS),
+ * ascending, each within [lo, hi]. As d3's ticks(): every tick is an integer times the step
+ * (over its inverse for steps below 1: 0.3, not 0.30000000000000004), the integers counted
+ * from the ends, so the loop runs by count whatever the numbers. A flat span (isFlat) gets
+ * one tick in its middle; an end that is not finite, the other end alone (none for NaN).
+ */
 export function niceTicks(lo, hi, count = 5) {
-  if (!(hi > lo)) return [lo];
-  const raw = (hi - lo) / count;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const norm = raw / mag;
-  const step = (norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10) * mag;
+  if (hi < lo) [lo, hi] = [hi, lo];
+  if (!(Number.isFinite(lo) && Number.isFinite(hi))) return [lo, hi].filter(Number.isFinite).slice(0, 1);
+  const middle = lo === hi ? lo : lo / 2 + hi / 2; // halves: hi + lo may overflow
+  if (isFlat(lo, hi)) return [middle + 0]; // (+ 0: -0 is 0)
+  const n = Math.min(MAX_TICKS / 2, Math.max(1, Math.round(count) || 1));
+  let raw = (hi - lo) / n;
+  if (raw === Infinity) raw = hi / n - lo / n; // -1e308 to 1e308
+  const e = Math.floor(Math.log10(raw));
+  const norm = raw / 10 ** e;
+  const f = norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10;
+  const inverse = e < 0 ? 10 ** -e / f : 0; // an integer: ticks are i / inverse
+  const step = e < 0 ? 1 / inverse : f * 10 ** e; // else ticks are i * step
+  if (!(step > 0 && step < Infinity)) return [middle + 0];
+  const at = (i) => (e < 0 ? i / inverse : i * step) + 0;
+  let i0 = Math.round(lo / step), i1 = Math.round(hi / step);
+  if (at(i0) < lo) i0++;
+  if (at(i1) > hi) i1--;
+  if (!(i1 >= i0)) return [middle + 0]; // no round number inside (count 1)
   const out = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  for (let i = i0; i <= i1 && out.length < MAX_TICKS; i++) out.push(at(i));
   return out;
 }
 
-function padRange([lo, hi]) {
-  if (hi === lo) {
-    const d = Math.abs(lo) * 0.1 || 1;
-    return [lo - d, hi + d];
+/**
+ * The y range drawn for values within [lo, hi]: 6 % more at each end; a flat range
+ * (isFlat: equal, or apart by rounding only) ±10 % around its middle (±1 around 0), where
+ * the line runs flat across the plot's middle between round ticks (a zigzag of rounding
+ * noise took the plot's full height, labelled "9897.12905874393, ...929, ...927").
+ * Always finite, never flat.
+ */
+export function padRange([lo, hi]) {
+  const MAX = Number.MAX_VALUE;
+  if (isFlat(lo, hi)) {
+    const middle = Math.abs(lo) < TINY && Math.abs(hi) < TINY ? 0 : lo / 2 + hi / 2;
+    const d = Math.abs(middle) * 0.1 || 1;
+    return [Math.max(-MAX, middle - d), Math.min(MAX, middle + d)];
   }
-  const pad = (hi - lo) * 0.06;
-  return [lo - pad, hi + pad];
+  const pad = hi * 0.06 - lo * 0.06; // (hi - lo) * 0.06 may be Infinity
+  return [Math.max(-MAX, lo - pad), Math.min(MAX, hi + pad)];
+}
+
+/** Where v stands in [a, b]: 0 at a, 1 at b (past them beyond); 0.5 for a flat [a, b]. A
+ * span wider than the largest float (-1e308 to 1e308) is measured in halves. */
+export function unitScale(a, b) {
+  if (isFlat(a, b)) return () => 0.5;
+  const h = b - a < Infinity ? 1 : 0.5;
+  const from = a * h, span = b * h - a * h;
+  return (v) => (v * h - from) / span;
+}
+
+/** The value a fraction `f` of the way from a to b (unitScale's inverse). */
+function lerp(a, b, f) {
+  return b - a < Infinity ? a + f * (b - a) : a * (1 - f) + b * f;
 }
 
 // ------------------------------------------------------------------------------------ colour map
@@ -487,7 +562,7 @@ export class Plotter {
   }
 
   _setX(lo, hi) {
-    if (!(hi > lo)) return;
+    if (isFlat(lo, hi)) return; // zoomed in past what the axis can resolve: no further
     // the time axis is drawn relative to its end (seconds before it): back to epoch seconds
     if (this.view?.kind === 'scalar') this.zoom = { span: hi - lo, end: this._tEnd + hi };
     else this.zoom = { i0: lo, i1: hi };
@@ -582,10 +657,11 @@ export class Plotter {
   // Grid and labels; returns value <-> pixel mappings.
   axes(area, [x0, x1], [y0, y1], xLabel, yUnits = '') {
     const { ctx } = this;
-    const sx = (x) => area.x + ((x - x0) / (x1 - x0 || 1)) * area.w;
-    const sy = (y) => area.y + area.h - ((y - y0) / (y1 - y0 || 1)) * area.h;
-    const ix = (px) => x0 + ((px - area.x) / area.w) * (x1 - x0);
-    const iy = (py) => y0 + ((area.y + area.h - py) / area.h) * (y1 - y0);
+    const fx = unitScale(x0, x1), fy = unitScale(y0, y1);
+    const sx = (x) => area.x + fx(x) * area.w;
+    const sy = (y) => area.y + area.h - fy(y) * area.h;
+    const ix = (px) => lerp(x0, x1, (px - area.x) / area.w);
+    const iy = (py) => lerp(y0, y1, (area.y + area.h - py) / area.h);
     ctx.lineWidth = 1;
     ctx.strokeStyle = this.colors.grid;
     ctx.fillStyle = this.colors.text;
@@ -722,7 +798,8 @@ export class Plotter {
     names.forEach((name, k) => {
       const series = this.series.get(name);
       const [lo, hi] = ranges[k] ?? [0, 0];
-      const sy = !own ? syAxis : hi > lo ? (v) => syAxis(((v - lo) / (hi - lo)) * 100) : () => syAxis(50);
+      const own01 = own && unitScale(lo, hi); // a flat series (isFlat) along the middle
+      const sy = own01 ? (v) => syAxis(own01(v) * 100) : syAxis;
       ctx.strokeStyle = this.colorOf(colors[k]);
       ctx.beginPath();
       // A pause much longer than the series' usual interval is a hole in the data (a writer
@@ -754,7 +831,7 @@ export class Plotter {
       const s = this.series.get(name);
       const last = s[s.length - 1];
       const units = this.units[name] ?? this.units[name.split('.')[0]] ?? '';
-      const range = own && ranges[k] && ranges[k][1] > ranges[k][0] ? `  (${exact(ranges[k][0])} … ${exact(ranges[k][1])})` : '';
+      const range = own && ranges[k] && !isFlat(ranges[k][0], ranges[k][1]) ? `  (${exact(ranges[k][0])} … ${exact(ranges[k][1])})` : '';
       const when = live ? '' : `  (${duration(ago)} ago)`; // stopped: not a current value
       return [`${name || 'value'} = ${last ? exact(last.v) : '–'}${units ? ` ${units}` : ''}${range}${when}`, this.colorOf(colors[k])];
     });
@@ -912,7 +989,11 @@ export class Plotter {
     if (v.range === undefined && !(channels > 1 && raw8)) v.range = finiteRange(values);
     const range = this.yRange ?? (channels > 1 && raw8 ? [0, 255] : v.range ?? [0, 1]);
     const [lo, hi] = range;
-    const scale = hi > lo ? 255 / (hi - lo) : 0;
+    // A pixel's level: (x * h - from) * scale, 0..255. A flat range (isFlat: equal, or apart
+    // by rounding only) is all the lowest colour, as an equal one was (rounding noise was
+    // drawn at full contrast); one wider than the largest float is measured in halves (h).
+    const h = hi - lo < Infinity ? 1 : 0.5, from = lo * h;
+    const scale = isFlat(lo, hi) ? 0 : 255 / (hi * h - lo * h);
     // Paint the pixels at their own size off screen, then scale them up without smoothing.
     if (!this.offscreen) this.offscreen = document.createElement('canvas');
     const off = this.offscreen;
@@ -930,14 +1011,15 @@ export class Plotter {
         const o = i * 4;
         const x = values[i];
         if (x - x !== 0) { px[o + 3] = 0; continue; }
-        let k = ((x - lo) * scale + 0.5) | 0;
-        k = (k < 0 ? 0 : k > 255 ? 255 : k) * 3;
+        // clamped before the | 0, which wraps past 2 ** 31 (a value far over a fixed range)
+        const level = (x * h - from) * scale;
+        const k = (level > 0 ? (level < 255 ? (level + 0.5) | 0 : 255) : 0) * 3;
         px[o] = LUT[k]; px[o + 1] = LUT[k + 1]; px[o + 2] = LUT[k + 2]; px[o + 3] = 255;
       }
     } else {
       for (let i = 0; i < n; i++) {
         const o = i * 4;
-        for (let c = 0; c < 3; c++) px[o + c] = raw8 ? values[i * channels + c] : (Number(values[i * channels + c]) - lo) * scale;
+        for (let c = 0; c < 3; c++) px[o + c] = raw8 ? values[i * channels + c] : (Number(values[i * channels + c]) * h - from) * scale;
         px[o + 3] = channels === 4 ? (raw8 ? values[i * 4 + 3] : 255) : 255;
       }
     }
