@@ -1982,8 +1982,9 @@ class Client:
 
         Args:
             max_channels: the most channels subscribed at once. A pattern that matches more
-                raises ``LimitExceeded`` (on entering, or later from ``receive``) rather
-                than opening thousands of subscriptions unnoticed.
+                on entering raises ``LimitExceeded`` rather than opening thousands of
+                subscriptions unnoticed; a channel created later past it is not subscribed
+                (a warning in the log, once per name), the others are read on.
             since, wait_channel: refused (``InvalidArgument``): each names one channel.
 
         Raises:
