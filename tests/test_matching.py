@@ -513,6 +513,29 @@ async def test_a_channel_whose_subscription_the_server_ended_is_subscribed_again
             assert matching._again["s.a"][0] > 0
 
 
+async def test_a_member_ended_by_the_server_and_read_after_the_client_closed_is_its_error(
+    server: ts.Server,
+) -> None:
+    # Read after the pattern's end (its client closed), a member's end started its
+    # resubscription in a nursery gone with the follower tasks: receive raised RuntimeError
+    # ("Nursery is closed to new arrivals"), and the member's own error was lost (a review).
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="w") as w:
+        await w.create_channel("a.1")
+        async with (
+            ts.open_client(server.tcp_url, name="r", reconnect=False) as r,
+            r.subscribe_matching("a.*") as matching,
+        ):
+            await until(lambda: matching.channels == ["a.1"])
+            # What the server's end of a block reader past its block_timeout does here.
+            matching._active["a.1"]._end("limit", ts.LimitExceeded("past block_timeout"))
+            await r.aclose()
+            with pytest.raises(ts.LimitExceeded, match="past block_timeout"):
+                await matching.receive()
+            with pytest.raises(ts.ConnectionClosed):
+                await matching.receive()
+
+
 async def test_a_subscribe_answered_as_the_pattern_is_closed_is_not_left_open(
     server: ts.Server,
 ) -> None:

@@ -63,8 +63,11 @@ async def test_without_readers_send_encodes_the_first_value_of_each_type_only(
             assert await pub.send(1.5) is False
             with pytest.raises(TypeError, match="values of type object cannot be sent"):
                 await pub.send(object())  # another type after a good one (a first hour)
-            # Of a type tried already, nothing is encoded: nothing raised.
+            # Of a type tried already, nothing is encoded: nothing raised (each type once,
+            # not only the last one's: a writer alternating a header dict and an array
+            # encoded every value).
             assert await pub.send(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) is False
+            assert await pub.send(2.5) is False
             assert await pub.send(naive) is False
             assert await pub.send(np.zeros(2)) is False
             assert await pub.send(too_large) is False

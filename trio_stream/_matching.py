@@ -193,7 +193,13 @@ class PatternSubscription:
         self._announced: set[str] = set()  # announced since the last listing began, not live
         # Members the server ended with an error, to subscribe again: [delay, ended at] each.
         self._again: dict[str, list[float]] = {}
-        self._again_nursery: trio.Nursery | None = None
+        # (name, delay) for _follow_ends, which starts each: a channel, not its nursery, so
+        # that an end read before that task first runs waits for it (it was skipped, and
+        # the channel never read again), and one read after the pattern's end goes nowhere
+        # (the closed nursery raised RuntimeError from receive: a review).
+        self._again_send, self._again_receive = trio.open_memory_channel[tuple[str, float]](
+            math.inf
+        )
         # Totals kept as members come and go and messages are taken: a message costs the
         # same with 1000 channels as with one (SyncSubscription._take reads them per message).
         self._windows: Counter[int] = Counter()
@@ -557,15 +563,14 @@ class PatternSubscription:
     def _subscribe_again(self, name: str) -> None:
         """The server ended ``name``'s subscription with an error, now read: subscribe again
         (with a backoff if it ended a moment ago too)."""
-        nursery = self._again_nursery
-        if nursery is None or self._closed:
+        if self._closed or self._error is not None or self._scope.cancel_called:
             return
         now = trio.current_time()
         delay, ended_at = self._again.get(name, (0.0, -math.inf))
         if now - ended_at > AGAIN_QUIET_S:
             delay = 0.0
         self._again[name] = [min(max(delay * 2, AGAIN_INITIAL_S), AGAIN_MAX_S), now]
-        nursery.start_soon(self._again_after, name, delay)
+        self._again_send.send_nowait((name, delay))
 
     async def _again_after(self, name: str, delay: float) -> None:
         await trio.sleep(delay)
@@ -752,8 +757,8 @@ class PatternSubscription:
 
     async def _follow_ends(self) -> None:
         async with trio.open_nursery() as nursery:
-            self._again_nursery = nursery
-            await trio.sleep_forever()
+            async for name, delay in self._again_receive:
+                nursery.start_soon(self._again_after, name, delay)
 
     def _fail(self, error: TrioStreamError) -> None:
         if self._error is None and not self._closed:

@@ -75,6 +75,8 @@ _wall_clock: Final = time.time
 _wire_head: Final = PUBLISH_WIRE_HEAD.pack  # (body bytes, PUBLISH, pub_id, time)
 _PUBLISH: Final = PUBLISH
 _PUBLISH_HEAD_BYTES: Final = PUBLISH_HEAD.size
+# try_first_value remembers at most this many types (a dict-then-array writer: two).
+TRIED_TYPES_MAX: Final = 16
 
 
 log = logging.getLogger(__name__)
@@ -122,8 +124,8 @@ class Publisher:
         # The channel keeps history: frames are wanted even with no reader (a late or
         # resuming reader gets them from the history).
         self._keeps_history = keeps_history
-        # The type of the last value tried while nobody read (see try_first_value).
-        self._tried_type: type | None = None
+        # The types of the values tried while nobody read (see try_first_value).
+        self._tried_types: set[type] = set()
         self._client = client
         self._key = key
         self._unacked: deque[tuple[int, list[BytesLike]]] = deque()  # (body bytes, pieces)
@@ -394,14 +396,18 @@ class Publisher:
                 large too: an 80 MiB array went nowhere, ``False``, until a reader came).
         """
         kind = type(value)
-        if kind is not self._tried_type:
+        if kind not in self._tried_types:
             pieces = encode_payload(value, copy=False)
             if self._compress is not None and kind is not EncodedPayload:
                 pieces = self._compress(pieces)  # (as send does)
             size = _PUBLISH_HEAD_BYTES + sum(map(len, pieces))
             if size > self._client.limits.max_frame_bytes:
                 raise _too_large(size, self._client.limits.max_frame_bytes)
-            self._tried_type = kind  # (a refused one is tried again: each call raises)
+            # (A refused one is tried again: each call raises. Bounded: a publisher given
+            # values of many types encodes again after this many, as if new.)
+            if len(self._tried_types) >= TRIED_TYPES_MAX:
+                self._tried_types.clear()
+            self._tried_types.add(kind)
 
     async def send(self, value: Any, *, time_s: SupportsFloat | None = None) -> bool:
         """Send one value; returns False (nothing on the wire) while nobody wants it.

@@ -1771,9 +1771,15 @@ class SyncPatternSubscription:
     @property
     def lost(self) -> int:
         """Frames the channels' subscriptions lost to overflow, in total."""
-        if self._client.closed:  # (its trio thread has ended: nothing changes them now)
+        client = self._client
+        # Read in the trio thread, which changes them, while it runs: `closed` is True too
+        # when the client gave up reconnecting, its thread still running (a review).
+        if client._dead or client._closed:
             return self._matching.lost
-        return self._client._run_sync(lambda: self._matching.lost)
+        try:
+            return client._run_sync(lambda: self._matching.lost)
+        except ConnectionClosed:  # the thread ended meanwhile: nothing changes them now
+            return self._matching.lost
 
     @property
     def end_reason(self) -> str | None:

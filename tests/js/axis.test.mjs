@@ -217,3 +217,21 @@ test('an image that varies in its last bit is one colour, as a constant one; a f
   const wide = await call('imageColours', [[-MAX, 0, MAX]]);
   assert.equal(new Set(wide).size, 3, wide.join(' '));
 });
+
+test('a signal on a large offset is drawn as a signal, with distinct labels', async () => {
+  // Drawn flat with a flat span of 1e-9 of the values (a review): a hydrogen line's
+  // 1420405751.7 Hz wandering by 0.3 Hz, epoch milliseconds over half a second, epoch seconds
+  // over one, a byte counter of 5e12 rising by 2000.
+  const pairs = [[1420405751.5, 1420405752.1], [1.7e12, 1.7e12 + 500], [1.7e9, 1.7e9 + 1], [5e12, 5e12 + 2000]];
+  const out = await call('padded', pairs, 5);
+  out.forEach(([range, ticks, labels], k) => {
+    const [lo, hi] = pairs[k];
+    assert.ok(!isFlat(lo, hi), `${lo}..${hi} is a signal`);
+    assert.ok(range[0] <= lo && range[1] >= hi && range[1] - range[0] < (hi - lo) * 2, `${range}`);
+    assert.ok(ticks.length >= 2, `${ticks}`);
+    assert.equal(new Set(labels).size, labels.length, `${labels}`);
+  });
+  // Padded NaN or infinite ends (no finite value) are a plain -1..1.
+  assert.deepEqual(padRange([NaN, NaN]), [-1, 1]);
+  assert.deepEqual(padRange([0, Infinity]), [-1, 1]);
+});

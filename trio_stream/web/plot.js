@@ -163,19 +163,20 @@ export function columnRanges(values, a, b, cols) {
 // A span this small beside its values is their rounding, not a signal: it is drawn flat.
 // A float64 holds ~16 significant digits (eps 2.2e-16). What differs in its last bits
 // (293.15 and 293.15000000000003, |exp(1j*phase)| = 1 ± 2e-16, a mean of a million
-// samples: ~1e-13 of its value) is a thousand to a million times below 1e-9. Above it, the
-// ticks are at least ~1e-11 of their value apart (the span over 50 ticks at most, a nice step
-// no less than 1/1.5 of that), tens of thousands of ulps: each is exact to an ulp, they are
-// all distinct, and their labels take at most 12 significant digits. Below it the steps near
-// the values' rounding: the loop that added them stopped advancing once a step was under half
-// an ulp (filling an array until "Invalid array length", the page frozen meanwhile), and the
-// labels differed in their 15th digit. A real signal that small (a 10 MHz clock's 1 mHz
-// wander) cannot be read on tick labels without an offset, which this axis has not: it is
-// drawn flat, its values in the legend and the cursor readout. (matplotlib's locators go
-// down to ~1e-14 of the values, nonsingular()'s `tiny`, and label an offset; d3's ticks()
-// has no guard: at 1e15 + [0, 0.25] its tick integers pass 2 ** 53 and repeat.) Float32 data
-// (eps 1.2e-7) is well above it: its last-bit steps are drawn, as an ADC's least bit is.
-const FLAT_SPAN = 1e-9;
+// samples: ~1e-13 of its value at most) is below 1e-12. Above it, the ticks are at least
+// ~1e-14 of their value apart (the span over 50 ticks at most, a nice step no less than
+// 1/1.5 of that), tens of ulps: each is exact to an ulp, they are all distinct, and their
+// labels take at most 14 significant digits (tickLabels adds up to 12). Below it the steps
+// near the values' rounding: the loop that added them stopped advancing once a step was under
+// half an ulp (filling an array until "Invalid array length", the page frozen meanwhile).
+// Not higher: a hydrogen line's 1420405751.7 Hz wandering by 0.3 Hz (2e-10 of it), epoch
+// milliseconds over half a second, a byte counter of 5e12 rising by 2000 are signals, which
+// 1e-9 drew flat (a review). A real signal below it (a 10 MHz clock's 1 uHz wander) cannot
+// be read on tick labels without an offset, which this axis has not: it is drawn flat, its
+// values in the legend and the cursor readout. (matplotlib's locators go down to ~1e-14 of
+// the values, nonsingular()'s `tiny`, and label an offset; d3's ticks() has no guard: at
+// 1e15 + [0, 0.25] its tick integers pass 2 ** 53 and repeat.)
+const FLAT_SPAN = 1e-12;
 // Values all smaller than this are flat around 0: a billionth of them would be under the least
 // normal float64 (2.2e-308), where 10 ** k and 1 / span lose their digits or overflow
 // (matplotlib's nonsingular() does the same below ~2e-293).
@@ -231,6 +232,7 @@ export function niceTicks(lo, hi, count = 5) {
  */
 export function padRange([lo, hi]) {
   const MAX = Number.MAX_VALUE;
+  if (!(Number.isFinite(lo) && Number.isFinite(hi))) return [-1, 1]; // (no finite values)
   if (isFlat(lo, hi)) {
     const middle = Math.abs(lo) < TINY && Math.abs(hi) < TINY ? 0 : lo / 2 + hi / 2;
     const d = Math.abs(middle) * 0.1 || 1;
