@@ -243,6 +243,8 @@ def dump_args(path: Path) -> argparse.Namespace:
         count=None,
         wait_channel=False,
         duration=None,
+        append=False,
+        name=None,
     )
 
 

@@ -61,7 +61,9 @@ async def test_a_sync_publish_without_readers_returns_false_and_the_value_goes_n
         with SyncClient(url, name="script") as c, SyncClient(url, name="rec") as rec:
             c.create_channel("AI1")
             assert c.publish("AI1", "nobody") is False
-            assert c.publish("AI1", object()) is False  # not even encoded: nothing raised
+            assert c.publish("AI1", "nor here") is False  # a type tried: not even encoded
+            with pytest.raises(TypeError):  # (the first of its type is tried: README, Writers)
+                c.publish("AI1", object())
             pub = c.publisher("AI1")
             assert pub.send("nobody either") is False
             c.flush(timeout=WAIT_S)

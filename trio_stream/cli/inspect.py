@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import sys
+import textwrap
 import time
 from typing import Any, Final
 
@@ -200,16 +201,19 @@ async def run_channels(args: argparse.Namespace) -> int:
     if args.json:
         print(json_line(_records(channels)))
         return 0
+    console = stdout_console()
     if channels:
-        print_out(stdout_console(), channels_table(channels))
+        print_out(console, channels_table(channels))
         if any(c.node for c in channels):
             print(CLUSTER_CHANNELS_NOTE)
     # The system channels left out are said, not silently missing: "no channels" on a
-    # server that had three read as a listing that could not see them (a new user).
+    # server that had three read as a listing that could not see them (a new user). Within
+    # the table's width (COLUMNS), as the table is.
     shown = {c.name for c in channels}
     hidden = sorted(c.name for c in listed if c.name not in shown)
     if hidden or not channels:
-        print(hidden_channels_line(hidden, empty=not channels))
+        line = hidden_channels_line(hidden, empty=not channels)
+        print(textwrap.fill(line, max(console.width, 20), break_long_words=False))
     return 0
 
 
