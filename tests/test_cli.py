@@ -2999,6 +2999,22 @@ async def test_a_mistyped_channel_is_named_with_the_one_meant(server: ts.Server)
     assert "; did you mean 'demo/counter'? (else --create creates it;" in written.stderr.decode()
 
 
+async def test_a_channel_named_like_a_pattern_is_said_to_be_a_name(server: ts.Server) -> None:
+    # `sub URL 'lab/*'` (Redis's PSUBSCRIBE, NATS's wildcards) said only that no such channel
+    # exists, where the library's error says names are exact (a new user).
+    assert server.tcp_url is not None
+    read = await cli("sub", server.tcp_url, "lab/*", "--count", "1")
+    assert read.returncode == 1
+    assert (
+        read.stderr.decode()
+        .strip()
+        .endswith(
+            "; channel names are exact, not patterns: the CLI reads one channel "
+            "(subscribe_matching(pattern) in Python reads every match)"
+        )
+    ), read.stderr
+
+
 async def test_sub_waiting_for_its_channel_to_come_back_says_so_in_its_own_words(
     url: str,
 ) -> None:

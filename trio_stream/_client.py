@@ -1903,8 +1903,9 @@ class Client:
         if since is not None:
             raise InvalidArgument(
                 "since= is a position in one channel (its epoch and seq); a pattern "
-                "subscription reads each matching channel from its newest frame: resume one "
-                "channel with subscribe(channel, since=sub.position)"
+                "subscription reads each matching channel as a new subscribe does (its "
+                "history, if it keeps one, then its new frames): resume one channel with "
+                "subscribe(channel, since=sub.position)"
             )
         if wait_channel:
             raise InvalidArgument(

@@ -61,7 +61,7 @@ from ._exceptions import (
     LimitExceeded,
     TrioStreamError,
 )
-from ._records import Message
+from ._records import Gap, Message
 from ._subscription import YIELD_EVERY_MESSAGES  # the same bound as one subscription's
 from ._subscription_end import SubscriptionEnded
 
@@ -90,6 +90,12 @@ RETRY_MAX_S: Final = 5.0
 AGAIN_INITIAL_S: Final = 0.25
 AGAIN_MAX_S: Final = 30.0
 AGAIN_QUIET_S: Final = 60.0
+# A member waiting to resume whose channel a listing does not show leaves once listings have
+# not shown it for this long (s), not at the first: a cluster's Redis restarted empty lists no
+# channel until the nodes register theirs again, and all of them left for good (their frames
+# lost uncounted: a migrating team); a server restart's channels come back within its
+# clients' resume_grace_s (10 s by default) or not at all.
+LEAVE_UNLISTED_S: Final = 10.0
 
 
 def check_pattern(pattern: object) -> str:
@@ -177,6 +183,17 @@ class PatternSubscription:
         self._queued: set[Subscription] = set()  # the members in _ready
         self._active: dict[str, Subscription] = {}  # the newest subscription of each name
         self._leaving: set[Subscription] = set()  # gone (a restart): closed once read out
+        # Members waiting to resume that a listing did not show: since when (LEAVE_UNLISTED_S),
+        # and when to list again to see whether they are still gone.
+        self._unlisted: dict[Subscription, float] = {}
+        self._relist_at = math.inf
+        # The first message of a member that joined after the entry (the frames of its
+        # channel before it were published for this pattern too: counted as lost), or that
+        # took the place of one whose channel ended or went (its new life: a reset gap).
+        self._first: dict[Subscription, str] = {}
+        self._entered = False  # the entry's listing is subscribed
+        self._known: set[str] = set()  # names a member was ever added for
+        self._joined_lost = 0  # frames counted lost by _first_message
         self._locks: dict[str, trio.Lock] = {}  # one change per name at a time
         self._events: Subscription | None = None  # $channels
         self._taken = 0
@@ -220,8 +237,9 @@ class PatternSubscription:
 
     @property
     def lost(self) -> int:
-        """Frames the channels' subscriptions lost to overflow, in total."""
-        return self._gone_lost + sum(sub.lost for sub in self._subs)
+        """Frames the channels' subscriptions lost (to overflow, and of a channel joined
+        late: those before its first message), in total."""
+        return self._gone_lost + self._joined_lost + sum(sub.lost for sub in self._subs)
 
     @property
     def window(self) -> int:
@@ -296,10 +314,33 @@ class PatternSubscription:
             if sub._credit_returns != returns or (stale and not sub._stale):
                 self._returns += 1
             ready.rotate(-1)  # round robin: asked again after the others
+            if self._first and sub in self._first:
+                return self._first_message(sub, message)
             return message
         if self._error is not None:
             raise self._error
         raise trio.WouldBlock
+
+    def _first_message(self, sub: Subscription, message: Message) -> Message:
+        """``message``, the first of a member that joined late or took an ended member's
+        place, with what the reader could not know otherwise: a channel created after the
+        entry (while the reader was away, or before its announcement was acted on) had
+        ``seq - 1`` frames before this one, published for this pattern too, which came
+        uncounted (a migrating team: 198 of 350 frames missing, ``lost 0``); one of a name
+        read before is its channel's new life, a ``reset`` gap (lost: not known), as a
+        resumed subscription shows it (some channels of a restarted server came back
+        with a reset and others without one, a new user)."""
+        kind = self._first.pop(sub)
+        if message.gap is not None:
+            return message  # the member's own account (a resume) says it already
+        before = max(message.seq - 1 - message.lost, 0)  # (msg.lost: history left out)
+        if kind == "rejoined":
+            return message._replace(gap=Gap("reset", None, 0))
+        if not before:
+            return message
+        self._joined_lost += before
+        lost = message.lost + before
+        return message._replace(lost=lost, gap=Gap("resumed", lost, 0))
 
     def _count_returns(self, sub: Subscription, returns: int, stale: int) -> None:
         if sub._credit_returns != returns or (stale and not sub._stale):
@@ -385,6 +426,11 @@ class PatternSubscription:
         )
 
     def _add(self, sub: Subscription) -> None:
+        if sub.channel in self._known:
+            self._first[sub] = "rejoined"
+        elif self._entered:
+            self._first[sub] = "late"
+        self._known.add(sub.channel)
         self._subs[sub] = _Mark(self, sub)
         self._active[sub.channel] = sub
         self._windows[sub.window] += 1
@@ -396,6 +442,8 @@ class PatternSubscription:
         if self._subs.pop(sub, None) is None:
             return
         self._leaving.discard(sub)
+        self._unlisted.pop(sub, None)
+        self._first.pop(sub, None)
         self._gone_lost += sub.lost
         windows = self._windows
         windows[sub.window] -= 1
@@ -536,9 +584,17 @@ class PatternSubscription:
             return
         await self._subscribe_all(names)
         listed = set(names)
+        now = trio.current_time()
+        self._relist_at = math.inf
         for sub in list(self._subs):
             name = sub.channel
             if sub._live or sub._ended or name in listed or name in self._announced:
+                self._unlisted.pop(sub, None)
+                continue
+            since = self._unlisted.setdefault(sub, now)
+            if now - since < LEAVE_UNLISTED_S:
+                # Listed again then (_follow_listings): gone for good, or back by then.
+                self._relist_at = min(self._relist_at, since + LEAVE_UNLISTED_S)
                 continue
             log.info("pattern %r: channel %r is gone (not listed): left", self.pattern, name)
             if sub._has_queued:  # its messages first (then receive_nowait closes it)
@@ -594,6 +650,7 @@ class PatternSubscription:
             if len(names) > self.max_channels:
                 raise self._too_many(len(names))  # before opening any of them
             await self._subscribe_all(names, at_entry=True)
+            self._entered = True  # (a channel joined from now on joined late: _first_message)
         except BaseException:
             self.close_nowait()
             raise
@@ -740,7 +797,8 @@ class PatternSubscription:
     async def _follow_listings(self) -> None:
         delay = RETRY_INITIAL_S
         while True:
-            await self._listing_wanted.wait()
+            with trio.move_on_at(self._relist_at):  # (members unlisted for a while: _resync)
+                await self._listing_wanted.wait()
             await self._wait_open()
             self._listing_wanted = trio.Event()  # (asked again from here: listed again)
             try:

@@ -277,8 +277,19 @@ def merge(*subscriptions: Subscription | SyncSubscription) -> Merge | SyncMerge:
     SyncClient) give a blocking :class:`SyncMerge`.
 
     Raises:
-        InvalidArgument: no subscription, one given twice, or a mix of both kinds.
+        InvalidArgument: no subscription, one given twice, a mix of both kinds, or a pattern
+            subscription.
     """
+    from ._matching import PatternSubscription  # (here: _matching imports this module)
+    from .sync import SyncPatternSubscription
+
+    if any(isinstance(sub, PatternSubscription | SyncPatternSubscription) for sub in subscriptions):
+        # It failed inside (no _wake_with), or said "not both" of two sync ones (a new user).
+        raise InvalidArgument(
+            "merge() takes subscriptions of one channel each, not a pattern subscription "
+            "(subscribe_matching reads its channels as one already): use a pattern that "
+            "matches the other channels too, or read them in two tasks (or threads)"
+        )
     sync = [isinstance(sub, SyncSubscription) for sub in subscriptions]
     if all(sync) and subscriptions:
         return SyncMerge(cast("list[SyncSubscription]", list(subscriptions)))

@@ -17,7 +17,7 @@ import trio
 
 import trio_stream as ts
 
-from .._client import STILL_WAITING_MESSAGE, WAIT_CHANNEL_WARN_S, WAITING_ADVICE
+from .._client import PATTERN_CHARACTERS, STILL_WAITING_MESSAGE, WAIT_CHANNEL_WARN_S, WAITING_ADVICE
 from .._client import log as client_log
 from .._protocol.messages import CHANNEL_ENDED_REASON
 from .._util import unwrap_single_exception
@@ -170,14 +170,22 @@ async def no_such_channel(
         alike = (named.group(1) or named.group(2)) if named else ""
     else:
         alike = await client._channels_like(channel)
+    # A name with a glob's characters (Redis's PSUBSCRIBE, NATS's wildcards) is said to be a
+    # name: the library's error says so, the CLI's did not (a new user's `sub URL 'lab/*'`).
+    exact = (
+        "; channel names are exact, not patterns: the CLI reads one channel "
+        "(subscribe_matching(pattern) in Python reads every match)"
+        if PATTERN_CHARACTERS.intersection(channel)
+        else ""
+    )
     if alike:
         return CliError(
             f"no channel named {channel!r} that you may {verb}; did you mean {alike}? (else "
-            f"{how}; a private channel needs its key: --key)"
+            f"{how}; a private channel needs its key: --key){exact}"
         )
     return CliError(
         f"no channel named {channel!r} that you may {verb} ({how}; a private channel needs "
-        "its key: --key)"
+        f"its key: --key){exact}"
     )
 
 
