@@ -3,6 +3,7 @@ through a real server (trio_stream/_matching.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import string
 import time
@@ -17,6 +18,8 @@ import trio
 from engine_marks import BOTH_ENGINES, memory_only
 from hypothesis import given
 from proxy import TcpProxy, open_proxy
+from redis_server import RedisServer
+from test_cluster import node_config
 
 import trio_stream as ts
 import trio_stream._matching as matching_module
@@ -772,3 +775,32 @@ async def test_a_pattern_subscription_in_a_merge_is_refused_in_one_line(server: 
         async with r.subscribe_matching("s.*") as matching, r.subscribe("other") as other:
             with pytest.raises(ts.InvalidArgument, match="not a pattern subscription"):
                 ts.merge(matching, other)  # type: ignore[call-overload]
+
+
+@memory_only("it makes a node of its own on the tests' Redis")
+async def test_channels_a_redis_restart_registered_again_are_read_on_from_their_new_life(
+    redis_server: RedisServer,
+) -> None:
+    # Redis lost every key (a restart without persistence; FLUSHALL here): the node registers
+    # its channels again and ends their readers' subscriptions ("subscribe again"). No channel
+    # is announced as created then: the pattern's members left for good, and 534 frames of 5
+    # channels were lost uncounted (a migrating team). Now they are looked for again.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as node,
+        writer_and_reader(node) as (w, r),
+    ):
+        await w.create_channel("s.a")
+        async with r.subscribe_matching("s.*", policy="unbounded") as matching:
+            await publish(w, "s.a", ["before"])
+            assert [m.data for m in await take(matching, 1)] == ["before"]
+            redis_server.flush()
+            with trio.fail_after(WAIT_S):
+                while True:  # the node finds its channel gone within a second or so
+                    # (meanwhile its writer may be told it is gone, or Redis unavailable)
+                    with contextlib.suppress(ts.ChannelNotFound, ts.ClusterUnavailable):
+                        await w.publish("s.a", "after")
+                    with trio.move_on_after(0.2):
+                        msg = await matching.receive()
+                        break
+            assert msg.data == "after" and msg.gap == ts.Gap("reset", None, 0), msg
+            assert matching.channels == ["s.a"]
