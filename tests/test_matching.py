@@ -804,3 +804,26 @@ async def test_channels_a_redis_restart_registered_again_are_read_on_from_their_
                         break
             assert msg.data == "after" and msg.gap == ts.Gap("reset", None, 0), msg
             assert matching.channels == ["s.a"]
+
+
+async def test_names_read_before_are_remembered_within_a_bound(
+    server: ts.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dashboard open for days over channels named per run: the names it read (for a reset
+    # gap when one comes back) are the newest KNOWN_NAMES_KEPT only.
+    monkeypatch.setattr(matching_module, "KNOWN_NAMES_KEPT", 1)
+    async with writer_and_reader(server) as (w, r), r.subscribe_matching("s.*") as matching:
+        for name in ("s.a", "s.b"):
+            await w.create_channel(name)
+            only = [name]
+            await until(lambda: matching.channels == only)  # noqa: B023 (awaited here)
+            await publish(w, name, [name])
+            assert [m.data for m in await take(matching, 1)] == [name]
+            await w.delete_channel(name)
+            await until(lambda: matching.channels == [])
+        assert list(matching._known) == ["s.b"]  # s.a forgotten
+        await w.create_channel("s.a")
+        await until(lambda: matching.channels == ["s.a"])
+        await publish(w, "s.a", ["again"])
+        (first,) = await take(matching, 1)
+        assert first.gap is None  # a channel new to it, not a reset

@@ -96,6 +96,7 @@ AGAIN_QUIET_S: Final = 60.0
 # lost uncounted: a migrating team); a server restart's channels come back within its
 # clients' resume_grace_s (10 s by default) or not at all.
 LEAVE_UNLISTED_S: Final = 10.0
+KNOWN_NAMES_KEPT: Final = 10_000  # names read before, for a reset gap when one comes back
 
 
 def check_pattern(pattern: object) -> str:
@@ -192,7 +193,10 @@ class PatternSubscription:
         # took the place of one whose channel ended or went (its new life: a reset gap).
         self._first: dict[Subscription, str] = {}
         self._entered = False  # the entry's listing is subscribed
-        self._known: set[str] = set()  # names a member was ever added for
+        # Names a member was added for, the newest KNOWN_NAMES_KEPT (a dashboard open for
+        # days over channels named per run must not grow without bound): an older one
+        # forgotten comes back as a channel joined late, not as a reset.
+        self._known: dict[str, None] = {}
         self._joined_lost = 0  # frames counted lost by _first_message
         self._locks: dict[str, trio.Lock] = {}  # one change per name at a time
         self._events: Subscription | None = None  # $channels
@@ -436,7 +440,11 @@ class PatternSubscription:
             self._first[sub] = "rejoined"
         elif self._entered:
             self._first[sub] = "late"
-        self._known.add(sub.channel)
+        known = self._known
+        known.pop(sub.channel, None)
+        known[sub.channel] = None  # (the newest last)
+        if len(known) > KNOWN_NAMES_KEPT:
+            del known[next(iter(known))]
         self._subs[sub] = _Mark(self, sub)
         self._active[sub.channel] = sub
         self._windows[sub.window] += 1
