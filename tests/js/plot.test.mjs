@@ -97,6 +97,8 @@ test('formatting: numbers', () => {
   assert.equal(fmt.exact(-7), '-7');
   assert.equal(fmt.exact(0.1 + 0.2), '0.3');
   assert.equal(fmt.exact(1234.56789), '1234.57');
+  assert.equal(fmt.exact(1420405751.5), '1420405751.5'); // not 1420410000 (a 1.42 GHz line)
+  assert.equal(fmt.exact(12345678.94), '12345678.9');
   assert.equal(fmt.exact(2 ** 70), '1.18059e+21');
   assert.equal(fmt.exact(1.5e-7), '1.5e-7');
   assert.equal(fmt.exact(NaN), 'NaN');

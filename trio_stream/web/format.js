@@ -99,13 +99,17 @@ export function tickLabels(values) {
 }
 
 /** A value read out for people (the info line, the legend, the cursor): integers whole
- * (a uint16 image's max 65535, not tick's "65540"), others to 6 significant digits. */
+ * (a uint16 image's max 65535, not tick's "65540"), others to 6 significant digits, or
+ * their integer digits and one decimal when that is more. */
 export function exact(v) {
   if (Number.isInteger(v) && Math.abs(v) < 1e15) return String(v);
   const a = Math.abs(v);
   if (!Number.isFinite(v) || a === 0) return String(v);
   if (a >= 1e15 || a < 1e-4) return v.toExponential(5).replace(/\.?0+e/, 'e');
-  return String(Number(v.toPrecision(6)));
+  // 6 significant digits, but never fewer than the integer's and one decimal: a 1.42 GHz
+  // line, 1420405751.5 Hz, read "1420410000" (its wander of 0.3 Hz gone, a new user).
+  const digits = Math.floor(Math.log10(a)) + 1;
+  return String(Number(v.toPrecision(Math.min(15, Math.max(6, digits + 1)))));
 }
 
 /** Any decoded payload as readable text (JSON-like, typed arrays summarised), bounded. */
