@@ -344,6 +344,9 @@ class PatternSubscription:
         if message.gap is not None:
             return message  # the member's own account (a resume) says it already
         before = max(message.seq - 1 - message.lost, 0)  # (msg.lost: history left out)
+        every = self._options.get("every", 1)
+        if isinstance(every, int) and every > 1:
+            before //= every  # of every=N, those it would have kept (as a resume counts)
         if kind == "rejoined":
             return message._replace(gap=Gap("reset", None, 0))
         if not before:
