@@ -86,6 +86,7 @@ async def test_a_short_read_of_publish_runs_and_other_frames_is_fanned_out_in_on
     # is dispatched without letting other tasks run in the middle (a yield, an early flush
     # per run, cost a writer that also sends CREDIT or requests a scheduler pass per run).
     seen = await fan_out_watched(server, 50, 2, control(M.Ping(data=None)))
-    # The watcher sees the start, the end, and at most a few counts in between if TCP cut
-    # the ~5 KiB write into more than one read.
-    assert len(set(seen)) <= 4, sorted(set(seen))
+    # The watcher sees the start, the end, and a few counts in between if TCP cut the ~5 KiB
+    # write into more than one read (four reads, five counts, on a loaded CI machine: [0, 30,
+    # 60, 90, 100]); a yield or a flush per run would show ~50.
+    assert len(set(seen)) <= 8, sorted(set(seen))
