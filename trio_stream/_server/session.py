@@ -36,6 +36,7 @@ from .._exceptions import (
 from .._protocol.limits import parked_bound
 from .._protocol.messages import ControlMessage, Goodbye, Hello
 from .._transport.base import EndedMidFrame, FrameTransport
+from .._transport.replay import ReplayStream
 from .broker import Channel, Writer
 from .handshake import closing_for, handshake, refuse
 from .inbound import Inbound
@@ -537,9 +538,16 @@ class Session:
 
 
 def _tcp_socket_of(transport: FrameTransport) -> trio.socket.SocketType | None:
-    """The TCP socket under ``transport`` (plain or TLS); None for a WebSocket's or a
-    test's stand-in."""
+    """The TCP socket under ``transport`` (plain, TLS, or a WebSocket over either); None for
+    a test's stand-in or a trio-websocket without the attribute."""
     stream = getattr(transport, "stream", None)
+    if stream is None:
+        # A WebSocket: trio-websocket keeps its stream in a private attribute (taken for
+        # direct writes too, websocket._DIRECT_NEEDS). Without it a live browser holding a
+        # name cost every conflicting hello NAME_HOLDER_END_WAIT_S before its refusal.
+        stream = getattr(getattr(transport, "connection", None), "_stream", None)
+        if isinstance(stream, ReplayStream):  # the HTTP port's (the request head read first)
+            stream = stream.stream
     if isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
     return stream.socket if isinstance(stream, trio.SocketStream) else None
