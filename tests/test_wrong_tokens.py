@@ -56,8 +56,8 @@ def test_the_log_says_the_first_and_a_guess(caplog: pytest.LogCaptureFixture) ->
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == [
         "a wrong server token from 10.0.0.1",
-        "10 wrong tokens from 10.0.0.1 within 60 s: someone may be guessing (use a long "
-        "random token: tokens are not rate-limited)",
+        "10 wrong tokens or keys from 10.0.0.1 within 60 s: someone may be guessing (use "
+        "long random ones: tokens and channel keys are not rate-limited)",
     ]
 
 
@@ -107,7 +107,7 @@ async def test_wrong_tokens_are_logged_and_never_lock_out_the_right_one(
         assert guessed.status == 401
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "a wrong server token from 127.0.0.1" in warned
-    assert any(line.startswith("10 wrong tokens from 127.0.0.1 within 60 s") for line in warned)
+    assert any(line.startswith("10 wrong tokens or keys from 127.0.0.1") for line in warned)
     await server.aclose()
 
 
@@ -121,4 +121,33 @@ async def test_a_missing_token_is_not_counted_as_a_guess(
         async with ts.open_client(server.tcp_url, reconnect=False):
             pass
     assert "a wrong" not in caplog.text
+    await server.aclose()
+
+
+async def test_wrong_channel_keys_are_counted_as_wrong_tokens_are(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An address trying keys of a private channel went unseen in the log (an outside audit).
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    server: ts.Server = await nursery.start(ts.serve, config)
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="owner") as owner:
+        await owner.create_channel("vault", public=False, key="k-" + "x" * 30)
+        await owner.create_channel("guarded", key="g-" + "x" * 30)  # public, keyed writes
+        async with ts.open_client(server.tcp_url) as guesser:
+            # A key for a channel that does not exist, or none for a keyed one: no guess.
+            with pytest.raises(ts.ChannelNotFound):
+                await guesser.open_subscription("nowhere", key="some-key")
+            with pytest.raises(ts.AuthError):
+                await guesser.publisher("guarded").__aenter__()
+            assert "a wrong" not in caplog.text
+            for i in range(GUESSING_COUNT):
+                with pytest.raises((ts.ChannelNotFound, ts.AuthError)):
+                    if i % 2:
+                        await guesser.open_subscription("vault", key=f"guess-{i}")
+                    else:
+                        await guesser.publisher("guarded", key=f"guess-{i}").__aenter__()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "a wrong channel key from 127.0.0.1" in warned
+    assert any(line.startswith("10 wrong tokens or keys from 127.0.0.1") for line in warned)
     await server.aclose()

@@ -1266,6 +1266,13 @@ def check_access(
         raise key_refused(channel.name, key)
 
 
+def wrong_key(broker: Broker, name: object, key: str) -> bool:
+    """Whether ``key`` is not the key of the keyed channel ``name`` held here (a channel of
+    another node only, in a cluster, is not known here: not counted)."""
+    channel = broker.channels.get(name) if isinstance(name, str) else None
+    return channel is not None and channel.key is not None and not _key_matches(channel, key)
+
+
 def _owner_of(channel: Channel | EndedChannel, session: ClientIdentity | None) -> bool:
     return session is not None and channel.owner_id == session.client_id
 

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
-from .._exceptions import FrameTooLarge, InvalidArgument, ProtocolError, TrioStreamError
+from .._exceptions import (
+    AuthError,
+    ChannelNotFound,
+    FrameTooLarge,
+    InvalidArgument,
+    ProtocolError,
+    TrioStreamError,
+)
 from .._protocol.codec import CONTROL_MAX_ITEMS, decode_control
 from .._protocol.frames import (
     CONTROL,
@@ -48,10 +55,12 @@ from .._protocol.messages import (
     decode_message,
 )
 from .._util import open_own_nursery
+from .broker import wrong_key
 from .engine import AsyncHandler
 from .outbox import control_frame
 from .requests import ANSWERED_LATER, REQUEST_HANDLERS
 from .sender import write_woken
+from .wrong_tokens import host_of
 
 if TYPE_CHECKING:
     from .session import Session
@@ -449,12 +458,25 @@ class Inbound:
                 # while the same call sent plainly closed it (a protocol implementer).
                 raise
             except (TrioStreamError, ValueError) as exc:
-                self._outbox.send(_error_reply(message.id, exc))
+                self._refuse(message, exc)
             else:
                 if result is not ANSWERED_LATER:
                     self._reply(message, result)
 
         return answer
+
+    def _refuse(self, request: Request, exc: TrioStreamError | ValueError) -> None:
+        """Answer ``request`` with ``exc``; a wrong channel key is counted as a wrong token
+        is (wrong_tokens.py): an address trying keys of a private channel thousands of
+        times a second went unseen in the log (an outside audit)."""
+        key = getattr(request, "key", None)
+        if (
+            key is not None
+            and isinstance(exc, (AuthError, ChannelNotFound))
+            and wrong_key(self._state.broker, getattr(request, "channel", None), key)
+        ):
+            self._state.wrong_tokens.failed(host_of(self._transport.remote), "channel key")
+        self._outbox.send(_error_reply(request.id, exc))
 
     def _reply(self, request: Request, result: Any) -> None:
         """``request``'s answer, or FrameTooLarge if it would exceed max_frame_bytes: the
@@ -499,7 +521,7 @@ class Inbound:
             try:
                 result = await handler(self._session, message)
             except (TrioStreamError, ValueError) as exc:
-                self._outbox.send(_error_reply(message.id, exc))
+                self._refuse(message, exc)
             else:
                 # At once, before the nursery's end lets other tasks run: the DATA of a
                 # subscription this request made follows its reply (the sender could

@@ -1,4 +1,4 @@
-"""Wrong tokens, counted per peer address and said in the log (no I/O here).
+"""Wrong tokens and channel keys, counted per peer address and said in the log (no I/O here).
 
 One address tried ~2,400 server tokens a second and ~14,000 admin tokens a second on one
 connection, and the log said nothing (an outside audit). Tokens are not rate-limited: a
@@ -48,8 +48,8 @@ class WrongTokens:
             log.warning("a wrong %s from %s", what, address[:80])
         elif count == GUESSING_COUNT:
             log.warning(
-                "%d wrong tokens from %s within %g s: someone may be guessing (use a long "
-                "random token: tokens are not rate-limited)",
+                "%d wrong tokens or keys from %s within %g s: someone may be guessing (use "
+                "long random ones: tokens and channel keys are not rate-limited)",
                 count,
                 address[:80],
                 WINDOW_S,
