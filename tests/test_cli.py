@@ -3009,8 +3009,8 @@ async def test_a_channel_named_like_a_pattern_is_said_to_be_a_name(server: ts.Se
         read.stderr.decode()
         .strip()
         .endswith(
-            "; channel names are exact, not patterns: the CLI reads one channel "
-            "(subscribe_matching(pattern) in Python reads every match)"
+            "; channel names are exact, not patterns: `trio-stream sub URL --match 'lab/*'` "
+            "reads every channel that matches"
         )
     ), read.stderr
 

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import trio_stream as ts
 
 from .._client import PATTERN_CHARACTERS, STILL_WAITING_MESSAGE, WAIT_CHANNEL_WARN_S, WAITING_ADVICE
 from .._client import log as client_log
+from .._matching import GLOB_CHARACTERS
 from .._protocol.messages import CHANNEL_ENDED_REASON
 from .._util import unwrap_single_exception
 from ._options import created_channel_key, subscription_kwargs
@@ -172,12 +174,16 @@ async def no_such_channel(
         alike = await client._channels_like(channel)
     # A name with a glob's characters (Redis's PSUBSCRIBE, NATS's wildcards) is said to be a
     # name: the library's error says so, the CLI's did not (a new user's `sub URL 'lab/*'`).
-    exact = (
-        "; channel names are exact, not patterns: the CLI reads one channel "
-        "(subscribe_matching(pattern) in Python reads every match)"
-        if PATTERN_CHARACTERS.intersection(channel)
-        else ""
-    )
+    # A reader is pointed at what reads every match.
+    exact = ""
+    if PATTERN_CHARACTERS.intersection(channel):
+        exact = "; channel names are exact, not patterns"
+        if verb == "read":
+            glob = channel if GLOB_CHARACTERS.intersection(channel) else channel.replace(">", "*")
+            exact += (
+                f": `trio-stream sub URL --match {shlex.quote(glob)}` reads every channel "
+                "that matches" + (" (NATS's '>' is '*' there)" if glob != channel else "")
+            )
     if alike:
         return CliError(
             f"no channel named {channel!r} that you may {verb}; did you mean {alike}? (else "

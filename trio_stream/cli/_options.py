@@ -8,10 +8,11 @@ import json
 import math
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, TypeAlias
 
 from .._exceptions import InvalidArgument
+from .._matching import GLOB_CHARACTERS
 from .._protocol.array_view import View
 from .._transport.urls import missing_scheme, split_url
 from ._run import UsageError
@@ -94,6 +95,9 @@ class CommandParser(argparse.ArgumentParser):
         # Options it does not take that a user may well try, with what to say instead (see
         # explain_option): closer to the point than the nearest option's name.
         self.explained: dict[str, str] = {}
+        # What is checked once every argument is read (check_parsed): the options that go
+        # together, or do not.
+        self.checks: list[Callable[[CommandParser, argparse.Namespace], None]] = []
 
     def error(self, message: str) -> NoReturn:
         """A bad value of a named argument in one line (``serve``'s usage is 25 lines above
@@ -117,6 +121,11 @@ class CommandParser(argparse.ArgumentParser):
             self._hinted(f"unrecognized arguments: {' '.join(extras)}{hint}")
         self.error(f"unrecognized arguments: {' '.join(extras)}")
 
+    def refuse(self, message: str) -> NoReturn:
+        """A usage error of arguments that do not go together, in one line (exit 2): each is
+        of the right form, so the usage would only hide the reason."""
+        self._hinted(message)
+
     def _hinted(self, message: str) -> NoReturn:
         """A usage error that names the fix: one line, without the usage above it (20 lines
         of serve's usage hid the "did you mean --tcp-port?" at their end: an operator)."""
@@ -129,15 +138,28 @@ class CommandParser(argparse.ArgumentParser):
             return super().parse_known_args(args, namespace)
         self._intermixing = True
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            parsed, extras = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+        for check in self.checks:
+            check(self, parsed)
+        return parsed, extras
 
 
 def explain_option(parser: argparse.ArgumentParser, option: str, why: str) -> None:
     """Have ``option``, which ``parser``'s command does not take, refused with ``why``."""
     if isinstance(parser, CommandParser):
         parser.explained[option] = why
+
+
+def check_parsed(
+    parser: argparse.ArgumentParser, check: Callable[[CommandParser, argparse.Namespace], None]
+) -> None:
+    """Have ``check(parser, args)`` run once ``parser``'s command line is read, to refuse
+    arguments that do not go together (``parser.refuse``) or that are missing
+    (``parser.error``)."""
+    if isinstance(parser, CommandParser):
+        parser.checks.append(check)
 
 
 def did_you_mean(parser: argparse.ArgumentParser, option: str) -> str:
@@ -223,6 +245,17 @@ def array_view(text: str) -> View:
         return View(slices=tuple(slices))
     except InvalidArgument as exc:  # a step of 0, too many dimensions
         raise BadValue(f"not a view: {text!r}: {exc}") from None
+
+
+def glob_pattern(text: str) -> str:
+    """A glob over channel names (``sensors.*``): ``*``, ``?`` or ``[...]`` in it."""
+    if not GLOB_CHARACTERS.intersection(text):
+        nats = " (NATS's '>' is '*' here: it matches dots too)" if ">" in text else ""
+        raise BadValue(
+            f"{text[:100]!r} has no glob character (*, ?, [...]): it names one channel, so "
+            f"give it as CHANNEL{nats}"
+        )
+    return text
 
 
 # argparse names the type in its error message ("invalid byte_size value: 'x'").

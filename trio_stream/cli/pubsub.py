@@ -15,7 +15,8 @@ import trio
 
 import trio_stream as ts
 
-from .._util import were
+from .._matching import DEFAULT_MAX_CHANNELS, matches
+from .._util import unwrap_single_exception, were
 from ._channels import (
     connect,
     ended,
@@ -26,6 +27,7 @@ from ._channels import (
     wait_for_readers,
 )
 from ._options import (
+    CommandParser,
     HelpFormatter,
     Subparsers,
     add_connection_options,
@@ -33,10 +35,13 @@ from ._options import (
     add_log_level,
     add_reader_wait_options,
     add_subscription_options,
+    check_parsed,
     explain_option,
+    glob_pattern,
     json_or_text,
     positive_float,
     positive_int,
+    subscription_kwargs,
 )
 from ._output import counted, json_line, jsonable
 from ._run import CliError, NoReaders, UsageError, no_readers_advice
@@ -69,10 +74,17 @@ one "$" key: NaN and infinities are {"$float": "nan"}, {"$float": "inf"}, {"$flo
 also {"$undefined": true}, {"$tag": N, "value": ...} and the like. A frame whose payload does
 not decode (not CBOR, or over the reader's limits) is skipped, with one line on stderr.
 
+--match PATTERN reads every channel whose name matches the glob (Redis's PSUBSCRIBE, NATS's
+wildcards), those created later too, each with its own subscription under the subscription
+options; each line then begins with the "channel" it came from. Which channels are read, and
+which end, is said on stderr; a pattern that matches nothing yet waits for a channel that
+does (another client's private channel is never matched).
+
 examples:
   trio-stream sub tcp://127.0.0.1:9870 demo/counter --count 5
   trio-stream sub tcp://127.0.0.1:9870 demo/sine --max-rate 1 --data-only
   trio-stream sub tcp://127.0.0.1:9870 demo/image --policy drop_oldest --size 1 --full
+  trio-stream sub tcp://127.0.0.1:9870 --match 'demo/*' --max-rate 2 --count 6
 """
 
 
@@ -117,7 +129,24 @@ def register(subparsers: Subparsers) -> None:
     )
     add_log_level(sub, default=None)
     add_connection_options(sub)
-    sub.add_argument("channel", metavar="CHANNEL", help="the channel to read")
+    sub.add_argument(
+        "channel", metavar="CHANNEL", nargs="?", help="the channel to read (or --match PATTERN)"
+    )
+    pattern = sub.add_argument_group("every channel that matches")
+    pattern.add_argument(
+        "--match",
+        metavar="PATTERN",
+        type=glob_pattern,
+        help="instead of CHANNEL, read every channel whose name matches this glob, now and "
+        "created later (quote it: 'sensors.*'; * any characters, / and . too; ? one; [abc] "
+        'one of a set); each line names its "channel"',
+    )
+    pattern.add_argument(
+        "--max-channels",
+        type=positive_int,
+        metavar="N",
+        help=f"with --match: read at most N channels at once (default: {DEFAULT_MAX_CHANNELS})",
+    )
     add_subscription_options(sub)
     out = sub.add_argument_group("output")
     out.add_argument("--count", type=positive_int, metavar="N", help="stop after N messages")
@@ -129,7 +158,32 @@ def register(subparsers: Subparsers) -> None:
     )
     add_print_options(out)
     explain_option(sub, "--json", "sub prints JSON lines already, one message a line: leave it out")
+    check_parsed(sub, _check_channel_or_match)
     sub.set_defaults(run=run_sub)
+
+
+def _check_channel_or_match(parser: CommandParser, args: argparse.Namespace) -> None:
+    """CHANNEL or --match, and with --match none of the options that name one channel."""
+    if args.match is None:
+        if args.channel is None:
+            parser.error("the following arguments are required: CHANNEL (or --match PATTERN)")
+        if args.max_channels is not None:
+            parser.refuse("--max-channels goes with --match PATTERN")
+        return
+    if args.channel is not None:
+        parser.refuse(
+            f"give CHANNEL or --match PATTERN, not both ({args.channel!r} and {args.match!r})"
+        )
+    if args.wait_channel:
+        parser.refuse(
+            "--wait-channel does not go with --match: a pattern waits for its channels "
+            "already (one created later, or again, is read as it comes)"
+        )
+    if args.data_only:
+        parser.refuse(
+            "--data-only does not go with --match: each line must say which channel it "
+            "came from; take the data from the lines instead (e.g. | jq -c .data)"
+        )
 
 
 def add_print_options(group: argparse._ArgumentGroup) -> None:
@@ -300,8 +354,12 @@ async def run_pub(args: argparse.Namespace) -> int:
 
 # -- sub ---------------------------------------------------------------------------------------
 def message_record(msg: ts.Message, args: argparse.Namespace) -> Any:
+    """A message as ``sub`` prints it: with --match, its channel first."""
     gap = None if msg.gap is None else gap_record(msg.gap)
-    return printed_record(msg.seq, msg.time, msg.sender, msg.lost, gap, msg.data, args)
+    channel = msg.channel if args.match is not None else None
+    return printed_record(
+        msg.seq, msg.time, msg.sender, msg.lost, gap, msg.data, args, channel=channel
+    )
 
 
 def printed_record(
@@ -312,19 +370,25 @@ def printed_record(
     gap: dict[str, Any] | None,
     data: Any,
     args: argparse.Namespace,
+    *,
+    channel: str | None = None,
 ) -> Any:
-    """A message as ``sub`` prints it (``show`` prints a recorded frame so too)."""
+    """A message as ``sub`` prints it (``show`` prints a recorded frame so too); ``channel``:
+    named first (the messages of several channels, ``sub --match``)."""
     shown = jsonable(data, full=args.full, bytes_format=args.bytes_format)
     if args.data_only:
         return shown
-    record = {"seq": seq, "time": time, "sender": sender, "lost": lost}
+    record: dict[str, Any] = {} if channel is None else {"channel": channel}
+    record.update(seq=seq, time=time, sender=sender, lost=lost)
     if gap is not None:  # the connection came back just before this message
         record["gap"] = gap
     record["data"] = shown
     return record
 
 
-async def _receive(sub: ts.Subscription, flush: Callable[[], object]) -> ts.Message:
+async def _receive(
+    sub: ts.Subscription | ts.PatternSubscription, flush: Callable[[], object]
+) -> ts.Message:
     """The next message; flushes the output first when none is waiting yet.
 
     Output stays live (nothing sits in a buffer while we wait) and is still written in one
@@ -379,17 +443,28 @@ def _undecodable(exc: ts.ProtocolError, seq: int, seq_before: int) -> str:
     return f"{where}: {undecodable_reason(exc)}"
 
 
-async def _say_if_no_such_writer(client: ts.Client, channel: str, sender: str) -> None:
-    """A --sender that writes nothing there now is said (a typo printed nothing, for good)."""
+async def _say_if_no_such_writer(
+    client: ts.Client, sender: str, *, channel: str = "", pattern: str | None = None
+) -> None:
+    """A --sender that writes nothing there now (to ``channel``, or to any channel that
+    matches ``pattern``) is said (a typo printed nothing, for good)."""
     clients = await client.clients()
     here = next((c.node for c in clients if c.name == client.name), "")
     if any(c.name == sender and c.node != here for c in clients):
         return  # a client of another node of a cluster: what it writes is not listed here
-    writers = sorted(c.name for c in clients if channel in c.publishers)
+    if pattern is None:
+        where, they, none = repr(channel), "its writers", "it has no writer"
+        writers = sorted(c.name for c in clients if channel in c.publishers)
+    else:
+        where = f"channels matching {pattern!r}"
+        they, none = "their writers", "they have no writer"
+        writers = sorted(
+            c.name for c in clients if any(matches(pattern, name) for name in c.publishers)
+        )
     if sender not in writers:
-        now = f"its writers now: {', '.join(writers[:10])}" if writers else "it has no writer now"
+        now = f"{they} now: {', '.join(writers[:10])}" if writers else f"{none} now"
         print(
-            f"trio-stream sub: no client named {sender!r} writes to {channel!r} ({now}); "
+            f"trio-stream sub: no client named {sender!r} writes to {where} ({now}); "
             "waiting for its frames",
             file=sys.stderr,
         )
@@ -400,6 +475,8 @@ _ADVICE_TO_SUBSCRIBE: Final = re.compile(r"[:;] [^:;]*subscribe again$")
 
 
 async def run_sub(args: argparse.Namespace) -> int:
+    if args.match is not None:
+        return await _run_sub_matching(args)
     out = sys.stdout
     received = 0
     skipped = 0
@@ -478,4 +555,139 @@ async def _say_what_is_read(client: ts.Client, args: argparse.Namespace) -> None
     if meta:  # units and labels: on stderr, so stdout stays one JSON value a line
         print(f"trio-stream sub: {args.channel}: {meta_text(meta)}", file=sys.stderr)
     if args.sender is not None:
-        await _say_if_no_such_writer(client, args.channel, args.sender)
+        await _say_if_no_such_writer(client, args.sender, channel=args.channel)
+
+
+# -- sub --match -------------------------------------------------------------------------------
+# How often the set of channels read is looked at, to say on stderr which joined and which
+# ended (seconds). A channel's first message says it at once; this is for the quiet ones.
+MEMBERS_POLL_S: Final = 0.5
+# Channels named in the first line at most (the rest are counted).
+NAMED_AT_START: Final = 10
+
+
+async def _run_sub_matching(args: argparse.Namespace) -> int:
+    """``sub --match PATTERN``: every matching channel, through ``subscribe_matching``."""
+    pattern: str = args.match
+    max_channels: int = args.max_channels or DEFAULT_MAX_CHANNELS
+    kwargs = subscription_kwargs(args)
+    deadline = trio.current_time() + (args.duration or math.inf)
+    async with connect(args) as client:
+        with trio.CancelScope(deadline=deadline):
+            listed = [c for c in await client.channels() if matches(pattern, c.name)]
+            if len(listed) > max_channels:  # said in the CLI's words (the library's: its API's)
+                raise CliError(
+                    f"pattern {pattern!r} matches {len(listed)} channels, more than "
+                    f"--max-channels {max_channels} (each is a subscription with its own "
+                    "buffer on the server): narrow the pattern, or give --max-channels "
+                    f"{len(listed)} or more"
+                )
+            async with client.subscribe_matching(
+                pattern, **kwargs, max_channels=max_channels
+            ) as matching:
+                members = _Members(pattern, matching.channels)
+                members.say_start({c.name: c.meta for c in listed})
+                if args.sender is not None:
+                    await _say_if_no_such_writer(client, args.sender, pattern=pattern)
+                with unwrap_single_exception():
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(members.follow, matching)
+                        await _print_matching(matching, members, args)
+                        nursery.cancel_scope.cancel()
+    sys.stdout.flush()
+    return 0
+
+
+async def _print_matching(
+    matching: ts.PatternSubscription, members: _Members, args: argparse.Namespace
+) -> None:
+    """Print the messages as JSON lines, until --count (or cancelled)."""
+    out = sys.stdout
+    received = 0
+    skipped = 0
+    while args.count is None or received < args.count:
+        try:
+            msg = await _receive(matching, out.flush)
+        except trio.EndOfChannel:
+            return  # (closed: not before the end of run_sub's block)
+        except ts.TrioStreamError as exc:
+            if matching.end_reason is not None:
+                raise  # the pattern's own end (the client's): one line, exit 1
+            # One channel's, said once; the others, and that one, are read on.
+            if isinstance(exc, ts.ProtocolError):
+                skipped += 1
+                what = f"a frame of a channel matching {members.pattern!r}"
+                print(
+                    f"trio-stream sub: skipped {what}: {undecodable_reason(exc)} "
+                    f"({skipped} so far)",
+                    file=sys.stderr,
+                )
+            else:
+                print(
+                    f"trio-stream sub: {type(exc).__name__}: {exc} (it is subscribed again)",
+                    file=sys.stderr,
+                )
+            continue
+        members.note(msg.channel)
+        out.write(json_line(message_record(msg, args)) + "\n")
+        received += 1
+        if received % 64 == 0:  # receive_nowait() does not yield
+            await trio.lowlevel.checkpoint()
+
+
+class _Members:
+    """What ``sub --match`` says on stderr of the channels it reads: those matching at the
+    start, each that joins later, each that ends, and a wait while none matches."""
+
+    def __init__(self, pattern: str, channels: list[str]) -> None:
+        self.pattern = pattern
+        self.seen = set(channels)
+        self._sorted = channels
+
+    def say_start(self, meta: dict[str, dict[str, Any] | None]) -> None:
+        names = self._sorted
+        if not names:
+            self._say(
+                f"waiting for channels matching {self.pattern!r} (none yet; Ctrl-C to stop; "
+                "another client's private channel is never matched)"
+            )
+            return
+        shown = ", ".join(repr(name) for name in names[:NAMED_AT_START])
+        more = len(names) - NAMED_AT_START
+        if more > 0:
+            shown += f" and {more} more"
+        self._say(
+            f"reading {counted(len(names), 'channel')} matching {self.pattern!r}: {shown} "
+            "(and those created later)"
+        )
+        for name in names:
+            units = meta.get(name)
+            if units:  # units and labels, as sub says them of its channel
+                self._say(f"{name}: {meta_text(units)}")
+
+    def note(self, channel: str) -> None:
+        """A message of ``channel`` is printed next: said first if it is new here."""
+        if channel not in self.seen:
+            self.seen.add(channel)
+            self._say(f"channel {channel!r} matches {self.pattern!r}: reading it")
+
+    async def follow(self, matching: ts.PatternSubscription) -> None:
+        """Until cancelled: the channels that joined or left since the last look."""
+        while True:
+            await trio.sleep(MEMBERS_POLL_S)
+            now = matching.channels
+            for name in now:
+                self.note(name)
+            gone = self.seen.difference(now)
+            for name in sorted(gone):
+                self._say(
+                    f"channel {name!r} ended; reading on (the others, and it again if it "
+                    "comes back)"
+                )
+            self.seen.difference_update(gone)
+            if gone and not self.seen:
+                self._say(f"no channel matches {self.pattern!r} now: waiting for one")
+
+    @staticmethod
+    def _say(line: str) -> None:
+        print(f"trio-stream sub: {line}", file=sys.stderr, flush=True)
