@@ -52,6 +52,7 @@ EXPORTS = {
     "SubscriptionInfo",
     "SubscriptionStatistics",
     "SyncMerge",
+    "PatternStatistics",
     "PatternSubscription",
     "SyncPatternSubscription",
     "SyncClient",
@@ -110,3 +111,27 @@ def test_signatures_show_their_defaults_readably() -> None:
 
     signature = str(inspect.signature(ts.Subscription.retune))
     assert "= <unchanged>" in signature and "KEEP" not in signature, signature
+
+
+def test_no_public_signature_shows_a_private_keyword() -> None:
+    # Client.open_subscription(..., _hint=True): an internal switch in help() and completion.
+    import inspect
+
+    shown: list[str] = []
+    for name in sorted(EXPORTS - {"__version__"}):
+        thing = getattr(ts, name)
+        if not inspect.isclass(thing):
+            members = [(name, thing)]
+        else:
+            members = [
+                (f"{name}.{attr}", getattr(thing, attr))
+                for attr in dir(thing)
+                if not attr.startswith("_") or attr == "__init__"
+            ]
+        for where, member in members:
+            try:
+                parameters = inspect.signature(member).parameters
+            except (TypeError, ValueError):  # not callable, or no signature (a builtin)
+                continue
+            shown += [f"{where}({p})" for p in parameters if p.startswith("_")]
+    assert shown == []

@@ -262,6 +262,197 @@ async def test_lost_counts_stay_per_channel_under_drop_oldest(server: ts.Server)
         assert matching.lost == sum(m.lost for m in busy)
 
 
+async def test_statistics_count_each_channels_frames_and_losses_and_the_totals(
+    server: ts.Server,
+) -> None:
+    async with writer_and_reader(server) as (w, r):
+        await w.create_channel("s.busy")
+        await w.create_channel("s.calm")
+        async with r.subscribe_matching("s.*", policy="drop_oldest", size=4, window=1) as matching:
+            await publish(w, "s.busy", range(1, 101))
+            await publish(w, "s.calm", range(1, 4))
+            got: Counter[str] = Counter()
+            lost: Counter[str] = Counter()
+            with trio.fail_after(WAIT_S):
+                async for msg in matching:
+                    got[msg.channel] += 1
+                    lost[msg.channel] += msg.lost
+                    if got["s.busy"] + lost["s.busy"] == 100 and got["s.calm"] == 3:
+                        break
+            stats = matching.statistics()
+            assert isinstance(stats, ts.PatternStatistics)
+            assert isinstance(stats, ts.SubscriptionStatistics)  # code for one reads it too
+            assert list(stats.channels) == ["s.busy", "s.calm"]
+            busy, calm = stats.channels["s.busy"], stats.channels["s.calm"]
+            assert (busy.frames, busy.lost) == (got["s.busy"], lost["s.busy"])
+            assert lost["s.busy"] > 0
+            assert (calm.frames, calm.lost) == (3, 0)
+            assert stats.frames == got["s.busy"] + 3
+            assert stats.lost == lost["s.busy"] == matching.lost
+            assert stats.bytes == busy.bytes + calm.bytes > 0
+            assert stats.buffered == 0 and stats.age_s > 0
+            assert stats.rate_fps == pytest.approx(busy.rate_fps + calm.rate_fps)
+
+            # A channel that leaves is counted on in the totals, and no longer on its own.
+            await w.delete_channel("s.calm")
+            await until(lambda: matching.channels == ["s.busy"])
+            with pytest.raises(trio.WouldBlock):
+                matching.receive_nowait()  # reads its end: it leaves the set
+            assert [sub.channel for sub in matching._subs] == ["s.busy"]
+            after = matching.statistics()
+            assert list(after.channels) == ["s.busy"]
+            assert (after.frames, after.bytes, after.lost) == (
+                stats.frames,
+                stats.bytes,
+                stats.lost,
+            )
+        closed = matching.statistics()  # every member gone: the totals stay
+        assert (closed.frames, closed.lost, dict(closed.channels)) == (
+            stats.frames,
+            stats.lost,
+            {},
+        )
+
+
+async def subscriptions_of(
+    w: ts.Client, name: str = "r"
+) -> dict[str, tuple[str, int | None, int, float | None]]:
+    """The server's view of client ``name``'s subscriptions (but ``$channels``):
+    channel -> (policy, size, every, max_rate)."""
+    (me,) = [c for c in await w.clients() if c.name == name]
+    return {
+        s.channel: (s.policy, s.size, s.every, s.max_rate)
+        for s in me.subscriptions
+        if not s.channel.startswith("$")
+    }
+
+
+async def test_a_retune_changes_every_channel_and_those_that_join_later(
+    server: ts.Server,
+) -> None:
+    async with writer_and_reader(server) as (w, r):
+        await w.create_channel("s.a")
+        await w.create_channel("s.b")
+        async with r.subscribe_matching("s.*", policy="unbounded") as matching:
+            assert await subscriptions_of(w) == {
+                "s.a": ("unbounded", None, 1, None),
+                "s.b": ("unbounded", None, 1, None),
+            }
+            # Leaving unbounded takes the size later channels are subscribed with (100).
+            await matching.retune(policy="drop_oldest", every=2, max_rate=50)
+            retuned = ("drop_oldest", 100, 2, 50.0)
+            assert await subscriptions_of(w) == {"s.a": retuned, "s.b": retuned}
+            await w.create_channel("s.c")
+            await until(lambda: "s.c" in matching.channels)
+            assert (await subscriptions_of(w))["s.c"] == retuned
+            await matching.retune(size=3, max_rate=None)  # None: no rate limit
+            again = ("drop_oldest", 3, 2, None)
+            assert await subscriptions_of(w) == {"s.a": again, "s.b": again, "s.c": again}
+            # Observably: of 20 frames, every 2nd (10): 3 in flight (the window, at most
+            # the size), the newest 3 in the buffer of 3, 4 lost.
+            await publish(w, "s.c", range(1, 21))
+            await trio.sleep(0.2)
+            got = await take(matching, 6)
+            assert [m.data for m in got] == [1, 3, 5, 15, 17, 19]
+            assert sum(m.lost for m in got) == 4
+            with pytest.raises(trio.WouldBlock):
+                matching.receive_nowait()
+            with pytest.raises(ts.InvalidArgument, match="unknown policy"):
+                await matching.retune(policy="newest")
+        with pytest.raises(ts.InvalidArgument, match="pattern subscription has ended"):
+            await matching.retune(size=5)
+        async with r.subscribe_matching("s.*", policy="unbounded", size=None) as matching:
+            # Nothing changed: a channel joining later could not be subscribed so.
+            with pytest.raises(ts.InvalidArgument, match="needs size >= 1"):
+                await matching.retune(policy="clear")
+            await matching.retune(policy="clear", size=2)
+            assert set((await subscriptions_of(w)).values()) == {("clear", 2, 1, None)}
+
+
+async def test_a_channel_subscribed_as_a_retune_went_out_joins_retuned(
+    server: ts.Server,
+) -> None:
+    # Its subscribe was on its way with the old options when the retune took the members
+    # it would change: it is retuned before it joins.
+    async with writer_and_reader(server) as (w, r):
+        real = r._open_subscription
+        opened: list[PatternSubscription] = []
+
+        async def open_subscription(name: str, **options: Any) -> ts.Subscription:
+            sub = await real(name, **options)
+            if name == "s.new":
+                await opened[0].retune(size=3)  # as if it ran meanwhile, from another task
+            return sub
+
+        r._open_subscription = open_subscription  # type: ignore[assignment,method-assign]
+        async with r.subscribe_matching("s.*", policy="drop_oldest", size=10) as matching:
+            opened.append(matching)
+            await w.create_channel("s.new")
+            await until(lambda: matching.channels == ["s.new"])
+            assert await subscriptions_of(w) == {"s.new": ("drop_oldest", 3, 1, None)}
+
+
+async def test_a_retune_passes_over_a_channel_that_ended_meanwhile(
+    server: ts.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One channel ended (by the client, its end read or not; by the server, its end still
+    # on its way behind its frames, the server's answer "no subscription"): the others are
+    # retuned, and the call returns.
+    real_retune = ts.Subscription.retune
+
+    async def retune(sub: ts.Subscription, **changes: Any) -> None:
+        if sub.channel == "s.ended":
+            sub.close_nowait()  # ended as its retune went out
+        if sub.channel == "s.gone":
+            raise ts.InvalidArgument(f"no subscription {sub.sub_id} on this connection")
+        await real_retune(sub, **changes)
+
+    async with writer_and_reader(server) as (w, r):
+        for name in ["s.a", "s.ended", "s.gone", "s.z"]:
+            await w.create_channel(name)
+        async with r.subscribe_matching("s.*", policy="drop_oldest", size=10) as matching:
+            monkeypatch.setattr(ts.Subscription, "retune", retune)
+            await matching.retune(size=5)
+            view = await subscriptions_of(w)
+            assert view["s.a"] == view["s.z"] == ("drop_oldest", 5, 1, None)
+            assert "s.ended" not in view
+            monkeypatch.setattr(ts.Subscription, "retune", real_retune)
+            # A channel the server really ended, frames still queued for this reader.
+            await w.create_channel("s.deleted")
+            await until(lambda: "s.deleted" in matching.channels)
+            await publish(w, "s.deleted", range(3))
+            await w.delete_channel("s.deleted")
+            await matching.retune(size=4)
+            assert (await subscriptions_of(w))["s.a"] == ("drop_oldest", 4, 1, None)
+
+
+@memory_only("the restart is a new memory server behind the proxy")
+async def test_a_channel_waiting_to_come_back_comes_back_retuned(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # Its subscription waits for its channel after a server restart: it cannot be retuned
+    # now ("not back after the reconnect"), and resumes with the new options.
+    async with writer_and_reader(server, proxy.url, reconnect=FAST) as (w, r):
+        await w.create_channel("s.a")
+        async with r.subscribe_matching("s.*", policy="drop_oldest", size=10) as matching:
+            config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+            async with ts.open_server(config) as restarted:
+                assert restarted.tcp_url is not None
+                port = int(restarted.tcp_url.rsplit(":", 1)[1].rstrip("/"))
+                proxy.target = ("127.0.0.1", port)
+                proxy.cut()
+                with trio.fail_after(WAIT_S):
+                    await r.wait_state("reconnecting")
+                    await r.wait_state("open")
+                (member,) = matching._subs
+                assert not member._live and not member._ended
+                await matching.retune(size=3, every=2)
+                async with ts.open_client(restarted.tcp_url, name="w2") as w2:
+                    await w2.create_channel("s.a")
+                    await until(lambda: member._live)
+                    assert await subscriptions_of(w2) == {"s.a": ("drop_oldest", 3, 2, None)}
+
+
 async def test_a_flooded_channel_does_not_starve_a_quiet_one(server: ts.Server) -> None:
     async with writer_and_reader(server) as (w, r):
         await w.create_channel("s.flood")
@@ -493,9 +684,13 @@ async def test_a_channel_created_while_away_counts_the_frames_before_its_first_a
             await until(lambda: matching.channels == ["s.away"])
             await publish(w, "s.away", ["after"])
             (first,) = await take(matching, 1)
+            stats = matching.statistics()
         assert (first.seq, first.data, first.lost) == (6, "after", counted)
         assert first.gap == ts.Gap("resumed", counted, 0)
         assert matching.lost == counted
+        # Its statistics count them too, as its message did.
+        assert stats.lost == stats.channels["s.away"].lost == counted
+        assert stats.channels["s.away"].frames == stats.frames == 1
 
 
 async def test_a_channel_created_again_after_its_end_begins_with_a_reset(
@@ -605,7 +800,7 @@ async def test_a_subscribe_answered_as_the_pattern_is_closed_is_not_left_open(
     # The reply and the application's close in one scheduler turn: the follower cannot be
     # cancelled any more, and added the subscription to a closed pattern subscription.
     async with writer_and_reader(server) as (w, r):
-        real = r.open_subscription
+        real = r._open_subscription
         opened: list[PatternSubscription] = []
 
         async def open_subscription(name: str, **options: Any) -> ts.Subscription:
@@ -614,7 +809,7 @@ async def test_a_subscribe_answered_as_the_pattern_is_closed_is_not_left_open(
                 opened[0].close_nowait()
             return sub
 
-        r.open_subscription = open_subscription  # type: ignore[assignment,method-assign]
+        r._open_subscription = open_subscription  # type: ignore[assignment,method-assign]
         matching = await r._open_matching("s.*", policy="block", size=2)
         opened.append(matching)
         await w.create_channel("s.new")
@@ -764,6 +959,43 @@ async def test_the_sync_client_reads_matching_channels_with_blocking_calls(
             assert list(matching) == []
             infos = {info.name: info.readers for info in w.channels()}
             assert infos["s.a"] == infos["s.b"] == 0
+
+    await in_thread(scenario)
+
+
+async def test_the_sync_client_has_the_statistics_and_the_retune_too(server: ts.Server) -> None:
+    url = server.tcp_url
+    assert url is not None
+
+    def view(w: SyncClient) -> dict[str, tuple[str, int | None]]:
+        (me,) = [c for c in w.clients() if c.name == "r"]
+        return {s.channel: (s.policy, s.size) for s in me.subscriptions if s.channel[0] != "$"}
+
+    def scenario() -> None:
+        with SyncClient(url, name="w") as w, SyncClient(url, name="r") as r:
+            w.create_channel("s.a")
+            w.create_channel("s.b")
+            with r.subscribe_matching("s.*", policy="drop_oldest", size=10) as matching:
+                for i in range(5):
+                    w.publish("s.a", i)
+                w.publish("s.b", "b")
+                w.flush(timeout=WAIT_S)
+                got = Counter(matching.get(timeout=WAIT_S).channel for _ in range(6))
+                assert got == {"s.a": 5, "s.b": 1}
+                stats = matching.statistics()
+                assert isinstance(stats, ts.PatternStatistics)
+                assert (stats.frames, stats.lost) == (6, 0)
+                assert {name: s.frames for name, s in stats.channels.items()} == got
+                matching.retune(policy="drop_newest", size=2)
+                assert view(w) == {"s.a": ("drop_newest", 2), "s.b": ("drop_newest", 2)}
+                w.create_channel("s.c")
+                until_s = time.monotonic() + WAIT_S
+                while "s.c" not in matching.channels:
+                    assert time.monotonic() < until_s, matching.channels
+                    time.sleep(0.005)
+                assert view(w)["s.c"] == ("drop_newest", 2)
+                with pytest.raises(ts.InvalidArgument, match="size must be 1 or more"):
+                    matching.retune(size=0)
 
     await in_thread(scenario)
 

@@ -51,6 +51,7 @@ from ._rpc_stream import RemoteStream as RemoteStream
 from ._server.serve import Server as Server
 from ._server.serve import open_server as open_server
 from ._server.serve import serve as serve
+from ._stats import PatternStatistics as PatternStatistics
 from ._stats import SubscriptionStatistics as SubscriptionStatistics
 from ._subscription_end import SubscriptionEnded as SubscriptionEnded
 from ._version import __version__ as __version__
@@ -83,6 +84,7 @@ __all__ = [
     "Merge",
     "Message",
     "NameInUse",
+    "PatternStatistics",
     "PatternSubscription",
     "PayloadLimits",
     "PayloadRefused",

@@ -1678,13 +1678,46 @@ class Client:
         since: Position | None = None,
         wait_channel: bool = False,
         prefetch: bool = True,
-        _hint: bool = True,
     ) -> Subscription:
-        """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`).
+        """Subscribe; close it with ``aclose()`` (or use :meth:`subscribe`)."""
+        return await self._open_subscription(
+            channel,
+            hint=True,
+            policy=policy,
+            size=size,
+            every=every,
+            max_rate=max_rate,
+            key=key,
+            window=window,
+            block_timeout=block_timeout,
+            sender=sender,
+            view=view,
+            since=since,
+            wait_channel=wait_channel,
+            prefetch=prefetch,
+        )
 
-        (``_hint``, internal: False leaves the channels named alike out of a ChannelNotFound,
-        and the listing they cost: subscribe_matching's channels gone meanwhile.)
-        """
+    async def _open_subscription(
+        self,
+        channel: str,
+        *,
+        hint: bool,
+        policy: str = "drop_oldest",
+        size: int | None = 100,
+        every: int = 1,
+        max_rate: float | None = None,
+        key: str | None = None,
+        window: int | None = None,
+        block_timeout: float | None = None,
+        sender: str | None = None,
+        view: View | None = None,
+        since: Position | None = None,
+        wait_channel: bool = False,
+        prefetch: bool = True,
+    ) -> Subscription:
+        """:meth:`open_subscription`; ``hint=False`` leaves the channels named alike out of a
+        ChannelNotFound, and the listing they cost (subscribe_matching's channels gone
+        meanwhile)."""
         check_subscribe_options(
             policy=policy,
             size=size,
@@ -1734,7 +1767,7 @@ class Client:
 
         if wait_channel and not channel.startswith("$"):  # the server's own exist from its start
             return await self._when_created(channel, subscribe_once)
-        if not _hint:
+        if not hint:
             return await subscribe_once()
         try:
             return await subscribe_once()

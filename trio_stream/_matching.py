@@ -42,12 +42,13 @@ measurements are in ``_ready``'s comment).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import logging
 import math
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import trio
@@ -62,7 +63,12 @@ from ._exceptions import (
     TrioStreamError,
 )
 from ._records import Gap, Message
-from ._subscription import YIELD_EVERY_MESSAGES  # the same bound as one subscription's
+from ._stats import PatternStatistics, SubscriptionStatistics
+from ._subscription import (
+    YIELD_EVERY_MESSAGES,  # the same bound as one subscription's
+    _Keep,
+    retune_changes,
+)
 from ._subscription_end import SubscriptionEnded
 
 if TYPE_CHECKING:
@@ -97,6 +103,16 @@ AGAIN_QUIET_S: Final = 60.0
 # clients' resume_grace_s (10 s by default) or not at all.
 LEAVE_UNLISTED_S: Final = 10.0
 KNOWN_NAMES_KEPT: Final = 10_000  # names read before, for a reset gap when one comes back
+#: The options ``retune`` changes (its keywords), and those a later subscribe checks
+#: together with them.
+RETUNED: Final = ("policy", "size", "every", "max_rate", "block_timeout")
+RETUNE_CHECKED: Final = (*RETUNED, "window", "view", "prefetch")
+
+
+def _retune_arguments(changed: dict[str, Any]) -> dict[str, Any]:
+    """``Subscription.retune``'s arguments for ``changed`` (``retune_changes``'s form): a
+    ``max_rate`` of None there removes the limit, as a left-out one keeps it."""
+    return {"max_rate": _Keep.KEEP, **changed}
 
 
 def check_pattern(pattern: object) -> str:
@@ -160,6 +176,9 @@ class PatternSubscription:
     subscription the server ends (``LimitExceeded``) raises it once from ``receive`` and is
     subscribed again. The pattern subscription itself ends only when closed, or with its
     client (``ConnectionClosed`` from ``receive`` once the messages here are read).
+
+    ``statistics()`` counts in total and per channel; ``retune(...)`` changes every
+    channel's subscription, and those of the channels that join later.
     """
 
     def __init__(
@@ -227,6 +246,16 @@ class PatternSubscription:
         self._window = 1
         self._returns = 0
         self._gone_lost = 0
+        # For statistics(): what members that left took, and the frames each member that
+        # joined late was counted lost before its first message (in _joined_lost too).
+        self._started_at = trio.current_time()
+        self._gone_frames = 0
+        self._gone_bytes = 0
+        self._joined_lost_of: dict[Subscription, int] = {}
+        # retune(): one at a time; a member subscribed with options older than these is
+        # retuned before it joins (_ensure compares the generation it subscribed under).
+        self._retune_lock = trio.Lock()
+        self._options_generation = 0
 
     # -- what the application reads ---------------------------------------------------------
     @property
@@ -244,6 +273,136 @@ class PatternSubscription:
         """Frames the channels' subscriptions lost (to overflow, and of a channel joined
         late: those before its first message), in total."""
         return self._gone_lost + self._joined_lost + sum(sub.lost for sub in self._subs)
+
+    def statistics(self) -> PatternStatistics:
+        """Frames, bytes and losses so far and the rates, in total and per channel (see
+        PatternStatistics)."""
+        frames = self._gone_frames
+        nbytes = self._gone_bytes
+        buffered = 0
+        rate_fps = rate_bps = 0.0
+        channels: dict[str, SubscriptionStatistics] = {}
+        named = set(self.channels)
+        for sub in self._subs:
+            stats = sub.statistics()
+            frames += stats.frames
+            nbytes += stats.bytes
+            buffered += stats.buffered
+            rate_fps += stats.rate_fps
+            rate_bps += stats.rate_bps
+            if sub.channel in named and self._active.get(sub.channel) is sub:
+                joined_lost = self._joined_lost_of.get(sub, 0)
+                if joined_lost:
+                    stats = dataclasses.replace(stats, lost=stats.lost + joined_lost)
+                channels[sub.channel] = stats
+        age_s = trio.current_time() - self._started_at
+        return PatternStatistics(
+            frames=frames,
+            bytes=nbytes,
+            lost=self.lost,
+            buffered=buffered,
+            rate_fps=rate_fps,
+            rate_bps=rate_bps,
+            mean_rate_fps=frames / age_s if age_s > 0 else 0.0,
+            mean_rate_bps=nbytes / age_s if age_s > 0 else 0.0,
+            age_s=age_s,
+            channels=MappingProxyType(dict(sorted(channels.items()))),
+        )
+
+    async def retune(
+        self,
+        *,
+        policy: str | None = None,
+        size: int | None = None,
+        every: int | None = None,
+        max_rate: float | _Keep | None = _Keep.KEEP,
+        block_timeout: float | None = None,
+    ) -> None:
+        """Change every channel's subscription on the server, as ``Subscription.retune``
+        changes one (between two frames: no gap, no duplicate), and the options of the
+        channels that join later.
+
+        Arguments left out stay as they are; ``max_rate=None`` removes the rate limit. It
+        returns once every channel subscribed now has been retuned. A channel that ended
+        meanwhile is passed over (it leaves, and one of that name created again joins with
+        the new options); one waiting to come back after a reconnection (its channel
+        missing, or the connection lost as the retune went out) comes back with them. A
+        ``policy`` given without ``size`` takes the size the channels were subscribed with.
+        One retune at a time: a second waits for the first. Cancelled part-way, the
+        channels not reached yet keep their options (later ones join with the new): call
+        it again.
+
+        Raises:
+            InvalidArgument: a bad value (nothing is changed then), or the pattern
+                subscription is closed.
+            ConnectionClosed: the client is closed.
+        """
+        from ._client import check_subscribe_options  # (_client imports this module)
+
+        changed = retune_changes(
+            policy=policy, size=size, every=every, max_rate=max_rate, block_timeout=block_timeout
+        )
+        async with self._retune_lock:
+            if self._closed or self._error is not None:
+                raise InvalidArgument(f"this pattern subscription has ended ({self.end_reason})")
+            # As a later channel will be subscribed with them (a size the new policy needs).
+            options = {**self._options, **changed}
+            check_subscribe_options(**{name: options[name] for name in RETUNE_CHECKED})
+            if "policy" in changed and options["size"] is not None:
+                # The size a later channel is subscribed with: a channel leaving "unbounded"
+                # has none on the server to keep ("needs a size").
+                changed["size"] = options["size"]
+            # From here a channel subscribed joins with the new options (see _ensure).
+            self._options = options
+            self._options_generation += 1
+            members = [sub for sub in self._subs if not sub._ended]
+            limiter = trio.CapacityLimiter(SUBSCRIBES_IN_FLIGHT)
+            errors: list[TrioStreamError] = []
+
+            async def one(sub: Subscription) -> None:
+                async with limiter:
+                    try:
+                        await self._retune_member(sub, changed)
+                    except TrioStreamError as exc:
+                        errors.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                for sub in members:
+                    nursery.start_soon(one, sub)
+            if errors:
+                raise errors[0]
+
+    async def _retune_member(self, sub: Subscription, changed: dict[str, Any]) -> None:
+        """Retune one member (see retune): passed over if it ended; told to resume with
+        ``changed`` if it waits to resume.
+
+        Raises:
+            ConnectionClosed: the client is closed.
+            TrioStreamError: another error of the server's (a memory limit).
+        """
+        try:
+            await sub.retune(**_retune_arguments(changed))
+        except TrioStreamError as exc:
+            if sub._ended:
+                return  # ended, closed (the client's InvalidArgument "has ended")
+            if not sub._live and not self._client.closed:
+                # Its channel is missing after a reconnection (ChannelNotFound "not back"),
+                # or the connection was lost as the request went out: it resumes with them.
+                sub._respec(changed)
+                return
+            if isinstance(exc, InvalidArgument):
+                # The values were checked as the server checks them (retune_changes, and
+                # check_subscribe_options with the pattern's own): what is left is the
+                # server's "no subscription": it ended there, its end still on its way
+                # behind the frames it delivers first.
+                log.info(
+                    "pattern %r: channel %r not retuned (%s): it ended",
+                    self.pattern,
+                    sub.channel,
+                    exc,
+                )
+                return
+            raise
 
     @property
     def window(self) -> int:
@@ -352,6 +511,7 @@ class PatternSubscription:
         if not before:
             return message
         self._joined_lost += before
+        self._joined_lost_of[sub] = before
         lost = message.lost + before
         return message._replace(lost=lost, gap=Gap("resumed", lost, 0))
 
@@ -461,7 +621,11 @@ class PatternSubscription:
         self._leaving.discard(sub)
         self._unlisted.pop(sub, None)
         self._first.pop(sub, None)
+        self._joined_lost_of.pop(sub, None)
         self._gone_lost += sub.lost
+        stats = sub.statistics()
+        self._gone_frames += stats.frames
+        self._gone_bytes += stats.bytes
         windows = self._windows
         windows[sub.window] -= 1
         if not windows[sub.window]:
@@ -512,6 +676,7 @@ class PatternSubscription:
                     "subscribe_matching(..., max_channels=N) a larger N to read more",
                 )
                 return
+            generation = self._options_generation
             sub = await self._subscribe(name, at_entry)
             if sub is None:
                 return
@@ -521,7 +686,25 @@ class PatternSubscription:
             if old is not None and not old._ended and old.position.epoch == sub.position.epoch:
                 sub.close_nowait()  # the same channel, listed and announced: one is enough
                 return
+            while generation != self._options_generation and not self._closed:
+                # Subscribed with the options from before a retune() that did not see it.
+                generation = self._options_generation
+                try:
+                    await self._retune_member(sub, self._retunable())
+                except TrioStreamError as exc:
+                    sub.close_nowait()
+                    if isinstance(exc, (ClusterUnavailable, ConnectionClosed)) or at_entry:
+                        raise
+                    self._refuse(name, str(exc))
+                    return
+            if self._closed:
+                sub.close_nowait()
+                return
             self._add(sub)
+
+    def _retunable(self) -> dict[str, Any]:
+        """The options a retune sets, as they are now (``retune_changes``'s form)."""
+        return retune_changes(**{name: self._options[name] for name in RETUNED})
 
     def _refuse(self, name: str, why: str) -> None:
         if name not in self._refused:
@@ -532,9 +715,9 @@ class PatternSubscription:
         """A subscription to ``name``; None if this client may not read it (gone meanwhile,
         another client's private channel, a key it lacks, a server limit after the entry)."""
         try:
-            # (_hint=False: a channel gone meanwhile is no typo; the "did you mean" of
+            # (hint=False: a channel gone meanwhile is no typo; the "did you mean" of
             # open_subscription's ChannelNotFound costs a listing of every channel.)
-            return await self._client.open_subscription(name, **self._options, _hint=False)
+            return await self._client._open_subscription(name, hint=False, **self._options)
         except ChannelNotFound:
             return None  # ended since it was listed or announced
         except (ClusterUnavailable, ConnectionClosed):

@@ -10,7 +10,8 @@ clock and may keep a mark (time, frames, bytes); ``statistics()`` turns the mark
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 import trio
@@ -48,6 +49,27 @@ class SubscriptionStatistics:
     mean_rate_fps: float
     mean_rate_bps: float
     age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PatternStatistics(SubscriptionStatistics):
+    """What a pattern subscription received, from ``matching.statistics()``: the totals of
+    every channel it read, as one subscription's (so code written for
+    ``SubscriptionStatistics`` reads it too), and each channel's own.
+
+    Attributes:
+        frames, bytes: taken from every channel, those that left included.
+        lost: ``matching.lost``: lost to overflow, and of a channel that joined late, the
+            frames before its first message (as its ``msg.lost`` said), those that left
+            included.
+        buffered: arrived at the client and not taken yet, over the channels subscribed now.
+        rate_fps, rate_bps: the sum of the channels' recent rates (see SubscriptionStatistics).
+        mean_rate_fps, mean_rate_bps, age_s: since the pattern subscription started.
+        channels: read-only, for each name of ``matching.channels``: its subscription's
+            statistics (``lost`` with the frames counted when it joined late).
+    """
+
+    channels: Mapping[str, SubscriptionStatistics] = field(hash=False)
 
 
 class RateMeter:

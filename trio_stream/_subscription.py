@@ -78,6 +78,41 @@ class _Keep(enum.Enum):
         return "<unchanged>"
 
 
+def retune_changes(
+    *,
+    policy: str | None,
+    size: int | None,
+    every: int | None,
+    max_rate: float | _Keep | None,
+    block_timeout: float | None,
+) -> dict[str, Any]:
+    """The options a retune with these arguments changes, as the Subscribe fields say them
+    (``max_rate``: a float, or None for no limit), checked before anything is sent.
+
+    Raises:
+        InvalidArgument: a bad value.
+    """
+    given = {"policy": policy, "size": size, "every": every, "block_timeout": block_timeout}
+    rate_given = {} if isinstance(max_rate, _Keep) else {"max_rate": max_rate}
+    check_fields(Retune, {**given, **rate_given})  # before the ranges below compare them
+    if policy is not None and policy not in POLICIES:
+        raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+    if size is not None and size < 1:
+        raise InvalidArgument("size must be 1 or more (frames)")
+    if every is not None and every < 1:
+        raise InvalidArgument("every must be 1 or more")
+    if max_rate is not None and not isinstance(max_rate, _Keep) and not 0 < max_rate < math.inf:
+        raise InvalidArgument("max_rate must be a positive number of frames per second")
+    if block_timeout is not None and not 0 < block_timeout < math.inf:
+        raise InvalidArgument("block_timeout must be a positive number of seconds")
+    changed: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if "block_timeout" in changed:
+        changed["block_timeout"] = float(changed["block_timeout"])
+    if not isinstance(max_rate, _Keep):
+        changed["max_rate"] = None if max_rate is None else float(max_rate)
+    return changed
+
+
 class Subscription:
     """Messages of one channel, as this reader's server-side buffer releases them.
 
@@ -307,30 +342,14 @@ class Subscription:
         Raises:
             InvalidArgument: a bad value, or the subscription has ended.
         """
-        given = {"policy": policy, "size": size, "every": every, "block_timeout": block_timeout}
-        rate_given = {} if isinstance(max_rate, _Keep) else {"max_rate": max_rate}
-        check_fields(Retune, {**given, **rate_given})  # before the ranges below compare them
-        if policy is not None and policy not in POLICIES:
-            raise InvalidArgument(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
-        if size is not None and size < 1:
-            raise InvalidArgument("size must be 1 or more (frames)")
-        if every is not None and every < 1:
-            raise InvalidArgument("every must be 1 or more")
+        changed = retune_changes(
+            policy=policy, size=size, every=every, max_rate=max_rate, block_timeout=block_timeout
+        )
         rate: float | None = None  # absent on the wire: unchanged
-        if max_rate is None:
-            rate = 0.0  # the wire's "no rate limit"
-        elif not isinstance(max_rate, _Keep):
-            if not 0 < max_rate < math.inf:
-                raise InvalidArgument("max_rate must be a positive number of frames per second")
-            rate = float(max_rate)
-        if block_timeout is not None and not 0 < block_timeout < math.inf:
-            raise InvalidArgument("block_timeout must be a positive number of seconds")
+        if "max_rate" in changed:
+            rate = changed["max_rate"] or 0.0  # 0: the wire's "no rate limit"
         if self._ended:
             raise InvalidArgument(f"this subscription has ended ({self.end_reason})")
-        changed = {"policy": policy, "size": size, "every": every, "block_timeout": block_timeout}
-        changed = {k: v for k, v in changed.items() if v is not None}
-        if not isinstance(max_rate, _Keep):
-            changed["max_rate"] = None if max_rate is None else float(max_rate)
 
         def retuned(result: Any) -> None:
             # A resubscription after a reconnect asks for what the subscription is now.
@@ -358,8 +377,14 @@ class Subscription:
             size=size,
             every=every,
             max_rate=rate,
-            block_timeout=None if block_timeout is None else float(block_timeout),
+            block_timeout=changed.get("block_timeout"),
         )
+
+    def _respec(self, changed: dict[str, Any]) -> None:
+        """Resubscribe with ``changed`` (``retune_changes``'s) after a reconnect: a retune
+        this subscription could not take while it waits to resume (a pattern subscription's
+        retune). The server sets them as it takes a kept subscription back."""
+        self._spec.update(changed)
 
     def _new_window(self, result: Any) -> None:
         """A retune's answer: credit goes back by the new window's quarters from now on."""

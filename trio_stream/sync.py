@@ -80,7 +80,7 @@ from ._records import ChannelInfo, ClientInfo, Message, Position, ServerStats
 from ._rpc import _DEFAULT, RemoteMethod, RpcProxy
 from ._rpc_stream import DEFAULT_WINDOW, RemoteStream
 from ._seconds import check_time, check_timeout
-from ._stats import SubscriptionStatistics
+from ._stats import PatternStatistics, SubscriptionStatistics
 from ._subscription_end import SubscriptionEnded
 from ._util import counted, open_own_nursery, were
 
@@ -1785,6 +1785,16 @@ class SyncPatternSubscription:
     def end_reason(self) -> str | None:
         """Why it ended ("this pattern subscription was closed", an error), None until then."""
         return self._reader.end_reason
+
+    def statistics(self) -> PatternStatistics:
+        """As ``PatternSubscription.statistics``; messages of a batch taken into this thread
+        count as received, before ``get`` hands them out."""
+        return self._client._run_sync(self._matching.statistics)
+
+    def retune(self, **changes: Any) -> None:
+        """Change every channel's subscription on the server, and the options of those that
+        join later (arguments as ``PatternSubscription.retune``)."""
+        self._client._call(partial(self._matching.retune, **changes))
 
     def get(self, timeout: float | None = None) -> Message:
         """The next message of any matching channel (as ``SyncSubscription.get``).
