@@ -4,6 +4,7 @@ server and real sockets."""
 
 from __future__ import annotations
 
+import traceback
 from contextlib import AsyncExitStack
 
 import pytest
@@ -158,3 +159,33 @@ async def test_frames_parked_for_a_full_block_reader_reach_it_before_the_end(
             assert got == list(range(published))
             assert sub.lost == 0
             assert sub.end_reason in ("channel 'c' ended with its owner", "channel 'c' was deleted")
+
+
+async def test_an_ended_subscription_and_publisher_raise_a_new_error_each_time(
+    server: ts.Server,
+) -> None:
+    # Each receive after the end raised the one stored error: its traceback grew by every
+    # raise (20,000 receives of a retry loop: 60,000 frames and their locals held), and a
+    # reader's and a writer's raises of it printed each other's frames (a trio developer).
+    assert server.tcp_url is not None
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        ts.open_client(proxy.url, name="r", reconnect=False) as client,
+        AsyncExitStack() as stack,
+    ):
+        await client.create_channel("c")
+        sub = await stack.enter_async_context(client.subscribe("c"))
+        pub = await stack.enter_async_context(client.publisher("c"))
+        proxy.cut()
+        raised: list[BaseException] = []
+        with trio.fail_after(WAIT_S):
+            for _ in range(50):
+                with pytest.raises(ts.ConnectionClosed) as caught:
+                    await sub.receive()
+                raised.append(caught.value)
+                with pytest.raises(ts.ConnectionClosed) as caught:
+                    await pub.send(1)
+                raised.append(caught.value)
+    assert len({id(error) for error in raised}) == len(raised)
+    depths = [len(traceback.extract_tb(error.__traceback__)) for error in raised]
+    assert max(depths) <= 12, depths

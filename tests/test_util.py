@@ -1,12 +1,14 @@
 """open_own_nursery: a library context manager's nursery hands the block's exception on as
-itself, taking off only the group of one that the nursery put it in."""
+itself, taking off only the group of one that the nursery put it in; fresh: a stored error
+raised again is a new one each time."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from trio_stream._util import open_own_nursery
+import trio_stream as ts
+from trio_stream._util import fresh, open_own_nursery
 
 
 class Boom(Exception):
@@ -86,3 +88,27 @@ async def test_an_applications_group_that_trio_trimmed_of_a_cancel_is_not_wrappe
             nursery.cancel_scope.cancel()
             await trio.sleep_forever()
     assert [type(e) for e in caught.value.exceptions] == [Boom]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ts.ConnectionClosed("gone", "server restart"),
+        ts.InvalidSetting("size", "must be positive"),
+        ts.RemoteError("KeyError", "'x'", "Traceback ..."),
+        ts.SubscriptionEnded("channel 'a' was deleted"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_a_fresh_error_is_a_new_one_of_the_same_kind_with_the_same_cause(
+    error: BaseException,
+) -> None:
+    error.__cause__ = OSError("reset")
+    error.__suppress_context__ = True
+    copies = [fresh(error) for _ in range(2)]
+    assert copies[0] is not copies[1] and copies[0] is not error
+    for new in copies:
+        assert type(new) is type(error) and new.args == error.args
+        assert vars(new) == vars(error)  # (ConnectionClosed's reason, RemoteError's text)
+        assert new.__cause__ is error.__cause__ and new.__suppress_context__
+        assert new.__traceback__ is None

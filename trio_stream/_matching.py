@@ -70,6 +70,7 @@ from ._subscription import (
     retune_changes,
 )
 from ._subscription_end import SubscriptionEnded
+from ._util import fresh
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -487,7 +488,7 @@ class PatternSubscription:
                 return self._first_message(sub, message)
             return message
         if self._error is not None:
-            raise self._error
+            raise fresh(self._error)
         raise trio.WouldBlock
 
     def _first_message(self, sub: Subscription, message: Message) -> Message:

@@ -85,7 +85,7 @@ from ._rpc_stream import (
     open_generator,
 )
 from ._seconds import check_timeout
-from ._util import exception_leaves
+from ._util import exception_leaves, fresh
 
 if TYPE_CHECKING:
     from ._client_port import ClientPort
@@ -701,7 +701,7 @@ class RpcEndpoint:
                 )
                 late.sent = False
                 raise late from None
-            raise reply.error
+            raise fresh(reply.error)
         return reply.result
 
     async def call(

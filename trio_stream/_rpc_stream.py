@@ -31,6 +31,7 @@ import trio
 from ._exceptions import ConnectionClosed, InvalidArgument, ProtocolError
 from ._protocol.codec import decode_payload
 from ._protocol.rpc_messages import MAX_STREAM_WINDOW, Call, Cancel, Credit
+from ._util import fresh
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -288,7 +289,7 @@ class RemoteStream:
                 if request.done.is_set():
                     self._finish()
                     if request.error is not None:
-                        raise request.error
+                        raise fresh(request.error)
                     if request.result is not None:
                         raise ProtocolError(
                             f"{self._what} answered with one result, not a stream of values"

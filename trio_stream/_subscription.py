@@ -36,6 +36,7 @@ from ._protocol.messages import Retune, Subscribe, Unsubscribe, check_fields
 from ._records import Gap, GapKind, Message, Position
 from ._stats import RateMeter, SubscriptionStatistics
 from ._subscription_end import SubscriptionEnded
+from ._util import fresh
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -433,7 +434,7 @@ class Subscription:
         if not self._frames:
             if self._ended:
                 if self._end_error is not None:
-                    raise self._end_error
+                    raise fresh(self._end_error)
                 raise SubscriptionEnded(self.end_reason)
             if self._consumed and not self._prefetch:
                 # Asked for a message with none here: only now may the server send the next
