@@ -2738,3 +2738,55 @@ async def test_a_kept_block_reader_that_holds_its_writers_back_is_said_to_be_awa
                 await trio.sleep(0.05)
     (line,) = [r.getMessage() for r in caplog.records if "held its writers back" in r.getMessage()]
     assert "its client is away (the subscription is kept for its return" in line, line
+
+
+async def test_a_publisher_close_cancelled_while_it_waits_for_the_connection_says_its_drops(
+    server: ts.Server, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An application's shutdown deadline landed in the close's wait for the connection:
+    # the values it dropped went unsaid (a trio developer's audit).
+    async with ts.open_client(proxy.url, name="daq", reconnect=FAST) as writer:
+        await writer.create_channel("AI1", history=10)
+        pub = await writer.open_publisher("AI1")
+        proxy.refuse()
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await writer.wait_state("reconnecting")
+        for i in range(4):
+            assert await pub.send(i)
+        with trio.move_on_after(0.3) as waited:
+            await pub.aclose()
+        assert waited.cancelled_caught and not pub.is_open
+    said = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith("4 values sent to 'AI1' were not delivered: the connection was")
+    assert "closed without waiting for it to come back" in said[0]
+
+
+async def test_values_taken_while_reconnecting_are_not_said_to_have_maybe_reached_readers(
+    server: ts.Server, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The client's block cancelled while it reconnected: its own tasks may close it (the
+    # publisher then ended "for good") before the publisher's block says the drops. The
+    # line said those values "may have reached readers"; they never left the process.
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="owner") as owner:
+        for run in range(5):  # (which of the two goes first varies: both orders, likely)
+            channel = f"AI{run}"
+            await owner.create_channel(channel, history=10)
+            caplog.clear()
+            with trio.move_on_after(0.5):
+                async with (
+                    ts.open_client(proxy.url, name="daq", reconnect=FAST) as writer,
+                    writer.publisher(channel) as pub,
+                ):
+                    proxy.refuse()
+                    proxy.cut()
+                    await writer.wait_state("reconnecting")
+                    assert await pub.send("queued")
+                    await trio.sleep_forever()
+            proxy.accept()
+            said = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+            assert len(said) == 1, said
+            assert said[0].startswith(f"1 value sent to '{channel}' was not delivered"), said
+            assert "may have reached readers" not in said[0], said

@@ -27,7 +27,7 @@ from ._protocol.compression import Compressor
 from ._protocol.frames import PUBLISH, PUBLISH_HEAD, PUBLISH_WIRE_HEAD, publish_wire_head
 from ._protocol.messages import ClosePublisher, OpenPublisher
 from ._seconds import check_time
-from ._util import counted, were
+from ._util import counted, fresh, were
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -130,6 +130,9 @@ class Publisher:
         self._key = key
         self._unacked: deque[tuple[int, list[BytesLike]]] = deque()  # (body bytes, pieces)
         self._unacked_bytes = 0
+        # Of the window, while no connection writes it: those written on the connection that
+        # was lost (unacknowledged: some may have reached readers); the rest never left.
+        self._written_unacked = 0
         self._acked_here = 0  # frames acknowledged under the current pub_id
         self._drops_reported = False  # take_undelivered(): its caller says them, not the close
         # Frames let go of since it was opened, on every connection: acknowledged, or taken
@@ -213,12 +216,15 @@ class Publisher:
             self._unacked_bytes -= freed
         self._acked_here += count
         self._acked_total += count
+        self._written_unacked = max(0, self._written_unacked - count)
         self._acked_event.set()
 
     def _suspend(self) -> None:
         """The connection is lost: frames wait in the window for the next one."""
         if not self._holding:  # (a hold keeps the count from before the first cut)
             self._readers_at_cut = self.readers
+        if self._writing:
+            self._written_unacked = len(self._unacked)
         self._holding = False
         self._live = False
         self._writing = False
@@ -362,7 +368,7 @@ class Publisher:
 
     def _check(self) -> None:
         if self._ended is not None:
-            raise self._ended
+            raise fresh(self._ended)
 
     def _next_event(self, attr: str) -> trio.Event:
         """The event the next ack (or readers change) sets, shared by every task waiting.
@@ -428,7 +434,7 @@ class Publisher:
         # The writer's hot path (once per frame): the window's state and the module's names
         # are read once into locals, the wire head is one pack (frames.PUBLISH_WIRE_HEAD).
         if self._ended is not None:
-            raise self._ended
+            raise fresh(self._ended)
         if time_s is not None:  # checked first: a bad one is refused readers or not
             time_s = check_time(time_s)
         client = self._client
@@ -585,6 +591,13 @@ class Publisher:
                 else:
                     break
             undelivered = self.undelivered
+        except BaseException:
+            # Cancelled while waiting for the connection (an application's shutdown
+            # deadline, Ctrl-C): what it drops is said here, as on leaving a publisher's
+            # block on an exception; it went unsaid (a trio developer's audit).
+            if not self._drops_reported:
+                self.say_dropped(self.undelivered)
+            raise
         finally:  # cancelled while waiting, it still closes (releasing the window first)
             if before_close is not None:
                 before_close()
@@ -643,11 +656,25 @@ class Publisher:
                 "readers, none are sent again"
             )
         if isinstance(self._ended, ConnectionClosed):  # lost for good: nothing waited
-            return (
-                f"{sent} not delivered: the server had not acknowledged them when the "
-                f"connection was lost for good ({self._ended}); some may have reached readers, "
-                "none are sent again"
-            )
+            written = min(count, self._written_unacked)
+            if written == count:
+                return (
+                    f"{sent} not delivered: the server had not acknowledged them when the "
+                    f"connection was lost for good ({self._ended}); some may have reached "
+                    "readers, none are sent again"
+                )
+            # Taken while the client reconnected, and it closed before a connection came
+            # (its block cancelled, say): those never left this process. Said as if sent
+            # and unacknowledged, the line told an operator they "may have reached readers".
+            never = count - written
+            said = f"{sent} not delivered: {counted(never, 'value')} {were(never)} "
+            said += "waiting for a connection when the client closed"
+            if written:
+                said += (
+                    f", and {written} written before the connection was lost {were(written)} "
+                    "not acknowledged (some of those may have reached readers)"
+                )
+            return f"{said} ({self._ended}); they are dropped"
         if client_closing:
             # Not "a close waits 10 s": the client's close waits for no connection.
             return (
