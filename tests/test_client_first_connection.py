@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
+from proxy import open_proxy
+from test_client_liveness import server_process
 
 import trio_stream as ts
 from trio_stream.sync import SyncClient
@@ -120,3 +123,31 @@ async def test_a_wait_for_server_that_is_no_time_is_refused(wait: Any) -> None:
     with pytest.raises(ts.InvalidArgument, match="wait_for_server must be a number of seconds"):
         async with ts.open_client("tcp://127.0.0.1:1", wait_for_server=wait):
             pass
+
+
+def _connect_under_a_mock_clock(url: str, autojump_threshold: float) -> str:
+    """Open and close a client in a trio run of its own whose clock is a MockClock: "ok",
+    or the error's text."""
+
+    async def main() -> str:
+        try:
+            async with ts.open_client(url, reconnect=False):
+                return "ok"
+        except ts.ConnectionClosed as exc:
+            return str(exc)
+
+    clock = trio.testing.MockClock(autojump_threshold=autojump_threshold)
+    return trio.run(main, clock=clock)
+
+
+async def test_a_mock_clocks_autojump_past_the_welcome_is_named_in_the_error() -> None:
+    # With autojump_threshold=0 the connect timeout passed at once, while the server (in
+    # another process) answered, and the line blamed the port (a trio developer's tests).
+    async with server_process() as (_process, url), open_proxy(url) as proxy:
+        proxy.hold_replies()  # (the welcome comes after the jump, not only most times)
+        said = await trio.to_thread.run_sync(_connect_under_a_mock_clock, proxy.url, 0)
+        assert said.startswith(f"no welcome from {proxy.url} within 10.0 s"), said
+        assert "this trio run's clock, a MockClock, jumped past the timeout" in said
+        # As the line says: a threshold above the server's answer time connects.
+        proxy.release()
+        assert await trio.to_thread.run_sync(_connect_under_a_mock_clock, url, 0.5) == "ok"

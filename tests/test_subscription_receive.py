@@ -353,3 +353,54 @@ async def _no_take() -> Any:
 
 class _Untaken:  # newest_after_a_pause's message when the test takes none there
     data = lost = -1
+
+
+async def test_several_tasks_share_a_subscription_and_a_publisher_as_the_readme_says(
+    server: ts.Server,
+) -> None:
+    # README, "Several tasks": each message to one reader task, each task's in order; each
+    # sender's values in its order; a cancelled receive loses none (one reader's receives
+    # are cut by a short deadline over and over).
+    assert server.tcp_url
+    per_sender = 400
+    async with ts.open_client(server.tcp_url, name="w") as client:
+        await client.create_channel("c")
+        async with (
+            client.subscribe("c", policy="block", size=50) as sub,
+            client.publisher("c") as pub,
+        ):
+            got: dict[str, list[tuple[int, tuple[int, int]]]] = {"calm": [], "cut": []}
+
+            async def read(who: str) -> None:
+                while True:
+                    if who == "cut":
+                        with trio.move_on_after(0.0005):
+                            msg = await sub.receive()
+                            got[who].append((msg.seq, tuple(msg.data)))
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        msg = await sub.receive()
+                        got[who].append((msg.seq, tuple(msg.data)))
+
+            async def send(sender: int) -> None:
+                for i in range(per_sender):
+                    assert await pub.send([sender, i])
+
+            with trio.fail_after(WAIT_S):
+                async with trio.open_nursery() as readers:
+                    readers.start_soon(read, "calm")
+                    readers.start_soon(read, "cut")
+                    async with trio.open_nursery() as senders:
+                        senders.start_soon(send, 0)
+                        senders.start_soon(send, 1)
+                    await wait_until(lambda: sum(map(len, got.values())) >= 2 * per_sender)
+                    readers.cancel_scope.cancel()
+    for taken in got.values():
+        seqs = [seq for seq, _ in taken]
+        assert seqs == sorted(seqs)
+    assert got["calm"] and got["cut"]
+    every = sorted(got["calm"] + got["cut"])
+    assert [seq for seq, _ in every] == list(range(1, 2 * per_sender + 1))  # none lost, none twice
+    for sender in (0, 1):
+        assert [i for _, (s, i) in every if s == sender] == list(range(per_sender))
+    assert sub.lost == 0

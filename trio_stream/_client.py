@@ -115,7 +115,7 @@ from ._transport import sniff
 from ._transport.base import FrameTransport, WrongServer
 from ._transport.connect import connect, split_url, was_refused
 from ._transport.tcp import COALESCE_MAX_PIECE, StreamTransport
-from ._util import open_own_nursery, unwrap_single_exception
+from ._util import fresh, open_own_nursery, unwrap_single_exception
 
 if TYPE_CHECKING:
     from ._rpc import RpcProxy
@@ -474,6 +474,16 @@ class Client:
             why = (
                 "is it a trio_stream server's port? another service, Redis for one, may "
                 "accept and never answer"
+            )
+        clock = trio.lowlevel.current_clock()
+        if type(clock).__name__ != "SystemClock":
+            # A test's trio.testing.MockClock with autojump_threshold=0 jumps past the
+            # timeout while a server in another process answers: the line blamed the port
+            # (a trio developer's tests).
+            why += (
+                f"; or this trio run's clock, a {type(clock).__name__}, jumped past the "
+                "timeout: an autojump_threshold under the server's answer time skips it "
+                "(a server in the same trio run, or a threshold of 0.1 s or more, does not)"
             )
         too_late = f"no welcome from {url} within {self._connect_timeout} s ({why})"
         with trio.CancelScope(deadline=deadline) as opening:
@@ -1055,7 +1065,7 @@ class Client:
             raise
         self._replies.pop(request.id, None)
         if request.error is not None:
-            raise request.error
+            raise fresh(request.error)  # (one error fails every request of a lost client)
         return request.result
 
     def _forget(self, request: PendingRequest) -> None:
@@ -1096,7 +1106,7 @@ class Client:
             else:  # kept listed: its answer, when it comes, tells the next leave to wait
                 self._stalled_leave = request
         if request.error is not None and not isinstance(request.error, ConnectionClosed):
-            raise request.error
+            raise fresh(request.error)
         return not request.done.is_set()
 
     def _heartbeat_times(self) -> tuple[float, float | None]:
