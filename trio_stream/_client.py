@@ -483,7 +483,7 @@ class Client:
             why += (
                 f"; or this trio run's clock, a {type(clock).__name__}, jumped past the "
                 "timeout: an autojump_threshold under the server's answer time skips it "
-                "(a server in the same trio run, or a threshold of 0.1 s or more, does not)"
+                "(a server in the same trio run, or a threshold of 0.5 s or so, does not)"
             )
         too_late = f"no welcome from {url} within {self._connect_timeout} s ({why})"
         with trio.CancelScope(deadline=deadline) as opening:
