@@ -216,7 +216,8 @@ class Publisher:
             self._unacked_bytes -= freed
         self._acked_here += count
         self._acked_total += count
-        self._written_unacked = max(0, self._written_unacked - count)
+        if self._written_unacked:  # (0 while connected: one test per ack on the hot path)
+            self._written_unacked = max(0, self._written_unacked - count)
         self._acked_event.set()
 
     def _suspend(self) -> None:
