@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import logging
 import pickle
 import sys
 import threading
@@ -1608,3 +1609,49 @@ async def test_a_second_object_with_a_method_of_an_exposed_name_is_refused(url: 
             daq = await ctl.rpc("daq", timeout=1000)
             assert await daq.call("other.read") == "other"
             assert await daq.call("read") != "other"
+
+
+class WhoAsks:
+    def rpc_sync(self) -> str | None:
+        return ts.current_caller()
+
+    async def rpc_async(self) -> str | None:
+        await trio.lowlevel.checkpoint()
+        return ts.current_caller()
+
+
+@pytest.mark.parametrize("thread", [False, True])
+async def test_a_method_learns_who_calls_it(url: str, thread: bool) -> None:
+    # python-socketio hands each handler the caller's sid: a method here reads its caller's
+    # name (a worker thread's method too), and code outside any call reads None.
+    async with pair(url, WhoAsks(), thread=thread) as (_, daq):
+        assert await daq.sync() == "ctl"
+        assert await daq.call("async") == "ctl"
+    assert ts.current_caller() is None
+
+
+async def test_a_sync_clients_method_learns_who_calls_it(server: ts.Server) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+
+    def provide_and_call() -> list[str | None]:
+        with ts.SyncClient(url, name="script") as script, ts.SyncClient(url, name="ctl2") as ctl:
+            script.expose(WhoAsks())
+            proxy = ctl.rpc("script", timeout=SETTLE_S)
+            return [proxy.sync(), proxy.call("async")]
+
+    assert await trio.to_thread.run_sync(provide_and_call) == ["ctl2", "ctl2"]
+
+
+async def test_a_method_that_raises_is_logged_by_its_provider_at_info(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The caller gets a RemoteError; the provider's own log said nothing (at DEBUG).
+    caplog.set_level(logging.INFO, logger="trio_stream")
+    async with pair(url) as (_, daq):
+        with pytest.raises(ts.RemoteError):
+            await daq.async_boom("no such sensor")
+    said = [r for r in caplog.records if r.getMessage().startswith("rpc async_boom from ctl")]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
+    assert said[0].getMessage() == "rpc async_boom from ctl raised ValueError (sent to the caller)"
+    assert said[0].exc_info is not None

@@ -47,6 +47,7 @@ from ._records import ServerStats as ServerStats
 from ._records import SubscriptionInfo as SubscriptionInfo
 from ._rpc import RemoteMethod as RemoteMethod
 from ._rpc import RpcProxy as RpcProxy
+from ._rpc import current_caller as current_caller
 from ._rpc_stream import RemoteStream as RemoteStream
 from ._server.serve import Server as Server
 from ._server.serve import open_server as open_server
@@ -118,6 +119,7 @@ __all__ = [
     "UnknownMethod",
     "View",
     "__version__",
+    "current_caller",
     "merge",
     "open_client",
     "open_server",

@@ -113,6 +113,15 @@ CALL_OVERHEAD_BYTES: Final = 1024
 # task, and seen by its worker thread): a file receiver names the sender in its events.
 CALLER: Final = contextvars.ContextVar[str | None]("trio_stream_rpc_caller", default=None)
 
+
+def current_caller() -> str | None:
+    """The client name of the caller whose RPC call the running code serves: inside an
+    exposed method (sync or async, in its worker thread too, and what it calls), else None.
+
+    python-socketio hands each handler the caller's sid; here a method that needs to know
+    who asks (to answer it on a channel of its own, to log it) reads this."""
+    return CALLER.get()
+
 # What a method's error sends its caller at most (its frame is bounded by max_frame_bytes too).
 FAIL_MESSAGE_MAX_BYTES: Final = 16 * 1024
 FAIL_TRACEBACK_MAX_BYTES: Final = 64 * 1024
@@ -561,8 +570,16 @@ class RpcEndpoint:
         except RaisedInWorker as carried:
             return self._fail_exit(msg, carried.original)
         except Exception as exc:
-            # The caller gets the exception; the provider's own log stays quiet about it.
-            log.debug("rpc %s from %s raised", msg.method, msg.caller, exc_info=True)
+            # The caller gets the exception; the provider's log has it at INFO (at DEBUG, a
+            # service's operator saw nothing of its failing calls: a python-socketio port,
+            # whose engine logs them). Not WARNING: raising is how a method says no.
+            log.info(
+                "rpc %s from %s raised %s (sent to the caller)",
+                msg.method,
+                msg.caller,
+                type(exc).__name__,
+                exc_info=True,
+            )
             return _fail(msg.call, exc, self._fail_room())
         except SystemExit as exc:
             # sys.exit() in a method: the caller's error, not the end of the provider's
