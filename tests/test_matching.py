@@ -103,12 +103,13 @@ def test_star_matches_every_application_channel_dots_too_and_no_system_one(name:
         assert not matches(name[0].swapcase() + "*", name)
 
 
-@pytest.mark.parametrize("pattern", ["sensors.temp", "", "sensors.>", "a.b"])
-def test_a_pattern_without_a_glob_character_is_refused(pattern: str) -> None:
-    with pytest.raises(ts.InvalidArgument, match=r"use subscribe\(\)") as caught:
+@pytest.mark.parametrize("pattern", ["", "sensors.>", "a.>.b"])
+def test_an_empty_pattern_or_a_nats_one_is_refused(pattern: str) -> None:
+    with pytest.raises(ts.InvalidArgument) as caught:
         check_pattern(pattern)
-    if ">" in pattern:
+    if pattern:
         assert "NATS's '>' is '*' here" in str(caught.value)
+    assert check_pattern("sensors.temp") == "sensors.temp"  # one channel, followed
 
 
 # -- subscribing ----------------------------------------------------------------------------------
@@ -515,8 +516,8 @@ async def test_bad_options_are_refused_before_anything_is_subscribed(server: ts.
             with pytest.raises(ts.InvalidArgument, match=said):
                 async with r.subscribe_matching("s.*", **options):
                     raise AssertionError(options)
-        with pytest.raises(ts.InvalidArgument, match=r"use subscribe\(\)"):
-            async with r.subscribe_matching("s.a"):
+        with pytest.raises(ts.InvalidArgument, match=r"NATS's '>' is '\*' here"):
+            async with r.subscribe_matching("s.>"):
                 raise AssertionError("entered")
         infos = {info.name: info.readers for info in await w.channels()}
         assert infos["s.a"] == 0 and infos["$channels"] == 0
@@ -1061,3 +1062,30 @@ async def test_names_read_before_are_remembered_within_a_bound(
         await publish(w, "s.a", ["again"])
         (first,) = await take(matching, 1)
         assert first.gap is None  # a channel new to it, not a reset
+
+
+async def test_a_name_without_glob_characters_follows_that_channel_across_its_lives(
+    server: ts.Server,
+) -> None:
+    # A service's event channel ends with the service and comes back with its restart:
+    # subscribe() ends with it; subscribe_matching(name) reads on (a python-socketio port).
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="reader") as reader,
+        reader.subscribe_matching("svc/events") as events,
+    ):
+        for life in range(3):
+            async with ts.open_client(server.tcp_url, name=f"svc-{life}") as service:
+                await service.create_channel("svc/events")
+                await service.create_channel("svc/events2")  # (not matched)
+                async with service.publisher("svc/events") as pub:
+                    with trio.fail_after(WAIT_S):
+                        await pub.wait_for_readers()
+                    assert await pub.send(life)
+                with trio.fail_after(WAIT_S):
+                    msg = await events.receive()
+                assert (msg.channel, msg.data) == ("svc/events", life)
+                if life:
+                    assert msg.gap is not None and msg.gap.kind == "reset"
+            # (the service left: its channels end, the pattern waits for the next life)
+        await until(lambda: events.channels == [])

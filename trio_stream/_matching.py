@@ -117,20 +117,23 @@ def _retune_arguments(changed: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_pattern(pattern: object) -> str:
-    """``pattern`` if it is a glob ``subscribe_matching`` takes.
+    """``pattern`` if it is a glob ``subscribe_matching`` takes: a name without glob
+    characters is one too, and follows that one channel across its lives (created, ended,
+    created again: read on with a reset gap), which ``subscribe`` does not (a
+    python-socketio port whose service restarted found no way to, but by a glob).
 
     Raises:
-        InvalidArgument: not a str, or none of ``*``, ``?``, ``[`` in it.
+        InvalidArgument: not a str, empty, or NATS's ``>`` without a glob character (it
+            would wait for a channel of that very name, which a NATS user never means).
     """
     if not isinstance(pattern, str):
         raise InvalidArgument(f"a pattern is a str, not {type(pattern).__name__}")
-    if not GLOB_CHARACTERS.intersection(pattern):
-        nats = ""
-        if ">" in pattern:
-            nats = " (NATS's '>' is '*' here: it matches dots too)"
+    if not pattern:
+        raise InvalidArgument("a pattern is not empty: '*' matches every channel")
+    if ">" in pattern and not GLOB_CHARACTERS.intersection(pattern):
         raise InvalidArgument(
-            f"{pattern[:100]!r} has no glob character (*, ?, [...]): it names one channel, "
-            f"so use subscribe(){nats}"
+            f"{pattern[:100]!r} has no glob character (*, ?, [...]): NATS's '>' is '*' here "
+            "(it matches dots too); a channel named with '>' itself is read with subscribe()"
         )
     return pattern
 
