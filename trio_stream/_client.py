@@ -2014,8 +2014,9 @@ class Client:
 
         ``pattern`` is a shell-style glob, case-sensitive (``fnmatch.fnmatchcase``): ``*``
         any characters, dots included (NATS's ``*`` stops at a dot; its ``>`` is this
-        ``*``), ``?`` one character, ``[...]`` one of a set. System channels (``$...``)
-        match only a pattern that starts with ``$``. Channels this client cannot see (other
+        ``*``), ``?`` one character, ``[...]`` one of a set; a name without any of them
+        follows that one channel across its lives (``subscribe`` ends with it). System
+        channels (``$...``) match only a pattern that starts with ``$``. Channels this client cannot see (other
         clients' private ones) are not matched.
 
         Each matching channel gets its own ordinary subscription, with the options below (as
@@ -2032,8 +2033,8 @@ class Client:
             since, wait_channel: refused (``InvalidArgument``): each names one channel.
 
         Raises:
-            InvalidArgument: a pattern without ``*``, ``?`` or ``[`` (use :meth:`subscribe`),
-                a bad option, ``since`` or ``wait_channel``.
+            InvalidArgument: an empty pattern, NATS's ``>`` without ``*``, ``?`` or ``[``, a
+                bad option, ``since`` or ``wait_channel``.
             LimitExceeded: more than ``max_channels`` channels match, or the server's limit
                 of subscriptions per client was reached.
         """
