@@ -372,6 +372,7 @@ export class Client extends Emitter {
   #owned = new Map(); // channels this client created: their options, to create again
   #recreateTimers = new Map(); // channel -> the timer of its next try (Redis failed the last)
   #autoPubs = new Map(); // channel -> Promise<Publisher> for client.publish()
+  #provider = new RpcProvider(this, (map) => this.#sendControl(map)); // what this client exposes
 
   /**
    * @param {string} [url] ws(s)://host:port/ws; default: /ws on the page's host
@@ -602,6 +603,33 @@ export class Client extends Emitter {
     if (!(result instanceof Uint8Array)) throw new ProtocolError('call reply without a payload');
     return decode(result, this.#opts.payloadLimits); // (the client's limits, as for values)
   }
+
+  /**
+   * Let other clients (Python or JS) call the functions of `obj` by name: its own enumerable
+   * properties that are functions, sync or async (an async or plain generator function
+   * streams its values), as `"read"`, or `"motor.read"` with `{ name: 'motor' }`. Returns the
+   * names exposed. Exposing the same object again exposes its functions as they are now;
+   * another object with a function of a name exposed already is refused (InvalidArgument:
+   * give it a `name`). After a reconnect the client exposes them all again.
+   *
+   * A call runs `fn(...args, options)`: the caller's positional arguments (decoded as values
+   * are: numpy arrays as TypedArray or NDArray), then `options` = `{signal, caller, method}`
+   * right after them (as socket.io's acknowledgement callback comes after the arguments
+   * sent). `signal` is an AbortSignal, aborted when the caller stops waiting (it cancelled,
+   * or its timeout passed) or this connection is lost; nothing the method returns after that
+   * is sent. Keyword arguments are refused (JS has none). What it returns (or resolves to)
+   * goes back to the caller; what it throws arrives as the caller's RemoteError with the
+   * error's `name`, `message` and `stack`.
+   * @param {object} obj
+   * @param {object} [o]
+   * @param {string|null} [o.name=null] a sub-service: identifiers joined by dots
+   */
+  expose(obj, { name = null } = {}) {
+    return this.#provider.expose(obj, { name });
+  }
+
+  /** The names of the methods this client exposes, sorted. */
+  get exposed() { return this.#provider.names; }
 
   /**
    * Iterate the values of streaming `method` (a generator) of the client `provider`:
@@ -986,6 +1014,7 @@ export class Client extends Emitter {
     this.#streams.clear();
     this.#cancelledStreams.clear();
     this.#pings.clear();
+    this.#provider.connectionLost(err); // its calls are aborted; what they return is dropped
     this.#subsById.clear();
     this.#pubsById.clear();
     for (const sub of this.#subs) sub._disconnected();
@@ -1176,6 +1205,16 @@ export class Client extends Emitter {
       case 'item': // a value of a streaming call; none left for a stream left early
         this.#streams.get(msg.id)?._item(msg.value);
         return;
+      // Calls of what this client exposes (protocol.md 6): every introspect and invoke is
+      // answered, also when it exposes nothing.
+      case 'introspect':
+        return this.#provider.onIntrospect(msg);
+      case 'invoke':
+        return this.#provider.onInvoke(msg);
+      case 'abort':
+        return this.#provider.onAbort(msg);
+      case 'demand':
+        return this.#provider.onDemand(msg);
       case 'readers':
         this.#pubsById.get(msg.pub)?._setReaders(msg.readers);
         return;
@@ -1243,6 +1282,7 @@ export class Client extends Emitter {
     // Bring back what was active before the connection was lost (those whose request is
     // in flight already, e.g. made while reconnecting or from an 'open' listener, go their way).
     for (const channel of this.#owned.keys()) this.#recreate(channel);
+    this.#provider.reexpose(); // the server forgot what the lost connection exposed
     for (const pub of this.#pubs) pub._reopen();
     const resubscribed = [...this.#subs].map((sub) => sub._resubscribe());
     if (reconnected) this.#sayRestored(resubscribed);
@@ -2344,6 +2384,308 @@ function checkArguments(desc, args, kwargs) {
       throw new TypeError(`${where} missing required argument ${JSON.stringify(p.name)}`);
     }
   });
+}
+
+// ------------------------------------------------------------------------------------- rpc: provider
+
+// As the Python provider's (trio_stream/_rpc.py) and the server's (protocol.md 6).
+const MAX_METHODS = 1000; // a client exposes at most this many
+const MAX_METHOD_NAME = 200; // characters of a method's full name
+const CALL_OVERHEAD_BYTES = 1024; // room for a call's answer around its value
+const DESCRIBE_OVERHEAD_BYTES = 64; // what the server's reply adds to a `methods` answer
+const FAIL_MESSAGE_MAX_BYTES = 16 * 1024; // a `fail` sends at most this of its message's start...
+const FAIL_TRACEBACK_MAX_BYTES = 64 * 1024; // ...and of its traceback's end
+const IDENTIFIER = /^[\p{ID_Start}_$][\p{ID_Continue}$\u200c\u200d]*$/u;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+// What describes a JS method to its callers: positional arguments, any number (JS has no
+// keyword parameters, and a function's own names are not known to it).
+const JS_PARAMS = Object.freeze([{ name: 'args', kind: 'var_positional', default: null, annotation: null }]);
+const utf8 = new TextEncoder();
+const utf8Lenient = new TextDecoder('utf-8'); // (a character cut in two becomes U+FFFD: dropped)
+
+/** `text` as Python's repr() shows a str: how the Python provider names things in refusals. */
+function pyRepr(text) {
+  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  let out = '';
+  for (const ch of text) {
+    const c = ch.codePointAt(0);
+    if (ch === '\\' || ch === quote) out += `\\${ch}`;
+    else if (ch === '\n') out += '\\n';
+    else if (ch === '\r') out += '\\r';
+    else if (ch === '\t') out += '\\t';
+    else if (c < 0x20 || (c >= 0x7f && c < 0xa0)) out += `\\x${c.toString(16).padStart(2, '0')}`;
+    else out += ch;
+  }
+  return quote + out + quote;
+}
+
+/** The Python provider's no_such_method(): what a call of a method not exposed is told. */
+function noSuchMethod(provider, method, names) {
+  const ordered = [...names].sort();
+  let listed = ordered.slice(0, MAX_LISTED_METHODS).join(', ') || 'none';
+  if (ordered.length > MAX_LISTED_METHODS) listed += ` and ${ordered.length - MAX_LISTED_METHODS} more`;
+  return `${pyRepr(String(provider))} exposes no method ${pyRepr(method)} (it has: ${listed})`;
+}
+
+/** `text` in at most `maxBytes` of UTF-8: its start (or its end), saying how much was cut. */
+function clipText(text, maxBytes, keep = 'start') {
+  const data = utf8.encode(text);
+  if (data.length <= maxBytes) return text;
+  const note = ` [... ${data.length - maxBytes} bytes cut]`;
+  const cut = Math.max(maxBytes - note.length - 1, 0);
+  if (keep === 'start') return utf8Lenient.decode(data.subarray(0, cut)).replace(/\ufffd$/, '') + note;
+  return `${note.trimStart()}\n${utf8Lenient.decode(data.subarray(data.length - cut)).replace(/^\ufffd/, '')}`;
+}
+
+/** What a caller learns of what an exposed method threw: a `fail` within `room` bytes. */
+function failOf(call, error, room) {
+  const isError = error instanceof Error;
+  const kind = clipText(String((isError && (error.name || error.constructor?.name)) || 'Error'), 200);
+  let message, trace;
+  try {
+    message = isError ? String(error.message) : String(error);
+    if (error instanceof AggregateError && Array.isArray(error.errors)) {
+      const said = error.errors.slice(0, 3).map((e) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e)));
+      const more = error.errors.length - said.length;
+      message += `: ${said.join('; ')}${more > 0 ? `; and ${more} more` : ''}`;
+    }
+    trace = isError && typeof error.stack === 'string' ? error.stack : '';
+    for (let cause = isError ? error.cause : undefined, n = 0; cause !== undefined && n < 8; cause = cause?.cause, n++) {
+      trace += `\nCaused by: ${cause instanceof Error ? cause.stack ?? `${cause.name}: ${cause.message}` : String(cause)}`;
+    }
+  } catch {
+    message ??= '<the error could not be made a string>';
+    trace ??= '';
+  }
+  const budget = Math.max(room - utf8.encode(kind).length - 64, 0); // 64: the map, its keys, the id
+  message = clipText(message, Math.min(FAIL_MESSAGE_MAX_BYTES, Math.floor(budget / 2)));
+  const left = budget - utf8.encode(message).length;
+  return { op: 'fail', call, type: kind, message, traceback: clipText(trace, Math.min(FAIL_TRACEBACK_MAX_BYTES, left), 'end') };
+}
+
+const functionKind = (fn) => fn.constructor?.name; // AsyncFunction, GeneratorFunction, ...
+
+/**
+ * The provider side of RPC (protocol.md 6) for a Client: what it exposes, and the calls of it
+ * that run now. It answers every `introspect` (an empty list when nothing is exposed) and every
+ * `invoke` (`refuse` for a method it does not expose), as the Python provider does: a page that
+ * exposes nothing tells its callers so at once instead of leaving them to their timeout.
+ */
+class RpcProvider {
+  #client;
+  #send; // (map) => void: a CONTROL message on the current connection
+  #methods = new Map(); // full name -> {fn, owner, stream, description}
+  // The calls running now, by the server's call id: a new table for each connection (a
+  // restarted server numbers its calls from 1 again; what a call of the lost one returns
+  // must not answer the new one's call of the same number).
+  #running = new Map();
+
+  constructor(client, send) {
+    this.#client = client;
+    this.#send = send;
+  }
+
+  get names() { return [...this.#methods.keys()].sort(); }
+  get running() { return this.#running.size; }
+
+  expose(obj, { name = null } = {}) {
+    if (this.#client.state === 'closed') {
+      throw new ConnectionClosed('the client is closed: nothing can be exposed through it');
+    }
+    if (obj === null || (typeof obj !== 'object' && typeof obj !== 'function')) {
+      throw new TypeError(`expose: an object whose properties are the methods, not ${shown(obj)}`);
+    }
+    checkText('expose: name', name, true);
+    if (name !== null && (!name || name.length > MAX_METHOD_NAME / 2 || !name.split('.').every((p) => IDENTIFIER.test(p)))) {
+      throw new InvalidArgument(`service name ${pyRepr(name)}: use identifiers joined by dots, e.g. 'motor' or 'stage.x'`);
+    }
+    const prefix = name ? `${name}.` : '';
+    const found = new Map();
+    for (const key of Object.keys(obj)) {
+      const fn = Object.getOwnPropertyDescriptor(obj, key)?.value; // (a getter is not called)
+      if (typeof fn !== 'function') continue;
+      const method = prefix + key;
+      if (!key || method.length > MAX_METHOD_NAME) {
+        throw new InvalidArgument(`method name ${pyRepr(method.slice(0, 60))}${method.length > 60 ? '...' : ''} has `
+          + `${method.length} characters: the server takes 1 to ${MAX_METHOD_NAME}; rename it`);
+      }
+      if (LONE_SURROGATE.test(method)) throw new InvalidArgument(`method name ${pyRepr(method)} is not valid text (a lone surrogate): rename it`);
+      const kind = functionKind(fn);
+      const stream = kind === 'GeneratorFunction' || kind === 'AsyncGeneratorFunction';
+      found.set(method, {
+        fn, owner: obj, stream,
+        description: {
+          name: method, params: JS_PARAMS, returns: null, doc: null,
+          async: kind === 'AsyncFunction' || kind === 'AsyncGeneratorFunction', stream,
+        },
+      });
+    }
+    if (!found.size) {
+      const what = obj.constructor && obj.constructor !== Object ? `a ${obj.constructor.name}` : 'the object';
+      throw new InvalidArgument(`${what} has no functions of its own to expose: expose a plain object whose `
+        + 'properties are the methods, e.g. expose({ read: (n) => dev.read(n) }) (the methods of a class live '
+        + 'on its prototype: expose({ read: dev.read.bind(dev) }))');
+    }
+    for (const method of found.keys()) {
+      const held = this.#methods.get(method)?.owner;
+      if (held !== undefined && held !== obj) { // the same object again: its methods as they are now
+        throw new InvalidArgument(`a method ${pyRepr(method)} is exposed already, by another object: expose this `
+          + "one under a name of its own (expose(obj, { name: '...' }) makes its methods 'name." + method + "')");
+      }
+    }
+    const names = [...new Set([...this.#methods.keys(), ...found.keys()])].sort();
+    if (names.length > MAX_METHODS) throw new LimitExceeded(`a client may expose at most ${MAX_METHODS} methods`);
+    // The server closes a connection whose expose is over its frame limit, and the client
+    // would send it again on each reconnect: refused here, before anything is exposed.
+    const size = encode({ op: 'expose', methods: names }).length;
+    const max = this.#client.limits.max_frame_bytes;
+    if (max && size > max) {
+      throw new LimitExceeded(`the names of the ${names.length} methods exposed take ${size} bytes, over the `
+        + `server's max_frame_bytes of ${max}: expose fewer methods, or shorter names`);
+    }
+    for (const [method, entry] of found) this.#methods.set(method, entry);
+    // Exposed while (re)connecting: the welcome exposes them all (reexpose).
+    if (this.#client.state === 'open') this.#send({ op: 'expose', methods: names });
+    return [...found.keys()].sort();
+  }
+
+  /** After each welcome: expose every method again (the server forgot them with the connection). */
+  reexpose() {
+    if (this.#methods.size) this.#send({ op: 'expose', methods: this.names });
+  }
+
+  /** The connection is gone: its calls have nobody to answer (the server failed them). */
+  connectionLost(reason) {
+    const lost = this.#running;
+    this.#running = new Map();
+    for (const invocation of lost.values()) invocation.abort(reason);
+  }
+
+  onIntrospect(msg) {
+    if (!isInt(msg.call)) throw new ProtocolError('introspect without a call id');
+    // Over max_frame_bytes the server would close this connection: the descriptions that fit.
+    const room = (this.#client.limits.max_frame_bytes ?? DEFAULT_MAX_FRAME) - DESCRIBE_OVERHEAD_BYTES;
+    const methods = [];
+    let size = encode({ op: 'methods', call: msg.call, methods: [] }).length + 8;
+    for (const entry of this.#methods.values()) {
+      size += encode(entry.description).length;
+      if (size > room) break;
+      methods.push(entry.description);
+    }
+    this.#send({ op: 'methods', call: msg.call, methods });
+  }
+
+  onInvoke(msg) {
+    const { call } = msg;
+    if (!isInt(call)) throw new ProtocolError('invoke without a call id');
+    const method = isText(msg.method) ? msg.method : String(msg.method);
+    const refuse = (message) => this.#send({ op: 'refuse', call, message });
+    const entry = this.#methods.get(method);
+    if (!entry) return refuse(noSuchMethod(this.#client.name, method, this.#methods.keys()));
+    const window = msg.window ?? null;
+    if (entry.stream !== (window !== null)) {
+      return refuse(entry.stream ? `${method} streams its values: iterate it (async for) instead`
+        : `${method} returns one result: await it instead of iterating`);
+    }
+    if (window !== null && (!isInt(window) || window < 1)) throw new ProtocolError('invoke with a bad window');
+    let args, kwargs;
+    try {
+      const value = decode(msg.args, this.#client.payloadLimits);
+      if (!Array.isArray(value) || value.length !== 2 || !Array.isArray(value[0])
+        || value[1] === null || typeof value[1] !== 'object' || Array.isArray(value[1]) || ArrayBuffer.isView(value[1])) {
+        throw new ProtocolError('arguments must be [list, map with text keys]');
+      }
+      [args, kwargs] = value;
+    } catch (e) {
+      return refuse(`malformed arguments: ${e.message}`);
+    }
+    const keywords = kwargs instanceof Map ? [...kwargs.keys()] : Object.keys(kwargs);
+    if (keywords.length) {
+      return refuse(`${method} is a JavaScript method: it takes positional arguments only, not keyword `
+        + `arguments (${keywords.map((k) => pyRepr(String(k))).join(', ')})`);
+    }
+    const controller = new AbortController();
+    const running = this.#running;
+    const invocation = {
+      credit: window ?? 0,
+      wake: null, // a stream waiting for credit
+      abort(reason) {
+        controller.abort(reason);
+        this.wake?.();
+      },
+    };
+    running.set(call, invocation);
+    const options = Object.freeze({ signal: controller.signal, caller: isText(msg.caller) ? msg.caller : null, method });
+    const argv = [...args, options]; // right after the caller's arguments (see Client.expose)
+    // Answered only while the call is still this connection's (not aborted, not lost).
+    const live = () => this.#running === running && running.get(call) === invocation;
+    const answer = (map) => {
+      if (!live()) return;
+      running.delete(call);
+      this.#send(map);
+    };
+    const room = () => (this.#client.limits.max_frame_bytes ?? DEFAULT_MAX_FRAME) - CALL_OVERHEAD_BYTES;
+    const run = entry.stream ? this.#stream : this.#run;
+    run.call(this, { call, method, entry, argv, invocation, live, answer, room, signal: controller.signal })
+      .catch((e) => answer(failOf(call, e, room())));
+  }
+
+  onAbort(msg) {
+    const invocation = this.#running.get(msg.call);
+    if (!invocation) return; // answered already (the answer crossed the abort)
+    this.#running.delete(msg.call);
+    invocation.abort(new DOMException('the caller stopped waiting (cancelled, or its timeout)', 'AbortError'));
+  }
+
+  onDemand(msg) {
+    const invocation = this.#running.get(msg.call);
+    if (!invocation || !isInt(msg.n) || msg.n < 1) return; // ended while the credit was on its way
+    invocation.credit += msg.n;
+    invocation.wake?.();
+  }
+
+  async #run({ call, method, entry, argv, answer, room }) {
+    await null; // the method starts after the frames that came with its invoke
+    const value = await entry.fn.apply(entry.owner, argv);
+    const data = encode(value === undefined ? null : value);
+    if (data.length > room()) {
+      throw new FrameTooLarge(`the result of ${method} encodes to ${data.length} bytes, over the server's limit `
+        + `of ${room()}; stream large data through a channel`);
+    }
+    answer({ op: 'result', call, value: data });
+  }
+
+  // A generator's values: one `yield` per unit of credit, then `end` (protocol.md 6.1).
+  async #stream({ call, method, entry, argv, invocation, live, answer, room, signal }) {
+    await null;
+    const values = entry.fn.apply(entry.owner, argv);
+    try {
+      for (;;) {
+        while (invocation.credit < 1 && !signal.aborted) {
+          await new Promise((resolve) => { invocation.wake = resolve; });
+          invocation.wake = null;
+        }
+        if (signal.aborted) return;
+        const step = await values.next();
+        if (!live()) return;
+        if (step.done) {
+          answer({ op: 'end', call });
+          return;
+        }
+        const data = encode(step.value === undefined ? null : step.value);
+        if (data.length > room()) {
+          throw new FrameTooLarge(`a value of ${method} encodes to ${data.length} bytes, over the server's limit `
+            + `of ${room()}; yield smaller pieces`);
+        }
+        invocation.credit--;
+        this.#send({ op: 'yield', call, value: data });
+      }
+    } finally {
+      // Left early (aborted, the connection lost, a value too large): its `finally` blocks
+      // run (a generator that ended already is not disturbed).
+      await Promise.resolve(values.return?.()).catch(() => {});
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------- entry points
