@@ -76,7 +76,8 @@ def test_the_package_exports_exactly_the_public_names() -> None:
 
 
 def test_public_classes_say_they_are_trio_streams_own() -> None:
-    for name in EXPORTS - {"__version__", "current_caller", "merge", "open_client", "open_server", "serve"}:
+    functions = {"__version__", "current_caller", "merge", "open_client", "open_server", "serve"}
+    for name in EXPORTS - functions:
         module = getattr(ts, name).__module__
         if issubclass(getattr(ts, name), BaseException):
             # A traceback's last line names what a script catches: trio_stream.ChannelNotFound

@@ -2016,8 +2016,8 @@ class Client:
         any characters, dots included (NATS's ``*`` stops at a dot; its ``>`` is this
         ``*``), ``?`` one character, ``[...]`` one of a set; a name without any of them
         follows that one channel across its lives (``subscribe`` ends with it). System
-        channels (``$...``) match only a pattern that starts with ``$``. Channels this client cannot see (other
-        clients' private ones) are not matched.
+        channels (``$...``) match only a pattern that starts with ``$``. Channels this
+        client cannot see (other clients' private ones) are not matched.
 
         Each matching channel gets its own ordinary subscription, with the options below (as
         :meth:`subscribe`'s): its own buffer on the server, ``msg.lost``, resume after a

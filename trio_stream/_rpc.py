@@ -122,6 +122,7 @@ def current_caller() -> str | None:
     who asks (to answer it on a channel of its own, to log it) reads this."""
     return CALLER.get()
 
+
 # What a method's error sends its caller at most (its frame is bounded by max_frame_bytes too).
 FAIL_MESSAGE_MAX_BYTES: Final = 16 * 1024
 FAIL_TRACEBACK_MAX_BYTES: Final = 64 * 1024
