@@ -3048,3 +3048,50 @@ async def test_call_with_arguments_that_do_not_fit_says_what_to_type(server: ts.
         "trio-stream call: error: daq.my_echo(data: Any) -> list[Any]: too many positional "
         f"arguments; `trio-stream call {url} daq` lists its methods and their arguments"
     ]
+
+
+def test_a_table_too_narrow_for_its_columns_shows_each_row_as_a_block() -> None:
+    # At 40 columns `channels` broke its headers ("chan/nel", "owne/r") and numbers
+    # ("0.0/" "s 0") into columns four characters wide.
+    import io
+    import time
+
+    from rich.console import Console
+
+    from trio_stream.cli.inspect import channels_table, clients_table
+
+    channel = ts.ChannelInfo(
+        name="sensors.temperature.room_a", owner="maker", public=True, readers=2, writers=1,
+        seq=1234, rate_fps=1.5, rate_bps=13.0, lost=7, created=time.time(), history=1,
+        keep=True, meta={"units": "degC", "description": "room A air temperature"},
+    )  # fmt: skip
+    client = ts.ClientInfo(
+        id=8, name="trio-stream-clients-15837", address="127.0.0.1:47644", transport="tcp",
+        connected_at=time.time(),
+    )  # fmt: skip
+
+    def shown(table: object, width: int) -> list[str]:
+        out = io.StringIO()
+        Console(file=out, width=width, color_system=None).print(table)
+        return out.getvalue().splitlines()
+
+    lines = shown(channels_table([channel, channel]), 40)
+    assert max(len(line) for line in lines) <= 40
+    assert lines[:7] == [
+        "channels",
+        "sensors.temperature.room_a",
+        "  owner            maker",
+        "  readers/writers  2/1",
+        "  rate             1.5/s 13 B/s",
+        "  seq              1234",
+        "  lost             7",
+    ]
+    assert lines.count("sensors.temperature.room_a") == 2 and "" in lines  # a block a row
+    assert shown(clients_table([client]), 40)[1:3] == [
+        "id 8",
+        "  name       trio-stream-clients-15837",
+    ]
+    # Wide enough for every column at its floor: the table, as before.
+    wide = shown(channels_table([channel]), 80)
+    assert any(line.split()[:2] == ["channel", "owner"] for line in wide)
+    assert any(line.startswith("─") for line in wide)

@@ -6,6 +6,10 @@ and its last column was cropped away. Here each column first shrinks only down t
 longest word; words break only when even those do not fit, a header's last, and a word
 that must break does so after a ``/``, ``-``, ``:`` or the like where it can. The cells are
 wrapped here, at the widths chosen here, and rich only draws them.
+
+A terminal too narrow for even that (every column at its floor) gets one block per row
+instead, a field a line: at 40 columns ``channels`` broke its headers ("chan/nel",
+"owne/r") and numbers ("0.0/" "s 0") into columns four characters wide.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from typing import Final, Literal
 
 from rich import box
 from rich.cells import cell_len
-from rich.console import Console, ConsoleOptions, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 # A word wider than its column breaks after the last of these that fits, else at the width.
 BREAK_AFTER: Final = "/-_:,.=)"
+# A row shown as a block puts a value beside its label if it gets at least this many cells.
+RECORD_VALUE_MIN_WIDTH: Final = 12
 
 
 @dataclass(frozen=True)
@@ -48,10 +55,14 @@ class FitTable:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.render(console, options)
 
-    def render(self, console: Console, options: ConsoleOptions) -> Table:
-        """The rich table for ``options.max_width``, every cell wrapped to its column."""
+    def render(self, console: Console, options: ConsoleOptions) -> RenderableType:
+        """The rich table for ``options.max_width``, every cell wrapped to its column; the
+        rows as blocks if the columns cannot keep their floors at that width."""
         room = options.max_width - _overhead(console, options, len(self.columns))
-        widths = fit_widths(*self._bounds(), room)
+        wanted, bounds = self._bounds()
+        if sum(bounds[1]) > room:
+            return self._records(options.max_width)
+        widths = fit_widths(wanted, bounds, room)
         table = _rich_table(self.title)
         for column, width in zip(self.columns, widths, strict=True):
             header = wrap(column.header, width)
@@ -59,6 +70,35 @@ class FitTable:
         for row in self.rows:
             table.add_row(*(wrap(cell, width) for cell, width in zip(row, widths, strict=True)))
         return table
+
+    def _records(self, width: int) -> Group:
+        """Each row as a block: its first cell alone, then "header  value" a line each
+        (values wrapped, under themselves); a blank line between blocks."""
+        labels = [_one_line(column.header) for column in self.columns[1:]]
+        first = self.columns[0]
+        label_width = max(map(cell_len, labels), default=0)
+        # (too narrow for a value beside its label: the value goes under it)
+        beside = width - 2 - label_width - 2 >= RECORD_VALUE_MIN_WIDTH
+        lines = [Text(self.title, style="bold")] if self.title else []
+        for number, row in enumerate(self.rows):
+            if number:
+                lines.append(Text(""))
+            # A number names nothing by itself ("8"): with its header ("id 8").
+            title = row[0] if first.justify == "left" else f"{_one_line(first.header)} {row[0]}"
+            lines.extend(Text(line, style="bold") for line in wrap(title, width).split("\n"))
+            for label, cell in zip(labels, row[1:], strict=True):
+                value = " ".join(cell.split())
+                if not value:
+                    continue
+                if beside:
+                    indent = " " * (2 + label_width + 2)
+                    wrapped = wrap(value, width - len(indent)).split("\n")
+                    lines.append(Text(f"  {label.ljust(label_width)}  {wrapped[0]}"))
+                    lines.extend(Text(indent + more) for more in wrapped[1:])
+                else:
+                    lines.append(Text(f"  {label}"))
+                    lines.extend(Text(f"    {v}") for v in wrap(value, width - 4).split("\n"))
+        return Group(*lines)
 
     def _bounds(self) -> tuple[list[int], list[list[int]]]:
         """Each column's width wanted, then the widths it may shrink to, step by step: its
@@ -118,6 +158,11 @@ def _break_word(word: str, width: int) -> tuple[str, str]:
     fits = max(fits, 1)  # a character wider than the column still moves on
     cut = max((i + 1 for i in range(1, fits) if word[i] in BREAK_AFTER), default=fits)
     return word[:cut], word[cut:]
+
+
+def _one_line(header: str) -> str:
+    """A header wrapped by hand ("readers\n/writers") on one line: "readers/writers"."""
+    return " ".join(header.replace("\n/", "/").split())
 
 
 def _widest_line(text: str) -> int:
