@@ -145,6 +145,13 @@ test('what a JS method throws arrives as RemoteError with its name, message and 
     },
     huge: () => new Uint8Array(2 * 1024 * 1024), // over the server's 1 MiB frames
     one: () => 1,
+    // An error that cannot even be described (its name getter throws): answered all the
+    // same (Node died of the unhandled rejection; a browser left the caller to its timeout).
+    odd() {
+      const error = new Error('odd');
+      Object.defineProperty(error, 'name', { get() { throw new Error('no name'); } });
+      throw error;
+    },
   });
   const fail = await fromPython('js-errors', 'fail');
   assert.equal(fail.error, 'RemoteError', JSON.stringify(fail));
@@ -161,8 +168,11 @@ test('what a JS method throws arrives as RemoteError with its name, message and 
 
   const unknown = await fromPython('js-errors', 'nope', [], { timeout: 3 });
   assert.equal(unknown.error, 'RpcError');
-  assert.equal(unknown.message, "'js-errors' exposes no method 'nope' (it has: fail, huge, one, stall)");
+  assert.equal(unknown.message, "'js-errors' exposes no method 'nope' (it has: fail, huge, odd, one, stall)");
   assert.ok(unknown.elapsed < 1.5, `answered after ${unknown.elapsed} s`);
+  const odd = await fromPython('js-errors', 'odd', [], { timeout: 3 });
+  assert.equal(odd.error, 'RemoteError', JSON.stringify(odd));
+  assert.ok(odd.elapsed < 1.5, `answered after ${odd.elapsed} s`);
   const keywords = await fromPython('js-errors', 'one', [], { kwargs: { x: 1 } });
   assert.equal(keywords.error, 'RpcError');
   assert.match(keywords.message, /one is a JavaScript method: it takes positional arguments only, not keyword arguments \('x'\)/);
@@ -273,10 +283,12 @@ test('after a reconnect the methods are exposed again; a call cut by the loss ab
   const p = createClient(proxyUrl, { name: 'js-cut', reconnectDelay: 50, maxReconnectDelay: 200 });
   opened.push(p);
   const aborted = deferred();
+  const started = deferred(); // the call has reached the page (a fixed sleep assumed it)
   p.expose({
     ping: () => 'pong',
     wait(ms, { signal }) {
       signal.addEventListener('abort', () => aborted.resolve(signal.reason));
+      started.resolve();
       return sleep(ms);
     },
   });
@@ -295,7 +307,7 @@ test('after a reconnect the methods are exposed again; a call cut by the loss ab
   assert.deepEqual(await listed('first connection'), ['ping', 'wait']);
   const reopened = new Promise((resolve) => p.on('open', (info) => info.reconnected && resolve()));
   const inFlight = fromPython('js-cut', 'wait', [20000], { timeout: 10 });
-  await sleep(200);
+  await within(started.promise, 5000, 'the call reaching the page');
   await caller.call('py-caller', 'cut');
   const reason = await within(aborted.promise, 5000, 'the signal of the call the cut lost');
   assert.ok(reason instanceof ConnectionClosed, String(reason));

@@ -2439,10 +2439,14 @@ function clipText(text, maxBytes, keep = 'start') {
 
 /** What a caller learns of what an exposed method threw: a `fail` within `room` bytes. */
 function failOf(call, error, room) {
-  const isError = error instanceof Error;
-  const kind = clipText(String((isError && (error.name || error.constructor?.name)) || 'Error'), 200);
+  let isError = false;
+  let kind = 'Error';
   let message, trace;
   try {
+    // Inside the try: an error whose `name` getter throws (or a revoked Proxy) made this
+    // throw, which killed Node (an unhandled rejection) or left the caller to its timeout.
+    isError = error instanceof Error;
+    kind = clipText(String((isError && (error.name || error.constructor?.name)) || 'Error'), 200);
     message = isError ? String(error.message) : String(error);
     if (error instanceof AggregateError && Array.isArray(error.errors)) {
       const said = error.errors.slice(0, 3).map((e) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e)));
@@ -2627,7 +2631,9 @@ class RpcProvider {
     const room = () => (this.#client.limits.max_frame_bytes ?? DEFAULT_MAX_FRAME) - CALL_OVERHEAD_BYTES;
     const run = entry.stream ? this.#stream : this.#run;
     run.call(this, { call, method, entry, argv, invocation, live, answer, room, signal: controller.signal })
-      .catch((e) => answer(failOf(call, e, room())));
+      .catch((e) => answer(failOf(call, e, room())))
+      // A call is always answered: were the answer itself to throw, a plain one still goes.
+      .catch(() => answer({ op: 'fail', call, type: 'Error', message: '<the error could not be described>', traceback: '' }));
   }
 
   onAbort(msg) {
