@@ -1646,12 +1646,35 @@ async def test_a_sync_clients_method_learns_who_calls_it(server: ts.Server) -> N
 async def test_a_method_that_raises_is_logged_by_its_provider_at_info(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The caller gets a RemoteError; the provider's own log said nothing (at DEBUG).
-    caplog.set_level(logging.INFO, logger="trio_stream")
-    async with pair(url) as (_, daq):
+    # The caller gets a RemoteError; the provider's own log said nothing (at DEBUG). A line
+    # at INFO, the traceback at DEBUG (any caller could fill the log with tracebacks).
+    caplog.set_level(logging.DEBUG, logger="trio_stream")
+    async with pair(url, Streams()) as (_, daq):
         with pytest.raises(ts.RemoteError):
-            await daq.async_boom("no such sensor")
-    said = [r for r in caplog.records if r.getMessage().startswith("rpc async_boom from ctl")]
-    assert len(said) == 1 and said[0].levelno == logging.INFO
-    assert said[0].getMessage() == "rpc async_boom from ctl raised ValueError (sent to the caller)"
-    assert said[0].exc_info is not None
+            await daq.call("async_boom", "no such sensor")
+        with pytest.raises(ts.RemoteError):
+            async for _ in daq.stream("fails_after", 1):
+                pass
+    lines = [r for r in caplog.records if r.getMessage().startswith("rpc ")]
+    said = [(r.levelno, r.getMessage(), r.exc_info is not None) for r in lines]
+    assert said == [
+        (
+            logging.INFO,
+            "rpc async_boom from ctl raised ValueError: no such sensor (sent to the caller)",
+            False,
+        ),
+        (logging.DEBUG, "rpc async_boom from ctl: the traceback", True),
+        (
+            logging.INFO,
+            "rpc stream fails_after from ctl raised RuntimeError: after 1 (sent to the caller)",
+            False,
+        ),
+        (logging.DEBUG, "rpc stream fails_after from ctl: the traceback", True),
+    ]
+
+
+class Streams(Daq):
+    async def rpc_fails_after(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+        raise RuntimeError(f"after {n}")

@@ -483,7 +483,7 @@ class Client:
             why += (
                 f"; or this trio run's clock, a {type(clock).__name__}, jumped past the "
                 "timeout: an autojump_threshold under the server's answer time skips it "
-                "(a server in the same trio run, or a threshold of 0.5 s or so, does not)"
+                "(a server in the same trio run, or a threshold of a second or more, does not)"
             )
         too_late = f"no welcome from {url} within {self._connect_timeout} s ({why})"
         with trio.CancelScope(deadline=deadline) as opening:
@@ -1641,9 +1641,8 @@ class Client:
         except BaseException:
             # Leaving on an error or a cancel: do not wait for the server, nor for a lost
             # connection (a client that gave up reconnecting), but say what that drops.
-            undelivered = pub.undelivered
+            pub.say_closed_early()
             pub.close_nowait()
-            pub.say_dropped(undelivered)
             raise
         await pub.aclose()
 

@@ -597,7 +597,7 @@ class Publisher:
             # deadline, Ctrl-C): what it drops is said here, as on leaving a publisher's
             # block on an exception; it went unsaid (a trio developer's audit).
             if not self._drops_reported:
-                self.say_dropped(self.undelivered)
+                self.say_closed_early()
             raise
         finally:  # cancelled while waiting, it still closes (releasing the window first)
             if before_close is not None:
@@ -714,9 +714,32 @@ class Publisher:
         # Leaving on an exception (a cancel, Ctrl-C) waits neither for a connection to come
         # back nor for the server's answer (as client.publisher()'s does; this waited up to
         # a second for a frozen server: a cancellation audit): it logs what that drops.
-        undelivered = self.undelivered
+        self.say_closed_early()
         self.close_nowait()
-        self.say_dropped(undelivered)
+
+    def say_closed_early(self) -> None:
+        """Log what a close that waits for nothing (on an exception, a cancel) does to the
+        window, before it closes: drops it while the client reconnects; sends it while it
+        is held for readers to come back (the close releases it: see _detach), which those
+        readers get only if the server kept their subscriptions. It was said to be dropped
+        (a review)."""
+        if not self._holding:
+            self.say_dropped(self.undelivered)
+            return
+        count = len(self._unacked)
+        if count:
+            self._drops_reported = True
+            log.warning(
+                "%s sent to %r %s held for its readers to come back after the reconnection "
+                "(%d of %d back) and went out as the publisher closed without waiting for "
+                "them: a reader not back yet gets them only if the server kept its "
+                "subscription (within resume_grace_s; not after a server restart)",
+                counted(count, "value"),
+                self.channel[:80],
+                were(count),
+                self.readers,
+                self._readers_at_cut,
+            )
 
     def say_dropped(self, count: int) -> None:
         """Log the ``count`` values ``send`` took that a close on an error drops (none: no

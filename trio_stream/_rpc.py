@@ -125,6 +125,7 @@ def current_caller() -> str | None:
 
 # What a method's error sends its caller at most (its frame is bounded by max_frame_bytes too).
 FAIL_MESSAGE_MAX_BYTES: Final = 16 * 1024
+LOGGED_MESSAGE_MAX_BYTES: Final = 200  # of a method's exception, in the provider's INFO line
 FAIL_TRACEBACK_MAX_BYTES: Final = 64 * 1024
 TRACEBACK_PART_MAX_BYTES: Final = 2048  # a frame's lines, or the exception's own line
 GROUP_LEAVES_SAID: Final = 3  # a method's exception group: its first few, named in the message
@@ -571,16 +572,7 @@ class RpcEndpoint:
         except RaisedInWorker as carried:
             return self._fail_exit(msg, carried.original)
         except Exception as exc:
-            # The caller gets the exception; the provider's log has it at INFO (at DEBUG, a
-            # service's operator saw nothing of its failing calls: a python-socketio port,
-            # whose engine logs them). Not WARNING: raising is how a method says no.
-            log.info(
-                "rpc %s from %s raised %s (sent to the caller)",
-                msg.method,
-                msg.caller,
-                type(exc).__name__,
-                exc_info=True,
-            )
+            _log_raised("", msg, exc)
             return _fail(msg.call, exc, self._fail_room())
         except SystemExit as exc:
             # sys.exit() in a method: the caller's error, not the end of the provider's
@@ -627,7 +619,7 @@ class RpcEndpoint:
         except RaisedInWorker as carried:  # as in _run
             return self._fail_exit(msg, carried.original)
         except Exception as exc:
-            log.debug("rpc stream %s from %s raised", msg.method, msg.caller, exc_info=True)
+            _log_raised("stream ", msg, exc)
             return _fail(msg.call, exc, self._fail_room())
         except SystemExit as exc:  # as in _run
             return self._fail_exit(msg, exc)
@@ -849,6 +841,23 @@ def _check_provider_name(provider: str, wait_provider: bool = False) -> None:
         raise InvalidArgument(
             f"no client can be named {brief(provider)}, so none can answer{waits}: {exc}"
         ) from None
+
+
+def _log_raised(kind: str, msg: Invoke, exc: Exception) -> None:
+    """A method's exception, which its caller gets, in the provider's log too: a line at
+    INFO (at DEBUG only, a service's operator saw nothing of its failing calls: a
+    python-socketio port, whose engine logs them), its traceback at DEBUG (any caller could
+    fill the log at INFO with tracebacks by calling with bad arguments). Not WARNING:
+    raising is how a method says no."""
+    log.info(
+        "rpc %s%s from %s raised %s: %s (sent to the caller)",
+        kind,
+        msg.method,
+        msg.caller,
+        type(exc).__name__,
+        _clip(str(exc), LOGGED_MESSAGE_MAX_BYTES),
+    )
+    log.debug("rpc %s%s from %s: the traceback", kind, msg.method, msg.caller, exc_info=exc)
 
 
 def _fail(call: int, exc: BaseException, room: int) -> Fail:
