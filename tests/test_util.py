@@ -112,3 +112,20 @@ def test_a_fresh_error_is_a_new_one_of_the_same_kind_with_the_same_cause(
         assert vars(new) == vars(error)  # (ConnectionClosed's reason, RemoteError's text)
         assert new.__cause__ is error.__cause__ and new.__suppress_context__
         assert new.__traceback__ is None
+
+
+def test_fresh_leaves_what_it_cannot_or_must_not_copy_as_it_is() -> None:
+    from trio_stream._protocol.messages import UnknownOp
+
+    cannot = UnknownOp("nope", 3)  # (an __init__ its args do not fit)
+    assert fresh(cannot) is cannot
+    interrupt = KeyboardInterrupt()
+    assert fresh(interrupt) is interrupt
+
+
+def test_a_fresh_errors_notes_are_its_own() -> None:
+    error = ts.RemoteError("KeyError", "'x'", "Traceback ...")
+    error.add_note("first")
+    new = fresh(error)
+    new.add_note("second")
+    assert error.__notes__ == ["first"] and new.__notes__ == ["first", "second"]

@@ -22,9 +22,17 @@ def fresh(error: E) -> E:
     retry loop's 20,000 receives held 60,000 frames and their locals, and two tasks
     raising it (a reader and a writer of one client) printed each other's frames (a trio
     developer's audit)."""
-    new = copy.copy(error)  # (args and __dict__; no traceback, context or cause)
+    if not isinstance(error, Exception):
+        return error  # (a Cancelled, a KeyboardInterrupt: never a stored error's copy)
+    try:
+        new = copy.copy(error)  # (args and __dict__; no traceback, context or cause)
+    except Exception:  # an __init__ that its args cannot call (UnknownOp's, say)
+        return error
     new.__cause__ = error.__cause__
     new.__suppress_context__ = error.__suppress_context__
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        new.__notes__ = list(notes)  # (shared, a note added to a raise grew the stored one)
     return new
 
 
