@@ -182,8 +182,8 @@ async def test_a_match_without_a_glob_character_is_told_to_be_a_channel() -> Non
     assert result.returncode == 2
     assert result.stderr.decode().splitlines() == [
         "trio-stream sub: error: argument --match: 'sensors.>' has no glob character (*, ?, "
-        "[...]): it names one channel, so give it as CHANNEL (NATS's '>' is '*' here: it "
-        "matches dots too)"
+        "[...]): it names one channel, so give it as CHANNEL (with --wait-channel to follow "
+        "it across its lives) (NATS's '>' is '*' here: it matches dots too)"
     ]
 
 

@@ -253,7 +253,7 @@ def glob_pattern(text: str) -> str:
         nats = " (NATS's '>' is '*' here: it matches dots too)" if ">" in text else ""
         raise BadValue(
             f"{text[:100]!r} has no glob character (*, ?, [...]): it names one channel, so "
-            f"give it as CHANNEL{nats}"
+            f"give it as CHANNEL (with --wait-channel to follow it across its lives){nats}"
         )
     return text
 
