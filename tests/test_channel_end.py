@@ -4,6 +4,7 @@ server and real sockets."""
 
 from __future__ import annotations
 
+import time
 import traceback
 from contextlib import AsyncExitStack
 
@@ -189,3 +190,31 @@ async def test_an_ended_subscription_and_publisher_raise_a_new_error_each_time(
     assert len({id(error) for error in raised}) == len(raised)
     depths = [len(traceback.extract_tb(error.__traceback__)) for error in raised]
     assert max(depths) <= 12, depths
+
+
+async def test_a_sync_publisher_of_an_ended_channel_raises_a_new_error_each_time(
+    server: ts.Server,
+) -> None:
+    assert server.tcp_url is not None
+    url = server.tcp_url
+
+    def send_after_the_end() -> list[BaseException]:
+        raised: list[BaseException] = []
+        with ts.SyncClient(url, name="w") as client:
+            client.create_channel("gone")
+            pub = client.publisher("gone")
+            client.delete_channel("gone")
+            deadline = time.monotonic() + WAIT_S
+            while len(raised) < 50 and time.monotonic() < deadline:
+                try:
+                    pub.send(1)
+                except ts.ChannelNotFound as exc:
+                    raised.append(exc)
+                else:
+                    time.sleep(0.01)  # (the end is on its way)
+        return raised
+
+    raised = await trio.to_thread.run_sync(send_after_the_end)
+    assert len(raised) == 50
+    assert len({id(error) for error in raised}) == len(raised)
+    assert max(len(traceback.extract_tb(error.__traceback__)) for error in raised) <= 12

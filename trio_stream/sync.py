@@ -82,7 +82,7 @@ from ._rpc_stream import DEFAULT_WINDOW, RemoteStream
 from ._seconds import check_time, check_timeout
 from ._stats import PatternStatistics, SubscriptionStatistics
 from ._subscription_end import SubscriptionEnded
-from ._util import counted, open_own_nursery, were
+from ._util import counted, fresh, open_own_nursery, were
 
 __all__ = [
     "SyncClient",
@@ -1406,7 +1406,7 @@ class SyncPublisher:
             raise self._closed_error()
         failure = self._pub.failure
         if failure is not None:
-            raise failure
+            raise fresh(failure)  # (as the trio client: a new one per raise)
         deadline = _deadline(timeout)
         return self._client._enqueue(self._pub, value, time_s=time_s, deadline=deadline)
 
