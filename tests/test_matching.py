@@ -4,7 +4,9 @@ through a real server (trio_stream/_matching.py)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
+import pickle
 import string
 import time
 from collections import Counter
@@ -293,6 +295,9 @@ async def test_statistics_count_each_channels_frames_and_losses_and_the_totals(
             assert stats.bytes == busy.bytes + calm.bytes > 0
             assert stats.buffered == 0 and stats.age_s > 0
             assert stats.rate_fps == pytest.approx(busy.rate_fps + calm.rate_fps)
+            # As one subscription's statistics: pickled, copied, made a dict (a review).
+            assert pickle.loads(pickle.dumps(stats)) == stats
+            assert dataclasses.asdict(stats)["channels"]["s.calm"]["frames"] == 3
 
             # A channel that leaves is counted on in the totals, and no longer on its own.
             await w.delete_channel("s.calm")

@@ -48,7 +48,7 @@ import logging
 import math
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import trio
@@ -310,7 +310,7 @@ class PatternSubscription:
             mean_rate_fps=frames / age_s if age_s > 0 else 0.0,
             mean_rate_bps=nbytes / age_s if age_s > 0 else 0.0,
             age_s=age_s,
-            channels=MappingProxyType(dict(sorted(channels.items()))),
+            channels=dict(sorted(channels.items())),  # (a proxy did not pickle: a review)
         )
 
     async def retune(

@@ -65,8 +65,8 @@ class PatternStatistics(SubscriptionStatistics):
         buffered: arrived at the client and not taken yet, over the channels subscribed now.
         rate_fps, rate_bps: the sum of the channels' recent rates (see SubscriptionStatistics).
         mean_rate_fps, mean_rate_bps, age_s: since the pattern subscription started.
-        channels: read-only, for each name of ``matching.channels``: its subscription's
-            statistics (``lost`` with the frames counted when it joined late).
+        channels: for each name of ``matching.channels``: its subscription's statistics
+            (``lost`` with the frames counted when it joined late); a new dict each call.
     """
 
     channels: Mapping[str, SubscriptionStatistics] = field(hash=False)
