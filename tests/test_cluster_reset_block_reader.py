@@ -3,9 +3,11 @@
 A Redis that lost its keys (a restart without persistence; FLUSHALL here) is a reset: the
 writer's node registers its channel again under a new epoch, and a reader's node, seeing
 that epoch, follows the new stream from its first frame by itself and ends its readers
-("subscribe again"). Until its count of readers unfollows the stream (slow, say, behind
-other channels' Redis writes after the restart), the node reads the new epoch for no
-channel. A block reader subscribing again meanwhile found the stream followed already, and
+("subscribe again", marked `again`). Until its count of readers unfollows the stream (slow,
+say, behind other channels' Redis writes after the restart), the node reads the new epoch
+for no channel. A block reader subscribing again meanwhile (a client that ignores `again`
+ends at the end and subscribes again later by hand; the client here is made to end as it
+does, its bound for riding through over at once) found the stream followed already, and
 its node reported, as where that reader is, the last seq it had taken of the *old* epoch:
 the writer waited for that reader to make room, the reader waited for frames, for good.
 
@@ -27,6 +29,7 @@ from test_cluster import WAIT_S, node_config
 from test_cluster_races import until
 
 import trio_stream as ts
+from trio_stream import _subscription as subscription_module
 
 SIZE = 4  # the block reader's buffer: its room past its position, for the writer
 BEFORE = 3  # frames it took of the old epoch
@@ -46,6 +49,9 @@ async def test_a_block_reader_subscribing_again_after_a_reset_elsewhere_gets_fra
     ):
         engine_a: Any = a.state.engine
         engine_b: Any = b.state.engine
+        # The reset end ends the recorder's subscription, as a client that ignores `again`
+        # sees it: its channel is not waited for (the bound is over at its first look).
+        monkeypatch.setattr(subscription_module, "RESET_BACK_S", 0.0)
         await daq.create_channel("c")  # kept on node b, where its writer is
         await daq.create_channel("other")
         pub = await stack.enter_async_context(daq.publisher("c"))

@@ -1294,9 +1294,17 @@ class Client:
 
     def _on_sub_end(self, msg: SubEnd) -> None:
         sub = self._subscriptions.pop(msg.sub, None)
-        if sub is not None:
-            error = error_from_wire(msg.error, msg.reason) if msg.error else None
-            sub._end(msg.reason, error)
+        if sub is None:
+            return
+        error = error_from_wire(msg.error, msg.reason) if msg.error else None
+        if msg.again and error is None and sub._reset_by_server(msg.reason):
+            # The channel lives on at a new epoch (a cluster's Redis restarted empty): the
+            # subscription resumes as after a reconnect, since its position, with a reset
+            # gap; retried while the channel is missing, at most RESET_BACK_S.
+            self._resuming_subs.add(sub)
+            self._spawn_retry(sub._resubscribe, f"resubscribe {sub.channel[:80]}")
+            return
+        sub._end(msg.reason, error)
 
     def _on_lost(self, msg: Lost) -> None:
         # Frames dropped at the end of a burst, that no message will carry: count them.

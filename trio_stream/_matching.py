@@ -20,7 +20,11 @@ was published before the end (the server queues the end behind those frames, so 
 long after the new channel's ``created``), then ends; the new one must be subscribed beside
 it. ``$channels`` events carry no epoch, so a ``created`` for a name whose subscription has
 not ended yet is checked by subscribing and comparing the epochs the server answers with:
-the same epoch (the listing found the channel first) drops the extra one.
+the same epoch (the listing found the channel first) drops the extra one. A member whose
+end the server marks ``again`` (its channel lives on at a new epoch: a cluster's Redis
+restarted empty) does not end: it resubscribes by itself, as after a reconnect; once a newer
+member of its name joins, it ends at such an end instead (``_end_at_reset``), so that no
+channel is read by two members.
 
 Failures are gaps, never the end (DESIGN section 4): a listing that fails (the cluster's Redis
 away, a connection lost during it) is tried again with a backoff; ``$channels`` ended with an
@@ -464,8 +468,10 @@ class PatternSubscription:
                 self._unready()
                 self._drop(sub)
                 # Looked for again: a channel the server ended for its readers but kept
-                # (a cluster's Redis restarted empty: "registered again ... subscribe
-                # again") is read on, from its new life; one that is gone is not found.
+                # is read on, from its new life; one that is gone is not found. (A reset
+                # end marked `again`, a cluster's Redis restarted empty, the member rides
+                # through by itself; this is an older server's, or one not back within
+                # RESET_BACK_S, or one whose channel a newer member reads: _ensure.)
                 # (It left for good: no channel of that name is announced as created, and
                 # 534 frames of 5 channels were lost uncounted, a migrating team.)
                 self._subscribe_again(sub.channel)
@@ -704,6 +710,14 @@ class PatternSubscription:
             if self._closed:
                 sub.close_nowait()
                 return
+            if old is not None and not old._ended:
+                if old.position.epoch == sub.position.epoch:
+                    sub.close_nowait()  # it rode its reset end into this life meanwhile
+                    return
+                # The new subscription reads the channel's new life: the old one delivers
+                # what it has and ends, and must not ride a reset end (a cluster's Redis
+                # restarted empty) into that life too, which two members would then read.
+                old._end_at_reset()
             self._add(sub)
 
     def _retunable(self) -> dict[str, Any]:

@@ -50,6 +50,18 @@ if TYPE_CHECKING:
 # benchmarks/cpu_per_frame.py, 4 readers, raw 100-byte frames: 1.48 -> 1.41 us/frame.
 YIELD_EVERY_MESSAGES: Final = 256
 
+# A subscription whose server said its channel lives on at a new epoch (a `sub_end` marked
+# `again`: a cluster's Redis restarted empty, or the channel was created anew on another node)
+# subscribes again by itself, since its position, and waits for the channel at most this long
+# (s) before it ends with the server's reason after all. The channel is back within seconds
+# when the node that keeps it is alive: its re-registration pass runs every second once Redis
+# answers again, and an owner whose client must create it again is back within its reconnect
+# backoff (5 s at most by default). The CLI's reader waits as long for a channel missing
+# after a reconnect (cli's CHANNEL_BACK_S), and a pattern subscription's longest backoff is
+# the same; a channel that is truly gone (its keeping node died with the Redis restart) ends
+# its readers half a minute late, not never.
+RESET_BACK_S: Final = 30.0
+
 # The per-message path looks these up once here, not through two module attributes each time.
 _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint: Final = trio.lowlevel.cancel_shielded_checkpoint
@@ -186,6 +198,10 @@ class Subscription:
         self._credit_batch = self._credit_bytes = 0
         self._credit_quarters(window_bytes)
         self._ended = False
+        # Reset by the server (a `sub_end` marked `again`) and waiting for the channel's new
+        # life: that end's reason, and until when (trio time) it waits (RESET_BACK_S).
+        self._reset_end: tuple[str, float] | None = None
+        self._rides_resets = True  # see _end_at_reset
         self._closed = False  # by its user: see closed
         self._end_error: TrioStreamError | None = None
         self.end_reason: str | None = None
@@ -225,15 +241,50 @@ class Subscription:
         seq = data_seq(self._frames[-1]) if self._frames else self._last_seq
         return max(seq, self._notice_seq)
 
+    def _reset_by_server(self, reason: str) -> bool:
+        """The server ended this subscription with ``again``: its channel lives on at a new
+        epoch. Unless it has ended (closed by its user), it waits to resume as after a
+        reconnect (the caller retries :meth:`_resubscribe`), at most RESET_BACK_S; messages
+        here stay readable. True: it waits."""
+        if self._ended or not self._rides_resets:
+            return False
+        self._live = False
+        self._reset_end = (reason, trio.current_time() + RESET_BACK_S)
+        return True
+
+    def _end_at_reset(self) -> None:
+        """Another subscription reads this one's channel's new life (a pattern
+        subscription's newer member of that name): a reset end ends this one, as any other
+        end does (it must not follow the channel into that life too); at once if it waits
+        for the new life already. The messages here stay readable."""
+        self._rides_resets = False
+        reset = self._reset_end
+        if reset is not None and not self._ended:
+            self._client._resuming_subs.discard(self)
+            self._reset_end = None
+            self._end(reset[0], None)
+
     async def _resubscribe(self) -> bool:
-        """Subscribe again after a reconnect, after the newest frame accounted for.
+        """Subscribe again after a reconnect (or a reset end: :meth:`_reset_by_server`),
+        after the newest frame accounted for.
 
         Returns:
             False while the channel is missing, or the cluster's Redis failed (both retried
-            later); True when done.
+            later); True when done (or ended: a reset end whose channel did not come back
+            within RESET_BACK_S ends with the server's reason).
         """
         if self._ended:
             return True
+        reset = self._reset_end
+        if reset is not None and trio.current_time() >= reset[1]:
+            self._client._resuming_subs.discard(self)
+            self._reset_end = None
+            self._end(reset[0], None)  # as the server said it (the channel is gone)
+            return True
+        # The server may have kept this subscription (the same server, within its resume
+        # grace): it continues under a new id, with nothing lost. Not one it ended with a
+        # reset: named, it would be answered with that end again.
+        kept: dict[str, Any] = {} if reset is not None else {"resume_sub": self.sub_id}
         try:
             await self._client._request_now(
                 Subscribe,
@@ -241,9 +292,7 @@ class Subscription:
                 **self._spec,
                 since_epoch=self._epoch,
                 since_seq=self._resume_seq(),
-                # The server may have kept this subscription (the same server, within its
-                # resume grace): it continues under a new id, with nothing lost.
-                resume_sub=self.sub_id,
+                **kept,
             )
         except (ChannelNotFound, ClusterUnavailable):
             return False
@@ -260,6 +309,7 @@ class Subscription:
         client._resuming_subs.discard(self)
         self.sub_id = result["sub"]
         self._live = True
+        self._reset_end = None
         if self._ended:  # closed while the request was on its way
             client._forget(client._send_request(Unsubscribe, sub=self.sub_id))
             return self
@@ -363,8 +413,9 @@ class Subscription:
         client = self._client
         await client.wait_usable()
         if not self._live:  # its channel is missing after the reconnect: not back yet
+            after = "its channel's reset" if self._reset_end is not None else "the reconnect"
             raise ChannelNotFound(
-                f"the subscription to {self.channel[:80]!r} is not back after the reconnect "
+                f"the subscription to {self.channel[:80]!r} is not back after {after} "
                 "(its channel is missing, and it waits for it): retune once it is back"
             )
         # Taken even if this call is cancelled once it went out: the server changes the

@@ -736,12 +736,14 @@ class RedisEngine:
         return record
 
     def _drop_stale(self, name: str, epoch: str) -> None:
-        """A local channel of another epoch is gone in Redis: end it here."""
+        """A local channel of another epoch is gone in Redis: end it here (it lives on at
+        ``epoch``, the one Redis has now: its readers are told to subscribe again)."""
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch != epoch:
             self._kept.pop(name, None)
-            self.state.broker.delete_channel(
-                channel, f"channel {name!r} was deleted or created anew on another node"
+            self._end_for_a_new_life(
+                channel,
+                f"channel {name!r} was deleted or created anew on another node: subscribe again",
             )
 
     def _mirror(self, record: ChannelRecord) -> Channel:
@@ -850,23 +852,38 @@ class RedisEngine:
         with trio.CancelScope(shield=True):
             await self.tell_deleted(name, epoch, reason)
 
-    async def _gone_reason(self, channel: Channel, error: EpochChanged) -> str:
+    async def _gone_reason(self, channel: Channel, error: EpochChanged) -> tuple[str, bool]:
         """Why a channel that this node's writer found gone from Redis ended, for its
         readers and writers here: the reason its end left in Redis (a delete, its lifetime,
         its owner gone), which the news of that end brings here a moment later; failing that,
         what Redis shows (it said "changed in Redis (no such channel): reopen it", and a
-        reopen failed)."""
+        reopen failed). And whether it lives on at a new epoch (its readers' ``again``):
+        created anew, or lost by Redis with no deletion mark (its keeping node registers it
+        again); not when it ended, nor when Redis did not say."""
         name = channel.name
         if error.epoch is not None:
-            return f"channel {name!r} was created anew (on another node): subscribe again"
+            return f"channel {name!r} was created anew (on another node): subscribe again", True
+        deleted: bool | None = None
         with trio.move_on_after(GONE_REASON_TIMEOUT_S), contextlib.suppress(*REDIS_ERRORS):
             reason = await self.io.registry.deleted_reason(name, channel.epoch)
             if reason is not None:
-                return reason
+                return reason, False
+            deleted = await self.io.registry.was_deleted(name, channel.epoch)
         return (
             f"channel {name!r} is gone from Redis (ended on another node, or lost in a Redis "
             "restart): create it again, or subscribe again"
-        )
+        ), deleted is False
+
+    def _end_for_a_new_life(self, channel: Channel, reason: str) -> None:
+        """End ``channel`` here for ``reason``, its readers' ``sub_end`` marked ``again``: it
+        lives on in Redis at a new epoch (created anew), or will once the node that keeps it
+        registers it again (lost in a Redis restart). Their clients subscribe again since
+        their positions and read on, with a reset (docs/protocol.md section 8)."""
+        if self.state.broker.channels.get(channel.name) is not channel:
+            return
+        for reader in channel.subscriptions:
+            reader.end_again = True
+        self.state.broker.delete_channel(channel, reason)
 
     def _on_deleted(self, node: str, body: Any) -> None:
         name, epoch, reason = body
@@ -1779,7 +1796,7 @@ class RedisEngine:
         )
         for sub in list(channel.subscriptions):  # their position means nothing now
             self.state.broker.detach(sub)
-            sub.outbox.end(sub, None, lost)
+            sub.outbox.end(sub, None, lost, again=True)  # (the channel lives on)
         self._unfollowed(name)
         await self.io.reader.unfollow(name)
 
@@ -1949,9 +1966,12 @@ class RedisEngine:
                                 continue
                         if broker.channels.get(channel.name) is channel:
                             self._kept.pop(channel.name, None)
-                            reason = await self._gone_reason(channel, error)
+                            reason, again = await self._gone_reason(channel, error)
                             if broker.channels.get(channel.name) is channel:  # not meanwhile
-                                broker.delete_channel(channel, reason)
+                                if again:
+                                    self._end_for_a_new_life(channel, reason)
+                                else:
+                                    broker.delete_channel(channel, reason)
                         return
                     except WriterMoved as moved:
                         # Its client reopened it (another connection, here or on another
@@ -2182,11 +2202,29 @@ class RedisEngine:
             return  # deleted elsewhere: it ends with its own reason, the rest read first
         if channel.subscriptions:
             self._readers_sent_back.add((event.channel, len(channel.subscriptions)), self._nursery)
-        self.state.broker.delete_channel(
-            channel,
+        reason = (
             f"channel {event.channel!r} is gone from Redis (deleted, created anew, or lost in "
-            "a Redis restart): subscribe again",
+            "a Redis restart): subscribe again"
         )
+        if event.new_epoch is not None or self._nursery is None:
+            self._end_for_a_new_life(channel, reason)  # created anew: it lives on
+        else:
+            self._nursery.start_soon(self._end_gone, channel, reason)
+
+    async def _end_gone(self, channel: Channel, reason: str) -> None:
+        """End ``channel``, whose record is gone from Redis with no end announced here: lost
+        by Redis (a restart without persistence: the node that keeps it registers it again,
+        and its readers here are told to subscribe again), unless its deletion mark says a
+        node deleted it and the news never came here (its readers end as for a delete)."""
+        deleted: bool | None = None
+        with trio.move_on_after(GONE_REASON_TIMEOUT_S), contextlib.suppress(*REDIS_ERRORS):
+            deleted = await self.io.registry.was_deleted(channel.name, channel.epoch)
+        if self.state.broker.channels.get(channel.name) is not channel:
+            return  # ended meanwhile (its news came after all, say)
+        if deleted:
+            self.state.broker.delete_channel(channel, reason)
+        else:  # no mark (or no answer: the reader's bound ends it if it never comes back)
+            self._end_for_a_new_life(channel, reason)
 
     # -- RPC ---------------------------------------------------------------------------------
     def route_call(self, caller: Any, message: ControlMessage) -> bool:

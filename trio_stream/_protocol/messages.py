@@ -247,10 +247,14 @@ CHANNEL_ENDED_REASON: Final = "the channel ended"
 @dataclass(frozen=True)
 class SubEnd(ControlMessage):
     OP: ClassVar[str] = "sub_end"
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"error"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"error", "again"})
     sub: int
     reason: str = ""
     error: str | None = None  # an error type name when the end is a failure; else absent
+    # True: the channel lives on (or will, registered again) at a new epoch, as after a
+    # cluster's Redis restarted empty: subscribe again since the position to read on, with
+    # a reset (docs/protocol.md section 8, "A reset end"). Absent on every other end.
+    again: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,7 @@ class Reader:
         "credit",
         "credited_seq",
         "doomed",
+        "end_again",
         "end_error",
         "end_reason",
         "ending",
@@ -243,6 +244,10 @@ class Reader:
         self.ending = False  # channel ended: send what is buffered, then the end
         self.end_error: Exception | None = None  # why it ended while kept (kept.py)
         self.end_reason = ""  # why its channel ended, for its sub_end (a clean end)
+        # Its channel lives on at a new epoch (a cluster's Redis restarted empty, a channel
+        # created anew on another node): its sub_end says `again`, and a client subscribes
+        # again since its position, with a reset (docs/protocol.md section 8).
+        self.end_again = False
         # Earlier ids of this subscription that its client may still know it by: a reply to
         # its resubscription lost with the connection (kept.py). Unique along the client's
         # connections: a resumed connection numbers on from its predecessor's.
@@ -1433,15 +1438,19 @@ class Outbox:
         self.buffered(-sum(map(_NBYTES, frames)), reader.blocks_writers)
         return frames
 
-    def end(self, reader: Reader, error: Exception | None, reason: str = "") -> None:
+    def end(
+        self, reader: Reader, error: Exception | None, reason: str = "", *, again: bool = False
+    ) -> None:
         """The channel ended (``error`` None) or the server ends the reader (``error``).
 
         A clean end sends what is buffered first, then ``sub_end`` with ``reason`` (by
         default the channel's end reason: deleted, its lifetime, its owner gone); an error
-        ends at once.
+        ends at once. ``again``: the channel lives on at a new epoch (see Reader.end_again).
         """
         if reader.closed:
             return
+        if again:
+            reader.end_again = True
         if error is not None and (dropped := reader.undelivered()):
             # Ended by the server: what waited for it is lost to it, and counted where every
             # other loss is (the channel's and the server's lost, the reader's in listings);
@@ -1488,7 +1497,11 @@ class Outbox:
         """Forget ``reader`` and return its ``sub_end`` frame."""
         self.discard(reader)
         if error is None:
-            end = SubEnd(sub=reader.sub_id, reason=reader.end_reason or CHANNEL_ENDED_REASON)
+            end = SubEnd(
+                sub=reader.sub_id,
+                reason=reader.end_reason or CHANNEL_ENDED_REASON,
+                again=True if reader.end_again else None,
+            )
         else:
             end = SubEnd(sub=reader.sub_id, reason=str(error), error=type(error).__name__)
         # Its client may never get it (its connection breaks first): kept.py tells it again.
