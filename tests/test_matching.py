@@ -354,6 +354,9 @@ async def test_a_retune_changes_every_channel_and_those_that_join_later(
             await matching.retune(size=3, max_rate=None)  # None: no rate limit
             again = ("drop_oldest", 3, 2, None)
             assert await subscriptions_of(w) == {"s.a": again, "s.b": again, "s.c": again}
+            # The window a SyncPatternSubscription batches by follows (it kept the old one,
+            # and a member leaving after a retune drove the counts negative: a review).
+            assert matching.window == 3 and dict(matching._windows) == {3: 3}
             # Observably: of 20 frames, every 2nd (10): 3 in flight (the window, at most
             # the size), the newest 3 in the buffer of 3, 4 lost.
             await publish(w, "s.c", range(1, 21))
@@ -365,6 +368,11 @@ async def test_a_retune_changes_every_channel_and_those_that_join_later(
                 matching.receive_nowait()
             with pytest.raises(ts.InvalidArgument, match="unknown policy"):
                 await matching.retune(policy="newest")
+            await w.delete_channel("s.c")
+            await until(lambda: matching.channels == ["s.a", "s.b"])
+            with pytest.raises(trio.WouldBlock):
+                matching.receive_nowait()  # reads its end: it leaves the set
+            assert matching.window == 3 and dict(matching._windows) == {3: 2}
         with pytest.raises(ts.InvalidArgument, match="pattern subscription has ended"):
             await matching.retune(size=5)
         async with r.subscribe_matching("s.*", policy="unbounded", size=None) as matching:
@@ -440,7 +448,8 @@ async def test_a_channel_waiting_to_come_back_comes_back_retuned(
     # now ("not back after the reconnect"), and resumes with the new options.
     async with writer_and_reader(server, proxy.url, reconnect=FAST) as (w, r):
         await w.create_channel("s.a")
-        async with r.subscribe_matching("s.*", policy="drop_oldest", size=10) as matching:
+        # (size 100: credit every 25 frames; retuned to 4, it must go back every frame)
+        async with r.subscribe_matching("s.*", policy="drop_oldest", size=100) as matching:
             config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
             async with ts.open_server(config) as restarted:
                 assert restarted.tcp_url is not None
@@ -452,11 +461,23 @@ async def test_a_channel_waiting_to_come_back_comes_back_retuned(
                     await r.wait_state("open")
                 (member,) = matching._subs
                 assert not member._live and not member._ended
-                await matching.retune(size=3, every=2)
+                await matching.retune(size=4, every=2)
                 async with ts.open_client(restarted.tcp_url, name="w2") as w2:
                     await w2.create_channel("s.a")
                     await until(lambda: member._live)
-                    assert await subscriptions_of(w2) == {"s.a": ("drop_oldest", 3, 2, None)}
+                    assert await subscriptions_of(w2) == {"s.a": ("drop_oldest", 4, 2, None)}
+                    # Frames go on flowing past the new window (a review: credit went back
+                    # by the old window's quarters, and the channel stalled after 4).
+                    async with trio.open_nursery() as nursery, w2.publisher("s.a") as pub:
+
+                        async def write() -> None:
+                            for i in range(1000):
+                                await pub.send(i)
+                                await trio.sleep(0.002)
+
+                        nursery.start_soon(write)
+                        await take(matching, 12)
+                        nursery.cancel_scope.cancel()
 
 
 async def test_a_flooded_channel_does_not_starve_a_quiet_one(server: ts.Server) -> None:

@@ -155,11 +155,12 @@ class _Mark:
     """What a member subscription's next frame or end sets (``Subscription._wake_with`` hands
     it the Event-like thing its ``_wake`` sets, once): it puts the member in the ready queue."""
 
-    __slots__ = ("_matching", "_sub")
+    __slots__ = ("_matching", "_sub", "window")
 
     def __init__(self, matching: PatternSubscription, sub: Subscription) -> None:
         self._matching = matching
         self._sub = sub
+        self.window = sub.window  # as counted in the pattern's windows (see _recount)
 
     def set(self) -> None:
         self._matching._mark_ready(self._sub)
@@ -336,7 +337,10 @@ class PatternSubscription:
         the new options); one waiting to come back after a reconnection (its channel
         missing, or the connection lost as the retune went out) comes back with them. A
         ``policy`` given without ``size`` takes the size the channels were subscribed with.
-        One retune at a time: a second waits for the first. Cancelled part-way, the
+        While the client reconnects it waits for the connection, as ``Subscription.retune``
+        does (bound it with ``trio.move_on_after``: the channels not reached keep their
+        options, later ones join with the new). One retune at a time: a second waits for
+        the first. Cancelled part-way, the
         channels not reached yet keep their options (later ones join with the new): call
         it again.
 
@@ -390,6 +394,9 @@ class PatternSubscription:
         """
         try:
             await sub.retune(**_retune_arguments(changed))
+            mark = self._subs.get(sub)
+            if mark is not None and mark.window != sub.window:
+                self._recount(sub, mark)
         except TrioStreamError as exc:
             if sub._ended:
                 return  # ended, closed (the client's InvalidArgument "has ended")
@@ -534,9 +541,13 @@ class PatternSubscription:
 
     def _mark_ready(self, sub: Subscription) -> None:
         """``sub`` has a frame or its end (its mark was set)."""
-        if sub in self._subs and sub not in self._queued:
-            self._queued.add(sub)
-            self._ready.append(sub)
+        mark = self._subs.get(sub)
+        if mark is not None:
+            if mark.window != sub.window:  # (resumed with a retuned size)
+                self._recount(sub, mark)
+            if sub not in self._queued:
+                self._queued.add(sub)
+                self._ready.append(sub)
         self._wake()
 
     def _arm(self, sub: Subscription) -> None:
@@ -618,15 +629,30 @@ class PatternSubscription:
         known[sub.channel] = None  # (the newest last)
         if len(known) > KNOWN_NAMES_KEPT:
             del known[next(iter(known))]
-        self._subs[sub] = _Mark(self, sub)
+        mark = self._subs[sub] = _Mark(self, sub)
         self._active[sub.channel] = sub
-        self._windows[sub.window] += 1
-        self._window = max(self._window, sub.window)
+        self._count_window(mark.window, 1)
         self._mark_ready(sub)  # what came before this (its first frames) is read: asked once
+
+    def _count_window(self, window: int, count: int) -> None:
+        windows = self._windows
+        windows[window] += count
+        if windows[window] <= 0:
+            del windows[window]
+        self._window = max(windows, default=1)
+
+    def _recount(self, sub: Subscription, mark: _Mark) -> None:
+        """``sub``'s window changed (a retune, or a resume with the retuned size): counted
+        anew. Counted once, a retuned window was taken off as another: the counts went
+        negative and ``window`` kept the old one (a review)."""
+        self._count_window(mark.window, -1)
+        mark.window = sub.window
+        self._count_window(mark.window, 1)
 
     def _drop(self, sub: Subscription) -> None:
         """``sub`` leaves the set (left in ``_ready``, it is passed over: its mark is void)."""
-        if self._subs.pop(sub, None) is None:
+        mark = self._subs.pop(sub, None)
+        if mark is None:
             return
         self._leaving.discard(sub)
         self._unlisted.pop(sub, None)
@@ -636,11 +662,7 @@ class PatternSubscription:
         stats = sub.statistics()
         self._gone_frames += stats.frames
         self._gone_bytes += stats.bytes
-        windows = self._windows
-        windows[sub.window] -= 1
-        if not windows[sub.window]:
-            del windows[sub.window]
-            self._window = max(windows, default=1)
+        self._count_window(mark.window, -1)
         if self._active.get(sub.channel) is sub:
             del self._active[sub.channel]
 

@@ -322,6 +322,11 @@ class Subscription:
         # in the statistics (it went missing from ``frames`` after each reconnect).
         self._meter.add(self._consumed, self._consumed_bytes)
         self._consumed = self._consumed_bytes = 0
+        # The window the server grants now: a pattern's retune while this waited to come
+        # back changed its size, and credit kept going back by the old window's quarters
+        # (25 of 100 awaited where 4 came: the channel stalled for good; a review).
+        self.window = result.get("window", self.window)
+        self._credit_quarters(result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES))
         self._stale = len(self._frames)
         if "resume" in result:
             self._expect_gap(result["resume"])
