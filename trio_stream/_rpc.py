@@ -855,7 +855,7 @@ def _log_raised(kind: str, msg: Invoke, exc: Exception) -> None:
         msg.method,
         msg.caller,
         type(exc).__name__,
-        _clip(str(exc), LOGGED_MESSAGE_MAX_BYTES),
+        _clip(_safe_str(exc), LOGGED_MESSAGE_MAX_BYTES),
     )
     log.debug("rpc %s%s from %s: the traceback", kind, msg.method, msg.caller, exc_info=exc)
 
