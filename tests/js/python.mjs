@@ -204,11 +204,12 @@ function redisPing(port) {
  * A private redis-server (`setup` from clusterSetup()): its own loopback port (never 6379) and
  * temporary directory, no persistence. Resolves once it answers PING with {url, stop()}; stop()
  * kills it by its own PID (and the after hook's killChildren() does if a test fails first).
+ * `port`: on that port (one this helper's own Redis had: a restart, empty, after a stop()).
  */
-export async function startRedis(setup) {
+export async function startRedis(setup, { port = null } = {}) {
   if (!setup.redis) throw new Error(setup.missing ?? 'no redis-server');
-  let port;
-  do port = await freePort(); while (port === REDIS_DEFAULT_PORT);
+  if (port === REDIS_DEFAULT_PORT) throw new Error('port 6379 may be somebody else\'s Redis');
+  while (port === null || port === REDIS_DEFAULT_PORT) port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'ts-redis-'));
   const child = spawnChild(setup.redis, ['--port', String(port), '--bind', '127.0.0.1',
     '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { cwd: dir });

@@ -156,14 +156,15 @@ export function viewText(view) {
  * the server held for the page, the first included: their losses are added here.
  * `missed` stays null after a reset (what the old server held is unknown).
  * @param {{kind: string, lost: number | null, recovered?: number,
- *   reconnection?: {at: number}}} gap the first frame's msg.gap
+ *   reconnection?: {at: number}, resetEnd?: {at: number}}} gap the first frame's msg.gap
  * @param {number} at when it came (epoch seconds): the note's time when the gap does not say
- *   when the page reconnected (gap.reconnection.at, the browser client's). The first frame
+ *   when the page reconnected (gap.reconnection.at, the browser client's) or when the server
+ *   ended the channel's old life (gap.resetEnd.at: a reset end). The first frame
  *   may come long after the reconnection (a channel whose writer is not back yet): its time
  *   was shown as the reconnection's, 84 s late (an operator).
  */
 export function reconnectTally(gap, at) {
-  return { gap, at: gap.reconnection?.at ?? at, missed: gap.kind === 'reset' ? null : gap.lost ?? 0, held: Math.max(0, (gap.recovered ?? 0) - 1) };
+  return { gap, at: gap.resetEnd?.at ?? gap.reconnection?.at ?? at, missed: gap.kind === 'reset' ? null : gap.lost ?? 0, held: Math.max(0, (gap.recovered ?? 0) - 1) };
 }
 
 /** Count a frame after the first one of a reconnection: one the server held adds its loss. */
@@ -444,7 +445,13 @@ export class Panel {
     });
     sub.on('waiting', (why, error) => {
       if (entry.sub !== sub) return;
-      // As above: the client's words for a missing channel are a program's to act on.
+      // A reset end (sub.resetEnd): the server ended the channel's old life and its node
+      // registers it again; the subscription reads on once it has (at most 30 s), no writer
+      // needed. As above: the client's words for a missing channel are a program's to act on.
+      if (sub.resetEnd) {
+        setText(this.info, `${name}: the channel is being registered again (its cluster's Redis restarted empty, or it was created anew); shown again as soon as it is`);
+        return;
+      }
       setText(this.info, error instanceof ChannelNotFound
         ? `${name}: waiting for the channel to come back (its writer is not back yet); shown again as soon as it is`
         : `${name}: waiting for the channel to come back (${why})`);

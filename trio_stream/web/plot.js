@@ -67,8 +67,10 @@ export function markerLabel(kind, count) {
  * frames in hand died with it. "The old server" was blamed for a channel re-created during a
  * 25 s cut of a server that never stopped (an operator).
  * @param {{kind: string, lost: number | null, afterCleanStop?: boolean, resubscribed?: boolean,
- *   reconnection?: {at: number, sameServer: boolean | null}}} gap the first frame's msg.gap
- * @param {number} epochSeconds when the page reconnected (or subscribed again)
+ *   reconnection?: {at: number, sameServer: boolean | null}, resetEnd?: {at: number}}} gap the
+ *   first frame's msg.gap
+ * @param {number} epochSeconds when the page reconnected (or subscribed again, or the server
+ *   ended the channel's old life: gap.resetEnd.at)
  */
 export function reconnectNote(gap, epochSeconds) {
   const reset = gap.kind === 'reset';
@@ -76,6 +78,10 @@ export function reconnectNote(gap, epochSeconds) {
   // Not a reconnection: the panel's subscription ended (a channel deleted and created again,
   // its seq restarting at 1) and the panel made a new one (Panel.onMessage).
   if (gap.resubscribed) return `subscribed again ${clock(epochSeconds)}: ${what} (the subscription had ended; frames meanwhile are not counted)`;
+  // Not a reconnection either: the server ended the channel's old life with `again` (a
+  // cluster's Redis restarted empty, or the channel was created anew on another node), and
+  // the subscription read on in its new one by itself (the browser client's gap.resetEnd).
+  if (gap.resetEnd) return `channel reset ${clock(epochSeconds)}: ${what} (its cluster's Redis restarted empty, or it was created anew on another node: its new life starts again; frames between are not counted)`;
   const sameServer = gap.reconnection?.sameServer;
   let why = '';
   // A graceful stop said goodbye and drained what it held first (within its shutdown

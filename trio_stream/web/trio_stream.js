@@ -1231,6 +1231,10 @@ export class Client extends Emitter {
           const error = typeof msg.error === 'string' && msg.error
             ? remoteError({ op: 'error', type: msg.error, message: reason })
             : null;
+          // A reset end (`again`: a cluster's Redis restarted empty, the channel created anew
+          // on another node): the channel lives on at a new epoch, and the subscription reads
+          // on there, as after a reconnect (protocol.md 8, "Reset ends").
+          if (msg.again === true && !error && sub._resetByServer(reason)) return;
           sub._end(reason, error);
         }
         return;
@@ -1402,6 +1406,10 @@ const CLOSE_DELIVER_MS = 10000;
 // LEAVE_TIMEOUT_S): a stalled connection held it for the request timeout.
 const LEAVE_MS = 1000;
 const RESTORE_RETRY_MAX_MS = 1000;
+// A subscription the server ended with `again` (its channel lives on at a new epoch) waits at
+// most this long (ms) for the channel's new life, then ends with the server's reason (the
+// Python client's RESET_BACK_S).
+const RESET_BACK_MS = 30000;
 // subscribe({waitChannel: true}) asks again this often (ms) without news from $channels.
 const CHANNEL_POLL_MS = 1000;
 
@@ -1437,6 +1445,9 @@ export class Subscription extends Emitter {
   ended = false;
   endReason = null;
   error = null;
+  // {at, reason} while it waits for its channel's new life after a reset end (a `sub_end`
+  // marked `again`: see _resetByServer); null otherwise.
+  resetEnd = null;
 
   #client;
   #queue = []; // [{msg, gen}]
@@ -1455,6 +1466,7 @@ export class Subscription extends Emitter {
   #pendingGap = null; // {kind, recovered} for the next message
   #carried = 0; // lost frames a `lost` notice reported: added to the next message's lost
   #waitingSaid = false; // 'waiting' was emitted: 'restored' follows once the channel is back
+  #resetUntil = 0; // while resetEnd: Date.now() after which it ends with the server's reason
   #unthrown = null; // the error that ended it, for the next() after its last message
   // Until its first subscribe is answered, client.subscribe() makes (and retries) it: a
   // welcome's resubscription must not make another (waitChannel waits before it asks).
@@ -1500,7 +1512,11 @@ export class Subscription extends Emitter {
    */
   async retune(o = {}) {
     if (this.ended) throw new InvalidArgument(`this subscription has ended (${this.endReason})`);
-    if (this.id === null) throw new ConnectionClosed('not connected: retune once resubscribed');
+    if (this.id === null) {
+      throw new ConnectionClosed(this.resetEnd
+        ? 'its channel is being registered again (a reset end): retune once resubscribed'
+        : 'not connected: retune once resubscribed');
+    }
     const next = {
       policy: o.policy ?? this.policy,
       size: o.size === undefined ? this.size : o.size,
@@ -1574,18 +1590,23 @@ export class Subscription extends Emitter {
     this.#unacked = 0;
     this.#unackedBytes = 0;
     if (typeof reply.epoch === 'string') this.#epoch = reply.epoch;
+    // After a reset end, this resubscription reads the channel's new life: its gap says so
+    // (`resetEnd`), and it belongs to no reconnection (one made while it waited tells of its
+    // server nothing: the reset is the channel's).
+    const resetEnd = this.resetEnd ?? this.#pendingGap?.resetEnd ?? null;
+    this.resetEnd = null;
     if (reply.resume && typeof reply.resume === 'object') {
       const kind = this.#pendingGap?.kind === 'reset' ? 'reset' : String(reply.resume.kind);
       const recovered = (this.#pendingGap?.recovered ?? 0) + (Number(reply.resume.recovered) || 0);
       // A resubscription after a reconnect belongs to it, and tells of its server (see
       // Client.reconnection); a subscribe `since` a saved position does not.
-      const reconnection = restore ? this.#client.reconnection : this.#pendingGap?.reconnection ?? null;
-      if (restore && reconnection && !settledByRun.has(reconnection)) {
+      const reconnection = restore && !resetEnd ? this.#client.reconnection : this.#pendingGap?.reconnection ?? null;
+      if (restore && !resetEnd && reconnection && !settledByRun.has(reconnection)) {
         const system = this.channel.startsWith('$');
         if (String(reply.resume.kind) === 'resumed' && (system || reconnection.sameServer === null)) reconnection.sameServer = true;
         else if (system && String(reply.resume.kind) !== 'resumed') reconnection.sameServer = false;
       }
-      this.#pendingGap = { kind, recovered, reconnection };
+      this.#pendingGap = { kind, recovered, reconnection, resetEnd };
     }
     this.#client._registerSub(this, this.id);
   }
@@ -1595,14 +1616,43 @@ export class Subscription extends Emitter {
     return { epoch: this.#epoch, seq: this.#lastSeq };
   }
 
-  /** Subscribe again after a reconnect; resolves true if answered (or nothing to do), false
-   * if it failed or is retried. */
+  /**
+   * The server ended this subscription with `again` (protocol.md 8, "Reset ends"): its
+   * channel lives on at a new epoch (a cluster's Redis restarted empty, the channel created
+   * anew on another node). Unless it has ended, it subscribes again since its position, as
+   * after a reconnect but naming no subscription of the old life (no resume_sub), retried
+   * while the channel is missing (its node registers it again), at most RESET_BACK_MS, after
+   * which it ends with the server's `reason`; its first message of the new life has a reset
+   * gap (with `resetEnd`). Messages here stay readable. True: it waits.
+   */
+  _resetByServer(reason) {
+    if (this.ended || this.#epoch === null) return false; // (no epoch: no position to go on from)
+    this.id = null;
+    this.#resumeSub = null; // over: named, it would be answered with this end again
+    this.#resumeFrom = { epoch: this.#epoch, seq: this.#lastSeq };
+    this.resetEnd = { at: Date.now() / 1000, reason };
+    this.#resetUntil = Date.now() + RESET_BACK_MS;
+    clearTimeout(this.#retryTimer);
+    // Not at once: a `sub_end` read with the subscribe reply before it (one WebSocket message)
+    // comes while that request is still settling (#requesting), and _resubscribe would pass.
+    this.#retryTimer = retryRestore(this.#client, 0, () => this._resubscribe());
+    return true;
+  }
+
+  /** Subscribe again after a reconnect (or a reset end: _resetByServer); resolves true if
+   * answered (or nothing to do), false if it failed or is retried. */
   _resubscribe(retryDelay = RESTORE_RETRY_FIRST_MS) {
     clearTimeout(this.#retryTimer); // one retry loop at most, whoever calls
     if (this.ended || this.#requesting || this.id !== null) return Promise.resolve(true);
     // Never subscribed yet: client.subscribe() is making its first request (or waiting for
     // its channel, waitChannel) and makes it on the new connection itself.
     if (this.#firstPending) return Promise.resolve(true);
+    if (this.resetEnd && Date.now() >= this.#resetUntil) {
+      // Its channel did not come back in time (its node died with Redis, say): it ends as
+      // the server said, the messages here still readable.
+      this._end(this.resetEnd.reason);
+      return Promise.resolve(true);
+    }
     return this._subscribe({ restore: true }).then(() => {
       // Its channel is back: a page that said it was waiting says so (no frame may come for
       // long, its writer not back yet: "waiting" stood for 84 s beside a channel listed again).
@@ -1672,10 +1722,11 @@ export class Subscription extends Emitter {
     this.received++;
     let gap = null;
     if (this.#pendingGap) {
-      const { kind, recovered, reconnection } = this.#pendingGap;
+      const { kind, recovered, reconnection, resetEnd } = this.#pendingGap;
       gap = { kind, lost: kind === 'resumed' ? lost : null, recovered };
       if (reconnection) gap.reconnection = reconnection;
-      if (kind === 'reset' && this.#client.lastEndWasCleanStop) gap.afterCleanStop = true;
+      if (resetEnd) gap.resetEnd = resetEnd; // the channel's new life after a reset end
+      else if (kind === 'reset' && this.#client.lastEndWasCleanStop) gap.afterCleanStop = true;
       this.#pendingGap = null;
     }
     const msg = { data, seq, channel: this.channel, sender, time, lost, gap };
@@ -1795,6 +1846,7 @@ export class Subscription extends Emitter {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.#retryTimer);
+    this.resetEnd = null;
     this.endReason = reason;
     this.error = error;
     this.#client._forgetSub(this);
