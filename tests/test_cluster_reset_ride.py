@@ -27,6 +27,7 @@ from test_protocol_contract import RawClient
 
 import trio_stream as ts
 from trio_stream import _subscription as subscription_module
+from trio_stream._engine import redis_engine as redis_engine_module
 
 BEFORE = 10  # frames read before the restart
 AFTER = 20  # frames sent (and read) after it
@@ -241,7 +242,8 @@ async def test_a_channel_that_never_comes_back_ends_its_reader_after_the_bound(
             with trio.fail_after(WAIT_S):
                 while sub._reset_end is None:  # noqa: ASYNC110 - the marked end came
                     await trio.sleep(0.01)
-            reset_at = trio.current_time()
+            # From the deadline the client set when the end came (not when this loop saw it).
+            reset_at = sub._reset_end[1] - bound_s
             with trio.fail_after(WAIT_S):
                 got = [m.data async for m in sub]  # what was here, then the end
         waited = trio.current_time() - reset_at
@@ -296,3 +298,197 @@ async def test_a_pattern_member_whose_channel_is_subscribed_anew_does_not_ride_i
             assert len(matching._subs) == 1 and matching.channels == ["s.a"]
             (member,) = list(matching._subs)
             assert member.position.epoch != old.position.epoch or member is old
+
+
+# -- a delete whose news a node missed: never ``again`` --------------------------------------
+# Node b misses the DELETED news of channel c (its pub/sub was reconnecting, say: simulated by
+# dropping it). Its epoch's deletion mark in Redis says it was deleted, not lost: its readers
+# on b end as the news would have ended them, with the delete's reason and no ``again``, even
+# when a new, unrelated channel of that name exists by then (an epoch changes after a delete
+# as after a loss by Redis: only the mark tells them apart).
+
+
+def lose_deleted_news(monkeypatch: pytest.MonkeyPatch, engine: Any) -> None:
+    monkeypatch.setattr(engine, "_channel_deleted", lambda *args, **kwargs: None)
+
+
+def miss_resets(monkeypatch: pytest.MonkeyPatch, engine: Any) -> None:
+    """``engine``'s stream reader's resets go unnoticed (not read yet): a request there (or a
+    writer's append) meets the new epoch first."""
+    monkeypatch.setattr(engine, "_on_reset", lambda event: None)
+
+
+def reset_ends(monkeypatch: pytest.MonkeyPatch, sub: ts.Subscription) -> list[str]:
+    """The reasons of the ``again`` ends that ``sub`` gets from now on (recorded as they come,
+    before it rides through them)."""
+    got: list[str] = []
+    reset_by_server = sub._reset_by_server
+
+    def recorded(reason: str) -> bool:
+        got.append(reason)
+        return reset_by_server(reason)
+
+    monkeypatch.setattr(sub, "_reset_by_server", recorded)
+    return got
+
+
+async def read_one_of(daq: ts.Client, sub: ts.Subscription, name: str = "c") -> None:
+    """Frames into ``name`` (from node a) until ``sub`` ends, bounded: it must read none."""
+    async with daq.publisher(name) as pub:
+        with trio.fail_after(WAIT_S):
+            while True:
+                with trio.move_on_after(0.1):
+                    try:
+                        message = await sub.receive()
+                    except ts.SubscriptionEnded:
+                        return
+                    raise AssertionError(f"rode into the new channel: {message}")
+                with contextlib.suppress(ts.ChannelNotFound):
+                    await pub.send("new")
+
+
+async def read_before(daq: ts.Client, sub: ts.Subscription) -> None:
+    async with daq.publisher("c") as pub:
+        with trio.fail_after(WAIT_S):
+            await pub.wait_for_readers()
+            await pub.send("old")
+            assert (await sub.receive()).data == "old"
+
+
+async def test_a_delete_whose_news_was_lost_ends_its_readers_with_its_reason(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(b.tcp_url), name="rec") as rec,
+    ):
+        await daq.create_channel("c")
+        async with rec.subscribe("c", policy="unbounded") as sub:
+            await read_before(daq, sub)
+            resets = reset_ends(monkeypatch, sub)
+            lose_deleted_news(monkeypatch, b.state.engine)
+            await daq.delete_channel("c")
+            started = trio.current_time()
+            with trio.fail_after(WAIT_S):
+                async for message in sub:
+                    raise AssertionError(f"read after the delete: {message}")
+        # The delete's own reason (its mark's), at once: not the reset's, nor after a ride.
+        assert sub.end_reason == "channel 'c' was deleted", sub.end_reason
+        assert resets == []  # not marked
+        assert trio.current_time() - started < subscription_module.RESET_BACK_S / 3
+
+
+async def test_a_delete_whose_news_was_lost_then_a_new_channel_is_not_ridden_into(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader's node sees the epoch change (its stream reader's reset, a new epoch).
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(b.tcp_url), name="rec") as rec,
+    ):
+        await daq.create_channel("c")
+        async with rec.subscribe("c", policy="unbounded") as sub:
+            await read_before(daq, sub)
+            resets = reset_ends(monkeypatch, sub)
+            lose_deleted_news(monkeypatch, b.state.engine)
+            await daq.delete_channel("c")
+            await daq.create_channel("c")  # a new, unrelated channel of that name
+            await read_one_of(daq, sub)
+        assert sub.end_reason == "channel 'c' was deleted", sub.end_reason
+        assert resets == []  # not marked
+
+
+async def test_a_stale_channel_met_by_a_subscribe_after_a_lost_delete_is_not_ridden_into(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A subscribe on the reader's node meets the new epoch before its stream reader's reset
+    # (_mirror's stale channel): the old one ends as deleted.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(b.tcp_url), name="rec") as rec,
+        ts.open_client(str(b.tcp_url), name="rec2") as rec2,
+    ):
+        await daq.create_channel("c")
+        async with rec.subscribe("c", policy="unbounded") as sub:
+            await read_before(daq, sub)
+            resets = reset_ends(monkeypatch, sub)
+            lose_deleted_news(monkeypatch, b.state.engine)
+            miss_resets(monkeypatch, b.state.engine)
+            await daq.delete_channel("c")
+            await daq.create_channel("c")
+            async with rec2.subscribe("c", policy="unbounded"):
+                await read_one_of(daq, sub)
+        assert sub.end_reason == "channel 'c' was deleted", sub.end_reason
+        assert resets == []  # not marked
+
+
+async def test_a_stale_channel_met_by_a_writer_after_a_lost_delete_is_not_ridden_into(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer on the reader's node finds a new epoch in Redis (its append refused,
+    # _gone_reason): the old channel ends as deleted, with the delete's reason.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(b.tcp_url), name="rec") as rec,
+    ):
+        await daq.create_channel("c")
+        async with (
+            rec.subscribe("c", policy="unbounded") as sub,
+            rec.publisher("c") as pub_b,
+        ):
+            await read_before(daq, sub)
+            resets = reset_ends(monkeypatch, sub)
+            lose_deleted_news(monkeypatch, b.state.engine)
+            miss_resets(monkeypatch, b.state.engine)
+            await daq.delete_channel("c")
+            await daq.create_channel("c")
+            with trio.fail_after(WAIT_S), contextlib.suppress(ts.ChannelNotFound):
+                while True:  # into the old epoch: refused, and the channel ends on b
+                    await pub_b.send("from b")
+                    await trio.sleep(0.05)
+            await read_one_of(daq, sub)  # its end (nothing of the new channel)
+        assert sub.end_reason == "channel 'c' was deleted", sub.end_reason
+        assert resets == []  # not marked
+
+
+async def test_a_reset_end_is_not_marked_again_when_redis_does_not_say_why(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis restarted empty, but the reader's node gets no answer about the old epoch's
+    # deletion mark: it cannot tell a loss from a delete, and does not promise the channel
+    # lives on (as _gone_reason does): the reader ends, unmarked, with the reset's reason.
+    monkeypatch.setattr(redis_engine_module, "GONE_REASON_TIMEOUT_S", 0.3)
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_client(str(a.tcp_url), name="daq") as daq,
+        ts.open_client(str(b.tcp_url), name="rec") as rec,
+    ):
+        await daq.create_channel("c")
+        async with rec.subscribe("c", policy="unbounded") as sub:
+            await read_before(daq, sub)
+
+            async def no_answer(name: str, epoch: str) -> bool:
+                await trio.sleep_forever()
+                raise AssertionError("unreachable")
+
+            engine_b: Any = b.state.engine
+            monkeypatch.setattr(engine_b.io.registry, "was_deleted", no_answer)
+            resets = reset_ends(monkeypatch, sub)
+            await trio.to_thread.run_sync(redis_server.restart)
+            with trio.fail_after(WAIT_S):
+                while sub.end_reason is None and not resets:  # noqa: ASYNC110 - its end
+                    await trio.sleep(0.01)
+        assert resets == []  # not marked
+        assert sub.end_reason == (
+            "channel 'c' is gone from Redis (deleted, created anew, or lost in a Redis "
+            "restart): subscribe again"
+        ), sub.end_reason

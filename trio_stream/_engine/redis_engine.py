@@ -175,6 +175,16 @@ class _Kept(NamedTuple):
     request: CreateChannel
 
 
+class _Mark(NamedTuple):
+    """What an epoch's deletion mark in Redis says (RedisEngine._deletion_mark)."""
+
+    deleted: bool | None  # None: Redis did not answer
+    reason: str | None  # the mark's reason (None: none given, or not deleted)
+
+
+_NO_ANSWER: Final = _Mark(None, None)
+
+
 @dataclass(eq=False)
 class _Appender:
     """One writer's frames on their way to Redis, as the session handed them over.
@@ -492,8 +502,11 @@ class RedisEngine:
                 f"the channel {msg.channel[:80]!r} changed hands {CREATE_ATTEMPTS} times while "
                 "you created it (ended or taken over meanwhile): create it again"
             )
-        self._drop_stale(msg.channel, record.epoch)
         try:
+            # A stale channel here (a delete whose news never came, or a loss by Redis):
+            # ended as its deletion mark says, once the name was free in Redis.
+            await self._check_stale(msg.channel, record.epoch)
+            self._drop_stale(msg.channel, record.epoch)
             # Checked once the channel is new (a take-over above is not a new one).
             requests.check_kept_quota(session, msg)
             # Known as this node's before the broker's "created" event, which it announces.
@@ -586,6 +599,7 @@ class RedisEngine:
             different.append("key")
         if different:
             raise adoption_refused(msg.channel, different)
+        await self._check_stale(record.name, record.epoch)  # (before the steps below)
         if record.name in self._ending:
             # This node is ending it (its owner's end, the reaper), kept here or not (its
             # owner may have been taken over elsewhere unheard): wait for the outcome.
@@ -735,19 +749,38 @@ class RedisEngine:
             raise key_refused(name, key)
         return record
 
-    def _drop_stale(self, name: str, epoch: str) -> None:
-        """A local channel of another epoch is gone in Redis: end it here (it lives on at
-        ``epoch``, the one Redis has now: its readers are told to subscribe again)."""
+    async def _check_stale(self, name: str, epoch: str) -> None:
+        """End here a local channel of ``name`` of another epoch than ``epoch``, the one
+        Redis has now, as its old epoch's deletion mark says (_drop_stale): asked before a
+        request takes ``epoch`` on (_mirror, a create), which then finds nothing stale. Called
+        once Redis showed ``epoch``: a delete marks the old one before the name is free."""
+        channel = self.state.broker.channels.get(name)
+        if channel is None or channel.epoch == epoch:
+            return
+        old = channel.epoch
+        mark = await self._deletion_mark(name, old)
+        if self.state.broker.channels.get(name) is channel and channel.epoch == old != epoch:
+            self._drop_stale(name, epoch, mark)
+
+    def _drop_stale(self, name: str, epoch: str, mark: _Mark = _NO_ANSWER) -> None:
+        """A local channel of another epoch is gone in Redis: end it here. It lives on at
+        ``epoch`` (its readers are told to subscribe again) only if ``mark``, its old epoch's
+        deletion mark as asked by _check_stale, says it was lost by Redis, not deleted (a
+        delete whose news never came here, then a new channel of that name: its readers must
+        not ride into that unrelated one). Not asked (a stale channel met with no await
+        left, one that appeared after the check): not marked either."""
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch != epoch:
             self._kept.pop(name, None)
-            self._end_for_a_new_life(
+            self._end_as_marked(
                 channel,
+                mark,
                 f"channel {name!r} was deleted or created anew on another node: subscribe again",
             )
 
     def _mirror(self, record: ChannelRecord) -> Channel:
-        """This node's channel for ``record`` (made on first use)."""
+        """This node's channel for ``record`` (made on first use). A stale one (another
+        epoch) ends here: its callers ask its deletion mark first (_check_stale)."""
         self._drop_stale(record.name, record.epoch)
         broker = self.state.broker
         channel = broker.channels.get(record.name)
@@ -857,22 +890,58 @@ class RedisEngine:
         readers and writers here: the reason its end left in Redis (a delete, its lifetime,
         its owner gone), which the news of that end brings here a moment later; failing that,
         what Redis shows (it said "changed in Redis (no such channel): reopen it", and a
-        reopen failed). And whether it lives on at a new epoch (its readers' ``again``):
-        created anew, or lost by Redis with no deletion mark (its keeping node registers it
-        again); not when it ended, nor when Redis did not say."""
+        reopen failed, or it holds a new epoch). And whether it lives on at a new epoch (its
+        readers' ``again``): only when its epoch has no deletion mark (lost by Redis: its
+        keeping node registers it again, or another created it anew); not when it ended (a
+        new epoch after a delete is an unrelated channel), nor when Redis did not say."""
         name = channel.name
+        mark = await self._deletion_mark(name, channel.epoch)
+        if mark.deleted:
+            return mark.reason or f"channel {name!r} was deleted", False
         if error.epoch is not None:
-            return f"channel {name!r} was created anew (on another node): subscribe again", True
-        deleted: bool | None = None
+            reason = f"channel {name!r} was created anew (on another node): subscribe again"
+        else:
+            reason = (
+                f"channel {name!r} is gone from Redis (ended on another node, or lost in a "
+                "Redis restart): create it again, or subscribe again"
+            )
+        return reason, mark.deleted is False
+
+    async def _deletion_mark(self, name: str, epoch: str) -> _Mark:
+        """What Redis says of ``epoch`` of ``name``, gone from it: deleted (its deletion mark,
+        with the mark's reason if it has one) or lost (no mark: a restart without persistence
+        loses the mark with the record); ``deleted`` None if Redis did not answer within
+        GONE_REASON_TIMEOUT_S.
+
+        An epoch changes only after a delete (marked) or a loss by Redis (unmarked): a new
+        epoch in Redis does not say which, the mark does. Only a lost one's readers are told
+        to subscribe again (``again``); a deleted one ends for good, as its news would have
+        ended it. With no answer, neither is known, and the end is not marked: ``again``
+        promises that the channel lives on, and its reader would ride into whatever has
+        that name now (a channel created anew after a delete, an unrelated one); unmarked,
+        it ends as it did before reset ends were marked, its reason saying to subscribe
+        again, and the application decides (docs/protocol.md section 8, "Reset ends").
+        Redis just showed the epoch gone, so it seldom fails to answer this."""
         with trio.move_on_after(GONE_REASON_TIMEOUT_S), contextlib.suppress(*REDIS_ERRORS):
-            reason = await self.io.registry.deleted_reason(name, channel.epoch)
+            reason = await self.io.registry.deleted_reason(name, epoch)
             if reason is not None:
-                return reason, False
-            deleted = await self.io.registry.was_deleted(name, channel.epoch)
-        return (
-            f"channel {name!r} is gone from Redis (ended on another node, or lost in a Redis "
-            "restart): create it again, or subscribe again"
-        ), deleted is False
+                return _Mark(True, reason)
+            return _Mark(await self.io.registry.was_deleted(name, epoch), None)
+        return _NO_ANSWER
+
+    def _end_as_marked(self, channel: Channel, mark: _Mark, lost: str) -> None:
+        """End ``channel``, its epoch gone from Redis, as ``mark`` says (_deletion_mark):
+        deleted, for the mark's reason, unmarked (as the delete's news would have ended it);
+        lost, for ``lost``, its readers told to subscribe again; not known, for ``lost``
+        too, unmarked."""
+        if self.state.broker.channels.get(channel.name) is not channel:
+            return
+        if mark.deleted is False:
+            self._end_for_a_new_life(channel, lost)
+        elif mark.deleted:
+            self._end_deleted(channel, mark.reason or f"channel {channel.name!r} was deleted")
+        else:
+            self.state.broker.delete_channel(channel, lost)
 
     def _end_for_a_new_life(self, channel: Channel, reason: str) -> None:
         """End ``channel`` here for ``reason``, its readers' ``sub_end`` marked ``again``: it
@@ -1021,6 +1090,7 @@ class RedisEngine:
         if msg.channel.startswith("$"):  # the server's own: every node refuses writers alike
             return requests.open_publisher(session, msg)
         record = await self._record(msg.channel, msg.key, session)
+        await self._check_stale(record.name, record.epoch)
         channel = self._mirror(record)
         # Across nodes: another node's writer shows in Redis (see _writers_key).
         if record.options.get("single_writer") and not channel.publishers:
@@ -1089,6 +1159,7 @@ class RedisEngine:
         taken = requests.take_back_by_name(session, msg, lambda: record)
         if taken is not None:
             return taken
+        await self._check_stale(record.name, record.epoch)
         channel = self._mirror(record)
         # The repeat of a subscribe whose reply a cut lost: the one kept on this node.
         taken = requests.take_back_unheard(session, msg, lambda: channel)
@@ -2200,31 +2271,29 @@ class RedisEngine:
             return  # this node registers it again (_keep_registered)
         if (event.channel, event.old_epoch) in self._ending_after_the_rest:
             return  # deleted elsewhere: it ends with its own reason, the rest read first
-        if channel.subscriptions:
-            self._readers_sent_back.add((event.channel, len(channel.subscriptions)), self._nursery)
         reason = (
             f"channel {event.channel!r} is gone from Redis (deleted, created anew, or lost in "
             "a Redis restart): subscribe again"
         )
-        if event.new_epoch is not None or self._nursery is None:
-            self._end_for_a_new_life(channel, reason)  # created anew: it lives on
+        if self._nursery is None:  # (stopped: nothing to ask with)
+            self.state.broker.delete_channel(channel, reason)
         else:
             self._nursery.start_soon(self._end_gone, channel, reason)
 
     async def _end_gone(self, channel: Channel, reason: str) -> None:
-        """End ``channel``, whose record is gone from Redis with no end announced here: lost
-        by Redis (a restart without persistence: the node that keeps it registers it again,
-        and its readers here are told to subscribe again), unless its deletion mark says a
-        node deleted it and the news never came here (its readers end as for a delete)."""
-        deleted: bool | None = None
-        with trio.move_on_after(GONE_REASON_TIMEOUT_S), contextlib.suppress(*REDIS_ERRORS):
-            deleted = await self.io.registry.was_deleted(channel.name, channel.epoch)
-        if self.state.broker.channels.get(channel.name) is not channel:
+        """End ``channel``, whose epoch is gone from Redis with no end announced here (gone,
+        or a new epoch in its place): lost by Redis (a restart without persistence: the node
+        that keeps it registers it again, or another created it anew), and its readers here
+        are told to subscribe again, unless its deletion mark says a node deleted it and the
+        news never came here (its readers end as for a delete, with its reason, even if a
+        new channel of that name exists now: an unrelated one)."""
+        epoch = channel.epoch
+        mark = await self._deletion_mark(channel.name, epoch)
+        if self.state.broker.channels.get(channel.name) is not channel or channel.epoch != epoch:
             return  # ended meanwhile (its news came after all, say)
-        if deleted:
-            self.state.broker.delete_channel(channel, reason)
-        else:  # no mark (or no answer: the reader's bound ends it if it never comes back)
-            self._end_for_a_new_life(channel, reason)
+        if mark.deleted is False and channel.subscriptions:
+            self._readers_sent_back.add((channel.name, len(channel.subscriptions)), self._nursery)
+        self._end_as_marked(channel, mark, reason)
 
     # -- RPC ---------------------------------------------------------------------------------
     def route_call(self, caller: Any, message: ControlMessage) -> bool:

@@ -253,7 +253,7 @@ class SubEnd(ControlMessage):
     error: str | None = None  # an error type name when the end is a failure; else absent
     # True: the channel lives on (or will, registered again) at a new epoch, as after a
     # cluster's Redis restarted empty: subscribe again since the position to read on, with
-    # a reset (docs/protocol.md section 8, "A reset end"). Absent on every other end.
+    # a reset (docs/protocol.md section 8, "Reset ends"). Absent on every other end.
     again: bool | None = None
 
 
