@@ -229,7 +229,11 @@ async def test_send_files_given_up_by_timeouts_leave_no_transfer_open(
             for i in range(300):
                 with trio.move_on_after(rng.choice([1e-4, 3e-4, 5e-4, 1e-3, 2e-3])):
                     await daq.send_file("store", tmp_path / "data.bin", name=f"run{i}.bin")
-        assert [p for p in leftovers(incoming) if p.endswith(".part")] == []
+        # A cancel that came while the receiver's finish synced the file (it had taken the
+        # transfer over: the sender's abort finds none) leaves it to that finish, which
+        # stores the file or drops it once the sync is done: on a loaded machine, after
+        # the loop (CI saw run297's temporary file then). Not for good, as before the fix.
+        await wait_until(lambda: [p for p in leftovers(incoming) if p.endswith(".part")] == [])
 
 
 async def test_a_damaged_file_is_refused_by_its_checksum(url: str, tmp_path: Path) -> None:
