@@ -201,6 +201,10 @@ class Subscription:
         # Reset by the server (a `sub_end` marked `again`) and waiting for the channel's new
         # life: that end's reason, and until when (trio time) it waits (RESET_BACK_S).
         self._reset_end: tuple[str, float] | None = None
+        # Set when a reset wait begins or ends, the end of the subscription included: made
+        # by the one that watches for that (the CLI's lines: _watch_resets), never on a
+        # message's path.
+        self._reset_news: trio.Event | None = None
         self._rides_resets = True  # see _end_at_reset
         self._closed = False  # by its user: see closed
         self._end_error: TrioStreamError | None = None
@@ -250,7 +254,22 @@ class Subscription:
             return False
         self._live = False
         self._reset_end = (reason, trio.current_time() + RESET_BACK_S)
+        self._tell_reset_news()
         return True
+
+    def _watch_resets(self) -> trio.Event:
+        """Internal (the CLI's lines about a reset wait): an event set at the next change of
+        whether this subscription waits out a reset end (``_reset_end``), its end included.
+        One watcher: each call replaces the event, so that a change after the watcher read
+        the state is never missed."""
+        self._reset_news = news = trio.Event()
+        return news
+
+    def _tell_reset_news(self) -> None:
+        news = self._reset_news
+        if news is not None:
+            self._reset_news = None
+            news.set()
 
     def _end_at_reset(self) -> None:
         """Another subscription reads this one's channel's new life (a pattern
@@ -309,7 +328,9 @@ class Subscription:
         client._resuming_subs.discard(self)
         self.sub_id = result["sub"]
         self._live = True
-        self._reset_end = None
+        if self._reset_end is not None:
+            self._reset_end = None
+            self._tell_reset_news()
         if self._ended:  # closed while the request was on its way
             client._forget(client._send_request(Unsubscribe, sub=self.sub_id))
             return self
@@ -475,6 +496,7 @@ class Subscription:
         self.end_reason = reason
         self._end_error = error
         self._wake()
+        self._tell_reset_news()
 
     def _fail(self, error: TrioStreamError) -> None:
         if not self._ended:

@@ -25,6 +25,7 @@ from .._protocol.messages import CHANNEL_ENDED_REASON
 from .._util import unwrap_single_exception
 from ._options import created_channel_key, subscription_kwargs
 from ._output import counted
+from ._reset_wait import say_reset_waits
 from ._run import CliError, NoReaders
 
 
@@ -396,6 +397,8 @@ async def ended_if_not_back(
     """The block, beside a watch of ``sub``'s channel across reconnects: one line at once
     when the channel is not on the server after a reconnect, and without --wait-channel the
     block cancelled (``scope.cancelled_caught``) if it is not back within CHANNEL_BACK_S.
+    And across reset ends (a cluster's Redis restarted empty): a line when ``sub`` begins
+    to wait for its channel's new life, and one when it reads on or gives up.
 
     The client resubscribes on its own once the channel is back; until then the command
     waited on in silence, for ever, for a channel whose owner was gone with the server."""
@@ -403,6 +406,7 @@ async def ended_if_not_back(
     with unwrap_single_exception():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_channel, client, sub, args, scope)
+            nursery.start_soon(say_reset_waits, sub, args)
             try:
                 with scope:
                     yield scope
@@ -429,6 +433,8 @@ async def _watch_channel(
         await trio.sleep(0.1)
         if client.state != "open" or sub._live or sub.end_reason is not None:
             continue
+        if sub._reset_end is not None:
+            continue  # waiting out a reset end, bounded and said (say_reset_waits)
         bound = "" if args.wait_channel else f"; it ends if not back within {CHANNEL_BACK_S:g} s"
         print(
             f"{prog(args)}: channel {args.channel!r} is not on the server after the reconnect: "
