@@ -29,7 +29,8 @@ channel is read by two members.
 Failures are gaps, never the end (DESIGN section 4): a listing that fails (the cluster's Redis
 away, a connection lost during it) is tried again with a backoff; ``$channels`` ended with an
 error (a memory limit) is followed again and the channels listed; a channel refused (another
-client's private one, past ``max_channels``, a server limit) is skipped with one warning; a
+client's private one, past ``max_channels``, a server limit) is skipped with one warning (one
+past ``max_channels`` is remembered, and takes the slot a member that leaves frees); a
 channel whose subscription the server ended (LimitExceeded: a block reader past its
 ``block_timeout``) raises that error once from ``receive`` and is subscribed again. Only the
 client's own end (closed, or it gave up reconnecting) ends the pattern subscription, after
@@ -48,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import functools
 import logging
 import math
 from collections import Counter, deque
@@ -108,6 +110,11 @@ AGAIN_QUIET_S: Final = 60.0
 # clients' resume_grace_s (10 s by default) or not at all.
 LEAVE_UNLISTED_S: Final = 10.0
 KNOWN_NAMES_KEPT: Final = 10_000  # names read before, for a reset gap when one comes back
+# Channels skipped for max_channels, remembered (names only) to take a slot that frees, at
+# most this many: ~2.5 MB at worst (channel names are 200 characters at most), less than the
+# buffers of the subscriptions that max_channels bounds. Past it a name is not remembered,
+# and a listing finds the rest once the remembered ones are used up (_fill_free_slots).
+SKIPPED_NAMES_KEPT: Final = 10_000
 #: The options ``retune`` changes (its keywords), and those a later subscribe checks
 #: together with them.
 RETUNED: Final = ("policy", "size", "every", "max_rate", "block_timeout")
@@ -181,10 +188,12 @@ class PatternSubscription:
 
     A matching channel that ends delivers what was published before its end, then leaves the
     set (and ``channels``); one of that name created again joins it again. A channel created
-    later past ``max_channels`` is not subscribed (a warning in the log, once); one whose
-    subscription the server ends (``LimitExceeded``) raises it once from ``receive`` and is
-    subscribed again. The pattern subscription itself ends only when closed, or with its
-    client (``ConnectionClosed`` from ``receive`` once the messages here are read).
+    later past ``max_channels`` is not subscribed (a warning in the log, once) until a member
+    leaves (its channel ended): the channels skipped so take the free slots in name order,
+    those deleted meanwhile passed over. A channel whose subscription the server ends
+    (``LimitExceeded``) raises it once from ``receive`` and is subscribed again. The pattern
+    subscription itself ends only when closed, or with its client (``ConnectionClosed`` from
+    ``receive`` once the messages here are read).
 
     ``statistics()`` counts in total and per channel; ``retune(...)`` changes every
     channel's subscription, and those of the channels that join later.
@@ -242,13 +251,19 @@ class PatternSubscription:
         self._announced: set[str] = set()  # announced since the last listing began, not live
         # Members the server ended with an error, to subscribe again: [delay, ended at] each.
         self._again: dict[str, list[float]] = {}
-        # (name, delay) for _follow_ends, which starts each: a channel, not its nursery, so
-        # that an end read before that task first runs waits for it (it was skipped, and
-        # the channel never read again), and one read after the pattern's end goes nowhere
-        # (the closed nursery raised RuntimeError from receive: a review).
-        self._again_send, self._again_receive = trio.open_memory_channel[tuple[str, float]](
-            math.inf
-        )
+        # Steps for _follow_ends, which starts each (a channel subscribed again, a free slot
+        # taken): a channel, not its nursery, so that an end read before that task first
+        # runs waits for it (it was skipped, and the channel never read again), and one
+        # read after the pattern's end goes nowhere (the closed nursery raised RuntimeError
+        # from receive: a review).
+        self._again_send, self._again_receive = trio.open_memory_channel[
+            Callable[[], Awaitable[None]]
+        ](math.inf)
+        # Matching channels skipped for max_channels, subscribed in name order as members
+        # leave (_fill_free_slots), not at the next listing only (after a reconnect or a
+        # gap: rare); and whether one was skipped but not remembered (SKIPPED_NAMES_KEPT).
+        self._skipped: set[str] = set()
+        self._skipped_forgotten = False
         # Totals kept as members come and go and messages are taken: a message costs the
         # same with 1000 channels as with one (SyncSubscription._take reads them per message).
         self._windows: Counter[int] = Counter()
@@ -629,6 +644,7 @@ class PatternSubscription:
         known[sub.channel] = None  # (the newest last)
         if len(known) > KNOWN_NAMES_KEPT:
             del known[next(iter(known))]
+        self._skipped.discard(sub.channel)  # (subscribed by a listing, say)
         mark = self._subs[sub] = _Mark(self, sub)
         self._active[sub.channel] = sub
         self._count_window(mark.window, 1)
@@ -702,10 +718,12 @@ class PatternSubscription:
             if self._counted_at_least(self.max_channels):
                 if at_entry:
                     raise self._too_many(len(self._active) + 1)
+                self._skip(name)
                 self._refuse(
                     name,
-                    f"{self.max_channels} channels are subscribed (max_channels): give "
-                    "subscribe_matching(..., max_channels=N) a larger N to read more",
+                    f"{self.max_channels} channels are subscribed (max_channels): it is read "
+                    "once one of them ends; give subscribe_matching(..., max_channels=N) a "
+                    "larger N to read more at once",
                 )
                 return
             generation = self._options_generation
@@ -745,6 +763,32 @@ class PatternSubscription:
     def _retunable(self) -> dict[str, Any]:
         """The options a retune sets, as they are now (``retune_changes``'s form)."""
         return retune_changes(**{name: self._options[name] for name in RETUNED})
+
+    def _skip(self, name: str) -> None:
+        """``name`` is not read for max_channels: remembered for a slot that frees."""
+        if name in self._skipped or len(self._skipped) < SKIPPED_NAMES_KEPT:
+            self._skipped.add(name)
+        else:
+            self._skipped_forgotten = True
+
+    async def _fill_free_slots(self) -> None:
+        """A member left: the channels skipped for max_channels take the free slots, in
+        name order (as a listing would subscribe them), passing over those gone meanwhile;
+        the ones not remembered (SKIPPED_NAMES_KEPT) are found by a listing."""
+        while not self._closed and not self._counted_at_least(self.max_channels):
+            if not self._skipped:
+                if self._skipped_forgotten:
+                    self._skipped_forgotten = False  # (a listing remembers them again)
+                    self._request_listing(force=True)
+                return
+            name = min(self._skipped)
+            self._skipped.discard(name)
+            try:
+                await self._ensure(name, announced=False)  # skipped again if none is free
+            except (ClusterUnavailable, ConnectionClosed) as exc:
+                self._skipped.add(name)  # (the listing this asks for covers it)
+                self._transient(exc)
+                return
 
     def _refuse(self, name: str, why: str) -> None:
         if name not in self._refused:
@@ -822,6 +866,9 @@ class PatternSubscription:
         names = await self._list()
         if self._closed:
             return
+        # Skipped again if no slot is free: the ones remembered are those still there.
+        self._skipped.intersection_update(names)
+        self._skipped_forgotten = False
         await self._subscribe_all(names)
         listed = set(names)
         now = trio.current_time()
@@ -855,6 +902,7 @@ class PatternSubscription:
             return
         self._drop(sub)
         sub.close_nowait()
+        self._again_send.send_nowait(self._fill_free_slots)
 
     def _subscribe_again(self, name: str) -> None:
         """The server ended ``name``'s subscription with an error, now read: subscribe again
@@ -866,7 +914,7 @@ class PatternSubscription:
         if now - ended_at > AGAIN_QUIET_S:
             delay = 0.0
         self._again[name] = [min(max(delay * 2, AGAIN_INITIAL_S), AGAIN_MAX_S), now]
-        self._again_send.send_nowait((name, delay))
+        self._again_send.send_nowait(functools.partial(self._again_after, name, delay))
 
     async def _again_after(self, name: str, delay: float) -> None:
         await trio.sleep(delay)
@@ -874,6 +922,9 @@ class PatternSubscription:
             await self._ensure(name, announced=False)
         except (ClusterUnavailable, ConnectionClosed) as exc:
             self._transient(exc)
+            return
+        # Its slot first (the channel lives on); if it is gone, a skipped channel's.
+        await self._fill_free_slots()
 
     # -- life ---------------------------------------------------------------------------------
     async def _start(self) -> None:
@@ -1009,6 +1060,7 @@ class PatternSubscription:
         kind = data.get("event")
         if kind == "deleted":
             self._refused.discard(name)
+            self._skipped.discard(name)
             self._again.pop(name, None)
         elif kind == "created":
             try:
@@ -1055,8 +1107,8 @@ class PatternSubscription:
 
     async def _follow_ends(self) -> None:
         async with trio.open_nursery() as nursery:
-            async for name, delay in self._again_receive:
-                nursery.start_soon(self._again_after, name, delay)
+            async for step in self._again_receive:
+                nursery.start_soon(step)
 
     def _fail(self, error: TrioStreamError) -> None:
         if self._error is None and not self._closed:
