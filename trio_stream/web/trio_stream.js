@@ -628,6 +628,24 @@ export class Client extends Emitter {
     return this.#provider.expose(obj, { name });
   }
 
+  /**
+   * Withdraw methods that `expose` exposed (the Python client's unexpose): `target` is the
+   * exposed object itself (by identity: all its methods, under every name it was exposed
+   * under), or a name as callers call it: a method's full name (`'read'`, `'stage.move'`) or
+   * the `name` it was exposed under (`'stage'`: the methods exposed under it; those exposed
+   * under `'stage.x'` stay). Returns the names withdrawn, sorted. The server gets the new
+   * list at once (protocol.md 6: the `expose` op replaces the list); calls of them already
+   * running (streams too) run on to their end and are answered; a call from now on is
+   * refused as one of a method never exposed (the caller's RpcError `... exposes no method
+   * ...`); a reconnect exposes again only what is still exposed. Exposing it again later is
+   * allowed. Throws InvalidArgument when nothing exposed is `target` (the message lists what
+   * is), TypeError for a target that is neither an object nor a string.
+   * @param {object|string} target
+   */
+  unexpose(target) {
+    return this.#provider.unexpose(target);
+  }
+
   /** The names of the methods this client exposes, sorted. */
   get exposed() { return this.#provider.names; }
 
@@ -725,6 +743,27 @@ export class Client extends Emitter {
       throw e;
     }
     return sub;
+  }
+
+  /**
+   * Every channel whose name matches the glob `pattern`, now and created later, as one
+   * PatternSubscription (`for await (const msg of p)`, `msg.channel` says which; `close()`):
+   * the Python client's subscribe_matching. `pattern` as Python's fnmatch, case-sensitive:
+   * `*` any characters (dots too), `?` one, `[...]` one of a set (`[!...]` not); system
+   * channels (`$...`) match only a pattern that starts with `$`; other clients' private
+   * channels are not matched. Resolves once every channel that matches now is subscribed.
+   * @param {string} pattern
+   * @param {object} [o] each channel's subscribe options (policy, size, every, maxRate,
+   *   window, blockTimeout, key, sender, view, prefetch; not since, waitChannel), and:
+   * @param {number} [o.maxChannels=1000] the most channels subscribed at once: more matching
+   *   at the start rejects with LimitExceeded (nothing subscribed); one created later past it
+   *   is skipped with a warning ('warning' event, else console.warn), once per name
+   * @param {(msg) => any} [o.onMessage] drive a callback instead of a loop (awaited)
+   */
+  async subscribeMatching(pattern, o = {}) {
+    const matching = new PatternSubscription(this, pattern, o);
+    await matching._start();
+    return matching;
   }
 
   /**
@@ -1448,6 +1487,10 @@ export class Subscription extends Emitter {
   // {at, reason} while it waits for its channel's new life after a reset end (a `sub_end`
   // marked `again`: see _resetByServer); null otherwise.
   resetEnd = null;
+  // A pattern subscription's member: what its next frame or end calls (PatternSubscription),
+  // and whether a reset end ends it (a newer member of its name reads the new life).
+  _onReady = null;
+  _endAtReset = false;
 
   #client;
   #queue = []; // [{msg, gen}]
@@ -1626,7 +1669,9 @@ export class Subscription extends Emitter {
    * gap (with `resetEnd`). Messages here stay readable. True: it waits.
    */
   _resetByServer(reason) {
-    if (this.ended || this.#epoch === null) return false; // (no epoch: no position to go on from)
+    // (no epoch: no position to go on from; _endAtReset: a pattern subscription reads the
+    // channel's new life through a newer member already, PatternSubscription.#ensure)
+    if (this.ended || this.#epoch === null || this._endAtReset) return false;
     this.id = null;
     this.#resumeSub = null; // over: named, it would be answered with this end again
     this.#resumeFrom = { epoch: this.#epoch, seq: this.#lastSeq };
@@ -1743,6 +1788,7 @@ export class Subscription extends Emitter {
     }
     this.#queue.push({ msg, gen: this.#gen, nbytes });
     if (this.#onMessage) this.#pump();
+    this._onReady?.();
   }
 
   // Return credit once a quarter of the window has been consumed, in frames or in bytes,
@@ -1825,6 +1871,27 @@ export class Subscription extends Emitter {
     return this;
   }
 
+  // For a PatternSubscription, which reads its members without waiting: `{msg}` (taken, as
+  // next() takes it), `{end: true, error}` once it has ended and its messages are taken (the
+  // error that ended it, once), or null: nothing here now (the next frame, or the end, calls
+  // `_onReady`).
+  _takeNow() {
+    const entry = this.#queue.shift();
+    if (entry) {
+      this.#consumed(entry.gen, entry.nbytes);
+      return { msg: entry.msg };
+    }
+    if (this.ended) {
+      const error = this.#unthrown;
+      this.#unthrown = null;
+      return { end: true, error };
+    }
+    if (!this.prefetch) this.#returnCredit(); // asked with none here, as next() asks
+    return null;
+  }
+
+  get _hasQueued() { return this.#queue.length > 0; }
+
   /** Unsubscribe. Messages not yet consumed are dropped. */
   async close() {
     if (this.ended) return;
@@ -1862,6 +1929,698 @@ export class Subscription extends Emitter {
     }
     this.emit('end', reason);
     if (error) this.emit('error', error);
+    this._onReady?.();
+  }
+}
+
+// ------------------------------------------------------------------------------- pattern subscription
+
+// As the Python client's (trio_stream/_matching.py), in milliseconds.
+const DEFAULT_MAX_CHANNELS = 1000; // what maxChannels is unless given
+const SUBSCRIBES_IN_FLIGHT = 32; // subscribe requests at once when many channels match
+const GLOB_CHARACTERS = '*?[';
+// A failed listing (or $channels that could not be followed again) is tried again after
+// this, doubling up to PATTERN_RETRY_MAX_MS; at once when the client's state changes.
+const PATTERN_RETRY_FIRST_MS = 100;
+const PATTERN_RETRY_MAX_MS = 5000;
+// A member the server ended (LimitExceeded...) is subscribed again at once the first time;
+// ended again within AGAIN_QUIET_MS of the last, after a delay doubling from AGAIN_FIRST_MS.
+const AGAIN_FIRST_MS = 250;
+const AGAIN_MAX_MS = 30000;
+const AGAIN_QUIET_MS = 60000;
+// A member waiting to resume whose channel listings have not shown for this long leaves (a
+// server restart's channels come back within their owners' reconnect, or not at all).
+const LEAVE_UNLISTED_MS = 10000;
+const KNOWN_NAMES_KEPT = 10000; // names read before: one that comes back has a reset gap
+
+/**
+ * `pattern` if `subscribeMatching` takes it (the Python client's check_pattern): a glob, or a
+ * name without glob characters (which follows that one channel across its lives).
+ */
+function checkPattern(pattern) {
+  if (typeof pattern !== 'string') throw new TypeError(`a pattern is a string, not ${shown(pattern)}`);
+  if (!pattern) throw new InvalidArgument("a pattern is not empty: '*' matches every channel");
+  if (pattern.includes('>') && ![...GLOB_CHARACTERS].some((c) => pattern.includes(c))) {
+    throw new InvalidArgument(`${pyRepr(pattern.slice(0, 100))} has no glob character (*, ?, [...]): NATS's '>' `
+      + "is '*' here (it matches dots too); a channel named with '>' itself is read with subscribe()");
+  }
+  return pattern;
+}
+
+const REGEXP_SPECIAL = /[\\^$.*+?()[\]{}|/]/g; // (and '-' in a class: escaped there)
+
+/**
+ * Python's fnmatch.translate (3.12), as a RegExp: `*` any characters (dots and slashes too),
+ * `?` one, `[abc]`, `[a-z]`, `[!a]` one of a set or not; an unclosed `[` is itself.
+ */
+export function globToRegExp(pattern) {
+  const chars = [...pattern]; // code points
+  const n = chars.length;
+  const lit = (c) => c.replace(REGEXP_SPECIAL, '\\$&');
+  const inSet = (c) => (c === '-' ? '\\-' : lit(c));
+  let out = '';
+  let i = 0;
+  while (i < n) {
+    const c = chars[i++];
+    if (c === '*') {
+      out += '.*';
+      while (chars[i] === '*') i++;
+    } else if (c === '?') {
+      out += '.';
+    } else if (c === '[') {
+      let j = i;
+      if (j < n && chars[j] === '!') j++;
+      if (j < n && chars[j] === ']') j++;
+      while (j < n && chars[j] !== ']') j++;
+      if (j >= n) {
+        out += '\\[';
+        continue;
+      }
+      const negate = chars[i] === '!';
+      const body = chars.slice(negate ? i + 1 : i, j);
+      i = j + 1;
+      // Ranges: split at each '-' that has a character on both sides (as fnmatch does), and
+      // drop the empty ones (z-a), which fnmatch removes.
+      const chunks = [];
+      let start = 0;
+      for (let k = 1; k < body.length - 1; k++) {
+        if (body[k] === '-') {
+          chunks.push(body.slice(start, k));
+          start = k + 1;
+          k += 2; // (fnmatch: a '-' right after a range's end is itself)
+        }
+      }
+      chunks.push(body.slice(start));
+      for (let k = chunks.length - 1; k > 0; k--) {
+        const before = chunks[k - 1];
+        if (before.length && chunks[k].length && before.at(-1).codePointAt(0) > chunks[k][0].codePointAt(0)) {
+          chunks[k - 1] = [...before.slice(0, -1), ...chunks[k].slice(1)];
+          chunks.splice(k, 1);
+        }
+      }
+      const set = chunks.map((chunk) => chunk.map(inSet).join('')).join('-');
+      if (!set) out += negate ? '.' : '(?!)';
+      else out += `[${negate ? '^' : ''}${set}]`;
+    } else {
+      out += lit(c);
+    }
+  }
+  return new RegExp(`^(?:${out})$`, 'su');
+}
+
+/**
+ * Whether `channel` matches the glob `pattern` (fnmatch.fnmatchcase: case-sensitive, `*`
+ * matches dots too). A system channel (`$...`) matches only a pattern that starts with `$`.
+ */
+export function matchesPattern(pattern, channel, regexp = globToRegExp(pattern)) {
+  if (channel.startsWith('$') && !pattern.startsWith('$')) return false;
+  return regexp.test(channel);
+}
+
+const pause = (ms) => new Promise((resolve) => {
+  const timer = setTimeout(resolve, ms);
+  timer.unref?.();
+});
+
+/**
+ * Every channel whose name matches a glob, now and created later, read as one:
+ * `client.subscribeMatching('sensors.*', options)` (the Python client's subscribe_matching,
+ * trio_stream/_matching.py: the same design, in this client's terms).
+ *
+ * One ordinary Subscription per matching channel (its own server-side buffer, policy, `lost`
+ * and resume after a reconnect), `$channels` to hear of channels created later (followed
+ * before the channels are listed: nothing is missed in between; a listing and an
+ * announcement of the same channel dedupe by name and epoch), and a round robin over the
+ * members: a flooded channel does not starve a quiet one, and nothing is taken from a member
+ * before the page asks (the rest waits in each channel's buffer under its policy). Each
+ * message says its channel (`msg.channel`).
+ *
+ * A channel that ends delivers what was published before its end, then leaves the set; one of
+ * that name created again joins it (a new member: its first message has a `reset` gap); one
+ * created after the start had `seq - 1` frames before its first message here, counted in that
+ * message's `lost` with a `resumed` gap. After a reconnection the client resumes every member
+ * (and `$channels`) itself; the channels are listed again once it is open, so that those
+ * created meanwhile join and those gone for good (not listed for 10 s) leave. Failures are
+ * gaps, never the end: a listing that fails is tried again; a channel refused (past
+ * `maxChannels`, a server limit) is skipped with one warning; a member the server ended for a
+ * fault (`LimitExceeded`) emits 'error' and is subscribed again. Only `close()` or the
+ * client's end ends it (the loop ends after the messages here are taken; `endReason` says why).
+ *
+ * Events: 'join' (channel), 'leave' (channel), 'warning' (message, channel: `console.warn`
+ * when nobody listens), 'error' (error, channel), 'end' (reason).
+ */
+export class PatternSubscription extends Emitter {
+  ended = false;
+  endReason = null;
+
+  #client;
+  #regexp;
+  #options; // each member's subscribe options
+  #every;
+  #subs = new Set(); // every member, ended ones until their end is read
+  #ready = []; // the members that may have something to read, in round robin order
+  #queued = new Set(); // the members in #ready
+  #active = new Map(); // name -> the newest member of that name
+  #leaving = new Set(); // gone (a restart): closed once read out
+  #unlisted = new Map(); // member waiting to resume that listings did not show -> since (ms)
+  #relistTimer = null;
+  #first = new Map(); // member -> 'late' | 'rejoined': its first message says so (#firstMessage)
+  #known = new Map(); // names a member was added for (the newest KNOWN_NAMES_KEPT)
+  #joinedLost = 0;
+  #joinedLostOf = new Map();
+  #goneLost = 0;
+  #goneReceived = 0;
+  #entered = false;
+  #events = null; // $channels
+  #nameChains = new Map(); // name -> the promise of its last change (one at a time per name)
+  #refused = new Set(); // names not read (said once)
+  #announced = new Set(); // announced since the last listing began
+  #again = new Map(); // name -> [delay ms, ended at]
+  #timers = new Set();
+  #waiters = [];
+  #listingWanted = false;
+  #listing = false;
+  #offs = [];
+  #onMessage;
+  #closed = false; // by close(): what is here is dropped (the client's end: read first)
+
+  constructor(client, pattern, o = {}) {
+    super();
+    checkPattern(pattern);
+    if (o.since != null) {
+      throw new InvalidArgument('since is a position in one channel (its epoch and seq); a pattern subscription reads '
+        + 'each matching channel as a new subscribe does (its history, if it keeps one, then its new frames): resume '
+        + 'one channel with subscribe(channel, { since: sub.position })');
+    }
+    if (o.waitChannel) {
+      throw new InvalidArgument('waitChannel waits for one channel; subscribeMatching() waits for matching channels '
+        + 'already (those created later are subscribed as they come)');
+    }
+    const { maxChannels = DEFAULT_MAX_CHANNELS, onMessage = null, ...options } = o;
+    checkInt('maxChannels', maxChannels, { min: 1 });
+    if (onMessage !== null && typeof onMessage !== 'function') throw new TypeError(`onMessage must be a function, not ${shown(onMessage)}`);
+    new Subscription(client, pattern, options); // checks the options before anything is subscribed
+    this.#client = client;
+    this.pattern = pattern;
+    this.maxChannels = maxChannels;
+    this.#regexp = globToRegExp(pattern);
+    this.#options = options;
+    this.#every = options.every ?? 1;
+    this.#onMessage = onMessage;
+  }
+
+  // --- what the page reads ----------------------------------------------------------------
+
+  /** The names of the matching channels subscribed now, sorted (an ended one until its last message is read). */
+  get channels() {
+    const names = [];
+    for (const [name, sub] of this.#active) {
+      if ((!sub.ended || sub._hasQueued) && !this.#leaving.has(sub)) names.push(name);
+    }
+    return names.sort();
+  }
+
+  /** Frames lost in total: the members' `lost`, and those before a late member's first message. */
+  get lost() {
+    let lost = this.#goneLost + this.#joinedLost;
+    for (const sub of this.#subs) lost += sub.lost;
+    return lost;
+  }
+
+  /**
+   * `{received, lost, channels}`: in total, and per channel subscribed now (`channels[name]`:
+   * `{received, lost, position, waiting}`; `waiting`: it waits to resume, its channel missing).
+   */
+  statistics() {
+    let received = this.#goneReceived;
+    const channels = {};
+    const named = new Set(this.channels);
+    for (const sub of this.#subs) {
+      received += sub.received;
+      if (named.has(sub.channel) && this.#active.get(sub.channel) === sub) {
+        channels[sub.channel] = {
+          received: sub.received, lost: sub.lost + (this.#joinedLostOf.get(sub) ?? 0),
+          position: sub.position, waiting: sub.id === null && !sub.ended,
+        };
+      }
+    }
+    const sorted = Object.fromEntries(Object.keys(channels).sort().map((name) => [name, channels[name]]));
+    return { received, lost: this.lost, channels: sorted };
+  }
+
+  /** The next message of any matching channel: `{value, done}`, as the async iterator protocol wants. */
+  next() {
+    const taken = this.#takeNow();
+    if (taken) return Promise.resolve(taken);
+    const d = deferred();
+    this.#waiters.push(d);
+    return d.promise;
+  }
+
+  async return() {
+    await this.close();
+    return { value: undefined, done: true };
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /** Unsubscribe from every channel (messages not taken yet are dropped). Idempotent. */
+  async close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#end('this pattern subscription was closed');
+    const subs = [...this.#subs];
+    for (const sub of subs) this.#drop(sub);
+    if (this.#events) subs.push(this.#events);
+    this.#events = null;
+    await Promise.all(subs.map((sub) => sub.close().catch(() => {})));
+  }
+
+  // --- start and life -----------------------------------------------------------------------
+
+  async _start() {
+    const client = this.#client;
+    // Before $channels is followed: a reconnection during the start lists again too.
+    this.#offs.push(client.on('open', ({ reconnected }) => { if (reconnected) this.#requestListing(); }));
+    this.#offs.push(client.on('close', (reason) => this.#end(reason)));
+    try {
+      await this.#followEvents();
+      if (this.ended) return;
+      const names = (await this.#list()).filter((name) => !this.#active.has(name));
+      if (names.length > this.maxChannels) throw this.#tooMany(names.length); // before any is opened
+      await this.#subscribeAll(names, true);
+      this.#entered = true;
+    } catch (e) {
+      await this.close();
+      throw e;
+    }
+    if (this.#onMessage) this.#pump();
+  }
+
+  async #pump() {
+    for await (const msg of this) {
+      try {
+        await this.#onMessage(msg);
+      } catch (e) {
+        this.emit('error', e, msg.channel);
+        if (this.listenerCount('error') === 0) queueMicrotask(() => { throw e; });
+      }
+    }
+  }
+
+  #end(reason) {
+    if (!this.ended) {
+      this.ended = true;
+      this.endReason = reason;
+      for (const off of this.#offs) off();
+      this.#offs = [];
+      for (const timer of this.#timers) clearTimeout(timer);
+      this.#timers.clear();
+      clearTimeout(this.#relistTimer);
+      this.emit('end', reason);
+    }
+    this.#serve();
+  }
+
+  #later(ms, fn) {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      if (!this.ended) fn();
+    }, ms);
+    timer.unref?.();
+    this.#timers.add(timer);
+  }
+
+  // Until the client's state changes, or `ms`; then until it is open (rejects once it is closed).
+  async #pause(ms) {
+    const client = this.#client;
+    await new Promise((resolve) => {
+      const off = client.on('state', () => done());
+      const timer = setTimeout(() => done(), ms);
+      timer.unref?.();
+      function done() { off(); clearTimeout(timer); resolve(); }
+    });
+    await client.ready();
+  }
+
+  /** Follow `$channels` (again, after its end): what it announces is subscribed. */
+  async #followEvents() {
+    const events = await this.#client.subscribe('$channels', {
+      policy: 'unbounded', size: null, onMessage: (msg) => this.#onEvent(msg),
+    });
+    if (this.ended) {
+      events.close().catch(() => {});
+      return;
+    }
+    this.#events = events;
+    events.on('end', (reason) => {
+      if (this.#events !== events) return;
+      this.#events = null;
+      if (this.ended || this.#client.state === 'closed') return;
+      this.#warn(`pattern ${pyRepr(this.pattern)}: the $channels subscription ended (${reason}): followed again, and the channels listed`, null);
+      this.#refollow(PATTERN_RETRY_FIRST_MS);
+    });
+  }
+
+  async #refollow(delay) {
+    try {
+      await this.#pause(delay);
+      if (this.ended) return;
+      await this.#followEvents();
+      this.#requestListing(); // what it announced meanwhile is gone
+    } catch (e) {
+      if (this.ended || this.#client.state === 'closed') return;
+      this.#refollow(Math.min(delay * 2, PATTERN_RETRY_MAX_MS));
+    }
+  }
+
+  #onEvent(event) {
+    if (this.ended) return;
+    if (event.lost) this.#requestListing(); // announcements were missed
+    const data = event.data;
+    if (data === null || typeof data !== 'object') return;
+    const name = data.channel;
+    if (typeof name !== 'string' || !matchesPattern(this.pattern, name, this.#regexp)) return;
+    if (data.event === 'deleted') {
+      this.#refused.delete(name);
+      this.#again.delete(name);
+    } else if (data.event === 'created') {
+      this.#ensure(name, { announced: true }).catch((e) => this.#transient(e));
+    }
+  }
+
+  /** A step failed for now (the connection, the cluster's Redis): the next listing covers it. */
+  #transient(e) {
+    if (this.ended || this.#client.state === 'closed') return;
+    if (!(e instanceof ConnectionClosed || e instanceof ClusterUnavailable || e instanceof RequestTimeout)) {
+      this.#error(e, null);
+    }
+    this.#requestListing();
+  }
+
+  #requestListing() {
+    if (this.ended) return;
+    this.#listingWanted = true;
+    if (!this.#listing) this.#listings();
+  }
+
+  async #listings() {
+    this.#listing = true;
+    let delay = PATTERN_RETRY_FIRST_MS;
+    try {
+      while (this.#listingWanted && !this.ended) {
+        this.#listingWanted = false;
+        try {
+          await this.#client.ready();
+          if (this.ended) return;
+          await this.#resync();
+          delay = PATTERN_RETRY_FIRST_MS;
+        } catch (e) {
+          if (this.ended || this.#client.state === 'closed') return;
+          this.#listingWanted = true;
+          await this.#pause(delay).catch(() => {});
+          delay = Math.min(delay * 2, PATTERN_RETRY_MAX_MS);
+        }
+      }
+    } finally {
+      this.#listing = false;
+    }
+  }
+
+  /** The names of the channels visible to this client that match, sorted. */
+  async #list() {
+    const records = await this.#client.channels();
+    return (Array.isArray(records) ? records : [])
+      .map((record) => record?.name)
+      .filter((name) => typeof name === 'string' && matchesPattern(this.pattern, name, this.#regexp))
+      .sort();
+  }
+
+  /** List the channels again: the matching ones not subscribed join; members waiting to resume
+   * whose channel listings have not shown for LEAVE_UNLISTED_MS leave. */
+  async #resync() {
+    this.#announced = new Set();
+    const names = await this.#list();
+    if (this.ended) return;
+    await this.#subscribeAll(names);
+    const listed = new Set(names);
+    const now = Date.now();
+    let relistAt = Infinity;
+    for (const sub of [...this.#subs]) {
+      const name = sub.channel;
+      if (sub.id !== null || sub.ended || listed.has(name) || this.#announced.has(name)) {
+        this.#unlisted.delete(sub);
+        continue;
+      }
+      const since = this.#unlisted.get(sub) ?? now;
+      this.#unlisted.set(sub, since);
+      if (now - since < LEAVE_UNLISTED_MS) {
+        relistAt = Math.min(relistAt, since + LEAVE_UNLISTED_MS);
+        continue;
+      }
+      if (sub._hasQueued) this.#leaving.add(sub); // its messages first
+      else this.#leaveNow(sub);
+    }
+    clearTimeout(this.#relistTimer);
+    if (relistAt < Infinity) {
+      this.#relistTimer = setTimeout(() => this.#requestListing(), relistAt - now + 10);
+      this.#relistTimer.unref?.();
+    }
+    for (const name of [...this.#refused]) if (!listed.has(name)) this.#refused.delete(name);
+    for (const name of [...this.#again.keys()]) if (!listed.has(name)) this.#again.delete(name);
+  }
+
+  async #subscribeAll(names, atEntry = false) {
+    let next = 0;
+    let error = null;
+    const worker = async () => {
+      while (next < names.length && error === null) {
+        const name = names[next++];
+        try {
+          await this.#ensure(name, { atEntry });
+        } catch (e) {
+          error ??= e;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(SUBSCRIBES_IN_FLIGHT, names.length) }, worker));
+    if (error !== null) throw error;
+  }
+
+  // One change per name at a time.
+  #withName(name, fn) {
+    const before = this.#nameChains.get(name) ?? Promise.resolve();
+    const run = before.then(fn, fn);
+    const tail = run.catch(() => {});
+    this.#nameChains.set(name, tail);
+    tail.then(() => { if (this.#nameChains.get(name) === tail) this.#nameChains.delete(name); });
+    return run;
+  }
+
+  /**
+   * Have `name` subscribed; `announced`: a `created` event named it (perhaps a new channel of
+   * a name whose old member has not ended yet). A channel this client may not read, or one
+   * past maxChannels after the start, is skipped (said once). Rejects with what the caller
+   * tries again later (ConnectionClosed, ClusterUnavailable, RequestTimeout), and only
+   * `atEntry` with another error.
+   */
+  #ensure(name, { announced = false, atEntry = false } = {}) {
+    return this.#withName(name, async () => {
+      if (this.ended) return;
+      const old = this.#active.get(name);
+      if (old && !old.ended && (!announced || old.id === null)) {
+        // Subscribed; or waiting to resume after a reconnect, which follows the channel of
+        // that name by itself (with a reset gap if it is a new one).
+        if (announced) this.#announced.add(name);
+        return;
+      }
+      if (this.#countedAtLeast(this.maxChannels)) {
+        if (atEntry) throw this.#tooMany(this.#active.size + 1);
+        this.#refuse(name, `${this.maxChannels} channels are subscribed (maxChannels): give `
+          + 'subscribeMatching(pattern, { maxChannels: N }) a larger N to read more');
+        return;
+      }
+      const sub = await this.#subscribe(name, atEntry);
+      if (!sub) return;
+      if (this.ended) {
+        sub.close().catch(() => {});
+        return;
+      }
+      if (old && !old.ended) {
+        if (old.position.epoch === sub.position.epoch) {
+          sub.close().catch(() => {}); // the same channel, listed and announced: one is enough
+          return;
+        }
+        // The new member reads the channel's new life: the old one delivers what it has and
+        // ends, and must not ride a reset end into that life too.
+        old._endAtReset = true;
+      }
+      this.#add(sub);
+    });
+  }
+
+  async #subscribe(name, atEntry) {
+    try {
+      return await this.#client.subscribe(name, this.#options);
+    } catch (e) {
+      if (e instanceof ChannelNotFound) return null; // ended since it was listed or announced
+      if (e instanceof ConnectionClosed || e instanceof ClusterUnavailable || e instanceof RequestTimeout) throw e;
+      if (!(e instanceof TrioStreamError)) throw e;
+      if (atEntry && !(e instanceof AuthError)) throw e;
+      this.#refuse(name, e.message);
+      return null;
+    }
+  }
+
+  #countedAtLeast(limit) {
+    if (this.#active.size < limit) return false;
+    let n = 0;
+    for (const sub of this.#subs) if (sub.id !== null && !sub.ended) n++;
+    return n >= limit;
+  }
+
+  #tooMany(more) {
+    return new LimitExceeded(`pattern ${pyRepr(this.pattern.slice(0, 100))} matches more than maxChannels=`
+      + `${this.maxChannels} channels (${more} would be subscribed): each is a subscription with its own buffer `
+      + 'on the server; narrow the pattern, or give subscribeMatching(pattern, { maxChannels: N }) a larger N');
+  }
+
+  #refuse(name, why) {
+    if (this.#refused.has(name)) return;
+    this.#refused.add(name);
+    this.#warn(`pattern ${pyRepr(this.pattern)}: channel ${pyRepr(name)} is not read: ${why}`, name);
+  }
+
+  #error(error, channel) {
+    if (this.listenerCount('error')) this.emit('error', error, channel);
+    else console.warn(`pattern ${pyRepr(this.pattern)}: channel ${pyRepr(String(channel))}: ${error.message}`);
+  }
+
+  #warn(message, channel) {
+    if (this.listenerCount('warning')) this.emit('warning', message, channel);
+    else console.warn(message);
+  }
+
+  // --- the set of members -------------------------------------------------------------------
+
+  #add(sub) {
+    const name = sub.channel;
+    if (this.#known.has(name)) this.#first.set(sub, 'rejoined');
+    else if (this.#entered) this.#first.set(sub, 'late');
+    this.#known.delete(name);
+    this.#known.set(name, true); // (the newest last)
+    if (this.#known.size > KNOWN_NAMES_KEPT) this.#known.delete(this.#known.keys().next().value);
+    this.#subs.add(sub);
+    this.#active.set(name, sub);
+    sub._onReady = () => this.#markReady(sub);
+    this.emit('join', name);
+    this.#markReady(sub); // what came before this (its first frames) is read
+  }
+
+  #drop(sub) {
+    if (!this.#subs.delete(sub)) return;
+    sub._onReady = null;
+    this.#leaving.delete(sub);
+    this.#unlisted.delete(sub);
+    this.#first.delete(sub);
+    this.#joinedLostOf.delete(sub);
+    this.#goneLost += sub.lost;
+    this.#goneReceived += sub.received;
+    if (this.#active.get(sub.channel) === sub) {
+      this.#active.delete(sub.channel);
+      this.emit('leave', sub.channel);
+    }
+  }
+
+  /** A member whose channel is gone, read out: closed and out of the set (unless it came back). */
+  #leaveNow(sub) {
+    this.#leaving.delete(sub);
+    if (sub.id !== null) return;
+    this.#drop(sub);
+    sub.close().catch(() => {});
+  }
+
+  #markReady(sub) {
+    if (this.#subs.has(sub) && !this.#queued.has(sub)) {
+      this.#queued.add(sub);
+      this.#ready.push(sub);
+    }
+    this.#serve();
+  }
+
+  #serve() {
+    while (this.#waiters.length) {
+      const taken = this.#takeNow();
+      if (!taken) return;
+      this.#waiters.shift().resolve(taken);
+    }
+  }
+
+  #unready() {
+    this.#queued.delete(this.#ready.shift());
+  }
+
+  #takeNow() {
+    if (this.#closed) return { value: undefined, done: true };
+    const ready = this.#ready;
+    while (ready.length) {
+      const sub = ready[0];
+      if (!this.#subs.has(sub)) { // dropped meanwhile
+        this.#unready();
+        continue;
+      }
+      const taken = sub._takeNow();
+      if (taken === null) {
+        this.#unready();
+        if (this.#leaving.has(sub)) this.#leaveNow(sub);
+        continue;
+      }
+      if (taken.end) {
+        this.#unready();
+        this.#drop(sub);
+        if (this.ended || this.#client.state === 'closed') continue;
+        if (taken.error) this.#error(taken.error, sub.channel); // said once, then subscribed again
+        // Looked for again: a channel the server ended but kept is read on (from its new
+        // life); one that is gone is not found.
+        this.#subscribeAgain(sub.channel);
+        continue;
+      }
+      ready.push(ready.shift()); // round robin: asked again after the others
+      const msg = this.#first.has(sub) ? this.#firstMessage(sub, taken.msg) : taken.msg;
+      return { value: msg, done: false };
+    }
+    if (this.ended) return { value: undefined, done: true };
+    return null;
+  }
+
+  /**
+   * The first message of a member that joined late (a channel created after the start: the
+   * frames before it were published for this pattern too, counted lost) or that took the
+   * place of one whose channel ended (its new life: a reset gap).
+   */
+  #firstMessage(sub, msg) {
+    const kind = this.#first.get(sub);
+    this.#first.delete(sub);
+    if (msg.gap) return msg; // the member's own account (a resume) says it already
+    if (kind === 'rejoined') return { ...msg, gap: { kind: 'reset', lost: null, recovered: 0 } };
+    let before = Math.max(msg.seq - 1 - msg.lost, 0);
+    if (Number.isInteger(this.#every) && this.#every > 1) before = Math.floor(before / this.#every);
+    if (!before) return msg;
+    this.#joinedLost += before;
+    this.#joinedLostOf.set(sub, before);
+    const lost = msg.lost + before;
+    return { ...msg, lost, gap: { kind: 'resumed', lost, recovered: 0 } };
+  }
+
+  /** The server ended `name`'s member, now read: subscribe again (with a backoff if it ended a moment ago too). */
+  #subscribeAgain(name) {
+    const now = Date.now();
+    let [delay, endedAt] = this.#again.get(name) ?? [0, -Infinity];
+    if (now - endedAt > AGAIN_QUIET_MS) delay = 0;
+    this.#again.set(name, [Math.min(Math.max(delay * 2, AGAIN_FIRST_MS), AGAIN_MAX_MS), now]);
+    this.#later(delay, () => this.#ensure(name).catch((e) => this.#transient(e)));
   }
 }
 
@@ -2473,10 +3232,15 @@ function pyRepr(text) {
 
 /** The Python provider's no_such_method(): what a call of a method not exposed is told. */
 function noSuchMethod(provider, method, names) {
+  return `${pyRepr(String(provider))} exposes no method ${pyRepr(method)} (it has: ${listedNames(names)})`;
+}
+
+/** `names` sorted, at most MAX_LISTED_METHODS of them, for a message (the Python provider's _listed). */
+function listedNames(names) {
   const ordered = [...names].sort();
   let listed = ordered.slice(0, MAX_LISTED_METHODS).join(', ') || 'none';
   if (ordered.length > MAX_LISTED_METHODS) listed += ` and ${ordered.length - MAX_LISTED_METHODS} more`;
-  return `${pyRepr(String(provider))} exposes no method ${pyRepr(method)} (it has: ${listed})`;
+  return listed;
 }
 
 /** `text` in at most `maxBytes` of UTF-8: its start (or its end), saying how much was cut. */
@@ -2569,7 +3333,7 @@ class RpcProvider {
       const kind = functionKind(fn);
       const stream = kind === 'GeneratorFunction' || kind === 'AsyncGeneratorFunction';
       found.set(method, {
-        fn, owner: obj, stream,
+        fn, owner: obj, service: name, stream,
         description: {
           name: method, params: JS_PARAMS, returns: null, doc: null,
           async: kind === 'AsyncFunction' || kind === 'AsyncGeneratorFunction', stream,
@@ -2603,6 +3367,32 @@ class RpcProvider {
     // Exposed while (re)connecting: the welcome exposes them all (reexpose).
     if (this.#client.state === 'open') this.#send({ op: 'expose', methods: names });
     return [...found.keys()].sort();
+  }
+
+  unexpose(target) {
+    let removed, what;
+    if (typeof target === 'string') {
+      // As callers call them: a method's full name, or the `name` of an expose (the methods
+      // exposed under it; those under a longer name, 'stage.x', stay).
+      removed = [...this.#methods].filter(([method, entry]) => method === target || entry.service === target);
+      what = `no method and no name ${pyRepr(target.slice(0, 100))} is exposed`;
+    } else if (target !== null && (typeof target === 'object' || typeof target === 'function')) {
+      removed = [...this.#methods].filter(([, entry]) => entry.owner === target); // by identity
+      what = `this ${target.constructor && target.constructor !== Object ? target.constructor.name : 'object'} is not exposed`;
+    } else {
+      throw new TypeError(`unexpose: an exposed object, a method's name or the name it was exposed under, not ${shown(target)}`);
+    }
+    if (!removed.length) {
+      throw new InvalidArgument(`${what}: unexpose takes an exposed object, a method's name or the name it was `
+        + `exposed under (exposed now: ${listedNames(this.#methods.keys())})`);
+    }
+    // Calls of them running now hold their entry: they finish and are answered; a call from
+    // now on is refused as one of a method never exposed (onInvoke).
+    for (const [method] of removed) this.#methods.delete(method);
+    // The full list replaces the server's (protocol.md 6), an empty one too; while
+    // (re)connecting, the welcome exposes what is left (reexpose).
+    if (this.#client.state === 'open') this.#send({ op: 'expose', methods: this.names });
+    return removed.map(([method]) => method).sort();
   }
 
   /** After each welcome: expose every method again (the server forgot them with the connection). */
