@@ -1445,7 +1445,7 @@ class Client:
         trio thread and should be quick; with ``thread=True`` they run in a worker thread, one
         call at a time for this object. Exposing the same object again exposes its methods
         as they are now; another object with a method of a name exposed already is refused
-        (expose it under ``name=``).
+        (expose it under ``name=``). ``unexpose`` withdraws them.
 
         Args:
             name: expose as a sub-service: ``rpc_move`` becomes ``"name.move"``.
@@ -1461,6 +1461,32 @@ class Client:
                 max_frame_bytes.
         """
         return self._rpc.expose(obj, name, thread=thread)
+
+    def unexpose(self, target: object) -> list[str]:
+        """Withdraw methods that ``expose`` exposed; other clients can no longer call them.
+
+        A call of a withdrawn method made from now on is refused as one of a method never
+        exposed (the caller gets ``RpcError``: "... exposes no method ..."); calls already
+        running, streaming ones too, run on to their end. A reconnect exposes again only
+        what is still exposed. When an object's last method goes, the client lets go of it
+        (and of its one-at-a-time turn once its running calls end: exposed again before
+        then, it still runs one call at a time). Exposing it again later is allowed. On a
+        closed client it only lets go (there is nobody to tell).
+
+        Args:
+            target: the exposed object itself (by identity, as ``expose`` keys it): all its
+                methods, under every name it was exposed under. Or a name as callers call
+                it: a method's full name (``"read"``, ``"stage.move"``), or the ``name=`` it
+                was exposed under (``"stage"``: the methods right under it; those exposed
+                under ``name="stage.x"`` stay).
+
+        Returns:
+            The names withdrawn.
+
+        Raises:
+            InvalidArgument: nothing exposed is ``target`` (the message lists what is).
+        """
+        return self._rpc.unexpose(target)
 
     # `timeout` (not a cancel scope) is the contract: the proxy keeps it as its calls' default.
     async def rpc(

@@ -141,11 +141,16 @@ _KINDS: Final[dict[str, inspect._ParameterKind]] = {
 
 def no_such_method(provider: str | None, method: str, names: Iterable[str]) -> str:
     """What a call of a method ``provider`` does not expose is told: the methods it has."""
+    return f"{provider!r} exposes no method {method!r} (it has: {_listed(names)})"
+
+
+def _listed(names: Iterable[str]) -> str:
+    """``names`` sorted, at most MAX_LISTED_METHODS of them, for a message."""
     ordered = sorted(names)
     listed = ", ".join(ordered[:MAX_LISTED_METHODS]) or "none"
     if len(ordered) > MAX_LISTED_METHODS:
         listed += f" and {len(ordered) - MAX_LISTED_METHODS} more"
-    return f"{provider!r} exposes no method {method!r} (it has: {listed})"
+    return listed
 
 
 # -- descriptions --------------------------------------------------------------------------------
@@ -341,6 +346,7 @@ class _Invocation:
 
     scope: trio.CancelScope  # cancelled when the caller cancels, or the connection is lost
     flow: Outflow | None  # a streaming call's credit; None for a call with one result
+    owner: object = None  # the exposed object whose method runs (unexpose: its turn stays)
 
 
 class RpcEndpoint:
@@ -359,6 +365,10 @@ class RpcEndpoint:
         # object itself, which its exposed methods hold anyway: its id stays its own. Per
         # client, as its limiter belongs to one trio run (a SyncClient's thread).
         self._turns: dict[int, tuple[object, Turn]] = {}
+        # The objects (by id) none of whose methods is exposed any more, whose turn is let go
+        # once nothing of theirs runs (unexpose): exposed again meanwhile, an object keeps
+        # its turn, and a call still running in its thread keeps the new ones out.
+        self._retiring: set[int] = set()
         self._streams: dict[int, Inbox] = {}  # streams this client reads, by request id
         client.handle(Invoke, self._on_invoke)
         client.handle(Abort, self._on_abort)
@@ -447,10 +457,49 @@ class RpcEndpoint:
                     method.rpartition(".")[2],
                 )
         self._methods.update(found)
+        self._retiring.discard(id(obj))
         # Exposed while reconnecting: the reconnection exposes them all (reexpose).
         with contextlib.suppress(ConnectionClosed):
             self._client.send_control(Expose(methods=names))
         return sorted(found)
+
+    def unexpose(self, target: object) -> list[str]:
+        """Withdraw methods (see Client.unexpose); the names withdrawn, sorted."""
+        if isinstance(target, str):
+            # As callers call them: a method's full name, or the name= of an expose (the
+            # methods right under it; an object's methods have no dot in their own names).
+            gone = sorted(m for m in self._methods if m == target or m.rpartition(".")[0] == target)
+            what = f"no method and no name= {brief(target)} is exposed"
+        else:
+            gone = sorted(m for m, e in self._methods.items() if e.owner is target)
+            what = f"this {type(target).__name__} is not exposed"
+        if not gone:
+            raise InvalidArgument(
+                f"{what}: unexpose takes an exposed object, a method's name or the name= it "
+                f"was exposed under (exposed now: {_listed(self._methods)})"
+            )
+        owners = {id(self._methods[m].owner) for m in gone}
+        # A call of them from now on is refused as one of a method never exposed (_on_invoke).
+        for method in gone:
+            del self._methods[method]
+        self._retiring |= owners - {id(e.owner) for e in self._methods.values()}
+        self._release_turns()
+        # The full list replaces the server's (docs/protocol.md section 6); while reconnecting,
+        # the reconnection sends what is left (reexpose).
+        with contextlib.suppress(ConnectionClosed):
+            self._client.send_control(Expose(methods=sorted(self._methods)))
+        return gone
+
+    def _release_turns(self) -> None:
+        """Let go of the turns (and objects) of the unexposed objects nothing of runs any
+        more: not a call in their worker thread (one given up on runs on, holding its turn),
+        nor a stream between two values. A turn still taken then (a call given up on) stays
+        until the next unexpose or the end of another call."""
+        running = {id(i.owner) for i in self._running.values()}
+        for key in list(self._retiring):
+            if key not in running and not self._turns[key][1].taken:
+                del self._turns[key]
+                self._retiring.discard(key)
 
     def _turn_of(self, obj: object) -> Turn:
         held = self._turns.get(id(obj))
@@ -508,7 +557,7 @@ class RpcEndpoint:
         # The credit is there before the task starts: the server sends the caller's first
         # ``demand`` right behind the ``invoke``, and it must not be lost meanwhile.
         flow = None if msg.window is None else Outflow(msg.window)
-        invocation = _Invocation(scope, flow)
+        invocation = _Invocation(scope, flow, exposed.owner)
         running = self._running
         if not self._client.spawn(
             self._invoke, msg, exposed, invocation, running, name=f"rpc {msg.method}"
@@ -552,6 +601,8 @@ class RpcEndpoint:
         finally:
             if running.get(msg.call) is invocation:
                 del running[msg.call]
+            if self._retiring:  # its object unexposed meanwhile: its turn may go now
+                self._release_turns()
         # Only on the connection that made the call: a worker thread is not cancelled, and
         # its result would otherwise answer another call of that number after a reconnect.
         if answer is not None and not scope.cancel_called and running is self._running:

@@ -1215,6 +1215,16 @@ class SyncClient:
         client = self._trio_client
         return self._run_sync(partial(client.expose, obj, name, thread=thread))
 
+    def unexpose(self, target: object) -> list[str]:
+        """Withdraw what ``expose`` exposed: the object itself, a method's full name, or the
+        ``name=`` it was exposed under (see ``Client.unexpose``). New calls of those methods
+        are refused; calls already running run on to their end. Returns the names withdrawn.
+
+        Raises:
+            InvalidArgument: nothing exposed is ``target`` (the message lists what is).
+        """
+        return self._run_sync(partial(self._trio_client.unexpose, target))
+
     def rpc(
         self,
         provider: str,
