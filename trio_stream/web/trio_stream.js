@@ -751,13 +751,15 @@ export class Client extends Emitter {
    * the Python client's subscribe_matching. `pattern` as Python's fnmatch, case-sensitive:
    * `*` any characters (dots too), `?` one, `[...]` one of a set (`[!...]` not); system
    * channels (`$...`) match only a pattern that starts with `$`; other clients' private
-   * channels are not matched. Resolves once every channel that matches now is subscribed.
+   * channels are not matched. Resolves once every channel that matches now is subscribed;
+   * rejects with ConnectionClosed if the client closes meanwhile.
    * @param {string} pattern
    * @param {object} [o] each channel's subscribe options (policy, size, every, maxRate,
    *   window, blockTimeout, key, sender, view, prefetch; not since, waitChannel), and:
    * @param {number} [o.maxChannels=1000] the most channels subscribed at once: more matching
    *   at the start rejects with LimitExceeded (nothing subscribed); one created later past it
-   *   is skipped with a warning ('warning' event, else console.warn), once per name
+   *   is skipped with a warning ('warning' event, else console.warn), once per name, and
+   *   read once a member leaves (the skipped ones take the free slots in name order)
    * @param {(msg) => any} [o.onMessage] drive a callback instead of a loop (awaited)
    */
   async subscribeMatching(pattern, o = {}) {
@@ -1952,6 +1954,10 @@ const AGAIN_QUIET_MS = 60000;
 // server restart's channels come back within their owners' reconnect, or not at all).
 const LEAVE_UNLISTED_MS = 10000;
 const KNOWN_NAMES_KEPT = 10000; // names read before: one that comes back has a reset gap
+// Channels skipped for maxChannels, remembered (names only) to take a slot that frees, at most
+// this many (the Python client's SKIPPED_NAMES_KEPT); past it a name is not remembered, and a
+// listing finds the rest once the remembered ones are used up (#fillFreeSlots).
+const SKIPPED_NAMES_KEPT = 10000;
 
 /**
  * `pattern` if `subscribeMatching` takes it (the Python client's check_pattern): a glob, or a
@@ -2042,6 +2048,11 @@ const pause = (ms) => new Promise((resolve) => {
   timer.unref?.();
 });
 
+/** A failure a pattern subscription tries again later (a listing covers it): not its end. */
+function isTransient(e) {
+  return e instanceof ConnectionClosed || e instanceof ClusterUnavailable || e instanceof RequestTimeout;
+}
+
 /**
  * Every channel whose name matches a glob, now and created later, read as one:
  * `client.subscribeMatching('sensors.*', options)` (the Python client's subscribe_matching,
@@ -2062,12 +2073,17 @@ const pause = (ms) => new Promise((resolve) => {
  * (and `$channels`) itself; the channels are listed again once it is open, so that those
  * created meanwhile join and those gone for good (not listed for 10 s) leave. Failures are
  * gaps, never the end: a listing that fails is tried again; a channel refused (past
- * `maxChannels`, a server limit) is skipped with one warning; a member the server ended for a
- * fault (`LimitExceeded`) emits 'error' and is subscribed again. Only `close()` or the
- * client's end ends it (the loop ends after the messages here are taken; `endReason` says why).
+ * `maxChannels`, a server limit) is skipped with one warning (one past `maxChannels` is
+ * remembered, and takes the slot a member that leaves frees); a member the server ended for a
+ * fault (`LimitExceeded`) emits 'error' and is subscribed again. Only `close()`, the client's
+ * end (the loop ends after the messages here are taken), or an error that is not a gap (a
+ * listing refused for good: 'error' with the channel null, then as `close()`) ends it;
+ * `endReason` says why.
  *
- * Events: 'join' (channel), 'leave' (channel), 'warning' (message, channel: `console.warn`
- * when nobody listens), 'error' (error, channel), 'end' (reason).
+ * Events: 'join' (channel), 'leave' (channel: its member's end was read; none on `close()`;
+ * on the client's end one per channel as its last message is read), 'warning' (message,
+ * channel: `console.warn` when nobody listens), 'error' (error, channel: null for the
+ * pattern's own), 'end' (reason: at once, also on the client's end).
  */
 export class PatternSubscription extends Emitter {
   ended = false;
@@ -2096,6 +2112,10 @@ export class PatternSubscription extends Emitter {
   #refused = new Set(); // names not read (said once)
   #announced = new Set(); // announced since the last listing began
   #again = new Map(); // name -> [delay ms, ended at]
+  // Matching channels skipped for maxChannels, subscribed in name order as members leave
+  // (#fillFreeSlots); and whether one was skipped but not remembered (SKIPPED_NAMES_KEPT).
+  #skipped = new Set();
+  #skippedForgotten = false;
   #timers = new Set();
   #waiters = [];
   #listingWanted = false;
@@ -2188,11 +2208,15 @@ export class PatternSubscription extends Emitter {
 
   /** Unsubscribe from every channel (messages not taken yet are dropped). Idempotent. */
   async close() {
+    await this.#closeWith('this pattern subscription was closed');
+  }
+
+  async #closeWith(reason) {
     if (this.#closed) return;
     this.#closed = true;
-    this.#end('this pattern subscription was closed');
+    this.#end(reason);
     const subs = [...this.#subs];
-    for (const sub of subs) this.#drop(sub);
+    for (const sub of subs) this.#drop(sub, { quiet: true }); // (no 'leave': the whole set ends)
     if (this.#events) subs.push(this.#events);
     this.#events = null;
     await Promise.all(subs.map((sub) => sub.close().catch(() => {})));
@@ -2207,10 +2231,13 @@ export class PatternSubscription extends Emitter {
     this.#offs.push(client.on('close', (reason) => this.#end(reason)));
     try {
       await this.#followEvents();
-      if (this.ended) return;
+      // The client closed during the start: rejected, as a subscribe on it is (not an ended
+      // pattern subscription that resolves).
+      if (this.ended) throw new ConnectionClosed(this.endReason);
       const names = (await this.#list()).filter((name) => !this.#active.has(name));
       if (names.length > this.maxChannels) throw this.#tooMany(names.length); // before any is opened
       await this.#subscribeAll(names, true);
+      if (this.ended) throw new ConnectionClosed(this.endReason);
       this.#entered = true;
     } catch (e) {
       await this.close();
@@ -2305,19 +2332,34 @@ export class PatternSubscription extends Emitter {
     if (typeof name !== 'string' || !matchesPattern(this.pattern, name, this.#regexp)) return;
     if (data.event === 'deleted') {
       this.#refused.delete(name);
+      this.#skipped.delete(name);
       this.#again.delete(name);
     } else if (data.event === 'created') {
       this.#ensure(name, { announced: true }).catch((e) => this.#transient(e));
     }
   }
 
-  /** A step failed for now (the connection, the cluster's Redis): the next listing covers it. */
+  /** A step failed for now (the connection, the cluster's Redis): the next listing covers it;
+   * another error ends the pattern subscription (#fail). */
   #transient(e) {
     if (this.ended || this.#client.state === 'closed') return;
-    if (!(e instanceof ConnectionClosed || e instanceof ClusterUnavailable || e instanceof RequestTimeout)) {
-      this.#error(e, null);
+    if (!isTransient(e)) {
+      this.#fail(e);
+      return;
     }
     this.#requestListing();
+  }
+
+  /**
+   * What is not a gap (the server refused a listing for good, a bug here): said ('error' with
+   * the channel null, else console.warn), and the end of the pattern subscription, as the
+   * Python client's (its `_guarded`: `receive` raises "pattern subscription failed"). Every
+   * member is closed (messages not taken are dropped, as by close()); `endReason` says why.
+   */
+  #fail(e) {
+    if (this.ended) return;
+    this.#error(e, null);
+    this.#closeWith(`pattern subscription failed: ${e?.message ?? e}`).catch(() => {});
   }
 
   #requestListing() {
@@ -2339,6 +2381,10 @@ export class PatternSubscription extends Emitter {
           delay = PATTERN_RETRY_FIRST_MS;
         } catch (e) {
           if (this.ended || this.#client.state === 'closed') return;
+          if (!isTransient(e)) { // not tried again for ever in silence
+            this.#fail(e);
+            return;
+          }
           this.#listingWanted = true;
           await this.#pause(delay).catch(() => {});
           delay = Math.min(delay * 2, PATTERN_RETRY_MAX_MS);
@@ -2364,8 +2410,11 @@ export class PatternSubscription extends Emitter {
     this.#announced = new Set();
     const names = await this.#list();
     if (this.ended) return;
-    await this.#subscribeAll(names);
+    // Skipped again if no slot is free: the ones remembered are those still there.
     const listed = new Set(names);
+    for (const name of [...this.#skipped]) if (!listed.has(name)) this.#skipped.delete(name);
+    this.#skippedForgotten = false;
+    await this.#subscribeAll(names);
     const now = Date.now();
     let relistAt = Infinity;
     for (const sub of [...this.#subs]) {
@@ -2422,55 +2471,95 @@ export class PatternSubscription extends Emitter {
   /**
    * Have `name` subscribed; `announced`: a `created` event named it (perhaps a new channel of
    * a name whose old member has not ended yet). A channel this client may not read, or one
-   * past maxChannels after the start, is skipped (said once). Rejects with what the caller
-   * tries again later (ConnectionClosed, ClusterUnavailable, RequestTimeout), and only
-   * `atEntry` with another error.
+   * past maxChannels after the start, is skipped (said once; one past maxChannels is
+   * remembered for a slot that frees). Resolves with what became of it: 'added' (a new
+   * member), 'present' (a member reads it already), 'absent' (no such channel now),
+   * 'skipped' (refused, or past maxChannels), 'ended'. Rejects with what the caller tries
+   * again later (ConnectionClosed, ClusterUnavailable, RequestTimeout), and only `atEntry`
+   * with another error.
    */
   #ensure(name, { announced = false, atEntry = false } = {}) {
     return this.#withName(name, async () => {
-      if (this.ended) return;
+      if (this.ended) return 'ended';
       const old = this.#active.get(name);
       if (old && !old.ended && (!announced || old.id === null)) {
         // Subscribed; or waiting to resume after a reconnect, which follows the channel of
-        // that name by itself (with a reset gap if it is a new one).
+        // that name by itself (with a reset gap if it is a new one). (One in #leaving that
+        // is read out before it comes back looks for the channel again: #leaveNow.)
         if (announced) this.#announced.add(name);
-        return;
+        return 'present';
       }
       if (this.#countedAtLeast(this.maxChannels)) {
         if (atEntry) throw this.#tooMany(this.#active.size + 1);
-        this.#refuse(name, `${this.maxChannels} channels are subscribed (maxChannels): give `
-          + 'subscribeMatching(pattern, { maxChannels: N }) a larger N to read more');
-        return;
+        this.#skip(name);
+        this.#refuse(name, `${this.maxChannels} channels are subscribed (maxChannels): it is read once one of `
+          + 'them ends; give subscribeMatching(pattern, { maxChannels: N }) a larger N to read more at once');
+        return 'skipped';
       }
       const sub = await this.#subscribe(name, atEntry);
-      if (!sub) return;
+      if (typeof sub === 'string') return sub;
       if (this.ended) {
         sub.close().catch(() => {});
-        return;
+        return 'ended';
       }
       if (old && !old.ended) {
         if (old.position.epoch === sub.position.epoch) {
           sub.close().catch(() => {}); // the same channel, listed and announced: one is enough
-          return;
+          return 'present';
         }
         // The new member reads the channel's new life: the old one delivers what it has and
         // ends, and must not ride a reset end into that life too.
         old._endAtReset = true;
       }
       this.#add(sub);
+      return 'added';
     });
   }
 
+  /** The new member, or why there is none: 'absent' (ChannelNotFound), 'skipped' (refused). */
   async #subscribe(name, atEntry) {
     try {
       return await this.#client.subscribe(name, this.#options);
     } catch (e) {
-      if (e instanceof ChannelNotFound) return null; // ended since it was listed or announced
-      if (e instanceof ConnectionClosed || e instanceof ClusterUnavailable || e instanceof RequestTimeout) throw e;
+      if (e instanceof ChannelNotFound) return 'absent'; // ended since it was listed or announced
+      if (isTransient(e)) throw e;
       if (!(e instanceof TrioStreamError)) throw e;
       if (atEntry && !(e instanceof AuthError)) throw e;
       this.#refuse(name, e.message);
-      return null;
+      return 'skipped';
+    }
+  }
+
+  /** `name` is not read for maxChannels: remembered for a slot that frees. */
+  #skip(name) {
+    if (this.#skipped.has(name) || this.#skipped.size < SKIPPED_NAMES_KEPT) this.#skipped.add(name);
+    else this.#skippedForgotten = true;
+  }
+
+  /**
+   * A member left: the channels skipped for maxChannels take the free slots, in name order
+   * (as a listing would subscribe them), passing over those gone meanwhile; those not
+   * remembered (SKIPPED_NAMES_KEPT) are found by a listing. Never rejects.
+   */
+  async #fillFreeSlots() {
+    while (!this.ended && !this.#countedAtLeast(this.maxChannels)) {
+      if (!this.#skipped.size) {
+        if (this.#skippedForgotten) {
+          this.#skippedForgotten = false; // (a listing remembers them again)
+          this.#requestListing();
+        }
+        return;
+      }
+      let name = null;
+      for (const skipped of this.#skipped) if (name === null || skipped < name) name = skipped;
+      this.#skipped.delete(name);
+      try {
+        await this.#ensure(name); // skipped again if none is free
+      } catch (e) {
+        if (isTransient(e)) this.#skipped.add(name); // (the listing this asks for covers it)
+        this.#transient(e);
+        return;
+      }
     }
   }
 
@@ -2495,6 +2584,7 @@ export class PatternSubscription extends Emitter {
 
   #error(error, channel) {
     if (this.listenerCount('error')) this.emit('error', error, channel);
+    else if (channel === null) console.warn(`pattern ${pyRepr(this.pattern)}: ${error?.message ?? error}`);
     else console.warn(`pattern ${pyRepr(this.pattern)}: channel ${pyRepr(String(channel))}: ${error.message}`);
   }
 
@@ -2510,6 +2600,7 @@ export class PatternSubscription extends Emitter {
     if (this.#known.has(name)) this.#first.set(sub, 'rejoined');
     else if (this.#entered) this.#first.set(sub, 'late');
     this.#known.delete(name);
+    this.#skipped.delete(name); // (subscribed by a listing, say)
     this.#known.set(name, true); // (the newest last)
     if (this.#known.size > KNOWN_NAMES_KEPT) this.#known.delete(this.#known.keys().next().value);
     this.#subs.add(sub);
@@ -2519,7 +2610,8 @@ export class PatternSubscription extends Emitter {
     this.#markReady(sub); // what came before this (its first frames) is read
   }
 
-  #drop(sub) {
+  // `quiet`: no 'leave' (close(): the whole pattern subscription ends).
+  #drop(sub, { quiet = false } = {}) {
     if (!this.#subs.delete(sub)) return;
     sub._onReady = null;
     this.#leaving.delete(sub);
@@ -2530,16 +2622,24 @@ export class PatternSubscription extends Emitter {
     this.#goneReceived += sub.received;
     if (this.#active.get(sub.channel) === sub) {
       this.#active.delete(sub.channel);
-      this.emit('leave', sub.channel);
+      if (!quiet) this.emit('leave', sub.channel);
     }
   }
 
-  /** A member whose channel is gone, read out: closed and out of the set (unless it came back). */
+  /**
+   * A member whose channel is gone, read out: closed and out of the set (unless it came back).
+   * Its channel is looked for again (one created anew while it was leaving: its 'created'
+   * was taken for this member, which would have resumed on it), then the slot it frees goes
+   * to a channel skipped for maxChannels.
+   */
   #leaveNow(sub) {
     this.#leaving.delete(sub);
     if (sub.id !== null) return;
     this.#drop(sub);
     sub.close().catch(() => {});
+    if (this.ended) return;
+    const name = sub.channel;
+    this.#ensure(name).then(() => this.#fillFreeSlots(), (e) => this.#transient(e));
   }
 
   #markReady(sub) {
@@ -2614,13 +2714,35 @@ export class PatternSubscription extends Emitter {
     return { ...msg, lost, gap: { kind: 'resumed', lost, recovered: 0 } };
   }
 
-  /** The server ended `name`'s member, now read: subscribe again (with a backoff if it ended a moment ago too). */
+  /**
+   * The server ended `name`'s member, now read: subscribe again (with a backoff if it ended a
+   * moment ago too); then the slot, if it is free still, goes to a channel skipped for
+   * maxChannels. A name whose channel is not found is forgotten (its 'deleted' came before
+   * its end was read, as it usually does), and so is one quiet for AGAIN_QUIET_MS: the map
+   * holds the names that ended within that time at most.
+   */
   #subscribeAgain(name) {
     const now = Date.now();
     let [delay, endedAt] = this.#again.get(name) ?? [0, -Infinity];
     if (now - endedAt > AGAIN_QUIET_MS) delay = 0;
+    for (const [other, [, at]] of this.#again) if (now - at > AGAIN_QUIET_MS) this.#again.delete(other);
     this.#again.set(name, [Math.min(Math.max(delay * 2, AGAIN_FIRST_MS), AGAIN_MAX_MS), now]);
-    this.#later(delay, () => this.#ensure(name).catch((e) => this.#transient(e)));
+    this.#later(delay, () => this.#ensure(name).then((outcome) => {
+      if (outcome === 'absent') this.#again.delete(name); // gone: nothing to back off from
+      return this.#fillFreeSlots();
+    }).catch((e) => this.#transient(e)));
+  }
+
+  /**
+   * Internal, for tests (not part of the API; may change): the sizes of the maps kept per
+   * channel name, which must stay bounded by the channels alive, not grow with those that
+   * ever ended.
+   */
+  get _sizes() {
+    return {
+      subs: this.#subs.size, active: this.#active.size, again: this.#again.size, refused: this.#refused.size,
+      skipped: this.#skipped.size, known: this.#known.size, nameChains: this.#nameChains.size,
+    };
   }
 }
 
