@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { connect, InvalidArgument, RpcError, RpcTimeout } from '../../trio_stream/web/trio_stream.js';
+import { Client, connect, InvalidArgument, RpcError, RpcTimeout } from '../../trio_stream/web/trio_stream.js';
 import { ROOT, liveSetup, sleep, waitFor, within } from './python.mjs';
 
 const { python, skip } = liveSetup('trio_stream, numpy');
@@ -200,4 +200,25 @@ test('withdrawn methods do not come back after a reconnect, also one withdrawn w
     assert.equal(got.message, `'js-unexpose-reconnect' exposes no method '${method}' (it has: keep)`);
   }
   assert.equal((await fromPython('js-unexpose-reconnect', 'keep')).value, 'kept');
+});
+
+test('a key with dots exposed without a name is withdrawn by the part before its last dot, as in Python '
+  + '(its rule: the method\'s name up to the last dot)', () => {
+  // Never connected: expose and unexpose only keep the list (the welcome would send it).
+  const page = new Client('ws://127.0.0.1:1/ws', { WebSocket: class {} });
+  const f = () => 1;
+  assert.deepEqual(page.expose({ 'stage.move': f, 'stage.stop': f, 'stage.x.spin': f, read: f }),
+    ['read', 'stage.move', 'stage.stop', 'stage.x.spin']);
+  assert.deepEqual(page.unexpose('stage'), ['stage.move', 'stage.stop']); // 'stage.x.spin' is under 'stage.x'
+  assert.deepEqual(page.exposed, ['read', 'stage.x.spin']);
+  assert.deepEqual(page.unexpose('stage.x'), ['stage.x.spin']);
+  // Under a name too: the name, and the part before the key's last dot, each withdraw it.
+  page.expose({ 'arm.move': f, stop: f }, { name: 'bot' });
+  assert.deepEqual(page.exposed, ['bot.arm.move', 'bot.stop', 'read']);
+  assert.deepEqual(page.unexpose('bot.arm'), ['bot.arm.move']);
+  page.expose({ 'arm.move': f }, { name: 'bot2' });
+  assert.deepEqual(page.unexpose('bot2'), ['bot2.arm.move']);
+  // An empty name is no name: nothing is withdrawn by it.
+  assert.throws(() => page.unexpose(''), InvalidArgument);
+  assert.deepEqual(page.exposed, ['bot.stop', 'read']);
 });

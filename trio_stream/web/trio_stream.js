@@ -633,7 +633,8 @@ export class Client extends Emitter {
    * exposed object itself (by identity: all its methods, under every name it was exposed
    * under), or a name as callers call it: a method's full name (`'read'`, `'stage.move'`) or
    * the `name` it was exposed under (`'stage'`: the methods exposed under it; those exposed
-   * under `'stage.x'` stay). Returns the names withdrawn, sorted. The server gets the new
+   * under `'stage.x'` stay), or, as Python's rule, a method's name up to its last dot (a key
+   * with dots, `expose({ 'stage.move': f })`, is withdrawn by `'stage'`). Returns the names withdrawn, sorted. The server gets the new
    * list at once (protocol.md 6: the `expose` op replaces the list); calls of them already
    * running (streams too) run on to their end and are answered; a call from now on is
    * refused as one of a method never exposed (the caller's RpcError `... exposes no method
@@ -3495,8 +3496,12 @@ class RpcProvider {
     let removed, what;
     if (typeof target === 'string') {
       // As callers call them: a method's full name, or the `name` of an expose (the methods
-      // exposed under it; those under a longer name, 'stage.x', stay).
-      removed = [...this.#methods].filter(([method, entry]) => method === target || entry.service === target);
+      // exposed under it; those under a longer name, 'stage.x', stay), or, as the Python
+      // client's rule (its method name up to the last dot), the part before the last dot of a
+      // key that has dots itself (expose({ 'stage.move': f }): unexpose('stage') withdraws it).
+      const under = (method) => method.slice(0, Math.max(method.lastIndexOf('.'), 0)); // (rpartition)
+      removed = [...this.#methods].filter(([method, entry]) => method === target || entry.service === target
+        || (target !== '' && under(method) === target)); // ('': no name; not every method without a dot)
       what = `no method and no name ${pyRepr(target.slice(0, 100))} is exposed`;
     } else if (target !== null && (typeof target === 'object' || typeof target === 'function')) {
       removed = [...this.#methods].filter(([, entry]) => entry.owner === target); // by identity
