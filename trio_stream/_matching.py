@@ -30,11 +30,11 @@ Failures are gaps, never the end (DESIGN section 4): a listing that fails (the c
 away, a connection lost during it) is tried again with a backoff; ``$channels`` ended with an
 error (a memory limit) is followed again and the channels listed; a channel refused (another
 client's private one, past ``max_channels``, a server limit) is skipped with one warning (one
-past ``max_channels`` is remembered, and takes the slot a member that leaves frees); a
-channel whose subscription the server ended (LimitExceeded: a block reader past its
-``block_timeout``) raises that error once from ``receive`` and is subscribed again. Only the
-client's own end (closed, or it gave up reconnecting) ends the pattern subscription, after
-the messages already here are read.
+past ``max_channels`` is remembered, and takes the slot a member that leaves frees; a
+subscribe on its way holds its slot); a channel whose subscription the server ended
+(LimitExceeded: a block reader past its ``block_timeout``) raises that error once from
+``receive`` and is subscribed again. Only the client's own end (closed, or it gave up
+reconnecting) ends the pattern subscription, after the messages already here are read.
 
 What a message costs does not grow with the number of channels: each subscription has a
 ``_Mark`` that its next frame (or its end) sets, which puts it in the ``_ready`` queue; the
@@ -244,11 +244,21 @@ class PatternSubscription:
         self._scope = trio.CancelScope()  # the follower tasks
         self._waiting: trio.Event | None = None  # what a receive waits on
         self._reconnects_at_start = 0  # client.reconnects when _start began
-        self._refused: set[str] = set()  # names not read (refused, past max_channels): said once
+        # Names not read (refused, past max_channels), said once: each with the number of the
+        # listing that last saw it refused (see _resync). It only serves to say a name once,
+        # so it is bounded as _skipped is (SKIPPED_NAMES_KEPT): past that, a name refused is
+        # said but not remembered (a listing may say it again), and said once in all
+        # (_refused_past_bound) while the names remembered fill the bound.
+        self._refused: dict[str, int] = {}
+        self._refused_past_bound = False
         # A listing is wanted (set) / what the last one covered (see _request_listing).
         self._listing_wanted = trio.Event()
         self._listed_key: tuple[int, int] | None = None
         self._announced: set[str] = set()  # announced since the last listing began, not live
+        # Listings begun: what a name skipped or refused is stamped with. A listing forgets
+        # the names it does not show only if they were stamped before it began: its answer
+        # may predate a channel skipped or refused while it was on its way (a review).
+        self._listings = 0
         # Members the server ended with an error, to subscribe again: [delay, ended at] each.
         self._again: dict[str, list[float]] = {}
         # Steps for _follow_ends, which starts each (a channel subscribed again, a free slot
@@ -262,8 +272,13 @@ class PatternSubscription:
         # Matching channels skipped for max_channels, subscribed in name order as members
         # leave (_fill_free_slots), not at the next listing only (after a reconnect or a
         # gap: rare); and whether one was skipped but not remembered (SKIPPED_NAMES_KEPT).
-        self._skipped: set[str] = set()
+        # Each with the listing number it was skipped under (see _listings).
+        self._skipped: dict[str, int] = {}
         self._skipped_forgotten = False
+        # Subscribes on their way (_ensure): each holds a slot of max_channels until it lands
+        # or fails, or a channel announced meanwhile took that slot too (a review: two
+        # members with max_channels=1).
+        self._subscribing = 0
         # Totals kept as members come and go and messages are taken: a message costs the
         # same with 1000 channels as with one (SyncSubscription._take reads them per message).
         self._windows: Counter[int] = Counter()
@@ -621,10 +636,12 @@ class PatternSubscription:
     # -- the set of subscriptions -----------------------------------------------------------
     def _counted_at_least(self, limit: int) -> bool:
         """Whether ``limit`` members count against max_channels: those subscribed now, not
-        ended, and live (one waiting to resume after a reconnect may never come back)."""
-        if len(self._active) < limit:  # (the common case, without walking them)
+        ended, and live (one waiting to resume after a reconnect may never come back), and
+        the subscribes on their way (``_subscribing``)."""
+        pending = self._subscribing
+        if len(self._active) + pending < limit:  # (the common case, without walking them)
             return False
-        return sum(sub._live and not sub._ended for sub in self._subs) >= limit
+        return sum(sub._live and not sub._ended for sub in self._subs) + pending >= limit
 
     def _too_many(self, more: int) -> LimitExceeded:
         return LimitExceeded(
@@ -644,7 +661,7 @@ class PatternSubscription:
         known[sub.channel] = None  # (the newest last)
         if len(known) > KNOWN_NAMES_KEPT:
             del known[next(iter(known))]
-        self._skipped.discard(sub.channel)  # (subscribed by a listing, say)
+        self._skipped.pop(sub.channel, None)  # (subscribed by a listing, say)
         mark = self._subs[sub] = _Mark(self, sub)
         self._active[sub.channel] = sub
         self._count_window(mark.window, 1)
@@ -719,46 +736,59 @@ class PatternSubscription:
                 if at_entry:
                     raise self._too_many(len(self._active) + 1)
                 self._skip(name)
+                subscribed = (
+                    "1 channel is"
+                    if self.max_channels == 1
+                    else f"{self.max_channels} channels are"
+                )
                 self._refuse(
                     name,
-                    f"{self.max_channels} channels are subscribed (max_channels): it is read "
-                    "once one of them ends; give subscribe_matching(..., max_channels=N) a "
-                    "larger N to read more at once",
+                    f"{subscribed} subscribed (max_channels): it is read once one of them "
+                    "ends; give subscribe_matching(..., max_channels=N) a larger N to read "
+                    "more at once",
                 )
                 return
+            self._subscribing += 1  # its slot, until it lands or fails (_counted_at_least)
+            try:
+                await self._join(name, old, at_entry)
+            finally:
+                self._subscribing -= 1
+
+    async def _join(self, name: str, old: Subscription | None, at_entry: bool) -> None:
+        """_ensure's subscribe, under its name's lock and with a slot held (see there)."""
+        generation = self._options_generation
+        sub = await self._subscribe(name, at_entry)
+        if sub is None:
+            return
+        if self._closed:  # closed while the subscribe was on its way: not left open
+            sub.close_nowait()
+            return
+        if old is not None and not old._ended and old.position.epoch == sub.position.epoch:
+            sub.close_nowait()  # the same channel, listed and announced: one is enough
+            return
+        while generation != self._options_generation and not self._closed:
+            # Subscribed with the options from before a retune() that did not see it.
             generation = self._options_generation
-            sub = await self._subscribe(name, at_entry)
-            if sub is None:
-                return
-            if self._closed:  # closed while the subscribe was on its way: not left open
+            try:
+                await self._retune_member(sub, self._retunable())
+            except TrioStreamError as exc:
                 sub.close_nowait()
+                if isinstance(exc, (ClusterUnavailable, ConnectionClosed)) or at_entry:
+                    raise
+                self._refuse(name, str(exc))
                 return
-            if old is not None and not old._ended and old.position.epoch == sub.position.epoch:
-                sub.close_nowait()  # the same channel, listed and announced: one is enough
+        if self._closed:
+            sub.close_nowait()
+            return
+        if old is not None and not old._ended:
+            if old.position.epoch == sub.position.epoch:
+                sub.close_nowait()  # it rode its reset end into this life meanwhile
                 return
-            while generation != self._options_generation and not self._closed:
-                # Subscribed with the options from before a retune() that did not see it.
-                generation = self._options_generation
-                try:
-                    await self._retune_member(sub, self._retunable())
-                except TrioStreamError as exc:
-                    sub.close_nowait()
-                    if isinstance(exc, (ClusterUnavailable, ConnectionClosed)) or at_entry:
-                        raise
-                    self._refuse(name, str(exc))
-                    return
-            if self._closed:
-                sub.close_nowait()
-                return
-            if old is not None and not old._ended:
-                if old.position.epoch == sub.position.epoch:
-                    sub.close_nowait()  # it rode its reset end into this life meanwhile
-                    return
-                # The new subscription reads the channel's new life: the old one delivers
-                # what it has and ends, and must not ride a reset end (a cluster's Redis
-                # restarted empty) into that life too, which two members would then read.
-                old._end_at_reset()
-            self._add(sub)
+            # The new subscription reads the channel's new life: the old one delivers
+            # what it has and ends, and must not ride a reset end (a cluster's Redis
+            # restarted empty) into that life too, which two members would then read.
+            old._end_at_reset()
+        self._add(sub)
 
     def _retunable(self) -> dict[str, Any]:
         """The options a retune sets, as they are now (``retune_changes``'s form)."""
@@ -767,7 +797,7 @@ class PatternSubscription:
     def _skip(self, name: str) -> None:
         """``name`` is not read for max_channels: remembered for a slot that frees."""
         if name in self._skipped or len(self._skipped) < SKIPPED_NAMES_KEPT:
-            self._skipped.add(name)
+            self._skipped[name] = self._listings
         else:
             self._skipped_forgotten = True
 
@@ -782,18 +812,31 @@ class PatternSubscription:
                     self._request_listing(force=True)
                 return
             name = min(self._skipped)
-            self._skipped.discard(name)
+            listing = self._skipped.pop(name)
             try:
                 await self._ensure(name, announced=False)  # skipped again if none is free
             except (ClusterUnavailable, ConnectionClosed) as exc:
-                self._skipped.add(name)  # (the listing this asks for covers it)
+                self._skipped.setdefault(name, listing)  # (the listing this asks for covers it)
                 self._transient(exc)
                 return
 
     def _refuse(self, name: str, why: str) -> None:
-        if name not in self._refused:
-            self._refused.add(name)
-            log.warning("pattern %r: channel %r is not read: %s", self.pattern, name, why)
+        """Say once that ``name`` is not read (see ``_refused``)."""
+        refused = self._refused
+        if name in refused:
+            refused[name] = self._listings  # (refused again: a listing keeps it)
+            return
+        if len(refused) < SKIPPED_NAMES_KEPT:
+            refused[name] = self._listings
+        elif self._refused_past_bound:
+            return  # (said once past the bound: not name by name)
+        else:
+            self._refused_past_bound = True
+            why += (
+                f" (and more: past {SKIPPED_NAMES_KEPT} channels not read, they are not "
+                "said one by one)"
+            )
+        log.warning("pattern %r: channel %r is not read: %s", self.pattern, name, why)
 
     async def _subscribe(self, name: str, at_entry: bool) -> Subscription | None:
         """A subscription to ``name``; None if this client may not read it (gone meanwhile,
@@ -863,14 +906,25 @@ class PatternSubscription:
         the members waiting to resume whose channel is not listed (gone with a restart)."""
         self._listed_key = self._listing_key()
         self._announced = set()
-        names = await self._list()
+        # A name skipped or refused from here on (a channel created, announced and skipped
+        # while the answer is on its way) is stamped with this listing's number: the answer
+        # may not show it, and it is not forgotten for that (see _listings).
+        self._listings += 1
+        listing = self._listings
+        began = trio.current_time()
+        forgotten, self._skipped_forgotten = self._skipped_forgotten, False
+        try:
+            names = await self._list()
+        except BaseException:
+            self._skipped_forgotten |= forgotten  # (not found by this listing after all)
+            raise
         if self._closed:
             return
-        # Skipped again if no slot is free: the ones remembered are those still there.
-        self._skipped.intersection_update(names)
-        self._skipped_forgotten = False
-        await self._subscribe_all(names)
         listed = set(names)
+        # Skipped again if no slot is free (the listed names not remembered, whose skip was
+        # forgotten, among them): the ones remembered are those still there.
+        self._forget_unlisted(self._skipped, listed, listing)
+        await self._subscribe_all(names)
         now = trio.current_time()
         self._relist_at = math.inf
         for sub in list(self._subs):
@@ -889,9 +943,21 @@ class PatternSubscription:
             else:
                 self._leave_now(sub)
         # Said once per name, for the names that still exist: the rest are forgotten.
-        self._refused &= listed
-        for name in [name for name in self._again if name not in listed]:
+        self._forget_unlisted(self._refused, listed, listing)
+        if len(self._refused) < SKIPPED_NAMES_KEPT:
+            self._refused_past_bound = False
+        for name in [
+            name
+            for name, (_, ended_at) in self._again.items()
+            if name not in listed and ended_at < began
+        ]:
             del self._again[name]
+
+    @staticmethod
+    def _forget_unlisted(names: dict[str, int], listed: set[str], listing: int) -> None:
+        """Drop from ``names`` those ``listing`` did not show, stamped before it began."""
+        for name in [name for name, seen in names.items() if seen < listing and name not in listed]:
+            del names[name]
 
     def _leave_now(self, sub: Subscription) -> None:
         """A member whose channel is gone, read out: closed (no more resubscribe attempts)
@@ -1059,8 +1125,8 @@ class PatternSubscription:
             return
         kind = data.get("event")
         if kind == "deleted":
-            self._refused.discard(name)
-            self._skipped.discard(name)
+            self._refused.pop(name, None)
+            self._skipped.pop(name, None)
             self._again.pop(name, None)
         elif kind == "created":
             try:
