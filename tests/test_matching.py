@@ -1115,3 +1115,45 @@ async def test_a_name_without_glob_characters_follows_that_channel_across_its_li
                     assert msg.gap is not None and msg.gap.kind == "reset"
             # (the service left: its channels end, the pattern waits for the next life)
         await until(lambda: events.channels == [])
+
+
+async def test_channels_that_ended_leave_no_resubscription_behind(
+    server: ts.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader over channels named per run: each member's end is read after its channel's
+    # "deleted" (the server queues the end behind its frames), and its subscribe again
+    # finds nothing. The backoff entry of that subscribe stayed, one per channel that ever
+    # ended, for the client's life (a review).
+    async with writer_and_reader(server) as (w, r), r.subscribe_matching("run.*") as matching:
+        on_event = matching._on_event
+        again_after = matching._again_after
+        deleted: list[str] = []
+        tried: list[str] = []
+
+        async def handled(event: ts.Message) -> None:
+            await on_event(event)
+            if isinstance(event.data, dict) and event.data.get("event") == "deleted":
+                deleted.append(event.data["channel"])
+
+        async def tried_again(name: str, delay: float) -> None:
+            await again_after(name, delay)
+            tried.append(name)
+
+        monkeypatch.setattr(matching, "_on_event", handled)
+        monkeypatch.setattr(matching, "_again_after", tried_again)
+        runs = 20
+        for run in range(runs):
+            name = f"run.{run}"
+            await w.create_channel(name)
+            await until(lambda: matching.channels == [name])  # noqa: B023 (awaited here)
+            member = matching._active[name]
+            await publish(w, name, [run])
+            await w.delete_channel(name)
+            await until(lambda: name in deleted and member._ended)  # noqa: B023
+            assert [m.data for m in await take(matching, 1)] == [run]
+            with pytest.raises(trio.WouldBlock):
+                matching.receive_nowait()  # its end, after the "deleted": it leaves
+            await until(lambda: len(tried) == run + 1)  # noqa: B023 (its channel is gone)
+            assert matching.channels == []
+        assert tried == [f"run.{run}" for run in range(runs)]
+        assert matching._again == {}

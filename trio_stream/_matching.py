@@ -260,6 +260,9 @@ class PatternSubscription:
         # may predate a channel skipped or refused while it was on its way (a review).
         self._listings = 0
         # Members the server ended with an error, to subscribe again: [delay, ended at] each.
+        # Kept only while a member of that name is subscribed (its next end backs off): a
+        # member's end is read after its channel's "deleted" (an end is queued behind its
+        # frames), so kept longer it grew by one per channel ever read (_again_after).
         self._again: dict[str, list[float]] = {}
         # Steps for _follow_ends, which starts each (a channel subscribed again, a free slot
         # taken): a channel, not its nursery, so that an end read before that task first
@@ -968,6 +971,8 @@ class PatternSubscription:
             return
         self._drop(sub)
         sub.close_nowait()
+        if sub.channel not in self._active:
+            self._again.pop(sub.channel, None)  # (no member of that name to back off)
         self._again_send.send_nowait(self._fill_free_slots)
 
     def _subscribe_again(self, name: str) -> None:
@@ -989,6 +994,11 @@ class PatternSubscription:
         except (ClusterUnavailable, ConnectionClosed) as exc:
             self._transient(exc)
             return
+        if name not in self._active:
+            # No member of that name (its channel gone, the usual end; refused; skipped for
+            # max_channels): no next end to back off from. Kept, the entry stayed for the
+            # client's life, one per channel that ever ended (see _again).
+            self._again.pop(name, None)
         # Its slot first (the channel lives on); if it is gone, a skipped channel's.
         await self._fill_free_slots()
 
