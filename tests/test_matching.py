@@ -1157,3 +1157,54 @@ async def test_channels_that_ended_leave_no_resubscription_behind(
             assert matching.channels == []
         assert tried == [f"run.{run}" for run in range(runs)]
         assert matching._again == {}
+
+
+@memory_only("the restart is a new memory server behind the proxy")
+async def test_a_channel_created_again_while_its_old_member_leaves_is_read(
+    server: ts.Server, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server restart: the member of run.0 waits to resume, unlisted; listed again after
+    # LEAVE_UNLISTED_S (shortened here) it leaves, once its messages are read. The channel
+    # created again meanwhile was taken for that member's (which follows its name by
+    # itself); closed before it found the channel, nothing subscribed the new one (a
+    # review). Its resubscriptions are refused here (as if each came just before the
+    # channel was created again), for that order every time.
+    monkeypatch.setattr(matching_module, "LEAVE_UNLISTED_S", 0.5)
+    async with writer_and_reader(server, proxy.url, reconnect=FAST) as (w, r):
+        await w.create_channel("run.0")
+        async with r.subscribe_matching("run.*", policy="unbounded") as matching:
+            [old] = matching._subs
+            await publish(w, "run.0", ["old 1", "old 2"])
+            await until(lambda: len(old._frames) == 2)  # not read yet
+            request_now = r._request_now
+
+            async def not_back(cls: type[Any], **fields: Any) -> Any:
+                if fields.get("channel") == "run.0" and "since_epoch" in fields:
+                    raise ts.ChannelNotFound("channel 'run.0' not found")
+                return await request_now(cls, **fields)
+
+            monkeypatch.setattr(r, "_request_now", not_back)
+            config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+            async with ts.open_server(config) as restarted:
+                assert restarted.tcp_url is not None
+                port = int(restarted.tcp_url.rsplit(":", 1)[1].rstrip("/"))
+                proxy.target = ("127.0.0.1", port)
+                proxy.cut()
+                with trio.fail_after(WAIT_S):
+                    await r.wait_state("reconnecting")
+                    await r.wait_state("open")
+                await until(lambda: old in matching._leaving)  # gone: leaves once read out
+                async with ts.open_client(restarted.tcp_url, name="w2") as w2:
+                    await w2.create_channel("run.0")
+                    await until(lambda: len(matching._subs) == 2 or "run.0" in matching._announced)
+                    got = [m.data for m in await take(matching, 2)]
+                    assert got == ["old 1", "old 2"]
+                    with pytest.raises(trio.WouldBlock):
+                        matching.receive_nowait()  # the old member is read out: it leaves
+                    await until(lambda: old not in matching._subs)
+                    await until(lambda: matching.channels == ["run.0"])
+                    assert matching._active["run.0"] is not old
+                    await publish(w2, "run.0", ["new"])
+                    (first,) = await take(matching, 1)
+                    assert (first.channel, first.data) == ("run.0", "new")
+                    assert first.gap == ts.Gap("reset", None, 0)  # its new life

@@ -729,6 +729,8 @@ class PatternSubscription:
             if self._closed:
                 return
             old = self._active.get(name)
+            if announced and old is not None and old in self._leaving and not old._live:
+                self._end_leaving(old)
             if old is not None and not old._ended and (not announced or not old._live):
                 # Subscribed; or waiting to resume after a reconnect, which follows the
                 # channel of that name by itself (with a "reset" gap if it is a new one).
@@ -756,6 +758,18 @@ class PatternSubscription:
                 await self._join(name, old, at_entry)
             finally:
                 self._subscribing -= 1
+
+    def _end_leaving(self, old: Subscription) -> None:
+        """A channel of ``old``'s name is announced while ``old`` leaves (found gone by a
+        listing, kept only until its messages are read): that is a new channel, subscribed
+        beside it. Left waiting to resume, ``old`` either followed the name into that life
+        too (two members reading one channel), or was closed before it found it, and
+        nothing read the new channel until some later listing (a review). It ends now
+        instead, after what it has: read out, it leaves as an ended member does."""
+        if old._ended:
+            return
+        self._client._resuming_subs.discard(old)  # (its retries stop: it ended)
+        old._end(f"channel {old.channel!r} is gone (not listed)", None)
 
     async def _join(self, name: str, old: Subscription | None, at_entry: bool) -> None:
         """_ensure's subscribe, under its name's lock and with a slot held (see there)."""
