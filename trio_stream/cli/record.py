@@ -657,6 +657,10 @@ async def _record(
     # of a reader away past the grace, drops after its last frame. Counted at the end: the
     # summary said "lost 0" under a line saying 2,026 frames were not delivered (a tester).
     lost_before, lost_in_messages = sub.lost, 0
+    # The channel's end is said once the block below is left, as sub says it: after the
+    # watcher's last line ("giving up" a reset wait). Woken by the same end, the two tasks
+    # printed in either order (a review); README: giving up, then the end's own line.
+    end_line: str | None = None
     async with _flushing(writer) as flushing:
         async with ended_if_not_back(client, sub, args) as gone:
             with trio.CancelScope(deadline=deadline) as timed:
@@ -676,9 +680,7 @@ async def _record(
                             if args.wait_channel
                             else " (--wait-channel records on when it is back)"
                         )
-                        print(
-                            f"trio-stream dump: {ended(args.channel, sub)}{hint}", file=sys.stderr
-                        )
+                        end_line = f"trio-stream dump: {ended(args.channel, sub)}{hint}"
                         recording.channel_ended = True
                         recording.lost += max(0, sub.lost - lost_before - lost_in_messages)
                         break
@@ -706,6 +708,8 @@ async def _record(
                     if recording.frames == args.count:
                         recording.stopped = True
                         break
+        if end_line is not None:
+            print(end_line, file=sys.stderr)
         flushing.cancel_scope.cancel()  # (the caller flushes the rest)
     # Not back after a server restart (ended_if_not_back said so): as at the channel's end.
     recording.channel_ended |= gone.cancelled_caught
