@@ -154,6 +154,37 @@ export async function startServer(python, httpPort, args = []) {
   return child;
 }
 
+/**
+ * Start tests/js/rpc_provider_server.py (a server, a WebSocket proxy to it, and the Python
+ * caller "py-caller"); resolve with `{ server, url, proxyUrl }` once it printed its URLs.
+ * Stop it with stopRpcProviderServer.
+ */
+export async function startRpcProviderServer(python) {
+  const server = spawn(python, [join(ROOT, 'tests/js/rpc_provider_server.py')], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  const { ws_url: url, proxy_url: proxyUrl } = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`rpc provider server did not start: ${out}`)), 15000);
+    server.stdout.on('data', (chunk) => {
+      out += chunk;
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (line) {
+        clearTimeout(timer);
+        resolve(JSON.parse(line));
+      }
+    });
+    server.on('exit', (code) => reject(new Error(`rpc provider server exited (${code}): ${out}`)));
+  });
+  return { server, url, proxyUrl };
+}
+
+/** Ask the rpc_provider_server.py child to stop (its stdin closes); SIGKILL it after 5 s. */
+export async function stopRpcProviderServer(server) {
+  if (!server) return;
+  server.stdin.end();
+  await Promise.race([new Promise((r) => server.on('exit', r)), sleep(5000)]);
+  if (server.exitCode === null) server.kill('SIGKILL');
+}
+
 // -------------------------------------------------------------------------------------- Redis
 
 const REDIS_DEFAULT_PORT = 6379; // somebody else's Redis may live there: never ours

@@ -6,10 +6,10 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { Client, connect, InvalidArgument, RpcError, RpcTimeout } from '../../trio_stream/web/trio_stream.js';
-import { ROOT, liveSetup, sleep, waitFor, within } from './python.mjs';
+import {
+  liveSetup, sleep, startRpcProviderServer, stopRpcProviderServer, waitFor, within,
+} from './python.mjs';
 
 const { python, skip } = liveSetup('trio_stream, numpy');
 
@@ -18,31 +18,14 @@ const opened = []; // clients a test opened: closed after it, whatever happened
 
 before(async () => {
   if (skip) return;
-  server = spawn(python, [join(ROOT, 'tests/js/rpc_provider_server.py')], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
-  ({ ws_url: url, proxy_url: proxyUrl } = await new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`rpc provider server did not start: ${out}`)), 15000);
-    server.stdout.on('data', (chunk) => {
-      out += chunk;
-      const line = out.split('\n').find((l) => l.startsWith('{'));
-      if (line) {
-        clearTimeout(timer);
-        resolve(JSON.parse(line));
-      }
-    });
-    server.on('exit', (code) => reject(new Error(`rpc provider server exited (${code}): ${out}`)));
-  }));
+  ({ server, url, proxyUrl } = await startRpcProviderServer(python));
   caller = await connect(url, { name: 'js-unexpose-caller' });
 });
 
 after(async () => {
   for (const c of opened) await c.close();
   await caller?.close();
-  if (server) {
-    server.stdin.end();
-    await Promise.race([new Promise((r) => server.on('exit', r)), sleep(5000)]);
-    if (server.exitCode === null) server.kill('SIGKILL');
-  }
+  await stopRpcProviderServer(server);
 });
 
 async function page(name, options = {}) {
