@@ -1438,6 +1438,22 @@ function checkTuning(o) {
   checkPositive('blockTimeout', o.blockTimeout);
 }
 
+/**
+ * What `sub.retune(o)` makes of the tuning `sub` has (`{policy, size, every, maxRate,
+ * blockTimeout}`): options left out stay; `maxRate: null` removes the limit. Checked.
+ */
+function retuned(sub, o) {
+  const next = {
+    policy: o.policy ?? sub.policy,
+    size: o.size === undefined ? sub.size : o.size,
+    every: o.every ?? sub.every,
+    maxRate: o.maxRate === undefined ? (o.max_rate === undefined ? sub.maxRate : o.max_rate) : o.maxRate,
+    blockTimeout: o.blockTimeout ?? o.block_timeout ?? sub.blockTimeout,
+  };
+  checkTuning(next);
+  return next;
+}
+
 // A subscription or publisher whose channel is missing after a reconnect asks again this long
 // after (ms), doubling up to the maximum (the trio client's RETRY_INITIAL_S and RETRY_MAX_S).
 const RESTORE_RETRY_FIRST_MS = 50;
@@ -1517,6 +1533,7 @@ export class Subscription extends Emitter {
   // Until its first subscribe is answered, client.subscribe() makes (and retries) it: a
   // welcome's resubscription must not make another (waitChannel waits before it asks).
   #firstPending = true;
+  #respecs = 0; // _respec calls: a subscribe asked before the last one asked the old options
 
   constructor(client, channel, o) {
     super();
@@ -1563,14 +1580,7 @@ export class Subscription extends Emitter {
         ? 'its channel is being registered again (a reset end): retune once resubscribed'
         : 'not connected: retune once resubscribed');
     }
-    const next = {
-      policy: o.policy ?? this.policy,
-      size: o.size === undefined ? this.size : o.size,
-      every: o.every ?? this.every,
-      maxRate: o.maxRate === undefined ? (o.max_rate === undefined ? this.maxRate : o.max_rate) : o.maxRate,
-      blockTimeout: o.blockTimeout ?? o.block_timeout ?? this.blockTimeout,
-    };
-    checkTuning(next);
+    const next = retuned(this, o);
     const fields = { sub: this.id };
     if (o.policy !== undefined) fields.policy = next.policy;
     if (o.size !== undefined && o.size !== null) fields.size = next.size;
@@ -1591,9 +1601,22 @@ export class Subscription extends Emitter {
     Object.assign(this, next);
   }
 
+  /**
+   * For a PatternSubscription's retune of a member waiting to resume (no id on this
+   * connection: after a reconnect, or a reset end): `o` (retune's options, checked) is what
+   * its next resubscribe asks for, and the server sets them as it takes a kept subscription
+   * back (the Python client's `_respec`). A resubscribe on its way asked with the old ones:
+   * retuned once it is answered (_subscribe).
+   */
+  _respec(o) {
+    Object.assign(this, retuned(this, o));
+    this.#respecs++;
+  }
+
   // `restore`: after a reconnect; such a request waits for its answer however long it takes (as
   // the trio client's do: a slow cluster must not end it; a dead connection fails it anyway).
   async _subscribe({ restore = false } = {}) {
+    const respecs = this.#respecs;
     this.#requesting = true;
     try {
       await this.#client.request('subscribe', {
@@ -1613,6 +1636,14 @@ export class Subscription extends Emitter {
       });
     } finally {
       this.#requesting = false;
+    }
+    if (respecs !== this.#respecs && this.id !== null && !this.ended && this.#client.state === 'open') {
+      // Respecified (_respec) while this request was on its way with the options before: the
+      // server has those; retuned to these (not awaited: a restore waits for no retune). Lost
+      // again meanwhile, the next resubscribe asks for these anyway.
+      this.retune({
+        policy: this.policy, size: this.size, every: this.every, maxRate: this.maxRate, blockTimeout: this.blockTimeout,
+      }).catch(() => {});
     }
   }
 
@@ -1940,7 +1971,9 @@ export class Subscription extends Emitter {
 
 // As the Python client's (trio_stream/_matching.py), in milliseconds.
 const DEFAULT_MAX_CHANNELS = 1000; // what maxChannels is unless given
-const SUBSCRIBES_IN_FLIGHT = 32; // subscribe requests at once when many channels match
+const SUBSCRIBES_IN_FLIGHT = 32; // subscribe (and retune) requests at once when many channels match
+// What PatternSubscription.retune takes (sub.retune's options, with their Python spellings).
+const RETUNE_OPTIONS = ['policy', 'size', 'every', 'maxRate', 'blockTimeout', 'max_rate', 'block_timeout'];
 const GLOB_CHARACTERS = '*?[';
 // A failed listing (or $channels that could not be followed again) is tried again after
 // this, doubling up to PATTERN_RETRY_MAX_MS; at once when the client's state changes.
@@ -2124,6 +2157,10 @@ export class PatternSubscription extends Emitter {
   #offs = [];
   #onMessage;
   #closed = false; // by close(): what is here is dropped (the client's end: read first)
+  // retune(): one at a time; a member subscribed under an older generation of the options is
+  // retuned before it joins (#ensure).
+  #retuning = Promise.resolve();
+  #generation = 0;
 
   constructor(client, pattern, o = {}) {
     super();
@@ -2187,6 +2224,116 @@ export class PatternSubscription extends Emitter {
     }
     const sorted = Object.fromEntries(Object.keys(channels).sort().map((name) => [name, channels[name]]));
     return { received, lost: this.lost, channels: sorted };
+  }
+
+  /**
+   * Change every channel's subscription on the server, as `sub.retune` changes one (between
+   * two frames: no gap, no duplicate), and the options of the channels that join later (the
+   * Python client's PatternSubscription.retune). Options left out stay as they are; `maxRate:
+   * null` removes the rate limit; a `policy` given without `size` takes the size the channels
+   * were subscribed with. Resolves once every channel subscribed now has been retuned, a few
+   * requests at a time (SUBSCRIBES_IN_FLIGHT). A channel that ended meanwhile is passed over
+   * (one of that name created again joins with the new options); one waiting to resume (the
+   * client reconnecting, its channel missing after a restart, a reset end) comes back with
+   * them, without a request now; one being subscribed meanwhile is retuned as it joins. One
+   * retune at a time: a second waits for the first.
+   * @param {object} [o] policy, size, every, maxRate, blockTimeout (as `sub.retune`)
+   * @throws {TypeError|RangeError} a bad value, as `sub.retune` says it (nothing is changed),
+   *   or an option `sub.retune` does not take
+   * @throws {InvalidArgument} the pattern subscription has ended; a policy other than
+   *   'unbounded' with no size to keep
+   */
+  async retune(o = {}) {
+    this.#retuneOptions(o); // refused before it waits for another retune
+    const run = () => this.#retune(o);
+    const done = this.#retuning.then(run, run);
+    this.#retuning = done.catch(() => {});
+    return done;
+  }
+
+  /**
+   * `[changed, options]` for `retune(o)`: the options each member's `sub.retune` takes, and
+   * the subscribe options of the channels that join from then on. Throws what retune refuses.
+   */
+  #retuneOptions(o) {
+    if (this.ended) throw new InvalidArgument(`this pattern subscription has ended (${this.endReason})`);
+    if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new TypeError(`retune takes an object of options, not ${shown(o)}`);
+    const unknown = Object.keys(o).filter((key) => !RETUNE_OPTIONS.includes(key));
+    if (unknown.length) {
+      throw new TypeError(`retune takes ${RETUNE_OPTIONS.filter((key) => !key.includes('_')).join(', ')}, not `
+        + `${unknown.map((key) => pyRepr(key)).join(', ')} (the others are fixed when a channel is subscribed)`);
+    }
+    const next = retuned(new Subscription(this.#client, this.pattern, this.#options), o); // sub.retune's checks
+    if (next.policy !== 'unbounded' && next.size === null) {
+      throw new InvalidArgument(`policy ${pyRepr(next.policy)} needs size >= 1 (frames)`);
+    }
+    const changed = {};
+    if (o.policy != null) changed.policy = next.policy;
+    // A policy given alone takes the size the channels were subscribed with: one leaving
+    // 'unbounded' has none on the server to keep ("needs a size").
+    if (o.size != null || (o.policy != null && next.size !== null)) changed.size = next.size;
+    if (o.every != null) changed.every = next.every;
+    if (o.maxRate !== undefined || o.max_rate !== undefined) changed.maxRate = next.maxRate;
+    if (o.blockTimeout != null || o.block_timeout != null) changed.blockTimeout = next.blockTimeout;
+    const { max_rate: _rate, block_timeout: _timeout, ...kept } = this.#options;
+    const options = { ...kept, ...next };
+    new Subscription(this.#client, this.pattern, options); // as a later channel is subscribed
+    return [changed, options];
+  }
+
+  async #retune(o) {
+    const [changed, options] = this.#retuneOptions(o); // (against the options of a retune before)
+    // From here a channel subscribed joins with the new options (#ensure).
+    this.#options = options;
+    this.#every = options.every;
+    this.#generation++;
+    const members = [...this.#subs].filter((sub) => !sub.ended);
+    const errors = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < members.length) {
+        const sub = members[next++];
+        try {
+          await this.#retuneMember(sub, changed);
+        } catch (e) {
+          errors.push(e);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(SUBSCRIBES_IN_FLIGHT, members.length) }, worker));
+    if (errors.length) throw errors[0];
+  }
+
+  /**
+   * Retune one member with `changed` (sub.retune's options): passed over if it ended; told to
+   * resume with them if it waits to resume. Rejects with another error of the server's (a
+   * request timeout, a memory limit).
+   */
+  async #retuneMember(sub, changed) {
+    if (sub.ended) return;
+    if (sub.id === null) {
+      sub._respec(changed);
+      return;
+    }
+    try {
+      await sub.retune(changed);
+    } catch (e) {
+      if (sub.ended) return; // ended, closed meanwhile
+      if (sub.id === null) { // the connection lost as the request went out: it resumes with them
+        sub._respec(changed);
+        return;
+      }
+      // The values were checked as sub.retune checks them: what the server refuses is its
+      // "no subscription": it ended there, its end still on its way behind its frames.
+      if (e instanceof InvalidArgument) return;
+      throw e;
+    }
+  }
+
+  /** The options a retune sets, as the members are subscribed with now (sub.retune's form). */
+  #retunable() {
+    const { policy, size, every, maxRate, blockTimeout } = this.#options;
+    return { policy, size, every, maxRate, blockTimeout };
   }
 
   /** The next message of any matching channel: `{value, done}`, as the async iterator protocol wants. */
@@ -2497,15 +2644,37 @@ export class PatternSubscription extends Emitter {
           + 'them ends; give subscribeMatching(pattern, { maxChannels: N }) a larger N to read more at once');
         return 'skipped';
       }
+      let generation = this.#generation;
       const sub = await this.#subscribe(name, atEntry);
       if (typeof sub === 'string') return sub;
       if (this.ended) {
         sub.close().catch(() => {});
         return 'ended';
       }
+      if (old && !old.ended && old.position.epoch === sub.position.epoch) {
+        sub.close().catch(() => {}); // the same channel, listed and announced: one is enough
+        return 'present';
+      }
+      while (generation !== this.#generation && !this.ended) {
+        // Subscribed with the options from before a retune() that did not see it (not a
+        // member yet): retuned to the options now, before it joins.
+        generation = this.#generation;
+        try {
+          await this.#retuneMember(sub, this.#retunable());
+        } catch (e) {
+          sub.close().catch(() => {});
+          if (isTransient(e) || atEntry || !(e instanceof TrioStreamError)) throw e;
+          this.#refuse(name, e.message);
+          return 'skipped';
+        }
+      }
+      if (this.ended) {
+        sub.close().catch(() => {});
+        return 'ended';
+      }
       if (old && !old.ended) {
         if (old.position.epoch === sub.position.epoch) {
-          sub.close().catch(() => {}); // the same channel, listed and announced: one is enough
+          sub.close().catch(() => {}); // it rode its reset end into this life meanwhile
           return 'present';
         }
         // The new member reads the channel's new life: the old one delivers what it has and
