@@ -19,6 +19,7 @@ import trio
 from proxy import open_proxy
 
 import trio_stream as ts
+from trio_stream._protocol.rpc_messages import MAX_METHODS
 from trio_stream.sync import SyncClient
 
 SETTLE_S = 10.0  # a bound for what takes milliseconds on loopback
@@ -154,8 +155,62 @@ async def test_unexposing_what_is_not_exposed_says_what_is(server: ts.Server) ->
         assert prov.unexpose(daq) == ["daq.read", "daq.status"]
         with pytest.raises(ts.InvalidArgument, match=r"\(exposed now: none\)"):
             prov.unexpose(daq)  # twice
-        with pytest.raises(ts.InvalidArgument, match=r"no method and no name= '' is exposed"):
+
+
+async def test_an_empty_name_withdraws_nothing(server: ts.Server) -> None:
+    # Every method exposed without a name= is "right under" "": an empty variable withdrew
+    # them all.
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="prov") as prov:
+        prov.expose(Daq())
+        prov.expose(Motor(), name="motor")
+        said = re.escape(
+            "unexpose('') names nothing: pass the exposed object, a method's full name "
+            "('read', 'stage.move') or the name= it was exposed under ('stage') (exposed now: "
+            "motor.move, read, status)"
+        )
+        with pytest.raises(ts.InvalidArgument, match=f"^{said}$"):
             prov.unexpose("")
+        assert sorted(prov._rpc._methods) == ["motor.move", "read", "status"]
+        assert await methods_listed(prov, "prov") == ("motor.move", "read", "status")
+        # A top-level method's name is still that method alone; a name= its methods.
+        assert prov.unexpose("read") == ["read"]
+        assert prov.unexpose("motor") == ["motor.move"]
+        assert sorted(prov._rpc._methods) == ["status"]
+
+
+class Stage:
+    def rpc_x(self) -> str:
+        return "Stage's x"
+
+    def rpc_move(self, to: float) -> float:
+        return to
+
+
+async def test_a_name_that_says_two_things_withdraws_nothing(server: ts.Server) -> None:
+    # "stage.x" is Stage's method x (exposed under "stage") and the name= another object
+    # was exposed under: both went, where whoever wrote it meant one of them.
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="prov") as prov:
+        stage, inner = Stage(), Motor()
+        prov.expose(stage, name="stage")
+        prov.expose(inner, name="stage.x")
+        everything = ["stage.move", "stage.x", "stage.x.move"]
+        said = re.escape(
+            "'stage.x' names both a method (of Stage) and the name= methods of Motor were "
+            "exposed under (stage.x.move): pass the object to withdraw instead, unexpose(obj)"
+        )
+        with pytest.raises(ts.InvalidArgument, match=f"^{said}$"):
+            prov.unexpose("stage.x")
+        assert sorted(prov._rpc._methods) == everything
+        assert await methods_listed(prov, "prov") == tuple(everything)
+        # The object says which; once one meaning is gone, the name says the other.
+        assert prov.unexpose(inner) == ["stage.x.move"]
+        assert prov.unexpose("stage.x") == ["stage.x"]
+        assert sorted(prov._rpc._methods) == ["stage.move"]
+        prov.expose(inner, name="stage.x")
+        assert prov.unexpose("stage.x") == ["stage.x.move"]
+        assert prov.unexpose("stage") == ["stage.move"]
 
 
 async def test_calls_already_running_run_to_their_end(server: ts.Server) -> None:
@@ -429,6 +484,31 @@ async def test_unexpose_on_a_closed_client_only_forgets(server: ts.Server) -> No
         prov.unexpose(daq)
 
 
+async def test_unexpose_on_a_closed_sync_client_only_forgets(server: ts.Server) -> None:
+    # As the trio Client's: it raised ConnectionClosed, where the README says the same.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+
+    def scenario() -> None:
+        inst = SyncClient(url, name="inst")
+        daq = Daq()
+        inst.expose(daq)
+        inst.expose(Motor(), name="motor")
+        inst.close()
+        assert inst.closed
+        assert inst.unexpose(daq) == ["read", "status"]
+        assert inst.unexpose("motor") == ["motor.move"]
+        with pytest.raises(ts.InvalidArgument, match=r"\(exposed now: none\)"):
+            inst.unexpose(daq)
+        held = weakref.ref(daq)
+        del daq
+        gc.collect()
+        assert held() is None  # let go
+
+    with trio.fail_after(60):
+        await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
+
+
 async def test_a_sync_client_withdraws_through_its_portal(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url
@@ -489,3 +569,95 @@ async def test_a_stream_between_two_values_keeps_its_objects_turn(server: ts.Ser
             while not results:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         assert results == ["quick"] and inst.most == 1
+
+
+async def test_an_object_unexposed_during_a_call_given_up_on_is_let_go_when_it_ends(
+    server: ts.Server,
+) -> None:
+    # Its invocation over, its call runs on in its thread; nothing else is called after:
+    # the end of that thread alone lets go of the object (it was held for the client's life).
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="prov") as prov,
+        ts.open_client(server.tcp_url, name="ctl") as ctl,
+    ):
+        inst = Instrument()
+        prov.expose(inst, thread=True)
+        with pytest.raises(ts.RpcTimeout):
+            await ctl.call("prov", "slow", timeout=0.2)
+        with trio.fail_after(SETTLE_S):
+            await trio.to_thread.run_sync(inst.entered.wait)
+            while prov._rpc.running:  # noqa: ASYNC110 - aborted: the thread runs on alone
+                await trio.sleep(0.005)
+        prov.unexpose(inst)
+        held, go_on = weakref.ref(inst), inst.go_on
+        del inst
+        gc.collect()
+        assert held() is not None  # its call still runs in its thread
+        go_on.set()
+        with trio.fail_after(SETTLE_S):
+            while held() is not None:  # let go in the trio thread, as the thread ends
+                await trio.sleep(0.01)
+                gc.collect()
+        assert prov._rpc._turns == {} and prov._rpc._retiring == set()
+
+
+async def test_an_object_unexposed_during_a_stream_given_up_on_is_let_go_when_it_ends(
+    server: ts.Server,
+) -> None:
+    # The same for a thread=True stream left while its value is made: the value's thread
+    # runs on, and the generator closes in a thread of its own once it ends.
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(server.tcp_url, name="prov") as prov,
+        ts.open_client(server.tcp_url, name="ctl") as ctl,
+    ):
+        inst = Instrument()
+        prov.expose(inst, thread=True)
+        proxy = await ctl.rpc("prov", timeout=SETTLE_S)
+        with trio.fail_after(SETTLE_S):
+            async with proxy.stream("steps", window=8) as steps:
+                assert [await steps.__anext__() for _ in range(4)] == [0, 1, 2, 3]
+                await trio.to_thread.run_sync(inst.entered.wait)  # the fifth value's wait
+                prov.unexpose(inst)
+            while prov._rpc.running:  # noqa: ASYNC110 - aborted: the thread runs on alone
+                await trio.sleep(0.005)
+        held, go_on = weakref.ref(inst), inst.go_on
+        del inst
+        gc.collect()
+        assert held() is not None  # its value is still being made
+        go_on.set()
+        with trio.fail_after(SETTLE_S):
+            while held() is not None:  # let go in the trio thread, as the thread ends
+                await trio.sleep(0.01)
+                gc.collect()
+        assert prov._rpc._turns == {} and prov._rpc._retiring == set()
+
+
+class NoRpc:
+    def read(self) -> str:
+        return "not exposed: no rpc_ prefix"
+
+
+async def test_a_refused_expose_keeps_nothing(server: ts.Server) -> None:
+    # The object and a turn were kept before the checks, for the client's life: unexpose
+    # cannot withdraw what was never exposed.
+    assert server.tcp_url is not None
+    async with ts.open_client(server.tcp_url, name="prov") as prov:
+        daq = Daq()
+        prov.expose(daq, thread=True)
+        too_many = type("TooMany", (), {f"rpc_m{i}": lambda self: None for i in range(MAX_METHODS)})
+        refused_ones = [NoRpc(), Daq(), too_many()]
+        with pytest.raises(ts.InvalidArgument, match="has no rpc_"):
+            prov.expose(refused_ones[0], thread=True)
+        with pytest.raises(ts.InvalidArgument, match="is exposed already"):
+            prov.expose(refused_ones[1], thread=True)
+        with pytest.raises(ts.LimitExceeded, match="at most"):
+            prov.expose(refused_ones[2], thread=True)
+        held = [weakref.ref(obj) for obj in refused_ones]
+        del refused_ones
+        gc.collect()
+        assert [ref() for ref in held] == [None, None, None]
+        assert list(prov._rpc._turns) == [id(daq)]
+        assert prov.unexpose(daq) == ["read", "status"]
+        assert prov._rpc._turns == {}

@@ -1484,7 +1484,10 @@ class Client:
             The names withdrawn.
 
         Raises:
-            InvalidArgument: nothing exposed is ``target`` (the message lists what is).
+            InvalidArgument: nothing exposed is ``target`` (the message lists what is); or
+                ``target`` is ``""``, or a name that says two things (a method's full name
+                that is also a ``name=``: Stage's ``x`` exposed under ``"stage"``, and another
+                object exposed under ``"stage.x"``): nothing is withdrawn, pass the object.
         """
         return self._rpc.unexpose(target)
 

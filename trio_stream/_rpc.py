@@ -28,7 +28,7 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -314,6 +314,10 @@ def _boxed_awaitable(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, 
     return _Boxed(value) if inspect.isawaitable(value) else value
 
 
+def _nothing() -> None:
+    """What a turn taken only to know that it is free runs (_release_when_free)."""
+
+
 def _check_service_name(name: str) -> None:
     parts = name.split(".")
     if not name or len(name) > MAX_METHOD_NAME // 2 or not all(p.isidentifier() for p in parts):
@@ -369,6 +373,8 @@ class RpcEndpoint:
         # once nothing of theirs runs (unexpose): exposed again meanwhile, an object keeps
         # its turn, and a call still running in its thread keeps the new ones out.
         self._retiring: set[int] = set()
+        # Of those, the ones whose turn a task waits for (_release_when_free).
+        self._awaited: set[int] = set()
         self._streams: dict[int, Inbox] = {}  # streams this client reads, by request id
         client.handle(Invoke, self._on_invoke)
         client.handle(Abort, self._on_abort)
@@ -389,11 +395,6 @@ class RpcEndpoint:
             _check_service_name(name)
         prefix = f"{name}." if name else ""
         found: dict[str, _Exposed] = {}
-        # One limiter for all of the object's methods: its sync methods share its state (a
-        # serial port, a driver), so only one of them runs at a time, whichever it is; a
-        # streaming method takes its turn for each value it makes. The same limiter whenever
-        # the object is exposed (under a second name, say).
-        one_at_a_time = self._turn_of(obj)
         for attr in dir(obj):
             if not attr.startswith(PREFIX) or len(attr) == len(PREFIX):
                 continue
@@ -410,14 +411,8 @@ class RpcEndpoint:
             method = prefix + attr[len(PREFIX) :]
             _check_method_name(method, attr, name)
             is_async = _is_async(fn) or inspect.isasyncgenfunction(fn)
-            found[method] = _Exposed(
-                fn,
-                describe(method, fn),
-                is_async,
-                None if is_async or not thread else one_at_a_time,
-                is_stream(fn),
-                obj,
-            )
+            # Its turn (thread=True) is set once every check below has passed.
+            found[method] = _Exposed(fn, describe(method, fn), is_async, None, is_stream(fn), obj)
         if not found:
             raise InvalidArgument(
                 f"{type(obj).__name__} has no {PREFIX}* methods: only methods whose names start "
@@ -456,6 +451,17 @@ class RpcEndpoint:
                     how,
                     method.rpartition(".")[2],
                 )
+        # One limiter for all of the object's methods: its sync methods share its state (a
+        # serial port, a driver), so only one of them runs at a time, whichever it is; a
+        # streaming method takes its turn for each value it makes. The same limiter whenever
+        # the object is exposed (under a second name, say). Taken only now that nothing can
+        # refuse the expose: a refused object's turn held it for the client's life, and
+        # unexpose could not let go of what was never exposed.
+        one_at_a_time = self._turn_of(obj)
+        if thread:
+            for method, exposed in found.items():
+                if not exposed.is_async:
+                    found[method] = replace(exposed, turn=one_at_a_time)
         self._methods.update(found)
         self._retiring.discard(id(obj))
         # Exposed while reconnecting: the reconnection exposes them all (reexpose).
@@ -466,9 +472,7 @@ class RpcEndpoint:
     def unexpose(self, target: object) -> list[str]:
         """Withdraw methods (see Client.unexpose); the names withdrawn, sorted."""
         if isinstance(target, str):
-            # As callers call them: a method's full name, or the name= of an expose (the
-            # methods right under it; an object's methods have no dot in their own names).
-            gone = sorted(m for m in self._methods if m == target or m.rpartition(".")[0] == target)
+            gone = self._named(target)
             what = f"no method and no name= {brief(target)} is exposed"
         else:
             gone = sorted(m for m, e in self._methods.items() if e.owner is target)
@@ -490,16 +494,62 @@ class RpcEndpoint:
             self._client.send_control(Expose(methods=sorted(self._methods)))
         return gone
 
+    def _named(self, target: str) -> list[str]:
+        """The methods a name withdraws, as callers call them: a method's full name, or
+        the name= of an expose (the methods right under it)."""
+        if not target:
+            # Every method exposed without a name= is "right under" "": one typo (an empty
+            # variable) withdrew them all.
+            raise InvalidArgument(
+                "unexpose('') names nothing: pass the exposed object, a method's full name "
+                f"('read', 'stage.move') or the name= it was exposed under ('stage') (exposed "
+                f"now: {_listed(self._methods)})"
+            )
+        method = [target] if target in self._methods else []
+        # (an object's methods have no dot in their own names: only a dotted name is under one)
+        under = sorted(m for m in self._methods if "." in m and m.rpartition(".")[0] == target)
+        if method and under:
+            # "stage.x": Stage's rpc_x exposed under "stage", and an Inner exposed under
+            # "stage.x": both went, where the one meant was one of them.
+            owner = type(self._methods[target].owner).__name__
+            owners = ", ".join(sorted({type(self._methods[m].owner).__name__ for m in under}))
+            raise InvalidArgument(
+                f"{brief(target)} names both a method (of {owner}) and the name= methods of "
+                f"{owners} were exposed under ({_listed(under)}): pass the object to withdraw "
+                "instead, unexpose(obj)"
+            )
+        return method or under
+
     def _release_turns(self) -> None:
         """Let go of the turns (and objects) of the unexposed objects nothing of runs any
         more: not a call in their worker thread (one given up on runs on, holding its turn),
-        nor a stream between two values. A turn still taken then (a call given up on) stays
-        until the next unexpose or the end of another call."""
+        nor a stream between two values. A running invocation calls this again as it ends;
+        a turn still taken with none running (a call given up on, its invocation over, runs
+        on in its thread; or a generator closes in one) is waited for in a task of its own,
+        which calls this again once it is free."""
         running = {id(i.owner) for i in self._running.values()}
         for key in list(self._retiring):
-            if key not in running and not self._turns[key][1].taken:
+            if key in running:
+                continue
+            turn = self._turns[key][1]
+            if not turn.taken:
                 del self._turns[key]
                 self._retiring.discard(key)
+            # (spawn: False on a closed client, which has nothing to wait in, nor for)
+            elif key not in self._awaited and self._client.spawn(
+                self._release_when_free, key, turn, name="rpc unexposed object's last call"
+            ):
+                self._awaited.add(key)
+
+    async def _release_when_free(self, key: int, turn: Turn) -> None:
+        """Take ``turn`` once, doing nothing, then let go of what is free: it has its turn
+        only once the threads that held it have ended (the limiter comes back to trio as a
+        thread ends; a generator closing in a thread of its own holds only the lock)."""
+        try:
+            await turn.run(_nothing)
+        finally:
+            self._awaited.discard(key)
+        self._release_turns()
 
     def _turn_of(self, obj: object) -> Turn:
         held = self._turns.get(id(obj))

@@ -1219,11 +1219,27 @@ class SyncClient:
         """Withdraw what ``expose`` exposed: the object itself, a method's full name, or the
         ``name=`` it was exposed under (see ``Client.unexpose``). New calls of those methods
         are refused; calls already running run on to their end. Returns the names withdrawn.
+        On a closed SyncClient it only lets go (there is nobody to tell), as the trio
+        Client's does.
 
         Raises:
-            InvalidArgument: nothing exposed is ``target`` (the message lists what is).
+            InvalidArgument: nothing exposed is ``target`` (the message lists what is), or
+                a name that says nothing or says two things (see ``Client.unexpose``).
         """
-        return self._run_sync(partial(self._trio_client.unexpose, target))
+        client = self._trio_client
+        portal = self._portal
+        portal.check_process()  # a forked child: the client (and its socket) is the parent's
+        if portal.is_open:
+            with contextlib.suppress(ConnectionClosed):  # (closed meanwhile: as closed)
+                return self._run_sync(partial(client.unexpose, target))
+        # Closed: a `finally: c.unexpose(driver)` raised ConnectionClosed where the trio
+        # Client's lets go. Its trio thread has ended (close() joined it), so the client's
+        # state is this thread's now, and that is all there is to change.
+        with self._lock:
+            self._cond.wait_for(lambda: self._dead, CLOSE_JOIN_S)
+        if not self._dead:  # a close whose thread would not end: its state is still in use
+            raise portal.closed_error()
+        return client.unexpose(target)
 
     def rpc(
         self,
