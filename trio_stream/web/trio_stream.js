@@ -2150,6 +2150,9 @@ export class PatternSubscription extends Emitter {
   // (#fillFreeSlots); and whether one was skipped but not remembered (SKIPPED_NAMES_KEPT).
   #skipped = new Set();
   #skippedForgotten = false;
+  // Subscribes on their way (#ensure): each holds a slot of maxChannels until it lands or
+  // fails, or a channel announced meanwhile took that slot too (two members with maxChannels 1).
+  #subscribing = 0;
   #timers = new Set();
   #waiters = [];
   #listingWanted = false;
@@ -2620,7 +2623,8 @@ export class PatternSubscription extends Emitter {
    * Have `name` subscribed; `announced`: a `created` event named it (perhaps a new channel of
    * a name whose old member has not ended yet). A channel this client may not read, or one
    * past maxChannels after the start, is skipped (said once; one past maxChannels is
-   * remembered for a slot that frees). Resolves with what became of it: 'added' (a new
+   * remembered for a slot that frees). A subscribe on its way holds its slot (#subscribing)
+   * until it lands, fails or is refused. Resolves with what became of it: 'added' (a new
    * member), 'present' (a member reads it already), 'absent' (no such channel now),
    * 'skipped' (refused, or past maxChannels), 'ended'. Rejects with what the caller tries
    * again later (ConnectionClosed, ClusterUnavailable, RequestTimeout), and only `atEntry`
@@ -2640,50 +2644,61 @@ export class PatternSubscription extends Emitter {
       if (this.#countedAtLeast(this.maxChannels)) {
         if (atEntry) throw this.#tooMany(this.#active.size + 1);
         this.#skip(name);
-        this.#refuse(name, `${this.maxChannels} channels are subscribed (maxChannels): it is read once one of `
-          + 'them ends; give subscribeMatching(pattern, { maxChannels: N }) a larger N to read more at once');
+        const subscribed = this.maxChannels === 1 ? '1 channel is' : `${this.maxChannels} channels are`;
+        this.#refuse(name, `${subscribed} subscribed (maxChannels): it is read once one of them ends; `
+          + 'give subscribeMatching(pattern, { maxChannels: N }) a larger N to read more at once');
         return 'skipped';
       }
-      let generation = this.#generation;
-      const sub = await this.#subscribe(name, atEntry);
-      if (typeof sub === 'string') return sub;
-      if (this.ended) {
-        sub.close().catch(() => {});
-        return 'ended';
+      this.#subscribing++; // its slot, until it lands or fails (#countedAtLeast)
+      try {
+        return await this.#join(name, old, atEntry);
+      } finally {
+        this.#subscribing--;
       }
-      if (old && !old.ended && old.position.epoch === sub.position.epoch) {
-        sub.close().catch(() => {}); // the same channel, listed and announced: one is enough
+    });
+  }
+
+  /** #ensure's subscribe, under its name's turn and with a slot held (see there). */
+  async #join(name, old, atEntry) {
+    let generation = this.#generation;
+    const sub = await this.#subscribe(name, atEntry);
+    if (typeof sub === 'string') return sub;
+    if (this.ended) {
+      sub.close().catch(() => {});
+      return 'ended';
+    }
+    if (old && !old.ended && old.position.epoch === sub.position.epoch) {
+      sub.close().catch(() => {}); // the same channel, listed and announced: one is enough
+      return 'present';
+    }
+    while (generation !== this.#generation && !this.ended) {
+      // Subscribed with the options from before a retune() that did not see it (not a
+      // member yet): retuned to the options now, before it joins.
+      generation = this.#generation;
+      try {
+        await this.#retuneMember(sub, this.#retunable());
+      } catch (e) {
+        sub.close().catch(() => {});
+        if (isTransient(e) || atEntry || !(e instanceof TrioStreamError)) throw e;
+        this.#refuse(name, e.message);
+        return 'skipped';
+      }
+    }
+    if (this.ended) {
+      sub.close().catch(() => {});
+      return 'ended';
+    }
+    if (old && !old.ended) {
+      if (old.position.epoch === sub.position.epoch) {
+        sub.close().catch(() => {}); // it rode its reset end into this life meanwhile
         return 'present';
       }
-      while (generation !== this.#generation && !this.ended) {
-        // Subscribed with the options from before a retune() that did not see it (not a
-        // member yet): retuned to the options now, before it joins.
-        generation = this.#generation;
-        try {
-          await this.#retuneMember(sub, this.#retunable());
-        } catch (e) {
-          sub.close().catch(() => {});
-          if (isTransient(e) || atEntry || !(e instanceof TrioStreamError)) throw e;
-          this.#refuse(name, e.message);
-          return 'skipped';
-        }
-      }
-      if (this.ended) {
-        sub.close().catch(() => {});
-        return 'ended';
-      }
-      if (old && !old.ended) {
-        if (old.position.epoch === sub.position.epoch) {
-          sub.close().catch(() => {}); // it rode its reset end into this life meanwhile
-          return 'present';
-        }
-        // The new member reads the channel's new life: the old one delivers what it has and
-        // ends, and must not ride a reset end into that life too.
-        old._endAtReset = true;
-      }
-      this.#add(sub);
-      return 'added';
-    });
+      // The new member reads the channel's new life: the old one delivers what it has and
+      // ends, and must not ride a reset end into that life too.
+      old._endAtReset = true;
+    }
+    this.#add(sub);
+    return 'added';
   }
 
   /** The new member, or why there is none: 'absent' (ChannelNotFound), 'skipped' (refused). */
@@ -2733,9 +2748,13 @@ export class PatternSubscription extends Emitter {
     }
   }
 
+  /** Whether `limit` count against maxChannels: the members subscribed now, not ended, and live
+   * (one waiting to resume after a reconnect may never come back), and the subscribes on their
+   * way (#subscribing). */
   #countedAtLeast(limit) {
-    if (this.#active.size < limit) return false;
-    let n = 0;
+    const pending = this.#subscribing;
+    if (this.#active.size + pending < limit) return false; // (the common case, without walking them)
+    let n = pending;
     for (const sub of this.#subs) if (sub.id !== null && !sub.ended) n++;
     return n >= limit;
   }

@@ -1,0 +1,85 @@
+// subscribeMatching's bookkeeping under races, as the Python client's fix (eda3e1e in
+// trio_stream/_matching.py) has it: a subscribe on its way holds its maxChannels slot. The race
+// is held open by wrapping the reader's subscribe (no timing). Against a real server (`python -m trio_stream serve`), the reader
+// through a TCP proxy that cuts it where needed. Needs a WebSocket in Node (Node >= 22, or
+// `node --experimental-websocket --test tests/js/`) and the Python with trio_stream.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, LimitExceeded } from '../../trio_stream/web/trio_stream.js';
+import { freePort, killChildren, liveSetup, sleep, startServer, waitFor, within } from './python.mjs';
+import { startTcpProxy } from './tcp_proxy.mjs';
+
+const { python, skip } = liveSetup();
+
+let server, port, proxy;
+const opened = []; // clients a test opened: closed after it, whatever happened
+
+before(async () => {
+  if (skip) return;
+  port = await freePort();
+  server = await startServer(python, port, ['--name', 'matching-races', '--resume-grace', '5']);
+  proxy = await startTcpProxy(port);
+});
+
+after(async () => {
+  for (const c of opened) await c.close().catch(() => {});
+  await proxy?.close();
+  await killChildren();
+});
+
+async function open(name, options = {}, url = `ws://127.0.0.1:${port}/ws`) {
+  const c = await connect(url, { name: `${name}-${process.pid}`, ...options });
+  opened.push(c);
+  return c;
+}
+
+function gate() {
+  let open;
+  const promise = new Promise((r) => { open = r; });
+  return { promise, open };
+}
+
+test('a subscribe on its way holds its maxChannels slot: a channel announced meanwhile is skipped (maxChannels 1 '
+  + 'holds), said in the singular, and takes the slot once the member leaves', { skip, timeout: 30000 }, async () => {
+  const admin = await open('ov-admin');
+  const reader = await open('ov-reader');
+  const p = await reader.subscribeMatching('ov.*', { maxChannels: 1 });
+  const warnings = [];
+  p.on('warning', (message, channel) => warnings.push([channel, message]));
+  // Every subscribe of the pattern is answered, then held until the gate opens.
+  const hold = gate();
+  const held = [];
+  const subscribe = reader.subscribe.bind(reader);
+  reader.subscribe = async (channel, o) => {
+    const sub = await subscribe(channel, o);
+    held.push(channel);
+    await hold.promise;
+    return sub;
+  };
+  try {
+    await admin.createChannel('ov.a');
+    await waitFor(() => held.length === 1, 5000, 'ov.a\'s subscribe held');
+    await admin.createChannel('ov.b');
+    // Its slot is ov.a's (on its way): skipped, not subscribed (a second member once overshot).
+    await waitFor(() => warnings.length > 0 || held.length > 1, 5000, 'ov.b announced and handled');
+    hold.open();
+    await waitFor(() => p.channels.length > 0, 5000, 'ov.a to join');
+    await sleep(300); // (a second subscribe, if one was made, lands)
+    assert.deepEqual(held, ['ov.a'], 'ov.b was subscribed while ov.a\'s subscribe held the only slot');
+    assert.deepEqual(p.channels, ['ov.a']);
+    assert.deepEqual(warnings, [['ov.b', "pattern 'ov.*': channel 'ov.b' is not read: 1 channel is subscribed "
+      + '(maxChannels): it is read once one of them ends; give subscribeMatching(pattern, { maxChannels: N }) a '
+      + 'larger N to read more at once']]);
+    // The slot frees as ov.a's member leaves: the skipped ov.b takes it.
+    const pending = p.next(); // reads ov.a's end
+    await admin.deleteChannel('ov.a');
+    await within(pending, 5000, 'ov.a\'s end read').catch(() => {});
+    await waitFor(() => p.channels.includes('ov.b'), 5000, 'ov.b to take the slot');
+    assert.deepEqual(p.channels, ['ov.b']);
+  } finally {
+    hold.open();
+    reader.subscribe = subscribe;
+    await p.close();
+  }
+});
