@@ -1,12 +1,14 @@
 // subscribeMatching's bookkeeping under races, as the Python client's fix (eda3e1e in
-// trio_stream/_matching.py) has it: a subscribe on its way holds its maxChannels slot. The race
-// is held open by wrapping the reader's subscribe (no timing). Against a real server (`python -m trio_stream serve`), the reader
+// trio_stream/_matching.py) has it: a subscribe on its way holds its maxChannels slot; a
+// listing forgets only the skipped names stamped before it began (its answer may predate a
+// channel skipped while it was on its way). Each race is held open by wrapping the reader's subscribe or
+// channels (no timing). Against a real server (`python -m trio_stream serve`), the reader
 // through a TCP proxy that cuts it where needed. Needs a WebSocket in Node (Node >= 22, or
 // `node --experimental-websocket --test tests/js/`) and the Python with trio_stream.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, LimitExceeded } from '../../trio_stream/web/trio_stream.js';
+import { connect } from '../../trio_stream/web/trio_stream.js';
 import { freePort, killChildren, liveSetup, sleep, startServer, waitFor, within } from './python.mjs';
 import { startTcpProxy } from './tcp_proxy.mjs';
 
@@ -80,6 +82,56 @@ test('a subscribe on its way holds its maxChannels slot: a channel announced mea
   } finally {
     hold.open();
     reader.subscribe = subscribe;
+    await p.close();
+  }
+});
+
+test('a channel skipped while a listing\'s answer is on its way (the answer predates it) is not forgotten by that '
+  + 'listing: it takes the slot a member frees, with no listing', { skip, timeout: 30000 }, async () => {
+  const admin = await open('ls-admin');
+  const reader = await open('ls-reader', { reconnectDelay: 100, maxReconnectDelay: 300 }, proxy.url());
+  await admin.createChannel('ls.a');
+  const p = await reader.subscribeMatching('ls.*', { maxChannels: 1 });
+  const warnings = [];
+  p.on('warning', (message, channel) => warnings.push([channel, message]));
+  // The listing after the reconnect: its answer (without ls.b) held until the gate opens.
+  let hold = gate();
+  let held = 0;
+  let listed = 0;
+  const channels = reader.channels.bind(reader);
+  reader.channels = async (...args) => {
+    const answer = await channels(...args);
+    if (hold) {
+      held++;
+      await hold.promise;
+    }
+    listed++;
+    return answer;
+  };
+  const pending = p.next(); // the member's end is read as it comes
+  try {
+    assert.deepEqual(p.channels, ['ls.a']);
+    proxy.cut();
+    await waitFor(() => held === 1, 10000, 'the listing after the reconnect, held');
+    await waitFor(() => reader.state === 'open' && reader.subscriptions.every((s) => s.id !== null), 10000,
+      'the subscriptions resumed');
+    await admin.createChannel('ls.b'); // announced: skipped (the slot is ls.a's)
+    await waitFor(() => warnings.some(([channel]) => channel === 'ls.b'), 5000, 'ls.b skipped');
+    const { open: release } = hold;
+    hold = null;
+    release();
+    await waitFor(() => listed === 1, 5000, 'the listing answered');
+    await sleep(200); // (the listing's end: its subscribes, none here)
+    assert.equal(p._sizes.skipped, 1, 'the listing forgot ls.b, which its answer predates');
+    const listings = listed;
+    await admin.deleteChannel('ls.a'); // its member leaves: ls.b takes the slot
+    await within(pending, 5000, 'ls.a\'s end read').catch(() => {});
+    await waitFor(() => p.channels.includes('ls.b'), 5000, 'ls.b to take ls.a\'s slot');
+    assert.deepEqual(p.channels, ['ls.b']);
+    assert.equal(listed, listings, 'taken without a listing');
+  } finally {
+    hold?.open();
+    reader.channels = channels;
     await p.close();
   }
 });

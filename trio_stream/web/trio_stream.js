@@ -1993,6 +1993,12 @@ const KNOWN_NAMES_KEPT = 10000; // names read before: one that comes back has a 
 // listing finds the rest once the remembered ones are used up (#fillFreeSlots).
 const SKIPPED_NAMES_KEPT = 10000;
 
+/** Drop from `names` (name -> listing number) those `listing` did not show, stamped before it
+ * began (the Python client's _forget_unlisted). */
+function forgetUnlisted(names, listed, listing) {
+  for (const [name, seen] of [...names]) if (seen < listing && !listed.has(name)) names.delete(name);
+}
+
 /**
  * `pattern` if `subscribeMatching` takes it (the Python client's check_pattern): a glob, or a
  * name without glob characters (which follows that one channel across its lives).
@@ -2143,12 +2149,23 @@ export class PatternSubscription extends Emitter {
   #entered = false;
   #events = null; // $channels
   #nameChains = new Map(); // name -> the promise of its last change (one at a time per name)
-  #refused = new Set(); // names not read (said once)
+  // Names not read (refused, past maxChannels), said once: each with the number of the listing
+  // that last saw it refused (see #resync). It only serves to say a name once, so it is bounded
+  // as #skipped is (SKIPPED_NAMES_KEPT): past that, a name refused is said but not remembered
+  // (a listing may say it again), and said once in all (#refusedPastBound) while the names
+  // remembered fill the bound (the Python client's _refused).
+  #refused = new Map();
+  #refusedPastBound = false;
   #announced = new Set(); // announced since the last listing began
+  // Listings begun: what a name skipped or refused is stamped with. A listing forgets the
+  // names it does not show only if they were stamped before it began: its answer may predate
+  // a channel skipped or refused while it was on its way (the Python client's _listings).
+  #listingsBegun = 0;
   #again = new Map(); // name -> [delay ms, ended at]
   // Matching channels skipped for maxChannels, subscribed in name order as members leave
-  // (#fillFreeSlots); and whether one was skipped but not remembered (SKIPPED_NAMES_KEPT).
-  #skipped = new Set();
+  // (#fillFreeSlots), each with the listing number it was skipped under (see #listingsBegun);
+  // and whether one was skipped but not remembered (SKIPPED_NAMES_KEPT).
+  #skipped = new Map();
   #skippedForgotten = false;
   // Subscribes on their way (#ensure): each holds a slot of maxChannels until it lands or
   // fails, or a channel announced meanwhile took that slot too (two members with maxChannels 1).
@@ -2559,13 +2576,27 @@ export class PatternSubscription extends Emitter {
    * whose channel listings have not shown for LEAVE_UNLISTED_MS leave. */
   async #resync() {
     this.#announced = new Set();
-    const names = await this.#list();
-    if (this.ended) return;
-    // Skipped again if no slot is free: the ones remembered are those still there.
-    const listed = new Set(names);
-    for (const name of [...this.#skipped]) if (!listed.has(name)) this.#skipped.delete(name);
+    // A name skipped or refused from here on (a channel created, announced and skipped while
+    // the answer is on its way) is stamped with this listing's number: the answer may not
+    // show it, and it is not forgotten for that (see #listingsBegun).
+    const listing = ++this.#listingsBegun;
+    const began = Date.now();
+    const forgotten = this.#skippedForgotten;
     this.#skippedForgotten = false;
+    let names;
+    try {
+      names = await this.#list();
+    } catch (e) {
+      this.#skippedForgotten ||= forgotten; // (not found by this listing after all)
+      throw e;
+    }
+    if (this.ended) return;
+    const listed = new Set(names);
+    // Skipped again if no slot is free (the listed names not remembered, whose skip was
+    // forgotten, among them): the ones remembered are those still there.
+    forgetUnlisted(this.#skipped, listed, listing);
     await this.#subscribeAll(names);
+    if (this.ended) return; // (no relist timer once it ended)
     const now = Date.now();
     let relistAt = Infinity;
     for (const sub of [...this.#subs]) {
@@ -2588,8 +2619,12 @@ export class PatternSubscription extends Emitter {
       this.#relistTimer = setTimeout(() => this.#requestListing(), relistAt - now + 10);
       this.#relistTimer.unref?.();
     }
-    for (const name of [...this.#refused]) if (!listed.has(name)) this.#refused.delete(name);
-    for (const name of [...this.#again.keys()]) if (!listed.has(name)) this.#again.delete(name);
+    // Said once per name, for the names that still exist: the rest are forgotten.
+    forgetUnlisted(this.#refused, listed, listing);
+    if (this.#refused.size < SKIPPED_NAMES_KEPT) this.#refusedPastBound = false;
+    for (const [name, [, endedAt]] of [...this.#again]) {
+      if (!listed.has(name) && endedAt < began) this.#again.delete(name);
+    }
   }
 
   async #subscribeAll(names, atEntry = false) {
@@ -2717,7 +2752,7 @@ export class PatternSubscription extends Emitter {
 
   /** `name` is not read for maxChannels: remembered for a slot that frees. */
   #skip(name) {
-    if (this.#skipped.has(name) || this.#skipped.size < SKIPPED_NAMES_KEPT) this.#skipped.add(name);
+    if (this.#skipped.has(name) || this.#skipped.size < SKIPPED_NAMES_KEPT) this.#skipped.set(name, this.#listingsBegun);
     else this.#skippedForgotten = true;
   }
 
@@ -2736,12 +2771,14 @@ export class PatternSubscription extends Emitter {
         return;
       }
       let name = null;
-      for (const skipped of this.#skipped) if (name === null || skipped < name) name = skipped;
+      for (const skipped of this.#skipped.keys()) if (name === null || skipped < name) name = skipped;
+      const listing = this.#skipped.get(name);
       this.#skipped.delete(name);
       try {
         await this.#ensure(name); // skipped again if none is free
       } catch (e) {
-        if (isTransient(e)) this.#skipped.add(name); // (the listing this asks for covers it)
+        // (the listing this asks for covers it)
+        if (isTransient(e) && !this.#skipped.has(name)) this.#skipped.set(name, listing);
         this.#transient(e);
         return;
       }
@@ -2765,9 +2802,21 @@ export class PatternSubscription extends Emitter {
       + 'on the server; narrow the pattern, or give subscribeMatching(pattern, { maxChannels: N }) a larger N');
   }
 
+  /** Say once that `name` is not read (see #refused). */
   #refuse(name, why) {
-    if (this.#refused.has(name)) return;
-    this.#refused.add(name);
+    const refused = this.#refused;
+    if (refused.has(name)) {
+      refused.set(name, this.#listingsBegun); // (refused again: a listing keeps it)
+      return;
+    }
+    if (refused.size < SKIPPED_NAMES_KEPT) {
+      refused.set(name, this.#listingsBegun);
+    } else if (this.#refusedPastBound) {
+      return; // (said once past the bound: not name by name)
+    } else {
+      this.#refusedPastBound = true;
+      why += ` (and more: past ${SKIPPED_NAMES_KEPT} channels not read, they are not said one by one)`;
+    }
     this.#warn(`pattern ${pyRepr(this.pattern)}: channel ${pyRepr(name)} is not read: ${why}`, name);
   }
 
