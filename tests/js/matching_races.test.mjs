@@ -1,14 +1,15 @@
-// subscribeMatching's bookkeeping under races, as the Python client's fix (eda3e1e in
-// trio_stream/_matching.py) has it: a subscribe on its way holds its maxChannels slot; a
+// subscribeMatching's bookkeeping under races, as the Python client's fixes (eda3e1e, 5d6d5b5 in
+// trio_stream/_matching.py) have it: a subscribe on its way holds its maxChannels slot; a
 // listing forgets only the skipped names stamped before it began (its answer may predate a
-// channel skipped while it was on its way). Each race is held open by wrapping the reader's subscribe or
+// channel skipped while it was on its way); a resubscription's backoff entry goes once no
+// member of that name is left. Each race is held open by wrapping the reader's subscribe or
 // channels (no timing). Against a real server (`python -m trio_stream serve`), the reader
 // through a TCP proxy that cuts it where needed. Needs a WebSocket in Node (Node >= 22, or
 // `node --experimental-websocket --test tests/js/`) and the Python with trio_stream.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from '../../trio_stream/web/trio_stream.js';
+import { connect, LimitExceeded } from '../../trio_stream/web/trio_stream.js';
 import { freePort, killChildren, liveSetup, sleep, startServer, waitFor, within } from './python.mjs';
 import { startTcpProxy } from './tcp_proxy.mjs';
 
@@ -135,3 +136,29 @@ test('a channel skipped while a listing\'s answer is on its way (the answer pred
     await p.close();
   }
 });
+
+test('a resubscription\'s backoff entry goes once no member of that name is left (here: its subscribe refused)',
+  { skip, timeout: 30000 }, async () => {
+    const admin = await open('ag-admin');
+    const reader = await open('ag-reader');
+    await admin.createChannel('ag.a');
+    const p = await reader.subscribeMatching('ag.*');
+    const warnings = [];
+    p.on('warning', (message, channel) => warnings.push([channel, message]));
+    const subscribe = reader.subscribe.bind(reader);
+    try {
+      // Subscribed again once its end is read: refused (as by a server limit).
+      reader.subscribe = async () => { throw new LimitExceeded('refused by the test'); };
+      await admin.deleteChannel('ag.a');
+      await sleep(300); // its 'deleted' comes before its end is read (which drops nothing yet)
+      const pending = p.next(); // reads the end: the member leaves, and is subscribed again
+      await waitFor(() => warnings.some(([channel]) => channel === 'ag.a'), 5000, 'the resubscribe refused');
+      await sleep(100);
+      assert.equal(p._sizes.active, 0);
+      assert.equal(p._sizes.again, 0, `the backoff entry of a name with no member was kept (${JSON.stringify(p._sizes)})`);
+      void pending;
+    } finally {
+      reader.subscribe = subscribe;
+      await p.close();
+    }
+  });

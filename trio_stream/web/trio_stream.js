@@ -2161,7 +2161,11 @@ export class PatternSubscription extends Emitter {
   // names it does not show only if they were stamped before it began: its answer may predate
   // a channel skipped or refused while it was on its way (the Python client's _listings).
   #listingsBegun = 0;
-  #again = new Map(); // name -> [delay ms, ended at]
+  // Members the server ended with an error, to subscribe again: name -> [delay ms, ended at].
+  // Kept only while a member of that name is subscribed (its next end backs off): a member's
+  // end is read after its channel's 'deleted' (an end is queued behind its frames), so kept
+  // longer it grew by one per channel ever read (#subscribeAgain, #leaveNow).
+  #again = new Map();
   // Matching channels skipped for maxChannels, subscribed in name order as members leave
   // (#fillFreeSlots), each with the listing number it was skipped under (see #listingsBegun);
   // and whether one was skipped but not remembered (SKIPPED_NAMES_KEPT).
@@ -2875,8 +2879,9 @@ export class PatternSubscription extends Emitter {
     if (sub.id !== null) return;
     this.#drop(sub);
     sub.close().catch(() => {});
-    if (this.ended) return;
     const name = sub.channel;
+    if (!this.#active.has(name)) this.#again.delete(name); // (no member of that name to back off)
+    if (this.ended) return;
     this.#ensure(name).then(() => this.#fillFreeSlots(), (e) => this.#transient(e));
   }
 
@@ -2955,9 +2960,10 @@ export class PatternSubscription extends Emitter {
   /**
    * The server ended `name`'s member, now read: subscribe again (with a backoff if it ended a
    * moment ago too); then the slot, if it is free still, goes to a channel skipped for
-   * maxChannels. A name whose channel is not found is forgotten (its 'deleted' came before
-   * its end was read, as it usually does), and so is one quiet for AGAIN_QUIET_MS: the map
-   * holds the names that ended within that time at most.
+   * maxChannels. A name left with no member is forgotten (its channel not found: its
+   * 'deleted' came before its end was read, as it usually does; refused; skipped for
+   * maxChannels), and so is one quiet for AGAIN_QUIET_MS: the map holds the names of members
+   * that ended within that time at most.
    */
   #subscribeAgain(name) {
     const now = Date.now();
@@ -2965,8 +2971,12 @@ export class PatternSubscription extends Emitter {
     if (now - endedAt > AGAIN_QUIET_MS) delay = 0;
     for (const [other, [, at]] of this.#again) if (now - at > AGAIN_QUIET_MS) this.#again.delete(other);
     this.#again.set(name, [Math.min(Math.max(delay * 2, AGAIN_FIRST_MS), AGAIN_MAX_MS), now]);
-    this.#later(delay, () => this.#ensure(name).then((outcome) => {
-      if (outcome === 'absent') this.#again.delete(name); // gone: nothing to back off from
+    this.#later(delay, () => this.#ensure(name).then(() => {
+      // No member of that name (its channel gone, the usual end; refused; skipped for
+      // maxChannels): no next end to back off from. Kept, the entry stayed for the page's
+      // life, one per channel that ever ended (see #again).
+      if (!this.#active.has(name)) this.#again.delete(name);
+      // Its slot first (the channel lives on); if it is gone, a skipped channel's.
       return this.#fillFreeSlots();
     }).catch((e) => this.#transient(e)));
   }
