@@ -201,7 +201,28 @@ test('a key with dots exposed without a name is withdrawn by the part before its
   assert.deepEqual(page.unexpose('bot.arm'), ['bot.arm.move']);
   page.expose({ 'arm.move': f }, { name: 'bot2' });
   assert.deepEqual(page.unexpose('bot2'), ['bot2.arm.move']);
-  // An empty name is no name: nothing is withdrawn by it.
-  assert.throws(() => page.unexpose(''), InvalidArgument);
+  // An empty name is no name: nothing is withdrawn by it (Python's message: what to pass).
+  assert.throws(() => page.unexpose(''), (e) => e instanceof InvalidArgument
+    && e.message === "unexpose('') names nothing: pass the exposed object, a method's full name ('read', "
+      + "'stage.move') or the name it was exposed under ('stage') (exposed now: bot.stop, read)");
   assert.deepEqual(page.exposed, ['bot.stop', 'read']);
+});
+
+test('a name that is both a method\'s full name and the name an object was exposed under is refused, naming both '
+  + 'meanings, and withdraws nothing (as Python\'s _named); the object withdraws its own', () => {
+  const page = new Client('ws://127.0.0.1:1/ws', { WebSocket: class {} });
+  class Inner { constructor() { this.y = () => 2; this.z = () => 3; } }
+  const stage = { x: () => 1 };
+  const inner = new Inner();
+  page.expose(stage, { name: 'stage' }); // 'stage.x'
+  page.expose(inner, { name: 'stage.x' }); // 'stage.x.y', 'stage.x.z'
+  assert.throws(() => page.unexpose('stage.x'), (e) => e instanceof InvalidArgument
+    && e.message === "'stage.x' names both a method (of Object) and the name methods of Inner were exposed under "
+      + '(stage.x.y, stage.x.z): pass the object to withdraw instead, unexpose(obj)');
+  assert.deepEqual(page.exposed, ['stage.x', 'stage.x.y', 'stage.x.z']);
+  // Unambiguous names and the objects still withdraw.
+  assert.deepEqual(page.unexpose('stage.x.y'), ['stage.x.y']);
+  assert.deepEqual(page.unexpose(stage), ['stage.x']);
+  assert.deepEqual(page.unexpose('stage.x'), ['stage.x.z']); // (now only a name)
+  assert.deepEqual(page.exposed, []);
 });

@@ -640,7 +640,10 @@ export class Client extends Emitter {
    * refused as one of a method never exposed (the caller's RpcError `... exposes no method
    * ...`); a reconnect exposes again only what is still exposed. Exposing it again later is
    * allowed. Throws InvalidArgument when nothing exposed is `target` (the message lists what
-   * is), TypeError for a target that is neither an object nor a string.
+   * is), and, withdrawing nothing, for `''` and for a name that says two things (a method's
+   * full name that is also a `name`: stage's `x` exposed under `'stage'`, and another object
+   * exposed under `'stage.x'`: pass the object instead); TypeError for a target that is
+   * neither an object nor a string.
    * @param {object|string} target
    */
   unexpose(target) {
@@ -3742,13 +3745,7 @@ class RpcProvider {
   unexpose(target) {
     let removed, what;
     if (typeof target === 'string') {
-      // As callers call them: a method's full name, or the `name` of an expose (the methods
-      // exposed under it; those under a longer name, 'stage.x', stay), or, as the Python
-      // client's rule (its method name up to the last dot), the part before the last dot of a
-      // key that has dots itself (expose({ 'stage.move': f }): unexpose('stage') withdraws it).
-      const under = (method) => method.slice(0, Math.max(method.lastIndexOf('.'), 0)); // (rpartition)
-      removed = [...this.#methods].filter(([method, entry]) => method === target || entry.service === target
-        || (target !== '' && under(method) === target)); // ('': no name; not every method without a dot)
+      removed = this.#named(target);
       what = `no method and no name ${pyRepr(target.slice(0, 100))} is exposed`;
     } else if (target !== null && (typeof target === 'object' || typeof target === 'function')) {
       removed = [...this.#methods].filter(([, entry]) => entry.owner === target); // by identity
@@ -3767,6 +3764,39 @@ class RpcProvider {
     // (re)connecting, the welcome exposes what is left (reexpose).
     if (this.#client.state === 'open') this.#send({ op: 'expose', methods: this.names });
     return removed.map(([method]) => method).sort();
+  }
+
+  /**
+   * The [method, entry] pairs a name withdraws, as callers call them (the Python provider's
+   * _named): a method's full name, or the `name` of an expose (the methods exposed under it;
+   * those under a longer name, 'stage.x', stay), or, as the Python client's rule (its method
+   * name up to the last dot), the part before the last dot of a key that has dots itself
+   * (expose({ 'stage.move': f }): unexpose('stage') withdraws it). '' and a name that is both
+   * a method's full name and such a name are refused (InvalidArgument): nothing is withdrawn.
+   */
+  #named(target) {
+    if (!target) {
+      // Every method exposed without a name is "right under" '': one typo (an empty variable)
+      // would withdraw them all.
+      throw new InvalidArgument("unexpose('') names nothing: pass the exposed object, a method's full name "
+        + `('read', 'stage.move') or the name it was exposed under ('stage') (exposed now: `
+        + `${listedNames(this.#methods.keys())})`);
+    }
+    const lastDot = (method) => method.slice(0, Math.max(method.lastIndexOf('.'), 0)); // (rpartition)
+    const method = this.#methods.has(target) ? [[target, this.#methods.get(target)]] : [];
+    const under = [...this.#methods].filter(([name, entry]) => name !== target
+      && (entry.service === target || lastDot(name) === target));
+    if (method.length && under.length) {
+      // 'stage.x': stage's x exposed under 'stage', and another object exposed under
+      // 'stage.x': both went, where the one meant was one of them.
+      const typeName = (o) => (typeof o === 'function' ? 'Function' : o.constructor?.name ?? 'Object');
+      const owner = typeName(method[0][1].owner);
+      const owners = [...new Set(under.map(([, entry]) => typeName(entry.owner)))].sort().join(', ');
+      throw new InvalidArgument(`${pyRepr(target.slice(0, 100))} names both a method (of ${owner}) and the name `
+        + `methods of ${owners} were exposed under (${listedNames(under.map(([name]) => name))}): pass the object `
+        + 'to withdraw instead, unexpose(obj)');
+    }
+    return method.length ? method : under;
   }
 
   /** After each welcome: expose every method again (the server forgot them with the connection). */
