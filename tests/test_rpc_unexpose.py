@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import re
+import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -507,6 +508,57 @@ async def test_unexpose_on_a_closed_sync_client_only_forgets(server: ts.Server) 
 
     with trio.fail_after(60):
         await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
+
+
+async def test_threads_unexposing_on_a_closed_sync_client_at_once(server: ts.Server) -> None:
+    # Two drivers' `finally: c.unexpose(drv)` in their own threads, after close(): both edit
+    # the client's state, which no trio thread guards any more. Without a lock they raced
+    # (RuntimeError: dictionary changed size during iteration, in about half the trials).
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    many = 400  # methods per object: a long iteration for the other thread to cut into
+
+    def instrument(tag: str) -> object:
+        methods = {f"rpc_m{i}": (lambda self: None) for i in range(many)}
+        return type(f"Drv{tag}", (), methods)()
+
+    def trial() -> list[BaseException]:
+        inst = SyncClient(url, name="inst")
+        drivers = [instrument("A"), instrument("B")]
+        for i, driver in enumerate(drivers):
+            inst.expose(driver, name=f"d{i}")
+        inst.close()
+        go = threading.Barrier(len(drivers))
+        errors: list[BaseException] = []
+        withdrawn: list[list[str]] = []
+
+        def let_go(driver: object) -> None:
+            go.wait()
+            try:
+                withdrawn.append(inst.unexpose(driver))
+            except BaseException as exc:  # counted: the test fails on it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=let_go, args=(d,)) for d in drivers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if not errors:
+            assert sorted(len(names) for names in withdrawn) == [many, many]
+        return errors
+
+    def scenario() -> list[BaseException]:
+        was = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # threads switch often: the race shows in a few trials
+        try:
+            return [error for _ in range(20) for error in trial()]
+        finally:
+            sys.setswitchinterval(was)
+
+    with trio.fail_after(60):
+        errors = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
+    assert errors == []
 
 
 async def test_a_sync_client_withdraws_through_its_portal(server: ts.Server) -> None:

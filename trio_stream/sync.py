@@ -1234,12 +1234,14 @@ class SyncClient:
                 return self._run_sync(partial(client.unexpose, target))
         # Closed: a `finally: c.unexpose(driver)` raised ConnectionClosed where the trio
         # Client's lets go. Its trio thread has ended (close() joined it), so the client's
-        # state is this thread's now, and that is all there is to change.
+        # state is no thread's now, and that is all there is to change: under the lock, as
+        # two threads may let go at once (two drivers' `finally`), and iterating the state
+        # one of them edits failed (dictionary changed size during iteration).
         with self._lock:
             self._cond.wait_for(lambda: self._dead, CLOSE_JOIN_S)
-        if not self._dead:  # a close whose thread would not end: its state is still in use
-            raise portal.closed_error()
-        return client.unexpose(target)
+            if not self._dead:  # a close whose thread would not end: its state is in use
+                raise portal.closed_error()
+            return client.unexpose(target)
 
     def rpc(
         self,
