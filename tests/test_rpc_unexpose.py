@@ -6,11 +6,13 @@ Every test runs a real server on loopback; connections are cut with the TCP prox
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import re
 import sys
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -20,6 +22,7 @@ import trio
 from proxy import open_proxy
 
 import trio_stream as ts
+import trio_stream.sync as sync_module
 from trio_stream._protocol.rpc_messages import MAX_METHODS
 from trio_stream.sync import SyncClient
 
@@ -559,6 +562,97 @@ async def test_threads_unexposing_on_a_closed_sync_client_at_once(server: ts.Ser
     with trio.fail_after(60):
         errors = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
     assert errors == []
+
+
+@contextlib.asynccontextmanager
+async def a_slow_close(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[SyncClient, Daq, threading.Thread]]:
+    """A SyncClient exposing a Daq, whose close() (in a thread of its own) is under way and
+    lasts: its flush waits CLOSE_FLUSH_S (here 2 s) for a server that is away, with a value
+    queued. CLOSE_JOIN_S is cut to 0.2 s: what waited that long for the trio thread's end
+    fails fast."""
+    monkeypatch.setattr(sync_module, "CLOSE_JOIN_S", 0.2)
+    monkeypatch.setattr(sync_module, "CLOSE_FLUSH_S", 2.0)
+    daq = Daq()
+    async with open_proxy(url) as proxy:
+
+        def opening() -> SyncClient:
+            inst = SyncClient(proxy.url, name="inst", reconnect=FAST)
+            inst.create_channel("ch")
+            inst.subscribe("ch")  # a reader: a value for nobody is not waited for
+            inst.publish("ch", 0)  # its publisher opened
+            inst.flush()
+            inst.expose(daq)
+            return inst
+
+        inst = await trio.to_thread.run_sync(opening)
+        proxy.refuse()
+        proxy.cut()
+
+        def away() -> None:
+            inst.wait_state("reconnecting", timeout=SETTLE_S)
+            inst.publish("ch", 1)  # queued: the close's flush waits for it
+
+        await trio.to_thread.run_sync(away)
+
+        def close() -> None:
+            with contextlib.suppress(ts.ConnectionClosed):  # (the value it could not send)
+                inst.close()
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        try:
+            with trio.fail_after(SETTLE_S):
+                while inst._portal.is_open:  # noqa: ASYNC110 - another thread closes it
+                    await trio.sleep(0.01)
+            yield inst, daq, closer
+        finally:
+            await trio.to_thread.run_sync(closer.join)
+
+
+async def test_unexpose_in_the_sync_clients_own_thread_after_its_close(server: ts.Server) -> None:
+    # An exposed thread=False method (it runs in the client's trio thread) that closes its
+    # client, then lets go of itself: the unexpose waited CLOSE_JOIN_S (5 s) for the end of
+    # the very thread it blocked, freezing its event loop, then raised ConnectionClosed.
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    seen: dict[str, Any] = {}
+
+    def scenario() -> SyncClient:
+        inst = SyncClient(url, name="inst")
+
+        class Driver:
+            def rpc_shutdown(self) -> str:
+                inst.close()
+                began = time.monotonic()
+                seen["withdrawn"] = inst.unexpose(self)
+                seen["took"] = time.monotonic() - began
+                return "bye"
+
+        inst.expose(Driver(), thread=False)
+        return inst
+
+    inst = await trio.to_thread.run_sync(scenario)
+    async with ts.open_client(url, name="ctl") as ctl:
+        assert await ctl.call("inst", "shutdown", timeout=SETTLE_S) == "bye"
+    assert seen["withdrawn"] == ["shutdown"]
+    assert seen["took"] < 1.0
+    await trio.to_thread.run_sync(inst._thread.join, SETTLE_S)
+    assert not inst._thread.is_alive()
+
+
+async def test_unexpose_in_a_trio_thread_while_a_sync_client_closes_is_refused(
+    server: ts.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As every SyncClient call that waits for its trio thread: in another trio run's thread
+    # it would block that run's event loop (it waited CLOSE_JOIN_S, then raised
+    # ConnectionClosed), so it is refused at once.
+    assert server.tcp_url is not None
+    async with a_slow_close(server.tcp_url, monkeypatch) as (inst, daq, closer):
+        with pytest.raises(RuntimeError, match="this thread runs trio"):
+            inst.unexpose(daq)
+        assert closer.is_alive()
 
 
 async def test_a_sync_client_withdraws_through_its_portal(server: ts.Server) -> None:

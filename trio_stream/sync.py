@@ -1232,12 +1232,20 @@ class SyncClient:
         if portal.is_open:
             with contextlib.suppress(ConnectionClosed):  # (closed meanwhile: as closed)
                 return self._run_sync(partial(client.unexpose, target))
+        if threading.current_thread() is self._thread:
+            # In its own trio thread once close() began (an exposed thread=False method that
+            # closes its client, then lets go of itself): the state is this thread's, and
+            # the wait below for this very thread's end froze its event loop for
+            # CLOSE_JOIN_S, then raised ConnectionClosed.
+            return client.unexpose(target)
         # Closed: a `finally: c.unexpose(driver)` raised ConnectionClosed where the trio
         # Client's lets go. Its trio thread has ended (close() joined it), so the client's
         # state is no thread's now, and that is all there is to change: under the lock, as
         # two threads may let go at once (two drivers' `finally`), and iterating the state
         # one of them edits failed (dictionary changed size during iteration).
         with self._lock:
+            if not self._dead:  # (the wait below would block another trio run's loop)
+                _refuse_trio_thread("SyncClient.unexpose() while the client closes")
             self._cond.wait_for(lambda: self._dead, CLOSE_JOIN_S)
             if not self._dead:  # a close whose thread would not end: its state is in use
                 raise portal.closed_error()
