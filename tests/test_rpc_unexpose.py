@@ -655,6 +655,28 @@ async def test_unexpose_in_a_trio_thread_while_a_sync_client_closes_is_refused(
         assert closer.is_alive()
 
 
+async def test_unexpose_from_a_thread_while_a_sync_client_closes_lets_go(
+    server: ts.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A driver thread's `finally: c.unexpose(drv)` while another thread's close() flushes
+    # (which may take CLOSE_FLUSH_S, 10 s, and more): it waited CLOSE_JOIN_S (5 s) for the
+    # trio thread's end, then raised ConnectionClosed, where the README says it lets go.
+    assert server.tcp_url is not None
+    async with a_slow_close(server.tcp_url, monkeypatch) as (inst, daq, closer):
+
+        def let_go() -> tuple[list[str], str]:
+            withdrawn = inst.unexpose(daq)
+            with pytest.raises(ts.InvalidArgument) as again:  # (raised in the trio thread)
+                inst.unexpose(daq)
+            return withdrawn, str(again.value)
+
+        withdrawn, again = await trio.to_thread.run_sync(let_go)
+        assert withdrawn == ["read", "status"]
+        assert "this Daq is not exposed" in again
+        assert "(exposed now: none)" in again
+        assert closer.is_alive()  # the close was still under way
+
+
 async def test_a_sync_client_withdraws_through_its_portal(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url

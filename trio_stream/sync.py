@@ -1232,24 +1232,58 @@ class SyncClient:
         if portal.is_open:
             with contextlib.suppress(ConnectionClosed):  # (closed meanwhile: as closed)
                 return self._run_sync(partial(client.unexpose, target))
+        # Closed: a `finally: c.unexpose(driver)` raised ConnectionClosed where the trio
+        # Client's lets go. Every edit below is made under the lock: two threads may let go
+        # at once (two drivers' `finally`), and one iterating the state another edits failed
+        # (dictionary changed size during iteration).
         if threading.current_thread() is self._thread:
             # In its own trio thread once close() began (an exposed thread=False method that
-            # closes its client, then lets go of itself): the state is this thread's, and
-            # the wait below for this very thread's end froze its event loop for
-            # CLOSE_JOIN_S, then raised ConnectionClosed.
-            return client.unexpose(target)
-        # Closed: a `finally: c.unexpose(driver)` raised ConnectionClosed where the trio
-        # Client's lets go. Its trio thread has ended (close() joined it), so the client's
-        # state is no thread's now, and that is all there is to change: under the lock, as
-        # two threads may let go at once (two drivers' `finally`), and iterating the state
-        # one of them edits failed (dictionary changed size during iteration).
+            # closes its client, then lets go of itself): the state is this thread's. (A
+            # wait for this very thread's end froze its event loop, then raised.)
+            with self._lock:
+                return client.unexpose(target)
         with self._lock:
-            if not self._dead:  # (the wait below would block another trio run's loop)
-                _refuse_trio_thread("SyncClient.unexpose() while the client closes")
-            self._cond.wait_for(lambda: self._dead, CLOSE_JOIN_S)
-            if not self._dead:  # a close whose thread would not end: its state is in use
-                raise portal.closed_error()
-            return client.unexpose(target)
+            if self._dead:  # its trio thread has ended: the state is no thread's now
+                return client.unexpose(target)
+        _refuse_trio_thread("SyncClient.unexpose() while the client closes")
+        # close() has begun, its trio thread still runs (a close's flush may take
+        # CLOSE_FLUSH_S and more), and still uses the RPC state as it closes (calls arrive
+        # and end, a reconnect exposes again); telling the server and letting go of an
+        # object's turn belong there too. So the edit is handed to it through its run's
+        # token (the portal refuses calls once close() began), which runs it at its loop's
+        # next turn, flush or not. (A wait for the thread's end, bounded by CLOSE_JOIN_S,
+        # raised ConnectionClosed during a longer flush.)
+        done: list[tuple[list[str], BaseException | None]] = []
+
+        def edit() -> None:  # in the trio thread
+            with self._lock:
+                try:
+                    done.append((client.unexpose(target), None))
+                except Exception as exc:  # InvalidArgument: the caller's, raised in its thread
+                    done.append(([], exc))
+                finally:
+                    self._cond.notify_all()
+
+        token = self._run_token
+        try:
+            if token is None:  # (not reached: a client made has its run)
+                raise trio.RunFinishedError
+            token.run_sync_soon(edit)
+        except (trio.RunFinishedError, OSError):  # (OSError: a run that died, see _portal)
+            # The run is over (its tasks have ended): no edit but the callbacks it still
+            # runs, which take the lock.
+            with self._lock:
+                return client.unexpose(target)
+        with self._lock:
+            # Trio runs every callback it took, as its run ends too; a run that died without
+            # running it ended its thread (_dead), and nothing else edits the state then.
+            self._cond.wait_for(lambda: bool(done) or self._dead)
+            if not done:
+                return client.unexpose(target)
+        withdrawn, error = done[0]
+        if error is not None:
+            raise for_the_caller(error)
+        return withdrawn
 
     def rpc(
         self,
