@@ -162,3 +162,43 @@ test('a resubscription\'s backoff entry goes once no member of that name is left
       await p.close();
     }
   });
+
+test('a slot held for a subscribe that does not land (its channel deleted meanwhile) goes to the channel skipped '
+  + 'for it, at once, with no listing', { skip, timeout: 30000 }, async () => {
+  const admin = await open('fa-admin');
+  const reader = await open('fa-reader');
+  const p = await reader.subscribeMatching('fa.*', { maxChannels: 1 });
+  const warnings = [];
+  p.on('warning', (message, channel) => warnings.push([channel, message]));
+  // Every subscribe of the pattern waits for the gate before it is sent.
+  const hold = gate();
+  const asked = [];
+  const subscribe = reader.subscribe.bind(reader);
+  reader.subscribe = async (channel, o) => {
+    asked.push(channel);
+    await hold.promise;
+    return subscribe(channel, o);
+  };
+  let listed = 0;
+  const channels = reader.channels.bind(reader);
+  reader.channels = async (...args) => {
+    listed++;
+    return channels(...args);
+  };
+  try {
+    await admin.createChannel('fa.a');
+    await waitFor(() => asked.length === 1, 5000, 'fa.a\'s subscribe held');
+    await admin.createChannel('fa.b'); // announced while fa.a holds the only slot: skipped
+    await waitFor(() => warnings.some(([channel]) => channel === 'fa.b'), 5000, 'fa.b skipped');
+    await admin.deleteChannel('fa.a'); // fa.a's subscribe will find no channel
+    hold.open();
+    await waitFor(() => p.channels.includes('fa.b'), 5000, 'fa.b to take the slot fa.a\'s subscribe held');
+    assert.deepEqual(p.channels, ['fa.b']);
+    assert.equal(listed, 0, 'taken without a listing');
+  } finally {
+    hold.open();
+    reader.subscribe = subscribe;
+    reader.channels = channels;
+    await p.close();
+  }
+});

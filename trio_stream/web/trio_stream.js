@@ -2692,10 +2692,18 @@ export class PatternSubscription extends Emitter {
         return 'skipped';
       }
       this.#subscribing++; // its slot, until it lands or fails (#countedAtLeast)
+      let outcome = 'failed';
       try {
-        return await this.#join(name, old, atEntry);
+        outcome = await this.#join(name, old, atEntry);
+        return outcome;
       } finally {
         this.#subscribing--;
+        // A slot held for a subscribe that did not land (the channel gone meanwhile, refused)
+        // is free again: a channel skipped for it meanwhile takes it now, not at the next
+        // member's end (which may never come). An extra fill is harmless: it checks again.
+        if (outcome !== 'added' && !this.ended && (this.#skipped.size || this.#skippedForgotten)) {
+          queueMicrotask(() => { this.#fillFreeSlots(); });
+        }
       }
     });
   }
