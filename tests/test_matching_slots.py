@@ -217,3 +217,49 @@ async def test_names_not_read_are_said_once_and_remembered_within_the_bound(
             assert "not said one by one" in said[-1], said
             await w.delete_channel("s.b")  # a name forgotten frees its place
             await until(lambda: set(matching._refused) == {"s.c"})
+
+
+async def test_a_slot_a_failed_subscribe_gives_back_goes_to_a_channel_skipped_meanwhile(
+    server: ts.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A listing's subscribe held the only slot; a channel announced meanwhile was skipped for
+    # it; then the listed channel was deleted before its subscribe landed (a short-lived
+    # channel), and the slot came back with nothing to give it to the skipped channel: no
+    # reader until some later listing or member's end, perhaps never (a review).
+    async with (
+        writer_and_reader(server) as (w, r),
+        r.subscribe_matching("s.*", max_channels=1, policy="unbounded") as matching,
+    ):
+        on_event: Callable[[ts.Message], Awaitable[None]] = matching._on_event
+
+        async def s_x_created_lost(event: ts.Message) -> None:
+            data = event.data
+            of_x = isinstance(data, dict) and data.get("channel") == "s.x"
+            if of_x and data.get("event") == "created":
+                return  # (as in a burst whose announcements were lost: a listing finds it)
+            await on_event(event)
+
+        monkeypatch.setattr(matching, "_on_event", s_x_created_lost)
+        on_its_way, go_on = trio.Event(), trio.Event()
+        subscribe: Callable[..., Awaitable[ts.Subscription]] = r._open_subscription
+
+        async def held_for_x(name: str, **options: Any) -> ts.Subscription:
+            if name == "s.x":
+                on_its_way.set()
+                await go_on.wait()  # a slow round trip
+            return await subscribe(name, **options)
+
+        monkeypatch.setattr(r, "_open_subscription", held_for_x)
+        await w.create_channel("s.x")
+        matching._request_listing(force=True)  # (as a `lost` count asks)
+        with trio.fail_after(WAIT_S):
+            await on_its_way.wait()  # the listing's subscribe of s.x holds the slot
+        await w.create_channel("s.y")
+        await until(lambda: "s.y" in matching._skipped)  # announced: no slot free
+        await w.delete_channel("s.x")
+        listings = record_calls(monkeypatch, matching, "_list")
+        go_on.set()  # s.x's subscribe finds it gone: its slot comes back
+        with trio.fail_after(WAIT_S):
+            await read_once_it_has_a_reader(w, matching, "s.y")
+        assert matching.channels == ["s.y"] and listings == []
+        assert matching._subscribing == 0 and not matching._skipped

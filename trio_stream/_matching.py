@@ -282,6 +282,9 @@ class PatternSubscription:
         # or fails, or a channel announced meanwhile took that slot too (a review: two
         # members with max_channels=1).
         self._subscribing = 0
+        # _fill_free_slots running now, and one queued by _slot_back and not begun yet.
+        self._filling = 0
+        self._fill_queued = False
         # Totals kept as members come and go and messages are taken: a message costs the
         # same with 1000 channels as with one (SyncSubscription._take reads them per message).
         self._windows: Counter[int] = Counter()
@@ -758,6 +761,25 @@ class PatternSubscription:
                 await self._join(name, old, at_entry)
             finally:
                 self._subscribing -= 1
+                if self._active.get(name) is old:  # (nothing landed: failed, or not needed)
+                    self._slot_back()
+
+    def _slot_back(self) -> None:
+        """A subscribe gave its slot back without a member (its channel deleted meanwhile,
+        refused): a name skipped while it held the slot (a listing's others, an announced
+        one) takes it. Nothing else would give it one until some member's end or listing,
+        perhaps never. A fill running now looks again after its step; otherwise one is
+        queued (and one queued is enough: each looks again)."""
+        if (
+            self._closed
+            or self._filling
+            or self._fill_queued
+            or not (self._skipped or self._skipped_forgotten)
+            or self._counted_at_least(self.max_channels)
+        ):
+            return
+        self._fill_queued = True
+        self._again_send.send_nowait(self._fill_free_slots)
 
     def _end_leaving(self, old: Subscription) -> None:
         """A channel of ``old``'s name is announced while ``old`` leaves (found gone by a
@@ -822,20 +844,25 @@ class PatternSubscription:
         """A member left: the channels skipped for max_channels take the free slots, in
         name order (as a listing would subscribe them), passing over those gone meanwhile;
         the ones not remembered (SKIPPED_NAMES_KEPT) are found by a listing."""
-        while not self._closed and not self._counted_at_least(self.max_channels):
-            if not self._skipped:
-                if self._skipped_forgotten:
-                    self._skipped_forgotten = False  # (a listing remembers them again)
-                    self._request_listing(force=True)
-                return
-            name = min(self._skipped)
-            listing = self._skipped.pop(name)
-            try:
-                await self._ensure(name, announced=False)  # skipped again if none is free
-            except (ClusterUnavailable, ConnectionClosed) as exc:
-                self._skipped.setdefault(name, listing)  # (the listing this asks for covers it)
-                self._transient(exc)
-                return
+        self._fill_queued = False  # (this one looks: see _slot_back)
+        self._filling += 1
+        try:
+            while not self._closed and not self._counted_at_least(self.max_channels):
+                if not self._skipped:
+                    if self._skipped_forgotten:
+                        self._skipped_forgotten = False  # (a listing remembers them again)
+                        self._request_listing(force=True)
+                    return
+                name = min(self._skipped)
+                listing = self._skipped.pop(name)
+                try:
+                    await self._ensure(name, announced=False)  # skipped again if none is free
+                except (ClusterUnavailable, ConnectionClosed) as exc:
+                    self._skipped.setdefault(name, listing)  # (the listing asked covers it)
+                    self._transient(exc)
+                    return
+        finally:
+            self._filling -= 1
 
     def _refuse(self, name: str, why: str) -> None:
         """Say once that ``name`` is not read (see ``_refused``)."""
