@@ -11,8 +11,17 @@ from typing import Any
 
 import pytest
 import trio
-from engine_marks import BOTH_ENGINES
-from test_matching import WAIT_S, publish, until, until_data, writer_and_reader
+from engine_marks import BOTH_ENGINES, memory_only
+from proxy import open_proxy
+from test_matching import (
+    FAST,
+    WAIT_S,
+    publish,
+    take,
+    until,
+    until_data,
+    writer_and_reader,
+)
 
 import trio_stream as ts
 import trio_stream._matching as matching_module
@@ -263,3 +272,55 @@ async def test_a_slot_a_failed_subscribe_gives_back_goes_to_a_channel_skipped_me
             await read_once_it_has_a_reader(w, matching, "s.y")
         assert matching.channels == ["s.y"] and listings == []
         assert matching._subscribing == 0 and not matching._skipped
+
+
+@memory_only("the restart is a new memory server behind the proxy")
+async def test_a_member_replaced_by_a_new_life_of_its_channel_leaves_no_backoff(
+    server: ts.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A member waiting to resume after a server restart, unlisted, leaves; its channel is
+    # created again meanwhile: it is ended (_end_leaving) and a new member reads the new
+    # life. Read out, the old one was looked for again as a member the server ended, which
+    # kept a backoff (_again) for the new member: its first end would have waited for it.
+    monkeypatch.setattr(matching_module, "LEAVE_UNLISTED_S", 0.5)
+    assert server.tcp_url is not None
+    async with (
+        open_proxy(server.tcp_url) as proxy,
+        writer_and_reader(server, proxy.url, reconnect=FAST) as (w, r),
+    ):
+        await w.create_channel("run.0")
+        async with r.subscribe_matching("run.*", policy="unbounded") as matching:
+            [old] = matching._subs
+            await publish(w, "run.0", ["old"])
+            await until(lambda: len(old._frames) == 1)  # not read yet
+            request_now = r._request_now
+
+            async def not_back(cls: type[Any], **fields: Any) -> Any:
+                # (its resubscribes refused, as if each came before the channel was back)
+                if fields.get("channel") == "run.0" and "since_epoch" in fields:
+                    raise ts.ChannelNotFound("channel 'run.0' not found")
+                return await request_now(cls, **fields)
+
+            monkeypatch.setattr(r, "_request_now", not_back)
+            config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+            async with ts.open_server(config) as restarted:
+                assert restarted.tcp_url is not None
+                port = int(restarted.tcp_url.rsplit(":", 1)[1].rstrip("/"))
+                proxy.target = ("127.0.0.1", port)
+                proxy.cut()
+                with trio.fail_after(WAIT_S):
+                    await r.wait_state("reconnecting")
+                    await r.wait_state("open")
+                await until(lambda: old in matching._leaving)  # gone: leaves once read out
+                async with ts.open_client(restarted.tcp_url, name="w2") as w2:
+                    await w2.create_channel("run.0")
+                    await until(lambda: old._ended and len(matching._subs) == 2)
+                    assert [m.data for m in await take(matching, 1)] == ["old"]
+                    with pytest.raises(trio.WouldBlock):
+                        matching.receive_nowait()  # the old member is read out: it leaves
+                    assert old not in matching._subs and matching.channels == ["run.0"]
+                    assert matching._again == {} and matching._replaced == set()
+                    await publish(w2, "run.0", ["new"])
+                    (first,) = await take(matching, 1)
+                    assert (first.channel, first.data) == ("run.0", "new")
+                    assert matching._again == {}

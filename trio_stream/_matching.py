@@ -285,6 +285,8 @@ class PatternSubscription:
         # _fill_free_slots running now, and one queued by _slot_back and not begun yet.
         self._filling = 0
         self._fill_queued = False
+        # Members ended by _end_leaving (a new member took their channel), until read out.
+        self._replaced: set[Subscription] = set()
         # Totals kept as members come and go and messages are taken: a message costs the
         # same with 1000 channels as with one (SyncSubscription._take reads them per message).
         self._windows: Counter[int] = Counter()
@@ -509,7 +511,13 @@ class PatternSubscription:
                 continue
             except trio.EndOfChannel:
                 self._unready()
+                replaced = sub in self._replaced  # (_drop forgets it)
                 self._drop(sub)
+                if replaced:
+                    # Ended by _end_leaving: a new member reads its channel's new life. Not
+                    # looked for again: that kept a backoff (_again) for the new member, whose
+                    # first end then waited for it.
+                    continue
                 # Looked for again: a channel the server ended for its readers but kept
                 # is read on, from its new life; one that is gone is not found. (A reset
                 # end marked `again`, a cluster's Redis restarted empty, the member rides
@@ -690,6 +698,7 @@ class PatternSubscription:
 
     def _drop(self, sub: Subscription) -> None:
         """``sub`` leaves the set (left in ``_ready``, it is passed over: its mark is void)."""
+        self._replaced.discard(sub)
         mark = self._subs.pop(sub, None)
         if mark is None:
             return
@@ -790,6 +799,7 @@ class PatternSubscription:
         instead, after what it has: read out, it leaves as an ended member does."""
         if old._ended:
             return
+        self._replaced.add(old)
         self._client._resuming_subs.discard(old)  # (its retries stop: it ended)
         old._end(f"channel {old.channel!r} is gone (not listed)", None)
 
