@@ -105,16 +105,20 @@ async def test_a_reader_says_its_reset_wait_and_reads_on(
 class _BatchOrder(random.Random):
     """trio's scheduler randomness, pinned: each batch of woken tasks runs in one order (as
     woken, or the reverse), under Hypothesis's deterministic scheduling (a shuffle after a
-    sort) and without it (a coin to reverse) alike."""
+    sort) and without it (a coin to reverse) alike. ``asked`` counts the batches it
+    ordered: were trio to stop consulting ``_r``, the "reversed" case would test nothing."""
 
     def __init__(self, reverse: bool) -> None:
+        self.asked = 0
         super().__init__(0)
         self._reverse = reverse
 
     def random(self) -> float:
+        self.asked += 1
         return 0.0 if self._reverse else 0.99  # (below 0.5: the batch is reversed)
 
     def shuffle(self, x: Any, *args: Any) -> None:
+        self.asked += 1
         if self._reverse:
             x.reverse()
 
@@ -134,7 +138,8 @@ async def test_a_reader_whose_channel_never_comes_back_says_it_gives_up(
     # printed them in either order (a review). Each order of that batch is run here.
     bound_s = 1.5
     monkeypatch.setattr(subscription_module, "RESET_BACK_S", bound_s)
-    monkeypatch.setattr("trio._core._run._r", _BatchOrder(order == "reversed"))
+    batch_order = _BatchOrder(order == "reversed")
+    monkeypatch.setattr("trio._core._run._r", batch_order)
     path = tmp_path / "rec.tsdump"
     async with (
         ts.open_server(node_config(redis_server, "a")) as a,
@@ -166,6 +171,7 @@ async def test_a_reader_whose_channel_never_comes_back_says_it_gives_up(
                 while not codes:  # noqa: ASYNC110 (it ends by itself)
                     await trio.sleep(0.05)
     captured = capsys.readouterr()
+    assert batch_order.asked > 0  # trio ordered its batches with it
     assert codes == [0], captured.err
     if command == "sub":
         assert [json.loads(line)["data"] for line in captured.out.splitlines()] == ["before"]
