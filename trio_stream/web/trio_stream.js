@@ -2177,6 +2177,9 @@ export class PatternSubscription extends Emitter {
   // Subscribes on their way (#ensure): each holds a slot of maxChannels until it lands or
   // fails, or a channel announced meanwhile took that slot too (two members with maxChannels 1).
   #subscribing = 0;
+  // Fills of free slots running (#fillFreeSlots), and whether one is queued (#slotBack).
+  #filling = 0;
+  #fillQueued = false;
   #timers = new Set();
   #waiters = [];
   #listingWanted = false;
@@ -2696,14 +2699,14 @@ export class PatternSubscription extends Emitter {
       try {
         outcome = await this.#join(name, old, atEntry);
         return outcome;
+      } catch (e) {
+        // (the listing that #transient asks for covers a transient failure: no fill here,
+        // which would subscribe again at once, without a backoff, while it lasts)
+        if (isTransient(e)) outcome = 'transient';
+        throw e;
       } finally {
         this.#subscribing--;
-        // A slot held for a subscribe that did not land (the channel gone meanwhile, refused)
-        // is free again: a channel skipped for it meanwhile takes it now, not at the next
-        // member's end (which may never come). An extra fill is harmless: it checks again.
-        if (outcome !== 'added' && !this.ended && (this.#skipped.size || this.#skippedForgotten)) {
-          queueMicrotask(() => { this.#fillFreeSlots(); });
-        }
+        if (outcome !== 'added' && outcome !== 'transient') this.#slotBack();
       }
     });
   }
@@ -2765,6 +2768,22 @@ export class PatternSubscription extends Emitter {
     }
   }
 
+  /**
+   * A slot held for a subscribe that did not land (the channel gone meanwhile, refused) is
+   * free again: a channel skipped for it meanwhile takes it now, not at the next member's end
+   * (which may never come). One fill at a time from here: a fill running looks again after
+   * each of its subscribes, and one queued is enough (as the Python client's _slot_back).
+   */
+  #slotBack() {
+    if (this.ended || this.#filling || this.#fillQueued) return;
+    if (!this.#skipped.size && !this.#skippedForgotten) return;
+    this.#fillQueued = true;
+    queueMicrotask(() => {
+      this.#fillQueued = false;
+      this.#fillFreeSlots();
+    });
+  }
+
   /** `name` is not read for maxChannels: remembered for a slot that frees. */
   #skip(name) {
     if (this.#skipped.has(name) || this.#skipped.size < SKIPPED_NAMES_KEPT) this.#skipped.set(name, this.#listingsBegun);
@@ -2777,6 +2796,15 @@ export class PatternSubscription extends Emitter {
    * remembered (SKIPPED_NAMES_KEPT) are found by a listing. Never rejects.
    */
   async #fillFreeSlots() {
+    this.#filling++;
+    try {
+      await this.#fillingFreeSlots();
+    } finally {
+      this.#filling--;
+    }
+  }
+
+  async #fillingFreeSlots() {
     while (!this.ended && !this.#countedAtLeast(this.maxChannels)) {
       if (!this.#skipped.size) {
         if (this.#skippedForgotten) {
