@@ -677,6 +677,63 @@ async def test_unexpose_from_a_thread_while_a_sync_client_closes_lets_go(
         assert closer.is_alive()  # the close was still under way
 
 
+async def test_unexpose_while_a_closing_sync_clients_loop_is_blocked_gives_up_in_time(
+    server: ts.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exposed thread=False method blocks the client's trio thread until the driver's
+    # cleanup is done, and the driver's cleanup unexposes during another thread's close():
+    # the hand-over to that thread waited for ever. Bounded by CLOSE_JOIN_S + CLOSE_FLUSH_S
+    # (cut to 0.5 s here), it raises ConnectionClosed, and the edit is made once the loop
+    # turns again.
+    monkeypatch.setattr(sync_module, "CLOSE_JOIN_S", 0.2)
+    monkeypatch.setattr(sync_module, "CLOSE_FLUSH_S", 0.3)
+    assert server.tcp_url is not None
+    url = server.tcp_url
+    gate = threading.Event()
+    in_method = threading.Event()
+
+    class Driver:
+        def rpc_blocking(self) -> int:
+            in_method.set()
+            gate.wait(SETTLE_S * 4)  # (bounded: a failing test does not hang)
+            return 1
+
+        def rpc_x(self) -> int:
+            return 2
+
+    def scenario() -> tuple[str, float, list[str]]:
+        prov = SyncClient(url, name="prov")
+        caller = SyncClient(url, name="caller")
+        driver = Driver()
+        prov.expose(driver, thread=False)
+        calling = threading.Thread(target=lambda: caller.rpc("prov", timeout=None).blocking())
+        calling.start()
+        try:
+            assert in_method.wait(SETTLE_S)
+            closer = threading.Thread(target=lambda: prov.close(flush=False))
+            closer.start()
+            deadline = time.monotonic() + SETTLE_S
+            while prov._portal.is_open and time.monotonic() < deadline:
+                time.sleep(0.01)
+            began = time.monotonic()
+            with pytest.raises(ts.ConnectionClosed, match="has not turned its event loop") as e:
+                prov.unexpose(driver)
+            took = time.monotonic() - began
+        finally:
+            gate.set()
+        closer.join(SETTLE_S)
+        calling.join(SETTLE_S)
+        caller.close()
+        # The edit was queued in the trio thread, and made as its loop turned again.
+        left = sorted(prov._trio_client._rpc._methods)
+        return str(e.value), took, left
+
+    message, took, left = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
+    assert "the unexpose is queued there" in message
+    assert took < 2.0, took
+    assert left == []
+
+
 async def test_a_sync_client_withdraws_through_its_portal(server: ts.Server) -> None:
     assert server.tcp_url is not None
     url = server.tcp_url

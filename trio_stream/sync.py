@@ -1259,7 +1259,7 @@ class SyncClient:
             with self._lock:
                 try:
                     done.append((client.unexpose(target), None))
-                except Exception as exc:  # InvalidArgument: the caller's, raised in its thread
+                except BaseException as exc:  # InvalidArgument: the caller's, raised there
                     done.append(([], exc))
                 finally:
                     self._cond.notify_all()
@@ -1277,7 +1277,17 @@ class SyncClient:
         with self._lock:
             # Trio runs every callback it took, as its run ends too; a run that died without
             # running it ended its thread (_dead), and nothing else edits the state then.
-            self._cond.wait_for(lambda: bool(done) or self._dead)
+            # Bounded: a trio thread whose loop is blocked (an exposed thread=False method
+            # that waits for the very thread that unexposes) never runs it; the wait was
+            # bounded by CLOSE_JOIN_S before the hand-over, and a close takes at most about
+            # both bounds while its loop turns.
+            wait_s = CLOSE_JOIN_S + CLOSE_FLUSH_S
+            if not self._cond.wait_for(lambda: bool(done) or self._dead, timeout=wait_s):
+                raise ConnectionClosed(
+                    f"this SyncClient is closing and its trio thread has not turned its "
+                    f"event loop for {wait_s:g} s (an exposed method that blocks it?): the "
+                    "unexpose is queued there, and takes effect if that loop turns again"
+                )
             if not done:
                 return client.unexpose(target)
         withdrawn, error = done[0]
