@@ -81,6 +81,41 @@ async def publish(w: ts.Client, channel: str, values: range | list[Any]) -> None
             await pub.send(value)
 
 
+@asynccontextmanager
+async def restarted_while_leaving(
+    r: ts.Client,
+    proxy: TcpProxy,
+    matching: PatternSubscription,
+    old: ts.Subscription,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[str]:
+    """A server restart behind ``proxy``: ``r`` reconnects to a new, empty server, where the
+    pattern's member ``old`` waits to resume, unlisted, until it is leaving (once read out,
+    LEAVE_UNLISTED_S after the listing: shorten it). Its resubscriptions are refused, as if
+    each came just before its channel was created again, for that order every time. Yields
+    the new server's URL, where the channel may be created again."""
+    name = old.channel
+    request_now = r._request_now
+
+    async def not_back(cls: type[Any], **fields: Any) -> Any:
+        if fields.get("channel") == name and "since_epoch" in fields:
+            raise ts.ChannelNotFound(f"channel {name!r} not found")
+        return await request_now(cls, **fields)
+
+    monkeypatch.setattr(r, "_request_now", not_back)
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    async with ts.open_server(config) as restarted:
+        assert restarted.tcp_url is not None
+        port = int(restarted.tcp_url.rsplit(":", 1)[1].rstrip("/"))
+        proxy.target = ("127.0.0.1", port)
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await r.wait_state("reconnecting")
+            await r.wait_state("open")
+        await until(lambda: old in matching._leaving)  # gone: leaves once read out
+        yield restarted.tcp_url
+
+
 # -- the rule -------------------------------------------------------------------------------------
 NAMES = st.text(alphabet=string.ascii_letters + string.digits + "._-$*?[]!>", max_size=12)
 
@@ -1176,35 +1211,20 @@ async def test_a_channel_created_again_while_its_old_member_leaves_is_read(
             [old] = matching._subs
             await publish(w, "run.0", ["old 1", "old 2"])
             await until(lambda: len(old._frames) == 2)  # not read yet
-            request_now = r._request_now
-
-            async def not_back(cls: type[Any], **fields: Any) -> Any:
-                if fields.get("channel") == "run.0" and "since_epoch" in fields:
-                    raise ts.ChannelNotFound("channel 'run.0' not found")
-                return await request_now(cls, **fields)
-
-            monkeypatch.setattr(r, "_request_now", not_back)
-            config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-            async with ts.open_server(config) as restarted:
-                assert restarted.tcp_url is not None
-                port = int(restarted.tcp_url.rsplit(":", 1)[1].rstrip("/"))
-                proxy.target = ("127.0.0.1", port)
-                proxy.cut()
-                with trio.fail_after(WAIT_S):
-                    await r.wait_state("reconnecting")
-                    await r.wait_state("open")
-                await until(lambda: old in matching._leaving)  # gone: leaves once read out
-                async with ts.open_client(restarted.tcp_url, name="w2") as w2:
-                    await w2.create_channel("run.0")
-                    await until(lambda: len(matching._subs) == 2 or "run.0" in matching._announced)
-                    got = [m.data for m in await take(matching, 2)]
-                    assert got == ["old 1", "old 2"]
-                    with pytest.raises(trio.WouldBlock):
-                        matching.receive_nowait()  # the old member is read out: it leaves
-                    await until(lambda: old not in matching._subs)
-                    await until(lambda: matching.channels == ["run.0"])
-                    assert matching._active["run.0"] is not old
-                    await publish(w2, "run.0", ["new"])
-                    (first,) = await take(matching, 1)
-                    assert (first.channel, first.data) == ("run.0", "new")
-                    assert first.gap == ts.Gap("reset", None, 0)  # its new life
+            async with (
+                restarted_while_leaving(r, proxy, matching, old, monkeypatch) as url,
+                ts.open_client(url, name="w2") as w2,
+            ):
+                await w2.create_channel("run.0")
+                await until(lambda: len(matching._subs) == 2 or "run.0" in matching._announced)
+                got = [m.data for m in await take(matching, 2)]
+                assert got == ["old 1", "old 2"]
+                with pytest.raises(trio.WouldBlock):
+                    matching.receive_nowait()  # the old member is read out: it leaves
+                await until(lambda: old not in matching._subs)
+                await until(lambda: matching.channels == ["run.0"])
+                assert matching._active["run.0"] is not old
+                await publish(w2, "run.0", ["new"])
+                (first,) = await take(matching, 1)
+                assert (first.channel, first.data) == ("run.0", "new")
+                assert first.gap == ts.Gap("reset", None, 0)  # its new life

@@ -17,6 +17,7 @@ from test_matching import (
     FAST,
     WAIT_S,
     publish,
+    restarted_while_leaving,
     take,
     until,
     until_data,
@@ -293,34 +294,18 @@ async def test_a_member_replaced_by_a_new_life_of_its_channel_leaves_no_backoff(
             [old] = matching._subs
             await publish(w, "run.0", ["old"])
             await until(lambda: len(old._frames) == 1)  # not read yet
-            request_now = r._request_now
-
-            async def not_back(cls: type[Any], **fields: Any) -> Any:
-                # (its resubscribes refused, as if each came before the channel was back)
-                if fields.get("channel") == "run.0" and "since_epoch" in fields:
-                    raise ts.ChannelNotFound("channel 'run.0' not found")
-                return await request_now(cls, **fields)
-
-            monkeypatch.setattr(r, "_request_now", not_back)
-            config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-            async with ts.open_server(config) as restarted:
-                assert restarted.tcp_url is not None
-                port = int(restarted.tcp_url.rsplit(":", 1)[1].rstrip("/"))
-                proxy.target = ("127.0.0.1", port)
-                proxy.cut()
-                with trio.fail_after(WAIT_S):
-                    await r.wait_state("reconnecting")
-                    await r.wait_state("open")
-                await until(lambda: old in matching._leaving)  # gone: leaves once read out
-                async with ts.open_client(restarted.tcp_url, name="w2") as w2:
-                    await w2.create_channel("run.0")
-                    await until(lambda: old._ended and len(matching._subs) == 2)
-                    assert [m.data for m in await take(matching, 1)] == ["old"]
-                    with pytest.raises(trio.WouldBlock):
-                        matching.receive_nowait()  # the old member is read out: it leaves
-                    assert old not in matching._subs and matching.channels == ["run.0"]
-                    assert matching._again == {} and matching._replaced == set()
-                    await publish(w2, "run.0", ["new"])
-                    (first,) = await take(matching, 1)
-                    assert (first.channel, first.data) == ("run.0", "new")
-                    assert matching._again == {}
+            async with (
+                restarted_while_leaving(r, proxy, matching, old, monkeypatch) as url,
+                ts.open_client(url, name="w2") as w2,
+            ):
+                await w2.create_channel("run.0")
+                await until(lambda: old._ended and len(matching._subs) == 2)
+                assert [m.data for m in await take(matching, 1)] == ["old"]
+                with pytest.raises(trio.WouldBlock):
+                    matching.receive_nowait()  # the old member is read out: it leaves
+                assert old not in matching._subs and matching.channels == ["run.0"]
+                assert matching._again == {} and matching._replaced == set()
+                await publish(w2, "run.0", ["new"])
+                (first,) = await take(matching, 1)
+                assert (first.channel, first.data) == ("run.0", "new")
+                assert matching._again == {}
