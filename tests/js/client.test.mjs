@@ -1000,6 +1000,10 @@ test('retune checks blockTimeout before sending too', async () => {
   const sub = await client.subscribe('rt');
   await assert.rejects(sub.retune({ blockTimeout: 'soon' }), TypeError);
   await assert.rejects(sub.retune({ maxRate: 'fast' }), TypeError);
+  // Options retune does not change (a typo, or one fixed at subscribe) were ignored without a word.
+  await assert.rejects(sub.retune({ sizes: 10 }), { name: 'TypeError', message: /not 'sizes'/ });
+  await assert.rejects(sub.retune({ window: 4 }), { name: 'TypeError', message: /fixed when a channel is subscribed/ });
+  await assert.rejects(sub.retune(5), TypeError);
   assert.equal(server.controls('retune').length, 0);
   await client.close();
 });

@@ -1445,6 +1445,20 @@ function checkTuning(o) {
  * What `sub.retune(o)` makes of the tuning `sub` has (`{policy, size, every, maxRate,
  * blockTimeout}`): options left out stay; `maxRate: null` removes the limit. Checked.
  */
+/**
+ * Refuse what `retune(o)` cannot take: not an object of options, or options it does not change
+ * (a typo, or `window`/`view`, which are fixed when a channel is subscribed), which were
+ * ignored without a word (Python's retune takes keywords: an unknown one is a TypeError).
+ */
+function checkRetuneKeys(o) {
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new TypeError(`retune takes an object of options, not ${shown(o)}`);
+  const unknown = Object.keys(o).filter((key) => !RETUNE_OPTIONS.includes(key));
+  if (unknown.length) {
+    throw new TypeError(`retune takes ${RETUNE_OPTIONS.filter((key) => !key.includes('_')).join(', ')}, not `
+      + `${unknown.map((key) => pyRepr(key)).join(', ')} (the others are fixed when a channel is subscribed)`);
+  }
+}
+
 function retuned(sub, o) {
   const next = {
     policy: o.policy ?? sub.policy,
@@ -1577,6 +1591,7 @@ export class Subscription extends Emitter {
    * @param {object} o policy, size, every, maxRate, blockTimeout (as in subscribe)
    */
   async retune(o = {}) {
+    checkRetuneKeys(o);
     if (this.ended) throw new InvalidArgument(`this subscription has ended (${this.endReason})`);
     if (this.id === null) {
       throw new ConnectionClosed(this.resetEnd
@@ -2287,12 +2302,7 @@ export class PatternSubscription extends Emitter {
    */
   #retuneOptions(o) {
     if (this.ended) throw new InvalidArgument(`this pattern subscription has ended (${this.endReason})`);
-    if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new TypeError(`retune takes an object of options, not ${shown(o)}`);
-    const unknown = Object.keys(o).filter((key) => !RETUNE_OPTIONS.includes(key));
-    if (unknown.length) {
-      throw new TypeError(`retune takes ${RETUNE_OPTIONS.filter((key) => !key.includes('_')).join(', ')}, not `
-        + `${unknown.map((key) => pyRepr(key)).join(', ')} (the others are fixed when a channel is subscribed)`);
-    }
+    checkRetuneKeys(o);
     const next = retuned(new Subscription(this.#client, this.pattern, this.#options), o); // sub.retune's checks
     if (next.policy !== 'unbounded' && next.size === null) {
       throw new InvalidArgument(`policy ${pyRepr(next.policy)} needs size >= 1 (frames)`);
