@@ -800,8 +800,7 @@ class PatternSubscription:
         if old._ended:
             return
         self._replaced.add(old)
-        self._client._resuming_subs.discard(old)  # (its retries stop: it ended)
-        old._end(f"channel {old.channel!r} is gone (not listed)", None)
+        old._end_waiting(f"channel {old.channel!r} is gone (not listed)")
 
     async def _join(self, name: str, old: Subscription | None, at_entry: bool) -> None:
         """_ensure's subscribe, under its name's lock and with a slot held (see there)."""

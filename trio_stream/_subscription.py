@@ -279,9 +279,14 @@ class Subscription:
         self._rides_resets = False
         reset = self._reset_end
         if reset is not None and not self._ended:
-            self._client._resuming_subs.discard(self)
-            self._reset_end = None
-            self._end(reset[0], None)
+            self._end_waiting(reset[0])
+
+    def _end_waiting(self, reason: str) -> None:
+        """End this subscription while it waits to resume (after a reconnect, or a reset
+        end), with ``reason``: its retries stop; the messages here stay readable."""
+        self._client._resuming_subs.discard(self)
+        self._reset_end = None
+        self._end(reason, None)
 
     async def _resubscribe(self) -> bool:
         """Subscribe again after a reconnect (or a reset end: :meth:`_reset_by_server`),
@@ -296,9 +301,7 @@ class Subscription:
             return True
         reset = self._reset_end
         if reset is not None and trio.current_time() >= reset[1]:
-            self._client._resuming_subs.discard(self)
-            self._reset_end = None
-            self._end(reset[0], None)  # as the server said it (the channel is gone)
+            self._end_waiting(reset[0])  # as the server said it (the channel is gone)
             return True
         # The server may have kept this subscription (the same server, within its resume
         # grace): it continues under a new id, with nothing lost. Not one it ended with a
