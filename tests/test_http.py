@@ -16,6 +16,7 @@ import trio_websocket
 
 import trio_stream as ts
 from trio_stream._server.http import CONTENT_SECURITY_POLICY, MAX_REQUEST_HEAD_BYTES
+from trio_stream._server.metrics_budget import INTERVAL_S
 from trio_stream._server.rpc import ERROR_REASONS
 from trio_stream._transport import web_files
 from trio_stream._transport.origin import origin_allowed
@@ -433,6 +434,28 @@ async def test_metrics_take_the_bearer_scheme_in_any_case(scheme: str) -> None:
         assert wrong.status == 401
         basic = await get(server, "/metrics", headers=(("Authorization", "Basic s3cret"),))
         assert basic.status == 401
+
+
+async def test_metrics_asked_in_a_loop_are_answered_once_an_interval_and_stay_true(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A scraper in a loop is slowed to one answer per INTERVAL_S for its address (not
+    # refused), and each answer still shows what changed since the one before.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0)
+    async with (
+        ts.open_server(config) as server,
+        ts.open_client(server.tcp_url or "") as client,
+        http_client(server) as http,
+    ):
+        start = trio.current_time()
+        counts = []
+        for i in range(5):
+            await client.create_channel(f"counted.{i}")
+            response = await http.request("/metrics")
+            assert response.status == 200
+            counts.append(int(metric_lines(response.body)["trio_stream_channels"]))
+        assert trio.current_time() - start >= 4 * INTERVAL_S
+        assert [c - counts[0] for c in counts] == [0, 1, 2, 3, 4]
 
 
 # -- WebSocket upgrades ---------------------------------------------------------------------------

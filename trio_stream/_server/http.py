@@ -37,6 +37,7 @@ from .._transport.websocket import (
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
+from .metrics_budget import MetricsBudget, MetricsTurns
 from .session import Session
 from .wrong_tokens import host_of
 
@@ -107,6 +108,8 @@ class HttpSite:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.config = server.config
+        self.metrics_text = MetricsBudget(self._render_metrics)
+        self.metrics_turns = MetricsTurns()
 
     async def accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
         # Connections run in the server's nursery: aclose() stops accepting, and WebSocket
@@ -174,9 +177,12 @@ class HttpSite:
                 )
                 response.headers.append(("WWW-Authenticate", 'Bearer realm="trio_stream"'))
                 return response
-        admission = self.server.admission
-        body = render_metrics(self.server.state, admission.refused_total, admission).encode()
+        body = self.metrics_text.text()
         return HttpResponse(200, body, METRICS_CONTENT_TYPE, [("Cache-Control", "no-store")])
+
+    def _render_metrics(self) -> bytes:
+        admission = self.server.admission
+        return render_metrics(self.server.state, admission.refused_total, admission).encode()
 
 
 class HttpConnection:
@@ -222,6 +228,8 @@ class HttpConnection:
             if _is_websocket_upgrade(request):
                 await self._upgrade(request, path)
                 return
+            if path == METRICS_PATH:
+                await self.site.metrics_turns.wait_turn(host_of(self.remote))
             response = self.site.route(request, path, self.remote)
             if served == config.http_max_requests:
                 response.close = True  # the client opens a new connection for more
