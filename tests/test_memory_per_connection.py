@@ -5,6 +5,7 @@ a task per connection (idle.py); stats() figures kept as running totals."""
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import weakref
 from collections.abc import Callable, Iterator
@@ -247,6 +248,28 @@ def test_freeze_policy_freezes_after_a_burst_of_connections_only_when_many() -> 
     assert policy.freezes == 1  # the next one after three more
     policy.connection_opened(8)
     assert policy.freezes == 2
+
+
+def test_a_freeze_counts_the_frozen_objects_only_for_a_debug_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # gc.get_freeze_count() walks every frozen object: 20-50 ms with a few thousand
+    # connections, once every FREEZE_EVERY_CONNECTIONS, most of a connection burst's CPU.
+    counted: list[int] = []
+
+    def count() -> int:
+        counted.append(1)
+        return 0
+
+    monkeypatch.setattr(gc_policy.gc, "get_freeze_count", count)
+    policy = FreezePolicy(every=1, minimum=1)
+    with caplog.at_level(logging.INFO, logger=gc_policy.log.name):
+        policy.connection_opened(1)
+    assert policy.freezes == 1 and not counted
+    with caplog.at_level(logging.DEBUG, logger=gc_policy.log.name):
+        policy.connection_opened(1)
+    assert policy.freezes == 2 and counted == [1]
+    assert "froze 0 objects" in caplog.text
 
 
 async def test_a_started_server_collects_young_objects_less_often(server: ts.Server) -> None:
