@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import trio_stream as ts
+from trio_stream._protocol.frames import MAX_CLIENT_NAME_CHARS
 from trio_stream._protocol.rpc_messages import MAX_METHOD_NAME
 
 SETTLE_S = 10.0  # generous bound for things that take milliseconds on loopback
@@ -249,6 +250,16 @@ async def test_a_provider_name_no_client_can_have_says_why(url: str, name: str) 
         # The server says the same to a client that sends it anyway (the browser's).
         with pytest.raises(ts.RpcError, match=r"no client can be named .*so none can answer"):
             await ctl._rpc.call(name, "ok", (), {}, SETTLE_S)
+
+
+async def test_the_longest_valid_provider_name_is_quoted_whole(url: str) -> None:
+    # protocol.md section 3: a valid name is quoted whole (100 characters for a client); the
+    # server cut it to 80 with "..." in the middle of the name (the Node.js check).
+    name = "n" * MAX_CLIENT_NAME_CHARS
+    async with ts.open_client(url, name="ctl") as ctl:
+        with pytest.raises(ts.RpcError) as info:
+            await ctl._rpc.call(name, "ok", (), {}, SETTLE_S)
+        assert f"no client named {name!r} is connected" in str(info.value)
 
 
 # -- a KeyboardInterrupt a method raises in its worker thread -----------------------------------

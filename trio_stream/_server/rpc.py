@@ -290,7 +290,7 @@ class Router:
                 caller,
                 msg.id,
                 LimitExceeded(
-                    f"{brief(msg.provider)} does not keep up with what the server sends it "
+                    f"{msg.provider!r} does not keep up with what the server sends it "
                     f"({_not_read(*over)}), so this call was not passed on: try again "
                     "later, or make fewer or smaller calls at once"
                 ),
@@ -323,22 +323,24 @@ class Router:
     def not_connected(self, name: str) -> str:
         """The error for a call to nobody: the providers there are (clients() lists them to
         anyone already), a close name first (a typo: 'dqa' for 'daq'); or, for a provider
-        whose session is kept for its return, that it may be back."""
+        whose session is kept for its return, that it may be back. ``name`` is a valid client
+        name (_impossible_provider answered the others), quoted whole as protocol.md says:
+        at most 100 characters."""
         left = self._away(name)
         if left is not None:
             return (
-                f"{PROVIDER_MISSING_START}{brief(name)} is connected{PROVIDER_AWAY_MARK}; "
+                f"{PROVIDER_MISSING_START}{name!r} is connected{PROVIDER_AWAY_MARK}; "
                 f"its session is kept {left:.1f} s more for it to reconnect"
             )
         providers = sorted(e.name for e in self._connected() if e.methods)
         close = difflib.get_close_matches(name, providers, n=1)
         shown = close + [p for p in providers if p not in close][: MAX_NAMED_PROVIDERS - len(close)]
         if not shown:
-            return f"{PROVIDER_MISSING_START}{brief(name)} is connected (and none exposes methods)"
+            return f"{PROVIDER_MISSING_START}{name!r} is connected (and none exposes methods)"
         more = ", ..." if len(providers) > len(shown) else ""
         guess = f"; did you mean {close[0]!r}?" if close else ""
         return (
-            f"{PROVIDER_MISSING_START}{brief(name)} is connected{guess} (clients with methods: "
+            f"{PROVIDER_MISSING_START}{name!r} is connected{guess} (clients with methods: "
             f"{', '.join(map(repr, shown))}{more})"
         )
 
@@ -385,7 +387,7 @@ class Router:
                 caller,
                 ident,
                 LimitExceeded(
-                    f"{brief(name)} has {len(running)} calls in flight, the limit: its callers "
+                    f"{name!r} has {len(running)} calls in flight, the limit: its callers "
                     "together wait for answers before making more; try again later"
                 ),
                 "limit",
