@@ -286,6 +286,19 @@ def test_a_channel_name_where_the_url_goes_is_named_as_such(
     assert "'demo/sine' is not a server URL: the URL comes first" in error
 
 
+@pytest.mark.parametrize("url", ["tcp:/127.0.0.1:9870", "tcp:127.0.0.1:9870", "WS:/h:9871/ws"])
+def test_a_scheme_without_its_slashes_is_named_a_malformed_url(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was told "the URL comes first", which it was (a new user's first hour).
+    error = usage_error(["sub", url, "demo/counter"], capsys)
+    assert error.endswith(
+        f"argument URL: {url!r} is not a server URL: use tcp://host:port or ws://host:port/ws "
+        "(tcps:// and wss:// for TLS)"
+    )
+    assert "comes first" not in error
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1:9870", "daq.lab:9870", "[::1]:9870"])
 def test_an_address_without_its_scheme_is_told_the_scheme(
     address: str, capsys: pytest.CaptureFixture[str]
@@ -2204,6 +2217,7 @@ async def test_a_bad_stdin_line_is_named_by_its_number(server: ts.Server) -> Non
         ("[300]", "uint8", "out of bounds for uint8"),
         ("[1.5, 2]", "int8", "not every number fits int8 exactly"),
         ("[1e300]", "float32", "cannot make an array of dtype float32 from '[1e300]'"),
+        ("[[1, 2], [3]]", "float32", "has an inhomogeneous shape after 1 dimensions."),
     ],
 )
 async def test_a_dtype_that_cannot_hold_the_value_is_one_line(

@@ -261,7 +261,7 @@ def test_a_freeze_counts_the_frozen_objects_only_for_a_debug_log(
         counted.append(1)
         return 0
 
-    monkeypatch.setattr(gc_policy.gc, "get_freeze_count", count)
+    monkeypatch.setattr(gc, "get_freeze_count", count)
     policy = FreezePolicy(every=1, minimum=1)
     with caplog.at_level(logging.INFO, logger=gc_policy.log.name):
         policy.connection_opened(1)

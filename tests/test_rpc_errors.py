@@ -262,6 +262,38 @@ async def test_the_longest_valid_provider_name_is_quoted_whole(url: str) -> None
         assert f"no client named {name!r} is connected" in str(info.value)
 
 
+class Bulky:
+    def rpc_big(self, size: int = 10_000) -> bytes:
+        return b"x" * size
+
+    async def rpc_pieces(self) -> AsyncIterator[bytes]:
+        yield b"x" * 10_000
+
+
+async def test_a_value_too_large_for_a_call_names_the_server_s_own_setting() -> None:
+    # It said "over the server's limit of 3072" to a user who had set 4096 (a new user).
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, max_frame_bytes=4096)
+    says = "over the 3072 that fit a call (the server's max_frame_bytes, 4096, less 1024"
+    async with (
+        ts.open_server(config) as server,
+        ts.open_client(server.tcp_url or "", name="bulky") as provider,
+        ts.open_client(server.tcp_url or "", name="ctl") as ctl,
+    ):
+        provider.expose(Bulky())
+        bulky = await ctl.rpc("bulky", timeout=SETTLE_S)
+        with trio.fail_after(SETTLE_S):
+            with pytest.raises(ts.RemoteError) as result:
+                await bulky.big()
+            assert "the result of big encodes to 10003 bytes, " + says in str(result.value)
+            with pytest.raises(ts.FrameTooLarge) as arguments:
+                await bulky.big("y" * 10_000)
+            assert "the arguments of big encode to 10006 bytes, " + says in str(arguments.value)
+            with pytest.raises(ts.RemoteError) as piece:
+                async for _ in bulky.stream("pieces"):
+                    pass
+            assert "a value of pieces encodes to 10003 bytes, " + says in str(piece.value)
+
+
 # -- a KeyboardInterrupt a method raises in its worker thread -----------------------------------
 
 

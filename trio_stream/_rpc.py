@@ -204,6 +204,19 @@ def describe(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
     }
 
 
+def check_fits(data: bytes, max_frame_bytes: int, what: str, advice: str) -> None:
+    """Raise FrameTooLarge when ``data`` (``what`` encodes to it) leaves no room for its call's
+    envelope in a frame: the limit named is the user's own setting, ``max_frame_bytes``, so
+    that a figure it never set (4096 less the envelope) does not look like a wrong one."""
+    limit = max_frame_bytes - CALL_OVERHEAD_BYTES
+    if len(data) > limit:
+        raise FrameTooLarge(
+            f"{what} {len(data)} bytes, over the {limit} that fit a call (the server's "
+            f"max_frame_bytes, {max_frame_bytes}, less {CALL_OVERHEAD_BYTES} for the call's "
+            f"envelope); {advice}"
+        )
+
+
 def _short_repr(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -664,12 +677,12 @@ class RpcEndpoint:
         try:
             value = await exposed.run(args, kwargs)
             data = _encode(value)
-            limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
-            if len(data) > limit:
-                raise FrameTooLarge(
-                    f"the result of {msg.method} encodes to {len(data)} bytes, over the "
-                    f"server's limit of {limit}; stream large data through a channel"
-                )
+            check_fits(
+                data,
+                self._client.limits.max_frame_bytes,
+                f"the result of {msg.method} encodes to",
+                "stream large data through a channel",
+            )
         except RaisedInWorker as carried:
             return self._fail_exit(msg, carried.original)
         except Exception as exc:
@@ -699,7 +712,7 @@ class RpcEndpoint:
         flow: Outflow,
     ) -> ControlMessage | None:
         """Run a generator for a caller: one ``yield`` per unit of credit, then ``end``."""
-        limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
+        max_frame_bytes = self._client.limits.max_frame_bytes
         try:
             async with open_generator(exposed.fn, args, kwargs, exposed.turn) as step:
                 while True:
@@ -709,11 +722,12 @@ class RpcEndpoint:
                     if is_done(value):
                         return End(call=msg.call)
                     data = _encode(value)
-                    if len(data) > limit:
-                        raise FrameTooLarge(
-                            f"a value of {msg.method} encodes to {len(data)} bytes, over the "
-                            f"server's limit of {limit}; yield smaller pieces"
-                        )
+                    check_fits(
+                        data,
+                        max_frame_bytes,
+                        f"a value of {msg.method} encodes to",
+                        "yield smaller pieces",
+                    )
                     self._client.send_control(Yield(call=msg.call, value=data))
         except ConnectionClosed:
             return None  # the server told the caller; the generator is closed already
@@ -825,12 +839,12 @@ class RpcEndpoint:
         wait_reconnect: bool = True,
     ) -> Any:
         data = encode_args(args, kwargs)
-        limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
-        if len(data) > limit:
-            raise FrameTooLarge(
-                f"the arguments of {method} encode to {len(data)} bytes, over the server's "
-                f"limit of {limit}; stream large data through a channel"
-            )
+        check_fits(
+            data,
+            self._client.limits.max_frame_bytes,
+            f"the arguments of {method} encode to",
+            "stream large data through a channel",
+        )
         result = await self.ask(
             lambda ident: Call(id=ident, provider=provider, method=method, args=data),
             timeout_s,
@@ -867,12 +881,12 @@ class RpcEndpoint:
     ) -> RemoteStream:
         check_window(window)
         data = encode_args(args, kwargs)
-        limit = self._client.limits.max_frame_bytes - CALL_OVERHEAD_BYTES
-        if len(data) > limit:
-            raise FrameTooLarge(
-                f"the arguments of {method} encode to {len(data)} bytes, over the server's "
-                f"limit of {limit}; stream large data through a channel"
-            )
+        check_fits(
+            data,
+            self._client.limits.max_frame_bytes,
+            f"the arguments of {method} encode to",
+            "stream large data through a channel",
+        )
         return RemoteStream(
             self._client,
             self._streams,

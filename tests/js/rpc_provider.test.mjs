@@ -147,7 +147,7 @@ test('what a JS method throws arrives as RemoteError with its name, message and 
 
   const huge = await fromPython('js-errors', 'huge');
   assert.deepEqual([huge.error, huge.type_name], ['RemoteError', 'FrameTooLarge'], JSON.stringify(huge));
-  assert.match(huge.remote_message, /the result of huge encodes to \d+ bytes, over the server's limit of \d+/);
+  assert.match(huge.remote_message, /the result of huge encodes to \d+ bytes, over the \d+ that fit a call \(the server's max_frame_bytes, \d+, less 1024 for the call's envelope\)/);
 
   const unknown = await fromPython('js-errors', 'nope', [], { timeout: 3 });
   assert.equal(unknown.error, 'RpcError');

@@ -14,7 +14,7 @@ from typing import Any, Final, NoReturn, TypeAlias
 from .._exceptions import InvalidArgument
 from .._matching import GLOB_CHARACTERS
 from .._protocol.array_view import View
-from .._transport.urls import missing_scheme, split_url
+from .._transport.urls import SCHEMES, missing_scheme, split_url
 from ._run import UsageError
 
 # The object add_subparsers() returns (generic for type checkers only).
@@ -277,11 +277,17 @@ def json_or_text(text: str) -> Any:
 def server_url(text: str) -> str:
     """The URL argument: a channel name there (the URL left out) is named as such at once,
     rather than as a missing CHANNEL argument after it; an address without its scheme is
-    told which scheme to add (saying "the URL comes first" would send the user astray)."""
+    told which scheme to add, and a scheme without its two slashes (``tcp:/host:port``) is
+    named as a malformed URL (saying "the URL comes first" would send the user astray)."""
     if "://" not in text:
         no_scheme = missing_scheme(text)
         if no_scheme is not None:
             raise argparse.ArgumentTypeError(no_scheme)
+        if text.partition(":")[0].lower() in (*SCHEMES, "http", "https"):
+            try:
+                split_url(text)
+            except InvalidArgument as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
         raise argparse.ArgumentTypeError(
             f"{text[:200]!r} is not a server URL: the URL comes first, e.g. "
             "tcp://127.0.0.1:9870 (or ws://host:port/ws)"

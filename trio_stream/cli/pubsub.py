@@ -16,6 +16,7 @@ import trio
 import trio_stream as ts
 
 from .._matching import DEFAULT_MAX_CHANNELS, matches
+from .._protocol.brief import cut
 from .._util import unwrap_single_exception, were
 from ._channels import (
     connect,
@@ -234,7 +235,10 @@ def _value(text: str, args: argparse.Namespace, line: int | None = None) -> Any:
             raise ValueError(f"not every number fits {dtype} exactly")
         return array
     except (TypeError, ValueError, ArithmeticError) as exc:  # OverflowError, FloatingPointError
-        what = f"cannot make an array of dtype {dtype} from {text[:80]!r} ({str(exc)[:80]})"
+        # numpy's own words whole (they are bounded; an 80-character cut lost the point of
+        # "... has an inhomogeneous shape after 1 dimensions" mid-word); what we quote of
+        # the user's text, cut.
+        what = f"cannot make an array of dtype {dtype} from {text[:80]!r} ({cut(str(exc), 300)})"
         if isinstance(value, str):  # not JSON: "1 2 3" meant as a list, most likely
             what += "; give each value as JSON, e.g. [1, 2, 3] for an array"
         if line is None:

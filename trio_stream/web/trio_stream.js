@@ -3622,6 +3622,14 @@ function checkArguments(desc, args, kwargs) {
 const MAX_METHODS = 1000; // a client exposes at most this many
 const MAX_METHOD_NAME = 200; // characters of a method's full name
 const CALL_OVERHEAD_BYTES = 1024; // room for a call's answer around its value
+
+// What does not fit a call's answer, said against the server's own setting (a user who set
+// max_frame_bytes 4096 read "the server's limit of 3072" as a wrong figure; as _rpc.py says it).
+function tooLargeForCall(what, bytes, maxFrameBytes, advice) {
+  const room = maxFrameBytes - CALL_OVERHEAD_BYTES;
+  return new FrameTooLarge(`${what} ${bytes} bytes, over the ${room} that fit a call (the server's `
+    + `max_frame_bytes, ${maxFrameBytes}, less ${CALL_OVERHEAD_BYTES} for the call's envelope); ${advice}`);
+}
 const DESCRIBE_OVERHEAD_BYTES = 64; // what the server's reply adds to a `methods` answer
 const FAIL_MESSAGE_MAX_BYTES = 16 * 1024; // a `fail` sends at most this of its message's start...
 const FAIL_TRACEBACK_MAX_BYTES = 64 * 1024; // ...and of its traceback's end
@@ -3920,9 +3928,10 @@ class RpcProvider {
       running.delete(call);
       this.#send(map);
     };
-    const room = () => (this.#client.limits.max_frame_bytes ?? DEFAULT_MAX_FRAME) - CALL_OVERHEAD_BYTES;
+    const maxFrame = () => this.#client.limits.max_frame_bytes ?? DEFAULT_MAX_FRAME;
+    const room = () => maxFrame() - CALL_OVERHEAD_BYTES;
     const run = entry.stream ? this.#stream : this.#run;
-    run.call(this, { call, method, entry, argv, invocation, live, answer, room, signal: controller.signal })
+    run.call(this, { call, method, entry, argv, invocation, live, answer, maxFrame, signal: controller.signal })
       .catch((e) => answer(failOf(call, e, room())))
       // A call is always answered: were the answer itself to throw, a plain one still goes.
       .catch(() => answer({ op: 'fail', call, type: 'Error', message: '<the error could not be described>', traceback: '' }));
@@ -3942,19 +3951,19 @@ class RpcProvider {
     invocation.wake?.();
   }
 
-  async #run({ call, method, entry, argv, answer, room }) {
+  async #run({ call, method, entry, argv, answer, maxFrame }) {
     await null; // the method starts after the frames that came with its invoke
     const value = await entry.fn.apply(entry.owner, argv);
     const data = encode(value === undefined ? null : value);
-    if (data.length > room()) {
-      throw new FrameTooLarge(`the result of ${method} encodes to ${data.length} bytes, over the server's limit `
-        + `of ${room()}; stream large data through a channel`);
+    if (data.length > maxFrame() - CALL_OVERHEAD_BYTES) {
+      throw tooLargeForCall(`the result of ${method} encodes to`, data.length, maxFrame(),
+        'stream large data through a channel');
     }
     answer({ op: 'result', call, value: data });
   }
 
   // A generator's values: one `yield` per unit of credit, then `end` (protocol.md 6.1).
-  async #stream({ call, method, entry, argv, invocation, live, answer, room, signal }) {
+  async #stream({ call, method, entry, argv, invocation, live, answer, maxFrame, signal }) {
     await null;
     const values = entry.fn.apply(entry.owner, argv);
     try {
@@ -3971,9 +3980,9 @@ class RpcProvider {
           return;
         }
         const data = encode(step.value === undefined ? null : step.value);
-        if (data.length > room()) {
-          throw new FrameTooLarge(`a value of ${method} encodes to ${data.length} bytes, over the server's limit `
-            + `of ${room()}; yield smaller pieces`);
+        if (data.length > maxFrame() - CALL_OVERHEAD_BYTES) {
+          throw tooLargeForCall(`a value of ${method} encodes to`, data.length, maxFrame(),
+            'yield smaller pieces');
         }
         invocation.credit--;
         this.#send({ op: 'yield', call, value: data });
