@@ -830,11 +830,19 @@ def test_every_server_config_field_is_a_flag_by_its_own_name_too() -> None:
     # "every ServerConfig setting is a flag": --idle-timeout-s was refused (the flag drops
     # the _s), so the field's own spelling is accepted beside the short one.
     args = build_parser().parse_args(
-        ["serve", "--idle-timeout-s", "7", "--resume-grace-s", "3", "--allowed-origins", "x"]
+        [
+            "serve",
+            "--idle-timeout-s",
+            "7",
+            "--resume-grace-s",
+            "3",
+            "--allowed-origins",
+            "https://lab.example",
+        ]
     )
     config = server_config(args)
     assert config.idle_timeout_s == 7.0 and config.resume_grace_s == 3.0
-    assert config.allowed_origins == ("x",)
+    assert config.allowed_origins == ("https://lab.example",)
     short = server_config(build_parser().parse_args(["serve", "--idle-timeout", "8"]))
     assert short.idle_timeout_s == 8.0
 

@@ -8,11 +8,15 @@ import inspect
 import math
 import pickle
 import sys
+import urllib.parse
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trio_stream as ts
+from trio_stream._transport.origin import origin_allowed
 
 
 @pytest.mark.parametrize(
@@ -64,6 +68,40 @@ import trio_stream as ts
         ("ssl_context", "notssl"),
         ("idle_timeout_s", 1e-9),
         ("stats_interval_s", 0.001),
+        # A new user's findings. An engine URL with a port that is not one was coredis's
+        # 40-line ValueError at start; :0 is not "a free port" there (coredis reads 6379).
+        ("engine", "redis://127.0.0.1:abc/0"),
+        ("engine", "redis://127.0.0.1:99999/0"),
+        ("engine", "redis://127.0.0.1:0/0"),
+        ("engine", "redis://:6379/0"),  # no host
+        ("engine", "redis://[::1/0"),
+        # A database coredis cannot read from the path was database 0: another cluster's.
+        ("engine", "redis://127.0.0.1:6391/x"),
+        ("engine", "redis://127.0.0.1:6379/0/extra"),
+        ("engine", "redis://127.0.0.1:6379/-1"),
+        ("engine", "redis://127.0.0.1:6379/1?db=3"),  # coredis takes the query's: 3
+        ("engine", "redis://127.0.0.1:6379?db=x"),
+        ("engine", "unix:///run/redis.sock?db=-1"),
+        ("engine", "unix://run/redis.sock"),  # two slashes: "run" is a host, /redis.sock
+        ("engine", "unix://"),
+        # Origins that no browser ever sends were taken in silence (the page got a 403).
+        ("allowed_origins", "intranet2.example:8000"),  # no scheme
+        ("allowed_origins", ["not a url"]),
+        ("allowed_origins", "*"),  # allowed_hosts has one; origins have no wildcard
+        ("allowed_origins", "null"),
+        ("allowed_origins", "ws://intranet.example:8000"),  # a page's origin is http(s)
+        ("allowed_origins", "http://intranet.example:8000/app"),
+        ("allowed_origins", "http://intranet.example:8000?"),
+        ("allowed_origins", "http://user@intranet.example:8000"),
+        ("allowed_origins", "http://intranet.example:80"),  # left out of an Origin
+        ("allowed_origins", "https://intranet.example:443/"),
+        ("allowed_origins", "http://intranet.example:"),
+        ("allowed_origins", "http://intranet.example:99999"),
+        ("allowed_origins", "http://bücher.example"),  # sent as xn--bcher-kva.example
+        ("allowed_origins", "http://intranet.example:08000"),
+        ("allowed_origins", "http://127.1:8000"),  # sent as 127.0.0.1
+        ("allowed_origins", "http://10.0.0.5.:8000"),  # sent as 10.0.0.5
+        ("allowed_origins", "http://[0:0::1]:8000"),  # sent as [::1]
     ],
 )
 def test_a_setting_the_server_cannot_run_with_is_refused_by_name(setting: str, value: Any) -> None:
@@ -152,14 +190,22 @@ def test_settings_still_go_by_position_and_through_replace() -> None:
 def test_one_name_or_a_list_of_names_is_taken_as_a_tuple(setting: str) -> None:
     # A string is iterable too: taken as it is, each of its characters would be a name that
     # never matches, and the page or the Host would be refused with no clue why.
-    one: dict[str, Any] = {setting: "lab.example"}
-    assert getattr(ts.ServerConfig(**one), setting) == ("lab.example",)
-    several: dict[str, Any] = {setting: ["a.example", "b.example"]}
+    a, b = (
+        ("https://a.example", "https://b.example")
+        if setting == "allowed_origins"
+        else (
+            "a.example",
+            "b.example",
+        )
+    )
+    one: dict[str, Any] = {setting: a}
+    assert getattr(ts.ServerConfig(**one), setting) == (a,)
+    several: dict[str, Any] = {setting: [a, b]}
     config = ts.ServerConfig(**several)
-    assert getattr(config, setting) == ("a.example", "b.example")
+    assert getattr(config, setting) == (a, b)
     hash(config)  # frozen and hashable, as with a tuple
-    as_set: dict[str, Any] = {setting: frozenset({"a.example"})}
-    assert getattr(ts.ServerConfig(**as_set), setting) == ("a.example",)
+    as_set: dict[str, Any] = {setting: frozenset({a})}
+    assert getattr(ts.ServerConfig(**as_set), setting) == (a,)
 
 
 def test_one_name_or_a_list_of_names_is_well_typed() -> None:
@@ -185,6 +231,19 @@ def test_a_server_needs_an_endpoint() -> None:
         {"engine": "redis://127.0.0.1:6379/0"},
         {"engine": "rediss://example.org:6380"},
         {"engine": "unix:///run/redis.sock"},
+        {"engine": "unix:///run/redis.sock?db=2"},  # a unix:// URL's only way to say it
+        {"engine": "redis://127.0.0.1:6379"},  # database 0, as the next two
+        {"engine": "redis://127.0.0.1:6379/"},
+        {"engine": "redis://127.0.0.1/0"},  # port 6379
+        {"engine": "redis://127.0.0.1:65535/15?db=15"},  # the same database twice
+        {"engine": "redis://127.0.0.1:6379?db=3"},
+        {"engine": "redis://:s3cret@[::1]:6379/0"},
+        {"engine": "redis://u:p@h:6379/0?client_name=a@lab&connect_timeout=2"},
+        {"engine": "rediss://h:6380/1?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"},
+        {"tcp_port": 0, "http_port": 0},  # a free port each
+        {"tcp_port": 9899, "http_port": 9898},
+        {"allowed_origins": "http://intranet.example:8000/"},  # a trailing slash matches
+        {"allowed_origins": ["HTTPS://Lab.Example", "http://[::1]:8000", "http://10.0.0.5:81"]},
         {"max_frame_bytes": 4096},
         {"publish_window_frames": 2**63 - 1, "stats_interval_s": 0.01},
     ],
@@ -240,3 +299,140 @@ def test_a_size_as_the_flag_writes_it_gets_the_python_spelling() -> None:
     with pytest.raises(ts.InvalidSetting) as refused:
         ts.ServerConfig(max_connections="5")  # type: ignore[arg-type]
     assert "bytes" not in str(refused.value)
+
+
+def test_the_same_port_for_tcp_and_http_is_refused_naming_both() -> None:
+    # It failed at start as "Address already in use (another server, the demo perhaps ...)",
+    # blaming a process that did not exist.
+    with pytest.raises(ts.InvalidSetting) as refused:
+        ts.ServerConfig(tcp_port=9899, http_port=9899)
+    assert refused.value.setting == "tcp_port"
+    assert str(refused.value) == "tcp_port and http_port are both 9899: give them different ports"
+
+
+_PORT_SETTING = st.one_of(st.none(), st.just(0), st.integers(1, 4))
+
+
+@given(tcp_port=_PORT_SETTING, http_port=_PORT_SETTING)
+def test_ports_are_refused_exactly_when_both_listen_on_one(
+    tcp_port: int | None, http_port: int | None
+) -> None:
+    clash = tcp_port == http_port and tcp_port not in (None, 0)
+    both_off = tcp_port is None and http_port is None
+    try:
+        ts.ServerConfig(tcp_port=tcp_port, http_port=http_port)
+    except ts.InvalidSetting as refused:
+        assert (clash and "different ports" in str(refused)) or (both_off and not clash)
+    else:
+        assert not (clash or both_off)
+
+
+def test_an_engine_url_problem_never_shows_its_password() -> None:
+    # A '/' in a password ends the host part: the "port" or "path" read was the password's.
+    for url in ("redis://:ab/cd@h:6379/0", "redis://:se?cret@h:6379/0", "redis://u/pw@h/0"):
+        with pytest.raises(ts.InvalidSetting) as refused:
+            ts.ServerConfig(engine=url)
+        message = str(refused.value)
+        assert "password (or user) holds a '/', '?' or '#'" in message
+        assert not {"ab", "cd", "cret", "pw"} & set(message.replace("'", " ").split())
+    with pytest.raises(ts.InvalidSetting) as refused:
+        ts.ServerConfig(engine="redis://:s3cret@h:abc/0")
+    assert "s3cret" not in str(refused.value) and "port" in str(refused.value)
+
+
+_DATABASE_PATHS = st.one_of(
+    st.integers(0, 10**6).map(str),
+    st.text(st.sampled_from("0123456789/-+ x%.;@١"), max_size=6),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=_DATABASE_PATHS,
+    port=st.one_of(st.none(), st.integers(-5, 70_000).map(str), st.sampled_from(["", "x"])),
+)
+def test_an_engine_url_taken_is_read_by_coredis_as_the_database_it_says(
+    path: str, port: str | None
+) -> None:
+    # What the server will do with it: coredis's own reading, at start, of the URL taken.
+    coredis = pytest.importorskip("coredis")
+    url = "redis://127.0.0.1" + ("" if port is None else f":{port}") + "/" + path
+    try:
+        ts.ServerConfig(engine=url)
+    except ts.InvalidSetting as refused:  # and never another error
+        assert refused.setting == "engine"
+        database_ok = path == "" or (path.isascii() and path.isdigit())
+        port_ok = port in (None, "") or (port.isdigit() and 1 <= int(port) <= 65535)
+        assert not (database_ok and port_ok), url
+        return
+    pool = coredis.ConnectionPool.from_url(url)
+    assert pool.connection_kwargs.get("db", 0) == int(path or 0)
+    assert pool.location.port == int(port or 6379)
+
+
+_HOSTS = st.one_of(
+    # A name whose last label is a number is an IPv4 address to a browser (127.1).
+    st.from_regex(r"([a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?\.){0,3}[a-z][a-z0-9-]{0,8}", fullmatch=True),
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(lambda address: f"[{address}]"),
+)
+
+
+@given(
+    scheme=st.sampled_from(["http", "https"]),
+    host=_HOSTS,
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+    spelling=st.sampled_from([str, str.upper, lambda origin: origin + "/"]),
+)
+def test_an_origin_as_a_browser_sends_it_is_taken_and_lets_its_page_in(
+    scheme: str, host: str, port: int | None, spelling: Any
+) -> None:
+    # A browser leaves the scheme's default port out of its Origin header.
+    default = {"http": 80, "https": 443}[scheme]
+    sent = f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+    config = ts.ServerConfig(allowed_origins=spelling(sent))
+    assert origin_allowed(sent, None, config.allowed_origins, secure=False)
+
+
+def _as_a_browser_sends_it(entry: str) -> str:
+    """The Origin a browser would send for the page an entry names (its own reading)."""
+    parts = urllib.parse.urlsplit(entry.rstrip("/"))
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = "" if parts.port in (None, default) else f":{parts.port}"
+    return f"{parts.scheme}://{host}{port}"
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.text(max_size=30),
+        st.text(st.sampled_from("htps:/[]@?#.:0189abAB -*"), max_size=30),
+        st.builds(
+            "{}://{}{}".format,
+            st.sampled_from(["http", "https", "ws", "HTTP"]),
+            _HOSTS,
+            st.text(st.sampled_from(":/?#@0189"), max_size=6),
+        ),
+    )
+)
+def test_an_origin_taken_is_one_some_page_sends(entry: str) -> None:
+    # What is taken can match (origin_allowed compares strings); all else is refused by name.
+    try:
+        config = ts.ServerConfig(allowed_origins=entry)
+    except ts.InvalidSetting as refused:
+        assert refused.setting == "allowed_origins"
+        assert "e.g. http://" in str(refused) or "give http" in str(refused)
+        return
+    sent = _as_a_browser_sends_it(entry)
+    assert sent == entry.rstrip("/").lower(), entry
+    assert origin_allowed(sent, None, config.allowed_origins, secure=False)
+
+
+@pytest.mark.parametrize(
+    "entry", ["chrome-extension://abcdefghijklmnopabcdefghijklmnop", "moz-extension://0a1b-2c3d"]
+)
+def test_a_browser_extension_s_origin_is_taken(entry: str) -> None:
+    # The refused upgrade's log line tells an extension page's author to list its origin.
+    config = ts.ServerConfig(allowed_origins=entry)
+    assert origin_allowed(entry, None, config.allowed_origins, secure=False)

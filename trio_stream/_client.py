@@ -125,6 +125,9 @@ log = logging.getLogger(__name__)
 
 SEND_BATCH_BYTES: Final = 1 * 2**20
 CONNECT_TIMEOUT_S: Final = 10.0
+# The shortest a reconnect attempt is cut to by the lease it races (see _attempt_bound): a
+# loaded server's welcome takes a few hundred ms at most.
+MIN_RECONNECT_ATTEMPT_S: Final = 1.0
 # Liveness (docs/protocol.md section 2): the client pings at least every HEARTBEAT_S (and every
 # third of the server's idle_timeout_s), and declares the server gone once nothing at all has
 # come from it for SILENT_HEARTBEATS heartbeats (at least MIN_SILENCE_S): 15 s by default.
@@ -449,11 +452,14 @@ class Client:
         self._take(frames)
 
     async def _connect_once(
-        self, on_open: Callable[[], None], give_up_at: float = math.inf
+        self,
+        on_open: Callable[[], None],
+        give_up_at: float = math.inf,
+        attempt_s: float = math.inf,
     ) -> None:
         """Connect to the next URL, shake hands, call ``on_open`` and run until the loss;
         an attempt still without its welcome at ``give_up_at`` (reconnect's give_up_after)
-        ends there.
+        or after ``attempt_s`` (when shorter than connect_timeout) ends there.
 
         Raises:
             ConnectionClosed: no connection or no welcome (within connect_timeout).
@@ -465,7 +471,8 @@ class Client:
         # connect_timeout bounds the whole way to the welcome: the TCP connect, a WebSocket's
         # upgrade (a peer that accepts and never answers it would otherwise hold the client
         # for good: trio-websocket's own bound did not end its wait) and the hello.
-        deadline = min(trio.current_time() + self._connect_timeout, give_up_at)
+        timeout_s = min(self._connect_timeout, attempt_s)
+        deadline = min(trio.current_time() + timeout_s, give_up_at)
         if url in self._welcomed_by:
             # A server that welcomed us there before: its port is right, the way is not
             # (a one-way outage said "is it a trio_stream server's port?": a network tester).
@@ -485,7 +492,7 @@ class Client:
                 "timeout: an autojump_threshold under the server's answer time skips it "
                 "(a server in the same trio run, or a threshold of a second or more, does not)"
             )
-        too_late = f"no welcome from {url} within {self._connect_timeout} s ({why})"
+        too_late = f"no welcome from {url} within {timeout_s:g} s ({why})"
         with trio.CancelScope(deadline=deadline) as opening:
             async with connect(
                 url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=self._ssl_context
@@ -591,6 +598,12 @@ class Client:
         give_up_at = math.inf
         if policy.give_up_after is not None:
             give_up_at = started_at + policy.give_up_after
+        # The server just lost comes first: a cut to a healthy server is the common case, and
+        # it holds this client's place (on one server, its only copy). The rotation goes on
+        # from there.
+        if self.url in self._urls:
+            self._url_index = self._urls.index(self.url)
+        lease_ends_at = started_at + self.limits.resume_grace_s
 
         def on_open() -> None:
             self.reconnects += 1
@@ -620,7 +633,9 @@ class Client:
                 wait = min(wait, left)
             await trio.sleep(wait)
             try:
-                await self._connect_once(on_open, give_up_at)
+                await self._connect_once(
+                    on_open, give_up_at, self._attempt_bound(lease_ends_at - trio.current_time())
+                )
                 return True
             except WrongServer as exc:
                 # Tried again (the operator may put the right certificate or port back), but
@@ -642,6 +657,21 @@ class Client:
                 self._lost = ConnectionClosed(f"reconnecting failed for good: {exc}")
                 return False
         return False
+
+    def _attempt_bound(self, lease_left_s: float) -> float:
+        """How long one reconnect attempt may wait for its welcome besides connect_timeout.
+
+        With several URLs, while the server still keeps this client's place: half of what is
+        left of it (never under MIN_RECONNECT_ATTEMPT_S), so that one URL that accepts and
+        never answers (a hung node, a frozen proxy) leaves time for the others. At the
+        default connect_timeout of 10 s, equal to the default resume_grace_s, one such URL
+        tried first used the whole lease up: the channels ended and a writer's acknowledged
+        values went to nobody (an outside fault-injection run). One URL keeps connect_timeout:
+        a slow server is better waited for than cut off each time.
+        """
+        if len(self._urls) < 2 or lease_left_s <= 0:
+            return math.inf
+        return max(MIN_RECONNECT_ATTEMPT_S, lease_left_s / 2)
 
     async def _restore(self) -> None:
         """After a reconnect: channels, RPC, publishers, subscriptions; then "open".

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import ipaddress
 import math
+import re
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import parse_qs, urlparse, urlsplit
 
 from ._exceptions import InvalidSetting
 from ._protocol.frames import DATA_OVER_LIMIT_BYTES
@@ -27,6 +30,7 @@ from ._protocol.limits import (
     MAX_SUBSCRIPTIONS_PER_CLIENT,
     PUBLISH_WINDOW_BYTES,
     PUBLISH_WINDOW_FRAMES,
+    RESUME_GRACE_S,
     Limits,
 )
 
@@ -117,7 +121,7 @@ class ServerConfig:
     # The channels and subscriptions of a client that reconnects (resume) outlive a blip of
     # its connection for this long (s): channels still readable, same epoch and history, its
     # subscriptions still taking frames (kept.py), its own again when it is back.
-    resume_grace_s: float = 10.0
+    resume_grace_s: float = RESUME_GRACE_S
     stats_interval_s: float = 1.0
     # Where channels live: "memory" (this process only) or a Redis URL shared by several
     # nodes (redis://host:port/db, see README "Several nodes").
@@ -174,6 +178,9 @@ class ServerConfig:
                         f"not {entries!r:.60}",
                     )
                 object.__setattr__(self, name, names)  # frozen; a list made hashable
+        for origin in self.allowed_origins or ():
+            if problem := origin_problem(origin):
+                raise InvalidSetting("allowed_origins", problem)
         for name in _POSITIVE_SECONDS:
             value = getattr(self, name)
             if not (_is_number(value) and 0 < value < math.inf):
@@ -224,6 +231,13 @@ class ServerConfig:
                 raise InvalidSetting(
                     name, f"{name} must be 0-65535 or None (off), not {port!r:.40}"
                 )
+        if self.tcp_port == self.http_port and self.tcp_port:
+            # Refused here: at start the second listener's "Address already in use" blamed
+            # another server (the demo perhaps) that did not exist. 0 is a free port each.
+            raise InvalidSetting(
+                "tcp_port",
+                f"tcp_port and http_port are both {self.tcp_port}: give them different ports",
+            )
         if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
             raise InvalidSetting(
                 "ssl_context",
@@ -244,6 +258,8 @@ class ServerConfig:
                 f"engine {self.engine!r:.80}: give 'memory' or a Redis URL such as "
                 "redis://127.0.0.1:6379/0",
             )
+        if self.engine != "memory" and (problem := engine_url_problem(self.engine)):
+            raise InvalidSetting("engine", problem)
         if self.engine != "memory" and (missing := _redis_client_missing()) is not None:
             # Here, not when the server starts: a script learns it where it made the config.
             if missing.name == "coredis":
@@ -266,6 +282,7 @@ class ServerConfig:
             idle_timeout_s=float(self.idle_timeout_s),
             publish_window_frames=self.publish_window_frames,
             publish_window_bytes=self.publish_window_bytes,
+            resume_grace_s=float(self.resume_grace_s),
         )
 
 
@@ -330,3 +347,159 @@ def node_name_problem(name: str) -> str | None:
             f"({MAX_NODE_NAME_BYTES} bytes of UTF-8), as it is part of its clients' names"
         )
     return None
+
+
+ENGINE_URL_EXAMPLE: Final = "redis://127.0.0.1:6379/0 (redis://host:port/database)"
+
+
+def engine_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis engine URL, read as coredis reads it when the server
+    starts (urlparse; the database from the path, or from a ``db=`` query), or None.
+
+    Checked when the ServerConfig is made: at start, a port that was not one came out as
+    coredis's 40-line ValueError, and a path coredis could not read as a number (``/x``,
+    ``/0/extra``) was database 0, silently joining that database's cluster.
+    """
+    from ._server.engine import safe_url  # here: that module imports this one
+
+    shown = f"engine {safe_url(url)!r:.100}"  # never the password
+    example = f"give a URL such as {ENGINE_URL_EXAMPLE}"
+    try:
+        parts = urlparse(url)
+    except ValueError:  # "Invalid IPv6 URL"
+        return f"{shown}: an IPv6 host goes in brackets, as in redis://[::1]:6379/0"
+    # A '/', '?' or '#' in a password ends the host part early, and the host and port are
+    # then read from inside the password (coredis decodes no %2F): said as such, not shown.
+    if parts.scheme != "unix" and "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        cut = (
+            f"{shown}: its password (or user) holds a '/', '?' or '#', which an engine URL "
+            "cannot carry: choose one without them"
+        )
+    else:
+        cut = None
+    try:
+        port = parts.port
+    except ValueError:  # "abc", 99999
+        return cut or f"{shown}: its port must be 1-65535; {example}"
+    # coredis takes a db= query over the path; a unix:// URL has no other way to give one.
+    databases = parse_qs(parts.query).get("db", [])
+    if not all(_is_database(number) for number in databases):
+        return f"{shown}: db= must be a database number (0, 1, ...), as in ...?db=1"
+    if parts.scheme == "unix":
+        if parts.hostname or port is not None or not parts.path.strip("/"):
+            return (
+                f"{shown}: a unix:// URL is the path of Redis's socket, with three slashes "
+                "and its database as db=: unix:///run/redis/redis.sock?db=0"
+            )
+    else:
+        if not parts.hostname:
+            return cut or f"{shown}: no host; {example}"
+        if port == 0:
+            # Not "a free port" as for tcp_port: coredis reads :0 as its default, 6379.
+            return f"{shown}: its port must be 1-65535; {example}"
+        path = parts.path.removeprefix("/")
+        if path and not _is_database(path):
+            # Several clusters share one Redis on database numbers of their own (README):
+            # a path coredis could not read was database 0, another cluster's.
+            return cut or (
+                f"{shown}: the path must be one database number (/0, /1, ...) or nothing "
+                f"(database 0), not /{path[:40]}; {example}"
+            )
+        if path:
+            databases.insert(0, path)
+    if len({int(number) for number in databases}) > 1:
+        return (
+            f"{shown}: it names more than one database ({', '.join(databases)}): give one, "
+            "in the path (redis://host:6379/1), or as db= for unix://"
+        )
+    return None
+
+
+def _is_database(text: str) -> bool:
+    # ASCII digits only: int() also takes "-1", " 1", "+1" and "١" (an Arabic-Indic one).
+    return text.isascii() and text.isdigit()
+
+
+# An Origin header is the page's scheme://host[:port] as a browser serializes it: lower
+# case, ASCII (IDNA), IP addresses in their canonical form, no default port; origin_allowed
+# compares entries with it as strings (case aside, and a trailing slash).
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_ORIGIN_NETLOC = re.compile(r"(?P<host>[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]+))?")
+_ENDS_IN_A_NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")  # the URL standard's IPv4 test
+ORIGIN_EXAMPLE: Final = "http://intranet.example:8000"
+# A browser extension's page: an opaque origin (chrome-extension://<id>, moz-extension://...)
+# sent as it is.
+_EXTENSION_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*-extension://[a-z0-9-]+")
+
+
+def origin_problem(entry: str) -> str | None:
+    """Why an ``allowed_origins`` entry could never match a browser's Origin, or None.
+
+    Checked when the ServerConfig is made: ``intranet.example:8000`` (no scheme) was taken
+    in silence, and the page it meant was refused with a 403 the browser does not show.
+    """
+    shown = f"allowed_origins entry {entry!r:.80}"
+    if entry == "*":
+        # allowed_hosts takes "*"; an Origin wildcard would let every page a user visits
+        # talk to this server (see _transport/origin.py), so there is none.
+        return (
+            f"{shown}: there is no wildcard for origins; list each page's origin, e.g. "
+            f"{ORIGIN_EXAMPLE}"
+        )
+    advice = (
+        f"{shown} can never match: give a page's origin as scheme://host[:port] "
+        f"(http or https), e.g. {ORIGIN_EXAMPLE}"
+    )
+    if not entry.isascii():
+        return f"{advice} (a browser sends a host in its ASCII form, xn--...)"
+    text = entry.rstrip("/").lower()  # as origin_allowed compares it
+    if _EXTENSION_ORIGIN.fullmatch(text):
+        return None  # (the refused upgrade's log line tells its author to list it)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # a bracket left open
+        return advice
+    netloc = _ORIGIN_NETLOC.fullmatch(parts.netloc)  # no user@, no empty port
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or text != f"{parts.scheme}://{parts.netloc}"  # a path, a query, a fragment
+        or netloc is None
+    ):
+        return advice
+    host, port_text = netloc["host"], netloc["port"]
+    if port_text is not None and not (
+        str(int(port_text)) == port_text and 1 <= int(port_text) <= 65535
+    ):
+        return advice  # 0, 99999, 08000
+    if host.startswith("["):
+        canonical = _canonical_ip(host[1:-1], ipaddress.IPv6Address)
+        canonical = f"[{canonical}]" if canonical else None
+    elif _ENDS_IN_A_NUMBER.fullmatch(host.removesuffix(".").rpartition(".")[2]):
+        # A browser reads such a host as an IPv4 address and sends it so: 127.1 as
+        # 127.0.0.1, 10.0.0.5. (a trailing dot) as 10.0.0.5.
+        canonical = _canonical_ip(host.removesuffix("."), ipaddress.IPv4Address)
+    else:
+        canonical = host
+    if canonical is None:
+        return advice
+    if canonical != host:
+        port = "" if port_text is None else f":{port_text}"
+        return (
+            f"{shown} can never match: a browser writes that address {canonical}; "
+            f"give {parts.scheme}://{canonical}{port}"
+        )
+    if port_text is not None and int(port_text) == _DEFAULT_PORTS[parts.scheme]:
+        return (
+            f"{shown} can never match: a browser leaves the default port out of an Origin; "
+            f"give {parts.scheme}://{host}"
+        )
+    return None
+
+
+def _canonical_ip(
+    text: str, kind: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]
+) -> str | None:
+    try:
+        return str(kind(text))
+    except ValueError:
+        return None

@@ -16,6 +16,7 @@ MAX_SUBSCRIPTIONS_PER_CLIENT: Final = 1000
 MAX_BUFFERED_BYTES: Final = 256 * 2**20  # per connection, every subscription together
 HANDSHAKE_TIMEOUT_S: Final = 10.0
 IDLE_TIMEOUT_S: Final = 60.0
+RESUME_GRACE_S: Final = 10.0  # how long the server keeps an away client's place (section 8)
 # Writer credit: enough frames in flight to hide a loopback round trip at full speed, few
 # enough bytes that a blocked channel parks a bounded amount on the server.
 PUBLISH_WINDOW_FRAMES: Final = 1024
@@ -69,6 +70,8 @@ class Limits:
     idle_timeout_s: float = IDLE_TIMEOUT_S
     publish_window_frames: int = PUBLISH_WINDOW_FRAMES
     publish_window_bytes: int = PUBLISH_WINDOW_BYTES
+    # A client with several URLs tries the others within it (a hung one must not use it up).
+    resume_grace_s: float = RESUME_GRACE_S
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +93,10 @@ class Limits:
                 # NaN compares false with everything, so "<= 0" let it through (and infinity,
                 # and fractions where a count is due): a frame limit of nan refused every frame
                 # later, with a misleading reason, and a window of nan meant no window at all.
-                if field.name in _SECONDS_LIMITS:
+                if field.name in _MAY_BE_ZERO_SECONDS:
+                    ok = type(value) in (int, float) and 0 <= value < math.inf
+                    kind = "a finite number of seconds, 0 or more"
+                elif field.name in _SECONDS_LIMITS:
                     ok = type(value) in (int, float) and 0 < value < math.inf
                     kind = "a positive finite number"
                 else:
@@ -106,6 +112,7 @@ class Limits:
 
 # The limits in seconds, floats (docs/protocol.md section 2); the others are integers.
 _SECONDS_LIMITS: Final = frozenset(f.name for f in fields(Limits) if f.type in ("float", float))
+_MAY_BE_ZERO_SECONDS: Final = frozenset({"resume_grace_s"})  # 0: the server keeps no place
 
 
 # --- payload decoding ---------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""Reconnecting with several URLs, over real sockets through proxies (tests/proxy.py).
+
+An outside fault-injection run lost 1,020 acknowledged frames to this: a writer with two URLs
+was cut from a healthy server and tried the other URL first, a node that accepted and never
+answered; at the default connect_timeout (10 s, the default resume_grace_s) that one attempt
+used the lease up, the channel ended with its owner, and the reader's recording with it. The
+server just lost is now tried first, and with several URLs an attempt waits at most half of
+what is left of the lease. The hung node, when it woke, also took the client's place from the
+healthy node with the hello of the attempt the client had given up: a hello whose connection
+has ended takes nothing back now.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+import trio.testing
+from proxy import open_proxy
+from redis_server import RedisServer
+from test_cluster import two_nodes
+
+import trio_stream as ts
+from trio_stream._client import MIN_RECONNECT_ATTEMPT_S
+from trio_stream._protocol.framing import frame_prefix
+from trio_stream._protocol.limits import PROTOCOL_VERSION, RESUME_GRACE_S
+from trio_stream._protocol.messages import Hello, encode_message
+
+WAIT_S = 10.0
+
+
+async def test_a_cut_from_a_healthy_server_reconnects_there_before_a_hung_url(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    async with (
+        ts.open_server(config) as server,
+        open_proxy(server.tcp_url or "") as healthy,
+        open_proxy(server.tcp_url or "") as hung,
+    ):
+        hung.hold()  # accepts, and nothing goes through: a stopped node, a frozen link
+        async with (
+            ts.open_client([healthy.url, hung.url], name="daq") as daq,
+            ts.open_client(server.tcp_url or "", name="rec") as rec,
+        ):
+            await daq.create_channel("ai")
+            async with rec.subscribe("ai", policy="block") as sub, daq.publisher("ai") as pub:
+                await pub.wait_for_readers()
+                assert await pub.send(1)
+                healthy.cut()
+                started = trio.current_time()
+                assert await pub.send(2)
+                await pub.wait_acknowledged()
+                assert trio.current_time() - started < MIN_RECONNECT_ATTEMPT_S
+                assert daq.url == healthy.url and daq.reconnects == 1
+                with trio.fail_after(WAIT_S):
+                    assert [(await sub.receive()).data for _ in range(2)] == [1, 2]
+
+
+async def test_a_hung_server_just_lost_leaves_the_other_urls_time_within_the_lease(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The server just lost, and the next URL, both accept and never answer: each attempt
+    # waits half of what is left of the lease (not connect_timeout, 10 s, the whole lease),
+    # so the third URL is reached while the server still keeps the writer's place.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    async with (
+        ts.open_server(config) as server,
+        open_proxy(server.tcp_url or "") as lost,
+        open_proxy(server.tcp_url or "") as hung,
+        open_proxy(server.tcp_url or "") as alive,
+    ):
+        urls = [lost.url, hung.url, alive.url]
+        async with (
+            ts.open_client(urls, name="daq") as daq,
+            ts.open_client(server.tcp_url or "", name="rec") as rec,
+        ):
+            await daq.create_channel("ai")
+            async with rec.subscribe("ai", policy="block") as sub, daq.publisher("ai") as pub:
+                await pub.wait_for_readers()
+                assert await pub.send(1)
+                lost.hold()
+                hung.hold()
+                lost.cut()
+                started = trio.current_time()
+                assert await pub.send(2)
+                await pub.wait_acknowledged()
+                assert trio.current_time() - started < RESUME_GRACE_S
+                assert daq.url == alive.url
+                with trio.fail_after(WAIT_S):
+                    assert [(await sub.receive()).data for _ in range(2)] == [1, 2]
+
+
+async def test_one_url_still_waits_connect_timeout_for_a_slow_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A single URL gains nothing from cutting its attempts short: a slow server would be
+    # cut off each time. Held 7 s (more than half the lease), it is still reached.
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    async with (
+        ts.open_server(config) as server,
+        open_proxy(server.tcp_url or "") as slow,
+        ts.open_client(slow.url, name="daq") as daq,
+        ts.open_client(server.tcp_url or "", name="rec") as rec,
+    ):
+        await daq.create_channel("ai")
+        async with rec.subscribe("ai", policy="block") as sub, daq.publisher("ai") as pub:
+            await pub.wait_for_readers()
+            slow.hold()
+            slow.cut()
+            started = trio.current_time()
+            await trio.sleep(7)
+            slow.release()
+            assert await pub.send(1)
+            await pub.wait_acknowledged()
+            assert daq.reconnects == 1
+            assert trio.current_time() - started < RESUME_GRACE_S
+            with trio.fail_after(WAIT_S):
+                assert (await sub.receive()).data == 1
+
+
+def _hello_frame(name: str, resume_token: str) -> bytes:
+    body = encode_message(
+        Hello(v=PROTOCOL_VERSION, name=name, resume_token=resume_token, resume=True)
+    )
+    return frame_prefix(len(body)) + body
+
+
+async def test_a_hello_its_client_gave_up_on_takes_nothing_back(
+    redis_server: RedisServer,
+) -> None:
+    # The client is on node b; node a reads, late, the hello of an attempt the client gave
+    # up (its FIN is there behind it). Taking the client's place back from b would end its
+    # connection there.
+    async with (
+        two_nodes(redis_server) as (url_a, url_b),
+        ts.open_client(url_b, name="daq") as daq,
+    ):
+        token = daq._resume_token  # (what the client's next hello would carry)
+        assert token is not None
+        host, port = url_a.removeprefix("tcp://").rsplit(":", 1)
+        # Connected, hello sent and FIN (a client that gave the attempt up) with no
+        # checkpoint between, so node a (in this trio run) reads the hello with its FIN.
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(_hello_frame("daq", token))
+            raw.shutdown(socket.SHUT_WR)
+            stale = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
+            with trio.fail_after(WAIT_S):
+                while await stale.receive_some(65536):  # until the server closes it
+                    pass
+        await trio.sleep(1.0)  # what a taken place would cost daq: its connection on b
+        assert daq.reconnects == 0
+        assert (await daq.stats()) is not None
