@@ -568,6 +568,111 @@ async def test_both_tables_fit_an_800_px_wide_window_long_names_cut_in_the_middl
     assert result["name_title"].startswith(long_name)
 
 
+class Thermometer:
+    """An instrument as in examples/rpc_service.py: its methods' names fill the Methods column."""
+
+    def rpc_calibrate(self, offset: float = 0.0) -> float:
+        """Shift the readings by ``offset``."""
+        return offset
+
+    def rpc_read_temperature(self) -> float:
+        """The temperature now."""
+        return 21.0
+
+    def rpc_set_rate(self, hz: float) -> float:
+        """Stream ``hz`` times per second."""
+        return hz
+
+
+FIT_WIDTHS: Final = (800, 900, 1000, 1100, 1200, 1400, 1600, 1920)
+# Each table's box, how wide the table is in it, and what of its last columns sticks out of
+# it: the Units and Methods cells, the + (overlay) and ✕ (disconnect) buttons.
+TABLE_FIT_JS: Final = """() => [...document.querySelectorAll('#channels-table, #clients-table')]
+  .map((t) => {
+    const wrap = t.parentElement;
+    const box = wrap.getBoundingClientRect();
+    const right = box.left + wrap.clientWidth;
+    const shown = (e) => e.getClientRects().length > 0;
+    const cells = [...t.querySelectorAll('td.units, td.methods, td.row-actions button')]
+      .filter(shown);
+    const over = (e) => Math.round(e.getBoundingClientRect().right - right);
+    return {
+      id: t.id, width: t.scrollWidth, box: wrap.clientWidth, cells: cells.length,
+      hidden: [...t.querySelectorAll('th')].filter((th) => !shown(th)).map((th) => th.textContent),
+      out: cells.filter((e) => over(e) > 1)
+        .map((e) => `${e.className} "${e.textContent}" ${over(e)} px out`),
+    };
+  })"""
+
+
+async def test_both_tables_fit_their_panels_at_every_window_width_from_800_px() -> None:
+    # The demo's channels and the RPC example's instrument. Side by side from 1001 px on, each
+    # panel was 522 px wide at 1100 px, narrower than alone at 800 px: the channel table's
+    # Units and + went behind a scrollbar; at 800 px "read_temperature" pushed the clients
+    # table's Methods out of its box.
+    channels = {"demo/counter": "frames", "demo/sine": "V", "demo/image": "counts"}
+
+    def steps(page: Page) -> dict[int, Any]:
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#clients-body td.methods')]"
+            ".some((td) => td.textContent.includes('read_temperature'))"
+            " && document.querySelectorAll('#channels-body tr').length >= 5"
+        )
+        page.click("#admin-button")
+        page.fill("#admin-input", ADMIN_TOKEN)
+        page.click("#admin-form button")  # the disconnect buttons widen the clients table
+        page.wait_for_function("() => window.__tsDashboard.admin")
+        seen: dict[int, Any] = {}
+        for width in FIT_WIDTHS:
+            page.set_viewport_size({"width": width, "height": 900})
+            # the resize is handled by the next frame (the page refits its tables on it)
+            page.evaluate(
+                "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+            )
+            seen[width] = page.evaluate(TABLE_FIT_JS)
+            page.screenshot(path=str(ARTIFACTS / f"dashboard-tables-{width}px.png"), full_page=True)
+        return seen
+
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, admin_token=ADMIN_TOKEN)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with ts.open_server(config) as server:
+            assert server.tcp_url is not None and server.http_url is not None
+            async with (
+                ts.open_client(server.tcp_url, name="demo-writer") as demo,
+                ts.open_client(server.tcp_url, name="thermo") as thermo,
+                trio.open_nursery() as writers,
+            ):
+                for name, units in channels.items():
+                    await demo.create_channel(name, meta={"units": units})
+                thermo.expose(Thermometer())
+                await thermo.create_channel("Temperature", meta={"units": "degC"})
+                writers.start_soon(write, demo, "demo/counter", 10.0, lambda n: n)
+                writers.start_soon(write, thermo, "Temperature", 2.0, scalar_frame)
+                result, errors = await trio.to_thread.run_sync(
+                    run_page,
+                    server.http_url + "#" + in_url("demo/counter"),
+                    steps,
+                    "dashboard-tables.png",
+                    NARROW_VIEWPORT,
+                )
+                writers.cancel_scope.cancel()
+    assert not errors
+    wrong = []  # every width's, to see the whole picture (screenshots: test-artifacts/)
+    for width, tables in result.items():
+        for table in tables:
+            where = f"{table['id']} at {width} px"
+            if not table["cells"]:
+                wrong.append(f"{where}: no Units/Methods cells or buttons shown")
+            if table["width"] > table["box"] + 1:
+                wrong.append(f"{where}: {table['width']} px wide in its {table['box']} px box")
+            if table["out"]:
+                wrong.append(f"{where}: beyond its box: {table['out']}")
+            # no column goes but the Clients table's Transport (as in an 800 px window)
+            if table["hidden"] not in ([], ["Transport"] if table["id"] == "clients-table" else []):
+                wrong.append(f"{where}: hidden: {table['hidden']}")
+    assert not wrong, "\n".join(wrong)
+
+
 async def test_admin_actions_are_refused_without_the_admin_token() -> None:
     def steps(page: Page) -> dict[str, Any]:
         seen: dict[str, Any] = {}

@@ -231,7 +231,7 @@ class KeyedTable {
       }
       cells.forEach((text, c) => {
         const td = tr.children[c];
-        setText(td, text);
+        (this.columns[c]?.wrap ? setBreakable : setText)(td, text);
         const title = titles[c] ?? '';
         if (td.title !== title) td.title = title;
       });
@@ -242,6 +242,23 @@ class KeyedTable {
       if (!keep.has(key)) { tr.remove(); this.rows.delete(key); }
     }
   }
+}
+
+// A list's names may break after a '/', '_', '-' or '.', as in the CLI's tables, but only when
+// whole names do not fit: the <wbr>s count only in a .tight table (fitNames). A client exposing
+// read_temperature beside a long-named one widened the Clients table out of an 800 px window.
+// <wbr> adds no text: the cell's textContent, and a copy, are the names.
+const BREAK_AFTER = /(?<=[/_.-])(?=[^\s,])/;
+
+function setBreakable(td, text) {
+  if (td.textContent === text) return;
+  td.replaceChildren(...text.split(BREAK_AFTER).flatMap((part, i) => (i ? [document.createElement('wbr'), part] : [part])));
+}
+
+/** Marks `table` .tight when, its names whole, it is wider than its box (and not otherwise). */
+function fitNames(table) {
+  table.classList.remove('tight');
+  if (table.scrollWidth > table.parentElement.clientWidth + 1) table.classList.add('tight');
 }
 
 // Long names are cut in the middle, never at the end: names of a facility share their start
@@ -484,8 +501,8 @@ function renderChannels(list) {
 // ------------------------------------------------------------------------------ clients
 
 const clientTable = new KeyedTable($('clients-body'), [
-  { cls: 'name' }, { cls: 'num' }, { cls: 'address' }, { cls: 'transport' }, { cls: 'connected' }, { cls: 'list' }, { cls: 'list' },
-  { cls: 'list methods' }, { cls: 'row-actions' },
+  { cls: 'name' }, { cls: 'num' }, { cls: 'address' }, { cls: 'transport' }, { cls: 'connected' }, { cls: 'list', wrap: true }, { cls: 'list', wrap: true },
+  { cls: 'list methods', wrap: true }, { cls: 'row-actions' },
 ], {
   onCreate(tr, key) {
     tr.dataset.client = key;
@@ -534,8 +551,11 @@ function renderClients(list) {
     };
   }));
   setText($('clients-count'), all.length ? `(${recs.length === all.length ? all.length : `${recs.length} of ${all.length}`})` : '');
+  fitNames($('clients-table'));
   renderRpcProviders(all);
 }
+// (A resize, not a ResizeObserver: .tight changes the panel's height, which would notify again.)
+addEventListener('resize', () => fitNames($('clients-table')));
 
 wireSorting('channels-table', 'channels', () => renderChannels(lastChannels));
 wireSorting('clients-table', 'clients', () => renderClients(lastClients));
@@ -741,6 +761,7 @@ async function unlock(token) {
   try { sessionStorage.setItem(ADMIN_KEY, token); } catch { /* kept in memory only */ }
   state.admin = true;
   document.body.classList.add('admin');
+  fitNames($('clients-table')); // its disconnect buttons widen the table
   $('admin-panel').hidden = false;
   $('admin-form').hidden = true;
   setText($('admin-button'), 'Admin ✓');
