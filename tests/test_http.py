@@ -16,7 +16,7 @@ import trio_websocket
 
 import trio_stream as ts
 from trio_stream._server.http import CONTENT_SECURITY_POLICY, MAX_REQUEST_HEAD_BYTES
-from trio_stream._server.metrics_budget import INTERVAL_S
+from trio_stream._server.metrics_budget import INTERVAL_S, MAX_WAITING
 from trio_stream._server.rpc import ERROR_REASONS
 from trio_stream._transport import web_files
 from trio_stream._transport.origin import origin_allowed
@@ -456,6 +456,27 @@ async def test_metrics_asked_in_a_loop_are_answered_once_an_interval_and_stay_tr
             counts.append(int(metric_lines(response.body)["trio_stream_channels"]))
         assert trio.current_time() - start >= 4 * INTERVAL_S
         assert [c - counts[0] for c in counts] == [0, 1, 2, 3, 4]
+
+
+async def test_metrics_requests_over_the_waiting_bound_get_a_429_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=None, http_port=0)
+    statuses: list[tuple[int, str | None]] = []
+    async with ts.open_server(config) as server:
+
+        async def scrape() -> None:
+            async with http_client(server) as http:
+                response = await http.request("/metrics")
+                statuses.append((response.status, response.headers.get("retry-after")))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(MAX_WAITING + 5):
+                nursery.start_soon(scrape)
+    answered = statuses.count((200, None))
+    # (the first may be answered, at its turn "now", before the last ones arrive)
+    assert answered in (MAX_WAITING, MAX_WAITING + 1), statuses
+    assert statuses.count((429, "1")) == len(statuses) - answered
 
 
 # -- WebSocket upgrades ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from trio_stream._server.metrics_budget import (
     INTERVAL_S,
     MAX_AGE_S,
+    MAX_WAITING,
     RENDER_SHARE,
     TURNS_KEPT,
     MetricsBudget,
@@ -143,3 +144,26 @@ async def test_addresses_whose_turn_has_come_are_forgotten(
         await trio.sleep(INTERVAL_S)
     # (the one place a test reads the table: its size is the point)
     assert len(turns._next_turn) <= TURNS_KEPT + 1
+
+
+async def test_requests_over_the_waiting_bound_are_refused_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A waiting request's connection is not read: abandoned ones booked turns ever further
+    # ahead and held connections that the per-address limit counts (a review).
+    turns = MetricsTurns()
+    start = trio.current_time()
+    answers: list[tuple[bool, float]] = []
+
+    async def ask() -> None:
+        answered = await turns.wait_turn("10.0.0.1")
+        answers.append((answered, trio.current_time() - start))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(MAX_WAITING + 3):
+            nursery.start_soon(ask)
+    refused = [at for answered, at in answers if not answered]
+    assert refused == [0.0, 0.0, 0.0]  # at once, not after the others
+    served = sorted(at for answered, at in answers if answered)
+    assert served == pytest.approx([i * INTERVAL_S for i in range(MAX_WAITING)])
+    assert await turns.wait_turn("10.0.0.1")  # the address is served again afterwards

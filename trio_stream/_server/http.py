@@ -228,9 +228,18 @@ class HttpConnection:
             if _is_websocket_upgrade(request):
                 await self._upgrade(request, path)
                 return
-            if path == METRICS_PATH:
-                await self.site.metrics_turns.wait_turn(host_of(self.remote))
-            response = self.site.route(request, path, self.remote)
+            if path == METRICS_PATH and not await self.site.metrics_turns.wait_turn(
+                host_of(self.remote)
+            ):
+                response = text_response(
+                    429,
+                    "too many /metrics requests from this address at once: one is answered "
+                    "every 0.1 s",
+                    close=True,
+                )
+                response.headers.append(("Retry-After", "1"))
+            else:
+                response = self.site.route(request, path, self.remote)
             if served == config.http_max_requests:
                 response.close = True  # the client opens a new connection for more
             if not await self._send_response(request, response):

@@ -11,8 +11,8 @@ stale by a few milliseconds at most, a large one's by ``MAX_AGE_S``.
 
 Serving the text costs too (h11, and 80 kB written for 300 channels: a loop of requests
 still took most of a core with the text kept), so each address gets one answer per
-``INTERVAL_S``: a request that comes sooner waits for its turn (no error: a scraper in a
-loop is slowed, not refused). The connection limits bound how many wait at once.
+``INTERVAL_S``: a request that comes sooner waits for its turn (a scraper in a loop is
+slowed, not refused), unless ``MAX_WAITING`` of its address's wait already (then a 429).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import trio
 RENDER_SHARE: Final = 0.05
 MAX_AGE_S: Final = 1.0
 INTERVAL_S: Final = 0.1  # 10 answers a second for an address; Prometheus asks every few s
+MAX_WAITING: Final = 10  # an address's requests waiting at once: 1 s of turns at most
 TURNS_KEPT: Final = 1024  # addresses remembered before those whose turn has come are dropped
 
 
@@ -57,17 +58,42 @@ class MetricsBudget:
 
 
 class MetricsTurns:
-    """One /metrics answer per address every ``interval_s`` (trio's clock: tests jump it)."""
+    """One /metrics answer per address every ``interval_s`` (trio's clock: tests jump it),
+    and at most ``max_waiting`` of an address's requests waiting for theirs.
 
-    def __init__(self, interval_s: float = INTERVAL_S) -> None:
+    A waiting request's connection is not read, so the server cannot see its client give up
+    (a scraper's timeout): each wait is bounded by the others', at most
+    ``max_waiting * interval_s`` (1 s), and a request over that is answered at once with a
+    429. Without the bound, abandoned requests booked turns ever further ahead and held their
+    connections, which the per-address connection limit counts: a scraper with a short
+    timeout locked the address's trio_stream clients out (a review).
+    """
+
+    def __init__(self, interval_s: float = INTERVAL_S, max_waiting: int = MAX_WAITING) -> None:
         self._interval_s = interval_s
+        self._max_waiting = max_waiting
         self._next_turn: dict[str, float] = {}
+        self._waiting: dict[str, int] = {}
+        self._prune_at = TURNS_KEPT
 
-    async def wait_turn(self, address: str) -> None:
-        """Return at ``address``'s next turn (at once if it has not asked lately)."""
+    async def wait_turn(self, address: str) -> bool:
+        """Return at ``address``'s next turn (at once if it has not asked lately); False,
+        at once, when ``max_waiting`` of its requests wait already (answer it with a 429)."""
+        waiting = self._waiting.get(address, 0)
+        if waiting >= self._max_waiting:
+            return False
         now = trio.current_time()
         turn = max(now, self._next_turn.get(address, now))
         self._next_turn[address] = turn + self._interval_s
-        if len(self._next_turn) > TURNS_KEPT:
+        if len(self._next_turn) > self._prune_at:  # (amortized: the bound doubles with use)
             self._next_turn = {a: t for a, t in self._next_turn.items() if t > now}
-        await trio.sleep_until(turn)
+            self._prune_at = max(TURNS_KEPT, 2 * len(self._next_turn))
+        self._waiting[address] = waiting + 1
+        try:
+            await trio.sleep_until(turn)
+        finally:
+            if self._waiting[address] > 1:
+                self._waiting[address] -= 1
+            else:
+                del self._waiting[address]
+        return True
