@@ -71,6 +71,7 @@ from trio_stream._transport.origin import origin_allowed
         # A new user's findings. An engine URL with a port that is not one was coredis's
         # 40-line ValueError at start; :0 is not "a free port" there (coredis reads 6379).
         ("engine", "redis://127.0.0.1:abc/0"),
+        ("engine", "redis://::1:6379/0"),  # an IPv6 host without its brackets
         ("engine", "redis://127.0.0.1:99999/0"),
         ("engine", "redis://127.0.0.1:0/0"),
         ("engine", "redis://:6379/0"),  # no host
@@ -88,7 +89,6 @@ from trio_stream._transport.origin import origin_allowed
         ("allowed_origins", "intranet2.example:8000"),  # no scheme
         ("allowed_origins", ["not a url"]),
         ("allowed_origins", "*"),  # allowed_hosts has one; origins have no wildcard
-        ("allowed_origins", "null"),
         ("allowed_origins", "ws://intranet.example:8000"),  # a page's origin is http(s)
         ("allowed_origins", "http://intranet.example:8000/app"),
         ("allowed_origins", "http://intranet.example:8000?"),
@@ -232,6 +232,8 @@ def test_a_server_needs_an_endpoint() -> None:
         {"engine": "rediss://example.org:6380"},
         {"engine": "unix:///run/redis.sock"},
         {"engine": "unix:///run/redis.sock?db=2"},  # a unix:// URL's only way to say it
+        {"engine": "unix://localhost/run/redis.sock?db=2"},  # coredis ignores the host
+        {"engine": "redis://localhost:6379/1/"},  # coredis reads database 1
         {"engine": "redis://127.0.0.1:6379"},  # database 0, as the next two
         {"engine": "redis://127.0.0.1:6379/"},
         {"engine": "redis://127.0.0.1/0"},  # port 6379
@@ -366,7 +368,7 @@ def test_an_engine_url_taken_is_read_by_coredis_as_the_database_it_says(
         assert not (database_ok and port_ok), url
         return
     pool = coredis.ConnectionPool.from_url(url)
-    assert pool.connection_kwargs.get("db", 0) == int(path or 0)
+    assert pool.connection_kwargs.get("db", 0) == int(path.strip("/") or 0)
     assert pool.location.port == int(port or 6379)
 
 
@@ -396,6 +398,8 @@ def test_an_origin_as_a_browser_sends_it_is_taken_and_lets_its_page_in(
 
 def _as_a_browser_sends_it(entry: str) -> str:
     """The Origin a browser would send for the page an entry names (its own reading)."""
+    if entry.lower() == "null":
+        return "null"
     parts = urllib.parse.urlsplit(entry.rstrip("/"))
     host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
     default = {"http": 80, "https": 443}.get(parts.scheme)
@@ -430,9 +434,36 @@ def test_an_origin_taken_is_one_some_page_sends(entry: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "entry", ["chrome-extension://abcdefghijklmnopabcdefghijklmnop", "moz-extension://0a1b-2c3d"]
+    "entry",
+    [
+        "chrome-extension://abcdefghijklmnopabcdefghijklmnop",
+        "moz-extension://0a1b-2c3d",
+        "tauri://localhost",
+        "capacitor://localhost",
+        "app://lab-console",
+        "vscode-webview://0a1b2c",
+        "null",
+    ],
 )
-def test_a_browser_extension_s_origin_is_taken(entry: str) -> None:
-    # The refused upgrade's log line tells an extension page's author to list its origin.
+def test_an_origin_of_another_scheme_or_null_is_taken(entry: str) -> None:
+    # Pages too: an extension's, a webview app's; null (file:// pages) as before, which the
+    # refused upgrade's log line advises against. Only http(s) was taken (a review).
     config = ts.ServerConfig(allowed_origins=entry)
     assert origin_allowed(entry, None, config.allowed_origins, secure=False)
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("ws://intranet.example:8000", "is a server's URL, not a page's origin"),
+        (
+            "http://127.1:8000",
+            "a browser writes that address 127.0.0.1; give http://127.0.0.1:8000",
+        ),
+        ("http://0x7f.1", "a browser writes that address 127.0.0.1; give http://127.0.0.1"),
+    ],
+)
+def test_an_origin_refused_says_what_to_give(entry: str, says: str) -> None:
+    with pytest.raises(ts.InvalidSetting, match="allowed_origins") as refused:
+        ts.ServerConfig(allowed_origins=entry)
+    assert says in str(refused.value)

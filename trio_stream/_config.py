@@ -7,6 +7,7 @@ import inspect
 import ipaddress
 import math
 import re
+import socket
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -377,6 +378,8 @@ def engine_url_problem(url: str) -> str | None:
         )
     else:
         cut = None
+    if parts.netloc.rpartition("@")[2].count(":") > 1 and "[" not in parts.netloc:
+        return cut or f"{shown}: an IPv6 host goes in brackets, as in redis://[::1]:6379/0"
     try:
         port = parts.port
     except ValueError:  # "abc", 99999
@@ -386,7 +389,13 @@ def engine_url_problem(url: str) -> str | None:
     if not all(_is_database(number) for number in databases):
         return f"{shown}: db= must be a database number (0, 1, ...), as in ...?db=1"
     if parts.scheme == "unix":
-        if parts.hostname or port is not None or not parts.path.strip("/"):
+        # (coredis ignores a host there; "localhost" is a common spelling, another host
+        # most likely a path's first part, as in unix://run/redis.sock)
+        if (
+            parts.hostname not in (None, "localhost")
+            or port is not None
+            or not parts.path.strip("/")
+        ):
             return (
                 f"{shown}: a unix:// URL is the path of Redis's socket, with three slashes "
                 "and its database as db=: unix:///run/redis/redis.sock?db=0"
@@ -397,7 +406,7 @@ def engine_url_problem(url: str) -> str | None:
         if port == 0:
             # Not "a free port" as for tcp_port: coredis reads :0 as its default, 6379.
             return f"{shown}: its port must be 1-65535; {example}"
-        path = parts.path.removeprefix("/")
+        path = parts.path.removeprefix("/").removesuffix("/")  # (/1/ is 1 to coredis too)
         if path and not _is_database(path):
             # Several clusters share one Redis on database numbers of their own (README):
             # a path coredis could not read was database 0, another cluster's.
@@ -422,18 +431,19 @@ def _is_database(text: str) -> bool:
 
 # An Origin header is the page's scheme://host[:port] as a browser serializes it: lower
 # case, ASCII (IDNA), IP addresses in their canonical form, no default port; origin_allowed
-# compares entries with it as strings (case aside, and a trailing slash).
+# compares entries with it as strings (case aside, and a trailing slash). Other schemes than
+# http(s) are pages too: a browser extension's (chrome-extension://<id>), a webview app's
+# (tauri://localhost, capacitor://localhost, app://..., vscode-webview://<id>).
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_SERVER_SCHEMES: Final = ("ws", "wss", "tcp", "tcps")  # this server's URLs, never an origin
+_ORIGIN_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 _ORIGIN_NETLOC = re.compile(r"(?P<host>[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]+))?")
 _ENDS_IN_A_NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")  # the URL standard's IPv4 test
 ORIGIN_EXAMPLE: Final = "http://intranet.example:8000"
-# A browser extension's page: an opaque origin (chrome-extension://<id>, moz-extension://...)
-# sent as it is.
-_EXTENSION_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*-extension://[a-z0-9-]+")
 
 
 def origin_problem(entry: str) -> str | None:
-    """Why an ``allowed_origins`` entry could never match a browser's Origin, or None.
+    """Why an ``allowed_origins`` entry could never match a page's Origin, or None.
 
     Checked when the ServerConfig is made: ``intranet.example:8000`` (no scheme) was taken
     in silence, and the page it meant was refused with a 403 the browser does not show.
@@ -446,38 +456,47 @@ def origin_problem(entry: str) -> str | None:
             f"{shown}: there is no wildcard for origins; list each page's origin, e.g. "
             f"{ORIGIN_EXAMPLE}"
         )
+    if entry.lower() == "null":
+        # Every file:// page and sandboxed frame sends it: it does match, and lets all of
+        # them in, which the refused upgrade's log line advises against (taken as before).
+        return None
     advice = (
-        f"{shown} can never match: give a page's origin as scheme://host[:port] "
-        f"(http or https), e.g. {ORIGIN_EXAMPLE}"
+        f"{shown} can never match: give a page's origin as scheme://host[:port], e.g. "
+        f"{ORIGIN_EXAMPLE}"
     )
     if not entry.isascii():
         return f"{advice} (a browser sends a host in its ASCII form, xn--...)"
     text = entry.rstrip("/").lower()  # as origin_allowed compares it
-    if _EXTENSION_ORIGIN.fullmatch(text):
-        return None  # (the refused upgrade's log line tells its author to list it)
     try:
         parts = urlsplit(text)
     except ValueError:  # a bracket left open
         return advice
     netloc = _ORIGIN_NETLOC.fullmatch(parts.netloc)  # no user@, no empty port
     if (
-        parts.scheme not in _DEFAULT_PORTS
+        not _ORIGIN_SCHEME.fullmatch(parts.scheme)
         or text != f"{parts.scheme}://{parts.netloc}"  # a path, a query, a fragment
         or netloc is None
     ):
         return advice
+    if parts.scheme in _SERVER_SCHEMES:
+        return (
+            f"{shown} is a server's URL, not a page's origin: give the origin of the page "
+            f"that connects, e.g. {ORIGIN_EXAMPLE}"
+        )
     host, port_text = netloc["host"], netloc["port"]
     if port_text is not None and not (
         str(int(port_text)) == port_text and 1 <= int(port_text) <= 65535
     ):
         return advice  # 0, 99999, 08000
+    if parts.scheme not in _DEFAULT_PORTS:
+        return None  # (an extension's or a webview's: sent as it is)
     if host.startswith("["):
         canonical = _canonical_ip(host[1:-1], ipaddress.IPv6Address)
         canonical = f"[{canonical}]" if canonical else None
     elif _ENDS_IN_A_NUMBER.fullmatch(host.removesuffix(".").rpartition(".")[2]):
         # A browser reads such a host as an IPv4 address and sends it so: 127.1 as
         # 127.0.0.1, 10.0.0.5. (a trailing dot) as 10.0.0.5.
-        canonical = _canonical_ip(host.removesuffix("."), ipaddress.IPv4Address)
+        canonical = _canonical_ipv4(host.removesuffix("."))
     else:
         canonical = host
     if canonical is None:
@@ -494,6 +513,15 @@ def origin_problem(entry: str) -> str | None:
             f"give {parts.scheme}://{host}"
         )
     return None
+
+
+def _canonical_ipv4(text: str) -> str | None:
+    """An IPv4 address as a browser writes it; inet_aton reads the short and hexadecimal
+    forms (127.1, 0x7f.1) that ipaddress refuses, as the URL standard does."""
+    try:
+        return socket.inet_ntoa(socket.inet_aton(text))
+    except OSError:
+        return None
 
 
 def _canonical_ip(
