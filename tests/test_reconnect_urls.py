@@ -91,6 +91,28 @@ async def test_a_hung_server_just_lost_leaves_the_other_urls_time_within_the_lea
                     assert [(await sub.receive()).data for _ in range(2)] == [1, 2]
 
 
+async def test_a_server_gone_silent_is_not_the_first_tried_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Silence (a stopped node, a partition) says the server does not answer: reconnecting
+    # there first cost half the lease, 5 s, before the next URL (a review).
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    async with (
+        ts.open_server(config) as server,
+        open_proxy(server.tcp_url or "") as silent,
+        open_proxy(server.tcp_url or "") as other,
+        ts.open_client([silent.url, other.url], name="daq", heartbeat=0.5) as daq,
+    ):
+        silent.hold()  # the connection stays open, and nothing comes back
+        with trio.fail_after(WAIT_S):
+            await daq.wait_state("reconnecting")
+        lost_at = trio.current_time()
+        with trio.fail_after(WAIT_S):
+            await daq.wait_state("open")
+        assert trio.current_time() - lost_at < MIN_RECONNECT_ATTEMPT_S
+        assert daq.url == other.url
+
+
 async def test_one_url_still_waits_connect_timeout_for_a_slow_server(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

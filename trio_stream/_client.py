@@ -128,6 +128,7 @@ CONNECT_TIMEOUT_S: Final = 10.0
 # The shortest a reconnect attempt is cut to by the lease it races (see _attempt_bound): a
 # loaded server's welcome takes a few hundred ms at most.
 MIN_RECONNECT_ATTEMPT_S: Final = 1.0
+SILENCE_REASON: Final = "server silent"  # the reason of a loss the heartbeat noticed
 # Liveness (docs/protocol.md section 2): the client pings at least every HEARTBEAT_S (and every
 # third of the server's idle_timeout_s), and declares the server gone once nothing at all has
 # come from it for SILENT_HEARTBEATS heartbeats (at least MIN_SILENCE_S): 15 s by default.
@@ -492,6 +493,11 @@ class Client:
                 "timeout: an autojump_threshold under the server's answer time skips it "
                 "(a server in the same trio run, or a threshold of a second or more, does not)"
             )
+        if attempt_s < self._connect_timeout:
+            why = (
+                "cut short of connect_timeout to try the other URLs while the server keeps "
+                "this client's place"
+            )
         too_late = f"no welcome from {url} within {timeout_s:g} s ({why})"
         with trio.CancelScope(deadline=deadline) as opening:
             async with connect(
@@ -598,10 +604,14 @@ class Client:
         give_up_at = math.inf
         if policy.give_up_after is not None:
             give_up_at = started_at + policy.give_up_after
-        # The server just lost comes first: a cut to a healthy server is the common case, and
-        # it holds this client's place (on one server, its only copy). The rotation goes on
-        # from there.
-        if self.url in self._urls:
+        # The server just lost comes first, unless it went silent: a cut to a healthy server
+        # is the common case, and it holds this client's place (on one server, its only
+        # copy); a silent one is the one known not to answer (a stopped node, a partition:
+        # 5 s lost to it first, a review), so the rotation goes on past it. The lease's end
+        # is an estimate: the server starts it when it notices the loss, about now for a
+        # cut, earlier than this for a silence.
+        lost = self._lost
+        if self.url in self._urls and not (lost is not None and lost.reason == SILENCE_REASON):
             self._url_index = self._urls.index(self.url)
         lease_ends_at = started_at + self.limits.resume_grace_s
 
@@ -669,7 +679,7 @@ class Client:
         values went to nobody (an outside fault-injection run). One URL keeps connect_timeout:
         a slow server is better waited for than cut off each time.
         """
-        if len(self._urls) < 2 or lease_left_s <= 0:
+        if len(set(self._urls)) < 2 or lease_left_s <= 0:
             return math.inf
         return max(MIN_RECONNECT_ATTEMPT_S, lease_left_s / 2)
 
@@ -1183,7 +1193,7 @@ class Client:
                         f"answer to a ping; pings every {interval:g} s): it is frozen, "
                         "overloaded or unreachable. Connect again; raise heartbeat= of "
                         "open_client (or SyncClient) if the server is slow on purpose",
-                        "server silent",
+                        SILENCE_REASON,
                     )
                 )
                 if transport is not None:

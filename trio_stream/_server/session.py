@@ -386,12 +386,6 @@ class Session:
         await in it: of two hellos with one name, exactly one gets it, and the other its
         NameInUse (a try that fails changes nothing, so the next try starts afresh).
         """
-        if hello.resume_token is not None and self.connection_ended():
-            # The client gave this attempt up before its hello was read (this server was
-            # stopped or stalled past the client's wait) and may be back elsewhere: taking its
-            # place back here would take it from the connection it has now (a hung node that
-            # woke took a writer off the healthy one: an outside fault-injection run).
-            raise ConnectionClosed("the client left before its hello was read")
         with trio.move_on_after(NAME_HOLDER_END_WAIT_S):
             while True:
                 try:
@@ -402,6 +396,13 @@ class Session:
         return self._claim_name_now(hello)  # the holder is still there: its NameInUse
 
     def _claim_name_now(self, hello: Hello) -> tuple[str, str | None]:
+        if hello.resume_token is not None and self.connection_ended():
+            # The client gave this attempt up before its hello was read (this server was
+            # stopped or stalled past the client's wait) and may be back elsewhere: taking its
+            # place back here would take it from the connection it has now (a hung node that
+            # woke took a writer off the healthy one: an outside fault-injection run). Checked
+            # at each try: the client may give up while the hello waits for a name's holder.
+            raise ConnectionClosed("the client left before its hello was read")
         resume = self.state.resume
         if hello.name is not None:
             self.name = hello.name
