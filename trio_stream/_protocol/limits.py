@@ -82,7 +82,8 @@ class Limits:
 
         Raises:
             ProtocolError: a limit that is not a positive integer (a float where the page
-                says so: positive and finite), or limits that are not a map.
+                says so: positive and finite; resume_grace_s may be 0), or limits that are
+                not a map.
         """
         if not isinstance(data, dict):
             raise ProtocolError(f"the server's welcome has limits = {data!r:.80}: not a map")

@@ -3622,14 +3622,6 @@ function checkArguments(desc, args, kwargs) {
 const MAX_METHODS = 1000; // a client exposes at most this many
 const MAX_METHOD_NAME = 200; // characters of a method's full name
 const CALL_OVERHEAD_BYTES = 1024; // room for a call's answer around its value
-
-// What does not fit a call's answer, said against the server's own setting (a user who set
-// max_frame_bytes 4096 read "the server's limit of 3072" as a wrong figure; as _rpc.py says it).
-function tooLargeForCall(what, bytes, maxFrameBytes, advice) {
-  const room = maxFrameBytes - CALL_OVERHEAD_BYTES;
-  return new FrameTooLarge(`${what} ${bytes} bytes, over the ${room} that fit a call (the server's `
-    + `max_frame_bytes, ${maxFrameBytes}, less ${CALL_OVERHEAD_BYTES} for the call's envelope); ${advice}`);
-}
 const DESCRIBE_OVERHEAD_BYTES = 64; // what the server's reply adds to a `methods` answer
 const FAIL_MESSAGE_MAX_BYTES = 16 * 1024; // a `fail` sends at most this of its message's start...
 const FAIL_TRACEBACK_MAX_BYTES = 64 * 1024; // ...and of its traceback's end
@@ -3640,6 +3632,17 @@ const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[
 const JS_PARAMS = Object.freeze([{ name: 'args', kind: 'var_positional', default: null, annotation: null }]);
 const utf8 = new TextEncoder();
 const utf8Lenient = new TextDecoder('utf-8'); // (a character cut in two becomes U+FFFD: dropped)
+
+// Throws FrameTooLarge when `data` (what `what` encodes to) leaves no room for its call's
+// envelope, said against the server's own setting (a user who set max_frame_bytes 4096 read
+// "the server's limit of 3072" as a wrong figure), as _rpc.py's check_fits says it.
+function checkFits(data, maxFrameBytes, what, advice) {
+  const room = maxFrameBytes - CALL_OVERHEAD_BYTES;
+  if (data.length > room) {
+    throw new FrameTooLarge(`${what} ${data.length} bytes, over the ${room} that fit a call (the `
+      + `server's max_frame_bytes, ${maxFrameBytes}, less ${CALL_OVERHEAD_BYTES} for the call's envelope); ${advice}`);
+  }
+}
 
 /** `text` as Python's repr() shows a str: how the Python provider names things in refusals. */
 function pyRepr(text) {
@@ -3955,10 +3958,7 @@ class RpcProvider {
     await null; // the method starts after the frames that came with its invoke
     const value = await entry.fn.apply(entry.owner, argv);
     const data = encode(value === undefined ? null : value);
-    if (data.length > maxFrame() - CALL_OVERHEAD_BYTES) {
-      throw tooLargeForCall(`the result of ${method} encodes to`, data.length, maxFrame(),
-        'stream large data through a channel');
-    }
+    checkFits(data, maxFrame(), `the result of ${method} encodes to`, 'stream large data through a channel');
     answer({ op: 'result', call, value: data });
   }
 
@@ -3980,10 +3980,7 @@ class RpcProvider {
           return;
         }
         const data = encode(step.value === undefined ? null : step.value);
-        if (data.length > maxFrame() - CALL_OVERHEAD_BYTES) {
-          throw tooLargeForCall(`a value of ${method} encodes to`, data.length, maxFrame(),
-            'yield smaller pieces');
-        }
+        checkFits(data, maxFrame(), `a value of ${method} encodes to`, 'yield smaller pieces');
         invocation.credit--;
         this.#send({ op: 'yield', call, value: data });
       }
