@@ -493,12 +493,14 @@ class Client:
                 "timeout: an autojump_threshold under the server's answer time skips it "
                 "(a server in the same trio run, or a threshold of a second or more, does not)"
             )
+        waited = f"{self._connect_timeout}"
         if attempt_s < self._connect_timeout:
+            waited = f"{timeout_s:.1f}"
             why = (
                 "cut short of connect_timeout to try the other URLs while the server keeps "
                 "this client's place"
             )
-        too_late = f"no welcome from {url} within {timeout_s:g} s ({why})"
+        too_late = f"no welcome from {url} within {waited} s ({why})"
         with trio.CancelScope(deadline=deadline) as opening:
             async with connect(
                 url, max_frame_bytes=MAX_FRAME_BYTES, ssl_context=self._ssl_context
