@@ -12,7 +12,9 @@ has ended takes nothing back now.
 
 from __future__ import annotations
 
+import math
 import socket
+from collections.abc import Awaitable, Callable
 
 import trio
 import trio.testing
@@ -29,6 +31,30 @@ from trio_stream._protocol.messages import Hello, encode_message
 WAIT_S = 10.0
 
 
+async def send_across(
+    server_url: str, urls: list[str], fault: Callable[[], Awaitable[None]]
+) -> tuple[float, str | None, int]:
+    """A writer on ``urls`` sends 1, ``fault()`` happens, it sends 2: how long from the fault
+    to 2's acknowledgement, the URL the writer is on then, and its reconnects. Its ``block``
+    reader, on the server directly, gets both (the channel outlived the cut)."""
+    async with (
+        ts.open_client(urls, name="daq") as daq,
+        ts.open_client(server_url, name="rec") as rec,
+    ):
+        await daq.create_channel("ai")
+        async with rec.subscribe("ai", policy="block") as sub, daq.publisher("ai") as pub:
+            await pub.wait_for_readers()
+            assert await pub.send(1)
+            started = trio.current_time()
+            await fault()
+            assert await pub.send(2)
+            await pub.wait_acknowledged()
+            took = trio.current_time() - started
+            with trio.fail_after(WAIT_S):
+                assert [(await sub.receive()).data for _ in range(2)] == [1, 2]
+            return took, daq.url, daq.reconnects
+
+
 async def test_a_cut_from_a_healthy_server_reconnects_there_before_a_hung_url(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -39,22 +65,15 @@ async def test_a_cut_from_a_healthy_server_reconnects_there_before_a_hung_url(
         open_proxy(server.tcp_url or "") as hung,
     ):
         hung.hold()  # accepts, and nothing goes through: a stopped node, a frozen link
-        async with (
-            ts.open_client([healthy.url, hung.url], name="daq") as daq,
-            ts.open_client(server.tcp_url or "", name="rec") as rec,
-        ):
-            await daq.create_channel("ai")
-            async with rec.subscribe("ai", policy="block") as sub, daq.publisher("ai") as pub:
-                await pub.wait_for_readers()
-                assert await pub.send(1)
-                healthy.cut()
-                started = trio.current_time()
-                assert await pub.send(2)
-                await pub.wait_acknowledged()
-                assert trio.current_time() - started < MIN_RECONNECT_ATTEMPT_S
-                assert daq.url == healthy.url and daq.reconnects == 1
-                with trio.fail_after(WAIT_S):
-                    assert [(await sub.receive()).data for _ in range(2)] == [1, 2]
+
+        async def cut() -> None:
+            healthy.cut()
+
+        took, url, reconnects = await send_across(
+            server.tcp_url or "", [healthy.url, hung.url], cut
+        )
+        assert took < MIN_RECONNECT_ATTEMPT_S
+        assert url == healthy.url and reconnects == 1
 
 
 async def test_a_hung_server_just_lost_leaves_the_other_urls_time_within_the_lease(
@@ -70,25 +89,16 @@ async def test_a_hung_server_just_lost_leaves_the_other_urls_time_within_the_lea
         open_proxy(server.tcp_url or "") as hung,
         open_proxy(server.tcp_url or "") as alive,
     ):
+
+        async def hang_both() -> None:
+            lost.hold()
+            hung.hold()
+            lost.cut()
+
         urls = [lost.url, hung.url, alive.url]
-        async with (
-            ts.open_client(urls, name="daq") as daq,
-            ts.open_client(server.tcp_url or "", name="rec") as rec,
-        ):
-            await daq.create_channel("ai")
-            async with rec.subscribe("ai", policy="block") as sub, daq.publisher("ai") as pub:
-                await pub.wait_for_readers()
-                assert await pub.send(1)
-                lost.hold()
-                hung.hold()
-                lost.cut()
-                started = trio.current_time()
-                assert await pub.send(2)
-                await pub.wait_acknowledged()
-                assert trio.current_time() - started < RESUME_GRACE_S
-                assert daq.url == alive.url
-                with trio.fail_after(WAIT_S):
-                    assert [(await sub.receive()).data for _ in range(2)] == [1, 2]
+        took, url, _ = await send_across(server.tcp_url or "", urls, hang_both)
+        assert took < RESUME_GRACE_S
+        assert url == alive.url
 
 
 async def test_a_server_gone_silent_is_not_the_first_tried_again(
@@ -113,32 +123,34 @@ async def test_a_server_gone_silent_is_not_the_first_tried_again(
         assert daq.url == other.url
 
 
-async def test_one_url_still_waits_connect_timeout_for_a_slow_server(
+async def test_one_url_rides_through_a_server_held_longer_than_half_the_lease(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # A single URL gains nothing from cutting its attempts short: a slow server would be
-    # cut off each time. Held 7 s (more than half the lease), it is still reached.
     config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-    async with (
-        ts.open_server(config) as server,
-        open_proxy(server.tcp_url or "") as slow,
-        ts.open_client(slow.url, name="daq") as daq,
-        ts.open_client(server.tcp_url or "", name="rec") as rec,
-    ):
-        await daq.create_channel("ai")
-        async with rec.subscribe("ai", policy="block") as sub, daq.publisher("ai") as pub:
-            await pub.wait_for_readers()
+    async with ts.open_server(config) as server, open_proxy(server.tcp_url or "") as slow:
+
+        async def slow_answers() -> None:
             slow.hold()
             slow.cut()
-            started = trio.current_time()
             await trio.sleep(7)
             slow.release()
-            assert await pub.send(1)
-            await pub.wait_acknowledged()
-            assert daq.reconnects == 1
-            assert trio.current_time() - started < RESUME_GRACE_S
-            with trio.fail_after(WAIT_S):
-                assert (await sub.receive()).data == 1
+
+        took, _, reconnects = await send_across(server.tcp_url or "", [slow.url], slow_answers)
+        assert reconnects == 1 and took < RESUME_GRACE_S
+
+
+async def test_only_several_distinct_urls_cut_an_attempt_short(server: ts.Server) -> None:
+    # One URL (or one given twice) gains nothing from cutting its attempts short: a server
+    # slower than half the lease would be cut off at every try.
+    url = server.tcp_url or ""
+    other = url.replace("127.0.0.1", "localhost")
+    async with ts.open_client([url]) as one, ts.open_client([url, url]) as twice:
+        assert one._attempt_bound(8.0) == math.inf
+        assert twice._attempt_bound(8.0) == math.inf
+    async with ts.open_client([url, other]) as two:
+        assert two._attempt_bound(8.0) == 4.0
+        assert two._attempt_bound(1.0) == MIN_RECONNECT_ATTEMPT_S
+        assert two._attempt_bound(0.0) == math.inf  # the lease is gone: connect_timeout
 
 
 def _hello_frame(name: str, resume_token: str) -> bytes:
