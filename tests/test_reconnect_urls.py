@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
 import trio.testing
-from proxy import open_proxy
+from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer
 from test_cluster import two_nodes
 
@@ -29,6 +30,15 @@ from trio_stream._protocol.limits import PROTOCOL_VERSION, RESUME_GRACE_S
 from trio_stream._protocol.messages import Hello, encode_message
 
 WAIT_S = 10.0
+
+
+@asynccontextmanager
+async def server_behind_proxies(count: int) -> AsyncIterator[tuple[str, list[TcpProxy]]]:
+    """A server in this trio run and ``count`` proxies to it: its own URL, and them."""
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
+    async with ts.open_server(config) as server, AsyncExitStack() as stack:
+        url = server.tcp_url or ""
+        yield url, [await stack.enter_async_context(open_proxy(url)) for _ in range(count)]
 
 
 async def send_across(
@@ -58,22 +68,15 @@ async def send_across(
 async def test_a_cut_from_a_healthy_server_reconnects_there_before_a_hung_url(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-    async with (
-        ts.open_server(config) as server,
-        open_proxy(server.tcp_url or "") as healthy,
-        open_proxy(server.tcp_url or "") as hung,
-    ):
+    async with server_behind_proxies(2) as (url, (healthy, hung)):
         hung.hold()  # accepts, and nothing goes through: a stopped node, a frozen link
 
         async def cut() -> None:
             healthy.cut()
 
-        took, url, reconnects = await send_across(
-            server.tcp_url or "", [healthy.url, hung.url], cut
-        )
+        took, on, reconnects = await send_across(url, [healthy.url, hung.url], cut)
         assert took < MIN_RECONNECT_ATTEMPT_S
-        assert url == healthy.url and reconnects == 1
+        assert on == healthy.url and reconnects == 1
 
 
 async def test_a_hung_server_just_lost_leaves_the_other_urls_time_within_the_lease(
@@ -82,13 +85,7 @@ async def test_a_hung_server_just_lost_leaves_the_other_urls_time_within_the_lea
     # The server just lost, and the next URL, both accept and never answer: each attempt
     # waits half of what is left of the lease (not connect_timeout, 10 s, the whole lease),
     # so the third URL is reached while the server still keeps the writer's place.
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-    async with (
-        ts.open_server(config) as server,
-        open_proxy(server.tcp_url or "") as lost,
-        open_proxy(server.tcp_url or "") as hung,
-        open_proxy(server.tcp_url or "") as alive,
-    ):
+    async with server_behind_proxies(3) as (url, (lost, hung, alive)):
 
         async def hang_both() -> None:
             lost.hold()
@@ -96,9 +93,9 @@ async def test_a_hung_server_just_lost_leaves_the_other_urls_time_within_the_lea
             lost.cut()
 
         urls = [lost.url, hung.url, alive.url]
-        took, url, _ = await send_across(server.tcp_url or "", urls, hang_both)
+        took, on, _ = await send_across(url, urls, hang_both)
         assert took < RESUME_GRACE_S
-        assert url == alive.url
+        assert on == alive.url
 
 
 async def test_a_server_gone_silent_is_not_the_first_tried_again(
@@ -106,11 +103,8 @@ async def test_a_server_gone_silent_is_not_the_first_tried_again(
 ) -> None:
     # Silence (a stopped node, a partition) says the server does not answer: reconnecting
     # there first cost half the lease, 5 s, before the next URL (a review).
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
     async with (
-        ts.open_server(config) as server,
-        open_proxy(server.tcp_url or "") as silent,
-        open_proxy(server.tcp_url or "") as other,
+        server_behind_proxies(2) as (_, (silent, other)),
         ts.open_client([silent.url, other.url], name="daq", heartbeat=0.5) as daq,
     ):
         silent.hold()  # the connection stays open, and nothing comes back
@@ -126,8 +120,7 @@ async def test_a_server_gone_silent_is_not_the_first_tried_again(
 async def test_one_url_rides_through_a_server_held_longer_than_half_the_lease(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-    async with ts.open_server(config) as server, open_proxy(server.tcp_url or "") as slow:
+    async with server_behind_proxies(1) as (url, (slow,)):
 
         async def slow_answers() -> None:
             slow.hold()
@@ -135,7 +128,7 @@ async def test_one_url_rides_through_a_server_held_longer_than_half_the_lease(
             await trio.sleep(7)
             slow.release()
 
-        took, _, reconnects = await send_across(server.tcp_url or "", [slow.url], slow_answers)
+        took, _, reconnects = await send_across(url, [slow.url], slow_answers)
         assert reconnects == 1 and took < RESUME_GRACE_S
 
 
