@@ -423,6 +423,27 @@ async def test_metrics_want_the_token_when_the_server_has_one() -> None:
         assert ok.status == 200 and b"trio_stream_connections" in ok.body
 
 
+async def test_metrics_without_the_token_take_no_turn_from_the_scraper_with_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Answered 401 at once: requests without the token, from the scraper's address (a NAT),
+    # waited for its turns and pushed it to 429s (a review).
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=None, http_port=0, token="s3cret")
+    async with ts.open_server(config) as server:
+        refused: list[int] = []
+
+        async def guess() -> None:
+            refused.append((await get(server, "/metrics")).status)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(MAX_WAITING * 2):
+                nursery.start_soon(guess)
+        assert refused == [401] * (MAX_WAITING * 2)
+        start = trio.current_time()
+        ok = await get(server, "/metrics", headers=(("Authorization", "Bearer s3cret"),))
+        assert ok.status == 200 and trio.current_time() == start
+
+
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
 async def test_metrics_take_the_bearer_scheme_in_any_case(scheme: str) -> None:
     # RFC 7235: the auth scheme is case-insensitive; some scrapers send "bearer".

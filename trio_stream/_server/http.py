@@ -140,14 +140,14 @@ class HttpSite:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
-    def route(self, request: h11.Request, path: str, remote: str) -> HttpResponse:
+    async def route(self, request: h11.Request, path: str, remote: str) -> HttpResponse:
         """The answer to a request (from ``remote``) that is not a WebSocket upgrade."""
         if request.method not in (b"GET", b"HEAD"):
             response = text_response(405, "only GET and HEAD are served here", close=True)
             response.headers.append(("Allow", "GET, HEAD"))
             return response
         if path == METRICS_PATH:
-            return self.metrics(request, remote)
+            return await self.metrics(request, remote)
         if path == WS_PATH:
             response = text_response(426, "this is the WebSocket endpoint: connect with ws://")
             response.headers.append(("Upgrade", "websocket"))
@@ -160,7 +160,9 @@ class HttpSite:
             return HttpResponse(304, headers=headers, content_type="")
         return HttpResponse(200, web_file.body, web_file.content_type, headers)
 
-    def metrics(self, request: h11.Request, remote: str) -> HttpResponse:
+    async def metrics(self, request: h11.Request, remote: str) -> HttpResponse:
+        """The text, at the address's turn (metrics_budget.py); a request without the token
+        is answered at once, so it takes no turn from the scraper that has it."""
         token = self.config.token
         if token is not None:
             # Without the token, /metrics would list the public channels to anyone who can
@@ -177,6 +179,14 @@ class HttpSite:
                 )
                 response.headers.append(("WWW-Authenticate", 'Bearer realm="trio_stream"'))
                 return response
+        if not await self.metrics_turns.wait_turn(host_of(remote)):
+            response = text_response(
+                429,
+                "too many /metrics requests from this address at once: one is answered every 0.1 s",
+                close=True,
+            )
+            response.headers.append(("Retry-After", "1"))
+            return response
         body = self.metrics_text.text()
         return HttpResponse(200, body, METRICS_CONTENT_TYPE, [("Cache-Control", "no-store")])
 
@@ -228,18 +238,7 @@ class HttpConnection:
             if _is_websocket_upgrade(request):
                 await self._upgrade(request, path)
                 return
-            if path == METRICS_PATH and not await self.site.metrics_turns.wait_turn(
-                host_of(self.remote)
-            ):
-                response = text_response(
-                    429,
-                    "too many /metrics requests from this address at once: one is answered "
-                    "every 0.1 s",
-                    close=True,
-                )
-                response.headers.append(("Retry-After", "1"))
-            else:
-                response = self.site.route(request, path, self.remote)
+            response = await self.site.route(request, path, self.remote)
             if served == config.http_max_requests:
                 response.close = True  # the client opens a new connection for more
             if not await self._send_response(request, response):
