@@ -7,11 +7,15 @@ import dataclasses
 import inspect
 import math
 import pickle
+import ssl
 import sys
+import tempfile
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,6 +89,21 @@ from trio_stream._transport.origin import origin_allowed
         ("engine", "unix:///run/redis.sock?db=-1"),
         ("engine", "unix://run/redis.sock"),  # two slashes: "run" is a host, /redis.sock
         ("engine", "unix://"),
+        # A query coredis could not read was a bare ValueError at start; one it does not know
+        # (a typo) was ignored; ones that stall the engine (a pool too small for its blocking
+        # reads, a read timeout under their block, commands without replies) were taken.
+        ("engine", "redis://127.0.0.1:6379/0?connect_timeout=abc"),
+        ("engine", "redis://127.0.0.1:6379/0?connect_timeout=-1"),
+        ("engine", "redis://127.0.0.1:6379/0?connect_timeout=nan"),
+        ("engine", "redis://127.0.0.1:6379/0?conect_timeout=3"),
+        ("engine", "redis://127.0.0.1:6379/0?max_connections=1"),
+        ("engine", "redis://127.0.0.1:6379/0?stream_timeout=0.1"),
+        ("engine", "redis://127.0.0.1:6379/0?noreply=yes"),
+        ("engine", "redis://127.0.0.1:6379/0?connect_timeout=1&connect_timeout=2"),
+        ("engine", "redis://127.0.0.1:6379/0?ssl_cert_reqs=required"),  # not rediss://
+        ("engine", "rediss://127.0.0.1:6379/0?ssl_cert_reqs=maybe"),
+        ("engine", "rediss://127.0.0.1:6379/0?ssl_ca_certs=/nonexistent/ca.pem"),
+        ("engine", "redis://127.0.0.1:6379/0?client_name=two%20words"),
         # Origins that no browser ever sends were taken in silence (the page got a 403).
         ("allowed_origins", "intranet2.example:8000"),  # no scheme
         ("allowed_origins", ["not a url"]),
@@ -241,7 +260,8 @@ def test_a_server_needs_an_endpoint() -> None:
         {"engine": "redis://127.0.0.1:6379?db=3"},
         {"engine": "redis://:s3cret@[::1]:6379/0"},
         {"engine": "redis://u:p@h:6379/0?client_name=a@lab&connect_timeout=2"},
-        {"engine": "rediss://h:6380/1?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"},
+        {"engine": f"rediss://h:6380/1?ssl_cert_reqs=required&ssl_ca_certs={__file__}"},
+        {"engine": "redis://h:6379/1?connect_timeout=0.5&client_name=lab"},
         {"tcp_port": 0, "http_port": 0},  # a free port each
         {"tcp_port": 9899, "http_port": 9898},
         {"allowed_origins": "http://intranet.example:8000/"},  # a trailing slash matches
@@ -370,6 +390,49 @@ def test_an_engine_url_taken_is_read_by_coredis_as_the_database_it_says(
     pool = coredis.ConnectionPool.from_url(url)
     assert pool.connection_kwargs.get("db", 0) == int(path.strip("/") or 0)
     assert pool.location.port == int(port or 6379)
+
+
+_A_CA_PEM = str(Path(tempfile.mkdtemp(prefix="ts-ca-")) / "ca.pem")
+trustme.CA().cert_pem.write_to_path(_A_CA_PEM)
+_QUERY_KEYS = st.sampled_from(
+    [
+        *("db", "connect_timeout", "client_name", "stream_timeout", "max_connections"),
+        *("timeout", "max_idle_time", "noreply", "ssl_cert_reqs", "ssl_check_hostname"),
+        "ssl_ca_certs",
+    ]
+)
+_QUERY_VALUES = st.one_of(
+    st.sampled_from(["", "0", "1", "-1", "2.5", "nan", "inf", "yes", "required", "abc"]),
+    st.sampled_from([_A_CA_PEM, __file__, "/nonexistent/ca.pem"]),  # PEM, not PEM, none
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scheme=st.sampled_from(["redis", "rediss"]),
+    query=st.lists(st.tuples(_QUERY_KEYS, _QUERY_VALUES), max_size=3),
+)
+def test_an_engine_url_query_taken_is_one_coredis_reads(
+    scheme: str, query: list[tuple[str, str]]
+) -> None:
+    # Taken means coredis builds the engine's pool from it as the server starts (no bare
+    # ValueError or OSError there), and a refusal names the engine setting.
+    coredis = pytest.importorskip("coredis")
+    url = f"{scheme}://127.0.0.1:6379/0?" + urllib.parse.urlencode(query)
+    try:
+        ts.ServerConfig(engine=url)
+    except ts.InvalidSetting as refused:
+        assert refused.setting == "engine" and "engine" in str(refused)
+        return
+    try:
+        pool = coredis.ConnectionPool.from_url(url)
+    except ssl.SSLError:  # a file that is there but not PEM: the start says it (test_engines)
+        assert scheme == "rediss" and ("ssl_ca_certs", __file__) in query
+        return
+    given_timeout = dict(query).get("connect_timeout")
+    if given_timeout is not None:
+        assert pool.connection_kwargs["connect_timeout"] == float(given_timeout) > 0
 
 
 _HOSTS = st.one_of(

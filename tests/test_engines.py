@@ -11,6 +11,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -471,6 +472,24 @@ async def test_a_tls_url_to_a_plain_redis_says_so(
         async with ts.open_server(config):
             pass
     assert "a plain Redis never answers a rediss:// URL: use redis://" in str(refused.value)
+
+
+async def test_tls_files_the_engine_cannot_load_are_a_setting_named_at_start(
+    tmp_path: Path,
+) -> None:
+    # A CA file that is not PEM passes the config's check (it exists) and failed as
+    # coredis loaded it: an ssl.SSLError the CLI took for a port it could not listen on.
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate")
+    url = f"rediss://127.0.0.1:{free_port()}/0?ssl_ca_certs={not_pem}"
+    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None, engine=url)
+    with trio.fail_after(WAIT_S), pytest.raises(ts.InvalidSetting) as refused:
+        async with ts.open_server(config):
+            pass
+    assert refused.value.setting == "engine"
+    assert "its TLS files (ssl_certfile, ssl_keyfile, ssl_ca_certs) cannot be loaded" in str(
+        refused.value
+    )
 
 
 async def silent(stream: trio.SocketStream) -> None:

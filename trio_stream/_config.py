@@ -11,6 +11,7 @@ import socket
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from os.path import exists
 from typing import Any, Final
 from urllib.parse import parse_qs, urlparse, urlsplit
 
@@ -384,8 +385,11 @@ def engine_url_problem(url: str) -> str | None:
         port = parts.port
     except ValueError:  # "abc", 99999
         return cut or f"{shown}: its port must be 1-65535; {example}"
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if problem := _engine_query_problem(query, tls=parts.scheme == "rediss"):
+        return f"{shown}: {problem}"
     # coredis takes a db= query over the path; a unix:// URL has no other way to give one.
-    databases = parse_qs(parts.query).get("db", [])
+    databases = query.get("db", [])
     if not all(_is_database(number) for number in databases):
         return f"{shown}: db= must be a database number (0, 1, ...), as in ...?db=1"
     if parts.scheme == "unix":
@@ -421,6 +425,58 @@ def engine_url_problem(url: str) -> str | None:
             f"{shown}: it names more than one database ({', '.join(databases)}): give one, "
             "in the path (redis://host:6379/1), or as db= for unix://"
         )
+    return None
+
+
+# The query keys an engine URL may carry: coredis reads others too, but the engine sizes its
+# pool itself (a max_connections below what its blocking reads hold stalls the node), its
+# reads block for a second (a stream_timeout under that ends them), and noreply would leave
+# every command without its answer. coredis ignores a key it does not know (a typo) and
+# raises a bare ValueError at start for a value it cannot read: both are said here instead.
+_ENGINE_QUERY_KEYS: Final = ("db", "connect_timeout", "client_name")
+_ENGINE_TLS_QUERY_KEYS: Final = (
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_ca_certs",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+)
+_CERT_REQS: Final = ("none", "optional", "required")
+_BOOLEANS: Final = ("0", "1", "true", "false", "yes", "no", "t", "f", "y", "n")
+
+
+def _engine_query_problem(query: dict[str, list[str]], *, tls: bool) -> str | None:
+    known = _ENGINE_QUERY_KEYS + (_ENGINE_TLS_QUERY_KEYS if tls else ())
+    for key, values in query.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            tls_note = "" if tls else "; the ssl_ ones with rediss://"
+            return (
+                f"the query {key[:40]!r} is not one an engine URL takes: {hint}it takes "
+                f"{', '.join(known)}{tls_note}"
+            )
+        if len(values) > 1:
+            return f"the query {key!r} is given {len(values)} times: give it once"
+        value = values[0]
+        if key == "connect_timeout":
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and seconds > 0):
+                return f"connect_timeout must be a number of seconds above 0, not {value[:40]!r}"
+        elif key == "ssl_cert_reqs" and value not in _CERT_REQS:
+            return f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}, not {value[:40]!r}"
+        elif key == "ssl_check_hostname" and value.lower() not in _BOOLEANS:
+            return f"ssl_check_hostname must be true or false, not {value[:40]!r}"
+        elif key.startswith("ssl_") and key.endswith(("file", "certs")) and not exists(value):
+            # (coredis loads them as the server starts: a missing one was an OSError there;
+            # ssl_ca_certs may be a directory of them)
+            return f"{key} must name a file that exists, and {value[:100]!r} does not"
+        elif key == "client_name" and not (value.isprintable() and " " not in value and value):
+            # Redis refuses CLIENT SETNAME with a space or a control character.
+            return f"client_name must be printable, without spaces, not {value[:40]!r}"
     return None
 
 

@@ -18,6 +18,7 @@ import coredis
 import trio
 
 from .._config import node_name_problem
+from .._exceptions import InvalidSetting
 from .._server.engine import safe_url
 from .._util import exception_leaves
 from .redis_control import ControlBus
@@ -131,9 +132,19 @@ class RedisEngineIO:
         coredis_log = logging.getLogger("coredis")
         if _NOT_CANCELLATIONS not in coredis_log.filters:
             coredis_log.addFilter(_NOT_CANCELLATIONS)
-        pool = _SlotKeepingPool.from_url(
-            url, decode_responses=False, connect_timeout=CONNECT_TIMEOUT_S
-        )
+        try:
+            pool = _SlotKeepingPool.from_url(
+                url, decode_responses=False, connect_timeout=CONNECT_TIMEOUT_S
+            )
+        except OSError as exc:
+            # coredis loads a rediss:// URL's ssl_ files here: one that went away since the
+            # config checked it, or that is not PEM (ssl.SSLError is an OSError), was taken
+            # by the CLI for a port it could not listen on.
+            raise InvalidSetting(
+                "engine",
+                f"engine {safe_url(url)!r:.100}: its TLS files (ssl_certfile, ssl_keyfile, "
+                f"ssl_ca_certs) cannot be loaded: {exc}",
+            ) from None
         client: coredis.Redis[bytes] = coredis.Redis(decode_responses=False, connection_pool=pool)
         async with client:
             database = int(pool.connection_kwargs.get("db") or 0)
