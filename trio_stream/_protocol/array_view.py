@@ -120,7 +120,7 @@ def _bound(name: str, bound: Any) -> int | None:
         except TypeError:
             pass
         else:
-            if -_INDEX_LIMIT < value < _INDEX_LIMIT:
+            if -_INDEX_LIMIT <= value < _INDEX_LIMIT:  # int64's lowest, -2**63, too
                 return value
     raise InvalidArgument(
         f"slice {name} must be None or an integer within int64 (a Python or numpy integer, "
