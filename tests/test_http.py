@@ -15,6 +15,7 @@ import trio.testing
 import trio_websocket
 
 import trio_stream as ts
+from trio_stream._server import http
 from trio_stream._server.http import CONTENT_SECURITY_POLICY, MAX_REQUEST_HEAD_BYTES
 from trio_stream._server.metrics_budget import INTERVAL_S, MAX_WAITING
 from trio_stream._server.rpc import ERROR_REASONS
@@ -631,21 +632,59 @@ async def test_malformed_upgrades_are_refused(
     assert said.encode() in answer, answer
 
 
-async def test_an_upgrade_whose_host_is_no_host_name_is_refused_in_one_line(
-    server: ts.Server, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("host", "connection", "extra", "said"),
+    [
+        # The WebSocket handshake (wsproto) decodes Host as IDNA: a byte past ASCII in it
+        # was a logged traceback and no answer at all (an outside fuzz of the HTTP port).
+        ("127.0.0.1:\xb1", "Upgrade", "", "the Host header is not a host name"),
+        # ... and these as ASCII (a later outside pass: 2,700 such requests in 5 s wrote
+        # 6 MB of tracebacks to the log).
+        ("localhost:", "Upgrade", "Sec-WebSocket-Protocol: chat\xff\r\n", "protocol header"),
+        ("localhost:", "Upgrade", "Sec-WebSocket-Extensions: a\xe9\r\n", "extensions header"),
+        ("localhost:", "Upgrade, keep-alive\xa0", "", "the connection header must be ASCII"),
+    ],
+)
+async def test_an_upgrade_with_a_header_wsproto_cannot_read_is_refused_in_one_line(
+    server: ts.Server,
+    caplog: pytest.LogCaptureFixture,
+    host: str,
+    connection: str,
+    extra: str,
+    said: str,
 ) -> None:
-    # The WebSocket handshake (wsproto) decodes Host as IDNA: a byte past ASCII in it was a
-    # logged traceback and no answer at all (an outside fuzz of the HTTP port).
     head = (
-        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:\xb1{port_of(server)}\r\n"
-        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        f"GET /ws HTTP/1.1\r\nHost: {host}{port_of(server)}\r\n"
+        f"Connection: {connection}\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     )
     with caplog.at_level(logging.INFO):
         answer = await raw_exchange(server, head.encode("latin-1"))
-    assert answer.startswith(b"HTTP/1.1 400 ")
-    assert b"the Host header is not a host name" in answer
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert said.encode() in answer, answer
     assert "Traceback" not in caplog.text and "ERROR" not in caplog.text
+
+
+async def test_a_failing_http_connection_is_one_traceback_a_minute_with_a_count(
+    server: ts.Server, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug that a peer can trigger, it can trigger in a loop: each was a traceback in the
+    # log (2,700 requests in 5 s were 6 MB of them).
+    async def fails(connection: http.HttpConnection) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(http.HttpConnection, "run", fails)
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            await raw_exchange(server, request)
+        assert [r.exc_info is not None for r in caplog.records if r.levelno >= logging.ERROR] == [
+            True
+        ]
+        monkeypatch.setattr(http, "FAILURES_SAID_EVERY_S", 0.0)
+        await raw_exchange(server, request)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 2 and said[1].endswith("failed (2 more since the last such line)")
 
 
 async def test_upgrade_elsewhere_than_ws_is_404(server: ts.Server) -> None:

@@ -52,6 +52,15 @@ MAX_REQUEST_HEAD_BYTES: Final = 16 * 1024
 RECEIVE_BYTES: Final = 16 * 1024
 ERROR_LINGER_S: Final = 1.0  # how long an error answer may take to leave, with the lingering
 ERROR_LINGER_BYTES: Final = 256 * 1024  # what we read and drop after an error answer
+FAILURES_SAID_EVERY_S: Final = 60.0  # a failed HTTP connection's traceback, at most
+# The upgrade's headers wsproto reads as ASCII (its split_comma_header, the key and version
+# as tokens): one byte above 0x7f was a UnicodeDecodeError in its handshake.
+_ASCII_UPGRADE_HEADERS: Final = (
+    b"connection",
+    b"upgrade",
+    b"sec-websocket-protocol",
+    b"sec-websocket-extensions",
+)
 # Only the server's own files; no framing by other sites (clickjacking), no <base> or form
 # targets elsewhere, no plugins. connect-src lists ws:/wss: as older browsers do not count a
 # WebSocket to the page's own host as 'self'.
@@ -110,6 +119,28 @@ class HttpSite:
         self.config = server.config
         self.metrics_text = MetricsBudget(self._render_metrics)
         self.metrics_turns = MetricsTurns()
+        self._failure_said_at: float | None = None
+        self._failures_unsaid = 0
+
+    def _failed(self, remote: str) -> None:
+        # A peer that finds such a bug can repeat it in a loop: 2,700 requests in 5 s wrote
+        # 6 MB of tracebacks (an outside pass). The first is said at once, then one a minute
+        # with a count, as refused connections are.
+        now = trio.current_time()
+        if (
+            self._failure_said_at is not None
+            and now - self._failure_said_at < FAILURES_SAID_EVERY_S
+        ):
+            self._failures_unsaid += 1
+            return
+        more = self._failures_unsaid
+        log.exception(
+            "HTTP connection from %s failed%s",
+            remote,
+            f" ({more} more since the last such line)" if more else "",
+        )
+        self._failure_said_at = now
+        self._failures_unsaid = 0
 
     async def accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
         # Connections run in the server's nursery: aclose() stops accepting, and WebSocket
@@ -133,7 +164,7 @@ class HttpSite:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away (or the TLS handshake failed)
         except Exception:  # a bug must cost one connection, never the server
-            log.exception("HTTP connection from %s failed", remote_of(socket_stream))
+            self._failed(remote_of(socket_stream))
         finally:
             if refusal is None:
                 admission.release(address, "http")
@@ -399,6 +430,9 @@ class HttpConnection:
             response = text_response(426, "this server speaks WebSocket version 13")
             response.headers.append(("Sec-WebSocket-Version", "13"))
             return response
+        for name, value in request.headers:
+            if name in _ASCII_UPGRADE_HEADERS and not bytes(value).isascii():
+                return text_response(400, f"the {name.decode()} header must be ASCII")
         origin = _header(request, b"origin")
         host = _header(request, b"host")
         try:
