@@ -303,6 +303,7 @@ async def test_per_client_limits_name_the_limit(nursery: trio.Nursery) -> None:
         http_port=None,
         max_channels_per_client=2,
         max_subscriptions_per_client=2,
+        max_publishers_per_client=2,
     )
     server: ts.Server = await nursery.start(ts.serve, config)
     assert server.tcp_url
@@ -315,7 +316,15 @@ async def test_per_client_limits_name_the_limit(nursery: trio.Nursery) -> None:
             with pytest.raises(ts.LimitExceeded, match="max_subscriptions_per_client"):
                 async with client.subscribe("a"):
                     pass
-        await client.delete_channel("a")
+        # Publishers too (an outside pass opened 200,000 on one channel from one connection:
+        # 303 bytes each, and each reader that came stopped the server for a second).
+        async with client.publisher("a"), client.publisher("a"):
+            with pytest.raises(ts.LimitExceeded, match="max_publishers_per_client"):
+                async with client.publisher("b"):
+                    pass
+            await client.delete_channel("a")  # its publishers end with it: room again
+            async with client.publisher("b"), client.publisher("b"):
+                pass
         await client.create_channel("c")  # room again
 
 

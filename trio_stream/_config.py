@@ -29,6 +29,7 @@ from ._protocol.limits import (
     MAX_CONNECTIONS_PER_ADDRESS,
     MAX_FRAME_BYTES,
     MAX_KEPT_CHANNELS,
+    MAX_PUBLISHERS_PER_CLIENT,
     MAX_SUBSCRIPTIONS_PER_CLIENT,
     PUBLISH_WINDOW_BYTES,
     PUBLISH_WINDOW_FRAMES,
@@ -67,6 +68,7 @@ _COUNTS = (
     "max_channels_per_client",
     "max_kept_channels",
     "max_subscriptions_per_client",
+    "max_publishers_per_client",
     "max_buffered_bytes",
     "publish_window_frames",
     "publish_window_bytes",
@@ -106,6 +108,9 @@ class ServerConfig:
     max_channels_per_client: int = MAX_CHANNELS_PER_CLIENT
     max_kept_channels: int = MAX_KEPT_CHANNELS
     max_subscriptions_per_client: int = MAX_SUBSCRIPTIONS_PER_CLIENT
+    # Each of a channel's publishers hears of every reader that comes or goes: 100,000 of
+    # them on one connection made each subscribe to that channel stop the server for 1 s.
+    max_publishers_per_client: int = MAX_PUBLISHERS_PER_CLIENT
     max_buffered_bytes: int = MAX_BUFFERED_BYTES
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
     idle_timeout_s: float = IDLE_TIMEOUT_S

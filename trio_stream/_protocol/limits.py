@@ -41,6 +41,10 @@ SUBSCRIBE_WINDOW_BYTES: Final = 8 * 2**20
 # without this a script that creates kept channels, leaves and comes back grows the server
 # for good. A lab's persistent setpoints are hundreds at most.
 MAX_KEPT_CHANNELS: Final = 1000
+# Publishers one connection holds open (server-side only, as the one above): each of a
+# channel's publishers is told of every reader that comes or goes, so their count is what a
+# subscribe costs. An instrument opens one per channel it writes.
+MAX_PUBLISHERS_PER_CLIENT: Final = 1000
 
 # Connections the server holds at once, before and after the handshake, TCP and HTTP (each
 # WebSocket is one) together. An idle connection costs the server ~15-20 KiB (see

@@ -147,6 +147,7 @@ def open_publisher_on(session: Session, msg: OpenPublisher, channel: Channel) ->
     """open_publisher on a channel found (and access checked) already."""
     check_writer_key(msg.writer)
     check_writer_claim(msg)
+    _check_publisher_quota(session)
     writer = session.open_writer(channel, msg.writer)
     # keeps_history: the channel wants frames even with no reader (docs/protocol.md 8).
     result = {
@@ -396,6 +397,15 @@ def _reply(reader: Reader, window: int, epoch: str) -> dict[str, Any]:
         "window_bytes": reader.window_bytes,
         "epoch": epoch,
     }
+
+
+def _check_publisher_quota(session: Session) -> None:
+    writers = len(session.writers)
+    if writers >= session.state.config.max_publishers_per_client:
+        raise LimitExceeded(
+            f"this connection holds {writers} publishers open, the limit "
+            "(max_publishers_per_client); close some first"
+        )
 
 
 def _check_subscription_quota(session: Session) -> None:

@@ -54,6 +54,7 @@ _HELP: Final = {
     "max_channels_per_client": "channels one client may own",
     "max_kept_channels": "channels created with keep=True this server (node) holds at once",
     "max_subscriptions_per_client": "subscriptions one connection may hold",
+    "max_publishers_per_client": "publishers one connection may hold open",
     "max_buffered_bytes": "bytes buffered for one connection, every subscription together",
     "handshake_timeout_s": "seconds a new connection has to say hello",
     "idle_timeout_s": "seconds of silence after which a connection is closed",
