@@ -6,6 +6,7 @@ over a transport that hands the reader a read the test made; no wall-clock timin
 from __future__ import annotations
 
 import itertools
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,8 +21,10 @@ from trio_stream._protocol import messages as M
 from trio_stream._protocol.bytes_like import BytesLike
 from trio_stream._protocol.framing import FrameDecoder, RunTaker, T, frame_prefix
 from trio_stream._protocol.limits import PING_FRAME_MAX_BYTES
+from trio_stream._server import inbound
 from trio_stream._server.inbound import (
     CONTROL_HIGH_WATER_BYTES,
+    CONTROL_SLICE_S,
     CONTROL_SLICE_WEIGHT,
     PINGS_PER_SCAN,
     PUBLISH_SLICE_FRAMES,
@@ -154,6 +157,27 @@ async def test_a_long_read_of_requests_lets_the_other_connections_run_between_sl
             turns += 1  # another connection's task would run here
             await trio.lowlevel.checkpoint()
     assert turns >= pings // (PUBLISH_SLICE_FRAMES // CONTROL_SLICE_WEIGHT) - 1, turns
+
+
+async def test_requests_that_take_long_let_the_other_connections_run_after_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A request's cost is not known from its frame: 16 subscribes that each replayed a
+    # history of 10,000 frames (3-11 ms each) kept every other client waiting ~0.5 s (an
+    # outside pass). Here each request "takes" 1.5 slices of time on the clock the reader
+    # reads (a fake one: no wall-clock timing).
+    ticks = itertools.count()
+    fake_time = types.SimpleNamespace(perf_counter=lambda: next(ticks) * CONTROL_SLICE_S * 1.5)
+    monkeypatch.setattr(inbound, "time", fake_time)
+    pings = 40
+    async with connection() as (session, transport, nursery):
+        nursery.start_soon(session.sender.run)
+        nursery.start_soon(session.inbound.run, [control(M.Ping(data=i)) for i in range(pings)])
+        turns = 0
+        while sum(type(m) is M.Pong for m in transport.messages()) < pings:
+            turns += 1  # another connection's task would run here
+            await trio.lowlevel.checkpoint()
+    assert turns >= pings - 1, turns
 
 
 async def test_pings_behind_a_request_the_engine_answers_are_answered_a_slice_at_a_time() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Awaitable, Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -89,6 +90,11 @@ CONTROL_SLICE_WEIGHT: Final = 16
 # ... and one more per this many of its bytes: a large envelope (up to CONTROL_MAX_ITEMS
 # items, some 10-25 ms to decode at worst) ends its slice by itself.
 CONTROL_SLICE_BYTES: Final = 64
+# ... and a slice ends, whatever it counted, once its requests took this long: what a request
+# costs is not known from its frame. A subscribe that replays a history of 10,000 frames
+# costs 3-11 ms, and 16 of them in a read kept every other client waiting ~0.5 s (victim
+# p99 4 to 292 ms, an outside pass); read on the wall clock, as the wait of the others is.
+CONTROL_SLICE_S: Final = 0.001
 # Pings answered out of turn per read while a request waits on the engine (a slice's worth):
 # see Inbound._answer_pings.
 PINGS_PER_SCAN: Final = PUBLISH_SLICE_FRAMES // CONTROL_SLICE_WEIGHT
@@ -226,6 +232,7 @@ class Inbound:
         # frames before it are out of _held_bytes (dispatched).
         owned = False
         counted = 0
+        slice_started = time.perf_counter()
         while index < count:
             frame = frames[index]
             kind = frame[0]
@@ -248,6 +255,8 @@ class Inbound:
                     return
                 if kind == CONTROL:
                     published += CONTROL_SLICE_WEIGHT + len(frame) // CONTROL_SLICE_BYTES
+                    if time.perf_counter() - slice_started > CONTROL_SLICE_S:
+                        published = PUBLISH_SLICE_FRAMES
                 else:
                     published += 1
                 if self._pending_request is not None:
@@ -265,15 +274,18 @@ class Inbound:
                     await self._flush_then(functools.partial(self._answer_pending, frames))
                     count = len(frames)
                     published = 0
+                    slice_started = time.perf_counter()
             if published >= PUBLISH_SLICE_FRAMES and index < count:
                 await self._flush_then(trio.lowlevel.checkpoint)
                 published = 0
+                slice_started = time.perf_counter()
             if (
                 outbox.control_bytes > CONTROL_HIGH_WATER_BYTES
                 or outbox.parked_bytes > outbox.max_parked_bytes
             ):
                 await self._flush_then(self._wait_for_space)
                 published = 0
+                slice_started = time.perf_counter()
         if self._held_error is not None:  # after the frames that came before it
             raise self._held_error
 
