@@ -88,6 +88,13 @@ SETUP = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def slices_counted_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock a slice's requests are timed on, stopped: here slices end by their count
+    (a loaded machine would otherwise end some early), unless a test sets a clock of its own."""
+    monkeypatch.setattr(inbound, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))
+
+
 @asynccontextmanager
 async def connection() -> AsyncIterator[tuple[Session, ScriptedTransport, trio.Nursery]]:
     transport = ScriptedTransport()
