@@ -4,6 +4,7 @@ PUBLISH_SLICE_FRAMES), with the server's other tasks run between slices, over a 
 from __future__ import annotations
 
 import itertools
+import types
 
 import pytest
 import trio
@@ -13,10 +14,18 @@ from test_robustness import control, raw_session
 
 import trio_stream as ts
 from trio_stream._protocol import messages as M
+from trio_stream._server import inbound
 from trio_stream._server.inbound import PUBLISH_SLICE_FRAMES
 
 WAIT_S = 30
 BURST_FRAMES = 1_800  # ~200 KiB in one write: most of it arrives in one read
+
+
+@pytest.fixture(autouse=True)
+def slices_counted_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slices end by their count here: the clock their requests are timed on is stopped (on
+    a loaded machine 50 pings can take over CONTROL_SLICE_S and end a slice early)."""
+    monkeypatch.setattr(inbound, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))
 
 
 async def fan_out_watched(
