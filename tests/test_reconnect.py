@@ -578,6 +578,40 @@ async def test_a_blip_beyond_the_grace_and_history_counts_every_missed_frame_exa
         assert gap.lost == PRODUCED - 100 - recovered
 
 
+@memory_only("a node of several replays those frames from the channel's stream (recovered)")
+@pytest.mark.server_options(resume_grace_s=0.2)
+async def test_a_reader_back_after_the_grace_whose_writer_stopped_learns_what_it_missed(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # Nothing left to replay and nothing more coming: the frames that went by while it was
+    # away are said in a `lost` notice, not only on a next frame that may never come (a lab
+    # pass: a recorder whose link was down past the grace at the end of a run showed 0 lost
+    # for 200 frames it never got).
+    async with writer_and_proxied_reader(
+        server, proxy, history=0, reconnect=ts.Reconnect(initial=1.0, maximum=1.0)
+    ) as (pub, sub, reader):
+        for i in range(100):
+            await pub.send(i)
+        with trio.fail_after(WAIT_S):
+            got = [await anext(aiter(sub)) for _ in range(100)]
+        proxy.cut()
+        await reader.wait_state("reconnecting")
+        for i in range(100, 300):
+            await pub.send(i)
+        await pub.wait_acknowledged()  # the writer's run is over
+        with trio.fail_after(WAIT_S):
+            await reader.wait_state("open")
+            while sub.lost < 200:  # noqa: ASYNC110 - polling the client's own count
+                await trio.sleep(0.01)
+        assert sub.lost == 200 and sub.statistics().lost == 200
+        await pub.send(300)  # ... and the next frame does not count them again
+        with trio.fail_after(WAIT_S):
+            after = await anext(aiter(sub))
+        assert after.data == 300 and after.lost == 200 and sub.lost == 200
+        assert after.gap == ts.Gap("resumed", 200, 0)
+        assert [m.data for m in got] == list(range(100))
+
+
 @pytest.mark.server_options(resume_grace_s=0.2)
 async def test_an_every_2_reader_back_after_the_grace_keeps_its_step_and_counts_only_its_frames(
     server: ts.Server, proxy: TcpProxy, engine_kind: str

@@ -1057,8 +1057,12 @@ class Broker:
                 replay(sub, self._history_for(sub, channel.recent))
             elif channel.recent:
                 replay_history(sub, decimated(sub, self._history_for(sub, channel.recent)))
-                if sub.lost:  # history left out for want of room: say so, frame or not
-                    sub.report_skipped()
+            if sub.lost:
+                # History left out for want of room, or a resume's frames gone by: said
+                # whether a frame follows or not. A reader back after its server let its
+                # subscription go (resume_grace_s), whose writer had stopped meanwhile, had
+                # sub.lost 0 for 200 frames it never got until another frame came.
+                sub.report_skipped()
         self._readers_changed(channel)
 
     def _history_for(self, sub: Reader, recent: deque[SharedData]) -> deque[SharedData]:

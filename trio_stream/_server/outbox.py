@@ -564,8 +564,10 @@ class Reader:
     def report_skipped(self) -> None:
         """Losses no buffered frame will carry get a turn of their own, a loss notice (after
         the subscribe reply, which is queued first): a fresh subscription whose history was
-        all left out, or a kept one that resumes owing losses its cut kept from the client
-        (Outbox.adopt). A resume's own gap is not one: clients take it from the first frame."""
+        all left out, a resume whose frames went by with none left to replay (the client
+        carries the notice's count onto the first message after the gap, whose gap says
+        it), or a kept one that resumes owing losses its cut kept from the client
+        (Outbox.adopt)."""
         if not len(self.buffer) and not self.active and self.credit > 0:
             self.outbox.activate(self)
 
