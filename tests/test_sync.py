@@ -1333,6 +1333,44 @@ async def test_values_a_lost_connection_took_are_counted_by_close(
         await in_thread(scenario)
 
 
+async def test_a_publishers_close_after_a_connection_lost_for_good_says_its_own_loss(
+    server: ts.Server,
+) -> None:
+    """The README's promise ("closing a publisher (or the SyncClient) after it raises
+    ConnectionClosed saying how many values the server had not acknowledged"): the
+    publisher's close returned quietly, and only the client's close said them (a lab pass;
+    the trio Publisher's close raised). Said once: the client's close then says nothing."""
+    url = server.tcp_url
+    assert url is not None
+    async with open_proxy(url) as proxy:
+
+        def scenario() -> None:
+            c = SyncClient(proxy.url, name="w", reconnect=False)
+            with SyncClient(url, name="r") as r:
+                c.create_channel("ch")
+                with r.subscribe("ch"):
+                    pub = c.publisher("ch")
+                    pub.wait_for_readers(timeout=STEP_S)
+                    for value in range(10):
+                        pub.send(value)
+                    c.flush(timeout=STEP_S)  # these ten are acknowledged
+                    trio.from_thread.run_sync(proxy.hold)
+                    for value in range(50):
+                        pub.send(value)
+                    with pytest.raises(TimeoutError):
+                        c.flush(timeout=0.5)  # written, never acknowledged
+                    trio.from_thread.run_sync(proxy.cut)
+                    c.wait_state("closed", timeout=STEP_S)
+                    with pytest.raises(
+                        ts.ConnectionClosed, match=r"^50 values sent to 'ch' were not delivered"
+                    ):
+                        pub.close()
+                    pub.close()  # idempotent: said once
+            c.close()
+
+        await in_thread(scenario)
+
+
 async def test_a_wait_for_readers_that_a_close_ends_raises_resource_closed(url: str) -> None:
     # As after the close: it said ConnectionClosed ("the call was cancelled").
     def scenario() -> None:

@@ -948,6 +948,11 @@ class SyncClient:
             released = self._released_total
         return released, sum(pub.acknowledged for pub in self._used)
 
+    def _take_undelivered(self, pub: Publisher) -> int:
+        """``pub``'s undelivered values, for its own close to say: not the client's close."""
+        self._used.discard(pub)
+        return pub.take_undelivered()
+
     async def _flush_and_close_publisher(self, pub: Publisher) -> tuple[int, int]:
         """A publisher's close: wait while the flush makes progress (as the client's close
         does), then close it. Returns the values still queued for ``pub`` when the flush gave
@@ -1540,6 +1545,14 @@ class SyncPublisher:
         client = self._client
         undelivered = dropped = 0
         closed = False
+        if flush and client.closed and not (client._closed or client._dead):
+            # The connection is lost for good (reconnect off, or given up) and the client not
+            # closed yet: what this publisher's send() took and the server never acknowledged
+            # is said by its own close, as the trio Publisher's is (it returned quietly, and
+            # only the client's close, if any came, said them).
+            with contextlib.suppress(ConnectionClosed):
+                undelivered = client._run_sync(partial(client._take_undelivered, self._pub))
+            closed = True
         try:
             if flush and not client.closed:
                 # Bounded by progress: with the connection down for good, or a reader that
