@@ -249,6 +249,24 @@ async def test_dump_to_a_full_disk_names_the_file(url: str) -> None:
     )
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+async def test_a_listing_to_a_full_disk_names_stdout_and_what_to_do(url: str) -> None:
+    # "[Errno 28] No space left on device" named neither stdout nor what to do (a lab pass;
+    # dump said it already).
+    with trio.fail_after(WAIT_S):
+        result = await trio.run_process(
+            ["sh", "-c", 'exec "$@" >/dev/full', "sh", *CLI, "channels", url],
+            capture_stderr=True,
+            check=False,
+            env=ENV,
+        )
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "trio-stream channels: error: cannot write stdout: no space left on device (make room "
+        "there, or redirect the output elsewhere)"
+    ]
+
+
 async def test_ctrl_c_while_dump_waits_for_its_channel_is_its_normal_end(
     server: ts.Server, tmp_path: Path
 ) -> None:

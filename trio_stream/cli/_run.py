@@ -9,6 +9,7 @@ traceback. The README's "Command line" section lists them too.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shlex
@@ -17,7 +18,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Final, TypeGuard
 
 import trio
 
@@ -186,10 +187,34 @@ def run(command: Command, args: argparse.Namespace) -> int:
             if isinstance(leaf, CliError):
                 print(f"{prog}: error: {_one_line(leaf)}", file=sys.stderr)
                 return leaf.exit_code
+            if _stdout_full(leaf, args.command):
+                # "[Errno 28] No space left on device" named neither stdout nor what to do
+                # (dump says "cannot write stdout: ..." itself: record.py).
+                reason = (leaf.strerror or str(leaf)).lower()
+                print(
+                    f"{prog}: error: cannot write stdout: {reason} (make room there, or "
+                    "redirect the output elsewhere)",
+                    file=sys.stderr,
+                )
+                return EXIT_ERROR
             if isinstance(leaf, ts.TrioStreamError | OSError):
                 print(f"{prog}: error: {_one_line(leaf)}", file=sys.stderr)
                 return EXIT_ERROR
         raise
+
+
+# What a write to a full or failing disk raises: on a command that writes only to stdout, and
+# with no file named, it is stdout's.
+_WRITE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _stdout_full(leaf: BaseException, command: str) -> TypeGuard[OSError]:
+    return (
+        command in _STDOUT_COMMANDS
+        and isinstance(leaf, OSError)
+        and leaf.errno in _WRITE_ERRNOS
+        and leaf.filename is None
+    )
 
 
 async def _until_ctrl_c(command: Command, args: argparse.Namespace) -> int | None:
