@@ -683,6 +683,10 @@ async def test_sub_services_are_attributes_and_dotted_names(url: str) -> None:
         assert set(dir(daq.stage)) >= {"x", "y"}
         with pytest.raises(ts.InvalidArgument):
             daq_client.expose(Axis(), name="bad name")
+        # Not a str (the arguments swapped, a bytes name): AttributeError and TypeError.
+        for wrong in (42, b"stage", Axis()):
+            with pytest.raises(ts.InvalidArgument, match="name must be a str"):
+                daq_client.expose(Axis(), name=wrong)  # type: ignore[arg-type]
         with pytest.raises(ts.InvalidArgument, match="no rpc_"):
             daq_client.expose(object())
 

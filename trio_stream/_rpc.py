@@ -331,7 +331,14 @@ def _nothing() -> None:
     """What a turn taken only to know that it is free runs (_release_when_free)."""
 
 
-def _check_service_name(name: str) -> None:
+def _check_service_name(name: object) -> None:
+    if not isinstance(name, str):
+        # (expose("motor", obj), the arguments swapped, raised AttributeError: 'int'
+        # object has no attribute 'split' from here, or TypeError for bytes: a lab pass)
+        raise InvalidArgument(
+            f"expose's name must be a str (or None), not {type(name).__name__} {name!r:.60}: "
+            "expose(obj, name='motor')"
+        )
     parts = name.split(".")
     if not name or len(name) > MAX_METHOD_NAME // 2 or not all(p.isidentifier() for p in parts):
         raise InvalidArgument(
