@@ -319,6 +319,7 @@ class Session:
             await refuse(self.transport, exc)
             return
         log.info("client %r connected from %s", self.name, self.transport.remote)
+        tearing_down = False
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -326,7 +327,10 @@ class Session:
                 nursery.start_soon(self.sender.run, name="trio_stream session sender")
                 nursery.start_soon(self._read, early_frames, name="trio_stream session reader")
                 await self._close_requested.wait()
-                if not self._peer_gone:
+                if self._peer_gone:
+                    await self.state.teardowns.acquire()
+                    tearing_down = True
+                else:
                     # Say goodbye and let what is buffered drain, within the grace period.
                     with trio.move_on_after(self.state.config.shutdown_grace_s) as grace:
                         await self.sender.wait_drained()
@@ -342,9 +346,13 @@ class Session:
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            kept = self._cleanup()
-            with trio.CancelScope(shield=True):
-                await self.transport.aclose()
+            try:
+                kept = self._cleanup()
+                with trio.CancelScope(shield=True):
+                    await self.transport.aclose()
+            finally:
+                if tearing_down:  # (a bug in the cleanup must not keep its turn for good)
+                    self.state.teardowns.release()
             if kept:
                 log.info(
                     "client %r disconnected (%s); its session is kept %g s for it to "
