@@ -348,11 +348,15 @@ class Session:
             self._nursery = None
             try:
                 kept = self._cleanup()
-                with trio.CancelScope(shield=True):
-                    await self.transport.aclose()
             finally:
-                if tearing_down:  # (a bug in the cleanup must not keep its turn for good)
+                # Before the close: a WebSocket's waits for the peer's close frame (up to
+                # CLOSE_TIMEOUT_S), a TLS one may wait to write its close_notify, and 32
+                # peers gone silent would hold every turn meanwhile. (Given back whatever
+                # happened: a bug in the cleanup must not keep its turn for good.)
+                if tearing_down:
                     self.state.teardowns.release()
+            with trio.CancelScope(shield=True):
+                await self.transport.aclose()
             if kept:
                 log.info(
                     "client %r disconnected (%s); its session is kept %g s for it to "
