@@ -193,6 +193,30 @@ def test_a_reader_taken_from_inside_its_last_credit_sends_the_frames_after_that_
     assert not taken.resumable_after(2) and taken.resumable_after(3)
 
 
+def test_a_reader_cut_again_and_again_without_returning_credit_holds_one_window_at_most() -> None:
+    # Its client has the frames in flight at each cut, takes fewer than a credit's worth of
+    # them before the next, and so never returns credit (it counts afresh from each resume):
+    # the frames of every cut were held for a take-over, uncounted (a soak: 256 KiB more
+    # per cut). One window's worth is, the newest; a position before them is no longer
+    # resumable (a take-over from there goes by the history, its gap counted).
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    box, reader = block_reader(world, channel)
+    old_id: int | None = None
+    for cut in range(10):
+        publish(world, writer, range(4))
+        seqs = sent(box)[0]
+        assert seqs == list(range(4 * cut + 1, 4 * cut + 5))
+        kept = away(world, box)
+        box, taken = take_back(world, kept, reader, old_id, since_seq=seqs[-1])
+        assert taken is reader
+        old_id = reader.sub_id
+        assert len(reader._released) <= 4
+    assert reader.resumable_after(36) and not reader.resumable_after(35)
+    assert [entry[0].seq for entry in reader._released] == [37, 38, 39, 40]
+
+
 def test_a_kept_reader_its_client_asks_for_by_id_but_cannot_continue_ends_at_once() -> None:
     world = World()
     channel = world.channel()
