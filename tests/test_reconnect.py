@@ -578,6 +578,29 @@ async def test_a_blip_beyond_the_grace_and_history_counts_every_missed_frame_exa
         assert gap.lost == PRODUCED - 100 - recovered
 
 
+async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owner(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # The owner was not told, and created it again at its next reconnect, a plain resume
+    # too (a soak: 500 channels deleted by a key holder, all back after one cut).
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(proxy.url, name="owner", reconnect=ts.Reconnect(initial=0.1)) as owner,
+        ts.open_client(server.tcp_url, name="operator") as operator,
+    ):
+        await owner.create_channel("gone", key="k")
+        await owner.create_channel("kept")
+        await operator.delete_channel("gone", key="k")
+        await owner.channels()  # the notice came before this answer
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await owner.wait_state("reconnecting")
+            await owner.wait_state("open")
+        assert {c.name for c in await owner.channels()} >= {"kept"}
+        assert "gone" not in {c.name for c in await owner.channels()}
+        await owner.create_channel("gone")  # its own again, if it asks
+
+
 @memory_only("a node of several replays those frames from the channel's stream (recovered)")
 @pytest.mark.server_options(resume_grace_s=0.2)
 async def test_a_reader_back_after_the_grace_whose_writer_stopped_learns_what_it_missed(

@@ -69,6 +69,7 @@ from ._protocol.limits import (
     PayloadLimits,
 )
 from ._protocol.messages import (
+    ChannelDeleted,
     ControlMessage,
     CreateChannel,
     DeleteChannel,
@@ -286,6 +287,7 @@ class Client:
             PubEnd: self._on_pub_end,
             Goodbye: self._on_goodbye,
             Pong: lambda msg: None,
+            ChannelDeleted: self._on_channel_deleted,
         }
         from ._rpc import RpcEndpoint  # here, not at the top: _rpc imports this module
 
@@ -1357,6 +1359,10 @@ class Client:
         sub = self._subscriptions.get(msg.sub)
         if sub is not None:
             sub._lost_notice(msg.lost, msg.seq)
+
+    def _on_channel_deleted(self, msg: ChannelDeleted) -> None:
+        # Another client deleted a channel this one created: not created again when back.
+        self._owned.pop(msg.channel, None)
 
     def _on_pub_end(self, msg: PubEnd) -> None:
         pub = self._publishers.pop(msg.pub, None)

@@ -829,6 +829,8 @@ class RedisEngine:
         await self._read_here_up_to(msg.channel, record.epoch, record.seq)
         reason = f"channel {msg.channel!r} was deleted"
         await self._delete_everywhere(msg.channel, record.epoch, reason)
+        if local is not None and not owner:  # (an owner on another node is not told)
+            self.state.tell_owner_deleted(local, session, f"{reason} by {session.name}")
 
     async def _appends_done(self, name: str) -> None:
         """Wait (at most DELETE_FLUSH_S) until this node's writers of ``name`` have nothing

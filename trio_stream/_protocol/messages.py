@@ -279,6 +279,16 @@ class PubEnd(ControlMessage):
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class ChannelDeleted(ControlMessage):
+    """To a channel's owner: another client (a holder of its key, an admin) deleted it, so
+    the owner does not create it again when it reconnects."""
+
+    OP: ClassVar[str] = "channel_deleted"
+    channel: str
+    reason: str = ""
+
+
 MESSAGE_TYPES: Final[dict[str, type[ControlMessage]]] = {}
 
 
@@ -318,6 +328,7 @@ for _cls in (
     Readers,
     SubEnd,
     Lost,
+    ChannelDeleted,
     PubEnd,
 ):
     register(_cls)

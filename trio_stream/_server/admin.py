@@ -88,7 +88,9 @@ def handle(session: Session, msg: Admin) -> Any:
         broker.bytes_in += len(payload)
         log.warning("admin: %s published %d bytes to %r", who, len(payload), channel.name)
         return {"seq": channel.seq, "readers": channel.readers}
-    broker.delete_channel(channel, f"channel {channel.name!r} was deleted by admin {session.name}")
+    reason = f"channel {channel.name!r} was deleted by admin {session.name}"
+    broker.delete_channel(channel, reason)
+    session.state.tell_owner_deleted(channel, session, reason)
     log.warning("admin: %s deleted channel %r", who, channel.name)
     return None
 

@@ -134,7 +134,9 @@ def delete_channel(session: Session, msg: DeleteChannel) -> None:
             f"only the owner of {msg.channel!r} ({channel.owner}) or a holder of its key "
             "may delete it"
         )
-    broker.delete_channel(channel, f"channel {channel.name!r} was deleted")
+    reason = f"channel {channel.name!r} was deleted"
+    broker.delete_channel(channel, reason)
+    session.state.tell_owner_deleted(channel, session, f"{reason} by {session.name}")
 
 
 def open_publisher(session: Session, msg: OpenPublisher) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from .._exceptions import NameInUse
 from .._protocol.bytes_like import BytesLike
 from .._protocol.codec import encode_payload
 from .._protocol.limits import Limits
+from .._protocol.messages import ChannelDeleted
 from .broker import Broker, Channel, Writer
 from .engine import make_engine
 from .idle import Watchdog
@@ -240,6 +241,14 @@ class ServerState:
         self.sessions[session.client_id] = session
         self.watchdog.start(session.client_id)
         self.client_event("connected", session)
+
+    def tell_owner_deleted(self, channel: Channel, deleter: Session, reason: str) -> None:
+        """``deleter`` (a holder of the key, an admin) deleted ``channel``: its owner, if it
+        is another client connected here, is told, or it created the channel again at its
+        next reconnect (a soak: 500 channels deleted by a key holder, back after one cut)."""
+        owner = None if channel.owner_id is None else self.sessions.get(channel.owner_id)
+        if owner is not None and owner is not deleter:
+            owner.send_control(ChannelDeleted(channel=channel.name, reason=reason))
 
     def unregister(self, session: Session) -> None:
         if self.sessions.pop(session.client_id, None) is not None:

@@ -1291,6 +1291,13 @@ export class Client extends Emitter {
       }
       case 'goodbye':
         return this.#onGoodbye(msg);
+      case 'channel_deleted': // another client deleted a channel of ours: not created again
+        if (typeof msg.channel === 'string') {
+          this.#owned.delete(msg.channel);
+          clearTimeout(this.#recreateTimers.get(msg.channel));
+          this.#recreateTimers.delete(msg.channel);
+        }
+        return;
       default:
         return; // newer servers may add notifications: ignore what we don't know
     }
