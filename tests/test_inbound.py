@@ -152,10 +152,9 @@ async def test_a_read_shorter_than_a_slice_is_dispatched_without_letting_others_
     assert set(seen) == {0, SHORT_READ_FRAMES}
 
 
-async def test_a_long_read_of_requests_lets_the_other_connections_run_between_slices() -> None:
-    # 20,000 pipelined pings in one 256 KiB read were answered in one go: every other client
-    # waited 250-650 ms (a fuzzer's canary). A request counts CONTROL_SLICE_WEIGHT frames.
-    pings = 1_000
+async def turns_while_answering(pings: int) -> int:
+    """Dispatch ``pings`` pings as one read; how many times another task ran until every
+    one was answered."""
     async with connection() as (session, transport, nursery):
         nursery.start_soon(session.sender.run)
         nursery.start_soon(session.inbound.run, [control(M.Ping(data=i)) for i in range(pings)])
@@ -163,6 +162,14 @@ async def test_a_long_read_of_requests_lets_the_other_connections_run_between_sl
         while sum(type(m) is M.Pong for m in transport.messages()) < pings:
             turns += 1  # another connection's task would run here
             await trio.lowlevel.checkpoint()
+    return turns
+
+
+async def test_a_long_read_of_requests_lets_the_other_connections_run_between_slices() -> None:
+    # 20,000 pipelined pings in one 256 KiB read were answered in one go: every other client
+    # waited 250-650 ms (a fuzzer's canary). A request counts CONTROL_SLICE_WEIGHT frames.
+    pings = 1_000
+    turns = await turns_while_answering(pings)
     assert turns >= pings // (PUBLISH_SLICE_FRAMES // CONTROL_SLICE_WEIGHT) - 1, turns
 
 
@@ -177,13 +184,7 @@ async def test_requests_that_take_long_let_the_other_connections_run_after_each(
     fake_time = types.SimpleNamespace(perf_counter=lambda: next(ticks) * CONTROL_SLICE_S * 1.5)
     monkeypatch.setattr(inbound, "time", fake_time)
     pings = 40
-    async with connection() as (session, transport, nursery):
-        nursery.start_soon(session.sender.run)
-        nursery.start_soon(session.inbound.run, [control(M.Ping(data=i)) for i in range(pings)])
-        turns = 0
-        while sum(type(m) is M.Pong for m in transport.messages()) < pings:
-            turns += 1  # another connection's task would run here
-            await trio.lowlevel.checkpoint()
+    turns = await turns_while_answering(pings)
     assert turns >= pings - 1, turns
 
 

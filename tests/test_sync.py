@@ -22,7 +22,7 @@ import textwrap
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from fractions import Fraction
@@ -1266,6 +1266,28 @@ def flush_into(client: SyncClient, outcomes: list[BaseException]) -> None:
         outcomes.append(exc)
 
 
+@contextlib.contextmanager
+def fifty_held(url: str, proxy: TcpProxy) -> Iterator[tuple[SyncClient, ts.SyncPublisher]]:
+    """A reconnect=False writer through ``proxy`` (left open: the test closes it) whose
+    server acknowledged ten values and not the fifty after them (the proxy held), its reader
+    subscribed meanwhile (from the scenario's thread)."""
+    c = SyncClient(proxy.url, name="w", reconnect=False)
+    with SyncClient(url, name="r") as r:
+        c.create_channel("ch")
+        with r.subscribe("ch"):
+            pub = c.publisher("ch")
+            pub.wait_for_readers(timeout=STEP_S)
+            for value in range(10):
+                pub.send(value)
+            c.flush(timeout=STEP_S)  # these ten are acknowledged
+            trio.from_thread.run_sync(proxy.hold)
+            for value in range(50):
+                pub.send(value)
+            with pytest.raises(TimeoutError):
+                c.flush(timeout=0.5)  # written, never acknowledged
+            yield c, pub
+
+
 @pytest.mark.parametrize("background_error", [False, True])
 async def test_values_a_lost_connection_took_are_counted_by_close(
     server: ts.Server, background_error: bool
@@ -1278,39 +1300,26 @@ async def test_values_a_lost_connection_took_are_counted_by_close(
     async with open_proxy(url) as proxy:
 
         def scenario() -> None:
-            c = SyncClient(proxy.url, name="w", reconnect=False)
-            with SyncClient(url, name="r") as r:
-                c.create_channel("ch")
-                with r.subscribe("ch"):
-                    pub = c.publisher("ch")
-                    pub.wait_for_readers(timeout=STEP_S)
-                    for value in range(10):
+            with fifty_held(url, proxy) as (c, pub):
+                # Flushes waiting at the cut fail; none is a value of its own (each
+                # counted one more in close()'s count).
+                flushes: list[BaseException] = []
+                flushers = [
+                    threading.Thread(target=flush_into, args=(c, flushes)) for _ in range(2)
+                ]
+                for thread in flushers:
+                    thread.start()
+                if background_error:
+                    # More than the publisher's window: the rest wait in the queue, and
+                    # the loss fails their send in the background.
+                    for value in range(2000):
                         pub.send(value)
-                    c.flush(timeout=STEP_S)  # these ten are acknowledged
-                    trio.from_thread.run_sync(proxy.hold)
-                    for value in range(50):
-                        pub.send(value)
-                    with pytest.raises(TimeoutError):
-                        c.flush(timeout=0.5)  # written, never acknowledged
-                    # Flushes waiting at the cut fail; none is a value of its own (each
-                    # counted one more in close()'s count).
-                    flushes: list[BaseException] = []
-                    flushers = [
-                        threading.Thread(target=flush_into, args=(c, flushes)) for _ in range(2)
-                    ]
-                    for thread in flushers:
-                        thread.start()
-                    if background_error:
-                        # More than the publisher's window: the rest wait in the queue, and
-                        # the loss fails their send in the background.
-                        for value in range(2000):
-                            pub.send(value)
-                    time.sleep(0.2)  # the flushes wait
-                    trio.from_thread.run_sync(proxy.cut)
-                    c.wait_state("closed", timeout=STEP_S)
-                    for thread in flushers:
-                        thread.join(STEP_S)
-                    assert [type(e) for e in flushes] == [ts.ConnectionClosed] * 2, flushes
+                time.sleep(0.2)  # the flushes wait
+                trio.from_thread.run_sync(proxy.cut)
+                c.wait_state("closed", timeout=STEP_S)
+                for thread in flushers:
+                    thread.join(STEP_S)
+                assert [type(e) for e in flushes] == [ts.ConnectionClosed] * 2, flushes
             if not background_error:
                 # Not "call flush(timeout=...)": no server is coming back to a reconnect=False
                 # one.
@@ -1345,27 +1354,14 @@ async def test_a_publishers_close_after_a_connection_lost_for_good_says_its_own_
     async with open_proxy(url) as proxy:
 
         def scenario() -> None:
-            c = SyncClient(proxy.url, name="w", reconnect=False)
-            with SyncClient(url, name="r") as r:
-                c.create_channel("ch")
-                with r.subscribe("ch"):
-                    pub = c.publisher("ch")
-                    pub.wait_for_readers(timeout=STEP_S)
-                    for value in range(10):
-                        pub.send(value)
-                    c.flush(timeout=STEP_S)  # these ten are acknowledged
-                    trio.from_thread.run_sync(proxy.hold)
-                    for value in range(50):
-                        pub.send(value)
-                    with pytest.raises(TimeoutError):
-                        c.flush(timeout=0.5)  # written, never acknowledged
-                    trio.from_thread.run_sync(proxy.cut)
-                    c.wait_state("closed", timeout=STEP_S)
-                    with pytest.raises(
-                        ts.ConnectionClosed, match=r"^50 values sent to 'ch' were not delivered"
-                    ):
-                        pub.close()
-                    pub.close()  # idempotent: said once
+            with fifty_held(url, proxy) as (c, pub):
+                trio.from_thread.run_sync(proxy.cut)
+                c.wait_state("closed", timeout=STEP_S)
+                with pytest.raises(
+                    ts.ConnectionClosed, match=r"^50 values sent to 'ch' were not delivered"
+                ):
+                    pub.close()
+                pub.close()  # idempotent: said once
             c.close()
 
         await in_thread(scenario)
