@@ -9,11 +9,8 @@ import pytest
 import trio
 from engine_marks import BOTH_ENGINES, VIRTUAL_TIME
 from proxy import TcpProxy, open_proxy
-from test_robustness import raw_session
 
 import trio_stream as ts
-from trio_stream._server import state as server_state
-from trio_stream._server.session import Session
 
 pytestmark = BOTH_ENGINES
 
@@ -297,43 +294,6 @@ async def test_a_server_s_urls_name_its_endpoints_and_an_endpoint_off_says_so(
         both.tcp_url  # noqa: B018
     await both.aclose()
     await server.aclose()
-
-
-async def test_connections_gone_at_once_are_torn_down_a_few_at_a_time(
-    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # 3,000 clients gone at once were torn down in the same few passes of the run loop, and
-    # every other client's frames waited for each whole pass (p99 63-92 ms, max 175). Here
-    # a task of the server's own process counts the teardowns between two of its turns.
-    monkeypatch.setattr(server_state, "TEARDOWNS_AT_ONCE", 4)
-    cleanups = 0
-    cleanup = Session._cleanup
-
-    def counted(session: Session) -> bool:
-        nonlocal cleanups
-        cleanups += 1
-        return cleanup(session)
-
-    monkeypatch.setattr(Session, "_cleanup", counted)
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=None)
-    server: ts.Server = await nursery.start(ts.serve, config)
-    streams = [await raw_session(server) for _ in range(100)]
-    with trio.fail_after(30):
-        while len(server.state.sessions) < 100:  # noqa: ASYNC110 - the server's own state
-            await trio.sleep(0.01)
-    for stream in streams:
-        stream.socket.close()  # all at once, without a goodbye
-    per_turn = []
-    with trio.fail_after(30):
-        while cleanups < 100:
-            before = cleanups
-            await trio.lowlevel.checkpoint()  # another connection's task would run here
-            per_turn.append(cleanups - before)
-    # (trio may run a pass's tasks in reverse order: two passes' worth between two turns)
-    assert max(per_turn) <= 2 * 4, per_turn
-    with trio.fail_after(30):
-        while server.state.teardowns.value < 4:  # every turn given back (after its close)
-            await trio.lowlevel.checkpoint()
 
 
 async def test_per_client_limits_name_the_limit(nursery: trio.Nursery) -> None:

@@ -319,7 +319,6 @@ class Session:
             await refuse(self.transport, exc)
             return
         log.info("client %r connected from %s", self.name, self.transport.remote)
-        tearing_down = False
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -327,10 +326,7 @@ class Session:
                 nursery.start_soon(self.sender.run, name="trio_stream session sender")
                 nursery.start_soon(self._read, early_frames, name="trio_stream session reader")
                 await self._close_requested.wait()
-                if self._peer_gone:
-                    await self.state.teardowns.acquire()
-                    tearing_down = True
-                else:
+                if not self._peer_gone:
                     # Say goodbye and let what is buffered drain, within the grace period.
                     with trio.move_on_after(self.state.config.shutdown_grace_s) as grace:
                         await self.sender.wait_drained()
@@ -346,15 +342,7 @@ class Session:
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            try:
-                kept = self._cleanup()
-            finally:
-                # Before the close: a WebSocket's waits for the peer's close frame (up to
-                # CLOSE_TIMEOUT_S), a TLS one may wait to write its close_notify, and 32
-                # peers gone silent would hold every turn meanwhile. (Given back whatever
-                # happened: a bug in the cleanup must not keep its turn for good.)
-                if tearing_down:
-                    self.state.teardowns.release()
+            kept = self._cleanup()
             with trio.CancelScope(shield=True):
                 await self.transport.aclose()
             if kept:

@@ -30,11 +30,6 @@ SYSTEM_CHANNELS = ("$clients", "$channels", "$stats")
 # the clients ping every 5 s by default (heartbeat), so a healthy one is rarely silent longer.
 SILENT_HOLDER_S: Final = 10.0
 RUN_ID_BYTES: Final = 8  # a server run's id: 16 hex digits (the welcome's ``run``)
-# Connections whose peer went that are torn down at once (their tasks cancelled, their
-# subscriptions and publishers closed, their sockets closed); the others wait their turn.
-# 3,000 clients gone at once (a switch restarted) were torn down in the same few passes of
-# trio's run loop, and every other client's frames waited for each whole pass.
-TEARDOWNS_AT_ONCE: Final = 32
 
 if TYPE_CHECKING:
     from .sender import Sender
@@ -45,7 +40,6 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.limits: Limits = config.limits()
-        self.teardowns = trio.Semaphore(TEARDOWNS_AT_ONCE)
         self.broker = Broker(
             on_event=self._channel_event,
             clock=trio.current_time,
