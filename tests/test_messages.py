@@ -8,7 +8,7 @@ from typing import Any
 
 import cbor2
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from trio_stream import InvalidArgument, ProtocolError
@@ -183,3 +183,23 @@ def test_an_op_missing_or_not_text_is_said_in_the_wire_s_terms() -> None:
     assert refusal({"op": None}) == 'a control message whose "op" is null, not text'
     assert refusal({"op": 7}) == 'a control message whose "op" is an integer, not text'
     assert refusal({"op": "launch"}) == "unknown control message op 'launch'"
+
+
+@given(
+    st.lists(st.integers(0, 2**64 - 1), max_size=20),
+    st.integers(0, 2**63 - 1),
+    st.booleans(),
+)
+@example([0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1], 24, True)
+@settings(max_examples=300)
+def test_readers_bodies_are_each_writers_notice_byte_for_byte(
+    pub_ids: list[int], readers: int, lossless: bool
+) -> None:
+    # Made from one encoding of the rest of the map (a connection's writers on a channel
+    # are each told of every reader that comes or goes): what a whole encoding gives.
+    bodies = list(M.readers_bodies(pub_ids, readers, lossless))
+    assert bodies == [
+        M.encode_message(M.Readers(pub=pub, readers=readers, lossless=lossless)) for pub in pub_ids
+    ]
+    for body, pub in zip(bodies, pub_ids, strict=True):
+        assert M.decode_message(body) == M.Readers(pub=pub, readers=readers, lossless=lossless)

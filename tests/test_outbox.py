@@ -46,6 +46,37 @@ def test_a_batch_holds_control_then_data_then_acks() -> None:
     assert acks.acks == [(1, 1)]
 
 
+def test_a_reader_that_comes_or_goes_tells_each_connection_once_not_each_writer() -> None:
+    # 1,000 writers on one connection: a subscribe woke it 1,000 times and queued 1,000
+    # entries there, and 1,000 connections of 1,000 (the default limits) made it a million
+    # per subscribe. Now one entry per connection and channel; the batch tells each writer.
+    world = World()
+    channel = world.channel()
+    owner, box = world.connection()
+    writers = [
+        world.broker.open_publisher(channel, owner, box, pub_id) for pub_id in range(1, 1001)
+    ]
+    other_owner, other_box = world.connection()
+    other = world.broker.open_publisher(channel, other_owner, other_box, 7)
+    _, reader_box = world.connection()
+    for _ in range(3):  # readers come and go before the writers' senders run
+        world.reader(reader_box, channel)
+    world.broker.unsubscribe(world.reader(reader_box, channel))
+    assert owner.wakes == 5 and list(box._readers_news) == [channel]
+    world.broker.close_publisher(writers[0])  # closed meanwhile: not told
+    box.forget_writer(writers[0].pub_id)
+    told = decode(box.next_batch()).control
+    assert told == [M.Readers(pub=pub_id, readers=3) for pub_id in range(2, 1001)]
+    assert decode(other_box.next_batch()).control == [M.Readers(pub=other.pub_id, readers=3)]
+    assert not box.next_batch().pieces  # told once, with the newest count
+    # A deleted channel's writers end; a reader count is never told after its pub_end.
+    world.reader(reader_box, channel)
+    world.broker.delete_channel(channel, "deleted")
+    after = decode(box.next_batch()).control
+    assert not [m for m in after if isinstance(m, M.Readers)]
+    assert len([m for m in after if isinstance(m, M.PubEnd)]) == 999
+
+
 def test_frames_fit_the_byte_window_except_one_larger_than_it() -> None:
     # 3 MiB frames against an 8 MiB window: two are in flight, never a third (9 MiB).
     world = World(max_buffered_bytes=64 * MIB)
@@ -292,7 +323,7 @@ FRAME_BYTES = SharedData(1, 1.0, sender_field("client-1"), payload(0, 100)).nbyt
 def flood(world: World, channel: Channel, count: int, start: int = 0) -> Writer:
     """One read's worth of 100-byte frames from one writer, fanned out at once."""
     writers = channel.publishers
-    writer = writers[0] if writers else world.writer(channel)[1]
+    writer = next(iter(writers)) if writers else world.writer(channel)[1]
     payloads = [payload(start + i, 100) for i in range(count)]
     world.broker.publish_batch(writer, [1.0] * count, payloads)
     return writer

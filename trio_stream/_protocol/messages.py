@@ -13,7 +13,7 @@ import dataclasses
 import numbers
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Union
 
@@ -576,6 +576,35 @@ def from_wire(wire: dict[str, Any]) -> ControlMessage:
 def encode_message(message: ControlMessage) -> bytes:
     """A CONTROL frame body (type byte and CBOR map), without the length prefix."""
     return CONTROL_TYPE_BYTE + encode_control(to_wire(message))
+
+
+def readers_bodies(pub_ids: Iterable[int], readers: int, lossless: bool) -> Iterator[bytes]:
+    """The bodies of ``readers`` notices to writers of one channel, byte for byte what
+    ``encode_message(Readers(pub, readers, lossless))`` gives for each, made from one
+    encoding of the rest of the map: each of a connection's writers on a channel is told of
+    every reader that comes or goes, and a whole encoding took 3.7 us a writer (20,000
+    writers: 74 ms of the server's loop per reader)."""
+    whole = encode_message(Readers(pub=0, readers=readers, lossless=lossless))
+    cut = whole.index(_PUB_KEY) + len(_PUB_KEY)  # (the first: "op"'s value comes before)
+    before, after = whole[:cut], whole[cut + 1 :]  # around the 0, one byte in CBOR
+    for pub_id in pub_ids:
+        yield before + _cbor_uint(pub_id) + after
+
+
+_PUB_KEY: Final = encode_control({"pub": 0})[1:-1]  # the key as CBOR text (no map head, no 0)
+
+
+def _cbor_uint(value: int) -> bytes:
+    """An unsigned integer as CBOR encodes it, shortest form (RFC 8949 section 3.1)."""
+    if value < 24:
+        return bytes((value,))
+    if value < 0x100:
+        return b"\x18" + value.to_bytes(1, "big")
+    if value < 0x10000:
+        return b"\x19" + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return b"\x1a" + value.to_bytes(4, "big")
+    return b"\x1b" + value.to_bytes(8, "big")
 
 
 def decode_message(body: BytesLike, max_items: int | None = None) -> ControlMessage:

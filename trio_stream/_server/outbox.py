@@ -38,9 +38,9 @@ from .._protocol.messages import (
     ControlMessage,
     Lost,
     PubEnd,
-    Readers,
     SubEnd,
     encode_message,
+    readers_bodies,
 )
 from .buffers import Policy, PolicyBuffer, drops_when_full
 from .fairness import DeficitRoundRobin
@@ -1223,7 +1223,7 @@ class Outbox:
         "_next_sub",
         "_over_limit",
         "_rate_limited",
-        "_reader_counts",
+        "_readers_news",
         "_scheduler",
         "batch_bytes",
         "block_bytes",
@@ -1285,8 +1285,10 @@ class Outbox:
         self._control: list[bytes] = []
         self.control_bytes = 0  # queued or being written
         self._acks: dict[int, int] = {}  # pub_id -> frames to acknowledge
-        # pub_id -> the newest reader count (and whether all are lossless) to tell it
-        self._reader_counts: dict[int, tuple[int, bool]] = {}
+        # Channels whose reader count (or losslessness) changed since the last batch: each
+        # of our writers on them hears the newest values then (an ordered set: one entry per
+        # channel however fast readers come and go, and however slowly this client reads).
+        self._readers_news: dict[Channel, None] = {}
         # Made on first use, like the scheduler's deque: an idle connection should hold
         # nothing it may never need (an empty set is ~0.2 KiB).
         self._rate_limited: set[Reader] | None = None
@@ -1626,10 +1628,10 @@ class Outbox:
         if self.parked_bytes <= self.max_parked_bytes:
             self.owner.parked_room()
 
-    def readers_changed(self, pub_id: int, readers: int, lossless: bool) -> None:
-        # A writer needs only the newest count: one pending notice per publisher, however
-        # fast readers come and go, and however slowly this client reads.
-        self._reader_counts[pub_id] = (readers, lossless)
+    def readers_changed(self, channel: Channel) -> None:
+        """``channel``'s reader count changed, or whether it is lossless: our writers on it
+        are told when the next batch is made (a writer needs only the newest values)."""
+        self._readers_news[channel] = None
         self.owner.wake_sender()
 
     def writer_ended(self, writer: Writer, error: Exception) -> None:
@@ -1638,9 +1640,23 @@ class Outbox:
         self.queue_control(control_frame(PubEnd(pub=writer.pub_id, reason=str(error))))
 
     def forget_writer(self, pub_id: int) -> None:
-        """Nothing more goes to a writer that has ended: no acks, no reader counts."""
+        """Nothing more goes to a writer that has ended: no acks (nor reader counts: it is
+        out of its channel's writers, which _tell_readers goes by)."""
         self._acks.pop(pub_id, None)
-        self._reader_counts.pop(pub_id, None)
+
+    def _tell_readers(self, pieces: list[BytesLike]) -> None:
+        """A ``readers`` notice to each of our writers on the channels whose readers
+        changed, with the newest values."""
+        for channel in self._readers_news:
+            writers = channel.writers_by_outbox.get(self)
+            if writers:  # (none: they closed since, or the channel was deleted)
+                pieces.extend(
+                    frame_prefix(len(body)) + body
+                    for body in readers_bodies(
+                        (pub.pub_id for pub in writers), channel.readers, channel.lossless
+                    )
+                )
+        self._readers_news = {}
 
     # -- control -----------------------------------------------------------------------------
     def send(self, message: ControlMessage) -> None:
@@ -1711,7 +1727,7 @@ class Outbox:
         self.owner = _GONE
         self.readers = {}
         self._acks = {}
-        self._reader_counts = {}
+        self._readers_news = {}
         self._rate_limited = None
         self._over_limit = []
         self._end_soon = None
@@ -1745,12 +1761,8 @@ class Outbox:
         pieces = batch.pieces
         if self._control and self._take_control(batch):
             return batch  # more control waits: nothing may overtake it
-        if self._reader_counts:
-            pieces.extend(
-                control_frame(Readers(pub=pub_id, readers=readers, lossless=lossless))
-                for pub_id, (readers, lossless) in self._reader_counts.items()
-            )
-            self._reader_counts = {}
+        if self._readers_news:
+            self._tell_readers(pieces)
         if self._rate_limited:
             batch.deadline = self._release_rates()
         if self._scheduler:
