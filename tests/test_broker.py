@@ -96,6 +96,34 @@ def test_a_block_reader_is_shown_holding_then_ended_by_its_block_timeout() -> No
     assert writer.parked_frames == 0 and channel.readers == 0 and "released" in events
 
 
+def test_held_by_goes_over_the_held_readers_alone_kept_as_holds_start_and_end() -> None:
+    # Every reader that came or went made a $channels event with held_by, which went over
+    # all of the channel's readers: 20,000 let go at once after resume_grace_s held the
+    # server 6.6 s. The held ones are kept aside as holds start and end.
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    idle_box = world.connection()[1]
+    for _ in range(100):
+        world.reader(idle_box, channel, Policy.DROP_OLDEST, 10)
+    _, box = world.connection()
+    first = world.reader(box, channel, Policy.BLOCK, 1, window=1)
+    second = world.reader(box, channel, Policy.BLOCK, 1, window=1)
+    world.broker.publish(writer, 1.0, payload(1))
+    world.broker.publish(writer, 1.0, payload(2))  # parked for both
+    world.clock.now += HOLD_NOTICE_S
+    box.check_holds(world.clock.now)
+    assert list(channel.held) == [first, second]
+    assert [h["sub"] for h in channel.held_by()] == [first.sub_id, second.sub_id]
+    world.broker.unsubscribe(first)  # gone while holding
+    assert list(channel.held) == [second]
+    box.credit(second.sub_id, 1)
+    while box.next_batch().pieces:  # it takes its frame: the parked one moves in
+        pass
+    assert not second.parked and not channel.held and channel.held_by() == []
+    assert [r for r in channel.subscriptions if r.held_reported] == []
+
+
 def block_reader_of_size_1(
     block_timeout: float | None = None,
 ) -> tuple[World, Writer, FakeOwner, Outbox, Reader]:

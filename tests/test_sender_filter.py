@@ -52,7 +52,7 @@ def test_a_filtered_reader_gets_its_senders_frames_and_loses_nothing_else() -> N
     assert [seq for sub, _, seq, _ in sent if sub == everyone.sub_id] == [1, 2, 3, 4, 5, 6]
     assert only7.lost == 0 and channel.lost == 0
     # The unfiltered reader stays in the plain fan-out loop; the filtered one does not.
-    assert channel.fanout == [everyone] and channel.selective
+    assert list(channel.fanout) == [everyone] and channel.selective
 
 
 def test_every_n_counts_the_senders_frames_only() -> None:

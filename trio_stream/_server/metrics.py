@@ -91,7 +91,7 @@ def render_metrics(
         "held_channels",
         "gauge",
         "Channels whose writers a block reader holds back (held_by not empty), public or not.",
-        sum(1 for c in broker.channels.values() if any(r.held_reported for r in c.subscriptions)),
+        sum(1 for c in broker.channels.values() if c.held),
     )
     for name, value in state.engine.health().items():
         metric(name, "gauge", ENGINE_GAUGES[name], value)

@@ -848,9 +848,7 @@ class Reader:
         while parked and self.admit(parked[0].frame):
             parked.popleft().release()
         if not parked and self.held_reported and self.waited_since is None:
-            self.held_reported = False
-            self.hold_warned = False
-            self.channel.hold_event("released")
+            self._hold_over()
 
     def _unpark_block(self) -> None:
         """:meth:`_unpark` for a ``block`` reader: the parked frames that fit go into the
@@ -902,7 +900,15 @@ class Reader:
         """Held its writers back for HOLD_NOTICE_S: show it in held_by."""
         if not self.held_reported:
             self.held_reported = True
+            self.channel.held[self] = None
             self.channel.hold_event("held")
+
+    def _hold_over(self) -> None:
+        """A hold shown in held_by (notice_hold) is over."""
+        self.held_reported = False
+        self.hold_warned = False
+        self.channel.held.pop(self, None)
+        self.channel.hold_event("released")
 
     def holds_elsewhere(self, since: float | None) -> None:
         """Through Redis: a writer has waited for this reader's room since ``since`` (broker
@@ -912,9 +918,7 @@ class Reader:
         if since is not None:
             self.notice_hold()
         elif self.held_reported and not self.parked:
-            self.held_reported = False
-            self.hold_warned = False
-            self.channel.hold_event("released")
+            self._hold_over()
 
     def take_parked(self) -> None:
         """The channel ends cleanly: the frames parked for this ``block`` reader were
@@ -934,9 +938,7 @@ class Reader:
         parked.clear()
         self.channel.broker.release_all(taken)
         if self.held_reported:
-            self.held_reported = False
-            self.hold_warned = False
-            self.channel.hold_event("released")
+            self._hold_over()
         if not self.active and self.credit > 0:
             self.outbox.activate(self)
 
@@ -946,9 +948,7 @@ class Reader:
         while self.parked:
             self.parked.popleft().release()
         if self.held_reported:
-            self.held_reported = False
-            self.hold_warned = False
-            self.channel.hold_event("released")
+            self._hold_over()
 
     # -- retune ------------------------------------------------------------------------------
     def retune(
@@ -1294,7 +1294,9 @@ class Outbox:
         self._rate_limited: set[Reader] | None = None
         self._over_limit: list[Reader] = []
         self._end_soon = end_soon
-        self._holding: set[Reader] | None = None  # block readers with frames parked for them
+        # Block readers with frames parked for them, in the order they started holding (a
+        # dict as an ordered set: held_by shows them in that order, not a set's).
+        self._holding: dict[Reader, None] | None = None
         # Readers kept for a client that is away (kept.py): an end waits for its return.
         self.keeps_ended = False
         # The subscriptions this outbox ended last, by sub id (see finish): made on first use.
@@ -1391,7 +1393,7 @@ class Outbox:
         if self._rate_limited:
             self._rate_limited.discard(reader)
         if self._holding:
-            self._holding.discard(reader)
+            self._holding.pop(reader, None)
         if reader in self._over_limit:
             self._over_limit.remove(reader)
         self.buffered(-sum(map(_NBYTES, reader.buffer.items())), reader.blocks_writers)
@@ -1441,7 +1443,7 @@ class Outbox:
         if self._rate_limited:
             self._rate_limited.discard(reader)
         if self._holding:
-            self._holding.discard(reader)
+            self._holding.pop(reader, None)
         reader.latest = None
         self._empty_buffer(reader)
 
@@ -1678,8 +1680,8 @@ class Outbox:
     def holding(self, reader: Reader) -> None:
         """``reader`` (block) just started holding its writers back: time it."""
         if self._holding is None:
-            self._holding = set()
-        self._holding.add(reader)
+            self._holding = {}
+        self._holding[reader] = None
         limit = HOLD_NOTICE_S
         if reader.block_timeout is not None:
             limit = min(limit, reader.block_timeout)
@@ -1692,12 +1694,12 @@ class Outbox:
             return deadline
         for reader in list(self._holding):
             if reader.closed or not reader.parked:
-                self._holding.discard(reader)
+                self._holding.pop(reader, None)
                 continue
             since = reader.parked[0].since
             timeout = reader.block_timeout
             if timeout is not None and now - since >= timeout:
-                self._holding.discard(reader)
+                self._holding.pop(reader, None)
                 self.end(reader, block_timeout_error(reader, timeout))
                 continue
             due = math.inf if timeout is None else since + timeout
@@ -1714,7 +1716,7 @@ class Outbox:
                 else:
                     due = min(due, since + HOLD_WARNING_S)
             if due == math.inf:
-                self._holding.discard(reader)  # shown; parking again re-adds it
+                self._holding.pop(reader, None)  # shown; parking again re-adds it
             deadline = min(deadline, due)
         return deadline
 

@@ -127,6 +127,9 @@ class ServerState:
             self.on_channel_created(channel)
         if channel.name.startswith("$") or not channel.public:
             return  # private channels never show up in system channels
+        events = self.system.get("$channels")
+        if events is None or not events.subscriptions:
+            return  # (no reader to build it for: 20,000 readers let go at once made 20,000)
         event = {
             "event": kind,
             "channel": channel.name,
