@@ -1098,12 +1098,15 @@ class Reader:
             # taking them could not be taken over from its saved position.
             released = self._released
             released.extend(entry for entry in inflight if entry[0].seq <= since_seq)
-            # ... within one window: a client that took fewer than a credit's worth between
+            # ... within two windows: a client that took fewer than a credit's worth between
             # cuts never returned credit (it counts afresh from each resume), and the frames
             # of every cut stayed here, uncounted (a soak: 256 KiB more per cut, 100 MB
-            # after 400). A position before those let go is taken over with a counted loss.
+            # after 400). Two, not one: the last credit's frames, which its application may
+            # not have stored yet, and up to a window got since (one window let a recorder's
+            # frames go that it had taken, not stored, before a blip and then a restart).
+            # A position before those let go is taken over with a counted loss.
             held_bytes = sum(entry[0].nbytes for entry in released)
-            while released and (len(released) > window or held_bytes > self.window_bytes):
+            while released and (len(released) > 2 * window or held_bytes > 2 * self.window_bytes):
                 frame = released.popleft()[0]
                 held_bytes -= frame.nbytes
                 self.released_seq = frame.seq
