@@ -15,6 +15,8 @@ from typing import Final
 
 import trio
 
+from .log_throttle import LogThrottle
+
 log = logging.getLogger(__name__)
 
 #: The transports counted apart (``admit``'s ``transport``): the raw TCP port's connections,
@@ -96,33 +98,31 @@ class RefusalLog:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        self._said_at: float | None = None
-        self._unsaid = 0  # refused since the last line
+        self._throttle = LogThrottle(REFUSALS_SAID_EVERY_S)
         self._latest = ("", "")
 
     def refused(self, address: str, reason: str) -> None:
         self._latest = (address, reason)
-        self._unsaid += 1
-        self.flush(self._clock())
+        self._say(self._throttle.happened(self._clock()))
 
     def flush(self, now: float) -> None:
         """Say the refusals not said yet, if the last line is a minute old (the server's
         housekeeping calls this, so that a count is said when the refusals stop)."""
-        if not self._unsaid:
+        self._say(self._throttle.due(now))
+
+    def _say(self, due: tuple[int, float | None] | None) -> None:
+        if due is None:
             return
-        if self._said_at is not None and now - self._said_at < REFUSALS_SAID_EVERY_S:
-            return
+        count, since = due
         address, reason = self._latest
-        if self._said_at is None or self._unsaid == 1:
+        if since is None or count == 1:
             log.warning("connection from %s refused: %s", address[:80], reason)
         else:
             log.warning(
                 "%d connections refused in the %.0f s since the last such line, the latest "
                 "from %s: %s",
-                self._unsaid,
-                now - self._said_at,
+                count,
+                since,
                 address[:80],
                 reason,
             )
-        self._said_at = now
-        self._unsaid = 0

@@ -35,6 +35,7 @@ from .._transport.websocket import (
     WebSocketTransport,
     max_message_bytes,
 )
+from .log_throttle import LogThrottle
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 from .metrics_budget import MetricsBudget, MetricsTurns
@@ -119,28 +120,20 @@ class HttpSite:
         self.config = server.config
         self.metrics_text = MetricsBudget(self._render_metrics)
         self.metrics_turns = MetricsTurns()
-        self._failure_said_at: float | None = None
-        self._failures_unsaid = 0
+        self._failures = LogThrottle(FAILURES_SAID_EVERY_S)
 
     def _failed(self, remote: str) -> None:
-        # A peer that finds such a bug can repeat it in a loop: 2,700 requests in 5 s wrote
-        # 6 MB of tracebacks (an outside pass). The first is said at once, then one a minute
-        # with a count, as refused connections are.
-        now = trio.current_time()
-        if (
-            self._failure_said_at is not None
-            and now - self._failure_said_at < FAILURES_SAID_EVERY_S
-        ):
-            self._failures_unsaid += 1
+        # A peer that finds such a bug can repeat it in a loop (see log_throttle): the first
+        # is said at once, then one a minute with a count, as refused connections are.
+        due = self._failures.happened(trio.current_time())
+        if due is None:
             return
-        more = self._failures_unsaid
+        more = due[0] - 1
         log.exception(
             "HTTP connection from %s failed%s",
             remote,
             f" ({more} more since the last such line)" if more else "",
         )
-        self._failure_said_at = now
-        self._failures_unsaid = 0
 
     async def accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
         # Connections run in the server's nursery: aclose() stops accepting, and WebSocket
