@@ -578,26 +578,41 @@ async def test_a_blip_beyond_the_grace_and_history_counts_every_missed_frame_exa
         assert gap.lost == PRODUCED - 100 - recovered
 
 
+@pytest.mark.parametrize("owner_away", [False, True], ids=["owner-connected", "owner-away"])
 async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owner(
-    server: ts.Server, proxy: TcpProxy
+    server: ts.Server, proxy: TcpProxy, owner_away: bool
 ) -> None:
     # The owner was not told, and created it again at its next reconnect, a plain resume
-    # too (a soak: 500 channels deleted by a key holder, all back after one cut).
+    # too (a soak: 500 channels deleted by a key holder, all back after one cut). Told by a
+    # notice when connected; when away (nobody to tell then), by its resume's welcome. A
+    # kept channel too; the owner's other channels come back as ever.
     assert server.tcp_url is not None
     async with (
         ts.open_client(proxy.url, name="owner", reconnect=ts.Reconnect(initial=0.1)) as owner,
         ts.open_client(server.tcp_url, name="operator") as operator,
     ):
         await owner.create_channel("gone", key="k")
-        await owner.create_channel("kept")
+        await owner.create_channel("gone-kept", key="k", keep=True)
+        await owner.create_channel("stays")
+        if owner_away:
+            proxy.refuse()
+            proxy.cut()
+            with trio.fail_after(WAIT_S):
+                while "owner" in {c.name for c in await operator.clients()}:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
         await operator.delete_channel("gone", key="k")
-        await owner.channels()  # the notice came before this answer
-        proxy.cut()
+        await operator.delete_channel("gone-kept", key="k")
+        if owner_away:
+            proxy.accept()
+        else:
+            await owner.channels()  # the notices came before this answer
+            proxy.cut()
         with trio.fail_after(WAIT_S):
             await owner.wait_state("reconnecting")
             await owner.wait_state("open")
-        assert {c.name for c in await owner.channels()} >= {"kept"}
-        assert "gone" not in {c.name for c in await owner.channels()}
+        names = {c.name for c in await owner.channels()}
+        assert "stays" in names and not names & {"gone", "gone-kept"}
+        assert {c.owner for c in await operator.channels() if c.name == "stays"} == {"owner"}
         await owner.create_channel("gone")  # its own again, if it asks
 
 

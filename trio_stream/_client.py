@@ -452,6 +452,11 @@ class Client:
         self._connected = True
         self._generation += 1
         self._heard = True
+        # Before _restore, which creates our channels again: not those that another client
+        # deleted while we were away.
+        for channel, reason in (reply.channels_deleted or {}).items():
+            if self._owned.pop(channel, None) is not None:
+                log.info("client %r: %s while it was away: not created again", self.name, reason)
         self._take(frames)
 
     async def _connect_once(

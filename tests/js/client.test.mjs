@@ -688,6 +688,26 @@ test('reconnect: channels this client created are created again if gone, before 
   }
 });
 
+test('reconnect: channels the welcome names as deleted meanwhile are not created again', async () => {
+  const { server, client } = await setup();
+  try {
+    await client.createChannel('gone');
+    await client.createChannel('stays');
+    server.channels.delete('gone'); // another client deleted it while this one was away
+    server.channels.delete('stays');
+    server.channelsDeleted = { gone: "channel 'gone' was deleted by operator" };
+    server.dropAll();
+    await until(() => server.controls('create_channel').length === 3, 2000, 'created again');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepStrictEqual(server.controls('create_channel').map((m) => m.channel), ['gone', 'stays', 'stays']);
+    server.dropAll(); // and not at the next reconnect either
+    await until(() => server.controls('create_channel').length === 4, 2000, 'created again');
+    assert.equal(server.controls('create_channel').at(-1).channel, 'stays');
+  } finally {
+    await client.close();
+  }
+});
+
 test('publish: the byte window counts each frame with its 13-byte head, as the server does', async () => {
   const { server, client } = await setup();
   try {

@@ -62,6 +62,8 @@ export class FakeServer {
   // The welcome's `run` (protocol.md 2): null sends none (an older server); restart() draws a
   // new one when set.
   run = null;
+  // The next welcome's `channels_deleted` (protocol.md 2), then none again: null sends none.
+  channelsDeleted = null;
 
   constructor() {
     const server = this;
@@ -202,9 +204,12 @@ class Conn {
       this.welcomed = true;
       this.clientId = s.nextId++;
       this.name = m.name ?? `client-${this.clientId}`;
+      const deleted = s.channelsDeleted;
+      s.channelsDeleted = null;
       return this.send(controlFrame({
         op: 'welcome', v: 1, client_id: this.clientId, name: this.name, server: 'fake', limits: s.limits,
         ...(s.run === null ? {} : { run: s.run }),
+        ...(deleted === null ? {} : { channels_deleted: deleted }),
       }));
     }
     if (s.failures.has(m.op)) return this.error(m.id, ...s.failures.get(m.op));

@@ -58,7 +58,11 @@ class Welcome(ControlMessage):
     # a client that reconnects tells a restart, or another node, from the same server by it.
     # "" from a server older than the field.
     run: str = ""
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"resume_token"})  # absent without resume
+    # After a resume: the channels this client owned that another client deleted while it was
+    # away, each with its reason; its client does not create them again. Absent when there
+    # are none (and from older servers).
+    channels_deleted: dict[str, str] | None = None
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"resume_token", "channels_deleted"})
 
 
 # --- requests (client -> server), each answered by Reply or Error with the same id ------------

@@ -227,6 +227,9 @@ class Channel:
     # reopen answers once its client's lease is gone (Broker.writer_published).
     closed_writers: dict[tuple[bytes, str], int] | None = None
     end_reason: str = ""  # why it ended (deleted, expired, its owner gone): $channels says
+    # Why its owner must not create it again (another client deleted it): told to the
+    # owner at once, or in its welcome if it resumes (resume.py).
+    owner_notice: str | None = None
     # When update_rates() last changed its rates, and its seq, written_frames, bytes_in and
     # written_bytes then (as they are: comparing them is its test for an idle channel).
     _rate_mark: tuple[float, int, int, int, int] = (0.0, 0, 0, 0, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 import trio
 
@@ -44,18 +44,30 @@ HELLO_OVERHEAD_BYTES: Final = 4096
 _HTTP_ON_TCP_PORT: Final = "an HTTP request on the TCP port (answered with a 400)"
 
 
+class Claimed(NamedTuple):
+    """What ``claim`` gives a hello (see :func:`handshake`)."""
+
+    name: str
+    resume_token: str | None  # None unless the hello asked for one
+    # A resume: the channels it owned that another client deleted while it was away, with
+    # each one's reason
+    # (resume.Lease.deleted), for the welcome.
+    channels_deleted: dict[str, str]
+
+
 async def handshake(
     state: ServerState,
     transport: FrameTransport,
     client_id: int,
-    claim: Callable[[Hello], Awaitable[tuple[str, str | None]]],
+    claim: Callable[[Hello], Awaitable[Claimed]],
     admit: Callable[[], None],
 ) -> list[bytearray]:
     """Read the hello, check it, and send the welcome.
 
     ``claim(hello)`` takes the client's name (``hello.name``; None: it sent none) and returns
     the name it now has and its resume token (None unless the hello asked for one; a resume
-    token in the hello takes the previous connection's place back first, see resume.py). It
+    token in the hello takes the previous connection's place back first, see resume.py),
+    with the channels the welcome names as ended meanwhile (:class:`Claimed`). It
     checks and claims with no await between, so of two hellos with one name exactly one
     claims it (the other's ``claim`` raises NameInUse); before that it may wait, within a
     bound, for a holder whose connection has ended to go (Session._claim_name). ``admit()``
@@ -129,7 +141,7 @@ async def handshake(
         )
     if hello.name is not None:
         check_client_name(hello.name)
-    name, resume_token = await claim(hello)
+    name, resume_token, channels_deleted = await claim(hello)
     # Several nodes: the name must be free on every node too (a round trip to the engine).
     await state.engine.claim_name(name, resume_token=hello.resume_token)
     welcome = Welcome(
@@ -140,6 +152,7 @@ async def handshake(
         limits=state.limits.to_wire(),
         resume_token=resume_token,
         run=state.run_id,
+        channels_deleted=channels_deleted or None,
     )
     admit()
     await transport.send([control_frame(welcome)])

@@ -86,6 +86,12 @@ class Lease:
     next_pub: int = 1  # the id its session would have given next: its successor goes on there
     next_sub: int = 1  # the same for subscription ids (kept.py: an id names one subscription)
     orphans: list[Channel] = field(default_factory=list)
+    # Every channel it owned when its connection ended (``keep`` ones too): those that
+    # another client deleted meanwhile are named in the welcome of the connection that takes
+    # the lease over (``deleted``, with each one's reason: Channel.owner_notice), so
+    # that its client does not create them again.
+    owned: list[Channel] = field(default_factory=list)
+    deleted: dict[str, str] = field(default_factory=dict)
     ends_at: float | None = None  # trio clock: when the grace period of a gone session ends
     kept: KeptReaders | None = None  # its readers, waiting for the resubscriptions
     # The connection that took this lease over, until it is heard from after its welcome
@@ -204,6 +210,12 @@ class ResumeBook:
             # would keep it, and the old one its own lease, a chain growing by a Session per
             # take-over for as long as the client stays.
             lease.session = None
+        lease.deleted = {
+            c.name: c.owner_notice
+            for c in lease.owned
+            if c.owner_notice is not None and self.broker.channels.get(c.name) is not c
+        }
+        lease.owned = []
         for channel in lease.orphans:
             # Not one that a new process of this name has adopted meanwhile (adopt_channel).
             if (
@@ -337,7 +349,8 @@ class ResumeBook:
         lease.taken = published
         lease.next_pub = session.next_pub_id()
         lease.next_sub = session.outbox.next_sub_id
-        lease.orphans = [c for c in self.broker.owned_by(session.client_id) if not c.keep]
+        lease.owned = list(self.broker.owned_by(session.client_id))
+        lease.orphans = [c for c in lease.owned if not c.keep]
         lease.kept = self._keep(session)
         if moved:  # its client is on another node already
             self._end_kept(lease)

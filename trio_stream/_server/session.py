@@ -38,7 +38,7 @@ from .._protocol.messages import ControlMessage, Goodbye, Hello
 from .._transport.base import EndedMidFrame, FrameTransport
 from .._transport.replay import ReplayStream
 from .broker import Channel, Writer
-from .handshake import closing_for, handshake, refuse
+from .handshake import Claimed, closing_for, handshake, refuse
 from .inbound import Inbound
 from .outbox import Outbox
 from .resume import Lease
@@ -376,7 +376,7 @@ class Session:
             closing_for(self.transport, exc)
             self.close(f"{type(exc).__name__}: {exc}")
 
-    async def _claim_name(self, hello: Hello) -> tuple[str, str | None]:
+    async def _claim_name(self, hello: Hello) -> Claimed:
         """The hello's name (and its resume), or NameInUse (handshake()'s ``claim``).
 
         A name held by a connection that has just ended waits for it to go, within
@@ -395,7 +395,7 @@ class Session:
                         raise  # its holder is connected: at once
         return self._claim_name_now(hello)  # the holder is still there: its NameInUse
 
-    def _claim_name_now(self, hello: Hello) -> tuple[str, str | None]:
+    def _claim_name_now(self, hello: Hello) -> Claimed:
         if hello.resume_token is not None and self.connection_ended():
             # The client gave this attempt up before its hello was read (this server was
             # stopped or stalled past the client's wait) and may be back elsewhere: taking its
@@ -429,7 +429,8 @@ class Session:
         self.state.claim_name(self)
         if hello.resume:
             self.resume_token = resume.issue(self)
-        return self.name, self.resume_token
+        lease = self.resume_lease
+        return Claimed(self.name, self.resume_token, lease.deleted if lease is not None else {})
 
     def close(self, reason: str, *, drain: bool = False, reconnect: bool = True) -> None:
         """Ask the connection to say goodbye, flush and close.

@@ -242,9 +242,13 @@ class ServerState:
     def tell_owner_deleted(self, channel: Channel, deleter: Session, reason: str) -> None:
         """``deleter`` (a holder of the key, an admin) deleted ``channel``: its owner, if it
         is another client connected here, is told, or it created the channel again at its
-        next reconnect (a soak: 500 channels deleted by a key holder, back after one cut)."""
+        next reconnect (a soak: 500 channels deleted by a key holder, back after one cut).
+        An owner away is told in its welcome if it resumes (resume.ResumeBook.take_over)."""
         owner = None if channel.owner_id is None else self.sessions.get(channel.owner_id)
-        if owner is not None and owner is not deleter:
+        if owner is deleter:
+            return  # its own delete: its client knows
+        channel.owner_notice = reason
+        if owner is not None:
             owner.send_control(ChannelDeleted(channel=channel.name, reason=reason))
 
     def unregister(self, session: Session) -> None:

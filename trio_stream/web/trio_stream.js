@@ -1292,15 +1292,17 @@ export class Client extends Emitter {
       case 'goodbye':
         return this.#onGoodbye(msg);
       case 'channel_deleted': // another client deleted a channel of ours: not created again
-        if (typeof msg.channel === 'string') {
-          this.#owned.delete(msg.channel);
-          clearTimeout(this.#recreateTimers.get(msg.channel));
-          this.#recreateTimers.delete(msg.channel);
-        }
+        if (typeof msg.channel === 'string') this.#forgetOwned(msg.channel);
         return;
       default:
         return; // newer servers may add notifications: ignore what we don't know
     }
+  }
+
+  #forgetOwned(channel) {
+    this.#owned.delete(channel);
+    clearTimeout(this.#recreateTimers.get(channel));
+    this.#recreateTimers.delete(channel);
   }
 
   #onWelcome(msg) {
@@ -1330,6 +1332,11 @@ export class Client extends Emitter {
     this.serverName = msg.server ?? null;
     this.limits = msg.limits && typeof msg.limits === 'object' ? msg.limits : {};
     this.#resumeToken = typeof msg.resume_token === 'string' ? msg.resume_token : null;
+    // After a resume: channels of ours that another client deleted while we were away are
+    // not created again by the restore.
+    if (msg.channels_deleted && typeof msg.channels_deleted === 'object') {
+      for (const channel of Object.keys(msg.channels_deleted)) this.#forgetOwned(channel);
+    }
     this.lastError = null;
     this.#setState('open');
     this.#startPings();
