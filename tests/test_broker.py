@@ -12,7 +12,7 @@ from server_parts import FakeOwner, World, channel_with, decode, payload
 
 from trio_stream import ProtocolError
 from trio_stream._protocol import messages as M
-from trio_stream._server.broker import Writer
+from trio_stream._server.broker import HELD_BY_SHOWN, Writer
 from trio_stream._server.buffers import Policy, drops_when_full
 from trio_stream._server.outbox import HOLD_NOTICE_S, HOLD_WARNING_S, Outbox, Reader
 
@@ -122,6 +122,22 @@ def test_held_by_goes_over_the_held_readers_alone_kept_as_holds_start_and_end() 
         pass
     assert not second.parked and not channel.held and channel.held_by() == []
     assert [r for r in channel.subscriptions if r.held_reported] == []
+
+
+def test_held_by_lists_the_first_ten_seen_to_hold() -> None:
+    # Each hold that starts or ends makes a $channels event with held_by: 4,000 readers
+    # that stopped reading made 4,000 events of up to 4,000 entries (the server stopped 7 s).
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    readers = [world.reader(box, channel, Policy.BLOCK, 1, window=1) for _ in range(15)]
+    world.broker.publish(writer, 1.0, payload(1))
+    world.broker.publish(writer, 1.0, payload(2))  # parked for all
+    world.clock.now += HOLD_NOTICE_S
+    box.check_holds(world.clock.now)
+    assert len(channel.held) == 15
+    assert [h["sub"] for h in channel.held_by()] == [r.sub_id for r in readers[:HELD_BY_SHOWN]]
 
 
 def block_reader_of_size_1(

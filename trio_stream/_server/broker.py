@@ -279,15 +279,20 @@ class Channel:
         self.broker.event(kind, self)
 
     def held_by(self) -> list[dict[str, object]]:
-        """The block readers that hold this channel's writers back (for HOLD_NOTICE_S or more)."""
+        """The block readers that hold this channel's writers back (for HOLD_NOTICE_S or
+        more), the first HELD_BY_SHOWN seen to hold: each one that starts or stops holding
+        makes a $channels event with the list, and 4,000 readers that stopped reading made
+        4,000 events of up to 4,000 entries (a dashboard open: the server stopped 7 s)."""
         now = self.broker.clock()
-        shown = []
+        shown: list[dict[str, object]] = []
         for sub in self.held:
             # Frames parked here, or a writer waiting on another node (Reader.holds_elsewhere).
             since = sub.parked[0].since if sub.parked else sub.waited_since
             if since is not None:
                 held_s = round(now - since, 3)
                 shown.append({"client": sub.outbox.owner.name, "sub": sub.sub_id, "held_s": held_s})
+                if len(shown) == HELD_BY_SHOWN:
+                    break
         return shown
 
     def visible_to(self, session: ClientIdentity | None) -> bool:
@@ -374,6 +379,9 @@ def nothing_to_delete(name: str) -> ChannelNotFound:
 
 # Writer keys a channel remembers the counts of (Channel.closed_writers): the newest.
 CLOSED_WRITERS_MAX: Final = 4096
+# The holding readers a channel record or $channels event lists at most (Channel.held_by):
+# enough to find whom to fix, and a bound on each event's size.
+HELD_BY_SHOWN: Final = 10
 # Channels that ended that the broker remembers (Broker.ended_lately), and for how long: as
 # long as Redis marks an ended epoch for several nodes; ~200 bytes each.
 ENDED_CHANNELS_KEPT: Final = 10_000
