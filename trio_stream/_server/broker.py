@@ -34,10 +34,10 @@ import secrets
 import time
 from bisect import bisect_right
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Final, Protocol, overload
+from typing import Any, Final, Protocol, TypeVar, overload
 
 from .._exceptions import (
     AuthError,
@@ -219,6 +219,10 @@ class Channel:
     # its writers, 1,000,000 of them within the default limits.
     publishers: dict[Writer, None] = field(default_factory=dict)
     writers_by_outbox: dict[Outbox, dict[Writer, None]] = field(default_factory=dict)
+    # ... and those opened with a writer key, by (sender, key): a reopen asks for the frames
+    # of its key's other writers (Broker.writer_published), and a walk over every writer
+    # made 20,000 reopens after a restart cost the server 5.5 s (an outside scale probe).
+    keyed_writers: dict[tuple[bytes, str], dict[Writer, None]] = field(default_factory=dict)
     recent: deque[SharedData] = field(default_factory=deque)  # history, oldest first
     recent_bytes: int = 0  # of ``recent``, as written to a reader (SharedData.nbytes)
     rate_fps: float = 0.0
@@ -241,17 +245,15 @@ class Channel:
 
     def add_writer(self, pub: Writer) -> None:
         self.publishers[pub] = None
-        group = self.writers_by_outbox.get(pub.outbox)
-        if group is None:
-            group = self.writers_by_outbox[pub.outbox] = {}
-        group[pub] = None
+        _add_to(self.writers_by_outbox, pub.outbox, pub)
+        if pub.key is not None:
+            _add_to(self.keyed_writers, (pub.sender, pub.key), pub)
 
     def remove_writer(self, pub: Writer) -> None:
         del self.publishers[pub]
-        group = self.writers_by_outbox[pub.outbox]
-        del group[pub]
-        if not group:
-            del self.writers_by_outbox[pub.outbox]
+        _remove_from(self.writers_by_outbox, pub.outbox, pub)
+        if pub.key is not None:
+            _remove_from(self.keyed_writers, (pub.sender, pub.key), pub)
 
     @property
     def frames_here(self) -> int:
@@ -379,6 +381,24 @@ def nothing_to_delete(name: str) -> ChannelNotFound:
 
 # Writer keys a channel remembers the counts of (Channel.closed_writers): the newest.
 CLOSED_WRITERS_MAX: Final = 4096
+
+_K = TypeVar("_K", bound=Hashable)
+
+
+def _add_to(groups: dict[_K, dict[Writer, None]], group: _K, pub: Writer) -> None:
+    members = groups.get(group)
+    if members is None:
+        members = groups[group] = {}
+    members[pub] = None
+
+
+def _remove_from(groups: dict[_K, dict[Writer, None]], group: _K, pub: Writer) -> None:
+    members = groups[group]
+    del members[pub]
+    if not members:
+        del groups[group]
+
+
 # The holding readers a channel record or $channels event lists at most (Channel.held_by):
 # enough to find whom to fix, and a bound on each event's size.
 HELD_BY_SHOWN: Final = 10
@@ -642,14 +662,19 @@ class Broker:
 
     # -- writers ---------------------------------------------------------------------------
     def open_publisher(
-        self, channel: Channel, client: ClientIdentity, outbox: Outbox, pub_id: int
+        self,
+        channel: Channel,
+        client: ClientIdentity,
+        outbox: Outbox,
+        pub_id: int,
+        key: str | None = None,
     ) -> Writer:
         if channel.name.startswith("$"):
             raise AuthError(f"system channel {channel.name!r} is read-only")
         if channel.single_writer and channel.publishers:
             holder = next(iter(channel.publishers)).sender.decode("utf-8", "replace")
             raise single_writer_taken(channel.name, f"client {holder[:100]!r}")
-        pub = Writer(pub_id, channel, outbox, sender_field(client.name))
+        pub = Writer(pub_id, channel, outbox, sender_field(client.name), key=key)
         channel.add_writer(pub)
         self.event("writers", channel)
         return pub
@@ -681,8 +706,8 @@ class Broker:
             if channel.closed_writers is None
             else channel.closed_writers.get((pub.sender, pub.key))
         )
-        for other in channel.publishers:  # a connection not yet seen to be gone
-            if other is not pub and other.key == pub.key and other.sender == pub.sender:
+        for other in channel.keyed_writers.get((pub.sender, pub.key), ()):
+            if other is not pub:  # a connection not yet seen to be gone
                 total = (total or 0) + other.frames
         return total
 

@@ -204,8 +204,7 @@ class Session:
         return None
 
     def open_writer(self, channel: Channel, key: str | None = None) -> Writer:
-        writer = self.state.broker.open_publisher(channel, self, self.outbox, self._next_pub)
-        writer.key = key
+        writer = self.state.broker.open_publisher(channel, self, self.outbox, self._next_pub, key)
         self._next_pub += 1
         self.writers[writer.pub_id] = writer
         return writer
