@@ -150,7 +150,9 @@ class ServerState:
         self.publish_system("$clients", event)
 
     def publish_stats(self) -> None:
-        self.publish_system("$stats", self.engine.stats(self.stats()))
+        channel = self.system.get("$stats")
+        if channel is not None and channel.subscriptions:  # (stats() walks every channel)
+            self.publish_system("$stats", self.engine.stats(self.stats()))
 
     def channel_records(self, session: Session | None) -> list[dict[str, Any]]:
         """Channels this session may see: public ones and its own private ones."""
