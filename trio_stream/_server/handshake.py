@@ -50,8 +50,7 @@ class Claimed(NamedTuple):
     name: str
     resume_token: str | None  # None unless the hello asked for one
     # A resume: the channels it owned that another client deleted while it was away, with
-    # each one's reason
-    # (resume.Lease.deleted), for the welcome.
+    # each one's reason (resume.Lease.deleted), for the welcome.
     channels_deleted: dict[str, str]
 
 
@@ -67,7 +66,7 @@ async def handshake(
     ``claim(hello)`` takes the client's name (``hello.name``; None: it sent none) and returns
     the name it now has and its resume token (None unless the hello asked for one; a resume
     token in the hello takes the previous connection's place back first, see resume.py),
-    with the channels the welcome names as ended meanwhile (:class:`Claimed`). It
+    with the channels the welcome names as deleted meanwhile (:class:`Claimed`). It
     checks and claims with no await between, so of two hellos with one name exactly one
     claims it (the other's ``claim`` raises NameInUse); before that it may wait, within a
     bound, for a holder whose connection has ended to go (Session._claim_name). ``admit()``
