@@ -13,7 +13,7 @@ from trio_stream._protocol import messages as M
 from trio_stream._server.broker import Channel, Writer
 from trio_stream._server.buffers import Policy
 from trio_stream._server.kept import KeptReaders
-from trio_stream._server.outbox import Outbox, Reader
+from trio_stream._server.outbox import RESUME_HELD_WINDOWS, Outbox, Reader
 
 
 def options(reader: Reader) -> tuple[Any, ...]:
@@ -193,13 +193,14 @@ def test_a_reader_taken_from_inside_its_last_credit_sends_the_frames_after_that_
     assert not taken.resumable_after(2) and taken.resumable_after(3)
 
 
-def test_a_reader_cut_again_and_again_without_returning_credit_holds_two_windows_at_most() -> None:
+def test_a_reader_cut_again_and_again_without_returning_credit_holds_four_windows_at_most() -> None:
     # Its client has the frames in flight at each cut, takes fewer than a credit's worth of
     # them before the next, and so never returns credit (it counts afresh from each resume):
     # the frames of every cut were held for a take-over, uncounted (a soak: 256 KiB more
-    # per cut). Two windows' worth are, the newest (the last credit's, which may not be
-    # stored yet, and a window got since); a position before them is no longer resumable
-    # (a take-over from there goes by the history, its gap counted).
+    # per cut). RESUME_HELD_WINDOWS windows' worth are, the newest (the last credit's, which
+    # may not be stored yet, and what was got since, a window per blip); a position before
+    # them is no longer resumable (a take-over from there goes by the history, its gap
+    # counted).
     world = World()
     channel = world.channel()
     _, writer = world.writer(channel)
@@ -213,9 +214,9 @@ def test_a_reader_cut_again_and_again_without_returning_credit_holds_two_windows
         box, taken = take_back(world, kept, reader, old_id, since_seq=seqs[-1])
         assert taken is reader
         old_id = reader.sub_id
-        assert len(reader._released) <= 8
-    assert reader.resumable_after(32) and not reader.resumable_after(31)
-    assert [entry[0].seq for entry in reader._released] == list(range(33, 41))
+        assert len(reader._released) <= 4 * RESUME_HELD_WINDOWS
+    assert reader.resumable_after(24) and not reader.resumable_after(23)
+    assert [entry[0].seq for entry in reader._released] == list(range(25, 41))
 
 
 def test_a_kept_reader_its_client_asks_for_by_id_but_cannot_continue_ends_at_once() -> None:
@@ -314,9 +315,35 @@ def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
         max_size=60,
     )
 )
-# Found by hypothesis: frames credited before they were stored, one more got, a blip of the
-# same process, then a restart from before them all (held one window only, it lost one).
+# Found by hypothesis: frames credited before they were stored, more got, a blip of the same
+# process (two blips, the second), then a restart from before them all (held one window,
+# then two, it lost the first).
 @example([("publish", 5), ("write", 4), ("credit", 1), ("write", 1), ("blip", 1), ("restart", 1)])
+@example(
+    [
+        ("publish", 9),
+        ("write", 4),
+        ("credit", 1),
+        ("write", 3),
+        ("blip", 1),
+        ("write", 2),
+        ("blip", 1),
+        ("restart", 1),
+    ]
+)
+@example(
+    [
+        ("publish", 12),
+        ("write", 4),
+        ("store", 3),
+        ("credit", 1),
+        ("write", 4),
+        ("blip", 1),
+        ("write", 4),
+        ("blip", 1),
+        ("restart", 1),
+    ]
+)
 def test_a_recorder_restarted_anywhere_stores_every_frame_once_in_order(
     steps: list[tuple[str, int]],
 ) -> None:

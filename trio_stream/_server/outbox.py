@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEND_BATCH_BYTES: Final = 256 * 1024  # one write's worth of coalesced frames
+# A reader resumed by its client holds at most this many credit windows of frames its client
+# got and did not credit (Reader.resume_after).
+RESUME_HELD_WINDOWS: Final = 4
 # A block reader that has held its channel's writers back this long (seconds) is shown as
 # holding the channel (held_by in channel records and $channels events).
 HOLD_NOTICE_S: Final = 1.0
@@ -1098,15 +1101,17 @@ class Reader:
             # taking them could not be taken over from its saved position.
             released = self._released
             released.extend(entry for entry in inflight if entry[0].seq <= since_seq)
-            # ... within two windows: a client that took fewer than a credit's worth between
-            # cuts never returned credit (it counts afresh from each resume), and the frames
-            # of every cut stayed here, uncounted (a soak: 256 KiB more per cut, 100 MB
-            # after 400). Two, not one: the last credit's frames, which its application may
-            # not have stored yet, and up to a window got since (one window let a recorder's
-            # frames go that it had taken, not stored, before a blip and then a restart).
-            # A position before those let go is taken over with a counted loss.
+            # ... within RESUME_HELD_WINDOWS windows: a client that took fewer than a credit's
+            # worth between cuts never returned credit (it counts afresh from each resume),
+            # and the frames of every cut stayed here, uncounted (a soak: 256 KiB more per
+            # cut, 100 MB after 400). Not one: the last credit's frames, which its
+            # application may not have stored yet, and what its client got since, a window
+            # per blip while its application is slow (one window let a recorder's frames go
+            # that it had got, not stored, before a blip and then a restart; two, before two
+            # blips). A position before those let go is taken over with a counted loss.
             held_bytes = sum(entry[0].nbytes for entry in released)
-            while released and (len(released) > 2 * window or held_bytes > 2 * self.window_bytes):
+            most, most_bytes = RESUME_HELD_WINDOWS * window, RESUME_HELD_WINDOWS * self.window_bytes
+            while released and (len(released) > most or held_bytes > most_bytes):
                 frame = released.popleft()[0]
                 held_bytes -= frame.nbytes
                 self.released_seq = frame.seq
