@@ -22,7 +22,7 @@ from trio_stream._protocol import compression
 from trio_stream._protocol.codec import (
     ZLIB_PAYLOAD_TAG,
     ZSTD_PAYLOAD_TAG,
-    _cbor_head,
+    cbor_head,
     decode_payload,
     encode_payload,
 )
@@ -48,7 +48,7 @@ def wire(pieces: list[Any]) -> bytes:
 
 
 def compressed_payload(tag: int, inner: bytes) -> bytes:
-    return _cbor_head(6, tag) + _cbor_head(2, len(inner)) + inner
+    return cbor_head(6, tag) + cbor_head(2, len(inner)) + inner
 
 
 def zlib_bomb(nbytes: int) -> bytes:
@@ -171,7 +171,7 @@ def test_a_zstd_payload_without_a_declared_size_within_the_bound_decodes() -> No
         compressed_payload(ZSTD_PAYLOAD_TAG, b"not zstd at all"),
         compressed_payload(ZLIB_PAYLOAD_TAG, zlib.compress(b"\x82\x01\x02")[:-3]),  # truncated
         compressed_payload(ZLIB_PAYLOAD_TAG, zlib.compress(b"\x01") + b"junk"),
-        _cbor_head(6, ZLIB_PAYLOAD_TAG) + _cbor_head(3, 2) + b"hi",  # not a byte string
+        cbor_head(6, ZLIB_PAYLOAD_TAG) + cbor_head(3, 2) + b"hi",  # not a byte string
         # compressed twice: the inner tag is refused
         compressed_payload(
             ZLIB_PAYLOAD_TAG,

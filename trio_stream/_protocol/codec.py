@@ -104,7 +104,7 @@ _TAG40_HEAD: Final = b"\xd8\x28\x82"  # tag 40, array of 2
 _EXT_HEAD: Final = b"\xda" + struct.pack(">I", EXT_ARRAY_TAG) + b"\x83"
 
 
-def _cbor_head(major: int, value: int) -> bytes:
+def cbor_head(major: int, value: int) -> bytes:
     """The head of a CBOR item of major type ``major`` with argument ``value``."""
     mt = major << 5
     if value < 24:
@@ -119,11 +119,11 @@ def _cbor_head(major: int, value: int) -> bytes:
 
 
 def _tag_head(tag: int) -> bytes:
-    return _cbor_head(6, tag)
+    return cbor_head(6, tag)
 
 
 def _shape_cbor(shape: tuple[int, ...]) -> bytes:
-    return _cbor_head(4, len(shape)) + b"".join(_cbor_head(0, n) for n in shape)
+    return cbor_head(4, len(shape)) + b"".join(cbor_head(0, n) for n in shape)
 
 
 def _normalize(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -175,11 +175,11 @@ def _array_pieces(array: np.ndarray[Any, Any], copy: bool) -> list[BytesLike]:
         body = memoryview(array).cast("B")  # type: ignore[arg-type]
     nbytes = array.nbytes
     if tag is not None:
-        typed_head = _tag_head(tag) + _cbor_head(2, nbytes)
+        typed_head = _tag_head(tag) + cbor_head(2, nbytes)
         if array.ndim == 1:
             return [typed_head, body]
         return [_TAG40_HEAD + _shape_cbor(array.shape) + typed_head, body]
-    head = _EXT_HEAD + cbor2.dumps(dtype_str) + _shape_cbor(array.shape) + _cbor_head(2, nbytes)
+    head = _EXT_HEAD + cbor2.dumps(dtype_str) + _shape_cbor(array.shape) + cbor_head(2, nbytes)
     return [head, body]
 
 
@@ -398,12 +398,12 @@ def _pieces_of(value: Any, out: list[BytesLike], copy: bool) -> None:
     elif type(value) is bytes:
         out.extend(_bytes_pieces(value))
     elif isinstance(value, dict) and _has_large_array(value):
-        out.append(_cbor_head(5, len(value)))
+        out.append(cbor_head(5, len(value)))
         for key, item in value.items():
             out.append(_dumps(key))
             _pieces_of(item, out, copy)
     elif isinstance(value, list | tuple) and _has_large_array(value):
-        out.append(_cbor_head(4, len(value)))
+        out.append(cbor_head(4, len(value)))
         for item in value:
             _pieces_of(item, out, copy)
     else:
@@ -415,7 +415,7 @@ def _pieces_of(value: Any, out: list[BytesLike], copy: bool) -> None:
 # string, writes into a buffer of its own and copies that out: two fresh allocations, which
 # glibc serves from pages it has just given back (1 MiB: ~480 page faults, ~0.7 ms on this
 # machine with cbor2 6.3). Sent as its own piece, a large bytes value costs nothing here.
-_SHORT_BYTES_HEADS: Final = tuple(_cbor_head(2, n) for n in range(0x100))
+_SHORT_BYTES_HEADS: Final = tuple(cbor_head(2, n) for n in range(0x100))
 # memoryview formats whose items are single bytes (after any byte-order prefix, as ctypes
 # writes them: "<B"): such a view is a byte string. A flat view of another plain format is
 # left to cbor2, which sends it as an array of its items; anything else has no wire form.
@@ -429,8 +429,8 @@ def _bytes_pieces(value: bytes) -> list[BytesLike]:
     if size < 0x100:
         return [_SHORT_BYTES_HEADS[size] + value]
     if size < ZERO_COPY_MIN_BYTES:
-        return [_cbor_head(2, size) + value]
-    return [_cbor_head(2, size), value]
+        return [cbor_head(2, size) + value]
+    return [cbor_head(2, size), value]
 
 
 def _buffer_pieces(value: bytearray | memoryview) -> list[BytesLike]:
@@ -454,11 +454,11 @@ def _buffer_pieces(value: bytearray | memoryview) -> list[BytesLike]:
         immutable = type(value.obj) is bytes
         value = value.cast("B")  # flat, and our own: the caller may release() theirs
         if immutable and len(value) >= ZERO_COPY_MIN_BYTES:
-            return [_cbor_head(2, len(value)), value]
+            return [cbor_head(2, len(value)), value]
     size = len(value)
     if size < ZERO_COPY_MIN_BYTES:
-        return [_cbor_head(2, size) + value]
-    return [_cbor_head(2, size), bytes(value)]
+        return [cbor_head(2, size) + value]
+    return [cbor_head(2, size), bytes(value)]
 
 
 class EncodedPayload:
@@ -934,7 +934,7 @@ def _spliced(data: memoryview, size: int) -> tuple[bytes, list[np.ndarray[Any, A
             array = array.copy()
         arrays.append(array if shape is None else array.reshape(shape))
         head = _SPLICE_HEAD if shape is None else _SPLICE_EXT_HEAD
-        pieces += (data[done:start], head, _cbor_head(0, index))
+        pieces += (data[done:start], head, cbor_head(0, index))
         done = stop
     pieces.append(data[done:pos])
     return b"".join(pieces), arrays

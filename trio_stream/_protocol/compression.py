@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from .._exceptions import InvalidArgument, ProtocolError
 from .bytes_like import BytesLike
-from .codec import _RAISE_HINT, ZLIB_PAYLOAD_TAG, ZSTD_PAYLOAD_TAG, _cbor_head
+from .codec import _RAISE_HINT, ZLIB_PAYLOAD_TAG, ZSTD_PAYLOAD_TAG, cbor_head
 from .limits import PayloadRefused
 
 #: Payloads smaller than this (CBOR bytes) are sent uncompressed.
@@ -82,7 +82,7 @@ def _wrap(tag: int, pieces: list[BytesLike], out: list[bytes], total: int) -> li
     size = sum(len(chunk) for chunk in out)
     if size > total - (total >> _MIN_SAVING_SHIFT):
         return pieces
-    return [_cbor_head(6, tag) + _cbor_head(2, size), *out]
+    return [cbor_head(6, tag) + cbor_head(2, size), *out]
 
 
 def _compress_zlib(pieces: list[BytesLike]) -> list[BytesLike]:

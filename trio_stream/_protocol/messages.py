@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final, Union
 from .._exceptions import InvalidArgument, ProtocolError
 from .brief import brief
 from .bytes_like import BytesLike
-from .codec import decode_control, encode_control, unencodable_text
+from .codec import cbor_head, decode_control, encode_control, unencodable_text
 from .frames import CONTROL_TYPE_BYTE
 
 
@@ -592,23 +592,10 @@ def readers_bodies(pub_ids: Iterable[int], readers: int, lossless: bool) -> Iter
     cut = whole.index(_PUB_KEY) + len(_PUB_KEY)  # (the first: "op"'s value comes before)
     before, after = whole[:cut], whole[cut + 1 :]  # around the 0, one byte in CBOR
     for pub_id in pub_ids:
-        yield before + _cbor_uint(pub_id) + after
+        yield before + cbor_head(0, pub_id) + after
 
 
 _PUB_KEY: Final = encode_control({"pub": 0})[1:-1]  # the key as CBOR text (no map head, no 0)
-
-
-def _cbor_uint(value: int) -> bytes:
-    """An unsigned integer as CBOR encodes it, shortest form (RFC 8949 section 3.1)."""
-    if value < 24:
-        return bytes((value,))
-    if value < 0x100:
-        return b"\x18" + value.to_bytes(1, "big")
-    if value < 0x10000:
-        return b"\x19" + value.to_bytes(2, "big")
-    if value < 0x100000000:
-        return b"\x1a" + value.to_bytes(4, "big")
-    return b"\x1b" + value.to_bytes(8, "big")
 
 
 def decode_message(body: BytesLike, max_items: int | None = None) -> ControlMessage:
