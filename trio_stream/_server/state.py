@@ -112,9 +112,14 @@ class ServerState:
 
     # -- system channels ---------------------------------------------------------------------
     def publish_system(self, name: str, value: dict[str, Any]) -> None:
-        channel = self.system.get(name)
-        if channel is not None and channel.subscriptions:
+        if self._read(name):
+            channel = self.system[name]
             self.broker.publish_system(channel, b"".join(encode_payload(value, copy=False)))
+
+    def _read(self, name: str) -> bool:
+        """Someone reads the system channel ``name`` here: its events are worth building."""
+        channel = self.system.get(name)
+        return channel is not None and bool(channel.subscriptions)
 
     def _channel_event(self, kind: str, channel: Channel) -> None:
         if kind == "deleted":
@@ -127,8 +132,7 @@ class ServerState:
             self.on_channel_created(channel)
         if channel.name.startswith("$") or not channel.public:
             return  # private channels never show up in system channels
-        events = self.system.get("$channels")
-        if events is None or not events.subscriptions:
+        if not self._read("$channels"):
             return  # (no reader to build it for: 20,000 readers let go at once made 20,000)
         event = {
             "event": kind,
@@ -150,8 +154,7 @@ class ServerState:
         self.publish_system("$clients", event)
 
     def publish_stats(self) -> None:
-        channel = self.system.get("$stats")
-        if channel is not None and channel.subscriptions:  # (stats() walks every channel)
+        if self._read("$stats"):  # (stats() walks every channel)
             self.publish_system("$stats", self.engine.stats(self.stats()))
 
     def channel_records(self, session: Session | None) -> list[dict[str, Any]]:
