@@ -29,7 +29,7 @@ import math
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
 
@@ -175,6 +175,38 @@ class _Kept(NamedTuple):
     request: CreateChannel
 
 
+class _KeptChannels(Mapping[str, _Kept]):
+    """The channels a node keeps, by name, with how many of them were made with keep=True:
+    each such create checks that count against max_kept_channels, and counting them by a
+    walk took ~4 ms a create with 100,000 channels on the node."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Kept] = {}
+        self.made_to_keep = 0
+
+    def __getitem__(self, name: str) -> _Kept:
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def set(self, name: str, kept: _Kept) -> None:
+        self.discard(name)
+        self._by_name[name] = kept
+        self.made_to_keep += kept.request.keep
+
+    def discard(self, name: str) -> None:
+        kept = self._by_name.pop(name, None)
+        if kept is not None:
+            self.made_to_keep -= kept.request.keep
+
+
 class _Mark(NamedTuple):
     """What an epoch's deletion mark in Redis says (RedisEngine._deletion_mark)."""
 
@@ -293,7 +325,7 @@ class RedisEngine:
         )
         # The channels this node keeps (their owner's end, their lifetime): created here, or
         # taken over by name here from another node or from this node's previous run.
-        self._kept: dict[str, _Kept] = {}
+        self._kept = _KeptChannels()
         # Names a create_channel here is registering (in Redis before it is kept here): this
         # node's reaper must not take them for its previous run's (with resume_grace_s=0 it
         # would end them at first sight).
@@ -510,10 +542,10 @@ class RedisEngine:
             # Checked once the channel is new (a take-over above is not a new one).
             requests.check_kept_quota(session, msg)
             # Known as this node's before the broker's "created" event, which it announces.
-            self._kept[msg.channel] = _Kept(record.epoch, record.holder, msg)
+            self._kept.set(msg.channel, _Kept(record.epoch, record.holder, msg))
             requests.create_requested_channel(session, msg, epoch=record.epoch)
         except BaseException as error:
-            self._kept.pop(msg.channel, None)
+            self._kept.discard(msg.channel)
             if isinstance(error, Exception):  # refused (a bad lifetime...): not in Redis either
                 await self.io.registry.delete(msg.channel, epoch=record.epoch)
             raise
@@ -618,7 +650,7 @@ class RedisEngine:
         channel.owner_id = session.client_id
         if moved is not None or predecessor:
             holder = record.holder if moved is None else moved.new_holder
-            self._kept[record.name] = _Kept(record.epoch, holder, msg)
+            self._kept.set(record.name, _Kept(record.epoch, holder, msg))
             lifetime = record.options.get("lifetime")
             if lifetime is not None:  # counted from its creation, as on the node it left
                 left_s = max(0.0, record.created + float(lifetime) - time.time())
@@ -688,7 +720,7 @@ class RedisEngine:
         here = self._kept.get(name)
         if here is None or here.epoch != epoch or here.holder != holder:
             return
-        del self._kept[name]
+        self._kept.discard(name)
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch == epoch:
             channel.owner_id = None
@@ -771,7 +803,7 @@ class RedisEngine:
         left, one that appeared after the check): not marked either."""
         channel = self.state.broker.channels.get(name)
         if channel is not None and channel.epoch != epoch:
-            self._kept.pop(name, None)
+            self._kept.discard(name)
             self._end_as_marked(
                 channel,
                 mark,
@@ -1040,7 +1072,7 @@ class RedisEngine:
             self.state.broker.delete_channel(channel, reason)
         finally:
             self._gone_from_redis.discard(name)
-        self._kept.pop(name, None)
+        self._kept.discard(name)
 
     async def _delete_once_gone(
         self, sessions: list[Session], name: str, epoch: str, reason: str
@@ -1457,7 +1489,7 @@ class RedisEngine:
 
     def kept_channels(self) -> int:
         # Those this node keeps, not the mirrors of other nodes' kept channels read here.
-        return sum(1 for kept in self._kept.values() if kept.request.keep)
+        return self._kept.made_to_keep
 
     # -- names and clients -------------------------------------------------------------------
     def default_client_name(self, client_id: int) -> str:
@@ -1616,7 +1648,7 @@ class RedisEngine:
             self._dirty_readers.add(name)
             self._readers_wake.set()
             if here is not None and here.epoch == channel.epoch:
-                del self._kept[name]
+                self._kept.discard(name)
                 # Not when decided in Redis already (end_orphan, a delete: _on_deleted).
                 if name not in self._ending and name not in self._gone_from_redis:
                     # Ended here by its lifetime or an admin (its owner's end goes through
@@ -1841,7 +1873,7 @@ class RedisEngine:
             # answer and taking the epoch on: a delete after that ends it as any other.
             now = (await self.io.registry.epochs([name])).get(name)
             if now != record.epoch and self.state.broker.channels.get(name) is channel:
-                self._kept.pop(name, None)
+                self._kept.discard(name)
                 self._gone_from_redis.add(name)
                 try:
                     self.state.broker.delete_channel(channel, f"channel {name!r} was deleted")
@@ -1858,7 +1890,7 @@ class RedisEngine:
                 )
             return
         self._registered_again.add(name, self._nursery)
-        self._kept[name] = _Kept(record.epoch, record.holder, kept.request)
+        self._kept.set(name, _Kept(record.epoch, record.holder, kept.request))
         channel.epoch = record.epoch
         channel.seq = 0
         channel.recent.clear()
@@ -2038,7 +2070,7 @@ class RedisEngine:
                             if broker.channels.get(channel.name) is channel:
                                 continue
                         if broker.channels.get(channel.name) is channel:
-                            self._kept.pop(channel.name, None)
+                            self._kept.discard(channel.name)
                             reason, again = await self._gone_reason(channel, error)
                             if broker.channels.get(channel.name) is channel:  # not meanwhile
                                 if again:

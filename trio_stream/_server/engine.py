@@ -145,7 +145,7 @@ class MemoryEngine:
         return f"client-{client_id}"
 
     def kept_channels(self) -> int:
-        return sum(1 for channel in self.state.broker.channels.values() if channel.keep)
+        return self.state.broker.kept_channels
 
     async def claim_name(self, name: str, *, resume_token: str | None) -> None:
         pass
