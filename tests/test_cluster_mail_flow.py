@@ -22,7 +22,7 @@ from unittest import mock
 import cbor2
 import trio
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from trio_stream._engine import cluster_mail
@@ -166,6 +166,9 @@ async def run_jobs(jobs: trio.MemoryReceiveChannel[Job]) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32), st.booleans())
+@example(302, True).via("the first messages lost and let go, untold (CI drew it)")
+@example(1231, True).via("the first message lost and let go, untold")
+@example(3262, True).via("the first message lost and let go, untold")
 def test_mail_between_two_nodes_arrives_in_order_once_and_tells_what_it_lost(
     seed: int, small_window: bool
 ) -> None:

@@ -21,16 +21,16 @@ and asks for everything from the gap on. A message nobody acknowledged for
 after it (a call's last answer), and a lost acknowledgement or request.
 
 What is kept for sending again is bounded (:data:`MAX_UNACKED_BYTES`); past it the oldest
-are let go, and each message says from which number its sender can still send again, so a
-receiver that misses one let go is told it is lost for good (the RPC then ends every call
-between the two nodes). Messages past the bound on what is *held*, or that Redis refuses,
+are let go, and each message says from which number its sender can still send again and up
+to which number it was acknowledged, so a receiver that misses one let go is told it is lost
+for good (the RPC then ends every call between the two nodes), even the first it would have
+heard from that sender. Messages past the bound on what is *held*, or that Redis refuses,
 are dropped and the calls they belong to fail (``on_dropped``).
 """
 
 from __future__ import annotations
 
 import enum
-import itertools
 import logging
 import secrets
 from collections import deque
@@ -124,15 +124,17 @@ class Mailer:
         self._clock = clock
         self._epoch = epoch or secrets.token_hex(8)  # the node's run: one per process
         # Numbered per destination, from 1: its receiver tells a lost message by a gap.
-        self._numbers: dict[str, itertools.count[int]] = {}
+        self._last_number: dict[str, int] = {}
         self._held: dict[str, deque[Letter]] = {}
         self._held_bytes: dict[str, int] = {}
         # Sent, and kept until acknowledged (in number order), with their bytes, and when
         # the oldest of them was last sent or anything was last acknowledged.
         self._unacked: dict[str, deque[Letter]] = {}
         self._unacked_bytes: dict[str, int] = {}
-        # The highest number each node acknowledged: an acknowledgement can come (bus task)
-        # while the publish of what it acknowledges is still awaited here.
+        # The highest number each node acknowledged (or that was dropped as it left): an
+        # acknowledgement can come (bus task) while the publish of what it acknowledges is
+        # still awaited here; and each message carries it, for a receiver hearing this
+        # sender for the first time to tell a loss before what this sender still keeps.
         self._acked_upto: dict[str, int] = {}
         self._since: dict[str, float] = {}
         self.on_dropped: Callable[[str, list[Letter]], None] = lambda node, letters: None
@@ -153,7 +155,7 @@ class Mailer:
         """Send ``body`` to node ``to``, after what waits for it (``size``: its bytes, for
         the bounds on what is held and kept); the letter, to :meth:`replace_held` later.
         ``quiet``: a refusal by Redis is not logged (the caller tries again and says so)."""
-        number = next(self._numbers.setdefault(to, itertools.count(1)))
+        number = self._last_number[to] = self._last_number.get(to, 0) + 1
         letter = Letter(kind, {"e": self._epoch, "n": number, "b": body}, size)
         # Behind what waits for that node, it waits too: it may not pass it.
         held_back = to in self._held
@@ -194,6 +196,10 @@ class Mailer:
         # The oldest this node can still have again: the receiver's test for a hole it
         # can ask to be filled, or one that is lost for good.
         letter.envelope["k"] = unacked[0].number if unacked else letter.number
+        # Every number up to it was taken by some run of that node: a receiver that first
+        # hears of this sender with a higher `k` (it just started, or the first messages
+        # were lost and let go) tells those between the two lost, not only those after.
+        letter.envelope["a"] = self._acked_upto.get(node, 0)
         try:
             received = await self._bus.publish(letter.kind, letter.envelope, to=node)
         except REDIS_DOWN:
@@ -211,7 +217,7 @@ class Mailer:
                 # Nothing after it has a number yet: the next letter takes this one, and
                 # the receiver sees no gap (a gap told as a loss ends every call between
                 # the two nodes, for one refused message).
-                self._numbers[node] = itertools.count(letter.number)
+                self._last_number[node] = letter.number - 1
             else:
                 self._let_go(node, letter.number)
             self.on_dropped(node, [letter])
@@ -275,9 +281,13 @@ class Mailer:
         self._held_bytes.pop(node, None)
 
     def _drop(self, node: str) -> None:
+        """``node`` left the cluster: nothing is sent to it again. Its numbering goes on
+        (should it be only cut off, a number again from 1 would look like a copy), and all
+        numbered so far count as taken: a new run under its name is not told they were
+        lost (they were for the run that left)."""
         self._drop_held(node)
         self._forget_unacked(node)
-        self._acked_upto.pop(node, None)
+        self._acked_upto[node] = self._last_number.get(node, 0)
 
     def acknowledged(self, node: str, ack: dict[str, Any]) -> bool:
         """``node`` took what it acknowledges (an :class:`Ack` body); whether it asks for
@@ -374,6 +384,8 @@ class Inbox:
         or a message after a gap (asked for again)."""
         epoch, number = envelope["e"], int(envelope["n"])
         oldest_kept = min(int(envelope.get("k", number)), number)
+        # Taken by some run of this node (a sender of an earlier version does not say).
+        acked_upto = int(envelope.get("a", oldest_kept - 1))
         heard = node in self._last  # from any run of that node
         last_epoch, last_number = self._last.get(node, ("", 0))
         if last_epoch == epoch and number <= last_number:
@@ -388,9 +400,12 @@ class Inbox:
         elif heard:
             expected = 1  # a new run of the sender starts at 1
         else:
-            # The first heard from it (this node just started): from what it still keeps,
-            # which may have been for this node's last run.
-            expected = oldest_kept
+            # The first heard from it (this node just started, or its first messages were
+            # lost): from the first it has no acknowledgement of, which may have been for
+            # this node's last run (then what it still keeps is sent again). Should it keep
+            # that one no longer, it was lost: told (a last run that took it and died
+            # before acknowledging it looks alike; rare, and its calls died with it).
+            expected = min(acked_upto + 1, oldest_kept)
         if expected < oldest_kept:
             # Its sender keeps those before oldest_kept no longer: lost for good, and told
             # with the next message taken. From there on, what it keeps can be asked for.
