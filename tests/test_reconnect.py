@@ -616,6 +616,81 @@ async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owne
         await owner.create_channel("gone")  # its own again, if it asks
 
 
+@pytest.mark.parametrize("lost", ["notice-cut", "notice-half-open", "welcome-cut"])
+async def test_a_deletion_whose_notice_or_welcome_was_lost_is_told_again(
+    server: ts.Server, proxy: TcpProxy, lost: str
+) -> None:
+    # Told once and lost: a notice cut with its connection, or written to a half-open link
+    # that the client then left; a welcome naming it, cut before the client read it (it
+    # comes back with its old token). The owner created the channel again at its next
+    # reconnect: the next welcome names it again now.
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(
+            proxy.url, name="owner", heartbeat=0.5, reconnect=ts.Reconnect(initial=0.1)
+        ) as owner,
+        ts.open_client(server.tcp_url, name="operator") as operator,
+    ):
+        await owner.create_channel("gone", key="k")
+        await owner.create_channel("stays")
+
+        async def owner_connections() -> int:
+            return sum(c.name == "owner" for c in await operator.clients())
+
+        if lost == "welcome-cut":
+            proxy.refuse()
+            proxy.cut()
+            with trio.fail_after(WAIT_S):
+                while await owner_connections():  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            await operator.delete_channel("gone", key="k")
+            proxy.hold_replies()  # the hello goes, its welcome stays here
+            proxy.accept()
+            with trio.fail_after(WAIT_S):
+                while not await owner_connections():  # noqa: ASYNC110 - the take-over
+                    await trio.sleep(0.01)
+            proxy.cut()  # the welcome with it
+            proxy.release()
+        else:
+            if lost == "notice-cut":
+                proxy.hold_replies()
+            else:
+                proxy.stall()  # the client leaves it; the server still has it
+            await operator.delete_channel("gone", key="k")
+            if lost == "notice-cut":
+                await trio.sleep(0.1)  # (the notice on its way, into the proxy)
+                proxy.cut()
+                proxy.release()
+        with trio.fail_after(WAIT_S):
+            await owner.wait_state("reconnecting")
+            await owner.wait_state("open")
+        names = {c.name for c in await owner.channels()}
+        assert "stays" in names and "gone" not in names
+
+
+async def test_a_channel_made_again_after_its_deletion_was_told_stays_its_owners(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # The deletion is named again in the next welcome (it may have been lost), but not once
+    # the owner has a channel of that name again: its client would forget it (and not
+    # create it again after a restart of the server).
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(proxy.url, name="owner", reconnect=ts.Reconnect(initial=0.1)) as owner,
+        ts.open_client(server.tcp_url, name="operator") as operator,
+    ):
+        await owner.create_channel("again", key="k")
+        await operator.delete_channel("again", key="k")
+        await owner.channels()  # the notice came before this answer
+        await owner.create_channel("again")
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await owner.wait_state("reconnecting")
+            await owner.wait_state("open")
+        assert "again" in owner._owned  # what its client creates again after a restart
+        assert {c.owner for c in await operator.channels() if c.name == "again"} == {"owner"}
+
+
 @memory_only("a node of several replays those frames from the channel's stream (recovered)")
 @pytest.mark.server_options(resume_grace_s=0.2)
 async def test_a_reader_back_after_the_grace_whose_writer_stopped_learns_what_it_missed(

@@ -58,6 +58,9 @@ RESUME_CHAIN_MAX: Final = 16
 # How often the kept readers of a taken-over lease look again whether its new connection was
 # heard from (their grace starts then).
 TAKER_RECHECK_S: Final = 0.5
+# Deletions of its channels that a connection was told of, remembered for its next welcome
+# (the notice may have been lost with it), at most: the newest. A name's notice is one entry.
+DELETIONS_REMEMBERED_MAX: Final = 1000
 
 
 class Resumable(Protocol):
@@ -68,6 +71,9 @@ class Resumable(Protocol):
     resume_token: str | None
     resume_lease: Lease | None  # the lease this connection took over at hello
     outbox: Outbox
+    # Its channels that another client deleted while it was connected, with each reason:
+    # told in a CONTROL that a cut may have lost (see Lease.untold).
+    deletions_told: dict[str, str]
 
     def published_frames(self) -> dict[int, int]: ...
     def next_pub_id(self) -> int: ...
@@ -92,6 +98,11 @@ class Lease:
     # that its client does not create them again.
     owned: list[Channel] = field(default_factory=list)
     deleted: dict[str, str] = field(default_factory=dict)
+    # Deletions its connection was told of but may not have got: those told while it was
+    # connected (the CONTROL lost with a cut or a half-open link), and its welcome's, if
+    # nothing was heard from it after its welcome. Named again in the next welcome, unless
+    # its client has a channel of that name again (created anew after it was told).
+    untold: dict[str, str] = field(default_factory=dict)
     ends_at: float | None = None  # trio clock: when the grace period of a gone session ends
     kept: KeptReaders | None = None  # its readers, waiting for the resubscriptions
     # The connection that took this lease over, until it is heard from after its welcome
@@ -206,15 +217,23 @@ class ResumeBook:
             # both and $clients said the new one connected before the old one left.
             old.unlist()
             lease.orphans = list(self.broker.owned_by(old.client_id))
+            lease.untold = _untold_by(old)
             # The lease is the new session's now (its resume_lease): naming the old one it
             # would keep it, and the old one its own lease, a chain growing by a Session per
             # take-over for as long as the client stays.
             lease.session = None
+        channels = self.broker.channels
         lease.deleted = {
-            c.name: c.owner_notice
-            for c in lease.owned
-            if c.owner_notice is not None and self.broker.channels.get(c.name) is not c
+            name: reason
+            for name, reason in lease.untold.items()
+            if (again := channels.get(name)) is None or again.owner_id != lease.client_id
         }
+        lease.deleted.update(
+            (c.name, c.owner_notice)
+            for c in lease.owned
+            if c.owner_notice is not None and channels.get(c.name) is not c
+        )
+        lease.untold = {}
         lease.owned = []
         for channel in lease.orphans:
             # Not one that a new process of this name has adopted meanwhile (adopt_channel).
@@ -351,6 +370,7 @@ class ResumeBook:
         lease.next_sub = session.outbox.next_sub_id
         lease.owned = list(self.broker.owned_by(session.client_id))
         lease.orphans = [c for c in lease.owned if not c.keep]
+        lease.untold = _untold_by(session)
         lease.kept = self._keep(session)
         if moved:  # its client is on another node already
             self._end_kept(lease)
@@ -622,3 +642,13 @@ def _every_phase(sub: Reader, since_seq: int) -> _EveryPhase:
 def recovered(sub: Reader) -> int:
     """Frames a resumed reader will get: in its buffer, or held back by max_rate."""
     return len(sub.buffer) + (sub.latest is not None)
+
+
+def _untold_by(session: Resumable) -> dict[str, str]:
+    """The deletions ``session``'s client may not have got (see Lease.untold)."""
+    untold: dict[str, str] = {}
+    taken_over = session.resume_lease
+    if taken_over is not None and session.heard_after_welcome() is None:
+        untold.update(taken_over.deleted)  # its welcome may never have reached the client
+    untold.update(session.deletions_told)
+    return untold

@@ -93,6 +93,7 @@ class Session:
         "_reader_scope",
         "client_id",
         "connected_at",
+        "deletions_told",
         "inbound",
         "methods",
         "name",
@@ -134,6 +135,7 @@ class Session:
         self._next_pub = self._first_pub = 1
         self.resume_token: str | None = None  # issued at welcome to a client that resumes
         self.resume_lease: Lease | None = None  # what its previous connection left
+        self.deletions_told: dict[str, str] = {}  # (resume.Resumable)
         self.sender = Sender(state, transport, self.outbox, self.peer_left)
         self.inbound = Inbound(self)
         self.wake_sender = self.sender.wake

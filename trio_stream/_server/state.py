@@ -21,7 +21,7 @@ from .broker import Broker, Channel, Writer
 from .engine import make_engine
 from .idle import Watchdog
 from .outbox import BufferTotals
-from .resume import ResumeBook
+from .resume import DELETIONS_REMEMBERED_MAX, ResumeBook
 from .rpc import Router
 from .wrong_tokens import WrongTokens
 
@@ -255,6 +255,12 @@ class ServerState:
         channel.owner_notice = reason
         if owner is not None:
             owner.send_control(ChannelDeleted(channel=channel.name, reason=reason))
+            # Said again in its next welcome, should a cut lose this (resume.Lease.untold).
+            told = owner.deletions_told
+            told.pop(channel.name, None)  # (to the end: the newest)
+            told[channel.name] = reason
+            if len(told) > DELETIONS_REMEMBERED_MAX:
+                del told[next(iter(told))]
 
     def unregister(self, session: Session) -> None:
         if self.sessions.pop(session.client_id, None) is not None:
