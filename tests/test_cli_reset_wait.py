@@ -139,6 +139,8 @@ async def test_a_reader_whose_channel_never_comes_back_says_it_gives_up(
     bound_s = 1.5
     monkeypatch.setattr(subscription_module, "RESET_BACK_S", bound_s)
     batch_order = _BatchOrder(order == "reversed")
+    if not hasattr(trio._core._run, "_r"):  # a private name: a later trio may move it
+        pytest.skip("this trio's run loop draws its batch order elsewhere: update the test")
     monkeypatch.setattr("trio._core._run._r", batch_order)
     path = tmp_path / "rec.tsdump"
     async with (
