@@ -88,9 +88,6 @@ class ServerState:
         self._cpu_mark: tuple[float, float] = (time.monotonic(), time.process_time())
         self.cpu_percent = 0.0  # over the last stats interval (see update_rates)
         self.rates: dict[str, float] = {}
-        # Frames lost by channels deleted since the start: frames_lost is a running total
-        # (a Prometheus counter), which must not go down when a lossy channel goes away.
-        self.lost_in_deleted_channels = 0
         # Housekeeping's (serve.py): a channel was created or given a lifetime (its deadline
         # may come before housekeeping's next wake), and a resume grace period to watch.
         self.on_channel_created: Callable[[Channel], None] | None = None
@@ -122,10 +119,6 @@ class ServerState:
         return channel is not None and bool(channel.subscriptions)
 
     def _channel_event(self, kind: str, channel: Channel) -> None:
-        if kind == "deleted":
-            # Before the engine's say: with several nodes, a channel written on another node
-            # is announced there, but what its readers here lost is this node's count.
-            self.lost_in_deleted_channels += channel.lost
         if not self.engine.channel_event(kind, channel):
             return  # several nodes: another node's news, announced there
         if kind == "created" and self.on_channel_created is not None:
@@ -291,8 +284,9 @@ class ServerState:
         self._cpu_mark = (now, cpu)
 
     def frames_lost(self) -> int:
-        """Frames readers lost to their policies since the server started (never goes down)."""
-        return self.lost_in_deleted_channels + sum(c.lost for c in self.broker.channels.values())
+        """Frames readers lost to their policies since the server started: a running total
+        (a Prometheus counter), which does not go down when a lossy channel goes away."""
+        return self.broker.frames_lost
 
     def buffered_bytes(self) -> int:
         """Bytes held for readers (their buffers) and for writers (frames parked for block
