@@ -406,6 +406,9 @@ HELD_BY_SHOWN: Final = 10
 # Channels that ended that the broker remembers (Broker.ended_lately), and for how long: as
 # long as Redis marks an ended epoch for several nodes; ~200 bytes each.
 ENDED_CHANNELS_KEPT: Final = 10_000
+# Channels whose rates one step of the server's once-a-second walk updates (Broker.rate_steps):
+# 1-2 ms of work between two chances for everyone else to run.
+RATE_STEP_CHANNELS: Final = 2000
 ENDED_CHANNEL_KEPT_S: Final = 3600.0
 
 
@@ -1253,12 +1256,29 @@ class Broker:
 
     def update_rates(self) -> None:
         """Per-channel frames/s and bytes/s since the previous call, or since the channel was
-        created (called about once a second). An idle channel (nothing through it since its
-        mark, its rates 0 already) is left as it is: its mark then stands for this call's
-        (see ``_rates_at``), so that 12,000 idle channels cost a test each, not an update."""
+        created (called about once a second), in one go: see :meth:`rate_steps`."""
+        for _ in self.rate_steps():
+            pass
+
+    def rate_steps(self, step: int = RATE_STEP_CHANNELS) -> Iterator[None]:
+        """:meth:`update_rates` ``step`` channels at a time, yielding between steps: the
+        server's housekeeping lets other tasks run there (a walk over 100,000 channels took
+        30-70 ms, each second, during which nobody else's frame moved).
+
+        An idle channel (nothing through it since its mark, its rates 0 already) is left as
+        it is: its mark then stands for this walk's (see ``_rates_at``), so that 12,000 idle
+        channels cost a test each, not an update. Channels created during the walk wait
+        for the next one; those deleted during it may be updated once more (harmless)."""
+        previous, self._rates_at = self._rates_at, self.clock()
+        channels = list(self.channels.values())
+        for start in range(0, len(channels), step):
+            if start:
+                yield
+            self._update_rates_of(channels[start : start + step], previous)
+
+    def _update_rates_of(self, channels: list[Channel], previous: float) -> None:
         now = self.clock()
-        previous, self._rates_at = self._rates_at, now
-        for channel in self.channels.values():
+        for channel in channels:
             mark = channel._rate_mark
             seq, written, nbytes, written_bytes = (
                 channel.seq,

@@ -218,6 +218,8 @@ class Server:
             now = trio.current_time()
             if now >= next_stats:
                 state.update_rates()
+                for _ in state.broker.rate_steps():  # each channel's, a step at a time
+                    await trio.lowlevel.checkpoint()
                 state.publish_stats()
                 self.admission.refusals.flush(now)  # a count left from the last minute
                 next_stats = now + interval

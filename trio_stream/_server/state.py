@@ -264,6 +264,8 @@ class ServerState:
         return trio.current_time() - self.started
 
     def update_rates(self) -> None:
+        """The server's rates and CPU over the last interval (each channel's: the broker's
+        rate_steps, which housekeeping walks a step at a time after this)."""
         now = trio.current_time()
         broker = self.broker
         then, f_in, b_in, f_out, b_out = self._rate_mark
@@ -275,7 +277,6 @@ class ServerState:
             "bytes_out_per_s": (self.bytes_out - b_out) / dt,
         }
         self._rate_mark = (now, broker.frames_in, broker.bytes_in, self.frames_out, self.bytes_out)
-        broker.update_rates()
         # CPU over the same interval: measured here, once per interval, so that clients
         # asking for stats() in between do not shorten the window the next figure covers.
         cpu = time.process_time()
