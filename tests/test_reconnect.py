@@ -668,6 +668,38 @@ async def test_a_deletion_whose_notice_or_welcome_was_lost_is_told_again(
         assert "stays" in names and "gone" not in names
 
 
+async def test_a_deletion_while_the_owners_resume_waits_for_its_welcome_is_in_it(
+    server: ts.Server, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Several nodes claim the name in Redis between the take-over and the welcome: a delete
+    # then found no owner connected and no lease to note it on (the review of the change).
+    assert server.tcp_url is not None
+    engine: Any = server.state.engine
+    claim_name = engine.claim_name
+    resuming, go_on = trio.Event(), trio.Event()
+
+    async def claim_slowly(name: str, *, resume_token: str | None) -> None:
+        if resume_token is not None:
+            resuming.set()
+            await go_on.wait()
+        await claim_name(name, resume_token=resume_token)
+
+    async with (
+        ts.open_client(proxy.url, name="owner", reconnect=ts.Reconnect(initial=0.1)) as owner,
+        ts.open_client(server.tcp_url, name="operator") as operator,
+    ):
+        await owner.create_channel("gone", key="k")
+        monkeypatch.setattr(engine, "claim_name", claim_slowly)
+        proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await resuming.wait()
+        await operator.delete_channel("gone", key="k")
+        go_on.set()
+        with trio.fail_after(WAIT_S):
+            await owner.wait_state("open")
+        assert "gone" not in {c.name for c in await owner.channels()}
+
+
 async def test_a_channel_made_again_after_its_deletion_was_told_stays_its_owners(
     server: ts.Server, proxy: TcpProxy
 ) -> None:

@@ -651,4 +651,7 @@ def _untold_by(session: Resumable) -> dict[str, str]:
     if taken_over is not None and session.heard_after_welcome() is None:
         untold.update(taken_over.deleted)  # its welcome may never have reached the client
     untold.update(session.deletions_told)
+    # (Each welcome nothing was heard after adds its predecessor's: the newest, at most.)
+    for name in list(untold)[: max(len(untold) - DELETIONS_REMEMBERED_MAX, 0)]:
+        del untold[name]
     return untold

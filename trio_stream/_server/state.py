@@ -241,19 +241,30 @@ class ServerState:
         """``deleter`` (a holder of the key, an admin) deleted ``channel``: its owner, if it
         is another client connected here, is told, or it created the channel again at its
         next reconnect (a soak: 500 channels deleted by a key holder, back after one cut).
-        An owner away is told in its welcome if it resumes (resume.ResumeBook.take_over)."""
+        An owner away is told in its welcome if it resumes (resume.ResumeBook.take_over), as
+        is one whose resume is on its way to its welcome."""
         owner = None if channel.owner_id is None else self.sessions.get(channel.owner_id)
         if owner is deleter:
             return  # its own delete: its client knows
         channel.owner_notice = reason
-        if owner is not None:
-            owner.send_control(ChannelDeleted(channel=channel.name, reason=reason))
-            # Said again in its next welcome, should a cut lose this (resume.Lease.untold).
-            told = owner.deletions_told
-            told.pop(channel.name, None)  # (to the end: the newest)
-            told[channel.name] = reason
-            if len(told) > DELETIONS_REMEMBERED_MAX:
-                del told[next(iter(told))]
+        if owner is None:
+            greeted = self.by_name.get(channel.owner)
+            if (
+                greeted is not None
+                and greeted.client_id == channel.owner_id
+                and greeted.resume_lease is not None
+            ):
+                # Between its resume's take-over and its welcome (several nodes: the name's
+                # claim is a round trip to Redis): that welcome names it.
+                greeted.resume_lease.deleted[channel.name] = reason
+            return
+        owner.send_control(ChannelDeleted(channel=channel.name, reason=reason))
+        # Said again in its next welcome, should a cut lose this (resume.Lease.untold).
+        told = owner.deletions_told
+        told.pop(channel.name, None)  # (to the end: the newest)
+        told[channel.name] = reason
+        if len(told) > DELETIONS_REMEMBERED_MAX:
+            del told[next(iter(told))]
 
     def unregister(self, session: Session) -> None:
         if self.sessions.pop(session.client_id, None) is not None:
