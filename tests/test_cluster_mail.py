@@ -274,6 +274,25 @@ async def test_a_new_run_of_the_receiver_is_not_told_its_last_runs_messages_lost
     assert restarted.opened == [(2, False)]
 
 
+async def test_a_new_run_of_the_receiver_is_not_told_what_its_last_run_lost() -> None:
+    # 2 was for the last run, which died before reading it; Redis refused it sent again, so
+    # it was let go. The new run cannot tell whose it was: telling it lost would end its
+    # calls with the sender for nothing (the review of the change).
+    clock, bus, mail, receiver = link_to_a()
+    await mail.post("answer", 1, "a")
+    await receiver.take()  # taken and acknowledged
+    await mail.post("answer", 2, "a")  # delivered; that run dies before reading it
+    restarted = Receiver(bus, mail, clock)
+    restarted.read = len(bus.delivered)
+    bus.refused = {2}  # sent again, refused (OOM): let go
+    clock.now += cluster_mail.RESEND_AFTER_S
+    await mail.retry(gone=())
+    bus.refused = set()
+    await mail.post("answer", 3, "a")
+    await restarted.take()
+    assert restarted.opened == [(3, False)]
+
+
 async def test_a_node_that_left_and_came_back_is_not_told_what_was_dropped_lost() -> None:
     # Dropped because it left: its new run under the same name is owed none of it.
     _clock, bus, mail, receiver = link_to_a()

@@ -21,10 +21,11 @@ and asks for everything from the gap on. A message nobody acknowledged for
 after it (a call's last answer), and a lost acknowledgement or request.
 
 What is kept for sending again is bounded (:data:`MAX_UNACKED_BYTES`); past it the oldest
-are let go, and each message says from which number its sender can still send again and up
-to which number it was acknowledged, so a receiver that misses one let go is told it is lost
-for good (the RPC then ends every call between the two nodes), even the first it would have
-heard from that sender. Messages past the bound on what is *held*, or that Redis refuses,
+are let go, and each message says from which number its sender can still send again, so a
+receiver that misses one let go is told it is lost for good (the RPC then ends every call
+between the two nodes); and up to which number it was acknowledged, so that a receiver that
+never heard from a sender tells those let go before any arrived from those of a run before
+it (a restart). Messages past the bound on what is *held*, or that Redis refuses,
 are dropped and the calls they belong to fail (``on_dropped``).
 """
 
@@ -196,9 +197,10 @@ class Mailer:
         # The oldest this node can still have again: the receiver's test for a hole it
         # can ask to be filled, or one that is lost for good.
         letter.envelope["k"] = unacked[0].number if unacked else letter.number
-        # Every number up to it was taken by some run of that node: a receiver that first
-        # hears of this sender with a higher `k` (it just started, or the first messages
-        # were lost and let go) tells those between the two lost, not only those after.
+        # Up to it, every number was taken by some run of that node (or dropped as it left):
+        # 0, none was, so a receiver that first hears of this sender with a higher `k` (its
+        # first messages lost and let go) tells those before it lost; over 0, they may have
+        # been for an earlier run of it (see Inbox.open).
         letter.envelope["a"] = self._acked_upto.get(node, 0)
         try:
             received = await self._bus.publish(letter.kind, letter.envelope, to=node)
@@ -384,8 +386,6 @@ class Inbox:
         or a message after a gap (asked for again)."""
         epoch, number = envelope["e"], int(envelope["n"])
         oldest_kept = min(int(envelope.get("k", number)), number)
-        # Taken by some run of this node (a sender of an earlier version does not say).
-        acked_upto = int(envelope.get("a", oldest_kept - 1))
         heard = node in self._last  # from any run of that node
         last_epoch, last_number = self._last.get(node, ("", 0))
         if last_epoch == epoch and number <= last_number:
@@ -399,13 +399,19 @@ class Inbox:
             expected = last_number + 1
         elif heard:
             expected = 1  # a new run of the sender starts at 1
+        elif envelope.get("a") == 0:
+            # The first heard from it, and no run of this node ever acknowledged anything of
+            # it: what it sent before what it still keeps was for this run (or for a last
+            # run that died before acknowledging anything: rare, its calls died with it).
+            # Lost if let go meanwhile: told (untold, a call's answer was simply missing).
+            expected = 1
         else:
-            # The first heard from it (this node just started, or its first messages were
-            # lost): from the first it has no acknowledgement of, which may have been for
-            # this node's last run (then what it still keeps is sent again). Should it keep
-            # that one no longer, it was lost: told (a last run that took it and died
-            # before acknowledging it looks alike; rare, and its calls died with it).
-            expected = min(acked_upto + 1, oldest_kept)
+            # The first heard from it (this node just started), after some run of it took
+            # messages: from what it still keeps, which may have been for the last run. What
+            # it let go before that may have been too (a restart right after a refusal), and
+            # telling it would end this run's calls with it for nothing. (A sender of an
+            # earlier version does not say what was acknowledged: the same.)
+            expected = oldest_kept
         if expected < oldest_kept:
             # Its sender keeps those before oldest_kept no longer: lost for good, and told
             # with the next message taken. From there on, what it keeps can be asked for.
