@@ -147,7 +147,7 @@ class ServerState:
         self.publish_system("$clients", event)
 
     def publish_stats(self) -> None:
-        if self._read("$stats"):  # (stats() walks every channel)
+        if self._read("$stats"):  # (stats() reads /proc and walks the leases)
             self.publish_system("$stats", self.engine.stats(self.stats()))
 
     def channel_records(self, session: Session | None) -> list[dict[str, Any]]:
