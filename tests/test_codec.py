@@ -17,7 +17,7 @@ from typing import Any
 import cbor2
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -1087,6 +1087,12 @@ def arrays_in(value: Any) -> list[np.ndarray[Any, Any]]:
     st.integers(0, 40),
     st.sampled_from([PayloadLimits(), PayloadLimits(max_depth=2)]),
 )
+@example(
+    {1: np.arange(40_000, dtype=np.int16), "x": np.arange(10_000.0)},
+    [(266, 198)],
+    0,
+    PayloadLimits(),
+).via("a key made a tag around an array: its hash raised RuntimeError through the walk")
 def test_a_damaged_payload_with_large_arrays_fails_or_decodes_as_before(
     value: Any, flips: list[tuple[int, int]], cut: int, limits: PayloadLimits
 ) -> None:

@@ -138,8 +138,10 @@ class _Walk:
         key = self.key_value(start, end)
         try:
             digest = hash(key)
-        except TypeError:
-            return  # unhashable: the real decode refuses or converts it
+        except (TypeError, RuntimeError):
+            # Unhashable (cbor2's CBORTag says so with a RuntimeError, a tag around an
+            # array say): the real decode refuses or converts it.
+            return
         # hash(digest) == digest for every value hash() returns, so this dict cannot collide.
         seen = counts.get(digest, 0) + 1
         counts[digest] = seen
