@@ -578,6 +578,22 @@ async def test_a_blip_beyond_the_grace_and_history_counts_every_missed_frame_exa
         assert gap.lost == PRODUCED - 100 - recovered
 
 
+@asynccontextmanager
+async def owner_and_operator(
+    server: ts.Server, proxy: TcpProxy, **owner_options: Any
+) -> AsyncIterator[tuple[ts.Client, ts.Client]]:
+    """A channel owner behind the proxy, quick to reconnect, and an operator (a holder of
+    the channels' keys) connected straight to the server."""
+    assert server.tcp_url is not None
+    async with (
+        ts.open_client(
+            proxy.url, name="owner", reconnect=ts.Reconnect(initial=0.1), **owner_options
+        ) as owner,
+        ts.open_client(server.tcp_url, name="operator") as operator,
+    ):
+        yield owner, operator
+
+
 @pytest.mark.parametrize("owner_away", [False, True], ids=["owner-connected", "owner-away"])
 async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owner(
     server: ts.Server, proxy: TcpProxy, owner_away: bool
@@ -586,11 +602,7 @@ async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owne
     # too (a soak: 500 channels deleted by a key holder, all back after one cut). Told by a
     # notice when connected; when away (nobody to tell then), by its resume's welcome. A
     # kept channel too; the owner's other channels come back as ever.
-    assert server.tcp_url is not None
-    async with (
-        ts.open_client(proxy.url, name="owner", reconnect=ts.Reconnect(initial=0.1)) as owner,
-        ts.open_client(server.tcp_url, name="operator") as operator,
-    ):
+    async with owner_and_operator(server, proxy) as (owner, operator):
         await owner.create_channel("gone", key="k")
         await owner.create_channel("gone-kept", key="k", keep=True)
         await owner.create_channel("stays")
@@ -624,13 +636,7 @@ async def test_a_deletion_whose_notice_or_welcome_was_lost_is_told_again(
     # that the client then left; a welcome naming it, cut before the client read it (it
     # comes back with its old token). The owner created the channel again at its next
     # reconnect: the next welcome names it again now.
-    assert server.tcp_url is not None
-    async with (
-        ts.open_client(
-            proxy.url, name="owner", heartbeat=0.5, reconnect=ts.Reconnect(initial=0.1)
-        ) as owner,
-        ts.open_client(server.tcp_url, name="operator") as operator,
-    ):
+    async with owner_and_operator(server, proxy, heartbeat=0.5) as (owner, operator):
         await owner.create_channel("gone", key="k")
         await owner.create_channel("stays")
 
@@ -673,7 +679,6 @@ async def test_a_deletion_while_the_owners_resume_waits_for_its_welcome_is_in_it
 ) -> None:
     # Several nodes claim the name in Redis between the take-over and the welcome: a delete
     # then found no owner connected and no lease to note it on (the review of the change).
-    assert server.tcp_url is not None
     engine: Any = server.state.engine
     claim_name = engine.claim_name
     resuming, go_on = trio.Event(), trio.Event()
@@ -684,10 +689,7 @@ async def test_a_deletion_while_the_owners_resume_waits_for_its_welcome_is_in_it
             await go_on.wait()
         await claim_name(name, resume_token=resume_token)
 
-    async with (
-        ts.open_client(proxy.url, name="owner", reconnect=ts.Reconnect(initial=0.1)) as owner,
-        ts.open_client(server.tcp_url, name="operator") as operator,
-    ):
+    async with owner_and_operator(server, proxy) as (owner, operator):
         await owner.create_channel("gone", key="k")
         monkeypatch.setattr(engine, "claim_name", claim_slowly)
         proxy.cut()
@@ -706,11 +708,7 @@ async def test_a_channel_made_again_after_its_deletion_was_told_stays_its_owners
     # The deletion is named again in the next welcome (it may have been lost), but not once
     # the owner has a channel of that name again: its client would forget it (and not
     # create it again after a restart of the server).
-    assert server.tcp_url is not None
-    async with (
-        ts.open_client(proxy.url, name="owner", reconnect=ts.Reconnect(initial=0.1)) as owner,
-        ts.open_client(server.tcp_url, name="operator") as operator,
-    ):
+    async with owner_and_operator(server, proxy) as (owner, operator):
         await owner.create_channel("again", key="k")
         await operator.delete_channel("again", key="k")
         await owner.channels()  # the notice came before this answer
