@@ -406,10 +406,10 @@ HELD_BY_SHOWN: Final = 10
 # Channels that ended that the broker remembers (Broker.ended_lately), and for how long: as
 # long as Redis marks an ended epoch for several nodes; ~200 bytes each.
 ENDED_CHANNELS_KEPT: Final = 10_000
+ENDED_CHANNEL_KEPT_S: Final = 3600.0
 # Channels whose rates one step of the server's once-a-second walk updates (Broker.rate_steps):
 # 1-2 ms of work between two chances for everyone else to run.
 RATE_STEP_CHANNELS: Final = 2000
-ENDED_CHANNEL_KEPT_S: Final = 3600.0
 
 
 def single_writer_taken(name: str, holder: str) -> LimitExceeded:
