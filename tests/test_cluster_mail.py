@@ -293,6 +293,32 @@ async def test_a_new_run_of_the_receiver_is_not_told_what_its_last_run_lost() ->
     assert restarted.opened == [(3, False)]
 
 
+async def test_a_new_runs_first_message_racing_the_last_runs_acknowledgements_loses_nothing() -> (
+    None
+):
+    # The new run heard 5 before the sender had the last run's acknowledgement of 1-4: it
+    # asked for 1 on. Sent again, 5 then said the sender keeps nothing before it, and the
+    # gap was told lost (a restarting receiver in the two-node flow). 1-4 were taken.
+    clock, bus, mail, receiver = link_to_a()
+    for body in (1, 2, 3, 4):
+        await mail.post("answer", body, "a")
+    for _, _, envelope in bus.delivered:
+        receiver.inbox.open("a", dict(envelope))
+    last_runs_acks = receiver.inbox.acks()  # on their way when it dies
+    restarted = Receiver(bus, mail, clock)
+    restarted.read = len(bus.delivered)
+    await mail.post("answer", 5, "a")
+    assert restarted.inbox.open("a", dict(bus.delivered[-1][2])) is None  # 1-4 asked for
+    for ack in last_runs_acks:
+        mail.acknowledged("a", ack.body)  # they arrive now
+    restarted.read = len(bus.delivered)
+    for ack in restarted.inbox.acks():
+        if mail.acknowledged("a", ack.body):
+            await mail.resend("a")  # 5 again, the sender keeping nothing before it
+    await restarted.take()
+    assert restarted.opened == [(5, False)]
+
+
 async def test_a_node_that_left_and_came_back_is_not_told_what_was_dropped_lost() -> None:
     # Dropped because it left: its new run under the same name is owed none of it.
     _clock, bus, mail, receiver = link_to_a()

@@ -23,10 +23,10 @@ after it (a call's last answer), and a lost acknowledgement or request.
 What is kept for sending again is bounded (:data:`MAX_UNACKED_BYTES`); past it the oldest
 are let go, and each message says from which number its sender can still send again, so a
 receiver that misses one let go is told it is lost for good (the RPC then ends every call
-between the two nodes); and up to which number it was acknowledged, so that a receiver that
-never heard from a sender tells those let go before any arrived from those of a run before
-it (a restart). Messages past the bound on what is *held*, or that Redis refuses,
-are dropped and the calls they belong to fail (``on_dropped``).
+between the two nodes); and up to which number it was acknowledged, so that a receiver tells
+those let go from those a run before it took (a restart), and one that never heard from a
+sender tells those let go before any arrived. Messages past the bound on what is *held*, or
+that Redis refuses, are dropped and the calls they belong to fail (``on_dropped``).
 """
 
 from __future__ import annotations
@@ -132,11 +132,13 @@ class Mailer:
         # the oldest of them was last sent or anything was last acknowledged.
         self._unacked: dict[str, deque[Letter]] = {}
         self._unacked_bytes: dict[str, int] = {}
-        # The highest number each node acknowledged (or that was dropped as it left): an
-        # acknowledgement can come (bus task) while the publish of what it acknowledges is
-        # still awaited here; and each message carries it, for a receiver hearing this
-        # sender for the first time to tell a loss before what this sender still keeps.
+        # The highest number each node acknowledged: an acknowledgement can come (bus task)
+        # while the publish of what it acknowledges is still awaited here; and each message
+        # carries it, for its receiver to tell what is lost from what an earlier run of it
+        # took (see Inbox.open).
         self._acked_upto: dict[str, int] = {}
+        # The last number sent to each node that left the cluster, when it left (_drop).
+        self._dropped_upto: dict[str, int] = {}
         self._since: dict[str, float] = {}
         self.on_dropped: Callable[[str, list[Letter]], None] = lambda node, letters: None
 
@@ -197,11 +199,13 @@ class Mailer:
         # The oldest this node can still have again: the receiver's test for a hole it
         # can ask to be filled, or one that is lost for good.
         letter.envelope["k"] = unacked[0].number if unacked else letter.number
-        # Up to it, every number was taken by some run of that node (or dropped as it left):
-        # 0, none was, so a receiver that first hears of this sender with a higher `k` (its
-        # first messages lost and let go) tells those before it lost; over 0, they may have
-        # been for an earlier run of it (see Inbox.open).
-        letter.envelope["a"] = self._acked_upto.get(node, 0)
+        # Up to `a`, every number was taken by some run of that node; up to `f`, also those
+        # dropped as it left. What the receiver misses below `k` is lost for good only
+        # past `a`, and a receiver that first hears of this sender tells those lost only
+        # if `f` is 0 (see Inbox.open).
+        acked = self._acked_upto.get(node, 0)
+        letter.envelope["a"] = acked
+        letter.envelope["f"] = max(acked, self._dropped_upto.get(node, 0))
         try:
             received = await self._bus.publish(letter.kind, letter.envelope, to=node)
         except REDIS_DOWN:
@@ -284,12 +288,12 @@ class Mailer:
 
     def _drop(self, node: str) -> None:
         """``node`` left the cluster: nothing is sent to it again. Its numbering goes on
-        (should it be only cut off, a number again from 1 would look like a copy), and all
-        numbered so far count as taken: a new run under its name is not told they were
-        lost (they were for the run that left)."""
+        (should it be only cut off, a number again from 1 would look like a copy, and it
+        is told what it missed), and a new run under its name is not told that what was
+        numbered so far was lost (it was for the run that left)."""
         self._drop_held(node)
         self._forget_unacked(node)
-        self._acked_upto[node] = self._last_number.get(node, 0)
+        self._dropped_upto[node] = self._last_number.get(node, 0)
 
     def acknowledged(self, node: str, ack: dict[str, Any]) -> bool:
         """``node`` took what it acknowledges (an :class:`Ack` body); whether it asks for
@@ -386,6 +390,7 @@ class Inbox:
         or a message after a gap (asked for again)."""
         epoch, number = envelope["e"], int(envelope["n"])
         oldest_kept = min(int(envelope.get("k", number)), number)
+        acked = envelope.get("a")  # None from a sender of an earlier version
         heard = node in self._last  # from any run of that node
         last_epoch, last_number = self._last.get(node, ("", 0))
         if last_epoch == epoch and number <= last_number:
@@ -399,11 +404,12 @@ class Inbox:
             expected = last_number + 1
         elif heard:
             expected = 1  # a new run of the sender starts at 1
-        elif envelope.get("a") == 0:
-            # The first heard from it, and no run of this node ever acknowledged anything of
-            # it: what it sent before what it still keeps was for this run (or for a last
-            # run that died before acknowledging anything: rare, its calls died with it).
-            # Lost if let go meanwhile: told (untold, a call's answer was simply missing).
+        elif envelope.get("f", acked) == 0:
+            # The first heard from it, and no run of this node ever took anything of it (nor
+            # left the cluster): what it sent before what it still keeps was for this run
+            # (or for a last run that died before acknowledging anything: rare, its calls
+            # died with it). Lost if let go meanwhile: told (untold, a call's answer was
+            # simply missing).
             expected = 1
         else:
             # The first heard from it (this node just started), after some run of it took
@@ -413,9 +419,13 @@ class Inbox:
             # earlier version does not say what was acknowledged: the same.)
             expected = oldest_kept
         if expected < oldest_kept:
-            # Its sender keeps those before oldest_kept no longer: lost for good, and told
-            # with the next message taken. From there on, what it keeps can be asked for.
-            self._lost.add(node)
+            # Its sender keeps those before oldest_kept no longer. Lost for good, and told
+            # with the next message taken, unless an earlier run of this node took them all
+            # (acknowledged up to `a`, and this run took none of those: a restart whose
+            # first message raced the last run's acknowledgements). From there on, what it
+            # keeps can be asked for.
+            if acked is None or max(expected, int(acked) + 1) < oldest_kept:
+                self._lost.add(node)
             expected = oldest_kept
             self._last[node] = (epoch, expected - 1)
         if number > expected:
