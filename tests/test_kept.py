@@ -46,9 +46,12 @@ def take_back(
     old_id: int | None,
     since_seq: int,
     window: int = 4,
+    held: int = 0,
 ) -> tuple[Outbox, Reader]:
     _, box = world.connection()
-    reader = kept.take(old_id, old.channel.name, old.channel.epoch, since_seq, options(old), window)
+    reader = kept.take(
+        old_id, old.channel.name, old.channel.epoch, since_seq, options(old), window, held=held
+    )
     assert reader is old
     box.adopt(reader)
     return box, reader
@@ -217,6 +220,85 @@ def test_a_reader_cut_again_and_again_without_returning_credit_holds_four_window
         assert len(reader._released) <= 4 * RESUME_HELD_WINDOWS
     assert reader.resumable_after(24) and not reader.resumable_after(23)
     assert [entry[0].seq for entry in reader._released] == list(range(25, 41))
+
+
+def four_in_flight_then_cut() -> tuple[World, Reader, KeptReaders]:
+    """A block reader (window 4) sent 1..4 of 8 frames, none credited, then cut off."""
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    box, reader = block_reader(world, channel)
+    publish(world, writer, range(8))
+    assert sent(box)[0] == [1, 2, 3, 4]
+    return world, reader, away(world, box)
+
+
+def test_a_reader_resumed_with_the_frames_its_client_holds_counts_them_in_its_window() -> None:
+    # The client got 1..4 and its application took none when the cut came: it says it
+    # holds 4 (``held``). They stay in flight, as if never cut: nothing more goes out until
+    # credit comes, which lets them go oldest first, as the application takes them.
+    world, reader, kept = four_in_flight_then_cut()
+    new_box, taken = take_back(world, kept, reader, reader.sub_id, since_seq=4, held=4)
+    assert taken.frames_in_flight == 4 and taken.credit == 0
+    assert sent(new_box)[0] == []
+    new_box.credit(taken.sub_id, 1)
+    assert sent(new_box)[0] == [5]
+    # The credited frame is kept until the next credit (a killed process may ask from 0);
+    # the other three are still in flight.
+    assert taken.resumable_after(0) and [e[0].seq for e in taken._released] == [1]
+    new_box.credit(taken.sub_id, 3)
+    assert sent(new_box)[0] == [6, 7, 8]
+    assert not taken.resumable_after(0) and taken.resumable_after(1)
+
+
+def test_a_reader_resumed_with_fewer_frames_held_than_it_sent_counts_the_newest() -> None:
+    # The client had taken 1..2 when the cut came, below a credit's worth: it holds 3..4. Its
+    # whole window less those is free; 1..2 are kept until its next credit, for a process
+    # killed before storing them.
+    world, reader, kept = four_in_flight_then_cut()
+    new_box, taken = take_back(world, kept, reader, reader.sub_id, since_seq=4, held=2)
+    assert taken.frames_in_flight == 2 and sent(new_box)[0] == [5, 6]
+    assert taken.resumable_after(0)
+    new_box.credit(taken.sub_id, 2)  # 3..4 taken: 1..2 let go for good
+    assert not taken.resumable_after(0) and taken.resumable_after(2)
+    assert sent(new_box)[0] == [7, 8]
+    # More held than it sent (a client's miscount): those it sent, no more.
+    kept = away(world, new_box)
+    _, again = take_back(world, kept, taken, taken.sub_id, since_seq=8, held=9)
+    assert again.frames_in_flight == 4 and again.credit == 0
+
+
+def test_a_reader_cut_again_and_again_whose_client_says_what_it_holds_holds_one_window() -> None:
+    # As the soak below, with a client that says what it holds: its application takes one
+    # frame between cuts, below a credit's worth (a quarter of 8), and returns credit for
+    # two at a time, on whichever connection it has then. The frames it holds stay counted
+    # in its window, so the server holds no more than that window in flight for it and one
+    # credit's frames besides, cut after cut, and the client no more than the window.
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    _, box = world.connection()
+    reader = world.reader(box, channel, Policy.BLOCK, 100, window=8)
+    publish(world, writer, range(100))
+    old_id: int | None = None
+    uncredited: list[int] = []  # the seqs the client got and did not return credit for
+    taken = 0  # of those, how many its application took
+    for _ in range(30):
+        uncredited += sent(box)[0]
+        assert len(uncredited) <= 8
+        taken += 1
+        if taken == 2:
+            box.credit(reader.sub_id, taken)
+            credited, uncredited = uncredited[:taken], uncredited[taken:]
+            assert [entry[0].seq for entry in reader._released] == credited
+            taken = 0
+        kept = away(world, box)
+        box, _ = take_back(
+            world, kept, reader, old_id, reader.sent_seq, window=8, held=len(uncredited)
+        )
+        old_id = reader.sub_id
+        assert reader.frames_in_flight == len(uncredited) and len(reader._released) <= 2
+    assert reader.sent_seq > 30  # it went on
 
 
 def test_a_kept_reader_its_client_asks_for_by_id_but_cannot_continue_ends_at_once() -> None:

@@ -332,6 +332,38 @@ async def test_a_recorder_killed_between_taking_a_message_and_saving_it_takes_ov
     assert got_again[0].gap == ts.Gap(kind="resumed", lost=0, recovered=401 - quarter)
 
 
+async def test_a_slow_reader_cut_again_and_again_holds_one_window_and_loses_nothing(
+    server: ts.Server, proxy: TcpProxy
+) -> None:
+    # Its application takes one message between cuts. Resumed with a whole fresh window on
+    # top of what it held, the client held a window more after each cut (and the server the
+    # frames of every cut for a take-over): the frames it holds count in its window now.
+    window = 8
+    async with writer_and_proxied_reader(
+        server, proxy, history=0, reconnect=FAST, policy="block", size=1000, window=window
+    ) as (pub, sub, reader):
+        for i in range(200):
+            await pub.send(i)
+        await pub.wait_acknowledged()
+        got = []
+        for _ in range(5):
+            with trio.fail_after(WAIT_S):
+                # (Less than the window while what it took waits for a quarter's credit.)
+                while sub.statistics().buffered < window - window // 4:  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            proxy.cut()
+            await reader.wait_state("reconnecting")
+            got.append(await sub.receive())  # taken while the client is away
+            with trio.fail_after(WAIT_S):
+                await reader.wait_state("open")
+            await reader.channels()  # a round trip: the resubscription's answer came
+            await trio.sleep(0.1)  # what the server sends with the new window has arrived
+            assert sub.statistics().buffered <= window
+        await read_until(sub, 200, got)
+    assert [m.data for m in got] == list(range(200))
+    assert server.state.stats()["kept_subscriptions"] == 0
+
+
 @pytest.mark.parametrize("blip", [False, True], ids=["batch", "batch after a blip"])
 async def test_a_sync_recorder_killed_inside_a_batch_takes_over_its_reader(
     server: ts.Server, proxy: TcpProxy, blip: bool
@@ -339,8 +371,8 @@ async def test_a_sync_recorder_killed_inside_a_batch_takes_over_its_reader(
     # A SyncSubscription takes what has arrived into the script's thread as one batch: the
     # credit for all of it went back as it was taken, so a script killed while storing the
     # batch's 100th message had a position far older than what the server still held.
-    # After a blip: 600 frames left queued in the client, not taken yet (they return no
-    # credit), then 300 more; one batch took both, and the later ones' credit went back while
+    # After a blip: 600 frames left queued in the client, not taken yet (they returned no
+    # credit then), then 300 more; one batch took both, and the later ones' credit went back while
     # the script stored the first.
     assert server.tcp_url is not None
     direct = server.tcp_url

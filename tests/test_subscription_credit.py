@@ -1,8 +1,9 @@
 """A subscription's credit: when it goes out, and for which frames.
 
-- After a resume, frames still queued from the lost connection return no credit to the new
-  subscription (the new one never sent them; crediting them would let the server put more
-  than the window in flight).
+- After a resume, frames the client got from the lost connection and had not returned credit
+  for return it to the subscription that continues only if the server counts them in its
+  window (the reply's ``held``); to a new subscription, none (crediting frames it never sent
+  would let the server put more than the window in flight).
 - Credit for a quarter of the window is written at once, not at the application's next yield.
 
 The server is a raw TCP fake that speaks just enough protocol (as in test_client_bad_frames),
@@ -56,10 +57,30 @@ def data(seq: int, sub: int) -> bytes:
     return frame_prefix(len(body)) + body
 
 
-async def test_frames_queued_before_a_resume_return_no_credit_to_the_new_subscription() -> None:
+@pytest.mark.parametrize(
+    ("counted", "taken_waiting", "credited"),
+    [
+        (None, 0, 0),  # a new subscription (or an older server): none of them
+        (WINDOW_FRAMES, 0, WINDOW_FRAMES),  # continued, all counted in its window
+        (2, 0, 2),  # only the newest two counted: those
+        (WINDOW_FRAMES, 2, WINDOW_FRAMES),  # two taken while it waited: at the reply
+    ],
+    ids=["not counted", "all counted", "two counted", "two taken while waiting"],
+)
+async def test_frames_queued_before_a_resume_return_credit_only_if_the_server_counts_them(
+    counted: int | None, taken_waiting: int, credited: int
+) -> None:
+    # The resubscription says how many frames the client got and has not returned credit
+    # for (``held``). A server that continues the subscription says how many of them it
+    # counts in the window, still in flight: credit goes back for those as they are taken
+    # (else the window shrank by them for good), and for no others (else the server would
+    # put more than the window in flight). Without a count (a new subscription, an older
+    # server), it goes back for none of them.
     connections = 0
     credit = {OLD_SUB: 0, NEW_SUB: 0}
+    said_held: list[int | None] = []
     resubscribed = trio.Event()
+    may_answer = trio.Event()
 
     async def handle(stream: trio.SocketStream) -> None:
         nonlocal connections
@@ -80,25 +101,34 @@ async def test_frames_queued_before_a_resume_return_no_credit_to_the_new_subscri
                     if isinstance(message, M.Hello):
                         await stream.send_all(welcome(message))
                     elif isinstance(message, M.Subscribe):
-                        result = {
+                        result: dict[str, object] = {
                             "sub": OLD_SUB if first else NEW_SUB,
                             "window": WINDOW_FRAMES,
                             "window_bytes": 2**20,
                             "epoch": "e",
                         }
-                        if not first:
-                            result["resume"] = {"kind": "resumed", "recovered": 0}
-                        await stream.send_all(control(M.Reply(id=message.id, result=result)))
                         if first:  # a window of frames, then the connection is lost
+                            await stream.send_all(control(M.Reply(id=message.id, result=result)))
                             await stream.send_all(
                                 b"".join(data(seq, OLD_SUB) for seq in range(1, 5))
                             )
                             await trio.sleep(0.2)
                             await stream.aclose()
                             return
+                        said_held.append(message.held)
+                        resume: dict[str, int | str] = {"kind": "resumed", "recovered": 0}
+                        if counted is not None:
+                            resume["held"] = counted
+                        result["resume"] = resume
                         resubscribed.set()
+                        await may_answer.wait()
+                        await stream.send_all(control(M.Reply(id=message.id, result=result)))
                     elif isinstance(message, M.Request):
-                        await stream.send_all(control(M.Reply(id=message.id, result=None)))
+                        # (channels(): an empty list, the round trips below)
+                        answer: list[object] | None = (
+                            [] if isinstance(message, M.ListChannels) else None
+                        )
+                        await stream.send_all(control(M.Reply(id=message.id, result=answer)))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
@@ -112,12 +142,18 @@ async def test_frames_queued_before_a_resume_return_no_credit_to_the_new_subscri
                 client.subscribe("ch", size=WINDOW_FRAMES) as sub,
             ):
                 await resubscribed.wait()
-                got = [(await sub.receive()).seq for _ in range(WINDOW_FRAMES)]
-                await trio.sleep(0.2)  # any CREDIT the reads sent has arrived
+                # Taken before the reply: their credit waits for it (no connection to
+                # return it on that counts them).
+                got = [(await sub.receive()).seq for _ in range(taken_waiting)]
+                may_answer.set()
+                await client.channels()  # a round trip: the reply came before its answer
+                got += [(await sub.receive()).seq for _ in range(WINDOW_FRAMES - taken_waiting)]
+                await client.channels()  # any CREDIT the reads sent has arrived
         nursery.cancel_scope.cancel()
+    assert said_held == [WINDOW_FRAMES]  # got 4, took none when it asked
     assert got == [1, 2, 3, 4]
-    assert credit[NEW_SUB] == 0, "CREDIT on the new subscription for frames it never sent"
-    assert sub.statistics().frames == WINDOW_FRAMES  # still counted as consumed
+    assert credit[NEW_SUB] == credited
+    assert sub.statistics().frames == WINDOW_FRAMES  # all counted as consumed
 
 
 async def test_credit_is_on_the_wire_before_the_application_yields() -> None:

@@ -182,9 +182,10 @@ class Subscription:
         # keeps what the last credit let go until the next one (outbox.Reader._released),
         # still has every message of the batch a killed script may not have saved.
         self._credit_returns = 0
-        # Frames still queued from a previous connection when this subscription resumed: the
-        # new one never sent them, so taking them returns no credit to it (which would let
-        # the server put more than its window in flight).
+        # Frames still queued from a previous connection when this subscription resumed that
+        # the new one does not count in flight (a new subscription's: it never sent them;
+        # _count_held): taking them returns no credit to it (which would let the server put
+        # more than its window in flight).
         self._stale = 0
         # Return credit once a quarter of the window is consumed, in frames or in bytes (the
         # server also stops at ``window_bytes`` in flight: with large frames the byte bound
@@ -307,6 +308,13 @@ class Subscription:
         # grace): it continues under a new id, with nothing lost. Not one it ended with a
         # reset: named, it would be answered with that end again.
         kept: dict[str, Any] = {} if reset is not None else {"resume_sub": self.sub_id}
+        if kept:
+            # The frames it got and has not returned credit for (taken since its last
+            # CREDIT, or still queued): continued, the subscription counts them in its
+            # window, and this one returns credit for them as they are taken (_resumed).
+            # Not counted, they came on top of a whole window: this client held both, and
+            # the server what it had got of every cut until a credit came.
+            kept["held"] = self._consumed + len(self._frames) - self._stale
         try:
             await self._client._request_now(
                 Subscribe,
@@ -342,19 +350,50 @@ class Subscription:
         if epoch != self._epoch:  # a reset: seqs start again, the old notice's means nothing
             self._notice_seq = 0
         self._epoch = epoch
-        # The old connection's credit is void, but what the application took stays counted
-        # in the statistics (it went missing from ``frames`` after each reconnect).
-        self._meter.add(self._consumed, self._consumed_bytes)
-        self._consumed = self._consumed_bytes = 0
         # The window the server grants now: a pattern's retune while this waited to come
         # back changed its size, and credit kept going back by the old window's quarters
         # (25 of 100 awaited where 4 came: the channel stalled for good; a review).
         self.window = result.get("window", self.window)
         self._credit_quarters(result.get("window_bytes", SUBSCRIBE_WINDOW_BYTES))
-        self._stale = len(self._frames)
-        if "resume" in result:
-            self._expect_gap(result["resume"])
+        resume = result.get("resume")
+        held = resume.get("held") if isinstance(resume, dict) else None
+        if isinstance(held, int):
+            self._count_held(held)
+        else:
+            # A new subscription (or an older server's): the old connection's credit is
+            # void, and the frames still queued return none to this one. What the
+            # application took stays counted in the statistics (it went missing from
+            # ``frames`` after each reconnect).
+            self._meter.add(self._consumed, self._consumed_bytes)
+            self._consumed = self._consumed_bytes = 0
+            self._stale = len(self._frames)
+        if resume is not None:
+            self._expect_gap(resume)
         return self
+
+    def _count_held(self, held: int) -> None:
+        """Continued with ``held`` of the frames this subscription said it holds (the
+        newest) counted in its window: credit goes back for those, as they are taken (some
+        may have been, since the resubscription went out), and not for the older ones."""
+        uncounted = self._consumed + len(self._frames) - self._stale - held
+        if uncounted > 0:
+            taken = min(uncounted, self._consumed)
+            if taken == self._consumed:
+                self._meter.add(self._consumed, self._consumed_bytes)
+                self._consumed = self._consumed_bytes = 0
+            else:
+                self._meter.add(taken, 0)  # (their bytes go with the rest's)
+                self._consumed -= taken
+            self._stale += uncounted - taken  # the oldest queued, after those stale already
+        if self._consumed and (
+            self._consumed >= self._credit_batch
+            or self._consumed_bytes >= self._credit_bytes
+            or not self._frames
+        ):
+            # Taken while this waited (_return_credit keeps them then): with nothing
+            # queued, no later take would return their credit, and the server, counting
+            # them in flight, might have none left to send with.
+            self._return_credit()
 
     def _expect_gap(self, resume: dict[str, Any]) -> None:
         """Attach a Gap to the first message after the frames already received.
@@ -650,10 +689,14 @@ class Subscription:
 
     def _return_credit(self) -> None:
         """Tell the server how many messages the application took since the last CREDIT."""
-        if self._consumed and not self._ended and self._live:
+        if self._consumed and not self._ended:
             client = self._client
-            if client._connected:
-                client._send_soon(credit_frame(self.sub_id, self._consumed))
+            if not (self._live and client._connected):
+                # Waiting to resume: the server keeps these in flight and counts them in
+                # the window when this says it holds them (_resume): their credit goes
+                # back on the next connection.
+                return
+            client._send_soon(credit_frame(self.sub_id, self._consumed))
         self._meter.add(self._consumed, self._consumed_bytes)
         self._consumed = 0
         self._consumed_bytes = 0

@@ -1753,7 +1753,8 @@ class SyncSubscription:
         # The batch ends with the message whose taking returned credit: the server keeps the
         # frames of the last credit only (outbox.Reader._released), and a script killed
         # while storing this batch restarts from a position in it (take-over by name). So
-        # does the last of the frames a reconnect left queued (they return no credit: the
+        # does the last of the frames a reconnect left queued that the subscription on the
+        # new connection does not count (Subscription._stale: they return no credit, the
         # server holds them until the first credit after them, and that must not come
         # before they are stored).
         credit_returns = sub._credit_returns

@@ -117,7 +117,9 @@ class ClosePublisher(Request):
 @dataclass(frozen=True)
 class Subscribe(Request):
     OP: ClassVar[str] = "subscribe"
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"sender", "view", "resume_sub", "repeat"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"sender", "view", "resume_sub", "held", "repeat"}
+    )
     channel: str
     key: str | None = None
     policy: str = "drop_oldest"
@@ -131,6 +133,8 @@ class Subscribe(Request):
     since_epoch: str | None = None  # resume after (since_epoch, since_seq): reply has "resume"
     since_seq: int | None = None
     resume_sub: int | None = None  # with since_*: its id on the broken connection (kept.py)
+    # With resume_sub: the frames it got and has not returned credit for (Reader.resume_after).
+    held: int | None = None
     # True: the same subscribe again, its reply lost with the connection that carried it
     # (after a resume, it continues the subscription that one made: kept.take_unheard).
     repeat: bool | None = None

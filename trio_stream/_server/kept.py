@@ -131,6 +131,7 @@ class KeptReaders:
         options: tuple[Policy, int | None, int, float | None, bytes | None, object],
         window: int,
         *,
+        held: int = 0,
         by_name: bool = False,
     ) -> Reader | None:
         """The kept reader a resubscription continues, made ready for ``since_seq`` (its
@@ -146,6 +147,7 @@ class KeptReaders:
             old_id: the subscription's id on the broken connection (``resume_sub``), if sent.
             options: (policy, size, every, max_rate, sender, view) as the client asks them.
             window: the credit window the new connection gives it.
+            held: frames its client got and will return credit for (Reader.resume_after).
             by_name: for a new process of the client (requests.take_back_by_name): its
                 position must be one this reader sent, the reader it takes is known by its
                 new id only (the new process numbers its subscriptions from 1 again), and
@@ -155,10 +157,10 @@ class KeptReaders:
         named = self._by_old_id.get(old_id) if old_id is not None else None
         candidates = [named] if named is not None else list(self._by_old_id.values())
         for reader in candidates:
-            held = _options(reader) if reader is not None else None
+            its_options = _options(reader) if reader is not None else None
             if (
                 reader is not None
-                and held is not None
+                and its_options is not None
                 and not reader.closed
                 and reader.outbox is self.outbox
                 and reader.channel.name == name
@@ -167,7 +169,7 @@ class KeptReaders:
                 # asked (a retune whose answer the cut lost: the client asks with what it
                 # had): the caller retunes it. Dropped, a block reader's buffered frames
                 # and those in flight were lost to its own cut.
-                and (held == options or (reader is named and held[4:] == options[4:]))
+                and (its_options == options or (reader is named and its_options[4:] == options[4:]))
                 and reader.resumable_after(since_seq, sent_only=by_name)
             ):
                 # The reply may be lost with the new connection too: the client would then
@@ -176,7 +178,7 @@ class KeptReaders:
                 for known in ids:
                     del self._by_old_id[known]
                 reader.known_as = () if by_name else tuple(sorted(ids)[-KNOWN_IDS_MAX:])
-                reader.resume_after(since_seq, window)
+                reader.resume_after(since_seq, window, held)
                 return reader
         if by_name:
             for reader in candidates:

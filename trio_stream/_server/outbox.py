@@ -1068,6 +1068,11 @@ class Reader:
         return self.released_seq <= since_seq <= newest
 
     @property
+    def frames_in_flight(self) -> int:
+        """Frames sent and not credited yet (after a resume: those its client said it holds)."""
+        return len(self._inflight)
+
+    @property
     def sent_seq(self) -> int:
         """The seq of the newest frame this reader handed to its connection."""
         return self._inflight[-1][0].seq if self._inflight else self.credited_seq
@@ -1078,49 +1083,65 @@ class Reader:
         self.credit = 0
         self._going = self._going_bytes = 0
 
-    def resume_after(self, since_seq: int, window: int) -> int:
-        """Continue after ``since_seq`` on a new connection, with its whole credit window:
-        the frames in flight that the client never got go back to the buffer's front, in
-        order, ahead of what waited meanwhile (a ``block`` buffer may hold more than
-        ``size`` until the client drains it, as after a history replay). ``window`` is the
-        new connection's credit window for it. Call :meth:`resumable_after` first.
+    def resume_after(self, since_seq: int, window: int, held: int = 0) -> int:
+        """Continue after ``since_seq`` on a new connection: the frames in flight that the
+        client never got go back to the buffer's front, in order, ahead of what waited
+        meanwhile (a ``block`` buffer may hold more than ``size`` until the client drains
+        it, as after a history replay). ``window`` is the new connection's credit window for
+        it. ``held``: how many of the frames it got (up to ``since_seq``) its client has not
+        returned credit for yet and will as its application takes them (the subscribe's
+        ``held``): the newest that many stay in flight, counted against ``window``. Call
+        :meth:`resumable_after` first.
 
         Returns:
-            How many frames in flight went back to the buffer.
+            How many frames stay in flight (``held``, at most those the reader sent).
         """
         inflight = self._inflight
         again = [entry for entry in inflight if entry[0].seq > since_seq]
+        still: deque[tuple[SharedData, int]] = deque()
         if since_seq < self.credited_seq:  # a new process's position, within the last credit's
             again[:0] = [entry for entry in self._released if entry[0].seq > since_seq]
             self._released.clear()
             self.released_seq = since_seq
         else:
+            got = [entry for entry in inflight if entry[0].seq <= since_seq]
+            if held > 0:
+                # Still in flight, as if never cut: its client returns credit for them as
+                # its application takes them, and a CREDIT lets the oldest in flight go, so
+                # they are let go as they are taken. Not counted, they came on top of a
+                # fresh window: the client held both, and this reader what it had got of
+                # every cut until a credit came (RESUME_HELD_WINDOWS).
+                still.extend(got[-held:])
+                del got[-held:]
             # The same client, with frames up to ``since_seq`` that its application has not
             # taken yet (they return no credit): held with the last credit's frames until
             # its next credit, which comes once they are taken, or a process killed while
             # taking them could not be taken over from its saved position.
             released = self._released
-            released.extend(entry for entry in inflight if entry[0].seq <= since_seq)
-            # ... within RESUME_HELD_WINDOWS windows: a client that took fewer than a credit's
-            # worth between cuts never returned credit (it counts afresh from each resume),
-            # and the frames of every cut stayed here, uncounted (a soak: 256 KiB more per
-            # cut, 100 MB after 400). Not one: the last credit's frames, which its
-            # application may not have stored yet, and what its client got since, a window
-            # per blip while its application is slow (one window let a recorder's frames go
-            # that it had got, not stored, before a blip and then a restart; two, before two
-            # blips). A position before those let go is taken over with a counted loss.
+            released.extend(got)
+            # ... within RESUME_HELD_WINDOWS windows: a client that does not say what it
+            # holds (``held``) and took fewer than a credit's worth between cuts never
+            # returned credit (it counts afresh from each resume), and the frames of every
+            # cut stayed here, uncounted (a soak: 256 KiB more per cut, 100 MB after 400).
+            # Not one: the last credit's frames, which its application may not have stored
+            # yet, and what its client got since, a window per blip while its application
+            # is slow (one window let a recorder's frames go that it had got, not stored,
+            # before a blip and then a restart; two, before two blips). A position before
+            # those let go is taken over with a counted loss.
             held_bytes = sum(entry[0].nbytes for entry in released)
             most, most_bytes = RESUME_HELD_WINDOWS * window, RESUME_HELD_WINDOWS * self.window_bytes
             while released and (len(released) > most or held_bytes > most_bytes):
                 frame = released.popleft()[0]
                 held_bytes -= frame.nbytes
                 self.released_seq = frame.seq
-        inflight.clear()
-        self.inflight_bytes = 0
-        # The client has every frame up to ``since_seq`` and none in flight: as if credited
-        # (also for sent_seq, which a take-over by name checks a position against).
-        self.credited_seq = since_seq
-        self.window = self.credit = window
+        self._inflight = still
+        self.inflight_bytes = sum(entry[0].nbytes for entry in still)
+        # The client has every frame up to ``since_seq``: as if credited, but for those
+        # still in flight (sent_seq, which a take-over by name checks a position against,
+        # is then the newest of them).
+        self.credited_seq = still[0][0].seq - 1 if still else since_seq
+        self.window = window
+        self.credit = max(window - len(still), 0)
         self._going = self._going_bytes = 0
         # A client that had a notice resumes after the seq it accounted for, so one past
         # ``since_seq`` was lost with the connection: its count goes to the first frame
@@ -1132,7 +1153,7 @@ class Reader:
         if again:
             self.buffer.untake_all(again)
             self.outbox.buffered(sum(entry[0].nbytes for entry in again), self.blocks_writers)
-        return len(again)
+        return len(still)
 
 
 def _with_notices(

@@ -365,6 +365,11 @@ class _Asked:
         policy, size = parse_policy(msg.policy, msg.size)
         _check_every(msg.every)
         _check_max_rate(msg.max_rate)
+        if msg.held is not None and msg.held < 0:
+            raise InvalidArgument(
+                f"held must be 0 or more (the frames this client got and has not returned "
+                f"credit for), not {msg.held}"
+            )
         return cls(
             policy,
             size,
@@ -494,6 +499,7 @@ def _take_kept(
         msg.since_seq or 0,
         asked.options,
         asked.window,
+        held=msg.held or 0,
         by_name=by_name,
     )
     if reader is None:
@@ -517,6 +523,10 @@ def _take_kept(
         session.state.broker.retuned(reader, dropped_when_full)
     result = _reply(reader, asked.window, epoch)
     result["resume"] = {"kind": "resumed", "recovered": recovered(reader)}
+    if msg.held is not None:
+        # Of the frames its client said it holds, those that count in its window: it
+        # returns credit for these as they are taken, and not for the others.
+        result["resume"]["held"] = reader.frames_in_flight
     return result
 
 
