@@ -343,13 +343,16 @@ def test_readers_not_taken_back_by_a_connection_that_broke_again_wait_on_in_the_
             st.integers(1, 6),
         ),
         max_size=60,
-    )
+    ),
+    st.booleans(),
 )
 def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
-    steps: list[tuple[str, int]],
+    steps: list[tuple[str, int]], says_held: bool
 ) -> None:
     # The client gets a prefix of each write; a cut loses the rest of what was on the wire,
-    # and the resume names the newest frame it got. Whatever the order: each frame once.
+    # and the resume names the newest frame it got (``says_held``: and how many it got and
+    # did not credit, which it credits later). Whatever the order: each frame once, and
+    # never more in flight than the window.
     world = World()
     channel = world.channel()
     _, writer = world.writer(channel)
@@ -374,8 +377,10 @@ def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
             wire = []  # lost with the connection
             old_id = reader.sub_id
             kept = away(world, box)
-            box, _ = take_back(world, kept, reader, old_id, got[-1] if got else 0)
-            uncredited = 0
+            held = uncredited if says_held else 0
+            box, _ = take_back(world, kept, reader, old_id, got[-1] if got else 0, held=held)
+            uncredited = held
+        assert reader.frames_in_flight <= 4
     got += wire  # the client reads to the end, crediting all it got
     uncredited += len(wire)
     for _ in range(published + 1):
@@ -395,12 +400,15 @@ def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
             st.integers(1, 6),
         ),
         max_size=60,
-    )
+    ),
+    st.booleans(),
 )
 # Found by hypothesis: frames credited before they were stored, more got, a blip of the same
 # process (two blips, the second), then a restart from before them all (held one window,
 # then two, it lost the first).
-@example([("publish", 5), ("write", 4), ("credit", 1), ("write", 1), ("blip", 1), ("restart", 1)])
+@example(
+    [("publish", 5), ("write", 4), ("credit", 1), ("write", 1), ("blip", 1), ("restart", 1)], False
+)
 @example(
     [
         ("publish", 9),
@@ -411,7 +419,8 @@ def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
         ("write", 2),
         ("blip", 1),
         ("restart", 1),
-    ]
+    ],
+    False,
 )
 @example(
     [
@@ -424,10 +433,11 @@ def test_a_block_reader_cut_anywhere_gets_every_frame_once_in_order(
         ("write", 4),
         ("blip", 1),
         ("restart", 1),
-    ]
+    ],
+    False,
 )
 def test_a_recorder_restarted_anywhere_stores_every_frame_once_in_order(
-    steps: list[tuple[str, int]],
+    steps: list[tuple[str, int]], says_held: bool
 ) -> None:
     # The recorder stores the messages it takes one by one, saving its position with each;
     # its client returns credit for what was taken, once the application has stored all that
@@ -435,7 +445,8 @@ def test_a_recorder_restarted_anywhere_stores_every_frame_once_in_order(
     # was on the wire and taken but not stored is gone with it), its new process takes the
     # kept reader over by name from its saved position: each frame stored once, in order. A
     # blip of the same process resumes after the newest frame its client got: those it got
-    # and had not taken are taken (without credit) before anything after them.
+    # and had not taken are taken (without credit, or ``says_held``: counted in flight and
+    # credited as the others) before anything after them.
     world = World()
     channel = world.channel()
     _, writer = world.writer(channel)
@@ -468,11 +479,15 @@ def test_a_recorder_restarted_anywhere_stores_every_frame_once_in_order(
             old_id = reader.sub_id
             kept = away(world, box)
             _, box = world.connection()
-            again = kept.take(old_id, channel.name, channel.epoch, got, options(reader), 4)
+            held = uncredited if says_held else 0
+            again = kept.take(
+                old_id, channel.name, channel.epoch, got, options(reader), 4, held=held
+            )
             assert again is reader, (got, reader.credited_seq, reader.released_seq)
             box.adopt(reader)
-            uncredited = 0  # what was taken before it is never credited (stale)
-            credited_to = got
+            if not says_held:
+                uncredited = 0  # what was taken before it is never credited (stale)
+                credited_to = got
         elif action == "restart":
             wire, taken = [], []
             since = stored[-1] if stored else 0
