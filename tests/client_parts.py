@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+from proxy import TcpProxy
 
 import trio_stream as ts
 from trio_stream._reconnect import State
@@ -22,3 +23,13 @@ async def wait_for_state(client: ts.Client, wanted: State) -> None:
     state = client.state
     while state != wanted:
         state = await client.wait_state_change(state)
+
+
+async def kept_away(proxy: TcpProxy, name: str, watcher: ts.Client, wait_s: float) -> None:
+    """Cut the client named ``name`` off behind ``proxy`` for good (the proxy refuses it
+    back) and wait until ``watcher``'s server no longer lists it."""
+    proxy.refuse()
+    proxy.cut()
+    with trio.fail_after(wait_s):
+        while name in {c.name for c in await watcher.clients()}:  # noqa: ASYNC110
+            await trio.sleep(0.01)

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
+from client_parts import kept_away
 from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer, redis_stopped
 from test_protocol_contract import RawClient, framed
@@ -312,6 +313,45 @@ async def test_a_deletion_on_one_node_ends_readers_on_the_other(redis_server: Re
                     pass
         assert [c.name for c in await r.channels() if not c.name.startswith("$")] == []
         await r.create_channel("c")  # the name is free again, cluster-wide
+
+
+@pytest.mark.parametrize("case", ["owner-connected", "owner-away", "ended-on-its-node-first"])
+async def test_an_owner_on_another_node_is_told_its_channel_was_deleted(
+    redis_server: RedisServer, case: str
+) -> None:
+    # A key holder on node a deleted a channel whose owner was connected to node b: nobody
+    # told the owner, which created the channel again at its next reconnect. Told now by
+    # its own node, from the delete's news: at once if connected, in its resume's welcome
+    # if away; by its name if node b had ended its channel before the news came (as when a
+    # writer there finds its epoch gone from Redis first).
+    owner_away = case == "owner-away"
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        open_proxy(str(b.tcp_url)) as proxy,
+        ts.open_client(proxy.url, name="owner", reconnect=ts.Reconnect(initial=0.1)) as owner,
+        ts.open_client(str(a.tcp_url), name="operator") as operator,
+    ):
+        await owner.create_channel("gone", key="k")
+        await owner.create_channel("stays")
+        if case == "ended-on-its-node-first":
+            b.state.broker.delete_channel(b.state.broker.channels["gone"], "gone from Redis")
+        if owner_away:
+            await kept_away(proxy, "owner", operator, WAIT_S)
+        await operator.delete_channel("gone", key="k")
+        with trio.fail_after(WAIT_S):
+            # Node b has the delete's news (its channel ended), or the owner the notice.
+            while "gone" in (b.state.broker.channels if owner_away else owner._owned):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        if owner_away:
+            proxy.accept()
+        else:
+            proxy.cut()
+        with trio.fail_after(WAIT_S):
+            await owner.wait_state("reconnecting")
+            await owner.wait_state("open")
+        names = {c.name for c in await owner.channels()}
+        assert "stays" in names and "gone" not in names
 
 
 async def test_a_reading_node_keeps_its_lost_total_when_the_channel_ends(

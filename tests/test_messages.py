@@ -185,6 +185,34 @@ def test_an_op_missing_or_not_text_is_said_in_the_wire_s_terms() -> None:
     assert refusal({"op": "launch"}) == "unknown control message op 'launch'"
 
 
+_RECORD_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1) | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    st.integers(0, 2**63 - 1),
+    st.lists(st.dictionaries(st.text(max_size=8), _RECORD_VALUES, max_size=5), max_size=40),
+    st.lists(st.integers(1, 40), max_size=6),
+)
+@example(7, [{"n": i} for i in range(300)], [23, 1, 232])  # heads of 1, 2 and 3 bytes
+@settings(max_examples=300)
+def test_a_listing_spliced_from_its_parts_is_its_reply_byte_for_byte(
+    request_id: int, records: list[dict[str, Any]], cuts: list[int]
+) -> None:
+    # A long listing is encoded a part at a time (listing.py) and spliced into its reply:
+    # what encoding the whole reply gives, whatever the parts.
+    parts, rest = [], records
+    for cut in cuts:
+        parts.append(M.EncodedItems.of(rest[:cut]))
+        rest = rest[cut:]
+    parts.append(M.EncodedItems.of(rest))
+    body = M.list_reply_body(request_id, M.EncodedItems.joined(parts))
+    assert body == M.encode_message(M.Reply(id=request_id, result=records))
+
+
 @given(
     st.lists(st.integers(0, 2**64 - 1), max_size=20),
     st.integers(0, 2**63 - 1),

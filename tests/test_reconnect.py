@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import trio
+from client_parts import kept_away
 from engine_marks import BOTH_ENGINES, memory_only
 from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer
@@ -639,11 +640,7 @@ async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owne
         await owner.create_channel("gone-kept", key="k", keep=True)
         await owner.create_channel("stays")
         if owner_away:
-            proxy.refuse()
-            proxy.cut()
-            with trio.fail_after(WAIT_S):
-                while "owner" in {c.name for c in await operator.clients()}:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+            await kept_away(proxy, "owner", operator, WAIT_S)
         await operator.delete_channel("gone", key="k")
         await operator.delete_channel("gone-kept", key="k")
         if owner_away:

@@ -50,6 +50,7 @@ from .._protocol.messages import (
     ControlMessage,
     CreateChannel,
     DeleteChannel,
+    EncodedItems,
     GetStats,
     ListChannels,
     ListClients,
@@ -72,6 +73,7 @@ from .._server.broker import (
 from .._server.buffers import Policy
 from .._server.engine import AsyncHandler, default_node_name
 from .._server.engine import safe_url as _safe_url
+from .._server.listing import channel_record, encode_stepwise
 from .._server.outbox import HOLD_NOTICE_S, HOLD_WARNING_S, block_timeout_error
 from .._server.resume import ADOPTED_OPTIONS, adoption_refused, same_option
 from . import redis_orphans
@@ -751,14 +753,21 @@ class RedisEngine:
             return
         self._orphans.start(channel, reason, here.holder)
 
-    async def tell_deleted(self, name: str, epoch: str, reason: str) -> None:
+    async def tell_deleted(
+        self, name: str, epoch: str, reason: str, owner_notice: tuple[str, str] | None = None
+    ) -> None:
         """Tell the other nodes that channel ``name`` (``epoch``), ended in Redis and here
-        already, is gone. Bounded (a Redis that hangs raises nothing); a failure is logged,
-        not raised: the end is done whatever the announcement does (the readers elsewhere see
-        its stream go, a reset)."""
+        already, is gone. ``owner_notice``: (owner's name, what to tell it), for a channel
+        another client deleted: the node its owner is connected to tells it (_on_deleted).
+        Bounded (a Redis that hangs raises nothing); a failure is logged, not raised: the end
+        is done whatever the announcement does (the readers elsewhere see its stream go, a
+        reset)."""
+        news: list[str] = [name, epoch, reason]
+        if owner_notice is not None:
+            news += owner_notice
         try:
             with trio.fail_after(redis_orphans.ORPHAN_END_TRY_TIMEOUT_S):
-                await self.io.bus.publish(DELETED, [name, epoch, reason])
+                await self.io.bus.publish(DELETED, news)
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
             log.warning("end of channel %r not announced: %s", name[:80], repr(error)[:200])
 
@@ -860,9 +869,13 @@ class RedisEngine:
             )
         await self._read_here_up_to(msg.channel, record.epoch, record.seq)
         reason = f"channel {msg.channel!r} was deleted"
-        await self._delete_everywhere(msg.channel, record.epoch, reason)
-        if local is not None and not owner:  # (an owner on another node is not told)
-            self.state.tell_owner_deleted(local, session, f"{reason} by {session.name}")
+        told = f"{reason} by {session.name}"
+        # Not its owner's own delete (from this node or, by its name, another): the owner is
+        # told, here or by the node it is connected to (the news carries the notice).
+        notice = None if owner or heir else (record.owner, told)
+        await self._delete_everywhere(msg.channel, record.epoch, reason, owner_notice=notice)
+        if local is not None and not owner:
+            self.state.tell_owner_deleted(local, session, told)
 
     async def _appends_done(self, name: str) -> None:
         """Wait (at most DELETE_FLUSH_S) until this node's writers of ``name`` have nothing
@@ -895,10 +908,11 @@ class RedisEngine:
         *,
         node: str | None = None,
         holder: str | None = None,
+        owner_notice: tuple[str, str] | None = None,
     ) -> None:
         """Delete the channel in Redis and on every node; with ``node`` (and ``holder``),
         only if that node keeps it (this node's end of it must not delete what a take-over
-        by name has moved since)."""
+        by name has moved since). ``owner_notice``: see tell_deleted."""
         self._deleting[name] += 1
         try:
             deleted = await self.io.registry.delete(
@@ -917,7 +931,7 @@ class RedisEngine:
                 del self._deleting[name]
         # Shielded (bounded): the delete is done, the client is told so.
         with trio.CancelScope(shield=True):
-            await self.tell_deleted(name, epoch, reason)
+            await self.tell_deleted(name, epoch, reason, owner_notice)
 
     async def _gone_reason(self, channel: Channel, error: EpochChanged) -> tuple[str, bool]:
         """Why a channel that this node's writer found gone from Redis ended, for its
@@ -989,8 +1003,24 @@ class RedisEngine:
         self.state.broker.delete_channel(channel, reason)
 
     def _on_deleted(self, node: str, body: Any) -> None:
-        name, epoch, reason = body
+        name, epoch, reason = body[:3]
+        if len(body) == 5 and node != self.node:
+            # Another client deleted it, on that node: its owner, if connected here, is
+            # told (else it created the channel again at its next reconnect).
+            self._tell_owner(name, epoch, str(body[3]), str(body[4]))
         self._channel_deleted(name, epoch, str(reason), by_another_node=node != self.node)
+
+    def _tell_owner(self, name: str, epoch: str, owner: str, notice: str) -> None:
+        """Tell ``owner`` that another node's client deleted its channel ``name``: by the
+        channel here if it owns it (also while away: its resume's welcome says it), else by
+        its name if it is connected here and this node has no channel of that name (ended
+        here already: a writer here found its epoch gone from Redis before the news came).
+        Not by its name when the channel here is another epoch: one the owner made anew."""
+        channel = self.state.broker.channels.get(name)
+        if channel is None:
+            self.state.tell_owner_by_name(owner, name, notice)
+        elif channel.epoch == epoch and channel.owner_id is not None:
+            self.state.tell_owner_deleted(channel, None, notice)
 
     def _channel_deleted(
         self, name: str, epoch: str, reason: str, *, by_another_node: bool
@@ -1391,54 +1421,61 @@ class RedisEngine:
         for frame in came:
             remember(channel, frame)
 
-    async def _list_channels(self, session: Session, msg: ListChannels) -> list[dict[str, Any]]:
+    async def _list_channels(self, session: Session, msg: ListChannels) -> EncodedItems:
         local = self.state.broker.channels
-        records = []
-        for name in ("$clients", "$channels", "$stats"):
-            records += [r for r in self.state.channel_records(session) if r["name"] == name]
-        for record in await self.io.registry.list():
-            options = record.options
-            if not (options.get("public", True) or record.owner == session.name):
-                continue
-            here = local.get(record.name)
-            here = here if here is not None and here.epoch == record.epoch else None
-            records.append(
-                {
-                    "name": record.name,
-                    "owner": record.owner,
-                    "public": bool(options.get("public", True)),
-                    # This node's own readers from its broker, not from the announcement
-                    # of them (async): a client that just closed a subscription sees it gone.
-                    "readers": self.io.presence.remote_readers(record.name)
-                    + (len(here.subscriptions) if here else 0),
-                    "writers": len(here.publishers) if here else 0,
-                    "seq": record.seq,
-                    "rate_fps": here.rate_fps if here else 0.0,
-                    "rate_bps": here.rate_bps if here else 0.0,
-                    "lost": here.lost if here else 0,
-                    "created": record.created,
-                    "lifetime": options.get("lifetime"),
-                    "history": options.get("history", 0),
-                    "single_writer": bool(options.get("single_writer", False)),
-                    "keep": bool(options.get("keep", False)),
-                    "held_by": here.held_by() if here else [],
-                    "meta": options.get("meta"),
-                    "node": record.node,
-                }
-            )
-        return records
+        # The server's own (each node has them; a walk of this node's channels for each of
+        # the three cost ~0.2 s a listing at 100,000).
+        system = [channel_record(channel) for channel in self.state.system.values()]
 
-    async def _list_clients(self, session: Session, msg: ListClients) -> list[dict[str, Any]]:
-        mine = [s.record() | {"node": self.node} for s in self.state.sessions.values()]
+        def record(entry: ChannelRecord) -> dict[str, Any] | None:
+            options = entry.options
+            if not (options.get("public", True) or entry.owner == session.name):
+                return None
+            here = local.get(entry.name)
+            here = here if here is not None and here.epoch == entry.epoch else None
+            return {
+                "name": entry.name,
+                "owner": entry.owner,
+                "public": bool(options.get("public", True)),
+                # This node's own readers from its broker, not from the announcement
+                # of them (async): a client that just closed a subscription sees it gone.
+                "readers": self.io.presence.remote_readers(entry.name)
+                + (len(here.subscriptions) if here else 0),
+                "writers": len(here.publishers) if here else 0,
+                "seq": entry.seq,
+                "rate_fps": here.rate_fps if here else 0.0,
+                "rate_bps": here.rate_bps if here else 0.0,
+                "lost": here.lost if here else 0,
+                "created": entry.created,
+                "lifetime": options.get("lifetime"),
+                "history": options.get("history", 0),
+                "single_writer": bool(options.get("single_writer", False)),
+                "keep": bool(options.get("keep", False)),
+                "held_by": here.held_by() if here else [],
+                "meta": options.get("meta"),
+                "node": entry.node,
+            }
+
+        listed = await encode_stepwise(await self.io.registry.list(), record)
+        return EncodedItems.joined([EncodedItems.of(system), listed])
+
+    async def _list_clients(self, session: Session, msg: ListClients) -> EncodedItems:
+        sessions = self.state.sessions
+
+        def mine(connected: Session) -> dict[str, Any] | None:
+            if sessions.get(connected.client_id) is not connected:
+                return None  # (gone since the listing began)
+            return connected.record() | {"node": self.node}
+
+        listed = await encode_stepwise(sessions.values(), mine)
         others = await self.io.presence.clients()
-        for node, clients in sorted(others.items()):
-            if node == self.node:
-                continue
-            for info in clients.values():
-                mine.append(
-                    {"subscriptions": [], "publishers": [], "methods": []} | info | {"node": node}
-                )
-        return mine
+        theirs = [
+            {"subscriptions": [], "publishers": [], "methods": []} | info | {"node": node}
+            for node, clients in sorted(others.items())
+            if node != self.node
+            for info in clients.values()
+        ]
+        return EncodedItems.joined([listed, EncodedItems.of(theirs)])
 
     async def _stats(self, session: Session, msg: GetStats) -> dict[str, Any]:
         await self._count_cluster()

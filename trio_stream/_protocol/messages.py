@@ -602,6 +602,35 @@ def readers_bodies(pub_ids: Iterable[int], readers: int, lossless: bool) -> Iter
 _PUB_KEY: Final = encode_control({"pub": 0})[1:-1]  # the key as CBOR text (no map head, no 0)
 
 
+@dataclass(frozen=True)
+class EncodedItems:
+    """The items of a list, each encoded already (CBOR, one after another): a long listing
+    is encoded a part at a time (the server answers other clients between parts, see
+    _server/listing.py), then spliced into its reply (:func:`list_reply_body`)."""
+
+    count: int
+    data: bytes
+
+    @classmethod
+    def of(cls, values: list[Any]) -> EncodedItems:
+        whole = encode_control({"": values})  # (a map: what encode_control takes)
+        head = 1 + 1 + len(cbor_head(4, len(values)))  # map head, "" key, array head
+        return cls(len(values), whole[head:])
+
+    @classmethod
+    def joined(cls, parts: Iterable[EncodedItems]) -> EncodedItems:
+        parts = list(parts)
+        return cls(sum(part.count for part in parts), b"".join(part.data for part in parts))
+
+
+def list_reply_body(request_id: int, items: EncodedItems) -> bytes:
+    """``encode_message(Reply(id=request_id, result=[...items]))``, byte for byte, from the
+    items' own encodings: ``result`` is the reply map's last value, so its empty list is
+    the encoding's last byte, and the list's head and items take its place."""
+    empty = encode_message(Reply(id=request_id, result=[]))
+    return empty[:-1] + cbor_head(4, items.count) + items.data
+
+
 def decode_message(body: BytesLike, max_items: int | None = None) -> ControlMessage:
     """Parse a CONTROL frame body (type byte included); ``max_items``: see decode_control
     (the server passes codec.CONTROL_MAX_ITEMS for what its clients send).

@@ -40,11 +40,12 @@ from .._protocol.frames import (
     parse_publish,
     publish_runs,
 )
-from .._protocol.framing import PREFIX_BYTES
+from .._protocol.framing import PREFIX_BYTES, frame_prefix
 from .._protocol.limits import PING_FRAME_MAX_BYTES
 from .._protocol.messages import (
     MESSAGE_TYPES,
     ControlMessage,
+    EncodedItems,
     Error,
     Goodbye,
     Hello,
@@ -54,12 +55,13 @@ from .._protocol.messages import (
     Request,
     UnknownOp,
     decode_message,
+    list_reply_body,
 )
 from .._util import open_own_nursery
 from .broker import wrong_key
 from .engine import AsyncHandler
 from .outbox import control_frame
-from .requests import ANSWERED_LATER, REQUEST_HANDLERS
+from .requests import ANSWERED_LATER, REQUEST_HANDLERS, STEPWISE_HANDLERS
 from .sender import write_woken
 from .wrong_tokens import host_of
 
@@ -137,8 +139,9 @@ class Inbound:
         # Built on the first request: a connection that only pings (most idle clients) never
         # needs it, and it is ~3 KiB of bound methods and closures per connection.
         self._handlers: dict[type[ControlMessage], Callable[[Any], Any]] | None = None
-        # A request the engine answers with I/O (several nodes): awaited by the reader task
-        # right after the frame that carried it, so requests stay in order.
+        # A request answered with I/O (an engine's, several nodes) or a step at a time (a
+        # listing, listing.py): awaited by the reader task right after the frame that
+        # carried it, so requests stay in order.
         self._pending_request: tuple[AsyncHandler, Request] | None = None
         # What the reading on while it was answered met (the client left, a bad frame):
         # raised once the answer is queued, in the order the frames came.
@@ -454,7 +457,7 @@ class Inbound:
             **{kind: self._request(handler) for kind, handler in REQUEST_HANDLERS.items()},
             **state.rpc.handlers(self._session),
         }
-        for kind, async_handler in state.engine.request_handlers().items():
+        for kind, async_handler in (STEPWISE_HANDLERS | state.engine.request_handlers()).items():
             self._handlers[kind] = self._defer(async_handler)
         return self._handlers
 
@@ -496,7 +499,11 @@ class Inbound:
         that holds to it closed its connection on a listing of 80 channels at 4 KiB (a
         protocol implementer). Only a listing grows that large (channels, clients): a
         request that made something (a subscription) has a small answer."""
-        frame = control_frame(Reply(id=request.id, result=result))
+        if isinstance(result, EncodedItems):  # a listing made a step at a time
+            body = list_reply_body(request.id, result)
+            frame = frame_prefix(len(body)) + body
+        else:
+            frame = control_frame(Reply(id=request.id, result=result))
         body_bytes = len(frame) - PREFIX_BYTES
         limit = self._state.config.max_frame_bytes
         if body_bytes <= limit:
@@ -509,7 +516,7 @@ class Inbound:
         self._outbox.send(_error_reply(request.id, error))
 
     def _defer(self, handler: AsyncHandler) -> Callable[[Request], None]:
-        """``handler`` (it does I/O) as a message handler: awaited right after its frame."""
+        """``handler`` (it awaits) as a message handler: awaited right after its frame."""
 
         def defer(message: Request) -> None:
             self._pending_request = (handler, message)

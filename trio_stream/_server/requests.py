@@ -30,6 +30,7 @@ from .._protocol.messages import (
     ControlMessage,
     CreateChannel,
     DeleteChannel,
+    EncodedItems,
     GetStats,
     ListChannels,
     ListClients,
@@ -45,6 +46,7 @@ from . import admin
 from .admin import ANSWERED_LATER as ANSWERED_LATER
 from .broker import check_access, nothing_to_delete
 from .buffers import Policy, drops_when_full, parse_policy
+from .engine import AsyncHandler
 from .resume import adopt_channel, recovered, subscribe_since
 
 if TYPE_CHECKING:
@@ -629,12 +631,12 @@ def restored(session: Session, msg: Restored) -> None:
     session.state.resume.end_kept_of(session)
 
 
-def list_channels(session: Session, msg: ListChannels) -> list[dict[str, Any]]:
-    return session.state.channel_records(session)
+async def list_channels(session: Session, msg: ListChannels) -> EncodedItems:
+    return await session.state.channel_listing(session)
 
 
-def list_clients(session: Session, msg: ListClients) -> list[dict[str, Any]]:
-    return [s.record() for s in session.state.sessions.values()]
+async def list_clients(session: Session, msg: ListClients) -> EncodedItems:
+    return await session.state.client_listing()
 
 
 def stats(session: Session, msg: GetStats) -> dict[str, Any]:
@@ -653,8 +655,13 @@ REQUEST_HANDLERS: Final[dict[type[ControlMessage], Handler]] = {
     Retune: retune,
     Unsubscribe: unsubscribe,
     Restored: restored,
-    ListChannels: list_channels,
-    ListClients: list_clients,
     GetStats: stats,
     Admin: admin.handle,
+}
+
+#: The requests answered a step at a time (listing.py): the connection's later frames wait
+#: for the answer, as for an engine's (Inbound._defer), while other connections run.
+STEPWISE_HANDLERS: Final[dict[type[ControlMessage], AsyncHandler]] = {
+    ListChannels: list_channels,
+    ListClients: list_clients,
 }

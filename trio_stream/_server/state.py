@@ -16,10 +16,11 @@ from .._exceptions import NameInUse
 from .._protocol.bytes_like import BytesLike
 from .._protocol.codec import encode_payload
 from .._protocol.limits import Limits
-from .._protocol.messages import ChannelDeleted
+from .._protocol.messages import ChannelDeleted, EncodedItems
 from .broker import Broker, Channel, Writer
 from .engine import make_engine
 from .idle import Watchdog
+from .listing import channel_record, encode_stepwise
 from .outbox import BufferTotals
 from .resume import DELETIONS_REMEMBERED_MAX, ResumeBook
 from .rpc import Router
@@ -150,30 +151,26 @@ class ServerState:
         if self._read("$stats"):  # (stats() reads /proc and walks the leases)
             self.publish_system("$stats", self.engine.stats(self.stats()))
 
-    def channel_records(self, session: Session | None) -> list[dict[str, Any]]:
-        """Channels this session may see: public ones and its own private ones."""
-        return [
-            {
-                "name": c.name,
-                "owner": c.owner,
-                "public": c.public,
-                "readers": c.readers,
-                "writers": len(c.publishers),
-                "seq": c.seq,
-                "rate_fps": c.rate_fps,
-                "rate_bps": c.rate_bps,
-                "lost": c.lost,
-                "created": c.created,
-                "lifetime": c.lifetime,
-                "history": c.history,
-                "single_writer": c.single_writer,
-                "keep": c.keep,
-                "held_by": c.held_by(),
-                "meta": c.meta,
-            }
-            for c in self.broker.channels.values()
-            if c.visible_to(session)
-        ]
+    async def channel_listing(self, session: Session) -> EncodedItems:
+        """The channels ``session`` may see (public ones and its own private ones), as
+        ``channels()`` lists them, made a step at a time (listing.py)."""
+        channels = self.broker.channels
+
+        def record(channel: Channel) -> dict[str, Any] | None:
+            if channels.get(channel.name) is not channel or not channel.visible_to(session):
+                return None  # (deleted since the listing began)
+            return channel_record(channel)
+
+        return await encode_stepwise(channels.values(), record)
+
+    async def client_listing(self) -> EncodedItems:
+        """The clients connected here, as ``clients()`` lists them, a step at a time."""
+        sessions = self.sessions
+
+        def record(session: Session) -> dict[str, Any] | None:
+            return session.record() if sessions.get(session.client_id) is session else None
+
+        return await encode_stepwise(sessions.values(), record)
 
     # -- clients -----------------------------------------------------------------------------
     def claim_name(self, session: Session) -> None:
@@ -237,32 +234,49 @@ class ServerState:
         self.watchdog.start(session.client_id)
         self.client_event("connected", session)
 
-    def tell_owner_deleted(self, channel: Channel, deleter: Session, reason: str) -> None:
-        """``deleter`` (a holder of the key, an admin) deleted ``channel``: its owner, if it
-        is another client connected here, is told, or it created the channel again at its
-        next reconnect (a soak: 500 channels deleted by a key holder, back after one cut).
-        An owner away is told in its welcome if it resumes (resume.ResumeBook.take_over), as
-        is one whose resume is on its way to its welcome."""
+    def tell_owner_deleted(self, channel: Channel, deleter: Session | None, reason: str) -> None:
+        """``deleter`` (a holder of the key, an admin; None: a client of another node) deleted
+        ``channel``: its owner, if it is another client connected here, is told, or it
+        created the channel again at its next reconnect (a soak: 500 channels deleted by a
+        key holder, back after one cut). An owner away is told in its welcome if it resumes
+        (resume.ResumeBook.take_over), as is one whose resume is on its way to its welcome."""
         owner = None if channel.owner_id is None else self.sessions.get(channel.owner_id)
-        if owner is deleter:
+        if owner is not None and owner is deleter:
             return  # its own delete: its client knows
         channel.owner_notice = reason
         if owner is None:
             greeted = self.by_name.get(channel.owner)
-            if (
-                greeted is not None
-                and greeted.client_id == channel.owner_id
-                and greeted.resume_lease is not None
-            ):
-                # Between its resume's take-over and its welcome (several nodes: the name's
-                # claim is a round trip to Redis): that welcome names it.
-                greeted.resume_lease.deleted[channel.name] = reason
+            if greeted is not None and greeted.client_id == channel.owner_id:
+                self._tell_greeted(greeted, channel.name, reason)
             return
-        owner.send_control(ChannelDeleted(channel=channel.name, reason=reason))
+        self._tell_connected(owner, channel.name, reason)
+
+    def tell_owner_by_name(self, owner: str, channel: str, reason: str) -> None:
+        """Another node's client deleted ``channel``, owned by the client named ``owner``,
+        which this node has no channel of that name for: told if connected here (a client
+        whose owned channel another node keeps, as after a move to this node)."""
+        session = self.by_name.get(owner)
+        if session is None:
+            return
+        if self.sessions.get(session.client_id) is session:
+            self._tell_connected(session, channel, reason)
+        else:
+            self._tell_greeted(session, channel, reason)
+
+    @staticmethod
+    def _tell_greeted(greeted: Session, channel: str, reason: str) -> None:
+        """Between its resume's take-over and its welcome (several nodes: the name's claim
+        is a round trip to Redis): that welcome names it."""
+        if greeted.resume_lease is not None:
+            greeted.resume_lease.deleted[channel] = reason
+
+    @staticmethod
+    def _tell_connected(owner: Session, channel: str, reason: str) -> None:
+        owner.send_control(ChannelDeleted(channel=channel, reason=reason))
         # Said again in its next welcome, should a cut lose this (resume.Lease.untold).
         told = owner.deletions_told
-        told.pop(channel.name, None)  # (to the end: the newest)
-        told[channel.name] = reason
+        told.pop(channel, None)  # (to the end: the newest)
+        told[channel] = reason
         if len(told) > DELETIONS_REMEMBERED_MAX:
             del told[next(iter(told))]
 
