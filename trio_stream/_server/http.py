@@ -14,6 +14,7 @@ import base64
 import binascii
 import hmac
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final
@@ -37,7 +38,7 @@ from .._transport.websocket import (
 )
 from .log_throttle import LogThrottle
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import render_metrics
+from .metrics import metrics_steps
 from .metrics_budget import MetricsBudget, MetricsTurns
 from .session import Session
 from .wrong_tokens import host_of
@@ -211,12 +212,13 @@ class HttpSite:
             )
             response.headers.append(("Retry-After", "1"))
             return response
-        body = self.metrics_text.text()
+        body = await self.metrics_text.text()
         return HttpResponse(200, body, METRICS_CONTENT_TYPE, [("Cache-Control", "no-store")])
 
-    def _render_metrics(self) -> bytes:
+    def _render_metrics(self) -> Iterator[bytes]:
         admission = self.server.admission
-        return render_metrics(self.server.state, admission.refused_total, admission).encode()
+        for part in metrics_steps(self.server.state, admission.refused_total, admission):
+            yield part.encode()
 
 
 class HttpConnection:

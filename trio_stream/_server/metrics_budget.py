@@ -17,7 +17,7 @@ slowed, not refused), unless ``MAX_WAITING`` of its address's wait already (then
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import trio
@@ -32,28 +32,54 @@ TURNS_KEPT: Final = 1024  # addresses remembered before those whose turn has com
 class MetricsBudget:
     """The last rendered text and how long it may be served again.
 
-    ``clock`` (seconds) measures the render's cost and the text's age: trio's by default (the
-    monotonic clock, or a test's), injectable so tests can step it.
+    ``render`` gives the text in parts, each made as it is asked for (metrics.metrics_steps):
+    other tasks run between parts, and the render's cost is the time its parts took, not
+    the others' between them. ``clock`` (seconds) measures that cost and the text's age:
+    trio's by default (the monotonic clock, or a test's), injectable so tests can step it.
     """
 
     def __init__(
-        self, render: Callable[[], bytes], clock: Callable[[], float] = trio.current_time
+        self, render: Callable[[], Iterable[bytes]], clock: Callable[[], float] = trio.current_time
     ) -> None:
         self._render = render
         self._clock = clock
         self._text = b""
         self._rendered_at = 0.0
         self._fresh_for = -1.0  # nothing rendered yet
+        self._rendering: trio.Event | None = None  # set when the render under way is done
+        self._renders = 0
 
-    def text(self) -> bytes:
-        """The text to serve now: the kept one while fresh, else a new render."""
+    async def text(self) -> bytes:
+        """The text to serve now: the kept one while fresh, else a new render (or the one
+        under way: a request that comes meanwhile gets its text too)."""
+        while (rendering := self._rendering) is not None:
+            renders = self._renders
+            await rendering.wait()
+            if self._renders != renders:  # (not if it was cancelled: then one renders here)
+                return self._text
         started = self._clock()
         if started - self._rendered_at < self._fresh_for:
             return self._text
-        self._text = self._render()
-        took = self._clock() - started
-        self._rendered_at = started
-        self._fresh_for = min(took / RENDER_SHARE, MAX_AGE_S)
+        self._rendering = done = trio.Event()
+        try:
+            parts: list[bytes] = []
+            took = 0.0
+            steps = iter(self._render())
+            while True:
+                step_started = self._clock()
+                part = next(steps, None)
+                took += self._clock() - step_started
+                if part is None:
+                    break
+                parts.append(part)
+                await trio.lowlevel.checkpoint()
+            self._text = b"".join(parts)
+            self._rendered_at = started
+            self._fresh_for = min(took / RENDER_SHARE, MAX_AGE_S)
+            self._renders += 1
+        finally:
+            self._rendering = None
+            done.set()
         return self._text
 
 
