@@ -124,6 +124,34 @@ async function readCreditedInPairs(server, sub, count, check) {
   assert.ok(credits.every((c) => c.frames <= 2), JSON.stringify(credits));
 }
 
+for (const [counted, credited] of [[null, 0], [4, 4], [2, 2]]) {
+  test(`frames held through a resume return credit only if the server counts them (${counted})`, async () => {
+    // The resubscription says what the client got and did not credit (`held`); the server
+    // that continues it says how many it counts in the window (the newest): credit goes
+    // back for those as they are taken (two of them taken while away), for no others.
+    const { server, client } = await setup();
+    server.epochs = true;
+    server.window = 4;
+    server.heldCounted = counted;
+    await client.createChannel('h');
+    const sub = await client.subscribe('h', { policy: 'block', size: 100 });
+    for (let i = 0; i < 4; i++) server.inject('h', i);
+    await until(() => sub.received === 4, 1000, 'a window');
+    await server.goDown(client);
+    const got = [(await sub.next()).value.data, (await sub.next()).value.data];
+    server.refuse = false;
+    await until(() => client.state === 'open' && sub.id !== null, 2000, 'resumed');
+    got.push((await sub.next()).value.data, (await sub.next()).value.data);
+    await client.channels(); // a round trip: any credit sent is there
+    const subscribes = server.controls('subscribe');
+    assert.equal(subscribes.at(-1).held, 4);
+    const credit = server.messages.flat().filter((f) => f.type === CREDIT && f.sub === sub.id);
+    assert.equal(credit.reduce((n, c) => n + c.frames, 0), credited, JSON.stringify(credit));
+    assert.deepStrictEqual(got, [0, 1, 2, 3]);
+    await client.close();
+  });
+}
+
 test('credit counts each frame as the server does, heads and sender name too', async () => {
   // Payload bytes alone were counted: with small values and a long sender name the client
   // held credit the server judged due, and a frame that did not fit waited for it for good.

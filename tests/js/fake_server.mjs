@@ -64,6 +64,10 @@ export class FakeServer {
   run = null;
   // The next welcome's `channels_deleted` (protocol.md 2), then none again: null sends none.
   channelsDeleted = null;
+  // A resumed subscribe's `held` (protocol.md 8) answered with this many of those the client
+  // said it holds counted in its window (at most those), as a server that kept the
+  // subscription does; null: not answered (a new subscription, an older server).
+  heldCounted = null;
 
   constructor() {
     const server = this;
@@ -252,6 +256,7 @@ class Conn {
           if (m.since_epoch != null) {
             const within = m.since_epoch === ch.epoch && (m.since_seq ?? 0) <= (ch.seq ?? 0);
             result.resume = { kind: within ? 'resumed' : 'reset', recovered: 0 };
+            if (s.heldCounted !== null && m.held != null) result.resume.held = Math.min(s.heldCounted, m.held);
           }
         }
         this.reply(m.id, result);

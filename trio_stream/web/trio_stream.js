@@ -1545,7 +1545,7 @@ export class Subscription extends Emitter {
   #client;
   #queue = []; // [{msg, gen}]
   #waiters = [];
-  #gen = 0; // bumped on every (re)subscribe: credit for older messages is void
+  #gen = 0; // bumped on every (re)subscribe: credit for older messages is void (unless counted: #countHeld)
   #unacked = 0;
   #unackedBytes = 0;
   #onMessage;
@@ -1658,7 +1658,12 @@ export class Subscription extends Emitter {
         ...(this.sender !== null && { sender: this.sender }),
         ...(this.view !== null && { view: this.view }),
         since_epoch: this.#resumeFrom?.epoch ?? null, since_seq: this.#resumeFrom?.seq ?? null,
-        ...(this.#resumeFrom !== null && this.#resumeSub !== null && { resume_sub: this.#resumeSub }),
+        // `held`: the frames got and not credited (taken since the last credit, or queued):
+        // continued, the subscription counts them in its window (#countHeld). Not counted,
+        // they came on top of a whole window, and this client held both.
+        ...(this.#resumeFrom !== null && this.#resumeSub !== null && {
+          resume_sub: this.#resumeSub, held: this.#unacked + this.#queuedOf(this.#gen),
+        }),
       }, {
         onReply: (reply) => this.#attach(reply, restore),
         onLate: (reply) => {
@@ -1695,9 +1700,16 @@ export class Subscription extends Emitter {
     this.id = reply.sub;
     this.window = Number.isInteger(reply.window) && reply.window > 0 ? reply.window : 1;
     if (Number.isInteger(reply.window_bytes) && reply.window_bytes > 0) this.windowBytes = reply.window_bytes;
+    const held = Number.isInteger(reply.resume?.held) ? reply.resume.held : null;
     this.#gen++;
-    this.#unacked = 0;
-    this.#unackedBytes = 0;
+    if (held === null) {
+      // A new subscription (or an older server's): the frames still queued return it no
+      // credit (their gen is the old one), nor does what was taken before.
+      this.#unacked = 0;
+      this.#unackedBytes = 0;
+    } else {
+      this.#countHeld(held);
+    }
     if (typeof reply.epoch === 'string') this.#epoch = reply.epoch;
     // After a reset end, this resubscription reads the channel's new life: its gap says so
     // (`resetEnd`), and it belongs to no reconnection (one made while it waited tells of its
@@ -1864,10 +1876,34 @@ export class Subscription extends Emitter {
   // bytes are each DATA frame's after its length prefix, as the server judges them: it
   // sends past `windowBytes` only while no credit is due (docs/protocol.md section 5).
   #consumed(gen, nbytes) {
-    if (gen !== this.#gen || this.id === null || this.ended) return;
+    if (gen !== this.#gen || this.ended) return;
     this.#unacked++;
     this.#unackedBytes += nbytes;
-    if (this.#creditDue()) this.#returnCredit();
+    if (this.id !== null && this.#creditDue()) this.#returnCredit();
+  }
+
+  #queuedOf(gen) {
+    return this.#queue.reduce((n, entry) => n + (entry.gen === gen), 0);
+  }
+
+  // Continued with `held` of the frames this said it holds (the newest) counted in its window
+  // (protocol.md section 8): credit goes back for those as they are taken (some may have been
+  // since the resubscription went out), not for the older ones. `#gen` is the new one here.
+  #countHeld(held) {
+    const old = this.#gen - 1;
+    let uncounted = this.#unacked + this.#queuedOf(old) - held;
+    const taken = Math.min(Math.max(uncounted, 0), this.#unacked);
+    this.#unacked -= taken;
+    if (this.#unacked === 0) this.#unackedBytes = 0;
+    uncounted -= taken;
+    for (const entry of this.#queue) {
+      if (entry.gen !== old) continue;
+      if (uncounted > 0) uncounted--; // the oldest: not counted, no credit
+      else entry.gen = this.#gen;
+    }
+    // Taken while this waited: with nothing queued, no later take would return their credit,
+    // and the server, counting them in flight, might have none left to send with.
+    if (this.#unacked > 0 && (this.#creditDue() || this.#queue.length === 0)) this.#returnCredit();
   }
 
   // A quarter of the window consumed, in frames or in bytes (also after a retune's new one).
@@ -1879,7 +1915,9 @@ export class Subscription extends Emitter {
   }
 
   #returnCredit() {
-    if (this.#unacked > 0 && this.id !== null && !this.ended) {
+    // Waiting to resume: kept for the next connection, which counts them (`held`).
+    if (this.id === null) return;
+    if (this.#unacked > 0 && !this.ended) {
       this.#client._sendCredit(this.id, this.#unacked);
     }
     this.#unacked = 0;
