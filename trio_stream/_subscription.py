@@ -693,7 +693,7 @@ class Subscription:
             client = self._client
             if not (self._live and client._connected):
                 # Waiting to resume: the server keeps these in flight and counts them in
-                # the window when this says it holds them (_resume): their credit goes
+                # the window when this says it holds them (_resubscribe): their credit goes
                 # back on the next connection.
                 return
             client._send_soon(credit_frame(self.sub_id, self._consumed))
