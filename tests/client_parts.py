@@ -33,3 +33,11 @@ async def kept_away(proxy: TcpProxy, name: str, watcher: ts.Client, wait_s: floa
     with trio.fail_after(wait_s):
         while name in {c.name for c in await watcher.clients()}:  # noqa: ASYNC110
             await trio.sleep(0.01)
+
+
+async def channels_once_back(client: ts.Client, wait_s: float) -> set[str]:
+    """Wait for ``client`` to reconnect (reconnecting, then open): the channels it lists."""
+    with trio.fail_after(wait_s):
+        await client.wait_state("reconnecting")
+        await client.wait_state("open")
+    return {c.name for c in await client.channels()}

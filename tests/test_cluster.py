@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
-from client_parts import kept_away
+from client_parts import channels_once_back, kept_away
 from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer, redis_stopped
 from test_protocol_contract import RawClient, framed
@@ -347,10 +347,7 @@ async def test_an_owner_on_another_node_is_told_its_channel_was_deleted(
             proxy.accept()
         else:
             proxy.cut()
-        with trio.fail_after(WAIT_S):
-            await owner.wait_state("reconnecting")
-            await owner.wait_state("open")
-        names = {c.name for c in await owner.channels()}
+        names = await channels_once_back(owner, WAIT_S)
         assert "stays" in names and "gone" not in names
 
 

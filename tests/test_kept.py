@@ -57,9 +57,22 @@ def take_back(
     return box, reader
 
 
-def block_reader(world: World, channel: Channel, size: int = 100) -> tuple[Outbox, Reader]:
+def four_of_eight_in_flight() -> tuple[World, Channel, Outbox, Reader]:
+    """A block reader (window 4) that was sent 1..4 of the 8 frames published."""
+    world = World()
+    channel = world.channel()
+    _, writer = world.writer(channel)
+    box, reader = block_reader(world, channel)
+    publish(world, writer, range(8))
+    assert sent(box)[0] == [1, 2, 3, 4]
+    return world, channel, box, reader
+
+
+def block_reader(
+    world: World, channel: Channel, size: int = 100, window: int = 4
+) -> tuple[Outbox, Reader]:
     _, box = world.connection()
-    return box, world.reader(box, channel, Policy.BLOCK, size, window=4)
+    return box, world.reader(box, channel, Policy.BLOCK, size, window=window)
 
 
 def test_a_block_reader_away_loses_nothing_and_gets_again_what_was_in_flight() -> None:
@@ -154,12 +167,7 @@ def test_a_lossy_kept_reader_keeps_its_newest_size_frames_and_counts_the_rest() 
 
 
 def test_a_client_is_not_given_a_reader_it_cannot_continue_without_a_gap() -> None:
-    world = World()
-    channel = world.channel()
-    _, writer = world.writer(channel)
-    box, reader = block_reader(world, channel)
-    publish(world, writer, range(8))
-    assert sent(box)[0] == [1, 2, 3, 4]
+    world, channel, box, reader = four_of_eight_in_flight()
     # The client had 1..4 and returned credit twice: the reader let 1..2 go for good, and
     # keeps 3..4 until the next credit (a process killed before saving them asks from 2).
     box.credit(reader.sub_id, 2)
@@ -181,12 +189,7 @@ def test_a_client_is_not_given_a_reader_it_cannot_continue_without_a_gap() -> No
 def test_a_reader_taken_from_inside_its_last_credit_sends_the_frames_after_that_position() -> None:
     # A recorder's client returns credit as the application takes messages: killed after
     # taking 4 (its credit sent) and before saving it, its new process asks from 3.
-    world = World()
-    channel = world.channel()
-    _, writer = world.writer(channel)
-    box, reader = block_reader(world, channel)
-    publish(world, writer, range(8))
-    assert sent(box)[0] == [1, 2, 3, 4]
+    world, _, box, reader = four_of_eight_in_flight()
     box.credit(reader.sub_id, 4)
     kept = away(world, box)
     assert reader.resumable_after(3) and not reader.resumable_after(-1)
@@ -223,13 +226,8 @@ def test_a_reader_cut_again_and_again_without_returning_credit_holds_four_window
 
 
 def four_in_flight_then_cut() -> tuple[World, Reader, KeptReaders]:
-    """A block reader (window 4) sent 1..4 of 8 frames, none credited, then cut off."""
-    world = World()
-    channel = world.channel()
-    _, writer = world.writer(channel)
-    box, reader = block_reader(world, channel)
-    publish(world, writer, range(8))
-    assert sent(box)[0] == [1, 2, 3, 4]
+    """As :func:`four_of_eight_in_flight`, none credited, then cut off."""
+    world, _, box, reader = four_of_eight_in_flight()
     return world, reader, away(world, box)
 
 
@@ -277,8 +275,7 @@ def test_a_reader_cut_again_and_again_whose_client_says_what_it_holds_holds_one_
     world = World()
     channel = world.channel()
     _, writer = world.writer(channel)
-    _, box = world.connection()
-    reader = world.reader(box, channel, Policy.BLOCK, 100, window=8)
+    box, reader = block_reader(world, channel, window=8)
     publish(world, writer, range(100))
     old_id: int | None = None
     uncredited: list[int] = []  # the seqs the client got and did not return credit for

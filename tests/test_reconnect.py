@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import trio
-from client_parts import kept_away
+from client_parts import channels_once_back, kept_away
 from engine_marks import BOTH_ENGINES, memory_only
 from proxy import TcpProxy, open_proxy
 from redis_server import RedisServer
@@ -648,10 +648,7 @@ async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owne
         else:
             await owner.channels()  # the notices came before this answer
             proxy.cut()
-        with trio.fail_after(WAIT_S):
-            await owner.wait_state("reconnecting")
-            await owner.wait_state("open")
-        names = {c.name for c in await owner.channels()}
+        names = await channels_once_back(owner, WAIT_S)
         assert "stays" in names and not names & {"gone", "gone-kept"}
         assert {c.owner for c in await operator.channels() if c.name == "stays"} == {"owner"}
         await owner.create_channel("gone")  # its own again, if it asks
@@ -696,10 +693,7 @@ async def test_a_deletion_whose_notice_or_welcome_was_lost_is_told_again(
                 await trio.sleep(0.1)  # (the notice on its way, into the proxy)
                 proxy.cut()
                 proxy.release()
-        with trio.fail_after(WAIT_S):
-            await owner.wait_state("reconnecting")
-            await owner.wait_state("open")
-        names = {c.name for c in await owner.channels()}
+        names = await channels_once_back(owner, WAIT_S)
         assert "stays" in names and "gone" not in names
 
 
