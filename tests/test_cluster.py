@@ -351,6 +351,52 @@ async def test_an_owner_on_another_node_is_told_its_channel_was_deleted(
         assert "stays" in names and "gone" not in names
 
 
+@pytest.mark.parametrize("case", ["back-on-another-node", "made-again-privately"])
+async def test_an_owner_back_on_another_node_is_told_what_was_deleted_while_it_was_away(
+    redis_server: RedisServer, case: str
+) -> None:
+    # The owner left node b and came back on node c (its node's failover, say): c had no
+    # lease of it to name the deletion in, and its client created the channel again. Every
+    # node notes the delete's news for an owner it cannot tell, for the welcome of that
+    # name's next reconnection there. A channel the owner made again since (a private one,
+    # whose making is not news) is not named: its client would forget a channel it has.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b")) as b,
+        ts.open_server(node_config(redis_server, "c")) as c,
+        open_proxy(str(b.tcp_url)) as to_b,
+        open_proxy(str(c.tcp_url)) as to_c,
+        ts.open_client(
+            [to_b.url, to_c.url], name="owner", reconnect=ts.Reconnect(initial=0.1)
+        ) as owner,
+        ts.open_client(str(a.tcp_url), name="operator") as operator,
+    ):
+        await owner.create_channel("gone", key="k")
+        await owner.create_channel("stays")
+        to_c.refuse()
+        await kept_away(to_b, "owner", operator, WAIT_S)
+        await operator.delete_channel("gone", key="k")
+        with trio.fail_after(WAIT_S):
+            while "gone" not in c.state.absent_owners._by_channel:  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the news, on node c
+        if case == "made-again-privately":
+            to_b.accept()
+            assert "gone" not in await channels_once_back(owner, WAIT_S)  # b's lease said it
+            await owner.create_channel("gone", public=False)
+            assert "gone" in c.state.absent_owners._by_channel  # (not news)
+            to_b.refuse()
+            to_b.cut()
+        to_c.accept()
+        names = await channels_once_back(owner, WAIT_S)
+        assert "stays" in names
+        assert ("gone" in names) is (case == "made-again-privately")
+        # (What its client makes again at its next reconnect: made privately, node b keeps
+        # it for the grace only, and then it ended unless the client made it again here.)
+        assert ("gone" in owner._owned) is (case == "made-again-privately")
+        mine = {"gone", "stays"} & names
+        assert {ch.owner for ch in await operator.channels() if ch.name in mine} == {"owner"}
+
+
 async def test_a_reading_node_keeps_its_lost_total_when_the_channel_ends(
     redis_server: RedisServer,
 ) -> None:

@@ -627,6 +627,16 @@ async def owner_and_operator(
         yield owner, operator
 
 
+async def make_gone_and_staying(owner: ts.Client, *more_kept: str) -> None:
+    """The owner's channels of the deletion tests: "gone" and "gone-kept" (``keep``), which
+    the operator deletes with their key "k", "stays", and ``more_kept`` (``keep``)."""
+    await owner.create_channel("gone", key="k")
+    await owner.create_channel("gone-kept", key="k", keep=True)
+    await owner.create_channel("stays")
+    for name in more_kept:
+        await owner.create_channel(name, keep=True)
+
+
 @pytest.mark.parametrize("owner_away", [False, True], ids=["owner-connected", "owner-away"])
 async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owner(
     server: ts.Server, proxy: TcpProxy, owner_away: bool
@@ -636,9 +646,7 @@ async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owne
     # notice when connected; when away (nobody to tell then), by its resume's welcome. A
     # kept channel too; the owner's other channels come back as ever.
     async with owner_and_operator(server, proxy) as (owner, operator):
-        await owner.create_channel("gone", key="k")
-        await owner.create_channel("gone-kept", key="k", keep=True)
-        await owner.create_channel("stays")
+        await make_gone_and_staying(owner)
         if owner_away:
             await kept_away(proxy, "owner", operator, WAIT_S)
         await operator.delete_channel("gone", key="k")
@@ -651,6 +659,39 @@ async def test_a_channel_another_client_deleted_is_not_created_again_by_its_owne
         names = await channels_once_back(owner, WAIT_S)
         assert "stays" in names and not names & {"gone", "gone-kept"}
         assert {c.owner for c in await operator.channels() if c.name == "stays"} == {"owner"}
+        await owner.create_channel("gone")  # its own again, if it asks
+
+
+@pytest.mark.server_options(resume_grace_s=0.5)
+@pytest.mark.parametrize("told", [False, True], ids=["away", "notice-cut"])
+async def test_a_channel_deleted_while_its_owner_was_away_past_its_grace_is_not_made_again(
+    server: ts.Server, proxy: TcpProxy, told: bool
+) -> None:
+    # Back after resume_grace_s, its lease gone, the owner's client created every channel
+    # again, those another client had deleted meanwhile too (a kept one deleted after the
+    # grace, one deleted within it, one whose notice was cut with its connection). Its
+    # next welcome names them now; the channels that ended with the grace come back.
+    async with owner_and_operator(server, proxy) as (owner, operator):
+        await make_gone_and_staying(owner, "stays-kept")
+        if told:
+            proxy.hold_replies()
+            await operator.delete_channel("gone", key="k")
+            await trio.sleep(0.1)  # (the notice on its way, into the proxy)
+            proxy.refuse()
+            proxy.cut()
+            proxy.release()
+            await kept_away(proxy, "owner", operator, WAIT_S)
+        else:
+            await kept_away(proxy, "owner", operator, WAIT_S)
+            await operator.delete_channel("gone", key="k")  # within its grace
+        with trio.fail_after(WAIT_S):
+            while "stays" in {c.name for c in await operator.channels()}:  # noqa: ASYNC110
+                await trio.sleep(0.05)  # ended with the grace
+        await operator.delete_channel("gone-kept", key="k")  # after it
+        proxy.accept()
+        names = await channels_once_back(owner, WAIT_S)
+        assert {"stays", "stays-kept"} <= names and not names & {"gone", "gone-kept"}
+        assert not server.state.absent_owners  # (given)
         await owner.create_channel("gone")  # its own again, if it asks
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from server_parts import World, channel_with, decode, payload
 
 from trio_stream._protocol import messages as M
+from trio_stream._server.absent_owners import AbsentOwners
 from trio_stream._server.broker import Channel
 from trio_stream._server.buffers import Policy
 from trio_stream._server.outbox import Outbox, Reader
@@ -370,7 +371,9 @@ def test_a_client_that_resumes_all_day_keeps_only_the_chain_that_can_be_followed
     # stayed: a chain one link longer per resume (a soak's slow leak). Only the newest
     # RESUME_CHAIN_MAX links can be followed, and a token that many back still leads on.
     world = World()
-    book = ResumeBook(world.broker, 10.0, lambda: None, lambda channel, reason, final: None)
+    book = ResumeBook(
+        world.broker, 10.0, lambda: None, lambda channel, reason, final: None, AbsentOwners()
+    )
     session = SimpleNamespace(name="daq", client_id=1, resume_lease=None)
     tokens = []
     for _ in range(3 * RESUME_CHAIN_MAX):
@@ -386,7 +389,9 @@ def test_a_client_that_resumes_all_day_keeps_only_the_chain_that_can_be_followed
 async def test_the_grace_left_of_a_name_is_its_latest_lease_s() -> None:
     # A provider killed twice leaves two leases of its name: a caller was told the older's
     # grace ("kept 4.7 s more") and then waited out the newer's (~10 s; an RPC user).
-    book = ResumeBook(World().broker, 10.0, lambda: None, lambda channel, reason, final: None)
+    book = ResumeBook(
+        World().broker, 10.0, lambda: None, lambda channel, reason, final: None, AbsentOwners()
+    )
     now = trio.current_time()
     book._leases["old"] = Lease("old", "prov", 1, None, ends_at=now + 2.0)
     book._leases["new"] = Lease("new", "prov", 2, None, ends_at=now + 9.0)

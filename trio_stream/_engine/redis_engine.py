@@ -876,6 +876,10 @@ class RedisEngine:
         await self._delete_everywhere(msg.channel, record.epoch, reason, owner_notice=notice)
         if local is not None and not owner:
             self.state.tell_owner_deleted(local, session, told)
+        elif local is None and notice is not None and record.owner != session.name:
+            # Kept by another node: its owner, if connected here (it moved), is told here;
+            # if away, in its next welcome here (the news goes to the other nodes only).
+            self.state.tell_owner_by_name(record.owner, msg.channel, told)
 
     async def _appends_done(self, name: str) -> None:
         """Wait (at most DELETE_FLUSH_S) until this node's writers of ``name`` have nothing
@@ -1013,13 +1017,15 @@ class RedisEngine:
     def _tell_owner(self, name: str, epoch: str, owner: str, notice: str) -> None:
         """Tell ``owner`` that another node's client deleted its channel ``name``: by the
         channel here if it owns it (also while away: its resume's welcome says it), else by
-        its name if it is connected here and this node has no channel of that name (ended
-        here already: a writer here found its epoch gone from Redis before the news came).
-        Not by its name when the channel here is another epoch: one the owner made anew."""
+        its name: connected here, or in the welcome of its next reconnection here
+        (absent_owners.py), when this node has no channel of that name (ended here already:
+        a writer here found its epoch gone from Redis before the news came) or only reads
+        it. Not when the channel here is another epoch: one the owner made anew."""
         channel = self.state.broker.channels.get(name)
-        if channel is None:
+        if channel is None or (channel.epoch == epoch and channel.owner_id is None):
+            # (None: a mirror of it, read here, or one its owner here had let go)
             self.state.tell_owner_by_name(owner, name, notice)
-        elif channel.epoch == epoch and channel.owner_id is not None:
+        elif channel.epoch == epoch:
             self.state.tell_owner_deleted(channel, None, notice)
 
     def _channel_deleted(
@@ -1549,6 +1555,20 @@ class RedisEngine:
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
             raise _unavailable(error, CLAIM_NAME_TIMEOUT_S, "this connection") from None
 
+    async def drop_made_again(self, owner: str, deleted: dict[str, str]) -> None:
+        """A deletion this node noted for a client away (its news, absent_owners.py) stands
+        unless the client made the channel again on another node: a private one's making
+        is not news, and its client would forget a channel it has. Redis down or slow: the
+        notices stand (the welcome is not held up for them)."""
+        with trio.move_on_after(CLAIM_NAME_TIMEOUT_S):
+            try:
+                for channel in list(deleted):
+                    record = await self.io.registry.get(channel)
+                    if record is not None and record.owner == owner:
+                        deleted.pop(channel, None)
+            except REDIS_ERRORS as error:
+                log.debug("deletions for %r not checked in Redis: %r", owner[:80], error)
+
     async def _claim_name(self, name: str, *, resume_token: str | None) -> None:
         presence = self.io.presence
         if resume_token is not None:
@@ -1727,6 +1747,8 @@ class RedisEngine:
 
     def _on_remote_channel(self, node: str, body: Any) -> None:
         if node != self.node:
+            if body.get("event") == "created":  # (a deletion noted here for its owner goes)
+                self.state.absent_owners.made_again(str(body["channel"]), str(body["owner"]))
             self.state.publish_system("$channels", {**body, "node": node})
 
     async def _report_readers(self) -> None:

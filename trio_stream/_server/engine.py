@@ -93,6 +93,11 @@ class Engine(Protocol):
 
     def release_name(self, name: str) -> None: ...
 
+    async def drop_made_again(self, owner: str, deleted: dict[str, str]) -> None:
+        """Leave out of ``deleted`` (a welcome's channels deleted while client ``owner`` was
+        away) those it has made again since: on another node, as this node may not know."""
+        ...
+
     def publish(self, writer: Writer, time_s: float, payload: BytesLike) -> None: ...
 
     def publish_batch(
@@ -152,6 +157,9 @@ class MemoryEngine:
 
     def release_name(self, name: str) -> None:
         pass
+
+    async def drop_made_again(self, owner: str, deleted: dict[str, str]) -> None:
+        pass  # one server: a channel made again dropped its notice then (absent_owners.py)
 
     def publish(self, writer: Writer, time_s: float, payload: BytesLike) -> None:
         self.state.broker.publish(writer, time_s, payload)

@@ -49,8 +49,8 @@ class Claimed(NamedTuple):
 
     name: str
     resume_token: str | None  # None unless the hello asked for one
-    # A resume: the channels it owned that another client deleted while it was away, with
-    # each one's reason (resume.Lease.deleted), for the welcome.
+    # A reconnection: the channels it owned that another client deleted while it was away,
+    # with each one's reason (Session.welcome_deleted), for the welcome.
     channels_deleted: dict[str, str]
 
 
@@ -143,6 +143,8 @@ async def handshake(
     name, resume_token, channels_deleted = await claim(hello)
     # Several nodes: the name must be free on every node too (a round trip to the engine).
     await state.engine.claim_name(name, resume_token=hello.resume_token)
+    if channels_deleted:  # (rare: a round trip to Redis for each, with several nodes)
+        await state.engine.drop_made_again(name, channels_deleted)
     welcome = Welcome(
         v=PROTOCOL_VERSION,
         client_id=client_id,

@@ -46,6 +46,7 @@ import trio
 from .._exceptions import ChannelExists
 from .._protocol.frames import SharedData
 from .._protocol.messages import CreateChannel
+from .absent_owners import AbsentOwners
 from .broker import Broker, Channel, decimated, replay_history
 from .kept import KeptReaders
 from .outbox import Outbox, Reader
@@ -119,8 +120,11 @@ class ResumeBook:
         grace_s: float,
         wake: Callable[[], None],
         end: Callable[[Channel, str, bool], None],
+        absent_owners: AbsentOwners,
     ) -> None:
         self.broker = broker
+        # A lease that ends leaves there the deletions its client may not have got (untold).
+        self._absent_owners = absent_owners
         self.grace_s = grace_s
         self._wake = wake  # housekeeping: a grace period to watch
         # Ends a channel whose owner's grace is over: the engine's (Engine.end_orphan), as
@@ -363,6 +367,8 @@ class ResumeBook:
         if self.grace_s <= 0:
             del self._leases[lease.token]
             self._forget_chain(lease.token)
+            lease.untold = _untold_by(session)
+            self._leave_untold(lease)
             return False
         lease.session = None
         lease.taken = published
@@ -377,6 +383,17 @@ class ResumeBook:
         lease.ends_at = trio.current_time() + self.grace_s
         self._wake()
         return True
+
+    def _leave_untold(self, lease: Lease) -> None:
+        """``lease`` ends: the deletions its client may not have got are named in the
+        welcome of its next reconnection (absent_owners.py), unless it has a channel of that
+        name again (made anew after it was told)."""
+        channels = self.broker.channels
+        for name, reason in lease.untold.items():
+            again = channels.get(name)
+            if again is None or again.owner_id != lease.client_id:
+                self._absent_owners.note(lease.name, name, reason)
+        lease.untold = {}
 
     def expire(self, now: float) -> float:
         """End the channels and kept readers of leases whose grace period is over, time the
@@ -429,6 +446,7 @@ class ResumeBook:
                 # takeovers), so only its end, quietly.
                 log.debug("client %r's resume grace ended with nothing kept for it", lease.name)
             self._end_kept(lease)
+            self._leave_untold(lease)
             for channel in lease.orphans:
                 if channel.owner_id == lease.client_id:
                     self._end(

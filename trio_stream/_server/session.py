@@ -104,6 +104,7 @@ class Session:
         "state",
         "transport",
         "wake_sender",
+        "welcome_deleted",
         "writers",
     )
     # The outbox's wake-up (OutboxOwner.wake_sender) is the sender's own method, not a method
@@ -136,6 +137,9 @@ class Session:
         self.resume_token: str | None = None  # issued at welcome to a client that resumes
         self.resume_lease: Lease | None = None  # what its previous connection left
         self.deletions_told: dict[str, str] = {}  # (resume.Resumable)
+        # Its channels deleted while it was away, for its welcome (handshake.Claimed): its
+        # lease's (resume.Lease.deleted) and those nobody could tell it (absent_owners.py).
+        self.welcome_deleted: dict[str, str] = {}
         self.sender = Sender(state, transport, self.outbox, self.peer_left)
         self.inbound = Inbound(self)
         self.wake_sender = self.sender.wake
@@ -431,7 +435,15 @@ class Session:
         if hello.resume:
             self.resume_token = resume.issue(self)
         lease = self.resume_lease
-        return Claimed(self.name, self.resume_token, lease.deleted if lease is not None else {})
+        self.welcome_deleted = lease.deleted if lease is not None else {}
+        if hello.resume_token is not None:
+            # A reconnection (a new process has no channels to create again): what was
+            # deleted while nobody could tell it, here or by another node's news, is in its
+            # welcome, and in the next one should this one be lost.
+            missed = self.state.absent_owners.take(self.name)
+            self.welcome_deleted.update(missed)
+            self.deletions_told.update(missed)
+        return Claimed(self.name, self.resume_token, self.welcome_deleted)
 
     def close(self, reason: str, *, drain: bool = False, reconnect: bool = True) -> None:
         """Ask the connection to say goodbye, flush and close.

@@ -17,6 +17,7 @@ from .._protocol.bytes_like import BytesLike
 from .._protocol.codec import encode_payload
 from .._protocol.limits import Limits
 from .._protocol.messages import ChannelDeleted, EncodedItems
+from .absent_owners import AbsentOwners
 from .broker import Broker, Channel, Writer
 from .engine import make_engine
 from .idle import Watchdog
@@ -41,6 +42,8 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.limits: Limits = config.limits()
+        # Deletions whose owners nobody could tell, for their next welcome (absent_owners.py).
+        self.absent_owners = AbsentOwners()
         self.broker = Broker(
             on_event=self._channel_event,
             clock=trio.current_time,
@@ -95,7 +98,11 @@ class ServerState:
         self.wake_housekeeping: Callable[[], None] | None = None
         self.system = {name: self.broker.create_channel(name, None) for name in SYSTEM_CHANNELS}
         self.resume = ResumeBook(
-            self.broker, config.resume_grace_s, self._wake_housekeeping, self.engine.end_orphan
+            self.broker,
+            config.resume_grace_s,
+            self._wake_housekeeping,
+            self.engine.end_orphan,
+            self.absent_owners,
         )
 
     def _wake_housekeeping(self) -> None:
@@ -120,6 +127,8 @@ class ServerState:
         return channel is not None and bool(channel.subscriptions)
 
     def _channel_event(self, kind: str, channel: Channel) -> None:
+        if kind == "created":
+            self.absent_owners.made_again(channel.name, channel.owner)
         if not self.engine.channel_event(kind, channel):
             return  # several nodes: another node's news, announced there
         if kind == "created" and self.on_channel_created is not None:
@@ -239,46 +248,44 @@ class ServerState:
         ``channel``: its owner, if it is another client connected here, is told, or it
         created the channel again at its next reconnect (a soak: 500 channels deleted by a
         key holder, back after one cut). An owner away is told in its welcome if it resumes
-        (resume.ResumeBook.take_over), as is one whose resume is on its way to its welcome."""
+        (resume.ResumeBook.take_over), as is one whose resume is on its way to its welcome;
+        and in the welcome of its next reconnection, if later (absent_owners.py)."""
         owner = None if channel.owner_id is None else self.sessions.get(channel.owner_id)
-        if owner is not None and owner is deleter:
-            return  # its own delete: its client knows
+        if deleter is not None and (owner is deleter or deleter.name == channel.owner):
+            return  # its own delete (or by its name's new process): its client knows
         channel.owner_notice = reason
-        if owner is None:
-            greeted = self.by_name.get(channel.owner)
-            if greeted is not None and greeted.client_id == channel.owner_id:
-                self._tell_greeted(greeted, channel.name, reason)
-            return
-        self._tell_connected(owner, channel.name, reason)
+        if owner is None:  # away: by its name (a reconnection of it may be on its way)
+            self.tell_owner_by_name(channel.owner, channel.name, reason)
+        else:
+            self._tell_connected(owner, channel.name, reason)
 
     def tell_owner_by_name(self, owner: str, channel: str, reason: str) -> None:
-        """Another node's client deleted ``channel``, owned by the client named ``owner``,
-        which this node has no channel of that name for: told if connected here (a client
-        whose owned channel another node keeps, as after a move to this node)."""
+        """``channel``, owned by the client named ``owner``, was deleted by another client:
+        the client of that name here is told (connected, or on its way to its welcome: a
+        resume, or a reconnection past its grace), else the next welcome of a reconnection
+        of that name here names it (absent_owners.py). Also for another node's delete of a
+        channel this node has none of (its owner moved here, say, and another node keeps it)."""
         session = self.by_name.get(owner)
         if session is None:
-            return
-        if self.sessions.get(session.client_id) is session:
+            self.absent_owners.note(owner, channel, reason)
+        elif self.sessions.get(session.client_id) is session:
             self._tell_connected(session, channel, reason)
         else:
             self._tell_greeted(session, channel, reason)
 
     @staticmethod
     def _tell_greeted(greeted: Session, channel: str, reason: str) -> None:
-        """Between its resume's take-over and its welcome (several nodes: the name's claim
-        is a round trip to Redis): that welcome names it."""
-        if greeted.resume_lease is not None:
-            greeted.resume_lease.deleted[channel] = reason
+        """Between its hello's claim and its welcome (several nodes: the name's claim is a
+        round trip to Redis): that welcome names it, and the next one again should this
+        one be lost (Session.deletions_told)."""
+        greeted.welcome_deleted[channel] = reason
+        _remember_told(greeted, channel, reason)
 
     @staticmethod
     def _tell_connected(owner: Session, channel: str, reason: str) -> None:
         owner.send_control(ChannelDeleted(channel=channel, reason=reason))
         # Said again in its next welcome, should a cut lose this (resume.Lease.untold).
-        told = owner.deletions_told
-        told.pop(channel, None)  # (to the end: the newest)
-        told[channel] = reason
-        if len(told) > DELETIONS_REMEMBERED_MAX:
-            del told[next(iter(told))]
+        _remember_told(owner, channel, reason)
 
     def unregister(self, session: Session) -> None:
         if self.sessions.pop(session.client_id, None) is not None:
@@ -352,3 +359,13 @@ def resident_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _remember_told(session: Session, channel: str, reason: str) -> None:
+    """``session``'s client was told of ``channel``'s deletion, by a notice or a welcome that
+    a cut may lose: named again in its next welcome (resume.Lease.untold)."""
+    told = session.deletions_told
+    told.pop(channel, None)  # (to the end: the newest)
+    told[channel] = reason
+    if len(told) > DELETIONS_REMEMBERED_MAX:
+        del told[next(iter(told))]
