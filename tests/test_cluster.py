@@ -351,15 +351,18 @@ async def test_an_owner_on_another_node_is_told_its_channel_was_deleted(
         assert "stays" in names and "gone" not in names
 
 
-@pytest.mark.parametrize("case", ["back-on-another-node", "made-again-privately"])
+@pytest.mark.parametrize(
+    "case", ["back-on-another-node", "made-again-publicly", "made-again-privately"]
+)
 async def test_an_owner_back_on_another_node_is_told_what_was_deleted_while_it_was_away(
     redis_server: RedisServer, case: str
 ) -> None:
     # The owner left node b and came back on node c (its node's failover, say): c had no
     # lease of it to name the deletion in, and its client created the channel again. Every
     # node notes the delete's news for an owner it cannot tell, for the welcome of that
-    # name's next reconnection there. A channel the owner made again since (a private one,
-    # whose making is not news) is not named: its client would forget a channel it has.
+    # name's next reconnection there. A channel the owner made again since is not named:
+    # its client would forget a channel it has (a public one's making is news to every
+    # node; a private one's is not, and node c asks Redis).
     async with (
         ts.open_server(node_config(redis_server, "a")) as a,
         ts.open_server(node_config(redis_server, "b")) as b,
@@ -379,20 +382,26 @@ async def test_an_owner_back_on_another_node_is_told_what_was_deleted_while_it_w
         with trio.fail_after(WAIT_S):
             while "gone" not in c.state.absent_owners._by_channel:  # noqa: ASYNC110
                 await trio.sleep(0.01)  # the news, on node c
-        if case == "made-again-privately":
+        made_again = case != "back-on-another-node"
+        if made_again:
             to_b.accept()
             assert "gone" not in await channels_once_back(owner, WAIT_S)  # b's lease said it
-            await owner.create_channel("gone", public=False)
-            assert "gone" in c.state.absent_owners._by_channel  # (not news)
+            await owner.create_channel("gone", public=case == "made-again-publicly")
+            if case == "made-again-publicly":
+                with trio.fail_after(WAIT_S):
+                    while "gone" in c.state.absent_owners._by_channel:  # noqa: ASYNC110
+                        await trio.sleep(0.01)  # the news
+            else:
+                assert "gone" in c.state.absent_owners._by_channel  # (not news)
             to_b.refuse()
             to_b.cut()
         to_c.accept()
         names = await channels_once_back(owner, WAIT_S)
         assert "stays" in names
-        assert ("gone" in names) is (case == "made-again-privately")
-        # (What its client makes again at its next reconnect: made privately, node b keeps
-        # it for the grace only, and then it ended unless the client made it again here.)
-        assert ("gone" in owner._owned) is (case == "made-again-privately")
+        assert ("gone" in names) is made_again
+        # (What its client makes again at its next reconnect: node b keeps it for the grace
+        # only, and then it ended unless the client made it again here.)
+        assert ("gone" in owner._owned) is made_again
         mine = {"gone", "stays"} & names
         assert {ch.owner for ch in await operator.channels() if ch.name in mine} == {"owner"}
 

@@ -1748,7 +1748,9 @@ class RedisEngine:
     def _on_remote_channel(self, node: str, body: Any) -> None:
         if node != self.node:
             if body.get("event") == "created":  # (a deletion noted here for its owner goes)
-                self.state.absent_owners.made_again(str(body["channel"]), str(body["owner"]))
+                self.state.absent_owners.made_again(
+                    str(body.get("channel")), str(body.get("owner"))
+                )
             self.state.publish_system("$channels", {**body, "node": node})
 
     async def _report_readers(self) -> None:
