@@ -7,6 +7,7 @@ import { Panel, frameBytesFromRates, channelCount } from './panels.js';
 import { parseLayout, formatLayout, DEFAULT_RATE_HZ } from './layout.js';
 import { isFlat } from './plot.js';
 import * as fmt from './format.js';
+import { REFRESH_MS, MAX_TABLE_ROWS, refreshDelayMs, countText } from './listing.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -14,7 +15,6 @@ const $ = (id) => document.getElementById(id);
 const state = { framesPlotted: 0, selected: null, connected: false, admin: false, panels: [] };
 window.__tsDashboard = state;
 
-const REFRESH_MS = 1000;
 const STATS_STALE_MS = 2500; // no $stats message for this long: ask with a `stats` request
 const PLOT_RETRY_MS = 3000;
 
@@ -107,6 +107,7 @@ let statsShownAt = 0; // the cards' numbers came then ($stats or a `stats` reque
 let channelsShownAt = 0; // the channel table's, from a `channels` request
 let clientsShownAt = 0; // the client table's, from a `clients` request
 let openedAt = 0; // the connection opened then (no answer is due before its first refresh)
+let refreshEveryMs = REFRESH_MS; // the listings' pace now (listing.js)
 
 /** Whether the server answered lately (within STALE_MS) on an open connection. */
 function linkLive(now = Date.now()) {
@@ -116,8 +117,9 @@ function linkLive(now = Date.now()) {
 function markStale() {
   const now = Date.now();
   staleIf(document.querySelector('section.cards'), statsShownAt, now);
-  staleIf($('channels-table'), channelsShownAt, now);
-  staleIf($('clients-table'), clientsShownAt, now);
+  // (Listed at a slower pace when they are many: listing.js.)
+  staleIf($('channels-table'), channelsShownAt, now, refreshEveryMs - REFRESH_MS);
+  staleIf($('clients-table'), clientsShownAt, now, refreshEveryMs - REFRESH_MS);
   // The plots too: a plot whose frames stopped coming looks like a quiet channel, so while
   // the link is down or frozen (no answer from the server for STALE_MS) each says so.
   const answered = Math.max(statsShownAt, channelsShownAt, openedAt);
@@ -136,8 +138,8 @@ function markStale() {
   if ($('conn').title !== title) $('conn').title = title;
 }
 
-function staleIf(el, shownAt, now) {
-  const stale = !client.connected || now - shownAt > STALE_MS;
+function staleIf(el, shownAt, now, slackMs = 0) {
+  const stale = !client.connected || now - shownAt > STALE_MS + slackMs;
   el.classList.toggle('stale', stale);
   const title = !stale ? '' : shownAt
     ? `not live: these numbers are from ${new Date(shownAt).toLocaleTimeString('en-GB')}` : 'not live';
@@ -249,6 +251,11 @@ class KeyedTable {
 // read_temperature beside a long-named one widened the Clients table out of an 800 px window.
 // <wbr> adds no text: the cell's textContent, and a copy, are the names.
 const BREAK_AFTER = /(?<=[/_.-])(?=[^\s,])/;
+
+function showCount(el, { text, title }) {
+  setText(el, text);
+  if (el.title !== title) el.title = title;
+}
 
 function setBreakable(td, text) {
   if (td.textContent === text) return;
@@ -466,6 +473,8 @@ function renderChannels(list) {
   chans.sort((a, b) => (a.name.startsWith('$') - b.name.startsWith('$')) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   chans = sortBy(chans, sorting.channels);
   const shown = new Set(activePanel()?.channels ?? []);
+  const matching = chans.length;
+  chans = chans.slice(0, MAX_TABLE_ROWS);
   channelTable.update(chans.map((c) => {
     const meta = isRecord(c.meta) ? c.meta : {};
     // No readers, no frames: the demo's writers (and good writers) send only when read.
@@ -491,7 +500,7 @@ function renderChannels(list) {
     };
   }));
   $('channels-empty').hidden = chans.length > 0;
-  setText($('channels-count'), all.length ? `(${chans.length === all.length ? all.length : `${chans.length} of ${all.length}`})` : '');
+  showCount($('channels-count'), countText(all.length, matching, chans.length, refreshEveryMs));
   for (const p of panels) { p.retry(channelNames); p.applyMeta(); }
   startLayoutPanels();
   if (!layoutChosen && panels.length === 0) defaultLayout(all);
@@ -523,6 +532,8 @@ function renderClients(list) {
   let recs = all.filter((c) => matches('clients-filter', c.name));
   recs.sort((a, b) => Number(a.id) - Number(b.id));
   recs = sortBy(recs, sorting.clients);
+  const matching = recs.length;
+  recs = recs.slice(0, MAX_TABLE_ROWS);
   const now = Date.now() / 1000;
   clientTable.update(recs.map((c) => {
     const subs = (Array.isArray(c.subscriptions) ? c.subscriptions : []).filter(isRecord);
@@ -550,7 +561,7 @@ function renderClients(list) {
       classes: { self: c.id === client.clientId },
     };
   }));
-  setText($('clients-count'), all.length ? `(${recs.length === all.length ? all.length : `${recs.length} of ${all.length}`})` : '');
+  showCount($('clients-count'), countText(all.length, matching, recs.length, refreshEveryMs));
   fitNames($('clients-table'));
   renderRpcProviders(all);
 }
@@ -565,15 +576,19 @@ $('clients-filter').addEventListener('input', () => renderClients(lastClients));
 // ------------------------------------------------------------------------------ refresh loop
 
 let refreshing = false;
+let refreshedAt = 0; // the last listing was asked for then
 
 async function refresh() {
   if (refreshing || !client.connected) return;
   refreshing = true;
+  refreshedAt = Date.now();
   try {
     const wantStats = Date.now() - statsAt > STATS_STALE_MS;
     const [chans, clients, stats] = await Promise.allSettled([
       client.channels(), client.clients(), wantStats ? client.stats() : Promise.resolve(null),
     ]);
+    const listed = [chans, clients].reduce((n, r) => n + (r.status === 'fulfilled' && Array.isArray(r.value) ? r.value.length : 0), 0);
+    if (chans.status === 'fulfilled' || clients.status === 'fulfilled') refreshEveryMs = refreshDelayMs(listed);
     if (chans.status === 'fulfilled') { channelsShownAt = Date.now(); lastChannelsCame = true; renderChannels(chans.value); }
     if (clients.status === 'fulfilled') { clientsShownAt = Date.now(); renderClients(clients.value); }
     if (wantStats && stats.status === 'fulfilled') { statsShownAt = Date.now(); renderStats(stats.value); }
@@ -600,7 +615,10 @@ async function refresh() {
   }
 }
 
-setInterval(() => { markStale(); refresh(); }, REFRESH_MS);
+setInterval(() => {
+  markStale();
+  if (Date.now() - refreshedAt >= refreshEveryMs - REFRESH_MS / 2) refresh();
+}, REFRESH_MS);
 
 // ------------------------------------------------------------------------------ panels
 
