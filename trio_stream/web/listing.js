@@ -2,9 +2,9 @@
 // dashboard.js), how many rows it draws, and what the count beside a table's title says.
 //
 // A listing costs the server ~4 µs of CPU per record and this page the drawing of every row:
-// at 100,000 channels, one a second took ~40 % of a server core for each open page (a
+// at 100,000 channels, one a second would take ~40 % of a server core for each open page (a
 // control room keeps several open for days), and the first drawing of 25,003 rows froze the
-// page, its plots too, for 22 s (headless Chromium, 2 cores). So after a listing of many
+// page, its plots too, for 22 s (headless Chromium, 2 cores; of 100,003, over a minute). So after a listing of many
 // records the next one waits longer: a second for each RECORDS_PER_SECOND records (channels
 // and clients), never less than REFRESH_MS nor more than REFRESH_MAX_MS; and a table draws
 // its first MAX_TABLE_ROWS rows in its order (the filter and the column sorts pick which).
@@ -12,7 +12,7 @@
 
 /** The pace of a server with few channels: a listing a second. */
 export const REFRESH_MS = 1000;
-/** Records listed per second of the pace (~4 % of a server core for each page). */
+/** Records listed per second of the pace (~5 % of a server core for each page). */
 export const RECORDS_PER_SECOND = 10000;
 /** The slowest pace, whatever the server holds. */
 export const REFRESH_MAX_MS = 30000;
