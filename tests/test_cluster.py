@@ -406,6 +406,45 @@ async def test_an_owner_back_on_another_node_is_told_what_was_deleted_while_it_w
         assert {ch.owner for ch in await operator.channels() if ch.name in mine} == {"owner"}
 
 
+async def test_a_channel_made_again_privately_after_its_deletion_was_told_stays_its_owners(
+    redis_server: RedisServer,
+) -> None:
+    # Told on its own node, b; nodes a and c noted the delete's news all the same (they
+    # cannot know it was told). The owner made the channel again, private (no $channels
+    # news), was cut past its grace (the channel ended with it, not for good: its client
+    # makes it again when back) and came back on c, whose note Redis no longer contradicted:
+    # its client forgot the channel (the review of the change). Every making is news now.
+    async with (
+        ts.open_server(node_config(redis_server, "a")) as a,
+        ts.open_server(node_config(redis_server, "b", resume_grace_s=0.5)) as b,
+        ts.open_server(node_config(redis_server, "c")) as c,
+        open_proxy(str(b.tcp_url)) as to_b,
+        open_proxy(str(c.tcp_url)) as to_c,
+        ts.open_client(
+            [to_b.url, to_c.url], name="owner", reconnect=ts.Reconnect(initial=0.1)
+        ) as owner,
+        ts.open_client(str(a.tcp_url), name="operator") as operator,
+    ):
+        to_c.refuse()
+        await owner.create_channel("gone", key="k")
+        await owner.create_channel("stays")
+        await operator.delete_channel("gone", key="k")
+        with trio.fail_after(WAIT_S):
+            while "gone" in owner._owned or "gone" not in c.state.absent_owners._by_channel:  # noqa: ASYNC110
+                await trio.sleep(0.01)  # told on b, noted on c
+        await owner.create_channel("gone", key="k", public=False)
+        with trio.fail_after(WAIT_S):
+            while "gone" in c.state.absent_owners._by_channel:  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the news of its making
+        await kept_away(to_b, "owner", operator, WAIT_S)
+        with trio.fail_after(WAIT_S):
+            while "gone" in {ch.name for ch in await operator.channels()}:  # noqa: ASYNC110
+                await trio.sleep(0.05)  # ended with the grace on b
+        to_c.accept()
+        names = await channels_once_back(owner, WAIT_S)
+        assert {"gone", "stays"} <= names and "gone" in owner._owned
+
+
 async def test_a_reading_node_keeps_its_lost_total_when_the_channel_ends(
     redis_server: RedisServer,
 ) -> None:

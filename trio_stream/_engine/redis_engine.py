@@ -152,6 +152,9 @@ CHANNEL: Final = "channel"
 NAME_TAKEN: Final = "name_taken"
 NAME_MOVED: Final = "name_moved"
 ADOPTED: Final = "adopted"
+# A channel made on a node, public or private ([name, owner]): the other nodes drop a notice
+# of its deletion kept for that owner (absent_owners.py). Not $channels news: private too.
+MADE: Final = "made"
 # Channels that a Redis restart lost, registered again within this long, are named in one line.
 REGISTERED_AGAIN_GATHER_S: Final = 0.5
 REGISTERED_AGAIN_NAMED: Final = 10
@@ -388,6 +391,7 @@ class RedisEngine:
             io.presence.stopped_for = self.state.watchdog.stall.stopped_for
             bus.on(NAME_MOVED, self._on_name_moved)
             bus.on(ADOPTED, self._on_adopted)
+            bus.on(MADE, self._on_made)
             self.rpc.install(bus, io.presence.run_id)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -1555,19 +1559,24 @@ class RedisEngine:
         except (*REDIS_ERRORS, trio.TooSlowError) as error:
             raise _unavailable(error, CLAIM_NAME_TIMEOUT_S, "this connection") from None
 
-    async def drop_made_again(self, owner: str, deleted: dict[str, str]) -> None:
+    async def drop_made_again(self, owner: str, deleted: dict[str, str]) -> list[str]:
         """A deletion this node noted for a client away (its news, absent_owners.py) stands
-        unless the client made the channel again on another node: a private one's making
-        is not news, and its client would forget a channel it has. Redis down or slow: the
-        notices stand (the welcome is not held up for them)."""
+        unless the client has the channel again, made on another node (whose news of it,
+        MADE, this node may not have had yet; its client would forget a channel it has).
+        Redis down or slow: the notices stand (the welcome is not held up for them)."""
+        dropped: list[str] = []
         with trio.move_on_after(CLAIM_NAME_TIMEOUT_S):
             try:
-                for channel in list(deleted):
+                for channel, reason in list(deleted.items()):
                     record = await self.io.registry.get(channel)
-                    if record is not None and record.owner == owner:
-                        deleted.pop(channel, None)
+                    # (Not a deletion told meanwhile, while this waited on Redis: a new one.)
+                    again = record is not None and record.owner == owner
+                    if again and deleted.get(channel) is reason:
+                        del deleted[channel]
+                        dropped.append(channel)
             except REDIS_ERRORS as error:
                 log.debug("deletions for %r not checked in Redis: %r", owner[:80], error)
+        return dropped
 
     async def _claim_name(self, name: str, *, resume_token: str | None) -> None:
         presence = self.io.presence
@@ -1726,6 +1735,8 @@ class RedisEngine:
                 return True
             return False  # a mirror going away: the origin node announces the deletion
         if kind == "created" and here is not None and here.epoch == channel.epoch:
+            made = [name, channel.owner]
+            self.later(lambda: self._publish_bus(MADE, made))
             self._announce(kind, channel)
             return True
         # "created": mirrors are made when a node first uses a channel, which is not news.
@@ -1747,11 +1758,12 @@ class RedisEngine:
 
     def _on_remote_channel(self, node: str, body: Any) -> None:
         if node != self.node:
-            if body.get("event") == "created":  # (a deletion noted here for its owner goes)
-                self.state.absent_owners.made_again(
-                    str(body.get("channel")), str(body.get("owner"))
-                )
             self.state.publish_system("$channels", {**body, "node": node})
+
+    def _on_made(self, node: str, body: Any) -> None:
+        if node != self.node:  # (a deletion noted here for its owner goes)
+            name, owner = body
+            self.state.absent_owners.made_again(str(name), str(owner))
 
     async def _report_readers(self) -> None:
         """Local reader counts to Redis (and the stream followed or not), coalesced."""

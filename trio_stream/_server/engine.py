@@ -93,9 +93,10 @@ class Engine(Protocol):
 
     def release_name(self, name: str) -> None: ...
 
-    async def drop_made_again(self, owner: str, deleted: dict[str, str]) -> None:
+    async def drop_made_again(self, owner: str, deleted: dict[str, str]) -> list[str]:
         """Leave out of ``deleted`` (a welcome's channels deleted while client ``owner`` was
-        away) those it has made again since: on another node, as this node may not know."""
+        away) those it has made again since: on another node, as this node may not know.
+        Returns those left out."""
         ...
 
     def publish(self, writer: Writer, time_s: float, payload: BytesLike) -> None: ...
@@ -158,8 +159,8 @@ class MemoryEngine:
     def release_name(self, name: str) -> None:
         pass
 
-    async def drop_made_again(self, owner: str, deleted: dict[str, str]) -> None:
-        pass  # one server: a channel made again dropped its notice then (absent_owners.py)
+    async def drop_made_again(self, owner: str, deleted: dict[str, str]) -> list[str]:
+        return []  # one server: a channel made again dropped its notice then (absent_owners.py)
 
     def publish(self, writer: Writer, time_s: float, payload: BytesLike) -> None:
         self.state.broker.publish(writer, time_s, payload)

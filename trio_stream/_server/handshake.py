@@ -52,6 +52,8 @@ class Claimed(NamedTuple):
     # A reconnection: the channels it owned that another client deleted while it was away,
     # with each one's reason (Session.welcome_deleted), for the welcome.
     channels_deleted: dict[str, str]
+    # Those its connection was told of, to name again should it be lost (Session.deletions_told).
+    told: dict[str, str]
 
 
 async def handshake(
@@ -140,11 +142,12 @@ async def handshake(
         )
     if hello.name is not None:
         check_client_name(hello.name)
-    name, resume_token, channels_deleted = await claim(hello)
+    name, resume_token, channels_deleted, told = await claim(hello)
     # Several nodes: the name must be free on every node too (a round trip to the engine).
     await state.engine.claim_name(name, resume_token=hello.resume_token)
     if channels_deleted:  # (rare: a round trip to Redis for each, with several nodes)
-        await state.engine.drop_made_again(name, channels_deleted)
+        for made_again in await state.engine.drop_made_again(name, channels_deleted):
+            told.pop(made_again, None)
     welcome = Welcome(
         v=PROTOCOL_VERSION,
         client_id=client_id,

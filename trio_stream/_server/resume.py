@@ -143,12 +143,20 @@ class ResumeBook:
         # still closing: its readers end with it instead of being kept (see closing_moved).
         self._moved: set[str] = set()
 
-    def issue(self, session: Resumable) -> str:
+    def issue(self, session: Resumable, presented: str | None = None) -> str:
+        """A resume token for ``session``, whose hello presented ``presented`` (None: none)
+        and took ``session.resume_lease`` over (None: none found). The token it took over, or
+        else the one it presented, leads to the new one (see _current): a client that never
+        had this welcome comes back with its old token, and takes this lease, with what the
+        welcome told it (a reconnection past its grace was told of deletions it then missed)."""
         self._moved.discard(session.name)  # back here: its readers are kept again on a cut
         token = secrets.token_hex(RESUME_TOKEN_BYTES)
         self._leases[token] = Lease(token, session.name, session.client_id, session)
-        if session.resume_lease is not None:
-            previous = session.resume_lease.token
+        previous = session.resume_lease.token if session.resume_lease is not None else presented
+        if previous is not None and previous not in self._leases:
+            replaced = self._successor.get(previous)  # (a chain that led to no lease)
+            if replaced is not None:
+                self._predecessor.pop(replaced, None)
             self._successor[previous] = token
             self._predecessor[token] = previous
             # Only the newest RESUME_CHAIN_MAX links can ever be followed (_current): the
@@ -386,12 +394,13 @@ class ResumeBook:
 
     def _leave_untold(self, lease: Lease) -> None:
         """``lease`` ends: the deletions its client may not have got are named in the
-        welcome of its next reconnection (absent_owners.py), unless it has a channel of that
-        name again (made anew after it was told)."""
+        welcome of its next reconnection (absent_owners.py), unless a client of its name has
+        a channel of that name again (made anew after it was told: by this connection's
+        client, or a new process of it that came meanwhile)."""
         channels = self.broker.channels
         for name, reason in lease.untold.items():
             again = channels.get(name)
-            if again is None or again.owner_id != lease.client_id:
+            if again is None or again.owner != lease.name:
                 self._absent_owners.note(lease.name, name, reason)
         lease.untold = {}
 

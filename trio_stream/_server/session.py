@@ -433,7 +433,7 @@ class Session:
         # take_over leaves one whose name another session holds), so it can be made again.
         self.state.claim_name(self)
         if hello.resume:
-            self.resume_token = resume.issue(self)
+            self.resume_token = resume.issue(self, hello.resume_token)
         lease = self.resume_lease
         self.welcome_deleted = lease.deleted if lease is not None else {}
         if hello.resume_token is not None:
@@ -443,7 +443,7 @@ class Session:
             missed = self.state.absent_owners.take(self.name)
             self.welcome_deleted.update(missed)
             self.deletions_told.update(missed)
-        return Claimed(self.name, self.resume_token, self.welcome_deleted)
+        return Claimed(self.name, self.resume_token, self.welcome_deleted, self.deletions_told)
 
     def close(self, reason: str, *, drain: bool = False, reconnect: bool = True) -> None:
         """Ask the connection to say goodbye, flush and close.
