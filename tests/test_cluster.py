@@ -351,6 +351,27 @@ async def test_an_owner_on_another_node_is_told_its_channel_was_deleted(
         assert "stays" in names and "gone" not in names
 
 
+@asynccontextmanager
+async def owner_moving_between_nodes(
+    redis: RedisServer, **b_options: Any
+) -> AsyncIterator[tuple[ts.Server, TcpProxy, TcpProxy, ts.Client, ts.Client]]:
+    """Nodes a, b (``b_options``) and c; a client "owner" that connects to b, or to c, each
+    through a proxy (its URLs in that order), and an "operator" on a. Yields node c, the two
+    proxies and the two clients."""
+    async with (
+        ts.open_server(node_config(redis, "a")) as a,
+        ts.open_server(node_config(redis, "b", **b_options)) as b,
+        ts.open_server(node_config(redis, "c")) as c,
+        open_proxy(str(b.tcp_url)) as to_b,
+        open_proxy(str(c.tcp_url)) as to_c,
+        ts.open_client(
+            [to_b.url, to_c.url], name="owner", reconnect=ts.Reconnect(initial=0.1)
+        ) as owner,
+        ts.open_client(str(a.tcp_url), name="operator") as operator,
+    ):
+        yield c, to_b, to_c, owner, operator
+
+
 @pytest.mark.parametrize(
     "case", ["back-on-another-node", "made-again-publicly", "made-again-privately"]
 )
@@ -363,17 +384,7 @@ async def test_an_owner_back_on_another_node_is_told_what_was_deleted_while_it_w
     # name's next reconnection there. A channel the owner made again since is not named:
     # its client would forget a channel it has (a public one's making is news to every
     # node; a private one's is not, and node c asks Redis).
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_server(node_config(redis_server, "b")) as b,
-        ts.open_server(node_config(redis_server, "c")) as c,
-        open_proxy(str(b.tcp_url)) as to_b,
-        open_proxy(str(c.tcp_url)) as to_c,
-        ts.open_client(
-            [to_b.url, to_c.url], name="owner", reconnect=ts.Reconnect(initial=0.1)
-        ) as owner,
-        ts.open_client(str(a.tcp_url), name="operator") as operator,
-    ):
+    async with owner_moving_between_nodes(redis_server) as (c, to_b, to_c, owner, operator):
         await owner.create_channel("gone", key="k")
         await owner.create_channel("stays")
         to_c.refuse()
@@ -414,16 +425,12 @@ async def test_a_channel_made_again_privately_after_its_deletion_was_told_stays_
     # news), was cut past its grace (the channel ended with it, not for good: its client
     # makes it again when back) and came back on c, whose note Redis no longer contradicted:
     # its client forgot the channel (the review of the change). Every making is news now.
-    async with (
-        ts.open_server(node_config(redis_server, "a")) as a,
-        ts.open_server(node_config(redis_server, "b", resume_grace_s=0.5)) as b,
-        ts.open_server(node_config(redis_server, "c")) as c,
-        open_proxy(str(b.tcp_url)) as to_b,
-        open_proxy(str(c.tcp_url)) as to_c,
-        ts.open_client(
-            [to_b.url, to_c.url], name="owner", reconnect=ts.Reconnect(initial=0.1)
-        ) as owner,
-        ts.open_client(str(a.tcp_url), name="operator") as operator,
+    async with owner_moving_between_nodes(redis_server, resume_grace_s=0.5) as (
+        c,
+        to_b,
+        to_c,
+        owner,
+        operator,
     ):
         to_c.refuse()
         await owner.create_channel("gone", key="k")
