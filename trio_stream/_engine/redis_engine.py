@@ -152,8 +152,8 @@ CHANNEL: Final = "channel"
 NAME_TAKEN: Final = "name_taken"
 NAME_MOVED: Final = "name_moved"
 ADOPTED: Final = "adopted"
-# A channel made on a node, public or private ([name, owner]): the other nodes drop a notice
-# of its deletion kept for that owner (absent_owners.py). Not $channels news: private too.
+# A private channel made on a node ([name, owner]; a public one's is CHANNEL news): the other
+# nodes drop a notice of its deletion kept for that owner (absent_owners.py).
 MADE: Final = "made"
 # Channels that a Redis restart lost, registered again within this long, are named in one line.
 REGISTERED_AGAIN_GATHER_S: Final = 0.5
@@ -1735,8 +1735,9 @@ class RedisEngine:
                 return True
             return False  # a mirror going away: the origin node announces the deletion
         if kind == "created" and here is not None and here.epoch == channel.epoch:
-            made = [name, channel.owner]
-            self.later(lambda: self._publish_bus(MADE, made))
+            if not channel.public:  # (not $channels news, but news for absent_owners.py)
+                made = [name, channel.owner]
+                self.later(lambda: self._publish_bus(MADE, made))
             self._announce(kind, channel)
             return True
         # "created": mirrors are made when a node first uses a channel, which is not news.
@@ -1758,10 +1759,13 @@ class RedisEngine:
 
     def _on_remote_channel(self, node: str, body: Any) -> None:
         if node != self.node:
+            if body.get("event") == "created":  # (a deletion noted here for its owner goes)
+                self._on_made(node, [body.get("channel"), body.get("owner")])
             self.state.publish_system("$channels", {**body, "node": node})
 
     def _on_made(self, node: str, body: Any) -> None:
-        if node != self.node:  # (a deletion noted here for its owner goes)
+        """Another node made channel ``body[0]``, owned by client ``body[1]``."""
+        if node != self.node:
             name, owner = body
             self.state.absent_owners.made_again(str(name), str(owner))
 
