@@ -328,10 +328,10 @@ async def test_a_resume_the_server_has_no_lease_of_numbers_publishers_apart(
     assert server.tcp_url
     port = int(server.tcp_url.rsplit(":", 1)[1])
     ids: list[int] = []
-    for _ in range(2):
+    for unknown in ("unknown-1", "unknown-2"):  # (the one presented once leads to its lease)
         raw = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
         await raw.send_control(
-            {"op": "hello", "v": PROTOCOL_VERSION, "resume": True, "resume_token": "unknown"}
+            {"op": "hello", "v": PROTOCOL_VERSION, "resume": True, "resume_token": unknown}
         )
         assert (await raw.control())["op"] == "welcome"
         await raw.request("create_channel", channel=f"c{len(ids)}")

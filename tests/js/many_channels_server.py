@@ -2,7 +2,8 @@
 
 Prints {"dashboard": URL} once ready, then a line {"listings": N} each time a client lists
 the channels (N: how many listings so far), and serves until stdin closes. The channels are
-made in the broker directly: a client may make only max_channels_per_client of them.
+made in the broker directly: a client may make only max_channels_per_client of them. Its
+$stats channel is silent (the page then asks for the server's numbers with requests).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ async def main(channels: int) -> None:
             return await list_channels(session)
 
         state.channel_listing = counted  # type: ignore[method-assign]
+        state.publish_stats = lambda: None  # type: ignore[method-assign]
         print(json.dumps({"dashboard": server.http_url}), flush=True)
         stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
         while await stdin.receive_some():

@@ -615,9 +615,30 @@ async function refresh() {
   }
 }
 
+// The load cards' numbers, asked for between two listings when $stats is silent: at the slow
+// pace of a server of many channels they would otherwise be as old as the listings, and the
+// link called not answering in between.
+let statsAsking = false;
+
+async function refreshStats() {
+  if (statsAsking || refreshing || !client.connected) return;
+  statsAsking = true;
+  try {
+    const stats = await client.stats();
+    statsShownAt = Date.now();
+    renderStats(stats);
+    markStale();
+  } catch {
+    // the next listing's refresh() says what fails
+  } finally {
+    statsAsking = false;
+  }
+}
+
 setInterval(() => {
   markStale();
   if (Date.now() - refreshedAt >= refreshEveryMs - REFRESH_MS / 2) refresh();
+  else if (Date.now() - statsAt > STATS_STALE_MS) refreshStats();
 }, REFRESH_MS);
 
 // ------------------------------------------------------------------------------ panels

@@ -8,7 +8,8 @@
 // records the next one waits longer: a second for each RECORDS_PER_SECOND records (channels
 // and clients), never less than REFRESH_MS nor more than REFRESH_MAX_MS; and a table draws
 // its first MAX_TABLE_ROWS rows in its order (the filter and the column sorts pick which).
-// The load cards and the plots do not wait: they come by subscription.
+// The load cards and the plots do not wait: they come by subscription (the cards, should
+// $stats be silent, by a `stats` request between two listings: refreshStats in dashboard.js).
 
 /** The pace of a server with few channels: a listing a second. */
 export const REFRESH_MS = 1000;
