@@ -4,12 +4,13 @@
     python benchmarks/dashboard_listing.py --channels 25000 --src /tmp/base --src .
 
 For each source tree (``--src``, default this one) a child process (its ``PYTHONPATH`` the
-tree) runs a server with ``--channels`` public channels, made in its broker directly (a
-client may make only max_channels_per_client of them), and counts the ``channels``
-listings it answers. Headless Chromium (Debian's ``chromium``, driven by playwright; no
-``playwright install``) opens the tree's dashboard; after ``--warmup-s`` the server's CPU
-time (``/proc/PID/stat``) and its listings are counted over ``--window-s``; before the page
-opens, the server's CPU alone over 10 s. Linux only.
+tree) runs the server of the dashboard's browser test (this repository's
+``tests/js/many_channels_server.py``) with ``--channels`` public channels, made in its
+broker directly, which counts the ``channels`` listings it answers. Headless Chromium
+(Debian's ``chromium``, driven by playwright; no ``playwright install``) opens the tree's
+dashboard; after ``--warmup-s`` the server's CPU time (``/proc/PID/stat``) and its
+listings are counted over ``--window-s``; before the page opens, the server's CPU alone
+over 10 s. Linux only.
 """
 
 from __future__ import annotations
@@ -30,33 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 IDLE_WINDOW_S = 10.0
 
-_SERVER = """
-import json, sys, trio
-import trio_stream as ts
-
-async def main(channels):
-    config = ts.ServerConfig(host="127.0.0.1", tcp_port=0, http_port=0, name="listing")
-    async with ts.open_server(config) as server:
-        state = server.state
-        for i in range(channels):
-            state.broker.create_channel(f"ch{i:06d}", None).owner = "bench"
-        listed = 0
-        list_channels = state.channel_listing
-
-        async def counted(session):
-            nonlocal listed
-            listed += 1
-            print(json.dumps({"listings": listed}), flush=True)
-            return await list_channels(session)
-
-        state.channel_listing = counted
-        print(json.dumps({"dashboard": server.http_url}), flush=True)
-        stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
-        while await stdin.receive_some():
-            pass
-
-trio.run(main, int(sys.argv[1]))
-"""
+# The server of the dashboard's browser test (its channels made in the broker, its
+# listings counted), run with each tree's trio_stream (PYTHONPATH).
+SERVER_SCRIPT = REPO_ROOT / "tests" / "js" / "many_channels_server.py"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -68,12 +45,11 @@ def cpu_seconds(pid: int) -> float:
 def measure(tree: str, channels: int, warmup_s: float, window_s: float) -> None:
     env = {**os.environ, "PYTHONPATH": tree}
     server = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, str(channels)],
+        [sys.executable, str(SERVER_SCRIPT), str(channels)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=env,
-        cwd=tree,  # (``-c`` puts the working directory first on sys.path)
     )
     try:
         assert server.stdout is not None

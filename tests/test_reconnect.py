@@ -627,6 +627,15 @@ async def owner_and_operator(
         yield owner, operator
 
 
+async def made_then_deleted(owner: ts.Client, operator: ts.Client, name: str) -> None:
+    """``owner`` makes channel ``name`` (key "k"), ``operator`` deletes it, and the owner has
+    the notice (it came before the answer to the owner's next request)."""
+    await owner.create_channel(name, key="k")
+    await operator.delete_channel(name, key="k")
+    await owner.channels()
+    assert name not in owner._owned
+
+
 async def make_gone_and_staying(owner: ts.Client, *more_kept: str) -> None:
     """The owner's channels of the deletion tests: "gone" and "gone-kept" (``keep``), which
     the operator deletes with their key "k", "stays", and ``more_kept`` (``keep``)."""
@@ -737,11 +746,7 @@ async def test_a_new_process_that_made_the_channel_again_is_not_told_it_was_dele
     # the old notice for one still to be told (the channel was another client's, by id) and
     # the new process's next reconnection forgot its own channel (the review of the change).
     async with owner_and_operator(server, proxy) as (old, operator):
-        await old.create_channel("gone", key="k")
-        await operator.delete_channel("gone", key="k")
-        with trio.fail_after(WAIT_S):
-            while "gone" in old._owned:  # noqa: ASYNC110
-                await trio.sleep(0.01)  # told
+        await made_then_deleted(old, operator, "gone")
         await kept_away(proxy, "owner", operator, WAIT_S)  # its lease waits
         async with (
             open_proxy(str(server.tcp_url)) as to_new,
@@ -835,9 +840,7 @@ async def test_a_channel_made_again_after_its_deletion_was_told_stays_its_owners
     # the owner has a channel of that name again: its client would forget it (and not
     # create it again after a restart of the server).
     async with owner_and_operator(server, proxy) as (owner, operator):
-        await owner.create_channel("again", key="k")
-        await operator.delete_channel("again", key="k")
-        await owner.channels()  # the notice came before this answer
+        await made_then_deleted(owner, operator, "again")
         await owner.create_channel("again")
         proxy.cut()
         with trio.fail_after(WAIT_S):

@@ -21,7 +21,7 @@ let listings = 0;
 
 before(async () => {
   if (skip) return;
-  server = spawn(python, [join(ROOT, 'tests', 'js', 'many_channels_server.py'), String(CHANNELS)], {
+  server = spawn(python, [join(ROOT, 'tests', 'js', 'many_channels_server.py'), String(CHANNELS), '--silent-stats'], {
     cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'],
   });
   dashboardUrl = await new Promise((resolve, reject) => {
