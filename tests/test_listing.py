@@ -35,7 +35,10 @@ async def test_a_listing_lets_the_others_run_between_its_steps() -> None:
         during = turns - before
         listed.set()
     assert records_of(items) == [{"v": v} for v in range(5000)]
-    assert during >= 5  # a turn after each of the five steps, at least
+    # Once per scheduler batch, as the listing takes a step per batch: before or after the
+    # step in each (trio draws the order at random), so at least once between any two of
+    # the five steps (5 was asked first, and a random order gave 4 one run in a few).
+    assert during >= 4
 
 
 async def test_what_is_gone_before_its_step_is_left_out() -> None:
